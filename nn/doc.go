@@ -1,0 +1,22 @@
+// Package nn is the reference implementation of the dinoclip projector: the
+// original ProjectorWithResiduals (input_proj, residual blocks of
+// Linear-LayerNorm-GELU-Linear-LayerNorm, hidden_norm, a GELU head and an
+// output LayerNorm), its unit-norm MSE loss and PyTorch's AdamW update, on
+// the CPU with gonum.
+//
+// Everything is generic over float32 and float64. The float64 instantiation
+// is the oracle: it is checked by finite differences and replayed against
+// runs dumped from PyTorch. The float32 instantiation is the CPU engine used
+// for training small configurations, and the reference every GPU kernel is
+// compared against.
+//
+// Parameters live in one contiguous buffer laid out in the original
+// state_dict order ([Layout]); every tensor is a named view into it, so a
+// checkpoint is the buffer plus the layout, and an optimizer step is one pass
+// over three buffers of the same length.
+//
+// [Engine] is what a trainer drives: forward+loss+backward on a batch, an
+// AdamW step, and reading and writing parameters, gradients and moments. The
+// CPU engine ([CPUEngine]) and the GPU engine implement it, so one test suite
+// can run against both.
+package nn

@@ -1,0 +1,200 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+)
+
+// Engine is what the trainer drives. Batches, parameters, gradients and
+// moments cross the interface as float32 row-major slices in [Layout]
+// order, whatever the engine computes in, so the CPU and GPU engines are
+// interchangeable and a checkpoint is the same bytes from either.
+type Engine interface {
+	// Config is the model shape the engine was built for.
+	Config() Config
+	// ForwardBackward runs forward, the unit-norm MSE loss against the
+	// targets t [n, OutputDim] and backward for the inputs x [n, InputDim],
+	// keeping the gradients for Step. It returns the loss.
+	ForwardBackward(x, t []float32, n int) (float64, error)
+	// Step applies one AdamW update with the gradients of the last
+	// ForwardBackward.
+	Step(s AdamWStep) error
+	// Loss is the loss of x against t with no gradient.
+	Loss(x, t []float32, n int) (float64, error)
+	// Project writes the model output for x [n, InputDim] into dst
+	// [n, OutputDim].
+	Project(dst, x []float32, n int) error
+	// Parameters, Gradients and Moments copy the engine's buffers out;
+	// SetParameters and SetMoments load them. Each slice has NumParams
+	// elements.
+	Parameters(dst []float32) error
+	SetParameters(src []float32) error
+	Gradients(dst []float32) error
+	Moments(m, v []float32) error
+	SetMoments(m, v []float32) error
+	// Close releases what the engine holds.
+	Close() error
+}
+
+// CPUEngine is the [Engine] on the CPU, computing in T: float32 to train,
+// float64 as the oracle. Its buffers are exported for tests that need the
+// full precision of the float64 engine.
+type CPUEngine[T Float] struct {
+	Model *Model[T]
+	M, V  []T  // AdamW moments
+	x, t  []T  // the last batch converted to T
+	dy    []T  // dL/d(output)
+	ready bool // gradients hold a backward pass not yet stepped
+}
+
+// NewCPUEngine returns an engine of shape c with zero parameters and
+// moments.
+func NewCPUEngine[T Float](c Config) (*CPUEngine[T], error) {
+	m, err := NewModel[T](c)
+	if err != nil {
+		return nil, err
+	}
+	return &CPUEngine[T]{Model: m, M: make([]T, len(m.Params)), V: make([]T, len(m.Params))}, nil
+}
+
+func (e *CPUEngine[T]) Config() Config { return e.Model.Config }
+
+// load converts a float32 batch into dst, growing it as needed, and checks
+// its length and values.
+func load[T Float](dst *[]T, src []float32, n, d int, what string) error {
+	if n < 1 {
+		return fmt.Errorf("%s: batch of %d rows", what, n)
+	}
+	if len(src) != n*d {
+		return fmt.Errorf("%s: %d values, want %d rows x %d", what, len(src), n, d)
+	}
+	if cap(*dst) < len(src) {
+		*dst = make([]T, len(src))
+	}
+	*dst = (*dst)[:len(src)]
+	for i, v := range src {
+		(*dst)[i] = T(v)
+	}
+	return nil
+}
+
+// ForwardBackward implements [Engine].
+func (e *CPUEngine[T]) ForwardBackward(x, t []float32, n int) (float64, error) {
+	loss, out, err := e.loss(x, t, n)
+	if err != nil {
+		return 0, err
+	}
+	if cap(e.dy) < len(out) {
+		e.dy = make([]T, len(out))
+	}
+	e.dy = e.dy[:len(out)]
+	c := e.Model.Config
+	UnitNormMSE(e.dy, out, e.t, n, c.OutputDim)
+	if err := e.Model.Backward(e.dy, nil); err != nil {
+		return 0, err
+	}
+	e.ready = true
+	return loss, nil
+}
+
+func (e *CPUEngine[T]) loss(x, t []float32, n int) (float64, []T, error) {
+	c := e.Model.Config
+	if err := load(&e.x, x, n, c.InputDim, "inputs"); err != nil {
+		return 0, nil, err
+	}
+	if err := load(&e.t, t, n, c.OutputDim, "targets"); err != nil {
+		return 0, nil, err
+	}
+	out, err := e.Model.Forward(e.x, n)
+	if err != nil {
+		return 0, nil, err
+	}
+	loss := UnitNormMSE(nil, out, e.t, n, c.OutputDim)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, out, fmt.Errorf("loss is %v", loss)
+	}
+	return loss, out, nil
+}
+
+// Step implements [Engine].
+func (e *CPUEngine[T]) Step(s AdamWStep) error {
+	if !e.ready {
+		return fmt.Errorf("optimizer step without gradients: call ForwardBackward first")
+	}
+	if s.Step < 1 {
+		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	}
+	AdamW(e.Model.Params, e.Model.Grads, e.M, e.V, s)
+	e.ready = false
+	return nil
+}
+
+// Loss implements [Engine].
+func (e *CPUEngine[T]) Loss(x, t []float32, n int) (float64, error) {
+	l, _, err := e.loss(x, t, n)
+	return l, err
+}
+
+// Project implements [Engine].
+func (e *CPUEngine[T]) Project(dst, x []float32, n int) error {
+	c := e.Model.Config
+	if len(dst) != n*c.OutputDim {
+		return fmt.Errorf("project: output has room for %d values, want %d rows x %d", len(dst), n, c.OutputDim)
+	}
+	if err := load(&e.x, x, n, c.InputDim, "inputs"); err != nil {
+		return err
+	}
+	out, err := e.Model.Forward(e.x, n)
+	if err != nil {
+		return err
+	}
+	for i, v := range out {
+		dst[i] = float32(v)
+	}
+	return nil
+}
+
+func (e *CPUEngine[T]) Parameters(dst []float32) error {
+	return export(dst, e.Model.Params, "parameters")
+}
+func (e *CPUEngine[T]) Gradients(dst []float32) error { return export(dst, e.Model.Grads, "gradients") }
+
+func (e *CPUEngine[T]) SetParameters(src []float32) error {
+	return importInto(e.Model.Params, src, "parameters")
+}
+
+func (e *CPUEngine[T]) Moments(m, v []float32) error {
+	if err := export(m, e.M, "first moments"); err != nil {
+		return err
+	}
+	return export(v, e.V, "second moments")
+}
+
+func (e *CPUEngine[T]) SetMoments(m, v []float32) error {
+	if err := importInto(e.M, m, "first moments"); err != nil {
+		return err
+	}
+	return importInto(e.V, v, "second moments")
+}
+
+func (e *CPUEngine[T]) Close() error { return nil }
+
+func export[T Float](dst []float32, src []T, what string) error {
+	if len(dst) != len(src) {
+		return fmt.Errorf("%s: buffer of %d values, the model has %d", what, len(dst), len(src))
+	}
+	for i, v := range src {
+		dst[i] = float32(v)
+	}
+	return nil
+}
+
+func importInto[T Float](dst []T, src []float32, what string) error {
+	if len(dst) != len(src) {
+		return fmt.Errorf("%s: %d values, the model has %d", what, len(src), len(dst))
+	}
+	for i, v := range src {
+		dst[i] = T(v)
+	}
+	return nil
+}

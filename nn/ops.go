@@ -1,0 +1,184 @@
+package nn
+
+import (
+	"math"
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// Float is the element type of a CPU model: float64 for the oracle, float32
+// for the engine that trains.
+type Float interface{ float32 | float64 }
+
+// LayerNormEps is the eps of every LayerNorm in the original model.
+const LayerNormEps = 1e-5
+
+var impl gonum.Implementation
+
+// gemm computes C = alpha op(A) op(B) + beta C for row-major matrices, with
+// gonum's native Sgemm or Dgemm (both split large products across
+// GOMAXPROCS goroutines).
+func gemm[T Float](tA, tB blas.Transpose, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	switch a := any(a).(type) {
+	case []float32:
+		impl.Sgemm(tA, tB, m, n, k, float32(alpha), a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+	case []float64:
+		impl.Dgemm(tA, tB, m, n, k, float64(alpha), a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	}
+}
+
+// parallelFor runs fn over [0, n) split into one contiguous range per
+// processor. The split depends only on n and GOMAXPROCS, and each index is
+// handled by exactly one call, so results do not depend on scheduling.
+// Small problems (n*cost < 1<<15 element operations) run inline.
+func parallelFor(n, cost int, fn func(lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if workers > n {
+		workers = n
+	}
+	if workers <= 1 || n*cost < 1<<15 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(lo, hi) }()
+	}
+	wg.Wait()
+}
+
+// LinearForward computes y[n,out] = x[n,in] W^T + b with W stored [out,in]
+// as PyTorch stores it.
+func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
+	gemm(blas.NoTrans, blas.Trans, n, out, in, 1, x, in, w, in, 0, y, out)
+	parallelFor(n, out, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := y[r*out : (r+1)*out]
+			for j := range row {
+				row[j] += b[j]
+			}
+		}
+	})
+}
+
+// LinearBackward computes the weight gradient dW[out,in] = dy^T x, the bias
+// gradient db[out] = column sums of dy, and, when dx is not nil,
+// dx[n,in] = dy W + beta dx (beta 1 accumulates into a residual gradient).
+func LinearBackward[T Float](dx, dw, db, dy, x, w []T, n, in, out int, beta T) {
+	gemm(blas.Trans, blas.NoTrans, out, in, n, 1, dy, out, x, in, 0, dw, in)
+	ColumnSums(db, dy, n, out)
+	if dx != nil {
+		gemm(blas.NoTrans, blas.NoTrans, n, in, out, 1, dy, out, w, in, beta, dx, in)
+	}
+}
+
+// ColumnSums sets s[j] = sum over rows of a[r,j] for a [n,d]. Columns are
+// split across workers and each sum runs over rows in order, so the result is
+// the same bits on every run.
+func ColumnSums[T Float](s, a []T, n, d int) {
+	parallelFor(d, n, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			var acc float64
+			for r := 0; r < n; r++ {
+				acc += float64(a[r*d+j])
+			}
+			s[j] = T(acc)
+		}
+	})
+}
+
+// LayerNormForward normalises each row of x[n,d] over its d entries:
+// xhat = (x - mean) * rstd with rstd = 1/sqrt(var + eps) (biased variance),
+// then y = xhat * gamma + beta. It keeps xhat and rstd for the backward pass.
+// Row statistics are accumulated in float64 with two passes. y may alias x.
+func LayerNormForward[T Float](y, xhat, rstd, x, gamma, beta []T, n, d int) {
+	parallelFor(n, d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, hr, yr := x[r*d:(r+1)*d], xhat[r*d:(r+1)*d], y[r*d:(r+1)*d]
+			var sum float64
+			for _, v := range xr {
+				sum += float64(v)
+			}
+			mean := sum / float64(d)
+			var sq float64
+			for _, v := range xr {
+				dv := float64(v) - mean
+				sq += dv * dv
+			}
+			rs := 1 / math.Sqrt(sq/float64(d)+LayerNormEps)
+			rstd[r] = T(rs)
+			for j, v := range xr {
+				h := T((float64(v) - mean) * rs)
+				hr[j] = h
+				yr[j] = h*gamma[j] + beta[j]
+			}
+		}
+	})
+}
+
+// LayerNormBackward computes dx[n,d] from dy, the saved xhat and rstd and
+// gamma: with g = dy*gamma, dx = rstd (g - mean(g) - xhat mean(g xhat)).
+// It also sets dgamma = sum_rows dy*xhat and dbeta = sum_rows dy.
+// dx may alias dy.
+func LayerNormBackward[T Float](dx, dgamma, dbeta, dy, xhat, rstd, gamma []T, n, d int) {
+	parallelFor(d, n, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			var sg, sb float64
+			for r := 0; r < n; r++ {
+				sg += float64(dy[r*d+j]) * float64(xhat[r*d+j])
+				sb += float64(dy[r*d+j])
+			}
+			dgamma[j], dbeta[j] = T(sg), T(sb)
+		}
+	})
+	parallelFor(n, d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			dyr, hr, dxr := dy[r*d:(r+1)*d], xhat[r*d:(r+1)*d], dx[r*d:(r+1)*d]
+			var s1, s2 float64
+			for j, v := range dyr {
+				g := float64(v) * float64(gamma[j])
+				s1 += g
+				s2 += g * float64(hr[j])
+			}
+			s1 /= float64(d)
+			s2 /= float64(d)
+			rs := float64(rstd[r])
+			for j, v := range dyr {
+				g := float64(v) * float64(gamma[j])
+				dxr[j] = T(rs * (g - s1 - float64(hr[j])*s2))
+			}
+		}
+	})
+}
+
+// GELU is the exact erf form, x Phi(x) = x/2 (1 + erf(x/sqrt 2)), as
+// PyTorch's nn.GELU() by default (not the tanh approximation).
+func GELU(x float64) float64 { return 0.5 * x * (1 + math.Erf(x/math.Sqrt2)) }
+
+// GELUGrad is d GELU/dx = Phi(x) + x phi(x).
+func GELUGrad(x float64) float64 {
+	return 0.5*(1+math.Erf(x/math.Sqrt2)) + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
+}
+
+// GELUForward sets y = GELU(x) elementwise, evaluated in float64.
+func GELUForward[T Float](y, x []T) {
+	parallelFor(len(x), 16, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y[i] = T(GELU(float64(x[i])))
+		}
+	})
+}
+
+// GELUBackward sets dx = dy * GELU'(x) elementwise; dx may alias dy.
+func GELUBackward[T Float](dx, dy, x []T) {
+	parallelFor(len(x), 16, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			dx[i] = T(float64(dy[i]) * GELUGrad(float64(x[i])))
+		}
+	})
+}

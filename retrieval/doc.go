@@ -1,0 +1,67 @@
+// Package retrieval evaluates image-text retrieval the way LAION's
+// CLIP_benchmark does in its zeroshot_retrieval task, on the CPU.
+//
+// # Data layout
+//
+// Embeddings are flat, row-major []float32 matrices: row r of an n×dim
+// matrix x is x[r*dim : (r+1)*dim]. Captions are tied to images by a
+// caption-to-image index: caption c describes image captionImage[c], and an
+// image may have several captions (MSCOCO has five or more).
+//
+// # Protocol
+//
+// Evaluate follows CLIP_benchmark:
+//
+//   - Every image and caption row is L2-normalised (see NormalizeRows), so
+//     scores are cosine similarities.
+//   - Text to image (CLIP_benchmark's "image_retrieval_recall@k"): every
+//     caption is one query over all images; it is a hit at k if the caption's
+//     own image is among its k best-scoring images. Recall is averaged over
+//     captions.
+//   - Image to text (CLIP_benchmark's "text_retrieval_recall@k"): every image
+//     is one query over all captions; it is a hit at k if any one of its
+//     captions is among its k best-scoring captions. Recall is averaged over
+//     images.
+//
+// Recall is reported in percent (0 to 100), the unit of CLIP_benchmark's
+// published tables; field names carry the unit.
+//
+// An image that no caption describes stays in the evaluation: it is a key for
+// every text-to-image query and, as an image-to-text query, it can never hit,
+// so it counts as a miss. CLIP_benchmark does the same (its per-image recall
+// is 0/0 = NaN, and NaN > 0 is false). Result.ImagesWithoutCaptions reports
+// how many there were so that a broken caption index does not pass unseen.
+//
+// When k is at least the number of keys, every key is in the top k, so every
+// query that has a positive at all is a hit. (torch.topk would refuse such a
+// k; CLIP_benchmark's datasets never ask for it.)
+//
+// # Ordering and ties
+//
+// TopK orders keys by score, higher first, and breaks equal scores by the lower
+// key index. Scores are compared as IEEE-754 values, so -0 and +0 are equal.
+// With this rule the 1-based rank of key j for a query is
+//
+//	rank(j) = 1 + #{keys with a strictly greater score}
+//	            + #{keys with an equal score and an index lower than j}
+//
+// and key j is in the top k exactly when rank(j) <= k. CLIP_benchmark takes
+// whatever torch.topk returns, which leaves the order of equal scores
+// unspecified; the two agree whenever no ties straddle the k-th place, which
+// for real embeddings is essentially always.
+//
+// A zero row (for example a failed feature extraction) stays zero after
+// normalisation, so all of its scores are 0: as a query it ranks the keys by
+// index among those that also score 0, and as a key it sits behind every key
+// that scores above 0.
+//
+// # Computation
+//
+// Scores are never held as a full queries×keys matrix. TopK cuts the queries
+// and keys into blocks, computes each block of dot products with blas32.Gemm
+// into a small per-goroutine buffer, and merges it into a per-query top-k
+// list; goroutines (up to GOMAXPROCS) take whole blocks of queries, so each
+// query's list has a single owner and the result does not depend on
+// scheduling. Memory is O(blockQueries·blockKeys + nQueries·k) beyond the
+// inputs.
+package retrieval

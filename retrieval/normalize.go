@@ -1,0 +1,59 @@
+package retrieval
+
+import (
+	"fmt"
+	"math"
+)
+
+// normEpsilon is the smallest divisor NormalizeRows uses, as in PyTorch's
+// F.normalize (eps = 1e-12), which CLIP_benchmark applies to its embeddings.
+const normEpsilon = 1e-12
+
+// NormalizeRows returns a copy of the n×dim row-major matrix x in which every
+// row is divided by max(‖row‖₂, 1e-12), the rule of PyTorch's F.normalize.
+// A zero row stays zero. The norm and the division are done in float64 and
+// rounded to float32 once, so a long row loses no accuracy to a float32 sum of
+// squares. x is not modified.
+//
+// NormalizeRows returns an error if the shape does not match len(x) or if x
+// holds a NaN or an infinity.
+func NormalizeRows(x []float32, n, dim int) ([]float32, error) {
+	if err := checkMatrix("x", x, n, dim); err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(x))
+	for r := 0; r < n; r++ {
+		row := x[r*dim : (r+1)*dim]
+		var sumSquares float64
+		for _, v := range row {
+			sumSquares += float64(v) * float64(v)
+		}
+		norm := max(math.Sqrt(sumSquares), normEpsilon)
+		dst := out[r*dim : (r+1)*dim]
+		for i, v := range row {
+			dst[i] = float32(float64(v) / norm)
+		}
+	}
+	return out, nil
+}
+
+// checkMatrix reports whether x can be read as an n×dim row-major matrix of
+// finite values. It divides rather than multiplies so that huge n and dim
+// cannot overflow into a false match.
+func checkMatrix(name string, x []float32, n, dim int) error {
+	if n < 1 {
+		return fmt.Errorf("retrieval: %s has %d rows, need at least 1", name, n)
+	}
+	if dim < 1 {
+		return fmt.Errorf("retrieval: dimension %d, need at least 1", dim)
+	}
+	if len(x)%dim != 0 || len(x)/dim != n {
+		return fmt.Errorf("retrieval: %s has %d values, want %d rows × %d", name, len(x), n, dim)
+	}
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("retrieval: %s[%d][%d] is %v, need finite values", name, i/dim, i%dim, v)
+		}
+	}
+	return nil
+}

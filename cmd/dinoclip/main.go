@@ -1,0 +1,51 @@
+// Command dinoclip trains and evaluates a projector from DINOv2 image
+// features into CLIP's image-text embedding space.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+// run executes the CLI and returns the process exit code: 0 on success, 1
+// on an error (printed as one line naming what is wrong), 130 when
+// interrupted.
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newApp().RunContext(ctx, args)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
+		return 130
+	default:
+		fmt.Fprintln(os.Stderr, "dinoclip:", err)
+		return 1
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "dinoclip",
+		Usage: "train and evaluate a projector from DINOv2 features into CLIP space",
+		Description: "dinoclip maps DINOv2 image features into CLIP's image-text embedding space with the\n" +
+			"ProjectorWithResiduals model, so a DINOv2 backbone can do CLIP-style text-image retrieval.\n" +
+			"Data are .npy files; models are safetensors checkpoints that PyTorch loads into the\n" +
+			"original class (see docs/FORMAT.md).",
+		Commands:       commands(),
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
+		HideHelpCommand: true,
+	}
+}

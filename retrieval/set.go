@@ -1,0 +1,160 @@
+package retrieval
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// Files of an evaluation set directory (docs/FORMAT.md).
+const (
+	ImageFeaturesFile = "images.dino.npy"
+	ImageCLIPFile     = "images.clip.npy"
+	CaptionCLIPFile   = "captions.clip.npy"
+	CaptionImageFile  = "captions.image.npy"
+	SetInfoFile       = "eval.json"
+)
+
+// Set is an evaluation set held in memory: DINOv2 features and CLIP
+// embeddings of the images, CLIP embeddings of the captions, and which image
+// each caption describes.
+type Set struct {
+	Name          string
+	Dir           string
+	Images        int
+	Captions      int
+	FeatureDim    int
+	EmbeddingDim  int
+	ImageFeatures []float32 // [Images, FeatureDim]
+	ImageCLIP     []float32 // [Images, EmbeddingDim]
+	CaptionCLIP   []float32 // [Captions, EmbeddingDim]
+	CaptionImage  []int     // [Captions]
+
+	clip *Result // CLIP's own recall, computed once
+}
+
+// LoadSet reads the evaluation set in dir and checks that its files fit
+// together.
+func LoadSet(dir string) (*Set, error) {
+	s := &Set{Dir: dir, Name: filepath.Base(filepath.Clean(dir))}
+	if b, err := os.ReadFile(filepath.Join(dir, SetInfoFile)); err == nil {
+		var info struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(b, &info); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SetInfoFile), err)
+		}
+		if info.Name != "" {
+			s.Name = info.Name
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("evaluation set: %w", err)
+	}
+	var err error
+	var imgShape, clipShape, capShape []int
+	if s.ImageFeatures, imgShape, err = readMatrix(dir, ImageFeaturesFile); err != nil {
+		return nil, err
+	}
+	if s.ImageCLIP, clipShape, err = readMatrix(dir, ImageCLIPFile); err != nil {
+		return nil, err
+	}
+	if s.CaptionCLIP, capShape, err = readMatrix(dir, CaptionCLIPFile); err != nil {
+		return nil, err
+	}
+	idxPath := filepath.Join(dir, CaptionImageFile)
+	idx, idxShape, err := npy.ReadInt64(idxPath)
+	if err != nil {
+		return nil, fmt.Errorf("evaluation set: %w", err)
+	}
+	s.Images, s.FeatureDim = imgShape[0], imgShape[1]
+	s.Captions, s.EmbeddingDim = capShape[0], capShape[1]
+	switch {
+	case clipShape[0] != s.Images:
+		return nil, fmt.Errorf("evaluation set %s: %s has %d rows but %s has %d", dir, ImageCLIPFile, clipShape[0], ImageFeaturesFile, s.Images)
+	case clipShape[1] != s.EmbeddingDim:
+		return nil, fmt.Errorf("evaluation set %s: image embeddings are %d wide but caption embeddings %d", dir, clipShape[1], s.EmbeddingDim)
+	case len(idxShape) != 1 || idxShape[0] != s.Captions:
+		return nil, fmt.Errorf("%s: shape %v, want [%d] (one image index per caption)", idxPath, idxShape, s.Captions)
+	}
+	s.CaptionImage = make([]int, len(idx))
+	hasCaption := make([]bool, s.Images)
+	for i, v := range idx {
+		if v < 0 || v >= int64(s.Images) {
+			return nil, fmt.Errorf("%s: caption %d names image %d, but there are %d images", idxPath, i, v, s.Images)
+		}
+		s.CaptionImage[i] = int(v)
+		hasCaption[v] = true
+	}
+	for i, ok := range hasCaption {
+		if !ok {
+			return nil, fmt.Errorf("%s: image %d has no caption", idxPath, i)
+		}
+	}
+	return s, nil
+}
+
+// readMatrix reads a 2-D float array from dir and rejects NaN and Inf.
+func readMatrix(dir, name string) ([]float32, []int, error) {
+	path := filepath.Join(dir, name)
+	v, shape, err := npy.ReadFloat32(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("evaluation set: %w", err)
+	}
+	if len(shape) != 2 {
+		return nil, nil, fmt.Errorf("%s: shape %v, want a 2-D matrix", path, shape)
+	}
+	if err := checkMatrix(path, v, shape[0], shape[1]); err != nil {
+		return nil, nil, err
+	}
+	return v, shape, nil
+}
+
+// Report is one evaluation: recall of CLIP's own image embeddings, recall of
+// the projected DINOv2 features against the same caption embeddings, and
+// their ratio at R@5.
+type Report struct {
+	Name          string         `json:"name"`
+	CLIP          Result         `json:"clip"`
+	Projected     Result         `json:"projected"`
+	PercentOfCLIP RelativeRecall `json:"percent_of_clip"`
+}
+
+// Project maps n rows of DINOv2 features into CLIP space: dst is
+// [n, EmbeddingDim], x is [n, FeatureDim].
+type Project func(dst, x []float32, n int) error
+
+// ProjectBatch is how many images Evaluate projects at a time.
+const ProjectBatch = 1024
+
+// Evaluate projects the set's image features with project and reports
+// recall@1/5/10 for the projection and for CLIP.
+func (s *Set) Evaluate(project Project) (Report, error) {
+	if s.clip == nil {
+		r, err := Evaluate(s.ImageCLIP, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
+		if err != nil {
+			return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+		}
+		s.clip = &r
+	}
+	projected := make([]float32, s.Images*s.EmbeddingDim)
+	for lo := 0; lo < s.Images; lo += ProjectBatch {
+		hi := min(lo+ProjectBatch, s.Images)
+		err := project(projected[lo*s.EmbeddingDim:hi*s.EmbeddingDim], s.ImageFeatures[lo*s.FeatureDim:hi*s.FeatureDim], hi-lo)
+		if err != nil {
+			return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+		}
+	}
+	p, err := Evaluate(projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
+	if err != nil {
+		return Report{}, fmt.Errorf("evaluation set %s: projected embeddings: %w", s.Name, err)
+	}
+	rel, err := PercentOfCLIP(p, *s.clip)
+	if err != nil {
+		return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+	}
+	return Report{Name: s.Name, CLIP: *s.clip, Projected: p, PercentOfCLIP: rel}, nil
+}

@@ -1,0 +1,105 @@
+package retrieval
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// writeSet writes a 3-image, 2-dim set whose features equal its CLIP
+// embeddings, then applies edit to the arrays before writing.
+func writeSet(t *testing.T, edit func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64)) string {
+	t.Helper()
+	dir := t.TempDir()
+	feat := []float32{1, 0, 0, 1, -1, 0}
+	clip := append([]float32(nil), feat...)
+	caps := []float32{1, 0.1, 0.1, 1, -1, 0.2, 0.9, 0}
+	idx := []int64{0, 1, 2, 0}
+	if edit != nil {
+		feat, clip, caps, idx = edit(feat, clip, caps, idx)
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(npy.WriteFloat32(filepath.Join(dir, ImageFeaturesFile), []int{len(feat) / 2, 2}, feat))
+	must(npy.WriteFloat32(filepath.Join(dir, ImageCLIPFile), []int{len(clip) / 2, 2}, clip))
+	must(npy.WriteFloat32(filepath.Join(dir, CaptionCLIPFile), []int{len(caps) / 2, 2}, caps))
+	must(npy.WriteInt64(filepath.Join(dir, CaptionImageFile), []int{len(idx)}, idx))
+	return dir
+}
+
+func TestSetEvaluate(t *testing.T) {
+	dir := writeSet(t, nil)
+	if err := os.WriteFile(filepath.Join(dir, SetInfoFile), []byte(`{"name":"tiny"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name != "tiny" || s.Images != 3 || s.Captions != 4 {
+		t.Fatalf("loaded %q with %d images and %d captions", s.Name, s.Images, s.Captions)
+	}
+	identity := func(dst, x []float32, n int) error { copy(dst, x); return nil }
+	r, err := s.Evaluate(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every caption is closest to its own image, so both sides are perfect.
+	if r1, _ := r.CLIP.At(1); r1.TextToImagePercent != 100 || r1.ImageToTextPercent != 100 {
+		t.Fatalf("CLIP R@1 %+v, want 100 both ways", r1)
+	}
+	if r.PercentOfCLIP.TextToImagePercent != 100 || r.PercentOfCLIP.ImageToTextPercent != 100 {
+		t.Fatalf("identity projection is %+v of CLIP, want 100%%", r.PercentOfCLIP)
+	}
+	// A projection that swaps the axes of every image sends each caption to
+	// a wrong image: (1,.1) to image 1, (.1,1) to 0, (-1,.2) to 0, (.9,0) to 1.
+	swap := func(dst, x []float32, n int) error {
+		for i := 0; i < n; i++ {
+			dst[2*i], dst[2*i+1] = x[2*i+1], x[2*i]
+		}
+		return nil
+	}
+	if r, err = s.Evaluate(swap); err != nil {
+		t.Fatal(err)
+	}
+	if r1, _ := r.Projected.At(1); r1.TextToImagePercent != 0 {
+		t.Fatalf("swapped projection: text->image R@1 %v, want 0", r1.TextToImagePercent)
+	}
+}
+
+func TestLoadSetErrors(t *testing.T) {
+	cases := map[string]func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64){
+		"rows": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			return f, c[:4], p, i
+		},
+		"names image 3": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			return f, c, p, []int64{0, 1, 2, 3}
+		},
+		"image 1 has no caption": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			return f, c, p, []int64{0, 0, 2, 0}
+		},
+		"NaN": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			p[3] = float32(math.NaN())
+			return f, c, p, i
+		},
+		"one image index per caption": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			return f, c, p, i[:3]
+		},
+	}
+	for want, edit := range cases {
+		_, err := LoadSet(writeSet(t, edit))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got error %v", want, err)
+		}
+	}
+	if _, err := LoadSet(t.TempDir()); err == nil {
+		t.Error("empty directory: no error")
+	}
+}

@@ -1,0 +1,245 @@
+// Package checkpoint reads and writes dinoclip models and training
+// checkpoints (docs/FORMAT.md).
+//
+// A model is a safetensors file with one float32 tensor per state_dict
+// entry of the original ProjectorWithResiduals, names and shapes unchanged,
+// so PyTorch loads it with load_state_dict(strict=True); the model shape is
+// in its metadata. A training checkpoint is a directory holding the model
+// and, beside it, the AdamW moments and the trainer's state, written under a
+// temporary name and renamed into place so that it is whole or absent.
+package checkpoint
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/safetensors"
+)
+
+// File names and format tags.
+const (
+	ModelFile       = "model.safetensors"
+	OptimizerFile   = "optimizer.safetensors"
+	ModelFormat     = "dinoclip-model/1"
+	OptimizerFormat = "dinoclip-optimizer/1"
+	// BestLink and LastLink are the links in a run directory to its best
+	// and newest checkpoints.
+	BestLink = "best"
+	LastLink = "last"
+)
+
+// Model is a model's shape, its parameters as one flat buffer in
+// [nn.Layout] order, and the file's metadata.
+type Model struct {
+	Config nn.Config
+	Params []float32
+	Meta   map[string]string
+}
+
+// WriteModel writes params (a flat buffer in c's layout) to path as a
+// safetensors model, atomically. meta is added to the metadata; format and
+// config are set by WriteModel.
+func WriteModel(path string, c nn.Config, params []float32, meta map[string]string) error {
+	l := c.Layout()
+	if len(params) != l.Size {
+		return fmt.Errorf("write %s: %d parameters, the model %v has %d", path, len(params), c, l.Size)
+	}
+	cfg, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	md := map[string]string{}
+	for k, v := range meta {
+		md[k] = v
+	}
+	md["format"], md["config"] = ModelFormat, string(cfg)
+	tensors := make([]safetensors.Tensor, len(l.Tensors))
+	for i, t := range l.Tensors {
+		tensors[i] = safetensors.NewFloat32(t.Name, t.Shape, nn.View(params, t))
+	}
+	return safetensors.Write(path, tensors, md)
+}
+
+// ReadModel reads a model file: one written by dinoclip, or any safetensors
+// file of a ProjectorWithResiduals state_dict (float32, float16, bfloat16 or
+// float64), whose shape is then inferred from its tensors. Like PyTorch's
+// strict loading, a missing or unexpected tensor or a wrong shape is an
+// error.
+func ReadModel(path string) (*Model, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	meta := f.Metadata()
+	var c nn.Config
+	if s, ok := meta["config"]; ok {
+		if err := json.Unmarshal([]byte(s), &c); err != nil {
+			return nil, fmt.Errorf("%s: metadata config %q: %w", path, s, err)
+		}
+	} else if c, err = InferConfig(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	l := c.Layout()
+	if err := checkTensors(f, l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	params := make([]float32, l.Size)
+	for _, t := range l.Tensors {
+		if err := f.Float32Into(t.Name, nn.View(params, t)); err != nil {
+			return nil, err
+		}
+	}
+	return &Model{Config: c, Params: params, Meta: meta}, nil
+}
+
+// checkTensors compares a file's tensors with a layout, as
+// load_state_dict(strict=True) would.
+func checkTensors(f *safetensors.File, l *nn.Layout) error {
+	var problems []string
+	for _, t := range l.Tensors {
+		info, ok := f.Info(t.Name)
+		switch {
+		case !ok:
+			problems = append(problems, "missing "+t.Name)
+		case !slices.Equal(info.Shape, t.Shape):
+			problems = append(problems, fmt.Sprintf("%s has shape %v, want %v", t.Name, info.Shape, t.Shape))
+		}
+	}
+	for _, name := range f.Names() {
+		if _, ok := l.Lookup(name); !ok {
+			problems = append(problems, "unexpected "+name)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("not a ProjectorWithResiduals of this shape: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// InferConfig reads a model's shape from its tensors: input_proj.weight is
+// [hidden, input], output_proj.2.weight is [output, hidden/2], and the
+// residual blocks are counted.
+func InferConfig(f *safetensors.File) (nn.Config, error) {
+	in, ok1 := f.Info("input_proj.weight")
+	out, ok2 := f.Info("output_proj.2.weight")
+	if !ok1 || !ok2 || len(in.Shape) != 2 || len(out.Shape) != 2 {
+		return nn.Config{}, errors.New("no model config in the metadata, and no input_proj.weight and output_proj.2.weight matrices to infer it from")
+	}
+	c := nn.Config{InputDim: in.Shape[1], HiddenDim: in.Shape[0], OutputDim: out.Shape[0]}
+	for {
+		if _, ok := f.Info(fmt.Sprintf("residual_blocks.%d.layers.0.weight", c.Blocks)); !ok {
+			break
+		}
+		c.Blocks++
+	}
+	return c, nil
+}
+
+// Checkpoint is a model with the optimizer moments and the trainer's
+// state (opaque JSON) needed to resume training.
+type Checkpoint struct {
+	Config nn.Config
+	Params []float32
+	Meta   map[string]string // model metadata besides format and config
+	M, V   []float32         // AdamW exp_avg and exp_avg_sq, flat
+	State  []byte            // trainer state, JSON
+}
+
+// Save writes ck as the checkpoint directory dir: both files go into a
+// temporary directory beside it, which is then renamed to dir. A directory
+// already at dir is left as it is: a run saves a step once, and a resumed
+// run reaching the same step again holds the same bits (resumes are exact).
+func Save(dir string, ck *Checkpoint) error {
+	if _, err := os.Stat(filepath.Join(dir, OptimizerFile)); err == nil {
+		return nil
+	}
+	n := ck.Config.NumParams()
+	if len(ck.M) != n || len(ck.V) != n {
+		return fmt.Errorf("checkpoint %s: moments of %d and %d values, the model has %d", dir, len(ck.M), len(ck.V), n)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	err = WriteModel(filepath.Join(tmp, ModelFile), ck.Config, ck.Params, ck.Meta)
+	if err == nil {
+		err = safetensors.Write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
+			safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
+			safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
+		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State)})
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o755)
+	}
+	if err == nil {
+		os.RemoveAll(dir) // an incomplete directory from outside dinoclip
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	atomicfile.SyncDir(parent)
+	return nil
+}
+
+// Load reads the checkpoint directory dir.
+func Load(dir string) (*Checkpoint, error) {
+	m, err := ReadModel(filepath.Join(dir, ModelFile))
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, OptimizerFile)
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	meta := f.Metadata()
+	if meta["format"] != OptimizerFormat {
+		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
+	}
+	n := m.Config.NumParams()
+	ck := &Checkpoint{Config: m.Config, Params: m.Params, Meta: m.Meta, M: make([]float32, n), V: make([]float32, n), State: []byte(meta["state"])}
+	if err := f.Float32Into("exp_avg", ck.M); err != nil {
+		return nil, err
+	}
+	if err := f.Float32Into("exp_avg_sq", ck.V); err != nil {
+		return nil, err
+	}
+	return ck, nil
+}
+
+// Resolve finds the model file a user means by path: a model file itself,
+// a checkpoint directory, or a run directory (its best checkpoint, else its
+// last).
+func Resolve(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("model: %w", err)
+	}
+	if !st.IsDir() {
+		return path, nil
+	}
+	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
+		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
+			return filepath.Join(path, p), nil
+		}
+	}
+	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
+}

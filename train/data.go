@@ -1,0 +1,234 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// Suffixes of the two files of a training shard (docs/FORMAT.md).
+const (
+	FeatureSuffix = ".dino.npy"
+	TargetSuffix  = ".clip.npy"
+)
+
+// shard is one pair of memory-mapped arrays; start is its first row in the
+// dataset's numbering.
+type shard struct {
+	name              string
+	features, targets *npy.Array
+	start, rows       int
+}
+
+// Dataset is a directory of training shards, memory-mapped: rows are read
+// (and float16 converted) only when a batch asks for them.
+type Dataset struct {
+	Dir                 string
+	Rows                int
+	InputDim, OutputDim int
+	shards              []shard
+}
+
+// OpenDataset opens the shards in dir and checks that they fit together:
+// every shard has both files, 2-D float arrays, equal row counts within a
+// shard and equal widths across shards.
+func OpenDataset(dir string) (*Dataset, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	names := map[string]int{} // shard name -> bit 1 features, bit 2 targets
+	for _, e := range entries {
+		switch n := e.Name(); {
+		case strings.HasSuffix(n, FeatureSuffix):
+			names[strings.TrimSuffix(n, FeatureSuffix)] |= 1
+		case strings.HasSuffix(n, TargetSuffix):
+			names[strings.TrimSuffix(n, TargetSuffix)] |= 2
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("training data %s: no shards (pairs of NAME%s and NAME%s)", dir, FeatureSuffix, TargetSuffix)
+	}
+	sorted := make([]string, 0, len(names))
+	for n, bits := range names {
+		switch bits {
+		case 1:
+			return nil, fmt.Errorf("training data %s: %s%s has no %s%s beside it", dir, n, FeatureSuffix, n, TargetSuffix)
+		case 2:
+			return nil, fmt.Errorf("training data %s: %s%s has no %s%s beside it", dir, n, TargetSuffix, n, FeatureSuffix)
+		}
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	d := &Dataset{Dir: dir}
+	for _, n := range sorted {
+		s, err := openShard(dir, n)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		if len(d.shards) == 0 {
+			d.InputDim, d.OutputDim = s.features.RowLen(), s.targets.RowLen()
+		}
+		if s.features.RowLen() != d.InputDim || s.targets.RowLen() != d.OutputDim {
+			err := fmt.Errorf("training data %s: shard %s is [%d -> %d] wide but %s is [%d -> %d]",
+				dir, n, s.features.RowLen(), s.targets.RowLen(), d.shards[0].name, d.InputDim, d.OutputDim)
+			s.close()
+			d.Close()
+			return nil, err
+		}
+		s.start = d.Rows
+		d.Rows += s.rows
+		d.shards = append(d.shards, s)
+	}
+	if d.Rows == 0 {
+		d.Close()
+		return nil, fmt.Errorf("training data %s: all shards are empty", dir)
+	}
+	return d, nil
+}
+
+func openShard(dir, name string) (shard, error) {
+	s := shard{name: name}
+	var err error
+	if s.features, err = openMatrix(filepath.Join(dir, name+FeatureSuffix)); err != nil {
+		return s, err
+	}
+	if s.targets, err = openMatrix(filepath.Join(dir, name+TargetSuffix)); err != nil {
+		s.features.Close()
+		return s, err
+	}
+	if s.features.Rows() != s.targets.Rows() {
+		s.close()
+		return s, fmt.Errorf("training data %s: shard %s has %d feature rows but %d target rows",
+			dir, name, s.features.Rows(), s.targets.Rows())
+	}
+	s.rows = s.features.Rows()
+	return s, nil
+}
+
+// openMatrix opens a .npy file that must hold a 2-D float array.
+func openMatrix(path string) (*npy.Array, error) {
+	a, err := npy.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Shape()) != 2 || !a.DType().IsFloat() {
+		a.Close()
+		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16 or float32 matrix", path, a.Shape(), a.DType())
+	}
+	return a, nil
+}
+
+func (s shard) close() error {
+	return errors.Join(s.features.Close(), s.targets.Close())
+}
+
+// Close unmaps every shard.
+func (d *Dataset) Close() error {
+	var errs []error
+	for _, s := range d.shards {
+		errs = append(errs, s.close())
+	}
+	d.shards = nil
+	return errors.Join(errs...)
+}
+
+// ReadRows converts the dataset rows listed in rows into x [len(rows),
+// InputDim] and t [len(rows), OutputDim], and reports a NaN or Inf with the
+// file and row it came from.
+func (d *Dataset) ReadRows(rows []int32, x, t []float32) error {
+	if len(x) != len(rows)*d.InputDim || len(t) != len(rows)*d.OutputDim {
+		return fmt.Errorf("training data: buffers of %d and %d values for %d rows", len(x), len(t), len(rows))
+	}
+	for i, r := range rows {
+		s, local, err := d.locate(int(r))
+		if err != nil {
+			return err
+		}
+		xr, tr := x[i*d.InputDim:(i+1)*d.InputDim], t[i*d.OutputDim:(i+1)*d.OutputDim]
+		if err := readFiniteRow(s.features, local, xr); err != nil {
+			return err
+		}
+		if err := readFiniteRow(s.targets, local, tr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readFiniteRow(a *npy.Array, row int, dst []float32) error {
+	if err := a.ReadRows(dst, row, row+1); err != nil {
+		return err
+	}
+	for j, v := range dst {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), row, j, v)
+		}
+	}
+	return nil
+}
+
+func (d *Dataset) locate(row int) (*shard, int, error) {
+	if row < 0 || row >= d.Rows {
+		return nil, 0, fmt.Errorf("training data: row %d out of range [0, %d)", row, d.Rows)
+	}
+	i := sort.Search(len(d.shards), func(i int) bool { return d.shards[i].start+d.shards[i].rows > row })
+	return &d.shards[i], row - d.shards[i].start, nil
+}
+
+// Order is the deterministic visiting order of a dataset's rows:
+// epoch e is the permutation drawn from (Seed, e), cut into batches of Batch
+// rows; rows past the last whole batch sit out that epoch.
+type Order struct {
+	Rows, Batch int
+	Seed        uint64
+	epoch       int
+	perm        []int32
+}
+
+// NewOrder checks that rows hold at least one batch.
+func NewOrder(rows, batch int, seed uint64) (*Order, error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("batch size %d: must be at least 1", batch)
+	}
+	if rows < batch {
+		return nil, fmt.Errorf("the training data has %d rows, fewer than one batch of %d", rows, batch)
+	}
+	return &Order{Rows: rows, Batch: batch, Seed: seed, epoch: -1}, nil
+}
+
+// StepsPerEpoch is the number of whole batches in the data.
+func (o *Order) StepsPerEpoch() int { return o.Rows / o.Batch }
+
+// Batch returns the rows of batch k of epoch e (both 0-based). The slice is
+// valid until a call for another epoch.
+func (o *Order) BatchRows(epoch, k int) []int32 {
+	if epoch != o.epoch {
+		o.perm = Permutation(o.Rows, o.Seed, epoch)
+		o.epoch = epoch
+	}
+	return o.perm[k*o.Batch : (k+1)*o.Batch]
+}
+
+// Permutation is a Fisher-Yates shuffle of 0..n-1 from a PCG stream keyed by
+// (seed, epoch): the same on every machine and every run.
+func Permutation(n int, seed uint64, epoch int) []int32 {
+	p := make([]int32, n)
+	for i := range p {
+		p[i] = int32(i)
+	}
+	rng := rand.New(rand.NewPCG(seed, uint64(epoch)))
+	for i := n - 1; i > 0; i-- {
+		j := rng.IntN(i + 1)
+		p[i], p[j] = p[j], p[i]
+	}
+	return p
+}

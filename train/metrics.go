@@ -1,0 +1,161 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// MetricsFile is the run directory's JSON-lines log of training and
+// evaluation records.
+const MetricsFile = "metrics.jsonl"
+
+// metricsWriter appends one JSON object per line, each in a single write so
+// a crash leaves at most one torn last line (dropped on resume).
+type metricsWriter struct{ f *os.File }
+
+// openMetrics opens the metrics file for appending. Records past step
+// (written after the checkpoint a run resumes from) and a torn last line
+// are dropped first, so a resumed run's file reads like one never stopped.
+func openMetrics(path string, step int) (*metricsWriter, error) {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var kept bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(old))
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var rec struct {
+			Step *int `json:"step"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > step {
+			continue
+		}
+		kept.Write(sc.Bytes())
+		kept.WriteByte('\n')
+	}
+	if kept.Len() != len(old) {
+		if err := atomicfile.WriteBytes(path, kept.Bytes()); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsWriter{f: f}, nil
+}
+
+func (m *metricsWriter) write(rec map[string]any) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = m.f.Write(append(b, '\n'))
+	return err
+}
+
+func (m *metricsWriter) Close() error { return m.f.Close() }
+
+// Metric is how the best checkpoint is chosen.
+//
+//   - "loss": the epoch's mean training loss, lower is better (the default
+//     without evaluation sets);
+//   - "r5": the mean of text->image and image->text R@5 of the projection,
+//     over all evaluation sets, higher is better (the default with them);
+//   - "NAME/t2i@K", "NAME/i2t@K": one set's recall at K (1, 5 or 10) in one
+//     direction, higher is better.
+type Metric struct {
+	Name string
+	set  string
+	dir  string // "t2i" or "i2t"
+	k    int
+}
+
+// ParseMetric reads a metric name against the evaluation sets a run has.
+func ParseMetric(name string, evals []*retrieval.Set) (Metric, error) {
+	if name == "" {
+		name = "loss"
+		if len(evals) > 0 {
+			name = "r5"
+		}
+	}
+	switch name {
+	case "loss":
+		return Metric{Name: name}, nil
+	case "r5":
+		if len(evals) == 0 {
+			return Metric{}, fmt.Errorf("best metric %q needs at least one evaluation set", name)
+		}
+		return Metric{Name: name, k: 5}, nil
+	}
+	set, rest, ok := strings.Cut(name, "/")
+	var m Metric
+	if ok {
+		m = Metric{Name: name, set: set}
+		var dir string
+		if _, err := fmt.Sscanf(strings.Replace(rest, "@", " ", 1), "%s %d", &dir, &m.k); err != nil || (dir != "t2i" && dir != "i2t") || (m.k != 1 && m.k != 5 && m.k != 10) {
+			ok = false
+		}
+		m.dir = dir
+	}
+	if !ok {
+		return Metric{}, fmt.Errorf("best metric %q: want loss, r5, or SET/t2i@K or SET/i2t@K with K 1, 5 or 10", name)
+	}
+	for _, s := range evals {
+		if s.Name == set {
+			return m, nil
+		}
+	}
+	return Metric{}, fmt.Errorf("best metric %q: no evaluation set named %q", name, set)
+}
+
+// Better reports whether a improves on b.
+func (m Metric) Better(a, b float64) bool {
+	if m.Name == "loss" {
+		return a < b
+	}
+	return a > b
+}
+
+// Value computes the metric from an epoch's training loss and evaluations.
+func (m Metric) Value(loss float64, reports []retrieval.Report) (float64, error) {
+	if m.Name == "loss" {
+		return loss, nil
+	}
+	var sum float64
+	var n int
+	for _, r := range reports {
+		if m.set != "" && r.Name != m.set {
+			continue
+		}
+		at, ok := r.Projected.At(m.k)
+		if !ok {
+			return math.NaN(), fmt.Errorf("evaluation of %s has no recall at %d", r.Name, m.k)
+		}
+		switch m.dir {
+		case "t2i":
+			sum += at.TextToImagePercent
+			n++
+		case "i2t":
+			sum += at.ImageToTextPercent
+			n++
+		default:
+			sum += at.TextToImagePercent + at.ImageToTextPercent
+			n += 2
+		}
+	}
+	if n == 0 {
+		return math.NaN(), fmt.Errorf("best metric %s: no evaluation to compute it from", m.Name)
+	}
+	return sum / float64(n), nil
+}

@@ -46,7 +46,25 @@ type State struct {
 	Options  Options  `json:"options"`
 	Data     DataInfo `json:"data"`
 	Best     *Best    `json:"best,omitempty"`
+	// Running loss sums: of the steps since the last metrics record, and of
+	// the current epoch. They are part of the state so that a resumed run
+	// logs the same numbers and picks the same best checkpoint.
+	Window    LossSum `json:"window"`
+	EpochLoss LossSum `json:"epoch_loss"`
 }
+
+// LossSum accumulates batch losses weighted by rows.
+type LossSum struct {
+	Sum  float64 `json:"sum"`
+	Rows int     `json:"rows"`
+}
+
+func (l *LossSum) add(loss float64, rows int) {
+	l.Sum += loss * float64(rows)
+	l.Rows += rows
+}
+
+func (l LossSum) mean() float64 { return l.Sum / float64(l.Rows) }
 
 // DataInfo identifies the training data a run was started on, so a resume
 // on other data is refused.
@@ -163,9 +181,8 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	defer batches.stop()
 	bar := newProgress(tr.Progress, st.Schedule.TotalSteps, st.Step)
 	var res Result
-	var window lossWindow
+	var stepTime time.Duration // since the last metrics record, for throughput
 	for st.Epoch < o.Epochs {
-		var epochLoss lossWindow
 		for st.Batch < spe {
 			if ctx.Err() != nil {
 				bar.finish()
@@ -196,14 +213,15 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				return res, err
 			}
 			st.Batch++
-			window.add(loss, o.Batch, time.Since(start))
-			epochLoss.add(loss, o.Batch, 0)
+			stepTime += time.Since(start)
+			st.Window.add(loss, o.Batch)
+			st.EpochLoss.add(loss, o.Batch)
 			bar.set(st.Step, loss)
 			if o.LogEvery > 0 && st.Step%o.LogEvery == 0 {
-				if err := metrics.write(window.record(st, hp)); err != nil {
+				if err := metrics.write(trainRecord(st, hp, stepTime)); err != nil {
 					return res, err
 				}
-				window = lossWindow{}
+				st.Window, stepTime = LossSum{}, 0
 			}
 			if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
 				if err := tr.save(st, nil); err != nil {
@@ -213,16 +231,18 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		}
 		st.Epoch++
 		st.Batch = 0
+		epochLoss := st.EpochLoss.mean()
+		st.EpochLoss = LossSum{}
 		reports, err := tr.evaluate()
 		if err != nil {
 			return res, err
 		}
 		res.Reports = reports
-		value, err := metric.Value(epochLoss.mean(), reports)
+		value, err := metric.Value(epochLoss, reports)
 		if err != nil {
 			return res, err
 		}
-		if err := metrics.write(evalRecord(st, epochLoss.mean(), reports, metric.Name, value)); err != nil {
+		if err := metrics.write(evalRecord(st, epochLoss, reports, metric.Name, value)); err != nil {
 			return res, err
 		}
 		var improved *Best
@@ -235,7 +255,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if improved != nil {
 			st.Best = improved // save named its checkpoint
 		}
-		tr.Log.Info("epoch done", append([]any{"epoch", st.Epoch, "step", st.Step, "loss", epochLoss.mean(), metric.Name, value}, summarize(reports)...)...)
+		tr.Log.Info("epoch done", append([]any{"epoch", st.Epoch, "step", st.Step, "loss", epochLoss, metric.Name, value}, summarize(reports)...)...)
 	}
 	bar.finish()
 	res.State = st
@@ -265,27 +285,10 @@ func summarize(reports []retrieval.Report) []any {
 
 func round2(x float64) float64 { return math.Round(x*100) / 100 }
 
-// lossWindow averages losses (weighted by rows) and times steps.
-type lossWindow struct {
-	sum     float64
-	rows    int
-	steps   int
-	elapsed time.Duration
-}
-
-func (w *lossWindow) add(loss float64, rows int, d time.Duration) {
-	w.sum += loss * float64(rows)
-	w.rows += rows
-	w.steps++
-	w.elapsed += d
-}
-
-func (w *lossWindow) mean() float64 { return w.sum / float64(w.rows) }
-
-func (w *lossWindow) record(st State, hp nn.AdamWStep) map[string]any {
+func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
 	return map[string]any{
-		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": w.mean(),
-		"lr": hp.LR, "beta1": hp.Beta1, "samples_per_s": float64(w.rows) / w.elapsed.Seconds(),
+		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": st.Window.mean(),
+		"lr": hp.LR, "beta1": hp.Beta1, "samples_per_s": float64(st.Window.Rows) / elapsed.Seconds(),
 		"time": time.Now().UTC().Format(time.RFC3339),
 	}
 }

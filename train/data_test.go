@@ -1,0 +1,201 @@
+package train
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// tinyData writes rows of in -> out training pairs with a learnable linear
+// relation, split into shards of shardRows, as float16 or float32.
+func tinyData(t testing.TB, dir string, rows, shardRows, in, out int, float16 bool) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(42, 42))
+	w := make([]float64, in*out)
+	for i := range w {
+		w[i] = rng.NormFloat64()
+	}
+	write := npy.WriteFloat32
+	if float16 {
+		write = npy.WriteFloat16
+	}
+	for s, lo := 0, 0; lo < rows; s, lo = s+1, lo+shardRows {
+		n := min(shardRows, rows-lo)
+		x, y := make([]float32, n*in), make([]float32, n*out)
+		for r := 0; r < n; r++ {
+			for i := 0; i < in; i++ {
+				x[r*in+i] = float32(rng.NormFloat64())
+			}
+			for j := 0; j < out; j++ {
+				var acc float64
+				for i := 0; i < in; i++ {
+					acc += w[j*in+i] * float64(x[r*in+i])
+				}
+				y[r*out+j] = float32(math.Tanh(acc))
+			}
+		}
+		name := filepath.Join(dir, "shard-"+string(rune('a'+s)))
+		if err := write(name+FeatureSuffix, []int{n, in}, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := write(name+TargetSuffix, []int{n, out}, y); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDatasetReadsShardsInOrder(t *testing.T) {
+	dir := t.TempDir()
+	tinyData(t, dir, 50, 20, 3, 2, false)
+	d, err := OpenDataset(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Rows != 50 || d.InputDim != 3 || d.OutputDim != 2 {
+		t.Fatalf("dataset of %d rows, %d -> %d", d.Rows, d.InputDim, d.OutputDim)
+	}
+	// Row 45 is row 5 of the third shard.
+	x, y := make([]float32, 3), make([]float32, 2)
+	if err := d.ReadRows([]int32{45}, x, y); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := npy.ReadFloat32(filepath.Join(dir, "shard-c"+FeatureSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(x, want[5*3:6*3]) {
+		t.Fatalf("row 45 is %v, want %v", x, want[15:18])
+	}
+}
+
+func TestPermutationIsDeterministicPerEpoch(t *testing.T) {
+	a, b := Permutation(1000, 7, 3), Permutation(1000, 7, 3)
+	if !slices.Equal(a, b) {
+		t.Fatal("same seed and epoch, different order")
+	}
+	if slices.Equal(a, Permutation(1000, 7, 4)) || slices.Equal(a, Permutation(1000, 8, 3)) {
+		t.Fatal("another epoch or seed gives the same order")
+	}
+	sorted := slices.Clone(a)
+	slices.Sort(sorted)
+	for i, v := range sorted {
+		if int(v) != i {
+			t.Fatalf("not a permutation: %d at %d", v, i)
+		}
+	}
+}
+
+func TestOrderBatches(t *testing.T) {
+	o, err := NewOrder(103, 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.StepsPerEpoch() != 10 {
+		t.Fatalf("%d steps per epoch, want 10 (103 rows, whole batches of 10)", o.StepsPerEpoch())
+	}
+	perm := Permutation(103, 1, 2)
+	if got := o.BatchRows(2, 4); !slices.Equal(got, perm[40:50]) {
+		t.Fatalf("batch 4 of epoch 2 is %v, want %v", got, perm[40:50])
+	}
+	if _, err := NewOrder(5, 10, 1); err == nil || !strings.Contains(err.Error(), "fewer than one batch") {
+		t.Fatalf("5 rows, batch 10: error %v", err)
+	}
+}
+
+// Every kind of bad input gives an error that says what is wrong.
+func TestDatasetErrors(t *testing.T) {
+	good := func(t *testing.T) string {
+		dir := t.TempDir()
+		tinyData(t, dir, 20, 10, 3, 2, false)
+		return dir
+	}
+	rewrite := func(t *testing.T, path string, edit func([]byte) []byte) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, edit(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name, want string
+		break_     func(t *testing.T, dir string)
+	}{
+		{"empty directory", "no shards", func(t *testing.T, dir string) {
+			os.RemoveAll(dir)
+			os.Mkdir(dir, 0o755)
+		}},
+		{"missing targets", "has no shard-b.clip.npy", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "shard-b"+TargetSuffix))
+		}},
+		{"truncated", "shard-a.dino.npy", func(t *testing.T, dir string) {
+			rewrite(t, filepath.Join(dir, "shard-a"+FeatureSuffix), func(b []byte) []byte { return b[:len(b)-5] })
+		}},
+		{"fortran order", "Fortran", func(t *testing.T, dir string) {
+			rewrite(t, filepath.Join(dir, "shard-a"+FeatureSuffix), func(b []byte) []byte {
+				return bytes.Replace(b, []byte("'fortran_order': False"), []byte("'fortran_order': True "), 1)
+			})
+		}},
+		{"wrong dtype", "want a 2-D float16 or float32 matrix", func(t *testing.T, dir string) {
+			if err := npy.WriteInt64(filepath.Join(dir, "shard-a"+FeatureSuffix), []int{10, 3}, make([]int64, 30)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"row count mismatch", "10 feature rows but 9 target rows", func(t *testing.T, dir string) {
+			if err := npy.WriteFloat32(filepath.Join(dir, "shard-a"+TargetSuffix), []int{9, 2}, make([]float32, 18)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"width mismatch", "shard shard-b is [4 -> 2] wide", func(t *testing.T, dir string) {
+			if err := npy.WriteFloat32(filepath.Join(dir, "shard-b"+FeatureSuffix), []int{10, 4}, make([]float32, 40)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"empty shards", "all shards are empty", func(t *testing.T, dir string) {
+			for _, s := range []string{"shard-a", "shard-b"} {
+				npy.WriteFloat32(filepath.Join(dir, s+FeatureSuffix), []int{0, 3}, nil)
+				npy.WriteFloat32(filepath.Join(dir, s+TargetSuffix), []int{0, 2}, nil)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := good(t)
+			tc.break_(t, dir)
+			d, err := OpenDataset(dir)
+			if err == nil {
+				d.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("NaN", func(t *testing.T) {
+		dir := good(t)
+		x := make([]float32, 30)
+		x[3*4+1] = float32(math.NaN())
+		if err := npy.WriteFloat32(filepath.Join(dir, "shard-a"+FeatureSuffix), []int{10, 3}, x); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDataset(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		err = d.ReadRows([]int32{2, 4}, make([]float32, 6), make([]float32, 4))
+		if err == nil || !strings.Contains(err.Error(), "shard-a.dino.npy: row 4, column 1 is NaN") {
+			t.Fatalf("error %v", err)
+		}
+	})
+}

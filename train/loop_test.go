@@ -1,0 +1,361 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+var loopModel = nn.Config{InputDim: 6, HiddenDim: 8, OutputDim: 4, Blocks: 1}
+
+func loopOptions() Options {
+	o := DefaultOptions()
+	o.Epochs, o.Batch, o.MaxLR, o.Seed, o.LogEvery, o.CheckpointEvery, o.Keep = 3, 8, 1e-2, 5, 2, 3, 1
+	return o
+}
+
+// tinyEval is an evaluation set whose CLIP image embeddings are the
+// training targets' function of its features, in memory.
+func tinyEval(t testing.TB, data *Dataset) *retrieval.Set {
+	t.Helper()
+	n := 12
+	rows := make([]int32, n)
+	for i := range rows {
+		rows[i] = int32(i)
+	}
+	x, y := make([]float32, n*data.InputDim), make([]float32, n*data.OutputDim)
+	if err := data.ReadRows(rows, x, y); err != nil {
+		t.Fatal(err)
+	}
+	caps := make([]int, n)
+	for i := range caps {
+		caps[i] = i
+	}
+	return &retrieval.Set{Name: "tiny", Images: n, Captions: n, FeatureDim: data.InputDim, EmbeddingDim: data.OutputDim,
+		ImageFeatures: x, ImageCLIP: y, CaptionCLIP: y, CaptionImage: caps}
+}
+
+func newTrainer(t testing.TB, dataDir, runDir string, wrap func(nn.Engine) nn.Engine) *Trainer {
+	t.Helper()
+	data, err := OpenDataset(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { data.Close() })
+	e, err := nn.NewCPUEngine[float32](loopModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eng nn.Engine = e
+	if wrap != nil {
+		eng = wrap(e)
+	}
+	return &Trainer{Engine: eng, Data: data, Evals: []*retrieval.Set{tinyEval(t, data)}, Options: loopOptions(), RunDir: runDir}
+}
+
+func params(t testing.TB, e nn.Engine) []float32 {
+	p := make([]float32, e.Config().NumParams())
+	if err := e.Parameters(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// cancelAfter cancels a context once its engine has taken n steps.
+type cancelAfter struct {
+	nn.Engine
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Step(s nn.AdamWStep) error {
+	err := c.Engine.Step(s)
+	if c.n--; c.n == 0 {
+		c.cancel()
+	}
+	return err
+}
+
+// metricsLines reads metrics.jsonl without the fields that depend on the
+// clock.
+func metricsLines(t testing.TB, runDir string) []string {
+	f, err := os.Open(filepath.Join(runDir, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("metrics line %q: %v", sc.Text(), err)
+		}
+		delete(rec, "time")
+		delete(rec, "samples_per_s")
+		b, _ := json.Marshal(rec)
+		lines = append(lines, string(b))
+	}
+	return lines
+}
+
+func TestTrainingLearnsAndKeepsBest(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.Options.Epochs = 8
+	res, err := tr.Run(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State.Step != 8*12 || res.State.Epoch != 8 {
+		t.Fatalf("ended at step %d epoch %d, want 96 and 8", res.State.Step, res.State.Epoch)
+	}
+	var first, last float64
+	for _, l := range metricsLines(t, runDir) {
+		var rec struct {
+			Type string
+			Loss float64
+		}
+		json.Unmarshal([]byte(l), &rec)
+		if rec.Type == "train" {
+			if first == 0 {
+				first = rec.Loss
+			}
+			last = rec.Loss
+		}
+	}
+	if !(last < 0.7*first) {
+		t.Fatalf("training loss went from %v to %v: it did not learn", first, last)
+	}
+	best, err := os.Readlink(filepath.Join(runDir, checkpoint.BestLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best != res.State.Best.Checkpoint {
+		t.Fatalf("best link %s, state says %s", best, res.State.Best.Checkpoint)
+	}
+	ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ck.Params, params(t, tr.Engine)) {
+		t.Fatal("the last checkpoint does not hold the final parameters")
+	}
+	// Step checkpoints beyond Keep are pruned: last and best, plus one.
+	entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
+	if len(entries) > 3 {
+		t.Fatalf("%d checkpoints kept, want at most 3", len(entries))
+	}
+	// A second run into the same directory is refused.
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("second run into the same directory: %v", err)
+	}
+}
+
+// Interrupting a run at any step and resuming it ends with the same bits as
+// a run never stopped, and the same metrics.
+func TestResumeIsBitIdentical(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	straightDir := t.TempDir()
+	straight := newTrainer(t, dataDir, straightDir, nil)
+	if _, err := straight.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	want := params(t, straight.Engine)
+	// 12 steps per epoch: stop mid-epoch, on a checkpoint step, at an epoch
+	// end, and twice in one run.
+	for _, stops := range [][]int{{5}, {3}, {12}, {4, 17}} {
+		runDir := t.TempDir()
+		resume := false
+		for _, n := range stops {
+			ctx, cancel := context.WithCancel(context.Background())
+			tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+			if _, err := tr.Run(ctx, resume); !errors.Is(err, context.Canceled) {
+				t.Fatalf("stops %v: run ended with %v, want context.Canceled", stops, err)
+			}
+			cancel()
+			resume = true
+		}
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.Options.Epochs = 99 // ignored: a resumed run keeps its own options
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatal(err)
+		}
+		got := params(t, tr.Engine)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("stops %v: parameter %d is %v after resuming, %v without stopping", stops, i, got[i], want[i])
+			}
+		}
+		if a, b := metricsLines(t, runDir), metricsLines(t, straightDir); !slices.Equal(a, b) {
+			t.Fatalf("stops %v: metrics differ from the uninterrupted run:\n%s\nvs\n%s", stops, strings.Join(a, "\n"), strings.Join(b, "\n"))
+		}
+	}
+}
+
+func TestResumeRefusesOtherData(t *testing.T) {
+	dataDir, otherDir, runDir := t.TempDir(), t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tinyData(t, otherDir, 90, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 2, cancel: cancel} })
+	tr.Run(ctx, false)
+	_, err := newTrainer(t, otherDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "100 rows") {
+		t.Fatalf("resume on other data: %v", err)
+	}
+	if _, err := newTrainer(t, dataDir, t.TempDir(), nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "nothing to resume") {
+		t.Fatalf("resume of an empty directory: %v", err)
+	}
+}
+
+// nanAt makes the loss NaN at one step, as a diverging run would.
+type nanAt struct {
+	nn.Engine
+	step int
+}
+
+func (e *nanAt) ForwardBackward(x, t []float32, n int) (float64, error) {
+	l, err := e.Engine.ForwardBackward(x, t, n)
+	if e.step--; e.step == 0 {
+		return math.NaN(), err
+	}
+	return l, err
+}
+
+func TestNaNLossStopsAndKeepsLastGoodCheckpoint(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &nanAt{Engine: e, step: 8} })
+	_, err := tr.Run(context.Background(), false)
+	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 8") {
+		t.Fatalf("error %v, want a non-finite loss at step 8", err)
+	}
+	ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	json.Unmarshal(ck.State, &st)
+	if st.Step != 6 {
+		t.Fatalf("last checkpoint at step %d, want 6 (checkpoints every 3 steps)", st.Step)
+	}
+}
+
+// float16 shards hold the float32 data rounded to 11 significant bits; the
+// same run on both ends within that rounding's effect.
+func TestFloat16AndFloat32ShardsTrainAlike(t *testing.T) {
+	var finals [2][]float32
+	for i, f16 := range []bool{false, true} {
+		dataDir := t.TempDir()
+		tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, f16)
+		tr := newTrainer(t, dataDir, t.TempDir(), nil)
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		finals[i] = params(t, tr.Engine)
+	}
+	var num, den float64
+	for i := range finals[0] {
+		d := float64(finals[0][i] - finals[1][i])
+		num += d * d
+		den += float64(finals[0][i]) * float64(finals[0][i])
+	}
+	// float16's unit roundoff is 4.9e-4: inputs perturbed that much move
+	// the trained parameters by about as much (measured: 7e-5), far less
+	// than the O(1) difference of training on other data. Zero would mean
+	// the float16 files were not float16.
+	if rel := math.Sqrt(num / den); rel > 1e-3 || rel == 0 {
+		t.Fatalf("float16 and float32 training differ by %.3g (relative), want (0, 1e-3]", rel)
+	} else {
+		t.Logf("float16 vs float32 shards: final parameters differ by %.3g", rel)
+	}
+}
+
+// A run killed with SIGKILL at arbitrary moments never leaves a checkpoint
+// that does not load, and resumes to the same result.
+func TestKilledRunLeavesLoadableCheckpoints(t *testing.T) {
+	if os.Getenv("DINOCLIP_TRAIN_CHILD") != "" {
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for i, delay := range []time.Duration{60, 110, 170, 240, 320} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTrainChild$")
+		cmd.Env = append(os.Environ(), "DINOCLIP_TRAIN_CHILD=1", "DINOCLIP_TRAIN_DATA="+dataDir, "DINOCLIP_TRAIN_RUN="+runDir, "DINOCLIP_TRAIN_RESUME="+strconv.FormatBool(i > 0))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".") {
+				continue // a temporary directory being written when killed
+			}
+			if _, err := checkpoint.Load(filepath.Join(runDir, CheckpointsDir, e.Name())); err != nil {
+				t.Fatalf("after a kill at %v: %v", delay*time.Millisecond, err)
+			}
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(runDir, checkpoint.LastLink)); err != nil {
+		t.Skip("no kill came after the first checkpoint on this machine")
+	}
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.Options.CheckpointEvery = 1
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	straight := newTrainer(t, dataDir, t.TempDir(), nil)
+	straight.Options.CheckpointEvery = 1
+	if _, err := straight.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(params(t, tr.Engine), params(t, straight.Engine)) {
+		t.Fatal("resumed after kills, the parameters differ from an uninterrupted run")
+	}
+}
+
+// TestTrainChild is the process TestKilledRunLeavesLoadableCheckpoints kills.
+func TestTrainChild(t *testing.T) {
+	if os.Getenv("DINOCLIP_TRAIN_CHILD") == "" {
+		t.Skip("run by TestKilledRunLeavesLoadableCheckpoints")
+	}
+	tr := newTrainer(t, os.Getenv("DINOCLIP_TRAIN_DATA"), os.Getenv("DINOCLIP_TRAIN_RUN"), func(e nn.Engine) nn.Engine { return slowEngine{e} })
+	tr.Options.CheckpointEvery = 1
+	resume := os.Getenv("DINOCLIP_TRAIN_RESUME") == "true"
+	if resume {
+		if _, err := os.Lstat(filepath.Join(tr.RunDir, checkpoint.LastLink)); err != nil {
+			resume = false
+		}
+	}
+	tr.Run(context.Background(), resume)
+}
+
+// slowEngine takes 5 ms a step, so that kills land at many points of a run.
+type slowEngine struct{ nn.Engine }
+
+func (e slowEngine) Step(s nn.AdamWStep) error {
+	time.Sleep(5 * time.Millisecond)
+	return e.Engine.Step(s)
+}

@@ -90,6 +90,11 @@ func ReadModel(path string) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// A corrupt config must not make us lay out millions of blocks before
+	// finding that the file cannot hold them.
+	if c.Blocks > len(f.Names())/tensorsPerBlock {
+		return nil, fmt.Errorf("%s: the config has %d residual blocks, but the file holds only %d tensors", path, c.Blocks, len(f.Names()))
+	}
 	l := c.Layout()
 	if err := checkTensors(f, l); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -102,6 +107,9 @@ func ReadModel(path string) (*Model, error) {
 	}
 	return &Model{Config: c, Params: params, Meta: meta}, nil
 }
+
+// tensorsPerBlock: a residual block has two Linears and two LayerNorms.
+const tensorsPerBlock = 8
 
 // checkTensors compares a file's tensors with a layout, as
 // load_state_dict(strict=True) would.

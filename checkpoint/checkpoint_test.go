@@ -1,0 +1,169 @@
+package checkpoint
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/safetensors"
+)
+
+var small = nn.Config{InputDim: 5, HiddenDim: 6, OutputDim: 3, Blocks: 2}
+
+func TestModelRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ModelFile)
+	params := nn.InitParameters[float32](small, 3)
+	if err := WriteModel(path, small, params, map[string]string{"step": "7"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config != small || !slices.Equal(m.Params, params) || m.Meta["step"] != "7" || m.Meta["format"] != ModelFormat {
+		t.Fatalf("read back %v, meta %v", m.Config, m.Meta)
+	}
+	// The file holds the state_dict names, in order, with PyTorch shapes.
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l := small.Layout()
+	for i, info := range f.Tensors() {
+		if info.Name != l.Tensors[i].Name || !slices.Equal(info.Shape, l.Tensors[i].Shape) || info.DType != "F32" {
+			t.Errorf("tensor %d: %s %v %s, want %s %v F32", i, info.Name, info.Shape, info.DType, l.Tensors[i].Name, l.Tensors[i].Shape)
+		}
+	}
+}
+
+// A state_dict saved by PyTorch (no dinoclip metadata, possibly float16)
+// loads, with the shape inferred from the tensors.
+func TestReadModelInfersConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "torch.safetensors")
+	params := nn.InitParameters[float32](small, 4)
+	var tensors []safetensors.Tensor
+	for _, tn := range small.Layout().Tensors {
+		tensors = append(tensors, safetensors.NewFloat16(tn.Name, tn.Shape, nn.View(params, tn)))
+	}
+	if err := safetensors.Write(path, tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config != small {
+		t.Fatalf("inferred %v, want %v", m.Config, small)
+	}
+	for i, v := range m.Params {
+		if d := v - params[i]; d > 1e-3 || d < -1e-3 {
+			t.Fatalf("parameter %d: %v, want %v within float16 rounding", i, v, params[i])
+		}
+	}
+}
+
+func TestReadModelStrict(t *testing.T) {
+	params := nn.InitParameters[float32](small, 5)
+	l := small.Layout()
+	write := func(t *testing.T, edit func([]safetensors.Tensor) []safetensors.Tensor) string {
+		var tensors []safetensors.Tensor
+		for _, tn := range l.Tensors {
+			tensors = append(tensors, safetensors.NewFloat32(tn.Name, tn.Shape, nn.View(params, tn)))
+		}
+		path := filepath.Join(t.TempDir(), "m.safetensors")
+		if err := safetensors.Write(path, edit(tensors), map[string]string{"config": `{"input_dim":5,"hidden_dim":6,"output_dim":3,"num_residual_blocks":2}`}); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cases := map[string]func([]safetensors.Tensor) []safetensors.Tensor{
+		"missing layer_norm.bias": func(ts []safetensors.Tensor) []safetensors.Tensor { return ts[:len(ts)-1] },
+		"unexpected extra.weight": func(ts []safetensors.Tensor) []safetensors.Tensor {
+			return append(ts, safetensors.NewFloat32("extra.weight", []int{1}, []float32{0}))
+		},
+		"input_proj.bias has shape [2 3], want [6]": func(ts []safetensors.Tensor) []safetensors.Tensor {
+			ts[1] = safetensors.NewFloat32("input_proj.bias", []int{2, 3}, make([]float32, 6))
+			return ts
+		},
+	}
+	for want, edit := range cases {
+		_, err := ReadModel(write(t, edit))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v", want, err)
+		}
+	}
+}
+
+func TestCheckpointSaveLoadResolve(t *testing.T) {
+	run := t.TempDir()
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: nn.InitParameters[float32](small, 6), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":3}`)}
+	for i := range ck.M {
+		ck.M[i], ck.V[i] = float32(i), float32(2*i)
+	}
+	dir := filepath.Join(run, "checkpoints", "step-3")
+	if err := Save(dir, ck); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Params, ck.Params) || !slices.Equal(got.M, ck.M) || !slices.Equal(got.V, ck.V) || string(got.State) != `{"step":3}` {
+		t.Fatal("checkpoint did not round-trip")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(dir)); len(entries) != 1 {
+		t.Fatalf("%d entries beside the checkpoint, want none (temporary directories removed)", len(entries)-1)
+	}
+	if err := os.Symlink(filepath.Join("checkpoints", "step-3"), filepath.Join(run, LastLink)); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		run:                           filepath.Join(run, LastLink, ModelFile),
+		dir:                           filepath.Join(dir, ModelFile),
+		filepath.Join(dir, ModelFile): filepath.Join(dir, ModelFile),
+	} {
+		if got, err := Resolve(in); err != nil || got != want {
+			t.Errorf("Resolve(%s) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := Resolve(t.TempDir()); err == nil {
+		t.Error("Resolve of an empty directory: no error")
+	}
+	if _, err := Load(filepath.Join(run, "nope")); err == nil {
+		t.Error("Load of a missing directory: no error")
+	}
+}
+
+// FuzzReadModel feeds arbitrary files to the model reader: it must return a
+// model or an error, never panic, and a model it returns must be whole.
+func FuzzReadModel(f *testing.F) {
+	dir := f.TempDir()
+	path := filepath.Join(dir, ModelFile)
+	if err := WriteModel(path, nn.Config{InputDim: 2, HiddenDim: 2, OutputDim: 1, Blocks: 1}, make([]float32, nn.Config{InputDim: 2, HiddenDim: 2, OutputDim: 1, Blocks: 1}.NumParams()), nil); err != nil {
+		f.Fatal(err)
+	}
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "m.safetensors")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ReadModel(p)
+		if err != nil {
+			return
+		}
+		if len(m.Params) != m.Config.NumParams() {
+			t.Fatalf("model %v with %d parameters", m.Config, len(m.Params))
+		}
+	})
+}

@@ -117,17 +117,42 @@ func (tr *Trainer) prune(st State) error {
 		if protected[name] || i >= len(steps)-1-st.Options.Keep {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+		if err := removeCheckpoint(dir, name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// removeCheckpoint deletes a checkpoint directory without ever leaving a
+// partial one under its name: it is renamed to a hidden name first (one
+// atomic step), then removed. Hidden leftovers of a crash are swept by
+// sweepCheckpoints.
+func removeCheckpoint(dir, name string) error {
+	trash := filepath.Join(dir, "."+name+".deleting")
+	if err := os.Rename(filepath.Join(dir, name), trash); err != nil {
+		return err
+	}
+	return os.RemoveAll(trash)
+}
+
+// sweepCheckpoints removes what a crash can leave among the checkpoints:
+// hidden temporary directories being written or deleted.
+func sweepCheckpoints(runDir string) {
+	dir := filepath.Join(runDir, CheckpointsDir)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // restore loads the run directory's last checkpoint into the engine and
 // returns the state to continue from. The run continues with the options
 // it was started with; other training data or another model is refused.
 func (tr *Trainer) restore() (State, error) {
+	sweepCheckpoints(tr.RunDir)
 	dir := filepath.Join(tr.RunDir, checkpoint.LastLink)
 	ck, err := checkpoint.Load(dir)
 	if errors.Is(err, os.ErrNotExist) {

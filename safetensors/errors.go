@@ -1,0 +1,43 @@
+package safetensors
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, for errors.Is. Every error returned by this package wraps
+// one of these and adds the file name and the details.
+var (
+	// ErrSize: the file is too short for its header length, or the header
+	// length is out of bounds.
+	ErrSize = errors.New("bad header length")
+	// ErrHeader: the JSON header is malformed, has duplicate or unknown
+	// keys, or bad metadata.
+	ErrHeader = errors.New("malformed header")
+	// ErrDType: an unknown dtype, or one that cannot be converted to the
+	// type asked for.
+	ErrDType = errors.New("unsupported dtype")
+	// ErrShape: a shape that is invalid or does not match its byte range
+	// or data.
+	ErrShape = errors.New("invalid shape")
+	// ErrOffsets: byte ranges out of the buffer, overlapping, or not
+	// covering it contiguously.
+	ErrOffsets = errors.New("bad data offsets")
+	// ErrNotFound: no tensor of that name.
+	ErrNotFound = errors.New("no such tensor")
+	// ErrClosed: the File has been closed.
+	ErrClosed = errors.New("file is closed")
+)
+
+// detailErr carries a complete message and the sentinel it is a case of.
+type detailErr struct {
+	kind error
+	msg  string
+}
+
+func (e *detailErr) Error() string { return e.msg }
+func (e *detailErr) Unwrap() error { return e.kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &detailErr{kind: kind, msg: fmt.Sprintf(format, args...)}
+}

@@ -67,6 +67,36 @@ func WriteModel(path string, c nn.Config, params []float32, meta map[string]stri
 	return safetensors.Write(path, tensors, md)
 }
 
+// ReadConfig reads only the model shape of a model file (its header), as
+// ReadModel would determine it.
+func ReadConfig(path string) (nn.Config, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nn.Config{}, err
+	}
+	defer f.Close()
+	return config(f)
+}
+
+// config is a model file's shape: from its metadata, else inferred.
+func config(f *safetensors.File) (nn.Config, error) {
+	var c nn.Config
+	if s, ok := f.Metadata()["config"]; ok {
+		if err := json.Unmarshal([]byte(s), &c); err != nil {
+			return c, fmt.Errorf("%s: metadata config %q: %w", f.Name(), s, err)
+		}
+	} else {
+		var err error
+		if c, err = InferConfig(f); err != nil {
+			return c, fmt.Errorf("%s: %w", f.Name(), err)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return c, nil
+}
+
 // ReadModel reads a model file: one written by dinoclip, or any safetensors
 // file of a ProjectorWithResiduals state_dict (float32, float16, bfloat16 or
 // float64), whose shape is then inferred from its tensors. Like PyTorch's
@@ -78,17 +108,9 @@ func ReadModel(path string) (*Model, error) {
 		return nil, err
 	}
 	defer f.Close()
-	meta := f.Metadata()
-	var c nn.Config
-	if s, ok := meta["config"]; ok {
-		if err := json.Unmarshal([]byte(s), &c); err != nil {
-			return nil, fmt.Errorf("%s: metadata config %q: %w", path, s, err)
-		}
-	} else if c, err = InferConfig(f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	c, err := config(f)
+	if err != nil {
+		return nil, err
 	}
 	// A corrupt config must not make us lay out millions of blocks before
 	// finding that the file cannot hold them.
@@ -105,7 +127,7 @@ func ReadModel(path string) (*Model, error) {
 			return nil, err
 		}
 	}
-	return &Model{Config: c, Params: params, Meta: meta}, nil
+	return &Model{Config: c, Params: params, Meta: f.Metadata()}, nil
 }
 
 // tensorsPerBlock: a residual block has two Linears and two LayerNorms.

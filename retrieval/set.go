@@ -130,15 +130,29 @@ type Project func(dst, x []float32, n int) error
 // ProjectBatch is how many images Evaluate projects at a time.
 const ProjectBatch = 1024
 
-// Evaluate projects the set's image features with project and reports
-// recall@1/5/10 for the projection and for CLIP.
-func (s *Set) Evaluate(project Project) (Report, error) {
+// CLIP is the recall of CLIP's own image embeddings on the set (computed
+// once). A set on which CLIP's R@5 is zero in either direction is an error:
+// "% of CLIP" is undefined there, and such a set is broken, not hard.
+func (s *Set) CLIP() (Result, error) {
 	if s.clip == nil {
 		r, err := Evaluate(s.ImageCLIP, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
 		if err != nil {
-			return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+			return Result{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+		}
+		if _, err := PercentOfCLIP(r, r); err != nil {
+			return Result{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
 		}
 		s.clip = &r
+	}
+	return *s.clip, nil
+}
+
+// Evaluate projects the set's image features with project and reports
+// recall@1/5/10 for the projection and for CLIP.
+func (s *Set) Evaluate(project Project) (Report, error) {
+	clip, err := s.CLIP()
+	if err != nil {
+		return Report{}, err
 	}
 	projected := make([]float32, s.Images*s.EmbeddingDim)
 	for lo := 0; lo < s.Images; lo += ProjectBatch {
@@ -152,9 +166,9 @@ func (s *Set) Evaluate(project Project) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluation set %s: projected embeddings: %w", s.Name, err)
 	}
-	rel, err := PercentOfCLIP(p, *s.clip)
+	rel, err := PercentOfCLIP(p, clip)
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
 	}
-	return Report{Name: s.Name, CLIP: *s.clip, Projected: p, PercentOfCLIP: rel}, nil
+	return Report{Name: s.Name, CLIP: clip, Projected: p, PercentOfCLIP: rel}, nil
 }

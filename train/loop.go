@@ -127,6 +127,11 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		tr.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := tr.Engine.Config()
+	for _, s := range tr.Evals {
+		if _, err := s.CLIP(); err != nil {
+			return Result{}, err
+		}
+	}
 	var st State
 	if resume {
 		var err error
@@ -135,6 +140,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		}
 	} else {
 		if err := tr.Options.validate(c, tr.Data); err != nil {
+			return Result{}, err
+		}
+		if _, err := ParseMetric(tr.Options.BestMetric, tr.Evals); err != nil {
 			return Result{}, err
 		}
 		order, err := NewOrder(tr.Data.Rows, tr.Options.Batch, tr.Options.Seed)
@@ -147,7 +155,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			Data:     DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim},
 		}
 		if err := st.Schedule.Validate(); err != nil {
-			return Result{}, err
+			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		}
 		if err := startRunDir(tr.RunDir, st); err != nil {
 			return Result{}, err
@@ -186,7 +194,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		for st.Batch < spe {
 			if ctx.Err() != nil {
 				bar.finish()
-				if err := tr.save(st, nil); err != nil {
+				if err := tr.save(st, nil, nil); err != nil {
 					return res, err
 				}
 				tr.Log.Info("interrupted; saved a checkpoint to resume from", "step", st.Step, "run", tr.RunDir)
@@ -221,10 +229,13 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				if err := metrics.write(trainRecord(st, hp, stepTime)); err != nil {
 					return res, err
 				}
+				if bar.bar == nil {
+					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", st.Window.mean(), "lr", hp.LR)
+				}
 				st.Window, stepTime = LossSum{}, 0
 			}
 			if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
-				if err := tr.save(st, nil); err != nil {
+				if err := tr.save(st, nil, nil); err != nil {
 					return res, err
 				}
 			}
@@ -249,7 +260,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if st.Best == nil || metric.Better(value, st.Best.Value) {
 			improved = &Best{Metric: metric.Name, Value: value, Step: st.Step, Epoch: st.Epoch}
 		}
-		if err := tr.save(st, improved); err != nil {
+		if err := tr.save(st, improved, reports); err != nil {
 			return res, err
 		}
 		if improved != nil {

@@ -156,6 +156,10 @@ func TestTrainingLearnsAndKeepsBest(t *testing.T) {
 	if !slices.Equal(ck.Params, params(t, tr.Engine)) {
 		t.Fatal("the last checkpoint does not hold the final parameters")
 	}
+	var reports []retrieval.Report
+	if err := json.Unmarshal([]byte(ck.Meta["metrics"]), &reports); err != nil || len(reports) != 1 || reports[0].Name != "tiny" {
+		t.Fatalf("the epoch-end checkpoint's metrics metadata %q: %v", ck.Meta["metrics"], err)
+	}
 	// Step checkpoints beyond Keep are pruned: last and best, plus one.
 	entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
 	if len(entries) > 3 {

@@ -13,6 +13,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
 )
 
 // Names inside a run directory (docs/FORMAT.md).
@@ -40,8 +41,9 @@ func startRunDir(dir string, st State) error {
 }
 
 // save writes a checkpoint of the engine at st, points last (and best, when
-// improved is not nil) at it, and prunes step checkpoints beyond Keep.
-func (tr *Trainer) save(st State, improved *Best) error {
+// improved is not nil) at it, and prunes step checkpoints beyond Keep. The
+// evaluation reports of an epoch end go into the model's metadata.
+func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) error {
 	name := checkpointName(st.Step)
 	if improved != nil {
 		improved.Checkpoint = name
@@ -60,6 +62,13 @@ func (tr *Trainer) save(st State, improved *Best) error {
 		return err
 	}
 	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
+	if reports != nil {
+		b, err := json.Marshal(reports)
+		if err != nil {
+			return err
+		}
+		meta["metrics"] = string(b)
+	}
 	ck := &checkpoint.Checkpoint{Config: tr.Engine.Config(), Params: params, Meta: meta, M: m, V: v, State: state}
 	dir := filepath.Join(tr.RunDir, name)
 	if err := checkpoint.Save(dir, ck); err != nil {
@@ -190,9 +199,5 @@ func (tr *Trainer) restore() (State, error) {
 // ModelConfigOf is the model shape recorded in a run directory's last
 // checkpoint, for a resume that must build the same engine.
 func ModelConfigOf(runDir string) (nn.Config, error) {
-	m, err := checkpoint.ReadModel(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
-	if err != nil {
-		return nn.Config{}, err
-	}
-	return m.Config, nil
+	return checkpoint.ReadConfig(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
 }

@@ -44,8 +44,8 @@ func newApp() *cli.App {
 			"ProjectorWithResiduals model, so a DINOv2 backbone can do CLIP-style text-image retrieval.\n" +
 			"Data are .npy files; models are safetensors checkpoints that PyTorch loads into the\n" +
 			"original class (see docs/FORMAT.md).",
-		Commands:       commands(),
-		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
+		Commands:        commands(),
+		ExitErrHandler:  func(*cli.Context, error) {}, // run prints errors and picks the exit code
 		HideHelpCommand: true,
 	}
 }

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/term"
+	"gopkg.in/yaml.v3"
+)
+
+// Every flag of a command that takes --config can be given three more ways,
+// and the first that is present wins:
+//
+//  1. on the command line: --epochs 8
+//  2. in the environment: DINOCLIP_EPOCHS=8 (the flag name upper-cased,
+//     dashes turned to underscores, after the prefix DINOCLIP_)
+//  3. in the configuration file named by --config (or DINOCLIP_CONFIG), a
+//     YAML or JSON mapping whose keys are flag names: {"epochs": 8}
+//
+// and then the flag's default. The file is read with urfave/cli's altsrc:
+// the flags are altsrc wrappers, and applyConfig (the command's Before)
+// feeds them the file's values, which altsrc applies only to flags not set
+// on the command line or in the environment.
+
+// envPrefix starts the name of every environment variable dinoclip reads.
+const envPrefix = "DINOCLIP_"
+
+// envVar is the environment variable of flag name.
+func envVar(name string) []string {
+	return []string{envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+func stringFlag(name, usage, value string) *altsrc.StringFlag {
+	return altsrc.NewStringFlag(&cli.StringFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+}
+
+func stringSliceFlag(name, usage string) *altsrc.StringSliceFlag {
+	return altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envVar(name)})
+}
+
+func intFlag(name, usage string, value int) *altsrc.IntFlag {
+	return altsrc.NewIntFlag(&cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+}
+
+func uint64Flag(name, usage string, value uint64) *altsrc.Uint64Flag {
+	return altsrc.NewUint64Flag(&cli.Uint64Flag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+}
+
+func float64Flag(name, usage string, value float64) *altsrc.Float64Flag {
+	return altsrc.NewFloat64Flag(&cli.Float64Flag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+}
+
+func boolFlag(name, usage string) *altsrc.BoolFlag {
+	return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage, EnvVars: envVar(name)})
+}
+
+// configFlag is --config FILE. It is a plain flag: a configuration file
+// cannot name another.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:    "config",
+		Usage:   "read flag values from `FILE`, YAML or JSON with flag names as keys; the command line and DINOCLIP_* variables override it, and relative paths in it are taken from the working directory",
+		EnvVars: envVar("config"),
+	}
+}
+
+// deviceFlag is --device, shared by the commands that run the model.
+func deviceFlag() *altsrc.StringFlag {
+	return stringFlag("device", "`DEVICE` to run the model on: cpu, or cuda (a build with -tags cuda)", "cpu")
+}
+
+// applyConfig is the Before of a command with --config: it reads the file,
+// checks its keys and values against the command's flags, and hands it to
+// altsrc to fill the flags the command line and the environment left unset.
+func applyConfig(cCtx *cli.Context) error {
+	path := cCtx.String("config")
+	if path == "" {
+		return nil
+	}
+	values, err := readConfig(path, cCtx.Command.Flags, otherFlagNames(cCtx))
+	if err != nil {
+		return err
+	}
+	src := altsrc.NewMapInputSource(path, values)
+	if err := altsrc.ApplyInputSourceValues(cCtx, src, cCtx.Command.Flags); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// otherFlagNames are the flags of the app's other commands: keys a shared
+// configuration file may hold for them, which this command ignores.
+func otherFlagNames(cCtx *cli.Context) map[string]bool {
+	names := map[string]bool{}
+	if cCtx.App == nil {
+		return names
+	}
+	for _, c := range cCtx.App.Commands {
+		for _, f := range c.Flags {
+			for _, n := range f.Names() {
+				names[n] = true
+			}
+		}
+	}
+	return names
+}
+
+// readConfig parses a YAML or JSON configuration file (JSON is read as the
+// YAML it is) into the values altsrc expects for each flag: int for
+// integer flags, float64 for float flags, a list of strings for repeatable
+// flags. A key that is no dinoclip flag, or a value of the wrong kind, is an
+// error naming the file and the key; keys of other commands' flags are
+// dropped.
+func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %v", path, err)
+	}
+	byName := map[string]cli.Flag{}
+	var known []string
+	for _, f := range flags {
+		if _, ok := f.(altsrc.FlagInputSourceExtension); !ok {
+			continue // --config itself, --help
+		}
+		for _, n := range f.Names() {
+			byName[n] = f
+			known = append(known, n)
+		}
+	}
+	slices.Sort(known)
+	out := map[any]any{}
+	for key, v := range raw {
+		f, ok := byName[key]
+		switch {
+		case key == "config":
+			return nil, fmt.Errorf("config %s: key config: a configuration file cannot name another", path)
+		case !ok && others[key]:
+			continue // another command's flag
+		case !ok:
+			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
+		}
+		val, err := configValue(f, v)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: key %s: %w", path, key, err)
+		}
+		out[key] = val
+	}
+	return out, nil
+}
+
+// configValue converts one configuration value to the type altsrc wants for
+// flag f.
+func configValue(f cli.Flag, v any) (any, error) {
+	switch f.(type) {
+	case *altsrc.StringFlag:
+		switch v := v.(type) {
+		case string:
+			return v, nil
+		case int, float64, bool:
+			return fmt.Sprint(v), nil
+		}
+		return nil, fmt.Errorf("want a string, got %v", describeValue(v))
+	case *altsrc.StringSliceFlag:
+		switch v := v.(type) {
+		case string:
+			return []any{v}, nil
+		case []any:
+			for _, e := range v {
+				if _, ok := e.(string); !ok {
+					return nil, fmt.Errorf("want a list of strings, got an entry %v", describeValue(e))
+				}
+			}
+			return v, nil
+		}
+		return nil, fmt.Errorf("want a string or a list of strings, got %v", describeValue(v))
+	case *altsrc.IntFlag:
+		if n, ok := integral(v); ok && n >= math.MinInt && n <= math.MaxInt {
+			return int(n), nil
+		}
+		return nil, fmt.Errorf("want an integer, got %v", describeValue(v))
+	case *altsrc.Uint64Flag:
+		if n, ok := integral(v); ok && n >= 0 {
+			return uint64(n), nil
+		}
+		return nil, fmt.Errorf("want a non-negative integer, got %v", describeValue(v))
+	case *altsrc.Float64Flag:
+		switch v := v.(type) {
+		case int:
+			return float64(v), nil
+		case float64:
+			return v, nil
+		case string:
+			if x, err := strconv.ParseFloat(v, 64); err == nil {
+				return x, nil
+			}
+		}
+		return nil, fmt.Errorf("want a number, got %v", describeValue(v))
+	case *altsrc.BoolFlag:
+		if b, ok := v.(bool); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("want true or false, got %v", describeValue(v))
+	}
+	return nil, fmt.Errorf("this flag cannot be set from a configuration file")
+}
+
+// integral returns v as a whole number, if it is one.
+func integral(v any) (float64, bool) {
+	switch v := v.(type) {
+	case int:
+		return float64(v), true
+	case float64:
+		return v, v == math.Trunc(v) && !math.IsInf(v, 0)
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return float64(n), err == nil
+	}
+	return 0, false
+}
+
+func describeValue(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		return strconv.Quote(v)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprint(v)
+}
+
+// requireFlags reports the first of names that no source set.
+func requireFlags(cCtx *cli.Context, names ...string) error {
+	for _, n := range names {
+		if !cCtx.IsSet(n) || isEmpty(cCtx, n) {
+			return fmt.Errorf("%s: missing --%s (or %s, or %q in the --config file); see 'dinoclip %s --help'",
+				cCtx.Command.Name, n, envVar(n)[0], n, cCtx.Command.Name)
+		}
+	}
+	return nil
+}
+
+func isEmpty(cCtx *cli.Context, name string) bool {
+	for _, f := range cCtx.Command.Flags {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		switch f.(type) {
+		case *altsrc.StringSliceFlag:
+			return len(cCtx.StringSlice(name)) == 0
+		case *altsrc.StringFlag:
+			return cCtx.String(name) == ""
+		}
+	}
+	return false
+}
+
+// noArgs refuses positional arguments to a command that takes only flags.
+func noArgs(cCtx *cli.Context) error {
+	if cCtx.Args().Present() {
+		return fmt.Errorf("%s: unexpected argument %q (this command takes only flags; see 'dinoclip %s --help')",
+			cCtx.Command.Name, cCtx.Args().First(), cCtx.Command.Name)
+	}
+	return nil
+}
+
+// usageError turns a flag parsing error into one line pointing at --help,
+// instead of urfave/cli's default of printing the whole help.
+func usageError(cCtx *cli.Context, err error, _ bool) error {
+	name := "dinoclip"
+	if cCtx.Command != nil && cCtx.Command.Name != "" {
+		name = cCtx.Command.Name
+	}
+	return fmt.Errorf("%s: %w; see 'dinoclip %s --help'", name, err, name)
+}
+
+// checkAtLeast validates an integer flag with a message that names it.
+func checkAtLeast(name string, v, least int) error {
+	if v < least {
+		return fmt.Errorf("--%s %d: must be at least %d", name, v, least)
+	}
+	return nil
+}
+
+// terminal returns the command's error stream when it is a terminal (where
+// progress bars go), else nil.
+func terminal(cCtx *cli.Context) *os.File {
+	f, ok := cCtx.App.ErrWriter.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return f
+}
+
+// checkDir reports a path that is missing or not a directory, naming it as
+// what.
+func checkDir(what, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s %s: no such directory", what, path)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s %s: not a directory", what, path)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/train"
+)
+
+// runOptions reads the options a run was started with from its run.json.
+func runOptions(t *testing.T, run string) train.Options {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(run, train.RunFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st train.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Options
+}
+
+func writeFile(t *testing.T, path, text string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestConfigPrecedence checks flags > DINOCLIP_* variables > --config file >
+// defaults, one layer at a time, on the options a training run records.
+func TestConfigPrecedence(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	dir := t.TempDir()
+	// YAML: the data, the model and the batch come from the file; keys of
+	// other commands (model, in) are ignored; lr is an integer in YAML and
+	// still a float flag.
+	yamlConfig := writeFile(t, filepath.Join(dir, "train.yaml"), `
+data: `+data+`
+eval:
+  - `+eval+`
+epochs: 3
+batch: 16
+lr: 1
+hidden-dim: 8
+blocks: 1
+keep: 5
+model: ignored/by/train
+`)
+	jsonConfig := writeFile(t, filepath.Join(dir, "train.json"),
+		`{"data": "`+data+`", "eval": "`+eval+`", "epochs": 3, "batch": 16, "lr": 0.5, "hidden-dim": 8, "blocks": 1, "seed": 7}`)
+
+	n := 0
+	start := func(args ...string) train.Options {
+		t.Helper()
+		n++
+		run := filepath.Join(dir, "run", string(rune('a'+n)))
+		mustRun(t, append([]string{"train", "--out", run}, args...)...)
+		return runOptions(t, run)
+	}
+
+	// The file alone, over the defaults.
+	o := start("--config", yamlConfig)
+	if o.Epochs != 3 || o.MaxLR != 1 || o.Keep != 5 || o.Batch != 16 || o.LogEvery != train.DefaultOptions().LogEvery {
+		t.Errorf("config file: %+v", o)
+	}
+	o = start("--config", jsonConfig)
+	if o.Epochs != 3 || o.MaxLR != 0.5 || o.Seed != 7 {
+		t.Errorf("JSON config file: %+v", o)
+	}
+	// The environment over the file.
+	t.Setenv("DINOCLIP_EPOCHS", "2")
+	t.Setenv("DINOCLIP_LR", "0.25")
+	o = start("--config", yamlConfig)
+	if o.Epochs != 2 || o.MaxLR != 0.25 || o.Keep != 5 {
+		t.Errorf("environment over config file: %+v", o)
+	}
+	// Flags over the environment.
+	o = start("--config", yamlConfig, "--epochs", "4", "--keep", "1")
+	if o.Epochs != 4 || o.MaxLR != 0.25 || o.Keep != 1 {
+		t.Errorf("flags over environment and config file: %+v", o)
+	}
+	// The config file itself, and required flags, from the environment.
+	t.Setenv("DINOCLIP_CONFIG", jsonConfig)
+	o = start()
+	if o.Epochs != 2 || o.Seed != 7 {
+		t.Errorf("DINOCLIP_CONFIG: %+v", o)
+	}
+	os.Unsetenv("DINOCLIP_CONFIG")
+	t.Setenv("DINOCLIP_DATA", data)
+	o = start("--batch", "16", "--hidden-dim", "8", "--blocks", "1")
+	if o.Epochs != 2 || o.MaxLR != 0.25 || o.Keep != train.DefaultOptions().Keep {
+		t.Errorf("environment without config file: %+v", o)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	mustRun(t, "train", "--data", data, "--out", run, "--batch", "32", "--hidden-dim", "8", "--blocks", "1")
+	o := runOptions(t, run)
+	d := train.DefaultOptions()
+	d.Batch = 32
+	if o != d {
+		t.Errorf("options with no flags: %+v, want the defaults %+v", o, d)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	data := makeData(t)
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	cases := []struct {
+		name, text string
+		wants      []string
+	}{
+		{"unknown key", "epoch: 3\n", []string{"unknown key \"epoch\"", "epochs"}},
+		{"wrong type", "epochs: many\n", []string{"key epochs", "integer", `"many"`}},
+		{"fraction for an integer", "batch: 1.5\n", []string{"key batch", "integer"}},
+		{"negative seed", "seed: -1\n", []string{"key seed", "non-negative"}},
+		{"list for a string", "data: [a, b]\n", []string{"key data", "string"}},
+		{"not a mapping", "- a\n- b\n", []string{"not a YAML or JSON mapping"}},
+		{"bad JSON", `{"epochs": 3`, []string{"not a YAML or JSON mapping"}},
+		{"nested config", "config: other.yaml\n", []string{"cannot name another"}},
+		{"bad value", "epochs: -2\n", []string{"--epochs -2"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeFile(t, filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".yaml"), c.text)
+			wants := append([]string{}, c.wants...)
+			if c.name != "bad value" {
+				wants = append(wants, path)
+			}
+			wantError(t, []string{"train", "--data", data, "--out", run, "--config", path}, wants...)
+		})
+	}
+	missing := filepath.Join(dir, "missing.yaml")
+	wantError(t, []string{"train", "--data", data, "--out", run, "--config", missing}, missing)
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// devices are the values of --device.
+var devices = []string{"cpu", "cuda"}
+
+// checkDevice validates --device.
+func checkDevice(device string) error {
+	for _, d := range devices {
+		if device == d {
+			return nil
+		}
+	}
+	return fmt.Errorf("--device %q: unknown device, want %s", device, strings.Join(devices, " or "))
+}
+
+// openEngine builds an engine of shape c on device: the float32 CPU engine
+// for cpu, newEngine (device.go, by build tag) for the others.
+func openEngine(device string, c nn.Config) (nn.Engine, error) {
+	if err := checkDevice(device); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	if device == "cpu" {
+		return nn.NewCPUEngine[float32](c)
+	}
+	e, err := newEngine(device, c)
+	if err != nil {
+		return nil, fmt.Errorf("--device %s: %w", device, err)
+	}
+	return e, nil
+}
+
+// loadedModel is a model file read and put on an engine.
+type loadedModel struct {
+	Path   string // the model file that --model resolved to
+	Model  *checkpoint.Model
+	Engine nn.Engine
+}
+
+// loadModel resolves --model (a model file, a checkpoint directory or a run
+// directory), reads it and loads it onto an engine on device.
+func loadModel(model, device string) (*loadedModel, error) {
+	if err := checkDevice(device); err != nil {
+		return nil, err
+	}
+	path, err := checkpoint.Resolve(model)
+	if err != nil {
+		return nil, err
+	}
+	m, err := checkpoint.ReadModel(path)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	e, err := openEngine(device, m.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.SetParameters(m.Params); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	return &loadedModel{Path: path, Model: m, Engine: e}, nil
+}

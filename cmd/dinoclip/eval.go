@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/urfave/cli/v2"
+)
+
+func evalCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "eval",
+		Usage:     "measure text-image retrieval of a model on evaluation sets",
+		UsageText: "dinoclip eval --model CKPT --eval DIR [--eval DIR ...] [--json]",
+		Description: "Projects the DINOv2 image features of each evaluation set (docs/FORMAT.md) with the model and\n" +
+			"reports recall@1/5/10 in both directions (CLIP_benchmark's protocol) for CLIP's own image\n" +
+			"embeddings and for the projection, and the projection's R@5 as a percentage of CLIP's.\n" +
+			"CKPT is a model.safetensors file, a checkpoint directory, or a run directory (its best\n" +
+			"checkpoint, else its last). --json prints a JSON document instead of the table.\n\n" +
+			"Example:\n" +
+			"   dinoclip eval --model runs/base --eval features/mscoco-5k --eval features/flickr30k",
+		Flags: []cli.Flag{
+			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
+			stringSliceFlag("eval", "evaluation set `DIR` (repeat for more sets)"),
+			boolFlag("json", "print a JSON document (model, config, reports) instead of the table"),
+			deviceFlag(),
+			configFlag(),
+		},
+		Before:       applyConfig,
+		OnUsageError: usageError,
+		Action:       runEval,
+	}
+}
+
+// evalDocument is what eval --json prints.
+type evalDocument struct {
+	Model   string             `json:"model"`
+	Config  nn.Config          `json:"config"`
+	Step    *int               `json:"step,omitempty"`
+	Epoch   *int               `json:"epoch,omitempty"`
+	Device  string             `json:"device"`
+	Reports []retrieval.Report `json:"reports"`
+}
+
+func runEval(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	if err := requireFlags(cCtx, "model", "eval"); err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	var sets []*retrieval.Set
+	for _, dir := range cCtx.StringSlice("eval") {
+		s, err := loadEvalSet(dir)
+		if err != nil {
+			return err
+		}
+		sets = append(sets, s)
+	}
+	if err := checkDistinctNames(sets); err != nil {
+		return err
+	}
+	lm, err := loadModel(cCtx.String("model"), device)
+	if err != nil {
+		return err
+	}
+	defer lm.Engine.Close()
+	c := lm.Model.Config
+	doc := evalDocument{Model: lm.Path, Config: c, Device: device,
+		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
+	for _, s := range sets {
+		if s.FeatureDim != c.InputDim || s.EmbeddingDim != c.OutputDim {
+			return fmt.Errorf("evaluation set %s is %d -> %d wide (features -> embeddings), the model %s %d -> %d",
+				s.Dir, s.FeatureDim, s.EmbeddingDim, lm.Path, c.InputDim, c.OutputDim)
+		}
+	}
+	for _, s := range sets {
+		if err := cCtx.Context.Err(); err != nil {
+			return err
+		}
+		r, err := s.Evaluate(lm.Engine.Project)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Dir, err)
+		}
+		doc.Reports = append(doc.Reports, r)
+	}
+	w := cCtx.App.Writer
+	if cCtx.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(doc)
+	}
+	return writeEvalText(w, doc)
+}
+
+func writeEvalText(w io.Writer, doc evalDocument) error {
+	fmt.Fprintf(w, "model %s: %v", doc.Model, doc.Config)
+	if doc.Epoch != nil && doc.Step != nil {
+		fmt.Fprintf(w, ", epoch %d, step %d", *doc.Epoch, *doc.Step)
+	}
+	fmt.Fprintln(w)
+	for _, r := range doc.Reports {
+		fmt.Fprintf(w, "%s: %d images, %d captions\n", r.Name, r.CLIP.Images, r.CLIP.Captions)
+	}
+	fmt.Fprintln(w)
+	return writeRecallTable(w, doc.Reports)
+}
+
+// metaInt reads an integer from a model's metadata, nil when absent or not
+// a number.
+func metaInt(meta map[string]string, key string) *int {
+	s, ok := meta[key]
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return nil
+	}
+	return &n
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
+)
+
+func TestEvalJSON(t *testing.T) {
+	run, _, eval := trainRun(t)
+	best := filepath.Join(run, checkpoint.BestLink)
+	var docs []evalDocument
+	// A run directory, a checkpoint directory and a model file are the
+	// same model.
+	for _, model := range []string{run, best, filepath.Join(best, checkpoint.ModelFile)} {
+		out := mustRun(t, "eval", "--model", model, "--eval", eval, "--json")
+		var doc evalDocument
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("eval --json output does not parse: %v\n%s", err, out)
+		}
+		docs = append(docs, doc)
+	}
+	doc := docs[0]
+	if doc.Model != filepath.Join(best, checkpoint.ModelFile) || doc.Config.InputDim != tIn || doc.Config.OutputDim != tOut {
+		t.Errorf("eval --json: model %s, config %+v", doc.Model, doc.Config)
+	}
+	if doc.Step == nil || doc.Epoch == nil {
+		t.Errorf("eval --json has no step and epoch of the checkpoint")
+	}
+	if len(doc.Reports) != 1 {
+		t.Fatalf("eval --json: %d reports, want 1", len(doc.Reports))
+	}
+	r := doc.Reports[0]
+	if r.Name != "tiny-eval" || r.CLIP.Images != tImages || r.CLIP.Captions != tCaptions || len(r.Projected.Recall) != 3 || len(r.CLIP.Recall) != 3 {
+		t.Fatalf("eval --json report: %+v", r)
+	}
+	for _, rk := range r.Projected.Recall {
+		if rk.TextToImagePercent <= 0 || rk.TextToImagePercent > 100 || rk.ImageToTextPercent <= 0 || rk.ImageToTextPercent > 100 {
+			t.Errorf("projected recall %+v out of (0, 100]", rk)
+		}
+	}
+	if r5, _ := r.CLIP.At(5); r5.TextToImagePercent != 100 {
+		t.Errorf("CLIP's own R@5 on a set of near-duplicate captions is %v, want 100", r5.TextToImagePercent)
+	}
+	for _, d := range docs[1:] {
+		if d.Model != doc.Model || d.Reports[0].Projected.Recall[1] != r.Projected.Recall[1] {
+			t.Errorf("eval of %s differs from eval of the run", d.Model)
+		}
+	}
+	// The same numbers as the training run's evaluation of that checkpoint.
+	if logged := evalAt(run, *doc.Step); len(logged) != 1 || logged[0].Projected.Recall[1] != r.Projected.Recall[1] {
+		t.Errorf("eval R@5 %+v, metrics.jsonl at step %d has %+v", r.Projected.Recall[1], *doc.Step, logged)
+	}
+}
+
+func TestEvalTable(t *testing.T) {
+	run, _, eval := trainRun(t)
+	eval2 := makeEvalSet(t, "second")
+	out := mustRun(t, "eval", "--model", run, "--eval", eval, "--eval", eval2)
+	for _, s := range []string{"tiny-eval", "second", "text->image", "image->text", "R@10", "% of CLIP", "16 images, 32 captions"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("eval output lacks %q:\n%s", s, out)
+		}
+	}
+	// The table has a header of two lines, two rows per set and a footnote.
+	sc := bufio.NewScanner(strings.NewReader(out[strings.Index(out, "--- CLIP"):]))
+	n := 0
+	for sc.Scan() {
+		n++
+	}
+	if n != 2+2*2+1 {
+		t.Errorf("table of %d lines, want 7:\n%s", n, out)
+	}
+}
+
+func TestEvalErrors(t *testing.T) {
+	run, _, eval := trainRun(t)
+	missing := filepath.Join(t.TempDir(), "missing")
+	// A set of the right shape for another model: 5-wide embeddings.
+	other := filepath.Join(t.TempDir(), "other")
+	os.Mkdir(other, 0o755)
+	writeF32(t, filepath.Join(other, retrieval.ImageFeaturesFile), []int{2, tIn}, make([]float32, 2*tIn))
+	writeF32(t, filepath.Join(other, retrieval.ImageCLIPFile), []int{2, 5}, []float32{1, 0, 0, 0, 0, 0, 1, 0, 0, 0})
+	writeF32(t, filepath.Join(other, retrieval.CaptionCLIPFile), []int{2, 5}, []float32{1, 0, 0, 0, 0, 0, 1, 0, 0, 0})
+	if err := npy.WriteInt64(filepath.Join(other, retrieval.CaptionImageFile), []int{2}, []int64{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	notModel := filepath.Join(t.TempDir(), "x.safetensors")
+	os.WriteFile(notModel, []byte("not a model"), 0o644)
+	// A training checkpoint's run directory without any checkpoint yet.
+	emptyRun := t.TempDir()
+	os.WriteFile(filepath.Join(emptyRun, train.RunFile), []byte("{}"), 0o644)
+
+	cases := []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"missing model", []string{"eval", "--eval", eval}, []string{"missing --model"}},
+		{"missing eval", []string{"eval", "--model", run}, []string{"missing --eval"}},
+		{"nonexistent model", []string{"eval", "--model", missing, "--eval", eval}, []string{missing}},
+		{"not a model", []string{"eval", "--model", notModel, "--eval", eval}, []string{notModel}},
+		{"run without checkpoints", []string{"eval", "--model", emptyRun, "--eval", eval}, []string{emptyRun, "no best or last"}},
+		{"nonexistent eval set", []string{"eval", "--model", run, "--eval", missing}, []string{missing, "no such directory"}},
+		{"eval set not fitting the model", []string{"eval", "--model", run, "--eval", other}, []string{other, "8 -> 5", "8 -> 4"}},
+		{"duplicate set names", []string{"eval", "--model", run, "--eval", eval, "--eval", eval}, []string{"both named"}},
+		{"cuda in the default build", []string{"eval", "--model", run, "--eval", eval, "--device", "cuda"}, []string{"built without CUDA"}},
+		{"unknown device", []string{"eval", "--model", run, "--eval", eval, "--device", "gpu"}, []string{`"gpu"`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })
+	}
+}

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
+	"github.com/dinoclip/dinoclip/train"
+	"github.com/urfave/cli/v2"
+)
+
+func infoCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "info",
+		Usage:     "describe a model, checkpoint, run, training data, evaluation set or .npy file",
+		UsageText: "dinoclip info PATH",
+		Description: "Looks at PATH and says what it is and what it holds:\n" +
+			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch;\n" +
+			"  - a checkpoint directory: the model, and the trainer's position and best metric so far;\n" +
+			"  - a run directory: its checkpoints, where last and best point, the best metric, its options;\n" +
+			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
+			"  - an evaluation set directory: its images, captions and widths;\n" +
+			"  - a .npy file: its shape and dtype.\n\n" +
+			"Example:\n" +
+			"   dinoclip info runs/base",
+		OnUsageError: usageError,
+		Action:       runInfo,
+	}
+}
+
+func runInfo(cCtx *cli.Context) error {
+	if cCtx.Args().Len() != 1 {
+		return fmt.Errorf("info: want one PATH, got %d arguments; see 'dinoclip info --help'", cCtx.Args().Len())
+	}
+	path := cCtx.Args().First()
+	w := cCtx.App.Writer
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("info: %s: no such file or directory", path)
+		}
+		return fmt.Errorf("info: %w", err)
+	}
+	if !st.IsDir() {
+		if isNPY(path) {
+			return infoNPY(w, path)
+		}
+		err := infoModel(w, path)
+		if err != nil && !strings.HasSuffix(path, ".safetensors") {
+			err = fmt.Errorf("info: %s is neither a .npy array nor a model (.safetensors): %w", path, err)
+		}
+		return err
+	}
+	has := func(name string) bool { _, err := os.Lstat(filepath.Join(path, name)); return err == nil }
+	switch {
+	case has(checkpoint.LastLink) || has(checkpoint.BestLink) || has(train.RunFile) || has(train.CheckpointsDir):
+		return infoRun(w, path)
+	case has(checkpoint.ModelFile):
+		return infoCheckpoint(w, path)
+	case has(retrieval.ImageFeaturesFile) || has(retrieval.CaptionImageFile):
+		return infoEvalSet(w, path)
+	}
+	if shards, _ := filepath.Glob(filepath.Join(path, "*"+train.FeatureSuffix)); len(shards) > 0 {
+		return infoData(w, path)
+	}
+	if shards, _ := filepath.Glob(filepath.Join(path, "*"+train.TargetSuffix)); len(shards) > 0 {
+		return infoData(w, path)
+	}
+	return fmt.Errorf("info: %s is not a run, checkpoint, training data or evaluation set directory (see docs/FORMAT.md)", path)
+}
+
+// isNPY reports whether the file at path starts with the .npy magic.
+func isNPY(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return strings.HasSuffix(path, ".npy")
+	}
+	defer f.Close()
+	magic := make([]byte, 6)
+	if _, err := io.ReadFull(f, magic); err != nil {
+		return strings.HasSuffix(path, ".npy")
+	}
+	return bytes.Equal(magic, []byte("\x93NUMPY")) || strings.HasSuffix(path, ".npy")
+}
+
+func infoNPY(w io.Writer, path string) error {
+	a, err := npy.Open(path)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	h := a.Header()
+	fmt.Fprintf(w, "%s: .npy array\n", path)
+	fmt.Fprintf(w, "  shape: %v\n", shapeString(h.Shape))
+	fmt.Fprintf(w, "  dtype: %s (%s)\n", dtypeName(h.DType), h.DType)
+	if len(h.Shape) == 2 {
+		fmt.Fprintf(w, "  rows: %d of %d values\n", h.Shape[0], h.Shape[1])
+	}
+	fmt.Fprintf(w, "  data: %s\n", byteSize(int64(h.DataSize())))
+	return nil
+}
+
+func shapeString(shape []int) string {
+	s := make([]string, len(shape))
+	for i, d := range shape {
+		s[i] = fmt.Sprint(d)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// infoModel describes a model file, under a title line.
+func infoModel(w io.Writer, path string) error {
+	var buf bytes.Buffer
+	if err := writeModelInfo(&buf, path); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: model\n", path)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+// writeModelInfo writes the indented description of a model file.
+func writeModelInfo(w io.Writer, path string) error {
+	m, err := checkpoint.ReadModel(path)
+	if err != nil {
+		return err
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var dtypes []string
+	for _, t := range f.Tensors() {
+		if !slices.Contains(dtypes, string(t.DType)) {
+			dtypes = append(dtypes, string(t.DType))
+		}
+	}
+	c := m.Config
+	format := m.Meta["format"]
+	if format == "" {
+		format = "a ProjectorWithResiduals state_dict (shape inferred from its tensors)"
+	}
+	fmt.Fprintf(w, "  format: %s\n", format)
+	fmt.Fprintf(w, "  model: %v\n", c)
+	fmt.Fprintf(w, "  config: input_dim %d, hidden_dim %d, output_dim %d, num_residual_blocks %d\n", c.InputDim, c.HiddenDim, c.OutputDim, c.Blocks)
+	fmt.Fprintf(w, "  parameters: %d (%s, %d tensors)\n", c.NumParams(), strings.Join(dtypes, ", "), len(f.Tensors()))
+	if s, e := metaInt(m.Meta, "step"), metaInt(m.Meta, "epoch"); s != nil || e != nil {
+		fmt.Fprintf(w, "  trained: epoch %s, optimizer step %s\n", intOr(e), intOr(s))
+	}
+	if v, ok := m.Meta["metrics"]; ok {
+		fmt.Fprintf(w, "  metrics: %s\n", v)
+	}
+	return nil
+}
+
+func intOr(p *int) string {
+	if p == nil {
+		return "?"
+	}
+	return fmt.Sprint(*p)
+}
+
+// readState reads the trainer state saved beside a checkpoint's model.
+func readState(dir string) (*train.State, error) {
+	path := filepath.Join(dir, checkpoint.OptimizerFile)
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	meta := f.Metadata()
+	if meta["format"] != checkpoint.OptimizerFormat {
+		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], checkpoint.OptimizerFormat)
+	}
+	var st train.State
+	if err := json.Unmarshal([]byte(meta["state"]), &st); err != nil {
+		return nil, fmt.Errorf("%s: trainer state: %w", path, err)
+	}
+	return &st, nil
+}
+
+func describeBest(b *train.Best) string {
+	return fmt.Sprintf("%s = %.6g after epoch %d (step %d), %s", b.Metric, b.Value, b.Epoch, b.Step, b.Checkpoint)
+}
+
+func writeState(w io.Writer, st *train.State) {
+	if st.Step >= st.Schedule.TotalSteps {
+		fmt.Fprintf(w, "  progress: finished, %d epochs, %d optimizer steps\n", st.Epoch, st.Step)
+	} else {
+		fmt.Fprintf(w, "  progress: %d of %d epochs complete, %d batches into epoch %d; step %d of %d\n",
+			st.Epoch, st.Options.Epochs, st.Batch, st.Epoch+1, st.Step, st.Schedule.TotalSteps)
+	}
+	o := st.Options
+	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %d steps, keep %d\n",
+		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, o.CheckpointEvery, o.Keep)
+	fmt.Fprintf(w, "  training data: %d rows, %d -> %d\n", st.Data.Rows, st.Data.InputDim, st.Data.OutputDim)
+	if st.Best != nil {
+		fmt.Fprintf(w, "  best so far: %s\n", describeBest(st.Best))
+	}
+}
+
+func infoCheckpoint(w io.Writer, dir string) error {
+	var st *train.State
+	if _, err := os.Stat(filepath.Join(dir, checkpoint.OptimizerFile)); err == nil {
+		if st, err = readState(dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s: training checkpoint\n", dir)
+	} else {
+		fmt.Fprintf(w, "%s: checkpoint (a model only, no %s to resume from)\n", dir, checkpoint.OptimizerFile)
+	}
+	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
+		return err
+	}
+	if st != nil {
+		writeState(w, st)
+	}
+	return nil
+}
+
+func infoRun(w io.Writer, dir string) error {
+	fmt.Fprintf(w, "%s: training run\n", dir)
+	entries, _ := os.ReadDir(filepath.Join(dir, train.CheckpointsDir))
+	var steps []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") {
+			steps = append(steps, e.Name())
+		}
+	}
+	sort.Strings(steps)
+	fmt.Fprintf(w, "  checkpoints: %d", len(steps))
+	if len(steps) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(steps, ", "))
+	}
+	fmt.Fprintln(w)
+	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
+		if t, err := os.Readlink(filepath.Join(dir, l)); err == nil {
+			fmt.Fprintf(w, "  %s -> %s\n", l, t)
+		}
+	}
+	last := filepath.Join(dir, checkpoint.LastLink)
+	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
+		fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
+		if b, err := os.ReadFile(filepath.Join(dir, train.RunFile)); err == nil {
+			var st train.State
+			if json.Unmarshal(b, &st) == nil {
+				o := st.Options
+				fmt.Fprintf(w, "  options: %d epochs, batch %d, max lr %g\n", o.Epochs, o.Batch, o.MaxLR)
+			}
+		}
+		return nil
+	}
+	m, err := checkpoint.ReadModel(filepath.Join(last, checkpoint.ModelFile))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  model: %v, %d parameters\n", m.Config, m.Config.NumParams())
+	st, err := readState(last)
+	if err != nil {
+		return err
+	}
+	writeState(w, st)
+	if n := countEvals(filepath.Join(dir, train.MetricsFile)); n > 0 {
+		fmt.Fprintf(w, "  evaluations: %d in %s\n", n, train.MetricsFile)
+	}
+	return nil
+}
+
+// countEvals counts the evaluation records of a metrics file.
+func countEvals(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for line := range bytes.Lines(b) {
+		var rec struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Type == "eval" {
+			n++
+		}
+	}
+	return n
+}
+
+func infoData(w io.Writer, dir string) error {
+	d, err := train.OpenDataset(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	feats, _ := filepath.Glob(filepath.Join(dir, "*"+train.FeatureSuffix))
+	sort.Strings(feats)
+	fmt.Fprintf(w, "%s: training data\n", dir)
+	fmt.Fprintf(w, "  shards: %d\n", len(feats))
+	fmt.Fprintf(w, "  rows: %d\n", d.Rows)
+	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
+	for _, fp := range feats {
+		name := strings.TrimSuffix(filepath.Base(fp), train.FeatureSuffix)
+		x, err := npy.Open(fp)
+		if err != nil {
+			return err
+		}
+		t, err := npy.Open(filepath.Join(dir, name+train.TargetSuffix))
+		if err != nil {
+			x.Close()
+			return err
+		}
+		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), dtypeName(x.DType()), dtypeName(t.DType()))
+		x.Close()
+		t.Close()
+	}
+	return nil
+}
+
+func infoEvalSet(w io.Writer, dir string) error {
+	s, err := retrieval.LoadSet(dir)
+	if err != nil {
+		return err
+	}
+	perImage := make([]int, s.Images)
+	for _, img := range s.CaptionImage {
+		perImage[img]++
+	}
+	fmt.Fprintf(w, "%s: evaluation set %q\n", dir, s.Name)
+	fmt.Fprintf(w, "  images: %d\n", s.Images)
+	if s.Images > 0 {
+		fmt.Fprintf(w, "  captions: %d (%d to %d per image)\n", s.Captions, slices.Min(perImage), slices.Max(perImage))
+	} else {
+		fmt.Fprintf(w, "  captions: %d\n", s.Captions)
+	}
+	fmt.Fprintf(w, "  widths: features %d, embeddings %d\n", s.FeatureDim, s.EmbeddingDim)
+	for _, name := range []string{retrieval.ImageFeaturesFile, retrieval.ImageCLIPFile, retrieval.CaptionCLIPFile, retrieval.CaptionImageFile} {
+		a, err := npy.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  %s: %s %s\n", name, shapeString(a.Shape()), dtypeName(a.DType()))
+		a.Close()
+	}
+	return nil
+}

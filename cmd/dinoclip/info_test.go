@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+)
+
+func TestInfo(t *testing.T) {
+	run, data, eval := trainRun(t)
+	best := filepath.Join(run, checkpoint.BestLink)
+	cases := []struct {
+		path  string
+		wants []string
+	}{
+		{run, []string{"training run", "checkpoints: 2", "last -> checkpoints/step-00000008", "best -> checkpoints/step-",
+			"8 -> 8 x 1 blocks -> 4 -> 4, 328 parameters", "finished, 2 epochs, 8 optimizer steps", "best so far: r5 = ", "training data: 64 rows, 8 -> 4"}},
+		{best, []string{"training checkpoint", "input_dim 8, hidden_dim 8, output_dim 4, num_residual_blocks 1", "328 (F32", "best so far"}},
+		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch "}},
+		{data, []string{"training data", "shards: 2", "rows: 64", "8 -> 4", "shard-00001: 24 rows, features float16, targets float32"}},
+		{eval, []string{`evaluation set "tiny-eval"`, "images: 16", "captions: 32 (2 to 2 per image)", "features 8, embeddings 4", "captions.image.npy: [32] int64"}},
+		{filepath.Join(data, "shard-00001.dino.npy"), []string{".npy array", "shape: [24, 8]", "float16"}},
+	}
+	for _, c := range cases {
+		out := mustRun(t, "info", c.path)
+		for _, w := range c.wants {
+			if !strings.Contains(out, w) {
+				t.Errorf("info %s lacks %q:\n%s", c.path, w, out)
+			}
+		}
+	}
+}
+
+func TestInfoErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.bin")
+	os.WriteFile(garbage, []byte("not anything"), 0o644)
+	badNPY := filepath.Join(dir, "bad.npy")
+	os.WriteFile(badNPY, []byte("\x93NUMPY\x01\x00"), 0o644)
+	lonely := filepath.Join(t.TempDir(), "data")
+	os.Mkdir(lonely, 0o755)
+	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})
+	cases := []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"info"}, []string{"want one PATH"}},
+		{[]string{"info", "a", "b"}, []string{"want one PATH"}},
+		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
+		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data or evaluation set"}},
+		{[]string{"info", garbage}, []string{garbage}},
+		{[]string{"info", badNPY}, []string{badNPY}},
+		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
+	}
+	for _, c := range cases {
+		wantError(t, c.args, c.wants...)
+	}
+}

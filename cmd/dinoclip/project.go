@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultProjectBatch is how many rows project converts and projects at a
+// time.
+const defaultProjectBatch = 4096
+
+func projectCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "project",
+		Usage:     "project DINOv2 features into CLIP space with a trained model",
+		UsageText: "dinoclip project --model CKPT --in FEATURES.npy --out EMBEDDINGS.npy [--batch N] [--float16]",
+		Description: "Reads an [n, input_dim] .npy matrix of DINOv2 features (float16, float32 or float64), projects it\n" +
+			"in chunks of --batch rows, and writes the [n, output_dim] model outputs as float32 (or float16\n" +
+			"with --float16). The outputs are the model's, not L2-normalised. The output file is written\n" +
+			"under a temporary name and renamed into place when complete. CKPT is a model.safetensors\n" +
+			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last).\n\n" +
+			"Example:\n" +
+			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
+		Flags: []cli.Flag{
+			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
+			stringFlag("in", "input `FILE`: .npy matrix [n, input_dim] of DINOv2 features", ""),
+			stringFlag("out", "output `FILE`: .npy matrix [n, output_dim]", ""),
+			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
+			boolFlag("float16", "write float16 instead of float32"),
+			deviceFlag(),
+			configFlag(),
+		},
+		Before:       applyConfig,
+		OnUsageError: usageError,
+		Action:       runProject,
+	}
+}
+
+func runProject(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	if err := requireFlags(cCtx, "model", "in", "out"); err != nil {
+		return err
+	}
+	batch := cCtx.Int("batch")
+	if err := checkAtLeast("batch", batch, 1); err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	inPath, outPath := cCtx.String("in"), cCtx.String("out")
+	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
+		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
+	}
+	in, err := npy.Open(inPath)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	shape := in.Shape()
+	if len(shape) != 2 || !in.DType().IsFloat() {
+		hint := ""
+		if len(shape) == 1 {
+			hint = fmt.Sprintf(" (a single feature vector must be saved as [1, %d])", shape[0])
+		}
+		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType(), hint)
+	}
+	lm, err := loadModel(cCtx.String("model"), device)
+	if err != nil {
+		return err
+	}
+	defer lm.Engine.Close()
+	c := lm.Model.Config
+	n, width := shape[0], shape[1]
+	if width != c.InputDim {
+		return fmt.Errorf("%s: rows are %d wide, but the model %s takes %d-wide features (%v)", inPath, width, lm.Path, c.InputDim, c)
+	}
+	dt := npy.Float32
+	if cCtx.Bool("float16") {
+		dt = npy.Float16
+	}
+	hdr, err := npy.EncodeHeader(dt, []int{n, c.OutputDim})
+	if err != nil {
+		return fmt.Errorf("%s: %w", outPath, err)
+	}
+	var bar *progressbar.ProgressBar
+	if f := terminal(cCtx); f != nil && n > batch {
+		bar = progressbar.NewOptions(n,
+			progressbar.OptionSetWriter(f),
+			progressbar.OptionSetDescription("projecting"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("rows"),
+			progressbar.OptionThrottle(100_000_000),
+			progressbar.OptionClearOnFinish(),
+		)
+		defer bar.Finish()
+	}
+	ctx := cCtx.Context
+	err = atomicfile.Write(outPath, func(w io.Writer) error {
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		x := make([]float32, min(batch, n)*c.InputDim)
+		y := make([]float32, min(batch, n)*c.OutputDim)
+		buf := make([]byte, len(y)*dt.Size())
+		for lo := 0; lo < n; lo += batch {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			hi := min(lo+batch, n)
+			rows := hi - lo
+			xs, ys := x[:rows*c.InputDim], y[:rows*c.OutputDim]
+			if err := in.ReadRows(xs, lo, hi); err != nil {
+				return err
+			}
+			for i, v := range xs {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%s: row %d, column %d is %v", inPath, lo+i/c.InputDim, i%c.InputDim, v)
+				}
+			}
+			if err := lm.Engine.Project(ys, xs, rows); err != nil {
+				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, inPath, err)
+			}
+			b := buf[:len(ys)*dt.Size()]
+			if dt == npy.Float16 {
+				for i, v := range ys {
+					binary.LittleEndian.PutUint16(b[2*i:], npy.Float16Bits(v))
+				}
+			} else {
+				for i, v := range ys {
+					binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+				}
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			if bar != nil {
+				bar.Set(hi)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dtypeName(dt))
+	return nil
+}
+
+// dtypeName is a dtype as numpy names it.
+func dtypeName(dt npy.DType) string {
+	switch dt {
+	case npy.Float16:
+		return "float16"
+	case npy.Float32:
+		return "float32"
+	case npy.Float64:
+		return "float64"
+	case npy.Int32:
+		return "int32"
+	case npy.Int64:
+		return "int64"
+	}
+	return dt.String()
+}

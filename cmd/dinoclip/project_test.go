@@ -1,0 +1,150 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// projectDirect runs the CPU engine on rows with the model at path.
+func projectDirect(t *testing.T, model string, x []float32, n int) []float32 {
+	t.Helper()
+	m, err := checkpoint.ReadModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := nn.NewCPUEngine[float32](m.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetParameters(m.Params); err != nil {
+		t.Fatal(err)
+	}
+	y := make([]float32, n*m.Config.OutputDim)
+	if err := e.Project(y, x, n); err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+func TestProject(t *testing.T) {
+	run, data, _ := trainRun(t)
+	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
+	dir := t.TempDir()
+	for _, in := range []string{"shard-00000.dino.npy", "shard-00001.dino.npy"} { // float32, float16
+		inPath := filepath.Join(data, in)
+		x, shape, err := npy.ReadFloat32(inPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := shape[0]
+		want := projectDirect(t, model, x, n)
+
+		out := filepath.Join(dir, "out32.npy")
+		mustRun(t, "project", "--model", run, "--in", inPath, "--out", out, "--batch", "7")
+		a, err := npy.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.DType() != npy.Float32 || !slices.Equal(a.Shape(), []int{n, tOut}) {
+			t.Errorf("%s: %s %v, want float32 [%d, %d]", in, a.DType(), a.Shape(), n, tOut)
+		}
+		got, err := a.Float32s()
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: project output differs from the engine's Project", in)
+		}
+
+		out16 := filepath.Join(dir, "out16.npy")
+		mustRun(t, "project", "--model", model, "--in", inPath, "--out", out16, "--float16")
+		got16, shape16, err := npy.ReadFloat32(out16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a16, _ := npy.Open(out16)
+		if a16.DType() != npy.Float16 || !slices.Equal(shape16, []int{n, tOut}) {
+			t.Errorf("%s --float16: %s %v", in, a16.DType(), shape16)
+		}
+		a16.Close()
+		for i := range want {
+			if got16[i] != npy.Float16Value(npy.Float16Bits(want[i])) {
+				t.Fatalf("%s --float16: value %d is %v, want %v rounded to float16", in, i, got16[i], want[i])
+			}
+		}
+	}
+}
+
+func TestProjectEmptyInput(t *testing.T) {
+	run, _, _ := trainRun(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "empty.npy"), filepath.Join(dir, "out.npy")
+	writeF32(t, in, []int{0, tIn}, nil)
+	mustRun(t, "project", "--model", run, "--in", in, "--out", out)
+	_, shape, err := npy.ReadFloat32(out)
+	if err != nil || !slices.Equal(shape, []int{0, tOut}) {
+		t.Errorf("projection of no rows: shape %v, %v", shape, err)
+	}
+}
+
+func TestProjectErrors(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	good := filepath.Join(data, "shard-00000.dino.npy")
+	wide := filepath.Join(dir, "wide.npy")
+	writeF32(t, wide, []int{3, 5}, make([]float32, 15))
+	vec := filepath.Join(dir, "vec.npy")
+	writeF32(t, vec, []int{tIn}, make([]float32, tIn))
+	ints := filepath.Join(dir, "ints.npy")
+	if err := npy.WriteInt64(ints, []int{2, tIn}, make([]int64, 2*tIn)); err != nil {
+		t.Fatal(err)
+	}
+	nan := filepath.Join(dir, "nan.npy")
+	x := make([]float32, 3*tIn)
+	x[2*tIn+1] = float32(math.NaN())
+	writeF32(t, nan, []int{3, tIn}, x)
+	garbage := filepath.Join(dir, "garbage.npy")
+	os.WriteFile(garbage, []byte("hello"), 0o644)
+	out := filepath.Join(dir, "out", "y.npy") // its directory is created by no one
+	ok := filepath.Join(dir, "y.npy")
+
+	cases := []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"missing model", []string{"project", "--in", good, "--out", ok}, []string{"missing --model"}},
+		{"missing in", []string{"project", "--model", run, "--out", ok}, []string{"missing --in"}},
+		{"missing out", []string{"project", "--model", run, "--in", good}, []string{"missing --out"}},
+		{"nonexistent input", []string{"project", "--model", run, "--in", filepath.Join(dir, "nope.npy"), "--out", ok}, []string{"nope.npy"}},
+		{"not a .npy", []string{"project", "--model", run, "--in", garbage, "--out", ok}, []string{garbage}},
+		{"wrong width", []string{"project", "--model", run, "--in", wide, "--out", ok}, []string{wide, "5 wide", "8-wide"}},
+		{"a vector", []string{"project", "--model", run, "--in", vec, "--out", ok}, []string{vec, "[1, 8]"}},
+		{"integers", []string{"project", "--model", run, "--in", ints, "--out", ok}, []string{ints, "float"}},
+		{"NaN", []string{"project", "--model", run, "--in", nan, "--out", ok}, []string{nan, "row 2, column 1"}},
+		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
+		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
+		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
+		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
+		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })
+	}
+	// No output and no temporary file was left behind.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == "y.npy" || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("a failed projection left %s", e.Name())
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// tableKs are the recall cut-offs in the table, as CLIP_benchmark reports
+// them.
+var tableKs = []int{1, 5, 10}
+
+// writeRecallTable prints evaluation reports as a table: one row per set
+// and direction, recall@1/5/10 of CLIP's own image embeddings and of the
+// projected DINOv2 features (in percent), and the projection's R@5 as a
+// percentage of CLIP's:
+//
+//	                        ------- CLIP -------  ---- projection ----
+//	set        direction       R@1    R@5   R@10     R@1    R@5   R@10  % of CLIP
+//	mscoco-5k  text->image   33.10  58.40  69.00   27.40  48.41  59.98      82.90
+//	           image->text   52.40  76.70  84.60   40.66  59.50  70.11      77.57
+//	recall@k in %; % of CLIP = projection R@5 / CLIP R@5
+func writeRecallTable(w io.Writer, reports []retrieval.Report) error {
+	nameW := len("set")
+	for _, r := range reports {
+		nameW = max(nameW, len(r.Name))
+	}
+	const dirW = len("text->image")
+	block := func(a, b, c string) string { return fmt.Sprintf("%6s %6s %6s", a, b, c) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-*s  %-*s  %s  %s\n", nameW, "", dirW, "", groupHeader("CLIP", 20), groupHeader("projection", 20))
+	fmt.Fprintf(&sb, "%-*s  %-*s  %s  %s  %9s\n", nameW, "set", dirW, "direction",
+		block("R@1", "R@5", "R@10"), block("R@1", "R@5", "R@10"), "% of CLIP")
+	for _, r := range reports {
+		for i, dir := range []string{"text->image", "image->text"} {
+			name := r.Name
+			if i > 0 {
+				name = ""
+			}
+			pick := func(rk retrieval.RecallAtK) float64 {
+				if i == 0 {
+					return rk.TextToImagePercent
+				}
+				return rk.ImageToTextPercent
+			}
+			cells := func(res retrieval.Result) string {
+				var v [3]string
+				for j, k := range tableKs {
+					v[j] = "-"
+					if rk, ok := res.At(k); ok {
+						v[j] = fmt.Sprintf("%.2f", pick(rk))
+					}
+				}
+				return block(v[0], v[1], v[2])
+			}
+			pct := r.PercentOfCLIP.TextToImagePercent
+			if i > 0 {
+				pct = r.PercentOfCLIP.ImageToTextPercent
+			}
+			fmt.Fprintf(&sb, "%-*s  %-*s  %s  %s  %9.2f\n", nameW, name, dirW, dir, cells(r.CLIP), cells(r.Projected), pct)
+		}
+	}
+	fmt.Fprintf(&sb, "recall@k in %%; %% of CLIP = projection R@%d / CLIP R@%d\n", r5K(reports), r5K(reports))
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// groupHeader centres title in a rule of width characters:
+// "------- CLIP -------".
+func groupHeader(title string, width int) string {
+	title = " " + title + " "
+	left := max(0, (width-len(title))/2)
+	right := max(0, width-len(title)-left)
+	return strings.Repeat("-", left) + title + strings.Repeat("-", right)
+}
+
+// r5K is the cut-off the "% of CLIP" column compares (5 unless the reports
+// say otherwise).
+func r5K(reports []retrieval.Report) int {
+	for _, r := range reports {
+		if r.PercentOfCLIP.K > 0 {
+			return r.PercentOfCLIP.K
+		}
+	}
+	return 5
+}

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
+	"github.com/urfave/cli/v2"
+)
+
+func trainCommand() *cli.Command {
+	d := train.DefaultOptions()
+	m := nn.DefaultConfig()
+	inputDim := intFlag("input-dim", "model input width `N`; must match the training data", 0)
+	inputDim.DefaultText = "from --data"
+	outputDim := intFlag("output-dim", "model output width `N`; must match the training data", 0)
+	outputDim.DefaultText = "from --data"
+	return &cli.Command{
+		Name:      "train",
+		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
+		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]",
+		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
+			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
+			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
+			"points RUNDIR/last at it and RUNDIR/best at the best one by --best-metric. Ctrl-C saves a\n" +
+			"checkpoint; --resume continues from it exactly, with the options the run was started with.\n" +
+			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
+			"Example:\n" +
+			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
+		Flags: []cli.Flag{
+			stringFlag("data", "training data `DIR`: pairs of NAME.dino.npy and NAME.clip.npy", ""),
+			stringFlag("out", "run `DIR` for checkpoints, metrics.jsonl and run.json", ""),
+			stringSliceFlag("eval", "evaluation set `DIR`, evaluated after every epoch (repeat for more sets)"),
+			intFlag("epochs", "`N` passes over the training data", d.Epochs),
+			intFlag("batch", "`N` rows per optimizer step", d.Batch),
+			float64Flag("lr", "peak learning rate `X` of the OneCycleLR schedule (max_lr)", d.MaxLR),
+			float64Flag("weight-decay", "AdamW weight decay `X`", d.AdamW.WeightDecay),
+			uint64Flag("seed", "seed `N` of the initialisation and of the data order", d.Seed),
+			intFlag("checkpoint-every", "also save a checkpoint every `N` optimizer steps (0: at epoch ends only)", d.CheckpointEvery),
+			intFlag("keep", "keep the `N` newest step checkpoints besides last and best", d.Keep),
+			stringFlag("best-metric", "`METRIC` that picks the best checkpoint: loss, r5 (mean R@5 of the projection), or SET/t2i@K, SET/i2t@K (K 1, 5, 10); default r5 with --eval sets, else loss", d.BestMetric),
+			intFlag("log-every", "write a training record to metrics.jsonl every `N` optimizer steps (0: none)", d.LogEvery),
+			inputDim,
+			intFlag("hidden-dim", "model hidden width `N`", m.HiddenDim),
+			outputDim,
+			intFlag("blocks", "`N` residual blocks", m.Blocks),
+			deviceFlag(),
+			boolFlag("resume", "continue the run in --out from its last checkpoint"),
+			configFlag(),
+		},
+		Before:       applyConfig,
+		OnUsageError: usageError,
+		Action:       runTrain,
+	}
+}
+
+// trainOptions reads and validates the flags that set training options.
+func trainOptions(cCtx *cli.Context) (train.Options, error) {
+	o := train.DefaultOptions()
+	o.Epochs = cCtx.Int("epochs")
+	o.Batch = cCtx.Int("batch")
+	o.MaxLR = cCtx.Float64("lr")
+	o.AdamW.WeightDecay = cCtx.Float64("weight-decay")
+	o.Seed = cCtx.Uint64("seed")
+	o.CheckpointEvery = cCtx.Int("checkpoint-every")
+	o.Keep = cCtx.Int("keep")
+	o.BestMetric = cCtx.String("best-metric")
+	o.LogEvery = cCtx.Int("log-every")
+	for _, c := range []struct {
+		name     string
+		v, least int
+	}{{"epochs", o.Epochs, 1}, {"batch", o.Batch, 1}, {"checkpoint-every", o.CheckpointEvery, 0}, {"keep", o.Keep, 0}, {"log-every", o.LogEvery, 0}} {
+		if err := checkAtLeast(c.name, c.v, c.least); err != nil {
+			return o, err
+		}
+	}
+	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
+		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
+	}
+	if !(o.AdamW.WeightDecay >= 0) || math.IsInf(o.AdamW.WeightDecay, 0) {
+		return o, fmt.Errorf("--weight-decay %v: must be a non-negative number", o.AdamW.WeightDecay)
+	}
+	return o, nil
+}
+
+func runTrain(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	if err := requireFlags(cCtx, "data", "out"); err != nil {
+		return err
+	}
+	opts, err := trainOptions(cCtx)
+	if err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	for _, n := range []string{"input-dim", "output-dim"} {
+		if err := checkAtLeast(n, cCtx.Int(n), 0); err != nil {
+			return err
+		}
+	}
+	if err := checkAtLeast("hidden-dim", cCtx.Int("hidden-dim"), 2); err != nil {
+		return err
+	}
+	if err := checkAtLeast("blocks", cCtx.Int("blocks"), 0); err != nil {
+		return err
+	}
+	dataDir, runDir, resume := cCtx.String("data"), cCtx.String("out"), cCtx.Bool("resume")
+
+	if err := checkDir("training data", dataDir); err != nil {
+		return err
+	}
+	data, err := train.OpenDataset(dataDir)
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	var evals []*retrieval.Set
+	for _, dir := range cCtx.StringSlice("eval") {
+		s, err := loadEvalSet(dir)
+		if err != nil {
+			return err
+		}
+		if s.FeatureDim != data.InputDim || s.EmbeddingDim != data.OutputDim {
+			return fmt.Errorf("evaluation set %s is %d -> %d wide, the training data %s %d -> %d",
+				dir, s.FeatureDim, s.EmbeddingDim, dataDir, data.InputDim, data.OutputDim)
+		}
+		evals = append(evals, s)
+	}
+	if err := checkDistinctNames(evals); err != nil {
+		return err
+	}
+
+	var c nn.Config
+	if resume {
+		// The trainer takes the options from the run, and checks its
+		// best metric against the evaluation sets.
+		if c, err = resumeConfig(cCtx, runDir, opts); err != nil {
+			return err
+		}
+	} else {
+		if c, err = modelConfig(cCtx, data); err != nil {
+			return err
+		}
+		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
+			return fmt.Errorf("--best-metric: %w", err)
+		}
+		if data.Rows < opts.Batch {
+			return fmt.Errorf("--batch %d: the training data %s has only %d rows, fewer than one batch", opts.Batch, dataDir, data.Rows)
+		}
+		spe := data.Rows / opts.Batch
+		if err := train.NewOneCycle(opts.MaxLR, opts.Epochs, spe).Validate(); err != nil {
+			return fmt.Errorf("--epochs %d x %d steps per epoch (%d rows / --batch %d) = %d optimizer steps: %w",
+				opts.Epochs, spe, data.Rows, opts.Batch, opts.Epochs*spe, err)
+		}
+	}
+
+	engine, err := openEngine(device, c)
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	tr := &train.Trainer{
+		Engine:  engine,
+		Data:    data,
+		Evals:   evals,
+		Options: opts,
+		RunDir:  runDir,
+		Log:     slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil)),
+	}
+	if f := terminal(cCtx); f != nil {
+		tr.Progress = f
+	}
+	res, err := tr.Run(cCtx.Context, resume)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --data %s --out %s\n", dataDir, runDir)
+		}
+		return err
+	}
+	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
+}
+
+// loadEvalSet loads an evaluation set directory, checking first that it
+// is one.
+func loadEvalSet(dir string) (*retrieval.Set, error) {
+	if err := checkDir("evaluation set", dir); err != nil {
+		return nil, err
+	}
+	return retrieval.LoadSet(dir)
+}
+
+// checkDistinctNames refuses two evaluation sets of the same name: their
+// results and the best metric would be ambiguous.
+func checkDistinctNames(sets []*retrieval.Set) error {
+	seen := map[string]string{}
+	for _, s := range sets {
+		if d, ok := seen[s.Name]; ok {
+			return fmt.Errorf("evaluation sets %s and %s are both named %q (set \"name\" in one's eval.json)", d, s.Dir, s.Name)
+		}
+		seen[s.Name] = s.Dir
+	}
+	return nil
+}
+
+// modelConfig is the model shape of a new run: the flags, with the input
+// and output widths taken from the data unless given (and then checked
+// against it).
+func modelConfig(cCtx *cli.Context, data *train.Dataset) (nn.Config, error) {
+	c := nn.Config{InputDim: data.InputDim, HiddenDim: cCtx.Int("hidden-dim"), OutputDim: data.OutputDim, Blocks: cCtx.Int("blocks")}
+	if n := cCtx.Int("input-dim"); n != 0 && n != data.InputDim {
+		return c, fmt.Errorf("--input-dim %d: the training data %s has %d-wide features (%s)", n, data.Dir, data.InputDim, train.FeatureSuffix)
+	}
+	if n := cCtx.Int("output-dim"); n != 0 && n != data.OutputDim {
+		return c, fmt.Errorf("--output-dim %d: the training data %s has %d-wide targets (%s)", n, data.Dir, data.OutputDim, train.TargetSuffix)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("model: %w", err)
+	}
+	return c, nil
+}
+
+// resumeConfig is the model shape of the run to resume, from its last
+// checkpoint. Shape and option flags given explicitly must agree with the
+// run: a resumed run continues as it was started.
+func resumeConfig(cCtx *cli.Context, runDir string, opts train.Options) (nn.Config, error) {
+	if _, err := os.Stat(runDir); err != nil {
+		return nn.Config{}, fmt.Errorf("--resume: nothing to resume: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile)); err != nil {
+		return nn.Config{}, fmt.Errorf("--resume: nothing to resume in %s: it has no %s checkpoint (start the run without --resume)", runDir, checkpoint.LastLink)
+	}
+	c, err := train.ModelConfigOf(runDir)
+	if err != nil {
+		return c, fmt.Errorf("--resume: %w", err)
+	}
+	shape := []struct {
+		flag string
+		run  int
+	}{{"input-dim", c.InputDim}, {"hidden-dim", c.HiddenDim}, {"output-dim", c.OutputDim}, {"blocks", c.Blocks}}
+	for _, s := range shape {
+		if cCtx.IsSet(s.flag) && cCtx.Int(s.flag) != s.run {
+			return c, fmt.Errorf("--resume: --%s %d, but the run in %s has %d (its model is %v)", s.flag, cCtx.Int(s.flag), runDir, s.run, c)
+		}
+	}
+	// The options the run started with are in run.json.
+	b, err := os.ReadFile(filepath.Join(runDir, train.RunFile))
+	if err != nil {
+		return c, nil // the trainer reads the checkpoint's own copy
+	}
+	var st train.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return c, fmt.Errorf("--resume: %s: %w", filepath.Join(runDir, train.RunFile), err)
+	}
+	ro := st.Options
+	type opt struct {
+		flag      string
+		set, want any
+	}
+	for _, o := range []opt{
+		{"epochs", opts.Epochs, ro.Epochs}, {"batch", opts.Batch, ro.Batch}, {"lr", opts.MaxLR, ro.MaxLR},
+		{"weight-decay", opts.AdamW.WeightDecay, ro.AdamW.WeightDecay}, {"seed", opts.Seed, ro.Seed},
+		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
+		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
+	} {
+		if cCtx.IsSet(o.flag) && o.set != o.want {
+			return c, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
+				o.flag, o.set, runDir, o.want)
+		}
+	}
+	return c, nil
+}
+
+// writeTrainSummary prints what a finished run reached: the last
+// evaluation, and the best checkpoint with its own evaluation when it is
+// another.
+func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result) error {
+	st := res.State
+	fmt.Fprintf(w, "trained %s (%d parameters): %d epochs, %d optimizer steps, in %s\n",
+		c, c.NumParams(), st.Epoch, st.Step, runDir)
+	if len(res.Reports) > 0 {
+		fmt.Fprintf(w, "\nevaluation after epoch %d (step %d):\n", st.Epoch, st.Step)
+		if err := writeRecallTable(w, res.Reports); err != nil {
+			return err
+		}
+	}
+	if st.Best == nil {
+		fmt.Fprintf(w, "\nlast checkpoint: %s\n", filepath.Join(runDir, checkpoint.LastLink))
+		return nil
+	}
+	b := st.Best
+	fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.BestLink))
+	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)
+	if b.Step != st.Step {
+		if reports := evalAt(runDir, b.Step); len(reports) > 0 {
+			fmt.Fprintf(w, "\nevaluation of the best checkpoint:\n")
+			return writeRecallTable(w, reports)
+		}
+	}
+	return nil
+}
+
+// evalAt reads the evaluation recorded at step from the run's
+// metrics.jsonl; nil if there is none.
+func evalAt(runDir string, step int) []retrieval.Report {
+	b, err := os.ReadFile(filepath.Join(runDir, train.MetricsFile))
+	if err != nil {
+		return nil
+	}
+	var found []retrieval.Report
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var rec struct {
+			Type string             `json:"type"`
+			Step int                `json:"step"`
+			Sets []retrieval.Report `json:"sets"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Type == "eval" && rec.Step == step {
+			found = rec.Sets
+		}
+	}
+	return found
+}

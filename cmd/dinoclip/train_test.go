@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
+)
+
+func TestTrain(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "run")
+	out := mustRun(t, append([]string{"train", "--data", data, "--eval", eval, "--out", run,
+		"--epochs", "2", "--batch", "16", "--log-every", "1"}, tinyModel...)...)
+
+	m, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 1}
+	if m.Config != want {
+		t.Errorf("best model is %v, want %v", m.Config, want)
+	}
+	b, err := os.ReadFile(filepath.Join(run, train.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evals, trains int
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("metrics.jsonl line %q: %v", line, err)
+		}
+		switch rec["type"] {
+		case "eval":
+			evals++
+		case "train":
+			trains++
+		}
+	}
+	if evals != 2 || trains != 8 {
+		t.Errorf("metrics.jsonl has %d eval and %d train records, want 2 and 8", evals, trains)
+	}
+	for _, s := range []string{"trained 8 -> 8 x 1 blocks", "2 epochs, 8 optimizer steps", "tiny-eval", "text->image",
+		"image->text", "% of CLIP", "best checkpoint: " + filepath.Join(run, "checkpoints", "step-"), "r5 = "} {
+		if !strings.Contains(out, s) {
+			t.Errorf("train output lacks %q:\n%s", s, out)
+		}
+	}
+}
+
+func TestTrainWithoutEvalSets(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	out := mustRun(t, append([]string{"train", "--data", data, "--out", run, "--epochs", "2", "--batch", "32"}, tinyModel...)...)
+	if !strings.Contains(out, "loss = ") || strings.Contains(out, "% of CLIP") {
+		t.Errorf("train output without eval sets:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestTrainInterruptedAndResumed(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	args := append([]string{"train", "--data", data, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, stderr, err := runCLIContext(t, ctx, args...)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted train: error %v, want context.Canceled", err)
+	}
+	if !strings.Contains(stderr, "--resume") {
+		t.Errorf("interrupted train does not say how to resume:\n%s", stderr)
+	}
+	// A new run into the same directory is refused; a resume finishes it.
+	wantError(t, args, "--resume")
+	out := mustRun(t, "train", "--data", data, "--out", run, "--resume")
+	if !strings.Contains(out, "2 epochs, 8 optimizer steps") {
+		t.Errorf("resumed run:\n%s", out)
+	}
+	// Resuming with options other than the run's is refused; the same ones
+	// (a config file used again, say) are fine.
+	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--epochs", "3"}, "--epochs 3", "started with 2")
+	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--hidden-dim", "16"}, "--hidden-dim 16", "has 8")
+	mustRun(t, "train", "--data", data, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8")
+}
+
+func TestTrainErrors(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "run")
+	base := []string{"train", "--data", data, "--out", run, "--batch", "16", "--epochs", "1", "--hidden-dim", "8", "--blocks", "1"}
+	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
+	other := t.TempDir()
+	wideEval := filepath.Join(t.TempDir(), "wide")
+	os.Mkdir(wideEval, 0o755)
+	writeF32(t, filepath.Join(wideEval, "images.dino.npy"), []int{1, 3}, []float32{1, 2, 3})
+
+	cases := []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"missing data", []string{"train", "--out", run}, []string{"missing --data", "DINOCLIP_DATA"}},
+		{"missing out", []string{"train", "--data", data}, []string{"missing --out"}},
+		{"nonexistent data", []string{"train", "--data", filepath.Join(other, "nope"), "--out", run}, []string{filepath.Join(other, "nope"), "no such directory"}},
+		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
+		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},
+		{"batch 0", with("--batch", "0"), []string{"--batch 0", "at least 1"}},
+		{"batch over rows", with("--batch", "65"), []string{"--batch 65", "64 rows"}},
+		{"too few steps", with("--batch", "32"), []string{"--epochs 1 x 2 steps per epoch", "too few"}},
+		{"bad lr", with("--lr", "0"), []string{"--lr 0"}},
+		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
+		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
+		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
+		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
+		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
+		{"output dim not the data's", with("--output-dim", "5"), []string{"--output-dim 5", "4-wide targets"}},
+		{"hidden dim too small", with("--hidden-dim", "1"), []string{"--hidden-dim 1"}},
+		{"eval set wider than the data", with("--eval", wideEval), []string{wideEval}},
+		{"eval set missing", with("--eval", filepath.Join(other, "nope")), []string{filepath.Join(other, "nope")}},
+		{"unknown best metric", with("--eval", eval, "--best-metric", "r7"), []string{"best metric", "r7"}},
+		{"resume nothing", with("--resume"), []string{"nothing to resume"}},
+		{"unknown flag", with("--epoch", "3"), []string{"epoch", "--help"}},
+		{"stray argument", with("extra"), []string{`unexpected argument "extra"`}},
+		{"bad integer", with("--epochs", "many"), []string{"many"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })
+	}
+	// None of the refused runs left a run behind.
+	if _, err := os.Lstat(filepath.Join(run, checkpoint.LastLink)); err == nil {
+		t.Errorf("a refused run left %s", filepath.Join(run, checkpoint.LastLink))
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, cmd := range []string{"train", "eval", "project", "info"} {
+		out := mustRun(t, cmd, "--help")
+		if !strings.Contains(out, "Example:") || !strings.Contains(out, "dinoclip "+cmd) {
+			t.Errorf("dinoclip %s --help has no example:\n%s", cmd, out)
+		}
+	}
+}

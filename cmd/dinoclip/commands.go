@@ -9,5 +9,6 @@ func commands() []*cli.Command {
 		evalCommand(),
 		projectCommand(),
 		infoCommand(),
+		synthCommand(),
 	}
 }

@@ -9,6 +9,8 @@ func commands() []*cli.Command {
 		evalCommand(),
 		projectCommand(),
 		infoCommand(),
+		benchCommand(),
 		synthCommand(),
+		demoCommand(),
 	}
 }

@@ -23,9 +23,10 @@ import (
 // runCurves are the series of a run's metrics file.
 type runCurves struct {
 	loss plotter.XYs // training loss by step
-	// R@5 by epoch, per evaluation set: the projection both ways and CLIP.
+	// R@5 by epoch, per evaluation set: the projection text->image and
+	// image->text, then CLIP the same two ways.
 	sets   []string
-	recall map[string][3]plotter.XYs
+	recall map[string][4]plotter.XYs
 }
 
 func readCurves(runDir string) (*runCurves, error) {
@@ -35,7 +36,7 @@ func readCurves(runDir string) (*runCurves, error) {
 		return nil, err
 	}
 	defer f.Close()
-	c := &runCurves{recall: map[string][3]plotter.XYs{}}
+	c := &runCurves{recall: map[string][4]plotter.XYs{}}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 64<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -66,7 +67,8 @@ func readCurves(runDir string) (*runCurves, error) {
 				x := float64(rec.Epoch)
 				s[0] = append(s[0], plotter.XY{X: x, Y: p.TextToImagePercent})
 				s[1] = append(s[1], plotter.XY{X: x, Y: p.ImageToTextPercent})
-				s[2] = append(s[2], plotter.XY{X: x, Y: (cl.TextToImagePercent + cl.ImageToTextPercent) / 2})
+				s[2] = append(s[2], plotter.XY{X: x, Y: cl.TextToImagePercent})
+				s[3] = append(s[3], plotter.XY{X: x, Y: cl.ImageToTextPercent})
 				c.recall[r.Name] = s
 			}
 		}
@@ -98,23 +100,25 @@ func plotRun(runDir, pngPath string) error {
 	recallPlot.Title.Text = "retrieval R@5 (%)"
 	recallPlot.X.Label.Text = "epoch"
 	recallPlot.Y.Label.Text = "R@5"
-	recallPlot.Legend.Top = false
-	recallPlot.Legend.Left = false
+	// Recall lives in [0, 100]; the headroom above keeps the legend off the
+	// curves.
+	recallPlot.Y.Min, recallPlot.Y.Max = 0, 125
+	recallPlot.Legend.Top = true
 	recallPlot.Add(plotter.NewGrid())
+	// One colour per direction; CLIP's own recall dashed.
 	palette := []color.Color{
 		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 		color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 	}
-	labels := []string{"projection text->image", "projection image->text", "CLIP (mean of both)"}
+	labels := []string{"projection text->image", "projection image->text", "CLIP text->image", "CLIP image->text"}
 	for _, name := range c.sets {
 		for i, xy := range c.recall[name] {
 			l, p, err := plotter.NewLinePoints(xy)
 			if err != nil {
 				return err
 			}
-			l.Color, p.Color = palette[i], palette[i]
-			if i == 2 {
+			l.Color, p.Color = palette[i%2], palette[i%2]
+			if i >= 2 {
 				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 			}
 			recallPlot.Add(l, p)

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The demo end to end at a tiny size: data, a trained run, the table and a
+// PNG; a second demo into the same directory replaces the first; a
+// directory the demo did not make is refused.
+func TestDemo(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "demo")
+	args := []string{"dinoclip", "demo", "--out", out, "--rows", "600", "--epochs", "2", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"}
+	for run := 0; run < 2; run++ {
+		var stdout bytes.Buffer
+		app := newApp()
+		app.Writer = &stdout
+		if err := app.Run(args); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		for _, want := range []string{"% of CLIP", "text->image", "image->text", "best checkpoint", "demo.png"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Fatalf("run %d: output lacks %q:\n%s", run, want, stdout.String())
+			}
+		}
+		png, err := os.ReadFile(filepath.Join(out, "demo.png"))
+		if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+			t.Fatalf("run %d: demo.png: %v", run, err)
+		}
+		if _, err := os.Stat(filepath.Join(out, "run", "best", "model.safetensors")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep me"), 0o644)
+	err := newApp().Run([]string{"dinoclip", "demo", "--out", other})
+	if err == nil || !strings.Contains(err.Error(), "not made by dinoclip demo") {
+		t.Fatalf("demo into a foreign directory: %v", err)
+	}
+}

@@ -1,13 +1,11 @@
 package npy
 
 import (
-	"errors"
 	"fmt"
-	"math"
-	"os"
-	"runtime/debug"
 	"sync"
 
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
+	"github.com/dinoclip/dinoclip/internal/mmapfile"
 	"github.com/edsrzf/mmap-go"
 )
 
@@ -32,29 +30,15 @@ type Array struct {
 // Open memory-maps the .npy file at path and validates its header and size.
 // The returned Array must be closed to release the mapping.
 func Open(path string) (*Array, error) {
-	f, err := os.Open(path)
+	m, err := mmapfile.Map(path, func(size int64) error {
+		if size == 0 {
+			// mmap cannot map an empty file; report it as what it is.
+			return errorf(ErrNotNPY, "empty file, not a .npy file")
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("npy: %w", err)
-	}
-	// The mapping outlives the descriptor, so the file can be closed now.
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("npy: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("npy: %s: not a regular file", path)
-	}
-	if st.Size() == 0 {
-		// mmap cannot map an empty file; report it as what it is.
-		return nil, fmt.Errorf("npy: %s: %w", path, errorf(ErrNotNPY, "empty file, not a .npy file"))
-	}
-	if st.Size() > math.MaxInt {
-		return nil, fmt.Errorf("npy: %s: file of %d bytes is too large to map", path, st.Size())
-	}
-	m, err := mmap.Map(f, mmap.RDONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("npy: %s: mmap: %w", path, err)
 	}
 	a, err := newArray(path, m)
 	if err != nil {
@@ -77,7 +61,7 @@ func newArray(name string, b []byte) (*Array, error) {
 	var err error
 	// A file being truncated by another process while we parse the header
 	// would fault; turn that into an error rather than a crash.
-	faultErr := guardFault(func() { h, err = parseHeader(b) })
+	faultErr := mmapfault.Guard(func() { h, err = parseHeader(b) })
 	if faultErr != nil {
 		return nil, fmt.Errorf("npy: %s: %w", name, faultErr)
 	}
@@ -221,7 +205,7 @@ func (a *Array) withRows(start, end, dstLen int, f func(src []byte)) error {
 		return a.errf(ErrClosed, "array is closed")
 	}
 	src := a.data[start*a.rowLen*sz : end*a.rowLen*sz]
-	if err := guardFault(func() { f(src) }); err != nil {
+	if err := mmapfault.Guard(func() { f(src) }); err != nil {
 		return fmt.Errorf("npy: %s: %w", a.name, err)
 	}
 	return nil
@@ -233,7 +217,7 @@ func (a *Array) withAll(f func(src []byte)) error {
 	if a.closed {
 		return a.errf(ErrClosed, "array is closed")
 	}
-	if err := guardFault(func() { f(a.data) }); err != nil {
+	if err := mmapfault.Guard(func() { f(a.data) }); err != nil {
 		return fmt.Errorf("npy: %s: %w", a.name, err)
 	}
 	return nil
@@ -241,28 +225,6 @@ func (a *Array) withAll(f func(src []byte)) error {
 
 func (a *Array) errf(kind error, format string, args ...any) error {
 	return fmt.Errorf("npy: %s: %w", a.name, errorf(kind, format, args...))
-}
-
-// errFault is returned when the mapped file shrank underneath us (another
-// process truncated or rewrote it in place): the access faults with SIGBUS,
-// which debug.SetPanicOnFault turns into a recoverable panic.
-var errFault = errors.New("memory fault reading the mapped file (was it truncated or rewritten while open?)")
-
-func guardFault(f func()) (err error) {
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			// Faults surface as runtime errors carrying the faulting address.
-			if _, ok := r.(interface{ Addr() uintptr }); ok {
-				err = errFault
-				return
-			}
-			panic(r)
-		}
-	}()
-	f()
-	return nil
 }
 
 // ReadFloat32 reads a whole (small) float array as float32, with its shape.

@@ -1,6 +1,10 @@
 package npy
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/dinoclip/dinoclip/internal/kinderr"
+)
 
 // Sentinel errors, for errors.Is. Every error returned by this package wraps
 // one of these and adds the file name and the details.
@@ -24,3 +28,9 @@ var (
 	// ErrClosed: the Array has been closed.
 	ErrClosed = errors.New("array is closed")
 )
+
+// errorf returns an error with the formatted message that errors.Is
+// matches to kind, one of the sentinels above.
+func errorf(kind error, format string, args ...any) error {
+	return kinderr.Errorf(kind, format, args...)
+}

@@ -3,24 +3,17 @@ package npy
 import (
 	"bytes"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/codectest"
 )
 
 // FuzzParse feeds arbitrary bytes to the reader. Nothing may panic, and
 // every accepted input must survive re-encoding: our header for the parsed
 // dtype and shape plus the same data bytes parses to the same array.
 func FuzzParse(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.npy"))
-	for _, name := range files {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	codectest.AddFiles(f, "*.npy")
 	f.Add(build(`{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }`, make([]byte, 24)))
 	f.Add(build(`{"shape":(1,),"descr":"<i8","fortran_order":False}`, make([]byte, 8)))
 	f.Add(build(`{'descr': '<f2', 'fortran_order': False, 'shape': (0, 4294967296), }`, nil))

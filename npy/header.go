@@ -447,16 +447,3 @@ func EncodeHeader(dt DType, shape []int) ([]byte, error) {
 	out = append(out, '\n')
 	return out, nil
 }
-
-// detailErr carries a complete message and the sentinel it is a case of.
-type detailErr struct {
-	kind error
-	msg  string
-}
-
-func (e *detailErr) Error() string { return e.msg }
-func (e *detailErr) Unwrap() error { return e.kind }
-
-func errorf(kind error, format string, args ...any) error {
-	return &detailErr{kind: kind, msg: fmt.Sprintf(format, args...)}
-}

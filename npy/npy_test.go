@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/codectest"
 )
 
 func td(name string) string { return filepath.Join("testdata", name) }
@@ -445,16 +447,7 @@ func TestRejections(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := FromBytes("case.npy", c.b)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			t.Log(err) // go test -v shows every message
-			if !errors.Is(err, c.kind) {
-				t.Errorf("error %q is not %v", err, c.kind)
-			}
-			if !strings.Contains(err.Error(), c.msg) || !strings.HasPrefix(err.Error(), "npy: case.npy: ") {
-				t.Errorf("error %q should start with the file name and mention %q", err, c.msg)
-			}
+			codectest.CheckRejected(t, err, c.kind, "npy: case.npy: ", c.msg)
 		})
 	}
 }
@@ -617,29 +610,10 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 	// Close racing with readers: readers either finish or see ErrClosed.
-	done := make(chan error, 8)
-	for range 8 {
-		go func() {
-			dst := make([]float32, cols)
-			for {
-				err := a.ReadRows(dst, 0, 1)
-				if errors.Is(err, ErrClosed) {
-					done <- nil
-					return
-				}
-				if err != nil {
-					done <- err
-					return
-				}
-			}
-		}()
-	}
-	must(t, a.Close())
-	for range 8 {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	codectest.CloseWhileReading(t, 8, ErrClosed, func(int) func() error {
+		dst := make([]float32, cols)
+		return func() error { return a.ReadRows(dst, 0, 1) }
+	}, a.Close)
 }
 
 // TestTruncatedWhileOpen: a mapped file that shrinks underneath us gives an

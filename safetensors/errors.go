@@ -2,7 +2,8 @@ package safetensors
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/dinoclip/dinoclip/internal/kinderr"
 )
 
 // Sentinel errors, for errors.Is. Every error returned by this package wraps
@@ -29,15 +30,8 @@ var (
 	ErrClosed = errors.New("file is closed")
 )
 
-// detailErr carries a complete message and the sentinel it is a case of.
-type detailErr struct {
-	kind error
-	msg  string
-}
-
-func (e *detailErr) Error() string { return e.msg }
-func (e *detailErr) Unwrap() error { return e.kind }
-
+// errorf returns an error with the formatted message that errors.Is
+// matches to kind, one of the sentinels above.
 func errorf(kind error, format string, args ...any) error {
-	return &detailErr{kind: kind, msg: fmt.Sprintf(format, args...)}
+	return kinderr.Errorf(kind, format, args...)
 }

@@ -2,10 +2,10 @@ package safetensors
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/codectest"
 )
 
 // FuzzRead feeds arbitrary bytes to the reader. Nothing may panic, every
@@ -13,14 +13,7 @@ import (
 // tensors (in file order, with its metadata) must reproduce the same
 // tensors and metadata.
 func FuzzRead(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.safetensors"))
-	for _, name := range files {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	codectest.AddFiles(f, "*.safetensors")
 	f.Add(raw(`{"e":{"dtype":"F16","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)))
 	f.Add(raw(`{"__metadata__":null,"a":{"dtype":"F4","shape":[4],"data_offsets":[0,2]}}`, make([]byte, 2)))
 	f.Add(raw(`{"__metadata__":{"format":"pt","k":"\u00e9\n"},"b":{"dtype":"BF16","shape":[2,1],"data_offsets":[8,12]},"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}`, make([]byte, 12)))

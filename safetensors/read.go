@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
 	"unicode/utf8"
 
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
+	"github.com/dinoclip/dinoclip/internal/mmapfile"
 	"github.com/edsrzf/mmap-go"
 )
 
@@ -66,29 +65,15 @@ type File struct {
 // Open memory-maps and validates the safetensors file at path. The File
 // must be closed to release the mapping.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	m, err := mmapfile.Map(path, func(size int64) error {
+		if size < 8 {
+			// Also covers the empty file, which mmap cannot map.
+			return errorf(ErrSize, "file is %d bytes, too short for the 8-byte header length", size)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	defer f.Close() // the mapping outlives the descriptor
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("safetensors: %s: not a regular file", path)
-	}
-	if st.Size() < 8 {
-		// Also covers the empty file, which mmap cannot map.
-		return nil, fmt.Errorf("safetensors: %s: %w", path,
-			errorf(ErrSize, "file is %d bytes, too short for the 8-byte header length", st.Size()))
-	}
-	if st.Size() > math.MaxInt {
-		return nil, fmt.Errorf("safetensors: %s: file of %d bytes is too large to map", path, st.Size())
-	}
-	m, err := mmap.Map(f, mmap.RDONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %s: mmap: %w", path, err)
 	}
 	sf, err := parse(path, m)
 	if err != nil {
@@ -109,7 +94,7 @@ func parse(name string, b []byte) (*File, error) {
 	var err error
 	// The file being truncated by another process while we read it would
 	// fault; make that an error rather than a crash.
-	if ferr := guardFault(func() { f, err = parseBytes(name, b) }); ferr != nil {
+	if ferr := mmapfault.Guard(func() { f, err = parseBytes(name, b) }); ferr != nil {
 		return nil, fmt.Errorf("safetensors: %s: %w", name, ferr)
 	}
 	if err != nil {
@@ -633,33 +618,11 @@ func (f *File) with(name string, fn func(TensorInfo, []byte) error) (TensorInfo,
 		return t, fmt.Errorf("safetensors: %s: %w", f.name, ErrClosed)
 	}
 	var err error
-	if ferr := guardFault(func() { err = fn(t, f.buf[t.Begin:t.End]) }); ferr != nil {
+	if ferr := mmapfault.Guard(func() { err = fn(t, f.buf[t.Begin:t.End]) }); ferr != nil {
 		err = ferr
 	}
 	if err != nil {
 		return t, fmt.Errorf("safetensors: %s: %w", f.name, err)
 	}
 	return t, nil
-}
-
-// errFault is returned when the mapped file shrank underneath us (another
-// process truncated or rewrote it in place): the access faults with SIGBUS,
-// which debug.SetPanicOnFault turns into a recoverable panic.
-var errFault = errors.New("memory fault reading the mapped file (was it truncated or rewritten while open?)")
-
-func guardFault(f func()) (err error) {
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			// Faults surface as runtime errors carrying the faulting address.
-			if _, ok := r.(interface{ Addr() uintptr }); ok {
-				err = errFault
-				return
-			}
-			panic(r)
-		}
-	}()
-	f()
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
 // Tensor is one tensor to write: its little-endian bytes in C order. The
@@ -25,47 +26,34 @@ type Tensor struct {
 
 // NewFloat32 makes an F32 tensor from data (copied).
 func NewFloat32(name string, shape []int, data []float32) Tensor {
-	b := make([]byte, 4*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return Tensor{Name: name, DType: F32, Shape: shape, Data: b}
+	return newTensor(name, F32, shape, data, leconv.PutF32)
 }
 
 // NewFloat16 makes an F16 tensor, rounding data to nearest even.
 func NewFloat16(name string, shape []int, data []float32) Tensor {
-	b := make([]byte, 2*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint16(b[2*i:], Float16Bits(v))
-	}
-	return Tensor{Name: name, DType: F16, Shape: shape, Data: b}
+	return newTensor(name, F16, shape, data, leconv.PutF16)
 }
 
 // NewBFloat16 makes a BF16 tensor, rounding data to nearest even.
 func NewBFloat16(name string, shape []int, data []float32) Tensor {
-	b := make([]byte, 2*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint16(b[2*i:], BFloat16Bits(v))
-	}
-	return Tensor{Name: name, DType: BF16, Shape: shape, Data: b}
+	return newTensor(name, BF16, shape, data, leconv.PutBF16)
 }
 
 // NewFloat64 makes an F64 tensor from data (copied).
 func NewFloat64(name string, shape []int, data []float64) Tensor {
-	b := make([]byte, 8*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(v))
-	}
-	return Tensor{Name: name, DType: F64, Shape: shape, Data: b}
+	return newTensor(name, F64, shape, data, leconv.PutF64)
 }
 
 // NewInt64 makes an I64 tensor from data (copied).
 func NewInt64(name string, shape []int, data []int64) Tensor {
-	b := make([]byte, 8*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
-	}
-	return Tensor{Name: name, DType: I64, Shape: shape, Data: b}
+	return newTensor(name, I64, shape, data, leconv.PutI64)
+}
+
+// newTensor encodes data as dt with put into a new buffer.
+func newTensor[T any](name string, dt DType, shape []int, data []T, put func(dst []byte, src []T)) Tensor {
+	b := make([]byte, dt.Size()*len(data))
+	put(b, data)
+	return Tensor{Name: name, DType: dt, Shape: shape, Data: b}
 }
 
 // EncodeHeader returns the 8-byte length and the JSON header (padded with

@@ -1,4 +1,4 @@
-package npy
+package leconv
 
 import (
 	"math"

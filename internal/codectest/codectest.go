@@ -1,0 +1,78 @@
+// Package codectest holds test helpers shared by the file-format packages
+// (npy, safetensors), whose tests check the same behaviours: every
+// rejection names the file and its kind, readers race safely with Close,
+// and the fuzz targets start from the test files.
+package codectest
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// AddFiles adds the contents of every file in testdata matching pattern
+// (e.g. "*.npy") to f's seed corpus.
+func AddFiles(f *testing.F, pattern string) {
+	f.Helper()
+	files, _ := filepath.Glob(filepath.Join("testdata", pattern))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
+// CheckRejected checks the error of reading a bad file: there must be one,
+// errors.Is must match it to kind, and its message must start with prefix
+// (the package and file name) and mention msg. It logs the error, so that
+// go test -v shows every message.
+func CheckRejected(t *testing.T, err, kind error, prefix, msg string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	t.Log(err) // go test -v shows every message
+	if !errors.Is(err, kind) {
+		t.Errorf("error %q is not %v", err, kind)
+	}
+	if !strings.Contains(err.Error(), msg) || !strings.HasPrefix(err.Error(), prefix) {
+		t.Errorf("error %q should start with the file name and mention %q", err, msg)
+	}
+}
+
+// CloseWhileReading races close with n readers: goroutine g calls the
+// function newReader(g) returns until it fails, then stops. Readers must
+// either keep succeeding or fail with an error matching closed once the
+// file is closed; any other error, or an error from close, fails t.
+func CloseWhileReading(t *testing.T, n int, closed error, newReader func(g int) func() error, close func() error) {
+	t.Helper()
+	done := make(chan error, n)
+	for g := range n {
+		read := newReader(g)
+		go func() {
+			for {
+				err := read()
+				if errors.Is(err, closed) {
+					done <- nil
+					return
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+	}
+	if err := close(); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,733 @@
+#!/usr/bin/env python3
+"""Run dinoclip and PyTorch on the same shapes, on this machine, in one run, and compare.
+
+    python3 bench/compare.py --device cpu  --out DIR     # any machine; a few minutes on 2 cores
+    python3 bench/compare.py --device cuda --out DIR     # a GPU host; a few minutes
+
+Runs `dinoclip bench --json` (built here with `go build`, with -tags cuda for --device cuda,
+unless --ours-bin names a binary) and `bench/torch_ref.py` one after the other with the
+same shapes, batch sizes and thread count, then writes into DIR:
+
+    ours.json, ours.txt     dinoclip bench's report and its output
+    torch.json, torch.txt   torch_ref.py's report and its output
+    results.json            both reports, the ratios ours / PyTorch, the recipe projection,
+                            the performance targets and what is still unmeasured
+    results.md              the same as Markdown tables, ready for bench/RESULTS.md
+
+Every ratio is a speed ratio, ours / PyTorch, from median times: above 1 means dinoclip is
+faster. Ratios of the fastest (minimum) times are given beside the training ones, as the
+minimum is the time least disturbed by other work on the machine. With --rounds N (default 3
+on the CPU, 1 on CUDA) the training steps of both sides are run N times, alternating which
+goes first, and each row keeps its best round (all rounds' medians are in the output);
+ours.json and torch.json are the first, complete round.
+If one side fails, the other is still run and reported, and the failure is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = "dinoclip-bench-compare/1"
+RECIPE_PAIRS, RECIPE_EPOCHS, RECIPE_BATCH = 8_000_000, 16, 8192
+MODES = ("fp32", "tf32", "bf16", "compile_bf16")
+TARGET = 0.8  # GEMMs vs cuBLAS bf16, memory-bound kernels vs copy bandwidth
+
+
+def log(msg):
+    print(f"compare: {msg}", file=sys.stderr, flush=True)
+
+
+def git(*args):
+    try:
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20)
+        return r.stdout.strip() if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def commit_here():
+    rev = git("rev-parse", "HEAD")
+    if rev is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return rev, (bool(status) if status is not None else None)
+
+
+def build_ours(device, commit, dirty, workdir):
+    """Builds cmd/dinoclip (with -tags cuda for cuda); returns (path, None) or (None, why)."""
+    go = shutil.which("go")
+    if go is None:
+        return None, "no Go toolchain on this machine: build dinoclip elsewhere and pass --ours-bin"
+    out = Path(workdir) / "dinoclip"
+    cmd = [go, "build", "-o", str(out)]
+    if device == "cuda":
+        cmd += ["-tags", "cuda"]
+    if commit:
+        cmd += ["-ldflags", f"-X github.com/dinoclip/dinoclip/bench.Commit={commit}{'-dirty' if dirty else ''}"]
+    cmd.append("./cmd/dinoclip")
+    log(" ".join(cmd))
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, f"go build failed: {(r.stderr or r.stdout).strip()[-2000:]}"
+    return str(out), None
+
+
+def run_side(name, cmd, out_json, out_txt, timeout, env=None):
+    """Runs one side, teeing its output to out_txt; returns (report dict or None, error or None, seconds)."""
+    log(f"{name}: {' '.join(cmd)}")
+    t0 = time.perf_counter()
+    with open(out_txt, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        try:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        except OSError as e:
+            return None, f"{name}: cannot start: {e}", 0.0
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            f.write(line)
+            f.flush()
+            sys.stderr.write(f"  {name}| {line}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+        proc.wait()
+    secs = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = Path(out_txt).read_text().strip().splitlines()[-5:]
+        return None, f"{name} exited with {proc.returncode} after {secs:.0f} s: " + " | ".join(tail), secs
+    try:
+        return json.loads(Path(out_json).read_text()), None, secs
+    except (OSError, ValueError) as e:
+        return None, f"{name}: no report: {e}", secs
+
+
+def best_rounds(report, rounds, key):
+    """report with each measured training row replaced by its lowest-median round; every
+    round's median is kept in the row as "round_medians" (seconds, in round order)."""
+    def k(r):
+        return tuple(r.get(f) for f in key)
+
+    by_key = {}
+    for rep in rounds:
+        for r in rep.get("train", []):
+            if r.get("status", "measured") == "measured" and "step_seconds" in r:
+                by_key.setdefault(k(r), []).append(r)
+    train = []
+    for r in report.get("train", []):
+        cands = by_key.get(k(r), [])
+        if cands:
+            best = dict(min(cands, key=lambda c: c["step_seconds"]["median"]))
+            best["round_medians"] = [c["step_seconds"]["median"] for c in cands]
+            train.append(best)
+        else:
+            train.append(r)
+    return dict(report, train=train, rounds=len(rounds))
+
+
+# ---------------------------------------------------------------------------------------
+# Joining the two reports.
+
+
+def ratio(a, b):
+    if a is None or b is None or not b or not a:
+        return None
+    return a / b
+
+
+def fmt(x, digits=4):
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    if x == 0:
+        return "0"
+    return f"{x:.{digits}g}"
+
+
+def fmt_ratio(x):
+    return "—" if x is None else f"{x:.3g}×"
+
+
+def duration(s):
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.3g} s"
+    t = round(s)
+    if t < 3600:
+        return f"{t // 60} min {t % 60} s"
+    if t < 86400:
+        t = round(s / 60)
+        return f"{t // 60} h {t % 60} min"
+    t = round(s / 3600)
+    return f"{t // 24} d {t % 24} h"
+
+
+def train_rows(ours, torch):
+    """One row per (shape, batch): ours and every PyTorch mode."""
+    rows = []
+    keys = []
+    for r in (ours or {}).get("train", []):
+        keys.append((r["config_name"], r["batch"]))
+    for r in (torch or {}).get("train", []):
+        if (r["config_name"], r["batch"]) not in keys:
+            keys.append((r["config_name"], r["batch"]))
+    for name, batch in keys:
+        o = next((r for r in (ours or {}).get("train", []) if r["config_name"] == name and r["batch"] == batch), None)
+        row = {"config_name": name, "batch": batch, "ours": None, "torch": {}}
+        if o:
+            row["ours"] = {
+                "ms_per_step": 1e3 * o["step_seconds"]["median"],
+                "min_ms_per_step": 1e3 * o["step_seconds"]["min"],
+                "samples_per_second": o["samples_per_second"],
+                "tflops": o["tflops"],
+                "fraction_of_peak": o.get("fraction_of_peak"),
+                "peak_memory_bytes": o["peak_memory"].get("bytes") if o["peak_memory"]["status"] == "measured" else None,
+                "params": o["params"],
+                "config": o["config"],
+                "round_medians_ms": [1e3 * v for v in o.get("round_medians", [o["step_seconds"]["median"]])],
+            }
+        for t in (torch or {}).get("train", []):
+            if t["config_name"] != name or t["batch"] != batch:
+                continue
+            if t["status"] != "measured":
+                row["torch"][t["mode"]] = {"status": t["status"], "reason": t.get("reason")}
+                continue
+            tm = {
+                "status": "measured",
+                "ms_per_step": 1e3 * t["step_seconds"]["median"],
+                "min_ms_per_step": 1e3 * t["step_seconds"]["min"],
+                "samples_per_second": t["samples_per_second"],
+                "tflops": t["tflops"],
+                "peak_memory_bytes": t.get("peak_memory_bytes"),
+                "adamw": t.get("adamw"),
+                "compile_seconds": t.get("compile_seconds"),
+                "round_medians_ms": [1e3 * v for v in t.get("round_medians", [t["step_seconds"]["median"]])],
+            }
+            if row["ours"]:
+                tm["ratio"] = ratio(row["ours"]["samples_per_second"], tm["samples_per_second"])
+                tm["ratio_min"] = ratio(tm["min_ms_per_step"], row["ours"]["min_ms_per_step"])
+            row["torch"][t["mode"]] = tm
+        rows.append(row)
+    return rows
+
+
+def recipe(rows):
+    """Projected time of 8M pairs x 16 epochs at batch 8192 for ours and each mode, from the
+    default model's measured throughput at batch 8192, or at the nearest measured batch
+    (throughput assumed to hold at 8192, and said so)."""
+    cands = [r for r in rows if r["config_name"] == "default"]
+    if not cands:
+        return None
+    best = min(cands, key=lambda r: (abs(math.log(r["batch"] / RECIPE_BATCH)), -r["batch"]))
+    samples = RECIPE_PAIRS * RECIPE_EPOCHS
+    out = {
+        "pairs": RECIPE_PAIRS,
+        "epochs": RECIPE_EPOCHS,
+        "batch": RECIPE_BATCH,
+        "steps": samples / RECIPE_BATCH,
+        "measured_batch": best["batch"],
+        "scaled": best["batch"] != RECIPE_BATCH,
+        "note": (
+            f"{samples / RECIPE_BATCH:.0f} steps x the measured median step at batch {RECIPE_BATCH}"
+            if best["batch"] == RECIPE_BATCH
+            else f"batch {RECIPE_BATCH} was not measured: projected from the throughput at batch {best['batch']}, "
+            f"assumed to hold at batch {RECIPE_BATCH}"
+        ),
+        "ours_seconds": samples / best["ours"]["samples_per_second"] if best["ours"] else None,
+        "torch_seconds": {},
+        "ratio": {},
+    }
+    for mode, t in best["torch"].items():
+        if t.get("status") == "measured":
+            out["torch_seconds"][mode] = samples / t["samples_per_second"]
+            out["ratio"][mode] = ratio(out["torch_seconds"][mode], out["ours_seconds"])
+    return out
+
+
+def gemm_rows(ours, torch):
+    """Our GEMM kernels joined with torch.matmul at the same (name, shape)."""
+    kern = (ours or {}).get("kernels", {})
+    our = {(k["name"], k["shape"]): k for k in kern.get("kernels") or [] if k.get("kind") == "gemm"}
+    rows = []
+    for g in (torch or {}).get("gemm", []):
+        key = (g["name"], g["shape"])
+        row = next((r for r in rows if (r["name"], r["shape"]) == key), None)
+        if row is None:
+            o = our.get(key)
+            row = {
+                "name": g["name"],
+                "shape": g["shape"],
+                "batch": g["batch"],
+                "calls_per_step": g["calls_per_step"],
+                "ours_tflops": o["tflops"] if o else None,
+                "ours_ms": 1e3 * o["seconds_per_call"] if o else None,
+                "torch_tflops": {},
+                "torch_ms": {},
+            }
+            rows.append(row)
+        row["torch_tflops"][g["precision"]] = g["tflops"]
+        row["torch_ms"][g["precision"]] = 1e3 * g["seconds"]["median"]
+    for row in rows:
+        row["ratio"] = {p: ratio(row["ours_tflops"], t) for p, t in row["torch_tflops"].items()}
+    return rows
+
+
+def memory_rows(ours, torch):
+    kern = (ours or {}).get("kernels", {})
+    ours_copy = (ours or {}).get("copy_bandwidth", {}).get("bytes_per_second")
+    torch_copy = ((torch or {}).get("copy_bandwidth") or {}).get("bytes_per_second")
+    rows = []
+    for k in kern.get("kernels") or []:
+        if k.get("kind") != "memory":
+            continue
+        bps = k.get("bytes_per_second")
+        rows.append(
+            {
+                "name": k["name"],
+                "shape": k["shape"],
+                "calls_per_step": k.get("calls_per_step"),
+                "ms_per_call": 1e3 * k["seconds_per_call"],
+                "gb_per_second": bps / 1e9 if bps else None,
+                "fraction_of_our_copy": ratio(bps, ours_copy),
+                "fraction_of_torch_copy": ratio(bps, torch_copy),
+            }
+        )
+    return rows, ours_copy, torch_copy
+
+
+def topk_rows(ours, torch):
+    rows = []
+    ours_topk = {r["direction"]: r for r in ((ours or {}).get("topk") or {}).get("results") or []}
+    torch_topk = {r["direction"]: r for r in (torch or {}).get("topk") or []}
+    faiss = {r["direction"]: r for r in ((torch or {}).get("faiss") or {}).get("results") or []}
+    for d in ("text->image", "image->text"):
+        o, t, f = ours_topk.get(d), torch_topk.get(d), faiss.get(d)
+        src = o or t or f
+        if not src:
+            continue
+        row = {
+            "direction": d,
+            "queries": src["queries"],
+            "keys": src["keys"],
+            "dim": src["dim"],
+            "k": src["k"],
+            "ours_ms": 1e3 * o["seconds"]["median"] if o else None,
+            "ours_impl": o["impl"] if o else None,
+            "torch_ms": 1e3 * t["seconds"]["median"] if t else None,
+            "torch_impl": t["impl"] if t else None,
+            "faiss_ms": 1e3 * f["seconds"]["median"] if f else None,
+            "faiss_impl": f["impl"] if f else None,
+        }
+        row["ratio_torch"] = ratio(row["torch_ms"], row["ours_ms"])
+        row["ratio_faiss"] = ratio(row["faiss_ms"], row["ours_ms"])
+        rows.append(row)
+    return rows
+
+
+def targets(device, train, gemms, mems, ours_copy, torch_copy):
+    """The GPU engine's targets from the issue: measured, or why not."""
+    out = []
+    if device != "cuda":
+        return [{"target": t, "status": "unmeasured", "detail": "a GPU target: run with --device cuda on a GPU host"}
+                for t in ("GEMM at the model's shapes >= 80% of cuBLAS BF16 (torch.matmul) in the same run",
+                          "memory-bound kernels >= 80% of the measured copy bandwidth",
+                          "a full training step faster than torch.compile BF16")]
+    g = [r for r in gemms if r["name"] != "gemm_square" and r["ours_tflops"] and r["torch_tflops"].get("bf16")]
+    if g:
+        worst = min(g, key=lambda r: r["ratio"]["bf16"])
+        out.append({"target": "GEMM >= 80% of torch.matmul bf16", "status": "met" if worst["ratio"]["bf16"] >= TARGET else "not met",
+                    "detail": f"worst {worst['name']} {worst['shape']}: {worst['ratio']['bf16']:.3g} of bf16"})
+    else:
+        out.append({"target": "GEMM >= 80% of torch.matmul bf16", "status": "unmeasured",
+                    "detail": "the engine reported no GEMM kernel timings (bench.KernelTimer)"})
+    m = [r for r in mems if (r["fraction_of_our_copy"] or r["fraction_of_torch_copy"])]
+    if m:
+        frac = lambda r: r["fraction_of_our_copy"] or r["fraction_of_torch_copy"]  # noqa: E731
+        worst = min(m, key=frac)
+        out.append({"target": "memory-bound kernels >= 80% of copy bandwidth", "status": "met" if frac(worst) >= TARGET else "not met",
+                    "detail": f"worst {worst['name']} {worst['shape']}: {frac(worst):.3g} of copy"})
+    else:
+        out.append({"target": "memory-bound kernels >= 80% of copy bandwidth", "status": "unmeasured",
+                    "detail": "the engine reported no memory-bound kernel timings (bench.KernelTimer)"})
+    s = [(r["batch"], r["torch"]["compile_bf16"]["ratio"]) for r in train
+         if r["ours"] and r["torch"].get("compile_bf16", {}).get("ratio")]
+    if s:
+        worst = min(s, key=lambda x: x[1])
+        out.append({"target": "training step faster than torch.compile bf16", "status": "met" if worst[1] > 1 else "not met",
+                    "detail": f"worst at batch {worst[0]}: {worst[1]:.3g}× its speed"})
+    else:
+        out.append({"target": "training step faster than torch.compile bf16", "status": "unmeasured",
+                    "detail": "ours or torch.compile bf16 was not measured"})
+    return out
+
+
+GPU_ROWS = [
+    "training step, default model, batch 1024-16384, on the GPU engine: samples/s, TFLOP/s, fraction of peak",
+    "the same in PyTorch on the GPU: eager fp32, tf32, bf16 autocast, torch.compile bf16",
+    "per-kernel times of the GPU engine with TFLOP/s or GB/s (bench.KernelTimer)",
+    "GEMMs at the model's shapes: GPU engine vs torch.matmul fp32/tf32/bf16 (target >= 80% of bf16)",
+    "memory-bound kernels vs the GPU's measured copy bandwidth (target >= 80%)",
+    "peak GPU memory, ours (bench.MemoryReporter) and PyTorch's (max_memory_allocated)",
+    "retrieval top-k on the GPU: torch.mm + torch.topk (and the engine's top-k if it has one)",
+    "the original recipe's projected time on the GPU, ours vs each PyTorch mode",
+]
+
+
+def unmeasured(device, ours, ours_err, torch, torch_err, tgts):
+    out = []
+    if ours is None:
+        out.append(f"dinoclip: everything ({ours_err or 'not run'})")
+    if torch is None:
+        out.append(f"PyTorch: everything ({torch_err or 'not run'})")
+    for u in (ours or {}).get("unmeasured", []):
+        out.append(f"dinoclip: {u}")
+    # A mode skipped for one reason is listed once, with the batches it concerns.
+    skipped = {}
+    for t in (torch or {}).get("train", []):
+        if t["status"] != "measured":
+            skipped.setdefault((t["mode"], t["status"], t.get("reason")), []).append(f"{t['config_name']} b{t['batch']}")
+    for (mode, status, reason), where in skipped.items():
+        out.append(f"PyTorch {mode} ({', '.join(where)}): {status}: {reason}")
+    f = (torch or {}).get("faiss")
+    if f and f.get("status") != "measured":
+        out.append(f"faiss: {f.get('reason')}")
+    for t in tgts:
+        if t["status"] == "unmeasured":
+            out.append(f"target '{t['target']}': {t['detail']}")
+    if device != "cuda":
+        out += [f"GPU: {r}" for r in GPU_ROWS]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Markdown.
+
+
+def markdown(res):
+    L = []
+    env = res["env"]
+    ours_env = (res.get("ours") or {}).get("env", {})
+    torch_env = (res.get("torch") or {}).get("env", {})
+    dirty = " (working tree with uncommitted changes)" if env.get("dirty") else ""
+    L.append(f"### {env['device']} — {env['device_name']}, started {env['date']}")
+    L.append("")
+    L.append(f"- commit `{(env.get('commit') or 'unknown')[:12]}`{dirty}")
+    L.append(f"- command: `{env['command']}` ({duration(res['seconds'])} in all: dinoclip {duration(res['ours_seconds'])}, "
+             f"PyTorch {duration(res['torch_seconds'])})")
+    L.append(f"- dinoclip: {ours_env.get('go_version', '?')}, engine `{ours_env.get('engine', '?')}`, "
+             f"GOMAXPROCS {ours_env.get('gomaxprocs', '?')}")
+    L.append(f"- PyTorch {torch_env.get('torch_version', '?')}"
+             + (f" (CUDA {torch_env.get('cuda_version')})" if env["device"] == "cuda" else "")
+             + f", {torch_env.get('threads', '?')} threads; model: {(res.get('torch') or {}).get('model_source', '?')}")
+    if (res.get("torch") or {}).get("fairness"):
+        L.append(f"- fairness: {res['torch']['fairness']}; dinoclip uses GOMAXPROCS = {ours_env.get('gomaxprocs', '?')}")
+    la = [ours_env.get("loadavg_start"), torch_env.get("loadavg_end")]
+    if all(la):
+        L.append(f"- load average (1 min) at the start {la[0][0]:.2f}, at the end {la[1][0]:.2f} on {ours_env.get('num_cpu', '?')} CPUs"
+                 " — other work on the machine slows both sides")
+    peak = ours_env.get("peak", {})
+    if peak.get("tflops"):
+        L.append(f"- peak for 'of peak': {peak['tflops']:.4g} TFLOP/s {peak.get('precision', '')} ({peak.get('source', '')})")
+    for e in res["errors"]:
+        L.append(f"- **error**: {e}")
+    L.append("")
+    L.append("Ratios are ours / PyTorch speed (above 1: dinoclip faster), from median step times; "
+             "'min' ratios compare the fastest step of each side."
+             + (f" Training rows keep the best of {res['rounds']} alternating rounds per side." if res.get("rounds", 1) > 1 else ""))
+    L.append("")
+
+    if res["train"]:
+        # Modes never measured (skipped on this device) are left to the unmeasured list.
+        modes = [m for m in MODES if any(r["torch"].get(m, {}).get("status") == "measured" for r in res["train"])]
+        L.append("#### Training step (forward + loss + backward + AdamW + OneCycleLR)")
+        L.append("")
+        hdr = ["shape", "batch", "ours ms/step", "ours samples/s", "ours TFLOP/s", "of peak", "ours peak mem"]
+        for m in modes:
+            hdr += [f"{m} ms/step", f"ours/{m}", f"ours/{m} (min)"]
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|" + "---|" * len(hdr))
+        for r in res["train"]:
+            o = r["ours"] or {}
+            cells = [r["config_name"], str(r["batch"]), fmt(o.get("ms_per_step")), fmt(o.get("samples_per_second")),
+                     fmt(o.get("tflops")), f"{100 * o['fraction_of_peak']:.2f}%" if o.get("fraction_of_peak") else "—",
+                     f"{o['peak_memory_bytes'] / 2**30:.2f} GiB" if o.get("peak_memory_bytes") else "unmeasured"]
+            for m in modes:
+                t = r["torch"].get(m)
+                if t is None:
+                    cells += ["—", "—", "—"]
+                elif t.get("status") != "measured":
+                    cells += [t["status"], "—", "—"]
+                else:
+                    cells += [fmt(t["ms_per_step"]), fmt_ratio(t.get("ratio")), fmt_ratio(t.get("ratio_min"))]
+            L.append("| " + " | ".join(cells) + " |")
+        if any(len((r["ours"] or {}).get("round_medians_ms", [])) > 1 for r in res["train"]):
+            L.append("")
+            L.append("Median step (ms) of each round, in the order run; the table above keeps each row's best round:")
+            L.append("")
+            L.append("| shape | batch | dinoclip | " + " | ".join(f"PyTorch {m}" for m in modes) + " |")
+            L.append("|" + "---|" * (3 + len(modes)))
+            for r in res["train"]:
+                cells = [r["config_name"], str(r["batch"]), ", ".join(fmt(v, 3) for v in (r["ours"] or {}).get("round_medians_ms", []))]
+                cells += [", ".join(fmt(v, 3) for v in r["torch"].get(m, {}).get("round_medians_ms", [])) for m in modes]
+                L.append("| " + " | ".join(cells) + " |")
+        mem = [(r["config_name"], r["batch"], m, t["peak_memory_bytes"]) for r in res["train"] for m, t in r["torch"].items()
+               if t.get("peak_memory_bytes")]
+        if mem:
+            L.append("")
+            L.append("PyTorch peak GPU memory (max_memory_allocated): " +
+                     "; ".join(f"{n} b{b} {m} {v / 2**30:.2f} GiB" for n, b, m, v in mem))
+        L.append("")
+
+    rp = res.get("recipe")
+    if rp:
+        L.append(f"#### Original recipe: {rp['pairs']:,} pairs × {rp['epochs']} epochs at batch {rp['batch']} "
+                 f"({rp['steps']:.0f} steps), data in memory")
+        L.append("")
+        L.append("| | time | ours / this |")
+        L.append("|---|---|---|")
+        L.append(f"| dinoclip | {duration(rp['ours_seconds'])} | |")
+        for m, s in rp["torch_seconds"].items():
+            L.append(f"| PyTorch {m} | {duration(s)} | {fmt_ratio(rp['ratio'].get(m))} |")
+        L.append("")
+        L.append(f"{rp['note']}.")
+        L.append("")
+
+    if res["gemm"]:
+        precs = [p for p in ("fp32", "tf32", "bf16") if any(p in r["torch_tflops"] for r in res["gemm"])]
+        L.append(f"#### GEMMs alone (batch {res['gemm'][0]['batch']}): TFLOP/s, ours vs torch.matmul")
+        L.append("")
+        hdr = ["GEMM", "shape", "calls/step", "ours ms", "ours TFLOP/s"] + [f"torch {p} TFLOP/s" for p in precs] + [f"ours/{p}" for p in precs]
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|" + "---|" * len(hdr))
+        for r in res["gemm"]:
+            cells = [r["name"], r["shape"], str(r["calls_per_step"] or "—"), fmt(r["ours_ms"]), fmt(r["ours_tflops"])]
+            cells += [fmt(r["torch_tflops"].get(p)) for p in precs]
+            cells += [fmt_ratio(r["ratio"].get(p)) for p in precs]
+            L.append("| " + " | ".join(cells) + " |")
+        L.append("")
+
+    mem_rows, oc, tc = res["memory_bound"], res["copy"]["ours"], res["copy"]["torch"]
+    L.append(f"#### Memory-bound kernels vs copy bandwidth (ours: {fmt(oc / 1e9 if oc else None)} GB/s; "
+             f"PyTorch copy_: {fmt(tc / 1e9 if tc else None)} GB/s; bytes read + written)")
+    L.append("")
+    if mem_rows:
+        L.append("| kernel | shape | calls/step | ms/call | GB/s | of our copy | of torch copy |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in mem_rows:
+            L.append(f"| {r['name']} | {r['shape']} | {fmt(r['calls_per_step'])} | {fmt(r['ms_per_call'])} | {fmt(r['gb_per_second'])} | "
+                     f"{fmt_ratio(r['fraction_of_our_copy'])} | {fmt_ratio(r['fraction_of_torch_copy'])} |")
+    else:
+        L.append("unmeasured: " + ((res.get("ours") or {}).get("kernels", {}).get("reason") or "no kernel timings"))
+    L.append("")
+
+    if res["topk"]:
+        L.append("#### Retrieval top-k (random unit vectors, k = %d)" % res["topk"][0]["k"])
+        L.append("")
+        L.append("| direction | queries × keys × dim | ours ms | torch mm+topk ms | faiss ms | ours/torch | ours/faiss |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in res["topk"]:
+            L.append(f"| {r['direction']} | {r['queries']} × {r['keys']} × {r['dim']} | {fmt(r['ours_ms'])} | {fmt(r['torch_ms'])} | "
+                     f"{fmt(r['faiss_ms'])} | {fmt_ratio(r['ratio_torch'])} | {fmt_ratio(r['ratio_faiss'])} |")
+        impls = {r.get(k) for r in res["topk"] for k in ("ours_impl", "torch_impl", "faiss_impl") if r.get(k)}
+        L.append("")
+        L.append("Implementations: " + "; ".join(sorted(impls)) + ".")
+        L.append("")
+
+    data = ((res.get("ours") or {}).get("data") or {}).get("results") or []
+    if data:
+        fastest = max([r["ours"]["samples_per_second"] for r in res["train"] if r["ours"] and r["config_name"] == "default"] or [0])
+        L.append("#### Data loader (dinoclip only: train.Dataset.ReadRows over an epoch of train.Order batches)")
+        L.append("")
+        L.append("| cache | dtype | rows | batch | rows/s | file MB/s | rows/s ÷ ours training samples/s (default model) |")
+        L.append("|---|---|---|---|---|---|---|")
+        for d in data:
+            L.append(f"| {d['cache']} | {d['dtype']} | {d['rows']} | {d['batch']} | {fmt(d['rows_per_second'])} | "
+                     f"{fmt(d['file_bytes_per_second'] / 1e6)} | {fmt_ratio(ratio(d['rows_per_second'], fastest))} |")
+        L.append("")
+
+    L.append("#### Targets (GPU engine)")
+    L.append("")
+    for t in res["targets"]:
+        L.append(f"- {t['target']}: **{t['status']}** — {t['detail']}")
+    L.append("")
+    if res["unmeasured"]:
+        L.append("#### Unmeasured in this run")
+        L.append("")
+        for u in res["unmeasured"]:
+            L.append(f"- {u}")
+        L.append("")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    p.add_argument("--out", required=True, help="folder for ours.*, torch.*, results.json and results.md")
+    p.add_argument("--ours-bin", help="a dinoclip binary to use instead of building one (for cuda: built with -tags cuda)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for both sides (GOMAXPROCS, torch.set_num_threads); 0: all")
+    p.add_argument("--shapes", help="comma-separated shapes for both sides (default: cpu default,small; cuda default)")
+    p.add_argument("--batches", help="batch sizes for both sides: N,N,... or SHAPE:N/N;SHAPE:N (default: cpu default:64;small:256; "
+                   "cuda 1024,...,16384)")
+    p.add_argument("--quick", action="store_true", help="cuda: batch 8192 only")
+    p.add_argument("--modes", help="PyTorch modes (default: all of fp32,tf32,bf16,compile_bf16 that apply)")
+    p.add_argument("--commit", help="commit to record where git cannot tell (suffix -dirty for a dirty tree)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="times to run the training steps of both sides, alternating, keeping each row's best round "
+                        "(default: cpu 3, cuda 1; a shared CPU is noisy)")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds each side may take")
+    p.add_argument("--skip-ours", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--skip-torch", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ours-args", default="", help="extra arguments for dinoclip bench (space-separated)")
+    p.add_argument("--torch-args", default="", help="extra arguments for torch_ref.py (space-separated)")
+    args = p.parse_args(argv)
+
+    if args.rounds is None:
+        args.rounds = 1 if args.device == "cuda" else 3
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    threads = args.threads or os.cpu_count() or 1
+    commit, dirty = commit_here()
+    if args.commit:
+        commit, dirty = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")
+
+    shapes = args.shapes or ("default" if args.device == "cuda" else "default,small")
+    batches = args.batches or ("8192" if args.quick else ("1024,2048,4096,8192,16384" if args.device == "cuda" else "default:64;small:256"))
+
+    errors = []
+    ours = torch = None
+    ours_err = torch_err = None
+    ours_secs = torch_secs = 0.0
+    with tempfile.TemporaryDirectory(prefix="dinoclip-compare-") as work:
+        binary = None
+        if not args.skip_ours:
+            binary, why = (args.ours_bin, None) if args.ours_bin else build_ours(args.device, commit, dirty, work)
+            if binary is None:
+                ours_err = f"dinoclip: {why}"
+                errors.append(ours_err)
+        ours_env = dict(os.environ, GOMAXPROCS=str(threads))
+
+        def ours_cmd(json_path, extra):
+            cmd = [binary, "bench", "--device", args.device, "--json", str(json_path), "--shape", shapes]
+            for entry in batches.split(";"):
+                cmd += ["--batch", entry]
+            return cmd + extra + args.ours_args.split()
+
+        def torch_cmd(json_path, extra):
+            cmd = [sys.executable, str(REPO / "bench" / "torch_ref.py"), "--device", args.device, "--threads", str(threads),
+                   "--json", str(json_path), "--shapes", shapes, "--batches", batches]
+            if args.modes:
+                cmd += ["--modes", args.modes]
+            if commit:
+                cmd += ["--commit", commit + ("-dirty" if dirty else "")]
+            return cmd + extra + args.torch_args.split()
+
+        # Round 1 measures everything; further rounds only the training steps, alternating which
+        # side goes first, and each training row keeps its best (lowest-median) round.
+        ours_rounds, torch_rounds = [], []
+        for rnd in range(1, args.rounds + 1):
+            sides = ["ours", "torch"] if rnd % 2 == 1 else ["torch", "ours"]
+            for side in sides:
+                if side == "ours" and binary is not None and (rnd == 1 or ours is not None):
+                    if rnd == 1:
+                        j, t, extra = out / "ours.json", out / "ours.txt", []
+                    else:
+                        j, t = Path(work) / f"ours-{rnd}.json", Path(work) / f"ours-{rnd}.txt"
+                        extra = ["--kernels=false", "--topk=false", "--data=false"]
+                    rep, err, secs = run_side(f"dinoclip round {rnd}", ours_cmd(j, extra), j, t, args.timeout, ours_env)
+                    ours_secs += secs
+                    if err:
+                        errors.append(err)
+                        if rnd == 1:
+                            ours_err = err
+                    elif rnd == 1:
+                        ours = rep
+                    if rep:
+                        ours_rounds.append(rep)
+                if side == "torch" and not args.skip_torch and (rnd == 1 or torch is not None):
+                    if rnd == 1:
+                        j, t, extra = out / "torch.json", out / "torch.txt", []
+                    else:
+                        j, t = Path(work) / f"torch-{rnd}.json", Path(work) / f"torch-{rnd}.txt"
+                        extra = ["--no-gemm", "--no-copy", "--no-topk", "--no-faiss"]
+                    rep, err, secs = run_side(f"torch round {rnd}", torch_cmd(j, extra), j, t, args.timeout)
+                    torch_secs += secs
+                    if err:
+                        errors.append(err)
+                        if rnd == 1:
+                            torch_err = err
+                    elif rnd == 1:
+                        torch = rep
+                    if rep:
+                        torch_rounds.append(rep)
+        if ours is not None:
+            ours = best_rounds(ours, ours_rounds, ("config_name", "batch"))
+        if torch is not None:
+            torch = best_rounds(torch, torch_rounds, ("config_name", "batch", "mode"))
+
+    if commit is None and ours is not None:
+        # No git here (a GPU host gets the tree without .git): the commit dinoclip was built from.
+        commit, dirty = ours["env"].get("commit") or None, ours["env"].get("dirty")
+    env = {
+        "device": args.device,
+        "device_name": ((torch or {}).get("env") or {}).get("device_name") or ((ours or {}).get("env") or {}).get("device_name") or "?",
+        "date": started,
+        "finished": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit,
+        "dirty": dirty,
+        "command": "python3 bench/compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "threads": threads,
+    }
+    tr = train_rows(ours, torch)
+    gm = gemm_rows(ours, torch)
+    mm, oc, tc = memory_rows(ours, torch)
+    tk = topk_rows(ours, torch)
+    tg = targets(args.device, tr, gm, mm, oc, tc)
+    res = {
+        "schema": SCHEMA,
+        "env": env,
+        "errors": errors,
+        "train": tr,
+        "recipe": recipe(tr),
+        "gemm": gm,
+        "memory_bound": mm,
+        "copy": {"ours": oc, "torch": tc},
+        "topk": tk,
+        "targets": tg,
+        "unmeasured": unmeasured(args.device, ours, ours_err, torch, torch_err, tg),
+        "rounds": args.rounds,
+        "ours_seconds": ours_secs,
+        "torch_seconds": torch_secs,
+        "seconds": time.perf_counter() - t0,
+        "ours": ours,
+        "torch": torch,
+    }
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = markdown(res)
+    (out / "results.md").write_text(md + "\n")
+    print(md)
+    log(f"wrote {out / 'results.json'} and {out / 'results.md'} in {duration(res['seconds'])}")
+    return 1 if (ours is None and torch is None) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

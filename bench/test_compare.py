@@ -1,0 +1,157 @@
+"""Tests of bench/compare.py's joining and of torch_ref.py on a tiny shape (a few seconds).
+
+    python3 -m pytest -q bench
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import compare  # noqa: E402
+import torch_ref  # noqa: E402
+
+
+def stats(v):
+    return {"median": v, "min": v * 0.9, "max": v * 1.1, "mean": v, "samples": [v]}
+
+
+def ours_report():
+    cfg = {"input_dim": 768, "hidden_dim": 2048, "output_dim": 512, "num_residual_blocks": 6}
+    train = [
+        {"config_name": "default", "config": cfg, "params": 54608384, "batch": b, "step_seconds": stats(s),
+         "samples_per_second": b / s, "tflops": 1.0, "fraction_of_peak": 0.5, "peak_memory": {"status": "unmeasured"}}
+        for b, s in ((4096, 0.02), (16384, 0.08))
+    ]
+    return {
+        "env": {"gomaxprocs": 2},
+        "train": train,
+        "kernels": {"status": "measured", "kernels": [
+            {"name": "gemm_fwd_nt", "shape": "M=16384 N=2048 K=2048", "kind": "gemm", "seconds_per_call": 1e-3, "tflops": 137.0},
+            {"name": "adamw", "shape": "[54608384]", "kind": "memory", "calls_per_step": 1, "seconds_per_call": 1e-3,
+             "bytes_per_second": 1.5e12},
+        ]},
+        "copy_bandwidth": {"status": "measured", "bytes_per_second": 3e12},
+        "topk": {"status": "measured", "results": [
+            {"direction": "text->image", "impl": "ours", "queries": 25000, "keys": 5000, "dim": 512, "k": 10, "seconds": stats(2.0)}]},
+        "unmeasured": ["peak device memory: no hook"],
+    }
+
+
+def torch_report():
+    rows = []
+    for b in (4096, 16384):
+        for mode, s in (("fp32", 0.04), ("bf16", 0.01)):
+            rows.append({"config_name": "default", "batch": b, "mode": mode, "status": "measured",
+                         "step_seconds": stats(s * b / 4096), "samples_per_second": b / (s * b / 4096), "tflops": 1.0})
+        rows.append({"config_name": "default", "batch": b, "mode": "tf32", "status": "skipped", "reason": "CPU"})
+    return {
+        "train": rows,
+        "gemm": [{"name": "gemm_fwd_nt", "shape": "M=16384 N=2048 K=2048", "batch": 16384, "calls_per_step": 12,
+                  "precision": p, "tflops": t, "seconds": stats(1e-3)} for p, t in (("fp32", 50.0), ("bf16", 685.0))],
+        "copy_bandwidth": {"bytes_per_second": 2.5e12},
+        "topk": [{"direction": "text->image", "impl": "torch", "queries": 25000, "keys": 5000, "dim": 512, "k": 10, "seconds": stats(0.5)}],
+        "faiss": {"status": "measured", "results": [
+            {"direction": "text->image", "impl": "faiss", "queries": 25000, "keys": 5000, "dim": 512, "k": 10, "seconds": stats(1.0)}]},
+    }
+
+
+def test_joins_and_ratios():
+    ours, torch = ours_report(), torch_report()
+    tr = compare.train_rows(ours, torch)
+    assert [(r["config_name"], r["batch"]) for r in tr] == [("default", 4096), ("default", 16384)]
+    r = tr[0]
+    assert r["torch"]["fp32"]["ratio"] == pytest.approx(2.0)  # 0.04 s vs our 0.02 s
+    assert r["torch"]["bf16"]["ratio"] == pytest.approx(0.5)
+    assert r["torch"]["tf32"]["status"] == "skipped"
+
+    rp = compare.recipe(tr)
+    assert rp["scaled"] and rp["measured_batch"] == 16384  # 4096 and 16384 are equally far; the larger wins
+    rp = compare.recipe(tr[:1])
+    assert rp["ours_seconds"] == pytest.approx(128e6 / (4096 / 0.02))
+    assert rp["ratio"]["fp32"] == pytest.approx(2.0)
+
+    gm = compare.gemm_rows(ours, torch)
+    assert len(gm) == 1 and gm[0]["ratio"]["bf16"] == pytest.approx(137 / 685)
+    mm, oc, tc = compare.memory_rows(ours, torch)
+    assert mm[0]["fraction_of_our_copy"] == pytest.approx(0.5) and mm[0]["fraction_of_torch_copy"] == pytest.approx(0.6)
+    tk = compare.topk_rows(ours, torch)
+    assert tk[0]["ratio_torch"] == pytest.approx(0.25) and tk[0]["ratio_faiss"] == pytest.approx(0.5)
+
+    tg = compare.targets("cuda", tr, gm, mm, oc, tc)
+    assert [t["status"] for t in tg] == ["not met", "not met", "unmeasured"]
+    assert all(t["status"] == "unmeasured" for t in compare.targets("cpu", tr, gm, mm, oc, tc))
+
+    un = compare.unmeasured("cpu", ours, None, torch, None, tg)
+    assert "dinoclip: peak device memory: no hook" in un
+    assert sum(u.startswith("PyTorch tf32") for u in un) == 1  # once for both batches
+    assert any(u.startswith("GPU: ") for u in un)
+
+
+def test_markdown_renders():
+    ours, torch = ours_report(), torch_report()
+    tr = compare.train_rows(ours, torch)
+    gm = compare.gemm_rows(ours, torch)
+    mm, oc, tc = compare.memory_rows(ours, torch)
+    res = {
+        "env": {"device": "cpu", "device_name": "test cpu", "date": "2026-01-01T00:00:00Z", "commit": "abc", "dirty": True,
+                "command": "python3 bench/compare.py --device cpu --out x"},
+        "errors": [], "train": tr, "recipe": compare.recipe(tr), "gemm": gm, "memory_bound": mm,
+        "copy": {"ours": oc, "torch": tc}, "topk": compare.topk_rows(ours, torch),
+        "targets": compare.targets("cpu", tr, gm, mm, oc, tc), "unmeasured": ["x"],
+        "ours_seconds": 1, "torch_seconds": 2, "seconds": 3, "ours": ours, "torch": torch,
+    }
+    md = compare.markdown(res)
+    for want in ("#### Training step", "ours/fp32", "#### Original recipe", "#### GEMMs alone", "#### Retrieval top-k",
+                 "uncommitted changes", "#### Unmeasured in this run"):
+        assert want in md
+    assert "tf32 ms/step" not in md  # a mode never measured gets no columns
+
+
+def test_duration():
+    assert compare.duration(3.21) == "3.21 s"
+    assert compare.duration(125) == "2 min 5 s"
+    assert compare.duration(90000) == "1 d 1 h"
+
+
+def test_torch_ref_tiny(tmp_path):
+    out = tmp_path / "t.json"
+    torch_ref.main(["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32,tf32", "--warmup", "0", "--steps", "2",
+                    "--min-time", "0", "--gemm-min-time", "0", "--topk-images", "20", "--topk-captions", "40",
+                    "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["schema"] == torch_ref.SCHEMA
+    fp32 = next(t for t in r["train"] if t["mode"] == "fp32")
+    assert fp32["status"] == "measured" and fp32["timed_steps"] == 2 and fp32["samples_per_second"] > 0
+    assert fp32["flops_per_step"] == 8 * 6 * (16 * 32 + 2 * 32 * 32 + 32 * 16 + 16 * 8)
+    assert math.isfinite(fp32["loss_last"])
+    assert next(t for t in r["train"] if t["mode"] == "tf32")["status"] == "skipped"
+    names = {(g["name"], g["shape"]) for g in r["gemm"]}
+    assert ("gemm_fwd_nt", "M=8 N=32 K=16") in names and ("gemm_wgrad_tn", "M=32 N=16 K=8") in names
+    assert ("gemm_dgrad_nn", "M=8 N=16 K=32") not in names  # no input gradient for the first layer
+    assert [t["direction"] for t in r["topk"]] == ["text->image", "image->text"]
+    assert r["copy_bandwidth"]["bytes_per_second"] > 0
+
+
+def test_model_matches_spec():
+    cls, source = torch_ref.model_class()
+    m = cls(768, 2048, 6, 512)
+    assert sum(p.numel() for p in m.parameters()) == torch_ref.DEFAULT_PARAMS
+    local = torch_ref._ProjectorWithResiduals()
+    assert [k for k in m.state_dict()] == [k for k in local.state_dict()]
+
+
+def test_best_rounds():
+    def rep(ms):
+        return {"train": [{"config_name": "default", "batch": 64, "mode": "fp32", "status": "measured", "step_seconds": stats(ms)},
+                          {"config_name": "default", "batch": 64, "mode": "tf32", "status": "skipped"}]}
+    first = rep(3.0)
+    merged = compare.best_rounds(first, [first, rep(1.0), rep(2.0)], ("config_name", "batch", "mode"))
+    fp32, tf32 = merged["train"]
+    assert fp32["step_seconds"]["median"] == 1.0 and fp32["round_medians"] == [3.0, 1.0, 2.0]
+    assert tf32["status"] == "skipped" and merged["rounds"] == 3
+    assert first["train"][0]["step_seconds"]["median"] == 3.0  # the first round's report is not changed

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/urfave/cli/v2"
+)
+
+// Defaults of dinoclip bench by device. The CPU defaults finish in about a
+// minute on two cores: the original model at batch 64 (a few seconds a
+// step) and the small shape at batch 256. The GPU defaults are the batch
+// sizes of the performance targets, 1024 to 16384, on the original model.
+var benchDefaults = map[string]struct {
+	shapes                []string
+	batches               map[string][]int
+	warmup, steps         int
+	minTime               time.Duration
+	topkWarmup, topkSteps int
+	kernelSteps           int
+	copyBytes             int64
+	dataRows, dataBatch   int
+	dataShards            int
+}{
+	"cpu": {
+		shapes:  []string{"default", "small"},
+		batches: map[string][]int{"default": {64}, "small": {256}},
+		warmup:  1, steps: 3, minTime: 3 * time.Second,
+		topkWarmup: 0, topkSteps: 1, // an engine's own top-k; retrieval.TopK on the CPU runs once (seconds)
+		kernelSteps: 3,
+		copyBytes:   256 << 20,
+		dataRows:    65536, dataBatch: 8192, dataShards: 4,
+	},
+	"cuda": {
+		shapes:  []string{"default"},
+		batches: map[string][]int{"default": {1024, 2048, 4096, 8192, 16384}, "small": {1024, 2048, 4096, 8192, 16384}},
+		warmup:  5, steps: 20, minTime: time.Second,
+		topkWarmup: 2, topkSteps: 10,
+		kernelSteps: 3,
+		copyBytes:   1 << 30,
+		dataRows:    65536, dataBatch: 8192, dataShards: 4,
+	},
+}
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "bench",
+		Usage:     "measure training, retrieval and data-loading speed against the hardware's limits",
+		UsageText: "dinoclip bench [--device cpu|cuda] [--shape default|small|IxHxBxO ...] [--batch N ...] [--json FILE] [--out DIR] [options]",
+		Description: "Times full training steps (forward, unit-norm MSE, backward, AdamW with the recipe's OneCycleLR)\n" +
+			"of the engine on --device for each --shape and --batch, with their achieved FLOP/s and fraction\n" +
+			"of the device's peak; each kernel of one step against the peak or the measured copy bandwidth;\n" +
+			"retrieval top-k at MSCOCO's shapes (25,000 captions x 5,000 images x 512) in both directions;\n" +
+			"and the data loader reading .npy shards it writes to disk. It projects the original recipe's\n" +
+			"training time (8M pairs x 16 epochs at batch 8192) from the measured step times, prints the\n" +
+			"tables, and writes everything with the device, date and commit as JSON (--json, --out).\n" +
+			"What the engine cannot measure (per-kernel times and peak memory need a GPU engine) is listed\n" +
+			"as unmeasured. bench/compare.py runs this beside PyTorch (bench/torch_ref.py) and writes the\n" +
+			"ratios; see bench/README.md.\n\n" +
+			"Shapes: default (768 -> 2048 x 6 blocks -> 512, the original), small (768 -> 256 x 2 -> 512),\n" +
+			"or IxHxBxO (input, hidden, blocks, output). Without --batch: on cpu, default at 64 and small at\n" +
+			"256 (about a minute on two cores); on cuda, 1024 to 16384.\n\n" +
+			"Examples:\n" +
+			"   dinoclip bench --out bench-out\n" +
+			"   dinoclip bench --device cuda --json bench.json",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to run the engine on: cpu, or cuda (a build with -tags cuda)"},
+			&cli.StringSliceFlag{Name: "shape", Usage: "model `SHAPE`: default, small or IxHxBxO (repeat or separate with commas)", DefaultText: "cpu: default,small; cuda: default"},
+			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
+			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
+			&cli.IntFlag{Name: "steps", Usage: "at least `N` timed training steps", DefaultText: "cpu 3, cuda 20"},
+			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION`", DefaultText: "cpu 3s, cuda 1s"},
+			&cli.BoolFlag{Name: "kernels", Value: true, Usage: "time each kernel of one step and the copy bandwidth (--kernels=false to skip)"},
+			&cli.DurationFlag{Name: "kernel-min-time", Usage: "on the CPU, time each kernel for at least `DURATION`", Value: 200 * time.Millisecond},
+			&cli.BoolFlag{Name: "topk", Value: true, Usage: "time retrieval top-k (--topk=false to skip)"},
+			&cli.IntFlag{Name: "topk-images", Value: bench.COCOImages, Usage: "`N` images (keys of text->image)"},
+			&cli.IntFlag{Name: "topk-captions", Value: bench.COCOCaptions, Usage: "`N` captions (queries of text->image)"},
+			&cli.IntFlag{Name: "topk-dim", Value: bench.COCODim, Usage: "embedding width `N`"},
+			&cli.IntFlag{Name: "topk-k", Value: bench.COCOK, Usage: "keep the `K` best"},
+			&cli.BoolFlag{Name: "data", Value: true, Usage: "time the data loader (--data=false to skip)"},
+			&cli.StringFlag{Name: "data-dir", Usage: "write the data loader's shards under `DIR` (a temporary directory, removed after)", DefaultText: "the system's temporary directory"},
+			&cli.IntFlag{Name: "data-rows", Usage: "`N` rows of shards to write and read", DefaultText: "65536"},
+			&cli.IntFlag{Name: "data-batch", Usage: "rows per read `N`", DefaultText: "8192"},
+			&cli.StringFlag{Name: "data-dtype", Value: "float16", Usage: "`DTYPE` of the shards: float16 or float32"},
+			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
+			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE`"},
+			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
+		},
+		OnUsageError: usageError,
+		Action:       runBench,
+	}
+}
+
+func runBench(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	def := benchDefaults[device]
+	intOr := func(name string, v int) int {
+		if cCtx.IsSet(name) {
+			return cCtx.Int(name)
+		}
+		return v
+	}
+
+	shapes := splitList(cCtx.StringSlice("shape"))
+	if len(shapes) == 0 {
+		shapes = def.shapes
+	}
+	common, perShape, err := parseBatches(splitList(cCtx.StringSlice("batch")))
+	if err != nil {
+		return err
+	}
+	for s := range perShape {
+		if !slices.Contains(shapes, s) {
+			return fmt.Errorf("--batch %s:...: shape %q is not among the --shape values %s", s, s, strings.Join(shapes, ","))
+		}
+	}
+	var cases []bench.Case
+	for _, s := range shapes {
+		c, err := parseShape(s)
+		if err != nil {
+			return err
+		}
+		batches := perShape[s]
+		if len(batches) == 0 {
+			batches = common
+		}
+		if len(batches) == 0 {
+			batches = def.batches[s]
+		}
+		if len(batches) == 0 {
+			batches = def.batches["default"]
+		}
+		cases = append(cases, bench.Case{ConfigName: s, Config: c, Batches: batches})
+	}
+
+	timing := bench.Timing{Warmup: intOr("warmup", def.warmup), Steps: intOr("steps", def.steps), MinTime: def.minTime}
+	if cCtx.IsSet("min-time") {
+		timing.MinTime = cCtx.Duration("min-time")
+	}
+	if err := checkAtLeast("warmup", timing.Warmup, 0); err != nil {
+		return err
+	}
+	if err := checkAtLeast("steps", timing.Steps, 1); err != nil {
+		return err
+	}
+	if timing.MinTime < 0 {
+		return fmt.Errorf("--min-time %v: must not be negative", timing.MinTime)
+	}
+	peak := cCtx.Float64("peak-tflops")
+	if peak < 0 {
+		return fmt.Errorf("--peak-tflops %v: must not be negative", peak)
+	}
+
+	o := bench.RunOptions{
+		Device: device, Cases: cases, Train: timing, Seed: cCtx.Uint64("seed"), PeakTFLOPs: peak,
+		Kernels:      cCtx.Bool("kernels"),
+		KernelTiming: bench.Timing{Warmup: 1, Steps: 3, MinTime: cCtx.Duration("kernel-min-time")},
+		KernelSteps:  def.kernelSteps,
+		CopyBytes:    def.copyBytes,
+		TopK:         cCtx.Bool("topk"),
+		TopKOpts: bench.TopKOptions{
+			Images: cCtx.Int("topk-images"), Captions: cCtx.Int("topk-captions"), Dim: cCtx.Int("topk-dim"), K: cCtx.Int("topk-k"),
+			Timing: bench.Timing{Warmup: 0, Steps: 1}, Seed: cCtx.Uint64("seed"),
+		},
+		TopKEngineTiming: bench.Timing{Warmup: def.topkWarmup, Steps: def.topkSteps},
+		Data:             cCtx.Bool("data"),
+		DataOpts: bench.DataOptions{
+			Dir: cCtx.String("data-dir"), Rows: intOr("data-rows", def.dataRows), Shards: def.dataShards,
+			InputDim: cases[0].Config.InputDim, OutputDim: cases[0].Config.OutputDim,
+			Batch: intOr("data-batch", def.dataBatch), Cold: true, Seed: cCtx.Uint64("seed"),
+		},
+		Log: cCtx.App.ErrWriter,
+	}
+	for _, n := range []string{"topk-images", "topk-captions", "topk-dim", "topk-k"} {
+		if err := checkAtLeast(n, cCtx.Int(n), 1); err != nil {
+			return err
+		}
+	}
+	if o.Data {
+		if err := checkAtLeast("data-rows", o.DataOpts.Rows, 1); err != nil {
+			return err
+		}
+		if err := checkAtLeast("data-batch", o.DataOpts.Batch, 1); err != nil {
+			return err
+		}
+		if o.DataOpts.Batch > o.DataOpts.Rows {
+			return fmt.Errorf("--data-batch %d: more than the %d --data-rows", o.DataOpts.Batch, o.DataOpts.Rows)
+		}
+		o.DataOpts.Shards = min(o.DataOpts.Shards, o.DataOpts.Rows)
+		switch cCtx.String("data-dtype") {
+		case "float16":
+			o.DataOpts.Float16 = true
+		case "float32":
+		default:
+			return fmt.Errorf("--data-dtype %q: want float16 or float32", cCtx.String("data-dtype"))
+		}
+	}
+	jsonPath, outDir := cCtx.String("json"), cCtx.String("out")
+	if outDir != "" {
+		if err := os.MkdirAll(outDir, 0o755); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+
+	start := time.Now()
+	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, c) })
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	r.Args = benchArgs(cCtx)
+	fmt.Fprintf(cCtx.App.ErrWriter, "bench: done in %s\n", bench.Elapsed(start))
+
+	if err := r.WriteTable(cCtx.App.Writer); err != nil {
+		return err
+	}
+	if jsonPath != "" {
+		if err := r.WriteJSON(jsonPath); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	if outDir != "" {
+		if err := r.WriteJSON(filepath.Join(outDir, "bench.json")); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+		var sb strings.Builder
+		if err := r.WriteTable(&sb); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(outDir, "bench.txt"), []byte(sb.String()), 0o644); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseShape reads a --shape: a name from bench.Configs or IxHxBxO.
+func parseShape(s string) (nn.Config, error) {
+	if c, ok := bench.Configs[s]; ok {
+		return c, nil
+	}
+	parts := strings.Split(s, "x")
+	bad := fmt.Errorf("--shape %q: want %s, or IxHxBxO (input, hidden, blocks, output; e.g. 768x2048x6x512)",
+		s, strings.Join(bench.ConfigNames, ", "))
+	if len(parts) != 4 {
+		return nn.Config{}, bad
+	}
+	var v [4]int
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nn.Config{}, bad
+		}
+		v[i] = n
+	}
+	c := nn.Config{InputDim: v[0], HiddenDim: v[1], Blocks: v[2], OutputDim: v[3]}
+	if err := c.Validate(); err != nil {
+		return nn.Config{}, fmt.Errorf("--shape %q: %w", s, err)
+	}
+	return c, nil
+}
+
+// parseBatches reads the --batch entries: N for every shape, or
+// SHAPE:N[/N...] for one.
+func parseBatches(entries []string) ([]int, map[string][]int, error) {
+	var common []int
+	perShape := map[string][]int{}
+	for _, e := range entries {
+		shape, list, ok := strings.Cut(e, ":")
+		if !ok {
+			shape, list = "", e
+		}
+		for _, p := range strings.Split(list, "/") {
+			n, err := strconv.Atoi(strings.TrimSpace(p))
+			if err != nil || n < 1 {
+				return nil, nil, fmt.Errorf("--batch %q: want a positive batch size N, or SHAPE:N[/N...]", e)
+			}
+			if shape == "" {
+				common = append(common, n)
+			} else {
+				perShape[shape] = append(perShape[shape], n)
+			}
+		}
+	}
+	return common, perShape, nil
+}
+
+// splitList splits comma-separated entries of a repeatable flag.
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// benchArgs records the flags that were set, for the report.
+func benchArgs(cCtx *cli.Context) []string {
+	args := []string{"dinoclip", "bench"}
+	names := cCtx.LocalFlagNames()
+	slices.Sort(names)
+	for _, n := range slices.Compact(names) {
+		args = append(args, fmt.Sprintf("--%s=%v", n, flagValue(cCtx, n)))
+	}
+	return args
+}
+
+func flagValue(cCtx *cli.Context, name string) any {
+	switch v := cCtx.Value(name).(type) {
+	case cli.IntSlice:
+		return strings.Trim(strings.ReplaceAll(fmt.Sprint(v.Value()), " ", ","), "[]")
+	case *cli.IntSlice:
+		return strings.Trim(strings.ReplaceAll(fmt.Sprint(v.Value()), " ", ","), "[]")
+	case cli.StringSlice:
+		return strings.Join(v.Value(), ",")
+	case *cli.StringSlice:
+		return strings.Join(v.Value(), ",")
+	default:
+		return v
+	}
+}

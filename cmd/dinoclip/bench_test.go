@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// benchTiny is every measurement of dinoclip bench at sizes that take
+// milliseconds.
+var benchTiny = []string{"bench", "--shape", "8x16x1x4", "--batch", "4,8", "--warmup", "0", "--steps", "2", "--min-time", "0",
+	"--kernel-min-time", "0", "--topk-images", "10", "--topk-captions", "30", "--topk-dim", "8",
+	"--data-rows", "64", "--data-batch", "16"}
+
+func TestBench(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "b.json")
+	out := mustRun(t, append(slices.Clone(benchTiny), "--json", jsonPath, "--out", filepath.Join(dir, "out"), "--data-dir", dir)...)
+	for _, want := range []string{"Training step", "8x16x1x4", "Kernels of one training step", "gemm_fwd_nt", "Copy bandwidth",
+		"text->image", "image->text", "Data loader", "cold", "Unmeasured in this run", "peak device memory"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	r, err := bench.ReadReport(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}
+	if len(r.Train) != 2 || r.Train[0].Config != want || r.Train[0].Batch != 4 || r.Train[1].Batch != 8 || r.Train[0].Steps != 2 {
+		t.Errorf("train results %+v", r.Train)
+	}
+	if r.Kernels.Status != bench.Measured || r.Kernels.Batch != 8 || r.TopK.Status != bench.Measured || r.Data.Status != bench.Measured {
+		t.Errorf("kernels %s at batch %d, top-k %s, data %s", r.Kernels.Status, r.Kernels.Batch, r.TopK.Status, r.Data.Status)
+	}
+	if r.Data.Results[0].InputDim != 8 || r.Data.Results[0].OutputDim != 4 {
+		t.Errorf("data widths %d -> %d, want the model's", r.Data.Results[0].InputDim, r.Data.Results[0].OutputDim)
+	}
+	if r.Env.Device != "cpu" || !slices.Contains(r.Args, "--shape=8x16x1x4") {
+		t.Errorf("env %+v, args %q", r.Env, r.Args)
+	}
+	again, err := bench.ReadReport(filepath.Join(dir, "out", "bench.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Env.Date != r.Env.Date || len(again.Train) != 2 {
+		t.Error("--out's bench.json differs from --json's")
+	}
+	txt, err := os.ReadFile(filepath.Join(dir, "out", "bench.txt"))
+	if err != nil || !strings.Contains(string(txt), "Training step") {
+		t.Errorf("--out's bench.txt: %v\n%s", err, txt)
+	}
+}
+
+func TestBenchPerShapeBatchesAndSkips(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "b.json")
+	mustRun(t, "bench", "--shape", "8x16x1x4,4x8x0x2", "--batch", "8x16x1x4:4/8", "--batch", "4x8x0x2:2",
+		"--warmup", "0", "--steps", "1", "--min-time", "0", "--kernels=false", "--topk=false", "--data=false", "--json", jsonPath)
+	r, err := bench.ReadReport(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range r.Train {
+		got = append(got, fmt.Sprintf("%s:%d", x.ConfigName, x.Batch))
+	}
+	if want := []string{"8x16x1x4:4", "8x16x1x4:8", "4x8x0x2:2"}; !slices.Equal(got, want) {
+		t.Errorf("cases %q, want %q", got, want)
+	}
+	if r.Kernels.Status != bench.Skipped || r.TopK.Status != bench.Skipped || r.Data.Status != bench.Skipped {
+		t.Errorf("kernels %s, top-k %s, data %s; want all skipped", r.Kernels.Status, r.TopK.Status, r.Data.Status)
+	}
+	for _, w := range []string{"per-kernel times", "top-k throughput", "data loader throughput"} {
+		if !slices.ContainsFunc(r.Unmeasured, func(u string) bool { return strings.HasPrefix(u, w) }) {
+			t.Errorf("unmeasured %q lacks %q", r.Unmeasured, w)
+		}
+	}
+}
+
+func TestBenchErrors(t *testing.T) {
+	wantError(t, []string{"bench", "--shape", "huge"}, "--shape", "default, small", "IxHxBxO")
+	wantError(t, []string{"bench", "--shape", "8x0x1x4"}, "hidden dim")
+	wantError(t, []string{"bench", "--batch", "0"}, "--batch", "positive")
+	wantError(t, []string{"bench", "--shape", "small", "--batch", "default:64"}, "not among the --shape values")
+	wantError(t, []string{"bench", "--device", "tpu"}, "unknown device")
+	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
+	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
+	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")
+	wantError(t, []string{"bench", "extra"}, "unexpected argument")
+}
+
+// TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get
+// the GPU engine rather than benchmarking something else.
+func TestBenchCUDAWithoutTheTag(t *testing.T) {
+	if _, err := newEngine("cuda", nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}); err == nil {
+		t.Skip("this build has a CUDA engine")
+	}
+	wantError(t, []string{"bench", "--device", "cuda", "--shape", "8x16x1x4", "--batch", "4", "--topk=false", "--data=false"},
+		"--device cuda", "-tags cuda")
+}

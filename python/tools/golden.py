@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Golden reference dumps of the original ProjectorWithResiduals training step.
 
-Builds the original PyTorch architecture (SPEC 1.1) at a small size, trains it for
-20 steps with torch.optim.AdamW + torch.optim.lr_scheduler.OneCycleLR and the
-unit-norm MSE loss (SPEC 1.3-1.6), and records everything the Go reimplementation
-needs to check itself against PyTorch in two safetensors files:
+Builds the original PyTorch architecture (SPEC 1.1; the class is dinoclip.model's,
+from the package in python/src) at a small size, trains it for 20 steps with
+torch.optim.AdamW + torch.optim.lr_scheduler.OneCycleLR and the unit-norm MSE loss
+(SPEC 1.3-1.6), and records everything the Go reimplementation needs to check
+itself against PyTorch in two safetensors files:
 
     <out>/golden_f64.safetensors   the whole run in float64
     <out>/golden_f32.safetensors   the same run in float32
@@ -32,10 +33,15 @@ import tempfile
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim.adam as _adam_mod
 from safetensors.numpy import load_file, save
+
+try:  # the one copy of the architecture lives in the dinoclip package (python/src)
+    from dinoclip.model import ProjectorWithResiduals
+except ImportError:  # not installed: use the source tree beside this script
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    from dinoclip.model import ProjectorWithResiduals
 
 # ---- configuration (small) -------------------------------------------------
 INPUT_DIM = 12
@@ -55,45 +61,6 @@ DATA_SEED = 5678       # torch.Generator seed for the batches
 
 # OneCycleLR defaults (not passed; recorded from the scheduler object)
 # pct_start=0.3, div_factor=25, final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(dim, dim),
-            nn.LayerNorm(dim),
-            nn.GELU(),
-            nn.Linear(dim, dim),
-            nn.LayerNorm(dim),
-        )
-
-    def forward(self, x):
-        return x + self.layers(x)
-
-
-class ProjectorWithResiduals(nn.Module):
-    def __init__(self, input_dim=768, hidden_dim=2048, num_residual_blocks=6, output_dim=512):
-        super().__init__()
-        self.input_proj = nn.Linear(input_dim, hidden_dim)
-        self.residual_blocks = nn.ModuleList(
-            [ResidualBlock(hidden_dim) for _ in range(num_residual_blocks)]
-        )
-        self.hidden_norm = nn.LayerNorm(hidden_dim)
-        self.output_proj = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim // 2),
-            nn.GELU(),
-            nn.Linear(hidden_dim // 2, output_dim),
-        )
-        self.layer_norm = nn.LayerNorm(output_dim)
-
-    def forward(self, x):
-        x = self.input_proj(x)
-        for block in self.residual_blocks:
-            x = block(x)
-        x = self.hidden_norm(x)
-        x = self.output_proj(x)
-        return self.layer_norm(x)
 
 
 def unit_norm_mse(p, t):

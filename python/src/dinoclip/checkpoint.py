@@ -1,0 +1,382 @@
+"""Reading and writing dinoclip model checkpoints (docs/FORMAT.md).
+
+A model is a safetensors file ``model.safetensors``:
+
+- one F32 tensor per ``state_dict`` entry of :class:`~dinoclip.model.ProjectorWithResiduals`,
+  with the original names and shapes, stored (header and data) in state_dict order;
+- ``__metadata__``: ``format`` = ``dinoclip-model/1`` and ``config`` = compact JSON
+  ``{"input_dim":768,"hidden_dim":2048,"output_dim":512,"num_residual_blocks":6}``, plus
+  whatever else the writer adds (training writes ``step``, ``epoch`` and ``metrics``).
+
+:func:`save` writes exactly what the Go side writes for the same parameters and metadata (metadata
+first with sorted keys, then the tensors in order; the header padded with spaces to a multiple of 8
+bytes), to a temporary file that is renamed into place. :func:`load` accepts a model file, a
+checkpoint directory holding one, or a training run directory (its ``best`` checkpoint, else its
+``last``), like ``dinoclip project --model``.
+
+Example::
+
+    from dinoclip import checkpoint
+    model = checkpoint.load("runs/base")            # best (else last) checkpoint of a run
+    emb = model(torch.from_numpy(features))          # [n, 512], not normalised
+    checkpoint.save(model, "copy/model.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .model import CONFIG_KEYS, ProjectorWithResiduals
+
+__all__ = [
+    "MODEL_FILE",
+    "OPTIMIZER_FILE",
+    "MODEL_FORMAT",
+    "CheckpointError",
+    "resolve",
+    "read_metadata",
+    "read_config",
+    "infer_config",
+    "check_state_dict",
+    "load_state_dict",
+    "load",
+    "save",
+    "save_state_dict",
+    "encode_safetensors_header",
+]
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+MODEL_FORMAT = "dinoclip-model/1"
+BEST_LINK = "best"
+LAST_LINK = "last"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model."""
+
+
+# ---------------------------------------------------------------------------
+# paths
+
+
+def resolve(path: PathLike) -> str:
+    """The model file meant by ``path``: the file itself, ``path/model.safetensors``, or the
+    ``best`` (else ``last``) checkpoint of a run directory."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model: {path}: no such file or directory")
+    if not os.path.isdir(path):
+        return path
+    for rel in (MODEL_FILE, os.path.join(BEST_LINK, MODEL_FILE), os.path.join(LAST_LINK, MODEL_FILE)):
+        p = os.path.join(path, rel)
+        if os.path.isfile(p):
+            return p
+    raise CheckpointError(
+        f"model: {path} holds no {MODEL_FILE}, and no best or last checkpoint of a run"
+    )
+
+
+# ---------------------------------------------------------------------------
+# safetensors header
+
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _read_header(path: str) -> Tuple[dict, int]:
+    """The parsed JSON header of a safetensors file and the offset of its data."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
+        raw = f.read(n)
+    if len(raw) != n:
+        raise CheckpointError(f"{path}: truncated safetensors header")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    return header, 8 + n
+
+
+def read_metadata(path: PathLike) -> Dict[str, str]:
+    """The ``__metadata__`` of a model file (after :func:`resolve`)."""
+    header, _ = _read_header(resolve(path))
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def infer_config(shapes: Mapping[str, Iterable[int]]) -> Dict[str, int]:
+    """A model config read from tensor shapes: ``input_proj.weight`` is [hidden, input],
+    ``output_proj.2.weight`` is [output, hidden//2], and the residual blocks are counted."""
+    s = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+    inp, out = s.get("input_proj.weight"), s.get("output_proj.2.weight")
+    if inp is None or out is None or len(inp) != 2 or len(out) != 2:
+        raise CheckpointError(
+            "no model config, and no input_proj.weight and output_proj.2.weight matrices "
+            "to infer it from"
+        )
+    blocks = 0
+    while f"residual_blocks.{blocks}.layers.0.weight" in s:
+        blocks += 1
+    return {
+        "input_dim": inp[1],
+        "hidden_dim": inp[0],
+        "output_dim": out[0],
+        "num_residual_blocks": blocks,
+    }
+
+
+def _parse_config(text: str, where: str) -> Dict[str, int]:
+    try:
+        c = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: metadata config {text!r}: {e}") from None
+    if not isinstance(c, dict):
+        raise CheckpointError(f"{where}: metadata config {text!r} is not a JSON object")
+    out = {}
+    for k in CONFIG_KEYS:
+        v = c.get(k)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise CheckpointError(f"{where}: metadata config {text!r}: {k} is missing or not an integer")
+        out[k] = v
+    return out
+
+
+def read_config(path: PathLike) -> Dict[str, int]:
+    """A model file's shape: from its metadata ``config``, else inferred from its tensors."""
+    p = resolve(path)
+    header, _ = _read_header(p)
+    meta = header.get("__metadata__") or {}
+    if "config" in meta:
+        return _parse_config(meta["config"], p)
+    shapes = {k: v.get("shape", ()) for k, v in header.items() if k != "__metadata__"}
+    try:
+        return infer_config(shapes)
+    except CheckpointError as e:
+        raise CheckpointError(f"{p}: {e}") from None
+
+
+def check_state_dict(
+    state_dict: Mapping[str, object], model: torch.nn.Module
+) -> List[str]:
+    """What keeps ``state_dict`` from loading strictly into ``model``: missing and unexpected
+    names and wrong shapes, one message each (empty when it fits)."""
+    want = model.state_dict()
+    problems = []
+    for name, t in want.items():
+        if name not in state_dict:
+            problems.append(f"missing {name}")
+            continue
+        got = tuple(getattr(state_dict[name], "shape", ()))
+        if got != tuple(t.shape):
+            problems.append(f"{name} has shape {list(got)}, want {list(t.shape)}")
+    for name in state_dict:
+        if name not in want:
+            problems.append(f"unexpected {name}")
+    return problems
+
+
+def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], where: str) -> None:
+    problems = check_state_dict(sd, model)
+    if problems:
+        raise CheckpointError(
+            f"{where}: not a ProjectorWithResiduals of shape {model.config}: " + "; ".join(problems)
+        )
+    bad = [k for k, v in sd.items() if not torch.is_floating_point(v)]
+    if bad:
+        raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not floating point")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
+
+
+def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str], Dict[str, int]]:
+    """The tensors (as stored), metadata and config of a model file (after :func:`resolve`)."""
+    from safetensors import safe_open
+
+    p = resolve(path)
+    header, _ = _read_header(p)  # clear errors for what is not safetensors at all
+    meta = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    fmt = meta.get("format")
+    if fmt is not None and fmt != MODEL_FORMAT:
+        raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r} (a model, not an optimizer state)")
+    try:
+        with safe_open(p, framework="pt", device="cpu") as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{p}: {e}") from None
+    if "config" in meta:
+        config = _parse_config(meta["config"], p)
+    else:
+        try:
+            config = infer_config({k: v.shape for k, v in sd.items()})
+        except CheckpointError as e:
+            raise CheckpointError(f"{p}: {e}") from None
+    # keep the header's order (state_dict order in files dinoclip writes)
+    order = [k for k in header if k != "__metadata__"]
+    sd = {k: sd[k] for k in order if k in sd}
+    return sd, meta, config
+
+
+def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> ProjectorWithResiduals:
+    """Loads a dinoclip model (file, checkpoint directory or run directory) strictly.
+
+    The returned model is float32, in eval mode, on ``map_location``; its metadata is in
+    ``model.metadata`` and the file it came from in ``model.source_path``.
+    """
+    sd, meta, config = load_state_dict(path)
+    p = resolve(path)
+    try:
+        model = ProjectorWithResiduals.from_config(config)
+    except ValueError as e:
+        raise CheckpointError(f"{p}: {e}") from None
+    _load_into(model, sd, p)
+    model.metadata = meta
+    model.source_path = p
+    return model.to(map_location).eval()
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+
+def _json_string(s: str) -> str:
+    """s as a JSON string, escaped exactly as Go's encoding/json does without HTML escaping
+    (the Go side's safetensors writer), so both sides write identical headers."""
+    out = json.dumps(s, ensure_ascii=False)
+    return out.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _meta_value(v) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (bool, int, float)):
+        return json.dumps(v)
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_safetensors_header(
+    tensors: List[Tuple[str, np.ndarray]], metadata: Optional[Mapping[str, str]]
+) -> bytes:
+    """The 8-byte length and the JSON header of a safetensors file holding ``tensors`` in the
+    given order: metadata first with sorted keys (omitted when empty), no spaces, padded with
+    spaces to a multiple of 8 bytes."""
+    dtypes = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64"}
+    parts = []
+    if metadata:
+        items = ",".join(f"{_json_string(k)}:{_json_string(metadata[k])}" for k in sorted(metadata))
+        parts.append(f'"__metadata__":{{{items}}}')
+    off = 0
+    seen = set()
+    for name, a in tensors:
+        if name == "__metadata__" or name in seen:
+            raise ValueError(f"tensor name {name!r} is reserved or repeated")
+        seen.add(name)
+        dt = dtypes.get(a.dtype)
+        if dt is None:
+            raise ValueError(f"tensor {name!r}: dtype {a.dtype} is not supported")
+        shape = ",".join(str(int(d)) for d in a.shape)
+        parts.append(
+            f'{_json_string(name)}:{{"dtype":"{dt}","shape":[{shape}],"data_offsets":[{off},{off + a.nbytes}]}}'
+        )
+        off += a.nbytes
+    h = ("{" + ",".join(parts) + "}").encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, write) -> None:
+    """Calls ``write(fileobj)`` on a temporary file beside ``path``, fsyncs it and renames it
+    over ``path``: readers see the old file or the whole new one, never a part."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(d)
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: PathLike,
+    config: Mapping[str, int],
+    metadata: Optional[Mapping[str, object]] = None,
+) -> str:
+    """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata to ``path``."""
+    path = os.fspath(path)
+    meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
+    meta["format"] = MODEL_FORMAT
+    meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
+    arrays = []
+    for name, t in state_dict.items():
+        a = t.detach().to("cpu", torch.float32).contiguous().numpy()
+        arrays.append((name, np.ascontiguousarray(a, dtype="<f4")))
+    header = encode_safetensors_header(arrays, meta)
+
+    def write(f):
+        f.write(header)
+        for _, a in arrays:
+            f.write(memoryview(a.reshape(-1)).cast("B"))
+
+    write_atomic(path, write)
+    return path
+
+
+def save(
+    model: ProjectorWithResiduals,
+    path: PathLike,
+    metadata: Optional[Mapping[str, object]] = None,
+) -> str:
+    """Writes ``model`` as a dinoclip model file and returns its path.
+
+    ``path`` is the file to write, or a directory (existing, or given with a trailing
+    separator) to write ``model.safetensors`` into. ``metadata`` adds entries to the
+    ``__metadata__`` (strings as they are, other values as JSON); ``format`` and ``config``
+    are always set by ``save``. The write is atomic (temporary file + ``os.replace``).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(os.sep):
+        path = os.path.join(path, MODEL_FILE)
+    if not isinstance(model, ProjectorWithResiduals):
+        raise TypeError(f"save: want a ProjectorWithResiduals, got {type(model).__name__}")
+    return save_state_dict(model.state_dict(), path, model.config, metadata)

@@ -1,0 +1,177 @@
+"""Conversion between the original PyTorch checkpoint and dinoclip checkpoints.
+
+The original project published ``dinov2_alignment_model_epoch_16.pt``: ``torch.save`` of a
+``ProjectorWithResiduals.state_dict()``. dinoclip keeps models as safetensors files with the same
+names and shapes (docs/FORMAT.md). Both ways::
+
+    python -m dinoclip.convert to-dinoclip dinov2_alignment_model_epoch_16.pt model.safetensors
+    python -m dinoclip.convert to-torch runs/base model.pt
+
+``to-dinoclip`` reads a ``.pt`` holding a state_dict, or a dict wrapping one under
+``state_dict`` / ``model_state_dict``, with ``torch.load(weights_only=True)`` (no pickled code is
+run); the model's shape is inferred from the tensors, and every name and shape is checked as
+``load_state_dict(strict=True)`` would. OUT is a ``.safetensors`` file, or a checkpoint directory
+to write ``model.safetensors`` into. ``to-torch`` reads a dinoclip model file, checkpoint
+directory or run directory (its best checkpoint, else its last) and writes a plain state_dict
+that loads into the original class. Both write atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional
+
+import torch
+
+from . import checkpoint
+from .checkpoint import CheckpointError, MODEL_FILE
+from .model import ProjectorWithResiduals
+
+__all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
+
+#: dict keys under which training scripts commonly nest a state_dict
+WRAPPER_KEYS = ("state_dict", "model_state_dict")
+
+
+class ConversionError(CheckpointError):
+    """A checkpoint that cannot be converted."""
+
+
+def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise ConversionError(
+            f"{path}: holds a {type(obj).__name__}, want a state_dict (a dict of tensors)"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    keys = ", ".join(repr(k) for k in list(obj)[:8]) or "none"
+    non = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    raise ConversionError(
+        f"{path}: not a state_dict: want a dict of tensors, or one under "
+        f"{' or '.join(repr(k) for k in WRAPPER_KEYS)}; its keys are {keys}"
+        + (f" ({len(non)} are not tensors, e.g. {non[0]!r})" if non else "")
+    )
+
+
+def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The state_dict in a ``.pt`` file, loaded with ``weights_only=True``.
+
+    Accepts a plain state_dict or one nested under ``state_dict`` / ``model_state_dict``. A
+    ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix shared by every key is
+    removed.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # unpickling errors of several types
+        raise ConversionError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from None
+    sd = OrderedDict(_unwrap(obj, path))
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):
+            sd = OrderedDict((k[len(prefix):], v) for k, v in sd.items())
+    bad = [k for k in sd if not isinstance(k, str)]
+    if bad:
+        raise ConversionError(f"{path}: state_dict has non-string keys, e.g. {bad[0]!r}")
+    return sd
+
+
+def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> ProjectorWithResiduals:
+    """A ProjectorWithResiduals holding ``sd``, its shape inferred; strict name/shape check."""
+    try:
+        config = checkpoint.infer_config({k: v.shape for k, v in sd.items()})
+    except CheckpointError as e:
+        raise ConversionError(f"{where}: {e}; keys: {', '.join(list(sd)[:6])}{', ...' if len(sd) > 6 else ''}") from None
+    try:
+        model = ProjectorWithResiduals.from_config(config)
+    except ValueError as e:
+        raise ConversionError(f"{where}: {e}") from None
+    problems = checkpoint.check_state_dict(sd, model)
+    if problems:
+        raise ConversionError(
+            f"{where}: not a ProjectorWithResiduals state_dict (shape inferred as {config}): "
+            + "; ".join(problems)
+        )
+    nonfloat = [k for k, v in sd.items() if not torch.is_floating_point(v)]
+    if nonfloat:
+        raise ConversionError(f"{where}: tensors {', '.join(nonfloat)} are not floating point")
+    nonfinite = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise ConversionError(f"{where}: tensors {', '.join(nonfinite)} hold NaN or Inf")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
+    return model
+
+
+def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
+    """Converts a ``.pt`` state_dict to a dinoclip model file; returns the path written."""
+    sd = read_torch_state_dict(src)
+    model = model_from_state_dict(sd, src)
+    if not dst.endswith(".safetensors"):
+        dst = os.path.join(dst, MODEL_FILE)  # a checkpoint directory
+    return checkpoint.save(model, dst, metadata)
+
+
+def dinoclip_to_torch(src: str, dst: str) -> str:
+    """Converts a dinoclip model (file, checkpoint or run directory) to a ``.pt`` state_dict
+    (``torch.save(model.state_dict())``, as the original project saved it)."""
+    if os.path.isdir(dst):
+        raise ConversionError(f"{dst} is a directory; want the path of the .pt file to write")
+    model = checkpoint.load(src)
+    sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
+    checkpoint.write_atomic(dst, lambda f: torch.save(sd, f))
+    return dst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m dinoclip.convert",
+        description="Convert between the original project's PyTorch .pt state_dict and a dinoclip "
+        "checkpoint (safetensors, docs/FORMAT.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m dinoclip.convert to-dinoclip dinov2_alignment_model_epoch_16.pt model.safetensors\n"
+        "  python -m dinoclip.convert to-dinoclip original.pt ckpt/     # writes ckpt/model.safetensors\n"
+        "  python -m dinoclip.convert to-torch runs/base model.pt       # best (else last) checkpoint",
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    a = sub.add_parser(
+        "to-dinoclip",
+        help="PyTorch .pt state_dict -> dinoclip model.safetensors",
+        description="Reads IN (torch.save of a ProjectorWithResiduals state_dict, or a dict holding one "
+        "under 'state_dict'/'model_state_dict'; loaded with weights_only=True) and writes a dinoclip "
+        "model file. OUT ending in .safetensors is the file; otherwise OUT is a checkpoint directory "
+        "and OUT/model.safetensors is written.",
+    )
+    a.add_argument("input", metavar="IN.pt")
+    a.add_argument("output", metavar="OUT.safetensors|DIR")
+    b = sub.add_parser(
+        "to-torch",
+        help="dinoclip model -> PyTorch .pt state_dict",
+        description="Reads IN (a dinoclip model.safetensors, a checkpoint directory, or a run directory: "
+        "its best checkpoint, else its last) and writes torch.save(state_dict) to OUT, loadable into "
+        "the original ProjectorWithResiduals with load_state_dict(strict=True).",
+    )
+    b.add_argument("input", metavar="IN(.safetensors|DIR)")
+    b.add_argument("output", metavar="OUT.pt")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "to-dinoclip":
+            out = torch_to_dinoclip(args.input, args.output)
+        else:
+            out = dinoclip_to_torch(args.input, args.output)
+    except (CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"dinoclip.convert: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

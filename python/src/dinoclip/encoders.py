@@ -1,0 +1,140 @@
+"""DINOv2 and CLIP through Hugging Face transformers: loading and the embeddings dinoclip uses.
+
+- :func:`dinov2_features`: the mean of DINOv2's ``last_hidden_state`` over all tokens, CLS
+  included (257 tokens at 224 px), after the model's final LayerNorm (SPEC 1.2).
+- :func:`clip_image_embeddings` / :func:`clip_text_embeddings`: CLIP's projected image and text
+  embeddings (``get_image_features`` / ``get_text_features``), not normalised.
+- :class:`CLIPTextTokenizer`: strings -> ``[n, 77]`` token ids, padded and truncated to CLIP's
+  context length, as CLIP_benchmark's tokenizers return them.
+
+Models load by Hugging Face name or local directory (``save_pretrained`` layout); nothing is
+loaded or downloaded at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+__all__ = [
+    "DEFAULT_DINOV2",
+    "DEFAULT_CLIP",
+    "load_dinov2",
+    "load_clip",
+    "load_tokenizer",
+    "CLIPTextTokenizer",
+    "dinov2_features",
+    "clip_image_embeddings",
+    "clip_text_embeddings",
+    "feature_dim",
+    "embedding_dim",
+    "clip_image_size",
+]
+
+DEFAULT_DINOV2 = "facebook/dinov2-base"
+DEFAULT_CLIP = "openai/clip-vit-base-patch16"
+
+Device = Union[str, torch.device]
+
+
+def load_dinov2(name_or_path: str = DEFAULT_DINOV2, device: Device = "cpu"):
+    """A ``transformers.Dinov2Model`` in eval mode, float32, on ``device``."""
+    from transformers import Dinov2Model
+
+    return Dinov2Model.from_pretrained(name_or_path).float().to(device).eval()
+
+
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: Device = "cpu"):
+    """A ``transformers.CLIPModel`` in eval mode, float32, on ``device``."""
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(name_or_path).float().to(device).eval()
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_CLIP, clip=None) -> "CLIPTextTokenizer":
+    """The CLIP tokenizer of ``name_or_path`` wrapped as :class:`CLIPTextTokenizer`."""
+    from transformers import AutoTokenizer
+
+    return CLIPTextTokenizer(AutoTokenizer.from_pretrained(name_or_path), clip=clip)
+
+
+class CLIPTextTokenizer:
+    """Callable: a list of strings -> LongTensor ``[n, context_length]`` of token ids.
+
+    Every caption is padded (with the tokenizer's pad token, ``<|endoftext|>`` for OpenAI CLIP)
+    and truncated to the context length (77), so its embedding does not depend on what else is
+    in the batch. The text model pools at the first end-of-text token and attends causally, so
+    the padding after it needs no attention mask.
+    """
+
+    def __init__(self, tokenizer, clip=None, context_length: Optional[int] = None):
+        self.tokenizer = tokenizer
+        if context_length is None:
+            lengths = []
+            if clip is not None:
+                lengths.append(int(clip.config.text_config.max_position_embeddings))
+            ml = getattr(tokenizer, "model_max_length", None)
+            if isinstance(ml, int) and 0 < ml < 100_000:
+                lengths.append(ml)
+            context_length = min(lengths) if lengths else 77
+        self.context_length = int(context_length)
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        enc = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"]
+
+
+def _pooled(out) -> torch.Tensor:
+    """The embedding from a ``get_*_features`` result: a tensor (transformers 4.x) or an output
+    whose ``pooler_output`` holds the projected embedding (transformers 5.x)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    pooled = getattr(out, "pooler_output", None)
+    if isinstance(pooled, torch.Tensor):
+        return pooled
+    if isinstance(out, (tuple, list)) and len(out) > 1 and isinstance(out[1], torch.Tensor):
+        return out[1]
+    raise TypeError(f"unexpected CLIP features output of type {type(out).__name__}")
+
+
+def dinov2_features(dinov2, pixel_values: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] DINOv2-preprocessed images -> [B, hidden] features, float32: the mean of
+    ``last_hidden_state`` over all tokens (CLS and patches)."""
+    out = dinov2(pixel_values=pixel_values)
+    return out.last_hidden_state.float().mean(dim=1)
+
+
+def clip_image_embeddings(clip, pixel_values: torch.Tensor) -> torch.Tensor:
+    """[B, 3, S, S] CLIP-preprocessed images -> [B, projection_dim] image embeddings, float32."""
+    return _pooled(clip.get_image_features(pixel_values=pixel_values)).float()
+
+
+def clip_text_embeddings(clip, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[B, L] token ids -> [B, projection_dim] text embeddings, float32."""
+    kw = {} if attention_mask is None else {"attention_mask": attention_mask}
+    return _pooled(clip.get_text_features(input_ids=input_ids, **kw)).float()
+
+
+def feature_dim(dinov2) -> int:
+    """The width of :func:`dinov2_features` (the model's hidden size)."""
+    return int(dinov2.config.hidden_size)
+
+
+def embedding_dim(clip) -> int:
+    """The width of CLIP's embeddings (``projection_dim``)."""
+    return int(clip.config.projection_dim)
+
+
+def clip_image_size(clip) -> int:
+    """The image size CLIP's vision tower takes (its preprocessing crop)."""
+    return int(clip.config.vision_config.image_size)
+

@@ -1,0 +1,733 @@
+"""Feature extraction: images and captions -> the .npy files dinoclip trains and evaluates on.
+
+Writes exactly the files of docs/FORMAT.md:
+
+- training data: ``NAME.dino.npy`` [n, D_in] (DINOv2 features: the mean of ``last_hidden_state``
+  over all tokens, CLS included) and ``NAME.clip.npy`` [n, D_out] (the CLIP image embedding of the
+  same image, or with ``--target text`` the CLIP text embedding of its caption), raw, not
+  normalised;
+- evaluation sets: ``images.dino.npy``, ``images.clip.npy``, ``captions.clip.npy``,
+  ``captions.image.npy`` (int64) and ``eval.json``.
+
+Subcommands (``python -m dinoclip.extract SUBCOMMAND --help`` for each)::
+
+    # a folder of images with captions -> shard-00000.{dino,clip}.npy, ... (--shard-size rows each)
+    python -m dinoclip.extract train-folder photos/ --captions captions.jsonl --out features/photos
+
+    # img2dataset webdataset shards (KEY.jpg + KEY.txt) -> one output shard per tar, named after it
+    python -m dinoclip.extract train-wds cc12m/ --out features/cc12m
+
+    # Karpathy-split COCO / Flickr test sets -> evaluation set directories
+    python -m dinoclip.extract eval-coco --karpathy dataset_coco.json --images coco/ --out features/mscoco-5k
+    python -m dinoclip.extract eval-flickr --karpathy dataset_flickr30k.json --images flickr30k-images/ \\
+        --out features/flickr30k-1k
+
+Every .npy file is written to a temporary name (``.NAME.tmp-*``) and renamed into place. A run can
+be stopped and started again: an output shard whose two files exist (an evaluation set whose five
+files exist) is skipped. Models load by Hugging Face name or local directory (``--dinov2``,
+``--clip``). Images that cannot be decoded are left out of training shards (and reported); in an
+evaluation set they are an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from . import encoders
+from ._progress import progress
+from .npyio import embedding_dtype, save_npy
+
+__all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
+
+FEATURE_SUFFIX = ".dino.npy"
+TARGET_SUFFIX = ".clip.npy"
+EVAL_FILES = ("images.dino.npy", "images.clip.npy", "captions.clip.npy", "captions.image.npy", "eval.json")
+MANIFEST = "extract.json"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class ExtractError(Exception):
+    """A problem with the inputs or options, reported as one line."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# image sources
+
+
+def _open_path(path: str):
+    from PIL import Image
+
+    img = Image.open(path)
+    img.load()
+    return img
+
+
+class _TarOpener:
+    """Opens images of one tar file by (offset, size), each DataLoader worker with its own file
+    handle; a ``bytes`` reference (compressed tars) is decoded as it is."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fh = None
+        self._pid = None
+
+    def __getstate__(self):
+        return {"path": self.path, "_fh": None, "_pid": None}
+
+    def __call__(self, ref):
+        from PIL import Image
+
+        if isinstance(ref, (bytes, bytearray)):
+            data = ref
+        else:
+            if self._fh is None or self._pid != os.getpid():
+                self._fh = open(self.path, "rb")
+                self._pid = os.getpid()
+            off, size = ref
+            self._fh.seek(off)
+            data = self._fh.read(size)
+            if len(data) != size:
+                raise OSError(f"{self.path}: short read at offset {off}")
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, refs, opener, dino_tf, clip_tf):
+        self.refs, self.opener, self.dino_tf, self.clip_tf = refs, opener, dino_tf, clip_tf
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        try:
+            img = self.opener(self.refs[i])
+            d = self.dino_tf(img)
+            c = self.clip_tf(img) if self.clip_tf is not None else None
+            return i, d, c, None
+        except Exception as e:  # a bad image is reported, not fatal
+            return i, None, None, f"{type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    ok = [b for b in batch if b[3] is None]
+    failed = [(b[0], b[3]) for b in batch if b[3] is not None]
+    idx = [b[0] for b in ok]
+    dino = torch.stack([b[1] for b in ok]) if ok else None
+    clip = torch.stack([b[2] for b in ok]) if ok and ok[0][2] is not None else None
+    return idx, dino, clip, failed
+
+
+# ---------------------------------------------------------------------------
+# the models
+
+
+@dataclass
+class Encoded:
+    """Rows computed for a list of images: ``kept`` are the indices (into the list) of the
+    images that decoded, in order; ``failed`` the others with the reason."""
+
+    dino: np.ndarray
+    clip: np.ndarray
+    kept: List[int]
+    failed: List[Tuple[int, str]] = field(default_factory=list)
+
+
+class Extractor:
+    """DINOv2 + CLIP on one device, batched."""
+
+    def __init__(self, dinov2: str, clip: str, device: str, batch_size: int = 64, workers: int = 4,
+                 precision: str = "fp32", quiet: bool = False):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ExtractError(f"--device {device}: CUDA is not available on this machine")
+        self.batch_size, self.workers, self.quiet = batch_size, workers, quiet
+        self.precision = precision
+        if precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.dinov2_name, self.clip_name = dinov2, clip
+        if quiet:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        self.dinov2 = encoders.load_dinov2(dinov2, self.device)
+        self.clip = encoders.load_clip(clip, self.device)
+        self._tokenizer = None
+        from .transforms import clip_transform, dinov2_transform
+
+        self.dino_tf = dinov2_transform()
+        self.clip_tf = clip_transform(encoders.clip_image_size(self.clip))
+        self.feature_dim = encoders.feature_dim(self.dinov2)
+        self.embedding_dim = encoders.embedding_dim(self.clip)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = encoders.load_tokenizer(self.clip_name, clip=self.clip)
+        return self._tokenizer
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(device_type=self.device.type, dtype=dt)
+        return contextlib.nullcontext()
+
+    def _text(self, captions: Sequence[str]) -> torch.Tensor:
+        ids = self.tokenizer(list(captions)).to(self.device)
+        return encoders.clip_text_embeddings(self.clip, ids)
+
+    def images(self, refs: Sequence, opener: Callable, captions: Optional[Sequence[str]] = None,
+               target: str = "image", desc: str = "images") -> Encoded:
+        """DINOv2 features and the target (CLIP image embeddings, or with target "text" the
+        CLIP text embeddings of ``captions``) of the images ``refs`` that decode."""
+        if target == "text" and captions is None:
+            raise ValueError("target text needs captions")
+        ds = _ImageDataset(refs, opener, self.dino_tf, self.clip_tf if target == "image" else None)
+        dl = torch.utils.data.DataLoader(
+            ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
+            collate_fn=_collate, pin_memory=self.device.type == "cuda",
+        )
+        dinos, clips, kept, failed = [], [], [], []
+        with progress(total=len(refs), desc=desc, unit="img", disable=self.quiet) as bar:
+            for idx, dino, clip, bad in dl:
+                failed.extend(bad)
+                if idx:
+                    with torch.inference_mode(), self._autocast():
+                        d = encoders.dinov2_features(self.dinov2, dino.to(self.device, non_blocking=True))
+                        if target == "image":
+                            c = encoders.clip_image_embeddings(self.clip, clip.to(self.device, non_blocking=True))
+                        else:
+                            c = self._text([captions[i] for i in idx])
+                    dinos.append(d.float().cpu().numpy())
+                    clips.append(c.float().cpu().numpy())
+                    kept.extend(idx)
+                bar.update(len(idx) + len(bad))
+        dino_a = np.concatenate(dinos) if dinos else np.zeros((0, self.feature_dim), np.float32)
+        clip_a = np.concatenate(clips) if clips else np.zeros((0, self.embedding_dim), np.float32)
+        return Encoded(dino_a, clip_a, kept, failed)
+
+    def texts(self, texts: Sequence[str], desc: str = "captions") -> np.ndarray:
+        """CLIP text embeddings [n, D_out] of ``texts``."""
+        out = []
+        bs = max(self.batch_size, 1)
+        with progress(total=len(texts), desc=desc, unit="text", disable=self.quiet) as bar:
+            for i in range(0, len(texts), bs):
+                chunk = texts[i:i + bs]
+                with torch.inference_mode(), self._autocast():
+                    out.append(self._text(chunk).float().cpu().numpy())
+                bar.update(len(chunk))
+        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+
+
+# ---------------------------------------------------------------------------
+# inputs
+
+
+def _rel(root: str, p: str) -> str:
+    return p if os.path.isabs(p) else os.path.join(root, p)
+
+
+def read_folder(root: str, captions: Optional[str] = None, need_captions: bool = True) -> List[Tuple[str, Optional[str]]]:
+    """The (image path, caption) pairs of an image folder, in a fixed order.
+
+    With ``captions`` (a .jsonl file of objects with ``image`` and ``caption``, or a .csv/.tsv
+    file with a header row naming ``image`` and ``caption`` columns; image paths relative to
+    ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
+    several rows. Without it, every image file under ``root`` (recursively, sorted by path) is
+    paired with the text of its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``); with
+    ``need_captions`` an image without one is an error. Of a captions file, the first 1000 images
+    are checked to exist; a missing one further down is reported as not decoding.
+    """
+    if not os.path.isdir(root):
+        raise ExtractError(f"{root}: not a directory")
+    pairs: List[Tuple[str, Optional[str]]] = []
+    if captions:
+        if not os.path.isfile(captions):
+            raise ExtractError(f"--captions {captions}: no such file")
+        if captions.endswith(".jsonl"):
+            with open(captions, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                        img, cap = rec["image"], rec["caption"]
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ExtractError(
+                            f"{captions}:{n}: want a JSON object with \"image\" and \"caption\" ({e})") from None
+                    pairs.append((_rel(root, str(img)), str(cap)))
+        elif captions.endswith((".csv", ".tsv")):
+            with open(captions, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f, delimiter="\t" if captions.endswith(".tsv") else ",")
+                if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
+                    raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
+                                       f"got {reader.fieldnames}")
+                for row in reader:
+                    pairs.append((_rel(root, row["image"]), row["caption"]))
+        else:
+            raise ExtractError(f"--captions {captions}: want a .jsonl, .csv or .tsv file")
+        # A wrong path convention shows in the first rows; checking them all would stat millions
+        # of files on every resume. A missing image further down is counted as not decoding.
+        missing = [p for p, _ in pairs[:1000] if not os.path.isfile(p)]
+        if missing:
+            raise ExtractError(f"{len(missing)} of the first {min(len(pairs), 1000)} images named in "
+                               f"{captions} do not exist, e.g. {missing[0]}")
+        if not pairs:
+            raise ExtractError(f"{captions}: no rows")
+        return pairs
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTS):
+                p = os.path.join(d, name)
+                side = os.path.splitext(p)[0] + ".txt"
+                cap = None
+                if os.path.isfile(side):
+                    with open(side, encoding="utf-8") as f:
+                        cap = f.read().strip()
+                elif need_captions:
+                    raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
+                pairs.append((p, cap))
+    if not pairs:
+        raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
+    return pairs
+
+
+@dataclass
+class TarIndex:
+    refs: list          # per sample: (offset, size), or the bytes of a compressed tar
+    keys: List[str]
+    captions: List[Optional[str]]
+    incomplete: int     # samples without an image (or, when needed, a caption)
+
+
+def index_tar(path: str, need_captions: bool = True) -> TarIndex:
+    """The samples of a webdataset tar as img2dataset writes it: ``KEY.jpg`` (or png/webp) with
+    ``KEY.txt`` (and ``KEY.json``, unused), in the order their keys first appear."""
+    samples: Dict[str, dict] = {}
+    try:
+        tf = tarfile.open(path, mode="r:")
+        compressed = False
+    except tarfile.ReadError:
+        try:
+            tf = tarfile.open(path, mode="r:*")
+        except tarfile.ReadError as e:
+            raise ExtractError(f"{path}: not a tar file ({e})") from None
+        compressed = True
+    with tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            d, base = os.path.split(m.name)
+            if base.startswith(".") or "." not in base:
+                continue
+            stem, ext = base.split(".", 1)
+            key = os.path.join(d, stem) if d else stem
+            ext = ext.lower()
+            s = samples.setdefault(key, {})
+            if ext in WDS_IMAGE_EXTS and "image" not in s:
+                s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
+            elif ext == "txt":
+                s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+    idx = TarIndex([], [], [], 0)
+    for key, s in samples.items():
+        if "image" not in s or (need_captions and "caption" not in s):
+            idx.incomplete += 1
+            continue
+        idx.refs.append(s["image"])
+        idx.keys.append(key)
+        idx.captions.append(s.get("caption"))
+    return idx
+
+
+def read_karpathy(path: str, images_root: str, split: str = "test"):
+    """The images of one split of a Karpathy-split json (``dataset_coco.json``,
+    ``dataset_flickr30k.json``, ``dataset_flickr8k.json``): their paths, all their captions, and
+    the image of each caption. An image's path is ``images_root/filepath/filename`` (COCO's
+    ``filepath`` is ``val2014`` or ``train2014``), else ``images_root/filename``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExtractError(f"--karpathy {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ExtractError(f"--karpathy {path}: want a JSON object with an \"images\" list (Karpathy split)")
+    imgs = [im for im in data["images"] if im.get("split") == split]
+    if not imgs:
+        splits = sorted({str(im.get("split")) for im in data["images"]})
+        raise ExtractError(f"{path}: no images in split {split!r} (splits: {', '.join(splits)})")
+    paths, captions, cap_image, missing = [], [], [], []
+    for i, im in enumerate(imgs):
+        fn = im.get("filename")
+        if not fn:
+            raise ExtractError(f"{path}: image {i} of split {split!r} has no filename")
+        cands = [os.path.join(images_root, im["filepath"], fn)] if im.get("filepath") else []
+        cands.append(os.path.join(images_root, fn))
+        p = next((c for c in cands if os.path.isfile(c)), None)
+        if p is None:
+            missing.append(cands[0])
+            p = cands[0]
+        paths.append(p)
+        sents = im.get("sentences") or []
+        caps = []
+        for s in sents:
+            raw = s.get("raw")
+            if raw is None and s.get("tokens"):
+                raw = " ".join(s["tokens"])
+            if raw is not None and raw.strip():
+                caps.append(raw.strip())
+        if not caps:
+            raise ExtractError(f"{path}: image {fn} has no captions")
+        captions.extend(caps)
+        cap_image.extend([i] * len(caps))
+    if missing:
+        raise ExtractError(f"{len(missing)} of {len(imgs)} images are not under --images {images_root}, "
+                           f"e.g. {missing[0]}")
+    return paths, captions, np.asarray(cap_image, dtype=np.int64), data.get("dataset")
+
+
+# ---------------------------------------------------------------------------
+# outputs
+
+
+def _shard_done(out: str, name: str) -> bool:
+    return os.path.isfile(os.path.join(out, name + FEATURE_SUFFIX)) and os.path.isfile(os.path.join(out, name + TARGET_SUFFIX))
+
+
+def _write_shard(out: str, name: str, enc: Encoded, float16: bool) -> None:
+    dt = embedding_dtype(float16)
+    save_npy(os.path.join(out, name + FEATURE_SUFFIX), enc.dino, dt)
+    save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
+
+
+_COMPARED = ("command", "target", "shard_size", "rows", "dinov2", "clip", "feature_dim", "embedding_dim")
+
+
+def _check_manifest(out: str, settings: dict, write: bool) -> None:
+    """extract.json records how the shards in ``out`` were made; shards made differently
+    (another target, shard size or model) must not be mixed with them, nor taken as done."""
+    path = os.path.join(out, MANIFEST)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError:
+                old = {}
+        diff = [k for k in _COMPARED if k in settings and k in old and old[k] != settings[k]]
+        if diff:
+            what = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
+            raise ExtractError(f"{out} holds shards extracted with other settings ({what}); "
+                               f"use another --out, or the same settings to resume")
+        return
+    if write:
+        from .checkpoint import write_atomic
+
+        text = json.dumps(settings, indent=2) + "\n"
+        write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _report(name: str, enc: Encoded, total: int, incomplete: int = 0) -> None:
+    msg = f"{name}: {len(enc.kept)} rows"
+    if enc.failed or incomplete:
+        msg += f" of {total + incomplete} samples"
+        parts = []
+        if enc.failed:
+            parts.append(f"{len(enc.failed)} images did not decode (e.g. #{enc.failed[0][0]}: {enc.failed[0][1]})")
+        if incomplete:
+            parts.append(f"{incomplete} samples lack an image or a caption")
+        msg += "; skipped: " + ", ".join(parts)
+    _log(msg)
+
+
+# ---------------------------------------------------------------------------
+# subcommands
+
+
+def _extractor(args) -> Extractor:
+    return Extractor(args.dinov2, args.clip, args.device, batch_size=args.batch_size,
+                     workers=args.workers, precision=args.precision, quiet=args.quiet)
+
+
+def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
+    s = {"command": command, "target": args.target, "dinov2": args.dinov2, "clip": args.clip}
+    if ext is not None:
+        s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
+    s.update(extra)
+    return s
+
+
+def cmd_train_folder(args) -> int:
+    pairs = read_folder(args.root, args.captions, need_captions=args.target == "text")
+    if args.shard_size < 1:
+        raise ExtractError(f"--shard-size {args.shard_size}: must be at least 1")
+    n = len(pairs)
+    nshards = math.ceil(n / args.shard_size)
+    width = max(5, len(str(nshards - 1)))
+    names = [f"shard-{k:0{width}d}" for k in range(nshards)]
+    os.makedirs(args.out, exist_ok=True)
+    extra = dict(shard_size=args.shard_size, rows=n, root=os.path.abspath(args.root),
+                 captions=os.path.abspath(args.captions) if args.captions else None)
+    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False)
+    todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
+    _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
+         + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
+    if not todo:
+        return 0
+    ext = _extractor(args)
+    _check_manifest(args.out, _settings(args, "train-folder", ext, **extra), write=True)
+    for k in todo:
+        chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
+        enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
+                         desc=f"{names[k]} ({k + 1}/{nshards})")
+        _write_shard(args.out, names[k], enc, args.float16)
+        _report(names[k], enc, len(chunk))
+    return 0
+
+
+def _expand_tars(inputs: Sequence[str]) -> List[str]:
+    tars = []
+    for p in inputs:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
+            if not found:
+                raise ExtractError(f"{p}: no .tar files")
+            tars.extend(found)
+        elif os.path.isfile(p):
+            tars.append(p)
+        else:
+            raise ExtractError(f"{p}: no such file or directory")
+    return tars
+
+
+def _tar_name(path: str) -> str:
+    base = os.path.basename(path)
+    for suf in (".tar.gz", ".tgz", ".tar"):
+        if base.endswith(suf):
+            return base[: -len(suf)]
+    return os.path.splitext(base)[0]
+
+
+def cmd_train_wds(args) -> int:
+    tars = _expand_tars(args.inputs)
+    names = [_tar_name(t) for t in tars]
+    seen: Dict[str, str] = {}
+    for t, n in zip(tars, names):
+        if n in seen:
+            raise ExtractError(f"{seen[n]} and {t} would both be output shard {n}")
+        seen[n] = t
+    os.makedirs(args.out, exist_ok=True)
+    _check_manifest(args.out, _settings(args, "train-wds"), write=False)
+    todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]
+    _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
+    if not todo:
+        return 0
+    ext = _extractor(args)
+    _check_manifest(args.out, _settings(args, "train-wds", ext), write=True)
+    need_captions = args.target == "text"
+    for j, i in enumerate(todo):
+        idx = index_tar(tars[i], need_captions=need_captions)
+        enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
+                         desc=f"{names[i]} ({j + 1}/{len(todo)})")
+        _write_shard(args.out, names[i], enc, args.float16)
+        _report(names[i], enc, len(idx.refs), idx.incomplete)
+    return 0
+
+
+def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback: str) -> str:
+    base = (dataset or "").strip().lower()
+    if not base:
+        stem = os.path.splitext(os.path.basename(json_path))[0]
+        base = stem[len("dataset_"):] if stem.startswith("dataset_") else fallback
+    if base == "coco":
+        base = "mscoco"
+    return f"{base}-{n // 1000}k" if n % 1000 == 0 and n > 0 else f"{base}-{n}"
+
+
+def cmd_eval(args, kind: str) -> int:
+    if all(os.path.isfile(os.path.join(args.out, f)) for f in EVAL_FILES):
+        _log(f"{args.out}: evaluation set already complete; skipping (delete it to redo)")
+        return 0
+    paths, captions, cap_image, dataset = read_karpathy(args.karpathy, args.images, args.split)
+    name = args.name or _default_eval_name(dataset, args.karpathy, len(paths), kind)
+    expected = {"coco": 5000, "flickr": 1000}[kind]
+    _log(f"{args.karpathy} split {args.split!r}: {len(paths)} images, {len(captions)} captions -> "
+         f"{args.out} ({name!r})")
+    if args.split == "test" and len(paths) != expected:
+        _log(f"note: the Karpathy test split of {kind} has {expected} images; this one has {len(paths)}")
+    ext = _extractor(args)
+    enc = ext.images(paths, _open_path, target="image", desc="images")
+    if enc.failed:
+        i, why = enc.failed[0]
+        raise ExtractError(f"{len(enc.failed)} images did not decode, e.g. {paths[i]}: {why}")
+    text = ext.texts(captions)
+    os.makedirs(args.out, exist_ok=True)
+    dt = embedding_dtype(args.float16)
+    save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
+    save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
+    save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
+    save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
+    info = {
+        "name": name,
+        "source": f"{os.path.basename(args.karpathy)} split {args.split}",
+        "images": len(paths),
+        "captions": len(captions),
+        "dinov2": args.dinov2,
+        "clip": args.clip,
+        "dtype": "float16" if args.float16 else "float32",
+    }
+    from .checkpoint import write_atomic
+
+    text_json = json.dumps(info, indent=2) + "\n"
+    write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))
+    _log(f"{args.out}: {len(paths)} images, {len(captions)} captions, "
+         f"features {ext.feature_dim}, embeddings {ext.embedding_dim}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+
+def _common(p: argparse.ArgumentParser, target: bool) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--dinov2", default=encoders.DEFAULT_DINOV2, metavar="NAME|PATH",
+                   help="DINOv2 model: Hugging Face name or local directory (default: %(default)s)")
+    p.add_argument("--clip", default=encoders.DEFAULT_CLIP, metavar="NAME|PATH",
+                   help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: %(default)s)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image decoding processes; 0 decodes in the main process (default: the number "
+                        "of CPUs, at most 8)")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                   help="model arithmetic: fp32 (default), tf32 matmuls (CUDA), or bf16/fp16 autocast; "
+                        "the files are float32 either way unless --float16")
+    p.add_argument("--float16", action="store_true", help="write the embeddings as float16 instead of float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if target:
+        p.add_argument("--target", choices=("image", "text"), default="image",
+                       help="what .clip.npy holds: CLIP image embeddings of the images (default) or CLIP "
+                            "text embeddings of their captions")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m dinoclip.extract",
+        description="Extract DINOv2 features and CLIP embeddings into the .npy files dinoclip trains "
+                    "and evaluates on (docs/FORMAT.md). Stopped runs resume: finished outputs are skipped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m dinoclip.extract train-wds /data/cc12m --out features/cc12m\n"
+               "  python -m dinoclip.extract train-folder photos/ --captions captions.jsonl --out features/photos\n"
+               "  python -m dinoclip.extract eval-coco --karpathy dataset_coco.json --images /data/coco "
+               "--out features/mscoco-5k\n"
+               "  python -m dinoclip.extract eval-flickr --karpathy dataset_flickr30k.json "
+               "--images /data/flickr30k-images --out features/flickr30k-1k",
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    p = sub.add_parser(
+        "train-folder", help="image folder with captions -> training shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Training shards from a folder of images: shard-00000.dino.npy + shard-00000.clip.npy, ...,\n"
+                    "--shard-size rows each (fewer where images fail to decode).\n\n"
+                    "Captions: with --captions FILE, a .jsonl file of {\"image\": PATH, \"caption\": TEXT} lines or a\n"
+                    ".csv/.tsv file with a header row naming 'image' and 'caption' columns (PATH relative to ROOT\n"
+                    "or absolute; the rows, in order, are the training pairs). Without it, every image under ROOT\n"
+                    "(recursively, sorted by path; jpg, jpeg, png, webp, bmp, gif, tif) is paired with its sidecar\n"
+                    ".txt (photos/a.jpg -> photos/a.txt). Captions are only needed with --target text.\n\n"
+                    "Shard k holds pairs [k*N, (k+1)*N) of that list, so a rerun with the same inputs and\n"
+                    "--shard-size skips the shards already written (extract.json records the settings).",
+    )
+    p.add_argument("root", metavar="ROOT", help="the image folder")
+    p.add_argument("--captions", metavar="FILE", help="captions .jsonl/.csv/.tsv (default: sidecar .txt files)")
+    p.add_argument("--shard-size", type=int, default=10000, metavar="N", help="rows per shard (default: %(default)s)")
+    _common(p, target=True)
+
+    p = sub.add_parser(
+        "train-wds", help="img2dataset webdataset tar shards -> training shards, one per tar",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Training shards from webdataset tar files as img2dataset writes them (output_format\n"
+                    "webdataset): each sample is KEY.jpg (or .png/.webp) + KEY.txt (+ KEY.json, unused).\n"
+                    "Each input tar becomes one output shard named after it: 00042.tar -> 00042.dino.npy +\n"
+                    "00042.clip.npy, rows in the tar's order. Samples without an image (or, with --target\n"
+                    "text, a caption) and images that do not decode are left out and counted. A tar whose\n"
+                    "two output files exist is skipped, so several processes (e.g. one per GPU) can share an\n"
+                    "--out directory if they are given disjoint tars.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="TAR|DIR", help="tar files, or directories whose *.tar files are taken in name order")
+    _common(p, target=True)
+
+    for kind, dataset_json, images_help in (
+        ("coco", "dataset_coco.json", "the COCO image root: images are at ROOT/FILEPATH/FILENAME (val2014/COCO_val2014_*.jpg) or ROOT/FILENAME"),
+        ("flickr", "dataset_flickr30k.json or dataset_flickr8k.json", "the folder holding the Flickr images (flickr30k-images/ or Flicker8k_Dataset/)"),
+    ):
+        name = "eval-" + kind
+        example = "mscoco-5k" if kind == "coco" else "flickr30k-1k / flickr8k-1k"
+        p = sub.add_parser(
+            name, help=f"Karpathy-split {kind} test set -> evaluation set directory",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=f"An evaluation set from the Karpathy split json ({dataset_json}): the images of --split\n"
+                        f"(default test) in the json's order, and all their captions (the 'raw' sentences).\n"
+                        f"Writes images.dino.npy, images.clip.npy, captions.clip.npy, captions.image.npy (int64)\n"
+                        f"and eval.json, whose name defaults to {example}. A directory holding all five is\n"
+                        f"skipped.",
+        )
+        p.add_argument("--karpathy", required=True, metavar="JSON", help=f"the Karpathy split file ({dataset_json})")
+        p.add_argument("--images", required=True, metavar="ROOT", help=images_help)
+        p.add_argument("--split", default="test", help="which split (default: %(default)s)")
+        p.add_argument("--name", help="the set's name in eval.json (default: from the json, e.g. " + example + ")")
+        _common(p, target=False)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.workers is None:
+        args.workers = min(8, os.cpu_count() or 1)
+    for opt in ("batch_size",):
+        if getattr(args, opt) < 1:
+            print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    if args.workers < 0:
+        print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "train-folder":
+            return cmd_train_folder(args)
+        if args.command == "train-wds":
+            return cmd_train_wds(args)
+        return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
+    except ExtractError as e:
+        print(f"dinoclip.extract: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dinoclip.extract: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

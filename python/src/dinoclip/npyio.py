@@ -1,0 +1,34 @@
+"""Atomic .npy writes in the formats of docs/FORMAT.md."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .checkpoint import write_atomic
+
+__all__ = ["save_npy", "embedding_dtype"]
+
+
+def embedding_dtype(float16: bool) -> np.dtype:
+    return np.dtype("<f2") if float16 else np.dtype("<f4")
+
+
+def save_npy(path: str, array: np.ndarray, dtype=None) -> None:
+    """Writes ``array`` (converted to ``dtype``, little-endian, C order) as ``numpy.save`` does
+    (format 1.0, or 2.0 when the header needs it), to a temporary file renamed into place.
+
+    Float arrays must be finite (after the conversion, so a float16 overflow is caught): the
+    readers reject NaN and Inf, so the writer refuses them first, naming the row.
+    """
+    a = np.asarray(array)
+    dt = np.dtype(dtype) if dtype is not None else a.dtype
+    dt = dt.newbyteorder("<") if dt.byteorder not in ("|", "<") else dt
+    a = np.ascontiguousarray(a.astype(dt, copy=False))
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"{path}: row {row} holds NaN or Inf (as {a.dtype})")
+    write_atomic(os.fspath(path), lambda f: np.lib.format.write_array(f, a, version=None, allow_pickle=False))

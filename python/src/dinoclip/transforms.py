@@ -1,0 +1,91 @@
+"""Image preprocessing for DINOv2 and CLIP, without torchvision.
+
+Both follow the Hugging Face image processors of the models (SPEC 1.2): convert to RGB, resize so
+the shortest edge is ``resize`` pixels (PIL bicubic; the long edge is ``int(resize * long /
+short)``), centre crop ``crop`` x ``crop`` (top-left at ``(size - crop) // 2``), scale to [0, 1],
+normalise with the mean and standard deviation, and return a float32 ``[3, crop, crop]`` tensor.
+
+- DINOv2 (``facebook/dinov2-base``): shortest edge 256, crop 224, ImageNet mean/std.
+- CLIP (``openai/clip-vit-base-patch16``): shortest edge 224, crop 224, CLIP mean/std.
+
+The tests check these against transformers' ``BitImageProcessor`` / ``CLIPImageProcessor``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "ImageTransform",
+    "dinov2_transform",
+    "clip_transform",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ImageTransform:
+    """PIL image -> normalised float32 tensor [3, crop, crop] (see the module docstring)."""
+
+    def __init__(self, resize: int, crop: int, mean: Sequence[float], std: Sequence[float]):
+        if resize < 1 or crop < 1:
+            raise ValueError(f"resize {resize} and crop {crop} must be positive")
+        self.resize = int(resize)
+        self.crop = int(crop)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageTransform(resize={self.resize}, crop={self.crop}, "
+            f"mean={tuple(self.mean.ravel().tolist())}, std={tuple(self.std.ravel().tolist())})"
+        )
+
+    def __call__(self, image) -> torch.Tensor:
+        from PIL import Image
+
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)  # (width, height)
+        if size != (w, h):
+            image = image.resize(size, resample=Image.BICUBIC, reducing_gap=None)
+        a = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
+        a = _center_crop(a, self.crop)
+        x = (a.transpose(2, 0, 1).astype(np.float64) * (1 / 255)).astype(np.float32)
+        x = (x - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _center_crop(a: np.ndarray, crop: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    if h < crop or w < crop:  # pad with zeros, centred, as the HF processors do
+        ph, pw = max(crop, h), max(crop, w)
+        out = np.zeros((ph, pw, a.shape[2]), dtype=a.dtype)
+        top, left = (ph - h) // 2, (pw - w) // 2
+        out[top:top + h, left:left + w] = a
+        a, h, w = out, ph, pw
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return a[top:top + crop, left:left + crop]
+
+
+def dinov2_transform(resize: int = 256, crop: int = 224) -> ImageTransform:
+    """DINOv2 preprocessing: shortest edge 256 bicubic, centre crop 224, ImageNet mean/std."""
+    return ImageTransform(resize, crop, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def clip_transform(image_size: int = 224) -> ImageTransform:
+    """CLIP preprocessing: shortest edge ``image_size`` bicubic, centre crop, CLIP mean/std."""
+    return ImageTransform(image_size, image_size, CLIP_MEAN, CLIP_STD)

@@ -1,0 +1,155 @@
+"""Checkpoint files: the format of docs/FORMAT.md, round trips, resolution, strict loading."""
+
+import json
+import os
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dinoclip import checkpoint
+from dinoclip.checkpoint import CheckpointError
+from dinoclip.model import ProjectorWithResiduals
+
+
+def small(seed=0, cfg=(12, 16, 2, 8)):
+    torch.manual_seed(seed)
+    return ProjectorWithResiduals(*cfg)
+
+
+def header(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+    return n, raw
+
+
+def test_save_writes_the_format(tmp_path):
+    m = small()
+    p = checkpoint.save(m, tmp_path / "model.safetensors")
+    n, raw = header(p)
+    assert n % 8 == 0
+    h = json.loads(raw)
+    meta = h.pop("__metadata__")
+    assert meta == {"format": "dinoclip-model/1",
+                    "config": '{"input_dim":12,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}'}
+    # metadata first, then the tensors in state_dict order, contiguous, all F32
+    assert raw.decode().startswith('{"__metadata__":{"config":')
+    sd = m.state_dict()
+    assert list(h) == list(sd)
+    off = 0
+    for k, v in sd.items():
+        assert h[k]["dtype"] == "F32" and h[k]["shape"] == list(v.shape)
+        assert h[k]["data_offsets"] == [off, off + 4 * v.numel()]
+        off += 4 * v.numel()
+    assert os.path.getsize(p) == 8 + n + off
+    # PyTorch loads it into the original class, strictly
+    fresh = ProjectorWithResiduals(12, 16, 2, 8)
+    fresh.load_state_dict(load_file(p), strict=True)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, sd[k])
+    assert [f for f in os.listdir(tmp_path) if f != "model.safetensors"] == []  # no temp files left
+
+
+def test_round_trip_and_metadata(tmp_path):
+    m = small(1)
+    p = checkpoint.save(m, tmp_path, metadata={"step": 3, "epoch": 1, "metrics": {"r5": 0.5}, "note": "x<y>&z\u2028"})
+    assert p == str(tmp_path / "model.safetensors")
+    back = checkpoint.load(tmp_path)
+    assert back.config == m.config
+    for (k, a), (k2, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert back.metadata["step"] == "3" and back.metadata["epoch"] == "1"
+    assert json.loads(back.metadata["metrics"]) == {"r5": 0.5}
+    assert back.metadata["note"] == "x<y>&z\u2028"
+    _, raw = header(p)
+    assert b"x<y>&z\\u2028" in raw  # escaped as Go's encoding/json (without HTML escaping) does
+    assert not back.training
+    # saving what was loaded, with its metadata, gives the same bytes
+    p2 = checkpoint.save(back, tmp_path / "again.safetensors", metadata=back.metadata)
+    assert open(p, "rb").read() == open(p2, "rb").read()
+
+
+def test_resolve_run_directory(tmp_path):
+    run = tmp_path / "run"
+    a, b = run / "checkpoints" / "step-00000001", run / "checkpoints" / "step-00000002"
+    checkpoint.save(small(1), str(a) + os.sep)
+    checkpoint.save(small(2), str(b) + os.sep)
+    os.symlink("checkpoints/step-00000002", run / "last")
+    assert checkpoint.resolve(run) == str(run / "last" / "model.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
+    loaded = checkpoint.load(run)
+    assert torch.equal(loaded.input_proj.weight, small(1).input_proj.weight)
+    assert checkpoint.resolve(a) == str(a / "model.safetensors")
+    with pytest.raises(CheckpointError, match="holds no model.safetensors"):
+        checkpoint.resolve(tmp_path / "run" / "checkpoints")
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load(tmp_path / "nope")
+
+
+def test_load_infers_config_and_accepts_other_float_dtypes(tmp_path):
+    m = small(3, (10, 6, 3, 5))
+    sd = {k: v.to(torch.float16) for k, v in m.state_dict().items()}
+    save_file(sd, str(tmp_path / "plain.safetensors"))  # no metadata at all
+    back = checkpoint.load(tmp_path / "plain.safetensors")
+    assert back.config == {"input_dim": 10, "hidden_dim": 6, "output_dim": 5, "num_residual_blocks": 3}
+    assert back.input_proj.weight.dtype == torch.float32
+    assert torch.equal(back.input_proj.weight, sd["input_proj.weight"].float())
+    assert checkpoint.read_config(tmp_path / "plain.safetensors") == back.config
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("missing", r"missing residual_blocks\.1\.layers\.4\.bias"),
+    ("unexpected", r"unexpected extra\.weight"),
+    ("shape", r"layer_norm\.bias has shape \[7\], want \[8\]"),
+    ("optimizer", r"format 'dinoclip-optimizer/1'"),
+    ("config", r"num_residual_blocks is missing"),
+])
+def test_load_errors(tmp_path, case, pattern):
+    m = small()
+    sd = dict(m.state_dict())
+    meta = {"format": "dinoclip-model/1", "config": json.dumps(m.config)}
+    if case == "missing":
+        del sd["residual_blocks.1.layers.4.bias"]
+    elif case == "unexpected":
+        sd["extra.weight"] = torch.zeros(2)
+    elif case == "shape":
+        sd["layer_norm.bias"] = torch.zeros(7)
+    elif case == "optimizer":
+        meta["format"] = "dinoclip-optimizer/1"
+    elif case == "config":
+        meta["config"] = '{"input_dim":12,"hidden_dim":16,"output_dim":8}'
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "m.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=pattern):
+        checkpoint.load(tmp_path / "m.safetensors")
+
+
+def test_not_safetensors(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"\x01\x00")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        checkpoint.load(tmp_path / "x.safetensors")
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"old")
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        checkpoint.write_atomic(str(p), boom)
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_default_model_file_size(tmp_path):
+    """The full-size model: 54,608,384 float32 values, about 218 MB."""
+    m = ProjectorWithResiduals()
+    p = checkpoint.save(m, tmp_path / "model.safetensors")
+    n, _ = header(p)
+    assert os.path.getsize(p) == 8 + n + 4 * 54_608_384
+    assert checkpoint.read_config(p) == {"input_dim": 768, "hidden_dim": 2048, "output_dim": 512, "num_residual_blocks": 6}

@@ -1,0 +1,117 @@
+"""The original .pt state_dict <-> dinoclip checkpoint."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dinoclip import checkpoint, convert
+from dinoclip.convert import ConversionError
+from dinoclip.model import ProjectorWithResiduals
+
+
+def original(seed=0, cfg=(12, 16, 2, 8)):
+    torch.manual_seed(seed)
+    return ProjectorWithResiduals(*cfg)
+
+
+def test_round_trip_through_the_cli(tmp_path):
+    m = original()
+    torch.save(m.state_dict(), tmp_path / "orig.pt")
+    assert convert.main(["to-dinoclip", str(tmp_path / "orig.pt"), str(tmp_path / "m.safetensors")]) == 0
+    # the same bytes as saving the model directly
+    direct = checkpoint.save(m, tmp_path / "direct.safetensors")
+    assert (tmp_path / "m.safetensors").read_bytes() == open(direct, "rb").read()
+    assert convert.main(["to-torch", str(tmp_path / "m.safetensors"), str(tmp_path / "back.pt")]) == 0
+    sd = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert list(sd) == list(m.state_dict())
+    for k, v in m.state_dict().items():
+        assert torch.equal(sd[k], v) and sd[k].dtype == torch.float32
+    fresh = ProjectorWithResiduals(12, 16, 2, 8)
+    fresh.load_state_dict(sd, strict=True)  # loads into the original class
+
+
+def test_default_size_round_trip(tmp_path):
+    m = ProjectorWithResiduals()
+    torch.save(m.state_dict(), tmp_path / "dinov2_alignment_model_epoch_16.pt")
+    out = convert.torch_to_dinoclip(str(tmp_path / "dinov2_alignment_model_epoch_16.pt"), str(tmp_path / "ckpt"))
+    assert out == str(tmp_path / "ckpt" / "model.safetensors")
+    back = checkpoint.load(tmp_path / "ckpt")
+    assert back.config == m.config
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "model_state_dict", "module"])
+def test_wrapped_state_dicts(tmp_path, wrap):
+    m = original(1)
+    sd = m.state_dict()
+    if wrap == "module":
+        obj = {"module." + k: v for k, v in sd.items()}
+    else:
+        obj = {wrap: sd, "epoch": 16, "optimizer": {"lr": 0.001}}
+    torch.save(obj, tmp_path / "w.pt")
+    convert.torch_to_dinoclip(str(tmp_path / "w.pt"), str(tmp_path / "w.safetensors"))
+    back = checkpoint.load(tmp_path / "w.safetensors")
+    assert torch.equal(back.output_proj[2].weight, m.output_proj[2].weight)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("missing", r"missing residual_blocks\.0\.layers\.3\.weight"),
+    ("unexpected", r"unexpected residual_blocks\.0\.layers\.2\.weight"),
+    ("shape", r"hidden_norm\.weight has shape \[15\], want \[16\]"),
+    ("head", r"output_proj\.0\.weight has shape \[6, 16\], want \[8, 16\]"),
+    ("no_input", r"no input_proj\.weight and output_proj\.2\.weight"),
+    ("not_dict", r"holds a list, want a state_dict"),
+    ("not_tensors", r"not a state_dict.*'epoch'"),
+    ("nan", r"layer_norm\.bias hold NaN or Inf"),
+])
+def test_errors(tmp_path, case, pattern):
+    sd = dict(original().state_dict())
+    obj = sd
+    if case == "missing":
+        del sd["residual_blocks.0.layers.3.weight"]
+    elif case == "unexpected":
+        sd["residual_blocks.0.layers.2.weight"] = torch.zeros(16)
+    elif case == "shape":
+        sd["hidden_norm.weight"] = torch.ones(15)
+    elif case == "head":
+        sd["output_proj.0.weight"] = torch.zeros(6, 16)
+    elif case == "no_input":
+        del sd["input_proj.weight"]
+    elif case == "not_dict":
+        obj = [1, 2]
+    elif case == "not_tensors":
+        obj = {"epoch": 3, "loss": 0.1}
+    elif case == "nan":
+        sd["layer_norm.bias"] = torch.full((8,), float("nan"))
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(ConversionError, match=pattern):
+        convert.torch_to_dinoclip(str(tmp_path / "bad.pt"), str(tmp_path / "out.safetensors"))
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConversionError, match="weights_only=True"):
+        convert.torch_to_dinoclip(str(tmp_path / "evil.pt"), str(tmp_path / "o.safetensors"))
+
+
+def test_to_torch_errors(tmp_path):
+    os.mkdir(tmp_path / "empty")
+    with pytest.raises(checkpoint.CheckpointError, match="holds no model.safetensors"):
+        convert.dinoclip_to_torch(str(tmp_path / "empty"), str(tmp_path / "x.pt"))
+
+
+def test_cli_exit_code_and_message(tmp_path):
+    torch.save({"a": torch.zeros(2)}, tmp_path / "bad.pt")
+    r = subprocess.run([sys.executable, "-m", "dinoclip.convert", "to-dinoclip", str(tmp_path / "bad.pt"),
+                        str(tmp_path / "o.safetensors")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.startswith("dinoclip.convert: ") and "input_proj.weight" in r.stderr
+    assert r.stderr.count("\n") == 1  # one line, no traceback

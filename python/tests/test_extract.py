@@ -1,0 +1,315 @@
+"""python -m dinoclip.extract: every subcommand's files, their formats and values, resuming."""
+
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import EMBED_DIM, FEATURE_DIM, make_caption, make_image
+from dinoclip import encoders, extract
+from dinoclip.transforms import clip_transform, dinov2_transform
+
+# Rows computed in a batch and one at a time differ by float32 rounding only.
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def run(tiny_models, *args, workers="0"):
+    return extract.main([*map(str, args), "--dinov2", tiny_models["dinov2"], "--clip", tiny_models["clip"],
+                         "--device", "cpu", "--workers", workers, "--batch-size", "4", "--quiet"])
+
+
+def read_npy(path, dtype="<f4"):
+    """Reads a .npy file, checking that it is what numpy.save writes: format 1.0, C order,
+    the expected little-endian dtype, and no trailing bytes."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        assert version == (1, 0), path
+        shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
+        offset = f.tell()
+    assert version == (1, 0), path
+    assert not fortran, path
+    assert dt == np.dtype(dtype), (path, dt)
+    assert os.path.getsize(path) == offset + int(np.prod(shape)) * dt.itemsize, path
+    a = np.load(path, allow_pickle=False)
+    if dt.kind == "f":
+        assert np.isfinite(a).all()
+    return a
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    return encoders.load_dinov2(tiny_models["dinov2"]), encoders.load_clip(tiny_models["clip"]), \
+        encoders.load_tokenizer(tiny_models["clip"])
+
+
+def direct(models, images, captions=None):
+    """What the rows must be: each image (caption) on its own, through the same functions."""
+    dinov2, clip, tok = models
+    dt, ct = dinov2_transform(), clip_transform(224)
+    with torch.inference_mode():
+        d = np.stack([encoders.dinov2_features(dinov2, dt(im)[None])[0].numpy() for im in images])
+        if captions is None:
+            c = np.stack([encoders.clip_image_embeddings(clip, ct(im)[None])[0].numpy() for im in images])
+        else:
+            c = np.stack([encoders.clip_text_embeddings(clip, tok([t]))[0].numpy() for t in captions])
+    return d, c
+
+
+def folder_images(root):
+    paths = []
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        paths += [os.path.join(d, f) for f in sorted(files) if not f.endswith(".txt")]
+    return paths
+
+
+# ---------------------------------------------------------------------------
+# train-folder
+
+
+def test_train_folder(extracted, image_folder, models):
+    out = extracted["train"]
+    names = sorted(os.listdir(out))
+    assert names == ["extract.json"] + [f"shard-0000{k}.{w}.npy" for k in range(3) for w in ("clip", "dino")]
+    dino = [read_npy(out / f"shard-0000{k}.dino.npy") for k in range(3)]
+    clip = [read_npy(out / f"shard-0000{k}.clip.npy") for k in range(3)]
+    assert [a.shape for a in dino] == [(5, FEATURE_DIM), (5, FEATURE_DIM), (2, FEATURE_DIM)]
+    assert [a.shape for a in clip] == [(5, EMBED_DIM), (5, EMBED_DIM), (2, EMBED_DIM)]
+    # row i is image i in path order: DINOv2 mean-pooled features, CLIP image embeddings
+    images = [Image.open(p) for p in folder_images(image_folder)]
+    d, c = direct(models, images)
+    np.testing.assert_allclose(np.concatenate(dino), d, **TOL)
+    np.testing.assert_allclose(np.concatenate(clip), c, **TOL)
+    m = json.loads((out / "extract.json").read_text())
+    assert m["target"] == "image" and m["shard_size"] == 5 and m["feature_dim"] == FEATURE_DIM
+
+
+def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    first = {n: os.stat(out / n) for n in os.listdir(out)}
+    os.unlink(out / "shard-00001.clip.npy")  # as if killed between the two files
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    err = capfd.readouterr().err
+    assert "(2 already done)" in err and "shard-00001: 5 rows" in err and "shard-00000:" not in err
+    for n in ("shard-00000.dino.npy", "shard-00000.clip.npy", "shard-00002.dino.npy"):
+        st = os.stat(out / n)
+        assert (st.st_ino, st.st_mtime_ns) == (first[n].st_ino, first[n].st_mtime_ns), n
+    assert os.stat(out / "shard-00001.dino.npy").st_ino != first["shard-00001.dino.npy"].st_ino
+    # all done: no model is even loaded
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    # other settings are refused rather than mixed in or taken as done
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "4") == 1
+    assert "shard_size was 5, now 4" in capfd.readouterr().err
+    assert not [n for n in os.listdir(out) if ".tmp-" in n]
+
+
+def test_train_folder_text_target_float16_jsonl(tmp_path, tiny_models, image_folder, models):
+    imgs = folder_images(image_folder)
+    rng = random.Random(7)
+    rows = [(os.path.relpath(p, image_folder), make_caption(rng)) for p in imgs[:4]]
+    rows.append((rows[0][0], "the same image again, another caption"))
+    caps = tmp_path / "captions.jsonl"
+    caps.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--captions", caps,
+               "--target", "text", "--float16") == 0
+    dino = read_npy(out / "shard-00000.dino.npy", "<f2")
+    clip = read_npy(out / "shard-00000.clip.npy", "<f2")
+    assert dino.shape == (5, FEATURE_DIM) and clip.shape == (5, EMBED_DIM)
+    d, c = direct(models, [Image.open(image_folder / i) for i, _ in rows], [c for _, c in rows])
+    np.testing.assert_allclose(dino.astype(np.float32), d, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(clip.astype(np.float32), c, rtol=2e-3, atol=2e-3)
+
+
+def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, capfd):
+    imgs = folder_images(image_folder)
+    csvf = tmp_path / "c.csv"
+    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b {i}"\n' for i, p in enumerate(imgs[:3])))
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
+    assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
+    # a missing image named in the captions file: one-line error, nothing loaded
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"image": "nope.jpg", "caption": "x"}) + "\n")
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
+    assert "do not exist, e.g." in capfd.readouterr().err
+    # an image that does not decode is left out and reported
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "a", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o3") == 0
+    assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (7, FEATURE_DIM)
+    assert "1 images did not decode" in capfd.readouterr().err
+    # --target text needs captions
+    (folder / "nocap.png").write_bytes((folder / "img02.png").read_bytes())
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o4", "--target", "text") == 1
+    assert "has no caption file" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# train-wds
+
+
+def write_tar(path, samples):
+    """img2dataset layout: KEY.jpg, KEY.txt, KEY.json per sample (any of them may be left out)."""
+    with tarfile.open(path, "w") as tf:
+        for key, files in samples:
+            for ext, data in files.items():
+                ti = tarfile.TarInfo(f"{key}.{ext}")
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+
+
+def jpeg_bytes(img):
+    b = io.BytesIO()
+    img.save(b, format="JPEG", quality=90)
+    return b.getvalue()
+
+
+@pytest.fixture(scope="module")
+def wds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wds")
+    rng = random.Random(3)
+    shards = {}
+    for s, n in (("00000", 5), ("00001", 3)):
+        samples, good = [], []
+        for i in range(n):
+            key = f"{s}{i:04d}"
+            img, cap = make_image(rng), make_caption(rng)
+            data = jpeg_bytes(img)
+            samples.append((key, {"jpg": data, "txt": cap.encode(), "json": json.dumps({"key": key}).encode()}))
+            good.append((Image.open(io.BytesIO(data)), cap))
+        if s == "00000":
+            samples.insert(2, (f"{s}9998", {"txt": b"caption without an image"}))
+            samples.append((f"{s}9999", {"jpg": b"\xff\xd8broken", "txt": b"broken image"}))
+        write_tar(root / f"{s}.tar", samples)
+        shards[s] = good
+    (root / "00000_stats.json").write_text("{}")  # img2dataset writes these beside the tars
+    return root, shards
+
+
+def test_train_wds(tmp_path, tiny_models, wds, models, capfd):
+    root, shards = wds
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-wds", root, "--out", out, workers="1") == 0
+    err = capfd.readouterr().err
+    assert "00000: 5 rows of 7 samples" in err and "1 images did not decode" in err
+    assert "1 samples lack an image or a caption" in err
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
+        "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
+    for s, good in shards.items():
+        dino, clip = read_npy(out / f"{s}.dino.npy"), read_npy(out / f"{s}.clip.npy")
+        d, c = direct(models, [im for im, _ in good])
+        np.testing.assert_allclose(dino, d, **TOL)
+        np.testing.assert_allclose(clip, c, **TOL)
+    # resume: nothing to do
+    capfd.readouterr()
+    assert run(tiny_models, "train-wds", root / "00000.tar", root / "00001.tar", "--out", out) == 0
+    assert "(2 already done)" in capfd.readouterr().err
+    # text target into another directory
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", tmp_path / "t", "--target", "text") == 0
+    d, c = direct(models, [im for im, _ in shards["00001"]], [cap for _, cap in shards["00001"]])
+    np.testing.assert_allclose(read_npy(tmp_path / "t" / "00001.clip.npy"), c, **TOL)
+
+
+def test_train_wds_errors(tmp_path, tiny_models, wds, capfd):
+    root, _ = wds
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(root / "00000.tar", other / "00000.tar")
+    assert run(tiny_models, "train-wds", root / "00000.tar", other / "00000.tar", "--out", tmp_path / "o") == 1
+    assert "would both be output shard 00000" in capfd.readouterr().err
+    (tmp_path / "x.tar").write_bytes(b"not a tar" * 100)
+    assert run(tiny_models, "train-wds", tmp_path / "x.tar", "--out", tmp_path / "o") == 1
+    assert "not a tar file" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# eval-coco / eval-flickr
+
+
+def test_eval_coco(extracted, karpathy, models, capfd):
+    ev = extracted["eval"]
+    assert sorted(os.listdir(ev)) == sorted(extract.EVAL_FILES)
+    info = json.loads((ev / "eval.json").read_text())
+    assert info["name"] == "mscoco-4" and info["images"] == 4 and info["captions"] == 21
+    idx = read_npy(ev / "captions.image.npy", "<i8")
+    assert idx.tolist() == [0] * 5 + [1] * 6 + [2] * 5 + [3] * 5
+    data = json.load(open(karpathy["json"]))
+    test = [im for im in data["images"] if im["split"] == "test"]
+    imgs = [Image.open(os.path.join(karpathy["images"], im["filepath"], im["filename"])) for im in test]
+    caps = [s["raw"] for im in test for s in im["sentences"]]
+    d, c = direct(models, imgs)
+    np.testing.assert_allclose(read_npy(ev / "images.dino.npy"), d, **TOL)
+    np.testing.assert_allclose(read_npy(ev / "images.clip.npy"), c, **TOL)
+    _, t = direct(models, imgs[:1], caps)
+    np.testing.assert_allclose(read_npy(ev / "captions.clip.npy"), t, **TOL)
+    # the text embeddings do not depend on the padding: same as with an attention mask
+    clip = models[1]
+    tok = models[2].tokenizer(caps, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        masked = encoders.clip_text_embeddings(clip, tok["input_ids"], tok["attention_mask"]).numpy()
+    np.testing.assert_allclose(t, masked, **TOL)
+
+
+def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
+    src = json.load(open(karpathy["json"]))
+    flat = tmp_path / "flickr30k-images"
+    flat.mkdir()
+    images = []
+    for im in src["images"]:
+        shutil.copy(os.path.join(karpathy["images"], im["filepath"], im["filename"]), flat / im["filename"])
+        images.append({"filename": im["filename"], "split": im["split"], "sentences": im["sentences"][:5]})
+    js = tmp_path / "dataset_flickr30k.json"
+    js.write_text(json.dumps({"dataset": "flickr30k", "images": images}))
+    out = tmp_path / "ev"
+    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", out, "--float16") == 0
+    assert json.loads((out / "eval.json").read_text())["name"] == "flickr30k-4"
+    assert read_npy(out / "images.dino.npy", "<f2").shape == (4, FEATURE_DIM)
+    assert read_npy(out / "images.clip.npy", "<f2").shape == (4, EMBED_DIM)
+    assert read_npy(out / "captions.clip.npy", "<f2").shape == (20, EMBED_DIM)
+    assert read_npy(out / "captions.image.npy", "<i8").tolist() == [i // 5 for i in range(20)]
+    # complete: skipped without loading a model
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    capfd.readouterr()
+    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", out) == 0
+    assert "already complete" in capfd.readouterr().err
+    # a missing image is found before any model is loaded; so is an unknown split
+    os.unlink(flat / images[0]["filename"])
+    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", tmp_path / "e2") == 1
+    assert "1 of 4 images are not under --images" in capfd.readouterr().err
+    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", tmp_path / "e3",
+               "--split", "val") == 1
+    assert "no images in split 'val' (splits: test, train)" in capfd.readouterr().err
+
+
+def test_help(capsys):
+    for cmd in ("train-folder", "train-wds", "eval-coco", "eval-flickr"):
+        with pytest.raises(SystemExit) as e:
+            extract.main([cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "--out DIR" in out and "--dinov2" in out and "--float16" in out
+    with pytest.raises(SystemExit):
+        extract.main(["--help"])
+    assert "train-wds" in capsys.readouterr().out
+
+
+def test_module_entry_point(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dinoclip.extract", "eval-coco", "--karpathy", str(tmp_path / "no.json"),
+                        "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "dinoclip.extract: --karpathy" in r.stderr

@@ -1,0 +1,169 @@
+"""The Go CLI and the Python package read each other's files (docs/FORMAT.md).
+
+Builds ./cmd/dinoclip once per session (skipped when Go is not installed) and runs its
+documented commands: ``dinoclip info PATH``, ``dinoclip project --model CKPT --in X.npy --out
+Y.npy``, ``dinoclip train`` and ``dinoclip eval``.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EMBED_DIM, FEATURE_DIM, run_go
+from dinoclip import checkpoint, convert
+from dinoclip.model import ProjectorWithResiduals
+from dinoclip.npyio import save_npy
+
+# `dinoclip project` and PyTorch both compute in float32 but sum in different orders (Go's GEMM
+# blocking vs MKL/oneDNN), so they agree to float32 rounding, amplified a little by the
+# LayerNorms (outputs are O(1)): 1e-5 relative and absolute leaves a wide margin over the ~1e-6
+# differences seen, while any real disagreement (a wrong weight, GELU form, eps) is far larger.
+PROJECT_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def random_projector(seed, cfg=(FEATURE_DIM, 64, 2, EMBED_DIM)):
+    """A projector with every parameter random (not LayerNorm's 1/0 defaults), so that each
+    tensor's placement matters."""
+    torch.manual_seed(seed)
+    m = ProjectorWithResiduals(*cfg)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.ndim == 1:
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    return m.eval()
+
+
+def forward(model, x):
+    with torch.no_grad():
+        return model(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
+
+
+def test_info_training_data(go_binary, extracted):
+    out = run_go(go_binary, "info", extracted["train"]).stdout
+    assert "training data" in out
+    assert "shards: 3" in out and "rows: 12" in out
+    assert f"widths: {FEATURE_DIM} -> {EMBED_DIM}" in out
+    assert "shard-00002: 2 rows, features float32, targets float32" in out
+
+
+def test_info_float16_training_data(go_binary, extracted, tmp_path):
+    for n in os.listdir(extracted["train"]):
+        if n.endswith(".npy"):
+            save_npy(str(tmp_path / n), np.load(extracted["train"] / n), np.float16)
+    out = run_go(go_binary, "info", tmp_path).stdout
+    assert "rows: 12" in out and "features float16, targets float16" in out
+
+
+def test_info_eval_set(go_binary, extracted):
+    out = run_go(go_binary, "info", extracted["eval"]).stdout
+    assert 'evaluation set "mscoco-4"' in out
+    assert "images: 4" in out and "captions: 21 (5 to 6 per image)" in out
+    assert f"widths: features {FEATURE_DIM}, embeddings {EMBED_DIM}" in out
+    assert "captions.image.npy: [21] int64" in out
+
+
+def test_info_python_checkpoints(go_binary, tmp_path):
+    m = random_projector(1)
+    p = checkpoint.save(m, tmp_path / "model.safetensors", metadata={"step": 7, "epoch": 2})
+    out = run_go(go_binary, "info", p).stdout
+    assert "format: dinoclip-model/1" in out
+    assert f"parameters: {sum(x.numel() for x in m.parameters())} (F32, {len(m.state_dict())} tensors)" in out
+    assert "trained: epoch 2, optimizer step 7" in out
+    # the full-size model converted from the original's .pt
+    torch.save(ProjectorWithResiduals().state_dict(), tmp_path / "orig.pt")
+    convert.torch_to_dinoclip(str(tmp_path / "orig.pt"), str(tmp_path / "ckpt"))
+    out = run_go(go_binary, "info", tmp_path / "ckpt").stdout
+    assert "parameters: 54608384 (F32, 58 tensors)" in out
+    assert "input_dim 768, hidden_dim 2048, output_dim 512, num_residual_blocks 6" in out
+
+
+@pytest.mark.parametrize("in_dtype", ["float32", "float16", "float64"])
+def test_project_matches_pytorch(go_binary, tmp_path, in_dtype):
+    m = random_projector(2)
+    path = checkpoint.save(m, tmp_path / "model.safetensors")
+    x = np.random.default_rng(0).standard_normal((37, FEATURE_DIM)).astype(in_dtype) * 2
+    np.save(tmp_path / "x.npy", x)
+    run_go(go_binary, "project", "--model", path, "--in", tmp_path / "x.npy", "--out", tmp_path / "y.npy",
+           "--batch", "10", "--device", "cpu")
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.float32 and y.shape == (37, EMBED_DIM)
+    want = forward(m, x.astype(np.float32))  # what the Go side computes on: the input in float32
+    np.testing.assert_allclose(y, want, **PROJECT_TOL)
+
+
+def test_project_float16_output_and_checkpoint_dir(go_binary, tmp_path):
+    m = random_projector(3)
+    checkpoint.save(m, tmp_path / "ck" / "model.safetensors")
+    x = np.random.default_rng(1).standard_normal((5, FEATURE_DIM)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run_go(go_binary, "project", "--model", tmp_path / "ck", "--in", tmp_path / "x.npy",
+           "--out", tmp_path / "y.npy", "--float16", "--device", "cpu")
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype(np.float32), forward(m, x), rtol=1e-3, atol=2e-3)
+
+
+def test_project_rejects_wrong_width(go_binary, tmp_path):
+    checkpoint.save(random_projector(4), tmp_path / "model.safetensors")
+    np.save(tmp_path / "x.npy", np.zeros((3, FEATURE_DIM + 1), np.float32))
+    r = run_go(go_binary, "project", "--model", tmp_path / "model.safetensors", "--in", tmp_path / "x.npy",
+               "--out", tmp_path / "y.npy", "--device", "cpu", check=False)
+    assert r.returncode != 0 and not (tmp_path / "y.npy").exists()
+
+
+@pytest.fixture(scope="module")
+def go_run(go_binary, extracted, tmp_path_factory):
+    """A training run by the Go side on the extracted data (12 rows, batch 4, 2 epochs)."""
+    run = tmp_path_factory.mktemp("gorun") / "run"
+    run_go(go_binary, "train", "--data", extracted["train"], "--eval", extracted["eval"], "--out", run,
+           "--epochs", 2, "--batch", 4, "--hidden-dim", 16, "--blocks", 1, "--device", "cpu", timeout=300)
+    return run
+
+
+def test_go_checkpoint_loads_strictly(go_run, tmp_path):
+    m = checkpoint.load(go_run)  # the run directory: its best checkpoint
+    assert m.config == {"input_dim": FEATURE_DIM, "hidden_dim": 16, "output_dim": EMBED_DIM, "num_residual_blocks": 1}
+    assert os.path.realpath(m.source_path) == os.path.realpath(go_run / "best" / "model.safetensors")
+    meta = m.metadata
+    assert meta["format"] == "dinoclip-model/1" and int(meta["step"]) > 0 and "epoch" in meta
+    assert json.loads(meta["metrics"])[0]["name"] == "mscoco-4"
+    # the original class loads it with plain safetensors + strict load_state_dict
+    from safetensors.torch import load_file
+
+    fresh = ProjectorWithResiduals(FEATURE_DIM, 16, 1, EMBED_DIM)
+    fresh.load_state_dict(load_file(str(go_run / "last" / "model.safetensors")), strict=True)
+    # Python writes the very same bytes for the same weights and metadata
+    for link in ("best", "last"):
+        src = go_run / link / "model.safetensors"
+        again = checkpoint.save(checkpoint.load(src), tmp_path / f"{link}.safetensors",
+                                metadata=checkpoint.read_metadata(src))
+        assert open(again, "rb").read() == src.read_bytes(), link
+    # and it converts to the original .pt
+    convert.dinoclip_to_torch(str(go_run), str(tmp_path / "go.pt"))
+    sd = torch.load(tmp_path / "go.pt", weights_only=True)
+    assert all(torch.equal(sd[k], v) for k, v in m.state_dict().items())
+
+
+def test_go_project_on_go_checkpoint_matches_pytorch(go_binary, go_run, extracted, tmp_path):
+    feats = extracted["eval"] / "images.dino.npy"
+    run_go(go_binary, "project", "--model", go_run, "--in", feats, "--out", tmp_path / "p.npy", "--device", "cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), forward(checkpoint.load(go_run), np.load(feats)),
+                               **PROJECT_TOL)
+
+
+def test_go_eval_on_python_files(go_binary, go_run, extracted, tmp_path):
+    # a Python-written copy of the Go checkpoint evaluates the same
+    p = checkpoint.save(checkpoint.load(go_run), tmp_path / "model.safetensors")
+    docs = [json.loads(run_go(go_binary, "eval", "--model", m, "--eval", extracted["eval"], "--json",
+                              "--device", "cpu").stdout) for m in (go_run, p)]
+    assert docs[0]["reports"] == docs[1]["reports"]
+    assert docs[0]["reports"][0]["name"] == "mscoco-4"
+    assert docs[0]["reports"][0]["clip"]["captions"] == 21
+
+
+def test_go_info_on_run(go_binary, go_run):
+    out = run_go(go_binary, "info", go_run).stdout
+    assert "training run" in out and "best -> checkpoints/step-" in out

@@ -1,0 +1,78 @@
+"""Our PIL/numpy preprocessing against the Hugging Face image processors of the two models.
+
+transformers 5 has two backends per processor: PIL (``BitImageProcessorPil``, what 4.x's "slow"
+processors did) and torchvision (``BitImageProcessor`` when torchvision is installed, else it falls
+back to PIL). Ours is the PIL one to within float rounding; torchvision's bicubic resize differs
+from PIL's by up to one intensity level on a few pixels.
+"""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_image
+from dinoclip.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, clip_transform, dinov2_transform
+
+SIZES = [(300, 200), (200, 300), (256, 256), (57, 91), (640, 480), (225, 224)]
+
+
+def _pil_class(name):
+    import transformers
+
+    return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
+
+
+def hf_dinov2(cls=None):
+    BitImageProcessor = cls or _pil_class("BitImageProcessor")
+
+    # facebook/dinov2-base's preprocessor_config.json
+    return BitImageProcessor(do_resize=True, size={"shortest_edge": 256}, resample=3, do_center_crop=True,
+                             crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255,
+                             do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+                             do_convert_rgb=True)
+
+
+def hf_clip(cls=None):
+    CLIPImageProcessor = cls or _pil_class("CLIPImageProcessor")
+
+    # openai/clip-vit-base-patch16's preprocessor_config.json
+    return CLIPImageProcessor(do_resize=True, size={"shortest_edge": 224}, resample=3, do_center_crop=True,
+                              crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255,
+                              do_normalize=True, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+                              do_convert_rgb=True)
+
+
+@pytest.mark.parametrize("which", ["dinov2", "clip"])
+def test_matches_hugging_face(which):
+    ours = dinov2_transform() if which == "dinov2" else clip_transform(224)
+    theirs = hf_dinov2() if which == "dinov2" else hf_clip()
+    rng = random.Random(5)
+    for i, size in enumerate(SIZES):
+        img = make_image(rng, size=size, mode=["RGB", "L", "RGBA"][i % 3])
+        a = ours(img)
+        b = theirs(images=img, return_tensors="np")["pixel_values"][0]
+        assert a.shape == (3, 224, 224) and a.dtype == torch.float32
+        np.testing.assert_allclose(a.numpy(), b, rtol=0, atol=2e-6, err_msg=f"{which} {size}")
+
+
+@pytest.mark.parametrize("which", ["dinov2", "clip"])
+def test_close_to_the_torchvision_backend(which):
+    pytest.importorskip("torchvision")
+    import transformers
+
+    name = "BitImageProcessor" if which == "dinov2" else "CLIPImageProcessor"
+    cls = getattr(transformers, name)
+    if "Torchvision" not in " ".join(c.__name__ for c in cls.__mro__):
+        pytest.skip(f"{name} has no torchvision backend in transformers {transformers.__version__}")
+    ours = dinov2_transform() if which == "dinov2" else clip_transform(224)
+    theirs = hf_dinov2(cls) if which == "dinov2" else hf_clip(cls)
+    rng = random.Random(6)
+    for size in SIZES:
+        img = make_image(rng, size=size)
+        a = ours(img).numpy()
+        b = theirs(images=img, return_tensors="np")["pixel_values"][0]
+        std = np.asarray(IMAGENET_STD if which == "dinov2" else CLIP_STD).reshape(3, 1, 1)
+        levels = np.abs(a - b) * std * 255  # in 8-bit intensity levels
+        assert levels.max() < 1.5 and levels.mean() < 0.05, (size, levels.max(), levels.mean())

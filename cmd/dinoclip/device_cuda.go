@@ -1,0 +1,28 @@
+//go:build cuda
+
+package main
+
+import (
+	"fmt"
+
+	"github.com/dinoclip/dinoclip/cuda"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// newEngine builds the engine for a device other than the CPU: the GPU
+// engine of package cuda for "cuda".
+//
+// This build links gorgonia.org/cu, whose package init calls cuInit and
+// exits the process when the host has no NVIDIA driver or GPU, before any
+// command runs: a binary built with -tags cuda needs a GPU host, even for
+// --device cpu. Use the default build elsewhere.
+func newEngine(device string, c nn.Config) (nn.Engine, error) {
+	if device != "cuda" {
+		return nil, fmt.Errorf("no engine for device %q", device)
+	}
+	e, err := cuda.NewEngine(c)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}

@@ -1,0 +1,385 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// kernel identifies an entry point of the embedded PTX.
+type kernel int
+
+const (
+	kAdamW kernel = iota
+	kGELUForward
+	kGELUBackward
+	kGemmNTBias
+	kGemmNTBiasGELU
+	kGemmNTBiasStats
+	kGemmNN
+	kGemmTN
+	kLNApply
+	kLNForward
+	kLNBackward
+	kUnitNormMSE
+	kLossSum
+	kColsumPartial
+	kColsumFinal
+	kNormalizeRows
+	kTopK
+	numKernels
+)
+
+// kernelNames are the entry points' names, as in kernels.Modules.
+var kernelNames = [numKernels]string{
+	kAdamW:           "adamw",
+	kGELUForward:     "gelu_forward",
+	kGELUBackward:    "gelu_backward",
+	kGemmNTBias:      "gemm_nt_bias",
+	kGemmNTBiasGELU:  "gemm_nt_bias_gelu",
+	kGemmNTBiasStats: "gemm_nt_bias_stats",
+	kGemmNN:          "gemm_nn",
+	kGemmTN:          "gemm_tn",
+	kLNApply:         "ln_apply",
+	kLNForward:       "ln_forward",
+	kLNBackward:      "ln_backward",
+	kUnitNormMSE:     "unitnorm_mse",
+	kLossSum:         "loss_sum",
+	kColsumPartial:   "colsum_partial",
+	kColsumFinal:     "colsum_final",
+	kNormalizeRows:   "normalize_rows",
+	kTopK:            "topk",
+}
+
+func (k kernel) String() string { return kernelNames[k] }
+
+// driver is what a Device runs on: the CUDA driver through gorgonia.org/cu
+// (driver_cu.go) or the host emulation (driver_emu.go, tag cudaemu). Every
+// method is called on the device's worker goroutine only.
+type driver interface {
+	describe() string
+	name() string
+	alloc(bytes int64) (uintptr, error)
+	free(p uintptr) error
+	zero(p uintptr, bytes int64) error
+	toDevice(dst uintptr, src unsafe.Pointer, bytes int64) error
+	toHost(dst unsafe.Pointer, src uintptr, bytes int64) error
+	// launch runs k on a grid (gx, gy) of blocks of `block` threads; args
+	// holds one value per kernel parameter in its low bytes.
+	launch(k kernel, gx, gy, block int, args []uint64) error
+	sync() error
+	memInfo() (free, total int64, err error)
+	isOutOfMemory(err error) bool
+	// copyDevice copies bytes from src to dst on the device (stream-ordered).
+	copyDevice(dst, src uintptr, bytes int64) error
+	// Events time the stream's work: record marks the point the stream has
+	// reached, elapsed is the time between two recorded events once both
+	// have passed (after sync).
+	newEvent() (event, error)
+	record(ev event) error
+	elapsed(start, end event) (seconds float64, err error)
+	destroyEvent(ev event) error
+	close() error
+}
+
+// event is a driver's event handle.
+type event any
+
+// Device is one GPU with its context, stream and loaded kernels. All of its
+// work runs on one goroutine locked to an OS thread (the context's thread);
+// the methods may be called from any goroutine and are serialised.
+type Device struct {
+	mu     sync.Mutex
+	work   chan func()
+	closed bool
+	drv    driver
+	allocs map[uintptr]int64 // live allocations, freed by Close
+
+	inUse, peak int64 // bytes of the live allocations, and their peak
+
+	timing  bool          // record an event pair around every launch
+	pending []timedLaunch // launches recorded since the timings were reset
+}
+
+// work describes one launch for the kernel timings: its problem size in
+// words and the FLOPs (compute-bound kernels) or the fewest bytes it must
+// move (memory-bound kernels) of one launch.
+type work struct {
+	shape        string
+	flops, bytes float64
+}
+
+type timedLaunch struct {
+	k          kernel
+	w          work
+	start, end event
+}
+
+// errClosed is returned by a closed Device.
+var errClosed = errors.New("cuda: device is closed")
+
+// Open starts the worker thread, creates the context on GPU 0 (the first
+// device CUDA_VISIBLE_DEVICES leaves) and loads the kernels.
+func Open() (*Device, error) {
+	d := &Device{work: make(chan func()), allocs: map[uintptr]int64{}}
+	ready := make(chan error)
+	go d.run(ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// run is the worker: it owns the OS thread for the device's lifetime. It
+// never unlocks the thread, so the thread ends with the goroutine, taking
+// the (destroyed) context's thread state with it.
+func (d *Device) run(ready chan<- error) {
+	runtime.LockOSThread()
+	drv, err := openDriver()
+	if err != nil {
+		ready <- err
+		return
+	}
+	d.drv = drv
+	ready <- nil
+	for f := range d.work {
+		f()
+	}
+}
+
+// do runs f on the worker thread and returns its error.
+func (d *Device) do(f func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	done := make(chan error, 1)
+	d.work <- func() { done <- f() }
+	return <-done
+}
+
+// String describes the device (name, compute capability, memory).
+func (d *Device) String() string {
+	var s string
+	if err := d.do(func() error { s = d.drv.describe(); return nil }); err != nil {
+		return "closed CUDA device"
+	}
+	return s
+}
+
+// Close frees every allocation, destroys the context and stops the worker.
+// Closing twice is not an error.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	done := make(chan error, 1)
+	d.work <- func() {
+		errs := []error{d.drv.sync()}
+		d.dropTimings()
+		for p := range d.allocs {
+			errs = append(errs, d.drv.free(p))
+		}
+		clear(d.allocs)
+		d.inUse = 0
+		errs = append(errs, d.drv.close())
+		done <- errors.Join(errs...)
+	}
+	err := <-done
+	close(d.work)
+	d.closed = true
+	return err
+}
+
+// The methods below run on the worker thread (inside do).
+
+// alloc allocates bytes of device memory.
+func (d *Device) alloc(bytes int64) (uintptr, error) {
+	p, err := d.drv.alloc(bytes)
+	if err != nil {
+		return 0, err
+	}
+	d.allocs[p] = bytes
+	d.inUse += bytes
+	d.peak = max(d.peak, d.inUse)
+	return p, nil
+}
+
+// free waits for the stream (no kernel may still use the memory) and
+// frees p.
+func (d *Device) free(p uintptr) error {
+	if p == 0 {
+		return nil
+	}
+	serr := d.drv.sync()
+	d.inUse -= d.allocs[p]
+	delete(d.allocs, p)
+	return errors.Join(serr, d.drv.free(p))
+}
+
+// launch runs kernel k on a grid (gx, gy) of blocks of `block` threads with
+// the packed arguments (see the arg helpers below); w describes it for the
+// kernel timings.
+func (d *Device) launch(k kernel, w work, gx, gy, block int, args ...uint64) error {
+	if gx < 1 || gy < 1 || gx > math.MaxInt32 || gy > 65535 {
+		return fmt.Errorf("cuda: %s: grid %d x %d out of range", k, gx, gy)
+	}
+	var tl timedLaunch
+	if d.timing {
+		tl = timedLaunch{k: k, w: w}
+		var err error
+		if tl.start, err = d.timedEvent(); err != nil {
+			return err
+		}
+		d.pending = append(d.pending, tl) // the start event is freed by the next reset
+	}
+	if err := d.drv.launch(k, gx, gy, block, args); err != nil {
+		return fmt.Errorf("cuda: launch %s (grid %d x %d, block %d): %w", k, gx, gy, block, err)
+	}
+	if d.timing {
+		end, err := d.timedEvent()
+		if err != nil {
+			return err
+		}
+		d.pending[len(d.pending)-1].end = end
+	}
+	return nil
+}
+
+// timedEvent creates an event and records it on the stream.
+func (d *Device) timedEvent() (event, error) {
+	ev, err := d.drv.newEvent()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: creating an event: %w", err)
+	}
+	if err := d.drv.record(ev); err != nil {
+		d.drv.destroyEvent(ev)
+		return nil, fmt.Errorf("cuda: recording an event: %w", err)
+	}
+	return ev, nil
+}
+
+// dropTimings frees the events of the recorded launches.
+func (d *Device) dropTimings() {
+	for _, tl := range d.pending {
+		for _, ev := range []event{tl.start, tl.end} {
+			if ev != nil {
+				d.drv.destroyEvent(ev)
+			}
+		}
+	}
+	d.pending = nil
+}
+
+func (d *Device) sync() error {
+	if err := d.drv.sync(); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	return nil
+}
+
+// Kernel argument holders: the value in the low bytes of a uint64.
+
+func ptrArg[T any](b buf[T]) uint64 { return uint64(b.p) }
+func intArg(v int) uint64           { return uint64(uint32(int32(v))) }
+func f32Arg(v float32) uint64       { return uint64(math.Float32bits(v)) }
+
+// buf is a typed view of device memory: n elements of T at p. The zero buf
+// is the null pointer (an absent optional argument).
+type buf[T any] struct {
+	p uintptr
+	n int
+}
+
+func sizeOf[T any]() int {
+	var z T
+	return int(unsafe.Sizeof(z))
+}
+
+// at returns the n elements from element off. Out of range is a bug of this
+// package, not an input error, so it panics.
+func (b buf[T]) at(off, n int) buf[T] {
+	if off < 0 || n < 0 || off+n > b.n {
+		panic(fmt.Sprintf("cuda: view [%d, %d) of a buffer of %d", off, off+n, b.n))
+	}
+	return buf[T]{p: b.p + uintptr(off*sizeOf[T]()), n: n}
+}
+
+// upload copies src into the start of dst.
+func upload[T any](d *Device, dst buf[T], src []T) error {
+	if len(src) > dst.n {
+		return fmt.Errorf("cuda: upload of %d values into a buffer of %d", len(src), dst.n)
+	}
+	if len(src) == 0 {
+		return nil
+	}
+	if err := d.drv.toDevice(dst.p, unsafe.Pointer(&src[0]), int64(len(src)*sizeOf[T]())); err != nil {
+		return fmt.Errorf("cuda: copy to the GPU: %w", err)
+	}
+	return nil
+}
+
+// download copies the start of src into dst and waits for it.
+func download[T any](d *Device, dst []T, src buf[T]) error {
+	if len(dst) > src.n {
+		return fmt.Errorf("cuda: download of %d values from a buffer of %d", len(dst), src.n)
+	}
+	if len(dst) == 0 {
+		return nil
+	}
+	if err := d.drv.toHost(unsafe.Pointer(&dst[0]), src.p, int64(len(dst)*sizeOf[T]())); err != nil {
+		return fmt.Errorf("cuda: copy from the GPU: %w", err)
+	}
+	return d.sync()
+}
+
+// arena carves aligned sub-buffers out of one allocation. With base 0 it
+// only measures.
+type arena struct {
+	base uintptr
+	off  int64
+}
+
+const align = 256
+
+func carve[T any](a *arena, n int) buf[T] {
+	a.off = (a.off + align - 1) / align * align
+	b := buf[T]{p: a.base + uintptr(a.off), n: n}
+	a.off += int64(n * sizeOf[T]())
+	return b
+}
+
+const gib = 1 << 30
+
+// oom turns an out-of-memory error of an allocation of bytes into
+// "out of GPU memory: WHAT needs X GiB[ for FOR] (F GiB free of T GiB[; NOTE])".
+func (d *Device) oom(err error, bytes int64, what, forWhat, note string) error {
+	if forWhat != "" {
+		forWhat = " for " + forWhat
+	}
+	if !d.drv.isOutOfMemory(err) {
+		return fmt.Errorf("cuda: allocating %.2f GiB%s (%s): %w", float64(bytes)/gib, forWhat, what, err)
+	}
+	var info string
+	if free, total, ierr := d.drv.memInfo(); ierr == nil {
+		info = fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/gib, float64(total)/gib)
+	}
+	if note != "" {
+		if info != "" {
+			info += "; "
+		}
+		info += note
+	}
+	if info != "" {
+		info = " (" + info + ")"
+	}
+	return fmt.Errorf("out of GPU memory: %s needs %.2f GiB%s%s", what, float64(bytes)/gib, forWhat, info)
+}

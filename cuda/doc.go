@@ -1,0 +1,64 @@
+// Package cuda is the GPU engine: an [nn.Engine] that runs the model on an
+// NVIDIA GPU with the kernels of package kernels (kernels/*.cu, embedded as
+// PTX), driven from Go through gorgonia.org/cu (the CUDA driver API).
+//
+// Everything except this file carries the build tag cuda: gorgonia.org/cu
+// links libcuda.so.1 and its package init calls cuInit and exits the process
+// when there is no GPU or driver, so only a binary built with -tags cuda
+// imports it, and such a binary needs an NVIDIA GPU host to start (even to
+// run on the CPU). The default build compiles this documentation alone.
+//
+// # Design
+//
+// Thread: CUDA contexts are per OS thread. A [Device] starts one goroutine
+// that calls runtime.LockOSThread, creates the context and the stream, loads
+// the modules (cu.LoadData on the embedded PTX) and then runs the closures
+// that every other method sends it over a channel, one at a time. An engine
+// call (ForwardBackward, Step, ...) is one closure, so a training step is one
+// channel round trip whatever number of kernels it launches.
+//
+// Memory: an [Engine] makes one device allocation for its state: the
+// parameters, the gradients and the AdamW moments, NumParams float32 each,
+// back to back, each in nn.Layout order so that the flat views and the
+// per-tensor views are the CPU's. A second allocation, the workspace, holds
+// the batch, the activations the backward pass needs (the same set as
+// nn.Model keeps) and the scratch buffers, for the largest batch seen so
+// far; a bigger batch frees it and allocates a bigger one. Running out of
+// GPU memory is reported as "out of GPU memory: batch N needs X GiB ...".
+// Sub-buffers are carved at 256-byte alignment.
+//
+// Launches: every kernel has a typed Go wrapper (ops.go) that checks the
+// sizes of the buffers against the shapes and the grid limits and returns
+// an error, then packs the arguments. Kernel parameters go to cuLaunchKernel
+// as an array of pointers to the values; cu.Function.Launch copies 8 bytes
+// from each pointer, so every argument (pointer, int32, float32, float64)
+// is held in its own uint64 whose low bytes are the value (little-endian),
+// and the driver reads as many bytes as the kernel's parameter has.
+// All work goes to one stream; host copies are stream-ordered and every
+// engine call ends with a stream synchronisation, which is also where an
+// asynchronous kernel fault surfaces as an error.
+//
+// Forward and backward mirror nn.Model step by step (see engine.go): a GEMM
+// whose output feeds a LayerNorm also writes per-tile row statistics, which
+// ln_apply merges with Chan's formula and applies, fused with GELU (LN1 of a
+// block) or with the residual add (LN2 of a block). Bias and LayerNorm
+// parameter gradients are deterministic two-stage column reductions, the
+// loss is one block per row plus a fixed-order sum, and AdamW is one
+// elementwise kernel over the flat buffers, bit-identical to nn.AdamW on
+// float32. Two identical ForwardBackward calls give identical bits.
+//
+// Retrieval: [Device.TopK] and [Device.CosineTopK] rank keys for queries
+// on the GPU without forming the score matrix, with the tie rule of package
+// retrieval (higher score first, equal scores by lower key index).
+//
+// # Emulation
+//
+// With the tags cuda and cudaemu together the package does not import
+// gorgonia.org/cu: the kernel sources are compiled as C++ for the host
+// (emu.h maps the CUDA built-ins; one OS thread per GPU thread of a block,
+// __syncthreads a barrier) and the same engine, wrappers and tests run on
+// the CPU. It checks the index math, bounds, barriers and the Go side's
+// argument packing against the kernels' declared signatures; it cannot
+// check GPU-only behaviour (the PTX JIT, warp scheduling, the memory model,
+// the cu calls), which `make gpu-check` covers on a GPU host.
+package cuda

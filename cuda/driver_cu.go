@@ -1,0 +1,203 @@
+//go:build cuda && !cudaemu
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	// gpuprobe's init runs before cu's and explains a missing GPU.
+	_ "github.com/dinoclip/dinoclip/cuda/internal/gpuprobe"
+	"github.com/dinoclip/dinoclip/kernels"
+	"gorgonia.org/cu"
+)
+
+// cuDriver runs on the GPU through gorgonia.org/cu. Importing cu runs its
+// init, which calls cuInit and exits the process when there is no driver or
+// no GPU: a binary with this file needs a GPU host to start at all (package
+// gpuprobe, initialised first, says so in a clearer message).
+type cuDriver struct {
+	dev     cu.Device
+	ctx     cu.CUContext
+	stream  cu.Stream
+	modules []cu.Module
+	fns     [numKernels]cu.Function
+	desc    string
+	devName string
+}
+
+// openDriver creates the context on the calling (locked) thread, the stream,
+// and loads every module.
+func openDriver() (driver, error) {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: counting GPUs: %w", err)
+	}
+	if n < 1 {
+		return nil, errors.New("cuda: no CUDA GPU found")
+	}
+	dev, err := cu.GetDevice(0)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: GPU 0: %w", err)
+	}
+	major, err := dev.Attribute(cu.ComputeCapabilityMajor)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: GPU 0: %w", err)
+	}
+	minor, err := dev.Attribute(cu.ComputeCapabilityMinor)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: GPU 0: %w", err)
+	}
+	if major < 8 {
+		return nil, fmt.Errorf("cuda: GPU 0 has compute capability %d.%d; the kernels are built for 8.0 and later", major, minor)
+	}
+	name, _ := dev.Name()
+	total, _ := dev.TotalMem()
+	// MakeContext creates the context and makes it current on this thread.
+	ctx, err := dev.MakeContext(cu.SchedAuto)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: creating a context on %s: %w", name, err)
+	}
+	c := &cuDriver{dev: dev, ctx: ctx, devName: name,
+		desc: fmt.Sprintf("%s (compute capability %d.%d, %.1f GiB, CUDA driver %d)", name, major, minor, float64(total)/gib, cu.Version())}
+	if err := c.load(); err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.stream, err = cu.MakeStream(cu.DefaultStream); err != nil {
+		c.close()
+		return nil, fmt.Errorf("cuda: creating a stream: %w", err)
+	}
+	return c, nil
+}
+
+// load JIT-compiles the embedded PTX of every module and looks up the
+// kernels.
+func (c *cuDriver) load() error {
+	where := map[string]int{}
+	for _, m := range kernels.Modules {
+		src, err := kernels.PTX(m.Name)
+		if err != nil {
+			return err
+		}
+		mod, err := cu.LoadData(src)
+		if err != nil {
+			return fmt.Errorf("cuda: loading module %s: %w%s", m.Name, err, jitLog(src))
+		}
+		c.modules = append(c.modules, mod)
+		for _, k := range m.Kernels {
+			where[k] = len(c.modules) - 1
+		}
+	}
+	for k := range numKernels {
+		i, ok := where[kernelNames[k]]
+		if !ok {
+			return fmt.Errorf("cuda: kernel %s is in no module", k)
+		}
+		fn, err := c.modules[i].Function(kernelNames[k])
+		if err != nil {
+			return fmt.Errorf("cuda: kernel %s: %w", k, err)
+		}
+		c.fns[k] = fn
+	}
+	return nil
+}
+
+// jitLog loads src again with an error log buffer and returns the JIT
+// compiler's message, for a module that failed to load.
+func jitLog(src string) string {
+	opt := &cu.JITErrorLogBuffer{Buffer: make([]byte, 8192)}
+	if _, err := cu.LoadDataEx(src, opt); err == nil {
+		return ""
+	}
+	msg := strings.TrimRight(string(opt.Buffer), "\x00")
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}
+
+func (c *cuDriver) describe() string { return c.desc }
+
+func (c *cuDriver) name() string { return c.devName }
+
+func (c *cuDriver) copyDevice(dst, src uintptr, bytes int64) error {
+	return cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, c.stream)
+}
+
+func (c *cuDriver) newEvent() (event, error) {
+	ev, err := cu.MakeEvent(cu.DefaultEvent)
+	if err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+func (c *cuDriver) record(ev event) error { return ev.(*cu.Event).Record(c.stream) }
+
+func (c *cuDriver) elapsed(start, end event) (float64, error) {
+	ms, err := start.(*cu.Event).Elapsed(*end.(*cu.Event))
+	return ms / 1e3, err
+}
+
+func (c *cuDriver) destroyEvent(ev event) error { return cu.DestroyEvent(ev.(*cu.Event)) }
+
+func (c *cuDriver) alloc(bytes int64) (uintptr, error) {
+	p, err := cu.MemAlloc(bytes)
+	return uintptr(p), err
+}
+
+func (c *cuDriver) free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
+
+func (c *cuDriver) zero(p uintptr, bytes int64) error {
+	if bytes%4 != 0 {
+		return fmt.Errorf("cuda: zeroing %d bytes, not a multiple of 4", bytes)
+	}
+	return cu.MemsetD32Async(cu.DevicePtr(p), 0, bytes/4, c.stream)
+}
+
+// toDevice copies from pageable Go memory: the driver has read src when the
+// call returns (it stages pageable memory), so src is free for reuse.
+func (c *cuDriver) toDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
+	return cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream)
+}
+
+// toHost copies into pageable Go memory: the call returns when the copy is
+// done.
+func (c *cuDriver) toHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
+	return cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, c.stream)
+}
+
+func (c *cuDriver) launch(k kernel, gx, gy, block int, args []uint64) error {
+	params := make([]unsafe.Pointer, len(args))
+	for i := range args {
+		params[i] = unsafe.Pointer(&args[i])
+	}
+	return c.fns[k].Launch(gx, gy, 1, block, 1, 1, 0, c.stream, params)
+}
+
+func (c *cuDriver) sync() error { return c.stream.Synchronize() }
+
+func (c *cuDriver) memInfo() (free, total int64, err error) { return cu.MemInfo() }
+
+func (c *cuDriver) isOutOfMemory(err error) bool { return errors.Is(err, cu.OutOfMemory) }
+
+// close releases the stream, the modules and the context.
+func (c *cuDriver) close() error {
+	var errs []error
+	var none cu.Stream
+	if c.stream != none {
+		errs = append(errs, c.stream.Synchronize(), c.stream.Destroy())
+	}
+	for _, m := range c.modules {
+		errs = append(errs, m.Unload())
+	}
+	c.modules = nil
+	var empty cu.CUContext
+	if c.ctx != empty {
+		errs = append(errs, c.ctx.Destroy())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,509 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// linear and layerNorm are device views of one layer's parameters and
+// gradients in the flat state buffers, as nn.Model's views.
+type linear struct {
+	w, b, dw, db buf[float32]
+	in, out      int
+}
+
+type layerNorm struct {
+	gamma, beta, dgamma, dbeta buf[float32]
+	dim                        int
+}
+
+// block is one residual block with the activations its backward needs (the
+// same set as nn.Model's block).
+type block struct {
+	l1, l2       linear
+	n1, n2       layerNorm
+	x            buf[float32] // block input [n,h]
+	xhat1        buf[float32] // LN1 normalised [n,h]
+	ln1          buf[float32] // LN1 output = GELU input [n,h]
+	act          buf[float32] // GELU output = L2 input [n,h]
+	xhat2        buf[float32] // LN2 normalised [n,h]
+	rstd1, rstd2 buf[float32] // [n]
+}
+
+// Engine is the [nn.Engine] on a GPU. It computes in float32 with the
+// semantics of nn.CPUEngine[float32]; see the package documentation for the
+// design. An Engine is not safe for concurrent use (nor is the CPU engine).
+type Engine struct {
+	dev    *Device
+	cfg    nn.Config
+	layout *nn.Layout
+	np     int
+
+	state               uintptr // one allocation: params | grads | m | v
+	params, grads, m, v buf[float32]
+
+	inProj       linear
+	blocks       []block
+	hiddenNorm   layerNorm
+	head1, head2 linear
+	outNorm      layerNorm
+
+	ws       uintptr // the workspace allocation
+	wsBytes  int64
+	capacity int // rows the workspace holds
+
+	x, t              buf[float32] // the batch [n,in], [n,out]
+	stream            buf[float32] // residual stream after the last block [n,h]
+	xhatH, hidden     buf[float32] // hidden_norm normalised and output [n,h]
+	rstdH             buf[float32] // [n]
+	head, headAct     buf[float32] // head pre- and post-GELU [n,hd]
+	out, xhatO, rstdO buf[float32] // output LN output and normalised [n,o], rstd [n]
+	dy                buf[float32] // dL/d(output) [n,o]
+	s1, s2, s3        buf[float32] // scratch [n,h]
+	stats             buf[float32] // row statistics [n, tiles, 3]
+	partial           buf[float64] // column-reduction partials
+	rowLoss, lossOut  buf[float64] // [n], [1]
+
+	ready bool // gradients hold a backward pass not yet stepped
+}
+
+var _ nn.Engine = (*Engine)(nil)
+
+// NewEngine opens the GPU and returns an engine of shape c with zero
+// parameters, gradients and moments, like nn.NewCPUEngine.
+func NewEngine(c nn.Config) (*Engine, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	dev, err := Open()
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(dev, c)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEngine(dev *Device, c nn.Config) (*Engine, error) {
+	l := c.Layout()
+	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size}
+	err := dev.do(func() error {
+		bytes := 4 * int64(e.np) * 4
+		p, err := dev.alloc(bytes)
+		if err != nil {
+			return dev.oom(err, bytes, fmt.Sprintf("the model (%d parameters)", e.np), "parameters, gradients and AdamW moments", "")
+		}
+		e.state = p
+		if err := dev.drv.zero(p, bytes); err != nil {
+			return fmt.Errorf("cuda: %w", err)
+		}
+		return dev.sync()
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := arena{base: e.state}
+	e.params, e.grads = carve[float32](&a, e.np), carve[float32](&a, e.np)
+	e.m, e.v = carve[float32](&a, e.np), carve[float32](&a, e.np)
+
+	next := 0
+	take := func() nn.Tensor { t := l.Tensors[next]; next++; return t }
+	view := func(b buf[float32], t nn.Tensor) buf[float32] { return b.at(t.Offset, t.Size()) }
+	lin := func() linear {
+		w, b := take(), take()
+		return linear{w: view(e.params, w), b: view(e.params, b), dw: view(e.grads, w), db: view(e.grads, b), in: w.Shape[1], out: w.Shape[0]}
+	}
+	ln := func() layerNorm {
+		g, b := take(), take()
+		return layerNorm{gamma: view(e.params, g), beta: view(e.params, b), dgamma: view(e.grads, g), dbeta: view(e.grads, b), dim: g.Shape[0]}
+	}
+	e.inProj = lin()
+	e.blocks = make([]block, c.Blocks)
+	for i := range e.blocks {
+		b := &e.blocks[i]
+		b.l1, b.n1, b.l2, b.n2 = lin(), ln(), lin(), ln()
+	}
+	e.hiddenNorm, e.head1, e.head2, e.outNorm = ln(), lin(), lin(), ln()
+	return e, nil
+}
+
+// Device is the GPU the engine runs on, for other work on the same context
+// (retrieval's TopK).
+func (e *Engine) Device() *Device { return e.dev }
+
+// Config implements nn.Engine.
+func (e *Engine) Config() nn.Config { return e.cfg }
+
+// layoutWorkspace carves the workspace for n rows out of a (a measuring
+// arena when its base is 0).
+func (e *Engine) layoutWorkspace(a *arena, n int) {
+	c := e.cfg
+	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
+	f := func(k int) buf[float32] { return carve[float32](a, k) }
+	e.x, e.t = f(n*in), f(n*o)
+	for i := range e.blocks {
+		b := &e.blocks[i]
+		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f(n*h), f(n*h)
+		b.rstd1, b.rstd2 = f(n), f(n)
+	}
+	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f(n*h), f(n)
+	e.head, e.headAct = f(n*hd), f(n*hd)
+	e.out, e.xhatO, e.rstdO, e.dy = f(n*o), f(n*o), f(n), f(n*o)
+	e.s1, e.s2, e.s3 = f(n*h), f(n*h), f(n*h)
+	e.stats = f(n * statsTiles(max(h, o)) * 3)
+	e.partial = carve[float64](a, 2*colChunks(n)*max(h, hd, o))
+	e.rowLoss, e.lossOut = carve[float64](a, n), carve[float64](a, 1)
+}
+
+// WorkspaceBytes is the device memory the activations and scratch of a batch
+// of n rows take, besides the 16 bytes per parameter of the state.
+func (e *Engine) WorkspaceBytes(n int) int64 {
+	saved := *e
+	saved.blocks = append([]block(nil), e.blocks...)
+	var a arena
+	saved.layoutWorkspace(&a, n)
+	return a.off
+}
+
+// reserve makes the workspace hold n rows (on the worker thread).
+func (e *Engine) reserve(n int) error {
+	if n <= e.capacity {
+		return nil
+	}
+	bytes := e.WorkspaceBytes(n)
+	if err := e.dev.sync(); err != nil {
+		return err
+	}
+	if err := e.dev.free(e.ws); err != nil {
+		return fmt.Errorf("cuda: freeing the workspace: %w", err)
+	}
+	e.ws, e.wsBytes, e.capacity = 0, 0, 0
+	p, err := e.dev.alloc(bytes)
+	if err != nil {
+		return e.dev.oom(err, bytes, fmt.Sprintf("batch %d", n), "activations and scratch",
+			fmt.Sprintf("the parameters, gradients and AdamW moments take another %.2f GiB", float64(16*int64(e.np))/gib))
+	}
+	e.ws, e.wsBytes, e.capacity = p, bytes, n
+	a := arena{base: p}
+	e.layoutWorkspace(&a, n)
+	return nil
+}
+
+// checkBatch validates a batch as nn's load does.
+func checkBatch(v []float32, n, d int, what string) error {
+	if n < 1 {
+		return fmt.Errorf("%s: batch of %d rows", what, n)
+	}
+	if len(v) != n*d {
+		return fmt.Errorf("%s: %d values, want %d rows x %d", what, len(v), n, d)
+	}
+	return nil
+}
+
+// ForwardBackward implements nn.Engine.
+func (e *Engine) ForwardBackward(x, t []float32, n int) (float64, error) {
+	c := e.cfg
+	if err := checkBatch(x, n, c.InputDim, "inputs"); err != nil {
+		return 0, err
+	}
+	if err := checkBatch(t, n, c.OutputDim, "targets"); err != nil {
+		return 0, err
+	}
+	var loss float64
+	err := e.dev.do(func() error {
+		var err error
+		if loss, err = e.forwardLoss(x, t, n, true); err != nil {
+			return err
+		}
+		if err := e.backward(n); err != nil {
+			return err
+		}
+		return e.dev.sync()
+	})
+	if err != nil {
+		return 0, err
+	}
+	e.ready = true
+	return loss, nil
+}
+
+// Loss implements nn.Engine.
+func (e *Engine) Loss(x, t []float32, n int) (float64, error) {
+	c := e.cfg
+	if err := checkBatch(x, n, c.InputDim, "inputs"); err != nil {
+		return 0, err
+	}
+	if err := checkBatch(t, n, c.OutputDim, "targets"); err != nil {
+		return 0, err
+	}
+	var loss float64
+	err := e.dev.do(func() error {
+		var err error
+		loss, err = e.forwardLoss(x, t, n, false)
+		return err
+	})
+	return loss, err
+}
+
+// forwardLoss uploads the batch, runs forward and the loss (with its
+// gradient into dy when grad) and returns the loss, an error when it is not
+// finite (on the worker thread).
+func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) {
+	if err := e.reserve(n); err != nil {
+		return 0, err
+	}
+	if err := upload(e.dev, e.x, x); err != nil {
+		return 0, err
+	}
+	if err := upload(e.dev, e.t, t); err != nil {
+		return 0, err
+	}
+	if err := e.forward(n); err != nil {
+		return 0, err
+	}
+	o := e.cfg.OutputDim
+	var dy buf[float32]
+	if grad {
+		dy = e.dy.at(0, n*o)
+	}
+	if err := e.dev.unitNormMSE(dy, e.rowLoss, e.out, e.t, n, o); err != nil {
+		return 0, err
+	}
+	if err := e.dev.lossSum(e.lossOut, e.rowLoss, n); err != nil {
+		return 0, err
+	}
+	var sum [1]float64
+	if err := download(e.dev, sum[:], e.lossOut); err != nil {
+		return 0, err
+	}
+	loss := sum[0] / float64(n*o)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, fmt.Errorf("loss is %v", loss)
+	}
+	return loss, nil
+}
+
+// forward runs the model on the n rows in e.x, leaving the output in e.out
+// and the activations for backward (on the worker thread). It mirrors
+// nn.Model.Forward.
+func (e *Engine) forward(n int) error {
+	c, d := e.cfg, e.dev
+	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
+	var none buf[float32]
+	first := e.stream
+	if len(e.blocks) > 0 {
+		first = e.blocks[0].x
+	}
+	if err := d.linearForward(kGemmNTBias, first, none, none, e.x, e.inProj.w, e.inProj.b, n, in, h); err != nil {
+		return err
+	}
+	pre := e.s1
+	for i := range e.blocks {
+		b := &e.blocks[i]
+		next := e.stream
+		if i+1 < len(e.blocks) {
+			next = e.blocks[i+1].x
+		}
+		// pre = L1(x) with row statistics; ln1 = LN1(pre), act = GELU(ln1).
+		if err := d.linearForward(kGemmNTBiasStats, pre, none, e.stats, b.x, b.l1.w, b.l1.b, n, h, h); err != nil {
+			return err
+		}
+		if err := d.lnApply(lnGELU, b.ln1, b.act, b.xhat1, b.rstd1, pre, e.stats, b.n1.gamma, b.n1.beta, none, n, h); err != nil {
+			return err
+		}
+		// pre = L2(act); next = x + LN2(pre).
+		if err := d.linearForward(kGemmNTBiasStats, pre, none, e.stats, b.act, b.l2.w, b.l2.b, n, h, h); err != nil {
+			return err
+		}
+		if err := d.lnApply(lnResidual, next, none, b.xhat2, b.rstd2, pre, e.stats, b.n2.gamma, b.n2.beta, b.x, n, h); err != nil {
+			return err
+		}
+	}
+	if err := d.lnForward(lnPlain, e.hidden, none, e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
+		return err
+	}
+	if err := d.linearForward(kGemmNTBiasGELU, e.head, e.headAct, none, e.hidden, e.head1.w, e.head1.b, n, h, hd); err != nil {
+		return err
+	}
+	if err := d.linearForward(kGemmNTBiasStats, e.out, none, e.stats, e.headAct, e.head2.w, e.head2.b, n, hd, o); err != nil {
+		return err
+	}
+	return d.lnApply(lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.stats, e.outNorm.gamma, e.outNorm.beta, none, n, o)
+}
+
+// backward sets the gradients from dy for the last forward of n rows (on
+// the worker thread). It mirrors nn.Model.Backward.
+func (e *Engine) backward(n int) error {
+	c, d := e.cfg, e.dev
+	h, hd, o := c.HiddenDim, c.HeadDim(), c.OutputDim
+	dy := e.dy.at(0, n*o)
+	if err := e.layerNormBackward(e.outNorm, dy, dy, e.xhatO, e.rstdO, n); err != nil {
+		return err
+	}
+	dHead := e.s2.at(0, n*hd)
+	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, n, 0); err != nil {
+		return err
+	}
+	if err := d.geluBackward(dHead, dHead, e.head, n*hd); err != nil {
+		return err
+	}
+	dStream := e.s1
+	if err := e.linearBackward(e.head1, dStream, dHead, e.hidden, n, 0); err != nil {
+		return err
+	}
+	if err := e.layerNormBackward(e.hiddenNorm, dStream, dStream, e.xhatH, e.rstdH, n); err != nil {
+		return err
+	}
+	dOut2, dIn2 := e.s2, e.s3
+	for i := len(e.blocks) - 1; i >= 0; i-- {
+		b := &e.blocks[i]
+		// dStream is dL/d(block output), which is also dL/d(LN2 output).
+		if err := e.layerNormBackward(b.n2, dOut2, dStream, b.xhat2, b.rstd2, n); err != nil {
+			return err
+		}
+		if err := e.linearBackward(b.l2, dIn2, dOut2, b.act, n, 0); err != nil {
+			return err
+		}
+		if err := d.geluBackward(dIn2, dIn2, b.ln1, n*h); err != nil {
+			return err
+		}
+		if err := e.layerNormBackward(b.n1, dIn2, dIn2, b.xhat1, b.rstd1, n); err != nil {
+			return err
+		}
+		// The skip connection: dL/d(block input) = dStream + dL/d(L1 output) W1.
+		if err := e.linearBackward(b.l1, dStream, dIn2, b.x, n, 1); err != nil {
+			return err
+		}
+	}
+	var none buf[float32]
+	return e.linearBackward(e.inProj, none, dStream, e.x, n, 0)
+}
+
+// linearBackward is nn.LinearBackward: dW = dy^T x, db = column sums of dy
+// and, when dx is not null, dx = dy W + beta dx.
+func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], n int, beta float32) error {
+	d := e.dev
+	if err := d.gemmTN(l.dw, dy, x, n, l.in, l.out); err != nil {
+		return err
+	}
+	var none buf[float32]
+	if err := d.colSums(l.db, none, dy, none, e.partial, n, l.out); err != nil {
+		return err
+	}
+	if dx.p == 0 {
+		return nil
+	}
+	return d.gemmNN(dx, dy, l.w, beta, n, l.in, l.out)
+}
+
+// layerNormBackward is nn.LayerNormBackward: dbeta = sum dy, dgamma =
+// sum dy*xhat (read before dx, which may alias dy, is written), then dx.
+func (e *Engine) layerNormBackward(ln layerNorm, dx, dy, xhat, rstd buf[float32], n int) error {
+	d := e.dev
+	if err := d.colSums(ln.dbeta, ln.dgamma, dy, xhat, e.partial, n, ln.dim); err != nil {
+		return err
+	}
+	return d.lnBackward(dx, dy, xhat, rstd, ln.gamma, n, ln.dim)
+}
+
+// Step implements nn.Engine.
+func (e *Engine) Step(s nn.AdamWStep) error {
+	if !e.ready {
+		return fmt.Errorf("optimizer step without gradients: call ForwardBackward first")
+	}
+	if s.Step < 1 {
+		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	}
+	err := e.dev.do(func() error {
+		if err := e.dev.adamW(e.params, e.grads, e.m, e.v, e.np, s); err != nil {
+			return err
+		}
+		return e.dev.sync()
+	})
+	if err != nil {
+		return err
+	}
+	e.ready = false
+	return nil
+}
+
+// Project implements nn.Engine.
+func (e *Engine) Project(dst, x []float32, n int) error {
+	c := e.cfg
+	if len(dst) != n*c.OutputDim {
+		return fmt.Errorf("project: output has room for %d values, want %d rows x %d", len(dst), n, c.OutputDim)
+	}
+	if err := checkBatch(x, n, c.InputDim, "inputs"); err != nil {
+		return err
+	}
+	return e.dev.do(func() error {
+		if err := e.reserve(n); err != nil {
+			return err
+		}
+		if err := upload(e.dev, e.x, x); err != nil {
+			return err
+		}
+		if err := e.forward(n); err != nil {
+			return err
+		}
+		return download(e.dev, dst, e.out)
+	})
+}
+
+// copyOut downloads one state buffer.
+func (e *Engine) copyOut(dst []float32, src buf[float32], what string) error {
+	if len(dst) != e.np {
+		return fmt.Errorf("%s: buffer of %d values, the model has %d", what, len(dst), e.np)
+	}
+	return e.dev.do(func() error { return download(e.dev, dst, src) })
+}
+
+// copyIn uploads one state buffer.
+func (e *Engine) copyIn(dst buf[float32], src []float32, what string) error {
+	if len(src) != e.np {
+		return fmt.Errorf("%s: %d values, the model has %d", what, len(src), e.np)
+	}
+	return e.dev.do(func() error {
+		if err := upload(e.dev, dst, src); err != nil {
+			return err
+		}
+		return e.dev.sync()
+	})
+}
+
+// Parameters implements nn.Engine.
+func (e *Engine) Parameters(dst []float32) error { return e.copyOut(dst, e.params, "parameters") }
+
+// SetParameters implements nn.Engine.
+func (e *Engine) SetParameters(src []float32) error { return e.copyIn(e.params, src, "parameters") }
+
+// Gradients implements nn.Engine.
+func (e *Engine) Gradients(dst []float32) error { return e.copyOut(dst, e.grads, "gradients") }
+
+// Moments implements nn.Engine.
+func (e *Engine) Moments(m, v []float32) error {
+	if err := e.copyOut(m, e.m, "first moments"); err != nil {
+		return err
+	}
+	return e.copyOut(v, e.v, "second moments")
+}
+
+// SetMoments implements nn.Engine.
+func (e *Engine) SetMoments(m, v []float32) error {
+	if err := e.copyIn(e.m, m, "first moments"); err != nil {
+		return err
+	}
+	return e.copyIn(e.v, v, "second moments")
+}
+
+// Close implements nn.Engine: it frees the GPU memory and closes the device.
+// Closing twice is not an error; every other method of a closed engine
+// returns an error.
+func (e *Engine) Close() error { return e.dev.Close() }

@@ -1,0 +1,126 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+var (
+	sharedOnce sync.Once
+	sharedDev  *Device
+	sharedErr  error
+)
+
+// testDevice is one Device shared by the kernel tests of the process.
+func testDevice(t *testing.T) *Device {
+	t.Helper()
+	sharedOnce.Do(func() {
+		sharedDev, sharedErr = Open()
+		if sharedErr == nil {
+			t.Logf("kernel tests on %s", sharedDev)
+		}
+	})
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
+	}
+	return sharedDev
+}
+
+// on runs f on d's worker thread and fails the test on error.
+func on(t *testing.T, d *Device, f func() error) {
+	t.Helper()
+	if err := d.do(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// devAlloc allocates n elements (freed at the end of the test); their
+// contents are undefined.
+func devAlloc[T any](t *testing.T, d *Device, n int) buf[T] {
+	t.Helper()
+	var b buf[T]
+	on(t, d, func() error {
+		p, err := d.alloc(int64(max(n, 1) * sizeOf[T]()))
+		b = buf[T]{p: p, n: n}
+		return err
+	})
+	t.Cleanup(func() { d.do(func() error { return d.free(b.p) }) })
+	return b
+}
+
+// devCopy allocates and fills a device copy of host.
+func devCopy[T any](t *testing.T, d *Device, host []T) buf[T] {
+	t.Helper()
+	b := devAlloc[T](t, d, len(host))
+	on(t, d, func() error { return upload(d, b, host) })
+	return b
+}
+
+// fetch copies a device buffer back.
+func fetch[T any](t *testing.T, d *Device, b buf[T]) []T {
+	t.Helper()
+	out := make([]T, b.n)
+	on(t, d, func() error { return download(d, out, b) })
+	return out
+}
+
+func randn(rng *rand.Rand, n int, scale float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(scale * rng.NormFloat64())
+	}
+	return v
+}
+
+func f64s(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+func nanFill(n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.NaN())
+	}
+	return v
+}
+
+// relDiff is ||a-b|| / ||b|| (||a-b|| when b is zero).
+func relDiff[A, B float32 | float64](a []A, b []B) float64 {
+	var num, den float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		num += d * d
+		den += float64(b[i]) * float64(b[i])
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+// within fails the test when relDiff(got, want) > tol.
+func within[A, B float32 | float64](t *testing.T, what string, got []A, want []B, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i, v := range got {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatalf("%s: element %d is %v", what, i, v)
+		}
+	}
+	d := relDiff(got, want)
+	if d > tol {
+		t.Errorf("%s: relative difference %.3g > %g", what, d, tol)
+	} else {
+		t.Logf("%s: relative difference %.3g (tolerance %g)", what, d, tol)
+	}
+}

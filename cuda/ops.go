@@ -1,0 +1,467 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// Typed launch wrappers, one per kernel (see the comment block of each
+// kernels/*.cu for what it computes). Each checks that the buffers hold the
+// shapes, that the sizes fit the kernel's int32 parameters and the grid
+// limits, packs the arguments and launches on the device's stream. They run
+// on the worker thread (inside Device.do) and do not wait for the kernel.
+
+// Launch geometry shared with the kernels.
+const (
+	threads   = 256 // every kernel's block
+	gemmTile  = 64  // gemm.cu: BM = BN
+	statsTile = 64  // gemm.cu: the column tile of the row statistics
+	colRows   = 64  // rows per chunk of colsum_partial
+	topkQ     = 32  // topk.cu: TK_Q
+	maxTopK   = 32  // topk.cu: TK_MAXK
+	maxGridX  = math.MaxInt32
+	maxGridY  = 65535
+)
+
+// LayerNorm modes of ln_apply and ln_forward.
+const (
+	lnPlain    = 0
+	lnGELU     = 1
+	lnResidual = 2
+)
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// need checks that b holds at least n elements.
+func need[T any](what string, b buf[T], n int) error {
+	if b.p == 0 {
+		return fmt.Errorf("cuda: %s: null buffer", what)
+	}
+	if b.n < n {
+		return fmt.Errorf("cuda: %s: buffer of %d elements, need %d", what, b.n, n)
+	}
+	return nil
+}
+
+// dims checks that every size is at least 1 and that the products the
+// kernels form stay meaningful in int32 per dimension.
+func dims(what string, ds ...int) error {
+	for _, d := range ds {
+		if d < 1 || d > math.MaxInt32 {
+			return fmt.Errorf("cuda: %s: size %d out of range", what, d)
+		}
+	}
+	return nil
+}
+
+// gemmWork describes an M x N x K GEMM for the kernel timings.
+func gemmWork(m, n, k int) work {
+	return work{shape: fmt.Sprintf("M=%d N=%d K=%d", m, n, k), flops: 2 * float64(m) * float64(n) * float64(k)}
+}
+
+// rowWork describes a kernel over rows x dim that moves `words` 4-byte
+// values at least (8-byte values count twice).
+func rowWork(rows, dim, words int) work {
+	return work{shape: fmt.Sprintf("rows=%d dim=%d", rows, dim), bytes: 4 * float64(words)}
+}
+
+// elemWork describes an elementwise kernel over n values that moves
+// perElement 4-byte values for each.
+func elemWork(n, perElement int) work {
+	return work{shape: fmt.Sprintf("n=%d", n), bytes: 4 * float64(n) * float64(perElement)}
+}
+
+// lnWork describes a LayerNorm forward: it reads x (and resid, or the tile
+// statistics) and writes y (and y2), xhat and rstd.
+func lnWork(mode, rows, dim, tiles int) work {
+	words := 3*rows*dim + rows + 2*dim + 3*rows*tiles
+	name := "plain"
+	switch mode {
+	case lnGELU:
+		words += rows * dim
+		name = "gelu"
+	case lnResidual:
+		words += rows * dim
+		name = "residual"
+	}
+	w := rowWork(rows, dim, words)
+	w.shape += " mode=" + name
+	return w
+}
+
+// statsTiles is the number of column tiles gemm_nt_bias_stats writes for a
+// row of width n (its grid's x dimension).
+func statsTiles(n int) int { return ceilDiv(n, statsTile) }
+
+// gemmGrid is the grid of a GEMM with an M x N output.
+func gemmGrid(what string, m, n int) (gx, gy int, err error) {
+	gx, gy = ceilDiv(n, gemmTile), ceilDiv(m, gemmTile)
+	if gy > maxGridY {
+		return 0, 0, fmt.Errorf("cuda: %s: %d rows exceed the GEMM grid (at most %d)", what, m, maxGridY*gemmTile)
+	}
+	return gx, gy, nil
+}
+
+// linearForward launches y[rows,out] = x[rows,in] W^T + b with the epilogue
+// of kernel k: kGemmNTBias, kGemmNTBiasGELU (also act = GELU(y)) or
+// kGemmNTBiasStats (also stats [rows, statsTiles(out), 3]).
+func (d *Device) linearForward(k kernel, y, act, stats, x, w, b buf[float32], rows, in, out int) error {
+	what := k.String()
+	if err := dims(what, rows, in, out); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		b    buf[float32]
+		n    int
+	}{{"y", y, rows * out}, {"x", x, rows * in}, {"w", w, out * in}, {"bias", b, out}} {
+		if err := need(what+" "+c.name, c.b, c.n); err != nil {
+			return err
+		}
+	}
+	gx, gy, err := gemmGrid(what, rows, out)
+	if err != nil {
+		return err
+	}
+	gw := gemmWork(rows, out, in)
+	switch k {
+	case kGemmNTBias:
+		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
+	case kGemmNTBiasGELU:
+		if err := need(what+" act", act, rows*out); err != nil {
+			return err
+		}
+		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(act), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
+	case kGemmNTBiasStats:
+		if err := need(what+" stats", stats, rows*statsTiles(out)*3); err != nil {
+			return err
+		}
+		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(stats), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
+	}
+	return fmt.Errorf("cuda: linearForward with kernel %s", k)
+}
+
+// gemmNN launches dx[rows,in] = beta dx + dy[rows,out] W[out,in].
+func (d *Device) gemmNN(dx, dy, w buf[float32], beta float32, rows, in, out int) error {
+	const what = "gemm_nn"
+	if err := dims(what, rows, in, out); err != nil {
+		return err
+	}
+	if err := need(what+" dx", dx, rows*in); err != nil {
+		return err
+	}
+	if err := need(what+" dy", dy, rows*out); err != nil {
+		return err
+	}
+	if err := need(what+" w", w, out*in); err != nil {
+		return err
+	}
+	gx, gy, err := gemmGrid(what, rows, in)
+	if err != nil {
+		return err
+	}
+	return d.launch(kGemmNN, gemmWork(rows, in, out), gx, gy, threads, ptrArg(dx), ptrArg(dy), ptrArg(w), f32Arg(beta), intArg(rows), intArg(in), intArg(out))
+}
+
+// gemmTN launches dw[out,in] = dy[rows,out]^T x[rows,in].
+func (d *Device) gemmTN(dw, dy, x buf[float32], rows, in, out int) error {
+	const what = "gemm_tn"
+	if err := dims(what, rows, in, out); err != nil {
+		return err
+	}
+	if err := need(what+" dw", dw, out*in); err != nil {
+		return err
+	}
+	if err := need(what+" dy", dy, rows*out); err != nil {
+		return err
+	}
+	if err := need(what+" x", x, rows*in); err != nil {
+		return err
+	}
+	gx, gy, err := gemmGrid(what, out, in)
+	if err != nil {
+		return err
+	}
+	return d.launch(kGemmTN, gemmWork(out, in, rows), gx, gy, threads, ptrArg(dw), ptrArg(dy), ptrArg(x), intArg(out), intArg(in), intArg(rows))
+}
+
+// rowGrid checks a one-block-per-row launch.
+func rowGrid(what string, rows int) error {
+	if rows > maxGridX {
+		return fmt.Errorf("cuda: %s: %d rows exceed the grid", what, rows)
+	}
+	return nil
+}
+
+// lnCheck checks the buffers common to ln_apply and ln_forward.
+func lnCheck(what string, mode int, y, y2, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+	if err := dims(what, rows, dim); err != nil {
+		return err
+	}
+	if err := rowGrid(what, rows); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		b    buf[float32]
+		n    int
+	}{{"y", y, rows * dim}, {"xhat", xhat, rows * dim}, {"rstd", rstd, rows}, {"x", x, rows * dim}, {"gamma", gamma, dim}, {"beta", beta, dim}} {
+		if err := need(what+" "+c.name, c.b, c.n); err != nil {
+			return err
+		}
+	}
+	switch mode {
+	case lnPlain:
+	case lnGELU:
+		return need(what+" y2", y2, rows*dim)
+	case lnResidual:
+		return need(what+" resid", resid, rows*dim)
+	default:
+		return fmt.Errorf("cuda: %s: mode %d", what, mode)
+	}
+	return nil
+}
+
+// lnApply launches ln_apply: the LayerNorm of x[rows,dim] whose row
+// statistics gemm_nt_bias_stats wrote into stats, in the given mode.
+func (d *Device) lnApply(mode int, y, y2, xhat, rstd, x, stats, gamma, beta, resid buf[float32], rows, dim int) error {
+	const what = "ln_apply"
+	if err := lnCheck(what, mode, y, y2, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+		return err
+	}
+	tiles := statsTiles(dim)
+	if err := need(what+" stats", stats, rows*tiles*3); err != nil {
+		return err
+	}
+	return d.launch(kLNApply, lnWork(mode, rows, dim, tiles), rows, 1, threads, ptrArg(y), ptrArg(y2), ptrArg(xhat), ptrArg(rstd), ptrArg(x), ptrArg(stats),
+		intArg(tiles), ptrArg(gamma), ptrArg(beta), ptrArg(resid), intArg(rows), intArg(dim), intArg(mode))
+}
+
+// lnForward launches ln_forward: the LayerNorm of x[rows,dim], computing the
+// row statistics itself.
+func (d *Device) lnForward(mode int, y, y2, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+	const what = "ln_forward"
+	if err := lnCheck(what, mode, y, y2, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+		return err
+	}
+	return d.launch(kLNForward, lnWork(mode, rows, dim, 0), rows, 1, threads, ptrArg(y), ptrArg(y2), ptrArg(xhat), ptrArg(rstd), ptrArg(x),
+		ptrArg(gamma), ptrArg(beta), ptrArg(resid), intArg(rows), intArg(dim), intArg(mode))
+}
+
+// lnBackward launches ln_backward: dx[rows,dim] from dy, xhat, rstd, gamma.
+func (d *Device) lnBackward(dx, dy, xhat, rstd, gamma buf[float32], rows, dim int) error {
+	const what = "ln_backward"
+	if err := dims(what, rows, dim); err != nil {
+		return err
+	}
+	if err := rowGrid(what, rows); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		b    buf[float32]
+		n    int
+	}{{"dx", dx, rows * dim}, {"dy", dy, rows * dim}, {"xhat", xhat, rows * dim}, {"rstd", rstd, rows}, {"gamma", gamma, dim}} {
+		if err := need(what+" "+c.name, c.b, c.n); err != nil {
+			return err
+		}
+	}
+	return d.launch(kLNBackward, rowWork(rows, dim, 3*rows*dim+rows+dim), rows, 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(rstd), ptrArg(gamma), intArg(rows), intArg(dim))
+}
+
+// colChunks is the number of row chunks of a column reduction over rows.
+func colChunks(rows int) int { return ceilDiv(rows, colRows) }
+
+// colSums sets sum[j] = sum_r a[r,j] and, when prod is not null,
+// prod[j] = sum_r a[r,j] b[r,j], with the two deterministic stages of
+// reduce.cu; partial holds 2*colChunks(rows)*dim doubles.
+func (d *Device) colSums(sum, prod, a, b buf[float32], partial buf[float64], rows, dim int) error {
+	const what = "colsum"
+	if err := dims(what, rows, dim); err != nil {
+		return err
+	}
+	chunks := colChunks(rows)
+	if chunks > maxGridY {
+		return fmt.Errorf("cuda: %s: %d rows exceed the grid", what, rows)
+	}
+	if err := need(what+" sum", sum, dim); err != nil {
+		return err
+	}
+	if err := need(what+" a", a, rows*dim); err != nil {
+		return err
+	}
+	parts := chunks * dim
+	if prod.p != 0 {
+		if err := need(what+" prod", prod, dim); err != nil {
+			return err
+		}
+		if err := need(what+" b", b, rows*dim); err != nil {
+			return err
+		}
+		parts *= 2
+	} else {
+		b = buf[float32]{}
+	}
+	if err := need(what+" partial", partial, parts); err != nil {
+		return err
+	}
+	gx := ceilDiv(dim, threads)
+	ins := 1
+	if prod.p != 0 {
+		ins = 2
+	}
+	if err := d.launch(kColsumPartial, rowWork(rows, dim, ins*rows*dim+2*ins*chunks*dim), gx, chunks, threads, ptrArg(partial), ptrArg(a), ptrArg(b), intArg(rows), intArg(dim), intArg(colRows)); err != nil {
+		return err
+	}
+	return d.launch(kColsumFinal, rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim), gx, 1, threads, ptrArg(sum), ptrArg(prod), ptrArg(partial), intArg(chunks), intArg(dim))
+}
+
+// elementGrid is the grid of the grid-stride elementwise kernels.
+func elementGrid(n int) int { return max(1, min(ceilDiv(n, threads), maxGridY)) }
+
+// geluForward launches y = GELU(x) over n values.
+func (d *Device) geluForward(y, x buf[float32], n int) error {
+	if err := dims("gelu_forward", n); err != nil {
+		return err
+	}
+	if err := need("gelu_forward y", y, n); err != nil {
+		return err
+	}
+	if err := need("gelu_forward x", x, n); err != nil {
+		return err
+	}
+	return d.launch(kGELUForward, elemWork(n, 2), elementGrid(n), 1, threads, ptrArg(y), ptrArg(x), intArg(n))
+}
+
+// geluBackward launches dx = dy GELU'(x) over n values.
+func (d *Device) geluBackward(dx, dy, x buf[float32], n int) error {
+	const what = "gelu_backward"
+	if err := dims(what, n); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		b    buf[float32]
+	}{{"dx", dx}, {"dy", dy}, {"x", x}} {
+		if err := need(what+" "+c.name, c.b, n); err != nil {
+			return err
+		}
+	}
+	return d.launch(kGELUBackward, elemWork(n, 3), elementGrid(n), 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(x), intArg(n))
+}
+
+// unitNormMSE launches the fused loss: rowLoss[r] and, when grad is not
+// null, grad[rows,dim] = dL/dp.
+func (d *Device) unitNormMSE(grad buf[float32], rowLoss buf[float64], p, t buf[float32], rows, dim int) error {
+	const what = "unitnorm_mse"
+	if err := dims(what, rows, dim); err != nil {
+		return err
+	}
+	if err := rowGrid(what, rows); err != nil {
+		return err
+	}
+	if grad.p != 0 {
+		if err := need(what+" grad", grad, rows*dim); err != nil {
+			return err
+		}
+	}
+	if err := need(what+" rowloss", rowLoss, rows); err != nil {
+		return err
+	}
+	if err := need(what+" p", p, rows*dim); err != nil {
+		return err
+	}
+	if err := need(what+" t", t, rows*dim); err != nil {
+		return err
+	}
+	moved := 2*rows*dim + 2*rows
+	if grad.p != 0 {
+		moved += rows * dim
+	}
+	return d.launch(kUnitNormMSE, rowWork(rows, dim, moved), rows, 1, threads, ptrArg(grad), ptrArg(rowLoss), ptrArg(p), ptrArg(t), intArg(rows), intArg(dim))
+}
+
+// lossSum launches out[0] = sum of rowLoss[0:rows].
+func (d *Device) lossSum(out, rowLoss buf[float64], rows int) error {
+	if err := dims("loss_sum", rows); err != nil {
+		return err
+	}
+	if err := need("loss_sum out", out, 1); err != nil {
+		return err
+	}
+	if err := need("loss_sum rowloss", rowLoss, rows); err != nil {
+		return err
+	}
+	return d.launch(kLossSum, elemWork(rows, 2), 1, 1, threads, ptrArg(out), ptrArg(rowLoss), intArg(rows))
+}
+
+// adamW launches one AdamW update of n parameters. The scalars are formed
+// exactly as nn.AdamW[float32] forms them.
+func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
+	const what = "adamw"
+	if err := dims(what, n); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		b    buf[float32]
+	}{{"params", p}, {"grads", g}, {"m", m}, {"v", v}} {
+		if err := need(what+" "+c.name, c.b, n); err != nil {
+			return err
+		}
+	}
+	decay := float32(1 - s.LR*s.WeightDecay)
+	oneMinusB1, b2, oneMinusB2 := float32(1-s.Beta1), float32(s.Beta2), float32(1-s.Beta2)
+	stepSize := float32(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step))))
+	bc2Sqrt := float32(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step))))
+	eps := float32(s.Eps)
+	return d.launch(kAdamW, elemWork(n, 7), elementGrid(n), 1, threads, ptrArg(p), ptrArg(g), ptrArg(m), ptrArg(v),
+		f32Arg(decay), f32Arg(oneMinusB1), f32Arg(b2), f32Arg(oneMinusB2), f32Arg(stepSize), f32Arg(bc2Sqrt), f32Arg(eps), intArg(n))
+}
+
+// normalizeRows launches y[r] = x[r] / max(|x[r]|, 1e-12).
+func (d *Device) normalizeRows(y, x buf[float32], rows, dim int) error {
+	const what = "normalize_rows"
+	if err := dims(what, rows, dim); err != nil {
+		return err
+	}
+	if err := rowGrid(what, rows); err != nil {
+		return err
+	}
+	if err := need(what+" y", y, rows*dim); err != nil {
+		return err
+	}
+	if err := need(what+" x", x, rows*dim); err != nil {
+		return err
+	}
+	return d.launch(kNormalizeRows, rowWork(rows, dim, 2*rows*dim), rows, 1, threads, ptrArg(y), ptrArg(x), intArg(rows), intArg(dim))
+}
+
+// topK launches topk: for each query the k best keys (k <= 32 and k <= nk).
+func (d *Device) topK(idx buf[int32], score, q, keys buf[float32], nq, nk, dim, k int) error {
+	const what = "topk"
+	if err := dims(what, nq, nk, dim, k); err != nil {
+		return err
+	}
+	if k > maxTopK || k > nk {
+		return fmt.Errorf("cuda: %s: k = %d, need k <= %d and k <= %d keys", what, k, maxTopK, nk)
+	}
+	if err := need(what+" idx", idx, nq*k); err != nil {
+		return err
+	}
+	if err := need(what+" score", score, nq*k); err != nil {
+		return err
+	}
+	if err := need(what+" queries", q, nq*dim); err != nil {
+		return err
+	}
+	if err := need(what+" keys", keys, nk*dim); err != nil {
+		return err
+	}
+	tw := work{shape: fmt.Sprintf("queries=%d keys=%d dim=%d k=%d", nq, nk, dim, k), flops: 2 * float64(nq) * float64(nk) * float64(dim)}
+	return d.launch(kTopK, tw, ceilDiv(nq, topkQ), 1, threads, ptrArg(idx), ptrArg(score), ptrArg(q), ptrArg(keys), intArg(nq), intArg(nk), intArg(dim), intArg(k))
+}

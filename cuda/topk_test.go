@@ -1,0 +1,138 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// smallInts returns n integers in [-3, 3] as float32: every dot product of
+// such rows is exact in float32 in any order (|partial sums| <= 9*dim), so
+// the GPU's scores and ties must equal the CPU's exactly.
+func smallInts(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.IntN(7) - 3)
+	}
+	return v
+}
+
+func TestTopKExact(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range []struct{ nq, nk, dim, k int }{
+		{70, 150, 45, 10}, // several query blocks, key tiles and dim chunks
+		{70, 150, 45, 1},
+		{33, 200, 8, 32},
+		{5, 5, 3, 10}, // k > keys
+		{1, 1, 1, 1},
+	} {
+		t.Run(fmt.Sprintf("%dq_%dk_%dd_top%d", c.nq, c.nk, c.dim, c.k), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(c.nq), uint64(c.nk)))
+			q, keys := smallInts(rng, c.nq*c.dim), smallInts(rng, c.nk*c.dim)
+			// Duplicate keys: equal scores that only the index orders.
+			for j := 7; j < c.nk; j += 9 {
+				copy(keys[j*c.dim:(j+1)*c.dim], keys[(j-7)*c.dim:(j-6)*c.dim])
+			}
+			gi, gs, err := d.TopK(q, keys, c.nq, c.nk, c.dim, c.k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ci, cs, err := retrieval.TopK(q, keys, c.nq, c.nk, c.dim, c.k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(gi, ci) {
+				t.Errorf("indices differ:\nGPU %v\nCPU %v", gi, ci)
+			}
+			if !slices.Equal(gs, cs) {
+				t.Errorf("scores differ:\nGPU %v\nCPU %v", gs, cs)
+			}
+		})
+	}
+}
+
+// TestCosineTopK on real-valued data: the scores may differ in the last
+// bits (another summation order), so keys may swap only where their scores
+// are that close.
+func TestCosineTopK(t *testing.T) {
+	d := testDevice(t)
+	const nq, nk, dim, k = 50, 300, 64, 10
+	rng := rand.New(rand.NewPCG(50, 300))
+	q, keys := randn(rng, nq*dim, 1), randn(rng, nk*dim, 3)
+	gi, gs, err := d.CosineTopK(q, keys, nq, nk, dim, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nq32, err := retrieval.NormalizeRows(q, nq, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk32, err := retrieval.NormalizeRows(keys, nk, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, cs, err := retrieval.TopK(nq32, nk32, nq, nk, dim, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ci {
+		if math.Abs(float64(gs[i]-cs[i])) > 1e-6 {
+			t.Fatalf("entry %d: GPU score %v, CPU %v", i, gs[i], cs[i])
+		}
+		if gi[i] != ci[i] && math.Abs(float64(cs[i]-gs[i])) > 1e-6 {
+			t.Errorf("entry %d: GPU key %d, CPU key %d, scores %v and %v", i, gi[i], ci[i], gs[i], cs[i])
+		}
+	}
+}
+
+// TestNormalizeRows: norm and division in float64 like the CPU; only the
+// order of the sum of squares differs, so results are within an ulp.
+func TestNormalizeRows(t *testing.T) {
+	d := testDevice(t)
+	const n, dim = 9, 333
+	rng := rand.New(rand.NewPCG(9, 333))
+	x := randn(rng, n*dim, 5)
+	clear(x[3*dim : 4*dim]) // a zero row stays zero
+	got, err := d.NormalizeRows(x, n, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := retrieval.NormalizeRows(x, n, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		a, b := int64(math.Float32bits(got[i])), int64(math.Float32bits(want[i]))
+		if a-b > 1 || b-a > 1 {
+			t.Fatalf("element %d: %v, CPU %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestTopKErrors(t *testing.T) {
+	d := testDevice(t)
+	q := []float32{1, 2, 3, 4}
+	for _, c := range []struct {
+		name string
+		call func() error
+	}{
+		{"k too large", func() error { _, _, err := d.TopK(q, q, 2, 2, 2, MaxTopK+1); return err }},
+		{"k zero", func() error { _, _, err := d.TopK(q, q, 2, 2, 2, 0); return err }},
+		{"shape", func() error { _, _, err := d.TopK(q, q, 3, 2, 2, 1); return err }},
+		{"NaN", func() error {
+			_, _, err := d.TopK([]float32{1, float32(math.NaN())}, q, 1, 2, 2, 1)
+			return err
+		}},
+		{"infinity", func() error { _, err := d.NormalizeRows([]float32{float32(math.Inf(1))}, 1, 1); return err }},
+	} {
+		if err := c.call(); err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+	}
+}

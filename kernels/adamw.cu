@@ -1,0 +1,34 @@
+// adamw.cu: one AdamW step (torch.optim.AdamW semantics, as nn.AdamW) over
+// the flat parameter buffer p with gradients g and moments m, v (n floats
+// each, nn.Layout order):
+//
+//   p = p * decay                                    decay      = 1 - lr*wd
+//   m = m + omb1 * (g - m)                           omb1       = 1 - beta1
+//   v = v * b2 + (omb2 * g) * g                      b2, omb2   = beta2, 1 - beta2
+//   p = p - step * (m / (sqrt(v) / bc2sqrt + eps))   step       = lr/(1 - beta1^s)
+//                                                    bc2sqrt    = sqrt(1 - beta2^s)
+//
+// The scalars are computed on the host in float64 and rounded to float32,
+// exactly as nn.AdamW[float32] does; each elementwise operation is an
+// explicitly rounded float32 intrinsic (no FMA contraction, IEEE division
+// and square root), in the CPU's order, so the result equals the float32
+// CPU engine's bit for bit.
+//
+// Launch: grid-stride loop, grid (min(ceil(n/256), 65535)), block 256.
+//
+// Versions: v1 (this file).
+
+extern "C" __global__ void __launch_bounds__(256)
+adamw(float* p, const float* g, float* m, float* v, float decay, float omb1, float b2, float omb2, float step,
+      float bc2sqrt, float eps, int n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)n; i += (size_t)gridDim.x * blockDim.x) {
+        const float gi = g[i], mi0 = m[i];
+        const float pi = __fmul_rn(p[i], decay);
+        const float mi = __fadd_rn(mi0, __fmul_rn(omb1, __fsub_rn(gi, mi0)));
+        const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(omb2, gi), gi));
+        const float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2sqrt), eps);
+        p[i] = __fsub_rn(pi, __fmul_rn(step, __fdiv_rn(mi, den)));
+        m[i] = mi;
+        v[i] = vi;
+    }
+}

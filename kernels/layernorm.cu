@@ -1,0 +1,130 @@
+// layernorm.cu: LayerNorm (eps 1e-5, biased variance, affine) forward and
+// the backward pass for the input gradient, one block of 256 threads per row
+// of x[n, d].
+//
+// Forward, as nn.LayerNormForward: mean and rstd = 1/sqrt(var + eps) per
+// row, xhat = (x - mean) rstd (computed in double and rounded once, like the
+// CPU), y = xhat*gamma + beta (float, rounded per operation like the CPU).
+// Both forward kernels keep xhat [n, d] and rstd [n] for the backward pass
+// and finish in one of three modes:
+//
+//   mode 0 (LN_PLAIN)     y = LN(x)                     (hidden_norm, the output LN)
+//   mode 1 (LN_GELU)      y = LN(x), y2 = GELU(y)       (LN1 of a block: GELU's backward needs y)
+//   mode 2 (LN_RESIDUAL)  y = resid + LN(x)             (LN2 of a block: the next residual stream)
+//
+// y may alias x, and in mode 2 y may alias resid (every element is read
+// before it is written, by the same thread).
+//
+//   ln_apply    takes the row statistics as tiles from gemm_nt_bias_stats:
+//               stats[row][tile] = (count, mean, M2) over one 64-wide column
+//               tile; they are merged in tile order with Chan's parallel
+//               formula in double (not a sum of squares).
+//   ln_forward  computes the statistics itself (two passes over the row in
+//               double), for a LayerNorm that does not follow a GEMM
+//               (hidden_norm, after the last residual add).
+//
+// Backward, as nn.LayerNormBackward: with g = dy*gamma,
+//   dx = rstd (g - mean(g) - xhat mean(g xhat)).
+// The row reductions accumulate in double with the fixed reduction tree of
+// common.cuh, so the result is deterministic. dx may alias dy (all reads of
+// the reduction pass complete at the block barrier before any write).
+// dgamma and dbeta are column reductions: reduce.cu.
+//
+// Launch: grid (n), block 256, no dynamic shared memory.
+//
+// Versions: v1 (this file).
+#include "common.cuh"
+
+#define LN_EPS 1e-5
+#define LN_PLAIN 0
+#define LN_GELU 1
+#define LN_RESIDUAL 2
+
+// ln_finish applies the LayerNorm of row r with the given mean and rstd.
+__device__ __forceinline__ void ln_finish(float* y, float* y2, float* xhat, float* rstd, const float* x,
+                                          const float* __restrict__ gamma, const float* __restrict__ beta,
+                                          const float* resid, int r, int d, int mode, double mean, double rs) {
+    const size_t base = (size_t)r * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const float h = (float)(((double)x[base + j] - mean) * rs);
+        xhat[base + j] = h;
+        const float v = __fadd_rn(__fmul_rn(h, gamma[j]), beta[j]);
+        if (mode == LN_RESIDUAL) {
+            y[base + j] = __fadd_rn(resid[base + j], v);
+        } else {
+            y[base + j] = v;
+            if (mode == LN_GELU) y2[base + j] = gelu_f(v);
+        }
+    }
+    if (threadIdx.x == 0) rstd[r] = (float)rs;
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+ln_apply(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* stats, int tiles,
+         const float* gamma, const float* beta, const float* resid, int n, int d, int mode) {
+    __shared__ double sh[2];
+    const int r = blockIdx.x;
+    if (r >= n) return;  // uniform over the block
+    if (threadIdx.x == 0) {
+        // Merge the tiles in order, in double.
+        const float* s = stats + (size_t)r * tiles * 3;
+        double cnt = 0.0, mean = 0.0, m2 = 0.0;
+        for (int t = 0; t < tiles; ++t) {
+            const double nb = s[3 * t], mb = s[3 * t + 1], Mb = s[3 * t + 2];
+            const double tot = cnt + nb;
+            if (tot > 0.0) {
+                const double delta = mb - mean;
+                mean += delta * (nb / tot);
+                m2 += Mb + delta * delta * (cnt * nb / tot);
+                cnt = tot;
+            }
+        }
+        sh[0] = mean;
+        sh[1] = 1.0 / sqrt(m2 / (double)d + LN_EPS);
+    }
+    __syncthreads();
+    ln_finish(y, y2, xhat, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+ln_forward(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
+           const float* resid, int n, int d, int mode) {
+    __shared__ double scratch[REDUCE_WARPS];
+    const int r = blockIdx.x;
+    if (r >= n) return;  // uniform over the block
+    const size_t base = (size_t)r * d;
+    double s = 0.0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) s += (double)x[base + j];
+    const double mean = block_sum_d(s, scratch) / (double)d;
+    double q = 0.0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const double dv = (double)x[base + j] - mean;
+        q += dv * dv;
+    }
+    const double rs = 1.0 / sqrt(block_sum_d(q, scratch) / (double)d + LN_EPS);
+    // block_sum_d ends with a barrier: every read of x is done before
+    // ln_finish writes y (which may alias x).
+    ln_finish(y, y2, xhat, rstd, x, gamma, beta, resid, r, d, mode, mean, rs);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+ln_backward(float* dx, const float* dy, const float* xhat, const float* rstd, const float* gamma, int n, int d) {
+    __shared__ double scratch[2 * REDUCE_WARPS];
+    const int r = blockIdx.x;
+    if (r >= n) return;  // uniform over the block
+    const size_t base = (size_t)r * d;
+    double s1 = 0.0, s2 = 0.0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const double g = (double)dy[base + j] * (double)gamma[j];
+        s1 += g;
+        s2 += g * (double)xhat[base + j];
+    }
+    block_sum2_d(s1, s2, scratch);
+    s1 /= (double)d;
+    s2 /= (double)d;
+    const double rs = (double)rstd[r];
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const double g = (double)dy[base + j] * (double)gamma[j];
+        dx[base + j] = (float)(rs * (g - s1 - (double)xhat[base + j] * s2));
+    }
+}

@@ -3,6 +3,10 @@
 GO      ?= go
 PYTHON  ?= python3
 BIN     ?= bin
+# The commit a binary was built from, recorded by dinoclip bench (-dirty for
+# uncommitted changes).
+COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS := -X github.com/dinoclip/dinoclip/bench.Commit=$(COMMIT)
 
 .PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz golden demo kernels check-kernels build-cuda gpu-check
 
@@ -10,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the CPU-only CLI into bin/dinoclip
-	$(GO) build -o $(BIN)/dinoclip ./cmd/dinoclip
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip ./cmd/dinoclip
 
 test: test-go test-python ## run every test (Go, then Python)
 
@@ -105,7 +109,7 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 
 build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scripts/gpu-check.sh)
 	@mkdir -p $(BIN)
-	$(CUDA_ENV) $(GO) build -tags cuda -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
+	$(CUDA_ENV) $(GO) build -tags cuda -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda.test ./cuda
 	@{ echo "commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"; \
 	   echo "built=$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "go=$$($(GO) env GOVERSION)"; \

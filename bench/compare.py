@@ -257,23 +257,41 @@ def recipe(rows):
     return out
 
 
+def gemm_layout(name):
+    """The operand layout of a GEMM kernel's name: nt (forward), nn (input
+    gradient) or tn (weight gradient). PyTorch's rows are named by role
+    (gemm_fwd_nt) and ours by kernel (gemm_nt_bias_stats), so they are joined
+    on layout and shape."""
+    parts = name.split("_")
+    return next((p for p in parts if p in ("nt", "nn", "tn")), name)
+
+
 def gemm_rows(ours, torch):
-    """Our GEMM kernels joined with torch.matmul at the same (name, shape)."""
+    """Our GEMM kernels joined with torch.matmul at the same layout and
+    shape; our kernels of one layout and shape (epilogue variants) are
+    summed."""
     kern = (ours or {}).get("kernels", {})
-    our = {(k["name"], k["shape"]): k for k in kern.get("kernels") or [] if k.get("kind") == "gemm"}
+    our = {}
+    for k in kern.get("kernels") or []:
+        if k.get("kind") != "gemm":
+            continue
+        a = our.setdefault((gemm_layout(k["name"]), k["shape"]), {"flops": 0.0, "seconds": 0.0, "calls": 0})
+        a["flops"] += k["flops"] * k["calls"]
+        a["seconds"] += k["seconds"]
+        a["calls"] += k["calls"]
     rows = []
     for g in (torch or {}).get("gemm", []):
         key = (g["name"], g["shape"])
         row = next((r for r in rows if (r["name"], r["shape"]) == key), None)
         if row is None:
-            o = our.get(key)
+            o = our.get((gemm_layout(g["name"]), g["shape"]))
             row = {
                 "name": g["name"],
                 "shape": g["shape"],
                 "batch": g["batch"],
                 "calls_per_step": g["calls_per_step"],
-                "ours_tflops": o["tflops"] if o else None,
-                "ours_ms": 1e3 * o["seconds_per_call"] if o else None,
+                "ours_tflops": o["flops"] / o["seconds"] / 1e12 if o and o["seconds"] > 0 else None,
+                "ours_ms": 1e3 * o["seconds"] / o["calls"] if o and o["calls"] else None,
                 "torch_tflops": {},
                 "torch_ms": {},
             }
@@ -587,6 +605,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="cuda: batch 8192 only")
     p.add_argument("--modes", help="PyTorch modes (default: all of fp32,tf32,bf16,compile_bf16 that apply)")
     p.add_argument("--commit", help="commit to record where git cannot tell (suffix -dirty for a dirty tree)")
+    p.add_argument("--render", metavar="RESULTS_JSON",
+                   help="measure nothing: rebuild results.json and results.md in --out from the measurements kept in an earlier run's results.json")
     p.add_argument("--rounds", type=int, default=None,
                    help="times to run the training steps of both sides, alternating, keeping each row's best round "
                         "(default: cpu 3, cuda 1; a shared CPU is noisy)")
@@ -603,6 +623,14 @@ def main(argv=None):
         p.error("--rounds must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        old = json.loads(Path(args.render).read_text())
+        if args.commit:
+            old["env"]["commit"], old["env"]["dirty"] = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")
+        res = derive(old["env"]["device"], old["env"], old.get("errors", []), old.get("ours"), None, old.get("torch"), None)
+        for k in ("rounds", "ours_seconds", "torch_seconds", "seconds"):
+            res[k] = old.get(k)
+        return write_results(out, res)
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     threads = args.threads or os.cpu_count() or 1
@@ -697,12 +725,20 @@ def main(argv=None):
         "command": "python3 bench/compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": threads,
     }
+    res = derive(args.device, env, errors, ours, ours_err, torch, torch_err)
+    res.update({"rounds": args.rounds, "ours_seconds": ours_secs, "torch_seconds": torch_secs,
+                "seconds": time.perf_counter() - t0})
+    return write_results(out, res)
+
+
+def derive(device, env, errors, ours, ours_err, torch, torch_err):
+    """The comparison tables from both sides' measurements."""
     tr = train_rows(ours, torch)
     gm = gemm_rows(ours, torch)
     mm, oc, tc = memory_rows(ours, torch)
     tk = topk_rows(ours, torch)
-    tg = targets(args.device, tr, gm, mm, oc, tc)
-    res = {
+    tg = targets(device, tr, gm, mm, oc, tc)
+    return {
         "schema": SCHEMA,
         "env": env,
         "errors": errors,
@@ -713,20 +749,19 @@ def main(argv=None):
         "copy": {"ours": oc, "torch": tc},
         "topk": tk,
         "targets": tg,
-        "unmeasured": unmeasured(args.device, ours, ours_err, torch, torch_err, tg),
-        "rounds": args.rounds,
-        "ours_seconds": ours_secs,
-        "torch_seconds": torch_secs,
-        "seconds": time.perf_counter() - t0,
+        "unmeasured": unmeasured(device, ours, ours_err, torch, torch_err, tg),
         "ours": ours,
         "torch": torch,
     }
+
+
+def write_results(out, res):
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)
     (out / "results.md").write_text(md + "\n")
     print(md)
     log(f"wrote {out / 'results.json'} and {out / 'results.md'} in {duration(res['seconds'])}")
-    return 1 if (ours is None and torch is None) else 0
+    return 1 if (res["ours"] is None and res["torch"] is None) else 0
 
 
 if __name__ == "__main__":

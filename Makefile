@@ -23,8 +23,8 @@ test-go: ## vet and test the Go module (CPU only)
 	$(GO) test ./...
 
 python-deps: ## install the pinned Python test dependencies and the dinoclip package
-	$(PYTHON) -m pip install --quiet -r python/requirements-test.txt
-	$(PYTHON) -m pip install --quiet --no-deps -e python
+	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r python/requirements-test.txt
+	$(PYTHON) -m pip install --quiet --root-user-action=ignore --no-deps -e python
 
 test-python: python-deps ## run the Python tests: the package (it builds the Go CLI it calls) and bench/
 	$(PYTHON) -m pytest -q python/tests bench/test_compare.py
@@ -33,7 +33,7 @@ bench: ## CPU benchmarks of the engine and retrieval
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./retrieval
 
 bench-compare: ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
-	$(PYTHON) -m pip install --quiet -r bench/requirements.txt
+	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r bench/requirements.txt
 	$(PYTHON) bench/compare.py --device cpu --out bench-out/cpu
 
 bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda

@@ -105,7 +105,7 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 	$(EMU_ENV) $(GO) vet -tags cuda,cudaemu ./cuda/
 	$(EMU_ENV) $(GO) test -tags cuda,cudaemu ./cuda/
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
-		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows' ./cuda/
+		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
 
 build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scripts/gpu-check.sh)
 	@mkdir -p $(BIN)

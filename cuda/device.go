@@ -32,6 +32,7 @@ const (
 	kColsumFinal
 	kNormalizeRows
 	kTopK
+	kGatherRowsF16
 	numKernels
 )
 
@@ -54,6 +55,7 @@ var kernelNames = [numKernels]string{
 	kColsumFinal:     "colsum_final",
 	kNormalizeRows:   "normalize_rows",
 	kTopK:            "topk",
+	kGatherRowsF16:   "gather_rows_f16",
 }
 
 func (k kernel) String() string { return kernelNames[k] }

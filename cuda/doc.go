@@ -27,6 +27,18 @@
 // GPU memory is reported as "out of GPU memory: batch N needs X GiB ...".
 // Sub-buffers are carved at 256-byte alignment.
 //
+// Resident data: the engine is an nn.ResidentEngine. LoadResident makes a
+// third allocation, the whole training set as float16 (2 bytes a value;
+// float32 shards arrive rounded to float16, so such a data set trains on
+// float16-rounded values when resident), uploaded once in chunks of 64 MiB
+// so the host holds one chunk at a time. It is made only when it fits
+// beside the workspace of the training batch with 1/32 of the GPU (at least
+// 256 MiB) spare; otherwise the error wraps nn.ErrNotResident and the
+// trainer reads batches on the host. ForwardBackwardRows then uploads the
+// batch's row indices, and gather_rows_f16 converts the rows exactly into
+// the batch buffers, so it equals ForwardBackward on the same values bit
+// for bit.
+//
 // Launches: every kernel has a typed Go wrapper (ops.go) that checks the
 // sizes of the buffers against the shapes and the grid limits and returns
 // an error, then packs the arguments. Kernel parameters go to cuLaunchKernel

@@ -20,6 +20,7 @@ emu_dim3 blockIdx, blockDim, gridDim;
     extern emu_entry emu_table_##fam[]; \
     extern int emu_table_##fam##_len;
 EMU_TABLE(adamw)
+EMU_TABLE(gather)
 EMU_TABLE(gelu)
 EMU_TABLE(gemm)
 EMU_TABLE(layernorm)
@@ -103,6 +104,7 @@ void build_table() {
         for (int i = 0; i < n; ++i) (*table)[e[i].name] = e[i];
     };
     add(emu_table_adamw, emu_table_adamw_len);
+    add(emu_table_gather, emu_table_gather_len);
     add(emu_table_gelu, emu_table_gelu_len);
     add(emu_table_gemm, emu_table_gemm_len);
     add(emu_table_layernorm, emu_table_layernorm_len);

@@ -67,6 +67,15 @@ type Engine struct {
 	stats             buf[float32] // row statistics [n, tiles, 3]
 	partial           buf[float64] // column-reduction partials
 	rowLoss, lossOut  buf[float64] // [n], [1]
+	rowIdx            buf[int32]   // the batch's rows in the resident data [n]
+
+	// The resident training data (resident.go): a third allocation, float16
+	// features [rows, in] then targets [rows, out]; 0 when none is loaded.
+	resident         uintptr
+	residentRows     int
+	residentX        buf[uint16]
+	residentT        buf[uint16]
+	residentByteSize int64
 
 	ready bool // gradients hold a backward pass not yet stepped
 }
@@ -94,8 +103,17 @@ func NewEngine(c nn.Config) (*Engine, error) {
 func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 	l := c.Layout()
 	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size}
+	state := func(a *arena) {
+		e.params, e.grads = carve[float32](a, e.np), carve[float32](a, e.np)
+		e.m, e.v = carve[float32](a, e.np), carve[float32](a, e.np)
+	}
+	// Measured, not 16 bytes a parameter: each buffer starts at the
+	// arena's alignment, which pads all but the last when NumParams is not
+	// a multiple of 64.
+	var measure arena
+	state(&measure)
 	err := dev.do(func() error {
-		bytes := 4 * int64(e.np) * 4
+		bytes := measure.off
 		p, err := dev.alloc(bytes)
 		if err != nil {
 			return dev.oom(err, bytes, fmt.Sprintf("the model (%d parameters)", e.np), "parameters, gradients and AdamW moments", "")
@@ -109,9 +127,7 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := arena{base: e.state}
-	e.params, e.grads = carve[float32](&a, e.np), carve[float32](&a, e.np)
-	e.m, e.v = carve[float32](&a, e.np), carve[float32](&a, e.np)
+	state(&arena{base: e.state})
 
 	next := 0
 	take := func() nn.Tensor { t := l.Tensors[next]; next++; return t }
@@ -160,6 +176,7 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	e.stats = f(n * statsTiles(max(h, o)) * 3)
 	e.partial = carve[float64](a, 2*colChunks(n)*max(h, hd, o))
 	e.rowLoss, e.lossOut = carve[float64](a, n), carve[float64](a, 1)
+	e.rowIdx = carve[int32](a, n)
 }
 
 // WorkspaceBytes is the device memory the activations and scratch of a batch
@@ -252,9 +269,8 @@ func (e *Engine) Loss(x, t []float32, n int) (float64, error) {
 	return loss, err
 }
 
-// forwardLoss uploads the batch, runs forward and the loss (with its
-// gradient into dy when grad) and returns the loss, an error when it is not
-// finite (on the worker thread).
+// forwardLoss uploads the batch and returns batchLoss (on the worker
+// thread).
 func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) {
 	if err := e.reserve(n); err != nil {
 		return 0, err
@@ -265,6 +281,13 @@ func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) 
 	if err := upload(e.dev, e.t, t); err != nil {
 		return 0, err
 	}
+	return e.batchLoss(n, grad)
+}
+
+// batchLoss runs forward and the loss on the n rows in e.x and e.t (with
+// the loss's gradient into dy when grad) and returns the loss, an error
+// when it is not finite (on the worker thread).
+func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 	if err := e.forward(n); err != nil {
 		return 0, err
 	}

@@ -152,3 +152,28 @@ func TestEngineClosed(t *testing.T) {
 		t.Error("Parameters after Close: no error")
 	}
 }
+
+// TestEngineStateFits: the four state buffers lie inside the state
+// allocation, also when NumParams is not a multiple of 64 and the 256-byte
+// alignment of each buffer pads the ones before the last (the allocation
+// was once 16 bytes a parameter, which AdamW then overran).
+func TestEngineStateFits(t *testing.T) {
+	for _, c := range []nn.Config{
+		{InputDim: 24, HiddenDim: 32, OutputDim: 16, Blocks: 1}, // 3936 parameters
+		{InputDim: 7, HiddenDim: 3, OutputDim: 5, Blocks: 1},
+		enginetest.Config,
+	} {
+		e, err := NewEngine(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var size int64
+		e.dev.do(func() error { size = e.dev.allocs[e.state]; return nil })
+		for _, b := range []buf[float32]{e.params, e.grads, e.m, e.v} {
+			if b.p < e.state || int64(b.p-e.state)+int64(4*b.n) > size || b.n != c.NumParams() {
+				t.Errorf("%v: a state buffer [%d, +%d values) outside the allocation of %d bytes", c, b.p-e.state, b.n, size)
+			}
+		}
+		e.Close()
+	}
+}

@@ -465,3 +465,30 @@ func (d *Device) topK(idx buf[int32], score, q, keys buf[float32], nq, nk, dim, 
 	tw := work{shape: fmt.Sprintf("queries=%d keys=%d dim=%d k=%d", nq, nk, dim, k), flops: 2 * float64(nq) * float64(nk) * float64(dim)}
 	return d.launch(kTopK, tw, ceilDiv(nq, topkQ), 1, threads, ptrArg(idx), ptrArg(score), ptrArg(q), ptrArg(keys), intArg(nq), intArg(nk), intArg(dim), intArg(k))
 }
+
+// gatherRows launches gather_rows_f16: dst[i] = the float16 row rows[i] of
+// src [nsrc, dim], converted exactly to float32, for i < n. The indices are
+// in device memory, so their range is the caller's to check (the kernel
+// writes NaN for one out of range rather than read past src).
+func (d *Device) gatherRows(dst buf[float32], src buf[uint16], rows buf[int32], n, dim, nsrc int) error {
+	const what = "gather_rows_f16"
+	if err := dims(what, n, dim, nsrc); err != nil {
+		return err
+	}
+	if err := rowGrid(what, n); err != nil {
+		return err
+	}
+	if err := need(what+" dst", dst, n*dim); err != nil {
+		return err
+	}
+	if err := need(what+" src", src, nsrc*dim); err != nil {
+		return err
+	}
+	if err := need(what+" rows", rows, n); err != nil {
+		return err
+	}
+	// Each row: dim halves read, dim floats written (a half counts as half
+	// a 4-byte word), and its index.
+	return d.launch(kGatherRowsF16, rowWork(n, dim, n*dim+ceilDiv(n*dim, 2)+n), n, 1, threads,
+		ptrArg(dst), ptrArg(src), ptrArg(rows), intArg(n), intArg(dim), intArg(nsrc))
+}

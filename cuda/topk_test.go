@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
@@ -134,5 +136,48 @@ func TestTopKErrors(t *testing.T) {
 		if err := c.call(); err == nil {
 			t.Errorf("%s: no error", c.name)
 		}
+	}
+}
+
+// TestEngineTopKForEvaluation: retrieval finds the engine's top-k
+// (retrieval.TopKOf, as dinoclip eval and the trainer do) and ranks a set
+// with it as the CPU does, on data without near ties.
+func TestEngineTopKForEvaluation(t *testing.T) {
+	const images, per, dim = 40, 3, 16
+	e, err := NewEngine(nn.Config{InputDim: dim, HiddenDim: 8, OutputDim: dim, Blocks: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	topK := retrieval.TopKOf(e)
+	if topK == nil {
+		t.Fatal("retrieval.TopKOf does not find the engine's TopK")
+	}
+	rng := rand.New(rand.NewPCG(40, 3))
+	img := randn(rng, images*dim, 1)
+	caps := make([]float32, images*per*dim)
+	capImage := make([]int, images*per)
+	for c := range capImage {
+		capImage[c] = c / per
+		for j := range dim {
+			caps[c*dim+j] = img[(c/per)*dim+j] + float32(0.8*rng.NormFloat64())
+		}
+	}
+	s := &retrieval.Set{Name: "gpu", Images: images, Captions: images * per, FeatureDim: dim, EmbeddingDim: dim,
+		ImageFeatures: img, ImageCLIP: img, CaptionCLIP: caps, CaptionImage: capImage}
+	identity := func(dst, x []float32, n int) error { copy(dst, x); return nil }
+	want, err := s.Evaluate(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EvaluateWith(identity, topK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ranked on the GPU: %+v\non the CPU: %+v", got.Projected, want.Projected)
+	}
+	if r, _ := want.Projected.At(1); r.TextToImagePercent == 100 || r.TextToImagePercent == 0 {
+		t.Fatalf("R@1 %v: the test set is too easy or too hard to tell rankings apart", r.TextToImagePercent)
 	}
 }

@@ -47,6 +47,7 @@ type Module struct {
 // Modules lists every source file and its entry points.
 var Modules = []Module{
 	{"adamw", []string{"adamw"}},
+	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_forward", "gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
 	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},

@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -35,6 +36,46 @@ type Engine interface {
 	// Close releases what the engine holds.
 	Close() error
 }
+
+// ResidentEngine is an [Engine] that can hold the whole training set in
+// its own memory (a GPU's) and take each batch by row index, so that a
+// training step moves a few bytes of indices instead of the batch. The
+// data is held as float16 (IEEE 754 binary16): float16 shards are held as
+// they are, float32 ones rounded to the nearest float16 by the reader, so a
+// float32 data set trains on float16-rounded values when resident. The
+// trainer uses it when an engine has it, unless told not to (train.Options
+// Resident), and falls back to host batches when LoadResident fails with
+// [ErrNotResident].
+type ResidentEngine interface {
+	Engine
+	// LoadResident copies rows rows of training data into the engine,
+	// calling read for consecutive ranges [lo, hi) that cover [0, rows) in
+	// order, in chunks of the engine's choosing (so the host holds one
+	// chunk, not the data set). It first makes room for batches of up to
+	// batch rows (the workspace of a training step and of evaluation), so
+	// that the data takes only what is left. It replaces data loaded
+	// before; on any error nothing stays loaded. An error wrapping
+	// ErrNotResident (the data does not fit, or read found values it
+	// cannot hold) means "train from host batches instead"; any other
+	// error, read's included, is a failure.
+	LoadResident(rows, batch int, read Float16Reader) error
+	// ForwardBackwardRows is ForwardBackward on the resident rows listed in
+	// rows, each in [0, rows of LoadResident), converted exactly to
+	// float32: the same loss and gradients, bit for bit, as ForwardBackward
+	// on the float32 values of those float16 rows.
+	ForwardBackwardRows(rows []int32) (float64, error)
+}
+
+// Float16Reader reads rows [lo, hi) of training data as IEEE 754 binary16
+// bits: the features into x [(hi-lo)*InputDim] and the targets into t
+// [(hi-lo)*OutputDim], row-major. It reports a NaN or an infinity as an
+// error, and a value float16 cannot hold as one wrapping [ErrNotResident].
+type Float16Reader func(lo, hi int, x, t []uint16) error
+
+// ErrNotResident is wrapped by the errors of [ResidentEngine.LoadResident]
+// that mean the training data cannot be held by the engine and should be
+// read from the host instead.
+var ErrNotResident = errors.New("training data cannot be resident")
 
 // CPUEngine is the [Engine] on the CPU, computing in T: float32 to train,
 // float64 as the oracle. Its buffers are exported for tests that need the

@@ -67,6 +67,31 @@ func (r Result) At(k int) (RecallAtK, bool) {
 // is not nCaptions or an entry is not a valid image index, if a k is below 1
 // or repeated, or if an embedding holds a NaN or an infinity.
 func Evaluate(images, captions []float32, nImages, nCaptions, dim int, captionImage []int, ks []int) (Result, error) {
+	return EvaluateWith(nil, images, captions, nImages, nCaptions, dim, captionImage, ks)
+}
+
+// TopKFunc ranks keys for queries with the contract of [TopK]: another
+// implementation, such as a GPU's, whose scores may differ from TopK's in
+// the last bits and so swap keys that are that close.
+type TopKFunc func(queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error)
+
+// TopKOf returns v's own top-k (the TopK method of an engine that ranks on
+// its GPU, say) when v has one with TopK's signature, else nil.
+func TopKOf(v any) TopKFunc {
+	if t, ok := v.(interface {
+		TopK(queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error)
+	}); ok {
+		return t.TopK
+	}
+	return nil
+}
+
+// EvaluateWith is Evaluate ranking both directions with topK; nil is TopK.
+// The rows are normalised on the CPU either way.
+func EvaluateWith(topK TopKFunc, images, captions []float32, nImages, nCaptions, dim int, captionImage []int, ks []int) (Result, error) {
+	if topK == nil {
+		topK = TopK
+	}
 	if err := checkMatrix("images", images, nImages, dim); err != nil {
 		return Result{}, err
 	}
@@ -93,11 +118,11 @@ func Evaluate(images, captions []float32, nImages, nCaptions, dim int, captionIm
 	if err != nil {
 		return Result{}, err
 	}
-	textToImage, _, err := TopK(captionsNorm, imagesNorm, nCaptions, nImages, dim, maxK)
+	textToImage, _, err := topK(captionsNorm, imagesNorm, nCaptions, nImages, dim, maxK)
 	if err != nil {
 		return Result{}, err
 	}
-	imageToText, _, err := TopK(imagesNorm, captionsNorm, nImages, nCaptions, dim, maxK)
+	imageToText, _, err := topK(imagesNorm, captionsNorm, nImages, nCaptions, dim, maxK)
 	if err != nil {
 		return Result{}, err
 	}

@@ -150,6 +150,13 @@ func (s *Set) CLIP() (Result, error) {
 // Evaluate projects the set's image features with project and reports
 // recall@1/5/10 for the projection and for CLIP.
 func (s *Set) Evaluate(project Project) (Report, error) {
+	return s.EvaluateWith(project, nil)
+}
+
+// EvaluateWith is Evaluate ranking the projection with topK (nil: TopK),
+// e.g. the GPU's top-k of the engine that projects. CLIP's own recall is
+// ranked with TopK, once per set, whatever topK is.
+func (s *Set) EvaluateWith(project Project, topK TopKFunc) (Report, error) {
 	clip, err := s.CLIP()
 	if err != nil {
 		return Report{}, err
@@ -162,7 +169,7 @@ func (s *Set) Evaluate(project Project) (Report, error) {
 			return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
 		}
 	}
-	p, err := Evaluate(projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
+	p, err := EvaluateWith(topK, projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluation set %s: projected embeddings: %w", s.Name, err)
 	}

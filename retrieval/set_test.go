@@ -1,9 +1,11 @@
 package retrieval
 
 import (
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -101,5 +103,59 @@ func TestLoadSetErrors(t *testing.T) {
 	}
 	if _, err := LoadSet(t.TempDir()); err == nil {
 		t.Error("empty directory: no error")
+	}
+}
+
+// fixedTopK is an engine whose top-k answers every query with keys 0, 1,
+// ... (a bogus ranking that shows it was used) and counts its calls.
+type fixedTopK struct{ calls int }
+
+func (f *fixedTopK) TopK(queries, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
+	f.calls++
+	k = min(k, nk)
+	idx, sc := make([]int32, nq*k), make([]float32, nq*k)
+	for q := range nq {
+		for p := range k {
+			idx[q*k+p] = int32(p)
+		}
+	}
+	return idx, sc, nil
+}
+
+// EvaluateWith ranks the projection with the given top-k (found on an
+// engine by TopKOf) and CLIP's own recall with TopK; nil is Evaluate.
+func TestSetEvaluateWith(t *testing.T) {
+	s, err := LoadSet(writeSet(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := func(dst, x []float32, n int) error { copy(dst, x); return nil }
+	want, err := s.Evaluate(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.EvaluateWith(identity, nil); err != nil || !reflect.DeepEqual(r, want) {
+		t.Fatalf("EvaluateWith(nil) = %+v, %v; Evaluate %+v", r, err, want)
+	}
+	if r, err := s.EvaluateWith(identity, TopK); err != nil || !reflect.DeepEqual(r, want) {
+		t.Fatalf("EvaluateWith(TopK) = %+v, %v; Evaluate %+v", r, err, want)
+	}
+	f := &fixedTopK{}
+	topK := TopKOf(f)
+	if topK == nil || TopKOf(struct{}{}) != nil {
+		t.Fatal("TopKOf does not find the method, or finds one where there is none")
+	}
+	r, err := s.EvaluateWith(identity, topK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Caption c ranks image 0 first: right for captions 0 and 3 only.
+	if r1, _ := r.Projected.At(1); f.calls != 2 || r1.TextToImagePercent != 50 || !reflect.DeepEqual(r.CLIP, want.CLIP) {
+		t.Fatalf("with a fixed top-k (%d calls): projected %+v, CLIP %+v", f.calls, r.Projected, r.CLIP)
+	}
+	boom := errors.New("GPU on fire")
+	_, err = s.EvaluateWith(identity, func([]float32, []float32, int, int, int, int) ([]int32, []float32, error) { return nil, nil, boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("a failing top-k: %v", err)
 	}
 }

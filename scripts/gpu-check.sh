@@ -13,12 +13,19 @@
 #   device    nvidia-smi
 #   tests     bin/cuda.test -test.v
 #   data      a small synthetic data set in the default model's shapes:
-#             dinoclip synth (4096 rows, 500 images), else python3 + numpy
-#   train     2 epochs of the default model on the GPU, evaluated each epoch
+#             dinoclip synth --float16 (4096 rows, 500 images), else
+#             python3 + numpy; the training shards are float16, so the GPU's
+#             resident copy (float16) and the CPU's host batches hold the
+#             same values
+#   train     2 epochs of the default model on the GPU, evaluated each epoch,
+#             with the training data resident on the GPU (the log must say so)
 #   parity    the same first epoch (4 steps, batch 1024) on the CPU engine
-#             and on the GPU: per-step losses must agree to 1e-4 relative
-#   eval      dinoclip eval of the GPU-trained model on the GPU and on the
-#             CPU: the recall tables are compared
+#             (host batches) and on the GPU (resident data): per-step losses
+#             must agree to 1e-4 relative; and on the GPU with --resident
+#             off: its losses must equal the resident run's exactly (the
+#             gather converts float16 exactly)
+#   eval      dinoclip eval of the GPU-trained model on the GPU (projected
+#             and ranked there) and on the CPU: the recall tables are compared
 # The exit status is 0 when no part failed. Environment: BIN (bin),
 # DINOCLIP (the CLI), CUDA_TEST (the test binary), GIT_COMMIT (else
 # BIN/BUILD-INFO). It takes about 3 minutes on an H100; every command runs
@@ -100,7 +107,7 @@ log=$OUTDIR/train.log
 DATA=$WORK/data
 EVAL=$WORK/eval
 data_ok=0
-if run "$log" 120 "$CLI" synth --out "$WORK/synth" --rows 4096 --eval-images 500; then
+if run "$log" 120 "$CLI" synth --out "$WORK/synth" --rows 4096 --eval-images 500 --float16; then
 	# Found rather than assumed: the shard directory and the evaluation set.
 	shard=$(find "$WORK/synth" -name '*.dino.npy' ! -name 'images.dino.npy' | sort | head -1)
 	evalset=$(find "$WORK/synth" -name 'captions.image.npy' | sort | head -1)
@@ -108,7 +115,7 @@ if run "$log" 120 "$CLI" synth --out "$WORK/synth" --rows 4096 --eval-images 500
 		DATA=$(dirname "$shard")
 		EVAL=$(dirname "$evalset")
 		data_ok=1
-		result data PASS "dinoclip synth: 4096 training rows, 500 images x 5 captions"
+		result data PASS "dinoclip synth: 4096 float16 training rows, 500 images x 5 captions"
 	fi
 fi
 if [ $data_ok = 0 ] && have_python && python3 -c 'import numpy' 2>/dev/null; then
@@ -127,8 +134,8 @@ os.makedirs(data, exist_ok=True)
 for s in range(2):  # 2 shards x 2048 rows
     x = feats(2048)
     y = clip(x) + np.float32(0.1) * rng.standard_normal((2048, dout)).astype(np.float32)
-    np.save(f"{data}/shard-{s:05d}.dino.npy", x)
-    np.save(f"{data}/shard-{s:05d}.clip.npy", y.astype(np.float32))
+    np.save(f"{data}/shard-{s:05d}.dino.npy", x.astype(np.float16))
+    np.save(f"{data}/shard-{s:05d}.clip.npy", y.astype(np.float16))
 os.makedirs(ev, exist_ok=True)
 images, per = 500, 5
 x = feats(images)
@@ -143,7 +150,7 @@ with open(f"{ev}/eval.json", "w") as f:
 print("wrote", data, "and", ev)
 EOF
 		data_ok=1
-		result data PASS "python3 + numpy: 4096 training rows, 500 images x 5 captions"
+		result data PASS "python3 + numpy: 4096 float16 training rows, 500 images x 5 captions"
 	fi
 fi
 if [ $data_ok = 0 ]; then
@@ -153,12 +160,17 @@ if [ $data_ok = 0 ]; then
 	exit $failed
 fi
 
-# --- train: the default model, 2 epochs of 4 steps, evaluated after each
+# --- train: the default model, 2 epochs of 4 steps, evaluated after each,
+# with the training data resident on the GPU (--resident auto, the default)
 t0=$SECONDS
 if run "$log" 240 "$CLI" train --data "$DATA" --eval "$EVAL" --out "$WORK/run-gpu" --epochs 2 --batch 1024 \
 	--log-every 1 --device cuda; then
-	result train PASS "default model, 8 steps of 1024 rows, $((SECONDS - t0)) s"
 	train_ok=1
+	if grep -q 'training data resident on the device' "$log"; then
+		result train PASS "default model, 8 steps of 1024 rows, data resident on the GPU, $((SECONDS - t0)) s"
+	else
+		result train FAIL "trained, but the training data was not resident on the GPU (see train.log)"
+	fi
 else
 	result train FAIL "see train.log"
 	train_ok=0
@@ -168,21 +180,26 @@ fi
 log=$OUTDIR/parity.log
 : >"$log"
 if run "$log" 240 "$CLI" train --data "$DATA" --out "$WORK/run-cpu1" --epochs 1 --batch 1024 --log-every 1 --device cpu &&
-	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1" --epochs 1 --batch 1024 --log-every 1 --device cuda; then
+	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1" --epochs 1 --batch 1024 --log-every 1 --device cuda &&
+	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1-host" --epochs 1 --batch 1024 --log-every 1 --device cuda --resident off; then
 	if have_python; then
-		if run "$log" 30 python3 - "$WORK/run-cpu1/metrics.jsonl" "$WORK/run-gpu1/metrics.jsonl" <<'EOF'; then
+		if run "$log" 30 python3 - "$WORK/run-cpu1/metrics.jsonl" "$WORK/run-gpu1/metrics.jsonl" "$WORK/run-gpu1-host/metrics.jsonl" <<'EOF'; then
 import json, math, sys
 def losses(path):
     return [r["loss"] for r in map(json.loads, open(path)) if r.get("type") == "train"]
-cpu, gpu = losses(sys.argv[1]), losses(sys.argv[2])
-if not cpu or len(cpu) != len(gpu):
-    sys.exit(f"{len(cpu)} CPU and {len(gpu)} GPU training records")
+cpu, gpu, host = losses(sys.argv[1]), losses(sys.argv[2]), losses(sys.argv[3])
+if not cpu or len(cpu) != len(gpu) or len(gpu) != len(host):
+    sys.exit(f"{len(cpu)} CPU, {len(gpu)} GPU and {len(host)} GPU host-batch training records")
+# The GPU is deterministic and both GPU runs see the same float16 values,
+# resident or uploaded from the host: the losses must be the same bits.
+if gpu != host:
+    sys.exit(f"GPU losses with resident data {gpu} differ from those with host batches {host}")
 worst = 0.0
 for i, (c, g) in enumerate(zip(cpu, gpu), 1):
     d = abs(g - c) / abs(c)
     worst = max(worst, d)
     print(f"step {i}: CPU loss {c:.9g}, GPU loss {g:.9g}, relative difference {d:.3g}")
-print(f"worst relative difference {worst:.3g}")
+print(f"resident and host batches on the GPU: identical losses; worst CPU/GPU relative difference {worst:.3g}")
 sys.exit(0 if math.isfinite(worst) and worst <= 1e-4 else 1)
 EOF
 			result parity PASS "$(tail -1 "$log")"
@@ -196,7 +213,7 @@ else
 	result parity FAIL "a run failed: see parity.log"
 fi
 
-# --- eval: the GPU-trained model, projected on the GPU and on the CPU
+# --- eval: the GPU-trained model, projected and ranked on the GPU and on the CPU
 log=$OUTDIR/eval.log
 : >"$log"
 if [ $train_ok = 1 ] &&

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -171,6 +174,132 @@ func readFiniteRow(a *npy.Array, row int, dst []float32) error {
 	for j, v := range dst {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), row, j, v)
+		}
+	}
+	return nil
+}
+
+// Float16 reports whether every shard stores float16, so that the float16
+// copy of the data that ReadFloat16 gives is the data itself.
+func (d *Dataset) Float16() bool {
+	for _, s := range d.shards {
+		if s.features.DType() != npy.Float16 || s.targets.DType() != npy.Float16 {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadFloat16 reads the dataset rows [lo, hi) as IEEE 754 binary16 bits
+// into x [(hi-lo), InputDim] and t [(hi-lo), OutputDim]; it is the
+// nn.Float16Reader of an engine's resident copy. float16 shards are copied
+// as they are; other values are rounded to the nearest float16 (ties to
+// even), and one beyond float16's range (±65504) is an error wrapping
+// nn.ErrNotResident, since the data cannot be held as float16 but trains
+// fine from the host. A NaN or Inf is an error naming the file and row, as
+// in ReadRows.
+func (d *Dataset) ReadFloat16(lo, hi int, x, t []uint16) error {
+	if lo < 0 || hi > d.Rows || lo > hi {
+		return fmt.Errorf("training data: rows [%d, %d) out of range [0, %d)", lo, hi, d.Rows)
+	}
+	if len(x) != (hi-lo)*d.InputDim || len(t) != (hi-lo)*d.OutputDim {
+		return fmt.Errorf("training data: buffers of %d and %d values for %d rows", len(x), len(t), hi-lo)
+	}
+	for row := lo; row < hi; {
+		s, local, err := d.locate(row)
+		if err != nil {
+			return err
+		}
+		n := min(hi-row, s.rows-local)
+		i := row - lo
+		if err := readFloat16(s.features, local, local+n, x[i*d.InputDim:(i+n)*d.InputDim]); err != nil {
+			return err
+		}
+		if err := readFloat16(s.targets, local, local+n, t[i*d.OutputDim:(i+n)*d.OutputDim]); err != nil {
+			return err
+		}
+		row += n
+	}
+	return nil
+}
+
+// float16Block is the rows readFloat16 converts at a time from a float32
+// array: it bounds the float32 scratch, whatever range it is asked for.
+const float16Block = 256
+
+// readFloat16 reads rows [start, end) of a as float16 bits into dst.
+func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
+	w := a.RowLen()
+	if a.DType() == npy.Float16 {
+		raw, err := a.RawRows(start, end)
+		if err != nil {
+			return err
+		}
+		// raw aliases the mapping: read it under the fault guard, as npy's
+		// own readers do, so that a file truncated underneath is an error.
+		if err := mmapfault.Guard(func() {
+			for i := range dst {
+				dst[i] = binary.LittleEndian.Uint16(raw[2*i:])
+			}
+		}); err != nil {
+			return fmt.Errorf("%s: %w", a.Name(), err)
+		}
+		for i, h := range dst {
+			if h&0x7c00 == 0x7c00 {
+				return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), start+i/w, i%w, npy.Float16Value(h))
+			}
+		}
+		return nil
+	}
+	scratch := make([]float32, min(end-start, float16Block)*w)
+	for r := start; r < end; r += float16Block {
+		k := min(end-r, float16Block)
+		v := scratch[:k*w]
+		if err := a.ReadRows(v, r, r+k); err != nil {
+			return err
+		}
+		if err := roundFloat16(a.Name(), r, w, v, dst[(r-start)*w:(r-start+k)*w]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// roundFloat16 rounds the rows v (w values each, the first being row row
+// of file name) to float16 bits into dst. NaN and Inf are errors; a finite
+// value that rounds to ±Inf wraps nn.ErrNotResident.
+func roundFloat16(name string, row, w int, v []float32, dst []uint16) error {
+	for i, f := range v {
+		h := npy.Float16Bits(f)
+		if h&0x7c00 == 0x7c00 {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				return fmt.Errorf("%s: row %d, column %d is %v", name, row+i/w, i%w, f)
+			}
+			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond float16's range (±65504)", nn.ErrNotResident, name, row+i/w, i%w, f)
+		}
+		dst[i] = h
+	}
+	return nil
+}
+
+// readRowsFloat16 is ReadRows with every value rounded to float16, as an
+// engine's resident copy holds it: for a run that trained on resident data
+// and goes on from host batches (see State.Float16).
+func (d *Dataset) readRowsFloat16(rows []int32, x, t []float32) error {
+	if err := d.ReadRows(rows, x, t); err != nil {
+		return err
+	}
+	for _, b := range []struct {
+		v []float32
+		w int
+	}{{x, d.InputDim}, {t, d.OutputDim}} {
+		for i, f := range b.v {
+			r := npy.Float16Value(npy.Float16Bits(f))
+			if math.IsInf(float64(r), 0) {
+				return fmt.Errorf("training data %s: row %d holds %v, beyond float16's range (±65504), and this run trains on the data rounded to float16 (it started with the data resident on the GPU)",
+					d.Dir, rows[i/b.w], f)
+			}
+			b.v[i] = r
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -198,4 +200,103 @@ func TestDatasetErrors(t *testing.T) {
 			t.Fatalf("error %v", err)
 		}
 	})
+}
+
+// ReadFloat16 gives float16 shards' bits as they are and float32 shards'
+// values rounded to float16, across shard boundaries; Float16 tells the
+// two apart.
+func TestReadFloat16(t *testing.T) {
+	for _, f16 := range []bool{true, false} {
+		dir := t.TempDir()
+		tinyData(t, dir, 50, 20, 3, 2, f16)
+		d, err := OpenDataset(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if d.Float16() != f16 {
+			t.Fatalf("Float16() = %v for float16 shards %v", d.Float16(), f16)
+		}
+		const lo, hi = 15, 45 // the end of shard a, all of b, the start of c
+		x, y := make([]uint16, (hi-lo)*3), make([]uint16, (hi-lo)*2)
+		if err := d.ReadFloat16(lo, hi, x, y); err != nil {
+			t.Fatal(err)
+		}
+		rows := make([]int32, hi-lo)
+		for i := range rows {
+			rows[i] = int32(lo + i)
+		}
+		fx, fy := make([]float32, len(x)), make([]float32, len(y))
+		if err := d.ReadRows(rows, fx, fy); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			got  []uint16
+			vals []float32
+		}{{x, fx}, {y, fy}} {
+			for i, v := range c.vals {
+				if c.got[i] != npy.Float16Bits(v) {
+					t.Fatalf("float16 shards %v: value %d is %#04x, want %#04x (%v)", f16, i, c.got[i], npy.Float16Bits(v), v)
+				}
+				if f16 && npy.Float16Value(c.got[i]) != v {
+					t.Fatalf("float16 shards: value %d is %v, the file has %v", i, npy.Float16Value(c.got[i]), v)
+				}
+			}
+		}
+		// The rounded host batches are these values.
+		if err := d.readRowsFloat16(rows, fx, fy); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range fx {
+			if v != npy.Float16Value(x[i]) {
+				t.Fatalf("readRowsFloat16: value %d is %v, ReadFloat16 gives %v", i, v, npy.Float16Value(x[i]))
+			}
+		}
+		for _, r := range [][2]int{{-1, 3}, {40, 51}, {5, 4}} {
+			n := max(r[1]-r[0], 0)
+			if err := d.ReadFloat16(r[0], r[1], make([]uint16, n*3), make([]uint16, n*2)); err == nil {
+				t.Errorf("rows [%d, %d) of 50: no error", r[0], r[1])
+			}
+		}
+		if err := d.ReadFloat16(0, 2, make([]uint16, 5), make([]uint16, 4)); err == nil {
+			t.Error("a short buffer: no error")
+		}
+	}
+}
+
+// ReadFloat16 reports a NaN or an infinity with its file and row, in
+// float16 and float32 shards, and a float32 beyond float16's range as
+// nn.ErrNotResident.
+func TestReadFloat16Errors(t *testing.T) {
+	for _, tc := range []struct {
+		f16   bool
+		value float32
+		want  string
+		not   bool // wraps nn.ErrNotResident
+	}{
+		{true, float32(math.Inf(1)), "shard-b.clip.npy: row 4, column 1 is +Inf", false},
+		{false, float32(math.NaN()), "shard-b.clip.npy: row 4, column 1 is NaN", false},
+		{false, -70000, "shard-b.clip.npy: row 4, column 1 is -70000, beyond float16's range", true},
+	} {
+		dir := t.TempDir()
+		tinyData(t, dir, 50, 20, 3, 2, tc.f16)
+		write := npy.WriteFloat32
+		if tc.f16 {
+			write = npy.WriteFloat16
+		}
+		y := make([]float32, 20*2)
+		y[4*2+1] = tc.value
+		if err := write(filepath.Join(dir, "shard-b"+TargetSuffix), []int{20, 2}, y); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDataset(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		err = d.ReadFloat16(0, 50, make([]uint16, 150), make([]uint16, 100))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, nn.ErrNotResident) != tc.not {
+			t.Errorf("%v in a float16 %v shard: error %v", tc.value, tc.f16, err)
+		}
+	}
 }

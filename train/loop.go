@@ -28,12 +28,35 @@ type Options struct {
 	Keep            int     `json:"keep"`             // step checkpoints kept besides last and best
 	BestMetric      string  `json:"best_metric"`      // see Metric; "" picks the default
 	LogEvery        int     `json:"log_every"`        // steps between metrics lines
+	// Resident is where batches come from on an engine that can hold the
+	// training data (nn.ResidentEngine, the GPU engine): ResidentAuto
+	// (the default; "" reads as it) loads the whole data set onto the
+	// device once, as float16, when it fits, and takes each batch there by
+	// row index; ResidentOff reads every batch on the host. A float32 data
+	// set held as float16 trains on its values rounded to float16 (see
+	// State.Float16); float16 data trains on the same values either way.
+	Resident string `json:"resident,omitempty"`
+}
+
+// The values of Options.Resident.
+const (
+	ResidentAuto = "auto"
+	ResidentOff  = "off"
+)
+
+// ResidentMode is o.Resident with "" (a run from before the option)
+// read as ResidentAuto.
+func (o Options) ResidentMode() string {
+	if o.Resident == "" {
+		return ResidentAuto
+	}
+	return o.Resident
 }
 
 // DefaultOptions is the original recipe's optimizer and schedule (SPEC
 // §1.4) with a batch a CPU can take.
 func DefaultOptions() Options {
-	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10}
+	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto}
 }
 
 // State is where a run stands after a whole number of optimizer steps: all
@@ -51,6 +74,14 @@ type State struct {
 	// logs the same numbers and picks the same best checkpoint.
 	Window    LossSum `json:"window"`
 	EpochLoss LossSum `json:"epoch_loss"`
+	// Float16 is set when the run trains on the data rounded to float16:
+	// its batches came from a float16 copy held by the engine (see
+	// Options.Resident). A resumed run keeps to those values, from the
+	// engine's copy again or, when that cannot be, from host batches
+	// rounded the same way, so that it ends with the same bits as a run
+	// never stopped; and a run that has trained on float32 values keeps
+	// reading them on the host.
+	Float16 bool `json:"float16,omitempty"`
 }
 
 // LossSum accumulates batch losses weighted by rows.
@@ -114,6 +145,8 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 		return fmt.Errorf("checkpoints to keep %d: must not be negative", o.Keep)
 	case d.InputDim != c.InputDim || d.OutputDim != c.OutputDim:
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
+	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
+		return fmt.Errorf("resident %q: want %q or %q", o.Resident, ResidentAuto, ResidentOff)
 	}
 	return o.AdamW.Validate()
 }
@@ -133,9 +166,13 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		}
 	}
 	var st State
+	var resident nn.ResidentEngine
 	if resume {
 		var err error
 		if st, err = tr.restore(); err != nil {
+			return Result{}, err
+		}
+		if resident, err = tr.residency(&st); err != nil {
 			return Result{}, err
 		}
 	} else {
@@ -157,10 +194,18 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := st.Schedule.Validate(); err != nil {
 			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		}
-		if err := startRunDir(tr.RunDir, st); err != nil {
+		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
 		if err := tr.Engine.SetParameters(nn.InitParameters[float32](c, tr.Options.Seed)); err != nil {
+			return Result{}, err
+		}
+		// Before the run directory is written, so that run.json records
+		// whether the run trains on float16 values.
+		if resident, err = tr.residency(&st); err != nil {
+			return Result{}, err
+		}
+		if err := startRunDir(tr.RunDir, st); err != nil {
 			return Result{}, err
 		}
 	}
@@ -173,10 +218,13 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		return Result{}, err
 	}
 	defer metrics.Close()
-	return tr.loop(ctx, st, metric, metrics)
+	return tr.loop(ctx, st, metric, metrics, resident)
 }
 
-func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *metricsWriter) (Result, error) {
+// loop trains from st to the end of the last epoch. Batches come from
+// resident when it is not nil (the data is on the engine's device), else
+// from the host through the prefetcher.
+func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *metricsWriter, resident nn.ResidentEngine) (Result, error) {
 	o := st.Options
 	order, err := NewOrder(tr.Data.Rows, o.Batch, o.Seed)
 	if err != nil {
@@ -184,9 +232,16 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	}
 	spe := order.StepsPerEpoch()
 	tr.Log.Info("training", "model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
-		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step)
-	batches := prefetch(ctx, tr.Data, order, st.Epoch, st.Batch, o.Epochs)
-	defer batches.stop()
+		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil)
+	var batches *prefetcher
+	if resident == nil {
+		read := tr.Data.ReadRows
+		if st.Float16 && !tr.Data.Float16() {
+			read = tr.Data.readRowsFloat16
+		}
+		batches = prefetch(ctx, tr.Data, read, order, st.Epoch, st.Batch, o.Epochs)
+		defer batches.stop()
+	}
 	bar := newProgress(tr.Progress, st.Schedule.TotalSteps, st.Step)
 	var res Result
 	var stepTime time.Duration // since the last metrics record, for throughput
@@ -200,13 +255,20 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				tr.Log.Info("interrupted; saved a checkpoint to resume from", "step", st.Step, "run", tr.RunDir)
 				return res, ctx.Err()
 			}
-			b, err := batches.next()
-			if err != nil {
-				return res, err
+			var loss float64
+			var start time.Time
+			if resident != nil {
+				start = time.Now()
+				loss, err = resident.ForwardBackwardRows(order.BatchRows(st.Epoch, st.Batch))
+			} else {
+				b, rerr := batches.next()
+				if rerr != nil {
+					return res, rerr
+				}
+				start = time.Now()
+				loss, err = tr.Engine.ForwardBackward(b.x, b.t, o.Batch)
+				batches.recycle(b)
 			}
-			start := time.Now()
-			loss, err := tr.Engine.ForwardBackward(b.x, b.t, o.Batch)
-			batches.recycle(b)
 			if err == nil && (math.IsNaN(loss) || math.IsInf(loss, 0)) {
 				err = ErrNonFinite
 			}
@@ -273,16 +335,39 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	return res, nil
 }
 
+// evaluate projects and ranks every evaluation set, ranking with the
+// engine's own top-k when it has one (see evalTopK).
 func (tr *Trainer) evaluate() ([]retrieval.Report, error) {
 	reports := make([]retrieval.Report, 0, len(tr.Evals))
+	topK := tr.evalTopK()
 	for _, s := range tr.Evals {
-		r, err := s.Evaluate(tr.Engine.Project)
+		r, err := s.EvaluateWith(tr.Engine.Project, topK)
 		if err != nil {
 			return nil, err
 		}
 		reports = append(reports, r)
 	}
 	return reports, nil
+}
+
+// evalTopK is the engine's own top-k (the GPU's, see retrieval.TopKOf), or
+// nil for retrieval.TopK. When the engine's fails (short of memory beside
+// resident training data, say), that ranking is done by retrieval.TopK
+// instead and the log says why: an evaluation is not worth stopping a run
+// for when the CPU can do it.
+func (tr *Trainer) evalTopK() retrieval.TopKFunc {
+	own := retrieval.TopKOf(tr.Engine)
+	if own == nil {
+		return nil
+	}
+	return func(q, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
+		idx, scores, err := own(q, keys, nq, nk, dim, k)
+		if err == nil {
+			return idx, scores, nil
+		}
+		tr.Log.Warn("the engine's top-k failed; ranking on the CPU", "err", err.Error())
+		return retrieval.TopK(q, keys, nq, nk, dim, k)
+	}
 }
 
 func summarize(reports []retrieval.Report) []any {

@@ -18,8 +18,9 @@ type prefetcher struct {
 }
 
 // prefetch starts reading batches from (epoch, k) to the end of the last
-// epoch.
-func prefetch(ctx context.Context, d *Dataset, o *Order, epoch, k, epochs int) *prefetcher {
+// epoch with read (Dataset.ReadRows, or readRowsFloat16 for a run that
+// trains on float16-rounded values).
+func prefetch(ctx context.Context, d *Dataset, read func(rows []int32, x, t []float32) error, o *Order, epoch, k, epochs int) *prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &prefetcher{ready: make(chan *batch, 1), free: make(chan *batch, 2), cancel: cancel, done: make(chan struct{})}
 	for range 2 {
@@ -36,7 +37,7 @@ func prefetch(ctx context.Context, d *Dataset, o *Order, epoch, k, epochs int) *
 				case <-ctx.Done():
 					return
 				}
-				b.err = d.ReadRows(o.BatchRows(e, k), b.x, b.t)
+				b.err = read(o.BatchRows(e, k), b.x, b.t)
 				select {
 				case p.ready <- b:
 				case <-ctx.Done():

@@ -26,11 +26,19 @@ func checkpointName(step int) string {
 	return filepath.Join(CheckpointsDir, fmt.Sprintf("step-%08d", step))
 }
 
-// startRunDir prepares a new run directory; one that already holds
-// checkpoints is refused rather than mixed with a new run.
-func startRunDir(dir string, st State) error {
+// checkNewRunDir refuses a run directory that already holds checkpoints
+// rather than mix a new run with it.
+func checkNewRunDir(dir string) error {
 	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
 		return fmt.Errorf("run directory %s already holds a run: resume it with --resume, or choose another --out", dir)
+	}
+	return nil
+}
+
+// startRunDir prepares a new run directory (see checkNewRunDir).
+func startRunDir(dir string, st State) error {
+	if err := checkNewRunDir(dir); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, CheckpointsDir), 0o755); err != nil {
 		return fmt.Errorf("run directory: %w", err)

@@ -20,7 +20,9 @@ func evalCommand() *cli.Command {
 			"reports recall@1/5/10 in both directions (CLIP_benchmark's protocol) for CLIP's own image\n" +
 			"embeddings and for the projection, and the projection's R@5 as a percentage of CLIP's.\n" +
 			"CKPT is a model.safetensors file, a checkpoint directory, or a run directory (its best\n" +
-			"checkpoint, else its last). --json prints a JSON document instead of the table.\n\n" +
+			"checkpoint, else its last). --json prints a JSON document instead of the table. With --device\n" +
+			"cuda the projection is also ranked on the GPU (its scores can differ from the CPU's in the last\n" +
+			"bits, so near-tied candidates may swap).\n\n" +
 			"Example:\n" +
 			"   dinoclip eval --model runs/base --eval features/mscoco-5k --eval features/flickr30k",
 		Flags: []cli.Flag{
@@ -82,11 +84,13 @@ func runEval(cCtx *cli.Context) error {
 				s.Dir, s.FeatureDim, s.EmbeddingDim, lm.Path, c.InputDim, c.OutputDim)
 		}
 	}
+	// The engine's own top-k when it has one (the GPU's), else the CPU's.
+	topK := retrieval.TopKOf(lm.Engine)
 	for _, s := range sets {
 		if err := cCtx.Context.Err(); err != nil {
 			return err
 		}
-		r, err := s.Evaluate(lm.Engine.Project)
+		r, err := s.EvaluateWith(lm.Engine.Project, topK)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.Dir, err)
 		}

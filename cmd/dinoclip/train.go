@@ -57,6 +57,7 @@ func trainCommand() *cli.Command {
 			outputDim,
 			intFlag("blocks", "`N` residual blocks", m.Blocks),
 			deviceFlag(),
+			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
 			boolFlag("resume", "continue the run in --out from its last checkpoint"),
 			configFlag(),
 		},
@@ -78,6 +79,7 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	o.Keep = cCtx.Int("keep")
 	o.BestMetric = cCtx.String("best-metric")
 	o.LogEvery = cCtx.Int("log-every")
+	o.Resident = cCtx.String("resident")
 	for _, c := range []struct {
 		name     string
 		v, least int
@@ -85,6 +87,9 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 		if err := checkAtLeast(c.name, c.v, c.least); err != nil {
 			return o, err
 		}
+	}
+	if o.Resident != train.ResidentAuto && o.Resident != train.ResidentOff {
+		return o, fmt.Errorf("--resident %q: want %s or %s", o.Resident, train.ResidentAuto, train.ResidentOff)
 	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
 		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
@@ -278,6 +283,7 @@ func resumeConfig(cCtx *cli.Context, runDir string, opts train.Options) (nn.Conf
 		{"weight-decay", opts.AdamW.WeightDecay, ro.AdamW.WeightDecay}, {"seed", opts.Seed, ro.Seed},
 		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
 		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
+		{"resident", opts.Resident, ro.ResidentMode()},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
 			return c, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",

@@ -92,7 +92,8 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	// (a config file used again, say) are fine.
 	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--epochs", "3"}, "--epochs 3", "started with 2")
 	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--hidden-dim", "16"}, "--hidden-dim 16", "has 8")
-	mustRun(t, "train", "--data", data, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8")
+	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--resident", "off"}, "--resident off", "started with auto")
+	mustRun(t, "train", "--data", data, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
 }
 
 func TestTrainErrors(t *testing.T) {
@@ -122,6 +123,7 @@ func TestTrainErrors(t *testing.T) {
 		{"bad lr", with("--lr", "0"), []string{"--lr 0"}},
 		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
 		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
+		{"unknown resident mode", with("--resident", "on"), []string{`--resident "on"`, "auto or off"}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},

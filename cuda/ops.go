@@ -36,13 +36,28 @@ const (
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
-// need checks that b holds at least n elements.
-func need[T any](what string, b buf[T], n int) error {
-	if b.p == 0 {
-		return fmt.Errorf("cuda: %s: null buffer", what)
-	}
-	if b.n < n {
-		return fmt.Errorf("cuda: %s: buffer of %d elements, need %d", what, b.n, n)
+// required is one buffer a launch needs: its name, address, length and the
+// length the launch will touch.
+type required struct {
+	name    string
+	p       uintptr
+	have, n int
+}
+
+// req describes buffer b, which must hold at least n elements.
+func req[T any](name string, b buf[T], n int) required { return required{name, b.p, b.n, n} }
+
+// needAll checks every buffer of a launch: none is null, each is long
+// enough. Errors name the kernel (what) and the buffer.
+func needAll(what string, rs ...required) error {
+	for _, r := range rs {
+		name := what + " " + r.name
+		if r.p == 0 {
+			return fmt.Errorf("cuda: %s: null buffer", name)
+		}
+		if r.have < r.n {
+			return fmt.Errorf("cuda: %s: buffer of %d elements, need %d", name, r.have, r.n)
+		}
 	}
 	return nil
 }
@@ -114,14 +129,8 @@ func (d *Device) linearForward(k kernel, y, act, stats, x, w, b buf[float32], ro
 	if err := dims(what, rows, in, out); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		b    buf[float32]
-		n    int
-	}{{"y", y, rows * out}, {"x", x, rows * in}, {"w", w, out * in}, {"bias", b, out}} {
-		if err := need(what+" "+c.name, c.b, c.n); err != nil {
-			return err
-		}
+	if err := needAll(what, req("y", y, rows*out), req("x", x, rows*in), req("w", w, out*in), req("bias", b, out)); err != nil {
+		return err
 	}
 	gx, gy, err := gemmGrid(what, rows, out)
 	if err != nil {
@@ -132,12 +141,12 @@ func (d *Device) linearForward(k kernel, y, act, stats, x, w, b buf[float32], ro
 	case kGemmNTBias:
 		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
 	case kGemmNTBiasGELU:
-		if err := need(what+" act", act, rows*out); err != nil {
+		if err := needAll(what, req("act", act, rows*out)); err != nil {
 			return err
 		}
 		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(act), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
 	case kGemmNTBiasStats:
-		if err := need(what+" stats", stats, rows*statsTiles(out)*3); err != nil {
+		if err := needAll(what, req("stats", stats, rows*statsTiles(out)*3)); err != nil {
 			return err
 		}
 		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(stats), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
@@ -151,13 +160,7 @@ func (d *Device) gemmNN(dx, dy, w buf[float32], beta float32, rows, in, out int)
 	if err := dims(what, rows, in, out); err != nil {
 		return err
 	}
-	if err := need(what+" dx", dx, rows*in); err != nil {
-		return err
-	}
-	if err := need(what+" dy", dy, rows*out); err != nil {
-		return err
-	}
-	if err := need(what+" w", w, out*in); err != nil {
+	if err := needAll(what, req("dx", dx, rows*in), req("dy", dy, rows*out), req("w", w, out*in)); err != nil {
 		return err
 	}
 	gx, gy, err := gemmGrid(what, rows, in)
@@ -173,13 +176,7 @@ func (d *Device) gemmTN(dw, dy, x buf[float32], rows, in, out int) error {
 	if err := dims(what, rows, in, out); err != nil {
 		return err
 	}
-	if err := need(what+" dw", dw, out*in); err != nil {
-		return err
-	}
-	if err := need(what+" dy", dy, rows*out); err != nil {
-		return err
-	}
-	if err := need(what+" x", x, rows*in); err != nil {
+	if err := needAll(what, req("dw", dw, out*in), req("dy", dy, rows*out), req("x", x, rows*in)); err != nil {
 		return err
 	}
 	gx, gy, err := gemmGrid(what, out, in)
@@ -205,21 +202,15 @@ func lnCheck(what string, mode int, y, y2, xhat, rstd, x, gamma, beta, resid buf
 	if err := rowGrid(what, rows); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		b    buf[float32]
-		n    int
-	}{{"y", y, rows * dim}, {"xhat", xhat, rows * dim}, {"rstd", rstd, rows}, {"x", x, rows * dim}, {"gamma", gamma, dim}, {"beta", beta, dim}} {
-		if err := need(what+" "+c.name, c.b, c.n); err != nil {
-			return err
-		}
+	if err := needAll(what, req("y", y, rows*dim), req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("x", x, rows*dim), req("gamma", gamma, dim), req("beta", beta, dim)); err != nil {
+		return err
 	}
 	switch mode {
 	case lnPlain:
 	case lnGELU:
-		return need(what+" y2", y2, rows*dim)
+		return needAll(what, req("y2", y2, rows*dim))
 	case lnResidual:
-		return need(what+" resid", resid, rows*dim)
+		return needAll(what, req("resid", resid, rows*dim))
 	default:
 		return fmt.Errorf("cuda: %s: mode %d", what, mode)
 	}
@@ -234,7 +225,7 @@ func (d *Device) lnApply(mode int, y, y2, xhat, rstd, x, stats, gamma, beta, res
 		return err
 	}
 	tiles := statsTiles(dim)
-	if err := need(what+" stats", stats, rows*tiles*3); err != nil {
+	if err := needAll(what, req("stats", stats, rows*tiles*3)); err != nil {
 		return err
 	}
 	return d.launch(kLNApply, lnWork(mode, rows, dim, tiles), rows, 1, threads, ptrArg(y), ptrArg(y2), ptrArg(xhat), ptrArg(rstd), ptrArg(x), ptrArg(stats),
@@ -261,14 +252,8 @@ func (d *Device) lnBackward(dx, dy, xhat, rstd, gamma buf[float32], rows, dim in
 	if err := rowGrid(what, rows); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		b    buf[float32]
-		n    int
-	}{{"dx", dx, rows * dim}, {"dy", dy, rows * dim}, {"xhat", xhat, rows * dim}, {"rstd", rstd, rows}, {"gamma", gamma, dim}} {
-		if err := need(what+" "+c.name, c.b, c.n); err != nil {
-			return err
-		}
+	if err := needAll(what, req("dx", dx, rows*dim), req("dy", dy, rows*dim), req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("gamma", gamma, dim)); err != nil {
+		return err
 	}
 	return d.launch(kLNBackward, rowWork(rows, dim, 3*rows*dim+rows+dim), rows, 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(rstd), ptrArg(gamma), intArg(rows), intArg(dim))
 }
@@ -288,25 +273,19 @@ func (d *Device) colSums(sum, prod, a, b buf[float32], partial buf[float64], row
 	if chunks > maxGridY {
 		return fmt.Errorf("cuda: %s: %d rows exceed the grid", what, rows)
 	}
-	if err := need(what+" sum", sum, dim); err != nil {
-		return err
-	}
-	if err := need(what+" a", a, rows*dim); err != nil {
+	if err := needAll(what, req("sum", sum, dim), req("a", a, rows*dim)); err != nil {
 		return err
 	}
 	parts := chunks * dim
 	if prod.p != 0 {
-		if err := need(what+" prod", prod, dim); err != nil {
-			return err
-		}
-		if err := need(what+" b", b, rows*dim); err != nil {
+		if err := needAll(what, req("prod", prod, dim), req("b", b, rows*dim)); err != nil {
 			return err
 		}
 		parts *= 2
 	} else {
 		b = buf[float32]{}
 	}
-	if err := need(what+" partial", partial, parts); err != nil {
+	if err := needAll(what, req("partial", partial, parts)); err != nil {
 		return err
 	}
 	gx := ceilDiv(dim, threads)
@@ -328,10 +307,7 @@ func (d *Device) geluForward(y, x buf[float32], n int) error {
 	if err := dims("gelu_forward", n); err != nil {
 		return err
 	}
-	if err := need("gelu_forward y", y, n); err != nil {
-		return err
-	}
-	if err := need("gelu_forward x", x, n); err != nil {
+	if err := needAll("gelu_forward", req("y", y, n), req("x", x, n)); err != nil {
 		return err
 	}
 	return d.launch(kGELUForward, elemWork(n, 2), elementGrid(n), 1, threads, ptrArg(y), ptrArg(x), intArg(n))
@@ -343,13 +319,8 @@ func (d *Device) geluBackward(dx, dy, x buf[float32], n int) error {
 	if err := dims(what, n); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		b    buf[float32]
-	}{{"dx", dx}, {"dy", dy}, {"x", x}} {
-		if err := need(what+" "+c.name, c.b, n); err != nil {
-			return err
-		}
+	if err := needAll(what, req("dx", dx, n), req("dy", dy, n), req("x", x, n)); err != nil {
+		return err
 	}
 	return d.launch(kGELUBackward, elemWork(n, 3), elementGrid(n), 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(x), intArg(n))
 }
@@ -365,17 +336,11 @@ func (d *Device) unitNormMSE(grad buf[float32], rowLoss buf[float64], p, t buf[f
 		return err
 	}
 	if grad.p != 0 {
-		if err := need(what+" grad", grad, rows*dim); err != nil {
+		if err := needAll(what, req("grad", grad, rows*dim)); err != nil {
 			return err
 		}
 	}
-	if err := need(what+" rowloss", rowLoss, rows); err != nil {
-		return err
-	}
-	if err := need(what+" p", p, rows*dim); err != nil {
-		return err
-	}
-	if err := need(what+" t", t, rows*dim); err != nil {
+	if err := needAll(what, req("rowloss", rowLoss, rows), req("p", p, rows*dim), req("t", t, rows*dim)); err != nil {
 		return err
 	}
 	moved := 2*rows*dim + 2*rows
@@ -390,10 +355,7 @@ func (d *Device) lossSum(out, rowLoss buf[float64], rows int) error {
 	if err := dims("loss_sum", rows); err != nil {
 		return err
 	}
-	if err := need("loss_sum out", out, 1); err != nil {
-		return err
-	}
-	if err := need("loss_sum rowloss", rowLoss, rows); err != nil {
+	if err := needAll("loss_sum", req("out", out, 1), req("rowloss", rowLoss, rows)); err != nil {
 		return err
 	}
 	return d.launch(kLossSum, elemWork(rows, 2), 1, 1, threads, ptrArg(out), ptrArg(rowLoss), intArg(rows))
@@ -406,13 +368,8 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	if err := dims(what, n); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		b    buf[float32]
-	}{{"params", p}, {"grads", g}, {"m", m}, {"v", v}} {
-		if err := need(what+" "+c.name, c.b, n); err != nil {
-			return err
-		}
+	if err := needAll(what, req("params", p, n), req("grads", g, n), req("m", m, n), req("v", v, n)); err != nil {
+		return err
 	}
 	decay := float32(1 - s.LR*s.WeightDecay)
 	oneMinusB1, b2, oneMinusB2 := float32(1-s.Beta1), float32(s.Beta2), float32(1-s.Beta2)
@@ -432,10 +389,7 @@ func (d *Device) normalizeRows(y, x buf[float32], rows, dim int) error {
 	if err := rowGrid(what, rows); err != nil {
 		return err
 	}
-	if err := need(what+" y", y, rows*dim); err != nil {
-		return err
-	}
-	if err := need(what+" x", x, rows*dim); err != nil {
+	if err := needAll(what, req("y", y, rows*dim), req("x", x, rows*dim)); err != nil {
 		return err
 	}
 	return d.launch(kNormalizeRows, rowWork(rows, dim, 2*rows*dim), rows, 1, threads, ptrArg(y), ptrArg(x), intArg(rows), intArg(dim))
@@ -450,16 +404,7 @@ func (d *Device) topK(idx buf[int32], score, q, keys buf[float32], nq, nk, dim, 
 	if k > maxTopK || k > nk {
 		return fmt.Errorf("cuda: %s: k = %d, need k <= %d and k <= %d keys", what, k, maxTopK, nk)
 	}
-	if err := need(what+" idx", idx, nq*k); err != nil {
-		return err
-	}
-	if err := need(what+" score", score, nq*k); err != nil {
-		return err
-	}
-	if err := need(what+" queries", q, nq*dim); err != nil {
-		return err
-	}
-	if err := need(what+" keys", keys, nk*dim); err != nil {
+	if err := needAll(what, req("idx", idx, nq*k), req("score", score, nq*k), req("queries", q, nq*dim), req("keys", keys, nk*dim)); err != nil {
 		return err
 	}
 	tw := work{shape: fmt.Sprintf("queries=%d keys=%d dim=%d k=%d", nq, nk, dim, k), flops: 2 * float64(nq) * float64(nk) * float64(dim)}
@@ -478,13 +423,7 @@ func (d *Device) gatherRows(dst buf[float32], src buf[uint16], rows buf[int32], 
 	if err := rowGrid(what, n); err != nil {
 		return err
 	}
-	if err := need(what+" dst", dst, n*dim); err != nil {
-		return err
-	}
-	if err := need(what+" src", src, nsrc*dim); err != nil {
-		return err
-	}
-	if err := need(what+" rows", rows, n); err != nil {
+	if err := needAll(what, req("dst", dst, n*dim), req("src", src, nsrc*dim), req("rows", rows, n)); err != nil {
 		return err
 	}
 	// Each row: dim halves read, dim floats written (a half counts as half

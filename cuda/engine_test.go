@@ -22,6 +22,29 @@ func TestEngine(t *testing.T) {
 // does not reach (no residual block, an output wider than the hidden
 // layer, a head of width 1, widths that are not multiples of any tile)
 // against the float64 CPU engine, with the suite's tolerances.
+// newPair builds the GPU engine and the float64 oracle for c with the same
+// parameters, drawn from seed; the engine is closed when the test ends.
+func newPair(t *testing.T, c nn.Config, seed uint64) (*Engine, *nn.CPUEngine[float64]) {
+	t.Helper()
+	e, err := NewEngine(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	ref, err := nn.NewCPUEngine[float64](c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := nn.InitParameters[float32](c, seed)
+	if err := e.SetParameters(params); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.SetParameters(params); err != nil {
+		t.Fatal(err)
+	}
+	return e, ref
+}
+
 func TestEngineShapes(t *testing.T) {
 	for _, c := range []nn.Config{
 		{InputDim: 20, HiddenDim: 30, OutputDim: 70, Blocks: 0},
@@ -29,22 +52,7 @@ func TestEngineShapes(t *testing.T) {
 		{InputDim: 33, HiddenDim: 130, OutputDim: 17, Blocks: 1},
 	} {
 		t.Run(c.String(), func(t *testing.T) {
-			e, err := NewEngine(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer e.Close()
-			ref, err := nn.NewCPUEngine[float64](c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			params := nn.InitParameters[float32](c, 11)
-			if err := e.SetParameters(params); err != nil {
-				t.Fatal(err)
-			}
-			if err := ref.SetParameters(params); err != nil {
-				t.Fatal(err)
-			}
+			e, ref := newPair(t, c, 11)
 			const n = 67
 			xs, ts := enginetest.Batches(c, 1, n, 5)
 			loss, err := e.ForwardBackward(xs[0], ts[0], n)
@@ -75,22 +83,7 @@ func TestEngineShapes(t *testing.T) {
 // stay correct.
 func TestEngineGrow(t *testing.T) {
 	c := enginetest.Config
-	e, err := NewEngine(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	ref, err := nn.NewCPUEngine[float64](c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	params := nn.InitParameters[float32](c, 3)
-	if err := e.SetParameters(params); err != nil {
-		t.Fatal(err)
-	}
-	if err := ref.SetParameters(params); err != nil {
-		t.Fatal(err)
-	}
+	e, ref := newPair(t, c, 3)
 	for i, n := range []int{5, 77, 5, 130} {
 		xs, _ := enginetest.Batches(c, 1, n, uint64(i))
 		out := make([]float32, n*c.OutputDim)

@@ -81,6 +81,8 @@ kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh
 # check-kernels also runs package cuda's tests in host emulation (tags
 # cuda,cudaemu: the kernels compiled as C++, no GPU, no gorgonia.org/cu), the
 # per-kernel ones again under AddressSanitizer; about 2 minutes on 2 cores.
+# ./cuda/... includes cuda/driver/libcuda, whose tests build a fake libcuda
+# with the C compiler and check what the driver calls receive.
 check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build vetted, kernels tested in host emulation
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; fail=0; \
 	for src in $(KERNEL_SRC); do \
@@ -102,6 +104,7 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 	$(CUDA_ENV) $(GO) build -tags cuda ./...
 	$(CUDA_ENV) $(GO) vet -tags cuda ./...
 	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/
+	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/driver/
 	$(EMU_ENV) $(GO) vet -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) $(GO) test -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
@@ -111,6 +114,7 @@ build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scr
 	@mkdir -p $(BIN)
 	$(CUDA_ENV) $(GO) build -tags cuda -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda.test ./cuda
+	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/driver.test ./cuda/driver
 	@{ echo "commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"; \
 	   echo "built=$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "go=$$($(GO) env GOVERSION)"; \
 	   echo "nvcc=$$($(NVCC) --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"; } > $(BIN)/BUILD-INFO

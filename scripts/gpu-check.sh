@@ -101,6 +101,27 @@ else
 fi
 grep -E 'worst relative difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
 
+# --- driver (begin) ------------------------------------------------------
+# The driver calls gorgonia/cu lacks (package cuda/driver/libcuda, through
+# the cu driver's Extended methods) on the real driver: bin/driver.test
+# (make build-cuda) launches gelu through cuLaunchKernelEx and compares it
+# with cuLaunchKernel (plain, above 48 KiB of dynamic shared memory after
+# cuFuncSetAttribute, in clusters of 2 on compute capability 9.0), encodes
+# tensor maps for a device buffer (9.0), copies into pinned memory, and
+# replays and updates a captured graph of two launches. Env: DRIVER_TEST.
+DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
+log=$OUTDIR/driver-test.log
+: >"$log"
+t0=$SECONDS
+if [ ! -x "$DRIVER_TEST" ]; then
+	result driver FAIL "$DRIVER_TEST missing: run make build-cuda"
+elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.v -test.timeout 100s); then
+	result driver PASS "$(grep -c '^--- PASS' "$log") tests ($(grep -c '^--- SKIP' "$log") skipped), $((SECONDS - t0)) s"
+else
+	result driver FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see driver-test.log)"
+fi
+# --- driver (end) --------------------------------------------------------
+
 # --- data
 log=$OUTDIR/train.log
 : >"$log"

@@ -10,6 +10,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -181,7 +182,7 @@ func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyB
 			return rep, fmt.Errorf("kernel %s %s: %w", s.Name, s.Shape, err)
 		}
 		rep.Kernels = append(rep.Kernels, KernelResult{
-			KernelTiming: KernelTiming{
+			KernelTiming: enginehooks.KernelTiming{
 				Name: s.Name, Shape: s.Shape, Calls: len(stats.Samples),
 				Seconds: stats.Mean * float64(len(stats.Samples)), FLOPs: s.FLOPs, Bytes: s.Bytes,
 			},

@@ -10,6 +10,35 @@ type AdamWStep struct {
 	Step                               int
 }
 
+// AdamWScalars are the per-step scalars of one AdamW update in the element
+// type T, as the update formula of [AdamW] uses them. Every engine forms
+// them with NewAdamWScalars, so that all of them round the same float64
+// values to T.
+type AdamWScalars[T Float] struct {
+	Decay         T // 1 - lr λ
+	OneMinusBeta1 T // 1 - β1
+	Beta2         T // β2
+	OneMinusBeta2 T // 1 - β2
+	StepSize      T // lr / (1 - β1^s)
+	// BiasCorrection2Sqrt is sqrt(1 - β2^s).
+	BiasCorrection2Sqrt T
+	Eps                 T
+}
+
+// NewAdamWScalars forms the scalars of step s: the bias corrections in
+// float64, as Python does, each scalar then rounded to T once.
+func NewAdamWScalars[T Float](s AdamWStep) AdamWScalars[T] {
+	return AdamWScalars[T]{
+		Decay:               T(1 - s.LR*s.WeightDecay),
+		OneMinusBeta1:       T(1 - s.Beta1),
+		Beta2:               T(s.Beta2),
+		OneMinusBeta2:       T(1 - s.Beta2),
+		StepSize:            T(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step)))),
+		BiasCorrection2Sqrt: T(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step)))),
+		Eps:                 T(s.Eps),
+	}
+}
+
 // AdamW applies one update of torch.optim.AdamW (default, non-amsgrad,
 // non-maximize) to params with grads and the moments m and v, all the same
 // length:
@@ -19,14 +48,12 @@ type AdamWStep struct {
 //	v ← β2 v + (1-β2) g²
 //	θ ← θ - (lr / (1-β1^s)) m / (sqrt(v)/sqrt(1-β2^s) + eps)
 //
-// The bias corrections are computed in float64, as Python does; the
-// elementwise arithmetic is in T, as PyTorch does it in the tensor's dtype.
+// The scalars come from NewAdamWScalars; the elementwise arithmetic is in
+// T, as PyTorch does it in the tensor's dtype.
 func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
-	decay := T(1 - s.LR*s.WeightDecay)
-	oneMinusB1, b2, oneMinusB2 := T(1-s.Beta1), T(s.Beta2), T(1-s.Beta2)
-	stepSize := T(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step))))
-	bc2Sqrt := T(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step))))
-	eps := T(s.Eps)
+	sc := NewAdamWScalars[T](s)
+	decay, oneMinusB1, b2, oneMinusB2 := sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2
+	stepSize, bc2Sqrt, eps := sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps
 	parallelFor(len(params), 8, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := grads[i]

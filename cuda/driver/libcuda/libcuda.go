@@ -7,6 +7,7 @@ package libcuda
 #include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +65,20 @@ enum { DC_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4 };
 // A call that could not start because host memory ran out.
 enum { DC_NO_HOST_MEMORY = -1 };
 
-static void *dc_dlopen(const char *path) { return dlopen(path, RTLD_NOW | RTLD_LOCAL); }
+// dlopen and dlclose with dlerror's message copied into err on failure, in
+// the same C call: dlerror's state is per OS thread, and a goroutine may
+// move between threads from one cgo call to the next.
+static void *dc_dlopen(const char *path, char *err, size_t n) {
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) snprintf(err, n, "%s", dlerror());
+	return h;
+}
+
+static int dc_dlclose(void *h, char *err, size_t n) {
+	int r = dlclose(h);
+	if (r != 0) snprintf(err, n, "%s", dlerror());
+	return r;
+}
 
 static const char *dc_error_name(void *sym, int code) {
 	const char *s = NULL;
@@ -264,9 +278,10 @@ func Open(path string) (*Lib, error) {
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	h := C.dc_dlopen(cpath)
+	var msg [512]C.char
+	h := C.dc_dlopen(cpath, &msg[0], C.size_t(len(msg)))
 	if h == nil {
-		return nil, fmt.Errorf("libcuda: cannot load %s: %s (the NVIDIA driver is not installed here)", path, C.GoString(C.dlerror()))
+		return nil, fmt.Errorf("libcuda: cannot load %s: %s (is the NVIDIA driver installed?)", path, C.GoString(&msg[0]))
 	}
 	l := &Lib{path: path, handle: h}
 	for i, s := range symbols {
@@ -287,8 +302,9 @@ func (l *Lib) Close() error {
 	}
 	h := l.handle
 	*l = Lib{path: l.path}
-	if C.dlclose(h) != 0 {
-		return fmt.Errorf("libcuda: closing %s: %s", l.path, C.GoString(C.dlerror()))
+	var msg [512]C.char
+	if C.dc_dlclose(h, &msg[0], C.size_t(len(msg))) != 0 {
+		return fmt.Errorf("libcuda: closing %s: %s", l.path, C.GoString(&msg[0]))
 	}
 	return nil
 }

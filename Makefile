@@ -82,7 +82,8 @@ kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh
 # cuda,cudaemu: the kernels compiled as C++, no GPU, no gorgonia.org/cu), the
 # per-kernel ones again under AddressSanitizer; about 2 minutes on 2 cores.
 # ./cuda/... includes cuda/driver/libcuda, whose tests build a fake libcuda
-# with the C compiler and check what the driver calls receive.
+# with the C compiler and check what the driver calls receive (run again
+# under AddressSanitizer).
 check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build vetted, kernels tested in host emulation
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; fail=0; \
 	for src in $(KERNEL_SRC); do \
@@ -109,6 +110,7 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 	$(EMU_ENV) $(GO) test -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
 		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
+	$(EMU_ENV) $(GO) test -asan -tags cuda ./cuda/driver/libcuda/
 
 build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scripts/gpu-check.sh)
 	@mkdir -p $(BIN)

@@ -1,12 +1,15 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 	"runtime"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/dinoclip/dinoclip/internal/sgemm"
 )
 
 // Float is the element type of a CPU model: float64 for the oracle, float32
@@ -18,15 +21,19 @@ const LayerNormEps = 1e-5
 
 var impl gonum.Implementation
 
-// gemm computes C = alpha op(A) op(B) + beta C for row-major matrices, with
-// gonum's native Sgemm or Dgemm (both split large products across
-// GOMAXPROCS goroutines).
-func gemm[T Float](tA, tB blas.Transpose, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+// gemm computes C = op(A) op(B) + beta C for row-major matrices, beta 0 or
+// 1. float32 goes through internal/sgemm (packed, assembly microkernels,
+// bits independent of GOMAXPROCS); float64, the oracle, through gonum's
+// Dgemm.
+func gemm[T Float](tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if beta != 0 && beta != 1 {
+		panic(fmt.Sprintf("nn: gemm with beta %v, want 0 or 1", beta))
+	}
 	switch a := any(a).(type) {
 	case []float32:
-		impl.Sgemm(tA, tB, m, n, k, float32(alpha), a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		sgemm.Gemm(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, any(b).([]float32), ldb, any(c).([]float32), ldc, beta == 1)
 	case []float64:
-		impl.Dgemm(tA, tB, m, n, k, float64(alpha), a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+		impl.Dgemm(tA, tB, m, n, k, 1, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	}
 }
 
@@ -55,7 +62,7 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 // LinearForward computes y[n,out] = x[n,in] W^T + b with W stored [out,in]
 // as PyTorch stores it.
 func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
-	gemm(blas.NoTrans, blas.Trans, n, out, in, 1, x, in, w, in, 0, y, out)
+	gemm(blas.NoTrans, blas.Trans, n, out, in, x, in, w, in, 0, y, out)
 	parallelFor(n, out, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := y[r*out : (r+1)*out]
@@ -70,10 +77,10 @@ func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
 // gradient db[out] = column sums of dy, and, when dx is not nil,
 // dx[n,in] = dy W + beta dx (beta 1 accumulates into a residual gradient).
 func LinearBackward[T Float](dx, dw, db, dy, x, w []T, n, in, out int, beta T) {
-	gemm(blas.Trans, blas.NoTrans, out, in, n, 1, dy, out, x, in, 0, dw, in)
+	gemm(blas.Trans, blas.NoTrans, out, in, n, dy, out, x, in, 0, dw, in)
 	ColumnSums(db, dy, n, out)
 	if dx != nil {
-		gemm(blas.NoTrans, blas.NoTrans, n, in, out, 1, dy, out, w, in, beta, dx, in)
+		gemm(blas.NoTrans, blas.NoTrans, n, in, out, dy, out, w, in, beta, dx, in)
 	}
 }
 

@@ -46,3 +46,20 @@ func BenchmarkGemm(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKernel times the fastest microkernel on one goroutine on a
+// product that stays in cache: the rate the packing and threading start
+// from.
+func BenchmarkKernel(b *testing.B) {
+	ks := kernels()
+	if len(ks) == 0 {
+		b.Skip("no assembly kernel on this CPU or build")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	m, n, k := 96, 256, 256
+	a, bb, c := randMat(rng, m*k), randMat(rng, k*n), make([]float32, m*n)
+	for b.Loop() {
+		gemmWith(ks[0], 1, false, false, m, n, k, a, k, bb, n, c, n, false)
+	}
+	b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

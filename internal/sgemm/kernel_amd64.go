@@ -36,3 +36,19 @@ func init() {
 		best = ks[0]
 	}
 }
+
+//go:noescape
+func transpose16x8(k8 int, src *float32, lds int, dst *float32)
+
+// packTransposed16 sets dst[q*16+j] = src[j*lds+q] for j < 16 and q below
+// the largest multiple of 8 not above k, and returns that multiple, or 0
+// when the CPU lacks AVX (the caller packs what is left).
+func packTransposed16(dst, src []float32, lds, k int) int {
+	k8 := k / 8
+	if k8 == 0 || !cpu.X86.HasAVX {
+		return 0
+	}
+	_, _ = dst[k8*8*16-1], src[15*lds+k8*8-1]
+	transpose16x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
+	return k8 * 8
+}

@@ -5,3 +5,6 @@ package sgemm
 // kernels lists the microkernels this CPU can run: none without assembly,
 // so Gemm uses gonum.
 func kernels() []*kernel { return nil }
+
+// packTransposed16 packs nothing without assembly; the caller packs all.
+func packTransposed16(dst, src []float32, lds, k int) int { return 0 }

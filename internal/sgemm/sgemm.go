@@ -155,15 +155,38 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 // buffers are one worker's packed blocks and edge tile.
 type buffers struct{ a, b, tile []float32 }
 
-var pool = sync.Pool{New: func() any {
+// spare holds the buffers of finished workers for the next ones. It is a
+// free list rather than a sync.Pool because a pool is emptied by every
+// garbage collection, and reallocating (and faulting in) 1.2 MB per worker
+// per product cost as much as the products themselves. It grows to the
+// largest number of workers that ever ran at once.
+var spare struct {
+	sync.Mutex
+	list []*buffers
+}
+
+func getBuffers() *buffers {
+	spare.Lock()
+	defer spare.Unlock()
+	if n := len(spare.list); n > 0 {
+		b := spare.list[n-1]
+		spare.list = spare.list[:n-1]
+		return b
+	}
 	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, 8*32)}
-}}
+}
+
+func putBuffers(b *buffers) {
+	spare.Lock()
+	spare.list = append(spare.list, b)
+	spare.Unlock()
+}
 
 // block computes rows [i0,i1) and columns [j0,j1) of C on one goroutine.
 // For each C element the k blocks run in order, so its chain is p = 0..k-1.
 func block(kern *kernel, A, B matrix, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
-	buf := pool.Get().(*buffers)
-	defer pool.Put(buf)
+	buf := getBuffers()
+	defer putBuffers(buf)
 	mr, nr := kern.mr, kern.nr
 	for jc := j0; jc < j1; jc += nc {
 		nb := min(nc, j1-jc)
@@ -241,14 +264,16 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 		p := dst[jr*kb : (jr+nr)*kb]
 		w := min(nr, nb-jr)
 		if B.cs == 1 {
-			for q := 0; q < kb; q++ {
-				copy(p[q*nr:q*nr+w], B.data[(pc+q)*B.rs+jc+jr:])
-			}
+			continue // packed below, row by row
 		} else {
 			// B transposed: columns of op(B) are rows of the stored B.
+			done := 0
+			if w == 16 && nr == 16 {
+				done = packTransposed16(p, B.data[(jc+jr)*B.cs+pc:], B.cs, kb)
+			}
 			for j := 0; j < w; j++ {
 				col := B.data[(jc+jr+j)*B.cs+pc:]
-				for q := 0; q < kb; q++ {
+				for q := done; q < kb; q++ {
 					p[q*nr+j] = col[q]
 				}
 			}
@@ -256,6 +281,23 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 		if w < nr {
 			for q := 0; q < kb; q++ {
 				clear(p[q*nr+w : (q+1)*nr])
+			}
+		}
+	}
+	if B.cs != 1 {
+		return
+	}
+	// Rows of B are contiguous: read each once, front to back, and deal it
+	// out to the panels (walking one panel at a time instead reads kb rows
+	// far apart per panel and misses the TLB on each).
+	for q := 0; q < kb; q++ {
+		row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
+		for jr := 0; jr < nb; jr += nr {
+			w := min(nr, nb-jr)
+			// An element loop: copy's call costs more than 16 moves.
+			dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]
+			for j := range dst {
+				dst[j] = src[j]
 			}
 		}
 	}

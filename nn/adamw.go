@@ -1,6 +1,10 @@
 package nn
 
-import "math"
+import (
+	"math"
+
+	"github.com/dinoclip/dinoclip/internal/vec32"
+)
 
 // AdamWStep holds the hyperparameters of one AdamW update. LR and Beta1
 // change every step under OneCycleLR; Step is the 1-based count of updates
@@ -28,13 +32,22 @@ func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
 	bc2Sqrt := T(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step))))
 	eps := T(s.Eps)
 	parallelFor(len(params), 8, func(lo, hi int) {
+		if p32, ok := any(params[lo:hi]).([]float32); ok {
+			// The vectorised copy of the loop below does a prefix.
+			lo += vec32.AdamW(p32, any(grads[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32),
+				&vec32.AdamWConsts{Decay: float32(decay), OneMinusBeta1: float32(oneMinusB1), Beta2: float32(b2),
+					OneMinusBeta2: float32(oneMinusB2), StepSize: float32(stepSize), BiasCorrection2Sqrt: float32(bc2Sqrt), Eps: float32(eps)})
+		}
+		// The conversions T(...) round each product, so that no compiler
+		// fuses them into an FMA (Go may, e.g. with GOAMD64=v3): the
+		// vectorised copy does not fuse, and neither does PyTorch.
 		for i := lo; i < hi; i++ {
 			g := grads[i]
-			p := params[i] * decay
-			mi := m[i] + oneMinusB1*(g-m[i])
-			vi := v[i]*b2 + oneMinusB2*g*g
+			p := T(params[i] * decay)
+			mi := m[i] + T(oneMinusB1*(g-m[i]))
+			vi := T(v[i]*b2) + T(T(oneMinusB2*g)*g)
 			d := sqrt(vi)/bc2Sqrt + eps
-			params[i] = p - stepSize*(mi/d)
+			params[i] = p - T(stepSize*(mi/d))
 			m[i], v[i] = mi, vi
 		}
 	})

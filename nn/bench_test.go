@@ -18,7 +18,8 @@ func BenchmarkTrainStep(b *testing.B) {
 		batch int
 	}{
 		{"small", nn.Config{InputDim: 768, HiddenDim: 256, OutputDim: 512, Blocks: 2}, 256},
-		{"default", nn.DefaultConfig(), 32},
+		{"default", nn.DefaultConfig(), 64},
+		{"default", nn.DefaultConfig(), 256},
 	} {
 		b.Run(fmt.Sprintf("%s_b%d", bc.name, bc.batch), func(b *testing.B) {
 			e, err := nn.NewCPUEngine[float32](bc.cfg)

@@ -52,3 +52,19 @@ func packTransposed16(dst, src []float32, lds, k int) int {
 	transpose16x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
 	return k8 * 8
 }
+
+//go:noescape
+func deal16(panels int, src, dst *float32, stride int)
+
+// dealRow16 sets dst[t*stride+j] = src[t*16+j] for j < 16 and t below
+// len(src)/16, and returns 16 times that (the columns it packed), or 0 when
+// the CPU lacks AVX.
+func dealRow16(dst, src []float32, stride int) int {
+	panels := len(src) / 16
+	if panels == 0 || !cpu.X86.HasAVX {
+		return 0
+	}
+	_, _ = src[panels*16-1], dst[(panels-1)*stride+15]
+	deal16(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
+	return panels * 16
+}

@@ -8,3 +8,6 @@ func kernels() []*kernel { return nil }
 
 // packTransposed16 packs nothing without assembly; the caller packs all.
 func packTransposed16(dst, src []float32, lds, k int) int { return 0 }
+
+// dealRow16 packs nothing without assembly; the caller packs all.
+func dealRow16(dst, src []float32, stride int) int { return 0 }

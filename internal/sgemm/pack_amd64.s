@@ -92,3 +92,34 @@ loop:
 done:
 	VZEROUPPER
 	RET
+
+// deal16 deals one row of a row-major B out to panels of 16 columns:
+//
+//	dst[t*stride + j] = src[t*16 + j]   for t < panels, j < 16
+//
+// (stride in floats: the size of one panel, kb*16). It is the packing of
+// B = W in the input-gradient product, one row of W at a time.
+
+// func deal16(panels int, src *float32, dst *float32, stride int)
+TEXT ·deal16(SB), NOSPLIT, $0-32
+	MOVQ panels+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ dst+16(FP), DI
+	MOVQ stride+24(FP), R8
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ    dealt
+
+deal:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    $64, SI
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     deal
+
+dealt:
+	VZEROUPPER
+	RET

@@ -292,7 +292,11 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 	// far apart per panel and misses the TLB on each).
 	for q := 0; q < kb; q++ {
 		row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
-		for jr := 0; jr < nb; jr += nr {
+		done := 0
+		if nr == 16 {
+			done = dealRow16(dst[q*nr:], row, kb*nr)
+		}
+		for jr := done; jr < nb; jr += nr {
 			w := min(nr, nb-jr)
 			// An element loop: copy's call costs more than 16 moves.
 			dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]

@@ -90,14 +90,35 @@ func LinearBackward[T Float](dx, dw, db, dy, x, w []T, n, in, out int, beta T) {
 // the same bits on every run.
 func ColumnSums[T Float](s, a []T, n, d int) {
 	parallelFor(d, n, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			var acc float64
+		forColumnBlocks(lo, hi, func(lo, hi int, acc []float64) {
+			// Rows outer, so that a is read along its rows; each column's
+			// sum still runs over the rows in order.
 			for r := 0; r < n; r++ {
-				acc += float64(a[r*d+j])
+				row := a[r*d+lo : r*d+hi]
+				for j, v := range row {
+					acc[j] += float64(v)
+				}
 			}
-			s[j] = T(acc)
-		}
+			for j, v := range acc {
+				s[lo+j] = T(v)
+			}
+		})
 	})
+}
+
+// columnBlock is how many columns a column-wise reduction sums at once:
+// its float64 accumulators (2 KiB) stay in L1.
+const columnBlock = 256
+
+// forColumnBlocks calls fn on [lo, hi) in blocks of at most columnBlock
+// columns with zeroed accumulators, one per column of the block.
+func forColumnBlocks(lo, hi int, fn func(lo, hi int, acc []float64)) {
+	var acc [columnBlock]float64
+	for b := lo; b < hi; b += columnBlock {
+		e := min(b+columnBlock, hi)
+		clear(acc[:e-b])
+		fn(b, e, acc[:e-b])
+	}
 }
 
 // LayerNormForward normalises each row of x[n,d] over its d entries:
@@ -135,14 +156,19 @@ func LayerNormForward[T Float](y, xhat, rstd, x, gamma, beta []T, n, d int) {
 // dx may alias dy.
 func LayerNormBackward[T Float](dx, dgamma, dbeta, dy, xhat, rstd, gamma []T, n, d int) {
 	parallelFor(d, n, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			var sg, sb float64
+		forColumnBlocks(lo, hi, func(lo, hi int, sg []float64) {
+			var sb [columnBlock]float64
 			for r := 0; r < n; r++ {
-				sg += float64(dy[r*d+j]) * float64(xhat[r*d+j])
-				sb += float64(dy[r*d+j])
+				dyr, hr := dy[r*d+lo:r*d+hi], xhat[r*d+lo:r*d+hi]
+				for j, v := range dyr {
+					sg[j] += float64(v) * float64(hr[j])
+					sb[j] += float64(v)
+				}
 			}
-			dgamma[j], dbeta[j] = T(sg), T(sb)
-		}
+			for j := range sg {
+				dgamma[lo+j], dbeta[lo+j] = T(sg[j]), T(sb[j])
+			}
+		})
 	})
 	parallelFor(n, d, func(lo, hi int) {
 		for r := lo; r < hi; r++ {

@@ -260,13 +260,30 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 // each kb steps of nr values, padding the last panel's missing columns with
 // zeros.
 func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
-	for jr := 0; jr < nb; jr += nr {
-		p := dst[jr*kb : (jr+nr)*kb]
-		w := min(nr, nb-jr)
-		if B.cs == 1 {
-			continue // packed below, row by row
-		} else {
-			// B transposed: columns of op(B) are rows of the stored B.
+	if B.cs == 1 {
+		// Rows of B are contiguous: read each once, front to back, and
+		// deal it out to the panels (walking one panel at a time instead
+		// reads kb rows far apart per panel and misses the TLB on each).
+		for q := 0; q < kb; q++ {
+			row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
+			done := 0
+			if nr == 16 {
+				done = dealRow16(dst[q*nr:], row, kb*nr)
+			}
+			for jr := done; jr < nb; jr += nr {
+				w := min(nr, nb-jr)
+				// An element loop: copy's call costs more than 16 moves.
+				dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]
+				for j := range dst {
+					dst[j] = src[j]
+				}
+			}
+		}
+	} else {
+		// B transposed: columns of op(B) are rows of the stored B.
+		for jr := 0; jr < nb; jr += nr {
+			p := dst[jr*kb : (jr+nr)*kb]
+			w := min(nr, nb-jr)
 			done := 0
 			if w == 16 && nr == 16 {
 				done = packTransposed16(p, B.data[(jc+jr)*B.cs+pc:], B.cs, kb)
@@ -278,31 +295,14 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 				}
 			}
 		}
-		if w < nr {
-			for q := 0; q < kb; q++ {
-				clear(p[q*nr+w : (q+1)*nr])
-			}
-		}
 	}
-	if B.cs != 1 {
-		return
-	}
-	// Rows of B are contiguous: read each once, front to back, and deal it
-	// out to the panels (walking one panel at a time instead reads kb rows
-	// far apart per panel and misses the TLB on each).
-	for q := 0; q < kb; q++ {
-		row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
-		done := 0
-		if nr == 16 {
-			done = dealRow16(dst[q*nr:], row, kb*nr)
-		}
-		for jr := done; jr < nb; jr += nr {
-			w := min(nr, nb-jr)
-			// An element loop: copy's call costs more than 16 moves.
-			dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]
-			for j := range dst {
-				dst[j] = src[j]
-			}
+	// Zero the columns of the last panel past nb (they only feed columns of
+	// the tile that are never copied out, but stale values there could be
+	// anything, NaN included, and zeros keep that obvious).
+	if w := nb % nr; w != 0 {
+		p := dst[(nb-w)*kb : (nb-w+nr)*kb]
+		for q := 0; q < kb; q++ {
+			clear(p[q*nr+w : (q+1)*nr])
 		}
 	}
 }

@@ -26,11 +26,13 @@ func TestAdamW(t *testing.T) {
 		for i := range p {
 			wp, wm, wv := p0[i], m0[i], v0[i]
 			if i < done {
+				// float32(...) rounds each product, so that no
+				// compiler fuses it (Go may with GOAMD64=v3).
 				wp = p0[i] * c.Decay
-				wm = m0[i] + c.OneMinusBeta1*(g[i]-m0[i])
-				wv = v0[i]*c.Beta2 + (c.OneMinusBeta2*g[i])*g[i]
+				wm = m0[i] + float32(c.OneMinusBeta1*(g[i]-m0[i]))
+				wv = float32(v0[i]*c.Beta2) + float32(float32(c.OneMinusBeta2*g[i])*g[i])
 				d := float32(math.Sqrt(float64(wv)))/c.BiasCorrection2Sqrt + c.Eps
-				wp -= c.StepSize * (wm / d)
+				wp -= float32(c.StepSize * (wm / d))
 			}
 			if math.Float32bits(p[i]) != math.Float32bits(wp) || math.Float32bits(m[i]) != math.Float32bits(wm) || math.Float32bits(v[i]) != math.Float32bits(wv) {
 				t.Fatalf("n %d element %d (prefix %d): got %g %g %g, want %g %g %g", n, i, done, p[i], m[i], v[i], wp, wm, wv)

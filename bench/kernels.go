@@ -144,7 +144,9 @@ func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyB
 				ldb = s.k
 			}
 			a, b, cc := randSlice(s.m*s.k), randSlice(s.k*s.n), make([]float32, s.m*s.n)
-			run = func() { sgemm.Gemm(s.tA == blas.Trans, s.tB == blas.Trans, s.m, s.n, s.k, a, lda, b, ldb, cc, s.n, false) }
+			run = func() {
+				sgemm.Gemm(s.tA == blas.Trans, s.tB == blas.Trans, s.m, s.n, s.k, a, lda, b, ldb, cc, s.n, false)
+			}
 		case "layernorm_fwd":
 			x, xhat, y := randSlice(s.rows*s.d), make([]float32, s.rows*s.d), make([]float32, s.rows*s.d)
 			rstd, gamma, beta := make([]float32, s.rows), randSlice(s.d), randSlice(s.d)

@@ -14,8 +14,8 @@ import (
 // L1. They only change speed, never results (see the package comment).
 const (
 	kc = 256
-	mc = 144  // a multiple of every kernel's mr (6, 8, 4)
-	nc = 1024 // a multiple of every kernel's nr (16, 32, 8)
+	mc = 144  // a multiple of each kernel's mr: 6 and 4 (and 8, for an 8x32 AVX-512 kernel)
+	nc = 1024 // a multiple of each kernel's nr: 16 and 8 (and 32)
 )
 
 // kernel is a microkernel: it computes an mr x nr tile of C from a packed A
@@ -173,7 +173,7 @@ func getBuffers() *buffers {
 		spare.list = spare.list[:n-1]
 		return b
 	}
-	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, 8*32)}
+	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, 8*32)} // room for the largest tile, 8x32
 }
 
 func putBuffers(b *buffers) {

@@ -29,8 +29,8 @@ python-deps: ## install the pinned Python test dependencies and the dinoclip pac
 test-python: python-deps ## run the Python tests: the package (it builds the Go CLI it calls) and bench/
 	$(PYTHON) -m pytest -q python/tests bench/test_compare.py
 
-bench: ## CPU benchmarks of the engine and retrieval
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./retrieval
+bench: ## CPU benchmarks of the engine (training step, passes, each GEMM beside gonum) and retrieval
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./internal/sgemm ./retrieval
 
 bench-compare: ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
 	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r bench/requirements.txt

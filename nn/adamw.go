@@ -1,6 +1,10 @@
 package nn
 
-import "math"
+import (
+	"math"
+
+	"github.com/dinoclip/dinoclip/internal/vec32"
+)
 
 // AdamWStep holds the hyperparameters of one AdamW update. LR and Beta1
 // change every step under OneCycleLR; Step is the 1-based count of updates
@@ -55,13 +59,22 @@ func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
 	decay, oneMinusB1, b2, oneMinusB2 := sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2
 	stepSize, bc2Sqrt, eps := sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps
 	parallelFor(len(params), 8, func(lo, hi int) {
+		if p32, ok := any(params[lo:hi]).([]float32); ok {
+			// The vectorised copy of the loop below does a prefix.
+			lo += vec32.AdamW(p32, any(grads[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32),
+				&vec32.AdamWConsts{Decay: float32(decay), OneMinusBeta1: float32(oneMinusB1), Beta2: float32(b2),
+					OneMinusBeta2: float32(oneMinusB2), StepSize: float32(stepSize), BiasCorrection2Sqrt: float32(bc2Sqrt), Eps: float32(eps)})
+		}
+		// The conversions T(...) round each product, so that no compiler
+		// fuses them into an FMA (Go may, e.g. with GOAMD64=v3): the
+		// vectorised copy does not fuse, and neither does PyTorch.
 		for i := lo; i < hi; i++ {
 			g := grads[i]
-			p := params[i] * decay
-			mi := m[i] + oneMinusB1*(g-m[i])
-			vi := v[i]*b2 + oneMinusB2*g*g
+			p := T(params[i] * decay)
+			mi := m[i] + T(oneMinusB1*(g-m[i]))
+			vi := T(v[i]*b2) + T(T(oneMinusB2*g)*g)
 			d := sqrt(vi)/bc2Sqrt + eps
-			params[i] = p - stepSize*(mi/d)
+			params[i] = p - T(stepSize*(mi/d))
 			m[i], v[i] = mi, vi
 		}
 	})

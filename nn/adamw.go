@@ -61,9 +61,9 @@ func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
 	parallelFor(len(params), 8, func(lo, hi int) {
 		if p32, ok := any(params[lo:hi]).([]float32); ok {
 			// The vectorised copy of the loop below does a prefix.
-			lo += vec32.AdamW(p32, any(grads[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32),
-				&vec32.AdamWConsts{Decay: float32(decay), OneMinusBeta1: float32(oneMinusB1), Beta2: float32(b2),
-					OneMinusBeta2: float32(oneMinusB2), StepSize: float32(stepSize), BiasCorrection2Sqrt: float32(bc2Sqrt), Eps: float32(eps)})
+			// AdamWScalars[float32] has vec32.AdamWConsts's fields, in order.
+			consts := vec32.AdamWConsts(any(sc).(AdamWScalars[float32]))
+			lo += vec32.AdamW(p32, any(grads[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), &consts)
 		}
 		// The conversions T(...) round each product, so that no compiler
 		// fuses them into an FMA (Go may, e.g. with GOAMD64=v3): the

@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -132,8 +131,10 @@ type Result struct {
 	Reports []retrieval.Report // the last evaluation
 }
 
-// ErrNonFinite is returned when the loss turns NaN or Inf.
-var ErrNonFinite = errors.New("loss is not finite")
+// ErrNonFinite is wrapped by the error of a run stopped by a NaN or
+// infinite loss: the engine's nn.ErrNonFinite, so that the trainer and
+// every engine report the same sentinel.
+var ErrNonFinite = nn.ErrNonFinite
 
 func (o Options) validate(c nn.Config, d *Dataset) error {
 	switch {
@@ -270,7 +271,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				batches.recycle(b)
 			}
 			if err == nil && (math.IsNaN(loss) || math.IsInf(loss, 0)) {
-				err = ErrNonFinite
+				err = fmt.Errorf("%w: %v", ErrNonFinite, loss)
 			}
 			if err != nil {
 				bar.finish()

@@ -229,24 +229,32 @@ func TestResumeRefusesOtherData(t *testing.T) {
 	}
 }
 
-// nanAt makes the loss NaN at one step, as a diverging run would.
-type nanAt struct {
+// blowUpAfter sets every parameter of the real engine it wraps to NaN
+// after optimizer step n, as a diverging run would end up, so that the
+// engine's own next forward pass finds the loss not finite.
+type blowUpAfter struct {
 	nn.Engine
-	step int
+	n int
 }
 
-func (e *nanAt) ForwardBackward(x, t []float32, n int) (float64, error) {
-	l, err := e.Engine.ForwardBackward(x, t, n)
-	if e.step--; e.step == 0 {
-		return math.NaN(), err
+func (e *blowUpAfter) Step(s nn.AdamWStep) error {
+	if err := e.Engine.Step(s); err != nil {
+		return err
 	}
-	return l, err
+	if s.Step == e.n {
+		nan := make([]float32, e.Config().NumParams())
+		for i := range nan {
+			nan[i] = float32(math.NaN())
+		}
+		return e.Engine.SetParameters(nan)
+	}
+	return nil
 }
 
 func TestNaNLossStopsAndKeepsLastGoodCheckpoint(t *testing.T) {
 	dataDir, runDir := t.TempDir(), t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &nanAt{Engine: e, step: 8} })
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: 7} })
 	_, err := tr.Run(context.Background(), false)
 	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 8") {
 		t.Fatalf("error %v, want a non-finite loss at step 8", err)

@@ -140,10 +140,14 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 	switch {
 	case o.Epochs < 1:
 		return fmt.Errorf("epochs %d: must be at least 1", o.Epochs)
+	case o.Batch < 1:
+		return fmt.Errorf("batch %d: must be at least 1", o.Batch)
 	case o.CheckpointEvery < 0:
 		return fmt.Errorf("checkpoint interval %d: must not be negative", o.CheckpointEvery)
 	case o.Keep < 0:
 		return fmt.Errorf("checkpoints to keep %d: must not be negative", o.Keep)
+	case o.LogEvery < 0:
+		return fmt.Errorf("log interval %d: must not be negative", o.LogEvery)
 	case d.InputDim != c.InputDim || d.OutputDim != c.OutputDim:
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
 	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
@@ -152,10 +156,96 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 	return o.AdamW.Validate()
 }
 
+// Steps returns the optimizer steps per epoch and in all of a run of
+// epochs over rows in batches of batch rows. It refuses a run without a
+// whole batch, and one so long that epochs x rows (a bound on every count
+// of steps and rows the run keeps) overflows an int.
+func Steps(epochs, rows, batch int) (perEpoch, total int, err error) {
+	switch {
+	case epochs < 1:
+		return 0, 0, fmt.Errorf("epochs %d: must be at least 1", epochs)
+	case batch < 1:
+		return 0, 0, fmt.Errorf("batch size %d: must be at least 1", batch)
+	case rows < batch:
+		return 0, 0, fmt.Errorf("the training data has %d rows, fewer than one batch of %d", rows, batch)
+	case epochs > math.MaxInt/rows:
+		return 0, 0, fmt.Errorf("%d epochs of %d rows: more rows than a count can hold (at most %d epochs)", epochs, rows, math.MaxInt/rows)
+	}
+	perEpoch = rows / batch
+	return perEpoch, epochs * perEpoch, nil
+}
+
+// check reports what in a trainer state read from a checkpoint does not fit
+// the run it belongs to (run, as run.json records it) or is not a state a
+// run can reach: other options, another schedule, a position outside the
+// run, running sums or a best checkpoint that disagree with the position.
+func (st State) check(run State, evals []*retrieval.Set) error {
+	o := st.Options
+	if o != run.Options {
+		return fmt.Errorf("its options %+v are not the run's %+v", o, run.Options)
+	}
+	if st.Data != run.Data {
+		return fmt.Errorf("its training data %+v is not the run's %+v", st.Data, run.Data)
+	}
+	spe, total, err := Steps(o.Epochs, st.Data.Rows, o.Batch)
+	if err != nil {
+		return err
+	}
+	if want := NewOneCycle(o.MaxLR, o.Epochs, spe); st.Schedule != want {
+		return fmt.Errorf("its schedule %+v is not the options' %+v", st.Schedule, want)
+	}
+	switch {
+	case st.Epoch < 0 || st.Epoch > o.Epochs:
+		return fmt.Errorf("epoch %d is outside the run's [0, %d]", st.Epoch, o.Epochs)
+	case st.Batch < 0 || st.Batch >= spe || (st.Epoch == o.Epochs && st.Batch != 0):
+		return fmt.Errorf("batch %d of epoch %d is outside the run's %d batches per epoch", st.Batch, st.Epoch, spe)
+	case st.Step != st.Epoch*spe+st.Batch:
+		return fmt.Errorf("step %d is not the step of epoch %d, batch %d (%d) with %d of %d steps per epoch",
+			st.Step, st.Epoch, st.Batch, st.Epoch*spe+st.Batch, spe, total)
+	}
+	sinceLog := st.Step
+	if o.LogEvery > 0 {
+		sinceLog = st.Step % o.LogEvery
+	}
+	for _, l := range []struct {
+		name  string
+		sum   LossSum
+		steps int
+	}{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}} {
+		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || math.IsInf(l.sum.Sum, 0) {
+			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows", l.name, l.sum, l.steps, o.Batch)
+		}
+	}
+	if st.Epoch == 0 {
+		if st.Best != nil {
+			return fmt.Errorf("it has a best checkpoint before the first epoch ended")
+		}
+		return nil
+	}
+	metric, err := ParseMetric(o.BestMetric, evals)
+	if err != nil {
+		return err
+	}
+	b := st.Best
+	switch {
+	case b == nil:
+		return fmt.Errorf("it has no best checkpoint after %d epochs", st.Epoch)
+	case b.Metric != metric.Name:
+		return fmt.Errorf("its best checkpoint is by %q, the run's metric is %q", b.Metric, metric.Name)
+	case b.Epoch < 1 || b.Epoch > st.Epoch || b.Step != b.Epoch*spe:
+		return fmt.Errorf("its best checkpoint at epoch %d, step %d is not an epoch end of the run before step %d", b.Epoch, b.Step, st.Step)
+	case b.Checkpoint != checkpointName(b.Step):
+		return fmt.Errorf("its best checkpoint %q is not the one of step %d (%s)", b.Checkpoint, b.Step, checkpointName(b.Step))
+	case math.IsNaN(b.Value) || math.IsInf(b.Value, 0):
+		return fmt.Errorf("its best %s is %v", b.Metric, b.Value)
+	}
+	return nil
+}
+
 // Run trains from scratch, or from the run directory's last checkpoint when
 // resume is set. A cancelled ctx saves a checkpoint and returns ctx.Err();
 // resuming it gives the same parameters, bit for bit, as a run never
-// stopped.
+// stopped. The run directory is locked (LockRunDir) while Run works on it.
 func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if tr.Log == nil {
 		tr.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -169,7 +259,11 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	var st State
 	var resident nn.ResidentEngine
 	if resume {
-		var err error
+		lock, err := LockRunDir(tr.RunDir)
+		if err != nil {
+			return Result{}, err
+		}
+		defer lock.Release()
 		if st, err = tr.restore(); err != nil {
 			return Result{}, err
 		}
@@ -183,18 +277,23 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if _, err := ParseMetric(tr.Options.BestMetric, tr.Evals); err != nil {
 			return Result{}, err
 		}
-		order, err := NewOrder(tr.Data.Rows, tr.Options.Batch, tr.Options.Seed)
+		spe, _, err := Steps(tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		if err != nil {
 			return Result{}, err
 		}
 		st = State{
 			Options:  tr.Options,
-			Schedule: NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, order.StepsPerEpoch()),
+			Schedule: NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, spe),
 			Data:     DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim},
 		}
 		if err := st.Schedule.Validate(); err != nil {
 			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		}
+		lock, err := LockRunDir(tr.RunDir)
+		if err != nil {
+			return Result{}, err
+		}
+		defer lock.Release()
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
@@ -206,7 +305,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if resident, err = tr.residency(&st); err != nil {
 			return Result{}, err
 		}
-		if err := startRunDir(tr.RunDir, st); err != nil {
+		if err := startRunDir(tr.RunDir, tr.runInfo(st)); err != nil {
 			return Result{}, err
 		}
 	}

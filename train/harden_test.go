@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -135,5 +137,114 @@ func TestStepsOverflow(t *testing.T) {
 	tr.Options.Epochs = 2305843009213693953
 	if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "2305843009213693953 epochs") {
 		t.Fatalf("a run of 2305843009213693953 epochs: %v", err)
+	}
+}
+
+// A run directory is locked while a run works on it: a second lock (a
+// second process, or a second open file in this one: flock locks belong to
+// open files) gets a clear error naming the holder; once released, the
+// directory can be locked again.
+func TestRunDirLock(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	first, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = LockRunDir(dir)
+	var locked *LockedError
+	want := "run " + dir + " is locked by another process (pid " + strconv.Itoa(os.Getpid()) + ")"
+	if !errors.As(err, &locked) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second lock: error %v, want a LockedError containing %q", err, want)
+	}
+	// A trainer on the locked directory refuses before touching it.
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for _, resume := range []bool{false, true} {
+		if _, err := newTrainer(t, dataDir, dir, nil).Run(context.Background(), resume); !errors.As(err, &locked) {
+			t.Fatalf("run (resume %v) on a locked directory: %v", resume, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("the refused runs wrote into the locked directory: %d entries", len(entries))
+	}
+	if err := first.Release(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again.Release()
+}
+
+// run.json holds what a resume needs (model, data and evaluation sets,
+// options) and, after a run, where it ended: its last step and best
+// checkpoint.
+func TestRunInfoAfterRun(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, nil)
+	res, err := tr.Run(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ReadRunInfo(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(dataDir)
+	switch {
+	case info.Model != loopModel || info.DataDir != abs:
+		t.Errorf("run.json: model %v, data %q; want %v, %q", info.Model, info.DataDir, loopModel, abs)
+	case len(info.Evals) != 1 || info.Evals[0].Name != "tiny":
+		t.Errorf("run.json: evaluation sets %+v, want the one named tiny", info.Evals)
+	case info.Options != tr.Options:
+		t.Errorf("run.json: options %+v, want %+v", info.Options, tr.Options)
+	case info.Step != 36 || info.Epoch != 3 || info.Step != res.State.Step:
+		t.Errorf("run.json: step %d, epoch %d; want 36 and 3", info.Step, info.Epoch)
+	case info.Best == nil || *info.Best != *res.State.Best || info.Best.Metric != "r5":
+		t.Errorf("run.json: best %+v, want %+v", info.Best, res.State.Best)
+	}
+}
+
+// A diverged run's error names only checkpoints that exist, and its advice
+// works: before the first checkpoint, a new run into the same directory.
+func TestDivergedRunAdvice(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: 1} })
+	_, err := tr.Run(context.Background(), false)
+	if !errors.Is(err, ErrNonFinite) || strings.Contains(err.Error(), checkpoint.LastLink) || !strings.Contains(err.Error(), "same --out will do") {
+		t.Fatalf("divergence before the first checkpoint: %v", err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatalf("following the advice (a new run into %s): %v", runDir, err)
+	}
+}
+
+// A run whose last checkpoint was deleted gives one way out, the same from
+// a resume and from a new run: remove the directory or use another.
+func TestDanglingLastOneWayOut(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	if err := os.RemoveAll(filepath.Join(runDir, CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	want := "remove " + runDir + ", or train into another --out"
+	for _, resume := range []bool{true, false} {
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "--resume") {
+			t.Errorf("resume %v on a run without its last checkpoint: %v; want only the advice %q", resume, err, want)
+		}
+	}
+	if err := CheckResumable(runDir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckResumable: %v", err)
+	}
+}
+
+func TestShellArg(t *testing.T) {
+	for in, want := range map[string]string{"runs/base": "runs/base", "/a/b-c_1.x": "/a/b-c_1.x", "my run": "'my run'", "it's": `'it'\''s'`, "": "''", "$HOME": "'$HOME'"} {
+		if got := ShellArg(in); got != want {
+			t.Errorf("ShellArg(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -3,10 +3,12 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -374,8 +376,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			}
 			if err != nil {
 				bar.finish()
-				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; the run stopped, its last good checkpoint is %s",
-					st.Step+1, st.Epoch+1, st.Batch, err, filepath.Join(tr.RunDir, checkpoint.LastLink))
+				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", st.Step+1, st.Epoch+1, st.Batch, err, tr.stopAdvice(err))
 			}
 			st.Step++
 			hp := st.Options.AdamW.Step(st.Schedule, st.Step)
@@ -433,6 +434,27 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	bar.finish()
 	res.State = st
 	return res, nil
+}
+
+// stopAdvice says what is left of a run that a failed step stopped, and
+// what to do next: a diverged run (ErrNonFinite) would diverge again if
+// resumed, bit for bit, so it is started anew with other settings; another
+// failure (unreadable data, a device error) can be resumed once fixed.
+func (tr *Trainer) stopAdvice(err error) string {
+	last := filepath.Join(tr.RunDir, checkpoint.LastLink)
+	target, lerr := os.Readlink(last)
+	if errors.Is(err, ErrNonFinite) {
+		if lerr != nil {
+			return fmt.Sprintf("the run diverged before its first checkpoint; start it again with a lower --lr (the same --out will do: %s holds no checkpoint)", tr.RunDir)
+		}
+		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with a lower --lr into another --out",
+			last, target)
+	}
+	if lerr != nil {
+		return fmt.Sprintf("the run stopped before its first checkpoint; start it again once the problem is fixed (the same --out will do: %s holds no checkpoint)", tr.RunDir)
+	}
+	return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); once the problem is fixed, continue it with: dinoclip train --resume --out %s",
+		last, target, ShellArg(tr.RunDir))
 }
 
 // evaluate projects and ranks every evaluation set, ranking with the

@@ -115,7 +115,7 @@ func checkNewRunDir(dir string) error {
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
 	}
-	return fmt.Errorf("run directory %s already holds a run: resume it with 'dinoclip train --resume --out %s', or train into another --out", dir, dir)
+	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
 }
 
 // startRunDir prepares a new run directory (see checkNewRunDir).
@@ -323,4 +323,13 @@ func checkEvalNames(run []EvalRef, sets []*retrieval.Set) error {
 // checkpoint, for a resume that must build the same engine.
 func ModelConfigOf(runDir string) (nn.Config, error) {
 	return checkpoint.ReadConfig(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
+}
+
+// ShellArg is path as one shell word, quoted when it needs to be, for the
+// commands that messages tell the user to run.
+func ShellArg(path string) string {
+	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return path
+	}
+	return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
 }

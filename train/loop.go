@@ -171,7 +171,7 @@ func Steps(epochs, rows, batch int) (perEpoch, total int, err error) {
 	case rows < batch:
 		return 0, 0, fmt.Errorf("the training data has %d rows, fewer than one batch of %d", rows, batch)
 	case epochs > math.MaxInt/rows:
-		return 0, 0, fmt.Errorf("%d epochs of %d rows: more rows than a count can hold (at most %d epochs)", epochs, rows, math.MaxInt/rows)
+		return 0, 0, fmt.Errorf("%d epochs of %d rows: the count of rows trained on overflows (at most %d epochs of these rows)", epochs, rows, math.MaxInt/rows)
 	}
 	perEpoch = rows / batch
 	return perEpoch, epochs * perEpoch, nil

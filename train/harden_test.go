@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -245,6 +246,88 @@ func TestShellArg(t *testing.T) {
 	for in, want := range map[string]string{"runs/base": "runs/base", "/a/b-c_1.x": "/a/b-c_1.x", "my run": "'my run'", "it's": `'it'\''s'`, "": "''", "$HOME": "'$HOME'"} {
 		if got := ShellArg(in); got != want {
 			t.Errorf("ShellArg(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// terminalLines replays what a terminal shows for out: a carriage return
+// moves to the start of the line, where later text overwrites earlier.
+func terminalLines(out string) []string {
+	var lines []string
+	var line []rune
+	col := 0
+	for _, r := range out {
+		switch r {
+		case '\n':
+			lines = append(lines, strings.TrimRight(string(line), " "))
+			line, col = line[:0], 0
+		case '\r':
+			col = 0
+		default:
+			if col < len(line) {
+				line[col] = r
+			} else {
+				line = append(line, r)
+			}
+			col++
+		}
+	}
+	return append(lines, strings.TrimRight(string(line), " "))
+}
+
+// On a terminal the progress bar and the log share stderr: every log line
+// is a line of its own (the bar cleared first), the bar says when the run
+// evaluates, and it reaches 100%. Log numbers have no float noise, and no
+// key appears twice in a line.
+func TestProgressAndLogShareTheTerminal(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	var term strings.Builder
+	for _, evals := range []bool{true, false} {
+		term.Reset()
+		tr := newTrainer(t, dataDir, t.TempDir(), func(e nn.Engine) nn.Engine { return slowEngine{e} })
+		if !evals {
+			tr.Evals = nil
+		}
+		tr.Progress = &term
+		tr.Log = slog.New(slog.NewTextHandler(&term, nil))
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		out := term.String()
+		if evals && !strings.Contains(out, "evaluating…") {
+			t.Errorf("the bar never says it is evaluating:\n%q", out)
+		}
+		var logLines int
+		sawFull := false
+		for _, l := range terminalLines(out) {
+			if strings.Contains(l, "100%") && strings.Contains(l, "36/36") {
+				sawFull = true
+			}
+			if !strings.Contains(l, "level=") {
+				continue
+			}
+			logLines++
+			if !strings.HasPrefix(l, "time=") || strings.Contains(l, "step/s") || strings.Contains(l, "evaluating") {
+				t.Errorf("a log line shares its terminal line with the bar: %q", l)
+			}
+			seen := map[string]bool{}
+			for _, f := range strings.Fields(l) {
+				k, v, ok := strings.Cut(f, "=")
+				if !ok {
+					continue
+				}
+				if seen[k] {
+					t.Errorf("key %s twice in %q", k, l)
+				}
+				seen[k] = true
+				if len(strings.TrimLeft(v, "-0123456789.")) == 0 && len(strings.TrimLeft(v, "-0.")) > 8 {
+					t.Errorf("float noise %s=%s in %q", k, v, l)
+				}
+			}
+		}
+		if logLines < 4 || !sawFull {
+			t.Errorf("evals %v: %d log lines, bar at 100%%: %v; terminal:\n%s", evals, logLines, sawFull, strings.Join(terminalLines(out), "\n"))
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -345,12 +346,17 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		defer batches.stop()
 	}
 	bar := newProgress(tr.Progress, st.Schedule.TotalSteps, st.Step)
+	defer bar.stop()
+	// Every log line, the engine's and evaluation's included, clears the
+	// bar first rather than be written over it.
+	defer func(log *slog.Logger) { tr.Log = log }(tr.Log)
+	tr.Log = slog.New(clearingHandler{tr.Log.Handler(), bar})
 	var res Result
 	var stepTime time.Duration // since the last metrics record, for throughput
 	for st.Epoch < o.Epochs {
 		for st.Batch < spe {
 			if ctx.Err() != nil {
-				bar.finish()
+				bar.stop()
 				if err := tr.save(st, nil, nil); err != nil {
 					return res, err
 				}
@@ -375,7 +381,6 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				err = fmt.Errorf("%w: %v", ErrNonFinite, loss)
 			}
 			if err != nil {
-				bar.finish()
 				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", st.Step+1, st.Epoch+1, st.Batch, err, tr.stopAdvice(err))
 			}
 			st.Step++
@@ -393,7 +398,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 					return res, err
 				}
 				if bar.bar == nil {
-					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", st.Window.mean(), "lr", hp.LR)
+					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR))
 				}
 				st.Window, stepTime = LossSum{}, 0
 			}
@@ -407,6 +412,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		st.Batch = 0
 		epochLoss := st.EpochLoss.mean()
 		st.EpochLoss = LossSum{}
+		if len(tr.Evals) > 0 {
+			bar.evaluating()
+		}
 		reports, err := tr.evaluate()
 		if err != nil {
 			return res, err
@@ -429,9 +437,12 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if improved != nil {
 			st.Best = improved // save named its checkpoint
 		}
-		tr.Log.Info("epoch done", append([]any{"epoch", st.Epoch, "step", st.Step, "loss", epochLoss, metric.Name, value}, summarize(reports)...)...)
+		kv := []any{"epoch", st.Epoch, "step", st.Step, "loss", logNum(epochLoss)}
+		if metric.Name != "loss" {
+			kv = append(kv, metric.Name, logNum(value))
+		}
+		tr.Log.Info("epoch done", append(kv, summarize(reports)...)...)
 	}
-	bar.finish()
 	res.State = st
 	return res, nil
 }
@@ -495,13 +506,38 @@ func (tr *Trainer) evalTopK() retrieval.TopKFunc {
 func summarize(reports []retrieval.Report) []any {
 	var kv []any
 	for _, r := range reports {
-		kv = append(kv, r.Name+"_t2i_pct_clip", round2(r.PercentOfCLIP.TextToImagePercent),
-			r.Name+"_i2t_pct_clip", round2(r.PercentOfCLIP.ImageToTextPercent))
+		kv = append(kv, r.Name+"_t2i_pct_clip", logNum(r.PercentOfCLIP.TextToImagePercent),
+			r.Name+"_i2t_pct_clip", logNum(r.PercentOfCLIP.ImageToTextPercent))
 	}
 	return kv
 }
 
-func round2(x float64) float64 { return math.Round(x*100) / 100 }
+// logNum is a number in a log line, to 4 significant digits: 82.24, not
+// 82.24000000000001.
+type logNum float64
+
+func (x logNum) LogValue() slog.Value {
+	return slog.StringValue(strconv.FormatFloat(float64(x), 'g', 4, 64))
+}
+
+// clearingHandler clears the progress bar before each log line.
+type clearingHandler struct {
+	slog.Handler
+	bar *progress
+}
+
+func (h clearingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.bar.clear()
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h clearingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return clearingHandler{h.Handler.WithAttrs(as), h.bar}
+}
+
+func (h clearingHandler) WithGroup(name string) slog.Handler {
+	return clearingHandler{h.Handler.WithGroup(name), h.bar}
+}
 
 func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
 	return map[string]any{

@@ -16,12 +16,12 @@ import (
 // stays on screen as the run's last line of progress. The zero value (no
 // terminal) does nothing.
 type progress struct {
-	bar      *progressbar.ProgressBar
-	w        io.Writer
-	total    int
-	drawn    time.Time // last redraw, for the throttle
-	note     string    // a line shown after the bar finished ("evaluating…")
-	stopped  bool      // ended early (interrupt, error): no more drawing
+	bar     *progressbar.ProgressBar
+	w       io.Writer
+	total   int
+	drawn   time.Time // last redraw, for the throttle
+	note    string    // a line shown after the bar finished ("evaluating…")
+	stopped bool      // ended early (interrupt, error): no more drawing
 }
 
 // progressThrottle is the least time between two redraws of the bar.

@@ -30,12 +30,14 @@ func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
 		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
-		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]",
+		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]\ndinoclip train --resume --out RUNDIR",
 		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
 			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
 			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
 			"points RUNDIR/last at it and RUNDIR/best at the best one by --best-metric. Ctrl-C saves a\n" +
-			"checkpoint; --resume continues from it exactly, with the options the run was started with.\n" +
+			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
+			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
+			"time trains in a run directory.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
@@ -58,7 +60,7 @@ func trainCommand() *cli.Command {
 			intFlag("blocks", "`N` residual blocks", m.Blocks),
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
-			boolFlag("resume", "continue the run in --out from its last checkpoint"),
+			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
 		Before:       applyConfig,

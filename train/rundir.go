@@ -28,6 +28,9 @@ func checkpointName(step int) string {
 
 // RunInfo is run.json: what a run trains (model, data, evaluation sets)
 // and where it stands (its State, whose fields it holds at the top level).
+// A run.json written before the model, data and sets were recorded lacks
+// them: a resume then takes the model from the checkpoint and the data and
+// sets from the flags.
 // It is written when the run starts and rewritten after every checkpoint,
 // so that it names the run's newest step and best checkpoint, and so that
 // 'dinoclip train --resume --out RUN' needs nothing else.
@@ -277,14 +280,18 @@ func (tr *Trainer) restore() (State, error) {
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
 	switch {
-	case ck.Config != c || info.Model != c:
+	case ck.Config != c || (info.Model != nn.Config{} && info.Model != c):
 		return State{}, fmt.Errorf("%s: the checkpoint's model is %v and run.json's %v, this run's %v", dir, ck.Config, info.Model, c)
 	case st.Data != data:
 		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d)",
 			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim)
 	}
-	if err := checkEvalNames(info.Evals, tr.Evals); err != nil {
-		return State{}, fmt.Errorf("--resume: %w", err)
+	// A run.json from before it recorded the sets (Evals absent, not
+	// empty) takes the sets given.
+	if info.Evals != nil {
+		if err := checkEvalNames(info.Evals, tr.Evals); err != nil {
+			return State{}, fmt.Errorf("--resume: %w", err)
+		}
 	}
 	if err := st.Options.validate(c, tr.Data); err != nil {
 		return State{}, fmt.Errorf("%s: %w", dir, err)

@@ -269,6 +269,11 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 	if err != nil {
 		return run, fmt.Errorf("--resume: %w", err)
 	}
+	if run.Model == (nn.Config{}) { // a run.json from before it recorded the model
+		if run.Model, err = train.ModelConfigOf(runDir); err != nil {
+			return run, fmt.Errorf("--resume: %w", err)
+		}
+	}
 	c := run.Model
 	if err := c.Validate(); err != nil {
 		return run, fmt.Errorf("--resume: %s: model: %w", filepath.Join(runDir, train.RunFile), err)

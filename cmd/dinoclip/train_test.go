@@ -118,6 +118,39 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	mustRun(t, "train", "--data", moved, "--eval", eval, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
 }
 
+// A run whose run.json predates the model, data and evaluation sets in it
+// resumes when --data and --eval are given.
+func TestResumeOlderRunJSON(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "run")
+	args := append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	path := filepath.Join(run, train.RunFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old map[string]any
+	if err := json.Unmarshal(b, &old); err != nil {
+		t.Fatal(err)
+	}
+	delete(old, "model")
+	delete(old, "data_dir")
+	delete(old, "evals")
+	b, _ = json.Marshal(old)
+	writeFile(t, path, string(b))
+	wantError(t, []string{"train", "--resume", "--out", run}, "give --data")
+	out := mustRun(t, "train", "--resume", "--out", run, "--data", data, "--eval", eval)
+	if !strings.Contains(out, "2 epochs, 8 optimizer steps") || !strings.Contains(out, "r5 = ") {
+		t.Errorf("resumed run:\n%s", out)
+	}
+}
+
 func TestTrainErrors(t *testing.T) {
 	data := makeData(t)
 	eval := makeEvalSet(t, "tiny-eval")

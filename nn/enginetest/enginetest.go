@@ -5,6 +5,7 @@
 package enginetest
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -47,6 +48,7 @@ func Run(t *testing.T, newEngine NewEngine) {
 	t.Run("Deterministic", func(t *testing.T) { testDeterministic(t, newEngine) })
 	t.Run("Training", func(t *testing.T) { testTraining(t, newEngine) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, newEngine) })
+	t.Run("NonFiniteLoss", func(t *testing.T) { testNonFiniteLoss(t, newEngine) })
 }
 
 // RelDiff is ||a-b|| / ||b|| (or ||a-b|| when b is zero).
@@ -290,6 +292,29 @@ func testBadInput(t *testing.T, newEngine NewEngine) {
 	for _, tc := range cases {
 		if err := tc.call(); err == nil {
 			t.Errorf("%s: no error", tc.name)
+		}
+	}
+}
+
+// testNonFiniteLoss checks that a loss turned NaN or infinite (parameters
+// a diverging run has blown up) is an error wrapping nn.ErrNonFinite, the
+// sentinel the trainer stops on, from both ForwardBackward and Loss.
+func testNonFiniteLoss(t *testing.T, newEngine NewEngine) {
+	e, _, params := pair(t, newEngine)
+	xs, ts := Batches(Config, 1, Batch, 6)
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1))} {
+		blown := append([]float32(nil), params...)
+		for i := range blown {
+			blown[i] = bad
+		}
+		if err := e.SetParameters(blown); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ForwardBackward(xs[0], ts[0], Batch); !errors.Is(err, nn.ErrNonFinite) {
+			t.Errorf("parameters all %v: ForwardBackward error %v, want one wrapping nn.ErrNonFinite", bad, err)
+		}
+		if _, err := e.Loss(xs[0], ts[0], Batch); !errors.Is(err, nn.ErrNonFinite) {
+			t.Errorf("parameters all %v: Loss error %v, want one wrapping nn.ErrNonFinite", bad, err)
 		}
 	}
 }

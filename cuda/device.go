@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"sync"
 	"unsafe"
+
+	"github.com/dinoclip/dinoclip/cuda/driver"
 )
 
 // kernel identifies an entry point of the embedded PTX.
@@ -60,38 +62,6 @@ var kernelNames = [numKernels]string{
 
 func (k kernel) String() string { return kernelNames[k] }
 
-// driver is what a Device runs on: the CUDA driver through gorgonia.org/cu
-// (driver_cu.go) or the host emulation (driver_emu.go, tag cudaemu). Every
-// method is called on the device's worker goroutine only.
-type driver interface {
-	describe() string
-	name() string
-	alloc(bytes int64) (uintptr, error)
-	free(p uintptr) error
-	zero(p uintptr, bytes int64) error
-	toDevice(dst uintptr, src unsafe.Pointer, bytes int64) error
-	toHost(dst unsafe.Pointer, src uintptr, bytes int64) error
-	// launch runs k on a grid (gx, gy) of blocks of `block` threads; args
-	// holds one value per kernel parameter in its low bytes.
-	launch(k kernel, gx, gy, block int, args []uint64) error
-	sync() error
-	memInfo() (free, total int64, err error)
-	isOutOfMemory(err error) bool
-	// copyDevice copies bytes from src to dst on the device (stream-ordered).
-	copyDevice(dst, src uintptr, bytes int64) error
-	// Events time the stream's work: record marks the point the stream has
-	// reached, elapsed is the time between two recorded events once both
-	// have passed (after sync).
-	newEvent() (event, error)
-	record(ev event) error
-	elapsed(start, end event) (seconds float64, err error)
-	destroyEvent(ev event) error
-	close() error
-}
-
-// event is a driver's event handle.
-type event any
-
 // Device is one GPU with its context, stream and loaded kernels. All of its
 // work runs on one goroutine locked to an OS thread (the context's thread);
 // the methods may be called from any goroutine and are serialised.
@@ -99,7 +69,7 @@ type Device struct {
 	mu     sync.Mutex
 	work   chan func()
 	closed bool
-	drv    driver
+	drv    driver.Driver
 	allocs map[uintptr]int64 // live allocations, freed by Close
 
 	inUse, peak int64 // bytes of the live allocations, and their peak
@@ -119,7 +89,7 @@ type work struct {
 type timedLaunch struct {
 	k          kernel
 	w          work
-	start, end event
+	start, end driver.Event
 }
 
 // errClosed is returned by a closed Device.
@@ -142,7 +112,7 @@ func Open() (*Device, error) {
 // the (destroyed) context's thread state with it.
 func (d *Device) run(ready chan<- error) {
 	runtime.LockOSThread()
-	drv, err := openDriver()
+	drv, err := driver.Open(kernelNames[:])
 	if err != nil {
 		ready <- err
 		return
@@ -169,7 +139,7 @@ func (d *Device) do(f func() error) error {
 // String describes the device (name, compute capability, memory).
 func (d *Device) String() string {
 	var s string
-	if err := d.do(func() error { s = d.drv.describe(); return nil }); err != nil {
+	if err := d.do(func() error { s = d.drv.Describe(); return nil }); err != nil {
 		return "closed CUDA device"
 	}
 	return s
@@ -185,14 +155,14 @@ func (d *Device) Close() error {
 	}
 	done := make(chan error, 1)
 	d.work <- func() {
-		errs := []error{d.drv.sync()}
+		errs := []error{d.drv.Sync()}
 		d.dropTimings()
 		for p := range d.allocs {
-			errs = append(errs, d.drv.free(p))
+			errs = append(errs, d.drv.Free(p))
 		}
 		clear(d.allocs)
 		d.inUse = 0
-		errs = append(errs, d.drv.close())
+		errs = append(errs, d.drv.Close())
 		done <- errors.Join(errs...)
 	}
 	err := <-done
@@ -205,7 +175,7 @@ func (d *Device) Close() error {
 
 // alloc allocates bytes of device memory.
 func (d *Device) alloc(bytes int64) (uintptr, error) {
-	p, err := d.drv.alloc(bytes)
+	p, err := d.drv.Alloc(bytes)
 	if err != nil {
 		return 0, err
 	}
@@ -221,10 +191,10 @@ func (d *Device) free(p uintptr) error {
 	if p == 0 {
 		return nil
 	}
-	serr := d.drv.sync()
+	serr := d.drv.Sync()
 	d.inUse -= d.allocs[p]
 	delete(d.allocs, p)
-	return errors.Join(serr, d.drv.free(p))
+	return errors.Join(serr, d.drv.Free(p))
 }
 
 // launch runs kernel k on a grid (gx, gy) of blocks of `block` threads with
@@ -243,7 +213,7 @@ func (d *Device) launch(k kernel, w work, gx, gy, block int, args ...uint64) err
 		}
 		d.pending = append(d.pending, tl) // the start event is freed by the next reset
 	}
-	if err := d.drv.launch(k, gx, gy, block, args); err != nil {
+	if err := d.drv.Launch(int(k), gx, gy, block, args); err != nil {
 		return fmt.Errorf("cuda: launch %s (grid %d x %d, block %d): %w", k, gx, gy, block, err)
 	}
 	if d.timing {
@@ -257,13 +227,13 @@ func (d *Device) launch(k kernel, w work, gx, gy, block int, args ...uint64) err
 }
 
 // timedEvent creates an event and records it on the stream.
-func (d *Device) timedEvent() (event, error) {
-	ev, err := d.drv.newEvent()
+func (d *Device) timedEvent() (driver.Event, error) {
+	ev, err := d.drv.NewEvent()
 	if err != nil {
 		return nil, fmt.Errorf("cuda: creating an event: %w", err)
 	}
-	if err := d.drv.record(ev); err != nil {
-		d.drv.destroyEvent(ev)
+	if err := d.drv.Record(ev); err != nil {
+		d.drv.DestroyEvent(ev)
 		return nil, fmt.Errorf("cuda: recording an event: %w", err)
 	}
 	return ev, nil
@@ -272,9 +242,9 @@ func (d *Device) timedEvent() (event, error) {
 // dropTimings frees the events of the recorded launches.
 func (d *Device) dropTimings() {
 	for _, tl := range d.pending {
-		for _, ev := range []event{tl.start, tl.end} {
+		for _, ev := range []driver.Event{tl.start, tl.end} {
 			if ev != nil {
-				d.drv.destroyEvent(ev)
+				d.drv.DestroyEvent(ev)
 			}
 		}
 	}
@@ -282,7 +252,7 @@ func (d *Device) dropTimings() {
 }
 
 func (d *Device) sync() error {
-	if err := d.drv.sync(); err != nil {
+	if err := d.drv.Sync(); err != nil {
 		return fmt.Errorf("cuda: %w", err)
 	}
 	return nil
@@ -323,7 +293,7 @@ func upload[T any](d *Device, dst buf[T], src []T) error {
 	if len(src) == 0 {
 		return nil
 	}
-	if err := d.drv.toDevice(dst.p, unsafe.Pointer(&src[0]), int64(len(src)*sizeOf[T]())); err != nil {
+	if err := d.drv.ToDevice(dst.p, unsafe.Pointer(&src[0]), int64(len(src)*sizeOf[T]())); err != nil {
 		return fmt.Errorf("cuda: copy to the GPU: %w", err)
 	}
 	return nil
@@ -337,7 +307,7 @@ func download[T any](d *Device, dst []T, src buf[T]) error {
 	if len(dst) == 0 {
 		return nil
 	}
-	if err := d.drv.toHost(unsafe.Pointer(&dst[0]), src.p, int64(len(dst)*sizeOf[T]())); err != nil {
+	if err := d.drv.ToHost(unsafe.Pointer(&dst[0]), src.p, int64(len(dst)*sizeOf[T]())); err != nil {
 		return fmt.Errorf("cuda: copy from the GPU: %w", err)
 	}
 	return d.sync()
@@ -367,11 +337,11 @@ func (d *Device) oom(err error, bytes int64, what, forWhat, note string) error {
 	if forWhat != "" {
 		forWhat = " for " + forWhat
 	}
-	if !d.drv.isOutOfMemory(err) {
+	if !d.drv.IsOutOfMemory(err) {
 		return fmt.Errorf("cuda: allocating %.2f GiB%s (%s): %w", float64(bytes)/gib, forWhat, what, err)
 	}
 	var info string
-	if free, total, ierr := d.drv.memInfo(); ierr == nil {
+	if free, total, ierr := d.drv.MemInfo(); ierr == nil {
 		info = fmt.Sprintf("%.2f GiB free of %.2f GiB", float64(free)/gib, float64(total)/gib)
 	}
 	if note != "" {

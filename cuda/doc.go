@@ -2,6 +2,18 @@
 // NVIDIA GPU with the kernels of package kernels (kernels/*.cu, embedded as
 // PTX), driven from Go through gorgonia.org/cu (the CUDA driver API).
 //
+// # Layers
+//
+// Each layer is a package with one job; a lower one never imports a
+// higher one:
+//   - cuda/driver: the device itself (context, stream, modules, memory,
+//     launches, events), on the NVIDIA driver or on the emulator;
+//   - cuda/emu: the host emulator of the kernels (tags cuda,cudaemu);
+//   - this package: the launch wrappers that check shapes and pack
+//     arguments (ops.go), the device's worker thread (device.go) and the
+//     engine (engine.go, resident.go), top-k (topk.go) and the benchmark
+//     hooks (hooks.go).
+//
 // Everything except this file carries the build tag cuda: gorgonia.org/cu
 // links libcuda.so.1 and its package init calls cuInit and exits the process
 // when there is no GPU or driver, so only a binary built with -tags cuda
@@ -65,11 +77,11 @@
 //
 // # Emulation
 //
-// With the tags cuda and cudaemu together the package does not import
-// gorgonia.org/cu: the kernel sources are compiled as C++ for the host
-// (emu.h maps the CUDA built-ins; one OS thread per GPU thread of a block,
-// __syncthreads a barrier) and the same engine, wrappers and tests run on
-// the CPU. It checks the index math, bounds, barriers and the Go side's
+// With the tags cuda and cudaemu together nothing imports gorgonia.org/cu:
+// cuda/driver runs on package cuda/emu, where the kernel sources are
+// compiled as C++ for the host (emu.h maps the CUDA built-ins; the threads
+// of a block run as fibers on one OS thread, __syncthreads switching
+// between them), and the same engine, wrappers and tests run on the CPU. It checks the index math, bounds, barriers and the Go side's
 // argument packing against the kernels' declared signatures; it cannot
 // check GPU-only behaviour (the PTX JIT, warp scheduling, the memory model,
 // the cu calls), which `make gpu-check` covers on a GPU host.

@@ -119,7 +119,7 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 			return dev.oom(err, bytes, fmt.Sprintf("the model (%d parameters)", e.np), "parameters, gradients and AdamW moments", "")
 		}
 		e.state = p
-		if err := dev.drv.zero(p, bytes); err != nil {
+		if err := dev.drv.Zero(p, bytes); err != nil {
 			return fmt.Errorf("cuda: %w", err)
 		}
 		return dev.sync()

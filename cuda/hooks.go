@@ -27,7 +27,7 @@ func (e *Engine) Synchronize() error { return e.dev.do(e.dev.sync) }
 // DeviceName is the GPU's name, e.g. "NVIDIA H100 80GB HBM3".
 func (e *Engine) DeviceName() string {
 	var s string
-	if err := e.dev.do(func() error { s = e.dev.drv.name(); return nil }); err != nil {
+	if err := e.dev.do(func() error { s = e.dev.drv.Name(); return nil }); err != nil {
 		return "closed CUDA device"
 	}
 	return s
@@ -74,19 +74,19 @@ func (e *Engine) CopyBandwidth(bytes int64) (float64, error) {
 			return d.oom(err, bytes, "the copy-bandwidth probe", "", "")
 		}
 		defer d.free(dst)
-		if err := d.drv.zero(src, bytes); err != nil {
+		if err := d.drv.Zero(src, bytes); err != nil {
 			return err
 		}
-		if err := d.drv.copyDevice(dst, src, bytes); err != nil { // warm-up
+		if err := d.drv.CopyDevice(dst, src, bytes); err != nil { // warm-up
 			return err
 		}
 		start, err := d.timedEvent()
 		if err != nil {
 			return err
 		}
-		defer d.drv.destroyEvent(start)
+		defer d.drv.DestroyEvent(start)
 		for range reps {
-			if err := d.drv.copyDevice(dst, src, bytes); err != nil {
+			if err := d.drv.CopyDevice(dst, src, bytes); err != nil {
 				return err
 			}
 		}
@@ -94,11 +94,11 @@ func (e *Engine) CopyBandwidth(bytes int64) (float64, error) {
 		if err != nil {
 			return err
 		}
-		defer d.drv.destroyEvent(end)
+		defer d.drv.DestroyEvent(end)
 		if err := d.sync(); err != nil {
 			return err
 		}
-		seconds, err = d.drv.elapsed(start, end)
+		seconds, err = d.drv.Elapsed(start, end)
 		return err
 	})
 	if err != nil {
@@ -142,7 +142,7 @@ func (e *Engine) KernelTimings() ([]bench.KernelTiming, error) {
 			if tl.end == nil {
 				continue // its launch failed
 			}
-			s, err := d.drv.elapsed(tl.start, tl.end)
+			s, err := d.drv.Elapsed(tl.start, tl.end)
 			if err != nil {
 				return fmt.Errorf("cuda: timing %s: %w", tl.k, err)
 			}

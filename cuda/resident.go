@@ -59,7 +59,7 @@ func (e *Engine) LoadResident(rows, batch int, read nn.Float16Reader) error {
 			// residency.
 			return fmt.Errorf("%w: %w", nn.ErrNotResident, err)
 		}
-		free, total, err := d.drv.memInfo()
+		free, total, err := d.drv.MemInfo()
 		if err != nil {
 			return fmt.Errorf("cuda: querying free memory: %w", err)
 		}
@@ -71,7 +71,7 @@ func (e *Engine) LoadResident(rows, batch int, read nn.Float16Reader) error {
 		p, err := d.alloc(bytes)
 		if err != nil {
 			oom := d.oom(err, bytes, fmt.Sprintf("the training data (%d rows)", rows), "the resident float16 copy", "")
-			if d.drv.isOutOfMemory(err) {
+			if d.drv.IsOutOfMemory(err) {
 				return fmt.Errorf("%w: %w", nn.ErrNotResident, oom)
 			}
 			return oom
@@ -95,7 +95,7 @@ func (e *Engine) LoadResident(rows, batch int, read nn.Float16Reader) error {
 			return fail(err)
 		}
 		// upload returns once the driver has taken the host memory (see
-		// driver_cu.go's toDevice), so the next read may overwrite it.
+		// cuda/driver's ToDevice), so the next read may overwrite it.
 		err := d.do(func() error {
 			if err := upload(d, xs.at(lo*in, k*in), hx[:k*in]); err != nil {
 				return err

@@ -288,7 +288,7 @@ func TestResidentErrors(t *testing.T) {
 	}
 	defer w.Close()
 	var total int64
-	on(t, w.dev, func() (err error) { _, total, err = w.dev.drv.memInfo(); return err })
+	on(t, w.dev, func() (err error) { _, total, err = w.dev.drv.MemInfo(); return err })
 	rows := int(total / (2 * 8192) * 5 / 4)
 	read := false
 	err = w.LoadResident(rows, 8, func(lo, hi int, x, t []uint16) error { read = true; return errors.New("read") })

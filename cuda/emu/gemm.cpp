@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/gemm.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/gemm.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/gemm.cu"
+#include "../../kernels/gemm.cu"
 
 emu_entry emu_table_gemm[] = {
     EMU_ENTRY(gemm_nt_bias),

@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/reduce.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/reduce.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/reduce.cu"
+#include "../../kernels/reduce.cu"
 
 emu_entry emu_table_reduce[] = {
     EMU_ENTRY(colsum_partial),

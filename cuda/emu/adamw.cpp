@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/adamw.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/adamw.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/adamw.cu"
+#include "../../kernels/adamw.cu"
 
 emu_entry emu_table_adamw[] = {
     EMU_ENTRY(adamw),

@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/gather.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/gather.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/gather.cu"
+#include "../../kernels/gather.cu"
 
 emu_entry emu_table_gather[] = {
     EMU_ENTRY(gather_rows_f16),

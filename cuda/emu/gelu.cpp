@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/gelu.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/gelu.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/gelu.cu"
+#include "../../kernels/gelu.cu"
 
 emu_entry emu_table_gelu[] = {
     EMU_ENTRY(gelu_forward),

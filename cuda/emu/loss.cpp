@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/loss.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/loss.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/loss.cu"
+#include "../../kernels/loss.cu"
 
 emu_entry emu_table_loss[] = {
     EMU_ENTRY(unitnorm_mse),

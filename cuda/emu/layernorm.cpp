@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/layernorm.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/layernorm.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/layernorm.cu"
+#include "../../kernels/layernorm.cu"
 
 emu_entry emu_table_layernorm[] = {
     EMU_ENTRY(ln_apply),

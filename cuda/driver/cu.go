@@ -1,6 +1,6 @@
 //go:build cuda && !cudaemu
 
-package cuda
+package driver
 
 import (
 	"errors"
@@ -23,14 +23,17 @@ type cuDriver struct {
 	ctx     cu.CUContext
 	stream  cu.Stream
 	modules []cu.Module
-	fns     [numKernels]cu.Function
+	names   []string
+	fns     []cu.Function
 	desc    string
 	devName string
 }
 
-// openDriver creates the context on the calling (locked) thread, the stream,
-// and loads every module.
-func openDriver() (driver, error) {
+// Open creates the context on GPU 0 (the first device CUDA_VISIBLE_DEVICES
+// leaves) on the calling, locked, OS thread, the stream, and loads every
+// module of package kernels; kernelNames are the entry points Launch will
+// run, each of which must be in a module.
+func Open(kernelNames []string) (Driver, error) {
 	n, err := cu.NumDevices()
 	if err != nil {
 		return nil, fmt.Errorf("cuda: counting GPUs: %w", err)
@@ -60,14 +63,14 @@ func openDriver() (driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: creating a context on %s: %w", name, err)
 	}
-	c := &cuDriver{dev: dev, ctx: ctx, devName: name,
+	c := &cuDriver{dev: dev, ctx: ctx, devName: name, names: kernelNames,
 		desc: fmt.Sprintf("%s (compute capability %d.%d, %.1f GiB, CUDA driver %d)", name, major, minor, float64(total)/gib, cu.Version())}
 	if err := c.load(); err != nil {
-		c.close()
+		c.Close()
 		return nil, err
 	}
 	if c.stream, err = cu.MakeStream(cu.DefaultStream); err != nil {
-		c.close()
+		c.Close()
 		return nil, fmt.Errorf("cuda: creating a stream: %w", err)
 	}
 	return c, nil
@@ -91,16 +94,16 @@ func (c *cuDriver) load() error {
 			where[k] = len(c.modules) - 1
 		}
 	}
-	for k := range numKernels {
-		i, ok := where[kernelNames[k]]
+	for _, k := range c.names {
+		i, ok := where[k]
 		if !ok {
 			return fmt.Errorf("cuda: kernel %s is in no module", k)
 		}
-		fn, err := c.modules[i].Function(kernelNames[k])
+		fn, err := c.modules[i].Function(k)
 		if err != nil {
 			return fmt.Errorf("cuda: kernel %s: %w", k, err)
 		}
-		c.fns[k] = fn
+		c.fns = append(c.fns, fn)
 	}
 	return nil
 }
@@ -119,15 +122,15 @@ func jitLog(src string) string {
 	return ": " + msg
 }
 
-func (c *cuDriver) describe() string { return c.desc }
+func (c *cuDriver) Describe() string { return c.desc }
 
-func (c *cuDriver) name() string { return c.devName }
+func (c *cuDriver) Name() string { return c.devName }
 
-func (c *cuDriver) copyDevice(dst, src uintptr, bytes int64) error {
+func (c *cuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
 	return cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, c.stream)
 }
 
-func (c *cuDriver) newEvent() (event, error) {
+func (c *cuDriver) NewEvent() (Event, error) {
 	ev, err := cu.MakeEvent(cu.DefaultEvent)
 	if err != nil {
 		return nil, err
@@ -135,23 +138,23 @@ func (c *cuDriver) newEvent() (event, error) {
 	return &ev, nil
 }
 
-func (c *cuDriver) record(ev event) error { return ev.(*cu.Event).Record(c.stream) }
+func (c *cuDriver) Record(ev Event) error { return ev.(*cu.Event).Record(c.stream) }
 
-func (c *cuDriver) elapsed(start, end event) (float64, error) {
+func (c *cuDriver) Elapsed(start, end Event) (float64, error) {
 	ms, err := start.(*cu.Event).Elapsed(*end.(*cu.Event))
 	return ms / 1e3, err
 }
 
-func (c *cuDriver) destroyEvent(ev event) error { return cu.DestroyEvent(ev.(*cu.Event)) }
+func (c *cuDriver) DestroyEvent(ev Event) error { return cu.DestroyEvent(ev.(*cu.Event)) }
 
-func (c *cuDriver) alloc(bytes int64) (uintptr, error) {
+func (c *cuDriver) Alloc(bytes int64) (uintptr, error) {
 	p, err := cu.MemAlloc(bytes)
 	return uintptr(p), err
 }
 
-func (c *cuDriver) free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
+func (c *cuDriver) Free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
 
-func (c *cuDriver) zero(p uintptr, bytes int64) error {
+func (c *cuDriver) Zero(p uintptr, bytes int64) error {
 	if bytes%4 != 0 {
 		return fmt.Errorf("cuda: zeroing %d bytes, not a multiple of 4", bytes)
 	}
@@ -160,17 +163,17 @@ func (c *cuDriver) zero(p uintptr, bytes int64) error {
 
 // toDevice copies from pageable Go memory: the driver has read src when the
 // call returns (it stages pageable memory), so src is free for reuse.
-func (c *cuDriver) toDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
+func (c *cuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
 	return cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream)
 }
 
 // toHost copies into pageable Go memory: the call returns when the copy is
 // done.
-func (c *cuDriver) toHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
+func (c *cuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
 	return cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, c.stream)
 }
 
-func (c *cuDriver) launch(k kernel, gx, gy, block int, args []uint64) error {
+func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	params := make([]unsafe.Pointer, len(args))
 	for i := range args {
 		params[i] = unsafe.Pointer(&args[i])
@@ -178,14 +181,14 @@ func (c *cuDriver) launch(k kernel, gx, gy, block int, args []uint64) error {
 	return c.fns[k].Launch(gx, gy, 1, block, 1, 1, 0, c.stream, params)
 }
 
-func (c *cuDriver) sync() error { return c.stream.Synchronize() }
+func (c *cuDriver) Sync() error { return c.stream.Synchronize() }
 
-func (c *cuDriver) memInfo() (free, total int64, err error) { return cu.MemInfo() }
+func (c *cuDriver) MemInfo() (free, total int64, err error) { return cu.MemInfo() }
 
-func (c *cuDriver) isOutOfMemory(err error) bool { return errors.Is(err, cu.OutOfMemory) }
+func (c *cuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, cu.OutOfMemory) }
 
 // close releases the stream, the modules and the context.
-func (c *cuDriver) close() error {
+func (c *cuDriver) Close() error {
 	var errs []error
 	var none cu.Stream
 	if c.stream != none {

@@ -1,6 +1,6 @@
 // emu.h: just enough of CUDA C++ for the kernels of ../kernels to compile as
 // host C++ (build tags cuda && cudaemu). The threads of a block run as
-// fibers on one OS thread (emu.cpp); __syncthreads switches to the next
+// fibers on one OS thread (runtime.cpp); __syncthreads switches to the next
 // fiber, so a round over the block is one barrier phase; the warp shuffles
 // exchange through a block-wide slot array between two barriers, so every
 // thread of the block must reach them together (true of every shuffle in
@@ -62,7 +62,7 @@ inline float __uint_as_float(unsigned u) {
     return f;
 }
 
-// The emulated kernels, for the dispatcher (emu.cpp).
+// The emulated kernels, for the dispatcher (runtime.cpp).
 typedef void (*emu_trampoline)(const uint64_t* args);
 struct emu_entry {
     const char* name;

@@ -1,9 +1,9 @@
 //go:build cuda && cudaemu
 
-// The kernels of ../kernels/topk.cu compiled for the host emulation (see emu.h).
+// The kernels of ../../kernels/topk.cu compiled for the host emulation (see emu.h).
 #include "emu.h"
 
-#include "../kernels/topk.cu"
+#include "../../kernels/topk.cu"
 
 emu_entry emu_table_topk[] = {
     EMU_ENTRY(normalize_rows),

@@ -1,6 +1,6 @@
 //go:build cuda && cudaemu
 
-// emu.cpp: the host emulation's runtime: device memory (malloc, up to a
+// runtime.cpp: the host emulation's runtime: device memory (malloc, up to a
 // 64 GiB limit so that the out-of-memory path can be tested), launches
 // (blocks one after another, the threads of a block as fibers) and the
 // __syncthreads and shuffle primitives of emu.h.

@@ -1,0 +1,50 @@
+//go:build cuda
+
+package driver
+
+import "unsafe"
+
+// Driver is what a cuda.Device runs on. Kernels are named once, at Open,
+// and launched by their index in that list. Every method must be called
+// from the one OS thread that called Open (CUDA contexts are per thread).
+type Driver interface {
+	// Describe is one line on the device (name, capability, memory,
+	// driver, the kernel module in use); Name is the device's name alone.
+	Describe() string
+	Name() string
+
+	Alloc(bytes int64) (uintptr, error)
+	Free(p uintptr) error
+	// Zero, ToDevice, ToHost and CopyDevice are ordered on the stream.
+	// ToDevice has read src when it returns; ToHost returns once dst is
+	// written.
+	Zero(p uintptr, bytes int64) error
+	ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error
+	ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error
+	CopyDevice(dst, src uintptr, bytes int64) error
+	MemInfo() (free, total int64, err error)
+	IsOutOfMemory(err error) bool
+
+	// Launch runs kernel k (an index into Open's list) on a grid (gx, gy)
+	// of blocks of `block` threads; args holds one value per kernel
+	// parameter in its low bytes, as the driver reads them.
+	Launch(k, gx, gy, block int, args []uint64) error
+	// Sync waits for the stream; an asynchronous kernel fault surfaces here.
+	Sync() error
+
+	// Events time the stream's work: Record marks the point the stream has
+	// reached; Elapsed is the time between two recorded events once both
+	// have passed (after Sync).
+	NewEvent() (Event, error)
+	Record(ev Event) error
+	Elapsed(start, end Event) (seconds float64, err error)
+	DestroyEvent(ev Event) error
+
+	// Close releases the stream, the modules and the context.
+	Close() error
+}
+
+// Event is a driver's event handle.
+type Event any
+
+const gib = 1 << 30

@@ -11,7 +11,8 @@ import (
 // that the engine runs one consistent set of kernels and can say which in
 // one line.
 type Path struct {
-	Name string // short, for logs and descriptions: "sm_90a cubins", "portable PTX"
+	Key  string // for DINOCLIP_CUDA_KERNELS: "sm_90a", "ptx"
+	Name string // for logs and descriptions: "sm_90a cubins", "portable PTX"
 	// The GPUs it runs on, as compute capability major*10+minor: OnlyCC
 	// exactly when non-zero, else MinCC and later.
 	OnlyCC, MinCC int
@@ -29,11 +30,11 @@ var (
 	// SM90a is the sm_90a cubins of nvcc 13.0: Hopper only (code for an
 	// "a" target runs on that exact architecture), from the driver of
 	// CUDA 13.0 (r580) on.
-	SM90a = Path{Name: "sm_90a cubins", OnlyCC: 90, MinDriver: 13000, Image: CubinSM90a}
+	SM90a = Path{Key: "sm_90a", Name: "sm_90a cubins", OnlyCC: 90, MinDriver: 13000, Image: CubinSM90a}
 	// PortablePTX is the compute_80 PTX of nvcc 11.8 (PTX ISA 7.8): any
 	// GPU of compute capability 8.0 or later, JIT-compiled by a driver of
 	// CUDA 11.8 (r520) or later.
-	PortablePTX = Path{Name: "portable PTX", MinCC: 80, MinDriver: 11080, Image: func(m string) ([]byte, error) {
+	PortablePTX = Path{Key: "ptx", Name: "portable PTX", MinCC: 80, MinDriver: 11080, Image: func(m string) ([]byte, error) {
 		s, err := PTX(m)
 		return []byte(s), err
 	}}
@@ -55,6 +56,23 @@ func Paths() []Path {
 		}
 	}
 	return out
+}
+
+// Only returns the path of paths whose Key is key (the value of the
+// environment variable DINOCLIP_CUDA_KERNELS, which pins the engine to one
+// path to compare them or to rule one out); an empty key keeps them all.
+func Only(paths []Path, key string) ([]Path, error) {
+	if key == "" {
+		return paths, nil
+	}
+	var keys []string
+	for _, p := range paths {
+		if p.Key == key {
+			return []Path{p}, nil
+		}
+		keys = append(keys, p.Key)
+	}
+	return nil, fmt.Errorf("kernels: DINOCLIP_CUDA_KERNELS=%q: no such compiled form, want one of %s (or unset)", key, strings.Join(keys, ", "))
 }
 
 // Choose returns the first of paths that a GPU of compute capability cc

@@ -99,6 +99,15 @@ func TestPaths(t *testing.T) {
 	if err != nil || !strings.Contains(string(ptx), ".target sm_80") {
 		t.Errorf("PTX image of gemm: %v", err)
 	}
+	for key, want := range map[string]int{"": 2, "sm_90a": 1, "ptx": 1} {
+		got, err := Only(paths, key)
+		if err != nil || len(got) != want || key != "" && got[0].Key != key {
+			t.Errorf("Only(%q): %d paths, %v", key, len(got), err)
+		}
+	}
+	if _, err := Only(paths, "sm_80"); err == nil || !strings.Contains(err.Error(), "want one of sm_90a, ptx") {
+		t.Errorf("Only of an unknown key: %v", err)
+	}
 	if DriverString(12080) != "12.8" || DriverString(13000) != "13.0" {
 		t.Errorf("DriverString: %s %s", DriverString(12080), DriverString(13000))
 	}

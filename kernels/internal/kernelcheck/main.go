@@ -86,6 +86,19 @@ func run(tc toolchain, dir string, write, self bool) error {
 	if err != nil {
 		return err
 	}
+	var budgets, required []byte
+	if !write {
+		// Read before the (minutes-long) measurement, to fail fast.
+		if budgets, err = os.ReadFile(filepath.Join(dir, "budgets.tsv")); err != nil {
+			return err
+		}
+		if required, err = os.ReadFile(filepath.Join(dir, "sass.tsv")); err != nil {
+			return err
+		}
+		if _, err := evaluate(measurement{}, budgets, required, false); err != nil {
+			return err
+		}
+	}
 	m, err := measure(tc, dir, modules, true)
 	if err != nil {
 		return err
@@ -100,14 +113,6 @@ func run(tc toolchain, dir string, write, self bool) error {
 		}
 		fmt.Printf("kernelcheck: wrote %s (%d rows)\n", path, len(m.usage))
 		return nil
-	}
-	budgets, err := os.ReadFile(filepath.Join(dir, "budgets.tsv"))
-	if err != nil {
-		return err
-	}
-	required, err := os.ReadFile(filepath.Join(dir, "sass.tsv"))
-	if err != nil {
-		return err
 	}
 	problems, err := evaluate(m, budgets, required, true)
 	if err != nil {

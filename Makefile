@@ -8,7 +8,7 @@ BIN     ?= bin
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 LDFLAGS := -X github.com/dinoclip/dinoclip/bench.Commit=$(COMMIT)
 
-.PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo kernels check-kernels build-cuda gpu-check
+.PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo toolchain kernels kernel-budgets check-kernels build-cuda gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -69,15 +69,17 @@ demo: ## the end-to-end demo on synthetic data
 # --- GPU engine (package cuda, build tag cuda) -------------------------------
 #
 # kernels/*.cu are compiled by nvcc 11.8 (Debian's nvidia-cuda-toolkit) to one
-# PTX each for compute_80, committed in kernels/ptx and embedded by package
-# kernels; the driver JIT-compiles it for the GPU at hand (sm_80, sm_90, ...).
+# PTX each for compute_80, committed in kernels/ptx, and by nvcc 13.0 to one
+# sm_90a cubin each, committed in kernels/sm90a; package kernels embeds both.
+# The engine loads the cubins on a Hopper GPU (compute capability 9.0) whose
+# driver takes them, else the PTX, which the driver JIT-compiles for the GPU
+# at hand (sm_80, sm_90, ...) (docs/GPU-BUILD.md).
 # No --use_fast_math: IEEE division and square root, no flush to zero (the
 # flags below spell out nvcc's defaults). gorgonia.org/cu links libcuda.so:
 # the toolkit's stub in CUDA_LIBDIR is enough to link; the binary then needs a
 # host with the NVIDIA driver (and a GPU) to start.
 
 NVCC        ?= nvcc
-PTXAS       ?= ptxas
 NVCCFLAGS   ?= -ptx -O3 -arch=compute_80 --fmad=true --prec-div=true --prec-sqrt=true --ftz=false
 CUDA_LIBDIR ?= /usr/lib/x86_64-linux-gnu/stubs
 # cgo's compilers: gcc/g++, else the g++-11 that nvidia-cuda-toolkit pulls in.
@@ -85,46 +87,74 @@ CUDA_CC     ?= $(shell command -v gcc >/dev/null 2>&1 && echo gcc || echo gcc-11
 CUDA_CXX    ?= $(shell command -v g++ >/dev/null 2>&1 && echo g++ || echo g++-11)
 EMU_ENV     ?= CC=$(CUDA_CC) CXX=$(CUDA_CXX)
 CUDA_ENV    ?= $(EMU_ENV) CGO_LDFLAGS="-L$(CUDA_LIBDIR)"
-KERNEL_SRC  := $(wildcard kernels/*.cu)
-KERNEL_PTX  := $(patsubst kernels/%.cu,kernels/ptx/%.ptx,$(KERNEL_SRC))
 
-kernels: $(KERNEL_PTX) ## compile kernels/*.cu to kernels/ptx/*.ptx (needs nvcc 11.8)
+# The CUDA 13.0 toolkit from PyPI (kernels/cuda13-requirements.txt, every
+# wheel pinned) in .cuda13/, for the sm_90a cubins (wgmma, TMA, clusters:
+# Debian's 11.8 cannot target sm_90a) and the static checks (ptxas,
+# cuobjdump, nvdisasm). The stamp installs it once, again when the pins
+# change. Its host compiler is Debian 12's gcc 12; its own headers and
+# libdevice are found through nvcc.profile beside nvcc. The cubins are the
+# same bytes whatever the directory they are built from (no paths or times
+# in them), the PTX too: make check-kernels rebuilds both and compares.
+CUDA13_DIR    ?= .cuda13
+CUDA13_HOME   := $(CUDA13_DIR)/site/nvidia/cu13
+CUDA13_STAMP  := $(CUDA13_DIR)/installed
+NVCC13        := $(CUDA13_HOME)/bin/nvcc
+CUDA13_CCBIN  ?= gcc-12
+# The gencode form rather than -arch=sm_90a: it compiles only the sm_90a
+# pass (the shorthand may add a plain sm_90 pass that rejects wgmma).
+NVCC13FLAGS   ?= -cubin -O3 -gencode=arch=compute_90a,code=sm_90a -ccbin $(CUDA13_CCBIN) \
+	--fmad=true --prec-div=true --prec-sqrt=true --ftz=false
 
-kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh
+KERNEL_SRC   := $(wildcard kernels/*.cu)
+KERNEL_HDR   := $(wildcard kernels/*.cuh)
+KERNEL_PTX   := $(patsubst kernels/%.cu,kernels/ptx/%.ptx,$(KERNEL_SRC))
+KERNEL_CUBIN := $(patsubst kernels/%.cu,kernels/sm90a/%.cubin,$(KERNEL_SRC))
+KERNELCHECK  := $(GO) run ./kernels/internal/kernelcheck -dir kernels \
+	-ptx-cmd '$(NVCC) $(NVCCFLAGS)' -cubin-cmd '$(NVCC13) $(NVCC13FLAGS)' \
+	-ptxas $(CUDA13_HOME)/bin/ptxas -cuobjdump $(CUDA13_HOME)/bin/cuobjdump
+
+toolchain: $(CUDA13_STAMP) ## install the pinned CUDA 13.0 toolkit from PyPI into .cuda13/ (once)
+
+$(CUDA13_STAMP): kernels/cuda13-requirements.txt
+	rm -rf $(CUDA13_DIR)
+	$(PYTHON) -m pip install --quiet --root-user-action=ignore --disable-pip-version-check \
+		--no-deps --target $(CUDA13_DIR)/site -r kernels/cuda13-requirements.txt
+	$(NVCC13) --version | tail -1
+	touch $@
+
+kernels: $(KERNEL_PTX) $(KERNEL_CUBIN) ## compile kernels/*.cu to kernels/ptx/*.ptx (nvcc 11.8) and kernels/sm90a/*.cubin (nvcc 13.0)
+
+kernels/ptx/%.ptx: kernels/%.cu $(KERNEL_HDR)
 	@mkdir -p kernels/ptx
 	$(NVCC) $(NVCCFLAGS) -o $@ $<
 
-# check-kernels also runs package cuda's tests in host emulation (tags
-# cuda,cudaemu: the kernels compiled as C++, no GPU, no gorgonia.org/cu), the
-# per-kernel ones again under AddressSanitizer; about 2 minutes on 2 cores.
-# ./cuda/... includes cuda/driver/libcuda, whose tests build a fake libcuda
-# with the C compiler and check what the driver calls receive (run again
-# under AddressSanitizer).
-check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build vetted, kernels tested in host emulation
-	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; fail=0; \
-	for src in $(KERNEL_SRC); do \
-		name=$$(basename $$src .cu); \
-		$(NVCC) $(NVCCFLAGS) -o $$tmp/$$name.ptx $$src; \
-		if ! cmp -s $$tmp/$$name.ptx kernels/ptx/$$name.ptx; then \
-			echo "kernels/ptx/$$name.ptx is not what kernels/$$name.cu compiles to: run make kernels"; fail=1; fi; \
-	done; \
-	for ptx in kernels/ptx/*.ptx; do \
-		name=$$(basename $$ptx .ptx); \
-		if [ ! -f kernels/$$name.cu ]; then echo "$$ptx has no source kernels/$$name.cu"; fail=1; fi; \
-		$(PTXAS) -arch=sm_90 -v $$ptx -o /dev/null > $$tmp/ptxas.log 2>&1 || { cat $$tmp/ptxas.log; fail=1; continue; }; \
-		awk '/Compiling entry function/ { fn = substr($$7, 2, length($$7) - 2) } \
-			/spill stores/ { st = $$5; ld = $$9; if (st != 0 || ld != 0) { print "SPILL: " fn ": " $$0; bad = 1 } } \
-			/Used [0-9]+ registers/ { sub(/.*Used /, ""); printf "  sm_90 %-22s %s\n", fn, $$0 } \
-			END { exit bad }' $$tmp/ptxas.log || fail=1; \
-	done; \
-	exit $$fail
+kernels/sm90a/%.cubin: kernels/%.cu $(KERNEL_HDR) | $(CUDA13_STAMP)
+	@mkdir -p kernels/sm90a
+	$(NVCC13) $(NVCC13FLAGS) -o $@ $<
+
+kernel-budgets: $(CUDA13_STAMP) ## rewrite kernels/budgets.tsv from ptxas -v (registers, shared memory per kernel and target)
+	$(KERNELCHECK) -write-budgets
+
+# check-kernels: kernels/internal/kernelcheck rebuilds every artifact and
+# compares, measures each kernel with ptxas -v against kernels/budgets.tsv
+# (sm_80 and sm_90 from the PTX, sm_90a from the cubin; no spills), checks
+# the sm_90a SASS for the opcodes kernels/sass.tsv requires, and checks
+# itself on doctored copies. It then runs package cuda's tests in host
+# emulation (tags cuda,cudaemu: the kernels compiled as C++, no GPU, no
+# gorgonia.org/cu), the per-kernel ones again under AddressSanitizer;
+# about 3 minutes on 2 cores. ./cuda/... includes cuda/driver/libcuda, whose
+# tests build a fake libcuda with the C compiler and check what the driver
+# calls receive (run again under AddressSanitizer).
+check-kernels: $(CUDA13_STAMP) ## artifacts current, ptxas budgets and sm_90a SASS as tabled, the cuda build vetted, kernels tested in host emulation
+	$(KERNELCHECK) -selftest
 	$(CUDA_ENV) $(GO) build -tags cuda ./...
 	$(CUDA_ENV) $(GO) vet -tags cuda ./...
 	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/
 	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/driver/
 	$(EMU_ENV) $(GO) vet -tags cuda,cudaemu ./cuda/...
-	$(EMU_ENV) $(GO) test -tags cuda,cudaemu ./cuda/...
-	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
+	$(EMU_ENV) $(GO) test -timeout 40m -tags cuda,cudaemu ./cuda/...
+	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -timeout 40m -asan -tags cuda,cudaemu \
 		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
 	$(EMU_ENV) $(GO) test -asan -tags cuda ./cuda/driver/libcuda/
 

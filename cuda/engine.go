@@ -157,6 +157,11 @@ func (e *Engine) Device() *Device { return e.dev }
 // Config implements nn.Engine.
 func (e *Engine) Config() nn.Config { return e.cfg }
 
+// String describes the engine: the device, and on a GPU the compiled form
+// of the kernels it loaded (sm_90a cubins or portable PTX). The trainer
+// logs it.
+func (e *Engine) String() string { return "CUDA engine on " + e.dev.String() }
+
 // layoutWorkspace carves the workspace for n rows out of a (a measuring
 // arena when its base is 0).
 func (e *Engine) layoutWorkspace(a *arena, n int) {

@@ -135,6 +135,12 @@ func TestEngineClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The description names the kernels in use: on a GPU, which compiled
+	// form ("kernels: sm_90a cubins" or "kernels: portable PTX").
+	if s := e.String(); !strings.HasPrefix(s, "CUDA engine on ") || !strings.Contains(s, "kernels") {
+		t.Errorf("description %q", s)
+	}
+	t.Log(e)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,30 @@
-// Package kernels holds the CUDA kernels of the GPU engine as PTX: the
+// Package kernels holds the CUDA kernels of the GPU engine, compiled: the
 // sources are kernels/*.cu (one op family per file, each opening with a
 // comment on what it computes, its shapes, launch configuration and
-// version), `make kernels` compiles them with nvcc 11.8 into kernels/ptx/,
-// and the PTX is committed and embedded here. This package is only bytes
-// and names: it has no build tag and no cgo, so it compiles everywhere; the
-// cuda package (build tag cuda) loads the modules with cu.LoadData.
+// version), `make kernels` compiles each twice, and both outputs are
+// committed and embedded here. This package is only bytes and names: it
+// has no build tag and no cgo, so it compiles everywhere; the cuda package
+// (build tag cuda) loads the modules with cu.LoadData.
 //
-// # One PTX per source, for compute_80
+// # Two images per source
 //
-// Each source is compiled once, `nvcc -ptx -O3 -arch=compute_80`, and the
-// driver JIT-compiles the PTX for the GPU it runs on (sm_80, sm_90 and
-// later; PTX is forward compatible) when the module is loaded, caching the
-// result. One PTX rather than one per architecture: the v1 kernels use
-// nothing beyond sm_80 (the sm_90-only features, wgmma and TMA, need
-// sm_90a, which nvcc 11.8 cannot target), so a compute_90 PTX would be the
-// same code, and one file per source keeps the committed output small.
-// `make check-kernels` still runs ptxas for sm_90 on every file to catch
-// register spills on the H100.
+//   - kernels/ptx/NAME.ptx: PTX for compute_80 by nvcc 11.8 (PTX ISA 7.8).
+//     The driver JIT-compiles it for the GPU it runs on (sm_80, sm_90 and
+//     later; PTX is forward compatible) when the module is loaded, caching
+//     the result. Any driver of the CUDA 11.8 generation or later takes it:
+//     the portable path.
+//   - kernels/sm90a/NAME.cubin: machine code for sm_90a by nvcc 13.0, the
+//     only form that carries Hopper's architecture-specific instructions
+//     (wgmma, setmaxnreg). It runs on compute capability 9.0 only (H100,
+//     H200, GH200) and needs a driver of the CUDA 13.0 generation.
+//
+// Code that only sm_90a has is written inside
+// #if defined(__CUDA_ARCH_FEAT_SM90_ALL), so that nvcc 11.8 compiles the
+// rest for compute_80 (arch_probe.cu shows the convention). The engine
+// loads the best image the GPU and driver take (Choose) and falls back to
+// the PTX. `make check-kernels` rebuilds both images and compares bytes,
+// and checks each kernel's registers, shared memory and spills
+// (budgets.tsv) and its sm_90a SASS (sass.tsv): docs/GPU-BUILD.md.
 //
 // No --use_fast_math: the kernels must match the CPU reference (IEEE
 // division and square root, no flush to zero).
@@ -27,8 +35,8 @@ import (
 	"fmt"
 )
 
-//go:embed ptx/*.ptx
-var ptx embed.FS
+//go:embed ptx/*.ptx sm90a/*.cubin
+var images embed.FS
 
 // The sources are embedded too: the host emulation of package cuda
 // (tags cuda,cudaemu) compiles them with cgo, and the go command tracks
@@ -47,6 +55,7 @@ type Module struct {
 // Modules lists every source file and its entry points.
 var Modules = []Module{
 	{"adamw", []string{"adamw"}},
+	{"arch_probe", []string{"arch_probe"}},
 	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_forward", "gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
@@ -67,9 +76,18 @@ func Source(name string) (string, error) {
 
 // PTX returns the PTX text of module name.
 func PTX(name string) (string, error) {
-	b, err := ptx.ReadFile("ptx/" + name + ".ptx")
+	b, err := images.ReadFile("ptx/" + name + ".ptx")
 	if err != nil {
 		return "", fmt.Errorf("kernels: no PTX for module %q (run make kernels): %w", name, err)
 	}
 	return string(b), nil
+}
+
+// CubinSM90a returns the sm_90a cubin of module name.
+func CubinSM90a(name string) ([]byte, error) {
+	b, err := images.ReadFile("sm90a/" + name + ".cubin")
+	if err != nil {
+		return nil, fmt.Errorf("kernels: no sm_90a cubin for module %q (run make kernels): %w", name, err)
+	}
+	return b, nil
 }

@@ -12,6 +12,11 @@
 # Parts, each PASS, FAIL or SKIP in OUTDIR/summary.txt (also printed):
 #   device    nvidia-smi
 #   tests     bin/cuda.test -test.v
+#   ptx       which compiled kernels the tests loaded (the log line "cuda:
+#             kernels loaded"): sm_90a cubins on a compute capability 9.0 GPU
+#             with a CUDA 13.0+ driver, else the portable PTX, with the
+#             reason; after the cubins, the tests again on the PTX
+#             (DINOCLIP_CUDA_KERNELS=ptx), so that both forms are checked
 #   data      a small synthetic data set in the default model's shapes:
 #             dinoclip synth --float16 (4096 rows, 500 images), else
 #             python3 + numpy; the training shards are float16, so the GPU's
@@ -100,6 +105,24 @@ else
 	result tests FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see cuda-test.log)"
 fi
 grep -E 'worst relative difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
+
+# --- ptx
+loaded=$(grep -m1 -o 'kernels="[^"]*"' "$log" | cut -d'"' -f2)
+fallback=$(grep -m1 -o 'fallback="[^"]*"' "$log" | cut -d'"' -f2)
+say "kernels: ${loaded:-unknown (no \"cuda: kernels loaded\" line)}${fallback:+ (fallback: $fallback)}"
+log=$OUTDIR/cuda-test-ptx.log
+: >"$log"
+if [ "$loaded" = "sm_90a cubins" ]; then
+	t0=$SECONDS
+	if (cd "$(dirname "$TEST")" && run "$log" 300 env DINOCLIP_CUDA_KERNELS=ptx "./$(basename "$TEST")" -test.timeout 280s) &&
+		grep -q 'kernels="portable PTX"' "$log"; then
+		result ptx PASS "the tests on the portable PTX too, $((SECONDS - t0)) s"
+	else
+		result ptx FAIL "the tests on the portable PTX (DINOCLIP_CUDA_KERNELS=ptx): see cuda-test-ptx.log"
+	fi
+else
+	result ptx SKIP "the tests above ran on ${loaded:-unknown kernels}"
+fi
 
 # --- driver (begin) ------------------------------------------------------
 # The driver calls gorgonia/cu lacks (package cuda/driver/libcuda, through

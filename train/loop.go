@@ -334,8 +334,14 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		return Result{}, err
 	}
 	spe := order.StepsPerEpoch()
-	tr.Log.Info("training", "model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
-		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil)
+	attrs := []any{"model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
+		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil}
+	// An engine that describes itself (the GPU engine: its device and which
+	// compiled kernels it loaded) says so in the same line.
+	if d, ok := tr.Engine.(fmt.Stringer); ok {
+		attrs = append(attrs, "engine", d.String())
+	}
+	tr.Log.Info("training", attrs...)
 	var batches *prefetcher
 	if resident == nil {
 		read := tr.Data.ReadRows

@@ -5,6 +5,8 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"unsafe"
 
@@ -64,12 +66,14 @@ func Open(kernelNames []string) (Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: creating a context on %s: %w", name, err)
 	}
-	c := &cuDriver{dev: dev, ctx: ctx, devName: name, names: kernelNames,
-		desc: fmt.Sprintf("%s (compute capability %d.%d, %.1f GiB, CUDA driver %d)", name, major, minor, float64(total)/gib, cu.Version())}
-	if err := c.load(); err != nil {
+	c := &cuDriver{dev: dev, ctx: ctx, devName: name, names: kernelNames}
+	path, err := c.load(major*10+minor, cu.Version())
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.desc = fmt.Sprintf("%s (compute capability %d.%d, %.1f GiB, CUDA driver %s, kernels: %s)",
+		name, major, minor, float64(total)/gib, kernels.DriverString(cu.Version()), path)
 	if c.stream, err = cu.MakeStream(cu.DefaultStream); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("cuda: creating a stream: %w", err)
@@ -77,40 +81,76 @@ func Open(kernelNames []string) (Driver, error) {
 	return c, nil
 }
 
-// load JIT-compiles the embedded PTX of every module and looks up the
-// kernels.
-func (c *cuDriver) load() error {
+// load loads the best compiled form of the kernels that the GPU (compute
+// capability cc, major*10+minor) and the driver (driverVersion, as
+// cuDriverGetVersion gives it) take: the sm_90a cubins on a Hopper GPU
+// with a driver of CUDA 13.0 or later, else the PTX, which the driver
+// JIT-compiles (kernels.Choose; DINOCLIP_CUDA_KERNELS=sm_90a or ptx pins
+// one). It says which in one log line, with the reason for any fallback,
+// looks up the kernels and returns the form's name.
+func (c *cuDriver) load(cc, driverVersion int) (string, error) {
+	paths, err := kernels.Only(kernels.Paths(), os.Getenv("DINOCLIP_CUDA_KERNELS"))
+	if err != nil {
+		return "", fmt.Errorf("cuda: %w", err)
+	}
+	path, notes, err := kernels.Choose(cc, driverVersion, paths, c.loadModules)
+	if err != nil {
+		return "", fmt.Errorf("cuda: %w", err)
+	}
+	attrs := []any{"gpu", c.devName, "kernels", path.Name}
+	if len(notes) > 0 {
+		attrs = append(attrs, "fallback", strings.Join(notes, "; "))
+	}
+	slog.Info("cuda: kernels loaded", attrs...)
 	where := map[string]int{}
-	for _, m := range kernels.Modules {
-		src, err := kernels.PTX(m.Name)
-		if err != nil {
-			return err
-		}
-		mod, err := cu.LoadData(src)
-		if err != nil {
-			return fmt.Errorf("cuda: loading module %s: %w%s", m.Name, err, jitLog(src))
-		}
-		c.modules = append(c.modules, mod)
+	for i, m := range kernels.Modules {
 		for _, k := range m.Kernels {
-			where[k] = len(c.modules) - 1
+			where[k] = i
 		}
 	}
 	for _, k := range c.names {
 		i, ok := where[k]
 		if !ok {
-			return fmt.Errorf("cuda: kernel %s is in no module", k)
+			return "", fmt.Errorf("cuda: kernel %s is in no module", k)
 		}
 		fn, err := c.modules[i].Function(k)
 		if err != nil {
-			return fmt.Errorf("cuda: kernel %s: %w", k, err)
+			return "", fmt.Errorf("cuda: kernel %s: %w", k, err)
 		}
 		c.fns = append(c.fns, fn)
 	}
+	return path.Name, nil
+}
+
+// loadModules loads every module's image of path p into c.modules (in the
+// order of kernels.Modules); when one fails it unloads the others, so that
+// the next path starts clean.
+func (c *cuDriver) loadModules(p kernels.Path) error {
+	var mods []cu.Module
+	unload := func() {
+		for _, m := range mods {
+			m.Unload()
+		}
+	}
+	for _, m := range kernels.Modules {
+		img, err := p.Image(m.Name)
+		if err != nil {
+			unload()
+			return err
+		}
+		mod, err := cu.LoadData(string(img))
+		if err != nil {
+			unload()
+			return fmt.Errorf("module %s: %w%s", m.Name, err, jitLog(string(img)))
+		}
+		mods = append(mods, mod)
+	}
+	c.modules = mods
 	return nil
 }
 
-// jitLog loads src again with an error log buffer and returns the JIT
-// compiler's message, for a module that failed to load.
+// jitLog loads src (PTX or a cubin) again with an error log buffer and
+// returns the driver's message, for a module that failed to load.
 func jitLog(src string) string {
 	opt := &cu.JITErrorLogBuffer{Buffer: make([]byte, 8192)}
 	if _, err := cu.LoadDataEx(src, opt); err == nil {

@@ -7,17 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Commit is the git commit the binary was built from, when the build sets
-// it: go build -ldflags "-X github.com/dinoclip/dinoclip/bench.Commit=$(git
-// rev-parse HEAD)". Without it the commit comes from the build's VCS stamp
-// or from git at run time.
-var Commit string
+	"github.com/dinoclip/dinoclip/internal/buildinfo"
+)
 
 // Env is where a benchmark ran.
 type Env struct {
@@ -129,28 +124,11 @@ func LoadAvg() []float64 {
 	return out
 }
 
-// commit finds the commit: the Commit variable, else the build's VCS stamp,
-// else git in the working directory.
+// commit finds the commit: the build's (see buildinfo.Revision), else git in
+// the working directory.
 func commit() (string, *bool, string) {
-	if Commit != "" {
-		c, dirty := strings.CutSuffix(Commit, "-dirty")
-		return c, &dirty, "ldflags"
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		var rev string
-		var dirty *bool
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				d := s.Value == "true"
-				dirty = &d
-			}
-		}
-		if rev != "" {
-			return rev, dirty, "buildinfo"
-		}
+	if rev, dirty, source := buildinfo.Revision(); rev != "" {
+		return rev, dirty, source
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

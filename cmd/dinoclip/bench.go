@@ -64,7 +64,8 @@ func benchCommand() *cli.Command {
 			"What the engine cannot measure (per-kernel times and peak memory need a GPU engine) is listed\n" +
 			"as unmeasured. bench/compare.py runs this beside PyTorch (bench/torch_ref.py) and writes the\n" +
 			"ratios; see bench/README.md.\n\n" +
-			"Shapes: default (768 -> 2048 x 6 blocks -> 512, the original), small (768 -> 256 x 2 -> 512),\n" +
+			"Shapes: default (" + bench.Configs["default"].Describe() + ", the original),\n" +
+			"small (" + bench.Configs["small"].Describe() + "),\n" +
 			"or IxHxBxO (input, hidden, blocks, output). Without --batch: on cpu, default at 64 and small at\n" +
 			"256 (about a minute on two cores); on cuda, 1024 to 16384.\n\n" +
 			"Examples:\n" +

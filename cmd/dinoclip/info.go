@@ -279,7 +279,7 @@ func infoRun(w io.Writer, dir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "  model: %v, %d parameters\n", m.Config, m.Config.NumParams())
+	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
 	st, err := readState(last)
 	if err != nil {
 		return err

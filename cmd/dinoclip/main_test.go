@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+
+	"github.com/dinoclip/dinoclip/nn"
 	"strings"
 	"testing"
 
@@ -39,5 +42,19 @@ func TestVersion(t *testing.T) {
 		if out != want {
 			t.Errorf("dinoclip %s printed %q, want %q", flag, out, want)
 		}
+	}
+}
+
+// TestREADMEDescribesTheModel holds README.md to the one description of the
+// architecture, nn.Config.Describe.
+func TestREADMEDescribesTheModel(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README wraps lines; compare with runs of white space as one space.
+	readme := strings.Join(strings.Fields(string(b)), " ")
+	if want := nn.DefaultConfig().Describe(); !strings.Contains(readme, want) {
+		t.Errorf("README.md does not describe the model as nn.DefaultConfig().Describe() does: %q", want)
 	}
 }

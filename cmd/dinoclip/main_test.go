@@ -2,12 +2,11 @@ package main
 
 import (
 	"os"
-
-	"github.com/dinoclip/dinoclip/nn"
 	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/buildinfo"
+	"github.com/dinoclip/dinoclip/nn"
 )
 
 func TestHelpCommand(t *testing.T) {

@@ -145,14 +145,17 @@ func commit() (string, *bool, string) {
 	return rev, dirty, "git"
 }
 
-// GPUPeaks are dense peaks from SPEC §2 (H100 SXM; the H200 has the same
-// compute), by a substring of the device name.
+// GPUPeaks are dense peaks from NVIDIA's datasheets, by a substring of the
+// device name: 989 TFLOP/s dense BF16 for the H100 SXM
+// (https://www.nvidia.com/en-us/data-center/h100/), and the same for the
+// H200, which has the H100's compute with more and faster memory
+// (https://www.nvidia.com/en-us/data-center/h200/).
 var GPUPeaks = []struct {
 	Match string
 	Peak  Peak
 }{
-	{"H100", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "datasheet, H100 SXM (SPEC §2)"}},
-	{"H200", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "datasheet, H200 = H100 compute (SPEC §2)"}},
+	{"H100", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "NVIDIA datasheet, H100 SXM"}},
+	{"H200", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "NVIDIA datasheet, H200 = H100 compute"}},
 }
 
 // DefaultPeak is the peak a run reports fractions of when none is given:

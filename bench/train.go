@@ -25,7 +25,7 @@ var Configs = map[string]nn.Config{
 var ConfigNames = []string{"default", "small"}
 
 // Recipe hyperparameters of the benchmark's steps: the original recipe's
-// schedule (SPEC §1.4: OneCycleLR with max_lr 1e-3 over 16 epochs of 8M
+// schedule (docs/TRAINING.md: OneCycleLR with max_lr 1e-3 over 16 epochs of 8M
 // pairs at batch 8192), of which the benchmark runs the first steps. The
 // values only set the learning rate and β1; they do not change the work.
 const (

@@ -1,7 +1,7 @@
 """DINOv2 and CLIP through Hugging Face transformers: loading and the embeddings dinoclip uses.
 
 - :func:`dinov2_features`: the mean of DINOv2's ``last_hidden_state`` over all tokens, CLS
-  included (257 tokens at 224 px), after the model's final LayerNorm (SPEC 1.2).
+  included (257 tokens at 224 px), after the model's final LayerNorm (docs/MODEL.md).
 - :func:`clip_image_embeddings` / :func:`clip_text_embeddings`: CLIP's projected image and text
   embeddings (``get_image_features`` / ``get_text_features``), not normalised.
 - :class:`CLIPTextTokenizer`: strings -> ``[n, 77]`` token ids, padded and truncated to CLIP's

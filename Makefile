@@ -54,8 +54,8 @@ fuzz: ## run each fuzz target for 30 s
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./safetensors
 	$(GO) test -run '^$$' -fuzz FuzzReadModel -fuzztime 30s ./checkpoint
 
-golden: ## regenerate the PyTorch golden runs (needs torch; see python/tools/README.md)
-	$(PYTHON) python/tools/golden.py
+golden: venv ## regenerate the PyTorch golden runs in .venv (see python/tools/README.md)
+	$(VENV_PY) python/tools/golden.py
 
 demo: ## the end-to-end demo on synthetic data
 	$(GO) run ./cmd/dinoclip demo

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/safetensors"
 )
@@ -47,7 +48,10 @@ func TestReadModelInfersConfig(t *testing.T) {
 	params := nn.InitParameters[float32](small, 4)
 	var tensors []safetensors.Tensor
 	for _, tn := range small.Layout().Tensors {
-		tensors = append(tensors, safetensors.NewFloat16(tn.Name, tn.Shape, nn.View(params, tn)))
+		v := nn.View(params, tn)
+		b := make([]byte, 2*len(v))
+		leconv.PutF16(b, v)
+		tensors = append(tensors, safetensors.Tensor{Name: tn.Name, DType: safetensors.F16, Shape: tn.Shape, Data: b})
 	}
 	if err := safetensors.Write(path, tensors, nil); err != nil {
 		t.Fatal(err)

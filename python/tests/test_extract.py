@@ -313,3 +313,28 @@ def test_module_entry_point(tmp_path):
                         "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "dinoclip.extract: --karpathy" in r.stderr
+
+
+@pytest.mark.parametrize("which", ["dinov2", "clip"])
+def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, which):
+    """No network (HF_HUB_OFFLINE=1, so nothing is fetched and the test needs none) and a model
+    that is not in the cache: one line naming the model and the flag that takes a local folder,
+    no traceback. An empty local folder gets the same message."""
+    models = {"dinov2": tiny_models["dinov2"], "clip": tiny_models["clip"]}
+    flag = "--" + which
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for missing in ("nobody-dinoclip-test/no-such-model", str(empty), str(tmp_path / "no" / "such" / "folder")):
+        models[which] = missing
+        r = subprocess.run([sys.executable, "-m", "dinoclip.extract", "train-folder", "--images", str(image_folder),
+                            "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "0", "--quiet",
+                            "--dinov2", models["dinov2"], "--clip", models["clip"]],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        name = "DINOv2" if which == "dinov2" else "CLIP"
+        assert lines[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), lines[0]
+        assert f"pass the folder with {flag} DIR" in lines[0], lines[0]

@@ -127,4 +127,4 @@ build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scr
 	@cat $(BIN)/BUILD-INFO
 
 gpu-check: build-cuda ## on a GPU host: run the GPU tests, a short training run and an eval (scripts/gpu-check.sh)
-	scripts/gpu-check.sh $(GPU_CHECK_OUT)
+	scripts/gpu-check.sh $(GPU_CHECK_FLAGS) $(GPU_CHECK_OUT)

@@ -129,8 +129,8 @@ def test_duration():
 def test_torch_ref_tiny(tmp_path):
     out = tmp_path / "t.json"
     torch_ref.main(["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32,tf32", "--warmup", "0", "--steps", "2",
-                    "--min-time", "0", "--gemm-min-time", "0", "--topk-images", "20", "--topk-captions", "40",
-                    "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1", "--json", str(out)])
+                    "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "64", "--topk-images", "20",
+                    "--topk-captions", "40", "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1", "--json", str(out)])
     r = json.loads(out.read_text())
     assert r["schema"] == torch_ref.SCHEMA
     fp32 = next(t for t in r["train"] if t["mode"] == "fp32")
@@ -146,7 +146,7 @@ def test_torch_ref_tiny(tmp_path):
 
 
 TINY = ["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32", "--warmup", "0", "--steps", "1",
-        "--min-time", "0", "--gemm-min-time", "0", "--topk-images", "20", "--topk-captions", "40",
+        "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "0", "--topk-images", "20", "--topk-captions", "40",
         "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1"]
 
 

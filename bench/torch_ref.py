@@ -402,8 +402,9 @@ def measure_gemms(cfg_name, cfg, batch, device, args, timer):
     precisions = ["fp32", "bf16"] + (["tf32"] if device.type == "cuda" else [])
     rows = []
     shapes = gemm_shapes(cfg, batch)
-    big = 8192 if device.type == "cuda" else 2048
-    shapes.append(("gemm_square", big, big, big, 0))
+    big = args.gemm_square if args.gemm_square is not None else (8192 if device.type == "cuda" else 2048)
+    if big > 0:
+        shapes.append(("gemm_square", big, big, big, 0))
     for name, m, n, k, calls in shapes:
         for prec in precisions:
             dtype = torch.bfloat16 if prec == "bf16" else torch.float32
@@ -540,6 +541,8 @@ def parse_args(argv=None):
     p.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false", help="skip bf16 autocast on the CPU")
     p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=True, help="time GEMMs alone")
     p.add_argument("--gemm-batch", type=int, default=0, help="batch of the GEMM shapes (default: the batch nearest 8192)")
+    p.add_argument("--gemm-square", type=int, default=None,
+                   help="size N of the N x N x N product timed as the practical peak (cuda 8192, cpu 2048; 0: none)")
     p.add_argument("--gemm-min-time", type=float, default=None, help="seconds per GEMM timing (cpu 0.3, cuda 0.05)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True, help="time the copy bandwidth")
     p.add_argument("--topk", action=argparse.BooleanOptionalAction, default=True, help="time torch.mm + torch.topk")

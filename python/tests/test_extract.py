@@ -327,14 +327,15 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
     empty.mkdir()
     for missing in ("nobody-dinoclip-test/no-such-model", str(empty), str(tmp_path / "no" / "such" / "folder")):
         models[which] = missing
-        r = subprocess.run([sys.executable, "-m", "dinoclip.extract", "train-folder", "--images", str(image_folder),
+        r = subprocess.run([sys.executable, "-m", "dinoclip.extract", "train-folder", str(image_folder),
                             "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "0", "--quiet",
                             "--dinov2", models["dinov2"], "--clip", models["clip"]],
                            capture_output=True, text=True, timeout=300, env=env)
         assert r.returncode == 1, r.stderr
         assert "Traceback" not in r.stderr, r.stderr
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1, r.stderr
+        # The folder's summary line, then the error: one line.
+        errors = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("dinoclip.extract:")]
+        assert len(errors) == 1 and r.stderr.strip().endswith(errors[0]), r.stderr
         name = "DINOv2" if which == "dinov2" else "CLIP"
-        assert lines[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), lines[0]
-        assert f"pass the folder with {flag} DIR" in lines[0], lines[0]
+        assert errors[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), errors[0]
+        assert f"pass the folder with {flag} DIR" in errors[0], errors[0]

@@ -2,13 +2,17 @@
 
 GO      ?= go
 PYTHON  ?= python3
+# The project's Python environment: the pinned test set and the dinoclip
+# package (editable), never the system Python's site-packages.
+VENV    ?= .venv
+VENV_PY := $(VENV)/bin/python
 BIN     ?= bin
-# The commit a binary was built from, recorded by dinoclip bench (-dirty for
-# uncommitted changes).
+# The commit a binary was built from, printed by dinoclip --version and
+# recorded by dinoclip bench (-dirty for uncommitted changes).
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
-LDFLAGS := -X github.com/dinoclip/dinoclip/bench.Commit=$(COMMIT)
+LDFLAGS := -X github.com/dinoclip/dinoclip/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo toolchain kernels kernel-budgets check-kernels build-cuda gpu-check
+.PHONY: help build test test-go test-python venv bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo toolchain kernels kernel-budgets check-kernels build-cuda gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,19 +26,25 @@ test-go: ## vet and test the Go module (CPU only)
 	$(GO) vet ./...
 	$(GO) test ./...
 
-python-deps: ## install the pinned Python test dependencies and the dinoclip package
-	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r python/requirements-test.txt
-	$(PYTHON) -m pip install --quiet --root-user-action=ignore --no-deps -e python
+venv: $(VENV)/.installed ## create .venv with the pinned Python test set and the dinoclip package (once)
 
-test-python: python-deps ## run the Python tests: the package (it builds the Go CLI it calls) and bench/
-	$(PYTHON) -m pytest -q python/tests bench/test_compare.py
+# A stamp file: pip runs again only when the pinned requirements change, not on
+# every make test (torch alone is a few GB).
+$(VENV)/.installed: python/requirements-test.txt python/pyproject.toml
+	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet -r python/requirements-test.txt
+	$(VENV_PY) -m pip install --quiet --no-deps -e python
+	touch $@
+
+test-python: venv ## run the Python tests in .venv: the package (it builds the Go CLI it calls) and bench/
+	$(VENV_PY) -m pytest -q python/tests bench/test_compare.py
 
 bench: ## CPU benchmarks of the engine (training step, passes, each GEMM beside gonum) and retrieval
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./internal/sgemm ./retrieval
 
-bench-compare: ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
-	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r bench/requirements.txt
-	$(PYTHON) bench/compare.py --device cpu --out bench-out/cpu
+bench-compare: venv ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
+	$(VENV_PY) -m pip install --quiet -r bench/requirements.txt
+	$(VENV_PY) bench/compare.py --device cpu --out bench-out/cpu
 
 bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda
 	$(PYTHON) bench/compare.py --device cuda --ours-bin $(BIN)/dinoclip-cuda --timeout 300 --out bench-out/cuda
@@ -60,8 +70,8 @@ fuzz-run:
 		set -x; $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) ./$${t%%:*}; { set +x; } 2>/dev/null; \
 	done
 
-golden: ## regenerate the PyTorch golden runs (needs torch; see python/tools/README.md)
-	$(PYTHON) python/tools/golden.py
+golden: venv ## regenerate the PyTorch golden runs in .venv (see python/tools/README.md)
+	$(VENV_PY) python/tools/golden.py
 
 demo: ## the end-to-end demo on synthetic data
 	$(GO) run ./cmd/dinoclip demo
@@ -169,4 +179,4 @@ build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a 
 	@cat $(BIN)/BUILD-INFO
 
 gpu-check: build-cuda ## on a GPU host: run the GPU tests, a short training run and an eval (scripts/gpu-check.sh)
-	scripts/gpu-check.sh $(GPU_CHECK_OUT)
+	scripts/gpu-check.sh $(GPU_CHECK_FLAGS) $(GPU_CHECK_OUT)

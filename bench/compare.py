@@ -74,7 +74,7 @@ def build_ours(device, commit, dirty, workdir):
     if device == "cuda":
         cmd += ["-tags", "cuda"]
     if commit:
-        cmd += ["-ldflags", f"-X github.com/dinoclip/dinoclip/bench.Commit={commit}{'-dirty' if dirty else ''}"]
+        cmd += ["-ldflags", f"-X github.com/dinoclip/dinoclip/internal/buildinfo.Commit={commit}{'-dirty' if dirty else ''}"]
     cmd.append("./cmd/dinoclip")
     log(" ".join(cmd))
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

@@ -7,17 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Commit is the git commit the binary was built from, when the build sets
-// it: go build -ldflags "-X github.com/dinoclip/dinoclip/bench.Commit=$(git
-// rev-parse HEAD)". Without it the commit comes from the build's VCS stamp
-// or from git at run time.
-var Commit string
+	"github.com/dinoclip/dinoclip/internal/buildinfo"
+)
 
 // Env is where a benchmark ran.
 type Env struct {
@@ -129,28 +124,11 @@ func LoadAvg() []float64 {
 	return out
 }
 
-// commit finds the commit: the Commit variable, else the build's VCS stamp,
-// else git in the working directory.
+// commit finds the commit: the build's (see buildinfo.Revision), else git in
+// the working directory.
 func commit() (string, *bool, string) {
-	if Commit != "" {
-		c, dirty := strings.CutSuffix(Commit, "-dirty")
-		return c, &dirty, "ldflags"
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		var rev string
-		var dirty *bool
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				d := s.Value == "true"
-				dirty = &d
-			}
-		}
-		if rev != "" {
-			return rev, dirty, "buildinfo"
-		}
+	if rev, dirty, source := buildinfo.Revision(); rev != "" {
+		return rev, dirty, source
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -167,14 +145,17 @@ func commit() (string, *bool, string) {
 	return rev, dirty, "git"
 }
 
-// GPUPeaks are dense peaks from SPEC §2 (H100 SXM; the H200 has the same
-// compute), by a substring of the device name.
+// GPUPeaks are dense peaks from NVIDIA's datasheets, by a substring of the
+// device name: 989 TFLOP/s dense BF16 for the H100 SXM
+// (https://www.nvidia.com/en-us/data-center/h100/), and the same for the
+// H200, which has the H100's compute with more and faster memory
+// (https://www.nvidia.com/en-us/data-center/h200/).
 var GPUPeaks = []struct {
 	Match string
 	Peak  Peak
 }{
-	{"H100", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "datasheet, H100 SXM (SPEC §2)"}},
-	{"H200", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "datasheet, H200 = H100 compute (SPEC §2)"}},
+	{"H100", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "NVIDIA datasheet, H100 SXM"}},
+	{"H200", Peak{TFLOPs: 989, Precision: "bf16 dense", Source: "NVIDIA datasheet, H200 = H100 compute"}},
 }
 
 // DefaultPeak is the peak a run reports fractions of when none is given:

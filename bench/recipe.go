@@ -7,7 +7,7 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 )
 
-// RecipeProjection is the time the original recipe (SPEC §1.4: 8M pairs x
+// RecipeProjection is the time the original recipe (docs/TRAINING.md: 8M pairs x
 // 16 epochs at batch 8192 with the data already in memory, the default
 // model) would take at a measured training throughput.
 type RecipeProjection struct {

@@ -68,6 +68,10 @@ type TrainResult struct {
 	Batch      int       `json:"batch"`
 	Warmup     int       `json:"warmup_steps"`
 	Steps      int       `json:"timed_steps"`
+	// Data is the steps' data path, DataResident or DataHost; DataNote says
+	// why an engine that can hold the data resident did not.
+	Data     string `json:"data"`
+	DataNote string `json:"data_note,omitempty"`
 
 	StepSeconds      Stats   `json:"step_seconds"`
 	SamplesPerSecond float64 `json:"samples_per_second"` // batch / median step time

@@ -30,6 +30,9 @@ type RunOptions struct {
 	Seed  uint64
 	// PeakTFLOPs overrides DefaultPeak when positive.
 	PeakTFLOPs float64
+	// HostBatches times training steps on batches in host memory even on an
+	// engine that can hold the data resident (TrainOptions.HostBatches).
+	HostBatches bool
 
 	// Kernels times the kernels of one step of the first case, at its batch
 	// nearest 8192, with KernelTiming (CPU) or KernelSteps steps (engine
@@ -130,11 +133,11 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 	peak := r.Env.Peak.TFLOPs
 	for _, b := range cs.Batches {
 		logf("train: %s (%s), batch %d", cs.ConfigName, cs.Config, b)
-		res, err := MeasureTrain(e, TrainOptions{ConfigName: cs.ConfigName, Batch: b, Timing: o.Train, Seed: o.Seed, PeakTFLOPs: peak})
+		res, err := MeasureTrain(e, TrainOptions{ConfigName: cs.ConfigName, Batch: b, Timing: o.Train, Seed: o.Seed, PeakTFLOPs: peak, HostBatches: o.HostBatches})
 		if err != nil {
 			return err
 		}
-		logf("  %.4g ms/step, %.4g samples/s", 1e3*res.StepSeconds.Median, res.SamplesPerSecond)
+		logf("  %.4g ms/step, %.4g samples/s, %s data", 1e3*res.StepSeconds.Median, res.SamplesPerSecond, res.Data)
 		r.Train = append(r.Train, res)
 	}
 	if ci != 0 {

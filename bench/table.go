@@ -34,15 +34,21 @@ func (r *Report) WriteTable(w io.Writer) error {
 
 	if len(r.Train) > 0 {
 		p.line("")
-		p.line("Training step: forward + unit-norm MSE + backward + AdamW (OneCycleLR), batch in host memory")
-		t := p.table("config\tparams\tbatch\tsteps\tms/step\tmin ms\tmax ms\tsamples/s\t" + unit + "\tof peak\tpeak memory")
+		p.line("Training step: forward + unit-norm MSE + backward + AdamW (OneCycleLR); data: resident on the device")
+		p.line("(float16, batches gathered there, as dinoclip train on a GPU) or host (each batch in host memory)")
+		t := p.table("config\tparams\tbatch\tdata\tsteps\tms/step\tmin ms\tmax ms\tsamples/s\t" + unit + "\tof peak\tpeak memory")
 		for _, x := range r.Train {
-			t.row("%s\t%.1fM\t%d\t%d\t%.4g\t%.4g\t%.4g\t%.4g\t%s\t%s\t%s",
-				x.ConfigName, float64(x.Params)/1e6, x.Batch, x.Steps,
+			t.row("%s\t%.1fM\t%d\t%s\t%d\t%.4g\t%.4g\t%.4g\t%.4g\t%s\t%s\t%s",
+				x.ConfigName, float64(x.Params)/1e6, x.Batch, x.Data, x.Steps,
 				1e3*x.StepSeconds.Median, 1e3*x.StepSeconds.Min, 1e3*x.StepSeconds.Max,
 				x.SamplesPerSecond, flopsNum(e.Device, x.TFLOPs), percent(x.FractionOfPeak), memString(x.PeakMemory))
 		}
 		t.flush()
+		for _, x := range r.Train {
+			if x.DataNote != "" {
+				p.line("note: %s batch %d on host batches: %s", x.ConfigName, x.Batch, x.DataNote)
+			}
+		}
 	}
 	if rp := r.Recipe; rp != nil {
 		p.line("")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -128,8 +129,8 @@ def test_duration():
 def test_torch_ref_tiny(tmp_path):
     out = tmp_path / "t.json"
     torch_ref.main(["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32,tf32", "--warmup", "0", "--steps", "2",
-                    "--min-time", "0", "--gemm-min-time", "0", "--topk-images", "20", "--topk-captions", "40",
-                    "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1", "--json", str(out)])
+                    "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "64", "--topk-images", "20",
+                    "--topk-captions", "40", "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1", "--json", str(out)])
     r = json.loads(out.read_text())
     assert r["schema"] == torch_ref.SCHEMA
     fp32 = next(t for t in r["train"] if t["mode"] == "fp32")
@@ -144,12 +145,45 @@ def test_torch_ref_tiny(tmp_path):
     assert r["copy_bandwidth"]["bytes_per_second"] > 0
 
 
-def test_model_matches_spec():
+TINY = ["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32", "--warmup", "0", "--steps", "1",
+        "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "0", "--topk-images", "20", "--topk-captions", "40",
+        "--topk-dim", "8", "--topk-steps", "1", "--no-faiss", "--threads", "1"]
+
+
+def test_the_bench_times_the_package_model():
+    import dinoclip.model
+
     cls, source = torch_ref.model_class()
-    m = cls(768, 2048, 6, 512)
-    assert sum(p.numel() for p in m.parameters()) == torch_ref.DEFAULT_PARAMS
-    local = torch_ref._ProjectorWithResiduals()
-    assert [k for k in m.state_dict()] == [k for k in local.state_dict()]
+    assert cls is dinoclip.model.ProjectorWithResiduals and "dinoclip.model.ProjectorWithResiduals" in source
+    assert sum(p.numel() for p in cls(768, 2048, 6, 512).parameters()) == torch_ref.DEFAULT_PARAMS
+
+
+class _Broken(torch.nn.Module):
+    """A ProjectorWithResiduals that lost its residual blocks."""
+
+    def __init__(self, input_dim=768, hidden_dim=2048, num_residual_blocks=6, output_dim=512):
+        super().__init__()
+        self.input_proj = torch.nn.Linear(input_dim, output_dim)
+
+    def forward(self, x):
+        return self.input_proj(x)
+
+
+def test_a_broken_package_model_fails_the_bench(monkeypatch, tmp_path):
+    import dinoclip.model
+
+    monkeypatch.setattr(dinoclip.model, "ProjectorWithResiduals", _Broken)
+    with pytest.raises(RuntimeError, match="builds 393728 parameters"):
+        torch_ref.model_class()
+    with pytest.raises(SystemExit, match="torch_ref.py: dinoclip.model.ProjectorWithResiduals builds"):
+        torch_ref.main(TINY + ["--json", str(tmp_path / "t.json")])
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_no_package_model_fails_the_bench(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dinoclip.model", None)  # import dinoclip.model raises ImportError
+    with pytest.raises(RuntimeError, match="cannot import dinoclip.model"):
+        torch_ref.model_class()
 
 
 def test_best_rounds():

@@ -8,7 +8,7 @@ import (
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
-// MSCOCO-like retrieval shapes (SPEC §1.7: the Karpathy test split has
+// MSCOCO-like retrieval shapes (docs/RETRIEVAL.md: the Karpathy test split has
 // 5,000 images with five or more captions each; CLIP ViT-B/16 embeddings
 // are 512 wide) and the largest k CLIP_benchmark asks for.
 const (

@@ -54,9 +54,9 @@ CONFIGS = {
     "default": (768, 2048, 6, 512),
     "small": (768, 256, 2, 512),
 }
-DEFAULT_PARAMS = 54_608_384  # SPEC 1.1
+DEFAULT_PARAMS = 54_608_384  # docs/MODEL.md
 
-# The original recipe's schedule (SPEC 1.4), as bench.RecipeMaxLR etc.
+# The original recipe's schedule (docs/TRAINING.md), as bench.RecipeMaxLR etc.
 RECIPE_MAX_LR = 1e-3
 RECIPE_EPOCHS = 16
 RECIPE_STEPS_PER_EPOCH = 8_000_000 // 8192  # 976: whole batches per epoch
@@ -65,57 +65,26 @@ ALL_MODES = ("fp32", "tf32", "bf16", "compile_bf16")
 
 
 # ---------------------------------------------------------------------------------------
-# The model: the repository's python package if importable, else SPEC 1.1 verbatim.
-
-
-class _ResidualBlock(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(dim, dim), nn.LayerNorm(dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)
-        )
-
-    def forward(self, x):
-        return x + self.layers(x)
-
-
-class _ProjectorWithResiduals(nn.Module):
-    """SPEC 1.1: input_proj, residual blocks, hidden_norm, GELU head, output LayerNorm."""
-
-    def __init__(self, input_dim=768, hidden_dim=2048, num_residual_blocks=6, output_dim=512):
-        super().__init__()
-        self.input_proj = nn.Linear(input_dim, hidden_dim)
-        self.residual_blocks = nn.ModuleList([_ResidualBlock(hidden_dim) for _ in range(num_residual_blocks)])
-        self.hidden_norm = nn.LayerNorm(hidden_dim)
-        self.output_proj = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim // 2), nn.GELU(), nn.Linear(hidden_dim // 2, output_dim)
-        )
-        self.layer_norm = nn.LayerNorm(output_dim)
-
-    def forward(self, x):
-        x = self.input_proj(x)
-        for block in self.residual_blocks:
-            x = block(x)
-        x = self.hidden_norm(x)
-        x = self.output_proj(x)
-        return self.layer_norm(x)
+# The model: the package's own class (python/src/dinoclip/model.py), the one the Python side
+# and the Go side's golden data use; there is no second copy here to fall back to.
 
 
 def model_class():
-    """(class, source): dinoclip.model.ProjectorWithResiduals from python/src when it imports
-    and builds the original (54,608,384 parameters by default), else the definition above."""
+    """(class, source): dinoclip.model.ProjectorWithResiduals, installed or else from python/src
+    beside this script. An import that fails, or a class that does not build the original's
+    parameter count, is an error: a bench of another model would compare nothing."""
     src = REPO / "python" / "src"
+    if src.is_dir() and str(src) not in sys.path:
+        sys.path.append(str(src))
     try:
-        if src.is_dir() and str(src) not in sys.path:
-            sys.path.insert(0, str(src))
-        from dinoclip.model import ProjectorWithResiduals as cls  # type: ignore
-
-        n = sum(p.numel() for p in cls(768, 2048, 6, 512).parameters())
-        if n != DEFAULT_PARAMS:
-            raise ValueError(f"it builds {n} parameters, not {DEFAULT_PARAMS}")
-        return cls, "dinoclip.model.ProjectorWithResiduals (python/src)"
-    except Exception as e:  # noqa: BLE001 - any failure falls back to the SPEC definition
-        return _ProjectorWithResiduals, f"bench/torch_ref.py's own SPEC 1.1 definition (dinoclip.model: {e!r})"
+        import dinoclip.model as model  # type: ignore
+    except Exception as e:  # noqa: BLE001 - any import failure is reported the same way
+        raise RuntimeError(f"cannot import dinoclip.model (pip install -e python, or run from the repository): {e!r}") from e
+    cls = model.ProjectorWithResiduals
+    n = sum(p.numel() for p in cls(*CONFIGS["default"]).parameters())
+    if n != DEFAULT_PARAMS:
+        raise RuntimeError(f"dinoclip.model.ProjectorWithResiduals builds {n} parameters at the default shape, not {DEFAULT_PARAMS}")
+    return cls, f"dinoclip.model.ProjectorWithResiduals ({model.__file__})"
 
 
 def parse_shape(s):
@@ -433,8 +402,9 @@ def measure_gemms(cfg_name, cfg, batch, device, args, timer):
     precisions = ["fp32", "bf16"] + (["tf32"] if device.type == "cuda" else [])
     rows = []
     shapes = gemm_shapes(cfg, batch)
-    big = 8192 if device.type == "cuda" else 2048
-    shapes.append(("gemm_square", big, big, big, 0))
+    big = args.gemm_square if args.gemm_square is not None else (8192 if device.type == "cuda" else 2048)
+    if big > 0:
+        shapes.append(("gemm_square", big, big, big, 0))
     for name, m, n, k, calls in shapes:
         for prec in precisions:
             dtype = torch.bfloat16 if prec == "bf16" else torch.float32
@@ -571,6 +541,8 @@ def parse_args(argv=None):
     p.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false", help="skip bf16 autocast on the CPU")
     p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=True, help="time GEMMs alone")
     p.add_argument("--gemm-batch", type=int, default=0, help="batch of the GEMM shapes (default: the batch nearest 8192)")
+    p.add_argument("--gemm-square", type=int, default=None,
+                   help="size N of the N x N x N product timed as the practical peak (cuda 8192, cpu 2048; 0: none)")
     p.add_argument("--gemm-min-time", type=float, default=None, help="seconds per GEMM timing (cpu 0.3, cuda 0.05)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True, help="time the copy bandwidth")
     p.add_argument("--topk", action=argparse.BooleanOptionalAction, default=True, help="time torch.mm + torch.topk")
@@ -638,7 +610,10 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("torch_ref.py: --device cuda but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
-    cls, model_source = model_class()
+    try:
+        cls, model_source = model_class()
+    except RuntimeError as e:
+        raise SystemExit(f"torch_ref.py: {e}") from e
     timer = Timer(device)
     t_start = time.perf_counter()
     out = {

@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 
 	"github.com/dinoclip/dinoclip/internal/enginehooks"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -24,7 +26,7 @@ var Configs = map[string]nn.Config{
 var ConfigNames = []string{"default", "small"}
 
 // Recipe hyperparameters of the benchmark's steps: the original recipe's
-// schedule (SPEC §1.4: OneCycleLR with max_lr 1e-3 over 16 epochs of 8M
+// schedule (docs/TRAINING.md: OneCycleLR with max_lr 1e-3 over 16 epochs of 8M
 // pairs at batch 8192), of which the benchmark runs the first steps. The
 // values only set the learning rate and β1; they do not change the work.
 const (
@@ -46,17 +48,36 @@ type TrainOptions struct {
 	DistinctBatches int
 	// PeakTFLOPs, when positive, gives FractionOfPeak.
 	PeakTFLOPs float64
+	// HostBatches times the host-batch path (ForwardBackward on batches in
+	// host memory) even on an engine that can hold the data resident.
+	HostBatches bool
 }
 
-// MeasureTrain times full training steps of e: ForwardBackward on a batch
-// already in host memory, then Step with the AdamW hyperparameters of the
-// recipe's OneCycleLR schedule. The engine's parameters are reset to
-// nn.InitParameters(seed) first and its moments start from zero.
+// The data paths of a training step, TrainResult.Data.
+const (
+	// DataResident: the batches' rows are gathered on the engine's device
+	// from float16 data loaded once (nn.ResidentEngine), what dinoclip
+	// train does on a GPU by default.
+	DataResident = "resident"
+	// DataHost: each batch is in host memory and the engine takes it from
+	// there (nn.Engine.ForwardBackward), what train does on the CPU and with
+	// --resident off.
+	DataHost = "host"
+)
+
+// MeasureTrain times full training steps of e, on the data path dinoclip
+// train uses by default: on an nn.ResidentEngine (a GPU) the distinct
+// batches are loaded into the engine once, as float16, and each step is
+// ForwardBackwardRows on a shuffled batch of row indices; on any other
+// engine (or with HostBatches, or when the engine cannot hold the data) it
+// is ForwardBackward on a batch in host memory, which a GPU engine copies to
+// the device inside the step. Either way Step follows, with the AdamW
+// hyperparameters of the recipe's OneCycleLR schedule. The engine's
+// parameters are reset to nn.InitParameters(seed) first and its moments
+// start from zero.
 //
 // Each step is timed on its own, up to the end of Step (and Synchronize,
-// for an engine that implements enginehooks.Synchronizer). An engine whose interface
-// takes host slices copies the batch to the device inside the step, so for
-// a GPU engine the time includes that copy.
+// for an engine that implements enginehooks.Synchronizer).
 func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	c := e.Config()
 	if o.Batch < 1 {
@@ -78,6 +99,20 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	}
 	zeros = nil
 	xs, ts := RandomBatches(c, o.DistinctBatches, o.Batch, o.Seed)
+	forwardBackward := func(b int) (float64, error) { return e.ForwardBackward(xs[b], ts[b], o.Batch) }
+	res.Data = DataHost
+	if re, ok := e.(nn.ResidentEngine); ok && !o.HostBatches {
+		rows, err := loadResident(re, xs, ts, o.Batch, o.Seed)
+		switch {
+		case err == nil:
+			res.Data = DataResident
+			forwardBackward = func(b int) (float64, error) { return re.ForwardBackwardRows(rows[b]) }
+		case errors.Is(err, nn.ErrNotResident):
+			res.DataNote = err.Error()
+		default:
+			return res, fmt.Errorf("train benchmark: loading the batches into the engine: %w", err)
+		}
+	}
 
 	mem, memOK := e.(enginehooks.MemoryReporter)
 	if memOK {
@@ -93,8 +128,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	}
 	losses := make([]float64, 0, o.Timing.Warmup+o.Timing.Steps)
 	stats, err := repeat(o.Timing, sync, func(i int) error {
-		b := i % o.DistinctBatches
-		loss, err := e.ForwardBackward(xs[b], ts[b], o.Batch)
+		loss, err := forwardBackward(i % o.DistinctBatches)
 		if err != nil {
 			return fmt.Errorf("step %d: %w", i+1, err)
 		}
@@ -182,6 +216,38 @@ func MeasureEngineKernels(e nn.Engine, configName string, batch, steps int, seed
 		rep.Kernels = append(rep.Kernels, r)
 	}
 	return rep, nil
+}
+
+// loadResident loads the batches xs, ts into e as float16 and returns, for
+// each batch, its rows in a shuffled order: a step then gathers rows from
+// all over the resident data, as a shuffled epoch does.
+func loadResident(e nn.ResidentEngine, xs, ts [][]float32, batch int, seed uint64) ([][]int32, error) {
+	c := e.Config()
+	n := len(xs) * batch
+	read := func(lo, hi int, x, t []uint16) error {
+		for r := lo; r < hi; r++ {
+			b, i := r/batch, r%batch
+			for j, v := range xs[b][i*c.InputDim : (i+1)*c.InputDim] {
+				x[(r-lo)*c.InputDim+j] = leconv.Float16Bits(v)
+			}
+			for j, v := range ts[b][i*c.OutputDim : (i+1)*c.OutputDim] {
+				t[(r-lo)*c.OutputDim+j] = leconv.Float16Bits(v)
+			}
+		}
+		return nil
+	}
+	if err := e.LoadResident(n, batch, read); err != nil {
+		return nil, err
+	}
+	perm := rand.New(rand.NewPCG(seed, 0x5e1ec7)).Perm(n)
+	rows := make([][]int32, len(xs))
+	for b := range rows {
+		rows[b] = make([]int32, batch)
+		for i := range batch {
+			rows[b][i] = int32(perm[b*batch+i])
+		}
+	}
+	return rows, nil
 }
 
 // RandomBatches returns n batches of rows: inputs [rows, InputDim] and

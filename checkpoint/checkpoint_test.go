@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/safetensors"
 )
@@ -49,7 +50,10 @@ func TestReadModelInfersConfig(t *testing.T) {
 	params := nn.InitParameters[float32](small, 4)
 	var tensors []safetensors.Tensor
 	for _, tn := range small.Layout().Tensors {
-		tensors = append(tensors, safetensors.NewFloat16(tn.Name, tn.Shape, nn.View(params, tn)))
+		v := nn.View(params, tn)
+		b := make([]byte, 2*len(v))
+		leconv.PutF16(b, v)
+		tensors = append(tensors, safetensors.Tensor{Name: tn.Name, DType: safetensors.F16, Shape: tn.Shape, Data: b})
 	}
 	if err := safetensors.Write(path, tensors, nil); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,9 @@
 package nn
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Config is the shape of a ProjectorWithResiduals. The head's inner width is
 // HiddenDim/2, as in the original.
@@ -11,7 +14,7 @@ type Config struct {
 	Blocks    int `json:"num_residual_blocks"`
 }
 
-// DefaultConfig is the original model: 768 -> 2048 x 6 blocks -> 512.
+// DefaultConfig is the original model (see docs/MODEL.md).
 func DefaultConfig() Config {
 	return Config{InputDim: 768, HiddenDim: 2048, OutputDim: 512, Blocks: 6}
 }
@@ -44,8 +47,33 @@ func (c Config) Validate() error {
 // optimizer's moments.
 const MaxWeights = 1<<31 - 1
 
+// String is the model's shape in one line: input width -> hidden width x
+// residual blocks -> the head's inner width -> output width, e.g. "768 ->
+// 2048 x 6 residual blocks -> 1024 -> 512".
 func (c Config) String() string {
-	return fmt.Sprintf("%d -> %d x %d blocks -> %d -> %d", c.InputDim, c.HiddenDim, c.Blocks, c.HeadDim(), c.OutputDim)
+	return fmt.Sprintf("%d -> %d x %d residual blocks -> %d -> %d", c.InputDim, c.HiddenDim, c.Blocks, c.HeadDim(), c.OutputDim)
+}
+
+// Describe is the one description of the architecture that the program's
+// output, its help texts and README.md use (a test of cmd/dinoclip holds
+// README.md to it): the shape and the parameter count, e.g. "768 -> 2048 x 6
+// residual blocks -> 1024 -> 512, 54,608,384 parameters".
+func (c Config) Describe() string {
+	return fmt.Sprintf("%s, %s parameters", c, groupThousands(c.NumParams()))
+}
+
+// groupThousands writes n with a comma between groups of three digits.
+func groupThousands(n int) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
 }
 
 // FLOPsPerSample is the multiply-add count of one training step (forward,

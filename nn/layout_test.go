@@ -101,3 +101,25 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	for _, c := range []struct {
+		c    Config
+		want string
+	}{
+		{DefaultConfig(), "768 -> 2048 x 6 residual blocks -> 1024 -> 512, 54,608,384 parameters"},
+		{Config{InputDim: 8, HiddenDim: 8, OutputDim: 4, Blocks: 1}, "8 -> 8 x 1 residual blocks -> 4 -> 4, 328 parameters"},
+	} {
+		if got := c.c.Describe(); got != c.want {
+			t.Errorf("%#v.Describe() = %q, want %q", c.c, got, c.want)
+		}
+	}
+}
+
+func TestGroupThousands(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 54608384: "54,608,384", -1234567: "-1,234,567", 100000: "100,000"} {
+		if got := groupThousands(n); got != want {
+			t.Errorf("groupThousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

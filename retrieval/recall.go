@@ -13,7 +13,7 @@ var defaultKs = []int{1, 5, 10}
 // its list.
 const noHit = math.MaxInt
 
-// percentOfCLIPK is the cut-off of the "% of CLIP" figures (SPEC §1.7): R@5.
+// percentOfCLIPK is the cut-off of the "% of CLIP" figures (docs/RETRIEVAL.md): R@5.
 const percentOfCLIPK = 5
 
 // RecallAtK is retrieval recall at one cut-off k, in both directions, in
@@ -216,7 +216,7 @@ type RelativeRecall struct {
 	ImageToTextPercent float64 `json:"image_to_text_percent"`
 }
 
-// PercentOfCLIP returns the "% of CLIP" figures of SPEC §1.7: recall@5 of the
+// PercentOfCLIP returns the "% of CLIP" figures of docs/RETRIEVAL.md: recall@5 of the
 // projected DINOv2 image embeddings as a percentage of recall@5 of CLIP's own
 // image embeddings, per direction. Both results must come from the same
 // captions and images (the same text embeddings on both sides); PercentOfCLIP

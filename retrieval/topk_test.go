@@ -283,7 +283,7 @@ func TestNormalizeRows(t *testing.T) {
 	}
 }
 
-// benchSizes are the retrieval workloads of SPEC §1.7 at CLIP's 512
+// benchSizes are the retrieval workloads of docs/RETRIEVAL.md at CLIP's 512
 // dimensions: Flickr (1,000 images × 5,000 captions) and MSCOCO (5,000 images
 // × 25,000 captions), each direction.
 var benchSizes = []struct{ nQueries, nKeys int }{

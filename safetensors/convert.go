@@ -63,20 +63,3 @@ func decodeInt64(dst []int64, src []byte, dt DType) {
 		leconv.I64ToI64(dst, src)
 	}
 }
-
-// BFloat16Value returns the float32 value of bfloat16 bits (exact: a
-// bfloat16 is the top half of a float32).
-func BFloat16Value(h uint16) float32 { return leconv.BFloat16Value(h) }
-
-// BFloat16Bits rounds f to bfloat16, nearest with ties to even (as
-// PyTorch's .to(torch.bfloat16) does); values past the largest bfloat16
-// round to ±Inf. NaN stays NaN (its quiet bit is set, so that rounding
-// cannot turn it into Inf).
-func BFloat16Bits(f float32) uint16 { return leconv.BFloat16Bits(f) }
-
-// Float16Bits rounds f to IEEE binary16, nearest with ties to even; beyond
-// ±65504 it rounds to ±Inf and NaN stays NaN.
-func Float16Bits(f float32) uint16 { return leconv.Float16Bits(f) }
-
-// Float16Value returns the float32 value of binary16 bits (exact).
-func Float16Value(h uint16) float32 { return leconv.Float16Value(h) }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/codectest"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
 func td(name string) string { return filepath.Join("testdata", name) }
@@ -189,7 +190,7 @@ func TestRoundTrip(t *testing.T) {
 	got, _, err := f.Float32("m.f16")
 	must(t, err)
 	for i, v := range w {
-		if want := Float16Value(Float16Bits(v)); math.Float32bits(got[i]) != math.Float32bits(want) {
+		if want := leconv.Float16Value(leconv.Float16Bits(v)); math.Float32bits(got[i]) != math.Float32bits(want) {
 			t.Errorf("f16[%d] = %v, want %v", i, got[i], want)
 		}
 	}
@@ -407,7 +408,7 @@ func TestConcurrentReads(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if v[999] != 999 && v[999] != BFloat16Value(BFloat16Bits(999)) {
+			if v[999] != 999 && v[999] != leconv.BFloat16Value(leconv.BFloat16Bits(999)) {
 				return errors.New("wrong value")
 			}
 			return nil

@@ -15,8 +15,9 @@ import (
 	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
-// Tensor is one tensor to write: its little-endian bytes in C order. The
-// New* helpers build it from Go slices.
+// Tensor is one tensor to write: its little-endian bytes in C order.
+// NewFloat32 builds one from a Go slice; dinoclip writes no other dtype (a
+// test that needs a file of another dtype fills Data itself).
 type Tensor struct {
 	Name  string
 	DType DType
@@ -27,26 +28,6 @@ type Tensor struct {
 // NewFloat32 makes an F32 tensor from data (copied).
 func NewFloat32(name string, shape []int, data []float32) Tensor {
 	return newTensor(name, F32, shape, data, leconv.PutF32)
-}
-
-// NewFloat16 makes an F16 tensor, rounding data to nearest even.
-func NewFloat16(name string, shape []int, data []float32) Tensor {
-	return newTensor(name, F16, shape, data, leconv.PutF16)
-}
-
-// NewBFloat16 makes a BF16 tensor, rounding data to nearest even.
-func NewBFloat16(name string, shape []int, data []float32) Tensor {
-	return newTensor(name, BF16, shape, data, leconv.PutBF16)
-}
-
-// NewFloat64 makes an F64 tensor from data (copied).
-func NewFloat64(name string, shape []int, data []float64) Tensor {
-	return newTensor(name, F64, shape, data, leconv.PutF64)
-}
-
-// NewInt64 makes an I64 tensor from data (copied).
-func NewInt64(name string, shape []int, data []int64) Tensor {
-	return newTensor(name, I64, shape, data, leconv.PutI64)
 }
 
 // newTensor encodes data as dt with put into a new buffer.

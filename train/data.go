@@ -337,7 +337,7 @@ func NewOrder(rows, batch int, seed uint64) (*Order, error) {
 // StepsPerEpoch is the number of whole batches in the data.
 func (o *Order) StepsPerEpoch() int { return o.Rows / o.Batch }
 
-// Batch returns the rows of batch k of epoch e (both 0-based). The slice is
+// BatchRows returns the rows of batch k of epoch e (both 0-based). The slice is
 // valid until a call for another epoch.
 func (o *Order) BatchRows(epoch, k int) []int32 {
 	if epoch != o.epoch {

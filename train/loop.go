@@ -55,8 +55,8 @@ func (o Options) ResidentMode() string {
 	return o.Resident
 }
 
-// DefaultOptions is the original recipe's optimizer and schedule (SPEC
-// §1.4) with a batch a CPU can take.
+// DefaultOptions is the original recipe's optimizer and schedule
+// (docs/TRAINING.md) with a batch a CPU can take.
 func DefaultOptions() Options {
 	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto}
 }

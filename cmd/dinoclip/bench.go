@@ -64,7 +64,8 @@ func benchCommand() *cli.Command {
 			"What the engine cannot measure (per-kernel times and peak memory need a GPU engine) is listed\n" +
 			"as unmeasured. bench/compare.py runs this beside PyTorch (bench/torch_ref.py) and writes the\n" +
 			"ratios; see bench/README.md.\n\n" +
-			"Shapes: default (768 -> 2048 x 6 blocks -> 512, the original), small (768 -> 256 x 2 -> 512),\n" +
+			"Shapes: default (" + bench.Configs["default"].Describe() + ", the original),\n" +
+			"small (" + bench.Configs["small"].Describe() + "),\n" +
 			"or IxHxBxO (input, hidden, blocks, output). Without --batch: on cpu, default at 64 and small at\n" +
 			"256 (about a minute on two cores); on cuda, 1024 to 16384.\n\n" +
 			"Examples:\n" +
@@ -77,6 +78,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
 			&cli.IntFlag{Name: "steps", Usage: "at least `N` timed training steps", DefaultText: "cpu 3, cuda 20"},
 			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION`", DefaultText: "cpu 3s, cuda 1s"},
+			&cli.BoolFlag{Name: "host-batches", Usage: "time training steps on batches in host memory, as train --resident off does, instead of on data resident on the GPU (train's default)"},
 			&cli.BoolFlag{Name: "kernels", Value: true, Usage: "time each kernel of one step and the copy bandwidth (--kernels=false to skip)"},
 			&cli.DurationFlag{Name: "kernel-min-time", Usage: "on the CPU, time each kernel for at least `DURATION`", Value: 200 * time.Millisecond},
 			&cli.BoolFlag{Name: "topk", Value: true, Usage: "time retrieval top-k (--topk=false to skip)"},
@@ -167,6 +169,7 @@ func runBench(cCtx *cli.Context) error {
 
 	o := bench.RunOptions{
 		Device: device, Cases: cases, Train: timing, Seed: cCtx.Uint64("seed"), PeakTFLOPs: peak,
+		HostBatches:  cCtx.Bool("host-batches"),
 		Kernels:      cCtx.Bool("kernels"),
 		KernelTiming: bench.Timing{Warmup: 1, Steps: 3, MinTime: cCtx.Duration("kernel-min-time")},
 		KernelSteps:  def.kernelSteps,

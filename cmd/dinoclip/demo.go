@@ -20,6 +20,11 @@ import (
 // what the first wrote there, and nothing else.
 const demoMarker = ".dinoclip-demo"
 
+// demoDefaultConfig is the model the demo trains without flags: the original's
+// widths with a narrow, shallow trunk, so that it trains in a minute on two
+// cores.
+var demoDefaultConfig = nn.Config{InputDim: synth.DefaultInputDim, HiddenDim: 256, OutputDim: synth.DefaultOutputDim, Blocks: 2}
+
 func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "demo",
@@ -27,7 +32,8 @@ func demoCommand() *cli.Command {
 		UsageText: "dinoclip demo [--out DIR] [--rows N] [--epochs N] [--hidden-dim N] [--blocks N] [--batch N] [--seed N]",
 		Description: "The whole product end to end in about a minute on two cores, with no downloads: it writes a\n" +
 			"synthetic data set (see dinoclip synth) under DIR/data, trains a small ProjectorWithResiduals on it\n" +
-			"(768 -> 256 x 2 blocks -> 512 by default) with the unit-norm MSE loss, AdamW and OneCycleLR,\n" +
+			"(" + demoDefaultConfig.Describe() + " by default)\n" +
+			"with the unit-norm MSE loss, AdamW and OneCycleLR (docs/MODEL.md, docs/TRAINING.md),\n" +
 			"evaluates text-image retrieval after every epoch, prints the recall table of the original\n" +
 			"project's results (R@1/5/10 both ways for CLIP and for the projection, and % of CLIP), and plots\n" +
 			"the loss and recall curves into DIR/demo.png. The run itself is in DIR/run: try\n" +
@@ -38,8 +44,8 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Value: "dinoclip-demo", Usage: "write data, run and plot under `DIR`"},
 			&cli.IntFlag{Name: "rows", Value: 20000, Usage: "`N` synthetic training rows"},
 			&cli.IntFlag{Name: "epochs", Value: 4, Usage: "`N` epochs"},
-			&cli.IntFlag{Name: "hidden-dim", Value: 256, Usage: "model hidden width `N`"},
-			&cli.IntFlag{Name: "blocks", Value: 2, Usage: "`N` residual blocks"},
+			&cli.IntFlag{Name: "hidden-dim", Value: demoDefaultConfig.HiddenDim, Usage: "model hidden width `N`"},
+			&cli.IntFlag{Name: "blocks", Value: demoDefaultConfig.Blocks, Usage: "`N` residual blocks"},
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "`N` rows per optimizer step"},
 			&cli.Float64Flag{Name: "lr", Value: 2e-3, Usage: "peak learning rate `X`"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the data and the model"},
@@ -95,8 +101,8 @@ func runDemo(cCtx *cli.Context) error {
 	defer engine.Close()
 	opts := train.DefaultOptions()
 	opts.Epochs, opts.Batch, opts.MaxLR, opts.Seed = cCtx.Int("epochs"), cCtx.Int("batch"), cCtx.Float64("lr"), cCtx.Uint64("seed")
-	fmt.Fprintf(w, "2/3 training %s (%d parameters) for %d epochs of %d steps on %s\n",
-		c, c.NumParams(), opts.Epochs, data.Rows/opts.Batch, cCtx.String("device"))
+	fmt.Fprintf(w, "2/3 training %s for %d epochs of %d steps on %s\n",
+		c.Describe(), opts.Epochs, data.Rows/opts.Batch, cCtx.String("device"))
 	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir,
 		Log: slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if f := terminal(cCtx); f != nil {

@@ -31,6 +31,7 @@ func infoCommand() *cli.Command {
 			"  - a run directory: its checkpoints, where last and best point, the best metric, its options;\n" +
 			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
 			"  - an evaluation set directory: its images, captions and widths;\n" +
+			"  - a directory that dinoclip synth --out wrote: its training data and evaluation set;\n" +
 			"  - a .npy file: its shape and dtype.\n\n" +
 			"Example:\n" +
 			"   dinoclip info runs/base",
@@ -71,14 +72,44 @@ func runInfo(cCtx *cli.Context) error {
 	case has(retrieval.ImageFeaturesFile) || has(retrieval.CaptionImageFile):
 		return infoEvalSet(w, path)
 	}
-	if shards, _ := filepath.Glob(filepath.Join(path, "*"+train.FeatureSuffix)); len(shards) > 0 {
+	if isDataDir(path) {
 		return infoData(w, path)
 	}
-	if shards, _ := filepath.Glob(filepath.Join(path, "*"+train.TargetSuffix)); len(shards) > 0 {
-		return infoData(w, path)
+	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) {
+		return infoSynthOut(w, path)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data or evaluation set directory (see docs/FORMAT.md)", path)
 }
+
+// isDataDir reports whether dir holds training shards.
+func isDataDir(dir string) bool {
+	for _, suffix := range []string{train.FeatureSuffix, train.TargetSuffix} {
+		if shards, _ := filepath.Glob(filepath.Join(dir, "*"+suffix)); len(shards) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// infoSynthOut describes a directory laid out as dinoclip synth --out writes
+// it: training data in DIR/train, an evaluation set in DIR/eval.
+func infoSynthOut(w io.Writer, dir string) error {
+	fmt.Fprintf(w, "%s: data directory (training data in %s/, an evaluation set in %s/, as dinoclip synth writes them)\n",
+		dir, synthTrainDir, synthEvalDir)
+	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) {
+		if err := infoData(w, tr); err != nil {
+			return err
+		}
+	}
+	if ev := filepath.Join(dir, synthEvalDir); fileExists(filepath.Join(ev, retrieval.ImageFeaturesFile)) {
+		if err := infoEvalSet(w, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 // isNPY reports whether the file at path starts with the .npy magic.
 func isNPY(path string) bool {
@@ -173,9 +204,26 @@ func writeModelInfo(w io.Writer, path string) error {
 		fmt.Fprintf(w, "  trained: epoch %s, optimizer step %s\n", intOr(e), intOr(s))
 	}
 	if v, ok := m.Meta["metrics"]; ok {
-		fmt.Fprintf(w, "  metrics: %s\n", v)
+		writeMetrics(w, v)
 	}
 	return nil
+}
+
+// writeMetrics writes the evaluation reports that training stored in a
+// model's metadata as the recall table eval prints, indented under the
+// model's description.
+func writeMetrics(w io.Writer, metaValue string) {
+	var reports []retrieval.Report
+	if err := json.Unmarshal([]byte(metaValue), &reports); err != nil || len(reports) == 0 {
+		fmt.Fprintf(w, "  metrics: unreadable (not the evaluation reports dinoclip train stores: %d bytes)\n", len(metaValue))
+		return
+	}
+	fmt.Fprintln(w, "  metrics at this checkpoint:")
+	var table strings.Builder
+	writeRecallTable(&table, reports)
+	for line := range strings.Lines(table.String()) {
+		fmt.Fprint(w, "    ", line)
+	}
 }
 
 func intOr(p *int) string {
@@ -279,7 +327,7 @@ func infoRun(w io.Writer, dir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "  model: %v, %d parameters\n", m.Config, m.Config.NumParams())
+	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
 	st, err := readState(last)
 	if err != nil {
 		return err

@@ -17,9 +17,11 @@ func TestInfo(t *testing.T) {
 		wants []string
 	}{
 		{run, []string{"training run", "checkpoints: 2", "last -> checkpoints/step-00000008", "best -> checkpoints/step-",
-			"8 -> 8 x 1 blocks -> 4 -> 4, 328 parameters", "finished, 2 epochs, 8 optimizer steps", "best so far: r5 = ", "training data: 64 rows, 8 -> 4"}},
+			"8 -> 8 x 1 residual blocks -> 4 -> 4, 328 parameters", "finished, 2 epochs, 8 optimizer steps", "best so far: r5 = ", "training data: 64 rows, 8 -> 4"}},
 		{best, []string{"training checkpoint", "input_dim 8, hidden_dim 8, output_dim 4, num_residual_blocks 1", "328 (F32", "best so far"}},
-		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch "}},
+		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch ",
+			// the evaluation reports stored in the model, as eval's table
+			"metrics at this checkpoint:\n", "    set        direction", "    tiny-eval  text->image", "% of CLIP = projection R@5"}},
 		{data, []string{"training data", "shards: 2", "rows: 64", "8 -> 4", "shard-00001: 24 rows, features float16, targets float32"}},
 		{eval, []string{`evaluation set "tiny-eval"`, "images: 16", "captions: 32 (2 to 2 per image)", "features 8, embeddings 4", "captions.image.npy: [32] int64"}},
 		{filepath.Join(data, "shard-00001.dino.npy"), []string{".npy array", "shape: [24, 8]", "float16"}},
@@ -30,6 +32,22 @@ func TestInfo(t *testing.T) {
 			if !strings.Contains(out, w) {
 				t.Errorf("info %s lacks %q:\n%s", c.path, w, out)
 			}
+		}
+		if strings.Contains(out, `{"`) {
+			t.Errorf("info %s prints raw JSON:\n%s", c.path, out)
+		}
+	}
+}
+
+// TestInfoSynthOut describes the directory that synth --out writes.
+func TestInfoSynthOut(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "synth")
+	mustRun(t, "synth", "--out", dir, "--rows", "30", "--shard-rows", "20", "--eval-images", "4", "--captions-per-image", "2", "--input-dim", "8", "--output-dim", "4")
+	out := mustRun(t, "info", dir)
+	for _, w := range []string{dir + ": data directory", filepath.Join(dir, "train") + ": training data", "shards: 2", "rows: 30",
+		filepath.Join(dir, "eval") + `: evaluation set "synth"`, "images: 4", "captions: 8 (2 to 2 per image)"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info %s lacks %q:\n%s", dir, w, out)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/dinoclip/dinoclip/internal/buildinfo"
 )
 
 func main() {
@@ -42,8 +44,18 @@ func newApp() *cli.App {
 			"ProjectorWithResiduals model, so a DINOv2 backbone can do CLIP-style text-image retrieval.\n" +
 			"Data are .npy files; models are safetensors checkpoints that PyTorch loads into the\n" +
 			"original class (see docs/FORMAT.md).",
-		Commands:        commands(),
-		ExitErrHandler:  func(*cli.Context, error) {}, // run prints errors and picks the exit code
-		HideHelpCommand: true,
+		Version:        buildinfo.String(),
+		Commands:       commands(),
+		Action:         runNoCommand,
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
 	}
+}
+
+// runNoCommand is the app's action when no subcommand matched: the overview
+// for a bare dinoclip, an error naming an unknown command otherwise.
+func runNoCommand(cCtx *cli.Context) error {
+	if cCtx.Args().Present() {
+		return fmt.Errorf("unknown command %q; 'dinoclip help' lists the commands", cCtx.Args().First())
+	}
+	return cli.ShowAppHelp(cCtx)
 }

@@ -15,6 +15,13 @@ import (
 // because the set's images are drawn from streams named after it.
 const synthEvalName = "synth"
 
+// synthTrainDir and synthEvalDir are where under --out synth writes the
+// training data and the evaluation set.
+const (
+	synthTrainDir = "train"
+	synthEvalDir  = "eval"
+)
+
 // synthEnvVar is the environment variable of synth's flag name. synth's
 // variables have a prefix of their own so that DINOCLIP_SYNTH_OUT and
 // DINOCLIP_SYNTH_SEED do not collide with train's DINOCLIP_OUT and
@@ -93,7 +100,7 @@ func runSynth(cCtx *cli.Context) error {
 	w := cCtx.App.Writer
 	rows := cCtx.Int("rows")
 	start := time.Now()
-	trainDir := filepath.Join(out, "train")
+	trainDir := filepath.Join(out, synthTrainDir)
 	files, err := synth.WriteTrainingDataContext(cCtx.Context, trainDir, opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"))
 	if err != nil {
 		return err
@@ -105,7 +112,7 @@ func runSynth(cCtx *cli.Context) error {
 		return err
 	}
 
-	evalDir := filepath.Join(out, "eval")
+	evalDir := filepath.Join(out, synthEvalDir)
 	images, perImage := cCtx.Int("eval-images"), cCtx.Int("captions-per-image")
 	files, err = synth.WriteEvalSet(evalDir, opts, images, perImage, synthEvalName)
 	if err != nil {

@@ -336,8 +336,8 @@ func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (strin
 // another.
 func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result) error {
 	st := res.State
-	fmt.Fprintf(w, "trained %s (%d parameters): %d epochs, %d optimizer steps, in %s\n",
-		c, c.NumParams(), st.Epoch, st.Step, runDir)
+	fmt.Fprintf(w, "trained %s: %d epochs, %d optimizer steps, in %s\n",
+		c.Describe(), st.Epoch, st.Step, runDir)
 	if len(res.Reports) > 0 {
 		fmt.Fprintf(w, "\nevaluation after epoch %d (step %d):\n", st.Epoch, st.Step)
 		if err := writeRecallTable(w, res.Reports); err != nil {

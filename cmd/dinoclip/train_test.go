@@ -49,7 +49,7 @@ func TestTrain(t *testing.T) {
 	if evals != 2 || trains != 8 {
 		t.Errorf("metrics.jsonl has %d eval and %d train records, want 2 and 8", evals, trains)
 	}
-	for _, s := range []string{"trained 8 -> 8 x 1 blocks", "2 epochs, 8 optimizer steps", "tiny-eval", "text->image",
+	for _, s := range []string{"trained 8 -> 8 x 1 residual blocks -> 4 -> 4, 328 parameters", "2 epochs, 8 optimizer steps", "tiny-eval", "text->image",
 		"image->text", "% of CLIP", "best checkpoint: " + filepath.Join(run, "checkpoints", "step-"), "r5 = "} {
 		if !strings.Contains(out, s) {
 			t.Errorf("train output lacks %q:\n%s", s, out)

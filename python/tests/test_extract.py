@@ -313,3 +313,29 @@ def test_module_entry_point(tmp_path):
                         "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "dinoclip.extract: --karpathy" in r.stderr
+
+
+@pytest.mark.parametrize("which", ["dinov2", "clip"])
+def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, which):
+    """No network (HF_HUB_OFFLINE=1, so nothing is fetched and the test needs none) and a model
+    that is not in the cache: one line naming the model and the flag that takes a local folder,
+    no traceback. An empty local folder gets the same message."""
+    models = {"dinov2": tiny_models["dinov2"], "clip": tiny_models["clip"]}
+    flag = "--" + which
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for missing in ("nobody-dinoclip-test/no-such-model", str(empty), str(tmp_path / "no" / "such" / "folder")):
+        models[which] = missing
+        r = subprocess.run([sys.executable, "-m", "dinoclip.extract", "train-folder", str(image_folder),
+                            "--out", str(tmp_path / "o"), "--device", "cpu", "--workers", "0", "--quiet",
+                            "--dinov2", models["dinov2"], "--clip", models["clip"]],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+        # The folder's summary line, then the error: one line.
+        errors = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("dinoclip.extract:")]
+        assert len(errors) == 1 and r.stderr.strip().endswith(errors[0]), r.stderr
+        name = "DINOv2" if which == "dinov2" else "CLIP"
+        assert errors[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), errors[0]
+        assert f"pass the folder with {flag} DIR" in errors[0], errors[0]

@@ -1,4 +1,4 @@
-"""The model: names, order, shapes and parameter count of the original (SPEC 1.1)."""
+"""The model: names, order, shapes and parameter count of the original (docs/MODEL.md)."""
 
 import math
 from pathlib import Path
@@ -12,7 +12,7 @@ GOLDEN = Path(__file__).resolve().parents[2] / "train" / "testdata" / "golden_f3
 
 
 def expected_state_dict(i=768, h=2048, b=6, o=512):
-    """The SPEC 1.1 table: state_dict names and shapes, in order."""
+    """The table of docs/MODEL.md: state_dict names and shapes, in order."""
     out = [("input_proj.weight", (h, i)), ("input_proj.bias", (h,))]
     for k in range(b):
         p = f"residual_blocks.{k}.layers."

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Golden reference dumps of the original ProjectorWithResiduals training step.
 
-Builds the original PyTorch architecture (SPEC 1.1; the class is dinoclip.model's,
+Builds the original PyTorch architecture (docs/MODEL.md; the class is dinoclip.model's,
 from the package in python/src) at a small size, trains it for 20 steps with
 torch.optim.AdamW + torch.optim.lr_scheduler.OneCycleLR and the unit-norm MSE loss
-(SPEC 1.3-1.6), and records everything the Go reimplementation needs to check
+(docs/TRAINING.md), and records everything the Go reimplementation needs to check
 itself against PyTorch in two safetensors files:
 
     <out>/golden_f64.safetensors   the whole run in float64

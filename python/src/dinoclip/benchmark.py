@@ -9,7 +9,7 @@
 
 and CLIP_benchmark L2-normalises both before computing the cosine scores. :class:`CLIPBaseline`
 is OpenAI CLIP itself behind the same interface (its image tower, the same text tower), for the
-"% of CLIP" denominator (SPEC 1.7). :func:`load` returns ``(model, transform, tokenizer)``, the
+"% of CLIP" denominator (docs/RETRIEVAL.md). :func:`load` returns ``(model, transform, tokenizer)``, the
 triple CLIP_benchmark's model loaders return: the transform is DINOv2's preprocessing (shortest
 edge 256 bicubic, centre crop 224, ImageNet mean/std; CLIP's own for the baseline) on a PIL
 image, the tokenizer maps a list of strings to a LongTensor [n, 77].

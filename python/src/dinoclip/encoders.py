@@ -1,7 +1,7 @@
 """DINOv2 and CLIP through Hugging Face transformers: loading and the embeddings dinoclip uses.
 
 - :func:`dinov2_features`: the mean of DINOv2's ``last_hidden_state`` over all tokens, CLS
-  included (257 tokens at 224 px), after the model's final LayerNorm (SPEC 1.2).
+  included (257 tokens at 224 px), after the model's final LayerNorm (docs/MODEL.md).
 - :func:`clip_image_embeddings` / :func:`clip_text_embeddings`: CLIP's projected image and text
   embeddings (``get_image_features`` / ``get_text_features``), not normalised.
 - :class:`CLIPTextTokenizer`: strings -> ``[n, 77]`` token ids, padded and truncated to CLIP's
@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "DEFAULT_DINOV2",
     "DEFAULT_CLIP",
+    "ModelUnavailable",
     "load_dinov2",
     "load_clip",
     "load_tokenizer",
@@ -38,25 +39,59 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 Device = Union[str, torch.device]
 
 
+class ModelUnavailable(OSError):
+    """A model (or tokenizer) that could not be loaded: not in the Hugging Face cache and not
+    downloadable (no network, an unknown name), or a local folder that does not hold it. Its
+    message is one line that says how to point dinoclip at a local copy."""
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _from_pretrained(load, name_or_path: str, what: str, flag: str):
+    """``load(name_or_path)``, with the failure to find or fetch the files as ModelUnavailable."""
+    try:
+        from huggingface_hub.errors import HFValidationError  # a path that is neither a folder nor a name
+    except ImportError:  # older huggingface_hub
+        HFValidationError = OSError
+    try:
+        return load(name_or_path)
+    except (OSError, HFValidationError) as e:  # transformers' "couldn't connect" / "not a valid model
+        # identifier" / offline-mode misses and huggingface_hub's connection errors are OSErrors
+        raise ModelUnavailable(
+            f"could not load the {what} model {name_or_path!r} ({_first_line(e)}); without network access, "
+            f"download it where there is (huggingface-cli download {name_or_path} --local-dir DIR) "
+            f"and pass the folder with {flag} DIR"
+        ) from e
+
+
 def load_dinov2(name_or_path: str = DEFAULT_DINOV2, device: Device = "cpu"):
-    """A ``transformers.Dinov2Model`` in eval mode, float32, on ``device``."""
+    """A ``transformers.Dinov2Model`` in eval mode, float32, on ``device``. Raises
+    :class:`ModelUnavailable` when the model can be neither found nor fetched."""
     from transformers import Dinov2Model
 
-    return Dinov2Model.from_pretrained(name_or_path).float().to(device).eval()
+    model = _from_pretrained(Dinov2Model.from_pretrained, name_or_path, "DINOv2", "--dinov2")
+    return model.float().to(device).eval()
 
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: Device = "cpu"):
-    """A ``transformers.CLIPModel`` in eval mode, float32, on ``device``."""
+    """A ``transformers.CLIPModel`` in eval mode, float32, on ``device``. Raises
+    :class:`ModelUnavailable` when the model can be neither found nor fetched."""
     from transformers import CLIPModel
 
-    return CLIPModel.from_pretrained(name_or_path).float().to(device).eval()
+    model = _from_pretrained(CLIPModel.from_pretrained, name_or_path, "CLIP", "--clip")
+    return model.float().to(device).eval()
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_CLIP, clip=None) -> "CLIPTextTokenizer":
-    """The CLIP tokenizer of ``name_or_path`` wrapped as :class:`CLIPTextTokenizer`."""
+    """The CLIP tokenizer of ``name_or_path`` wrapped as :class:`CLIPTextTokenizer`. Raises
+    :class:`ModelUnavailable` when it can be neither found nor fetched."""
     from transformers import AutoTokenizer
 
-    return CLIPTextTokenizer(AutoTokenizer.from_pretrained(name_or_path), clip=clip)
+    tok = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "CLIP tokenizer of the", "--clip")
+    return CLIPTextTokenizer(tok, clip=clip)
 
 
 class CLIPTextTokenizer:

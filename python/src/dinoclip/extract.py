@@ -721,7 +721,7 @@ def main(argv=None) -> int:
         if args.command == "train-wds":
             return cmd_train_wds(args)
         return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
-    except ExtractError as e:
+    except (ExtractError, encoders.ModelUnavailable) as e:
         print(f"dinoclip.extract: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """ProjectorWithResiduals: the projector from DINOv2 features into CLIP space.
 
 The architecture, parameter names, order and shapes are those of the original
-"dinov2-clip" model (docs/FORMAT.md, SPEC 1.1), so a ``state_dict`` of either
+"dinov2-clip" model (docs/MODEL.md), so a ``state_dict`` of either
 loads into the other with ``load_state_dict(strict=True)``::
 
     x = input_proj(x)                        # Linear(input_dim -> hidden_dim)

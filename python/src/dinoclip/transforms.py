@@ -1,6 +1,6 @@
 """Image preprocessing for DINOv2 and CLIP, without torchvision.
 
-Both follow the Hugging Face image processors of the models (SPEC 1.2): convert to RGB, resize so
+Both follow the Hugging Face image processors of the models (docs/MODEL.md): convert to RGB, resize so
 the shortest edge is ``resize`` pixels (PIL bicubic; the long edge is ``int(resize * long /
 short)``), centre crop ``crop`` x ``crop`` (top-left at ``(size - crop) // 2``), scale to [0, 1],
 normalise with the mean and standard deviation, and return a float32 ``[3, crop, crop]`` tensor.

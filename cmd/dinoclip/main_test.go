@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/buildinfo"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+func TestHelpCommand(t *testing.T) {
+	cases := []struct {
+		args  []string
+		wants []string
+	}{
+		{nil, []string{"COMMANDS:", "train", "synth"}},
+		{[]string{"help"}, []string{"COMMANDS:", "eval", "demo"}},
+		{[]string{"help", "train"}, []string{"dinoclip train", "--resume"}},
+		{[]string{"help", "info"}, []string{"dinoclip info PATH"}},
+		{[]string{"train", "--help"}, []string{"dinoclip train", "--resume"}},
+	}
+	for _, c := range cases {
+		out := mustRun(t, c.args...)
+		for _, w := range c.wants {
+			if !strings.Contains(out, w) {
+				t.Errorf("dinoclip %s lacks %q:\n%s", strings.Join(c.args, " "), w, out)
+			}
+		}
+	}
+	wantError(t, []string{"nope"}, `unknown command "nope"`, "dinoclip help")
+	wantError(t, []string{"help", "nope"}, "nope")
+}
+
+func TestVersion(t *testing.T) {
+	defer func(c string) { buildinfo.Commit = c }(buildinfo.Commit)
+	buildinfo.Commit = "feedc0de-dirty" // as make build's -ldflags set it
+	for _, flag := range []string{"--version", "-v"} {
+		out := mustRun(t, flag)
+		want := "dinoclip version " + buildinfo.Version + " (commit feedc0de + uncommitted changes)\n"
+		if out != want {
+			t.Errorf("dinoclip %s printed %q, want %q", flag, out, want)
+		}
+	}
+}
+
+// TestREADMEDescribesTheModel holds README.md to the one description of the
+// architecture, nn.Config.Describe.
+func TestREADMEDescribesTheModel(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README wraps lines; compare with runs of white space as one space.
+	readme := strings.Join(strings.Fields(string(b)), " ")
+	if want := nn.DefaultConfig().Describe(); !strings.Contains(readme, want) {
+		t.Errorf("README.md does not describe the model as nn.DefaultConfig().Describe() does: %q", want)
+	}
+}

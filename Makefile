@@ -74,7 +74,7 @@ KERNEL_PTX  := $(patsubst kernels/%.cu,kernels/ptx/%.ptx,$(KERNEL_SRC))
 
 kernels: $(KERNEL_PTX) ## compile kernels/*.cu to kernels/ptx/*.ptx (needs nvcc 11.8)
 
-kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh
+kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh kernels/tensorcore.cuh
 	@mkdir -p kernels/ptx
 	$(NVCC) $(NVCCFLAGS) -o $@ $<
 

@@ -102,15 +102,18 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 	$(CUDA_ENV) $(GO) build -tags cuda ./...
 	$(CUDA_ENV) $(GO) vet -tags cuda ./...
 	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/
+	$(CUDA_ENV) $(GO) test -tags cuda -c -o /dev/null ./cuda/driver/
 	$(EMU_ENV) $(GO) vet -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) $(GO) test -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
 		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
+	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu ./cuda/driver/
 
 build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scripts/gpu-check.sh)
 	@mkdir -p $(BIN)
 	$(CUDA_ENV) $(GO) build -tags cuda -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda.test ./cuda
+	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda-driver.test ./cuda/driver
 	@{ echo "commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"; \
 	   echo "built=$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "go=$$($(GO) env GOVERSION)"; \
 	   echo "nvcc=$$($(NVCC) --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"; } > $(BIN)/BUILD-INFO

@@ -4,6 +4,9 @@
 #
 #   bin/cuda.test       the cuda package's tests (engine suite against the
 #                       float64 CPU oracle, per-kernel tests, top-k)
+#   bin/cuda-driver.test  the cuda/driver package's tests: the tensor-core
+#                       primitives and the reference bf16 GEMMs against the
+#                       same layouts and float64 reference as in emulation
 #   bin/dinoclip-cuda   the CLI built with -tags cuda
 #   bin/BUILD-INFO      the commit and date of the build
 #
@@ -12,6 +15,9 @@
 # Parts, each PASS, FAIL or SKIP in OUTDIR/summary.txt (also printed):
 #   device    nvidia-smi
 #   tests     bin/cuda.test -test.v
+#   tensorcore  bin/cuda-driver.test -test.run 'TestTC|TestGemmBF16' -test.v:
+#             mma.sync, ldmatrix, cp.async, wgmma, TMA, clusters and the
+#             reference GEMMs; SKIP when the driver lacks the extended calls
 #   data      a small synthetic data set in the default model's shapes:
 #             dinoclip synth --float16 (4096 rows, 500 images), else
 #             python3 + numpy; the training shards are float16, so the GPU's
@@ -37,6 +43,7 @@ OUTDIR=${1:-${OUT:-./gpu-check-out}}
 BIN=${BIN:-bin}
 CLI=${DINOCLIP:-$BIN/dinoclip-cuda}
 TEST=${CUDA_TEST:-$BIN/cuda.test}
+DRIVER_TEST=${CUDA_DRIVER_TEST:-$BIN/cuda-driver.test}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 WORK=$(mktemp -d)
@@ -82,7 +89,7 @@ if run "$log" 30 nvidia-smi; then
 else
 	result device FAIL "nvidia-smi failed: no GPU or driver?"
 fi
-for f in "$CLI" "$TEST"; do
+for f in "$CLI" "$TEST" "$DRIVER_TEST"; do
 	if [ ! -x "$f" ]; then
 		result build FAIL "$f missing: run make build-cuda on a machine with Go and the CUDA toolkit"
 		say "overall: FAIL"
@@ -100,6 +107,20 @@ else
 	result tests FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see cuda-test.log)"
 fi
 grep -E 'worst relative difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
+
+# --- tensorcore
+log=$OUTDIR/tensorcore-test.log
+: >"$log"
+t0=$SECONDS
+if (cd "$(dirname "$DRIVER_TEST")" && run "$log" 300 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC|TestGemmBF16' -test.v -test.timeout 280s); then
+	if grep -q '^--- PASS' "$log"; then
+		result tensorcore PASS "$(grep -c '^--- PASS' "$log") tests, $(grep -c '^--- SKIP' "$log") skipped, $((SECONDS - t0)) s"
+	else
+		result tensorcore SKIP "$(grep -m1 -A1 '^--- SKIP' "$log" | tail -1 | tr -s ' ')"
+	fi
+else
+	result tensorcore FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see tensorcore-test.log)"
+fi
 
 # --- data
 log=$OUTDIR/train.log

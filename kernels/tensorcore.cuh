@@ -7,7 +7,9 @@
 // layout / matrix descriptor", "Tensor copy", "mbarrier").
 //
 // Shared memory is addressed by its 32-bit shared-window address (what
-// smem_addr returns), as the instructions take it.
+// smem_addr returns), as the instructions take it. Whatever these functions
+// touch in shared memory lies in the block's dynamic allocation
+// (dc_dynamic_smem): the emulator maps shared addresses onto it alone.
 //
 //   Ampere and later (compute_80, nvcc 11.8):
 //     named_barrier_sync               bar.sync id, count

@@ -70,6 +70,27 @@ func TestEmuTmaMissingWait(t *testing.T) {
 	}
 }
 
+// TestEmuDeadlock: an mbarrier told to expect more bytes than the TMA
+// brings never completes its phase; with every thread waiting on it the
+// launch must fail as a deadlock, not hang.
+func TestEmuDeadlock(t *testing.T) {
+	v := openTC(t)
+	const rows, cols, bw, bh = 16, 64, 64, 8
+	spec := TensorMapSpec{DataType: TensorBFloat16, Base: v.upload(u16s(tmaTensor(rows, cols))), Dims: []uint64{cols, rows},
+		Strides: []uint64{cols * 2}, Box: []uint32{bw, bh}, Swizzle: Swizzle128B}
+	m, err := v.x.EncodeTensorMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const expect = bw*bh*2 + 16 // 16 bytes more than the box
+	out := v.alloc(expect)
+	err = v.launch("tc_check_tma", cfg1(1, 128, expect+8+1024), pMap(m), pMap(m), pPtr(out), pInt(expect),
+		pInt(0), pInt(0), pInt(0), pInt(0), pInt(0))
+	if err == nil || !strings.Contains(err.Error(), "deadlock") {
+		t.Fatalf("an mbarrier phase that never completes: error %v, want a deadlock", err)
+	}
+}
+
 // TestEmuTensorMapChecks: specs cuTensorMapEncodeTiled would refuse.
 func TestEmuTensorMapChecks(t *testing.T) {
 	v := openTC(t)

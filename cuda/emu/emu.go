@@ -104,9 +104,11 @@ func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params []
 	for i := 0; i < 3; i++ {
 		dims[i], dims[3+i], dims[6+i] = C.int(grid[i]), C.int(block[i]), C.int(cluster[i])
 	}
-	for _, d := range append(append(grid[:], block[:]...), cluster[:]...) {
-		if d < 1 || d > 1<<31-1 {
-			return fmt.Errorf("emulation: kernel %s: dimension %d out of range", name, d)
+	for i := 0; i < 3; i++ {
+		for _, d := range []int{grid[i], block[i], cluster[i]} {
+			if d < 1 || d > 1<<31-1 {
+				return fmt.Errorf("emulation: kernel %s: grid %v, block %v, cluster %v: a dimension out of range", name, grid, block, cluster)
+			}
 		}
 	}
 	// The parameters travel in C memory: cgo forbids passing Go memory

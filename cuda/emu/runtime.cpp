@@ -158,7 +158,10 @@ std::string deadlock() {
         if (f.done || !f.blocked) continue;
         const Cta& c = run->ctas[f.cta];
         std::string s = thread_name(f) + " waits on " + (f.wait.what ? f.wait.what : "a condition");
-        if (c.exited > 0)
+        // A block barrier that threads of the block skipped by exiting is
+        // a divergent barrier; anything else nobody can complete is a
+        // deadlock.
+        if (c.exited > 0 && f.wait.what != nullptr && strncmp(f.wait.what, "barrier ", 8) == 0)
             s = "divergent barrier: " + s + " while " + std::to_string(c.exited) +
                 " threads of its block have exited";
         else

@@ -19,7 +19,9 @@
 //                      (given as Bt[N][16]) stored into shared memory K-major
 //                      with store_swizzle while the descriptors say
 //                      desc_swizzle (DC_DESC_SWIZZLE_*); a_in_regs takes A
-//                      from registers; out[thread][N/2] the accumulators
+//                      from registers; out[thread][N/2] the accumulators,
+//                      read after wgmma.wait_group if wait, else before it
+//                      (an error the emulator must catch)
 //   tc_check_tma       one block of 128 threads: a TMA load of the box of
 //                      `in` at (x, y) into shared memory (swizzled as the map
 //                      says), out = the shared bytes as they lie; if
@@ -115,7 +117,7 @@ __device__ __forceinline__ uint32_t kmajor_offset(int row, int k, int swizzle, u
 }
 
 template <int N>
-__device__ void wgmma_check(const uint16_t* A, const uint16_t* Bt, float* out, int store_swizzle, int desc_swizzle, int a_in_regs) {
+__device__ void wgmma_check(const uint16_t* A, const uint16_t* Bt, float* out, int store_swizzle, int desc_swizzle, int a_in_regs, int wait) {
     unsigned char* raw = dc_dynamic_smem();
     unsigned char* base = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
     const int t = threadIdx.x;
@@ -153,17 +155,17 @@ __device__ void wgmma_check(const uint16_t* A, const uint16_t* Bt, float* out, i
         wgmma_bf16_ss<N>(d, da, db, 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+    if (wait) wgmma_wait<0>();
     for (int i = 0; i < N / 2; ++i) out[t * (N / 2) + i] = d[i];
 }
 #endif
 
-extern "C" __global__ void tc_check_wgmma(const uint16_t* A, const uint16_t* Bt, float* out, int n, int store_swizzle, int desc_swizzle, int a_in_regs) {
+extern "C" __global__ void tc_check_wgmma(const uint16_t* A, const uint16_t* Bt, float* out, int n, int store_swizzle, int desc_swizzle, int a_in_regs, int wait) {
 #if DC_SM90A
     switch (n) {
-        case 8: wgmma_check<8>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs); break;
-        case 64: wgmma_check<64>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs); break;
-        case 256: wgmma_check<256>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs); break;
+        case 8: wgmma_check<8>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs, wait); break;
+        case 64: wgmma_check<64>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs, wait); break;
+        case 256: wgmma_check<256>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs, wait); break;
     }
 #else
     __trap();

@@ -70,6 +70,26 @@ func TestEmuTmaMissingWait(t *testing.T) {
 	}
 }
 
+// TestEmuWgmmaMissingWait: accumulators read before wgmma.wait_group still
+// hold their old values (the product lands at the wait), and a kernel that
+// never waits fails its launch.
+func TestEmuWgmmaMissingWait(t *testing.T) {
+	v := openTC(t)
+	const n = 64
+	a, bt, _, _ := wgmmaInputs(n)
+	out := v.alloc(4 * 128 * n / 2)
+	err := v.launch("tc_check_wgmma", wgmmaConfig(n), pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(bt))), pPtr(out),
+		pInt(n), pInt(1), pInt(1), pInt(0), pInt(0))
+	if err == nil || !strings.Contains(err.Error(), "never waited") {
+		t.Fatalf("a wgmma never waited on: error %v, want one saying so", err)
+	}
+	for i, f := range toF32(v.download(out, 4*128*n/2)) {
+		if f != 0 {
+			t.Fatalf("accumulator %d read before the wait is %v, want its initial 0", i, f)
+		}
+	}
+}
+
 // TestEmuDeadlock: an mbarrier told to expect more bytes than the TMA
 // brings never completes its phase; with every thread waiting on it the
 // launch must fail as a deadlock, not hang.

@@ -316,21 +316,10 @@ func TestTCCpAsync(t *testing.T) {
 // layout places it, with A[m][k] = (16m + k) mod 256 and B[k][n] =
 // (n + 3k) mod 7 - 3 (all exact), and the exact product.
 func wgmmaCase(t *testing.T, v *tcDevice, n, storeSwizzle, descSwizzle, aInRegs int) (got, want []float64) {
-	a, bt := make([]uint16, 64*16), make([]uint16, n*16)
-	A, Bt := make([]int, 64*16), make([]int, n*16)
-	for i := range A {
-		A[i] = i % 256
-		a[i] = bf16(float32(A[i]))
-	}
-	for r := 0; r < n; r++ {
-		for k := 0; k < 16; k++ {
-			Bt[r*16+k] = (r+3*k)%7 - 3
-			bt[r*16+k] = bf16(float32(Bt[r*16+k]))
-		}
-	}
+	a, bt, A, Bt := wgmmaInputs(n)
 	out := v.alloc(4 * 128 * n / 2)
-	v.mustLaunch("tc_check_wgmma", cfg1(1, 128, 8192+128*n+1024), pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(bt))), pPtr(out),
-		pInt(n), pInt(storeSwizzle), pInt(descSwizzle), pInt(aInRegs))
+	v.mustLaunch("tc_check_wgmma", wgmmaConfig(n), pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(bt))), pPtr(out),
+		pInt(n), pInt(storeSwizzle), pInt(descSwizzle), pInt(aInRegs), pInt(1))
 	d := toF32(v.download(out, 4*128*n/2))
 	got, want = make([]float64, 64*n), make([]float64, 64*n)
 	for th := 0; th < 128; th++ {
@@ -352,6 +341,27 @@ func wgmmaCase(t *testing.T, v *tcDevice, n, storeSwizzle, descSwizzle, aInRegs 
 		}
 	}
 	return got, want
+}
+
+// wgmmaConfig is tc_check_wgmma's launch: one warpgroup, room for A and B
+// in the widest layout plus 1024 bytes of alignment.
+func wgmmaConfig(n int) LaunchConfig { return cfg1(1, 128, 8192+128*n+1024) }
+
+// wgmmaInputs returns A[64][16] and Bt[n][16] as bf16 and as integers.
+func wgmmaInputs(n int) (a, bt []uint16, A, Bt []int) {
+	a, bt = make([]uint16, 64*16), make([]uint16, n*16)
+	A, Bt = make([]int, 64*16), make([]int, n*16)
+	for i := range A {
+		A[i] = i % 256
+		a[i] = bf16(float32(A[i]))
+	}
+	for r := 0; r < n; r++ {
+		for k := 0; k < 16; k++ {
+			Bt[r*16+k] = (r+3*k)%7 - 3
+			bt[r*16+k] = bf16(float32(Bt[r*16+k]))
+		}
+	}
+	return
 }
 
 // TestTCWgmma: wgmma m64nNk16 with A and B in shared memory in every

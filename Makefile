@@ -8,7 +8,7 @@ BIN     ?= bin
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 LDFLAGS := -X github.com/dinoclip/dinoclip/bench.Commit=$(COMMIT)
 
-.PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz golden demo kernels check-kernels build-cuda gpu-check
+.PHONY: help build test test-go test-python python-deps bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo kernels check-kernels build-cuda gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,8 +29,8 @@ python-deps: ## install the pinned Python test dependencies and the dinoclip pac
 test-python: python-deps ## run the Python tests: the package (it builds the Go CLI it calls) and bench/
 	$(PYTHON) -m pytest -q python/tests bench/test_compare.py
 
-bench: ## CPU benchmarks of the engine and retrieval
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./retrieval
+bench: ## CPU benchmarks of the engine (training step, passes, each GEMM beside gonum) and retrieval
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./internal/sgemm ./retrieval
 
 bench-compare: ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
 	$(PYTHON) -m pip install --quiet --root-user-action=ignore -r bench/requirements.txt
@@ -39,10 +39,26 @@ bench-compare: ## dinoclip beside PyTorch and faiss on this machine's CPU (about
 bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda
 	$(PYTHON) bench/compare.py --device cuda --ours-bin $(BIN)/dinoclip-cuda --timeout 300 --out bench-out/cuda
 
+# Every fuzz target, as package:target. Minimisation of each new input is
+# capped at FUZZ_MINIMIZE executions: Go's default, a minute per input,
+# spends most of a short run shrinking the model files FuzzReadModel grows
+# from instead of fuzzing.
+FUZZ_TARGETS  := npy:FuzzParse safetensors:FuzzRead checkpoint:FuzzReadModel
+FUZZ_MINIMIZE ?= 500x
+
 fuzz: ## run each fuzz target for 30 s
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./npy
-	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./safetensors
-	$(GO) test -run '^$$' -fuzz FuzzReadModel -fuzztime 30s ./checkpoint
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=30s
+
+fuzz-short: ## run each fuzz target for 10 s (CI)
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=10s
+
+fuzz-run:
+	@found=$$(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed -E 's|^\./(.*)/[^/]*:func |\1:|' | sort); \
+	listed=$$(printf '%s\n' $(FUZZ_TARGETS) | sort); \
+	if [ "$$found" != "$$listed" ]; then echo "FUZZ_TARGETS ($$listed) is not the fuzz targets in the code ($$found)"; exit 1; fi
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		set -x; $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) ./$${t%%:*}; { set +x; } 2>/dev/null; \
+	done
 
 golden: ## regenerate the PyTorch golden runs (needs torch; see python/tools/README.md)
 	$(PYTHON) python/tools/golden.py
@@ -81,6 +97,9 @@ kernels/ptx/%.ptx: kernels/%.cu kernels/common.cuh kernels/tensorcore.cuh
 # check-kernels also runs package cuda's tests in host emulation (tags
 # cuda,cudaemu: the kernels compiled as C++, no GPU, no gorgonia.org/cu), the
 # per-kernel ones again under AddressSanitizer; about 2 minutes on 2 cores.
+# ./cuda/... includes cuda/driver/libcuda, whose tests build a fake libcuda
+# with the C compiler and check what the driver calls receive (run again
+# under AddressSanitizer).
 check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build vetted, kernels tested in host emulation
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; fail=0; \
 	for src in $(KERNEL_SRC); do \
@@ -108,12 +127,13 @@ check-kernels: ## PTX up to date, no register spills on sm_90, the cuda build ve
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu \
 		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu ./cuda/driver/
+	$(EMU_ENV) $(GO) test -asan -tags cuda ./cuda/driver/libcuda/
 
-build-cuda: ## build bin/dinoclip-cuda and bin/cuda.test for a GPU host (see scripts/gpu-check.sh)
+build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a GPU host (see scripts/gpu-check.sh)
 	@mkdir -p $(BIN)
 	$(CUDA_ENV) $(GO) build -tags cuda -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda.test ./cuda
-	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda-driver.test ./cuda/driver
+	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/driver.test ./cuda/driver
 	@{ echo "commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"; \
 	   echo "built=$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "go=$$($(GO) env GOVERSION)"; \
 	   echo "nvcc=$$($(NVCC) --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"; } > $(BIN)/BUILD-INFO

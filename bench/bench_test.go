@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
@@ -323,9 +324,9 @@ func (h *hooked) ForwardBackward(x, t []float32, n int) (float64, error) {
 	}
 	return h.CPUEngine.ForwardBackward(x, t, n)
 }
-func (h *hooked) KernelTimings() ([]KernelTiming, error) {
+func (h *hooked) KernelTimings() ([]enginehooks.KernelTiming, error) {
 	h.timing = false
-	return []KernelTiming{
+	return []enginehooks.KernelTiming{
 		{Name: "gemm_nt", Shape: "M=16 N=64 K=64", Calls: 4 * h.launches, Seconds: 1e-3 * float64(h.launches), FLOPs: 2 * 16 * 64 * 64},
 		{Name: "layernorm_fwd", Shape: "[16, 64]", Calls: 5 * h.launches, Seconds: 1e-4 * float64(h.launches), Bytes: 12 * 16 * 64},
 	}, nil

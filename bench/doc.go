@@ -16,8 +16,9 @@
 //     train.Order batches) reading shards it writes to disk, warm (page
 //     cache) and cold (the files' pages dropped first).
 //
-// An engine may implement the optional hooks in hooks.go ([Synchronizer],
-// [KernelTimer], [MemoryReporter], [DeviceNamer], [TopKer]); what an engine
+// An engine may implement the optional hooks of package
+// internal/enginehooks (Synchronizer, KernelTimer, MemoryReporter,
+// DeviceNamer, CopyBandwidthProber, TopKer); what an engine
 // does not provide is reported as "unmeasured" with the reason, never left
 // out silently.
 //
@@ -35,7 +36,7 @@
 // # Timing
 //
 // Every timed region ends with the device idle: an engine that runs
-// asynchronously must implement [Synchronizer]. A measurement runs its
+// asynchronously must implement enginehooks.Synchronizer. A measurement runs its
 // warm-up, then at least Steps timed repetitions and at least MinTime of
 // them, each timed on its own; the reported time is the median, with min,
 // max and mean beside it.

@@ -8,8 +8,9 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
+	"github.com/dinoclip/dinoclip/internal/sgemm"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -116,7 +117,7 @@ func StepKernels(c nn.Config, rows int) []KernelSpec {
 }
 
 // MeasureCPUKernels times each operation of StepKernels(c, rows) on its own
-// with the CPU engine's code (gonum's Sgemm as nn calls it, nn's LayerNorm,
+// with the CPU engine's code (internal/sgemm as nn calls it, nn's LayerNorm,
 // GELU, column sums, loss and AdamW), on random data. copyBPS and peak, when
 // positive, give each kernel's fraction of them.
 func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyBPS, peakTFLOPs float64, seed uint64) (KernelReport, error) {
@@ -131,7 +132,6 @@ func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyB
 		fillNormal(rng, v)
 		return v
 	}
-	var impl gonum.Implementation
 	for _, s := range StepKernels(c, rows) {
 		var run func()
 		switch s.Name {
@@ -145,7 +145,9 @@ func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyB
 				ldb = s.k
 			}
 			a, b, cc := randSlice(s.m*s.k), randSlice(s.k*s.n), make([]float32, s.m*s.n)
-			run = func() { impl.Sgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, cc, s.n) }
+			run = func() {
+				sgemm.Gemm(s.tA == blas.Trans, s.tB == blas.Trans, s.m, s.n, s.k, a, lda, b, ldb, cc, s.n, false)
+			}
 		case "layernorm_fwd":
 			x, xhat, y := randSlice(s.rows*s.d), make([]float32, s.rows*s.d), make([]float32, s.rows*s.d)
 			rstd, gamma, beta := make([]float32, s.rows), randSlice(s.d), randSlice(s.d)
@@ -181,7 +183,7 @@ func MeasureCPUKernels(configName string, c nn.Config, rows int, t Timing, copyB
 			return rep, fmt.Errorf("kernel %s %s: %w", s.Name, s.Shape, err)
 		}
 		rep.Kernels = append(rep.Kernels, KernelResult{
-			KernelTiming: KernelTiming{
+			KernelTiming: enginehooks.KernelTiming{
 				Name: s.Name, Shape: s.Shape, Calls: len(stats.Samples),
 				Seconds: stats.Mean * float64(len(stats.Samples)), FLOPs: s.FLOPs, Bytes: s.Bytes,
 			},

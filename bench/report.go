@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -103,7 +104,7 @@ type KernelReport struct {
 
 // KernelResult is one kernel at one shape.
 type KernelResult struct {
-	KernelTiming
+	enginehooks.KernelTiming
 	Kind           string  `json:"kind"`                     // "gemm" or "memory"
 	CallsPerStep   float64 `json:"calls_per_step,omitempty"` // launches of this kernel and shape in one training step
 	SecondsPerCall float64 `json:"seconds_per_call"`

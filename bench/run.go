@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -118,7 +119,7 @@ func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, e
 func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(string, ...any)) error {
 	if ci == 0 {
 		r.Env.Engine = fmt.Sprintf("%T", e)
-		if d, ok := e.(DeviceNamer); ok {
+		if d, ok := e.(enginehooks.DeviceNamer); ok {
 			r.Env.DeviceName = d.DeviceName()
 		}
 		r.Env.Peak = DefaultPeak(o.Device, r.Env.DeviceName, r.Env.GOMAXPROCS)
@@ -148,7 +149,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 				return err
 			}
 			r.Copy = c
-		} else if p, ok := e.(CopyBandwidthProber); ok {
+		} else if p, ok := e.(enginehooks.CopyBandwidthProber); ok {
 			logf("copy bandwidth on the device")
 			bps, err := p.CopyBandwidth(1 << 30)
 			if err != nil {
@@ -156,7 +157,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			}
 			r.Copy = CopyBandwidth{Status: Measured, Source: fmt.Sprintf("%T.CopyBandwidth", e), Bytes: 1 << 30, BytesPerSecond: bps}
 		} else {
-			r.Copy = CopyBandwidth{Status: Unmeasured, Reason: fmt.Sprintf("engine %T does not measure its copy bandwidth (bench.CopyBandwidthProber)", e)}
+			r.Copy = CopyBandwidth{Status: Unmeasured, Reason: fmt.Sprintf("engine %T does not measure its copy bandwidth (enginehooks.CopyBandwidthProber)", e)}
 		}
 
 		kb := nearestBatch(cs.Batches, RecipeBatch)
@@ -185,7 +186,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 	}
 
 	if o.TopK && o.Device != "cpu" {
-		if tk, ok := e.(TopKer); ok {
+		if tk, ok := e.(enginehooks.TopKer); ok {
 			t := o.TopKOpts
 			t.Engine = tk
 			if o.TopKEngineTiming.Steps > 0 {
@@ -198,7 +199,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			}
 			r.TopK = rep
 		} else {
-			r.Notes = append(r.Notes, fmt.Sprintf("engine %T has no top-k of its own (bench.TopKer): top-k was timed on the CPU (retrieval.TopK)", e))
+			r.Notes = append(r.Notes, fmt.Sprintf("engine %T has no top-k of its own (enginehooks.TopKer): top-k was timed on the CPU (retrieval.TopK)", e))
 		}
 	}
 	return nil

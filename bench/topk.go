@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
@@ -23,7 +24,7 @@ type TopKOptions struct {
 	Timing                   Timing
 	Seed                     uint64
 	// Engine, when not nil, ranks on its device instead of retrieval.TopK.
-	Engine TopKer
+	Engine enginehooks.TopKer
 }
 
 // MeasureTopK times top-k retrieval in both directions on random unit
@@ -53,7 +54,7 @@ func MeasureTopK(o TopKOptions) (TopKReport, error) {
 		topk, impl = o.Engine.TopK, fmt.Sprintf("%T.TopK", o.Engine)
 	}
 	var sync func() error
-	if s, ok := o.Engine.(Synchronizer); ok {
+	if s, ok := o.Engine.(enginehooks.Synchronizer); ok {
 		sync = s.Synchronize
 	}
 	rep := TopKReport{Status: Measured}

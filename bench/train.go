@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -53,7 +54,7 @@ type TrainOptions struct {
 // nn.InitParameters(seed) first and its moments start from zero.
 //
 // Each step is timed on its own, up to the end of Step (and Synchronize,
-// for an engine that implements Synchronizer). An engine whose interface
+// for an engine that implements enginehooks.Synchronizer). An engine whose interface
 // takes host slices copies the batch to the device inside the step, so for
 // a GPU engine the time includes that copy.
 func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
@@ -78,7 +79,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	zeros = nil
 	xs, ts := RandomBatches(c, o.DistinctBatches, o.Batch, o.Seed)
 
-	mem, memOK := e.(MemoryReporter)
+	mem, memOK := e.(enginehooks.MemoryReporter)
 	if memOK {
 		if err := mem.ResetPeakMemory(); err != nil {
 			return res, fmt.Errorf("reset peak memory: %w", err)
@@ -87,7 +88,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	sched := train.NewOneCycle(RecipeMaxLR, RecipeEpochs, RecipePairs/RecipeBatch)
 	adam := train.DefaultAdamW()
 	var sync func() error
-	if s, ok := e.(Synchronizer); ok {
+	if s, ok := e.(enginehooks.Synchronizer); ok {
 		sync = s.Synchronize
 	}
 	losses := make([]float64, 0, o.Timing.Warmup+o.Timing.Steps)
@@ -118,7 +119,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	if math.IsNaN(res.LossLast) || math.IsInf(res.LossLast, 0) {
 		return res, fmt.Errorf("train benchmark: loss %v", res.LossLast)
 	}
-	res.PeakMemory = Memory{Status: Unmeasured, Reason: fmt.Sprintf("engine %T does not report device memory (bench.MemoryReporter)", e)}
+	res.PeakMemory = Memory{Status: Unmeasured, Reason: fmt.Sprintf("engine %T does not report device memory (enginehooks.MemoryReporter)", e)}
 	if memOK {
 		b, err := mem.PeakMemoryBytes()
 		if err != nil {
@@ -132,14 +133,14 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 
 // MeasureEngineKernels runs steps training steps of e at batch with its
 // kernel timer on and returns the per-kernel times, per step. Engines
-// without a KernelTimer get an unmeasured report saying so.
+// without an enginehooks.KernelTimer get an unmeasured report saying so.
 func MeasureEngineKernels(e nn.Engine, configName string, batch, steps int, seed uint64) (KernelReport, error) {
 	c := e.Config()
 	rep := KernelReport{ConfigName: configName, Config: c, Batch: batch, Source: "engine KernelTimer"}
-	kt, ok := e.(KernelTimer)
+	kt, ok := e.(enginehooks.KernelTimer)
 	if !ok {
 		rep.Status = Unmeasured
-		rep.Reason = fmt.Sprintf("engine %T does not time its kernels (bench.KernelTimer)", e)
+		rep.Reason = fmt.Sprintf("engine %T does not time its kernels (enginehooks.KernelTimer)", e)
 		return rep, nil
 	}
 	if steps < 1 {
@@ -159,7 +160,7 @@ func MeasureEngineKernels(e nn.Engine, configName string, batch, steps int, seed
 			return rep, err
 		}
 	}
-	if s, ok := e.(Synchronizer); ok {
+	if s, ok := e.(enginehooks.Synchronizer); ok {
 		if err := s.Synchronize(); err != nil {
 			return rep, err
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,13 +102,19 @@ func config(f *safetensors.File) (nn.Config, error) {
 // file of a ProjectorWithResiduals state_dict (float32, float16, bfloat16 or
 // float64), whose shape is then inferred from its tensors. Like PyTorch's
 // strict loading, a missing or unexpected tensor or a wrong shape is an
-// error.
+// error; so is a NaN or infinite parameter, which would only make every
+// output NaN.
 func ReadModel(path string) (*Model, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	return readModel(f)
+}
+
+// readModel is ReadModel on an opened file (mapped, or in memory).
+func readModel(f *safetensors.File) (*Model, error) {
 	c, err := config(f)
 	if err != nil {
 		return nil, err
@@ -115,19 +122,33 @@ func ReadModel(path string) (*Model, error) {
 	// A corrupt config must not make us lay out millions of blocks before
 	// finding that the file cannot hold them.
 	if c.Blocks > len(f.Names())/tensorsPerBlock {
-		return nil, fmt.Errorf("%s: the config has %d residual blocks, but the file holds only %d tensors", path, c.Blocks, len(f.Names()))
+		return nil, fmt.Errorf("%s: the config has %d residual blocks, but the file holds only %d tensors", f.Name(), c.Blocks, len(f.Names()))
 	}
 	l := c.Layout()
 	if err := checkTensors(f, l); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	params := make([]float32, l.Size)
 	for _, t := range l.Tensors {
-		if err := f.Float32Into(t.Name, nn.View(params, t)); err != nil {
+		v := nn.View(params, t)
+		if err := f.Float32Into(t.Name, v); err != nil {
+			return nil, err
+		}
+		if err := checkFinite(f.Name(), t.Name, v); err != nil {
 			return nil, err
 		}
 	}
 	return &Model{Config: c, Params: params, Meta: f.Metadata()}, nil
+}
+
+// checkFinite reports the first NaN or infinity in tensor name of file.
+func checkFinite(file, name string, v []float32) error {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("%s: %s[%d] is %v: the model's weights must be finite numbers (a run that diverged leaves NaN weights; use an earlier checkpoint)", file, name, i, x)
+		}
+	}
+	return nil
 }
 
 // tensorsPerBlock: a residual block has two Linears and two LayerNorms.
@@ -246,11 +267,16 @@ func Load(dir string) (*Checkpoint, error) {
 	}
 	n := m.Config.NumParams()
 	ck := &Checkpoint{Config: m.Config, Params: m.Params, Meta: m.Meta, M: make([]float32, n), V: make([]float32, n), State: []byte(meta["state"])}
-	if err := f.Float32Into("exp_avg", ck.M); err != nil {
-		return nil, err
-	}
-	if err := f.Float32Into("exp_avg_sq", ck.V); err != nil {
-		return nil, err
+	for _, moment := range []struct {
+		name string
+		dst  []float32
+	}{{"exp_avg", ck.M}, {"exp_avg_sq", ck.V}} {
+		if err := f.Float32Into(moment.name, moment.dst); err != nil {
+			return nil, err
+		}
+		if err := checkFinite(path, moment.name, moment.dst); err != nil {
+			return nil, err
+		}
 	}
 	return ck, nil
 }

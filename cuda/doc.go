@@ -11,8 +11,9 @@
 //   - cuda/emu: the host emulator of the kernels (tags cuda,cudaemu);
 //   - this package: the launch wrappers that check shapes and pack
 //     arguments (ops.go), the device's worker thread (device.go) and the
-//     engine (engine.go, resident.go), top-k (topk.go) and the benchmark
-//     hooks (hooks.go).
+//     engine (engine.go, resident.go), top-k (topk.go) and the hooks of
+//     package internal/enginehooks that package bench measures through
+//     (hooks.go).
 //
 // Everything except this file carries the build tag cuda: gorgonia.org/cu
 // links libcuda.so.1 and its package init calls cuInit and exits the process

@@ -308,7 +308,7 @@ func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 	}
 	loss := sum[0] / float64(n*o)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, fmt.Errorf("loss is %v", loss)
+		return loss, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
 	}
 	return loss, nil
 }

@@ -6,19 +6,19 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/internal/enginehooks"
 )
 
-// The optional engine interfaces of package bench: what only the GPU
-// engine can measure. Engine calls already end with a stream
+// The optional engine interfaces of package enginehooks: what only the GPU
+// engine can measure (package bench reads them). Engine calls already end with a stream
 // synchronisation, so these add no waiting to training.
 var (
-	_ bench.Synchronizer        = (*Engine)(nil)
-	_ bench.DeviceNamer         = (*Engine)(nil)
-	_ bench.KernelTimer         = (*Engine)(nil)
-	_ bench.MemoryReporter      = (*Engine)(nil)
-	_ bench.CopyBandwidthProber = (*Engine)(nil)
-	_ bench.TopKer              = (*Engine)(nil)
+	_ enginehooks.Synchronizer        = (*Engine)(nil)
+	_ enginehooks.DeviceNamer         = (*Engine)(nil)
+	_ enginehooks.KernelTimer         = (*Engine)(nil)
+	_ enginehooks.MemoryReporter      = (*Engine)(nil)
+	_ enginehooks.CopyBandwidthProber = (*Engine)(nil)
+	_ enginehooks.TopKer              = (*Engine)(nil)
 )
 
 // Synchronize waits until all work queued on the GPU has finished.
@@ -124,9 +124,9 @@ func (e *Engine) ResetKernelTimings() error {
 // KernelTimings stops timing and returns the device time of the launches
 // since the reset, one entry per kernel and shape, sorted by kernel name
 // (the shapes of a kernel in the order of their first launch).
-func (e *Engine) KernelTimings() ([]bench.KernelTiming, error) {
+func (e *Engine) KernelTimings() ([]enginehooks.KernelTiming, error) {
 	d := e.dev
-	var out []bench.KernelTiming
+	var out []enginehooks.KernelTiming
 	err := d.do(func() error {
 		d.timing = false
 		defer d.dropTimings()
@@ -151,7 +151,7 @@ func (e *Engine) KernelTimings() ([]bench.KernelTiming, error) {
 			if !ok {
 				i = len(out)
 				at[kk] = i
-				out = append(out, bench.KernelTiming{Name: tl.k.String(), Shape: tl.w.shape, FLOPs: tl.w.flops, Bytes: tl.w.bytes})
+				out = append(out, enginehooks.KernelTiming{Name: tl.k.String(), Shape: tl.w.shape, FLOPs: tl.w.flops, Bytes: tl.w.bytes})
 			}
 			out[i].Calls++
 			out[i].Seconds += s

@@ -1,20 +1,21 @@
 //go:build cuda
 
-package cuda
+package cuda_test
 
 import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/cuda"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/nn/enginetest"
 )
 
-// TestBenchHooks drives the engine's bench hooks the way package bench
-// does.
+// TestBenchHooks drives the engine's hooks (package enginehooks) the way
+// package bench does; an external test, since bench is above cuda.
 func TestBenchHooks(t *testing.T) {
 	c := enginetest.Config
-	e, err := NewEngine(c)
+	e, err := cuda.NewEngine(c)
 	if err != nil {
 		t.Fatal(err)
 	}

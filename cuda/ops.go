@@ -361,8 +361,8 @@ func (d *Device) lossSum(out, rowLoss buf[float64], rows int) error {
 	return d.launch(kLossSum, elemWork(rows, 2), 1, 1, threads, ptrArg(out), ptrArg(rowLoss), intArg(rows))
 }
 
-// adamW launches one AdamW update of n parameters. The scalars are formed
-// exactly as nn.AdamW[float32] forms them.
+// adamW launches one AdamW update of n parameters, with the scalars
+// nn.AdamW[float32] uses (nn.NewAdamWScalars).
 func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	const what = "adamw"
 	if err := dims(what, n); err != nil {
@@ -371,13 +371,10 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	if err := needAll(what, req("params", p, n), req("grads", g, n), req("m", m, n), req("v", v, n)); err != nil {
 		return err
 	}
-	decay := float32(1 - s.LR*s.WeightDecay)
-	oneMinusB1, b2, oneMinusB2 := float32(1-s.Beta1), float32(s.Beta2), float32(1-s.Beta2)
-	stepSize := float32(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step))))
-	bc2Sqrt := float32(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step))))
-	eps := float32(s.Eps)
+	sc := nn.NewAdamWScalars[float32](s)
 	return d.launch(kAdamW, elemWork(n, 7), elementGrid(n), 1, threads, ptrArg(p), ptrArg(g), ptrArg(m), ptrArg(v),
-		f32Arg(decay), f32Arg(oneMinusB1), f32Arg(b2), f32Arg(oneMinusB2), f32Arg(stepSize), f32Arg(bc2Sqrt), f32Arg(eps), intArg(n))
+		f32Arg(sc.Decay), f32Arg(sc.OneMinusBeta1), f32Arg(sc.Beta2), f32Arg(sc.OneMinusBeta2), f32Arg(sc.StepSize),
+		f32Arg(sc.BiasCorrection2Sqrt), f32Arg(sc.Eps), intArg(n))
 }
 
 // normalizeRows launches y[r] = x[r] / max(|x[r]|, 1e-12).

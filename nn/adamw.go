@@ -1,6 +1,10 @@
 package nn
 
-import "math"
+import (
+	"math"
+
+	"github.com/dinoclip/dinoclip/internal/vec32"
+)
 
 // AdamWStep holds the hyperparameters of one AdamW update. LR and Beta1
 // change every step under OneCycleLR; Step is the 1-based count of updates
@@ -8,6 +12,35 @@ import "math"
 type AdamWStep struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float64
 	Step                               int
+}
+
+// AdamWScalars are the per-step scalars of one AdamW update in the element
+// type T, as the update formula of [AdamW] uses them. Every engine forms
+// them with NewAdamWScalars, so that all of them round the same float64
+// values to T.
+type AdamWScalars[T Float] struct {
+	Decay         T // 1 - lr λ
+	OneMinusBeta1 T // 1 - β1
+	Beta2         T // β2
+	OneMinusBeta2 T // 1 - β2
+	StepSize      T // lr / (1 - β1^s)
+	// BiasCorrection2Sqrt is sqrt(1 - β2^s).
+	BiasCorrection2Sqrt T
+	Eps                 T
+}
+
+// NewAdamWScalars forms the scalars of step s: the bias corrections in
+// float64, as Python does, each scalar then rounded to T once.
+func NewAdamWScalars[T Float](s AdamWStep) AdamWScalars[T] {
+	return AdamWScalars[T]{
+		Decay:               T(1 - s.LR*s.WeightDecay),
+		OneMinusBeta1:       T(1 - s.Beta1),
+		Beta2:               T(s.Beta2),
+		OneMinusBeta2:       T(1 - s.Beta2),
+		StepSize:            T(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step)))),
+		BiasCorrection2Sqrt: T(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step)))),
+		Eps:                 T(s.Eps),
+	}
 }
 
 // AdamW applies one update of torch.optim.AdamW (default, non-amsgrad,
@@ -19,22 +52,29 @@ type AdamWStep struct {
 //	v ← β2 v + (1-β2) g²
 //	θ ← θ - (lr / (1-β1^s)) m / (sqrt(v)/sqrt(1-β2^s) + eps)
 //
-// The bias corrections are computed in float64, as Python does; the
-// elementwise arithmetic is in T, as PyTorch does it in the tensor's dtype.
+// The scalars come from NewAdamWScalars; the elementwise arithmetic is in
+// T, as PyTorch does it in the tensor's dtype.
 func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
-	decay := T(1 - s.LR*s.WeightDecay)
-	oneMinusB1, b2, oneMinusB2 := T(1-s.Beta1), T(s.Beta2), T(1-s.Beta2)
-	stepSize := T(s.LR / (1 - math.Pow(s.Beta1, float64(s.Step))))
-	bc2Sqrt := T(math.Sqrt(1 - math.Pow(s.Beta2, float64(s.Step))))
-	eps := T(s.Eps)
+	sc := NewAdamWScalars[T](s)
+	decay, oneMinusB1, b2, oneMinusB2 := sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2
+	stepSize, bc2Sqrt, eps := sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps
 	parallelFor(len(params), 8, func(lo, hi int) {
+		if p32, ok := any(params[lo:hi]).([]float32); ok {
+			// The vectorised copy of the loop below does a prefix.
+			// AdamWScalars[float32] has vec32.AdamWConsts's fields, in order.
+			consts := vec32.AdamWConsts(any(sc).(AdamWScalars[float32]))
+			lo += vec32.AdamW(p32, any(grads[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), &consts)
+		}
+		// The conversions T(...) round each product, so that no compiler
+		// fuses them into an FMA (Go may, e.g. with GOAMD64=v3): the
+		// vectorised copy does not fuse, and neither does PyTorch.
 		for i := lo; i < hi; i++ {
 			g := grads[i]
-			p := params[i] * decay
-			mi := m[i] + oneMinusB1*(g-m[i])
-			vi := v[i]*b2 + oneMinusB2*g*g
+			p := T(params[i] * decay)
+			mi := m[i] + T(oneMinusB1*(g-m[i]))
+			vi := T(v[i]*b2) + T(T(oneMinusB2*g)*g)
 			d := sqrt(vi)/bc2Sqrt + eps
-			params[i] = p - stepSize*(mi/d)
+			params[i] = p - T(stepSize*(mi/d))
 			m[i], v[i] = mi, vi
 		}
 	})

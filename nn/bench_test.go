@@ -18,7 +18,8 @@ func BenchmarkTrainStep(b *testing.B) {
 		batch int
 	}{
 		{"small", nn.Config{InputDim: 768, HiddenDim: 256, OutputDim: 512, Blocks: 2}, 256},
-		{"default", nn.DefaultConfig(), 32},
+		{"default", nn.DefaultConfig(), 64},
+		{"default", nn.DefaultConfig(), 256},
 	} {
 		b.Run(fmt.Sprintf("%s_b%d", bc.name, bc.batch), func(b *testing.B) {
 			e, err := nn.NewCPUEngine[float32](bc.cfg)
@@ -46,4 +47,60 @@ func BenchmarkTrainStep(b *testing.B) {
 			b.ReportMetric(samples*bc.cfg.FLOPsPerSample()/secs/1e9, "GFLOP/s")
 		})
 	}
+}
+
+// BenchmarkPasses times the float32 elementwise and row-wise passes of a
+// training step at the default model's widths, reporting GB/s of the
+// fewest bytes each reads plus writes (the rate to compare with copy
+// bandwidth).
+func BenchmarkPasses(b *testing.B) {
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(i%97)/50 - 1
+		}
+		return v
+	}
+	for _, rows := range []int{64, 256} {
+		const d = 2048
+		n := rows * d
+		x, y, dy, xhat := fill(n), make([]float32, n), fill(n), fill(n)
+		rstd, gamma, beta := fill(rows), fill(d), fill(d)
+		sums, sums2 := make([]float32, d), make([]float32, d)
+		for _, p := range []struct {
+			name  string
+			bytes int // per element
+			run   func()
+		}{
+			{"gelu_fwd", 8, func() { nn.GELUForward(y, x) }},
+			{"gelu_bwd", 12, func() { nn.GELUBackward(y, dy, x) }},
+			{"layernorm_fwd", 12, func() { nn.LayerNormForward(y, xhat, rstd, x, gamma, beta, rows, d) }},
+			{"layernorm_bwd", 12, func() { nn.LayerNormBackward(y, sums, sums2, dy, xhat, rstd, gamma, rows, d) }},
+			{"colsum", 4, func() { nn.ColumnSums(sums, dy, rows, d) }},
+		} {
+			b.Run(fmt.Sprintf("%s/%dx%d", p.name, rows, d), func(b *testing.B) {
+				for b.Loop() {
+					p.run()
+				}
+				b.ReportMetric(float64(p.bytes*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+	params := nn.DefaultConfig().NumParams()
+	b.Run(fmt.Sprintf("adamw/%d", params), func(b *testing.B) {
+		p, g, m, v := fill(params), fill(params), make([]float32, params), make([]float32, params)
+		hp := nn.AdamWStep{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+		for b.Loop() {
+			hp.Step++
+			nn.AdamW(p, g, m, v, hp)
+		}
+		b.ReportMetric(28*float64(params)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	b.Run(fmt.Sprintf("copy/%d", params), func(b *testing.B) {
+		src, dst := fill(params), make([]float32, params)
+		for b.Loop() {
+			copy(dst, src)
+		}
+		b.ReportMetric(8*float64(params)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
 }

@@ -30,9 +30,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("output dim %d: must be at least 1", c.OutputDim)
 	case c.Blocks < 0:
 		return fmt.Errorf("residual blocks %d: must not be negative", c.Blocks)
+	case c.FLOPsPerSample()/6 > MaxWeights:
+		// Checked in float64, before any count is multiplied out in int:
+		// an absurd shape is an error here, not an overflow or an
+		// allocation of petabytes later.
+		return fmt.Errorf("%v has %.3g weights, more than the %d dinoclip handles", c, c.FLOPsPerSample()/6, MaxWeights)
 	}
 	return nil
 }
+
+// MaxWeights bounds the weight-matrix entries of a model (the default has
+// 54 million): 2^31 - 1 float32 values, 8 GiB, and three times that with the
+// optimizer's moments.
+const MaxWeights = 1<<31 - 1
 
 func (c Config) String() string {
 	return fmt.Sprintf("%d -> %d x %d blocks -> %d -> %d", c.InputDim, c.HiddenDim, c.Blocks, c.HeadDim(), c.OutputDim)

@@ -2,7 +2,11 @@
 // original ProjectorWithResiduals (input_proj, residual blocks of
 // Linear-LayerNorm-GELU-Linear-LayerNorm, hidden_norm, a GELU head and an
 // output LayerNorm), its unit-norm MSE loss and PyTorch's AdamW update, on
-// the CPU with gonum.
+// the CPU.
+//
+// The float32 matrix products go through internal/sgemm (packed, assembly
+// microkernels, bits independent of the thread count), float32 AdamW and
+// GELU through internal/vec32; the float64 products through gonum.
 //
 // Everything is generic over float32 and float64. The float64 instantiation
 // is the oracle: it is checked by finite differences and replayed against

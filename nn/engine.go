@@ -77,6 +77,11 @@ type Float16Reader func(lo, hi int, x, t []uint16) error
 // read from the host instead.
 var ErrNotResident = errors.New("training data cannot be resident")
 
+// ErrNonFinite is wrapped by the error of an engine whose loss turned NaN
+// or infinite (a diverging run): the trainer stops on it and names the
+// last good checkpoint.
+var ErrNonFinite = errors.New("loss is not finite")
+
 // CPUEngine is the [Engine] on the CPU, computing in T: float32 to train,
 // float64 as the oracle. Its buffers are exported for tests that need the
 // full precision of the float64 engine.
@@ -152,7 +157,7 @@ func (e *CPUEngine[T]) loss(x, t []float32, n int) (float64, []T, error) {
 	}
 	loss := UnitNormMSE(nil, out, e.t, n, c.OutputDim)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, out, fmt.Errorf("loss is %v", loss)
+		return loss, out, fmt.Errorf("%w: %v", ErrNonFinite, loss)
 	}
 	return loss, out, nil
 }

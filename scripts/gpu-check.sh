@@ -4,9 +4,6 @@
 #
 #   bin/cuda.test       the cuda package's tests (engine suite against the
 #                       float64 CPU oracle, per-kernel tests, top-k)
-#   bin/cuda-driver.test  the cuda/driver package's tests: the tensor-core
-#                       primitives and the reference bf16 GEMMs against the
-#                       same layouts and float64 reference as in emulation
 #   bin/dinoclip-cuda   the CLI built with -tags cuda
 #   bin/BUILD-INFO      the commit and date of the build
 #
@@ -15,7 +12,7 @@
 # Parts, each PASS, FAIL or SKIP in OUTDIR/summary.txt (also printed):
 #   device    nvidia-smi
 #   tests     bin/cuda.test -test.v
-#   tensorcore  bin/cuda-driver.test -test.run 'TestTC|TestGemmBF16' -test.v:
+#   tensorcore  bin/driver.test -test.run 'TestTC|TestGemmBF16' -test.v:
 #             mma.sync, ldmatrix, cp.async, wgmma, TMA, clusters and the
 #             reference GEMMs; SKIP when the driver lacks the extended calls
 #   data      a small synthetic data set in the default model's shapes:
@@ -43,7 +40,6 @@ OUTDIR=${1:-${OUT:-./gpu-check-out}}
 BIN=${BIN:-bin}
 CLI=${DINOCLIP:-$BIN/dinoclip-cuda}
 TEST=${CUDA_TEST:-$BIN/cuda.test}
-DRIVER_TEST=${CUDA_DRIVER_TEST:-$BIN/cuda-driver.test}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 WORK=$(mktemp -d)
@@ -89,7 +85,7 @@ if run "$log" 30 nvidia-smi; then
 else
 	result device FAIL "nvidia-smi failed: no GPU or driver?"
 fi
-for f in "$CLI" "$TEST" "$DRIVER_TEST"; do
+for f in "$CLI" "$TEST"; do
 	if [ ! -x "$f" ]; then
 		result build FAIL "$f missing: run make build-cuda on a machine with Go and the CUDA toolkit"
 		say "overall: FAIL"
@@ -108,11 +104,34 @@ else
 fi
 grep -E 'worst relative difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
 
+# --- driver (begin) ------------------------------------------------------
+# The driver calls gorgonia/cu lacks (package cuda/driver/libcuda, through
+# the cu driver's Extended methods) on the real driver: bin/driver.test
+# (make build-cuda) launches gelu through cuLaunchKernelEx and compares it
+# with cuLaunchKernel (plain, above 48 KiB of dynamic shared memory after
+# cuFuncSetAttribute, in clusters of 2 on compute capability 9.0), encodes
+# tensor maps for a device buffer (9.0), copies into pinned memory, and
+# replays and updates a captured graph of two launches. Env: DRIVER_TEST.
+DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
+log=$OUTDIR/driver-test.log
+: >"$log"
+t0=$SECONDS
+if [ ! -x "$DRIVER_TEST" ]; then
+	result driver FAIL "$DRIVER_TEST missing: run make build-cuda"
+elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.skip 'TestTC|TestGemmBF16' -test.v -test.timeout 100s); then
+	result driver PASS "$(grep -c '^--- PASS' "$log") tests ($(grep -c '^--- SKIP' "$log") skipped), $((SECONDS - t0)) s"
+else
+	result driver FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see driver-test.log)"
+fi
+# --- driver (end) --------------------------------------------------------
+
 # --- tensorcore
 log=$OUTDIR/tensorcore-test.log
 : >"$log"
 t0=$SECONDS
-if (cd "$(dirname "$DRIVER_TEST")" && run "$log" 300 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC|TestGemmBF16' -test.v -test.timeout 280s); then
+if [ ! -x "$DRIVER_TEST" ]; then
+	result tensorcore FAIL "$DRIVER_TEST missing: run make build-cuda"
+elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 300 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC|TestGemmBF16' -test.v -test.timeout 280s); then
 	if grep -q '^--- PASS' "$log"; then
 		result tensorcore PASS "$(grep -c '^--- PASS' "$log") tests, $(grep -c '^--- SKIP' "$log") skipped, $((SECONDS - t0)) s"
 	else

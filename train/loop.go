@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -132,17 +134,23 @@ type Result struct {
 	Reports []retrieval.Report // the last evaluation
 }
 
-// ErrNonFinite is returned when the loss turns NaN or Inf.
-var ErrNonFinite = errors.New("loss is not finite")
+// ErrNonFinite is wrapped by the error of a run stopped by a NaN or
+// infinite loss: the engine's nn.ErrNonFinite, so that the trainer and
+// every engine report the same sentinel.
+var ErrNonFinite = nn.ErrNonFinite
 
 func (o Options) validate(c nn.Config, d *Dataset) error {
 	switch {
 	case o.Epochs < 1:
 		return fmt.Errorf("epochs %d: must be at least 1", o.Epochs)
+	case o.Batch < 1:
+		return fmt.Errorf("batch %d: must be at least 1", o.Batch)
 	case o.CheckpointEvery < 0:
 		return fmt.Errorf("checkpoint interval %d: must not be negative", o.CheckpointEvery)
 	case o.Keep < 0:
 		return fmt.Errorf("checkpoints to keep %d: must not be negative", o.Keep)
+	case o.LogEvery < 0:
+		return fmt.Errorf("log interval %d: must not be negative", o.LogEvery)
 	case d.InputDim != c.InputDim || d.OutputDim != c.OutputDim:
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
 	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
@@ -151,10 +159,96 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 	return o.AdamW.Validate()
 }
 
+// Steps returns the optimizer steps per epoch and in all of a run of
+// epochs over rows in batches of batch rows. It refuses a run without a
+// whole batch, and one so long that epochs x rows (a bound on every count
+// of steps and rows the run keeps) overflows an int.
+func Steps(epochs, rows, batch int) (perEpoch, total int, err error) {
+	switch {
+	case epochs < 1:
+		return 0, 0, fmt.Errorf("epochs %d: must be at least 1", epochs)
+	case batch < 1:
+		return 0, 0, fmt.Errorf("batch size %d: must be at least 1", batch)
+	case rows < batch:
+		return 0, 0, fmt.Errorf("the training data has %d rows, fewer than one batch of %d", rows, batch)
+	case epochs > math.MaxInt/rows:
+		return 0, 0, fmt.Errorf("%d epochs of %d rows: the count of rows trained on overflows (at most %d epochs of these rows)", epochs, rows, math.MaxInt/rows)
+	}
+	perEpoch = rows / batch
+	return perEpoch, epochs * perEpoch, nil
+}
+
+// check reports what in a trainer state read from a checkpoint does not fit
+// the run it belongs to (run, as run.json records it) or is not a state a
+// run can reach: other options, another schedule, a position outside the
+// run, running sums or a best checkpoint that disagree with the position.
+func (st State) check(run State, evals []*retrieval.Set) error {
+	o := st.Options
+	if o != run.Options {
+		return fmt.Errorf("its options %+v are not the run's %+v", o, run.Options)
+	}
+	if st.Data != run.Data {
+		return fmt.Errorf("its training data %+v is not the run's %+v", st.Data, run.Data)
+	}
+	spe, total, err := Steps(o.Epochs, st.Data.Rows, o.Batch)
+	if err != nil {
+		return err
+	}
+	if want := NewOneCycle(o.MaxLR, o.Epochs, spe); st.Schedule != want {
+		return fmt.Errorf("its schedule %+v is not the options' %+v", st.Schedule, want)
+	}
+	switch {
+	case st.Epoch < 0 || st.Epoch > o.Epochs:
+		return fmt.Errorf("epoch %d is outside the run's [0, %d]", st.Epoch, o.Epochs)
+	case st.Batch < 0 || st.Batch >= spe || (st.Epoch == o.Epochs && st.Batch != 0):
+		return fmt.Errorf("batch %d of epoch %d is outside the run's %d batches per epoch", st.Batch, st.Epoch, spe)
+	case st.Step != st.Epoch*spe+st.Batch:
+		return fmt.Errorf("step %d is not the step of epoch %d, batch %d (%d) with %d of %d steps per epoch",
+			st.Step, st.Epoch, st.Batch, st.Epoch*spe+st.Batch, spe, total)
+	}
+	sinceLog := st.Step
+	if o.LogEvery > 0 {
+		sinceLog = st.Step % o.LogEvery
+	}
+	for _, l := range []struct {
+		name  string
+		sum   LossSum
+		steps int
+	}{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}} {
+		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || math.IsInf(l.sum.Sum, 0) {
+			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows", l.name, l.sum, l.steps, o.Batch)
+		}
+	}
+	if st.Epoch == 0 {
+		if st.Best != nil {
+			return fmt.Errorf("it has a best checkpoint before the first epoch ended")
+		}
+		return nil
+	}
+	metric, err := ParseMetric(o.BestMetric, evals)
+	if err != nil {
+		return err
+	}
+	b := st.Best
+	switch {
+	case b == nil:
+		return fmt.Errorf("it has no best checkpoint after %d epochs", st.Epoch)
+	case b.Metric != metric.Name:
+		return fmt.Errorf("its best checkpoint is by %q, the run's metric is %q", b.Metric, metric.Name)
+	case b.Epoch < 1 || b.Epoch > st.Epoch || b.Step != b.Epoch*spe:
+		return fmt.Errorf("its best checkpoint at epoch %d, step %d is not an epoch end of the run before step %d", b.Epoch, b.Step, st.Step)
+	case b.Checkpoint != checkpointName(b.Step):
+		return fmt.Errorf("its best checkpoint %q is not the one of step %d (%s)", b.Checkpoint, b.Step, checkpointName(b.Step))
+	case math.IsNaN(b.Value) || math.IsInf(b.Value, 0):
+		return fmt.Errorf("its best %s is %v", b.Metric, b.Value)
+	}
+	return nil
+}
+
 // Run trains from scratch, or from the run directory's last checkpoint when
 // resume is set. A cancelled ctx saves a checkpoint and returns ctx.Err();
 // resuming it gives the same parameters, bit for bit, as a run never
-// stopped.
+// stopped. The run directory is locked (LockRunDir) while Run works on it.
 func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if tr.Log == nil {
 		tr.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -168,7 +262,11 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	var st State
 	var resident nn.ResidentEngine
 	if resume {
-		var err error
+		lock, err := LockRunDir(tr.RunDir)
+		if err != nil {
+			return Result{}, err
+		}
+		defer lock.Release()
 		if st, err = tr.restore(); err != nil {
 			return Result{}, err
 		}
@@ -182,18 +280,23 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if _, err := ParseMetric(tr.Options.BestMetric, tr.Evals); err != nil {
 			return Result{}, err
 		}
-		order, err := NewOrder(tr.Data.Rows, tr.Options.Batch, tr.Options.Seed)
+		spe, _, err := Steps(tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		if err != nil {
 			return Result{}, err
 		}
 		st = State{
 			Options:  tr.Options,
-			Schedule: NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, order.StepsPerEpoch()),
+			Schedule: NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, spe),
 			Data:     DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim},
 		}
 		if err := st.Schedule.Validate(); err != nil {
 			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		}
+		lock, err := LockRunDir(tr.RunDir)
+		if err != nil {
+			return Result{}, err
+		}
+		defer lock.Release()
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
@@ -205,7 +308,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if resident, err = tr.residency(&st); err != nil {
 			return Result{}, err
 		}
-		if err := startRunDir(tr.RunDir, st); err != nil {
+		if err := startRunDir(tr.RunDir, tr.runInfo(st)); err != nil {
 			return Result{}, err
 		}
 	}
@@ -243,12 +346,17 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		defer batches.stop()
 	}
 	bar := newProgress(tr.Progress, st.Schedule.TotalSteps, st.Step)
+	defer bar.stop()
+	// Every log line, the engine's and evaluation's included, clears the
+	// bar first rather than be written over it.
+	defer func(log *slog.Logger) { tr.Log = log }(tr.Log)
+	tr.Log = slog.New(clearingHandler{tr.Log.Handler(), bar})
 	var res Result
 	var stepTime time.Duration // since the last metrics record, for throughput
 	for st.Epoch < o.Epochs {
 		for st.Batch < spe {
 			if ctx.Err() != nil {
-				bar.finish()
+				bar.stop()
 				if err := tr.save(st, nil, nil); err != nil {
 					return res, err
 				}
@@ -270,12 +378,10 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				batches.recycle(b)
 			}
 			if err == nil && (math.IsNaN(loss) || math.IsInf(loss, 0)) {
-				err = ErrNonFinite
+				err = fmt.Errorf("%w: %v", ErrNonFinite, loss)
 			}
 			if err != nil {
-				bar.finish()
-				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; the run stopped, its last good checkpoint is %s",
-					st.Step+1, st.Epoch+1, st.Batch, err, filepath.Join(tr.RunDir, checkpoint.LastLink))
+				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", st.Step+1, st.Epoch+1, st.Batch, err, tr.stopAdvice(err))
 			}
 			st.Step++
 			hp := st.Options.AdamW.Step(st.Schedule, st.Step)
@@ -292,7 +398,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 					return res, err
 				}
 				if bar.bar == nil {
-					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", st.Window.mean(), "lr", hp.LR)
+					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR))
 				}
 				st.Window, stepTime = LossSum{}, 0
 			}
@@ -306,6 +412,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		st.Batch = 0
 		epochLoss := st.EpochLoss.mean()
 		st.EpochLoss = LossSum{}
+		if len(tr.Evals) > 0 {
+			bar.evaluating()
+		}
 		reports, err := tr.evaluate()
 		if err != nil {
 			return res, err
@@ -328,11 +437,35 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if improved != nil {
 			st.Best = improved // save named its checkpoint
 		}
-		tr.Log.Info("epoch done", append([]any{"epoch", st.Epoch, "step", st.Step, "loss", epochLoss, metric.Name, value}, summarize(reports)...)...)
+		kv := []any{"epoch", st.Epoch, "step", st.Step, "loss", logNum(epochLoss)}
+		if metric.Name != "loss" {
+			kv = append(kv, metric.Name, logNum(value))
+		}
+		tr.Log.Info("epoch done", append(kv, summarize(reports)...)...)
 	}
-	bar.finish()
 	res.State = st
 	return res, nil
+}
+
+// stopAdvice says what is left of a run that a failed step stopped, and
+// what to do next: a diverged run (ErrNonFinite) would diverge again if
+// resumed, bit for bit, so it is started anew with other settings; another
+// failure (unreadable data, a device error) can be resumed once fixed.
+func (tr *Trainer) stopAdvice(err error) string {
+	last := filepath.Join(tr.RunDir, checkpoint.LastLink)
+	target, lerr := os.Readlink(last)
+	if errors.Is(err, ErrNonFinite) {
+		if lerr != nil {
+			return fmt.Sprintf("the run diverged before its first checkpoint; start it again with a lower --lr (the same --out will do: %s holds no checkpoint)", tr.RunDir)
+		}
+		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with a lower --lr into another --out",
+			last, target)
+	}
+	if lerr != nil {
+		return fmt.Sprintf("the run stopped before its first checkpoint; start it again once the problem is fixed (the same --out will do: %s holds no checkpoint)", tr.RunDir)
+	}
+	return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); once the problem is fixed, continue it with: dinoclip train --resume --out %s",
+		last, target, ShellArg(tr.RunDir))
 }
 
 // evaluate projects and ranks every evaluation set, ranking with the
@@ -373,13 +506,38 @@ func (tr *Trainer) evalTopK() retrieval.TopKFunc {
 func summarize(reports []retrieval.Report) []any {
 	var kv []any
 	for _, r := range reports {
-		kv = append(kv, r.Name+"_t2i_pct_clip", round2(r.PercentOfCLIP.TextToImagePercent),
-			r.Name+"_i2t_pct_clip", round2(r.PercentOfCLIP.ImageToTextPercent))
+		kv = append(kv, r.Name+"_t2i_pct_clip", logNum(r.PercentOfCLIP.TextToImagePercent),
+			r.Name+"_i2t_pct_clip", logNum(r.PercentOfCLIP.ImageToTextPercent))
 	}
 	return kv
 }
 
-func round2(x float64) float64 { return math.Round(x*100) / 100 }
+// logNum is a number in a log line, to 4 significant digits: 82.24, not
+// 82.24000000000001.
+type logNum float64
+
+func (x logNum) LogValue() slog.Value {
+	return slog.StringValue(strconv.FormatFloat(float64(x), 'g', 4, 64))
+}
+
+// clearingHandler clears the progress bar before each log line.
+type clearingHandler struct {
+	slog.Handler
+	bar *progress
+}
+
+func (h clearingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.bar.clear()
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h clearingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return clearingHandler{h.Handler.WithAttrs(as), h.bar}
+}
+
+func (h clearingHandler) WithGroup(name string) slog.Handler {
+	return clearingHandler{h.Handler.WithGroup(name), h.bar}
+}
 
 func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
 	return map[string]any{

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,24 +230,32 @@ func TestResumeRefusesOtherData(t *testing.T) {
 	}
 }
 
-// nanAt makes the loss NaN at one step, as a diverging run would.
-type nanAt struct {
+// blowUpAfter sets every parameter of the real engine it wraps to NaN
+// after optimizer step n, as a diverging run would end up, so that the
+// engine's own next forward pass finds the loss not finite.
+type blowUpAfter struct {
 	nn.Engine
-	step int
+	n int
 }
 
-func (e *nanAt) ForwardBackward(x, t []float32, n int) (float64, error) {
-	l, err := e.Engine.ForwardBackward(x, t, n)
-	if e.step--; e.step == 0 {
-		return math.NaN(), err
+func (e *blowUpAfter) Step(s nn.AdamWStep) error {
+	if err := e.Engine.Step(s); err != nil {
+		return err
 	}
-	return l, err
+	if s.Step == e.n {
+		nan := make([]float32, e.Config().NumParams())
+		for i := range nan {
+			nan[i] = float32(math.NaN())
+		}
+		return e.Engine.SetParameters(nan)
+	}
+	return nil
 }
 
 func TestNaNLossStopsAndKeepsLastGoodCheckpoint(t *testing.T) {
 	dataDir, runDir := t.TempDir(), t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &nanAt{Engine: e, step: 8} })
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: 7} })
 	_, err := tr.Run(context.Background(), false)
 	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 8") {
 		t.Fatalf("error %v, want a non-finite loss at step 8", err)
@@ -293,7 +302,12 @@ func TestFloat16AndFloat32ShardsTrainAlike(t *testing.T) {
 }
 
 // A run killed with SIGKILL at arbitrary moments never leaves a checkpoint
-// that does not load, and resumes to the same result.
+// that does not load, leaves no lock behind that blocks the next process,
+// and resumes to the same result. The first child is killed only once it
+// has written a checkpoint (waiting for it, not guessing a delay), the
+// others at delays from their start, some before they load anything. A
+// child that fails (an error, a crash) fails the test: only a kill may end
+// it early.
 func TestKilledRunLeavesLoadableCheckpoints(t *testing.T) {
 	if os.Getenv("DINOCLIP_TRAIN_CHILD") != "" {
 		return
@@ -303,27 +317,74 @@ func TestKilledRunLeavesLoadableCheckpoints(t *testing.T) {
 	}
 	dataDir, runDir := t.TempDir(), t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	for i, delay := range []time.Duration{60, 110, 170, 240, 320} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestTrainChild$")
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	for i, delay := range []time.Duration{30, 0, 60, 110, 170} {
+		var out strings.Builder
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTrainChild$", "-test.v")
+		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.Env = append(os.Environ(), "DINOCLIP_TRAIN_CHILD=1", "DINOCLIP_TRAIN_DATA="+dataDir, "DINOCLIP_TRAIN_RUN="+runDir, "DINOCLIP_TRAIN_RESUME="+strconv.FormatBool(i > 0))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(delay * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		if i == 0 {
+			// Until the first checkpoint, or the child's end.
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+				if _, err := os.Lstat(last); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatalf("the child wrote no checkpoint in a minute:\n%s", out.String())
+				}
+				if len(exited) > 0 {
+					break
+				}
+			}
+			// A second process on the running child's directory is refused.
+			lock, err := LockRunDir(runDir)
+			var locked *LockedError
+			switch {
+			case err == nil:
+				lock.Release()
+				// Only a child that has finished its run lets go.
+				select {
+				case e := <-exited:
+					exited <- e
+				case <-time.After(5 * time.Second):
+					t.Fatalf("locked the run directory while the child (pid %d) trains in it", cmd.Process.Pid)
+				}
+			case !errors.As(err, &locked) || locked.Holder != "pid "+strconv.Itoa(cmd.Process.Pid):
+				t.Fatalf("lock while the child (pid %d) trains: %v", cmd.Process.Pid, err)
+			}
+		}
+		select {
+		case err := <-exited:
+			// It ended before the kill: it must have finished the run.
+			if err != nil {
+				t.Fatalf("child %d failed before it was killed: %v\n%s", i, err, out.String())
+			}
+		case <-time.After(delay * time.Millisecond):
+			cmd.Process.Kill()
+			err := <-exited
+			if err == nil {
+				break // it finished the run just before the kill
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child %d: %v, want it killed by SIGKILL\n%s", i, err, out.String())
+			}
+		}
 		entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), ".") {
 				continue // a temporary directory being written when killed
 			}
 			if _, err := checkpoint.Load(filepath.Join(runDir, CheckpointsDir, e.Name())); err != nil {
-				t.Fatalf("after a kill at %v: %v", delay*time.Millisecond, err)
+				t.Fatalf("after child %d was killed: %v", i, err)
 			}
 		}
-	}
-	if _, err := os.Lstat(filepath.Join(runDir, checkpoint.LastLink)); err != nil {
-		t.Skip("no kill came after the first checkpoint on this machine")
 	}
 	tr := newTrainer(t, dataDir, runDir, nil)
 	tr.Options.CheckpointEvery = 1
@@ -341,6 +402,8 @@ func TestKilledRunLeavesLoadableCheckpoints(t *testing.T) {
 }
 
 // TestTrainChild is the process TestKilledRunLeavesLoadableCheckpoints kills.
+// It resumes when asked to and the run has a checkpoint (an earlier child
+// may have been killed before its first).
 func TestTrainChild(t *testing.T) {
 	if os.Getenv("DINOCLIP_TRAIN_CHILD") == "" {
 		t.Skip("run by TestKilledRunLeavesLoadableCheckpoints")
@@ -353,7 +416,9 @@ func TestTrainChild(t *testing.T) {
 			resume = false
 		}
 	}
-	tr.Run(context.Background(), resume)
+	if _, err := tr.Run(context.Background(), resume); err != nil {
+		t.Fatalf("child run (resume %v): %v", resume, err)
+	}
 }
 
 // slowEngine takes 5 ms a step, so that kills land at many points of a run.

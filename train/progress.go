@@ -3,42 +3,94 @@ package train
 import (
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 )
 
-// progress is a terminal progress bar over optimizer steps; the zero value
-// (no terminal) does nothing.
-type progress struct{ bar *progressbar.ProgressBar }
+// progress is a terminal progress bar over optimizer steps that shares its
+// terminal with the log: the loop clears it before every log line (the
+// bar is drawn again at the next step), and it says when the run is
+// evaluating rather than freeze. It reaches 100% at the last step and
+// stays on screen as the run's last line of progress. The zero value (no
+// terminal) does nothing.
+type progress struct {
+	bar     *progressbar.ProgressBar
+	w       io.Writer
+	total   int
+	drawn   time.Time // last redraw, for the throttle
+	note    string    // a line shown after the bar finished ("evaluating…")
+	stopped bool      // ended early (interrupt, error): no more drawing
+}
 
-func newProgress(w io.Writer, total, done int) progress {
+// progressThrottle is the least time between two redraws of the bar.
+const progressThrottle = 100 * time.Millisecond
+
+func newProgress(w io.Writer, total, done int) *progress {
 	if w == nil {
-		return progress{}
+		return &progress{}
 	}
-	bar := progressbar.NewOptions(total,
+	p := &progress{w: w, total: total}
+	p.bar = progressbar.NewOptions(total,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription("training"),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
 		progressbar.OptionSetItsString("step"),
 		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionThrottle(100_000_000),
-		progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(0), // throttled by set, so that a state change always shows
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
 	)
-	bar.Set(done)
-	return progress{bar: bar}
+	p.bar.Set(done)
+	return p
 }
 
-func (p progress) set(step int, loss float64) {
-	if p.bar == nil {
+func (p *progress) active() bool { return p.bar != nil && !p.stopped && !p.bar.IsFinished() }
+
+// set moves the bar to step; redraws are throttled, except the last step's.
+func (p *progress) set(step int, loss float64) {
+	if !p.active() || (step < p.total && time.Since(p.drawn) < progressThrottle) {
 		return
 	}
 	p.bar.Describe(fmt.Sprintf("training  loss %.3e", loss))
 	p.bar.Set(step)
+	p.drawn = time.Now()
 }
 
-func (p progress) finish() {
-	if p.bar != nil {
-		p.bar.Finish()
+// evaluating shows that the run is evaluating: on the bar, or, once the bar
+// has finished, on a line of its own until the next log line.
+func (p *progress) evaluating() {
+	switch {
+	case p.active():
+		p.bar.Describe("evaluating…") // redraws
+		p.drawn = time.Now()
+	case p.bar != nil && !p.stopped:
+		p.note = "evaluating…"
+		fmt.Fprint(p.w, p.note)
 	}
+}
+
+// clear takes the bar (or the note) off the current line, so that a log
+// line can be written there.
+func (p *progress) clear() {
+	switch {
+	case p.active():
+		p.bar.Clear()
+		p.drawn = time.Time{} // draw again at the next step
+	case p.note != "":
+		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", len(p.note)))
+		p.note = ""
+	}
+}
+
+// stop ends the bar where it is (an interrupted or failed run) and moves
+// to the next line, for the log lines that follow.
+func (p *progress) stop() {
+	if p.active() {
+		p.bar.Exit()
+	} else {
+		p.clear()
+	}
+	p.stopped = true
 }

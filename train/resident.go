@@ -49,7 +49,7 @@ func (tr *Trainer) residency(st *State) (nn.ResidentEngine, error) {
 	}
 	st.Float16 = true
 	tr.Log.Info("training data resident on the device as float16", "rows", tr.Data.Rows,
-		"rounded_to_float16", !float16, "seconds", time.Since(start).Seconds())
+		"rounded_to_float16", !float16, "seconds", logNum(time.Since(start).Seconds()))
 	return re, nil
 }
 

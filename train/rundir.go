@@ -2,10 +2,10 @@ package train
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,17 +26,103 @@ func checkpointName(step int) string {
 	return filepath.Join(CheckpointsDir, fmt.Sprintf("step-%08d", step))
 }
 
-// checkNewRunDir refuses a run directory that already holds checkpoints
-// rather than mix a new run with it.
-func checkNewRunDir(dir string) error {
-	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
-		return fmt.Errorf("run directory %s already holds a run: resume it with --resume, or choose another --out", dir)
+// RunInfo is run.json: what a run trains (model, data, evaluation sets)
+// and where it stands (its State, whose fields it holds at the top level).
+// A run.json written before the model, data and sets were recorded lacks
+// them: a resume then takes the model from the checkpoint and the data and
+// sets from the flags.
+// It is written when the run starts and rewritten after every checkpoint,
+// so that it names the run's newest step and best checkpoint, and so that
+// 'dinoclip train --resume --out RUN' needs nothing else.
+type RunInfo struct {
+	Model   nn.Config `json:"model"`
+	DataDir string    `json:"data_dir"` // absolute
+	Evals   []EvalRef `json:"evals"`
+	State
+}
+
+// EvalRef is an evaluation set of a run: its name (what the best metric
+// and the records refer to) and its directory (absolute; empty for a set
+// that was not loaded from one).
+type EvalRef struct {
+	Name string `json:"name"`
+	Dir  string `json:"dir"`
+}
+
+// ReadRunInfo reads a run directory's run.json.
+func ReadRunInfo(dir string) (RunInfo, error) {
+	path := filepath.Join(dir, RunFile)
+	var info RunInfo
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return info, fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return info, fmt.Errorf("%s: %w", path, err)
+	}
+	return info, nil
+}
+
+// runInfo is run.json for the run at st.
+func (tr *Trainer) runInfo(st State) RunInfo {
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, State: st}
+	for _, s := range tr.Evals {
+		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
+	}
+	return info
+}
+
+// absPath is path made absolute, so that a resume from another working
+// directory finds it; "" stays "".
+func absPath(path string) string {
+	if path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
+// CheckResumable reports why the run in dir cannot be resumed: it has no
+// checkpoint yet (start it anew), or its last link points at a checkpoint
+// that is gone (it can then be neither resumed nor started anew, see
+// checkNewRunDir: remove it or use another directory).
+func CheckResumable(dir string) error {
+	last := filepath.Join(dir, checkpoint.LastLink)
+	if _, err := os.Lstat(last); err != nil {
+		return fmt.Errorf("nothing to resume in %s: it has no checkpoint yet; start the run without --resume", dir)
+	}
+	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
+		return brokenRunError(dir)
 	}
 	return nil
 }
 
+// brokenRunError is the one way out of a run directory whose last
+// checkpoint is gone: both a resume and a new run refuse it.
+func brokenRunError(dir string) error {
+	last := filepath.Join(dir, checkpoint.LastLink)
+	target, _ := os.Readlink(last)
+	return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s): it can be neither resumed nor overwritten; remove %s, or train into another --out",
+		dir, last, target, dir)
+}
+
+// checkNewRunDir refuses a run directory that already holds checkpoints
+// rather than mix a new run with it.
+func checkNewRunDir(dir string) error {
+	last := filepath.Join(dir, checkpoint.LastLink)
+	if _, err := os.Lstat(last); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
+		return brokenRunError(dir)
+	}
+	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
+}
+
 // startRunDir prepares a new run directory (see checkNewRunDir).
-func startRunDir(dir string, st State) error {
+func startRunDir(dir string, info RunInfo) error {
 	if err := checkNewRunDir(dir); err != nil {
 		return err
 	}
@@ -45,7 +131,7 @@ func startRunDir(dir string, st State) error {
 	}
 	// Leftovers of a run that died before its first checkpoint.
 	os.Remove(filepath.Join(dir, MetricsFile))
-	return writeJSON(filepath.Join(dir, RunFile), st)
+	return writeJSON(filepath.Join(dir, RunFile), info)
 }
 
 // save writes a checkpoint of the engine at st, points last (and best, when
@@ -91,7 +177,10 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 		}
 	}
 	tr.Log.Debug("checkpoint", "dir", dir, "step", st.Step)
-	return tr.prune(st)
+	if err := tr.prune(st); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
 }
 
 // pointLink makes run/link a relative symlink to target, replacing any old
@@ -167,14 +256,20 @@ func sweepCheckpoints(runDir string) {
 
 // restore loads the run directory's last checkpoint into the engine and
 // returns the state to continue from. The run continues with the options
-// it was started with; other training data or another model is refused.
+// it was started with (run.json), on the same data and evaluation sets; a
+// trainer state that does not fit them (a damaged or edited checkpoint) is
+// refused.
 func (tr *Trainer) restore() (State, error) {
 	sweepCheckpoints(tr.RunDir)
+	if err := CheckResumable(tr.RunDir); err != nil {
+		return State{}, err
+	}
+	info, err := ReadRunInfo(tr.RunDir)
+	if err != nil {
+		return State{}, err
+	}
 	dir := filepath.Join(tr.RunDir, checkpoint.LastLink)
 	ck, err := checkpoint.Load(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return State{}, fmt.Errorf("nothing to resume in %s: it has no checkpoint (%s)", tr.RunDir, checkpoint.LastLink)
-	}
 	if err != nil {
 		return State{}, err
 	}
@@ -185,14 +280,25 @@ func (tr *Trainer) restore() (State, error) {
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
 	switch {
-	case ck.Config != c:
-		return State{}, fmt.Errorf("%s: the checkpoint's model is %v, this run's %v", dir, ck.Config, c)
+	case ck.Config != c || (info.Model != nn.Config{} && info.Model != c):
+		return State{}, fmt.Errorf("%s: the checkpoint's model is %v and run.json's %v, this run's %v", dir, ck.Config, info.Model, c)
 	case st.Data != data:
 		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d)",
 			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim)
 	}
+	// A run.json from before it recorded the sets (Evals absent, not
+	// empty) takes the sets given.
+	if info.Evals != nil {
+		if err := checkEvalNames(info.Evals, tr.Evals); err != nil {
+			return State{}, fmt.Errorf("--resume: %w", err)
+		}
+	}
 	if err := st.Options.validate(c, tr.Data); err != nil {
-		return State{}, err
+		return State{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	if err := st.check(info.State, tr.Evals); err != nil {
+		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
+			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
 	}
 	if err := tr.Engine.SetParameters(ck.Params); err != nil {
 		return State{}, err
@@ -204,8 +310,33 @@ func (tr *Trainer) restore() (State, error) {
 	return st, nil
 }
 
+// checkEvalNames refuses evaluation sets other than the run's: the best
+// metric and the records of a run refer to its sets by name.
+func checkEvalNames(run []EvalRef, sets []*retrieval.Set) error {
+	var want, got []string
+	for _, r := range run {
+		want = append(want, r.Name)
+	}
+	for _, s := range sets {
+		got = append(got, s.Name)
+	}
+	if !slices.Equal(want, got) {
+		return fmt.Errorf("the run evaluates on the sets %q, this resume on %q; a run keeps its evaluation sets (a resume without --eval takes them from run.json)", want, got)
+	}
+	return nil
+}
+
 // ModelConfigOf is the model shape recorded in a run directory's last
 // checkpoint, for a resume that must build the same engine.
 func ModelConfigOf(runDir string) (nn.Config, error) {
 	return checkpoint.ReadConfig(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
+}
+
+// ShellArg is path as one shell word, quoted when it needs to be, for the
+// commands that messages tell the user to run.
+func ShellArg(path string) string {
+	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return path
+	}
+	return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -19,9 +17,9 @@ func main() {
 
 // run executes the CLI and returns the process exit code: 0 on success, 1
 // on an error (printed as one line naming what is wrong), 130 when
-// interrupted.
+// interrupted by SIGINT and 143 by SIGTERM.
 func run(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	err := newApp().RunContext(ctx, args)
 	switch {
@@ -29,7 +27,7 @@ func run(args []string) int {
 		return 0
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
-		return 130
+		return interruptedExitCode(ctx)
 	default:
 		fmt.Fprintln(os.Stderr, "dinoclip:", err)
 		return 1

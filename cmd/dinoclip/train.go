@@ -30,12 +30,14 @@ func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
 		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
-		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]",
+		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]\ndinoclip train --resume --out RUNDIR",
 		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
 			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
 			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
 			"points RUNDIR/last at it and RUNDIR/best at the best one by --best-metric. Ctrl-C saves a\n" +
-			"checkpoint; --resume continues from it exactly, with the options the run was started with.\n" +
+			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
+			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
+			"time trains in a run directory.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
@@ -58,7 +60,7 @@ func trainCommand() *cli.Command {
 			intFlag("blocks", "`N` residual blocks", m.Blocks),
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
-			boolFlag("resume", "continue the run in --out from its last checkpoint"),
+			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
 		Before:       applyConfig,
@@ -104,7 +106,12 @@ func runTrain(cCtx *cli.Context) error {
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}
-	if err := requireFlags(cCtx, "data", "out"); err != nil {
+	resume := cCtx.Bool("resume")
+	required := []string{"data", "out"}
+	if resume {
+		required = []string{"out"} // the rest is in the run's run.json
+	}
+	if err := requireFlags(cCtx, required...); err != nil {
 		return err
 	}
 	opts, err := trainOptions(cCtx)
@@ -126,7 +133,19 @@ func runTrain(cCtx *cli.Context) error {
 	if err := checkAtLeast("blocks", cCtx.Int("blocks"), 0); err != nil {
 		return err
 	}
-	dataDir, runDir, resume := cCtx.String("data"), cCtx.String("out"), cCtx.Bool("resume")
+	runDir := cCtx.String("out")
+	dataDir, evalDirs := cCtx.String("data"), cCtx.StringSlice("eval")
+	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
+	var run train.RunInfo
+	if resume {
+		if run, err = resumedRun(cCtx, runDir, opts); err != nil {
+			return err
+		}
+		dataDir, evalDirs = resumeInputs(cCtx, log, run)
+		if dataDir == "" {
+			return fmt.Errorf("--resume: %s does not say where the training data is: give --data", filepath.Join(runDir, train.RunFile))
+		}
+	}
 
 	if err := checkDir("training data", dataDir); err != nil {
 		return err
@@ -137,7 +156,7 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	defer data.Close()
 	var evals []*retrieval.Set
-	for _, dir := range cCtx.StringSlice("eval") {
+	for _, dir := range evalDirs {
 		s, err := loadEvalSet(dir)
 		if err != nil {
 			return err
@@ -152,14 +171,8 @@ func runTrain(cCtx *cli.Context) error {
 		return err
 	}
 
-	var c nn.Config
-	if resume {
-		// The trainer takes the options from the run, and checks its
-		// best metric against the evaluation sets.
-		if c, err = resumeConfig(cCtx, runDir, opts); err != nil {
-			return err
-		}
-	} else {
+	c := run.Model
+	if !resume {
 		if c, err = modelConfig(cCtx, data); err != nil {
 			return err
 		}
@@ -169,10 +182,13 @@ func runTrain(cCtx *cli.Context) error {
 		if data.Rows < opts.Batch {
 			return fmt.Errorf("--batch %d: the training data %s has only %d rows, fewer than one batch", opts.Batch, dataDir, data.Rows)
 		}
-		spe := data.Rows / opts.Batch
+		spe, total, err := train.Steps(opts.Epochs, data.Rows, opts.Batch)
+		if err != nil {
+			return fmt.Errorf("--epochs %d: %w", opts.Epochs, err)
+		}
 		if err := train.NewOneCycle(opts.MaxLR, opts.Epochs, spe).Validate(); err != nil {
 			return fmt.Errorf("--epochs %d x %d steps per epoch (%d rows / --batch %d) = %d optimizer steps: %w",
-				opts.Epochs, spe, data.Rows, opts.Batch, opts.Epochs*spe, err)
+				opts.Epochs, spe, data.Rows, opts.Batch, total, err)
 		}
 	}
 
@@ -187,7 +203,7 @@ func runTrain(cCtx *cli.Context) error {
 		Evals:   evals,
 		Options: opts,
 		RunDir:  runDir,
-		Log:     slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil)),
+		Log:     log,
 	}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f
@@ -195,7 +211,7 @@ func runTrain(cCtx *cli.Context) error {
 	res, err := tr.Run(cCtx.Context, resume)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --data %s --out %s\n", dataDir, runDir)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --out %s\n", train.ShellArg(runDir))
 		}
 		return err
 	}
@@ -241,19 +257,26 @@ func modelConfig(cCtx *cli.Context, data *train.Dataset) (nn.Config, error) {
 	return c, nil
 }
 
-// resumeConfig is the model shape of the run to resume, from its last
-// checkpoint. Shape and option flags given explicitly must agree with the
-// run: a resumed run continues as it was started.
-func resumeConfig(cCtx *cli.Context, runDir string, opts train.Options) (nn.Config, error) {
-	if _, err := os.Stat(runDir); err != nil {
-		return nn.Config{}, fmt.Errorf("--resume: nothing to resume: %w", err)
+// resumedRun reads the run.json of the run to resume. Shape and option
+// flags given explicitly must agree with the run: a resumed run continues
+// as it was started (more epochs, say, would change its learning-rate
+// schedule from the first step).
+func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.RunInfo, error) {
+	if err := train.CheckResumable(runDir); err != nil {
+		return train.RunInfo{}, fmt.Errorf("--resume: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile)); err != nil {
-		return nn.Config{}, fmt.Errorf("--resume: nothing to resume in %s: it has no %s checkpoint (start the run without --resume)", runDir, checkpoint.LastLink)
-	}
-	c, err := train.ModelConfigOf(runDir)
+	run, err := train.ReadRunInfo(runDir)
 	if err != nil {
-		return c, fmt.Errorf("--resume: %w", err)
+		return run, fmt.Errorf("--resume: %w", err)
+	}
+	if run.Model == (nn.Config{}) { // a run.json from before it recorded the model
+		if run.Model, err = train.ModelConfigOf(runDir); err != nil {
+			return run, fmt.Errorf("--resume: %w", err)
+		}
+	}
+	c := run.Model
+	if err := c.Validate(); err != nil {
+		return run, fmt.Errorf("--resume: %s: model: %w", filepath.Join(runDir, train.RunFile), err)
 	}
 	shape := []struct {
 		flag string
@@ -261,19 +284,10 @@ func resumeConfig(cCtx *cli.Context, runDir string, opts train.Options) (nn.Conf
 	}{{"input-dim", c.InputDim}, {"hidden-dim", c.HiddenDim}, {"output-dim", c.OutputDim}, {"blocks", c.Blocks}}
 	for _, s := range shape {
 		if cCtx.IsSet(s.flag) && cCtx.Int(s.flag) != s.run {
-			return c, fmt.Errorf("--resume: --%s %d, but the run in %s has %d (its model is %v)", s.flag, cCtx.Int(s.flag), runDir, s.run, c)
+			return run, fmt.Errorf("--resume: --%s %d, but the run in %s has %d (its model is %v)", s.flag, cCtx.Int(s.flag), runDir, s.run, c)
 		}
 	}
-	// The options the run started with are in run.json.
-	b, err := os.ReadFile(filepath.Join(runDir, train.RunFile))
-	if err != nil {
-		return c, nil // the trainer reads the checkpoint's own copy
-	}
-	var st train.State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return c, fmt.Errorf("--resume: %s: %w", filepath.Join(runDir, train.RunFile), err)
-	}
-	ro := st.Options
+	ro := run.Options
 	type opt struct {
 		flag      string
 		set, want any
@@ -286,11 +300,35 @@ func resumeConfig(cCtx *cli.Context, runDir string, opts train.Options) (nn.Conf
 		{"resident", opts.Resident, ro.ResidentMode()},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
-			return c, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
+			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
 				o.flag, o.set, runDir, o.want)
 		}
 	}
-	return c, nil
+	return run, nil
+}
+
+// resumeInputs are the training data and evaluation sets of a resumed
+// run: the ones in run.json, or the --data and --eval given, which may
+// name the same data at a new place (the trainer checks that they are the
+// run's: the same shape of data, sets of the same names). A new place is
+// said in the log.
+func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (string, []string) {
+	dataDir := run.DataDir
+	if cCtx.IsSet("data") {
+		dataDir = cCtx.String("data")
+		if abs, _ := filepath.Abs(dataDir); abs != run.DataDir && run.DataDir != "" {
+			log.Info("training data given by --data instead of the run's", "data", dataDir, "run_data", run.DataDir)
+		}
+	}
+	var evalDirs []string
+	for _, e := range run.Evals {
+		evalDirs = append(evalDirs, e.Dir)
+	}
+	if cCtx.IsSet("eval") {
+		evalDirs = cCtx.StringSlice("eval")
+		log.Info("evaluation sets given by --eval instead of the run's", "eval", evalDirs)
+	}
+	return dataDir, evalDirs
 }
 
 // writeTrainSummary prints what a finished run reached: the last

@@ -71,29 +71,84 @@ func TestTrainWithoutEvalSets(t *testing.T) {
 
 func TestTrainInterruptedAndResumed(t *testing.T) {
 	data := makeData(t)
-	run := filepath.Join(t.TempDir(), "run")
-	args := append([]string{"train", "--data", data, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "my run")
+	args := append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, stderr, err := runCLIContext(t, ctx, args...)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted train: error %v, want context.Canceled", err)
 	}
-	if !strings.Contains(stderr, "--resume") {
-		t.Errorf("interrupted train does not say how to resume:\n%s", stderr)
+	// The hint is a command that works as it is printed (the run
+	// directory quoted for the shell), and needs nothing but --out.
+	hint := "continue it with: dinoclip train --resume --out '" + run + "'\n"
+	if !strings.Contains(stderr, hint) {
+		t.Errorf("interrupted train does not say %q:\n%s", hint, stderr)
 	}
-	// A new run into the same directory is refused; a resume finishes it.
-	wantError(t, args, "--resume")
-	out := mustRun(t, "train", "--data", data, "--out", run, "--resume")
-	if !strings.Contains(out, "2 epochs, 8 optimizer steps") {
-		t.Errorf("resumed run:\n%s", out)
+	// A new run into the same directory is refused; a resume with only
+	// --out finishes it, evaluating on the run's set and keeping its best
+	// metric.
+	wantError(t, args, "--resume --out '"+run+"'")
+	out := mustRun(t, "train", "--resume", "--out", run)
+	for _, want := range []string{"2 epochs, 8 optimizer steps", "tiny-eval", "r5 = "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("resumed run lacks %q:\n%s", want, out)
+		}
+	}
+	info, err := train.ReadRunInfo(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Step != 8 || info.Best == nil || info.Best.Metric != "r5" || len(info.Evals) != 1 {
+		t.Errorf("run.json after the resumed run: step %d, best %+v, evals %+v", info.Step, info.Best, info.Evals)
 	}
 	// Resuming with options other than the run's is refused; the same ones
-	// (a config file used again, say) are fine.
-	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--epochs", "3"}, "--epochs 3", "started with 2")
-	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--hidden-dim", "16"}, "--hidden-dim 16", "has 8")
-	wantError(t, []string{"train", "--data", data, "--out", run, "--resume", "--resident", "off"}, "--resident off", "started with auto")
-	mustRun(t, "train", "--data", data, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
+	// (a config file used again, say) are fine, and so is the same data
+	// at another path.
+	wantError(t, []string{"train", "--out", run, "--resume", "--epochs", "3"}, "--epochs 3", "started with 2")
+	wantError(t, []string{"train", "--out", run, "--resume", "--hidden-dim", "16"}, "--hidden-dim 16", "has 8")
+	wantError(t, []string{"train", "--out", run, "--resume", "--resident", "off"}, "--resident off", "started with auto")
+	wantError(t, []string{"train", "--out", run, "--resume", "--eval", makeEvalSet(t, "other-eval")}, "tiny-eval", "other-eval")
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(data, moved); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"train", "--out", run, "--resume"}, "training data", data)
+	mustRun(t, "train", "--data", moved, "--eval", eval, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
+}
+
+// A run whose run.json predates the model, data and evaluation sets in it
+// resumes when --data and --eval are given.
+func TestResumeOlderRunJSON(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "run")
+	args := append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	path := filepath.Join(run, train.RunFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old map[string]any
+	if err := json.Unmarshal(b, &old); err != nil {
+		t.Fatal(err)
+	}
+	delete(old, "model")
+	delete(old, "data_dir")
+	delete(old, "evals")
+	b, _ = json.Marshal(old)
+	writeFile(t, path, string(b))
+	wantError(t, []string{"train", "--resume", "--out", run}, "give --data")
+	out := mustRun(t, "train", "--resume", "--out", run, "--data", data, "--eval", eval)
+	if !strings.Contains(out, "2 epochs, 8 optimizer steps") || !strings.Contains(out, "r5 = ") {
+		t.Errorf("resumed run:\n%s", out)
+	}
 }
 
 func TestTrainErrors(t *testing.T) {
@@ -129,10 +184,13 @@ func TestTrainErrors(t *testing.T) {
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
 		{"output dim not the data's", with("--output-dim", "5"), []string{"--output-dim 5", "4-wide targets"}},
 		{"hidden dim too small", with("--hidden-dim", "1"), []string{"--hidden-dim 1"}},
+		{"hidden dim overflowing", with("--hidden-dim", "3037000500"), []string{"3037000500", "weights, more than"}},
+		{"blocks beyond memory", with("--blocks", "1000000000"), []string{"1000000000 blocks", "weights, more than"}},
 		{"eval set wider than the data", with("--eval", wideEval), []string{wideEval}},
 		{"eval set missing", with("--eval", filepath.Join(other, "nope")), []string{filepath.Join(other, "nope")}},
 		{"unknown best metric", with("--eval", eval, "--best-metric", "r7"), []string{"best metric", "r7"}},
 		{"resume nothing", with("--resume"), []string{"nothing to resume"}},
+		{"epochs overflow", with("--epochs", "2305843009213693953"), []string{"--epochs 2305843009213693953", "overflow"}},
 		{"unknown flag", with("--epoch", "3"), []string{"epoch", "--help"}},
 		{"stray argument", with("extra"), []string{`unexpected argument "extra"`}},
 		{"bad integer", with("--epochs", "many"), []string{"many"}},

@@ -27,6 +27,7 @@ type cuDriver struct {
 	fns     []cu.Function
 	desc    string
 	devName string
+	ext     *cuExt // the Extended calls (cu_ext.go), set up at first use
 }
 
 // Open creates the context on GPU 0 (the first device CUDA_VISIBLE_DEVICES

@@ -46,13 +46,9 @@ func Open(kernelNames []string) (Driver, error) {
 	return &emuDriver{names: kernelNames, maxShared: map[int]int{}}, nil
 }
 
-// The emulated device's limits, as an H100's: 48 KiB of dynamic shared
-// memory without opting in, 227 KiB with; portable clusters of up to 8.
-const (
-	defaultDynamicShared = 48 << 10
-	maxDynamicShared     = 227 << 10
-	maxClusterBlocks     = 8
-)
+// The emulated device is an H100 (limits SM90): 48 KiB of dynamic shared
+// memory without opting in, 227 KiB with, portable clusters of up to 8.
+const defaultDynamicShared = 48 << 10
 
 func (*emuDriver) Describe() string { return "host emulation of the CUDA kernels (no GPU)" }
 
@@ -140,28 +136,15 @@ func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.Validate(SM90); err != nil {
+		return fmt.Errorf("emulation: kernel %s: %w", name, err)
+	}
 	cluster := cfg.Cluster
 	if cluster == [3]int{} {
 		cluster = [3]int{1, 1, 1}
 	}
-	blocks := 1
-	for i := 0; i < 3; i++ {
-		if cfg.Grid[i] < 1 || cfg.Block[i] < 1 || cluster[i] < 1 {
-			return fmt.Errorf("emulation: kernel %s: grid %v, block %v, cluster %v: every dimension must be at least 1", name, cfg.Grid, cfg.Block, cfg.Cluster)
-		}
-		if cfg.Grid[i]%cluster[i] != 0 {
-			return fmt.Errorf("emulation: kernel %s: grid %v is not a multiple of cluster %v", name, cfg.Grid, cluster)
-		}
-		blocks *= cluster[i]
-	}
-	if blocks > maxClusterBlocks {
-		return fmt.Errorf("emulation: kernel %s: cluster of %d blocks; at most %d", name, blocks, maxClusterBlocks)
-	}
-	if cfg.Block[2] > 64 || cfg.Grid[1] > 65535 || cfg.Grid[2] > 65535 {
-		return fmt.Errorf("emulation: kernel %s: grid %v or block %v beyond CUDA's limits", name, cfg.Grid, cfg.Block)
-	}
 	allowed := max(defaultDynamicShared, d.maxShared[k])
-	if cfg.SharedBytes < 0 || cfg.SharedBytes > allowed {
+	if cfg.SharedBytes > allowed {
 		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory; allowed %d (SetMaxDynamicShared raises it)", name, cfg.SharedBytes, allowed)
 	}
 	own := make([][]byte, len(params))
@@ -178,20 +161,15 @@ func (d *emuDriver) SetMaxDynamicShared(k int, bytes int) error {
 	if err != nil {
 		return err
 	}
-	if bytes < 0 || bytes > maxDynamicShared {
-		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory; the device has %d", name, bytes, maxDynamicShared)
+	if err := SM90.CheckDynamicShared(bytes); err != nil {
+		return fmt.Errorf("emulation: kernel %s: %w", name, err)
 	}
 	d.maxShared[k] = bytes
 	return nil
 }
 
-// elemBytes is the size of one element of each tensor-map data type.
-var elemBytes = map[TensorDataType]int{TensorFloat16: 2, TensorFloat32: 4, TensorBFloat16: 2}
-
-var swizzleSpan = map[Swizzle]int{SwizzleNone: 0, Swizzle32B: 32, Swizzle64B: 64, Swizzle128B: 128}
-
 func (*emuDriver) EncodeTensorMap(spec TensorMapSpec) (TensorMap, error) {
-	if err := checkTensorMap(spec); err != nil {
+	if err := spec.Validate(); err != nil {
 		return TensorMap{}, err
 	}
 	es := spec.ElemStrides
@@ -202,57 +180,10 @@ func (*emuDriver) EncodeTensorMap(spec TensorMapSpec) (TensorMap, error) {
 		}
 	}
 	m, err := emu.EncodeTensorMap(emu.TensorMapLayout{
-		ElemBytes: elemBytes[spec.DataType], SwizzleSpan: swizzleSpan[spec.Swizzle], NaNFill: spec.NaNFill,
+		ElemBytes: spec.DataType.Size(), SwizzleSpan: spec.Swizzle.Span(), NaNFill: spec.NaNFill,
 		Base: spec.Base, Dims: spec.Dims, Strides: spec.Strides, Box: spec.Box, ElemStrides: es,
 	})
 	return TensorMap(m), err
-}
-
-// checkTensorMap applies cuTensorMapEncodeTiled's rules to spec.
-func checkTensorMap(s TensorMapSpec) error {
-	eb, ok := elemBytes[s.DataType]
-	if !ok {
-		return fmt.Errorf("tensor map: data type %d is not one of float16, float32, bfloat16", s.DataType)
-	}
-	span, ok := swizzleSpan[s.Swizzle]
-	if !ok {
-		return fmt.Errorf("tensor map: swizzle %d is not one of none, 32B, 64B, 128B", s.Swizzle)
-	}
-	r := len(s.Dims)
-	if r < 1 || r > 5 {
-		return fmt.Errorf("tensor map: rank %d; 1 to 5", r)
-	}
-	if len(s.Box) != r || len(s.Strides) != r-1 || (s.ElemStrides != nil && len(s.ElemStrides) != r) {
-		return fmt.Errorf("tensor map: rank %d needs %d box sizes, %d strides and %d element strides; got %d, %d, %d",
-			r, r, r-1, r, len(s.Box), len(s.Strides), len(s.ElemStrides))
-	}
-	if s.Base == 0 || s.Base%16 != 0 {
-		return fmt.Errorf("tensor map: base %#x must be a non-null 16-byte aligned device address", s.Base)
-	}
-	for i, d := range s.Dims {
-		if d < 1 || d > 1<<32 {
-			return fmt.Errorf("tensor map: dimension %d is %d; 1 to 2^32", i, d)
-		}
-		if s.Box[i] < 1 || s.Box[i] > 256 {
-			return fmt.Errorf("tensor map: box dimension %d is %d; 1 to 256", i, s.Box[i])
-		}
-		if s.ElemStrides != nil && (s.ElemStrides[i] < 1 || s.ElemStrides[i] > 8) {
-			return fmt.Errorf("tensor map: element stride %d is %d; 1 to 8", i, s.ElemStrides[i])
-		}
-	}
-	for i, st := range s.Strides {
-		if st%16 != 0 || st >= 1<<40 {
-			return fmt.Errorf("tensor map: stride %d is %d bytes; a multiple of 16 below 2^40", i+1, st)
-		}
-	}
-	inner := int(s.Box[0]) * eb
-	if inner%16 != 0 {
-		return fmt.Errorf("tensor map: the box's inner dimension is %d bytes; a multiple of 16", inner)
-	}
-	if span > 0 && inner > span {
-		return fmt.Errorf("tensor map: the box's inner dimension is %d bytes, more than the %d-byte swizzle", inner, span)
-	}
-	return nil
 }
 
 // HostAlloc returns ordinary memory: every copy of the emulator is

@@ -1,9 +1,10 @@
-package bench
-
-// Optional interfaces an nn.Engine may implement so that the benchmark can
-// report what only the engine knows. The CPU engine implements none of
-// them; the GPU engine is expected to implement all of them. A measurement
-// whose hook is missing is reported as unmeasured, with the reason.
+// Package enginehooks holds the optional interfaces an nn.Engine may
+// implement so that a measurement (package bench) can report what only the
+// engine knows. The CPU engine implements none of them; the GPU engine
+// (package cuda) implements all of them. They live below both, so that the
+// engine does not import the benchmark. A measurement whose hook is missing
+// is reported as unmeasured, with the reason.
+package enginehooks
 
 // Synchronizer is an engine that runs asynchronously (a GPU engine):
 // Synchronize returns once all work queued so far has finished. Timed
@@ -21,7 +22,7 @@ type DeviceNamer interface {
 // KernelTimer is an engine that can time its own kernels (with device
 // events, say). After ResetKernelTimings, the engine accumulates one entry
 // per kernel and shape until KernelTimings is called. Timing may slow the
-// engine down, so the benchmark times kernels in steps of their own, after
+// engine down, so package bench times kernels in steps of their own, after
 // the timed training steps.
 type KernelTimer interface {
 	// ResetKernelTimings starts (or restarts) accumulating timings.
@@ -66,7 +67,7 @@ type CopyBandwidthProber interface {
 }
 
 // TopKer is an engine that ranks keys itself (a GPU top-k kernel), with the
-// contract of retrieval.TopK. Without it the benchmark times retrieval.TopK
+// contract of retrieval.TopK. Without it package bench times retrieval.TopK
 // on the CPU.
 type TopKer interface {
 	TopK(queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error)

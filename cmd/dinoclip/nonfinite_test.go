@@ -1,0 +1,42 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+)
+
+// A model whose weights hold a NaN is refused by every command that loads
+// one (project used to write all-NaN output and exit 0), and so is a run
+// whose last checkpoint holds one, on resume.
+func TestNonFiniteWeightsRefused(t *testing.T) {
+	run, data, eval := trainRun(t)
+	model := filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)
+	m, err := checkpoint.ReadModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params[3] = float32(math.NaN())
+	bad := filepath.Join(t.TempDir(), "nan.safetensors")
+	if err := checkpoint.WriteModel(bad, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(t.TempDir(), "in.npy")
+	writeF32(t, in, []int{2, tIn}, make([]float32, 2*tIn))
+	out := filepath.Join(t.TempDir(), "out.npy")
+	wantError(t, []string{"project", "--model", bad, "--in", in, "--out", out}, "is NaN")
+	if _, err := os.Stat(out); err == nil {
+		t.Error("project wrote an output from a NaN model")
+	}
+	wantError(t, []string{"eval", "--model", bad, "--eval", eval}, "is NaN")
+	wantError(t, []string{"info", bad}, "is NaN")
+
+	// The run's last checkpoint, damaged the same way, is not resumed.
+	if err := os.Rename(bad, model); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"train", "--data", data, "--out", run, "--resume"}, "is NaN")
+}

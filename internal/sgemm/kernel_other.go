@@ -1,0 +1,13 @@
+//go:build purego || !amd64
+
+package sgemm
+
+// kernels lists the microkernels this CPU can run: none without assembly,
+// so Gemm uses gonum.
+func kernels() []*kernel { return nil }
+
+// packTransposed16 packs nothing without assembly; the caller packs all.
+func packTransposed16(dst, src []float32, lds, k int) int { return 0 }
+
+// dealRow16 packs nothing without assembly; the caller packs all.
+func dealRow16(dst, src []float32, stride int) int { return 0 }

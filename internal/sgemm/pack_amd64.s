@@ -1,0 +1,125 @@
+//go:build !purego
+
+// transpose16x8 packs 16 rows of a row-major matrix into a B panel:
+//
+//	dst[q*16 + j] = src[j*lds + q]   for j < 16, q < 8*k8
+//
+// eight columns at a time, as two 8x8 transposes (AVX). It is the packing
+// of B = W^T in the forward product, where a scalar gather cost as much as
+// the multiplication at small batches.
+
+#include "textflag.h"
+
+// LOAD8 loads rows 0..7 (8 floats each) from R11 (row stride R8 bytes,
+// R10 = 3*R8) into Y0..Y7.
+#define LOAD8 \
+	VMOVUPS (R11), Y0        \
+	VMOVUPS (R11)(R8*1), Y1  \
+	VMOVUPS (R11)(R8*2), Y2  \
+	VMOVUPS (R11)(R10*1), Y3 \
+	LEAQ    (R11)(R8*4), R12 \
+	VMOVUPS (R12), Y4        \
+	VMOVUPS (R12)(R8*1), Y5  \
+	VMOVUPS (R12)(R8*2), Y6  \
+	VMOVUPS (R12)(R10*1), Y7
+
+// TRANSPOSE8 transposes the 8x8 block in Y0..Y7 into Y0..Y7 (row r of the
+// result, column r of the input, in Yr), using Y8..Y15.
+#define TRANSPOSE8 \
+	VUNPCKLPS  Y1, Y0, Y8          \
+	VUNPCKHPS  Y1, Y0, Y9          \
+	VUNPCKLPS  Y3, Y2, Y10         \
+	VUNPCKHPS  Y3, Y2, Y11         \
+	VUNPCKLPS  Y5, Y4, Y12         \
+	VUNPCKHPS  Y5, Y4, Y13         \
+	VUNPCKLPS  Y7, Y6, Y14         \
+	VUNPCKHPS  Y7, Y6, Y15         \
+	VSHUFPS    $0x44, Y10, Y8, Y0  \
+	VSHUFPS    $0xEE, Y10, Y8, Y1  \
+	VSHUFPS    $0x44, Y11, Y9, Y2  \
+	VSHUFPS    $0xEE, Y11, Y9, Y3  \
+	VSHUFPS    $0x44, Y14, Y12, Y4 \
+	VSHUFPS    $0xEE, Y14, Y12, Y5 \
+	VSHUFPS    $0x44, Y15, Y13, Y6 \
+	VSHUFPS    $0xEE, Y15, Y13, Y7 \
+	VPERM2F128 $0x20, Y4, Y0, Y8   \
+	VPERM2F128 $0x20, Y5, Y1, Y9   \
+	VPERM2F128 $0x20, Y6, Y2, Y10  \
+	VPERM2F128 $0x20, Y7, Y3, Y11  \
+	VPERM2F128 $0x31, Y4, Y0, Y12  \
+	VPERM2F128 $0x31, Y5, Y1, Y13  \
+	VPERM2F128 $0x31, Y6, Y2, Y14  \
+	VPERM2F128 $0x31, Y7, Y3, Y15
+
+// STORE8 stores the transposed rows (Y8..Y15) at DI+off, 64 bytes apart.
+#define STORE8(off) \
+	VMOVUPS Y8, off(DI)      \
+	VMOVUPS Y9, off+64(DI)   \
+	VMOVUPS Y10, off+128(DI) \
+	VMOVUPS Y11, off+192(DI) \
+	VMOVUPS Y12, off+256(DI) \
+	VMOVUPS Y13, off+320(DI) \
+	VMOVUPS Y14, off+384(DI) \
+	VMOVUPS Y15, off+448(DI)
+
+// func transpose16x8(k8 int, src *float32, lds int, dst *float32)
+TEXT ·transpose16x8(SB), NOSPLIT, $0-32
+	MOVQ k8+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ lds+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8               // bytes between rows
+	LEAQ (R8)(R8*2), R10      // 3 rows
+	MOVQ R8, R9
+	SHLQ $3, R9               // 8 rows
+	TESTQ CX, CX
+	JZ    done
+
+loop:
+	MOVQ SI, R11
+	LOAD8
+	TRANSPOSE8
+	STORE8(0)
+	LEAQ (SI)(R9*1), R11
+	LOAD8
+	TRANSPOSE8
+	STORE8(32)
+	ADDQ $32, SI              // next 8 columns of the source
+	ADDQ $512, DI             // next 8 steps of the panel
+	DECQ CX
+	JNZ  loop
+
+done:
+	VZEROUPPER
+	RET
+
+// deal16 deals one row of a row-major B out to panels of 16 columns:
+//
+//	dst[t*stride + j] = src[t*16 + j]   for t < panels, j < 16
+//
+// (stride in floats: the size of one panel, kb*16). It is the packing of
+// B = W in the input-gradient product, one row of W at a time.
+
+// func deal16(panels int, src *float32, dst *float32, stride int)
+TEXT ·deal16(SB), NOSPLIT, $0-32
+	MOVQ panels+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ dst+16(FP), DI
+	MOVQ stride+24(FP), R8
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ    dealt
+
+deal:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ    $64, SI
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     deal
+
+dealt:
+	VZEROUPPER
+	RET

@@ -1,0 +1,308 @@
+package sgemm
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// Block sizes, in elements. An A block (mc x kc, 144 KiB) stays in L2 while
+// every B panel of the B block (kc x nr, 16 KiB for nr 16) streams through
+// L1. They only change speed, never results (see the package comment).
+const (
+	kc = 256
+	mc = 144  // a multiple of each kernel's mr: 6 and 4 (and 8, for an 8x32 AVX-512 kernel)
+	nc = 1024 // a multiple of each kernel's nr: 16 and 8 (and 32)
+)
+
+// kernel is a microkernel: it computes an mr x nr tile of C from a packed A
+// panel (k steps of mr values, row index fastest) and a packed B panel (k
+// steps of nr values). With load it continues the chains from the tile's
+// values; without, from zero. It always writes the full tile.
+type kernel struct {
+	name   string
+	mr, nr int
+	run    func(k int, a, b, c []float32, ldc int, load bool)
+}
+
+// best is the fastest kernel this CPU runs, or nil when there is none and
+// Gemm falls back to gonum (set in kernel_*.go).
+var best *kernel
+
+// Kernel names the microkernel Gemm uses on this machine, or "gonum" for the
+// fallback.
+func Kernel() string {
+	if best == nil {
+		return "gonum"
+	}
+	return best.name
+}
+
+// Gemm computes C = op(A) op(B), or C += op(A) op(B) when accumulate is
+// set, for row-major C [m,n] with row stride ldc. op(A) is [m,k]: A itself
+// (row stride lda) or, with transA, the transpose of A [k,m]. op(B) is
+// [k,n] likewise with transB. It panics on dimensions or strides that do
+// not fit the slices, as gonum does.
+func Gemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	if best != nil {
+		gemmWith(best, runtime.GOMAXPROCS(0), transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+		return
+	}
+	if _, _, trivial := check(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate); trivial {
+		return
+	}
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	tA, tB := blas.NoTrans, blas.NoTrans
+	if transA {
+		tA = blas.Trans
+	}
+	if transB {
+		tB = blas.Trans
+	}
+	gonum.Implementation{}.Sgemm(tA, tB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+}
+
+// matrix is a read-only row-major operand seen through an optional
+// transpose: element (i, j) of op(X) is at data[i*rs + j*cs].
+type matrix struct {
+	data   []float32
+	rs, cs int
+}
+
+func operand(data []float32, ld int, trans bool, rows, cols int, what string) matrix {
+	stored := [2]int{rows, cols}
+	if trans {
+		stored = [2]int{cols, rows}
+	}
+	if ld < max(1, stored[1]) {
+		panic(fmt.Sprintf("sgemm: %s has leading dimension %d < %d columns", what, ld, stored[1]))
+	}
+	if rows > 0 && cols > 0 && len(data) < (stored[0]-1)*ld+stored[1] {
+		panic(fmt.Sprintf("sgemm: %s has %d values, too few for %dx%d with stride %d", what, len(data), stored[0], stored[1], ld))
+	}
+	if trans {
+		return matrix{data, 1, ld}
+	}
+	return matrix{data, ld, 1}
+}
+
+// check panics on dimensions or strides that do not fit the slices, and
+// otherwise returns the operands and whether the product is done already
+// (an empty C, or k = 0, which leaves C or zeroes it).
+func check(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) (A, B matrix, trivial bool) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("sgemm: negative dimension %dx%dx%d", m, n, k))
+	}
+	A = operand(a, lda, transA, m, k, "A")
+	B = operand(b, ldb, transB, k, n, "B")
+	if ldc < max(1, n) || (m > 0 && n > 0 && len(c) < (m-1)*ldc+n) {
+		panic(fmt.Sprintf("sgemm: C of %d values with stride %d cannot hold %dx%d", len(c), ldc, m, n))
+	}
+	if m == 0 || n == 0 {
+		return A, B, true
+	}
+	if k == 0 {
+		if !accumulate {
+			for i := 0; i < m; i++ {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return A, B, true
+	}
+	return A, B, false
+}
+
+// gemmWith is Gemm with a given kernel and number of workers.
+func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	A, B, trivial := check(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+	if trivial {
+		return
+	}
+	// Split C into one block of whole tiles per worker, along the side with
+	// more tiles; small products run on the calling goroutine.
+	mt, nt := (m+kern.mr-1)/kern.mr, (n+kern.nr-1)/kern.nr
+	if flops := 2 * m * n * k; flops < 1<<21 {
+		workers = 1
+	}
+	alongN := nt >= mt
+	tiles, tile := mt, kern.mr
+	if alongN {
+		tiles, tile = nt, kern.nr
+	}
+	workers = min(workers, tiles)
+	if workers <= 1 {
+		block(kern, A, B, c, ldc, 0, m, 0, n, k, accumulate)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
+		if alongN {
+			wg.Go(func() { block(kern, A, B, c, ldc, 0, m, lo, min(hi, n), k, accumulate) })
+		} else {
+			wg.Go(func() { block(kern, A, B, c, ldc, lo, min(hi, m), 0, n, k, accumulate) })
+		}
+	}
+	wg.Wait()
+}
+
+// buffers are one worker's packed blocks and edge tile.
+type buffers struct{ a, b, tile []float32 }
+
+// spare holds the buffers of finished workers for the next ones. It is a
+// free list rather than a sync.Pool because a pool is emptied by every
+// garbage collection, and reallocating (and faulting in) 1.2 MB per worker
+// per product cost as much as the products themselves. It grows to the
+// largest number of workers that ever ran at once.
+var spare struct {
+	sync.Mutex
+	list []*buffers
+}
+
+func getBuffers() *buffers {
+	spare.Lock()
+	defer spare.Unlock()
+	if n := len(spare.list); n > 0 {
+		b := spare.list[n-1]
+		spare.list = spare.list[:n-1]
+		return b
+	}
+	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, 8*32)} // room for the largest tile, 8x32
+}
+
+func putBuffers(b *buffers) {
+	spare.Lock()
+	spare.list = append(spare.list, b)
+	spare.Unlock()
+}
+
+// block computes rows [i0,i1) and columns [j0,j1) of C on one goroutine.
+// For each C element the k blocks run in order, so its chain is p = 0..k-1.
+func block(kern *kernel, A, B matrix, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
+	buf := getBuffers()
+	defer putBuffers(buf)
+	mr, nr := kern.mr, kern.nr
+	for jc := j0; jc < j1; jc += nc {
+		nb := min(nc, j1-jc)
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			packB(buf.b, B, pc, kb, jc, nb, nr)
+			load := accumulate || pc > 0
+			for ic := i0; ic < i1; ic += mc {
+				mb := min(mc, i1-ic)
+				packA(buf.a, A, ic, mb, pc, kb, mr)
+				for jr := 0; jr < nb; jr += nr {
+					bp := buf.b[jr*kb : (jr+nr)*kb]
+					w := min(nr, nb-jr)
+					for ir := 0; ir < mb; ir += mr {
+						ap := buf.a[ir*kb : (ir+mr)*kb]
+						h := min(mr, mb-ir)
+						off := (ic+ir)*ldc + jc + jr
+						if h == mr && w == nr {
+							kern.run(kb, ap, bp, c[off:], ldc, load)
+							continue
+						}
+						// A ragged edge: run the kernel on a full tile
+						// in scratch and copy the valid part.
+						t := buf.tile[:mr*nr]
+						if load {
+							for i := 0; i < h; i++ {
+								copy(t[i*nr:i*nr+w], c[off+i*ldc:off+i*ldc+w])
+							}
+						}
+						kern.run(kb, ap, bp, t, nr, load)
+						for i := 0; i < h; i++ {
+							copy(c[off+i*ldc:off+i*ldc+w], t[i*nr:i*nr+w])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packA copies op(A)[ic:ic+mb, pc:pc+kb] into dst as panels of mr rows,
+// each kb steps of mr values, padding the last panel's missing rows with
+// zeros.
+func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
+	for ir := 0; ir < mb; ir += mr {
+		p := dst[ir*kb : (ir+mr)*kb]
+		h := min(mr, mb-ir)
+		if A.cs == 1 {
+			// Rows of A are contiguous: read along them.
+			for i := 0; i < h; i++ {
+				row := A.data[(ic+ir+i)*A.rs+pc:]
+				for q := 0; q < kb; q++ {
+					p[q*mr+i] = row[q]
+				}
+			}
+		} else {
+			// Columns of op(A) are contiguous (A transposed): read along them.
+			for q := 0; q < kb; q++ {
+				copy(p[q*mr:q*mr+h], A.data[(pc+q)*A.cs+ic+ir:])
+			}
+		}
+		for i := h; i < mr; i++ {
+			for q := 0; q < kb; q++ {
+				p[q*mr+i] = 0
+			}
+		}
+	}
+}
+
+// packB copies op(B)[pc:pc+kb, jc:jc+nb] into dst as panels of nr columns,
+// each kb steps of nr values, padding the last panel's missing columns with
+// zeros.
+func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
+	if B.cs == 1 {
+		// Rows of B are contiguous: read each once, front to back, and
+		// deal it out to the panels (walking one panel at a time instead
+		// reads kb rows far apart per panel and misses the TLB on each).
+		for q := 0; q < kb; q++ {
+			row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
+			done := 0
+			if nr == 16 {
+				done = dealRow16(dst[q*nr:], row, kb*nr)
+			}
+			for jr := done; jr < nb; jr += nr {
+				w := min(nr, nb-jr)
+				// An element loop: copy's call costs more than 16 moves.
+				dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]
+				for j := range dst {
+					dst[j] = src[j]
+				}
+			}
+		}
+	} else {
+		// B transposed: columns of op(B) are rows of the stored B.
+		for jr := 0; jr < nb; jr += nr {
+			p := dst[jr*kb : (jr+nr)*kb]
+			w := min(nr, nb-jr)
+			done := 0
+			if w == 16 && nr == 16 {
+				done = packTransposed16(p, B.data[(jc+jr)*B.cs+pc:], B.cs, kb)
+			}
+			for j := 0; j < w; j++ {
+				col := B.data[(jc+jr+j)*B.cs+pc:]
+				for q := done; q < kb; q++ {
+					p[q*nr+j] = col[q]
+				}
+			}
+		}
+	}
+	// Zero the columns of the last panel past nb (they only feed columns of
+	// the tile that are never copied out, but stale values there could be
+	// anything, NaN included, and zeros keep that obvious).
+	if w := nb % nr; w != 0 {
+		p := dst[(nb-w)*kb : (nb-w+nr)*kb]
+		for q := 0; q < kb; q++ {
+			clear(p[q*nr+w : (q+1)*nr])
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package sgemm
+
+import (
+	"fmt"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// exactFMA32 rounds x*y + z computed exactly with math/big to float32.
+func exactFMA32(x, y, z float32) float32 {
+	p := new(big.Float).SetPrec(200).SetFloat64(float64(x))
+	p.Mul(p, new(big.Float).SetFloat64(float64(y)))
+	p.Add(p, new(big.Float).SetFloat64(float64(z)))
+	f, _ := p.Float32()
+	return f
+}
+
+func TestFMA32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	check := func(x, y, z float32) {
+		t.Helper()
+		got, want := fma32(x, y, z), exactFMA32(x, y, z)
+		if math.Float32bits(got) != math.Float32bits(want) && !(got == 0 && want == 0) {
+			t.Fatalf("fma32(%g, %g, %g) = %g (%#x), exact rounding %g (%#x)", x, y, z, got, math.Float32bits(got), want, math.Float32bits(want))
+		}
+	}
+	// Double-rounding cases: x*y exactly halfway between two float32s
+	// (x = 1 + 2^-12, y = 1 + 2^-12 gives 1 + 2^-11 + 2^-24) plus a z far
+	// too small to move the float64 sum but deciding the float32 one.
+	for _, z := range []float32{0x1p-60, -0x1p-60, 0x1p-80, -0x1p-100, 0} {
+		check(1+0x1p-12, 1+0x1p-12, z)
+		check(-(1 + 0x1p-12), 1+0x1p-12, z)
+		check(1+0x1p-12+0x1p-23, 1+0x1p-12, z)
+	}
+	for range 200000 {
+		x, y := float32(rng.NormFloat64()), float32(rng.NormFloat64())
+		z := float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(80)-40)))
+		check(x, y, z)
+	}
+}
+
+// shapes are ragged on purpose: not multiples of any tile or block, 1x1,
+// k = 1, k across several kc blocks, n across nc blocks, a huge k.
+var shapes = []struct{ m, n, k int }{
+	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {7, 17, 3}, {13, 37, 300},
+	{6, 16, 256}, {12, 32, 257}, {25, 9, 513}, {150, 70, 40}, {65, 1030, 33},
+	{2, 3, 20000},
+}
+
+func randMat(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+type problem struct {
+	transA, transB, accumulate bool
+	m, n, k, lda, ldb, ldc     int
+	a, b, c0                   []float32
+}
+
+func (p problem) String() string {
+	return fmt.Sprintf("m%d n%d k%d transA %v transB %v accumulate %v", p.m, p.n, p.k, p.transA, p.transB, p.accumulate)
+}
+
+func problems(seed uint64) []problem {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var ps []problem
+	for _, s := range shapes {
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				for _, acc := range []bool{false, true} {
+					p := problem{transA: tA, transB: tB, accumulate: acc, m: s.m, n: s.n, k: s.k}
+					// Strides wider than the matrices, to test them too.
+					p.lda, p.ldb, p.ldc = s.k+1, s.n+2, s.n+3
+					ra, rb := s.m, s.k
+					if tA {
+						p.lda, ra = s.m+1, s.k
+					}
+					if tB {
+						p.ldb, rb = s.k+2, s.n
+					}
+					p.a, p.b, p.c0 = randMat(rng, ra*p.lda), randMat(rng, rb*p.ldb), randMat(rng, s.m*p.ldc)
+					ps = append(ps, p)
+				}
+			}
+		}
+	}
+	return ps
+}
+
+func (p problem) at(x []float32, ld int, trans bool, i, j int) float64 {
+	if trans {
+		return float64(x[j*ld+i])
+	}
+	return float64(x[i*ld+j])
+}
+
+func (p problem) run(kern *kernel, workers int) []float32 {
+	c := append([]float32(nil), p.c0...)
+	gemmWith(kern, workers, p.transA, p.transB, p.m, p.n, p.k, p.a, p.lda, p.b, p.ldb, c, p.ldc, p.accumulate)
+	return c
+}
+
+// TestAgainstFloat64 checks every kernel against a float64 product with the
+// worst-case bound of a length-k chain of float32 FMAs:
+// |c - exact| <= gamma(k+1) (|c0| + sum |a b|), gamma(n) = n u/(1 - n u),
+// u = 2^-24. Entries outside the m x n window must be left alone.
+func TestAgainstFloat64(t *testing.T) {
+	ks := append(kernels(), reference)
+	for _, p := range problems(1) {
+		for _, kern := range ks {
+			c := p.run(kern, 2)
+			n := float64(p.k + 1)
+			gamma := n * 0x1p-24 / (1 - n*0x1p-24)
+			for i := 0; i < p.m; i++ {
+				for j := 0; j < p.ldc; j++ {
+					got := c[i*p.ldc+j]
+					if j >= p.n {
+						if got != p.c0[i*p.ldc+j] {
+							t.Fatalf("%s %v: C[%d,%d] outside the product changed", kern.name, p, i, j)
+						}
+						continue
+					}
+					var want, mag float64
+					if p.accumulate {
+						want, mag = float64(p.c0[i*p.ldc+j]), math.Abs(float64(p.c0[i*p.ldc+j]))
+					}
+					for q := 0; q < p.k; q++ {
+						v := p.at(p.a, p.lda, p.transA, i, q) * p.at(p.b, p.ldb, p.transB, q, j)
+						want += v
+						mag += math.Abs(v)
+					}
+					if d := math.Abs(float64(got) - want); d > gamma*mag {
+						t.Fatalf("%s %v: C[%d,%d] = %g, float64 %g: error %.3g > bound %.3g", kern.name, p, i, j, got, want, d, gamma*mag)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestBitIdentical checks that every kernel on this CPU, the reference
+// kernel, and every number of workers give the same bits.
+func TestBitIdentical(t *testing.T) {
+	ks := kernels()
+	if len(ks) == 0 {
+		t.Log("no assembly kernel on this CPU or build: comparing the reference kernel with itself across workers only")
+	}
+	for _, p := range problems(2) {
+		want := p.run(reference, 1)
+		for _, kern := range append(ks, reference) {
+			for _, workers := range []int{1, 2, 3, 8} {
+				got := p.run(kern, workers)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s with %d workers, %v: element %d is %g, reference kernel on 1 worker %g", kern.name, workers, p, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestGOMAXPROCS runs the public Gemm at GOMAXPROCS 1 and 2 on a product
+// big enough to be split.
+func TestGOMAXPROCS(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	m, n, k := 96, 200, 300
+	a, b := randMat(rng, m*k), randMat(rng, n*k)
+	var out [2][]float32
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for i, procs := range []int{1, 2} {
+		runtime.GOMAXPROCS(procs)
+		out[i] = make([]float32, m*n)
+		Gemm(false, true, m, n, k, a, k, b, k, out[i], n, false)
+	}
+	for i := range out[0] {
+		if math.Float32bits(out[0][i]) != math.Float32bits(out[1][i]) {
+			t.Fatalf("%s: element %d is %g at GOMAXPROCS 1, %g at 2", Kernel(), i, out[0][i], out[1][i])
+		}
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    func()
+	}{
+		{"short A", func() {
+			Gemm(false, false, 2, 2, 2, make([]float32, 3), 2, make([]float32, 4), 2, make([]float32, 4), 2, false)
+		}},
+		{"short C", func() {
+			Gemm(false, false, 2, 2, 2, make([]float32, 4), 2, make([]float32, 4), 2, make([]float32, 3), 2, false)
+		}},
+		{"narrow lda", func() {
+			Gemm(false, false, 2, 2, 2, make([]float32, 4), 1, make([]float32, 4), 2, make([]float32, 4), 2, false)
+		}},
+		{"negative", func() { Gemm(false, false, -1, 2, 2, nil, 2, nil, 2, nil, 2, false) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", tc.name)
+				}
+			}()
+			tc.f()
+		}()
+	}
+}
+
+func TestZeroK(t *testing.T) {
+	c := []float32{1, 2, 3, 4}
+	Gemm(false, false, 2, 2, 0, nil, 1, nil, 2, c, 2, true)
+	if c[0] != 1 || c[3] != 4 {
+		t.Errorf("k = 0 with accumulate changed C: %v", c)
+	}
+	Gemm(false, false, 2, 2, 0, nil, 1, nil, 2, c, 2, false)
+	if c[0] != 0 || c[3] != 0 {
+		t.Errorf("k = 0 without accumulate left C at %v", c)
+	}
+}

@@ -1,0 +1,333 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/safetensors"
+)
+
+// stoppedRun trains loopOptions on 100 rows (12 steps per epoch) and stops
+// after n steps, leaving a run to resume.
+func stoppedRun(t *testing.T, n int) (dataDir, runDir string) {
+	t.Helper()
+	dataDir, runDir = t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("run stopped after %d steps: %v", n, err)
+	}
+	return dataDir, runDir
+}
+
+// tamperState rewrites the trainer state in the last checkpoint's
+// optimizer.safetensors through edit, as a hostile or careless hand would.
+func tamperState(t *testing.T, runDir string, edit func(map[string]any)) {
+	t.Helper()
+	dir := filepath.Join(runDir, checkpoint.LastLink)
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(ck.State, &st); err != nil {
+		t.Fatal(err)
+	}
+	edit(st)
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(ck.M)
+	if err := safetensors.Write(filepath.Join(dir, checkpoint.OptimizerFile), []safetensors.Tensor{
+		safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
+		safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
+	}, map[string]string{"format": checkpoint.OptimizerFormat, "state": string(b)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A trainer state that does not fit its run is refused on resume with an
+// error naming what is wrong, never a panic and never a silent resume (an
+// epoch -1 used to panic in Order.BatchRows; a step of 10^12 ran the
+// schedule past its end; batch 999 skipped the rest of an epoch).
+func TestResumeRefusesTamperedState(t *testing.T) {
+	set := func(path string, v any) func(map[string]any) {
+		return func(st map[string]any) {
+			keys := strings.Split(path, ".")
+			m := st
+			for _, k := range keys[:len(keys)-1] {
+				m = m[k].(map[string]any)
+			}
+			m[keys[len(keys)-1]] = v
+		}
+	}
+	cases := []struct {
+		name  string
+		stop  int // steps before the stop: 5 is mid-epoch 0, 17 mid-epoch 1
+		edit  func(map[string]any)
+		wants string
+	}{
+		{"epoch -1", 5, set("epoch", -1), "epoch -1"},
+		{"epoch past the run", 5, set("epoch", 7), "epoch 7"},
+		{"step 1e12", 5, set("step", 1e12), "step 1000000000000"},
+		{"step behind the position", 17, set("step", 3), "step 3"},
+		{"batch 999", 5, set("batch", 999), "batch 999"},
+		{"batch -1", 5, set("batch", -1), "batch -1"},
+		{"other epochs", 5, set("options.epochs", 30), "options"},
+		{"other batch size", 5, set("options.batch", 0), "batch 0"},
+		{"longer schedule", 5, set("schedule.total_steps", 1e6), "schedule"},
+		{"other data", 5, set("data.rows", 50), "50 rows"},
+		{"window sum", 5, set("window.rows", -8), "window"},
+		{"negative epoch loss", 5, set("epoch_loss.sum", -1), "epoch_loss"},
+		{"no best after an epoch", 17, set("best", nil), "no best checkpoint"},
+		{"best by another metric", 17, set("best.metric", "loss"), `"loss"`},
+		{"best from the future", 17, set("best.step", 24), "step 24"},
+		{"best elsewhere", 17, set("best.checkpoint", "../../etc"), "../../etc"},
+		{"not json", 5, func(st map[string]any) { clear(st); st["step"] = "x" }, "trainer state"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir, runDir := stoppedRun(t, c.stop)
+			tamperState(t, runDir, c.edit)
+			tr := newTrainer(t, dataDir, runDir, nil)
+			_, err := tr.Run(context.Background(), true)
+			if err == nil || !strings.Contains(err.Error(), c.wants) {
+				t.Fatalf("resume of a state with %s: error %v, want one containing %q", c.name, err, c.wants)
+			}
+		})
+	}
+	// The untouched state resumes.
+	dataDir, runDir := stoppedRun(t, 17)
+	tamperState(t, runDir, func(map[string]any) {})
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+		t.Fatalf("resume of an untouched state: %v", err)
+	}
+}
+
+// Counts that multiply are checked: an epoch count whose steps overflow an
+// int is refused instead of wrapping to a short run that cycles the
+// learning rate forever.
+func TestStepsOverflow(t *testing.T) {
+	if spe, total, err := Steps(3, 100, 8); err != nil || spe != 12 || total != 36 {
+		t.Fatalf("Steps(3, 100, 8) = %d, %d, %v; want 12, 36", spe, total, err)
+	}
+	for _, c := range []struct{ epochs, rows, batch int }{
+		{2305843009213693953, 64, 16}, {math.MaxInt, 2, 1}, {math.MaxInt/100 + 1, 100, 100},
+	} {
+		if _, total, err := Steps(c.epochs, c.rows, c.batch); err == nil {
+			t.Errorf("Steps(%d, %d, %d): no error, %d steps", c.epochs, c.rows, c.batch, total)
+		}
+	}
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := t.TempDir()
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.Options.Epochs = 2305843009213693953
+	if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "2305843009213693953 epochs") {
+		t.Fatalf("a run of 2305843009213693953 epochs: %v", err)
+	}
+}
+
+// A run directory is locked while a run works on it: a second lock (a
+// second process, or a second open file in this one: flock locks belong to
+// open files) gets a clear error naming the holder; once released, the
+// directory can be locked again.
+func TestRunDirLock(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	first, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = LockRunDir(dir)
+	var locked *LockedError
+	want := "run " + dir + " is locked by another process (pid " + strconv.Itoa(os.Getpid()) + ")"
+	if !errors.As(err, &locked) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second lock: error %v, want a LockedError containing %q", err, want)
+	}
+	// A trainer on the locked directory refuses before touching it.
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for _, resume := range []bool{false, true} {
+		if _, err := newTrainer(t, dataDir, dir, nil).Run(context.Background(), resume); !errors.As(err, &locked) {
+			t.Fatalf("run (resume %v) on a locked directory: %v", resume, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("the refused runs wrote into the locked directory: %d entries", len(entries))
+	}
+	if err := first.Release(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again.Release()
+}
+
+// run.json holds what a resume needs (model, data and evaluation sets,
+// options) and, after a run, where it ended: its last step and best
+// checkpoint.
+func TestRunInfoAfterRun(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, nil)
+	res, err := tr.Run(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ReadRunInfo(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(dataDir)
+	switch {
+	case info.Model != loopModel || info.DataDir != abs:
+		t.Errorf("run.json: model %v, data %q; want %v, %q", info.Model, info.DataDir, loopModel, abs)
+	case len(info.Evals) != 1 || info.Evals[0].Name != "tiny":
+		t.Errorf("run.json: evaluation sets %+v, want the one named tiny", info.Evals)
+	case info.Options != tr.Options:
+		t.Errorf("run.json: options %+v, want %+v", info.Options, tr.Options)
+	case info.Step != 36 || info.Epoch != 3 || info.Step != res.State.Step:
+		t.Errorf("run.json: step %d, epoch %d; want 36 and 3", info.Step, info.Epoch)
+	case info.Best == nil || *info.Best != *res.State.Best || info.Best.Metric != "r5":
+		t.Errorf("run.json: best %+v, want %+v", info.Best, res.State.Best)
+	}
+}
+
+// A diverged run's error names only checkpoints that exist, and its advice
+// works: before the first checkpoint, a new run into the same directory.
+func TestDivergedRunAdvice(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: 1} })
+	_, err := tr.Run(context.Background(), false)
+	if !errors.Is(err, ErrNonFinite) || strings.Contains(err.Error(), checkpoint.LastLink) || !strings.Contains(err.Error(), "same --out will do") {
+		t.Fatalf("divergence before the first checkpoint: %v", err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatalf("following the advice (a new run into %s): %v", runDir, err)
+	}
+}
+
+// A run whose last checkpoint was deleted gives one way out, the same from
+// a resume and from a new run: remove the directory or use another.
+func TestDanglingLastOneWayOut(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	if err := os.RemoveAll(filepath.Join(runDir, CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	want := "remove " + runDir + ", or train into another --out"
+	for _, resume := range []bool{true, false} {
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "--resume") {
+			t.Errorf("resume %v on a run without its last checkpoint: %v; want only the advice %q", resume, err, want)
+		}
+	}
+	if err := CheckResumable(runDir); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckResumable: %v", err)
+	}
+}
+
+func TestShellArg(t *testing.T) {
+	for in, want := range map[string]string{"runs/base": "runs/base", "/a/b-c_1.x": "/a/b-c_1.x", "my run": "'my run'", "it's": `'it'\''s'`, "": "''", "$HOME": "'$HOME'"} {
+		if got := ShellArg(in); got != want {
+			t.Errorf("ShellArg(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// terminalLines replays what a terminal shows for out: a carriage return
+// moves to the start of the line, where later text overwrites earlier.
+func terminalLines(out string) []string {
+	var lines []string
+	var line []rune
+	col := 0
+	for _, r := range out {
+		switch r {
+		case '\n':
+			lines = append(lines, strings.TrimRight(string(line), " "))
+			line, col = line[:0], 0
+		case '\r':
+			col = 0
+		default:
+			if col < len(line) {
+				line[col] = r
+			} else {
+				line = append(line, r)
+			}
+			col++
+		}
+	}
+	return append(lines, strings.TrimRight(string(line), " "))
+}
+
+// On a terminal the progress bar and the log share stderr: every log line
+// is a line of its own (the bar cleared first), the bar says when the run
+// evaluates, and it reaches 100%. Log numbers have no float noise, and no
+// key appears twice in a line.
+func TestProgressAndLogShareTheTerminal(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	var term strings.Builder
+	for _, evals := range []bool{true, false} {
+		term.Reset()
+		tr := newTrainer(t, dataDir, t.TempDir(), func(e nn.Engine) nn.Engine { return slowEngine{e} })
+		if !evals {
+			tr.Evals = nil
+		}
+		tr.Progress = &term
+		tr.Log = slog.New(slog.NewTextHandler(&term, nil))
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		out := term.String()
+		if evals && !strings.Contains(out, "evaluating…") {
+			t.Errorf("the bar never says it is evaluating:\n%q", out)
+		}
+		var logLines int
+		sawFull := false
+		for _, l := range terminalLines(out) {
+			if strings.Contains(l, "100%") && strings.Contains(l, "36/36") {
+				sawFull = true
+			}
+			if !strings.Contains(l, "level=") {
+				continue
+			}
+			logLines++
+			if !strings.HasPrefix(l, "time=") || strings.Contains(l, "step/s") || strings.Contains(l, "evaluating") {
+				t.Errorf("a log line shares its terminal line with the bar: %q", l)
+			}
+			seen := map[string]bool{}
+			for _, f := range strings.Fields(l) {
+				k, v, ok := strings.Cut(f, "=")
+				if !ok {
+					continue
+				}
+				if seen[k] {
+					t.Errorf("key %s twice in %q", k, l)
+				}
+				seen[k] = true
+				if len(strings.TrimLeft(v, "-0123456789.")) == 0 && len(strings.TrimLeft(v, "-0.")) > 8 {
+					t.Errorf("float noise %s=%s in %q", k, v, l)
+				}
+			}
+		}
+		if logLines < 4 || !sawFull {
+			t.Errorf("evals %v: %d log lines, bar at 100%%: %v; terminal:\n%s", evals, logLines, sawFull, strings.Join(terminalLines(out), "\n"))
+		}
+	}
+}

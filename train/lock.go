@@ -1,0 +1,71 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// LockFile is the file in a run directory that a training process holds an
+// advisory lock on (flock) for as long as it works on the run. The kernel
+// drops the lock when the process ends, however it ends, so a run killed
+// with SIGKILL leaves no stale lock; the file itself stays, holding the pid
+// of the last process that took it.
+const LockFile = "lock"
+
+// LockedError is LockRunDir's error when another process holds the run
+// directory.
+type LockedError struct {
+	Dir    string
+	Holder string // "pid N", or "pid unknown" when the lock file holds none
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("run %s is locked by another process (%s); wait for it to end, or train into another --out", e.Dir, e.Holder)
+}
+
+// RunLock is a held lock on a run directory.
+type RunLock struct{ f *os.File }
+
+// LockRunDir creates dir if needed and takes its lock without waiting: a
+// second process (or a second lock in this one) on the same directory gets
+// a *LockedError that names the holder's pid.
+func LockRunDir(dir string) (*RunLock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			holder := "pid unknown"
+			if b, rerr := os.ReadFile(path); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+					holder = "pid " + strconv.Itoa(pid)
+				}
+			}
+			return nil, &LockedError{Dir: dir, Holder: holder}
+		}
+		return nil, fmt.Errorf("run directory %s: lock %s: %w", dir, path, err)
+	}
+	// Record the holder for the error above. The lock, not the file's
+	// content, is what excludes: a torn write here misleads only a message.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &RunLock{f: f}, nil
+}
+
+// Release drops the lock.
+func (l *RunLock) Release() error {
+	return l.f.Close() // closing the last descriptor releases the flock
+}

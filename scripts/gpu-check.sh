@@ -14,7 +14,9 @@
 #   tests     bin/cuda.test -test.v
 #   tensorcore  bin/driver.test -test.run 'TestTC|TestGemmBF16' -test.v:
 #             mma.sync, ldmatrix, cp.async, wgmma, TMA, clusters and the
-#             reference GEMMs; SKIP when the driver lacks the extended calls
+#             reference GEMMs, against the layouts and float64 reference
+#             the emulator is tested with; the wgmma, TMA and cluster ones
+#             need the module built for sm_90a (the compute_80 PTX traps)
 #   data      a small synthetic data set in the default model's shapes:
 #             dinoclip synth --float16 (4096 rows, 500 images), else
 #             python3 + numpy; the training shards are float16, so the GPU's

@@ -59,9 +59,12 @@ var Modules = []Module{
 	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_forward", "gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
+	{"gemm_bf16_ref", []string{"gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref"}},
 	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},
 	{"loss", []string{"unitnorm_mse", "loss_sum"}},
 	{"reduce", []string{"colsum_partial", "colsum_final"}},
+	{"tensorcore_check", []string{"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma",
+		"tc_check_tma", "tc_check_cluster", "tc_check_geometry", "tc_check_divergent"}},
 	{"topk", []string{"normalize_rows", "topk"}},
 }
 

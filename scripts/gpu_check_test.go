@@ -134,7 +134,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		wants           []string
 	}{
 		{"all pass", "", nil, nil, 0, []string{
-			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests",
+			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 1 tests",
 			"data     PASS", "train    PASS",
 			"parity   PASS GPU resident = host batches exactly; worst CPU/GPU relative loss difference 0, within 1e-06",
 			"eval     PASS", "overall: PASS (every part ran and passed)"}},

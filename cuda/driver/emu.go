@@ -14,10 +14,28 @@ import (
 // emuDriver runs the kernels compiled for the host (package cuda/emu): the
 // tags cuda and cudaemu together build without gorgonia.org/cu, so the
 // engine and its tests run on a machine without a GPU. Everything is
-// synchronous.
+// synchronous. It implements Extended: launches of any geometry and
+// parameter size, tensor maps in the emulator's own layout, plain memory
+// for "pinned" host memory, and graphs that record the stream's work
+// during capture and replay it.
 type emuDriver struct {
 	names []string
+	// maxShared is each kernel's dynamic shared memory allowance above the
+	// default 48 KiB (SetMaxDynamicShared).
+	maxShared map[int]int
+	// capture collects the stream's work between BeginCapture and
+	// EndCapture instead of running it.
+	capture *emuGraph
 }
+
+// emuGraph is a recorded sequence of stream operations; kinds name each
+// one (its topology, for UpdateGraph).
+type emuGraph struct {
+	ops   []func() error
+	kinds []string
+}
+
+type emuGraphExec struct{ g *emuGraph }
 
 // Open returns the emulated device; kernelNames are the entry points Launch
 // will run (an unknown one fails at its launch).
@@ -25,65 +43,243 @@ func Open(kernelNames []string) (Driver, error) {
 	if len(kernelNames) == 0 {
 		return nil, errors.New("emulation: no kernels to load")
 	}
-	return emuDriver{names: kernelNames}, nil
+	return &emuDriver{names: kernelNames, maxShared: map[int]int{}}, nil
 }
 
-func (emuDriver) Describe() string { return "host emulation of the CUDA kernels (no GPU)" }
+// The emulated device is an H100 (limits SM90): 48 KiB of dynamic shared
+// memory without opting in, 227 KiB with, portable clusters of up to 8.
+const defaultDynamicShared = 48 << 10
 
-func (emuDriver) Name() string { return "host emulation" }
+func (*emuDriver) Describe() string { return "host emulation of the CUDA kernels (no GPU)" }
 
-func (emuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
-	emu.Copy(dst, src, bytes)
-	return nil
+func (*emuDriver) Name() string { return "host emulation" }
+
+// stream runs op now, or records it while a capture is open.
+func (d *emuDriver) stream(kind string, op func() error) error {
+	if d.capture != nil {
+		d.capture.ops = append(d.capture.ops, op)
+		d.capture.kinds = append(d.capture.kinds, kind)
+		return nil
+	}
+	return op()
+}
+
+func (d *emuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
+	return d.stream("copy", func() error { emu.Copy(dst, src, bytes); return nil })
 }
 
 // An event is the wall-clock time at which it was recorded.
-func (emuDriver) NewEvent() (Event, error) { return new(time.Time), nil }
+func (*emuDriver) NewEvent() (Event, error) { return new(time.Time), nil }
 
-func (emuDriver) Record(ev Event) error {
-	*ev.(*time.Time) = time.Now()
-	return nil
+func (d *emuDriver) Record(ev Event) error {
+	return d.stream("event", func() error { *ev.(*time.Time) = time.Now(); return nil })
 }
 
-func (emuDriver) Elapsed(start, end Event) (float64, error) {
+func (*emuDriver) Elapsed(start, end Event) (float64, error) {
 	return end.(*time.Time).Sub(*start.(*time.Time)).Seconds(), nil
 }
 
-func (emuDriver) DestroyEvent(Event) error { return nil }
+func (*emuDriver) DestroyEvent(Event) error { return nil }
 
-func (emuDriver) Alloc(bytes int64) (uintptr, error) { return emu.Alloc(bytes) }
+func (*emuDriver) Alloc(bytes int64) (uintptr, error) { return emu.Alloc(bytes) }
 
-func (emuDriver) Free(p uintptr) error { emu.Free(p); return nil }
+func (*emuDriver) Free(p uintptr) error { emu.Free(p); return nil }
 
-func (emuDriver) Zero(p uintptr, bytes int64) error {
-	emu.Zero(p, bytes)
-	return nil
+func (d *emuDriver) Zero(p uintptr, bytes int64) error {
+	return d.stream("zero", func() error { emu.Zero(p, bytes); return nil })
 }
 
-func (emuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
-	emu.ToDevice(dst, src, bytes)
-	return nil
+func (d *emuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
+	return d.stream("to-device", func() error { emu.ToDevice(dst, src, bytes); return nil })
 }
 
-func (emuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
-	emu.ToHost(dst, src, bytes)
-	return nil
+func (d *emuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
+	return d.stream("to-host", func() error { emu.ToHost(dst, src, bytes); return nil })
 }
 
-func (d emuDriver) Launch(k, gx, gy, block int, args []uint64) error {
+func (d *emuDriver) kernel(k int) (string, error) {
 	if k < 0 || k >= len(d.names) {
-		return fmt.Errorf("emulation: kernel index %d of %d", k, len(d.names))
+		return "", fmt.Errorf("emulation: kernel index %d of %d", k, len(d.names))
 	}
-	return emu.Launch(d.names[k], gx, gy, block, args)
+	return d.names[k], nil
 }
 
-func (emuDriver) Sync() error { return nil }
+func (d *emuDriver) Launch(k, gx, gy, block int, args []uint64) error {
+	name, err := d.kernel(k)
+	if err != nil {
+		return err
+	}
+	args = append([]uint64(nil), args...) // the caller may reuse its slice before a replay
+	return d.stream("kernel "+name, func() error { return emu.Launch(name, gx, gy, block, args) })
+}
 
-func (emuDriver) MemInfo() (free, total int64, err error) {
+func (d *emuDriver) Sync() error {
+	if d.capture != nil {
+		return errors.New("emulation: Sync during a stream capture")
+	}
+	return nil
+}
+
+func (*emuDriver) MemInfo() (free, total int64, err error) {
 	l := emu.Limit()
 	return l - emu.Used(), l, nil
 }
 
-func (emuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, emu.ErrOutOfMemory) }
+func (*emuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, emu.ErrOutOfMemory) }
 
-func (emuDriver) Close() error { return nil }
+func (*emuDriver) Close() error { return nil }
+
+// ---- Extended -------------------------------------------------------------
+
+func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
+	name, err := d.kernel(k)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(SM90); err != nil {
+		return fmt.Errorf("emulation: kernel %s: %w", name, err)
+	}
+	cluster := cfg.Cluster
+	if cluster == [3]int{} {
+		cluster = [3]int{1, 1, 1}
+	}
+	allowed := max(defaultDynamicShared, d.maxShared[k])
+	if cfg.SharedBytes > allowed {
+		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory; allowed %d (SetMaxDynamicShared raises it)", name, cfg.SharedBytes, allowed)
+	}
+	own := make([][]byte, len(params))
+	for i, p := range params {
+		own[i] = append([]byte(nil), p...)
+	}
+	return d.stream("kernel "+name, func() error {
+		return emu.LaunchEx(name, cfg.Grid, cfg.Block, cluster, cfg.SharedBytes, own)
+	})
+}
+
+func (d *emuDriver) SetMaxDynamicShared(k int, bytes int) error {
+	name, err := d.kernel(k)
+	if err != nil {
+		return err
+	}
+	if err := SM90.CheckDynamicShared(bytes); err != nil {
+		return fmt.Errorf("emulation: kernel %s: %w", name, err)
+	}
+	d.maxShared[k] = bytes
+	return nil
+}
+
+func (*emuDriver) EncodeTensorMap(spec TensorMapSpec) (TensorMap, error) {
+	if err := spec.Validate(); err != nil {
+		return TensorMap{}, err
+	}
+	es := spec.ElemStrides
+	if es == nil {
+		es = make([]uint32, len(spec.Dims))
+		for i := range es {
+			es[i] = 1
+		}
+	}
+	m, err := emu.EncodeTensorMap(emu.TensorMapLayout{
+		ElemBytes: spec.DataType.Size(), SwizzleSpan: spec.Swizzle.Span(), NaNFill: spec.NaNFill,
+		Base: spec.Base, Dims: spec.Dims, Strides: spec.Strides, Box: spec.Box, ElemStrides: es,
+	})
+	return TensorMap(m), err
+}
+
+// HostAlloc returns ordinary memory: every copy of the emulator is
+// synchronous, so nothing needs page-locking.
+func (*emuDriver) HostAlloc(bytes int) ([]byte, error) {
+	if bytes < 1 {
+		return nil, fmt.Errorf("emulation: host allocation of %d bytes", bytes)
+	}
+	return make([]byte, bytes), nil
+}
+
+func (*emuDriver) HostFree(b []byte) error {
+	if b == nil {
+		return errors.New("emulation: freeing a nil host allocation")
+	}
+	return nil
+}
+
+func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return d.stream("to-host", func() error { emu.ToHost(unsafe.Pointer(&dst[0]), src, int64(len(dst))); return nil })
+}
+
+func (d *emuDriver) BeginCapture() error {
+	if d.capture != nil {
+		return errors.New("emulation: a stream capture is already open")
+	}
+	d.capture = &emuGraph{}
+	return nil
+}
+
+func (d *emuDriver) EndCapture() (Graph, error) {
+	if d.capture == nil {
+		return nil, errors.New("emulation: EndCapture without BeginCapture")
+	}
+	g := d.capture
+	d.capture = nil
+	return g, nil
+}
+
+func (*emuDriver) Instantiate(g Graph) (GraphExec, error) {
+	eg, ok := g.(*emuGraph)
+	if !ok || eg == nil {
+		return nil, fmt.Errorf("emulation: %T is not a graph of this driver", g)
+	}
+	return &emuGraphExec{g: eg}, nil
+}
+
+func (*emuDriver) UpdateGraph(exec GraphExec, g Graph) error {
+	ex, ok1 := exec.(*emuGraphExec)
+	eg, ok2 := g.(*emuGraph)
+	if !ok1 || !ok2 || ex == nil || eg == nil {
+		return fmt.Errorf("emulation: updating %T with %T", exec, g)
+	}
+	if len(ex.g.kinds) != len(eg.kinds) {
+		return fmt.Errorf("emulation: graph update: %d operations, the instantiated graph has %d", len(eg.kinds), len(ex.g.kinds))
+	}
+	for i := range eg.kinds {
+		if eg.kinds[i] != ex.g.kinds[i] {
+			return fmt.Errorf("emulation: graph update: operation %d is %s, was %s", i, eg.kinds[i], ex.g.kinds[i])
+		}
+	}
+	ex.g = eg
+	return nil
+}
+
+func (d *emuDriver) LaunchGraph(exec GraphExec) error {
+	ex, ok := exec.(*emuGraphExec)
+	if !ok || ex == nil {
+		return fmt.Errorf("emulation: %T is not an instantiated graph of this driver", exec)
+	}
+	if d.capture != nil {
+		return errors.New("emulation: launching a graph during a capture")
+	}
+	for i, op := range ex.g.ops {
+		if err := op(); err != nil {
+			return fmt.Errorf("graph operation %d (%s): %w", i, ex.g.kinds[i], err)
+		}
+	}
+	return nil
+}
+
+func (*emuDriver) DestroyGraph(g Graph) error {
+	if _, ok := g.(*emuGraph); !ok {
+		return fmt.Errorf("emulation: %T is not a graph of this driver", g)
+	}
+	return nil
+}
+
+func (*emuDriver) DestroyGraphExec(exec GraphExec) error {
+	if _, ok := exec.(*emuGraphExec); !ok {
+		return fmt.Errorf("emulation: %T is not an instantiated graph of this driver", exec)
+	}
+	return nil
+}
+
+var _ Extended = (*emuDriver)(nil)

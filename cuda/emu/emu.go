@@ -3,10 +3,15 @@
 package emu
 
 /*
-#cgo CXXFLAGS: -std=c++20 -O2
+#cgo CXXFLAGS: -std=c++20 -O2 -Wno-psabi
 #include <stdint.h>
 #include <stdlib.h>
-int emu_launch(const char* name, int gx, int gy, int block, const uint64_t* args, int nargs);
+int emu_kernel_params(const char* name, int* out, int max);
+int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsigned char* const* params,
+                  const int* param_sizes, int nparams, char* err, int errlen);
+const char* emu_encode_tensor_map(unsigned char* out, int rank, int elem_bytes, int swizzle_span, int nan_fill,
+                                  uint64_t base, const uint64_t* dims, const uint64_t* strides, const uint32_t* box,
+                                  const uint32_t* elem_strides);
 uintptr_t emu_alloc(int64_t bytes);
 void emu_free(uintptr_t p);
 int64_t emu_limit(void);
@@ -19,6 +24,7 @@ void emu_copy(uintptr_t dst, uintptr_t src, int64_t bytes);
 import "C"
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -45,26 +51,144 @@ func cName(name string) *C.char {
 	return p.(*C.char)
 }
 
+// maxParams bounds a kernel's parameter count (the CUDA limit is 4 KiB of
+// parameters; the kernels here have a dozen at most).
+const maxParams = 64
+
+// ParamSizes returns the size in bytes of each parameter of kernel name.
+func ParamSizes(name string) ([]int, error) {
+	var sizes [maxParams]C.int
+	n := int(C.emu_kernel_params(cName(name), &sizes[0], maxParams))
+	if n < 0 {
+		return nil, fmt.Errorf("emulation: no kernel %s", name)
+	}
+	if n > maxParams {
+		return nil, fmt.Errorf("emulation: kernel %s has %d parameters, more than %d", name, n, maxParams)
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = int(sizes[i])
+	}
+	return out, nil
+}
+
 // Launch runs kernel name on a grid (gx, gy) of blocks of `block` threads;
 // args holds one value per kernel parameter in its low bytes, as the CUDA
 // driver reads them.
 func Launch(name string, gx, gy, block int, args []uint64) error {
-	var p *C.uint64_t
-	if len(args) > 0 {
-		p = (*C.uint64_t)(unsafe.Pointer(&args[0]))
+	sizes, err := ParamSizes(name)
+	if err != nil {
+		return err
 	}
-	switch C.emu_launch(cName(name), C.int(gx), C.int(gy), C.int(block), p, C.int(len(args))) {
-	case 0:
-		return nil
-	case 1:
-		return fmt.Errorf("emulation: no kernel %s", name)
-	case 2:
-		return fmt.Errorf("emulation: kernel %s: %d arguments do not match its parameters", name, len(args))
-	case 3:
-		return fmt.Errorf("emulation: kernel %s: block of %d threads, the emulation runs 256", name, block)
-	default:
-		return fmt.Errorf("emulation: kernel %s: divergent __syncthreads (some threads of a block ended while others wait)", name)
+	if len(sizes) != len(args) {
+		return fmt.Errorf("emulation: kernel %s: %d arguments do not match its %d parameters", name, len(args), len(sizes))
 	}
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		if sizes[i] > 8 {
+			return fmt.Errorf("emulation: kernel %s: parameter %d is %d bytes; pass it with LaunchEx", name, i, sizes[i])
+		}
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], a)
+		params[i] = b[:sizes[i]]
+	}
+	return LaunchEx(name, [3]int{gx, gy, 1}, [3]int{block, 1, 1}, [3]int{1, 1, 1}, 0, params)
+}
+
+// LaunchEx runs kernel name on grid blocks of block threads, in clusters
+// of cluster blocks (all ones: no clusters), with smemBytes of dynamic
+// shared memory per block; params holds each parameter's bytes, exactly as
+// large as the kernel declares it.
+func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params [][]byte) error {
+	var dims [9]C.int
+	for i := 0; i < 3; i++ {
+		dims[i], dims[3+i], dims[6+i] = C.int(grid[i]), C.int(block[i]), C.int(cluster[i])
+	}
+	for i := 0; i < 3; i++ {
+		for _, d := range []int{grid[i], block[i], cluster[i]} {
+			if d < 1 || d > 1<<31-1 {
+				return fmt.Errorf("emulation: kernel %s: grid %v, block %v, cluster %v: a dimension out of range", name, grid, block, cluster)
+			}
+		}
+	}
+	// The parameters travel in C memory: cgo forbids passing Go memory
+	// that holds Go pointers, and a [][]byte is such memory.
+	n := len(params)
+	total := 0
+	for _, p := range params {
+		total += len(p)
+	}
+	buf := C.malloc(C.size_t(total + n*int(unsafe.Sizeof(uintptr(0))) + n*4 + 1))
+	defer C.free(buf)
+	ptrs := unsafe.Slice((**C.uchar)(buf), n)
+	sizes := unsafe.Slice((*C.int)(unsafe.Add(buf, n*int(unsafe.Sizeof(uintptr(0))))), n)
+	data := unsafe.Add(buf, n*int(unsafe.Sizeof(uintptr(0)))+n*4)
+	off := 0
+	for i, p := range params {
+		dst := unsafe.Add(data, off)
+		if len(p) > 0 {
+			copy(unsafe.Slice((*byte)(dst), len(p)), p)
+		}
+		ptrs[i] = (*C.uchar)(dst)
+		sizes[i] = C.int(len(p))
+		off += len(p)
+	}
+	var pp **C.uchar
+	var ps *C.int
+	if n > 0 {
+		pp, ps = &ptrs[0], &sizes[0]
+	}
+	var msg [512]C.char
+	if C.emu_launch_ex(cName(name), &dims[0], C.int(smemBytes), pp, ps, C.int(n), &msg[0], C.int(len(msg))) != 0 {
+		return fmt.Errorf("emulation: kernel %s: %s", name, C.GoString(&msg[0]))
+	}
+	return nil
+}
+
+// TensorMapLayout is what EncodeTensorMap needs of a validated tensor map
+// spec.
+type TensorMapLayout struct {
+	ElemBytes   int
+	SwizzleSpan int // bytes: 0 (none), 32, 64 or 128
+	NaNFill     bool
+	Base        uintptr
+	Dims        []uint64
+	Strides     []uint64 // bytes, dimensions 1..rank-1
+	Box         []uint32
+	ElemStrides []uint32 // one per dimension
+}
+
+// EncodeTensorMap writes the emulator's own layout of a tensor map (which
+// its TMA copies decode) into 128 bytes.
+func EncodeTensorMap(l TensorMapLayout) ([128]byte, error) {
+	var out [128]byte
+	rank := len(l.Dims)
+	if rank < 1 || rank > 5 || len(l.Box) != rank || len(l.ElemStrides) != rank || len(l.Strides) != rank-1 {
+		return out, fmt.Errorf("emulation: tensor map of rank %d with %d box, %d element-stride and %d stride entries",
+			rank, len(l.Box), len(l.ElemStrides), len(l.Strides))
+	}
+	var dims [5]C.uint64_t
+	var strides [5]C.uint64_t
+	var box, es [5]C.uint32_t
+	for i := 0; i < rank; i++ {
+		dims[i], box[i], es[i] = C.uint64_t(l.Dims[i]), C.uint32_t(l.Box[i]), C.uint32_t(l.ElemStrides[i])
+		if i > 0 {
+			strides[i-1] = C.uint64_t(l.Strides[i-1])
+		}
+	}
+	nan := 0
+	if l.NaNFill {
+		nan = 1
+	}
+	var cOut [128]C.uchar
+	if msg := C.emu_encode_tensor_map(&cOut[0], C.int(rank), C.int(l.ElemBytes), C.int(l.SwizzleSpan), C.int(nan),
+		C.uint64_t(l.Base), &dims[0], &strides[0], &box[0], &es[0]); msg != nil {
+		return out, fmt.Errorf("emulation: tensor map: %s", C.GoString(msg))
+	}
+	for i := range out {
+		out[i] = byte(cOut[i])
+	}
+	return out, nil
 }
 
 // Alloc returns bytes of emulated device memory, filled with 0xff bytes

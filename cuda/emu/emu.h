@@ -1,11 +1,35 @@
 // emu.h: just enough of CUDA C++ for the kernels of ../kernels to compile as
-// host C++ (build tags cuda && cudaemu). The threads of a block run as
-// fibers on one OS thread (runtime.cpp); __syncthreads switches to the next
-// fiber, so a round over the block is one barrier phase; the warp shuffles
-// exchange through a block-wide slot array between two barriers, so every
-// thread of the block must reach them together (true of every shuffle in
-// these kernels, which all threads of a block execute). Blocks run one
-// after another, so __shared__ variables are function statics.
+// host C++ (build tags cuda && cudaemu), and the runtime hooks the emulated
+// twins of kernels/tensorcore.cuh are built on.
+//
+// Design (runtime.cpp runs it):
+//   - A launch runs one thread-block cluster after another (a launch
+//     without clusters has clusters of one block). Every thread of every
+//     block of the cluster is a fiber (ucontext) on the launching OS
+//     thread; a fiber runs until it blocks or ends.
+//   - A fiber blocks on a sync object: a block barrier (__syncthreads is
+//     barrier 0 for all threads of the block; bar.sync id, count the named
+//     barriers), a warp- or warpgroup-collective operation (mma.sync,
+//     ldmatrix, shuffles, wgmma), an mbarrier phase, a cluster barrier. A
+//     collective completes when the last member arrives, which computes the
+//     result for all members. The scheduler goes round the fibers, in
+//     increasing order in even rounds and decreasing in odd ones, so that a
+//     missing barrier changes the result; a round in which no fiber can run
+//     is a deadlock, reported as a launch error (a barrier that some threads
+//     of a block skip by exiting is reported as a divergent barrier).
+//   - Device memory, and dynamic shared memory at the start of each block,
+//     are filled with 0xff bytes (NaN as float, bf16 and f16), so reading
+//     memory nobody wrote shows. Asynchronous copies (cp.async, TMA) poison
+//     their destination when issued and write it when they complete: at
+//     cp.async.wait_group, or when a thread waits on the mbarrier a TMA load
+//     signals; a kernel that reads before waiting reads NaN.
+//   - Static __shared__ variables are function statics: one copy for the
+//     whole launch, correct only because the blocks of one cluster are the
+//     only ones alive at a time, and only for clusters of one block. Kernels
+//     launched with clusters keep all shared memory in the dynamic
+//     allocation (dc_dynamic_smem in tensorcore.cuh).
+//   - A kernel parameter is passed as its exact bytes, so a 128-byte tensor
+//     map travels by value like any int.
 #pragma once
 
 #include <math.h>
@@ -16,6 +40,9 @@
 #include <algorithm>
 #include <utility>
 
+// The kernels and tensorcore.cuh select their emulated twins with this.
+#define DINOCLIP_EMU 1
+
 using std::max;
 using std::min;
 
@@ -23,6 +50,7 @@ struct emu_dim3 {
     unsigned x, y, z;
 };
 
+// The built-ins, set by the scheduler for the fiber it runs.
 extern emu_dim3 threadIdx;
 extern emu_dim3 blockIdx, blockDim, gridDim;
 
@@ -32,8 +60,61 @@ extern emu_dim3 blockIdx, blockDim, gridDim;
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
+#define __grid_constant__
+#define __align__(n) alignas(n)
 
-void __syncthreads();
+// ---- runtime hooks (runtime.cpp) ------------------------------------------
+
+// emu_fail ends the launch with an error naming the thread; it does not
+// return.
+[[noreturn]] void emu_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// emu_bar_sync waits at named barrier id (0..15) until count threads of the
+// block have arrived (count 0: all threads of the block); emu_bar_arrive
+// arrives without waiting.
+void emu_bar_sync(int id, int count);
+void emu_bar_arrive(int id, int count);
+inline void __syncthreads() { emu_bar_sync(0, 0); }
+
+// A collective operation of a warp (32) or warpgroup (128) threads: each
+// member passes its own operand record; the last to arrive calls
+// fn(ops, members) with every member's record, indexed by lane (warp) or
+// by thread within the warpgroup, and then all members continue. name
+// identifies the operation: members arriving with different names fail
+// the launch (divergent collective).
+typedef void (*emu_collective_fn)(void** ops, int members);
+void emu_collective(int width, const char* name, emu_collective_fn fn, void* op);
+
+// emu_wait_until blocks the calling thread until ready(arg) returns true
+// (what names the wait in a deadlock report); it returns at once when it is
+// already true, after letting the other threads run once.
+void emu_wait_until(bool (*ready)(const void* arg), const void* arg, const char* what);
+
+// The calling thread's block within its cluster, and the cluster's shared
+// memory: emu_smem(rank) is block rank's dynamic shared memory (rank -1:
+// the caller's), emu_smem_bytes its size.
+int emu_cta_rank();
+int emu_cluster_ctas();
+emu_dim3 emu_cluster_dim();
+emu_dim3 emu_cluster_idx();
+unsigned char* emu_smem(int rank);
+uint32_t emu_smem_bytes();
+// emu_thread_slot is the calling thread's index among all threads of the
+// cluster run (for per-thread state such as cp.async groups).
+int emu_thread_slot();
+int emu_threads_in_cluster();
+// emu_cluster_sync is barrier.cluster.arrive + wait for all threads of all
+// blocks of the cluster.
+void emu_cluster_sync();
+
+// Hooks of tensorcore.cpp that the runtime calls around a cluster run:
+// emu_tc_begin resets the asynchronous state; emu_tc_end returns an error
+// message for work left pending (nullptr when clean).
+void emu_tc_begin(int threads, int ctas);
+const char* emu_tc_end();
+
+// ---- warp shuffles ----------------------------------------------------------
+
 void emu_exchange(const void* v, void* out, int size, int src_lane, bool valid);
 
 template <class T>
@@ -61,52 +142,51 @@ inline float __uint_as_float(unsigned u) {
     memcpy(&f, &u, 4);
     return f;
 }
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 
-// The emulated kernels, for the dispatcher (runtime.cpp).
-typedef void (*emu_trampoline)(const uint64_t* args);
+// ---- the kernel table -------------------------------------------------------
+
+// A kernel receives each parameter as its exact bytes, as the CUDA driver
+// passes them.
+typedef void (*emu_trampoline)(const unsigned char* const* params);
 struct emu_entry {
     const char* name;
-    int nargs;
+    int nparams;
+    const int* sizes;  // each parameter's size in bytes
     emu_trampoline call;
 };
 
-// Unpacking of the launch arguments by the kernel's declared parameter
-// types, as the CUDA driver reads them: the value in the low bytes.
 template <class T>
-struct emu_arg {
-    static T get(uint64_t v) { return (T)(uintptr_t)v; }  // pointers
-};
-template <>
-struct emu_arg<int> {
-    static int get(uint64_t v) { return (int)(uint32_t)v; }
-};
-template <>
-struct emu_arg<float> {
-    static float get(uint64_t v) {
-        uint32_t b = (uint32_t)v;
-        float f;
-        memcpy(&f, &b, 4);
-        return f;
-    }
-};
-template <>
-struct emu_arg<double> {
-    static double get(uint64_t v) {
-        double f;
-        memcpy(&f, &v, 8);
-        return f;
-    }
-};
+inline T emu_param(const unsigned char* p) {
+    T v;
+    memcpy((void*)&v, p, sizeof(T));
+    return v;
+}
 
 template <class... A, size_t... I>
-inline void emu_invoke(void (*f)(A...), const uint64_t* args, std::index_sequence<I...>) {
-    f(emu_arg<A>::get(args[I])...);
+inline void emu_invoke(void (*f)(A...), const unsigned char* const* params, std::index_sequence<I...>) {
+    f(emu_param<A>(params[I])...);
 }
 
 template <class... A>
-constexpr int emu_nargs(void (*)(A...)) {
-    return sizeof...(A);
+struct emu_signature {
+    static constexpr int n = sizeof...(A);
+    static constexpr int sizes[sizeof...(A) + 1] = {(int)sizeof(A)..., 0};
+};
+
+template <class... A>
+constexpr emu_signature<A...> emu_sig(void (*)(A...)) {
+    return {};
 }
 
-#define EMU_ENTRY(fn) \
-    emu_entry { #fn, emu_nargs(fn), [](const uint64_t* a) { emu_invoke(fn, a, std::make_index_sequence<emu_nargs(fn)>{}); } }
+#define EMU_ENTRY(fn)                                                                          \
+    emu_entry {                                                                                \
+        #fn, decltype(emu_sig(fn))::n, decltype(emu_sig(fn))::sizes,                           \
+            [](const unsigned char* const* p) {                                                \
+                emu_invoke(fn, p, std::make_index_sequence<decltype(emu_sig(fn))::n>{});       \
+            }                                                                                  \
+    }

@@ -1,0 +1,211 @@
+//go:build cuda && cudaemu
+
+package driver
+
+// Tests that the emulator catches the mistakes a GPU would hide or turn
+// into a race: a missing wait on asynchronous copies reads the poison
+// (NaN) fill, a barrier that part of the block skips fails the launch.
+// These behaviours are the emulator's own (on a GPU the same kernels race
+// or hang), so they run only under the tag cudaemu.
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+func TestEmuDivergentBarrier(t *testing.T) {
+	v := openTC(t)
+	out := v.alloc(4 * 128)
+	err := v.launch("tc_check_divergent", cfg1(1, 128, 0), pPtr(out))
+	if err == nil || !strings.Contains(err.Error(), "divergent barrier") {
+		t.Fatalf("half the block skipping __syncthreads: error %v, want a divergent barrier", err)
+	}
+}
+
+// TestEmuCpAsyncMissingWait: shared memory read before cp.async.wait_group
+// holds the poison fill, not the data.
+func TestEmuCpAsyncMissingWait(t *testing.T) {
+	v := openTC(t)
+	src := make([]byte, 1024)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	out := v.alloc(1024)
+	v.mustLaunch("tc_check_cp_async", cfg1(1, 64, 1024), pPtr(v.upload(src)), pPtr(out), pInt(16), pInt(16), pInt(0))
+	for i, b := range v.download(out, 1024) {
+		if b != 0xff {
+			t.Fatalf("byte %d read before the wait is %#x, want the poison 0xff", i, b)
+		}
+	}
+}
+
+// TestEmuTmaMissingWait: a TMA destination read before waiting on its
+// mbarrier reads NaN.
+func TestEmuTmaMissingWait(t *testing.T) {
+	v := openTC(t)
+	const rows, cols, bw, bh = 16, 64, 64, 8
+	in := v.upload(u16s(tmaTensor(rows, cols)))
+	spec := TensorMapSpec{DataType: TensorBFloat16, Base: in, Dims: []uint64{cols, rows}, Strides: []uint64{cols * 2},
+		Box: []uint32{bw, bh}, Swizzle: Swizzle128B}
+	m, err := v.x.EncodeTensorMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Base = v.alloc(rows * cols * 2)
+	ms, err := v.x.EncodeTensorMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const boxBytes = bw * bh * 2
+	out := v.alloc(boxBytes)
+	v.mustLaunch("tc_check_tma", cfg1(1, 128, boxBytes+8+1024), pMap(m), pMap(ms), pPtr(out), pInt(boxBytes),
+		pInt(0), pInt(0), pInt(0), pInt(0), pInt(1))
+	got := v.download(out, boxBytes)
+	for i := 0; i < boxBytes; i += 2 {
+		if h := binary.LittleEndian.Uint16(got[i:]); h != 0xffff {
+			t.Fatalf("bf16 %d read before the mbarrier wait is %#x, want NaN 0xffff", i/2, h)
+		}
+	}
+}
+
+// TestEmuWgmmaMissingWait: accumulators read before wgmma.wait_group still
+// hold their old values (the product lands at the wait), and a kernel that
+// never waits fails its launch.
+func TestEmuWgmmaMissingWait(t *testing.T) {
+	v := openTC(t)
+	const n = 64
+	a, bt, _, _ := wgmmaInputs(n)
+	out := v.alloc(4 * 128 * n / 2)
+	err := v.launch("tc_check_wgmma", wgmmaConfig(n), pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(bt))), pPtr(out),
+		pInt(n), pInt(1), pInt(1), pInt(0), pInt(0))
+	if err == nil || !strings.Contains(err.Error(), "never waited") {
+		t.Fatalf("a wgmma never waited on: error %v, want one saying so", err)
+	}
+	for i, f := range toF32(v.download(out, 4*128*n/2)) {
+		if f != 0 {
+			t.Fatalf("accumulator %d read before the wait is %v, want its initial 0", i, f)
+		}
+	}
+}
+
+// TestEmuDeadlock: an mbarrier told to expect more bytes than the TMA
+// brings never completes its phase; with every thread waiting on it the
+// launch must fail as a deadlock, not hang.
+func TestEmuDeadlock(t *testing.T) {
+	v := openTC(t)
+	const rows, cols, bw, bh = 16, 64, 64, 8
+	spec := TensorMapSpec{DataType: TensorBFloat16, Base: v.upload(u16s(tmaTensor(rows, cols))), Dims: []uint64{cols, rows},
+		Strides: []uint64{cols * 2}, Box: []uint32{bw, bh}, Swizzle: Swizzle128B}
+	m, err := v.x.EncodeTensorMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const expect = bw*bh*2 + 16 // 16 bytes more than the box
+	out := v.alloc(expect)
+	err = v.launch("tc_check_tma", cfg1(1, 128, expect+8+1024), pMap(m), pMap(m), pPtr(out), pInt(expect),
+		pInt(0), pInt(0), pInt(0), pInt(0), pInt(0))
+	if err == nil || !strings.Contains(err.Error(), "deadlock") {
+		t.Fatalf("an mbarrier phase that never completes: error %v, want a deadlock", err)
+	}
+}
+
+// TestEmuTensorMapChecks: specs cuTensorMapEncodeTiled would refuse.
+func TestEmuTensorMapChecks(t *testing.T) {
+	v := openTC(t)
+	base := v.alloc(4096)
+	good := TensorMapSpec{DataType: TensorBFloat16, Base: base, Dims: []uint64{64, 16}, Strides: []uint64{128},
+		Box: []uint32{64, 8}, Swizzle: Swizzle128B}
+	if _, err := v.x.EncodeTensorMap(good); err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(*TensorMapSpec){
+		"unaligned base":     func(s *TensorMapSpec) { s.Base++ },
+		"stride not x16":     func(s *TensorMapSpec) { s.Strides[0] = 100 },
+		"box over 256":       func(s *TensorMapSpec) { s.Box[1] = 300 },
+		"box wider than 128": func(s *TensorMapSpec) { s.Box[0] = 128 },
+		"rank 0":             func(s *TensorMapSpec) { s.Dims, s.Box, s.Strides = nil, nil, nil },
+		"strides missing":    func(s *TensorMapSpec) { s.Strides = nil },
+		"unknown type":       func(s *TensorMapSpec) { s.DataType = 42 },
+		"unknown swizzle":    func(s *TensorMapSpec) { s.Swizzle = 9 },
+		"zero dimension":     func(s *TensorMapSpec) { s.Dims[1] = 0 },
+	} {
+		s := good
+		s.Dims = append([]uint64(nil), good.Dims...)
+		s.Strides = append([]uint64(nil), good.Strides...)
+		s.Box = append([]uint32(nil), good.Box...)
+		mod(&s)
+		if _, err := v.x.EncodeTensorMap(s); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestEmuGraph: work captured into a graph does not run until the graph
+// is launched, and then runs again at every launch, with UpdateGraph
+// swapping in a graph of the same shape.
+func TestEmuGraph(t *testing.T) {
+	v := openTC(t)
+	buf := v.alloc(16)
+	if err := v.d.Zero(buf, 16); err != nil {
+		t.Fatal(err)
+	}
+	one := []byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+	two := []byte{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}
+	capture := func(src []byte) Graph {
+		if err := v.x.BeginCapture(); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.d.ToDevice(buf, unsafe.Pointer(&src[0]), 16); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.d.Sync(); err == nil {
+			t.Error("Sync during a capture: no error")
+		}
+		g, err := v.x.EndCapture()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	g1 := capture(one)
+	if got := v.download(buf, 16); got[0] != 0 {
+		t.Fatalf("captured work ran during the capture: %v", got)
+	}
+	exec, err := v.x.Instantiate(g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.LaunchGraph(exec); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.download(buf, 16); got[0] != 1 {
+		t.Fatalf("after the graph ran: %v", got)
+	}
+	if err := v.x.UpdateGraph(exec, capture(two)); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.LaunchGraph(exec); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.download(buf, 16); got[15] != 2 {
+		t.Fatalf("after the updated graph ran: %v", got)
+	}
+	if err := v.x.BeginCapture(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Zero(buf, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Zero(buf, 16); err != nil {
+		t.Fatal(err)
+	}
+	g3, err := v.x.EndCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.UpdateGraph(exec, g3); err == nil {
+		t.Error("updating a graph with one of another shape: no error")
+	}
+}

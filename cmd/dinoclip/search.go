@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/schollz/progressbar/v3"
@@ -28,10 +29,8 @@ const maxAnswer = 1 << 30
 
 // deviceSearcher returns the Searcher of a device other than the CPU, and
 // a function that releases it; a build with -tags cuda sets it
-// (device_cuda.go).
-var deviceSearcher = func(device string) (retrieval.Searcher, func(), error) {
-	return nil, nil, errNoCUDA
-}
+// (device_cuda.go), and without it --device cuda fails as newEngine does.
+var deviceSearcher func(device string) (retrieval.Searcher, func(), error)
 
 func searchCommand() *cli.Command {
 	return &cli.Command{
@@ -147,6 +146,10 @@ func runSearch(cCtx *cli.Context) error {
 	device := cCtx.String("device")
 	if err := checkDevice(device); err != nil {
 		return err
+	}
+	if device != "cpu" && deviceSearcher == nil {
+		_, err := newEngine(device, nn.Config{})
+		return fmt.Errorf("--device %s: %w", device, err)
 	}
 	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")
 	if err := checkOutDir(out); err != nil {

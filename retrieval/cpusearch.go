@@ -11,18 +11,15 @@ import (
 	"sync/atomic"
 
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
 )
 
 // DefaultMemoryBudget is the working memory of a CPUSearcher whose
 // MemoryBudget is 0.
 const DefaultMemoryBudget = 512 << 20
 
-// Block sizes of the CPU search. A 64×128 product stays on gonum's serial
-// Sgemm path (one SIMD dot product per score), and a 128-row tile of
-// 512-wide float32 keys (256 KiB) stays in a core's L2 cache while every
-// query block of the chunk is multiplied with it.
+// Block sizes of the CPU search: a 128-row tile of 512-wide float32 keys
+// (256 KiB) stays in a core's L2 cache while every block of 64 queries of
+// the chunk is multiplied with it (scoreTile).
 const (
 	queryBlock = 64
 	keyTile    = 128
@@ -32,8 +29,8 @@ const (
 //
 // It cuts the keys into tiles of 128 rows, converts one tile at a time to
 // float32 (float16 keys are decoded on the fly; no float32 copy of the keys
-// is made), multiplies it with the queries in blocks of 64 on gonum's
-// float32 GEMM, and keeps for every query the candidates the float32 error
+// is made), multiplies it with the queries in blocks of 64 (scoreTile: an
+// AVX2/FMA kernel on amd64, else gonum's Sgemm), and keeps for every query the candidates the float32 error
 // bound cannot rule out ([ErrorBound]), which it re-scores in float64 to
 // return the exact answer of the [Searcher] contract. Workers (up to
 // Workers goroutines) take tiles in turn; each keeps its own candidates per
@@ -241,16 +238,13 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 						keyNorm[j] = math.Sqrt(norms2[j])
 					}
 					first := c.keys.Offset(t.seg) + int64(t.lo)
-					km := blas32.General{Rows: kn, Cols: dim, Stride: dim, Data: keyBuf[:kn*dim]}
 					for b0 := 0; b0 < c.n; b0 += p.queryBlock {
 						bn := min(p.queryBlock, c.n-b0)
-						qm := blas32.General{Rows: bn, Cols: dim, Stride: dim, Data: c.queries[b0*dim : (b0+bn)*dim]}
-						sm := blas32.General{Rows: bn, Cols: kn, Stride: kn, Data: scores[:bn*kn]}
-						blas32.Gemm(blas.NoTrans, blas.Trans, 1, qm, km, 0, sm)
+						scoreTile(scores, c.queries[b0*dim:(b0+bn)*dim], bn, keyBuf, kn, dim)
 						for i := range bn {
 							s := &sel[b0+i]
 							relQ := rel * c.qNorm[b0+i]
-							for j, v := range sm.Data[i*kn : (i+1)*kn] {
+							for j, v := range scores[i*kn : (i+1)*kn] {
 								e := relQ*keyNorm[j] + abs
 								if float64(v)+e < s.floor {
 									continue

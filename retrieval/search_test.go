@@ -29,6 +29,10 @@ func TestCPUSearcher(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
 	}
+	// The portable scoring path (gonum's Sgemm), where the amd64 kernel
+	// would otherwise take over.
+	defer retrieval.UseDot4x2(false)()
+	t.Run("gonum", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(5, 7, 1000, 2)) })
 }
 
 // A budget too small for the candidate lists is an error naming the

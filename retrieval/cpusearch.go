@@ -225,6 +225,13 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 				for {
 					ti := int(next.Add(1) - 1)
 					if ti >= len(win) {
+						// Re-score what this window left pending while
+						// its rows are still resident: once the window is
+						// evicted, reading them back would fault pages in
+						// again, outside the memory budget.
+						for i := range sel {
+							sel[i].flush(c.score(i, row))
+						}
 						return
 					}
 					t := win[ti]

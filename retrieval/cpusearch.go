@@ -36,13 +36,16 @@ const (
 // Workers goroutines) take tiles in turn; each keeps its own candidates per
 // query, merged at the end, so the answer does not depend on scheduling.
 //
-// Memory: the keys are read in windows of half of MemoryBudget; once a
-// window is searched, its pages of a memory-mapped segment
+// Memory: the keys are read in windows of half of MemoryBudget; before a
+// window is left, the candidates found in it are re-scored (while its rows
+// are resident) and its pages of a memory-mapped segment
 // (KeySegment.Mapped) are handed back to the kernel, so a search of a
-// mapped index keeps at most about MemoryBudget of it resident, whatever
-// its size. The queries are taken in chunks whose candidate lists fit the
-// other half. Beyond the budget: the queries, and the answer itself
-// (12 bytes per query and neighbour).
+// mapped index keeps about half of MemoryBudget of it resident, whatever
+// its size (measured: a 10M × 512 float16 index, 9.7 GiB, searched with a
+// 64 MiB budget peaked at 93 MiB resident for the whole dinoclip process).
+// The queries are taken in chunks whose candidate lists fit the other
+// half. Beyond the budget: the queries, and the answer itself (12 bytes per
+// query and neighbour).
 //
 // Adversarial keys cost time, never correctness: when many keys tie with
 // the k-th best score within the error bound (duplicates, all-equal

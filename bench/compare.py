@@ -615,7 +615,17 @@ def main(argv=None):
     p.add_argument("--skip-torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ours-args", default="", help="extra arguments for dinoclip bench (space-separated)")
     p.add_argument("--torch-args", default="", help="extra arguments for torch_ref.py (space-separated)")
+    p.add_argument("--search", action="store_true",
+                   help="cpu: only run bench/search_compare.py (exact top-k search, 1k queries x 1M keys x 512, vs faiss "
+                        "IndexFlatIP and torch.mm + topk) into OUT/search")
     args = p.parse_args(argv)
+    if args.search:
+        import search_compare
+
+        extra = ["--ours-bin", args.ours_bin] if args.ours_bin else []
+        if args.threads:
+            extra += ["--threads", str(args.threads)]
+        return search_compare.main(["--out", str(Path(args.out) / "search"), *extra])
 
     if args.rounds is None:
         args.rounds = 1 if args.device == "cuda" else 3

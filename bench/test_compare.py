@@ -196,3 +196,21 @@ def test_best_rounds():
     assert fp32["step_seconds"]["median"] == 1.0 and fp32["round_medians"] == [3.0, 1.0, 2.0]
     assert tf32["status"] == "skipped" and merged["rounds"] == 3
     assert first["train"][0]["step_seconds"]["median"] == 3.0  # the first round's report is not changed
+
+
+def test_search_compare_tiny(tmp_path):
+    """search_compare on a tiny shape: ours is exact against float64, and faiss (when installed)
+    agrees with it."""
+    import importlib.util
+
+    import search_compare
+
+    have_faiss = importlib.util.find_spec("faiss") is not None
+    out = tmp_path / "s"
+    args = ["--queries", "7", "--keys", "300", "--dim", "16", "--k", "5", "--check", "7", "--no-torch", "--out", str(out)]
+    assert search_compare.main(args + ([] if have_faiss else ["--no-faiss"])) == 0
+    res = json.loads((out / "search.json").read_text())
+    assert res["ours"]["exact_on_checked_queries"] is True and res["ours"]["checked_queries"] == 7
+    if have_faiss:
+        assert res["faiss"]["ids_equal_to_ours"] > 0.9
+    assert "| 7 × 300 × 16, 5 |" in (out / "search.md").read_text()

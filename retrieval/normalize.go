@@ -5,10 +5,6 @@ import (
 	"math"
 )
 
-// normEpsilon is the smallest divisor NormalizeRows uses, as in PyTorch's
-// F.normalize (eps = 1e-12), which CLIP_benchmark applies to its embeddings.
-const normEpsilon = 1e-12
-
 // NormalizeRows returns a copy of the n×dim row-major matrix x in which every
 // row is divided by max(‖row‖₂, 1e-12), the rule of PyTorch's F.normalize.
 // A zero row stays zero. The norm and the division are done in float64 and
@@ -21,20 +17,8 @@ func NormalizeRows(x []float32, n, dim int) ([]float32, error) {
 	if err := checkMatrix("x", x, n, dim); err != nil {
 		return nil, err
 	}
-	out := make([]float32, len(x))
-	for r := 0; r < n; r++ {
-		row := x[r*dim : (r+1)*dim]
-		var sumSquares float64
-		for _, v := range row {
-			sumSquares += float64(v) * float64(v)
-		}
-		norm := max(math.Sqrt(sumSquares), normEpsilon)
-		dst := out[r*dim : (r+1)*dim]
-		for i, v := range row {
-			dst[i] = float32(float64(v) / norm)
-		}
-	}
-	return out, nil
+	out := append([]float32(nil), x...)
+	return out, normalizeInPlace(out, dim, "x", 0)
 }
 
 // checkMatrix reports whether x can be read as an n×dim row-major matrix of

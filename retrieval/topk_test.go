@@ -4,33 +4,33 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"sort"
 	"testing"
-
-	"gonum.org/v1/gonum/blas/blas32"
 )
 
-// naiveTopK is the reference for TopK: it scores every key of a query with
-// blas32.Dot, sorts all of them (a stable sort on descending score keeps
-// equal scores in index order) and keeps the first min(k, nKeys).
+// naiveTopK is the reference for TopK: it scores every key of a query in
+// float64 (products summed in column order), sorts all of them (a stable
+// sort on descending score keeps equal scores in index order) and keeps the
+// first min(k, nKeys), with their scores rounded to float32.
 func naiveTopK(queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32) {
 	kOut := min(k, nKeys)
 	indices := make([]int32, 0, nQueries*kOut)
 	scores := make([]float32, 0, nQueries*kOut)
-	all := make([]float32, nKeys)
+	all := make([]float64, nKeys)
 	order := make([]int, nKeys)
 	for q := range nQueries {
-		qv := blas32.Vector{N: dim, Inc: 1, Data: queries[q*dim : (q+1)*dim]}
 		for j := range nKeys {
-			kv := blas32.Vector{N: dim, Inc: 1, Data: keys[j*dim : (j+1)*dim]}
-			all[j] = blas32.Dot(qv, kv)
+			var s float64
+			for i := range dim {
+				s += float64(queries[q*dim+i]) * float64(keys[j*dim+i])
+			}
+			all[j] = s
 			order[j] = j
 		}
 		sort.SliceStable(order, func(a, b int) bool { return all[order[a]] > all[order[b]] })
 		for _, j := range order[:kOut] {
 			indices = append(indices, int32(j))
-			scores = append(scores, all[j])
+			scores = append(scores, float32(all[j]))
 		}
 	}
 	return indices, scores
@@ -81,12 +81,14 @@ var topKSizes = []struct{ nQueries, nKeys, dim, k int }{
 	{200, 10, 16, 10}, // k equal to the number of keys
 }
 
-var blockings = []blocking{
-	{queries: 1, keys: 1, workers: 1},
-	{queries: 3, keys: 5, workers: 2},
-	{queries: 7, keys: 4, workers: 3},
-	{queries: 5, keys: 200, workers: 4},
-	{queries: queryBlock, keys: keyBlock, workers: runtime.GOMAXPROCS(0)},
+// searchers are blockings that put block, tile and window edges
+// everywhere, on one and on several workers, and the defaults.
+var searchers = []*CPUSearcher{
+	{queryBlock: 1, keyTile: 1, windowBytes: 1, Workers: 1},
+	{queryBlock: 3, keyTile: 5, windowBytes: 100, Workers: 2},
+	{queryBlock: 7, keyTile: 4, windowBytes: 1000, Workers: 3},
+	{queryBlock: 5, keyTile: 200, Workers: 4},
+	{},
 }
 
 // TestTopKMatchesNaive compares the blocked, parallel top-k with a full sort
@@ -103,10 +105,13 @@ func TestTopKMatchesNaive(t *testing.T) {
 			keys := data.gen(rnd, sz.nKeys, sz.dim)
 			wantIdx, wantScores := naiveTopK(queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
 			kOut := min(sz.k, sz.nKeys)
-			for _, b := range blockings {
+			for _, b := range searchers {
 				name := fmt.Sprintf("%s/q%d_k%d_d%d_top%d/block%dx%d_w%d",
-					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.queries, b.keys, b.workers)
-				gotIdx, gotScores := topK(queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k, b)
+					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.queryBlock, b.keyTile, b.Workers)
+				gotIdx, gotScores, err := topK(b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
 				if diff := equalTopK(gotIdx, gotScores, wantIdx, wantScores, kOut); diff != "" {
 					t.Errorf("%s: %s", name, diff)
 				}
@@ -117,7 +122,7 @@ func TestTopKMatchesNaive(t *testing.T) {
 
 // TestTopKPublicDefaults runs the exported TopK, with its default blocks and
 // goroutines, on sizes spanning several blocks each way with a dim above
-// gonum's inner tile; scores must still equal blas32.Dot bit for bit.
+// gonum's inner tile; scores must equal the float64 reference bit for bit.
 func TestTopKPublicDefaults(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
 	const nQueries, nKeys, dim, k = 150, 300, 200, 10
@@ -150,8 +155,11 @@ func TestTopKTies(t *testing.T) {
 		{-1, 3, []int32{3, 0, 5}, []float32{-1, -2, -2}},
 		{0, 4, []int32{0, 1, 2, 3}, []float32{0, 0, 0, 0}}, // zero query: all tie
 	} {
-		for _, b := range blockings {
-			idx, scores := topK([]float32{tc.query}, keys, 1, len(keys), 1, tc.k, b)
+		for _, b := range searchers {
+			idx, scores, err := topK(b, []float32{tc.query}, keys, 1, len(keys), 1, tc.k)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if diff := equalTopK(idx, scores, tc.wantIdx, tc.wantScores, len(tc.wantIdx)); diff != "" {
 				t.Errorf("query %v k %d block %v: %s", tc.query, tc.k, b, diff)
 			}

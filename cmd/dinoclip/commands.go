@@ -8,6 +8,7 @@ func commands() []*cli.Command {
 		trainCommand(),
 		evalCommand(),
 		projectCommand(),
+		indexCommand(), searchCommand(),
 		infoCommand(),
 		benchCommand(),
 		synthCommand(),

@@ -339,3 +339,51 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         name = "DINOv2" if which == "dinov2" else "CLIP"
         assert errors[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), errors[0]
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
+
+
+# ---------------------------------------------------------------------------
+# texts
+
+
+def run_texts(tiny_models, *args):
+    return extract.main(["texts", *map(str, args), "--clip", tiny_models["clip"], "--device", "cpu",
+                         "--batch-size", "2", "--quiet"])
+
+
+def test_texts(tmp_path, tiny_models, models):
+    lines = ["a red dog on the beach", "two cats sleeping", "ünïcödé street at night", "car"]
+    src = tmp_path / "q.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "sub" / "q.clip.npy"
+    assert run_texts(tiny_models, src, "--out", out) == 0
+    emb = read_npy(out)
+    assert emb.shape == (len(lines), EMBED_DIM)
+    _, clip, tok = models
+    with torch.inference_mode():
+        want = np.stack([encoders.clip_text_embeddings(clip, tok([t]))[0].numpy() for t in lines])
+    # batches of two against one text at a time: float32 rounding only
+    np.testing.assert_allclose(emb, want, **TOL)
+    # float16 output
+    out16 = tmp_path / "q16.npy"
+    assert run_texts(tiny_models, src, "--out", out16, "--float16") == 0
+    np.testing.assert_allclose(read_npy(out16, "<f2").astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+def test_texts_errors(tmp_path, tiny_models, capfd):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("a dog\n\na cat\n", encoding="utf-8")
+    assert run_texts(tiny_models, blank, "--out", tmp_path / "o.npy") == 1
+    assert "blank.txt:2: empty line" in capfd.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert run_texts(tiny_models, empty, "--out", tmp_path / "o.npy") == 1
+    assert "no lines" in capfd.readouterr().err
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    assert run_texts(tiny_models, binary, "--out", tmp_path / "o.npy") == 1
+    good = tmp_path / "g.txt"
+    good.write_text("a dog\n", encoding="utf-8")
+    assert run_texts(tiny_models, good, "--out", tmp_path / "o.txt") == 1
+    assert "want a .npy file" in capfd.readouterr().err
+    assert run_texts(tiny_models, tmp_path / "missing.txt", "--out", tmp_path / "o.npy") == 1
+    assert not (tmp_path / "o.npy").exists()

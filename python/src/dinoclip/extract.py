@@ -22,6 +22,9 @@ Subcommands (``python -m dinoclip.extract SUBCOMMAND --help`` for each)::
     python -m dinoclip.extract eval-flickr --karpathy dataset_flickr30k.json --images flickr30k-images/ \\
         --out features/flickr30k-1k
 
+    # one sentence per line -> CLIP text embeddings [lines, D_out], the queries of `dinoclip search`
+    python -m dinoclip.extract texts sentences.txt --out sentences.clip.npy
+
 Every .npy file is written to a temporary name (``.NAME.tmp-*``) and renamed into place. A run can
 be stopped and started again: an output shard whose two files exist (an evaluation set whose five
 files exist) is skipped. Models load by Hugging Face name or local directory (``--dinov2``,
@@ -153,9 +156,9 @@ class Encoded:
 
 
 class Extractor:
-    """DINOv2 + CLIP on one device, batched."""
+    """DINOv2 + CLIP on one device, batched. Without ``dinov2`` only CLIP is loaded (texts)."""
 
-    def __init__(self, dinov2: str, clip: str, device: str, batch_size: int = 64, workers: int = 4,
+    def __init__(self, dinov2: Optional[str], clip: str, device: str, batch_size: int = 64, workers: int = 4,
                  precision: str = "fp32", quiet: bool = False):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -170,14 +173,14 @@ class Extractor:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        self.dinov2 = encoders.load_dinov2(dinov2, self.device)
+        self.dinov2 = encoders.load_dinov2(dinov2, self.device) if dinov2 else None
         self.clip = encoders.load_clip(clip, self.device)
         self._tokenizer = None
         from .transforms import clip_transform, dinov2_transform
 
         self.dino_tf = dinov2_transform()
         self.clip_tf = clip_transform(encoders.clip_image_size(self.clip))
-        self.feature_dim = encoders.feature_dim(self.dinov2)
+        self.feature_dim = encoders.feature_dim(self.dinov2) if self.dinov2 is not None else None
         self.embedding_dim = encoders.embedding_dim(self.clip)
 
     @property
@@ -604,6 +607,38 @@ def cmd_eval(args, kind: str) -> int:
     return 0
 
 
+def read_lines(path: str) -> List[str]:
+    """The lines of a UTF-8 text file, one query each, without their line ends. An empty (or
+    blank) line is an error naming it: row i of the output must be line i + 1."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExtractError(f"{path}: {e}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ExtractError(f"{path}:{n}: empty line (row {n - 1} of the output would have no text)")
+    if not lines:
+        raise ExtractError(f"{path}: no lines")
+    return lines
+
+
+def cmd_texts(args) -> int:
+    lines = read_lines(args.file)
+    if not args.out.endswith(".npy"):
+        raise ExtractError(f"--out {args.out}: want a .npy file name")
+    if os.path.isdir(args.out):
+        raise ExtractError(f"--out {args.out} is a directory; want the .npy file to write")
+    ext = Extractor(None, args.clip, args.device, batch_size=args.batch_size, workers=0,
+                    precision=args.precision, quiet=args.quiet)
+    emb = ext.texts(lines, desc="texts")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    save_npy(args.out, emb, embedding_dtype(args.float16))
+    _log(f"{args.out}: {len(lines)} texts -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # command line
 
@@ -643,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m dinoclip.extract eval-coco --karpathy dataset_coco.json --images /data/coco "
                "--out features/mscoco-5k\n"
                "  python -m dinoclip.extract eval-flickr --karpathy dataset_flickr30k.json "
-               "--images /data/flickr30k-images --out features/flickr30k-1k",
+               "--images /data/flickr30k-images --out features/flickr30k-1k\n"
+               "  python -m dinoclip.extract texts sentences.txt --out sentences.clip.npy",
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
@@ -699,6 +735,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", help="which split (default: %(default)s)")
         p.add_argument("--name", help="the set's name in eval.json (default: from the json, e.g. " + example + ")")
         _common(p, target=False)
+
+    p = sub.add_parser(
+        "texts", help="one text per line -> CLIP text embeddings (search queries)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="CLIP text embeddings of the lines of a UTF-8 text file: row i of --out is line i + 1,\n"
+                    "raw (not normalised), float32 (or float16 with --float16), the queries of\n"
+                    "`dinoclip search`. Use the CLIP model the index's model was trained towards. An empty\n"
+                    "line is an error. Only CLIP is loaded.",
+    )
+    p.add_argument("file", metavar="FILE", help="text file, one query per line")
+    p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
+    p.add_argument("--clip", default=encoders.DEFAULT_CLIP, metavar="NAME|PATH",
+                   help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: %(default)s)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cuda, cpu (default: cuda when available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per batch (default: %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                   help="model arithmetic (default fp32); the file is float32 either way unless --float16")
+    p.add_argument("--float16", action="store_true", help="write float16 instead of float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
 
@@ -706,13 +762,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.workers is None:
+    if getattr(args, "workers", 0) is None:
         args.workers = min(8, os.cpu_count() or 1)
     for opt in ("batch_size",):
         if getattr(args, opt) < 1:
             print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    if args.workers < 0:
+    if getattr(args, "workers", 0) < 0:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
         return 2
     try:
@@ -720,6 +776,8 @@ def main(argv=None) -> int:
             return cmd_train_folder(args)
         if args.command == "train-wds":
             return cmd_train_wds(args)
+        if args.command == "texts":
+            return cmd_texts(args)
         return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
     except (ExtractError, encoders.ModelUnavailable) as e:
         print(f"dinoclip.extract: {e}", file=sys.stderr)

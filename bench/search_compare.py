@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Exact top-k search, dinoclip vs faiss-cpu IndexFlatIP vs torch.mm + torch.topk, in one run.
+
+    python3 bench/search_compare.py --queries 1000 --keys 1000000 --dim 512 --k 10 --out DIR
+
+Draws random unit queries and keys (seeded), rounds the keys to float16 (what `dinoclip index`
+stores), writes them as a dinoclip search index (docs/FORMAT.md) and times, one after the other on
+this machine's cores:
+
+- ours: `dinoclip search --index` (built here with `go build` unless --ours-bin), the time the
+  search itself took (search.json "seconds": no file loading, the index memory-mapped);
+- faiss: IndexFlatIP.search on the same keys as float32, omp threads = --threads;
+- torch: torch.mm + torch.topk in float32 over chunks of --torch-chunk keys, merged (when torch is
+  installed).
+
+Every side gets the same values (float16 keys widened to float32). Each is run --rounds times and
+its fastest time is kept. Ratios are speed ratios ours / theirs from those times (above 1: dinoclip
+is faster). Ours is also checked against a float64 brute force on --check queries (it must match
+exactly), and the agreement of faiss's ids with ours is reported (faiss ranks by float32 scores, so
+near-ties may differ). Writes DIR/search.json and DIR/search.md (a table row for bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def log(msg):
+    print(f"search_compare: {msg}", file=sys.stderr, flush=True)
+
+
+def unit_rows(rng, n, dim, chunk=100_000):
+    out = np.empty((n, dim), np.float32)
+    for lo in range(0, n, chunk):
+        x = rng.standard_normal((min(chunk, n - lo), dim))
+        out[lo:lo + len(x)] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def write_index(path: Path, keys16: np.ndarray):
+    path.mkdir(parents=True)
+    np.save(path / "keys-00000.npy", keys16)
+    np.save(path / "ids-00000.npy", np.arange(len(keys16), dtype=np.int64))
+    manifest = {
+        "format": "dinoclip-index/1", "dim": int(keys16.shape[1]), "dtype": "float16", "rows": int(len(keys16)),
+        "model": {"sha256": "0" * 64, "path": "random unit vectors (bench/search_compare.py)", "config": {}},
+        "shards": [{"keys": "keys-00000.npy", "ids": "ids-00000.npy", "rows": int(len(keys16)), "first_id": 0,
+                    "source": {"path": "random", "size": 0, "rows": int(len(keys16))}}],
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def build_ours(workdir: Path) -> str:
+    out = workdir / "dinoclip"
+    subprocess.run(["go", "build", "-o", str(out), "./cmd/dinoclip"], cwd=REPO, check=True)
+    return str(out)
+
+
+def time_ours(bin_, index, qpath, k, out, memory):
+    r = subprocess.run([bin_, "search", "--index", str(index), "--queries", str(qpath), "--k", str(k),
+                        "--out", str(out), "--memory", str(memory)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"dinoclip search failed: {r.stderr.strip()}")
+    info = json.loads((out / "search.json").read_text())
+    return info["seconds"], np.load(out / "ids.npy"), np.load(out / "scores.npy")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="faiss/torch threads; 0: os.cpu_count()")
+    ap.add_argument("--memory", type=int, default=512, help="dinoclip search --memory MiB")
+    ap.add_argument("--torch-chunk", type=int, default=100_000)
+    ap.add_argument("--check", type=int, default=20, help="queries checked against a float64 brute force")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ours-bin")
+    ap.add_argument("--no-faiss", action="store_true")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", required=True, type=Path)
+    a = ap.parse_args(argv)
+    threads = a.threads or os.cpu_count() or 1
+    a.out.mkdir(parents=True, exist_ok=True)
+    work = a.out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        rng = np.random.default_rng(a.seed)
+        log(f"drawing {a.queries} queries and {a.keys} keys of {a.dim}")
+        q = unit_rows(rng, a.queries, a.dim)
+        keys16 = unit_rows(rng, a.keys, a.dim).astype(np.float16)
+        write_index(work / "index", keys16)
+        np.save(work / "q.npy", q)
+        keys = keys16.astype(np.float32)
+        del keys16
+        res = {"schema": "dinoclip-search-compare/1", "queries": a.queries, "keys": a.keys, "dim": a.dim, "k": a.k,
+               "threads": threads, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                           text=True).stdout.strip()
+        except OSError:
+            pass
+        bin_ = a.ours_bin or build_ours(work)
+        times, ids = [], None
+        for r in range(a.rounds):
+            log(f"ours, round {r + 1}")
+            t, ids, scores = time_ours(bin_, work / "index", work / "q.npy", a.k, work / "hits", a.memory)
+            times.append(t)
+        res["ours"] = {"impl": "dinoclip search (CPU, float16 index, exact)", "seconds": times, "best": min(times)}
+        # exactness against float64 on a few queries
+        nc = min(a.check, a.queries)
+        s64 = q[:nc].astype(np.float64) @ keys.astype(np.float64).T
+        ref = np.argsort(-s64, axis=1, kind="stable")[:, :a.k]
+        res["ours"]["exact_on_checked_queries"] = bool((ids[:nc] == ref).all())
+        res["ours"]["checked_queries"] = nc
+        del s64
+        if not a.no_faiss:
+            try:
+                import faiss
+                faiss.omp_set_num_threads(threads)
+                index = faiss.IndexFlatIP(a.dim)
+                index.add(keys)
+                ft = []
+                for r in range(a.rounds):
+                    log(f"faiss, round {r + 1}")
+                    t0 = time.perf_counter()
+                    _, fids = index.search(q, a.k)
+                    ft.append(time.perf_counter() - t0)
+                res["faiss"] = {"impl": f"faiss {faiss.__version__} IndexFlatIP ({threads} threads)", "seconds": ft,
+                                "best": min(ft), "ids_equal_to_ours": float((fids == ids).mean())}
+                del index
+            except ImportError as e:
+                res["faiss"] = {"unmeasured": f"faiss is not installed ({e}); pip install -r bench/requirements.txt"}
+        if not a.no_torch:
+            try:
+                import torch
+                torch.set_num_threads(threads)
+                tq, tk = torch.from_numpy(q), torch.from_numpy(keys)
+                tt = []
+                for r in range(a.rounds):
+                    log(f"torch, round {r + 1}")
+                    t0 = time.perf_counter()
+                    best_s = best_i = None
+                    for lo in range(0, a.keys, a.torch_chunk):
+                        s, i = torch.topk(torch.mm(tq, tk[lo:lo + a.torch_chunk].t()), min(a.k, len(tk[lo:lo + a.torch_chunk])), dim=1)
+                        i = i + lo
+                        if best_s is None:
+                            best_s, best_i = s, i
+                        else:
+                            s2, j = torch.topk(torch.cat([best_s, s], 1), a.k, dim=1)
+                            best_i = torch.gather(torch.cat([best_i, i], 1), 1, j)
+                            best_s = s2
+                    tt.append(time.perf_counter() - t0)
+                res["torch"] = {"impl": f"torch {torch.__version__} mm + topk, float32, chunks of {a.torch_chunk} keys ({threads} threads)",
+                                "seconds": tt, "best": min(tt)}
+            except ImportError as e:
+                res["torch"] = {"unmeasured": f"torch is not installed ({e})"}
+        res["loadavg_end"] = os.getloadavg()
+        for other in ("faiss", "torch"):
+            if "best" in res.get(other, {}):
+                res[f"ours_over_{other}"] = res[other]["best"] / res["ours"]["best"]
+        (a.out / "search.json").write_text(json.dumps(res, indent=2) + "\n")
+
+        def cell(side):
+            return f"{1e3 * res[side]['best']:.0f}" if "best" in res.get(side, {}) else "—"
+
+        def rat(side):
+            v = res.get(f"ours_over_{side}")
+            return f"{v:.3g}×" if v is not None else "—"
+
+        md = ("| queries × keys × dim, k | ours ms | faiss IndexFlatIP ms | torch mm+topk ms | ours/faiss | ours/torch |\n"
+              "|---|---|---|---|---|---|\n"
+              f"| {a.queries} × {a.keys} × {a.dim}, {a.k} | {cell('ours')} | {cell('faiss')} | {cell('torch')} | "
+              f"{rat('faiss')} | {rat('torch')} |\n")
+        (a.out / "search.md").write_text(md)
+        print(md)
+        print(json.dumps({k: v for k, v in res.items() if k in ("ours", "faiss", "torch", "loadavg_start", "loadavg_end")}, indent=1))
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+)
+
+func indexCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "index",
+		Usage:     "project image features into a search index (create it, or append to it)",
+		UsageText: "dinoclip index --model CKPT --features DIR|FILE.dino.npy [--features ...] --out INDEX [--float32]",
+		Description: "Projects DINOv2 image features with the model, normalises each row to unit length and stores\n" +
+			"them in the index directory INDEX (docs/FORMAT.md, \"Search index\") as float16 (or float32 with\n" +
+			"--float32), one index shard per features file, streamed --batch rows at a time. A DIR means\n" +
+			"its *.dino.npy files in name order (the shards extraction writes). Row ids number the rows in\n" +
+			"the order they are added; the manifest maps id ranges back to the features files.\n\n" +
+			"Running it again on the same INDEX appends: files already indexed (same path, size and rows)\n" +
+			"are skipped, so a killed run is finished by running it again. An index made with another model\n" +
+			"is refused. Only one process may append to an index at a time.\n\n" +
+			"Example:\n" +
+			"   dinoclip index --model runs/base --features features/photos --out photos.index",
+		Flags: []cli.Flag{
+			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
+			stringSliceFlag("features", "features `DIR` (its *.dino.npy files) or FILE.npy [n, input_dim] (repeat for more)"),
+			stringFlag("out", "index `DIR` to create or append to", ""),
+			boolFlag("float32", "store a new index's rows as float32 instead of float16"),
+			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
+			deviceFlag(),
+			configFlag(),
+		},
+		Before:       applyConfig,
+		OnUsageError: usageError,
+		Action:       runIndex,
+	}
+}
+
+// featureFiles expands --features: a directory gives its *.dino.npy files
+// in name order; a file is taken as it is. A file named twice is taken once.
+func featureFiles(args []string) ([]string, error) {
+	var files []string
+	seen := map[string]bool{}
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, fmt.Errorf("--features %s: %w", a, err)
+		}
+		var found []string
+		if st.IsDir() {
+			entries, err := os.ReadDir(a)
+			if err != nil {
+				return nil, fmt.Errorf("--features: %w", err)
+			}
+			for _, e := range entries {
+				if !e.IsDir() && strings.HasSuffix(e.Name(), ".dino.npy") && !strings.HasPrefix(e.Name(), ".") {
+					found = append(found, filepath.Join(a, e.Name()))
+				}
+			}
+			if len(found) == 0 {
+				return nil, fmt.Errorf("--features %s: no *.dino.npy files in the directory", a)
+			}
+			sort.Strings(found)
+		} else {
+			found = []string{a}
+		}
+		for _, f := range found {
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				return nil, err
+			}
+			if !seen[abs] {
+				seen[abs] = true
+				files = append(files, abs)
+			}
+		}
+	}
+	return files, nil
+}
+
+// modelIdentity is what an index records of the model (see
+// retrieval.IndexModel): the SHA-256 of its config and parameters.
+func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexModel, error) {
+	cfg, err := json.Marshal(c)
+	if err != nil {
+		return retrieval.IndexModel{}, err
+	}
+	h := sha256.New()
+	h.Write(cfg)
+	buf := make([]byte, 4*4096)
+	for lo := 0; lo < len(params); lo += 4096 {
+		p := params[lo:min(lo+4096, len(params))]
+		leconv.PutF32(buf[:4*len(p)], p)
+		h.Write(buf[:4*len(p)])
+	}
+	return retrieval.IndexModel{SHA256: hex.EncodeToString(h.Sum(nil)), Path: path, Config: cfg}, nil
+}
+
+func runIndex(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	if err := requireFlags(cCtx, "model", "features", "out"); err != nil {
+		return err
+	}
+	batch := cCtx.Int("batch")
+	if err := checkAtLeast("batch", batch, 1); err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	files, err := featureFiles(cCtx.StringSlice("features"))
+	if err != nil {
+		return err
+	}
+	lm, err := loadModel(cCtx.String("model"), device)
+	if err != nil {
+		return err
+	}
+	defer lm.Engine.Close()
+	c := lm.Model.Config
+	// Check every file before writing anything.
+	type source struct {
+		arr *npy.Array
+		src retrieval.IndexSource
+	}
+	var sources []source
+	defer func() {
+		for _, s := range sources {
+			s.arr.Close()
+		}
+	}()
+	var total int64
+	for _, f := range files {
+		a, err := npy.Open(f)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, source{arr: a})
+		shape := a.Shape()
+		if len(shape) != 2 || !a.DType().IsFloat() {
+			return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, %d] of features", f, shape, dtypeName(a.DType()), c.InputDim)
+		}
+		if shape[1] != c.InputDim {
+			return fmt.Errorf("%s: rows are %d wide, but the model %s takes %d-wide features", f, shape[1], lm.Path, c.InputDim)
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			return err
+		}
+		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0])}
+		total += int64(shape[0])
+	}
+	model, err := modelIdentity(lm.Path, c, lm.Model.Params)
+	if err != nil {
+		return err
+	}
+	dtype := "float16"
+	if cCtx.Bool("float32") {
+		dtype = "float32"
+	}
+	out := cCtx.String("out")
+	w, err := retrieval.AppendIndex(out, model, c.OutputDim, dtype)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	existing := w.Manifest()
+	for _, s := range sources {
+		for _, sh := range existing.Shards {
+			if sh.Source.Path == s.src.Path && sh.Source != s.src {
+				return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
+					s.src.Path, sh.Source.Rows, sh.Source.Size, s.src.Rows, s.src.Size)
+			}
+		}
+	}
+	var bar *progressbar.ProgressBar
+	if f := terminal(cCtx); f != nil && total > int64(batch) {
+		bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(f),
+			progressbar.OptionSetDescription("indexing"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("rows"),
+			progressbar.OptionThrottle(100_000_000),
+			progressbar.OptionClearOnFinish(),
+		)
+		defer bar.Finish()
+	}
+	ctx := cCtx.Context
+	var done, added, skipped int64
+	x := make([]float32, batch*c.InputDim)
+	for _, s := range sources {
+		if w.Has(s.src) {
+			skipped++
+			done += s.src.Rows
+			if bar != nil {
+				bar.Set64(done)
+			}
+			continue
+		}
+		err := w.Append(s.src, batch, func(dst []float32, lo, hi int) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			xs := x[:(hi-lo)*c.InputDim]
+			if err := s.arr.ReadRows(xs, lo, hi); err != nil {
+				return err
+			}
+			for i, v := range xs {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%s: row %d, column %d is %v", s.src.Path, lo+i/c.InputDim, i%c.InputDim, v)
+				}
+			}
+			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {
+				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, s.src.Path, err)
+			}
+			if bar != nil {
+				bar.Set64(done + int64(hi))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		done += s.src.Rows
+		added += s.src.Rows
+	}
+	m := w.Manifest()
+	msg := fmt.Sprintf("index %s: %d rows of %d-wide %s embeddings in %d shards; added %d rows", out, m.Rows, m.Dim, m.DType, len(m.Shards), added)
+	if skipped > 0 {
+		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
+	}
+	fmt.Fprintln(cCtx.App.ErrWriter, msg)
+	return nil
+}

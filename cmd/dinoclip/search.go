@@ -1,0 +1,290 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+)
+
+// Files of a search's output directory (docs/FORMAT.md).
+const (
+	searchIDsFile    = "ids.npy"
+	searchScoresFile = "scores.npy"
+	searchInfoFile   = "search.json"
+)
+
+// maxAnswer bounds queries × k, the size of the answer held in memory and
+// written (12 bytes each).
+const maxAnswer = 1 << 30
+
+// deviceSearcher returns the Searcher of a device other than the CPU, and
+// a function that releases it; a build with -tags cuda sets it
+// (device_cuda.go), and without it --device cuda fails as newEngine does.
+var deviceSearcher func(device string) (retrieval.Searcher, func(), error)
+
+func searchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "search",
+		Usage:     "exact top-k cosine search of query embeddings in an index",
+		UsageText: "dinoclip search --index INDEX|KEYS.npy --queries Q.npy --k K --out OUT [--device cpu|cuda]",
+		Description: "For every row of the queries (CLIP text or image embeddings, [n, dim] .npy, e.g. from\n" +
+			"python -m dinoclip.extract texts) finds the K rows of the index with the highest cosine\n" +
+			"similarity, and writes OUT/ids.npy (int64 [n, K], the rows' ids, best first), OUT/scores.npy\n" +
+			"(float32 [n, K], the cosines) and OUT/search.json. Equal scores are ordered by the lower id.\n" +
+			"Queries are normalised to unit length; so are the rows of a plain KEYS.npy matrix (loaded into\n" +
+			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
+			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
+			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
+			"rest is working memory); --device cuda ranks\n" +
+			"on the GPU (float32 keys, k up to 32) and checks the ranking the same way.\n\n" +
+			"Example:\n" +
+			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
+		Flags: []cli.Flag{
+			stringFlag("index", "`INDEX` directory, or a KEYS.npy matrix [rows, dim]", ""),
+			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
+			intFlag("k", "`K` best rows per query", 10),
+			stringFlag("out", "output `DIR` (created; replaced if it holds an earlier search's output)", ""),
+			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory", retrieval.DefaultMemoryBudget>>20),
+			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
+			configFlag(),
+		},
+		Before:       applyConfig,
+		OnUsageError: usageError,
+		Action:       runSearch,
+	}
+}
+
+// searchInfo is search.json.
+type searchInfo struct {
+	Index   string  `json:"index"`
+	Queries string  `json:"queries"`
+	Rows    int64   `json:"rows"`
+	Dim     int     `json:"dim"`
+	K       int     `json:"k"`
+	Device  string  `json:"device"`
+	Model   string  `json:"model_sha256,omitempty"`
+	Seconds float64 `json:"seconds"`
+}
+
+// readQueries reads and normalises a float matrix.
+func readQueries(path string) ([]float32, int, int, error) {
+	a, err := npy.Open(path)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer a.Close()
+	shape := a.Shape()
+	if len(shape) != 2 || !a.DType().IsFloat() {
+		hint := ""
+		if len(shape) == 1 && a.DType().IsFloat() {
+			hint = fmt.Sprintf(" (save a single embedding as [1, %d])", shape[0])
+		}
+		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, dtypeName(a.DType()), hint)
+	}
+	if shape[0] < 1 || shape[1] < 1 {
+		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one row and one column", path, shape)
+	}
+	x, err := a.Float32s()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if err := retrieval.NormalizeQueries(x, shape[1], path); err != nil {
+		return nil, 0, 0, err
+	}
+	return x, shape[0], shape[1], nil
+}
+
+// openKeys opens --index: an index directory, or a .npy matrix normalised
+// into memory. The function returned releases it.
+func openKeys(path string) (*retrieval.Keys, string, func(), error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--index: %w", err)
+	}
+	if st.IsDir() {
+		ix, err := retrieval.OpenIndex(path)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return ix.Keys, ix.Manifest.Model.SHA256, func() { ix.Close() }, nil
+	}
+	x, n, dim, err := readQueries(path)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	keys, err := retrieval.Float32Keys(path, x, n, dim)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return keys, "", func() {}, nil
+}
+
+func runSearch(cCtx *cli.Context) error {
+	if err := noArgs(cCtx); err != nil {
+		return err
+	}
+	if err := requireFlags(cCtx, "index", "queries", "out"); err != nil {
+		return err
+	}
+	k := cCtx.Int("k")
+	if err := checkAtLeast("k", k, 1); err != nil {
+		return err
+	}
+	memory := cCtx.Int("memory")
+	if err := checkAtLeast("memory", memory, 16); err != nil {
+		return err
+	}
+	device := cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	if device != "cpu" && deviceSearcher == nil {
+		_, err := newEngine(device, nn.Config{})
+		return fmt.Errorf("--device %s: %w", device, err)
+	}
+	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")
+	if err := checkOutDir(out); err != nil {
+		return err
+	}
+	queries, nq, qdim, err := readQueries(queriesPath)
+	if err != nil {
+		return err
+	}
+	keys, modelHash, release, err := openKeys(indexPath)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rows := keys.Rows()
+	switch {
+	case rows == 0:
+		return fmt.Errorf("--index %s is empty: there is nothing to search", indexPath)
+	case qdim != keys.Dim:
+		return fmt.Errorf("%s: queries are %d wide, the rows of %s %d (embeddings of another CLIP model?)", queriesPath, qdim, indexPath, keys.Dim)
+	case int64(k) > rows:
+		return fmt.Errorf("--k %d: %s has only %d rows", k, indexPath, rows)
+	case int64(nq)*int64(k) > maxAnswer:
+		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
+	}
+	var searcher retrieval.Searcher
+	if device == "cpu" {
+		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
+		if f := terminal(cCtx); f != nil {
+			bar := progressbar.NewOptions64(int64(nq)*rows,
+				progressbar.OptionSetWriter(f),
+				progressbar.OptionSetDescription("searching"),
+				progressbar.OptionShowIts(),
+				progressbar.OptionSetItsString("scores"),
+				progressbar.OptionThrottle(100_000_000),
+				progressbar.OptionClearOnFinish(),
+			)
+			defer bar.Finish()
+			cs.Progress = func(done, _ int64) { bar.Set64(done) }
+		}
+		searcher = cs
+	} else {
+		s, free, err := deviceSearcher(device)
+		if err != nil {
+			return fmt.Errorf("--device %s: %w", device, err)
+		}
+		defer free()
+		searcher = s
+	}
+	start := time.Now()
+	nb, err := searcher.Search(cCtx.Context, queries, nq, keys, k)
+	if err != nil {
+		return err
+	}
+	info := searchInfo{Index: indexPath, Queries: queriesPath, Rows: rows, Dim: keys.Dim, K: k, Device: device,
+		Model: modelHash, Seconds: time.Since(start).Seconds()}
+	if err := writeSearch(out, nb, info); err != nil {
+		return err
+	}
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s)\n", out, k, rows, nq, info.Seconds)
+	return nil
+}
+
+// checkOutDir refuses an --out that exists and is not an earlier search's
+// output, which writeSearch would replace.
+func checkOutDir(out string) error {
+	st, err := os.Stat(out)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("--out %s is a file; want a directory to write %s and %s in", out, searchIDsFile, searchScoresFile)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	for _, e := range entries {
+		switch e.Name() {
+		case searchIDsFile, searchScoresFile, searchInfoFile:
+		default:
+			return fmt.Errorf("--out %s holds %s, not only an earlier search's output; choose another directory", out, e.Name())
+		}
+	}
+	return nil
+}
+
+// writeSearch writes the output directory whole: into a temporary
+// directory beside out, renamed over it (an earlier output is moved aside
+// first and removed after), so out never holds ids and scores of two
+// different searches.
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
+	parent := filepath.Dir(filepath.Clean(out))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	shape := []int{nb.Queries, nb.K}
+	if err := npy.WriteInt64(filepath.Join(tmp, searchIDsFile), shape, nb.Rows); err != nil {
+		return err
+	}
+	if err := npy.WriteFloat32(filepath.Join(tmp, searchScoresFile), shape, nb.Scores); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(tmp, searchInfoFile), append(b, '\n')); err != nil {
+		return err
+	}
+	if err := checkOutDir(out); err != nil { // it may have changed since the start
+		return err
+	}
+	if _, err := os.Stat(out); err == nil {
+		old := tmp + ".old"
+		if err := os.Rename(out, old); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+		defer os.RemoveAll(old)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	atomicfile.SyncDir(parent)
+	return nil
+}

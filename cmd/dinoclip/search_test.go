@@ -1,0 +1,249 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// unitRows normalises rows in float64, as index and search do.
+func unitRows(x []float32, dim int) []float32 {
+	y := slices.Clone(x)
+	for r := 0; r < len(y)/dim; r++ {
+		row := y[r*dim : (r+1)*dim]
+		var s float64
+		for _, v := range row {
+			s += float64(v) * float64(v)
+		}
+		n := max(math.Sqrt(s), 1e-12)
+		for i, v := range row {
+			row[i] = float32(float64(v) / n)
+		}
+	}
+	return y
+}
+
+// bruteForce is the float64 reference of search: ids and float32 scores.
+func bruteForce(q, keys []float32, dim, k int) ([]int64, []float32) {
+	nq, nk := len(q)/dim, len(keys)/dim
+	var ids []int64
+	var scores []float32
+	for i := range nq {
+		s := make([]float64, nk)
+		order := make([]int, nk)
+		for j := range nk {
+			for d := range dim {
+				s[j] += float64(q[i*dim+d]) * float64(keys[j*dim+d])
+			}
+			order[j] = j
+		}
+		sort.SliceStable(order, func(a, b int) bool { return s[order[a]] > s[order[b]] })
+		for _, j := range order[:k] {
+			ids = append(ids, int64(j))
+			scores = append(scores, float32(s[j]))
+		}
+	}
+	return ids, scores
+}
+
+func readSearch(t *testing.T, out string) ([]int64, []float32, []int) {
+	t.Helper()
+	ids, shape, err := npy.ReadInt64(filepath.Join(out, "ids.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scores, sshape, err := npy.ReadFloat32(filepath.Join(out, "scores.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(shape, sshape) {
+		t.Fatalf("ids %v, scores %v", shape, sshape)
+	}
+	return ids, scores, shape
+}
+
+// index then search: the ids and scores equal a float64 brute force over
+// the projected, normalised rows as the index stores them (float16), with
+// the ids numbering the rows of the features files in order; indexing the
+// same files again adds nothing.
+func TestIndexAndSearch(t *testing.T) {
+	run, data, _ := trainRun(t)
+	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
+	dir := t.TempDir()
+	index := filepath.Join(dir, "photos.index")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index, "--batch", "7")
+
+	var stored []float32
+	for _, f := range []string{"shard-00000.dino.npy", "shard-00001.dino.npy"} {
+		x, shape, err := npy.ReadFloat32(filepath.Join(data, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := unitRows(projectDirect(t, model, x, shape[0]), tOut)
+		for _, v := range y {
+			stored = append(stored, npy.Float16Value(npy.Float16Bits(v)))
+		}
+	}
+	wd := newWorld(5)
+	_, q := wd.sample(9)
+	qPath := filepath.Join(dir, "q.npy")
+	writeF32(t, qPath, []int{9, tOut}, q)
+	out := filepath.Join(dir, "hits")
+	mustRun(t, "search", "--index", index, "--queries", qPath, "--k", "6", "--out", out)
+	ids, scores, shape := readSearch(t, out)
+	wantIDs, wantScores := bruteForce(unitRows(q, tOut), stored, tOut, 6)
+	if !slices.Equal(shape, []int{9, 6}) || !slices.Equal(ids, wantIDs) || !slices.Equal(scores, wantScores) {
+		t.Fatalf("search: shape %v\nids %v\nwant %v\nscores %v\nwant %v", shape, ids, wantIDs, scores, wantScores)
+	}
+	var info searchInfo
+	b, _ := os.ReadFile(filepath.Join(out, "search.json"))
+	if err := json.Unmarshal(b, &info); err != nil || info.Rows != tRows || info.K != 6 || len(info.Model) != 64 {
+		t.Fatalf("search.json %s: %v", b, err)
+	}
+
+	// Again: nothing is added, and the same search gives the same answer
+	// (the earlier output is replaced).
+	_, errOut, err := runCLI(t, "index", "--model", run, "--features", data, "--out", index)
+	if err != nil || !strings.Contains(errOut, "added 0 rows") || !strings.Contains(errOut, "skipped 2 files") {
+		t.Fatalf("second index: %v\n%s", err, errOut)
+	}
+	mustRun(t, "search", "--index", index, "--queries", qPath, "--k", "6", "--out", out)
+	if ids2, _, _ := readSearch(t, out); !slices.Equal(ids2, ids) {
+		t.Fatal("a second search differs")
+	}
+
+	// A plain KEYS.npy: normalised in memory; float32, so its own reference.
+	keysPath := filepath.Join(dir, "keys.npy")
+	raw := make([]float32, 0, len(stored))
+	for i := range 30 {
+		for j := range tOut {
+			raw = append(raw, float32(i%7)+float32(j)*0.5-1)
+		}
+	}
+	writeF32(t, keysPath, []int{30, tOut}, raw)
+	mustRun(t, "search", "--index", keysPath, "--queries", qPath, "--k", "30", "--out", out)
+	ids, scores, _ = readSearch(t, out)
+	wantIDs, wantScores = bruteForce(unitRows(q, tOut), unitRows(raw, tOut), tOut, 30)
+	if !slices.Equal(ids, wantIDs) || !slices.Equal(scores, wantScores) {
+		t.Fatalf("KEYS.npy search: ids %v\nwant %v", ids, wantIDs)
+	}
+}
+
+// A second features file is appended after the first; another model's
+// projections are refused; a file that changed since it was indexed too.
+func TestIndexAppendRules(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	index := filepath.Join(dir, "ix")
+	mustRun(t, "index", "--model", run, "--features", filepath.Join(data, "shard-00001.dino.npy"), "--out", index, "--float32")
+	mustRun(t, "index", "--model", run, "--features", filepath.Join(data, "shard-00000.dino.npy"), "--out", index)
+	ix, err := retrieval.OpenIndex(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ix.Manifest
+	ix.Close()
+	if m.DType != "float32" || len(m.Shards) != 2 || m.Shards[1].FirstID != tRows-40 || !strings.HasSuffix(m.Shards[1].Source.Path, "shard-00000.dino.npy") {
+		t.Fatalf("manifest after two appends: %+v", m)
+	}
+
+	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
+	mm, err := checkpoint.ReadModel(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mm.Params[0] += 1
+	other := filepath.Join(dir, "other.safetensors")
+	if err := checkpoint.WriteModel(other, mm.Config, mm.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"index", "--model", other, "--features", data, "--out", index}, "another model")
+
+	changed := filepath.Join(dir, "c.dino.npy")
+	x, _, _ := npy.ReadFloat32(filepath.Join(data, "shard-00000.dino.npy"))
+	writeF32(t, changed, []int{40, tIn}, x)
+	mustRun(t, "index", "--model", run, "--features", changed, "--out", index)
+	writeF32(t, changed, []int{20, tIn}, x[:20*tIn])
+	wantError(t, []string{"index", "--model", run, "--features", changed, "--out", index}, "now has 20 rows", "new index")
+
+	// While another process holds the lock, index refuses at once.
+	w, err := retrieval.AppendIndex(index, retrieval.IndexModel{SHA256: m.Model.SHA256}, tOut, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"index", "--model", run, "--features", data, "--out", index}, "another process")
+	w.Close()
+}
+
+func TestIndexSearchErrors(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	index := filepath.Join(dir, "ix")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	q := filepath.Join(dir, "q.npy")
+	writeF32(t, q, []int{2, tOut}, []float32{1, 0, 0, 0, 0, 1, 0, 0})
+	out := filepath.Join(dir, "out")
+	search := func(extra ...string) []string {
+		return append([]string{"search", "--index", index, "--queries", q, "--out", out}, extra...)
+	}
+	wantError(t, search("--k", "0"), "--k 0")
+	wantError(t, search("--k", "1000000000000"), "only 64 rows")
+	wantError(t, search("--k", "65"), "only 64 rows")
+	wantError(t, search("--memory", "1"), "--memory")
+	wantError(t, search("--device", "tpu"), "unknown device")
+
+	wide := filepath.Join(dir, "wide.npy")
+	writeF32(t, wide, []int{1, 5}, []float32{1, 2, 3, 4, 5})
+	wantError(t, []string{"search", "--index", index, "--queries", wide, "--out", out}, "5 wide", "4")
+	nan := filepath.Join(dir, "nan.npy")
+	writeF32(t, nan, []int{1, 4}, []float32{1, float32(math.NaN()), 0, 0})
+	wantError(t, []string{"search", "--index", index, "--queries", nan, "--out", out}, "NaN")
+	ints := filepath.Join(dir, "ints.npy")
+	npy.WriteInt64(ints, []int{1, 4}, []int64{1, 2, 3, 4})
+	wantError(t, []string{"search", "--index", index, "--queries", ints, "--out", out}, "int64", "float matrix")
+	flat := filepath.Join(dir, "flat.npy")
+	writeF32(t, flat, []int{4}, []float32{1, 2, 3, 4})
+	wantError(t, []string{"search", "--index", index, "--queries", flat, "--out", out}, "[1, 4]")
+	noRows := filepath.Join(dir, "norows.npy")
+	writeF32(t, noRows, []int{0, 4}, nil)
+	wantError(t, []string{"search", "--index", index, "--queries", noRows, "--out", out}, "at least one row")
+
+	// Outputs that must not be overwritten.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	wantError(t, search("--out", file), "is a file")
+	busy := filepath.Join(dir, "busy")
+	os.Mkdir(busy, 0o755)
+	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)
+	wantError(t, search("--out", busy), "thesis.tex")
+
+	// An index with no rows (its one features file is empty).
+	empty := filepath.Join(dir, "e.dino.npy")
+	writeF32(t, empty, []int{0, tIn}, nil)
+	emptyIndex := filepath.Join(dir, "empty")
+	mustRun(t, "index", "--model", run, "--features", empty, "--out", emptyIndex)
+	wantError(t, []string{"search", "--index", emptyIndex, "--queries", q, "--out", out}, "empty")
+
+	// Damaged indexes.
+	wantError(t, []string{"search", "--index", filepath.Join(dir, "nowhere"), "--queries", q, "--out", out}, "nowhere")
+	keys := filepath.Join(index, "keys-00001.npy")
+	st, _ := os.Stat(keys)
+	os.Truncate(keys, st.Size()-10)
+	wantError(t, search(), "truncated")
+
+	// Bad features for index.
+	wantError(t, []string{"index", "--model", run, "--features", q, "--out", filepath.Join(dir, "i2")}, "4 wide", "takes 8-wide")
+	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a failed search left %s: %v", out, err)
+	}
+}

@@ -1,0 +1,307 @@
+package retrieval
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
+)
+
+// DefaultMemoryBudget is the working memory of a CPUSearcher whose
+// MemoryBudget is 0.
+const DefaultMemoryBudget = 512 << 20
+
+// Block sizes of the CPU search: a 128-row tile of 512-wide float32 keys
+// (256 KiB) stays in a core's L2 cache while every block of 64 queries of
+// the chunk is multiplied with it (scoreTile).
+const (
+	queryBlock = 64
+	keyTile    = 128
+)
+
+// CPUSearcher is the CPU's exact Searcher.
+//
+// It cuts the keys into tiles of 128 rows, converts one tile at a time to
+// float32 (float16 keys are decoded on the fly; no float32 copy of the keys
+// is made), multiplies it with the queries in blocks of 64 (scoreTile: an
+// AVX2/FMA kernel on amd64, else gonum's Sgemm), and keeps for every query the candidates the float32 error
+// bound cannot rule out ([ErrorBound]), which it re-scores in float64 to
+// return the exact answer of the [Searcher] contract. Workers (up to
+// Workers goroutines) take tiles in turn; each keeps its own candidates per
+// query, merged at the end, so the answer does not depend on scheduling.
+//
+// Memory: the keys are read in windows of half of MemoryBudget; before a
+// window is left, the candidates found in it are re-scored (while its rows
+// are resident) and its pages of a memory-mapped segment
+// (KeySegment.Mapped) are handed back to the kernel, so a search of a
+// mapped index keeps about half of MemoryBudget of it resident, whatever
+// its size (measured: a 10M × 512 float16 index, 9.7 GiB, searched with a
+// 64 MiB budget peaked at 93 MiB resident for the whole dinoclip process).
+// The queries are taken in chunks whose candidate lists fit the other
+// half. Beyond the budget: the queries, and the answer itself (12 bytes per
+// query and neighbour).
+//
+// Adversarial keys cost time, never correctness: when many keys tie with
+// the k-th best score within the error bound (duplicates, all-equal
+// scores), every such key is re-scored in float64.
+type CPUSearcher struct {
+	Workers      int   // goroutines; 0 means GOMAXPROCS
+	MemoryBudget int64 // bytes, see above; 0 means DefaultMemoryBudget
+
+	// Progress, when set, is called after each window of keys with the
+	// number of (query, key) scores done and the total.
+	Progress func(done, total int64)
+
+	// Test hooks: smaller blocks and windows reach every edge case.
+	queryBlock, keyTile int
+	windowBytes         int64
+}
+
+// tile is a run of at most keyTile rows of one segment.
+type tile struct {
+	seg    int
+	lo, hi int
+}
+
+// searchPlan is how a search is cut.
+type searchPlan struct {
+	workers, queryBlock, keyTile int
+	queryChunk                   int      // queries searched together (a multiple of queryBlock, or all)
+	windows                      [][]tile // tiles searched between two evictions
+}
+
+// selectionBytes estimates the memory of one query's selection.
+func selectionBytes(k int) int64 {
+	return int64(k)*8 + int64(k)*16 + int64(max(2*k, 32))*16 + 96
+}
+
+func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) {
+	p := searchPlan{workers: c.Workers, queryBlock: c.queryBlock, keyTile: c.keyTile}
+	if p.workers <= 0 {
+		p.workers = runtime.GOMAXPROCS(0)
+	}
+	if p.queryBlock <= 0 {
+		p.queryBlock = queryBlock
+	}
+	if p.keyTile <= 0 {
+		p.keyTile = keyTile
+	}
+	budget := c.MemoryBudget
+	if budget <= 0 {
+		budget = DefaultMemoryBudget
+	}
+	dim := int64(keys.Dim)
+	perWorker := int64(p.keyTile)*(dim*4+16) + int64(p.queryBlock*p.keyTile)*4 + dim*4
+	window := c.windowBytes
+	if window <= 0 {
+		window = budget / 2
+	}
+	rest := budget - window - int64(p.workers)*perWorker
+	perQuery := int64(p.workers)*selectionBytes(k) + 16
+	if rest < perQuery {
+		return p, fmt.Errorf("retrieval: a memory budget of %d MiB is too small for top-%d with %d workers over %d-wide keys; allow more memory or ask for a smaller k",
+			budget>>20, k, p.workers, dim)
+	}
+	p.queryChunk = int(min(int64(nQueries), rest/perQuery))
+	if p.queryChunk < nQueries && p.queryChunk >= p.queryBlock {
+		p.queryChunk -= p.queryChunk % p.queryBlock
+	}
+	var cur []tile
+	var curBytes int64
+	for s, seg := range keys.Segments {
+		rowBytes := dim * int64(seg.DType.Size())
+		for lo := 0; lo < seg.Rows; lo += p.keyTile {
+			t := tile{s, lo, min(lo+p.keyTile, seg.Rows)}
+			b := int64(t.hi-t.lo) * rowBytes
+			if len(cur) > 0 && curBytes+b > window {
+				p.windows = append(p.windows, cur)
+				cur, curBytes = nil, 0
+			}
+			cur = append(cur, t)
+			curBytes += b
+		}
+	}
+	if len(cur) > 0 {
+		p.windows = append(p.windows, cur)
+	}
+	return p, nil
+}
+
+// Search implements Searcher.
+func (c *CPUSearcher) Search(ctx context.Context, queries []float32, nQueries int, keys *Keys, k int) (*Neighbors, error) {
+	if err := CheckSearch(queries, nQueries, keys, k); err != nil {
+		return nil, err
+	}
+	nKeys := keys.Rows()
+	kOut := int(min(int64(k), nKeys))
+	if int64(nQueries)*int64(kOut) > math.MaxInt/16 {
+		return nil, fmt.Errorf("retrieval: %d queries × top-%d is too large an answer", nQueries, kOut)
+	}
+	p, err := c.plan(nQueries, keys, kOut)
+	if err != nil {
+		return nil, err
+	}
+	out := &Neighbors{Queries: nQueries, K: kOut, Rows: make([]int64, nQueries*kOut), Scores: make([]float32, nQueries*kOut)}
+	dim := keys.Dim
+	qNorm := make([]float64, nQueries)
+	for q := range nQueries {
+		var sum float64
+		for _, v := range queries[q*dim : (q+1)*dim] {
+			sum += float64(v) * float64(v)
+		}
+		qNorm[q] = math.Sqrt(sum)
+	}
+	total := int64(nQueries) * nKeys
+	var done int64
+	for q0 := 0; q0 < nQueries; q0 += p.queryChunk {
+		qn := min(p.queryChunk, nQueries-q0)
+		sels := make([][]selection, p.workers)
+		for w := range sels {
+			sels[w] = make([]selection, qn)
+			for i := range sels[w] {
+				sels[w][i] = newSelection(kOut)
+			}
+		}
+		chunk := queryChunk{keys: keys, queries: queries[q0*dim : (q0+qn)*dim], qNorm: qNorm[q0 : q0+qn], n: qn}
+		for _, win := range p.windows {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := chunk.searchWindow(p, win, sels); err != nil {
+				return nil, err
+			}
+			rows := int64(0)
+			for _, t := range win {
+				keys.evict(t.seg, t.lo, t.hi)
+				rows += int64(t.hi - t.lo)
+			}
+			done += rows * int64(qn)
+			if c.Progress != nil {
+				c.Progress(done, total)
+			}
+		}
+		if err := chunk.merge(sels, out.Rows[q0*kOut:(q0+qn)*kOut], out.Scores[q0*kOut:(q0+qn)*kOut], kOut); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// queryChunk is the queries searched together and what is known of them.
+type queryChunk struct {
+	keys    *Keys
+	queries []float32 // n×dim
+	qNorm   []float64
+	n       int
+}
+
+// score returns the reference score of query i and a key row (see Keys.exactScore).
+func (c *queryChunk) score(i int, row []float32) func(int64) float64 {
+	q := c.queries[i*c.keys.Dim : (i+1)*c.keys.Dim]
+	return func(p int64) float64 { return c.keys.exactScore(q, p, row) }
+}
+
+// searchWindow runs the workers over the tiles of one window; worker w
+// offers its scores to sels[w].
+func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) error {
+	dim := c.keys.Dim
+	rel, abs := ErrorBound(dim)
+	var next atomic.Int64
+	errs := make([]error, p.workers)
+	var wg sync.WaitGroup
+	for w := range min(p.workers, len(win)) {
+		wg.Go(func() {
+			keyBuf := make([]float32, p.keyTile*dim)
+			norms2 := make([]float64, p.keyTile)
+			keyNorm := make([]float64, p.keyTile)
+			scores := make([]float32, p.queryBlock*p.keyTile)
+			row := make([]float32, dim)
+			sel := sels[w]
+			var decodeErr error
+			faultErr := mmapfault.Guard(func() {
+				for {
+					ti := int(next.Add(1) - 1)
+					if ti >= len(win) {
+						// Re-score what this window left pending while
+						// its rows are still resident: once the window is
+						// evicted, reading them back would fault pages in
+						// again, outside the memory budget.
+						for i := range sel {
+							sel[i].flush(c.score(i, row))
+						}
+						return
+					}
+					t := win[ti]
+					kn := t.hi - t.lo
+					if err := c.keys.decode(keyBuf[:kn*dim], norms2[:kn], t.seg, t.lo, t.hi); err != nil {
+						decodeErr = err
+						next.Store(int64(len(win))) // stop the others
+						return
+					}
+					for j := range kn {
+						keyNorm[j] = math.Sqrt(norms2[j])
+					}
+					first := c.keys.Offset(t.seg) + int64(t.lo)
+					for b0 := 0; b0 < c.n; b0 += p.queryBlock {
+						bn := min(p.queryBlock, c.n-b0)
+						scoreTile(scores, c.queries[b0*dim:(b0+bn)*dim], bn, keyBuf, kn, dim)
+						for i := range bn {
+							s := &sel[b0+i]
+							relQ := rel * c.qNorm[b0+i]
+							for j, v := range scores[i*kn : (i+1)*kn] {
+								e := relQ*keyNorm[j] + abs
+								if float64(v)+e < s.floor {
+									continue
+								}
+								if s.offer(first+int64(j), v, e) {
+									s.flush(c.score(b0+i, row))
+								}
+							}
+						}
+					}
+				}
+			})
+			errs[w] = cmp.Or(decodeErr, faultErr)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// merge re-scores what the workers still hold for each query of the chunk
+// and writes the k best of all of them, in the reference order.
+func (c *queryChunk) merge(sels [][]selection, rows []int64, scores []float32, k int) error {
+	row := make([]float32, c.keys.Dim)
+	all := make([]scored, 0, len(sels)*k)
+	return mmapfault.Guard(func() {
+		for i := range c.n {
+			all = all[:0]
+			for w := range sels {
+				s := &sels[w][i]
+				s.flush(c.score(i, row))
+				all = append(all, s.exact...)
+			}
+			slices.SortFunc(all, func(a, b scored) int {
+				if a.before(b) {
+					return -1
+				}
+				return 1
+			})
+			for j := range k {
+				rows[i*k+j] = all[j].row
+				scores[i*k+j] = float32(all[j].score)
+			}
+		}
+	})
+}

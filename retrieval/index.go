@@ -1,0 +1,434 @@
+package retrieval
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/npy"
+)
+
+// An index is a directory (docs/FORMAT.md, "Search index"):
+//
+//	INDEX/manifest.json     what the index holds; written last, atomically
+//	INDEX/keys-00000.npy    [rows, dim] unit-norm embeddings, float16 or float32
+//	INDEX/ids-00000.npy     [rows] int64 ids of those rows
+//	INDEX/.lock             held (flock) by the process appending
+//
+// Row ids are the rows' positions in the index: shard s holds ids
+// first_id, first_id+1, ..., in the order the rows were added.
+const (
+	IndexManifestFile = "manifest.json"
+	IndexFormat       = "dinoclip-index/1"
+	indexLockFile     = ".lock"
+)
+
+// shardName matches the file names an index may refer to, so a tampered
+// manifest cannot make a search open files outside the index.
+var shardName = regexp.MustCompile(`^(keys|ids)-[0-9]{5,}\.npy$`)
+
+// IndexManifest is manifest.json.
+type IndexManifest struct {
+	Format string       `json:"format"`
+	Dim    int          `json:"dim"`
+	DType  string       `json:"dtype"` // "float16" or "float32"
+	Rows   int64        `json:"rows"`
+	Model  IndexModel   `json:"model"`
+	Shards []IndexShard `json:"shards"`
+}
+
+// IndexModel identifies the model whose projections an index holds.
+type IndexModel struct {
+	// SHA256 is the hex SHA-256 of the model's parameters as float32
+	// little-endian in state_dict order, preceded by its config JSON: equal
+	// for every copy of the same weights, whatever file or metadata.
+	SHA256 string          `json:"sha256"`
+	Path   string          `json:"path"` // the model file when the index was created
+	Config json.RawMessage `json:"config"`
+}
+
+// IndexShard is one appended source file.
+type IndexShard struct {
+	Keys    string      `json:"keys"`
+	IDs     string      `json:"ids"`
+	Rows    int64       `json:"rows"`
+	FirstID int64       `json:"first_id"`
+	Source  IndexSource `json:"source"`
+}
+
+// IndexSource is the features file a shard was projected from. A source
+// with the same path, size and rows is taken as already indexed.
+type IndexSource struct {
+	Path string `json:"path"` // absolute
+	Size int64  `json:"size"`
+	Rows int64  `json:"rows"`
+}
+
+func readManifest(dir string) (*IndexManifest, error) {
+	path := filepath.Join(dir, IndexManifestFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+				return nil, fmt.Errorf("index %s: no such directory", dir)
+			}
+			return nil, fmt.Errorf("index %s: no %s (not an index, or its first append never finished)", dir, IndexManifestFile)
+		}
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	var m IndexManifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("index %s: %s: %w", dir, IndexManifestFile, err)
+	}
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("index %s: %s: %w", dir, IndexManifestFile, err)
+	}
+	return &m, nil
+}
+
+// check validates the manifest on its own (the files are checked when
+// opened).
+func (m *IndexManifest) check() error {
+	if m.Format != IndexFormat {
+		return fmt.Errorf("format %q, want %q", m.Format, IndexFormat)
+	}
+	if m.Dim < 1 || m.Dim > maxSearchDim {
+		return fmt.Errorf("dim %d, want 1 to %d", m.Dim, maxSearchDim)
+	}
+	if _, err := indexDType(m.DType); err != nil {
+		return err
+	}
+	if len(m.Model.SHA256) != 64 {
+		return fmt.Errorf("model sha256 %q is not a SHA-256", m.Model.SHA256)
+	}
+	var next int64
+	for i, s := range m.Shards {
+		if !shardName.MatchString(s.Keys) || !shardName.MatchString(s.IDs) || !strings.HasPrefix(s.Keys, "keys-") || !strings.HasPrefix(s.IDs, "ids-") {
+			return fmt.Errorf("shard %d names files %q and %q, want keys-NNNNN.npy and ids-NNNNN.npy", i, s.Keys, s.IDs)
+		}
+		if s.Rows < 0 || s.FirstID != next {
+			return fmt.Errorf("shard %d: %d rows from id %d, want ids to continue from %d", i, s.Rows, s.FirstID, next)
+		}
+		next += s.Rows
+	}
+	if next != m.Rows {
+		return fmt.Errorf("%d rows, but its shards hold %d", m.Rows, next)
+	}
+	return nil
+}
+
+func indexDType(name string) (npy.DType, error) {
+	switch name {
+	case "float16":
+		return npy.Float16, nil
+	case "float32":
+		return npy.Float32, nil
+	}
+	return 0, fmt.Errorf("dtype %q, want float16 or float32", name)
+}
+
+// Index is an opened index: its manifest and its keys, memory-mapped.
+type Index struct {
+	Dir      string
+	Manifest IndexManifest
+	Keys     *Keys // row p has id p
+	arrays   []*npy.Array
+}
+
+// OpenIndex opens the index in dir read-only. Every shard's files are
+// checked against the manifest (shape, dtype, ids), so a truncated,
+// swapped or tampered file is an error here rather than a wrong answer.
+// Readers need no lock: an append adds files and replaces the manifest
+// atomically, and never rewrites a file a manifest refers to.
+func OpenIndex(dir string) (*Index, error) {
+	m, err := readManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	ix := &Index{Dir: dir, Manifest: *m}
+	dt, _ := indexDType(m.DType)
+	var segs []KeySegment
+	for _, s := range m.Shards {
+		a, raw, err := openShard(dir, s, m.Dim, dt)
+		if err != nil {
+			ix.Close()
+			return nil, fmt.Errorf("index %s: %w", dir, err)
+		}
+		ix.arrays = append(ix.arrays, a)
+		segs = append(segs, KeySegment{Name: a.Name(), DType: dt, Rows: int(s.Rows), Data: raw, Mapped: true})
+	}
+	if ix.Keys, err = NewKeys(m.Dim, segs...); err != nil {
+		ix.Close()
+		return nil, err
+	}
+	return ix, nil
+}
+
+// openShard maps a shard's keys and checks its ids.
+func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []byte, error) {
+	ids, shape, err := npy.ReadInt64(filepath.Join(dir, s.IDs))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(shape) != 1 || int64(shape[0]) != s.Rows {
+		return nil, nil, fmt.Errorf("%s: shape %v, the manifest says [%d]", s.IDs, shape, s.Rows)
+	}
+	for i, id := range ids {
+		if id != s.FirstID+int64(i) {
+			return nil, nil, fmt.Errorf("%s: row %d has id %d, want %d (ids number the rows in order)", s.IDs, i, id, s.FirstID+int64(i))
+		}
+	}
+	a, err := npy.Open(filepath.Join(dir, s.Keys))
+	if err != nil {
+		return nil, nil, err
+	}
+	if sh := a.Shape(); len(sh) != 2 || int64(sh[0]) != s.Rows || sh[1] != dim || a.DType() != dt {
+		a.Close()
+		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, dtypeName(a.DType()), s.Rows, dim, dtypeName(dt))
+	}
+	raw, err := a.RawRows(0, a.Rows())
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, raw, nil
+}
+
+// Close unmaps the index's files.
+func (ix *Index) Close() error {
+	var first error
+	for _, a := range ix.arrays {
+		if err := a.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	ix.arrays = nil
+	return first
+}
+
+// IndexWriter appends shards to an index under its lock.
+type IndexWriter struct {
+	dir      string
+	manifest IndexManifest
+	dtype    npy.DType
+	unlock   func()
+}
+
+// AppendIndex opens the index in dir for appending, creating it (and dir)
+// if it has no manifest yet, with the given model, width and dtype. It
+// takes the index's lock, or fails at once if another process holds it.
+// An existing index must have been built by the same model (SHA-256) and
+// with the same width; its dtype is kept (dtype only applies to a new
+// index). Temporary files left by an append that was killed are removed.
+func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexWriter, err error) {
+	if _, err := indexDType(dtype); err != nil {
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	unlock, err := lockDir(filepath.Join(dir, indexLockFile))
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
+	w := &IndexWriter{dir: dir, unlock: unlock}
+	if _, statErr := os.Stat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !isTemp(n) {
+				return nil, fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
+			}
+		}
+		w.manifest = IndexManifest{Format: IndexFormat, Dim: dim, DType: dtype, Model: model, Shards: []IndexShard{}}
+	} else {
+		m, err := readManifest(dir)
+		if err != nil {
+			return nil, err
+		}
+		if m.Model.SHA256 != model.SHA256 {
+			return nil, fmt.Errorf("index %s was built by another model (%s, sha256 %s…), not %s (sha256 %s…); write this model's projections to a new index",
+				dir, m.Model.Path, m.Model.SHA256[:12], model.Path, model.SHA256[:min(12, len(model.SHA256))])
+		}
+		if m.Dim != dim {
+			return nil, fmt.Errorf("index %s holds %d-wide rows, the model writes %d", dir, m.Dim, dim)
+		}
+		w.manifest = *m
+	}
+	w.dtype, _ = indexDType(w.manifest.DType)
+	if err := removeTemps(dir); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// isTemp matches atomicfile's temporary names.
+func isTemp(name string) bool { return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") }
+
+func removeTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	for _, e := range entries {
+		if isTemp(e.Name()) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("index: removing a leftover temporary file: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Manifest returns a copy of the manifest as it stands.
+func (w *IndexWriter) Manifest() IndexManifest {
+	m := w.manifest
+	m.Shards = append([]IndexShard(nil), m.Shards...)
+	return m
+}
+
+// DType is the dtype the index stores.
+func (w *IndexWriter) DType() string { return w.manifest.DType }
+
+// Has reports whether source is already in the index (same path, size and rows).
+func (w *IndexWriter) Has(source IndexSource) bool {
+	for _, s := range w.manifest.Shards {
+		if s.Source == source {
+			return true
+		}
+	}
+	return false
+}
+
+// Append adds source.Rows rows as a new shard. fill is called with
+// consecutive chunks of the shard's rows to write as float32: it must set
+// every value of dst, which is rows×dim; rows that are not already unit
+// norm are normalised here (float64 norm, F.normalize's 1e-12 floor), and
+// a NaN or Inf is an error. The shard's files are written under temporary
+// names and renamed into place, and the manifest, written last, is what
+// makes them part of the index: a crash at any point leaves the index as
+// it was before the call.
+func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []float32, lo, hi int) error) error {
+	if w.unlock == nil {
+		return fmt.Errorf("index %s: writer is closed", w.dir)
+	}
+	if source.Rows < 0 || chunk < 1 {
+		return fmt.Errorf("index %s: %d rows in chunks of %d", w.dir, source.Rows, chunk)
+	}
+	n := len(w.manifest.Shards)
+	shard := IndexShard{
+		Keys: fmt.Sprintf("keys-%05d.npy", n), IDs: fmt.Sprintf("ids-%05d.npy", n),
+		Rows: source.Rows, FirstID: w.manifest.Rows, Source: source,
+	}
+	dim := w.manifest.Dim
+	hdr, err := npy.EncodeHeader(w.dtype, []int{int(source.Rows), dim})
+	if err != nil {
+		return err
+	}
+	err = atomicfile.Write(filepath.Join(w.dir, shard.Keys), func(out io.Writer) error {
+		if _, err := out.Write(hdr); err != nil {
+			return err
+		}
+		rows := int(source.Rows)
+		buf := make([]float32, min(chunk, rows)*dim)
+		enc := make([]byte, len(buf)*w.dtype.Size())
+		for lo := 0; lo < rows; lo += chunk {
+			hi := min(lo+chunk, rows)
+			x := buf[:(hi-lo)*dim]
+			if err := fill(x, lo, hi); err != nil {
+				return err
+			}
+			if err := normalizeInPlace(x, dim, source.Path, lo); err != nil {
+				return err
+			}
+			b := enc[:len(x)*w.dtype.Size()]
+			if w.dtype == npy.Float16 {
+				leconv.PutF16(b, x)
+			} else {
+				leconv.PutF32(b, x)
+			}
+			if _, err := out.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ids := make([]int64, source.Rows)
+	for i := range ids {
+		ids[i] = shard.FirstID + int64(i)
+	}
+	if err := npy.WriteInt64(filepath.Join(w.dir, shard.IDs), []int{len(ids)}, ids); err != nil {
+		return err
+	}
+	m := w.Manifest()
+	m.Shards = append(m.Shards, shard)
+	m.Rows += shard.Rows
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n')); err != nil {
+		return err
+	}
+	w.manifest = m
+	return nil
+}
+
+// Close releases the lock.
+func (w *IndexWriter) Close() {
+	if w.unlock != nil {
+		w.unlock()
+		w.unlock = nil
+	}
+}
+
+// normEpsilon is the smallest divisor of a row's normalisation, as in
+// PyTorch's F.normalize (eps = 1e-12), which CLIP_benchmark applies to its
+// embeddings.
+const normEpsilon = 1e-12
+
+// normalizeInPlace divides every row of x by max(‖row‖₂, 1e-12), norm and
+// division in float64 (PyTorch's F.normalize), and rejects NaN and Inf;
+// name and first (the first row's number) are for the error.
+func normalizeInPlace(x []float32, dim int, name string, first int) error {
+	for r := 0; r < len(x)/dim; r++ {
+		row := x[r*dim : (r+1)*dim]
+		var sum float64
+		for i, v := range row {
+			f := float64(v)
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return fmt.Errorf("%s: row %d, column %d is %v", name, first+r, i, v)
+			}
+			sum += f * f
+		}
+		norm := max(math.Sqrt(sum), normEpsilon)
+		for i, v := range row {
+			row[i] = float32(float64(v) / norm)
+		}
+	}
+	return nil
+}
+
+// NormalizeQueries normalises the rows of x in place like the index's rows
+// (see Append), so that inner products rank by cosine.
+func NormalizeQueries(x []float32, dim int, name string) error {
+	return normalizeInPlace(x, dim, name, 0)
+}

@@ -1,0 +1,231 @@
+package retrieval_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/retrieval/searchtest"
+)
+
+var testModel = retrieval.IndexModel{SHA256: strings.Repeat("ab", 32), Path: "model-a", Config: json.RawMessage(`{"output_dim":8}`)}
+
+// appendRows appends x (rows×dim, not normalised) as one shard from source.
+func appendRows(t *testing.T, w *retrieval.IndexWriter, source string, x []float32, dim int) {
+	t.Helper()
+	rows := len(x) / dim
+	src := retrieval.IndexSource{Path: source, Size: int64(4 * len(x)), Rows: int64(rows)}
+	err := w.Append(src, 3, func(dst []float32, lo, hi int) error {
+		copy(dst, x[lo*dim:hi*dim])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unit(x []float32, dim int) []float32 {
+	y := append([]float32(nil), x...)
+	if err := retrieval.NormalizeQueries(y, dim, "x"); err != nil {
+		panic(err)
+	}
+	return y
+}
+
+// An index built in two appends (one of them by a second writer) searches
+// like the float64 reference over its float16 rows, with ids numbering the
+// rows in the order added; a source already in it is recognised.
+func TestIndexAppendAndSearch(t *testing.T) {
+	const dim = 8
+	dir := filepath.Join(t.TempDir(), "index")
+	rnd := rand.New(rand.NewPCG(1, 1))
+	gauss := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rnd.NormFloat64() * 3)
+		}
+		return x
+	}
+	a, b := gauss(10*dim), gauss(7*dim)
+	w, err := retrieval.AppendIndex(dir, testModel, dim, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "/data/a.dino.npy", a, dim)
+	if _, err := retrieval.AppendIndex(dir, testModel, dim, "float16"); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("second writer while the first holds the lock: %v", err)
+	}
+	w.Close()
+	w, err = retrieval.AppendIndex(dir, testModel, dim, "float32") // dtype of an existing index is kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Has(retrieval.IndexSource{Path: "/data/a.dino.npy", Size: int64(4 * len(a)), Rows: 10}) || w.DType() != "float16" {
+		t.Fatalf("reopened writer: has a = false or dtype %s", w.DType())
+	}
+	appendRows(t, w, "/data/b.dino.npy", b, dim)
+	w.Close()
+
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if ix.Manifest.Rows != 17 || len(ix.Manifest.Shards) != 2 || ix.Manifest.Shards[1].FirstID != 10 {
+		t.Fatalf("manifest %+v", ix.Manifest)
+	}
+	_, vals := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: 17, Data: unit(append(append([]float32(nil), a...), b...), dim)})
+	q := unit(gauss(4*dim), dim)
+	got, err := (&retrieval.CPUSearcher{}).Search(context.Background(), q, 4, ix.Keys, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows, wantScores := searchtest.Reference(q, 4, vals, dim, 5)
+	if diff := searchtest.Compare(got, 4, wantRows, wantScores); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestIndexRefusesOtherModel(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 2}, 2)
+	w.Close()
+	other := testModel
+	other.SHA256, other.Path = strings.Repeat("cd", 32), "model-b"
+	_, err = retrieval.AppendIndex(dir, other, 2, "float16")
+	if err == nil || !strings.Contains(err.Error(), "another model") || !strings.Contains(err.Error(), "model-a") {
+		t.Fatalf("other model: %v", err)
+	}
+	if _, err := retrieval.AppendIndex(dir, testModel, 3, "float16"); err == nil || !strings.Contains(err.Error(), "2-wide") {
+		t.Fatalf("other width: %v", err)
+	}
+	// A directory used for something else is not taken over.
+	busy := t.TempDir()
+	os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("hi"), 0o644)
+	if _, err := retrieval.AppendIndex(busy, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+		t.Fatalf("foreign directory: %v", err)
+	}
+}
+
+// What a killed append leaves (a shard's files or temporaries without a
+// manifest entry) is not part of the index, and the next append replaces it.
+func TestIndexCrashLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{3, 4}, 2)
+	w.Close()
+	// A killed second append: shard 1 written, the manifest not.
+	npy.WriteFloat32(filepath.Join(dir, "keys-00001.npy"), []int{3, 2}, make([]float32, 6))
+	os.WriteFile(filepath.Join(dir, ".ids-00001.npy.tmp-123"), []byte("half"), 0o644)
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil || ix.Keys.Rows() != 1 {
+		t.Fatalf("index after a killed append: %v", err)
+	}
+	ix.Close()
+	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "b", []float32{0, 1, 1, 0}, 2)
+	w.Close()
+	if _, err := os.Stat(filepath.Join(dir, ".ids-00001.npy.tmp-123")); !os.IsNotExist(err) {
+		t.Errorf("temporary file left: %v", err)
+	}
+	ix, err = retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if ix.Keys.Rows() != 3 || ix.Manifest.Shards[1].Rows != 2 {
+		t.Fatalf("after re-running the append: %d rows, shards %+v", ix.Keys.Rows(), ix.Manifest.Shards)
+	}
+}
+
+// Tampered, truncated and swapped files are errors at OpenIndex.
+func TestIndexTampered(t *testing.T) {
+	build := func(t *testing.T) string {
+		dir := t.TempDir()
+		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendRows(t, w, "a", []float32{1, 2, 3, 4, 5, 6}, 2)
+		appendRows(t, w, "b", []float32{1, 0}, 2)
+		w.Close()
+		return dir
+	}
+	editManifest := func(f func(m map[string]any)) func(string) {
+		return func(dir string) {
+			p := filepath.Join(dir, "manifest.json")
+			b, _ := os.ReadFile(p)
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			f(m)
+			b, _ = json.Marshal(m)
+			os.WriteFile(p, b, 0o644)
+		}
+	}
+	shard := func(m map[string]any, i int) map[string]any { return m["shards"].([]any)[i].(map[string]any) }
+	for _, tc := range []struct {
+		name, want string
+		edit       func(dir string)
+	}{
+		{"no manifest", "no manifest.json", func(dir string) { os.Remove(filepath.Join(dir, "manifest.json")) }},
+		{"manifest not JSON", "manifest.json", func(dir string) { os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{"), 0o644) }},
+		{"format", "format", editManifest(func(m map[string]any) { m["format"] = "dinoclip-index/9" })},
+		{"unknown key", "unknown field", editManifest(func(m map[string]any) { m["extra"] = 1 })},
+		{"dtype", "dtype", editManifest(func(m map[string]any) { m["dtype"] = "int8" })},
+		{"dim", "[3, 3]", editManifest(func(m map[string]any) { m["dim"] = 3 })},
+		{"rows", "rows", editManifest(func(m map[string]any) { m["rows"] = 5 })},
+		{"path escape", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "../../etc/keys-00000.npy" })},
+		{"swapped names", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "ids-00000.npy" })},
+		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
+		{"shard rows", "manifest says", editManifest(func(m map[string]any) {
+			shard(m, 0)["rows"] = 2
+			shard(m, 1)["first_id"] = 2
+			m["rows"] = 3
+		})},
+		{"model hash", "SHA-256", editManifest(func(m map[string]any) { m["model"].(map[string]any)["sha256"] = "x" })},
+		{"truncated keys", "truncated", func(dir string) {
+			p := filepath.Join(dir, "keys-00000.npy")
+			st, _ := os.Stat(p)
+			os.Truncate(p, st.Size()-3)
+		}},
+		{"missing ids", "ids-00001.npy", func(dir string) { os.Remove(filepath.Join(dir, "ids-00001.npy")) }},
+		{"ids rewritten", "want 3", func(dir string) {
+			npy.WriteInt64(filepath.Join(dir, "ids-00001.npy"), []int{1}, []int64{9})
+		}},
+		{"keys swapped between shards", "manifest says", func(dir string) {
+			os.Rename(filepath.Join(dir, "keys-00001.npy"), filepath.Join(dir, "keys-00000.npy"))
+		}},
+		{"keys of another dtype", "float32", func(dir string) {
+			npy.WriteFloat32(filepath.Join(dir, "keys-00001.npy"), []int{1, 2}, []float32{1, 0})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := build(t)
+			tc.edit(dir)
+			ix, err := retrieval.OpenIndex(dir)
+			if err == nil {
+				ix.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,88 @@
+package retrieval_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/retrieval/searchtest"
+)
+
+// float32Ranker is a Searcher built the way a device's is: a plain float32
+// ranking (summed backwards, unlike the CPU's GEMM) of the width best rows,
+// made exact by Refine, with the queries it cannot prove re-run on the CPU.
+type float32Ranker struct {
+	extra    int // width = k + extra
+	unproven int // queries re-run on the CPU so far
+}
+
+func (f *float32Ranker) Search(ctx context.Context, queries []float32, nq int, keys *retrieval.Keys, k int) (*retrieval.Neighbors, error) {
+	if err := retrieval.CheckSearch(queries, nq, keys, k); err != nil {
+		return nil, err
+	}
+	x, maxNorm, err := keys.Float32s(1 << 30)
+	if err != nil {
+		return nil, err
+	}
+	dim, nk := keys.Dim, int(keys.Rows())
+	width := min(k+f.extra, nk)
+	rows := make([]int64, 0, nq*width)
+	scores := make([]float32, 0, nq*width)
+	s := make([]float32, nk)
+	order := make([]int64, nk)
+	for q := range nq {
+		for j := range nk {
+			var sum float32
+			for i := dim - 1; i >= 0; i-- {
+				sum += queries[q*dim+i] * x[j*dim+i]
+			}
+			s[j], order[j] = sum, int64(j)
+		}
+		slices.SortStableFunc(order, func(a, b int64) int {
+			switch {
+			case s[a] > s[b]:
+				return -1
+			case s[a] < s[b]:
+				return 1
+			}
+			return 0
+		})
+		for _, j := range order[:width] {
+			rows = append(rows, j)
+			scores = append(scores, s[j])
+		}
+	}
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, scores, width, maxNorm)
+	if err != nil {
+		return nil, err
+	}
+	f.unproven += len(unproven)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nb, retrieval.MergeQueries(ctx, &retrieval.CPUSearcher{}, nb, queries, keys, k, unproven)
+}
+
+// A device-style ranking refined by Refine passes the same suite as the
+// CPU searcher; on the near-tie cases it must fall back for some queries,
+// and on random data it must not need to.
+func TestRefinedFloat32Ranking(t *testing.T) {
+	f := &float32Ranker{extra: 4}
+	searchtest.Run(t, f)
+	if f.unproven == 0 {
+		t.Error("no query needed the fallback: the near-tie cases do not reach it")
+	}
+	g := &float32Ranker{extra: 8}
+	for _, c := range searchtest.Cases() {
+		if c.Name == "gaussian/q9_k2000_d512_top10/half=true" {
+			keys, _ := searchtest.Keys(t, c.Dim, c.Segments...)
+			if _, err := g.Search(context.Background(), c.Queries, c.NQueries, keys, c.K); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if g.unproven != 0 {
+		t.Errorf("random data: %d queries unproven, want 0", g.unproven)
+	}
+}

@@ -1,0 +1,95 @@
+package retrieval_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/retrieval/searchtest"
+)
+
+// The CPU searcher passes the implementation-agnostic suite with its
+// defaults and with blockings that put block, tile and window edges
+// everywhere, on one and on several workers.
+func TestCPUSearcher(t *testing.T) {
+	for _, s := range []*retrieval.CPUSearcher{
+		{},
+		retrieval.SmallSearcher(1, 1, 1, 1),
+		retrieval.SmallSearcher(3, 5, 64, 2),
+		retrieval.SmallSearcher(7, 4, 1000, 3),
+		retrieval.SmallSearcher(5, 200, 1<<20, 4),
+	} {
+		name := "defaults"
+		if s.Workers != 0 {
+			name = fmt.Sprintf("workers%d", s.Workers)
+		}
+		t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
+	}
+	// The portable scoring path (gonum's Sgemm), where the amd64 kernel
+	// would otherwise take over.
+	defer retrieval.UseDot4x2(false)()
+	t.Run("gonum", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(5, 7, 1000, 2)) })
+}
+
+// A budget too small for the candidate lists is an error naming the
+// budget, not an allocation failure.
+func TestCPUSearcherBudget(t *testing.T) {
+	keys, _ := searchtest.Keys(t, 4, searchtest.Segment{Rows: 10, Data: make([]float32, 40)})
+	s := &retrieval.CPUSearcher{MemoryBudget: 1 << 20}
+	_, err := s.Search(context.Background(), make([]float32, 4), 1, keys, 1_000_000)
+	if err != nil {
+		t.Fatalf("k beyond the keys is cut to the keys: %v", err)
+	}
+	big, _ := searchtest.Keys(t, 4, searchtest.Segment{Rows: 100_000, Data: make([]float32, 400_000)})
+	_, err = s.Search(context.Background(), make([]float32, 4), 1, big, 90_000)
+	if err == nil || !strings.Contains(err.Error(), "memory budget") {
+		t.Fatalf("top-90000 in 1 MiB: error %v, want one about the memory budget", err)
+	}
+}
+
+// Keys in a memory-mapped .npy file, with Mapped set so that windows are
+// evicted as they are searched, give the same answer as in memory, over
+// many small windows (each evicted) and a second search of the same
+// mapping (its pages read back in).
+func TestCPUSearcherMappedKeys(t *testing.T) {
+	const dim, n = 32, 3000
+	c := searchtest.Cases()[0]
+	for _, cc := range searchtest.Cases() {
+		if strings.HasPrefix(cc.Name, "gaussian/q130") {
+			c = cc
+		}
+	}
+	_, vals := searchtest.Keys(t, c.Dim, c.Segments...)
+	path := filepath.Join(t.TempDir(), "keys.npy")
+	if err := npy.WriteFloat16(path, []int{len(vals) / c.Dim, c.Dim}, vals); err != nil {
+		t.Fatal(err)
+	}
+	a, err := npy.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	raw, err := a.RawRows(0, a.Rows())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := retrieval.NewKeys(c.Dim, retrieval.KeySegment{Name: path, DType: npy.Float16, Rows: a.Rows(), Data: raw, Mapped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows, wantScores := searchtest.Reference(c.Queries, c.NQueries, vals, c.Dim, c.K)
+	s := retrieval.SmallSearcher(16, 8, 4096, 2)
+	for round := range 2 {
+		got, err := s.Search(context.Background(), c.Queries, c.NQueries, keys, c.K)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := searchtest.Compare(got, c.NQueries, wantRows, wantScores); diff != "" {
+			t.Errorf("round %d: %s", round, diff)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package retrieval
+
+import (
+	"container/heap"
+	"math"
+	"slices"
+)
+
+// selection is one query's exact top-k over the keys one worker has seen,
+// built from float32 scores with their error bounds (see [Searcher] and
+// [ErrorBound]).
+//
+// The invariant: every key the worker has seen that belongs to the k best
+// of those keys under the reference order (score S, then lower row) is in
+// exact or in pending. It holds because a key is dropped only when an
+// upper bound of its S is below floor, and floor is always a lower bound
+// of the k-th largest S among the seen keys: it is the k-th largest of
+// either the lower bounds s32 − err or the exact scores of keys seen.
+type selection struct {
+	k       int
+	lower   minHeap  // the k largest lower bounds seen
+	exact   []scored // up to k keys with their reference scores, best first
+	pending []scored // candidates with the upper bound of their score, not yet re-scored
+	floor   float64  // a lower bound of the k-th largest reference score seen; -Inf until k keys are seen
+	cap     int      // pending is re-scored when it reaches this length
+}
+
+// scored is a key row with a score (or a bound of one).
+type scored struct {
+	row   int64
+	score float64
+}
+
+// before reports whether a ranks ahead of b: higher score, then lower row.
+func (a scored) before(b scored) bool {
+	return a.score > b.score || a.score == b.score && a.row < b.row
+}
+
+func newSelection(k int) selection {
+	return selection{
+		k:     k,
+		lower: make(minHeap, 0, k),
+		exact: make([]scored, 0, k),
+		floor: math.Inf(-1),
+		cap:   max(2*k, 32),
+	}
+}
+
+// offer considers key row with float32 score s32 whose reference score is
+// within err of it. It returns true when pending is full and must be
+// re-scored (flush) before the next offer.
+func (sel *selection) offer(row int64, s32 float32, err float64) bool {
+	s := float64(s32)
+	upper := s + err
+	if upper < sel.floor {
+		return false
+	}
+	lower := s - err
+	if len(sel.lower) < sel.k {
+		heap.Push(&sel.lower, lower)
+	} else if lower > sel.lower[0] {
+		sel.lower[0] = lower
+		heap.Fix(&sel.lower, 0)
+	}
+	if len(sel.lower) == sel.k {
+		sel.floor = max(sel.floor, sel.lower[0])
+	}
+	sel.pending = append(sel.pending, scored{row, upper})
+	return len(sel.pending) >= sel.cap
+}
+
+// flush re-scores the pending candidates that floor does not rule out with
+// score (the reference score of a row) and merges them into exact.
+func (sel *selection) flush(score func(row int64) float64) {
+	for _, c := range sel.pending {
+		if c.score < sel.floor {
+			continue
+		}
+		sel.insert(scored{c.row, score(c.row)})
+	}
+	sel.pending = sel.pending[:0]
+}
+
+// insert puts an exactly scored key into exact if it ranks among the k
+// best, and raises floor to the k-th exact score once there are k.
+func (sel *selection) insert(c scored) {
+	if len(sel.exact) == sel.k {
+		if !c.before(sel.exact[sel.k-1]) {
+			return
+		}
+		sel.exact = sel.exact[:sel.k-1]
+	}
+	p, _ := slices.BinarySearchFunc(sel.exact, c, func(e, t scored) int {
+		if e.before(t) {
+			return -1
+		}
+		return 1
+	})
+	sel.exact = slices.Insert(sel.exact, p, c)
+	if len(sel.exact) == sel.k {
+		sel.floor = max(sel.floor, sel.exact[sel.k-1].score)
+	}
+}
+
+// minHeap is a binary min-heap of float64 (container/heap).
+type minHeap []float64
+
+func (h minHeap) Len() int           { return len(h) }
+func (h minHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h minHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *minHeap) Push(x any)        { *h = append(*h, x.(float64)) }
+func (h *minHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"github.com/dinoclip/dinoclip/cuda/launch"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -50,13 +51,13 @@ func TestGemm(t *testing.T) {
 			dxA, dxB, dw := devCopy(t, d, nanFill(rows*in)), devCopy(t, d, dx0), devCopy(t, d, nanFill(out*in))
 			var none buf[float32]
 			on(t, d, func() error {
-				if err := d.linearForward(kGemmNTBias, y1, none, none, gx, gw, gb, rows, in, out); err != nil {
+				if err := d.linearForward(launch.KGemmNtBias, y1, none, none, gx, gw, gb, rows, in, out); err != nil {
 					return err
 				}
-				if err := d.linearForward(kGemmNTBiasGELU, y2, act, none, gx, gw, gb, rows, in, out); err != nil {
+				if err := d.linearForward(launch.KGemmNtBiasGelu, y2, act, none, gx, gw, gb, rows, in, out); err != nil {
 					return err
 				}
-				if err := d.linearForward(kGemmNTBiasStats, y3, none, stats, gx, gw, gb, rows, in, out); err != nil {
+				if err := d.linearForward(launch.KGemmNtBiasStats, y3, none, stats, gx, gw, gb, rows, in, out); err != nil {
 					return err
 				}
 				// beta 0 must not read dx, which holds NaN.
@@ -170,7 +171,7 @@ func TestLayerNormForward(t *testing.T) {
 	stats := devCopy(t, d, nanFill(rows*statsTiles(dim)*3))
 	var none buf[float32]
 	on(t, d, func() error {
-		return d.linearForward(kGemmNTBiasStats, pre, none, stats, gx, gw, gbias, rows, in, dim)
+		return d.linearForward(launch.KGemmNtBiasStats, pre, none, stats, gx, gw, gbias, rows, in, dim)
 	})
 	xs := fetch(t, d, pre) // the LayerNorm input, as stored
 
@@ -405,7 +406,9 @@ func TestLaunchChecks(t *testing.T) {
 	d := testDevice(t)
 	small := devAlloc[float32](t, d, 10)
 	var none buf[float32]
-	err := d.do(func() error { return d.linearForward(kGemmNTBias, small, none, none, small, small, small, 4, 4, 4) })
+	err := d.do(func() error {
+		return d.linearForward(launch.KGemmNtBias, small, none, none, small, small, small, 4, 4, 4)
+	})
 	if err == nil {
 		t.Error("GEMM with short buffers: no error")
 	}

@@ -22,6 +22,8 @@
 // division and square root, no flush to zero).
 package kernels
 
+//go:generate go run ./internal/gen -root ..
+
 import (
 	"embed"
 	"fmt"
@@ -38,22 +40,11 @@ var ptx embed.FS
 //go:embed *.cu *.cuh
 var sources embed.FS
 
-// Module is one compiled source file.
+// Module is one compiled source file. Modules (modules_gen.go) is generated
+// from the sources by `go generate ./kernels`.
 type Module struct {
 	Name    string   // base name of the source: "gemm" for kernels/gemm.cu
 	Kernels []string // its entry points (extern "C" __global__ functions)
-}
-
-// Modules lists every source file and its entry points.
-var Modules = []Module{
-	{"adamw", []string{"adamw"}},
-	{"gather", []string{"gather_rows_f16"}},
-	{"gelu", []string{"gelu_forward", "gelu_backward"}},
-	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
-	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},
-	{"loss", []string{"unitnorm_mse", "loss_sum"}},
-	{"reduce", []string{"colsum_partial", "colsum_final"}},
-	{"topk", []string{"normalize_rows", "topk"}},
 }
 
 // Source returns the CUDA source of module name (kernels/NAME.cu).

@@ -62,7 +62,9 @@ inline float __uint_as_float(unsigned u) {
     return f;
 }
 
-// The emulated kernels, for the dispatcher (runtime.cpp).
+// The emulated kernels, for the dispatcher (runtime.cpp); the tables are
+// generated from the kernel signatures (cuda/emu/*_gen.cpp). nargs counts
+// 8-byte slots: a parameter larger than 8 bytes takes consecutive ones.
 typedef void (*emu_trampoline)(const uint64_t* args);
 struct emu_entry {
     const char* name;
@@ -97,16 +99,3 @@ struct emu_arg<double> {
         return f;
     }
 };
-
-template <class... A, size_t... I>
-inline void emu_invoke(void (*f)(A...), const uint64_t* args, std::index_sequence<I...>) {
-    f(emu_arg<A>::get(args[I])...);
-}
-
-template <class... A>
-constexpr int emu_nargs(void (*)(A...)) {
-    return sizeof...(A);
-}
-
-#define EMU_ENTRY(fn) \
-    emu_entry { #fn, emu_nargs(fn), [](const uint64_t* a) { emu_invoke(fn, a, std::make_index_sequence<emu_nargs(fn)>{}); } }

@@ -16,17 +16,8 @@
 emu_dim3 threadIdx;
 emu_dim3 blockIdx, blockDim, gridDim;
 
-#define EMU_TABLE(fam)                 \
-    extern emu_entry emu_table_##fam[]; \
-    extern int emu_table_##fam##_len;
-EMU_TABLE(adamw)
-EMU_TABLE(gather)
-EMU_TABLE(gelu)
-EMU_TABLE(gemm)
-EMU_TABLE(layernorm)
-EMU_TABLE(loss)
-EMU_TABLE(reduce)
-EMU_TABLE(topk)
+// Every kernel module's table (table_gen.cpp, generated).
+void emu_for_each_table(void (*add)(emu_entry* entries, int n));
 
 namespace {
 
@@ -103,14 +94,7 @@ void build_table() {
     auto add = [](emu_entry* e, int n) {
         for (int i = 0; i < n; ++i) (*table)[e[i].name] = e[i];
     };
-    add(emu_table_adamw, emu_table_adamw_len);
-    add(emu_table_gather, emu_table_gather_len);
-    add(emu_table_gelu, emu_table_gelu_len);
-    add(emu_table_gemm, emu_table_gemm_len);
-    add(emu_table_layernorm, emu_table_layernorm_len);
-    add(emu_table_loss, emu_table_loss_len);
-    add(emu_table_reduce, emu_table_reduce_len);
-    add(emu_table_topk, emu_table_topk_len);
+    emu_for_each_table(add);
 }
 
 }  // namespace

@@ -151,10 +151,6 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 	return e, nil
 }
 
-// Device is the GPU the engine runs on, for other work on the same context
-// (retrieval's TopK).
-func (e *Engine) Device() *Device { return e.dev }
-
 // Config implements nn.Engine.
 func (e *Engine) Config() nn.Config { return e.cfg }
 

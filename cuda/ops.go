@@ -304,17 +304,6 @@ func (d *Device) colSums(sum, prod, a, b buf[float32], partial buf[float64], row
 // elementGrid is the grid of the grid-stride elementwise kernels.
 func elementGrid(n int) int { return max(1, min(ceilDiv(n, threads), maxGridY)) }
 
-// geluForward launches y = GELU(x) over n values.
-func (d *Device) geluForward(y, x buf[float32], n int) error {
-	if err := dims("gelu_forward", n); err != nil {
-		return err
-	}
-	if err := needAll("gelu_forward", req("y", y, n), req("x", x, n)); err != nil {
-		return err
-	}
-	return launch.GeluForward(d.with(elemWork(n, 2)), grid(elementGrid(n), 1), y.ptr(), x.cptr(), int32(n))
-}
-
 // geluBackward launches dx = dy GELU'(x) over n values.
 func (d *Device) geluBackward(dx, dy, x buf[float32], n int) error {
 	const what = "gelu_backward"
@@ -380,21 +369,6 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	eps := float32(s.Eps)
 	return launch.Adamw(d.with(elemWork(n, 7)), grid(elementGrid(n), 1), p.ptr(), g.cptr(), m.ptr(), v.ptr(),
 		decay, oneMinusB1, b2, oneMinusB2, stepSize, bc2Sqrt, eps, int32(n))
-}
-
-// normalizeRows launches y[r] = x[r] / max(|x[r]|, 1e-12).
-func (d *Device) normalizeRows(y, x buf[float32], rows, dim int) error {
-	const what = "normalize_rows"
-	if err := dims(what, rows, dim); err != nil {
-		return err
-	}
-	if err := rowGrid(what, rows); err != nil {
-		return err
-	}
-	if err := needAll(what, req("y", y, rows*dim), req("x", x, rows*dim)); err != nil {
-		return err
-	}
-	return launch.NormalizeRows(d.with(rowWork(rows, dim, 2*rows*dim)), grid(rows, 1), y.ptr(), x.cptr(), int32(rows), int32(dim))
 }
 
 // topK launches topk: for each query the k best keys (k <= 32 and k <= nk).

@@ -6,10 +6,10 @@ package kernels
 var Modules = []Module{
 	{"adamw", []string{"adamw"}},
 	{"gather", []string{"gather_rows_f16"}},
-	{"gelu", []string{"gelu_forward", "gelu_backward"}},
+	{"gelu", []string{"gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
 	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},
 	{"loss", []string{"unitnorm_mse", "loss_sum"}},
 	{"reduce", []string{"colsum_partial", "colsum_final"}},
-	{"topk", []string{"normalize_rows", "topk"}},
+	{"topk", []string{"topk"}},
 }

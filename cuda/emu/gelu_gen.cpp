@@ -13,13 +13,10 @@
 
 // The generator's reading of each signature, which the launch functions of
 // cuda/launch pack by, is the compiler's.
-static_assert(std::is_same_v<decltype(&gelu_forward), void (*)(float*, const float*, int)>,
-              "kernels/gelu.cu: gelu_forward: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gelu_backward), void (*)(float*, const float*, const float*, int)>,
               "kernels/gelu.cu: gelu_backward: run go generate ./kernels");
 
 emu_entry emu_table_gelu[] = {
-    {"gelu_forward", 3, [](const uint64_t* a) { gelu_forward(emu_arg<float*>::get(a[0]), emu_arg<const float*>::get(a[1]), emu_arg<int>::get(a[2])); }},
     {"gelu_backward", 4, [](const uint64_t* a) { gelu_backward(emu_arg<float*>::get(a[0]), emu_arg<const float*>::get(a[1]), emu_arg<const float*>::get(a[2]), emu_arg<int>::get(a[3])); }},
 };
 int emu_table_gelu_len = sizeof(emu_table_gelu) / sizeof(emu_table_gelu[0]);

@@ -13,13 +13,10 @@
 
 // The generator's reading of each signature, which the launch functions of
 // cuda/launch pack by, is the compiler's.
-static_assert(std::is_same_v<decltype(&normalize_rows), void (*)(float*, const float*, int, int)>,
-              "kernels/topk.cu: normalize_rows: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&topk), void (*)(int*, float*, const float*, const float*, int, int, int, int)>,
               "kernels/topk.cu: topk: run go generate ./kernels");
 
 emu_entry emu_table_topk[] = {
-    {"normalize_rows", 4, [](const uint64_t* a) { normalize_rows(emu_arg<float*>::get(a[0]), emu_arg<const float*>::get(a[1]), emu_arg<int>::get(a[2]), emu_arg<int>::get(a[3])); }},
     {"topk", 8, [](const uint64_t* a) { topk(emu_arg<int*>::get(a[0]), emu_arg<float*>::get(a[1]), emu_arg<const float*>::get(a[2]), emu_arg<const float*>::get(a[3]), emu_arg<int>::get(a[4]), emu_arg<int>::get(a[5]), emu_arg<int>::get(a[6]), emu_arg<int>::get(a[7])); }},
 };
 int emu_table_topk_len = sizeof(emu_table_topk) / sizeof(emu_table_topk[0]);

@@ -10,7 +10,6 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 const (
 	KAdamw           Kernel = iota // kernels/adamw.cu
 	KGatherRowsF16                 // kernels/gather.cu
-	KGeluForward                   // kernels/gelu.cu
 	KGeluBackward                  // kernels/gelu.cu
 	KGemmNtBias                    // kernels/gemm.cu
 	KGemmNtBiasGelu                // kernels/gemm.cu
@@ -24,7 +23,6 @@ const (
 	KLossSum                       // kernels/loss.cu
 	KColsumPartial                 // kernels/reduce.cu
 	KColsumFinal                   // kernels/reduce.cu
-	KNormalizeRows                 // kernels/topk.cu
 	KTopk                          // kernels/topk.cu
 	NumKernels
 )
@@ -32,7 +30,6 @@ const (
 var names = [NumKernels]string{
 	KAdamw:           "adamw",
 	KGatherRowsF16:   "gather_rows_f16",
-	KGeluForward:     "gelu_forward",
 	KGeluBackward:    "gelu_backward",
 	KGemmNtBias:      "gemm_nt_bias",
 	KGemmNtBiasGelu:  "gemm_nt_bias_gelu",
@@ -46,14 +43,12 @@ var names = [NumKernels]string{
 	KLossSum:         "loss_sum",
 	KColsumPartial:   "colsum_partial",
 	KColsumFinal:     "colsum_final",
-	KNormalizeRows:   "normalize_rows",
 	KTopk:            "topk",
 }
 
 var paramBytes = [NumKernels][]int{
 	KAdamw:           {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
 	KGatherRowsF16:   {8, 8, 8, 4, 4, 4},
-	KGeluForward:     {8, 8, 4},
 	KGeluBackward:    {8, 8, 8, 4},
 	KGemmNtBias:      {8, 8, 8, 8, 4, 4, 4},
 	KGemmNtBiasGelu:  {8, 8, 8, 8, 8, 4, 4, 4},
@@ -67,7 +62,6 @@ var paramBytes = [NumKernels][]int{
 	KLossSum:         {8, 8, 4},
 	KColsumPartial:   {8, 8, 8, 4, 4, 4},
 	KColsumFinal:     {8, 8, 8, 4, 4},
-	KNormalizeRows:   {8, 8, 4, 4},
 	KTopk:            {8, 8, 8, 8, 4, 4, 4, 4},
 }
 
@@ -83,13 +77,6 @@ func Adamw(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], g ConstPtr[float
 //	gather_rows_f16(float* dst, const unsigned short* src, const int* rows, int n, int d, int nsrc)
 func GatherRowsF16(l Launcher, cfg driver.LaunchConfig, dst Ptr[float32], src ConstPtr[uint16], rows ConstPtr[int32], n int32, d int32, nsrc int32) error {
 	return l.Launch(KGatherRowsF16, cfg, [][]byte{ptr(dst), ptr(src), ptr(rows), i32(n), i32(d), i32(nsrc)})
-}
-
-// GeluForward launches gelu_forward of kernels/gelu.cu:
-//
-//	gelu_forward(float* y, const float* x, int n)
-func GeluForward(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], x ConstPtr[float32], n int32) error {
-	return l.Launch(KGeluForward, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
 }
 
 // GeluBackward launches gelu_backward of kernels/gelu.cu:
@@ -181,13 +168,6 @@ func ColsumPartial(l Launcher, cfg driver.LaunchConfig, partial Ptr[float64], a 
 //	colsum_final(float* out1, float* out2, const double* partial, int chunks, int d)
 func ColsumFinal(l Launcher, cfg driver.LaunchConfig, out1 Ptr[float32], out2 Ptr[float32], partial ConstPtr[float64], chunks int32, d int32) error {
 	return l.Launch(KColsumFinal, cfg, [][]byte{ptr(out1), ptr(out2), ptr(partial), i32(chunks), i32(d)})
-}
-
-// NormalizeRows launches normalize_rows of kernels/topk.cu:
-//
-//	normalize_rows(float* y, const float* x, int n, int d)
-func NormalizeRows(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], x ConstPtr[float32], n int32, d int32) error {
-	return l.Launch(KNormalizeRows, cfg, [][]byte{ptr(y), ptr(x), i32(n), i32(d)})
 }
 
 // Topk launches topk of kernels/topk.cu:

@@ -36,24 +36,16 @@ var ptx embed.FS
 // (tags cuda,cudaemu) compiles them with cgo, and the go command tracks
 // embedded files but not a C++ file's includes from another directory, so
 // importing this package is what makes a changed .cu rebuild the emulation.
+// Nothing reads them at run time.
 //
 //go:embed *.cu *.cuh
-var sources embed.FS
+var _ embed.FS
 
 // Module is one compiled source file. Modules (modules_gen.go) is generated
 // from the sources by `go generate ./kernels`.
 type Module struct {
 	Name    string   // base name of the source: "gemm" for kernels/gemm.cu
 	Kernels []string // its entry points (extern "C" __global__ functions)
-}
-
-// Source returns the CUDA source of module name (kernels/NAME.cu).
-func Source(name string) (string, error) {
-	b, err := sources.ReadFile(name + ".cu")
-	if err != nil {
-		return "", fmt.Errorf("kernels: no source for module %q: %w", name, err)
-	}
-	return string(b), nil
 }
 
 // PTX returns the PTX text of module name.

@@ -10,11 +10,13 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 )
 
-// Typed launch wrappers, one per kernel (see the comment block of each
-// kernels/*.cu for what it computes). Each checks that the buffers hold the
-// shapes, that the sizes fit the kernel's int32 parameters and the grid
-// limits, packs the arguments and launches on the device's stream. They run
-// on the worker thread (inside Device.do) and do not wait for the kernel.
+// Launch wrappers, one per kernel or kernel family (see the comment block
+// of each kernels/*.cu for what it computes). Each checks that the buffers
+// hold the shapes and that the sizes fit the kernel's int32 parameters and
+// the grid limits, then calls the kernel's generated launch function
+// (package cuda/launch), which packs the arguments by the kernel's
+// signature, on the device's stream. They run on the worker thread (inside
+// Device.do) and do not wait for the kernel.
 
 // Launch geometry shared with the kernels.
 const (

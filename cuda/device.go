@@ -3,64 +3,16 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
+	"github.com/dinoclip/dinoclip/cuda/launch"
 )
-
-// kernel identifies an entry point of the embedded PTX.
-type kernel int
-
-const (
-	kAdamW kernel = iota
-	kGELUForward
-	kGELUBackward
-	kGemmNTBias
-	kGemmNTBiasGELU
-	kGemmNTBiasStats
-	kGemmNN
-	kGemmTN
-	kLNApply
-	kLNForward
-	kLNBackward
-	kUnitNormMSE
-	kLossSum
-	kColsumPartial
-	kColsumFinal
-	kNormalizeRows
-	kTopK
-	kGatherRowsF16
-	numKernels
-)
-
-// kernelNames are the entry points' names, as in kernels.Modules.
-var kernelNames = [numKernels]string{
-	kAdamW:           "adamw",
-	kGELUForward:     "gelu_forward",
-	kGELUBackward:    "gelu_backward",
-	kGemmNTBias:      "gemm_nt_bias",
-	kGemmNTBiasGELU:  "gemm_nt_bias_gelu",
-	kGemmNTBiasStats: "gemm_nt_bias_stats",
-	kGemmNN:          "gemm_nn",
-	kGemmTN:          "gemm_tn",
-	kLNApply:         "ln_apply",
-	kLNForward:       "ln_forward",
-	kLNBackward:      "ln_backward",
-	kUnitNormMSE:     "unitnorm_mse",
-	kLossSum:         "loss_sum",
-	kColsumPartial:   "colsum_partial",
-	kColsumFinal:     "colsum_final",
-	kNormalizeRows:   "normalize_rows",
-	kTopK:            "topk",
-	kGatherRowsF16:   "gather_rows_f16",
-}
-
-func (k kernel) String() string { return kernelNames[k] }
 
 // Device is one GPU with its context, stream and loaded kernels. All of its
 // work runs on one goroutine locked to an OS thread (the context's thread);
@@ -87,7 +39,7 @@ type work struct {
 }
 
 type timedLaunch struct {
-	k          kernel
+	k          launch.Kernel
 	w          work
 	start, end driver.Event
 }
@@ -112,7 +64,7 @@ func Open() (*Device, error) {
 // the (destroyed) context's thread state with it.
 func (d *Device) run(ready chan<- error) {
 	runtime.LockOSThread()
-	drv, err := driver.Open(kernelNames[:])
+	drv, err := driver.Open(launch.Names())
 	if err != nil {
 		ready <- err
 		return
@@ -197,24 +149,74 @@ func (d *Device) free(p uintptr) error {
 	return errors.Join(serr, d.drv.Free(p))
 }
 
-// launch runs kernel k on a grid (gx, gy) of blocks of `block` threads with
-// the packed arguments (see the arg helpers below); w describes it for the
-// kernel timings.
-func (d *Device) launch(k kernel, w work, gx, gy, block int, args ...uint64) error {
-	if gx < 1 || gy < 1 || gx > math.MaxInt32 || gy > 65535 {
-		return fmt.Errorf("cuda: %s: grid %d x %d out of range", k, gx, gy)
+// launcher is the device as the generated launch functions' Launcher, with
+// the description of the launches it makes for the kernel timings.
+type launcher struct {
+	d *Device
+	w work
+}
+
+// with returns the Launcher whose launches w describes.
+func (d *Device) with(w work) launch.Launcher { return launcher{d, w} }
+
+// grid is the launch configuration of a grid (gx, gy) of blocks of
+// `threads` threads, the shape of every kernel of the FP32 engine.
+func grid(gx, gy int) driver.LaunchConfig {
+	return driver.LaunchConfig{Grid: [3]int{gx, gy, 1}, Block: [3]int{threads, 1, 1}}
+}
+
+// Launch runs kernel k with cfg and the packed parameters on the device's
+// stream (on the worker thread). A launch that the basic driver call can
+// make (a 2-D grid, a 1-D block, no cluster, no dynamic shared memory,
+// parameters of at most 8 bytes) goes through Driver.Launch; any other needs
+// a driver with the extended calls.
+func (l launcher) Launch(k launch.Kernel, cfg driver.LaunchConfig, params [][]byte) error {
+	d := l.d
+	if k < 0 || k >= launch.NumKernels {
+		return fmt.Errorf("cuda: launch of kernel %d of %d", k, launch.NumKernels)
+	}
+	want := launch.ParamBytes(k)
+	if len(params) != len(want) {
+		return fmt.Errorf("cuda: %s takes %d parameters, got %d", k, len(want), len(params))
+	}
+	basic := cfg.Cluster == [3]int{} && cfg.SharedBytes == 0 && cfg.Grid[2] == 1 && cfg.Block[1] == 1 && cfg.Block[2] == 1
+	for i, p := range params {
+		if len(p) != want[i] {
+			return fmt.Errorf("cuda: %s parameter %d: %d bytes, the kernel declares %d", k, i, len(p), want[i])
+		}
+		basic = basic && len(p) <= 8
+	}
+	g := cfg.Grid
+	if g[0] < 1 || g[1] < 1 || g[2] < 1 || g[0] > maxGridX || g[1] > maxGridY || g[2] > maxGridY {
+		return fmt.Errorf("cuda: %s: grid %d x %d x %d out of range", k, g[0], g[1], g[2])
 	}
 	var tl timedLaunch
 	if d.timing {
-		tl = timedLaunch{k: k, w: w}
+		tl = timedLaunch{k: k, w: l.w}
 		var err error
 		if tl.start, err = d.timedEvent(); err != nil {
 			return err
 		}
 		d.pending = append(d.pending, tl) // the start event is freed by the next reset
 	}
-	if err := d.drv.Launch(int(k), gx, gy, block, args); err != nil {
-		return fmt.Errorf("cuda: launch %s (grid %d x %d, block %d): %w", k, gx, gy, block, err)
+	var err error
+	if basic {
+		// One value per parameter in the low bytes of a uint64, as the
+		// driver reads as many bytes as the parameter has.
+		words := make([]uint64, len(params))
+		for i, p := range params {
+			var w [8]byte
+			copy(w[:], p)
+			words[i] = binary.LittleEndian.Uint64(w[:])
+		}
+		err = d.drv.Launch(int(k), g[0], g[1], cfg.Block[0], words)
+	} else if ext, ok := d.drv.(driver.Extended); ok {
+		err = ext.LaunchEx(int(k), cfg, params)
+	} else {
+		err = errors.New("the launch needs the extended driver calls, which this driver lacks")
+	}
+	if err != nil {
+		return fmt.Errorf("cuda: launch %s (grid %v, block %v): %w", k, cfg.Grid, cfg.Block, err)
 	}
 	if d.timing {
 		end, err := d.timedEvent()
@@ -258,18 +260,16 @@ func (d *Device) sync() error {
 	return nil
 }
 
-// Kernel argument holders: the value in the low bytes of a uint64.
-
-func ptrArg[T any](b buf[T]) uint64 { return uint64(b.p) }
-func intArg(v int) uint64           { return uint64(uint32(int32(v))) }
-func f32Arg(v float32) uint64       { return uint64(math.Float32bits(v)) }
-
 // buf is a typed view of device memory: n elements of T at p. The zero buf
 // is the null pointer (an absent optional argument).
 type buf[T any] struct {
 	p uintptr
 	n int
 }
+
+// ptr and cptr are b as a kernel's pointer parameter (T* and const T*).
+func (b buf[T]) ptr() launch.Ptr[T]       { return launch.Ptr[T](b.p) }
+func (b buf[T]) cptr() launch.ConstPtr[T] { return launch.ConstPtr[T](b.p) }
 
 func sizeOf[T any]() int {
 	var z T

@@ -52,13 +52,17 @@
 // the batch buffers, so it equals ForwardBackward on the same values bit
 // for bit.
 //
-// Launches: every kernel has a typed Go wrapper (ops.go) that checks the
-// sizes of the buffers against the shapes and the grid limits and returns
-// an error, then packs the arguments. Kernel parameters go to cuLaunchKernel
-// as an array of pointers to the values; cu.Function.Launch copies 8 bytes
-// from each pointer, so every argument (pointer, int32, float32, float64)
-// is held in its own uint64 whose low bytes are the value (little-endian),
-// and the driver reads as many bytes as the kernel's parameter has.
+// Launches: the launch layer (package cuda/launch) is generated from the
+// kernels' signatures (see "Adding a kernel"): one typed Go function per
+// kernel whose parameters follow the kernel's, in order, with device
+// pointers typed by element and constness (launch.Ptr[float32] for
+// float*, launch.ConstPtr[float32] for const float*), int32 for int and so
+// on, each packed with its exact size. The hand-written wrappers of ops.go
+// check the buffers against the shapes and the grid limits, return an
+// error, and call them. The Device's Launcher passes a launch that the
+// basic cuLaunchKernel path takes (parameters of at most 8 bytes, 2-D grid,
+// no cluster or dynamic shared memory) to Driver.Launch, each value in the
+// low bytes of a uint64, and any other to the driver's extended calls.
 // All work goes to one stream; host copies are stream-ordered and every
 // engine call ends with a stream synchronisation, which is also where an
 // asynchronous kernel fault surfaces as an error.
@@ -72,7 +76,7 @@
 // elementwise kernel over the flat buffers, bit-identical to nn.AdamW on
 // float32. Two identical ForwardBackward calls give identical bits.
 //
-// Retrieval: [Device.TopK] and [Device.CosineTopK] rank keys for queries
+// Retrieval: [Device.TopK] ranks keys for queries
 // on the GPU without forming the score matrix, with the tie rule of package
 // retrieval (higher score first, equal scores by lower key index).
 //
@@ -86,4 +90,23 @@
 // argument packing against the kernels' declared signatures; it cannot
 // check GPU-only behaviour (the PTX JIT, warp scheduling, the memory model,
 // the cu calls), which `make gpu-check` covers on a GPU host.
+//
+// # Adding a kernel
+//
+// The one place is its source: write the `extern "C" __global__` function in
+// kernels/NAME.cu (a new file opens with what it computes, shapes, launch
+// and version), then
+//
+//	make kernels          # kernels/ptx/NAME.ptx, committed
+//	go generate ./kernels # module list, cuda/launch, the emulator's table
+//
+// and call the generated launch.NAME from a wrapper in ops.go that checks
+// the shapes (and a test beside the others in ops_test.go; the emulator and
+// AddressSanitizer runs of make check-kernels pick it up by themselves).
+// Parameter types the generator does not know fail it with the file and
+// line (kernels/internal/gen/parse.go lists the known ones); the emulator's
+// build checks at compile time that each signature is what the generator
+// read, and a generator test checks the parameter sizes against the
+// committed PTX. make check-generated fails when the committed generated
+// files are stale.
 package cuda

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"github.com/dinoclip/dinoclip/cuda/launch"
 	"math"
 
 	"github.com/dinoclip/dinoclip/nn"
@@ -149,10 +150,6 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 	e.hiddenNorm, e.head1, e.head2, e.outNorm = ln(), lin(), lin(), ln()
 	return e, nil
 }
-
-// Device is the GPU the engine runs on, for other work on the same context
-// (retrieval's TopK).
-func (e *Engine) Device() *Device { return e.dev }
 
 // Config implements nn.Engine.
 func (e *Engine) Config() nn.Config { return e.cfg }
@@ -329,7 +326,7 @@ func (e *Engine) forward(n int) error {
 	if len(e.blocks) > 0 {
 		first = e.blocks[0].x
 	}
-	if err := d.linearForward(kGemmNTBias, first, none, none, e.x, e.inProj.w, e.inProj.b, n, in, h); err != nil {
+	if err := d.linearForward(launch.KGemmNtBias, first, none, none, e.x, e.inProj.w, e.inProj.b, n, in, h); err != nil {
 		return err
 	}
 	pre := e.s1
@@ -340,14 +337,14 @@ func (e *Engine) forward(n int) error {
 			next = e.blocks[i+1].x
 		}
 		// pre = L1(x) with row statistics; ln1 = LN1(pre), act = GELU(ln1).
-		if err := d.linearForward(kGemmNTBiasStats, pre, none, e.stats, b.x, b.l1.w, b.l1.b, n, h, h); err != nil {
+		if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, b.x, b.l1.w, b.l1.b, n, h, h); err != nil {
 			return err
 		}
 		if err := d.lnApply(lnGELU, b.ln1, b.act, b.xhat1, b.rstd1, pre, e.stats, b.n1.gamma, b.n1.beta, none, n, h); err != nil {
 			return err
 		}
 		// pre = L2(act); next = x + LN2(pre).
-		if err := d.linearForward(kGemmNTBiasStats, pre, none, e.stats, b.act, b.l2.w, b.l2.b, n, h, h); err != nil {
+		if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, b.act, b.l2.w, b.l2.b, n, h, h); err != nil {
 			return err
 		}
 		if err := d.lnApply(lnResidual, next, none, b.xhat2, b.rstd2, pre, e.stats, b.n2.gamma, b.n2.beta, b.x, n, h); err != nil {
@@ -357,10 +354,10 @@ func (e *Engine) forward(n int) error {
 	if err := d.lnForward(lnPlain, e.hidden, none, e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
 		return err
 	}
-	if err := d.linearForward(kGemmNTBiasGELU, e.head, e.headAct, none, e.hidden, e.head1.w, e.head1.b, n, h, hd); err != nil {
+	if err := d.linearForward(launch.KGemmNtBiasGelu, e.head, e.headAct, none, e.hidden, e.head1.w, e.head1.b, n, h, hd); err != nil {
 		return err
 	}
-	if err := d.linearForward(kGemmNTBiasStats, e.out, none, e.stats, e.headAct, e.head2.w, e.head2.b, n, hd, o); err != nil {
+	if err := d.linearForward(launch.KGemmNtBiasStats, e.out, none, e.stats, e.headAct, e.head2.w, e.head2.b, n, hd, o); err != nil {
 		return err
 	}
 	return d.lnApply(lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.stats, e.outNorm.gamma, e.outNorm.beta, none, n, o)

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"github.com/dinoclip/dinoclip/cuda/launch"
 	"sort"
 
 	"github.com/dinoclip/dinoclip/internal/enginehooks"
@@ -134,7 +135,7 @@ func (e *Engine) KernelTimings() ([]enginehooks.KernelTiming, error) {
 			return err
 		}
 		type key struct {
-			k     kernel
+			k     launch.Kernel
 			shape string
 		}
 		at := map[key]int{}

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
-// Typed launch wrappers, one per kernel (see the comment block of each
-// kernels/*.cu for what it computes). Each checks that the buffers hold the
-// shapes, that the sizes fit the kernel's int32 parameters and the grid
-// limits, packs the arguments and launches on the device's stream. They run
-// on the worker thread (inside Device.do) and do not wait for the kernel.
+// Launch wrappers, one per kernel or kernel family (see the comment block
+// of each kernels/*.cu for what it computes). Each checks that the buffers
+// hold the shapes and that the sizes fit the kernel's int32 parameters and
+// the grid limits, then calls the kernel's generated launch function
+// (package cuda/launch), which packs the arguments by the kernel's
+// signature, on the device's stream. They run on the worker thread (inside
+// Device.do) and do not wait for the kernel.
 
 // Launch geometry shared with the kernels.
 const (
@@ -122,9 +125,9 @@ func gemmGrid(what string, m, n int) (gx, gy int, err error) {
 }
 
 // linearForward launches y[rows,out] = x[rows,in] W^T + b with the epilogue
-// of kernel k: kGemmNTBias, kGemmNTBiasGELU (also act = GELU(y)) or
-// kGemmNTBiasStats (also stats [rows, statsTiles(out), 3]).
-func (d *Device) linearForward(k kernel, y, act, stats, x, w, b buf[float32], rows, in, out int) error {
+// of kernel k: KGemmNtBias, KGemmNtBiasGelu (also act = GELU(y)) or
+// KGemmNtBiasStats (also stats [rows, statsTiles(out), 3]).
+func (d *Device) linearForward(k launch.Kernel, y, act, stats, x, w, b buf[float32], rows, in, out int) error {
 	what := k.String()
 	if err := dims(what, rows, in, out); err != nil {
 		return err
@@ -136,20 +139,21 @@ func (d *Device) linearForward(k kernel, y, act, stats, x, w, b buf[float32], ro
 	if err != nil {
 		return err
 	}
-	gw := gemmWork(rows, out, in)
+	l, cfg := d.with(gemmWork(rows, out, in)), grid(gx, gy)
+	M, N, K := int32(rows), int32(out), int32(in)
 	switch k {
-	case kGemmNTBias:
-		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
-	case kGemmNTBiasGELU:
+	case launch.KGemmNtBias:
+		return launch.GemmNtBias(l, cfg, y.ptr(), x.cptr(), w.cptr(), b.cptr(), M, N, K)
+	case launch.KGemmNtBiasGelu:
 		if err := needAll(what, req("act", act, rows*out)); err != nil {
 			return err
 		}
-		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(act), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
-	case kGemmNTBiasStats:
+		return launch.GemmNtBiasGelu(l, cfg, y.ptr(), act.ptr(), x.cptr(), w.cptr(), b.cptr(), M, N, K)
+	case launch.KGemmNtBiasStats:
 		if err := needAll(what, req("stats", stats, rows*statsTiles(out)*3)); err != nil {
 			return err
 		}
-		return d.launch(k, gw, gx, gy, threads, ptrArg(y), ptrArg(stats), ptrArg(x), ptrArg(w), ptrArg(b), intArg(rows), intArg(out), intArg(in))
+		return launch.GemmNtBiasStats(l, cfg, y.ptr(), stats.ptr(), x.cptr(), w.cptr(), b.cptr(), M, N, K)
 	}
 	return fmt.Errorf("cuda: linearForward with kernel %s", k)
 }
@@ -167,7 +171,7 @@ func (d *Device) gemmNN(dx, dy, w buf[float32], beta float32, rows, in, out int)
 	if err != nil {
 		return err
 	}
-	return d.launch(kGemmNN, gemmWork(rows, in, out), gx, gy, threads, ptrArg(dx), ptrArg(dy), ptrArg(w), f32Arg(beta), intArg(rows), intArg(in), intArg(out))
+	return launch.GemmNn(d.with(gemmWork(rows, in, out)), grid(gx, gy), dx.ptr(), dy.cptr(), w.cptr(), beta, int32(rows), int32(in), int32(out))
 }
 
 // gemmTN launches dw[out,in] = dy[rows,out]^T x[rows,in].
@@ -183,7 +187,7 @@ func (d *Device) gemmTN(dw, dy, x buf[float32], rows, in, out int) error {
 	if err != nil {
 		return err
 	}
-	return d.launch(kGemmTN, gemmWork(out, in, rows), gx, gy, threads, ptrArg(dw), ptrArg(dy), ptrArg(x), intArg(out), intArg(in), intArg(rows))
+	return launch.GemmTn(d.with(gemmWork(out, in, rows)), grid(gx, gy), dw.ptr(), dy.cptr(), x.cptr(), int32(out), int32(in), int32(rows))
 }
 
 // rowGrid checks a one-block-per-row launch.
@@ -228,8 +232,8 @@ func (d *Device) lnApply(mode int, y, y2, xhat, rstd, x, stats, gamma, beta, res
 	if err := needAll(what, req("stats", stats, rows*tiles*3)); err != nil {
 		return err
 	}
-	return d.launch(kLNApply, lnWork(mode, rows, dim, tiles), rows, 1, threads, ptrArg(y), ptrArg(y2), ptrArg(xhat), ptrArg(rstd), ptrArg(x), ptrArg(stats),
-		intArg(tiles), ptrArg(gamma), ptrArg(beta), ptrArg(resid), intArg(rows), intArg(dim), intArg(mode))
+	return launch.LnApply(d.with(lnWork(mode, rows, dim, tiles)), grid(rows, 1), y.ptr(), y2.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(), stats.cptr(),
+		int32(tiles), gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 
 // lnForward launches ln_forward: the LayerNorm of x[rows,dim], computing the
@@ -239,8 +243,8 @@ func (d *Device) lnForward(mode int, y, y2, xhat, rstd, x, gamma, beta, resid bu
 	if err := lnCheck(what, mode, y, y2, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
 		return err
 	}
-	return d.launch(kLNForward, lnWork(mode, rows, dim, 0), rows, 1, threads, ptrArg(y), ptrArg(y2), ptrArg(xhat), ptrArg(rstd), ptrArg(x),
-		ptrArg(gamma), ptrArg(beta), ptrArg(resid), intArg(rows), intArg(dim), intArg(mode))
+	return launch.LnForward(d.with(lnWork(mode, rows, dim, 0)), grid(rows, 1), y.ptr(), y2.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(),
+		gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 
 // lnBackward launches ln_backward: dx[rows,dim] from dy, xhat, rstd, gamma.
@@ -255,7 +259,7 @@ func (d *Device) lnBackward(dx, dy, xhat, rstd, gamma buf[float32], rows, dim in
 	if err := needAll(what, req("dx", dx, rows*dim), req("dy", dy, rows*dim), req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("gamma", gamma, dim)); err != nil {
 		return err
 	}
-	return d.launch(kLNBackward, rowWork(rows, dim, 3*rows*dim+rows+dim), rows, 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(xhat), ptrArg(rstd), ptrArg(gamma), intArg(rows), intArg(dim))
+	return launch.LnBackward(d.with(rowWork(rows, dim, 3*rows*dim+rows+dim)), grid(rows, 1), dx.ptr(), dy.cptr(), xhat.cptr(), rstd.cptr(), gamma.cptr(), int32(rows), int32(dim))
 }
 
 // colChunks is the number of row chunks of a column reduction over rows.
@@ -293,25 +297,14 @@ func (d *Device) colSums(sum, prod, a, b buf[float32], partial buf[float64], row
 	if prod.p != 0 {
 		ins = 2
 	}
-	if err := d.launch(kColsumPartial, rowWork(rows, dim, ins*rows*dim+2*ins*chunks*dim), gx, chunks, threads, ptrArg(partial), ptrArg(a), ptrArg(b), intArg(rows), intArg(dim), intArg(colRows)); err != nil {
+	if err := launch.ColsumPartial(d.with(rowWork(rows, dim, ins*rows*dim+2*ins*chunks*dim)), grid(gx, chunks), partial.ptr(), a.cptr(), b.cptr(), int32(rows), int32(dim), colRows); err != nil {
 		return err
 	}
-	return d.launch(kColsumFinal, rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim), gx, 1, threads, ptrArg(sum), ptrArg(prod), ptrArg(partial), intArg(chunks), intArg(dim))
+	return launch.ColsumFinal(d.with(rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim)), grid(gx, 1), sum.ptr(), prod.ptr(), partial.cptr(), int32(chunks), int32(dim))
 }
 
 // elementGrid is the grid of the grid-stride elementwise kernels.
 func elementGrid(n int) int { return max(1, min(ceilDiv(n, threads), maxGridY)) }
-
-// geluForward launches y = GELU(x) over n values.
-func (d *Device) geluForward(y, x buf[float32], n int) error {
-	if err := dims("gelu_forward", n); err != nil {
-		return err
-	}
-	if err := needAll("gelu_forward", req("y", y, n), req("x", x, n)); err != nil {
-		return err
-	}
-	return d.launch(kGELUForward, elemWork(n, 2), elementGrid(n), 1, threads, ptrArg(y), ptrArg(x), intArg(n))
-}
 
 // geluBackward launches dx = dy GELU'(x) over n values.
 func (d *Device) geluBackward(dx, dy, x buf[float32], n int) error {
@@ -322,7 +315,7 @@ func (d *Device) geluBackward(dx, dy, x buf[float32], n int) error {
 	if err := needAll(what, req("dx", dx, n), req("dy", dy, n), req("x", x, n)); err != nil {
 		return err
 	}
-	return d.launch(kGELUBackward, elemWork(n, 3), elementGrid(n), 1, threads, ptrArg(dx), ptrArg(dy), ptrArg(x), intArg(n))
+	return launch.GeluBackward(d.with(elemWork(n, 3)), grid(elementGrid(n), 1), dx.ptr(), dy.cptr(), x.cptr(), int32(n))
 }
 
 // unitNormMSE launches the fused loss: rowLoss[r] and, when grad is not
@@ -347,7 +340,7 @@ func (d *Device) unitNormMSE(grad buf[float32], rowLoss buf[float64], p, t buf[f
 	if grad.p != 0 {
 		moved += rows * dim
 	}
-	return d.launch(kUnitNormMSE, rowWork(rows, dim, moved), rows, 1, threads, ptrArg(grad), ptrArg(rowLoss), ptrArg(p), ptrArg(t), intArg(rows), intArg(dim))
+	return launch.UnitnormMse(d.with(rowWork(rows, dim, moved)), grid(rows, 1), grad.ptr(), rowLoss.ptr(), p.cptr(), t.cptr(), int32(rows), int32(dim))
 }
 
 // lossSum launches out[0] = sum of rowLoss[0:rows].
@@ -358,7 +351,7 @@ func (d *Device) lossSum(out, rowLoss buf[float64], rows int) error {
 	if err := needAll("loss_sum", req("out", out, 1), req("rowloss", rowLoss, rows)); err != nil {
 		return err
 	}
-	return d.launch(kLossSum, elemWork(rows, 2), 1, 1, threads, ptrArg(out), ptrArg(rowLoss), intArg(rows))
+	return launch.LossSum(d.with(elemWork(rows, 2)), grid(1, 1), out.ptr(), rowLoss.cptr(), int32(rows))
 }
 
 // adamW launches one AdamW update of n parameters, with the scalars
@@ -372,24 +365,8 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 		return err
 	}
 	sc := nn.NewAdamWScalars[float32](s)
-	return d.launch(kAdamW, elemWork(n, 7), elementGrid(n), 1, threads, ptrArg(p), ptrArg(g), ptrArg(m), ptrArg(v),
-		f32Arg(sc.Decay), f32Arg(sc.OneMinusBeta1), f32Arg(sc.Beta2), f32Arg(sc.OneMinusBeta2), f32Arg(sc.StepSize),
-		f32Arg(sc.BiasCorrection2Sqrt), f32Arg(sc.Eps), intArg(n))
-}
-
-// normalizeRows launches y[r] = x[r] / max(|x[r]|, 1e-12).
-func (d *Device) normalizeRows(y, x buf[float32], rows, dim int) error {
-	const what = "normalize_rows"
-	if err := dims(what, rows, dim); err != nil {
-		return err
-	}
-	if err := rowGrid(what, rows); err != nil {
-		return err
-	}
-	if err := needAll(what, req("y", y, rows*dim), req("x", x, rows*dim)); err != nil {
-		return err
-	}
-	return d.launch(kNormalizeRows, rowWork(rows, dim, 2*rows*dim), rows, 1, threads, ptrArg(y), ptrArg(x), intArg(rows), intArg(dim))
+	return launch.Adamw(d.with(elemWork(n, 7)), grid(elementGrid(n), 1), p.ptr(), g.cptr(), m.ptr(), v.ptr(),
+		sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2, sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps, int32(n))
 }
 
 // topK launches topk: for each query the k best keys (k <= 32 and k <= nk).
@@ -405,7 +382,7 @@ func (d *Device) topK(idx buf[int32], score, q, keys buf[float32], nq, nk, dim, 
 		return err
 	}
 	tw := work{shape: fmt.Sprintf("queries=%d keys=%d dim=%d k=%d", nq, nk, dim, k), flops: 2 * float64(nq) * float64(nk) * float64(dim)}
-	return d.launch(kTopK, tw, ceilDiv(nq, topkQ), 1, threads, ptrArg(idx), ptrArg(score), ptrArg(q), ptrArg(keys), intArg(nq), intArg(nk), intArg(dim), intArg(k))
+	return launch.Topk(d.with(tw), grid(ceilDiv(nq, topkQ), 1), idx.ptr(), score.ptr(), q.cptr(), keys.cptr(), int32(nq), int32(nk), int32(dim), int32(k))
 }
 
 // gatherRows launches gather_rows_f16: dst[i] = the float16 row rows[i] of
@@ -425,6 +402,6 @@ func (d *Device) gatherRows(dst buf[float32], src buf[uint16], rows buf[int32], 
 	}
 	// Each row: dim halves read, dim floats written (a half counts as half
 	// a 4-byte word), and its index.
-	return d.launch(kGatherRowsF16, rowWork(n, dim, n*dim+ceilDiv(n*dim, 2)+n), n, 1, threads,
-		ptrArg(dst), ptrArg(src), ptrArg(rows), intArg(n), intArg(dim), intArg(nsrc))
+	return launch.GatherRowsF16(d.with(rowWork(n, dim, n*dim+ceilDiv(n*dim, 2)+n)), grid(n, 1),
+		dst.ptr(), src.cptr(), rows.cptr(), int32(n), int32(dim), int32(nsrc))
 }

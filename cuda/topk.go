@@ -7,14 +7,15 @@ import (
 	"math"
 )
 
-// MaxTopK is the largest k that TopK and CosineTopK take.
+// MaxTopK is the largest k that TopK takes.
 const MaxTopK = maxTopK
 
 // TopK is retrieval.TopK on the GPU: for each of the nQueries rows of
 // queries [nQueries, dim], the min(k, nKeys) rows of keys [nKeys, dim] with
 // the largest dot products, best first, higher score first and equal scores
 // by the lower key index; indices[q*kOut+p] and scores[q*kOut+p]. It does
-// not normalise (see CosineTopK) and never forms the score matrix.
+// not normalise (retrieval normalises on the host first, with
+// retrieval.NormalizeRows) and never forms the score matrix.
 //
 // Scores are float32 dot products summed in another order than the CPU's,
 // so the indices agree with retrieval.TopK exactly when the dot products are
@@ -24,47 +25,10 @@ const MaxTopK = maxTopK
 // Errors: a shape that does not match its slice, k < 1 or k > MaxTopK, a
 // NaN or an infinity in the inputs, or a failure on the GPU.
 func (d *Device) TopK(queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error) {
-	return d.topKHost(queries, keys, nQueries, nKeys, dim, k, false)
+	return d.topKHost(queries, keys, nQueries, nKeys, dim, k)
 }
 
-// CosineTopK is TopK after dividing every row of both sides by
-// max(|row|, 1e-12) on the GPU (as retrieval.NormalizeRows), so that keys
-// are ranked by cosine similarity: the ranking of retrieval evaluation.
-func (d *Device) CosineTopK(queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error) {
-	return d.topKHost(queries, keys, nQueries, nKeys, dim, k, true)
-}
-
-// NormalizeRows is retrieval.NormalizeRows on the GPU: a copy of x
-// [n, dim] with every row divided by max(|row|, 1e-12), norm and division in
-// float64.
-func (d *Device) NormalizeRows(x []float32, n, dim int) ([]float32, error) {
-	if err := checkMatrix("x", x, n, dim); err != nil {
-		return nil, err
-	}
-	out := make([]float32, len(x))
-	err := d.do(func() error {
-		bytes := int64(len(x)) * 4
-		p, err := d.alloc(bytes)
-		if err != nil {
-			return d.oom(err, bytes, fmt.Sprintf("normalising %d rows", n), "", "")
-		}
-		defer d.free(p)
-		b := buf[float32]{p: p, n: len(x)}
-		if err := upload(d, b, x); err != nil {
-			return err
-		}
-		if err := d.normalizeRows(b, b, n, dim); err != nil {
-			return err
-		}
-		return download(d, out, b)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (d *Device) topKHost(queries, keys []float32, nq, nk, dim, k int, normalize bool) ([]int32, []float32, error) {
+func (d *Device) topKHost(queries, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
 	if err := checkMatrix("queries", queries, nq, dim); err != nil {
 		return nil, nil, err
 	}
@@ -97,14 +61,6 @@ func (d *Device) topKHost(queries, keys []float32, nq, nk, dim, k int, normalize
 		}
 		if err := upload(d, kb, keys); err != nil {
 			return err
-		}
-		if normalize {
-			if err := d.normalizeRows(q, q, nq, dim); err != nil {
-				return err
-			}
-			if err := d.normalizeRows(kb, kb, nk, dim); err != nil {
-				return err
-			}
 		}
 		if err := d.topK(idx, sc, q, kb, nq, nk, dim, kOut); err != nil {
 			return err

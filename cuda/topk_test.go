@@ -59,64 +59,6 @@ func TestTopKExact(t *testing.T) {
 	}
 }
 
-// TestCosineTopK on real-valued data: the scores may differ in the last
-// bits (another summation order), so keys may swap only where their scores
-// are that close.
-func TestCosineTopK(t *testing.T) {
-	d := testDevice(t)
-	const nq, nk, dim, k = 50, 300, 64, 10
-	rng := rand.New(rand.NewPCG(50, 300))
-	q, keys := randn(rng, nq*dim, 1), randn(rng, nk*dim, 3)
-	gi, gs, err := d.CosineTopK(q, keys, nq, nk, dim, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nq32, err := retrieval.NormalizeRows(q, nq, dim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nk32, err := retrieval.NormalizeRows(keys, nk, dim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, cs, err := retrieval.TopK(nq32, nk32, nq, nk, dim, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range ci {
-		if math.Abs(float64(gs[i]-cs[i])) > 1e-6 {
-			t.Fatalf("entry %d: GPU score %v, CPU %v", i, gs[i], cs[i])
-		}
-		if gi[i] != ci[i] && math.Abs(float64(cs[i]-gs[i])) > 1e-6 {
-			t.Errorf("entry %d: GPU key %d, CPU key %d, scores %v and %v", i, gi[i], ci[i], gs[i], cs[i])
-		}
-	}
-}
-
-// TestNormalizeRows: norm and division in float64 like the CPU; only the
-// order of the sum of squares differs, so results are within an ulp.
-func TestNormalizeRows(t *testing.T) {
-	d := testDevice(t)
-	const n, dim = 9, 333
-	rng := rand.New(rand.NewPCG(9, 333))
-	x := randn(rng, n*dim, 5)
-	clear(x[3*dim : 4*dim]) // a zero row stays zero
-	got, err := d.NormalizeRows(x, n, dim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := retrieval.NormalizeRows(x, n, dim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range want {
-		a, b := int64(math.Float32bits(got[i])), int64(math.Float32bits(want[i]))
-		if a-b > 1 || b-a > 1 {
-			t.Fatalf("element %d: %v, CPU %v", i, got[i], want[i])
-		}
-	}
-}
-
 func TestTopKErrors(t *testing.T) {
 	d := testDevice(t)
 	q := []float32{1, 2, 3, 4}
@@ -131,7 +73,7 @@ func TestTopKErrors(t *testing.T) {
 			_, _, err := d.TopK([]float32{1, float32(math.NaN())}, q, 1, 2, 2, 1)
 			return err
 		}},
-		{"infinity", func() error { _, err := d.NormalizeRows([]float32{float32(math.Inf(1))}, 1, 1); return err }},
+		{"infinity", func() error { _, _, err := d.TopK(q, []float32{1, float32(math.Inf(1))}, 2, 1, 2, 1); return err }},
 	} {
 		if err := c.call(); err == nil {
 			t.Errorf("%s: no error", c.name)

@@ -30,6 +30,11 @@
 // the grid. Out-of-range elements load as 0 and out-of-range outputs are not
 // stored, so any M, N, K >= 1 works (tests use odd sizes).
 //
+// Main loop and epilogue are apart: gemm_mainloop_simt leaves each thread
+// its 4x4 accumulators, and gemm_epilogue_simt hands them with their
+// coordinates to the epilogue library (epilogue.cuh), which the
+// tensor-core main loops use too.
+//
 // Launch: grid (ceil(N/64), ceil(M/64)), block 256, no dynamic shared
 // memory. gridDim.y <= 65535 limits M to 4,194,240 (checked by the Go
 // wrapper).
@@ -37,7 +42,7 @@
 // Versions: v1 (this file). Later versions (register double buffering,
 // vector loads, TF32/BF16 tensor cores) replace one entry point at a time
 // and must pass the same tests.
-#include "common.cuh"
+#include "epilogue.cuh"
 
 #define BM 64
 #define BN 64
@@ -47,33 +52,17 @@
 #define TM 4
 #define TN 4
 
-enum Epilogue { EPI_BETA = 0, EPI_BIAS = 1, EPI_BIAS_GELU = 2, EPI_BIAS_STATS = 3 };
-
-// Chan's merge of (nb, mb, Mb) into (na, ma, Ma).
-__device__ __forceinline__ void chan_merge(float& na, float& ma, float& Ma, float nb, float mb, float Mb) {
-    // Branch-free: with n = 0 (both empty) fb is 0 and nothing changes.
-    const float n = na + nb;
-    const float fb = n > 0.0f ? nb / n : 0.0f;
-    const float delta = mb - ma;
-    ma = fmaf(delta, fb, ma);
-    Ma = Ma + Mb + delta * delta * (na * fb);
-    na = n;
-}
-
-// gemm_body computes C = op(A) op(B) with the epilogue EPI.
+// gemm_mainloop_simt computes the thread's accumulators of the block's
+// 64x64 tile of op(A) op(B): acc[i][j] is C[m0 + ty + 16i][n0 + tx + 16j].
 //   TA: A is stored [K, M] (else [M, K]); TB: B is stored [N, K] (else [K, N]).
-template <bool TA, bool TB, int EPI>
-__device__ __forceinline__ void gemm_body(float* __restrict__ C, float* __restrict__ C2, float* __restrict__ stats,
-                                          const float* __restrict__ A, const float* __restrict__ B,
-                                          const float* __restrict__ bias, float beta, int M, int N, int K) {
+template <bool TA, bool TB>
+__device__ __forceinline__ void gemm_mainloop_simt(float (&acc)[TM][TN], const float* __restrict__ A,
+                                                   const float* __restrict__ B, int M, int N, int K, int m0, int n0,
+                                                   int tx, int ty) {
     __shared__ float As[BK][BM + PAD];
     __shared__ float Bs[BK][BN + PAD];
 
     const int tid = threadIdx.x;
-    const int tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-
-    float acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -130,73 +119,51 @@ __device__ __forceinline__ void gemm_body(float* __restrict__ C, float* __restri
         }
         __syncthreads();
     }
+}
 
-    // Epilogue.
+// gemm_epilogue_simt hands the accumulators of gemm_mainloop_simt to the
+// epilogue EPI. The 16 lanes of a half-warp share ty, so they hold a row's
+// part of the block's 64 columns, which is one statistics tile.
+template <int EPI>
+__device__ __forceinline__ void gemm_epilogue_simt(const EpilogueArgs& e, const float (&acc)[TM][TN], int m0, int n0,
+                                                   int tx, int ty) {
+    static_assert(BN == STATS_TILE, "a block's columns are one statistics tile");
     float bj[TN];
-    if (EPI != EPI_BETA) {
 #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int gn = n0 + tx + 16 * j;
-            bj[j] = gn < N ? bias[gn] : 0.0f;
-        }
-    }
+    for (int j = 0; j < TN; ++j) bj[j] = epi_bias<EPI>(e.bias, n0 + tx + 16 * j, e.N);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int gm = m0 + ty + 16 * i;
-        const bool rowOK = gm < M;
-        float cnt = 0.0f, sum = 0.0f;
         float vals[TN];
+        bool ok[TN];
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int gn = n0 + tx + 16 * j;
-            const bool ok = rowOK && gn < N;
-            const size_t at = (size_t)gm * N + gn;
-            float v;
-            if (EPI == EPI_BETA) {
-                v = acc[i][j];
-                if (ok && beta != 0.0f) v = __fadd_rn(__fmul_rn(beta, C[at]), v);
-            } else {
-                v = __fadd_rn(acc[i][j], bj[j]);
-            }
-            vals[j] = v;
-            if (ok) {
-                C[at] = v;
-                if (EPI == EPI_BIAS_GELU) C2[at] = gelu_f(v);
-                if (EPI == EPI_BIAS_STATS) {
-                    cnt += 1.0f;
-                    sum += v;
-                }
-            }
+            const size_t at = (size_t)gm * e.N + gn;
+            ok[j] = gm < e.M && gn < e.N;
+            vals[j] = epi_value<EPI>(e, acc[i][j], bj[j], at, ok[j]);
+            if (ok[j]) epi_store<EPI>(e, at, vals[j]);
         }
         if (EPI == EPI_BIAS_STATS) {
-            // This thread's part of the row: (cnt, mean, M2) two-pass over
-            // its up to 4 values, then a butterfly over the 16 threads of
-            // the row (the 16 lanes of a half-warp share ty). Every lane
-            // takes part, valid row or not, so the shuffles are complete.
-            float mean = cnt > 0.0f ? sum / cnt : 0.0f, m2 = 0.0f;
-#pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const int gn = n0 + tx + 16 * j;
-                if (rowOK && gn < N) {
-                    const float d = vals[j] - mean;
-                    m2 = fmaf(d, d, m2);
-                }
-            }
-#pragma unroll
-            for (int off = 1; off < 16; off <<= 1) {
-                const float ob = __shfl_xor_sync(0xffffffffu, cnt, off);
-                const float om = __shfl_xor_sync(0xffffffffu, mean, off);
-                const float oM = __shfl_xor_sync(0xffffffffu, m2, off);
-                chan_merge(cnt, mean, m2, ob, om, oM);
-            }
-            if (rowOK && tx == 0) {
-                float* s = stats + ((size_t)gm * gridDim.x + blockIdx.x) * 3;
-                s[0] = cnt;
-                s[1] = mean;
-                s[2] = m2;
-            }
+            RowStats s = row_stats_local(vals, ok);
+            row_stats_reduce<16>(s);
+            if (gm < e.M && tx == 0) row_stats_store(e, gm, blockIdx.x, gridDim.x, s);
         }
     }
+}
+
+// gemm_body computes C = op(A) op(B) with the epilogue EPI.
+template <bool TA, bool TB, int EPI>
+__device__ __forceinline__ void gemm_body(float* C, float* C2, float* stats, const float* __restrict__ A,
+                                          const float* __restrict__ B, const float* bias, float beta, int M, int N,
+                                          int K) {
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    float acc[TM][TN];
+    gemm_mainloop_simt<TA, TB>(acc, A, B, M, N, K, m0, n0, tx, ty);
+    const EpilogueArgs e{C, C2, stats, bias, beta, M, N};
+    gemm_epilogue_simt<EPI>(e, acc, m0, n0, tx, ty);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)

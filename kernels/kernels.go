@@ -30,6 +30,8 @@
 // division and square root, no flush to zero).
 package kernels
 
+//go:generate go run ./internal/gen -root ..
+
 import (
 	"embed"
 	"fmt"
@@ -42,39 +44,16 @@ var images embed.FS
 // (tags cuda,cudaemu) compiles them with cgo, and the go command tracks
 // embedded files but not a C++ file's includes from another directory, so
 // importing this package is what makes a changed .cu rebuild the emulation.
+// Nothing reads them at run time.
 //
 //go:embed *.cu *.cuh
-var sources embed.FS
+var _ embed.FS
 
-// Module is one compiled source file.
+// Module is one compiled source file. Modules (modules_gen.go) is generated
+// from the sources by `go generate ./kernels`.
 type Module struct {
 	Name    string   // base name of the source: "gemm" for kernels/gemm.cu
 	Kernels []string // its entry points (extern "C" __global__ functions)
-}
-
-// Modules lists every source file and its entry points.
-var Modules = []Module{
-	{"adamw", []string{"adamw"}},
-	{"arch_probe", []string{"arch_probe"}},
-	{"gather", []string{"gather_rows_f16"}},
-	{"gelu", []string{"gelu_forward", "gelu_backward"}},
-	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
-	{"gemm_bf16_ref", []string{"gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref"}},
-	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},
-	{"loss", []string{"unitnorm_mse", "loss_sum"}},
-	{"reduce", []string{"colsum_partial", "colsum_final"}},
-	{"tensorcore_check", []string{"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma",
-		"tc_check_tma", "tc_check_cluster", "tc_check_geometry", "tc_check_divergent"}},
-	{"topk", []string{"normalize_rows", "topk"}},
-}
-
-// Source returns the CUDA source of module name (kernels/NAME.cu).
-func Source(name string) (string, error) {
-	b, err := sources.ReadFile(name + ".cu")
-	if err != nil {
-		return "", fmt.Errorf("kernels: no source for module %q: %w", name, err)
-	}
-	return string(b), nil
 }
 
 // PTX returns the PTX text of module name.

@@ -1,8 +1,6 @@
-// topk.cu: cosine top-k for retrieval evaluation.
+// topk.cu: top-k by dot product for retrieval evaluation (cosine ranking
+// when the rows are normalised first, which retrieval does on the host).
 //
-//   normalize_rows  grid (n), block 256: y[r] = x[r] / max(|x[r]|, 1e-12),
-//                   norm and division in double, rounded once (as
-//                   retrieval.NormalizeRows); y may alias x.
 //   topk            grid (ceil(nq/32)), block 256, no dynamic shared memory:
 //                   for each of the nq rows of Q [nq, dim], the k rows of
 //                   Kx [nk, dim] (k <= 32) with the largest dot products,
@@ -38,23 +36,6 @@
 #define TK_DC 32     // dim chunk
 #define TK_MAXK 32   // largest k
 #define TK_THREADS 256
-
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-normalize_rows(float* y, const float* x, int n, int d) {
-    __shared__ double scratch[REDUCE_WARPS];
-    const int r = blockIdx.x;
-    if (r >= n) return;  // uniform over the block
-    const size_t base = (size_t)r * d;
-    double s = 0.0;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        const double v = (double)x[base + j];
-        s += v * v;
-    }
-    // block_sum_d ends with a barrier: all reads are done before y (which
-    // may alias x) is written.
-    const double norm = fmax(sqrt(block_sum_d(s, scratch)), 1e-12);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) y[base + j] = (float)((double)x[base + j] / norm);
-}
 
 __device__ __forceinline__ bool ranks_before(float s, int i, float t, int j) {
     return s > t || (s == t && i < j);

@@ -20,18 +20,17 @@ import (
 // they compute with the plain launch path of gorgonia.org/cu.
 
 const (
-	kGeluForward  = 0 // gelu_forward(float* y, const float* x, int n)
-	kGeluBackward = 1 // gelu_backward(float* dx, const float* dy, const float* x, int n)
+	kGeluBackward = 0 // gelu_backward(float* dx, const float* dy, const float* x, int n)
 	geluBlock     = 256
 )
 
-// openGPU opens the driver on the test's own locked thread with the two
-// GELU kernels, and uploads n inputs.
+// openGPU opens the driver on the test's own locked thread with the GELU
+// backward kernel, and uploads n inputs.
 func openGPU(t *testing.T, n int) (*cuDriver, uintptr) {
 	t.Helper()
 	runtime.LockOSThread()
 	t.Cleanup(runtime.UnlockOSThread)
-	d, err := Open([]string{"gelu_forward", "gelu_backward"})
+	d, err := Open([]string{"gelu_backward"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +86,11 @@ func intParam(n int) []byte     { return binary.LittleEndian.AppendUint32(nil, u
 
 func grid(n int) int { return (n + geluBlock - 1) / geluBlock }
 
-// forward runs gelu_forward the plain way (gorgonia's cuLaunchKernel).
+// forward runs y = x GELU'(x) (gelu_backward with dy = x) the plain way
+// (gorgonia's cuLaunchKernel).
 func forward(t *testing.T, c *cuDriver, y, x uintptr, n int) {
 	t.Helper()
-	if err := c.Launch(kGeluForward, grid(n), 1, geluBlock, []uint64{uint64(y), uint64(x), uint64(n)}); err != nil {
+	if err := c.Launch(kGeluBackward, grid(n), 1, geluBlock, []uint64{uint64(y), uint64(x), uint64(x), uint64(n)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,17 +147,17 @@ func TestGPULaunchEx(t *testing.T) {
 	ref := download(t, c, want, n)
 
 	y := alloc(t, c, n)
-	params := [][]byte{ptrParam(y), ptrParam(x), intParam(n)}
+	params := [][]byte{ptrParam(y), ptrParam(x), ptrParam(x), intParam(n)}
 	check := func(what string, cfg LaunchConfig) {
 		t.Helper()
 		if err := c.Zero(y, 4*n); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.LaunchEx(kGeluForward, cfg, params); err != nil {
+		if err := c.LaunchEx(kGeluBackward, cfg, params); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		if got := download(t, c, y, n); !bytes.Equal(got, ref) {
-			t.Errorf("%s: gelu_forward through cuLaunchKernelEx differs from cuLaunchKernel", what)
+			t.Errorf("%s: gelu_backward through cuLaunchKernelEx differs from cuLaunchKernel", what)
 		}
 	}
 	g := grid(n) + grid(n)%2 // even, for a cluster of 2
@@ -166,14 +166,14 @@ func TestGPULaunchEx(t *testing.T) {
 	// Dynamic shared memory above 48 KiB: refused until the kernel is
 	// allowed it.
 	big := LaunchConfig{Grid: [3]int{g, 1, 1}, Block: [3]int{geluBlock, 1, 1}, SharedBytes: 64 << 10}
-	if err := c.LaunchEx(kGeluForward, big, params); err == nil {
+	if err := c.LaunchEx(kGeluBackward, big, params); err == nil {
 		t.Error("a launch with 64 KiB of dynamic shared memory ran before SetMaxDynamicShared")
 	}
-	if err := c.SetMaxDynamicShared(kGeluForward, 64<<10); err != nil {
+	if err := c.SetMaxDynamicShared(kGeluBackward, 64<<10); err != nil {
 		t.Fatal(err)
 	}
 	check("64 KiB dynamic shared memory", big)
-	if err := c.SetMaxDynamicShared(kGeluForward, c.ext.limits.MaxDynamicShared+1); err == nil {
+	if err := c.SetMaxDynamicShared(kGeluBackward, c.ext.limits.MaxDynamicShared+1); err == nil {
 		t.Error("SetMaxDynamicShared beyond the device's opt-in limit: no error")
 	}
 
@@ -183,10 +183,10 @@ func TestGPULaunchEx(t *testing.T) {
 			t.Fatal("compute capability 9.0 without cluster launch")
 		}
 		check("cluster of 2", cluster)
-	} else if err := c.LaunchEx(kGeluForward, cluster, params); err == nil {
+	} else if err := c.LaunchEx(kGeluBackward, cluster, params); err == nil {
 		t.Error("a cluster launch before compute capability 9.0: no error")
 	}
-	if err := c.LaunchEx(kGeluForward, LaunchConfig{Grid: [3]int{1, 1, 1}, Block: [3]int{2048, 1, 1}}, params); err == nil {
+	if err := c.LaunchEx(kGeluBackward, LaunchConfig{Grid: [3]int{1, 1, 1}, Block: [3]int{2048, 1, 1}}, params); err == nil {
 		t.Error("a block of 2048 threads: no error")
 	}
 	if err := c.Sync(); err != nil {
@@ -274,7 +274,7 @@ func TestGPUGraph(t *testing.T) {
 	}
 	refY, refDX := download(t, c, y, n), download(t, c, dx, n)
 	if math.Float32frombits(binary.LittleEndian.Uint32(refY[4*(n-1):])) == 0 {
-		t.Fatal("gelu_forward left the last element 0: the reference is wrong")
+		t.Fatal("the first launch left the last element 0: the reference is wrong")
 	}
 
 	capture := func(y, dx uintptr) Graph {

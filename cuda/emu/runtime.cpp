@@ -21,19 +21,8 @@
 emu_dim3 threadIdx;
 emu_dim3 blockIdx, blockDim, gridDim;
 
-#define EMU_TABLE(fam)                 \
-    extern emu_entry emu_table_##fam[]; \
-    extern int emu_table_##fam##_len;
-EMU_TABLE(adamw)
-EMU_TABLE(gather)
-EMU_TABLE(gelu)
-EMU_TABLE(gemm)
-EMU_TABLE(layernorm)
-EMU_TABLE(loss)
-EMU_TABLE(reduce)
-EMU_TABLE(topk)
-EMU_TABLE(tensorcore_check)
-EMU_TABLE(gemm_bf16_ref)
+// Every kernel module's table (table_gen.cpp, generated).
+void emu_for_each_table(void (*add)(emu_entry* entries, int n));
 
 namespace {
 
@@ -109,16 +98,7 @@ void build_table() {
     auto add = [](emu_entry* e, int n) {
         for (int i = 0; i < n; ++i) (*table)[e[i].name] = e[i];
     };
-    add(emu_table_adamw, emu_table_adamw_len);
-    add(emu_table_gather, emu_table_gather_len);
-    add(emu_table_gelu, emu_table_gelu_len);
-    add(emu_table_gemm, emu_table_gemm_len);
-    add(emu_table_layernorm, emu_table_layernorm_len);
-    add(emu_table_loss, emu_table_loss_len);
-    add(emu_table_reduce, emu_table_reduce_len);
-    add(emu_table_topk, emu_table_topk_len);
-    add(emu_table_tensorcore_check, emu_table_tensorcore_check_len);
-    add(emu_table_gemm_bf16_ref, emu_table_gemm_bf16_ref_len);
+    emu_for_each_table(add);
 }
 
 Cta& my_cta() { return run->ctas[run->cur->cta]; }

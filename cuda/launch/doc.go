@@ -8,7 +8,7 @@
 //	const T* p                           ConstPtr[T']
 //	int, unsigned, long long             int32, uint32, int64
 //	float, double                        float32, float64
-//	const __grid_constant__ CUtensorMap  driver.TensorMap (128 bytes)
+//	const __grid_constant__ dc_tensor_map  driver.TensorMap (128 bytes: a CUtensorMap)
 //
 // (float -> float32, __half -> Float16, __nv_bfloat16 -> BFloat16,
 // unsigned short -> uint16, ...). Each function packs every parameter with

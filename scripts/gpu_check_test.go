@@ -54,9 +54,17 @@ if [ "${FAKE_BREAK:-}" = tests ]; then echo "--- FAIL: TestGemm (0.00s)"; exit 1
 echo "--- PASS: TestGemm (0.00s)"
 `
 
+// fakeDriverTest is bin/driver.test: the driver part runs it with
+// -test.skip, the tensorcore part with -test.run.
 const fakeDriverTest = `#!/usr/bin/env bash
-if [ "${FAKE_BREAK:-}" = driver ]; then echo "--- FAIL: TestLaunchEx (0.00s)"; exit 1; fi
-echo "--- PASS: TestLaunchEx (0.00s)"
+case " $* " in
+*" -test.run "*)
+	if [ "${FAKE_BREAK:-}" = tensorcore ]; then echo "--- FAIL: TestTCMma (0.00s)"; exit 1; fi
+	echo "--- PASS: TestTCMma (0.00s)" ;;
+*)
+	if [ "${FAKE_BREAK:-}" = driver ]; then echo "--- FAIL: TestLaunchEx (0.00s)"; exit 1; fi
+	echo "--- PASS: TestLaunchEx (0.00s)" ;;
+esac
 `
 
 // fakeBin is a directory with the fake binaries, built once.
@@ -158,6 +166,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}},
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},
 		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}},
+		{"failing tensor-core primitives", "tensorcore", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

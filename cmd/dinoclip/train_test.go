@@ -174,7 +174,6 @@ func TestTrainErrors(t *testing.T) {
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},
 		{"batch 0", with("--batch", "0"), []string{"--batch 0", "at least 1"}},
 		{"batch over rows", with("--batch", "65"), []string{"--batch 65", "64 rows"}},
-		{"too few steps", with("--batch", "32"), []string{"--epochs 1 x 2 steps per epoch", "too few"}},
 		{"bad lr", with("--lr", "0"), []string{"--lr 0"}},
 		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
 		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
@@ -185,7 +184,7 @@ func TestTrainErrors(t *testing.T) {
 		{"output dim not the data's", with("--output-dim", "5"), []string{"--output-dim 5", "4-wide targets"}},
 		{"hidden dim too small", with("--hidden-dim", "1"), []string{"--hidden-dim 1"}},
 		{"hidden dim overflowing", with("--hidden-dim", "3037000500"), []string{"3037000500", "weights, more than"}},
-		{"blocks beyond memory", with("--blocks", "1000000000"), []string{"1000000000 blocks", "weights, more than"}},
+		{"blocks beyond memory", with("--blocks", "1000000000"), []string{"1000000000 residual blocks", "weights, more than"}},
 		{"eval set wider than the data", with("--eval", wideEval), []string{wideEval}},
 		{"eval set missing", with("--eval", filepath.Join(other, "nope")), []string{filepath.Join(other, "nope")}},
 		{"unknown best metric", with("--eval", eval, "--best-metric", "r7"), []string{"best metric", "r7"}},
@@ -209,6 +208,20 @@ func TestHelp(t *testing.T) {
 		out := mustRun(t, cmd, "--help")
 		if !strings.Contains(out, "Example:") || !strings.Contains(out, "dinoclip "+cmd) {
 			t.Errorf("dinoclip %s --help has no example:\n%s", cmd, out)
+		}
+	}
+}
+
+// Runs of 1 to 3 optimizer steps train, as PyTorch's OneCycleLR runs them
+// (train.TestOneCycleShortAgainstPyTorch checks their learning rates).
+func TestTrainShortSchedules(t *testing.T) {
+	data := makeData(t)
+	for _, batch := range []string{"64", "32", "21"} { // 1, 2 and 3 steps of the 64 rows
+		run := filepath.Join(t.TempDir(), "run")
+		out := mustRun(t, "train", "--data", data, "--out", run, "--batch", batch, "--epochs", "1", "--hidden-dim", "8", "--blocks", "1", "--log-every", "1")
+		want := map[string]string{"64": "1 optimizer steps", "32": "2 optimizer steps", "21": "3 optimizer steps"}[batch]
+		if !strings.Contains(out, want) {
+			t.Errorf("--batch %s:\n%s", batch, out)
 		}
 	}
 }

@@ -126,6 +126,20 @@ type Trainer struct {
 	Log     *slog.Logger
 	// Progress, when not nil, receives a progress bar (a terminal).
 	Progress io.Writer
+	// Init, when not nil, starts a new run from these weights (a model
+	// of the engine's shape) instead of a random initialisation: a
+	// fine-tuning run, with a fresh optimizer and schedule. run.json
+	// records it (RunInfo.Init). A resume ignores it: the run continues
+	// from its checkpoint.
+	Init *InitModel
+
+	initRef *InitRef // the run's RunInfo.Init
+}
+
+// InitModel is the model a fine-tuning run starts from.
+type InitModel struct {
+	Path   string    // the model file it was read from
+	Params []float32 // in [nn.Layout] order
 }
 
 // Result summarises a finished run.
@@ -300,7 +314,17 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
-		if err := tr.Engine.SetParameters(nn.InitParameters[float32](c, tr.Options.Seed)); err != nil {
+		var params []float32
+		if tr.Init != nil {
+			if n := c.NumParams(); len(tr.Init.Params) != n {
+				return Result{}, fmt.Errorf("init model %s has %d parameters, the model %v %d", tr.Init.Path, len(tr.Init.Params), c, n)
+			}
+			params = tr.Init.Params
+			tr.initRef = &InitRef{Path: absPath(tr.Init.Path), SHA256: ParamsSHA256(params)}
+		} else {
+			params = nn.InitParameters[float32](c, tr.Options.Seed)
+		}
+		if err := tr.Engine.SetParameters(params); err != nil {
 			return Result{}, err
 		}
 		// Before the run directory is written, so that run.json records

@@ -1,8 +1,12 @@
 package train
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,7 +42,31 @@ type RunInfo struct {
 	Model   nn.Config `json:"model"`
 	DataDir string    `json:"data_dir"` // absolute
 	Evals   []EvalRef `json:"evals"`
+	// Init is the model a fine-tuning run started from (Trainer.Init);
+	// absent for a run from a random initialisation.
+	Init *InitRef `json:"init,omitempty"`
 	State
+}
+
+// InitRef records where a fine-tuning run started: the model file
+// (absolute) and ParamsSHA256 of the weights it read from it, which tells
+// whether that file still holds them.
+type InitRef struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"params_sha256"`
+}
+
+// ParamsSHA256 is the hex SHA-256 of a flat parameter buffer as float32
+// little-endian bytes in [nn.Layout] order: a hash of the weights alone,
+// whatever file (and metadata) holds them.
+func ParamsSHA256(params []float32) string {
+	h := sha256.New()
+	var b [4]byte
+	for _, x := range params {
+		binary.LittleEndian.PutUint32(b[:], math.Float32bits(x))
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // EvalRef is an evaluation set of a run: its name (what the best metric
@@ -65,7 +93,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 
 // runInfo is run.json for the run at st.
 func (tr *Trainer) runInfo(st State) RunInfo {
-	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, State: st}
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, State: st}
 	for _, s := range tr.Evals {
 		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
 	}
@@ -307,6 +335,7 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, err
 	}
 	tr.Options = st.Options
+	tr.initRef = info.Init
 	return st, nil
 }
 

@@ -30,7 +30,7 @@ func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
 		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
-		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]\ndinoclip train --resume --out RUNDIR",
+		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [--init MODEL] [options]\ndinoclip train --resume --out RUNDIR",
 		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
 			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
 			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
@@ -38,6 +38,9 @@ func trainCommand() *cli.Command {
 			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
 			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
 			"time trains in a run directory.\n" +
+			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
+			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +
+			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
@@ -60,6 +63,7 @@ func trainCommand() *cli.Command {
 			intFlag("blocks", "`N` residual blocks", m.Blocks),
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
+			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
@@ -110,6 +114,9 @@ func runTrain(cCtx *cli.Context) error {
 	required := []string{"data", "out"}
 	if resume {
 		required = []string{"out"} // the rest is in the run's run.json
+		if cCtx.IsSet("init") {
+			return fmt.Errorf("--init with --resume: a resumed run continues from its last checkpoint (run.json records the model it was started from); drop --init, or start a new run with another --out")
+		}
 	}
 	if err := requireFlags(cCtx, required...); err != nil {
 		return err
@@ -172,8 +179,13 @@ func runTrain(cCtx *cli.Context) error {
 	}
 
 	c := run.Model
+	var init *train.InitModel
 	if !resume {
-		if c, err = modelConfig(cCtx, data); err != nil {
+		if cCtx.IsSet("init") {
+			if init, c, err = initModel(cCtx, data); err != nil {
+				return err
+			}
+		} else if c, err = modelConfig(cCtx, data); err != nil {
 			return err
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
@@ -204,6 +216,7 @@ func runTrain(cCtx *cli.Context) error {
 		Options: opts,
 		RunDir:  runDir,
 		Log:     log,
+		Init:    init,
 	}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f
@@ -255,6 +268,34 @@ func modelConfig(cCtx *cli.Context, data *train.Dataset) (nn.Config, error) {
 		return c, fmt.Errorf("model: %w", err)
 	}
 	return c, nil
+}
+
+// initModel reads the model of --init: its weights and its shape, which
+// shape flags given explicitly and the training data must agree with.
+func initModel(cCtx *cli.Context, data *train.Dataset) (*train.InitModel, nn.Config, error) {
+	path, err := checkpoint.Resolve(cCtx.String("init"))
+	if err != nil {
+		return nil, nn.Config{}, fmt.Errorf("--init: %w", err)
+	}
+	m, err := checkpoint.ReadModel(path)
+	if err != nil {
+		return nil, nn.Config{}, fmt.Errorf("--init: %w", err)
+	}
+	c := m.Config
+	for _, s := range []struct {
+		flag  string
+		model int
+	}{{"input-dim", c.InputDim}, {"hidden-dim", c.HiddenDim}, {"output-dim", c.OutputDim}, {"blocks", c.Blocks}} {
+		if cCtx.IsSet(s.flag) && cCtx.Int(s.flag) != s.model {
+			return nil, c, fmt.Errorf("--init: --%s %d, but the model %s has %d (it is %v); a fine-tuning run takes its shape from the model, so drop --%s",
+				s.flag, cCtx.Int(s.flag), path, s.model, c, s.flag)
+		}
+	}
+	if c.InputDim != data.InputDim || c.OutputDim != data.OutputDim {
+		return nil, c, fmt.Errorf("--init: the model %s maps %d -> %d, but the training data %s is %d -> %d (%s -> %s)",
+			path, c.InputDim, c.OutputDim, data.Dir, data.InputDim, data.OutputDim, train.FeatureSuffix, train.TargetSuffix)
+	}
+	return &train.InitModel{Path: path, Params: m.Params}, c, nil
 }
 
 // resumedRun reads the run.json of the run to resume. Shape and option

@@ -38,6 +38,27 @@ type Options struct {
 	// set held as float16 trains on its values rounded to float16 (see
 	// State.Float16); float16 data trains on the same values either way.
 	Resident string `json:"resident,omitempty"`
+	// Precision is the arithmetic of the run: PrecisionFP32 ("" reads as
+	// it), or PrecisionFP64 on the CPU engine in float64 (nn.CPUEngine
+	// [float64], the test oracle), whose checkpoints carry the float64
+	// parameters and moments beside the float32 model
+	// (checkpoint.Float64File) so that it resumes bit for bit.
+	Precision string `json:"precision,omitempty"`
+}
+
+// The values of Options.Precision.
+const (
+	PrecisionFP32 = "fp32"
+	PrecisionFP64 = "fp64"
+)
+
+// PrecisionMode is o.Precision with "" (a run from before the option)
+// read as PrecisionFP32.
+func (o Options) PrecisionMode() string {
+	if o.Precision == "" {
+		return PrecisionFP32
+	}
+	return o.Precision
 }
 
 // The values of Options.Resident.
@@ -58,7 +79,7 @@ func (o Options) ResidentMode() string {
 // DefaultOptions is the original recipe's optimizer and schedule
 // (docs/TRAINING.md) with a batch a CPU can take.
 func DefaultOptions() Options {
-	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto}
+	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto, Precision: PrecisionFP32}
 }
 
 // State is where a run stands after a whole number of optimizer steps: all
@@ -169,6 +190,8 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
 	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
 		return fmt.Errorf("resident %q: want %q or %q", o.Resident, ResidentAuto, ResidentOff)
+	case o.PrecisionMode() != PrecisionFP32 && o.PrecisionMode() != PrecisionFP64:
+		return fmt.Errorf("precision %q: want %q or %q", o.Precision, PrecisionFP32, PrecisionFP64)
 	}
 	return o.AdamW.Validate()
 }
@@ -291,6 +314,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := tr.Options.validate(c, tr.Data); err != nil {
 			return Result{}, err
 		}
+		if err := tr.checkPrecision(tr.Options); err != nil {
+			return Result{}, err
+		}
 		if _, err := ParseMetric(tr.Options.BestMetric, tr.Evals); err != nil {
 			return Result{}, err
 		}
@@ -346,6 +372,21 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	}
 	defer metrics.Close()
 	return tr.loop(ctx, st, metric, metrics, resident)
+}
+
+// float64Engine is the trainer's engine when it computes in float64 (a
+// PrecisionFP64 run), else nil.
+func (tr *Trainer) float64Engine() *nn.CPUEngine[float64] {
+	e, _ := tr.Engine.(*nn.CPUEngine[float64])
+	return e
+}
+
+// checkPrecision refuses an engine that does not compute in o's precision.
+func (tr *Trainer) checkPrecision(o Options) error {
+	if want64, is64 := o.PrecisionMode() == PrecisionFP64, tr.float64Engine() != nil; want64 != is64 {
+		return fmt.Errorf("precision %s: the engine (%T) does not compute in it; fp64 runs on the float64 CPU engine, fp32 on the others", o.PrecisionMode(), tr.Engine)
+	}
+	return nil
 }
 
 // loop trains from st to the end of the last epoch. Batches come from

@@ -192,6 +192,9 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 		meta["metrics"] = string(b)
 	}
 	ck := &checkpoint.Checkpoint{Config: tr.Engine.Config(), Params: params, Meta: meta, M: m, V: v, State: state}
+	if e := tr.float64Engine(); e != nil {
+		ck.Float64 = &checkpoint.Float64State{Params: e.Model.Params, M: e.M, V: e.V}
+	}
 	dir := filepath.Join(tr.RunDir, name)
 	if err := checkpoint.Save(dir, ck); err != nil {
 		return err
@@ -324,6 +327,9 @@ func (tr *Trainer) restore() (State, error) {
 	if err := st.Options.validate(c, tr.Data); err != nil {
 		return State{}, fmt.Errorf("%s: %w", dir, err)
 	}
+	if err := tr.checkPrecision(st.Options); err != nil {
+		return State{}, fmt.Errorf("--resume: %w", err)
+	}
 	if err := st.check(info.State, tr.Evals); err != nil {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
@@ -333,6 +339,16 @@ func (tr *Trainer) restore() (State, error) {
 	}
 	if err := tr.Engine.SetMoments(ck.M, ck.V); err != nil {
 		return State{}, err
+	}
+	if e := tr.float64Engine(); e != nil {
+		// The float32 values above are these rounded: the run continues
+		// from its full-precision state.
+		if ck.Float64 == nil {
+			return State{}, fmt.Errorf("%s: the run trains in float64, but the checkpoint holds no %s", dir, checkpoint.Float64File)
+		}
+		copy(e.Model.Params, ck.Float64.Params)
+		copy(e.M, ck.Float64.M)
+		copy(e.V, ck.Float64.V)
 	}
 	tr.Options = st.Options
 	tr.initRef = info.Init

@@ -64,6 +64,7 @@ func trainCommand() *cli.Command {
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
 			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),
+			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
@@ -96,6 +97,10 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	}
 	if o.Resident != train.ResidentAuto && o.Resident != train.ResidentOff {
 		return o, fmt.Errorf("--resident %q: want %s or %s", o.Resident, train.ResidentAuto, train.ResidentOff)
+	}
+	o.Precision = cCtx.String("precision")
+	if o.Precision != train.PrecisionFP32 && o.Precision != train.PrecisionFP64 {
+		return o, fmt.Errorf("--precision %q: want %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionFP64)
 	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
 		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
@@ -204,7 +209,11 @@ func runTrain(cCtx *cli.Context) error {
 		}
 	}
 
-	engine, err := openEngine(device, c)
+	precision := opts.Precision
+	if resume {
+		precision = run.Options.PrecisionMode()
+	}
+	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
 		return err
 	}
@@ -229,6 +238,21 @@ func runTrain(cCtx *cli.Context) error {
 		return err
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
+}
+
+// openTrainingEngine is openEngine, or the float64 CPU engine for an fp64
+// run.
+func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error) {
+	if precision != train.PrecisionFP64 {
+		return openEngine(device, c)
+	}
+	if device != "cpu" {
+		return nil, fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	return nn.NewCPUEngine[float64](c)
 }
 
 // loadEvalSet loads an evaluation set directory, checking first that it
@@ -338,7 +362,7 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"weight-decay", opts.AdamW.WeightDecay, ro.AdamW.WeightDecay}, {"seed", opts.Seed, ro.Seed},
 		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
 		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
-		{"resident", opts.Resident, ro.ResidentMode()},
+		{"resident", opts.Resident, ro.ResidentMode()}, {"precision", opts.Precision, ro.PrecisionMode()},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
 			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",

@@ -178,6 +178,8 @@ func TestTrainErrors(t *testing.T) {
 		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
 		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
 		{"unknown resident mode", with("--resident", "on"), []string{`--resident "on"`, "auto or off"}},
+		{"unknown precision", with("--precision", "fp16"), []string{`--precision "fp16"`, "fp32 or fp64"}},
+		{"fp64 on a GPU", with("--precision", "fp64", "--device", "cuda"), []string{"fp64", "CPU engine only"}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},

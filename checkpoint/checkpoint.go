@@ -34,6 +34,10 @@ const (
 	// precision, beside the float32 model that PyTorch and eval read.
 	Float64File   = "float64.safetensors"
 	Float64Format = "dinoclip-float64/1"
+	// EMAFile is the exponential moving average of a run's weights (train
+	// --ema), a model file of the checkpoint's shape: it loads into the
+	// original PyTorch class as model.safetensors does.
+	EMAFile = "ema.safetensors"
 	// BestLink and LastLink are the links in a run directory to its best
 	// and newest checkpoints.
 	BestLink = "best"
@@ -213,6 +217,10 @@ type Checkpoint struct {
 	// float64 (Float64File); nil for a float32 run. Params and the moments
 	// above are then its values rounded to float32.
 	Float64 *Float64State
+	// EMA is the moving average of the weights of a run with one (EMAFile),
+	// nil otherwise; EMAMeta goes into its metadata.
+	EMA     []float32
+	EMAMeta map[string]string
 }
 
 // Float64State is a float64 run's parameters and AdamW moments, flat in
@@ -247,6 +255,9 @@ func Save(dir string, ck *Checkpoint) error {
 			safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
 			safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
 		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State)})
+	}
+	if err == nil && ck.EMA != nil {
+		err = WriteModel(filepath.Join(tmp, EMAFile), ck.Config, ck.EMA, ck.EMAMeta)
 	}
 	if err == nil && ck.Float64 != nil {
 		err = writeFloat64(filepath.Join(tmp, Float64File), n, ck.Float64)
@@ -295,6 +306,16 @@ func Load(dir string) (*Checkpoint, error) {
 			return nil, err
 		}
 	}
+	if path := filepath.Join(dir, EMAFile); fileExists(path) {
+		ema, err := ReadModel(path)
+		if err != nil {
+			return nil, err
+		}
+		if ema.Config != ck.Config {
+			return nil, fmt.Errorf("%s: the model is %v, the checkpoint's %v", path, ema.Config, ck.Config)
+		}
+		ck.EMA, ck.EMAMeta = ema.Params, ema.Meta
+	}
 	f64 := filepath.Join(dir, Float64File)
 	if _, err := os.Stat(f64); err == nil {
 		if ck.Float64, err = readFloat64(f64, ck); err != nil {
@@ -302,6 +323,11 @@ func Load(dir string) (*Checkpoint, error) {
 		}
 	}
 	return ck, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // float64Tensors are the names in Float64File.
@@ -354,7 +380,9 @@ func readFloat64(path string, ck *Checkpoint) (*Float64State, error) {
 
 // Resolve finds the model file a user means by path: a model file itself,
 // a checkpoint directory, or a run directory (its best checkpoint, else its
-// last).
+// last). The best model of a run that picks its best by the moving
+// average of its weights (run.json options.best_from "ema") is the best
+// checkpoint's EMAFile.
 func Resolve(path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -363,10 +391,28 @@ func Resolve(path string) (string, error) {
 	if !st.IsDir() {
 		return path, nil
 	}
+	if ema := filepath.Join(path, BestLink, EMAFile); fileExists(ema) && bestFromEMA(path) {
+		return ema, nil
+	}
 	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
 		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
 			return filepath.Join(path, p), nil
 		}
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
+}
+
+// bestFromEMA reports whether the run directory's run.json picks its best
+// checkpoint by the moving average of the weights.
+func bestFromEMA(runDir string) bool {
+	b, err := os.ReadFile(filepath.Join(runDir, "run.json"))
+	if err != nil {
+		return false
+	}
+	var run struct {
+		Options struct {
+			BestFrom string `json:"best_from"`
+		} `json:"options"`
+	}
+	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == "ema"
 }

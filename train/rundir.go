@@ -164,8 +164,9 @@ func startRunDir(dir string, info RunInfo) error {
 
 // save writes a checkpoint of the engine at st, points last (and best, when
 // improved is not nil) at it, and prunes step checkpoints beyond Keep. The
-// evaluation reports of an epoch end go into the model's metadata.
-func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) error {
+// evaluation reports of an epoch end go into the model's metadata, those
+// of the moving average of the weights into its file's.
+func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieval.Report) error {
 	name := checkpointName(st.Step)
 	if improved != nil {
 		improved.Checkpoint = name
@@ -183,17 +184,19 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 	if err != nil {
 		return err
 	}
-	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
-	if reports != nil {
-		b, err := json.Marshal(reports)
-		if err != nil {
-			return err
-		}
-		meta["metrics"] = string(b)
+	meta, err := modelMeta(st, reports)
+	if err != nil {
+		return err
 	}
 	ck := &checkpoint.Checkpoint{Config: tr.Engine.Config(), Params: params, Meta: meta, M: m, V: v, State: state}
 	if e := tr.float64Engine(); e != nil {
 		ck.Float64 = &checkpoint.Float64State{Params: e.Model.Params, M: e.M, V: e.V}
+	}
+	if tr.ema != nil {
+		if ck.EMAMeta, err = modelMeta(st, emaReports); err != nil {
+			return err
+		}
+		ck.EMA, ck.EMAMeta["ema_decay"] = tr.ema, strconv.FormatFloat(st.Options.EMA, 'g', -1, 64)
 	}
 	dir := filepath.Join(tr.RunDir, name)
 	if err := checkpoint.Save(dir, ck); err != nil {
@@ -212,6 +215,20 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 		return err
 	}
 	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
+}
+
+// modelMeta is the metadata of a checkpoint's model at st: its step and
+// epoch, and its evaluation reports when there are some.
+func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) {
+	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
+	if reports != nil {
+		b, err := json.Marshal(reports)
+		if err != nil {
+			return nil, err
+		}
+		meta["metrics"] = string(b)
+	}
+	return meta, nil
 }
 
 // pointLink makes run/link a relative symlink to target, replacing any old
@@ -349,6 +366,12 @@ func (tr *Trainer) restore() (State, error) {
 		copy(e.Model.Params, ck.Float64.Params)
 		copy(e.M, ck.Float64.M)
 		copy(e.V, ck.Float64.V)
+	}
+	if st.Options.EMA != 0 {
+		if ck.EMA == nil {
+			return State{}, fmt.Errorf("%s: the run keeps a moving average of its weights (--ema %v), but the checkpoint holds no %s", dir, st.Options.EMA, checkpoint.EMAFile)
+		}
+		tr.ema = ck.EMA
 	}
 	tr.Options = st.Options
 	tr.initRef = info.Init

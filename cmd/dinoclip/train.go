@@ -65,6 +65,8 @@ func trainCommand() *cli.Command {
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
 			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),
 			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
+			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
+			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
@@ -97,6 +99,17 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	}
 	if o.Resident != train.ResidentAuto && o.Resident != train.ResidentOff {
 		return o, fmt.Errorf("--resident %q: want %s or %s", o.Resident, train.ResidentAuto, train.ResidentOff)
+	}
+	o.EMA = cCtx.Float64("ema")
+	if o.EMA != 0 && !(o.EMA > 0 && o.EMA < 1) {
+		return o, fmt.Errorf("--ema %v: the decay must be in (0, 1), or 0 for no moving average", o.EMA)
+	}
+	o.BestFrom = cCtx.String("best-from")
+	if o.BestFrom != train.BestFromRaw && o.BestFrom != train.BestFromEMA {
+		return o, fmt.Errorf("--best-from %q: want %s or %s", o.BestFrom, train.BestFromRaw, train.BestFromEMA)
+	}
+	if o.BestFrom == train.BestFromEMA && o.EMA == 0 {
+		return o, fmt.Errorf("--best-from ema needs a moving average: give --ema DECAY")
 	}
 	o.Precision = cCtx.String("precision")
 	if o.Precision != train.PrecisionFP32 && o.Precision != train.PrecisionFP64 {
@@ -195,6 +208,9 @@ func runTrain(cCtx *cli.Context) error {
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
+		}
+		if opts.BestFrom == train.BestFromEMA && len(evals) == 0 {
+			return fmt.Errorf("--best-from ema picks by an evaluation of the moving average: give --eval sets")
 		}
 		if data.Rows < opts.Batch {
 			return fmt.Errorf("--batch %d: the training data %s has only %d rows, fewer than one batch", opts.Batch, dataDir, data.Rows)
@@ -363,6 +379,7 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
 		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
 		{"resident", opts.Resident, ro.ResidentMode()}, {"precision", opts.Precision, ro.PrecisionMode()},
+		{"ema", opts.EMA, ro.EMA}, {"best-from", opts.BestFrom, ro.BestFromMode()},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
 			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",

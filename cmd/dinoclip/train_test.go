@@ -180,6 +180,12 @@ func TestTrainErrors(t *testing.T) {
 		{"unknown resident mode", with("--resident", "on"), []string{`--resident "on"`, "auto or off"}},
 		{"unknown precision", with("--precision", "fp16"), []string{`--precision "fp16"`, "fp32 or fp64"}},
 		{"fp64 on a GPU", with("--precision", "fp64", "--device", "cuda"), []string{"fp64", "CPU engine only"}},
+		{"ema decay 1", with("--ema", "1"), []string{"--ema 1", "(0, 1)"}},
+		{"ema decay NaN", with("--ema", "NaN"), []string{"--ema NaN", "(0, 1)"}},
+		{"best from ema without ema", with("--best-from", "ema"), []string{"--best-from ema", "--ema"}},
+		{"best from ema without eval", with("--best-from", "ema", "--ema", "0.9"), []string{"--best-from ema", "--eval"}},
+		{"best from ema by loss", with("--best-from", "ema", "--ema", "0.9", "--eval", eval, "--best-metric", "loss"), []string{"not \"loss\""}},
+		{"best from unknown", with("--best-from", "both"), []string{`--best-from "both"`}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
@@ -226,4 +232,18 @@ func TestTrainShortSchedules(t *testing.T) {
 			t.Errorf("--batch %s:\n%s", batch, out)
 		}
 	}
+}
+
+// A run with --ema and --best-from ema: eval --model RUN evaluates the
+// best checkpoint's moving average, and a resume keeps the decay.
+func TestTrainEMA(t *testing.T) {
+	run, _, eval := trainRun(t, "--ema", "0.8", "--best-from", "ema")
+	path, err := checkpoint.Resolve(run)
+	if err != nil || filepath.Base(path) != checkpoint.EMAFile {
+		t.Fatalf("the run's model is %s (%v), want its best ema.safetensors", path, err)
+	}
+	if out := mustRun(t, "eval", "--model", run, "--eval", eval); !strings.Contains(out, "tiny-eval") {
+		t.Errorf("eval of the run:\n%s", out)
+	}
+	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
 }

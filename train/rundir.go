@@ -49,7 +49,7 @@ type RunInfo struct {
 }
 
 // InitRef records where a fine-tuning run started: the model file
-// (absolute) and ParamsSHA256 of the weights it read from it, which tells
+// (absolute, links resolved) and ParamsSHA256 of the weights it read from it, which tells
 // whether that file still holds them.
 type InitRef struct {
 	Path   string `json:"path"`
@@ -110,6 +110,16 @@ func absPath(path string) string {
 		return abs
 	}
 	return path
+}
+
+// realPath is path made absolute with its symbolic links resolved: the
+// checkpoint a run directory's best or last pointed at when it was read,
+// not the link, which moves on.
+func realPath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return absPath(real)
+	}
+	return absPath(path)
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no

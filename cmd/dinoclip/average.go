@@ -54,6 +54,11 @@ func runAverage(cCtx *cli.Context) error {
 	if len(args) == 0 {
 		return fmt.Errorf("average: no models given; name the checkpoints to average after the flags")
 	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("average: %q after the models: give the flags before them (dinoclip average --out FILE [--weights W,...] CKPT...)", a)
+		}
+	}
 	out := cCtx.String("out")
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)

@@ -59,7 +59,11 @@ func TestTrainInit(t *testing.T) {
 			if ck.Config != bm.Config || !slices.Equal(ck.Params, bm.Params) {
 				t.Fatalf("the step-0 checkpoint is %v and not the init model's weights", ck.Config)
 			}
-			wantInit := train.InitRef{Path: from.file, SHA256: train.ParamsSHA256(bm.Params)}
+			real, err := filepath.EvalSymlinks(from.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantInit := train.InitRef{Path: real, SHA256: train.ParamsSHA256(bm.Params)}
 			checkInit := func(when string) {
 				info, err := train.ReadRunInfo(run)
 				if err != nil {

@@ -162,3 +162,28 @@ func TestEMAOptionsRefused(t *testing.T) {
 		}
 	}
 }
+
+// In a float64 run, evaluating the moving average puts the float64
+// weights back at full precision: the run trains the bits of a run
+// without an average.
+func TestEMAFloat64LeavesTrainingUntouched(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	var final [2][]float64
+	for i, ema := range []float64{0, 0.9} {
+		tr := newTrainer(t, dataDir, t.TempDir(), nil)
+		e, err := nn.NewCPUEngine[float64](loopModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Engine = e
+		tr.Options.Precision, tr.Options.EMA = PrecisionFP64, ema
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		final[i] = e.Model.Params
+	}
+	if !slices.Equal(final[0], final[1]) {
+		t.Error("the float64 run with a moving average trained other weights than the run without")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -76,6 +77,9 @@ func TestTrainInit(t *testing.T) {
 			checkInit("started")
 			mustRun(t, "train", "--resume", "--out", run)
 			checkInit("resumed")
+			if out := mustRun(t, "info", run); !strings.Contains(out, "fine-tuned from: "+real) || !strings.Contains(out, wantInit.SHA256) {
+				t.Errorf("info of the run does not name its init model:\n%s", out)
+			}
 		})
 	}
 	// A changed parameter changes the hash.

@@ -246,4 +246,7 @@ func TestTrainEMA(t *testing.T) {
 		t.Errorf("eval of the run:\n%s", out)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
+	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {
+		t.Errorf("info of the run:\n%s", out)
+	}
 }

@@ -30,6 +30,14 @@ const (
 	OptimizerFile   = "optimizer.safetensors"
 	ModelFormat     = "dinoclip-model/1"
 	OptimizerFormat = "dinoclip-optimizer/1"
+	// Float64File holds a float64 run's parameters and moments at full
+	// precision, beside the float32 model that PyTorch and eval read.
+	Float64File   = "float64.safetensors"
+	Float64Format = "dinoclip-float64/1"
+	// EMAFile is the exponential moving average of a run's weights (train
+	// --ema), a model file of the checkpoint's shape: it loads into the
+	// original PyTorch class as model.safetensors does.
+	EMAFile = "ema.safetensors"
 	// BestLink and LastLink are the links in a run directory to its best
 	// and newest checkpoints.
 	BestLink = "best"
@@ -205,6 +213,20 @@ type Checkpoint struct {
 	Meta   map[string]string // model metadata besides format and config
 	M, V   []float32         // AdamW exp_avg and exp_avg_sq, flat
 	State  []byte            // trainer state, JSON
+	// Float64 is the full-precision state of a run that trains in
+	// float64 (Float64File); nil for a float32 run. Params and the moments
+	// above are then its values rounded to float32.
+	Float64 *Float64State
+	// EMA is the moving average of the weights of a run with one (EMAFile),
+	// nil otherwise; EMAMeta goes into its metadata.
+	EMA     []float32
+	EMAMeta map[string]string
+}
+
+// Float64State is a float64 run's parameters and AdamW moments, flat in
+// [nn.Layout] order.
+type Float64State struct {
+	Params, M, V []float64
 }
 
 // Save writes ck as the checkpoint directory dir: both files go into a
@@ -233,6 +255,12 @@ func Save(dir string, ck *Checkpoint) error {
 			safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
 			safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
 		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State)})
+	}
+	if err == nil && ck.EMA != nil {
+		err = WriteModel(filepath.Join(tmp, EMAFile), ck.Config, ck.EMA, ck.EMAMeta)
+	}
+	if err == nil && ck.Float64 != nil {
+		err = writeFloat64(filepath.Join(tmp, Float64File), n, ck.Float64)
 	}
 	if err == nil {
 		err = os.Chmod(tmp, 0o755)
@@ -278,12 +306,83 @@ func Load(dir string) (*Checkpoint, error) {
 			return nil, err
 		}
 	}
+	if path := filepath.Join(dir, EMAFile); fileExists(path) {
+		ema, err := ReadModel(path)
+		if err != nil {
+			return nil, err
+		}
+		if ema.Config != ck.Config {
+			return nil, fmt.Errorf("%s: the model is %v, the checkpoint's %v", path, ema.Config, ck.Config)
+		}
+		ck.EMA, ck.EMAMeta = ema.Params, ema.Meta
+	}
+	f64 := filepath.Join(dir, Float64File)
+	if _, err := os.Stat(f64); err == nil {
+		if ck.Float64, err = readFloat64(f64, ck); err != nil {
+			return nil, err
+		}
+	}
 	return ck, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// float64Tensors are the names in Float64File.
+var float64Tensors = [3]string{"params", "exp_avg", "exp_avg_sq"}
+
+func writeFloat64(path string, n int, s *Float64State) error {
+	vals := [3][]float64{s.Params, s.M, s.V}
+	tensors := make([]safetensors.Tensor, 3)
+	for i, v := range vals {
+		if len(v) != n {
+			return fmt.Errorf("float64 %s of %d values, the model has %d", float64Tensors[i], len(v), n)
+		}
+		tensors[i] = safetensors.NewFloat64(float64Tensors[i], []int{n}, v)
+	}
+	return safetensors.Write(path, tensors, map[string]string{"format": Float64Format})
+}
+
+// readFloat64 reads a checkpoint's Float64File and checks it against the
+// float32 values beside it, which must be its values rounded: a file
+// from another checkpoint or damaged is refused.
+func readFloat64(path string, ck *Checkpoint) (*Float64State, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if got := f.Metadata()["format"]; got != Float64Format {
+		return nil, fmt.Errorf("%s: format %q, want %q", path, got, Float64Format)
+	}
+	s := &Float64State{}
+	dst := [3]*[]float64{&s.Params, &s.M, &s.V}
+	rounded := [3][]float32{ck.Params, ck.M, ck.V}
+	for i, name := range float64Tensors {
+		v, shape, err := f.Float64(name)
+		if err != nil {
+			return nil, err
+		}
+		if len(shape) != 1 || len(v) != len(rounded[i]) {
+			return nil, fmt.Errorf("%s: %s has shape %v, want [%d]", path, name, shape, len(rounded[i]))
+		}
+		for j, x := range v {
+			if float32(x) != rounded[i][j] {
+				return nil, fmt.Errorf("%s: %s[%d] = %v does not round to the checkpoint's float32 value %v: the file is damaged or from another checkpoint", path, name, j, x, rounded[i][j])
+			}
+		}
+		*dst[i] = v
+	}
+	return s, nil
 }
 
 // Resolve finds the model file a user means by path: a model file itself,
 // a checkpoint directory, or a run directory (its best checkpoint, else its
-// last).
+// last). The best model of a run that picks its best by the moving
+// average of its weights (run.json options.best_from "ema") is the best
+// checkpoint's EMAFile.
 func Resolve(path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -292,10 +391,28 @@ func Resolve(path string) (string, error) {
 	if !st.IsDir() {
 		return path, nil
 	}
+	if ema := filepath.Join(path, BestLink, EMAFile); fileExists(ema) && bestFromEMA(path) {
+		return ema, nil
+	}
 	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
 		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
 			return filepath.Join(path, p), nil
 		}
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
+}
+
+// bestFromEMA reports whether the run directory's run.json picks its best
+// checkpoint by the moving average of the weights.
+func bestFromEMA(runDir string) bool {
+	b, err := os.ReadFile(filepath.Join(runDir, "run.json"))
+	if err != nil {
+		return false
+	}
+	var run struct {
+		Options struct {
+			BestFrom string `json:"best_from"`
+		} `json:"options"`
+	}
+	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == "ema"
 }

@@ -210,3 +210,44 @@ func FuzzReadModel(f *testing.F) {
 		}
 	})
 }
+
+// A float64 state round-trips exactly, and one whose values do not round
+// to the float32 values beside it (from another checkpoint, damaged) is
+// refused.
+func TestFloat64State(t *testing.T) {
+	c := nn.Config{InputDim: 3, HiddenDim: 4, OutputDim: 2, Blocks: 1}
+	n := c.NumParams()
+	s := &Float64State{Params: make([]float64, n), M: make([]float64, n), V: make([]float64, n)}
+	for i := range n {
+		s.Params[i] = 1 + float64(i)/3 // not float32 values
+		s.M[i] = -float64(i) / 7
+		s.V[i] = float64(i) / 11
+	}
+	round := func(v []float64) []float32 {
+		out := make([]float32, len(v))
+		for i, x := range v {
+			out[i] = float32(x)
+		}
+		return out
+	}
+	ck := &Checkpoint{Config: c, Params: round(s.Params), M: round(s.M), V: round(s.V), State: []byte("{}"), Float64: s}
+	dir := filepath.Join(t.TempDir(), "ck")
+	if err := Save(dir, ck); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Float64 == nil || !slices.Equal(back.Float64.Params, s.Params) || !slices.Equal(back.Float64.M, s.M) || !slices.Equal(back.Float64.V, s.V) {
+		t.Fatal("the float64 state did not round-trip")
+	}
+	s.V[2] += 1e-3
+	dir2 := filepath.Join(t.TempDir(), "ck")
+	if err := Save(dir2, ck); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir2); err == nil || !strings.Contains(err.Error(), "exp_avg_sq[2]") {
+		t.Errorf("a float64 state that is not the checkpoint's: %v", err)
+	}
+}

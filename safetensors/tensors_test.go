@@ -15,11 +15,6 @@ func NewBFloat16(name string, shape []int, data []float32) Tensor {
 	return newTensor(name, BF16, shape, data, leconv.PutBF16)
 }
 
-// NewFloat64 makes an F64 tensor from data (copied).
-func NewFloat64(name string, shape []int, data []float64) Tensor {
-	return newTensor(name, F64, shape, data, leconv.PutF64)
-}
-
 // NewInt64 makes an I64 tensor from data (copied).
 func NewInt64(name string, shape []int, data []int64) Tensor {
 	return newTensor(name, I64, shape, data, leconv.PutI64)

@@ -16,8 +16,8 @@ import (
 )
 
 // Tensor is one tensor to write: its little-endian bytes in C order.
-// NewFloat32 builds one from a Go slice; dinoclip writes no other dtype (a
-// test that needs a file of another dtype fills Data itself).
+// NewFloat32 and NewFloat64 build one from a Go slice; dinoclip writes no
+// other dtype (the tests of the reader make the others).
 type Tensor struct {
 	Name  string
 	DType DType
@@ -28,6 +28,12 @@ type Tensor struct {
 // NewFloat32 makes an F32 tensor from data (copied).
 func NewFloat32(name string, shape []int, data []float32) Tensor {
 	return newTensor(name, F32, shape, data, leconv.PutF32)
+}
+
+// NewFloat64 makes an F64 tensor from data (copied): the full-precision
+// state of a float64 training run.
+func NewFloat64(name string, shape []int, data []float64) Tensor {
+	return newTensor(name, F64, shape, data, leconv.PutF64)
 }
 
 // newTensor encodes data as dt with put into a new buffer.

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -38,6 +39,51 @@ type Options struct {
 	// set held as float16 trains on its values rounded to float16 (see
 	// State.Float16); float16 data trains on the same values either way.
 	Resident string `json:"resident,omitempty"`
+	// Precision is the arithmetic of the run: PrecisionFP32 ("" reads as
+	// it), or PrecisionFP64 on the CPU engine in float64 (nn.CPUEngine
+	// [float64], the test oracle), whose checkpoints carry the float64
+	// parameters and moments beside the float32 model
+	// (checkpoint.Float64File) so that it resumes bit for bit.
+	Precision string `json:"precision,omitempty"`
+	// EMA, when not 0, is the decay of an exponential moving average of
+	// the weights, updated on the host after every optimizer step
+	// (ema = EMA*ema + (1-EMA)*weights, in float64, kept as float32),
+	// starting from the initial weights; it is evaluated at every epoch
+	// end beside the raw weights and saved in each checkpoint
+	// (checkpoint.EMAFile).
+	EMA float64 `json:"ema,omitempty"`
+	// BestFrom is which weights pick the best checkpoint: BestFromRaw
+	// ("" reads as it) or BestFromEMA (needs EMA and evaluation sets).
+	BestFrom string `json:"best_from,omitempty"`
+}
+
+// BestFromMode is o.BestFrom with "" read as BestFromRaw.
+func (o Options) BestFromMode() string {
+	if o.BestFrom == "" {
+		return BestFromRaw
+	}
+	return o.BestFrom
+}
+
+// The values of Options.BestFrom.
+const (
+	BestFromRaw = "raw"
+	BestFromEMA = "ema"
+)
+
+// The values of Options.Precision.
+const (
+	PrecisionFP32 = "fp32"
+	PrecisionFP64 = "fp64"
+)
+
+// PrecisionMode is o.Precision with "" (a run from before the option)
+// read as PrecisionFP32.
+func (o Options) PrecisionMode() string {
+	if o.Precision == "" {
+		return PrecisionFP32
+	}
+	return o.Precision
 }
 
 // The values of Options.Resident.
@@ -58,7 +104,7 @@ func (o Options) ResidentMode() string {
 // DefaultOptions is the original recipe's optimizer and schedule
 // (docs/TRAINING.md) with a batch a CPU can take.
 func DefaultOptions() Options {
-	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto}
+	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto, Precision: PrecisionFP32, BestFrom: BestFromRaw}
 }
 
 // State is where a run stands after a whole number of optimizer steps: all
@@ -126,6 +172,23 @@ type Trainer struct {
 	Log     *slog.Logger
 	// Progress, when not nil, receives a progress bar (a terminal).
 	Progress io.Writer
+	// Init, when not nil, starts a new run from these weights (a model
+	// of the engine's shape) instead of a random initialisation: a
+	// fine-tuning run, with a fresh optimizer and schedule. run.json
+	// records it (RunInfo.Init). A resume ignores it: the run continues
+	// from its checkpoint.
+	Init *InitModel
+
+	initRef *InitRef // the run's RunInfo.Init
+	// ema is the moving average of the weights (Options.EMA), nil
+	// without one; weights is scratch for the engine's weights.
+	ema, weights []float32
+}
+
+// InitModel is the model a fine-tuning run starts from.
+type InitModel struct {
+	Path   string    // the model file it was read from
+	Params []float32 // in [nn.Layout] order
 }
 
 // Result summarises a finished run.
@@ -155,6 +218,14 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
 	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
 		return fmt.Errorf("resident %q: want %q or %q", o.Resident, ResidentAuto, ResidentOff)
+	case o.PrecisionMode() != PrecisionFP32 && o.PrecisionMode() != PrecisionFP64:
+		return fmt.Errorf("precision %q: want %q or %q", o.Precision, PrecisionFP32, PrecisionFP64)
+	case o.EMA != 0 && !(o.EMA > 0 && o.EMA < 1):
+		return fmt.Errorf("EMA decay %v: must be in (0, 1)", o.EMA)
+	case o.BestFrom != "" && o.BestFrom != BestFromRaw && o.BestFrom != BestFromEMA:
+		return fmt.Errorf("best from %q: want %q or %q", o.BestFrom, BestFromRaw, BestFromEMA)
+	case o.BestFrom == BestFromEMA && o.EMA == 0:
+		return fmt.Errorf("best from %q without a moving average: give an EMA decay", o.BestFrom)
 	}
 	return o.AdamW.Validate()
 }
@@ -277,7 +348,10 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := tr.Options.validate(c, tr.Data); err != nil {
 			return Result{}, err
 		}
-		if _, err := ParseMetric(tr.Options.BestMetric, tr.Evals); err != nil {
+		if err := tr.checkPrecision(tr.Options); err != nil {
+			return Result{}, err
+		}
+		if _, err := bestMetric(tr.Options, tr.Evals); err != nil {
 			return Result{}, err
 		}
 		spe, _, err := Steps(tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
@@ -300,8 +374,21 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
-		if err := tr.Engine.SetParameters(nn.InitParameters[float32](c, tr.Options.Seed)); err != nil {
+		var params []float32
+		if tr.Init != nil {
+			if n := c.NumParams(); len(tr.Init.Params) != n {
+				return Result{}, fmt.Errorf("init model %s has %d parameters, the model %v %d", tr.Init.Path, len(tr.Init.Params), c, n)
+			}
+			params = tr.Init.Params
+			tr.initRef = &InitRef{Path: realPath(tr.Init.Path), SHA256: ParamsSHA256(params)}
+		} else {
+			params = nn.InitParameters[float32](c, tr.Options.Seed)
+		}
+		if err := tr.Engine.SetParameters(params); err != nil {
 			return Result{}, err
+		}
+		if tr.Options.EMA != 0 {
+			tr.ema = slices.Clone(params)
 		}
 		// Before the run directory is written, so that run.json records
 		// whether the run trains on float16 values.
@@ -312,7 +399,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 	}
-	metric, err := ParseMetric(st.Options.BestMetric, tr.Evals)
+	metric, err := bestMetric(st.Options, tr.Evals)
 	if err != nil {
 		return Result{}, err
 	}
@@ -322,6 +409,32 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	}
 	defer metrics.Close()
 	return tr.loop(ctx, st, metric, metrics, resident)
+}
+
+// bestMetric is the metric that picks the run's best checkpoint. Picked
+// from the moving average of the weights, it must be an evaluation's: the
+// training loss is the raw weights'.
+func bestMetric(o Options, evals []*retrieval.Set) (Metric, error) {
+	metric, err := ParseMetric(o.BestMetric, evals)
+	if err == nil && o.BestFromMode() == BestFromEMA && metric.Name == "loss" {
+		err = fmt.Errorf("best from %q picks by an evaluation of the averaged weights: give evaluation sets and a recall metric, not %q", BestFromEMA, metric.Name)
+	}
+	return metric, err
+}
+
+// float64Engine is the trainer's engine when it computes in float64 (a
+// PrecisionFP64 run), else nil.
+func (tr *Trainer) float64Engine() *nn.CPUEngine[float64] {
+	e, _ := tr.Engine.(*nn.CPUEngine[float64])
+	return e
+}
+
+// checkPrecision refuses an engine that does not compute in o's precision.
+func (tr *Trainer) checkPrecision(o Options) error {
+	if want64, is64 := o.PrecisionMode() == PrecisionFP64, tr.float64Engine() != nil; want64 != is64 {
+		return fmt.Errorf("precision %s: the engine (%T) does not compute in it; fp64 runs on the float64 CPU engine, fp32 on the others", o.PrecisionMode(), tr.Engine)
+	}
+	return nil
 }
 
 // loop trains from st to the end of the last epoch. Batches come from
@@ -363,7 +476,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		for st.Batch < spe {
 			if ctx.Err() != nil {
 				bar.stop()
-				if err := tr.save(st, nil, nil); err != nil {
+				if err := tr.save(st, nil, nil, nil); err != nil {
 					return res, err
 				}
 				tr.Log.Info("interrupted; saved a checkpoint to resume from", "step", st.Step, "run", tr.RunDir)
@@ -394,6 +507,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			if err := tr.Engine.Step(hp); err != nil {
 				return res, err
 			}
+			if err := tr.updateEMA(o.EMA); err != nil {
+				return res, err
+			}
 			st.Batch++
 			stepTime += time.Since(start)
 			st.Window.add(loss, o.Batch)
@@ -409,7 +525,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				st.Window, stepTime = LossSum{}, 0
 			}
 			if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
-				if err := tr.save(st, nil, nil); err != nil {
+				if err := tr.save(st, nil, nil, nil); err != nil {
 					return res, err
 				}
 			}
@@ -430,14 +546,29 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if err != nil {
 			return res, err
 		}
-		if err := metrics.write(evalRecord(st, epochLoss, reports, metric.Name, value)); err != nil {
+		rec := evalRecord(st, epochLoss, reports, metric.Name, value)
+		var emaReports []retrieval.Report
+		if tr.ema != nil && len(tr.Evals) > 0 {
+			if emaReports, err = tr.evaluateEMA(); err != nil {
+				return res, err
+			}
+			emaValue, err := metric.Value(epochLoss, emaReports)
+			if err != nil {
+				return res, err
+			}
+			rec["ema"] = map[string]any{"value": emaValue, "sets": emaReports}
+			if o.BestFromMode() == BestFromEMA {
+				value = emaValue
+			}
+		}
+		if err := metrics.write(rec); err != nil {
 			return res, err
 		}
 		var improved *Best
 		if st.Best == nil || metric.Better(value, st.Best.Value) {
 			improved = &Best{Metric: metric.Name, Value: value, Step: st.Step, Epoch: st.Epoch}
 		}
-		if err := tr.save(st, improved, reports); err != nil {
+		if err := tr.save(st, improved, reports, emaReports); err != nil {
 			return res, err
 		}
 		if improved != nil {
@@ -487,6 +618,51 @@ func (tr *Trainer) evaluate() ([]retrieval.Report, error) {
 		reports = append(reports, r)
 	}
 	return reports, nil
+}
+
+// updateEMA blends the engine's weights into the moving average after an
+// optimizer step: on the host, from a copy of the weights (a GPU engine
+// copies them out every step; a fused update on the device is not done).
+func (tr *Trainer) updateEMA(decay float64) error {
+	if tr.ema == nil {
+		return nil
+	}
+	if tr.weights == nil {
+		tr.weights = make([]float32, len(tr.ema))
+	}
+	if err := tr.Engine.Parameters(tr.weights); err != nil {
+		return err
+	}
+	for i, w := range tr.weights {
+		tr.ema[i] = float32(decay*float64(tr.ema[i]) + (1-decay)*float64(w))
+	}
+	return nil
+}
+
+// evaluateEMA evaluates the moving average of the weights: loaded into the
+// engine for the evaluation, the training weights put back after it
+// unchanged (a float64 engine's at full precision).
+func (tr *Trainer) evaluateEMA() ([]retrieval.Report, error) {
+	var raw32 []float32
+	var raw64 []float64
+	if e := tr.float64Engine(); e != nil {
+		raw64 = slices.Clone(e.Model.Params)
+	} else {
+		raw32 = make([]float32, len(tr.ema))
+		if err := tr.Engine.Parameters(raw32); err != nil {
+			return nil, err
+		}
+	}
+	if err := tr.Engine.SetParameters(tr.ema); err != nil {
+		return nil, err
+	}
+	reports, err := tr.evaluate()
+	if raw64 != nil {
+		copy(tr.float64Engine().Model.Params, raw64)
+	} else if rerr := tr.Engine.SetParameters(raw32); rerr != nil {
+		return nil, fmt.Errorf("putting the training weights back after evaluating their moving average: %w", rerr)
+	}
+	return reports, err
 }
 
 // evalTopK is the engine's own top-k (the GPU's, see retrieval.TopKOf), or

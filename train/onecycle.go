@@ -32,14 +32,19 @@ func NewOneCycle(maxLR float64, epochs, stepsPerEpoch int) OneCycle {
 }
 
 // phaseEnds are PyTorch's end_step values: pct_start*T - 1 (a float, not
-// rounded) and T - 1.
+// rounded) and T - 1. The first is negative for T < 1/pct_start (1 to 3
+// steps at pct_start 0.3): PyTorch then has no warm-up step, and every
+// step, the first included, lies in the annealing phase (see At).
 func (s OneCycle) phaseEnds() (float64, float64) {
 	return s.PctStart*float64(s.TotalSteps) - 1, float64(s.TotalSteps) - 1
 }
 
-// Validate reports a schedule PyTorch would reject or divide by zero on.
+// Validate reports a schedule PyTorch would reject or divide by zero on:
+// PyTorch accepts any total_steps >= 1, but divides 0 by 0 at step 0 when
+// the warm-up phase ends exactly there (pct_start*T == 1, as pct_start
+// 0.25 with 4 steps), a ZeroDivisionError.
 func (s OneCycle) Validate() error {
-	e1, e2 := s.phaseEnds()
+	e1, _ := s.phaseEnds()
 	switch {
 	case !(s.MaxLR > 0) || math.IsInf(s.MaxLR, 0):
 		return fmt.Errorf("one-cycle: max learning rate %v must be positive and finite", s.MaxLR)
@@ -47,8 +52,8 @@ func (s OneCycle) Validate() error {
 		return fmt.Errorf("one-cycle: %d total steps", s.TotalSteps)
 	case !(s.PctStart > 0 && s.PctStart < 1):
 		return fmt.Errorf("one-cycle: pct_start %v must be in (0, 1)", s.PctStart)
-	case !(e1 > 0) || !(e2 > e1):
-		return fmt.Errorf("one-cycle: %d steps is too few for pct_start %v (the warm-up phase must end after step 0 and before the last step)", s.TotalSteps, s.PctStart)
+	case e1 == 0:
+		return fmt.Errorf("one-cycle: %d steps with pct_start %v end the warm-up phase at step 0, where PyTorch divides by zero", s.TotalSteps, s.PctStart)
 	case !(s.DivFactor > 0) || !(s.FinalDivFactor > 0):
 		return fmt.Errorf("one-cycle: div factors %v and %v must be positive", s.DivFactor, s.FinalDivFactor)
 	}
@@ -58,7 +63,10 @@ func (s OneCycle) Validate() error {
 // At returns the learning rate and β1 that optimizer step k+1 uses: k is
 // the scheduler's step index, 0 at construction and incremented after each
 // optimizer step, so At(0) is the first update's values. k must be in
-// [0, TotalSteps].
+// [0, TotalSteps]. As in PyTorch, a step lies in the warm-up phase when
+// k <= pct_start*T - 1, else in the annealing phase measured from that
+// (possibly negative) end: with T = 1 the only step takes the final
+// learning rate MaxLR/DivFactor/FinalDivFactor.
 func (s OneCycle) At(k int) (lr, beta1 float64) {
 	initial := s.MaxLR / s.DivFactor
 	minLR := initial / s.FinalDivFactor

@@ -1,8 +1,12 @@
 package train
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,7 +42,31 @@ type RunInfo struct {
 	Model   nn.Config `json:"model"`
 	DataDir string    `json:"data_dir"` // absolute
 	Evals   []EvalRef `json:"evals"`
+	// Init is the model a fine-tuning run started from (Trainer.Init);
+	// absent for a run from a random initialisation.
+	Init *InitRef `json:"init,omitempty"`
 	State
+}
+
+// InitRef records where a fine-tuning run started: the model file
+// (absolute, links resolved) and ParamsSHA256 of the weights it read from it, which tells
+// whether that file still holds them.
+type InitRef struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"params_sha256"`
+}
+
+// ParamsSHA256 is the hex SHA-256 of a flat parameter buffer as float32
+// little-endian bytes in [nn.Layout] order: a hash of the weights alone,
+// whatever file (and metadata) holds them.
+func ParamsSHA256(params []float32) string {
+	h := sha256.New()
+	var b [4]byte
+	for _, x := range params {
+		binary.LittleEndian.PutUint32(b[:], math.Float32bits(x))
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // EvalRef is an evaluation set of a run: its name (what the best metric
@@ -65,7 +93,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 
 // runInfo is run.json for the run at st.
 func (tr *Trainer) runInfo(st State) RunInfo {
-	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, State: st}
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, State: st}
 	for _, s := range tr.Evals {
 		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
 	}
@@ -82,6 +110,16 @@ func absPath(path string) string {
 		return abs
 	}
 	return path
+}
+
+// realPath is path made absolute with its symbolic links resolved: the
+// checkpoint a run directory's best or last pointed at when it was read,
+// not the link, which moves on.
+func realPath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return absPath(real)
+	}
+	return absPath(path)
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no
@@ -136,8 +174,9 @@ func startRunDir(dir string, info RunInfo) error {
 
 // save writes a checkpoint of the engine at st, points last (and best, when
 // improved is not nil) at it, and prunes step checkpoints beyond Keep. The
-// evaluation reports of an epoch end go into the model's metadata.
-func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) error {
+// evaluation reports of an epoch end go into the model's metadata, those
+// of the moving average of the weights into its file's.
+func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieval.Report) error {
 	name := checkpointName(st.Step)
 	if improved != nil {
 		improved.Checkpoint = name
@@ -155,15 +194,20 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 	if err != nil {
 		return err
 	}
-	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
-	if reports != nil {
-		b, err := json.Marshal(reports)
-		if err != nil {
-			return err
-		}
-		meta["metrics"] = string(b)
+	meta, err := modelMeta(st, reports)
+	if err != nil {
+		return err
 	}
 	ck := &checkpoint.Checkpoint{Config: tr.Engine.Config(), Params: params, Meta: meta, M: m, V: v, State: state}
+	if e := tr.float64Engine(); e != nil {
+		ck.Float64 = &checkpoint.Float64State{Params: e.Model.Params, M: e.M, V: e.V}
+	}
+	if tr.ema != nil {
+		if ck.EMAMeta, err = modelMeta(st, emaReports); err != nil {
+			return err
+		}
+		ck.EMA, ck.EMAMeta["ema_decay"] = tr.ema, strconv.FormatFloat(st.Options.EMA, 'g', -1, 64)
+	}
 	dir := filepath.Join(tr.RunDir, name)
 	if err := checkpoint.Save(dir, ck); err != nil {
 		return err
@@ -181,6 +225,20 @@ func (tr *Trainer) save(st State, improved *Best, reports []retrieval.Report) er
 		return err
 	}
 	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
+}
+
+// modelMeta is the metadata of a checkpoint's model at st: its step and
+// epoch, and its evaluation reports when there are some.
+func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) {
+	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
+	if reports != nil {
+		b, err := json.Marshal(reports)
+		if err != nil {
+			return nil, err
+		}
+		meta["metrics"] = string(b)
+	}
+	return meta, nil
 }
 
 // pointLink makes run/link a relative symlink to target, replacing any old
@@ -296,6 +354,9 @@ func (tr *Trainer) restore() (State, error) {
 	if err := st.Options.validate(c, tr.Data); err != nil {
 		return State{}, fmt.Errorf("%s: %w", dir, err)
 	}
+	if err := tr.checkPrecision(st.Options); err != nil {
+		return State{}, fmt.Errorf("--resume: %w", err)
+	}
 	if err := st.check(info.State, tr.Evals); err != nil {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
@@ -306,7 +367,24 @@ func (tr *Trainer) restore() (State, error) {
 	if err := tr.Engine.SetMoments(ck.M, ck.V); err != nil {
 		return State{}, err
 	}
+	if e := tr.float64Engine(); e != nil {
+		// The float32 values above are these rounded: the run continues
+		// from its full-precision state.
+		if ck.Float64 == nil {
+			return State{}, fmt.Errorf("%s: the run trains in float64, but the checkpoint holds no %s", dir, checkpoint.Float64File)
+		}
+		copy(e.Model.Params, ck.Float64.Params)
+		copy(e.M, ck.Float64.M)
+		copy(e.V, ck.Float64.V)
+	}
+	if st.Options.EMA != 0 {
+		if ck.EMA == nil {
+			return State{}, fmt.Errorf("%s: the run keeps a moving average of its weights (--ema %v), but the checkpoint holds no %s", dir, st.Options.EMA, checkpoint.EMAFile)
+		}
+		tr.ema = ck.EMA
+	}
 	tr.Options = st.Options
+	tr.initRef = info.Init
 	return st, nil
 }
 

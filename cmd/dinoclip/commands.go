@@ -9,6 +9,7 @@ func commands() []*cli.Command {
 		evalCommand(),
 		projectCommand(),
 		indexCommand(), searchCommand(),
+		averageCommand(),
 		infoCommand(),
 		benchCommand(),
 		synthCommand(),

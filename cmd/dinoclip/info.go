@@ -264,8 +264,12 @@ func writeState(w io.Writer, st *train.State) {
 			st.Epoch, st.Options.Epochs, st.Batch, st.Epoch+1, st.Step, st.Schedule.TotalSteps)
 	}
 	o := st.Options
-	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %d steps, keep %d\n",
-		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, o.CheckpointEvery, o.Keep)
+	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %d steps, keep %d, precision %s",
+		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, o.CheckpointEvery, o.Keep, o.PrecisionMode())
+	if o.EMA != 0 {
+		fmt.Fprintf(w, ", moving average of the weights with decay %g, best from %s", o.EMA, o.BestFromMode())
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  training data: %d rows, %d -> %d\n", st.Data.Rows, st.Data.InputDim, st.Data.OutputDim)
 	if st.Best != nil {
 		fmt.Fprintf(w, "  best so far: %s\n", describeBest(st.Best))
@@ -328,6 +332,9 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
+	if run, err := train.ReadRunInfo(dir); err == nil && run.Init != nil {
+		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
+	}
 	st, err := readState(last)
 	if err != nil {
 		return err

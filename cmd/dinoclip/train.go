@@ -30,7 +30,7 @@ func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
 		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
-		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [options]\ndinoclip train --resume --out RUNDIR",
+		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [--init MODEL] [options]\ndinoclip train --resume --out RUNDIR",
 		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
 			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
 			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
@@ -38,6 +38,9 @@ func trainCommand() *cli.Command {
 			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
 			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
 			"time trains in a run directory.\n" +
+			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
+			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +
+			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
@@ -60,6 +63,10 @@ func trainCommand() *cli.Command {
 			intFlag("blocks", "`N` residual blocks", m.Blocks),
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
+			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),
+			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
+			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
+			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
@@ -93,6 +100,21 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	if o.Resident != train.ResidentAuto && o.Resident != train.ResidentOff {
 		return o, fmt.Errorf("--resident %q: want %s or %s", o.Resident, train.ResidentAuto, train.ResidentOff)
 	}
+	o.EMA = cCtx.Float64("ema")
+	if o.EMA != 0 && !(o.EMA > 0 && o.EMA < 1) {
+		return o, fmt.Errorf("--ema %v: the decay must be in (0, 1), or 0 for no moving average", o.EMA)
+	}
+	o.BestFrom = cCtx.String("best-from")
+	if o.BestFrom != train.BestFromRaw && o.BestFrom != train.BestFromEMA {
+		return o, fmt.Errorf("--best-from %q: want %s or %s", o.BestFrom, train.BestFromRaw, train.BestFromEMA)
+	}
+	if o.BestFrom == train.BestFromEMA && o.EMA == 0 {
+		return o, fmt.Errorf("--best-from ema needs a moving average: give --ema DECAY")
+	}
+	o.Precision = cCtx.String("precision")
+	if o.Precision != train.PrecisionFP32 && o.Precision != train.PrecisionFP64 {
+		return o, fmt.Errorf("--precision %q: want %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionFP64)
+	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
 		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
 	}
@@ -110,6 +132,9 @@ func runTrain(cCtx *cli.Context) error {
 	required := []string{"data", "out"}
 	if resume {
 		required = []string{"out"} // the rest is in the run's run.json
+		if cCtx.IsSet("init") {
+			return fmt.Errorf("--init with --resume: a resumed run continues from its last checkpoint (run.json records the model it was started from); drop --init, or start a new run with another --out")
+		}
 	}
 	if err := requireFlags(cCtx, required...); err != nil {
 		return err
@@ -172,12 +197,20 @@ func runTrain(cCtx *cli.Context) error {
 	}
 
 	c := run.Model
+	var init *train.InitModel
 	if !resume {
-		if c, err = modelConfig(cCtx, data); err != nil {
+		if cCtx.IsSet("init") {
+			if init, c, err = initModel(cCtx, data); err != nil {
+				return err
+			}
+		} else if c, err = modelConfig(cCtx, data); err != nil {
 			return err
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
+		}
+		if opts.BestFrom == train.BestFromEMA && len(evals) == 0 {
+			return fmt.Errorf("--best-from ema picks by an evaluation of the moving average: give --eval sets")
 		}
 		if data.Rows < opts.Batch {
 			return fmt.Errorf("--batch %d: the training data %s has only %d rows, fewer than one batch", opts.Batch, dataDir, data.Rows)
@@ -192,7 +225,11 @@ func runTrain(cCtx *cli.Context) error {
 		}
 	}
 
-	engine, err := openEngine(device, c)
+	precision := opts.Precision
+	if resume {
+		precision = run.Options.PrecisionMode()
+	}
+	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
 		return err
 	}
@@ -204,6 +241,7 @@ func runTrain(cCtx *cli.Context) error {
 		Options: opts,
 		RunDir:  runDir,
 		Log:     log,
+		Init:    init,
 	}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f
@@ -216,6 +254,21 @@ func runTrain(cCtx *cli.Context) error {
 		return err
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
+}
+
+// openTrainingEngine is openEngine, or the float64 CPU engine for an fp64
+// run.
+func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error) {
+	if precision != train.PrecisionFP64 {
+		return openEngine(device, c)
+	}
+	if device != "cpu" {
+		return nil, fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	return nn.NewCPUEngine[float64](c)
 }
 
 // loadEvalSet loads an evaluation set directory, checking first that it
@@ -255,6 +308,34 @@ func modelConfig(cCtx *cli.Context, data *train.Dataset) (nn.Config, error) {
 		return c, fmt.Errorf("model: %w", err)
 	}
 	return c, nil
+}
+
+// initModel reads the model of --init: its weights and its shape, which
+// shape flags given explicitly and the training data must agree with.
+func initModel(cCtx *cli.Context, data *train.Dataset) (*train.InitModel, nn.Config, error) {
+	path, err := checkpoint.Resolve(cCtx.String("init"))
+	if err != nil {
+		return nil, nn.Config{}, fmt.Errorf("--init: %w", err)
+	}
+	m, err := checkpoint.ReadModel(path)
+	if err != nil {
+		return nil, nn.Config{}, fmt.Errorf("--init: %w", err)
+	}
+	c := m.Config
+	for _, s := range []struct {
+		flag  string
+		model int
+	}{{"input-dim", c.InputDim}, {"hidden-dim", c.HiddenDim}, {"output-dim", c.OutputDim}, {"blocks", c.Blocks}} {
+		if cCtx.IsSet(s.flag) && cCtx.Int(s.flag) != s.model {
+			return nil, c, fmt.Errorf("--init: --%s %d, but the model %s has %d (it is %v); a fine-tuning run takes its shape from the model, so drop --%s",
+				s.flag, cCtx.Int(s.flag), path, s.model, c, s.flag)
+		}
+	}
+	if c.InputDim != data.InputDim || c.OutputDim != data.OutputDim {
+		return nil, c, fmt.Errorf("--init: the model %s maps %d -> %d, but the training data %s is %d -> %d (%s -> %s)",
+			path, c.InputDim, c.OutputDim, data.Dir, data.InputDim, data.OutputDim, train.FeatureSuffix, train.TargetSuffix)
+	}
+	return &train.InitModel{Path: path, Params: m.Params}, c, nil
 }
 
 // resumedRun reads the run.json of the run to resume. Shape and option
@@ -297,7 +378,8 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"weight-decay", opts.AdamW.WeightDecay, ro.AdamW.WeightDecay}, {"seed", opts.Seed, ro.Seed},
 		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
 		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
-		{"resident", opts.Resident, ro.ResidentMode()},
+		{"resident", opts.Resident, ro.ResidentMode()}, {"precision", opts.Precision, ro.PrecisionMode()},
+		{"ema", opts.EMA, ro.EMA}, {"best-from", opts.BestFrom, ro.BestFromMode()},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
 			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",

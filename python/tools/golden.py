@@ -9,6 +9,10 @@ itself against PyTorch in two safetensors files:
 
     <out>/golden_f64.safetensors   the whole run in float64
     <out>/golden_f32.safetensors   the same run in float32
+    <out>/golden_fullbatch_f64.safetensors
+                                   a full-batch run in float64: one batch of float32-exact
+                                   rows, every step, as `dinoclip train --precision fp64
+                                   --batch ROWS --epochs STEPS` runs it from --init
 
 Tensors in each file (all in the dtype of the run):
     init/<name>    every state_dict entry before any step (original names/shapes)
@@ -80,6 +84,19 @@ def make_batches():
     return torch.stack(xs), torch.stack(ts)
 
 
+FULLBATCH_DATA_SEED = 91011  # torch.Generator seed for the full-batch run's one batch
+
+
+def make_fullbatch():
+    """One batch, repeated every step: x, t ~ N(0,1) drawn in float64, rounded to float32 (so that
+    float32 .npy shards hold them exactly), target row 0 zeroed."""
+    gen = torch.Generator().manual_seed(FULLBATCH_DATA_SEED)
+    x = torch.randn(BATCH, INPUT_DIM, generator=gen, dtype=torch.float64).float().double()
+    t = torch.randn(BATCH, OUTPUT_DIM, generator=gen, dtype=torch.float64).float().double()
+    t[0].zero_()
+    return x.expand(STEPS, -1, -1).contiguous(), t.expand(STEPS, -1, -1).contiguous()
+
+
 def initial_state():
     """The model's initial weights: PyTorch default init, built in float32 under
     torch.manual_seed(SEED). Both runs start from these values (exact in float64)."""
@@ -122,7 +139,10 @@ def to_np(t):
     return np.ascontiguousarray(t.detach().cpu().clone().numpy())
 
 
-def run(dtype, init, xs64, ts64):
+def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+        data_seed=DATA_SEED,
+        data_desc="x, t ~ N(0,1) drawn in float64 from torch.Generator().manual_seed(data_seed), "
+                  "x then t per step, t row 0 zeroed, then cast to dtype"):
     torch.set_num_threads(1)
     model = ProjectorWithResiduals(INPUT_DIM, HIDDEN_DIM, NUM_RESIDUAL_BLOCKS, OUTPUT_DIM)
     model.load_state_dict(init, strict=True)
@@ -134,7 +154,7 @@ def run(dtype, init, xs64, ts64):
         model.parameters(), lr=MAX_LR, betas=(0.9, BETA2), eps=EPS, weight_decay=WEIGHT_DECAY
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=MAX_LR, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH
+        opt, max_lr=MAX_LR, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
 
     tensors = {}
@@ -189,8 +209,8 @@ def run(dtype, init, xs64, ts64):
         "num_residual_blocks": str(NUM_RESIDUAL_BLOCKS),
         "batch": str(BATCH),
         "steps": str(STEPS),
-        "epochs": str(EPOCHS),
-        "steps_per_epoch": str(STEPS_PER_EPOCH),
+        "epochs": str(epochs),
+        "steps_per_epoch": str(steps_per_epoch),
         "max_lr": repr(MAX_LR),
         "weight_decay": repr(WEIGHT_DECAY),
         "beta2": repr(BETA2),
@@ -201,14 +221,13 @@ def run(dtype, init, xs64, ts64):
         "base_momentum": repr(0.85),
         "max_momentum": repr(0.95),
         "seed": str(SEED),
-        "data_seed": str(DATA_SEED),
+        "data_seed": str(data_seed),
         "dtype": "float64" if dtype == torch.float64 else "float32",
         "torch_version": torch.__version__,
         "foreach": foreach,
         "adamw_path": sorted(spy.used)[0],
         "init": "PyTorch default init built in float32 under torch.manual_seed(seed), then cast to dtype",
-        "data": "x, t ~ N(0,1) drawn in float64 from torch.Generator().manual_seed(data_seed), "
-                "x then t per step, t row 0 zeroed, then cast to dtype",
+        "data": data_desc,
     }
     # sanity: OneCycle values match the scheduler's own hyper-parameters
     assert abs(sched.total_steps - STEPS) == 0
@@ -277,6 +296,18 @@ def main(argv=None):
         print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(tensors)} tensors, "
               f"dtype {meta['dtype']}, torch {meta['torch_version']}, foreach={meta['foreach']})")
         print("  loss:", " ".join(f"{v:.6g}" for v in tensors["loss"]))
+    # The full-batch run: the trainer's schedule depends only on the total step count, and a
+    # full batch makes each epoch one step, so it is epochs=STEPS, steps_per_epoch=1.
+    xs, ts = make_fullbatch()
+    tensors, meta = run(torch.float64, init, xs, ts, epochs=STEPS, steps_per_epoch=1,
+                        data_seed=FULLBATCH_DATA_SEED,
+                        data_desc="one batch: x, t ~ N(0,1) drawn in float64 from "
+                                  "torch.Generator().manual_seed(data_seed), rounded to float32, "
+                                  "t row 0 zeroed; the same batch every step")
+    path = os.path.join(args.out, "golden_fullbatch_f64.safetensors")
+    write_atomic(path, tensors, meta)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes, full batch, float64)")
+    print("  loss:", " ".join(f"{v:.6g}" for v in tensors["loss"]))
     return 0
 
 

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
+	"github.com/urfave/cli/v2"
+)
+
+func averageCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "average",
+		Usage:     "average the weights of models of one architecture (a model soup)",
+		UsageText: "dinoclip average --out MODEL.safetensors [--weights W1,W2,...] CKPT...",
+		Description: "Writes the weighted mean of the weights of the CKPT models (model.safetensors files,\n" +
+			"checkpoint directories, or run directories: their best, else last, checkpoint) as one model\n" +
+			"that eval, project, index and train --init accept, and that loads into the original PyTorch\n" +
+			"class. The models must have one architecture. Without --weights every model counts the\n" +
+			"same; --weights gives one finite, non-negative weight per model, normalised by their sum\n" +
+			"(which must be positive). The mean is accumulated in float64 and stored as float32. The\n" +
+			"file is written under a temporary name and renamed into place when complete; its metadata\n" +
+			"names the models and weights (averaged_from).\n\n" +
+			"Example:\n" +
+			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 runs/base/checkpoints/step-00001600",
+		Flags: []cli.Flag{
+			stringFlag("out", "model `FILE` to write (safetensors)", ""),
+			stringFlag("weights", "comma-separated weights `W1,W2,...`, one per model (default: all equal)", ""),
+		},
+		OnUsageError: usageError,
+		Action:       runAverage,
+	}
+}
+
+// soupIngredient is one averaged model as the output's metadata records it.
+type soupIngredient struct {
+	Path         string  `json:"path"`
+	Weight       float64 `json:"weight"` // normalised
+	ParamsSHA256 string  `json:"params_sha256"`
+}
+
+func runAverage(cCtx *cli.Context) error {
+	if err := requireFlags(cCtx, "out"); err != nil {
+		return err
+	}
+	args := cCtx.Args().Slice()
+	if len(args) == 0 {
+		return fmt.Errorf("average: no models given; name the checkpoints to average after the flags")
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("average: %q after the models: give the flags before them (dinoclip average --out FILE [--weights W,...] CKPT...)", a)
+		}
+	}
+	out := cCtx.String("out")
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)
+	}
+	weights, err := soupWeights(cCtx.String("weights"), len(args))
+	if err != nil {
+		return err
+	}
+	// Every model's shape first, from the file headers, so that a wrong
+	// model is refused before any weights are read.
+	paths := make([]string, len(args))
+	var c nn.Config
+	for i, a := range args {
+		if paths[i], err = checkpoint.Resolve(a); err != nil {
+			return fmt.Errorf("average: %w", err)
+		}
+		ci, err := checkpoint.ReadConfig(paths[i])
+		if err != nil {
+			return fmt.Errorf("average: %w", err)
+		}
+		if i == 0 {
+			c = ci
+		} else if ci != c {
+			return fmt.Errorf("average: %s is %v, but %s is %v: only models of one architecture can be averaged", paths[i], ci, paths[0], c)
+		}
+	}
+	sum := make([]float64, c.NumParams())
+	from := make([]soupIngredient, len(paths))
+	for i, p := range paths {
+		m, err := checkpoint.ReadModel(p)
+		if err != nil {
+			return fmt.Errorf("average: %w", err)
+		}
+		if m.Config != c {
+			return fmt.Errorf("average: %s is %v, but %s is %v: only models of one architecture can be averaged", p, m.Config, paths[0], c)
+		}
+		for j, x := range m.Params {
+			sum[j] += weights[i] * float64(x)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			abs = p
+		}
+		from[i] = soupIngredient{Path: abs, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
+	}
+	params := make([]float32, len(sum))
+	for j, x := range sum {
+		params[j] = float32(x)
+	}
+	b, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.WriteModel(out, c, params, map[string]string{"averaged_from": string(b)}); err != nil {
+		return err
+	}
+	fmt.Fprintf(cCtx.App.Writer, "averaged %d models (%s) into %s\n", len(paths), c.Describe(), out)
+	return nil
+}
+
+// soupWeights parses --weights (n weights, finite and non-negative, with a
+// positive sum) and normalises them to sum to 1; "" is n equal weights.
+func soupWeights(s string, n int) ([]float64, error) {
+	w := make([]float64, n)
+	if s == "" {
+		for i := range w {
+			w[i] = 1 / float64(n)
+		}
+		return w, nil
+	}
+	fields := strings.Split(s, ",")
+	if len(fields) != n {
+		return nil, fmt.Errorf("--weights %q: %d weights for %d models", s, len(fields), n)
+	}
+	total := 0.0
+	for i, f := range fields {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(x >= 0) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("--weights %q: weight %d (%q) must be a finite number >= 0", s, i+1, f)
+		}
+		w[i] = x
+		total += x
+	}
+	if !(total > 0) || math.IsInf(total, 0) {
+		return nil, fmt.Errorf("--weights %q: the weights sum to %v; want a positive, finite sum", s, total)
+	}
+	for i := range w {
+		w[i] /= total
+	}
+	return w, nil
+}

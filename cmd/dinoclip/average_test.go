@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// writeRandomModel writes a model of shape c with the weights of seed.
+func writeRandomModel(t *testing.T, path string, c nn.Config, seed uint64) []float32 {
+	t.Helper()
+	p := nn.InitParameters[float32](c, seed)
+	if err := checkpoint.WriteModel(path, c, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestAverage(t *testing.T) {
+	dir := t.TempDir()
+	c := nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 1}
+	a := writeRandomModel(t, filepath.Join(dir, "a.safetensors"), c, 1)
+	b := writeRandomModel(t, filepath.Join(dir, "b.safetensors"), c, 2)
+	for _, w := range []struct {
+		flag   []string
+		wa, wb float64
+	}{{nil, 0.5, 0.5}, {[]string{"--weights", "1,3"}, 0.25, 0.75}, {[]string{"--weights", "0,2"}, 0, 1}} {
+		out := filepath.Join(dir, "soup.safetensors")
+		args := append(append([]string{"average", "--out", out}, w.flag...), filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors"))
+		mustRun(t, args...)
+		m, err := checkpoint.ReadModel(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Config != c {
+			t.Fatalf("%v: the average is %v, want %v", w.flag, m.Config, c)
+		}
+		// The mean of two float32 values in float64 is exact, so the one
+		// rounding is the final one to float32: the result must equal it.
+		bad := 0
+		for j := range a {
+			if want := float32(w.wa*float64(a[j]) + w.wb*float64(b[j])); m.Params[j] != want {
+				bad++
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%v: %d of %d weights are not the weighted mean", w.flag, bad, len(a))
+		}
+		var from []soupIngredient
+		if err := json.Unmarshal([]byte(m.Meta["averaged_from"]), &from); err != nil || len(from) != 2 || from[1].Weight != w.wb {
+			t.Errorf("%v: averaged_from %q (%v)", w.flag, m.Meta["averaged_from"], err)
+		}
+	}
+	// eval and train --init accept the average.
+	data, eval := makeData(t), makeEvalSet(t, "tiny-eval")
+	soup := filepath.Join(dir, "soup.safetensors")
+	if out := mustRun(t, "eval", "--model", soup, "--eval", eval); !strings.Contains(out, "tiny-eval") {
+		t.Errorf("eval of the average:\n%s", out)
+	}
+	mustRun(t, "train", "--init", soup, "--data", data, "--out", filepath.Join(t.TempDir(), "ft"), "--epochs", "1", "--batch", "32")
+}
+
+func TestAverageErrors(t *testing.T) {
+	dir := t.TempDir()
+	c := nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 1}
+	a, b := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	writeRandomModel(t, a, c, 1)
+	writeRandomModel(t, b, c, 2)
+	wide := filepath.Join(dir, "wide.safetensors")
+	writeRandomModel(t, wide, nn.Config{InputDim: tIn, HiddenDim: 16, OutputDim: tOut, Blocks: 1}, 3)
+	deep := filepath.Join(dir, "deep.safetensors")
+	writeRandomModel(t, deep, nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 2}, 3)
+	nanModel := filepath.Join(dir, "nan.safetensors")
+	p := nn.InitParameters[float32](c, 4)
+	p[5] = float32(math.NaN())
+	if err := checkpoint.WriteModel(nanModel, c, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "soup.safetensors")
+	missing := filepath.Join(dir, "nope.safetensors")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"other hidden width", []string{"average", "--out", out, a, wide}, []string{wide, "one architecture"}},
+		{"other depth", []string{"average", "--out", out, a, b, deep}, []string{deep, "one architecture"}},
+		{"a missing file", []string{"average", "--out", out, a, missing}, []string{missing}},
+		{"a directory without a model", []string{"average", "--out", out, a, t.TempDir()}, []string{"no model.safetensors"}},
+		{"NaN in a model", []string{"average", "--out", out, a, nanModel}, []string{nanModel, "NaN"}},
+		{"NaN weight", []string{"average", "--out", out, "--weights", "1,NaN", a, b}, []string{"--weights", "NaN", ">= 0"}},
+		{"infinite weight", []string{"average", "--out", out, "--weights", "1,Inf", a, b}, []string{"--weights", "finite"}},
+		{"overflowing weight", []string{"average", "--out", out, "--weights", "1,1e400", a, b}, []string{"--weights", "finite"}},
+		{"negative weight", []string{"average", "--out", out, "--weights", "1,-1", a, b}, []string{"--weights", ">= 0"}},
+		{"zero sum", []string{"average", "--out", out, "--weights", "0,0", a, b}, []string{"sum to 0"}},
+		{"sum overflowing", []string{"average", "--out", out, "--weights", "1e308,1e308", a, b}, []string{"sum to +Inf"}},
+		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weights for 2 models"}},
+		{"a flag after the models", []string{"average", "--out", out, a, b, "--weights", "1,2"}, []string{`"--weights" after the models`}},
+		{"no models", []string{"average", "--out", out}, []string{"no models"}},
+		{"no out", []string{"average", a, b}, []string{"--out"}},
+		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused average wrote %s", out)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("a refused average left %s", e.Name())
+		}
+	}
+}

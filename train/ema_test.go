@@ -1,0 +1,189 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// recordWeights keeps a copy of the engine's weights after every step.
+type recordWeights struct {
+	nn.Engine
+	after [][]float32
+}
+
+func (r *recordWeights) Step(s nn.AdamWStep) error {
+	if err := r.Engine.Step(s); err != nil {
+		return err
+	}
+	p := make([]float32, r.Config().NumParams())
+	err := r.Parameters(p)
+	r.after = append(r.after, p)
+	return err
+}
+
+// The moving average in the last checkpoint is the one computed here from
+// the initial weights and the weights after every step, bit for bit; the
+// evaluations record it; best by "ema" points at a checkpoint whose
+// ema.safetensors Resolve returns for the run.
+func TestEMA(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := t.TempDir()
+	rec := &recordWeights{}
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { rec.Engine = e; return rec })
+	tr.Options.EMA, tr.Options.BestFrom = 0.9, BestFromEMA
+	if _, err := tr.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	want := nn.InitParameters[float32](loopModel, tr.Options.Seed)
+	d := tr.Options.EMA
+	for _, w := range rec.after {
+		for i := range want {
+			want[i] = float32(d*float64(want[i]) + (1-d)*float64(w[i]))
+		}
+	}
+	ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.after) != 36 || !slices.Equal(ck.EMA, want) {
+		t.Fatalf("after %d steps the checkpoint's moving average is not the one computed from the weights", len(rec.after))
+	}
+	if slices.Equal(ck.EMA, ck.Params) {
+		t.Fatal("the moving average is the raw weights")
+	}
+	// Evaluating the average leaves the training untouched.
+	plain := newTrainer(t, dataDir, t.TempDir(), nil)
+	if _, err := plain.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(params(t, plain.Engine), ck.Params) {
+		t.Error("the run with a moving average trained other weights than the run without")
+	}
+	if ck.EMAMeta["ema_decay"] != "0.9" {
+		t.Errorf("ema.safetensors metadata %v", ck.EMAMeta)
+	}
+	evals := 0
+	for _, l := range metricsLines(t, runDir) {
+		if strings.Contains(l, `"type":"eval"`) {
+			evals++
+			if !strings.Contains(l, `"ema":{"sets":[{`) {
+				t.Errorf("an eval record without the moving average's evaluation: %s", l)
+			}
+		}
+	}
+	if evals != 3 {
+		t.Errorf("%d eval records, want 3", evals)
+	}
+	path, err := checkpoint.Resolve(runDir)
+	if err != nil || filepath.Base(path) != checkpoint.EMAFile {
+		t.Errorf("Resolve of a run with best from ema: %s, %v", path, err)
+	}
+}
+
+// A run with a moving average resumes bit for bit, its average included.
+func TestEMAResumeIsBitIdentical(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	straightDir := t.TempDir()
+	straight := newTrainer(t, dataDir, straightDir, nil)
+	straight.Options.EMA = 0.75
+	if _, err := straight.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(straightDir, checkpoint.LastLink, checkpoint.EMAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stops := range [][]int{{5}, {4, 17}} {
+		runDir := t.TempDir()
+		resume := false
+		for _, n := range stops {
+			ctx, cancel := context.WithCancel(context.Background())
+			tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+			tr.Options.EMA = 0.75
+			if _, err := tr.Run(ctx, resume); !errors.Is(err, context.Canceled) {
+				t.Fatalf("stops %v: %v", stops, err)
+			}
+			cancel()
+			resume = true
+		}
+		tr := newTrainer(t, dataDir, runDir, nil)
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(runDir, checkpoint.LastLink, checkpoint.EMAFile))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("stops %v: the resumed run's ema.safetensors differs from the uninterrupted run's (%v)", stops, err)
+		}
+		if a, b := metricsLines(t, runDir), metricsLines(t, straightDir); !slices.Equal(a, b) {
+			t.Errorf("stops %v: metrics differ from the uninterrupted run", stops)
+		}
+	}
+	// A checkpoint that lost its moving average cannot continue the run.
+	runDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 5, cancel: cancel} })
+	tr.Options.EMA = 0.75
+	tr.Run(ctx, false)
+	cancel()
+	os.Remove(filepath.Join(runDir, checkpoint.LastLink, checkpoint.EMAFile))
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), checkpoint.EMAFile) {
+		t.Errorf("resume without the moving average: %v", err)
+	}
+}
+
+func TestEMAOptionsRefused(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for _, c := range []struct {
+		ema      float64
+		bestFrom string
+		metric   string
+		want     string
+	}{
+		{1, "", "", "(0, 1)"}, {-0.5, "", "", "(0, 1)"}, {math.NaN(), "", "", "(0, 1)"}, {math.Inf(1), "", "", "(0, 1)"},
+		{0, BestFromEMA, "", "without a moving average"}, {0.9, "both", "", `"both"`},
+		{0.9, BestFromEMA, "loss", "not \"loss\""},
+	} {
+		tr := newTrainer(t, dataDir, t.TempDir(), nil)
+		tr.Options.EMA, tr.Options.BestFrom, tr.Options.BestMetric = c.ema, c.bestFrom, c.metric
+		if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ema %v, best from %q, metric %q: %v, want an error with %q", c.ema, c.bestFrom, c.metric, err, c.want)
+		}
+	}
+}
+
+// In a float64 run, evaluating the moving average puts the float64
+// weights back at full precision: the run trains the bits of a run
+// without an average.
+func TestEMAFloat64LeavesTrainingUntouched(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	var final [2][]float64
+	for i, ema := range []float64{0, 0.9} {
+		tr := newTrainer(t, dataDir, t.TempDir(), nil)
+		e, err := nn.NewCPUEngine[float64](loopModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Engine = e
+		tr.Options.Precision, tr.Options.EMA = PrecisionFP64, ema
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		final[i] = e.Model.Params
+	}
+	if !slices.Equal(final[0], final[1]) {
+		t.Error("the float64 run with a moving average trained other weights than the run without")
+	}
+}

@@ -145,7 +145,7 @@ func runIndex(cCtx *cli.Context) error {
 			s.arr.Close()
 		}
 	}()
-	var total int64
+	var total, largest int64
 	for _, f := range files {
 		a, err := npy.Open(f)
 		if err != nil {
@@ -165,6 +165,7 @@ func runIndex(cCtx *cli.Context) error {
 		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0])}
 		total += int64(shape[0])
+		largest = max(largest, int64(shape[0]))
 	}
 	model, err := modelIdentity(lm.Path, c, lm.Model.Params)
 	if err != nil {
@@ -204,7 +205,8 @@ func runIndex(cCtx *cli.Context) error {
 	}
 	ctx := cCtx.Context
 	var done, added, skipped int64
-	x := make([]float32, batch*c.InputDim)
+	// A chunk is at most one file's rows: --batch may be far larger.
+	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
 		if w.Has(s.src) {
 			skipped++

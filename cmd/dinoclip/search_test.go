@@ -247,3 +247,24 @@ func TestIndexSearchErrors(t *testing.T) {
 		t.Errorf("a failed search left %s: %v", out, err)
 	}
 }
+
+// --batch larger than any features file (up to the largest int) indexes as
+// one chunk per file; it used to allocate batch×input_dim floats up front
+// and panic (makeslice: len out of range).
+func TestIndexHugeBatch(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	want := filepath.Join(dir, "want")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", want)
+	for _, batch := range []string{"1000000000000000000", "9223372036854775807"} {
+		got := filepath.Join(dir, "b"+batch)
+		mustRun(t, "index", "--model", run, "--features", data, "--out", got, "--batch", batch)
+		for _, f := range []string{"keys-00000.npy", "keys-00001.npy"} {
+			a, errA := os.ReadFile(filepath.Join(want, f))
+			b, errB := os.ReadFile(filepath.Join(got, f))
+			if errA != nil || errB != nil || !slices.Equal(a, b) {
+				t.Errorf("--batch %s: %s differs from the default batch's (%v, %v)", batch, f, errA, errB)
+			}
+		}
+	}
+}

@@ -133,10 +133,24 @@ func runProject(cCtx *cli.Context) error {
 			if err := lm.Engine.Project(ys, xs, rows); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, inPath, err)
 			}
+			// Finite inputs can still overflow inside the model (values
+			// near float32's limit), and finite outputs can lie beyond
+			// float16's range: a file of NaN or Inf is no projection.
+			for i, v := range ys {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%s: row %d: the model's output %d is %v, not a finite number (the row's largest feature magnitude is %.3g)",
+						inPath, lo+i/c.OutputDim, i%c.OutputDim, v, maxAbs(xs[i/c.OutputDim*c.InputDim:(i/c.OutputDim+1)*c.InputDim]))
+				}
+			}
 			b := buf[:len(ys)*dt.Size()]
 			if dt == npy.Float16 {
 				for i, v := range ys {
-					binary.LittleEndian.PutUint16(b[2*i:], npy.Float16Bits(v))
+					h := npy.Float16Bits(v)
+					if h&0x7c00 == 0x7c00 {
+						return fmt.Errorf("%s: row %d: the model's output %d is %g, beyond float16's range (±65504); write float32 (without --float16)",
+							inPath, lo+i/c.OutputDim, i%c.OutputDim, v)
+					}
+					binary.LittleEndian.PutUint16(b[2*i:], h)
 				}
 			} else {
 				for i, v := range ys {
@@ -157,6 +171,15 @@ func runProject(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dtypeName(dt))
 	return nil
+}
+
+// maxAbs is the largest magnitude in x.
+func maxAbs(x []float32) float64 {
+	var m float64
+	for _, v := range x {
+		m = max(m, math.Abs(float64(v)))
+	}
+	return m
 }
 
 // dtypeName is a dtype as numpy names it.

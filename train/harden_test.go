@@ -331,3 +331,26 @@ func TestProgressAndLogShareTheTerminal(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint's two files belong together: a model.safetensors copied in
+// from another step (or an optimizer.safetensors from one) is refused on
+// resume, rather than continuing one step's weights with another step's
+// moments and position (it used to resume silently, and an optimizer file
+// of a finished run made the run report itself finished).
+func TestResumeRefusesMixedCheckpointFiles(t *testing.T) {
+	for _, file := range []string{checkpoint.ModelFile, checkpoint.OptimizerFile} {
+		_, early := stoppedRun(t, 5)
+		dataDir, runDir := stoppedRun(t, 17)
+		b, err := os.ReadFile(filepath.Join(early, checkpoint.LastLink, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(runDir, checkpoint.LastLink, file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "step 5") || !strings.Contains(err.Error(), "step 17") {
+			t.Errorf("resume with %s of step 5 in the checkpoint of step 17: %v", file, err)
+		}
+	}
+}

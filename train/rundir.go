@@ -277,6 +277,12 @@ func (tr *Trainer) restore() (State, error) {
 	if err := json.Unmarshal(ck.State, &st); err != nil {
 		return State{}, fmt.Errorf("%s: trainer state: %w", dir, err)
 	}
+	// The model file records its step too: the two files of a checkpoint
+	// must be of one step (a file copied in from another checkpoint is not).
+	if ms, ok := ck.Meta["step"]; ok && ms != strconv.Itoa(st.Step) {
+		return State{}, fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint",
+			dir, checkpoint.ModelFile, ms, checkpoint.OptimizerFile, st.Step)
+	}
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
 	switch {

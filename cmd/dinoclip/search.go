@@ -27,6 +27,10 @@ const (
 // written (12 bytes each).
 const maxAnswer = 1 << 30
 
+// maxSearchMemory bounds --memory (MiB) so that the budget in bytes, MiB
+// << 20, cannot wrap around; 2^30 MiB is a PiB, more than any machine.
+const maxSearchMemory = 1 << 30
+
 // deviceSearcher returns the Searcher of a device other than the CPU, and
 // a function that releases it; a build with -tags cuda sets it
 // (device_cuda.go), and without it --device cuda fails as newEngine does.
@@ -143,6 +147,9 @@ func runSearch(cCtx *cli.Context) error {
 	memory := cCtx.Int("memory")
 	if err := checkAtLeast("memory", memory, 16); err != nil {
 		return err
+	}
+	if memory > maxSearchMemory {
+		return fmt.Errorf("--memory %d: at most %d MiB (%d TiB)", memory, maxSearchMemory, maxSearchMemory>>20)
 	}
 	device := cCtx.String("device")
 	if err := checkDevice(device); err != nil {

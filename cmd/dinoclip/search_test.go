@@ -199,6 +199,9 @@ func TestIndexSearchErrors(t *testing.T) {
 	wantError(t, search("--k", "1000000000000"), "only 64 rows")
 	wantError(t, search("--k", "65"), "only 64 rows")
 	wantError(t, search("--memory", "1"), "--memory")
+	// MiB << 20 must not wrap (to a negative budget, which meant the default).
+	wantError(t, search("--memory", "9223372036854775807"), "--memory 9223372036854775807", "at most")
+	wantError(t, search("--memory", "1000000000000000000"), "--memory 1000000000000000000", "at most")
 	wantError(t, search("--device", "tpu"), "unknown device")
 
 	wide := filepath.Join(dir, "wide.npy")

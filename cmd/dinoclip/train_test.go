@@ -185,7 +185,7 @@ func TestTrainErrors(t *testing.T) {
 		{"output dim not the data's", with("--output-dim", "5"), []string{"--output-dim 5", "4-wide targets"}},
 		{"hidden dim too small", with("--hidden-dim", "1"), []string{"--hidden-dim 1"}},
 		{"hidden dim overflowing", with("--hidden-dim", "3037000500"), []string{"3037000500", "weights, more than"}},
-		{"blocks beyond memory", with("--blocks", "1000000000"), []string{"1000000000 blocks", "weights, more than"}},
+		{"blocks beyond memory", with("--blocks", "1000000000"), []string{"x 1000000000 residual blocks", "weights, more than"}},
 		{"eval set wider than the data", with("--eval", wideEval), []string{wideEval}},
 		{"eval set missing", with("--eval", filepath.Join(other, "nope")), []string{filepath.Join(other, "nope")}},
 		{"unknown best metric", with("--eval", eval, "--best-metric", "r7"), []string{"best metric", "r7"}},

@@ -195,7 +195,7 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	if sh := a.Shape(); len(sh) != 2 || int64(sh[0]) != s.Rows || sh[1] != dim || a.DType() != dt {
 		a.Close()
-		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, dtypeName(a.DType()), s.Rows, dim, dtypeName(dt))
+		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, a.DType().Name(), s.Rows, dim, dt.Name())
 	}
 	raw, err := a.RawRows(0, a.Rows())
 	if err != nil {

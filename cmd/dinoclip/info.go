@@ -134,7 +134,7 @@ func infoNPY(w io.Writer, path string) error {
 	h := a.Header()
 	fmt.Fprintf(w, "%s: .npy array\n", path)
 	fmt.Fprintf(w, "  shape: %v\n", shapeString(h.Shape))
-	fmt.Fprintf(w, "  dtype: %s (%s)\n", dtypeName(h.DType), h.DType)
+	fmt.Fprintf(w, "  dtype: %s (%s)\n", h.DType.Name(), h.DType)
 	if len(h.Shape) == 2 {
 		fmt.Fprintf(w, "  rows: %d of %d values\n", h.Shape[0], h.Shape[1])
 	}
@@ -380,7 +380,7 @@ func infoData(w io.Writer, dir string) error {
 			x.Close()
 			return err
 		}
-		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), dtypeName(x.DType()), dtypeName(t.DType()))
+		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), x.DType().Name(), t.DType().Name())
 		x.Close()
 		t.Close()
 	}
@@ -409,7 +409,7 @@ func infoEvalSet(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "  %s: %s %s\n", name, shapeString(a.Shape()), dtypeName(a.DType()))
+		fmt.Fprintf(w, "  %s: %s %s\n", name, shapeString(a.Shape()), a.DType().Name())
 		a.Close()
 	}
 	return nil

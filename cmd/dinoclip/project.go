@@ -74,7 +74,7 @@ func runProject(cCtx *cli.Context) error {
 		if len(shape) == 1 {
 			hint = fmt.Sprintf(" (a single feature vector must be saved as [1, %d])", shape[0])
 		}
-		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType(), hint)
+		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType().Name(), hint)
 	}
 	lm, err := loadModel(cCtx.String("model"), device)
 	if err != nil {
@@ -169,7 +169,7 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dtypeName(dt))
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dt.Name())
 	return nil
 }
 
@@ -180,21 +180,4 @@ func maxAbs(x []float32) float64 {
 		m = max(m, math.Abs(float64(v)))
 	}
 	return m
-}
-
-// dtypeName is a dtype as numpy names it.
-func dtypeName(dt npy.DType) string {
-	switch dt {
-	case npy.Float16:
-		return "float16"
-	case npy.Float32:
-		return "float32"
-	case npy.Float64:
-		return "float64"
-	case npy.Int32:
-		return "int32"
-	case npy.Int64:
-		return "int64"
-	}
-	return dt.String()
 }

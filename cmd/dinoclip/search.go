@@ -93,7 +93,7 @@ func readQueries(path string) ([]float32, int, int, error) {
 		if len(shape) == 1 && a.DType().IsFloat() {
 			hint = fmt.Sprintf(" (save a single embedding as [1, %d])", shape[0])
 		}
-		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, dtypeName(a.DType()), hint)
+		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, a.DType().Name(), hint)
 	}
 	if shape[0] < 1 || shape[1] < 1 {
 		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one row and one column", path, shape)

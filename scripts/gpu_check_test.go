@@ -54,7 +54,15 @@ if [ "${FAKE_BREAK:-}" = tests ]; then echo "--- FAIL: TestGemm (0.00s)"; exit 1
 echo "--- PASS: TestGemm (0.00s)"
 `
 
+// fakeDriverTest is bin/driver.test: gpu-check runs its tensor-core tests
+// (-test.run 'TestTC|...') apart from the others (-test.skip), so it breaks
+// only the part FAKE_BREAK names.
 const fakeDriverTest = `#!/usr/bin/env bash
+if [ "$1" = -test.run ]; then
+	if [ "${FAKE_BREAK:-}" = tensorcore ]; then echo "--- FAIL: TestTCMma (0.00s)"; exit 1; fi
+	echo "--- PASS: TestTCMma (0.00s)"
+	exit 0
+fi
 if [ "${FAKE_BREAK:-}" = driver ]; then echo "--- FAIL: TestLaunchEx (0.00s)"; exit 1; fi
 echo "--- PASS: TestLaunchEx (0.00s)"
 `
@@ -157,7 +165,8 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		{"losses apart", "parity", nil, nil, 1, []string{"parity   FAIL", "BEYOND 1e-06", "overall: FAIL (failed: parity)"}},
 		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}},
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},
-		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}},
+		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "tensorcore PASS", "overall: FAIL (failed: driver)"}},
+		{"failing tensor-core tests", "tensorcore", nil, nil, 1, []string{"driver   PASS", "tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -80,8 +80,8 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		edit  func(map[string]any)
 		wants string
 	}{
-		{"epoch -1", 5, set("epoch", -1), "epoch -1"},
-		{"epoch past the run", 5, set("epoch", 7), "epoch 7"},
+		{"epoch -1", 5, set("epoch", -1), "epoch -1 is outside"},
+		{"epoch past the run", 5, set("epoch", 7), "epoch 7 is outside"},
 		{"step 1e12", 5, set("step", 1e12), "step 1000000000000"},
 		{"step behind the position", 17, set("step", 3), "step 3"},
 		{"batch 999", 5, set("batch", 999), "batch 999"},

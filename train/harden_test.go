@@ -354,3 +354,22 @@ func TestResumeRefusesMixedCheckpointFiles(t *testing.T) {
 		}
 	}
 }
+
+// A resume of a directory that is not there, or of a file, says so rather
+// than that the run "has no checkpoint yet; start the run without --resume".
+func TestCheckResumableNoRunDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{filepath.Join(dir, "nowhere"): "no such run directory", file: "not a directory"} {
+		err := CheckResumable(path)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "no checkpoint yet") {
+			t.Errorf("CheckResumable(%s): %v, want an error saying %q", path, err, want)
+		}
+	}
+	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
+		t.Errorf("CheckResumable of an empty directory: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -89,6 +90,14 @@ func absPath(path string) string {
 // that is gone (it can then be neither resumed nor started anew, see
 // checkNewRunDir: remove it or use another directory).
 func CheckResumable(dir string) error {
+	switch st, err := os.Stat(dir); {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("no such run directory %s", dir)
+	case err != nil:
+		return fmt.Errorf("run directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory, not a run to resume", dir)
+	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Lstat(last); err != nil {
 		return fmt.Errorf("nothing to resume in %s: it has no checkpoint yet; start the run without --resume", dir)

@@ -189,7 +189,7 @@ func TestTrainErrors(t *testing.T) {
 		{"eval set wider than the data", with("--eval", wideEval), []string{wideEval}},
 		{"eval set missing", with("--eval", filepath.Join(other, "nope")), []string{filepath.Join(other, "nope")}},
 		{"unknown best metric", with("--eval", eval, "--best-metric", "r7"), []string{"best metric", "r7"}},
-		{"resume nothing", with("--resume"), []string{"nothing to resume"}},
+		{"resume nothing", with("--resume"), []string{"no such run directory"}},
 		{"epochs overflow", with("--epochs", "2305843009213693953"), []string{"--epochs 2305843009213693953", "overflow"}},
 		{"unknown flag", with("--epoch", "3"), []string{"epoch", "--help"}},
 		{"stray argument", with("extra"), []string{`unexpected argument "extra"`}},

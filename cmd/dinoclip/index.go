@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -221,13 +220,8 @@ func runIndex(cCtx *cli.Context) error {
 				return err
 			}
 			xs := x[:(hi-lo)*c.InputDim]
-			if err := s.arr.ReadRows(xs, lo, hi); err != nil {
+			if err := readFeatures(s.arr, s.src.Path, xs, lo, hi); err != nil {
 				return err
-			}
-			for i, v := range xs {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%s: row %d, column %d is %v", s.src.Path, lo+i/c.InputDim, i%c.InputDim, v)
-				}
 			}
 			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, s.src.Path, err)

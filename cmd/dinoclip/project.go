@@ -122,13 +122,8 @@ func runProject(cCtx *cli.Context) error {
 			hi := min(lo+batch, n)
 			rows := hi - lo
 			xs, ys := x[:rows*c.InputDim], y[:rows*c.OutputDim]
-			if err := in.ReadRows(xs, lo, hi); err != nil {
+			if err := readFeatures(in, inPath, xs, lo, hi); err != nil {
 				return err
-			}
-			for i, v := range xs {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%s: row %d, column %d is %v", inPath, lo+i/c.InputDim, i%c.InputDim, v)
-				}
 			}
 			if err := lm.Engine.Project(ys, xs, rows); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, inPath, err)
@@ -170,6 +165,26 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dt.Name())
+	return nil
+}
+
+// readFeatures reads rows [lo, hi) of the feature matrix a (from path)
+// into dst as float32 and refuses NaN and Inf, naming the row and column
+// (a float64 value beyond float32's range reads as Inf, which is said).
+func readFeatures(a *npy.Array, path string, dst []float32, lo, hi int) error {
+	if err := a.ReadRows(dst, lo, hi); err != nil {
+		return err
+	}
+	width := len(dst) / max(hi-lo, 1)
+	for i, v := range dst {
+		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
+			continue
+		}
+		if a.DType() == npy.Float64 && !math.IsNaN(float64(v)) {
+			return fmt.Errorf("%s: row %d, column %d is %v in float32 (infinite, or a float64 beyond float32's range)", path, lo+i/width, i%width, v)
+		}
+		return fmt.Errorf("%s: row %d, column %d is %v", path, lo+i/width, i%width, v)
+	}
 	return nil
 }
 

@@ -112,6 +112,12 @@ func TestProjectErrors(t *testing.T) {
 	x := make([]float32, 3*tIn)
 	x[2*tIn+1] = float32(math.NaN())
 	writeF32(t, nan, []int{3, tIn}, x)
+	far := filepath.Join(dir, "far.npy")
+	x64 := make([]float64, 2*tIn)
+	x64[tIn+3] = 1e300
+	if err := npy.WriteFloat64(far, []int{2, tIn}, x64); err != nil {
+		t.Fatal(err)
+	}
 	garbage := filepath.Join(dir, "garbage.npy")
 	os.WriteFile(garbage, []byte("hello"), 0o644)
 	out := filepath.Join(dir, "out", "y.npy") // its directory is created by no one
@@ -131,6 +137,7 @@ func TestProjectErrors(t *testing.T) {
 		{"a vector", []string{"project", "--model", run, "--in", vec, "--out", ok}, []string{vec, "[1, 8]"}},
 		{"integers", []string{"project", "--model", run, "--in", ints, "--out", ok}, []string{ints, "float"}},
 		{"NaN", []string{"project", "--model", run, "--in", nan, "--out", ok}, []string{nan, "row 2, column 1"}},
+		{"float64 beyond float32", []string{"project", "--model", run, "--in", far, "--out", ok}, []string{far, "row 1, column 3", "beyond float32's range"}},
 		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},

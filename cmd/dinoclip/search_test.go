@@ -245,6 +245,11 @@ func TestIndexSearchErrors(t *testing.T) {
 
 	// Bad features for index.
 	wantError(t, []string{"index", "--model", run, "--features", q, "--out", filepath.Join(dir, "i2")}, "4 wide", "takes 8-wide")
+	nanFeatures := filepath.Join(dir, "nan.dino.npy")
+	x := make([]float32, 3*tIn)
+	x[2*tIn+5] = float32(math.Inf(-1))
+	writeF32(t, nanFeatures, []int{3, tIn}, x)
+	wantError(t, []string{"index", "--model", run, "--features", nanFeatures, "--out", filepath.Join(dir, "i4")}, nanFeatures, "row 2, column 5 is -Inf")
 	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed search left %s: %v", out, err)

@@ -373,3 +373,25 @@ func TestCheckResumableNoRunDir(t *testing.T) {
 		t.Errorf("CheckResumable of an empty directory: %v", err)
 	}
 }
+
+// A last that is a directory, not the link the trainer keeps, is refused
+// before training; the resume used to train to its first checkpoint and
+// then fail to replace it ("rename .last.tmp last: file exists").
+func TestResumeRefusesLastNotALink(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	target, err := os.Readlink(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(runDir, target), last); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "not a link") {
+		t.Fatalf("resume with a directory as last: %v", err)
+	}
+}

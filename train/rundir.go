@@ -99,8 +99,14 @@ func CheckResumable(dir string) error {
 		return fmt.Errorf("%s is not a directory, not a run to resume", dir)
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
-	if _, err := os.Lstat(last); err != nil {
+	st, err := os.Lstat(last)
+	if err != nil {
 		return fmt.Errorf("nothing to resume in %s: it has no checkpoint yet; start the run without --resume", dir)
+	}
+	if st.Mode()&os.ModeSymlink == 0 {
+		// The trainer replaces the link at every checkpoint; it cannot
+		// replace a directory or file.
+		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)

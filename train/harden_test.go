@@ -395,3 +395,22 @@ func TestResumeRefusesLastNotALink(t *testing.T) {
 		t.Fatalf("resume with a directory as last: %v", err)
 	}
 }
+
+// A resume of a run that another process is starting (locked, no
+// checkpoint yet) says it is locked, not "start the run without --resume",
+// which would be refused as locked in turn.
+func TestCheckResumableLockedRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	lock, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locked *LockedError
+	if err := CheckResumable(dir); !errors.As(err, &locked) {
+		t.Errorf("CheckResumable of a locked run without checkpoints: %v, want a LockedError", err)
+	}
+	lock.Release()
+	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
+		t.Errorf("CheckResumable after the lock was released: %v", err)
+	}
+}

@@ -86,10 +86,26 @@ func absPath(path string) string {
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no
-// checkpoint yet (start it anew), or its last link points at a checkpoint
-// that is gone (it can then be neither resumed nor started anew, see
-// checkNewRunDir: remove it or use another directory).
+// checkpoint yet (start it anew; or, when another process holds its lock,
+// the *LockedError: that process is starting it), or its last link points
+// at a checkpoint that is gone (it can then be neither resumed nor started
+// anew, see checkNewRunDir: remove it or use another directory). It is for
+// a process that does not hold the lock yet.
 func CheckResumable(dir string) error {
+	err := checkResumable(dir)
+	if errors.Is(err, errNoCheckpoint) {
+		if lerr := checkUnlocked(dir); lerr != nil {
+			return lerr
+		}
+	}
+	return err
+}
+
+// errNoCheckpoint marks checkResumable's error for a run without one.
+var errNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
+
+// checkResumable is CheckResumable for the process holding the lock.
+func checkResumable(dir string) error {
 	switch st, err := os.Stat(dir); {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("no such run directory %s", dir)
@@ -101,7 +117,7 @@ func CheckResumable(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
-		return fmt.Errorf("nothing to resume in %s: it has no checkpoint yet; start the run without --resume", dir)
+		return fmt.Errorf("nothing to resume in %s: %w", dir, errNoCheckpoint)
 	}
 	if st.Mode()&os.ModeSymlink == 0 {
 		// The trainer replaces the link at every checkpoint; it cannot
@@ -276,7 +292,7 @@ func sweepCheckpoints(runDir string) {
 // refused.
 func (tr *Trainer) restore() (State, error) {
 	sweepCheckpoints(tr.RunDir)
-	if err := CheckResumable(tr.RunDir); err != nil {
+	if err := checkResumable(tr.RunDir); err != nil {
 		return State{}, err
 	}
 	info, err := ReadRunInfo(tr.RunDir)

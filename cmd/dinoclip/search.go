@@ -49,8 +49,8 @@ func searchCommand() *cli.Command {
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
 			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
-			"rest is working memory); --device cuda ranks\n" +
-			"on the GPU (float32 keys, k up to 32) and checks the ranking the same way.\n\n" +
+			"rest is working memory); --device cuda ranks on the GPU (float32 keys, k up to 32) and checks\n" +
+			"the ranking the same way.\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{

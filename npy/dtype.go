@@ -42,6 +42,24 @@ func (d DType) String() string {
 	return "invalid"
 }
 
+// Name is the dtype as numpy names it, e.g. "float32" (String is its
+// descr, "<f4").
+func (d DType) Name() string {
+	switch d {
+	case Float16:
+		return "float16"
+	case Float32:
+		return "float32"
+	case Float64:
+		return "float64"
+	case Int32:
+		return "int32"
+	case Int64:
+		return "int64"
+	}
+	return "invalid"
+}
+
 // IsFloat reports whether d is a floating-point dtype.
 func (d DType) IsFloat() bool { return d == Float16 || d == Float32 || d == Float64 }
 

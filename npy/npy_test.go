@@ -638,3 +638,12 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Name is numpy's name of a dtype (messages say "float16", not "<f2").
+func TestDTypeName(t *testing.T) {
+	for d, want := range map[DType]string{Float16: "float16", Float32: "float32", Float64: "float64", Int32: "int32", Int64: "int64", 0: "invalid", 99: "invalid"} {
+		if got := d.Name(); got != want {
+			t.Errorf("DType(%d).Name() = %q, want %q", d, got, want)
+		}
+	}
+}

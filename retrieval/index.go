@@ -195,7 +195,7 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	if sh := a.Shape(); len(sh) != 2 || int64(sh[0]) != s.Rows || sh[1] != dim || a.DType() != dt {
 		a.Close()
-		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, dtypeName(a.DType()), s.Rows, dim, dtypeName(dt))
+		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, a.DType().Name(), s.Rows, dim, dt.Name())
 	}
 	raw, err := a.RawRows(0, a.Rows())
 	if err != nil {
@@ -228,9 +228,9 @@ type IndexWriter struct {
 // AppendIndex opens the index in dir for appending, creating it (and dir)
 // if it has no manifest yet, with the given model, width and dtype. It
 // takes the index's lock, or fails at once if another process holds it.
-// An existing index must have been built by the same model (SHA-256) and
-// with the same width; its dtype is kept (dtype only applies to a new
-// index). Temporary files left by an append that was killed are removed.
+// An existing index must be whole (its files pass OpenIndex's checks) and
+// have been built by the same model (SHA-256) with the same width; its
+// dtype is kept (dtype only applies to a new index). Temporary files left by an append that was killed are removed.
 func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexWriter, err error) {
 	if _, err := indexDType(dtype); err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
@@ -260,6 +260,16 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		m, err := readManifest(dir)
 		if err != nil {
 			return nil, err
+		}
+		// Append only to an index that a search can open: its files as
+		// OpenIndex checks them (shapes, dtypes, ids).
+		dt, _ := indexDType(m.DType)
+		for _, s := range m.Shards {
+			a, _, err := openShard(dir, s, m.Dim, dt)
+			if err != nil {
+				return nil, fmt.Errorf("index %s: %w; it is damaged: build a new index", dir, err)
+			}
+			a.Close()
 		}
 		if m.Model.SHA256 != model.SHA256 {
 			return nil, fmt.Errorf("index %s was built by another model (%s, sha256 %s…), not %s (sha256 %s…); write this model's projections to a new index",

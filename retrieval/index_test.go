@@ -226,6 +226,24 @@ func TestIndexTampered(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
+			// Nor does an append add to it (it used to succeed, leaving an
+			// index that no search opens); without a manifest the files are
+			// the leftovers of a first append that never finished.
+			w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+			if tc.name == "no manifest" {
+				if err != nil {
+					t.Fatalf("append to a directory of leftovers: %v", err)
+				}
+				w.Close()
+				return
+			}
+			if err == nil {
+				w.Close()
+				t.Fatal("append: no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("append: error %q does not mention %q", err, tc.want)
+			}
 		})
 	}
 }

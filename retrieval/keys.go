@@ -61,7 +61,7 @@ func NewKeys(dim int, segments ...KeySegment) (*Keys, error) {
 		// Divide rather than multiply, so huge counts cannot overflow into a match.
 		rowBytes := dim * seg.DType.Size()
 		if len(seg.Data)%rowBytes != 0 || len(seg.Data)/rowBytes != seg.Rows {
-			return nil, fmt.Errorf("retrieval: %s: %d bytes, want %d rows × %d %s values", seg.Name, len(seg.Data), seg.Rows, dim, dtypeName(seg.DType))
+			return nil, fmt.Errorf("retrieval: %s: %d bytes, want %d rows × %d %s values", seg.Name, len(seg.Data), seg.Rows, dim, seg.DType.Name())
 		}
 		k.offsets[s+1] = k.offsets[s] + int64(seg.Rows)
 	}
@@ -144,15 +144,4 @@ func (k *Keys) exactScore(q []float32, p int64, row []float32) float64 {
 		sum += float64(q[i]) * float64(v)
 	}
 	return sum
-}
-
-// dtypeName is a dtype as numpy names it.
-func dtypeName(dt npy.DType) string {
-	switch dt {
-	case npy.Float16:
-		return "float16"
-	case npy.Float32:
-		return "float32"
-	}
-	return dt.String()
 }

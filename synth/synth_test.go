@@ -199,7 +199,13 @@ func TestRowsDoNotDependOnSharding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{one, three} {
+	// Shards larger than the data are one shard of all the rows, however
+	// large (--shard-rows 10^18 used to be refused as too many values).
+	huge := t.TempDir()
+	if _, err := WriteTrainingData(huge, opts, 300, 1<<60, false); err != nil {
+		t.Fatalf("300 rows in shards of 2^60: %v", err)
+	}
+	for _, dir := range []string{one, three, huge} {
 		if !slices.Equal(readShards(t, dir, FeatureSuffix), features) || !slices.Equal(readShards(t, dir, TargetSuffix), targets) {
 			t.Errorf("%s: shards differ from TrainingRows(0, 300)", dir)
 		}

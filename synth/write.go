@@ -61,6 +61,7 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	if rows < 1 || rowsPerShard < 1 {
 		return nil, fmt.Errorf("synth: training data in %s: %d rows in shards of %d; both must be at least 1", dir, rows, rowsPerShard)
 	}
+	rowsPerShard = min(rowsPerShard, rows) // the largest shard written
 	shards := rows / rowsPerShard
 	if rows%rowsPerShard != 0 {
 		shards++

@@ -80,8 +80,8 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		edit  func(map[string]any)
 		wants string
 	}{
-		{"epoch -1", 5, set("epoch", -1), "epoch -1"},
-		{"epoch past the run", 5, set("epoch", 7), "epoch 7"},
+		{"epoch -1", 5, set("epoch", -1), "epoch -1 is outside"},
+		{"epoch past the run", 5, set("epoch", 7), "epoch 7 is outside"},
 		{"step 1e12", 5, set("step", 1e12), "step 1000000000000"},
 		{"step behind the position", 17, set("step", 3), "step 3"},
 		{"batch 999", 5, set("batch", 999), "batch 999"},
@@ -329,5 +329,88 @@ func TestProgressAndLogShareTheTerminal(t *testing.T) {
 		if logLines < 4 || !sawFull {
 			t.Errorf("evals %v: %d log lines, bar at 100%%: %v; terminal:\n%s", evals, logLines, sawFull, strings.Join(terminalLines(out), "\n"))
 		}
+	}
+}
+
+// A checkpoint's two files belong together: a model.safetensors copied in
+// from another step (or an optimizer.safetensors from one) is refused on
+// resume, rather than continuing one step's weights with another step's
+// moments and position (it used to resume silently, and an optimizer file
+// of a finished run made the run report itself finished).
+func TestResumeRefusesMixedCheckpointFiles(t *testing.T) {
+	for _, file := range []string{checkpoint.ModelFile, checkpoint.OptimizerFile} {
+		_, early := stoppedRun(t, 5)
+		dataDir, runDir := stoppedRun(t, 17)
+		b, err := os.ReadFile(filepath.Join(early, checkpoint.LastLink, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(runDir, checkpoint.LastLink, file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "step 5") || !strings.Contains(err.Error(), "step 17") {
+			t.Errorf("resume with %s of step 5 in the checkpoint of step 17: %v", file, err)
+		}
+	}
+}
+
+// A resume of a directory that is not there, or of a file, says so rather
+// than that the run "has no checkpoint yet; start the run without --resume".
+func TestCheckResumableNoRunDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{filepath.Join(dir, "nowhere"): "no such run directory", file: "not a directory"} {
+		err := CheckResumable(path)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "no checkpoint yet") {
+			t.Errorf("CheckResumable(%s): %v, want an error saying %q", path, err, want)
+		}
+	}
+	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
+		t.Errorf("CheckResumable of an empty directory: %v", err)
+	}
+}
+
+// A last that is a directory, not the link the trainer keeps, is refused
+// before training; the resume used to train to its first checkpoint and
+// then fail to replace it ("rename .last.tmp last: file exists").
+func TestResumeRefusesLastNotALink(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	target, err := os.Readlink(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(runDir, target), last); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "not a link") {
+		t.Fatalf("resume with a directory as last: %v", err)
+	}
+}
+
+// A resume of a run that another process is starting (locked, no
+// checkpoint yet) says it is locked, not "start the run without --resume",
+// which would be refused as locked in turn.
+func TestCheckResumableLockedRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	lock, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locked *LockedError
+	if err := CheckResumable(dir); !errors.As(err, &locked) {
+		t.Errorf("CheckResumable of a locked run without checkpoints: %v, want a LockedError", err)
+	}
+	lock.Release()
+	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
+		t.Errorf("CheckResumable after the lock was released: %v", err)
 	}
 }

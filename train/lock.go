@@ -47,13 +47,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			holder := "pid unknown"
-			if b, rerr := os.ReadFile(path); rerr == nil {
-				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
-					holder = "pid " + strconv.Itoa(pid)
-				}
-			}
-			return nil, &LockedError{Dir: dir, Holder: holder}
+			return nil, &LockedError{Dir: dir, Holder: lockHolder(path)}
 		}
 		return nil, fmt.Errorf("run directory %s: lock %s: %w", dir, path, err)
 	}
@@ -63,6 +57,31 @@ func LockRunDir(dir string) (*RunLock, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &RunLock{f: f}, nil
+}
+
+// lockHolder is the pid the lock file at path records, as "pid N".
+func lockHolder(path string) string {
+	if b, err := os.ReadFile(path); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return "pid " + strconv.Itoa(pid)
+		}
+	}
+	return "pid unknown"
+}
+
+// checkUnlocked returns a *LockedError when another process holds dir's
+// lock, without taking it or creating anything.
+func checkUnlocked(dir string) error {
+	path := filepath.Join(dir, LockFile)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // no lock file: no process has locked the run
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return &LockedError{Dir: dir, Holder: lockHolder(path)}
+	}
+	return nil // the shared lock, if taken, goes with f
 }
 
 // Release drops the lock.

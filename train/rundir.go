@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -123,13 +124,43 @@ func realPath(path string) string {
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no
-// checkpoint yet (start it anew), or its last link points at a checkpoint
-// that is gone (it can then be neither resumed nor started anew, see
-// checkNewRunDir: remove it or use another directory).
+// checkpoint yet (start it anew; or, when another process holds its lock,
+// the *LockedError: that process is starting it), or its last link points
+// at a checkpoint that is gone (it can then be neither resumed nor started
+// anew, see checkNewRunDir: remove it or use another directory). It is for
+// a process that does not hold the lock yet.
 func CheckResumable(dir string) error {
+	err := checkResumable(dir)
+	if errors.Is(err, errNoCheckpoint) {
+		if lerr := checkUnlocked(dir); lerr != nil {
+			return lerr
+		}
+	}
+	return err
+}
+
+// errNoCheckpoint marks checkResumable's error for a run without one.
+var errNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
+
+// checkResumable is CheckResumable for the process holding the lock.
+func checkResumable(dir string) error {
+	switch st, err := os.Stat(dir); {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("no such run directory %s", dir)
+	case err != nil:
+		return fmt.Errorf("run directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory, not a run to resume", dir)
+	}
 	last := filepath.Join(dir, checkpoint.LastLink)
-	if _, err := os.Lstat(last); err != nil {
-		return fmt.Errorf("nothing to resume in %s: it has no checkpoint yet; start the run without --resume", dir)
+	st, err := os.Lstat(last)
+	if err != nil {
+		return fmt.Errorf("nothing to resume in %s: %w", dir, errNoCheckpoint)
+	}
+	if st.Mode()&os.ModeSymlink == 0 {
+		// The trainer replaces the link at every checkpoint; it cannot
+		// replace a directory or file.
+		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
@@ -319,7 +350,7 @@ func sweepCheckpoints(runDir string) {
 // refused.
 func (tr *Trainer) restore() (State, error) {
 	sweepCheckpoints(tr.RunDir)
-	if err := CheckResumable(tr.RunDir); err != nil {
+	if err := checkResumable(tr.RunDir); err != nil {
 		return State{}, err
 	}
 	info, err := ReadRunInfo(tr.RunDir)
@@ -334,6 +365,12 @@ func (tr *Trainer) restore() (State, error) {
 	var st State
 	if err := json.Unmarshal(ck.State, &st); err != nil {
 		return State{}, fmt.Errorf("%s: trainer state: %w", dir, err)
+	}
+	// The model file records its step too: the two files of a checkpoint
+	// must be of one step (a file copied in from another checkpoint is not).
+	if ms, ok := ck.Meta["step"]; ok && ms != strconv.Itoa(st.Step) {
+		return State{}, fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint",
+			dir, checkpoint.ModelFile, ms, checkpoint.OptimizerFile, st.Step)
 	}
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -145,7 +144,7 @@ func runIndex(cCtx *cli.Context) error {
 			s.arr.Close()
 		}
 	}()
-	var total int64
+	var total, largest int64
 	for _, f := range files {
 		a, err := npy.Open(f)
 		if err != nil {
@@ -154,7 +153,7 @@ func runIndex(cCtx *cli.Context) error {
 		sources = append(sources, source{arr: a})
 		shape := a.Shape()
 		if len(shape) != 2 || !a.DType().IsFloat() {
-			return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, %d] of features", f, shape, dtypeName(a.DType()), c.InputDim)
+			return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, %d] of features", f, shape, a.DType().Name(), c.InputDim)
 		}
 		if shape[1] != c.InputDim {
 			return fmt.Errorf("%s: rows are %d wide, but the model %s takes %d-wide features", f, shape[1], lm.Path, c.InputDim)
@@ -165,6 +164,7 @@ func runIndex(cCtx *cli.Context) error {
 		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0])}
 		total += int64(shape[0])
+		largest = max(largest, int64(shape[0]))
 	}
 	model, err := modelIdentity(lm.Path, c, lm.Model.Params)
 	if err != nil {
@@ -204,7 +204,8 @@ func runIndex(cCtx *cli.Context) error {
 	}
 	ctx := cCtx.Context
 	var done, added, skipped int64
-	x := make([]float32, batch*c.InputDim)
+	// A chunk is at most one file's rows: --batch may be far larger.
+	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
 		if w.Has(s.src) {
 			skipped++
@@ -219,13 +220,8 @@ func runIndex(cCtx *cli.Context) error {
 				return err
 			}
 			xs := x[:(hi-lo)*c.InputDim]
-			if err := s.arr.ReadRows(xs, lo, hi); err != nil {
+			if err := readFeatures(s.arr, s.src.Path, xs, lo, hi); err != nil {
 				return err
-			}
-			for i, v := range xs {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%s: row %d, column %d is %v", s.src.Path, lo+i/c.InputDim, i%c.InputDim, v)
-				}
 			}
 			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, s.src.Path, err)

@@ -32,6 +32,8 @@ func infoCommand() *cli.Command {
 			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
 			"  - an evaluation set directory: its images, captions and widths;\n" +
 			"  - a directory that dinoclip synth --out wrote: its training data and evaluation set;\n" +
+			"  - an index (dinoclip index): its rows, width, dtype, model and shards;\n" +
+			"  - a search's output (dinoclip search): what was searched, k and the queries;\n" +
 			"  - a .npy file: its shape and dtype.\n\n" +
 			"Example:\n" +
 			"   dinoclip info runs/base",
@@ -65,6 +67,10 @@ func runInfo(cCtx *cli.Context) error {
 	}
 	has := func(name string) bool { _, err := os.Lstat(filepath.Join(path, name)); return err == nil }
 	switch {
+	case has(retrieval.IndexManifestFile):
+		return infoIndex(w, path)
+	case has(searchInfoFile):
+		return infoSearch(w, path)
 	case has(checkpoint.LastLink) || has(checkpoint.BestLink) || has(train.RunFile) || has(train.CheckpointsDir):
 		return infoRun(w, path)
 	case has(checkpoint.ModelFile):
@@ -78,7 +84,60 @@ func runInfo(cCtx *cli.Context) error {
 	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) {
 		return infoSynthOut(w, path)
 	}
-	return fmt.Errorf("info: %s is not a run, checkpoint, training data or evaluation set directory (see docs/FORMAT.md)", path)
+	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
+}
+
+// infoIndex describes an index (dinoclip index), opened as a search opens
+// it, so that a damaged one is said to be.
+func infoIndex(w io.Writer, dir string) error {
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
+	defer ix.Close()
+	m := ix.Manifest
+	fmt.Fprintf(w, "%s: search index\n", dir)
+	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
+	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", m.Model.Path, m.Model.SHA256)
+	fmt.Fprintf(w, "  shards: %d\n", len(m.Shards))
+	for _, sh := range m.Shards {
+		if sh.Rows == 0 {
+			fmt.Fprintf(w, "  %s: no rows, from %s\n", sh.Keys, sh.Source.Path)
+			continue
+		}
+		fmt.Fprintf(w, "  %s: ids %d to %d, from %s\n", sh.Keys, sh.FirstID, sh.FirstID+sh.Rows-1, sh.Source.Path)
+	}
+	return nil
+}
+
+// infoSearch describes a search's output directory (dinoclip search).
+func infoSearch(w io.Writer, dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, searchInfoFile))
+	if err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
+	var si searchInfo
+	if err := json.Unmarshal(b, &si); err != nil {
+		return fmt.Errorf("info: %s: %w", filepath.Join(dir, searchInfoFile), err)
+	}
+	ids, err := npy.Open(filepath.Join(dir, searchIDsFile))
+	if err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
+	defer ids.Close()
+	shape := ids.Shape()
+	if len(shape) != 2 || shape[1] != si.K {
+		return fmt.Errorf("info: %s: shape %v, but %s says k %d", filepath.Join(dir, searchIDsFile), shape, searchInfoFile, si.K)
+	}
+	fmt.Fprintf(w, "%s: search output\n", dir)
+	fmt.Fprintf(w, "  top-%d of %d rows for %d queries, on %s in %.3g s\n", si.K, si.Rows, shape[0], si.Device, si.Seconds)
+	fmt.Fprintf(w, "  index: %s\n", si.Index)
+	fmt.Fprintf(w, "  queries: %s\n", si.Queries)
+	if si.Model != "" {
+		fmt.Fprintf(w, "  model sha256: %s\n", si.Model)
+	}
+	fmt.Fprintf(w, "  %s: [%d, %d] int64 ids, best first; %s: their cosines\n", searchIDsFile, shape[0], shape[1], searchScoresFile)
+	return nil
 }
 
 // isDataDir reports whether dir holds training shards.
@@ -134,7 +193,7 @@ func infoNPY(w io.Writer, path string) error {
 	h := a.Header()
 	fmt.Fprintf(w, "%s: .npy array\n", path)
 	fmt.Fprintf(w, "  shape: %v\n", shapeString(h.Shape))
-	fmt.Fprintf(w, "  dtype: %s (%s)\n", dtypeName(h.DType), h.DType)
+	fmt.Fprintf(w, "  dtype: %s (%s)\n", h.DType.Name(), h.DType)
 	if len(h.Shape) == 2 {
 		fmt.Fprintf(w, "  rows: %d of %d values\n", h.Shape[0], h.Shape[1])
 	}
@@ -387,7 +446,7 @@ func infoData(w io.Writer, dir string) error {
 			x.Close()
 			return err
 		}
-		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), dtypeName(x.DType()), dtypeName(t.DType()))
+		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), x.DType().Name(), t.DType().Name())
 		x.Close()
 		t.Close()
 	}
@@ -416,7 +475,7 @@ func infoEvalSet(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "  %s: %s %s\n", name, shapeString(a.Shape()), dtypeName(a.DType()))
+		fmt.Fprintf(w, "  %s: %s %s\n", name, shapeString(a.Shape()), a.DType().Name())
 		a.Close()
 	}
 	return nil

@@ -68,12 +68,44 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info"}, []string{"want one PATH"}},
 		{[]string{"info", "a", "b"}, []string{"want one PATH"}},
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
-		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data or evaluation set"}},
+		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)
+	}
+}
+
+// info describes what index and search write: an index (its rows, width,
+// dtype, model and shards with their sources) and a search's output.
+func TestInfoIndexAndSearch(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	index := filepath.Join(dir, "ix")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	out := mustRun(t, "info", index)
+	abs, _ := filepath.Abs(filepath.Join(data, "shard-00001.dino.npy"))
+	for _, w := range []string{index + ": search index", "rows: 64 of 4 float16 values", "shards: 2", "model: " + run, "sha256 ",
+		"keys-00001.npy: ids 40 to 63, from " + abs} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info %s lacks %q:\n%s", index, w, out)
+		}
+	}
+	q := filepath.Join(dir, "q.npy")
+	writeF32(t, q, []int{3, tOut}, []float32{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0})
+	hits := filepath.Join(dir, "hits")
+	mustRun(t, "search", "--index", index, "--queries", q, "--k", "5", "--out", hits)
+	out = mustRun(t, "info", hits)
+	for _, w := range []string{hits + ": search output", "top-5 of 64 rows for 3 queries", "index: " + index, "queries: " + q} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info %s lacks %q:\n%s", hits, w, out)
+		}
+	}
+	// A damaged index is described as damaged, not as something else.
+	os.Remove(filepath.Join(index, "ids-00000.npy"))
+	if _, _, err := runCLI(t, "info", index); err == nil || !strings.Contains(err.Error(), "ids-00000.npy") {
+		t.Errorf("info of an index without ids-00000.npy: %v", err)
 	}
 }

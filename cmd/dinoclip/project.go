@@ -74,7 +74,7 @@ func runProject(cCtx *cli.Context) error {
 		if len(shape) == 1 {
 			hint = fmt.Sprintf(" (a single feature vector must be saved as [1, %d])", shape[0])
 		}
-		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType(), hint)
+		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType().Name(), hint)
 	}
 	lm, err := loadModel(cCtx.String("model"), device)
 	if err != nil {
@@ -122,21 +122,30 @@ func runProject(cCtx *cli.Context) error {
 			hi := min(lo+batch, n)
 			rows := hi - lo
 			xs, ys := x[:rows*c.InputDim], y[:rows*c.OutputDim]
-			if err := in.ReadRows(xs, lo, hi); err != nil {
+			if err := readFeatures(in, inPath, xs, lo, hi); err != nil {
 				return err
-			}
-			for i, v := range xs {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return fmt.Errorf("%s: row %d, column %d is %v", inPath, lo+i/c.InputDim, i%c.InputDim, v)
-				}
 			}
 			if err := lm.Engine.Project(ys, xs, rows); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, inPath, err)
 			}
+			// Finite inputs can still overflow inside the model (values
+			// near float32's limit), and finite outputs can lie beyond
+			// float16's range: a file of NaN or Inf is no projection.
+			for i, v := range ys {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return fmt.Errorf("%s: row %d: the model's output %d is %v, not a finite number (the row's largest feature magnitude is %.3g)",
+						inPath, lo+i/c.OutputDim, i%c.OutputDim, v, maxAbs(xs[i/c.OutputDim*c.InputDim:(i/c.OutputDim+1)*c.InputDim]))
+				}
+			}
 			b := buf[:len(ys)*dt.Size()]
 			if dt == npy.Float16 {
 				for i, v := range ys {
-					binary.LittleEndian.PutUint16(b[2*i:], npy.Float16Bits(v))
+					h := npy.Float16Bits(v)
+					if h&0x7c00 == 0x7c00 {
+						return fmt.Errorf("%s: row %d: the model's output %d is %g, beyond float16's range (±65504); write float32 (without --float16)",
+							inPath, lo+i/c.OutputDim, i%c.OutputDim, v)
+					}
+					binary.LittleEndian.PutUint16(b[2*i:], h)
 				}
 			} else {
 				for i, v := range ys {
@@ -155,23 +164,35 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dtypeName(dt))
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dt.Name())
 	return nil
 }
 
-// dtypeName is a dtype as numpy names it.
-func dtypeName(dt npy.DType) string {
-	switch dt {
-	case npy.Float16:
-		return "float16"
-	case npy.Float32:
-		return "float32"
-	case npy.Float64:
-		return "float64"
-	case npy.Int32:
-		return "int32"
-	case npy.Int64:
-		return "int64"
+// readFeatures reads rows [lo, hi) of the feature matrix a (from path)
+// into dst as float32 and refuses NaN and Inf, naming the row and column
+// (a float64 value beyond float32's range reads as Inf, which is said).
+func readFeatures(a *npy.Array, path string, dst []float32, lo, hi int) error {
+	if err := a.ReadRows(dst, lo, hi); err != nil {
+		return err
 	}
-	return dt.String()
+	width := len(dst) / max(hi-lo, 1)
+	for i, v := range dst {
+		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
+			continue
+		}
+		if a.DType() == npy.Float64 && !math.IsNaN(float64(v)) {
+			return fmt.Errorf("%s: row %d, column %d is %v in float32 (infinite, or a float64 beyond float32's range)", path, lo+i/width, i%width, v)
+		}
+		return fmt.Errorf("%s: row %d, column %d is %v", path, lo+i/width, i%width, v)
+	}
+	return nil
+}
+
+// maxAbs is the largest magnitude in x.
+func maxAbs(x []float32) float64 {
+	var m float64
+	for _, v := range x {
+		m = max(m, math.Abs(float64(v)))
+	}
+	return m
 }

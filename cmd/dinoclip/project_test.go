@@ -112,6 +112,12 @@ func TestProjectErrors(t *testing.T) {
 	x := make([]float32, 3*tIn)
 	x[2*tIn+1] = float32(math.NaN())
 	writeF32(t, nan, []int{3, tIn}, x)
+	far := filepath.Join(dir, "far.npy")
+	x64 := make([]float64, 2*tIn)
+	x64[tIn+3] = 1e300
+	if err := npy.WriteFloat64(far, []int{2, tIn}, x64); err != nil {
+		t.Fatal(err)
+	}
 	garbage := filepath.Join(dir, "garbage.npy")
 	os.WriteFile(garbage, []byte("hello"), 0o644)
 	out := filepath.Join(dir, "out", "y.npy") // its directory is created by no one
@@ -131,6 +137,7 @@ func TestProjectErrors(t *testing.T) {
 		{"a vector", []string{"project", "--model", run, "--in", vec, "--out", ok}, []string{vec, "[1, 8]"}},
 		{"integers", []string{"project", "--model", run, "--in", ints, "--out", ok}, []string{ints, "float"}},
 		{"NaN", []string{"project", "--model", run, "--in", nan, "--out", ok}, []string{nan, "row 2, column 1"}},
+		{"float64 beyond float32", []string{"project", "--model", run, "--in", far, "--out", ok}, []string{far, "row 1, column 3", "beyond float32's range"}},
 		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
@@ -145,6 +152,55 @@ func TestProjectErrors(t *testing.T) {
 	for _, e := range entries {
 		if e.Name() == "y.npy" || strings.Contains(e.Name(), ".tmp") {
 			t.Errorf("a failed projection left %s", e.Name())
+		}
+	}
+}
+
+// Finite inputs and weights can still make outputs that are not finite
+// numbers (values near float32's limit overflow the first layer), or that
+// float16 cannot hold (a model whose last LayerNorm scales by 10^6): both
+// are errors naming the row, never a file of NaN or Inf written with
+// status 0.
+func TestProjectRefusesNonFiniteOutputs(t *testing.T) {
+	run, _, _ := trainRun(t)
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.npy")
+	x := make([]float32, 3*tIn)
+	for i := 2 * tIn; i < 3*tIn; i++ {
+		x[i] = 3e38
+	}
+	writeF32(t, huge, []int{3, tIn}, x)
+	out := filepath.Join(dir, "y.npy")
+	wantError(t, []string{"project", "--model", run, "--in", huge, "--out", out}, huge, "row 2", "not a finite number")
+
+	// A model whose outputs are finite in float32 but beyond float16's range.
+	m, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, ok := m.Config.Layout().Lookup("layer_norm.weight")
+	if !ok {
+		t.Fatal("no layer_norm.weight in the layout")
+	}
+	for i := range nn.View(m.Params, ln) {
+		nn.View(m.Params, ln)[i] *= 1e6
+	}
+	loud := filepath.Join(dir, "loud.safetensors")
+	if err := checkpoint.WriteModel(loud, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "in.npy")
+	small := make([]float32, 3*tIn)
+	for i := range small {
+		small[i] = float32(i%5) - 2
+	}
+	writeF32(t, in, []int{3, tIn}, small)
+	mustRun(t, "project", "--model", loud, "--in", in, "--out", out)
+	wantError(t, []string{"project", "--model", loud, "--in", in, "--out", filepath.Join(dir, "y16.npy"), "--float16"}, "row 0", "float16")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == "y16.npy" || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("a refused projection left %s", e.Name())
 		}
 	}
 }

@@ -27,6 +27,10 @@ const (
 // written (12 bytes each).
 const maxAnswer = 1 << 30
 
+// maxSearchMemory bounds --memory (MiB) so that the budget in bytes, MiB
+// << 20, cannot wrap around; 2^30 MiB is a PiB, more than any machine.
+const maxSearchMemory = 1 << 30
+
 // deviceSearcher returns the Searcher of a device other than the CPU, and
 // a function that releases it; a build with -tags cuda sets it
 // (device_cuda.go), and without it --device cuda fails as newEngine does.
@@ -45,8 +49,8 @@ func searchCommand() *cli.Command {
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
 			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
-			"rest is working memory); --device cuda ranks\n" +
-			"on the GPU (float32 keys, k up to 32) and checks the ranking the same way.\n\n" +
+			"rest is working memory); --device cuda ranks on the GPU (float32 keys, k up to 32) and checks\n" +
+			"the ranking the same way.\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{
@@ -89,7 +93,7 @@ func readQueries(path string) ([]float32, int, int, error) {
 		if len(shape) == 1 && a.DType().IsFloat() {
 			hint = fmt.Sprintf(" (save a single embedding as [1, %d])", shape[0])
 		}
-		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, dtypeName(a.DType()), hint)
+		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, a.DType().Name(), hint)
 	}
 	if shape[0] < 1 || shape[1] < 1 {
 		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one row and one column", path, shape)
@@ -143,6 +147,9 @@ func runSearch(cCtx *cli.Context) error {
 	memory := cCtx.Int("memory")
 	if err := checkAtLeast("memory", memory, 16); err != nil {
 		return err
+	}
+	if memory > maxSearchMemory {
+		return fmt.Errorf("--memory %d: at most %d MiB (%d TiB)", memory, maxSearchMemory, maxSearchMemory>>20)
 	}
 	device := cCtx.String("device")
 	if err := checkDevice(device); err != nil {

@@ -199,6 +199,9 @@ func TestIndexSearchErrors(t *testing.T) {
 	wantError(t, search("--k", "1000000000000"), "only 64 rows")
 	wantError(t, search("--k", "65"), "only 64 rows")
 	wantError(t, search("--memory", "1"), "--memory")
+	// MiB << 20 must not wrap (to a negative budget, which meant the default).
+	wantError(t, search("--memory", "9223372036854775807"), "--memory 9223372036854775807", "at most")
+	wantError(t, search("--memory", "1000000000000000000"), "--memory 1000000000000000000", "at most")
 	wantError(t, search("--device", "tpu"), "unknown device")
 
 	wide := filepath.Join(dir, "wide.npy")
@@ -242,8 +245,34 @@ func TestIndexSearchErrors(t *testing.T) {
 
 	// Bad features for index.
 	wantError(t, []string{"index", "--model", run, "--features", q, "--out", filepath.Join(dir, "i2")}, "4 wide", "takes 8-wide")
+	nanFeatures := filepath.Join(dir, "nan.dino.npy")
+	x := make([]float32, 3*tIn)
+	x[2*tIn+5] = float32(math.Inf(-1))
+	writeF32(t, nanFeatures, []int{3, tIn}, x)
+	wantError(t, []string{"index", "--model", run, "--features", nanFeatures, "--out", filepath.Join(dir, "i4")}, nanFeatures, "row 2, column 5 is -Inf")
 	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed search left %s: %v", out, err)
+	}
+}
+
+// --batch larger than any features file (up to the largest int) indexes as
+// one chunk per file; it used to allocate batch×input_dim floats up front
+// and panic (makeslice: len out of range).
+func TestIndexHugeBatch(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	want := filepath.Join(dir, "want")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", want)
+	for _, batch := range []string{"1000000000000000000", "9223372036854775807"} {
+		got := filepath.Join(dir, "b"+batch)
+		mustRun(t, "index", "--model", run, "--features", data, "--out", got, "--batch", batch)
+		for _, f := range []string{"keys-00000.npy", "keys-00001.npy"} {
+			a, errA := os.ReadFile(filepath.Join(want, f))
+			b, errB := os.ReadFile(filepath.Join(got, f))
+			if errA != nil || errB != nil || !slices.Equal(a, b) {
+				t.Errorf("--batch %s: %s differs from the default batch's (%v, %v)", batch, f, errA, errB)
+			}
+		}
 	}
 }

@@ -140,6 +140,6 @@ func printSynthFiles(w io.Writer, files []synth.File) {
 			fmt.Fprintf(w, "  %s\n", f.Path)
 			continue
 		}
-		fmt.Fprintf(w, "  %s  %s %s\n", f.Path, shapeString(f.Shape), dtypeName(f.DType))
+		fmt.Fprintf(w, "  %s  %s %s\n", f.Path, shapeString(f.Shape), f.DType.Name())
 	}
 }

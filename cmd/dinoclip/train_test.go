@@ -174,11 +174,18 @@ func TestTrainErrors(t *testing.T) {
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},
 		{"batch 0", with("--batch", "0"), []string{"--batch 0", "at least 1"}},
 		{"batch over rows", with("--batch", "65"), []string{"--batch 65", "64 rows"}},
-		{"too few steps", with("--batch", "32"), []string{"--epochs 1 x 2 steps per epoch", "too few"}},
 		{"bad lr", with("--lr", "0"), []string{"--lr 0"}},
 		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
 		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
 		{"unknown resident mode", with("--resident", "on"), []string{`--resident "on"`, "auto or off"}},
+		{"unknown precision", with("--precision", "fp16"), []string{`--precision "fp16"`, "fp32 or fp64"}},
+		{"fp64 on a GPU", with("--precision", "fp64", "--device", "cuda"), []string{"fp64", "CPU engine only"}},
+		{"ema decay 1", with("--ema", "1"), []string{"--ema 1", "(0, 1)"}},
+		{"ema decay NaN", with("--ema", "NaN"), []string{"--ema NaN", "(0, 1)"}},
+		{"best from ema without ema", with("--best-from", "ema"), []string{"--best-from ema", "--ema"}},
+		{"best from ema without eval", with("--best-from", "ema", "--ema", "0.9"), []string{"--best-from ema", "--eval"}},
+		{"best from ema by loss", with("--best-from", "ema", "--ema", "0.9", "--eval", eval, "--best-metric", "loss"), []string{"not \"loss\""}},
+		{"best from unknown", with("--best-from", "both"), []string{`--best-from "both"`}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
@@ -210,5 +217,36 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(out, "Example:") || !strings.Contains(out, "dinoclip "+cmd) {
 			t.Errorf("dinoclip %s --help has no example:\n%s", cmd, out)
 		}
+	}
+}
+
+// Runs of 1 to 3 optimizer steps train, as PyTorch's OneCycleLR runs them
+// (train.TestOneCycleShortAgainstPyTorch checks their learning rates).
+func TestTrainShortSchedules(t *testing.T) {
+	data := makeData(t)
+	for _, batch := range []string{"64", "32", "21"} { // 1, 2 and 3 steps of the 64 rows
+		run := filepath.Join(t.TempDir(), "run")
+		out := mustRun(t, "train", "--data", data, "--out", run, "--batch", batch, "--epochs", "1", "--hidden-dim", "8", "--blocks", "1", "--log-every", "1")
+		want := map[string]string{"64": "1 optimizer steps", "32": "2 optimizer steps", "21": "3 optimizer steps"}[batch]
+		if !strings.Contains(out, want) {
+			t.Errorf("--batch %s:\n%s", batch, out)
+		}
+	}
+}
+
+// A run with --ema and --best-from ema: eval --model RUN evaluates the
+// best checkpoint's moving average, and a resume keeps the decay.
+func TestTrainEMA(t *testing.T) {
+	run, _, eval := trainRun(t, "--ema", "0.8", "--best-from", "ema")
+	path, err := checkpoint.Resolve(run)
+	if err != nil || filepath.Base(path) != checkpoint.EMAFile {
+		t.Fatalf("the run's model is %s (%v), want its best ema.safetensors", path, err)
+	}
+	if out := mustRun(t, "eval", "--model", run, "--eval", eval); !strings.Contains(out, "tiny-eval") {
+		t.Errorf("eval of the run:\n%s", out)
+	}
+	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
+	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {
+		t.Errorf("info of the run:\n%s", out)
 	}
 }

@@ -34,6 +34,7 @@ EMU_TABLE(reduce)
 EMU_TABLE(topk)
 EMU_TABLE(tensorcore_check)
 EMU_TABLE(gemm_bf16_ref)
+EMU_TABLE(gemm_bf16)
 
 namespace {
 
@@ -119,6 +120,7 @@ void build_table() {
     add(emu_table_topk, emu_table_topk_len);
     add(emu_table_tensorcore_check, emu_table_tensorcore_check_len);
     add(emu_table_gemm_bf16_ref, emu_table_gemm_bf16_ref_len);
+    add(emu_table_gemm_bf16, emu_table_gemm_bf16_len);
 }
 
 Cta& my_cta() { return run->ctas[run->cur->cta]; }

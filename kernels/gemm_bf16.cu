@@ -1,19 +1,24 @@
-// gemm_bf16.cu: the bf16 engine's forward GEMM on Hopper (sm_90a):
+// gemm_bf16.cu: the bf16 engine's forward GEMM, on Hopper (sm_90a: TMA +
+// wgmma) and, as a fallback, on sm_80 and later (mma.sync):
 //
 //   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
 //
 // A (activations) and W (weights, [out, in]) are bf16 row-major, so both
 // are K-major: the layout the TMA and wgmma read without transposes. The
 // products accumulate in f32; bias (f32, may be null) is added in f32.
-// Entry points, one per epilogue:
-//   gemm_bf16_nt_f32        C f32
-//   gemm_bf16_nt_bf16       C bf16 (round to nearest even)
-//   gemm_bf16_nt_gelu_bf16  C bf16 of GELU (exact erf form, common.cuh's
-//                           gelu_f, evaluated in f32) of the f32 sum
-// Parameters: (tma_a, tma_w, bias, C, M, N, K). Any M, N >= 1, K >= 0; K
-// a multiple of 8, which the host enforces by construction: a tensor map's
-// row stride (2K bytes) must be a multiple of 16 (EncodeTensorMap refuses
-// others). Out-of-range rows, columns and K of a tile load as zeros (the
+// Entry points, one per epilogue, on sm_90a (wgmma, below) and on any GPU
+// from sm_80 on (gemm_bf16_nt_mma_*, mma.sync, at the end of the file):
+//   gemm_bf16_nt_f32        gemm_bf16_nt_mma_f32        C f32
+//   gemm_bf16_nt_bf16       gemm_bf16_nt_mma_bf16       C bf16 (round to nearest even)
+//   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 of GELU (exact erf
+//       form, common.cuh's gelu_f, evaluated in f32) of the f32 sum
+// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, M, N, K); the
+// mma.sync kernels': (A, W, bias, C, M, N, K). Any M, N >= 1, K >= 0; K
+// a multiple of 8 (rows 16-byte aligned, as the TMA's row strides and
+// cp.async's 16-byte copies need), which the host enforces: for the wgmma
+// kernels by construction (EncodeTensorMap refuses a row stride of 2K
+// bytes that is not a multiple of 16), for the mma.sync kernels the
+// launcher must check it (A and W 16-byte aligned too). Out-of-range rows, columns and K of a tile load as zeros (the
 // TMA zero-fills what lies outside the tensor) and are not stored.
 //
 // Tensor maps: A dims {K, M}, W dims {K, N}, row stride 2K bytes, box
@@ -56,9 +61,21 @@
 // in flight rather than none, and bias and activation epilogues writing f32
 // or bf16.
 //
-// Register and shared-memory figures: kernels/budgets.tsv. The compute_80
-// PTX build of this file gets bodies that trap (wgmma, TMA and setmaxnreg
-// are sm_90a only).
+// The mma.sync fallback (gemm_bf16_nt_mma_*): block 256 threads = 8 warps
+// in 2 (M) x 4 (N), the same 128x128 output tile, each warp 64x32 (4 m16 x
+// 4 n8 mma tiles, ldmatrix fragments); K in chunks of 32 staged by
+// cp.async (16-byte copies, zero-filled past the edges) in a 3-stage ring
+// of padded rows (40 elements, so ldmatrix rows stay 16-byte aligned and
+// spread over the banks); grid (ceil(N/128), ceil(M/128)), one tile per
+// block; dynamic shared memory GEMM_BF16_MMA_SMEM (60 KiB: raise the
+// limit). It shares the epilogue (gemm_bf16_emit) with the wgmma kernels.
+//
+// Register and shared-memory figures: kernels/budgets.tsv (the wgmma
+// kernels: 168 registers a thread at entry, the cap of 384 threads, which
+// setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
+// 98 on sm_80, 123 on sm_90; no spills, no static shared memory). The
+// compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
+// TMA and setmaxnreg are sm_90a only).
 //
 // Versions: v1.
 #include "common.cuh"
@@ -81,25 +98,34 @@
 #define GEMM_BF16_OUT_BF16 1
 #define GEMM_BF16_OUT_GELU_BF16 2
 
-// gemm_bf16_store_pair writes columns col and col+1 of row (v0, v1) to C
-// [M, N] row-major, f32 or bf16 as OUT says, after the activation. Only
-// columns below N are written; the pair goes as one store when both are
-// in range and its address is aligned for it (N even).
+// gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
+// are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
+// as OUT says. Only elements inside C are written; the pair goes as one
+// store when both columns are in range and its address is aligned for it
+// (N even). col is even, as in every accumulator fragment (mma.sync and
+// wgmma alike: a thread holds column pairs 2q, 2q+1 of each 8-column group).
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_store_pair(void* C, int N, int row, int col, float v0, float v1) {
+__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, void* C, int M, int N, int row, int col, float v0,
+                                               float v1) {
+    if (row >= M || col >= N) return;
+    const bool second = col + 1 < N;
+    if (bias) {
+        v0 += bias[col];
+        if (second) v1 += bias[col + 1];
+    }
     if (OUT == GEMM_BF16_OUT_GELU_BF16) {
         v0 = gelu_f(v0);
         v1 = gelu_f(v1);
     }
     const size_t i = (size_t)row * N + col;
-    const bool pair = col + 1 < N && (N & 1) == 0;
+    const bool pair = second && (N & 1) == 0;
     if (OUT == GEMM_BF16_OUT_F32) {
         float* c = (float*)C + i;
         if (pair) {
             *(unsigned long long*)c = (unsigned long long)__float_as_uint(v0) | ((unsigned long long)__float_as_uint(v1) << 32);
         } else {
             c[0] = v0;
-            if (col + 1 < N) c[1] = v1;
+            if (second) c[1] = v1;
         }
     } else {
         uint16_t* c = (uint16_t*)C + i;
@@ -107,7 +133,7 @@ __device__ __forceinline__ void gemm_bf16_store_pair(void* C, int N, int row, in
             *(uint32_t*)c = pack_bf16x2(v0, v1);
         } else {
             c[0] = f32_to_bf16(v0);
-            if (col + 1 < N) c[1] = f32_to_bf16(v1);
+            if (second) c[1] = f32_to_bf16(v1);
         }
     }
 }
@@ -119,16 +145,23 @@ __device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const
                                                    int m0, int n0, int t) {
     const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const int col = n0 + 8 * j + 2 * q;
-        if (col >= N) continue;
-        const float b0 = bias ? bias[col] : 0.0f, b1 = bias && col + 1 < N ? bias[col + 1] : 0.0f;
+    for (int j = 0; j < 16; ++j)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int row = m0 + 16 * w + g + 8 * h;
-            if (row < M) gemm_bf16_store_pair<OUT>(C, N, row, col, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1);
-        }
-    }
+        for (int h = 0; h < 2; ++h)
+            gemm_bf16_emit<OUT>(bias, C, M, N, m0 + 16 * w + g + 8 * h, n0 + 8 * j + 2 * q, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+}
+
+// gemm_bf16_pin_acc pins the accumulator registers at this point of the
+// program: no read or write of them moves across it. Placed after the
+// zeroing and after the final wgmma_wait, it keeps the compiler from
+// sinking the zeroing into, or hoisting epilogue reads above, the wgmma
+// pipeline, which ptxas answers by serialising every wgmma (C7514).
+// (The emulator runs each wgmma at its wait: nothing to pin.)
+__device__ __forceinline__ void gemm_bf16_pin_acc(float (&acc)[64]) {
+#if !defined(DINOCLIP_EMU)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+#endif
 }
 
 template <int OUT>
@@ -183,6 +216,7 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
         float acc[64];
 #pragma unroll
         for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+        gemm_bf16_pin_acc(acc);
         for (int c = 0; c < chunks; ++c, ++use) {
             const int s = use % GEMM_BF16_STAGES;
             mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);
@@ -203,6 +237,7 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
             if (c > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
         }
         wgmma_wait<0>();
+        gemm_bf16_pin_acc(acc);
         if (chunks > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
         gemm_bf16_epilogue<OUT>(acc, bias, C, M, N, m0 + 64 * consumer, n0, ct);
     }
@@ -227,4 +262,121 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                            const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
     gemm_bf16_nt<GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, C, M, N, K);
+}
+
+// ---------------------------------------------------------------------------
+// The same op on any GPU from sm_80 on: mma.sync + ldmatrix + cp.async.
+#define GEMM_BF16_MMA_THREADS 256
+#define GEMM_BF16_MMA_BK 32
+#define GEMM_BF16_MMA_STAGES 3
+#define GEMM_BF16_MMA_PITCH 40  // elements per shared row: 32 + 8 of padding
+#define GEMM_BF16_MMA_STAGE_ELEMS ((GEMM_BF16_BM + GEMM_BF16_BN) * GEMM_BF16_MMA_PITCH)
+#define GEMM_BF16_MMA_SMEM (GEMM_BF16_MMA_STAGES * GEMM_BF16_MMA_STAGE_ELEMS * 2)
+
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_nt_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W,
+                                                 const float* __restrict__ bias, void* C, int M, int N, int K) {
+    uint16_t* smem = (uint16_t*)dc_dynamic_smem();
+    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const int chunks = (K + GEMM_BF16_MMA_BK - 1) / GEMM_BF16_MMA_BK;
+
+    // load_chunk issues the copies of K chunk c into stage: 128 rows x 32
+    // elements of A and of W, as 512 16-byte pieces each, 2 + 2 per thread,
+    // zero-filled past the edges (an out-of-range piece reads nothing, from
+    // a valid address).
+    auto load_chunk = [&](int c, int stage) {
+        uint16_t* sa = smem + stage * GEMM_BF16_MMA_STAGE_ELEMS;
+        uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
+#pragma unroll
+        for (int p = t; p < 512; p += GEMM_BF16_MMA_THREADS) {
+            const int row = p / 4, col = (p % 4) * 8, k = c * GEMM_BF16_MMA_BK + col;
+            const int kbytes = k < K ? min(8, K - k) * 2 : 0;
+            const int ra = m0 + row, rw = n0 + row;
+            cp_async_cg16(smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col), ra < M && kbytes ? A + (size_t)ra * K + k : A,
+                          ra < M ? kbytes : 0);
+            cp_async_cg16(smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col), rw < N && kbytes ? W + (size_t)rw * K + k : W,
+                          rw < N ? kbytes : 0);
+        }
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // Prologue: chunks 0..STAGES-2 in flight, one commit group each (empty
+    // groups past the end keep the group count uniform for the waits).
+#pragma unroll
+    for (int s = 0; s < GEMM_BF16_MMA_STAGES - 1; ++s) {
+        if (s < chunks) load_chunk(s, s);
+        cp_async_commit();
+    }
+    for (int c = 0; c < chunks; ++c) {
+        cp_async_wait<GEMM_BF16_MMA_STAGES - 2>();  // chunk c has landed
+        // Chunk c is visible to all, and every warp is done with chunk c-1,
+        // whose stage the next load refills.
+        __syncthreads();
+        const int next = c + GEMM_BF16_MMA_STAGES - 1;
+        if (next < chunks) load_chunk(next, next % GEMM_BF16_MMA_STAGES);
+        cp_async_commit();
+        const uint16_t* sa = smem + (c % GEMM_BF16_MMA_STAGES) * GEMM_BF16_MMA_STAGE_ELEMS;
+        const uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BF16_MMA_BK; kk += 16) {
+            uint32_t a[4][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                // Matrices: rows 0-7 / 8-15 (lanes 0-7 / 8-15) at k 0-7, then
+                // the same at k 8-15 (lanes 16-31): a0..a3 of the fragment.
+                const int row = wm + i * 16 + (lane / 8 % 2) * 8 + lane % 8, col = kk + (lane / 16) * 8;
+                ldmatrix_x4(a[i], smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col));
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j += 2) {
+                // Matrices: n 0-7 at k 0-7 and 8-15 (b0, b1 of tile j), then
+                // n 8-15 likewise (tile j+1).
+                const int row = wn + j * 8 + (lane / 16) * 8 + lane % 8, col = kk + (lane / 8 % 2) * 8;
+                uint32_t r[4];
+                ldmatrix_x4(r, smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col));
+                b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+    }
+    cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
+    const int g = lane / 4, q = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                gemm_bf16_emit<OUT>(bias, C, M, N, m0 + wm + 16 * i + g + 8 * h, n0 + wn + 8 * j + 2 * q, acc[i][j][2 * h],
+                                    acc[i][j][2 * h + 1]);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                         float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_F32>(A, W, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                          uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_BF16>(A, W, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                               uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_GELU_BF16>(A, W, bias, C, M, N, K);
 }

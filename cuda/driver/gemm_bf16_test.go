@@ -11,14 +11,34 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
-var gemmBF16Kernels = []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_bf16", "gemm_bf16_nt_gelu_bf16"}
+// gemmBF16Kernels: the wgmma kernels (sm_90a) and their mma.sync
+// fallbacks (sm_80 on), each in the three epilogues.
+var gemmBF16Kernels = []string{
+	"gemm_bf16_nt_f32", "gemm_bf16_nt_bf16", "gemm_bf16_nt_gelu_bf16",
+	"gemm_bf16_nt_mma_f32", "gemm_bf16_nt_mma_bf16", "gemm_bf16_nt_mma_gelu_bf16",
+}
 
-// gemmBF16Smem is the kernels' GEMM_BF16_SMEM: 4 stages of a 128x64 A and
-// a 128x64 W chunk, 8 mbarriers, 1024 bytes of alignment slack.
-const gemmBF16Smem = 4*2*128*64*2 + 2*4*8 + 1024
+// The kernels' dynamic shared memory: GEMM_BF16_SMEM, 4 stages of a
+// 128x64 A and a 128x64 W chunk, 8 mbarriers, 1024 bytes of alignment
+// slack; GEMM_BF16_MMA_SMEM, 3 stages of 128+128 rows of 40 elements.
+const (
+	gemmBF16Smem    = 4*2*128*64*2 + 2*4*8 + 1024
+	gemmBF16MmaSmem = 3 * (128 + 128) * 40 * 2
+)
+
+// gemmBF16Out is the epilogue of kernel: "f32", "bf16" or "gelu_bf16".
+func gemmBF16Out(kernel string) string {
+	for _, e := range []string{"gelu_bf16", "bf16", "f32"} {
+		if strings.HasSuffix(kernel, "_"+e) {
+			return e
+		}
+	}
+	panic("gemmBF16Out: no epilogue in kernel name " + kernel)
+}
 
 // gemmBF16Cases: ragged M and N in both directions, odd N (the unpaired
 // stores), K below, at and above a chunk, one row, and enough chunks per
@@ -48,8 +68,8 @@ type gemmBF16Run struct {
 func gemmF32Bound(k int, s float64) float64 { return float64(k+1) * math.Ldexp(s, -23) }
 
 // runGemmBF16 runs kernel on case c with seeded inputs in [-1, 1) (bias
-// f32, not rounded) on a grid of min(tiles, maxGrid) persistent blocks and
-// returns C and its reference. C starts as NaN bit patterns (f32 0x7fc0ffff,
+// f32, not rounded), a wgmma kernel on a grid of min(tiles, maxGrid)
+// persistent blocks, an mma.sync one on a block per tile, and returns C and its reference. C starts as NaN bit patterns (f32 0x7fc0ffff,
 // bf16 0x7fc1) so that an element the kernel skips fails, and has guard
 // elements after it that must stay untouched.
 func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid int, seed uint64) gemmBF16Run {
@@ -70,7 +90,7 @@ func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid i
 	}
 	const guard = 64
 	elem := 4
-	if kernel != "gemm_bf16_nt_f32" {
+	if gemmBF16Out(kernel) != "f32" {
 		elem = 2
 	}
 	n := c.M*c.N + guard
@@ -83,14 +103,23 @@ func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid i
 		}
 	}
 	out := v.upload(init)
-	if err := v.x.SetMaxDynamicShared(v.kernel(kernel), gemmBF16Smem); err != nil {
-		t.Fatal(err)
+	if strings.Contains(kernel, "_mma_") {
+		if err := v.x.SetMaxDynamicShared(v.kernel(kernel), gemmBF16MmaSmem); err != nil {
+			t.Fatal(err)
+		}
+		grid := [3]int{(c.N + 127) / 128, (c.M + 127) / 128, 1}
+		v.mustLaunch(kernel, LaunchConfig{Grid: grid, Block: [3]int{256, 1, 1}, SharedBytes: gemmBF16MmaSmem},
+			pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(w))), pPtr(v.upload(f32s(bias))), pPtr(out), pInt(c.M), pInt(c.N), pInt(c.K))
+	} else {
+		if err := v.x.SetMaxDynamicShared(v.kernel(kernel), gemmBF16Smem); err != nil {
+			t.Fatal(err)
+		}
+		tiles := ((c.M + 127) / 128) * ((c.N + 127) / 128)
+		grid := min(tiles, maxGrid)
+		v.mustLaunch(kernel, LaunchConfig{Grid: [3]int{grid, 1, 1}, Block: [3]int{384, 1, 1}, SharedBytes: gemmBF16Smem},
+			mapOf(v.upload(u16s(a)), c.M), mapOf(v.upload(u16s(w)), c.N), pPtr(v.upload(f32s(bias))), pPtr(out),
+			pInt(c.M), pInt(c.N), pInt(c.K))
 	}
-	tiles := ((c.M + 127) / 128) * ((c.N + 127) / 128)
-	grid := min(tiles, maxGrid)
-	v.mustLaunch(kernel, LaunchConfig{Grid: [3]int{grid, 1, 1}, Block: [3]int{384, 1, 1}, SharedBytes: gemmBF16Smem},
-		mapOf(v.upload(u16s(a)), c.M), mapOf(v.upload(u16s(w)), c.N), pPtr(v.upload(f32s(bias))), pPtr(out),
-		pInt(c.M), pInt(c.N), pInt(c.K))
 	b := v.download(out, n*elem)
 	for i := c.M * c.N; i < n; i++ {
 		if string(b[i*elem:(i+1)*elem]) != string(init[i*elem:(i+1)*elem]) {
@@ -156,13 +185,13 @@ func gemmBF16Mismatch(kernel string, c gemmCase, run gemmBF16Run) error {
 	for i, g := range run.got {
 		ref, e := run.ref[i], run.errF[i]
 		var tol float64
-		switch kernel {
-		case "gemm_bf16_nt_f32":
+		switch gemmBF16Out(kernel) {
+		case "f32":
 			tol = e
-		case "gemm_bf16_nt_bf16":
+		case "bf16":
 			// The f32 value is within e of ref, then rounded to bf16.
 			tol = e + bf16Rounding*(math.Abs(ref)+e)
-		case "gemm_bf16_nt_gelu_bf16":
+		case "gelu_bf16":
 			// GELU moves the f32 error by at most geluLipschitz, its f32
 			// evaluation adds geluF32Eval relative, bf16 rounds.
 			ref = geluRef(ref)
@@ -176,13 +205,18 @@ func gemmBF16Mismatch(kernel string, c gemmCase, run gemmBF16Run) error {
 	return nil
 }
 
-// TestGemmBF16 runs each epilogue on every case, on grids of 3 blocks (so
-// that blocks take several tiles) and of one block per tile.
+// TestGemmBF16 runs each kernel on every case; the wgmma kernels on grids
+// of 3 blocks (so that blocks take several tiles) and of one block per
+// tile.
 func TestGemmBF16(t *testing.T) {
 	v := openKernels(t, gemmBF16Kernels)
 	for ki, kernel := range gemmBF16Kernels {
+		grids := []int{3, 1 << 20}
+		if strings.Contains(kernel, "_mma_") {
+			grids = grids[:1] // a block per tile whatever maxGrid says
+		}
 		for ci, c := range gemmBF16Cases {
-			for _, maxGrid := range []int{3, 1 << 20} {
+			for _, maxGrid := range grids {
 				run := runGemmBF16(t, v, kernel, c, maxGrid, uint64(100*ki+ci))
 				checkGemmBF16(t, kernel, c, run)
 			}
@@ -191,10 +225,10 @@ func TestGemmBF16(t *testing.T) {
 }
 
 // TestGemmBF16Model: the model's first layer at batch 256, bf16 out with
-// GELU as the hidden layers use it and f32 out.
+// GELU as the hidden layers use it (both families) and f32 out.
 func TestGemmBF16Model(t *testing.T) {
 	v := openKernels(t, gemmBF16Kernels)
-	for _, kernel := range []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_gelu_bf16"} {
+	for _, kernel := range []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_gelu_bf16", "gemm_bf16_nt_mma_gelu_bf16"} {
 		run := runGemmBF16(t, v, kernel, gemmBF16ModelCase, 132, 9)
 		checkGemmBF16(t, kernel, gemmBF16ModelCase, run)
 	}

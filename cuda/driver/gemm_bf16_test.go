@@ -68,17 +68,21 @@ type gemmBF16Run struct {
 func gemmF32Bound(k int, s float64) float64 { return float64(k+1) * math.Ldexp(s, -23) }
 
 // runGemmBF16 runs kernel on case c with seeded inputs in [-1, 1) (bias
-// f32, not rounded), a wgmma kernel on a grid of min(tiles, maxGrid)
+// f32, not rounded, or a null bias pointer without withBias), a wgmma kernel on a grid of min(tiles, maxGrid)
 // persistent blocks, an mma.sync one on a block per tile, and returns C and its reference. C starts as NaN bit patterns (f32 0x7fc0ffff,
 // bf16 0x7fc1) so that an element the kernel skips fails, and has guard
 // elements after it that must stay untouched.
-func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid int, seed uint64) gemmBF16Run {
+func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid int, seed uint64, withBias bool) gemmBF16Run {
 	t.Helper()
 	a, w, af, wf := gemmInputs(c, seed)
 	r := rand.New(rand.NewPCG(seed, 7))
 	bias := make([]float32, c.N)
-	for i := range bias {
-		bias[i] = float32(r.Float64()*2 - 1)
+	biasPtr := uintptr(0) // a null bias: none added
+	if withBias {
+		for i := range bias {
+			bias[i] = float32(r.Float64()*2 - 1)
+		}
+		biasPtr = v.upload(f32s(bias))
 	}
 	mapOf := func(p uintptr, rows int) []byte {
 		m, err := v.x.EncodeTensorMap(TensorMapSpec{DataType: TensorBFloat16, Base: p, Dims: []uint64{uint64(c.K), uint64(rows)},
@@ -109,7 +113,7 @@ func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid i
 		}
 		grid := [3]int{(c.N + 127) / 128, (c.M + 127) / 128, 1}
 		v.mustLaunch(kernel, LaunchConfig{Grid: grid, Block: [3]int{256, 1, 1}, SharedBytes: gemmBF16MmaSmem},
-			pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(w))), pPtr(v.upload(f32s(bias))), pPtr(out), pInt(c.M), pInt(c.N), pInt(c.K))
+			pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(w))), pPtr(biasPtr), pPtr(out), pInt(c.M), pInt(c.N), pInt(c.K))
 	} else {
 		if err := v.x.SetMaxDynamicShared(v.kernel(kernel), gemmBF16Smem); err != nil {
 			t.Fatal(err)
@@ -117,7 +121,7 @@ func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid i
 		tiles := ((c.M + 127) / 128) * ((c.N + 127) / 128)
 		grid := min(tiles, maxGrid)
 		v.mustLaunch(kernel, LaunchConfig{Grid: [3]int{grid, 1, 1}, Block: [3]int{384, 1, 1}, SharedBytes: gemmBF16Smem},
-			mapOf(v.upload(u16s(a)), c.M), mapOf(v.upload(u16s(w)), c.N), pPtr(v.upload(f32s(bias))), pPtr(out),
+			mapOf(v.upload(u16s(a)), c.M), mapOf(v.upload(u16s(w)), c.N), pPtr(biasPtr), pPtr(out),
 			pInt(c.M), pInt(c.N), pInt(c.K))
 	}
 	b := v.download(out, n*elem)
@@ -207,7 +211,8 @@ func gemmBF16Mismatch(kernel string, c gemmCase, run gemmBF16Run) error {
 
 // TestGemmBF16 runs each kernel on every case; the wgmma kernels on grids
 // of 3 blocks (so that blocks take several tiles) and of one block per
-// tile.
+// tile. Odd cases on the first grid and even ones on the second pass a
+// null bias.
 func TestGemmBF16(t *testing.T) {
 	v := openKernels(t, gemmBF16Kernels)
 	for ki, kernel := range gemmBF16Kernels {
@@ -216,8 +221,8 @@ func TestGemmBF16(t *testing.T) {
 			grids = grids[:1] // a block per tile whatever maxGrid says
 		}
 		for ci, c := range gemmBF16Cases {
-			for _, maxGrid := range grids {
-				run := runGemmBF16(t, v, kernel, c, maxGrid, uint64(100*ki+ci))
+			for gi, maxGrid := range grids {
+				run := runGemmBF16(t, v, kernel, c, maxGrid, uint64(100*ki+ci), (ci+gi)%2 == 0)
 				checkGemmBF16(t, kernel, c, run)
 			}
 		}
@@ -229,7 +234,7 @@ func TestGemmBF16(t *testing.T) {
 func TestGemmBF16Model(t *testing.T) {
 	v := openKernels(t, gemmBF16Kernels)
 	for _, kernel := range []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_gelu_bf16", "gemm_bf16_nt_mma_gelu_bf16"} {
-		run := runGemmBF16(t, v, kernel, gemmBF16ModelCase, 132, 9)
+		run := runGemmBF16(t, v, kernel, gemmBF16ModelCase, 132, 9, true)
 		checkGemmBF16(t, kernel, gemmBF16ModelCase, run)
 	}
 }

@@ -122,7 +122,7 @@ func run(tc toolchain, dir string, write, self bool) error {
 	if len(problems) > 0 {
 		return fmt.Errorf("%d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
 	}
-	fmt.Printf("kernelcheck: %d sources, %d kernel measurements: artifacts current, no spills, budgets.tsv and sass.tsv hold\n", len(modules), len(m.usage))
+	fmt.Printf("kernelcheck: %d sources, %d kernel measurements: artifacts current, no spills, no serialised wgmma pipeline, budgets.tsv and sass.tsv hold\n", len(modules), len(m.usage))
 	if self {
 		if err := selftest(tc, dir, m, budgets, required); err != nil {
 			return fmt.Errorf("self-test: %w", err)

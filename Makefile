@@ -168,7 +168,7 @@ check-kernels: $(CUDA13_STAMP) ## artifacts current, ptxas budgets and sm_90a SA
 	$(EMU_ENV) $(GO) test -timeout 40m -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -timeout 40m -asan -tags cuda,cudaemu \
 		-run 'TestGemm|TestColumnSums|TestLayerNorm|TestGELU|TestUnitNormMSE|TestAdamW|TestTopK|TestCosineTopK|TestNormalizeRows|TestGatherRows|TestResident|TestEngineStateFits' ./cuda/
-	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -tags cuda,cudaemu ./cuda/driver/
+	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -timeout 40m -asan -tags cuda,cudaemu ./cuda/driver/
 	$(EMU_ENV) $(GO) test -asan -tags cuda ./cuda/driver/libcuda/
 
 build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a GPU host (see scripts/gpu-check.sh)

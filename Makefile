@@ -165,7 +165,9 @@ check-generated: ## the generated launch layer is current (go generate leaves no
 # kernels/internal/kernelcheck rebuilds every artifact and
 # compares, measures each kernel with ptxas -v against kernels/budgets.tsv
 # (sm_80 and sm_90 from the PTX, sm_90a from the cubin; no spills), checks
-# the sm_90a SASS for the opcodes kernels/sass.tsv requires, and checks
+# the sm_90a SASS for the opcodes kernels/sass.tsv requires, fails on
+# ptxas's notes of a serialised wgmma pipeline (C7510, C7514) or an ignored
+# setmaxnreg (C7508), and checks
 # itself on doctored copies. It then runs package cuda's tests in host
 # emulation (tags cuda,cudaemu: the kernels compiled as C++, no GPU, no
 # gorgonia.org/cu), and again under AddressSanitizer with -short, which

@@ -26,14 +26,18 @@ var tcKernels = []string{
 
 // tcDevice is a driver with Extended and helpers for the tests.
 type tcDevice struct {
-	t *testing.T
-	d Driver
-	x Extended
+	t     *testing.T
+	d     Driver
+	x     Extended
+	names []string // the kernels opened, in order
 }
 
-func openTC(t *testing.T) *tcDevice {
+func openTC(t *testing.T) *tcDevice { return openKernels(t, tcKernels) }
+
+// openKernels opens a driver with kernels names.
+func openKernels(t *testing.T, names []string) *tcDevice {
 	t.Helper()
-	d, err := Open(tcKernels)
+	d, err := Open(names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +46,11 @@ func openTC(t *testing.T) *tcDevice {
 	if !ok {
 		t.Skipf("driver %T does not implement Extended", d)
 	}
-	return &tcDevice{t: t, d: d, x: x}
+	return &tcDevice{t: t, d: d, x: x, names: names}
 }
 
 func (v *tcDevice) kernel(name string) int {
-	for i, n := range tcKernels {
+	for i, n := range v.names {
 		if n == name {
 			return i
 		}

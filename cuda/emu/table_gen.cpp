@@ -15,6 +15,8 @@ extern emu_entry emu_table_gelu[];
 extern int emu_table_gelu_len;
 extern emu_entry emu_table_gemm[];
 extern int emu_table_gemm_len;
+extern emu_entry emu_table_gemm_bf16[];
+extern int emu_table_gemm_bf16_len;
 extern emu_entry emu_table_gemm_bf16_ref[];
 extern int emu_table_gemm_bf16_ref_len;
 extern emu_entry emu_table_layernorm[];
@@ -34,6 +36,7 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_gather, emu_table_gather_len);
     add(emu_table_gelu, emu_table_gelu_len);
     add(emu_table_gemm, emu_table_gemm_len);
+    add(emu_table_gemm_bf16, emu_table_gemm_bf16_len);
     add(emu_table_gemm_bf16_ref, emu_table_gemm_bf16_ref_len);
     add(emu_table_layernorm, emu_table_layernorm_len);
     add(emu_table_loss, emu_table_loss_len);

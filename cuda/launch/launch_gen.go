@@ -8,94 +8,112 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 
 // The kernels, in module order and source order within a module.
 const (
-	KAdamw            Kernel = iota // kernels/adamw.cu
-	KArchProbe                      // kernels/arch_probe.cu
-	KGatherRowsF16                  // kernels/gather.cu
-	KGeluBackward                   // kernels/gelu.cu
-	KGemmNtBias                     // kernels/gemm.cu
-	KGemmNtBiasGelu                 // kernels/gemm.cu
-	KGemmNtBiasStats                // kernels/gemm.cu
-	KGemmNn                         // kernels/gemm.cu
-	KGemmTn                         // kernels/gemm.cu
-	KGemmBf16MmaRef                 // kernels/gemm_bf16_ref.cu
-	KGemmBf16WgmmaRef               // kernels/gemm_bf16_ref.cu
-	KLnApply                        // kernels/layernorm.cu
-	KLnForward                      // kernels/layernorm.cu
-	KLnBackward                     // kernels/layernorm.cu
-	KUnitnormMse                    // kernels/loss.cu
-	KLossSum                        // kernels/loss.cu
-	KColsumPartial                  // kernels/reduce.cu
-	KColsumFinal                    // kernels/reduce.cu
-	KTcCheckMma                     // kernels/tensorcore_check.cu
-	KTcCheckLdmatrix                // kernels/tensorcore_check.cu
-	KTcCheckCpAsync                 // kernels/tensorcore_check.cu
-	KTcCheckWgmma                   // kernels/tensorcore_check.cu
-	KTcCheckTma                     // kernels/tensorcore_check.cu
-	KTcCheckCluster                 // kernels/tensorcore_check.cu
-	KTcCheckGeometry                // kernels/tensorcore_check.cu
-	KTcCheckDivergent               // kernels/tensorcore_check.cu
-	KTopk                           // kernels/topk.cu
+	KAdamw                 Kernel = iota // kernels/adamw.cu
+	KArchProbe                           // kernels/arch_probe.cu
+	KGatherRowsF16                       // kernels/gather.cu
+	KGeluBackward                        // kernels/gelu.cu
+	KGemmNtBias                          // kernels/gemm.cu
+	KGemmNtBiasGelu                      // kernels/gemm.cu
+	KGemmNtBiasStats                     // kernels/gemm.cu
+	KGemmNn                              // kernels/gemm.cu
+	KGemmTn                              // kernels/gemm.cu
+	KGemmBf16NtF32                       // kernels/gemm_bf16.cu
+	KGemmBf16NtBf16                      // kernels/gemm_bf16.cu
+	KGemmBf16NtGeluBf16                  // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32                    // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaBf16                   // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaGeluBf16               // kernels/gemm_bf16.cu
+	KGemmBf16MmaRef                      // kernels/gemm_bf16_ref.cu
+	KGemmBf16WgmmaRef                    // kernels/gemm_bf16_ref.cu
+	KLnApply                             // kernels/layernorm.cu
+	KLnForward                           // kernels/layernorm.cu
+	KLnBackward                          // kernels/layernorm.cu
+	KUnitnormMse                         // kernels/loss.cu
+	KLossSum                             // kernels/loss.cu
+	KColsumPartial                       // kernels/reduce.cu
+	KColsumFinal                         // kernels/reduce.cu
+	KTcCheckMma                          // kernels/tensorcore_check.cu
+	KTcCheckLdmatrix                     // kernels/tensorcore_check.cu
+	KTcCheckCpAsync                      // kernels/tensorcore_check.cu
+	KTcCheckWgmma                        // kernels/tensorcore_check.cu
+	KTcCheckTma                          // kernels/tensorcore_check.cu
+	KTcCheckCluster                      // kernels/tensorcore_check.cu
+	KTcCheckGeometry                     // kernels/tensorcore_check.cu
+	KTcCheckDivergent                    // kernels/tensorcore_check.cu
+	KTopk                                // kernels/topk.cu
 	NumKernels
 )
 
 var names = [NumKernels]string{
-	KAdamw:            "adamw",
-	KArchProbe:        "arch_probe",
-	KGatherRowsF16:    "gather_rows_f16",
-	KGeluBackward:     "gelu_backward",
-	KGemmNtBias:       "gemm_nt_bias",
-	KGemmNtBiasGelu:   "gemm_nt_bias_gelu",
-	KGemmNtBiasStats:  "gemm_nt_bias_stats",
-	KGemmNn:           "gemm_nn",
-	KGemmTn:           "gemm_tn",
-	KGemmBf16MmaRef:   "gemm_bf16_mma_ref",
-	KGemmBf16WgmmaRef: "gemm_bf16_wgmma_ref",
-	KLnApply:          "ln_apply",
-	KLnForward:        "ln_forward",
-	KLnBackward:       "ln_backward",
-	KUnitnormMse:      "unitnorm_mse",
-	KLossSum:          "loss_sum",
-	KColsumPartial:    "colsum_partial",
-	KColsumFinal:      "colsum_final",
-	KTcCheckMma:       "tc_check_mma",
-	KTcCheckLdmatrix:  "tc_check_ldmatrix",
-	KTcCheckCpAsync:   "tc_check_cp_async",
-	KTcCheckWgmma:     "tc_check_wgmma",
-	KTcCheckTma:       "tc_check_tma",
-	KTcCheckCluster:   "tc_check_cluster",
-	KTcCheckGeometry:  "tc_check_geometry",
-	KTcCheckDivergent: "tc_check_divergent",
-	KTopk:             "topk",
+	KAdamw:                 "adamw",
+	KArchProbe:             "arch_probe",
+	KGatherRowsF16:         "gather_rows_f16",
+	KGeluBackward:          "gelu_backward",
+	KGemmNtBias:            "gemm_nt_bias",
+	KGemmNtBiasGelu:        "gemm_nt_bias_gelu",
+	KGemmNtBiasStats:       "gemm_nt_bias_stats",
+	KGemmNn:                "gemm_nn",
+	KGemmTn:                "gemm_tn",
+	KGemmBf16NtF32:         "gemm_bf16_nt_f32",
+	KGemmBf16NtBf16:        "gemm_bf16_nt_bf16",
+	KGemmBf16NtGeluBf16:    "gemm_bf16_nt_gelu_bf16",
+	KGemmBf16NtMmaF32:      "gemm_bf16_nt_mma_f32",
+	KGemmBf16NtMmaBf16:     "gemm_bf16_nt_mma_bf16",
+	KGemmBf16NtMmaGeluBf16: "gemm_bf16_nt_mma_gelu_bf16",
+	KGemmBf16MmaRef:        "gemm_bf16_mma_ref",
+	KGemmBf16WgmmaRef:      "gemm_bf16_wgmma_ref",
+	KLnApply:               "ln_apply",
+	KLnForward:             "ln_forward",
+	KLnBackward:            "ln_backward",
+	KUnitnormMse:           "unitnorm_mse",
+	KLossSum:               "loss_sum",
+	KColsumPartial:         "colsum_partial",
+	KColsumFinal:           "colsum_final",
+	KTcCheckMma:            "tc_check_mma",
+	KTcCheckLdmatrix:       "tc_check_ldmatrix",
+	KTcCheckCpAsync:        "tc_check_cp_async",
+	KTcCheckWgmma:          "tc_check_wgmma",
+	KTcCheckTma:            "tc_check_tma",
+	KTcCheckCluster:        "tc_check_cluster",
+	KTcCheckGeometry:       "tc_check_geometry",
+	KTcCheckDivergent:      "tc_check_divergent",
+	KTopk:                  "topk",
 }
 
 var paramBytes = [NumKernels][]int{
-	KAdamw:            {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
-	KArchProbe:        {8},
-	KGatherRowsF16:    {8, 8, 8, 4, 4, 4},
-	KGeluBackward:     {8, 8, 8, 4},
-	KGemmNtBias:       {8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasGelu:   {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasStats:  {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNn:           {8, 8, 8, 4, 4, 4, 4},
-	KGemmTn:           {8, 8, 8, 4, 4, 4},
-	KGemmBf16MmaRef:   {8, 8, 8, 4, 4, 4},
-	KGemmBf16WgmmaRef: {128, 128, 8, 4, 4, 4},
-	KLnApply:          {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
-	KLnForward:        {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
-	KLnBackward:       {8, 8, 8, 8, 8, 4, 4},
-	KUnitnormMse:      {8, 8, 8, 8, 4, 4},
-	KLossSum:          {8, 8, 4},
-	KColsumPartial:    {8, 8, 8, 4, 4, 4},
-	KColsumFinal:      {8, 8, 8, 4, 4},
-	KTcCheckMma:       {8, 8, 8, 8, 4},
-	KTcCheckLdmatrix:  {8, 8, 4, 4},
-	KTcCheckCpAsync:   {8, 8, 4, 4, 4},
-	KTcCheckWgmma:     {8, 8, 8, 4, 4, 4, 4, 4},
-	KTcCheckTma:       {128, 128, 8, 4, 4, 4, 4, 4, 4},
-	KTcCheckCluster:   {128, 8, 8, 4},
-	KTcCheckGeometry:  {8},
-	KTcCheckDivergent: {8},
-	KTopk:             {8, 8, 8, 8, 4, 4, 4, 4},
+	KAdamw:                 {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KArchProbe:             {8},
+	KGatherRowsF16:         {8, 8, 8, 4, 4, 4},
+	KGeluBackward:          {8, 8, 8, 4},
+	KGemmNtBias:            {8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasGelu:        {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasStats:       {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNn:                {8, 8, 8, 4, 4, 4, 4},
+	KGemmTn:                {8, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32:         {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtBf16:        {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtGeluBf16:    {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32:      {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaBf16:     {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaGeluBf16: {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16MmaRef:        {8, 8, 8, 4, 4, 4},
+	KGemmBf16WgmmaRef:      {128, 128, 8, 4, 4, 4},
+	KLnApply:               {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnForward:             {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KLnBackward:            {8, 8, 8, 8, 8, 4, 4},
+	KUnitnormMse:           {8, 8, 8, 8, 4, 4},
+	KLossSum:               {8, 8, 4},
+	KColsumPartial:         {8, 8, 8, 4, 4, 4},
+	KColsumFinal:           {8, 8, 8, 4, 4},
+	KTcCheckMma:            {8, 8, 8, 8, 4},
+	KTcCheckLdmatrix:       {8, 8, 4, 4},
+	KTcCheckCpAsync:        {8, 8, 4, 4, 4},
+	KTcCheckWgmma:          {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckTma:            {128, 128, 8, 4, 4, 4, 4, 4, 4},
+	KTcCheckCluster:        {128, 8, 8, 4},
+	KTcCheckGeometry:       {8},
+	KTcCheckDivergent:      {8},
+	KTopk:                  {8, 8, 8, 8, 4, 4, 4, 4},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -159,6 +177,48 @@ func GemmNn(l Launcher, cfg driver.LaunchConfig, C Ptr[float32], A ConstPtr[floa
 //	gemm_tn(float* C, const float* A, const float* B, int M, int N, int K)
 func GemmTn(l Launcher, cfg driver.LaunchConfig, C Ptr[float32], A ConstPtr[float32], B ConstPtr[float32], M int32, N int32, K int32) error {
 	return l.Launch(KGemmTn, cfg, [][]byte{ptr(C), ptr(A), ptr(B), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtF32 launches gemm_bf16_nt_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, float* C, int M, int N, int K)
+func GemmBf16NtF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtBf16 launches gemm_bf16_nt_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, uint16_t* C, int M, int N, int K)
+func GemmBf16NtBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtGeluBf16 launches gemm_bf16_nt_gelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, uint16_t* C, int M, int N, int K)
+func GemmBf16NtGeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtGeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaF32 launches gemm_bf16_nt_mma_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_f32(const uint16_t* A, const uint16_t* W, const float* bias, float* C, int M, int N, int K)
+func GemmBf16NtMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaF32, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaBf16 launches gemm_bf16_nt_mma_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_bf16(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, int M, int N, int K)
+func GemmBf16NtMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaGeluBf16 launches gemm_bf16_nt_mma_gelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, int M, int N, int K)
+func GemmBf16NtMmaGeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaGeluBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16MmaRef launches gemm_bf16_mma_ref of kernels/gemm_bf16_ref.cu:

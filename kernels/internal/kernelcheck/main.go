@@ -49,9 +49,10 @@ type toolchain struct {
 
 // measurement is what one pass over the sources found.
 type measurement struct {
-	stale []string                   // artifacts that are not what their source compiles to
-	usage []Usage                    // per kernel and target
-	sass  map[string]map[string]bool // sm_90a opcodes per kernel
+	stale      []string                   // artifacts that are not what their source compiles to
+	serialised []string                   // ptxas's notes of a serialised wgmma pipeline or ignored setmaxnreg
+	usage      []Usage                    // per kernel and target
+	sass       map[string]map[string]bool // sm_90a opcodes per kernel
 }
 
 func main() {
@@ -121,7 +122,7 @@ func run(tc toolchain, dir string, write, self bool) error {
 	if len(problems) > 0 {
 		return fmt.Errorf("%d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
 	}
-	fmt.Printf("kernelcheck: %d sources, %d kernel measurements: artifacts current, no spills, budgets.tsv and sass.tsv hold\n", len(modules), len(m.usage))
+	fmt.Printf("kernelcheck: %d sources, %d kernel measurements: artifacts current, no spills, no serialised wgmma pipeline, budgets.tsv and sass.tsv hold\n", len(modules), len(m.usage))
 	if self {
 		if err := selftest(tc, dir, m, budgets, required); err != nil {
 			return fmt.Errorf("self-test: %w", err)
@@ -141,7 +142,7 @@ func evaluate(m measurement, budgetsTSV, sassTSV []byte, complete bool) ([]strin
 	if err != nil {
 		return nil, fmt.Errorf("sass.tsv: %w", err)
 	}
-	problems := slices.Clone(m.stale)
+	problems := slices.Concat(m.stale, m.serialised)
 	problems = append(problems, checkBudgets(m.usage, budgets, complete)...)
 	return append(problems, checkSASS(m.sass, required, complete)...), nil
 }
@@ -191,6 +192,7 @@ func measure(tc toolchain, dir string, modules []string, complete bool) (measure
 	all := measurement{sass: map[string]map[string]bool{}}
 	for _, r := range results {
 		all.stale = append(all.stale, r.stale...)
+		all.serialised = append(all.serialised, r.serialised...)
 		all.usage = append(all.usage, r.usage...)
 		for k, ops := range r.sass {
 			all.sass[k] = ops
@@ -242,6 +244,7 @@ func measureModule(tc toolchain, dir, tmp, name string) (measurement, error) {
 	if err != nil {
 		return m, err
 	}
+	m.serialised = checkSerialised(log)
 	logs := []string{log}
 	for _, t := range tc.ptxTargets {
 		log, err := command(tc.ptxas, "-arch="+t, "-v", "-o", filepath.Join(tmp, name+"."+t+".cubin"), ptx)

@@ -75,6 +75,42 @@ func parsePtxasVerbose(log string) ([]Usage, error) {
 	return out, nil
 }
 
+// ptxasSerialised matches ptxas's notes that it serialised a kernel's wgmma
+// pipeline, waiting for each wgmma before issuing the next (C7510, C7514),
+// or that it ignored the kernel's setmaxnreg (C7508); the last quoted name
+// on the line is the function.
+var (
+	ptxasSerialised = regexp.MustCompile(`\((C7508|C7510|C7514)\)`)
+	ptxasQuotedName = regexp.MustCompile(`.*'([^']+)'`)
+)
+
+// serialisedByDesign: kernels whose wgmma pipeline may be serialised.
+// tc_check_wgmma reads each result right after a single wgmma, to check the
+// instruction, not to be fast.
+var serialisedByDesign = map[string]bool{"tc_check_wgmma": true}
+
+// checkSerialised returns a problem for each note of ptxasSerialised in
+// log (nvcc -Xptxas -v output for sm_90a) about a kernel not in
+// serialisedByDesign.
+func checkSerialised(log string) []string {
+	var out []string
+	for line := range strings.Lines(log) {
+		code := ptxasSerialised.FindStringSubmatch(line)
+		if code == nil {
+			continue
+		}
+		name := "?"
+		if m := ptxasQuotedName.FindStringSubmatch(line); m != nil {
+			name = m[1]
+		}
+		if serialisedByDesign[name] {
+			continue
+		}
+		out = append(out, fmt.Sprintf("WGMMA PIPELINE: %s (sm_90a): ptxas %s: %s", name, code[1], strings.TrimSpace(line)))
+	}
+	return out
+}
+
 func atoi(s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil {

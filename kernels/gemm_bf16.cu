@@ -1,0 +1,382 @@
+// gemm_bf16.cu: the bf16 engine's forward GEMM, on Hopper (sm_90a: TMA +
+// wgmma) and, as a fallback, on sm_80 and later (mma.sync):
+//
+//   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
+//
+// A (activations) and W (weights, [out, in]) are bf16 row-major, so both
+// are K-major: the layout the TMA and wgmma read without transposes. The
+// products accumulate in f32; bias (f32, may be null) is added in f32.
+// Entry points, one per epilogue, on sm_90a (wgmma, below) and on any GPU
+// from sm_80 on (gemm_bf16_nt_mma_*, mma.sync, at the end of the file):
+//   gemm_bf16_nt_f32        gemm_bf16_nt_mma_f32        C f32
+//   gemm_bf16_nt_bf16       gemm_bf16_nt_mma_bf16       C bf16 (round to nearest even)
+//   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 of GELU (exact erf
+//       form, common.cuh's gelu_f, evaluated in f32) of the f32 sum
+// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, M, N, K); the
+// mma.sync kernels': (A, W, bias, C, M, N, K). Any M, N >= 1, K >= 0; K
+// a multiple of 8 (rows 16-byte aligned, as the TMA's row strides and
+// cp.async's 16-byte copies need), which the host enforces: for the wgmma
+// kernels by construction (EncodeTensorMap refuses a row stride of 2K
+// bytes that is not a multiple of 16), for the mma.sync kernels the
+// launcher must check it (A and W 16-byte aligned too). Out-of-range rows, columns and K of a tile load as zeros (the
+// TMA zero-fills what lies outside the tensor) and are not stored.
+//
+// Tensor maps: A dims {K, M}, W dims {K, N}, row stride 2K bytes, box
+// {64, 128}, bf16, 128-byte swizzle, no interleave, zero fill.
+//
+// Launch: block 384 threads (3 warpgroups), dynamic shared memory
+// GEMM_BF16_SMEM bytes (above 48 KiB: raise the kernel's limit first), a
+// 1-D grid of at most ceil(M/128) ceil(N/128) blocks, normally the number
+// of multiprocessors: the blocks are persistent, block b takes output tiles
+// b, b + gridDim.x, ... (row-major over the tile grid, so consecutive
+// blocks share A's rows while W, the smaller operand in the model, stays
+// in L2).
+//
+// Pipeline: output tile 128x128, K in chunks of 64 elements (128 bytes, the
+// 128-byte swizzle's span), a ring of GEMM_BF16_STAGES stages, each holding
+// the chunk of A (128x64) and of W (128x64) and guarded by two mbarriers:
+// `full` (the TMA's bytes have landed: one arrival with the expected byte
+// count) and `empty` (the 256 consumer threads are done reading it).
+//   warpgroup 0, producer: lowers its registers to 40 (setmaxnreg); one
+//     thread walks the same tile sequence as the consumers and, for each K
+//     chunk, waits for the stage to be empty and issues the two TMA loads.
+//     It runs ahead of the consumers by up to the ring's depth, into the
+//     next tile while the consumers are in their epilogue.
+//   warpgroups 1 and 2, consumers: raise their registers to 232; each owns
+//     64 rows of the tile (rows 64(g-1) ..) and all 128 columns, a 64x128
+//     f32 accumulator (64 registers a thread), fed by wgmma m64n128k16
+//     with both operands read from shared memory through 128-byte-swizzle
+//     descriptors (4 per chunk). One wgmma group stays in flight: a chunk's
+//     stage is released once the next chunk's group is issued and the
+//     chunk's own group has completed (wgmma_wait<1>).
+//   epilogue: straight from the accumulator fragments (row 16w + g + 8h,
+//     column 8j + 2q + {0,1} of the warpgroup's 64x128, w the warp, g =
+//     lane/4, q = lane%4): bias, activation, rounding, and 8- or 4-byte
+//     stores of column pairs where both columns are in range and aligned.
+//
+// Differs from gemm_bf16_wgmma_ref (the reference that proved the
+// primitives): persistent blocks over a tile sequence (the ring's phases
+// continue across tiles), two consumer warpgroups and a 128x128 tile
+// rather than one and 64x64, N = 128 wgmmas, a 4-stage ring, one wgmma group
+// in flight rather than none, and bias and activation epilogues writing f32
+// or bf16.
+//
+// The mma.sync fallback (gemm_bf16_nt_mma_*): block 256 threads = 8 warps
+// in 2 (M) x 4 (N), the same 128x128 output tile, each warp 64x32 (4 m16 x
+// 4 n8 mma tiles, ldmatrix fragments); K in chunks of 32 staged by
+// cp.async (16-byte copies, zero-filled past the edges) in a 3-stage ring
+// of padded rows (40 elements, so ldmatrix rows stay 16-byte aligned and
+// spread over the banks); grid (ceil(N/128), ceil(M/128)), one tile per
+// block; dynamic shared memory GEMM_BF16_MMA_SMEM (60 KiB: raise the
+// limit). It shares the epilogue (gemm_bf16_emit) with the wgmma kernels.
+//
+// Register and shared-memory figures: kernels/budgets.tsv (the wgmma
+// kernels: 168 registers a thread at entry, the cap of 384 threads, which
+// setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
+// 98 on sm_80, 123 on sm_90; no spills, no static shared memory). The
+// compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
+// TMA and setmaxnreg are sm_90a only).
+//
+// Versions: v1.
+#include "common.cuh"
+#include "tensorcore.cuh"
+
+#define GEMM_BF16_BM 128
+#define GEMM_BF16_BN 128
+#define GEMM_BF16_BK 64
+#define GEMM_BF16_STAGES 4
+#define GEMM_BF16_THREADS 384
+#define GEMM_BF16_A_BYTES (GEMM_BF16_BM * GEMM_BF16_BK * 2)
+#define GEMM_BF16_W_BYTES (GEMM_BF16_BN * GEMM_BF16_BK * 2)
+#define GEMM_BF16_STAGE_BYTES (GEMM_BF16_A_BYTES + GEMM_BF16_W_BYTES)
+// The stages, their 2*STAGES mbarriers, and 1024 bytes to align the stages
+// to the 128-byte swizzle's 1024-byte period.
+#define GEMM_BF16_SMEM (GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES + 2 * GEMM_BF16_STAGES * 8 + 1024)
+
+// The epilogues.
+#define GEMM_BF16_OUT_F32 0
+#define GEMM_BF16_OUT_BF16 1
+#define GEMM_BF16_OUT_GELU_BF16 2
+
+// gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
+// are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
+// as OUT says. Only elements inside C are written; the pair goes as one
+// store when both columns are in range and its address is aligned for it
+// (N even). col is even, as in every accumulator fragment (mma.sync and
+// wgmma alike: a thread holds column pairs 2q, 2q+1 of each 8-column group).
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, void* C, int M, int N, int row, int col, float v0,
+                                               float v1) {
+    if (row >= M || col >= N) return;
+    const bool second = col + 1 < N;
+    if (bias) {
+        v0 += bias[col];
+        if (second) v1 += bias[col + 1];
+    }
+    if (OUT == GEMM_BF16_OUT_GELU_BF16) {
+        v0 = gelu_f(v0);
+        v1 = gelu_f(v1);
+    }
+    const size_t i = (size_t)row * N + col;
+    const bool pair = second && (N & 1) == 0;
+    if (OUT == GEMM_BF16_OUT_F32) {
+        float* c = (float*)C + i;
+        if (pair) {
+            *(unsigned long long*)c = (unsigned long long)__float_as_uint(v0) | ((unsigned long long)__float_as_uint(v1) << 32);
+        } else {
+            c[0] = v0;
+            if (second) c[1] = v1;
+        }
+    } else {
+        uint16_t* c = (uint16_t*)C + i;
+        if (pair) {
+            *(uint32_t*)c = pack_bf16x2(v0, v1);
+        } else {
+            c[0] = f32_to_bf16(v0);
+            if (second) c[1] = f32_to_bf16(v1);
+        }
+    }
+}
+
+// gemm_bf16_epilogue stores one consumer warpgroup's 64x128 accumulator,
+// whose top-left element is C[m0][n0], for thread t (0..127) of the group.
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias, void* C, int M, int N,
+                                                   int m0, int n0, int t) {
+    const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+            gemm_bf16_emit<OUT>(bias, C, M, N, m0 + 16 * w + g + 8 * h, n0 + 8 * j + 2 * q, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+}
+
+// gemm_bf16_pin_acc pins the accumulator registers at this point of the
+// program: no read or write of them moves across it. Placed after the
+// zeroing and after the final wgmma_wait, it keeps the compiler from
+// sinking the zeroing into, or hoisting epilogue reads above, the wgmma
+// pipeline, which ptxas answers by serialising every wgmma (C7514).
+// (The emulator runs each wgmma at its wait: nothing to pin.)
+__device__ __forceinline__ void gemm_bf16_pin_acc(float (&acc)[64]) {
+#if !defined(DINOCLIP_EMU)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+#endif
+}
+
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const dc_tensor_map* tma_w, const float* __restrict__ bias,
+                                             void* C, int M, int N, int K) {
+#if DC_SM90A
+    unsigned char* raw = dc_dynamic_smem();
+    unsigned char* tiles = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
+    uint64_t* full = (uint64_t*)(tiles + GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES);
+    uint64_t* empty = full + GEMM_BF16_STAGES;
+    const int t = threadIdx.x, group = t / 128;
+    const int tiles_n = (N + GEMM_BF16_BN - 1) / GEMM_BF16_BN;
+    const int tile_count = ((M + GEMM_BF16_BM - 1) / GEMM_BF16_BM) * tiles_n;
+    const int chunks = (K + GEMM_BF16_BK - 1) / GEMM_BF16_BK;
+    if (t == 0) {
+        for (int s = 0; s < GEMM_BF16_STAGES; ++s) {
+            mbar_init(smem_addr(&full[s]), 1);
+            mbar_init(smem_addr(&empty[s]), 256);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    if (group == 0) {
+        setmaxnreg_dec<40>();
+        if (t == 0) {
+            uint32_t use = 0;  // stage uses so far, over all tiles: stage use % STAGES, phase use / STAGES
+            for (int tile = blockIdx.x; tile < tile_count; tile += gridDim.x) {
+                const int m0 = tile / tiles_n * GEMM_BF16_BM, n0 = tile % tiles_n * GEMM_BF16_BN;
+                for (int c = 0; c < chunks; ++c, ++use) {
+                    const int s = use % GEMM_BF16_STAGES;
+                    // Wait for the consumers to release the stage's previous
+                    // use; a fresh mbarrier's "previous phase" (parity 1)
+                    // counts as complete, so the first round passes.
+                    mbar_wait(smem_addr(&empty[s]), ((use / GEMM_BF16_STAGES) & 1) ^ 1);
+                    unsigned char* sa = tiles + s * GEMM_BF16_STAGE_BYTES;
+                    // The box's full bytes arrive, zero-filled parts included.
+                    mbar_arrive_expect_tx(smem_addr(&full[s]), GEMM_BF16_STAGE_BYTES);
+                    tma_load_2d(smem_addr(sa), tma_a, c * GEMM_BF16_BK, m0, smem_addr(&full[s]));
+                    tma_load_2d(smem_addr(sa + GEMM_BF16_A_BYTES), tma_w, c * GEMM_BF16_BK, n0, smem_addr(&full[s]));
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<232>();
+    const int consumer = group - 1, ct = t - 128 * group;
+    uint32_t use = 0;
+    for (int tile = blockIdx.x; tile < tile_count; tile += gridDim.x) {
+        const int m0 = tile / tiles_n * GEMM_BF16_BM, n0 = tile % tiles_n * GEMM_BF16_BN;
+        float acc[64];
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+        gemm_bf16_pin_acc(acc);
+        for (int c = 0; c < chunks; ++c, ++use) {
+            const int s = use % GEMM_BF16_STAGES;
+            mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);
+            // This warpgroup's 64 rows of A start 64 rows (8 KiB, a whole
+            // number of swizzle periods) into the stage.
+            const uint32_t sa = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES) + consumer * (64 * GEMM_BF16_BK * 2);
+            const uint32_t sw = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES + GEMM_BF16_A_BYTES);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < GEMM_BF16_BK / 16; ++kk)
+                // K step kk is 32 bytes further along each swizzled 128-byte
+                // row; 8-row groups are 1024 bytes apart.
+                wgmma_bf16_ss<128>(acc, smem_desc(sa + 32 * kk, 16, 1024, DC_DESC_SWIZZLE_128B),
+                                   smem_desc(sw + 32 * kk, 16, 1024, DC_DESC_SWIZZLE_128B), 1);
+            wgmma_commit();
+            // The previous chunk's group has completed: release its stage.
+            wgmma_wait<1>();
+            if (c > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
+        }
+        wgmma_wait<0>();
+        gemm_bf16_pin_acc(acc);
+        if (chunks > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
+        gemm_bf16_epilogue<OUT>(acc, bias, C, M, N, m0 + 64 * consumer, n0, ct);
+    }
+#else
+    __trap();
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                     const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt<GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                      const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt<GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                           const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt<GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, C, M, N, K);
+}
+
+// ---------------------------------------------------------------------------
+// The same op on any GPU from sm_80 on: mma.sync + ldmatrix + cp.async.
+#define GEMM_BF16_MMA_THREADS 256
+#define GEMM_BF16_MMA_BK 32
+#define GEMM_BF16_MMA_STAGES 3
+#define GEMM_BF16_MMA_PITCH 40  // elements per shared row: 32 + 8 of padding
+#define GEMM_BF16_MMA_STAGE_ELEMS ((GEMM_BF16_BM + GEMM_BF16_BN) * GEMM_BF16_MMA_PITCH)
+#define GEMM_BF16_MMA_SMEM (GEMM_BF16_MMA_STAGES * GEMM_BF16_MMA_STAGE_ELEMS * 2)
+
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_nt_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W,
+                                                 const float* __restrict__ bias, void* C, int M, int N, int K) {
+    uint16_t* smem = (uint16_t*)dc_dynamic_smem();
+    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    const int chunks = (K + GEMM_BF16_MMA_BK - 1) / GEMM_BF16_MMA_BK;
+
+    // load_chunk issues the copies of K chunk c into stage: 128 rows x 32
+    // elements of A and of W, as 512 16-byte pieces each, 2 + 2 per thread,
+    // zero-filled past the edges (an out-of-range piece reads nothing, from
+    // a valid address).
+    auto load_chunk = [&](int c, int stage) {
+        uint16_t* sa = smem + stage * GEMM_BF16_MMA_STAGE_ELEMS;
+        uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
+#pragma unroll
+        for (int p = t; p < 512; p += GEMM_BF16_MMA_THREADS) {
+            const int row = p / 4, col = (p % 4) * 8, k = c * GEMM_BF16_MMA_BK + col;
+            const int kbytes = k < K ? min(8, K - k) * 2 : 0;
+            const int ra = m0 + row, rw = n0 + row;
+            cp_async_cg16(smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col), ra < M && kbytes ? A + (size_t)ra * K + k : A,
+                          ra < M ? kbytes : 0);
+            cp_async_cg16(smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col), rw < N && kbytes ? W + (size_t)rw * K + k : W,
+                          rw < N ? kbytes : 0);
+        }
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // Prologue: chunks 0..STAGES-2 in flight, one commit group each (empty
+    // groups past the end keep the group count uniform for the waits).
+#pragma unroll
+    for (int s = 0; s < GEMM_BF16_MMA_STAGES - 1; ++s) {
+        if (s < chunks) load_chunk(s, s);
+        cp_async_commit();
+    }
+    for (int c = 0; c < chunks; ++c) {
+        cp_async_wait<GEMM_BF16_MMA_STAGES - 2>();  // chunk c has landed
+        // Chunk c is visible to all, and every warp is done with chunk c-1,
+        // whose stage the next load refills.
+        __syncthreads();
+        const int next = c + GEMM_BF16_MMA_STAGES - 1;
+        if (next < chunks) load_chunk(next, next % GEMM_BF16_MMA_STAGES);
+        cp_async_commit();
+        const uint16_t* sa = smem + (c % GEMM_BF16_MMA_STAGES) * GEMM_BF16_MMA_STAGE_ELEMS;
+        const uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BF16_MMA_BK; kk += 16) {
+            uint32_t a[4][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                // Matrices: rows 0-7 / 8-15 (lanes 0-7 / 8-15) at k 0-7, then
+                // the same at k 8-15 (lanes 16-31): a0..a3 of the fragment.
+                const int row = wm + i * 16 + (lane / 8 % 2) * 8 + lane % 8, col = kk + (lane / 16) * 8;
+                ldmatrix_x4(a[i], smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col));
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j += 2) {
+                // Matrices: n 0-7 at k 0-7 and 8-15 (b0, b1 of tile j), then
+                // n 8-15 likewise (tile j+1).
+                const int row = wn + j * 8 + (lane / 16) * 8 + lane % 8, col = kk + (lane / 8 % 2) * 8;
+                uint32_t r[4];
+                ldmatrix_x4(r, smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col));
+                b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+    }
+    cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
+    const int g = lane / 4, q = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                gemm_bf16_emit<OUT>(bias, C, M, N, m0 + wm + 16 * i + g + 8 * h, n0 + wn + 8 * j + 2 * q, acc[i][j][2 * h],
+                                    acc[i][j][2 * h + 1]);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                         float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_F32>(A, W, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                          uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_BF16>(A, W, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                               uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_nt_mma<GEMM_BF16_OUT_GELU_BF16>(A, W, bias, C, M, N, K);
+}

@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
 // gemmBF16Kernels: the wgmma kernels (sm_90a) and their mma.sync
@@ -137,7 +139,7 @@ func runGemmBF16(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid i
 		}
 	} else {
 		for i := range run.got {
-			run.got[i] = float64(bf16f(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
+			run.got[i] = float64(leconv.BFloat16Value(uint16(b[2*i]) | uint16(b[2*i+1])<<8))
 		}
 	}
 	for i := 0; i < c.M; i++ {
@@ -250,7 +252,7 @@ func TestGemmBF16Tolerances(t *testing.T) {
 	errF := []float64{1e-6, 1e-6, 1e-6}
 	gelu := make([]float64, len(pre))
 	for i, x := range pre {
-		gelu[i] = float64(bf16f(bf16(float32(geluRef(x)))))
+		gelu[i] = float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(geluRef(x)))))
 	}
 	for _, tc := range []struct {
 		kernel string
@@ -259,10 +261,10 @@ func TestGemmBF16Tolerances(t *testing.T) {
 	}{
 		{"gemm_bf16_nt_f32", pre, true},
 		{"gemm_bf16_nt_f32", []float64{-0.7, 1.3 + 2e-6, 2.4}, false},
-		{"gemm_bf16_nt_f32", []float64{-0.7, float64(bf16f(bf16(1.3))), 2.4}, false},
-		{"gemm_bf16_nt_bf16", []float64{float64(bf16f(bf16(-0.7))), float64(bf16f(bf16(1.3))), float64(bf16f(bf16(2.4)))}, true},
+		{"gemm_bf16_nt_f32", []float64{-0.7, float64(leconv.BFloat16Value(leconv.BFloat16Bits(1.3))), 2.4}, false},
+		{"gemm_bf16_nt_bf16", []float64{float64(leconv.BFloat16Value(leconv.BFloat16Bits(-0.7))), float64(leconv.BFloat16Value(leconv.BFloat16Bits(1.3))), float64(leconv.BFloat16Value(leconv.BFloat16Bits(2.4)))}, true},
 		{"gemm_bf16_nt_gelu_bf16", gelu, true},
-		{"gemm_bf16_nt_gelu_bf16", []float64{float64(bf16f(bf16(-0.7))), gelu[1], gelu[2]}, false},
+		{"gemm_bf16_nt_gelu_bf16", []float64{float64(leconv.BFloat16Value(leconv.BFloat16Bits(-0.7))), gelu[1], gelu[2]}, false},
 	} {
 		err := gemmBF16Mismatch(tc.kernel, c, gemmBF16Run{got: tc.got, ref: pre, errF: errF})
 		if (err == nil) != tc.pass {

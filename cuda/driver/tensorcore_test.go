@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
 var tcKernels = []string{
@@ -110,18 +112,6 @@ func pMap(m TensorMap) []byte { return m[:] }
 func cfg1(grid, block, smem int) LaunchConfig {
 	return LaunchConfig{Grid: [3]int{grid, 1, 1}, Block: [3]int{block, 1, 1}, SharedBytes: smem}
 }
-
-// bf16 rounds f to bfloat16 (nearest even), as the kernels' inputs are.
-func bf16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if u&0x7fffffff > 0x7f800000 {
-		return uint16(u>>16) | 0x40
-	}
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
-}
-
-func bf16f(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // f16 encodes an integer of magnitude below 2048 exactly as IEEE half.
 func f16(v int) uint16 {
@@ -218,7 +208,7 @@ func TestTCMma(t *testing.T) {
 				if isF16 == 1 {
 					return f16(x)
 				}
-				return bf16(float32(x))
+				return leconv.BFloat16Bits(float32(x))
 			}
 			for i := range a {
 				a[i] = enc(A[i])
@@ -357,12 +347,12 @@ func wgmmaInputs(n int) (a, bt []uint16, A, Bt []int) {
 	A, Bt = make([]int, 64*16), make([]int, n*16)
 	for i := range A {
 		A[i] = i % 256
-		a[i] = bf16(float32(A[i]))
+		a[i] = leconv.BFloat16Bits(float32(A[i]))
 	}
 	for r := 0; r < n; r++ {
 		for k := 0; k < 16; k++ {
 			Bt[r*16+k] = (r+3*k)%7 - 3
-			bt[r*16+k] = bf16(float32(Bt[r*16+k]))
+			bt[r*16+k] = leconv.BFloat16Bits(float32(Bt[r*16+k]))
 		}
 	}
 	return
@@ -543,8 +533,8 @@ func gemmInputs(c gemmCase, seed uint64) (a, b []uint16, af, bf []float64) {
 	gen := func(n int) ([]uint16, []float64) {
 		h, f := make([]uint16, n), make([]float64, n)
 		for i := range h {
-			h[i] = bf16(float32(r.Float64()*2 - 1))
-			f[i] = float64(bf16f(h[i]))
+			h[i] = leconv.BFloat16Bits(float32(r.Float64()*2 - 1))
+			f[i] = float64(leconv.BFloat16Value(h[i]))
 		}
 		return h, f
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/urfave/cli/v2"
 )
 
 // devices are the values of --device.
@@ -19,6 +20,27 @@ func checkDevice(device string) error {
 		}
 	}
 	return fmt.Errorf("--device %q: unknown device, want %s", device, strings.Join(devices, " or "))
+}
+
+// projectionFlags reads what every command that runs a model over
+// features takes (project, index): no positional arguments, the required
+// flags, --batch (at least 1) and --device.
+func projectionFlags(cCtx *cli.Context, required ...string) (batch int, device string, err error) {
+	if err := noArgs(cCtx); err != nil {
+		return 0, "", err
+	}
+	if err := requireFlags(cCtx, required...); err != nil {
+		return 0, "", err
+	}
+	batch = cCtx.Int("batch")
+	if err := checkAtLeast("batch", batch, 1); err != nil {
+		return 0, "", err
+	}
+	device = cCtx.String("device")
+	if err := checkDevice(device); err != nil {
+		return 0, "", err
+	}
+	return batch, device, nil
 }
 
 // openEngine builds an engine of shape c on device: the float32 CPU engine

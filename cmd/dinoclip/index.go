@@ -109,18 +109,8 @@ func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexM
 }
 
 func runIndex(cCtx *cli.Context) error {
-	if err := noArgs(cCtx); err != nil {
-		return err
-	}
-	if err := requireFlags(cCtx, "model", "features", "out"); err != nil {
-		return err
-	}
-	batch := cCtx.Int("batch")
-	if err := checkAtLeast("batch", batch, 1); err != nil {
-		return err
-	}
-	device := cCtx.String("device")
-	if err := checkDevice(device); err != nil {
+	batch, device, err := projectionFlags(cCtx, "model", "features", "out")
+	if err != nil {
 		return err
 	}
 	files, err := featureFiles(cCtx.StringSlice("features"))

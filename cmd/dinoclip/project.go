@@ -45,18 +45,8 @@ func projectCommand() *cli.Command {
 }
 
 func runProject(cCtx *cli.Context) error {
-	if err := noArgs(cCtx); err != nil {
-		return err
-	}
-	if err := requireFlags(cCtx, "model", "in", "out"); err != nil {
-		return err
-	}
-	batch := cCtx.Int("batch")
-	if err := checkAtLeast("batch", batch, 1); err != nil {
-		return err
-	}
-	device := cCtx.String("device")
-	if err := checkDevice(device); err != nil {
+	batch, device, err := projectionFlags(cCtx, "model", "in", "out")
+	if err != nil {
 		return err
 	}
 	inPath, outPath := cCtx.String("in"), cCtx.String("out")

@@ -13,10 +13,20 @@ import (
 type Engine interface {
 	// Config is the model shape the engine was built for.
 	Config() Config
-	// ForwardBackward runs forward, the unit-norm MSE loss against the
+	// SetObjective sets the loss that ForwardBackward and Loss compute
+	// from then on; an engine starts with the unit-norm MSE (the zero
+	// Objective). The trainer sets it before every step, with the logit
+	// scale it trains. An engine that cannot compute o refuses it with an
+	// error that says so.
+	SetObjective(o Objective) error
+	// ForwardBackward runs forward, the objective's loss against the
 	// targets t [n, OutputDim] and backward for the inputs x [n, InputDim],
 	// keeping the gradients for Step. It returns the loss.
 	ForwardBackward(x, t []float32, n int) (float64, error)
+	// LogitScaleGrad is the derivative of the last ForwardBackward's loss
+	// with respect to the objective's LogitScale (0 without an InfoNCE
+	// term). Step does not apply it: the logit scale is the trainer's.
+	LogitScaleGrad() float64
 	// Step applies one AdamW update with the gradients of the last
 	// ForwardBackward.
 	Step(s AdamWStep) error
@@ -91,6 +101,9 @@ type CPUEngine[T Float] struct {
 	x, t  []T  // the last batch converted to T
 	dy    []T  // dL/d(output)
 	ready bool // gradients hold a backward pass not yet stepped
+	obj   Objective
+	// dLogitScale is the last ForwardBackward's dL/d(obj.LogitScale).
+	dLogitScale float64
 }
 
 // NewCPUEngine returns an engine of shape c with zero parameters and
@@ -124,9 +137,21 @@ func load[T Float](dst *[]T, src []float32, n, d int, what string) error {
 	return nil
 }
 
+// SetObjective implements [Engine].
+func (e *CPUEngine[T]) SetObjective(o Objective) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	e.obj = o
+	return nil
+}
+
+// LogitScaleGrad implements [Engine].
+func (e *CPUEngine[T]) LogitScaleGrad() float64 { return e.dLogitScale }
+
 // ForwardBackward implements [Engine].
 func (e *CPUEngine[T]) ForwardBackward(x, t []float32, n int) (float64, error) {
-	loss, out, err := e.loss(x, t, n)
+	out, err := e.forward(x, t, n)
 	if err != nil {
 		return 0, err
 	}
@@ -134,32 +159,34 @@ func (e *CPUEngine[T]) ForwardBackward(x, t []float32, n int) (float64, error) {
 		e.dy = make([]T, len(out))
 	}
 	e.dy = e.dy[:len(out)]
-	c := e.Model.Config
-	UnitNormMSE(e.dy, out, e.t, n, c.OutputDim)
+	loss, dls := ObjectiveLoss(e.obj, e.dy, out, e.t, n, e.Model.Config.OutputDim)
+	if err := checkFinite(loss); err != nil {
+		return loss, err
+	}
 	if err := e.Model.Backward(e.dy, nil); err != nil {
 		return 0, err
 	}
-	e.ready = true
+	e.dLogitScale, e.ready = dls, true
 	return loss, nil
 }
 
-func (e *CPUEngine[T]) loss(x, t []float32, n int) (float64, []T, error) {
+// forward loads a batch and runs the model on it.
+func (e *CPUEngine[T]) forward(x, t []float32, n int) ([]T, error) {
 	c := e.Model.Config
 	if err := load(&e.x, x, n, c.InputDim, "inputs"); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if err := load(&e.t, t, n, c.OutputDim, "targets"); err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	out, err := e.Model.Forward(e.x, n)
-	if err != nil {
-		return 0, nil, err
-	}
-	loss := UnitNormMSE(nil, out, e.t, n, c.OutputDim)
+	return e.Model.Forward(e.x, n)
+}
+
+func checkFinite(loss float64) error {
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, out, fmt.Errorf("%w: %v", ErrNonFinite, loss)
+		return fmt.Errorf("%w: %v", ErrNonFinite, loss)
 	}
-	return loss, out, nil
+	return nil
 }
 
 // Step implements [Engine].
@@ -177,8 +204,12 @@ func (e *CPUEngine[T]) Step(s AdamWStep) error {
 
 // Loss implements [Engine].
 func (e *CPUEngine[T]) Loss(x, t []float32, n int) (float64, error) {
-	l, _, err := e.loss(x, t, n)
-	return l, err
+	out, err := e.forward(x, t, n)
+	if err != nil {
+		return 0, err
+	}
+	loss, _ := ObjectiveLoss(e.obj, nil, out, e.t, n, e.Model.Config.OutputDim)
+	return loss, checkFinite(loss)
 }
 
 // Project implements [Engine].

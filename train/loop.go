@@ -55,6 +55,12 @@ type Options struct {
 	// BestFrom is which weights pick the best checkpoint: BestFromRaw
 	// ("" reads as it) or BestFromEMA (needs EMA and evaluation sets).
 	BestFrom string `json:"best_from,omitempty"`
+	// Loss is the training objective: nn.LossMSE ("" reads as it),
+	// nn.LossInfoNCE or nn.LossMSEInfoNCE, whose InfoNCE term is weighted
+	// by InfoNCEWeight (0 under the others). The InfoNCE logit scale is
+	// trained with the model (State.LogitScale).
+	Loss          string  `json:"loss,omitempty"`
+	InfoNCEWeight float64 `json:"infonce_weight,omitempty"`
 }
 
 // BestFromMode is o.BestFrom with "" read as BestFromRaw.
@@ -130,6 +136,9 @@ type State struct {
 	// never stopped; and a run that has trained on float32 values keeps
 	// reading them on the host.
 	Float16 bool `json:"float16,omitempty"`
+	// LogitScale is the InfoNCE logit scale and its moments under a loss
+	// with an InfoNCE term, else nil.
+	LogitScale *LogitScale `json:"logit_scale,omitempty"`
 }
 
 // LossSum accumulates batch losses weighted by rows.
@@ -227,6 +236,9 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 	case o.BestFrom == BestFromEMA && o.EMA == 0:
 		return fmt.Errorf("best from %q without a moving average: give an EMA decay", o.BestFrom)
 	}
+	if err := o.validateLoss(); err != nil {
+		return err
+	}
 	return o.AdamW.Validate()
 }
 
@@ -260,6 +272,9 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 	}
 	if st.Data != run.Data {
 		return fmt.Errorf("its training data %+v is not the run's %+v", st.Data, run.Data)
+	}
+	if err := checkLogitScale(o, st.LogitScale); err != nil {
+		return err
 	}
 	spe, total, err := Steps(o.Epochs, st.Data.Rows, o.Batch)
 	if err != nil {
@@ -341,6 +356,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if st, err = tr.restore(); err != nil {
 			return Result{}, err
 		}
+		if err := tr.setObjective(st); err != nil {
+			return Result{}, fmt.Errorf("--resume: %w", err)
+		}
 		if resident, err = tr.residency(&st); err != nil {
 			return Result{}, err
 		}
@@ -359,9 +377,13 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 		st = State{
-			Options:  tr.Options,
-			Schedule: NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, spe),
-			Data:     DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim},
+			Options:    tr.Options,
+			Schedule:   NewOneCycle(tr.Options.MaxLR, tr.Options.Epochs, spe),
+			Data:       DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim},
+			LogitScale: newLogitScale(tr.Options),
+		}
+		if err := tr.setObjective(st); err != nil {
+			return Result{}, err
 		}
 		if err := st.Schedule.Validate(); err != nil {
 			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
@@ -484,6 +506,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			}
 			var loss float64
 			var start time.Time
+			if err := tr.setObjective(st); err != nil {
+				return res, err
+			}
 			if resident != nil {
 				start = time.Now()
 				loss, err = resident.ForwardBackwardRows(order.BatchRows(st.Epoch, st.Batch))
@@ -506,6 +531,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			hp := st.Options.AdamW.Step(st.Schedule, st.Step)
 			if err := tr.Engine.Step(hp); err != nil {
 				return res, err
+			}
+			if st.LogitScale != nil {
+				st.LogitScale.Step(tr.Engine.LogitScaleGrad(), hp)
 			}
 			if err := tr.updateEMA(o.EMA); err != nil {
 				return res, err
@@ -722,11 +750,15 @@ func (h clearingHandler) WithGroup(name string) slog.Handler {
 }
 
 func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
-	return map[string]any{
+	rec := map[string]any{
 		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": st.Window.mean(),
 		"lr": hp.LR, "beta1": hp.Beta1, "samples_per_s": float64(st.Window.Rows) / elapsed.Seconds(),
 		"time": time.Now().UTC().Format(time.RFC3339),
 	}
+	if st.LogitScale != nil {
+		rec["logit_scale"] = st.LogitScale.Value
+	}
+	return rec
 }
 
 func evalRecord(st State, loss float64, reports []retrieval.Report, metric string, value float64) map[string]any {

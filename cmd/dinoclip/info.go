@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -327,6 +329,16 @@ func writeState(w io.Writer, st *train.State) {
 		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, o.CheckpointEvery, o.Keep, o.PrecisionMode())
 	if o.EMA != 0 {
 		fmt.Fprintf(w, ", moving average of the weights with decay %g, best from %s", o.EMA, o.BestFromMode())
+	}
+	if o.LossName() != nn.LossMSE {
+		fmt.Fprintf(w, ", loss %s", o.LossName())
+		if o.InfoNCEWeight != 0 {
+			fmt.Fprintf(w, " (InfoNCE weight %g)", o.InfoNCEWeight)
+		}
+	}
+	if st.LogitScale != nil {
+		scale := math.Min(math.Exp(st.LogitScale.Value), nn.MaxLogitScale)
+		fmt.Fprintf(w, ", logit scale %.4g (temperature %.4g)", scale, 1/scale)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  training data: %d rows, %d -> %d\n", st.Data.Rows, st.Data.InputDim, st.Data.OutputDim)

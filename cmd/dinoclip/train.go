@@ -32,9 +32,10 @@ func trainCommand() *cli.Command {
 		Usage:     "train a projector from DINOv2 features to CLIP embeddings",
 		UsageText: "dinoclip train --data DIR --out RUNDIR [--eval DIR ...] [--init MODEL] [options]\ndinoclip train --resume --out RUNDIR",
 		Description: "Trains ProjectorWithResiduals on the shards in --data (NAME.dino.npy features, NAME.clip.npy\n" +
-			"targets; docs/FORMAT.md) with the unit-norm MSE loss, AdamW and a OneCycleLR schedule. After\n" +
-			"every epoch it evaluates on each --eval set, saves a checkpoint under RUNDIR/checkpoints, and\n" +
-			"points RUNDIR/last at it and RUNDIR/best at the best one by --best-metric. Ctrl-C saves a\n" +
+			"targets; docs/FORMAT.md) with the unit-norm MSE loss (or --loss infonce, mse+infonce), AdamW\n" +
+			"and a OneCycleLR schedule. After every epoch it evaluates on each --eval set, saves a\n" +
+			"checkpoint under RUNDIR/checkpoints, and points RUNDIR/last at it and RUNDIR/best at the\n" +
+			"best one by --best-metric. Ctrl-C saves a\n" +
 			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
 			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
 			"time trains in a run directory.\n" +
@@ -67,6 +68,8 @@ func trainCommand() *cli.Command {
 			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
 			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
+			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature; CPU engine only), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", nn.LossMSE),
+			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
 		},
@@ -114,6 +117,20 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	o.Precision = cCtx.String("precision")
 	if o.Precision != train.PrecisionFP32 && o.Precision != train.PrecisionFP64 {
 		return o, fmt.Errorf("--precision %q: want %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionFP64)
+	}
+	o.Loss = cCtx.String("loss")
+	switch o.Loss {
+	case nn.LossMSE, nn.LossInfoNCE:
+		if cCtx.IsSet("infonce-weight") {
+			return o, fmt.Errorf("--infonce-weight with --loss %s: the weight is of the InfoNCE term of --loss %s", o.Loss, nn.LossMSEInfoNCE)
+		}
+	case nn.LossMSEInfoNCE:
+		o.InfoNCEWeight = cCtx.Float64("infonce-weight")
+		if !(o.InfoNCEWeight > 0) || math.IsInf(o.InfoNCEWeight, 0) {
+			return o, fmt.Errorf("--infonce-weight %v: must be a positive number", o.InfoNCEWeight)
+		}
+	default:
+		return o, fmt.Errorf("--loss %q: want %s, %s or %s", o.Loss, nn.LossMSE, nn.LossInfoNCE, nn.LossMSEInfoNCE)
 	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
 		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
@@ -389,6 +406,7 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
 		{"resident", opts.Resident, ro.ResidentMode()}, {"precision", opts.Precision, ro.PrecisionMode()},
 		{"ema", opts.EMA, ro.EMA}, {"best-from", opts.BestFrom, ro.BestFromMode()},
+		{"loss", opts.Loss, ro.LossName()}, {"infonce-weight", opts.InfoNCEWeight, ro.InfoNCEWeight},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
 			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",

@@ -186,6 +186,12 @@ func TestTrainErrors(t *testing.T) {
 		{"best from ema without eval", with("--best-from", "ema", "--ema", "0.9"), []string{"--best-from ema", "--eval"}},
 		{"best from ema by loss", with("--best-from", "ema", "--ema", "0.9", "--eval", eval, "--best-metric", "loss"), []string{"not \"loss\""}},
 		{"best from unknown", with("--best-from", "both"), []string{`--best-from "both"`}},
+		{"unknown loss", with("--loss", "mae"), []string{`--loss "mae"`, "mse, infonce or mse+infonce"}},
+		{"infonce weight with mse", with("--infonce-weight", "0.5"), []string{"--infonce-weight", "--loss mse+infonce"}},
+		{"infonce weight with infonce", with("--loss", "infonce", "--infonce-weight", "0.5"), []string{"--infonce-weight", "--loss mse+infonce"}},
+		{"infonce weight 0", with("--loss", "mse+infonce", "--infonce-weight", "0"), []string{"--infonce-weight 0", "positive"}},
+		{"infonce weight NaN", with("--loss", "mse+infonce", "--infonce-weight", "NaN"), []string{"--infonce-weight NaN", "positive"}},
+		{"infonce weight Inf", with("--loss", "mse+infonce", "--infonce-weight", "Inf"), []string{"--infonce-weight +Inf", "positive"}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
@@ -248,5 +254,32 @@ func TestTrainEMA(t *testing.T) {
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
 	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {
 		t.Errorf("info of the run:\n%s", out)
+	}
+}
+
+// A contrastive run: run.json records the loss and the logit scale, info
+// shows them, and a resume refuses another loss or weight.
+func TestTrainInfoNCE(t *testing.T) {
+	run, _, _ := trainRun(t, "--loss", "mse+infonce", "--infonce-weight", "0.5")
+	info, err := train.ReadRunInfo(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Options.Loss != nn.LossMSEInfoNCE || info.Options.InfoNCEWeight != 0.5 || info.LogitScale == nil || info.LogitScale.Value == nn.InitLogitScale {
+		t.Errorf("run.json: options %+v, logit scale %+v", info.Options, info.LogitScale)
+	}
+	if out := mustRun(t, "info", run); !strings.Contains(out, "loss mse+infonce (InfoNCE weight 0.5), logit scale") {
+		t.Errorf("info of the run:\n%s", out)
+	}
+	wantError(t, []string{"train", "--resume", "--out", run, "--loss", "infonce"}, "--loss infonce", "mse+infonce")
+	wantError(t, []string{"train", "--resume", "--out", run, "--loss", "mse+infonce", "--infonce-weight", "0.7"}, "--infonce-weight 0.7", "0.5")
+	// The same loss and weight given again are the run's: no refusal (the
+	// run is finished, so the resume has nothing left to do).
+	mustRun(t, "train", "--resume", "--out", run, "--loss", "mse+infonce", "--infonce-weight", "0.5")
+	// A model of a contrastive run is the original architecture's file:
+	// the logit scale is not in it.
+	run2, _, eval := trainRun(t, "--loss", "infonce")
+	if out := mustRun(t, "eval", "--model", run2, "--eval", eval); !strings.Contains(out, "tiny-eval") {
+		t.Errorf("eval of the InfoNCE run:\n%s", out)
 	}
 }

@@ -26,6 +26,9 @@ type goldenRun struct {
 	steps  int
 	sched  train.OneCycle
 	adamw  train.AdamW
+	// objective is the run's loss, with LogitScale at its initial value
+	// (metadata "loss" and "infonce_weight"; MSE runs have neither).
+	objective nn.Objective
 }
 
 func openGolden(t *testing.T, path string) *goldenRun {
@@ -49,6 +52,16 @@ func openGolden(t *testing.T, path string) *goldenRun {
 			OutputDim: int(num("output_dim")), Blocks: int(num("num_residual_blocks"))},
 		batch: int(num("batch")), steps: int(num("steps")),
 		adamw: train.AdamW{Beta2: num("beta2"), Eps: num("eps"), WeightDecay: num("weight_decay")},
+	}
+	if loss, ok := md["loss"]; ok {
+		g.objective = nn.Objective{Loss: loss, LogitScale: num("init_logit_scale")}
+		if loss == nn.LossMSEInfoNCE {
+			g.objective.InfoNCEWeight = num("infonce_weight")
+		}
+		if g.objective.LogitScale != nn.InitLogitScale || num("max_logit_scale") != nn.MaxLogitScale || num("logit_scale_weight_decay") != 0 {
+			t.Fatalf("%s: logit scale from %v, clamped at %v, weight decay %v; the trainer's is from %v, clamped at %v, without weight decay",
+				path, md["init_logit_scale"], md["max_logit_scale"], md["logit_scale_weight_decay"], nn.InitLogitScale, nn.MaxLogitScale)
+		}
 	}
 	g.sched = train.NewOneCycle(num("max_lr"), int(num("epochs")), int(num("steps_per_epoch")))
 	g.sched.PctStart, g.sched.DivFactor, g.sched.FinalDivFactor = num("pct_start"), num("div_factor"), num("final_div_factor")
@@ -78,10 +91,12 @@ func (g *goldenRun) params(t *testing.T, prefix string) []float64 {
 func relDiff(a, b float64) float64 { return math.Abs(a-b) / math.Abs(b) }
 
 // replay runs the recorded training in precision T (the model, the loss,
-// AdamW and the OneCycle schedule, as an engine composes them) and
-// compares it with PyTorch at tolerance tol: relative per scalar for losses,
-// learning rates and β1, norm-wise relative per tensor for the output, the
-// gradients and the weights.
+// AdamW and the OneCycle schedule, as an engine composes them, and for an
+// InfoNCE run the logit scale as the trainer steps it, train.LogitScale)
+// and compares it with PyTorch at tolerance tol: relative per scalar for
+// losses, learning rates, β1 and the logit scale and its gradient,
+// norm-wise relative per tensor for the output, the gradients and the
+// weights.
 func replay[T nn.Float](t *testing.T, path string, tol float64) {
 	g := openGolden(t, path)
 	c, n := g.config, g.batch
@@ -102,7 +117,13 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 		}
 		return out
 	}
-	worstLoss := 0.0
+	var ls *train.LogitScale
+	var scales []float64
+	if g.objective.Contrastive() {
+		ls = &train.LogitScale{Value: g.objective.LogitScale}
+		scales = g.tensor(t, "logit_scale")
+	}
+	worstLoss, worstScale := 0.0, 0.0
 	for s := 0; s < g.steps; s++ {
 		target := rows(ts, s, c.OutputDim)
 		out, err := m.Forward(rows(xs, s, c.InputDim), n)
@@ -115,7 +136,16 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 			}
 		}
 		dy := make([]T, len(out))
-		loss := nn.UnitNormMSE(dy, out, target, n, c.OutputDim)
+		o := g.objective
+		if ls != nil {
+			o.LogitScale = ls.Value
+			d := relDiff(ls.Value, scales[s])
+			if d > tol {
+				t.Errorf("step %d: logit scale %v, PyTorch %v: relative difference %.3g > %g", s+1, ls.Value, scales[s], d, tol)
+			}
+			worstScale = max(worstScale, d)
+		}
+		loss, dLogitScale := nn.ObjectiveLoss(o, dy, out, target, n, c.OutputDim)
 		if d := relDiff(loss, losses[s]); d > tol {
 			t.Errorf("step %d: loss %v, PyTorch %v: relative difference %.3g > %g", s+1, loss, losses[s], d, tol)
 		}
@@ -130,6 +160,11 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 					t.Errorf("first gradient of %s: relative difference %.3g > %g", tn.Name, d, tol)
 				}
 			}
+			if ls != nil {
+				if d := relDiff(dLogitScale, g.tensor(t, "grad0/logit_scale")[0]); d > tol {
+					t.Errorf("first gradient of the logit scale: %v, PyTorch %v: relative difference %.3g > %g", dLogitScale, g.tensor(t, "grad0/logit_scale")[0], d, tol)
+				}
+			}
 		}
 		hp := g.adamw.Step(g.sched, s+1)
 		// The float32 file stores lr and β1 rounded to float32.
@@ -137,6 +172,18 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 			t.Errorf("step %d: lr %v and beta1 %v, PyTorch %v and %v", s+1, hp.LR, hp.Beta1, lrs[s], beta1s[s])
 		}
 		nn.AdamW(m.Params, m.Grads, mom, vel, hp)
+		if ls != nil {
+			ls.Step(dLogitScale, hp)
+		}
+	}
+	if ls != nil {
+		want := g.tensor(t, "final_logit_scale")[0]
+		d := relDiff(ls.Value, want)
+		if d > tol {
+			t.Errorf("logit scale after %d steps: %v, PyTorch %v: relative difference %.3g > %g", g.steps, ls.Value, want, d, tol)
+		}
+		worstScale = max(worstScale, d)
+		t.Logf("worst relative difference of the logit scale from PyTorch: %.3g (it moved from %.6g to %.6g)", worstScale, g.objective.LogitScale, ls.Value)
 	}
 	want := g.params(t, "final/")
 	worst := 0.0
@@ -162,3 +209,25 @@ func TestGoldenFloat64(t *testing.T) { replay[float64](t, "testdata/golden_f64.s
 // as the float32 engine does from the float64 oracle. 1e-5 leaves a factor
 // of ten.
 func TestGoldenFloat32(t *testing.T) { replay[float32](t, "testdata/golden_f32.safetensors", 1e-5) }
+
+// The InfoNCE and MSE+InfoNCE runs (golden.py's contrastive runs: the same
+// model, batches and schedule, with CLIP's logit scale trained beside the
+// weights) at the MSE runs' tolerances, for the same reasons: the
+// log-sum-exps and softmaxes over a batch of 6 add a few roundings per
+// logit, each sum in float64 on the Go side (float32's ~1e-7 on PyTorch's),
+// and the logit scale is one more parameter under the same AdamW.
+func TestGoldenInfoNCEFloat64(t *testing.T) {
+	replay[float64](t, "testdata/golden_infonce_f64.safetensors", 1e-10)
+}
+
+func TestGoldenInfoNCEFloat32(t *testing.T) {
+	replay[float32](t, "testdata/golden_infonce_f32.safetensors", 1e-5)
+}
+
+func TestGoldenMSEInfoNCEFloat64(t *testing.T) {
+	replay[float64](t, "testdata/golden_mse_infonce_f64.safetensors", 1e-10)
+}
+
+func TestGoldenMSEInfoNCEFloat32(t *testing.T) {
+	replay[float32](t, "testdata/golden_mse_infonce_f32.safetensors", 1e-5)
+}

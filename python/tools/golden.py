@@ -9,6 +9,9 @@ itself against PyTorch in two safetensors files:
 
     <out>/golden_f64.safetensors   the whole run in float64
     <out>/golden_f32.safetensors   the same run in float32
+    <out>/golden_{infonce,mse_infonce}_{f64,f32}.safetensors
+                                   the same run with the InfoNCE loss, and with the MSE plus
+                                   INFONCE_WEIGHT x InfoNCE, with CLIP's learnable logit scale
     <out>/golden_fullbatch_f64.safetensors
                                    a full-batch run in float64: one batch of float32-exact
                                    rows, every step, as `dinoclip train --precision fp64
@@ -23,6 +26,8 @@ Tensors in each file (all in the dtype of the run):
     loss           [S]           loss.item() of each step, before that step's update
     lr, beta1      [S]           lr and beta1 each optimizer step used
     final/<name>   weights after all S steps
+    (InfoNCE runs) grad0/logit_scale [1], logit_scale [S] (before each step's update),
+                   final_logit_scale [1]
 
 The safetensors __metadata__ records the configuration and the torch version.
 Usage: python python/tools/golden.py [--out DIR]
@@ -30,6 +35,7 @@ Usage: python python/tools/golden.py [--out DIR]
 
 import argparse
 import json
+import math
 import os
 import struct
 import sys
@@ -69,6 +75,32 @@ DATA_SEED = 5678       # torch.Generator seed for the batches
 
 def unit_norm_mse(p, t):
     return F.mse_loss(F.normalize(p, dim=1), F.normalize(t, dim=1))
+
+
+# The contrastive runs: CLIP's logit scale, stored as its log, initialised to log(1/0.07) and
+# used as exp(logit_scale) clamped at 100 (docs/TRAINING.md).
+INIT_LOGIT_SCALE = math.log(1 / 0.07)
+MAX_LOGIT_SCALE = 100.0
+INFONCE_WEIGHT = 0.5  # the weight of the InfoNCE term of the mse+infonce run
+
+
+def infonce(p, t, logit_scale):
+    """Symmetric InfoNCE over the batch: the mean of the cross-entropies of the rows
+    (prediction -> target) and of the columns (target -> prediction) of the logits."""
+    scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    logits = scale * F.normalize(p, dim=1) @ F.normalize(t, dim=1).T
+    labels = torch.arange(p.shape[0])
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def objective(loss_name, p, t, logit_scale):
+    if loss_name == "mse":
+        return unit_norm_mse(p, t)
+    if loss_name == "infonce":
+        return infonce(p, t, logit_scale)
+    if loss_name == "mse+infonce":
+        return unit_norm_mse(p, t) + INFONCE_WEIGHT * infonce(p, t, logit_scale)
+    raise ValueError(loss_name)
 
 
 def make_batches():
@@ -140,7 +172,7 @@ def to_np(t):
 
 
 def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
-        data_seed=DATA_SEED,
+        data_seed=DATA_SEED, loss_name="mse",
         data_desc="x, t ~ N(0,1) drawn in float64 from torch.Generator().manual_seed(data_seed), "
                   "x then t per step, t row 0 zeroed, then cast to dtype"):
     torch.set_num_threads(1)
@@ -150,9 +182,13 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
     xs = xs64.to(dtype)
     ts = ts64.to(dtype)
 
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=MAX_LR, betas=(0.9, BETA2), eps=EPS, weight_decay=WEIGHT_DECAY
-    )
+    groups = [{"params": list(model.parameters())}]
+    logit_scale = None
+    if loss_name != "mse":
+        # Trained by the same AdamW without weight decay, as CLIP trains it; not in the model.
+        logit_scale = torch.nn.Parameter(torch.tensor(INIT_LOGIT_SCALE, dtype=dtype))
+        groups.append({"params": [logit_scale], "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=MAX_LR, betas=(0.9, BETA2), eps=EPS, weight_decay=WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=MAX_LR, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
@@ -162,13 +198,13 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
         tensors["init/" + k] = to_np(v)
     names = [n for n, _ in model.named_parameters()]
 
-    losses, lrs, beta1s = [], [], []
+    losses, lrs, beta1s, scales = [], [], [], []
     spy = _PathSpy()
     with spy:
         for s in range(STEPS):
             opt.zero_grad(set_to_none=True)
             p = model(xs[s])
-            loss = unit_norm_mse(p, ts[s])
+            loss = objective(loss_name, p, ts[s], logit_scale)
             loss.backward()
             if not torch.isfinite(loss):
                 raise SystemExit(f"non-finite loss at step {s}: {loss.item()}")
@@ -179,6 +215,10 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
                 tensors["out0"] = to_np(p)
                 for n, prm in model.named_parameters():
                     tensors["grad0/" + n] = to_np(prm.grad)
+                if logit_scale is not None:
+                    tensors["grad0/logit_scale"] = to_np(logit_scale.grad.reshape(1))
+            if logit_scale is not None:
+                scales.append(logit_scale.item())
             losses.append(loss.item())
             g = opt.param_groups[0]
             lrs.append(float(g["lr"]))
@@ -194,9 +234,12 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
     tensors["loss"] = np.array(losses, dtype=np_dtype)
     tensors["lr"] = np.array(lrs, dtype=np_dtype)
     tensors["beta1"] = np.array(beta1s, dtype=np_dtype)
+    if logit_scale is not None:
+        tensors["logit_scale"] = np.array(scales, dtype=np_dtype)
+        tensors["final_logit_scale"] = to_np(logit_scale.reshape(1))
     for k, v in tensors.items():
         assert v.dtype == np_dtype, (k, v.dtype)
-    assert len(names) == len([k for k in tensors if k.startswith("grad0/")])
+    assert len(names) + (logit_scale is not None) == len([k for k in tensors if k.startswith("grad0/")])
 
     if spy.used - {"single_tensor", "foreach"} or len(spy.used) != 1:
         raise SystemExit(f"unexpected AdamW implementation(s): {sorted(spy.used)}")
@@ -229,6 +272,13 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
         "init": "PyTorch default init built in float32 under torch.manual_seed(seed), then cast to dtype",
         "data": data_desc,
     }
+    if loss_name != "mse":  # the MSE files keep the keys they always had
+        meta["loss"] = loss_name
+        meta["init_logit_scale"] = repr(INIT_LOGIT_SCALE)
+        meta["max_logit_scale"] = repr(MAX_LOGIT_SCALE)
+        meta["logit_scale_weight_decay"] = repr(0.0)
+        if loss_name == "mse+infonce":
+            meta["infonce_weight"] = repr(INFONCE_WEIGHT)
     # sanity: OneCycle values match the scheduler's own hyper-parameters
     assert abs(sched.total_steps - STEPS) == 0
     assert abs(lrs[0] - MAX_LR / 25.0) < 1e-15
@@ -288,9 +338,13 @@ def main(argv=None):
     torch.use_deterministic_algorithms(True)
     init = initial_state()
     xs64, ts64 = make_batches()
-    for dtype, fname in ((torch.float64, "golden_f64.safetensors"),
-                         (torch.float32, "golden_f32.safetensors")):
-        tensors, meta = run(dtype, init, xs64, ts64)
+    for dtype, fname, loss_name in ((torch.float64, "golden_f64.safetensors", "mse"),
+                                    (torch.float32, "golden_f32.safetensors", "mse"),
+                                    (torch.float64, "golden_infonce_f64.safetensors", "infonce"),
+                                    (torch.float32, "golden_infonce_f32.safetensors", "infonce"),
+                                    (torch.float64, "golden_mse_infonce_f64.safetensors", "mse+infonce"),
+                                    (torch.float32, "golden_mse_infonce_f32.safetensors", "mse+infonce")):
+        tensors, meta = run(dtype, init, xs64, ts64, loss_name=loss_name)
         path = os.path.join(args.out, fname)
         write_atomic(path, tensors, meta)
         print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(tensors)} tensors, "

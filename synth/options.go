@@ -43,6 +43,16 @@ type Options struct {
 	// (CLIP's image-text cosines are low) without being content.
 	CaptionNoise float64
 
+	// LatentShift moves the images' latent vectors: they are drawn from
+	// N(LatentShift·u, I) for a unit direction u that the seed fixes (from
+	// a stream of its own, so the world's maps do not depend on it). Data
+	// of one seed and another shift come from the same world, the same
+	// feature map and teacher, in another region of it: a shifted domain,
+	// on which a projector trained at shift 0 extrapolates. Captions
+	// drift around their image within the shifted distribution. 0 (the
+	// default) leaves every value as it was without the option.
+	LatentShift float64
+
 	// Overwrite lets the writers replace an existing data set in the output
 	// directory. It does not affect the data.
 	Overwrite bool
@@ -68,6 +78,10 @@ const (
 // maxDim bounds every width, so that a mistyped size fails with a clear
 // error instead of an allocation the machine cannot make.
 const maxDim = 1 << 16
+
+// maxLatentShift bounds LatentShift: at 100 standard deviations the
+// teacher is far outside anything a data set can cover.
+const maxLatentShift = 100
 
 // maxWorldValues bounds the size of a world's matrices (1 GiB of float64).
 const maxWorldValues = 1 << 27
@@ -122,6 +136,9 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("synth: the hidden maps of %d -> %d with %d latent factors and a teacher %d wide would hold %d values, more than %d; make the dimensions smaller",
 				o.InputDim, o.OutputDim, o.LatentDim, o.TeacherHidden, values, maxWorldValues))
 		}
+	}
+	if !(math.Abs(o.LatentShift) <= maxLatentShift) {
+		errs = append(errs, fmt.Errorf("synth: latent shift is %v; it must be a number between -%d and %d", o.LatentShift, maxLatentShift, maxLatentShift))
 	}
 	if o.CaptionLatentNoise > 1 {
 		errs = append(errs, fmt.Errorf("synth: caption latent noise is %v; it must be between 0 and 1", o.CaptionLatentNoise))

@@ -13,6 +13,7 @@ const (
 	purposeTrain    = "train"
 	purposeEval     = "eval/"
 	purposeCaptions = "/captions"
+	purposeShift    = "shift"
 )
 
 // mix64 is the SplitMix64 finalizer: a bijection on uint64 that spreads

@@ -52,6 +52,10 @@ type World struct {
 	// [LatentDim, TeacherHidden] and [TeacherHidden, OutputDim].
 	teacherW1T, teacherB1, teacherW2T []float64
 
+	// shift is LatentShift·u, the mean of the images' latent vectors
+	// (Options.LatentShift), or nil at shift 0.
+	shift []float64
+
 	// targetNoiseStd is the per-channel noise added to the teacher's output
 	// and targetScale the factor that then gives CLIP-like norms.
 	targetNoiseStd, targetScale float64
@@ -114,7 +118,28 @@ func NewWorld(opts Options) (*World, error) {
 	w.targetNoiseStd = float64(opts.TargetNoise * spread)
 	noiseSq := float64(float64(w.targetNoiseStd*w.targetNoiseStd) * float64(dout))
 	w.targetScale = imageNorm / math.Sqrt(meanSq+noiseSq)
+	if opts.LatentShift != 0 {
+		w.shift = shiftVector(opts.Seed, lat, opts.LatentShift)
+	}
 	return w, nil
+}
+
+// shiftVector is shift·u for the seed's unit direction u in the latent
+// space of lat factors.
+func shiftVector(seed uint64, lat int, shift float64) []float64 {
+	var s sampler
+	s.reset(streamKey(seed, purposeShift), 0)
+	u := make([]float64, lat)
+	var sq float64
+	for i := range u {
+		u[i] = s.normal()
+		sq += float64(u[i] * u[i])
+	}
+	scale := shift / math.Sqrt(sq)
+	for i := range u {
+		u[i] = float64(u[i] * scale)
+	}
+	return u
 }
 
 // Options returns the options the world was made with.
@@ -148,6 +173,9 @@ func (w *World) newScratch() *scratch {
 func (w *World) image(sc *scratch, feat, clip []float32) {
 	for i := range sc.z {
 		sc.z[i] = sc.s.normal()
+	}
+	for i, m := range w.shift {
+		sc.z[i] += m
 	}
 	clear(sc.lin)
 	mulAdd(sc.lin, sc.z, w.featLinearT)
@@ -188,9 +216,16 @@ func (w *World) teacher(sc *scratch, z []float64) {
 func (w *World) caption(sc *scratch, z, clean []float64, clip []float32, text []float32) {
 	norm := textNorm * (1 + float64(textNormSpread*sc.s.normal()))
 	// Mixing keeps the caption's latent standard normal, like an image's.
+	// In a shifted world the mixing is about the shift, so that the
+	// caption's latent has its image's distribution.
 	keep := math.Sqrt(1 - float64(w.opts.CaptionLatentNoise*w.opts.CaptionLatentNoise))
 	for i := range sc.z {
-		sc.z[i] = float64(keep*z[i]) + float64(w.opts.CaptionLatentNoise*sc.s.normal())
+		if w.shift == nil {
+			sc.z[i] = float64(keep*z[i]) + float64(w.opts.CaptionLatentNoise*sc.s.normal())
+		} else {
+			m := w.shift[i]
+			sc.z[i] = float64(keep*(z[i]-m)) + float64(w.opts.CaptionLatentNoise*sc.s.normal()) + m
+		}
 	}
 	w.teacher(sc, sc.z)
 	var clipSq float64

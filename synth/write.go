@@ -198,11 +198,12 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 	}
 	files = append(files, File{Path: path, Shape: []int{set.Captions}, DType: npy.Int64})
 
-	info, err := json.MarshalIndent(evalInfo{
-		Name: name,
-		Source: fmt.Sprintf("dinoclip synth seed=%d input_dim=%d output_dim=%d images=%d captions_per_image=%d",
-			opts.Seed, opts.InputDim, opts.OutputDim, images, captionsPerImage),
-	}, "", "  ")
+	source := fmt.Sprintf("dinoclip synth seed=%d input_dim=%d output_dim=%d images=%d captions_per_image=%d",
+		opts.Seed, opts.InputDim, opts.OutputDim, images, captionsPerImage)
+	if opts.LatentShift != 0 {
+		source += fmt.Sprintf(" latent_shift=%g", opts.LatentShift)
+	}
+	info, err := json.MarshalIndent(evalInfo{Name: name, Source: source}, "", "  ")
 	if err != nil {
 		return files, fmt.Errorf("synth: %s: %w", filepath.Join(dir, EvalInfoFile), err)
 	}

@@ -37,7 +37,7 @@ func synthCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "synth",
 		Usage:     "write synthetic training data and an evaluation set, for trying dinoclip without real features",
-		UsageText: "dinoclip synth --out DIR [--rows N] [--shard-rows N] [--eval-images N] [--captions-per-image N] [--seed N] [--input-dim N] [--output-dim N] [--float16] [--force]",
+		UsageText: "dinoclip synth --out DIR [--rows N] [--shard-rows N] [--eval-images N] [--captions-per-image N] [--seed N] [--input-dim N] [--output-dim N] [--latent-shift X] [--float16] [--force]",
 		Description: "Writes DIR/train (training shards) and DIR/eval (an evaluation set named \"synth\") in the formats\n" +
 			"of docs/FORMAT.md, with the real shapes, but made up: each image is a random latent vector; its\n" +
 			"\"DINOv2 feature\" is a fixed random map of it, and its \"CLIP embedding\" a different, hidden,\n" +
@@ -52,6 +52,9 @@ func synthCommand() *cli.Command {
 			"training data and evaluation sets of one seed belong together; the evaluation images are not\n" +
 			"training images. Training rows do not depend on --shard-rows, and fewer rows are a prefix of\n" +
 			"more. --float16 stores the training shards as float16 (the evaluation set is always float32).\n" +
+			"--latent-shift X writes a shifted domain of the seed's world: the same feature map and teacher,\n" +
+			"images drawn around another point of the latent space (a model trained at shift 0 extrapolates\n" +
+			"there; train --init fine-tunes it on the shifted data).\n" +
 			"An existing data set in DIR/train or DIR/eval is refused unless --force is given; --force\n" +
 			"deletes every *.dino.npy and *.clip.npy in DIR/train first, so no old shard is read with the new\n" +
 			"ones. Each flag can also be set with DINOCLIP_SYNTH_<FLAG> (for example DINOCLIP_SYNTH_ROWS).\n\n" +
@@ -67,6 +70,7 @@ func synthCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the synthetic world and of every random draw in it", EnvVars: synthEnvVar("seed")},
 			sizeFlag("input-dim", "width `N` of the DINOv2 features", synth.DefaultInputDim),
 			sizeFlag("output-dim", "width `N` of the CLIP embeddings", synth.DefaultOutputDim),
+			&cli.Float64Flag{Name: "latent-shift", Usage: "move the images' latent vectors by `X` standard deviations along a direction the seed fixes: a shifted domain of the same world (same feature map and teacher), e.g. to try fine-tuning with train --init", EnvVars: synthEnvVar("latent-shift")},
 			&cli.BoolFlag{Name: "float16", Usage: "store the training shards as float16 instead of float32", EnvVars: synthEnvVar("float16")},
 			&cli.BoolFlag{Name: "force", Usage: "replace a data set already in DIR/train or DIR/eval", EnvVars: synthEnvVar("force")},
 		},
@@ -93,6 +97,7 @@ func runSynth(cCtx *cli.Context) error {
 	opts.InputDim = cCtx.Int("input-dim")
 	opts.OutputDim = cCtx.Int("output-dim")
 	opts.Overwrite = cCtx.Bool("force")
+	opts.LatentShift = cCtx.Float64("latent-shift")
 	if err := opts.Validate(); err != nil {
 		return err
 	}
@@ -105,8 +110,12 @@ func runSynth(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "training data: %d rows in %d shards, %d -> %d, seed %d, in %s\n",
-		rows, len(files)/2, opts.InputDim, opts.OutputDim, opts.Seed, trainDir)
+	shifted := ""
+	if opts.LatentShift != 0 {
+		shifted = fmt.Sprintf(", latent shift %g", opts.LatentShift)
+	}
+	fmt.Fprintf(w, "training data: %d rows in %d shards, %d -> %d, seed %d%s, in %s\n",
+		rows, len(files)/2, opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
 	printSynthFiles(w, files)
 	if err := cCtx.Context.Err(); err != nil {
 		return err

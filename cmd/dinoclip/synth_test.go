@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,11 +99,37 @@ func TestSynthErrors(t *testing.T) {
 		{[]string{"synth", "--out", dir, "--rows", "many"}, []string{"synth", "--help"}},
 		{[]string{"synth", "--out", dir, "extra"}, []string{`unexpected argument "extra"`}},
 		{[]string{"synth", "--out", dir, "--rows", "200001", "--shard-rows", "1"}, []string{"more than 100000"}},
+		{[]string{"synth", "--out", dir, "--latent-shift", "NaN"}, []string{"latent shift is NaN"}},
+		{[]string{"synth", "--out", dir, "--latent-shift", "1e3"}, []string{"latent shift is 1000"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("rejected runs left %d entries in the output directory", len(entries))
+	}
+}
+
+// A shifted data set is another domain of the same world: other rows than
+// the unshifted set's, and the eval set records the shift.
+func TestSynthLatentShift(t *testing.T) {
+	base, shifted := t.TempDir(), t.TempDir()
+	args := []string{"--rows", "20", "--eval-images", "4", "--input-dim", "8", "--output-dim", "4"}
+	mustRun(t, append([]string{"synth", "--out", base}, args...)...)
+	out := mustRun(t, append([]string{"synth", "--out", shifted, "--latent-shift", "2.5"}, args...)...)
+	if !strings.Contains(out, "latent shift 2.5") {
+		t.Errorf("synth --latent-shift 2.5:\n%s", out)
+	}
+	a, err := os.ReadFile(filepath.Join(base, "train", "shard-00000.dino.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(shifted, "train", "shard-00000.dino.npy"))
+	if err != nil || bytes.Equal(a, b) {
+		t.Errorf("the shifted features are the unshifted ones (%v)", err)
+	}
+	info, err := os.ReadFile(filepath.Join(shifted, "eval", "eval.json"))
+	if err != nil || !strings.Contains(string(info), "latent_shift=2.5") {
+		t.Errorf("eval.json %s (%v)", info, err)
 	}
 }

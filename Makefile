@@ -12,7 +12,7 @@ BIN     ?= bin
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 LDFLAGS := -X github.com/dinoclip/dinoclip/internal/buildinfo.Commit=$(COMMIT)
 
-.PHONY: help build test test-go test-python venv bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo toolchain kernels kernel-budgets generate check-generated check-kernels build-cuda gpu-check
+.PHONY: help build test test-go test-python venv bench bench-compare bench-compare-gpu fuzz fuzz-short fuzz-run golden demo experiments toolchain kernels kernel-budgets generate check-generated check-kernels build-cuda gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ golden: venv ## regenerate the PyTorch golden runs in .venv (see python/tools/RE
 
 demo: ## the end-to-end demo on synthetic data
 	$(GO) run ./cmd/dinoclip demo
+
+experiments: ## the recipe table of docs/EXPERIMENTS.md on synthetic data (CPU, a few minutes); writes work/experiments/table.md
+	scripts/experiments.sh work/experiments
 
 # --- GPU engine (package cuda, build tag cuda) -------------------------------
 #

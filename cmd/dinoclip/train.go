@@ -119,18 +119,16 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 		return o, fmt.Errorf("--precision %q: want %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionFP64)
 	}
 	o.Loss = cCtx.String("loss")
-	switch o.Loss {
-	case nn.LossMSE, nn.LossInfoNCE:
-		if cCtx.IsSet("infonce-weight") {
-			return o, fmt.Errorf("--infonce-weight with --loss %s: the weight is of the InfoNCE term of --loss %s", o.Loss, nn.LossMSEInfoNCE)
-		}
-	case nn.LossMSEInfoNCE:
+	if o.Loss != nn.LossMSE && o.Loss != nn.LossInfoNCE && o.Loss != nn.LossMSEInfoNCE {
+		return o, fmt.Errorf("--loss %q: want %s, %s or %s", o.Loss, nn.LossMSE, nn.LossInfoNCE, nn.LossMSEInfoNCE)
+	}
+	// A weight given with another loss is refused for a new run
+	// (checkLossFlags); a resume compares it with the run's.
+	if o.Loss == nn.LossMSEInfoNCE || cCtx.IsSet("infonce-weight") {
 		o.InfoNCEWeight = cCtx.Float64("infonce-weight")
 		if !(o.InfoNCEWeight > 0) || math.IsInf(o.InfoNCEWeight, 0) {
 			return o, fmt.Errorf("--infonce-weight %v: must be a positive number", o.InfoNCEWeight)
 		}
-	default:
-		return o, fmt.Errorf("--loss %q: want %s, %s or %s", o.Loss, nn.LossMSE, nn.LossInfoNCE, nn.LossMSEInfoNCE)
 	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
 		return o, fmt.Errorf("--lr %v: must be a positive number", o.MaxLR)
@@ -225,6 +223,9 @@ func runTrain(cCtx *cli.Context) error {
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
+		}
+		if opts.InfoNCEWeight != 0 && opts.Loss != nn.LossMSEInfoNCE {
+			return fmt.Errorf("--infonce-weight with --loss %s: the weight is of the InfoNCE term of --loss %s", opts.Loss, nn.LossMSEInfoNCE)
 		}
 		if opts.BestFrom == train.BestFromEMA && len(evals) == 0 {
 			return fmt.Errorf("--best-from ema picks by an evaluation of the moving average: give --eval sets")

@@ -276,6 +276,8 @@ func TestTrainInfoNCE(t *testing.T) {
 	// The same loss and weight given again are the run's: no refusal (the
 	// run is finished, so the resume has nothing left to do).
 	mustRun(t, "train", "--resume", "--out", run, "--loss", "mse+infonce", "--infonce-weight", "0.5")
+	mustRun(t, "train", "--resume", "--out", run, "--infonce-weight", "0.5")
+	wantError(t, []string{"train", "--resume", "--out", run, "--infonce-weight", "0.25"}, "--infonce-weight 0.25", "0.5")
 	// A model of a contrastive run is the original architecture's file:
 	// the logit scale is not in it.
 	run2, _, eval := trainRun(t, "--loss", "infonce")

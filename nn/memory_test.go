@@ -43,3 +43,29 @@ func TestCPUEngineBytes(t *testing.T) {
 		t.Errorf("a %v engine allocated %.0f bytes for a step at batch %d; CPUEngineBytes says %.0f (ratio %.3f)", c, got, n, want, got/want)
 	}
 }
+
+// TestObjectiveCPUBytes holds Objective.CPUBytes to what ObjectiveLoss
+// allocates for a step (within 10%), and to 0 for the MSE's few row
+// buffers' worth.
+func TestObjectiveCPUBytes(t *testing.T) {
+	const n, d = 512, 64
+	p, tg, grad := make([]float32, n*d), make([]float32, n*d), make([]float32, n*d)
+	for i := range p {
+		p[i], tg[i] = float32(i%7)-3, float32(i%5)-2
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, o := range []Objective{{Loss: LossInfoNCE}, {Loss: LossMSEInfoNCE, InfoNCEWeight: 1}} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		ObjectiveLoss(o, grad, p, tg, n, d)
+		runtime.ReadMemStats(&after)
+		got, want := float64(after.TotalAlloc-before.TotalAlloc), o.CPUBytes(n, d)
+		if got < 0.9*want || got > 1.1*want {
+			t.Errorf("%s allocated %.0f bytes for a step at batch %d; CPUBytes says %.0f (ratio %.3f)", o.Loss, got, n, want, got/want)
+		}
+	}
+	if b := (Objective{}).CPUBytes(n, d); b != 0 {
+		t.Errorf("the MSE: %v bytes, want 0", b)
+	}
+}

@@ -71,6 +71,22 @@ func (o Objective) Validate() error {
 	return nil
 }
 
+// CPUBytes is the memory [ObjectiveLoss] takes for a batch of n rows d
+// wide beyond the engine's own buffers: under an InfoNCE loss its float64
+// logits [n, n], three [n, d] float64 buffers (the normalised rows and
+// their gradient) and, under LossMSEInfoNCE, the InfoNCE gradient in
+// float64 (an upper bound for float32); 0 under the MSE.
+func (o Objective) CPUBytes(n, d int) float64 {
+	if !o.Contrastive() {
+		return 0
+	}
+	b := 8 * (float64(n)*float64(n) + 3*float64(n)*float64(d) + 5*float64(n))
+	if o.Loss == LossMSEInfoNCE {
+		b += 8 * float64(n) * float64(d)
+	}
+	return b
+}
+
 // ObjectiveLoss is o's loss of outputs p against targets t, both [n, d].
 // When grad is not nil it receives dL/dp, and the second result is
 // dL/d(o.LogitScale) (0 without an InfoNCE term). Sums are in float64.

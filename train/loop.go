@@ -110,7 +110,7 @@ func (o Options) ResidentMode() string {
 // DefaultOptions is the original recipe's optimizer and schedule
 // (docs/TRAINING.md) with a batch a CPU can take.
 func DefaultOptions() Options {
-	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto, Precision: PrecisionFP32, BestFrom: BestFromRaw}
+	return Options{Epochs: 16, Batch: 256, MaxLR: 1e-3, AdamW: DefaultAdamW(), Seed: 0, Keep: 2, LogEvery: 10, Resident: ResidentAuto, Precision: PrecisionFP32, BestFrom: BestFromRaw, Loss: nn.LossMSE}
 }
 
 // State is where a run stands after a whole number of optimizer steps: all

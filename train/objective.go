@@ -34,9 +34,9 @@ func (o Options) objective(ls *LogitScale) nn.Objective {
 	return obj
 }
 
-// validateLoss refuses an unknown loss and an InfoNCE weight other than a
+// validateLoss refuses an unknown loss, an InfoNCE weight other than a
 // positive number under mse+infonce or other than 0 (none) under the
-// others.
+// others, and InfoNCE on batches of one row.
 func (o Options) validateLoss() error {
 	obj := o.objective(nil)
 	if err := obj.Validate(); err != nil {
@@ -44,6 +44,9 @@ func (o Options) validateLoss() error {
 	}
 	if o.LossName() != nn.LossMSEInfoNCE && o.InfoNCEWeight != 0 {
 		return fmt.Errorf("InfoNCE weight %v with loss %s: the weight is of the InfoNCE term of %s", o.InfoNCEWeight, o.LossName(), nn.LossMSEInfoNCE)
+	}
+	if obj.Contrastive() && o.Batch < 2 {
+		return fmt.Errorf("loss %s at batch %d: InfoNCE needs a batch of at least 2 rows (each row's negatives are the batch's other rows)", o.LossName(), o.Batch)
 	}
 	return nil
 }

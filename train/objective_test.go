@@ -130,10 +130,14 @@ func TestLossOptionsRefused(t *testing.T) {
 		{"mae", 0, `"mae"`}, {nn.LossMSE, 0.5, "InfoNCE weight"}, {nn.LossInfoNCE, 2, "InfoNCE weight"},
 		{nn.LossMSEInfoNCE, 0, "InfoNCE weight"}, {nn.LossMSEInfoNCE, -1, "InfoNCE weight"},
 		{nn.LossMSEInfoNCE, math.NaN(), "InfoNCE weight"}, {nn.LossMSEInfoNCE, math.Inf(1), "InfoNCE weight"},
+		{nn.LossInfoNCE, 0, "at least 2 rows"},
 	} {
 		runDir := t.TempDir()
 		tr := newTrainer(t, dataDir, runDir, nil)
 		tr.Options.Loss, tr.Options.InfoNCEWeight = c.loss, c.weight
+		if strings.Contains(c.want, "2 rows") {
+			tr.Options.Batch = 1
+		}
 		if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("loss %q, weight %v: %v, want an error with %q", c.loss, c.weight, err, c.want)
 		}

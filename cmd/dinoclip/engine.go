@@ -98,12 +98,16 @@ func loadModel(model, device string) (*loadedModel, error) {
 // checkCPUMemory refuses a CPU run that would not fit in the memory this
 // machine has left, before anything is allocated: the kernel would
 // otherwise kill the process partway, with no message.
-func checkCPUMemory(c nn.Config, batch, elemSize int) error {
-	need := c.CPUEngineBytes(batch, elemSize)
+func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective) error {
+	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim)
 	avail, ok := sysmem.Available()
 	if !ok || need <= float64(avail) {
 		return nil
 	}
-	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (parameters, gradients, AdamW moments and activations), but this machine has %.1f GiB available: use a smaller --hidden-dim, --blocks or --batch",
-		c.Describe(), need/(1<<30), batch, float64(avail)/(1<<30))
+	what := "parameters, gradients, AdamW moments and activations"
+	if o.Contrastive() {
+		what += ", and InfoNCE's batch x batch logits"
+	}
+	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but this machine has %.1f GiB available: use a smaller --hidden-dim, --blocks or --batch",
+		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30))
 }

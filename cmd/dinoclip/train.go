@@ -68,7 +68,7 @@ func trainCommand() *cli.Command {
 			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
 			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
-			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature; CPU engine only), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", nn.LossMSE),
+			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature; CPU engine only), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
 			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),
@@ -243,16 +243,18 @@ func runTrain(cCtx *cli.Context) error {
 		}
 	}
 
-	precision := opts.Precision
+	// A resumed run's options are the run's, not the flags' defaults.
+	runOpts := opts
 	if resume {
-		precision = run.Options.PrecisionMode()
+		runOpts = run.Options
 	}
+	precision := runOpts.PrecisionMode()
 	if device == "cpu" {
 		elemSize := 4
 		if precision == train.PrecisionFP64 {
 			elemSize = 8
 		}
-		if err := checkCPUMemory(c, opts.Batch, elemSize); err != nil {
+		if err := checkCPUMemory(c, runOpts.Batch, elemSize, nn.Objective{Loss: runOpts.Loss}); err != nil {
 			return err
 		}
 	}

@@ -72,7 +72,10 @@
 // ln_apply merges with Chan's formula and applies, fused with GELU (LN1 of a
 // block) or with the residual add (LN2 of a block). Bias and LayerNorm
 // parameter gradients are deterministic two-stage column reductions, the
-// loss is one block per row plus a fixed-order sum, and AdamW is one
+// MSE loss is one block per row plus a fixed-order sum (InfoNCE, see
+// objective.go and kernels/infonce.cu: the [n, n] cosine matrix and the
+// gradient through it are the SIMT GEMMs, the softmax statistics one block
+// per row or column in double), and AdamW is one
 // elementwise kernel over the flat buffers, bit-identical to nn.AdamW on
 // float32. Two identical ForwardBackward calls give identical bits.
 //

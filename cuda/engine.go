@@ -5,7 +5,6 @@ package cuda
 import (
 	"fmt"
 	"github.com/dinoclip/dinoclip/cuda/launch"
-	"math"
 
 	"github.com/dinoclip/dinoclip/nn"
 )
@@ -79,6 +78,8 @@ type Engine struct {
 	residentByteSize int64
 
 	ready bool // gradients hold a backward pass not yet stepped
+
+	objective objectiveState // the loss (objective.go)
 }
 
 var _ nn.Engine = (*Engine)(nil)
@@ -293,26 +294,11 @@ func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 	if err := e.forward(n); err != nil {
 		return 0, err
 	}
-	o := e.cfg.OutputDim
 	var dy buf[float32]
 	if grad {
-		dy = e.dy.at(0, n*o)
+		dy = e.dy.at(0, n*e.cfg.OutputDim)
 	}
-	if err := e.dev.unitNormMSE(dy, e.rowLoss, e.out, e.t, n, o); err != nil {
-		return 0, err
-	}
-	if err := e.dev.lossSum(e.lossOut, e.rowLoss, n); err != nil {
-		return 0, err
-	}
-	var sum [1]float64
-	if err := download(e.dev, sum[:], e.lossOut); err != nil {
-		return 0, err
-	}
-	loss := sum[0] / float64(n*o)
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
-	}
-	return loss, nil
+	return e.objectiveLoss(n, dy)
 }
 
 // forward runs the model on the n rows in e.x, leaving the output in e.out

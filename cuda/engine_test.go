@@ -22,7 +22,7 @@ func TestEngine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the whole-engine suite runs in the emulator pass without -short")
 	}
-	enginetest.Run(t, func(c nn.Config) (nn.Engine, error) { return NewEngine(c) }, enginetest.MSEOnly)
+	enginetest.Run(t, func(c nn.Config) (nn.Engine, error) { return NewEngine(c) })
 }
 
 // newPair builds the GPU engine and the float64 oracle for c with the same

@@ -68,7 +68,7 @@ func trainCommand() *cli.Command {
 			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
 			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
-			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature; CPU engine only), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
+			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
 			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
 			configFlag(),

@@ -19,6 +19,8 @@ extern emu_entry emu_table_gemm_bf16[];
 extern int emu_table_gemm_bf16_len;
 extern emu_entry emu_table_gemm_bf16_ref[];
 extern int emu_table_gemm_bf16_ref_len;
+extern emu_entry emu_table_infonce[];
+extern int emu_table_infonce_len;
 extern emu_entry emu_table_layernorm[];
 extern int emu_table_layernorm_len;
 extern emu_entry emu_table_loss[];
@@ -38,6 +40,7 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_gemm, emu_table_gemm_len);
     add(emu_table_gemm_bf16, emu_table_gemm_bf16_len);
     add(emu_table_gemm_bf16_ref, emu_table_gemm_bf16_ref_len);
+    add(emu_table_infonce, emu_table_infonce_len);
     add(emu_table_layernorm, emu_table_layernorm_len);
     add(emu_table_loss, emu_table_loss_len);
     add(emu_table_reduce, emu_table_reduce_len);

@@ -25,6 +25,10 @@ const (
 	KGemmBf16NtMmaGeluBf16               // kernels/gemm_bf16.cu
 	KGemmBf16MmaRef                      // kernels/gemm_bf16_ref.cu
 	KGemmBf16WgmmaRef                    // kernels/gemm_bf16_ref.cu
+	KUnitRows                            // kernels/infonce.cu
+	KInfonceLse                          // kernels/infonce.cu
+	KInfonceGrad                         // kernels/infonce.cu
+	KUnitRowsBackward                    // kernels/infonce.cu
 	KLnApply                             // kernels/layernorm.cu
 	KLnForward                           // kernels/layernorm.cu
 	KLnBackward                          // kernels/layernorm.cu
@@ -62,6 +66,10 @@ var names = [NumKernels]string{
 	KGemmBf16NtMmaGeluBf16: "gemm_bf16_nt_mma_gelu_bf16",
 	KGemmBf16MmaRef:        "gemm_bf16_mma_ref",
 	KGemmBf16WgmmaRef:      "gemm_bf16_wgmma_ref",
+	KUnitRows:              "unit_rows",
+	KInfonceLse:            "infonce_lse",
+	KInfonceGrad:           "infonce_grad",
+	KUnitRowsBackward:      "unit_rows_backward",
 	KLnApply:               "ln_apply",
 	KLnForward:             "ln_forward",
 	KLnBackward:            "ln_backward",
@@ -98,6 +106,10 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtMmaGeluBf16: {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16MmaRef:        {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:      {128, 128, 8, 4, 4, 4},
+	KUnitRows:              {8, 8, 8, 4, 4},
+	KInfonceLse:            {8, 8, 8, 4},
+	KInfonceGrad:           {8, 8, 8, 8, 8, 8, 4},
+	KUnitRowsBackward:      {8, 8, 8, 8, 4, 4, 4, 4},
 	KLnApply:               {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
 	KLnForward:             {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
 	KLnBackward:            {8, 8, 8, 8, 8, 4, 4},
@@ -233,6 +245,34 @@ func GemmBf16MmaRef(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B C
 //	gemm_bf16_wgmma_ref(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
 func GemmBf16WgmmaRef(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16WgmmaRef, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// UnitRows launches unit_rows of kernels/infonce.cu:
+//
+//	unit_rows(float* unit, double* norms, const float* a, int n, int d)
+func UnitRows(l Launcher, cfg driver.LaunchConfig, unit Ptr[float32], norms Ptr[float64], a ConstPtr[float32], n int32, d int32) error {
+	return l.Launch(KUnitRows, cfg, [][]byte{ptr(unit), ptr(norms), ptr(a), i32(n), i32(d)})
+}
+
+// InfonceLse launches infonce_lse of kernels/infonce.cu:
+//
+//	infonce_lse(double* lse, const float* cos, double scale, int n)
+func InfonceLse(l Launcher, cfg driver.LaunchConfig, lse Ptr[float64], cos ConstPtr[float32], scale float64, n int32) error {
+	return l.Launch(KInfonceLse, cfg, [][]byte{ptr(lse), ptr(cos), f64(scale), i32(n)})
+}
+
+// InfonceGrad launches infonce_grad of kernels/infonce.cu:
+//
+//	infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* lse, double scale, int n)
+func InfonceGrad(l Launcher, cfg driver.LaunchConfig, dcos Ptr[float32], rowloss Ptr[float64], rowds Ptr[float64], cos ConstPtr[float32], lse ConstPtr[float64], scale float64, n int32) error {
+	return l.Launch(KInfonceGrad, cfg, [][]byte{ptr(dcos), ptr(rowloss), ptr(rowds), ptr(cos), ptr(lse), f64(scale), i32(n)})
+}
+
+// UnitRowsBackward launches unit_rows_backward of kernels/infonce.cu:
+//
+//	unit_rows_backward(float* grad, const float* unit, const float* dunit, const double* norms, float weight, int accumulate, int n, int d)
+func UnitRowsBackward(l Launcher, cfg driver.LaunchConfig, grad Ptr[float32], unit ConstPtr[float32], dunit ConstPtr[float32], norms ConstPtr[float64], weight float32, accumulate int32, n int32, d int32) error {
+	return l.Launch(KUnitRowsBackward, cfg, [][]byte{ptr(grad), ptr(unit), ptr(dunit), ptr(norms), f32(weight), i32(accumulate), i32(n), i32(d)})
 }
 
 // LnApply launches ln_apply of kernels/layernorm.cu:

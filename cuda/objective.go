@@ -25,7 +25,7 @@ type objectiveState struct {
 	cos, dcos buf[float32] // cosine matrix and dL/dcos [n, n]
 	zero      buf[float32] // the cosine GEMM's bias, zeros [n]
 	pn, tn    buf[float64] // row norms [n]
-	lse       buf[float64] // row, then column log-sum-exps [2n]
+	expSums   buf[float64] // row, then column sums of exp(s cos) [2n]
 	rowLoss   buf[float64] // [n]
 	rowDS     buf[float64] // [n]
 	sums      buf[float64] // the loss and dL/ds sums [2]
@@ -121,11 +121,11 @@ func (e *Engine) infoNCE(n int, dy buf[float32], logitScale, weight float64, acc
 	if err := d.linearForward(launch.KGemmNtBias, cos, none, none, ph, th, st.zero, n, o, n); err != nil {
 		return 0, 0, err
 	}
-	if err := d.infoNCELSE(st.lse, cos, s, n); err != nil {
+	if err := d.infoNCESums(st.expSums, cos, s, n); err != nil {
 		return 0, 0, err
 	}
 	dcos := st.dcos.at(0, n*n)
-	if err := d.infoNCEGrad(dcos, st.rowLoss, st.rowDS, cos, st.lse, s, n); err != nil {
+	if err := d.infoNCEGrad(dcos, st.rowLoss, st.rowDS, cos, st.expSums, s, n); err != nil {
 		return 0, 0, err
 	}
 	if dy.p != 0 {
@@ -175,7 +175,7 @@ func (e *Engine) reserveInfoNCE(n int) error {
 	st.cos, st.dcos = carve[float32](&a, n*n), carve[float32](&a, n*n)
 	st.zero = carve[float32](&a, n)
 	st.pn, st.tn = carve[float64](&a, n), carve[float64](&a, n)
-	st.lse = carve[float64](&a, 2*n)
+	st.expSums = carve[float64](&a, 2*n)
 	st.rowLoss, st.rowDS = carve[float64](&a, n), carve[float64](&a, n)
 	st.sums = carve[float64](&a, 2)
 	if a.off > bytes {
@@ -201,25 +201,25 @@ func (d *Device) unitRows(unit buf[float32], norms buf[float64], a buf[float32],
 	return launch.UnitRows(d.with(rowWork(rows, dim, 2*rows*dim+2*rows)), grid(rows, 1), unit.ptr(), norms.ptr(), a.cptr(), int32(rows), int32(dim))
 }
 
-// infoNCELSE launches infonce_lse: the log-sum-exps of the rows, then of
-// the columns, of scale x cos [n, n].
-func (d *Device) infoNCELSE(lse buf[float64], cos buf[float32], scale float64, n int) error {
-	const what = "infonce_lse"
+// infoNCESums launches infonce_sums: the sums of exp(scale x cos) over
+// the rows, then over the columns, of cos [n, n].
+func (d *Device) infoNCESums(sums buf[float64], cos buf[float32], scale float64, n int) error {
+	const what = "infonce_sums"
 	if err := dims(what, n, 2*n, n*n); err != nil {
 		return err
 	}
 	if err := rowGrid(what, 2*n); err != nil {
 		return err
 	}
-	if err := needAll(what, req("lse", lse, 2*n), req("cos", cos, n*n)); err != nil {
+	if err := needAll(what, req("sums", sums, 2*n), req("cos", cos, n*n)); err != nil {
 		return err
 	}
-	return launch.InfonceLse(d.with(rowWork(2*n, n, 2*n*n+4*n)), grid(2*n, 1), lse.ptr(), cos.cptr(), scale, int32(n))
+	return launch.InfonceSums(d.with(rowWork(2*n, n, 2*n*n+4*n)), grid(2*n, 1), sums.ptr(), cos.cptr(), scale, int32(n))
 }
 
 // infoNCEGrad launches infonce_grad: dcos = s G, and per row the loss and
 // dL/ds terms.
-func (d *Device) infoNCEGrad(dcos buf[float32], rowLoss, rowDS buf[float64], cos buf[float32], lse buf[float64], scale float64, n int) error {
+func (d *Device) infoNCEGrad(dcos buf[float32], rowLoss, rowDS buf[float64], cos buf[float32], expSums buf[float64], scale float64, n int) error {
 	const what = "infonce_grad"
 	if err := dims(what, n, n*n); err != nil {
 		return err
@@ -230,10 +230,10 @@ func (d *Device) infoNCEGrad(dcos buf[float32], rowLoss, rowDS buf[float64], cos
 	if dcos.p == cos.p {
 		return fmt.Errorf("cuda: %s: dcos aliases cos", what)
 	}
-	if err := needAll(what, req("dcos", dcos, n*n), req("rowloss", rowLoss, n), req("rowds", rowDS, n), req("cos", cos, n*n), req("lse", lse, 2*n)); err != nil {
+	if err := needAll(what, req("dcos", dcos, n*n), req("rowloss", rowLoss, n), req("rowds", rowDS, n), req("cos", cos, n*n), req("sums", expSums, 2*n)); err != nil {
 		return err
 	}
-	return launch.InfonceGrad(d.with(rowWork(n, n, 2*n*n+8*n)), grid(n, 1), dcos.ptr(), rowLoss.ptr(), rowDS.ptr(), cos.cptr(), lse.cptr(), scale, int32(n))
+	return launch.InfonceGrad(d.with(rowWork(n, n, 2*n*n+8*n)), grid(n, 1), dcos.ptr(), rowLoss.ptr(), rowDS.ptr(), cos.cptr(), expSums.cptr(), scale, int32(n))
 }
 
 // unitRowsBackward launches unit_rows_backward: grad (+)= weight dL/da from

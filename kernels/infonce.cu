@@ -4,21 +4,22 @@
 // the GEMMs of gemm.cu (float32, fp32 accumulation); these kernels do the
 // rest, with every sum and exp in double. The logits are s cos with
 // s = min(exp(logit_scale), 100) <= 100 and |cos| <= 1 (rows divided by
-// max(|row|, 1e-12) have norm <= 1), so exp(s cos) <= e^100 fits a double
-// and the log-sum-exps need no max shift.
+// max(|row|, 1e-12) have norm <= 1), so exp(s cos) lies in [e^-100, e^100],
+// well inside a double: the softmax sums need no max shift, and the
+// softmaxes are exp(s cos) times the sums' reciprocals (one exp per logit).
 //
 //   unit_rows     grid (n), block 256: norms[r] = |a_r| (double);
 //                 unit[r, j] = a[r, j] / max(norms[r], 1e-12) (float).
-//   infonce_lse   grid (2n), block 256: block b < n writes
-//                 lse[b] = log sum_j exp(s cos[b, j]) (row b: prediction ->
-//                 target); block n + b writes lse[n + b] = log sum_i
+//   infonce_sums  grid (2n), block 256: block b < n writes
+//                 sums[b] = sum_j exp(s cos[b, j]) (row b: prediction ->
+//                 target); block n + b writes sums[n + b] = sum_i
 //                 exp(s cos[i, b]) (column b: target -> prediction).
 //   infonce_grad  grid (n), block 256: row i of G = (softmax_rows +
-//                 softmax_cols - 2I) / 2n, dcos[i, j] = s G[i, j] (float),
-//                 rowds[i] = sum_j G[i, j] cos[i, j] (so dL/ds = sum_i
-//                 rowds[i]) and rowloss[i] = lse[i] + lse[n + i] - 2 s
-//                 cos[i, i] (so L = sum_i rowloss[i] / 2n). dcos must not
-//                 alias cos.
+//                 softmax_cols - 2I) / 2n with softmax = exp(s cos) / sum,
+//                 dcos[i, j] = s G[i, j] (float), rowds[i] = sum_j G[i, j]
+//                 cos[i, j] (so dL/ds = sum_i rowds[i]) and rowloss[i] =
+//                 log sums[i] + log sums[n + i] - 2 s cos[i, i] (so L =
+//                 sum_i rowloss[i] / 2n). dcos must not alias cos.
 //   unit_rows_backward
 //                 grid (n), block 256: from g = dL/du for u = a/max(|a|, eps):
 //                 dot = sum_j u g (double); dL/da = (g - u dot) / |a| where
@@ -50,7 +51,7 @@ unit_rows(float* unit, double* norms, const float* a, int n, int d) {
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-infonce_lse(double* lse, const float* cos, double scale, int n) {
+infonce_sums(double* sums, const float* cos, double scale, int n) {
     __shared__ double scratch[REDUCE_WARPS];
     const int b = blockIdx.x;
     if (b >= 2 * n) return;  // uniform over the block
@@ -60,21 +61,21 @@ infonce_lse(double* lse, const float* cos, double scale, int n) {
     double s = 0.0;
     for (int k = threadIdx.x; k < n; k += blockDim.x) s += exp(scale * (double)cos[first + (size_t)k * stride]);
     s = block_sum_d(s, scratch);
-    if (threadIdx.x == 0) lse[b] = log(s);
+    if (threadIdx.x == 0) sums[b] = s;
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* lse, double scale, int n) {
+infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n) {
     __shared__ double scratch[REDUCE_WARPS];
     const int i = blockIdx.x;
     if (i >= n) return;  // uniform over the block
     const size_t base = (size_t)i * n;
     const double inv2n = 1.0 / (2.0 * (double)n);
-    const double rlse = lse[i];
+    const double rinv = 1.0 / sums[i];
     double ds = 0.0;
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const double c = (double)cos[base + j];
-        double g = (exp(scale * c - rlse) + exp(scale * c - lse[n + j])) * inv2n;
+        double g = exp(scale * c) * (rinv + 1.0 / sums[n + j]) * inv2n;
         if (j == i) g -= 2.0 * inv2n;
         ds += g * c;
         dcos[base + j] = (float)(scale * g);
@@ -82,7 +83,7 @@ infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, cons
     ds = block_sum_d(ds, scratch);
     if (threadIdx.x == 0) {
         rowds[i] = ds;
-        rowloss[i] = rlse + lse[n + i] - 2.0 * scale * (double)cos[base + i];
+        rowloss[i] = log(sums[i]) + log(sums[n + i]) - 2.0 * scale * (double)cos[base + i];
     }
 }
 

@@ -13,8 +13,8 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&unit_rows), void (*)(float*, double*, const float*, int, int)>,
               "kernels/infonce.cu: unit_rows: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&infonce_lse), void (*)(double*, const float*, double, int)>,
-              "kernels/infonce.cu: infonce_lse: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&infonce_sums), void (*)(double*, const float*, double, int)>,
+              "kernels/infonce.cu: infonce_sums: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&infonce_grad), void (*)(float*, double*, double*, const float*, const double*, double, int)>,
               "kernels/infonce.cu: infonce_grad: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&unit_rows_backward), void (*)(float*, const float*, const float*, const double*, float, int, int, int)>,
@@ -22,7 +22,7 @@ static_assert(std::is_same_v<decltype(&unit_rows_backward), void (*)(float*, con
 
 emu_entry emu_table_infonce[] = {
     EMU_ENTRY(unit_rows),
-    EMU_ENTRY(infonce_lse),
+    EMU_ENTRY(infonce_sums),
     EMU_ENTRY(infonce_grad),
     EMU_ENTRY(unit_rows_backward),
 };

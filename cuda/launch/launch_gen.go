@@ -26,7 +26,7 @@ const (
 	KGemmBf16MmaRef                      // kernels/gemm_bf16_ref.cu
 	KGemmBf16WgmmaRef                    // kernels/gemm_bf16_ref.cu
 	KUnitRows                            // kernels/infonce.cu
-	KInfonceLse                          // kernels/infonce.cu
+	KInfonceSums                         // kernels/infonce.cu
 	KInfonceGrad                         // kernels/infonce.cu
 	KUnitRowsBackward                    // kernels/infonce.cu
 	KLnApply                             // kernels/layernorm.cu
@@ -67,7 +67,7 @@ var names = [NumKernels]string{
 	KGemmBf16MmaRef:        "gemm_bf16_mma_ref",
 	KGemmBf16WgmmaRef:      "gemm_bf16_wgmma_ref",
 	KUnitRows:              "unit_rows",
-	KInfonceLse:            "infonce_lse",
+	KInfonceSums:           "infonce_sums",
 	KInfonceGrad:           "infonce_grad",
 	KUnitRowsBackward:      "unit_rows_backward",
 	KLnApply:               "ln_apply",
@@ -107,7 +107,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16MmaRef:        {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:      {128, 128, 8, 4, 4, 4},
 	KUnitRows:              {8, 8, 8, 4, 4},
-	KInfonceLse:            {8, 8, 8, 4},
+	KInfonceSums:           {8, 8, 8, 4},
 	KInfonceGrad:           {8, 8, 8, 8, 8, 8, 4},
 	KUnitRowsBackward:      {8, 8, 8, 8, 4, 4, 4, 4},
 	KLnApply:               {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
@@ -254,18 +254,18 @@ func UnitRows(l Launcher, cfg driver.LaunchConfig, unit Ptr[float32], norms Ptr[
 	return l.Launch(KUnitRows, cfg, [][]byte{ptr(unit), ptr(norms), ptr(a), i32(n), i32(d)})
 }
 
-// InfonceLse launches infonce_lse of kernels/infonce.cu:
+// InfonceSums launches infonce_sums of kernels/infonce.cu:
 //
-//	infonce_lse(double* lse, const float* cos, double scale, int n)
-func InfonceLse(l Launcher, cfg driver.LaunchConfig, lse Ptr[float64], cos ConstPtr[float32], scale float64, n int32) error {
-	return l.Launch(KInfonceLse, cfg, [][]byte{ptr(lse), ptr(cos), f64(scale), i32(n)})
+//	infonce_sums(double* sums, const float* cos, double scale, int n)
+func InfonceSums(l Launcher, cfg driver.LaunchConfig, sums Ptr[float64], cos ConstPtr[float32], scale float64, n int32) error {
+	return l.Launch(KInfonceSums, cfg, [][]byte{ptr(sums), ptr(cos), f64(scale), i32(n)})
 }
 
 // InfonceGrad launches infonce_grad of kernels/infonce.cu:
 //
-//	infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* lse, double scale, int n)
-func InfonceGrad(l Launcher, cfg driver.LaunchConfig, dcos Ptr[float32], rowloss Ptr[float64], rowds Ptr[float64], cos ConstPtr[float32], lse ConstPtr[float64], scale float64, n int32) error {
-	return l.Launch(KInfonceGrad, cfg, [][]byte{ptr(dcos), ptr(rowloss), ptr(rowds), ptr(cos), ptr(lse), f64(scale), i32(n)})
+//	infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n)
+func InfonceGrad(l Launcher, cfg driver.LaunchConfig, dcos Ptr[float32], rowloss Ptr[float64], rowds Ptr[float64], cos ConstPtr[float32], sums ConstPtr[float64], scale float64, n int32) error {
+	return l.Launch(KInfonceGrad, cfg, [][]byte{ptr(dcos), ptr(rowloss), ptr(rowds), ptr(cos), ptr(sums), f64(scale), i32(n)})
 }
 
 // UnitRowsBackward launches unit_rows_backward of kernels/infonce.cu:

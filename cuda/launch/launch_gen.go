@@ -36,6 +36,7 @@ const (
 	KTcCheckLdmatrix                     // kernels/tensorcore_check.cu
 	KTcCheckCpAsync                      // kernels/tensorcore_check.cu
 	KTcCheckWgmma                        // kernels/tensorcore_check.cu
+	KTcCheckWgmmaMn                      // kernels/tensorcore_check.cu
 	KTcCheckTma                          // kernels/tensorcore_check.cu
 	KTcCheckCluster                      // kernels/tensorcore_check.cu
 	KTcCheckGeometry                     // kernels/tensorcore_check.cu
@@ -73,6 +74,7 @@ var names = [NumKernels]string{
 	KTcCheckLdmatrix:       "tc_check_ldmatrix",
 	KTcCheckCpAsync:        "tc_check_cp_async",
 	KTcCheckWgmma:          "tc_check_wgmma",
+	KTcCheckWgmmaMn:        "tc_check_wgmma_mn",
 	KTcCheckTma:            "tc_check_tma",
 	KTcCheckCluster:        "tc_check_cluster",
 	KTcCheckGeometry:       "tc_check_geometry",
@@ -109,6 +111,7 @@ var paramBytes = [NumKernels][]int{
 	KTcCheckLdmatrix:       {8, 8, 4, 4},
 	KTcCheckCpAsync:        {8, 8, 4, 4, 4},
 	KTcCheckWgmma:          {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckWgmmaMn:        {8, 8, 8, 4, 4, 4, 4, 4},
 	KTcCheckTma:            {128, 128, 8, 4, 4, 4, 4, 4, 4},
 	KTcCheckCluster:        {128, 8, 8, 4},
 	KTcCheckGeometry:       {8},
@@ -310,6 +313,13 @@ func TcCheckCpAsync(l Launcher, cfg driver.LaunchConfig, src ConstPtr[uint8], ou
 //	tc_check_wgmma(const uint16_t* A, const uint16_t* Bt, float* out, int n, int store_swizzle, int desc_swizzle, int a_in_regs, int wait)
 func TcCheckWgmma(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], Bt ConstPtr[uint16], out Ptr[float32], n int32, store_swizzle int32, desc_swizzle int32, a_in_regs int32, wait int32) error {
 	return l.Launch(KTcCheckWgmma, cfg, [][]byte{ptr(A), ptr(Bt), ptr(out), i32(n), i32(store_swizzle), i32(desc_swizzle), i32(a_in_regs), i32(wait)})
+}
+
+// TcCheckWgmmaMn launches tc_check_wgmma_mn of kernels/tensorcore_check.cu:
+//
+//	tc_check_wgmma_mn(const uint16_t* A, const uint16_t* Bt, float* out, int n, int trans_a, int trans_b, int swizzle, int flip_b)
+func TcCheckWgmmaMn(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], Bt ConstPtr[uint16], out Ptr[float32], n int32, trans_a int32, trans_b int32, swizzle int32, flip_b int32) error {
+	return l.Launch(KTcCheckWgmmaMn, cfg, [][]byte{ptr(A), ptr(Bt), ptr(out), i32(n), i32(trans_a), i32(trans_b), i32(swizzle), i32(flip_b)})
 }
 
 // TcCheckTma launches tc_check_tma of kernels/tensorcore_check.cu:

@@ -1,7 +1,18 @@
-// gemm_bf16.cu: the bf16 engine's forward GEMM, on Hopper (sm_90a: TMA +
-// wgmma) and, as a fallback, on sm_80 and later (mma.sync):
+// gemm_bf16.cu: the bf16 engine's GEMMs, on Hopper (sm_90a: TMA + wgmma)
+// and, as a fallback, on sm_80 and later (mma.sync), in three layouts:
 //
-//   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
+//   nt (forward, Y = X W^T + b):   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
+//   nn (data gradient, dX = dY W): C[M, N] = epilogue(A[M, K] B[K, N])
+//   tn (weight gradient, dW = dY^T X, K = batch): C[M, N] = A[K, M]^T B[K, N]
+//
+// All tensors are row-major. The nt layout's operands are both K-major
+// (the reduction runs along their rows); nn's B and both of tn's operands
+// are MN-major (the reduction runs down their columns), which the wgmma
+// kernels read through the instruction's transposes (imm-trans-a/b) and
+// the mma.sync kernels through ldmatrix.trans: no operand is ever
+// transposed in memory. The first section below covers the nt kernels; the
+// nn and tn ones share their code (templates on each operand's layout)
+// and differ as the section "Backward layouts" says.
 //
 // A (activations) and W (weights, [out, in]) are bf16 row-major, so both
 // are K-major: the layout the TMA and wgmma read without transposes. The
@@ -73,11 +84,47 @@
 // Register and shared-memory figures: kernels/budgets.tsv (the wgmma
 // kernels: 168 registers a thread at entry, the cap of 384 threads, which
 // setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
-// 98 on sm_80, 123 on sm_90; no spills, no static shared memory). The
+// 96-122; no spills, no static shared memory). The
 // compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
 // TMA and setmaxnreg are sm_90a only).
 //
-// Versions: v1.
+// Backward layouts (nn, tn), same tile, ring, warp roles and epilogue code:
+//   gemm_bf16_nn_bf16        gemm_bf16_nn_mma_bf16        C bf16
+//   gemm_bf16_nn_f32_add     gemm_bf16_nn_mma_f32_add     C f32 += the sum
+//       (the residual stream's gradient accumulates into its f32 buffer)
+//   gemm_bf16_nn_dgelu_bf16  gemm_bf16_nn_mma_dgelu_bf16  C bf16 of the sum
+//       times GELU'(pre) (common.cuh's gelu_grad_f, exact erf form, in
+//       f32), pre bf16 [M, N] (the stored pre-activation), laid out as C
+//   gemm_bf16_tn_f32         gemm_bf16_tn_mma_f32         C f32 (written,
+//       not added: the gradient buffer's value for this step)
+// No bias (the bias gradient, dY's column sums, stays in reduce.cu).
+// Parameters: wgmma (tma_a, tma_b, [pre,] C, M, N, K); mma.sync (A, B,
+// [pre,] C, M, N, K). A [M, K] for nn, [K, M] for tn; B [K, N]. Row
+// strides must be multiples of 8 elements (16 bytes), as for nt: nn needs
+// K and N multiples of 8 (M any); tn M and N (K, the batch, any). C (and
+// pre) 8-byte aligned, as the paired stores need.
+// Tensor maps: a K-major operand (nn's A) as above, dims {K, M}, box
+// {64, 128}; an MN-major operand [K, X] (X = M or N): dims {X, K}, row
+// stride 2X bytes, box {64, 64}, bf16, 128-byte swizzle, zero fill. Each
+// MN-major chunk is two such boxes (columns x0.. and x0+64.., 8 KiB each,
+// K rows of 128 bytes), so the stage sizes, the expected bytes and the
+// shared memory are the nt kernels'. Launch as nt (384 threads,
+// GEMM_BF16_SMEM, a persistent 1-D grid).
+// wgmma operands MN-major: descriptor start + 2048 bytes per 16-K step (16
+// rows of 128 bytes: whole swizzle periods), SBO 1024 (8 K rows), LBO
+// 8 KiB (the next 64 columns: B's second box); the instruction's
+// imm-trans flag set for that operand (SASS: gdesc[..].tnspA / .tnspB).
+// A consumer warpgroup's 64 rows of tn's A are exactly its own box.
+// mma.sync: an MN-major chunk is 32 K rows of 128 columns in shared rows
+// of 136 elements (272 bytes: ldmatrix rows land on distinct banks);
+// ldmatrix.x4.trans gives each lane the same (row, k pair) fragment as the
+// K-major non-transposing load; dynamic shared memory
+// GEMM_BF16_MMA_SMEM(a_mn, b_mn) = 55.5 KiB (nn), 51 KiB (tn).
+// Figures (kernels/budgets.tsv): the wgmma kernels 168 registers at entry
+// (setmaxnreg: 40 / 232), the mma.sync ones 96-127; no spills.
+//
+// Versions: v1 (nt); v2 adds nn and tn, and the forward kernels become the
+// nt instantiation of the layout templates (same instructions).
 #include "common.cuh"
 #include "tensorcore.cuh"
 

@@ -294,6 +294,30 @@ func TestGemmBF16BwdLongK(t *testing.T) {
 	}
 }
 
+// TestGemmBF16BwdModel: the model's shapes on the wgmma kernels: a
+// residual block's hidden Linear (2048 -> 2048) backward through GELU at
+// batch 128 (dX, K = 2048), and the weight gradient of the head's first
+// Linear (2048 -> 1024) at batch 256. -short leaves it out (seconds
+// natively, minutes under AddressSanitizer).
+func TestGemmBF16BwdModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: model-sized GEMMs")
+	}
+	v := openKernels(t, gemmBF16BwdKernels)
+	for _, tc := range []struct {
+		kernel string
+		c      gemmCase
+	}{
+		{"gemm_bf16_nn_dgelu_bf16", gemmCase{128, 2048, 2048}},
+		{"gemm_bf16_tn_f32", gemmCase{1024, 2048, 256}},
+	} {
+		run := runGemmBF16Bwd(t, v, tc.kernel, tc.c, 132, 8)
+		if err := gemmBF16BwdMismatch(tc.kernel, tc.c, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestGemmBF16BwdTolerances: the checks can fail. Exact results pass; the
 // f32 add left out, GELU' left out or taken at the wrong sign, and an f32
 // result with a bf16-sized error are refused.

@@ -95,6 +95,7 @@
 //   gemm_bf16_nn_dgelu_bf16  gemm_bf16_nn_mma_dgelu_bf16  C bf16 of the sum
 //       times GELU'(pre) (common.cuh's gelu_grad_f, exact erf form, in
 //       f32), pre bf16 [M, N] (the stored pre-activation), laid out as C
+//       and not overlapping it
 //   gemm_bf16_tn_f32         gemm_bf16_tn_mma_f32         C f32 (written,
 //       not added: the gradient buffer's value for this step)
 // No bias (the bias gradient, dY's column sums, stays in reduce.cu).

@@ -34,7 +34,7 @@
 // A kernel body that uses the sm_90a functions is compiled only under
 // `#if DC_SM90A` (the compute_80 PTX build gets a body that traps).
 //
-// Versions: v1.
+// Versions: v1; v2 adds wgmma_bf16_ss_trans (MN-major operands).
 #pragma once
 
 #ifndef DINOCLIP_EMU

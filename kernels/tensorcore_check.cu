@@ -46,7 +46,7 @@
 //   tc_check_divergent a block barrier that half the block skips by exiting
 //                      (a launch must fail)
 //
-// Versions: v1.
+// Versions: v1; v2 adds tc_check_wgmma_mn.
 #include "tensorcore.cuh"
 
 extern "C" __global__ void tc_check_mma(const uint16_t* A, const uint16_t* Bt, const float* C, float* D, int is_f16) {

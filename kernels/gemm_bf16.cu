@@ -1,7 +1,18 @@
-// gemm_bf16.cu: the bf16 engine's forward GEMM, on Hopper (sm_90a: TMA +
-// wgmma) and, as a fallback, on sm_80 and later (mma.sync):
+// gemm_bf16.cu: the bf16 engine's GEMMs, on Hopper (sm_90a: TMA + wgmma)
+// and, as a fallback, on sm_80 and later (mma.sync), in three layouts:
 //
-//   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
+//   nt (forward, Y = X W^T + b):   C[M, N] = epilogue(A[M, K] W[N, K]^T + bias[N])
+//   nn (data gradient, dX = dY W): C[M, N] = epilogue(A[M, K] B[K, N])
+//   tn (weight gradient, dW = dY^T X, K = batch): C[M, N] = A[K, M]^T B[K, N]
+//
+// All tensors are row-major. The nt layout's operands are both K-major
+// (the reduction runs along their rows); nn's B and both of tn's operands
+// are MN-major (the reduction runs down their columns), which the wgmma
+// kernels read through the instruction's transposes (imm-trans-a/b) and
+// the mma.sync kernels through ldmatrix.trans: no operand is ever
+// transposed in memory. The first section below covers the nt kernels; the
+// nn and tn ones share their code (templates on each operand's layout)
+// and differ as the section "Backward layouts" says.
 //
 // A (activations) and W (weights, [out, in]) are bf16 row-major, so both
 // are K-major: the layout the TMA and wgmma read without transposes. The
@@ -73,11 +84,48 @@
 // Register and shared-memory figures: kernels/budgets.tsv (the wgmma
 // kernels: 168 registers a thread at entry, the cap of 384 threads, which
 // setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
-// 98 on sm_80, 123 on sm_90; no spills, no static shared memory). The
+// 96-122; no spills, no static shared memory). The
 // compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
 // TMA and setmaxnreg are sm_90a only).
 //
-// Versions: v1.
+// Backward layouts (nn, tn), same tile, ring, warp roles and epilogue code:
+//   gemm_bf16_nn_bf16        gemm_bf16_nn_mma_bf16        C bf16
+//   gemm_bf16_nn_f32_add     gemm_bf16_nn_mma_f32_add     C f32 += the sum
+//       (the residual stream's gradient accumulates into its f32 buffer)
+//   gemm_bf16_nn_dgelu_bf16  gemm_bf16_nn_mma_dgelu_bf16  C bf16 of the sum
+//       times GELU'(pre) (common.cuh's gelu_grad_f, exact erf form, in
+//       f32), pre bf16 [M, N] (the stored pre-activation), laid out as C
+//       and not overlapping it
+//   gemm_bf16_tn_f32         gemm_bf16_tn_mma_f32         C f32 (written,
+//       not added: the gradient buffer's value for this step)
+// No bias (the bias gradient, dY's column sums, stays in reduce.cu).
+// Parameters: wgmma (tma_a, tma_b, [pre,] C, M, N, K); mma.sync (A, B,
+// [pre,] C, M, N, K). A [M, K] for nn, [K, M] for tn; B [K, N]. Row
+// strides must be multiples of 8 elements (16 bytes), as for nt: nn needs
+// K and N multiples of 8 (M any); tn M and N (K, the batch, any). C (and
+// pre) 8-byte aligned, as the paired stores need.
+// Tensor maps: a K-major operand (nn's A) as above, dims {K, M}, box
+// {64, 128}; an MN-major operand [K, X] (X = M or N): dims {X, K}, row
+// stride 2X bytes, box {64, 64}, bf16, 128-byte swizzle, zero fill. Each
+// MN-major chunk is two such boxes (columns x0.. and x0+64.., 8 KiB each,
+// K rows of 128 bytes), so the stage sizes, the expected bytes and the
+// shared memory are the nt kernels'. Launch as nt (384 threads,
+// GEMM_BF16_SMEM, a persistent 1-D grid).
+// wgmma operands MN-major: descriptor start + 2048 bytes per 16-K step (16
+// rows of 128 bytes: whole swizzle periods), SBO 1024 (8 K rows), LBO
+// 8 KiB (the next 64 columns: B's second box); the instruction's
+// imm-trans flag set for that operand (SASS: gdesc[..].tnspA / .tnspB).
+// A consumer warpgroup's 64 rows of tn's A are exactly its own box.
+// mma.sync: an MN-major chunk is 32 K rows of 128 columns in shared rows
+// of 136 elements (272 bytes: ldmatrix rows land on distinct banks);
+// ldmatrix.x4.trans gives each lane the same (row, k pair) fragment as the
+// K-major non-transposing load; dynamic shared memory
+// GEMM_BF16_MMA_SMEM(a_mn, b_mn) = 55.5 KiB (nn), 51 KiB (tn).
+// Figures (kernels/budgets.tsv): the wgmma kernels 168 registers at entry
+// (setmaxnreg: 40 / 232), the mma.sync ones 96-127; no spills.
+//
+// Versions: v1 (nt); v2 adds nn and tn, and the forward kernels become the
+// nt instantiation of the layout templates (same instructions).
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -89,6 +137,9 @@
 #define GEMM_BF16_A_BYTES (GEMM_BF16_BM * GEMM_BF16_BK * 2)
 #define GEMM_BF16_W_BYTES (GEMM_BF16_BN * GEMM_BF16_BK * 2)
 #define GEMM_BF16_STAGE_BYTES (GEMM_BF16_A_BYTES + GEMM_BF16_W_BYTES)
+// An MN-major operand's chunk is two TMA boxes of 64 (M or N) x 64 (K),
+// 8 KiB each: the 64-column blocks of the 128-wide tile.
+#define GEMM_BF16_MN_BOX_BYTES (64 * GEMM_BF16_BK * 2)
 // The stages, their 2*STAGES mbarriers, and 1024 bytes to align the stages
 // to the 128-byte swizzle's 1024-byte period.
 #define GEMM_BF16_SMEM (GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES + 2 * GEMM_BF16_STAGES * 8 + 1024)
@@ -97,16 +148,19 @@
 #define GEMM_BF16_OUT_F32 0
 #define GEMM_BF16_OUT_BF16 1
 #define GEMM_BF16_OUT_GELU_BF16 2
+#define GEMM_BF16_OUT_F32_ADD 3     // C (f32) += the sum
+#define GEMM_BF16_OUT_DGELU_BF16 4  // C = bf16(sum * GELU'(pre)), pre bf16 [M, N]
 
 // gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
 // are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
-// as OUT says. Only elements inside C are written; the pair goes as one
+// as OUT says (pre, the GELU input of GEMM_BF16_OUT_DGELU_BF16, is laid
+// out as C). Only elements inside C are written; the pair goes as one
 // store when both columns are in range and its address is aligned for it
 // (N even). col is even, as in every accumulator fragment (mma.sync and
 // wgmma alike: a thread holds column pairs 2q, 2q+1 of each 8-column group).
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, void* C, int M, int N, int row, int col, float v0,
-                                               float v1) {
+__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C, int M,
+                                               int N, int row, int col, float v0, float v1) {
     if (row >= M || col >= N) return;
     const bool second = col + 1 < N;
     if (bias) {
@@ -119,8 +173,16 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, v
     }
     const size_t i = (size_t)row * N + col;
     const bool pair = second && (N & 1) == 0;
-    if (OUT == GEMM_BF16_OUT_F32) {
+    if (OUT == GEMM_BF16_OUT_DGELU_BF16) {
+        v0 *= gelu_grad_f(bf16_to_f32(pre[i]));
+        if (second) v1 *= gelu_grad_f(bf16_to_f32(pre[i + 1]));
+    }
+    if (OUT == GEMM_BF16_OUT_F32 || OUT == GEMM_BF16_OUT_F32_ADD) {
         float* c = (float*)C + i;
+        if (OUT == GEMM_BF16_OUT_F32_ADD) {
+            v0 += c[0];
+            if (second) v1 += c[1];
+        }
         if (pair) {
             *(unsigned long long*)c = (unsigned long long)__float_as_uint(v0) | ((unsigned long long)__float_as_uint(v1) << 32);
         } else {
@@ -141,14 +203,15 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, v
 // gemm_bf16_epilogue stores one consumer warpgroup's 64x128 accumulator,
 // whose top-left element is C[m0][n0], for thread t (0..127) of the group.
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias, void* C, int M, int N,
-                                                   int m0, int n0, int t) {
+__device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias,
+                                                   const uint16_t* __restrict__ pre, void* C, int M, int N, int m0, int n0, int t) {
     const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-            gemm_bf16_emit<OUT>(bias, C, M, N, m0 + 16 * w + g + 8 * h, n0 + 8 * j + 2 * q, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+            gemm_bf16_emit<OUT>(bias, pre, C, M, N, m0 + 16 * w + g + 8 * h, n0 + 8 * j + 2 * q, acc[4 * j + 2 * h],
+                                acc[4 * j + 2 * h + 1]);
 }
 
 // gemm_bf16_pin_acc pins the accumulator registers at this point of the
@@ -164,9 +227,40 @@ __device__ __forceinline__ void gemm_bf16_pin_acc(float (&acc)[64]) {
 #endif
 }
 
-template <int OUT>
-__device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const dc_tensor_map* tma_w, const float* __restrict__ bias,
-                                             void* C, int M, int N, int K) {
+#if DC_SM90A
+// gemm_bf16_load_operand issues the TMA load(s) of one operand's K chunk c
+// into the stage's slot at dst: a K-major operand (rows x0.. of a [rows,
+// K] tensor) as one box {64 K, 128 rows}; an MN-major one (columns x0.. of
+// a [K, cols] tensor) as two boxes {64 columns, 64 K}, 8 KiB apart.
+template <bool MN>
+__device__ __forceinline__ void gemm_bf16_load_operand(unsigned char* dst, const dc_tensor_map* map, int x0, int c, uint32_t bar) {
+    if (MN) {
+        tma_load_2d(smem_addr(dst), map, x0, c * GEMM_BF16_BK, bar);
+        tma_load_2d(smem_addr(dst + GEMM_BF16_MN_BOX_BYTES), map, x0 + 64, c * GEMM_BF16_BK, bar);
+    } else {
+        tma_load_2d(smem_addr(dst), map, c * GEMM_BF16_BK, x0, bar);
+    }
+}
+
+// gemm_bf16_operand_desc is the descriptor of K step kk (16 K) of an
+// operand slot at shared address s. K-major: 128-byte rows, 8-row groups
+// 1024 bytes apart, the K step 32 bytes along the swizzled row. MN-major:
+// K rows of 128 bytes (64 columns), 8-row groups in K 1024 bytes apart
+// (SBO), the 64-column blocks 8 KiB apart (LBO), the K step 16 rows =
+// 2048 bytes (whole swizzle periods, so the base offset stays 0).
+template <bool MN>
+__device__ __forceinline__ uint64_t gemm_bf16_operand_desc(uint32_t s, int kk) {
+    return MN ? smem_desc(s + 2048 * kk, GEMM_BF16_MN_BOX_BYTES, 1024, DC_DESC_SWIZZLE_128B)
+              : smem_desc(s + 32 * kk, 16, 1024, DC_DESC_SWIZZLE_128B);
+}
+#endif
+
+// gemm_bf16_wgmma: C = epilogue(op(A) op(B) + bias) with A K-major ([M, K])
+// or, if A_MN, MN-major ([K, M]), and B K-major ([N, K]) or, if B_MN,
+// MN-major ([K, N]); tma_a, tma_b their tensor maps.
+template <bool A_MN, bool B_MN, int OUT>
+__device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, const dc_tensor_map* tma_b, const float* __restrict__ bias,
+                                                const uint16_t* __restrict__ pre, void* C, int M, int N, int K) {
 #if DC_SM90A
     unsigned char* raw = dc_dynamic_smem();
     unsigned char* tiles = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
@@ -198,10 +292,11 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
                     // counts as complete, so the first round passes.
                     mbar_wait(smem_addr(&empty[s]), ((use / GEMM_BF16_STAGES) & 1) ^ 1);
                     unsigned char* sa = tiles + s * GEMM_BF16_STAGE_BYTES;
-                    // The box's full bytes arrive, zero-filled parts included.
+                    // The boxes' full bytes arrive, zero-filled parts (and
+                    // boxes wholly past the edge) included.
                     mbar_arrive_expect_tx(smem_addr(&full[s]), GEMM_BF16_STAGE_BYTES);
-                    tma_load_2d(smem_addr(sa), tma_a, c * GEMM_BF16_BK, m0, smem_addr(&full[s]));
-                    tma_load_2d(smem_addr(sa + GEMM_BF16_A_BYTES), tma_w, c * GEMM_BF16_BK, n0, smem_addr(&full[s]));
+                    gemm_bf16_load_operand<A_MN>(sa, tma_a, m0, c, smem_addr(&full[s]));
+                    gemm_bf16_load_operand<B_MN>(sa + GEMM_BF16_A_BYTES, tma_b, n0, c, smem_addr(&full[s]));
                 }
             }
         }
@@ -220,17 +315,15 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
         for (int c = 0; c < chunks; ++c, ++use) {
             const int s = use % GEMM_BF16_STAGES;
             mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);
-            // This warpgroup's 64 rows of A start 64 rows (8 KiB, a whole
-            // number of swizzle periods) into the stage.
+            // This warpgroup's 64 rows of A start 8 KiB (a whole number of
+            // swizzle periods) into the stage in either layout: 64 K-major
+            // rows of 128 bytes, or the second MN-major box.
             const uint32_t sa = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES) + consumer * (64 * GEMM_BF16_BK * 2);
             const uint32_t sw = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES + GEMM_BF16_A_BYTES);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < GEMM_BF16_BK / 16; ++kk)
-                // K step kk is 32 bytes further along each swizzled 128-byte
-                // row; 8-row groups are 1024 bytes apart.
-                wgmma_bf16_ss<128>(acc, smem_desc(sa + 32 * kk, 16, 1024, DC_DESC_SWIZZLE_128B),
-                                   smem_desc(sw + 32 * kk, 16, 1024, DC_DESC_SWIZZLE_128B), 1);
+                wgmma_bf16_ss_trans<A_MN, B_MN>(acc, gemm_bf16_operand_desc<A_MN>(sa, kk), gemm_bf16_operand_desc<B_MN>(sw, kk), 1);
             wgmma_commit();
             // The previous chunk's group has completed: release its stage.
             wgmma_wait<1>();
@@ -239,7 +332,7 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
         wgmma_wait<0>();
         gemm_bf16_pin_acc(acc);
         if (chunks > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
-        gemm_bf16_epilogue<OUT>(acc, bias, C, M, N, m0 + 64 * consumer, n0, ct);
+        gemm_bf16_epilogue<OUT>(acc, bias, pre, C, M, N, m0 + 64 * consumer, n0, ct);
     }
 #else
     __trap();
@@ -249,56 +342,99 @@ __device__ __forceinline__ void gemm_bf16_nt(const dc_tensor_map* tma_a, const d
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                      const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt<GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                       const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt<GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                            const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt<GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
+                      uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_BF16>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
+                         float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nn_dgelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
+                            const uint16_t* __restrict__ pre, uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_DGELU_BF16>(&tma_a, &tma_b, nullptr, pre, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
+                     float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
 }
 
 // ---------------------------------------------------------------------------
-// The same op on any GPU from sm_80 on: mma.sync + ldmatrix + cp.async.
+// The same ops on any GPU from sm_80 on: mma.sync + ldmatrix + cp.async.
 #define GEMM_BF16_MMA_THREADS 256
 #define GEMM_BF16_MMA_BK 32
 #define GEMM_BF16_MMA_STAGES 3
-#define GEMM_BF16_MMA_PITCH 40  // elements per shared row: 32 + 8 of padding
-#define GEMM_BF16_MMA_STAGE_ELEMS ((GEMM_BF16_BM + GEMM_BF16_BN) * GEMM_BF16_MMA_PITCH)
-#define GEMM_BF16_MMA_SMEM (GEMM_BF16_MMA_STAGES * GEMM_BF16_MMA_STAGE_ELEMS * 2)
+// A K-major operand's chunk: 128 rows of 32 elements, padded to 40 per
+// shared row; an MN-major one: 32 K rows of 128 elements, padded to 136.
+// Either way rows stay 16-byte aligned and the 8 rows an ldmatrix matrix
+// reads fall in distinct 16-byte bank groups (80 and 272 bytes apart).
+#define GEMM_BF16_MMA_PITCH 40
+#define GEMM_BF16_MMA_MN_PITCH 136
+#define GEMM_BF16_MMA_OPERAND_ELEMS(mn) ((mn) ? GEMM_BF16_MMA_BK * GEMM_BF16_MMA_MN_PITCH : GEMM_BF16_BM * GEMM_BF16_MMA_PITCH)
+#define GEMM_BF16_MMA_STAGE_ELEMS(a_mn, b_mn) (GEMM_BF16_MMA_OPERAND_ELEMS(a_mn) + GEMM_BF16_MMA_OPERAND_ELEMS(b_mn))
+// 60 KiB (nt), 55.5 KiB (nn), 51 KiB (tn).
+#define GEMM_BF16_MMA_SMEM(a_mn, b_mn) (GEMM_BF16_MMA_STAGES * GEMM_BF16_MMA_STAGE_ELEMS(a_mn, b_mn) * 2)
 
-template <int OUT>
-__device__ __forceinline__ void gemm_bf16_nt_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W,
-                                                 const float* __restrict__ bias, void* C, int M, int N, int K) {
+// gemm_bf16_mma_load issues the cp.async copies of K chunk k0.. of one
+// operand into its stage slot s: a K-major operand is rows x0..x0+127 of
+// g [X, K]; an MN-major one is K rows k0..k0+31, columns x0..x0+127 of
+// g [K, X]. 512 16-byte pieces, 2 per thread, zero-filled past the edges
+// (an out-of-range piece reads nothing, from a valid address).
+template <bool MN>
+__device__ __forceinline__ void gemm_bf16_mma_load(uint16_t* s, const uint16_t* __restrict__ g, int x0, int X, int k0, int K, int t) {
+#pragma unroll
+    for (int p = t; p < 512; p += GEMM_BF16_MMA_THREADS) {
+        if (MN) {
+            const int kr = p / 16, col = (p % 16) * 8, k = k0 + kr, x = x0 + col;
+            const int bytes = k < K && x < X ? min(8, X - x) * 2 : 0;
+            cp_async_cg16(smem_addr(s + kr * GEMM_BF16_MMA_MN_PITCH + col), bytes ? g + (size_t)k * X + x : g, bytes);
+        } else {
+            const int row = p / 4, col = (p % 4) * 8, k = k0 + col, x = x0 + row;
+            const int bytes = k < K && x < X ? min(8, K - k) * 2 : 0;
+            cp_async_cg16(smem_addr(s + row * GEMM_BF16_MMA_PITCH + col), bytes ? g + (size_t)x * K + k : g, bytes);
+        }
+    }
+}
+
+// gemm_bf16_mma: the mma.sync twin of gemm_bf16_wgmma (same operand
+// layouts, A [M, K] or [K, M], B [N, K] or [K, N], plain pointers).
+template <bool A_MN, bool B_MN, int OUT>
+__device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B,
+                                              const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C, int M, int N,
+                                              int K) {
     uint16_t* smem = (uint16_t*)dc_dynamic_smem();
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     const int chunks = (K + GEMM_BF16_MMA_BK - 1) / GEMM_BF16_MMA_BK;
+    constexpr int stage_elems = GEMM_BF16_MMA_STAGE_ELEMS(A_MN, B_MN), a_elems = GEMM_BF16_MMA_OPERAND_ELEMS(A_MN);
 
-    // load_chunk issues the copies of K chunk c into stage: 128 rows x 32
-    // elements of A and of W, as 512 16-byte pieces each, 2 + 2 per thread,
-    // zero-filled past the edges (an out-of-range piece reads nothing, from
-    // a valid address).
     auto load_chunk = [&](int c, int stage) {
-        uint16_t* sa = smem + stage * GEMM_BF16_MMA_STAGE_ELEMS;
-        uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
-#pragma unroll
-        for (int p = t; p < 512; p += GEMM_BF16_MMA_THREADS) {
-            const int row = p / 4, col = (p % 4) * 8, k = c * GEMM_BF16_MMA_BK + col;
-            const int kbytes = k < K ? min(8, K - k) * 2 : 0;
-            const int ra = m0 + row, rw = n0 + row;
-            cp_async_cg16(smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col), ra < M && kbytes ? A + (size_t)ra * K + k : A,
-                          ra < M ? kbytes : 0);
-            cp_async_cg16(smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col), rw < N && kbytes ? W + (size_t)rw * K + k : W,
-                          rw < N ? kbytes : 0);
-        }
+        uint16_t* sa = smem + stage * stage_elems;
+        gemm_bf16_mma_load<A_MN>(sa, A, m0, M, c * GEMM_BF16_MMA_BK, K, t);
+        gemm_bf16_mma_load<B_MN>(sa + a_elems, B, n0, N, c * GEMM_BF16_MMA_BK, K, t);
     };
 
     float acc[4][4][4];
@@ -324,26 +460,34 @@ __device__ __forceinline__ void gemm_bf16_nt_mma(const uint16_t* __restrict__ A,
         const int next = c + GEMM_BF16_MMA_STAGES - 1;
         if (next < chunks) load_chunk(next, next % GEMM_BF16_MMA_STAGES);
         cp_async_commit();
-        const uint16_t* sa = smem + (c % GEMM_BF16_MMA_STAGES) * GEMM_BF16_MMA_STAGE_ELEMS;
-        const uint16_t* sw = sa + GEMM_BF16_BM * GEMM_BF16_MMA_PITCH;
+        const uint16_t* sa = smem + (c % GEMM_BF16_MMA_STAGES) * stage_elems;
+        const uint16_t* sw = sa + a_elems;
 #pragma unroll
         for (int kk = 0; kk < GEMM_BF16_MMA_BK; kk += 16) {
             uint32_t a[4][4], b[4][2];
+            // ldmatrix x4: lanes 8i..8i+7 address the rows of matrix i.
+            const int mi = lane / 8, r = lane % 8;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                // Matrices: rows 0-7 / 8-15 (lanes 0-7 / 8-15) at k 0-7, then
-                // the same at k 8-15 (lanes 16-31): a0..a3 of the fragment.
-                const int row = wm + i * 16 + (lane / 8 % 2) * 8 + lane % 8, col = kk + (lane / 16) * 8;
-                ldmatrix_x4(a[i], smem_addr(sa + row * GEMM_BF16_MMA_PITCH + col));
+                // Matrices: rows 0-7 / 8-15 at k 0-7, then the same at
+                // k 8-15: a0..a3 of the fragment. MN-major, the shared rows
+                // are K: the transposing load gives each lane its (row, k
+                // pair) all the same.
+                if (A_MN)
+                    ldmatrix_x4_trans(a[i], smem_addr(sa + (kk + (mi / 2) * 8 + r) * GEMM_BF16_MMA_MN_PITCH + wm + i * 16 + (mi % 2) * 8));
+                else
+                    ldmatrix_x4(a[i], smem_addr(sa + (wm + i * 16 + (mi % 2) * 8 + r) * GEMM_BF16_MMA_PITCH + kk + (mi / 2) * 8));
             }
 #pragma unroll
             for (int j = 0; j < 4; j += 2) {
                 // Matrices: n 0-7 at k 0-7 and 8-15 (b0, b1 of tile j), then
                 // n 8-15 likewise (tile j+1).
-                const int row = wn + j * 8 + (lane / 16) * 8 + lane % 8, col = kk + (lane / 8 % 2) * 8;
-                uint32_t r[4];
-                ldmatrix_x4(r, smem_addr(sw + row * GEMM_BF16_MMA_PITCH + col));
-                b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
+                uint32_t q[4];
+                if (B_MN)
+                    ldmatrix_x4_trans(q, smem_addr(sw + (kk + (mi % 2) * 8 + r) * GEMM_BF16_MMA_MN_PITCH + wn + j * 8 + (mi / 2) * 8));
+                else
+                    ldmatrix_x4(q, smem_addr(sw + (wn + j * 8 + (mi / 2) * 8 + r) * GEMM_BF16_MMA_PITCH + kk + (mi % 2) * 8));
+                b[j][0] = q[0], b[j][1] = q[1], b[j + 1][0] = q[2], b[j + 1][1] = q[3];
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i)
@@ -359,24 +503,45 @@ __device__ __forceinline__ void gemm_bf16_nt_mma(const uint16_t* __restrict__ A,
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int h = 0; h < 2; ++h)
-                gemm_bf16_emit<OUT>(bias, C, M, N, m0 + wm + 16 * i + g + 8 * h, n0 + wn + 8 * j + 2 * q, acc[i][j][2 * h],
+                gemm_bf16_emit<OUT>(bias, pre, C, M, N, m0 + wm + 16 * i + g + 8 * h, n0 + wn + 8 * j + 2 * q, acc[i][j][2 * h],
                                     acc[i][j][2 * h + 1]);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                          float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt_mma<GEMM_BF16_OUT_F32>(A, W, bias, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32>(A, W, bias, nullptr, C, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                           uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt_mma<GEMM_BF16_OUT_BF16>(A, W, bias, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16>(A, W, bias, nullptr, C, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_nt_mma<GEMM_BF16_OUT_GELU_BF16>(A, W, bias, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_GELU_BF16>(A, W, bias, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nn_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_BF16>(A, B, nullptr, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nn_mma_f32_add(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32_ADD>(A, B, nullptr, nullptr, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nn_mma_dgelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ pre,
+                                uint16_t* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_DGELU_BF16>(A, B, nullptr, pre, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_tn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, M, N, K);
 }

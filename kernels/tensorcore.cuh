@@ -21,6 +21,9 @@
 //         warpgroup: D[64xN] (+)= A[64x16] B[16xN], bf16 in, f32 out, A and B
 //         K-major; A from shared memory (ss) or registers (rs); N in
 //         {8,16,32,64,128,256}
+//     wgmma_bf16_ss_trans<TA, TB>      the same with A (TA = 1) and/or B (TB = 1)
+//         MN-major in shared memory (the instruction's imm-trans-a/b); N
+//         (16 or 128) from the accumulator array's size
 //     smem_desc                        a shared-memory matrix descriptor
 //     mbar_init, mbar_arrive, mbar_arrive_expect_tx, mbar_try_wait, mbar_wait,
 //     mbar_arrive_cluster, fence_mbarrier_init, fence_proxy_async
@@ -31,7 +34,7 @@
 // A kernel body that uses the sm_90a functions is compiled only under
 // `#if DC_SM90A` (the compute_80 PTX build gets a body that traps).
 //
-// Versions: v1.
+// Versions: v1; v2 adds wgmma_bf16_ss_trans (MN-major operands).
 #pragma once
 
 #ifndef DINOCLIP_EMU
@@ -77,7 +80,11 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 // adjacent in K (used only without swizzle), sbo between 8-row groups in
 // M or N; swizzle one of DC_DESC_SWIZZLE_*. Base offset 0: swizzled
 // operands start 1024-, 512- or 256-byte aligned (plus a K offset within
-// the swizzled row).
+// the swizzled row). An MN-major operand (wgmma_bf16_ss_trans) takes the
+// same fields with other meanings (docs/TENSORCORE.md): swizzled, lbo
+// separates the swizzle-wide column blocks in M or N and sbo the 8-row
+// groups in K; without swizzle, sbo separates core matrices adjacent in
+// M or N and lbo those adjacent in K.
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, int swizzle) {
     return (uint64_t)((addr >> 4) & 0x3fff) | ((uint64_t)((lbo >> 4) & 0x3fff) << 16) |
            ((uint64_t)((sbo >> 4) & 0x3fff) << 32) | ((uint64_t)(swizzle & 3) << 62);
@@ -97,7 +104,7 @@ void emu_ldmatrix(uint32_t* r, uint32_t addr, int n, bool trans);
 void emu_cp_async(uint32_t dst, const void* src, int bytes, int src_bytes);
 void emu_cp_async_commit();
 void emu_cp_async_wait(int n);
-void emu_wgmma(float* d, int n, uint64_t a, const uint32_t* a_regs, uint64_t b, int scale_d);
+void emu_wgmma(float* d, int n, uint64_t a, const uint32_t* a_regs, uint64_t b, int scale_d, int trans_a = 0, int trans_b = 0);
 void emu_wgmma_commit();
 void emu_wgmma_wait(int n);
 void emu_mbar_init(uint32_t bar, uint32_t count);
@@ -147,6 +154,11 @@ template <int N>
 __device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int scale_d) {
     static_assert(N == 8 || N == 16 || N == 32 || N == 64 || N == 128 || N == 256, "wgmma N");
     emu_wgmma(d, N, 0, a, b, scale_d);
+}
+template <int TA, int TB, int HALF_N>
+__device__ __forceinline__ void wgmma_bf16_ss_trans(float (&d)[HALF_N], uint64_t a, uint64_t b, int scale_d) {
+    static_assert(HALF_N == 8 || HALF_N == 64, "wgmma_bf16_ss_trans: N 16 or 128");
+    emu_wgmma(d, 2 * HALF_N, a, nullptr, b, scale_d, TA, TB);
 }
 __device__ __forceinline__ void wgmma_commit() { emu_wgmma_commit(); }
 template <int G>
@@ -331,6 +343,23 @@ template <> __device__ __forceinline__ void wgmma_bf16_rs<256>(float (&d)[128], 
                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, {%128, %129, %130, %131}, %132, p, 1, 1, 0;}"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+// wgmma_bf16_ss_trans: imm-trans-a/b come in as immediates ("n").
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_bf16_ss_trans(float (&d)[8], uint64_t a, uint64_t b, int scale_d) {
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %10, 0; "
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, %11, %12;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "l"(a), "l"(b), "r"(scale_d), "n"(TA), "n"(TB));
+}
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_bf16_ss_trans(float (&d)[64], uint64_t a, uint64_t b, int scale_d) {
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %66, 0; "
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(a), "l"(b), "r"(scale_d), "n"(TA), "n"(TB));
 }
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {

@@ -22,6 +22,12 @@
 //                      from registers; out[thread][N/2] the accumulators,
 //                      read after wgmma.wait_group if wait, else before it
 //                      (an error the emulator must catch)
+//   tc_check_wgmma_mn  one warpgroup: D[64xN] = A[64x16] B[16xN] as
+//                      tc_check_wgmma, N 16 or 128, with A stored MN-major
+//                      if trans_a (else K-major) and B if trans_b, both in
+//                      swizzle (DC_DESC_SWIZZLE_*); the instruction's
+//                      imm-trans-b is trans_b ^ flip_b (flip_b 1: a layout
+//                      lie the product must reveal); out as tc_check_wgmma
 //   tc_check_tma       one block of 128 threads: a TMA load of the box of
 //                      `in` at (x, y) into shared memory (swizzled as the map
 //                      says), out = the shared bytes as they lie; if
@@ -40,7 +46,7 @@
 //   tc_check_divergent a block barrier that half the block skips by exiting
 //                      (a launch must fail)
 //
-// Versions: v1.
+// Versions: v1; v2 adds tc_check_wgmma_mn.
 #include "tensorcore.cuh"
 
 extern "C" __global__ void tc_check_mma(const uint16_t* A, const uint16_t* Bt, const float* C, float* D, int is_f16) {
@@ -167,6 +173,70 @@ extern "C" __global__ void tc_check_wgmma(const uint16_t* A, const uint16_t* Bt,
         case 64: wgmma_check<64>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs, wait); break;
         case 256: wgmma_check<256>(A, Bt, out, store_swizzle, desc_swizzle, a_in_regs, wait); break;
     }
+#else
+    __trap();
+#endif
+}
+
+#if DC_SM90A
+// mnmajor_offset is where element (row, k) of an MN-major operand of
+// `rows` rows and 16 K lies from a 1024-aligned base. Without swizzle:
+// core matrices of 8 K rows x 16 bytes (8 rows in M or N), those adjacent
+// in M/N sbo = 128 bytes apart, the two K halves lbo = 16 rows bytes
+// apart. With an S-byte swizzle: K rows S bytes apart, 8-K-row groups
+// sbo = 8S apart, the (S/2)-row column blocks lbo = 16S apart.
+__device__ __forceinline__ uint32_t mnmajor_offset(int row, int k, int rows, int swizzle) {
+    if (swizzle == DC_DESC_SWIZZLE_NONE) return (row / 8) * 128 + (k / 8) * (16 * rows) + (k % 8) * 16 + (row % 8) * 2;
+    const uint32_t span = swizzle == DC_DESC_SWIZZLE_128B ? 128 : swizzle == DC_DESC_SWIZZLE_64B ? 64 : 32;
+    const uint32_t a = (row / (span / 2)) * (16 * span) + (k / 8) * (8 * span) + (k % 8) * span + (row % (span / 2)) * 2;
+    const uint32_t bits = span == 128 ? 7 : span == 64 ? 3 : 1;
+    return a ^ (((a >> 7) & bits) << 4);
+}
+
+// store_operand stores a rows x 16 operand (M[row][k]) at s in the layout
+// asked for and returns its descriptor.
+__device__ uint64_t store_operand(unsigned char* s, const uint16_t* M, int rows, int mn_major, int swizzle) {
+    const uint32_t span = swizzle == DC_DESC_SWIZZLE_NONE ? 0 : swizzle == DC_DESC_SWIZZLE_128B ? 128 : swizzle == DC_DESC_SWIZZLE_64B ? 64 : 32;
+    for (int i = threadIdx.x; i < rows * 16; i += 128) {
+        const int row = i / 16, k = i % 16;
+        const uint32_t off = mn_major ? mnmajor_offset(row, k, rows, swizzle)
+                                      : kmajor_offset(row, k, swizzle, rows * 16, span ? 8 * span : 128);
+        *(uint16_t*)(s + off) = M[i];
+    }
+    if (!mn_major) return smem_desc(smem_addr(s), rows * 16, span ? 8 * span : 128, swizzle);
+    return span ? smem_desc(smem_addr(s), 16 * span, 8 * span, swizzle) : smem_desc(smem_addr(s), 16 * rows, 128, swizzle);
+}
+
+template <int N>
+__device__ void wgmma_mn_check(const uint16_t* A, const uint16_t* Bt, float* out, int trans_a, int trans_b, int swizzle, int flip_b) {
+    unsigned char* raw = dc_dynamic_smem();
+    unsigned char* base = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
+    const uint64_t da = store_operand(base, A, 64, trans_a, swizzle);
+    const uint64_t db = store_operand(base + 64 * 16 * 8, Bt, N, trans_b, swizzle);
+    fence_proxy_async();
+    __syncthreads();
+    float d[N / 2];
+    for (int i = 0; i < N / 2; ++i) d[i] = 0.0f;
+    wgmma_fence();
+    switch (trans_a * 2 + (trans_b ^ flip_b)) {
+        case 0: wgmma_bf16_ss_trans<0, 0>(d, da, db, 0); break;
+        case 1: wgmma_bf16_ss_trans<0, 1>(d, da, db, 0); break;
+        case 2: wgmma_bf16_ss_trans<1, 0>(d, da, db, 0); break;
+        default: wgmma_bf16_ss_trans<1, 1>(d, da, db, 0); break;
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    for (int i = 0; i < N / 2; ++i) out[threadIdx.x * (N / 2) + i] = d[i];
+}
+#endif
+
+extern "C" __global__ void tc_check_wgmma_mn(const uint16_t* A, const uint16_t* Bt, float* out, int n, int trans_a, int trans_b,
+                                             int swizzle, int flip_b) {
+#if DC_SM90A
+    if (n == 16)
+        wgmma_mn_check<16>(A, Bt, out, trans_a, trans_b, swizzle, flip_b);
+    else
+        wgmma_mn_check<128>(A, Bt, out, trans_a, trans_b, swizzle, flip_b);
 #else
     __trap();
 #endif

@@ -22,7 +22,7 @@ import (
 )
 
 var tcKernels = []string{
-	"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_tma",
+	"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_wgmma_mn", "tc_check_tma",
 	"tc_check_cluster", "tc_check_geometry", "tc_check_divergent", "gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref",
 }
 
@@ -390,6 +390,79 @@ func TestTCWgmmaWrongSwizzle(t *testing.T) {
 	}
 	if wrong == 0 {
 		t.Fatal("a mismatched swizzle gave the right product")
+	}
+}
+
+// wgmmaMNCase runs tc_check_wgmma_mn (A stored MN-major if transA, B if
+// transB, both with swizzle; the instruction told B's layout flipped if
+// flipB) on wgmmaInputs and returns D[64][n] by the fragment layout, and
+// the exact product.
+func wgmmaMNCase(t *testing.T, v *tcDevice, n, transA, transB, swizzle, flipB int) (got, want []float64) {
+	a, bt, A, Bt := wgmmaInputs(n)
+	out := v.alloc(4 * 128 * n / 2)
+	v.mustLaunch("tc_check_wgmma_mn", wgmmaConfig(n), pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(bt))), pPtr(out),
+		pInt(n), pInt(transA), pInt(transB), pInt(swizzle), pInt(flipB))
+	d := toF32(v.download(out, 4*128*n/2))
+	got, want = make([]float64, 64*n), make([]float64, 64*n)
+	for th := 0; th < 128; th++ {
+		w, l := th/32, th%32
+		for j := 0; j < n/8; j++ {
+			for e := 0; e < 4; e++ {
+				row, col := 16*w+l/4+8*(e/2), 8*j+2*(l%4)+e%2
+				got[row*n+col] = float64(d[th*(n/2)+4*j+e])
+			}
+		}
+	}
+	for m := 0; m < 64; m++ {
+		for c := 0; c < n; c++ {
+			s := 0
+			for k := 0; k < 16; k++ {
+				s += A[m*16+k] * Bt[c*16+k]
+			}
+			want[m*n+c] = float64(s)
+		}
+	}
+	return got, want
+}
+
+// TestTCWgmmaMN: wgmma with MN-major (transposed) shared-memory operands,
+// A, B or both, in every swizzle mode, at N = 16 (one column block of B
+// in any swizzle; without swizzle two core matrices in N, SBO apart) and
+// N = 128 (B's column blocks LBO apart in every swizzle): exact integer
+// products, every accumulator register checked. The inputs' rows all
+// differ (A[m][k] = 16m + k mod 256), so a layout read wrongly (K-major
+// for MN-major, LBO for SBO, a missing swizzle) moves elements and fails.
+func TestTCWgmmaMN(t *testing.T) {
+	v := openTC(t)
+	for _, n := range []int{16, 128} {
+		for swz := 0; swz < 4; swz++ {
+			for trans := 0; trans < 4; trans++ {
+				got, want := wgmmaMNCase(t, v, n, trans/2, trans%2, swz, 0)
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("N=%d swizzle %d trans-a %d trans-b %d: D[%d][%d] = %v, want %v", n, swz, trans/2, trans%2, i/n, i%n, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestTCWgmmaMNWrongLayout: B stored MN-major but read as K-major, and
+// stored K-major but read as MN-major, must give a wrong product.
+func TestTCWgmmaMNWrongLayout(t *testing.T) {
+	v := openTC(t)
+	for transB := 0; transB < 2; transB++ {
+		got, want := wgmmaMNCase(t, v, 128, 0, transB, 1, 1) // swizzle 1: 128-byte
+		wrong := 0
+		for i := range got {
+			if got[i] != want[i] {
+				wrong++
+			}
+		}
+		if wrong == 0 {
+			t.Errorf("B stored with trans-b %d and read with the other gave the right product", transB)
+		}
 	}
 }
 

@@ -20,6 +20,12 @@
 //   swizzle, at start + (r/8) SBO + (r%8) S + 2k with an S-byte swizzle,
 //   and the swizzle XORs address bits [4, 4+log2(S/16)) with bits [7, ...):
 //   the same address function the TMA writes its swizzled boxes with.
+//   MN-major operands (imm-trans-a/b = 1, bf16/f16 only): element (row r
+//   in M or N, k) lies at start + (r/8) SBO + (k/8) LBO + (k%8) 16 +
+//   (r%8) 2 without swizzle; with an S-byte swizzle, whose S/2-element
+//   column blocks in M or N are LBO apart and whose 8-row groups in K are
+//   SBO apart, at start + (r/(S/2)) LBO + (k/8) SBO + (k%8) S + (r%(S/2)) 2,
+//   swizzled as above.
 #include <stdio.h>
 
 #include <deque>
@@ -167,6 +173,7 @@ struct WgmmaOp {
     std::vector<uint32_t> a_regs;    // 4 per thread when A is in registers
     uint64_t a, b;
     int n, scale_d;
+    int trans_a, trans_b;
     int cta;
 };
 struct Warpgroup {
@@ -210,9 +217,15 @@ Desc decode(uint64_t d, const char* which) {
                 spans[d >> 62]};
 }
 
-float desc_elem(const Desc& s, int row, int k, unsigned char* base, const char* which) {
+// desc_elem reads element (row, k) of a K-major operand, or of an
+// MN-major one (rows contiguous) if mn_major.
+float desc_elem(const Desc& s, int row, int k, bool mn_major, unsigned char* base, const char* which) {
     uint32_t addr;
-    if (s.span == 0)
+    if (mn_major && s.span == 0)
+        addr = s.start + (row / 8) * s.sbo + (k / 8) * s.lbo + (k % 8) * 16 + (row % 8) * 2;
+    else if (mn_major)
+        addr = swizzle(s.start + (row / (s.span / 2)) * s.lbo + (k / 8) * s.sbo + (k % 8) * s.span + (row % (s.span / 2)) * 2, s.span);
+    else if (s.span == 0)
         addr = s.start + (row / 8) * s.sbo + (row % 8) * 16 + (k / 8) * s.lbo + (k % 8) * 2;
     else
         addr = swizzle(s.start + (row / 8) * s.sbo + (row % 8) * s.span + 2 * k, s.span);
@@ -231,7 +244,7 @@ void wgmma_run(const WgmmaOp& op) {
     for (int m = 0; m < 64; ++m)
         for (int k = 0; k < 16; ++k) {
             if (op.a_regs.empty()) {
-                A[m][k] = desc_elem(da, m, k, base, "A");
+                A[m][k] = desc_elem(da, m, k, op.trans_a, base, "A");
             } else {
                 // Row m is warp m/16's fragment row m%16.
                 const int w = m / 16, r = m % 16, g = r % 8, t = (k % 8) / 2;
@@ -240,7 +253,7 @@ void wgmma_run(const WgmmaOp& op) {
             }
         }
     for (int n = 0; n < op.n; ++n)
-        for (int k = 0; k < 16; ++k) B[n][k] = desc_elem(db, n, k, base, "B");
+        for (int k = 0; k < 16; ++k) B[n][k] = desc_elem(db, n, k, op.trans_b, base, "B");
     for (int th = 0; th < 128; ++th) {
         const int w = th / 32, l = th % 32, g = l / 4, t = l % 4;
         float* d = op.d[th];
@@ -259,16 +272,19 @@ struct WgmmaIssue {
     const uint32_t* a_regs;
     uint64_t a, b;
     int n, scale_d;
+    int trans_a, trans_b;
 };
 
 Warpgroup& my_group() { return groups[emu_cta_rank() * 8 + (int)(threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y) / 128]; }
 
 void wgmma_issue(void** ops, int n) {
     const WgmmaIssue* first = (WgmmaIssue*)ops[0];
-    WgmmaOp op{{}, {}, first->a, first->b, first->n, first->scale_d, emu_cta_rank()};
+    WgmmaOp op{{}, {}, first->a, first->b, first->n, first->scale_d, first->trans_a, first->trans_b, emu_cta_rank()};
+    if (first->a_regs && first->trans_a) emu_fail("wgmma: A from registers cannot be transposed");
     for (int t = 0; t < n; ++t) {
         const WgmmaIssue* w = (WgmmaIssue*)ops[t];
         if (w->a != first->a || w->b != first->b || w->n != first->n || w->scale_d != first->scale_d ||
+            w->trans_a != first->trans_a || w->trans_b != first->trans_b ||
             (w->a_regs == nullptr) != (first->a_regs == nullptr))
             emu_fail("wgmma: the threads of the warpgroup disagree on its operands (thread %d)", t);
         op.d.push_back(w->d);
@@ -441,8 +457,8 @@ void emu_cp_async_wait(int n) {
     }
 }
 
-void emu_wgmma(float* d, int n, uint64_t a, const uint32_t* a_regs, uint64_t b, int scale_d) {
-    WgmmaIssue w{d, a_regs, a, b, n, scale_d};
+void emu_wgmma(float* d, int n, uint64_t a, const uint32_t* a_regs, uint64_t b, int scale_d, int trans_a, int trans_b) {
+    WgmmaIssue w{d, a_regs, a, b, n, scale_d, trans_a, trans_b};
     emu_collective(128, "wgmma.mma_async", wgmma_issue, &w);
 }
 

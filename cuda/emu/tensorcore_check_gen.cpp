@@ -19,6 +19,8 @@ static_assert(std::is_same_v<decltype(&tc_check_cp_async), void (*)(const unsign
               "kernels/tensorcore_check.cu: tc_check_cp_async: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&tc_check_wgmma), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int, int, int)>,
               "kernels/tensorcore_check.cu: tc_check_wgmma: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&tc_check_wgmma_mn), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int, int, int)>,
+              "kernels/tensorcore_check.cu: tc_check_wgmma_mn: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&tc_check_tma), void (*)(dc_tensor_map, dc_tensor_map, unsigned char*, int, int, int, int, int, int)>,
               "kernels/tensorcore_check.cu: tc_check_tma: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&tc_check_cluster), void (*)(dc_tensor_map, unsigned char*, unsigned*, int)>,
@@ -33,6 +35,7 @@ emu_entry emu_table_tensorcore_check[] = {
     EMU_ENTRY(tc_check_ldmatrix),
     EMU_ENTRY(tc_check_cp_async),
     EMU_ENTRY(tc_check_wgmma),
+    EMU_ENTRY(tc_check_wgmma_mn),
     EMU_ENTRY(tc_check_tma),
     EMU_ENTRY(tc_check_cluster),
     EMU_ENTRY(tc_check_geometry),

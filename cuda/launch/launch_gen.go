@@ -8,124 +8,151 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 
 // The kernels, in module order and source order within a module.
 const (
-	KAdamw                 Kernel = iota // kernels/adamw.cu
-	KArchProbe                           // kernels/arch_probe.cu
-	KGatherRowsF16                       // kernels/gather.cu
-	KGeluBackward                        // kernels/gelu.cu
-	KGemmNtBias                          // kernels/gemm.cu
-	KGemmNtBiasGelu                      // kernels/gemm.cu
-	KGemmNtBiasStats                     // kernels/gemm.cu
-	KGemmNn                              // kernels/gemm.cu
-	KGemmTn                              // kernels/gemm.cu
-	KGemmBf16NtF32                       // kernels/gemm_bf16.cu
-	KGemmBf16NtBf16                      // kernels/gemm_bf16.cu
-	KGemmBf16NtGeluBf16                  // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaF32                    // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaBf16                   // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaGeluBf16               // kernels/gemm_bf16.cu
-	KGemmBf16MmaRef                      // kernels/gemm_bf16_ref.cu
-	KGemmBf16WgmmaRef                    // kernels/gemm_bf16_ref.cu
-	KUnitRows                            // kernels/infonce.cu
-	KInfonceSums                         // kernels/infonce.cu
-	KInfonceGrad                         // kernels/infonce.cu
-	KUnitRowsBackward                    // kernels/infonce.cu
-	KLnApply                             // kernels/layernorm.cu
-	KLnForward                           // kernels/layernorm.cu
-	KLnBackward                          // kernels/layernorm.cu
-	KUnitnormMse                         // kernels/loss.cu
-	KLossSum                             // kernels/loss.cu
-	KColsumPartial                       // kernels/reduce.cu
-	KColsumFinal                         // kernels/reduce.cu
-	KTcCheckMma                          // kernels/tensorcore_check.cu
-	KTcCheckLdmatrix                     // kernels/tensorcore_check.cu
-	KTcCheckCpAsync                      // kernels/tensorcore_check.cu
-	KTcCheckWgmma                        // kernels/tensorcore_check.cu
-	KTcCheckTma                          // kernels/tensorcore_check.cu
-	KTcCheckCluster                      // kernels/tensorcore_check.cu
-	KTcCheckGeometry                     // kernels/tensorcore_check.cu
-	KTcCheckDivergent                    // kernels/tensorcore_check.cu
-	KTopk                                // kernels/topk.cu
+	KAdamw                  Kernel = iota // kernels/adamw.cu
+	KArchProbe                            // kernels/arch_probe.cu
+	KGatherRowsF16                        // kernels/gather.cu
+	KGeluBackward                         // kernels/gelu.cu
+	KGemmNtBias                           // kernels/gemm.cu
+	KGemmNtBiasGelu                       // kernels/gemm.cu
+	KGemmNtBiasStats                      // kernels/gemm.cu
+	KGemmNn                               // kernels/gemm.cu
+	KGemmTn                               // kernels/gemm.cu
+	KGemmBf16NtF32                        // kernels/gemm_bf16.cu
+	KGemmBf16NtBf16                       // kernels/gemm_bf16.cu
+	KGemmBf16NtGeluBf16                   // kernels/gemm_bf16.cu
+	KGemmBf16NnBf16                       // kernels/gemm_bf16.cu
+	KGemmBf16NnF32Add                     // kernels/gemm_bf16.cu
+	KGemmBf16NnDgeluBf16                  // kernels/gemm_bf16.cu
+	KGemmBf16TnF32                        // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32                     // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaBf16                    // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaGeluBf16                // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaBf16                    // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaF32Add                  // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaDgeluBf16               // kernels/gemm_bf16.cu
+	KGemmBf16TnMmaF32                     // kernels/gemm_bf16.cu
+	KGemmBf16MmaRef                       // kernels/gemm_bf16_ref.cu
+	KGemmBf16WgmmaRef                     // kernels/gemm_bf16_ref.cu
+	KUnitRows                             // kernels/infonce.cu
+	KInfonceSums                          // kernels/infonce.cu
+	KInfonceGrad                          // kernels/infonce.cu
+	KUnitRowsBackward                     // kernels/infonce.cu
+	KLnApply                              // kernels/layernorm.cu
+	KLnForward                            // kernels/layernorm.cu
+	KLnBackward                           // kernels/layernorm.cu
+	KUnitnormMse                          // kernels/loss.cu
+	KLossSum                              // kernels/loss.cu
+	KColsumPartial                        // kernels/reduce.cu
+	KColsumFinal                          // kernels/reduce.cu
+	KTcCheckMma                           // kernels/tensorcore_check.cu
+	KTcCheckLdmatrix                      // kernels/tensorcore_check.cu
+	KTcCheckCpAsync                       // kernels/tensorcore_check.cu
+	KTcCheckWgmma                         // kernels/tensorcore_check.cu
+	KTcCheckWgmmaMn                       // kernels/tensorcore_check.cu
+	KTcCheckTma                           // kernels/tensorcore_check.cu
+	KTcCheckCluster                       // kernels/tensorcore_check.cu
+	KTcCheckGeometry                      // kernels/tensorcore_check.cu
+	KTcCheckDivergent                     // kernels/tensorcore_check.cu
+	KTopk                                 // kernels/topk.cu
 	NumKernels
 )
 
 var names = [NumKernels]string{
-	KAdamw:                 "adamw",
-	KArchProbe:             "arch_probe",
-	KGatherRowsF16:         "gather_rows_f16",
-	KGeluBackward:          "gelu_backward",
-	KGemmNtBias:            "gemm_nt_bias",
-	KGemmNtBiasGelu:        "gemm_nt_bias_gelu",
-	KGemmNtBiasStats:       "gemm_nt_bias_stats",
-	KGemmNn:                "gemm_nn",
-	KGemmTn:                "gemm_tn",
-	KGemmBf16NtF32:         "gemm_bf16_nt_f32",
-	KGemmBf16NtBf16:        "gemm_bf16_nt_bf16",
-	KGemmBf16NtGeluBf16:    "gemm_bf16_nt_gelu_bf16",
-	KGemmBf16NtMmaF32:      "gemm_bf16_nt_mma_f32",
-	KGemmBf16NtMmaBf16:     "gemm_bf16_nt_mma_bf16",
-	KGemmBf16NtMmaGeluBf16: "gemm_bf16_nt_mma_gelu_bf16",
-	KGemmBf16MmaRef:        "gemm_bf16_mma_ref",
-	KGemmBf16WgmmaRef:      "gemm_bf16_wgmma_ref",
-	KUnitRows:              "unit_rows",
-	KInfonceSums:           "infonce_sums",
-	KInfonceGrad:           "infonce_grad",
-	KUnitRowsBackward:      "unit_rows_backward",
-	KLnApply:               "ln_apply",
-	KLnForward:             "ln_forward",
-	KLnBackward:            "ln_backward",
-	KUnitnormMse:           "unitnorm_mse",
-	KLossSum:               "loss_sum",
-	KColsumPartial:         "colsum_partial",
-	KColsumFinal:           "colsum_final",
-	KTcCheckMma:            "tc_check_mma",
-	KTcCheckLdmatrix:       "tc_check_ldmatrix",
-	KTcCheckCpAsync:        "tc_check_cp_async",
-	KTcCheckWgmma:          "tc_check_wgmma",
-	KTcCheckTma:            "tc_check_tma",
-	KTcCheckCluster:        "tc_check_cluster",
-	KTcCheckGeometry:       "tc_check_geometry",
-	KTcCheckDivergent:      "tc_check_divergent",
-	KTopk:                  "topk",
+	KAdamw:                  "adamw",
+	KArchProbe:              "arch_probe",
+	KGatherRowsF16:          "gather_rows_f16",
+	KGeluBackward:           "gelu_backward",
+	KGemmNtBias:             "gemm_nt_bias",
+	KGemmNtBiasGelu:         "gemm_nt_bias_gelu",
+	KGemmNtBiasStats:        "gemm_nt_bias_stats",
+	KGemmNn:                 "gemm_nn",
+	KGemmTn:                 "gemm_tn",
+	KGemmBf16NtF32:          "gemm_bf16_nt_f32",
+	KGemmBf16NtBf16:         "gemm_bf16_nt_bf16",
+	KGemmBf16NtGeluBf16:     "gemm_bf16_nt_gelu_bf16",
+	KGemmBf16NnBf16:         "gemm_bf16_nn_bf16",
+	KGemmBf16NnF32Add:       "gemm_bf16_nn_f32_add",
+	KGemmBf16NnDgeluBf16:    "gemm_bf16_nn_dgelu_bf16",
+	KGemmBf16TnF32:          "gemm_bf16_tn_f32",
+	KGemmBf16NtMmaF32:       "gemm_bf16_nt_mma_f32",
+	KGemmBf16NtMmaBf16:      "gemm_bf16_nt_mma_bf16",
+	KGemmBf16NtMmaGeluBf16:  "gemm_bf16_nt_mma_gelu_bf16",
+	KGemmBf16NnMmaBf16:      "gemm_bf16_nn_mma_bf16",
+	KGemmBf16NnMmaF32Add:    "gemm_bf16_nn_mma_f32_add",
+	KGemmBf16NnMmaDgeluBf16: "gemm_bf16_nn_mma_dgelu_bf16",
+	KGemmBf16TnMmaF32:       "gemm_bf16_tn_mma_f32",
+	KGemmBf16MmaRef:         "gemm_bf16_mma_ref",
+	KGemmBf16WgmmaRef:       "gemm_bf16_wgmma_ref",
+	KUnitRows:               "unit_rows",
+	KInfonceSums:            "infonce_sums",
+	KInfonceGrad:            "infonce_grad",
+	KUnitRowsBackward:       "unit_rows_backward",
+	KLnApply:                "ln_apply",
+	KLnForward:              "ln_forward",
+	KLnBackward:             "ln_backward",
+	KUnitnormMse:            "unitnorm_mse",
+	KLossSum:                "loss_sum",
+	KColsumPartial:          "colsum_partial",
+	KColsumFinal:            "colsum_final",
+	KTcCheckMma:             "tc_check_mma",
+	KTcCheckLdmatrix:        "tc_check_ldmatrix",
+	KTcCheckCpAsync:         "tc_check_cp_async",
+	KTcCheckWgmma:           "tc_check_wgmma",
+	KTcCheckWgmmaMn:         "tc_check_wgmma_mn",
+	KTcCheckTma:             "tc_check_tma",
+	KTcCheckCluster:         "tc_check_cluster",
+	KTcCheckGeometry:        "tc_check_geometry",
+	KTcCheckDivergent:       "tc_check_divergent",
+	KTopk:                   "topk",
 }
 
 var paramBytes = [NumKernels][]int{
-	KAdamw:                 {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
-	KArchProbe:             {8},
-	KGatherRowsF16:         {8, 8, 8, 4, 4, 4},
-	KGeluBackward:          {8, 8, 8, 4},
-	KGemmNtBias:            {8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasGelu:        {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasStats:       {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNn:                {8, 8, 8, 4, 4, 4, 4},
-	KGemmTn:                {8, 8, 8, 4, 4, 4},
-	KGemmBf16NtF32:         {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NtBf16:        {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NtGeluBf16:    {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NtMmaF32:      {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16NtMmaBf16:     {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16NtMmaGeluBf16: {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16MmaRef:        {8, 8, 8, 4, 4, 4},
-	KGemmBf16WgmmaRef:      {128, 128, 8, 4, 4, 4},
-	KUnitRows:              {8, 8, 8, 4, 4},
-	KInfonceSums:           {8, 8, 8, 4},
-	KInfonceGrad:           {8, 8, 8, 8, 8, 8, 4},
-	KUnitRowsBackward:      {8, 8, 8, 8, 4, 4, 4, 4},
-	KLnApply:               {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
-	KLnForward:             {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
-	KLnBackward:            {8, 8, 8, 8, 8, 4, 4},
-	KUnitnormMse:           {8, 8, 8, 8, 4, 4},
-	KLossSum:               {8, 8, 4},
-	KColsumPartial:         {8, 8, 8, 4, 4, 4},
-	KColsumFinal:           {8, 8, 8, 4, 4},
-	KTcCheckMma:            {8, 8, 8, 8, 4},
-	KTcCheckLdmatrix:       {8, 8, 4, 4},
-	KTcCheckCpAsync:        {8, 8, 4, 4, 4},
-	KTcCheckWgmma:          {8, 8, 8, 4, 4, 4, 4, 4},
-	KTcCheckTma:            {128, 128, 8, 4, 4, 4, 4, 4, 4},
-	KTcCheckCluster:        {128, 8, 8, 4},
-	KTcCheckGeometry:       {8},
-	KTcCheckDivergent:      {8},
-	KTopk:                  {8, 8, 8, 8, 4, 4, 4, 4},
+	KAdamw:                  {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KArchProbe:              {8},
+	KGatherRowsF16:          {8, 8, 8, 4, 4, 4},
+	KGeluBackward:           {8, 8, 8, 4},
+	KGemmNtBias:             {8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasGelu:         {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasStats:        {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNn:                 {8, 8, 8, 4, 4, 4, 4},
+	KGemmTn:                 {8, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32:          {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtBf16:         {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtGeluBf16:     {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NnBf16:         {128, 128, 8, 4, 4, 4},
+	KGemmBf16NnF32Add:       {128, 128, 8, 4, 4, 4},
+	KGemmBf16NnDgeluBf16:    {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16TnF32:          {128, 128, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32:       {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaBf16:      {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaGeluBf16:  {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaBf16:      {8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaF32Add:    {8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaDgeluBf16: {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16TnMmaF32:       {8, 8, 8, 4, 4, 4},
+	KGemmBf16MmaRef:         {8, 8, 8, 4, 4, 4},
+	KGemmBf16WgmmaRef:       {128, 128, 8, 4, 4, 4},
+	KUnitRows:               {8, 8, 8, 4, 4},
+	KInfonceSums:            {8, 8, 8, 4},
+	KInfonceGrad:            {8, 8, 8, 8, 8, 8, 4},
+	KUnitRowsBackward:       {8, 8, 8, 8, 4, 4, 4, 4},
+	KLnApply:                {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnForward:              {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KLnBackward:             {8, 8, 8, 8, 8, 4, 4},
+	KUnitnormMse:            {8, 8, 8, 8, 4, 4},
+	KLossSum:                {8, 8, 4},
+	KColsumPartial:          {8, 8, 8, 4, 4, 4},
+	KColsumFinal:            {8, 8, 8, 4, 4},
+	KTcCheckMma:             {8, 8, 8, 8, 4},
+	KTcCheckLdmatrix:        {8, 8, 4, 4},
+	KTcCheckCpAsync:         {8, 8, 4, 4, 4},
+	KTcCheckWgmma:           {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckWgmmaMn:         {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckTma:             {128, 128, 8, 4, 4, 4, 4, 4, 4},
+	KTcCheckCluster:         {128, 8, 8, 4},
+	KTcCheckGeometry:        {8},
+	KTcCheckDivergent:       {8},
+	KTopk:                   {8, 8, 8, 8, 4, 4, 4, 4},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -212,6 +239,34 @@ func GemmBf16NtGeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.Tensor
 	return l.Launch(KGemmBf16NtGeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NnBf16 launches gemm_bf16_nn_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, uint16_t* C, int M, int N, int K)
+func GemmBf16NnBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NnF32Add launches gemm_bf16_nn_f32_add of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
+func GemmBf16NnF32Add(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnF32Add, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NnDgeluBf16 launches gemm_bf16_nn_dgelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_dgelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, const uint16_t* pre, uint16_t* C, int M, int N, int K)
+func GemmBf16NnDgeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, pre ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnDgeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(pre), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16TnF32 launches gemm_bf16_tn_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
+func GemmBf16TnF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16TnF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NtMmaF32 launches gemm_bf16_nt_mma_f32 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nt_mma_f32(const uint16_t* A, const uint16_t* W, const float* bias, float* C, int M, int N, int K)
@@ -231,6 +286,34 @@ func GemmBf16NtMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], 
 //	gemm_bf16_nt_mma_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, int M, int N, int K)
 func GemmBf16NtMmaGeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16NtMmaGeluBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NnMmaBf16 launches gemm_bf16_nn_mma_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_mma_bf16(const uint16_t* A, const uint16_t* B, uint16_t* C, int M, int N, int K)
+func GemmBf16NnMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnMmaBf16, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NnMmaF32Add launches gemm_bf16_nn_mma_f32_add of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_mma_f32_add(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
+func GemmBf16NnMmaF32Add(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnMmaF32Add, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NnMmaDgeluBf16 launches gemm_bf16_nn_mma_dgelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_mma_dgelu_bf16(const uint16_t* A, const uint16_t* B, const uint16_t* pre, uint16_t* C, int M, int N, int K)
+func GemmBf16NnMmaDgeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], pre ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnMmaDgeluBf16, cfg, [][]byte{ptr(A), ptr(B), ptr(pre), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16TnMmaF32 launches gemm_bf16_tn_mma_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_tn_mma_f32(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
+func GemmBf16TnMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16TnMmaF32, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16MmaRef launches gemm_bf16_mma_ref of kernels/gemm_bf16_ref.cu:
@@ -350,6 +433,13 @@ func TcCheckCpAsync(l Launcher, cfg driver.LaunchConfig, src ConstPtr[uint8], ou
 //	tc_check_wgmma(const uint16_t* A, const uint16_t* Bt, float* out, int n, int store_swizzle, int desc_swizzle, int a_in_regs, int wait)
 func TcCheckWgmma(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], Bt ConstPtr[uint16], out Ptr[float32], n int32, store_swizzle int32, desc_swizzle int32, a_in_regs int32, wait int32) error {
 	return l.Launch(KTcCheckWgmma, cfg, [][]byte{ptr(A), ptr(Bt), ptr(out), i32(n), i32(store_swizzle), i32(desc_swizzle), i32(a_in_regs), i32(wait)})
+}
+
+// TcCheckWgmmaMn launches tc_check_wgmma_mn of kernels/tensorcore_check.cu:
+//
+//	tc_check_wgmma_mn(const uint16_t* A, const uint16_t* Bt, float* out, int n, int trans_a, int trans_b, int swizzle, int flip_b)
+func TcCheckWgmmaMn(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], Bt ConstPtr[uint16], out Ptr[float32], n int32, trans_a int32, trans_b int32, swizzle int32, flip_b int32) error {
+	return l.Launch(KTcCheckWgmmaMn, cfg, [][]byte{ptr(A), ptr(Bt), ptr(out), i32(n), i32(trans_a), i32(trans_b), i32(swizzle), i32(flip_b)})
 }
 
 // TcCheckTma launches tc_check_tma of kernels/tensorcore_check.cu:

@@ -1,0 +1,356 @@
+//go:build cuda
+
+package driver
+
+// Tests of the bf16 engine's backward GEMMs (kernels/gemm_bf16.cu), whose
+// operands are MN-major (the reduction runs down the rows of a row-major
+// tensor):
+//   nn: C[M,N] = A[M,K] B[K,N]    (data gradient dX = dY W), epilogues bf16,
+//       f32 added into C, bf16 of the sum times GELU'(pre)
+//   tn: C[M,N] = A[K,M]^T B[K,N]  (weight gradient dW = dY^T X, K = batch), f32
+// against a float64 product of the same bf16 inputs, on the wgmma kernels
+// and their mma.sync fallbacks. They run on the host emulator (tags
+// cuda,cudaemu) and on an sm_90a GPU (tag cuda).
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
+)
+
+var gemmBF16BwdKernels = []string{
+	"gemm_bf16_nn_bf16", "gemm_bf16_nn_f32_add", "gemm_bf16_nn_dgelu_bf16", "gemm_bf16_tn_f32",
+	"gemm_bf16_nn_mma_bf16", "gemm_bf16_nn_mma_f32_add", "gemm_bf16_nn_mma_dgelu_bf16", "gemm_bf16_tn_mma_f32",
+}
+
+// The mma.sync kernels' dynamic shared memory, GEMM_BF16_MMA_SMEM(a_mn,
+// b_mn): 3 stages of a K-major operand chunk (128 rows of 40 elements) or
+// an MN-major one (32 K rows of 136) each for A and B. The wgmma kernels
+// take gemmBF16Smem, as the forward one.
+const (
+	gemmBF16NNMmaSmem = 3 * (128*40 + 32*136) * 2
+	gemmBF16TNMmaSmem = 3 * (32*136 + 32*136) * 2
+)
+
+// gemmBF16NNCases: C[M,N] = A[M,K] B[K,N]. N and K are row strides of B
+// and A and must be multiples of 8; M is free. Ragged M and N both ways, K
+// below, at and above a chunk (64; 32 for mma.sync), one row, and enough
+// chunks per block (grids of 3 blocks) that the ring wraps within and
+// across tiles.
+var gemmBF16NNCases = []gemmCase{
+	{128, 256, 128}, {200, 136, 72}, {1, 8, 8}, {257, 136, 64}, {130, 264, 328}, {63, 8, 16},
+}
+
+// gemmBF16TNCases: C[M,N] = A[K,M]^T B[K,N]; M and N are row strides (of A
+// and B) and must be multiples of 8; K, the batch, is free: ragged, one,
+// and below and above a chunk.
+var gemmBF16TNCases = []gemmCase{
+	{128, 128, 128}, {136, 200, 333}, {8, 8, 1}, {264, 136, 64}, {200, 264, 97},
+}
+
+// gemmBF16TNLongK is the weight gradient at a batch of 2048 (-short
+// leaves it out: the mma.sync kernel takes about a minute in the emulator).
+var gemmBF16TNLongK = gemmCase{136, 264, 2048}
+
+// gemmBF16BwdRun is a kernel's result and reference, with what the
+// tolerance needs: the f32 accumulation bound of each element, C's initial
+// value (f32_add) and the GELU input (dgelu).
+type gemmBF16BwdRun struct {
+	got, ref, errF []float64
+	init, pre      []float64
+}
+
+// gemmBF16BwdOut is kernel's epilogue: "f32", "f32_add", "bf16" or "dgelu_bf16".
+func gemmBF16BwdOut(kernel string) string {
+	for _, e := range []string{"dgelu_bf16", "f32_add", "bf16", "f32"} {
+		if strings.HasSuffix(kernel, "_"+e) {
+			return e
+		}
+	}
+	panic("gemmBF16BwdOut: no epilogue in kernel name " + kernel)
+}
+
+// runGemmBF16Bwd runs kernel on case c with seeded bf16 operands in [-1, 1)
+// (A stored [M,K] for nn, [K,M] for tn; B [K,N]), a wgmma kernel on a grid
+// of min(tiles, maxGrid) persistent blocks, an mma.sync one on a block per
+// tile. C starts as NaN bit patterns (f32 0x7fc0ffff, bf16 0x7fc1) so that
+// an element the kernel skips fails, or for f32_add as seeded values in
+// [-4, 4); guard elements after C must stay untouched. pre, the GELU input,
+// is bf16 in [-4, 4).
+func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid int, seed uint64) gemmBF16BwdRun {
+	t.Helper()
+	tn := strings.Contains(kernel, "_tn_")
+	out := gemmBF16BwdOut(kernel)
+	a, b, af, bf := gemmInputs(c, seed)
+	r := rand.New(rand.NewPCG(seed, 11))
+	const guard = 64
+	n := c.M*c.N + guard
+	elem := 2
+	if strings.HasPrefix(out, "f32") {
+		elem = 4
+	}
+	run := gemmBF16BwdRun{got: make([]float64, c.M*c.N), ref: make([]float64, c.M*c.N), errF: make([]float64, c.M*c.N)}
+	init := make([]byte, n*elem)
+	for i := 0; i < n; i++ {
+		switch {
+		case out == "f32_add":
+			f := float32(r.Float64()*8 - 4)
+			copy(init[4*i:], f32s([]float32{f}))
+			if i < c.M*c.N {
+				run.init = append(run.init, float64(f))
+			}
+		case elem == 4:
+			init[4*i], init[4*i+1], init[4*i+2], init[4*i+3] = 0xff, 0xff, 0xc0, 0x7f
+		default:
+			init[2*i], init[2*i+1] = 0xc1, 0x7f
+		}
+	}
+	var preArgs [][]byte
+	if out == "dgelu_bf16" {
+		pre := make([]uint16, c.M*c.N)
+		for i := range pre {
+			pre[i] = leconv.BFloat16Bits(float32(r.Float64()*8 - 4))
+			run.pre = append(run.pre, float64(leconv.BFloat16Value(pre[i])))
+		}
+		preArgs = [][]byte{pPtr(v.upload(u16s(pre)))}
+	}
+	C := v.upload(init)
+	dims := [3]int{c.M, c.N, c.K}
+	args := func(ops ...[]byte) [][]byte {
+		ops = append(ops, preArgs...)
+		return append(ops, pPtr(C), pInt(dims[0]), pInt(dims[1]), pInt(dims[2]))
+	}
+	if strings.Contains(kernel, "_mma_") {
+		smem := gemmBF16NNMmaSmem
+		if tn {
+			smem = gemmBF16TNMmaSmem
+		}
+		if err := v.x.SetMaxDynamicShared(v.kernel(kernel), smem); err != nil {
+			t.Fatal(err)
+		}
+		grid := [3]int{(c.N + 127) / 128, (c.M + 127) / 128, 1}
+		v.mustLaunch(kernel, LaunchConfig{Grid: grid, Block: [3]int{256, 1, 1}, SharedBytes: smem},
+			args(pPtr(v.upload(u16s(a))), pPtr(v.upload(u16s(b))))...)
+	} else {
+		// A K-major operand [rows, K]: box {64 K, 128 rows}; an MN-major one
+		// [K, cols]: box {64 cols, 64 K}. Both 128-byte swizzled.
+		kMajor := func(p uintptr, rows int) []byte {
+			m, err := v.x.EncodeTensorMap(TensorMapSpec{DataType: TensorBFloat16, Base: p, Dims: []uint64{uint64(c.K), uint64(rows)},
+				Strides: []uint64{uint64(2 * c.K)}, Box: []uint32{64, 128}, Swizzle: Swizzle128B})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m[:]
+		}
+		mnMajor := func(p uintptr, cols int) []byte {
+			m, err := v.x.EncodeTensorMap(TensorMapSpec{DataType: TensorBFloat16, Base: p, Dims: []uint64{uint64(cols), uint64(c.K)},
+				Strides: []uint64{uint64(2 * cols)}, Box: []uint32{64, 64}, Swizzle: Swizzle128B})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m[:]
+		}
+		if err := v.x.SetMaxDynamicShared(v.kernel(kernel), gemmBF16Smem); err != nil {
+			t.Fatal(err)
+		}
+		var mapA []byte
+		if tn {
+			mapA = mnMajor(v.upload(u16s(a)), c.M)
+		} else {
+			mapA = kMajor(v.upload(u16s(a)), c.M)
+		}
+		tiles := ((c.M + 127) / 128) * ((c.N + 127) / 128)
+		v.mustLaunch(kernel, LaunchConfig{Grid: [3]int{min(tiles, maxGrid), 1, 1}, Block: [3]int{384, 1, 1}, SharedBytes: gemmBF16Smem},
+			args(mapA, mnMajor(v.upload(u16s(b)), c.N))...)
+	}
+	got := v.download(C, n*elem)
+	for i := c.M * c.N; i < n; i++ {
+		if string(got[i*elem:(i+1)*elem]) != string(init[i*elem:(i+1)*elem]) {
+			t.Fatalf("%s %dx%dx%d: guard element %d past C was written", kernel, c.M, c.N, c.K, i-c.M*c.N)
+		}
+	}
+	if elem == 4 {
+		for i, f := range toF32(got[:4*c.M*c.N]) {
+			run.got[i] = float64(f)
+		}
+	} else {
+		for i := range run.got {
+			run.got[i] = float64(leconv.BFloat16Value(uint16(got[2*i]) | uint16(got[2*i+1])<<8))
+		}
+	}
+	for i := 0; i < c.M; i++ {
+		for j := 0; j < c.N; j++ {
+			ref, s := 0.0, 0.0
+			for k := 0; k < c.K; k++ {
+				x := af[i*c.K+k]
+				if tn {
+					x = af[k*c.M+i]
+				}
+				p := x * bf[k*c.N+j]
+				ref += p
+				s += math.Abs(p)
+			}
+			run.ref[i*c.N+j], run.errF[i*c.N+j] = ref, gemmF32Bound(c.K, s)
+		}
+	}
+	return run
+}
+
+// geluGradRef is GELU'(x) = Phi(x) + x phi(x) in float64.
+func geluGradRef(x float64) float64 {
+	return 0.5*math.Erfc(-x/math.Sqrt2) + x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi)
+}
+
+// geluGradF32Eval bounds the absolute error of GELU'(x) evaluated in f32
+// as 0.5 erfc(-x/sqrt2) + x (1/sqrt(2 pi)) exp(-x^2/2) (common.cuh's
+// gelu_grad_f): the two terms are at most 1 and 0.25 in size; erfcf within
+// 4 ulp and expf within 2 (CUDA Programming Guide, "Mathematical
+// Functions"; glibc's are tighter), the argument roundings (2^-24
+// relative, amplified by erfc's and exp's relative sensitivities 2u^2
+// and x^2, both below 32 where the terms are above 2^-24) and four more
+// roundings stay below 2^-19 absolute; 2^-17 leaves room. A term cancelling
+// the other (GELU' = 0 near x = -0.75) is why the bound is absolute.
+var geluGradF32Eval = math.Ldexp(1, -17)
+
+// gemmBF16BwdMismatch returns the first element of run outside its
+// tolerance for kernel's epilogue, nil if none.
+func gemmBF16BwdMismatch(kernel string, c gemmCase, run gemmBF16BwdRun) error {
+	for i, g := range run.got {
+		ref, e := run.ref[i], run.errF[i]
+		var tol float64
+		switch gemmBF16BwdOut(kernel) {
+		case "f32":
+			tol = e
+		case "f32_add":
+			// The f32 sum, within e of ref, is added to C's f32 value: one
+			// more rounding of a value at most |init| + |ref| + e (2^-23
+			// allowing for either rounding direction, as gemmF32Bound).
+			ref += run.init[i]
+			tol = e + math.Ldexp(math.Abs(run.init[i])+math.Abs(ref)+e, -23)
+		case "bf16":
+			// The f32 value is within e of ref, then rounded to bf16.
+			tol = e + bf16Rounding*(math.Abs(ref)+e)
+		case "dgelu_bf16":
+			// |GELU'| <= geluLipschitz scales the f32 error e; GELU'(pre) in
+			// f32 errs by at most geluGradF32Eval absolute, times the sum
+			// (at most |ref| + e); the product rounds in f32, then to bf16.
+			d := geluGradRef(run.pre[i])
+			s := math.Abs(ref) + e
+			ref *= d
+			pre := geluLipschitz*e + geluGradF32Eval*s + math.Ldexp(math.Abs(ref)+geluLipschitz*s, -23)
+			tol = pre + bf16Rounding*(math.Abs(ref)+pre)
+		}
+		if !(math.Abs(g-ref) <= tol) {
+			return fmt.Errorf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kernel, c.M, c.N, c.K, i/c.N, i%c.N, g, ref, tol)
+		}
+	}
+	return nil
+}
+
+func gemmBF16BwdCases(kernel string) []gemmCase {
+	if strings.Contains(kernel, "_tn_") {
+		return gemmBF16TNCases
+	}
+	return gemmBF16NNCases
+}
+
+// TestGemmBF16Bwd runs each backward kernel on its cases; the wgmma
+// kernels on grids of 3 blocks (so that blocks take several tiles) and of
+// one block per tile.
+func TestGemmBF16Bwd(t *testing.T) {
+	v := openKernels(t, gemmBF16BwdKernels)
+	for ki, kernel := range gemmBF16BwdKernels {
+		grids := []int{3, 1 << 20}
+		if strings.Contains(kernel, "_mma_") {
+			grids = grids[:1] // a block per tile whatever maxGrid says
+		}
+		for ci, c := range gemmBF16BwdCases(kernel) {
+			for _, maxGrid := range grids {
+				run := runGemmBF16Bwd(t, v, kernel, c, maxGrid, uint64(100*ki+ci))
+				if err := gemmBF16BwdMismatch(kernel, c, run); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// TestGemmBF16BwdLongK: the weight gradient with K = 2048 (the reduction
+// over a batch: 32 wgmma chunks, 64 mma.sync chunks per tile), both paths.
+func TestGemmBF16BwdLongK(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: K = 2048 takes about a minute in the emulator")
+	}
+	v := openKernels(t, gemmBF16BwdKernels)
+	for _, kernel := range []string{"gemm_bf16_tn_f32", "gemm_bf16_tn_mma_f32"} {
+		run := runGemmBF16Bwd(t, v, kernel, gemmBF16TNLongK, 132, 5)
+		if err := gemmBF16BwdMismatch(kernel, gemmBF16TNLongK, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGemmBF16BwdModel: the model's shapes on the wgmma kernels: a
+// residual block's hidden Linear (2048 -> 2048) backward through GELU at
+// batch 128 (dX, K = 2048), and the weight gradient of the head's first
+// Linear (2048 -> 1024) at batch 256. -short leaves it out (seconds
+// natively, minutes under AddressSanitizer).
+func TestGemmBF16BwdModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: model-sized GEMMs")
+	}
+	v := openKernels(t, gemmBF16BwdKernels)
+	for _, tc := range []struct {
+		kernel string
+		c      gemmCase
+	}{
+		{"gemm_bf16_nn_dgelu_bf16", gemmCase{128, 2048, 2048}},
+		{"gemm_bf16_tn_f32", gemmCase{1024, 2048, 256}},
+	} {
+		run := runGemmBF16Bwd(t, v, tc.kernel, tc.c, 132, 8)
+		if err := gemmBF16BwdMismatch(tc.kernel, tc.c, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGemmBF16BwdTolerances: the checks can fail. Exact results pass; the
+// f32 add left out, GELU' left out or taken at the wrong sign, and an f32
+// result with a bf16-sized error are refused.
+func TestGemmBF16BwdTolerances(t *testing.T) {
+	c := gemmCase{1, 3, 64}
+	sum := []float64{-0.7, 1.3, 2.4}
+	errF := []float64{1e-6, 1e-6, 1e-6}
+	init := []float64{0.5, -2, 3}
+	pre := []float64{-0.75, 0.5, 2}
+	bf := func(x float64) float64 { return float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(x)))) }
+	added, dgelu, dgeluNeg := make([]float64, 3), make([]float64, 3), make([]float64, 3)
+	for i := range sum {
+		added[i] = sum[i] + init[i]
+		dgelu[i] = bf(sum[i] * geluGradRef(pre[i]))
+		dgeluNeg[i] = bf(sum[i] * geluGradRef(-pre[i]))
+	}
+	for _, tc := range []struct {
+		kernel string
+		got    []float64
+		pass   bool
+	}{
+		{"gemm_bf16_tn_f32", sum, true},
+		{"gemm_bf16_tn_f32", []float64{-0.7, bf(1.3), 2.4}, false},
+		{"gemm_bf16_nn_f32_add", added, true},
+		{"gemm_bf16_nn_f32_add", sum, false},
+		{"gemm_bf16_nn_bf16", []float64{bf(-0.7), bf(1.3), bf(2.4)}, true},
+		{"gemm_bf16_nn_dgelu_bf16", dgelu, true},
+		{"gemm_bf16_nn_dgelu_bf16", []float64{bf(-0.7), bf(1.3), bf(2.4)}, false},
+		{"gemm_bf16_nn_dgelu_bf16", dgeluNeg, false},
+	} {
+		err := gemmBF16BwdMismatch(tc.kernel, c, gemmBF16BwdRun{got: tc.got, ref: sum, errF: errF, init: init, pre: pre})
+		if (err == nil) != tc.pass {
+			t.Errorf("%s %v: mismatch %v, want pass %v", tc.kernel, tc.got, err, tc.pass)
+		}
+	}
+}

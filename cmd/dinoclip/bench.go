@@ -11,6 +11,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -220,7 +221,7 @@ func runBench(cCtx *cli.Context) error {
 	}
 
 	start := time.Now()
-	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, c) })
+	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, train.PrecisionFP32, c) })
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

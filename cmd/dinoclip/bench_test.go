@@ -10,6 +10,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // benchTiny is every measurement of dinoclip bench at sizes that take
@@ -99,7 +100,7 @@ func TestBenchErrors(t *testing.T) {
 // TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get
 // the GPU engine rather than benchmarking something else.
 func TestBenchCUDAWithoutTheTag(t *testing.T) {
-	if _, err := newEngine("cuda", nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}); err == nil {
+	if _, err := newEngine("cuda", train.PrecisionFP32, nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}); err == nil {
 		t.Skip("this build has a CUDA engine")
 	}
 	wantError(t, []string{"bench", "--device", "cuda", "--shape", "8x16x1x4", "--batch", "4", "--topk=false", "--data=false"},

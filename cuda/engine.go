@@ -47,7 +47,8 @@ type Engine struct {
 	np     int
 	bf16   bool // bf16 mixed precision (engine_bf16.go)
 
-	state               uintptr // one allocation: params | grads | m | v
+	state               uintptr // one allocation: params | grads | m | v [| paramsBF16]
+	stateBytes          int64
 	params, grads, m, v buf[float32]
 	paramsBF16          buf[uint16] // bf16 mode: bf16(params), in the state allocation
 
@@ -129,7 +130,7 @@ func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 		if err != nil {
 			return dev.oom(err, bytes, fmt.Sprintf("the model (%d parameters)", e.np), "parameters, gradients and AdamW moments", "")
 		}
-		e.state = p
+		e.state, e.stateBytes = p, bytes
 		if err := dev.drv.Zero(p, bytes); err != nil {
 			return fmt.Errorf("cuda: %w", err)
 		}
@@ -229,7 +230,7 @@ func (e *Engine) reserve(n int) error {
 	p, err := e.dev.alloc(bytes)
 	if err != nil {
 		return e.dev.oom(err, bytes, fmt.Sprintf("batch %d", n), "activations and scratch",
-			fmt.Sprintf("the parameters, gradients and AdamW moments take another %.2f GiB", float64(16*int64(e.np))/gib))
+			fmt.Sprintf("the parameters, gradients and AdamW moments take another %.2f GiB", float64(e.stateBytes)/gib))
 	}
 	e.ws, e.wsBytes, e.capacity = p, bytes, n
 	a := arena{base: p}

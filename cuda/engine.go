@@ -313,7 +313,7 @@ func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) 
 // the loss's gradient into dy when grad) and returns the loss, an error
 // when it is not finite (on the worker thread).
 func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
-	if err := e.forward(n); err != nil {
+	if err := e.forward(n, grad); err != nil {
 		return 0, err
 	}
 	o := e.cfg.OutputDim
@@ -339,9 +339,9 @@ func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 }
 
 // forward runs the model on the n rows in e.x, leaving the output in e.out
-// and the activations for backward (on the worker thread). It mirrors
-// nn.Model.Forward.
-func (e *Engine) forward(n int) error {
+// and, when grad, the activations for backward (on the worker thread). It
+// mirrors nn.Model.Forward.
+func (e *Engine) forward(n int, grad bool) error {
 	c, d := e.cfg, e.dev
 	h, in := c.HiddenDim, c.InputDim
 	var none buf[float32]
@@ -383,7 +383,7 @@ func (e *Engine) forward(n int) error {
 	if err := e.toBF16(e.hiddenb, e.hidden, n*h); err != nil {
 		return err
 	}
-	if err := e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n); err != nil {
+	if err := e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad); err != nil {
 		return err
 	}
 	return e.linearNorm(e.head2, e.outNorm, lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
@@ -521,7 +521,7 @@ func (e *Engine) Project(dst, x []float32, n int) error {
 		if err := upload(e.dev, e.x, x); err != nil {
 			return err
 		}
-		if err := e.forward(n); err != nil {
+		if err := e.forward(n, false); err != nil {
 			return err
 		}
 		return download(e.dev, dst, e.out)

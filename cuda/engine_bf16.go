@@ -135,11 +135,16 @@ func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd,
 }
 
 // linearGELU sets pre = x W^T + b and act = GELU(pre): in float32 mode
-// act (f32) in the GEMM's epilogue, in bf16 mode actb (bf16, the next
-// GEMM's operand) by gelu_f32_bf16, since the backward pass needs pre too
-// and gemm_bf16's GELU epilogue writes only the activation.
-func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int) error {
+// act (f32) in the GEMM's epilogue; in bf16 mode actb (bf16, the next
+// GEMM's operand), in the GEMM's epilogue when no backward pass follows
+// (!grad: pre is not written), else by gelu_f32_bf16 after a GEMM that
+// writes pre, which GELU's backward needs and gemm_bf16's GELU epilogue
+// does not write.
+func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int, grad bool) error {
 	d := e.dev
+	if e.bf16 && !grad {
+		return d.gemmBF16ToBF16(outGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
+	}
 	if e.bf16 {
 		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
 			return err

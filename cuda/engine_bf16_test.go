@@ -22,9 +22,10 @@ func TestEngineBF16(t *testing.T) {
 	enginetest.RunWith(t, func(c nn.Config) (nn.Engine, error) { return NewBF16Engine(c) }, enginetest.BF16)
 }
 
-// TestEngineBF16Paths: one forward and backward pass of the bf16 engine on
-// each GEMM path (wgmma and the mma.sync fallback), on a batch that is not
-// a multiple of 8 (the transposed operands of the weight gradients are
+// TestEngineBF16Paths: a projection (the head's GELU in the GEMM's
+// epilogue) and one forward and backward pass of the bf16 engine on each
+// GEMM path (wgmma and the mma.sync fallback), on a batch that is not a
+// multiple of 8 (the transposed operands of the weight gradients are
 // zero-padded to K = 72) and a model with one block, against the float64
 // oracle with the bf16 tolerances.
 func TestEngineBF16Paths(t *testing.T) {
@@ -50,6 +51,18 @@ func TestEngineBF16Paths(t *testing.T) {
 				t.Fatal(err)
 			}
 			xs, ts := enginetest.Batches(c, 1, n, 9)
+			tol := enginetest.BF16
+			out := make([]float32, n*c.OutputDim)
+			if err := e.Project(out, xs[0], n); err != nil {
+				t.Fatal(err)
+			}
+			refOut, err := ref.Model.Forward(f64s(xs[0]), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := enginetest.RelDiff(out, refOut); d > tol.Forward {
+				t.Errorf("Project: relative difference %.3g > %g", d, tol.Forward)
+			}
 			loss, err := e.ForwardBackward(xs[0], ts[0], n)
 			if err != nil {
 				t.Fatal(err)
@@ -58,7 +71,6 @@ func TestEngineBF16Paths(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tol := enginetest.BF16
 			if d := math.Abs(loss-refLoss) / refLoss; d > tol.Forward {
 				t.Errorf("loss %v, oracle %v", loss, refLoss)
 			}

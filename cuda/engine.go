@@ -185,14 +185,22 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
 	f := func(k int) buf[float32] { return carve[float32](a, k) }
+	// The float32 inputs of Linears that bf16 mode keeps in bf16 only
+	// (layoutBF16 points them at scratch).
+	f32Input := func(k int) buf[float32] {
+		if e.bf16 {
+			return buf[float32]{}
+		}
+		return f(k)
+	}
 	e.x, e.t = f(n*in), f(n*o)
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f(n*h), f(n*h)
+		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f32Input(n*h), f(n*h)
 		b.rstd1, b.rstd2 = f(n), f(n)
 	}
-	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f(n*h), f(n)
-	e.head, e.headAct = f(n*hd), f(n*hd)
+	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f32Input(n*h), f(n)
+	e.head, e.headAct = f(n*hd), f32Input(n*hd)
 	e.out, e.xhatO, e.rstdO, e.dy = f(n*o), f(n*o), f(n), f(n*o)
 	e.s1, e.s2, e.s3 = f(n*h), f(n*h), f(n*h)
 	e.stats = f(n * statsTiles(max(h, o)) * 3)
@@ -205,7 +213,8 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 }
 
 // WorkspaceBytes is the device memory the activations and scratch of a batch
-// of n rows take, besides the 16 bytes per parameter of the state.
+// of n rows take, besides the state (16 bytes per parameter, 18 in bf16
+// mode).
 func (e *Engine) WorkspaceBytes(n int) int64 {
 	saved := *e
 	saved.blocks = append([]block(nil), e.blocks...)

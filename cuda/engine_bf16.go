@@ -79,7 +79,12 @@ func (e *Engine) BF16() bool { return e.bf16 }
 // rounded up to the GEMM's K multiple (zero-padded).
 func gemmLD(n int) int { return ceilDiv(n, gemmBF16KMultiple) * gemmBF16KMultiple }
 
-// layoutBF16 carves the bf16 mode's activations and scratch for n rows.
+// layoutBF16 carves the bf16 mode's activations and scratch for n rows,
+// after layoutWorkspace's. The float32 GELU outputs of the blocks and
+// hidden_norm's output live only until their bf16 copies are made (the
+// backward pass reads the copies), so they take the scratch buffers s3 and
+// s2, which the forward pass does not otherwise use; the head's GELU output
+// exists in bf16 only.
 func (e *Engine) layoutBF16(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
@@ -88,7 +93,9 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 	for i := range e.blocks {
 		b := &e.blocks[i]
 		b.xb, b.actb = f(n*h), f(n*h)
+		b.act = e.s3
 	}
+	e.hidden = e.s2
 	outs, ins := max(h, hd, o), max(in, h, hd)
 	e.bw = bf16Workspace{dyb: f(n * outs), dyT: f(outs * gemmLD(n)), xT: f(ins * gemmLD(n)),
 		wT: f(max(in*h, h*h, h*hd, hd*o)), dx: carve[float32](a, n*h)}

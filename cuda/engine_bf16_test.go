@@ -24,14 +24,15 @@ func TestEngineBF16(t *testing.T) {
 
 // TestEngineBF16Paths: a projection (the head's GELU in the GEMM's
 // epilogue) and one forward and backward pass of the bf16 engine on each
-// GEMM path (wgmma and the mma.sync fallback), on a batch that is not a
+// GEMM path the device runs (gemmPaths: wgmma and the mma.sync fallback
+// in the emulator and on an sm_90a GPU), on a batch that is not a
 // multiple of 8 (the transposed operands of the weight gradients are
 // zero-padded to K = 72) and a model with one block, against the float64
 // oracle with the bf16 tolerances.
 func TestEngineBF16Paths(t *testing.T) {
 	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 1}
 	const n = 67
-	for _, wgmma := range []bool{true, false} {
+	for _, wgmma := range gemmPaths(t, testDevice(t)) {
 		t.Run(map[bool]string{true: "wgmma", false: "mma.sync"}[wgmma], func(t *testing.T) {
 			e, err := NewBF16Engine(c)
 			if err != nil {

@@ -28,13 +28,25 @@ func bf16Round(v []float32) ([]uint16, []float64) {
 	return bits, vals
 }
 
-// bothGemmPaths runs f once on the wgmma path and once on the mma.sync
-// fallback of the shared test device, restoring its choice afterwards.
+// gemmPaths are the GEMM paths d can run: the mma.sync fallback always,
+// the wgmma kernels only where the sm_90a cubins are loaded (their PTX
+// build traps); in the emulator, both unless DINOCLIP_CUDA_KERNELS=ptx.
+func gemmPaths(t *testing.T, d *Device) []bool {
+	var wgmma bool
+	on(t, d, func() error { wgmma = d.tc.wgmma; return nil })
+	if wgmma {
+		return []bool{true, false}
+	}
+	return []bool{false}
+}
+
+// bothGemmPaths runs f on each of gemmPaths(d) of the shared test device,
+// restoring its choice afterwards.
 func bothGemmPaths(t *testing.T, d *Device, f func(t *testing.T, wgmma bool)) {
 	var saved bool
 	on(t, d, func() error { saved = d.tc.wgmma; return nil })
 	t.Cleanup(func() { d.do(func() error { d.tc.wgmma = saved; return nil }) })
-	for _, wgmma := range []bool{true, false} {
+	for _, wgmma := range gemmPaths(t, d) {
 		name := "mma.sync"
 		if wgmma {
 			name = "wgmma"

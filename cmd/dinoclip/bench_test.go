@@ -95,6 +95,8 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
 	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")
 	wantError(t, []string{"bench", "extra"}, "unexpected argument")
+	wantError(t, []string{"bench", "--precision", "bf16"}, "--precision bf16", "GPU")
+	wantError(t, []string{"bench", "--precision", "fp64"}, "--precision fp64", "fp32 or bf16")
 }
 
 // TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get

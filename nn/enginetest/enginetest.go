@@ -43,15 +43,18 @@ var FP32 = Tolerances{ForwardTol, GradientTol, TrainTol}
 // BF16 are the tolerances of a bf16 mixed-precision engine (bf16 GEMM
 // operands and stored GEMM inputs, float32 accumulation, LayerNorm, GELU,
 // loss and optimizer state, as PyTorch autocast). bf16 keeps 8 significant
-// bits: rounding to nearest errs by at most u = 2^-9 relative. A product
-// of two rounded operands is off by up to 2u; in a dot product of depth K
+// bits (7 stored, one implicit): rounding to nearest errs by at most
+// u = 2^-8 relative (half a unit in the last place), by u/sqrt(3) = 2.3e-3
+// in root mean square over values spread across a binade. A product of
+// two rounded operands is off by up to 2u; in a dot product of depth K
 // these errors are independent, so the norm-wise relative error of a
-// GEMM's output stays near u whatever K, while the worst element's error
-// relative to its value grows like 2u sqrt(K) (the sum of K terms of
-// random sign is sqrt(K) times smaller than the sum of their sizes). The
-// suite's model is 7 GEMMs deep with a rounded activation before each;
-// LayerNorm renormalises, so the errors add roughly in quadrature: about
-// sqrt(14) u = 7e-3 on the output (the bf16 GPU engine measures 5.7e-3).
+// GEMM's output stays near sqrt(2) u/sqrt(3) whatever K, while the worst
+// element's error relative to its value grows like 2u sqrt(K) (the sum of
+// K terms of random sign is sqrt(K) times smaller than the sum of their
+// sizes). The suite's model is 7 GEMMs deep, each rounding a weight and
+// an activation; LayerNorm renormalises, so the errors add roughly in
+// quadrature: about sqrt(14) u/sqrt(3) = 8.6e-3 on the output (the bf16
+// GPU engine measures 5.7e-3).
 // The backward pass is twice as deep and its LayerNorm backward cancels
 // (g - mean(g) - xhat mean(g xhat)), which amplifies relative errors of
 // small gradients: measured 1.4e-2. After 20 AdamW steps the parameters

@@ -17,14 +17,14 @@ import (
 // wgmma kernels traps, and the sm_90a build runs only where the cubins
 // load. The geometry below is the kernels' (see the file's comment).
 const (
-	gemmBF16Tile         = 128 // GEMM_BF16_BM = GEMM_BF16_BN
-	gemmBF16BoxK         = 64  // GEMM_BF16_BK: the TMA box's inner size
-	gemmBF16Threads      = 384 // GEMM_BF16_THREADS: producer + 2 consumer warpgroups
-	gemmBF16MmaThreads   = 256 // GEMM_BF16_MMA_THREADS
-	gemmBF16Smem         = 4*2*128*64*2 + 2*4*8 + 1024
-	gemmBF16MmaSmem      = 3 * (128 + 128) * 40 * 2
-	gemmBF16KMultiple    = 8  // rows of 2K bytes must be 16-byte aligned
-	gemmBF16AlignOperand = 16 // TMA bases and cp.async sources
+	gemmBF16Tile         = 128                         // GEMM_BF16_BM = GEMM_BF16_BN
+	gemmBF16BoxK         = 64                          // GEMM_BF16_BK: the TMA box's inner size
+	gemmBF16Threads      = 384                         // GEMM_BF16_THREADS: producer + 2 consumer warpgroups
+	gemmBF16MmaThreads   = 256                         // GEMM_BF16_MMA_THREADS
+	gemmBF16Smem         = 4*2*128*64*2 + 2*4*8 + 1024 // GEMM_BF16_SMEM: 4 stages of A and W chunks, 8 mbarriers, 1024-byte alignment slack
+	gemmBF16MmaSmem      = 3 * (128 + 128) * 40 * 2    // GEMM_BF16_MMA_SMEM: 3 stages of 256 padded rows
+	gemmBF16KMultiple    = 8                           // rows of 2K bytes must be 16-byte aligned
+	gemmBF16AlignOperand = 16                          // TMA bases and cp.async sources
 )
 
 // gemmOut is a bf16 GEMM's epilogue.

@@ -26,6 +26,8 @@ type Device struct {
 
 	inUse, peak int64 // bytes of the live allocations, and their peak
 
+	tc tensorCores // the tensor-core kernels' state (gemm_bf16.go)
+
 	timing  bool          // record an event pair around every launch
 	pending []timedLaunch // launches recorded since the timings were reset
 }
@@ -70,6 +72,7 @@ func (d *Device) run(ready chan<- error) {
 		return
 	}
 	d.drv = drv
+	d.initTensorCores()
 	ready <- nil
 	for f := range d.work {
 		f()
@@ -144,6 +147,7 @@ func (d *Device) free(p uintptr) error {
 		return nil
 	}
 	serr := d.drv.Sync()
+	clear(d.tc.maps) // no tensor map may outlive its memory
 	d.inUse -= d.allocs[p]
 	delete(d.allocs, p)
 	return errors.Join(serr, d.drv.Free(p))

@@ -10,8 +10,9 @@
 //     launches, events), on the NVIDIA driver or on the emulator;
 //   - cuda/emu: the host emulator of the kernels (tags cuda,cudaemu);
 //   - this package: the launch wrappers that check shapes and pack
-//     arguments (ops.go), the device's worker thread (device.go) and the
-//     engine (engine.go, resident.go), top-k (topk.go) and the hooks of
+//     arguments (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
+//     thread (device.go) and the engine (engine.go, engine_bf16.go,
+//     resident.go), top-k (topk.go) and the hooks of
 //     package internal/enginehooks that package bench measures through
 //     (hooks.go).
 //
@@ -78,6 +79,25 @@
 // per row or column in double), and AdamW is one
 // elementwise kernel over the flat buffers, bit-identical to nn.AdamW on
 // float32. Two identical ForwardBackward calls give identical bits.
+//
+// Precision: [NewEngine] computes in float32 (the parity mode);
+// [NewBF16Engine] in bf16 mixed precision with autocast's semantics
+// (engine_bf16.go; docs/TRAINING.md, "Precision"). Both share the engine:
+// the forward pass calls linear, linearNorm and linearGELU, and the
+// backward pass linearBackward, which choose the float32 SIMT GEMMs or
+// the bf16 NT GEMM of kernels/gemm_bf16.cu. The bf16 mode adds to the
+// state allocation the weights' bf16 copy (2 bytes a parameter), which
+// adamw_bf16 writes in the AdamW pass and SetParameters refreshes, and to
+// the workspace the bf16 copies of the activations the Linears read plus
+// the backward pass's bf16 scratch. Its backward GEMMs are, for now, a
+// bf16 transpose (bf16_convert.cu) followed by the NT GEMM, behind
+// dataGradBF16 and weightGradBF16: native dY W and dY^T X kernels replace
+// those two functions. The bf16 GEMM launcher takes the wgmma+TMA kernels
+// when the device loaded the sm_90a cubins (driver.Extended.KernelPath;
+// the PTX build of those kernels traps) and the mma.sync fallback
+// otherwise; it caches the operands' tensor maps (cleared when memory is
+// freed), raises each kernel's dynamic shared memory once and launches
+// the persistent kernels on min(multiprocessors, tiles) blocks.
 //
 // Retrieval: [Device.TopK] ranks keys for queries
 // on the GPU without forming the score matrix, with the tie rule of package

@@ -4,6 +4,8 @@ package cuda
 
 import (
 	"fmt"
+	"math"
+
 	"github.com/dinoclip/dinoclip/cuda/launch"
 
 	"github.com/dinoclip/dinoclip/nn"
@@ -13,6 +15,7 @@ import (
 // gradients in the flat state buffers, as nn.Model's views.
 type linear struct {
 	w, b, dw, db buf[float32]
+	wb           buf[uint16] // bf16 mode: the bf16 copy of w
 	in, out      int
 }
 
@@ -32,19 +35,24 @@ type block struct {
 	act          buf[float32] // GELU output = L2 input [n,h]
 	xhat2        buf[float32] // LN2 normalised [n,h]
 	rstd1, rstd2 buf[float32] // [n]
+	xb, actb     buf[uint16]  // bf16 mode: x and act in bf16, the Linears' operands [n,h]
 }
 
-// Engine is the [nn.Engine] on a GPU. It computes in float32 with the
-// semantics of nn.CPUEngine[float32]; see the package documentation for the
+// Engine is the [nn.Engine] on a GPU. NewEngine's computes in float32
+// with the semantics of nn.CPUEngine[float32]; NewBF16Engine's in bf16
+// mixed precision (engine_bf16.go). See the package documentation for the
 // design. An Engine is not safe for concurrent use (nor is the CPU engine).
 type Engine struct {
 	dev    *Device
 	cfg    nn.Config
 	layout *nn.Layout
 	np     int
+	bf16   bool // bf16 mixed precision (engine_bf16.go)
 
-	state               uintptr // one allocation: params | grads | m | v
+	state               uintptr // one allocation: params | grads | m | v [| paramsBF16]
+	stateBytes          int64
 	params, grads, m, v buf[float32]
+	paramsBF16          buf[uint16] // bf16 mode: bf16(params), in the state allocation
 
 	inProj       linear
 	blocks       []block
@@ -68,6 +76,9 @@ type Engine struct {
 	partial           buf[float64] // column-reduction partials
 	rowLoss, lossOut  buf[float64] // [n], [1]
 	rowIdx            buf[int32]   // the batch's rows in the resident data [n]
+	xb, hiddenb       buf[uint16]  // bf16 mode: x [n,in] and hidden [n,h] in bf16
+	headActb          buf[uint16]  // bf16 mode: headAct [n,hd] in bf16
+	bw                bf16Workspace
 
 	// The resident training data (resident.go): a third allocation, float16
 	// features [rows, in] then targets [rows, out]; 0 when none is loaded.
@@ -94,7 +105,7 @@ func NewEngine(c nn.Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEngine(dev, c)
+	e, err := newEngine(dev, c, false)
 	if err != nil {
 		dev.Close()
 		return nil, err
@@ -102,12 +113,15 @@ func NewEngine(c nn.Config) (*Engine, error) {
 	return e, nil
 }
 
-func newEngine(dev *Device, c nn.Config) (*Engine, error) {
+func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 	l := c.Layout()
-	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size}
+	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size, bf16: bf16}
 	state := func(a *arena) {
 		e.params, e.grads = carve[float32](a, e.np), carve[float32](a, e.np)
 		e.m, e.v = carve[float32](a, e.np), carve[float32](a, e.np)
+		if bf16 {
+			e.paramsBF16 = carve[uint16](a, e.np)
+		}
 	}
 	// Measured, not 16 bytes a parameter: each buffer starts at the
 	// arena's alignment, which pads all but the last when NumParams is not
@@ -120,7 +134,7 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 		if err != nil {
 			return dev.oom(err, bytes, fmt.Sprintf("the model (%d parameters)", e.np), "parameters, gradients and AdamW moments", "")
 		}
-		e.state = p
+		e.state, e.stateBytes = p, bytes
 		if err := dev.drv.Zero(p, bytes); err != nil {
 			return fmt.Errorf("cuda: %w", err)
 		}
@@ -136,7 +150,11 @@ func newEngine(dev *Device, c nn.Config) (*Engine, error) {
 	view := func(b buf[float32], t nn.Tensor) buf[float32] { return b.at(t.Offset, t.Size()) }
 	lin := func() linear {
 		w, b := take(), take()
-		return linear{w: view(e.params, w), b: view(e.params, b), dw: view(e.grads, w), db: view(e.grads, b), in: w.Shape[1], out: w.Shape[0]}
+		lin := linear{w: view(e.params, w), b: view(e.params, b), dw: view(e.grads, w), db: view(e.grads, b), in: w.Shape[1], out: w.Shape[0]}
+		if bf16 {
+			lin.wb = e.paramsBF16.at(w.Offset, w.Size())
+		}
+		return lin
 	}
 	ln := func() layerNorm {
 		g, b := take(), take()
@@ -158,7 +176,12 @@ func (e *Engine) Config() nn.Config { return e.cfg }
 // String describes the engine: the device, and on a GPU the compiled form
 // of the kernels it loaded (sm_90a cubins or portable PTX). The trainer
 // logs it.
-func (e *Engine) String() string { return "CUDA engine on " + e.dev.String() }
+func (e *Engine) String() string {
+	if e.bf16 {
+		return "CUDA engine (bf16 mixed precision) on " + e.dev.String()
+	}
+	return "CUDA engine on " + e.dev.String()
+}
 
 // layoutWorkspace carves the workspace for n rows out of a (a measuring
 // arena when its base is 0).
@@ -166,24 +189,36 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
 	f := func(k int) buf[float32] { return carve[float32](a, k) }
+	// The float32 inputs of Linears that bf16 mode keeps in bf16 only
+	// (layoutBF16 points them at scratch).
+	f32Input := func(k int) buf[float32] {
+		if e.bf16 {
+			return buf[float32]{}
+		}
+		return f(k)
+	}
 	e.x, e.t = f(n*in), f(n*o)
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f(n*h), f(n*h)
+		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f32Input(n*h), f(n*h)
 		b.rstd1, b.rstd2 = f(n), f(n)
 	}
-	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f(n*h), f(n)
-	e.head, e.headAct = f(n*hd), f(n*hd)
+	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f32Input(n*h), f(n)
+	e.head, e.headAct = f(n*hd), f32Input(n*hd)
 	e.out, e.xhatO, e.rstdO, e.dy = f(n*o), f(n*o), f(n), f(n*o)
 	e.s1, e.s2, e.s3 = f(n*h), f(n*h), f(n*h)
 	e.stats = f(n * statsTiles(max(h, o)) * 3)
 	e.partial = carve[float64](a, 2*colChunks(n)*max(h, hd, o))
 	e.rowLoss, e.lossOut = carve[float64](a, n), carve[float64](a, 1)
 	e.rowIdx = carve[int32](a, n)
+	if e.bf16 {
+		e.layoutBF16(a, n)
+	}
 }
 
 // WorkspaceBytes is the device memory the activations and scratch of a batch
-// of n rows take, besides the 16 bytes per parameter of the state.
+// of n rows take, besides the state (16 bytes per parameter, 18 in bf16
+// mode).
 func (e *Engine) WorkspaceBytes(n int) int64 {
 	saved := *e
 	saved.blocks = append([]block(nil), e.blocks...)
@@ -208,7 +243,7 @@ func (e *Engine) reserve(n int) error {
 	p, err := e.dev.alloc(bytes)
 	if err != nil {
 		return e.dev.oom(err, bytes, fmt.Sprintf("batch %d", n), "activations and scratch",
-			fmt.Sprintf("the parameters, gradients and AdamW moments take another %.2f GiB", float64(16*int64(e.np))/gib))
+			fmt.Sprintf("the parameters, gradients and AdamW moments take another %.2f GiB", float64(e.stateBytes)/gib))
 	}
 	e.ws, e.wsBytes, e.capacity = p, bytes, n
 	a := arena{base: p}
@@ -291,7 +326,7 @@ func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) 
 // the loss's gradient into dy when grad) and returns the loss, an error
 // when it is not finite (on the worker thread).
 func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
-	if err := e.forward(n); err != nil {
+	if err := e.forward(n, grad); err != nil {
 		return 0, err
 	}
 	var dy buf[float32]
@@ -302,17 +337,20 @@ func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 }
 
 // forward runs the model on the n rows in e.x, leaving the output in e.out
-// and the activations for backward (on the worker thread). It mirrors
-// nn.Model.Forward.
-func (e *Engine) forward(n int) error {
+// and, when grad, the activations for backward (on the worker thread). It
+// mirrors nn.Model.Forward.
+func (e *Engine) forward(n int, grad bool) error {
 	c, d := e.cfg, e.dev
-	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
+	h, in := c.HiddenDim, c.InputDim
 	var none buf[float32]
 	first := e.stream
 	if len(e.blocks) > 0 {
 		first = e.blocks[0].x
 	}
-	if err := d.linearForward(launch.KGemmNtBias, first, none, none, e.x, e.inProj.w, e.inProj.b, n, in, h); err != nil {
+	if err := e.toBF16(e.xb, e.x, n*in); err != nil {
+		return err
+	}
+	if err := e.linear(e.inProj, first, e.x, e.xb, n); err != nil {
 		return err
 	}
 	pre := e.s1
@@ -322,31 +360,31 @@ func (e *Engine) forward(n int) error {
 		if i+1 < len(e.blocks) {
 			next = e.blocks[i+1].x
 		}
-		// pre = L1(x) with row statistics; ln1 = LN1(pre), act = GELU(ln1).
-		if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, b.x, b.l1.w, b.l1.b, n, h, h); err != nil {
+		// pre = L1(x); ln1 = LN1(pre), act = GELU(ln1).
+		if err := e.toBF16(b.xb, b.x, n*h); err != nil {
 			return err
 		}
-		if err := d.lnApply(lnGELU, b.ln1, b.act, b.xhat1, b.rstd1, pre, e.stats, b.n1.gamma, b.n1.beta, none, n, h); err != nil {
+		if err := e.linearNorm(b.l1, b.n1, lnGELU, b.ln1, b.act, b.xhat1, b.rstd1, pre, b.x, b.xb, none, n); err != nil {
 			return err
 		}
 		// pre = L2(act); next = x + LN2(pre).
-		if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, b.act, b.l2.w, b.l2.b, n, h, h); err != nil {
+		if err := e.toBF16(b.actb, b.act, n*h); err != nil {
 			return err
 		}
-		if err := d.lnApply(lnResidual, next, none, b.xhat2, b.rstd2, pre, e.stats, b.n2.gamma, b.n2.beta, b.x, n, h); err != nil {
+		if err := e.linearNorm(b.l2, b.n2, lnResidual, next, none, b.xhat2, b.rstd2, pre, b.act, b.actb, b.x, n); err != nil {
 			return err
 		}
 	}
 	if err := d.lnForward(lnPlain, e.hidden, none, e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
 		return err
 	}
-	if err := d.linearForward(launch.KGemmNtBiasGelu, e.head, e.headAct, none, e.hidden, e.head1.w, e.head1.b, n, h, hd); err != nil {
+	if err := e.toBF16(e.hiddenb, e.hidden, n*h); err != nil {
 		return err
 	}
-	if err := d.linearForward(launch.KGemmNtBiasStats, e.out, none, e.stats, e.headAct, e.head2.w, e.head2.b, n, hd, o); err != nil {
+	if err := e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad); err != nil {
 		return err
 	}
-	return d.lnApply(lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.stats, e.outNorm.gamma, e.outNorm.beta, none, n, o)
+	return e.linearNorm(e.head2, e.outNorm, lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
 }
 
 // backward sets the gradients from dy for the last forward of n rows (on
@@ -359,14 +397,14 @@ func (e *Engine) backward(n int) error {
 		return err
 	}
 	dHead := e.s2.at(0, n*hd)
-	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, n, 0); err != nil {
+	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, e.headActb, n, false); err != nil {
 		return err
 	}
 	if err := d.geluBackward(dHead, dHead, e.head, n*hd); err != nil {
 		return err
 	}
 	dStream := e.s1
-	if err := e.linearBackward(e.head1, dStream, dHead, e.hidden, n, 0); err != nil {
+	if err := e.linearBackward(e.head1, dStream, dHead, e.hidden, e.hiddenb, n, false); err != nil {
 		return err
 	}
 	if err := e.layerNormBackward(e.hiddenNorm, dStream, dStream, e.xhatH, e.rstdH, n); err != nil {
@@ -379,7 +417,7 @@ func (e *Engine) backward(n int) error {
 		if err := e.layerNormBackward(b.n2, dOut2, dStream, b.xhat2, b.rstd2, n); err != nil {
 			return err
 		}
-		if err := e.linearBackward(b.l2, dIn2, dOut2, b.act, n, 0); err != nil {
+		if err := e.linearBackward(b.l2, dIn2, dOut2, b.act, b.actb, n, false); err != nil {
 			return err
 		}
 		if err := d.geluBackward(dIn2, dIn2, b.ln1, n*h); err != nil {
@@ -389,19 +427,26 @@ func (e *Engine) backward(n int) error {
 			return err
 		}
 		// The skip connection: dL/d(block input) = dStream + dL/d(L1 output) W1.
-		if err := e.linearBackward(b.l1, dStream, dIn2, b.x, n, 1); err != nil {
+		if err := e.linearBackward(b.l1, dStream, dIn2, b.x, b.xb, n, true); err != nil {
 			return err
 		}
 	}
 	var none buf[float32]
-	return e.linearBackward(e.inProj, none, dStream, e.x, n, 0)
+	return e.linearBackward(e.inProj, none, dStream, e.x, e.xb, n, false)
 }
 
 // linearBackward is nn.LinearBackward: dW = dy^T x, db = column sums of dy
-// and, when dx is not null, dx = dy W + beta dx.
-func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], n int, beta float32) error {
+// and, when dx is not null, dx = dy W (added to dx when accumulate). x is
+// the Linear's input, xb its bf16 copy in bf16 mode.
+func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], xb buf[uint16], n int, accumulate bool) error {
 	d := e.dev
-	if err := d.gemmTN(l.dw, dy, x, n, l.in, l.out); err != nil {
+	var err error
+	if e.bf16 {
+		err = e.weightGradBF16(l, dy, xb, n)
+	} else {
+		err = d.gemmTN(l.dw, dy, x, n, l.in, l.out)
+	}
+	if err != nil {
 		return err
 	}
 	var none buf[float32]
@@ -410,6 +455,13 @@ func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], n int, beta fl
 	}
 	if dx.p == 0 {
 		return nil
+	}
+	if e.bf16 {
+		return e.dataGradBF16(l, dx, dy, n, accumulate)
+	}
+	var beta float32
+	if accumulate {
+		beta = 1
 	}
 	return d.gemmNN(dx, dy, l.w, beta, n, l.in, l.out)
 }
@@ -433,7 +485,13 @@ func (e *Engine) Step(s nn.AdamWStep) error {
 		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
 	}
 	err := e.dev.do(func() error {
-		if err := e.dev.adamW(e.params, e.grads, e.m, e.v, e.np, s); err != nil {
+		var err error
+		if e.bf16 {
+			err = e.dev.adamWBF16(e.params, e.paramsBF16, e.grads, e.m, e.v, e.np, s)
+		} else {
+			err = e.dev.adamW(e.params, e.grads, e.m, e.v, e.np, s)
+		}
+		if err != nil {
 			return err
 		}
 		return e.dev.sync()
@@ -461,7 +519,7 @@ func (e *Engine) Project(dst, x []float32, n int) error {
 		if err := upload(e.dev, e.x, x); err != nil {
 			return err
 		}
-		if err := e.forward(n); err != nil {
+		if err := e.forward(n, false); err != nil {
 			return err
 		}
 		return download(e.dev, dst, e.out)
@@ -476,7 +534,8 @@ func (e *Engine) copyOut(dst []float32, src buf[float32], what string) error {
 	return e.dev.do(func() error { return download(e.dev, dst, src) })
 }
 
-// copyIn uploads one state buffer.
+// copyIn uploads one state buffer; then, when it is the parameters of a
+// bf16 engine, refreshes their bf16 copy.
 func (e *Engine) copyIn(dst buf[float32], src []float32, what string) error {
 	if len(src) != e.np {
 		return fmt.Errorf("%s: %d values, the model has %d", what, len(src), e.np)
@@ -484,6 +543,11 @@ func (e *Engine) copyIn(dst buf[float32], src []float32, what string) error {
 	return e.dev.do(func() error {
 		if err := upload(e.dev, dst, src); err != nil {
 			return err
+		}
+		if e.bf16 && dst == e.params {
+			if err := e.dev.castBF16(e.paramsBF16, e.params, e.np); err != nil {
+				return err
+			}
 		}
 		return e.dev.sync()
 	})

@@ -126,8 +126,14 @@ func sameBits(t *testing.T, what string, got, want []float32) {
 // TestResidentMatchesForwardBackward: training on resident float16 data
 // (uploaded in many chunks) is ForwardBackward on the same rows converted
 // on the host, bit for bit: the losses, the gradients and, after AdamW
-// steps, the parameters.
+// steps, the parameters; in float32 and in bf16 mode (whose batch of 37
+// rows pads the weight gradients' K).
 func TestResidentMatchesForwardBackward(t *testing.T) {
+	t.Run("fp32", func(t *testing.T) { testResidentMatches(t, NewEngine) })
+	t.Run("bf16", func(t *testing.T) { testResidentMatches(t, NewBF16Engine) })
+}
+
+func testResidentMatches(t *testing.T, newEngine func(nn.Config) (*Engine, error)) {
 	c := enginetest.Config
 	const rows, batch, steps = 203, 37, 4
 	data := newResidentData(c, rows, 1)
@@ -135,12 +141,12 @@ func TestResidentMatchesForwardBackward(t *testing.T) {
 	residentChunkBytes = int64(2 * (c.InputDim + c.OutputDim) * 10) // 10 rows a chunk
 	t.Cleanup(func() { residentChunkBytes = saved })
 
-	res, err := NewEngine(c)
+	res, err := newEngine(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Close()
-	host, err := NewEngine(c)
+	host, err := newEngine(c)
 	if err != nil {
 		t.Fatal(err)
 	}

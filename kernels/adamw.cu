@@ -14,21 +14,40 @@
 // and square root), in the CPU's order, so the result equals the float32
 // CPU engine's bit for bit.
 //
+// adamw_bf16 is the same update that also writes pb[i] = bf16(p[i]) (round
+// to nearest even), the bf16 copy of the weights the bf16 engine's GEMMs
+// read, in the same pass: p stays the float32 master copy.
+//
 // Launch: grid-stride loop, grid (min(ceil(n/256), 65535)), block 256.
 //
-// Versions: v1 (this file).
+// Versions: v1 adamw; v2 adds adamw_bf16 (adamw unchanged).
+#include "tensorcore.cuh"
+
+// adamw_update updates element i and returns its new parameter.
+__device__ __forceinline__ float adamw_update(size_t i, float* p, const float* g, float* m, float* v, float decay, float omb1, float b2,
+                                              float omb2, float step, float bc2sqrt, float eps) {
+    const float gi = g[i], mi0 = m[i];
+    const float pi = __fmul_rn(p[i], decay);
+    const float mi = __fadd_rn(mi0, __fmul_rn(omb1, __fsub_rn(gi, mi0)));
+    const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(omb2, gi), gi));
+    const float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2sqrt), eps);
+    const float pn = __fsub_rn(pi, __fmul_rn(step, __fdiv_rn(mi, den)));
+    p[i] = pn;
+    m[i] = mi;
+    v[i] = vi;
+    return pn;
+}
 
 extern "C" __global__ void __launch_bounds__(256)
 adamw(float* p, const float* g, float* m, float* v, float decay, float omb1, float b2, float omb2, float step,
       float bc2sqrt, float eps, int n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)n; i += (size_t)gridDim.x * blockDim.x) {
-        const float gi = g[i], mi0 = m[i];
-        const float pi = __fmul_rn(p[i], decay);
-        const float mi = __fadd_rn(mi0, __fmul_rn(omb1, __fsub_rn(gi, mi0)));
-        const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(omb2, gi), gi));
-        const float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2sqrt), eps);
-        p[i] = __fsub_rn(pi, __fmul_rn(step, __fdiv_rn(mi, den)));
-        m[i] = mi;
-        v[i] = vi;
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)n; i += (size_t)gridDim.x * blockDim.x)
+        adamw_update(i, p, g, m, v, decay, omb1, b2, omb2, step, bc2sqrt, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+adamw_bf16(float* p, uint16_t* pb, const float* g, float* m, float* v, float decay, float omb1, float b2, float omb2, float step,
+           float bc2sqrt, float eps, int n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)n; i += (size_t)gridDim.x * blockDim.x)
+        pb[i] = f32_to_bf16(adamw_update(i, p, g, m, v, decay, omb1, b2, omb2, step, bc2sqrt, eps));
 }

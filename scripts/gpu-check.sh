@@ -27,15 +27,18 @@
 #             captions in the default model's widths; float16 shards, so the
 #             GPU's resident copy (float16) and the CPU's host batches hold
 #             the same values
-#   train     2 epochs of the default model on the GPU, evaluated each epoch,
-#             with the training data resident on the GPU (the log must say so)
+#   train     2 epochs of the default model on the GPU in its default
+#             precision (bf16 mixed precision), evaluated each epoch, with the
+#             training data resident on the GPU (the log must say so)
 #   parity    the same first epoch (4 steps, batch 1024) on the CPU engine
-#             (host batches) and on the GPU (resident data): per-step losses
+#             (host batches) and on the GPU in fp32, its parity mode
+#             (resident data): per-step losses
 #             must agree to PARITY_RTOL (below); and on the GPU with
 #             --resident off: its losses must equal the resident run's
 #             exactly (the gather converts float16 exactly)
 #   eval      dinoclip eval of the GPU-trained model on the GPU (projected
-#             and ranked there) and on the CPU: the recall tables are compared
+#             in fp32 and ranked there) and on the CPU: the recall tables are
+#             compared
 #
 # The check passes (exit status 0, "overall: PASS") only when every part ran
 # and passed. A part that could not run is SKIP: train, parity and eval
@@ -289,8 +292,8 @@ fi
 log=$OUTDIR/parity.log
 : >"$log"
 if ! { run "$log" 240 "$CLI" train --data "$DATA" --out "$WORK/run-cpu1" --epochs 1 --batch 1024 --log-every 1 --device cpu "${TRAIN_FLAGS[@]}" &&
-	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1" --epochs 1 --batch 1024 --log-every 1 --device cuda "${TRAIN_FLAGS[@]}" &&
-	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1-host" --epochs 1 --batch 1024 --log-every 1 --device cuda --resident off "${TRAIN_FLAGS[@]}"; }; then
+	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1" --epochs 1 --batch 1024 --log-every 1 --device cuda --precision fp32 "${TRAIN_FLAGS[@]}" &&
+	run "$log" 120 "$CLI" train --data "$DATA" --out "$WORK/run-gpu1-host" --epochs 1 --batch 1024 --log-every 1 --device cuda --precision fp32 --resident off "${TRAIN_FLAGS[@]}"; }; then
 	result parity FAIL "a run failed: see parity.log"
 elif [ $py_ok = 0 ]; then
 	result parity SKIP "the three runs finished; no $PY to compare their losses"
@@ -326,7 +329,7 @@ log=$OUTDIR/eval.log
 if [ $train_ok = 0 ]; then
 	result eval SKIP "no GPU-trained model to evaluate (the train part failed)"
 elif ! { run "$log" 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda &&
-	timeout 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda --json >"$WORK/eval-gpu.json" 2>>"$log" &&
+	timeout 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda --precision fp32 --json >"$WORK/eval-gpu.json" 2>>"$log" &&
 	timeout 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cpu --json >"$WORK/eval-cpu.json" 2>>"$log"; }; then
 	result eval FAIL "see eval.log"
 elif [ $py_ok = 0 ]; then

@@ -40,7 +40,9 @@ type Options struct {
 	// State.Float16); float16 data trains on the same values either way.
 	Resident string `json:"resident,omitempty"`
 	// Precision is the arithmetic of the run: PrecisionFP32 ("" reads as
-	// it), or PrecisionFP64 on the CPU engine in float64 (nn.CPUEngine
+	// it); PrecisionBF16, bf16 mixed precision on the GPU engine (bf16
+	// GEMMs; float32 weights, gradients, moments and checkpoints); or
+	// PrecisionFP64 on the CPU engine in float64 (nn.CPUEngine
 	// [float64], the test oracle), whose checkpoints carry the float64
 	// parameters and moments beside the float32 model
 	// (checkpoint.Float64File) so that it resumes bit for bit.
@@ -81,6 +83,7 @@ const (
 const (
 	PrecisionFP32 = "fp32"
 	PrecisionFP64 = "fp64"
+	PrecisionBF16 = "bf16"
 )
 
 // PrecisionMode is o.Precision with "" (a run from before the option)
@@ -227,8 +230,8 @@ func (o Options) validate(c nn.Config, d *Dataset) error {
 		return fmt.Errorf("training data %s is %d -> %d wide, the model %d -> %d", d.Dir, d.InputDim, d.OutputDim, c.InputDim, c.OutputDim)
 	case o.ResidentMode() != ResidentAuto && o.ResidentMode() != ResidentOff:
 		return fmt.Errorf("resident %q: want %q or %q", o.Resident, ResidentAuto, ResidentOff)
-	case o.PrecisionMode() != PrecisionFP32 && o.PrecisionMode() != PrecisionFP64:
-		return fmt.Errorf("precision %q: want %q or %q", o.Precision, PrecisionFP32, PrecisionFP64)
+	case o.PrecisionMode() != PrecisionFP32 && o.PrecisionMode() != PrecisionFP64 && o.PrecisionMode() != PrecisionBF16:
+		return fmt.Errorf("precision %q: want %q, %q or %q", o.Precision, PrecisionFP32, PrecisionBF16, PrecisionFP64)
 	case o.EMA != 0 && !(o.EMA > 0 && o.EMA < 1):
 		return fmt.Errorf("EMA decay %v: must be in (0, 1)", o.EMA)
 	case o.BestFrom != "" && o.BestFrom != BestFromRaw && o.BestFrom != BestFromEMA:
@@ -453,10 +456,23 @@ func (tr *Trainer) float64Engine() *nn.CPUEngine[float64] {
 
 // checkPrecision refuses an engine that does not compute in o's precision.
 func (tr *Trainer) checkPrecision(o Options) error {
-	if want64, is64 := o.PrecisionMode() == PrecisionFP64, tr.float64Engine() != nil; want64 != is64 {
-		return fmt.Errorf("precision %s: the engine (%T) does not compute in it; fp64 runs on the float64 CPU engine, fp32 on the others", o.PrecisionMode(), tr.Engine)
+	if want, is := o.PrecisionMode(), EnginePrecision(tr.Engine); want != is {
+		return fmt.Errorf("precision %s: the engine (%T) computes in %s; fp64 runs on the float64 CPU engine, bf16 on the GPU engine in bf16 mode, fp32 on the others", want, tr.Engine, is)
 	}
 	return nil
+}
+
+// EnginePrecision is the arithmetic of e as an Options.Precision value:
+// fp64 for the float64 CPU engine, bf16 for an engine whose BF16 method
+// says so (the GPU engine in bf16 mixed precision), else fp32.
+func EnginePrecision(e nn.Engine) string {
+	if _, ok := e.(*nn.CPUEngine[float64]); ok {
+		return PrecisionFP64
+	}
+	if b, ok := e.(interface{ BF16() bool }); ok && b.BF16() {
+		return PrecisionBF16
+	}
+	return PrecisionFP32
 }
 
 // loop trains from st to the end of the last epoch. Batches come from

@@ -258,10 +258,11 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
 }
 
-// modelMeta is the metadata of a checkpoint's model at st: its step and
-// epoch, and its evaluation reports when there are some.
+// modelMeta is the metadata of a checkpoint's model at st: its step,
+// epoch and the run's precision (the arithmetic that trained it), and its
+// evaluation reports when there are some.
 func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) {
-	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch)}
+	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch), "precision": st.Options.PrecisionMode()}
 	if reports != nil {
 		b, err := json.Marshal(reports)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -73,6 +74,7 @@ func benchCommand() *cli.Command {
 			"   dinoclip bench --device cuda --json bench.json",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to run the engine on: cpu, or cuda (a build with -tags cuda)"},
+			&cli.StringFlag{Name: "precision", Value: train.PrecisionFP32, Usage: "`MODE` of the engine's arithmetic: fp32, or bf16 (cuda only: bf16 mixed precision, train's default on the GPU); recorded with the arguments"},
 			&cli.StringSliceFlag{Name: "shape", Usage: "model `SHAPE`: default, small or IxHxBxO (repeat or separate with commas)", DefaultText: "cpu: default,small; cuda: default"},
 			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
 			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
@@ -107,6 +109,10 @@ func runBench(cCtx *cli.Context) error {
 	}
 	device := cCtx.String("device")
 	if err := checkDevice(device); err != nil {
+		return err
+	}
+	precision, err := devicePrecision(device, cCtx.String("precision"), false)
+	if err != nil {
 		return err
 	}
 	def := benchDefaults[device]
@@ -220,7 +226,7 @@ func runBench(cCtx *cli.Context) error {
 	}
 
 	start := time.Now()
-	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, c) })
+	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, precision, c) })
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

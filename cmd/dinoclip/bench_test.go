@@ -10,6 +10,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // benchTiny is every measurement of dinoclip bench at sizes that take
@@ -94,12 +95,14 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
 	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")
 	wantError(t, []string{"bench", "extra"}, "unexpected argument")
+	wantError(t, []string{"bench", "--precision", "bf16"}, "--precision bf16", "GPU")
+	wantError(t, []string{"bench", "--precision", "fp64"}, "--precision fp64", "fp32 or bf16")
 }
 
 // TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get
 // the GPU engine rather than benchmarking something else.
 func TestBenchCUDAWithoutTheTag(t *testing.T) {
-	if _, err := newEngine("cuda", nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}); err == nil {
+	if _, err := newEngine("cuda", train.PrecisionFP32, nn.Config{InputDim: 8, HiddenDim: 16, Blocks: 1, OutputDim: 4}); err == nil {
 		t.Skip("this build has a CUDA engine")
 	}
 	wantError(t, []string{"bench", "--device", "cuda", "--shape", "8x16x1x4", "--batch", "4", "--topk=false", "--data=false"},

@@ -94,7 +94,7 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 	c := nn.Config{InputDim: data.InputDim, HiddenDim: cCtx.Int("hidden-dim"), OutputDim: data.OutputDim, Blocks: cCtx.Int("blocks")}
-	engine, err := openEngine(cCtx.String("device"), c)
+	engine, err := openEngine(cCtx.String("device"), train.PrecisionFP32, c)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,6 @@ var errNoCUDA = errors.New("this dinoclip was built without CUDA; rebuild with -
 // newEngine builds the engine for a device other than the CPU. This build
 // has none; the build with -tags cuda provides the GPU engine in its own
 // version of this function.
-func newEngine(device string, c nn.Config) (nn.Engine, error) {
+func newEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 	return nil, errNoCUDA
 }

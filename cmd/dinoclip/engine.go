@@ -7,6 +7,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -44,9 +45,48 @@ func projectionFlags(cCtx *cli.Context, required ...string) (batch int, device s
 	return batch, device, nil
 }
 
-// openEngine builds an engine of shape c on device: the float32 CPU engine
-// for cpu, newEngine (device.go, by build tag) for the others.
-func openEngine(device string, c nn.Config) (nn.Engine, error) {
+// precisionUsage is the --precision flag of the commands that project
+// (eval, project); train's adds fp64.
+const precisionUsage = "`MODE` of the arithmetic on the GPU: bf16 (the default there: bf16 mixed precision, PyTorch autocast's semantics: bf16 GEMMs accumulating in fp32, fp32 LayerNorm, GELU and loss) or fp32 (the parity mode, as the CPU computes); the CPU computes in fp32"
+
+// devicePrecision resolves --precision for device: "" is the device's
+// default (bf16 on the GPU, fp32 on the CPU); bf16 is refused on the CPU,
+// fp64 everywhere unless fp64 (train, CPU only).
+func devicePrecision(device, precision string, fp64 bool) (string, error) {
+	if precision == "" {
+		if device == "cpu" {
+			return train.PrecisionFP32, nil
+		}
+		return train.PrecisionBF16, nil
+	}
+	switch precision {
+	case train.PrecisionFP32:
+		return precision, nil
+	case train.PrecisionBF16:
+		if device == "cpu" {
+			return "", fmt.Errorf("--precision bf16 runs on the GPU (--device cuda); the CPU engine computes in fp32%s", map[bool]string{true: " or fp64", false: ""}[fp64])
+		}
+		return precision, nil
+	case train.PrecisionFP64:
+		if !fp64 {
+			return "", fmt.Errorf("--precision fp64: want fp32 or bf16 (fp64 is a training mode)")
+		}
+		if device != "cpu" {
+			return "", fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
+		}
+		return precision, nil
+	}
+	want := "fp32 or bf16"
+	if fp64 {
+		want = "fp32, bf16 or fp64"
+	}
+	return "", fmt.Errorf("--precision %q: want %s", precision, want)
+}
+
+// openEngine builds an engine of shape c on device in precision (fp32 or
+// bf16, resolved by devicePrecision): the float32 CPU engine for cpu,
+// newEngine (device.go, by build tag) for the others.
+func openEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 	if err := checkDevice(device); err != nil {
 		return nil, err
 	}
@@ -54,9 +94,12 @@ func openEngine(device string, c nn.Config) (nn.Engine, error) {
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	if device == "cpu" {
+		if precision != train.PrecisionFP32 {
+			return nil, fmt.Errorf("--precision %s: the CPU engine computes in fp32", precision)
+		}
 		return nn.NewCPUEngine[float32](c)
 	}
-	e, err := newEngine(device, c)
+	e, err := newEngine(device, precision, c)
 	if err != nil {
 		return nil, fmt.Errorf("--device %s: %w", device, err)
 	}
@@ -71,8 +114,8 @@ type loadedModel struct {
 }
 
 // loadModel resolves --model (a model file, a checkpoint directory or a run
-// directory), reads it and loads it onto an engine on device.
-func loadModel(model, device string) (*loadedModel, error) {
+// directory), reads it and loads it onto an engine on device in precision.
+func loadModel(model, device, precision string) (*loadedModel, error) {
 	if err := checkDevice(device); err != nil {
 		return nil, err
 	}
@@ -84,7 +127,7 @@ func loadModel(model, device string) (*loadedModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	e, err := openEngine(device, m.Config)
+	e, err := openEngine(device, precision, m.Config)
 	if err != nil {
 		return nil, err
 	}

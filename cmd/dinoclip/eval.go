@@ -28,8 +28,9 @@ func evalCommand() *cli.Command {
 		Flags: []cli.Flag{
 			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
 			stringSliceFlag("eval", "evaluation set `DIR` (repeat for more sets)"),
-			boolFlag("json", "print a JSON document (model, config, reports) instead of the table"),
+			boolFlag("json", "print a JSON document (model, config, device, precision, reports) instead of the table"),
 			deviceFlag(),
+			stringFlag("precision", precisionUsage, ""),
 			configFlag(),
 		},
 		Before:       applyConfig,
@@ -40,12 +41,14 @@ func evalCommand() *cli.Command {
 
 // evalDocument is what eval --json prints.
 type evalDocument struct {
-	Model   string             `json:"model"`
-	Config  nn.Config          `json:"config"`
-	Step    *int               `json:"step,omitempty"`
-	Epoch   *int               `json:"epoch,omitempty"`
-	Device  string             `json:"device"`
-	Reports []retrieval.Report `json:"reports"`
+	Model  string    `json:"model"`
+	Config nn.Config `json:"config"`
+	Step   *int      `json:"step,omitempty"`
+	Epoch  *int      `json:"epoch,omitempty"`
+	Device string    `json:"device"`
+	// Precision is the arithmetic of the projection (fp32 or bf16).
+	Precision string             `json:"precision"`
+	Reports   []retrieval.Report `json:"reports"`
 }
 
 func runEval(cCtx *cli.Context) error {
@@ -59,6 +62,10 @@ func runEval(cCtx *cli.Context) error {
 	if err := checkDevice(device); err != nil {
 		return err
 	}
+	precision, err := devicePrecision(device, cCtx.String("precision"), false)
+	if err != nil {
+		return err
+	}
 	var sets []*retrieval.Set
 	for _, dir := range cCtx.StringSlice("eval") {
 		s, err := loadEvalSet(dir)
@@ -70,13 +77,13 @@ func runEval(cCtx *cli.Context) error {
 	if err := checkDistinctNames(sets); err != nil {
 		return err
 	}
-	lm, err := loadModel(cCtx.String("model"), device)
+	lm, err := loadModel(cCtx.String("model"), device, precision)
 	if err != nil {
 		return err
 	}
 	defer lm.Engine.Close()
 	c := lm.Model.Config
-	doc := evalDocument{Model: lm.Path, Config: c, Device: device,
+	doc := evalDocument{Model: lm.Path, Config: c, Device: device, Precision: precision,
 		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
 	for _, s := range sets {
 		if s.FeatureDim != c.InputDim || s.EmbeddingDim != c.OutputDim {

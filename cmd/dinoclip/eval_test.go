@@ -35,6 +35,9 @@ func TestEvalJSON(t *testing.T) {
 	if doc.Step == nil || doc.Epoch == nil {
 		t.Errorf("eval --json has no step and epoch of the checkpoint")
 	}
+	if doc.Device != "cpu" || doc.Precision != "fp32" {
+		t.Errorf("eval --json: device %q, precision %q; want the CPU's default, cpu and fp32", doc.Device, doc.Precision)
+	}
 	if len(doc.Reports) != 1 {
 		t.Fatalf("eval --json: %d reports, want 1", len(doc.Reports))
 	}
@@ -114,6 +117,8 @@ func TestEvalErrors(t *testing.T) {
 		{"duplicate set names", []string{"eval", "--model", run, "--eval", eval, "--eval", eval}, []string{"both named"}},
 		{"cuda in the default build", []string{"eval", "--model", run, "--eval", eval, "--device", "cuda"}, []string{"built without CUDA"}},
 		{"unknown device", []string{"eval", "--model", run, "--eval", eval, "--device", "gpu"}, []string{`"gpu"`}},
+		{"bf16 on the CPU", []string{"eval", "--model", run, "--eval", eval, "--precision", "bf16"}, []string{"--precision bf16", "GPU"}},
+		{"unknown precision", []string{"eval", "--model", run, "--eval", eval, "--precision", "fp16"}, []string{`--precision "fp16"`, "fp32 or bf16"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })

@@ -14,6 +14,7 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
@@ -117,7 +118,7 @@ func runIndex(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	lm, err := loadModel(cCtx.String("model"), device)
+	lm, err := loadModel(cCtx.String("model"), device, train.PrecisionFP32)
 	if err != nil {
 		return err
 	}

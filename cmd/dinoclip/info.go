@@ -262,7 +262,11 @@ func writeModelInfo(w io.Writer, path string) error {
 	fmt.Fprintf(w, "  config: input_dim %d, hidden_dim %d, output_dim %d, num_residual_blocks %d\n", c.InputDim, c.HiddenDim, c.OutputDim, c.Blocks)
 	fmt.Fprintf(w, "  parameters: %d (%s, %d tensors)\n", c.NumParams(), strings.Join(dtypes, ", "), len(f.Tensors()))
 	if s, e := metaInt(m.Meta, "step"), metaInt(m.Meta, "epoch"); s != nil || e != nil {
-		fmt.Fprintf(w, "  trained: epoch %s, optimizer step %s\n", intOr(e), intOr(s))
+		trained := fmt.Sprintf("epoch %s, optimizer step %s", intOr(e), intOr(s))
+		if p, ok := m.Meta["precision"]; ok {
+			trained += ", in " + p
+		}
+		fmt.Fprintf(w, "  trained: %s\n", trained)
 	}
 	if v, ok := m.Meta["metrics"]; ok {
 		writeMetrics(w, v)

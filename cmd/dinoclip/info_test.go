@@ -19,7 +19,7 @@ func TestInfo(t *testing.T) {
 		{run, []string{"training run", "checkpoints: 2", "last -> checkpoints/step-00000008", "best -> checkpoints/step-",
 			"8 -> 8 x 1 residual blocks -> 4 -> 4, 328 parameters", "finished, 2 epochs, 8 optimizer steps", "best so far: r5 = ", "training data: 64 rows, 8 -> 4"}},
 		{best, []string{"training checkpoint", "input_dim 8, hidden_dim 8, output_dim 4, num_residual_blocks 1", "328 (F32", "best so far"}},
-		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch ",
+		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch ", ", in fp32",
 			// the evaluation reports stored in the model, as eval's table
 			"metrics at this checkpoint:\n", "    set        direction", "    tiny-eval  text->image", "% of CLIP = projection R@5"}},
 		{data, []string{"training data", "shards: 2", "rows: 64", "8 -> 4", "shard-00001: 24 rows, features float16, targets float32"}},

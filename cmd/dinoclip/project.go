@@ -36,6 +36,7 @@ func projectCommand() *cli.Command {
 			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
 			boolFlag("float16", "write float16 instead of float32"),
 			deviceFlag(),
+			stringFlag("precision", precisionUsage, ""),
 			configFlag(),
 		},
 		Before:       applyConfig,
@@ -46,6 +47,10 @@ func projectCommand() *cli.Command {
 
 func runProject(cCtx *cli.Context) error {
 	batch, device, err := projectionFlags(cCtx, "model", "in", "out")
+	if err != nil {
+		return err
+	}
+	precision, err := devicePrecision(device, cCtx.String("precision"), false)
 	if err != nil {
 		return err
 	}
@@ -66,7 +71,7 @@ func runProject(cCtx *cli.Context) error {
 		}
 		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType().Name(), hint)
 	}
-	lm, err := loadModel(cCtx.String("model"), device)
+	lm, err := loadModel(cCtx.String("model"), device, precision)
 	if err != nil {
 		return err
 	}

@@ -143,6 +143,9 @@ func TestProjectErrors(t *testing.T) {
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
 		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},
+		{"bf16 on the CPU", []string{"project", "--model", run, "--in", good, "--out", ok, "--precision", "bf16"}, []string{"--precision bf16", "GPU", "computes in fp32"}},
+		{"fp64 projection", []string{"project", "--model", run, "--in", good, "--out", ok, "--precision", "fp64"}, []string{"--precision fp64", "fp32 or bf16"}},
+		{"unknown precision", []string{"project", "--model", run, "--in", good, "--out", ok, "--precision", "fp8"}, []string{`--precision "fp8"`, "fp32 or bf16"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })

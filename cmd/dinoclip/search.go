@@ -12,6 +12,7 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
@@ -156,7 +157,7 @@ func runSearch(cCtx *cli.Context) error {
 		return err
 	}
 	if device != "cpu" && deviceSearcher == nil {
-		_, err := newEngine(device, nn.Config{})
+		_, err := newEngine(device, train.PrecisionFP32, nn.Config{})
 		return fmt.Errorf("--device %s: %w", device, err)
 	}
 	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")

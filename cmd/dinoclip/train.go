@@ -65,7 +65,7 @@ func trainCommand() *cli.Command {
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
 			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),
-			stringFlag("precision", "`MODE` of the arithmetic: fp32, or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors)", d.Precision),
+			stringFlag("precision", "`MODE` of the arithmetic: bf16 (GPU only, the default there: bf16 mixed precision, PyTorch autocast's semantics: bf16 GEMMs accumulating in fp32; fp32 weights, gradients, AdamW moments, LayerNorm, GELU and loss), fp32 (the CPU's default; on the GPU the parity mode), or fp64 (CPU only: the float64 engine, PyTorch float64's trajectory to ~1e-10; slower; checkpoints also hold the float64 state, float64.safetensors); recorded in run.json and the checkpoints, and kept by --resume", ""),
 			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the host), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
 			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
@@ -114,9 +114,12 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	if o.BestFrom == train.BestFromEMA && o.EMA == 0 {
 		return o, fmt.Errorf("--best-from ema needs a moving average: give --ema DECAY")
 	}
+	// "" until the device is known: its default (devicePrecision).
 	o.Precision = cCtx.String("precision")
-	if o.Precision != train.PrecisionFP32 && o.Precision != train.PrecisionFP64 {
-		return o, fmt.Errorf("--precision %q: want %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionFP64)
+	switch o.Precision {
+	case "", train.PrecisionFP32, train.PrecisionBF16, train.PrecisionFP64:
+	default:
+		return o, fmt.Errorf("--precision %q: want %s, %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionBF16, train.PrecisionFP64)
 	}
 	o.Loss = cCtx.String("loss")
 	if o.Loss != nn.LossMSE && o.Loss != nn.LossInfoNCE && o.Loss != nn.LossMSEInfoNCE {
@@ -248,7 +251,17 @@ func runTrain(cCtx *cli.Context) error {
 	if resume {
 		runOpts = run.Options
 	}
-	precision := runOpts.PrecisionMode()
+	precision := opts.Precision
+	if resume {
+		precision = run.Options.PrecisionMode()
+	}
+	if precision, err = devicePrecision(device, precision, true); err != nil {
+		if resume {
+			return fmt.Errorf("--resume: the run in %s trains in %s: %w", runDir, run.Options.PrecisionMode(), err)
+		}
+		return err
+	}
+	opts.Precision = precision
 	if device == "cpu" {
 		elemSize := 4
 		if precision == train.PrecisionFP64 {
@@ -286,10 +299,10 @@ func runTrain(cCtx *cli.Context) error {
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64
-// run.
+// run (precision resolved by devicePrecision).
 func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 	if precision != train.PrecisionFP64 {
-		return openEngine(device, c)
+		return openEngine(device, precision, c)
 	}
 	if device != "cpu" {
 		return nil, fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)

@@ -103,6 +103,17 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	if info.Step != 8 || info.Best == nil || info.Best.Metric != "r5" || len(info.Evals) != 1 {
 		t.Errorf("run.json after the resumed run: step %d, best %+v, evals %+v", info.Step, info.Best, info.Evals)
 	}
+	// The CPU's default precision, fp32, is recorded in run.json and in
+	// the checkpoints; a resume asking for bf16 is refused.
+	if info.Options.Precision != train.PrecisionFP32 {
+		t.Errorf("run.json options precision %q, want fp32", info.Options.Precision)
+	}
+	if m, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err != nil {
+		t.Error(err)
+	} else if m.Meta["precision"] != train.PrecisionFP32 {
+		t.Errorf("last checkpoint's metadata: precision %q, want fp32", m.Meta["precision"])
+	}
+	wantError(t, []string{"train", "--out", run, "--resume", "--precision", "bf16"}, "--precision bf16", "started with fp32")
 	// Resuming with options other than the run's is refused; the same ones
 	// (a config file used again, say) are fine, and so is the same data
 	// at another path.
@@ -178,7 +189,8 @@ func TestTrainErrors(t *testing.T) {
 		{"negative weight decay", with("--weight-decay", "-0.1"), []string{"--weight-decay -0.1"}},
 		{"negative keep", with("--keep", "-1"), []string{"--keep -1"}},
 		{"unknown resident mode", with("--resident", "on"), []string{`--resident "on"`, "auto or off"}},
-		{"unknown precision", with("--precision", "fp16"), []string{`--precision "fp16"`, "fp32 or fp64"}},
+		{"unknown precision", with("--precision", "fp16"), []string{`--precision "fp16"`, "fp32, bf16 or fp64"}},
+		{"bf16 on the CPU", with("--precision", "bf16"), []string{"--precision bf16", "GPU", "fp32 or fp64"}},
 		{"fp64 on a GPU", with("--precision", "fp64", "--device", "cuda"), []string{"fp64", "CPU engine only"}},
 		{"ema decay 1", with("--ema", "1"), []string{"--ema 1", "(0, 1)"}},
 		{"ema decay NaN", with("--ema", "NaN"), []string{"--ema NaN", "(0, 1)"}},

@@ -29,6 +29,8 @@ type cuDriver struct {
 	fns     []cu.Function
 	desc    string
 	devName string
+	pathKey string // the loaded kernels.Path's Key
+	sms     int    // multiprocessors
 	ext     *cuExt // the Extended calls (cu_ext.go), set up at first use
 }
 
@@ -59,6 +61,10 @@ func Open(kernelNames []string) (Driver, error) {
 	if major < 8 {
 		return nil, fmt.Errorf("cuda: GPU 0 has compute capability %d.%d; the kernels are built for 8.0 and later", major, minor)
 	}
+	sms, err := dev.Attribute(cu.MultiprocessorCount)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: GPU 0: %w", err)
+	}
 	name, _ := dev.Name()
 	total, _ := dev.TotalMem()
 	// MakeContext creates the context and makes it current on this thread.
@@ -66,7 +72,7 @@ func Open(kernelNames []string) (Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: creating a context on %s: %w", name, err)
 	}
-	c := &cuDriver{dev: dev, ctx: ctx, devName: name, names: kernelNames}
+	c := &cuDriver{dev: dev, ctx: ctx, devName: name, names: kernelNames, sms: sms}
 	path, err := c.load(major*10+minor, cu.Version())
 	if err != nil {
 		c.Close()
@@ -119,6 +125,7 @@ func (c *cuDriver) load(cc, driverVersion int) (string, error) {
 		}
 		c.fns = append(c.fns, fn)
 	}
+	c.pathKey = path.Key
 	return path.Name, nil
 }
 

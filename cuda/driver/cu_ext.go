@@ -313,3 +313,7 @@ func (c *cuDriver) DestroyGraphExec(exec GraphExec) error {
 	}
 	return x.lib.GraphExecDestroy(e)
 }
+
+func (c *cuDriver) KernelPath() string { return c.pathKey }
+
+func (c *cuDriver) Multiprocessors() int { return c.sms }

@@ -5,10 +5,12 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/emu"
+	"github.com/dinoclip/dinoclip/kernels"
 )
 
 // emuDriver runs the kernels compiled for the host (package cuda/emu): the
@@ -26,6 +28,12 @@ type emuDriver struct {
 	// capture collects the stream's work between BeginCapture and
 	// EndCapture instead of running it.
 	capture *emuGraph
+	// pathKey is the compiled form the emulated device pretends to have
+	// loaded: the best of kernels.Paths, or the one DINOCLIP_CUDA_KERNELS
+	// names, as on a GPU. The emulator runs every kernel whatever it says;
+	// the engine reads it to choose between the wgmma kernels and their
+	// fallbacks, so that both choices can be tested here.
+	pathKey string
 }
 
 // emuGraph is a recorded sequence of stream operations; kinds name each
@@ -43,14 +51,30 @@ func Open(kernelNames []string) (Driver, error) {
 	if len(kernelNames) == 0 {
 		return nil, errors.New("emulation: no kernels to load")
 	}
-	return &emuDriver{names: kernelNames, maxShared: map[int]int{}}, nil
+	paths, err := kernels.Only(kernels.Paths(), os.Getenv("DINOCLIP_CUDA_KERNELS"))
+	if err != nil {
+		return nil, fmt.Errorf("emulation: %w", err)
+	}
+	if len(paths) == 0 {
+		return nil, errors.New("emulation: no compiled kernels (run make kernels)")
+	}
+	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key}, nil
 }
 
 // The emulated device is an H100 (limits SM90): 48 KiB of dynamic shared
 // memory without opting in, 227 KiB with, portable clusters of up to 8.
 const defaultDynamicShared = 48 << 10
 
-func (*emuDriver) Describe() string { return "host emulation of the CUDA kernels (no GPU)" }
+func (d *emuDriver) Describe() string {
+	return "host emulation of the CUDA kernels (no GPU; as if the " + d.pathKey + " kernels were loaded)"
+}
+
+func (d *emuDriver) KernelPath() string { return d.pathKey }
+
+// emuMultiprocessors is an H100 SXM's count, the emulated device's.
+const emuMultiprocessors = 132
+
+func (*emuDriver) Multiprocessors() int { return emuMultiprocessors }
 
 func (*emuDriver) Name() string { return "host emulation" }
 

@@ -79,6 +79,14 @@ type Extended interface {
 	// memory per block.
 	SetMaxDynamicShared(k int, bytes int) error
 	EncodeTensorMap(spec TensorMapSpec) (TensorMap, error)
+	// KernelPath is the Key of the compiled form of the kernels the driver
+	// loaded (kernels.SM90a.Key or kernels.PortablePTX.Key). Only the
+	// sm_90a cubins have working wgmma/TMA kernels: the PTX build's bodies
+	// of those kernels trap.
+	KernelPath() string
+	// Multiprocessors is the device's number of streaming multiprocessors,
+	// the grid of a persistent kernel.
+	Multiprocessors() int
 
 	// HostAlloc returns page-locked host memory, which asynchronous copies
 	// need to overlap with kernels; HostFree releases it.

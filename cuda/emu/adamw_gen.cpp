@@ -13,8 +13,11 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&adamw), void (*)(float*, const float*, float*, float*, float, float, float, float, float, float, float, int)>,
               "kernels/adamw.cu: adamw: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&adamw_bf16), void (*)(float*, uint16_t*, const float*, float*, float*, float, float, float, float, float, float, float, int)>,
+              "kernels/adamw.cu: adamw_bf16: run go generate ./kernels");
 
 emu_entry emu_table_adamw[] = {
     EMU_ENTRY(adamw),
+    EMU_ENTRY(adamw_bf16),
 };
 int emu_table_adamw_len = sizeof(emu_table_adamw) / sizeof(emu_table_adamw[0]);

@@ -9,6 +9,8 @@ extern emu_entry emu_table_adamw[];
 extern int emu_table_adamw_len;
 extern emu_entry emu_table_arch_probe[];
 extern int emu_table_arch_probe_len;
+extern emu_entry emu_table_bf16_convert[];
+extern int emu_table_bf16_convert_len;
 extern emu_entry emu_table_gather[];
 extern int emu_table_gather_len;
 extern emu_entry emu_table_gelu[];
@@ -35,6 +37,7 @@ extern int emu_table_topk_len;
 void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_adamw, emu_table_adamw_len);
     add(emu_table_arch_probe, emu_table_arch_probe_len);
+    add(emu_table_bf16_convert, emu_table_bf16_convert_len);
     add(emu_table_gather, emu_table_gather_len);
     add(emu_table_gelu, emu_table_gelu_len);
     add(emu_table_gemm, emu_table_gemm_len);

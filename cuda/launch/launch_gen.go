@@ -9,7 +9,13 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 // The kernels, in module order and source order within a module.
 const (
 	KAdamw                  Kernel = iota // kernels/adamw.cu
+	KAdamwBf16                            // kernels/adamw.cu
 	KArchProbe                            // kernels/arch_probe.cu
+	KCastF32Bf16                          // kernels/bf16_convert.cu
+	KGeluF32Bf16                          // kernels/bf16_convert.cu
+	KAddF32                               // kernels/bf16_convert.cu
+	KTransposeBf16                        // kernels/bf16_convert.cu
+	KTransposeF32Bf16                     // kernels/bf16_convert.cu
 	KGatherRowsF16                        // kernels/gather.cu
 	KGeluBackward                         // kernels/gelu.cu
 	KGemmNtBias                           // kernels/gemm.cu
@@ -59,7 +65,13 @@ const (
 
 var names = [NumKernels]string{
 	KAdamw:                  "adamw",
+	KAdamwBf16:              "adamw_bf16",
 	KArchProbe:              "arch_probe",
+	KCastF32Bf16:            "cast_f32_bf16",
+	KGeluF32Bf16:            "gelu_f32_bf16",
+	KAddF32:                 "add_f32",
+	KTransposeBf16:          "transpose_bf16",
+	KTransposeF32Bf16:       "transpose_f32_bf16",
 	KGatherRowsF16:          "gather_rows_f16",
 	KGeluBackward:           "gelu_backward",
 	KGemmNtBias:             "gemm_nt_bias",
@@ -108,7 +120,13 @@ var names = [NumKernels]string{
 
 var paramBytes = [NumKernels][]int{
 	KAdamw:                  {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KAdamwBf16:              {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
 	KArchProbe:              {8},
+	KCastF32Bf16:            {8, 8, 4},
+	KGeluF32Bf16:            {8, 8, 4},
+	KAddF32:                 {8, 8, 4},
+	KTransposeBf16:          {8, 8, 4, 4, 4},
+	KTransposeF32Bf16:       {8, 8, 4, 4, 4},
 	KGatherRowsF16:          {8, 8, 8, 4, 4, 4},
 	KGeluBackward:           {8, 8, 8, 4},
 	KGemmNtBias:             {8, 8, 8, 8, 4, 4, 4},
@@ -162,11 +180,53 @@ func Adamw(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], g ConstPtr[float
 	return l.Launch(KAdamw, cfg, [][]byte{ptr(p), ptr(g), ptr(m), ptr(v), f32(decay), f32(omb1), f32(b2), f32(omb2), f32(step), f32(bc2sqrt), f32(eps), i32(n)})
 }
 
+// AdamwBf16 launches adamw_bf16 of kernels/adamw.cu:
+//
+//	adamw_bf16(float* p, uint16_t* pb, const float* g, float* m, float* v, float decay, float omb1, float b2, float omb2, float step, float bc2sqrt, float eps, int n)
+func AdamwBf16(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], pb Ptr[uint16], g ConstPtr[float32], m Ptr[float32], v Ptr[float32], decay float32, omb1 float32, b2 float32, omb2 float32, step float32, bc2sqrt float32, eps float32, n int32) error {
+	return l.Launch(KAdamwBf16, cfg, [][]byte{ptr(p), ptr(pb), ptr(g), ptr(m), ptr(v), f32(decay), f32(omb1), f32(b2), f32(omb2), f32(step), f32(bc2sqrt), f32(eps), i32(n)})
+}
+
 // ArchProbe launches arch_probe of kernels/arch_probe.cu:
 //
 //	arch_probe(int* out)
 func ArchProbe(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error {
 	return l.Launch(KArchProbe, cfg, [][]byte{ptr(out)})
+}
+
+// CastF32Bf16 launches cast_f32_bf16 of kernels/bf16_convert.cu:
+//
+//	cast_f32_bf16(uint16_t* y, const float* x, int n)
+func CastF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
+	return l.Launch(KCastF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
+}
+
+// GeluF32Bf16 launches gelu_f32_bf16 of kernels/bf16_convert.cu:
+//
+//	gelu_f32_bf16(uint16_t* y, const float* x, int n)
+func GeluF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
+	return l.Launch(KGeluF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
+}
+
+// AddF32 launches add_f32 of kernels/bf16_convert.cu:
+//
+//	add_f32(float* y, const float* x, int n)
+func AddF32(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], x ConstPtr[float32], n int32) error {
+	return l.Launch(KAddF32, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
+}
+
+// TransposeBf16 launches transpose_bf16 of kernels/bf16_convert.cu:
+//
+//	transpose_bf16(uint16_t* dst, const uint16_t* src, int rows, int cols, int ld)
+func TransposeBf16(l Launcher, cfg driver.LaunchConfig, dst Ptr[uint16], src ConstPtr[uint16], rows int32, cols int32, ld int32) error {
+	return l.Launch(KTransposeBf16, cfg, [][]byte{ptr(dst), ptr(src), i32(rows), i32(cols), i32(ld)})
+}
+
+// TransposeF32Bf16 launches transpose_f32_bf16 of kernels/bf16_convert.cu:
+//
+//	transpose_f32_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld)
+func TransposeF32Bf16(l Launcher, cfg driver.LaunchConfig, dst Ptr[uint16], src ConstPtr[float32], rows int32, cols int32, ld int32) error {
+	return l.Launch(KTransposeF32Bf16, cfg, [][]byte{ptr(dst), ptr(src), i32(rows), i32(cols), i32(ld)})
 }
 
 // GatherRowsF16 launches gather_rows_f16 of kernels/gather.cu:

@@ -1,0 +1,202 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// The bf16 mixed-precision mode of the engine, with PyTorch autocast's
+// semantics: the master weights, the gradients and the AdamW moments are
+// float32 (the state allocation as in the float32 mode) and so are
+// LayerNorm, GELU, the residual stream and the loss (the same kernels as
+// the float32 mode); every Linear is a bf16 GEMM (kernels/gemm_bf16.cu)
+// of bf16 operands accumulating in float32:
+//
+//   - the weights' bf16 copy, paramsBF16 (the whole flat buffer, so the
+//     per-tensor views are the float32 ones' offsets), lives in the state
+//     allocation; adamw_bf16 writes it in the AdamW pass and SetParameters
+//     refreshes it;
+//   - each activation a Linear reads is kept in bf16 as well (x, the block
+//     inputs, the GELU outputs, hidden, the head's GELU output): the
+//     forward GEMM's operand and, in the backward pass, the weight
+//     gradient's;
+//   - the forward GEMMs write float32 plus bias; the LayerNorm that
+//     follows computes its row statistics itself (ln_forward);
+//   - the backward GEMMs (dataGradBF16, weightGradBF16) round their
+//     float32 gradient operand to bf16.
+//
+// Version 1 of the backward pass: gemm_bf16.cu has only the forward (NT)
+// layout, so dX = dY W and dW = dY^T X run as bf16 transposes
+// (bf16_convert.cu, memory-bound, one read and one write of each operand)
+// followed by the NT GEMM. Native kernels for those layouts replace the
+// bodies of dataGradBF16 and weightGradBF16 and nothing else.
+
+// bf16Workspace is the bf16 mode's scratch in the workspace.
+type bf16Workspace struct {
+	dyb buf[uint16]  // dY in bf16 [n, widest Linear output]
+	dyT buf[uint16]  // dY^T in bf16 [widest output, ld]
+	xT  buf[uint16]  // X^T in bf16 [widest input, ld]
+	wT  buf[uint16]  // W^T in bf16 [largest weight]
+	dx  buf[float32] // dY W before it is added to the skip gradient [n,h]
+}
+
+// NewBF16Engine opens the GPU and returns an engine of shape c in bf16
+// mixed precision with zero parameters, gradients and moments. Every
+// width of c must be a multiple of 8 (bf16 rows of 16-byte multiples, as
+// the GEMMs load them).
+func NewBF16Engine(c nn.Config) (*Engine, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	for _, w := range []struct {
+		name string
+		n    int
+	}{{"input", c.InputDim}, {"hidden", c.HiddenDim}, {"head (hidden/2)", c.HeadDim()}, {"output", c.OutputDim}} {
+		if w.n%gemmBF16KMultiple != 0 {
+			return nil, fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
+		}
+	}
+	dev, err := Open()
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(dev, c, true)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// BF16 says whether the engine computes in bf16 mixed precision.
+func (e *Engine) BF16() bool { return e.bf16 }
+
+// gemmLD is the leading dimension of a transposed operand of n rows: n
+// rounded up to the GEMM's K multiple (zero-padded).
+func gemmLD(n int) int { return ceilDiv(n, gemmBF16KMultiple) * gemmBF16KMultiple }
+
+// layoutBF16 carves the bf16 mode's activations and scratch for n rows,
+// after layoutWorkspace's. The float32 GELU outputs of the blocks and
+// hidden_norm's output live only until their bf16 copies are made (the
+// backward pass reads the copies), so they take the scratch buffers s3 and
+// s2, which the forward pass does not otherwise use; the head's GELU output
+// exists in bf16 only.
+func (e *Engine) layoutBF16(a *arena, n int) {
+	c := e.cfg
+	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
+	f := func(k int) buf[uint16] { return carve[uint16](a, k) }
+	e.xb, e.hiddenb, e.headActb = f(n*in), f(n*h), f(n*hd)
+	for i := range e.blocks {
+		b := &e.blocks[i]
+		b.xb, b.actb = f(n*h), f(n*h)
+		b.act = e.s3
+	}
+	e.hidden = e.s2
+	outs, ins := max(h, hd, o), max(in, h, hd)
+	e.bw = bf16Workspace{dyb: f(n * outs), dyT: f(outs * gemmLD(n)), xT: f(ins * gemmLD(n)),
+		wT: f(max(in*h, h*h, h*hd, hd*o)), dx: carve[float32](a, n*h)}
+}
+
+// toBF16 rounds the n values of an activation a Linear reads into its bf16
+// copy; nothing in float32 mode.
+func (e *Engine) toBF16(dst buf[uint16], src buf[float32], n int) error {
+	if !e.bf16 {
+		return nil
+	}
+	return e.dev.castBF16(dst, src, n)
+}
+
+// The forward Linears, in either mode. x is the input, xb its bf16 copy
+// (bf16 mode).
+
+// linear sets y = x W^T + b.
+func (e *Engine) linear(l linear, y, x buf[float32], xb buf[uint16], n int) error {
+	if e.bf16 {
+		return e.dev.gemmBF16F32(y, xb, l.wb, l.b, n, l.out, l.in)
+	}
+	var none buf[float32]
+	return e.dev.linearForward(launch.KGemmNtBias, y, none, none, x, l.w, l.b, n, l.in, l.out)
+}
+
+// linearNorm sets pre = x W^T + b, then the LayerNorm ln of pre in mode
+// (lnApply's and lnForward's arguments y, y2, xhat, rstd, resid). Float32
+// mode fuses the row statistics into the GEMM; bf16 mode's GEMM has no
+// such epilogue, so ln_forward computes them.
+func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
+	d := e.dev
+	if e.bf16 {
+		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
+			return err
+		}
+		return d.lnForward(mode, y, y2, xhat, rstd, pre, ln.gamma, ln.beta, resid, n, l.out)
+	}
+	var none buf[float32]
+	if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, x, l.w, l.b, n, l.in, l.out); err != nil {
+		return err
+	}
+	return d.lnApply(mode, y, y2, xhat, rstd, pre, e.stats, ln.gamma, ln.beta, resid, n, l.out)
+}
+
+// linearGELU sets pre = x W^T + b and act = GELU(pre): in float32 mode
+// act (f32) in the GEMM's epilogue; in bf16 mode actb (bf16, the next
+// GEMM's operand), in the GEMM's epilogue when no backward pass follows
+// (!grad: pre is not written), else by gelu_f32_bf16 after a GEMM that
+// writes pre, which GELU's backward needs and gemm_bf16's GELU epilogue
+// does not write.
+func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int, grad bool) error {
+	d := e.dev
+	if e.bf16 && !grad {
+		return d.gemmBF16ToBF16(outGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
+	}
+	if e.bf16 {
+		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
+			return err
+		}
+		return d.geluBF16(actb, pre, n*l.out)
+	}
+	var none buf[float32]
+	return d.linearForward(launch.KGemmNtBiasGelu, pre, act, none, x, l.w, l.b, n, l.in, l.out)
+}
+
+// weightGradBF16 sets l.dw [out,in] = dy[n,out]^T xb[n,in] in bf16 with
+// float32 accumulation: both operands transposed (dy rounded to bf16) into
+// K-major rows of gemmLD(n), zero-padded, then the NT GEMM with K = n.
+func (e *Engine) weightGradBF16(l linear, dy buf[float32], xb buf[uint16], n int) error {
+	d, ld := e.dev, gemmLD(n)
+	dyT, xT := e.bw.dyT.at(0, l.out*ld), e.bw.xT.at(0, l.in*ld)
+	if err := d.transposeF32BF16(dyT, dy, n, l.out, ld); err != nil {
+		return err
+	}
+	if err := d.transposeBF16(xT, xb, n, l.in, ld); err != nil {
+		return err
+	}
+	var none buf[float32]
+	return d.gemmBF16F32(l.dw, dyT, xT, none, l.out, l.in, ld)
+}
+
+// dataGradBF16 sets dx [n,in] = dy[n,out] W[out,in] (added to dx when
+// accumulate) in bf16 with float32 accumulation: dy rounded to bf16, the
+// bf16 weights transposed to [in,out], then the NT GEMM with K = out.
+func (e *Engine) dataGradBF16(l linear, dx, dy buf[float32], n int, accumulate bool) error {
+	d := e.dev
+	dyb, wT := e.bw.dyb.at(0, n*l.out), e.bw.wT.at(0, l.in*l.out)
+	if err := d.castBF16(dyb, dy, n*l.out); err != nil {
+		return err
+	}
+	if err := d.transposeBF16(wT, l.wb, l.out, l.in, l.out); err != nil {
+		return err
+	}
+	var none buf[float32]
+	if !accumulate {
+		return d.gemmBF16F32(dx, dyb, wT, none, n, l.in, l.out)
+	}
+	tmp := e.bw.dx.at(0, n*l.in)
+	if err := d.gemmBF16F32(tmp, dyb, wT, none, n, l.in, l.out); err != nil {
+		return err
+	}
+	return d.addF32(dx, tmp, n*l.in)
+}

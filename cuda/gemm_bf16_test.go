@@ -1,0 +1,191 @@
+//go:build cuda
+
+package cuda
+
+// Tests of the bf16 GEMM launcher (gemm_bf16.go) on both of its paths, the
+// wgmma kernels and the mma.sync fallback, against a float64 product of the
+// same bf16 inputs. The kernels' own edge cases (ragged tiles, ring wraps,
+// odd N) are tested at the driver level (cuda/driver/gemm_bf16_test.go);
+// these check what the launcher adds: path choice, grid, shared memory,
+// tensor maps and their cache, and the argument checks.
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
+)
+
+// bf16Round returns v rounded to bf16 (nearest even), as bits and as values.
+func bf16Round(v []float32) ([]uint16, []float64) {
+	bits, vals := make([]uint16, len(v)), make([]float64, len(v))
+	for i, x := range v {
+		bits[i] = leconv.BFloat16Bits(x)
+		vals[i] = float64(leconv.BFloat16Value(bits[i]))
+	}
+	return bits, vals
+}
+
+// gemmPaths are the GEMM paths d can run: the mma.sync fallback always,
+// the wgmma kernels only where the sm_90a cubins are loaded (their PTX
+// build traps); in the emulator, both unless DINOCLIP_CUDA_KERNELS=ptx.
+func gemmPaths(t *testing.T, d *Device) []bool {
+	var wgmma bool
+	on(t, d, func() error { wgmma = d.tc.wgmma; return nil })
+	if wgmma {
+		return []bool{true, false}
+	}
+	return []bool{false}
+}
+
+// bothGemmPaths runs f on each of gemmPaths(d) of the shared test device,
+// restoring its choice afterwards.
+func bothGemmPaths(t *testing.T, d *Device, f func(t *testing.T, wgmma bool)) {
+	var saved bool
+	on(t, d, func() error { saved = d.tc.wgmma; return nil })
+	t.Cleanup(func() { d.do(func() error { d.tc.wgmma = saved; return nil }) })
+	for _, wgmma := range gemmPaths(t, d) {
+		name := "mma.sync"
+		if wgmma {
+			name = "wgmma"
+		}
+		t.Run(name, func(t *testing.T) {
+			on(t, d, func() error { d.tc.wgmma = wgmma; return nil })
+			f(t, wgmma)
+		})
+	}
+}
+
+// TestGemmBF16Launcher: each epilogue on shapes of one and several tiles
+// (ragged M and N, K of one and several chunks), with and without bias.
+//
+// Tolerance: bf16 products are exact in f32 and the f32 accumulation of
+// the K+1 terms errs by at most (K+1) 2^-23 S, S = sum |a w| + |bias| (the
+// driver test's bound, which allows a truncating tensor core); the bf16
+// epilogues add the bf16 rounding, 2^-8 of the value, and GELU moves the
+// f32 error by at most 1.13 times plus 2^-14 relative for its f32
+// evaluation. A misplaced tile, a lost bias or the wrong epilogue errs by
+// O(S/K) or more.
+func TestGemmBF16Launcher(t *testing.T) {
+	d := testDevice(t)
+	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
+		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {130, 260, 200}} {
+			for _, out := range []gemmOut{outF32, outBF16, outGELUBF16} {
+				rng := rand.New(rand.NewPCG(uint64(ci), uint64(out)))
+				aBits, a := bf16Round(randn(rng, c.m*c.k, 1))
+				wBits, w := bf16Round(randn(rng, c.n*c.k, 1))
+				var bias buf[float32]
+				biasHost := make([]float32, c.n)
+				if ci != 1 {
+					biasHost = randn(rng, c.n, 1)
+					bias = devCopy(t, d, biasHost)
+				}
+				da, dw := devCopy(t, d, aBits), devCopy(t, d, wBits)
+				got := make([]float64, c.m*c.n)
+				if out == outF32 {
+					dc := devCopy(t, d, nanFill(c.m*c.n))
+					on(t, d, func() error { return d.gemmBF16F32(dc, da, dw, bias, c.m, c.n, c.k) })
+					for i, v := range fetch(t, d, dc) {
+						got[i] = float64(v)
+					}
+				} else {
+					dc := devAlloc[uint16](t, d, c.m*c.n)
+					on(t, d, func() error { return d.gemmBF16ToBF16(out, dc, da, dw, bias, c.m, c.n, c.k) })
+					for i, v := range fetch(t, d, dc) {
+						got[i] = float64(leconv.BFloat16Value(v))
+					}
+				}
+				for i := 0; i < c.m; i++ {
+					for j := 0; j < c.n; j++ {
+						ref, s := float64(biasHost[j]), math.Abs(float64(biasHost[j]))
+						for k := 0; k < c.k; k++ {
+							ref += a[i*c.k+k] * w[j*c.k+k]
+							s += math.Abs(a[i*c.k+k] * w[j*c.k+k])
+						}
+						e := float64(c.k+1) * math.Ldexp(s, -23)
+						tol := e
+						switch out {
+						case outBF16:
+							tol = e + math.Ldexp(math.Abs(ref)+e, -8)
+						case outGELUBF16:
+							ref = 0.5 * ref * math.Erfc(-ref/math.Sqrt2)
+							pre := 1.13*e + math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)
+							tol = pre + math.Ldexp(math.Abs(ref)+pre, -8)
+						}
+						if g := got[i*c.n+j]; !(math.Abs(g-ref) <= tol) {
+							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", out, c.m, c.n, c.k, i, j, g, ref, tol)
+						}
+					}
+				}
+			}
+		}
+		if wgmma {
+			// The wgmma launches encoded tensor maps: the cache is cleared
+			// by every free, so at least the last GEMM's two are there.
+			var before int
+			on(t, d, func() error { before = len(d.tc.maps); return nil })
+			if before < 2 {
+				t.Errorf("%d tensor maps cached after the launches", before)
+			}
+		}
+	})
+}
+
+// TestGemmBF16TensorMapCache: launching the same operands again encodes no
+// new tensor map; freeing memory empties the cache.
+func TestGemmBF16TensorMapCache(t *testing.T) {
+	d := testDevice(t)
+	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
+		if !wgmma {
+			return
+		}
+		const m, n, k = 16, 24, 32
+		a, w, c := devAlloc[uint16](t, d, m*k), devAlloc[uint16](t, d, n*k), devAlloc[float32](t, d, m*n)
+		on(t, d, func() error { return d.drv.Zero(a.p, 2*m*k) })
+		on(t, d, func() error { return d.drv.Zero(w.p, 2*n*k) })
+		var none buf[float32]
+		var first, second int
+		on(t, d, func() error { clear(d.tc.maps); return d.gemmBF16F32(c, a, w, none, m, n, k) })
+		on(t, d, func() error { first = len(d.tc.maps); return d.gemmBF16F32(c, a, w, none, m, n, k) })
+		on(t, d, func() error { second = len(d.tc.maps); return nil })
+		if first != 2 || second != 2 {
+			t.Errorf("tensor maps after one launch %d, after two %d; want 2 and 2", first, second)
+		}
+		tmp := devAlloc[float32](t, d, 1)
+		on(t, d, func() error { return d.free(tmp.p) })
+		on(t, d, func() error { first = len(d.tc.maps); return nil })
+		if first != 0 {
+			t.Errorf("%d tensor maps cached after a free", first)
+		}
+	})
+}
+
+// TestGemmBF16LauncherChecks: bad shapes and buffers are refused with an
+// error that says what is wrong, before anything is launched.
+func TestGemmBF16LauncherChecks(t *testing.T) {
+	d := testDevice(t)
+	a, w := devAlloc[uint16](t, d, 64*64), devAlloc[uint16](t, d, 64*64)
+	c, cb := devAlloc[float32](t, d, 64*64), devAlloc[uint16](t, d, 64*64)
+	var none buf[float32]
+	for _, tc := range []struct {
+		name, want string
+		call       func() error
+	}{
+		{"K not a multiple of 8", "not a multiple of 8", func() error { return d.gemmBF16F32(c, a, w, none, 8, 8, 12) }},
+		{"zero rows", "out of range", func() error { return d.gemmBF16F32(c, a, w, none, 0, 8, 8) }},
+		{"short A", "A: buffer of", func() error { return d.gemmBF16F32(c, a, w, none, 65, 8, 64) }},
+		{"short C", "C: buffer of", func() error { return d.gemmBF16F32(c.at(0, 10), a, w, none, 8, 8, 8) }},
+		{"short bias", "bias: buffer of", func() error { return d.gemmBF16F32(c, a, w, c.at(0, 4), 8, 8, 8) }},
+		{"null W", "null buffer", func() error { return d.gemmBF16F32(c, a, buf[uint16]{}, none, 8, 8, 8) }},
+		{"misaligned A", "16-byte aligned", func() error { return d.gemmBF16F32(c, a.at(4, 64), w, none, 8, 8, 8) }},
+		{"misaligned C", "aligned", func() error { return d.gemmBF16F32(c.at(1, 64), a, w, none, 8, 8, 8) }},
+		{"f32 epilogue to bf16", "epilogue f32", func() error { return d.gemmBF16ToBF16(outF32, cb, a, w, none, 8, 8, 8) }},
+	} {
+		err := d.do(tc.call)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}

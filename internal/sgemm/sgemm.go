@@ -32,6 +32,25 @@ type kernel struct {
 // Gemm falls back to gonum (set in kernel_*.go).
 var best *kernel
 
+// UseReference makes Gemm use the pure-Go reference microkernel (on) or
+// the fastest one again (off), and returns whether the reference was in
+// use. The bits of C are the same either way (see the package comment);
+// that is what it is for: tests that check so through the whole CPU
+// engine. Where there is no packed kernel (the gonum fallback) it does
+// nothing and returns false. It must not be called while a Gemm runs.
+func UseReference(on bool) (was bool) {
+	ks := kernels()
+	if len(ks) == 0 {
+		return false
+	}
+	was = best == reference
+	best = ks[0]
+	if on {
+		best = reference
+	}
+	return was
+}
+
 // Kernel names the microkernel Gemm uses on this machine, or "gonum" for the
 // fallback.
 func Kernel() string {

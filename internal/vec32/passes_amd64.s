@@ -298,58 +298,102 @@ axpbyloop:
 	VZEROUPPER
 	RET
 
-// GELU (gelu.go), 8 lanes at once. INTERVAL leaves in Y2 the lanes where
-// |x| < geluLimit (all ones) and in Y5 their table index times 6 (the
-// floats of one Taylor polynomial; 0 where the lane is out of range), in Y4
-// the offset h = |x| - i/64 from the interval's centre; x is in Y0.
-// Constants: Y15 abs mask, Y14 64, Y13 0.5, Y12 1/64, Y11 geluLimit (14),
-// Y10 1, Y9 0.
-#define GELU_CONSTANTS \
-	MOVL         $0x7fffffff, AX \
-	MOVQ         AX, X15         \
-	VPBROADCASTD X15, Y15        \
-	MOVL         $0x42800000, AX \
-	MOVQ         AX, X14         \
-	VPBROADCASTD X14, Y14        \
-	MOVL         $0x3f000000, AX \
-	MOVQ         AX, X13         \
-	VPBROADCASTD X13, Y13        \
-	MOVL         $0x3c800000, AX \
-	MOVQ         AX, X12         \
-	VPBROADCASTD X12, Y12        \
-	MOVL         $0x41600000, AX \
-	MOVQ         AX, X11         \
-	VPBROADCASTD X11, Y11        \
-	MOVL         $0x3f800000, AX \
-	MOVQ         AX, X10         \
-	VPBROADCASTD X10, Y10        \
-	VXORPS       Y9, Y9, Y9
+// GELU (gelu.go), 8 lanes at once. The table lookups are gathers of
+// coefficient pairs (8 bytes: the polynomials are 6 floats, 24 bytes, so
+// pair k of interval i is 8-byte element 3i+k), four lanes a gather: on
+// this project's AMD CPUs a gather costs about one load per element, and
+// pairs halve the elements. The indices go in the order 0,1,4,5 | 2,3,6,7
+// (VPERMQ) so that VSHUFPS, which works within 128-bit halves, deals the
+// pairs out into lanes 0-7 in order.
 
+// geluconst: one YMM each of the abs mask, 64, 0.5, 1/64 and geluLimit.
+DATA geluconst<>+0(SB)/4, $0x7fffffff
+DATA geluconst<>+4(SB)/4, $0x7fffffff
+DATA geluconst<>+8(SB)/4, $0x7fffffff
+DATA geluconst<>+12(SB)/4, $0x7fffffff
+DATA geluconst<>+16(SB)/4, $0x7fffffff
+DATA geluconst<>+20(SB)/4, $0x7fffffff
+DATA geluconst<>+24(SB)/4, $0x7fffffff
+DATA geluconst<>+28(SB)/4, $0x7fffffff
+DATA geluconst<>+32(SB)/4, $0x42800000
+DATA geluconst<>+36(SB)/4, $0x42800000
+DATA geluconst<>+40(SB)/4, $0x42800000
+DATA geluconst<>+44(SB)/4, $0x42800000
+DATA geluconst<>+48(SB)/4, $0x42800000
+DATA geluconst<>+52(SB)/4, $0x42800000
+DATA geluconst<>+56(SB)/4, $0x42800000
+DATA geluconst<>+60(SB)/4, $0x42800000
+DATA geluconst<>+64(SB)/4, $0x3f000000
+DATA geluconst<>+68(SB)/4, $0x3f000000
+DATA geluconst<>+72(SB)/4, $0x3f000000
+DATA geluconst<>+76(SB)/4, $0x3f000000
+DATA geluconst<>+80(SB)/4, $0x3f000000
+DATA geluconst<>+84(SB)/4, $0x3f000000
+DATA geluconst<>+88(SB)/4, $0x3f000000
+DATA geluconst<>+92(SB)/4, $0x3f000000
+DATA geluconst<>+96(SB)/4, $0x3c800000
+DATA geluconst<>+100(SB)/4, $0x3c800000
+DATA geluconst<>+104(SB)/4, $0x3c800000
+DATA geluconst<>+108(SB)/4, $0x3c800000
+DATA geluconst<>+112(SB)/4, $0x3c800000
+DATA geluconst<>+116(SB)/4, $0x3c800000
+DATA geluconst<>+120(SB)/4, $0x3c800000
+DATA geluconst<>+124(SB)/4, $0x3c800000
+DATA geluconst<>+128(SB)/4, $0x41600000
+DATA geluconst<>+132(SB)/4, $0x41600000
+DATA geluconst<>+136(SB)/4, $0x41600000
+DATA geluconst<>+140(SB)/4, $0x41600000
+DATA geluconst<>+144(SB)/4, $0x41600000
+DATA geluconst<>+148(SB)/4, $0x41600000
+DATA geluconst<>+152(SB)/4, $0x41600000
+DATA geluconst<>+156(SB)/4, $0x41600000
+GLOBL geluconst<>(SB), RODATA|NOPTR, $160
+
+// INTERVAL, for x in Y0: leaves in Y2 the lanes where |x| < geluLimit
+// (all ones; false for NaN), in Y4 the offset h = |x| - i/64 from the
+// interval's centre, and the pair indices 3i (0 out of range) for lanes
+// 0,1,4,5 in X5 and 2,3,6,7 in X3. Y9 must hold 0 and Y10 1.
 #define INTERVAL \
-	VANDPS     Y15, Y0, Y1     \ // a = |x|
-	VCMPPS     $0x11, Y11, Y1, Y2 \ // a < 14 (false for NaN)
-	VMULPS     Y14, Y1, Y3     \
-	VADDPS     Y13, Y3, Y3     \
-	VCVTTPS2DQ Y3, Y3          \ // i = int(a*64 + 0.5)
-	VPAND      Y2, Y3, Y3      \ // 0 out of range
-	VCVTDQ2PS  Y3, Y4          \
-	VMULPS     Y12, Y4, Y4     \
-	VSUBPS     Y4, Y1, Y4      \ // h = a - i/64
-	VPSLLD     $1, Y3, Y5      \
-	VPSLLD     $2, Y3, Y3      \
-	VPADDD     Y3, Y5, Y5        // 6i
+	VANDPS       geluconst<>+0(SB), Y0, Y1   \
+	VCMPPS       $0x11, geluconst<>+128(SB), Y1, Y2 \
+	VMULPS       geluconst<>+32(SB), Y1, Y3  \
+	VADDPS       geluconst<>+64(SB), Y3, Y3  \
+	VCVTTPS2DQ   Y3, Y3                      \
+	VPAND        Y2, Y3, Y3                  \
+	VCVTDQ2PS    Y3, Y4                      \
+	VMULPS       geluconst<>+96(SB), Y4, Y4  \
+	VSUBPS       Y4, Y1, Y4                  \
+	VPSLLD       $1, Y3, Y5                  \
+	VPADDD       Y3, Y5, Y5                  \
+	VPERMQ       $0xd8, Y5, Y5               \
+	VEXTRACTI128 $1, Y5, X3
 
-// GATHER loads coefficient k of the lanes' polynomials from table into
-// dst, through the all-ones mask in Y7 (which the gather clears).
-#define GATHER(k, table, dst) \
-	VPCMPEQD   Y7, Y7, Y7 \
-	VGATHERDPS Y7, (k*4)(table)(Y5*4), dst
+// GATHER_PAIR loads coefficients 2k and 2k+1 of the lanes' polynomials
+// from table into even and odd (through Y7, Y8 and Y1).
+#define GATHER_PAIR(k, table, even, odd) \
+	VPCMPEQD   Y7, Y7, Y7                   \
+	VGATHERDPD Y7, (k*8)(table)(X5*8), Y8   \
+	VPCMPEQD   Y7, Y7, Y7                   \
+	VGATHERDPD Y7, (k*8)(table)(X3*8), Y1   \
+	VSHUFPS    $0x88, Y1, Y8, even          \
+	VSHUFPS    $0xdd, Y1, Y8, odd
 
-// HORNER_STEP: p = p*h + coefficient k (not fused).
-#define HORNER_STEP(k, table, p) \
-	GATHER(k, table, Y8) \
-	VMULPS Y4, p, p      \
-	VADDPS Y8, p, p
+// HORNER_STEP: p = p*h + c (not fused).
+#define HORNER_STEP(c, p) \
+	VMULPS Y4, p, p \
+	VADDPS c, p, p
+
+// HORNER evaluates the degree-5 polynomial of table at h into p,
+// using Y12 and Y13.
+#define HORNER(table, p) \
+	GATHER_PAIR(2, table, Y12, p) \
+	HORNER_STEP(Y12, p)           \
+	GATHER_PAIR(1, table, Y12, Y13) \
+	HORNER_STEP(Y13, p)           \
+	HORNER_STEP(Y12, p)           \
+	GATHER_PAIR(0, table, Y12, Y13) \
+	HORNER_STEP(Y13, p)           \
+	HORNER_STEP(Y12, p)
 
 // func geluAVX2(n int, y, x *float32, upperTail *float32)
 TEXT ·geluAVX2(SB), NOSPLIT, $0-32
@@ -357,19 +401,17 @@ TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 	MOVQ y+8(FP), DI
 	MOVQ x+16(FP), SI
 	MOVQ upperTail+24(FP), DX
-	GELU_CONSTANTS
+	VXORPS    Y9, Y9, Y9
+	VPCMPEQD  Y10, Y10, Y10
+	VPSRLD    $25, Y10, Y10
+	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
 	XORQ BX, BX
 	SHRQ $3, CX
 
 geluloop:
 	VMOVUPS (SI)(BX*1), Y0
 	INTERVAL
-	GATHER(5, DX, Y6)
-	HORNER_STEP(4, DX, Y6)
-	HORNER_STEP(3, DX, Y6)
-	HORNER_STEP(2, DX, Y6)
-	HORNER_STEP(1, DX, Y6)
-	HORNER_STEP(0, DX, Y6)          // q = Q(|x|)
+	HORNER(DX, Y6)                  // q = Q(|x|)
 	VSUBPS    Y6, Y10, Y7           // 1 - q
 	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0
 	VBLENDVPS Y8, Y6, Y7, Y7        // x < 0 ? q : 1 - q
@@ -393,30 +435,23 @@ TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-48
 	MOVQ x+24(FP), SI
 	MOVQ upperTail+32(FP), DX
 	MOVQ density+40(FP), R8
-	GELU_CONSTANTS
+	VXORPS    Y9, Y9, Y9
+	VPCMPEQD  Y10, Y10, Y10
+	VPSRLD    $25, Y10, Y10
+	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
 	XORQ BX, BX
 	SHRQ $3, CX
 
 gelugradloop:
 	VMOVUPS (SI)(BX*1), Y0
 	INTERVAL
-	GATHER(5, DX, Y6)
-	GATHER(5, R8, Y1)
-	HORNER_STEP(4, DX, Y6)
-	HORNER_STEP(4, R8, Y1)
-	HORNER_STEP(3, DX, Y6)
-	HORNER_STEP(3, R8, Y1)
-	HORNER_STEP(2, DX, Y6)
-	HORNER_STEP(2, R8, Y1)
-	HORNER_STEP(1, DX, Y6)
-	HORNER_STEP(1, R8, Y1)
-	HORNER_STEP(0, DX, Y6)          // Q(|x|)
-	HORNER_STEP(0, R8, Y1)          // φ(|x|)
+	HORNER(DX, Y6)                  // Q(|x|)
+	HORNER(R8, Y11)                 // φ(|x|)
 	VSUBPS    Y6, Y10, Y3           // 1 - Q
 	VCMPPS    $0x1d, Y9, Y0, Y8     // x >= 0
 	VBLENDVPS Y8, Y3, Y6, Y6        // Φ(x) = x >= 0 ? 1 - Q : Q
-	VMULPS    Y1, Y0, Y1            // x φ(x)
-	VADDPS    Y1, Y6, Y6            // Φ(x) + x φ(x)
+	VMULPS    Y11, Y0, Y11          // x φ(x)
+	VADDPS    Y11, Y6, Y6           // Φ(x) + x φ(x)
 	VCMPPS    $0x1e, Y9, Y0, Y8     // x > 0
 	VBLENDVPS Y8, Y10, Y0, Y3       // out of range: x > 0 ? 1 : x ...
 	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0

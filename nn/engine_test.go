@@ -101,3 +101,73 @@ func TestCPUEngineFloat32Deterministic(t *testing.T) {
 		}
 	}
 }
+
+// Forward-only calls reuse packed weights from their second call on: the
+// outputs and losses equal those of a fresh engine (which does not pack)
+// with the same parameters, before and after Step and SetParameters change
+// them, so packs are never stale.
+func TestCPUEngineFloat32PackedWeights(t *testing.T) {
+	c := nn.Config{InputDim: 40, HiddenDim: 52, OutputDim: 24, Blocks: 1}
+	const rows = 20
+	xs, ts := enginetest.Batches(c, 2, rows, 5)
+	newEngine := func(params []float32) *nn.CPUEngine[float32] {
+		e, err := nn.NewCPUEngine[float32](c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.SetParameters(params); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	project := func(e *nn.CPUEngine[float32]) []float32 {
+		out := make([]float32, rows*c.OutputDim)
+		if err := e.Project(out, xs[0], rows); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	loss := func(e *nn.CPUEngine[float32]) float64 {
+		l, err := e.Loss(xs[1], ts[1], rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	params := nn.InitParameters[float32](c, 1)
+	e := newEngine(params)
+	check := func(stage string) {
+		t.Helper()
+		ref := newEngine(params)
+		want, wantLoss := project(ref), loss(ref)
+		for call := 1; call <= 3; call++ {
+			got := project(e)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s, Project call %d: output %d is %g, a fresh engine's %g", stage, call, i, got[i], want[i])
+				}
+			}
+			if l := loss(e); math.Float64bits(l) != math.Float64bits(wantLoss) {
+				t.Fatalf("%s, Loss call %d: %v, a fresh engine's %v", stage, call, l, wantLoss)
+			}
+		}
+	}
+	check("initial parameters")
+	if _, err := e.ForwardBackward(xs[1], ts[1], rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Step(nn.AdamWStep{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Parameters(params); err != nil {
+		t.Fatal(err)
+	}
+	check("after Step")
+	for i := range params {
+		params[i] *= 0.5
+	}
+	if err := e.SetParameters(params); err != nil {
+		t.Fatal(err)
+	}
+	check("after SetParameters")
+}

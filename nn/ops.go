@@ -64,6 +64,11 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 // as PyTorch stores it.
 func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
 	gemm(blas.NoTrans, blas.Trans, n, out, in, x, in, w, in, 0, y, out)
+	addBias(y, b, n, out)
+}
+
+// addBias adds b[out] to each of the n rows of y.
+func addBias[T Float](y, b []T, n, out int) {
 	parallelFor(n, out, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := y[r*out : (r+1)*out]

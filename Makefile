@@ -22,9 +22,11 @@ build: ## build the CPU-only CLI into bin/dinoclip
 
 test: test-go test-python ## run every test (Go, then Python)
 
-test-go: ## vet and test the Go module (CPU only)
+test-go: ## vet and test the Go module (CPU only), and the CPU engine's packages again without assembly (purego)
 	$(GO) vet ./...
 	$(GO) test ./...
+	$(GO) vet -tags purego ./internal/sgemm ./internal/vec32 ./nn
+	$(GO) test -tags purego -short ./internal/sgemm ./internal/vec32 ./nn ./train
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python test set and the dinoclip package (once)
 

@@ -635,7 +635,7 @@ def main(argv=None):
     p.add_argument("--ours-bin", help="a dinoclip binary to use instead of building one (for cuda: built with -tags cuda)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both sides (GOMAXPROCS, torch.set_num_threads); 0: all")
     p.add_argument("--shapes", help="comma-separated shapes for both sides (default: cpu default,small; cuda default)")
-    p.add_argument("--batches", help="batch sizes for both sides: N,N,... or SHAPE:N/N;SHAPE:N (default: cpu default:64;small:256; "
+    p.add_argument("--batches", help="batch sizes for both sides: N,N,... or SHAPE:N/N;SHAPE:N (default: cpu default:64/256;small:256; "
                    "cuda 1024,...,16384)")
     p.add_argument("--quick", action="store_true", help="cuda: batch 8192 only")
     p.add_argument("--modes", help="PyTorch modes (default: all of fp32,tf32,bf16,compile_bf16 that apply)")
@@ -684,7 +684,7 @@ def main(argv=None):
         commit, dirty = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")
 
     shapes = args.shapes or ("default" if args.device == "cuda" else "default,small")
-    batches = args.batches or ("8192" if args.quick else ("1024,2048,4096,8192,16384" if args.device == "cuda" else "default:64;small:256"))
+    batches = args.batches or ("8192" if args.quick else ("1024,2048,4096,8192,16384" if args.device == "cuda" else "default:64/256;small:256"))
 
     errors = []
     ours = torch = None

@@ -645,7 +645,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=None,
                    help="times to run the training steps of both sides, alternating, keeping each row's best round "
                         "(default: cpu 3, cuda 1; a shared CPU is noisy)")
-    p.add_argument("--timeout", type=float, default=1200, help="seconds each side may take")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds each side may take (default: cpu 3600, as a loaded 2-core machine needs; cuda 1200)")
     p.add_argument("--skip-ours", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--skip-torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ours-args", default="", help="extra arguments for dinoclip bench (space-separated)")
@@ -664,6 +665,8 @@ def main(argv=None):
 
     if args.rounds is None:
         args.rounds = 1 if args.device == "cuda" else 3
+    if args.timeout is None:
+        args.timeout = 1200 if args.device == "cuda" else 3600
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     out = Path(args.out)

@@ -89,8 +89,9 @@ var ErrNonFinite = errors.New("loss is not finite")
 // Forward-only calls (Loss, Project) pack the weights for the GEMMs once
 // and reuse them while the parameters stay as they are (an evaluation over
 // many batches): from the second such call after Step or SetParameters
-// on, until the next of those. Parameters changed any other way (writing
-// Model.Params) must be loaded again with SetParameters.
+// on, until the next of those. The packs are a second copy of the weights
+// (218 MB for the default model), held once made. Parameters changed any
+// other way (writing Model.Params) must be loaded again with SetParameters.
 type CPUEngine[T Float] struct {
 	Model *Model[T]
 	M, V  []T  // AdamW moments

@@ -22,9 +22,11 @@ build: ## build the CPU-only CLI into bin/dinoclip
 
 test: test-go test-python ## run every test (Go, then Python)
 
-test-go: ## vet and test the Go module (CPU only)
+test-go: ## vet and test the Go module (CPU only), and the CPU engine's packages again without assembly (purego)
 	$(GO) vet ./...
 	$(GO) test ./...
+	$(GO) vet -tags purego ./internal/sgemm ./internal/vec32 ./nn
+	$(GO) test -tags purego -short ./internal/sgemm ./internal/vec32 ./nn ./train
 
 venv: $(VENV)/.installed ## create .venv with the pinned Python test set and the dinoclip package (once)
 
@@ -42,9 +44,13 @@ test-python: venv ## run the Python tests in .venv: the package (it builds the G
 bench: ## CPU benchmarks of the engine (training step, passes, each GEMM beside gonum) and retrieval
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./nn ./internal/sgemm ./retrieval
 
-bench-compare: venv ## dinoclip beside PyTorch and faiss on this machine's CPU (about 4 min); writes bench-out/cpu
+# Extra arguments for compare.py, e.g. BENCH_COMPARE_ARGS='--modes fp32' to skip PyTorch's bf16
+# autocast (minutes a step on CPUs without native bf16).
+BENCH_COMPARE_ARGS ?=
+
+bench-compare: venv ## dinoclip beside PyTorch and faiss on this machine's CPU (several minutes); writes bench-out/cpu
 	$(VENV_PY) -m pip install --quiet -r bench/requirements.txt
-	$(VENV_PY) bench/compare.py --device cpu --out bench-out/cpu
+	$(VENV_PY) bench/compare.py --device cpu --out bench-out/cpu $(BENCH_COMPARE_ARGS)
 
 bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda
 	$(PYTHON) bench/compare.py --device cuda --ours-bin $(BIN)/dinoclip-cuda --timeout 300 --out bench-out/cuda

@@ -92,7 +92,11 @@ def test_joins_and_ratios():
 
     tg = compare.targets("cuda", tr, gm, mm, oc, tc)
     assert [t["status"] for t in tg] == ["not met", "not met", "unmeasured"]
-    assert all(t["status"] == "unmeasured" for t in compare.targets("cpu", tr, gm, mm, oc, tc))
+    ct = compare.targets("cpu", tr, gm, mm, oc, tc)
+    # Training at 2.0x of fp32 at both batches and the GEMM at 137/50 of fp32 meet theirs; AdamW at
+    # 0.5 of our copy misses 0.8 (by 0.5/0.8); no GELU or LayerNorm row was measured.
+    assert [t["status"] for t in ct] == ["met", "met", "not met", "unmeasured"], ct
+    assert "0.62 of the target" in ct[2]["detail"] and "default b4096 2" in ct[0]["detail"]
 
     un = compare.unmeasured("cpu", ours, None, torch, None, tg)
     assert "dinoclip: peak device memory: no hook" in un

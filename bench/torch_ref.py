@@ -530,7 +530,7 @@ def parse_args(argv=None):
         "--batches",
         default=None,
         help="comma-separated batch sizes for every shape, or SHAPE:B[/B...] entries separated by ';' "
-        "(cpu: default:64;small:256; cuda: 1024,2048,4096,8192,16384)",
+        "(cpu: default:64/256;small:256; cuda: 1024,2048,4096,8192,16384)",
     )
     p.add_argument("--modes", default=None, help=f"comma-separated of {', '.join(ALL_MODES)} (default: all)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (cpu 1, cuda 5)")
@@ -571,7 +571,7 @@ def parse_args(argv=None):
     if args.threads <= 0:
         args.threads = os.cpu_count() or 1
     shapes = (args.shapes or ("default" if cuda else "default,small")).split(",")
-    default_batches = "1024,2048,4096,8192,16384" if cuda else "default:64;small:256"
+    default_batches = "1024,2048,4096,8192,16384" if cuda else "default:64/256;small:256"
     args.plan = plan(shapes, args.batches or default_batches)
     args.modes = [m for m in (args.modes.split(",") if args.modes else ALL_MODES) if m]
     for m in args.modes:

@@ -4,9 +4,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
-
-	"github.com/dinoclip/dinoclip/cuda/launch"
 
 	"github.com/dinoclip/dinoclip/nn"
 )

@@ -104,3 +104,41 @@ func BenchmarkPasses(b *testing.B) {
 		b.ReportMetric(8*float64(params)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 	})
 }
+
+// BenchmarkProject times forward passes of the default model's float32
+// engine: Project, which packs the weights once and reuses them, beside
+// Model.Forward, which packs each weight in each product; samples/s.
+func BenchmarkProject(b *testing.B) {
+	c := nn.DefaultConfig()
+	for _, batch := range []int{64, 256} {
+		e, err := nn.NewCPUEngine[float32](c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.SetParameters(nn.InitParameters[float32](c, 1)); err != nil {
+			b.Fatal(err)
+		}
+		xs, _ := enginetest.Batches(c, 1, batch, 1)
+		out := make([]float32, batch*c.OutputDim)
+		for _, packed := range []bool{true, false} {
+			name := fmt.Sprintf("packed_b%d", batch)
+			if !packed {
+				name = fmt.Sprintf("unpacked_b%d", batch)
+			}
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					var err error
+					if packed {
+						err = e.Project(out, xs[0], batch)
+					} else {
+						_, err = e.Model.Forward(xs[0], batch)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "samples/s")
+			})
+		}
+	}
+}

@@ -5,8 +5,12 @@
 // the CPU.
 //
 // The float32 matrix products go through internal/sgemm (packed, assembly
-// microkernels, bits independent of the thread count), float32 AdamW and
-// GELU through internal/vec32; the float64 products through gonum.
+// microkernels, bits independent of the thread count), float32 AdamW,
+// GELU, LayerNorm, the loss's rows and the column sums through
+// internal/vec32 (vectorised, the same bits with and without assembly); the
+// float64 oracle keeps its scalar loops and gonum's products. The CPU
+// engine's forward-only calls reuse weights packed once for the GEMM while
+// the parameters do not change.
 //
 // Everything is generic over float32 and float64. The float64 instantiation
 // is the oracle: it is checked by finite differences and replayed against

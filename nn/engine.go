@@ -95,6 +95,13 @@ var ErrNonFinite = errors.New("loss is not finite")
 // CPUEngine is the [Engine] on the CPU, computing in T: float32 to train,
 // float64 as the oracle. Its buffers are exported for tests that need the
 // full precision of the float64 engine.
+//
+// Forward-only calls (Loss, Project) pack the weights for the GEMMs once
+// and reuse them while the parameters stay as they are (an evaluation over
+// many batches): from the second such call after Step or SetParameters
+// on, until the next of those. The packs are a second copy of the weights
+// (218 MB for the default model), held once made. Parameters changed any
+// other way (writing Model.Params) must be loaded again with SetParameters.
 type CPUEngine[T Float] struct {
 	Model *Model[T]
 	M, V  []T  // AdamW moments
@@ -104,6 +111,39 @@ type CPUEngine[T Float] struct {
 	obj   Objective
 	// dLogitScale is the last ForwardBackward's dL/d(obj.LogitScale).
 	dLogitScale float64
+	packs       packState
+}
+
+// packState tracks whether the model's packed weights are current.
+type packState struct {
+	version   uint64 // counts changes of the parameters
+	packedAt  uint64 // the version the packs were made at, with packed set
+	packed    bool
+	calls     int  // forward-only calls at this version
+	unpacking bool // packWeights packs nothing here (float64, gonum): do not try again
+}
+
+// changed records that the parameters changed.
+func (p *packState) changed() { p.version, p.calls = p.version+1, 0 }
+
+// forwardPacked says whether a forward-only call uses packed weights,
+// packing them on the second call at a version: a lone call after each
+// step would pay for the pack without reusing it.
+func (e *CPUEngine[T]) forwardPacked() bool {
+	p := &e.packs
+	if p.unpacking {
+		return false
+	}
+	if p.packed && p.packedAt == p.version {
+		return true
+	}
+	p.calls++
+	if p.calls < 2 {
+		return false
+	}
+	p.packed, p.packedAt = e.Model.packWeights(), p.version
+	p.unpacking = !p.packed
+	return p.packed
 }
 
 // NewCPUEngine returns an engine of shape c with zero parameters and
@@ -151,7 +191,7 @@ func (e *CPUEngine[T]) LogitScaleGrad() float64 { return e.dLogitScale }
 
 // ForwardBackward implements [Engine].
 func (e *CPUEngine[T]) ForwardBackward(x, t []float32, n int) (float64, error) {
-	out, err := e.forward(x, t, n)
+	out, err := e.forward(x, t, n, false)
 	if err != nil {
 		return 0, err
 	}
@@ -170,8 +210,9 @@ func (e *CPUEngine[T]) ForwardBackward(x, t []float32, n int) (float64, error) {
 	return loss, nil
 }
 
-// forward loads a batch and runs the model on it.
-func (e *CPUEngine[T]) forward(x, t []float32, n int) ([]T, error) {
+// forward loads a batch and runs the model on it, with the packed weights
+// when packed.
+func (e *CPUEngine[T]) forward(x, t []float32, n int, packed bool) ([]T, error) {
 	c := e.Model.Config
 	if err := load(&e.x, x, n, c.InputDim, "inputs"); err != nil {
 		return nil, err
@@ -179,7 +220,7 @@ func (e *CPUEngine[T]) forward(x, t []float32, n int) ([]T, error) {
 	if err := load(&e.t, t, n, c.OutputDim, "targets"); err != nil {
 		return nil, err
 	}
-	return e.Model.Forward(e.x, n)
+	return e.Model.forward(e.x, n, packed)
 }
 
 func checkFinite(loss float64) error {
@@ -198,13 +239,14 @@ func (e *CPUEngine[T]) Step(s AdamWStep) error {
 		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
 	}
 	AdamW(e.Model.Params, e.Model.Grads, e.M, e.V, s)
+	e.packs.changed()
 	e.ready = false
 	return nil
 }
 
 // Loss implements [Engine].
 func (e *CPUEngine[T]) Loss(x, t []float32, n int) (float64, error) {
-	out, err := e.forward(x, t, n)
+	out, err := e.forward(x, t, n, e.forwardPacked())
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +263,7 @@ func (e *CPUEngine[T]) Project(dst, x []float32, n int) error {
 	if err := load(&e.x, x, n, c.InputDim, "inputs"); err != nil {
 		return err
 	}
-	out, err := e.Model.Forward(e.x, n)
+	out, err := e.Model.forward(e.x, n, e.forwardPacked())
 	if err != nil {
 		return err
 	}
@@ -237,6 +279,7 @@ func (e *CPUEngine[T]) Parameters(dst []float32) error {
 func (e *CPUEngine[T]) Gradients(dst []float32) error { return export(dst, e.Model.Grads, "gradients") }
 
 func (e *CPUEngine[T]) SetParameters(src []float32) error {
+	e.packs.changed()
 	return importInto(e.Model.Params, src, "parameters")
 }
 

@@ -156,3 +156,54 @@ func TestUnitNormMSEKnownValue(t *testing.T) {
 		t.Fatalf("loss %v, want %v", got, want)
 	}
 }
+
+// The float32 loss (unitNormMSE32, three dot products a row) against the
+// float64 oracle on the same float32 values, with a clamped prediction
+// row, a zero target row, a row parallel to its target and a width that
+// is not a multiple of the vector width. Both compute in float64 from the
+// same inputs: the loss agrees to 1e-12 relative (the float32 form
+// cancels 1 + 1 - 2 cos, losing the digits of cos near 1), each gradient
+// element to 1 float32 ulp of its value plus 1e-9 of the row's scale,
+// 2/(n d max(|p|, eps)) (it is rounded to float32 once, from float64
+// terms that can cancel: against a zero target the gradient is 0 in exact
+// arithmetic and rounding noise in both).
+func TestUnitNormMSEFloat32(t *testing.T) {
+	const n, d = 5, 67
+	rng := rand.New(rand.NewPCG(4, 4))
+	p64, t64 := randomRows(rng, n, d), randomRows(rng, n, d)
+	for j := 0; j < d; j++ {
+		p64[1*d+j] *= 1e-14 // |p| < 1e-12: the clamped branch
+		t64[2*d+j] = 0      // a zero target
+		t64[3*d+j] = 2 * p64[3*d+j]
+	}
+	p32, t32 := make([]float32, n*d), make([]float32, n*d)
+	for i := range p64 {
+		p32[i], t32[i] = float32(p64[i]), float32(t64[i])
+		p64[i], t64[i] = float64(p32[i]), float64(t32[i])
+	}
+	g32, g64 := make([]float32, n*d), make([]float64, n*d)
+	l32, l64 := UnitNormMSE(g32, p32, t32, n, d), UnitNormMSE(g64, p64, t64, n, d)
+	if l := UnitNormMSE(nil, p32, t32, n, d); l != l32 {
+		t.Errorf("loss without gradient %v, with %v", l, l32)
+	}
+	if math.Abs(l32-l64) > 1e-12*l64 {
+		t.Errorf("loss %v, oracle %v", l32, l64)
+	}
+	for r := 0; r < n; r++ {
+		rowScale := 2 / float64(n*d) / math.Max(math.Sqrt(sumSquares(p64[r*d:(r+1)*d])), NormalizeEps)
+		for j := r * d; j < (r+1)*d; j++ {
+			ulp := float64(math.Nextafter32(float32(math.Abs(g64[j])), float32(math.Inf(1)))) - math.Abs(float64(float32(g64[j])))
+			if diff := math.Abs(float64(g32[j]) - g64[j]); diff > ulp+1e-9*rowScale {
+				t.Fatalf("row %d element %d: gradient %v, oracle %v", r, j-r*d, g32[j], g64[j])
+			}
+		}
+	}
+}
+
+func sumSquares(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x * x
+	}
+	return s
+}

@@ -1,8 +1,6 @@
 package nn
 
 import (
-	"runtime"
-
 	"github.com/dinoclip/dinoclip/internal/sgemm"
 )
 
@@ -11,7 +9,7 @@ import (
 // gradients and the two AdamW moments, the activations [Model.Forward]
 // keeps for the backward pass, the engine's copies of the batch, its
 // targets and the loss gradient, and (float32) the packing buffers of the
-// GEMM's goroutines. It is counted in float64 so that an
+// GEMM's goroutines and the packed weights of forward-only calls. It is counted in float64 so that an
 // absurd shape or batch gives a large number, not an overflow; a trainer
 // compares it with the memory the machine has before allocating any of it.
 // c must be valid ([Config.Validate]).
@@ -22,8 +20,11 @@ func (c Config) CPUEngineBytes(batch, elemSize int) float64 {
 	model := float64(c.Blocks)*perBlock + 6*n*h + 2*n*hd + 2*n*o + 2*n
 	engine := n*float64(c.InputDim) + 2*n*o
 	bytes := (state + model + engine) * float64(elemSize)
-	if elemSize == 4 {
-		bytes += float64(runtime.GOMAXPROCS(0) * sgemm.BufferBytes)
+	if ws := sgemm.WorkspaceBytes(); elemSize == 4 && ws > 0 {
+		// The packed copy of the weights that forward-only calls
+		// (evaluation) make; NumParams counts the biases and LayerNorm
+		// parameters too, a slight overestimate.
+		bytes += float64(ws) + state/4*float64(elemSize)
 	}
 	return bytes
 }

@@ -6,10 +6,10 @@ import (
 )
 
 // TestCPUEngineBytes holds the estimate to what a CPU engine really
-// allocates for its state and one training step: within 10% (the estimate
-// leaves out the GEMM's packing buffers and small bookkeeping, a few
-// percent at this size), so a refusal based on it is neither far too eager
-// nor far too late.
+// allocates for its state, one training step and an evaluation: within
+// 10% (the estimate leaves out small bookkeeping and counts the packed
+// weights a little high), so a refusal based on it is neither far too
+// eager nor far too late.
 func TestCPUEngineBytes(t *testing.T) {
 	c := Config{InputDim: 96, HiddenDim: 256, OutputDim: 64, Blocks: 2}
 	const n = 128
@@ -24,6 +24,7 @@ func TestCPUEngineBytes(t *testing.T) {
 	// allocated whatever the machine's core count and the shapes' split.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	init := InitParameters[float32](c, 1)
+	proj := make([]float32, n*c.OutputDim)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -34,6 +35,12 @@ func TestCPUEngineBytes(t *testing.T) {
 	copy(e.Model.Params, init)
 	if _, err := e.ForwardBackward(x, tg, n); err != nil {
 		t.Fatal(err)
+	}
+	// Evaluation: forward-only calls pack the weights from the second on.
+	for range 2 {
+		if err := e.Project(proj, x, n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(e)

@@ -1,12 +1,17 @@
 package nn
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/dinoclip/dinoclip/internal/sgemm"
+)
 
 // linear and layerNorm are views of one layer's parameters and gradients in
 // the flat buffers.
 type linear[T Float] struct {
 	w, b, dw, db []T
 	in, out      int
+	packed       sgemm.PackedB // W^T packed for the forward GEMM (float32; see packWeights)
 }
 
 type layerNorm[T Float] struct {
@@ -105,7 +110,44 @@ func (m *Model[T]) reserve(n int) {
 // [n, OutputDim], a view into the model's buffers valid until the next call.
 // x must stay unchanged until Backward, which uses it for input_proj's
 // weight gradient.
-func (m *Model[T]) Forward(x []T, n int) ([]T, error) {
+func (m *Model[T]) Forward(x []T, n int) ([]T, error) { return m.forward(x, n, false) }
+
+// linears lists the linear layers in the order of the forward pass.
+func (m *Model[T]) linears() []*linear[T] {
+	ls := []*linear[T]{&m.inProj}
+	for i := range m.blocks {
+		ls = append(ls, &m.blocks[i].l1, &m.blocks[i].l2)
+	}
+	return append(ls, &m.head1, &m.head2)
+}
+
+// packWeights packs every linear layer's W^T as the forward GEMM reads it,
+// once, for forward passes with packed set, which then skip packing each
+// weight for each batch. The packs are a copy: they stay valid until the
+// parameters change, which the caller (CPUEngine) tracks. It returns false,
+// packing nothing, for float64 and where the GEMM has no packed kernel.
+func (m *Model[T]) packWeights() bool {
+	for _, l := range m.linears() {
+		w, ok := any(l.w).([]float32)
+		if !ok || !l.packed.Pack(true, l.in, l.out, w, l.in) {
+			return false
+		}
+	}
+	return true
+}
+
+// linearForward is LinearForward for layer l, from its packed weights
+// when packed is set (the same bits: see sgemm.GemmPacked).
+func linearForward[T Float](y, x []T, l *linear[T], n int, packed bool) {
+	if !packed {
+		LinearForward(y, x, l.w, l.b, n, l.in, l.out)
+		return
+	}
+	sgemm.GemmPacked(false, n, any(x).([]float32), l.in, &l.packed, any(y).([]float32), l.out, false)
+	addBias(y, l.b, n, l.out)
+}
+
+func (m *Model[T]) forward(x []T, n int, packed bool) ([]T, error) {
 	c := m.Config
 	if n < 1 || len(x) != n*c.InputDim {
 		return nil, fmt.Errorf("forward: input has %d values, want %d rows x %d", len(x), n, c.InputDim)
@@ -117,7 +159,7 @@ func (m *Model[T]) Forward(x []T, n int) ([]T, error) {
 	if len(m.blocks) > 0 {
 		stream = m.blocks[0].x[:n*h]
 	}
-	LinearForward(stream, x, m.inProj.w, m.inProj.b, n, c.InputDim, h)
+	linearForward(stream, x, &m.inProj, n, packed)
 	for i := range m.blocks {
 		b := &m.blocks[i]
 		next := m.stream[:n*h]
@@ -125,18 +167,18 @@ func (m *Model[T]) Forward(x []T, n int) ([]T, error) {
 			next = m.blocks[i+1].x[:n*h]
 		}
 		pre := m.scratch[:n*h]
-		LinearForward(pre, b.x[:n*h], b.l1.w, b.l1.b, n, h, h)
+		linearForward(pre, b.x[:n*h], &b.l1, n, packed)
 		LayerNormForward(b.ln1[:n*h], b.xhat1[:n*h], b.rstd1[:n], pre, b.n1.gamma, b.n1.beta, n, h)
 		GELUForward(b.act[:n*h], b.ln1[:n*h])
-		LinearForward(pre, b.act[:n*h], b.l2.w, b.l2.b, n, h, h)
+		linearForward(pre, b.act[:n*h], &b.l2, n, packed)
 		LayerNormForward(pre, b.xhat2[:n*h], b.rstd2[:n], pre, b.n2.gamma, b.n2.beta, n, h)
 		addInto(next, b.x[:n*h], pre)
 	}
 	LayerNormForward(m.hidden[:n*h], m.xhatH[:n*h], m.rstdH[:n], m.stream[:n*h], m.hiddenNorm.gamma, m.hiddenNorm.beta, n, h)
-	LinearForward(m.head[:n*hd], m.hidden[:n*h], m.head1.w, m.head1.b, n, h, hd)
+	linearForward(m.head[:n*hd], m.hidden[:n*h], &m.head1, n, packed)
 	GELUForward(m.headAct[:n*hd], m.head[:n*hd])
 	out := m.out[:n*o]
-	LinearForward(out, m.headAct[:n*hd], m.head2.w, m.head2.b, n, hd, o)
+	linearForward(out, m.headAct[:n*hd], &m.head2, n, packed)
 	LayerNormForward(out, m.xhatO[:n*o], m.rstdO[:n], out, m.outNorm.gamma, m.outNorm.beta, n, o)
 	return out, nil
 }

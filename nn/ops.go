@@ -64,6 +64,11 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 // as PyTorch stores it.
 func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
 	gemm(blas.NoTrans, blas.Trans, n, out, in, x, in, w, in, 0, y, out)
+	addBias(y, b, n, out)
+}
+
+// addBias adds b[out] to each of the n rows of y.
+func addBias[T Float](y, b []T, n, out int) {
 	parallelFor(n, out, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := y[r*out : (r+1)*out]
@@ -85,17 +90,22 @@ func LinearBackward[T Float](dx, dw, db, dy, x, w []T, n, in, out int, beta T) {
 	}
 }
 
-// ColumnSums sets s[j] = sum over rows of a[r,j] for a [n,d]. Columns are
-// split across workers and each sum runs over rows in order, so the result is
-// the same bits on every run.
+// ColumnSums sets s[j] = sum over rows of a[r,j] for a [n,d], accumulated
+// in float64. Columns are split across workers and each sum runs over rows
+// in order, so the result is the same bits on every run, whatever
+// GOMAXPROCS is and whether the vectorised loop ran.
 func ColumnSums[T Float](s, a []T, n, d int) {
+	a32, is32 := any(a).([]float32)
 	parallelFor(d, n, func(lo, hi int) {
 		forColumnBlocks(lo, hi, func(lo, hi int, acc []float64) {
 			// Rows outer, so that a is read along its rows; each column's
 			// sum still runs over the rows in order.
 			for r := 0; r < n; r++ {
-				row := a[r*d+lo : r*d+hi]
-				for j, v := range row {
+				if is32 {
+					vec32.AddTo(acc, a32[r*d+lo:r*d+hi])
+					continue
+				}
+				for j, v := range a[r*d+lo : r*d+hi] {
 					acc[j] += float64(v)
 				}
 			}
@@ -124,8 +134,17 @@ func forColumnBlocks(lo, hi int, fn func(lo, hi int, acc []float64)) {
 // LayerNormForward normalises each row of x[n,d] over its d entries:
 // xhat = (x - mean) * rstd with rstd = 1/sqrt(var + eps) (biased variance),
 // then y = xhat * gamma + beta. It keeps xhat and rstd for the backward pass.
-// Row statistics are accumulated in float64 with two passes. y may alias x.
+// Row statistics are accumulated in float64 with two passes, xhat is
+// rounded to T from float64 once. y may alias x.
+//
+// For float32 the passes are vec32's (Sum, SumSqDev, LayerNormApply): the
+// same formulas with the row sums taken in vec32's fixed lane order, and
+// y = xhat*gamma + beta in float32, so the bits do not depend on the CPU.
 func LayerNormForward[T Float](y, xhat, rstd, x, gamma, beta []T, n, d int) {
+	if x32, ok := any(x).([]float32); ok {
+		layerNormForward32(any(y).([]float32), any(xhat).([]float32), any(rstd).([]float32), x32, any(gamma).([]float32), any(beta).([]float32), n, d)
+		return
+	}
 	parallelFor(n, d, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			xr, hr, yr := x[r*d:(r+1)*d], xhat[r*d:(r+1)*d], y[r*d:(r+1)*d]
@@ -150,15 +169,36 @@ func LayerNormForward[T Float](y, xhat, rstd, x, gamma, beta []T, n, d int) {
 	})
 }
 
+func layerNormForward32(y, xhat, rstd, x, gamma, beta []float32, n, d int) {
+	parallelFor(n, d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr := x[r*d : (r+1)*d]
+			mean := vec32.Sum(xr) / float64(d)
+			rs := 1 / math.Sqrt(vec32.SumSqDev(xr, mean)/float64(d)+LayerNormEps)
+			rstd[r] = float32(rs)
+			vec32.LayerNormApply(y[r*d:(r+1)*d], xhat[r*d:(r+1)*d], xr, gamma, beta, mean, rs)
+		}
+	})
+}
+
 // LayerNormBackward computes dx[n,d] from dy, the saved xhat and rstd and
 // gamma: with g = dy*gamma, dx = rstd (g - mean(g) - xhat mean(g xhat)).
 // It also sets dgamma = sum_rows dy*xhat and dbeta = sum_rows dy.
-// dx may alias dy.
+// Sums are accumulated in float64, the column sums over rows in order.
+// dx may alias dy. float32 goes through vec32 (AddProductsTo,
+// LayerNormBackwardSums, LayerNormBackwardApply): the same formulas, the
+// row sums in vec32's fixed lane order.
 func LayerNormBackward[T Float](dx, dgamma, dbeta, dy, xhat, rstd, gamma []T, n, d int) {
+	dy32, is32 := any(dy).([]float32)
+	xhat32, _ := any(xhat).([]float32)
 	parallelFor(d, n, func(lo, hi int) {
 		forColumnBlocks(lo, hi, func(lo, hi int, sg []float64) {
 			var sb [columnBlock]float64
 			for r := 0; r < n; r++ {
+				if is32 {
+					vec32.AddProductsTo(sg, sb[:hi-lo], dy32[r*d+lo:r*d+hi], xhat32[r*d+lo:r*d+hi])
+					continue
+				}
 				dyr, hr := dy[r*d+lo:r*d+hi], xhat[r*d+lo:r*d+hi]
 				for j, v := range dyr {
 					sg[j] += float64(v) * float64(hr[j])
@@ -170,6 +210,17 @@ func LayerNormBackward[T Float](dx, dgamma, dbeta, dy, xhat, rstd, gamma []T, n,
 			}
 		})
 	})
+	if is32 {
+		dx32, rstd32, gamma32 := any(dx).([]float32), any(rstd).([]float32), any(gamma).([]float32)
+		parallelFor(n, d, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				dyr, hr := dy32[r*d:(r+1)*d], xhat32[r*d:(r+1)*d]
+				s1, s2 := vec32.LayerNormBackwardSums(dyr, gamma32, hr)
+				vec32.LayerNormBackwardApply(dx32[r*d:(r+1)*d], dyr, hr, gamma32, s1/float64(d), s2/float64(d), float64(rstd32[r]))
+			}
+		})
+		return
+	}
 	parallelFor(n, d, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			dyr, hr, dxr := dy[r*d:(r+1)*d], xhat[r*d:(r+1)*d], dx[r*d:(r+1)*d]
@@ -200,16 +251,12 @@ func GELUGrad(x float64) float64 {
 }
 
 // GELUForward sets y = GELU(x) elementwise: in float64 for float64, and
-// for float32 with vec32.GELU (within 3 ulp, several times faster than
-// going through math.Erf).
+// for float32 with vec32.GELUs (vec32.GELU, within 3 ulp, vectorised).
+// y may alias x.
 func GELUForward[T Float](y, x []T) {
 	if y32, ok := any(y).([]float32); ok {
 		x32 := any(x).([]float32)
-		parallelFor(len(x), 16, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				y32[i] = vec32.GELU(x32[i])
-			}
-		})
+		parallelFor(len(x), 4, func(lo, hi int) { vec32.GELUs(y32[lo:hi], x32[lo:hi]) })
 		return
 	}
 	parallelFor(len(x), 16, func(lo, hi int) {
@@ -220,15 +267,11 @@ func GELUForward[T Float](y, x []T) {
 }
 
 // GELUBackward sets dx = dy * GELU'(x) elementwise, in float64 for float64
-// and with vec32.GELUGrad for float32; dx may alias dy.
+// and with vec32.GELUGradMul for float32; dx may alias dy.
 func GELUBackward[T Float](dx, dy, x []T) {
 	if dx32, ok := any(dx).([]float32); ok {
 		dy32, x32 := any(dy).([]float32), any(x).([]float32)
-		parallelFor(len(x), 16, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				dx32[i] = dy32[i] * vec32.GELUGrad(x32[i])
-			}
-		})
+		parallelFor(len(x), 4, func(lo, hi int) { vec32.GELUGradMul(dx32[lo:hi], dy32[lo:hi], x32[lo:hi]) })
 		return
 	}
 	parallelFor(len(x), 16, func(lo, hi int) {

@@ -11,7 +11,8 @@ import (
 
 // BenchmarkGemm times the three layouts of the engine at the default
 // model's shapes (hidden 2048, input 768, head 1024, output 512) for
-// batches 64 and 256, and reports GFLOP/s (2 m n k per product).
+// batches 64 and 256, and reports GFLOP/s (2 m n k per product); for the
+// two whose B is the weight, also with B packed beforehand (prepacked).
 //
 //	fwd_nt:   Y[batch,out] = X[batch,in] W[out,in]^T
 //	wgrad_tn: dW[out,in] = dY[batch,out]^T X[batch,in]
@@ -45,6 +46,20 @@ func BenchmarkGemm(b *testing.B) {
 					}
 					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 				})
+				// The weight packed once (PackedB), as for batches
+				// that reuse it: what packing B costs a product.
+				if layout != "wgrad_tn" {
+					b.Run(fmt.Sprintf("%s/b%d_%dx%d/prepacked", layout, batch, l.in, l.out), func(b *testing.B) {
+						var pb PackedB
+						if !pb.Pack(tB, k, n, bb, ldb) {
+							b.Skip("no packed kernel")
+						}
+						for b.Loop() {
+							GemmPacked(tA, m, a, lda, &pb, c, n, acc)
+						}
+						b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					})
+				}
 				// gonum's Sgemm, which the engine used before, on the
 				// same operands: the ratio of the two, measured side by
 				// side.

@@ -32,6 +32,25 @@ type kernel struct {
 // Gemm falls back to gonum (set in kernel_*.go).
 var best *kernel
 
+// UseReference makes Gemm use the pure-Go reference microkernel (on) or
+// the fastest one again (off), and returns whether the reference was in
+// use. The bits of C are the same either way (see the package comment);
+// that is what it is for: tests that check so through the whole CPU
+// engine. Where there is no packed kernel (the gonum fallback) it does
+// nothing and returns false. It must not be called while a Gemm runs.
+func UseReference(on bool) (was bool) {
+	ks := kernels()
+	if len(ks) == 0 {
+		return false
+	}
+	was = best == reference
+	best = ks[0]
+	if on {
+		best = reference
+	}
+	return was
+}
+
 // Kernel names the microkernel Gemm uses on this machine, or "gonum" for the
 // fallback.
 func Kernel() string {
@@ -124,6 +143,12 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 	if trivial {
 		return
 	}
+	run(kern, workers, A, B, nil, m, n, k, c, ldc, accumulate)
+}
+
+// run splits C among workers; B's panels come from pre when it is not nil
+// (packed by kern), else each worker packs its own.
+func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []float32, ldc int, accumulate bool) {
 	// Split C into one block of whole tiles per worker, along the side with
 	// more tiles; small products run on the calling goroutine.
 	mt, nt := (m+kern.mr-1)/kern.mr, (n+kern.nr-1)/kern.nr
@@ -137,16 +162,16 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 	}
 	workers = min(workers, tiles)
 	if workers <= 1 {
-		block(kern, A, B, c, ldc, 0, m, 0, n, k, accumulate)
+		block(kern, A, B, pre, c, ldc, 0, m, 0, n, k, accumulate)
 		return
 	}
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
 		if alongN {
-			wg.Go(func() { block(kern, A, B, c, ldc, 0, m, lo, min(hi, n), k, accumulate) })
+			wg.Go(func() { block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate) })
 		} else {
-			wg.Go(func() { block(kern, A, B, c, ldc, lo, min(hi, m), 0, n, k, accumulate) })
+			wg.Go(func() { block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate) })
 		}
 	}
 	wg.Wait()
@@ -168,9 +193,19 @@ var spare struct {
 // tileLen is room for the largest microkernel tile, 8x32.
 const tileLen = 8 * 32
 
-// BufferBytes is the packing memory one goroutine of a GEMM takes and
-// keeps for reuse; Gemm runs up to GOMAXPROCS of them.
-const BufferBytes = (mc*kc + kc*nc + tileLen) * 4
+// bufferBytes is the packing memory one goroutine of a GEMM takes and
+// keeps for reuse.
+const bufferBytes = (mc*kc + kc*nc + tileLen) * 4
+
+// WorkspaceBytes is the packing memory Gemm holds on to once it has run on
+// this machine: bufferBytes for each of up to GOMAXPROCS goroutines, none
+// for the gonum fallback.
+func WorkspaceBytes() int {
+	if best == nil {
+		return 0
+	}
+	return runtime.GOMAXPROCS(0) * bufferBytes
+}
 
 func getBuffers() *buffers {
 	spare.Lock()
@@ -191,7 +226,8 @@ func putBuffers(b *buffers) {
 
 // block computes rows [i0,i1) and columns [j0,j1) of C on one goroutine.
 // For each C element the k blocks run in order, so its chain is p = 0..k-1.
-func block(kern *kernel, A, B matrix, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
+// B's panels are packed here, or taken from pre.
+func block(kern *kernel, A, B matrix, pre *PackedB, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
 	buf := getBuffers()
 	defer putBuffers(buf)
 	mr, nr := kern.mr, kern.nr
@@ -199,13 +235,18 @@ func block(kern *kernel, A, B matrix, c []float32, ldc, i0, i1, j0, j1, k int, a
 		nb := min(nc, j1-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
-			packB(buf.b, B, pc, kb, jc, nb, nr)
+			bBlock := buf.b
+			if pre != nil {
+				bBlock = pre.data[pc*pre.width+jc*kb:]
+			} else {
+				packB(buf.b, B, pc, kb, jc, nb, nr)
+			}
 			load := accumulate || pc > 0
 			for ic := i0; ic < i1; ic += mc {
 				mb := min(mc, i1-ic)
 				packA(buf.a, A, ic, mb, pc, kb, mr)
 				for jr := 0; jr < nb; jr += nr {
-					bp := buf.b[jr*kb : (jr+nr)*kb]
+					bp := bBlock[jr*kb : (jr+nr)*kb]
 					w := min(nr, nb-jr)
 					for ir := 0; ir < mb; ir += mr {
 						ap := buf.a[ir*kb : (ir+mr)*kb]
@@ -232,6 +273,77 @@ func block(kern *kernel, A, B matrix, c []float32, ldc, i0, i1, j0, j1, k int, a
 			}
 		}
 	}
+}
+
+// PackedB is op(B) [k,n] packed once into the panels the microkernel
+// reads, for products that use one B with many A: a weight matrix W^T
+// multiplied by batch after batch. GemmPacked with it gives the bits Gemm
+// gives with op(B) itself.
+type PackedB struct {
+	kern  *kernel
+	k, n  int
+	width int       // n rounded up to whole panels
+	data  []float32 // per block of kc rows, in order: width/nr panels of kb x nr
+}
+
+// Pack packs op(B) [k,n] (B itself with row stride ldb or, with transB, the
+// transpose of B [n,k]) into p, reusing p's memory where it is large
+// enough. It returns false, packing nothing, where Gemm has no packed
+// kernel (the gonum fallback): callers use Gemm then. It panics on
+// dimensions that do not fit b, as Gemm does.
+func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
+	if best == nil {
+		return false
+	}
+	if k < 1 || n < 1 {
+		panic(fmt.Sprintf("sgemm: packing a %dx%d B", k, n))
+	}
+	B := operand(b, ldb, transB, k, n, "B")
+	kern := best
+	nr := kern.nr
+	p.kern, p.k, p.n, p.width = kern, k, n, (n+nr-1)/nr*nr
+	if cap(p.data) < k*p.width {
+		p.data = make([]float32, k*p.width)
+	}
+	p.data = p.data[:k*p.width]
+	// Panels are independent: split them among the processors.
+	panels := p.width / nr
+	workers := min(runtime.GOMAXPROCS(0), panels)
+	if k*n < 1<<16 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := panels*w/workers*nr, min(panels*(w+1)/workers*nr, n)
+		wg.Go(func() {
+			for pc := 0; pc < k; pc += kc {
+				kb := min(kc, k-pc)
+				packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
+			}
+		})
+	}
+	wg.Wait()
+	return true
+}
+
+// GemmPacked is Gemm with op(B) from p: C [m, p's n] = op(A) op(B), or
+// C += that with accumulate; op(A) is [m, p's k].
+func GemmPacked(transA bool, m int, a []float32, lda int, p *PackedB, c []float32, ldc int, accumulate bool) {
+	if p.kern == nil {
+		panic("sgemm: GemmPacked with a PackedB never packed")
+	}
+	n, k := p.n, p.k
+	A := operand(a, lda, transA, m, k, "A")
+	if m < 0 {
+		panic(fmt.Sprintf("sgemm: negative dimension %d", m))
+	}
+	if ldc < max(1, n) || (m > 0 && len(c) < (m-1)*ldc+n) {
+		panic(fmt.Sprintf("sgemm: C of %d values with stride %d cannot hold %dx%d", len(c), ldc, m, n))
+	}
+	if m == 0 {
+		return
+	}
+	run(p.kern, runtime.GOMAXPROCS(0), A, matrix{}, p, m, n, k, c, ldc, accumulate)
 }
 
 // packA copies op(A)[ic:ic+mb, pc:pc+kb] into dst as panels of mr rows,

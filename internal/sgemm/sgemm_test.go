@@ -225,3 +225,41 @@ func TestZeroK(t *testing.T) {
 		t.Errorf("k = 0 without accumulate left C at %v", c)
 	}
 }
+
+// TestPacked checks that GemmPacked with op(B) packed once gives the bits
+// of the reference kernel on the same product, with B packed by the
+// fastest kernel and by the reference (UseReference), at GOMAXPROCS 1 and
+// 2, one PackedB reused across all the shapes (so that its memory is
+// reused for smaller and larger B); and that the gonum fallback packs
+// nothing.
+func TestPacked(t *testing.T) {
+	var pb PackedB
+	if len(kernels()) == 0 {
+		if pb.Pack(false, 2, 2, make([]float32, 4), 2) {
+			t.Fatal("packed B without a packed kernel")
+		}
+		return
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer UseReference(UseReference(false))
+	for _, p := range problems(4) {
+		want := p.run(reference, 1)
+		for _, ref := range []bool{false, true} {
+			UseReference(ref)
+			if !pb.Pack(p.transB, p.k, p.n, p.b, p.ldb) {
+				t.Fatal("Pack packed nothing with a packed kernel")
+			}
+			UseReference(!ref) // GemmPacked must use the kernel that packed, not the current one
+			for _, procs := range []int{1, 2} {
+				runtime.GOMAXPROCS(procs)
+				c := append([]float32(nil), p.c0...)
+				GemmPacked(p.transA, p.m, p.a, p.lda, &pb, c, p.ldc, p.accumulate)
+				for i := range want {
+					if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("packed by %s, GOMAXPROCS %d, %v: element %d is %g, want %g", pb.kern.name, procs, p, i, c[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

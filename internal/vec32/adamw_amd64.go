@@ -8,7 +8,7 @@ var hasAVX2 = cpu.X86.HasAVX2
 
 // adamwLen is the prefix of n elements AdamW does: whole vectors of 8.
 func adamwLen(n int) int {
-	if !hasAVX2 {
+	if !useAsm {
 		return 0
 	}
 	return n &^ 7

@@ -1,0 +1,99 @@
+package vec32
+
+// The elementwise passes of the CPU engine. Each is defined by its Go loop;
+// on amd64 with AVX2 an assembly loop does the longest prefix that is a
+// whole number of 8-float vectors with the same operations in the same
+// order (no fused multiply-add, float64 where the loop says float64), and
+// the Go loop the rest. float32(...) and float64(...) around a product
+// keep the compiler from fusing it into the next add.
+
+// LayerNormApply sets, for j < len(x),
+//
+//	xhat[j] = float32((float64(x[j]) - mean) * rstd)
+//	y[j]    = xhat[j]*gamma[j] + beta[j]   (in float32, not fused)
+//
+// y may alias x; xhat may not. The other slices must be at least as long
+// as x.
+func LayerNormApply(y, xhat, x, gamma, beta []float32, mean, rstd float64) {
+	n := 0
+	if useAsm {
+		n = len(x) &^ 7
+		if n > 0 {
+			_, _, _, _ = y[n-1], xhat[n-1], gamma[n-1], beta[n-1]
+			layerNormApply(n, &y[0], &xhat[0], &x[0], &gamma[0], &beta[0], mean, rstd)
+		}
+	}
+	for j := n; j < len(x); j++ {
+		h := float32((float64(x[j]) - mean) * rstd)
+		xhat[j] = h
+		y[j] = float32(h*gamma[j]) + beta[j]
+	}
+}
+
+// LayerNormBackwardApply sets, for j < len(dy), with g = dy[j]*gamma[j]
+// exact in float64,
+//
+//	dx[j] = float32(rstd * ((g - meanG) - float64(xhat[j])*meanGX))
+//
+// each float64 operation rounded in that order. dx may alias dy.
+func LayerNormBackwardApply(dx, dy, xhat, gamma []float32, meanG, meanGX, rstd float64) {
+	n := 0
+	if useAsm {
+		n = len(dy) &^ 7
+		if n > 0 {
+			_, _, _ = dx[n-1], xhat[n-1], gamma[n-1]
+			layerNormBackwardApply(n, &dx[0], &dy[0], &xhat[0], &gamma[0], meanG, meanGX, rstd)
+		}
+	}
+	for j := n; j < len(dy); j++ {
+		g := float64(dy[j]) * float64(gamma[j])
+		dx[j] = float32(rstd * ((g - meanG) - float64(float64(xhat[j])*meanGX)))
+	}
+}
+
+// AXPBY sets dst[j] = float32(x[j]*a + y[j]*b) for j < len(x), in
+// float64 with each product rounded before the sum. dst may alias x or y.
+func AXPBY(dst, x, y []float32, a, b float64) {
+	n := 0
+	if useAsm {
+		n = len(x) &^ 7
+		if n > 0 {
+			_, _ = dst[n-1], y[n-1]
+			axpby(n, &dst[0], &x[0], &y[0], a, b)
+		}
+	}
+	for j := n; j < len(x); j++ {
+		dst[j] = float32(float64(float64(x[j])*a) + float64(float64(y[j])*b))
+	}
+}
+
+// GELUs sets y[j] = GELU(x[j]) for j < len(x). y may alias x.
+func GELUs(y, x []float32) {
+	n := 0
+	if useAsm {
+		n = len(x) &^ 7
+		if n > 0 {
+			_ = y[n-1]
+			geluAVX2(n, &y[0], &x[0], &geluUpperTail[0][0])
+		}
+	}
+	for j := n; j < len(x); j++ {
+		y[j] = GELU(x[j])
+	}
+}
+
+// GELUGradMul sets dx[j] = dy[j] * GELUGrad(x[j]) for j < len(x), the
+// backward pass through GELU. dx may alias dy.
+func GELUGradMul(dx, dy, x []float32) {
+	n := 0
+	if useAsm {
+		n = len(x) &^ 7
+		if n > 0 {
+			_, _ = dx[n-1], dy[n-1]
+			geluGradMulAVX2(n, &dx[0], &dy[0], &x[0], &geluUpperTail[0][0], &geluDensity[0][0])
+		}
+	}
+	for j := n; j < len(x); j++ {
+		dx[j] = dy[j] * GELUGrad(x[j])
+	}
+}

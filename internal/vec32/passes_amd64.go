@@ -1,0 +1,43 @@
+//go:build !purego
+
+package vec32
+
+// haveAsm says whether this CPU runs the assembly loops (adamw_amd64.s,
+// passes_amd64.s); useAsm whether they are used (see UseAssembly).
+var (
+	haveAsm = hasAVX2
+	useAsm  = haveAsm
+)
+
+//go:noescape
+func sumLanes(n int, x *float32, l *lanes)
+
+//go:noescape
+func dotLanes(n int, x, y *float32, l *lanes)
+
+//go:noescape
+func sqDevLanes(n int, x *float32, mean float64, l *lanes)
+
+//go:noescape
+func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)
+
+//go:noescape
+func addTo(n int, acc *float64, x *float32)
+
+//go:noescape
+func addProductsTo(n int, prod, sum *float64, x, y *float32)
+
+//go:noescape
+func layerNormApply(n int, y, xhat, x, gamma, beta *float32, mean, rstd float64)
+
+//go:noescape
+func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, meanG, meanGX, rstd float64)
+
+//go:noescape
+func axpby(n int, dst, x, y *float32, a, b float64)
+
+//go:noescape
+func geluAVX2(n int, y, x *float32, upperTail *float32)
+
+//go:noescape
+func geluGradMulAVX2(n int, dx, dy, x *float32, upperTail, density *float32)

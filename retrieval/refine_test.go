@@ -2,6 +2,7 @@ package retrieval_test
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 
@@ -21,14 +22,16 @@ func (f *float32Ranker) Search(ctx context.Context, queries []float32, nq int, k
 	if err := retrieval.CheckSearch(queries, nq, keys, k); err != nil {
 		return nil, err
 	}
-	x, maxNorm, err := keys.Float32s(1 << 30)
+	dim, nk := keys.Dim, int(keys.Rows())
+	x := make([]float32, nk*dim)
+	maxNorm, err := keys.ReadRows(x, 0, int64(nk))
 	if err != nil {
 		return nil, err
 	}
-	dim, nk := keys.Dim, int(keys.Rows())
+	rel, abs := retrieval.ErrorBound(dim)
 	width := min(k+f.extra, nk)
 	rows := make([]int64, 0, nq*width)
-	scores := make([]float32, 0, nq*width)
+	leftOut := make([]float64, nq)
 	s := make([]float32, nk)
 	order := make([]int64, nk)
 	for q := range nq {
@@ -48,12 +51,14 @@ func (f *float32Ranker) Search(ctx context.Context, queries []float32, nq int, k
 			}
 			return 0
 		})
-		for _, j := range order[:width] {
-			rows = append(rows, j)
-			scores = append(scores, s[j])
+		var qn2 float64
+		for _, v := range queries[q*dim : (q+1)*dim] {
+			qn2 += float64(v) * float64(v)
 		}
+		rows = append(rows, order[:width]...)
+		leftOut[q] = float64(s[order[width-1]]) + rel*math.Sqrt(qn2)*maxNorm + abs
 	}
-	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, scores, width, maxNorm)
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, width, leftOut)
 	if err != nil {
 		return nil, err
 	}

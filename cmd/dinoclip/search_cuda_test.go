@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// --device cuda answers exactly what the CPU answers (the GPU's float32
+// --device cuda answers exactly what the CPU answers (the GPU's float16
 // ranking is refined to the exact one), on the emulator or a GPU.
 func TestSearchOnGPU(t *testing.T) {
 	run, data, _ := trainRun(t)
@@ -27,5 +27,5 @@ func TestSearchOnGPU(t *testing.T) {
 	if !slices.Equal(ci, gi) || !slices.Equal(cs, gs) {
 		t.Fatalf("GPU ids %v\nCPU ids %v", gi, ci)
 	}
-	wantError(t, []string{"search", "--index", index, "--queries", qPath, "--k", "33", "--out", gpu, "--device", "cuda"}, "at most 32")
+	wantError(t, []string{"search", "--index", index, "--queries", qPath, "--k", "49", "--out", gpu, "--device", "cuda"}, "at most 48")
 }

@@ -1,0 +1,439 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/dinoclip/dinoclip/cuda/driver"
+	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// Launch geometry of kernels/search.cu.
+const (
+	searchBQ        = 128 // SEARCH_BQ: queries per block
+	searchBN        = 128 // SEARCH_BN: keys per tile
+	searchMaxW      = 64  // SEARCH_MAXW: candidates per query
+	searchMaxLists  = 64  // SEARCH_MAXLISTS: lists search_merge merges
+	searchMainBytes = 128 * 129 * 4
+	// searchTargetBlocks is how many blocks a chunk's launch aims for
+	// (about two per multiprocessor of an H100/H200), reached by cutting
+	// the chunk's keys into splits when the queries make fewer blocks.
+	searchTargetBlocks = 264
+	// searchQueryBatch bounds the queries ranked together, and with them
+	// the candidate lists held on the GPU.
+	searchQueryBatch = 1 << 15
+	// searchChunkBytes is the default float16 key chunk copied to the GPU
+	// at a time (twice in pinned host memory).
+	searchChunkBytes = 256 << 20
+)
+
+// MaxSearchK is the largest k the GPU searcher takes: it keeps k + 16
+// candidates per query (searchMargin), at most 64.
+const MaxSearchK = searchMaxW - searchMargin
+
+// searchMargin is how many candidates beyond k the GPU returns, so that
+// the exactness proof of retrieval.Refine holds unless the keys between
+// the k-th and the (k+16)-th place all score within the error bound of
+// each other (near-ties, duplicates), where the CPU re-runs the query.
+const searchMargin = 16
+
+// Searcher is retrieval.Searcher on the GPU: float16 tensor cores rank
+// (kernels/search.cu), the host proves the answer exact (docs/RETRIEVAL.md,
+// "GPU search").
+//
+// Each query is scaled by a power of two (exact, and the ranking does not
+// change) so that its largest value lies in [2^14, 2^15), and rounded to
+// float16; float16 keys are used as stored and float32 keys rounded to
+// float16 (a float32 key beyond float16's range is an error). The keys go
+// to the GPU in chunks through two pinned host buffers, converted on the
+// host while the GPU ranks the previous chunk. For every query the GPU
+// returns its w = min(k+16, keys) best keys by the float16 score;
+// retrieval.Refine re-scores them with the reference score and proves the
+// k best exact when the k-th beats the w-th's score plus the error bound
+// (searchErrorBound); the queries it cannot prove are re-run by Fallback.
+type Searcher struct {
+	Dev *Device
+	// ChunkRows is the number of keys copied to the GPU at a time; 0 means
+	// as many as fit 256 MiB as float16.
+	ChunkRows int
+	// Fallback searches the queries that the GPU ranking cannot prove
+	// exact; nil means a retrieval.CPUSearcher.
+	Fallback retrieval.Searcher
+
+	// Last describes the last search.
+	Last SearchStats
+}
+
+// SearchStats counts a search's work.
+type SearchStats struct {
+	Queries  int // queries searched
+	Width    int // candidates per query from the GPU
+	Chunks   int // key chunks copied to the GPU (over all query batches)
+	Unproven int // queries re-run by the fallback
+}
+
+// Search implements retrieval.Searcher.
+func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *retrieval.Keys, k int) (*retrieval.Neighbors, error) {
+	if err := retrieval.CheckSearch(queries, nq, keys, k); err != nil {
+		return nil, err
+	}
+	if k > MaxSearchK {
+		return nil, fmt.Errorf("cuda: search: k = %d; the GPU search ranks at most %d per query (use the CPU)", k, MaxSearchK)
+	}
+	if s.Dev == nil {
+		return nil, errors.New("cuda: search: no device")
+	}
+	nk := keys.Rows()
+	if nk > math.MaxInt32 {
+		return nil, fmt.Errorf("cuda: search: %d keys; the GPU search takes at most %d", nk, math.MaxInt32)
+	}
+	dim := keys.Dim
+	dimp := (dim + 7) / 8 * 8
+	w := int(min(int64(k+searchMargin), nk))
+	chunk := int64(s.ChunkRows)
+	if chunk <= 0 {
+		chunk = max(searchBN, searchChunkBytes/int64(2*dimp))
+	}
+	chunk = min(chunk, nk)
+	s.Last = SearchStats{Queries: nq, Width: w}
+
+	half, exps := halfQueries(queries, nq, dim, dimp)
+	rows := make([]int64, nq*w)
+	scores := make([]float32, nq*w)
+	var maxKeyNorm float64
+	for q0 := 0; q0 < nq; q0 += searchQueryBatch {
+		qn := min(searchQueryBatch, nq-q0)
+		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], qn, keys, dimp, w, int(chunk), rows[q0*w:(q0+qn)*w], scores[q0*w:(q0+qn)*w])
+		if err != nil {
+			return nil, err
+		}
+		maxKeyNorm = norm
+	}
+	leftOut := make([]float64, nq)
+	for q := range nq {
+		var n2 float64
+		for _, v := range queries[q*dim : (q+1)*dim] {
+			n2 += float64(v) * float64(v)
+		}
+		qNorm := math.Ldexp(math.Sqrt(n2), exps[q])
+		bound := float64(scores[q*w+w-1]) + searchErrorBound(qNorm, maxKeyNorm, dim)
+		leftOut[q] = math.Ldexp(math.Nextafter(bound, math.Inf(1)), -exps[q])
+	}
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, w, leftOut)
+	if err != nil {
+		return nil, err
+	}
+	s.Last.Unproven = len(unproven)
+	fb := s.Fallback
+	if fb == nil {
+		fb = &retrieval.CPUSearcher{}
+	}
+	if err := retrieval.MergeQueries(ctx, fb, nb, queries, keys, k, unproven); err != nil {
+		return nil, err
+	}
+	return nb, nil
+}
+
+// halfQueries scales each query row by a power of two 2^e (its largest
+// magnitude then lies in [2^14, 2^15), far from float16's overflow at
+// 65504 and its subnormals below 2^-14; e = 0 for a zero row) and rounds it
+// to float16, dimp values a row (zero-padded). It returns the rows and e.
+func halfQueries(queries []float32, nq, dim, dimp int) ([]uint16, []int) {
+	half := make([]uint16, nq*dimp)
+	exps := make([]int, nq)
+	for q := range nq {
+		row := queries[q*dim : (q+1)*dim]
+		var m float64
+		for _, v := range row {
+			m = max(m, math.Abs(float64(v)))
+		}
+		if m == 0 {
+			continue
+		}
+		_, e := math.Frexp(m) // m = f 2^e, f in [0.5, 1)
+		exps[q] = 15 - e
+		for i, v := range row {
+			half[q*dimp+i] = leconv.Float16Bits(float32(math.Ldexp(float64(v), exps[q])))
+		}
+	}
+	return half, exps
+}
+
+// Constants of the error bound (docs/RETRIEVAL.md, "GPU search").
+const (
+	unitRoundHalf = 0x1p-11 // float16's unit round-off
+	// halfAbsErr bounds the error of rounding a value in float16's
+	// subnormal range (half its spacing 2^-24), plus that of a float32
+	// underflow when a query is scaled down.
+	halfAbsErr = 0x1p-25 + 0x1p-149
+	// unitRoundTC is the unit round-off assumed for the tensor cores'
+	// float32 accumulation: 8 times float32's 2^-24, covering truncation
+	// instead of rounding and the bits lost when products are aligned
+	// (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA
+	// tensor cores", PeerJ Computer Science 7:e330, 2021).
+	unitRoundTC = 0x1p-21
+	unitRound64 = 0x1p-53
+	// boundSlack covers the rounding of the bound's own float64 arithmetic.
+	boundSlack = 1 + 0x1p-20
+)
+
+// searchErrorBound bounds |s − S| for a query of norm qNorm (as scaled)
+// and any key of norm at most keyNorm (as stored), width dim: s the GPU's
+// score of the float16-rounded query and key, S the float64 reference
+// score of the unrounded ones (also in the query's scale).
+//
+// With q̂ = q + δq, |δq_i| ≤ u_h|q_i| + η (likewise k̂):
+//
+//	|s − q̂·k̂|  ≤ γ_n(u_tc)·‖q̂‖·‖k̂‖            (tensor-core sum)
+//	|q̂·k̂ − q·k| ≤ ‖δq‖·‖k̂‖ + ‖q‖·‖δk‖         (input rounding)
+//	|q·k − S|   ≤ γ_n(u_64)·‖q‖·‖k‖            (the reference's own sum)
+//
+// with ‖δq‖ ≤ u_h‖q‖ + η√n and ‖q̂‖ ≤ (1+u_h)‖q‖ + η√n; γ_n(u) = nu/(1−nu)
+// (Higham, Accuracy and Stability of Numerical Algorithms, §3.1).
+func searchErrorBound(qNorm, keyNorm float64, dim int) float64 {
+	n := float64(dim)
+	gamma := func(u float64) float64 { return n * u / (1 - n*u) }
+	eta := halfAbsErr * math.Sqrt(n)
+	dq, dk := unitRoundHalf*qNorm+eta, unitRoundHalf*keyNorm+eta
+	qh, kh := qNorm+dq, keyNorm+dk
+	return (gamma(unitRoundTC)*qh*kh + dq*kh + qNorm*dk + gamma(unitRound64)*qNorm*keyNorm) * boundSlack
+}
+
+// searchBuffers is the device memory of one search.
+type searchBuffers struct {
+	queries, keys   buf[uint16]
+	partS, outS     buf[float32]
+	partID, outID   buf[int64]
+	splitsMax, nq   int
+	chunkRows, dimp int
+	w               int
+}
+
+func layoutSearch(a *arena, nq, chunkRows, dimp, w, splits int) searchBuffers {
+	return searchBuffers{
+		queries: carve[uint16](a, nq*dimp), keys: carve[uint16](a, chunkRows*dimp),
+		partS: carve[float32](a, (splits+1)*nq*w), partID: carve[int64](a, (splits+1)*nq*w),
+		outS: carve[float32](a, nq*w), outID: carve[int64](a, nq*w),
+		splitsMax: splits, nq: nq, chunkRows: chunkRows, dimp: dimp, w: w,
+	}
+}
+
+// searchSplits cuts nk keys into splits of kps keys (a multiple of the key
+// tile) so that a launch has about searchTargetBlocks blocks.
+func searchSplits(nq, nk int) (splits, kps int) {
+	tiles := (nk + searchBN - 1) / searchBN
+	want := min(max(1, searchTargetBlocks/((nq+searchBQ-1)/searchBQ)), tiles, searchMaxLists-1)
+	perSplit := (tiles + want - 1) / want
+	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
+}
+
+// halfChunk is a chunk of keys converted on the host.
+type halfChunk struct {
+	first, rows int64
+	data        []uint16 // a view of a pinned buffer
+	norm        float64
+	err         error
+}
+
+// rank streams all keys past the GPU for the qn float16 queries q and
+// writes each query's w best keys by the float16 score, best first, to
+// rows and scores. It returns the largest key norm.
+func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, rows []int64, scores []float32) (float64, error) {
+	d := s.Dev
+	nk := keys.Rows()
+	splitsMax, _ := searchSplits(qn, chunkRows)
+	var bufs searchBuffers
+	var pinned [2][]byte
+	var result []byte
+	var ext driver.Extended
+	var mem uintptr
+	chunkBytes := chunkRows * dimp * 2
+	err := d.do(func() error {
+		var ok bool
+		if ext, ok = d.drv.(driver.Extended); !ok {
+			return errors.New("cuda: search: the driver lacks the extended calls (dynamic shared memory, pinned memory)")
+		}
+		if err := ext.SetMaxDynamicShared(int(launch.KSearchF16Topw), searchMainBytes+searchBQ*w*8); err != nil {
+			return fmt.Errorf("cuda: search: %w", err)
+		}
+		var a arena
+		layoutSearch(&a, qn, chunkRows, dimp, w, splitsMax)
+		p, err := d.alloc(a.off)
+		if err != nil {
+			return d.oom(err, a.off, fmt.Sprintf("search of %d queries, keys in chunks of %d", qn, chunkRows), "", "use a smaller chunk")
+		}
+		mem = p
+		a = arena{base: p}
+		bufs = layoutSearch(&a, qn, chunkRows, dimp, w, splitsMax)
+		for i := range pinned {
+			if pinned[i], err = ext.HostAlloc(chunkBytes); err != nil {
+				return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", chunkBytes>>20, err)
+			}
+		}
+		if result, err = ext.HostAlloc(qn * w * 12); err != nil {
+			return fmt.Errorf("cuda: search: pinned host memory for the result: %w", err)
+		}
+		return upload(d, bufs.queries, q)
+	})
+	defer d.do(func() error {
+		for _, b := range append(pinned[:], result) {
+			if b != nil {
+				ext.HostFree(b)
+			}
+		}
+		return d.free(mem)
+	})
+	if err != nil {
+		return 0, err
+	}
+
+	// The host converts chunk i+1 while the GPU ranks chunk i: two pinned
+	// buffers go round between the converter and the device.
+	free := make(chan []byte, 2)
+	free <- pinned[0]
+	free <- pinned[1]
+	ready := make(chan halfChunk, 1)
+	stop := make(chan struct{})
+	// Stop the converter and wait for it before the pinned buffers it
+	// writes are freed (the deferred calls run in reverse order).
+	defer func() {
+		close(stop)
+		for range ready {
+		}
+	}()
+	go func() {
+		defer close(ready)
+		for first := int64(0); first < nk; first += int64(chunkRows) {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			c := halfChunk{first: first, rows: min(int64(chunkRows), nk-first)}
+			c.data = unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)[:c.rows*int64(dimp)]
+			c.norm, c.err = halfRowsParallel(keys, c.data, dimp, c.first, c.first+c.rows)
+			select {
+			case ready <- c:
+			case <-stop:
+				return
+			}
+			if c.err != nil {
+				return
+			}
+		}
+	}()
+
+	var maxNorm float64
+	n := 0
+	for c := range ready {
+		if c.err != nil {
+			return 0, c.err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		maxNorm = max(maxNorm, c.norm)
+		err := d.do(func() error {
+			if err := upload(d, bufs.keys, c.data); err != nil {
+				return err
+			}
+			return d.searchChunk(bufs, qn, int(c.rows), c.first, n == 0)
+		})
+		// ToDevice has read the buffer when it returns.
+		free <- unsafe.Slice((*byte)(unsafe.Pointer(&c.data[0])), chunkBytes)
+		if err != nil {
+			return 0, err
+		}
+		n++
+	}
+	s.Last.Chunks += n
+	err = d.do(func() error {
+		if err := ext.ToHostAsync(result[:qn*w*4], bufs.outS.p); err != nil {
+			return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
+		}
+		if err := ext.ToHostAsync(result[qn*w*4:], bufs.outID.p); err != nil {
+			return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
+		}
+		return d.sync()
+	})
+	if err != nil {
+		return 0, err
+	}
+	leconv.F32ToF32(scores, result[:qn*w*4])
+	leconv.I64ToI64(rows, result[qn*w*4:])
+	return maxNorm, nil
+}
+
+// halfRowsParallel is keys.HalfRows over [lo, hi) cut among the cores.
+func halfRowsParallel(keys *retrieval.Keys, dst []uint16, pitch int, lo, hi int64) (float64, error) {
+	parts := int64(min(runtime.GOMAXPROCS(0), 16))
+	per := (hi - lo + parts - 1) / parts
+	norms := make([]float64, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		a, b := lo+i*per, min(hi, lo+(i+1)*per)
+		if a >= b {
+			continue
+		}
+		wg.Go(func() {
+			norms[i], errs[i] = keys.HalfRows(dst[(a-lo)*int64(pitch):(b-lo)*int64(pitch)], pitch, a, b)
+		})
+	}
+	wg.Wait()
+	var m float64
+	for i := range parts {
+		if errs[i] != nil {
+			return 0, errs[i]
+		}
+		m = max(m, norms[i])
+	}
+	return m, nil
+}
+
+// searchChunk launches the ranking of the first nk keys of b.keys (rows
+// first.. of the index) for the qn queries, merging into the running best
+// lists (b.outS/outID), which it starts when fresh.
+func (d *Device) searchChunk(b searchBuffers, qn, nk int, first int64, fresh bool) error {
+	splits, kps := searchSplits(qn, nk)
+	if splits > b.splitsMax || nk > b.chunkRows || qn > b.nq || b.w > searchMaxW {
+		return fmt.Errorf("cuda: search: chunk of %d keys in %d splits, %d queries, width %d: beyond its buffers", nk, splits, qn, b.w)
+	}
+	list := qn * b.w
+	cfg := driver.LaunchConfig{Grid: [3]int{(qn + searchBQ - 1) / searchBQ, splits, 1}, Block: [3]int{threads, 1, 1},
+		SharedBytes: searchMainBytes + searchBQ*b.w*8}
+	wk := work{shape: fmt.Sprintf("%d queries x %d keys x %d", qn, nk, b.dimp), flops: 2 * float64(qn) * float64(nk) * float64(b.dimp)}
+	// Slot 0 of the parts holds the running lists; the chunk's splits go
+	// to slots 1..splits.
+	if err := launch.SearchF16Topw(d.with(wk), cfg, b.partS.at(list, splits*list).ptr(), b.partID.at(list, splits*list).ptr(),
+		b.queries.cptr(), b.keys.cptr(), int32(qn), int32(nk), int32(b.dimp), int32(b.w), int32(kps), first); err != nil {
+		return err
+	}
+	lists, from := splits+1, 0
+	if fresh {
+		lists, from = splits, list
+	}
+	mcfg := driver.LaunchConfig{Grid: [3]int{(qn + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
+	if err := launch.SearchMerge(d.with(work{shape: fmt.Sprintf("%d queries x %d lists x %d", qn, lists, b.w)}), mcfg,
+		b.outS.ptr(), b.outID.ptr(), b.partS.at(from, lists*list).cptr(), b.partID.at(from, lists*list).cptr(),
+		int32(qn), int32(lists), int32(b.w)); err != nil {
+		return err
+	}
+	if err := d.drv.CopyDevice(b.partS.p, b.outS.p, int64(list*4)); err != nil {
+		return fmt.Errorf("cuda: search: %w", err)
+	}
+	if err := d.drv.CopyDevice(b.partID.p, b.outID.p, int64(list*8)); err != nil {
+		return fmt.Errorf("cuda: search: %w", err)
+	}
+	return nil
+}

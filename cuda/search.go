@@ -106,7 +106,7 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	chunk = min(chunk, nk)
 	s.Last = SearchStats{Queries: nq, Width: w}
 
-	half, exps := halfQueries(queries, nq, dim, dimp)
+	half, exps, qNorms := halfQueries(queries, nq, dim, dimp)
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
 	var maxKeyNorm float64
@@ -120,11 +120,7 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	}
 	leftOut := make([]float64, nq)
 	for q := range nq {
-		var n2 float64
-		for _, v := range queries[q*dim : (q+1)*dim] {
-			n2 += float64(v) * float64(v)
-		}
-		qNorm := math.Ldexp(math.Sqrt(n2), exps[q])
+		qNorm := math.Ldexp(qNorms[q], exps[q])
 		bound := float64(scores[q*w+w-1]) + searchErrorBound(qNorm, maxKeyNorm, dim)
 		leftOut[q] = math.Ldexp(math.Nextafter(bound, math.Inf(1)), -exps[q])
 	}
@@ -146,26 +142,44 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 // halfQueries scales each query row by a power of two 2^e (its largest
 // magnitude then lies in [2^14, 2^15), far from float16's overflow at
 // 65504 and its subnormals below 2^-14; e = 0 for a zero row) and rounds it
-// to float16, dimp values a row (zero-padded). It returns the rows and e.
-func halfQueries(queries []float32, nq, dim, dimp int) ([]uint16, []int) {
+// to float16, dimp values a row (zero-padded). It returns the rows, e and
+// each row's norm (unscaled, summed in float64), rows cut among the cores.
+func halfQueries(queries []float32, nq, dim, dimp int) ([]uint16, []int, []float64) {
 	half := make([]uint16, nq*dimp)
 	exps := make([]int, nq)
-	for q := range nq {
-		row := queries[q*dim : (q+1)*dim]
-		var m float64
-		for _, v := range row {
-			m = max(m, math.Abs(float64(v)))
+	norms := make([]float64, nq)
+	parallelRows(nq, func(lo, hi int) {
+		for q := lo; q < hi; q++ {
+			row := queries[q*dim : (q+1)*dim]
+			var m, n2 float64
+			for _, v := range row {
+				m = max(m, math.Abs(float64(v)))
+				n2 += float64(v) * float64(v)
+			}
+			norms[q] = math.Sqrt(n2)
+			if m == 0 {
+				continue
+			}
+			_, e := math.Frexp(m) // m = f 2^e, f in [0.5, 1)
+			exps[q] = 15 - e
+			for i, v := range row {
+				half[q*dimp+i] = leconv.Float16Bits(float32(math.Ldexp(float64(v), exps[q])))
+			}
 		}
-		if m == 0 {
-			continue
-		}
-		_, e := math.Frexp(m) // m = f 2^e, f in [0.5, 1)
-		exps[q] = 15 - e
-		for i, v := range row {
-			half[q*dimp+i] = leconv.Float16Bits(float32(math.Ldexp(float64(v), exps[q])))
-		}
+	})
+	return half, exps, norms
+}
+
+// parallelRows calls f on consecutive ranges of [0, n) from up to
+// GOMAXPROCS goroutines and waits.
+func parallelRows(n int, f func(lo, hi int)) {
+	parts := min(runtime.GOMAXPROCS(0), max(1, n/256))
+	per := (n + parts - 1) / parts
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += per {
+		wg.Go(func() { f(lo, min(n, lo+per)) })
 	}
-	return half, exps
+	wg.Wait()
 }
 
 // Constants of the error bound (docs/RETRIEVAL.md, "GPU search").
@@ -376,29 +390,17 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval
 
 // halfRowsParallel is keys.HalfRows over [lo, hi) cut among the cores.
 func halfRowsParallel(keys *retrieval.Keys, dst []uint16, pitch int, lo, hi int64) (float64, error) {
-	parts := int64(min(runtime.GOMAXPROCS(0), 16))
-	per := (hi - lo + parts - 1) / parts
-	norms := make([]float64, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for i := range parts {
-		a, b := lo+i*per, min(hi, lo+(i+1)*per)
-		if a >= b {
-			continue
-		}
-		wg.Go(func() {
-			norms[i], errs[i] = keys.HalfRows(dst[(a-lo)*int64(pitch):(b-lo)*int64(pitch)], pitch, a, b)
-		})
-	}
-	wg.Wait()
-	var m float64
-	for i := range parts {
-		if errs[i] != nil {
-			return 0, errs[i]
-		}
-		m = max(m, norms[i])
-	}
-	return m, nil
+	var mu sync.Mutex
+	var maxNorm float64
+	var errs []error
+	parallelRows(int(hi-lo), func(a, b int) {
+		n, err := keys.HalfRows(dst[a*pitch:b*pitch], pitch, lo+int64(a), lo+int64(b))
+		mu.Lock()
+		defer mu.Unlock()
+		maxNorm = max(maxNorm, n)
+		errs = append(errs, err)
+	})
+	return maxNorm, errors.Join(errs...)
 }
 
 // searchChunk launches the ranking of the first nk keys of b.keys (rows

@@ -73,7 +73,7 @@ func TestSearchCandidatesTies(t *testing.T) {
 			kv := smallInts(rnd, c.nk*c.dim)
 			keys, _ := searchtest.Keys(t, c.dim, searchtest.Segment{Rows: c.nk, Data: kv})
 			dimp := (c.dim + 7) / 8 * 8
-			half, exps := halfQueries(q, c.nq, c.dim, dimp)
+			half, exps, _ := halfQueries(q, c.nq, c.dim, dimp)
 			rows := make([]int64, c.nq*c.w)
 			scores := make([]float32, c.nq*c.w)
 			s := &Searcher{Dev: d}
@@ -115,7 +115,7 @@ func TestSearchErrorBound(t *testing.T) {
 	kv[5] = 1e-7 // float16 subnormal range
 	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Rows: nk, Data: kv})
 	dimp := (dim + 7) / 8 * 8
-	half, exps := halfQueries(q, nq, dim, dimp)
+	half, exps, norms := halfQueries(q, nq, dim, dimp)
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
 	s := &Searcher{Dev: d}
@@ -125,11 +125,7 @@ func TestSearchErrorBound(t *testing.T) {
 	}
 	worst := 0.0
 	for i := range nq {
-		var n2 float64
-		for _, v := range q[i*dim : (i+1)*dim] {
-			n2 += float64(v) * float64(v)
-		}
-		bound := searchErrorBound(math.Ldexp(math.Sqrt(n2), exps[i]), maxNorm, dim)
+		bound := searchErrorBound(math.Ldexp(norms[i], exps[i]), maxNorm, dim)
 		for p := range w {
 			r := rows[i*w+p]
 			var ref float64
@@ -155,7 +151,7 @@ func TestSearchErrorBound(t *testing.T) {
 // [2^14, 2^15).
 func TestHalfQueriesScale(t *testing.T) {
 	q := []float32{3e-30, -1e-31, 0, 0, 1e30, 2, 0.5, -70000}
-	half, exps := halfQueries(q, 4, 2, 8)
+	half, exps, _ := halfQueries(q, 4, 2, 8)
 	if exps[1] != 0 || slices.ContainsFunc(half[8:16], func(h uint16) bool { return h != 0 }) {
 		t.Errorf("zero row: exponent %d, values %v", exps[1], half[8:16])
 	}

@@ -15,8 +15,9 @@
 //                     and out_id[...] = first_id + key row (int64); a
 //                     split with fewer than w keys pads with score -Inf,
 //                     id -1.
-//   search_merge      grid (ceil(nq/256)), block 256, no shared memory:
-//                     merges `lists` sorted lists per query, in_score/in_id
+//   search_merge      grid (ceil(nq/256)), block 256, 16 KiB of static shared
+//                     memory: merges `lists` (<= 64) sorted lists of w
+//                     (<= 64) per query, in_score/in_id
 //                     [lists, nq, w], into the best w of all of them,
 //                     out_score/out_id [nq, w]; out must not alias in.
 //
@@ -209,22 +210,24 @@ __device__ __forceinline__ bool search_before(float s, long long i, float t, lon
 extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
     search_merge(float* __restrict__ out_score, long long* __restrict__ out_id, const float* __restrict__ in_score,
                  const long long* __restrict__ in_id, int nq, int lists, int w) {
-    const int q = blockIdx.x * SEARCH_THREADS + threadIdx.x;
+    // Each thread's read position in each list, in shared memory ([list]
+    // [thread]) rather than a local array, which would live in local memory.
+    __shared__ unsigned char head[SEARCH_MAXLISTS][SEARCH_THREADS];
+    const int t = threadIdx.x, q = blockIdx.x * SEARCH_THREADS + t;
     if (q >= nq) return;
-    int head[SEARCH_MAXLISTS];
-    for (int l = 0; l < lists; ++l) head[l] = 0;
+    for (int l = 0; l < lists; ++l) head[l][t] = 0;
     for (int p = 0; p < w; ++p) {
         int best = -1;
         float bs = 0.0f;
         long long bi = 0;
         for (int l = 0; l < lists; ++l) {
-            if (head[l] >= w) continue;
-            const size_t o = ((size_t)l * nq + q) * w + head[l];
+            if (head[l][t] >= w) continue;
+            const size_t o = ((size_t)l * nq + q) * w + head[l][t];
             const float s = in_score[o];
             const long long i = in_id[o];
             if (best < 0 || search_before(s, i, bs, bi)) best = l, bs = s, bi = i;
         }
-        ++head[best];
+        ++head[best][t];
         out_score[(size_t)q * w + p] = bs;
         out_id[(size_t)q * w + p] = bi;
     }

@@ -1,9 +1,15 @@
 package retrieval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
 )
 
 // Refine turns a ranking made elsewhere, in faster and less exact
@@ -31,37 +37,74 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 	}
 	dim := keys.Dim
 	nb = &Neighbors{Queries: nQueries, K: kOut, Rows: make([]int64, nQueries*kOut), Scores: make([]float32, nQueries*kOut)}
-	row := make([]float32, dim)
-	cands := make([]scored, width)
-	for q := range nQueries {
-		qv := queries[q*dim : (q+1)*dim]
-		for j := range width {
-			r := candRows[q*width+j]
-			if r < 0 || r >= nKeys {
-				return nil, nil, fmt.Errorf("retrieval: query %d: candidate row %d of %d keys", q, r, nKeys)
-			}
-			cands[j] = scored{r, keys.exactScore(qv, r, row)}
-		}
-		slices.SortFunc(cands, func(a, b scored) int {
-			if a.before(b) {
-				return -1
-			}
-			return 1
+	proven := make([]bool, nQueries)
+	// Queries are independent: workers take blocks of them in turn.
+	const block = 64
+	var next atomic.Int64
+	errs := make([]error, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Go(func() {
+			row := make([]float32, dim)
+			cands := make([]scored, width)
+			var qerr error
+			ferr := mmapfault.Guard(func() {
+				for {
+					q0 := int(next.Add(block)) - block
+					if q0 >= nQueries {
+						return
+					}
+					for q := q0; q < min(q0+block, nQueries); q++ {
+						if qerr = refineQuery(nb, proven, q, queries[q*dim:(q+1)*dim], keys, kOut, candRows[q*width:(q+1)*width], leftOut[q], row, cands); qerr != nil {
+							return
+						}
+					}
+				}
+			})
+			errs[w] = cmp.Or(qerr, ferr)
 		})
-		for j := 1; j < width; j++ {
-			if cands[j].row == cands[j-1].row {
-				return nil, nil, fmt.Errorf("retrieval: query %d: candidate row %d listed twice", q, cands[j].row)
-			}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, nil, err
 		}
-		for j := range kOut {
-			nb.Rows[q*kOut+j] = cands[j].row
-			nb.Scores[q*kOut+j] = float32(cands[j].score)
-		}
-		if int64(width) < nKeys && !(cands[kOut-1].score > leftOut[q]) {
+	}
+	for q, ok := range proven {
+		if !ok {
 			unproven = append(unproven, q)
 		}
 	}
 	return nb, unproven, nil
+}
+
+// refineQuery is Refine for query q: it re-scores the candidates, writes
+// the k best to nb and sets proven[q] when they are provably the answer.
+func refineQuery(nb *Neighbors, proven []bool, q int, qv []float32, keys *Keys, kOut int, candRows []int64, leftOut float64, row []float32, cands []scored) error {
+	nKeys := keys.Rows()
+	for j, r := range candRows {
+		if r < 0 || r >= nKeys {
+			return fmt.Errorf("retrieval: query %d: candidate row %d of %d keys", q, r, nKeys)
+		}
+		cands[j] = scored{r, keys.exactScore(qv, r, row)}
+	}
+	slices.SortFunc(cands, func(a, b scored) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+	for j := 1; j < len(cands); j++ {
+		if cands[j].row == cands[j-1].row {
+			return fmt.Errorf("retrieval: query %d: candidate row %d listed twice", q, cands[j].row)
+		}
+	}
+	for j := range kOut {
+		nb.Rows[q*kOut+j] = cands[j].row
+		nb.Scores[q*kOut+j] = float32(cands[j].score)
+	}
+	proven[q] = int64(len(cands)) == nKeys || cands[kOut-1].score > leftOut
+	return nil
 }
 
 // MergeQueries re-runs the listed queries of nb with s and puts their

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -89,5 +90,35 @@ func TestRefinedFloat32Ranking(t *testing.T) {
 	}
 	if g.unproven != 0 {
 		t.Errorf("random data: %d queries unproven, want 0", g.unproven)
+	}
+}
+
+// Refine refuses candidates it cannot use: out of range, listed twice, or
+// lists and bounds of the wrong length.
+func TestRefineErrors(t *testing.T) {
+	keys, _ := searchtest.Keys(t, 2, searchtest.Segment{Rows: 3, Data: []float32{1, 0, 0, 1, 1, 1}})
+	q := []float32{1, 0, 0, 1}
+	for _, c := range []struct {
+		name    string
+		rows    []int64
+		width   int
+		leftOut []float64
+		want    string
+	}{
+		{"out of range", []int64{0, 3, 1, 2}, 2, []float64{0, 0}, "candidate row 3"},
+		{"negative", []int64{-1, 0, 1, 2}, 2, []float64{0, 0}, "candidate row -1"},
+		{"twice", []int64{0, 0, 1, 2}, 2, []float64{0, 0}, "twice"},
+		{"short", []int64{0, 1, 2}, 2, []float64{0, 0}, "candidates"},
+		{"bounds", []int64{0, 1, 1, 2}, 2, []float64{0}, "bounds"},
+		{"width below k", []int64{0, 1}, 1, []float64{0, 0}, "width"},
+	} {
+		if _, _, err := retrieval.Refine(q, 2, keys, 2, c.rows, c.width, c.leftOut); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.want)
+		}
+	}
+	// A query whose k-th exact score does not beat its bound is unproven.
+	_, unproven, err := retrieval.Refine(q, 2, keys, 1, []int64{2, 0}, 1, []float64{0.5, 1})
+	if err != nil || !slices.Equal(unproven, []int{1}) {
+		t.Errorf("unproven %v (err %v), want [1]", unproven, err)
 	}
 }

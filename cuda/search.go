@@ -118,13 +118,18 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 		}
 		maxKeyNorm = norm
 	}
-	leftOut := make([]float64, nq)
+	// Back to the queries' own scale: multiplying by 2^-e is exact in
+	// float64, and the bound is rounded up.
+	approx := make([]float64, nq*w)
+	bounds := make([]float64, nq)
 	for q := range nq {
-		qNorm := math.Ldexp(qNorms[q], exps[q])
-		bound := float64(scores[q*w+w-1]) + searchErrorBound(qNorm, maxKeyNorm, dim)
-		leftOut[q] = math.Ldexp(math.Nextafter(bound, math.Inf(1)), -exps[q])
+		for j := range w {
+			approx[q*w+j] = math.Ldexp(float64(scores[q*w+j]), -exps[q])
+		}
+		e := searchErrorBound(math.Ldexp(qNorms[q], exps[q]), maxKeyNorm, dim)
+		bounds[q] = math.Ldexp(math.Nextafter(e, math.Inf(1)), -exps[q])
 	}
-	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, w, leftOut)
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, approx, w, bounds)
 	if err != nil {
 		return nil, err
 	}

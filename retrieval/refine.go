@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -16,24 +17,39 @@ import (
 // arithmetic (a GPU's float16 tensor cores), into the exact answer of the
 // [Searcher] contract, as far as it can prove it.
 //
-// candRows holds, for each query, width candidate rows: the width best by
-// that ranking. leftOut[q] is an upper bound, in the units of the reference
-// score S, on S of every row left out of query q's candidates: the lowest
-// candidate's approximate score plus the bound on that arithmetic's error
-// (for float32, [ErrorBound]). Refine re-scores the candidates with S and
-// keeps the k best. Those are provably the exact answer when width covers
-// all keys, or when the k-th of them beats every row left out:
-// S_k > leftOut[q]. Queries for which this fails are listed in unproven
-// (their rows in the answer are then not to be trusted); a caller re-runs
-// them with an exact searcher (MergeQueries).
-func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, width int, leftOut []float64) (nb *Neighbors, unproven []int, err error) {
+// For each query q, candRows[q*width:] holds width distinct candidate rows,
+// the width best by that ranking, and approx their approximate scores, in
+// the units of the reference score S; errBound[q] bounds |approx − S| for
+// every key of the index (for float32 arithmetic, [ErrorBound]). Every row
+// left out thus has S ≤ s_min + errBound[q], s_min the lowest candidate's
+// approximate score.
+//
+// Refine re-scores with S the candidates that can be among the k best (a
+// candidate whose approximate score is more than 2·errBound[q] below the
+// k-th highest cannot) and keeps the k best. Those are provably the exact
+// answer when width covers all keys, or when the k-th of them beats every
+// row left out: S_k > s_min + errBound[q]. Queries for which this fails are
+// listed in unproven (their rows in the answer are then not to be
+// trusted); a caller re-runs them with an exact searcher (MergeQueries).
+func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, approx []float64, width int, errBound []float64) (nb *Neighbors, unproven []int, err error) {
 	if err := CheckSearch(queries, nQueries, keys, k); err != nil {
 		return nil, nil, err
 	}
 	nKeys := keys.Rows()
 	kOut := int(min(int64(k), nKeys))
-	if width < kOut || int64(width) > nKeys || len(candRows) != nQueries*width || len(leftOut) != nQueries {
-		return nil, nil, fmt.Errorf("retrieval: %d candidates and %d bounds for %d queries of width %d (k = %d, %d keys)", len(candRows), len(leftOut), nQueries, width, kOut, nKeys)
+	if width < kOut || int64(width) > nKeys || len(candRows) != nQueries*width || len(approx) != nQueries*width || len(errBound) != nQueries {
+		return nil, nil, fmt.Errorf("retrieval: %d candidates, %d scores and %d bounds for %d queries of width %d (k = %d, %d keys)",
+			len(candRows), len(approx), len(errBound), nQueries, width, kOut, nKeys)
+	}
+	for i, v := range approx {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, nil, fmt.Errorf("retrieval: query %d: candidate score %v", i/width, v)
+		}
+	}
+	for q, e := range errBound {
+		if !(e >= 0) || math.IsInf(e, 1) {
+			return nil, nil, fmt.Errorf("retrieval: query %d: error bound %v", q, e)
+		}
 	}
 	dim := keys.Dim
 	nb = &Neighbors{Queries: nQueries, K: kOut, Rows: make([]int64, nQueries*kOut), Scores: make([]float32, nQueries*kOut)}
@@ -46,7 +62,9 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 	for w := range errs {
 		wg.Go(func() {
 			row := make([]float32, dim)
-			cands := make([]scored, width)
+			cands := make([]scored, 0, width)
+			sorted := make([]float64, width)
+			rows := make([]int64, width)
 			var qerr error
 			ferr := mmapfault.Guard(func() {
 				for {
@@ -55,7 +73,8 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 						return
 					}
 					for q := q0; q < min(q0+block, nQueries); q++ {
-						if qerr = refineQuery(nb, proven, q, queries[q*dim:(q+1)*dim], keys, kOut, candRows[q*width:(q+1)*width], leftOut[q], row, cands); qerr != nil {
+						c := candidates{candRows[q*width : (q+1)*width], approx[q*width : (q+1)*width], errBound[q]}
+						if qerr = c.refine(nb, proven, q, queries[q*dim:(q+1)*dim], keys, kOut, row, cands, sorted, rows); qerr != nil {
 							return
 						}
 					}
@@ -78,15 +97,38 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 	return nb, unproven, nil
 }
 
-// refineQuery is Refine for query q: it re-scores the candidates, writes
-// the k best to nb and sets proven[q] when they are provably the answer.
-func refineQuery(nb *Neighbors, proven []bool, q int, qv []float32, keys *Keys, kOut int, candRows []int64, leftOut float64, row []float32, cands []scored) error {
+// candidates are one query's input to Refine.
+type candidates struct {
+	rows   []int64
+	approx []float64
+	bound  float64
+}
+
+// refine is Refine for query q: it re-scores the candidates that can be
+// among the k best, writes the k best to nb and sets proven[q] when they
+// are provably the answer. row, cands, sorted and rows are scratch.
+func (c candidates) refine(nb *Neighbors, proven []bool, q int, qv []float32, keys *Keys, kOut int, row []float32, cands []scored, sorted []float64, rows []int64) error {
 	nKeys := keys.Rows()
-	for j, r := range candRows {
+	copy(rows, c.rows)
+	slices.Sort(rows)
+	for j, r := range rows {
 		if r < 0 || r >= nKeys {
 			return fmt.Errorf("retrieval: query %d: candidate row %d of %d keys", q, r, nKeys)
 		}
-		cands[j] = scored{r, keys.exactScore(qv, r, row)}
+		if j > 0 && r == rows[j-1] {
+			return fmt.Errorf("retrieval: query %d: candidate row %d listed twice", q, r)
+		}
+	}
+	copy(sorted, c.approx)
+	slices.Sort(sorted)
+	width := len(c.rows)
+	// The kOut best by approximate score have S ≥ sK − bound; a candidate
+	// with approx + bound below that cannot beat them.
+	cut := math.Nextafter(sorted[width-kOut]-2*c.bound, math.Inf(-1))
+	for j, r := range c.rows {
+		if c.approx[j] >= cut {
+			cands = append(cands, scored{r, keys.exactScore(qv, r, row)})
+		}
 	}
 	slices.SortFunc(cands, func(a, b scored) int {
 		if a.before(b) {
@@ -94,16 +136,11 @@ func refineQuery(nb *Neighbors, proven []bool, q int, qv []float32, keys *Keys, 
 		}
 		return 1
 	})
-	for j := 1; j < len(cands); j++ {
-		if cands[j].row == cands[j-1].row {
-			return fmt.Errorf("retrieval: query %d: candidate row %d listed twice", q, cands[j].row)
-		}
-	}
 	for j := range kOut {
 		nb.Rows[q*kOut+j] = cands[j].row
 		nb.Scores[q*kOut+j] = float32(cands[j].score)
 	}
-	proven[q] = int64(len(cands)) == nKeys || cands[kOut-1].score > leftOut
+	proven[q] = int64(width) == nKeys || cands[kOut-1].score > math.Nextafter(sorted[0]+c.bound, math.Inf(1))
 	return nil
 }
 

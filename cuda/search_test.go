@@ -177,6 +177,18 @@ func TestSearcherRefuses(t *testing.T) {
 	if _, err := s.Search(context.Background(), []float32{1, 0}, 1, keys, MaxSearchK+1); err == nil || !strings.Contains(err.Error(), "at most") {
 		t.Errorf("k = %d: error %v", MaxSearchK+1, err)
 	}
+	// A NaN in a later chunk stops the stream with the converter's error
+	// (and frees the pinned buffers it was writing only after it stops).
+	kv := make([]float32, 1000*4)
+	for i := range kv {
+		kv[i] = 1
+	}
+	kv[4*777+2] = float32(math.NaN())
+	nanKeys, _ := searchtest.Keys(t, 4, searchtest.Segment{Rows: 1000, Data: kv})
+	s.ChunkRows = 200
+	if _, err := s.Search(context.Background(), []float32{1, 0, 0, 0}, 1, nanKeys, 3); err == nil || !strings.Contains(err.Error(), "row 777, column 2 is NaN") {
+		t.Errorf("NaN in key row 777: error %v", err)
+	}
 	var _ retrieval.Searcher = s
 }
 

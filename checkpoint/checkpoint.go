@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -84,6 +85,9 @@ func ReadConfig(path string) (nn.Config, error) {
 		return nn.Config{}, err
 	}
 	defer f.Close()
+	if err := checkModelMeta(f.Name(), f.Metadata()); err != nil {
+		return nn.Config{}, err
+	}
 	return config(f)
 }
 
@@ -121,8 +125,34 @@ func ReadModel(path string) (*Model, error) {
 	return readModel(f)
 }
 
+// TorchFormat is the format tag the safetensors library's own
+// save_model/save_file helpers for PyTorch write ("pt"): a state_dict saved
+// that way is a model file too.
+const TorchFormat = "pt"
+
+// checkModelMeta refuses a file whose metadata says it is something other
+// than a model (an optimizer state, a float64 state, a later format), or
+// carries a step or epoch that is not a count: a tampered or mixed-up file,
+// whose numbers eval and info would otherwise report.
+func checkModelMeta(name string, meta map[string]string) error {
+	if f, ok := meta["format"]; ok && f != ModelFormat && f != TorchFormat {
+		return fmt.Errorf("%s: format %q, want %q: not a model file (an optimizer or float64 state, or a newer dinoclip's format)", name, f, ModelFormat)
+	}
+	for _, key := range []string{"step", "epoch"} {
+		if s, ok := meta[key]; ok {
+			if n, err := strconv.Atoi(s); err != nil || n < 0 {
+				return fmt.Errorf("%s: metadata %s %q is not a count (a tampered file?)", name, key, s)
+			}
+		}
+	}
+	return nil
+}
+
 // readModel is ReadModel on an opened file (mapped, or in memory).
 func readModel(f *safetensors.File) (*Model, error) {
+	if err := checkModelMeta(f.Name(), f.Metadata()); err != nil {
+		return nil, err
+	}
 	c, err := config(f)
 	if err != nil {
 		return nil, err

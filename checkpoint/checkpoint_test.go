@@ -251,3 +251,45 @@ func TestFloat64State(t *testing.T) {
 		t.Errorf("a float64 state that is not the checkpoint's: %v", err)
 	}
 }
+
+// TestModelMetadataChecked: a file whose metadata says it is not a model,
+// or whose step or epoch is not a count, is refused by ReadModel and
+// ReadConfig alike; the safetensors library's own "pt" tag is accepted.
+func TestModelMetadataChecked(t *testing.T) {
+	params := nn.InitParameters[float32](small, 3)
+	write := func(meta map[string]string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), ModelFile)
+		tensors := make([]safetensors.Tensor, 0)
+		for _, ten := range small.Layout().Tensors {
+			tensors = append(tensors, safetensors.NewFloat32(ten.Name, ten.Shape, nn.View(params, ten)))
+		}
+		if err := safetensors.Write(path, tensors, meta); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, c := range []struct {
+		meta map[string]string
+		want string // "" when the file must load
+	}{
+		{map[string]string{"format": TorchFormat}, ""},
+		{map[string]string{"step": "12", "epoch": "0"}, ""},
+		{map[string]string{"format": OptimizerFormat}, "not a model file"},
+		{map[string]string{"format": "dinoclip-model/2"}, "not a model file"},
+		{map[string]string{"step": "-3"}, `step "-3" is not a count`},
+		{map[string]string{"epoch": "two"}, `epoch "two" is not a count`},
+	} {
+		path := write(c.meta)
+		_, errModel := ReadModel(path)
+		_, errConfig := ReadConfig(path)
+		for _, err := range []error{errModel, errConfig} {
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("meta %v: %v", c.meta, err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("meta %v: error %v, want one saying %q", c.meta, err, c.want)
+			}
+		}
+	}
+}

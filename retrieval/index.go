@@ -2,6 +2,9 @@ package retrieval
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +66,39 @@ type IndexShard struct {
 	Rows    int64       `json:"rows"`
 	FirstID int64       `json:"first_id"`
 	Source  IndexSource `json:"source"`
+	// KeysSample is keysSample of the keys file's rows, hex: an index
+	// written before it was recorded has none, and is not checked.
+	KeysSample string `json:"keys_sample,omitempty"`
+}
+
+// Sampling the keys: keysSampleWindows windows of keysSampleWindow bytes
+// spread evenly over the rows, the first at the start and the last at the
+// end (the whole data when it is smaller). 64 KiB read of an index that
+// may be gigabytes, so opening stays instant, yet a keys file swapped with
+// another shard's of the same shape, or rescaled or rewritten as a whole,
+// fails the check.
+const (
+	keysSampleWindows = 16
+	keysSampleWindow  = 4096
+)
+
+// keysSample is the SHA-256 of the data's length (8 bytes, little-endian)
+// and its sampled windows, in order, hex.
+func keysSample(data []byte) string {
+	h := sha256.New()
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(data)))
+	h.Write(n[:])
+	if len(data) <= keysSampleWindows*keysSampleWindow {
+		h.Write(data)
+	} else {
+		span := len(data) - keysSampleWindow
+		for i := 0; i < keysSampleWindows; i++ {
+			off := int(int64(i) * int64(span) / (keysSampleWindows - 1))
+			h.Write(data[off : off+keysSampleWindow])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // IndexSource is the features file a shard was projected from. A source
@@ -201,6 +237,10 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	if err != nil {
 		a.Close()
 		return nil, nil, err
+	}
+	if s.KeysSample != "" && keysSample(raw) != s.KeysSample {
+		a.Close()
+		return nil, nil, fmt.Errorf("%s: its rows are not those the manifest recorded (keys_sample differs): the file was replaced, swapped with another shard's or edited", s.Keys)
 	}
 	return a, raw, nil
 }
@@ -381,6 +421,9 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 	if err != nil {
 		return err
 	}
+	if shard.KeysSample, err = sampleKeysFile(filepath.Join(w.dir, shard.Keys)); err != nil {
+		return err
+	}
 	ids := make([]int64, source.Rows)
 	for i := range ids {
 		ids[i] = shard.FirstID + int64(i)
@@ -400,6 +443,20 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 	}
 	w.manifest = m
 	return nil
+}
+
+// sampleKeysFile is keysSample of the rows of the keys file at path.
+func sampleKeysFile(path string) (string, error) {
+	a, err := npy.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer a.Close()
+	raw, err := a.RawRows(0, a.Rows())
+	if err != nil {
+		return "", err
+	}
+	return keysSample(raw), nil
 }
 
 // Close releases the lock.

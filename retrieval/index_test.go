@@ -211,6 +211,12 @@ func TestIndexTampered(t *testing.T) {
 		{"keys swapped between shards", "manifest says", func(dir string) {
 			os.Rename(filepath.Join(dir, "keys-00001.npy"), filepath.Join(dir, "keys-00000.npy"))
 		}},
+		{"keys of the same shape rewritten", "keys_sample differs", func(dir string) {
+			npy.WriteFloat16(filepath.Join(dir, "keys-00001.npy"), []int{1, 2}, []float32{0, 1})
+		}},
+		{"keys sample altered", "keys_sample differs", editManifest(func(m map[string]any) {
+			shard(m, 0)["keys_sample"] = strings.Repeat("0", 64)
+		})},
 		{"keys of another dtype", "float32", func(dir string) {
 			npy.WriteFloat32(filepath.Join(dir, "keys-00001.npy"), []int{1, 2}, []float32{1, 0})
 		}},
@@ -245,5 +251,41 @@ func TestIndexTampered(t *testing.T) {
 				t.Fatalf("append: error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// An index written before shards recorded keys_sample still opens, and a
+// later append records it for the new shard only.
+func TestIndexWithoutKeysSample(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 2, 3, 4}, 2)
+	w.Close()
+	p := filepath.Join(dir, "manifest.json")
+	b, _ := os.ReadFile(p)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m["shards"].([]any)[0].(map[string]any), "keys_sample")
+	b, _ = json.Marshal(m)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w, err = retrieval.AppendIndex(dir, testModel, 2, "float16"); err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "b", []float32{0, 1}, 2)
+	w.Close()
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if sh := ix.Manifest.Shards; sh[0].KeysSample != "" || len(sh[1].KeysSample) != 64 {
+		t.Fatalf("keys samples %q and %q, want none and a SHA-256", sh[0].KeysSample, sh[1].KeysSample)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/urfave/cli/v2"
 )
@@ -92,4 +93,17 @@ func loadModel(model, device string) (*loadedModel, error) {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
 	return &loadedModel{Path: path, Model: m, Engine: e}, nil
+}
+
+// checkCPUMemory refuses a CPU run that would not fit in the memory this
+// machine has left, before anything is allocated: the kernel would
+// otherwise kill the process partway, with no message.
+func checkCPUMemory(c nn.Config, batch, elemSize int) error {
+	need := c.CPUEngineBytes(batch, elemSize)
+	avail, ok := sysmem.Available()
+	if !ok || need <= float64(avail) {
+		return nil
+	}
+	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (parameters, gradients, AdamW moments and activations), but this machine has %.1f GiB available: use a smaller --hidden-dim, --blocks or --batch",
+		c.Describe(), need/(1<<30), batch, float64(avail)/(1<<30))
 }

@@ -229,6 +229,15 @@ func runTrain(cCtx *cli.Context) error {
 	if resume {
 		precision = run.Options.PrecisionMode()
 	}
+	if device == "cpu" {
+		elemSize := 4
+		if precision == train.PrecisionFP64 {
+			elemSize = 8
+		}
+		if err := checkCPUMemory(c, opts.Batch, elemSize); err != nil {
+			return err
+		}
+	}
 	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
 		return err

@@ -165,6 +165,13 @@ var spare struct {
 	list []*buffers
 }
 
+// tileLen is room for the largest microkernel tile, 8x32.
+const tileLen = 8 * 32
+
+// BufferBytes is the packing memory one goroutine of a GEMM takes and
+// keeps for reuse; Gemm runs up to GOMAXPROCS of them.
+const BufferBytes = (mc*kc + kc*nc + tileLen) * 4
+
 func getBuffers() *buffers {
 	spare.Lock()
 	defer spare.Unlock()
@@ -173,7 +180,7 @@ func getBuffers() *buffers {
 		spare.list = spare.list[:n-1]
 		return b
 	}
-	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, 8*32)} // room for the largest tile, 8x32
+	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, tileLen)}
 }
 
 func putBuffers(b *buffers) {

@@ -106,6 +106,8 @@ def test_load_infers_config_and_accepts_other_float_dtypes(tmp_path):
     ("shape", r"layer_norm\.bias has shape \[7\], want \[8\]"),
     ("optimizer", r"format 'dinoclip-optimizer/1'"),
     ("config", r"num_residual_blocks is missing"),
+    ("newer", r"format 'dinoclip-model/2'"),
+    ("step", r"metadata step '-1' is not a count"),
 ])
 def test_load_errors(tmp_path, case, pattern):
     m = small()
@@ -119,11 +121,24 @@ def test_load_errors(tmp_path, case, pattern):
         sd["layer_norm.bias"] = torch.zeros(7)
     elif case == "optimizer":
         meta["format"] = "dinoclip-optimizer/1"
+    elif case == "newer":
+        meta["format"] = "dinoclip-model/2"
+    elif case == "step":
+        meta["step"] = "-1"
     elif case == "config":
         meta["config"] = '{"input_dim":12,"hidden_dim":16,"output_dim":8}'
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "m.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match=pattern):
         checkpoint.load(tmp_path / "m.safetensors")
+
+
+def test_torch_format_tag_loads(tmp_path):
+    """safetensors' own PyTorch helpers tag a file "pt"; it is a model file like an untagged one."""
+    m = small()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "m.safetensors"),
+              metadata={"format": "pt"})
+    back = checkpoint.load(tmp_path / "m.safetensors")
+    assert back.config == m.config
 
 
 def test_not_safetensors(tmp_path):

@@ -55,6 +55,9 @@ __all__ = [
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MODEL_FORMAT = "dinoclip-model/1"
+# The tag safetensors' own save_model/save_file helpers for PyTorch write: a
+# state_dict saved that way is a model file too.
+TORCH_FORMAT = "pt"
 BEST_LINK = "best"
 LAST_LINK = "last"
 
@@ -212,8 +215,12 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     header, _ = _read_header(p)  # clear errors for what is not safetensors at all
     meta = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     fmt = meta.get("format")
-    if fmt is not None and fmt != MODEL_FORMAT:
-        raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r} (a model, not an optimizer state)")
+    if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
+        raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
+                              "(an optimizer or float64 state, or a newer dinoclip's format)")
+    for key in ("step", "epoch"):
+        if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
+            raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
     try:
         with safe_open(p, framework="pt", device="cpu") as f:
             sd = {k: f.get_tensor(k) for k in f.keys()}

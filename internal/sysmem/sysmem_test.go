@@ -1,0 +1,59 @@
+package sysmem
+
+import (
+	"runtime"
+	"testing"
+)
+
+func TestMemAvailable(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   12288000 kB\n", 12288000 * 1024, true},
+		{"MemTotal: 1 kB\n", 0, false},
+		{"MemAvailable: lots kB\n", 0, false},
+		{"MemAvailable: 12 MB\n", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := memAvailable([]byte(c.in))
+		if got != c.want || ok != c.ok {
+			t.Errorf("memAvailable(%q) = %d, %v; want %d, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+func TestCgroupLeft(t *testing.T) {
+	for _, c := range []struct {
+		max, current string
+		want         uint64
+		limited      bool
+	}{
+		{"max\n", "1000\n", 0, false},
+		{"4096\n", "1000\n", 3096, true},
+		{"4096\n", "5000\n", 0, true},
+		{"", "", 0, false},
+		{"4096\n", "", 0, false},
+	} {
+		got, limited := cgroupLeft([]byte(c.max), []byte(c.current))
+		if got != c.want || limited != c.limited {
+			t.Errorf("cgroupLeft(%q, %q) = %d, %v; want %d, %v", c.max, c.current, got, limited, c.want, c.limited)
+		}
+	}
+}
+
+// TestAvailableOnThisMachine checks that Available reads a plausible
+// figure on Linux, where CI runs.
+func TestAvailableOnThisMachine(t *testing.T) {
+	avail, ok := Available()
+	if !ok {
+		if runtime.GOOS == "linux" {
+			t.Fatal("Available() read nothing on Linux")
+		}
+		t.Skipf("no /proc/meminfo on %s", runtime.GOOS)
+	}
+	if avail < 1<<20 {
+		t.Errorf("Available() = %d bytes: less than 1 MiB is not a running machine", avail)
+	}
+}

@@ -4,7 +4,7 @@
 //
 //   search_f16_topw   grid (ceil(nq/128), splits), block 256, dynamic shared
 //                     memory SEARCH_MAIN_BYTES + 128 w 8 bytes (w <= 64:
-//                     131 KiB, above 48 KiB: raise the kernel's limit):
+//                     128.5 KiB; above 48 KiB: raise the kernel's limit):
 //                     Q [nq, dimp] and Kx [nk, dimp] are float16 (bits in
 //                     uint16_t), row-major, dimp a multiple of 8 (16-byte
 //                     rows for cp.async; the host pads with zeros). Block

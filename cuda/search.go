@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
@@ -48,7 +50,7 @@ const searchMargin = 16
 
 // Searcher is retrieval.Searcher on the GPU: float16 tensor cores rank
 // (kernels/search.cu), the host proves the answer exact (docs/RETRIEVAL.md,
-// "GPU search").
+// "Exact search on the GPU").
 //
 // Each query is scaled by a power of two (exact, and the ranking does not
 // change) so that its largest value lies in [2^14, 2^15), and rounded to
@@ -56,10 +58,13 @@ const searchMargin = 16
 // float16 (a float32 key beyond float16's range is an error). The keys go
 // to the GPU in chunks through two pinned host buffers, converted on the
 // host while the GPU ranks the previous chunk. For every query the GPU
-// returns its w = min(k+16, keys) best keys by the float16 score;
-// retrieval.Refine re-scores them with the reference score and proves the
-// k best exact when the k-th beats the w-th's score plus the error bound
-// (searchErrorBound); the queries it cannot prove are re-run by Fallback.
+// returns its w = min(k+16, keys) best keys by the float16 score and, when
+// every key segment is float16, their reference scores (search_rescore, in
+// float64 in index order like the host, while their chunk is on the GPU);
+// retrieval.Refine takes those (or re-scores on the host, for float32
+// keys) and proves the k best exact when the k-th beats the w-th's score
+// plus the error bound (searchErrorBound); the queries it cannot prove are
+// re-run by Fallback.
 type Searcher struct {
 	Dev *Device
 	// ChunkRows is the number of keys copied to the GPU at a time; 0 means
@@ -79,6 +84,9 @@ type SearchStats struct {
 	Width    int // candidates per query from the GPU
 	Chunks   int // key chunks copied to the GPU (over all query batches)
 	Unproven int // queries re-run by the fallback
+	// ExactOnGPU says the GPU computed the candidates' reference scores
+	// (float16 keys); otherwise the host did.
+	ExactOnGPU bool
 }
 
 // Search implements retrieval.Searcher.
@@ -109,10 +117,23 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	half, exps, qNorms := halfQueries(queries, nq, dim, dimp)
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
+	// With float16 keys the GPU also computes the candidates' reference
+	// scores (search_rescore) while their chunk is on it; float32 keys are
+	// only on the GPU as float16, so Refine re-scores those on the host.
+	var exact []float64
+	if !slices.ContainsFunc(keys.Segments, func(g retrieval.KeySegment) bool { return g.DType != npy.Float16 }) {
+		exact = make([]float64, nq*w)
+	}
+	s.Last.ExactOnGPU = exact != nil
 	var maxKeyNorm float64
 	for q0 := 0; q0 < nq; q0 += searchQueryBatch {
 		qn := min(searchQueryBatch, nq-q0)
-		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], qn, keys, dimp, w, int(chunk), rows[q0*w:(q0+qn)*w], scores[q0*w:(q0+qn)*w])
+		out := rankOut{rows: rows[q0*w : (q0+qn)*w], scores: scores[q0*w : (q0+qn)*w]}
+		var qf []float32
+		if exact != nil {
+			out.exact, qf = exact[q0*w:(q0+qn)*w], queries[q0*dim:(q0+qn)*dim]
+		}
+		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], qf, qn, keys, dimp, w, int(chunk), out)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +150,7 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 		e := searchErrorBound(math.Ldexp(qNorms[q], exps[q]), maxKeyNorm, dim)
 		bounds[q] = math.Ldexp(math.Nextafter(e, math.Inf(1)), -exps[q])
 	}
-	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, approx, w, bounds)
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, approx, w, bounds, exact)
 	if err != nil {
 		return nil, err
 	}
@@ -235,15 +256,34 @@ type searchBuffers struct {
 	splitsMax, nq   int
 	chunkRows, dimp int
 	w               int
+	// For scores on the GPU (dim > 0): the float32 queries and the exact
+	// scores of the running lists and of the merge's output.
+	queriesF           buf[float32]
+	runExact, outExact buf[float64]
+	dim                int
 }
 
-func layoutSearch(a *arena, nq, chunkRows, dimp, w, splits int) searchBuffers {
-	return searchBuffers{
+// layoutSearch carves the buffers of a search; dim is 0 when the host
+// computes the reference scores.
+func layoutSearch(a *arena, nq, chunkRows, dim, dimp, w, splits int) searchBuffers {
+	b := searchBuffers{
 		queries: carve[uint16](a, nq*dimp), keys: carve[uint16](a, chunkRows*dimp),
 		partS: carve[float32](a, (splits+1)*nq*w), partID: carve[int64](a, (splits+1)*nq*w),
 		outS: carve[float32](a, nq*w), outID: carve[int64](a, nq*w),
-		splitsMax: splits, nq: nq, chunkRows: chunkRows, dimp: dimp, w: w,
+		splitsMax: splits, nq: nq, chunkRows: chunkRows, dimp: dimp, w: w, dim: dim,
 	}
+	if dim > 0 {
+		b.queriesF, b.runExact, b.outExact = carve[float32](a, nq*dim), carve[float64](a, nq*w), carve[float64](a, nq*w)
+	}
+	return b
+}
+
+// rankOut is where rank writes each query's w candidates: rows, float16
+// scores and, when not nil, reference scores.
+type rankOut struct {
+	rows   []int64
+	scores []float32
+	exact  []float64
 }
 
 // searchSplits cuts nk keys into splits of kps keys (a multiple of the key
@@ -265,8 +305,9 @@ type halfChunk struct {
 
 // rank streams all keys past the GPU for the qn float16 queries q and
 // writes each query's w best keys by the float16 score, best first, to
-// rows and scores. It returns the largest key norm.
-func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, rows []int64, scores []float32) (float64, error) {
+// out, with their reference scores when qf (the float32 queries) is not
+// nil. It returns the largest key norm.
+func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, out rankOut) (float64, error) {
 	d := s.Dev
 	nk := keys.Rows()
 	splitsMax, _ := searchSplits(qn, chunkRows)
@@ -276,6 +317,11 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval
 	var ext driver.Extended
 	var mem uintptr
 	chunkBytes := chunkRows * dimp * 2
+	dim := 0
+	if qf != nil {
+		dim = keys.Dim
+	}
+	resultBytes := qn * w * 20
 	err := d.do(func() error {
 		var ok bool
 		if ext, ok = d.drv.(driver.Extended); !ok {
@@ -285,21 +331,24 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval
 			return fmt.Errorf("cuda: search: %w", err)
 		}
 		var a arena
-		layoutSearch(&a, qn, chunkRows, dimp, w, splitsMax)
+		layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax)
 		p, err := d.alloc(a.off)
 		if err != nil {
 			return d.oom(err, a.off, fmt.Sprintf("search of %d queries, keys in chunks of %d", qn, chunkRows), "", "use a smaller chunk")
 		}
 		mem = p
 		a = arena{base: p}
-		bufs = layoutSearch(&a, qn, chunkRows, dimp, w, splitsMax)
+		bufs = layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax)
 		for i := range pinned {
 			if pinned[i], err = ext.HostAlloc(chunkBytes); err != nil {
 				return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", chunkBytes>>20, err)
 			}
 		}
-		if result, err = ext.HostAlloc(qn * w * 12); err != nil {
+		if result, err = ext.HostAlloc(resultBytes); err != nil {
 			return fmt.Errorf("cuda: search: pinned host memory for the result: %w", err)
+		}
+		if err := upload(d, bufs.queriesF, qf); err != nil {
+			return err
 		}
 		return upload(d, bufs.queries, q)
 	})
@@ -353,7 +402,7 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval
 	}()
 
 	var maxNorm float64
-	n := 0
+	chunks := 0
 	for c := range ready {
 		if c.err != nil {
 			return 0, c.err
@@ -366,30 +415,39 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qn int, keys *retrieval
 			if err := upload(d, bufs.keys, c.data); err != nil {
 				return err
 			}
-			return d.searchChunk(bufs, qn, int(c.rows), c.first, n == 0)
+			return d.searchChunk(bufs, qn, int(c.rows), c.first, chunks == 0)
 		})
 		// ToDevice has read the buffer when it returns.
 		free <- unsafe.Slice((*byte)(unsafe.Pointer(&c.data[0])), chunkBytes)
 		if err != nil {
 			return 0, err
 		}
-		n++
+		chunks++
 	}
-	s.Last.Chunks += n
+	s.Last.Chunks += chunks
+	n := qn * w
 	err = d.do(func() error {
-		if err := ext.ToHostAsync(result[:qn*w*4], bufs.outS.p); err != nil {
-			return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
-		}
-		if err := ext.ToHostAsync(result[qn*w*4:], bufs.outID.p); err != nil {
-			return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
+		for _, c := range []struct {
+			dst []byte
+			src uintptr
+		}{{result[:4*n], bufs.outS.p}, {result[4*n : 12*n], bufs.outID.p}, {result[12*n:], bufs.outExact.p}} {
+			if c.src == 0 {
+				continue
+			}
+			if err := ext.ToHostAsync(c.dst, c.src); err != nil {
+				return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
+			}
 		}
 		return d.sync()
 	})
 	if err != nil {
 		return 0, err
 	}
-	leconv.F32ToF32(scores, result[:qn*w*4])
-	leconv.I64ToI64(rows, result[qn*w*4:])
+	leconv.F32ToF32(out.scores, result[:4*n])
+	leconv.I64ToI64(out.rows, result[4*n:12*n])
+	if out.exact != nil {
+		leconv.F64ToF64(out.exact, result[12*n:])
+	}
 	return maxNorm, nil
 }
 
@@ -431,10 +489,25 @@ func (d *Device) searchChunk(b searchBuffers, qn, nk int, first int64, fresh boo
 		lists, from = splits, list
 	}
 	mcfg := driver.LaunchConfig{Grid: [3]int{(qn + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
+	run := b.runExact.cptr()
+	if fresh {
+		run = 0
+	}
 	if err := launch.SearchMerge(d.with(work{shape: fmt.Sprintf("%d queries x %d lists x %d", qn, lists, b.w)}), mcfg,
-		b.outS.ptr(), b.outID.ptr(), b.partS.at(from, lists*list).cptr(), b.partID.at(from, lists*list).cptr(),
-		int32(qn), int32(lists), int32(b.w)); err != nil {
+		b.outS.ptr(), b.outID.ptr(), b.outExact.ptr(), b.partS.at(from, lists*list).cptr(), b.partID.at(from, lists*list).cptr(),
+		run, int32(qn), int32(lists), int32(b.w)); err != nil {
 		return err
+	}
+	if b.dim > 0 {
+		rcfg := driver.LaunchConfig{Grid: [3]int{(list + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
+		rw := work{shape: fmt.Sprintf("%d candidates x %d", list, b.dim), flops: 2 * float64(list) * float64(b.dim)}
+		if err := launch.SearchRescore(d.with(rw), rcfg, b.outExact.ptr(), b.outID.cptr(), b.queriesF.cptr(), b.keys.cptr(),
+			int32(qn), int32(b.w), int32(b.dim), int32(b.dimp), int32(nk), first); err != nil {
+			return err
+		}
+		if err := d.drv.CopyDevice(b.runExact.p, b.outExact.p, int64(list*8)); err != nil {
+			return fmt.Errorf("cuda: search: %w", err)
+		}
 	}
 	if err := d.drv.CopyDevice(b.partS.p, b.outS.p, int64(list*4)); err != nil {
 		return fmt.Errorf("cuda: search: %w", err)

@@ -39,8 +39,8 @@ func TestSearcherProves(t *testing.T) {
 	if _, err := s.Search(context.Background(), q, nq, keys, k); err != nil {
 		t.Fatal(err)
 	}
-	if s.Last.Unproven != 0 || s.Last.Chunks != 4 || s.Last.Width != k+searchMargin {
-		t.Errorf("random data: %+v, want 0 unproven, 4 chunks, width %d", s.Last, k+searchMargin)
+	if s.Last.Unproven != 0 || s.Last.Chunks != 4 || s.Last.Width != k+searchMargin || !s.Last.ExactOnGPU {
+		t.Errorf("random data: %+v, want 0 unproven, 4 chunks, width %d, reference scores on the GPU", s.Last, k+searchMargin)
 	}
 	unproven := 0
 	for _, c := range searchtest.Cases() {
@@ -76,8 +76,10 @@ func TestSearchCandidatesTies(t *testing.T) {
 			half, exps, _ := halfQueries(q, c.nq, c.dim, dimp)
 			rows := make([]int64, c.nq*c.w)
 			scores := make([]float32, c.nq*c.w)
+			exact := make([]float64, c.nq*c.w)
 			s := &Searcher{Dev: d}
-			if _, err := s.rank(context.Background(), half, c.nq, keys, dimp, c.w, c.chunk, rows, scores); err != nil {
+			out := rankOut{rows: rows, scores: scores, exact: exact}
+			if _, err := s.rank(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, out); err != nil {
 				t.Fatal(err)
 			}
 			for i := range c.nq {
@@ -93,6 +95,10 @@ func TestSearchCandidatesTies(t *testing.T) {
 				for p := range c.w {
 					if rows[i*c.w+p] != int64(want[p]) || float64(scores[i*c.w+p]) != sc[want[p]] {
 						t.Fatalf("query %d place %d: row %d score %v, want row %d score %v", i, p, rows[i*c.w+p], scores[i*c.w+p], want[p], sc[want[p]])
+					}
+					// The reference score, in the queries' own scale.
+					if ref := math.Ldexp(sc[want[p]], -exps[i]); exact[i*c.w+p] != ref {
+						t.Fatalf("query %d place %d: reference score %v on the GPU, want %v", i, p, exact[i*c.w+p], ref)
 					}
 				}
 			}
@@ -119,7 +125,7 @@ func TestSearchErrorBound(t *testing.T) {
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
 	s := &Searcher{Dev: d}
-	maxNorm, err := s.rank(context.Background(), half, nq, keys, dimp, w, 128, rows, scores)
+	maxNorm, err := s.rank(context.Background(), half, nil, nq, keys, dimp, w, 128, rankOut{rows: rows, scores: scores})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,4 +210,46 @@ func unitRowsF32(x []float32, dim int) []float32 {
 		}
 	}
 	return x
+}
+
+// The GPU's reference scores are the host's bit for bit: the float64 sum
+// in index order. Keys with large cancelling values make the order show
+// (the test checks that the reversed order gives other bits).
+func TestSearchRescoreOrder(t *testing.T) {
+	const nq, nk, dim, w = 5, 40, 16, 40
+	rnd := rand.New(rand.NewPCG(21, 22))
+	kv := make([]float32, nk*dim)
+	for r := range nk {
+		row := kv[r*dim : (r+1)*dim]
+		row[0], row[dim-1] = 32768, -32768
+		for i := 1; i < dim-1; i++ {
+			row[i] = float32(math.Ldexp(float64(rnd.IntN(2047)-1023), -24-rnd.IntN(4))) // float16 subnormals
+		}
+	}
+	q := randn(rnd, nq*dim, 1)
+	keys, vals := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: kv})
+	dimp := (dim + 7) / 8 * 8
+	half, _, _ := halfQueries(q, nq, dim, dimp)
+	out := rankOut{rows: make([]int64, nq*w), scores: make([]float32, nq*w), exact: make([]float64, nq*w)}
+	if _, err := (&Searcher{Dev: testDevice(t)}).rank(context.Background(), half, q, nq, keys, dimp, w, 16, out); err != nil {
+		t.Fatal(err)
+	}
+	differs := 0
+	for e, r := range out.rows {
+		qv, kr := q[e/w*dim:(e/w+1)*dim], vals[int(r)*dim:(int(r)+1)*dim]
+		var fwd, rev float64
+		for i := range dim {
+			fwd += float64(qv[i]) * float64(kr[i])
+			rev += float64(qv[dim-1-i]) * float64(kr[dim-1-i])
+		}
+		if math.Float64bits(out.exact[e]) != math.Float64bits(fwd) {
+			t.Fatalf("entry %d (row %d): GPU %v, host %v", e, r, out.exact[e], fwd)
+		}
+		if rev != fwd {
+			differs++
+		}
+	}
+	if differs == 0 {
+		t.Error("the summation order changes no score: the test cannot tell orders apart")
+	}
 }

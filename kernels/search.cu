@@ -20,6 +20,18 @@
 //                     (<= 64) per query, in_score/in_id
 //                     [lists, nq, w], into the best w of all of them,
 //                     out_score/out_id [nq, w]; out must not alias in.
+//                     When out_exact is not null, each entry taken from
+//                     list 0 carries its exact score from run_exact [nq, w]
+//                     (null: none), every other entry NaN, for
+//                     search_rescore to fill.
+//   search_rescore    grid (ceil(nq w/256)), block 256: for each entry of
+//                     id [nq, w] in rows [first, first + nk) of this chunk
+//                     Kx [nk, dimp] (float16), exact[entry] = the reference
+//                     score of package retrieval: the float32 query Qf
+//                     [nq, dim] times the key, products and their sum in
+//                     float64, in index order 0..dim-1, which gives the
+//                     host's bits exactly. Other entries are left as they
+//                     are.
 //
 // Order: higher score first, equal scores by the lower id; id -1 (an empty
 // slot) after every real one. search_f16_topw visits its keys in increasing
@@ -45,7 +57,8 @@
 // and local rows as [w][128], so the 128 list owners hit distinct banks);
 // a score not above the list's last is dropped after one compare.
 //
-// Versions: v1. Known costs: the selection phase does not overlap the next
+// Versions: v2 (v1 had no exact scores: search_rescore, and search_merge's
+// out_exact and run_exact, are new). Known costs: the selection phase does not overlap the next
 // tile's loads (the score tile aliases the ring), and only 128 of the 256
 // threads select.
 #include "common.cuh"
@@ -208,8 +221,9 @@ __device__ __forceinline__ bool search_before(float s, long long i, float t, lon
 #define SEARCH_MAXLISTS 64
 
 extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
-    search_merge(float* __restrict__ out_score, long long* __restrict__ out_id, const float* __restrict__ in_score,
-                 const long long* __restrict__ in_id, int nq, int lists, int w) {
+    search_merge(float* __restrict__ out_score, long long* __restrict__ out_id, double* __restrict__ out_exact,
+                 const float* __restrict__ in_score, const long long* __restrict__ in_id,
+                 const double* __restrict__ run_exact, int nq, int lists, int w) {
     // Each thread's read position in each list, in shared memory ([list]
     // [thread]) rather than a local array, which would live in local memory.
     __shared__ unsigned char head[SEARCH_MAXLISTS][SEARCH_THREADS];
@@ -227,8 +241,27 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
             const long long i = in_id[o];
             if (best < 0 || search_before(s, i, bs, bi)) best = l, bs = s, bi = i;
         }
-        ++head[best][t];
         out_score[(size_t)q * w + p] = bs;
         out_id[(size_t)q * w + p] = bi;
+        if (out_exact)
+            out_exact[(size_t)q * w + p] = best == 0 && run_exact ? run_exact[(size_t)q * w + head[0][t]] : (double)NAN;
+        ++head[best][t];
     }
+}
+
+// search_rescore: the reference score of each candidate of this chunk.
+extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
+    search_rescore(double* __restrict__ exact, const long long* __restrict__ id, const float* __restrict__ Qf,
+                   const uint16_t* __restrict__ Kx, int nq, int w, int dim, int dimp, int nk, long long first) {
+    const size_t e = (size_t)blockIdx.x * SEARCH_THREADS + threadIdx.x;
+    if (e >= (size_t)nq * w) return;
+    const long long r = id[e] - first;
+    if (r < 0 || r >= nk) return;
+    const float* q = Qf + (e / w) * dim;
+    const uint16_t* k = Kx + (size_t)r * dimp;
+    // In index order, one product at a time: the products are exact in
+    // double, so a fused multiply-add rounds as the separate add would.
+    double s = 0.0;
+    for (int i = 0; i < dim; ++i) s += (double)q[i] * (double)half_bits_to_float(k[i]);
+    exact[e] = s;
 }

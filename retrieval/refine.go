@@ -31,13 +31,18 @@ import (
 // row left out: S_k > s_min + errBound[q]. Queries for which this fails are
 // listed in unproven (their rows in the answer are then not to be
 // trusted); a caller re-runs them with an exact searcher (MergeQueries).
-func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, approx []float64, width int, errBound []float64) (nb *Neighbors, unproven []int, err error) {
+//
+// exact, when not nil, holds the candidates' reference scores S, computed
+// elsewhere in S's own arithmetic (a GPU's float64, in index order), and
+// Refine takes them instead of re-scoring on the host.
+func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, approx []float64, width int, errBound []float64, exact []float64) (nb *Neighbors, unproven []int, err error) {
 	if err := CheckSearch(queries, nQueries, keys, k); err != nil {
 		return nil, nil, err
 	}
 	nKeys := keys.Rows()
 	kOut := int(min(int64(k), nKeys))
-	if width < kOut || int64(width) > nKeys || len(candRows) != nQueries*width || len(approx) != nQueries*width || len(errBound) != nQueries {
+	if width < kOut || int64(width) > nKeys || len(candRows) != nQueries*width || len(approx) != nQueries*width || len(errBound) != nQueries ||
+		exact != nil && len(exact) != nQueries*width {
 		return nil, nil, fmt.Errorf("retrieval: %d candidates, %d scores and %d bounds for %d queries of width %d (k = %d, %d keys)",
 			len(candRows), len(approx), len(errBound), nQueries, width, kOut, nKeys)
 	}
@@ -73,7 +78,10 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 						return
 					}
 					for q := q0; q < min(q0+block, nQueries); q++ {
-						c := candidates{candRows[q*width : (q+1)*width], approx[q*width : (q+1)*width], errBound[q]}
+						c := candidates{candRows[q*width : (q+1)*width], approx[q*width : (q+1)*width], errBound[q], nil}
+						if exact != nil {
+							c.exact = exact[q*width : (q+1)*width]
+						}
 						if qerr = c.refine(nb, proven, q, queries[q*dim:(q+1)*dim], keys, kOut, row, cands, sorted, rows); qerr != nil {
 							return
 						}
@@ -102,6 +110,7 @@ type candidates struct {
 	rows   []int64
 	approx []float64
 	bound  float64
+	exact  []float64 // reference scores computed elsewhere, or nil
 }
 
 // refine is Refine for query q: it re-scores the candidates that can be
@@ -126,7 +135,15 @@ func (c candidates) refine(nb *Neighbors, proven []bool, q int, qv []float32, ke
 	// with approx + bound below that cannot beat them.
 	cut := math.Nextafter(sorted[width-kOut]-2*c.bound, math.Inf(-1))
 	for j, r := range c.rows {
-		if c.approx[j] >= cut {
+		if c.approx[j] < cut {
+			continue
+		}
+		if c.exact != nil {
+			if math.IsNaN(c.exact[j]) || math.IsInf(c.exact[j], 0) {
+				return fmt.Errorf("retrieval: query %d: candidate row %d has reference score %v", q, r, c.exact[j])
+			}
+			cands = append(cands, scored{r, c.exact[j]})
+		} else {
 			cands = append(cands, scored{r, keys.exactScore(qv, r, row)})
 		}
 	}

@@ -63,7 +63,7 @@ func (f *float32Ranker) Search(ctx context.Context, queries []float32, nq int, k
 		}
 		bounds[q] = rel*math.Sqrt(qn2)*maxNorm + abs
 	}
-	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, approx, width, bounds)
+	nb, unproven, err := retrieval.Refine(queries, nq, keys, k, rows, approx, width, bounds, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -122,13 +122,13 @@ func TestRefineErrors(t *testing.T) {
 		{"negative bound", []int64{0, 1, 1, 2}, ok4, 2, []float64{0, -1}, "bound -1"},
 		{"NaN bound", []int64{0, 1, 1, 2}, ok4, 2, []float64{math.NaN(), 0}, "bound NaN"},
 	} {
-		if _, _, err := retrieval.Refine(q, 2, keys, 2, c.rows, c.approx, c.width, c.bounds); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, _, err := retrieval.Refine(q, 2, keys, 2, c.rows, c.approx, c.width, c.bounds, nil); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.want)
 		}
 	}
 	// A query whose k-th exact score does not beat the lowest candidate's
 	// score plus its bound is unproven.
-	_, unproven, err := retrieval.Refine([]float32{1, 0.5, 0, 1}, 2, keys, 1, []int64{2, 0, 1, 2}, []float64{1.5, 1, 1, 1}, 2, []float64{0.2, 0.2})
+	_, unproven, err := retrieval.Refine([]float32{1, 0.5, 0, 1}, 2, keys, 1, []int64{2, 0, 1, 2}, []float64{1.5, 1, 1, 1}, 2, []float64{0.2, 0.2}, nil)
 	if err != nil || !slices.Equal(unproven, []int{1}) {
 		t.Errorf("unproven %v (err %v), want [1]", unproven, err)
 	}
@@ -142,12 +142,12 @@ func TestRefineSkipsHopeless(t *testing.T) {
 	keys, _ := searchtest.Keys(t, 1, searchtest.Segment{Rows: 4, Data: []float32{4, 3, 5, 1}})
 	q := []float32{1}
 	// k = 2, bound 0.1: the cut is 3 - 0.2; row 2 claimed at 2 is skipped.
-	nb, _, err := retrieval.Refine(q, 1, keys, 2, []int64{0, 1, 2}, []float64{4, 3, 2}, 3, []float64{0.1})
+	nb, _, err := retrieval.Refine(q, 1, keys, 2, []int64{0, 1, 2}, []float64{4, 3, 2}, 3, []float64{0.1}, nil)
 	if err != nil || !slices.Equal(nb.Rows, []int64{0, 1}) {
 		t.Fatalf("rows %v (err %v), want [0 1]", nb.Rows, err)
 	}
 	// Claimed at 2.9 it is re-scored, and its exact score ranks it first.
-	nb, _, err = retrieval.Refine(q, 1, keys, 2, []int64{0, 2, 1}, []float64{4, 2.9, 3}, 3, []float64{0.1})
+	nb, _, err = retrieval.Refine(q, 1, keys, 2, []int64{0, 2, 1}, []float64{4, 2.9, 3}, 3, []float64{0.1}, nil)
 	if err != nil || !slices.Equal(nb.Rows, []int64{2, 0}) || nb.Scores[0] != 5 {
 		t.Fatalf("rows %v scores %v (err %v), want [2 0] [5 4]", nb.Rows, nb.Scores, err)
 	}

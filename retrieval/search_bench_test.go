@@ -108,7 +108,7 @@ func BenchmarkRefine(b *testing.B) {
 		bounds[i] = 1.2e-3
 	}
 	for b.Loop() {
-		if _, _, err := retrieval.Refine(q, nq, keys, k, nb.Rows, approx, width, bounds); err != nil {
+		if _, _, err := retrieval.Refine(q, nq, keys, k, nb.Rows, approx, width, bounds, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,11 +13,14 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&search_f16_topw), void (*)(float*, long long*, const uint16_t*, const uint16_t*, int, int, int, int, int, long long)>,
               "kernels/search.cu: search_f16_topw: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&search_merge), void (*)(float*, long long*, const float*, const long long*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&search_merge), void (*)(float*, long long*, double*, const float*, const long long*, const double*, int, int, int)>,
               "kernels/search.cu: search_merge: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&search_rescore), void (*)(double*, const long long*, const float*, const uint16_t*, int, int, int, int, int, long long)>,
+              "kernels/search.cu: search_rescore: run go generate ./kernels");
 
 emu_entry emu_table_search[] = {
     EMU_ENTRY(search_f16_topw),
     EMU_ENTRY(search_merge),
+    EMU_ENTRY(search_rescore),
 };
 int emu_table_search_len = sizeof(emu_table_search) / sizeof(emu_table_search[0]);

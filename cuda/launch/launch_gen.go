@@ -34,6 +34,7 @@ const (
 	KColsumFinal                         // kernels/reduce.cu
 	KSearchF16Topw                       // kernels/search.cu
 	KSearchMerge                         // kernels/search.cu
+	KSearchRescore                       // kernels/search.cu
 	KTcCheckMma                          // kernels/tensorcore_check.cu
 	KTcCheckLdmatrix                     // kernels/tensorcore_check.cu
 	KTcCheckCpAsync                      // kernels/tensorcore_check.cu
@@ -72,6 +73,7 @@ var names = [NumKernels]string{
 	KColsumFinal:           "colsum_final",
 	KSearchF16Topw:         "search_f16_topw",
 	KSearchMerge:           "search_merge",
+	KSearchRescore:         "search_rescore",
 	KTcCheckMma:            "tc_check_mma",
 	KTcCheckLdmatrix:       "tc_check_ldmatrix",
 	KTcCheckCpAsync:        "tc_check_cp_async",
@@ -108,7 +110,8 @@ var paramBytes = [NumKernels][]int{
 	KColsumPartial:         {8, 8, 8, 4, 4, 4},
 	KColsumFinal:           {8, 8, 8, 4, 4},
 	KSearchF16Topw:         {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
-	KSearchMerge:           {8, 8, 8, 8, 4, 4, 4},
+	KSearchMerge:           {8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KSearchRescore:         {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
 	KTcCheckMma:            {8, 8, 8, 8, 4},
 	KTcCheckLdmatrix:       {8, 8, 4, 4},
 	KTcCheckCpAsync:        {8, 8, 4, 4, 4},
@@ -296,9 +299,16 @@ func SearchF16Topw(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], 
 
 // SearchMerge launches search_merge of kernels/search.cu:
 //
-//	search_merge(float* out_score, long long* out_id, const float* in_score, const long long* in_id, int nq, int lists, int w)
-func SearchMerge(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], out_id Ptr[int64], in_score ConstPtr[float32], in_id ConstPtr[int64], nq int32, lists int32, w int32) error {
-	return l.Launch(KSearchMerge, cfg, [][]byte{ptr(out_score), ptr(out_id), ptr(in_score), ptr(in_id), i32(nq), i32(lists), i32(w)})
+//	search_merge(float* out_score, long long* out_id, double* out_exact, const float* in_score, const long long* in_id, const double* run_exact, int nq, int lists, int w)
+func SearchMerge(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], out_id Ptr[int64], out_exact Ptr[float64], in_score ConstPtr[float32], in_id ConstPtr[int64], run_exact ConstPtr[float64], nq int32, lists int32, w int32) error {
+	return l.Launch(KSearchMerge, cfg, [][]byte{ptr(out_score), ptr(out_id), ptr(out_exact), ptr(in_score), ptr(in_id), ptr(run_exact), i32(nq), i32(lists), i32(w)})
+}
+
+// SearchRescore launches search_rescore of kernels/search.cu:
+//
+//	search_rescore(double* exact, const long long* id, const float* Qf, const uint16_t* Kx, int nq, int w, int dim, int dimp, int nk, long long first)
+func SearchRescore(l Launcher, cfg driver.LaunchConfig, exact Ptr[float64], id ConstPtr[int64], Qf ConstPtr[float32], Kx ConstPtr[uint16], nq int32, w int32, dim int32, dimp int32, nk int32, first int64) error {
+	return l.Launch(KSearchRescore, cfg, [][]byte{ptr(exact), ptr(id), ptr(Qf), ptr(Kx), i32(nq), i32(w), i32(dim), i32(dimp), i32(nk), i64(first)})
 }
 
 // TcCheckMma launches tc_check_mma of kernels/tensorcore_check.cu:

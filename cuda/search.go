@@ -58,13 +58,14 @@ const searchMargin = 16
 // float16 (a float32 key beyond float16's range is an error). The keys go
 // to the GPU in chunks through two pinned host buffers, converted on the
 // host while the GPU ranks the previous chunk. For every query the GPU
-// returns its w = min(k+16, keys) best keys by the float16 score and, when
-// every key segment is float16, their reference scores (search_rescore, in
-// float64 in index order like the host, while their chunk is on the GPU);
-// retrieval.Refine takes those (or re-scores on the host, for float32
-// keys) and proves the k best exact when the k-th beats the w-th's score
+// returns its w = min(k+16, keys) best keys by the float16 score and their
+// reference scores (search_rescore: in float64 in index order like the
+// host, from the keys as stored, while their chunk is on the GPU; float32
+// segments send a float32 copy of the chunk too); retrieval.Refine takes
+// those and proves the k best exact when the k-th beats the w-th's score
 // plus the error bound (searchErrorBound); the queries it cannot prove are
-// re-run by Fallback.
+// re-run by Fallback. Pinned host memory: 2 chunks of float16 keys (and of
+// float32 keys for float32 segments) and the result.
 type Searcher struct {
 	Dev *Device
 	// ChunkRows is the number of keys copied to the GPU at a time; 0 means
@@ -84,9 +85,6 @@ type SearchStats struct {
 	Width    int // candidates per query from the GPU
 	Chunks   int // key chunks copied to the GPU (over all query batches)
 	Unproven int // queries re-run by the fallback
-	// ExactOnGPU says the GPU computed the candidates' reference scores
-	// (float16 keys); otherwise the host did.
-	ExactOnGPU bool
 }
 
 // Search implements retrieval.Searcher.
@@ -117,23 +115,17 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	half, exps, qNorms := halfQueries(queries, nq, dim, dimp)
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
-	// With float16 keys the GPU also computes the candidates' reference
-	// scores (search_rescore) while their chunk is on it; float32 keys are
-	// only on the GPU as float16, so Refine re-scores those on the host.
-	var exact []float64
-	if !slices.ContainsFunc(keys.Segments, func(g retrieval.KeySegment) bool { return g.DType != npy.Float16 }) {
-		exact = make([]float64, nq*w)
-	}
-	s.Last.ExactOnGPU = exact != nil
+	// The GPU also computes the candidates' reference scores
+	// (search_rescore) while their chunk is on it: from the float16 keys,
+	// or, when a segment is float32, from float32 copies of the keys sent
+	// beside them (the float16 ones are roundings).
+	exact := make([]float64, nq*w)
+	wide := slices.ContainsFunc(keys.Segments, func(g retrieval.KeySegment) bool { return g.DType != npy.Float16 })
 	var maxKeyNorm float64
 	for q0 := 0; q0 < nq; q0 += searchQueryBatch {
 		qn := min(searchQueryBatch, nq-q0)
-		out := rankOut{rows: rows[q0*w : (q0+qn)*w], scores: scores[q0*w : (q0+qn)*w]}
-		var qf []float32
-		if exact != nil {
-			out.exact, qf = exact[q0*w:(q0+qn)*w], queries[q0*dim:(q0+qn)*dim]
-		}
-		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], qf, qn, keys, dimp, w, int(chunk), out)
+		out := rankOut{rows: rows[q0*w : (q0+qn)*w], scores: scores[q0*w : (q0+qn)*w], exact: exact[q0*w : (q0+qn)*w]}
+		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], queries[q0*dim:(q0+qn)*dim], qn, keys, dimp, w, int(chunk), wide, out)
 		if err != nil {
 			return nil, err
 		}
@@ -256,30 +248,30 @@ type searchBuffers struct {
 	splitsMax, nq   int
 	chunkRows, dimp int
 	w               int
-	// For scores on the GPU (dim > 0): the float32 queries and the exact
-	// scores of the running lists and of the merge's output.
-	queriesF           buf[float32]
+	// The float32 queries, the exact scores of the running lists and of
+	// the merge's output, and float32 keys when a segment is float32.
+	queriesF, keysF    buf[float32]
 	runExact, outExact buf[float64]
 	dim                int
 }
 
-// layoutSearch carves the buffers of a search; dim is 0 when the host
-// computes the reference scores.
-func layoutSearch(a *arena, nq, chunkRows, dim, dimp, w, splits int) searchBuffers {
+// layoutSearch carves the buffers of a search; wide adds float32 keys.
+func layoutSearch(a *arena, nq, chunkRows, dim, dimp, w, splits int, wide bool) searchBuffers {
 	b := searchBuffers{
 		queries: carve[uint16](a, nq*dimp), keys: carve[uint16](a, chunkRows*dimp),
 		partS: carve[float32](a, (splits+1)*nq*w), partID: carve[int64](a, (splits+1)*nq*w),
 		outS: carve[float32](a, nq*w), outID: carve[int64](a, nq*w),
+		queriesF: carve[float32](a, nq*dim), runExact: carve[float64](a, nq*w), outExact: carve[float64](a, nq*w),
 		splitsMax: splits, nq: nq, chunkRows: chunkRows, dimp: dimp, w: w, dim: dim,
 	}
-	if dim > 0 {
-		b.queriesF, b.runExact, b.outExact = carve[float32](a, nq*dim), carve[float64](a, nq*w), carve[float64](a, nq*w)
+	if wide {
+		b.keysF = carve[float32](a, chunkRows*dim)
 	}
 	return b
 }
 
 // rankOut is where rank writes each query's w candidates: rows, float16
-// scores and, when not nil, reference scores.
+// scores and reference scores.
 type rankOut struct {
 	rows   []int64
 	scores []float32
@@ -295,31 +287,35 @@ func searchSplits(nq, nk int) (splits, kps int) {
 	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
 }
 
-// halfChunk is a chunk of keys converted on the host.
-type halfChunk struct {
+// keyChunk is a chunk of keys converted on the host into pinned buffer
+// pair buf.
+type keyChunk struct {
 	first, rows int64
-	data        []uint16 // a view of a pinned buffer
+	buf         int
+	half        []uint16  // float16 rows of dimp values
+	wide        []float32 // float32 rows of dim values, or nil
 	norm        float64
 	err         error
 }
 
 // rank streams all keys past the GPU for the qn float16 queries q and
-// writes each query's w best keys by the float16 score, best first, to
-// out, with their reference scores when qf (the float32 queries) is not
-// nil. It returns the largest key norm.
-func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, out rankOut) (float64, error) {
+// writes each query's w best keys by the float16 score, best first, with
+// their reference scores for the float32 queries qf, to out; wide sends
+// float32 keys beside the float16 ones, for the reference scores. It
+// returns the largest key norm.
+func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, wide bool, out rankOut) (float64, error) {
 	d := s.Dev
 	nk := keys.Rows()
 	splitsMax, _ := searchSplits(qn, chunkRows)
 	var bufs searchBuffers
-	var pinned [2][]byte
+	var pinned, pinnedWide [2][]byte
 	var result []byte
 	var ext driver.Extended
 	var mem uintptr
-	chunkBytes := chunkRows * dimp * 2
-	dim := 0
-	if qf != nil {
-		dim = keys.Dim
+	dim := keys.Dim
+	chunkBytes, wideBytes := chunkRows*dimp*2, 0
+	if wide {
+		wideBytes = chunkRows * dim * 4
 	}
 	resultBytes := qn * w * 20
 	err := d.do(func() error {
@@ -331,17 +327,22 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 			return fmt.Errorf("cuda: search: %w", err)
 		}
 		var a arena
-		layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax)
+		layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax, wide)
 		p, err := d.alloc(a.off)
 		if err != nil {
 			return d.oom(err, a.off, fmt.Sprintf("search of %d queries, keys in chunks of %d", qn, chunkRows), "", "use a smaller chunk")
 		}
 		mem = p
 		a = arena{base: p}
-		bufs = layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax)
+		bufs = layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax, wide)
 		for i := range pinned {
 			if pinned[i], err = ext.HostAlloc(chunkBytes); err != nil {
 				return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", chunkBytes>>20, err)
+			}
+			if wide {
+				if pinnedWide[i], err = ext.HostAlloc(wideBytes); err != nil {
+					return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", wideBytes>>20, err)
+				}
 			}
 		}
 		if result, err = ext.HostAlloc(resultBytes); err != nil {
@@ -353,7 +354,7 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 		return upload(d, bufs.queries, q)
 	})
 	defer d.do(func() error {
-		for _, b := range append(pinned[:], result) {
+		for _, b := range append(append(pinned[:], pinnedWide[:]...), result) {
 			if b != nil {
 				ext.HostFree(b)
 			}
@@ -366,10 +367,10 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 
 	// The host converts chunk i+1 while the GPU ranks chunk i: two pinned
 	// buffers go round between the converter and the device.
-	free := make(chan []byte, 2)
-	free <- pinned[0]
-	free <- pinned[1]
-	ready := make(chan halfChunk, 1)
+	free := make(chan int, 2)
+	free <- 0
+	free <- 1
+	ready := make(chan keyChunk, 1)
 	stop := make(chan struct{})
 	// Stop the converter and wait for it before the pinned buffers it
 	// writes are freed (the deferred calls run in reverse order).
@@ -381,15 +382,20 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 	go func() {
 		defer close(ready)
 		for first := int64(0); first < nk; first += int64(chunkRows) {
-			var b []byte
+			c := keyChunk{first: first, rows: min(int64(chunkRows), nk-first)}
 			select {
-			case b = <-free:
+			case c.buf = <-free:
 			case <-stop:
 				return
 			}
-			c := halfChunk{first: first, rows: min(int64(chunkRows), nk-first)}
-			c.data = unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)[:c.rows*int64(dimp)]
-			c.norm, c.err = halfRowsParallel(keys, c.data, dimp, c.first, c.first+c.rows)
+			b := pinned[c.buf]
+			c.half = unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)[:c.rows*int64(dimp)]
+			c.norm, c.err = halfRowsParallel(keys, c.half, dimp, c.first, c.first+c.rows)
+			if wide && c.err == nil {
+				b := pinnedWide[c.buf]
+				c.wide = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)[:c.rows*int64(dim)]
+				_, c.err = keys.ReadRows(c.wide, c.first, c.first+c.rows)
+			}
 			select {
 			case ready <- c:
 			case <-stop:
@@ -412,13 +418,16 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 		}
 		maxNorm = max(maxNorm, c.norm)
 		err := d.do(func() error {
-			if err := upload(d, bufs.keys, c.data); err != nil {
+			if err := upload(d, bufs.keys, c.half); err != nil {
+				return err
+			}
+			if err := upload(d, bufs.keysF, c.wide); err != nil {
 				return err
 			}
 			return d.searchChunk(bufs, qn, int(c.rows), c.first, chunks == 0)
 		})
-		// ToDevice has read the buffer when it returns.
-		free <- unsafe.Slice((*byte)(unsafe.Pointer(&c.data[0])), chunkBytes)
+		// ToDevice has read the buffers when it returns.
+		free <- c.buf
 		if err != nil {
 			return 0, err
 		}
@@ -431,9 +440,6 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 			dst []byte
 			src uintptr
 		}{{result[:4*n], bufs.outS.p}, {result[4*n : 12*n], bufs.outID.p}, {result[12*n:], bufs.outExact.p}} {
-			if c.src == 0 {
-				continue
-			}
 			if err := ext.ToHostAsync(c.dst, c.src); err != nil {
 				return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
 			}
@@ -445,9 +451,7 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 	}
 	leconv.F32ToF32(out.scores, result[:4*n])
 	leconv.I64ToI64(out.rows, result[4*n:12*n])
-	if out.exact != nil {
-		leconv.F64ToF64(out.exact, result[12*n:])
-	}
+	leconv.F64ToF64(out.exact, result[12*n:])
 	return maxNorm, nil
 }
 
@@ -498,16 +502,14 @@ func (d *Device) searchChunk(b searchBuffers, qn, nk int, first int64, fresh boo
 		run, int32(qn), int32(lists), int32(b.w)); err != nil {
 		return err
 	}
-	if b.dim > 0 {
-		rcfg := driver.LaunchConfig{Grid: [3]int{(list + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
-		rw := work{shape: fmt.Sprintf("%d candidates x %d", list, b.dim), flops: 2 * float64(list) * float64(b.dim)}
-		if err := launch.SearchRescore(d.with(rw), rcfg, b.outExact.ptr(), b.outID.cptr(), b.queriesF.cptr(), b.keys.cptr(),
-			int32(qn), int32(b.w), int32(b.dim), int32(b.dimp), int32(nk), first); err != nil {
-			return err
-		}
-		if err := d.drv.CopyDevice(b.runExact.p, b.outExact.p, int64(list*8)); err != nil {
-			return fmt.Errorf("cuda: search: %w", err)
-		}
+	rcfg := driver.LaunchConfig{Grid: [3]int{(list + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
+	rw := work{shape: fmt.Sprintf("%d candidates x %d", list, b.dim), flops: 2 * float64(list) * float64(b.dim)}
+	if err := launch.SearchRescore(d.with(rw), rcfg, b.outExact.ptr(), b.outID.cptr(), b.queriesF.cptr(), b.keys.cptr(),
+		b.keysF.cptr(), int32(qn), int32(b.w), int32(b.dim), int32(b.dimp), int32(nk), first); err != nil {
+		return err
+	}
+	if err := d.drv.CopyDevice(b.runExact.p, b.outExact.p, int64(list*8)); err != nil {
+		return fmt.Errorf("cuda: search: %w", err)
 	}
 	if err := d.drv.CopyDevice(b.partS.p, b.outS.p, int64(list*4)); err != nil {
 		return fmt.Errorf("cuda: search: %w", err)

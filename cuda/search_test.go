@@ -39,8 +39,8 @@ func TestSearcherProves(t *testing.T) {
 	if _, err := s.Search(context.Background(), q, nq, keys, k); err != nil {
 		t.Fatal(err)
 	}
-	if s.Last.Unproven != 0 || s.Last.Chunks != 4 || s.Last.Width != k+searchMargin || !s.Last.ExactOnGPU {
-		t.Errorf("random data: %+v, want 0 unproven, 4 chunks, width %d, reference scores on the GPU", s.Last, k+searchMargin)
+	if s.Last.Unproven != 0 || s.Last.Chunks != 4 || s.Last.Width != k+searchMargin {
+		t.Errorf("random data: %+v, want 0 unproven, 4 chunks, width %d", s.Last, k+searchMargin)
 	}
 	unproven := 0
 	for _, c := range searchtest.Cases() {
@@ -79,7 +79,7 @@ func TestSearchCandidatesTies(t *testing.T) {
 			exact := make([]float64, c.nq*c.w)
 			s := &Searcher{Dev: d}
 			out := rankOut{rows: rows, scores: scores, exact: exact}
-			if _, err := s.rank(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, out); err != nil {
+			if _, err := s.rank(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, true, out); err != nil {
 				t.Fatal(err)
 			}
 			for i := range c.nq {
@@ -125,7 +125,7 @@ func TestSearchErrorBound(t *testing.T) {
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
 	s := &Searcher{Dev: d}
-	maxNorm, err := s.rank(context.Background(), half, nil, nq, keys, dimp, w, 128, rankOut{rows: rows, scores: scores})
+	maxNorm, err := s.rank(context.Background(), half, q, nq, keys, dimp, w, 128, true, rankOut{rows: rows, scores: scores, exact: make([]float64, nq*w)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestSearchRescoreOrder(t *testing.T) {
 	dimp := (dim + 7) / 8 * 8
 	half, _, _ := halfQueries(q, nq, dim, dimp)
 	out := rankOut{rows: make([]int64, nq*w), scores: make([]float32, nq*w), exact: make([]float64, nq*w)}
-	if _, err := (&Searcher{Dev: testDevice(t)}).rank(context.Background(), half, q, nq, keys, dimp, w, 16, out); err != nil {
+	if _, err := (&Searcher{Dev: testDevice(t)}).rank(context.Background(), half, q, nq, keys, dimp, w, 16, false, out); err != nil {
 		t.Fatal(err)
 	}
 	differs := 0

@@ -26,7 +26,9 @@
 //                     search_rescore to fill.
 //   search_rescore    grid (ceil(nq w/256)), block 256: for each entry of
 //                     id [nq, w] in rows [first, first + nk) of this chunk
-//                     Kx [nk, dimp] (float16), exact[entry] = the reference
+//                     (Kf [nk, dim] float32 when not null: the keys as
+//                     stored, for float32 segments; else Kx [nk, dimp]
+//                     float16), exact[entry] = the reference
 //                     score of package retrieval: the float32 query Qf
 //                     [nq, dim] times the key, products and their sum in
 //                     float64, in index order 0..dim-1, which gives the
@@ -252,16 +254,22 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
 // search_rescore: the reference score of each candidate of this chunk.
 extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
     search_rescore(double* __restrict__ exact, const long long* __restrict__ id, const float* __restrict__ Qf,
-                   const uint16_t* __restrict__ Kx, int nq, int w, int dim, int dimp, int nk, long long first) {
+                   const uint16_t* __restrict__ Kx, const float* __restrict__ Kf, int nq, int w, int dim, int dimp, int nk,
+                   long long first) {
     const size_t e = (size_t)blockIdx.x * SEARCH_THREADS + threadIdx.x;
     if (e >= (size_t)nq * w) return;
     const long long r = id[e] - first;
     if (r < 0 || r >= nk) return;
     const float* q = Qf + (e / w) * dim;
-    const uint16_t* k = Kx + (size_t)r * dimp;
     // In index order, one product at a time: the products are exact in
     // double, so a fused multiply-add rounds as the separate add would.
     double s = 0.0;
-    for (int i = 0; i < dim; ++i) s += (double)q[i] * (double)half_bits_to_float(k[i]);
+    if (Kf) {
+        const float* k = Kf + (size_t)r * dim;
+        for (int i = 0; i < dim; ++i) s += (double)q[i] * (double)k[i];
+    } else {
+        const uint16_t* k = Kx + (size_t)r * dimp;
+        for (int i = 0; i < dim; ++i) s += (double)q[i] * (double)half_bits_to_float(k[i]);
+    }
     exact[e] = s;
 }

@@ -15,7 +15,7 @@ static_assert(std::is_same_v<decltype(&search_f16_topw), void (*)(float*, long l
               "kernels/search.cu: search_f16_topw: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&search_merge), void (*)(float*, long long*, double*, const float*, const long long*, const double*, int, int, int)>,
               "kernels/search.cu: search_merge: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&search_rescore), void (*)(double*, const long long*, const float*, const uint16_t*, int, int, int, int, int, long long)>,
+static_assert(std::is_same_v<decltype(&search_rescore), void (*)(double*, const long long*, const float*, const uint16_t*, const float*, int, int, int, int, int, long long)>,
               "kernels/search.cu: search_rescore: run go generate ./kernels");
 
 emu_entry emu_table_search[] = {

@@ -111,7 +111,7 @@ var paramBytes = [NumKernels][]int{
 	KColsumFinal:           {8, 8, 8, 4, 4},
 	KSearchF16Topw:         {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
 	KSearchMerge:           {8, 8, 8, 8, 8, 8, 4, 4, 4},
-	KSearchRescore:         {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
+	KSearchRescore:         {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
 	KTcCheckMma:            {8, 8, 8, 8, 4},
 	KTcCheckLdmatrix:       {8, 8, 4, 4},
 	KTcCheckCpAsync:        {8, 8, 4, 4, 4},
@@ -306,9 +306,9 @@ func SearchMerge(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], ou
 
 // SearchRescore launches search_rescore of kernels/search.cu:
 //
-//	search_rescore(double* exact, const long long* id, const float* Qf, const uint16_t* Kx, int nq, int w, int dim, int dimp, int nk, long long first)
-func SearchRescore(l Launcher, cfg driver.LaunchConfig, exact Ptr[float64], id ConstPtr[int64], Qf ConstPtr[float32], Kx ConstPtr[uint16], nq int32, w int32, dim int32, dimp int32, nk int32, first int64) error {
-	return l.Launch(KSearchRescore, cfg, [][]byte{ptr(exact), ptr(id), ptr(Qf), ptr(Kx), i32(nq), i32(w), i32(dim), i32(dimp), i32(nk), i64(first)})
+//	search_rescore(double* exact, const long long* id, const float* Qf, const uint16_t* Kx, const float* Kf, int nq, int w, int dim, int dimp, int nk, long long first)
+func SearchRescore(l Launcher, cfg driver.LaunchConfig, exact Ptr[float64], id ConstPtr[int64], Qf ConstPtr[float32], Kx ConstPtr[uint16], Kf ConstPtr[float32], nq int32, w int32, dim int32, dimp int32, nk int32, first int64) error {
+	return l.Launch(KSearchRescore, cfg, [][]byte{ptr(exact), ptr(id), ptr(Qf), ptr(Kx), ptr(Kf), i32(nq), i32(w), i32(dim), i32(dimp), i32(nk), i64(first)})
 }
 
 // TcCheckMma launches tc_check_mma of kernels/tensorcore_check.cu:

@@ -2,22 +2,25 @@
 """Exact top-k search, dinoclip vs faiss-cpu IndexFlatIP vs torch.mm + torch.topk, in one run.
 
     python3 bench/search_compare.py --queries 1000 --keys 1000000 --dim 512 --k 10 --out DIR
+    python3 bench/search_compare.py --device cuda --ours-bin bin/dinoclip-cuda --queries 25000 --keys 5000 --out DIR
 
 Draws random unit queries and keys (seeded), rounds the keys to float16 (what `dinoclip index`
-stores), writes them as a dinoclip search index (docs/FORMAT.md) and times, one after the other on
-this machine's cores:
+stores), writes them as a dinoclip search index (docs/FORMAT.md) and times, one after the other:
 
-- ours: `dinoclip search --index` (built here with `go build` unless --ours-bin), the time the
-  search itself took (search.json "seconds": no file loading, the index memory-mapped);
-- faiss: IndexFlatIP.search on the same keys as float32, omp threads = --threads;
-- torch: torch.mm + torch.topk in float32 over chunks of --torch-chunk keys, merged (when torch is
-  installed).
+- ours: `dinoclip search --index [--device cuda]` (built here with `go build` unless --ours-bin),
+  the time the search itself took (search.json "seconds": no file loading, the index
+  memory-mapped; on the GPU this includes streaming the keys from host memory to the GPU and the
+  exact re-scoring on the host);
+- --device cpu: faiss IndexFlatIP.search on the same keys as float32, omp threads = --threads; torch
+  mm + topk in float32 over chunks of --torch-chunk keys, merged (when torch is installed);
+- --device cuda: torch mm + topk in float16 on the GPU (the keys resident in GPU memory, in chunks
+  of --torch-chunk keys so the score matrix fits, merged), after one warm-up run; no faiss.
 
-Every side gets the same values (float16 keys widened to float32). Each is run --rounds times and
-its fastest time is kept. Ratios are speed ratios ours / theirs from those times (above 1: dinoclip
-is faster). Ours is also checked against a float64 brute force on --check queries (it must match
-exactly), and the agreement of faiss's ids with ours is reported (faiss ranks by float32 scores, so
-near-ties may differ). Writes DIR/search.json and DIR/search.md (a table row for bench/RESULTS.md).
+Every side gets the same values (float16 keys). Each is run --rounds times and its fastest time is
+kept. Ratios are speed ratios ours / theirs from those times (above 1: dinoclip is faster). Ours is
+also checked against a float64 brute force on --check queries (it must match exactly), and the
+agreement of faiss's ids with ours is reported (faiss ranks by float32 scores, so near-ties may
+differ). Writes DIR/search.json and DIR/search.md (a table row for bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -67,13 +70,54 @@ def build_ours(workdir: Path) -> str:
     return str(out)
 
 
-def time_ours(bin_, index, qpath, k, out, memory):
+def time_ours(bin_, index, qpath, k, out, memory, device):
     r = subprocess.run([bin_, "search", "--index", str(index), "--queries", str(qpath), "--k", str(k),
-                        "--out", str(out), "--memory", str(memory)], capture_output=True, text=True)
+                        "--out", str(out), "--memory", str(memory), "--device", device], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"dinoclip search failed: {r.stderr.strip()}")
     info = json.loads((out / "search.json").read_text())
     return info["seconds"], np.load(out / "ids.npy"), np.load(out / "scores.npy")
+
+
+def unit_rows_f16_cuda(seed, n, dim, chunk=1_000_000):
+    """Random unit rows drawn on the GPU (10M x 512 in seconds, not minutes), as float16 on the host."""
+    import torch
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    out = np.empty((n, dim), np.float16)
+    for lo in range(0, n, chunk):
+        x = torch.randn(min(chunk, n - lo), dim, device="cuda", generator=g, dtype=torch.float32)
+        out[lo:lo + len(x)] = torch.nn.functional.normalize(x, dim=1).half().cpu().numpy()
+    return out
+
+
+def reference_ids(q, keys16, k, chunk=200_000):
+    """The k best keys of each query by float64 scores, ties by the lower row (keys in chunks)."""
+    best_s = np.full((len(q), 0), -np.inf)
+    best_i = np.zeros((len(q), 0), np.int64)
+    q64 = q.astype(np.float64)
+    for lo in range(0, len(keys16), chunk):
+        s = q64 @ keys16[lo:lo + chunk].astype(np.float64).T
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        cs = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+        ci = np.concatenate([best_i, top + lo], 1)
+        order = np.lexsort((ci, -cs), axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(cs, order, 1), np.take_along_axis(ci, order, 1)
+    return best_i
+
+
+def torch_topk_chunked(torch, tq, tk, k, chunk):
+    best_s = best_i = None
+    for lo in range(0, len(tk), chunk):
+        part = tk[lo:lo + chunk]
+        s, i = torch.topk(torch.mm(tq, part.t()), min(k, len(part)), dim=1)
+        i = i + lo
+        if best_s is None:
+            best_s, best_i = s, i
+        else:
+            s2, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
+            best_i = torch.gather(torch.cat([best_i, i], 1), 1, j)
+            best_s = s2
+    return best_s, best_i
 
 
 def main(argv=None):
@@ -83,6 +127,7 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="faiss/torch threads; 0: os.cpu_count()")
     ap.add_argument("--memory", type=int, default=512, help="dinoclip search --memory MiB")
     ap.add_argument("--torch-chunk", type=int, default=100_000)
@@ -102,12 +147,13 @@ def main(argv=None):
         rng = np.random.default_rng(a.seed)
         log(f"drawing {a.queries} queries and {a.keys} keys of {a.dim}")
         q = unit_rows(rng, a.queries, a.dim)
-        keys16 = unit_rows(rng, a.keys, a.dim).astype(np.float16)
+        if a.device == "cuda":
+            keys16 = unit_rows_f16_cuda(a.seed + 1, a.keys, a.dim)
+        else:
+            keys16 = unit_rows(rng, a.keys, a.dim).astype(np.float16)
         write_index(work / "index", keys16)
         np.save(work / "q.npy", q)
-        keys = keys16.astype(np.float32)
-        del keys16
-        res = {"schema": "dinoclip-search-compare/1", "queries": a.queries, "keys": a.keys, "dim": a.dim, "k": a.k,
+        res = {"schema": "dinoclip-search-compare/1", "device": a.device, "queries": a.queries, "keys": a.keys, "dim": a.dim, "k": a.k,
                "threads": threads, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
@@ -118,18 +164,37 @@ def main(argv=None):
         bin_ = a.ours_bin or build_ours(work)
         times, ids = [], None
         for r in range(a.rounds):
-            log(f"ours, round {r + 1}")
-            t, ids, scores = time_ours(bin_, work / "index", work / "q.npy", a.k, work / "hits", a.memory)
+            log(f"ours ({a.device}), round {r + 1}")
+            t, ids, scores = time_ours(bin_, work / "index", work / "q.npy", a.k, work / "hits", a.memory, a.device)
             times.append(t)
-        res["ours"] = {"impl": "dinoclip search (CPU, float16 index, exact)", "seconds": times, "best": min(times)}
+        impl = ("dinoclip search --device cuda (float16 tensor cores, keys streamed from host memory, exact)"
+                if a.device == "cuda" else "dinoclip search (CPU, float16 index, exact)")
+        res["ours"] = {"impl": impl, "seconds": times, "best": min(times)}
         # exactness against float64 on a few queries
         nc = min(a.check, a.queries)
-        s64 = q[:nc].astype(np.float64) @ keys.astype(np.float64).T
-        ref = np.argsort(-s64, axis=1, kind="stable")[:, :a.k]
-        res["ours"]["exact_on_checked_queries"] = bool((ids[:nc] == ref).all())
+        res["ours"]["exact_on_checked_queries"] = bool((ids[:nc] == reference_ids(q[:nc], keys16, a.k)).all())
         res["ours"]["checked_queries"] = nc
-        del s64
-        if not a.no_faiss:
+        if a.device == "cuda":
+            import torch
+            tq = torch.from_numpy(q).cuda().half()
+            tk = torch.from_numpy(keys16).cuda()
+            del keys16
+            tt = []
+            for r in range(a.rounds + 1):
+                log(f"torch cuda, {'warm-up' if r == 0 else f'round {r}'}")
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                torch_topk_chunked(torch, tq, tk, a.k, a.torch_chunk)
+                torch.cuda.synchronize()
+                if r > 0:
+                    tt.append(time.perf_counter() - t0)
+            res["torch"] = {"impl": f"torch {torch.__version__} mm + topk, float16 on {torch.cuda.get_device_name()}, "
+                                    f"keys resident, chunks of {a.torch_chunk} keys", "seconds": tt, "best": min(tt)}
+            del tk
+        keys = None if a.device == "cuda" else keys16.astype(np.float32)
+        if a.device == "cpu":
+            del keys16
+        if not a.no_faiss and a.device == "cpu":
             try:
                 import faiss
                 faiss.omp_set_num_threads(threads)
@@ -146,7 +211,7 @@ def main(argv=None):
                 del index
             except ImportError as e:
                 res["faiss"] = {"unmeasured": f"faiss is not installed ({e}); pip install -r bench/requirements.txt"}
-        if not a.no_torch:
+        if not a.no_torch and a.device == "cpu":
             try:
                 import torch
                 torch.set_num_threads(threads)
@@ -155,16 +220,7 @@ def main(argv=None):
                 for r in range(a.rounds):
                     log(f"torch, round {r + 1}")
                     t0 = time.perf_counter()
-                    best_s = best_i = None
-                    for lo in range(0, a.keys, a.torch_chunk):
-                        s, i = torch.topk(torch.mm(tq, tk[lo:lo + a.torch_chunk].t()), min(a.k, len(tk[lo:lo + a.torch_chunk])), dim=1)
-                        i = i + lo
-                        if best_s is None:
-                            best_s, best_i = s, i
-                        else:
-                            s2, j = torch.topk(torch.cat([best_s, s], 1), a.k, dim=1)
-                            best_i = torch.gather(torch.cat([best_i, i], 1), 1, j)
-                            best_s = s2
+                    torch_topk_chunked(torch, tq, tk, a.k, a.torch_chunk)
                     tt.append(time.perf_counter() - t0)
                 res["torch"] = {"impl": f"torch {torch.__version__} mm + topk, float32, chunks of {a.torch_chunk} keys ({threads} threads)",
                                 "seconds": tt, "best": min(tt)}
@@ -183,7 +239,8 @@ def main(argv=None):
             v = res.get(f"ours_over_{side}")
             return f"{v:.3g}×" if v is not None else "—"
 
-        md = ("| queries × keys × dim, k | ours ms | faiss IndexFlatIP ms | torch mm+topk ms | ours/faiss | ours/torch |\n"
+        md = (f"device {a.device}\n\n"
+              "| queries × keys × dim, k | ours ms | faiss IndexFlatIP ms | torch mm+topk ms | ours/faiss | ours/torch |\n"
               "|---|---|---|---|---|---|\n"
               f"| {a.queries} × {a.keys} × {a.dim}, {a.k} | {cell('ours')} | {cell('faiss')} | {cell('torch')} | "
               f"{rat('faiss')} | {rat('torch')} |\n")

@@ -12,9 +12,9 @@
 //   - this package: the launch wrappers that check shapes and pack
 //     arguments (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
 //     thread (device.go) and the engine (engine.go, engine_bf16.go,
-//     resident.go), top-k (topk.go) and the hooks of
-//     package internal/enginehooks that package bench measures through
-//     (hooks.go).
+//     resident.go), exact search (search.go, and topk.go: its
+//     retrieval.TopK form) and the hooks of package internal/enginehooks
+//     that package bench measures through (hooks.go).
 //
 // Everything except this file carries the build tag cuda: gorgonia.org/cu
 // links libcuda.so.1 and its package init calls cuInit and exits the process
@@ -99,9 +99,12 @@
 // freed), raises each kernel's dynamic shared memory once and launches
 // the persistent kernels on min(multiprocessors, tiles) blocks.
 //
-// Retrieval: [Device.TopK] ranks keys for queries
-// on the GPU without forming the score matrix, with the tie rule of package
-// retrieval (higher score first, equal scores by lower key index).
+// Retrieval: [Searcher] is package retrieval's exact search on the GPU:
+// float16 tensor cores rank the keys, streamed in chunks, without forming
+// the score matrix (kernels/search.cu), and the host proves the answer
+// exact by re-scoring a margin of candidates (docs/RETRIEVAL.md, "Exact
+// search on the GPU"). [Device.TopK] is the same search in the form of
+// retrieval.TopK, which evaluation uses.
 //
 // # Emulation
 //

@@ -24,8 +24,6 @@ const (
 	gemmTile  = 64  // gemm.cu: BM = BN
 	statsTile = 64  // gemm.cu: the column tile of the row statistics
 	colRows   = 64  // rows per chunk of colsum_partial
-	topkQ     = 32  // topk.cu: TK_Q
-	maxTopK   = 32  // topk.cu: TK_MAXK
 	maxGridX  = math.MaxInt32
 	maxGridY  = 65535
 )
@@ -367,22 +365,6 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	sc := nn.NewAdamWScalars[float32](s)
 	return launch.Adamw(d.with(elemWork(n, 7)), grid(elementGrid(n), 1), p.ptr(), g.cptr(), m.ptr(), v.ptr(),
 		sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2, sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps, int32(n))
-}
-
-// topK launches topk: for each query the k best keys (k <= 32 and k <= nk).
-func (d *Device) topK(idx buf[int32], score, q, keys buf[float32], nq, nk, dim, k int) error {
-	const what = "topk"
-	if err := dims(what, nq, nk, dim, k); err != nil {
-		return err
-	}
-	if k > maxTopK || k > nk {
-		return fmt.Errorf("cuda: %s: k = %d, need k <= %d and k <= %d keys", what, k, maxTopK, nk)
-	}
-	if err := needAll(what, req("idx", idx, nq*k), req("score", score, nq*k), req("queries", q, nq*dim), req("keys", keys, nk*dim)); err != nil {
-		return err
-	}
-	tw := work{shape: fmt.Sprintf("queries=%d keys=%d dim=%d k=%d", nq, nk, dim, k), flops: 2 * float64(nq) * float64(nk) * float64(dim)}
-	return launch.Topk(d.with(tw), grid(ceilDiv(nq, topkQ), 1), idx.ptr(), score.ptr(), q.cptr(), keys.cptr(), int32(nq), int32(nk), int32(dim), int32(k))
 }
 
 // gatherRows launches gather_rows_f16: dst[i] = the float16 row rows[i] of

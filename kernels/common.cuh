@@ -4,6 +4,7 @@
 // - GELU, exact erf form, and its derivative, in float32. Written with
 //   erfcf rather than 1 + erff so that the left tail (x << 0, where
 //   Phi(x) = 1 + erf(x/sqrt2) / 2 cancels) keeps its relative accuracy.
+// - half_bits_to_float: float16 bits to float32, exactly.
 // - Deterministic block reductions for blocks of exactly REDUCE_THREADS
 //   threads: each thread holds a partial value, warps reduce with
 //   __shfl_down_sync in a fixed pattern, warp 0 reduces the warp results.
@@ -12,6 +13,17 @@
 //
 // Versions: v1 (the correct-first GPU engine).
 #pragma once
+
+// half_bits_to_float: the float16 with bits h, exactly (every float16 is a
+// float32), NaN payloads kept.
+__device__ __forceinline__ float half_bits_to_float(unsigned short h) {
+    const unsigned sign = (unsigned)(h & 0x8000u) << 16;
+    const unsigned e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (m << 13));  // Inf, NaN
+    if (e != 0) return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+    const float v = (float)m * 5.9604644775390625e-8f;  // m * 2^-24, exact (0 for m = 0)
+    return sign ? -v : v;
+}
 
 #define REDUCE_THREADS 256
 #define REDUCE_WARPS (REDUCE_THREADS / 32)

@@ -22,14 +22,7 @@
 //
 // Versions: v1 (this file).
 
-__device__ __forceinline__ float half_bits_to_float(unsigned short h) {
-    const unsigned sign = (unsigned)(h & 0x8000u) << 16;
-    const unsigned e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (m << 13));  // Inf, NaN
-    if (e != 0) return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
-    const float v = (float)m * 5.9604644775390625e-8f;  // m * 2^-24, exact (0 for m = 0)
-    return sign ? -v : v;
-}
+#include "common.cuh"
 
 extern "C" __global__ void __launch_bounds__(256)
 gather_rows_f16(float* dst, const unsigned short* src, const int* rows, int n, int d, int nsrc) {

@@ -1,97 +1,164 @@
 package retrieval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
 )
 
-// Float32s decodes all key rows to one float32 matrix, for a device that
-// ranks float32 keys held in its own memory, and returns the largest row
-// norm (for the error bound of [Refine]). It is the one place a search
-// makes a float32 copy of the keys, so it refuses more than maxBytes.
-func (k *Keys) Float32s(maxBytes int64) ([]float32, float64, error) {
-	n := k.Rows()
-	if n*int64(k.Dim)*4 > maxBytes {
-		return nil, 0, fmt.Errorf("retrieval: %d keys × %d as float32 are %d MiB, more than the %d MiB allowed", n, k.Dim, n*int64(k.Dim)*4>>20, maxBytes>>20)
-	}
-	out := make([]float32, n*int64(k.Dim))
-	norms2 := make([]float64, keyTile)
-	var maxNorm2 float64
-	for s, seg := range k.Segments {
-		off := k.offsets[s]
-		for lo := 0; lo < seg.Rows; lo += keyTile {
-			hi := min(lo+keyTile, seg.Rows)
-			dst := out[(off+int64(lo))*int64(k.Dim) : (off+int64(hi))*int64(k.Dim)]
-			if err := k.decode(dst, norms2[:hi-lo], s, lo, hi); err != nil {
-				return nil, 0, err
-			}
-			maxNorm2 = max(maxNorm2, slices.Max(norms2[:hi-lo]))
-		}
-	}
-	return out, math.Sqrt(maxNorm2), nil
-}
-
-// Refine turns a float32 top-width ranking made elsewhere (a GPU's) into
-// the exact answer of the [Searcher] contract, as far as it can prove it.
+// Refine turns a ranking made elsewhere, in faster and less exact
+// arithmetic (a GPU's float16 tensor cores), into the exact answer of the
+// [Searcher] contract, as far as it can prove it.
 //
-// candRows holds, for each query, the width rows with the highest float32
-// scores by that ranking, and candScores their float32 scores; every row
-// left out scored at most the lowest of them in the same arithmetic.
-// Refine re-scores the candidates with the reference score S and keeps the
-// k best. Those are provably the exact answer when width covers all keys,
-// or when the k-th of them beats every row left out: S_k > s_min + E,
-// where s_min is the lowest candidate's float32 score and E the
-// [ErrorBound] for the query's norm and maxKeyNorm (a left-out row has
-// S ≤ s32 + E ≤ s_min + E). Queries for which this fails are listed in
-// unproven (their rows in the answer are then not to be trusted); a
-// caller re-runs them with an exact searcher (MergeQueries).
-func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, candScores []float32, width int, maxKeyNorm float64) (nb *Neighbors, unproven []int, err error) {
+// For each query q, candRows[q*width:] holds width distinct candidate rows,
+// the width best by that ranking, and approx their approximate scores, in
+// the units of the reference score S; errBound[q] bounds |approx − S| for
+// every key of the index (for float32 arithmetic, [ErrorBound]). Every row
+// left out thus has S ≤ s_min + errBound[q], s_min the lowest candidate's
+// approximate score.
+//
+// Refine re-scores with S the candidates that can be among the k best (a
+// candidate whose approximate score is more than 2·errBound[q] below the
+// k-th highest cannot) and keeps the k best. Those are provably the exact
+// answer when width covers all keys, or when the k-th of them beats every
+// row left out: S_k > s_min + errBound[q]. Queries for which this fails are
+// listed in unproven (their rows in the answer are then not to be
+// trusted); a caller re-runs them with an exact searcher (MergeQueries).
+//
+// exact, when not nil, holds the candidates' reference scores S, computed
+// elsewhere in S's own arithmetic (a GPU's float64, in index order), and
+// Refine takes them instead of re-scoring on the host.
+func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64, approx []float64, width int, errBound []float64, exact []float64) (nb *Neighbors, unproven []int, err error) {
 	if err := CheckSearch(queries, nQueries, keys, k); err != nil {
 		return nil, nil, err
 	}
 	nKeys := keys.Rows()
 	kOut := int(min(int64(k), nKeys))
-	if width < kOut || len(candRows) != nQueries*width || len(candScores) != nQueries*width {
-		return nil, nil, fmt.Errorf("retrieval: %d candidates and %d scores for %d queries of width %d (k = %d)", len(candRows), len(candScores), nQueries, width, kOut)
+	if width < kOut || int64(width) > nKeys || len(candRows) != nQueries*width || len(approx) != nQueries*width || len(errBound) != nQueries ||
+		exact != nil && len(exact) != nQueries*width {
+		return nil, nil, fmt.Errorf("retrieval: %d candidates, %d scores and %d bounds for %d queries of width %d (k = %d, %d keys)",
+			len(candRows), len(approx), len(errBound), nQueries, width, kOut, nKeys)
+	}
+	for i, v := range approx {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, nil, fmt.Errorf("retrieval: query %d: candidate score %v", i/width, v)
+		}
+	}
+	for q, e := range errBound {
+		if !(e >= 0) || math.IsInf(e, 1) {
+			return nil, nil, fmt.Errorf("retrieval: query %d: error bound %v", q, e)
+		}
 	}
 	dim := keys.Dim
-	rel, abs := ErrorBound(dim)
 	nb = &Neighbors{Queries: nQueries, K: kOut, Rows: make([]int64, nQueries*kOut), Scores: make([]float32, nQueries*kOut)}
-	row := make([]float32, dim)
-	cands := make([]scored, width)
-	for q := range nQueries {
-		qv := queries[q*dim : (q+1)*dim]
-		var qn2 float64
-		for _, v := range qv {
-			qn2 += float64(v) * float64(v)
-		}
-		sMin := math.Inf(1)
-		for j := range width {
-			r := candRows[q*width+j]
-			if r < 0 || r >= nKeys {
-				return nil, nil, fmt.Errorf("retrieval: query %d: candidate row %d of %d keys", q, r, nKeys)
-			}
-			cands[j] = scored{r, keys.exactScore(qv, r, row)}
-			sMin = min(sMin, float64(candScores[q*width+j]))
-		}
-		slices.SortFunc(cands, func(a, b scored) int {
-			if a.before(b) {
-				return -1
-			}
-			return 1
+	proven := make([]bool, nQueries)
+	// Queries are independent: workers take blocks of them in turn.
+	const block = 64
+	var next atomic.Int64
+	errs := make([]error, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Go(func() {
+			row := make([]float32, dim)
+			cands := make([]scored, 0, width)
+			sorted := make([]float64, width)
+			rows := make([]int64, width)
+			var qerr error
+			ferr := mmapfault.Guard(func() {
+				for {
+					q0 := int(next.Add(block)) - block
+					if q0 >= nQueries {
+						return
+					}
+					for q := q0; q < min(q0+block, nQueries); q++ {
+						c := candidates{candRows[q*width : (q+1)*width], approx[q*width : (q+1)*width], errBound[q], nil}
+						if exact != nil {
+							c.exact = exact[q*width : (q+1)*width]
+						}
+						if qerr = c.refine(nb, proven, q, queries[q*dim:(q+1)*dim], keys, kOut, row, cands, sorted, rows); qerr != nil {
+							return
+						}
+					}
+				}
+			})
+			errs[w] = cmp.Or(qerr, ferr)
 		})
-		for j := range kOut {
-			nb.Rows[q*kOut+j] = cands[j].row
-			nb.Scores[q*kOut+j] = float32(cands[j].score)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, nil, err
 		}
-		bound := sMin + rel*math.Sqrt(qn2)*maxKeyNorm + abs
-		if int64(width) < nKeys && !(cands[kOut-1].score > bound) {
+	}
+	for q, ok := range proven {
+		if !ok {
 			unproven = append(unproven, q)
 		}
 	}
 	return nb, unproven, nil
+}
+
+// candidates are one query's input to Refine.
+type candidates struct {
+	rows   []int64
+	approx []float64
+	bound  float64
+	exact  []float64 // reference scores computed elsewhere, or nil
+}
+
+// refine is Refine for query q: it re-scores the candidates that can be
+// among the k best, writes the k best to nb and sets proven[q] when they
+// are provably the answer. row, cands, sorted and rows are scratch.
+func (c candidates) refine(nb *Neighbors, proven []bool, q int, qv []float32, keys *Keys, kOut int, row []float32, cands []scored, sorted []float64, rows []int64) error {
+	nKeys := keys.Rows()
+	copy(rows, c.rows)
+	slices.Sort(rows)
+	for j, r := range rows {
+		if r < 0 || r >= nKeys {
+			return fmt.Errorf("retrieval: query %d: candidate row %d of %d keys", q, r, nKeys)
+		}
+		if j > 0 && r == rows[j-1] {
+			return fmt.Errorf("retrieval: query %d: candidate row %d listed twice", q, r)
+		}
+	}
+	copy(sorted, c.approx)
+	slices.Sort(sorted)
+	width := len(c.rows)
+	// The kOut best by approximate score have S ≥ sK − bound; a candidate
+	// with approx + bound below that cannot beat them.
+	cut := math.Nextafter(sorted[width-kOut]-2*c.bound, math.Inf(-1))
+	for j, r := range c.rows {
+		if c.approx[j] < cut {
+			continue
+		}
+		if c.exact != nil {
+			if math.IsNaN(c.exact[j]) || math.IsInf(c.exact[j], 0) {
+				return fmt.Errorf("retrieval: query %d: candidate row %d has reference score %v", q, r, c.exact[j])
+			}
+			cands = append(cands, scored{r, c.exact[j]})
+		} else {
+			cands = append(cands, scored{r, keys.exactScore(qv, r, row)})
+		}
+	}
+	slices.SortFunc(cands, func(a, b scored) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+	for j := range kOut {
+		nb.Rows[q*kOut+j] = cands[j].row
+		nb.Scores[q*kOut+j] = float32(cands[j].score)
+	}
+	proven[q] = int64(width) == nKeys || cands[kOut-1].score > math.Nextafter(sorted[0]+c.bound, math.Inf(1))
+	return nil
 }
 
 // MergeQueries re-runs the listed queries of nb with s and puts their

@@ -15,7 +15,12 @@
 #      8192 beside PyTorch (fp32, tf32, bf16 autocast, torch.compile bf16),
 #      each GEMM beside torch.matmul, the memory-bound kernels beside the
 #      copy bandwidth, top-k (about 2 min; skipped with a note when the
-#      host's python3 has no torch).
+#      host's python3 has no torch);
+#   4. bench/search_compare.py --device cuda: the exact GPU search beside
+#      torch.mm + torch.topk in float16, at 25k x 5k x 512 and at 10k
+#      queries x 10M keys x 512 (streamed in chunks from host memory; torch
+#      in chunks of keys resident on the GPU); about 4 min, most of it
+#      writing the 10 GB index; needs torch too.
 # What comes back (the device tool returns at most 8 files, 2 folders down):
 # OUTDIR/summary.txt (the verdicts and the bench table), OUTDIR/logs.tar.gz
 # (every log), OUTDIR/results.json and OUTDIR/results.md (the bench).
@@ -50,6 +55,20 @@ if "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
 	cat "$WORK/bench/results.md" >>"$SUMMARY" 2>/dev/null
 else
 	say "bench: $PY has no torch with CUDA here, so nothing to compare against: not run"
+fi
+
+say "== exact search (bench/search_compare.py --device cuda)"
+if "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+	for shape in "25000 5000" "10000 10000000"; do
+		set -- $shape
+		timeout --kill-after=10 420 "$PY" bench/search_compare.py --device cuda --ours-bin bin/dinoclip-cuda \
+			--queries "$1" --keys "$2" --dim 512 --k 10 --rounds 3 --torch-chunk 200000 \
+			--out "$WORK/search-$1x$2" >"$WORK/search-$1x$2.out" 2>&1 ||
+			say "search_compare $1 x $2 failed: see logs (search-$1x$2.out)"
+		cat "$WORK/search-$1x$2/search.md" >>"$SUMMARY" 2>/dev/null
+	done
+else
+	say "search: $PY has no torch with CUDA here: not run"
 fi
 
 tar -czf "$OUTDIR/logs.tar.gz" -C "$WORK" . 2>/dev/null

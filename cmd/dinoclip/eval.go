@@ -21,8 +21,8 @@ func evalCommand() *cli.Command {
 			"embeddings and for the projection, and the projection's R@5 as a percentage of CLIP's.\n" +
 			"CKPT is a model.safetensors file, a checkpoint directory, or a run directory (its best\n" +
 			"checkpoint, else its last). --json prints a JSON document instead of the table. With --device\n" +
-			"cuda the projection is also ranked on the GPU (its scores can differ from the CPU's in the last\n" +
-			"bits, so near-tied candidates may swap).\n\n" +
+			"cuda the projection is also ranked on the GPU, by the exact search of dinoclip search --device\n" +
+			"cuda: the same rankings as on the CPU, ties included.\n\n" +
 			"Example:\n" +
 			"   dinoclip eval --model runs/base --eval features/mscoco-5k --eval features/flickr30k",
 		Flags: []cli.Flag{

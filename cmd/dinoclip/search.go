@@ -50,8 +50,9 @@ func searchCommand() *cli.Command {
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
 			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
-			"rest is working memory); --device cuda ranks on the GPU (float32 keys, k up to 32) and checks\n" +
-			"the ranking the same way.\n\n" +
+			"rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
+			"the index streamed to the GPU in chunks) and proves the ranking exact the same way, re-running\n" +
+			"on the CPU any query whose near-ties float16 cannot settle (docs/RETRIEVAL.md).\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{

@@ -3,12 +3,14 @@
 package main
 
 import (
+	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 )
 
-// --device cuda answers exactly what the CPU answers (the GPU's float32
+// --device cuda answers exactly what the CPU answers (the GPU's float16
 // ranking is refined to the exact one), on the emulator or a GPU.
 func TestSearchOnGPU(t *testing.T) {
 	run, data, _ := trainRun(t)
@@ -27,5 +29,30 @@ func TestSearchOnGPU(t *testing.T) {
 	if !slices.Equal(ci, gi) || !slices.Equal(cs, gs) {
 		t.Fatalf("GPU ids %v\nCPU ids %v", gi, ci)
 	}
-	wantError(t, []string{"search", "--index", index, "--queries", qPath, "--k", "33", "--out", gpu, "--device", "cuda"}, "at most 32")
+	wantError(t, []string{"search", "--index", index, "--queries", qPath, "--k", "49", "--out", gpu, "--device", "cuda"}, "at most 48")
+}
+
+// eval --device cuda projects on the GPU engine and ranks with the GPU's
+// exact search (cuda.Device.TopK); CLIP's own recall, ranked on the CPU
+// from the same file, must equal the CPU run's.
+func TestEvalOnGPU(t *testing.T) {
+	run, _, eval := trainRun(t)
+	var docs [2]evalDocument
+	for i, device := range []string{"cpu", "cuda"} {
+		out := mustRun(t, "eval", "--model", run, "--eval", eval, "--json", "--device", device)
+		if err := json.Unmarshal([]byte(out), &docs[i]); err != nil {
+			t.Fatalf("eval --device %s --json: %v\n%s", device, err, out)
+		}
+	}
+	if docs[1].Device != "cuda" || len(docs[1].Reports) != 1 {
+		t.Fatalf("eval --device cuda: %+v", docs[1])
+	}
+	if !reflect.DeepEqual(docs[0].Reports[0].CLIP, docs[1].Reports[0].CLIP) {
+		t.Errorf("CLIP's recall: cpu %+v, cuda %+v", docs[0].Reports[0].CLIP, docs[1].Reports[0].CLIP)
+	}
+	for _, r := range docs[1].Reports[0].Projected.Recall {
+		if r.TextToImagePercent < 0 || r.TextToImagePercent > 100 || r.ImageToTextPercent < 0 || r.ImageToTextPercent > 100 {
+			t.Errorf("projected recall out of range: %+v", r)
+		}
+	}
 }

@@ -29,10 +29,10 @@ extern emu_entry emu_table_loss[];
 extern int emu_table_loss_len;
 extern emu_entry emu_table_reduce[];
 extern int emu_table_reduce_len;
+extern emu_entry emu_table_search[];
+extern int emu_table_search_len;
 extern emu_entry emu_table_tensorcore_check[];
 extern int emu_table_tensorcore_check_len;
-extern emu_entry emu_table_topk[];
-extern int emu_table_topk_len;
 
 void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_adamw, emu_table_adamw_len);
@@ -47,6 +47,6 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_layernorm, emu_table_layernorm_len);
     add(emu_table_loss, emu_table_loss_len);
     add(emu_table_reduce, emu_table_reduce_len);
+    add(emu_table_search, emu_table_search_len);
     add(emu_table_tensorcore_check, emu_table_tensorcore_check_len);
-    add(emu_table_topk, emu_table_topk_len);
 }

@@ -50,6 +50,9 @@ const (
 	KLossSum                              // kernels/loss.cu
 	KColsumPartial                        // kernels/reduce.cu
 	KColsumFinal                          // kernels/reduce.cu
+	KSearchF16Topw                        // kernels/search.cu
+	KSearchMerge                          // kernels/search.cu
+	KSearchRescore                        // kernels/search.cu
 	KTcCheckMma                           // kernels/tensorcore_check.cu
 	KTcCheckLdmatrix                      // kernels/tensorcore_check.cu
 	KTcCheckCpAsync                       // kernels/tensorcore_check.cu
@@ -59,7 +62,6 @@ const (
 	KTcCheckCluster                       // kernels/tensorcore_check.cu
 	KTcCheckGeometry                      // kernels/tensorcore_check.cu
 	KTcCheckDivergent                     // kernels/tensorcore_check.cu
-	KTopk                                 // kernels/topk.cu
 	NumKernels
 )
 
@@ -106,6 +108,9 @@ var names = [NumKernels]string{
 	KLossSum:                "loss_sum",
 	KColsumPartial:          "colsum_partial",
 	KColsumFinal:            "colsum_final",
+	KSearchF16Topw:          "search_f16_topw",
+	KSearchMerge:            "search_merge",
+	KSearchRescore:          "search_rescore",
 	KTcCheckMma:             "tc_check_mma",
 	KTcCheckLdmatrix:        "tc_check_ldmatrix",
 	KTcCheckCpAsync:         "tc_check_cp_async",
@@ -115,7 +120,6 @@ var names = [NumKernels]string{
 	KTcCheckCluster:         "tc_check_cluster",
 	KTcCheckGeometry:        "tc_check_geometry",
 	KTcCheckDivergent:       "tc_check_divergent",
-	KTopk:                   "topk",
 }
 
 var paramBytes = [NumKernels][]int{
@@ -161,6 +165,9 @@ var paramBytes = [NumKernels][]int{
 	KLossSum:                {8, 8, 4},
 	KColsumPartial:          {8, 8, 8, 4, 4, 4},
 	KColsumFinal:            {8, 8, 8, 4, 4},
+	KSearchF16Topw:          {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
+	KSearchMerge:            {8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KSearchRescore:          {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
 	KTcCheckMma:             {8, 8, 8, 8, 4},
 	KTcCheckLdmatrix:        {8, 8, 4, 4},
 	KTcCheckCpAsync:         {8, 8, 4, 4, 4},
@@ -170,7 +177,6 @@ var paramBytes = [NumKernels][]int{
 	KTcCheckCluster:         {128, 8, 8, 4},
 	KTcCheckGeometry:        {8},
 	KTcCheckDivergent:       {8},
-	KTopk:                   {8, 8, 8, 8, 4, 4, 4, 4},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -467,6 +473,27 @@ func ColsumFinal(l Launcher, cfg driver.LaunchConfig, out1 Ptr[float32], out2 Pt
 	return l.Launch(KColsumFinal, cfg, [][]byte{ptr(out1), ptr(out2), ptr(partial), i32(chunks), i32(d)})
 }
 
+// SearchF16Topw launches search_f16_topw of kernels/search.cu:
+//
+//	search_f16_topw(float* out_score, long long* out_id, const uint16_t* Q, const uint16_t* Kx, int nq, int nk, int dimp, int w, int kps, long long first_id)
+func SearchF16Topw(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], out_id Ptr[int64], Q ConstPtr[uint16], Kx ConstPtr[uint16], nq int32, nk int32, dimp int32, w int32, kps int32, first_id int64) error {
+	return l.Launch(KSearchF16Topw, cfg, [][]byte{ptr(out_score), ptr(out_id), ptr(Q), ptr(Kx), i32(nq), i32(nk), i32(dimp), i32(w), i32(kps), i64(first_id)})
+}
+
+// SearchMerge launches search_merge of kernels/search.cu:
+//
+//	search_merge(float* out_score, long long* out_id, double* out_exact, const float* in_score, const long long* in_id, const double* run_exact, int nq, int lists, int w)
+func SearchMerge(l Launcher, cfg driver.LaunchConfig, out_score Ptr[float32], out_id Ptr[int64], out_exact Ptr[float64], in_score ConstPtr[float32], in_id ConstPtr[int64], run_exact ConstPtr[float64], nq int32, lists int32, w int32) error {
+	return l.Launch(KSearchMerge, cfg, [][]byte{ptr(out_score), ptr(out_id), ptr(out_exact), ptr(in_score), ptr(in_id), ptr(run_exact), i32(nq), i32(lists), i32(w)})
+}
+
+// SearchRescore launches search_rescore of kernels/search.cu:
+//
+//	search_rescore(double* exact, const long long* id, const float* Qf, const uint16_t* Kx, const float* Kf, int nq, int w, int dim, int dimp, int nk, long long first)
+func SearchRescore(l Launcher, cfg driver.LaunchConfig, exact Ptr[float64], id ConstPtr[int64], Qf ConstPtr[float32], Kx ConstPtr[uint16], Kf ConstPtr[float32], nq int32, w int32, dim int32, dimp int32, nk int32, first int64) error {
+	return l.Launch(KSearchRescore, cfg, [][]byte{ptr(exact), ptr(id), ptr(Qf), ptr(Kx), ptr(Kf), i32(nq), i32(w), i32(dim), i32(dimp), i32(nk), i64(first)})
+}
+
 // TcCheckMma launches tc_check_mma of kernels/tensorcore_check.cu:
 //
 //	tc_check_mma(const uint16_t* A, const uint16_t* Bt, const float* C, float* D, int is_f16)
@@ -528,11 +555,4 @@ func TcCheckGeometry(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error 
 //	tc_check_divergent(int* out)
 func TcCheckDivergent(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error {
 	return l.Launch(KTcCheckDivergent, cfg, [][]byte{ptr(out)})
-}
-
-// Topk launches topk of kernels/topk.cu:
-//
-//	topk(int* idx, float* score, const float* Q, const float* Kx, int nq, int nk, int dim, int k)
-func Topk(l Launcher, cfg driver.LaunchConfig, idx Ptr[int32], score Ptr[float32], Q ConstPtr[float32], Kx ConstPtr[float32], nq int32, nk int32, dim int32, k int32) error {
-	return l.Launch(KTopk, cfg, [][]byte{ptr(idx), ptr(score), ptr(Q), ptr(Kx), i32(nq), i32(nk), i32(dim), i32(k)})
 }

@@ -1,0 +1,255 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/retrieval/searchtest"
+)
+
+// The GPU searcher passes the contract suite (bit-equal rows and scores
+// against a float64 brute force, duplicates and near-ties included) with
+// chunks small enough that most cases take several, some a partial last
+// tile, and the merge of running lists runs.
+func TestSearcherContract(t *testing.T) {
+	s := &Searcher{Dev: testDevice(t), ChunkRows: 150}
+	searchtest.Run(t, s)
+}
+
+// On random unit embeddings the GPU's float16 ranking proves every query
+// (none falls back to the CPU), so the suite above tests the GPU path and
+// not only the fallback; on near-ties and duplicates it cannot, and must
+// fall back.
+func TestSearcherProves(t *testing.T) {
+	s := &Searcher{Dev: testDevice(t), ChunkRows: 300}
+	rnd := rand.New(rand.NewPCG(3, 5))
+	const nq, nk, dim, k = 40, 1000, 64, 10
+	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRowsF32(randn(rnd, nk*dim, 1), dim)})
+	if _, err := s.Search(context.Background(), q, nq, keys, k); err != nil {
+		t.Fatal(err)
+	}
+	if s.Last.Unproven != 0 || s.Last.Chunks != 4 || s.Last.Width != k+searchMargin {
+		t.Errorf("random data: %+v, want 0 unproven, 4 chunks, width %d", s.Last, k+searchMargin)
+	}
+	unproven := 0
+	for _, c := range searchtest.Cases() {
+		if strings.HasPrefix(c.Name, "near-ties") || c.Name == "duplicates" || c.Name == "all-equal-keys" {
+			keys, _ := searchtest.Keys(t, c.Dim, c.Segments...)
+			if _, err := s.Search(context.Background(), c.Queries, c.NQueries, keys, c.K); err != nil {
+				t.Fatal(err)
+			}
+			unproven += s.Last.Unproven
+		}
+	}
+	if unproven == 0 {
+		t.Error("no adversarial query needed the fallback: the cases do not reach it")
+	}
+}
+
+// The kernels' candidate lists are the exact top-w by the GPU's score with
+// ties by the lower row, through splits, chunks and merges: on small
+// integers every score is exact in any order, and ties abound.
+func TestSearchCandidatesTies(t *testing.T) {
+	d := testDevice(t)
+	for _, c := range []struct{ nq, nk, dim, w, chunk int }{
+		{130, 700, 24, 20, 300}, // two query blocks, three chunks, splits
+		{5, 40, 8, 40, 17},      // w = all keys, chunks smaller than w
+		{3, 1000, 16, 64, 1000}, // the widest list, many splits
+	} {
+		t.Run(fmt.Sprintf("q%d_k%d_d%d_w%d_c%d", c.nq, c.nk, c.dim, c.w, c.chunk), func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(uint64(c.nq), uint64(c.nk)))
+			q := smallInts(rnd, c.nq*c.dim)
+			kv := smallInts(rnd, c.nk*c.dim)
+			keys, _ := searchtest.Keys(t, c.dim, searchtest.Segment{Rows: c.nk, Data: kv})
+			dimp := (c.dim + 7) / 8 * 8
+			half, exps, _ := halfQueries(q, c.nq, c.dim, dimp)
+			rows := make([]int64, c.nq*c.w)
+			scores := make([]float32, c.nq*c.w)
+			exact := make([]float64, c.nq*c.w)
+			s := &Searcher{Dev: d}
+			out := rankOut{rows: rows, scores: scores, exact: exact}
+			if _, err := s.rank(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, true, out); err != nil {
+				t.Fatal(err)
+			}
+			for i := range c.nq {
+				want := make([]int, c.nk)
+				sc := make([]float64, c.nk)
+				for j := range c.nk {
+					want[j] = j
+					for x := range c.dim {
+						sc[j] += math.Ldexp(float64(q[i*c.dim+x]), exps[i]) * float64(kv[j*c.dim+x])
+					}
+				}
+				sort.SliceStable(want, func(a, b int) bool { return sc[want[a]] > sc[want[b]] })
+				for p := range c.w {
+					if rows[i*c.w+p] != int64(want[p]) || float64(scores[i*c.w+p]) != sc[want[p]] {
+						t.Fatalf("query %d place %d: row %d score %v, want row %d score %v", i, p, rows[i*c.w+p], scores[i*c.w+p], want[p], sc[want[p]])
+					}
+					// The reference score, in the queries' own scale.
+					if ref := math.Ldexp(sc[want[p]], -exps[i]); exact[i*c.w+p] != ref {
+						t.Fatalf("query %d place %d: reference score %v on the GPU, want %v", i, p, exact[i*c.w+p], ref)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Every GPU score lies within searchErrorBound of the reference score, on
+// float32 keys (rounded to float16) and queries of very different scales.
+func TestSearchErrorBound(t *testing.T) {
+	d := testDevice(t)
+	rnd := rand.New(rand.NewPCG(8, 9))
+	const nq, nk, dim, w = 6, 300, 40, 64
+	q := randn(rnd, nq*dim, 1)
+	for i := range dim {
+		q[i] *= 1e-9 // a tiny query: scaled up before rounding
+		q[dim+i] *= 1e7
+	}
+	kv := randn(rnd, nk*dim, 1)
+	kv[5] = 1e-7 // float16 subnormal range
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Rows: nk, Data: kv})
+	dimp := (dim + 7) / 8 * 8
+	half, exps, norms := halfQueries(q, nq, dim, dimp)
+	rows := make([]int64, nq*w)
+	scores := make([]float32, nq*w)
+	s := &Searcher{Dev: d}
+	maxNorm, err := s.rank(context.Background(), half, q, nq, keys, dimp, w, 128, true, rankOut{rows: rows, scores: scores, exact: make([]float64, nq*w)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range nq {
+		bound := searchErrorBound(math.Ldexp(norms[i], exps[i]), maxNorm, dim)
+		for p := range w {
+			r := rows[i*w+p]
+			var ref float64
+			for x := range dim {
+				ref += float64(q[i*dim+x]) * float64(kv[int(r)*dim+x])
+			}
+			got := math.Ldexp(float64(scores[i*w+p]), -exps[i])
+			e := math.Abs(got-ref) / math.Ldexp(bound, -exps[i])
+			worst = max(worst, e)
+			if e > 1 {
+				t.Fatalf("query %d row %d: GPU %v, reference %v: error %.3g of the bound", i, r, got, ref, e)
+			}
+		}
+	}
+	// The bound is not vacuous: the float16 rounding uses a fair part of it.
+	if worst < 0.01 {
+		t.Errorf("largest error %.3g of the bound: the test does not exercise it", worst)
+	}
+	t.Logf("largest error: %.3g of the bound", worst)
+}
+
+// halfQueries' scaling is exact and puts each row's largest magnitude in
+// [2^14, 2^15).
+func TestHalfQueriesScale(t *testing.T) {
+	q := []float32{3e-30, -1e-31, 0, 0, 1e30, 2, 0.5, -70000}
+	half, exps, _ := halfQueries(q, 4, 2, 8)
+	if exps[1] != 0 || slices.ContainsFunc(half[8:16], func(h uint16) bool { return h != 0 }) {
+		t.Errorf("zero row: exponent %d, values %v", exps[1], half[8:16])
+	}
+	for r, row := range []int{0, 2, 3} {
+		m := 0.0
+		for i := range 2 {
+			m = max(m, math.Abs(float64(leconv.Float16Value(half[row*8+i]))))
+		}
+		if m < 1<<14 || m >= 1<<15 {
+			t.Errorf("row %d (%d): largest value %v after scaling by 2^%d", row, r, m, exps[row])
+		}
+	}
+}
+
+// A float32 key beyond float16's range is refused (not turned into an
+// infinity), and so is k beyond MaxSearchK.
+func TestSearcherRefuses(t *testing.T) {
+	s := &Searcher{Dev: testDevice(t)}
+	keys, _ := searchtest.Keys(t, 2, searchtest.Segment{Rows: 2, Data: []float32{1, 2, 70000, 4}})
+	if _, err := s.Search(context.Background(), []float32{1, 0}, 1, keys, 1); err == nil || !strings.Contains(err.Error(), "float16's range") {
+		t.Errorf("key of 70000: error %v", err)
+	}
+	if _, err := s.Search(context.Background(), []float32{1, 0}, 1, keys, MaxSearchK+1); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("k = %d: error %v", MaxSearchK+1, err)
+	}
+	// A NaN in a later chunk stops the stream with the converter's error
+	// (and frees the pinned buffers it was writing only after it stops).
+	kv := make([]float32, 1000*4)
+	for i := range kv {
+		kv[i] = 1
+	}
+	kv[4*777+2] = float32(math.NaN())
+	nanKeys, _ := searchtest.Keys(t, 4, searchtest.Segment{Rows: 1000, Data: kv})
+	s.ChunkRows = 200
+	if _, err := s.Search(context.Background(), []float32{1, 0, 0, 0}, 1, nanKeys, 3); err == nil || !strings.Contains(err.Error(), "row 777, column 2 is NaN") {
+		t.Errorf("NaN in key row 777: error %v", err)
+	}
+	var _ retrieval.Searcher = s
+}
+
+func unitRowsF32(x []float32, dim int) []float32 {
+	for r := 0; r < len(x)/dim; r++ {
+		row := x[r*dim : (r+1)*dim]
+		var n2 float64
+		for _, v := range row {
+			n2 += float64(v) * float64(v)
+		}
+		for i := range row {
+			row[i] = float32(float64(row[i]) / math.Sqrt(n2))
+		}
+	}
+	return x
+}
+
+// The GPU's reference scores are the host's bit for bit: the float64 sum
+// in index order. Keys with large cancelling values make the order show
+// (the test checks that the reversed order gives other bits).
+func TestSearchRescoreOrder(t *testing.T) {
+	const nq, nk, dim, w = 5, 40, 16, 40
+	rnd := rand.New(rand.NewPCG(21, 22))
+	kv := make([]float32, nk*dim)
+	for r := range nk {
+		row := kv[r*dim : (r+1)*dim]
+		row[0], row[dim-1] = 32768, -32768
+		for i := 1; i < dim-1; i++ {
+			row[i] = float32(math.Ldexp(float64(rnd.IntN(2047)-1023), -24-rnd.IntN(4))) // float16 subnormals
+		}
+	}
+	q := randn(rnd, nq*dim, 1)
+	keys, vals := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: kv})
+	dimp := (dim + 7) / 8 * 8
+	half, _, _ := halfQueries(q, nq, dim, dimp)
+	out := rankOut{rows: make([]int64, nq*w), scores: make([]float32, nq*w), exact: make([]float64, nq*w)}
+	if _, err := (&Searcher{Dev: testDevice(t)}).rank(context.Background(), half, q, nq, keys, dimp, w, 16, false, out); err != nil {
+		t.Fatal(err)
+	}
+	differs := 0
+	for e, r := range out.rows {
+		qv, kr := q[e/w*dim:(e/w+1)*dim], vals[int(r)*dim:(int(r)+1)*dim]
+		var fwd, rev float64
+		for i := range dim {
+			fwd += float64(qv[i]) * float64(kr[i])
+			rev += float64(qv[dim-1-i]) * float64(kr[dim-1-i])
+		}
+		if math.Float64bits(out.exact[e]) != math.Float64bits(fwd) {
+			t.Fatalf("entry %d (row %d): GPU %v, host %v", e, r, out.exact[e], fwd)
+		}
+		if rev != fwd {
+			differs++
+		}
+	}
+	if differs == 0 {
+		t.Error("the summation order changes no score: the test cannot tell orders apart")
+	}
+}

@@ -38,9 +38,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -104,19 +106,26 @@ def run_side(name, cmd, out_json, out_txt, timeout, env=None):
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         try:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            # Its own process group, so that the watchdog also ends what it started (compile workers).
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                    start_new_session=True)
         except OSError as e:
             return None, f"{name}: cannot start: {e}", 0.0
-        deadline = time.monotonic() + timeout
-        for line in proc.stdout:
-            f.write(line)
-            f.flush()
-            sys.stderr.write(f"  {name}| {line}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                break
-        proc.wait()
+        # A watchdog, not a check between lines: a side that hangs silently is killed too.
+        watchdog = threading.Timer(timeout, kill_group, (proc,))
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                f.write(line)
+                f.flush()
+                sys.stderr.write(f"  {name}| {line}")
+            proc.wait()
+        finally:
+            timed_out = not watchdog.is_alive() and proc.returncode != 0
+            watchdog.cancel()
     secs = time.perf_counter() - t0
+    if timed_out:
+        return None, f"{name} killed after its {timeout:g} s (--timeout)", secs
     if proc.returncode != 0:
         tail = Path(out_txt).read_text().strip().splitlines()[-5:]
         return None, f"{name} exited with {proc.returncode} after {secs:.0f} s: " + " | ".join(tail), secs
@@ -124,6 +133,14 @@ def run_side(name, cmd, out_json, out_txt, timeout, env=None):
         return json.loads(Path(out_json).read_text()), None, secs
     except (OSError, ValueError) as e:
         return None, f"{name}: no report: {e}", secs
+
+
+def kill_group(proc):
+    """Kills proc and every process of its group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
 
 
 def best_rounds(report, rounds, key):

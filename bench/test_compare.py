@@ -349,3 +349,16 @@ def test_torch_ref_max_autotune_only_at_the_target_batch():
     assert torch_ref.compile_mode("compile_bf16", args) is None
     with pytest.raises(SystemExit, match="--autotune-batches"):
         torch_ref.parse_args(["--device", "cuda", "--autotune-batches", "lots"])
+
+
+def test_a_silent_hang_is_killed(tmp_path):
+    """A side that prints nothing and never ends (a child included) is killed at its timeout."""
+    import time
+
+    t0 = time.monotonic()
+    rep, err, secs = compare.run_side("hang", ["bash", "-c", "sleep 60 & sleep 60"], tmp_path / "x.json", tmp_path / "x.txt", 1.0)
+    assert rep is None and "killed after its 1 s" in err
+    assert time.monotonic() - t0 < 10
+    rep, err, _ = compare.run_side("quick", ["bash", "-c", "echo '{\"a\": 1}' > " + str(tmp_path / "y.json")],
+                                   tmp_path / "y.json", tmp_path / "y.txt", 30.0)
+    assert err is None and rep == {"a": 1}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The test runs gpu-check.sh without a GPU: bin/dinoclip-cuda is a wrapper
@@ -190,6 +191,166 @@ func TestGPUCheckUsage(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 			t.Errorf("gpu-check.sh %s: %v, want exit status 2:\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// device-run.sh is tested with a fake gpu-check.sh and a fake python3 that
+// stands in for bench/compare.py: what is tested is the script's staging,
+// its time limits, what it writes and its exit status. bench/test_compare.py
+// tests compare.py itself.
+
+// fakeGPUCheck writes a summary into its OUTDIR (the last argument) and
+// exits with FAKE_CHECK_RC, or hangs (FAKE_CHECK=hang).
+const fakeGPUCheck = `#!/usr/bin/env bash
+for out; do :; done
+mkdir -p "$out"
+echo "fake gpu-check flags: $*" >"$out/summary.txt"
+if [ "${FAKE_CHECK:-}" = hang ]; then exec sleep 600; fi
+echo "overall: fake verdict ${FAKE_CHECK_RC:-0}" >>"$out/summary.txt"
+exit "${FAKE_CHECK_RC:-0}"
+`
+
+// fakePython records its arguments in FAKE_CALLS and writes results.json
+// and results.md into --out, naming the batches it was given; or hangs
+// (FAKE_BENCH=hang) or writes nothing (FAKE_BENCH=fail).
+const fakePython = `#!/usr/bin/env bash
+echo "$*" >>"$FAKE_CALLS"
+if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
+if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
+out="" batches="" prev=""
+for a in "$@"; do
+	[ "$prev" = --out ] && out=$a
+	[ "$prev" = --batches ] && batches=$a
+	prev=$a
+done
+mkdir -p "$out"
+echo "{\"batches\": \"$batches\"}" >"$out/results.json"
+echo "| fake results at batches $batches |" >"$out/results.md"
+`
+
+// runDeviceRun runs device-run.sh with env and returns its exit status, its
+// summary, the fake python3's calls and the output folder.
+func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out string) {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("device-run.sh is a bash script")
+	}
+	dir := t.TempDir()
+	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out = filepath.Join(dir, "out")
+	callsFile := filepath.Join(dir, "calls")
+	cmd := exec.Command("bash", "device-run.sh", out)
+	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
+		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+callsFile)
+	cmd.Env = append(cmd.Env, env...)
+	log, err := cmd.CombinedOutput()
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("device-run.sh: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	s, err := os.ReadFile(filepath.Join(out, "summary.txt"))
+	if err != nil {
+		t.Fatalf("device-run.sh wrote no summary: %v\n%s", err, log)
+	}
+	c, _ := os.ReadFile(callsFile) // absent when no bench ran
+	return code, string(s), string(c), out
+}
+
+func TestDeviceRun(t *testing.T) {
+	cases := []struct {
+		name         string
+		env          []string
+		code         int
+		wants, lacks []string
+		files        []string
+		maxSeconds   float64
+	}{
+		{"all stages", []string{"GPU_CHECK_FLAGS=--allow-skip parity"}, 0, []string{
+			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
+			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
+			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |",
+			"gpu-check exit status 0; target bench wrote its results"}, nil,
+			[]string{"results-8192.json", "results-8192.md", "results-sweep.json", "results-sweep.md", "logs.tar.gz"}, 0},
+		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
+			"overall: fake verdict 1", "gpu-check: exit status 1", "| fake results at batches 8192 |",
+			"gpu-check exit status 1; target bench wrote its results"}, nil, []string{"results-8192.json"}, 0},
+		{"a hanging gpu-check is killed and the bench still runs", []string{"FAKE_CHECK=hang", "GPU_CHECK_LIMIT=2"}, 1, []string{
+			"gpu-check: KILLED at its limit of 2 s", "fake gpu-check flags", "| fake results at batches 8192 |"}, nil,
+			[]string{"results-8192.json", "results-sweep.json"}, 30},
+		{"a hanging bench is killed", []string{"FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=2", "DEVICE_RUN_LIMIT=8", "DEVICE_RUN_MIN_STAGE=1"}, 1, []string{
+			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
+		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
+			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
+		{"no time left for the bench", []string{"DEVICE_RUN_LIMIT=30"}, 1, []string{
+			"bench 8192: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			code, summary, calls, out := runDeviceRun(t, c.env...)
+			if code != c.code {
+				t.Errorf("exit status %d, want %d\n%s", code, c.code, summary)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(summary, w) {
+					t.Errorf("summary lacks %q:\n%s", w, summary)
+				}
+			}
+			for _, w := range c.lacks {
+				if strings.Contains(summary, w) {
+					t.Errorf("summary has %q:\n%s", w, summary)
+				}
+			}
+			for _, f := range c.files {
+				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+					t.Errorf("%s: %v", f, err)
+				}
+			}
+			if c.maxSeconds > 0 && time.Since(start).Seconds() > c.maxSeconds {
+				t.Errorf("took %v: a stage's limit did not hold", time.Since(start))
+			}
+			if c.name == "all stages" {
+				// The target bench: every part at 8192, with the CUDA build carried in BIN.
+				// The sweep: training steps only, without max-autotune.
+				lines := strings.Split(strings.TrimSpace(calls), "\n")
+				if len(lines) != 2 {
+					t.Fatalf("%d bench calls, want 2:\n%s", len(lines), calls)
+				}
+				for _, w := range []string{"bench/compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda", "--batches 8192"} {
+					if !strings.Contains(lines[0], w) {
+						t.Errorf("target bench call lacks %q: %s", w, lines[0])
+					}
+				}
+				for _, w := range []string{"--batches 1024,2048,4096,16384", "--modes fp32,tf32,bf16,compile_bf16",
+					"--ours-args=--kernels=false --topk=false --data=false", "--torch-args=--no-gemm --no-copy --no-topk"} {
+					if !strings.Contains(lines[1], w) {
+						t.Errorf("sweep call lacks %q: %s", w, lines[1])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestDeviceRunUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+	}{{[]string{"--help"}, ""}, {[]string{"a", "b"}, ""}, {nil, "DEVICE_RUN_LIMIT=8m"}, {nil, "GPU_CHECK_LIMIT=-1"}} {
+		cmd := exec.Command("bash", append([]string{"device-run.sh"}, c.args...)...)
+		cmd.Env = append(os.Environ(), c.env, "OUT="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("device-run.sh %v %s: %v, want exit status 2:\n%s", c.args, c.env, err, out)
 		}
 	}
 }

@@ -57,6 +57,10 @@ MODES = ("fp32", "tf32", "bf16", "compile_bf16", "compile_max_autotune")
 STEP_TARGET, STEP_TARGET_BATCH, STEP_TARGET_MODE = 1.3, 8192, "compile_bf16"
 GEMM_TARGET = 0.9
 MEMORY_TARGET = 0.85
+# A memory-bound kernel moving fewer bytes a call than this takes a few microseconds at HBM speed,
+# where the launch and the grid's ramp-up and tail weigh as much as the bytes: its misses are
+# counted apart in the target's detail (they stay in the verdict).
+SMALL_KERNEL_MB = 16
 
 
 def log(msg):
@@ -364,6 +368,7 @@ def memory_rows(ours, torch):
                 "calls_per_step": k.get("calls_per_step"),
                 "ms_per_call": 1e3 * k["seconds_per_call"],
                 "gb_per_second": bps / 1e9 if bps else None,
+                "mb_per_call": bps * k["seconds_per_call"] / 1e6 if bps else None,
                 "fraction_of_our_copy": ratio(bps, ours_copy),
                 "fraction_of_torch_copy": ratio(bps, torch_copy),
             }
@@ -462,8 +467,13 @@ def targets(device, train, gemms, mems, ours_copy, torch_copy):
     src = "our copy" if ours_copy else "PyTorch's copy_"
     for r in mems:
         r["target"] = verdict(r["fraction_of_our_copy"] or r["fraction_of_torch_copy"], MEMORY_TARGET, f"of {src}")
-    out.append(worst_of(mems, names[2], lambda r: f"{r['name']} {r['shape']}",
-                        "no memory-bound kernel timed" if copy else "no copy bandwidth measured"))
+    t = worst_of(mems, names[2], lambda r: f"{r['name']} {r['shape']}",
+                 "no memory-bound kernel timed" if copy else "no copy bandwidth measured")
+    small = [r for r in mems if r["target"]["status"] == "missed" and (r.get("mb_per_call") or 0) < SMALL_KERNEL_MB]
+    if small:
+        t["detail"] += (f"; {len(small)} of the misses move under {SMALL_KERNEL_MB} MB a call, where launch and "
+                        f"tail latency weigh as much as the bytes ({', '.join(sorted({r['name'] for r in small}))})")
+    out.append(t)
     return out
 
 
@@ -628,10 +638,11 @@ def markdown(res):
              f"PyTorch copy_: {fmt(tc / 1e9 if tc else None)} GB/s; bytes read + written)")
     L.append("")
     if mem_rows:
-        L.append(f"| kernel | shape | calls/step | ms/call | GB/s | of our copy | of torch copy | target >= {MEMORY_TARGET:g}× |")
-        L.append("|---|---|---|---|---|---|---|---|")
+        L.append(f"| kernel | shape | calls/step | ms/call | MB/call | GB/s | of our copy | of torch copy | target >= {MEMORY_TARGET:g}× |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for r in mem_rows:
-            L.append(f"| {r['name']} | {r['shape']} | {fmt(r['calls_per_step'])} | {fmt(r['ms_per_call'])} | {fmt(r['gb_per_second'])} | "
+            L.append(f"| {r['name']} | {r['shape']} | {fmt(r['calls_per_step'])} | {fmt(r['ms_per_call'])} | {fmt(r.get('mb_per_call'))} | "
+                     f"{fmt(r['gb_per_second'])} | "
                      f"{fmt_ratio(r['fraction_of_our_copy'])} | {fmt_ratio(r['fraction_of_torch_copy'])} | "
                      f"{(r.get('target') or {}).get('status', '—')} |")
     else:

@@ -243,6 +243,9 @@ def bf16_reports(ours_ms=5.0, compile_ms=7.0):
          "seconds_per_call": 1e-5, "bytes_per_second": 3.6e12},
         {"name": "adamw_bf16", "shape": "[54608384]", "kind": "memory", "calls_per_step": 1, "seconds_per_call": 1e-4,
          "bytes_per_second": 3.0e12},
+        # 2 MB a call at 1 TB/s: a small, launch-bound kernel.
+        {"name": "loss_sum", "shape": "n=8192", "kind": "memory", "calls_per_step": 1, "seconds_per_call": 2e-6,
+         "bytes_per_second": 1.0e12},
     ]
     cfg = {"input_dim": 768, "hidden_dim": 2048, "output_dim": 512, "num_residual_blocks": 6}
 
@@ -299,8 +302,12 @@ def test_bf16_engine_rows_and_targets():
     assert gemm["status"] == "missed" and "2 of 3 met, 1 unmeasured" in gemm["detail"]
     assert "gemm_dgrad_nn" in gemm["detail"] and gemm["value"] == pytest.approx(nn["ratio"]["bf16"])
     # layernorm 3.6/4.0 = 0.9 meets 0.85; adamw 3.0/4.0 = 0.75 misses it.
-    assert mem["status"] == "missed" and "adamw_bf16" in mem["detail"] and mem["value"] == pytest.approx(0.75)
-    assert [r["target"]["status"] for r in res["memory_bound"]] == ["met", "missed"]
+    # loss_sum 1.0/4.0 misses too, and is the worst; it moves 2 MB a call, which the detail says.
+    assert mem["status"] == "missed" and "worst loss_sum" in mem["detail"] and mem["value"] == pytest.approx(0.25)
+    assert "1 of 3 met" in mem["detail"] and "1 of the misses move under 16 MB a call" in mem["detail"]
+    assert "(loss_sum)" in mem["detail"]  # adamw_bf16 moves 300 MB a call: not a small kernel
+    assert [r["target"]["status"] for r in res["memory_bound"]] == ["met", "missed", "missed"]
+    assert res["memory_bound"][1]["mb_per_call"] == pytest.approx(300)
 
     md = compare.markdown(res)
     for want in ("ours bf16 ms/step", "ours fp32 ms/step", "ours bf16/fp32", "torch compile_max_autotune ms/step",

@@ -15,30 +15,34 @@
 #      sm_90a cubins and again on the portable PTX, the driver calls, the
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
 #      GPU's default precision), CPU/GPU parity in fp32, eval;
-#   3. the target bench (BENCH_TARGET_LIMIT, 240 s): bench/compare.py
+#   3. the target bench (BENCH_TARGET_LIMIT, 180 s): bench/compare.py
 #      --device cuda at batch 8192, the batch of issue 11's step target:
 #      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
-#      PyTorch eager fp32, tf32, bf16 autocast, torch.compile bf16 and
-#      torch.compile max-autotune, each GEMM beside torch.matmul at its
-#      shape and layout, the memory-bound kernels beside the copy
-#      bandwidth, the targets as met / missed by how much / unmeasured;
-#   4. the batch sweep (what is left): the training steps alone at batch
+#      PyTorch eager fp32, tf32, bf16 autocast and torch.compile bf16,
+#      each GEMM beside torch.matmul at its shape and layout, the
+#      memory-bound kernels beside the copy bandwidth, the targets as met /
+#      missed by how much / unmeasured;
+#   4. max-autotune (BENCH_AUTOTUNE_LIMIT, 150 s): the step at batch 8192,
+#      dinoclip bf16 beside torch.compile(mode="max-autotune"), which
+#      compiles for minutes: in a call of its own, so that a slow compile
+#      cannot take the target bench's PyTorch rows with it;
+#   5. the batch sweep (what is left): the training steps alone at batch
 #      1024, 2048, 4096 and 16384, dinoclip bf16 and fp32 beside PyTorch
-#      eager fp32, tf32, bf16 autocast and torch.compile bf16
-#      (max-autotune, minutes of compiling per shape, stays at 8192).
+#      eager fp32, tf32, bf16 autocast and torch.compile bf16.
 # Where a stage is killed at its limit, the summary says so and the next
 # stage still runs.
 #
 # What comes back (the device tool returns at most 8 files, 2 folders down):
 # OUTDIR/summary.txt (the verdicts and the bench tables), OUTDIR/logs.tar.gz
 # (every log and both sides' raw reports), OUTDIR/results-8192.{json,md}
-# and OUTDIR/results-sweep.{json,md} (bench/compare.py's results; --render
+# OUTDIR/results-autotune.{json,md} and OUTDIR/results-sweep.{json,md}
+# (bench/compare.py's results; --render
 # rebuilds the tables from a results.json).
 # Exit status 0 only when gpu-check passed and the target bench wrote its
 # results; else 1 (2: bad usage).
 #
 # Environment: DEVICE_RUN_LIMIT (480 s), GPU_CHECK_LIMIT (210 s),
-# BENCH_TARGET_LIMIT (240 s), PYTHON (python3), BIN (bin), NVIDIA_SMI
+# BENCH_TARGET_LIMIT (180 s), BENCH_AUTOTUNE_LIMIT (150 s), PYTHON (python3), BIN (bin), NVIDIA_SMI
 # (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
 # flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (60 s: a bench
 # stage with less time left is skipped). scripts/gpu_check_test.go runs this
@@ -56,7 +60,7 @@ CHECK=${GPU_CHECK:-scripts/gpu-check.sh}
 read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
 TOTAL=${DEVICE_RUN_LIMIT:-480}
 MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-60} # a bench with less time than this left is skipped
-for v in "$TOTAL" "${GPU_CHECK_LIMIT:-210}" "${BENCH_TARGET_LIMIT:-240}" "$MIN_STAGE"; do
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-210}" "${BENCH_TARGET_LIMIT:-180}" "${BENCH_AUTOTUNE_LIMIT:-150}" "$MIN_STAGE"; do
 	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUTDIR" || exit 2
@@ -87,7 +91,7 @@ boxed() {
 }
 
 say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"
-say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-210} s, target bench ${BENCH_TARGET_LIMIT:-240} s, the sweep what is left"
+say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-210} s, target bench ${BENCH_TARGET_LIMIT:-180} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, the sweep what is left"
 timeout 30 "$SMI" >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
 head -20 "$WORK/nvidia-smi.txt" >>"$SUMMARY"
 # The state the GPU was found in, read only (clocks are not locked: a
@@ -126,7 +130,11 @@ bench() {
 }
 
 say "== bench at batch 8192 (issue 11's targets)"
-bench 8192 "${BENCH_TARGET_LIMIT:-240}" --batches 8192 && bench_ok=1
+bench 8192 "${BENCH_TARGET_LIMIT:-180}" --batches 8192 --modes fp32,tf32,bf16,compile_bf16 && bench_ok=1
+
+say "== bench: torch.compile max-autotune at batch 8192 (training step)"
+bench autotune "${BENCH_AUTOTUNE_LIMIT:-150}" --batches 8192 --modes compile_max_autotune --precisions bf16 \
+	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
 
 say "== bench sweep: batch 1024, 2048, 4096, 16384 (training steps)"
 bench sweep "$TOTAL" --batches 1024,2048,4096,16384 --modes fp32,tf32,bf16,compile_bf16 \

@@ -283,9 +283,10 @@ func TestDeviceRun(t *testing.T) {
 		{"all stages", []string{"GPU_CHECK_FLAGS=--allow-skip parity"}, 0, []string{
 			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
 			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
-			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |",
+			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
 			"gpu-check exit status 0; target bench wrote its results"}, nil,
-			[]string{"results-8192.json", "results-8192.md", "results-sweep.json", "results-sweep.md", "logs.tar.gz"}, 0},
+			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
+				"results-sweep.md", "logs.tar.gz"}, 0},
 		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
 			"overall: fake verdict 1", "gpu-check: exit status 1", "| fake results at batches 8192 |",
 			"gpu-check exit status 1; target bench wrote its results"}, nil, []string{"results-8192.json"}, 0},
@@ -297,7 +298,7 @@ func TestDeviceRun(t *testing.T) {
 		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
 			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
 		{"no time left for the bench", []string{"DEVICE_RUN_LIMIT=30"}, 1, []string{
-			"bench 8192: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},
+			"bench 8192: SKIPPED", "bench autotune: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -326,22 +327,26 @@ func TestDeviceRun(t *testing.T) {
 				t.Errorf("took %v: a stage's limit did not hold", time.Since(start))
 			}
 			if c.name == "all stages" {
-				// The target bench: every part at 8192, with the CUDA build carried in BIN.
-				// The sweep: training steps only, without max-autotune.
+				// The target bench: every part at 8192, with the CUDA build carried in BIN;
+				// max-autotune at 8192 in a call of its own; the sweep: training steps only.
 				lines := strings.Split(strings.TrimSpace(calls), "\n")
-				if len(lines) != 2 {
-					t.Fatalf("%d bench calls, want 2:\n%s", len(lines), calls)
+				if len(lines) != 3 {
+					t.Fatalf("%d bench calls, want 3:\n%s", len(lines), calls)
 				}
-				for _, w := range []string{"bench/compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda", "--batches 8192"} {
-					if !strings.Contains(lines[0], w) {
-						t.Errorf("target bench call lacks %q: %s", w, lines[0])
+				steps := []string{"--ours-args=--kernels=false --topk=false --data=false", "--torch-args=--no-gemm --no-copy --no-topk"}
+				for i, want := range [][]string{
+					{"bench/compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda", "--batches 8192 ", "--modes fp32,tf32,bf16,compile_bf16"},
+					append([]string{"--batches 8192 ", "--modes compile_max_autotune", "--precisions bf16"}, steps...),
+					append([]string{"--batches 1024,2048,4096,16384", "--modes fp32,tf32,bf16,compile_bf16"}, steps...),
+				} {
+					for _, w := range want {
+						if !strings.Contains(lines[i]+" ", w) {
+							t.Errorf("bench call %d lacks %q: %s", i+1, w, lines[i])
+						}
 					}
 				}
-				for _, w := range []string{"--batches 1024,2048,4096,16384", "--modes fp32,tf32,bf16,compile_bf16",
-					"--ours-args=--kernels=false --topk=false --data=false", "--torch-args=--no-gemm --no-copy --no-topk"} {
-					if !strings.Contains(lines[1], w) {
-						t.Errorf("sweep call lacks %q: %s", w, lines[1])
-					}
+				if strings.Contains(lines[0], "--ours-args") {
+					t.Errorf("the target bench must time every part: %s", lines[0])
 				}
 			}
 		})

@@ -278,7 +278,9 @@ t0=$SECONDS
 train_ok=0
 if run "$log" 240 "$CLI" train --data "$DATA" --eval "$EVAL" --out "$WORK/run-gpu" --epochs 2 --batch 1024 \
 	--log-every 1 --device cuda --precision bf16 "${TRAIN_FLAGS[@]}"; then
-	if grep -q 'training data resident on the device' "$log"; then
+	if ! grep -q '"precision": *"bf16"' "$WORK/run-gpu/run.json" 2>/dev/null; then
+		result train FAIL "trained, but run.json does not record precision bf16 (see train.log)"
+	elif grep -q 'training data resident on the device' "$log"; then
 		train_ok=1
 		result train PASS "8 steps of 1024 rows in bf16, data resident on the GPU, $((SECONDS - t0)) s"
 	else

@@ -28,9 +28,11 @@ for a in "$@"; do
 	args+=("$a"); prev=$a
 done
 # The CPU engine has no bf16: a GPU run in bf16 runs in fp32 here, and says so.
+bf16=0 out=""
 for i in "${!args[@]}"; do
+	[ "${args[$i]}" = --out ] && out=${args[$((i + 1))]:-}
 	if [ "$dev" = cuda ] && [ "${args[$i]}" = --precision ] && [ "${args[$((i + 1))]:-}" = bf16 ]; then
-		args[$((i + 1))]=fp32
+		args[$((i + 1))]=fp32 bf16=1
 		echo "fake: --precision bf16 asked for, fp32 run" >&2
 	fi
 done
@@ -43,7 +45,12 @@ if [ "$cmd" = train ] && [ "$dev" = cuda ]; then
 	# A GPU that trains with another learning rate: its losses part from the CPU's after the first step.
 	if [ "${FAKE_BREAK:-}" = parity ]; then args+=(--lr 0.002); fi
 fi
-exec REAL "${args[@]}"
+REAL "${args[@]}" || exit
+# What the GPU build records for a bf16 run (unless FAKE_BREAK=precision: a GPU
+# build that trained in fp32 though bf16 was asked for).
+if [ "$bf16" = 1 ] && [ "${FAKE_BREAK:-}" != precision ]; then
+	sed -i 's/"precision": *"fp32"/"precision": "bf16"/' "$out/run.json"
+fi
 `
 
 const fakeSMI = `#!/usr/bin/env bash
@@ -170,6 +177,8 @@ func TestGPUCheckVerdicts(t *testing.T) {
 			"overall: FAIL (failed: data)"}},
 		{"data not resident", "resident", nil, nil, 1, []string{
 			"train    FAIL trained, but the training data was not resident", "eval     SKIP", "overall: FAIL (failed: train; skipped: eval"}},
+		{"trained in fp32 though bf16 was asked for", "precision", nil, nil, 1, []string{
+			"train    FAIL trained, but run.json does not record precision bf16", "overall: FAIL (failed: train; skipped: eval"}},
 		{"losses apart", "parity", nil, nil, 1, []string{"parity   FAIL", "BEYOND 1e-06", "overall: FAIL (failed: parity)"}},
 		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}},
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},

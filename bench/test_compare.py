@@ -369,3 +369,38 @@ def test_a_silent_hang_is_killed(tmp_path):
     rep, err, _ = compare.run_side("quick", ["bash", "-c", "echo '{\"a\": 1}' > " + str(tmp_path / "y.json")],
                                    tmp_path / "y.json", tmp_path / "y.txt", 30.0)
     assert err is None and rep == {"a": 1}
+
+
+def test_the_bf16_engines_real_kernel_report_joins_torch_ref(tmp_path):
+    """The join on real output: bench/testdata/bf16-engine-emulator-bench.json is `dinoclip bench
+    --device cuda --precision bf16 --shape 128x128x1x64 --batch 128 --warmup 1 --steps 1
+    --min-time 0s --topk=false --data=false` run in the emulator (-tags cuda,cudaemu; commit
+    cd88708 with cuda/engine.go's two unused imports removed, 2026-12-02): the engine's
+    KernelTimer as compare.py gets it. That engine computes every GEMM with the NT kernel
+    (gemm_bf16_nt_f32), its gradients on operands it transposed first. torch_ref.py times
+    torch.matmul at the same shape here; every one of its GEMM rows must find our kernel (the
+    emulator's times mean nothing; the join is what is tested)."""
+    ours = json.loads((Path(__file__).parent / "testdata" / "bf16-engine-emulator-bench.json").read_text())
+    out = tmp_path / "t.json"
+    torch_ref.main(["--shapes", "128x128x1x64", "--batches", "128", "--modes", "fp32", "--warmup", "0", "--steps", "1",
+                    "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "0", "--no-topk", "--no-copy", "--no-faiss",
+                    "--threads", "1", "--json", str(out)])
+    torch = json.loads(out.read_text())
+    gm = compare.gemm_rows(ours, torch)
+    # The five Linears (input 128->128, the block's two 128->128, head 128->64, output 64->64) give 9
+    # distinct (role, shape) pairs: 3 forward, 3 data-gradient (none for the input Linear), 3
+    # weight-gradient; each must be joined.
+    assert len(gm) == 9
+    for r in gm:
+        assert r["ours_kernels"] == ["gemm_bf16_nt_f32"], r
+        assert r["ours_tflops"] and r["torch_tflops"].get("bf16"), r
+        assert r["ours_via"] == "nt"
+    by_role = {r["name"] for r in gm}
+    assert by_role == {"gemm_fwd_nt", "gemm_dgrad_nn", "gemm_wgrad_tn"}
+    # The weight gradient of the output Linear, dW[64,128] = dY^T X over the batch of 128.
+    assert any(r["name"] == "gemm_wgrad_tn" and r["shape"] == "M=64 N=128 K=128" for r in gm)
+    md = compare.markdown(derive_cuda(ours, None, torch))
+    assert "gemm_bf16_nt_f32 (as NT on transposed operands)" in md
+    # Its memory-bound kernels (casts, transposes, LayerNorm, AdamW) are all rows of their own.
+    names = {r["name"] for r in compare.memory_rows(ours, torch)[0]}
+    assert {"cast_f32_bf16", "transpose_bf16", "adamw_bf16", "ln_forward"} <= names

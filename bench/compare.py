@@ -129,7 +129,7 @@ def run_side(name, cmd, out_json, out_txt, timeout, env=None):
             watchdog.cancel()
     secs = time.perf_counter() - t0
     if timed_out:
-        return None, f"{name} killed after its {timeout:g} s (--timeout)", secs
+        return None, f"{name} killed after its {timeout:.3g} s (--timeout, or what --budget left)", secs
     if proc.returncode != 0:
         tail = Path(out_txt).read_text().strip().splitlines()[-5:]
         return None, f"{name} exited with {proc.returncode} after {secs:.0f} s: " + " | ".join(tail), secs
@@ -722,6 +722,9 @@ def main(argv=None):
                    help="times to run the training steps of both sides, alternating, keeping each row's best round "
                         "(default: cpu 3, cuda 1; a shared CPU is noisy)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds each side may take")
+    p.add_argument("--budget", type=float, default=0,
+                   help="seconds the whole run may take (0: no limit): each side gets at most what is left, a side "
+                        "with nothing left is not started and is recorded as such, and the results are written in time")
     p.add_argument("--skip-ours", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--skip-torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ours-args", default="", help="extra arguments for dinoclip bench (space-separated)")
@@ -754,6 +757,16 @@ def main(argv=None):
             res[k] = old.get(k)
         return write_results(out, res)
     t0 = time.perf_counter()
+    # What is kept back from --budget for writing the results after the last side.
+    end = time.monotonic() + args.budget - 5 if args.budget > 0 else math.inf
+
+    def run_within_budget(name, cmd, j, t, env=None):
+        """run_side under --timeout and what is left of --budget."""
+        left = end - time.monotonic()
+        if left < 1:
+            return None, f"{name}: not started: --budget of {args.budget:g} s spent", 0.0
+        return run_side(name, cmd, j, t, min(args.timeout, left), env)
+
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     threads = args.threads or os.cpu_count() or 1
     commit, dirty = commit_here()
@@ -808,7 +821,7 @@ def main(argv=None):
                     else:
                         j, t = Path(work) / f"ours-{rnd}.json", Path(work) / f"ours-{rnd}.txt"
                         extra = ["--kernels=false", "--topk=false", "--data=false"]
-                    rep, err, secs = run_side(f"dinoclip round {rnd}", ours_cmd(j, extra), j, t, args.timeout, ours_env)
+                    rep, err, secs = run_within_budget(f"dinoclip round {rnd}", ours_cmd(j, extra), j, t, ours_env)
                     ours_secs += secs
                     if err:
                         errors.append(err)
@@ -824,7 +837,7 @@ def main(argv=None):
                     else:
                         j, t = Path(work) / f"torch-{rnd}.json", Path(work) / f"torch-{rnd}.txt"
                         extra = ["--no-gemm", "--no-copy", "--no-topk", "--no-faiss"]
-                    rep, err, secs = run_side(f"torch round {rnd}", torch_cmd(j, extra), j, t, args.timeout)
+                    rep, err, secs = run_within_budget(f"torch round {rnd}", torch_cmd(j, extra), j, t)
                     torch_secs += secs
                     if err:
                         errors.append(err)
@@ -838,8 +851,8 @@ def main(argv=None):
         ours_other = {}
         for prec in precisions[1:] if binary is not None else []:
             j, t = out / f"ours-{prec}.json", out / f"ours-{prec}.txt"
-            rep, err, secs = run_side(f"dinoclip {prec}", ours_cmd(j, ["--kernels=false", "--topk=false", "--data=false"], prec),
-                                      j, t, args.timeout, ours_env)
+            rep, err, secs = run_within_budget(f"dinoclip {prec}", ours_cmd(j, ["--kernels=false", "--topk=false", "--data=false"], prec),
+                                  j, t, ours_env)
             ours_secs += secs
             if err:
                 errors.append(err)

@@ -404,3 +404,23 @@ def test_the_bf16_engines_real_kernel_report_joins_torch_ref(tmp_path):
     # Its memory-bound kernels (casts, transposes, LayerNorm, AdamW) are all rows of their own.
     names = {r["name"] for r in compare.memory_rows(ours, torch)[0]}
     assert {"cast_f32_bf16", "transpose_bf16", "adamw_bf16", "ln_forward"} <= names
+
+
+def test_budget_writes_results_in_time(tmp_path):
+    """With --budget, a side that runs long is cut at what is left, the sides after it are not
+    started, and results.json is still written, within the budget."""
+    import time
+
+    slow = tmp_path / "slow-dinoclip"
+    slow.write_text("#!/usr/bin/env bash\nsleep 60\n")
+    slow.chmod(0o755)
+    t0 = time.monotonic()
+    code = compare.main(["--device", "cuda", "--quick", "--ours-bin", str(slow), "--budget", "8", "--timeout", "100",
+                         "--out", str(tmp_path / "o")])
+    assert time.monotonic() - t0 < 15
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert code == 1 and res["ours"] is None and res["torch"] is None
+    errs = " | ".join(res["errors"])
+    assert "dinoclip round 1 killed after its 2.9" in errs or "dinoclip round 1 killed after its 3 s" in errs  # 8 s less 5 kept back
+    assert "torch round 1: not started: --budget of 8 s spent" in errs
+    assert "dinoclip fp32: not started: --budget of 8 s spent" in errs

@@ -79,6 +79,7 @@ limit() { local l; l=$(left); echo $((l < $1 ? l : $1)); }
 boxed() {
 	local name=$1 lim=$2 log=$3 t0=$SECONDS rc
 	shift 3
+	[ "$lim" -ge 1 ] || lim=1 # timeout 0 would mean no limit
 	echo "+ $*" >"$log"
 	timeout --kill-after=10 "$lim" "$@" >>"$log" 2>&1
 	rc=$?
@@ -106,8 +107,9 @@ check=$?
 cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
 
 # bench NAME WANT ARGS...: bench/compare.py --device cuda into WORK/NAME under
-# WANT seconds or what is left; each side may take 3/4 of it (a side that
-# hangs leaves time for the others to be recorded as failed, not lost).
+# WANT seconds or what is left. compare.py's own --budget ends it 15 s
+# before the kill, so that a side that runs long is recorded as failed and
+# what the others measured is still written; each side may take 3/4 of it.
 bench_ok=0
 bench() {
 	local name=$1 want=$2 lim
@@ -118,7 +120,7 @@ bench() {
 		return 1
 	fi
 	boxed "bench $name" "$lim" "$WORK/bench-$name.out" "$PY" bench/compare.py --device cuda --ours-bin "$BIN/dinoclip-cuda" \
-		--timeout $((lim * 3 / 4)) --out "$WORK/bench-$name" "$@"
+		--timeout $((lim * 3 / 4)) --budget $((lim > 30 ? lim - 15 : lim / 2)) --out "$WORK/bench-$name" "$@"
 	if [ -f "$WORK/bench-$name/results.json" ]; then
 		cp "$WORK/bench-$name/results.json" "$OUTDIR/results-$name.json"
 		cp "$WORK/bench-$name/results.md" "$OUTDIR/results-$name.md"

@@ -91,11 +91,15 @@ def test_joins_and_ratios():
     assert tk[0]["ratio_torch"] == pytest.approx(0.25) and tk[0]["ratio_faiss"] == pytest.approx(0.5)
 
     tg = compare.targets("cuda", tr, gm, mm, oc, tc)
-    assert [t["status"] for t in tg] == ["not met", "not met", "unmeasured"]
+    # No batch 8192: the step target is unmeasured; the GEMM (137/685 = 0.2 of bf16) and adamw
+    # (0.5 of our copy) miss theirs.
+    assert [t["status"] for t in tg] == ["unmeasured", "missed", "missed"]
+    assert "batch 8192 of the default model was not run" in tg[0]["detail"]
+    assert gm[0]["target"]["status"] == "missed" and gm[0]["ours_kernels"] == ["gemm_nt_bias", "gemm_nt_bias_stats"]
     ct = compare.targets("cpu", tr, gm, mm, oc, tc)
     # Training at 2.0x of fp32 at both batches and the GEMM at 137/50 of fp32 meet theirs; AdamW at
     # 0.5 of our copy misses 0.8 (by 0.5/0.8); no GELU or LayerNorm row was measured.
-    assert [t["status"] for t in ct] == ["met", "met", "not met", "unmeasured"], ct
+    assert [t["status"] for t in ct] == ["met", "met", "missed", "unmeasured"], ct
     assert "0.62 of the target" in ct[2]["detail"] and "default b4096 2" in ct[0]["detail"]
 
     un = compare.unmeasured("cpu", ours, None, torch, None, tg)
@@ -118,7 +122,7 @@ def test_markdown_renders():
         "ours_seconds": 1, "torch_seconds": 2, "seconds": 3, "ours": ours, "torch": torch,
     }
     md = compare.markdown(res)
-    for want in ("#### Training step", "ours/fp32", "#### Original recipe", "#### GEMMs alone", "#### Retrieval top-k",
+    for want in ("#### Training step", "ours/torch fp32", "#### Original recipe", "#### GEMMs alone", "#### Retrieval top-k",
                  "uncommitted changes", "#### Unmeasured in this run"):
         assert want in md
     assert "tf32 ms/step" not in md  # a mode never measured gets no columns
@@ -218,3 +222,209 @@ def test_search_compare_tiny(tmp_path):
     if have_faiss:
         assert res["faiss"]["ids_equal_to_ours"] > 0.9
     assert "| 7 × 300 × 16, 5 |" in (out / "search.md").read_text()
+
+
+# The bf16 engine at batch 8192, as `dinoclip bench --precision bf16` reports it: its
+# kernel timer names the bf16 GEMMs by kernel (gemm_bf16_<layout>_<epilogue>, wgmma or
+# mma), and compare.py must join each to torch.matmul bf16 at the same layout and shape.
+B = 8192
+BF16_GEMMS = [  # name, shape, calls, seconds per call; torch.matmul bf16's TFLOP/s at the shape
+    ("gemm_bf16_nt_f32", f"M={B} N=2048 K=2048", 12, 0.10e-3),
+    ("gemm_bf16_nt_gelu_bf16", f"M={B} N=2048 K=2048", 6, 0.10e-3),
+    ("gemm_bf16_nn_mma_bf16", f"M={B} N=2048 K=2048", 12, 0.125e-3),
+    ("gemm_bf16_tn_f32", f"M=2048 N=2048 K={B}", 12, 0.105e-3),
+]
+TORCH_BF16 = {"gemm_fwd_nt": (f"M={B} N=2048 K=2048", 700.0), "gemm_dgrad_nn": (f"M={B} N=2048 K=2048", 700.0),
+              "gemm_wgrad_tn": (f"M=2048 N=2048 K={B}", 700.0), "gemm_fwd_nt ": (f"M={B} N=512 K=2048", 500.0)}
+
+
+def bf16_reports(ours_ms=5.0, compile_ms=7.0):
+    fl = 2.0 * B * 2048 * 2048
+    kernels = [{"name": n, "shape": sh, "kind": "gemm", "calls": c, "seconds": c * spc, "flops": fl, "seconds_per_call": spc}
+               for n, sh, c, spc in BF16_GEMMS]
+    kernels += [
+        {"name": "layernorm_fwd_bf16", "shape": f"rows={B} dim=2048", "kind": "memory", "calls_per_step": 13,
+         "seconds_per_call": 1e-5, "bytes_per_second": 3.6e12},
+        {"name": "adamw_bf16", "shape": "[54608384]", "kind": "memory", "calls_per_step": 1, "seconds_per_call": 1e-4,
+         "bytes_per_second": 3.0e12},
+        # 2 MB a call at 1 TB/s: a small, launch-bound kernel.
+        {"name": "loss_sum", "shape": "n=8192", "kind": "memory", "calls_per_step": 1, "seconds_per_call": 2e-6,
+         "bytes_per_second": 1.0e12},
+    ]
+    cfg = {"input_dim": 768, "hidden_dim": 2048, "output_dim": 512, "num_residual_blocks": 6}
+
+    def train(ms):
+        return [{"config_name": "default", "config": cfg, "params": 54608384, "batch": B, "step_seconds": stats(ms / 1e3),
+                 "samples_per_second": B / (ms / 1e3), "tflops": 100.0, "peak_memory": {"status": "unmeasured"}}]
+
+    ours = {"env": {}, "train": train(ours_ms), "kernels": {"status": "measured", "kernels": kernels},
+            "copy_bandwidth": {"status": "measured", "bytes_per_second": 4.0e12}}
+    fp32 = {"env": {}, "train": train(4 * ours_ms)}
+    rows = [{"config_name": "default", "batch": B, "mode": m, "status": "measured", "step_seconds": stats(ms / 1e3),
+             "samples_per_second": B / (ms / 1e3), "tflops": 1.0}
+            for m, ms in (("fp32", 40.0), ("bf16", 10.0), ("compile_bf16", compile_ms), ("compile_max_autotune", 6.0))]
+    gemm = [{"name": n.strip(), "shape": sh, "batch": B, "calls_per_step": 12, "precision": "bf16", "tflops": t, "seconds": stats(1e-4)}
+            for n, (sh, t) in TORCH_BF16.items()]
+    torch = {"train": rows, "gemm": gemm, "copy_bandwidth": {"bytes_per_second": 3.9e12}}
+    return ours, fp32, torch
+
+
+def derive_cuda(ours, fp32, torch):
+    env = {"device": "cuda", "device_name": "fake H200", "date": "2026-12-02T00:00:00Z", "commit": "abc", "dirty": False,
+           "command": "python3 bench/compare.py --device cuda --out x", "precisions": ["bf16", "fp32"]}
+    res = compare.derive("cuda", env, [], ours, None, torch, None, {"fp32": fp32})
+    res.update(rounds=1, ours_seconds=1, torch_seconds=1, seconds=2)
+    return res
+
+
+def test_bf16_engine_rows_and_targets():
+    res = derive_cuda(*bf16_reports(ours_ms=5.0, compile_ms=7.0))
+    row = res["train"][0]
+    assert row["ours"]["ms_per_step"] == pytest.approx(5.0)
+    assert row["ours_other"]["fp32"]["ratio_to_ours"] == pytest.approx(0.25)  # fp32 takes 4x as long
+    assert row["torch"]["compile_max_autotune"]["ratio"] == pytest.approx(6 / 5)
+
+    # Each bf16 GEMM joins the torch.matmul bf16 row of its layout and shape: the two forward
+    # epilogues (18 calls of 0.1 ms) together, the data gradient, the weight gradient.
+    by = {(g["name"], g["shape"]): g for g in res["gemm"]}
+    fl = 2.0 * B * 2048 * 2048
+    fwd = by[("gemm_fwd_nt", f"M={B} N=2048 K=2048")]
+    assert fwd["ours_kernels"] == ["gemm_bf16_nt_f32", "gemm_bf16_nt_gelu_bf16"]
+    assert fwd["ours_tflops"] == pytest.approx(fl / 0.1e-3 / 1e12)  # 687 TFLOP/s
+    assert fwd["target"]["status"] == "met"  # 687 / 700 = 0.98
+    nn = by[("gemm_dgrad_nn", f"M={B} N=2048 K=2048")]
+    assert nn["ours_kernels"] == ["gemm_bf16_nn_mma_bf16"]
+    assert nn["ratio"]["bf16"] == pytest.approx(fl / 0.125e-3 / 1e12 / 700)  # 0.785
+    assert nn["target"]["status"] == "missed" and "13% short" in nn["target"]["detail"]
+    tn = by[("gemm_wgrad_tn", f"M=2048 N=2048 K={B}")]
+    assert tn["ours_kernels"] == ["gemm_bf16_tn_f32"] and tn["target"]["status"] == "met"  # 654 / 700 = 0.93
+    narrow = by[("gemm_fwd_nt", f"M={B} N=512 K=2048")]
+    assert narrow["ours_tflops"] is None and narrow["target"]["status"] == "unmeasured"
+
+    step, gemm, mem = res["targets"]
+    assert step["status"] == "met" and step["value"] == pytest.approx(1.4) and "8% above" in step["detail"]
+    assert gemm["status"] == "missed" and "2 of 3 met, 1 unmeasured" in gemm["detail"]
+    assert "gemm_dgrad_nn" in gemm["detail"] and gemm["value"] == pytest.approx(nn["ratio"]["bf16"])
+    # layernorm 3.6/4.0 = 0.9 meets 0.85; adamw 3.0/4.0 = 0.75 misses it.
+    # loss_sum 1.0/4.0 misses too, and is the worst; it moves 2 MB a call, which the detail says.
+    assert mem["status"] == "missed" and "worst loss_sum" in mem["detail"] and mem["value"] == pytest.approx(0.25)
+    assert "1 of 3 met" in mem["detail"] and "1 of the misses move under 16 MB a call" in mem["detail"]
+    assert "(loss_sum)" in mem["detail"]  # adamw_bf16 moves 300 MB a call: not a small kernel
+    assert [r["target"]["status"] for r in res["memory_bound"]] == ["met", "missed", "missed"]
+    assert res["memory_bound"][1]["mb_per_call"] == pytest.approx(300)
+
+    md = compare.markdown(res)
+    for want in ("ours bf16 ms/step", "ours fp32 ms/step", "ours bf16/fp32", "torch compile_max_autotune ms/step",
+                 "gemm_bf16_nt_f32, gemm_bf16_nt_gelu_bf16", "target >= 0.9× bf16", "target >= 0.85×",
+                 "training step at batch 8192 >= 1.3× torch.compile bf16: **met**",
+                 "each GEMM >= 0.9× torch.matmul bf16 at the same shape and layout: **missed**"):
+        assert want in md, want
+
+
+def test_step_target_missed_by_how_much():
+    res = derive_cuda(*bf16_reports(ours_ms=7.0, compile_ms=7.0))
+    step = res["targets"][0]
+    # 1.0x of 1.3x: 23% short, and a step 1.3x faster needed.
+    assert step["status"] == "missed" and step["value"] == pytest.approx(1.0)
+    assert "23% short: 1.3× faster needed" in step["detail"]
+
+
+def test_step_target_unmeasured_says_why():
+    ours, fp32, torch = bf16_reports()
+    torch["train"] = [dict(r, status="failed", reason="InductorError: out of memory") if r["mode"] == "compile_bf16" else r
+                      for r in torch["train"]]
+    step = derive_cuda(ours, fp32, torch)["targets"][0]
+    assert step["status"] == "unmeasured" and "failed: InductorError: out of memory" in step["detail"]
+    ours["kernels"] = {"status": "unmeasured", "reason": "engine does not time its kernels"}
+    res = derive_cuda(ours, fp32, torch)
+    assert [t["status"] for t in res["targets"][1:]] == ["unmeasured", "unmeasured"]
+
+
+def test_render_keeps_other_precisions(tmp_path):
+    res = derive_cuda(*bf16_reports())
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(res))
+    assert compare.main(["--device", "cuda", "--out", str(tmp_path / "new"), "--render", str(old)]) == 0
+    new = json.loads((tmp_path / "new" / "results.json").read_text())
+    assert new["train"][0]["ours_other"]["fp32"]["ratio_to_ours"] == pytest.approx(0.25)
+    assert [t["status"] for t in new["targets"]] == [t["status"] for t in res["targets"]]
+
+
+def test_torch_ref_max_autotune_only_at_the_target_batch():
+    args = torch_ref.parse_args(["--device", "cuda"])
+    assert args.autotune_batches == [8192] and "compile_max_autotune" in args.modes
+    dev = torch.device("cuda")
+    assert torch_ref.skip("compile_max_autotune", 8192, dev, args) is None
+    assert "batch 8192 only" in torch_ref.skip("compile_max_autotune", 4096, dev, args)
+    assert torch_ref.compile_mode("compile_max_autotune", args) == "max-autotune"
+    assert torch_ref.compile_mode("compile_bf16", args) is None
+    with pytest.raises(SystemExit, match="--autotune-batches"):
+        torch_ref.parse_args(["--device", "cuda", "--autotune-batches", "lots"])
+
+
+def test_a_silent_hang_is_killed(tmp_path):
+    """A side that prints nothing and never ends (a child included) is killed at its timeout."""
+    import time
+
+    t0 = time.monotonic()
+    rep, err, secs = compare.run_side("hang", ["bash", "-c", "sleep 60 & sleep 60"], tmp_path / "x.json", tmp_path / "x.txt", 1.0)
+    assert rep is None and "killed after its 1 s" in err
+    assert time.monotonic() - t0 < 10
+    rep, err, _ = compare.run_side("quick", ["bash", "-c", "echo '{\"a\": 1}' > " + str(tmp_path / "y.json")],
+                                   tmp_path / "y.json", tmp_path / "y.txt", 30.0)
+    assert err is None and rep == {"a": 1}
+
+
+def test_the_bf16_engines_real_kernel_report_joins_torch_ref(tmp_path):
+    """The join on real output: bench/testdata/bf16-engine-emulator-bench.json is `dinoclip bench
+    --device cuda --precision bf16 --shape 128x128x1x64 --batch 128 --warmup 1 --steps 1
+    --min-time 0s --topk=false --data=false` run in the emulator (-tags cuda,cudaemu; commit
+    cd88708 with cuda/engine.go's two unused imports removed, 2026-12-02): the engine's
+    KernelTimer as compare.py gets it. That engine computes every GEMM with the NT kernel
+    (gemm_bf16_nt_f32), its gradients on operands it transposed first. torch_ref.py times
+    torch.matmul at the same shape here; every one of its GEMM rows must find our kernel (the
+    emulator's times mean nothing; the join is what is tested)."""
+    ours = json.loads((Path(__file__).parent / "testdata" / "bf16-engine-emulator-bench.json").read_text())
+    out = tmp_path / "t.json"
+    torch_ref.main(["--shapes", "128x128x1x64", "--batches", "128", "--modes", "fp32", "--warmup", "0", "--steps", "1",
+                    "--min-time", "0", "--gemm-min-time", "0", "--gemm-square", "0", "--no-topk", "--no-copy", "--no-faiss",
+                    "--threads", "1", "--json", str(out)])
+    torch = json.loads(out.read_text())
+    gm = compare.gemm_rows(ours, torch)
+    # The five Linears (input 128->128, the block's two 128->128, head 128->64, output 64->64) give 9
+    # distinct (role, shape) pairs: 3 forward, 3 data-gradient (none for the input Linear), 3
+    # weight-gradient; each must be joined.
+    assert len(gm) == 9
+    for r in gm:
+        assert r["ours_kernels"] == ["gemm_bf16_nt_f32"], r
+        assert r["ours_tflops"] and r["torch_tflops"].get("bf16"), r
+        assert r["ours_via"] == "nt"
+    by_role = {r["name"] for r in gm}
+    assert by_role == {"gemm_fwd_nt", "gemm_dgrad_nn", "gemm_wgrad_tn"}
+    # The weight gradient of the output Linear, dW[64,128] = dY^T X over the batch of 128.
+    assert any(r["name"] == "gemm_wgrad_tn" and r["shape"] == "M=64 N=128 K=128" for r in gm)
+    md = compare.markdown(derive_cuda(ours, None, torch))
+    assert "gemm_bf16_nt_f32 (as NT on transposed operands)" in md
+    # Its memory-bound kernels (casts, transposes, LayerNorm, AdamW) are all rows of their own.
+    names = {r["name"] for r in compare.memory_rows(ours, torch)[0]}
+    assert {"cast_f32_bf16", "transpose_bf16", "adamw_bf16", "ln_forward"} <= names
+
+
+def test_budget_writes_results_in_time(tmp_path):
+    """With --budget, a side that runs long is cut at what is left, the sides after it are not
+    started, and results.json is still written, within the budget."""
+    import time
+
+    slow = tmp_path / "slow-dinoclip"
+    slow.write_text("#!/usr/bin/env bash\nsleep 60\n")
+    slow.chmod(0o755)
+    t0 = time.monotonic()
+    code = compare.main(["--device", "cuda", "--quick", "--ours-bin", str(slow), "--budget", "8", "--timeout", "100",
+                         "--out", str(tmp_path / "o")])
+    assert time.monotonic() - t0 < 15
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert code == 1 and res["ours"] is None and res["torch"] is None
+    errs = " | ".join(res["errors"])
+    assert "dinoclip round 1 killed after its 2.9" in errs or "dinoclip round 1 killed after its 3 s" in errs  # 8 s less 5 kept back
+    assert "torch round 1: not started: --budget of 8 s spent" in errs
+    assert "dinoclip fp32: not started: --budget of 8 s spent" in errs

@@ -12,6 +12,9 @@ Times, on the same shapes as `dinoclip bench`:
     bf16          eager under torch.autocast(dtype=bfloat16); the loss in FP32
     compile_bf16  torch.compile of forward + loss under bf16 autocast (skipped on the CPU
                   unless asked for: compiling takes minutes on a few cores)
+    compile_max_autotune  the same with torch.compile(mode="max-autotune"): per-shape GEMM
+                  autotuning and CUDA graphs; at batch 8192 only by default on CUDA
+                  (--autotune-batches), as it compiles for minutes per shape
 * GEMMs alone (torch.matmul) at every Linear's forward, input-gradient and weight-gradient
   shape at one batch, in fp32 / tf32 / bf16, plus one large square bf16 (GPU) or fp32 (CPU)
   product as the practical peak;
@@ -61,7 +64,11 @@ RECIPE_MAX_LR = 1e-3
 RECIPE_EPOCHS = 16
 RECIPE_STEPS_PER_EPOCH = 8_000_000 // 8192  # 976: whole batches per epoch
 
-ALL_MODES = ("fp32", "tf32", "bf16", "compile_bf16")
+ALL_MODES = ("fp32", "tf32", "bf16", "compile_bf16", "compile_max_autotune")
+# compile_max_autotune: bf16 autocast under torch.compile(mode="max-autotune"), which benchmarks
+# candidate GEMM kernels (Triton templates and cuBLAS) for each shape and captures CUDA graphs:
+# PyTorch's fastest step, at the cost of minutes of compilation per shape.
+BF16_MODES = ("bf16", "compile_bf16", "compile_max_autotune")
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,7 +284,7 @@ def make_adamw(params, device):
 # Measurements.
 
 
-def skip(mode, device, args):
+def skip(mode, batch, device, args):
     """Why mode is not run here, or None."""
     if mode == "tf32" and device.type != "cuda":
         return "TF32 is a CUDA tensor-core mode; on the CPU it would be the fp32 row again"
@@ -285,7 +292,16 @@ def skip(mode, device, args):
         return "torch.compile is skipped on the CPU by default (compiling takes minutes on a few cores); pass --cpu-compile"
     if mode == "bf16" and device.type == "cpu" and not args.cpu_bf16:
         return "turned off with --no-cpu-bf16"
+    if mode == "compile_max_autotune" and args.autotune_batches and batch not in args.autotune_batches:
+        return (f"max-autotune compiles for minutes per shape: measured at batch "
+                f"{','.join(map(str, args.autotune_batches))} only (--autotune-batches)")
     return None
+
+
+def compile_mode(mode, args):
+    """torch.compile's mode for a compile_* mode: max-autotune for compile_max_autotune, else
+    --compile-mode (None: torch's default)."""
+    return "max-autotune" if mode == "compile_max_autotune" else args.compile_mode
 
 
 def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
@@ -296,7 +312,7 @@ def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
         "batch": batch,
         "mode": mode,
     }
-    why = skip(mode, device, args)
+    why = skip(mode, batch, device, args)
     if why:
         row.update(status="skipped", reason=why)
         return row
@@ -310,7 +326,7 @@ def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
     xs = [torch.randn(batch, i, generator=gen).to(device) for _ in range(2)]
     ts = [torch.randn(batch, o, generator=gen).to(device) for _ in range(2)]
-    bf16 = mode in ("bf16", "compile_bf16")
+    bf16 = mode in BF16_MODES
 
     def fwd_loss(x, t):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -321,7 +337,7 @@ def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
         # A fresh, static-shape compilation per batch: the fastest kernels torch.compile makes
         # for the shape, and no recompile limit reached across batches.
         torch._dynamo.reset()
-        fwd_loss = torch.compile(fwd_loss, mode=args.compile_mode, dynamic=False)
+        fwd_loss = torch.compile(fwd_loss, mode=compile_mode(mode, args), dynamic=False)
     k = [0]
     losses = []
 
@@ -369,8 +385,8 @@ def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
         row.update(status="failed", reason=f"loss {row['loss_last']}")
     if device.type == "cuda":
         row["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-    if mode.startswith("compile") and args.compile_mode:
-        row["compile_mode"] = args.compile_mode
+    if mode.startswith("compile"):
+        row["compile_mode"] = compile_mode(mode, args) or "default"
     del model, opt, sched, xs, ts
     gc.collect()
     return row
@@ -536,7 +552,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (cpu 1, cuda 5)")
     p.add_argument("--steps", type=int, default=None, help="at least this many timed steps (cpu 3, cuda 20)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed steps at least (cpu 3, cuda 1)")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode of compile_bf16 (default: torch's default)")
+    p.add_argument("--autotune-batches", default=None,
+                   help="batches at which compile_max_autotune runs (comma-separated; cuda default 8192, the target's "
+                        "batch; 'all': every batch)")
     p.add_argument("--cpu-compile", action="store_true", help="also run torch.compile on the CPU")
     p.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false", help="skip bf16 autocast on the CPU")
     p.add_argument("--gemm", action=argparse.BooleanOptionalAction, default=True, help="time GEMMs alone")
@@ -568,6 +587,12 @@ def parse_args(argv=None):
             setattr(args, name, cuda_v if cuda else cpu_v)
     if args.faiss is None:
         args.faiss = not cuda
+    if args.autotune_batches in (None, ""):
+        args.autotune_batches = "8192" if cuda else "all"
+    try:
+        args.autotune_batches = [] if args.autotune_batches == "all" else [int(b) for b in args.autotune_batches.split(",") if b]
+    except ValueError:
+        raise SystemExit(f"--autotune-batches: want batch sizes separated by commas or 'all', not {args.autotune_batches!r}")
     if args.threads <= 0:
         args.threads = os.cpu_count() or 1
     shapes = (args.shapes or ("default" if cuda else "default,small")).split(",")

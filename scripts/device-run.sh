@@ -6,30 +6,69 @@
 #
 #   scripts/device-run.sh [OUTDIR]      (default $OUT, else ./device-out)
 #
-# Parts, in order, each under its own time limit:
-#   1. nvidia-smi, recorded as the GPU found it (nothing is changed on it);
-#   2. scripts/gpu-check.sh: device, kernel tests on the sm_90a cubins and on
-#      the portable PTX, the driver calls, the tensor-core primitives and
-#      reference GEMMs, a training run, CPU/GPU parity, eval (about 3 min);
-#   3. bench/compare.py --device cuda --quick: the training step at batch
-#      8192 beside PyTorch (fp32, tf32, bf16 autocast, torch.compile bf16),
-#      each GEMM beside torch.matmul, the memory-bound kernels beside the
-#      copy bandwidth, top-k (about 2 min; skipped with a note when the
-#      host's python3 has no torch);
-#   4. bench/search_compare.py --device cuda: the exact GPU search beside
-#      torch.mm + torch.topk in float16, at 25k x 5k x 512 and at 10k
-#      queries x 10M keys x 512 (streamed in chunks from host memory; torch
-#      in chunks of keys resident on the GPU); about 4 min, most of it
-#      writing the 10 GB index; needs torch too.
+# Stages, in order, each under its own time limit and all of them under
+# DEVICE_RUN_LIMIT seconds together (a stage gets what is left when its
+# limit is larger; a bench with under 60 s left is skipped and says so):
+#   1. nvidia-smi, and the clocks, temperature and power as the GPU was
+#      found (read only: nothing on the GPU is changed);
+#   2. scripts/gpu-check.sh (GPU_CHECK_LIMIT, 210 s): the kernel tests on the
+#      sm_90a cubins and again on the portable PTX, the driver calls, the
+#      tensor-core primitives and reference GEMMs, training in bf16 (the
+#      GPU's default precision), CPU/GPU parity in fp32, eval;
+#   3. the target bench (BENCH_TARGET_LIMIT, 180 s): bench/compare.py
+#      --device cuda at batch 8192, the batch of issue 11's step target:
+#      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
+#      PyTorch eager fp32, tf32, bf16 autocast and torch.compile bf16,
+#      each GEMM beside torch.matmul at its shape and layout, the
+#      memory-bound kernels beside the copy bandwidth, the targets as met /
+#      missed by how much / unmeasured;
+#   4. max-autotune (BENCH_AUTOTUNE_LIMIT, 150 s): the step at batch 8192,
+#      dinoclip bf16 beside torch.compile(mode="max-autotune"), which
+#      compiles for minutes: in a call of its own, so that a slow compile
+#      cannot take the target bench's PyTorch rows with it;
+#   5. the exact search (SEARCH_LIMIT, 120 s): bench/search_compare.py
+#      --device cuda, the GPU search beside torch.mm + torch.topk in
+#      float16 at 25k queries x 5k keys x 512; with DEVICE_RUN_SEARCH_10M=1
+#      also at 10k queries x 10M keys x 512 (streamed from host memory;
+#      about 4 min, most of it writing the 10 GB index); needs torch;
+#   6. the batch sweep (what is left): the training steps alone at batch
+#      1024, 2048, 4096 and 16384, dinoclip bf16 and fp32 beside PyTorch
+#      eager fp32, tf32, bf16 autocast and torch.compile bf16.
+# Where a stage is killed at its limit, the summary says so and the next
+# stage still runs.
+#
 # What comes back (the device tool returns at most 8 files, 2 folders down):
-# OUTDIR/summary.txt (the verdicts and the bench table), OUTDIR/logs.tar.gz
-# (every log), OUTDIR/results.json and OUTDIR/results.md (the bench).
-# The exit status is gpu-check's: 0 only when every check ran and passed.
+# OUTDIR/summary.txt (the verdicts and the bench tables), OUTDIR/logs.tar.gz
+# (every log and both sides' raw reports), OUTDIR/results-8192.{json,md}
+# OUTDIR/results-autotune.{json,md} and OUTDIR/results-sweep.{json,md}
+# (bench/compare.py's results; --render
+# rebuilds the tables from a results.json).
+# Exit status 0 only when gpu-check passed and the target bench wrote its
+# results; else 1 (2: bad usage).
+#
+# Environment: DEVICE_RUN_LIMIT (480 s), GPU_CHECK_LIMIT (210 s),
+# BENCH_TARGET_LIMIT (180 s), BENCH_AUTOTUNE_LIMIT (150 s), SEARCH_LIMIT
+# (120 s), DEVICE_RUN_SEARCH_10M (0), PYTHON (python3), BIN (bin), NVIDIA_SMI
+# (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
+# flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (60 s: a bench
+# stage with less time left is skipped). scripts/gpu_check_test.go runs this
+# script with fake binaries and a fake python3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+case ${1:-} in -*) echo "usage: scripts/device-run.sh [OUTDIR]" >&2; exit 2 ;; esac
+[ $# -le 1 ] || { echo "usage: scripts/device-run.sh [OUTDIR]" >&2; exit 2; }
 OUTDIR=${1:-${OUT:-./device-out}}
 PY=${PYTHON:-python3}
+BIN=${BIN:-bin}
+SMI=${NVIDIA_SMI:-nvidia-smi}
+CHECK=${GPU_CHECK:-scripts/gpu-check.sh}
+read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
+TOTAL=${DEVICE_RUN_LIMIT:-480}
+MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-60} # a bench with less time than this left is skipped
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-210}" "${BENCH_TARGET_LIMIT:-180}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-120}" "$MIN_STAGE"; do
+	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
+done
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 WORK=$(mktemp -d)
@@ -37,40 +76,105 @@ trap 'rm -rf "$WORK"' EXIT
 SUMMARY=$OUTDIR/summary.txt
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
+START=$SECONDS
+left() { echo $((TOTAL - (SECONDS - START))); }
+# limit WANT: WANT seconds, or what is left of the total when less.
+limit() { local l; l=$(left); echo $((l < $1 ? l : $1)); }
+# boxed NAME LIMIT LOG CMD...: CMD under LIMIT seconds (then killed), its
+# output in LOG; says in the summary when it was killed. Returns CMD's status.
+boxed() {
+	local name=$1 lim=$2 log=$3 t0=$SECONDS rc
+	shift 3
+	[ "$lim" -ge 1 ] || lim=1 # timeout 0 would mean no limit
+	echo "+ $*" >"$log"
+	timeout --kill-after=10 "$lim" "$@" >>"$log" 2>&1
+	rc=$?
+	if [ $rc = 124 ] || [ $rc = 137 ]; then
+		say "$name: KILLED at its limit of $lim s (see $(basename "$log") in logs.tar.gz)"
+	else
+		say "$name: exit status $rc after $((SECONDS - t0)) s"
+	fi
+	return $rc
+}
 
-say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(cat bin/BUILD-INFO 2>/dev/null | tr '\n' ' ')"
-timeout 30 nvidia-smi >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
+say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"
+say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-210} s, target bench ${BENCH_TARGET_LIMIT:-180} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, search ${SEARCH_LIMIT:-120} s, the sweep what is left"
+timeout 30 "$SMI" >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
 head -20 "$WORK/nvidia-smi.txt" >>"$SUMMARY"
+# The state the GPU was found in, read only (clocks are not locked: a
+# throttled or idle-clocked GPU shows here, and in the bench's spread).
+timeout 30 "$SMI" --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit \
+	--format=csv >>"$SUMMARY" 2>&1 || say "nvidia-smi --query-gpu failed"
 
 say "== gpu-check"
-timeout --kill-after=10 900 scripts/gpu-check.sh "$WORK/check" >"$WORK/gpu-check.out" 2>&1
+lim=$(limit "${GPU_CHECK_LIMIT:-210}")
+boxed gpu-check "$lim" "$WORK/gpu-check.out" "$CHECK" "${CHECK_FLAGS[@]}" "$WORK/check"
 check=$?
-cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary (exit $check)"
+cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
 
-say "== bench (bench/compare.py --device cuda --quick)"
-if "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-	timeout --kill-after=10 600 "$PY" bench/compare.py --device cuda --quick --ours-bin bin/dinoclip-cuda \
-		--timeout 300 --out "$WORK/bench" >"$WORK/bench.out" 2>&1 || say "bench/compare.py failed: see logs (bench.out)"
-	cp "$WORK/bench/results.json" "$WORK/bench/results.md" "$OUTDIR/" 2>/dev/null
-	cat "$WORK/bench/results.md" >>"$SUMMARY" 2>/dev/null
-else
-	say "bench: $PY has no torch with CUDA here, so nothing to compare against: not run"
-fi
+# bench NAME WANT ARGS...: bench/compare.py --device cuda into WORK/NAME under
+# WANT seconds or what is left. compare.py's own --budget ends it 15 s
+# before the kill, so that a side that runs long is recorded as failed and
+# what the others measured is still written; each side may take 3/4 of it.
+bench_ok=0
+bench() {
+	local name=$1 want=$2 lim
+	shift 2
+	lim=$(limit "$want")
+	if [ "$lim" -lt "$MIN_STAGE" ]; then
+		say "bench $name: SKIPPED: $(left) s of the $TOTAL s left"
+		return 1
+	fi
+	boxed "bench $name" "$lim" "$WORK/bench-$name.out" "$PY" bench/compare.py --device cuda --ours-bin "$BIN/dinoclip-cuda" \
+		--timeout $((lim * 3 / 4)) --budget $((lim > 30 ? lim - 15 : lim / 2)) --out "$WORK/bench-$name" "$@"
+	if [ -f "$WORK/bench-$name/results.json" ]; then
+		cp "$WORK/bench-$name/results.json" "$OUTDIR/results-$name.json"
+		cp "$WORK/bench-$name/results.md" "$OUTDIR/results-$name.md"
+		cat "$WORK/bench-$name/results.md" >>"$SUMMARY"
+		return 0
+	fi
+	say "bench $name: no results (see bench-$name.out in logs.tar.gz)"
+	return 1
+}
+
+say "== bench at batch 8192 (issue 11's targets)"
+bench 8192 "${BENCH_TARGET_LIMIT:-180}" --batches 8192 --modes fp32,tf32,bf16,compile_bf16 && bench_ok=1
+
+say "== bench: torch.compile max-autotune at batch 8192 (training step)"
+bench autotune "${BENCH_AUTOTUNE_LIMIT:-150}" --batches 8192 --modes compile_max_autotune --precisions bf16 \
+	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
 
 say "== exact search (bench/search_compare.py --device cuda)"
-if "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-	for shape in "25000 5000" "10000 10000000"; do
+# search SHAPE...: each "QUERIES KEYS" under SEARCH_LIMIT or what is left.
+search() {
+	local lim
+	for shape in "$@"; do
 		set -- $shape
-		timeout --kill-after=10 420 "$PY" bench/search_compare.py --device cuda --ours-bin bin/dinoclip-cuda \
-			--queries "$1" --keys "$2" --dim 512 --k 10 --rounds 3 --torch-chunk 200000 \
-			--out "$WORK/search-$1x$2" >"$WORK/search-$1x$2.out" 2>&1 ||
-			say "search_compare $1 x $2 failed: see logs (search-$1x$2.out)"
+		lim=$(limit "${SEARCH_LIMIT:-120}")
+		if [ "$lim" -lt "$MIN_STAGE" ]; then
+			say "search $1 x $2: SKIPPED: $(left) s of the $TOTAL s left"
+			continue
+		fi
+		boxed "search $1 x $2" "$lim" "$WORK/search-$1x$2.out" "$PY" bench/search_compare.py --device cuda \
+			--ours-bin "$BIN/dinoclip-cuda" --queries "$1" --keys "$2" --dim 512 --k 10 --rounds 3 --torch-chunk 200000 \
+			--out "$WORK/search-$1x$2"
 		cat "$WORK/search-$1x$2/search.md" >>"$SUMMARY" 2>/dev/null
 	done
-else
+}
+shapes=("25000 5000")
+[ "${DEVICE_RUN_SEARCH_10M:-0}" = 1 ] && shapes+=("10000 10000000")
+if [ "$(limit "${SEARCH_LIMIT:-120}")" -lt "$MIN_STAGE" ]; then
+	say "search: SKIPPED: $(left) s of the $TOTAL s left"
+elif ! timeout "$(limit 30)" "$PY" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
 	say "search: $PY has no torch with CUDA here: not run"
+else
+	search "${shapes[@]}"
 fi
 
+say "== bench sweep: batch 1024, 2048, 4096, 16384 (training steps)"
+bench sweep "$TOTAL" --batches 1024,2048,4096,16384 --modes fp32,tf32,bf16,compile_bf16 \
+	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
+
 tar -czf "$OUTDIR/logs.tar.gz" -C "$WORK" . 2>/dev/null
-say "== gpu-check exit status $check"
-exit "$check"
+say "== done in $((SECONDS - START)) s; gpu-check exit status $check; target bench $([ $bench_ok = 1 ] && echo wrote its results || echo FAILED)"
+[ "$check" = 0 ] && [ $bench_ok = 1 ]

@@ -27,8 +27,8 @@
 #             captions in the default model's widths; float16 shards, so the
 #             GPU's resident copy (float16) and the CPU's host batches hold
 #             the same values
-#   train     2 epochs of the default model on the GPU in its default
-#             precision (bf16 mixed precision), evaluated each epoch, with the
+#   train     2 epochs of the default model on the GPU in bf16 mixed
+#             precision (--precision bf16), evaluated each epoch, with the
 #             training data resident on the GPU (the log must say so)
 #   parity    the same first epoch (4 steps, batch 1024) on the CPU engine
 #             (host batches) and on the GPU in fp32, its parity mode
@@ -277,10 +277,12 @@ fi
 t0=$SECONDS
 train_ok=0
 if run "$log" 240 "$CLI" train --data "$DATA" --eval "$EVAL" --out "$WORK/run-gpu" --epochs 2 --batch 1024 \
-	--log-every 1 --device cuda "${TRAIN_FLAGS[@]}"; then
-	if grep -q 'training data resident on the device' "$log"; then
+	--log-every 1 --device cuda --precision bf16 "${TRAIN_FLAGS[@]}"; then
+	if ! grep -q '"precision": *"bf16"' "$WORK/run-gpu/run.json" 2>/dev/null; then
+		result train FAIL "trained, but run.json does not record precision bf16 (see train.log)"
+	elif grep -q 'training data resident on the device' "$log"; then
 		train_ok=1
-		result train PASS "8 steps of 1024 rows, data resident on the GPU, $((SECONDS - t0)) s"
+		result train PASS "8 steps of 1024 rows in bf16, data resident on the GPU, $((SECONDS - t0)) s"
 	else
 		result train FAIL "trained, but the training data was not resident on the GPU (see train.log)"
 	fi

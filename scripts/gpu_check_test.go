@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The test runs gpu-check.sh without a GPU: bin/dinoclip-cuda is a wrapper
@@ -26,6 +27,15 @@ for a in "$@"; do
 	[ "$prev" = --resident ] && resident=$a
 	args+=("$a"); prev=$a
 done
+# The CPU engine has no bf16: a GPU run in bf16 runs in fp32 here, and says so.
+bf16=0 out=""
+for i in "${!args[@]}"; do
+	[ "${args[$i]}" = --out ] && out=${args[$((i + 1))]:-}
+	if [ "$dev" = cuda ] && [ "${args[$i]}" = --precision ] && [ "${args[$((i + 1))]:-}" = bf16 ]; then
+		args[$((i + 1))]=fp32 bf16=1
+		echo "fake: --precision bf16 asked for, fp32 run" >&2
+	fi
+done
 if [ "$cmd" = synth ] && [ "${FAKE_BREAK:-}" = synth ]; then echo "synth: no space left on device" >&2; exit 1; fi
 if [ "$cmd" = synth ] && [ "${FAKE_BREAK:-}" = synth-empty ]; then exit 0; fi
 if [ "$cmd" = train ] && [ "$dev" = cuda ]; then
@@ -35,7 +45,12 @@ if [ "$cmd" = train ] && [ "$dev" = cuda ]; then
 	# A GPU that trains with another learning rate: its losses part from the CPU's after the first step.
 	if [ "${FAKE_BREAK:-}" = parity ]; then args+=(--lr 0.002); fi
 fi
-exec REAL "${args[@]}"
+REAL "${args[@]}" || exit
+# What the GPU build records for a bf16 run (unless FAKE_BREAK=precision: a GPU
+# build that trained in fp32 though bf16 was asked for).
+if [ "$bf16" = 1 ] && [ "${FAKE_BREAK:-}" != precision ]; then
+	sed -i 's/"precision": *"fp32"/"precision": "bf16"/' "$out/run.json"
+fi
 `
 
 const fakeSMI = `#!/usr/bin/env bash
@@ -143,7 +158,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 	}{
 		{"all pass", "", nil, nil, 0, []string{
 			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 1 tests",
-			"data     PASS", "train    PASS",
+			"data     PASS", "train    PASS 8 steps of 1024 rows in bf16",
 			"parity   PASS GPU resident = host batches exactly; worst CPU/GPU relative loss difference 0, within 1e-06",
 			"eval     PASS", "overall: PASS (every part ran and passed)"}},
 		{"no python", "", noPython, nil, 1, []string{
@@ -162,6 +177,8 @@ func TestGPUCheckVerdicts(t *testing.T) {
 			"overall: FAIL (failed: data)"}},
 		{"data not resident", "resident", nil, nil, 1, []string{
 			"train    FAIL trained, but the training data was not resident", "eval     SKIP", "overall: FAIL (failed: train; skipped: eval"}},
+		{"trained in fp32 though bf16 was asked for", "precision", nil, nil, 1, []string{
+			"train    FAIL trained, but run.json does not record precision bf16", "overall: FAIL (failed: train; skipped: eval"}},
 		{"losses apart", "parity", nil, nil, 1, []string{"parity   FAIL", "BEYOND 1e-06", "overall: FAIL (failed: parity)"}},
 		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}},
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},
@@ -190,6 +207,179 @@ func TestGPUCheckUsage(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 			t.Errorf("gpu-check.sh %s: %v, want exit status 2:\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// device-run.sh is tested with a fake gpu-check.sh and a fake python3 that
+// stands in for bench/compare.py: what is tested is the script's staging,
+// its time limits, what it writes and its exit status. bench/test_compare.py
+// tests compare.py itself.
+
+// fakeGPUCheck writes a summary into its OUTDIR (the last argument) and
+// exits with FAKE_CHECK_RC, or hangs (FAKE_CHECK=hang).
+const fakeGPUCheck = `#!/usr/bin/env bash
+for out; do :; done
+mkdir -p "$out"
+echo "fake gpu-check flags: $*" >"$out/summary.txt"
+if [ "${FAKE_CHECK:-}" = hang ]; then exec sleep 600; fi
+echo "overall: fake verdict ${FAKE_CHECK_RC:-0}" >>"$out/summary.txt"
+exit "${FAKE_CHECK_RC:-0}"
+`
+
+// fakePython records its arguments in FAKE_CALLS and writes results.json
+// and results.md into --out, naming the batches it was given; or hangs
+// (FAKE_BENCH=hang) or writes nothing (FAKE_BENCH=fail).
+const fakePython = `#!/usr/bin/env bash
+echo "$*" >>"$FAKE_CALLS"
+if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
+if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
+out="" batches="" prev=""
+for a in "$@"; do
+	[ "$prev" = --out ] && out=$a
+	[ "$prev" = --batches ] && batches=$a
+	prev=$a
+done
+mkdir -p "$out"
+echo "{\"batches\": \"$batches\"}" >"$out/results.json"
+echo "| fake results at batches $batches |" >"$out/results.md"
+`
+
+// runDeviceRun runs device-run.sh with env and returns its exit status, its
+// summary, the fake python3's calls and the output folder.
+func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out string) {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("device-run.sh is a bash script")
+	}
+	dir := t.TempDir()
+	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out = filepath.Join(dir, "out")
+	callsFile := filepath.Join(dir, "calls")
+	cmd := exec.Command("bash", "device-run.sh", out)
+	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
+		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+callsFile)
+	cmd.Env = append(cmd.Env, env...)
+	log, err := cmd.CombinedOutput()
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("device-run.sh: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	s, err := os.ReadFile(filepath.Join(out, "summary.txt"))
+	if err != nil {
+		t.Fatalf("device-run.sh wrote no summary: %v\n%s", err, log)
+	}
+	c, _ := os.ReadFile(callsFile) // absent when no bench ran
+	return code, string(s), string(c), out
+}
+
+func TestDeviceRun(t *testing.T) {
+	cases := []struct {
+		name         string
+		env          []string
+		code         int
+		wants, lacks []string
+		files        []string
+		maxSeconds   float64
+	}{
+		{"all stages", []string{"GPU_CHECK_FLAGS=--allow-skip parity"}, 0, []string{
+			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
+			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
+			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
+			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, nil,
+			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
+				"results-sweep.md", "logs.tar.gz"}, 0},
+		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
+			"overall: fake verdict 1", "gpu-check: exit status 1", "| fake results at batches 8192 |",
+			"gpu-check exit status 1; target bench wrote its results"}, nil, []string{"results-8192.json"}, 0},
+		{"a hanging gpu-check is killed and the bench still runs", []string{"FAKE_CHECK=hang", "GPU_CHECK_LIMIT=2"}, 1, []string{
+			"gpu-check: KILLED at its limit of 2 s", "fake gpu-check flags", "| fake results at batches 8192 |"}, nil,
+			[]string{"results-8192.json", "results-sweep.json"}, 30},
+		{"a hanging bench is killed", []string{"FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=2", "DEVICE_RUN_LIMIT=8", "DEVICE_RUN_MIN_STAGE=1"}, 1, []string{
+			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
+		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
+			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
+		{"no time left for the bench", []string{"DEVICE_RUN_LIMIT=30"}, 1, []string{
+			"bench 8192: SKIPPED", "bench autotune: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			code, summary, calls, out := runDeviceRun(t, c.env...)
+			if code != c.code {
+				t.Errorf("exit status %d, want %d\n%s", code, c.code, summary)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(summary, w) {
+					t.Errorf("summary lacks %q:\n%s", w, summary)
+				}
+			}
+			for _, w := range c.lacks {
+				if strings.Contains(summary, w) {
+					t.Errorf("summary has %q:\n%s", w, summary)
+				}
+			}
+			for _, f := range c.files {
+				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+					t.Errorf("%s: %v", f, err)
+				}
+			}
+			if c.maxSeconds > 0 && time.Since(start).Seconds() > c.maxSeconds {
+				t.Errorf("took %v: a stage's limit did not hold", time.Since(start))
+			}
+			if c.name == "all stages" {
+				// The target bench: every part at 8192, with the CUDA build carried in BIN;
+				// max-autotune at 8192 in a call of its own; the search at 25k x 5k after
+				// a probe for torch with CUDA; the sweep: training steps only.
+				lines := strings.Split(strings.TrimSpace(calls), "\n")
+				if len(lines) != 5 {
+					t.Fatalf("%d python calls, want 5:\n%s", len(lines), calls)
+				}
+				search := []string{"-c import torch", "bench/search_compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda --queries 25000 --keys 5000 "}
+				for i, w := range search {
+					if !strings.Contains(lines[2+i]+" ", w) {
+						t.Errorf("python call %d lacks %q: %s", 3+i, w, lines[2+i])
+					}
+				}
+				lines = append(lines[:2], lines[4])
+				steps := []string{"--ours-args=--kernels=false --topk=false --data=false", "--torch-args=--no-gemm --no-copy --no-topk"}
+				for i, want := range [][]string{
+					{"bench/compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda", "--batches 8192 ", "--modes fp32,tf32,bf16,compile_bf16"},
+					append([]string{"--batches 8192 ", "--modes compile_max_autotune", "--precisions bf16"}, steps...),
+					append([]string{"--batches 1024,2048,4096,16384", "--modes fp32,tf32,bf16,compile_bf16"}, steps...),
+				} {
+					for _, w := range want {
+						if !strings.Contains(lines[i]+" ", w) {
+							t.Errorf("bench call %d lacks %q: %s", i+1, w, lines[i])
+						}
+					}
+				}
+				if strings.Contains(lines[0], "--ours-args") {
+					t.Errorf("the target bench must time every part: %s", lines[0])
+				}
+			}
+		})
+	}
+}
+
+func TestDeviceRunUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+	}{{[]string{"--help"}, ""}, {[]string{"a", "b"}, ""}, {nil, "DEVICE_RUN_LIMIT=8m"}, {nil, "GPU_CHECK_LIMIT=-1"}} {
+		cmd := exec.Command("bash", append([]string{"device-run.sh"}, c.args...)...)
+		cmd.Env = append(os.Environ(), c.env, "OUT="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("device-run.sh %v %s: %v, want exit status 2:\n%s", c.args, c.env, err, out)
 		}
 	}
 }

@@ -2,12 +2,14 @@
 
 package cuda
 
-// Tests of the bf16 GEMM launcher (gemm_bf16.go) on both of its paths, the
-// wgmma kernels and the mma.sync fallback, against a float64 product of the
-// same bf16 inputs. The kernels' own edge cases (ragged tiles, ring wraps,
-// odd N) are tested at the driver level (cuda/driver/gemm_bf16_test.go);
-// these check what the launcher adds: path choice, grid, shared memory,
-// tensor maps and their cache, and the argument checks.
+// Tests of the bf16 GEMM launcher (gemm_bf16.go), its nt, nn and tn
+// layouts on both of its paths, the wgmma kernels and the mma.sync
+// fallback, against a float64 product of the same bf16 inputs. The
+// kernels' own edge cases (ragged tiles, ring wraps, odd N) are tested at
+// the driver level (cuda/driver/gemm_bf16_test.go,
+// gemm_bf16_bwd_test.go); these check what the launcher adds: path
+// choice, grid, shared memory, tensor maps (K-major and MN-major boxes)
+// and their cache, and the argument checks.
 
 import (
 	"math"

@@ -85,14 +85,14 @@
 // (engine_bf16.go; docs/TRAINING.md, "Precision"). Both share the engine:
 // the forward pass calls linear, linearNorm and linearGELU, and the
 // backward pass linearBackward, which choose the float32 SIMT GEMMs or
-// the bf16 NT GEMM of kernels/gemm_bf16.cu. The bf16 mode adds to the
+// the bf16 GEMMs of kernels/gemm_bf16.cu. The bf16 mode adds to the
 // state allocation the weights' bf16 copy (2 bytes a parameter), which
 // adamw_bf16 writes in the AdamW pass and SetParameters refreshes, and to
 // the workspace the bf16 copies of the activations the Linears read plus
-// the backward pass's bf16 scratch. Its backward GEMMs are, for now, a
-// bf16 transpose (bf16_convert.cu) followed by the NT GEMM, behind
-// dataGradBF16 and weightGradBF16: native dY W and dY^T X kernels replace
-// those two functions. The bf16 GEMM launcher takes the wgmma+TMA kernels
+// the bf16 copy of a Linear's output gradient, which its two backward
+// GEMMs read in place: dY^T X (the tn layout) and dY W (the nn layout,
+// adding into the float32 gradient); no operand is transposed in memory.
+// The bf16 GEMM launcher takes the wgmma+TMA kernels
 // when the device loaded the sm_90a cubins (driver.Extended.KernelPath;
 // the PTX build of those kernels traps) and the mma.sync fallback
 // otherwise; it caches the operands' tensor maps (cleared when memory is

@@ -75,7 +75,7 @@ type Engine struct {
 	rowIdx            buf[int32]   // the batch's rows in the resident data [n]
 	xb, hiddenb       buf[uint16]  // bf16 mode: x [n,in] and hidden [n,h] in bf16
 	headActb          buf[uint16]  // bf16 mode: headAct [n,hd] in bf16
-	bw                bf16Workspace
+	dyb               buf[uint16]  // bf16 mode: a Linear's output gradient in bf16 [n, widest output]
 
 	// The resident training data (resident.go): a third allocation, float16
 	// features [rows, in] then targets [rows, out]; 0 when none is loaded.
@@ -436,14 +436,11 @@ func (e *Engine) backward(n int) error {
 // and, when dx is not null, dx = dy W (added to dx when accumulate). x is
 // the Linear's input, xb its bf16 copy in bf16 mode.
 func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], xb buf[uint16], n int, accumulate bool) error {
-	d := e.dev
-	var err error
 	if e.bf16 {
-		err = e.weightGradBF16(l, dy, xb, n)
-	} else {
-		err = d.gemmTN(l.dw, dy, x, n, l.in, l.out)
+		return e.linearBackwardBF16(l, dx, dy, xb, n, accumulate)
 	}
-	if err != nil {
+	d := e.dev
+	if err := d.gemmTN(l.dw, dy, x, n, l.in, l.out); err != nil {
 		return err
 	}
 	var none buf[float32]
@@ -452,9 +449,6 @@ func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], xb buf[uint16]
 	}
 	if dx.p == 0 {
 		return nil
-	}
-	if e.bf16 {
-		return e.dataGradBF16(l, dx, dy, n, accumulate)
 	}
 	var beta float32
 	if accumulate {

@@ -26,23 +26,19 @@ import (
 //     gradient's;
 //   - the forward GEMMs write float32 plus bias; the LayerNorm that
 //     follows computes its row statistics itself (ln_forward);
-//   - the backward GEMMs (dataGradBF16, weightGradBF16) round their
-//     float32 gradient operand to bf16.
+//   - the backward pass rounds each Linear's float32 output gradient dY
+//     to bf16 once (dyb, workspace scratch) and reads it in both of the
+//     Linear's backward GEMMs: dW = dY^T X (the tn layout, X the stored
+//     bf16 input) and dX = dY W (the nn layout, W the bf16 weight copy),
+//     whose f32_add epilogue adds into the float32 gradient (the residual
+//     stream's skip gradient directly; a fresh dX is zeroed first). No
+//     operand is transposed in memory.
 //
-// Version 1 of the backward pass: gemm_bf16.cu has only the forward (NT)
-// layout, so dX = dY W and dW = dY^T X run as bf16 transposes
-// (bf16_convert.cu, memory-bound, one read and one write of each operand)
-// followed by the NT GEMM. Native kernels for those layouts replace the
-// bodies of dataGradBF16 and weightGradBF16 and nothing else.
-
-// bf16Workspace is the bf16 mode's scratch in the workspace.
-type bf16Workspace struct {
-	dyb buf[uint16]  // dY in bf16 [n, widest Linear output]
-	dyT buf[uint16]  // dY^T in bf16 [widest output, ld]
-	xT  buf[uint16]  // X^T in bf16 [widest input, ld]
-	wT  buf[uint16]  // W^T in bf16 [largest weight]
-	dx  buf[float32] // dY W before it is added to the skip gradient [n,h]
-}
+// The nn kernels' fused GELU' epilogue (gemm_bf16_nn_dgelu_bf16) does not
+// fit this model: its output is bf16, while what follows each GELU's
+// backward reads float32 (the block's LayerNorm backward; the head's bias
+// gradient, colsum), and the pre-activations GELU' needs are stored in
+// float32 only (autocast evaluates GELU and its derivative in float32).
 
 // NewBF16Engine opens the GPU and returns an engine of shape c in bf16
 // mixed precision with zero parameters, gradients and moments. Every
@@ -75,10 +71,6 @@ func NewBF16Engine(c nn.Config) (*Engine, error) {
 // BF16 says whether the engine computes in bf16 mixed precision.
 func (e *Engine) BF16() bool { return e.bf16 }
 
-// gemmLD is the leading dimension of a transposed operand of n rows: n
-// rounded up to the GEMM's K multiple (zero-padded).
-func gemmLD(n int) int { return ceilDiv(n, gemmBF16KMultiple) * gemmBF16KMultiple }
-
 // layoutBF16 carves the bf16 mode's activations and scratch for n rows,
 // after layoutWorkspace's. The float32 GELU outputs of the blocks and
 // hidden_norm's output live only until their bf16 copies are made (the
@@ -96,9 +88,7 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 		b.act = e.s3
 	}
 	e.hidden = e.s2
-	outs, ins := max(h, hd, o), max(in, h, hd)
-	e.bw = bf16Workspace{dyb: f(n * outs), dyT: f(outs * gemmLD(n)), xT: f(ins * gemmLD(n)),
-		wT: f(max(in*h, h*h, h*hd, hd*o)), dx: carve[float32](a, n*h)}
+	e.dyb = f(n * max(h, hd, o))
 }
 
 // toBF16 rounds the n values of an activation a Linear reads into its bf16
@@ -150,7 +140,7 @@ func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd,
 func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int, grad bool) error {
 	d := e.dev
 	if e.bf16 && !grad {
-		return d.gemmBF16ToBF16(outGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
+		return d.gemmBF16ToBF16(ntGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	if e.bf16 {
 		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
@@ -162,41 +152,30 @@ func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x
 	return d.linearForward(launch.KGemmNtBiasGelu, pre, act, none, x, l.w, l.b, n, l.in, l.out)
 }
 
-// weightGradBF16 sets l.dw [out,in] = dy[n,out]^T xb[n,in] in bf16 with
-// float32 accumulation: both operands transposed (dy rounded to bf16) into
-// K-major rows of gemmLD(n), zero-padded, then the NT GEMM with K = n.
-func (e *Engine) weightGradBF16(l linear, dy buf[float32], xb buf[uint16], n int) error {
-	d, ld := e.dev, gemmLD(n)
-	dyT, xT := e.bw.dyT.at(0, l.out*ld), e.bw.xT.at(0, l.in*ld)
-	if err := d.transposeF32BF16(dyT, dy, n, l.out, ld); err != nil {
-		return err
-	}
-	if err := d.transposeBF16(xT, xb, n, l.in, ld); err != nil {
-		return err
-	}
-	var none buf[float32]
-	return d.gemmBF16F32(l.dw, dyT, xT, none, l.out, l.in, ld)
-}
-
-// dataGradBF16 sets dx [n,in] = dy[n,out] W[out,in] (added to dx when
-// accumulate) in bf16 with float32 accumulation: dy rounded to bf16, the
-// bf16 weights transposed to [in,out], then the NT GEMM with K = out.
-func (e *Engine) dataGradBF16(l linear, dx, dy buf[float32], n int, accumulate bool) error {
+// linearBackwardBF16 is linearBackward in bf16 mode: dyb = bf16(dy), then
+// l.dw [out,in] = dyb^T xb[n,in] and, when dx is not null, dx [n,in] =
+// dyb W (added to dx when accumulate), with float32 accumulation; the bias
+// gradient from the float32 dy, as in float32 mode.
+func (e *Engine) linearBackwardBF16(l linear, dx, dy buf[float32], xb buf[uint16], n int, accumulate bool) error {
 	d := e.dev
-	dyb, wT := e.bw.dyb.at(0, n*l.out), e.bw.wT.at(0, l.in*l.out)
+	dyb := e.dyb.at(0, n*l.out)
 	if err := d.castBF16(dyb, dy, n*l.out); err != nil {
 		return err
 	}
-	if err := d.transposeBF16(wT, l.wb, l.out, l.in, l.out); err != nil {
+	if err := d.gemmBF16TN(l.dw, dyb, xb, l.out, l.in, n); err != nil {
 		return err
 	}
 	var none buf[float32]
-	if !accumulate {
-		return d.gemmBF16F32(dx, dyb, wT, none, n, l.in, l.out)
-	}
-	tmp := e.bw.dx.at(0, n*l.in)
-	if err := d.gemmBF16F32(tmp, dyb, wT, none, n, l.in, l.out); err != nil {
+	if err := d.colSums(l.db, none, dy, none, e.partial, n, l.out); err != nil {
 		return err
 	}
-	return d.addF32(dx, tmp, n*l.in)
+	if dx.p == 0 {
+		return nil
+	}
+	if !accumulate {
+		if err := d.drv.Zero(dx.p, int64(4*n*l.in)); err != nil {
+			return err
+		}
+	}
+	return d.gemmBF16NNAdd(dx, dyb, l.wb, n, l.in, l.out)
 }

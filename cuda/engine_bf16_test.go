@@ -26,8 +26,8 @@ func TestEngineBF16(t *testing.T) {
 // epilogue) and one forward and backward pass of the bf16 engine on each
 // GEMM path the device runs (gemmPaths: wgmma and the mma.sync fallback
 // in the emulator and on an sm_90a GPU), on a batch that is not a
-// multiple of 8 (the transposed operands of the weight gradients are
-// zero-padded to K = 72) and a model with one block, against the float64
+// multiple of 8 (K = 67 in the weight gradients' tn GEMMs, a ragged last
+// chunk) and a model with one block, against the float64
 // oracle with the bf16 tolerances.
 func TestEngineBF16Paths(t *testing.T) {
 	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 1}

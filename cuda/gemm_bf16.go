@@ -10,43 +10,73 @@ import (
 	"github.com/dinoclip/dinoclip/kernels"
 )
 
-// The launcher of kernels/gemm_bf16.cu: C[M,N] = epilogue(A[M,K] W[N,K]^T
-// + bias), A and W bf16 row-major. On a device that loaded the sm_90a
-// cubins it runs the persistent wgmma+TMA kernels (gemm_bf16_nt_*), on any
-// other the mma.sync fallback (gemm_bf16_nt_mma_*): the PTX build of the
-// wgmma kernels traps, and the sm_90a build runs only where the cubins
-// load. The geometry below is the kernels' (see the file's comment).
+// The launcher of kernels/gemm_bf16.cu, bf16 row-major operands
+// accumulating in f32, in its three layouts:
+//
+//	nt (forward):       C[M,N] = epilogue(A[M,K] W[N,K]^T + bias)
+//	nn (data gradient): C[M,N] += A[M,K] B[K,N]   (f32_add epilogue)
+//	tn (weight grad.):  C[M,N] = A[K,M]^T B[K,N]  (K = batch)
+//
+// On a device that loaded the sm_90a cubins it runs the persistent
+// wgmma+TMA kernels (gemm_bf16_{nt,nn,tn}_*), on any other the mma.sync
+// fallback (gemm_bf16_{nt,nn,tn}_mma_*): the PTX build of the wgmma kernels
+// traps, and the sm_90a build runs only where the cubins load. The
+// geometry below is the kernels' (see the file's comment).
 const (
 	gemmBF16Tile         = 128                         // GEMM_BF16_BM = GEMM_BF16_BN
 	gemmBF16BoxK         = 64                          // GEMM_BF16_BK: the TMA box's inner size
+	gemmBF16BoxMN        = 64                          // an MN-major operand's box: 64 columns of 64 K rows
 	gemmBF16Threads      = 384                         // GEMM_BF16_THREADS: producer + 2 consumer warpgroups
 	gemmBF16MmaThreads   = 256                         // GEMM_BF16_MMA_THREADS
 	gemmBF16Smem         = 4*2*128*64*2 + 2*4*8 + 1024 // GEMM_BF16_SMEM: 4 stages of A and W chunks, 8 mbarriers, 1024-byte alignment slack
-	gemmBF16MmaSmem      = 3 * (128 + 128) * 40 * 2    // GEMM_BF16_MMA_SMEM: 3 stages of 256 padded rows
 	gemmBF16KMultiple    = 8                           // rows of 2K bytes must be 16-byte aligned
 	gemmBF16AlignOperand = 16                          // TMA bases and cp.async sources
 )
 
-// gemmOut is a bf16 GEMM's epilogue.
-type gemmOut int
+// gemmBF16MmaSmem is GEMM_BF16_MMA_SMEM(a_mn, b_mn): 3 stages of a chunk
+// of each operand, a K-major chunk 128 rows of 40 padded elements, an
+// MN-major one 32 K rows of 136.
+func gemmBF16MmaSmem(aMN, bMN bool) int {
+	elems := func(mn bool) int {
+		if mn {
+			return 32 * 136
+		}
+		return 128 * 40
+	}
+	return 3 * (elems(aMN) + elems(bMN)) * 2
+}
+
+// gemmKind is one of gemm_bf16.cu's entry-point pairs: a layout and an
+// epilogue.
+type gemmKind int
 
 const (
-	outF32      gemmOut = iota // C f32
-	outBF16                    // C bf16
-	outGELUBF16                // C bf16 of GELU(sum)
+	ntF32      gemmKind = iota // nt, C f32 (+ bias)
+	ntBF16                     // nt, C bf16 (+ bias)
+	ntGELUBF16                 // nt, C bf16 of GELU(sum + bias)
+	nnF32Add                   // nn, C f32 += the sum
+	tnF32                      // tn, C f32 (overwritten)
 )
 
-func (o gemmOut) String() string {
-	return [...]string{"f32", "bf16", "gelu_bf16"}[o]
+// gemmKinds describes each kind: its entry points on the wgmma and the
+// mma.sync path, which operands are MN-major (A [K, M] or B [K, N]; else
+// A [M, K], B [N, K]), whether it takes a bias, and C's alignment (the nt
+// epilogue stores column pairs; the nn and tn ones need 8 bytes).
+var gemmKinds = [...]struct {
+	name       string
+	wgmma, mma launch.Kernel
+	aMN, bMN   bool
+	bias       bool
+	cAlign     uintptr
+}{
+	ntF32:      {"gemm_bf16_nt_f32", launch.KGemmBf16NtF32, launch.KGemmBf16NtMmaF32, false, false, true, 8},
+	ntBF16:     {"gemm_bf16_nt_bf16", launch.KGemmBf16NtBf16, launch.KGemmBf16NtMmaBf16, false, false, true, 4},
+	ntGELUBF16: {"gemm_bf16_nt_gelu_bf16", launch.KGemmBf16NtGeluBf16, launch.KGemmBf16NtMmaGeluBf16, false, false, true, 4},
+	nnF32Add:   {"gemm_bf16_nn_f32_add", launch.KGemmBf16NnF32Add, launch.KGemmBf16NnMmaF32Add, false, true, false, 8},
+	tnF32:      {"gemm_bf16_tn_f32", launch.KGemmBf16TnF32, launch.KGemmBf16TnMmaF32, true, true, false, 8},
 }
 
-// kernel is the entry point of epilogue o on the wgmma or mma.sync path.
-func (o gemmOut) kernel(wgmma bool) launch.Kernel {
-	if wgmma {
-		return [...]launch.Kernel{launch.KGemmBf16NtF32, launch.KGemmBf16NtBf16, launch.KGemmBf16NtGeluBf16}[o]
-	}
-	return [...]launch.Kernel{launch.KGemmBf16NtMmaF32, launch.KGemmBf16NtMmaBf16, launch.KGemmBf16NtMmaGeluBf16}[o]
-}
+func (g gemmKind) String() string { return gemmKinds[g].name }
 
 // tensorCores is the device's state for the tensor-core kernels, set up at
 // Open from the driver: which path they take, the multiprocessor count,
@@ -58,16 +88,17 @@ type tensorCores struct {
 	sms   int
 	// raised holds the kernels allowed their dynamic shared memory.
 	raised map[launch.Kernel]bool
-	// maps caches the tensor map of each (base, rows, K) operand: a map is
-	// a pure function of them, so an entry stays right until the memory
-	// is freed (Device.free clears the cache; a reused address with the
-	// same shape would get the same map anyway).
+	// maps caches the tensor map of each operand (base, shape, major): a
+	// map is a pure function of them, so an entry stays right until the
+	// memory is freed (Device.free clears the cache; a reused address
+	// with the same shape would get the same map anyway).
 	maps map[tensorMapKey]driver.TensorMap
 }
 
 type tensorMapKey struct {
-	base    uintptr
-	rows, k int
+	base       uintptr
+	rows, cols int
+	mn         bool
 }
 
 // initTensorCores reads the driver's path and multiprocessor count (on the
@@ -80,19 +111,24 @@ func (d *Device) initTensorCores() {
 	d.tc = tc
 }
 
-// operandMap returns the tensor map of a bf16 operand [rows, k] at p: dims
-// {k, rows}, row stride 2k bytes, box {64, 128}, 128-byte swizzle, zero
-// fill, as gemm_bf16.cu's loads want.
-func (d *Device) operandMap(p uintptr, rows, k int) (driver.TensorMap, error) {
-	key := tensorMapKey{p, rows, k}
+// operandMap returns the tensor map of a bf16 operand [rows, cols] at p:
+// dims {cols, rows}, row stride 2 cols bytes, 128-byte swizzle, zero fill,
+// and the box gemm_bf16.cu's loads want: {64, 128} for a K-major operand
+// (cols = K), {64, 64} for an MN-major one (rows = K).
+func (d *Device) operandMap(p uintptr, rows, cols int, mn bool) (driver.TensorMap, error) {
+	key := tensorMapKey{p, rows, cols, mn}
 	if m, ok := d.tc.maps[key]; ok {
 		return m, nil
 	}
+	box := []uint32{gemmBF16BoxK, gemmBF16Tile}
+	if mn {
+		box = []uint32{gemmBF16BoxMN, gemmBF16BoxK}
+	}
 	m, err := d.tc.ext.EncodeTensorMap(driver.TensorMapSpec{DataType: driver.TensorBFloat16, Base: p,
-		Dims: []uint64{uint64(k), uint64(rows)}, Strides: []uint64{uint64(2 * k)},
-		Box: []uint32{gemmBF16BoxK, gemmBF16Tile}, Swizzle: driver.Swizzle128B})
+		Dims: []uint64{uint64(cols), uint64(rows)}, Strides: []uint64{uint64(2 * cols)},
+		Box: box, Swizzle: driver.Swizzle128B})
 	if err != nil {
-		return driver.TensorMap{}, fmt.Errorf("cuda: tensor map of a bf16 operand [%d, %d]: %w", rows, k, err)
+		return driver.TensorMap{}, fmt.Errorf("cuda: tensor map of a bf16 operand [%d, %d]: %w", rows, cols, err)
 	}
 	d.tc.maps[key] = m
 	return m, nil
@@ -113,97 +149,141 @@ func (d *Device) raiseShared(k launch.Kernel, bytes int) error {
 // gemmBF16F32 launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out); a null
 // bias adds none.
 func (d *Device) gemmBF16F32(c buf[float32], a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	if err := d.checkGemmBF16(outF32, c.p, c.n, 4, a, w, bias, m, n, k); err != nil {
-		return err
-	}
-	return d.launchGemmBF16(outF32, c.p, a, w, bias, m, n, k)
+	return d.gemmBF16(ntF32, c.p, c.n, a, w, bias, m, n, k)
 }
 
 // gemmBF16ToBF16 launches c[m,n] = bf16(a[m,k] w[n,k]^T + bias), or
-// bf16(GELU(...)) when out is outGELUBF16.
-func (d *Device) gemmBF16ToBF16(out gemmOut, c buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	if out != outBF16 && out != outGELUBF16 {
-		return fmt.Errorf("cuda: gemmBF16ToBF16 with epilogue %s", out)
+// bf16(GELU(...)) when kind is ntGELUBF16.
+func (d *Device) gemmBF16ToBF16(kind gemmKind, c buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
+	if kind != ntBF16 && kind != ntGELUBF16 {
+		return fmt.Errorf("cuda: gemmBF16ToBF16 with %s", kind)
 	}
-	if err := d.checkGemmBF16(out, c.p, c.n, 2, a, w, bias, m, n, k); err != nil {
-		return err
-	}
-	return d.launchGemmBF16(out, c.p, a, w, bias, m, n, k)
+	return d.gemmBF16(kind, c.p, c.n, a, w, bias, m, n, k)
 }
 
-// checkGemmBF16 checks the shapes, the buffers and their alignment.
-func (d *Device) checkGemmBF16(out gemmOut, c uintptr, cLen, cElem int, a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	what := "gemm_bf16_nt_" + out.String()
+// gemmBF16NNAdd launches c[m,n] += a[m,k] b[k,n].
+func (d *Device) gemmBF16NNAdd(c buf[float32], a, b buf[uint16], m, n, k int) error {
+	return d.gemmBF16(nnF32Add, c.p, c.n, a, b, buf[float32]{}, m, n, k)
+}
+
+// gemmBF16TN launches c[m,n] = a[k,m]^T b[k,n].
+func (d *Device) gemmBF16TN(c buf[float32], a, b buf[uint16], m, n, k int) error {
+	return d.gemmBF16(tnF32, c.p, c.n, a, b, buf[float32]{}, m, n, k)
+}
+
+// gemmBF16 checks and launches a GEMM of kind on the device's path: C at c
+// (cLen elements), operands a and b as gemmKinds[kind] lays them out.
+func (d *Device) gemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], bias buf[float32], m, n, k int) error {
+	if err := d.checkGemmBF16(kind, c, cLen, a, b, bias, m, n, k); err != nil {
+		return err
+	}
+	g := gemmKinds[kind]
+	// Each operand's shape as stored, [rows, cols].
+	aRows, aCols, bRows, bCols := m, k, n, k
+	if g.aMN {
+		aRows, aCols = k, m
+	}
+	if g.bMN {
+		bRows, bCols = k, n
+	}
+	l := d.with(gemmWork(m, n, k))
+	M, N, K := int32(m), int32(n), int32(k)
+	if !d.tc.wgmma {
+		smem := gemmBF16MmaSmem(g.aMN, g.bMN)
+		if err := d.raiseShared(g.mma, smem); err != nil {
+			return err
+		}
+		cfg := driver.LaunchConfig{Grid: [3]int{ceilDiv(n, gemmBF16Tile), ceilDiv(m, gemmBF16Tile), 1},
+			Block: [3]int{gemmBF16MmaThreads, 1, 1}, SharedBytes: smem}
+		pa, pb := a.cptr(), b.cptr()
+		switch kind {
+		case ntF32:
+			return launch.GemmBf16NtMmaF32(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c), M, N, K)
+		case ntBF16:
+			return launch.GemmBf16NtMmaBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+		case ntGELUBF16:
+			return launch.GemmBf16NtMmaGeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+		case nnF32Add:
+			return launch.GemmBf16NnMmaF32Add(l, cfg, pa, pb, launch.Ptr[float32](c), M, N, K)
+		default:
+			return launch.GemmBf16TnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c), M, N, K)
+		}
+	}
+	if err := d.raiseShared(g.wgmma, gemmBF16Smem); err != nil {
+		return err
+	}
+	ma, err := d.operandMap(a.p, aRows, aCols, g.aMN)
+	if err != nil {
+		return err
+	}
+	mb, err := d.operandMap(b.p, bRows, bCols, g.bMN)
+	if err != nil {
+		return err
+	}
+	// Persistent blocks: one per multiprocessor, or one per tile when
+	// there are fewer tiles.
+	tiles := ceilDiv(m, gemmBF16Tile) * ceilDiv(n, gemmBF16Tile)
+	cfg := driver.LaunchConfig{Grid: [3]int{max(1, min(d.tc.sms, tiles)), 1, 1}, Block: [3]int{gemmBF16Threads, 1, 1}, SharedBytes: gemmBF16Smem}
+	switch kind {
+	case ntF32:
+		return launch.GemmBf16NtF32(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c), M, N, K)
+	case ntBF16:
+		return launch.GemmBf16NtBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+	case ntGELUBF16:
+		return launch.GemmBf16NtGeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+	case nnF32Add:
+		return launch.GemmBf16NnF32Add(l, cfg, ma, mb, launch.Ptr[float32](c), M, N, K)
+	default:
+		return launch.GemmBf16TnF32(l, cfg, ma, mb, launch.Ptr[float32](c), M, N, K)
+	}
+}
+
+// checkGemmBF16 checks the shapes, the buffers and their alignment: each
+// operand's stored rows must be multiples of 8 elements (K for a K-major
+// operand, M or N for an MN-major one), as the TMA's row strides and
+// cp.async's 16-byte copies need.
+func (d *Device) checkGemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], bias buf[float32], m, n, k int) error {
+	g := gemmKinds[kind]
+	what := g.name
 	if d.tc.ext == nil {
 		return fmt.Errorf("cuda: %s needs the driver's extended launch calls, which this driver lacks", what)
 	}
 	if err := dims(what, m, n, k); err != nil {
 		return err
 	}
-	if k%gemmBF16KMultiple != 0 {
-		return fmt.Errorf("cuda: %s: K = %d is not a multiple of %d (bf16 rows must be 16-byte aligned)", what, k, gemmBF16KMultiple)
+	rowLens := []struct {
+		op, dim string
+		n       int
+	}{{"A", "K", k}, {"B", "K", k}}
+	if g.aMN {
+		rowLens[0].dim, rowLens[0].n = "M", m
 	}
-	rs := []required{{"C", c, cLen, m * n}, req("A", a, m*k), req("W", w, n*k)}
+	if g.bMN {
+		rowLens[1].dim, rowLens[1].n = "N", n
+	}
+	for _, r := range rowLens {
+		if r.n%gemmBF16KMultiple != 0 {
+			return fmt.Errorf("cuda: %s: %s = %d is not a multiple of %d (%s's bf16 rows must be 16-byte aligned)", what, r.dim, r.n, gemmBF16KMultiple, r.op)
+		}
+	}
+	rs := []required{{"C", c, cLen, m * n}, req("A", a, m*k), req("B", b, n*k)}
 	if bias.p != 0 {
+		if !g.bias {
+			return fmt.Errorf("cuda: %s takes no bias", what)
+		}
 		rs = append(rs, req("bias", bias, n))
 	}
 	if err := needAll(what, rs...); err != nil {
 		return err
 	}
-	if a.p%gemmBF16AlignOperand != 0 || w.p%gemmBF16AlignOperand != 0 {
-		return fmt.Errorf("cuda: %s: operands at %#x and %#x, both must be %d-byte aligned", what, a.p, w.p, gemmBF16AlignOperand)
+	if a.p%gemmBF16AlignOperand != 0 || b.p%gemmBF16AlignOperand != 0 {
+		return fmt.Errorf("cuda: %s: operands at %#x and %#x, both must be %d-byte aligned", what, a.p, b.p, gemmBF16AlignOperand)
 	}
-	// The epilogue stores column pairs in one access when N is even.
-	if c%uintptr(2*cElem) != 0 {
-		return fmt.Errorf("cuda: %s: C at %#x is not %d-byte aligned", what, c, 2*cElem)
+	if c%g.cAlign != 0 {
+		return fmt.Errorf("cuda: %s: C at %#x is not %d-byte aligned", what, c, g.cAlign)
 	}
 	if rowTiles := ceilDiv(m, gemmBF16Tile); !d.tc.wgmma && rowTiles > maxGridY {
 		return fmt.Errorf("cuda: %s: %d rows exceed the grid (at most %d)", what, m, maxGridY*gemmBF16Tile)
 	}
 	return nil
-}
-
-// launchGemmBF16 launches a checked bf16 GEMM on the device's path.
-func (d *Device) launchGemmBF16(out gemmOut, c uintptr, a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	kern := out.kernel(d.tc.wgmma)
-	l := d.with(gemmWork(m, n, k))
-	M, N, K := int32(m), int32(n), int32(k)
-	tiles := ceilDiv(m, gemmBF16Tile) * ceilDiv(n, gemmBF16Tile)
-	if !d.tc.wgmma {
-		if err := d.raiseShared(kern, gemmBF16MmaSmem); err != nil {
-			return err
-		}
-		cfg := driver.LaunchConfig{Grid: [3]int{ceilDiv(n, gemmBF16Tile), ceilDiv(m, gemmBF16Tile), 1},
-			Block: [3]int{gemmBF16MmaThreads, 1, 1}, SharedBytes: gemmBF16MmaSmem}
-		switch out {
-		case outF32:
-			return launch.GemmBf16NtMmaF32(l, cfg, a.cptr(), w.cptr(), bias.cptr(), launch.Ptr[float32](c), M, N, K)
-		case outBF16:
-			return launch.GemmBf16NtMmaBf16(l, cfg, a.cptr(), w.cptr(), bias.cptr(), launch.Ptr[uint16](c), M, N, K)
-		default:
-			return launch.GemmBf16NtMmaGeluBf16(l, cfg, a.cptr(), w.cptr(), bias.cptr(), launch.Ptr[uint16](c), M, N, K)
-		}
-	}
-	if err := d.raiseShared(kern, gemmBF16Smem); err != nil {
-		return err
-	}
-	ma, err := d.operandMap(a.p, m, k)
-	if err != nil {
-		return err
-	}
-	mw, err := d.operandMap(w.p, n, k)
-	if err != nil {
-		return err
-	}
-	// Persistent blocks: one per multiprocessor, or one per tile when
-	// there are fewer tiles.
-	cfg := driver.LaunchConfig{Grid: [3]int{max(1, min(d.tc.sms, tiles)), 1, 1}, Block: [3]int{gemmBF16Threads, 1, 1}, SharedBytes: gemmBF16Smem}
-	switch out {
-	case outF32:
-		return launch.GemmBf16NtF32(l, cfg, ma, mw, bias.cptr(), launch.Ptr[float32](c), M, N, K)
-	case outBF16:
-		return launch.GemmBf16NtBf16(l, cfg, ma, mw, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
-	default:
-		return launch.GemmBf16NtGeluBf16(l, cfg, ma, mw, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
-	}
 }

@@ -2,12 +2,14 @@
 
 package cuda
 
-// Tests of the bf16 GEMM launcher (gemm_bf16.go) on both of its paths, the
-// wgmma kernels and the mma.sync fallback, against a float64 product of the
-// same bf16 inputs. The kernels' own edge cases (ragged tiles, ring wraps,
-// odd N) are tested at the driver level (cuda/driver/gemm_bf16_test.go);
-// these check what the launcher adds: path choice, grid, shared memory,
-// tensor maps and their cache, and the argument checks.
+// Tests of the bf16 GEMM launcher (gemm_bf16.go), its nt, nn and tn
+// layouts on both of its paths, the wgmma kernels and the mma.sync
+// fallback, against a float64 product of the same bf16 inputs. The
+// kernels' own edge cases (ragged tiles, ring wraps, odd N) are tested at
+// the driver level (cuda/driver/gemm_bf16_test.go,
+// gemm_bf16_bwd_test.go); these check what the launcher adds: path
+// choice, grid, shared memory, tensor maps (K-major and MN-major boxes)
+// and their cache, and the argument checks.
 
 import (
 	"math"
@@ -72,7 +74,7 @@ func TestGemmBF16Launcher(t *testing.T) {
 	d := testDevice(t)
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {130, 260, 200}} {
-			for _, out := range []gemmOut{outF32, outBF16, outGELUBF16} {
+			for _, out := range []gemmKind{ntF32, ntBF16, ntGELUBF16} {
 				rng := rand.New(rand.NewPCG(uint64(ci), uint64(out)))
 				aBits, a := bf16Round(randn(rng, c.m*c.k, 1))
 				wBits, w := bf16Round(randn(rng, c.n*c.k, 1))
@@ -84,7 +86,7 @@ func TestGemmBF16Launcher(t *testing.T) {
 				}
 				da, dw := devCopy(t, d, aBits), devCopy(t, d, wBits)
 				got := make([]float64, c.m*c.n)
-				if out == outF32 {
+				if out == ntF32 {
 					dc := devCopy(t, d, nanFill(c.m*c.n))
 					on(t, d, func() error { return d.gemmBF16F32(dc, da, dw, bias, c.m, c.n, c.k) })
 					for i, v := range fetch(t, d, dc) {
@@ -107,9 +109,9 @@ func TestGemmBF16Launcher(t *testing.T) {
 						e := float64(c.k+1) * math.Ldexp(s, -23)
 						tol := e
 						switch out {
-						case outBF16:
+						case ntBF16:
 							tol = e + math.Ldexp(math.Abs(ref)+e, -8)
-						case outGELUBF16:
+						case ntGELUBF16:
 							ref = 0.5 * ref * math.Erfc(-ref/math.Sqrt2)
 							pre := 1.13*e + math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)
 							tol = pre + math.Ldexp(math.Abs(ref)+pre, -8)
@@ -128,6 +130,68 @@ func TestGemmBF16Launcher(t *testing.T) {
 			on(t, d, func() error { before = len(d.tc.maps); return nil })
 			if before < 2 {
 				t.Errorf("%d tensor maps cached after the launches", before)
+			}
+		}
+	})
+}
+
+// TestGemmBF16BackwardLaunchers: the nn launcher (c += a b, the data
+// gradient) and the tn one (c = a^T b, the weight gradient) on shapes of
+// one and several tiles: nn with M ragged (any M; N and K multiples of
+// 8), tn with K ragged (the batch; M and N multiples of 8), and K of one
+// chunk and several. C starts as random values for nn (which must be
+// kept and added to) and as NaN for tn (which must be overwritten).
+//
+// Tolerance: as TestGemmBF16Launcher's f32 epilogue, (K+1) 2^-23 S with S
+// = sum |a b| (+ |C's old value| for nn, the one more f32 addition). A
+// layout read the wrong way round, a dropped old value or a misplaced
+// tile errs by O(S/K) or more.
+func TestGemmBF16BackwardLaunchers(t *testing.T) {
+	d := testDevice(t)
+	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
+		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}} {
+			for _, kind := range []gemmKind{nnF32Add, tnF32} {
+				m, n, k := c.m, c.n, c.k
+				if kind == nnF32Add {
+					// nn: M ragged, K a multiple of 8.
+					m, k = c.k+3, c.m
+				}
+				rng := rand.New(rand.NewPCG(uint64(ci), 100+uint64(kind)))
+				aBits, a := bf16Round(randn(rng, m*k, 1))
+				bBits, b := bf16Round(randn(rng, k*n, 1))
+				old := nanFill(m * n)
+				if kind == nnF32Add {
+					old = randn(rng, m*n, 1)
+				}
+				da, db, dc := devCopy(t, d, aBits), devCopy(t, d, bBits), devCopy(t, d, old)
+				on(t, d, func() error {
+					if kind == nnF32Add {
+						return d.gemmBF16NNAdd(dc, da, db, m, n, k)
+					}
+					return d.gemmBF16TN(dc, da, db, m, n, k)
+				})
+				got := fetch(t, d, dc)
+				for i := 0; i < m; i++ {
+					for j := 0; j < n; j++ {
+						var ref, s float64
+						if kind == nnF32Add {
+							ref, s = float64(old[i*n+j]), math.Abs(float64(old[i*n+j]))
+						}
+						for p := 0; p < k; p++ {
+							// a is [m,k] for nn, [k,m] for tn; b is [k,n].
+							av := a[i*k+p]
+							if kind == tnF32 {
+								av = a[p*m+i]
+							}
+							ref += av * b[p*n+j]
+							s += math.Abs(av * b[p*n+j])
+						}
+						tol := float64(k+1) * math.Ldexp(s, -23)
+						if g := float64(got[i*n+j]); !(math.Abs(g-ref) <= tol) {
+							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, m, n, k, i, j, g, ref, tol)
+						}
+					}
+				}
 			}
 		}
 	})
@@ -181,7 +245,12 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 		{"null W", "null buffer", func() error { return d.gemmBF16F32(c, a, buf[uint16]{}, none, 8, 8, 8) }},
 		{"misaligned A", "16-byte aligned", func() error { return d.gemmBF16F32(c, a.at(4, 64), w, none, 8, 8, 8) }},
 		{"misaligned C", "aligned", func() error { return d.gemmBF16F32(c.at(1, 64), a, w, none, 8, 8, 8) }},
-		{"f32 epilogue to bf16", "epilogue f32", func() error { return d.gemmBF16ToBF16(outF32, cb, a, w, none, 8, 8, 8) }},
+		{"f32 epilogue to bf16", "with gemm_bf16_nt_f32", func() error { return d.gemmBF16ToBF16(ntF32, cb, a, w, none, 8, 8, 8) }},
+		{"nn N not a multiple of 8", "N = 12 is not a multiple of 8", func() error { return d.gemmBF16NNAdd(c, a, w, 9, 12, 8) }},
+		{"nn K not a multiple of 8", "K = 12 is not a multiple of 8", func() error { return d.gemmBF16NNAdd(c, a, w, 9, 8, 12) }},
+		{"tn M not a multiple of 8", "M = 9 is not a multiple of 8", func() error { return d.gemmBF16TN(c, a, w, 9, 8, 5) }},
+		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7) }},
+		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NNAdd(c.at(1, 64), a, w, 8, 8, 8) }},
 	} {
 		err := d.do(tc.call)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

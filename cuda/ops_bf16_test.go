@@ -5,13 +5,12 @@ package cuda
 // Tests of the bf16 engine's memory-bound kernels (kernels/bf16_convert.cu
 // and adamw_bf16) against host references. Every result but GELU's is
 // exact: a cast is one rounding (leconv.BFloat16Bits rounds to nearest
-// even as the kernels do), a transpose moves bits, add_f32 is one f32
-// addition, adamw_bf16 is adamw's arithmetic plus one rounding.
+// even as the kernels do), adamw_bf16 is adamw's arithmetic plus one
+// rounding.
 
 import (
 	"math"
 	"math/rand/v2"
-	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
@@ -77,78 +76,6 @@ func TestGeluBF16(t *testing.T) {
 		tol := (math.Ldexp(1, -8)+math.Ldexp(1, -14))*math.Abs(want) + math.Ldexp(1, -126)
 		if got := float64(leconv.BFloat16Value(g)); !(math.Abs(got-want) <= tol) {
 			t.Fatalf("GELU(%v) = %v, want %v within %.3g", xv, got, want, tol)
-		}
-	}
-}
-
-func TestAddF32(t *testing.T) {
-	d := testDevice(t)
-	rng := rand.New(rand.NewPCG(3, 16))
-	const n = 2500
-	y, x := randn(rng, n, 1), randn(rng, n, 1e-3)
-	dy := devCopy(t, d, y)
-	dx := devCopy(t, d, x)
-	on(t, d, func() error { return d.addF32(dy, dx, n) })
-	for i, g := range fetch(t, d, dy) {
-		if want := y[i] + x[i]; math.Float32bits(g) != math.Float32bits(want) {
-			t.Fatalf("y[%d] = %v, want %v", i, g, want)
-		}
-	}
-}
-
-// TestTransposeBF16: both transposes on shapes of partial tiles, with the
-// leading dimension padded past the rows (which must come out zero) and
-// the destination filled with NaN first, so that an element not written
-// fails.
-func TestTransposeBF16(t *testing.T) {
-	d := testDevice(t)
-	for ci, c := range []struct{ rows, cols, ld int }{{1, 1, 8}, {37, 70, 40}, {64, 32, 64}, {100, 33, 128}} {
-		rng := rand.New(rand.NewPCG(uint64(ci), 17))
-		src := randn(rng, c.rows*c.cols, 1)
-		bits, _ := bf16Round(src)
-		nanBits := make([]uint16, c.cols*c.ld)
-		for i := range nanBits {
-			nanBits[i] = 0x7fc1
-		}
-		for _, fromF32 := range []bool{false, true} {
-			dst := devCopy(t, d, nanBits)
-			if fromF32 {
-				s := devCopy(t, d, src)
-				on(t, d, func() error { return d.transposeF32BF16(dst, s, c.rows, c.cols, c.ld) })
-			} else {
-				s := devCopy(t, d, bits)
-				on(t, d, func() error { return d.transposeBF16(dst, s, c.rows, c.cols, c.ld) })
-			}
-			got := fetch(t, d, dst)
-			for col := 0; col < c.cols; col++ {
-				for r := 0; r < c.ld; r++ {
-					want := uint16(0)
-					if r < c.rows {
-						want = bits[r*c.cols+col]
-					}
-					if g := got[col*c.ld+r]; g != want {
-						t.Fatalf("%dx%d ld %d (from f32 %v): dst[%d][%d] = %#04x, want %#04x", c.rows, c.cols, c.ld, fromF32, col, r, g, want)
-					}
-				}
-			}
-		}
-	}
-	src := devAlloc[uint16](t, d, 64)
-	dst := devAlloc[uint16](t, d, 64)
-	for _, tc := range []struct {
-		name, want     string
-		src            buf[uint16]
-		rows, cols, ld int
-	}{
-		{"ld below rows", "leading dimension", src, 16, 2, 8},
-		{"ld not a multiple of 8", "leading dimension", src, 4, 2, 12},
-		{"short destination", "dst: buffer of", src, 8, 8, 16},
-		{"short source", "src: buffer of", src.at(0, 16), 8, 4, 8},
-		{"null source", "src: null buffer", buf[uint16]{}, 8, 4, 8},
-	} {
-		err := d.do(func() error { return d.transposeBF16(dst, tc.src, tc.rows, tc.cols, tc.ld) })
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
 		}
 	}
 }

@@ -15,18 +15,9 @@ static_assert(std::is_same_v<decltype(&cast_f32_bf16), void (*)(uint16_t*, const
               "kernels/bf16_convert.cu: cast_f32_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gelu_f32_bf16), void (*)(uint16_t*, const float*, int)>,
               "kernels/bf16_convert.cu: gelu_f32_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&add_f32), void (*)(float*, const float*, int)>,
-              "kernels/bf16_convert.cu: add_f32: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&transpose_bf16), void (*)(uint16_t*, const uint16_t*, int, int, int)>,
-              "kernels/bf16_convert.cu: transpose_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&transpose_f32_bf16), void (*)(uint16_t*, const float*, int, int, int)>,
-              "kernels/bf16_convert.cu: transpose_f32_bf16: run go generate ./kernels");
 
 emu_entry emu_table_bf16_convert[] = {
     EMU_ENTRY(cast_f32_bf16),
     EMU_ENTRY(gelu_f32_bf16),
-    EMU_ENTRY(add_f32),
-    EMU_ENTRY(transpose_bf16),
-    EMU_ENTRY(transpose_f32_bf16),
 };
 int emu_table_bf16_convert_len = sizeof(emu_table_bf16_convert) / sizeof(emu_table_bf16_convert[0]);

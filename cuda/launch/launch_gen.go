@@ -13,9 +13,6 @@ const (
 	KArchProbe                            // kernels/arch_probe.cu
 	KCastF32Bf16                          // kernels/bf16_convert.cu
 	KGeluF32Bf16                          // kernels/bf16_convert.cu
-	KAddF32                               // kernels/bf16_convert.cu
-	KTransposeBf16                        // kernels/bf16_convert.cu
-	KTransposeF32Bf16                     // kernels/bf16_convert.cu
 	KGatherRowsF16                        // kernels/gather.cu
 	KGeluBackward                         // kernels/gelu.cu
 	KGemmNtBias                           // kernels/gemm.cu
@@ -71,9 +68,6 @@ var names = [NumKernels]string{
 	KArchProbe:              "arch_probe",
 	KCastF32Bf16:            "cast_f32_bf16",
 	KGeluF32Bf16:            "gelu_f32_bf16",
-	KAddF32:                 "add_f32",
-	KTransposeBf16:          "transpose_bf16",
-	KTransposeF32Bf16:       "transpose_f32_bf16",
 	KGatherRowsF16:          "gather_rows_f16",
 	KGeluBackward:           "gelu_backward",
 	KGemmNtBias:             "gemm_nt_bias",
@@ -128,9 +122,6 @@ var paramBytes = [NumKernels][]int{
 	KArchProbe:              {8},
 	KCastF32Bf16:            {8, 8, 4},
 	KGeluF32Bf16:            {8, 8, 4},
-	KAddF32:                 {8, 8, 4},
-	KTransposeBf16:          {8, 8, 4, 4, 4},
-	KTransposeF32Bf16:       {8, 8, 4, 4, 4},
 	KGatherRowsF16:          {8, 8, 8, 4, 4, 4},
 	KGeluBackward:           {8, 8, 8, 4},
 	KGemmNtBias:             {8, 8, 8, 8, 4, 4, 4},
@@ -212,27 +203,6 @@ func CastF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[
 //	gelu_f32_bf16(uint16_t* y, const float* x, int n)
 func GeluF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
 	return l.Launch(KGeluF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
-}
-
-// AddF32 launches add_f32 of kernels/bf16_convert.cu:
-//
-//	add_f32(float* y, const float* x, int n)
-func AddF32(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], x ConstPtr[float32], n int32) error {
-	return l.Launch(KAddF32, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
-}
-
-// TransposeBf16 launches transpose_bf16 of kernels/bf16_convert.cu:
-//
-//	transpose_bf16(uint16_t* dst, const uint16_t* src, int rows, int cols, int ld)
-func TransposeBf16(l Launcher, cfg driver.LaunchConfig, dst Ptr[uint16], src ConstPtr[uint16], rows int32, cols int32, ld int32) error {
-	return l.Launch(KTransposeBf16, cfg, [][]byte{ptr(dst), ptr(src), i32(rows), i32(cols), i32(ld)})
-}
-
-// TransposeF32Bf16 launches transpose_f32_bf16 of kernels/bf16_convert.cu:
-//
-//	transpose_f32_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld)
-func TransposeF32Bf16(l Launcher, cfg driver.LaunchConfig, dst Ptr[uint16], src ConstPtr[float32], rows int32, cols int32, ld int32) error {
-	return l.Launch(KTransposeF32Bf16, cfg, [][]byte{ptr(dst), ptr(src), i32(rows), i32(cols), i32(ld)})
 }
 
 // GatherRowsF16 launches gather_rows_f16 of kernels/gather.cu:

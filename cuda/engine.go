@@ -98,11 +98,17 @@ func NewEngine(c nn.Config) (*Engine, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	return openEngine(c, false)
+}
+
+// openEngine opens the GPU and builds an engine of shape c on it, in bf16
+// mode or not, closing the device again when that fails.
+func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
 	dev, err := Open()
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEngine(dev, c, false)
+	e, err := newEngine(dev, c, bf16)
 	if err != nil {
 		dev.Close()
 		return nil, err

@@ -56,16 +56,7 @@ func NewBF16Engine(c nn.Config) (*Engine, error) {
 			return nil, fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
 		}
 	}
-	dev, err := Open()
-	if err != nil {
-		return nil, err
-	}
-	e, err := newEngine(dev, c, true)
-	if err != nil {
-		dev.Close()
-		return nil, err
-	}
-	return e, nil
+	return openEngine(c, true)
 }
 
 // BF16 says whether the engine computes in bf16 mixed precision.

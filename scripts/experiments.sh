@@ -55,9 +55,11 @@ train() {
 train base "$base" "${model[@]}" --ema 0.99 --keep 2
 train infonce "$base" "${model[@]}" --loss infonce
 train mse-infonce "$base" "${model[@]}" --loss mse+infonce --infonce-weight 0.01
-# The soup: the last three epochs' checkpoints of the base run (--keep 2
-# keeps the two before the last).
-"$bin" average --out "$out/runs/soup.safetensors" "$out"/runs/base/checkpoints/step-*
+# The soup: the last three epochs' checkpoints of the base run, by step
+# (--keep 2 keeps the two before the last; an older best may be kept too).
+mapfile -t soup < <(printf '%s\n' "$out"/runs/base/checkpoints/step-* | sort | tail -n 3)
+[ ${#soup[@]} = 3 ] || { echo "experiments.sh: the base run left ${#soup[@]} checkpoints, want 3" >&2; exit 1; }
+"$bin" average --out "$out/runs/soup.safetensors" "${soup[@]}"
 # Fine-tuning: the base run's last model, 3 epochs on the shifted set at a
 # lower peak learning rate; beside it, the same data from scratch.
 echo "== train finetune: --init base"
@@ -73,18 +75,28 @@ r5() {
 		awk '/text->image|image->text/ { s += $(NF-2); n++ } END { if (n != 2) exit 1; printf "%.2f", s / n }'
 }
 
+# Every number first, so that a failed evaluation stops the script (set -e)
+# rather than leave an empty cell.
+r5_base=$(r5 "$out/runs/base/last" "$base/eval")
+r5_ema=$(r5 "$out/runs/base/last/ema.safetensors" "$base/eval")
+r5_soup=$(r5 "$out/runs/soup.safetensors" "$base/eval")
+r5_infonce=$(r5 "$out/runs/infonce/last" "$base/eval")
+r5_mse_infonce=$(r5 "$out/runs/mse-infonce/last" "$base/eval")
+r5_base_shifted=$(r5 "$out/runs/base/last" "$shifted/eval")
+r5_finetune=$(r5 "$out/runs/finetune/last" "$shifted/eval")
+r5_scratch=$(r5 "$out/runs/shifted-scratch/last" "$shifted/eval")
 table=$out/table.md
 {
 	echo "| recipe | evaluated on | mean R@5 (%) |"
 	echo "|---|---|---|"
-	echo "| base recipe (unit-norm MSE), last epoch | base | $(r5 "$out/runs/base/last" "$base/eval") |"
-	echo "| + EMA of the weights (decay 0.99) | base | $(r5 "$out/runs/base/last/ema.safetensors" "$base/eval") |"
-	echo "| soup of the last 3 epochs (dinoclip average) | base | $(r5 "$out/runs/soup.safetensors" "$base/eval") |"
-	echo "| InfoNCE | base | $(r5 "$out/runs/infonce/last" "$base/eval") |"
-	echo "| MSE + 0.01 x InfoNCE | base | $(r5 "$out/runs/mse-infonce/last" "$base/eval") |"
-	echo "| base recipe, not fine-tuned | shifted | $(r5 "$out/runs/base/last" "$shifted/eval") |"
-	echo "| base fine-tuned on the shifted set (--init, 3 epochs) | shifted | $(r5 "$out/runs/finetune/last" "$shifted/eval") |"
-	echo "| trained on the shifted set from scratch (6 epochs) | shifted | $(r5 "$out/runs/shifted-scratch/last" "$shifted/eval") |"
+	echo "| base recipe (unit-norm MSE), last epoch | base | $r5_base |"
+	echo "| + EMA of the weights (decay 0.99) | base | $r5_ema |"
+	echo "| soup of the last 3 epochs (dinoclip average) | base | $r5_soup |"
+	echo "| InfoNCE | base | $r5_infonce |"
+	echo "| MSE + 0.01 x InfoNCE | base | $r5_mse_infonce |"
+	echo "| base recipe, not fine-tuned | shifted | $r5_base_shifted |"
+	echo "| base fine-tuned on the shifted set (--init, 3 epochs) | shifted | $r5_finetune |"
+	echo "| trained on the shifted set from scratch (6 epochs) | shifted | $r5_scratch |"
 	echo
 	echo "Measured by scripts/experiments.sh at commit $commit on $(date -u +%Y-%m-%d), $(uname -sm), $(nproc) CPUs$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: /, /')."
 } >"$table"

@@ -86,7 +86,7 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		{"step behind the position", 17, set("step", 3), "step 3"},
 		{"batch 999", 5, set("batch", 999), "batch 999"},
 		{"batch -1", 5, set("batch", -1), "batch -1"},
-		{"other epochs", 5, set("options.epochs", 30), "options"},
+		{"other epochs", 5, set("options.epochs", 30), "epochs 30 in the checkpoint"},
 		{"other batch size", 5, set("options.batch", 0), "batch 0"},
 		{"longer schedule", 5, set("schedule.total_steps", 1e6), "schedule"},
 		{"other data", 5, set("data.rows", 50), "50 rows"},

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -264,6 +265,40 @@ func Steps(epochs, rows, batch int) (perEpoch, total int, err error) {
 	return perEpoch, epochs * perEpoch, nil
 }
 
+// optionsDiff names the options in which a checkpoint's (ck) and
+// run.json's (run) differ, by their JSON names, with both values.
+func optionsDiff(ck, run Options) string {
+	var a, b map[string]any
+	ja, _ := json.Marshal(ck)
+	jb, _ := json.Marshal(run)
+	json.Unmarshal(ja, &a)
+	json.Unmarshal(jb, &b)
+	keys := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var diffs []string
+	for _, k := range keys {
+		if fmt.Sprint(a[k]) != fmt.Sprint(b[k]) {
+			diffs = append(diffs, fmt.Sprintf("%s %v in the checkpoint, %v in run.json", k, orUnset(a[k]), orUnset(b[k])))
+		}
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func orUnset(v any) any {
+	if v == nil {
+		return "unset"
+	}
+	return v
+}
+
 // check reports what in a trainer state read from a checkpoint does not fit
 // the run it belongs to (run, as run.json records it) or is not a state a
 // run can reach: other options, another schedule, a position outside the
@@ -271,7 +306,7 @@ func Steps(epochs, rows, batch int) (perEpoch, total int, err error) {
 func (st State) check(run State, evals []*retrieval.Set) error {
 	o := st.Options
 	if o != run.Options {
-		return fmt.Errorf("its options %+v are not the run's %+v", o, run.Options)
+		return fmt.Errorf("its options are not the run's: %s", optionsDiff(o, run.Options))
 	}
 	if st.Data != run.Data {
 		return fmt.Errorf("its training data %+v is not the run's %+v", st.Data, run.Data)

@@ -492,7 +492,7 @@ func (tr *Trainer) float64Engine() *nn.CPUEngine[float64] {
 // checkPrecision refuses an engine that does not compute in o's precision.
 func (tr *Trainer) checkPrecision(o Options) error {
 	if want, is := o.PrecisionMode(), EnginePrecision(tr.Engine); want != is {
-		return fmt.Errorf("precision %s: the engine (%T) computes in %s; fp64 runs on the float64 CPU engine, bf16 on the GPU engine in bf16 mode, fp32 on the others", want, tr.Engine, is)
+		return fmt.Errorf("the run trains in %s, but the engine opened for it computes in %s (fp64 is the CPU's float64 engine, bf16 the GPU's mixed precision, fp32 either): if the run's files say different things, they were edited", want, is)
 	}
 	return nil
 }

@@ -37,8 +37,9 @@ func trainCommand() *cli.Command {
 			"checkpoint under RUNDIR/checkpoints, and points RUNDIR/last at it and RUNDIR/best at the\n" +
 			"best one by --best-metric. Ctrl-C saves a\n" +
 			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
-			"evaluation sets and options the run was started with (RUNDIR/run.json). One process at a\n" +
-			"time trains in a run directory.\n" +
+			"evaluation sets and options the run was started with (RUNDIR/run.json); --data or --eval\n" +
+			"given with --resume replace the run's (moved files: their shapes are checked, not their\n" +
+			"contents). One process at a time trains in a run directory.\n" +
 			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
 			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +
 			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +

@@ -139,13 +139,27 @@ func checkModelMeta(name string, meta map[string]string) error {
 		return fmt.Errorf("%s: format %q, want %q: not a model file (an optimizer or float64 state, or a newer dinoclip's format)", name, f, ModelFormat)
 	}
 	for _, key := range []string{"step", "epoch"} {
-		if s, ok := meta[key]; ok {
-			if n, err := strconv.Atoi(s); err != nil || n < 0 {
-				return fmt.Errorf("%s: metadata %s %q is not a count (a tampered file?)", name, key, s)
-			}
+		if s, ok := meta[key]; ok && !isCount(s) {
+			return fmt.Errorf("%s: metadata %s %q is not a count (a tampered file?)", name, key, s)
 		}
 	}
+	// The arithmetic of the run that wrote it (train's fp32, bf16, fp64).
+	switch p, ok := meta["precision"]; {
+	case !ok, p == "fp32", p == "bf16", p == "fp64":
+	default:
+		return fmt.Errorf("%s: metadata precision %q, want fp32, bf16 or fp64 (a tampered file?)", name, p)
+	}
 	return nil
+}
+
+// isCount says whether s is a count as the trainer writes it: decimal
+// digits only (no sign, spaces or exponent), within int.
+func isCount(s string) bool {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return false
+	}
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 // readModel is ReadModel on an opened file (mapped, or in memory).

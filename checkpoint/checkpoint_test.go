@@ -279,6 +279,9 @@ func TestModelMetadataChecked(t *testing.T) {
 		{map[string]string{"format": "dinoclip-model/2"}, "not a model file"},
 		{map[string]string{"step": "-3"}, `step "-3" is not a count`},
 		{map[string]string{"epoch": "two"}, `epoch "two" is not a count`},
+		{map[string]string{"step": "+5"}, `step "+5" is not a count`},
+		{map[string]string{"precision": "bf16"}, ""},
+		{map[string]string{"precision": "xx"}, `precision "xx"`},
 	} {
 		path := write(c.meta)
 		_, errModel := ReadModel(path)

@@ -145,13 +145,16 @@ func (m *IndexManifest) check() error {
 	if _, err := indexDType(m.DType); err != nil {
 		return err
 	}
-	if len(m.Model.SHA256) != 64 {
+	if !isSHA256Hex(m.Model.SHA256) {
 		return fmt.Errorf("model sha256 %q is not a SHA-256", m.Model.SHA256)
 	}
 	var next int64
 	for i, s := range m.Shards {
 		if !shardName.MatchString(s.Keys) || !shardName.MatchString(s.IDs) || !strings.HasPrefix(s.Keys, "keys-") || !strings.HasPrefix(s.IDs, "ids-") {
 			return fmt.Errorf("shard %d names files %q and %q, want keys-NNNNN.npy and ids-NNNNN.npy", i, s.Keys, s.IDs)
+		}
+		if s.KeysSample != "" && !isSHA256Hex(s.KeysSample) {
+			return fmt.Errorf("shard %d: keys_sample %q is not a hex SHA-256", i, s.KeysSample)
 		}
 		if s.Rows < 0 || s.FirstID != next {
 			return fmt.Errorf("shard %d: %d rows from id %d, want ids to continue from %d", i, s.Rows, s.FirstID, next)
@@ -162,6 +165,12 @@ func (m *IndexManifest) check() error {
 		return fmt.Errorf("%d rows, but its shards hold %d", m.Rows, next)
 	}
 	return nil
+}
+
+// isSHA256Hex says whether s is a SHA-256 as the index writes it: 64
+// lowercase hex digits.
+func isSHA256Hex(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
 }
 
 func indexDType(name string) (npy.DType, error) {

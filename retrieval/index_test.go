@@ -214,6 +214,9 @@ func TestIndexTampered(t *testing.T) {
 		{"keys of the same shape rewritten", "keys_sample differs", func(dir string) {
 			npy.WriteFloat16(filepath.Join(dir, "keys-00001.npy"), []int{1, 2}, []float32{0, 1})
 		}},
+		{"keys sample not hex", "not a hex SHA-256", editManifest(func(m map[string]any) {
+			shard(m, 0)["keys_sample"] = "zz"
+		})},
 		{"keys sample altered", "keys_sample differs", editManifest(func(m map[string]any) {
 			shard(m, 0)["keys_sample"] = strings.Repeat("0", 64)
 		})},

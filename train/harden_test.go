@@ -414,3 +414,28 @@ func TestCheckResumableLockedRun(t *testing.T) {
 		t.Errorf("CheckResumable after the lock was released: %v", err)
 	}
 }
+
+// A run whose last link was removed by hand, with its checkpoints still
+// there, is neither "nothing to resume" (whose advice, a new run, would
+// prune them) nor overwritten by a new run: both name the newest
+// checkpoint to link again, and the checkpoints stay.
+func TestOrphanedCheckpointsRefused(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	target, err := os.Readlink(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	for _, resume := range []bool{true, false} {
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+		if err == nil || !strings.Contains(err.Error(), "no last link") || !strings.Contains(err.Error(), target) {
+			t.Errorf("resume %v without the last link: %v, want an error naming %s", resume, err, target)
+		}
+		if _, err := os.Stat(filepath.Join(runDir, target, checkpoint.ModelFile)); err != nil {
+			t.Fatalf("resume %v: the checkpoint is gone: %v", resume, err)
+		}
+	}
+}

@@ -155,6 +155,9 @@ func checkResumable(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
+		if err := orphanedCheckpoints(dir); err != nil {
+			return err
+		}
 		return fmt.Errorf("nothing to resume in %s: %w", dir, errNoCheckpoint)
 	}
 	if st.Mode()&os.ModeSymlink == 0 {
@@ -177,12 +180,32 @@ func brokenRunError(dir string) error {
 		dir, last, target, dir)
 }
 
+// orphanedCheckpoints refuses a run directory whose last link is gone but
+// whose checkpoints are still there (the link was removed by hand): a
+// resume has nothing to start from, and a new run would mix with them and
+// prune them. It names the newest one to link again.
+func orphanedCheckpoints(dir string) error {
+	entries, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir))
+	newest := ""
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") && e.Name() > newest {
+			newest = e.Name()
+		}
+	}
+	if newest == "" {
+		return nil
+	}
+	last := filepath.Join(dir, checkpoint.LastLink)
+	return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed): link the newest again to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
+		dir, checkpoint.LastLink, filepath.Join(CheckpointsDir, newest), ShellArg(last), ShellArg(dir))
+}
+
 // checkNewRunDir refuses a run directory that already holds checkpoints
 // rather than mix a new run with it.
 func checkNewRunDir(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Lstat(last); err != nil {
-		return nil
+		return orphanedCheckpoints(dir)
 	}
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)

@@ -151,6 +151,6 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective) error {
 	if o.Contrastive() {
 		what += ", and InfoNCE's batch x batch logits"
 	}
-	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but this machine has %.1f GiB available: use a smaller --hidden-dim, --blocks or --batch",
+	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller --hidden-dim, --blocks or --batch",
 		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30))
 }

@@ -57,6 +57,11 @@ func runProject(cCtx *cli.Context) error {
 	inPath, outPath := cCtx.String("in"), cCtx.String("out")
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
+	} else if err == nil {
+		// Replacing the input with its projection would lose the features.
+		if in, ierr := os.Stat(inPath); ierr == nil && os.SameFile(st, in) {
+			return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
+		}
 	}
 	in, err := npy.Open(inPath)
 	if err != nil {

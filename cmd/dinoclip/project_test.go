@@ -140,6 +140,7 @@ func TestProjectErrors(t *testing.T) {
 		{"float64 beyond float32", []string{"project", "--model", run, "--in", far, "--out", ok}, []string{far, "row 1, column 3", "beyond float32's range"}},
 		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
+		{"output is the input", []string{"project", "--model", run, "--in", good, "--out", good}, []string{good, "is the --in file"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
 		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},

@@ -1,7 +1,11 @@
 package sysmem
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +59,37 @@ func TestAvailableOnThisMachine(t *testing.T) {
 	}
 	if avail < 1<<20 {
 		t.Errorf("Available() = %d bytes: less than 1 MiB is not a running machine", avail)
+	}
+}
+
+// Under ulimit -v, Available is at most what the limit leaves: the check
+// runs in a child process started with the limit set.
+func TestAvailableUnderAddressSpaceLimit(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("ulimit -v and /proc/self/status: Linux only, not %s", runtime.GOOS)
+	}
+	if os.Getenv("SYSMEM_CHILD") == "1" {
+		avail, ok := Available()
+		fmt.Printf("available %d %v\n", avail, ok)
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limitKB = 4 << 20 // 4 GiB: room for the Go runtime's reservations
+	cmd := exec.Command("bash", "-c", fmt.Sprintf("ulimit -v %d && exec %q -test.run '^TestAvailableUnderAddressSpaceLimit$'", limitKB, exe))
+	cmd.Env = append(os.Environ(), "SYSMEM_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var avail uint64
+	var ok bool
+	if _, err := fmt.Sscanf(string(out[strings.Index(string(out), "available"):]), "available %d %v", &avail, &ok); err != nil {
+		t.Fatalf("child output %q: %v", out, err)
+	}
+	if !ok || avail >= limitKB<<10 {
+		t.Errorf("under ulimit -v %d KiB: Available() = %d, %v; want less than the limit", limitKB, avail, ok)
 	}
 }

@@ -85,6 +85,11 @@ type Engine struct {
 	residentT        buf[uint16]
 	residentByteSize int64
 
+	// The moving average of the weights (ema.go): an allocation of its
+	// own, made by the first StartEMA; emaDecay is 0 until one succeeds.
+	ema      buf[float32]
+	emaDecay float64
+
 	ready bool // gradients hold a backward pass not yet stepped
 
 	objective objectiveState // the loss (objective.go)

@@ -367,6 +367,24 @@ func (d *Device) adamW(p, g, m, v buf[float32], n int, s nn.AdamWStep) error {
 		sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2, sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps, int32(n))
 }
 
+// emaUpdate launches ema_update: ema = decay*ema + (1-decay)*p over n
+// floats, with nn.BlendEMA's roundings (1-decay computed here, in float64,
+// as nn.BlendEMA does).
+func (d *Device) emaUpdate(ema, p buf[float32], n int, decay float64) error {
+	const what = "ema_update"
+	if err := dims(what, n); err != nil {
+		return err
+	}
+	if err := checkDecay(decay); err != nil {
+		return fmt.Errorf("cuda: %s: %w", what, err)
+	}
+	if err := needAll(what, req("ema", ema, n), req("params", p, n)); err != nil {
+		return err
+	}
+	// Each element: the average read and written, the parameter read.
+	return launch.EmaUpdate(d.with(elemWork(n, 3)), grid(elementGrid(n), 1), ema.ptr(), p.cptr(), decay, 1-decay, int32(n))
+}
+
 // gatherRows launches gather_rows_f16: dst[i] = the float16 row rows[i] of
 // src [nsrc, dim], converted exactly to float32, for i < n. The indices are
 // in device memory, so their range is the caller's to check (the kernel

@@ -7,6 +7,7 @@ var Modules = []Module{
 	{"adamw", []string{"adamw", "adamw_bf16"}},
 	{"arch_probe", []string{"arch_probe"}},
 	{"bf16_convert", []string{"cast_f32_bf16", "gelu_f32_bf16"}},
+	{"ema", []string{"ema_update"}},
 	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},

@@ -187,3 +187,101 @@ func TestEMAFloat64LeavesTrainingUntouched(t *testing.T) {
 		t.Error("the float64 run with a moving average trained other weights than the run without")
 	}
 }
+
+// countParameters counts the copies of the weights out of the engine.
+type countParameters struct {
+	nn.Engine
+	copies int
+}
+
+func (c *countParameters) Parameters(dst []float32) error {
+	c.copies++
+	return c.Engine.Parameters(dst)
+}
+
+// deviceEMA is an nn.EMAEngine as a GPU engine is one, on the CPU engine:
+// the average kept beside the weights, blended without copying them out
+// (countParameters does not see it).
+type deviceEMA struct {
+	*countParameters
+	ema     []float32
+	decay   float64
+	starts  int
+	updates int
+}
+
+func (d *deviceEMA) StartEMA(init []float32, decay float64) error {
+	d.ema, d.decay = slices.Clone(init), decay
+	d.starts++
+	return nil
+}
+
+func (d *deviceEMA) UpdateEMA() error {
+	w := make([]float32, len(d.ema))
+	if err := d.countParameters.Engine.Parameters(w); err != nil {
+		return err
+	}
+	nn.BlendEMA(d.ema, w, d.decay)
+	d.updates++
+	return nil
+}
+
+func (d *deviceEMA) EMA(dst []float32) error {
+	copy(dst, d.ema)
+	return nil
+}
+
+// With an engine that keeps the average itself, the trainer starts it on
+// a new run and again on resume, updates it once a step, copies the weights
+// out once a step fewer than when it keeps the average on the host, and
+// writes the same ema.safetensors and metrics.
+func TestEMAKeptByTheEngine(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	hostDir, engineDir := t.TempDir(), t.TempDir()
+	host := &countParameters{}
+	tr := newTrainer(t, dataDir, hostDir, func(e nn.Engine) nn.Engine { host.Engine = e; return host })
+	tr.Options.EMA = 0.999
+	if _, err := tr.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	var legs []*deviceEMA
+	for i, stop := range []int{5, 0} {
+		ctx, cancel := context.WithCancel(context.Background())
+		d := &deviceEMA{countParameters: &countParameters{}}
+		legs = append(legs, d)
+		tr := newTrainer(t, dataDir, engineDir, func(e nn.Engine) nn.Engine {
+			d.countParameters.Engine = e
+			if stop == 0 {
+				return d
+			}
+			d.countParameters.Engine = &cancelAfter{Engine: e, n: stop, cancel: cancel}
+			return d
+		})
+		tr.Options.EMA = 0.999
+		if _, err := tr.Run(ctx, i > 0); err != nil && !(stop > 0 && errors.Is(err, context.Canceled)) {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	steps := legs[0].updates + legs[1].updates
+	if steps != 36 || legs[0].starts != 1 || legs[1].starts != 1 {
+		t.Fatalf("%d updates, starts %d and %d: want 36 updates and one start each leg", steps, legs[0].starts, legs[1].starts)
+	}
+	// The resumed leg saves one checkpoint more (the stop's), which copies
+	// the weights out once.
+	if copies := legs[0].copies + legs[1].copies; host.copies-copies != 36-1 {
+		t.Errorf("the weights were copied out %d times with the engine's average, %d with the host's: want 35 fewer", copies, host.copies)
+	}
+	a, err := os.ReadFile(filepath.Join(hostDir, checkpoint.LastLink, checkpoint.EMAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(engineDir, checkpoint.LastLink, checkpoint.EMAFile))
+	if err != nil || !slices.Equal(a, b) {
+		t.Errorf("the engine-kept average's ema.safetensors differs from the host-kept one's (%v)", err)
+	}
+	if !slices.Equal(metricsLines(t, hostDir), metricsLines(t, engineDir)) {
+		t.Error("metrics differ")
+	}
+}

@@ -194,8 +194,11 @@ type Trainer struct {
 
 	initRef *InitRef // the run's RunInfo.Init
 	// ema is the moving average of the weights (Options.EMA), nil
-	// without one; weights is scratch for the engine's weights.
+	// without one; weights is scratch for the engine's weights. With an
+	// engine that keeps the average itself (nn.EMAEngine), emaEngine is it
+	// and ema is the host copy, current only after syncEMA.
 	ema, weights []float32
+	emaEngine    nn.EMAEngine
 }
 
 // InitModel is the model a fine-tuning run starts from.
@@ -519,6 +522,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	if err != nil {
 		return Result{}, err
 	}
+	if err := tr.startEMA(o.EMA); err != nil {
+		return Result{}, err
+	}
 	spe := order.StepsPerEpoch()
 	attrs := []any{"model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
 		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil}
@@ -699,12 +705,31 @@ func (tr *Trainer) evaluate() ([]retrieval.Report, error) {
 	return reports, nil
 }
 
-// updateEMA blends the engine's weights into the moving average after an
-// optimizer step: on the host, from a copy of the weights (a GPU engine
-// copies them out every step; a fused update on the device is not done).
-func (tr *Trainer) updateEMA(decay float64) error {
-	if tr.ema == nil {
+// startEMA hands the moving average to the engine when it keeps one
+// itself (nn.EMAEngine): at the start of a run and of a resumed one, from
+// the average of the start (the initial weights or the checkpoint's).
+func (tr *Trainer) startEMA(decay float64) error {
+	tr.emaEngine = nil
+	e, ok := tr.Engine.(nn.EMAEngine)
+	if tr.ema == nil || !ok {
 		return nil
+	}
+	if err := e.StartEMA(tr.ema, decay); err != nil {
+		return err
+	}
+	tr.emaEngine = e
+	return nil
+}
+
+// updateEMA blends the engine's weights into the moving average after an
+// optimizer step: in the engine when it keeps the average, else on the
+// host from a copy of the weights (nn.BlendEMA, the same bits).
+func (tr *Trainer) updateEMA(decay float64) error {
+	switch {
+	case tr.ema == nil:
+		return nil
+	case tr.emaEngine != nil:
+		return tr.emaEngine.UpdateEMA()
 	}
 	if tr.weights == nil {
 		tr.weights = make([]float32, len(tr.ema))
@@ -712,8 +737,18 @@ func (tr *Trainer) updateEMA(decay float64) error {
 	if err := tr.Engine.Parameters(tr.weights); err != nil {
 		return err
 	}
-	for i, w := range tr.weights {
-		tr.ema[i] = float32(decay*float64(tr.ema[i]) + (1-decay)*float64(w))
+	nn.BlendEMA(tr.ema, tr.weights, decay)
+	return nil
+}
+
+// syncEMA brings the host copy of the moving average up to date when the
+// engine keeps it: before an evaluation of it and a checkpoint.
+func (tr *Trainer) syncEMA() error {
+	if tr.emaEngine == nil {
+		return nil
+	}
+	if err := tr.emaEngine.EMA(tr.ema); err != nil {
+		return fmt.Errorf("copying the moving average of the weights out of the engine: %w", err)
 	}
 	return nil
 }
@@ -722,6 +757,9 @@ func (tr *Trainer) updateEMA(decay float64) error {
 // engine for the evaluation, the training weights put back after it
 // unchanged (a float64 engine's at full precision).
 func (tr *Trainer) evaluateEMA() ([]retrieval.Report, error) {
+	if err := tr.syncEMA(); err != nil {
+		return nil, err
+	}
 	var raw32 []float32
 	var raw64 []float64
 	if e := tr.float64Engine(); e != nil {

@@ -257,6 +257,9 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		ck.Float64 = &checkpoint.Float64State{Params: e.Model.Params, M: e.M, V: e.V}
 	}
 	if tr.ema != nil {
+		if err := tr.syncEMA(); err != nil {
+			return err
+		}
 		if ck.EMAMeta, err = modelMeta(st, emaReports); err != nil {
 			return err
 		}

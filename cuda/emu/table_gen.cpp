@@ -11,6 +11,8 @@ extern emu_entry emu_table_arch_probe[];
 extern int emu_table_arch_probe_len;
 extern emu_entry emu_table_bf16_convert[];
 extern int emu_table_bf16_convert_len;
+extern emu_entry emu_table_ema[];
+extern int emu_table_ema_len;
 extern emu_entry emu_table_gather[];
 extern int emu_table_gather_len;
 extern emu_entry emu_table_gelu[];
@@ -38,6 +40,7 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_adamw, emu_table_adamw_len);
     add(emu_table_arch_probe, emu_table_arch_probe_len);
     add(emu_table_bf16_convert, emu_table_bf16_convert_len);
+    add(emu_table_ema, emu_table_ema_len);
     add(emu_table_gather, emu_table_gather_len);
     add(emu_table_gelu, emu_table_gelu_len);
     add(emu_table_gemm, emu_table_gemm_len);

@@ -13,6 +13,7 @@ const (
 	KArchProbe                            // kernels/arch_probe.cu
 	KCastF32Bf16                          // kernels/bf16_convert.cu
 	KGeluF32Bf16                          // kernels/bf16_convert.cu
+	KEmaUpdate                            // kernels/ema.cu
 	KGatherRowsF16                        // kernels/gather.cu
 	KGeluBackward                         // kernels/gelu.cu
 	KGemmNtBias                           // kernels/gemm.cu
@@ -68,6 +69,7 @@ var names = [NumKernels]string{
 	KArchProbe:              "arch_probe",
 	KCastF32Bf16:            "cast_f32_bf16",
 	KGeluF32Bf16:            "gelu_f32_bf16",
+	KEmaUpdate:              "ema_update",
 	KGatherRowsF16:          "gather_rows_f16",
 	KGeluBackward:           "gelu_backward",
 	KGemmNtBias:             "gemm_nt_bias",
@@ -122,6 +124,7 @@ var paramBytes = [NumKernels][]int{
 	KArchProbe:              {8},
 	KCastF32Bf16:            {8, 8, 4},
 	KGeluF32Bf16:            {8, 8, 4},
+	KEmaUpdate:              {8, 8, 8, 8, 4},
 	KGatherRowsF16:          {8, 8, 8, 4, 4, 4},
 	KGeluBackward:           {8, 8, 8, 4},
 	KGemmNtBias:             {8, 8, 8, 8, 4, 4, 4},
@@ -203,6 +206,13 @@ func CastF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[
 //	gelu_f32_bf16(uint16_t* y, const float* x, int n)
 func GeluF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
 	return l.Launch(KGeluF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
+}
+
+// EmaUpdate launches ema_update of kernels/ema.cu:
+//
+//	ema_update(float* ema, const float* p, double decay, double omd, int n)
+func EmaUpdate(l Launcher, cfg driver.LaunchConfig, ema Ptr[float32], p ConstPtr[float32], decay float64, omd float64, n int32) error {
+	return l.Launch(KEmaUpdate, cfg, [][]byte{ptr(ema), ptr(p), f64(decay), f64(omd), i32(n)})
 }
 
 // GatherRowsF16 launches gather_rows_f16 of kernels/gather.cu:

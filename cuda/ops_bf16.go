@@ -3,7 +3,6 @@
 package cuda
 
 import (
-
 	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/nn"
 )

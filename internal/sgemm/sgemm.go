@@ -355,9 +355,13 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 		h := min(mr, mb-ir)
 		if A.cs == 1 {
 			// Rows of A are contiguous: read along them.
+			done := 0
+			if mr == 6 && h == 6 {
+				done = packRows6(p, A.data[(ic+ir)*A.rs+pc:], A.rs, kb)
+			}
 			for i := 0; i < h; i++ {
 				row := A.data[(ic+ir+i)*A.rs+pc:]
-				for q := 0; q < kb; q++ {
+				for q := done; q < kb; q++ {
 					p[q*mr+i] = row[q]
 				}
 			}

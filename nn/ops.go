@@ -69,6 +69,16 @@ func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
 
 // addBias adds b[out] to each of the n rows of y.
 func addBias[T Float](y, b []T, n, out int) {
+	if y32, ok := any(y).([]float32); ok {
+		b32 := any(b).([]float32)
+		parallelFor(n, out, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row := y32[r*out : (r+1)*out]
+				vec32.Add(row, row, b32)
+			}
+		})
+		return
+	}
 	parallelFor(n, out, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := y[r*out : (r+1)*out]

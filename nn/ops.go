@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/dinoclip/dinoclip/internal/parallel"
 	"github.com/dinoclip/dinoclip/internal/sgemm"
 	"github.com/dinoclip/dinoclip/internal/vec32"
 )
@@ -39,9 +39,10 @@ func gemm[T Float](tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ld
 }
 
 // parallelFor runs fn over [0, n) split into one contiguous range per
-// processor. The split depends only on n and GOMAXPROCS, and each index is
-// handled by exactly one call, so results do not depend on scheduling.
-// Small problems (n*cost < 1<<15 element operations) run inline.
+// processor, on internal/parallel's workers. The split depends only on n
+// and GOMAXPROCS, and each index is handled by exactly one call, so results
+// do not depend on scheduling. Small problems (n*cost < 1<<15 element
+// operations) run inline.
 func parallelFor(n, cost int, fn func(lo, hi int)) {
 	workers := runtime.GOMAXPROCS(0)
 	if workers > n {
@@ -51,13 +52,7 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Add(1)
-		go func() { defer wg.Done(); fn(lo, hi) }()
-	}
-	wg.Wait()
+	parallel.Run(workers, func(w int) { fn(n*w/workers, n*(w+1)/workers) })
 }
 
 // LinearForward computes y[n,out] = x[n,in] W^T + b with W stored [out,in]

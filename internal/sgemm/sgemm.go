@@ -7,6 +7,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/dinoclip/dinoclip/internal/parallel"
 )
 
 // Block sizes, in elements. An A block (mc x kc, 144 KiB) stays in L2 while
@@ -165,16 +167,14 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 		block(kern, A, B, pre, c, ldc, 0, m, 0, n, k, accumulate)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	parallel.Run(workers, func(w int) {
 		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
 		if alongN {
-			wg.Go(func() { block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate) })
+			block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate)
 		} else {
-			wg.Go(func() { block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate) })
+			block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate)
 		}
-	}
-	wg.Wait()
+	})
 }
 
 // buffers are one worker's packed blocks and edge tile.
@@ -312,17 +312,13 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 	if k*n < 1<<16 {
 		workers = 1
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	parallel.Run(workers, func(w int) {
 		lo, hi := panels*w/workers*nr, min(panels*(w+1)/workers*nr, n)
-		wg.Go(func() {
-			for pc := 0; pc < k; pc += kc {
-				kb := min(kc, k-pc)
-				packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
-			}
-		})
-	}
-	wg.Wait()
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
+		}
+	})
 	return true
 }
 
@@ -366,9 +362,15 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 				}
 			}
 		} else {
-			// Columns of op(A) are contiguous (A transposed): read along them.
+			// Columns of op(A) are contiguous (A transposed): read along
+			// them, with an element loop (copy's call costs more than 6
+			// moves).
 			for q := 0; q < kb; q++ {
-				copy(p[q*mr:q*mr+h], A.data[(pc+q)*A.cs+ic+ir:])
+				dst, src := p[q*mr:q*mr+h], A.data[(pc+q)*A.cs+ic+ir:]
+				src = src[:len(dst)]
+				for i := range dst {
+					dst[i] = src[i]
+				}
 			}
 		}
 		for i := h; i < mr; i++ {

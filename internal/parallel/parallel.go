@@ -3,35 +3,35 @@
 // (nn, internal/sgemm), of which a training step of a small model runs
 // about a hundred, each a fraction of a millisecond.
 //
-// Starting a goroutine per part is cheap; what costs is waking the thread
-// that runs it, which the Go runtime has parked if it found no work for a
-// few microseconds (tens of microseconds on a virtual machine, per pass).
-// The workers here keep watching for the next loop for a short while
-// (spinWindow) after each one, yielding their processor to any other
-// goroutine meanwhile, and block only when none came.
+// The caller and the workers take the parts in turn until none is left
+// (each part once), rather than each goroutine being handed its own: on a
+// machine whose cores are shared with other processes, a thread is often
+// descheduled for milliseconds, and then the caller, done with its part,
+// runs the part the absent worker would have run instead of waiting for
+// it. (On a loaded 2-core machine that took a small model's training step
+// from 47-79 ms to 20-56 ms; one goroutine per part always waits.) The
+// workers do not poll for the next loop: on such a machine every variant
+// of polling that was tried (with runtime.Gosched, with sched_yield, for 5
+// to 100 µs) made the step slower, by taking a core from the thread it
+// waited for.
 //
-// Which part runs on which goroutine never changes a result: callers split
-// their work into parts that depend only on the sizes and on the number of
-// parts, and each part runs exactly once.
+// Which goroutine runs a part never changes a result: callers split their
+// work into parts that depend only on the sizes and the number of parts,
+// and each part runs exactly once.
 package parallel
 
 import (
-	"runtime"
+	"math"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
-// spinWindow is how long a worker (or a waiting caller) keeps polling
-// before it blocks: longer than the gap between two passes of a training
-// step, short enough that an idle engine stops using the CPU at once.
-const spinWindow = 100 * time.Microsecond
-
 // Run calls fn(p) for every part p in [0, parts) and returns when all have
-// returned: part 0 on the calling goroutine, the others on the pool's
-// workers (one each), or on new goroutines where the pool is in use by
-// another Run (concurrent callers, or a Run inside a part). parts below 2
-// run inline.
+// returned. The calling goroutine and the pool's workers take parts in
+// turn until none is left, so that a worker whose thread the machine has
+// descheduled holds up no part it has not started; where the pool is in
+// use by another Run (concurrent callers, or a Run inside a part), the
+// parts run on new goroutines instead. parts below 2 run inline.
 func Run(parts int, fn func(part int)) {
 	if parts < 2 {
 		if parts == 1 {
@@ -39,7 +39,7 @@ func Run(parts int, fn func(part int)) {
 		}
 		return
 	}
-	if !shared.TryLock() {
+	if parts > math.MaxInt32 || !shared.TryLock() {
 		runGoroutines(parts, fn)
 		return
 	}
@@ -56,126 +56,105 @@ func runGoroutines(parts int, fn func(int)) {
 	wg.Wait()
 }
 
-// maxParts bounds the parts of one Run on the pool (the job word holds the
-// count in 16 bits); more run on new goroutines.
-const maxParts = 1 << 15
-
 var shared pool
 
-// pool is a set of workers, worker w running part w of each job that has
-// more than w parts. The fields but the mutex are the caller's who holds
-// it.
+// pool is a set of workers that take the parts of its current job. The
+// fields but job are the caller's who holds the mutex.
 type pool struct {
 	sync.Mutex
 	workers []*worker
-	// job is the current job's generation (high bits) and part count (low
-	// 16): one word, so that a worker sees a count and its generation
-	// together. fn is set before job and stays until the job is done.
-	job     atomic.Uint64
-	fn      func(int)
-	pending atomic.Int32 // parts of the current job not done, part 0 excluded
+	job     atomic.Pointer[job]
 	// waiting is 1 while the caller blocks on done for the last part.
 	waiting atomic.Int32
 	done    chan struct{}
 }
 
+// job is one Run's parts. A worker that comes late to a job finds no part
+// left to take (next >= parts) and nothing to do.
+type job struct {
+	fn       func(int)
+	parts    int32
+	next     atomic.Int32 // the next part to take
+	finished atomic.Int32 // parts done
+}
+
 type worker struct {
-	index    int
 	sleeping atomic.Int32 // 1 while blocked on wake
 	wake     chan struct{}
 }
 
 func (p *pool) run(parts int, fn func(int)) {
-	if parts > maxParts {
-		runGoroutines(parts, fn)
-		return
+	if p.done == nil {
+		p.done = make(chan struct{}, 1)
 	}
 	for len(p.workers) < parts-1 {
-		w := &worker{index: len(p.workers) + 1, wake: make(chan struct{}, 1)}
+		w := &worker{wake: make(chan struct{}, 1)}
 		p.workers = append(p.workers, w)
-		if p.done == nil {
-			p.done = make(chan struct{}, 1)
-		}
 		go w.loop(p, p.job.Load())
 	}
-	p.fn = fn
-	p.pending.Store(int32(parts - 1))
-	gen := p.job.Load()>>16 + 1
-	p.job.Store(gen<<16 | uint64(parts))
+	j := &job{fn: fn, parts: int32(parts)}
+	p.job.Store(j)
 	for _, w := range p.workers[:parts-1] {
 		if w.sleeping.CompareAndSwap(1, 0) {
 			w.wake <- struct{}{}
 		}
 	}
-	fn(0)
-	p.wait()
-	p.fn = nil
+	p.work(j)
+	p.wait(j)
+	j.fn = nil // late workers find no part left and do not read it
 }
 
-// wait returns when pending is zero: polling for spinWindow, then blocked
-// on done, which the worker that finishes the last part signals.
-func (p *pool) wait() {
-	if spin(func() bool { return p.pending.Load() == 0 }) {
+// work takes and runs parts of j until none is left, and reports whether
+// it finished j's last part.
+func (p *pool) work(j *job) (last bool) {
+	for {
+		part := j.next.Add(1) - 1
+		if part >= j.parts {
+			return last
+		}
+		j.fn(int(part))
+		last = j.finished.Add(1) == j.parts
+	}
+}
+
+// wait returns when every part of j is done, blocking on done, which the
+// worker that finishes the last part signals.
+func (p *pool) wait(j *job) {
+	if j.finished.Load() == j.parts {
 		return
 	}
 	p.waiting.Store(1)
-	if p.pending.Load() == 0 && p.waiting.CompareAndSwap(1, 0) {
+	if j.finished.Load() == j.parts && p.waiting.CompareAndSwap(1, 0) {
 		return
 	}
 	<-p.done
 }
 
-// finish records that a worker's part is done, waking the caller if it
-// was the last and the caller blocks.
-func (p *pool) finish() {
-	if p.pending.Add(-1) == 0 && p.waiting.CompareAndSwap(1, 0) {
-		p.done <- struct{}{}
-	}
-}
-
-// loop runs the worker's part of each job from the one after seen on.
-func (w *worker) loop(p *pool, seen uint64) {
+// loop runs parts of each job after seen.
+func (w *worker) loop(p *pool, seen *job) {
 	for {
-		job := w.next(p, seen)
-		seen = job
-		if int(job&0xffff) > w.index {
-			p.fn(w.index)
-			p.finish()
+		j := w.next(p, seen)
+		seen = j
+		if p.work(j) && p.waiting.CompareAndSwap(1, 0) {
+			p.done <- struct{}{}
 		}
 	}
 }
 
-// next returns the job word once it differs from seen: polling for
-// spinWindow, then blocked on wake.
-func (w *worker) next(p *pool, seen uint64) uint64 {
-	var job uint64
-	changed := func() bool { job = p.job.Load(); return job != seen }
+// next returns the pool's job once it is not seen, blocking on wake until
+// then.
+func (w *worker) next(p *pool, seen *job) *job {
 	for {
-		if spin(changed) {
-			return job
+		if j := p.job.Load(); j != seen {
+			return j
 		}
 		w.sleeping.Store(1)
-		if changed() {
+		if j := p.job.Load(); j != seen {
 			if !w.sleeping.CompareAndSwap(1, 0) {
 				<-w.wake // the caller took the flag: take its signal
 			}
-			return job
+			return j
 		}
 		<-w.wake
-	}
-}
-
-// spin polls cond, yielding the processor between polls, until it holds
-// (true) or spinWindow has passed (false).
-func spin(cond func() bool) bool {
-	start := time.Now()
-	for i := 0; ; i++ {
-		if cond() {
-			return true
-		}
-		if i&15 == 15 && time.Since(start) > spinWindow {
-			return false
-		}
-		runtime.Gosched()
 	}
 }

@@ -55,6 +55,18 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 	parallel.Run(workers, func(w int) { fn(n*w/workers, n*(w+1)/workers) })
 }
 
+// parallelChunks runs fn over [0, n) in chunks of chunk indices (the last
+// shorter), on internal/parallel's workers, each chunk taken by whichever
+// thread is free; inline when n is one chunk or GOMAXPROCS is 1. Each index
+// is handled by exactly one call.
+func parallelChunks(n, chunk int, fn func(lo, hi int)) {
+	if n <= chunk || runtime.GOMAXPROCS(0) == 1 {
+		fn(0, n)
+		return
+	}
+	parallel.Run((n+chunk-1)/chunk, func(c int) { fn(c*chunk, min((c+1)*chunk, n)) })
+}
+
 // LinearForward computes y[n,out] = x[n,in] W^T + b with W stored [out,in]
 // as PyTorch stores it.
 func LinearForward[T Float](y, x, w, b []T, n, in, out int) {

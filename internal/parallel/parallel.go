@@ -22,13 +22,14 @@ package parallel
 
 import (
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
 
 // Run calls fn(p) for every part p in [0, parts) and returns when all have
-// returned. The calling goroutine and the pool's workers take parts in
-// turn until none is left, so that a worker whose thread the machine has
+// returned. The calling goroutine and up to GOMAXPROCS-1 of the pool's
+// workers take parts in turn until none is left, so that a worker whose thread the machine has
 // descheduled holds up no part it has not started; where the pool is in
 // use by another Run (concurrent callers, or a Run inside a part), the
 // parts run on new goroutines instead. parts below 2 run inline.
@@ -87,14 +88,17 @@ func (p *pool) run(parts int, fn func(int)) {
 	if p.done == nil {
 		p.done = make(chan struct{}, 1)
 	}
-	for len(p.workers) < parts-1 {
+	// One helper per other processor at most: more parts than that are
+	// taken in turn.
+	helpers := min(parts, runtime.GOMAXPROCS(0)) - 1
+	for len(p.workers) < helpers {
 		w := &worker{wake: make(chan struct{}, 1)}
 		p.workers = append(p.workers, w)
 		go w.loop(p, p.job.Load())
 	}
 	j := &job{fn: fn, parts: int32(parts)}
 	p.job.Store(j)
-	for _, w := range p.workers[:parts-1] {
+	for _, w := range p.workers[:helpers] {
 		if w.sleeping.CompareAndSwap(1, 0) {
 			w.wake <- struct{}{}
 		}

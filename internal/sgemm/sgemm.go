@@ -149,7 +149,9 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 }
 
 // run splits C among workers; B's panels come from pre when it is not nil
-// (packed by kern), else each worker packs its own.
+// (packed by kern), else from one packing shared by the workers where they
+// split the rows of C and B is not too large, else each worker packs its
+// own.
 func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []float32, ldc int, accumulate bool) {
 	// Split C into one block of whole tiles per worker, along the side with
 	// more tiles; small products run on the calling goroutine.
@@ -166,6 +168,14 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 	if workers <= 1 {
 		block(kern, A, B, pre, c, ldc, 0, m, 0, n, k, accumulate)
 		return
+	}
+	if pre == nil && !alongN && k*nt*kern.nr <= sharedBMax {
+		// Every worker multiplies all of B: pack it once, together,
+		// rather than once per worker.
+		shared := getSharedB()
+		defer putSharedB(shared)
+		shared.pack(kern, B, k, n, workers)
+		pre = shared
 	}
 	parallel.Run(workers, func(w int) {
 		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
@@ -198,13 +208,18 @@ const tileLen = 8 * 32
 const bufferBytes = (mc*kc + kc*nc + tileLen) * 4
 
 // WorkspaceBytes is the packing memory Gemm holds on to once it has run on
-// this machine: bufferBytes for each of up to GOMAXPROCS goroutines, none
-// for the gonum fallback.
+// this machine: bufferBytes for each of up to GOMAXPROCS goroutines and,
+// with more than one, one shared B (sharedBMax elements); none for the
+// gonum fallback.
 func WorkspaceBytes() int {
 	if best == nil {
 		return 0
 	}
-	return runtime.GOMAXPROCS(0) * bufferBytes
+	procs := runtime.GOMAXPROCS(0)
+	if procs == 1 {
+		return bufferBytes
+	}
+	return procs*bufferBytes + sharedBMax*4
 }
 
 func getBuffers() *buffers {
@@ -299,7 +314,16 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 		panic(fmt.Sprintf("sgemm: packing a %dx%d B", k, n))
 	}
 	B := operand(b, ldb, transB, k, n, "B")
-	kern := best
+	workers := runtime.GOMAXPROCS(0)
+	if k*n < 1<<16 {
+		workers = 1
+	}
+	p.pack(best, B, k, n, workers)
+	return true
+}
+
+// pack packs op(B) [k,n] for kern into p on up to workers goroutines.
+func (p *PackedB) pack(kern *kernel, B matrix, k, n, workers int) {
 	nr := kern.nr
 	p.kern, p.k, p.n, p.width = kern, k, n, (n+nr-1)/nr*nr
 	if cap(p.data) < k*p.width {
@@ -308,10 +332,7 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 	p.data = p.data[:k*p.width]
 	// Panels are independent: split them among the processors.
 	panels := p.width / nr
-	workers := min(runtime.GOMAXPROCS(0), panels)
-	if k*n < 1<<16 {
-		workers = 1
-	}
+	workers = min(workers, panels)
 	parallel.Run(workers, func(w int) {
 		lo, hi := panels*w/workers*nr, min(panels*(w+1)/workers*nr, n)
 		for pc := 0; pc < k; pc += kc {
@@ -319,7 +340,37 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 			packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
 		}
 	})
-	return true
+}
+
+// sharedBMax is the largest packed op(B) (k x n elements, n rounded up to
+// whole panels) that a product split along the rows of C packs once for
+// all its workers (8 MiB); a larger one each worker packs block by block
+// itself.
+const sharedBMax = 1 << 21
+
+// spareB holds PackedBs for products that share one packed B among their
+// workers, for the same reason as spare: a product takes one and gives it
+// back.
+var spareB struct {
+	sync.Mutex
+	list []*PackedB
+}
+
+func getSharedB() *PackedB {
+	spareB.Lock()
+	defer spareB.Unlock()
+	if n := len(spareB.list); n > 0 {
+		p := spareB.list[n-1]
+		spareB.list = spareB.list[:n-1]
+		return p
+	}
+	return &PackedB{data: make([]float32, 0, sharedBMax)}
+}
+
+func putSharedB(p *PackedB) {
+	spareB.Lock()
+	spareB.list = append(spareB.list, p)
+	spareB.Unlock()
 }
 
 // GemmPacked is Gemm with op(B) from p: C [m, p's n] = op(A) op(B), or

@@ -43,11 +43,13 @@ func TestFMA32(t *testing.T) {
 }
 
 // shapes are ragged on purpose: not multiples of any tile or block, 1x1,
-// k = 1, k across several kc blocks, n across nc blocks, a huge k.
+// k = 1, k across several kc blocks, n across nc blocks, a huge k, and
+// products large enough to be split among workers along n and along m
+// (the latter with B packed once for all of them).
 var shapes = []struct{ m, n, k int }{
 	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {7, 17, 3}, {13, 37, 300},
 	{6, 16, 256}, {12, 32, 257}, {25, 9, 513}, {150, 70, 40}, {65, 1030, 33},
-	{2, 3, 20000},
+	{2, 3, 20000}, {200, 40, 300},
 }
 
 func randMat(rng *rand.Rand, n int) []float32 {

@@ -153,8 +153,9 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 // split the rows of C and B is not too large, else each worker packs its
 // own.
 func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []float32, ldc int, accumulate bool) {
-	// Split C into one block of whole tiles per worker, along the side with
-	// more tiles; small products run on the calling goroutine.
+	// Split C into blocks of whole tiles, one per worker (or a few, see
+	// below), along the side with more tiles; small products run on the
+	// calling goroutine.
 	mt, nt := (m+kern.mr-1)/kern.mr, (n+kern.nr-1)/kern.nr
 	if flops := 2 * m * n * k; flops < 1<<21 {
 		workers = 1
@@ -177,8 +178,15 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 		shared.pack(kern, B, k, n, workers)
 		pre = shared
 	}
-	parallel.Run(workers, func(w int) {
-		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
+	parts := workers
+	if pre != nil && !alongN {
+		// With B packed, a block of rows costs no packing but its own
+		// A's: split finer, so that a worker the machine slows down
+		// leaves its remaining blocks to the others (parallel.Run).
+		parts = min(tiles, partsPerWorker*workers)
+	}
+	parallel.Run(parts, func(w int) {
+		lo, hi := tiles*w/parts*tile, tiles*(w+1)/parts*tile
 		if alongN {
 			block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate)
 		} else {
@@ -186,6 +194,10 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 		}
 	})
 }
+
+// partsPerWorker is how many blocks of rows of C a product with a packed B
+// is split into per worker.
+const partsPerWorker = 4
 
 // buffers are one worker's packed blocks and edge tile.
 type buffers struct{ a, b, tile []float32 }

@@ -84,3 +84,19 @@ func packRows6(dst, src []float32, lds, k int) int {
 	transpose6x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
 	return k8 * 8
 }
+
+//go:noescape
+func deal6(panels int, src, dst *float32, stride int)
+
+// dealRow6 sets dst[t*stride+j] = src[t*6+j] for j < 6 and t below
+// len(src)/6, and returns 6 times that (the rows it packed), or 0 when the
+// CPU lacks AVX.
+func dealRow6(dst, src []float32, stride int) int {
+	panels := len(src) / 6
+	if panels == 0 || !cpu.X86.HasAVX {
+		return 0
+	}
+	_, _ = src[panels*6-1], dst[(panels-1)*stride+5]
+	deal6(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
+	return panels * 6
+}

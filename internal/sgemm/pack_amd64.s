@@ -178,3 +178,34 @@ loop6:
 done6:
 	VZEROUPPER
 	RET
+
+// deal6 deals one row of a transposed A out to panels of 6 rows:
+//
+//	dst[t*stride + j] = src[t*6 + j]   for t < panels, j < 6
+//
+// (stride in floats: the size of one panel, kb*6), as 4 and 2 floats. It
+// is the packing of A = dY^T in the weight-gradient product, one row of dY
+// at a time.
+
+// func deal6(panels int, src *float32, dst *float32, stride int)
+TEXT ·deal6(SB), NOSPLIT, $0-32
+	MOVQ panels+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ dst+16(FP), DI
+	MOVQ stride+24(FP), R8
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ    dealt6
+
+deal6loop:
+	VMOVUPS (SI), X0
+	VMOVQ   16(SI), X1
+	VMOVUPS X0, (DI)
+	VMOVQ   X1, 16(DI)
+	ADDQ    $24, SI
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     deal6loop
+
+dealt6:
+	RET

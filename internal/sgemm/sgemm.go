@@ -409,11 +409,11 @@ func GemmPacked(transA bool, m int, a []float32, lda int, p *PackedB, c []float3
 // each kb steps of mr values, padding the last panel's missing rows with
 // zeros.
 func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
-	for ir := 0; ir < mb; ir += mr {
-		p := dst[ir*kb : (ir+mr)*kb]
-		h := min(mr, mb-ir)
-		if A.cs == 1 {
-			// Rows of A are contiguous: read along them.
+	if A.cs == 1 {
+		// Rows of A are contiguous: read along them, a panel at a time.
+		for ir := 0; ir < mb; ir += mr {
+			p := dst[ir*kb : (ir+mr)*kb]
+			h := min(mr, mb-ir)
 			done := 0
 			if mr == 6 && h == 6 {
 				done = packRows6(p, A.data[(ic+ir)*A.rs+pc:], A.rs, kb)
@@ -424,22 +424,32 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 					p[q*mr+i] = row[q]
 				}
 			}
-		} else {
-			// Columns of op(A) are contiguous (A transposed): read along
-			// them, with an element loop (copy's call costs more than 6
-			// moves).
-			for q := 0; q < kb; q++ {
-				dst, src := p[q*mr:q*mr+h], A.data[(pc+q)*A.cs+ic+ir:]
-				src = src[:len(dst)]
-				for i := range dst {
-					dst[i] = src[i]
+		}
+	} else {
+		// Columns of op(A) are contiguous (A transposed, rows of the
+		// stored A): read each once, front to back, and deal it out to
+		// the panels, as packB does (a panel at a time would read kb
+		// rows far apart per panel, 6 values of each).
+		for q := 0; q < kb; q++ {
+			row := A.data[(pc+q)*A.cs+ic : (pc+q)*A.cs+ic+mb]
+			done := 0
+			if mr == 6 {
+				done = dealRow6(dst[q*6:], row, kb*6)
+			}
+			for ir := done; ir < mb; ir += mr {
+				// An element loop: copy's call costs more than 6 moves.
+				to, from := dst[ir*kb+q*mr:ir*kb+q*mr+min(mr, mb-ir)], row[ir:]
+				for i := range to {
+					to[i] = from[i]
 				}
 			}
 		}
-		for i := h; i < mr; i++ {
-			for q := 0; q < kb; q++ {
-				p[q*mr+i] = 0
-			}
+	}
+	// Zero the rows of the last panel past mb.
+	if h := mb % mr; h != 0 {
+		p := dst[(mb-h)*kb : (mb-h+mr)*kb]
+		for q := 0; q < kb; q++ {
+			clear(p[q*mr+h : (q+1)*mr])
 		}
 	}
 }

@@ -8,12 +8,12 @@
 // machine whose cores are shared with other processes, a thread is often
 // descheduled for milliseconds, and then the caller, done with its part,
 // runs the part the absent worker would have run instead of waiting for
-// it. (On a loaded 2-core machine that took a small model's training step
-// from 47-79 ms to 20-56 ms; one goroutine per part always waits.) The
-// workers do not poll for the next loop: on such a machine every variant
-// of polling that was tried (with runtime.Gosched, with sched_yield, for 5
-// to 100 µs) made the step slower, by taking a core from the thread it
-// waited for.
+// it. The workers do not poll for the next loop between loops: on a
+// loaded 2-core machine every variant of polling that was tried (with
+// runtime.Gosched, with sched_yield, for 5 to 100 µs) made a training step
+// slower, the poller taking a core from the thread it waited for. (On an
+// idle machine polling would save a thread wake-up per loop; that was not
+// measured.)
 //
 // Which goroutine runs a part never changes a result: callers split their
 // work into parts that depend only on the sizes and the number of parts,

@@ -171,6 +171,10 @@ func load[T Float](dst *[]T, src []float32, n, d int, what string) error {
 		*dst = make([]T, len(src))
 	}
 	*dst = (*dst)[:len(src)]
+	if d32, ok := any(*dst).([]float32); ok {
+		copy(d32, src)
+		return nil
+	}
 	for i, v := range src {
 		(*dst)[i] = T(v)
 	}

@@ -527,7 +527,8 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	}
 	spe := order.StepsPerEpoch()
 	attrs := []any{"model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
-		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil}
+		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil,
+		"pipelined", pipelined(resident, o) != nil}
 	// An engine that describes itself (the GPU engine: its device and which
 	// compiled kernels it loaded) says so in the same line.
 	if d, ok := tr.Engine.(fmt.Stringer); ok {

@@ -36,8 +36,8 @@ func (c *cancelPipelined) StepRows(rows []int32, s nn.AdamWStep) (float64, bool,
 // A resident MSE run on the GPU engine (the emulator under -tags cudaemu)
 // takes the pipelined step, captured as a graph, and writes the metrics and
 // ends with the parameters of the same run through ForwardBackwardRows and
-// Step, bit for bit; so does one stopped after 5 and after 17 steps and
-// resumed.
+// Step, bit for bit; so does one stopped after 5 steps and resumed (the
+// pending loss read before the checkpoint).
 func TestPipelinedGPURunMatchesSynchronous(t *testing.T) {
 	dataDir := t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, true)
@@ -72,12 +72,11 @@ func TestPipelinedGPURunMatchesSynchronous(t *testing.T) {
 	}
 
 	resumedDir := t.TempDir()
-	again := false
-	for _, n := range []int{5, 12} {
-		ctx, cancel := context.WithCancel(context.Background())
-		run(resumedDir, &cancelPipelined{Engine: newGPU(), n: n, cancel: cancel}, again, ctx)
-		cancel()
-		again = true
+	ctx, cancel := context.WithCancel(context.Background())
+	run(resumedDir, &cancelPipelined{Engine: newGPU(), n: 5, cancel: cancel}, false, ctx)
+	cancel()
+	if st := checkpointState(t, resumedDir); st.Step != 5 {
+		t.Fatalf("stopped after 5 steps: checkpoint at step %d", st.Step)
 	}
 	tr := run(resumedDir, newGPU(), true, context.Background())
 	sameParams(t, "pipelined GPU run stopped and resumed", params(t, tr.Engine), want)

@@ -151,6 +151,11 @@ func (e *Engine) readPending(k int) (float64, bool, error) {
 		p.diverged = true
 		return loss, true, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
 	}
+	if p.diverged {
+		// Enqueued before the host read the earlier loss: the guard
+		// skipped its update.
+		return loss, true, fmt.Errorf("%w: the step was skipped after an earlier step's loss was not finite", nn.ErrNonFinite)
+	}
 	return loss, true, nil
 }
 
@@ -340,9 +345,13 @@ func (e *Engine) releasePipe() error {
 }
 
 // clearDivergence lets steps run again after SetParameters (on the worker
-// thread).
+// thread). The loss of a step still pending after a divergence, one the
+// guard skipped, is dropped with it.
 func (e *Engine) clearDivergence() error {
 	p := &e.pipe
+	if p.diverged {
+		p.pending = false
+	}
 	p.diverged = false
 	if p.mem == 0 {
 		return nil

@@ -385,6 +385,6 @@ func (d *Device) adamWGuarded(p buf[float32], pb buf[uint16], g, m, v, sc buf[fl
 	if err := needAll(what, req("bf16 params", pb, n)); err != nil {
 		return err
 	}
-	return launch.AdamwBf16Guarded(d.with(work{shape: fmt.Sprintf("n=%d", n), bytes: 30 * float64(n)}), grid(elementGrid(n), 1),
+	return launch.AdamwBf16Guarded(d.with(elemBytes(n, 7*4+2)), grid(elementGrid(n), 1),
 		p.ptr(), pb.ptr(), g.cptr(), m.ptr(), v.ptr(), sc.cptr(), loss.cptr(), halted.ptr(), int32(n))
 }

@@ -18,10 +18,11 @@ import (
 func TestCPUSearcher(t *testing.T) {
 	for _, s := range []*retrieval.CPUSearcher{
 		{},
-		retrieval.SmallSearcher(1, 1, 1, 1),
-		retrieval.SmallSearcher(3, 5, 64, 2),
-		retrieval.SmallSearcher(7, 4, 1000, 3),
-		retrieval.SmallSearcher(5, 200, 1<<20, 4),
+		retrieval.SmallSearcher(1, 1, 1),
+		retrieval.SmallSearcher(5, 64, 2),
+		retrieval.SmallSearcher(4, 1000, 3),
+		retrieval.SmallSearcher(200, 1<<20, 4),
+		retrieval.SmallSearcher(48, 1<<14, 2),
 	} {
 		name := "defaults"
 		if s.Workers != 0 {
@@ -29,10 +30,9 @@ func TestCPUSearcher(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
 	}
-	// The portable scoring path (gonum's Sgemm), where the amd64 kernel
-	// would otherwise take over.
-	defer retrieval.UseDot4x2(false)()
-	t.Run("gonum", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(5, 7, 1000, 2)) })
+	// The portable kernels, where the amd64 ones would otherwise take over.
+	defer retrieval.UseAsm(false)()
+	t.Run("portable", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(21, 1000, 2)) })
 }
 
 // A budget too small for the candidate lists is an error naming the
@@ -82,7 +82,7 @@ func TestCPUSearcherMappedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRows, wantScores := searchtest.Reference(c.Queries, c.NQueries, vals, c.Dim, c.K)
-	s := retrieval.SmallSearcher(16, 8, 4096, 2)
+	s := retrieval.SmallSearcher(8, 4096, 2)
 	for round := range 2 {
 		got, err := s.Search(context.Background(), c.Queries, c.NQueries, keys, c.K)
 		if err != nil {

@@ -93,3 +93,37 @@ func TestCPUSearcherMappedKeys(t *testing.T) {
 		}
 	}
 }
+
+// A key whose float32 score lies below the k-th reference score found so
+// far, while its own reference score lies above it, must still be found:
+// the kernel's threshold keeps the error bound's margin. Key 0 scores
+// exactly 1; key 16 (in the next tile and window, so key 0 is re-scored
+// first) scores 1 + 2⁻²³, but its float32 chain loses every one of its
+// sixteen 2⁻²⁶ terms and ends two float32 steps below 1.
+func TestCPUSearcherThresholdMargin(t *testing.T) {
+	const dim, n = 24, 40
+	keys := make([]float32, n*dim)
+	keys[0] = 1
+	b := keys[16*dim : 17*dim]
+	b[0] = 1 - 0x1p-23
+	for i := 1; i <= 16; i++ {
+		b[i] = 0x1p-26
+	}
+	q := make([]float32, dim)
+	for i := range 17 {
+		q[i] = 1
+	}
+	for _, s := range []*retrieval.CPUSearcher{retrieval.SmallSearcher(16, 16*dim*4, 1), {}} {
+		km, err := retrieval.Float32Keys("keys", keys, n, dim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Search(context.Background(), q, 1, km, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Rows[0] != 16 || got.Scores[0] != 1+0x1p-23 {
+			t.Errorf("workers %d: top-1 is row %d with %v, want row 16 with %v", s.Workers, got.Rows[0], got.Scores[0], float32(1+0x1p-23))
+		}
+	}
+}

@@ -91,7 +91,8 @@ func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) 
 		p.workers = runtime.GOMAXPROCS(0)
 	}
 	if p.keyTile <= 0 {
-		p.keyTile = tileBytes / (4 * keys.Dim) / panelKeys * panelKeys
+		// At least one whole panel: a shorter tile would multiply zeros.
+		p.keyTile = max(panelKeys, tileBytes/(4*keys.Dim)/panelKeys*panelKeys)
 	}
 	p.keyTile = min(max(p.keyTile, 1), maxTilePanels*panelKeys)
 	budget := c.MemoryBudget

@@ -281,8 +281,8 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 								relQ := rel * c.qNorm[b0+i]
 								for j, v := range scores[i*ldc+j0 : i*ldc+j1] {
 									e := relQ*keyNorm[j0+j] + abs
-									if float64(v)+e < s.floor {
-										continue
+									if float64(v)+e < s.floor && !math.IsInf(float64(v), -1) {
+										continue // (an overflowed sum is offer's to judge)
 									}
 									if s.offer(first+int64(j0+j), v, e) {
 										s.flush(c.score(b0+i, row))

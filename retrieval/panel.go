@@ -120,7 +120,8 @@ func packQueries(dst, q []float32, n, dim int) {
 // scoreTile multiplies the query panel q with the first panels key panels
 // of keys (dim columns each): score (i, j) of key panel p goes to
 // c[i*ldc + 16p + j], and bit p of the result is set when a score of row i
-// of that tile is not below thr[i] (or is NaN), for any i.
+// of that tile is not below thr[i], for any i, or is NaN or -Inf (a float32
+// sum that overflowed, which no error bound covers).
 func scoreTile(dim int, q, keys []float32, panels int, thr *[panelQueries]float32, c []float32, ldc int) uint64 {
 	if haveAsm {
 		return scorePanelsAsm(dim, q, keys, panels, thr, c, ldc)
@@ -146,7 +147,7 @@ func scorePanelsGo(dim int, q, keys []float32, panels int, thr *[panelQueries]fl
 		for i := range panelQueries {
 			copy(c[i*ldc+p*panelKeys:], acc[i][:])
 			for _, v := range acc[i] {
-				if !(v < thr[i]) {
+				if !(v < thr[i]) || math.IsInf(float64(v), -1) {
 					mask |= 1 << p
 				}
 			}

@@ -175,14 +175,23 @@ norms:
 	ADDQ         $64, DI
 
 // PASS ORs into Y3 the lanes of row i's accumulators (YA, YB) that are
-// not below its threshold thr[i] (at R10+OFF): NLT_UQ (0x15), so a NaN
-// score passes and reaches the exact test.
+// not below its threshold thr[i] (at R10+OFF), or are -Inf (Y2 holds -Inf
+// in every lane): NLT_UQ (0x15), so a NaN score passes too. NaN and -Inf
+// are sums that overflowed float32 (no error bound holds for them), which
+// the exact test must see.
 #define PASS(OFF, YA, YB) \
-	VBROADCASTSS OFF(R10), Y0 \
+	VBROADCASTSS OFF(R10), Y0      \
 	VCMPPS       $0x15, Y0, YA, Y1 \
-	VCMPPS       $0x15, Y0, YB, Y2 \
-	VORPS        Y1, Y3, Y3 \
-	VORPS        Y2, Y3, Y3
+	VORPS        Y1, Y3, Y3        \
+	VCMPPS       $0x15, Y0, YB, Y1 \
+	VORPS        Y1, Y3, Y3        \
+	VCMPPS       $0x00, Y2, YA, Y1 \
+	VORPS        Y1, Y3, Y3        \
+	VCMPPS       $0x00, Y2, YB, Y1 \
+	VORPS        Y1, Y3, Y3
+
+DATA negInf<>+0(SB)/4, $0xff800000
+GLOBL negInf<>(SB), RODATA|NOPTR, $4
 
 // func scorePanels(k int, q *float32, keys *float32, panels int, thr *[6]float32, c *float32, ldc int) uint64
 //
@@ -190,7 +199,7 @@ norms:
 // other from keys) the 6×16 tile of float32 dot products with the query
 // panel q (k steps of 6 values): c[i*ldc + 16p + j] = Σ_q q[6q+i]·key[16q+j]
 // as one FMA chain in step order. Bit p of the result is set when some
-// score of tile p in row i is not below thr[i].
+// score of tile p in row i is not below thr[i], or is NaN or -Inf.
 TEXT ·scorePanels(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ q+8(FP), SI
@@ -259,7 +268,8 @@ store:
 	VMOVUPS Y14, (R9)
 	VMOVUPS Y15, 32(R9)
 
-	VXORPS Y3, Y3, Y3
+	VXORPS       Y3, Y3, Y3
+	VBROADCASTSS negInf<>(SB), Y2
 	PASS(0, Y4, Y5)
 	PASS(4, Y6, Y7)
 	PASS(8, Y8, Y9)

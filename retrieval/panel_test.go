@@ -140,8 +140,8 @@ func TestPackKeysNonFinite(t *testing.T) {
 
 // scoreTile's scores are within ErrorBound of the float64 dot products,
 // and bit p of its answer is set exactly when some score of key panel p is
-// not below its row's threshold, up to the 64th panel; NaN scores count as
-// not below, and rows with a +Inf threshold never pass.
+// not below its row's threshold or is NaN or -Inf, up to the 64th panel;
+// rows with a +Inf threshold never pass.
 func TestScoreTile(t *testing.T) {
 	kernelModes(t, func(t *testing.T) {
 		rnd := rand.New(rand.NewPCG(9, 10))
@@ -158,7 +158,7 @@ func TestScoreTile(t *testing.T) {
 			ldc := panels*panelKeys + 3
 			c := make([]float32, panelQueries*ldc)
 			rel, abs := ErrorBound(dim)
-			q4 := q[4]
+			q3, q4 := q[3], q[4]
 			for trial := range 8 {
 				var thr [panelQueries]float32
 				for i := range thr {
@@ -177,17 +177,25 @@ func TestScoreTile(t *testing.T) {
 				case 3:
 					// A NaN score: a NaN query value poisons its row.
 					q[4] = float32(math.NaN())
+				case 4:
+					// Sums that overflow: row 3 scores -Inf against keys whose
+					// first value is above 1 and +Inf below -1, and only
+					// those pass the thresholds.
+					q[3] = -math.MaxFloat32
+					for i := range thr {
+						thr[i] = math.MaxFloat32
+					}
 				}
 				mask := scoreTile(dim, q, keys, panels, &thr, c, ldc)
-				var want uint64
+				var want, onlyNegInf uint64
 				for p := range panels {
+					var pass, negInf bool
 					for i := range panelQueries {
 						for j := range panelKeys {
 							s := c[i*ldc+p*panelKeys+j]
-							if !(s < thr[i]) {
-								want |= 1 << p
-							}
-							if trial == 3 && i == 4 {
+							pass = pass || !(s < thr[i])
+							negInf = negInf || math.IsInf(float64(s), -1)
+							if trial == 3 && i == 4 || trial == 4 && i == 3 {
 								continue
 							}
 							var exact, qn, kn float64
@@ -202,6 +210,12 @@ func TestScoreTile(t *testing.T) {
 							}
 						}
 					}
+					if pass || negInf {
+						want |= 1 << p
+					}
+					if negInf && !pass {
+						onlyNegInf |= 1 << p
+					}
 				}
 				if mask != want {
 					t.Errorf("dim %d, %d panels, trial %d: mask %064b, want %064b", dim, panels, trial, mask, want)
@@ -209,7 +223,10 @@ func TestScoreTile(t *testing.T) {
 				if trial == 2 && mask != 0 || trial == 3 && bits.OnesCount64(mask) != panels {
 					t.Errorf("dim %d, trial %d: mask %064b", dim, trial, mask)
 				}
-				q[4] = q4
+				if trial == 4 && panels >= 9 && onlyNegInf == 0 {
+					t.Errorf("dim %d: no key panel passes by a -Inf score alone; the case tests nothing", dim)
+				}
+				q[3], q[4] = q3, q4
 			}
 		}
 	})

@@ -127,3 +127,33 @@ func TestCPUSearcherThresholdMargin(t *testing.T) {
 		}
 	}
 }
+
+// Float32 sums that overflow (values near 1e30 times 1e20, summed over 16
+// columns) carry no error bound: their keys are re-scored in float64 like
+// any candidate, and the answer is still the reference's (its scores
+// float32(S) = ±Inf, its order that of the float64 sums).
+func TestCPUSearcherOverflow(t *testing.T) {
+	const dim, n, nq = 16, 40, 2
+	keys := make([]float32, n*dim)
+	for i := range keys {
+		keys[i] = float32((i*7919)%13-6) * 1e30
+	}
+	q := make([]float32, nq*dim)
+	for i := range q {
+		q[i] = float32((i*31)%5-2) * 1e20
+	}
+	wantRows, wantScores := searchtest.Reference(q, nq, keys, dim, 5)
+	km, err := retrieval.Float32Keys("keys", keys, n, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*retrieval.CPUSearcher{{}, retrieval.SmallSearcher(16, 16*dim*4, 1)} {
+		got, err := s.Search(context.Background(), q, nq, km, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
+			t.Errorf("workers %d: %s", s.Workers, diff)
+		}
+	}
+}

@@ -17,7 +17,9 @@ stores), writes them as a dinoclip search index (docs/FORMAT.md) and times, one 
   of --torch-chunk keys so the score matrix fits, merged), after one warm-up run; no faiss.
 
 Every side gets the same values (float16 keys). Each is run --rounds times and its fastest time is
-kept. Ratios are speed ratios ours / theirs from those times (above 1: dinoclip is faster). Ours is
+kept. The CPU seconds (user + system, all threads) of each round are recorded beside the wall times:
+on a shared machine they move much less with the load than the wall times do (ours: the whole
+`dinoclip search` process, file loading included). Ratios are speed ratios ours / theirs from those times (above 1: dinoclip is faster). Ours is
 also checked against a float64 brute force on --check queries (it must match exactly), and the
 agreement of faiss's ids with ours is reported (faiss ranks by float32 scores, so near-ties may
 differ). Writes DIR/search.json and DIR/search.md (a table row for bench/RESULTS.md).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,13 +73,21 @@ def build_ours(workdir: Path) -> str:
     return str(out)
 
 
+def cpu_seconds(who=resource.RUSAGE_SELF):
+    """User + system CPU seconds so far of this process (or of its waited-for children)."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def time_ours(bin_, index, qpath, k, out, memory, device):
+    c0 = cpu_seconds(resource.RUSAGE_CHILDREN)
     r = subprocess.run([bin_, "search", "--index", str(index), "--queries", str(qpath), "--k", str(k),
                         "--out", str(out), "--memory", str(memory), "--device", device], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"dinoclip search failed: {r.stderr.strip()}")
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - c0
     info = json.loads((out / "search.json").read_text())
-    return info["seconds"], np.load(out / "ids.npy"), np.load(out / "scores.npy")
+    return info["seconds"], cpu, np.load(out / "ids.npy"), np.load(out / "scores.npy")
 
 
 def unit_rows_f16_cuda(seed, n, dim, chunk=1_000_000):
@@ -162,14 +173,15 @@ def main(argv=None):
         except OSError:
             pass
         bin_ = a.ours_bin or build_ours(work)
-        times, ids = [], None
+        times, cpus, ids = [], [], None
         for r in range(a.rounds):
             log(f"ours ({a.device}), round {r + 1}")
-            t, ids, scores = time_ours(bin_, work / "index", work / "q.npy", a.k, work / "hits", a.memory, a.device)
+            t, cpu, ids, scores = time_ours(bin_, work / "index", work / "q.npy", a.k, work / "hits", a.memory, a.device)
             times.append(t)
+            cpus.append(cpu)
         impl = ("dinoclip search --device cuda (float16 tensor cores, keys streamed from host memory, exact)"
                 if a.device == "cuda" else "dinoclip search (CPU, float16 index, exact)")
-        res["ours"] = {"impl": impl, "seconds": times, "best": min(times)}
+        res["ours"] = {"impl": impl, "seconds": times, "best": min(times), "cpu_seconds": cpus}
         # exactness against float64 on a few queries
         nc = min(a.check, a.queries)
         res["ours"]["exact_on_checked_queries"] = bool((ids[:nc] == reference_ids(q[:nc], keys16, a.k)).all())
@@ -200,14 +212,15 @@ def main(argv=None):
                 faiss.omp_set_num_threads(threads)
                 index = faiss.IndexFlatIP(a.dim)
                 index.add(keys)
-                ft = []
+                ft, fc = [], []
                 for r in range(a.rounds):
                     log(f"faiss, round {r + 1}")
-                    t0 = time.perf_counter()
+                    c0, t0 = cpu_seconds(), time.perf_counter()
                     _, fids = index.search(q, a.k)
                     ft.append(time.perf_counter() - t0)
+                    fc.append(cpu_seconds() - c0)
                 res["faiss"] = {"impl": f"faiss {faiss.__version__} IndexFlatIP ({threads} threads)", "seconds": ft,
-                                "best": min(ft), "ids_equal_to_ours": float((fids == ids).mean())}
+                                "best": min(ft), "cpu_seconds": fc, "ids_equal_to_ours": float((fids == ids).mean())}
                 del index
             except ImportError as e:
                 res["faiss"] = {"unmeasured": f"faiss is not installed ({e}); pip install -r bench/requirements.txt"}
@@ -216,14 +229,15 @@ def main(argv=None):
                 import torch
                 torch.set_num_threads(threads)
                 tq, tk = torch.from_numpy(q), torch.from_numpy(keys)
-                tt = []
+                tt, tc = [], []
                 for r in range(a.rounds):
                     log(f"torch, round {r + 1}")
-                    t0 = time.perf_counter()
+                    c0, t0 = cpu_seconds(), time.perf_counter()
                     torch_topk_chunked(torch, tq, tk, a.k, a.torch_chunk)
                     tt.append(time.perf_counter() - t0)
+                    tc.append(cpu_seconds() - c0)
                 res["torch"] = {"impl": f"torch {torch.__version__} mm + topk, float32, chunks of {a.torch_chunk} keys ({threads} threads)",
-                                "seconds": tt, "best": min(tt)}
+                                "seconds": tt, "best": min(tt), "cpu_seconds": tc}
             except ImportError as e:
                 res["torch"] = {"unmeasured": f"torch is not installed ({e})"}
         res["loadavg_end"] = os.getloadavg()
@@ -243,7 +257,11 @@ def main(argv=None):
               "| queries × keys × dim, k | ours ms | faiss IndexFlatIP ms | torch mm+topk ms | ours/faiss | ours/torch |\n"
               "|---|---|---|---|---|---|\n"
               f"| {a.queries} × {a.keys} × {a.dim}, {a.k} | {cell('ours')} | {cell('faiss')} | {cell('torch')} | "
-              f"{rat('faiss')} | {rat('torch')} |\n")
+              f"{rat('faiss')} | {rat('torch')} |\n\n"
+              "CPU seconds (user + system) of the fastest round: "
+              + ", ".join(f"{side} {res[side]['cpu_seconds'][res[side]['seconds'].index(res[side]['best'])]:.1f}"
+                          for side in ("ours", "faiss", "torch") if "cpu_seconds" in res.get(side, {}))
+              + f"; load average {res['loadavg_start'][0]:.1f} → {res['loadavg_end'][0]:.1f}\n")
         (a.out / "search.md").write_text(md)
         print(md)
         print(json.dumps({k: v for k, v in res.items() if k in ("ours", "faiss", "torch", "loadavg_start", "loadavg_end")}, indent=1))

@@ -57,11 +57,14 @@
 //
 // # Computation
 //
-// Scores are never held as a full queries×keys matrix. TopK cuts the queries
-// and keys into blocks, computes each block of dot products with blas32.Gemm
-// into a small per-goroutine buffer, and merges it into a per-query top-k
-// list; goroutines (up to GOMAXPROCS) take whole blocks of queries, so each
-// query's list has a single owner and the result does not depend on
-// scheduling. Memory is O(blockQueries·blockKeys + nQueries·k) beyond the
-// inputs.
+// Scores are never held as a full queries×keys matrix. TopK and Evaluate
+// run the CPU's exact search ([CPUSearcher]): keys are packed a tile at a
+// time into panels (float16 decoded on the way), multiplied with the
+// queries, packed once, by a register-blocked kernel that also compares
+// each score with its query's current threshold, and the few candidates
+// that pass are re-scored in float64 (see [Searcher] for the scores and
+// the order). Goroutines (up to GOMAXPROCS) take whole tiles of keys, each
+// with its own candidate list per query, merged at the end, so the result
+// does not depend on scheduling. Memory is bounded by
+// CPUSearcher.MemoryBudget beyond the inputs and the answer.
 package retrieval

@@ -1,15 +1,15 @@
 package retrieval
 
-// SmallSearcher is a CPUSearcher with the given blocks, window (bytes of
+// SmallSearcher is a CPUSearcher with the given key tile, window (bytes of
 // keys between evictions) and workers, for the external tests.
-func SmallSearcher(queryBlock, keyTile int, windowBytes int64, workers int) *CPUSearcher {
-	return &CPUSearcher{Workers: workers, queryBlock: queryBlock, keyTile: keyTile, windowBytes: windowBytes}
+func SmallSearcher(keyTile int, windowBytes int64, workers int) *CPUSearcher {
+	return &CPUSearcher{Workers: workers, keyTile: keyTile, windowBytes: windowBytes}
 }
 
-// UseDot4x2 turns the amd64 kernel on or off (when the CPU has it) and
+// UseAsm turns the amd64 kernels on or off (when the CPU has them) and
 // returns a function restoring the setting.
-func UseDot4x2(on bool) func() {
-	old := haveDot4x2
-	haveDot4x2 = on && old
-	return func() { haveDot4x2 = old }
+func UseAsm(on bool) func() {
+	old := haveAsm
+	haveAsm = on && old
+	return func() { haveAsm = old }
 }

@@ -63,18 +63,21 @@ func (k *Keys) HalfRows(dst []uint16, pitch int, lo, hi int64) (maxNorm float64,
 // uses the value itself.
 const maxFloat16 = 65504
 
+// readTile is the rows readRows decodes at a time.
+const readTile = 128
+
 // readRows decodes rows [lo, hi) tile by tile and calls use(segment, first
 // and end row in it, offset of the first from lo, decoded values) for each.
 func (k *Keys) readRows(lo, hi int64, use func(s, a, b int, off int64, vals []float32)) (float64, error) {
 	if lo < 0 || hi > k.Rows() || lo > hi {
 		return 0, fmt.Errorf("retrieval: key rows [%d, %d) of %d", lo, hi, k.Rows())
 	}
-	vals := make([]float32, keyTile*k.Dim)
-	norms2 := make([]float64, keyTile)
+	vals := make([]float32, readTile*k.Dim)
+	norms2 := make([]float64, readTile)
 	var max2 float64
 	for p := lo; p < hi; {
 		s, a := k.locate(p)
-		b := int(min(int64(k.Segments[s].Rows), int64(a)+hi-p, int64(a)+keyTile))
+		b := int(min(int64(k.Segments[s].Rows), int64(a)+hi-p, int64(a)+readTile))
 		if err := k.decode(vals[:(b-a)*k.Dim], norms2[:b-a], s, a, b); err != nil {
 			return 0, err
 		}

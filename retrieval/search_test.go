@@ -18,10 +18,11 @@ import (
 func TestCPUSearcher(t *testing.T) {
 	for _, s := range []*retrieval.CPUSearcher{
 		{},
-		retrieval.SmallSearcher(1, 1, 1, 1),
-		retrieval.SmallSearcher(3, 5, 64, 2),
-		retrieval.SmallSearcher(7, 4, 1000, 3),
-		retrieval.SmallSearcher(5, 200, 1<<20, 4),
+		retrieval.SmallSearcher(1, 1, 1),
+		retrieval.SmallSearcher(5, 64, 2),
+		retrieval.SmallSearcher(4, 1000, 3),
+		retrieval.SmallSearcher(200, 1<<20, 4),
+		retrieval.SmallSearcher(48, 1<<14, 2),
 	} {
 		name := "defaults"
 		if s.Workers != 0 {
@@ -29,10 +30,9 @@ func TestCPUSearcher(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
 	}
-	// The portable scoring path (gonum's Sgemm), where the amd64 kernel
-	// would otherwise take over.
-	defer retrieval.UseDot4x2(false)()
-	t.Run("gonum", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(5, 7, 1000, 2)) })
+	// The portable kernels, where the amd64 ones would otherwise take over.
+	defer retrieval.UseAsm(false)()
+	t.Run("portable", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(21, 1000, 2)) })
 }
 
 // A budget too small for the candidate lists is an error naming the
@@ -82,7 +82,7 @@ func TestCPUSearcherMappedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRows, wantScores := searchtest.Reference(c.Queries, c.NQueries, vals, c.Dim, c.K)
-	s := retrieval.SmallSearcher(16, 8, 4096, 2)
+	s := retrieval.SmallSearcher(8, 4096, 2)
 	for round := range 2 {
 		got, err := s.Search(context.Background(), c.Queries, c.NQueries, keys, c.K)
 		if err != nil {
@@ -90,6 +90,70 @@ func TestCPUSearcherMappedKeys(t *testing.T) {
 		}
 		if diff := searchtest.Compare(got, c.NQueries, wantRows, wantScores); diff != "" {
 			t.Errorf("round %d: %s", round, diff)
+		}
+	}
+}
+
+// A key whose float32 score lies below the k-th reference score found so
+// far, while its own reference score lies above it, must still be found:
+// the kernel's threshold keeps the error bound's margin. Key 0 scores
+// exactly 1; key 16 (in the next tile and window, so key 0 is re-scored
+// first) scores 1 + 2⁻²³, but its float32 chain loses every one of its
+// sixteen 2⁻²⁶ terms and ends two float32 steps below 1.
+func TestCPUSearcherThresholdMargin(t *testing.T) {
+	const dim, n = 24, 40
+	keys := make([]float32, n*dim)
+	keys[0] = 1
+	b := keys[16*dim : 17*dim]
+	b[0] = 1 - 0x1p-23
+	for i := 1; i <= 16; i++ {
+		b[i] = 0x1p-26
+	}
+	q := make([]float32, dim)
+	for i := range 17 {
+		q[i] = 1
+	}
+	for _, s := range []*retrieval.CPUSearcher{retrieval.SmallSearcher(16, 16*dim*4, 1), {}} {
+		km, err := retrieval.Float32Keys("keys", keys, n, dim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Search(context.Background(), q, 1, km, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Rows[0] != 16 || got.Scores[0] != 1+0x1p-23 {
+			t.Errorf("workers %d: top-1 is row %d with %v, want row 16 with %v", s.Workers, got.Rows[0], got.Scores[0], float32(1+0x1p-23))
+		}
+	}
+}
+
+// Float32 sums that overflow (values near 1e30 times 1e20, summed over 16
+// columns) carry no error bound: their keys are re-scored in float64 like
+// any candidate, and the answer is still the reference's (its scores
+// float32(S) = ±Inf, its order that of the float64 sums).
+func TestCPUSearcherOverflow(t *testing.T) {
+	const dim, n, nq = 16, 40, 2
+	keys := make([]float32, n*dim)
+	for i := range keys {
+		keys[i] = float32((i*7919)%13-6) * 1e30
+	}
+	q := make([]float32, nq*dim)
+	for i := range q {
+		q[i] = float32((i*31)%5-2) * 1e20
+	}
+	wantRows, wantScores := searchtest.Reference(q, nq, keys, dim, 5)
+	km, err := retrieval.Float32Keys("keys", keys, n, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*retrieval.CPUSearcher{{}, retrieval.SmallSearcher(16, 16*dim*4, 1)} {
+		got, err := s.Search(context.Background(), q, nq, km, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
+			t.Errorf("workers %d: %s", s.Workers, diff)
 		}
 	}
 }

@@ -47,15 +47,20 @@ func newSelection(k int) selection {
 }
 
 // offer considers key row with float32 score s32 whose reference score is
-// within err of it. It returns true when pending is full and must be
+// within err of it. A score that is not finite means the float32 sum
+// overflowed, where no error bound holds: the key is kept with the widest
+// bounds and left to re-scoring. It returns true when pending is (still)
+// half full after dropping what the floor rules out, and must be
 // re-scored (flush) before the next offer.
 func (sel *selection) offer(row int64, s32 float32, err float64) bool {
 	s := float64(s32)
-	upper := s + err
+	upper, lower := s+err, s-err
+	if math.IsInf(s, 0) || math.IsNaN(s) {
+		upper, lower = math.Inf(1), math.Inf(-1)
+	}
 	if upper < sel.floor {
 		return false
 	}
-	lower := s - err
 	if len(sel.lower) < sel.k {
 		heap.Push(&sel.lower, lower)
 	} else if lower > sel.lower[0] {
@@ -66,7 +71,20 @@ func (sel *selection) offer(row int64, s32 float32, err float64) bool {
 		sel.floor = max(sel.floor, sel.lower[0])
 	}
 	sel.pending = append(sel.pending, scored{row, upper})
-	return len(sel.pending) >= sel.cap
+	if len(sel.pending) < sel.cap {
+		return false
+	}
+	// The floor has risen since most of these were offered: drop what it
+	// rules out now, and ask for re-scoring only when that frees less than
+	// half of the room (near-ties, duplicates).
+	kept := sel.pending[:0]
+	for _, c := range sel.pending {
+		if c.score >= sel.floor {
+			kept = append(kept, c)
+		}
+	}
+	sel.pending = kept
+	return len(sel.pending) >= sel.cap/2
 }
 
 // flush re-scores the pending candidates that floor does not rule out with

@@ -81,13 +81,14 @@ var topKSizes = []struct{ nQueries, nKeys, dim, k int }{
 	{200, 10, 16, 10}, // k equal to the number of keys
 }
 
-// searchers are blockings that put block, tile and window edges
+// searchers are blockings that put panel, tile and window edges
 // everywhere, on one and on several workers, and the defaults.
 var searchers = []*CPUSearcher{
-	{queryBlock: 1, keyTile: 1, windowBytes: 1, Workers: 1},
-	{queryBlock: 3, keyTile: 5, windowBytes: 100, Workers: 2},
-	{queryBlock: 7, keyTile: 4, windowBytes: 1000, Workers: 3},
-	{queryBlock: 5, keyTile: 200, Workers: 4},
+	{keyTile: 1, windowBytes: 1, Workers: 1},
+	{keyTile: 5, windowBytes: 100, Workers: 2},
+	{keyTile: 4, windowBytes: 1000, Workers: 3},
+	{keyTile: 200, Workers: 4},
+	{keyTile: 32, windowBytes: 3000, Workers: 2},
 	{},
 }
 
@@ -106,8 +107,8 @@ func TestTopKMatchesNaive(t *testing.T) {
 			wantIdx, wantScores := naiveTopK(queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
 			kOut := min(sz.k, sz.nKeys)
 			for _, b := range searchers {
-				name := fmt.Sprintf("%s/q%d_k%d_d%d_top%d/block%dx%d_w%d",
-					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.queryBlock, b.keyTile, b.Workers)
+				name := fmt.Sprintf("%s/q%d_k%d_d%d_top%d/tile%d_w%d",
+					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.keyTile, b.Workers)
 				gotIdx, gotScores, err := topK(b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)

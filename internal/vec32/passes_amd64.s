@@ -9,6 +9,7 @@
 // The Go loops are the definition; the tests compare the two bit for bit.
 
 #include "textflag.h"
+#include "gelu_tables_amd64.h"
 
 // func sumLanes(n int, x *float32, l *lanes)
 // l[j%8] += x[j]: lanes 0-3 in Y0, 4-7 in Y1.
@@ -298,166 +299,111 @@ axpbyloop:
 	VZEROUPPER
 	RET
 
-// GELU (gelu.go), 8 lanes at once. The table lookups are gathers of
-// coefficient pairs (8 bytes: the polynomials are 6 floats, 24 bytes, so
-// pair k of interval i is 8-byte element 3i+k), four lanes a gather: on
-// this project's AMD CPUs a gather costs about one load per element, and
-// pairs halve the elements. The indices go in the order 0,1,4,5 | 2,3,6,7
-// (VPERMQ) so that VSHUFPS, which works within 128-bit halves, deals the
-// pairs out into lanes 0-7 in order.
+// GELU and its derivative (gelu.go), 8 lanes at once, with the same
+// operations in the same order as geluTail, GELU and GELUGrad. DX holds
+// &geluC (offsets in gelu_tables_amd64.h), Y14 the mask of |x| and Y15 1.0
+// (whose bits, 0x3f800000, also make 2^-n). The piece index j is left in
+// the low 3 bits of Y3, all VPERMPS looks at.
 
-// geluconst: one YMM each of the abs mask, 64, 0.5, 1/64 and geluLimit.
-DATA geluconst<>+0(SB)/4, $0x7fffffff
-DATA geluconst<>+4(SB)/4, $0x7fffffff
-DATA geluconst<>+8(SB)/4, $0x7fffffff
-DATA geluconst<>+12(SB)/4, $0x7fffffff
-DATA geluconst<>+16(SB)/4, $0x7fffffff
-DATA geluconst<>+20(SB)/4, $0x7fffffff
-DATA geluconst<>+24(SB)/4, $0x7fffffff
-DATA geluconst<>+28(SB)/4, $0x7fffffff
-DATA geluconst<>+32(SB)/4, $0x42800000
-DATA geluconst<>+36(SB)/4, $0x42800000
-DATA geluconst<>+40(SB)/4, $0x42800000
-DATA geluconst<>+44(SB)/4, $0x42800000
-DATA geluconst<>+48(SB)/4, $0x42800000
-DATA geluconst<>+52(SB)/4, $0x42800000
-DATA geluconst<>+56(SB)/4, $0x42800000
-DATA geluconst<>+60(SB)/4, $0x42800000
-DATA geluconst<>+64(SB)/4, $0x3f000000
-DATA geluconst<>+68(SB)/4, $0x3f000000
-DATA geluconst<>+72(SB)/4, $0x3f000000
-DATA geluconst<>+76(SB)/4, $0x3f000000
-DATA geluconst<>+80(SB)/4, $0x3f000000
-DATA geluconst<>+84(SB)/4, $0x3f000000
-DATA geluconst<>+88(SB)/4, $0x3f000000
-DATA geluconst<>+92(SB)/4, $0x3f000000
-DATA geluconst<>+96(SB)/4, $0x3c800000
-DATA geluconst<>+100(SB)/4, $0x3c800000
-DATA geluconst<>+104(SB)/4, $0x3c800000
-DATA geluconst<>+108(SB)/4, $0x3c800000
-DATA geluconst<>+112(SB)/4, $0x3c800000
-DATA geluconst<>+116(SB)/4, $0x3c800000
-DATA geluconst<>+120(SB)/4, $0x3c800000
-DATA geluconst<>+124(SB)/4, $0x3c800000
-DATA geluconst<>+128(SB)/4, $0x41600000
-DATA geluconst<>+132(SB)/4, $0x41600000
-DATA geluconst<>+136(SB)/4, $0x41600000
-DATA geluconst<>+140(SB)/4, $0x41600000
-DATA geluconst<>+144(SB)/4, $0x41600000
-DATA geluconst<>+148(SB)/4, $0x41600000
-DATA geluconst<>+152(SB)/4, $0x41600000
-DATA geluconst<>+156(SB)/4, $0x41600000
-GLOBL geluconst<>(SB), RODATA|NOPTR, $160
+// GELU_HORNER_STEP: v = fma(v, h, poly coefficient of piece j).
+#define GELU_HORNER_STEP(off) \
+	VPERMPS     off(DX), Y3, Y6 \
+	VFMADD213PS Y6, Y4, Y5
 
-// INTERVAL, for x in Y0: leaves in Y2 the lanes where |x| < geluLimit
-// (all ones; false for NaN), in Y4 the offset h = |x| - i/64 from the
-// interval's centre, and the pair indices 3i (0 out of range) for lanes
-// 0,1,4,5 in X5 and 2,3,6,7 in X3. Y9 must hold 0 and Y10 1.
-#define INTERVAL \
-	VANDPS       geluconst<>+0(SB), Y0, Y1   \
-	VCMPPS       $0x11, geluconst<>+128(SB), Y1, Y2 \
-	VMULPS       geluconst<>+32(SB), Y1, Y3  \
-	VADDPS       geluconst<>+64(SB), Y3, Y3  \
-	VCVTTPS2DQ   Y3, Y3                      \
-	VPAND        Y2, Y3, Y3                  \
-	VCVTDQ2PS    Y3, Y4                      \
-	VMULPS       geluconst<>+96(SB), Y4, Y4  \
-	VSUBPS       Y4, Y1, Y4                  \
-	VPSLLD       $1, Y3, Y5                  \
-	VPADDD       Y3, Y5, Y5                  \
-	VPERMQ       $0xd8, Y5, Y5               \
-	VEXTRACTI128 $1, Y5, X3
+// GELU_TAIL leaves in Y5 geluTail(|x|, poly) for x in Y0 (0 where |x| >=
+// limit, NaN for NaN), using Y1-Y10.
+#define GELU_TAIL(poly) \
+	VANDPS      Y14, Y0, Y1               \ // a = |x|
+	VCMPPS      $0x19, GELU_LIMIT(DX), Y1, Y2 \ // !(a >= limit): in range or NaN
+	VADDPS      Y15, Y1, Y3               \
+	VPSRLD      $22, Y3, Y3               \ // j = bits(a + 1) >> 22 (& 7)
+	VPERMPS     GELU_CENTRE(DX), Y3, Y4   \
+	VSUBPS      Y4, Y1, Y4                \ // h = a - centre
+	VPERMPS     poly(DX), Y3, Y5          \
+	GELU_HORNER_STEP(poly+32) \
+	GELU_HORNER_STEP(poly+64) \
+	GELU_HORNER_STEP(poly+96) \
+	GELU_HORNER_STEP(poly+128) \
+	GELU_HORNER_STEP(poly+160) \
+	GELU_HORNER_STEP(poly+192) \
+	GELU_HORNER_STEP(poly+224) \
+	GELU_HORNER_STEP(poly+32*(GELU_DEGREE+1)) \ // the constant's low part
+	VPERMPS     poly+32*GELU_DEGREE(DX), Y3, Y6 \
+	VADDPS      Y6, Y5, Y5                \ // and its high part: v = P(h)
+	VMULPS      Y1, Y1, Y7                \ // hi = a*a
+	VMOVAPS     Y1, Y8                    \
+	VFMSUB213PS Y7, Y1, Y8                \ // lo = a*a - hi, exact
+	VMULPS      GELU_HALF(DX), Y7, Y7     \ // u
+	VMULPS      GELU_HALF(DX), Y8, Y8     \ // ul
+	VMULPS      GELU_LOG2E(DX), Y7, Y9    \
+	VROUNDPS    $0, Y9, Y9                \ // n, to nearest even
+	VFMADD231PS GELU_NEG_LN2_HI(DX), Y9, Y7 \ // s = u - n ln2hi
+	VFMADD231PS GELU_NEG_LN2_LO(DX), Y9, Y7 \ // s -= n ln2lo
+	VADDPS      Y8, Y7, Y7                \ // s += ul
+	VMOVUPS     GELU_EXP(DX), Y10         \
+	VFMADD213PS GELU_EXP+32(DX), Y7, Y10 \
+	VFMADD213PS GELU_EXP+64(DX), Y7, Y10 \
+	VFMADD213PS GELU_EXP+96(DX), Y7, Y10 \
+	VFMADD213PS GELU_EXP+128(DX), Y7, Y10 \
+	VFMADD213PS GELU_EXP+160(DX), Y7, Y10 \
+	VMULPS      Y10, Y7, Y10              \ // w = s g(s) = exp(-s) - 1
+	VCVTPS2DQ   Y9, Y9                    \
+	VPSLLD      $23, Y9, Y9               \
+	VPSUBD      Y9, Y15, Y9               \ // 2^-n
+	VFMADD231PS Y5, Y10, Y5               \ // v + v w
+	VMULPS      Y9, Y5, Y5                \
+	VANDPS      Y2, Y5, Y5
 
-// GATHER_PAIR loads coefficients 2k and 2k+1 of the lanes' polynomials
-// from table into even and odd (through Y7, Y8 and Y1).
-#define GATHER_PAIR(k, table, even, odd) \
-	VPCMPEQD   Y7, Y7, Y7                   \
-	VGATHERDPD Y7, (k*8)(table)(X5*8), Y8   \
-	VPCMPEQD   Y7, Y7, Y7                   \
-	VGATHERDPD Y7, (k*8)(table)(X3*8), Y1   \
-	VSHUFPS    $0x88, Y1, Y8, even          \
-	VSHUFPS    $0xdd, Y1, Y8, odd
+// GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into Y15.
+#define GELU_SETUP(c) \
+	MOVQ     c, DX                  \
+	VPCMPEQD Y14, Y14, Y14          \
+	VPSRLD   $1, Y14, Y14           \
+	VMOVUPS  GELU_ONE(DX), Y15
 
-// HORNER_STEP: p = p*h + c (not fused).
-#define HORNER_STEP(c, p) \
-	VMULPS Y4, p, p \
-	VADDPS c, p, p
-
-// HORNER evaluates the degree-5 polynomial of table at h into p,
-// using Y12 and Y13.
-#define HORNER(table, p) \
-	GATHER_PAIR(2, table, Y12, p) \
-	HORNER_STEP(Y12, p)           \
-	GATHER_PAIR(1, table, Y12, Y13) \
-	HORNER_STEP(Y13, p)           \
-	HORNER_STEP(Y12, p)           \
-	GATHER_PAIR(0, table, Y12, Y13) \
-	HORNER_STEP(Y13, p)           \
-	HORNER_STEP(Y12, p)
-
-// func geluAVX2(n int, y, x *float32, upperTail *float32)
+// func geluAVX2(n int, y, x *float32, c *float32)
+// y[j] = x[j] M for x[j] < 0 (sign bit set), x[j] - x[j] M otherwise, and
+// x[j] itself where |x[j]| >= limit (M = 0 there, but +Inf M is NaN).
 TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 	MOVQ n+0(FP), CX
 	MOVQ y+8(FP), DI
 	MOVQ x+16(FP), SI
-	MOVQ upperTail+24(FP), DX
-	VXORPS    Y9, Y9, Y9
-	VPCMPEQD  Y10, Y10, Y10
-	VPSRLD    $25, Y10, Y10
-	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
+	GELU_SETUP(c+24(FP))
 	XORQ BX, BX
 	SHRQ $3, CX
 
 geluloop:
-	VMOVUPS (SI)(BX*1), Y0
-	INTERVAL
-	HORNER(DX, Y6)                  // q = Q(|x|)
-	VSUBPS    Y6, Y10, Y7           // 1 - q
-	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0
-	VBLENDVPS Y8, Y6, Y7, Y7        // x < 0 ? q : 1 - q
-	VMULPS    Y7, Y0, Y7            // x times that
-	VCMPPS    $0x1e, Y9, Y0, Y8     // x > 0
-	VMULPS    Y9, Y0, Y3            // x*0
-	VBLENDVPS Y8, Y0, Y3, Y3        // out of range: x > 0 ? x : x*0
-	VBLENDVPS Y2, Y7, Y3, Y7
-	VMOVUPS   Y7, (DI)(BX*1)
+	VMOVUPS   (SI)(BX*1), Y0
+	GELU_TAIL(GELU_R)
+	VMULPS       Y0, Y5, Y6       // x M
+	VMOVAPS      Y0, Y7
+	VFNMADD231PS Y5, Y0, Y7       // x - x M
+	VBLENDVPS    Y2, Y7, Y0, Y7   // in range (or NaN) ? that : x
+	VBLENDVPS    Y0, Y6, Y7, Y6   // x's sign ? x M : that
+	VMOVUPS      Y6, (DI)(BX*1)
 	ADDQ      $32, BX
 	DECQ      CX
 	JNZ       geluloop
 	VZEROUPPER
 	RET
 
-// func geluGradMulAVX2(n int, dx, dy, x *float32, upperTail, density *float32)
-TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-48
+// func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)
+// dx[j] = dy[j] times M for x[j] < 0 (sign bit set), 1 - M otherwise.
+TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-40
 	MOVQ n+0(FP), CX
 	MOVQ dx+8(FP), DI
 	MOVQ dy+16(FP), R9
 	MOVQ x+24(FP), SI
-	MOVQ upperTail+32(FP), DX
-	MOVQ density+40(FP), R8
-	VXORPS    Y9, Y9, Y9
-	VPCMPEQD  Y10, Y10, Y10
-	VPSRLD    $25, Y10, Y10
-	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
+	GELU_SETUP(c+32(FP))
 	XORQ BX, BX
 	SHRQ $3, CX
 
 gelugradloop:
-	VMOVUPS (SI)(BX*1), Y0
-	INTERVAL
-	HORNER(DX, Y6)                  // Q(|x|)
-	HORNER(R8, Y11)                 // φ(|x|)
-	VSUBPS    Y6, Y10, Y3           // 1 - Q
-	VCMPPS    $0x1d, Y9, Y0, Y8     // x >= 0
-	VBLENDVPS Y8, Y3, Y6, Y6        // Φ(x) = x >= 0 ? 1 - Q : Q
-	VMULPS    Y11, Y0, Y11          // x φ(x)
-	VADDPS    Y11, Y6, Y6           // Φ(x) + x φ(x)
-	VCMPPS    $0x1e, Y9, Y0, Y8     // x > 0
-	VBLENDVPS Y8, Y10, Y0, Y3       // out of range: x > 0 ? 1 : x ...
-	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0
-	VBLENDVPS Y8, Y9, Y3, Y3        // ... x < 0 ? 0 : that (NaN stays x)
-	VBLENDVPS Y2, Y6, Y3, Y6
-	VMULPS    (R9)(BX*1), Y6, Y6    // dy times the derivative
+	VMOVUPS   (SI)(BX*1), Y0
+	GELU_TAIL(GELU_D)
+	VSUBPS    Y5, Y15, Y6     // 1 - M
+	VBLENDVPS Y0, Y5, Y6, Y6  // x's sign ? M : 1 - M
+	VMULPS    (R9)(BX*1), Y6, Y6
 	VMOVUPS   Y6, (DI)(BX*1)
 	ADDQ      $32, BX
 	DECQ      CX

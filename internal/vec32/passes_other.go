@@ -17,6 +17,8 @@ func layerNormApply(n int, y, xhat, x, gamma, beta *float32, m, r float64) { noA
 func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, mg, mgx, r float64) {
 	noAsm()
 }
-func axpby(n int, dst, x, y *float32, a, b float64)                          { noAsm() }
-func geluAVX2(n int, y, x *float32, upperTail *float32)                      { noAsm() }
-func geluGradMulAVX2(n int, dx, dy, x *float32, upperTail, density *float32) { noAsm() }
+func axpby(n int, dst, x, y *float32, a, b float64)         { noAsm() }
+func geluAVX2(n int, y, x *float32, c *float32)             { noAsm() }
+func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32) { noAsm() }
+
+const haveFMA = false

@@ -78,9 +78,9 @@ func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) float32 {
 	for k := 1; k <= geluExpDegree; k++ {
 		g = fma(g, s, geluC.exp[k][0])
 	}
-	w := float32(s * g) // exp(-s) - 1
+	w := float32(s * g)                                                                  // exp(-s) - 1
 	scale := math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
-	return fma(v, w, v) * scale                                                            // v exp(-s) 2^-n
+	return fma(v, w, v) * scale                                                          // v exp(-s) 2^-n
 }
 
 // GELU returns x Φ(x).

@@ -12,10 +12,16 @@ import "math"
 // one rounding, but rounding r again to float32 can be wrong when r lands
 // exactly halfway between two float32s while x*y + z does not: then the
 // error e of the float64 sum (exact, by TwoSum) says on which side the
-// true value lies.
+// true value lies. Where r is not such a tie (its 29 bits below float32's
+// precision are not exactly 1 followed by zeros, and it is in float32's
+// normal range, where that is where float32's precision ends), it lies on
+// the same side of every float32 tie as x*y + z, so it rounds as that does.
 func Float32(x, y, z float32) float32 {
 	p, zz := float64(x)*float64(y), float64(z)
 	r := p + zz
+	if math.Float64bits(r)&(1<<29-1) != 1<<28 && math.Abs(r) >= 0x1p-126 {
+		return float32(r)
+	}
 	f := float32(r)
 	if float64(f) == r || math.IsInf(r, 0) || math.IsNaN(r) {
 		return f

@@ -33,6 +33,13 @@ func TestFloat32(t *testing.T) {
 		check(-(1 + 0x1p-12), 1+0x1p-12, z)
 		check(1+0x1p-12+0x1p-23, 1+0x1p-12, z)
 	}
+	// Results in and near float32's subnormal range, where its ties sit
+	// at other bit positions.
+	for range 200000 {
+		x, y := float32(rng.NormFloat64()*0x1p-63), float32(rng.NormFloat64()*0x1p-63)
+		z := float32(rng.NormFloat64() * math.Exp2(float64(-120-rng.IntN(29))))
+		check(x, y, z)
+	}
 	for range 200000 {
 		x, y := float32(rng.NormFloat64()), float32(rng.NormFloat64())
 		z := float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(80)-40)))

@@ -27,10 +27,10 @@ import (
 // one 8-float register, from which VPERMPS picks each lane's. gelugen
 // (go generate) fits the polynomials and writes gelu_tables.go.
 //
-// exp(-a²/2) = 2^-n exp(-s): a² = hi + lo exactly (lo by an FMA), n the
-// integer nearest (hi/2) log2(e), s = hi/2 - n ln2 + lo/2 with ln2 in two
-// parts, and exp(-s) = 1 + s g(s), |s| <= ln2/2, g a degree-5 polynomial.
-// Then, with M = (P(h) + P(h) s g(s)) 2^-n, P being R or D (the sum one
+// exp(-a²/2) = 2^-n exp(-t/2): a² = hi + lo exactly (lo by an FMA), n the
+// integer nearest hi log2(e)/2, t = hi - 2n ln2 + lo with ln2 in two
+// parts, and exp(-t/2) = 1 + t g(t), |t| <= ln2, g a degree-5 polynomial.
+// Then, with M = (P(h) + P(h) t g(t)) 2^-n, P being R or D (the sum one
 // FMA, and P's constant term in two parts, added last),
 //
 //	GELU(x)  = x M for x < 0,  x - x M (one FMA) for x >= 0
@@ -56,31 +56,35 @@ import (
 // instruction does, and every other operation is a float32 operation, so
 // the bits are the same on every platform and with or without assembly.
 
-// geluTail returns M for 0 <= a < geluC.limit: P(h) exp(-s) 2^-n with
-// P's coefficients in poly (geluC.r or geluC.d).
+// geluTail returns M for 0 <= a < geluC.limit: P(h) exp(-a²/2) with P's
+// coefficients in poly (geluC.r or geluC.d): P by Horner's rule, g by
+// Estrin's scheme (pairs of terms, then pairs of pairs), written for
+// gelugen's degree 5.
 func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) float32 {
+	const _ = uint(geluExpDegree-5) + uint(5-geluExpDegree)
 	fma := exactfma.Float32
 	j := math.Float32bits(a+1) >> 22 & (geluPieces - 1)
 	h := a - geluC.centre[j]
-	v := poly[0][j]
-	for k := 1; k < geluDegree; k++ {
+	v := poly[geluDegree][j]
+	for k := geluDegree - 1; k >= 1; k-- {
 		v = fma(v, h, poly[k][j])
 	}
-	v = fma(v, h, poly[geluDegree+1][j]) + poly[geluDegree][j] // the constant's low part, then its high part
+	v = fma(v, h, poly[geluDegree+1][j]) + poly[0][j] // the constant's low part, then its high part
+
 	hi := float32(a * a)
 	lo := fma(a, a, -hi)
-	u, ul := hi*geluC.half[0], lo*geluC.half[0]
-	n := float32(math.RoundToEven(float64(float32(u * geluC.log2e[0]))))
-	s := fma(n, geluC.negLn2Hi[0], u)
-	s = fma(n, geluC.negLn2Lo[0], s)
-	s += ul
-	g := geluC.exp[0][0]
-	for k := 1; k <= geluExpDegree; k++ {
-		g = fma(g, s, geluC.exp[k][0])
-	}
-	w := float32(s * g)                                                                  // exp(-s) - 1
+	n := float32(math.RoundToEven(float64(float32(hi * geluC.halfLog2e[0]))))
+	t := fma(n, geluC.negTwoLn2Hi[0], hi)
+	t = fma(n, geluC.negTwoLn2Lo[0], t)
+	t += lo // a² - 2n ln2
+	e := &geluC.exp
+	t2 := float32(t * t)
+	t4 := float32(t2 * t2)
+	g03 := fma(fma(e[3][0], t, e[2][0]), t2, fma(e[1][0], t, e[0][0]))
+	g := fma(fma(e[5][0], t, e[4][0]), t4, g03)
+	w := float32(t * g)                                                                  // exp(-t/2) - 1
 	scale := math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
-	return fma(v, w, v) * scale                                                          // v exp(-s) 2^-n
+	return fma(v, w, v) * scale                                                          // v exp(-t/2) 2^-n
 }
 
 // GELU returns x Φ(x).

@@ -305,10 +305,13 @@ axpbyloop:
 // (whose bits, 0x3f800000, also make 2^-n). The piece index j is left in
 // the low 3 bits of Y3, all VPERMPS looks at.
 
-// GELU_HORNER_STEP: v = fma(v, h, poly coefficient of piece j).
-#define GELU_HORNER_STEP(off) \
-	VPERMPS     off(DX), Y3, Y6 \
-	VFMADD213PS Y6, Y4, Y5
+// GELU_COEF loads coefficient k of poly for each lane's piece into r.
+#define GELU_COEF(poly, k, r) VPERMPS poly+32*(k)(DX), Y3, r
+
+// GELU_HORNER_STEP: v = fma(v, h, coefficient k) with v in Y9, h in Y4.
+#define GELU_HORNER_STEP(poly, k) \
+	GELU_COEF(poly, k, Y7) \
+	VFMADD213PS Y7, Y4, Y9
 
 // GELU_TAIL leaves in Y5 geluTail(|x|, poly) for x in Y0 (0 where |x| >=
 // limit, NaN for NaN), using Y1-Y10.
@@ -319,39 +322,42 @@ axpbyloop:
 	VPSRLD      $22, Y3, Y3               \ // j = bits(a + 1) >> 22 (& 7)
 	VPERMPS     GELU_CENTRE(DX), Y3, Y4   \
 	VSUBPS      Y4, Y1, Y4                \ // h = a - centre
-	VPERMPS     poly(DX), Y3, Y5          \
-	GELU_HORNER_STEP(poly+32) \
-	GELU_HORNER_STEP(poly+64) \
-	GELU_HORNER_STEP(poly+96) \
-	GELU_HORNER_STEP(poly+128) \
-	GELU_HORNER_STEP(poly+160) \
-	GELU_HORNER_STEP(poly+192) \
-	GELU_HORNER_STEP(poly+224) \
-	GELU_HORNER_STEP(poly+32*(GELU_DEGREE+1)) \ // the constant's low part
-	VPERMPS     poly+32*GELU_DEGREE(DX), Y3, Y6 \
-	VADDPS      Y6, Y5, Y5                \ // and its high part: v = P(h)
-	VMULPS      Y1, Y1, Y7                \ // hi = a*a
-	VMOVAPS     Y1, Y8                    \
-	VFMSUB213PS Y7, Y1, Y8                \ // lo = a*a - hi, exact
-	VMULPS      GELU_HALF(DX), Y7, Y7     \ // u
-	VMULPS      GELU_HALF(DX), Y8, Y8     \ // ul
-	VMULPS      GELU_LOG2E(DX), Y7, Y9    \
-	VROUNDPS    $0, Y9, Y9                \ // n, to nearest even
-	VFMADD231PS GELU_NEG_LN2_HI(DX), Y9, Y7 \ // s = u - n ln2hi
-	VFMADD231PS GELU_NEG_LN2_LO(DX), Y9, Y7 \ // s -= n ln2lo
-	VADDPS      Y8, Y7, Y7                \ // s += ul
-	VMOVUPS     GELU_EXP(DX), Y10         \
-	VFMADD213PS GELU_EXP+32(DX), Y7, Y10 \
-	VFMADD213PS GELU_EXP+64(DX), Y7, Y10 \
-	VFMADD213PS GELU_EXP+96(DX), Y7, Y10 \
-	VFMADD213PS GELU_EXP+128(DX), Y7, Y10 \
-	VFMADD213PS GELU_EXP+160(DX), Y7, Y10 \
-	VMULPS      Y10, Y7, Y10              \ // w = s g(s) = exp(-s) - 1
-	VCVTPS2DQ   Y9, Y9                    \
-	VPSLLD      $23, Y9, Y9               \
-	VPSUBD      Y9, Y15, Y9               \ // 2^-n
-	VFMADD231PS Y5, Y10, Y5               \ // v + v w
-	VMULPS      Y9, Y5, Y5                \
+	GELU_COEF(poly, GELU_DEGREE, Y9)      \
+	GELU_HORNER_STEP(poly, 7)           \
+	GELU_HORNER_STEP(poly, 6)           \
+	GELU_HORNER_STEP(poly, 5)           \
+	GELU_HORNER_STEP(poly, 4)           \
+	GELU_HORNER_STEP(poly, 3)           \
+	GELU_HORNER_STEP(poly, 2)           \
+	GELU_HORNER_STEP(poly, 1)           \
+	GELU_COEF(poly, GELU_DEGREE+1, Y7)    \
+	VFMADD213PS Y7, Y4, Y9                \ // the constant's low part
+	GELU_COEF(poly, 0, Y7)                \
+	VADDPS      Y7, Y9, Y9                \ // and its high part: v = P(h)
+	VMULPS      Y1, Y1, Y4                \ // hi = a*a
+	VMOVAPS     Y1, Y5                    \
+	VFMSUB213PS Y4, Y1, Y5                \ // lo = a*a - hi, exact
+	VMULPS      GELU_HALF_LOG2E(DX), Y4, Y6 \
+	VROUNDPS    $0, Y6, Y6                \ // n, to nearest even
+	VFMADD231PS GELU_NEG_TWO_LN2_HI(DX), Y6, Y4 \ // t = hi - 2n ln2hi
+	VFMADD231PS GELU_NEG_TWO_LN2_LO(DX), Y6, Y4 \ // t -= 2n ln2lo
+	VADDPS      Y5, Y4, Y4                \ // t += lo
+	VMULPS      Y4, Y4, Y5                \ // t2
+	VMULPS      Y5, Y5, Y7                \ // t4
+	VMOVUPS     GELU_EXP+32*1(DX), Y8     \
+	VFMADD213PS GELU_EXP+32*0(DX), Y4, Y8 \ // e1 t + e0
+	VMOVUPS     GELU_EXP+32*3(DX), Y10    \
+	VFMADD213PS GELU_EXP+32*2(DX), Y4, Y10 \ // e3 t + e2
+	VFMADD213PS Y8, Y5, Y10               \ // g03
+	VMOVUPS     GELU_EXP+32*5(DX), Y8     \
+	VFMADD213PS GELU_EXP+32*4(DX), Y4, Y8 \ // e5 t + e4
+	VFMADD213PS Y10, Y7, Y8               \ // g = that t4 + g03
+	VMULPS      Y8, Y4, Y8                \ // w = t g(t) = exp(-t/2) - 1
+	VCVTPS2DQ   Y6, Y6                    \
+	VPSLLD      $23, Y6, Y6               \
+	VPSUBD      Y6, Y15, Y6               \ // 2^-n
+	VFMADD231PS Y9, Y8, Y9                \ // v + v w
+	VMULPS      Y6, Y9, Y5                \
 	VANDPS      Y2, Y5, Y5
 
 // GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into Y15.

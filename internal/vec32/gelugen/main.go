@@ -23,7 +23,7 @@ import (
 const (
 	pieces    = 8
 	degree    = 8 // R and D, in h = a - centre
-	expDegree = 5 // g(s) = (exp(-s) - 1)/s; exp(-s) = 1 + s g(s)
+	expDegree = 5 // g(t) = (exp(-t/2) - 1)/t; exp(-t/2) = 1 + t g(t)
 	// limit is the |x| from which R and D are not used (Q and φ taken as
 	// 0): below it the exponent n of the scale 2^-n is at most 126.
 	limit = float32(13.2)
@@ -55,13 +55,13 @@ func d(a float64) (float64, float64) {
 	return v - a*invSqrt2Pi, math.Max(v, a*invSqrt2Pi)
 }
 
-// g is (exp(-s) - 1)/s, its error measured as that of 1 + s g(s) relative
-// to exp(-s).
-func g(s float64) (float64, float64) {
-	if s == 0 {
-		return -1, math.Inf(1) // 1 + s g(s) is exact there
+// g is (exp(-t/2) - 1)/t, its error measured as that of 1 + t g(t)
+// relative to exp(-t/2).
+func g(t float64) (float64, float64) {
+	if t == 0 {
+		return -0.5, math.Inf(1) // 1 + t g(t) is exact there
 	}
-	return math.Expm1(-s) / s, math.Exp(-s) / math.Abs(s)
+	return math.Expm1(-t/2) / t, math.Exp(-t/2) / math.Abs(t)
 }
 
 // fit returns the near-minimax polynomial of degree deg for f on [lo, hi]
@@ -229,7 +229,7 @@ func main() {
 	log.SetFlags(0)
 
 	var centre [pieces]float32
-	var rc, dc [degree + 2][pieces]float32 // highest power first, then the constant's low part
+	var rc, dc [degree + 2][pieces]float32 // power k at k, the constant's low part last
 	for j, b := range bounds {
 		centre[j] = float32(b.centre)
 		// Widen each interval a little: |x|+1 is rounded to float32
@@ -245,17 +245,17 @@ func main() {
 			c, c0Lo, rounded := fitRounded(fn.f, lo, hi, b.centre, degree)
 			log.Printf("%s on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", fn.name, b.lo, b.hi, fitted, math.Log2(fitted), rounded, math.Log2(rounded))
 			for k, v := range c {
-				fn.dst[degree-k][j] = v
+				fn.dst[k][j] = v
 			}
 			fn.dst[degree+1][j] = c0Lo
 		}
 	}
-	// s = y - n ln2 is within ln2/2 of 0, plus the rounding of y log2e
-	// to float32 (n at most 126) and y's low part.
-	sMax := math.Ln2/2 + 0x1p-12
-	_, worst := fit(g, -sMax, sMax, 0, expDegree)
-	gm, _, rounded := fitRounded(g, -sMax, sMax, 0, expDegree) // g's constant, -1, needs no low part
-	log.Printf("exp(-s) on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", -sMax, sMax, worst, math.Log2(worst), rounded, math.Log2(rounded))
+	// t = a² - 2n ln2 is within ln2 of 0, plus the rounding of
+	// a² log2(e)/2 to float32 (n at most 126) and a²'s low part.
+	tMax := math.Ln2 + 0x1p-11
+	_, worst := fit(g, -tMax, tMax, 0, expDegree)
+	gm, _, rounded := fitRounded(g, -tMax, tMax, 0, expDegree) // g's constant, -1/2, needs no low part
+	log.Printf("exp(-t/2) on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", -tMax, tMax, worst, math.Log2(worst), rounded, math.Log2(rounded))
 	ln2Hi := float32(math.Ln2)
 	ln2Lo := float32(math.Ln2 - float64(ln2Hi))
 
@@ -269,11 +269,11 @@ func main() {
 	p("// gelu_tables_amd64.h gives the assembly each field's offset.\n")
 	p("var geluC = struct {\n")
 	p("\tcentre [geluPieces]float32\n")
-	p("\t// R and D: the power of h highest first, the constant's high part\n")
-	p("\t// last but one and its low part last\n")
+	p("\t// R and D: the coefficient of h^k at k (the constant's high part at\n")
+	p("\t// 0), the constant's low part last\n")
 	p("\tr, d [geluDegree + 2][geluPieces]float32\n")
-	p("\texp [geluExpDegree + 1][8]float32 // g, the power of s highest first\n")
-	p("\tone, half, log2e, negLn2Hi, negLn2Lo, limit [8]float32\n")
+	p("\texp [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k\n")
+	p("\tone, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32\n")
 	p("}{\n")
 	row := func(v [pieces]float32) string {
 		s := "{"
@@ -304,14 +304,14 @@ func main() {
 		p("\t},\n")
 	}
 	p("\texp: [geluExpDegree + 1][8]float32{\n")
-	for k := expDegree; k >= 0; k-- {
+	for k := 0; k <= expDegree; k++ {
 		p("\t\t%s,\n", splat(gm[k]))
 	}
 	p("\t},\n")
 	for _, c := range []struct {
 		name string
 		v    float32
-	}{{"one", 1}, {"half", 0.5}, {"log2e", math.Log2E}, {"negLn2Hi", -ln2Hi}, {"negLn2Lo", -ln2Lo}, {"limit", limit}} {
+	}{{"one", 1}, {"halfLog2e", math.Log2E / 2}, {"negTwoLn2Hi", -2 * ln2Hi}, {"negTwoLn2Lo", -2 * ln2Lo}, {"limit", limit}} {
 		p("\t%s: [8]float32%s,\n", c.name, splat(c.v))
 	}
 	p("}\n")
@@ -335,7 +335,7 @@ func main() {
 	def("GELU_R", degree+2)
 	def("GELU_D", degree+2)
 	def("GELU_EXP", expDegree+1)
-	for _, name := range []string{"GELU_ONE", "GELU_HALF", "GELU_LOG2E", "GELU_NEG_LN2_HI", "GELU_NEG_LN2_LO", "GELU_LIMIT"} {
+	for _, name := range []string{"GELU_ONE", "GELU_HALF_LOG2E", "GELU_NEG_TWO_LN2_HI", "GELU_NEG_TWO_LN2_LO", "GELU_LIMIT"} {
 		def(name, 1)
 	}
 	fmt.Fprintf(&h, "#define GELU_DEGREE %d\n#define GELU_EXP_DEGREE %d\n", degree, expDegree)

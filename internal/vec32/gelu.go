@@ -29,9 +29,10 @@ import (
 //
 // exp(-a²/2) = 2^-n exp(-t/2): a² = hi + lo exactly (lo by an FMA), n the
 // integer nearest hi log2(e)/2, t = hi - 2n ln2 + lo with ln2 in two
-// parts, and exp(-t/2) = 1 + t g(t), |t| <= ln2, g a degree-5 polynomial.
-// Then, with M = (P(h) + P(h) t g(t)) 2^-n, P being R or D (the sum one
-// FMA, and P's constant term in two parts, added last),
+// parts, and exp(-t/2) = 1 + w, w = -t/2 + t² g(t), |t| <= ln2, g a
+// degree-4 polynomial. Then, with M = (P(h) + P(h) w) 2^-n, P being R or D
+// (P's constant term in two parts, added last; for R, the rounding error
+// of that last addition is carried into v w by an FMA),
 //
 //	GELU(x)  = x M for x < 0,  x - x M (one FMA) for x >= 0
 //	GELU'(x) = M   for x < 0,  1 - M     for x >= 0
@@ -56,20 +57,24 @@ import (
 // instruction does, and every other operation is a float32 operation, so
 // the bits are the same on every platform and with or without assembly.
 
-// geluTail returns M for 0 <= a < geluC.limit: P(h) exp(-a²/2) with P's
-// coefficients in poly (geluC.r or geluC.d): P by Horner's rule, g by
-// Estrin's scheme (pairs of terms, then pairs of pairs), written for
-// gelugen's degree 5.
-func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) float32 {
-	const _ = uint(geluExpDegree-5) + uint(5-geluExpDegree)
+// geluTail returns, for 0 <= a < geluC.limit, P(h) = v + vLo (P's
+// coefficients in poly, geluC.r or geluC.d), w = exp(-t/2) - 1 and
+// scale = 2^-n, so that P(a) exp(-a²/2) = (v + vLo)(1 + w) scale. P goes by
+// Horner's rule, its constant's high part added last, and g by Estrin's
+// scheme (pairs of terms, then pairs of pairs), written for gelugen's
+// degree 4.
+func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, scale float32) {
+	const _ = uint(geluExpDegree-4) + uint(4-geluExpDegree)
 	fma := exactfma.Float32
 	j := math.Float32bits(a+1) >> 22 & (geluPieces - 1)
 	h := a - geluC.centre[j]
-	v := poly[geluDegree][j]
+	r := poly[geluDegree][j]
 	for k := geluDegree - 1; k >= 1; k-- {
-		v = fma(v, h, poly[k][j])
+		r = fma(r, h, poly[k][j])
 	}
-	v = fma(v, h, poly[geluDegree+1][j]) + poly[0][j] // the constant's low part, then its high part
+	r = fma(r, h, poly[geluDegree+1][j]) // the constant's low part
+	v = r + poly[0][j]
+	vLo = (poly[0][j] - v) + r // v + vLo = r + poly[0][j] exactly (Fast2Sum)
 
 	hi := float32(a * a)
 	lo := fma(a, a, -hi)
@@ -80,11 +85,10 @@ func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) float32 {
 	e := &geluC.exp
 	t2 := float32(t * t)
 	t4 := float32(t2 * t2)
-	g03 := fma(fma(e[3][0], t, e[2][0]), t2, fma(e[1][0], t, e[0][0]))
-	g := fma(fma(e[5][0], t, e[4][0]), t4, g03)
-	w := float32(t * g)                                                                  // exp(-t/2) - 1
-	scale := math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
-	return fma(v, w, v) * scale                                                          // v exp(-t/2) 2^-n
+	g := fma(e[4][0], t4, fma(fma(e[3][0], t, e[2][0]), t2, fma(e[1][0], t, e[0][0])))
+	w = fma(t2, g, float32(t*geluC.negHalf[0]))
+	scale = math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
+	return v, vLo, w, scale
 }
 
 // GELU returns x Φ(x).
@@ -96,7 +100,8 @@ func GELU(x float32) float32 {
 		}
 		return x * 0 // -0 below -limit, NaN for NaN and -Inf as x Φ(x) gives
 	}
-	m := geluTail(a, &geluC.r)
+	v, vLo, w, scale := geluTail(a, &geluC.r)
+	m := (v + exactfma.Float32(v, w, vLo)) * scale // Q(a), v's low part kept to the end
 	if math.Signbit(float64(x)) {
 		return x * m
 	}
@@ -115,7 +120,8 @@ func GELUGrad(x float32) float32 {
 		}
 		return x // NaN
 	}
-	m := geluTail(a, &geluC.d)
+	v, _, w, scale := geluTail(a, &geluC.d)
+	m := exactfma.Float32(v, w, v) * scale // Q(a) - a φ(a)
 	if math.Signbit(float64(x)) {
 		return m
 	}

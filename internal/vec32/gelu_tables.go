@@ -5,7 +5,7 @@ package vec32
 const (
 	geluPieces    = 8
 	geluDegree    = 8
-	geluExpDegree = 5
+	geluExpDegree = 4
 )
 
 // geluC holds the coefficients and constants of GELU and GELUGrad, each
@@ -16,9 +16,9 @@ var geluC = struct {
 	centre [geluPieces]float32
 	// R and D: the coefficient of h^k at k (the constant's high part at
 	// 0), the constant's low part last
-	r, d                                            [geluDegree + 2][geluPieces]float32
-	exp                                             [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k
-	one, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32
+	r, d                                                     [geluDegree + 2][geluPieces]float32
+	exp                                                      [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k
+	one, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32
 }{
 	centre: [geluPieces]float32{0x1.8000p+00, 0x1.4000p+01, 0x1.0000p+02, 0x1.8000p+02, 0x1.2000p+03, 0x1.8000p+03, 0x0.0000p+00, 0x1.8000p-01},
 	r: [geluDegree + 2][geluPieces]float32{
@@ -46,14 +46,14 @@ var geluC = struct {
 		{-0x1.d2915p-31, 0x1.edd9bep-27, 0x1.1381ap-25, -0x1.5b126cp-26, -0x1.92def6p-24, -0x1.a77066p-23, 0x1.eba4f4p-28, -0x1.5a124ap-35},
 	},
 	exp: [geluExpDegree + 1][8]float32{
-		{-0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01},
 		{0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04},
-		{-0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06, -0x1.555418p-06},
-		{0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09, 0x1.555824p-09},
-		{-0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12, -0x1.1267fcp-12},
-		{0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16, 0x1.6ae6bcp-16},
+		{-0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06, -0x1.55549p-06},
+		{0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09, 0x1.5558f4p-09},
+		{-0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12, -0x1.123a3ep-12},
+		{0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16, 0x1.6a2398p-16},
 	},
 	one:         [8]float32{0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00, 0x1.0000p+00},
+	negHalf:     [8]float32{-0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01, -0x1.0000p-01},
 	halfLog2e:   [8]float32{0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01, 0x1.715476p-01},
 	negTwoLn2Hi: [8]float32{-0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00},
 	negTwoLn2Lo: [8]float32{0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28},

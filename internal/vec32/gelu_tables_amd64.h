@@ -5,10 +5,11 @@
 #define GELU_R 32
 #define GELU_D 352
 #define GELU_EXP 672
-#define GELU_ONE 864
+#define GELU_ONE 832
+#define GELU_NEG_HALF 864
 #define GELU_HALF_LOG2E 896
 #define GELU_NEG_TWO_LN2_HI 928
 #define GELU_NEG_TWO_LN2_LO 960
 #define GELU_LIMIT 992
 #define GELU_DEGREE 8
-#define GELU_EXP_DEGREE 5
+#define GELU_EXP_DEGREE 4

@@ -313,8 +313,9 @@ axpbyloop:
 	GELU_COEF(poly, k, Y7) \
 	VFMADD213PS Y7, Y4, Y9
 
-// GELU_TAIL leaves in Y5 geluTail(|x|, poly) for x in Y0 (0 where |x| >=
-// limit, NaN for NaN), using Y1-Y10.
+// GELU_TAIL leaves geluTail(|x|, poly) for x in Y0: v in Y11, vLo in
+// Y13, w in Y8 and 2^-n in Y6, and in Y2 the lanes with |x| < limit or
+// NaN; it uses Y1-Y13.
 #define GELU_TAIL(poly) \
 	VANDPS      Y14, Y0, Y1               \ // a = |x|
 	VCMPPS      $0x19, GELU_LIMIT(DX), Y1, Y2 \ // !(a >= limit): in range or NaN
@@ -331,9 +332,11 @@ axpbyloop:
 	GELU_HORNER_STEP(poly, 2)           \
 	GELU_HORNER_STEP(poly, 1)           \
 	GELU_COEF(poly, GELU_DEGREE+1, Y7)    \
-	VFMADD213PS Y7, Y4, Y9                \ // the constant's low part
+	VFMADD213PS Y7, Y4, Y9                \ // r, with the constant's low part
 	GELU_COEF(poly, 0, Y7)                \
-	VADDPS      Y7, Y9, Y9                \ // and its high part: v = P(h)
+	VADDPS      Y7, Y9, Y11               \ // v = r + the constant's high part
+	VSUBPS      Y11, Y7, Y7               \
+	VADDPS      Y9, Y7, Y13               \ // vLo = (high part - v) + r
 	VMULPS      Y1, Y1, Y4                \ // hi = a*a
 	VMOVAPS     Y1, Y5                    \
 	VFMSUB213PS Y4, Y1, Y5                \ // lo = a*a - hi, exact
@@ -348,17 +351,14 @@ axpbyloop:
 	VFMADD213PS GELU_EXP+32*0(DX), Y4, Y8 \ // e1 t + e0
 	VMOVUPS     GELU_EXP+32*3(DX), Y10    \
 	VFMADD213PS GELU_EXP+32*2(DX), Y4, Y10 \ // e3 t + e2
-	VFMADD213PS Y8, Y5, Y10               \ // g03
-	VMOVUPS     GELU_EXP+32*5(DX), Y8     \
-	VFMADD213PS GELU_EXP+32*4(DX), Y4, Y8 \ // e5 t + e4
-	VFMADD213PS Y10, Y7, Y8               \ // g = that t4 + g03
-	VMULPS      Y8, Y4, Y8                \ // w = t g(t) = exp(-t/2) - 1
+	VFMADD213PS Y8, Y5, Y10               \ // that t2 + (e1 t + e0)
+	VMOVUPS     GELU_EXP+32*4(DX), Y8     \
+	VFMADD213PS Y10, Y7, Y8               \ // g = e4 t4 + that
+	VMULPS      GELU_NEG_HALF(DX), Y4, Y10 \
+	VFMADD213PS Y10, Y5, Y8               \ // w = t2 g - t/2 = exp(-t/2) - 1
 	VCVTPS2DQ   Y6, Y6                    \
 	VPSLLD      $23, Y6, Y6               \
-	VPSUBD      Y6, Y15, Y6               \ // 2^-n
-	VFMADD231PS Y9, Y8, Y9                \ // v + v w
-	VMULPS      Y6, Y9, Y5                \
-	VANDPS      Y2, Y5, Y5
+	VPSUBD      Y6, Y15, Y6                 // 2^-n
 
 // GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into Y15.
 #define GELU_SETUP(c) \
@@ -381,6 +381,10 @@ TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 geluloop:
 	VMOVUPS   (SI)(BX*1), Y0
 	GELU_TAIL(GELU_R)
+	VFMADD213PS  Y13, Y11, Y8     // v w + vLo
+	VADDPS       Y8, Y11, Y5
+	VMULPS       Y6, Y5, Y5
+	VANDPS       Y2, Y5, Y5       // M, 0 out of range
 	VMULPS       Y0, Y5, Y6       // x M
 	VMOVAPS      Y0, Y7
 	VFNMADD231PS Y5, Y0, Y7       // x - x M
@@ -407,6 +411,9 @@ TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-40
 gelugradloop:
 	VMOVUPS   (SI)(BX*1), Y0
 	GELU_TAIL(GELU_D)
+	VFMADD231PS  Y11, Y8, Y11     // v + v w
+	VMULPS       Y6, Y11, Y5
+	VANDPS       Y2, Y5, Y5       // M, 0 out of range
 	VSUBPS    Y5, Y15, Y6     // 1 - M
 	VBLENDVPS Y0, Y5, Y6, Y6  // x's sign ? M : 1 - M
 	VMULPS    (R9)(BX*1), Y6, Y6

@@ -23,7 +23,7 @@ import (
 const (
 	pieces    = 8
 	degree    = 8 // R and D, in h = a - centre
-	expDegree = 5 // g(t) = (exp(-t/2) - 1)/t; exp(-t/2) = 1 + t g(t)
+	expDegree = 4 // g(t) = (exp(-t/2) - 1 + t/2)/t²; exp(-t/2) = 1 - t/2 + t² g(t)
 	// limit is the |x| from which R and D are not used (Q and φ taken as
 	// 0): below it the exponent n of the scale 2^-n is at most 126.
 	limit = float32(13.2)
@@ -55,13 +55,13 @@ func d(a float64) (float64, float64) {
 	return v - a*invSqrt2Pi, math.Max(v, a*invSqrt2Pi)
 }
 
-// g is (exp(-t/2) - 1)/t, its error measured as that of 1 + t g(t)
-// relative to exp(-t/2).
+// g is (exp(-t/2) - 1 + t/2)/t², its error measured as that of
+// 1 - t/2 + t² g(t) relative to exp(-t/2).
 func g(t float64) (float64, float64) {
-	if t == 0 {
-		return -0.5, math.Inf(1) // 1 + t g(t) is exact there
+	if math.Abs(t) < 0x1p-10 { // the series, where the difference cancels
+		return 1.0/8 - t/48 + t*t/384 - t*t*t/3840, math.Exp(-t/2) / (t * t)
 	}
-	return math.Expm1(-t/2) / t, math.Exp(-t/2) / math.Abs(t)
+	return (math.Expm1(-t/2) + t/2) / (t * t), math.Exp(-t/2) / (t * t)
 }
 
 // fit returns the near-minimax polynomial of degree deg for f on [lo, hi]
@@ -254,7 +254,7 @@ func main() {
 	// a² log2(e)/2 to float32 (n at most 126) and a²'s low part.
 	tMax := math.Ln2 + 0x1p-11
 	_, worst := fit(g, -tMax, tMax, 0, expDegree)
-	gm, _, rounded := fitRounded(g, -tMax, tMax, 0, expDegree) // g's constant, -1/2, needs no low part
+	gm, _, rounded := fitRounded(g, -tMax, tMax, 0, expDegree) // g's constant, 1/8, needs no low part
 	log.Printf("exp(-t/2) on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", -tMax, tMax, worst, math.Log2(worst), rounded, math.Log2(rounded))
 	ln2Hi := float32(math.Ln2)
 	ln2Lo := float32(math.Ln2 - float64(ln2Hi))
@@ -273,7 +273,7 @@ func main() {
 	p("\t// 0), the constant's low part last\n")
 	p("\tr, d [geluDegree + 2][geluPieces]float32\n")
 	p("\texp [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k\n")
-	p("\tone, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32\n")
+	p("\tone, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32\n")
 	p("}{\n")
 	row := func(v [pieces]float32) string {
 		s := "{"
@@ -311,7 +311,7 @@ func main() {
 	for _, c := range []struct {
 		name string
 		v    float32
-	}{{"one", 1}, {"halfLog2e", math.Log2E / 2}, {"negTwoLn2Hi", -2 * ln2Hi}, {"negTwoLn2Lo", -2 * ln2Lo}, {"limit", limit}} {
+	}{{"one", 1}, {"negHalf", -0.5}, {"halfLog2e", math.Log2E / 2}, {"negTwoLn2Hi", -2 * ln2Hi}, {"negTwoLn2Lo", -2 * ln2Lo}, {"limit", limit}} {
 		p("\t%s: [8]float32%s,\n", c.name, splat(c.v))
 	}
 	p("}\n")
@@ -335,7 +335,7 @@ func main() {
 	def("GELU_R", degree+2)
 	def("GELU_D", degree+2)
 	def("GELU_EXP", expDegree+1)
-	for _, name := range []string{"GELU_ONE", "GELU_HALF_LOG2E", "GELU_NEG_TWO_LN2_HI", "GELU_NEG_TWO_LN2_LO", "GELU_LIMIT"} {
+	for _, name := range []string{"GELU_ONE", "GELU_NEG_HALF", "GELU_HALF_LOG2E", "GELU_NEG_TWO_LN2_HI", "GELU_NEG_TWO_LN2_LO", "GELU_LIMIT"} {
 		def(name, 1)
 	}
 	fmt.Fprintf(&h, "#define GELU_DEGREE %d\n#define GELU_EXP_DEGREE %d\n", degree, expDegree)

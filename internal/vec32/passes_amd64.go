@@ -27,7 +27,7 @@ func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)
 func addTo(n int, acc *float64, x *float32)
 
 //go:noescape
-func addProductsTo(n int, prod, sum *float64, x, y *float32)
+func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
 
 //go:noescape
 func layerNormApply(n int, y, xhat, x, gamma, beta *float32, mean, rstd float64)

@@ -155,37 +155,74 @@ addtoloop:
 	VZEROUPPER
 	RET
 
-// func addProductsTo(n int, prod, sum *float64, x, y *float32)
-// prod[j] += x[j]*y[j] (the product exact); sum[j] += x[j].
-TEXT ·addProductsTo(SB), NOSPLIT, $0-40
+// func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
+// For 16 columns at a time (n a multiple of 16), over rows r in order:
+// prod[j] += x[j]*y[j] (the product exact), sum[j] += x[j], with x and y
+// advancing stride floats a row; the 16 columns' prod and sum stay in
+// Y0-Y7 across the rows.
+TEXT ·addProductsTo(SB), NOSPLIT, $0-56
 	MOVQ n+0(FP), CX
-	MOVQ prod+8(FP), DI
-	MOVQ sum+16(FP), DX
-	MOVQ x+24(FP), SI
-	MOVQ y+32(FP), R8
-	SHRQ $3, CX
+	MOVQ stride+16(FP), R11
+	SHLQ $2, R11                // stride in bytes
+	MOVQ prod+24(FP), DI
+	MOVQ sum+32(FP), DX
+	MOVQ x+40(FP), SI
+	MOVQ y+48(FP), R8
+	SHRQ $4, CX
 
-addprodloop:
-	VCVTPS2PD (SI), Y0
-	VCVTPS2PD 16(SI), Y1
-	VCVTPS2PD (R8), Y2
-	VCVTPS2PD 16(R8), Y3
-	VMULPD    Y0, Y2, Y2
-	VMULPD    Y1, Y3, Y3
-	VADDPD    (DI), Y2, Y2
-	VADDPD    32(DI), Y3, Y3
-	VMOVUPD   Y2, (DI)
-	VMOVUPD   Y3, 32(DI)
-	VADDPD    (DX), Y0, Y0
-	VADDPD    32(DX), Y1, Y1
-	VMOVUPD   Y0, (DX)
-	VMOVUPD   Y1, 32(DX)
-	ADDQ      $32, SI
-	ADDQ      $32, R8
-	ADDQ      $64, DI
-	ADDQ      $64, DX
-	DECQ      CX
-	JNZ       addprodloop
+addprodcols:
+	VMOVUPD (DI), Y0
+	VMOVUPD 32(DI), Y1
+	VMOVUPD 64(DI), Y2
+	VMOVUPD 96(DI), Y3
+	VMOVUPD (DX), Y4
+	VMOVUPD 32(DX), Y5
+	VMOVUPD 64(DX), Y6
+	VMOVUPD 96(DX), Y7
+	MOVQ    SI, R12
+	MOVQ    R8, R13
+	MOVQ    rows+8(FP), BX
+
+addprodrows:
+	VCVTPS2PD (R12), Y8
+	VCVTPS2PD 16(R12), Y9
+	VCVTPS2PD (R13), Y10
+	VCVTPS2PD 16(R13), Y11
+	VMULPD    Y8, Y10, Y10
+	VMULPD    Y9, Y11, Y11
+	VADDPD    Y10, Y0, Y0
+	VADDPD    Y11, Y1, Y1
+	VADDPD    Y8, Y4, Y4
+	VADDPD    Y9, Y5, Y5
+	VCVTPS2PD 32(R12), Y8
+	VCVTPS2PD 48(R12), Y9
+	VCVTPS2PD 32(R13), Y10
+	VCVTPS2PD 48(R13), Y11
+	VMULPD    Y8, Y10, Y10
+	VMULPD    Y9, Y11, Y11
+	VADDPD    Y10, Y2, Y2
+	VADDPD    Y11, Y3, Y3
+	VADDPD    Y8, Y6, Y6
+	VADDPD    Y9, Y7, Y7
+	ADDQ      R11, R12
+	ADDQ      R11, R13
+	DECQ      BX
+	JNZ       addprodrows
+
+	VMOVUPD Y0, (DI)
+	VMOVUPD Y1, 32(DI)
+	VMOVUPD Y2, 64(DI)
+	VMOVUPD Y3, 96(DI)
+	VMOVUPD Y4, (DX)
+	VMOVUPD Y5, 32(DX)
+	VMOVUPD Y6, 64(DX)
+	VMOVUPD Y7, 96(DX)
+	ADDQ    $128, DI
+	ADDQ    $128, DX
+	ADDQ    $64, SI
+	ADDQ    $64, R8
+	DECQ    CX
+	JNZ     addprodcols
 	VZEROUPPER
 	RET
 

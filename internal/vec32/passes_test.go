@@ -158,36 +158,54 @@ func TestReductionOrder(t *testing.T) {
 	}
 }
 
+// TestColumns checks AddTo and AddProductsTo (over 1 and over 37 rows of
+// a wider stride, as LayerNorm's backward pass calls it for a block of
+// columns): the assembly and Go give the same bits, and each column is its
+// accumulator plus its rows' terms added in row order.
 func TestColumns(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, n := range lengths {
-		x, y := randomFloats(rng, n), randomFloats(rng, n)
-		acc0 := make([]float64, n)
-		for i := range acc0 {
-			acc0[i] = rng.NormFloat64()
-		}
-		type result struct{ add, prod, sum []float64 }
-		a, p := bothPaths(t, func() result {
-			r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...), make([]float64, n)}
-			AddTo(r.add, x)
-			AddProductsTo(r.prod, r.sum, x, y)
-			return r
-		})
-		for _, c := range []struct {
-			name    string
-			a, p    []float64
-			element func(i int) float64
-		}{
-			{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
-			{"AddProductsTo prod", a.prod, p.prod, func(i int) float64 { return acc0[i] + float64(x[i])*float64(y[i]) }},
-			{"AddProductsTo sum", a.sum, p.sum, func(i int) float64 { return float64(x[i]) }},
-		} {
-			if i := sameBits64(c.a, c.p); i >= 0 {
-				t.Errorf("%s n %d element %d: assembly %v, Go %v", c.name, n, i, c.a[i], c.p[i])
+		for _, rows := range []int{1, 37} {
+			stride := n + 3
+			x, y := randomFloats(rng, rows*stride), randomFloats(rng, rows*stride)
+			acc0 := make([]float64, n)
+			for i := range acc0 {
+				acc0[i] = rng.NormFloat64()
 			}
-			for i := range c.a {
-				if c.a[i] != c.element(i) {
-					t.Fatalf("%s n %d element %d: %v, want %v", c.name, n, i, c.a[i], c.element(i))
+			type result struct{ add, prod, sum []float64 }
+			a, p := bothPaths(t, func() result {
+				r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...), make([]float64, n)}
+				AddTo(r.add, x)
+				AddProductsTo(r.prod, r.sum, x, y, rows, stride)
+				return r
+			})
+			inOrder := func(start float64, term func(v, w float32) float64) func(i int) float64 {
+				return func(i int) float64 {
+					s := start
+					for r := range rows {
+						s += term(x[r*stride+i], y[r*stride+i])
+					}
+					return s
+				}
+			}
+			for _, c := range []struct {
+				name    string
+				a, p    []float64
+				element func(i int) float64
+			}{
+				{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
+				{"AddProductsTo prod", a.prod, p.prod, func(i int) float64 {
+					return inOrder(acc0[i], func(v, w float32) float64 { return float64(v) * float64(w) })(i)
+				}},
+				{"AddProductsTo sum", a.sum, p.sum, inOrder(0, func(v, _ float32) float64 { return float64(v) })},
+			} {
+				if i := sameBits64(c.a, c.p); i >= 0 {
+					t.Errorf("%s n %d rows %d element %d: assembly %v, Go %v", c.name, n, rows, i, c.a[i], c.p[i])
+				}
+				for i := range c.a {
+					if c.a[i] != c.element(i) {
+						t.Fatalf("%s n %d rows %d element %d: %v, want %v", c.name, n, rows, i, c.a[i], c.element(i))
+					}
 				}
 			}
 		}

@@ -21,8 +21,9 @@ import (
 //
 // R and D are smooth and slowly varying (R(a) ≈ 1/(a√(2π)) for large a),
 // so a degree-8 polynomial in h = a - centre on each of 8 pieces of
-// [0, 13.2) holds each to about 2^-28 (relative to R, and to max(R, a/√(2π))
-// for D). The piece comes from the bits of float32(a + 1), its exponent and
+// [0, 13.2) holds each to 2^-26 or better with its coefficients rounded to
+// float32 (relative to R, and to max(R, a/√(2π)) for D; gelugen prints
+// each piece's). The piece comes from the bits of float32(a + 1), its exponent and
 // first fraction bit, and the 8 pieces' coefficients of one power fill
 // one 8-float register, from which VPERMPS picks each lane's. gelugen
 // (go generate) fits the polynomials and writes gelu_tables.go.
@@ -74,7 +75,7 @@ func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, 
 	}
 	r = fma(r, h, poly[geluDegree+1][j]) // the constant's low part
 	v = r + poly[0][j]
-	vLo = (poly[0][j] - v) + r // v + vLo = r + poly[0][j] exactly (Fast2Sum)
+	vLo = (poly[0][j] - v) + r // v + vLo = r + poly[0][j] exactly (Fast2Sum) where |r| <= |poly[0][j]|, as for R; GELUGrad does not use it
 
 	hi := float32(a * a)
 	lo := fma(a, a, -hi)

@@ -350,9 +350,9 @@ axpbyloop:
 	GELU_COEF(poly, k, Y7) \
 	VFMADD213PS Y7, Y4, Y9
 
-// GELU_TAIL leaves geluTail(|x|, poly) for x in Y0: v in Y11, vLo in
-// Y13, w in Y8 and 2^-n in Y6, and in Y2 the lanes with |x| < limit or
-// NaN; it uses Y1-Y13.
+// GELU_TAIL leaves geluTail(|x|, poly) for x in Y0: v in Y11, w in Y8
+// and 2^-n in Y6 (and r in Y9, P's constant's high part in Y12, for vLo),
+// and in Y2 the lanes with |x| < limit or NaN; it uses Y1-Y12.
 #define GELU_TAIL(poly) \
 	VANDPS      Y14, Y0, Y1               \ // a = |x|
 	VCMPPS      $0x19, GELU_LIMIT(DX), Y1, Y2 \ // !(a >= limit): in range or NaN
@@ -370,10 +370,8 @@ axpbyloop:
 	GELU_HORNER_STEP(poly, 1)           \
 	GELU_COEF(poly, GELU_DEGREE+1, Y7)    \
 	VFMADD213PS Y7, Y4, Y9                \ // r, with the constant's low part
-	GELU_COEF(poly, 0, Y7)                \
-	VADDPS      Y7, Y9, Y11               \ // v = r + the constant's high part
-	VSUBPS      Y11, Y7, Y7               \
-	VADDPS      Y9, Y7, Y13               \ // vLo = (high part - v) + r
+	GELU_COEF(poly, 0, Y12)               \
+	VADDPS      Y12, Y9, Y11              \ // v = r + the constant's high part
 	VMULPS      Y1, Y1, Y4                \ // hi = a*a
 	VMOVAPS     Y1, Y5                    \
 	VFMSUB213PS Y4, Y1, Y5                \ // lo = a*a - hi, exact
@@ -418,6 +416,8 @@ TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 geluloop:
 	VMOVUPS   (SI)(BX*1), Y0
 	GELU_TAIL(GELU_R)
+	VSUBPS       Y11, Y12, Y12
+	VADDPS       Y9, Y12, Y13     // vLo = (high part - v) + r
 	VFMADD213PS  Y13, Y11, Y8     // v w + vLo
 	VADDPS       Y8, Y11, Y5
 	VMULPS       Y6, Y5, Y5

@@ -75,7 +75,7 @@ func TestGELUBounds(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("every %dth float32 in [-16, 16]: GELU: worst %.3f ulp at %g; derivative: worst %.3f ulp of max(|Φ|, |xφ|) at %g", stride, worst.f, worst.fx, worst.g, worst.gx)
+	t.Logf("float32s in [-16, 16] at stride %d: GELU: worst %.3f ulp at %g; derivative: worst %.3f ulp of max(|Φ|, |xφ|) at %g", stride, worst.f, worst.fx, worst.g, worst.gx)
 	if worst.f > 3 {
 		t.Errorf("GELU(%g) is %.3f ulp from the exact value, bound 3", worst.fx, worst.f)
 	}

@@ -63,12 +63,9 @@ import (
 
 // geluTail returns, for 0 <= a < geluC.limit, P(h) = v + vLo (P's
 // coefficients in poly, geluC.r or geluC.d), w = exp(-t/2) - 1 and
-// scale = 2^-n, so that P(a) exp(-a²/2) = (v + vLo)(1 + w) scale. P goes by
-// Horner's rule, its constant's high part added last, and g by Estrin's
-// scheme (pairs of terms, then pairs of pairs), written for gelugen's
-// degree 4.
+// scale = 2^-n, so that P(a) exp(-a²/2) = (v + vLo)(1 + w) scale. P and g
+// go by Horner's rule, P's constant's high part added last.
 func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, scale float32) {
-	const _ = uint(geluExpDegree-4) + uint(4-geluExpDegree)
 	fma := exactfma.Float32
 	j := math.Float32bits(a+1) >> 22 & (geluPieces - 1)
 	h := a - geluC.centre[j]
@@ -86,10 +83,11 @@ func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, 
 	t := fma(n, geluC.negTwoLn2Hi[0], hi)
 	t = fma(n, geluC.negTwoLn2Lo[0], t)
 	t += lo // a² - 2n ln2
-	e := &geluC.exp
 	t2 := float32(t * t)
-	t4 := float32(t2 * t2)
-	g := fma(e[4][0], t4, fma(fma(e[3][0], t, e[2][0]), t2, fma(e[1][0], t, e[0][0])))
+	g := geluC.exp[geluExpDegree][0]
+	for k := geluExpDegree - 1; k >= 0; k-- {
+		g = fma(g, t, geluC.exp[k][0])
+	}
 	w = fma(t2, g, float32(t*geluC.negHalf[0]))
 	scale = math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
 	return v, vLo, w, scale

@@ -336,127 +336,242 @@ axpbyloop:
 	VZEROUPPER
 	RET
 
-// GELU and its derivative (gelu.go), 8 lanes at once, with the same
-// operations in the same order as geluTail, GELU and GELUGrad. DX holds
-// &geluC (offsets in gelu_tables_amd64.h), Y14 the mask of |x| and Y15 1.0
-// (whose bits, 0x3f800000, also make 2^-n). The piece index j is left in
-// the low 3 bits of Y3, all VPERMPS looks at.
+// GELU and its derivative (gelu.go), with the same operations in the same
+// order as geluTail, GELU and GELUGrad. Two vectors of 8 lanes are in
+// flight at once, their steps interleaved, so that one's long dependency
+// chains (the polynomial, the exponential) overlap the other's: each
+// GELU_* step macro takes a vector's seven registers X (x), A, J, H, R, T,
+// U, Y0-Y6 for the first and Y7-Y13 for the second. DX holds &geluC
+// (offsets in gelu_tables_amd64.h), Y14 the mask of |x| and Y15 1.0 (whose
+// bits, 0x3f800000, also make 2^-n).
 
-// GELU_COEF loads coefficient k of poly for each lane's piece into r.
-#define GELU_COEF(poly, k, r) VPERMPS poly+32*(k)(DX), Y3, r
+// GELU_INDEX loads x from off(SI)(BX*1) into X, a = |x| into A, the piece
+// index j into J's low 3 bits (all VPERMPS looks at), h = a - centre into
+// H, and P's highest coefficient into R.
+#define GELU_INDEX(poly, off, X, A, J, H, R) \
+	VMOVUPS     off(SI)(BX*1), X            \
+	VANDPS      Y14, X, A                   \
+	VADDPS      Y15, A, J                   \
+	VPSRLD      $22, J, J                   \ // j = bits(a + 1) >> 22 (& 7)
+	VPERMPS     GELU_CENTRE(DX), J, H       \
+	VSUBPS      H, A, H                     \
+	VPERMPS     poly+32*GELU_DEGREE(DX), J, R
 
-// GELU_HORNER_STEP: v = fma(v, h, coefficient k) with v in Y9, h in Y4.
-#define GELU_HORNER_STEP(poly, k) \
-	GELU_COEF(poly, k, Y7) \
-	VFMADD213PS Y7, Y4, Y9
+// GELU_HORNER: r = fma(r, h, coefficient k of P).
+#define GELU_HORNER(poly, k, J, H, R, T) \
+	VPERMPS     poly+32*(k)(DX), J, T \
+	VFMADD213PS T, H, R
 
-// GELU_TAIL leaves geluTail(|x|, poly) for x in Y0: v in Y11, w in Y8
-// and 2^-n in Y6 (and r in Y9, P's constant's high part in Y12, for vLo),
-// and in Y2 the lanes with |x| < limit or NaN; it uses Y1-Y12.
-#define GELU_TAIL(poly) \
-	VANDPS      Y14, Y0, Y1               \ // a = |x|
-	VCMPPS      $0x19, GELU_LIMIT(DX), Y1, Y2 \ // !(a >= limit): in range or NaN
-	VADDPS      Y15, Y1, Y3               \
-	VPSRLD      $22, Y3, Y3               \ // j = bits(a + 1) >> 22 (& 7)
-	VPERMPS     GELU_CENTRE(DX), Y3, Y4   \
-	VSUBPS      Y4, Y1, Y4                \ // h = a - centre
-	GELU_COEF(poly, GELU_DEGREE, Y9)      \
-	GELU_HORNER_STEP(poly, 7)           \
-	GELU_HORNER_STEP(poly, 6)           \
-	GELU_HORNER_STEP(poly, 5)           \
-	GELU_HORNER_STEP(poly, 4)           \
-	GELU_HORNER_STEP(poly, 3)           \
-	GELU_HORNER_STEP(poly, 2)           \
-	GELU_HORNER_STEP(poly, 1)           \
-	GELU_COEF(poly, GELU_DEGREE+1, Y7)    \
-	VFMADD213PS Y7, Y4, Y9                \ // r, with the constant's low part
-	GELU_COEF(poly, 0, Y12)               \
-	VADDPS      Y12, Y9, Y11              \ // v = r + the constant's high part
-	VMULPS      Y1, Y1, Y4                \ // hi = a*a
-	VMOVAPS     Y1, Y5                    \
-	VFMSUB213PS Y4, Y1, Y5                \ // lo = a*a - hi, exact
-	VMULPS      GELU_HALF_LOG2E(DX), Y4, Y6 \
-	VROUNDPS    $0, Y6, Y6                \ // n, to nearest even
-	VFMADD231PS GELU_NEG_TWO_LN2_HI(DX), Y6, Y4 \ // t = hi - 2n ln2hi
-	VFMADD231PS GELU_NEG_TWO_LN2_LO(DX), Y6, Y4 \ // t -= 2n ln2lo
-	VADDPS      Y5, Y4, Y4                \ // t += lo
-	VMULPS      Y4, Y4, Y5                \ // t2
-	VMULPS      Y5, Y5, Y7                \ // t4
-	VMOVUPS     GELU_EXP+32*1(DX), Y8     \
-	VFMADD213PS GELU_EXP+32*0(DX), Y4, Y8 \ // e1 t + e0
-	VMOVUPS     GELU_EXP+32*3(DX), Y10    \
-	VFMADD213PS GELU_EXP+32*2(DX), Y4, Y10 \ // e3 t + e2
-	VFMADD213PS Y8, Y5, Y10               \ // that t2 + (e1 t + e0)
-	VMOVUPS     GELU_EXP+32*4(DX), Y8     \
-	VFMADD213PS Y10, Y7, Y8               \ // g = e4 t4 + that
-	VMULPS      GELU_NEG_HALF(DX), Y4, Y10 \
-	VFMADD213PS Y10, Y5, Y8               \ // w = t2 g - t/2 = exp(-t/2) - 1
-	VCVTPS2DQ   Y6, Y6                    \
-	VPSLLD      $23, Y6, Y6               \
-	VPSUBD      Y6, Y15, Y6                 // 2^-n
+// GELU_CONSTANT: r = fma(r, h, the constant's low part), then U = v =
+// r + its high part (left in T).
+#define GELU_CONSTANT(poly, J, H, R, T, U) \
+	GELU_HORNER(poly, GELU_DEGREE+1, J, H, R, T) \
+	VPERMPS     poly(DX), J, T              \
+	VADDPS      T, R, U
 
-// GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into Y15.
+// GELU_VLO: T = vLo = (high part - v) + r.
+#define GELU_VLO(R, T, U) \
+	VSUBPS U, T, T \
+	VADDPS R, T, T
+
+// GELU_REDUCE: J = t = a² - 2n ln2 (a² = hi + lo), R = n.
+#define GELU_REDUCE(A, J, H, R) \
+	VMULPS      A, A, J                     \ // hi
+	VMOVAPS     A, H                        \
+	VFMSUB213PS J, A, H                     \ // lo = a*a - hi, exact
+	VMULPS      GELU_HALF_LOG2E(DX), J, R   \
+	VROUNDPS    $0, R, R                    \ // n, to nearest even
+	VFMADD231PS GELU_NEG_TWO_LN2_HI(DX), R, J \
+	VFMADD231PS GELU_NEG_TWO_LN2_LO(DX), R, J \
+	VADDPS      H, J, J
+
+// GELU_EXPONENTIAL: H = w = t² g(t) - t/2 = exp(-t/2) - 1, g by Horner's rule;
+// R = 2^-n; A = the lanes with |x| < limit or NaN.
+#define GELU_EXPONENTIAL(X, A, J, H, R) \
+	VMULPS      J, J, A                     \ // t2
+	VMOVUPS     GELU_EXP+32*4(DX), H        \
+	VFMADD213PS GELU_EXP+32*3(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*2(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*1(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*0(DX), J, H     \ // g
+	VMULPS      GELU_NEG_HALF(DX), J, J     \
+	VFMADD213PS J, A, H                     \ // w
+	VCVTPS2DQ   R, R                        \
+	VPSLLD      $23, R, R                   \
+	VPSUBD      R, Y15, R                   \ // 2^-n
+	VANDPS      Y14, X, A                   \
+	VCMPPS      $0x19, GELU_LIMIT(DX), A, A   // !(|x| >= limit): in range or NaN
+
+// GELU_OUT: M = (v + (v w + vLo)) 2^-n (0 out of range) in H, and stores
+// x M for x < 0 (sign bit set), x - x M otherwise, x itself where |x| >=
+// limit (M = 0 there, but +Inf M is NaN), to off(DI)(BX*1).
+#define GELU_OUT(off, X, A, J, H, R, T, U) \
+	VFMADD213PS  T, U, H                    \
+	VADDPS       H, U, H                    \
+	VMULPS       R, H, H                    \
+	VANDPS       A, H, H                    \
+	VMULPS       X, H, R                    \ // x M
+	VMOVAPS      X, J                       \
+	VFNMADD231PS H, X, J                    \ // x - x M
+	VBLENDVPS    A, J, X, J                 \
+	VBLENDVPS    X, R, J, R                 \
+	VMOVUPS      R, off(DI)(BX*1)
+
+// GELU_GRAD_OUT: M = (v + v w) 2^-n (0 out of range), and stores dy times
+// M for x < 0 (sign bit set), 1 - M otherwise, to off(DI)(BX*1).
+#define GELU_GRAD_OUT(off, X, A, H, R, U) \
+	VFMADD231PS U, H, U                     \
+	VMULPS      R, U, U                     \
+	VANDPS      A, U, U                     \
+	VSUBPS      U, Y15, H                   \
+	VBLENDVPS   X, U, H, H                  \
+	VMULPS      off(R9)(BX*1), H, H         \
+	VMOVUPS     H, off(DI)(BX*1)
+
+// GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into
+// Y15; CX counts pairs of vectors and R10 is 8 when one is left over.
 #define GELU_SETUP(c) \
 	MOVQ     c, DX                  \
 	VPCMPEQD Y14, Y14, Y14          \
 	VPSRLD   $1, Y14, Y14           \
-	VMOVUPS  GELU_ONE(DX), Y15
+	VMOVUPS  GELU_ONE(DX), Y15      \
+	XORQ     BX, BX                 \
+	MOVQ     CX, R10                \
+	ANDQ     $8, R10                \
+	SHRQ     $4, CX
+
+
+// GELU_BODY computes and stores GELU for the vectors at byte offsets off1
+// (registers Y0-Y6) and, interleaved, off2 (Y7-Y13); GELU_BODY1 for one.
+#define GELU_BODY(off1, off2) \
+	GELU_INDEX(GELU_R, off1, Y0, Y1, Y2, Y3, Y4) \
+	GELU_INDEX(GELU_R, off2, Y7, Y8, Y9, Y10, Y11) \
+	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 7, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 6, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 5, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 4, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 3, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 2, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 1, Y9, Y10, Y11, Y12) \
+	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
+	GELU_CONSTANT(GELU_R, Y9, Y10, Y11, Y12, Y13) \
+	GELU_VLO(Y4, Y5, Y6) \
+	GELU_VLO(Y11, Y12, Y13) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_REDUCE(Y8, Y9, Y10, Y11) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
+	GELU_OUT(off1, Y0, Y1, Y2, Y3, Y4, Y5, Y6) \
+	GELU_OUT(off2, Y7, Y8, Y9, Y10, Y11, Y12, Y13)
+
+#define GELU_BODY1 \
+	GELU_INDEX(GELU_R, 0, Y0, Y1, Y2, Y3, Y4) \
+	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
+	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
+	GELU_VLO(Y4, Y5, Y6) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_OUT(0, Y0, Y1, Y2, Y3, Y4, Y5, Y6)
+
+// GELU_GRAD_BODY and GELU_GRAD_BODY1: the same for the derivative.
+#define GELU_GRAD_BODY(off1, off2) \
+	GELU_INDEX(GELU_D, off1, Y0, Y1, Y2, Y3, Y4) \
+	GELU_INDEX(GELU_D, off2, Y7, Y8, Y9, Y10, Y11) \
+	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 7, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 6, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 5, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 4, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 3, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 2, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 1, Y9, Y10, Y11, Y12) \
+	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
+	GELU_CONSTANT(GELU_D, Y9, Y10, Y11, Y12, Y13) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_REDUCE(Y8, Y9, Y10, Y11) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
+	GELU_GRAD_OUT(off1, Y0, Y1, Y3, Y4, Y6) \
+	GELU_GRAD_OUT(off2, Y7, Y8, Y10, Y11, Y13)
+
+#define GELU_GRAD_BODY1 \
+	GELU_INDEX(GELU_D, 0, Y0, Y1, Y2, Y3, Y4) \
+	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
+	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_GRAD_OUT(0, Y0, Y1, Y3, Y4, Y6)
 
 // func geluAVX2(n int, y, x *float32, c *float32)
-// y[j] = x[j] M for x[j] < 0 (sign bit set), x[j] - x[j] M otherwise, and
-// x[j] itself where |x[j]| >= limit (M = 0 there, but +Inf M is NaN).
 TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 	MOVQ n+0(FP), CX
 	MOVQ y+8(FP), DI
 	MOVQ x+16(FP), SI
 	GELU_SETUP(c+24(FP))
-	XORQ BX, BX
-	SHRQ $3, CX
+	TESTQ CX, CX
+	JZ    geluone
 
-geluloop:
-	VMOVUPS   (SI)(BX*1), Y0
-	GELU_TAIL(GELU_R)
-	VSUBPS       Y11, Y12, Y12
-	VADDPS       Y9, Y12, Y13     // vLo = (high part - v) + r
-	VFMADD213PS  Y13, Y11, Y8     // v w + vLo
-	VADDPS       Y8, Y11, Y5
-	VMULPS       Y6, Y5, Y5
-	VANDPS       Y2, Y5, Y5       // M, 0 out of range
-	VMULPS       Y0, Y5, Y6       // x M
-	VMOVAPS      Y0, Y7
-	VFNMADD231PS Y5, Y0, Y7       // x - x M
-	VBLENDVPS    Y2, Y7, Y0, Y7   // in range (or NaN) ? that : x
-	VBLENDVPS    Y0, Y6, Y7, Y6   // x's sign ? x M : that
-	VMOVUPS      Y6, (DI)(BX*1)
-	ADDQ      $32, BX
-	DECQ      CX
-	JNZ       geluloop
+gelupairs:
+	GELU_BODY(0, 32)
+	ADDQ $64, BX
+	DECQ CX
+	JNZ  gelupairs
+
+geluone:
+	TESTQ R10, R10
+	JZ    geludone
+	GELU_BODY1
+
+geludone:
 	VZEROUPPER
 	RET
 
 // func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)
-// dx[j] = dy[j] times M for x[j] < 0 (sign bit set), 1 - M otherwise.
 TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-40
 	MOVQ n+0(FP), CX
 	MOVQ dx+8(FP), DI
 	MOVQ dy+16(FP), R9
 	MOVQ x+24(FP), SI
 	GELU_SETUP(c+32(FP))
-	XORQ BX, BX
-	SHRQ $3, CX
+	TESTQ CX, CX
+	JZ    gelugradone
 
-gelugradloop:
-	VMOVUPS   (SI)(BX*1), Y0
-	GELU_TAIL(GELU_D)
-	VFMADD231PS  Y11, Y8, Y11     // v + v w
-	VMULPS       Y6, Y11, Y5
-	VANDPS       Y2, Y5, Y5       // M, 0 out of range
-	VSUBPS    Y5, Y15, Y6     // 1 - M
-	VBLENDVPS Y0, Y5, Y6, Y6  // x's sign ? M : 1 - M
-	VMULPS    (R9)(BX*1), Y6, Y6
-	VMOVUPS   Y6, (DI)(BX*1)
-	ADDQ      $32, BX
-	DECQ      CX
-	JNZ       gelugradloop
+gelugradpairs:
+	GELU_GRAD_BODY(0, 32)
+	ADDQ $64, BX
+	DECQ CX
+	JNZ  gelugradpairs
+
+gelugradone:
+	TESTQ R10, R10
+	JZ    gelugraddone
+	GELU_GRAD_BODY1
+
+gelugraddone:
 	VZEROUPPER
 	RET

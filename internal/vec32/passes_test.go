@@ -20,7 +20,7 @@ func bothPaths[R any](t *testing.T, f func() R) (asm, pure R) {
 }
 
 // lengths cover empty, shorter than a vector, whole vectors and tails.
-var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 100, 512, 2048 + 5}
+var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 27, 100, 512, 2048 + 5}
 
 // randomFloats returns n values of mixed sign and magnitude (1e-3 to 1e3),
 // as activations and gradients have.
@@ -310,6 +310,22 @@ func TestGELUSlices(t *testing.T) {
 		GELUGradMul(r.gAlias, r.gAlias, xs)
 		return r
 	})
+	// Every length of lengths: no vector, an odd or even number of them
+	// (the assembly does two at a time), a tail for the Go loop.
+	for _, n := range lengths {
+		n = min(n, len(xs))
+		a, p := bothPaths(t, func() [2][]float32 {
+			f, g := make([]float32, n), make([]float32, n)
+			GELUs(f, xs[:n])
+			GELUGradMul(g, dy[:n], xs[:n])
+			return [2][]float32{f, g}
+		})
+		for k := range a {
+			if i := sameBits32(a[k], p[k]); i >= 0 {
+				t.Fatalf("length %d, pass %d, element %d: assembly %g, Go %g", n, k, i, a[k][i], p[k][i])
+			}
+		}
+	}
 	for i, x := range xs {
 		wf, wg := GELU(x), dy[i]*GELUGrad(x)
 		for _, c := range []struct {

@@ -1,12 +1,14 @@
 //go:build !purego
 
 // The reductions and elementwise passes of vec32 (reduce.go, columns.go,
-// elementwise.go) with AVX2, 8 floats a step; n is always a positive
-// multiple of 8. Each loop performs the Go loop's operations in the Go
-// loop's order, lane by lane: VCVTPS2PD, VCVTPD2PS and every arithmetic
-// instruction used here round exactly as Go's conversions and float32 or
-// float64 operators do (round to nearest even), and nothing is fused.
-// The Go loops are the definition; the tests compare the two bit for bit.
+// elementwise.go, gelu.go) with AVX2, 8 floats a step; n is always a
+// positive multiple of 8 (of 16 for addProductsTo). Each loop performs the
+// Go loop's operations in the Go loop's order, lane by lane: VCVTPS2PD,
+// VCVTPD2PS and every arithmetic instruction used here round exactly as
+// Go's conversions and float32 or float64 operators do (round to nearest
+// even), and nothing is fused except in GELU, whose FMAs are
+// exactfma.Float32 in its Go definition. The Go loops are the definition;
+// the tests compare the two bit for bit.
 
 #include "textflag.h"
 #include "gelu_tables_amd64.h"

@@ -211,15 +211,16 @@ func LayerNormBackward[T Float](dx, dgamma, dbeta, dy, xhat, rstd, gamma []T, n,
 	parallelFor(d, n, func(lo, hi int) {
 		forColumnBlocks(lo, hi, func(lo, hi int, sg []float64) {
 			var sb [columnBlock]float64
-			for r := 0; r < n; r++ {
-				if is32 {
-					vec32.AddProductsTo(sg, sb[:hi-lo], dy32[r*d+lo:r*d+hi], xhat32[r*d+lo:r*d+hi])
-					continue
-				}
-				dyr, hr := dy[r*d+lo:r*d+hi], xhat[r*d+lo:r*d+hi]
-				for j, v := range dyr {
-					sg[j] += float64(v) * float64(hr[j])
-					sb[j] += float64(v)
+			switch {
+			case is32 && n > 0: // all n rows of this block at once
+				vec32.AddProductsTo(sg, sb[:hi-lo], dy32[lo:], xhat32[lo:], n, d)
+			case !is32:
+				for r := 0; r < n; r++ {
+					dyr, hr := dy[r*d+lo:r*d+hi], xhat[r*d+lo:r*d+hi]
+					for j, v := range dyr {
+						sg[j] += float64(v) * float64(hr[j])
+						sb[j] += float64(v)
+					}
 				}
 			}
 			for j := range sg {

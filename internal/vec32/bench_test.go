@@ -61,7 +61,7 @@ func BenchmarkPasses(b *testing.B) {
 			{"layernorm_backward_sums", func() { LayerNormBackwardSums(x, z, x) }},
 			{"sum_sq_dev", func() { SumSqDev(x, 0.1) }},
 			{"add_to", func() { AddTo(acc, x) }},
-			{"add_products_to", func() { AddProductsTo(acc, acc2, x, z) }},
+			{"add_products_to", func() { AddProductsTo(acc[:256], acc2[:256], x, z, n/256, 256) }},
 		} {
 			b.Run(name+"/"+p.name, func(b *testing.B) {
 				defer UseAssembly(UseAssembly(asm))

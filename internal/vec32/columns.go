@@ -22,21 +22,35 @@ func AddTo(acc []float64, x []float32) {
 	}
 }
 
-// AddProductsTo sets prod[j] += x[j]*y[j] (the product exact in float64)
-// and sum[j] += x[j] for j < len(prod): LayerNorm's dgamma and dbeta, a
-// row at a time. sum, x and y must be at least as long as prod.
-func AddProductsTo(prod, sum []float64, x, y []float32) {
+// AddProductsTo adds rows rows of x and y, row r starting at r*stride,
+// in order: for r < rows and j < len(prod),
+//
+//	prod[j] += x[r*stride+j]*y[r*stride+j]   (the product exact in float64)
+//	sum[j]  += x[r*stride+j]
+//
+// LayerNorm's dgamma and dbeta over a block of columns. The assembly keeps
+// 16 columns' sums in registers across all the rows, so each accumulator
+// is loaded and stored once, not once a row. sum must be at least as long
+// as prod, and x and y hold rows rows of stride (the last one at least
+// len(prod) long).
+func AddProductsTo(prod, sum []float64, x, y []float32, rows, stride int) {
+	if rows <= 0 {
+		return
+	}
+	end := (rows-1)*stride + len(prod)
+	sum, x, y = sum[:len(prod)], x[:end], y[:end]
 	n := 0
 	if useAsm {
-		n = len(prod) &^ 7
+		n = len(prod) &^ 15
 		if n > 0 {
-			_, _, _ = sum[n-1], x[n-1], y[n-1]
-			addProductsTo(n, &prod[0], &sum[0], &x[0], &y[0])
+			addProductsTo(n, rows, stride, &prod[0], &sum[0], &x[0], &y[0])
 		}
 	}
-	sum, x, y = sum[:len(prod)], x[:len(prod)], y[:len(prod)]
-	for j := n; j < len(prod); j++ {
-		prod[j] += float64(x[j]) * float64(y[j])
-		sum[j] += float64(x[j])
+	for r := range rows {
+		xr, yr := x[r*stride:r*stride+len(prod)], y[r*stride:r*stride+len(prod)]
+		for j := n; j < len(prod); j++ {
+			prod[j] += float64(xr[j]) * float64(yr[j])
+			sum[j] += float64(xr[j])
+		}
 	}
 }

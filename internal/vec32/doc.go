@@ -14,10 +14,12 @@
 // the tests compare the two paths bit for bit. AdamW alone leaves its Go
 // loop to the caller (nn.AdamW): it returns how many elements it did.
 //
-// No pass fuses a multiply and an add: Go does not fuse where a product is
-// converted explicitly (float32(a*b)), and an exact float32 FMA in pure Go
-// costs far more than the rounding saves (internal/sgemm has one, for its
-// reference kernel).
+// No pass but GELU fuses a multiply and an add: Go does not fuse where a
+// product is converted explicitly (float32(a*b)), and an exact float32 FMA
+// in pure Go (internal/exactfma) costs far more than the rounding saves.
+// GELU's polynomials need the FMA's accuracy and speed: its Go definition
+// calls exactfma (about 100 ns an element), and its assembly needs FMA
+// besides AVX2.
 package vec32
 
 // UseAssembly turns the assembly loops on or off and returns whether they

@@ -70,11 +70,11 @@ func AXPBY(dst, x, y []float32, a, b float64) {
 // GELUs sets y[j] = GELU(x[j]) for j < len(x). y may alias x.
 func GELUs(y, x []float32) {
 	n := 0
-	if useAsm {
+	if useAsm && haveFMA {
 		n = len(x) &^ 7
 		if n > 0 {
 			_ = y[n-1]
-			geluAVX2(n, &y[0], &x[0], &geluUpperTail[0][0])
+			geluAVX2(n, &y[0], &x[0], &geluC.centre[0])
 		}
 	}
 	for j := n; j < len(x); j++ {
@@ -86,11 +86,11 @@ func GELUs(y, x []float32) {
 // backward pass through GELU. dx may alias dy.
 func GELUGradMul(dx, dy, x []float32) {
 	n := 0
-	if useAsm {
+	if useAsm && haveFMA {
 		n = len(x) &^ 7
 		if n > 0 {
 			_, _ = dx[n-1], dy[n-1]
-			geluGradMulAVX2(n, &dx[0], &dy[0], &x[0], &geluUpperTail[0][0], &geluDensity[0][0])
+			geluGradMulAVX2(n, &dx[0], &dy[0], &x[0], &geluC.centre[0])
 		}
 	}
 	for j := n; j < len(x); j++ {

@@ -1,116 +1,119 @@
 package vec32
 
-import "math"
+import (
+	"math"
+
+	"github.com/dinoclip/dinoclip/internal/exactfma"
+)
+
+//go:generate go run ./gelugen -go gelu_tables.go -h gelu_tables_amd64.h
 
 // GELU in float32, x Φ(x) with Φ the standard normal distribution
 // function (the erf form, Φ(x) = (1 + erf(x/√2))/2, as PyTorch's
-// nn.GELU()), and its derivative Φ(x) + x φ(x).
+// nn.GELU()), and its derivative Φ(x) + x φ(x), without tables in memory:
+// every step is a float32 operation or fused multiply-add that 8-lane
+// AVX2 code does the same way (passes_amd64.s).
 //
-// Both come from piecewise Taylor polynomials in |x|: interval i covers
-// |x| in [i/64 - 1/128, i/64 + 1/128] and holds the degree-5 Taylor
-// polynomials around c = i/64 of the upper tail Q(a) = 1 - Φ(a) and of the
-// density φ(a). The coefficients are computed at start-up in float64 from
-// their closed forms (φ^(k)(c) = (-1)^k He_k(c) φ(c), He the
-// probabilists' Hermite polynomials, and Q' = -φ), so no table is copied
-// from anywhere. With h = |x| - c exact (Sterbenz) and |h| <= 1/128, the
-// truncation error, about (c h)^6/6!, is below 3e-9 relative for |x| < 14
-// (narrow intervals and a low degree are faster than the reverse: 12 KiB
-// of tables cover |x| < 4, and the dependency chain is 5 multiply-adds
-// long); past that Q and φ
-// are below float32's normal range and taken as 0. Using Q for x < 0
-// keeps full relative accuracy in the left tail, where 1 + erf cancels.
+// With a = |x| and Q(a) = 1 - Φ(a) the upper tail, write
 //
-// Error bounds, checked by the tests over ten million float32s in
-// [-16, 16] against float64 references (math.Erfc, equal to the math.Erf
-// form wherever that does not cancel): GELU within 3 ulp of the exact value
-// (worst seen 2.16); the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|)
-// (worst seen 2.79), since near its zero at x ≈ -0.75 the two terms cancel
-// and no relative bound holds. Both hold where the value is above 2^-116
-// in magnitude (|x| < 12.9); beyond, the tables' high-order coefficients
-// are subnormal and the results, below 1e-35, have only absolute accuracy.
-// The float64 GELU it replaces was within 0.5 ulp; PyTorch's float32 erf
-// form is not within any ulp bound in the left tail, where 1 + erf cancels.
+//	Q(a)            = exp(-a²/2) R(a)
+//	Q(a) - a φ(a)   = exp(-a²/2) D(a),   D(a) = R(a) - a/√(2π)
 //
-// Each operation is rounded to float32 explicitly (T(a*b)), so no compiler
-// fuses it into an FMA and the bits are the same on every platform.
+// R and D are smooth and slowly varying (R(a) ≈ 1/(a√(2π)) for large a),
+// so a degree-8 polynomial in h = a - centre on each of 8 pieces of
+// [0, 13.2) holds each to 2^-26 or better with its coefficients rounded to
+// float32 (relative to R, and to max(R, a/√(2π)) for D; gelugen prints
+// each piece's). The piece comes from the bits of float32(a + 1), its exponent and
+// first fraction bit, and the 8 pieces' coefficients of one power fill
+// one 8-float register, from which VPERMPS picks each lane's. gelugen
+// (go generate) fits the polynomials and writes gelu_tables.go.
+//
+// exp(-a²/2) = 2^-n exp(-t/2): a² = hi + lo exactly (lo by an FMA), n the
+// integer nearest hi log2(e)/2, t = hi - 2n ln2 + lo with ln2 in two
+// parts, and exp(-t/2) = 1 + w, w = -t/2 + t² g(t), |t| <= ln2, g a
+// degree-4 polynomial. Then, with M = (P(h) + P(h) w) 2^-n, P being R or D
+// (P's constant term in two parts, added last; for R, the rounding error
+// of that last addition is carried into v w by an FMA),
+//
+//	GELU(x)  = x M for x < 0,  x - x M (one FMA) for x >= 0
+//	GELU'(x) = M   for x < 0,  1 - M     for x >= 0
+//
+// since Φ(-a) = Q(a), Φ(a) = 1 - Q(a) and GELU'(±a) = 1/2 ± (1/2 - Q(a) +
+// a φ(a)). Using Q for x < 0 keeps full relative accuracy in the left
+// tail, where 1 + erf cancels. From |x| = 13.2 on, Q and φ are taken as 0
+// (GELU(x) is then x for x > 0 and -0 for x < 0, where its true value is
+// below 2^-126 in magnitude; the derivative 1 or 0).
+//
+// Error bounds, checked by the tests over every 97th float32 in [-16, 16]
+// (go test -run GELUBounds -gelu.stride=1 checks every one, 2.2 billion,
+// in about 5 CPU-minutes) against float64 references (math.Erfc, equal to
+// the math.Erf form wherever that does not cancel): GELU within 3 ulp of
+// the exact value (worst over every float32: 2.45 ulp, at x = -1.8546234);
+// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.15, at
+// -3.2244325), since near its zero at x ≈ -0.75 the two terms cancel and
+// no relative bound holds. Both
+// hold where that value is at least 2^-116 (|x| < 12.6 and 12.8); beyond,
+// the results have only absolute accuracy (below 2^-116). The float64
+// GELU the engine once used was within 0.5 ulp; PyTorch's float32 erf form
+// is not within any ulp bound in the left tail, where 1 + erf cancels.
+//
+// The fused multiply-adds are exactfma.Float32 here, which rounds as the
+// instruction does, and every other operation is a float32 operation, so
+// the bits are the same on every platform and with or without assembly.
 
-const (
-	geluPerUnit = 64 // intervals per unit of |x|
-	geluLimit   = 14 // |x| from which Q and φ are taken as 0
-	geluDegree  = 5
-)
-
-type taylor [geluDegree + 1]float32
-
-var geluUpperTail, geluDensity [geluLimit*geluPerUnit + 1]taylor
-
-func init() {
-	for i := range geluUpperTail {
-		c := float64(i) / geluPerUnit
-		phi := math.Exp(-c*c/2) / math.Sqrt(2*math.Pi)
-		var he [geluDegree + 1]float64 // He_k(c)
-		he[0], he[1] = 1, c
-		for k := 1; k < geluDegree; k++ {
-			he[k+1] = c*he[k] - float64(k)*he[k-1]
-		}
-		geluUpperTail[i][0] = float32(math.Erfc(c/math.Sqrt2) / 2)
-		fact := 1.0 // k!
-		for k := 0; k <= geluDegree; k++ {
-			if k > 0 {
-				fact *= float64(k)
-			}
-			dk := he[k] * phi / fact // φ^(k)(c)/k! up to the sign (-1)^k
-			if k%2 == 1 {
-				dk = -dk
-			}
-			geluDensity[i][k] = float32(dk)
-			if k < geluDegree { // Q^(k+1)(c)/(k+1)! = -φ^(k)(c)/(k+1)!
-				geluUpperTail[i][k+1] = float32(-dk / float64(k+1))
-			}
-		}
+// geluTail returns, for 0 <= a < geluC.limit, P(h) = v + vLo (P's
+// coefficients in poly, geluC.r or geluC.d), w = exp(-t/2) - 1 and
+// scale = 2^-n, so that P(a) exp(-a²/2) = (v + vLo)(1 + w) scale. P and g
+// go by Horner's rule, P's constant's high part added last.
+func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, scale float32) {
+	fma := exactfma.Float32
+	j := math.Float32bits(a+1) >> 22 & (geluPieces - 1)
+	h := a - geluC.centre[j]
+	r := poly[geluDegree][j]
+	for k := geluDegree - 1; k >= 1; k-- {
+		r = fma(r, h, poly[k][j])
 	}
-}
+	r = fma(r, h, poly[geluDegree+1][j]) // the constant's low part
+	v = r + poly[0][j]
+	vLo = (poly[0][j] - v) + r // v + vLo = r + poly[0][j] exactly (Fast2Sum) where |r| <= |poly[0][j]|, as for R; GELUGrad does not use it
 
-// horner evaluates the polynomial t at h.
-func horner(t *taylor, h float32) float32 {
-	p := t[geluDegree]
-	for k := geluDegree - 1; k >= 0; k-- {
-		p = float32(p*h) + t[k]
+	hi := float32(a * a)
+	lo := fma(a, a, -hi)
+	n := float32(math.RoundToEven(float64(float32(hi * geluC.halfLog2e[0]))))
+	t := fma(n, geluC.negTwoLn2Hi[0], hi)
+	t = fma(n, geluC.negTwoLn2Lo[0], t)
+	t += lo // a² - 2n ln2
+	t2 := float32(t * t)
+	g := geluC.exp[geluExpDegree][0]
+	for k := geluExpDegree - 1; k >= 0; k-- {
+		g = fma(g, t, geluC.exp[k][0])
 	}
-	return p
-}
-
-// interval returns |x|'s interval and the offset from its centre, or ok
-// false when |x| >= geluLimit or x is NaN.
-func interval(x float32) (i int, h float32, ok bool) {
-	a := float32(math.Abs(float64(x)))
-	if !(a < geluLimit) {
-		return 0, 0, false
-	}
-	i = int(a*geluPerUnit + 0.5)
-	return i, a - float32(i)/geluPerUnit, true
+	w = fma(t2, g, float32(t*geluC.negHalf[0]))
+	scale = math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
+	return v, vLo, w, scale
 }
 
 // GELU returns x Φ(x).
 func GELU(x float32) float32 {
-	i, h, ok := interval(x)
-	if !ok {
+	a := float32(math.Abs(float64(x)))
+	if !(a < geluC.limit[0]) {
 		if x > 0 {
 			return x
 		}
-		return x * 0 // -0 below -geluLimit, NaN for NaN and -Inf as x Φ(x) gives
+		return x * 0 // -0 below -limit, NaN for NaN and -Inf as x Φ(x) gives
 	}
-	q := horner(&geluUpperTail[i], h)
-	if x < 0 {
-		return x * q
+	v, vLo, w, scale := geluTail(a, &geluC.r)
+	m := (v + exactfma.Float32(v, w, vLo)) * scale // Q(a), v's low part kept to the end
+	if math.Signbit(float64(x)) {
+		return x * m
 	}
-	return x * (1 - q)
+	return exactfma.Float32(-x, m, x)
 }
 
 // GELUGrad returns d GELU/dx = Φ(x) + x φ(x).
 func GELUGrad(x float32) float32 {
-	i, h, ok := interval(x)
-	if !ok {
+	a := float32(math.Abs(float64(x)))
+	if !(a < geluC.limit[0]) {
 		switch {
 		case x > 0:
 			return 1
@@ -119,9 +122,10 @@ func GELUGrad(x float32) float32 {
 		}
 		return x // NaN
 	}
-	phi := horner(&geluUpperTail[i], h)
-	if x >= 0 {
-		phi = 1 - phi
+	v, _, w, scale := geluTail(a, &geluC.d)
+	m := exactfma.Float32(v, w, v) * scale // Q(a) - a φ(a)
+	if math.Signbit(float64(x)) {
+		return m
 	}
-	return phi + float32(x*horner(&geluDensity[i], h))
+	return 1 - m
 }

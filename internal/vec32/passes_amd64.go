@@ -2,6 +2,8 @@
 
 package vec32
 
+import "golang.org/x/sys/cpu"
+
 // haveAsm says whether this CPU runs the assembly loops (adamw_amd64.s,
 // passes_amd64.s); useAsm whether they are used (see UseAssembly).
 var (
@@ -25,7 +27,7 @@ func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)
 func addTo(n int, acc *float64, x *float32)
 
 //go:noescape
-func addProductsTo(n int, prod, sum *float64, x, y *float32)
+func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
 
 //go:noescape
 func layerNormApply(n int, y, xhat, x, gamma, beta *float32, mean, rstd float64)
@@ -36,8 +38,11 @@ func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, meanG, meanGX, 
 //go:noescape
 func axpby(n int, dst, x, y *float32, a, b float64)
 
-//go:noescape
-func geluAVX2(n int, y, x *float32, upperTail *float32)
+// haveFMA says whether the CPU runs the GELU loops, which fuse.
+var haveFMA = cpu.X86.HasFMA
 
 //go:noescape
-func geluGradMulAVX2(n int, dx, dy, x *float32, upperTail, density *float32)
+func geluAVX2(n int, y, x *float32, c *float32)
+
+//go:noescape
+func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)

@@ -1,14 +1,17 @@
 //go:build !purego
 
 // The reductions and elementwise passes of vec32 (reduce.go, columns.go,
-// elementwise.go) with AVX2, 8 floats a step; n is always a positive
-// multiple of 8. Each loop performs the Go loop's operations in the Go
-// loop's order, lane by lane: VCVTPS2PD, VCVTPD2PS and every arithmetic
-// instruction used here round exactly as Go's conversions and float32 or
-// float64 operators do (round to nearest even), and nothing is fused.
-// The Go loops are the definition; the tests compare the two bit for bit.
+// elementwise.go, gelu.go) with AVX2, 8 floats a step; n is always a
+// positive multiple of 8 (of 16 for addProductsTo). Each loop performs the
+// Go loop's operations in the Go loop's order, lane by lane: VCVTPS2PD,
+// VCVTPD2PS and every arithmetic instruction used here round exactly as
+// Go's conversions and float32 or float64 operators do (round to nearest
+// even), and nothing is fused except in GELU, whose FMAs are
+// exactfma.Float32 in its Go definition. The Go loops are the definition;
+// the tests compare the two bit for bit.
 
 #include "textflag.h"
+#include "gelu_tables_amd64.h"
 
 // func sumLanes(n int, x *float32, l *lanes)
 // l[j%8] += x[j]: lanes 0-3 in Y0, 4-7 in Y1.
@@ -154,37 +157,74 @@ addtoloop:
 	VZEROUPPER
 	RET
 
-// func addProductsTo(n int, prod, sum *float64, x, y *float32)
-// prod[j] += x[j]*y[j] (the product exact); sum[j] += x[j].
-TEXT ·addProductsTo(SB), NOSPLIT, $0-40
+// func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
+// For 16 columns at a time (n a multiple of 16), over rows r in order:
+// prod[j] += x[j]*y[j] (the product exact), sum[j] += x[j], with x and y
+// advancing stride floats a row; the 16 columns' prod and sum stay in
+// Y0-Y7 across the rows.
+TEXT ·addProductsTo(SB), NOSPLIT, $0-56
 	MOVQ n+0(FP), CX
-	MOVQ prod+8(FP), DI
-	MOVQ sum+16(FP), DX
-	MOVQ x+24(FP), SI
-	MOVQ y+32(FP), R8
-	SHRQ $3, CX
+	MOVQ stride+16(FP), R11
+	SHLQ $2, R11                // stride in bytes
+	MOVQ prod+24(FP), DI
+	MOVQ sum+32(FP), DX
+	MOVQ x+40(FP), SI
+	MOVQ y+48(FP), R8
+	SHRQ $4, CX
 
-addprodloop:
-	VCVTPS2PD (SI), Y0
-	VCVTPS2PD 16(SI), Y1
-	VCVTPS2PD (R8), Y2
-	VCVTPS2PD 16(R8), Y3
-	VMULPD    Y0, Y2, Y2
-	VMULPD    Y1, Y3, Y3
-	VADDPD    (DI), Y2, Y2
-	VADDPD    32(DI), Y3, Y3
-	VMOVUPD   Y2, (DI)
-	VMOVUPD   Y3, 32(DI)
-	VADDPD    (DX), Y0, Y0
-	VADDPD    32(DX), Y1, Y1
-	VMOVUPD   Y0, (DX)
-	VMOVUPD   Y1, 32(DX)
-	ADDQ      $32, SI
-	ADDQ      $32, R8
-	ADDQ      $64, DI
-	ADDQ      $64, DX
-	DECQ      CX
-	JNZ       addprodloop
+addprodcols:
+	VMOVUPD (DI), Y0
+	VMOVUPD 32(DI), Y1
+	VMOVUPD 64(DI), Y2
+	VMOVUPD 96(DI), Y3
+	VMOVUPD (DX), Y4
+	VMOVUPD 32(DX), Y5
+	VMOVUPD 64(DX), Y6
+	VMOVUPD 96(DX), Y7
+	MOVQ    SI, R12
+	MOVQ    R8, R13
+	MOVQ    rows+8(FP), BX
+
+addprodrows:
+	VCVTPS2PD (R12), Y8
+	VCVTPS2PD 16(R12), Y9
+	VCVTPS2PD (R13), Y10
+	VCVTPS2PD 16(R13), Y11
+	VMULPD    Y8, Y10, Y10
+	VMULPD    Y9, Y11, Y11
+	VADDPD    Y10, Y0, Y0
+	VADDPD    Y11, Y1, Y1
+	VADDPD    Y8, Y4, Y4
+	VADDPD    Y9, Y5, Y5
+	VCVTPS2PD 32(R12), Y8
+	VCVTPS2PD 48(R12), Y9
+	VCVTPS2PD 32(R13), Y10
+	VCVTPS2PD 48(R13), Y11
+	VMULPD    Y8, Y10, Y10
+	VMULPD    Y9, Y11, Y11
+	VADDPD    Y10, Y2, Y2
+	VADDPD    Y11, Y3, Y3
+	VADDPD    Y8, Y6, Y6
+	VADDPD    Y9, Y7, Y7
+	ADDQ      R11, R12
+	ADDQ      R11, R13
+	DECQ      BX
+	JNZ       addprodrows
+
+	VMOVUPD Y0, (DI)
+	VMOVUPD Y1, 32(DI)
+	VMOVUPD Y2, 64(DI)
+	VMOVUPD Y3, 96(DI)
+	VMOVUPD Y4, (DX)
+	VMOVUPD Y5, 32(DX)
+	VMOVUPD Y6, 64(DX)
+	VMOVUPD Y7, 96(DX)
+	ADDQ    $128, DI
+	ADDQ    $128, DX
+	ADDQ    $64, SI
+	ADDQ    $64, R8
+	DECQ    CX
+	JNZ     addprodcols
 	VZEROUPPER
 	RET
 
@@ -298,169 +338,242 @@ axpbyloop:
 	VZEROUPPER
 	RET
 
-// GELU (gelu.go), 8 lanes at once. The table lookups are gathers of
-// coefficient pairs (8 bytes: the polynomials are 6 floats, 24 bytes, so
-// pair k of interval i is 8-byte element 3i+k), four lanes a gather: on
-// this project's AMD CPUs a gather costs about one load per element, and
-// pairs halve the elements. The indices go in the order 0,1,4,5 | 2,3,6,7
-// (VPERMQ) so that VSHUFPS, which works within 128-bit halves, deals the
-// pairs out into lanes 0-7 in order.
+// GELU and its derivative (gelu.go), with the same operations in the same
+// order as geluTail, GELU and GELUGrad. Two vectors of 8 lanes are in
+// flight at once, their steps interleaved, so that one's long dependency
+// chains (the polynomial, the exponential) overlap the other's: each
+// GELU_* step macro takes a vector's seven registers X (x), A, J, H, R, T,
+// U, Y0-Y6 for the first and Y7-Y13 for the second. DX holds &geluC
+// (offsets in gelu_tables_amd64.h), Y14 the mask of |x| and Y15 1.0 (whose
+// bits, 0x3f800000, also make 2^-n).
 
-// geluconst: one YMM each of the abs mask, 64, 0.5, 1/64 and geluLimit.
-DATA geluconst<>+0(SB)/4, $0x7fffffff
-DATA geluconst<>+4(SB)/4, $0x7fffffff
-DATA geluconst<>+8(SB)/4, $0x7fffffff
-DATA geluconst<>+12(SB)/4, $0x7fffffff
-DATA geluconst<>+16(SB)/4, $0x7fffffff
-DATA geluconst<>+20(SB)/4, $0x7fffffff
-DATA geluconst<>+24(SB)/4, $0x7fffffff
-DATA geluconst<>+28(SB)/4, $0x7fffffff
-DATA geluconst<>+32(SB)/4, $0x42800000
-DATA geluconst<>+36(SB)/4, $0x42800000
-DATA geluconst<>+40(SB)/4, $0x42800000
-DATA geluconst<>+44(SB)/4, $0x42800000
-DATA geluconst<>+48(SB)/4, $0x42800000
-DATA geluconst<>+52(SB)/4, $0x42800000
-DATA geluconst<>+56(SB)/4, $0x42800000
-DATA geluconst<>+60(SB)/4, $0x42800000
-DATA geluconst<>+64(SB)/4, $0x3f000000
-DATA geluconst<>+68(SB)/4, $0x3f000000
-DATA geluconst<>+72(SB)/4, $0x3f000000
-DATA geluconst<>+76(SB)/4, $0x3f000000
-DATA geluconst<>+80(SB)/4, $0x3f000000
-DATA geluconst<>+84(SB)/4, $0x3f000000
-DATA geluconst<>+88(SB)/4, $0x3f000000
-DATA geluconst<>+92(SB)/4, $0x3f000000
-DATA geluconst<>+96(SB)/4, $0x3c800000
-DATA geluconst<>+100(SB)/4, $0x3c800000
-DATA geluconst<>+104(SB)/4, $0x3c800000
-DATA geluconst<>+108(SB)/4, $0x3c800000
-DATA geluconst<>+112(SB)/4, $0x3c800000
-DATA geluconst<>+116(SB)/4, $0x3c800000
-DATA geluconst<>+120(SB)/4, $0x3c800000
-DATA geluconst<>+124(SB)/4, $0x3c800000
-DATA geluconst<>+128(SB)/4, $0x41600000
-DATA geluconst<>+132(SB)/4, $0x41600000
-DATA geluconst<>+136(SB)/4, $0x41600000
-DATA geluconst<>+140(SB)/4, $0x41600000
-DATA geluconst<>+144(SB)/4, $0x41600000
-DATA geluconst<>+148(SB)/4, $0x41600000
-DATA geluconst<>+152(SB)/4, $0x41600000
-DATA geluconst<>+156(SB)/4, $0x41600000
-GLOBL geluconst<>(SB), RODATA|NOPTR, $160
+// GELU_INDEX loads x from off(SI)(BX*1) into X, a = |x| into A, the piece
+// index j into J's low 3 bits (all VPERMPS looks at), h = a - centre into
+// H, and P's highest coefficient into R.
+#define GELU_INDEX(poly, off, X, A, J, H, R) \
+	VMOVUPS     off(SI)(BX*1), X            \
+	VANDPS      Y14, X, A                   \
+	VADDPS      Y15, A, J                   \
+	VPSRLD      $22, J, J                   \ // j = bits(a + 1) >> 22 (& 7)
+	VPERMPS     GELU_CENTRE(DX), J, H       \
+	VSUBPS      H, A, H                     \
+	VPERMPS     poly+32*GELU_DEGREE(DX), J, R
 
-// INTERVAL, for x in Y0: leaves in Y2 the lanes where |x| < geluLimit
-// (all ones; false for NaN), in Y4 the offset h = |x| - i/64 from the
-// interval's centre, and the pair indices 3i (0 out of range) for lanes
-// 0,1,4,5 in X5 and 2,3,6,7 in X3. Y9 must hold 0 and Y10 1.
-#define INTERVAL \
-	VANDPS       geluconst<>+0(SB), Y0, Y1   \
-	VCMPPS       $0x11, geluconst<>+128(SB), Y1, Y2 \
-	VMULPS       geluconst<>+32(SB), Y1, Y3  \
-	VADDPS       geluconst<>+64(SB), Y3, Y3  \
-	VCVTTPS2DQ   Y3, Y3                      \
-	VPAND        Y2, Y3, Y3                  \
-	VCVTDQ2PS    Y3, Y4                      \
-	VMULPS       geluconst<>+96(SB), Y4, Y4  \
-	VSUBPS       Y4, Y1, Y4                  \
-	VPSLLD       $1, Y3, Y5                  \
-	VPADDD       Y3, Y5, Y5                  \
-	VPERMQ       $0xd8, Y5, Y5               \
-	VEXTRACTI128 $1, Y5, X3
+// GELU_HORNER: r = fma(r, h, coefficient k of P).
+#define GELU_HORNER(poly, k, J, H, R, T) \
+	VPERMPS     poly+32*(k)(DX), J, T \
+	VFMADD213PS T, H, R
 
-// GATHER_PAIR loads coefficients 2k and 2k+1 of the lanes' polynomials
-// from table into even and odd (through Y7, Y8 and Y1).
-#define GATHER_PAIR(k, table, even, odd) \
-	VPCMPEQD   Y7, Y7, Y7                   \
-	VGATHERDPD Y7, (k*8)(table)(X5*8), Y8   \
-	VPCMPEQD   Y7, Y7, Y7                   \
-	VGATHERDPD Y7, (k*8)(table)(X3*8), Y1   \
-	VSHUFPS    $0x88, Y1, Y8, even          \
-	VSHUFPS    $0xdd, Y1, Y8, odd
+// GELU_CONSTANT: r = fma(r, h, the constant's low part), then U = v =
+// r + its high part (left in T).
+#define GELU_CONSTANT(poly, J, H, R, T, U) \
+	GELU_HORNER(poly, GELU_DEGREE+1, J, H, R, T) \
+	VPERMPS     poly(DX), J, T              \
+	VADDPS      T, R, U
 
-// HORNER_STEP: p = p*h + c (not fused).
-#define HORNER_STEP(c, p) \
-	VMULPS Y4, p, p \
-	VADDPS c, p, p
+// GELU_VLO: T = vLo = (high part - v) + r.
+#define GELU_VLO(R, T, U) \
+	VSUBPS U, T, T \
+	VADDPS R, T, T
 
-// HORNER evaluates the degree-5 polynomial of table at h into p,
-// using Y12 and Y13.
-#define HORNER(table, p) \
-	GATHER_PAIR(2, table, Y12, p) \
-	HORNER_STEP(Y12, p)           \
-	GATHER_PAIR(1, table, Y12, Y13) \
-	HORNER_STEP(Y13, p)           \
-	HORNER_STEP(Y12, p)           \
-	GATHER_PAIR(0, table, Y12, Y13) \
-	HORNER_STEP(Y13, p)           \
-	HORNER_STEP(Y12, p)
+// GELU_REDUCE: J = t = a² - 2n ln2 (a² = hi + lo), R = n.
+#define GELU_REDUCE(A, J, H, R) \
+	VMULPS      A, A, J                     \ // hi
+	VMOVAPS     A, H                        \
+	VFMSUB213PS J, A, H                     \ // lo = a*a - hi, exact
+	VMULPS      GELU_HALF_LOG2E(DX), J, R   \
+	VROUNDPS    $0, R, R                    \ // n, to nearest even
+	VFMADD231PS GELU_NEG_TWO_LN2_HI(DX), R, J \
+	VFMADD231PS GELU_NEG_TWO_LN2_LO(DX), R, J \
+	VADDPS      H, J, J
 
-// func geluAVX2(n int, y, x *float32, upperTail *float32)
+// GELU_EXPONENTIAL: H = w = t² g(t) - t/2 = exp(-t/2) - 1, g by Horner's rule;
+// R = 2^-n; A = the lanes with |x| < limit or NaN.
+#define GELU_EXPONENTIAL(X, A, J, H, R) \
+	VMULPS      J, J, A                     \ // t2
+	VMOVUPS     GELU_EXP+32*4(DX), H        \
+	VFMADD213PS GELU_EXP+32*3(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*2(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*1(DX), J, H     \
+	VFMADD213PS GELU_EXP+32*0(DX), J, H     \ // g
+	VMULPS      GELU_NEG_HALF(DX), J, J     \
+	VFMADD213PS J, A, H                     \ // w
+	VCVTPS2DQ   R, R                        \
+	VPSLLD      $23, R, R                   \
+	VPSUBD      R, Y15, R                   \ // 2^-n
+	VANDPS      Y14, X, A                   \
+	VCMPPS      $0x19, GELU_LIMIT(DX), A, A   // !(|x| >= limit): in range or NaN
+
+// GELU_OUT: M = (v + (v w + vLo)) 2^-n (0 out of range) in H, and stores
+// x M for x < 0 (sign bit set), x - x M otherwise, x itself where |x| >=
+// limit (M = 0 there, but +Inf M is NaN), to off(DI)(BX*1).
+#define GELU_OUT(off, X, A, J, H, R, T, U) \
+	VFMADD213PS  T, U, H                    \
+	VADDPS       H, U, H                    \
+	VMULPS       R, H, H                    \
+	VANDPS       A, H, H                    \
+	VMULPS       X, H, R                    \ // x M
+	VMOVAPS      X, J                       \
+	VFNMADD231PS H, X, J                    \ // x - x M
+	VBLENDVPS    A, J, X, J                 \
+	VBLENDVPS    X, R, J, R                 \
+	VMOVUPS      R, off(DI)(BX*1)
+
+// GELU_GRAD_OUT: M = (v + v w) 2^-n (0 out of range), and stores dy times
+// M for x < 0 (sign bit set), 1 - M otherwise, to off(DI)(BX*1).
+#define GELU_GRAD_OUT(off, X, A, H, R, U) \
+	VFMADD231PS U, H, U                     \
+	VMULPS      R, U, U                     \
+	VANDPS      A, U, U                     \
+	VSUBPS      U, Y15, H                   \
+	VBLENDVPS   X, U, H, H                  \
+	VMULPS      off(R9)(BX*1), H, H         \
+	VMOVUPS     H, off(DI)(BX*1)
+
+// GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into
+// Y15; CX counts pairs of vectors and R10 is 8 when one is left over.
+#define GELU_SETUP(c) \
+	MOVQ     c, DX                  \
+	VPCMPEQD Y14, Y14, Y14          \
+	VPSRLD   $1, Y14, Y14           \
+	VMOVUPS  GELU_ONE(DX), Y15      \
+	XORQ     BX, BX                 \
+	MOVQ     CX, R10                \
+	ANDQ     $8, R10                \
+	SHRQ     $4, CX
+
+
+// GELU_BODY computes and stores GELU for the vectors at byte offsets off1
+// (registers Y0-Y6) and, interleaved, off2 (Y7-Y13); GELU_BODY1 for one.
+#define GELU_BODY(off1, off2) \
+	GELU_INDEX(GELU_R, off1, Y0, Y1, Y2, Y3, Y4) \
+	GELU_INDEX(GELU_R, off2, Y7, Y8, Y9, Y10, Y11) \
+	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 7, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 6, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 5, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 4, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 3, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 2, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 1, Y9, Y10, Y11, Y12) \
+	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
+	GELU_CONSTANT(GELU_R, Y9, Y10, Y11, Y12, Y13) \
+	GELU_VLO(Y4, Y5, Y6) \
+	GELU_VLO(Y11, Y12, Y13) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_REDUCE(Y8, Y9, Y10, Y11) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
+	GELU_OUT(off1, Y0, Y1, Y2, Y3, Y4, Y5, Y6) \
+	GELU_OUT(off2, Y7, Y8, Y9, Y10, Y11, Y12, Y13)
+
+#define GELU_BODY1 \
+	GELU_INDEX(GELU_R, 0, Y0, Y1, Y2, Y3, Y4) \
+	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
+	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
+	GELU_VLO(Y4, Y5, Y6) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_OUT(0, Y0, Y1, Y2, Y3, Y4, Y5, Y6)
+
+// GELU_GRAD_BODY and GELU_GRAD_BODY1: the same for the derivative.
+#define GELU_GRAD_BODY(off1, off2) \
+	GELU_INDEX(GELU_D, off1, Y0, Y1, Y2, Y3, Y4) \
+	GELU_INDEX(GELU_D, off2, Y7, Y8, Y9, Y10, Y11) \
+	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 7, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 6, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 5, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 4, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 3, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 2, Y9, Y10, Y11, Y12) \
+	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 1, Y9, Y10, Y11, Y12) \
+	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
+	GELU_CONSTANT(GELU_D, Y9, Y10, Y11, Y12, Y13) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_REDUCE(Y8, Y9, Y10, Y11) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
+	GELU_GRAD_OUT(off1, Y0, Y1, Y3, Y4, Y6) \
+	GELU_GRAD_OUT(off2, Y7, Y8, Y10, Y11, Y13)
+
+#define GELU_GRAD_BODY1 \
+	GELU_INDEX(GELU_D, 0, Y0, Y1, Y2, Y3, Y4) \
+	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
+	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
+	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
+	GELU_REDUCE(Y1, Y2, Y3, Y4) \
+	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
+	GELU_GRAD_OUT(0, Y0, Y1, Y3, Y4, Y6)
+
+// func geluAVX2(n int, y, x *float32, c *float32)
 TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 	MOVQ n+0(FP), CX
 	MOVQ y+8(FP), DI
 	MOVQ x+16(FP), SI
-	MOVQ upperTail+24(FP), DX
-	VXORPS    Y9, Y9, Y9
-	VPCMPEQD  Y10, Y10, Y10
-	VPSRLD    $25, Y10, Y10
-	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
-	XORQ BX, BX
-	SHRQ $3, CX
+	GELU_SETUP(c+24(FP))
+	TESTQ CX, CX
+	JZ    geluone
 
-geluloop:
-	VMOVUPS (SI)(BX*1), Y0
-	INTERVAL
-	HORNER(DX, Y6)                  // q = Q(|x|)
-	VSUBPS    Y6, Y10, Y7           // 1 - q
-	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0
-	VBLENDVPS Y8, Y6, Y7, Y7        // x < 0 ? q : 1 - q
-	VMULPS    Y7, Y0, Y7            // x times that
-	VCMPPS    $0x1e, Y9, Y0, Y8     // x > 0
-	VMULPS    Y9, Y0, Y3            // x*0
-	VBLENDVPS Y8, Y0, Y3, Y3        // out of range: x > 0 ? x : x*0
-	VBLENDVPS Y2, Y7, Y3, Y7
-	VMOVUPS   Y7, (DI)(BX*1)
-	ADDQ      $32, BX
-	DECQ      CX
-	JNZ       geluloop
+gelupairs:
+	GELU_BODY(0, 32)
+	ADDQ $64, BX
+	DECQ CX
+	JNZ  gelupairs
+
+geluone:
+	TESTQ R10, R10
+	JZ    geludone
+	GELU_BODY1
+
+geludone:
 	VZEROUPPER
 	RET
 
-// func geluGradMulAVX2(n int, dx, dy, x *float32, upperTail, density *float32)
-TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-48
+// func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)
+TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-40
 	MOVQ n+0(FP), CX
 	MOVQ dx+8(FP), DI
 	MOVQ dy+16(FP), R9
 	MOVQ x+24(FP), SI
-	MOVQ upperTail+32(FP), DX
-	MOVQ density+40(FP), R8
-	VXORPS    Y9, Y9, Y9
-	VPCMPEQD  Y10, Y10, Y10
-	VPSRLD    $25, Y10, Y10
-	VPSLLD    $23, Y10, Y10         // 1.0 = 0x3f800000
-	XORQ BX, BX
-	SHRQ $3, CX
+	GELU_SETUP(c+32(FP))
+	TESTQ CX, CX
+	JZ    gelugradone
 
-gelugradloop:
-	VMOVUPS (SI)(BX*1), Y0
-	INTERVAL
-	HORNER(DX, Y6)                  // Q(|x|)
-	HORNER(R8, Y11)                 // φ(|x|)
-	VSUBPS    Y6, Y10, Y3           // 1 - Q
-	VCMPPS    $0x1d, Y9, Y0, Y8     // x >= 0
-	VBLENDVPS Y8, Y3, Y6, Y6        // Φ(x) = x >= 0 ? 1 - Q : Q
-	VMULPS    Y11, Y0, Y11          // x φ(x)
-	VADDPS    Y11, Y6, Y6           // Φ(x) + x φ(x)
-	VCMPPS    $0x1e, Y9, Y0, Y8     // x > 0
-	VBLENDVPS Y8, Y10, Y0, Y3       // out of range: x > 0 ? 1 : x ...
-	VCMPPS    $0x11, Y9, Y0, Y8     // x < 0
-	VBLENDVPS Y8, Y9, Y3, Y3        // ... x < 0 ? 0 : that (NaN stays x)
-	VBLENDVPS Y2, Y6, Y3, Y6
-	VMULPS    (R9)(BX*1), Y6, Y6    // dy times the derivative
-	VMOVUPS   Y6, (DI)(BX*1)
-	ADDQ      $32, BX
-	DECQ      CX
-	JNZ       gelugradloop
+gelugradpairs:
+	GELU_GRAD_BODY(0, 32)
+	ADDQ $64, BX
+	DECQ CX
+	JNZ  gelugradpairs
+
+gelugradone:
+	TESTQ R10, R10
+	JZ    gelugraddone
+	GELU_GRAD_BODY1
+
+gelugraddone:
 	VZEROUPPER
 	RET

@@ -20,7 +20,7 @@ func bothPaths[R any](t *testing.T, f func() R) (asm, pure R) {
 }
 
 // lengths cover empty, shorter than a vector, whole vectors and tails.
-var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 100, 512, 2048 + 5}
+var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 27, 100, 512, 2048 + 5}
 
 // randomFloats returns n values of mixed sign and magnitude (1e-3 to 1e3),
 // as activations and gradients have.
@@ -158,36 +158,54 @@ func TestReductionOrder(t *testing.T) {
 	}
 }
 
+// TestColumns checks AddTo and AddProductsTo (over 1 and over 37 rows of
+// a wider stride, as LayerNorm's backward pass calls it for a block of
+// columns): the assembly and Go give the same bits, and each column is its
+// accumulator plus its rows' terms added in row order.
 func TestColumns(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, n := range lengths {
-		x, y := randomFloats(rng, n), randomFloats(rng, n)
-		acc0 := make([]float64, n)
-		for i := range acc0 {
-			acc0[i] = rng.NormFloat64()
-		}
-		type result struct{ add, prod, sum []float64 }
-		a, p := bothPaths(t, func() result {
-			r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...), make([]float64, n)}
-			AddTo(r.add, x)
-			AddProductsTo(r.prod, r.sum, x, y)
-			return r
-		})
-		for _, c := range []struct {
-			name    string
-			a, p    []float64
-			element func(i int) float64
-		}{
-			{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
-			{"AddProductsTo prod", a.prod, p.prod, func(i int) float64 { return acc0[i] + float64(x[i])*float64(y[i]) }},
-			{"AddProductsTo sum", a.sum, p.sum, func(i int) float64 { return float64(x[i]) }},
-		} {
-			if i := sameBits64(c.a, c.p); i >= 0 {
-				t.Errorf("%s n %d element %d: assembly %v, Go %v", c.name, n, i, c.a[i], c.p[i])
+		for _, rows := range []int{1, 37} {
+			stride := n + 3
+			x, y := randomFloats(rng, rows*stride), randomFloats(rng, rows*stride)
+			acc0 := make([]float64, n)
+			for i := range acc0 {
+				acc0[i] = rng.NormFloat64()
 			}
-			for i := range c.a {
-				if c.a[i] != c.element(i) {
-					t.Fatalf("%s n %d element %d: %v, want %v", c.name, n, i, c.a[i], c.element(i))
+			type result struct{ add, prod, sum []float64 }
+			a, p := bothPaths(t, func() result {
+				r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...), make([]float64, n)}
+				AddTo(r.add, x)
+				AddProductsTo(r.prod, r.sum, x, y, rows, stride)
+				return r
+			})
+			inOrder := func(start float64, term func(v, w float32) float64) func(i int) float64 {
+				return func(i int) float64 {
+					s := start
+					for r := range rows {
+						s += term(x[r*stride+i], y[r*stride+i])
+					}
+					return s
+				}
+			}
+			for _, c := range []struct {
+				name    string
+				a, p    []float64
+				element func(i int) float64
+			}{
+				{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
+				{"AddProductsTo prod", a.prod, p.prod, func(i int) float64 {
+					return inOrder(acc0[i], func(v, w float32) float64 { return float64(v) * float64(w) })(i)
+				}},
+				{"AddProductsTo sum", a.sum, p.sum, inOrder(0, func(v, _ float32) float64 { return float64(v) })},
+			} {
+				if i := sameBits64(c.a, c.p); i >= 0 {
+					t.Errorf("%s n %d rows %d element %d: assembly %v, Go %v", c.name, n, rows, i, c.a[i], c.p[i])
+				}
+				for i := range c.a {
+					if c.a[i] != c.element(i) {
+						t.Fatalf("%s n %d rows %d element %d: %v, want %v", c.name, n, rows, i, c.a[i], c.element(i))
+					}
 				}
 			}
 		}
@@ -292,6 +310,22 @@ func TestGELUSlices(t *testing.T) {
 		GELUGradMul(r.gAlias, r.gAlias, xs)
 		return r
 	})
+	// Every length of lengths: no vector, an odd or even number of them
+	// (the assembly does two at a time), a tail for the Go loop.
+	for _, n := range lengths {
+		n = min(n, len(xs))
+		a, p := bothPaths(t, func() [2][]float32 {
+			f, g := make([]float32, n), make([]float32, n)
+			GELUs(f, xs[:n])
+			GELUGradMul(g, dy[:n], xs[:n])
+			return [2][]float32{f, g}
+		})
+		for k := range a {
+			if i := sameBits32(a[k], p[k]); i >= 0 {
+				t.Fatalf("length %d, pass %d, element %d: assembly %g, Go %g", n, k, i, a[k][i], p[k][i])
+			}
+		}
+	}
 	for i, x := range xs {
 		wf, wg := GELU(x), dy[i]*GELUGrad(x)
 		for _, c := range []struct {

@@ -1,0 +1,46 @@
+// Package exactfma computes a float32 fused multiply-add in pure Go with the
+// bits of the hardware instruction (VFMADD231PS and its kin): x*y + z
+// rounded once to float32, round to nearest even. The assembly kernels of
+// internal/sgemm and internal/vec32 fuse; their Go definitions call this.
+package exactfma
+
+import "math"
+
+// Float32 is x*y + z rounded once to float32 (round to nearest even).
+//
+// The product of two float32s is exact in float64, so r = fl64(x*y + z) has
+// one rounding, but rounding r again to float32 can be wrong when r lands
+// exactly halfway between two float32s while x*y + z does not: then the
+// error e of the float64 sum (exact, by TwoSum) says on which side the
+// true value lies. Where r is not such a tie (its 29 bits below float32's
+// precision are not exactly 1 followed by zeros, and it is in float32's
+// normal range, where that is where float32's precision ends), it lies on
+// the same side of every float32 tie as x*y + z, so it rounds as that does.
+func Float32(x, y, z float32) float32 {
+	p, zz := float64(x)*float64(y), float64(z)
+	r := p + zz
+	if math.Float64bits(r)&(1<<29-1) != 1<<28 && math.Abs(r) >= 0x1p-126 {
+		return float32(r)
+	}
+	f := float32(r)
+	if float64(f) == r || math.IsInf(r, 0) || math.IsNaN(r) {
+		return f
+	}
+	// TwoSum: e = (p + zz) - r exactly.
+	bv := r - p
+	e := (p - (r - bv)) + (zz - bv)
+	if e == 0 {
+		return f
+	}
+	// The float32 on the other side of r from f.
+	g := math.Nextafter32(f, float32(math.Copysign(math.Inf(1), r-float64(f))))
+	if (float64(f)+float64(g))/2 != r {
+		return f // r is not a tie, so it rounds as the true value does
+	}
+	// A tie in float64 that is not one in exact arithmetic: go to the side
+	// of the true value r + e.
+	if (e > 0) == (float64(g) > float64(f)) {
+		return g
+	}
+	return f
+}

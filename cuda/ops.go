@@ -87,8 +87,13 @@ func rowWork(rows, dim, words int) work {
 
 // elemWork describes an elementwise kernel over n values that moves
 // perElement 4-byte values for each.
-func elemWork(n, perElement int) work {
-	return work{shape: fmt.Sprintf("n=%d", n), bytes: 4 * float64(n) * float64(perElement)}
+func elemWork(n, perElement int) work { return elemBytes(n, 4*perElement) }
+
+// elemBytes describes an elementwise kernel over n values that moves
+// bytesPerElement bytes for each (mixed-width kernels: a float32 read and
+// a bfloat16 write move 6).
+func elemBytes(n, bytesPerElement int) work {
+	return work{shape: fmt.Sprintf("n=%d", n), bytes: float64(n) * float64(bytesPerElement)}
 }
 
 // lnWork describes a LayerNorm forward: it reads x (and resid, or the tile

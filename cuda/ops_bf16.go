@@ -3,8 +3,6 @@
 package cuda
 
 import (
-	"fmt"
-
 	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/nn"
 )
@@ -21,7 +19,7 @@ func (d *Device) castBF16(dst buf[uint16], src buf[float32], n int) error {
 	if err := needAll(what, req("dst", dst, n), req("src", src, n)); err != nil {
 		return err
 	}
-	return launch.CastF32Bf16(d.with(elemWork(n, 2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
+	return launch.CastF32Bf16(d.with(elemBytes(n, 4+2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
 }
 
 // geluBF16 launches dst[i] = bf16(GELU(src[i])) for i < n.
@@ -33,7 +31,7 @@ func (d *Device) geluBF16(dst buf[uint16], src buf[float32], n int) error {
 	if err := needAll(what, req("dst", dst, n), req("src", src, n)); err != nil {
 		return err
 	}
-	return launch.GeluF32Bf16(d.with(elemWork(n, 2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
+	return launch.GeluF32Bf16(d.with(elemBytes(n, 4+2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
 }
 
 // adamWBF16 launches adamw_bf16: adamW's update, also writing pb = bf16(p).
@@ -47,6 +45,6 @@ func (d *Device) adamWBF16(p buf[float32], pb buf[uint16], g, m, v buf[float32],
 	}
 	sc := nn.NewAdamWScalars[float32](s)
 	// 7 words of adamw plus half a word for the bf16 copy.
-	return launch.AdamwBf16(d.with(work{shape: fmt.Sprintf("n=%d", n), bytes: 30 * float64(n)}), grid(elementGrid(n), 1), p.ptr(), pb.ptr(), g.cptr(), m.ptr(), v.ptr(),
+	return launch.AdamwBf16(d.with(elemBytes(n, 7*4+2)), grid(elementGrid(n), 1), p.ptr(), pb.ptr(), g.cptr(), m.ptr(), v.ptr(),
 		sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2, sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps, int32(n))
 }

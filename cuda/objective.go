@@ -140,9 +140,10 @@ func (e *Engine) objectiveLoss(n int, dy buf[float32]) (float64, error) {
 
 // infoNCE computes nn.InfoNCE of e.out against e.t (n rows) with the logit
 // scale logitScale: the loss and dL/dlogitScale, and when dy is not null
-// weight x dL/d(out) into dy (added to it when accumulate). The GEMMs are
-// infoNCEGEMMs'; the unit rows, the softmax statistics and the loss are
-// float32 and double in both modes.
+// weight x dL/d(out) into dy (added to it when accumulate). The engine's
+// mode picks the GEMMs (infoNCECosines, infoNCEUnitGrad) and dL/dcos's
+// type; the unit rows, the softmax statistics and the loss are float32 and
+// double in both modes.
 func (e *Engine) infoNCE(n int, dy buf[float32], logitScale, weight float64, accumulate bool) (loss, dLogitScale float64, err error) {
 	d, o := e.dev, e.cfg.OutputDim
 	st := &e.objective

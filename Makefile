@@ -187,7 +187,8 @@ check-generated: ## the generated launch layer is current (go generate leaves no
 # minutes each), the one
 # test of that package that needs the emulator, and train's check that a
 # run keeping its moving average on the emulated GPU writes the bits of
-# one keeping it on the host (about a minute). ./cuda/... includes cuda/driver/libcuda, whose
+# one keeping it on the host (about a minute), and that a resident run there
+# takes the pipelined, graph-captured step with the synchronous run's bits. ./cuda/... includes cuda/driver/libcuda, whose
 # tests build a fake libcuda with the C compiler and check what the driver
 # calls receive (run again under AddressSanitizer).
 check-kernels: check-generated $(CUDA13_STAMP) ## launch layer and artifacts current, ptxas budgets and sm_90a SASS as tabled, the cuda build vetted, kernels tested in host emulation
@@ -199,7 +200,7 @@ check-kernels: check-generated $(CUDA13_STAMP) ## launch layer and artifacts cur
 	$(EMU_ENV) $(GO) vet -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) $(GO) test -timeout 40m -tags cuda,cudaemu ./cuda/...
 	$(EMU_ENV) $(GO) test -timeout 20m -tags cuda,cudaemu -run '^TestBF16TrainingQuality$$' ./cmd/dinoclip/
-	$(EMU_ENV) $(GO) test -timeout 20m -tags cuda,cudaemu -run '^TestEMAOnGPUEngineMatchesHost$$' ./train/
+	$(EMU_ENV) $(GO) test -timeout 20m -tags cuda,cudaemu -run '^(TestEMAOnGPUEngineMatchesHost|TestPipelinedGPURunMatchesSynchronous)$$' ./train/
 	$(EMU_ENV) CGO_CXXFLAGS="-fsanitize=address -O1" $(GO) test -asan -short -timeout 40m -tags cuda,cudaemu ./cuda/...
 
 build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a GPU host (see scripts/gpu-check.sh)

@@ -212,6 +212,60 @@ func TestMeasureTrainResident(t *testing.T) {
 	}
 }
 
+// pipelinedCPU is a residentCPU that also takes whole steps at once, the
+// loss returned a call late, as the GPU engine does (nn.PipelinedEngine).
+type pipelinedCPU struct {
+	*residentCPU
+	pending    bool
+	loss       float64
+	stepRows   int
+	plainSteps int
+}
+
+func (e *pipelinedCPU) StepRows(rows []int32, s nn.AdamWStep) (float64, bool, error) {
+	e.stepRows++
+	prev, done := e.loss, e.pending
+	loss, err := e.ForwardBackwardRows(rows)
+	if err != nil {
+		return 0, false, err
+	}
+	e.loss, e.pending = loss, true
+	return prev, done, e.CPUEngine.Step(s)
+}
+
+func (e *pipelinedCPU) FlushLoss() (float64, bool, error) {
+	done := e.pending
+	e.pending = false
+	return e.loss, done, nil
+}
+
+func (e *pipelinedCPU) Step(s nn.AdamWStep) error {
+	e.plainSteps++
+	return e.CPUEngine.Step(s)
+}
+
+// TestMeasureTrainPipelined: an engine that takes whole steps is timed on
+// that path, what dinoclip train uses for resident MSE steps on a GPU,
+// with every step's loss, the last one flushed.
+func TestMeasureTrainPipelined(t *testing.T) {
+	c, err := nn.NewCPUEngine[float32](tiny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &pipelinedCPU{residentCPU: &residentCPU{CPUEngine: c, residentRowsSeen: map[int32]int{}}}
+	res, err := MeasureTrain(e, TrainOptions{ConfigName: "tiny", Batch: 16, Timing: quick, Seed: 2, DistinctBatches: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pipelined || res.Data != DataResident || e.stepRows != 4 || e.plainSteps != 0 || e.pending {
+		t.Errorf("pipelined %v, data %q, %d StepRows and %d Step calls, a loss left pending %v; want pipelined resident, 4, 0, none",
+			res.Pipelined, res.Data, e.stepRows, e.plainSteps, e.pending)
+	}
+	if !(res.LossLast < res.LossFirst) || res.LossLast != e.loss {
+		t.Errorf("loss %v -> %v (the last step's %v): want it falling, ending at the flushed loss", res.LossFirst, res.LossLast, e.loss)
+	}
+}
+
 func TestRepeatMinTime(t *testing.T) {
 	n := 0
 	s, err := repeat(Timing{Warmup: 2, Steps: 1, MinTime: 20 * time.Millisecond}, nil, func(int) error {

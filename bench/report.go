@@ -72,6 +72,10 @@ type TrainResult struct {
 	// why an engine that can hold the data resident did not.
 	Data     string `json:"data"`
 	DataNote string `json:"data_note,omitempty"`
+	// Pipelined: each step was one nn.PipelinedEngine.StepRows call (the
+	// whole step enqueued at once, on a GPU as a captured CUDA graph, its
+	// loss read a step late), as train runs resident MSE steps.
+	Pipelined bool `json:"pipelined,omitempty"`
 
 	StepSeconds      Stats   `json:"step_seconds"`
 	SamplesPerSecond float64 `json:"samples_per_second"` // batch / median step time

@@ -137,7 +137,11 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 		if err != nil {
 			return err
 		}
-		logf("  %.4g ms/step, %.4g samples/s, %s data", 1e3*res.StepSeconds.Median, res.SamplesPerSecond, res.Data)
+		path := res.Data + " data"
+		if res.Pipelined {
+			path += ", pipelined steps"
+		}
+		logf("  %.4g ms/step, %.4g samples/s, %s", 1e3*res.StepSeconds.Median, res.SamplesPerSecond, path)
 		r.Train = append(r.Train, res)
 	}
 	if ci != 0 {

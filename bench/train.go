@@ -77,7 +77,10 @@ const (
 // start from zero.
 //
 // Each step is timed on its own, up to the end of Step (and Synchronize,
-// for an engine that implements enginehooks.Synchronizer).
+// for an engine that implements enginehooks.Synchronizer); on an
+// nn.PipelinedEngine with the data resident, the path dinoclip train takes
+// there, a step is one StepRows call, which waits only for the step before
+// it (TrainResult.Pipelined).
 func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	c := e.Config()
 	if o.Batch < 1 {
@@ -101,12 +104,16 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	xs, ts := RandomBatches(c, o.DistinctBatches, o.Batch, o.Seed)
 	forwardBackward := func(b int) (float64, error) { return e.ForwardBackward(xs[b], ts[b], o.Batch) }
 	res.Data = DataHost
+	var pipe nn.PipelinedEngine // the engine, when it takes the pipelined path
+	var rows [][]int32
 	if re, ok := e.(nn.ResidentEngine); ok && !o.HostBatches {
-		rows, err := loadResident(re, xs, ts, o.Batch, o.Seed)
+		var err error
+		rows, err = loadResident(re, xs, ts, o.Batch, o.Seed)
 		switch {
 		case err == nil:
 			res.Data = DataResident
 			forwardBackward = func(b int) (float64, error) { return re.ForwardBackwardRows(rows[b]) }
+			pipe, _ = re.(nn.PipelinedEngine)
 		case errors.Is(err, nn.ErrNotResident):
 			res.DataNote = err.Error()
 		default:
@@ -127,17 +134,44 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 		sync = s.Synchronize
 	}
 	losses := make([]float64, 0, o.Timing.Warmup+o.Timing.Steps)
-	stats, err := repeat(o.Timing, sync, func(i int) error {
+	// Steps beyond the schedule (only in very long runs) reuse its last
+	// values; the work is the same.
+	hp := func(i int) nn.AdamWStep { return adam.Step(sched, min(i+1, sched.TotalSteps)) }
+	step := func(i int) error {
 		loss, err := forwardBackward(i % o.DistinctBatches)
 		if err != nil {
 			return fmt.Errorf("step %d: %w", i+1, err)
 		}
 		losses = append(losses, loss)
-		// Steps beyond the schedule (only in very long runs) reuse its last
-		// values; the work is the same.
-		step := min(i+1, sched.TotalSteps)
-		return e.Step(adam.Step(sched, step))
-	})
+		return e.Step(hp(i))
+	}
+	if pipe != nil {
+		// The path train takes: each call enqueues a step and waits only
+		// for the one before it, so that once the pipeline is full a call
+		// lasts as long as the device takes for a step. No Synchronize
+		// between steps, which would empty the pipeline.
+		res.Pipelined, sync = true, nil
+		step = func(i int) error {
+			loss, done, err := pipe.StepRows(rows[i%o.DistinctBatches], hp(i))
+			if errors.Is(err, nn.ErrNonFinite) {
+				return fmt.Errorf("step %d: %w", i, err) // the step before's loss
+			}
+			if err != nil {
+				return fmt.Errorf("step %d: %w", i+1, err)
+			}
+			if done {
+				losses = append(losses, loss)
+			}
+			return nil
+		}
+	}
+	stats, err := repeat(o.Timing, sync, step)
+	if err == nil && pipe != nil {
+		var loss float64
+		if loss, _, err = pipe.FlushLoss(); err == nil {
+			losses = append(losses, loss)
+		}
+	}
 	if err != nil {
 		return res, fmt.Errorf("train benchmark (%s, batch %d): %w", c, o.Batch, err)
 	}

@@ -12,7 +12,7 @@
 //   - this package: the launch wrappers that check shapes and pack
 //     arguments (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
 //     thread (device.go) and the engine (engine.go, engine_bf16.go,
-//     resident.go), exact search (search.go, and topk.go: its
+//     resident.go, step.go), exact search (search.go, and topk.go: its
 //     retrieval.TopK form) and the hooks of package internal/enginehooks
 //     that package bench measures through (hooks.go).
 //
@@ -65,8 +65,25 @@
 // no cluster or dynamic shared memory) to Driver.Launch, each value in the
 // low bytes of a uint64, and any other to the driver's extended calls.
 // All work goes to one stream; host copies are stream-ordered and every
-// engine call ends with a stream synchronisation, which is also where an
-// asynchronous kernel fault surfaces as an error.
+// engine call but the pipelined step (below) and UpdateEMA ends with a
+// stream synchronisation, which is also where an asynchronous kernel fault
+// surfaces as an error.
+//
+// The pipelined step (step.go; nn.PipelinedEngine): the trainer's MSE
+// steps on resident data go through StepRows, which enqueues the whole
+// step without waiting for the device: the batch's row indices and the
+// step's AdamW scalars are copied into device memory first, then gather,
+// forward, loss, backward and adamw_guarded, which reads those scalars
+// there; the loss sum goes by an asynchronous copy into pinned memory and
+// is read at the next call, after the event behind it. The kernels'
+// parameters are then the same at every step, so the step is captured
+// once per shape as a CUDA graph and replayed (its first step runs launch
+// by launch, the second is captured). The NaN guard is on the device:
+// adamw_guarded skips the update of a step whose loss is not finite and of
+// every step after it, so the state is that of the last step whose loss
+// came back finite when the host reports the non-finite one, a call late.
+// InfoNCE keeps ForwardBackwardRows and Step: its logit scale is trained on
+// the host from each step's gradient.
 //
 // Forward and backward mirror nn.Model step by step (see engine.go): a GEMM
 // whose output feeds a LayerNorm also writes per-tile row statistics, which

@@ -52,17 +52,15 @@ func (e *Engine) StartEMA(init []float32, decay float64) error {
 	})
 }
 
-// UpdateEMA implements nn.EMAEngine.
+// UpdateEMA implements nn.EMAEngine. It enqueues the update behind the
+// step and does not wait for it, so that a pipelined run (step.go) keeps
+// the device busy; a fault surfaces at the next wait, the next step's
+// event or a copy out.
 func (e *Engine) UpdateEMA() error {
 	if e.emaDecay == 0 {
 		return fmt.Errorf("EMA update before StartEMA")
 	}
-	return e.dev.do(func() error {
-		if err := e.dev.emaUpdate(e.ema, e.params, e.np, e.emaDecay); err != nil {
-			return err
-		}
-		return e.dev.sync()
-	})
+	return e.dev.do(func() error { return e.dev.emaUpdate(e.ema, e.params, e.np, e.emaDecay) })
 }
 
 // EMA implements nn.EMAEngine.

@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/dinoclip/dinoclip/nn"
@@ -93,6 +94,8 @@ type Engine struct {
 	ready bool // gradients hold a backward pass not yet stepped
 
 	objective objectiveState // the loss (objective.go)
+
+	pipe stepPipe // the pipelined training step (step.go)
 }
 
 var _ nn.Engine = (*Engine)(nil)
@@ -551,6 +554,11 @@ func (e *Engine) copyIn(dst buf[float32], src []float32, what string) error {
 				return err
 			}
 		}
+		if dst == e.params {
+			if err := e.clearDivergence(); err != nil {
+				return err
+			}
+		}
 		return e.dev.sync()
 	})
 }
@@ -583,4 +591,11 @@ func (e *Engine) SetMoments(m, v []float32) error {
 // Close implements nn.Engine: it frees the GPU memory and closes the device.
 // Closing twice is not an error; every other method of a closed engine
 // returns an error.
-func (e *Engine) Close() error { return e.dev.Close() }
+func (e *Engine) Close() error {
+	// A closed device has nothing left to release.
+	perr := e.dev.do(e.releasePipe)
+	if errors.Is(perr, errClosed) {
+		perr = nil
+	}
+	return errors.Join(perr, e.dev.Close())
+}

@@ -108,10 +108,7 @@ func (e *Engine) objectiveLoss(n int, dy buf[float32]) (float64, error) {
 	st.dLogitScale = 0
 	var loss float64
 	if obj.LossName() != nn.LossInfoNCE {
-		if err := e.dev.unitNormMSE(dy, e.rowLoss, e.out, e.t, n, o); err != nil {
-			return 0, err
-		}
-		if err := e.dev.lossSum(e.lossOut, e.rowLoss, n); err != nil {
+		if err := e.mseLoss(n, dy); err != nil {
 			return 0, err
 		}
 		var sum [1]float64
@@ -136,6 +133,15 @@ func (e *Engine) objectiveLoss(n int, dy buf[float32]) (float64, error) {
 		return loss, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
 	}
 	return loss, nil
+}
+
+// mseLoss enqueues the unit-norm MSE of the n rows of e.out against e.t:
+// its sum into e.lossOut and, when dy is not null, its gradient into dy.
+func (e *Engine) mseLoss(n int, dy buf[float32]) error {
+	if err := e.dev.unitNormMSE(dy, e.rowLoss, e.out, e.t, n, e.cfg.OutputDim); err != nil {
+		return err
+	}
+	return e.dev.lossSum(e.lossOut, e.rowLoss, n)
 }
 
 // infoNCE computes nn.InfoNCE of e.out against e.t (n rows) with the logit

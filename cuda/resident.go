@@ -133,19 +133,10 @@ func (e *Engine) ResidentBytes() int64 { return e.residentByteSize }
 // float16 to float32 exactly) and runs ForwardBackward's forward, loss and
 // backward on them.
 func (e *Engine) ForwardBackwardRows(rows []int32) (float64, error) {
-	if e.residentRows == 0 {
-		return 0, errors.New("resident batch: no training data is resident (call LoadResident first)")
+	if err := e.checkRows(rows); err != nil {
+		return 0, err
 	}
-	n := len(rows)
-	if n < 1 {
-		return 0, errors.New("resident batch: batch of 0 rows")
-	}
-	for i, r := range rows {
-		if r < 0 || int(r) >= e.residentRows {
-			return 0, fmt.Errorf("resident batch: entry %d is row %d, out of range [0, %d)", i, r, e.residentRows)
-		}
-	}
-	c, d := e.cfg, e.dev
+	n, d := len(rows), e.dev
 	var loss float64
 	err := d.do(func() error {
 		if err := e.reserve(n); err != nil {
@@ -154,10 +145,7 @@ func (e *Engine) ForwardBackwardRows(rows []int32) (float64, error) {
 		if err := upload(d, e.rowIdx, rows); err != nil {
 			return err
 		}
-		if err := d.gatherRows(e.x, e.residentX, e.rowIdx, n, c.InputDim, e.residentRows); err != nil {
-			return err
-		}
-		if err := d.gatherRows(e.t, e.residentT, e.rowIdx, n, c.OutputDim, e.residentRows); err != nil {
+		if err := e.gatherBatch(n); err != nil {
 			return err
 		}
 		var err error
@@ -174,4 +162,30 @@ func (e *Engine) ForwardBackwardRows(rows []int32) (float64, error) {
 	}
 	e.ready = true
 	return loss, nil
+}
+
+// checkRows validates a batch of resident rows.
+func (e *Engine) checkRows(rows []int32) error {
+	if e.residentRows == 0 {
+		return errors.New("resident batch: no training data is resident (call LoadResident first)")
+	}
+	if len(rows) < 1 {
+		return errors.New("resident batch: batch of 0 rows")
+	}
+	for i, r := range rows {
+		if r < 0 || int(r) >= e.residentRows {
+			return fmt.Errorf("resident batch: entry %d is row %d, out of range [0, %d)", i, r, e.residentRows)
+		}
+	}
+	return nil
+}
+
+// gatherBatch gathers the n resident rows listed in e.rowIdx into the
+// batch buffers e.x and e.t (on the worker thread).
+func (e *Engine) gatherBatch(n int) error {
+	c, d := e.cfg, e.dev
+	if err := d.gatherRows(e.x, e.residentX, e.rowIdx, n, c.InputDim, e.residentRows); err != nil {
+		return err
+	}
+	return d.gatherRows(e.t, e.residentT, e.rowIdx, n, c.OutputDim, e.residentRows)
 }

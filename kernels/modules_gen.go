@@ -4,7 +4,7 @@ package kernels
 
 // Modules lists every source file and its entry points, in source order.
 var Modules = []Module{
-	{"adamw", []string{"adamw", "adamw_bf16"}},
+	{"adamw", []string{"adamw", "adamw_bf16", "adamw_guarded", "adamw_bf16_guarded"}},
 	{"arch_probe", []string{"arch_probe"}},
 	{"bf16_convert", []string{"cast_f32_bf16", "gelu_f32_bf16"}},
 	{"ema", []string{"ema_update"}},

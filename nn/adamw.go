@@ -58,7 +58,10 @@ func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
 	sc := NewAdamWScalars[T](s)
 	decay, oneMinusB1, b2, oneMinusB2 := sc.Decay, sc.OneMinusBeta1, sc.Beta2, sc.OneMinusBeta2
 	stepSize, bc2Sqrt, eps := sc.StepSize, sc.BiasCorrection2Sqrt, sc.Eps
-	parallelFor(len(params), 8, func(lo, hi int) {
+	// Chunks rather than one range per thread: threads that finish early
+	// take the chunks of one the machine has descheduled (the update is
+	// elementwise, so the split never changes a bit).
+	parallelChunks(len(params), adamWChunk, func(lo, hi int) {
 		if p32, ok := any(params[lo:hi]).([]float32); ok {
 			// The vectorised copy of the loop below does a prefix.
 			// AdamWScalars[float32] has vec32.AdamWConsts's fields, in order.
@@ -79,6 +82,10 @@ func AdamW[T Float](params, grads, m, v []T, s AdamWStep) {
 		}
 	})
 }
+
+// adamWChunk is the elements of one chunk of AdamW's loop: 1.75 MiB of
+// the seven streams, a multiple of the vector width.
+const adamWChunk = 1 << 16
 
 // sqrt is the square root in T's own precision (float32 sqrt is correctly
 // rounded, so this equals rounding the float64 root).

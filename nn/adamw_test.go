@@ -3,14 +3,27 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
-// The float32 AdamW over a long slice (vectorised where the CPU allows)
-// gives the same bits as over one element at a time (the scalar loop).
+// The float32 AdamW over a long slice (vectorised where the CPU allows,
+// in chunks taken by GOMAXPROCS threads) gives the same bits as over one
+// element at a time (the scalar loop), at GOMAXPROCS 1 and 2; the longer
+// slice has several chunks and a tail.
 func TestAdamWVectorisedMatchesScalar(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, procs := range []int{1, 2} {
+		runtime.GOMAXPROCS(procs)
+		for _, n := range []int{1003, 2*adamWChunk + 13} {
+			testAdamWVectorised(t, n)
+		}
+	}
+}
+
+func testAdamWVectorised(t *testing.T, n int) {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(11, 12))
-	const n = 1003
 	p, g, m, v := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
 	for i := range p {
 		p[i], g[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64()*math.Exp2(float64(rng.IntN(40)-30)))
@@ -28,7 +41,7 @@ func TestAdamWVectorisedMatchesScalar(t *testing.T) {
 		for i := range p {
 			for _, pair := range [][2]float32{{p[i], ps[i]}, {m[i], ms[i]}, {v[i], vs[i]}} {
 				if math.Float32bits(pair[0]) != math.Float32bits(pair[1]) && !(pair[0] != pair[0] && pair[1] != pair[1]) {
-					t.Fatalf("step %d element %d: vectorised %g, scalar %g", step, i, pair[0], pair[1])
+					t.Fatalf("GOMAXPROCS %d, %d elements, step %d element %d: vectorised %g, scalar %g", runtime.GOMAXPROCS(0), n, step, i, pair[0], pair[1])
 				}
 			}
 		}

@@ -76,6 +76,35 @@ type ResidentEngine interface {
 	ForwardBackwardRows(rows []int32) (float64, error)
 }
 
+// PipelinedEngine is a [ResidentEngine] that runs a whole training step on
+// resident rows in one call that does not wait for the device, and reads
+// each step's loss back one call later, so that the host prepares step k+1
+// while the device runs step k. It computes the MSE objective only
+// (InfoNCE needs its logit scale's gradient on the host at every step and
+// takes ForwardBackwardRows and Step).
+//
+// The NaN guard moves onto the device: a step whose loss is not finite
+// leaves the parameters and moments as they were, and so does every step
+// after it (including the one already enqueued when the host reads that
+// loss), until SetParameters loads new ones. The host learns of it one
+// call late, as an error wrapping [ErrNonFinite]: the engine then holds the
+// state after the last step whose finite loss was returned.
+type PipelinedEngine interface {
+	ResidentEngine
+	// StepRows enqueues ForwardBackwardRows(rows) and Step(s) as one step
+	// and returns the loss of the step the previous StepRows enqueued, with
+	// done set, or done false when no step was pending (the first call, and
+	// the first after FlushLoss). The loss of a step is the one
+	// ForwardBackwardRows would return, bit for bit, and so are the
+	// parameters and moments after it.
+	StepRows(rows []int32, s AdamWStep) (prevLoss float64, done bool, err error)
+	// FlushLoss waits for the step StepRows enqueued last and returns its
+	// loss, or done false when none is pending. After it the engine's state
+	// is that of every step whose loss was returned: what a checkpoint,
+	// an evaluation or the end of a run needs.
+	FlushLoss() (loss float64, done bool, err error)
+}
+
 // Float16Reader reads rows [lo, hi) of training data as IEEE 754 binary16
 // bits: the features into x [(hi-lo)*InputDim] and the targets into t
 // [(hi-lo)*OutputDim], row-major. It reports a NaN or an infinity as an
@@ -171,6 +200,10 @@ func load[T Float](dst *[]T, src []float32, n, d int, what string) error {
 		*dst = make([]T, len(src))
 	}
 	*dst = (*dst)[:len(src)]
+	if d32, ok := any(*dst).([]float32); ok {
+		copy(d32, src)
+		return nil
+	}
 	for i, v := range src {
 		(*dst)[i] = T(v)
 	}

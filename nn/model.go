@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/dinoclip/dinoclip/internal/sgemm"
+	"github.com/dinoclip/dinoclip/internal/vec32"
 )
 
 // linear and layerNorm are views of one layer's parameters and gradients in
@@ -220,7 +221,13 @@ func (m *Model[T]) Backward(dy, dx []T) error {
 	return nil
 }
 
+// addInto sets dst = a + b elementwise.
 func addInto[T Float](dst, a, b []T) {
+	if d32, ok := any(dst).([]float32); ok {
+		a32, b32 := any(a).([]float32), any(b).([]float32)
+		parallelFor(len(dst), 1, func(lo, hi int) { vec32.Add(d32[lo:hi], a32[lo:hi], b32[lo:hi]) })
+		return
+	}
 	parallelFor(len(dst), 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			dst[i] = a[i] + b[i]

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/dinoclip/dinoclip/internal/parallel"
 	"github.com/dinoclip/dinoclip/internal/sgemm"
 	"github.com/dinoclip/dinoclip/internal/vec32"
 )
@@ -39,9 +39,10 @@ func gemm[T Float](tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ld
 }
 
 // parallelFor runs fn over [0, n) split into one contiguous range per
-// processor. The split depends only on n and GOMAXPROCS, and each index is
-// handled by exactly one call, so results do not depend on scheduling.
-// Small problems (n*cost < 1<<15 element operations) run inline.
+// processor, on internal/parallel's workers. The split depends only on n
+// and GOMAXPROCS, and each index is handled by exactly one call, so results
+// do not depend on scheduling. Small problems (n*cost < 1<<15 element
+// operations) run inline.
 func parallelFor(n, cost int, fn func(lo, hi int)) {
 	workers := runtime.GOMAXPROCS(0)
 	if workers > n {
@@ -51,13 +52,19 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Add(1)
-		go func() { defer wg.Done(); fn(lo, hi) }()
+	parallel.Run(workers, func(w int) { fn(n*w/workers, n*(w+1)/workers) })
+}
+
+// parallelChunks runs fn over [0, n) in chunks of chunk indices (the last
+// shorter), on internal/parallel's workers, each chunk taken by whichever
+// thread is free; inline when n is one chunk or GOMAXPROCS is 1. Each index
+// is handled by exactly one call.
+func parallelChunks(n, chunk int, fn func(lo, hi int)) {
+	if n <= chunk || runtime.GOMAXPROCS(0) == 1 {
+		fn(0, n)
+		return
 	}
-	wg.Wait()
+	parallel.Run((n+chunk-1)/chunk, func(c int) { fn(c*chunk, min((c+1)*chunk, n)) })
 }
 
 // LinearForward computes y[n,out] = x[n,in] W^T + b with W stored [out,in]
@@ -69,6 +76,16 @@ func LinearForward[T Float](y, x, w, b []T, n, in, out int) {
 
 // addBias adds b[out] to each of the n rows of y.
 func addBias[T Float](y, b []T, n, out int) {
+	if y32, ok := any(y).([]float32); ok {
+		b32 := any(b).([]float32)
+		parallelFor(n, out, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row := y32[r*out : (r+1)*out]
+				vec32.Add(row, row, b32)
+			}
+		})
+		return
+	}
 	parallelFor(n, out, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := y[r*out : (r+1)*out]

@@ -527,7 +527,8 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	}
 	spe := order.StepsPerEpoch()
 	attrs := []any{"model", tr.Engine.Config().String(), "rows", tr.Data.Rows, "batch", o.Batch,
-		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil}
+		"epochs", o.Epochs, "steps", st.Schedule.TotalSteps, "from_step", st.Step, "resident", resident != nil,
+		"pipelined", pipelined(resident, o) != nil}
 	// An engine that describes itself (the GPU engine: its device and which
 	// compiled kernels it loaded) says so in the same line.
 	if d, ok := tr.Engine.(fmt.Stringer); ok {
@@ -551,10 +552,51 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	tr.Log = slog.New(clearingHandler{tr.Log.Handler(), bar})
 	var res Result
 	var stepTime time.Duration // since the last metrics record, for throughput
+	// record adds step's loss to the running sums, and writes the metrics
+	// record and log line of a logging step; st is the state after step.
+	record := func(step int, hp nn.AdamWStep, loss float64) error {
+		st.Window.add(loss, o.Batch)
+		st.EpochLoss.add(loss, o.Batch)
+		bar.set(step, loss)
+		if o.LogEvery > 0 && step%o.LogEvery == 0 {
+			if err := metrics.write(trainRecord(st, hp, stepTime)); err != nil {
+				return err
+			}
+			if bar.bar == nil {
+				tr.Log.Info("step", "step", step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR))
+			}
+			st.Window, stepTime = LossSum{}, 0
+		}
+		return nil
+	}
+	// A pipelined engine (see pipelined) returns each step's loss at the
+	// next step; pending is the step whose loss is still on the device, and
+	// flush waits for it: before a checkpoint, an evaluation or the end, so
+	// that the state saved is that of every step reported.
+	pipe := pipelined(resident, o)
+	var pending *pendingStep
+	flush := func() error {
+		if pending == nil {
+			return nil
+		}
+		p := *pending
+		pending = nil
+		loss, done, err := pipe.FlushLoss()
+		if err == nil && !done {
+			err = errors.New("the engine had no step pending")
+		}
+		if err != nil {
+			return tr.stepError(p, err)
+		}
+		return record(p.step, p.hp, loss)
+	}
 	for st.Epoch < o.Epochs {
 		for st.Batch < spe {
 			if ctx.Err() != nil {
 				bar.stop()
+				if err := flush(); err != nil {
+					return res, err
+				}
 				if err := tr.save(st, nil, nil, nil); err != nil {
 					return res, err
 				}
@@ -565,6 +607,44 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			var start time.Time
 			if err := tr.setObjective(st); err != nil {
 				return res, err
+			}
+			if pipe != nil {
+				this := pendingStep{step: st.Step + 1, epoch: st.Epoch, batch: st.Batch}
+				this.hp = st.Options.AdamW.Step(st.Schedule, this.step)
+				start = time.Now()
+				prev, done, err := pipe.StepRows(order.BatchRows(st.Epoch, st.Batch), this.hp)
+				stepTime += time.Since(start)
+				if done && pending == nil {
+					return res, fmt.Errorf("step %d: the engine returned the loss of a step the run did not enqueue", this.step)
+				}
+				if done {
+					p := *pending
+					pending = nil
+					if err != nil {
+						return res, tr.stepError(p, err)
+					}
+					if err := record(p.step, p.hp, prev); err != nil {
+						return res, err
+					}
+				}
+				if err != nil {
+					return res, tr.stepError(this, err)
+				}
+				pending = &this
+				st.Step++
+				if err := tr.updateEMA(o.EMA); err != nil {
+					return res, err
+				}
+				st.Batch++
+				if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
+					if err := flush(); err != nil {
+						return res, err
+					}
+					if err := tr.save(st, nil, nil, nil); err != nil {
+						return res, err
+					}
+				}
+				continue
 			}
 			if resident != nil {
 				start = time.Now()
@@ -582,7 +662,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				err = fmt.Errorf("%w: %v", ErrNonFinite, loss)
 			}
 			if err != nil {
-				return res, fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", st.Step+1, st.Epoch+1, st.Batch, err, tr.stopAdvice(err))
+				return res, tr.stepError(pendingStep{step: st.Step + 1, epoch: st.Epoch, batch: st.Batch}, err)
 			}
 			st.Step++
 			hp := st.Options.AdamW.Step(st.Schedule, st.Step)
@@ -597,23 +677,17 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			}
 			st.Batch++
 			stepTime += time.Since(start)
-			st.Window.add(loss, o.Batch)
-			st.EpochLoss.add(loss, o.Batch)
-			bar.set(st.Step, loss)
-			if o.LogEvery > 0 && st.Step%o.LogEvery == 0 {
-				if err := metrics.write(trainRecord(st, hp, stepTime)); err != nil {
-					return res, err
-				}
-				if bar.bar == nil {
-					tr.Log.Info("step", "step", st.Step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR))
-				}
-				st.Window, stepTime = LossSum{}, 0
+			if err := record(st.Step, hp, loss); err != nil {
+				return res, err
 			}
 			if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
 				if err := tr.save(st, nil, nil, nil); err != nil {
 					return res, err
 				}
 			}
+		}
+		if err := flush(); err != nil {
+			return res, err
 		}
 		st.Epoch++
 		st.Batch = 0
@@ -667,6 +741,31 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 	}
 	res.State = st
 	return res, nil
+}
+
+// pendingStep is a step of the run: its number (1-based), its place in the
+// run (epoch 0-based, batch) and its AdamW hyperparameters.
+type pendingStep struct {
+	step, epoch, batch int
+	hp                 nn.AdamWStep
+}
+
+// stepError is the error that stops the run at step p.
+func (tr *Trainer) stepError(p pendingStep, err error) error {
+	return fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", p.step, p.epoch+1, p.batch, err, tr.stopAdvice(err))
+}
+
+// pipelined is the engine as an nn.PipelinedEngine when the run's steps go
+// through one: batches from resident data, on an engine that runs a whole
+// step without waiting for the device, under the MSE loss (InfoNCE's logit
+// scale is trained on the host from each step's gradient, so its steps
+// stay synchronous). Otherwise nil.
+func pipelined(resident nn.ResidentEngine, o Options) nn.PipelinedEngine {
+	p, ok := resident.(nn.PipelinedEngine)
+	if !ok || o.objective(nil).Contrastive() {
+		return nil
+	}
+	return p
 }
 
 // stopAdvice says what is left of a run that a failed step stopped, and

@@ -188,6 +188,8 @@ func (c *cuDriver) NewEvent() (Event, error) {
 
 func (c *cuDriver) Record(ev Event) error { return ev.(*cu.Event).Record(c.stream) }
 
+func (c *cuDriver) WaitEvent(ev Event) error { return ev.(*cu.Event).Synchronize() }
+
 func (c *cuDriver) Elapsed(start, end Event) (float64, error) {
 	ms, err := start.(*cu.Event).Elapsed(*end.(*cu.Event))
 	return ms / 1e3, err

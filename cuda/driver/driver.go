@@ -34,9 +34,13 @@ type Driver interface {
 
 	// Events time the stream's work: Record marks the point the stream has
 	// reached; Elapsed is the time between two recorded events once both
-	// have passed (after Sync).
+	// have passed (after Sync). WaitEvent waits until the stream has passed
+	// ev's last Record, and no longer: the host reads what the work before
+	// it wrote (an asynchronous copy into pinned memory) while later work
+	// keeps the device busy.
 	NewEvent() (Event, error)
 	Record(ev Event) error
+	WaitEvent(ev Event) error
 	Elapsed(start, end Event) (seconds float64, err error)
 	DestroyEvent(ev Event) error
 

@@ -99,26 +99,70 @@ func (d *emuDriver) Record(ev Event) error {
 	return d.stream("event", func() error { *ev.(*time.Time) = time.Now(); return nil })
 }
 
+// WaitEvent has nothing to wait for (the emulator's work is done when
+// enqueued); during a capture it is refused, as the host cannot wait for
+// work that has not run.
+func (d *emuDriver) WaitEvent(Event) error {
+	if d.capture != nil {
+		return errors.New("emulation: WaitEvent during a stream capture")
+	}
+	return nil
+}
+
 func (*emuDriver) Elapsed(start, end Event) (float64, error) {
 	return end.(*time.Time).Sub(*start.(*time.Time)).Seconds(), nil
 }
 
 func (*emuDriver) DestroyEvent(Event) error { return nil }
 
-func (*emuDriver) Alloc(bytes int64) (uintptr, error) { return emu.Alloc(bytes) }
+// Alloc and Free are refused during a capture, as CUDA refuses them on a
+// capturing thread.
+func (d *emuDriver) Alloc(bytes int64) (uintptr, error) {
+	if err := d.notCapturing("Alloc"); err != nil {
+		return 0, err
+	}
+	return emu.Alloc(bytes)
+}
 
-func (*emuDriver) Free(p uintptr) error { emu.Free(p); return nil }
+func (d *emuDriver) Free(p uintptr) error {
+	if err := d.notCapturing("Free"); err != nil {
+		return err
+	}
+	emu.Free(p)
+	return nil
+}
+
+// notCapturing refuses call during a capture: a call that waits for the
+// stream, or one whose contract (ToDevice has read its source when it
+// returns, ToHost has written its destination) a graph replayed later
+// cannot keep. A graph that recorded one would replay a host buffer's
+// contents of another time: the host-varying data a captured step must
+// not hold.
+func (d *emuDriver) notCapturing(call string) error {
+	if d.capture != nil {
+		return fmt.Errorf("emulation: %s during a stream capture", call)
+	}
+	return nil
+}
 
 func (d *emuDriver) Zero(p uintptr, bytes int64) error {
 	return d.stream("zero", func() error { emu.Zero(p, bytes); return nil })
 }
 
 func (d *emuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
-	return d.stream("to-device", func() error { emu.ToDevice(dst, src, bytes); return nil })
+	if err := d.notCapturing("ToDevice"); err != nil {
+		return err
+	}
+	emu.ToDevice(dst, src, bytes)
+	return nil
 }
 
 func (d *emuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
-	return d.stream("to-host", func() error { emu.ToHost(dst, src, bytes); return nil })
+	if err := d.notCapturing("ToHost"); err != nil {
+		return err
+	}
+	emu.ToHost(dst, src, bytes)
+	return nil
 }
 
 func (d *emuDriver) kernel(k int) (string, error) {
@@ -137,12 +181,7 @@ func (d *emuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	return d.stream("kernel "+name, func() error { return emu.Launch(name, gx, gy, block, args) })
 }
 
-func (d *emuDriver) Sync() error {
-	if d.capture != nil {
-		return errors.New("emulation: Sync during a stream capture")
-	}
-	return nil
-}
+func (d *emuDriver) Sync() error { return d.notCapturing("Sync") }
 
 func (*emuDriver) MemInfo() (free, total int64, err error) {
 	l := emu.Limit()

@@ -151,17 +151,40 @@ func TestEmuGraph(t *testing.T) {
 	if err := v.d.Zero(buf, 16); err != nil {
 		t.Fatal(err)
 	}
-	one := []byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
-	two := []byte{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}
-	capture := func(src []byte) Graph {
+	one, two := v.alloc(16), v.alloc(16)
+	for b, src := range map[uintptr][]byte{
+		one: {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+		two: {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2},
+	} {
+		if err := v.d.ToDevice(b, unsafe.Pointer(&src[0]), 16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, err := v.d.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := func(src uintptr) Graph {
 		if err := v.x.BeginCapture(); err != nil {
 			t.Fatal(err)
 		}
-		if err := v.d.ToDevice(buf, unsafe.Pointer(&src[0]), 16); err != nil {
+		if err := v.d.CopyDevice(buf, src, 16); err != nil {
 			t.Fatal(err)
 		}
-		if err := v.d.Sync(); err == nil {
-			t.Error("Sync during a capture: no error")
+		// What waits for the stream, or reads or writes host memory when
+		// called, cannot be in a graph replayed later.
+		host := make([]byte, 16)
+		for call, err := range map[string]error{
+			"Sync":      v.d.Sync(),
+			"WaitEvent": v.d.WaitEvent(ev),
+			"ToDevice":  v.d.ToDevice(buf, unsafe.Pointer(&host[0]), 16),
+			"ToHost":    v.d.ToHost(unsafe.Pointer(&host[0]), buf, 16),
+			"Free":      v.d.Free(src),
+			"Alloc":     func() error { _, err := v.d.Alloc(16); return err }(),
+		} {
+			if err == nil {
+				t.Errorf("%s during a capture: no error", call)
+			}
 		}
 		g, err := v.x.EndCapture()
 		if err != nil {

@@ -15,9 +15,15 @@ static_assert(std::is_same_v<decltype(&adamw), void (*)(float*, const float*, fl
               "kernels/adamw.cu: adamw: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&adamw_bf16), void (*)(float*, uint16_t*, const float*, float*, float*, float, float, float, float, float, float, float, int)>,
               "kernels/adamw.cu: adamw_bf16: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&adamw_guarded), void (*)(float*, const float*, float*, float*, const float*, const double*, int*, int)>,
+              "kernels/adamw.cu: adamw_guarded: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&adamw_bf16_guarded), void (*)(float*, uint16_t*, const float*, float*, float*, const float*, const double*, int*, int)>,
+              "kernels/adamw.cu: adamw_bf16_guarded: run go generate ./kernels");
 
 emu_entry emu_table_adamw[] = {
     EMU_ENTRY(adamw),
     EMU_ENTRY(adamw_bf16),
+    EMU_ENTRY(adamw_guarded),
+    EMU_ENTRY(adamw_bf16_guarded),
 };
 int emu_table_adamw_len = sizeof(emu_table_adamw) / sizeof(emu_table_adamw[0]);

@@ -10,6 +10,8 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 const (
 	KAdamw                  Kernel = iota // kernels/adamw.cu
 	KAdamwBf16                            // kernels/adamw.cu
+	KAdamwGuarded                         // kernels/adamw.cu
+	KAdamwBf16Guarded                     // kernels/adamw.cu
 	KArchProbe                            // kernels/arch_probe.cu
 	KCastF32Bf16                          // kernels/bf16_convert.cu
 	KGeluF32Bf16                          // kernels/bf16_convert.cu
@@ -68,6 +70,8 @@ const (
 var names = [NumKernels]string{
 	KAdamw:                  "adamw",
 	KAdamwBf16:              "adamw_bf16",
+	KAdamwGuarded:           "adamw_guarded",
+	KAdamwBf16Guarded:       "adamw_bf16_guarded",
 	KArchProbe:              "arch_probe",
 	KCastF32Bf16:            "cast_f32_bf16",
 	KGeluF32Bf16:            "gelu_f32_bf16",
@@ -125,6 +129,8 @@ var names = [NumKernels]string{
 var paramBytes = [NumKernels][]int{
 	KAdamw:                  {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
 	KAdamwBf16:              {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KAdamwGuarded:           {8, 8, 8, 8, 8, 8, 8, 4},
+	KAdamwBf16Guarded:       {8, 8, 8, 8, 8, 8, 8, 8, 4},
 	KArchProbe:              {8},
 	KCastF32Bf16:            {8, 8, 4},
 	KGeluF32Bf16:            {8, 8, 4},
@@ -191,6 +197,20 @@ func Adamw(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], g ConstPtr[float
 //	adamw_bf16(float* p, uint16_t* pb, const float* g, float* m, float* v, float decay, float omb1, float b2, float omb2, float step, float bc2sqrt, float eps, int n)
 func AdamwBf16(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], pb Ptr[uint16], g ConstPtr[float32], m Ptr[float32], v Ptr[float32], decay float32, omb1 float32, b2 float32, omb2 float32, step float32, bc2sqrt float32, eps float32, n int32) error {
 	return l.Launch(KAdamwBf16, cfg, [][]byte{ptr(p), ptr(pb), ptr(g), ptr(m), ptr(v), f32(decay), f32(omb1), f32(b2), f32(omb2), f32(step), f32(bc2sqrt), f32(eps), i32(n)})
+}
+
+// AdamwGuarded launches adamw_guarded of kernels/adamw.cu:
+//
+//	adamw_guarded(float* p, const float* g, float* m, float* v, const float* sc, const double* loss, int* halted, int n)
+func AdamwGuarded(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], g ConstPtr[float32], m Ptr[float32], v Ptr[float32], sc ConstPtr[float32], loss ConstPtr[float64], halted Ptr[int32], n int32) error {
+	return l.Launch(KAdamwGuarded, cfg, [][]byte{ptr(p), ptr(g), ptr(m), ptr(v), ptr(sc), ptr(loss), ptr(halted), i32(n)})
+}
+
+// AdamwBf16Guarded launches adamw_bf16_guarded of kernels/adamw.cu:
+//
+//	adamw_bf16_guarded(float* p, uint16_t* pb, const float* g, float* m, float* v, const float* sc, const double* loss, int* halted, int n)
+func AdamwBf16Guarded(l Launcher, cfg driver.LaunchConfig, p Ptr[float32], pb Ptr[uint16], g ConstPtr[float32], m Ptr[float32], v Ptr[float32], sc ConstPtr[float32], loss ConstPtr[float64], halted Ptr[int32], n int32) error {
+	return l.Launch(KAdamwBf16Guarded, cfg, [][]byte{ptr(p), ptr(pb), ptr(g), ptr(m), ptr(v), ptr(sc), ptr(loss), ptr(halted), i32(n)})
 }
 
 // ArchProbe launches arch_probe of kernels/arch_probe.cu:

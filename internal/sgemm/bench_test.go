@@ -11,16 +11,24 @@ import (
 
 // BenchmarkGemm times the three layouts of the engine at the default
 // model's shapes (hidden 2048, input 768, head 1024, output 512) for
-// batches 64 and 256, and reports GFLOP/s (2 m n k per product); for the
-// two whose B is the weight, also with B packed beforehand (prepacked).
+// batches 64 and 256 and at the small model's (hidden 256, head 128) for
+// batch 256, and reports GFLOP/s (2 m n k per product); for the two whose
+// B is the weight, also with B packed beforehand (prepacked).
 //
 //	fwd_nt:   Y[batch,out] = X[batch,in] W[out,in]^T
 //	wgrad_tn: dW[out,in] = dY[batch,out]^T X[batch,in]
 //	dgrad_nn: dX[batch,in] += dY[batch,out] W[out,in]
 func BenchmarkGemm(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, batch := range []int{64, 256} {
-		for _, l := range []struct{ in, out int }{{768, 2048}, {2048, 2048}, {2048, 1024}, {1024, 512}} {
+	type layer struct{ in, out int }
+	defaultLayers := []layer{{768, 2048}, {2048, 2048}, {2048, 1024}, {1024, 512}}
+	smallLayers := []layer{{768, 256}, {256, 256}, {256, 128}, {128, 512}}
+	for _, bl := range []struct {
+		batch  int
+		layers []layer
+	}{{64, defaultLayers}, {256, defaultLayers}, {256, smallLayers}} {
+		batch := bl.batch
+		for _, l := range bl.layers {
 			for _, layout := range []string{"fwd_nt", "wgrad_tn", "dgrad_nn"} {
 				var m, n, k int
 				var tA, tB, acc bool

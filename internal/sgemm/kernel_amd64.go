@@ -68,3 +68,35 @@ func dealRow16(dst, src []float32, stride int) int {
 	deal16(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
 	return panels * 16
 }
+
+//go:noescape
+func transpose6x8(k8 int, src *float32, lds int, dst *float32)
+
+// packRows6 sets dst[q*6+i] = src[i*lds+q] for i < 6 and q below the
+// largest multiple of 8 not above k, and returns that multiple, or 0 when
+// the CPU lacks AVX (the caller packs what is left).
+func packRows6(dst, src []float32, lds, k int) int {
+	k8 := k / 8
+	if k8 == 0 || !cpu.X86.HasAVX {
+		return 0
+	}
+	_, _ = dst[k8*8*6-1], src[5*lds+k8*8-1]
+	transpose6x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
+	return k8 * 8
+}
+
+//go:noescape
+func deal6(panels int, src, dst *float32, stride int)
+
+// dealRow6 sets dst[t*stride+j] = src[t*6+j] for j < 6 and t below
+// len(src)/6, and returns 6 times that (the rows it packed), or 0 when the
+// CPU lacks AVX.
+func dealRow6(dst, src []float32, stride int) int {
+	panels := len(src) / 6
+	if panels == 0 || !cpu.X86.HasAVX {
+		return 0
+	}
+	_, _ = src[panels*6-1], dst[(panels-1)*stride+5]
+	deal6(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
+	return panels * 6
+}

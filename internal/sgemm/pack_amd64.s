@@ -123,3 +123,89 @@ deal:
 dealt:
 	VZEROUPPER
 	RET
+
+// transpose6x8 packs 6 rows of a row-major A into an A panel of the 6x16
+// kernel:
+//
+//	dst[q*6 + i] = src[i*lds + q]   for i < 6, q < 8*k8
+//
+// eight columns at a time: the 6 rows, with two zero rows under them, as
+// one 8x8 transpose (AVX), each transposed column stored 6 floats wide. It
+// is the packing of A = X in the forward product and of A = dY in the
+// input-gradient product, where a scalar gather cost a sixth of the
+// multiplication at the small model's shapes.
+
+// func transpose6x8(k8 int, src *float32, lds int, dst *float32)
+TEXT ·transpose6x8(SB), NOSPLIT, $0-32
+	MOVQ k8+0(FP), CX
+	MOVQ src+8(FP), R11
+	MOVQ lds+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8               // bytes between rows
+	LEAQ (R8)(R8*2), R10      // 3 rows
+	TESTQ CX, CX
+	JZ    done6
+
+loop6:
+	VXORPS  Y6, Y6, Y6        // the two zero rows (TRANSPOSE8 reuses Y6, Y7)
+	VXORPS  Y7, Y7, Y7
+	VMOVUPS (R11), Y0
+	VMOVUPS (R11)(R8*1), Y1
+	VMOVUPS (R11)(R8*2), Y2
+	VMOVUPS (R11)(R10*1), Y3
+	LEAQ    (R11)(R8*4), R12
+	VMOVUPS (R12), Y4
+	VMOVUPS (R12)(R8*1), Y5
+	TRANSPOSE8
+	// Column c goes to DI + 24c bytes. Each 8-float store but the last
+	// writes two zeros past its column, which the next store overwrites;
+	// the last is split so as to stay inside the 48 floats.
+	VMOVUPS Y8, 0(DI)
+	VMOVUPS Y9, 24(DI)
+	VMOVUPS Y10, 48(DI)
+	VMOVUPS Y11, 72(DI)
+	VMOVUPS Y12, 96(DI)
+	VMOVUPS Y13, 120(DI)
+	VMOVUPS Y14, 144(DI)
+	VMOVUPS X15, 168(DI)
+	VEXTRACTF128 $1, Y15, X0
+	VMOVQ   X0, 184(DI)
+	ADDQ    $32, R11          // next 8 columns of the source
+	ADDQ    $192, DI          // next 8 steps of the panel
+	DECQ    CX
+	JNZ     loop6
+
+done6:
+	VZEROUPPER
+	RET
+
+// deal6 deals one row of a transposed A out to panels of 6 rows:
+//
+//	dst[t*stride + j] = src[t*6 + j]   for t < panels, j < 6
+//
+// (stride in floats: the size of one panel, kb*6), as 4 and 2 floats. It
+// is the packing of A = dY^T in the weight-gradient product, one row of dY
+// at a time.
+
+// func deal6(panels int, src *float32, dst *float32, stride int)
+TEXT ·deal6(SB), NOSPLIT, $0-32
+	MOVQ panels+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ dst+16(FP), DI
+	MOVQ stride+24(FP), R8
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ    dealt6
+
+deal6loop:
+	VMOVUPS (SI), X0
+	VMOVQ   16(SI), X1
+	VMOVUPS X0, (DI)
+	VMOVQ   X1, 16(DI)
+	ADDQ    $24, SI
+	ADDQ    R8, DI
+	DECQ    CX
+	JNZ     deal6loop
+
+dealt6:
+	RET

@@ -7,6 +7,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/dinoclip/dinoclip/internal/parallel"
 )
 
 // Block sizes, in elements. An A block (mc x kc, 144 KiB) stays in L2 while
@@ -147,10 +149,13 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 }
 
 // run splits C among workers; B's panels come from pre when it is not nil
-// (packed by kern), else each worker packs its own.
+// (packed by kern), else from one packing shared by the workers where they
+// split the rows of C and B is not too large, else each worker packs its
+// own.
 func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []float32, ldc int, accumulate bool) {
-	// Split C into one block of whole tiles per worker, along the side with
-	// more tiles; small products run on the calling goroutine.
+	// Split C into blocks of whole tiles, one per worker (or a few, see
+	// below), along the side with more tiles; small products run on the
+	// calling goroutine.
 	mt, nt := (m+kern.mr-1)/kern.mr, (n+kern.nr-1)/kern.nr
 	if flops := 2 * m * n * k; flops < 1<<21 {
 		workers = 1
@@ -165,17 +170,34 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 		block(kern, A, B, pre, c, ldc, 0, m, 0, n, k, accumulate)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := tiles*w/workers*tile, tiles*(w+1)/workers*tile
-		if alongN {
-			wg.Go(func() { block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate) })
-		} else {
-			wg.Go(func() { block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate) })
-		}
+	if pre == nil && !alongN && k*nt*kern.nr <= sharedBMax {
+		// Every worker multiplies all of B: pack it once, together,
+		// rather than once per worker.
+		shared := getSharedB()
+		defer putSharedB(shared)
+		shared.pack(kern, B, k, n, workers)
+		pre = shared
 	}
-	wg.Wait()
+	parts := workers
+	if pre != nil && !alongN {
+		// With B packed, a block of rows costs no packing but its own
+		// A's: split finer, so that a worker the machine slows down
+		// leaves its remaining blocks to the others (parallel.Run).
+		parts = min(tiles, partsPerWorker*workers)
+	}
+	parallel.Run(parts, func(w int) {
+		lo, hi := tiles*w/parts*tile, tiles*(w+1)/parts*tile
+		if alongN {
+			block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate)
+		} else {
+			block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate)
+		}
+	})
 }
+
+// partsPerWorker is how many blocks of rows of C a product with a packed B
+// is split into per worker.
+const partsPerWorker = 4
 
 // buffers are one worker's packed blocks and edge tile.
 type buffers struct{ a, b, tile []float32 }
@@ -198,13 +220,18 @@ const tileLen = 8 * 32
 const bufferBytes = (mc*kc + kc*nc + tileLen) * 4
 
 // WorkspaceBytes is the packing memory Gemm holds on to once it has run on
-// this machine: bufferBytes for each of up to GOMAXPROCS goroutines, none
-// for the gonum fallback.
+// this machine: bufferBytes for each of up to GOMAXPROCS goroutines and,
+// with more than one, one shared B (sharedBMax elements); none for the
+// gonum fallback.
 func WorkspaceBytes() int {
 	if best == nil {
 		return 0
 	}
-	return runtime.GOMAXPROCS(0) * bufferBytes
+	procs := runtime.GOMAXPROCS(0)
+	if procs == 1 {
+		return bufferBytes
+	}
+	return procs*bufferBytes + sharedBMax*4
 }
 
 func getBuffers() *buffers {
@@ -299,7 +326,16 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 		panic(fmt.Sprintf("sgemm: packing a %dx%d B", k, n))
 	}
 	B := operand(b, ldb, transB, k, n, "B")
-	kern := best
+	workers := runtime.GOMAXPROCS(0)
+	if k*n < 1<<16 {
+		workers = 1
+	}
+	p.pack(best, B, k, n, workers)
+	return true
+}
+
+// pack packs op(B) [k,n] for kern into p on up to workers goroutines.
+func (p *PackedB) pack(kern *kernel, B matrix, k, n, workers int) {
 	nr := kern.nr
 	p.kern, p.k, p.n, p.width = kern, k, n, (n+nr-1)/nr*nr
 	if cap(p.data) < k*p.width {
@@ -308,22 +344,45 @@ func (p *PackedB) Pack(transB bool, k, n int, b []float32, ldb int) bool {
 	p.data = p.data[:k*p.width]
 	// Panels are independent: split them among the processors.
 	panels := p.width / nr
-	workers := min(runtime.GOMAXPROCS(0), panels)
-	if k*n < 1<<16 {
-		workers = 1
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	workers = min(workers, panels)
+	parallel.Run(workers, func(w int) {
 		lo, hi := panels*w/workers*nr, min(panels*(w+1)/workers*nr, n)
-		wg.Go(func() {
-			for pc := 0; pc < k; pc += kc {
-				kb := min(kc, k-pc)
-				packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
-			}
-		})
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
+		}
+	})
+}
+
+// sharedBMax is the largest packed op(B) (k x n elements, n rounded up to
+// whole panels) that a product split along the rows of C packs once for
+// all its workers (8 MiB); a larger one each worker packs block by block
+// itself.
+const sharedBMax = 1 << 21
+
+// spareB holds PackedBs for products that share one packed B among their
+// workers, for the same reason as spare: a product takes one and gives it
+// back.
+var spareB struct {
+	sync.Mutex
+	list []*PackedB
+}
+
+func getSharedB() *PackedB {
+	spareB.Lock()
+	defer spareB.Unlock()
+	if n := len(spareB.list); n > 0 {
+		p := spareB.list[n-1]
+		spareB.list = spareB.list[:n-1]
+		return p
 	}
-	wg.Wait()
-	return true
+	return &PackedB{data: make([]float32, 0, sharedBMax)}
+}
+
+func putSharedB(p *PackedB) {
+	spareB.Lock()
+	spareB.list = append(spareB.list, p)
+	spareB.Unlock()
 }
 
 // GemmPacked is Gemm with op(B) from p: C [m, p's n] = op(A) op(B), or
@@ -350,27 +409,47 @@ func GemmPacked(transA bool, m int, a []float32, lda int, p *PackedB, c []float3
 // each kb steps of mr values, padding the last panel's missing rows with
 // zeros.
 func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
-	for ir := 0; ir < mb; ir += mr {
-		p := dst[ir*kb : (ir+mr)*kb]
-		h := min(mr, mb-ir)
-		if A.cs == 1 {
-			// Rows of A are contiguous: read along them.
+	if A.cs == 1 {
+		// Rows of A are contiguous: read along them, a panel at a time.
+		for ir := 0; ir < mb; ir += mr {
+			p := dst[ir*kb : (ir+mr)*kb]
+			h := min(mr, mb-ir)
+			done := 0
+			if mr == 6 && h == 6 {
+				done = packRows6(p, A.data[(ic+ir)*A.rs+pc:], A.rs, kb)
+			}
 			for i := 0; i < h; i++ {
 				row := A.data[(ic+ir+i)*A.rs+pc:]
-				for q := 0; q < kb; q++ {
+				for q := done; q < kb; q++ {
 					p[q*mr+i] = row[q]
 				}
 			}
-		} else {
-			// Columns of op(A) are contiguous (A transposed): read along them.
-			for q := 0; q < kb; q++ {
-				copy(p[q*mr:q*mr+h], A.data[(pc+q)*A.cs+ic+ir:])
+		}
+	} else {
+		// Columns of op(A) are contiguous (A transposed, rows of the
+		// stored A): read each once, front to back, and deal it out to
+		// the panels, as packB does (a panel at a time would read kb
+		// rows far apart per panel, 6 values of each).
+		for q := 0; q < kb; q++ {
+			row := A.data[(pc+q)*A.cs+ic : (pc+q)*A.cs+ic+mb]
+			done := 0
+			if mr == 6 {
+				done = dealRow6(dst[q*6:], row, kb*6)
+			}
+			for ir := done; ir < mb; ir += mr {
+				// An element loop: copy's call costs more than 6 moves.
+				to, from := dst[ir*kb+q*mr:ir*kb+q*mr+min(mr, mb-ir)], row[ir:]
+				for i := range to {
+					to[i] = from[i]
+				}
 			}
 		}
-		for i := h; i < mr; i++ {
-			for q := 0; q < kb; q++ {
-				p[q*mr+i] = 0
-			}
+	}
+	// Zero the rows of the last panel past mb.
+	if h := mb % mr; h != 0 {
+		p := dst[(mb-h)*kb : (mb-h+mr)*kb]
+		for q := 0; q < kb; q++ {
+			clear(p[q*mr+h : (q+1)*mr])
 		}
 	}
 }

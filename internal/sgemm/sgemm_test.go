@@ -43,11 +43,13 @@ func TestFMA32(t *testing.T) {
 }
 
 // shapes are ragged on purpose: not multiples of any tile or block, 1x1,
-// k = 1, k across several kc blocks, n across nc blocks, a huge k.
+// k = 1, k across several kc blocks, n across nc blocks, a huge k, and
+// products large enough to be split among workers along n and along m
+// (the latter with B packed once for all of them).
 var shapes = []struct{ m, n, k int }{
 	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {7, 17, 3}, {13, 37, 300},
 	{6, 16, 256}, {12, 32, 257}, {25, 9, 513}, {150, 70, 40}, {65, 1030, 33},
-	{2, 3, 20000},
+	{2, 3, 20000}, {200, 40, 300},
 }
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -257,6 +259,50 @@ func TestPacked(t *testing.T) {
 				for i := range want {
 					if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
 						t.Fatalf("packed by %s, GOMAXPROCS %d, %v: element %d is %g, want %g", pb.kern.name, procs, p, i, c[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestPackA checks packA (with its assembly for whole panels of 6 rows
+// where the CPU has it) against the definition: panel ir/mr holds
+// op(A)[ic+ir+i, pc+q] at q*mr+i, zero rows past mb, and nothing written
+// past the panels.
+func TestPackA(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, mr := range []int{4, 6} {
+		for _, s := range []struct{ mb, kb int }{{6, 8}, {6, 7}, {12, 17}, {13, 64}, {5, 40}, {144, 256}, {1, 1}} {
+			for _, trans := range []bool{false, true} {
+				const ic, pc = 3, 5
+				rows, cols := ic+s.mb, pc+s.kb+3
+				A := operand(randMat(rng, rows*(cols+1)), cols+1, false, rows, cols, "A")
+				if trans {
+					A = operand(randMat(rng, cols*(rows+2)), rows+2, true, rows, cols, "A")
+				}
+				panels := (s.mb + mr - 1) / mr
+				dst := make([]float32, panels*mr*s.kb+16)
+				for i := range dst {
+					dst[i] = float32(math.NaN())
+				}
+				packA(dst, A, ic, s.mb, pc, s.kb, mr)
+				for ir := 0; ir < panels*mr; ir += mr {
+					for q := 0; q < s.kb; q++ {
+						for i := 0; i < mr; i++ {
+							var want float32
+							if ir+i < s.mb {
+								want = A.data[(ic+ir+i)*A.rs+(pc+q)*A.cs]
+							}
+							if got := dst[ir*s.kb+q*mr+i]; math.Float32bits(got) != math.Float32bits(want) {
+								t.Fatalf("mr %d %dx%d trans %v: row %d step %d is %g, want %g", mr, s.mb, s.kb, trans, ir+i, q, got, want)
+							}
+						}
+					}
+				}
+				for i := panels * mr * s.kb; i < len(dst); i++ {
+					if dst[i] == dst[i] {
+						t.Fatalf("mr %d %dx%d trans %v: wrote %g past the panels at %d", mr, s.mb, s.kb, trans, dst[i], i)
 					}
 				}
 			}

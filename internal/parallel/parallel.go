@@ -1,0 +1,164 @@
+// Package parallel runs the parts of a split loop on worker goroutines
+// that outlive the loop, for the CPU engine's passes and matrix products
+// (nn, internal/sgemm), of which a training step of a small model runs
+// about a hundred, each a fraction of a millisecond.
+//
+// The caller and the workers take the parts in turn until none is left
+// (each part once), rather than each goroutine being handed its own: on a
+// machine whose cores are shared with other processes, a thread is often
+// descheduled for milliseconds, and then the caller, done with its part,
+// runs the part the absent worker would have run instead of waiting for
+// it. The workers do not poll for the next loop between loops: on a
+// loaded 2-core machine every variant of polling that was tried (with
+// runtime.Gosched, with sched_yield, for 5 to 100 µs) made a training step
+// slower, the poller taking a core from the thread it waited for. (On an
+// idle machine polling would save a thread wake-up per loop; that was not
+// measured.)
+//
+// Which goroutine runs a part never changes a result: callers split their
+// work into parts that depend only on the sizes and the number of parts,
+// and each part runs exactly once.
+package parallel
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Run calls fn(p) for every part p in [0, parts) and returns when all have
+// returned. The calling goroutine and up to GOMAXPROCS-1 of the pool's
+// workers take parts in turn until none is left, so that a worker whose thread the machine has
+// descheduled holds up no part it has not started; where the pool is in
+// use by another Run (concurrent callers, or a Run inside a part), the
+// parts run on new goroutines instead. parts below 2 run inline.
+func Run(parts int, fn func(part int)) {
+	if parts < 2 {
+		if parts == 1 {
+			fn(0)
+		}
+		return
+	}
+	if parts > math.MaxInt32 || !shared.TryLock() {
+		runGoroutines(parts, fn)
+		return
+	}
+	defer shared.Unlock()
+	shared.run(parts, fn)
+}
+
+func runGoroutines(parts int, fn func(int)) {
+	var wg sync.WaitGroup
+	for p := 1; p < parts; p++ {
+		wg.Go(func() { fn(p) })
+	}
+	fn(0)
+	wg.Wait()
+}
+
+var shared pool
+
+// pool is a set of workers that take the parts of its current job. The
+// fields but job are the caller's who holds the mutex.
+type pool struct {
+	sync.Mutex
+	workers []*worker
+	job     atomic.Pointer[job]
+	// waiting is 1 while the caller blocks on done for the last part.
+	waiting atomic.Int32
+	done    chan struct{}
+}
+
+// job is one Run's parts. A worker that comes late to a job finds no part
+// left to take (next >= parts) and nothing to do.
+type job struct {
+	fn       func(int)
+	parts    int32
+	next     atomic.Int32 // the next part to take
+	finished atomic.Int32 // parts done
+}
+
+type worker struct {
+	sleeping atomic.Int32 // 1 while blocked on wake
+	wake     chan struct{}
+}
+
+func (p *pool) run(parts int, fn func(int)) {
+	if p.done == nil {
+		p.done = make(chan struct{}, 1)
+	}
+	// One helper per other processor at most: more parts than that are
+	// taken in turn.
+	helpers := min(parts, runtime.GOMAXPROCS(0)) - 1
+	for len(p.workers) < helpers {
+		w := &worker{wake: make(chan struct{}, 1)}
+		p.workers = append(p.workers, w)
+		go w.loop(p, p.job.Load())
+	}
+	j := &job{fn: fn, parts: int32(parts)}
+	p.job.Store(j)
+	for _, w := range p.workers[:helpers] {
+		if w.sleeping.CompareAndSwap(1, 0) {
+			w.wake <- struct{}{}
+		}
+	}
+	p.work(j)
+	p.wait(j)
+	j.fn = nil // late workers find no part left and do not read it
+}
+
+// work takes and runs parts of j until none is left, and reports whether
+// it finished j's last part.
+func (p *pool) work(j *job) (last bool) {
+	for {
+		part := j.next.Add(1) - 1
+		if part >= j.parts {
+			return last
+		}
+		j.fn(int(part))
+		last = j.finished.Add(1) == j.parts
+	}
+}
+
+// wait returns when every part of j is done, blocking on done, which the
+// worker that finishes the last part signals.
+func (p *pool) wait(j *job) {
+	if j.finished.Load() == j.parts {
+		return
+	}
+	p.waiting.Store(1)
+	if j.finished.Load() == j.parts && p.waiting.CompareAndSwap(1, 0) {
+		return
+	}
+	<-p.done
+}
+
+// loop runs parts of each job after seen.
+func (w *worker) loop(p *pool, seen *job) {
+	for {
+		j := w.next(p, seen)
+		seen = j
+		if p.work(j) && p.waiting.CompareAndSwap(1, 0) {
+			p.done <- struct{}{}
+		}
+	}
+}
+
+// next returns the pool's job once it is not seen, blocking on wake until
+// then.
+func (w *worker) next(p *pool, seen *job) *job {
+	for {
+		if j := p.job.Load(); j != seen {
+			return j
+		}
+		w.sleeping.Store(1)
+		if j := p.job.Load(); j != seen {
+			if !w.sleeping.CompareAndSwap(1, 0) {
+				<-w.wake // the caller took the flag: take its signal
+			}
+			return j
+		}
+		<-w.wake
+	}
+}

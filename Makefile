@@ -183,8 +183,9 @@ check-generated: ## the generated launch layer is current (go generate leaves no
 # gorgonia.org/cu), and again under AddressSanitizer with -short, which
 # leaves out only the whole-model training suites (TestEngine,
 # TestEngineBF16; too slow under the sanitizer). Between the two it runs
-# the bf16 training quality check of cmd/dinoclip (a synthetic run in bf16
-# on the emulated GPU against fp32 on the CPU; about 3 minutes), the one
+# the bf16 training quality check of cmd/dinoclip (synthetic runs in bf16
+# on the emulated GPU against fp32 on the CPU, MSE and InfoNCE; about 3
+# minutes each), the one
 # test of that package that needs the emulator, and train's check that a
 # run keeping its moving average on the emulated GPU writes the bits of
 # one keeping it on the host (about a minute), and that a resident run there

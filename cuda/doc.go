@@ -92,8 +92,9 @@
 // parameter gradients are deterministic two-stage column reductions, the
 // MSE loss is one block per row plus a fixed-order sum (InfoNCE, see
 // objective.go and kernels/infonce.cu: the [n, n] cosine matrix and the
-// gradient through it are the SIMT GEMMs, the softmax statistics one block
-// per row or column in double), and AdamW is one
+// gradient through it are the SIMT GEMMs in float32 mode and the bf16
+// tensor-core GEMMs in bf16 mode, the softmax statistics one block per row
+// or column in double), and AdamW is one
 // elementwise kernel over the flat buffers, bit-identical to nn.AdamW on
 // float32. Two identical ForwardBackward calls give identical bits.
 //

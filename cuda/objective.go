@@ -19,30 +19,71 @@ type objectiveState struct {
 	dLogitScale float64 // of the last ForwardBackward
 
 	mem       uintptr
-	rows, dim int          // the batch shape the workspace holds
-	ph, th    buf[float32] // unit rows of the output and of the targets [n, d]
-	dph       buf[float32] // dL/d(unit output rows) [n, d]
-	cos, dcos buf[float32] // cosine matrix and dL/dcos [n, n]
-	zero      buf[float32] // the cosine GEMM's bias, zeros [n]
-	pn, tn    buf[float64] // row norms [n]
-	expSums   buf[float64] // row, then column sums of exp(s cos) [2n]
-	rowLoss   buf[float64] // [n]
-	rowDS     buf[float64] // [n]
-	sums      buf[float64] // the loss and dL/ds sums [2]
+	rows, dim int // the batch shape the workspace holds
+	infoNCEBuffers
+}
+
+// infoNCEBuffers is the InfoNCE workspace of a batch of n rows d wide. The
+// float32 engine's GEMMs read float32 unit rows; the bf16 engine's read
+// bf16 copies, with the batch dimension of the gradient GEMM (its K)
+// padded to ld = a multiple of 8 by zeros.
+type infoNCEBuffers struct {
+	ph      buf[float32] // unit rows of the output [n, d]
+	th      buf[float32] // unit rows of the targets [n, d] (float32 engine)
+	phb     buf[uint16]  // bf16 copy of ph (bf16 engine)
+	thb     buf[uint16]  // bf16 unit rows of the targets [ld, d], rows n.. zero (bf16 engine)
+	dph     buf[float32] // dL/d(unit output rows) [n, d]
+	cos     buf[float32] // cosine matrix [n, n]
+	dcos    buf[float32] // dL/dcos [n, n] (float32 engine)
+	dcosb   buf[uint16]  // bf16 dL/dcos [n, ld], columns n.. zero (bf16 engine)
+	zero    buf[float32] // the float32 cosine GEMM's bias, zeros [n] (float32 engine)
+	pn, tn  buf[float64] // row norms [n]
+	expSums buf[float64] // row, then column sums of exp(s cos) [2n]
+	rowLoss buf[float64] // [n]
+	rowDS   buf[float64] // [n]
+	sums    buf[float64] // the loss and dL/ds sums [2]
+}
+
+// infoNCEK is the bf16 gradient GEMM's K for a batch of n rows: n rounded
+// up to the multiple of 8 that bf16 rows of 16-byte multiples need.
+func infoNCEK(n int) int { return (n + gemmBF16KMultiple - 1) / gemmBF16KMultiple * gemmBF16KMultiple }
+
+// layoutInfoNCE carves the InfoNCE workspace of n rows d wide from a.
+func layoutInfoNCE(a *arena, n, d int, bf16 bool) infoNCEBuffers {
+	var b infoNCEBuffers
+	f32, f64 := func(k int) buf[float32] { return carve[float32](a, k) }, func(k int) buf[float64] { return carve[float64](a, k) }
+	b.ph, b.dph, b.cos = f32(n*d), f32(n*d), f32(n*n)
+	if bf16 {
+		ld := infoNCEK(n)
+		b.phb, b.thb, b.dcosb = carve[uint16](a, n*d), carve[uint16](a, ld*d), carve[uint16](a, n*ld)
+	} else {
+		b.th, b.dcos, b.zero = f32(n*d), f32(n*n), f32(n)
+	}
+	b.pn, b.tn, b.expSums = f64(n), f64(n), f64(2*n)
+	b.rowLoss, b.rowDS, b.sums = f64(n), f64(n), f64(2)
+	return b
 }
 
 // maxInfoNCEBatch is the largest batch InfoNCE takes on the GPU: the
-// GEMMs index the [n, n] cosine matrix with 32-bit integers.
-const maxInfoNCEBatch = 46340 // floor(sqrt(2^31 - 1))
+// float32 engine's GEMMs index the [n, n] cosine matrix with 32-bit
+// integers, and the bf16 engine's dL/dcos [n, infoNCEK(n)] is counted in
+// them too (n infoNCEK(n) < 2^31 up to n = 46337).
+func maxInfoNCEBatch(bf16 bool) int {
+	if bf16 {
+		return 46337
+	}
+	return 46340 // floor(sqrt(2^31 - 1))
+}
 
 // InfoNCEBytes is the device memory the InfoNCE workspace takes for
-// batches of n rows of outputs d wide: the [n, n] cosine matrix and its
-// gradient in float32 dominate (8 n^2 bytes: 512 MiB at n = 8192).
-func InfoNCEBytes(n, d int) int64 {
-	floats := int64(3*n*d + 2*n*n + n)
-	doubles := int64(6*n + 2)
-	// Each of the 12 buffers may be padded to the arena's alignment.
-	return 4*floats + 8*doubles + 12*align
+// batches of n rows of outputs d wide, in the bf16 engine when bf16: the
+// [n, n] float32 cosine matrix and its gradient dominate, 8 n^2 bytes in
+// float32 (512 MiB at n = 8192), 6 n^2 in bf16 (the gradient in bf16,
+// 384 MiB).
+func InfoNCEBytes(n, d int, bf16 bool) int64 {
+	var a arena
+	layoutInfoNCE(&a, n, d, bf16)
+	return a.off
 }
 
 // SetObjective implements nn.Engine.
@@ -105,41 +146,41 @@ func (e *Engine) mseLoss(n int, dy buf[float32]) error {
 
 // infoNCE computes nn.InfoNCE of e.out against e.t (n rows) with the logit
 // scale logitScale: the loss and dL/dlogitScale, and when dy is not null
-// weight x dL/d(out) into dy (added to it when accumulate).
+// weight x dL/d(out) into dy (added to it when accumulate). The engine's
+// mode picks the GEMMs (infoNCECosines, infoNCEUnitGrad) and dL/dcos's
+// type; the unit rows, the softmax statistics and the loss are float32 and
+// double in both modes.
 func (e *Engine) infoNCE(n int, dy buf[float32], logitScale, weight float64, accumulate bool) (loss, dLogitScale float64, err error) {
 	d, o := e.dev, e.cfg.OutputDim
 	st := &e.objective
-	if n > maxInfoNCEBatch {
-		return 0, 0, fmt.Errorf("cuda: InfoNCE on a batch of %d rows: the GPU engine takes at most %d (the batch x batch cosine matrix is indexed with 32-bit integers)", n, maxInfoNCEBatch)
+	if limit := maxInfoNCEBatch(e.bf16); n > limit {
+		return 0, 0, fmt.Errorf("cuda: InfoNCE on a batch of %d rows: the GPU engine takes at most %d (the batch x batch cosine matrix is indexed with 32-bit integers)", n, limit)
 	}
 	if err := e.reserveInfoNCE(n); err != nil {
 		return 0, 0, err
 	}
 	s := math.Min(math.Exp(logitScale), nn.MaxLogitScale)
-	ph, th, cos := st.ph.at(0, n*o), st.th.at(0, n*o), st.cos.at(0, n*n)
-	if err := d.unitRows(ph, st.pn, e.out, n, o); err != nil {
+	if err := e.infoNCECosines(n); err != nil {
 		return 0, 0, err
 	}
-	if err := d.unitRows(th, st.tn, e.t, n, o); err != nil {
-		return 0, 0, err
-	}
-	var none buf[float32]
-	if err := d.linearForward(launch.KGemmNtBias, cos, none, none, ph, th, st.zero, n, o, n); err != nil {
-		return 0, 0, err
-	}
+	cos := st.cos.at(0, n*n)
 	if err := d.infoNCESums(st.expSums, cos, s, n); err != nil {
 		return 0, 0, err
 	}
-	dcos := st.dcos.at(0, n*n)
-	if err := d.infoNCEGrad(dcos, st.rowLoss, st.rowDS, cos, st.expSums, s, n); err != nil {
+	if e.bf16 {
+		err = d.infoNCEGradBF16(st.dcosb.at(0, n*infoNCEK(n)), st.rowLoss, st.rowDS, cos, st.expSums, s, n)
+	} else {
+		err = d.infoNCEGrad(st.dcos.at(0, n*n), st.rowLoss, st.rowDS, cos, st.expSums, s, n)
+	}
+	if err != nil {
 		return 0, 0, err
 	}
 	if dy.p != 0 {
 		dph := st.dph.at(0, n*o)
-		if err := d.gemmNN(dph, dcos, th, 0, n, o, n); err != nil {
+		if err := e.infoNCEUnitGrad(dph, n); err != nil {
 			return 0, 0, err
 		}
-		if err := d.unitRowsBackward(dy, ph, dph, st.pn, float32(weight), accumulate, n, o); err != nil {
+		if err := d.unitRowsBackward(dy, st.ph.at(0, n*o), dph, st.pn, float32(weight), accumulate, n, o); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -160,6 +201,55 @@ func (e *Engine) infoNCE(n int, dy buf[float32], logitScale, weight float64, acc
 	return loss, dLogitScale, nil
 }
 
+// infoNCECosines normalises the rows of e.out and e.t into the workspace
+// and computes the cosine matrix cos = ph th^T [n, n] in float32: in the
+// float32 engine with the SIMT GEMM of float32 unit rows, in the bf16
+// engine with the bf16 nt GEMM (tensor cores, float32 accumulation) of
+// their bf16 copies, which unit_rows_bf16 writes beside the float32 rows
+// (the targets' in bf16 only, with the zero rows the gradient GEMM's K
+// padding needs).
+func (e *Engine) infoNCECosines(n int) error {
+	d, o, st := e.dev, e.cfg.OutputDim, &e.objective
+	ph, cos := st.ph.at(0, n*o), st.cos.at(0, n*n)
+	if e.bf16 {
+		ld := infoNCEK(n)
+		phb, thb := st.phb.at(0, n*o), st.thb.at(0, ld*o)
+		if err := d.unitRowsBF16(ph, phb, st.pn, e.out, n, n, o); err != nil {
+			return err
+		}
+		if err := d.unitRowsBF16(buf[float32]{}, thb, st.tn, e.t, n, ld, o); err != nil {
+			return err
+		}
+		return d.gemmBF16F32(cos, phb, thb.at(0, n*o), buf[float32]{}, n, n, o)
+	}
+	th := st.th.at(0, n*o)
+	if err := d.unitRows(ph, st.pn, e.out, n, o); err != nil {
+		return err
+	}
+	if err := d.unitRows(th, st.tn, e.t, n, o); err != nil {
+		return err
+	}
+	var none buf[float32]
+	return d.linearForward(launch.KGemmNtBias, cos, none, none, ph, th, st.zero, n, o, n)
+}
+
+// infoNCEUnitGrad computes dph = dL/d(unit output rows) = dcos th [n, d]
+// from the dL/dcos of infonce_grad: in the float32 engine with the SIMT nn
+// GEMM; in the bf16 engine with the bf16 nn GEMM of the bf16 dcos [n, ld]
+// and the bf16 targets [ld, d] (K = ld, the padding zero in both), adding
+// into dph after zeroing it, as that GEMM's epilogue adds.
+func (e *Engine) infoNCEUnitGrad(dph buf[float32], n int) error {
+	d, o, st := e.dev, e.cfg.OutputDim, &e.objective
+	if !e.bf16 {
+		return d.gemmNN(dph, st.dcos.at(0, n*n), st.th.at(0, n*o), 0, n, o, n)
+	}
+	ld := infoNCEK(n)
+	if err := d.drv.Zero(dph.p, int64(4*n*o)); err != nil {
+		return err
+	}
+	return d.gemmBF16NNAdd(dph, st.dcosb.at(0, n*ld), st.thb.at(0, ld*o), n, o, ld)
+}
+
 // reserveInfoNCE makes the InfoNCE workspace hold batches of n rows (on
 // the worker thread).
 func (e *Engine) reserveInfoNCE(n int) error {
@@ -171,23 +261,17 @@ func (e *Engine) reserveInfoNCE(n int) error {
 		return fmt.Errorf("cuda: freeing the InfoNCE workspace: %w", err)
 	}
 	st.mem, st.rows, st.dim = 0, 0, 0
-	bytes := InfoNCEBytes(n, o)
+	bytes := InfoNCEBytes(n, o, e.bf16)
 	p, err := e.dev.alloc(bytes)
 	if err != nil {
 		return e.dev.oom(err, bytes, fmt.Sprintf("batch %d", n), "InfoNCE's batch x batch logits", "")
 	}
 	a := arena{base: p}
-	st.ph, st.th, st.dph = carve[float32](&a, n*o), carve[float32](&a, n*o), carve[float32](&a, n*o)
-	st.cos, st.dcos = carve[float32](&a, n*n), carve[float32](&a, n*n)
-	st.zero = carve[float32](&a, n)
-	st.pn, st.tn = carve[float64](&a, n), carve[float64](&a, n)
-	st.expSums = carve[float64](&a, 2*n)
-	st.rowLoss, st.rowDS = carve[float64](&a, n), carve[float64](&a, n)
-	st.sums = carve[float64](&a, 2)
-	if a.off > bytes {
-		panic(fmt.Sprintf("cuda: InfoNCE workspace of %d bytes laid out in %d", bytes, a.off))
-	}
+	st.infoNCEBuffers = layoutInfoNCE(&a, n, o, e.bf16)
 	st.mem, st.rows, st.dim = p, n, o
+	if e.bf16 {
+		return nil
+	}
 	return upload(e.dev, st.zero, make([]float32, n))
 }
 
@@ -205,6 +289,32 @@ func (d *Device) unitRows(unit buf[float32], norms buf[float64], a buf[float32],
 		return err
 	}
 	return launch.UnitRows(d.with(rowWork(rows, dim, 2*rows*dim+2*rows)), grid(rows, 1), unit.ptr(), norms.ptr(), a.cptr(), int32(rows), int32(dim))
+}
+
+// unitRowsBF16 launches unit_rows_bf16: unit (when not null) and its bf16
+// copy unitB = a / max(|a|, 1e-12) row by row for the n rows of a, zeros
+// in unitB's rows n .. rows-1, and the rows' norms.
+func (d *Device) unitRowsBF16(unit buf[float32], unitB buf[uint16], norms buf[float64], a buf[float32], n, rows, dim int) error {
+	const what = "unit_rows_bf16"
+	if err := dims(what, n, rows, dim); err != nil {
+		return err
+	}
+	if rows < n {
+		return fmt.Errorf("cuda: %s: %d rows for %d rows of values", what, rows, n)
+	}
+	if err := rowGrid(what, rows); err != nil {
+		return err
+	}
+	rs := []required{req("unit_bf16", unitB, rows*dim), req("norms", norms, n), req("a", a, n*dim)}
+	words := n*dim + rows*dim/2 + 2*n
+	if unit.p != 0 {
+		rs = append(rs, req("unit", unit, n*dim))
+		words += n * dim
+	}
+	if err := needAll(what, rs...); err != nil {
+		return err
+	}
+	return launch.UnitRowsBf16(d.with(rowWork(rows, dim, words)), grid(rows, 1), unit.ptr(), unitB.ptr(), norms.ptr(), a.cptr(), int32(n), int32(rows), int32(dim))
 }
 
 // infoNCESums launches infonce_sums: the sums of exp(scale x cos) over
@@ -240,6 +350,23 @@ func (d *Device) infoNCEGrad(dcos buf[float32], rowLoss, rowDS buf[float64], cos
 		return err
 	}
 	return launch.InfonceGrad(d.with(rowWork(n, n, 2*n*n+8*n)), grid(n, 1), dcos.ptr(), rowLoss.ptr(), rowDS.ptr(), cos.cptr(), expSums.cptr(), scale, int32(n))
+}
+
+// infoNCEGradBF16 launches infonce_grad_bf16: infonce_grad with dcos in
+// bf16, [n, infoNCEK(n)] with zero padding columns (the bf16 nn GEMM's A).
+func (d *Device) infoNCEGradBF16(dcos buf[uint16], rowLoss, rowDS buf[float64], cos buf[float32], expSums buf[float64], scale float64, n int) error {
+	const what = "infonce_grad_bf16"
+	ld := infoNCEK(n)
+	if err := dims(what, n, n*ld); err != nil {
+		return err
+	}
+	if err := rowGrid(what, n); err != nil {
+		return err
+	}
+	if err := needAll(what, req("dcos", dcos, n*ld), req("rowloss", rowLoss, n), req("rowds", rowDS, n), req("cos", cos, n*n), req("sums", expSums, 2*n)); err != nil {
+		return err
+	}
+	return launch.InfonceGradBf16(d.with(rowWork(n, n, n*n+n*ld/2+8*n)), grid(n, 1), dcos.ptr(), int32(ld), rowLoss.ptr(), rowDS.ptr(), cos.cptr(), expSums.cptr(), scale, int32(n))
 }
 
 // unitRowsBackward launches unit_rows_backward: grad (+)= weight dL/da from

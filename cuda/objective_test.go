@@ -73,15 +73,29 @@ func TestInfoNCEShapes(t *testing.T) {
 }
 
 // TestInfoNCEBatchLimit: a batch whose cosine matrix the GEMMs cannot
-// index is refused with an error, before any allocation.
+// index is refused with an error, before any allocation, in both engines.
 func TestInfoNCEBatchLimit(t *testing.T) {
-	c := nn.Config{InputDim: 2, HiddenDim: 4, OutputDim: 2, Blocks: 0}
-	e, _ := newPair(t, c, 1)
-	err := e.dev.do(func() error {
-		_, _, err := e.infoNCE(maxInfoNCEBatch+1, buf[float32]{}, 0, 1, false)
-		return err
-	})
-	if err == nil || e.objective.mem != 0 {
-		t.Fatalf("a batch of %d rows: error %v, workspace %#x", maxInfoNCEBatch+1, err, e.objective.mem)
+	c := nn.Config{InputDim: 8, HiddenDim: 16, OutputDim: 8, Blocks: 0}
+	for _, bf16 := range []bool{false, true} {
+		newEngine := NewEngine
+		if bf16 {
+			newEngine = NewBF16Engine
+		}
+		e, err := newEngine(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		limit := maxInfoNCEBatch(bf16)
+		if bf16 && (limit*infoNCEK(limit) > math.MaxInt32 || (limit+1)*infoNCEK(limit+1) <= math.MaxInt32) {
+			t.Errorf("bf16 limit %d is not the largest n with n infoNCEK(n) < 2^31", limit)
+		}
+		err = e.dev.do(func() error {
+			_, _, err := e.infoNCE(limit+1, buf[float32]{}, 0, 1, false)
+			return err
+		})
+		if err == nil || e.objective.mem != 0 {
+			t.Fatalf("bf16 %v: a batch of %d rows: error %v, workspace %#x", bf16, limit+1, err, e.objective.mem)
+		}
 	}
 }

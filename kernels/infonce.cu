@@ -1,15 +1,26 @@
 // infonce.cu: CLIP's symmetric InfoNCE loss between predictions p and targets
 // t [n, d] (one row per pair of the batch), forward and backward, as
 // nn.InfoNCE. The cosine matrix cos = p^ t^T [n, n] and dL/dp^ = dcos t^ are
-// the GEMMs of gemm.cu (float32, fp32 accumulation); these kernels do the
-// rest, with every sum and exp in double. The logits are s cos with
-// s = min(exp(logit_scale), 100) <= 100 and |cos| <= 1 (rows divided by
-// max(|row|, 1e-12) have norm <= 1), so exp(s cos) lies in [e^-100, e^100],
+// GEMMs: in the float32 engine those of gemm.cu (float32 operands, fp32
+// accumulation), in the bf16 engine those of gemm_bf16.cu (bf16 operands,
+// fp32 accumulation: the nt layout for cos, the nn one for dL/dp^). These
+// kernels do the rest, with every sum and exp in double. The logits are
+// s cos with s = min(exp(logit_scale), 100) <= 100 and |cos| <= 1 (rows
+// divided by max(|row|, 1e-12) have norm <= 1; with bf16-rounded rows
+// |cos| <= (1 + 2^-8)^2), so exp(s cos) lies within about [e^-101, e^101],
 // well inside a double: the softmax sums need no max shift, and the
 // softmaxes are exp(s cos) times the sums' reciprocals (one exp per logit).
 //
 //   unit_rows     grid (n), block 256: norms[r] = |a_r| (double);
 //                 unit[r, j] = a[r, j] / max(norms[r], 1e-12) (float).
+//   unit_rows_bf16
+//                 grid (rows >= n), block 256: for r < n as unit_rows, and
+//                 unit_bf16[r, j] = bf16(unit[r, j]) (rounded to nearest
+//                 even from the float quotient: the operand autocast's
+//                 matmul gets); unit may be null (the targets, which need
+//                 only the bf16 copy). Rows n <= r < rows of unit_bf16 are
+//                 set to zero: the padding that makes the nn GEMM's K (the
+//                 batch) a multiple of 8.
 //   infonce_sums  grid (2n), block 256: block b < n writes
 //                 sums[b] = sum_j exp(s cos[b, j]) (row b: prediction ->
 //                 target); block n + b writes sums[n + b] = sum_i
@@ -20,6 +31,10 @@
 //                 cos[i, j] (so dL/ds = sum_i rowds[i]) and rowloss[i] =
 //                 log sums[i] + log sums[n + i] - 2 s cos[i, i] (so L =
 //                 sum_i rowloss[i] / 2n). dcos must not alias cos.
+//   infonce_grad_bf16
+//                 as infonce_grad, but dcos is bf16 [n, ldd] (ldd >= n, a
+//                 multiple of 8: the nn GEMM's A operand), dcos[i, j] =
+//                 bf16(float(s G[i, j])) for j < n and 0 for n <= j < ldd.
 //   unit_rows_backward
 //                 grid (n), block 256: from g = dL/du for u = a/max(|a|, eps):
 //                 dot = sum_j u g (double); dL/da = (g - u dot) / |a| where
@@ -28,16 +43,18 @@
 //                 accumulate is not 0 (the InfoNCE term of MSE + w InfoNCE).
 //
 // Versions: v1 (fp32 GEMMs, double softmax statistics; batch n limited by
-// the [n, n] float32 cos and dcos matrices in device memory).
+// the [n, n] float32 cos and dcos matrices in device memory); v2 (the bf16
+// engine's operands: unit_rows_bf16 and infonce_grad_bf16).
 #include "common.cuh"
+#include "tensorcore.cuh"
 
 #define NORM_EPS 1e-12
 
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-unit_rows(float* unit, double* norms, const float* a, int n, int d) {
-    __shared__ double scratch[REDUCE_WARPS];
-    const int r = blockIdx.x;
-    if (r >= n) return;  // uniform over the block
+// unit_row normalises row r of a [*, d] into unit (when not null) and, with
+// BF16, its bf16 copy into unit_bf16, and stores its norm.
+template <bool BF16>
+__device__ __forceinline__ void unit_row(float* unit, uint16_t* unit_bf16, double* norms, const float* a, int r, int d,
+                                         double* scratch) {
     const size_t base = (size_t)r * d;
     double ss = 0.0;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
@@ -46,8 +63,32 @@ unit_rows(float* unit, double* norms, const float* a, int n, int d) {
     }
     const double nrm = sqrt(block_sum_d(ss, scratch));
     const double den = fmax(nrm, NORM_EPS);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) unit[base + j] = (float)((double)a[base + j] / den);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const float u = (float)((double)a[base + j] / den);
+        if (!BF16 || unit) unit[base + j] = u;
+        if (BF16) unit_bf16[base + j] = f32_to_bf16(u);
+    }
     if (threadIdx.x == 0) norms[r] = nrm;
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+unit_rows(float* unit, double* norms, const float* a, int n, int d) {
+    __shared__ double scratch[REDUCE_WARPS];
+    const int r = blockIdx.x;
+    if (r >= n) return;  // uniform over the block
+    unit_row<false>(unit, nullptr, norms, a, r, d, scratch);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+unit_rows_bf16(float* unit, uint16_t* unit_bf16, double* norms, const float* a, int n, int rows, int d) {
+    __shared__ double scratch[REDUCE_WARPS];
+    const int r = blockIdx.x;
+    if (r >= rows) return;  // uniform over the block
+    if (r >= n) {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) unit_bf16[(size_t)r * d + j] = 0;
+        return;
+    }
+    unit_row<true>(unit, unit_bf16, norms, a, r, d, scratch);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
@@ -64,11 +105,16 @@ infonce_sums(double* sums, const float* cos, double scale, int n) {
     if (threadIdx.x == 0) sums[b] = s;
 }
 
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n) {
-    __shared__ double scratch[REDUCE_WARPS];
-    const int i = blockIdx.x;
-    if (i >= n) return;  // uniform over the block
+// store_dcos stores an element of dL/dcos as float or as bf16.
+__device__ __forceinline__ void store_dcos(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_dcos(uint16_t* p, float v) { *p = f32_to_bf16(v); }
+
+// infonce_grad_row computes row i of dcos (row stride ldd, columns n ..
+// ldd-1 zeroed) and the row's loss and dL/ds terms; the element type of
+// dcos is float or bf16 (uint16_t).
+template <typename T>
+__device__ __forceinline__ void infonce_grad_row(T* dcos, int ldd, double* rowloss, double* rowds, const float* cos,
+                                                 const double* sums, double scale, int n, int i, double* scratch) {
     const size_t base = (size_t)i * n;
     const double inv2n = 1.0 / (2.0 * (double)n);
     const double rinv = 1.0 / sums[i];
@@ -78,13 +124,31 @@ infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, cons
         double g = exp(scale * c) * (rinv + 1.0 / sums[n + j]) * inv2n;
         if (j == i) g -= 2.0 * inv2n;
         ds += g * c;
-        dcos[base + j] = (float)(scale * g);
+        store_dcos(dcos + (size_t)i * ldd + j, (float)(scale * g));
     }
+    for (int j = n + threadIdx.x; j < ldd; j += blockDim.x) dcos[(size_t)i * ldd + j] = 0;
     ds = block_sum_d(ds, scratch);
     if (threadIdx.x == 0) {
         rowds[i] = ds;
         rowloss[i] = log(sums[i]) + log(sums[n + i]) - 2.0 * scale * (double)cos[base + i];
     }
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n) {
+    __shared__ double scratch[REDUCE_WARPS];
+    const int i = blockIdx.x;
+    if (i >= n) return;  // uniform over the block
+    infonce_grad_row(dcos, n, rowloss, rowds, cos, sums, scale, n, i, scratch);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+infonce_grad_bf16(uint16_t* dcos, int ldd, double* rowloss, double* rowds, const float* cos, const double* sums,
+                  double scale, int n) {
+    __shared__ double scratch[REDUCE_WARPS];
+    const int i = blockIdx.x;
+    if (i >= n) return;  // uniform over the block
+    infonce_grad_row(dcos, ldd, rowloss, rowds, cos, sums, scale, n, i, scratch);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)

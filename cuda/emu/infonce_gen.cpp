@@ -13,17 +13,23 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&unit_rows), void (*)(float*, double*, const float*, int, int)>,
               "kernels/infonce.cu: unit_rows: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&unit_rows_bf16), void (*)(float*, uint16_t*, double*, const float*, int, int, int)>,
+              "kernels/infonce.cu: unit_rows_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&infonce_sums), void (*)(double*, const float*, double, int)>,
               "kernels/infonce.cu: infonce_sums: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&infonce_grad), void (*)(float*, double*, double*, const float*, const double*, double, int)>,
               "kernels/infonce.cu: infonce_grad: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&infonce_grad_bf16), void (*)(uint16_t*, int, double*, double*, const float*, const double*, double, int)>,
+              "kernels/infonce.cu: infonce_grad_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&unit_rows_backward), void (*)(float*, const float*, const float*, const double*, float, int, int, int)>,
               "kernels/infonce.cu: unit_rows_backward: run go generate ./kernels");
 
 emu_entry emu_table_infonce[] = {
     EMU_ENTRY(unit_rows),
+    EMU_ENTRY(unit_rows_bf16),
     EMU_ENTRY(infonce_sums),
     EMU_ENTRY(infonce_grad),
+    EMU_ENTRY(infonce_grad_bf16),
     EMU_ENTRY(unit_rows_backward),
 };
 int emu_table_infonce_len = sizeof(emu_table_infonce) / sizeof(emu_table_infonce[0]);

@@ -40,8 +40,10 @@ const (
 	KGemmBf16MmaRef                       // kernels/gemm_bf16_ref.cu
 	KGemmBf16WgmmaRef                     // kernels/gemm_bf16_ref.cu
 	KUnitRows                             // kernels/infonce.cu
+	KUnitRowsBf16                         // kernels/infonce.cu
 	KInfonceSums                          // kernels/infonce.cu
 	KInfonceGrad                          // kernels/infonce.cu
+	KInfonceGradBf16                      // kernels/infonce.cu
 	KUnitRowsBackward                     // kernels/infonce.cu
 	KLnApply                              // kernels/layernorm.cu
 	KLnForward                            // kernels/layernorm.cu
@@ -98,8 +100,10 @@ var names = [NumKernels]string{
 	KGemmBf16MmaRef:         "gemm_bf16_mma_ref",
 	KGemmBf16WgmmaRef:       "gemm_bf16_wgmma_ref",
 	KUnitRows:               "unit_rows",
+	KUnitRowsBf16:           "unit_rows_bf16",
 	KInfonceSums:            "infonce_sums",
 	KInfonceGrad:            "infonce_grad",
+	KInfonceGradBf16:        "infonce_grad_bf16",
 	KUnitRowsBackward:       "unit_rows_backward",
 	KLnApply:                "ln_apply",
 	KLnForward:              "ln_forward",
@@ -155,8 +159,10 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16MmaRef:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:       {128, 128, 8, 4, 4, 4},
 	KUnitRows:               {8, 8, 8, 4, 4},
+	KUnitRowsBf16:           {8, 8, 8, 8, 4, 4, 4},
 	KInfonceSums:            {8, 8, 8, 4},
 	KInfonceGrad:            {8, 8, 8, 8, 8, 8, 4},
+	KInfonceGradBf16:        {8, 4, 8, 8, 8, 8, 8, 4},
 	KUnitRowsBackward:       {8, 8, 8, 8, 4, 4, 4, 4},
 	KLnApply:                {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
 	KLnForward:              {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
@@ -403,6 +409,13 @@ func UnitRows(l Launcher, cfg driver.LaunchConfig, unit Ptr[float32], norms Ptr[
 	return l.Launch(KUnitRows, cfg, [][]byte{ptr(unit), ptr(norms), ptr(a), i32(n), i32(d)})
 }
 
+// UnitRowsBf16 launches unit_rows_bf16 of kernels/infonce.cu:
+//
+//	unit_rows_bf16(float* unit, uint16_t* unit_bf16, double* norms, const float* a, int n, int rows, int d)
+func UnitRowsBf16(l Launcher, cfg driver.LaunchConfig, unit Ptr[float32], unit_bf16 Ptr[uint16], norms Ptr[float64], a ConstPtr[float32], n int32, rows int32, d int32) error {
+	return l.Launch(KUnitRowsBf16, cfg, [][]byte{ptr(unit), ptr(unit_bf16), ptr(norms), ptr(a), i32(n), i32(rows), i32(d)})
+}
+
 // InfonceSums launches infonce_sums of kernels/infonce.cu:
 //
 //	infonce_sums(double* sums, const float* cos, double scale, int n)
@@ -415,6 +428,13 @@ func InfonceSums(l Launcher, cfg driver.LaunchConfig, sums Ptr[float64], cos Con
 //	infonce_grad(float* dcos, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n)
 func InfonceGrad(l Launcher, cfg driver.LaunchConfig, dcos Ptr[float32], rowloss Ptr[float64], rowds Ptr[float64], cos ConstPtr[float32], sums ConstPtr[float64], scale float64, n int32) error {
 	return l.Launch(KInfonceGrad, cfg, [][]byte{ptr(dcos), ptr(rowloss), ptr(rowds), ptr(cos), ptr(sums), f64(scale), i32(n)})
+}
+
+// InfonceGradBf16 launches infonce_grad_bf16 of kernels/infonce.cu:
+//
+//	infonce_grad_bf16(uint16_t* dcos, int ldd, double* rowloss, double* rowds, const float* cos, const double* sums, double scale, int n)
+func InfonceGradBf16(l Launcher, cfg driver.LaunchConfig, dcos Ptr[uint16], ldd int32, rowloss Ptr[float64], rowds Ptr[float64], cos ConstPtr[float32], sums ConstPtr[float64], scale float64, n int32) error {
+	return l.Launch(KInfonceGradBf16, cfg, [][]byte{ptr(dcos), i32(ldd), ptr(rowloss), ptr(rowds), ptr(cos), ptr(sums), f64(scale), i32(n)})
 }
 
 // UnitRowsBackward launches unit_rows_backward of kernels/infonce.cu:

@@ -91,10 +91,7 @@ func (e *Engine) objectiveLoss(n int, dy buf[float32]) (float64, error) {
 		loss += weight * nce
 		st.dLogitScale = weight * dls
 	}
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
-	}
-	return loss, nil
+	return finiteLoss(loss)
 }
 
 // infoNCE computes nn.InfoNCE of e.out against e.t (n rows) with the logit

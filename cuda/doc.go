@@ -89,8 +89,13 @@
 // whose output feeds a LayerNorm also writes per-tile row statistics, which
 // ln_apply merges with Chan's formula and applies, fused with GELU (LN1 of a
 // block) or with the residual add (LN2 of a block). Bias and LayerNorm
-// parameter gradients are deterministic two-stage column reductions, the
-// MSE loss is one block per row plus a fixed-order sum (InfoNCE, see
+// parameter gradients are deterministic two-stage column reductions. With
+// the MSE objective the output LayerNorm, the loss and the LayerNorm's
+// backward pass are one kernel, outnorm_mse (outnorm_mse.go): a warp per
+// row reads the head's output and the targets once and writes dL/d(head
+// output), the row losses and the column partials of the LayerNorm's
+// gradients, which colsum_final and a fixed-order sum finish; the MSE
+// term of mse+infonce is one block per row plus that sum (InfoNCE, see
 // objective.go and kernels/infonce.cu: the [n, n] cosine matrix and the
 // gradient through it are the SIMT GEMMs in float32 mode and the bf16
 // tensor-core GEMMs in bf16 mode, the softmax statistics one block per row

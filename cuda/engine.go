@@ -219,7 +219,7 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	e.out, e.xhatO, e.rstdO, e.dy = f(n*o), f(n*o), f(n), f(n*o)
 	e.s1, e.s2, e.s3 = f(n*h), f(n*h), f(n*h)
 	e.stats = f(n * statsTiles(max(h, o)) * 3)
-	e.partial = carve[float64](a, 2*colChunks(n)*max(h, hd, o))
+	e.partial = carve[float64](a, 2*max(colChunks(n)*max(h, hd, o), outNormMSEChunks(n)*o))
 	e.rowLoss, e.lossOut = carve[float64](a, n), carve[float64](a, 1)
 	e.rowIdx = carve[int32](a, n)
 	if e.bf16 {
@@ -337,6 +337,9 @@ func (e *Engine) forwardLoss(x, t []float32, n int, grad bool) (float64, error) 
 // the loss's gradient into dy when grad) and returns the loss, an error
 // when it is not finite (on the worker thread).
 func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
+	if e.fusedMSE() {
+		return e.outputMSE(n, grad)
+	}
 	if err := e.forward(n, grad); err != nil {
 		return 0, err
 	}
@@ -351,6 +354,16 @@ func (e *Engine) batchLoss(n int, grad bool) (float64, error) {
 // and, when grad, the activations for backward (on the worker thread). It
 // mirrors nn.Model.Forward.
 func (e *Engine) forward(n int, grad bool) error {
+	if err := e.forwardHead(n, grad); err != nil {
+		return err
+	}
+	var none buf[float32]
+	return e.linearNorm(e.head2, e.outNorm, lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
+}
+
+// forwardHead is forward up to the input of the head's last Linear
+// (e.headAct, e.headActb).
+func (e *Engine) forwardHead(n int, grad bool) error {
 	c, d := e.cfg, e.dev
 	h, in := c.HiddenDim, c.InputDim
 	var none buf[float32]
@@ -392,10 +405,7 @@ func (e *Engine) forward(n int, grad bool) error {
 	if err := e.toBF16(e.hiddenb, e.hidden, n*h); err != nil {
 		return err
 	}
-	if err := e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad); err != nil {
-		return err
-	}
-	return e.linearNorm(e.head2, e.outNorm, lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
+	return e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad)
 }
 
 // backward sets the gradients from dy for the last forward of n rows (on
@@ -404,8 +414,12 @@ func (e *Engine) backward(n int) error {
 	c, d := e.cfg, e.dev
 	h, hd, o := c.HiddenDim, c.HeadDim(), c.OutputDim
 	dy := e.dy.at(0, n*o)
-	if err := e.layerNormBackward(e.outNorm, dy, dy, e.xhatO, e.rstdO, n); err != nil {
-		return err
+	// With the MSE objective, outnorm_mse has already done the output
+	// LayerNorm's backward pass: dy holds dL/d(head output).
+	if !e.fusedMSE() {
+		if err := e.layerNormBackward(e.outNorm, dy, dy, e.xhatO, e.rstdO, n); err != nil {
+			return err
+		}
 	}
 	dHead := e.s2.at(0, n*hd)
 	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, e.headActb, n, false); err != nil {

@@ -129,10 +129,7 @@ func (e *Engine) objectiveLoss(n int, dy buf[float32]) (float64, error) {
 		loss += weight * nce
 		st.dLogitScale = weight * dls
 	}
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, fmt.Errorf("%w: %v", nn.ErrNonFinite, loss)
-	}
-	return loss, nil
+	return finiteLoss(loss)
 }
 
 // mseLoss enqueues the unit-norm MSE of the n rows of e.out against e.t:

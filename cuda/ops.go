@@ -303,7 +303,28 @@ func (d *Device) colSums(sum, prod, a, b buf[float32], partial buf[float64], row
 	if err := launch.ColsumPartial(d.with(rowWork(rows, dim, ins*rows*dim+2*ins*chunks*dim)), grid(gx, chunks), partial.ptr(), a.cptr(), b.cptr(), int32(rows), int32(dim), colRows); err != nil {
 		return err
 	}
-	return launch.ColsumFinal(d.with(rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim)), grid(gx, 1), sum.ptr(), prod.ptr(), partial.cptr(), int32(chunks), int32(dim))
+	return d.colSumFinal(sum, prod, partial, chunks, dim)
+}
+
+// colSumFinal is the second stage of a column reduction: sum[j] = the sum
+// over the chunks of partial[c*dim + j] and, when prod is not null,
+// prod[j] = the sum of partial[(chunks+c)*dim + j].
+func (d *Device) colSumFinal(sum, prod buf[float32], partial buf[float64], chunks, dim int) error {
+	const what = "colsum_final"
+	if err := dims(what, chunks, dim); err != nil {
+		return err
+	}
+	ins := 1
+	if prod.p != 0 {
+		if err := needAll(what, req("prod", prod, dim)); err != nil {
+			return err
+		}
+		ins = 2
+	}
+	if err := needAll(what, req("sum", sum, dim), req("partial", partial, ins*chunks*dim)); err != nil {
+		return err
+	}
+	return launch.ColsumFinal(d.with(rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim)), grid(ceilDiv(dim, threads), 1), sum.ptr(), prod.ptr(), partial.cptr(), int32(chunks), int32(dim))
 }
 
 // elementGrid is the grid of the grid-stride elementwise kernels.

@@ -5,6 +5,7 @@
 //   erfcf rather than 1 + erff so that the left tail (x << 0, where
 //   Phi(x) = 1 + erf(x/sqrt2) / 2 cancels) keeps its relative accuracy.
 // - half_bits_to_float: float16 bits to float32, exactly.
+// - LN_EPS and NORM_EPS, the epsilons of LayerNorm and F.normalize.
 // - Deterministic block reductions for blocks of exactly REDUCE_THREADS
 //   threads: each thread holds a partial value, warps reduce with
 //   __shfl_down_sync in a fixed pattern, warp 0 reduces the warp results.
@@ -24,6 +25,12 @@ __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
     const float v = (float)m * 5.9604644775390625e-8f;  // m * 2^-24, exact (0 for m = 0)
     return sign ? -v : v;
 }
+
+// The epsilons of the model's formulas: LayerNorm's (added to the
+// variance) and F.normalize's (the clamp of a row norm). Several kernel
+// files include both; the definitions here are the only ones.
+#define LN_EPS 1e-5
+#define NORM_EPS 1e-12
 
 #define REDUCE_THREADS 256
 #define REDUCE_WARPS (REDUCE_THREADS / 32)

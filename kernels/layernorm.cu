@@ -35,7 +35,6 @@
 // Versions: v1 (this file).
 #include "common.cuh"
 
-#define LN_EPS 1e-5
 #define LN_PLAIN 0
 #define LN_GELU 1
 #define LN_RESIDUAL 2

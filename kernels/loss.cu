@@ -19,8 +19,6 @@
 // Versions: v1 (this file).
 #include "common.cuh"
 
-#define NORM_EPS 1e-12
-
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 unitnorm_mse(float* grad, double* rowloss, const float* p, const float* t, int n, int d) {
     __shared__ double scratch[2 * REDUCE_WARPS];

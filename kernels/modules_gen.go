@@ -16,6 +16,7 @@ var Modules = []Module{
 	{"infonce", []string{"unit_rows", "unit_rows_bf16", "infonce_sums", "infonce_grad", "infonce_grad_bf16", "unit_rows_backward"}},
 	{"layernorm", []string{"ln_apply", "ln_forward", "ln_backward"}},
 	{"loss", []string{"unitnorm_mse", "loss_sum"}},
+	{"outnorm_mse", []string{"outnorm_mse"}},
 	{"reduce", []string{"colsum_partial", "colsum_final"}},
 	{"search", []string{"search_f16_topw", "search_merge", "search_rescore"}},
 	{"tensorcore_check", []string{"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_wgmma_mn", "tc_check_tma", "tc_check_cluster", "tc_check_geometry", "tc_check_divergent"}},

@@ -132,6 +132,13 @@ inline T __shfl_down_sync(unsigned, T v, unsigned delta) {
     return out;
 }
 
+// float4, CUDA's 16-byte vector type: on the device its alignment makes a
+// float4 load or store one 16-byte access.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }

@@ -29,6 +29,8 @@ extern emu_entry emu_table_layernorm[];
 extern int emu_table_layernorm_len;
 extern emu_entry emu_table_loss[];
 extern int emu_table_loss_len;
+extern emu_entry emu_table_outnorm_mse[];
+extern int emu_table_outnorm_mse_len;
 extern emu_entry emu_table_reduce[];
 extern int emu_table_reduce_len;
 extern emu_entry emu_table_search[];
@@ -49,6 +51,7 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_infonce, emu_table_infonce_len);
     add(emu_table_layernorm, emu_table_layernorm_len);
     add(emu_table_loss, emu_table_loss_len);
+    add(emu_table_outnorm_mse, emu_table_outnorm_mse_len);
     add(emu_table_reduce, emu_table_reduce_len);
     add(emu_table_search, emu_table_search_len);
     add(emu_table_tensorcore_check, emu_table_tensorcore_check_len);

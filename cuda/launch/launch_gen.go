@@ -50,6 +50,7 @@ const (
 	KLnBackward                           // kernels/layernorm.cu
 	KUnitnormMse                          // kernels/loss.cu
 	KLossSum                              // kernels/loss.cu
+	KOutnormMse                           // kernels/outnorm_mse.cu
 	KColsumPartial                        // kernels/reduce.cu
 	KColsumFinal                          // kernels/reduce.cu
 	KSearchF16Topw                        // kernels/search.cu
@@ -110,6 +111,7 @@ var names = [NumKernels]string{
 	KLnBackward:             "ln_backward",
 	KUnitnormMse:            "unitnorm_mse",
 	KLossSum:                "loss_sum",
+	KOutnormMse:             "outnorm_mse",
 	KColsumPartial:          "colsum_partial",
 	KColsumFinal:            "colsum_final",
 	KSearchF16Topw:          "search_f16_topw",
@@ -169,6 +171,7 @@ var paramBytes = [NumKernels][]int{
 	KLnBackward:             {8, 8, 8, 8, 8, 4, 4},
 	KUnitnormMse:            {8, 8, 8, 8, 4, 4},
 	KLossSum:                {8, 8, 4},
+	KOutnormMse:             {8, 8, 8, 8, 8, 8, 8, 4, 4},
 	KColsumPartial:          {8, 8, 8, 4, 4, 4},
 	KColsumFinal:            {8, 8, 8, 4, 4},
 	KSearchF16Topw:          {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
@@ -477,6 +480,13 @@ func UnitnormMse(l Launcher, cfg driver.LaunchConfig, grad Ptr[float32], rowloss
 //	loss_sum(double* out, const double* rowloss, int n)
 func LossSum(l Launcher, cfg driver.LaunchConfig, out Ptr[float64], rowloss ConstPtr[float64], n int32) error {
 	return l.Launch(KLossSum, cfg, [][]byte{ptr(out), ptr(rowloss), i32(n)})
+}
+
+// OutnormMse launches outnorm_mse of kernels/outnorm_mse.cu:
+//
+//	outnorm_mse(float* dx, double* rowloss, double* partial, const float* x, const float* t, const float* gamma, const float* beta, int n, int d)
+func OutnormMse(l Launcher, cfg driver.LaunchConfig, dx Ptr[float32], rowloss Ptr[float64], partial Ptr[float64], x ConstPtr[float32], t ConstPtr[float32], gamma ConstPtr[float32], beta ConstPtr[float32], n int32, d int32) error {
+	return l.Launch(KOutnormMse, cfg, [][]byte{ptr(dx), ptr(rowloss), ptr(partial), ptr(x), ptr(t), ptr(gamma), ptr(beta), i32(n), i32(d)})
 }
 
 // ColsumPartial launches colsum_partial of kernels/reduce.cu:

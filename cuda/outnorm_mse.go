@@ -63,18 +63,33 @@ func (d *Device) outNormMSE(dx buf[float32], rowLoss, partial buf[float64], x, t
 		x.cptr(), t.cptr(), gamma.cptr(), beta.cptr(), int32(rows), int32(dim))
 }
 
-// outputMSE is batchLoss for the MSE objective: the model up to the head's
-// last Linear into e.out, then outnorm_mse (with the output LayerNorm's
-// input gradient into e.dy and its parameter gradients when grad), and
-// the loss, an error when it is not finite (on the worker thread).
+// outputMSE is batchLoss for the MSE objective: enqueueOutputMSE, then
+// the loss read back, an error when it is not finite (on the worker
+// thread).
 func (e *Engine) outputMSE(n int, grad bool) (float64, error) {
-	d, o := e.dev, e.cfg.OutputDim
 	e.objective.dLogitScale = 0
-	if err := e.forwardHead(n, grad); err != nil {
+	if err := e.enqueueOutputMSE(n, grad); err != nil {
 		return 0, err
 	}
-	if err := e.linear(e.head2, e.out, e.headAct, e.headActb, n); err != nil {
+	var sum [1]float64
+	if err := download(e.dev, sum[:], e.lossOut); err != nil {
 		return 0, err
+	}
+	return finiteLoss(sum[0] / float64(n*e.cfg.OutputDim))
+}
+
+// enqueueOutputMSE enqueues the model up to the head's last Linear into
+// e.out, then outnorm_mse (with the output LayerNorm's input gradient into
+// e.dy and its parameter gradients when grad), and the loss sum into
+// e.lossOut. It waits for nothing: the pipelined step (stepKernels) runs
+// it inside a captured graph and reads e.lossOut a step late.
+func (e *Engine) enqueueOutputMSE(n int, grad bool) error {
+	d, o := e.dev, e.cfg.OutputDim
+	if err := e.forwardHead(n, grad); err != nil {
+		return err
+	}
+	if err := e.linear(e.head2, e.out, e.headAct, e.headActb, n); err != nil {
+		return err
 	}
 	var dx buf[float32]
 	if grad {
@@ -82,21 +97,14 @@ func (e *Engine) outputMSE(n int, grad bool) (float64, error) {
 	}
 	ln := e.outNorm
 	if err := d.outNormMSE(dx, e.rowLoss, e.partial, e.out, e.t, ln.gamma, ln.beta, n, o); err != nil {
-		return 0, err
+		return err
 	}
 	if grad {
 		if err := d.colSumFinal(ln.dbeta, ln.dgamma, e.partial, outNormMSEChunks(n), o); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	if err := d.lossSum(e.lossOut, e.rowLoss, n); err != nil {
-		return 0, err
-	}
-	var sum [1]float64
-	if err := download(d, sum[:], e.lossOut); err != nil {
-		return 0, err
-	}
-	return finiteLoss(sum[0] / float64(n*o))
+	return d.lossSum(e.lossOut, e.rowLoss, n)
 }
 
 // overlap says whether a and b share memory.

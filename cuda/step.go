@@ -251,16 +251,13 @@ func (e *Engine) captureStep(ext driver.Extended, n int) (capturedStep, error) {
 }
 
 // stepKernels enqueues the kernels of a step of n rows: the gather of the
-// rows in e.rowIdx, forward, the MSE loss and its gradient, backward, and
+// rows in e.rowIdx, forward with the fused output LayerNorm and MSE loss (enqueueOutputMSE), backward, and
 // the guarded AdamW update with the scalars in pipe.scalars.
 func (e *Engine) stepKernels(n int) error {
 	if err := e.gatherBatch(n); err != nil {
 		return err
 	}
-	if err := e.forward(n, true); err != nil {
-		return err
-	}
-	if err := e.mseLoss(n, e.dy.at(0, n*e.cfg.OutputDim)); err != nil {
+	if err := e.enqueueOutputMSE(n, true); err != nil {
 		return err
 	}
 	if err := e.backward(n); err != nil {

@@ -48,8 +48,6 @@
 #include "common.cuh"
 #include "tensorcore.cuh"
 
-#define NORM_EPS 1e-12
-
 // unit_row normalises row r of a [*, d] into unit (when not null) and, with
 // BF16, its bf16 copy into unit_bf16, and stores its norm.
 template <bool BF16>

@@ -65,8 +65,12 @@ type pool struct {
 	sync.Mutex
 	workers []*worker
 	job     atomic.Pointer[job]
-	// waiting is 1 while the caller blocks on done for the last part.
-	waiting atomic.Int32
+	// waiting is the job whose caller blocks on done for its last part
+	// (nil when none). It names the job, not just the fact of waiting: a
+	// worker descheduled between finishing the last part of one job and
+	// signalling would otherwise wake the caller of the next job while
+	// that job's parts still run.
+	waiting atomic.Pointer[job]
 	done    chan struct{}
 }
 
@@ -127,8 +131,8 @@ func (p *pool) wait(j *job) {
 	if j.finished.Load() == j.parts {
 		return
 	}
-	p.waiting.Store(1)
-	if j.finished.Load() == j.parts && p.waiting.CompareAndSwap(1, 0) {
+	p.waiting.Store(j)
+	if j.finished.Load() == j.parts && p.waiting.CompareAndSwap(j, nil) {
 		return
 	}
 	<-p.done
@@ -139,7 +143,7 @@ func (w *worker) loop(p *pool, seen *job) {
 	for {
 		j := w.next(p, seen)
 		seen = j
-		if p.work(j) && p.waiting.CompareAndSwap(1, 0) {
+		if p.work(j) && p.waiting.CompareAndSwap(j, nil) {
 			p.done <- struct{}{}
 		}
 	}

@@ -32,14 +32,21 @@ func Float32(x, y, z float32) float32 {
 	if e == 0 {
 		return f
 	}
+	// f's value for the tie test: an overflow to ±Inf rounds from the tie
+	// between ±MaxFloat32 and ±2^128, where float32's spacing would put the
+	// next float.
+	fv := float64(f)
+	if math.IsInf(fv, 0) {
+		fv = math.Copysign(0x1p128, fv)
+	}
 	// The float32 on the other side of r from f.
-	g := math.Nextafter32(f, float32(math.Copysign(math.Inf(1), r-float64(f))))
-	if (float64(f)+float64(g))/2 != r {
+	g := math.Nextafter32(f, float32(math.Copysign(math.Inf(1), r-fv)))
+	if (fv+float64(g))/2 != r {
 		return f // r is not a tie, so it rounds as the true value does
 	}
 	// A tie in float64 that is not one in exact arithmetic: go to the side
 	// of the true value r + e.
-	if (e > 0) == (float64(g) > float64(f)) {
+	if (e > 0) == (float64(g) > fv) {
 		return g
 	}
 	return f

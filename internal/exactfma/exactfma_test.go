@@ -33,6 +33,22 @@ func TestFloat32(t *testing.T) {
 		check(-(1 + 0x1p-12), 1+0x1p-12, z)
 		check(1+0x1p-12+0x1p-23, 1+0x1p-12, z)
 	}
+	// The overflow tie: x*y = 2^128 - 2^103, halfway between MaxFloat32 and
+	// 2^128. IEEE 754 rounds to Inf a result of magnitude at least that
+	// (2^emax (2 - 2^-p/2)) and to MaxFloat32 one below it, so a z of
+	// either sign decides, and z = 0 is a tie that goes to the even Inf.
+	// (big.Float's Float32, the reference above, gives Inf for anything
+	// above MaxFloat32, so these are checked against IEEE's rule.)
+	for _, c := range []struct {
+		z    float32
+		want float32
+	}{{-0x1p-149, math.MaxFloat32}, {0x1p-149, float32(math.Inf(1))}, {0, float32(math.Inf(1))}} {
+		for _, sign := range []float32{1, -1} {
+			if got, want := Float32(sign*31*0x1p50, 1082401*0x1p53, sign*c.z), sign*c.want; got != want {
+				t.Errorf("Float32(%g, %g, %g) = %g, IEEE rounding %g", sign*31*0x1p50, float32(1082401*0x1p53), sign*c.z, got, want)
+			}
+		}
+	}
 	// Results in and near float32's subnormal range, where its ties sit
 	// at other bit positions.
 	for range 200000 {

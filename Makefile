@@ -62,11 +62,16 @@ bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda
 FUZZ_TARGETS  := npy:FuzzParse safetensors:FuzzRead checkpoint:FuzzReadModel
 FUZZ_MINIMIZE ?= 500x
 
-fuzz: ## run each fuzz target for 30 s
-	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=30s
+# Fuzzing budgets are counts of executions, not durations: with a duration,
+# Go 1.26's fuzzing coordinator can fail a target with a bare "context
+# deadline exceeded" when the time runs out while a worker is mid-call on a
+# loaded machine (golang/go#75804, fixed in Go 1.27), a failure with no
+# failing input behind it. 20,000 executions take about a second here.
+fuzz: ## run each fuzz target for 600,000 executions (about 30 s each)
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=600000x
 
-fuzz-short: ## run each fuzz target for 10 s (CI)
-	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=10s
+fuzz-short: ## run each fuzz target for 200,000 executions (about 10 s each; CI)
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=200000x
 
 fuzz-run:
 	@found=$$(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed -E 's|^\./(.*)/[^/]*:func |\1:|' | sort); \

@@ -40,63 +40,60 @@ func init() {
 //go:noescape
 func transpose16x8(k8 int, src *float32, lds int, dst *float32)
 
+//go:noescape
+func transpose6x8(k8 int, src *float32, lds int, dst *float32)
+
+//go:noescape
+func deal16(panels int, src, dst *float32, stride int)
+
+//go:noescape
+func deal6(panels int, src, dst *float32, stride int)
+
 // packTransposed16 sets dst[q*16+j] = src[j*lds+q] for j < 16 and q below
 // the largest multiple of 8 not above k, and returns that multiple, or 0
 // when the CPU lacks AVX (the caller packs what is left).
 func packTransposed16(dst, src []float32, lds, k int) int {
-	k8 := k / 8
-	if k8 == 0 || !cpu.X86.HasAVX {
-		return 0
-	}
-	_, _ = dst[k8*8*16-1], src[15*lds+k8*8-1]
-	transpose16x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
-	return k8 * 8
+	return transposeRows(transpose16x8, 16, dst, src, lds, k)
 }
 
-//go:noescape
-func deal16(panels int, src, dst *float32, stride int)
+// packRows6 is packTransposed16 for 6 rows: dst[q*6+i] = src[i*lds+q].
+func packRows6(dst, src []float32, lds, k int) int {
+	return transposeRows(transpose6x8, 6, dst, src, lds, k)
+}
 
 // dealRow16 sets dst[t*stride+j] = src[t*16+j] for j < 16 and t below
 // len(src)/16, and returns 16 times that (the columns it packed), or 0 when
 // the CPU lacks AVX.
 func dealRow16(dst, src []float32, stride int) int {
-	panels := len(src) / 16
-	if panels == 0 || !cpu.X86.HasAVX {
-		return 0
-	}
-	_, _ = src[panels*16-1], dst[(panels-1)*stride+15]
-	deal16(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
-	return panels * 16
+	return dealRow(deal16, 16, dst, src, stride)
 }
 
-//go:noescape
-func transpose6x8(k8 int, src *float32, lds int, dst *float32)
+// dealRow6 is dealRow16 for panels 6 wide: dst[t*stride+j] = src[t*6+j].
+func dealRow6(dst, src []float32, stride int) int {
+	return dealRow(deal6, 6, dst, src, stride)
+}
 
-// packRows6 sets dst[q*6+i] = src[i*lds+q] for i < 6 and q below the
-// largest multiple of 8 not above k, and returns that multiple, or 0 when
-// the CPU lacks AVX (the caller packs what is left).
-func packRows6(dst, src []float32, lds, k int) int {
+// transposeRows runs transpose (transpose16x8 or transpose6x8, for rows
+// rows of src) over the multiples of 8 of k, after checking the bounds the
+// assembly does not.
+func transposeRows(transpose func(k8 int, src *float32, lds int, dst *float32), rows int, dst, src []float32, lds, k int) int {
 	k8 := k / 8
 	if k8 == 0 || !cpu.X86.HasAVX {
 		return 0
 	}
-	_, _ = dst[k8*8*6-1], src[5*lds+k8*8-1]
-	transpose6x8(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
+	_, _ = dst[k8*8*rows-1], src[(rows-1)*lds+k8*8-1]
+	transpose(k8, unsafe.SliceData(src), lds, unsafe.SliceData(dst))
 	return k8 * 8
 }
 
-//go:noescape
-func deal6(panels int, src, dst *float32, stride int)
-
-// dealRow6 sets dst[t*stride+j] = src[t*6+j] for j < 6 and t below
-// len(src)/6, and returns 6 times that (the rows it packed), or 0 when the
-// CPU lacks AVX.
-func dealRow6(dst, src []float32, stride int) int {
-	panels := len(src) / 6
+// dealRow runs deal (deal16 or deal6, for panels width wide) over the
+// whole panels of src, after checking the bounds the assembly does not.
+func dealRow(deal func(panels int, src, dst *float32, stride int), width int, dst, src []float32, stride int) int {
+	panels := len(src) / width
 	if panels == 0 || !cpu.X86.HasAVX {
 		return 0
 	}
-	_, _ = src[panels*6-1], dst[(panels-1)*stride+5]
-	deal6(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
-	return panels * 6
+	_, _ = src[panels*width-1], dst[(panels-1)*stride+width-1]
+	deal(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
+	return panels * width
 }

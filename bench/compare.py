@@ -26,7 +26,10 @@ faster. Ratios of the fastest (minimum) times are given beside the training ones
 minimum is the time least disturbed by other work on the machine. With --rounds N (default 3
 on the CPU, 1 on CUDA) the training steps of both sides are run N times, alternating which
 goes first, and each row keeps its best round (all rounds' medians are in the output);
-ours.json and torch.json are the first, complete round.
+ours.json and torch.json are the first, complete round. With --kernel-rounds N (default: as
+--rounds on the CPU, 1 on CUDA) the first N rounds also time both sides' kernels, GEMMs (fp32
+only after the first) and copy bandwidth, and each of those rows keeps its best round too: on a
+shared CPU a row measured once can be slowed by a neighbour for its whole timing.
 If one side fails, the other is still run and reported, and the failure is recorded.
 """
 
@@ -168,6 +171,51 @@ def best_rounds(report, rounds, key):
         else:
             train.append(r)
     return dict(report, train=train, rounds=len(rounds))
+
+
+def best_kernel_rounds(report, rounds, side):
+    """report with each kernel-level row replaced by its best round: on our side each kernel's
+    lowest median time per call (its rates recomputed) and the highest copy bandwidth; on
+    PyTorch's each GEMM's lowest median and the highest copy bandwidth. Rounds that did not
+    time a row leave it as the first round has it."""
+    def best_copy(r):
+        copies = [c for c in (x.get("copy_bandwidth") for x in rounds) if c and c.get("bytes_per_second")]
+        return dict(r, copy_bandwidth=max(copies, key=lambda c: c["bytes_per_second"])) if copies else r
+
+    if side == "torch":
+        by_key = {}
+        for rep in rounds:
+            for g in rep.get("gemm") or []:
+                by_key.setdefault((g["name"], g["shape"], g["precision"]), []).append(g)
+        gemm = [dict(min(by_key.get((g["name"], g["shape"], g["precision"]), [g]), key=lambda c: c["seconds"]["median"]),
+                     round_medians=[c["seconds"]["median"] for c in by_key.get((g["name"], g["shape"], g["precision"]), [g])])
+                for g in report.get("gemm") or []]
+        return best_copy(dict(report, gemm=gemm) if report.get("gemm") else report)
+    kern = report.get("kernels") or {}
+    if not kern.get("kernels"):
+        return best_copy(report)
+    by_key = {}
+    for rep in rounds:
+        for k in (rep.get("kernels") or {}).get("kernels") or []:
+            if k.get("seconds_per_call"):
+                by_key.setdefault((k["name"], k["shape"]), []).append(k)
+    out = best_copy(report)
+    copy_bps = (out.get("copy_bandwidth") or {}).get("bytes_per_second") or kern.get("copy_bytes_per_second")
+    kernels = []
+    for k in kern["kernels"]:
+        cands = by_key.get((k["name"], k["shape"]), [])
+        best = dict(min(cands, key=lambda c: c["seconds_per_call"])) if cands else dict(k)
+        best["round_seconds_per_call"] = [c["seconds_per_call"] for c in cands]
+        spc = best.get("seconds_per_call")
+        if spc:
+            if best.get("flops"):
+                best["tflops"] = best["flops"] / spc / 1e12
+            if best.get("bytes"):
+                best["bytes_per_second"] = best["bytes"] / spc
+                if copy_bps and best.get("kind") == "memory":
+                    best["fraction_of_copy"] = best["bytes_per_second"] / copy_bps
+        kernels.append(best)
+    return dict(out, kernels=dict(kern, kernels=kernels, copy_bytes_per_second=copy_bps))
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,9 +376,13 @@ def gemm_rows(ours, torch):
             continue
         a = our.setdefault((gemm_layout(k["name"]), k["shape"]), {"flops": 0.0, "seconds": 0.0, "calls": 0, "kernels": []})
         a["kernels"].append(k["name"])
-        a["flops"] += k["flops"] * k["calls"]
-        a["seconds"] += k["seconds"]
-        a["calls"] += k["calls"]
+        # A kernel's median time per call where the report has one (PyTorch's side is a median
+        # too), its mean otherwise; variants at one shape weighted by how often a step runs them.
+        w = k.get("calls_per_step") or k["calls"]
+        spc = k.get("seconds_per_call") or k["seconds"] / k["calls"]
+        a["flops"] += k["flops"] * w
+        a["seconds"] += spc * w
+        a["calls"] += w
     rows = []
     for g in (torch or {}).get("gemm", []):
         key = (g["name"], g["shape"])
@@ -594,7 +646,9 @@ def markdown(res):
     L.append("")
     L.append("Ratios are ours / PyTorch speed (above 1: dinoclip faster), from median step times; "
              "'min' ratios compare the fastest step of each side."
-             + (f" Training rows keep the best of {res['rounds']} alternating rounds per side." if res.get("rounds", 1) > 1 else ""))
+             + (f" Training rows keep the best of {res['rounds']} alternating rounds per side." if res.get("rounds", 1) > 1 else "")
+             + (f" Kernel, GEMM and copy rows keep each side's best of {res['kernel_rounds']} rounds (lowest median time;"
+                " GEMMs after the first round in fp32 only)." if (res.get("kernel_rounds") or 1) > 1 else ""))
     L.append("")
 
     if res["train"]:
@@ -758,6 +812,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=None,
                    help="times to run the training steps of both sides, alternating, keeping each row's best round "
                         "(default: cpu 3, cuda 1; a shared CPU is noisy)")
+    p.add_argument("--kernel-rounds", type=int, default=None,
+                   help="of the --rounds, how many also time the kernels, GEMMs and copy bandwidth of both sides, "
+                        "each row keeping its best round (default: cpu as --rounds, cuda 1)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds each side may take (default: cpu 3600, as a loaded 2-core machine needs; cuda 1200)")
     p.add_argument("--budget", type=float, default=0,
@@ -785,6 +842,10 @@ def main(argv=None):
         args.timeout = 1200 if args.device == "cuda" else 3600
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.kernel_rounds is None:
+        args.kernel_rounds = 1 if args.device == "cuda" else args.rounds
+    if not 1 <= args.kernel_rounds <= args.rounds:
+        p.error(f"--kernel-rounds must be between 1 and --rounds ({args.rounds})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.render:
@@ -793,7 +854,7 @@ def main(argv=None):
             old["env"]["commit"], old["env"]["dirty"] = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")
         res = derive(old["env"]["device"], old["env"], old.get("errors", []), old.get("ours"), None, old.get("torch"), None,
                      old.get("ours_other"))
-        for k in ("rounds", "ours_seconds", "torch_seconds", "seconds"):
+        for k in ("rounds", "kernel_rounds", "ours_seconds", "torch_seconds", "seconds"):
             res[k] = old.get(k)
         return write_results(out, res)
     t0 = time.perf_counter()
@@ -860,7 +921,7 @@ def main(argv=None):
                         j, t, extra = out / "ours.json", out / "ours.txt", []
                     else:
                         j, t = Path(work) / f"ours-{rnd}.json", Path(work) / f"ours-{rnd}.txt"
-                        extra = ["--kernels=false", "--topk=false", "--data=false"]
+                        extra = ["--topk=false", "--data=false"] + ([] if rnd <= args.kernel_rounds else ["--kernels=false"])
                     rep, err, secs = run_within_budget(f"dinoclip round {rnd}", ours_cmd(j, extra), j, t, ours_env)
                     ours_secs += secs
                     if err:
@@ -876,7 +937,8 @@ def main(argv=None):
                         j, t, extra = out / "torch.json", out / "torch.txt", []
                     else:
                         j, t = Path(work) / f"torch-{rnd}.json", Path(work) / f"torch-{rnd}.txt"
-                        extra = ["--no-gemm", "--no-copy", "--no-topk", "--no-faiss"]
+                        extra = ["--no-topk", "--no-faiss"]
+                        extra += ["--gemm-precisions", "fp32"] if rnd <= args.kernel_rounds else ["--no-gemm", "--no-copy"]
                     rep, err, secs = run_within_budget(f"torch round {rnd}", torch_cmd(j, extra), j, t)
                     torch_secs += secs
                     if err:
@@ -899,9 +961,9 @@ def main(argv=None):
             else:
                 ours_other[prec] = rep
         if ours is not None:
-            ours = best_rounds(ours, ours_rounds, ("config_name", "batch"))
+            ours = best_kernel_rounds(best_rounds(ours, ours_rounds, ("config_name", "batch")), ours_rounds, "ours")
         if torch is not None:
-            torch = best_rounds(torch, torch_rounds, ("config_name", "batch", "mode"))
+            torch = best_kernel_rounds(best_rounds(torch, torch_rounds, ("config_name", "batch", "mode")), torch_rounds, "torch")
 
     if commit is None and ours is not None:
         # No git here (a GPU host gets the tree without .git): the commit dinoclip was built from.
@@ -918,7 +980,7 @@ def main(argv=None):
     }
     env["precisions"] = precisions
     res = derive(args.device, env, errors, ours, ours_err, torch, torch_err, ours_other)
-    res.update({"rounds": args.rounds, "ours_seconds": ours_secs, "torch_seconds": torch_secs,
+    res.update({"rounds": args.rounds, "kernel_rounds": args.kernel_rounds, "ours_seconds": ours_secs, "torch_seconds": torch_secs,
                 "seconds": time.perf_counter() - t0})
     return write_results(out, res)
 

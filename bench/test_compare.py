@@ -151,6 +151,16 @@ def test_torch_ref_tiny(tmp_path):
     assert ("gemm_dgrad_nn", "M=8 N=16 K=32") not in names  # no input gradient for the first layer
     assert [t["direction"] for t in r["topk"]] == ["text->image", "image->text"]
     assert r["copy_bandwidth"]["bytes_per_second"] > 0
+    assert {g["precision"] for g in r["gemm"]} == {"fp32", "bf16"}
+
+
+def test_torch_ref_gemm_precisions(tmp_path):
+    out = tmp_path / "t.json"
+    torch_ref.main(TINY + ["--no-topk", "--no-copy", "--gemm-precisions", "fp32", "--json", str(out)])
+    assert {g["precision"] for g in json.loads(out.read_text())["gemm"]} == {"fp32"}
+    for bad in ("fp16", "fp32,fp32", "tf32"):  # tf32 is a CUDA mode
+        with pytest.raises(SystemExit):
+            torch_ref.parse_args(["--gemm-precisions", bad])
 
 
 TINY = ["--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32", "--warmup", "0", "--steps", "1",
@@ -204,6 +214,52 @@ def test_best_rounds():
     assert fp32["step_seconds"]["median"] == 1.0 and fp32["round_medians"] == [3.0, 1.0, 2.0]
     assert tf32["status"] == "skipped" and merged["rounds"] == 3
     assert first["train"][0]["step_seconds"]["median"] == 3.0  # the first round's report is not changed
+
+
+def test_gemm_rows_use_our_median_not_the_mean():
+    """PyTorch's GEMM times are medians, so ours are too: one slow outlier (a neighbour on the
+    machine) raises the mean of 10 calls to 2 ms while the median stays 1 ms."""
+    ours, torch = ours_report(), torch_report()
+    ours["kernels"]["kernels"][:2] = [{"name": "gemm_fwd_nt", "shape": "M=16384 N=2048 K=2048", "kind": "gemm", "calls": 10,
+                                       "seconds": 20e-3, "flops": 1.37e11, "seconds_per_call": 1e-3, "calls_per_step": 12}]
+    gm = compare.gemm_rows(ours, torch)
+    assert gm[0]["ours_ms"] == pytest.approx(1.0) and gm[0]["ratio"]["fp32"] == pytest.approx(137 / 50)
+
+
+def test_best_kernel_rounds():
+    def ours(gemm_ms, adamw_ms, copy):
+        return {"train": [], "copy_bandwidth": {"status": "measured", "bytes_per_second": copy},
+                "kernels": {"status": "measured", "copy_bytes_per_second": copy, "kernels": [
+                    {"name": "gemm_fwd_nt", "shape": "M=256 N=2048 K=2048", "kind": "gemm", "calls": 5, "seconds": 5 * gemm_ms * 1e-3,
+                     "flops": 2.0e9, "seconds_per_call": gemm_ms * 1e-3, "calls_per_step": 12},
+                    {"name": "adamw", "shape": "[100]", "kind": "memory", "calls": 5, "seconds": 5 * adamw_ms * 1e-3, "bytes": 2.8e7,
+                     "seconds_per_call": adamw_ms * 1e-3, "calls_per_step": 1}]}}
+    first = ours(20.0, 2.0, 20e9)
+    merged = compare.best_kernel_rounds(first, [first, ours(16.0, 3.0, 25e9), ours(18.0, 1.4, 22e9)], "ours")
+    gemm, adamw = merged["kernels"]["kernels"]
+    assert gemm["seconds_per_call"] == pytest.approx(16e-3) and gemm["tflops"] == pytest.approx(2.0e9 / 16e-3 / 1e12)
+    assert gemm["round_seconds_per_call"] == pytest.approx([20e-3, 16e-3, 18e-3])
+    # The best copy (25 GB/s, round 2) and the best AdamW (1.4 ms, round 3) are judged together.
+    assert merged["copy_bandwidth"]["bytes_per_second"] == 25e9
+    assert adamw["bytes_per_second"] == pytest.approx(2e10) and adamw["fraction_of_copy"] == pytest.approx(0.8)
+    mm, oc, _ = compare.memory_rows(merged, None)
+    assert oc == 25e9 and mm[0]["fraction_of_our_copy"] == pytest.approx(0.8)
+    assert first["kernels"]["kernels"][0]["seconds_per_call"] == 20e-3  # the first round's report is not changed
+
+    def torch_side(ms, bf16_ms, copy):
+        g = [{"name": "gemm_fwd_nt", "shape": "M=256 N=2048 K=2048", "batch": 256, "calls_per_step": 12, "precision": "fp32",
+              "tflops": 2.0e9 / ms / 1e9, "seconds": stats(ms * 1e-3)}]
+        if bf16_ms:
+            g.append(dict(g[0], precision="bf16", tflops=2.0e9 / bf16_ms / 1e9, seconds=stats(bf16_ms * 1e-3)))
+        return {"train": [], "gemm": g, "copy_bandwidth": {"bytes_per_second": copy}}
+    t1 = torch_side(17.0, 900.0, 19e9)
+    tm = compare.best_kernel_rounds(t1, [t1, torch_side(15.0, None, 18e9), torch_side(19.0, None, 21e9)], "torch")
+    fp32, bf16 = tm["gemm"]
+    assert fp32["seconds"]["median"] == pytest.approx(15e-3) and fp32["round_medians"] == pytest.approx([17e-3, 15e-3, 19e-3])
+    assert bf16["seconds"]["median"] == pytest.approx(0.9)  # measured in round 1 only
+    assert tm["copy_bandwidth"]["bytes_per_second"] == 21e9
+    gm = compare.gemm_rows(merged, tm)
+    assert gm[0]["ratio"]["fp32"] == pytest.approx(15 / 16)
 
 
 def test_search_compare_tiny(tmp_path):

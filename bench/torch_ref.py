@@ -415,7 +415,7 @@ def gemm_call(name, m, n, k, dtype, device):
 
 
 def measure_gemms(cfg_name, cfg, batch, device, args, timer):
-    precisions = ["fp32", "bf16"] + (["tf32"] if device.type == "cuda" else [])
+    precisions = args.gemm_precisions
     rows = []
     shapes = gemm_shapes(cfg, batch)
     big = args.gemm_square if args.gemm_square is not None else (8192 if device.type == "cuda" else 2048)
@@ -563,6 +563,8 @@ def parse_args(argv=None):
     p.add_argument("--gemm-square", type=int, default=None,
                    help="size N of the N x N x N product timed as the practical peak (cuda 8192, cpu 2048; 0: none)")
     p.add_argument("--gemm-min-time", type=float, default=None, help="seconds per GEMM timing (cpu 0.3, cuda 0.05)")
+    p.add_argument("--gemm-precisions", default=None,
+                   help="comma-separated precisions of the GEMM timings (default: fp32,bf16, and tf32 on cuda)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True, help="time the copy bandwidth")
     p.add_argument("--topk", action=argparse.BooleanOptionalAction, default=True, help="time torch.mm + torch.topk")
     p.add_argument("--faiss", action=argparse.BooleanOptionalAction, default=None, help="time faiss (default: on the CPU)")
@@ -587,6 +589,10 @@ def parse_args(argv=None):
             setattr(args, name, cuda_v if cuda else cpu_v)
     if args.faiss is None:
         args.faiss = not cuda
+    known = ("fp32", "bf16", "tf32") if cuda else ("fp32", "bf16")
+    args.gemm_precisions = (args.gemm_precisions or ",".join(known)).split(",")
+    if not all(x in known for x in args.gemm_precisions) or len(set(args.gemm_precisions)) != len(args.gemm_precisions):
+        raise SystemExit(f"--gemm-precisions: want distinct values of {', '.join(known)} separated by commas")
     if args.autotune_batches in (None, ""):
         args.autotune_batches = "8192" if cuda else "all"
     try:

@@ -339,57 +339,162 @@ axpbyloop:
 	RET
 
 // GELU and its derivative (gelu.go), with the same operations in the same
-// order as geluTail, GELU and GELUGrad. Two vectors of 8 lanes are in
-// flight at once, their steps interleaved, so that one's long dependency
-// chains (the polynomial, the exponential) overlap the other's: each
-// GELU_* step macro takes a vector's seven registers X (x), A, J, H, R, T,
-// U, Y0-Y6 for the first and Y7-Y13 for the second. DX holds &geluC
-// (offsets in gelu_tables_amd64.h), Y14 the mask of |x| and Y15 1.0 (whose
-// bits, 0x3f800000, also make 2^-n).
+// order as geluTail, GELU and GELUGrad. A vector's piece polynomial needs
+// 11 values picked by VPERMPS, one a piece from a row of 8 (the centre,
+// nine coefficients, the constant's low part). On Zen 3 (measured) VPERMPS
+// picks from a register at one a cycle but from memory at only one every 2
+// cycles, and takes the FMA units' issue slots either way, so the
+// polynomial is most of the work; and a vector's chains of dependent steps
+// (the polynomial's FMAs, the exponential's reduction and polynomial, the
+// output) are about 80 cycles long. So each block of up to GELU_BLOCK bytes
+// of x goes through three short loops whose iterations the core overlaps:
+// the polynomial for four vectors at a time, which has the registers to
+// hold each row once for the four, the exponential for three and the
+// output for two. The first two leave their results in a 32-byte-aligned
+// buffer on the stack (in L1) for the third; each reads x.
+//
+// DX holds &geluC (offsets in gelu_tables_amd64.h), R8 the buffer, SI x,
+// DI y or dx, R9 dy, CX the bytes of x left, R11 the bytes of this block,
+// BX the offset in it; Y14 the mask of |x| and Y15 1.0 (whose bits,
+// 0x3f800000, also make 2^-n). Macro arguments J, H, R and the like name a
+// vector's registers, T a row (in a register or in memory), k a row of P
+// (the coefficient of h^k, the constant's low part at GELU_DEGREE+1) and
+// off a byte offset.
 
-// GELU_INDEX loads x from off(SI)(BX*1) into X, a = |x| into A, the piece
-// index j into J's low 3 bits (all VPERMPS looks at), h = a - centre into
-// H, and P's highest coefficient into R.
-#define GELU_INDEX(poly, off, X, A, J, H, R) \
-	VMOVUPS     off(SI)(BX*1), X            \
-	VANDPS      Y14, X, A                   \
-	VADDPS      Y15, A, J                   \
-	VPSRLD      $22, J, J                   \ // j = bits(a + 1) >> 22 (& 7)
-	VPERMPS     GELU_CENTRE(DX), J, H       \
-	VSUBPS      H, A, H                     \
-	VPERMPS     poly+32*GELU_DEGREE(DX), J, R
+#define GELU_BLOCK 768 // bytes of x a block: 24 vectors
+#define GELU_BUF_V 0 // the buffer: v, vLo, w and 2^-n for each float of the block
+#define GELU_BUF_VLO 768
+#define GELU_BUF_W 1536
+#define GELU_BUF_SCALE 2304
 
-// GELU_HORNER: r = fma(r, h, coefficient k of P).
-#define GELU_HORNER(poly, k, J, H, R, T) \
-	VPERMPS     poly+32*(k)(DX), J, T \
-	VFMADD213PS T, H, R
+// GELU_INDEX sets, for x at off(SI)(BX*1), R = a = |x| and J = the piece
+// index j (in the low 3 bits, all VPERMPS looks at).
+#define GELU_INDEX(off, J, R)        \
+	VANDPS off(SI)(BX*1), Y14, R \
+	VADDPS Y15, R, J             \
+	VPSRLD $22, J, J               // j = bits(a + 1) >> 22 (& 7)
 
-// GELU_CONSTANT: r = fma(r, h, the constant's low part), then U = v =
-// r + its high part (left in T).
-#define GELU_CONSTANT(poly, J, H, R, T, U) \
-	GELU_HORNER(poly, GELU_DEGREE+1, J, H, R, T) \
-	VPERMPS     poly(DX), J, T              \
-	VADDPS      T, R, U
+// GELU_H: H = h = a - centre (the centres in T).
+#define GELU_H(T, J, H, R) \
+	VPERMPS T, J, H    \
+	VSUBPS  H, R, H
 
-// GELU_VLO: T = vLo = (high part - v) + r.
-#define GELU_VLO(R, T, U) \
-	VSUBPS U, T, T \
-	VADDPS R, T, T
+// GELU_HORNER: r = fma(r, h, the coefficient in T); Y13 is scratch. Each
+// P starts as its highest coefficient, r = VPERMPS T, J, R.
+#define GELU_HORNER(T, J, H, R) \
+	VPERMPS     T, J, Y13   \
+	VFMADD213PS Y13, H, R
 
-// GELU_REDUCE: J = t = a² - 2n ln2 (a² = hi + lo), R = n.
-#define GELU_REDUCE(A, J, H, R) \
-	VMULPS      A, A, J                     \ // hi
-	VMOVAPS     A, H                        \
-	VFMSUB213PS J, A, H                     \ // lo = a*a - hi, exact
-	VMULPS      GELU_HALF_LOG2E(DX), J, R   \
-	VROUNDPS    $0, R, R                    \ // n, to nearest even
+// GELU_V stores v = r + the constant's high part (in T; left in H).
+#define GELU_V(T, off, J, H, R) \
+	VPERMPS T, J, H         \
+	VADDPS  H, R, J         \
+	VMOVUPS J, GELU_BUF_V+off(R8)(BX*1)
+
+// GELU_VLO stores vLo = (high part - v) + r, after GELU_V.
+#define GELU_VLO(off, J, H, R) \
+	VSUBPS  J, H, H        \
+	VADDPS  R, H, H        \
+	VMOVUPS H, GELU_BUF_VLO+off(R8)(BX*1)
+
+// GELU_ROW loads row k of P into Y12.
+#define GELU_ROW(poly, k) VMOVUPS poly+32*(k)(DX), Y12
+
+#define GELU_HORNER4(poly, k)        \
+	GELU_ROW(poly, k)            \
+	GELU_HORNER(Y12, Y0, Y1, Y2) \
+	GELU_HORNER(Y12, Y3, Y4, Y5) \
+	GELU_HORNER(Y12, Y6, Y7, Y8) \
+	GELU_HORNER(Y12, Y9, Y10, Y11)
+
+// GELU_POLY4 evaluates P by Horner's rule for the four vectors at BX up
+// to the constant's low part, and leaves r in Y2, Y5, Y8, Y11, j in Y0,
+// Y3, Y6, Y9 and the constant's high parts in Y12; GELU_POLY1 the same
+// for the one vector at BX, r in Y2 and j in Y0.
+#define GELU_POLY4(poly)                  \
+	GELU_INDEX(0, Y0, Y2)             \
+	GELU_INDEX(32, Y3, Y5)            \
+	GELU_INDEX(64, Y6, Y8)            \
+	GELU_INDEX(96, Y9, Y11)           \
+	VMOVUPS GELU_CENTRE(DX), Y12      \
+	GELU_H(Y12, Y0, Y1, Y2)           \
+	GELU_H(Y12, Y3, Y4, Y5)           \
+	GELU_H(Y12, Y6, Y7, Y8)           \
+	GELU_H(Y12, Y9, Y10, Y11)         \
+	GELU_ROW(poly, GELU_DEGREE)       \
+	VPERMPS Y12, Y0, Y2               \
+	VPERMPS Y12, Y3, Y5               \
+	VPERMPS Y12, Y6, Y8               \
+	VPERMPS Y12, Y9, Y11              \
+	GELU_HORNER4(poly, 7)             \
+	GELU_HORNER4(poly, 6)             \
+	GELU_HORNER4(poly, 5)             \
+	GELU_HORNER4(poly, 4)             \
+	GELU_HORNER4(poly, 3)             \
+	GELU_HORNER4(poly, 2)             \
+	GELU_HORNER4(poly, 1)             \
+	GELU_HORNER4(poly, GELU_DEGREE+1) \
+	GELU_ROW(poly, 0)
+
+#define GELU_POLY1(poly)                                     \
+	GELU_INDEX(0, Y0, Y2)                                \
+	GELU_H(GELU_CENTRE(DX), Y0, Y1, Y2)                  \
+	VPERMPS poly+32*GELU_DEGREE(DX), Y0, Y2              \
+	GELU_HORNER(poly+32*7(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*6(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*5(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*4(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*3(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*2(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*1(DX), Y0, Y1, Y2)               \
+	GELU_HORNER(poly+32*(GELU_DEGREE+1)(DX), Y0, Y1, Y2) \
+	GELU_ROW(poly, 0)
+
+// GELU_R_STEP4 and GELU_R_STEP1: the polynomial loop's steps for GELU
+// (v and vLo of R), GELU_D_STEP4 and GELU_D_STEP1 for the derivative (v
+// of D).
+#define GELU_R_STEP4                  \
+	GELU_POLY4(GELU_R)            \
+	GELU_V(Y12, 0, Y0, Y1, Y2)    \
+	GELU_V(Y12, 32, Y3, Y4, Y5)   \
+	GELU_V(Y12, 64, Y6, Y7, Y8)   \
+	GELU_V(Y12, 96, Y9, Y10, Y11) \
+	GELU_VLO(0, Y0, Y1, Y2)       \
+	GELU_VLO(32, Y3, Y4, Y5)      \
+	GELU_VLO(64, Y6, Y7, Y8)      \
+	GELU_VLO(96, Y9, Y10, Y11)
+
+#define GELU_R_STEP1               \
+	GELU_POLY1(GELU_R)         \
+	GELU_V(Y12, 0, Y0, Y1, Y2) \
+	GELU_VLO(0, Y0, Y1, Y2)
+
+#define GELU_D_STEP4                \
+	GELU_POLY4(GELU_D)          \
+	GELU_V(Y12, 0, Y0, Y1, Y2)  \
+	GELU_V(Y12, 32, Y3, Y4, Y5) \
+	GELU_V(Y12, 64, Y6, Y7, Y8) \
+	GELU_V(Y12, 96, Y9, Y10, Y11)
+
+#define GELU_D_STEP1       \
+	GELU_POLY1(GELU_D) \
+	GELU_V(Y12, 0, Y0, Y1, Y2)
+
+// GELU_REDUCE sets, for x at off(SI)(BX*1) and a = |x|, J = t = a² - 2n
+// ln2 (a² = hi + lo), R = n; A is scratch.
+#define GELU_REDUCE(off, A, J, R)                 \
+	VANDPS      off(SI)(BX*1), Y14, A         \ // a
+	VMULPS      A, A, J                       \ // hi
+	VFMSUB213PS J, A, A                       \ // lo = a*a - hi, exact
+	VMULPS      GELU_HALF_LOG2E(DX), J, R     \
+	VROUNDPS    $0, R, R                      \ // n, to nearest even
 	VFMADD231PS GELU_NEG_TWO_LN2_HI(DX), R, J \
 	VFMADD231PS GELU_NEG_TWO_LN2_LO(DX), R, J \
-	VADDPS      H, J, J
+	VADDPS      A, J, J
 
-// GELU_EXPONENTIAL: H = w = t² g(t) - t/2 = exp(-t/2) - 1, g by Horner's rule;
-// R = 2^-n; A = the lanes with |x| < limit or NaN.
-#define GELU_EXPONENTIAL(X, A, J, H, R) \
+// GELU_EXPONENTIAL stores w = t² g(t) - t/2 = exp(-t/2) - 1, g by
+// Horner's rule, and 2^-n, after GELU_REDUCE.
+#define GELU_EXPONENTIAL(off, A, J, H, R)       \
 	VMULPS      J, J, A                     \ // t2
 	VMOVUPS     GELU_EXP+32*4(DX), H        \
 	VFMADD213PS GELU_EXP+32*3(DX), J, H     \
@@ -400,180 +505,152 @@ axpbyloop:
 	VFMADD213PS J, A, H                     \ // w
 	VCVTPS2DQ   R, R                        \
 	VPSLLD      $23, R, R                   \
-	VPSUBD      R, Y15, R                   \ // 2^-n
-	VANDPS      Y14, X, A                   \
-	VCMPPS      $0x19, GELU_LIMIT(DX), A, A   // !(|x| >= limit): in range or NaN
+	VPSUBD      R, Y15, R                   \ // 2^-n, n <= 126 for |x| < limit
+	VMOVUPS     H, GELU_BUF_W+off(R8)(BX*1) \
+	VMOVUPS     R, GELU_BUF_SCALE+off(R8)(BX*1)
+
+// GELU_EXP_STEP3 and GELU_EXP_STEP1: the exponential loop's steps, for
+// three vectors and for one.
+#define GELU_EXP_STEP3                       \
+	GELU_REDUCE(0, Y0, Y1, Y3)           \
+	GELU_REDUCE(32, Y4, Y5, Y7)          \
+	GELU_REDUCE(64, Y8, Y9, Y11)         \
+	GELU_EXPONENTIAL(0, Y0, Y1, Y2, Y3)  \
+	GELU_EXPONENTIAL(32, Y4, Y5, Y6, Y7) \
+	GELU_EXPONENTIAL(64, Y8, Y9, Y10, Y11)
+
+#define GELU_EXP_STEP1             \
+	GELU_REDUCE(0, Y0, Y1, Y3) \
+	GELU_EXPONENTIAL(0, Y0, Y1, Y2, Y3)
+
+// GELU_RANGE sets X = x (at off(SI)(BX*1)) and A = the lanes with |x| <
+// limit or NaN.
+#define GELU_RANGE(off, X, A)    \
+	VMOVUPS off(SI)(BX*1), X \
+	VANDPS  Y14, X, A        \
+	VCMPPS  $0x19, GELU_LIMIT(DX), A, A // !(|x| >= limit): in range or NaN
 
 // GELU_OUT: M = (v + (v w + vLo)) 2^-n (0 out of range) in H, and stores
 // x M for x < 0 (sign bit set), x - x M otherwise, x itself where |x| >=
 // limit (M = 0 there, but +Inf M is NaN), to off(DI)(BX*1).
-#define GELU_OUT(off, X, A, J, H, R, T, U) \
-	VFMADD213PS  T, U, H                    \
-	VADDPS       H, U, H                    \
-	VMULPS       R, H, H                    \
-	VANDPS       A, H, H                    \
-	VMULPS       X, H, R                    \ // x M
-	VMOVAPS      X, J                       \
-	VFNMADD231PS H, X, J                    \ // x - x M
-	VBLENDVPS    A, J, X, J                 \
-	VBLENDVPS    X, R, J, R                 \
+#define GELU_OUT(off, X, A, H, R, U)                    \
+	GELU_RANGE(off, X, A)                           \
+	VMOVUPS      GELU_BUF_V+off(R8)(BX*1), U        \
+	VMOVUPS      GELU_BUF_W+off(R8)(BX*1), H        \
+	VFMADD213PS  GELU_BUF_VLO+off(R8)(BX*1), U, H   \
+	VADDPS       H, U, H                            \
+	VMULPS       GELU_BUF_SCALE+off(R8)(BX*1), H, H \
+	VANDPS       A, H, H                            \
+	VMULPS       X, H, R                            \ // x M
+	VMOVAPS      X, U                               \
+	VFNMADD231PS H, X, U                            \ // x - x M
+	VBLENDVPS    A, U, X, U                         \
+	VBLENDVPS    X, R, U, R                         \
 	VMOVUPS      R, off(DI)(BX*1)
 
-// GELU_GRAD_OUT: M = (v + v w) 2^-n (0 out of range), and stores dy times
-// M for x < 0 (sign bit set), 1 - M otherwise, to off(DI)(BX*1).
-#define GELU_GRAD_OUT(off, X, A, H, R, U) \
-	VFMADD231PS U, H, U                     \
-	VMULPS      R, U, U                     \
-	VANDPS      A, U, U                     \
-	VSUBPS      U, Y15, H                   \
-	VBLENDVPS   X, U, H, H                  \
-	VMULPS      off(R9)(BX*1), H, H         \
+// GELU_GRAD_OUT: M = (v + v w) 2^-n (0 out of range), and stores dy
+// times M for x < 0 (sign bit set), 1 - M otherwise, to off(DI)(BX*1).
+#define GELU_GRAD_OUT(off, X, A, H, U)                 \
+	GELU_RANGE(off, X, A)                          \
+	VMOVUPS     GELU_BUF_V+off(R8)(BX*1), U        \
+	VMOVUPS     GELU_BUF_W+off(R8)(BX*1), H        \
+	VFMADD231PS U, H, U                            \
+	VMULPS      GELU_BUF_SCALE+off(R8)(BX*1), U, U \
+	VANDPS      A, U, U                            \
+	VSUBPS      U, Y15, H                          \
+	VBLENDVPS   X, U, H, H                         \
+	VMULPS      off(R9)(BX*1), H, H                \
 	VMOVUPS     H, off(DI)(BX*1)
 
+#define GELU_OUT_STEP2                  \
+	GELU_OUT(0, Y0, Y1, Y2, Y3, Y4) \
+	GELU_OUT(32, Y5, Y6, Y7, Y8, Y9)
+
+#define GELU_OUT_STEP1 \
+	GELU_OUT(0, Y0, Y1, Y2, Y3, Y4)
+
+#define GELU_GRAD_OUT_STEP2              \
+	GELU_GRAD_OUT(0, Y0, Y1, Y2, Y3) \
+	GELU_GRAD_OUT(32, Y5, Y6, Y7, Y8)
+
+#define GELU_GRAD_OUT_STEP1 \
+	GELU_GRAD_OUT(0, Y0, Y1, Y2, Y3)
+
+// GELU_LOOP runs step over the block (from BX = 0) as long as a whole
+// step of bytes fits, then step1, a vector, over what is left; name,
+// tail and done are its labels.
+#define GELU_LOOP(name, tail, done, bytes, step, step1) \
+	XORQ BX, BX                                     \
+name:                                                   \
+	LEAQ bytes(BX), AX                              \
+	CMPQ AX, R11                                    \
+	JGT  tail                                       \
+	step                                            \
+	MOVQ AX, BX                                     \
+	JMP  name                                       \
+tail:                                                   \
+	CMPQ BX, R11                                    \
+	JGE  done                                       \
+	step1                                           \
+	ADDQ $32, BX                                    \
+	JMP  tail                                       \
+done:
+
 // GELU_SETUP loads &geluC into DX, the |x| mask into Y14 and 1.0 into
-// Y15; CX counts pairs of vectors and R10 is 8 when one is left over.
-#define GELU_SETUP(c) \
-	MOVQ     c, DX                  \
-	VPCMPEQD Y14, Y14, Y14          \
-	VPSRLD   $1, Y14, Y14           \
-	VMOVUPS  GELU_ONE(DX), Y15      \
-	XORQ     BX, BX                 \
-	MOVQ     CX, R10                \
-	ANDQ     $8, R10                \
-	SHRQ     $4, CX
+// Y15, the 32-byte-aligned buffer into R8, and turns CX from floats into
+// bytes.
+#define GELU_SETUP(c)              \
+	MOVQ     c, DX             \
+	VPCMPEQD Y14, Y14, Y14     \
+	VPSRLD   $1, Y14, Y14      \
+	VMOVUPS  GELU_ONE(DX), Y15 \
+	MOVQ     SP, R8            \
+	ADDQ     $32, R8           \
+	ANDQ     $-32, R8          \
+	SHLQ     $2, CX
 
-
-// GELU_BODY computes and stores GELU for the vectors at byte offsets off1
-// (registers Y0-Y6) and, interleaved, off2 (Y7-Y13); GELU_BODY1 for one.
-#define GELU_BODY(off1, off2) \
-	GELU_INDEX(GELU_R, off1, Y0, Y1, Y2, Y3, Y4) \
-	GELU_INDEX(GELU_R, off2, Y7, Y8, Y9, Y10, Y11) \
-	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 7, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 6, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 5, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 4, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 3, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 2, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 1, Y9, Y10, Y11, Y12) \
-	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
-	GELU_CONSTANT(GELU_R, Y9, Y10, Y11, Y12, Y13) \
-	GELU_VLO(Y4, Y5, Y6) \
-	GELU_VLO(Y11, Y12, Y13) \
-	GELU_REDUCE(Y1, Y2, Y3, Y4) \
-	GELU_REDUCE(Y8, Y9, Y10, Y11) \
-	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
-	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
-	GELU_OUT(off1, Y0, Y1, Y2, Y3, Y4, Y5, Y6) \
-	GELU_OUT(off2, Y7, Y8, Y9, Y10, Y11, Y12, Y13)
-
-#define GELU_BODY1 \
-	GELU_INDEX(GELU_R, 0, Y0, Y1, Y2, Y3, Y4) \
-	GELU_HORNER(GELU_R, 7, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 6, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 5, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 4, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 3, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 2, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_R, 1, Y2, Y3, Y4, Y5) \
-	GELU_CONSTANT(GELU_R, Y2, Y3, Y4, Y5, Y6) \
-	GELU_VLO(Y4, Y5, Y6) \
-	GELU_REDUCE(Y1, Y2, Y3, Y4) \
-	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
-	GELU_OUT(0, Y0, Y1, Y2, Y3, Y4, Y5, Y6)
-
-// GELU_GRAD_BODY and GELU_GRAD_BODY1: the same for the derivative.
-#define GELU_GRAD_BODY(off1, off2) \
-	GELU_INDEX(GELU_D, off1, Y0, Y1, Y2, Y3, Y4) \
-	GELU_INDEX(GELU_D, off2, Y7, Y8, Y9, Y10, Y11) \
-	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 7, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 6, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 5, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 4, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 3, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 2, Y9, Y10, Y11, Y12) \
-	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 1, Y9, Y10, Y11, Y12) \
-	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
-	GELU_CONSTANT(GELU_D, Y9, Y10, Y11, Y12, Y13) \
-	GELU_REDUCE(Y1, Y2, Y3, Y4) \
-	GELU_REDUCE(Y8, Y9, Y10, Y11) \
-	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
-	GELU_EXPONENTIAL(Y7, Y8, Y9, Y10, Y11) \
-	GELU_GRAD_OUT(off1, Y0, Y1, Y3, Y4, Y6) \
-	GELU_GRAD_OUT(off2, Y7, Y8, Y10, Y11, Y13)
-
-#define GELU_GRAD_BODY1 \
-	GELU_INDEX(GELU_D, 0, Y0, Y1, Y2, Y3, Y4) \
-	GELU_HORNER(GELU_D, 7, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 6, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 5, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 4, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 3, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 2, Y2, Y3, Y4, Y5) \
-	GELU_HORNER(GELU_D, 1, Y2, Y3, Y4, Y5) \
-	GELU_CONSTANT(GELU_D, Y2, Y3, Y4, Y5, Y6) \
-	GELU_REDUCE(Y1, Y2, Y3, Y4) \
-	GELU_EXPONENTIAL(Y0, Y1, Y2, Y3, Y4) \
-	GELU_GRAD_OUT(0, Y0, Y1, Y3, Y4, Y6)
+// GELU_NEXT_BLOCK sets R11 to the bytes of the next block.
+#define GELU_NEXT_BLOCK          \
+	MOVQ    $GELU_BLOCK, R11 \
+	CMPQ    CX, R11          \
+	CMOVQLT CX, R11
 
 // func geluAVX2(n int, y, x *float32, c *float32)
-TEXT ·geluAVX2(SB), NOSPLIT, $0-32
+TEXT ·geluAVX2(SB), $3104-32 // frame: the buffer and 32 bytes to align it
 	MOVQ n+0(FP), CX
 	MOVQ y+8(FP), DI
 	MOVQ x+16(FP), SI
 	GELU_SETUP(c+24(FP))
-	TESTQ CX, CX
-	JZ    geluone
 
-gelupairs:
-	GELU_BODY(0, 32)
-	ADDQ $64, BX
-	DECQ CX
-	JNZ  gelupairs
-
-geluone:
-	TESTQ R10, R10
-	JZ    geludone
-	GELU_BODY1
-
-geludone:
+gelublock:
+	GELU_NEXT_BLOCK
+	GELU_LOOP(gelupoly, gelupolytail, gelupolydone, 128, GELU_R_STEP4, GELU_R_STEP1)
+	GELU_LOOP(geluexp, geluexptail, geluexpdone, 96, GELU_EXP_STEP3, GELU_EXP_STEP1)
+	GELU_LOOP(geluout, geluouttail, geluoutdone, 64, GELU_OUT_STEP2, GELU_OUT_STEP1)
+	ADDQ R11, SI
+	ADDQ R11, DI
+	SUBQ R11, CX
+	JNZ  gelublock
 	VZEROUPPER
 	RET
 
 // func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)
-TEXT ·geluGradMulAVX2(SB), NOSPLIT, $0-40
+TEXT ·geluGradMulAVX2(SB), $3104-40
 	MOVQ n+0(FP), CX
 	MOVQ dx+8(FP), DI
 	MOVQ dy+16(FP), R9
 	MOVQ x+24(FP), SI
 	GELU_SETUP(c+32(FP))
-	TESTQ CX, CX
-	JZ    gelugradone
 
-gelugradpairs:
-	GELU_GRAD_BODY(0, 32)
-	ADDQ $64, BX
-	DECQ CX
-	JNZ  gelugradpairs
-
-gelugradone:
-	TESTQ R10, R10
-	JZ    gelugraddone
-	GELU_GRAD_BODY1
-
-gelugraddone:
+gelugradblock:
+	GELU_NEXT_BLOCK
+	GELU_LOOP(gelugradpoly, gelugradpolytail, gelugradpolydone, 128, GELU_D_STEP4, GELU_D_STEP1)
+	GELU_LOOP(gelugradexp, gelugradexptail, gelugradexpdone, 96, GELU_EXP_STEP3, GELU_EXP_STEP1)
+	GELU_LOOP(gelugradout, gelugradouttail, gelugradoutdone, 64, GELU_GRAD_OUT_STEP2, GELU_GRAD_OUT_STEP1)
+	ADDQ R11, SI
+	ADDQ R11, DI
+	ADDQ R11, R9
+	SUBQ R11, CX
+	JNZ  gelugradblock
 	VZEROUPPER
 	RET

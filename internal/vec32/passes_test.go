@@ -20,7 +20,7 @@ func bothPaths[R any](t *testing.T, f func() R) (asm, pure R) {
 }
 
 // lengths cover empty, shorter than a vector, whole vectors and tails.
-var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 27, 100, 512, 2048 + 5}
+var lengths = []int{0, 1, 7, 8, 9, 15, 16, 17, 27, 100, 440, 512, 2048 + 5}
 
 // randomFloats returns n values of mixed sign and magnitude (1e-3 to 1e3),
 // as activations and gradients have.
@@ -310,8 +310,10 @@ func TestGELUSlices(t *testing.T) {
 		GELUGradMul(r.gAlias, r.gAlias, xs)
 		return r
 	})
-	// Every length of lengths: no vector, an odd or even number of them
-	// (the assembly does two at a time), a tail for the Go loop.
+	// Every length of lengths: no vector, whole blocks of the assembly
+	// (192 floats) and a part of one, with a remainder or none for each of
+	// its loops (4, 3 and 2 vectors a step: 440 floats leave 7 vectors,
+	// 1, 1 and 1 over), a tail for the Go loop.
 	for _, n := range lengths {
 		n = min(n, len(xs))
 		a, p := bothPaths(t, func() [2][]float32 {

@@ -448,12 +448,12 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 		// stored A): read each once, front to back, and deal it out to
 		// the panels, as packB does (a panel at a time would read kb
 		// rows far apart per panel, 6 values of each).
+		done := 0
+		if mr == 6 {
+			done = dealRows6(dst, A.data[pc*A.cs+ic:], A.cs, kb, mb, kb*6)
+		}
 		for q := 0; q < kb; q++ {
 			row := A.data[(pc+q)*A.cs+ic : (pc+q)*A.cs+ic+mb]
-			done := 0
-			if mr == 6 {
-				done = dealRow6(dst[q*6:], row, kb*6)
-			}
 			for ir := done; ir < mb; ir += mr {
 				// An element loop: copy's call costs more than 6 moves.
 				to, from := dst[ir*kb+q*mr:ir*kb+q*mr+min(mr, mb-ir)], row[ir:]
@@ -480,12 +480,12 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 		// Rows of B are contiguous: read each once, front to back, and
 		// deal it out to the panels (walking one panel at a time instead
 		// reads kb rows far apart per panel and misses the TLB on each).
+		done := 0
+		if nr == 16 {
+			done = dealRows16(dst, B.data[pc*B.rs+jc:], B.rs, kb, nb, kb*nr)
+		}
 		for q := 0; q < kb; q++ {
 			row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
-			done := 0
-			if nr == 16 {
-				done = dealRow16(dst[q*nr:], row, kb*nr)
-			}
 			for jr := done; jr < nb; jr += nr {
 				w := min(nr, nb-jr)
 				// An element loop: copy's call costs more than 16 moves.

@@ -1,9 +1,10 @@
 // Package sgemm is the float32 matrix product of the CPU engine:
 // C[m,n] = op(A)[m,k] op(B)[k,n], or C += that, for row-major matrices.
 //
-// It is a BLIS-style packed GEMM: B is packed in blocks of kc x nc into
-// panels nr columns wide, A in blocks of mc x kc into panels mr rows tall,
-// and a register-blocked microkernel multiplies one A panel by one B panel
+// It is a BLIS-style packed GEMM: for each block of kc steps, A is packed
+// in blocks of mc x kc into panels mr rows tall, B into panels nr columns
+// wide right before their use (block sizes and loop order: sgemm.go), and
+// a register-blocked microkernel multiplies one A panel by one B panel
 // into an mr x nr tile of C. On amd64 with AVX2 and FMA the microkernel is
 // Go assembly (6x16, kernel_amd64.s), picked at run time with
 // golang.org/x/sys/cpu. Elsewhere, and under the purego build tag, Gemm

@@ -44,10 +44,10 @@ func transpose16x8(k8 int, src *float32, lds int, dst *float32)
 func transpose6x8(k8 int, src *float32, lds int, dst *float32)
 
 //go:noescape
-func deal16(panels int, src, dst *float32, stride int)
+func deal16(rows, panels int, src *float32, lds int, dst *float32, stride int)
 
 //go:noescape
-func deal6(panels int, src, dst *float32, stride int)
+func deal6(rows, panels int, src *float32, lds int, dst *float32, stride int)
 
 // packTransposed16 sets dst[q*16+j] = src[j*lds+q] for j < 16 and q below
 // the largest multiple of 8 not above k, and returns that multiple, or 0
@@ -61,16 +61,17 @@ func packRows6(dst, src []float32, lds, k int) int {
 	return transposeRows(transpose6x8, 6, dst, src, lds, k)
 }
 
-// dealRow16 sets dst[t*stride+j] = src[t*16+j] for j < 16 and t below
-// len(src)/16, and returns 16 times that (the columns it packed), or 0 when
-// the CPU lacks AVX.
-func dealRow16(dst, src []float32, stride int) int {
-	return dealRow(deal16, 16, dst, src, stride)
+// dealRows16 sets dst[r*16+t*stride+j] = src[r*lds+t*16+j] for j < 16,
+// r < rows and t below cols/16, and returns 16 times that (the columns it
+// packed), or 0 when the CPU lacks AVX.
+func dealRows16(dst, src []float32, lds, rows, cols, stride int) int {
+	return dealRows(deal16, 16, dst, src, lds, rows, cols, stride)
 }
 
-// dealRow6 is dealRow16 for panels 6 wide: dst[t*stride+j] = src[t*6+j].
-func dealRow6(dst, src []float32, stride int) int {
-	return dealRow(deal6, 6, dst, src, stride)
+// dealRows6 is dealRows16 for panels 6 wide: dst[r*6+t*stride+j] =
+// src[r*lds+t*6+j].
+func dealRows6(dst, src []float32, lds, rows, cols, stride int) int {
+	return dealRows(deal6, 6, dst, src, lds, rows, cols, stride)
 }
 
 // transposeRows runs transpose (transpose16x8 or transpose6x8, for rows
@@ -86,14 +87,15 @@ func transposeRows(transpose func(k8 int, src *float32, lds int, dst *float32), 
 	return k8 * 8
 }
 
-// dealRow runs deal (deal16 or deal6, for panels width wide) over the
-// whole panels of src, after checking the bounds the assembly does not.
-func dealRow(deal func(panels int, src, dst *float32, stride int), width int, dst, src []float32, stride int) int {
-	panels := len(src) / width
-	if panels == 0 || !cpu.X86.HasAVX {
+// dealRows runs deal (deal16 or deal6, for panels width wide) over the
+// whole panels of cols columns of rows rows, after checking the bounds the
+// assembly does not.
+func dealRows(deal func(rows, panels int, src *float32, lds int, dst *float32, stride int), width int, dst, src []float32, lds, rows, cols, stride int) int {
+	panels := cols / width
+	if panels == 0 || rows == 0 || !cpu.X86.HasAVX {
 		return 0
 	}
-	_, _ = src[panels*width-1], dst[(panels-1)*stride+width-1]
-	deal(panels, unsafe.SliceData(src), unsafe.SliceData(dst), stride)
+	_, _ = src[(rows-1)*lds+panels*width-1], dst[(panels-1)*stride+rows*width-1]
+	deal(rows, panels, unsafe.SliceData(src), lds, unsafe.SliceData(dst), stride)
 	return panels * width
 }

@@ -93,32 +93,54 @@ done:
 	VZEROUPPER
 	RET
 
-// deal16 deals one row of a row-major B out to panels of 16 columns:
+// deal16 deals rows of a row-major B out to panels of 16 columns:
 //
-//	dst[t*stride + j] = src[t*16 + j]   for t < panels, j < 16
+//	dst[r*16 + t*stride + j] = src[r*lds + t*16 + j]   for r < rows, t < panels, j < 16
 //
-// (stride in floats: the size of one panel, kb*16). It is the packing of
-// B = W in the input-gradient product, one row of W at a time.
+// (lds and stride in floats; stride is the size of one panel, kb*16). It
+// is the packing of B = W in the input-gradient product, a row of W at a
+// time, each read front to back, and the row 4 below prefetched line by
+// line meanwhile: W comes from memory, a few lines of each row far apart.
+// Packing a 2048x2048 W in 256x256 blocks took a third less CPU time so
+// than with a call per row and no prefetch (measured A/B, Zen 3), the
+// prefetch and the calls saved about half each.
 
-// func deal16(panels int, src *float32, dst *float32, stride int)
-TEXT ·deal16(SB), NOSPLIT, $0-32
-	MOVQ panels+0(FP), CX
-	MOVQ src+8(FP), SI
-	MOVQ dst+16(FP), DI
-	MOVQ stride+24(FP), R8
-	SHLQ $2, R8
-	TESTQ CX, CX
+// func deal16(rows, panels int, src *float32, lds int, dst *float32, stride int)
+TEXT ·deal16(SB), NOSPLIT, $0-48
+	MOVQ rows+0(FP), BX
+	MOVQ panels+8(FP), R9
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R8
+	MOVQ dst+32(FP), DI
+	MOVQ stride+40(FP), R10
+	SHLQ $2, R8               // bytes between rows of src
+	SHLQ $2, R10              // bytes between panels
+	TESTQ BX, BX
+	JZ    dealt
+	TESTQ R9, R9
 	JZ    dealt
 
-deal:
-	VMOVUPS (SI), Y0
-	VMOVUPS 32(SI), Y1
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	ADDQ    $64, SI
-	ADDQ    R8, DI
-	DECQ    CX
-	JNZ     deal
+row:
+	MOVQ SI, R11
+	LEAQ (SI)(R8*4), R13      // the same columns 4 rows down
+	MOVQ DI, R12
+	MOVQ R9, CX
+
+panel:
+	PREFETCHT0 (R13)
+	VMOVUPS    (R11), Y0
+	VMOVUPS    32(R11), Y1
+	VMOVUPS    Y0, (R12)
+	VMOVUPS    Y1, 32(R12)
+	ADDQ       $64, R11
+	ADDQ       $64, R13
+	ADDQ       R10, R12
+	DECQ       CX
+	JNZ        panel
+	ADDQ       R8, SI
+	ADDQ       $64, DI        // the next step of every panel
+	DECQ       BX
+	JNZ        row
 
 dealt:
 	VZEROUPPER
@@ -179,33 +201,50 @@ done6:
 	VZEROUPPER
 	RET
 
-// deal6 deals one row of a transposed A out to panels of 6 rows:
+// deal6 deals rows of a transposed A out to panels of 6 rows (of op(A)):
 //
-//	dst[t*stride + j] = src[t*6 + j]   for t < panels, j < 6
+//	dst[r*6 + t*stride + j] = src[r*lds + t*6 + j]   for r < rows, t < panels, j < 6
 //
-// (stride in floats: the size of one panel, kb*6), as 4 and 2 floats. It
-// is the packing of A = dY^T in the weight-gradient product, one row of dY
-// at a time.
+// (lds and stride in floats; stride is the size of one panel, kb*6), as 4
+// and 2 floats. It is the packing of A = dY^T in the weight-gradient
+// product, a row of dY at a time, prefetching as deal16 does.
 
-// func deal6(panels int, src *float32, dst *float32, stride int)
-TEXT ·deal6(SB), NOSPLIT, $0-32
-	MOVQ panels+0(FP), CX
-	MOVQ src+8(FP), SI
-	MOVQ dst+16(FP), DI
-	MOVQ stride+24(FP), R8
+// func deal6(rows, panels int, src *float32, lds int, dst *float32, stride int)
+TEXT ·deal6(SB), NOSPLIT, $0-48
+	MOVQ rows+0(FP), BX
+	MOVQ panels+8(FP), R9
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R8
+	MOVQ dst+32(FP), DI
+	MOVQ stride+40(FP), R10
 	SHLQ $2, R8
-	TESTQ CX, CX
+	SHLQ $2, R10
+	TESTQ BX, BX
+	JZ    dealt6
+	TESTQ R9, R9
 	JZ    dealt6
 
-deal6loop:
-	VMOVUPS (SI), X0
-	VMOVQ   16(SI), X1
-	VMOVUPS X0, (DI)
-	VMOVQ   X1, 16(DI)
-	ADDQ    $24, SI
-	ADDQ    R8, DI
-	DECQ    CX
-	JNZ     deal6loop
+row6:
+	MOVQ SI, R11
+	LEAQ (SI)(R8*4), R13
+	MOVQ DI, R12
+	MOVQ R9, CX
+
+panel6:
+	PREFETCHT0 (R13)
+	VMOVUPS    (R11), X0
+	VMOVQ      16(R11), X1
+	VMOVUPS    X0, (R12)
+	VMOVQ      X1, 16(R12)
+	ADDQ       $24, R11
+	ADDQ       $24, R13
+	ADDQ       R10, R12
+	DECQ       CX
+	JNZ        panel6
+	ADDQ       R8, SI
+	ADDQ       $24, DI
+	DECQ       BX
+	JNZ        row6
 
 dealt6:
 	RET

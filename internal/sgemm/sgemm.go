@@ -11,13 +11,27 @@ import (
 	"github.com/dinoclip/dinoclip/internal/parallel"
 )
 
-// Block sizes, in elements. An A block (mc x kc, 144 KiB) stays in L2 while
-// every B panel of the B block (kc x nr, 16 KiB for nr 16) streams through
-// L1. They only change speed, never results (see the package comment).
+// Block sizes, in elements, chosen for Zen 3's 32 KiB L1d and 512 KiB L2
+// per core. They only change speed, never results (see the package
+// comment).
+//
+// For each block of kc steps, op(A) is packed in blocks of mc rows (264
+// KiB), each of which stays in L2 while B's panels (kc x nr, 16 KiB) pass
+// through L1, each multiplied by every A panel of the block. mc holds the
+// engine's batch of 256 rows (and a ragged tile) in one block, so that A
+// is packed once per product; B, the weight, larger, is packed once per
+// block of A rather than A once per block of B. B is packed right before
+// its use, in blocks of nc columns where its rows are contiguous (read
+// 1 KiB along each; the 256 KiB block stays in L2 beside A's) and a panel
+// at a time where B is transposed (16 rows read along; the panel is
+// written into L1 and multiplied there). The order before this one (B in
+// 1 MiB blocks, each sent through L3, A packed for each) took up to 25%
+// more CPU time per product with B transposed and about the same with
+// B's rows contiguous, measured A/B at the model's shapes.
 const (
 	kc = 256
-	mc = 144  // a multiple of each kernel's mr: 6 and 4 (and 8, for an 8x32 AVX-512 kernel)
-	nc = 1024 // a multiple of each kernel's nr: 16 and 8 (and 32)
+	mc = 264 // a multiple of each kernel's mr: 6 and 4 (and 8, for an 8x32 AVX-512 kernel)
+	nc = 256 // a multiple of each kernel's nr: 16 and 8 (and 32)
 )
 
 // kernel is a microkernel: it computes an mr x nr tile of C from a packed A
@@ -148,10 +162,11 @@ func gemmWith(kern *kernel, workers int, transA, transB bool, m, n, k int, a []f
 	run(kern, workers, A, B, nil, m, n, k, c, ldc, accumulate)
 }
 
-// run splits C among workers; B's panels come from pre when it is not nil
+// run splits C among workers. B's panels come from pre when it is not nil
 // (packed by kern), else from one packing shared by the workers where they
 // split the rows of C and B is not too large, else each worker packs its
-// own.
+// own; likewise A's from one packing shared by the workers where they
+// split the columns of C and A is not too large.
 func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []float32, ldc int, accumulate bool) {
 	// Split C into blocks of whole tiles, one per worker (or a few, see
 	// below), along the side with more tiles; small products run on the
@@ -167,14 +182,20 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 	}
 	workers = min(workers, tiles)
 	if workers <= 1 {
-		block(kern, A, B, pre, c, ldc, 0, m, 0, n, k, accumulate)
+		block(kern, A, B, nil, pre, c, ldc, 0, m, 0, n, k, accumulate)
 		return
 	}
-	if pre == nil && !alongN && k*nt*kern.nr <= sharedBMax {
-		// Every worker multiplies all of B: pack it once, together,
-		// rather than once per worker.
-		shared := getSharedB()
-		defer putSharedB(shared)
+	// Every worker multiplies all of A (split along n) or all of B
+	// (along m): pack it once, together, rather than once per worker.
+	var preA *packedA
+	switch {
+	case alongN && k*mt*kern.mr <= sharedMax:
+		preA = sharedA.get()
+		defer sharedA.put(preA)
+		preA.pack(kern, A, m, k, workers)
+	case !alongN && pre == nil && k*nt*kern.nr <= sharedMax:
+		shared := sharedB.get()
+		defer sharedB.put(shared)
 		shared.pack(kern, B, k, n, workers)
 		pre = shared
 	}
@@ -183,14 +204,17 @@ func run(kern *kernel, workers int, A, B matrix, pre *PackedB, m, n, k int, c []
 		// With B packed, a block of rows costs no packing but its own
 		// A's: split finer, so that a worker the machine slows down
 		// leaves its remaining blocks to the others (parallel.Run).
+		// (Along n, with A packed, finer blocks measured no faster, and
+		// the input-gradient product up to 20% slower in CPU time in
+		// one of two A/B runs; not explained.)
 		parts = min(tiles, partsPerWorker*workers)
 	}
 	parallel.Run(parts, func(w int) {
 		lo, hi := tiles*w/parts*tile, tiles*(w+1)/parts*tile
 		if alongN {
-			block(kern, A, B, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate)
+			block(kern, A, B, preA, pre, c, ldc, 0, m, lo, min(hi, n), k, accumulate)
 		} else {
-			block(kern, A, B, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate)
+			block(kern, A, B, nil, pre, c, ldc, lo, min(hi, m), 0, n, k, accumulate)
 		}
 	})
 }
@@ -202,15 +226,38 @@ const partsPerWorker = 4
 // buffers are one worker's packed blocks and edge tile.
 type buffers struct{ a, b, tile []float32 }
 
-// spare holds the buffers of finished workers for the next ones. It is a
-// free list rather than a sync.Pool because a pool is emptied by every
-// garbage collection, and reallocating (and faulting in) 1.2 MB per worker
-// per product cost as much as the products themselves. It grows to the
-// largest number of workers that ever ran at once.
-var spare struct {
+// freeList holds the buffers of finished products and workers for the
+// next ones. It is a free list rather than a sync.Pool because a pool is
+// emptied by every garbage collection, and reallocating (and faulting in)
+// a worker's buffers per product cost as much as the products themselves.
+// It grows to the largest number of them that ever ran at once.
+type freeList[T any] struct {
 	sync.Mutex
-	list []*buffers
+	list  []*T
+	fresh func() *T
 }
+
+func (f *freeList[T]) get() *T {
+	f.Lock()
+	defer f.Unlock()
+	if n := len(f.list); n > 0 {
+		x := f.list[n-1]
+		f.list = f.list[:n-1]
+		return x
+	}
+	return f.fresh()
+}
+
+func (f *freeList[T]) put(x *T) {
+	f.Lock()
+	f.list = append(f.list, x)
+	f.Unlock()
+}
+
+// spare holds the workers' buffers.
+var spare = freeList[buffers]{fresh: func() *buffers {
+	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, tileLen)}
+}}
 
 // tileLen is room for the largest microkernel tile, 8x32.
 const tileLen = 8 * 32
@@ -221,8 +268,8 @@ const bufferBytes = (mc*kc + kc*nc + tileLen) * 4
 
 // WorkspaceBytes is the packing memory Gemm holds on to once it has run on
 // this machine: bufferBytes for each of up to GOMAXPROCS goroutines and,
-// with more than one, one shared B (sharedBMax elements); none for the
-// gonum fallback.
+// with more than one, a shared A and a shared B (up to sharedMax elements
+// each); none for the gonum fallback.
 func WorkspaceBytes() int {
 	if best == nil {
 		return 0
@@ -231,52 +278,45 @@ func WorkspaceBytes() int {
 	if procs == 1 {
 		return bufferBytes
 	}
-	return procs*bufferBytes + sharedBMax*4
-}
-
-func getBuffers() *buffers {
-	spare.Lock()
-	defer spare.Unlock()
-	if n := len(spare.list); n > 0 {
-		b := spare.list[n-1]
-		spare.list = spare.list[:n-1]
-		return b
-	}
-	return &buffers{a: make([]float32, mc*kc), b: make([]float32, kc*nc), tile: make([]float32, tileLen)}
-}
-
-func putBuffers(b *buffers) {
-	spare.Lock()
-	spare.list = append(spare.list, b)
-	spare.Unlock()
+	return procs*bufferBytes + 2*sharedMax*4
 }
 
 // block computes rows [i0,i1) and columns [j0,j1) of C on one goroutine.
-// For each C element the k blocks run in order, so its chain is p = 0..k-1.
-// B's panels are packed here, or taken from pre.
-func block(kern *kernel, A, B matrix, pre *PackedB, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
-	buf := getBuffers()
-	defer putBuffers(buf)
+// The k blocks run outermost and in order, so each C element's chain is
+// p = 0..k-1. A's and B's panels are packed here, or taken from preA and
+// pre.
+func block(kern *kernel, A, B matrix, preA *packedA, pre *PackedB, c []float32, ldc, i0, i1, j0, j1, k int, accumulate bool) {
+	buf := spare.get()
+	defer spare.put(buf)
 	mr, nr := kern.mr, kern.nr
-	for jc := j0; jc < j1; jc += nc {
-		nb := min(nc, j1-jc)
-		for pc := 0; pc < k; pc += kc {
-			kb := min(kc, k-pc)
-			bBlock := buf.b
-			if pre != nil {
-				bBlock = pre.data[pc*pre.width+jc*kb:]
+	bWidth := nc // B's packed block, in columns (see nc)
+	if pre == nil && B.cs != 1 {
+		bWidth = nr
+	}
+	for pc := 0; pc < k; pc += kc {
+		kb := min(kc, k-pc)
+		load := accumulate || pc > 0
+		for ic := i0; ic < i1; ic += mc {
+			mb := min(mc, i1-ic)
+			aBlock := buf.a
+			if preA != nil {
+				aBlock = preA.data[pc*preA.height+ic*kb:]
 			} else {
-				packB(buf.b, B, pc, kb, jc, nb, nr)
-			}
-			load := accumulate || pc > 0
-			for ic := i0; ic < i1; ic += mc {
-				mb := min(mc, i1-ic)
 				packA(buf.a, A, ic, mb, pc, kb, mr)
+			}
+			for jc := j0; jc < j1; jc += bWidth {
+				nb := min(bWidth, j1-jc)
+				bBlock := buf.b
+				if pre != nil {
+					bBlock = pre.data[pc*pre.width+jc*kb:]
+				} else {
+					packB(buf.b, B, pc, kb, jc, nb, nr)
+				}
 				for jr := 0; jr < nb; jr += nr {
 					bp := bBlock[jr*kb : (jr+nr)*kb]
 					w := min(nr, nb-jr)
 					for ir := 0; ir < mb; ir += mr {
-						ap := buf.a[ir*kb : (ir+mr)*kb]
+						ap := aBlock[ir*kb : (ir+mr)*kb]
 						h := min(mr, mb-ir)
 						off := (ic+ir)*ldc + jc + jr
 						if h == mr && w == nr {
@@ -354,35 +394,45 @@ func (p *PackedB) pack(kern *kernel, B matrix, k, n, workers int) {
 	})
 }
 
-// sharedBMax is the largest packed op(B) (k x n elements, n rounded up to
-// whole panels) that a product split along the rows of C packs once for
-// all its workers (8 MiB); a larger one each worker packs block by block
-// itself.
-const sharedBMax = 1 << 21
+// sharedMax is the largest packed operand (k x n elements of op(B), n
+// rounded up to whole panels, or m x k of op(A) likewise) that a product split
+// along the other side of C packs once for all its workers (8 MiB); a
+// larger one each worker packs block by block itself.
+const sharedMax = 1 << 21
 
-// spareB holds PackedBs for products that share one packed B among their
-// workers, for the same reason as spare: a product takes one and gives it
-// back.
-var spareB struct {
-	sync.Mutex
-	list []*PackedB
+// sharedA and sharedB hold the packed operands that products share among
+// their workers: a product takes one and gives it back. (A shared A, the
+// batch at the engine's shapes, is allocated at the size first needed.)
+var (
+	sharedA = freeList[packedA]{fresh: func() *packedA { return new(packedA) }}
+	sharedB = freeList[PackedB]{fresh: func() *PackedB { return &PackedB{data: make([]float32, 0, sharedMax)} }}
+)
+
+// packedA is op(A) [m,k] packed whole, for a product whose workers split
+// the columns of C and so each multiply all of A.
+type packedA struct {
+	height int       // m rounded up to whole panels
+	data   []float32 // per block of kc steps, in order: height/mr panels of kb x mr
 }
 
-func getSharedB() *PackedB {
-	spareB.Lock()
-	defer spareB.Unlock()
-	if n := len(spareB.list); n > 0 {
-		p := spareB.list[n-1]
-		spareB.list = spareB.list[:n-1]
-		return p
+// pack packs op(A) [m,k] for kern into p on up to workers goroutines.
+func (p *packedA) pack(kern *kernel, A matrix, m, k, workers int) {
+	mr := kern.mr
+	p.height = (m + mr - 1) / mr * mr
+	if cap(p.data) < k*p.height {
+		p.data = make([]float32, k*p.height)
 	}
-	return &PackedB{data: make([]float32, 0, sharedBMax)}
-}
-
-func putSharedB(p *PackedB) {
-	spareB.Lock()
-	spareB.list = append(spareB.list, p)
-	spareB.Unlock()
+	p.data = p.data[:k*p.height]
+	// Panels are independent: split them among the processors.
+	panels := p.height / mr
+	workers = min(workers, panels)
+	parallel.Run(workers, func(w int) {
+		lo, hi := panels*w/workers*mr, min(panels*(w+1)/workers*mr, m)
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			packA(p.data[pc*p.height+lo*kb:], A, lo, hi-lo, pc, kb, mr)
+		}
+	})
 }
 
 // GemmPacked is Gemm with op(B) from p: C [m, p's n] = op(A) op(B), or
@@ -430,12 +480,12 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 		// stored A): read each once, front to back, and deal it out to
 		// the panels, as packB does (a panel at a time would read kb
 		// rows far apart per panel, 6 values of each).
+		done := 0
+		if mr == 6 {
+			done = dealRows6(dst, A.data[pc*A.cs+ic:], A.cs, kb, mb, kb*6)
+		}
 		for q := 0; q < kb; q++ {
 			row := A.data[(pc+q)*A.cs+ic : (pc+q)*A.cs+ic+mb]
-			done := 0
-			if mr == 6 {
-				done = dealRow6(dst[q*6:], row, kb*6)
-			}
 			for ir := done; ir < mb; ir += mr {
 				// An element loop: copy's call costs more than 6 moves.
 				to, from := dst[ir*kb+q*mr:ir*kb+q*mr+min(mr, mb-ir)], row[ir:]
@@ -462,12 +512,12 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 		// Rows of B are contiguous: read each once, front to back, and
 		// deal it out to the panels (walking one panel at a time instead
 		// reads kb rows far apart per panel and misses the TLB on each).
+		done := 0
+		if nr == 16 {
+			done = dealRows16(dst, B.data[pc*B.rs+jc:], B.rs, kb, nb, kb*nr)
+		}
 		for q := 0; q < kb; q++ {
 			row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
-			done := 0
-			if nr == 16 {
-				done = dealRow16(dst[q*nr:], row, kb*nr)
-			}
 			for jr := done; jr < nb; jr += nr {
 				w := min(nr, nb-jr)
 				// An element loop: copy's call costs more than 16 moves.

@@ -9,13 +9,15 @@ import (
 )
 
 // shapes are ragged on purpose: not multiples of any tile or block, 1x1,
-// k = 1, k across several kc blocks, n across nc blocks, a huge k, and
-// products large enough to be split among workers along n and along m
-// (the latter with B packed once for all of them).
+// k = 1, k across several kc blocks, n across nc blocks, m across mc
+// blocks (with k across kc blocks too, and split along n, so that each
+// worker has more than one block of A), a huge k, and products large
+// enough to be split among workers along n (with A packed once for all of
+// them, and k across kc blocks) and along m (with B packed once).
 var shapes = []struct{ m, n, k int }{
 	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {7, 17, 3}, {13, 37, 300},
 	{6, 16, 256}, {12, 32, 257}, {25, 9, 513}, {150, 70, 40}, {65, 1030, 33},
-	{2, 3, 20000}, {200, 40, 300},
+	{2, 3, 20000}, {200, 40, 300}, {281, 19, 270}, {270, 1000, 9}, {20, 300, 600},
 }
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -239,7 +241,7 @@ func TestPacked(t *testing.T) {
 func TestPackA(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, mr := range []int{4, 6} {
-		for _, s := range []struct{ mb, kb int }{{6, 8}, {6, 7}, {12, 17}, {13, 64}, {5, 40}, {144, 256}, {1, 1}} {
+		for _, s := range []struct{ mb, kb int }{{6, 8}, {6, 7}, {12, 17}, {13, 64}, {5, 40}, {mc, kc}, {1, 1}} {
 			for _, trans := range []bool{false, true} {
 				const ic, pc = 3, 5
 				rows, cols := ic+s.mb, pc+s.kb+3

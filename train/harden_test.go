@@ -14,6 +14,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
 )
 
@@ -437,5 +438,140 @@ func TestOrphanedCheckpointsRefused(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(runDir, target, checkpoint.ModelFile)); err != nil {
 			t.Fatalf("resume %v: the checkpoint is gone: %v", resume, err)
 		}
+	}
+}
+
+// A resume checks the contents of its inputs, not only their shape: a
+// training file rewritten with other values of the same shape, or an
+// evaluation set with other contents, is refused with the file named and
+// the way out; --accept-changed-inputs (AcceptChangedInputs) continues on
+// them and records them; a copy of the run's data elsewhere resumes; and a
+// run.json from before the record resumes with a warning.
+func TestResumeRefusesChangedInputs(t *testing.T) {
+	rewrite := func(t *testing.T, dataDir string) {
+		path := filepath.Join(dataDir, "shard-b"+FeatureSuffix)
+		data, shape, err := npy.ReadFloat32(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] += 1 // one value, mid-file
+		if err := npy.WriteFloat32(path, shape, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("rewritten data", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		rewrite(t, dataDir)
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "shard-b"+FeatureSuffix+" is not the file") || !strings.Contains(err.Error(), "--accept-changed-inputs") {
+			t.Fatalf("resume on a rewritten file: %v", err)
+		}
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.AcceptChangedInputs = true
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatalf("resume with AcceptChangedInputs: %v", err)
+		}
+		info, err := ReadRunInfo(runDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now, err := InputsOf(tr.Data, tr.Evals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := info.Inputs.diff(now, dataDir, tr.Evals); d != "" {
+			t.Fatalf("run.json after an accepted change does not record the new inputs: %s", d)
+		}
+	})
+	t.Run("other eval set", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.Evals[0].CaptionCLIP[0] += 1
+		if _, err := tr.Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "evaluation set") {
+			t.Fatalf("resume on another evaluation set: %v", err)
+		}
+	})
+	t.Run("data copied elsewhere", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		moved := t.TempDir()
+		entries, _ := os.ReadDir(dataDir)
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(dataDir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(moved, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := newTrainer(t, moved, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("resume on a copy of the data: %v", err)
+		}
+	})
+	t.Run("run.json without the record", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		path := filepath.Join(runDir, RunFile)
+		var info map[string]any
+		b, _ := os.ReadFile(path)
+		if err := json.Unmarshal(b, &info); err != nil {
+			t.Fatal(err)
+		}
+		if info["inputs"] == nil {
+			t.Fatal("run.json records no inputs")
+		}
+		delete(info, "inputs")
+		b, _ = json.Marshal(info)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rewrite(t, dataDir) // unseen without a record
+		var log strings.Builder
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.Log = slog.New(slog.NewTextHandler(&log, nil))
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatalf("resume of a run without a record of its inputs: %v", err)
+		}
+		if !strings.Contains(log.String(), "records no identity") {
+			t.Fatalf("no warning in the log:\n%s", log.String())
+		}
+	})
+}
+
+// fileID samples a large file: a change in a sampled block or in the size
+// is seen, one between the samples is not (the documented limit), and the
+// first and last bytes are always sampled.
+func TestFileIDSamples(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	b := make([]byte, 3*sampleBlocks*sampleBlockSize+12345)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	id := func() FileID {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := fileID(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	base := id()
+	for _, at := range []int{0, len(b) - 1} {
+		b[at]++
+		if id() == base {
+			t.Errorf("a change at byte %d of %d is not seen", at, len(b))
+		}
+		b[at]--
+	}
+	// Just past the first block: between samples.
+	b[sampleBlockSize]++
+	if id() != base {
+		t.Errorf("a change between the samples changed the identity: the sampling is not what FileID documents")
+	}
+	b[sampleBlockSize]--
+	b = append(b, 0)
+	if id().Size == base.Size {
+		t.Errorf("the size is not recorded")
 	}
 }

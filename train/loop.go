@@ -191,8 +191,14 @@ type Trainer struct {
 	// records it (RunInfo.Init). A resume ignores it: the run continues
 	// from its checkpoint.
 	Init *InitModel
+	// AcceptChangedInputs lets a resume continue on training data or
+	// evaluation sets whose contents are not the ones the run recorded
+	// (RunInfo.Inputs), with a warning; without it such a resume is
+	// refused.
+	AcceptChangedInputs bool
 
 	initRef *InitRef // the run's RunInfo.Init
+	inputs  *Inputs  // the run's RunInfo.Inputs
 	// ema is the moving average of the weights (Options.EMA), nil
 	// without one; weights is scratch for the engine's weights. With an
 	// engine that keeps the average itself (nn.EMAEngine), emaEngine is it
@@ -435,6 +441,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		}
 		defer lock.Release()
 		if err := checkNewRunDir(tr.RunDir); err != nil {
+			return Result{}, err
+		}
+		if tr.inputs, err = InputsOf(tr.Data, tr.Evals); err != nil {
 			return Result{}, err
 		}
 		var params []float32

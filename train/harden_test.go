@@ -575,3 +575,115 @@ func TestFileIDSamples(t *testing.T) {
 		t.Errorf("the size is not recorded")
 	}
 }
+
+// tamperMoments rewrites the moments in the last checkpoint's
+// optimizer.safetensors through edit, keeping its trainer state.
+func tamperMoments(t *testing.T, runDir string, edit func(m, v []float32)) {
+	t.Helper()
+	dir := filepath.Join(runDir, checkpoint.LastLink)
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(ck.M, ck.V)
+	n := len(ck.M)
+	if err := safetensors.Write(filepath.Join(dir, checkpoint.OptimizerFile), []safetensors.Tensor{
+		safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
+		safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
+	}, map[string]string{"format": checkpoint.OptimizerFormat, "state": string(ck.State)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Moments and a logit scale that no run can reach are refused on resume
+// with an error naming them, not trained on: a negative exp_avg_sq made
+// every update NaN, a huge exp_avg or logit scale of ±1e300 was accepted.
+// The bounds hold with room for the moments of real runs (mse, and
+// InfoNCE whose logit scale trains too), which resume.
+func TestResumeRefusesUnreachableMoments(t *testing.T) {
+	infoNCE := func(t *testing.T, n int) (dataDir, runDir string) {
+		dataDir, runDir = t.TempDir(), t.TempDir()
+		tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+		tr.Options.Loss = nn.LossInfoNCE
+		if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+			t.Fatalf("run stopped after %d steps: %v", n, err)
+		}
+		return dataDir, runDir
+	}
+	scale := func(field string, v float64) func(map[string]any) {
+		return func(st map[string]any) { st["logit_scale"].(map[string]any)[field] = v }
+	}
+	cases := []struct {
+		name   string
+		run    func(*testing.T, int) (string, string)
+		moment func(m, v []float32)
+		state  func(map[string]any)
+		wants  string
+	}{
+		{name: "negative exp_avg_sq", run: stoppedRun, moment: func(m, v []float32) { v[7] = -1e-9 }, wants: "exp_avg_sq[7]"},
+		{name: "huge exp_avg", run: stoppedRun, moment: func(m, v []float32) { m[3] = 1e30 }, wants: "exp_avg[3]"},
+		{name: "exp_avg beside a zero exp_avg_sq", run: stoppedRun, moment: func(m, v []float32) { m[5], v[5] = 1e-3, 0 }, wants: "exp_avg[5]"},
+		{name: "logit scale 1e300", run: infoNCE, state: scale("value", 1e300), wants: "logit scale 1e+300"},
+		{name: "logit scale -1e300", run: infoNCE, state: scale("value", -1e300), wants: "logit scale -1e+300"},
+		{name: "logit scale far", run: infoNCE, state: scale("value", 1e4), wants: "logit scale 10000"},
+		{name: "logit scale m", run: infoNCE, state: scale("m", 1e6), wants: "moments"},
+		{name: "logit scale v", run: infoNCE, state: scale("v", 1e9), wants: "moments"},
+		{name: "logit scale v negative", run: infoNCE, state: scale("v", -1), wants: "negative"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir, runDir := c.run(t, 5)
+			if c.moment != nil {
+				tamperMoments(t, runDir, c.moment)
+			}
+			if c.state != nil {
+				tamperState(t, runDir, c.state)
+			}
+			_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+			if err == nil || !strings.Contains(err.Error(), c.wants) {
+				t.Fatalf("resume with %s: error %v, want one containing %q", c.name, err, c.wants)
+			}
+		})
+	}
+	for _, run := range []func(*testing.T, int) (string, string){stoppedRun, infoNCE} {
+		dataDir, runDir := run(t, 17)
+		tamperMoments(t, runDir, func(m, v []float32) {})
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("resume of an untouched run: %v", err)
+		}
+	}
+}
+
+// momentBound is what its derivation says for PyTorch's defaults, and
+// real moments stay within it: after a run, the largest |m|/sqrt(v) is
+// below it.
+func TestMomentBound(t *testing.T) {
+	s := NewOneCycle(1e-3, 1, 100)
+	k := momentBound(s, 0.999)
+	if want := 0.15 / (math.Sqrt(0.001) * (1 - 0.95/math.Sqrt(0.999))); math.Abs(k-want) > 1e-12*want || math.Abs(k-95.8) > 0.1 {
+		t.Fatalf("momentBound = %v, want %v (about 95.8)", k, want)
+	}
+	if momentBound(s, 0.9) != 0 {
+		t.Errorf("a bound for β2 0.9, where β1 0.95 > sqrt(β2) leaves none")
+	}
+	// Adversarial gradients: a run of equal gradients after a long quiet
+	// spell (small v, then m catching up) stays within the bound.
+	m, v := []float32{0}, []float32{0}
+	p := []float32{0}
+	worst := 0.0
+	for step := 1; step <= 3000; step++ {
+		g := float32(1e-6)
+		if step > 2900 {
+			g = 1
+		}
+		lr, b1 := s.At(step % 100)
+		nn.AdamW(p, []float32{g}, m, v, nn.AdamWStep{LR: lr, Beta1: b1, Beta2: 0.999, Eps: 1e-8, Step: step})
+		worst = max(worst, math.Abs(float64(m[0]))/math.Sqrt(float64(v[0])))
+	}
+	if worst > k {
+		t.Fatalf("|m|/sqrt(v) reached %v, above the bound %v", worst, k)
+	}
+}

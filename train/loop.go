@@ -339,6 +339,11 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 		return fmt.Errorf("step %d is not the step of epoch %d, batch %d (%d) with %d of %d steps per epoch",
 			st.Step, st.Epoch, st.Batch, st.Epoch*spe+st.Batch, spe, total)
 	}
+	if st.LogitScale != nil {
+		if err := st.LogitScale.checkRange(o, st.Schedule, st.Step); err != nil {
+			return err
+		}
+	}
 	sinceLog := st.Step
 	if o.LogEvery > 0 {
 		sinceLog = st.Step % o.LogEvery

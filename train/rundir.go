@@ -429,6 +429,9 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
 	}
+	if err := checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.M, ck.V); err != nil {
+		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, checkpoint.OptimizerFile, err)
+	}
 	if err := tr.checkInputs(info.Inputs); err != nil {
 		return State{}, err
 	}

@@ -125,7 +125,7 @@ func openMatrix(path string) (*npy.Array, error) {
 	}
 	if len(a.Shape()) != 2 || !a.DType().IsFloat() {
 		a.Close()
-		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16 or float32 matrix", path, a.Shape(), a.DType())
+		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16, float32 or float64 matrix", path, a.Shape(), a.DType())
 	}
 	return a, nil
 }

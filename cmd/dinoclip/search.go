@@ -176,6 +176,7 @@ func runSearch(cCtx *cli.Context) error {
 	if err := checkOutDir(out); err != nil {
 		return err
 	}
+	warnLeftovers(cCtx.App.ErrWriter, out)
 	queries, nq, qdim, err := readQueries(queriesPath)
 	if err != nil {
 		return err

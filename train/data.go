@@ -167,13 +167,26 @@ func (d *Dataset) ReadRows(rows []int32, x, t []float32) error {
 	return nil
 }
 
+// NonFiniteValueError is a NaN or infinity in a training file, which the
+// run cannot train on: correcting the file changes the run's inputs
+// (RunInfo.Inputs).
+type NonFiniteValueError struct {
+	File        string
+	Row, Column int
+	Value       float64
+}
+
+func (e *NonFiniteValueError) Error() string {
+	return fmt.Sprintf("%s: row %d, column %d is %v", e.File, e.Row, e.Column, e.Value)
+}
+
 func readFiniteRow(a *npy.Array, row int, dst []float32) error {
 	if err := a.ReadRows(dst, row, row+1); err != nil {
 		return err
 	}
 	for j, v := range dst {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), row, j, v)
+			return &NonFiniteValueError{File: a.Name(), Row: row, Column: j, Value: float64(v)}
 		}
 	}
 	return nil
@@ -246,7 +259,7 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 		}
 		for i, h := range dst {
 			if h&0x7c00 == 0x7c00 {
-				return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), start+i/w, i%w, npy.Float16Value(h))
+				return &NonFiniteValueError{File: a.Name(), Row: start + i/w, Column: i % w, Value: float64(npy.Float16Value(h))}
 			}
 		}
 		return nil
@@ -273,7 +286,7 @@ func roundFloat16(name string, row, w int, v []float32, dst []uint16) error {
 		h := npy.Float16Bits(f)
 		if h&0x7c00 == 0x7c00 {
 			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-				return fmt.Errorf("%s: row %d, column %d is %v", name, row+i/w, i%w, f)
+				return &NonFiniteValueError{File: name, Row: row + i/w, Column: i % w, Value: float64(f)}
 			}
 			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond float16's range (±65504)", nn.ErrNotResident, name, row+i/w, i%w, f)
 		}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -685,5 +686,41 @@ func TestMomentBound(t *testing.T) {
 	}
 	if worst > k {
 		t.Fatalf("|m|/sqrt(v) reached %v, above the bound %v", worst, k)
+	}
+}
+
+// A NaN met in the training data mid-run stops it at that step with the
+// file, row and column, and with the way on that the record of the inputs
+// leaves: the corrected file is other inputs, so the resume needs
+// AcceptChangedInputs (--accept-changed-inputs), and then finishes.
+func TestNaNInDataAdvice(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(dataDir, "shard-a"+FeatureSuffix)
+	x, shape, err := npy.ReadFloat32(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := slices.Clone(x)
+	for r := 12; r < shape[0]; r++ { // not the rows tinyEval takes
+		x[r*shape[1]+1] = float32(math.NaN())
+	}
+	if err := npy.WriteFloat32(path, shape, x); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.AcceptChangedInputs = true
+	_, err = tr.Run(context.Background(), true)
+	var bad *NonFiniteValueError
+	if !errors.As(err, &bad) || bad.Column != 1 || !strings.HasPrefix(err.Error(), "step ") ||
+		!strings.Contains(err.Error(), "shard-a"+FeatureSuffix+": row ") || !strings.Contains(err.Error(), "--resume --out "+runDir+" --accept-changed-inputs") {
+		t.Fatalf("a NaN in the data: %v", err)
+	}
+	if err := npy.WriteFloat32(path, shape, good); err != nil {
+		t.Fatal(err)
+	}
+	tr = newTrainer(t, dataDir, runDir, nil)
+	tr.AcceptChangedInputs = true
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatalf("resume on the corrected file: %v", err)
 	}
 }

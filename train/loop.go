@@ -666,7 +666,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			} else {
 				b, rerr := batches.next()
 				if rerr != nil {
-					return res, rerr
+					return res, tr.stepError(pendingStep{step: st.Step + 1, epoch: st.Epoch, batch: st.Batch}, rerr)
 				}
 				start = time.Now()
 				loss, err = tr.Engine.ForwardBackward(b.x, b.t, o.Batch)
@@ -795,6 +795,11 @@ func (tr *Trainer) stopAdvice(err error) string {
 		}
 		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with a lower --lr into another --out",
 			last, target)
+	}
+	var bad *NonFiniteValueError
+	if errors.As(err, &bad) && lerr == nil {
+		return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); a run on corrected data is another run (train it into another --out), or continue this one on the corrected file with: dinoclip train --resume --out %s --accept-changed-inputs",
+			last, target, ShellArg(tr.RunDir))
 	}
 	if lerr != nil {
 		return fmt.Sprintf("the run stopped before its first checkpoint; start it again once the problem is fixed (the same --out will do: %s holds no checkpoint)", tr.RunDir)

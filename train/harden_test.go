@@ -94,6 +94,8 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		{"other data", 5, set("data.rows", 50), "50 rows"},
 		{"window sum", 5, set("window.rows", -8), "window"},
 		{"negative epoch loss", 5, set("epoch_loss.sum", -1), "epoch_loss"},
+		{"huge window loss", 5, set("window.sum", 1e308), "window loss sum"},
+		{"epoch loss beyond the bound", 5, set("epoch_loss.sum", 4.1*40), "within [0, 4]"},
 		{"no best after an epoch", 17, set("best", nil), "no best checkpoint"},
 		{"best by another metric", 17, set("best.metric", "loss"), `"loss"`},
 		{"best from the future", 17, set("best.step", 24), "step 24"},

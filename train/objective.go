@@ -84,6 +84,26 @@ func checkLogitScale(o Options, ls *LogitScale) error {
 	return nil
 }
 
+// maxLoss bounds the loss of a batch under o. The unit-norm MSE is the
+// mean over a row's d values of (p^ - t^)², whose sum is at most 4 (both
+// rows of norm at most 1): at most 4/d <= 4. InfoNCE's logits s cos are
+// within [-100, 100] (nn.MaxLogitScale), so each cross-entropy, lse - L_ii,
+// is at most 200 + ln(batch), and so is their mean over both directions.
+// A trainer state's running sums (State.Window, EpochLoss) are sums of
+// such losses times rows: one beyond that was not summed by a run (and an
+// edited 1e308 would overflow to +Inf in the next metrics record, which
+// JSON cannot hold).
+func (o Options) maxLoss() float64 {
+	infoNCE := 2*nn.MaxLogitScale + math.Log(float64(max(o.Batch, 1)))
+	switch o.LossName() {
+	case nn.LossInfoNCE:
+		return infoNCE
+	case nn.LossMSEInfoNCE:
+		return 4 + o.InfoNCEWeight*infoNCE
+	}
+	return 4
+}
+
 // checkRange reports a logit scale and moments that no run under o can
 // have reached in step steps of schedule s. The gradient of the logit
 // scale is s' dL/ds' with s' = min(exp(value), 100) and |dL/ds'| <= 2

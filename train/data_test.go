@@ -325,3 +325,41 @@ func TestDatasetFloat64(t *testing.T) {
 		t.Fatalf("row 2: %v, %v", gx, gy)
 	}
 }
+
+// A float64 value beyond float32's range reads as Inf: the error says so
+// rather than claim the file holds an infinity; a float32 Inf is named
+// plainly.
+func TestDatasetFloat64BeyondFloat32(t *testing.T) {
+	for _, c := range []struct {
+		float64 bool
+		want    string
+	}{{true, "row 1, column 0 is +Inf in float32 (infinite, or a float64 beyond float32's range)"}, {false, "row 1, column 0 is +Inf"}} {
+		dir := t.TempDir()
+		x := []float64{1, 2, 1e300, 4}
+		var err error
+		if c.float64 {
+			err = npy.WriteFloat64(filepath.Join(dir, "s"+FeatureSuffix), []int{2, 2}, x)
+		} else {
+			err = npy.WriteFloat32(filepath.Join(dir, "s"+FeatureSuffix), []int{2, 2}, []float32{1, 2, float32(math.Inf(1)), 4})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := npy.WriteFloat32(filepath.Join(dir, "s"+TargetSuffix), []int{2, 1}, []float32{1, 1}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDataset(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.ReadRows([]int32{1}, make([]float32, 2), make([]float32, 1))
+		if err == nil || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("float64 %v: error %v, want one ending %q", c.float64, err, c.want)
+		}
+		h := make([]uint16, 4)
+		if err := d.ReadFloat16(0, 2, h, make([]uint16, 2)); err == nil || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("float64 %v, ReadFloat16: error %v, want one ending %q", c.float64, err, c.want)
+		}
+		d.Close()
+	}
+}

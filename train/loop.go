@@ -353,7 +353,7 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 		sum   LossSum
 		steps int
 	}{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}} {
-		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || l.sum.Sum > momentSlack*o.maxLoss()*float64(l.sum.Rows) {
+		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || l.sum.Sum > roundingMargin*o.maxLoss()*float64(l.sum.Rows) {
 			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows (each loss within [0, %.4g])", l.name, l.sum, l.steps, o.Batch, o.maxLoss())
 		}
 	}

@@ -122,7 +122,7 @@ func (ls LogitScale) checkRange(o Options, s OneCycle, steps int) error {
 	if o.LossName() == nn.LossMSEInfoNCE {
 		w = o.InfoNCEWeight
 	}
-	g := momentSlack * 2 * nn.MaxLogitScale * w
+	g := roundingMargin * 2 * nn.MaxLogitScale * w
 	if math.Abs(ls.M) > g || ls.V > g*g {
 		return fmt.Errorf("its logit scale's moments m %v, v %v exceed those of gradients of at most %v", ls.M, ls.V, g)
 	}
@@ -130,10 +130,10 @@ func (ls LogitScale) checkRange(o Options, s OneCycle, steps int) error {
 	if k == 0 {
 		return nil
 	}
-	if math.Abs(ls.M) > momentSlack*k*math.Sqrt(ls.V)+momentUnderflow {
+	if math.Abs(ls.M) > roundingMargin*k*math.Sqrt(ls.V)+momentUnderflow {
 		return fmt.Errorf("its logit scale's first moment %v exceeds %.4g sqrt(v) (v %v)", ls.M, k, ls.V)
 	}
-	reach := float64(steps)*s.MaxLR*momentSlack*k/(1-s.MaxMomentum) + 1
+	reach := float64(steps)*s.MaxLR*roundingMargin*k/(1-s.MaxMomentum) + 1
 	if math.Abs(ls.Value-nn.InitLogitScale) > reach {
 		return fmt.Errorf("its logit scale %v is further than %.4g from the initial %.4g: %d steps at a learning rate of at most %v cannot move it there", ls.Value, reach, nn.InitLogitScale, steps, s.MaxLR)
 	}

@@ -62,12 +62,13 @@ func momentBound(s OneCycle, beta2 float64) float64 {
 	return (1 - s.BaseMomentum) / (math.Sqrt(1-beta2) * (1 - r))
 }
 
-// momentSlack is the margin of the moment checks: a relative 1% for the
-// rounding of the moments (momentBound), and an absolute 1e-20 for
-// gradients so small that their squares underflow in float32 (|g| below
-// about 1e-21), which add to m but not to v.
+// roundingMargin is the relative margin of the bounds a resume checks
+// (momentBound, Options.maxLoss, LogitScale.checkRange) for the float32
+// rounding of the values they bound; momentUnderflow is the absolute one
+// of momentBound for gradients so small that their squares underflow in
+// float32 (|g| below about 1e-21), which add to m but not to v.
 const (
-	momentSlack     = 1.01
+	roundingMargin  = 1.01
 	momentUnderflow = 1e-20
 )
 
@@ -84,7 +85,7 @@ func checkMoments(s OneCycle, beta2 float64, m, v []float32) error {
 			return fmt.Errorf("exp_avg_sq[%d] = %v: a second moment is a finite number >= 0", i, vi)
 		case math.IsNaN(mi) || math.IsInf(mi, 0):
 			return fmt.Errorf("exp_avg[%d] = %v is not finite", i, mi)
-		case k > 0 && math.Abs(mi) > momentSlack*k*math.Sqrt(vi)+momentUnderflow:
+		case k > 0 && math.Abs(mi) > roundingMargin*k*math.Sqrt(vi)+momentUnderflow:
 			return fmt.Errorf("exp_avg[%d] = %v with exp_avg_sq %v: an AdamW first moment is at most %.4g sqrt(exp_avg_sq) under this schedule", i, mi, vi, k)
 		}
 	}

@@ -3,6 +3,7 @@ package retrieval
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // NormalizeRows returns a copy of the n×dim row-major matrix x in which every
@@ -40,4 +41,18 @@ func checkMatrix(name string, x []float32, n, dim int) error {
 		}
 	}
 	return nil
+}
+
+// ZeroRows returns the indices of the rows of the n×dim row-major matrix x
+// whose values are all zero (+0 or -0): rows whose cosine with anything is
+// undefined. Normalisation leaves them zero, so they score 0 against every
+// key (and every query against a zero key scores 0).
+func ZeroRows(x []float32, dim int) []int {
+	var zero []int
+	for r := 0; r < len(x)/dim; r++ {
+		if !slices.ContainsFunc(x[r*dim:(r+1)*dim], func(v float32) bool { return v != 0 }) {
+			zero = append(zero, r)
+		}
+	}
+	return zero
 }

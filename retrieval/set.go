@@ -80,6 +80,18 @@ func LoadSet(dir string) (*Set, error) {
 	case len(idxShape) != 1 || idxShape[0] != s.Captions:
 		return nil, fmt.Errorf("%s: shape %v, want [%d] (one image index per caption)", idxPath, idxShape, s.Captions)
 	}
+	// A zero embedding has no direction: recall against it ranks ties, not
+	// similarity (a padded or failed extraction writes them).
+	for _, m := range []struct {
+		name string
+		x    []float32
+		dim  int
+	}{{ImageCLIPFile, s.ImageCLIP, s.EmbeddingDim}, {CaptionCLIPFile, s.CaptionCLIP, s.EmbeddingDim}} {
+		if zero := ZeroRows(m.x, m.dim); len(zero) > 0 {
+			return nil, fmt.Errorf("%s: %d of %d rows are all zero (the first is row %d): an embedding of zero has no cosine with anything, so recall would rank ties (a padded or failed extraction?)",
+				filepath.Join(dir, m.name), len(zero), len(m.x)/m.dim, zero[0])
+		}
+	}
 	s.CaptionImage = make([]int, len(idx))
 	hasCaption := make([]bool, s.Images)
 	for i, v := range idx {

@@ -91,6 +91,14 @@ func TestLoadSetErrors(t *testing.T) {
 			p[3] = float32(math.NaN())
 			return f, c, p, i
 		},
+		"images.clip.npy: 1 of 3 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			c[4], c[5] = 0, 0
+			return f, c, p, i
+		},
+		"captions.clip.npy: 1 of 4 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			p[0], p[1] = 0, float32(math.Copysign(0, -1))
+			return f, c, p, i
+		},
 		"one image index per caption": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
 			return f, c, p, i[:3]
 		},

@@ -125,7 +125,7 @@ func openMatrix(path string) (*npy.Array, error) {
 	}
 	if len(a.Shape()) != 2 || !a.DType().IsFloat() {
 		a.Close()
-		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16 or float32 matrix", path, a.Shape(), a.DType())
+		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16, float32 or float64 matrix", path, a.Shape(), a.DType())
 	}
 	return a, nil
 }
@@ -167,13 +167,32 @@ func (d *Dataset) ReadRows(rows []int32, x, t []float32) error {
 	return nil
 }
 
+// NonFiniteValueError is a NaN or infinity in a training file, which the
+// run cannot train on: correcting the file changes the run's inputs
+// (RunInfo.Inputs).
+type NonFiniteValueError struct {
+	File        string
+	Row, Column int
+	Value       float64 // as read into float32
+	// Float64 is set for a float64 file, whose finite values beyond
+	// float32's range read as ±Inf.
+	Float64 bool
+}
+
+func (e *NonFiniteValueError) Error() string {
+	if e.Float64 && math.IsInf(e.Value, 0) {
+		return fmt.Sprintf("%s: row %d, column %d is %v in float32 (infinite, or a float64 beyond float32's range)", e.File, e.Row, e.Column, e.Value)
+	}
+	return fmt.Sprintf("%s: row %d, column %d is %v", e.File, e.Row, e.Column, e.Value)
+}
+
 func readFiniteRow(a *npy.Array, row int, dst []float32) error {
 	if err := a.ReadRows(dst, row, row+1); err != nil {
 		return err
 	}
 	for j, v := range dst {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), row, j, v)
+			return &NonFiniteValueError{File: a.Name(), Row: row, Column: j, Value: float64(v), Float64: a.DType() == npy.Float64}
 		}
 	}
 	return nil
@@ -246,7 +265,7 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 		}
 		for i, h := range dst {
 			if h&0x7c00 == 0x7c00 {
-				return fmt.Errorf("%s: row %d, column %d is %v", a.Name(), start+i/w, i%w, npy.Float16Value(h))
+				return &NonFiniteValueError{File: a.Name(), Row: start + i/w, Column: i % w, Value: float64(npy.Float16Value(h))}
 			}
 		}
 		return nil
@@ -258,7 +277,7 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 		if err := a.ReadRows(v, r, r+k); err != nil {
 			return err
 		}
-		if err := roundFloat16(a.Name(), r, w, v, dst[(r-start)*w:(r-start+k)*w]); err != nil {
+		if err := roundFloat16(a, r, w, v, dst[(r-start)*w:(r-start+k)*w]); err != nil {
 			return err
 		}
 	}
@@ -266,14 +285,15 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 }
 
 // roundFloat16 rounds the rows v (w values each, the first being row row
-// of file name) to float16 bits into dst. NaN and Inf are errors; a finite
+// of a) to float16 bits into dst. NaN and Inf are errors; a finite
 // value that rounds to ±Inf wraps nn.ErrNotResident.
-func roundFloat16(name string, row, w int, v []float32, dst []uint16) error {
+func roundFloat16(a *npy.Array, row, w int, v []float32, dst []uint16) error {
+	name := a.Name()
 	for i, f := range v {
 		h := npy.Float16Bits(f)
 		if h&0x7c00 == 0x7c00 {
 			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-				return fmt.Errorf("%s: row %d, column %d is %v", name, row+i/w, i%w, f)
+				return &NonFiniteValueError{File: name, Row: row + i/w, Column: i % w, Value: float64(f), Float64: a.DType() == npy.Float64}
 			}
 			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond float16's range (±65504)", nn.ErrNotResident, name, row+i/w, i%w, f)
 		}

@@ -147,7 +147,7 @@ func TestDatasetErrors(t *testing.T) {
 				return bytes.Replace(b, []byte("'fortran_order': False"), []byte("'fortran_order': True "), 1)
 			})
 		}},
-		{"wrong dtype", "want a 2-D float16 or float32 matrix", func(t *testing.T, dir string) {
+		{"wrong dtype", "want a 2-D float16, float32 or float64 matrix", func(t *testing.T, dir string) {
 			if err := npy.WriteInt64(filepath.Join(dir, "shard-a"+FeatureSuffix), []int{10, 3}, make([]int64, 30)); err != nil {
 				t.Fatal(err)
 			}
@@ -298,5 +298,68 @@ func TestReadFloat16Errors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, nn.ErrNotResident) != tc.not {
 			t.Errorf("%v in a float16 %v shard: error %v", tc.value, tc.f16, err)
 		}
+	}
+}
+
+// float64 shards are read (as the error for other dtypes says), their
+// values rounded to float32.
+func TestDatasetFloat64(t *testing.T) {
+	dir := t.TempDir()
+	x, y := []float64{1, 2, 3, 4, 5, 1.0 / 3}, []float64{0.5, -0.25, 1e-3}
+	if err := npy.WriteFloat64(filepath.Join(dir, "s"+FeatureSuffix), []int{3, 2}, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := npy.WriteFloat64(filepath.Join(dir, "s"+TargetSuffix), []int{3, 1}, y); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDataset(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	gx, gy := make([]float32, 2), make([]float32, 1)
+	if err := d.ReadRows([]int32{2}, gx, gy); err != nil {
+		t.Fatal(err)
+	}
+	if gx[0] != 5 || gx[1] != float32(1.0/3) || gy[0] != float32(1e-3) {
+		t.Fatalf("row 2: %v, %v", gx, gy)
+	}
+}
+
+// A float64 value beyond float32's range reads as Inf: the error says so
+// rather than claim the file holds an infinity; a float32 Inf is named
+// plainly.
+func TestDatasetFloat64BeyondFloat32(t *testing.T) {
+	for _, c := range []struct {
+		float64 bool
+		want    string
+	}{{true, "row 1, column 0 is +Inf in float32 (infinite, or a float64 beyond float32's range)"}, {false, "row 1, column 0 is +Inf"}} {
+		dir := t.TempDir()
+		x := []float64{1, 2, 1e300, 4}
+		var err error
+		if c.float64 {
+			err = npy.WriteFloat64(filepath.Join(dir, "s"+FeatureSuffix), []int{2, 2}, x)
+		} else {
+			err = npy.WriteFloat32(filepath.Join(dir, "s"+FeatureSuffix), []int{2, 2}, []float32{1, 2, float32(math.Inf(1)), 4})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := npy.WriteFloat32(filepath.Join(dir, "s"+TargetSuffix), []int{2, 1}, []float32{1, 1}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDataset(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.ReadRows([]int32{1}, make([]float32, 2), make([]float32, 1))
+		if err == nil || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("float64 %v: error %v, want one ending %q", c.float64, err, c.want)
+		}
+		h := make([]uint16, 4)
+		if err := d.ReadFloat16(0, 2, h, make([]uint16, 2)); err == nil || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("float64 %v, ReadFloat16: error %v, want one ending %q", c.float64, err, c.want)
+		}
+		d.Close()
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
 )
 
@@ -92,6 +94,8 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		{"other data", 5, set("data.rows", 50), "50 rows"},
 		{"window sum", 5, set("window.rows", -8), "window"},
 		{"negative epoch loss", 5, set("epoch_loss.sum", -1), "epoch_loss"},
+		{"huge window loss", 5, set("window.sum", 1e308), "window loss sum"},
+		{"epoch loss beyond the bound", 5, set("epoch_loss.sum", 4.1*40), "within [0, 4]"},
 		{"no best after an epoch", 17, set("best", nil), "no best checkpoint"},
 		{"best by another metric", 17, set("best.metric", "loss"), `"loss"`},
 		{"best from the future", 17, set("best.step", 24), "step 24"},
@@ -437,5 +441,288 @@ func TestOrphanedCheckpointsRefused(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(runDir, target, checkpoint.ModelFile)); err != nil {
 			t.Fatalf("resume %v: the checkpoint is gone: %v", resume, err)
 		}
+	}
+}
+
+// A resume checks the contents of its inputs, not only their shape: a
+// training file rewritten with other values of the same shape, or an
+// evaluation set with other contents, is refused with the file named and
+// the way out; --accept-changed-inputs (AcceptChangedInputs) continues on
+// them and records them; a copy of the run's data elsewhere resumes; and a
+// run.json from before the record resumes with a warning.
+func TestResumeRefusesChangedInputs(t *testing.T) {
+	rewrite := func(t *testing.T, dataDir string) {
+		path := filepath.Join(dataDir, "shard-b"+FeatureSuffix)
+		data, shape, err := npy.ReadFloat32(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] += 1 // one value, mid-file
+		if err := npy.WriteFloat32(path, shape, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("rewritten data", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		rewrite(t, dataDir)
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "shard-b"+FeatureSuffix+" is not the file") || !strings.Contains(err.Error(), "--accept-changed-inputs") {
+			t.Fatalf("resume on a rewritten file: %v", err)
+		}
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.AcceptChangedInputs = true
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatalf("resume with AcceptChangedInputs: %v", err)
+		}
+		info, err := ReadRunInfo(runDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now, err := InputsOf(tr.Data, tr.Evals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := info.Inputs.diff(now, dataDir, tr.Evals); d != "" {
+			t.Fatalf("run.json after an accepted change does not record the new inputs: %s", d)
+		}
+	})
+	t.Run("other eval set", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.Evals[0].CaptionCLIP[0] += 1
+		if _, err := tr.Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "evaluation set") {
+			t.Fatalf("resume on another evaluation set: %v", err)
+		}
+	})
+	t.Run("data copied elsewhere", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		moved := t.TempDir()
+		entries, _ := os.ReadDir(dataDir)
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(dataDir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(moved, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := newTrainer(t, moved, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("resume on a copy of the data: %v", err)
+		}
+	})
+	t.Run("run.json without the record", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		path := filepath.Join(runDir, RunFile)
+		var info map[string]any
+		b, _ := os.ReadFile(path)
+		if err := json.Unmarshal(b, &info); err != nil {
+			t.Fatal(err)
+		}
+		if info["inputs"] == nil {
+			t.Fatal("run.json records no inputs")
+		}
+		delete(info, "inputs")
+		b, _ = json.Marshal(info)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rewrite(t, dataDir) // unseen without a record
+		var log strings.Builder
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.Log = slog.New(slog.NewTextHandler(&log, nil))
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatalf("resume of a run without a record of its inputs: %v", err)
+		}
+		if !strings.Contains(log.String(), "records no identity") {
+			t.Fatalf("no warning in the log:\n%s", log.String())
+		}
+	})
+}
+
+// fileID samples a large file: a change in a sampled block or in the size
+// is seen, one between the samples is not (the documented limit), and the
+// first and last bytes are always sampled.
+func TestFileIDSamples(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	b := make([]byte, 3*sampleBlocks*sampleBlockSize+12345)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	id := func() FileID {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := fileID(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	base := id()
+	for _, at := range []int{0, len(b) - 1} {
+		b[at]++
+		if id() == base {
+			t.Errorf("a change at byte %d of %d is not seen", at, len(b))
+		}
+		b[at]--
+	}
+	// Just past the first block: between samples.
+	b[sampleBlockSize]++
+	if id() != base {
+		t.Errorf("a change between the samples changed the identity: the sampling is not what FileID documents")
+	}
+	b[sampleBlockSize]--
+	b = append(b, 0)
+	if id().Size == base.Size {
+		t.Errorf("the size is not recorded")
+	}
+}
+
+// tamperMoments rewrites the moments in the last checkpoint's
+// optimizer.safetensors through edit, keeping its trainer state.
+func tamperMoments(t *testing.T, runDir string, edit func(m, v []float32)) {
+	t.Helper()
+	dir := filepath.Join(runDir, checkpoint.LastLink)
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(ck.M, ck.V)
+	n := len(ck.M)
+	if err := safetensors.Write(filepath.Join(dir, checkpoint.OptimizerFile), []safetensors.Tensor{
+		safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
+		safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
+	}, map[string]string{"format": checkpoint.OptimizerFormat, "state": string(ck.State)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Moments and a logit scale that no run can reach are refused on resume
+// with an error naming them, not trained on: a negative exp_avg_sq made
+// every update NaN, a huge exp_avg or logit scale of ±1e300 was accepted.
+// The bounds hold with room for the moments of real runs (mse, and
+// InfoNCE whose logit scale trains too), which resume.
+func TestResumeRefusesUnreachableMoments(t *testing.T) {
+	infoNCE := func(t *testing.T, n int) (dataDir, runDir string) {
+		dataDir, runDir = t.TempDir(), t.TempDir()
+		tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+		tr.Options.Loss = nn.LossInfoNCE
+		if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+			t.Fatalf("run stopped after %d steps: %v", n, err)
+		}
+		return dataDir, runDir
+	}
+	scale := func(field string, v float64) func(map[string]any) {
+		return func(st map[string]any) { st["logit_scale"].(map[string]any)[field] = v }
+	}
+	cases := []struct {
+		name   string
+		run    func(*testing.T, int) (string, string)
+		moment func(m, v []float32)
+		state  func(map[string]any)
+		wants  string
+	}{
+		{name: "negative exp_avg_sq", run: stoppedRun, moment: func(m, v []float32) { v[7] = -1e-9 }, wants: "exp_avg_sq[7]"},
+		{name: "huge exp_avg", run: stoppedRun, moment: func(m, v []float32) { m[3] = 1e30 }, wants: "exp_avg[3]"},
+		{name: "exp_avg beside a zero exp_avg_sq", run: stoppedRun, moment: func(m, v []float32) { m[5], v[5] = 1e-3, 0 }, wants: "exp_avg[5]"},
+		{name: "logit scale 1e300", run: infoNCE, state: scale("value", 1e300), wants: "logit scale 1e+300"},
+		{name: "logit scale -1e300", run: infoNCE, state: scale("value", -1e300), wants: "logit scale -1e+300"},
+		{name: "logit scale far", run: infoNCE, state: scale("value", 1e4), wants: "logit scale 10000"},
+		{name: "logit scale m", run: infoNCE, state: scale("m", 1e6), wants: "moments"},
+		{name: "logit scale v", run: infoNCE, state: scale("v", 1e9), wants: "moments"},
+		{name: "logit scale v negative", run: infoNCE, state: scale("v", -1), wants: "negative"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir, runDir := c.run(t, 5)
+			if c.moment != nil {
+				tamperMoments(t, runDir, c.moment)
+			}
+			if c.state != nil {
+				tamperState(t, runDir, c.state)
+			}
+			_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+			if err == nil || !strings.Contains(err.Error(), c.wants) {
+				t.Fatalf("resume with %s: error %v, want one containing %q", c.name, err, c.wants)
+			}
+		})
+	}
+	for _, run := range []func(*testing.T, int) (string, string){stoppedRun, infoNCE} {
+		dataDir, runDir := run(t, 17)
+		tamperMoments(t, runDir, func(m, v []float32) {})
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("resume of an untouched run: %v", err)
+		}
+	}
+}
+
+// momentBound is what its derivation says for PyTorch's defaults, and
+// real moments stay within it: after a run, the largest |m|/sqrt(v) is
+// below it.
+func TestMomentBound(t *testing.T) {
+	s := NewOneCycle(1e-3, 1, 100)
+	k := momentBound(s, 0.999)
+	if want := 0.15 / (math.Sqrt(0.001) * (1 - 0.95/math.Sqrt(0.999))); math.Abs(k-want) > 1e-12*want || math.Abs(k-95.8) > 0.1 {
+		t.Fatalf("momentBound = %v, want %v (about 95.8)", k, want)
+	}
+	if momentBound(s, 0.9) != 0 {
+		t.Errorf("a bound for β2 0.9, where β1 0.95 > sqrt(β2) leaves none")
+	}
+	// Adversarial gradients: a run of equal gradients after a long quiet
+	// spell (small v, then m catching up) stays within the bound.
+	m, v := []float32{0}, []float32{0}
+	p := []float32{0}
+	worst := 0.0
+	for step := 1; step <= 3000; step++ {
+		g := float32(1e-6)
+		if step > 2900 {
+			g = 1
+		}
+		lr, b1 := s.At(step % 100)
+		nn.AdamW(p, []float32{g}, m, v, nn.AdamWStep{LR: lr, Beta1: b1, Beta2: 0.999, Eps: 1e-8, Step: step})
+		worst = max(worst, math.Abs(float64(m[0]))/math.Sqrt(float64(v[0])))
+	}
+	if worst > k {
+		t.Fatalf("|m|/sqrt(v) reached %v, above the bound %v", worst, k)
+	}
+}
+
+// A NaN met in the training data mid-run stops it at that step with the
+// file, row and column, and with the way on that the record of the inputs
+// leaves: the corrected file is other inputs, so the resume needs
+// AcceptChangedInputs (--accept-changed-inputs), and then finishes.
+func TestNaNInDataAdvice(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(dataDir, "shard-a"+FeatureSuffix)
+	x, shape, err := npy.ReadFloat32(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := slices.Clone(x)
+	for r := 12; r < shape[0]; r++ { // not the rows tinyEval takes
+		x[r*shape[1]+1] = float32(math.NaN())
+	}
+	if err := npy.WriteFloat32(path, shape, x); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.AcceptChangedInputs = true
+	_, err = tr.Run(context.Background(), true)
+	var bad *NonFiniteValueError
+	if !errors.As(err, &bad) || bad.Column != 1 || !strings.HasPrefix(err.Error(), "step ") ||
+		!strings.Contains(err.Error(), "shard-a"+FeatureSuffix+": row ") || !strings.Contains(err.Error(), "--resume --out "+runDir+" --accept-changed-inputs") {
+		t.Fatalf("a NaN in the data: %v", err)
+	}
+	if err := npy.WriteFloat32(path, shape, good); err != nil {
+		t.Fatal(err)
+	}
+	tr = newTrainer(t, dataDir, runDir, nil)
+	tr.AcceptChangedInputs = true
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatalf("resume on the corrected file: %v", err)
 	}
 }

@@ -191,8 +191,14 @@ type Trainer struct {
 	// records it (RunInfo.Init). A resume ignores it: the run continues
 	// from its checkpoint.
 	Init *InitModel
+	// AcceptChangedInputs lets a resume continue on training data or
+	// evaluation sets whose contents are not the ones the run recorded
+	// (RunInfo.Inputs), with a warning; without it such a resume is
+	// refused.
+	AcceptChangedInputs bool
 
 	initRef *InitRef // the run's RunInfo.Init
+	inputs  *Inputs  // the run's RunInfo.Inputs
 	// ema is the moving average of the weights (Options.EMA), nil
 	// without one; weights is scratch for the engine's weights. With an
 	// engine that keeps the average itself (nn.EMAEngine), emaEngine is it
@@ -333,6 +339,11 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 		return fmt.Errorf("step %d is not the step of epoch %d, batch %d (%d) with %d of %d steps per epoch",
 			st.Step, st.Epoch, st.Batch, st.Epoch*spe+st.Batch, spe, total)
 	}
+	if st.LogitScale != nil {
+		if err := st.LogitScale.checkRange(o, st.Schedule, st.Step); err != nil {
+			return err
+		}
+	}
 	sinceLog := st.Step
 	if o.LogEvery > 0 {
 		sinceLog = st.Step % o.LogEvery
@@ -342,8 +353,8 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 		sum   LossSum
 		steps int
 	}{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}} {
-		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || math.IsInf(l.sum.Sum, 0) {
-			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows", l.name, l.sum, l.steps, o.Batch)
+		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || l.sum.Sum > roundingMargin*o.maxLoss()*float64(l.sum.Rows) {
+			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows (each loss within [0, %.4g])", l.name, l.sum, l.steps, o.Batch, o.maxLoss())
 		}
 	}
 	if st.Epoch == 0 {
@@ -435,6 +446,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		}
 		defer lock.Release()
 		if err := checkNewRunDir(tr.RunDir); err != nil {
+			return Result{}, err
+		}
+		if tr.inputs, err = InputsOf(tr.Data, tr.Evals); err != nil {
 			return Result{}, err
 		}
 		var params []float32
@@ -652,7 +666,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			} else {
 				b, rerr := batches.next()
 				if rerr != nil {
-					return res, rerr
+					return res, tr.stepError(pendingStep{step: st.Step + 1, epoch: st.Epoch, batch: st.Batch}, rerr)
 				}
 				start = time.Now()
 				loss, err = tr.Engine.ForwardBackward(b.x, b.t, o.Batch)
@@ -781,6 +795,11 @@ func (tr *Trainer) stopAdvice(err error) string {
 		}
 		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with a lower --lr into another --out",
 			last, target)
+	}
+	var bad *NonFiniteValueError
+	if errors.As(err, &bad) && lerr == nil {
+		return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); a run on corrected data is another run (train it into another --out), or continue this one on the corrected file with: dinoclip train --resume --out %s --accept-changed-inputs",
+			last, target, ShellArg(tr.RunDir))
 	}
 	if lerr != nil {
 		return fmt.Sprintf("the run stopped before its first checkpoint; start it again once the problem is fixed (the same --out will do: %s holds no checkpoint)", tr.RunDir)

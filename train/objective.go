@@ -84,6 +84,62 @@ func checkLogitScale(o Options, ls *LogitScale) error {
 	return nil
 }
 
+// maxLoss bounds the loss of a batch under o. The unit-norm MSE is the
+// mean over a row's d values of (p^ - t^)², whose sum is at most 4 (both
+// rows of norm at most 1): at most 4/d <= 4. InfoNCE's logits s cos are
+// within [-100, 100] (nn.MaxLogitScale), so each cross-entropy, lse - L_ii,
+// is at most 200 + ln(batch), and so is their mean over both directions.
+// A trainer state's running sums (State.Window, EpochLoss) are sums of
+// such losses times rows: one beyond that was not summed by a run (and an
+// edited 1e308 would overflow to +Inf in the next metrics record, which
+// JSON cannot hold).
+func (o Options) maxLoss() float64 {
+	infoNCE := 2*nn.MaxLogitScale + math.Log(float64(max(o.Batch, 1)))
+	switch o.LossName() {
+	case nn.LossInfoNCE:
+		return infoNCE
+	case nn.LossMSEInfoNCE:
+		return 4 + o.InfoNCEWeight*infoNCE
+	}
+	return 4
+}
+
+// checkRange reports a logit scale and moments that no run under o can
+// have reached in step steps of schedule s. The gradient of the logit
+// scale is s' dL/ds' with s' = min(exp(value), 100) and |dL/ds'| <= 2
+// (nn.InfoNCE: the entries of its G sum to at most 2 in magnitude, the
+// cosines are within [-1, 1]), times the InfoNCE weight under mse+infonce:
+// at most g = 200 w. Its first moment, a running average of gradients, is
+// then at most g, its second at most g², and the first at most
+// momentBound sqrt(second). Each AdamW step moves the value by lr m̂ /
+// (sqrt(v̂) + eps) <= lr K / (1 - β1^t) <= max_lr K / (1 - β1max) (K the
+// momentBound): the value is within steps times that of where every run
+// starts, nn.InitLogitScale. The bounds are loose (with the defaults and
+// max_lr 1e-3, about 1.9 a step) but refuse values that are absurd (an
+// edited 1e300, which exp turns into +Inf, or -1e300 into a scale of 0).
+func (ls LogitScale) checkRange(o Options, s OneCycle, steps int) error {
+	w := 1.0
+	if o.LossName() == nn.LossMSEInfoNCE {
+		w = o.InfoNCEWeight
+	}
+	g := roundingMargin * 2 * nn.MaxLogitScale * w
+	if math.Abs(ls.M) > g || ls.V > g*g {
+		return fmt.Errorf("its logit scale's moments m %v, v %v exceed those of gradients of at most %v", ls.M, ls.V, g)
+	}
+	k := momentBound(s, o.AdamW.Beta2)
+	if k == 0 {
+		return nil
+	}
+	if math.Abs(ls.M) > roundingMargin*k*math.Sqrt(ls.V)+momentUnderflow {
+		return fmt.Errorf("its logit scale's first moment %v exceeds %.4g sqrt(v) (v %v)", ls.M, k, ls.V)
+	}
+	reach := float64(steps)*s.MaxLR*roundingMargin*k/(1-s.MaxMomentum) + 1
+	if math.Abs(ls.Value-nn.InitLogitScale) > reach {
+		return fmt.Errorf("its logit scale %v is further than %.4g from the initial %.4g: %d steps at a learning rate of at most %v cannot move it there", ls.Value, reach, nn.InitLogitScale, steps, s.MaxLR)
+	}
+	return nil
+}
+
 // setObjective gives the engine the run's objective with the logit scale
 // of st, before a step.
 func (tr *Trainer) setObjective(st State) error {

@@ -175,3 +175,50 @@ func TestPipelinedNotForInfoNCE(t *testing.T) {
 		t.Fatal("no resident engine: pipelined")
 	}
 }
+
+// With a moving average on a pipelined engine, the average is blended
+// once more after the step that diverged (whose update the guard skipped:
+// the host learns of it a step late), but that blend is never seen: the
+// run stops at the next step or flush, before any evaluation or save, so
+// the last checkpoint's ema.safetensors is the one of a run stopped
+// cleanly there. This pins the invariant docs/TRAINING.md relies on: a
+// save or evaluation after a guarded skip would break it.
+func TestPipelinedNaNLeavesNoBlendedEMA(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, true)
+	ema := func(t *testing.T, runDir string) []float32 {
+		t.Helper()
+		ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ck.EMA == nil {
+			t.Fatal("no moving average in the checkpoint")
+		}
+		return ck.EMA
+	}
+	cleanDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	clean, f := pipelinedTrainer(t, dataDir, cleanDir, nil)
+	clean.Options.EMA = 0.9
+	f.stopAfter, f.cancel = 6, cancel
+	if _, err := clean.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	cancel()
+	if st := checkpointState(t, cleanDir); st.Step != 6 {
+		t.Fatalf("clean stop at step %d, want 6", st.Step)
+	}
+	for _, blowUp := range []int{7, 8} {
+		runDir := t.TempDir()
+		tr, _ := pipelinedTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: blowUp} })
+		tr.Options.EMA = 0.9
+		if _, err := tr.Run(context.Background(), false); !errors.Is(err, ErrNonFinite) {
+			t.Fatalf("blow-up after step %d: %v", blowUp, err)
+		}
+		if st := checkpointState(t, runDir); st.Step != 6 {
+			t.Fatalf("blow-up after step %d: last checkpoint at step %d, want 6", blowUp, st.Step)
+		}
+		sameParams(t, fmt.Sprintf("EMA of the last checkpoint, blow-up after step %d", blowUp), ema(t, runDir), ema(t, cleanDir))
+	}
+}

@@ -46,6 +46,10 @@ type RunInfo struct {
 	// Init is the model a fine-tuning run started from (Trainer.Init);
 	// absent for a run from a random initialisation.
 	Init *InitRef `json:"init,omitempty"`
+	// Inputs identifies the contents of the training data and evaluation
+	// sets, which a resume must find again; absent in a run.json written
+	// before they were recorded.
+	Inputs *Inputs `json:"inputs,omitempty"`
 	State
 }
 
@@ -94,7 +98,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 
 // runInfo is run.json for the run at st.
 func (tr *Trainer) runInfo(st State) RunInfo {
-	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, State: st}
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, Inputs: tr.inputs, State: st}
 	for _, s := range tr.Evals {
 		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
 	}
@@ -425,6 +429,12 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
 	}
+	if err := checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.M, ck.V); err != nil {
+		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, checkpoint.OptimizerFile, err)
+	}
+	if err := tr.checkInputs(info.Inputs); err != nil {
+		return State{}, err
+	}
 	if err := tr.Engine.SetParameters(ck.Params); err != nil {
 		return State{}, err
 	}
@@ -450,6 +460,32 @@ func (tr *Trainer) restore() (State, error) {
 	tr.Options = st.Options
 	tr.initRef = info.Init
 	return st, nil
+}
+
+// checkInputs refuses a resume whose training data or evaluation sets do
+// not hold the contents the run recorded (run, RunInfo.Inputs), unless
+// AcceptChangedInputs; and sets the inputs run.json records from now on.
+// A run that recorded none (run.json from before Inputs) resumes with a
+// warning.
+func (tr *Trainer) checkInputs(run *Inputs) error {
+	in, err := InputsOf(tr.Data, tr.Evals)
+	if err != nil {
+		return err
+	}
+	tr.inputs = in
+	if run == nil {
+		tr.Log.Warn("run.json records no identity of the run's training data and evaluation sets (a run from before dinoclip recorded them): resuming without checking that they hold the run's contents; they are recorded from now on")
+		return nil
+	}
+	d := run.diff(in, tr.Data.Dir, tr.Evals)
+	switch {
+	case d == "":
+		return nil
+	case tr.AcceptChangedInputs:
+		tr.Log.Warn("resuming on changed inputs (--accept-changed-inputs): the run will not end as it would have on its own; run.json records the new ones", "change", d)
+		return nil
+	}
+	return fmt.Errorf("--resume: %s: a resumed run on other contents would not end as the run would have; restore the run's files, or give --accept-changed-inputs to continue on these (run.json then records them)", d)
 }
 
 // checkEvalNames refuses evaluation sets other than the run's: the best

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -199,6 +201,20 @@ func runBench(cCtx *cli.Context) error {
 			return err
 		}
 	}
+	if o.TopK {
+		if err := checkTopKMemory(o.TopKOpts); err != nil {
+			return err
+		}
+	}
+	if device == "cpu" {
+		for _, c := range cases {
+			for _, b := range c.Batches {
+				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}); err != nil {
+					return fmt.Errorf("--shape %s --batch %d: %w", c.ConfigName, b, err)
+				}
+			}
+		}
+	}
 	if o.Data {
 		if err := checkAtLeast("data-rows", o.DataOpts.Rows, 1); err != nil {
 			return err
@@ -254,6 +270,22 @@ func runBench(cCtx *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkTopKMemory refuses a top-k benchmark whose vectors the host
+// cannot hold: the images and captions, dim floats each, twice (drawn,
+// then normalised), and each direction's answers (k ids and scores per
+// query). It counts in float64, so that sizes whose product overflows an
+// int are refused too, with or without a known amount of free memory.
+func checkTopKMemory(o bench.TopKOptions) error {
+	rows := float64(o.Images) + float64(o.Captions)
+	need := 8*rows*float64(o.Dim) + 8*rows*float64(o.K)
+	avail, ok := sysmem.Available()
+	if need <= float64(math.MaxInt)/8 && (!ok || need <= float64(avail)) {
+		return nil
+	}
+	return fmt.Errorf("--topk-images %d, --topk-captions %d, --topk-dim %d, --topk-k %d need about %.3g GiB of memory, more than the %.1f GiB available: use smaller ones",
+		o.Images, o.Captions, o.Dim, o.K, need/(1<<30), float64(avail)/(1<<30))
 }
 
 // parseShape reads a --shape: a name from bench.Configs or IxHxBxO.

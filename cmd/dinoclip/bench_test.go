@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -107,4 +108,17 @@ func TestBenchCUDAWithoutTheTag(t *testing.T) {
 	}
 	wantError(t, []string{"bench", "--device", "cuda", "--shape", "8x16x1x4", "--batch", "4", "--topk=false", "--data=false"},
 		"--device cuda", "-tags cuda")
+}
+
+// Sizes the host cannot hold are refused with a message before anything
+// is allocated: a top-k width whose vectors overflow an int (it panicked
+// in makeslice), top-k counts and a training batch beyond the free memory
+// (the runtime died out of memory).
+func TestBenchRefusesSizesBeyondMemory(t *testing.T) {
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--kernels=false", "--topk-dim", "99999999999999"}, "--topk-dim 99999999999999", "GiB of memory")
+	if _, ok := sysmem.Available(); !ok {
+		t.Skip("this system gives no free-memory figure, so the checks against it are off")
+	}
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--kernels=false", "--topk-images", "2000000000", "--topk-captions", "2000000000"}, "--topk-images 2000000000", "GiB of memory")
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "99999999999", "--kernels=false", "--topk=false"}, "--shape 8x8x1x8 --batch 99999999999", "GiB on the CPU")
 }

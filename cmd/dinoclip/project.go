@@ -25,7 +25,8 @@ func projectCommand() *cli.Command {
 		Description: "Reads an [n, input_dim] .npy matrix of DINOv2 features (float16, float32 or float64), projects it\n" +
 			"in chunks of --batch rows, and writes the [n, output_dim] model outputs as float32 (or float16\n" +
 			"with --float16). The outputs are the model's, not L2-normalised. The output file is written\n" +
-			"under a temporary name and renamed into place when complete. CKPT is a model.safetensors\n" +
+			"under a temporary name and renamed into place when complete (a killed run's is named in a\n" +
+			"warning by the next). CKPT is a model.safetensors\n" +
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last).\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
@@ -107,6 +108,7 @@ func runProject(cCtx *cli.Context) error {
 		)
 		defer bar.Finish()
 	}
+	warnLeftovers(cCtx.App.ErrWriter, outPath)
 	ctx := cCtx.Context
 	err = atomicfile.Write(outPath, func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {

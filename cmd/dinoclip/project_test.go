@@ -211,3 +211,45 @@ func TestProjectRefusesNonFiniteOutputs(t *testing.T) {
 		}
 	}
 }
+
+// What a kill -9 leaves beside an output (atomicfile's hidden temporary
+// file, writeSearch's hidden directory) is warned of by the next project
+// or search into it, named, and left alone; other hidden files are not.
+func TestLeftoversWarned(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out[1].npy")
+	stale := filepath.Join(dir, ".out[1].npy.tmp-123456")
+	other := filepath.Join(dir, ".out[1].npy.bak")
+	for _, p := range []string{stale, other} {
+		if err := os.WriteFile(p, []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stderr, err := runCLI(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "warning: "+stale+": left by a dinoclip killed while writing "+out) || strings.Contains(stderr, other) {
+		t.Errorf("project's warning of leftovers:\n%s", stderr)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Errorf("the leftover was removed: %v", err)
+	}
+	_, stderr, err = runCLI(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(dir, "clean.npy"))
+	if err != nil || strings.Contains(stderr, "warning") {
+		t.Errorf("project without leftovers: %v\n%s", err, stderr)
+	}
+
+	keys := filepath.Join(dir, "keys.npy")
+	writeF32(t, keys, []int{2, 2}, []float32{1, 0, 0, 1})
+	hits := filepath.Join(dir, "hits")
+	staleDir := filepath.Join(dir, ".hits.tmp-99")
+	if err := os.Mkdir(staleDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runCLI(t, "search", "--index", keys, "--queries", keys, "--k", "1", "--out", hits)
+	if err != nil || !strings.Contains(stderr, "warning: "+staleDir+": left by") {
+		t.Errorf("search's warning of leftovers: %v\n%s", err, stderr)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -53,6 +54,11 @@ func searchCommand() *cli.Command {
 			"rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
 			"the index streamed to the GPU in chunks) and proves the ranking exact the same way, re-running\n" +
 			"on the CPU any query whose near-ties float16 cannot settle (docs/RETRIEVAL.md).\n\n" +
+			"A NaN or infinite value in the queries or keys is refused. A query row that is all zero has\n" +
+			"no direction, and its cosine with any row is undefined: it scores 0 against every row, so its\n" +
+			"answer is ids 0 to K-1 with score 0 (equal scores: the lower id first); the command warns,\n" +
+			"naming the rows, and search.json counts them (zero_queries). All-zero rows of a KEYS.npy\n" +
+			"matrix score 0 against every query, with a warning likewise.\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{
@@ -80,6 +86,9 @@ type searchInfo struct {
 	Device  string  `json:"device"`
 	Model   string  `json:"model_sha256,omitempty"`
 	Seconds float64 `json:"seconds"`
+	// ZeroQueries counts the query rows that are all zero (see the
+	// command's description).
+	ZeroQueries int `json:"zero_queries,omitempty"`
 }
 
 // readQueries reads and normalises a float matrix.
@@ -111,8 +120,9 @@ func readQueries(path string) ([]float32, int, int, error) {
 }
 
 // openKeys opens --index: an index directory, or a .npy matrix normalised
-// into memory. The function returned releases it.
-func openKeys(path string) (*retrieval.Keys, string, func(), error) {
+// into memory, whose all-zero rows it warns of on w. The function returned
+// releases it.
+func openKeys(path string, w io.Writer) (*retrieval.Keys, string, func(), error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("--index: %w", err)
@@ -128,6 +138,7 @@ func openKeys(path string) (*retrieval.Keys, string, func(), error) {
 	if err != nil {
 		return nil, "", nil, err
 	}
+	warnZeroRows(w, path, "they score 0 against every query", retrieval.ZeroRows(x, dim), n)
 	keys, err := retrieval.Float32Keys(path, x, n, dim)
 	if err != nil {
 		return nil, "", nil, err
@@ -165,11 +176,14 @@ func runSearch(cCtx *cli.Context) error {
 	if err := checkOutDir(out); err != nil {
 		return err
 	}
+	warnLeftovers(cCtx.App.ErrWriter, out)
 	queries, nq, qdim, err := readQueries(queriesPath)
 	if err != nil {
 		return err
 	}
-	keys, modelHash, release, err := openKeys(indexPath)
+	zeroQueries := retrieval.ZeroRows(queries, qdim)
+	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
+	keys, modelHash, release, err := openKeys(indexPath, cCtx.App.ErrWriter)
 	if err != nil {
 		return err
 	}
@@ -215,12 +229,26 @@ func runSearch(cCtx *cli.Context) error {
 		return err
 	}
 	info := searchInfo{Index: indexPath, Queries: queriesPath, Rows: rows, Dim: keys.Dim, K: k, Device: device,
-		Model: modelHash, Seconds: time.Since(start).Seconds()}
+		Model: modelHash, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
 	if err := writeSearch(out, nb, info); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s)\n", out, k, rows, nq, info.Seconds)
 	return nil
+}
+
+// warnZeroRows writes a warning naming the all-zero rows (the first ten)
+// of the n rows of the matrix in path, with what becomes of them; none
+// when there are none.
+func warnZeroRows(w io.Writer, path, effect string, zero []int, n int) {
+	if len(zero) == 0 {
+		return
+	}
+	rows := fmt.Sprint(zero[:min(len(zero), 10)])
+	if len(zero) > 10 {
+		rows = rows[:len(rows)-1] + " ...]"
+	}
+	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows are all zero (rows %s): %s\n", path, len(zero), n, rows, effect)
 }
 
 // checkOutDir refuses an --out that exists and is not an earlier search's

@@ -276,3 +276,50 @@ func TestIndexHugeBatch(t *testing.T) {
 		}
 	}
 }
+
+// An all-zero query row is searched as its help says (ids 0 to K-1, score
+// 0) with a warning naming the row, counted in search.json; an all-zero
+// key row of a KEYS.npy matrix is warned of; a NaN query is refused.
+func TestSearchZeroRows(t *testing.T) {
+	dir := t.TempDir()
+	dim := 4
+	keys := []float32{0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 0, 1, 0}
+	q := []float32{1, 0, 0, 0, 0, 0, 0, 0, -0.0, 0, 0, 0}
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{5, dim}, keys)
+	writeF32(t, qp, []int{3, dim}, q)
+	out := filepath.Join(dir, "out")
+	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{qp + ": 2 of 3 rows are all zero (rows [1 2])", "ids 0 to K-1 with score 0", kp + ": 1 of 5 rows are all zero (rows [2])"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	ids, scores, _ := readSearch(t, out)
+	if want := []int64{1, 3, 0, 0, 1, 2, 0, 1, 2}; !slices.Equal(ids, want) {
+		t.Errorf("ids %v, want %v", ids, want)
+	}
+	for i, s := range scores[3:] {
+		if s != 0 {
+			t.Errorf("zero query score %d = %v, want 0", i, s)
+		}
+	}
+	var info searchInfo
+	b, err := os.ReadFile(filepath.Join(out, searchInfoFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil || info.ZeroQueries != 2 {
+		t.Errorf("search.json zero_queries %d (%v), want 2", info.ZeroQueries, err)
+	}
+	// No warning without zero rows.
+	writeF32(t, qp, []int{1, dim}, q[:dim])
+	if _, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out); err != nil || strings.Contains(stderr, qp+":") {
+		t.Errorf("search without zero queries: %v\n%s", err, stderr)
+	}
+	writeF32(t, qp, []int{1, dim}, []float32{float32(math.NaN()), 0, 0, 0})
+	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "3", "--out", out}, "row 0, column 0 is NaN")
+}

@@ -38,8 +38,10 @@ func trainCommand() *cli.Command {
 			"best one by --best-metric. Ctrl-C saves a\n" +
 			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
 			"evaluation sets and options the run was started with (RUNDIR/run.json); --data or --eval\n" +
-			"given with --resume replace the run's (moved files: their shapes are checked, not their\n" +
-			"contents). One process at a time trains in a run directory.\n" +
+			"given with --resume replace the run's (moved files). run.json records an identity of the\n" +
+			"inputs (each training file's size and a hash of 32 sampled blocks, each evaluation set's\n" +
+			"hash; docs/FORMAT.md): a resume on other contents is refused unless --accept-changed-inputs.\n" +
+			"One process at a time trains in a run directory.\n" +
 			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
 			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +
 			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +
@@ -72,6 +74,7 @@ func trainCommand() *cli.Command {
 			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
 			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
+			boolFlag("accept-changed-inputs", "with --resume: continue even when the training data or evaluation sets do not hold the contents the run recorded (the result then differs from the run's own; run.json records the new ones)"),
 			configFlag(),
 		},
 		Before:       applyConfig,
@@ -157,6 +160,9 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	if err := requireFlags(cCtx, required...); err != nil {
 		return err
+	}
+	if cCtx.IsSet("accept-changed-inputs") && !resume {
+		return fmt.Errorf("--accept-changed-inputs is for --resume: a new run records its inputs")
 	}
 	opts, err := trainOptions(cCtx)
 	if err != nil {
@@ -285,6 +291,8 @@ func runTrain(cCtx *cli.Context) error {
 		RunDir:  runDir,
 		Log:     log,
 		Init:    init,
+
+		AcceptChangedInputs: cCtx.Bool("accept-changed-inputs"),
 	}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f

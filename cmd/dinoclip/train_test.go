@@ -300,3 +300,23 @@ func TestTrainInfoNCE(t *testing.T) {
 		t.Errorf("eval of the InfoNCE run:\n%s", out)
 	}
 }
+
+// A resume on training data rewritten in place with other values of the
+// same shape is refused, naming the file and --accept-changed-inputs,
+// which then continues; the flag without --resume is refused.
+func TestResumeChangedDataCLI(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	args := append([]string{"train", "--data", data, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted train: error %v, want context.Canceled", err)
+	}
+	wd := newWorld(2)
+	x, _ := wd.sample(40)
+	writeF32(t, filepath.Join(data, "shard-00000.dino.npy"), []int{40, tIn}, x)
+	wantError(t, []string{"train", "--resume", "--out", run}, "shard-00000.dino.npy is not the file", "--accept-changed-inputs")
+	mustRun(t, "train", "--resume", "--out", run, "--accept-changed-inputs")
+	wantError(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new"), "--accept-changed-inputs"), "--accept-changed-inputs is for --resume")
+}

@@ -48,15 +48,24 @@ func NewBF16Engine(c nn.Config) (*Engine, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if err := BF16Fits(c); err != nil {
+		return nil, err
+	}
+	return openEngine(c, true)
+}
+
+// BF16Fits says why the bf16 engine cannot run a model of shape c (a width
+// not a multiple of 8), or nil when it can.
+func BF16Fits(c nn.Config) error {
 	for _, w := range []struct {
 		name string
 		n    int
 	}{{"input", c.InputDim}, {"hidden", c.HiddenDim}, {"head (hidden/2)", c.HeadDim()}, {"output", c.OutputDim}} {
 		if w.n%gemmBF16KMultiple != 0 {
-			return nil, fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
+			return fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
 		}
 	}
-	return openEngine(c, true)
+	return nil
 }
 
 // BF16 says whether the engine computes in bf16 mixed precision.

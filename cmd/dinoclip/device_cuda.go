@@ -38,6 +38,9 @@ func newEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 	return e, nil
 }
 
+// bf16Fits is nil where the GPU's bf16 engine can run shape c.
+func bf16Fits(c nn.Config) error { return cuda.BF16Fits(c) }
+
 func init() { deviceSearcher = newGPUSearcher }
 
 // newGPUSearcher is the GPU's exact search (cuda.Searcher: float16 tensor

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -108,14 +109,19 @@ func openEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 
 // loadedModel is a model file read and put on an engine.
 type loadedModel struct {
-	Path   string // the model file that --model resolved to
-	Model  *checkpoint.Model
-	Engine nn.Engine
+	Path      string // the model file that --model resolved to
+	Model     *checkpoint.Model
+	Engine    nn.Engine
+	Precision string // the engine's: the one asked for, or fp32 where the default bf16 does not fit
 }
 
 // loadModel resolves --model (a model file, a checkpoint directory or a run
 // directory), reads it and loads it onto an engine on device in precision.
-func loadModel(model, device, precision string) (*loadedModel, error) {
+// Where precision is the GPU's default (flag, the --precision given, is
+// empty) and the model's widths do not fit the bf16 engine, it computes in
+// fp32 instead and says so on warn; an explicit --precision bf16 is
+// refused for such a model.
+func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedModel, error) {
 	if err := checkDevice(device); err != nil {
 		return nil, err
 	}
@@ -127,6 +133,12 @@ func loadModel(model, device, precision string) (*loadedModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
+	if flag == "" && precision == train.PrecisionBF16 {
+		if why := bf16Fits(m.Config); why != nil {
+			fmt.Fprintf(warn, "dinoclip: %s: computing in fp32, not the GPU's default bf16 (%v)\n", path, why)
+			precision = train.PrecisionFP32
+		}
+	}
 	e, err := openEngine(device, precision, m.Config)
 	if err != nil {
 		return nil, err
@@ -135,7 +147,7 @@ func loadModel(model, device, precision string) (*loadedModel, error) {
 		e.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	return &loadedModel{Path: path, Model: m, Engine: e}, nil
+	return &loadedModel{Path: path, Model: m, Engine: e, Precision: precision}, nil
 }
 
 // checkCPUMemory refuses a CPU run that would not fit in the memory this

@@ -77,13 +77,13 @@ func runEval(cCtx *cli.Context) error {
 	if err := checkDistinctNames(sets); err != nil {
 		return err
 	}
-	lm, err := loadModel(cCtx.String("model"), device, precision)
+	lm, err := loadModel(cCtx.String("model"), device, precision, cCtx.String("precision"), cCtx.App.ErrWriter)
 	if err != nil {
 		return err
 	}
 	defer lm.Engine.Close()
 	c := lm.Model.Config
-	doc := evalDocument{Model: lm.Path, Config: c, Device: device, Precision: precision,
+	doc := evalDocument{Model: lm.Path, Config: c, Device: device, Precision: lm.Precision,
 		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
 	for _, s := range sets {
 		if s.FeatureDim != c.InputDim || s.EmbeddingDim != c.OutputDim {

@@ -118,7 +118,7 @@ func runIndex(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	lm, err := loadModel(cCtx.String("model"), device, train.PrecisionFP32)
+	lm, err := loadModel(cCtx.String("model"), device, train.PrecisionFP32, train.PrecisionFP32, cCtx.App.ErrWriter)
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ func runProject(cCtx *cli.Context) error {
 		}
 		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType().Name(), hint)
 	}
-	lm, err := loadModel(cCtx.String("model"), device, precision)
+	lm, err := loadModel(cCtx.String("model"), device, precision, cCtx.String("precision"), cCtx.App.ErrWriter)
 	if err != nil {
 		return err
 	}

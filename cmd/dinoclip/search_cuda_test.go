@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +48,16 @@ func TestEvalOnGPU(t *testing.T) {
 	if docs[1].Device != "cuda" || len(docs[1].Reports) != 1 {
 		t.Fatalf("eval --device cuda: %+v", docs[1])
 	}
+	// trainRun's model has a head 4 wide, which the bf16 engine cannot run:
+	// the GPU's default precision gives way to fp32, with a warning; asked
+	// for explicitly, bf16 is refused.
+	if docs[1].Precision != "fp32" {
+		t.Errorf("eval --device cuda on a model the bf16 engine cannot run: precision %q, want fp32", docs[1].Precision)
+	}
+	if _, errOut, err := runCLI(t, "eval", "--model", run, "--eval", eval, "--device", "cuda"); err != nil || !strings.Contains(errOut, "computing in fp32, not the GPU's default bf16") {
+		t.Errorf("eval --device cuda: error %v, stderr %q: want the fp32 fallback's warning", err, errOut)
+	}
+	wantError(t, []string{"eval", "--model", run, "--eval", eval, "--device", "cuda", "--precision", "bf16"}, "not a multiple of 8", "--precision fp32")
 	if !reflect.DeepEqual(docs[0].Reports[0].CLIP, docs[1].Reports[0].CLIP) {
 		t.Errorf("CLIP's recall: cpu %+v, cuda %+v", docs[0].Reports[0].CLIP, docs[1].Reports[0].CLIP)
 	}

@@ -96,3 +96,40 @@ func TestLayerNormBackwardFloat32BlockSums(t *testing.T) {
 		}
 	}
 }
+
+// ColumnSums gives, at GOMAXPROCS 1, 2 and 3 and on both of vec32's
+// paths, each column's float64 sum over the rows in order, rounded once;
+// the widths span less than one, one and several column blocks.
+func TestColumnSumsFloat32Order(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer vec32.UseAssembly(vec32.UseAssembly(true))
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, sh := range [][2]int{{3, 7}, {40, columnBlock}, {70, 2*columnBlock + 9}} {
+		n, d := sh[0], sh[1]
+		a := make([]float32, n*d)
+		for i := range a {
+			a[i] = float32(rng.NormFloat64() * math.Pow(10, 4*rng.Float64()-2))
+		}
+		want := make([]float32, d)
+		for j := range d {
+			var s float64
+			for r := range n {
+				s += float64(a[r*d+j])
+			}
+			want[j] = float32(s)
+		}
+		for _, procs := range []int{1, 2, 3} {
+			for _, asm := range []bool{true, false} {
+				runtime.GOMAXPROCS(procs)
+				vec32.UseAssembly(asm)
+				got := make([]float32, d)
+				ColumnSums(got, a, n, d)
+				for j := range want {
+					if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+						t.Fatalf("n %d d %d, GOMAXPROCS %d, assembly %v: column %d sums to %v, want %v", n, d, procs, asm, j, got[j], want[j])
+					}
+				}
+			}
+		}
+	}
+}

@@ -4,6 +4,16 @@
 // 8 at a time with AVX2, each operation rounded as the scalar loop in
 // nn.AdamW rounds it (no fused multiply-add; VSQRTPS and VDIVPS are
 // correctly rounded, as Go's float32 sqrt and division are).
+//
+// The four streams are prefetched 1 KiB ahead (a prefetch changes no bit
+// and does not fault past the end). The update is fast enough from cache
+// (about 0.6 ns an element on one Zen 3 core, 50 GB/s) that a thread is
+// bound by how many of its streams' cache misses are in flight, which
+// the out-of-order window alone keeps low: on a 2-vCPU Zen 3 (EPYC)
+// under KVM, one thread updated 4 MiB of parameters in L3 at 56 GB/s with
+// the prefetches against 34 without, 64 MiB in memory at 22 against 15
+// (best of 20, interleaved, one process); 512 B to 4 KiB ahead all did
+// about as well.
 
 #include "textflag.h"
 
@@ -27,6 +37,10 @@ TEXT ·adamw(SB), NOSPLIT, $0-48
 	JZ   done
 
 loop:
+	PREFETCHT0 1024(SI)(BX*1)
+	PREFETCHT0 1024(R8)(BX*1)
+	PREFETCHT0 1024(R9)(BX*1)
+	PREFETCHT0 1024(DI)(BX*1)
 	VMOVUPS (SI)(BX*1), Y0    // g
 	VMOVUPS (R8)(BX*1), Y1    // m
 	VMOVUPS (R9)(BX*1), Y2    // v

@@ -45,6 +45,8 @@ func BenchmarkPasses(b *testing.B) {
 		x[i], z[i] = float32(i%800)/100-4, float32(i%13)/7
 	}
 	acc, acc2 := make([]float64, n), make([]float64, n)
+	const width = 2048 // the model's, for LayerNormBackwardRows
+	rstd, gamma64 := make([]float32, n/width), make([]float64, width)
 	for _, asm := range []bool{true, false} {
 		name := "asm"
 		if !asm {
@@ -57,11 +59,9 @@ func BenchmarkPasses(b *testing.B) {
 			{"gelu", func() { GELUs(y, x) }},
 			{"gelu_grad_mul", func() { GELUGradMul(y, z, x) }},
 			{"layernorm_apply", func() { LayerNormApply(y, z, x, x, x, 0.1, 1.2) }},
-			{"layernorm_backward_apply", func() { LayerNormBackwardApply(y, x, z, x, 0.1, 0.2, 1.2) }},
-			{"layernorm_backward_sums", func() { LayerNormBackwardSums(x, z, x) }},
 			{"sum_sq_dev", func() { SumSqDev(x, 0.1) }},
 			{"add_to", func() { AddTo(acc, x) }},
-			{"add_products_to", func() { AddProductsTo(acc[:256], acc2[:256], x, z, n/256, 256) }},
+			{"layernorm_backward_rows", func() { LayerNormBackwardRows(y, x, z, rstd, gamma64, n/width, width, acc[:width], acc2[:width]) }},
 		} {
 			b.Run(name+"/"+p.name, func(b *testing.B) {
 				defer UseAssembly(UseAssembly(asm))

@@ -22,35 +22,19 @@ func AddTo(acc []float64, x []float32) {
 	}
 }
 
-// AddProductsTo adds rows rows of x and y, row r starting at r*stride,
-// in order: for r < rows and j < len(prod),
-//
-//	prod[j] += x[r*stride+j]*y[r*stride+j]   (the product exact in float64)
-//	sum[j]  += x[r*stride+j]
-//
-// LayerNorm's dgamma and dbeta over a block of columns. The assembly keeps
-// 16 columns' sums in registers across all the rows, so each accumulator
-// is loaded and stored once, not once a row. sum must be at least as long
-// as prod, and x and y hold rows rows of stride (the last one at least
-// len(prod) long).
-func AddProductsTo(prod, sum []float64, x, y []float32, rows, stride int) {
-	if rows <= 0 {
-		return
-	}
-	end := (rows-1)*stride + len(prod)
-	sum, x, y = sum[:len(prod)], x[:end], y[:end]
+// Accumulate sets acc[j] += x[j] for j < len(acc), in float64: the sum of
+// partial column sums. x must be at least as long as acc.
+func Accumulate(acc, x []float64) {
 	n := 0
 	if useAsm {
-		n = len(prod) &^ 15
+		n = len(acc) &^ 7
 		if n > 0 {
-			addProductsTo(n, rows, stride, &prod[0], &sum[0], &x[0], &y[0])
+			_ = x[n-1]
+			accumulate(n, &acc[0], &x[0])
 		}
 	}
-	for r := range rows {
-		xr, yr := x[r*stride:r*stride+len(prod)], y[r*stride:r*stride+len(prod)]
-		for j := n; j < len(prod); j++ {
-			prod[j] += float64(xr[j]) * float64(yr[j])
-			sum[j] += float64(xr[j])
-		}
+	x = x[:len(acc)]
+	for j := n; j < len(acc); j++ {
+		acc[j] += x[j]
 	}
 }

@@ -2,8 +2,9 @@
 // (package nn), in Go assembly for AVX2 on amd64: AdamW, GELU and its
 // derivative, LayerNorm's normalisation and backward pass, the loss's
 // combination of rows, and the float64-accumulated reductions over rows
-// (Sum, Dot, SumSqDev, LayerNormBackwardSums) and over columns (AddTo,
-// AddProductsTo) that LayerNorm, the loss and the bias gradients use.
+// (Sum, Dot, SumSqDev) and over columns (AddTo, Accumulate) that
+// LayerNorm, the loss and the bias gradients use, and LayerNorm's backward
+// pass over a block of rows in one sweep (LayerNormBackwardRows).
 //
 // Every function is defined by a Go loop that rounds each operation
 // explicitly, and a reduction by a fixed order of additions (reduce.go).

@@ -30,27 +30,6 @@ func LayerNormApply(y, xhat, x, gamma, beta []float32, mean, rstd float64) {
 	}
 }
 
-// LayerNormBackwardApply sets, for j < len(dy), with g = dy[j]*gamma[j]
-// exact in float64,
-//
-//	dx[j] = float32(rstd * ((g - meanG) - float64(xhat[j])*meanGX))
-//
-// each float64 operation rounded in that order. dx may alias dy.
-func LayerNormBackwardApply(dx, dy, xhat, gamma []float32, meanG, meanGX, rstd float64) {
-	n := 0
-	if useAsm {
-		n = len(dy) &^ 7
-		if n > 0 {
-			_, _, _ = dx[n-1], xhat[n-1], gamma[n-1]
-			layerNormBackwardApply(n, &dx[0], &dy[0], &xhat[0], &gamma[0], meanG, meanGX, rstd)
-		}
-	}
-	for j := n; j < len(dy); j++ {
-		g := float64(dy[j]) * float64(gamma[j])
-		dx[j] = float32(rstd * ((g - meanG) - float64(float64(xhat[j])*meanGX)))
-	}
-}
-
 // AXPBY sets dst[j] = float32(x[j]*a + y[j]*b) for j < len(x), in
 // float64 with each product rounded before the sum. dst may alias x or y.
 func AXPBY(dst, x, y []float32, a, b float64) {

@@ -21,19 +21,10 @@ func dotLanes(n int, x, y *float32, l *lanes)
 func sqDevLanes(n int, x *float32, mean float64, l *lanes)
 
 //go:noescape
-func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)
-
-//go:noescape
 func addTo(n int, acc *float64, x *float32)
 
 //go:noescape
-func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
-
-//go:noescape
 func layerNormApply(n int, y, xhat, x, gamma, beta *float32, mean, rstd float64)
-
-//go:noescape
-func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, meanG, meanGX, rstd float64)
 
 //go:noescape
 func axpby(n int, dst, x, y *float32, a, b float64)

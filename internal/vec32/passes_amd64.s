@@ -2,7 +2,7 @@
 
 // The reductions and elementwise passes of vec32 (reduce.go, columns.go,
 // elementwise.go, gelu.go) with AVX2, 8 floats a step; n is always a
-// positive multiple of 8 (of 16 for addProductsTo). Each loop performs the
+// positive multiple of 8. Each loop performs the
 // Go loop's operations in the Go loop's order, lane by lane: VCVTPS2PD,
 // VCVTPD2PS and every arithmetic instruction used here round exactly as
 // Go's conversions and float32 or float64 operators do (round to nearest
@@ -93,48 +93,6 @@ sqdevloop:
 	VZEROUPPER
 	RET
 
-// func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)
-// g = dy[j]*gamma[j] (exact); l1[j%8] += g; l2[j%8] += g*xhat[j].
-TEXT ·lnBackwardLanes(SB), NOSPLIT, $0-48
-	MOVQ    n+0(FP), CX
-	MOVQ    dy+8(FP), SI
-	MOVQ    gamma+16(FP), DI
-	MOVQ    xhat+24(FP), DX
-	MOVQ    l1+32(FP), AX
-	MOVQ    l2+40(FP), BX
-	VMOVUPD (AX), Y0
-	VMOVUPD 32(AX), Y1
-	VMOVUPD (BX), Y2
-	VMOVUPD 32(BX), Y3
-	SHRQ    $3, CX
-
-lnbwdloop:
-	VCVTPS2PD (SI), Y4
-	VCVTPS2PD 16(SI), Y5
-	VCVTPS2PD (DI), Y6
-	VCVTPS2PD 16(DI), Y7
-	VMULPD    Y6, Y4, Y4
-	VMULPD    Y7, Y5, Y5
-	VADDPD    Y4, Y0, Y0
-	VADDPD    Y5, Y1, Y1
-	VCVTPS2PD (DX), Y8
-	VCVTPS2PD 16(DX), Y9
-	VMULPD    Y8, Y4, Y4
-	VMULPD    Y9, Y5, Y5
-	VADDPD    Y4, Y2, Y2
-	VADDPD    Y5, Y3, Y3
-	ADDQ      $32, SI
-	ADDQ      $32, DI
-	ADDQ      $32, DX
-	DECQ      CX
-	JNZ       lnbwdloop
-	VMOVUPD   Y0, (AX)
-	VMOVUPD   Y1, 32(AX)
-	VMOVUPD   Y2, (BX)
-	VMOVUPD   Y3, 32(BX)
-	VZEROUPPER
-	RET
-
 // func addTo(n int, acc *float64, x *float32)
 // acc[j] += x[j].
 TEXT ·addTo(SB), NOSPLIT, $0-24
@@ -154,77 +112,6 @@ addtoloop:
 	ADDQ      $64, DI
 	DECQ      CX
 	JNZ       addtoloop
-	VZEROUPPER
-	RET
-
-// func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32)
-// For 16 columns at a time (n a multiple of 16), over rows r in order:
-// prod[j] += x[j]*y[j] (the product exact), sum[j] += x[j], with x and y
-// advancing stride floats a row; the 16 columns' prod and sum stay in
-// Y0-Y7 across the rows.
-TEXT ·addProductsTo(SB), NOSPLIT, $0-56
-	MOVQ n+0(FP), CX
-	MOVQ stride+16(FP), R11
-	SHLQ $2, R11                // stride in bytes
-	MOVQ prod+24(FP), DI
-	MOVQ sum+32(FP), DX
-	MOVQ x+40(FP), SI
-	MOVQ y+48(FP), R8
-	SHRQ $4, CX
-
-addprodcols:
-	VMOVUPD (DI), Y0
-	VMOVUPD 32(DI), Y1
-	VMOVUPD 64(DI), Y2
-	VMOVUPD 96(DI), Y3
-	VMOVUPD (DX), Y4
-	VMOVUPD 32(DX), Y5
-	VMOVUPD 64(DX), Y6
-	VMOVUPD 96(DX), Y7
-	MOVQ    SI, R12
-	MOVQ    R8, R13
-	MOVQ    rows+8(FP), BX
-
-addprodrows:
-	VCVTPS2PD (R12), Y8
-	VCVTPS2PD 16(R12), Y9
-	VCVTPS2PD (R13), Y10
-	VCVTPS2PD 16(R13), Y11
-	VMULPD    Y8, Y10, Y10
-	VMULPD    Y9, Y11, Y11
-	VADDPD    Y10, Y0, Y0
-	VADDPD    Y11, Y1, Y1
-	VADDPD    Y8, Y4, Y4
-	VADDPD    Y9, Y5, Y5
-	VCVTPS2PD 32(R12), Y8
-	VCVTPS2PD 48(R12), Y9
-	VCVTPS2PD 32(R13), Y10
-	VCVTPS2PD 48(R13), Y11
-	VMULPD    Y8, Y10, Y10
-	VMULPD    Y9, Y11, Y11
-	VADDPD    Y10, Y2, Y2
-	VADDPD    Y11, Y3, Y3
-	VADDPD    Y8, Y6, Y6
-	VADDPD    Y9, Y7, Y7
-	ADDQ      R11, R12
-	ADDQ      R11, R13
-	DECQ      BX
-	JNZ       addprodrows
-
-	VMOVUPD Y0, (DI)
-	VMOVUPD Y1, 32(DI)
-	VMOVUPD Y2, 64(DI)
-	VMOVUPD Y3, 96(DI)
-	VMOVUPD Y4, (DX)
-	VMOVUPD Y5, 32(DX)
-	VMOVUPD Y6, 64(DX)
-	VMOVUPD Y7, 96(DX)
-	ADDQ    $128, DI
-	ADDQ    $128, DX
-	ADDQ    $64, SI
-	ADDQ    $64, R8
-	DECQ    CX
-	JNZ     addprodcols
 	VZEROUPPER
 	RET
 
@@ -260,48 +147,6 @@ lnapplyloop:
 	ADDQ        $32, BX
 	DECQ        CX
 	JNZ         lnapplyloop
-	VZEROUPPER
-	RET
-
-// func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, meanG, meanGX, rstd float64)
-// g = dy[j]*gamma[j] (exact); dx[j] = float32(rstd * ((g - meanG) - xhat[j]*meanGX)).
-// dy is read before dx is written, so dx may alias dy.
-TEXT ·layerNormBackwardApply(SB), NOSPLIT, $0-64
-	MOVQ         n+0(FP), CX
-	MOVQ         dx+8(FP), DI
-	MOVQ         dy+16(FP), SI
-	MOVQ         xhat+24(FP), DX
-	MOVQ         gamma+32(FP), R8
-	VBROADCASTSD meanG+40(FP), Y13
-	VBROADCASTSD meanGX+48(FP), Y14
-	VBROADCASTSD rstd+56(FP), Y15
-	XORQ         BX, BX
-	SHRQ         $3, CX
-
-lnbwdapplyloop:
-	VCVTPS2PD   (SI)(BX*1), Y0
-	VCVTPS2PD   16(SI)(BX*1), Y1
-	VCVTPS2PD   (R8)(BX*1), Y2
-	VCVTPS2PD   16(R8)(BX*1), Y3
-	VMULPD      Y2, Y0, Y0
-	VMULPD      Y3, Y1, Y1
-	VSUBPD      Y13, Y0, Y0
-	VSUBPD      Y13, Y1, Y1
-	VCVTPS2PD   (DX)(BX*1), Y4
-	VCVTPS2PD   16(DX)(BX*1), Y5
-	VMULPD      Y14, Y4, Y4
-	VMULPD      Y14, Y5, Y5
-	VSUBPD      Y4, Y0, Y0
-	VSUBPD      Y5, Y1, Y1
-	VMULPD      Y15, Y0, Y0
-	VMULPD      Y15, Y1, Y1
-	VCVTPD2PSY  Y0, X0
-	VCVTPD2PSY  Y1, X1
-	VINSERTF128 $1, X1, Y0, Y0
-	VMOVUPS     Y0, (DI)(BX*1)
-	ADDQ        $32, BX
-	DECQ        CX
-	JNZ         lnbwdapplyloop
 	VZEROUPPER
 	RET
 

@@ -10,13 +10,9 @@ func noAsm() { panic("vec32: no assembly in this build") }
 func sumLanes(n int, x *float32, l *lanes)                                 { noAsm() }
 func dotLanes(n int, x, y *float32, l *lanes)                              { noAsm() }
 func sqDevLanes(n int, x *float32, mean float64, l *lanes)                 { noAsm() }
-func lnBackwardLanes(n int, dy, gamma, xhat *float32, l1, l2 *lanes)       { noAsm() }
 func addTo(n int, acc *float64, x *float32)                                { noAsm() }
-func addProductsTo(n, rows, stride int, prod, sum *float64, x, y *float32) { noAsm() }
 func layerNormApply(n int, y, xhat, x, gamma, beta *float32, m, r float64) { noAsm() }
-func layerNormBackwardApply(n int, dx, dy, xhat, gamma *float32, mg, mgx, r float64) {
-	noAsm()
-}
+
 func axpby(n int, dst, x, y *float32, a, b float64)         { noAsm() }
 func geluAVX2(n int, y, x *float32, c *float32)             { noAsm() }
 func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32) { noAsm() }

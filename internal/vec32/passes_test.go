@@ -61,7 +61,7 @@ func exactSum(terms func(add func(x, y float64))) float64 {
 	return f
 }
 
-// TestReductions checks Sum, Dot, SumSqDev and LayerNormBackwardSums: the
+// TestReductions checks Sum, Dot and SumSqDev: the
 // assembly and the Go lanes give the same bits, and the value is within
 // 1e-13 relative of the exactly rounded sum (float64 accumulation over at
 // most 2053 terms of one sign mix: the error bound is about n*2^-53 times
@@ -69,15 +69,14 @@ func exactSum(terms func(add func(x, y float64))) float64 {
 func TestReductions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, n := range lengths {
-		x, y, z := randomFloats(rng, n), randomFloats(rng, n), randomFloats(rng, n)
+		x, y := randomFloats(rng, n), randomFloats(rng, n)
 		for i := range y {
 			y[i] = float32(math.Abs(float64(y[i]))) // keep Dot(x, y)'s terms' signs x's
 		}
 		mean := 0.37
-		type result [5]float64
+		type result [3]float64
 		a, p := bothPaths(t, func() result {
-			g, gx := LayerNormBackwardSums(x, y, z)
-			return result{Sum(x), Dot(x, y), SumSqDev(x, mean), g, gx}
+			return result{Sum(x), Dot(x, y), SumSqDev(x, mean)}
 		})
 		for i := range a {
 			if math.Float64bits(a[i]) != math.Float64bits(p[i]) {
@@ -101,25 +100,12 @@ func TestReductions(t *testing.T) {
 					add(d, d)
 				}
 			}),
-			exactSum(func(add func(x, y float64)) {
-				for i, v := range x {
-					add(float64(v), float64(y[i]))
-				}
-			}),
-			exactSum(func(add func(x, y float64)) {
-				for i, v := range x {
-					add(float64(v)*float64(y[i]), float64(z[i]))
-				}
-			}),
 		}
-		var mag [5]float64 // sums of magnitudes, the scale of the error bound
+		var mag [3]float64 // sums of magnitudes, the scale of the error bound
 		for i, v := range x {
-			g := math.Abs(float64(v) * float64(y[i]))
 			mag[0] += math.Abs(float64(v))
-			mag[1] += g
+			mag[1] += math.Abs(float64(v) * float64(y[i]))
 			mag[2] += (float64(v) - mean) * (float64(v) - mean)
-			mag[3] += g
-			mag[4] += g * math.Abs(float64(z[i]))
 		}
 		for i := range want {
 			if d := math.Abs(a[i] - want[i]); d > 1e-13*mag[i] {
@@ -158,61 +144,43 @@ func TestReductionOrder(t *testing.T) {
 	}
 }
 
-// TestColumns checks AddTo and AddProductsTo (over 1 and over 37 rows of
-// a wider stride, as LayerNorm's backward pass calls it for a block of
-// columns): the assembly and Go give the same bits, and each column is its
-// accumulator plus its rows' terms added in row order.
+// TestColumns checks AddTo and Accumulate: the assembly and Go give the
+// same bits, and each column is its accumulator plus its term.
 func TestColumns(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, n := range lengths {
-		for _, rows := range []int{1, 37} {
-			stride := n + 3
-			x, y := randomFloats(rng, rows*stride), randomFloats(rng, rows*stride)
-			acc0 := make([]float64, n)
-			for i := range acc0 {
-				acc0[i] = rng.NormFloat64()
+		x, x64, acc0 := randomFloats(rng, n), make([]float64, n), make([]float64, n)
+		for i := range acc0 {
+			acc0[i], x64[i] = rng.NormFloat64(), rng.NormFloat64()*1e3
+		}
+		type result struct{ add, acc []float64 }
+		a, p := bothPaths(t, func() result {
+			r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...)}
+			AddTo(r.add, x)
+			Accumulate(r.acc, x64)
+			return r
+		})
+		for _, c := range []struct {
+			name    string
+			a, p    []float64
+			element func(i int) float64
+		}{
+			{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
+			{"Accumulate", a.acc, p.acc, func(i int) float64 { return acc0[i] + x64[i] }},
+		} {
+			if i := sameBits64(c.a, c.p); i >= 0 {
+				t.Errorf("%s n %d element %d: assembly %v, Go %v", c.name, n, i, c.a[i], c.p[i])
 			}
-			type result struct{ add, prod, sum []float64 }
-			a, p := bothPaths(t, func() result {
-				r := result{append([]float64(nil), acc0...), append([]float64(nil), acc0...), make([]float64, n)}
-				AddTo(r.add, x)
-				AddProductsTo(r.prod, r.sum, x, y, rows, stride)
-				return r
-			})
-			inOrder := func(start float64, term func(v, w float32) float64) func(i int) float64 {
-				return func(i int) float64 {
-					s := start
-					for r := range rows {
-						s += term(x[r*stride+i], y[r*stride+i])
-					}
-					return s
-				}
-			}
-			for _, c := range []struct {
-				name    string
-				a, p    []float64
-				element func(i int) float64
-			}{
-				{"AddTo", a.add, p.add, func(i int) float64 { return acc0[i] + float64(x[i]) }},
-				{"AddProductsTo prod", a.prod, p.prod, func(i int) float64 {
-					return inOrder(acc0[i], func(v, w float32) float64 { return float64(v) * float64(w) })(i)
-				}},
-				{"AddProductsTo sum", a.sum, p.sum, inOrder(0, func(v, _ float32) float64 { return float64(v) })},
-			} {
-				if i := sameBits64(c.a, c.p); i >= 0 {
-					t.Errorf("%s n %d rows %d element %d: assembly %v, Go %v", c.name, n, rows, i, c.a[i], c.p[i])
-				}
-				for i := range c.a {
-					if c.a[i] != c.element(i) {
-						t.Fatalf("%s n %d rows %d element %d: %v, want %v", c.name, n, rows, i, c.a[i], c.element(i))
-					}
+			for i := range c.a {
+				if c.a[i] != c.element(i) {
+					t.Fatalf("%s n %d element %d: %v, want %v", c.name, n, i, c.a[i], c.element(i))
 				}
 			}
 		}
 	}
 }
 
-// TestElementwise checks LayerNormApply, LayerNormBackwardApply and AXPBY:
+// TestElementwise checks LayerNormApply and AXPBY:
 // the assembly and Go give the same bits, including with the output
 // aliasing an input as the engine calls them, and the values are the
 // formulas' (within 1 ulp of float32 of the float64 formula: each output
@@ -222,15 +190,12 @@ func TestElementwise(t *testing.T) {
 	for _, n := range lengths {
 		x, gamma, beta, dy := randomFloats(rng, n), randomFloats(rng, n), randomFloats(rng, n), randomFloats(rng, n)
 		mean, rstd := 0.25, 1.5
-		type result struct{ y, xhat, yAlias, dx, dxAlias, axpby []float32 }
+		type result struct{ y, xhat, yAlias, axpby []float32 }
 		a, p := bothPaths(t, func() result {
-			r := result{y: make([]float32, n), xhat: make([]float32, n), dx: make([]float32, n), axpby: make([]float32, n)}
+			r := result{y: make([]float32, n), xhat: make([]float32, n), axpby: make([]float32, n)}
 			LayerNormApply(r.y, r.xhat, x, gamma, beta, mean, rstd)
 			r.yAlias = append([]float32(nil), x...)
 			LayerNormApply(r.yAlias, make([]float32, n), r.yAlias, gamma, beta, mean, rstd)
-			LayerNormBackwardApply(r.dx, dy, r.xhat, gamma, 0.1, -0.2, rstd)
-			r.dxAlias = append([]float32(nil), dy...)
-			LayerNormBackwardApply(r.dxAlias, r.dxAlias, r.xhat, gamma, 0.1, -0.2, rstd)
 			AXPBY(r.axpby, x, dy, 0.75, -1.25)
 			return r
 		})
@@ -263,12 +228,6 @@ func TestElementwise(t *testing.T) {
 		}
 		if i := sameBits32(a.y, a.yAlias); i >= 0 {
 			t.Errorf("LayerNormApply n %d: y aliasing x differs at %d", n, i)
-		}
-		check("LayerNormBackwardApply", a.dx, p.dx, func(i int) float64 {
-			return rstd * ((float64(dy[i])*float64(gamma[i]) - 0.1) - float64(a.xhat[i])*-0.2)
-		})
-		if i := sameBits32(a.dx, a.dxAlias); i >= 0 {
-			t.Errorf("LayerNormBackwardApply n %d: dx aliasing dy differs at %d", n, i)
 		}
 		check("AXPBY", a.axpby, p.axpby, func(i int) float64 { return float64(x[i])*0.75 - float64(dy[i])*1.25 })
 	}

@@ -83,29 +83,6 @@ func SumSqDev(x []float32, mean float64) float64 {
 	return s
 }
 
-// LayerNormBackwardSums returns the sums of g[j] and g[j]*xhat[j] with
-// g[j] = dy[j]*gamma[j] (exact in float64), the row sums of LayerNorm's
-// backward pass. gamma and xhat must be at least as long as dy.
-func LayerNormBackwardSums(dy, gamma, xhat []float32) (sumG, sumGX float64) {
-	var l1, l2 lanes
-	n := prefix(len(dy))
-	if n > 0 {
-		_, _ = gamma[n-1], xhat[n-1]
-		if useAsm {
-			lnBackwardLanes(n, &dy[0], &gamma[0], &xhat[0], &l1, &l2)
-		} else {
-			lnBackwardLanesGo(dy[:n], gamma[:n], xhat[:n], &l1, &l2)
-		}
-	}
-	sumG, sumGX = combineLanes(&l1), combineLanes(&l2)
-	for j := n; j < len(dy); j++ {
-		g := float64(dy[j]) * float64(gamma[j])
-		sumG += g
-		sumGX += float64(g * float64(xhat[j]))
-	}
-	return sumG, sumGX
-}
-
 // The lane loops in Go, the definition the assembly copies. float64(a*b)
 // keeps the compiler from fusing a rounded product into the add (Go may
 // fuse x*y + z into an FMA where it is not told otherwise); the products
@@ -127,13 +104,5 @@ func sqDevLanesGo(x []float32, mean float64, l *lanes) {
 	for j, v := range x {
 		d := float64(v) - mean
 		l[j%reduceLanes] += float64(d * d)
-	}
-}
-
-func lnBackwardLanesGo(dy, gamma, xhat []float32, l1, l2 *lanes) {
-	for j, v := range dy {
-		g := float64(v) * float64(gamma[j])
-		l1[j%reduceLanes] += g
-		l2[j%reduceLanes] += float64(g * float64(xhat[j]))
 	}
 }

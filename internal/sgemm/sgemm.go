@@ -382,14 +382,23 @@ func (p *PackedB) pack(kern *kernel, B matrix, k, n, workers int) {
 		p.data = make([]float32, k*p.width)
 	}
 	p.data = p.data[:k*p.width]
-	// Panels are independent: split them among the processors.
-	panels := p.width / nr
+	packWhole(p.data, n, k, nr, workers, func(dst []float32, lo, count, pc, kb int) { packB(dst, B, pc, kb, lo, count, nr) })
+}
+
+// packWhole packs a whole operand of k steps and size panels of r (rows
+// of op(A) or columns of op(B)) into data, block of kc steps after block,
+// each block's panels in order, as packBlock packs count of them from lo
+// in the block of kb steps from pc. Panels are independent: up to workers
+// goroutines take a share each.
+func packWhole(data []float32, size, k, r, workers int, packBlock func(dst []float32, lo, count, pc, kb int)) {
+	padded := (size + r - 1) / r * r
+	panels := padded / r
 	workers = min(workers, panels)
 	parallel.Run(workers, func(w int) {
-		lo, hi := panels*w/workers*nr, min(panels*(w+1)/workers*nr, n)
+		lo, hi := panels*w/workers*r, min(panels*(w+1)/workers*r, size)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
-			packB(p.data[pc*p.width+lo*kb:], B, pc, kb, lo, hi-lo, nr)
+			packBlock(data[pc*padded+lo*kb:], lo, hi-lo, pc, kb)
 		}
 	})
 }
@@ -423,16 +432,7 @@ func (p *packedA) pack(kern *kernel, A matrix, m, k, workers int) {
 		p.data = make([]float32, k*p.height)
 	}
 	p.data = p.data[:k*p.height]
-	// Panels are independent: split them among the processors.
-	panels := p.height / mr
-	workers = min(workers, panels)
-	parallel.Run(workers, func(w int) {
-		lo, hi := panels*w/workers*mr, min(panels*(w+1)/workers*mr, m)
-		for pc := 0; pc < k; pc += kc {
-			kb := min(kc, k-pc)
-			packA(p.data[pc*p.height+lo*kb:], A, lo, hi-lo, pc, kb, mr)
-		}
-	})
+	packWhole(p.data, m, k, mr, workers, func(dst []float32, lo, count, pc, kb int) { packA(dst, A, lo, count, pc, kb, mr) })
 }
 
 // GemmPacked is Gemm with op(B) from p: C [m, p's n] = op(A) op(B), or

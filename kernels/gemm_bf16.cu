@@ -23,8 +23,19 @@
 //   gemm_bf16_nt_bf16       gemm_bf16_nt_mma_bf16       C bf16 (round to nearest even)
 //   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 of GELU (exact erf
 //       form, common.cuh's gelu_f, evaluated in f32) of the f32 sum
-// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, M, N, K); the
-// mma.sync kernels': (A, W, bias, C, M, N, K). Any M, N >= 1, K >= 0; K
+//   gemm_bf16_nt_f32_stats  gemm_bf16_nt_mma_f32_stats  C f32, and stats f32
+//       [M, ceil(N/64), 3]: for each row and 64-column tile, the (count,
+//       mean, M2) of the row's stored C values in the tile, the layout of
+//       gemm.cu's gemm_nt_bias_stats, which layernorm.cu's ln_apply merges
+//       (in tile order, in double) before it normalises the row
+//   gemm_bf16_nt_f32_gelu_bf16  gemm_bf16_nt_mma_f32_gelu_bf16  C f32
+//       (the pre-activation GELU's backward pass reads) and act bf16
+//       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value (as
+//       bf16_convert.cu's gelu_f32_bf16 computes it from C)
+// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, [stats | act,]
+// M, N, K); the mma.sync kernels': (A, W, bias, C, [stats | act,] M, N,
+// K). act 4-byte aligned, stats 4-byte, neither overlapping C. Any M, N
+// >= 1, K >= 0; K
 // a multiple of 8 (rows 16-byte aligned, as the TMA's row strides and
 // cp.async's 16-byte copies need), which the host enforces: for the wgmma
 // kernels by construction (EncodeTensorMap refuses a row stride of 2K
@@ -64,6 +75,11 @@
 //     column 8j + 2q + {0,1} of the warpgroup's 64x128, w the warp, g =
 //     lane/4, q = lane%4): bias, activation, rounding, and 8- or 4-byte
 //     stores of column pairs where both columns are in range and aligned.
+//     Row statistics: the quad 4g..4g+3 holds a row's 128 columns, 16
+//     values a lane in each 64-column statistics tile; each lane
+//     summarises its 16 (two passes: mean, then M2), the quad merges them
+//     with two butterfly levels of Chan's formula (epilogue.cuh, as the
+//     float32 GEMMs do), and lane 4g stores the tile's (count, mean, M2).
 //
 // Differs from gemm_bf16_wgmma_ref (the reference that proved the
 // primitives): persistent blocks over a tile sequence (the ring's phases
@@ -80,11 +96,23 @@
 // spread over the banks); grid (ceil(N/128), ceil(M/128)), one tile per
 // block; dynamic shared memory GEMM_BF16_MMA_SMEM (60 KiB: raise the
 // limit). It shares the epilogue (gemm_bf16_emit) with the wgmma kernels.
+// Its row statistics: a warp holds 32 columns of a row (8 values a lane
+// of the quad), so a 64-column statistics tile spans two warps; each
+// quad's merged summary goes to shared memory (6 KiB of the ring, free
+// after the main loop), and after a barrier one thread per (row, tile)
+// merges the left warp's summary with the right's, in that order.
+//
+// Statistics' numerics (both paths, as the float32 GEMMs'): f32 sums of
+// at most 16 values, then at most 3 levels of f32 Chan merges, so a
+// tile's mean errs by at most 2^-19 max|C| and its M2 by at most 2^-19
+// (M2 + 192 max|C|^2) (derived beside cuda's TestGemmBF16FusedEpilogues);
+// the result depends on no scheduling (every merge has a fixed order).
 //
 // Register and shared-memory figures: kernels/budgets.tsv (the wgmma
 // kernels: 168 registers a thread at entry, the cap of 384 threads, which
 // setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
-// 96-122; no spills, no static shared memory). The
+// 96-122; no spills, no static shared memory; the statistics and f32+GELU
+// epilogues fit the same figures). The
 // compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
 // TMA and setmaxnreg are sm_90a only).
 //
@@ -125,7 +153,10 @@
 // (setmaxnreg: 40 / 232), the mma.sync ones 96-127; no spills.
 //
 // Versions: v1 (nt); v2 adds nn and tn, and the forward kernels become the
-// nt instantiation of the layout templates (same instructions).
+// nt instantiation of the layout templates (same instructions); v3 adds
+// the nt epilogues with a second output (f32_stats, f32_gelu_bf16; the
+// epilogue now walks a thread's values row by row, the results of the
+// earlier epilogues unchanged).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"

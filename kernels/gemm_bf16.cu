@@ -248,7 +248,7 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
 
 // gemm_bf16_row_stats finishes the statistics of one row's NV values held
 // by a thread (ok: inside C), the 4 lanes of a quad holding the rest of
-// the row's part (the accumulator layouts' 4q + {0..3}): each lane
+// the row's part (lanes 4g .. 4g + 3 in both accumulator layouts): each lane
 // summarises its own values, the quad merges them (epilogue.cuh's
 // butterfly of Chan merges), and every lane gets the quad's summary. Every
 // lane of the warp must call it.

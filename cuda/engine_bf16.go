@@ -24,8 +24,12 @@ import (
 //     inputs, the GELU outputs, hidden, the head's GELU output): the
 //     forward GEMM's operand and, in the backward pass, the weight
 //     gradient's;
-//   - the forward GEMMs write float32 plus bias; the LayerNorm that
-//     follows computes its row statistics itself (ln_forward);
+//   - the forward GEMMs write float32 plus bias; a GEMM that a LayerNorm
+//     follows also writes the row statistics ln_apply merges (its
+//     statistics epilogue, as in float32 mode), and one that GELU follows
+//     in training also writes the bf16 GELU output the next GEMM reads
+//     (the float32 pre-activation stays for GELU's backward pass), so
+//     neither reads the GEMM's output back;
 //   - the backward pass rounds each Linear's float32 output gradient dY
 //     to bf16 once (dyb, workspace scratch) and reads it in both of the
 //     Linear's backward GEMMs: dW = dY^T X (the tn layout, X the stored
@@ -113,40 +117,35 @@ func (e *Engine) linear(l linear, y, x buf[float32], xb buf[uint16], n int) erro
 }
 
 // linearNorm sets pre = x W^T + b, then the LayerNorm ln of pre in mode
-// (lnApply's and lnForward's arguments y, y2, xhat, rstd, resid). Float32
-// mode fuses the row statistics into the GEMM; bf16 mode's GEMM has no
-// such epilogue, so ln_forward computes them.
+// (lnApply's arguments y, y2, xhat, rstd, resid). The GEMM's epilogue
+// writes the row statistics of pre per 64-column tile into e.stats, in
+// either mode, and ln_apply merges them.
 func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
 	d := e.dev
+	var err error
 	if e.bf16 {
-		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
-			return err
-		}
-		return d.lnForward(mode, y, y2, xhat, rstd, pre, ln.gamma, ln.beta, resid, n, l.out)
+		err = d.gemmBF16F32Stats(pre, e.stats, xb, l.wb, l.b, n, l.out, l.in)
+	} else {
+		var none buf[float32]
+		err = d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, x, l.w, l.b, n, l.in, l.out)
 	}
-	var none buf[float32]
-	if err := d.linearForward(launch.KGemmNtBiasStats, pre, none, e.stats, x, l.w, l.b, n, l.in, l.out); err != nil {
+	if err != nil {
 		return err
 	}
 	return d.lnApply(mode, y, y2, xhat, rstd, pre, e.stats, ln.gamma, ln.beta, resid, n, l.out)
 }
 
-// linearGELU sets pre = x W^T + b and act = GELU(pre): in float32 mode
-// act (f32) in the GEMM's epilogue; in bf16 mode actb (bf16, the next
-// GEMM's operand), in the GEMM's epilogue when no backward pass follows
-// (!grad: pre is not written), else by gelu_f32_bf16 after a GEMM that
-// writes pre, which GELU's backward needs and gemm_bf16's GELU epilogue
-// does not write.
+// linearGELU sets pre = x W^T + b and act = GELU(pre), both in the
+// GEMM's epilogue: in float32 mode act (f32); in bf16 mode actb (bf16,
+// the next GEMM's operand), and pre (f32, which GELU's backward pass
+// reads) only when a backward pass follows (grad).
 func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int, grad bool) error {
 	d := e.dev
 	if e.bf16 && !grad {
 		return d.gemmBF16ToBF16(ntGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	if e.bf16 {
-		if err := d.gemmBF16F32(pre, xb, l.wb, l.b, n, l.out, l.in); err != nil {
-			return err
-		}
-		return d.geluBF16(actb, pre, n*l.out)
+		return d.gemmBF16F32GELU(pre, actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	var none buf[float32]
 	return d.linearForward(launch.KGemmNtBiasGelu, pre, act, none, x, l.w, l.b, n, l.in, l.out)

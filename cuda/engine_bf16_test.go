@@ -111,3 +111,82 @@ func TestEngineBF16Widths(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineBF16FusedEpilogues: the bf16 engine's forward pass takes the
+// fused GEMM epilogues on each GEMM path, as the kernel timings (the
+// report bench reads) show: every Linear that a LayerNorm follows is the
+// statistics GEMM whose row statistics ln_apply merges (ln_forward only
+// for hidden_norm, which follows a residual add), and the head's GELU in
+// training comes from the GEMM that also writes the float32
+// pre-activation (no gelu_f32_bf16 pass); a projection takes the GEMM
+// writing bf16 GELU alone. A fallback to the unfused passes, or to the
+// other path's kernels, fails.
+func TestEngineBF16FusedEpilogues(t *testing.T) {
+	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 2}
+	const n = 37
+	for _, wgmma := range gemmPaths(t, testDevice(t)) {
+		t.Run(map[bool]string{true: "wgmma", false: "mma.sync"}[wgmma], func(t *testing.T) {
+			e, err := NewBF16Engine(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			on(t, e.dev, func() error { e.dev.tc.wgmma = wgmma; return nil })
+			if err := e.SetParameters(nn.InitParameters[float32](c, 5)); err != nil {
+				t.Fatal(err)
+			}
+			xs, ts := enginetest.Batches(c, 1, n, 4)
+			kernel := func(k gemmKind) string {
+				if wgmma {
+					return gemmKinds[k].wgmma.String()
+				}
+				return gemmKinds[k].mma.String()
+			}
+			// calls runs f with the kernels timed and counts the launches
+			// of each kernel.
+			calls := func(f func() error) map[string]int {
+				if err := e.ResetKernelTimings(); err != nil {
+					t.Fatal(err)
+				}
+				if err := f(); err != nil {
+					t.Fatal(err)
+				}
+				ks, err := e.KernelTimings()
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[string]int{}
+				for _, k := range ks {
+					out[k.Name] += k.Calls
+				}
+				return out
+			}
+			got := calls(func() error { _, err := e.ForwardBackward(xs[0], ts[0], n); return err })
+			// Two LayerNorms a block, and the output LayerNorm unless the
+			// MSE objective fuses it with the loss (outnorm_mse).
+			norms := 2 * c.Blocks
+			if !e.fusedMSE() {
+				norms++
+			}
+			want := map[string]int{kernel(ntF32Stats): norms, "ln_apply": norms, "ln_forward": 1, kernel(ntF32GELU): 1, "gelu_f32_bf16": 0}
+			for name, w := range want {
+				if got[name] != w {
+					t.Errorf("training step: %s launched %d times, want %d (all launches: %v)", name, got[name], w, got)
+				}
+			}
+			for name := range got {
+				if strings.HasPrefix(name, "gemm_bf16_") && strings.Contains(name, "_mma_") == wgmma {
+					t.Errorf("training step: %s launched on the other path", name)
+				}
+			}
+			out := make([]float32, n*c.OutputDim)
+			got = calls(func() error { return e.Project(out, xs[0], n) })
+			want = map[string]int{kernel(ntF32Stats): 2*c.Blocks + 1, "ln_forward": 1, kernel(ntGELUBF16): 1, kernel(ntF32GELU): 0, "gelu_f32_bf16": 0}
+			for name, w := range want {
+				if got[name] != w {
+					t.Errorf("projection: %s launched %d times, want %d (all launches: %v)", name, got[name], w, got)
+				}
+			}
+		})
+	}
+}

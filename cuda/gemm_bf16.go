@@ -54,27 +54,51 @@ const (
 	ntF32      gemmKind = iota // nt, C f32 (+ bias)
 	ntBF16                     // nt, C bf16 (+ bias)
 	ntGELUBF16                 // nt, C bf16 of GELU(sum + bias)
+	ntF32Stats                 // nt, C f32 (+ bias) and its row statistics
+	ntF32GELU                  // nt, C f32 (+ bias) and act bf16 of GELU(C)
 	nnF32Add                   // nn, C f32 += the sum
 	tnF32                      // tn, C f32 (overwritten)
 )
 
+// gemmSecond is what an epilogue writes besides C.
+type gemmSecond int
+
+const (
+	noSecond    gemmSecond = iota
+	secondStats            // stats [M, statsTiles(N), 3] f32: ln_apply's row statistics of C
+	secondAct              // act [M, N] bf16: GELU(C)
+)
+
 // gemmKinds describes each kind: its entry points on the wgmma and the
 // mma.sync path, which operands are MN-major (A [K, M] or B [K, N]; else
-// A [M, K], B [N, K]), whether it takes a bias, and C's alignment (the nt
-// epilogue stores column pairs; the nn and tn ones need 8 bytes).
+// A [M, K], B [N, K]), whether it takes a bias, C's alignment (the nt
+// epilogue stores column pairs; the nn and tn ones need 8 bytes) and its
+// second output.
 var gemmKinds = [...]struct {
 	name       string
 	wgmma, mma launch.Kernel
 	aMN, bMN   bool
 	bias       bool
 	cAlign     uintptr
+	second     gemmSecond
 }{
-	ntF32:      {"gemm_bf16_nt_f32", launch.KGemmBf16NtF32, launch.KGemmBf16NtMmaF32, false, false, true, 8},
-	ntBF16:     {"gemm_bf16_nt_bf16", launch.KGemmBf16NtBf16, launch.KGemmBf16NtMmaBf16, false, false, true, 4},
-	ntGELUBF16: {"gemm_bf16_nt_gelu_bf16", launch.KGemmBf16NtGeluBf16, launch.KGemmBf16NtMmaGeluBf16, false, false, true, 4},
-	nnF32Add:   {"gemm_bf16_nn_f32_add", launch.KGemmBf16NnF32Add, launch.KGemmBf16NnMmaF32Add, false, true, false, 8},
-	tnF32:      {"gemm_bf16_tn_f32", launch.KGemmBf16TnF32, launch.KGemmBf16TnMmaF32, true, true, false, 8},
+	ntF32:      {"gemm_bf16_nt_f32", launch.KGemmBf16NtF32, launch.KGemmBf16NtMmaF32, false, false, true, 8, noSecond},
+	ntBF16:     {"gemm_bf16_nt_bf16", launch.KGemmBf16NtBf16, launch.KGemmBf16NtMmaBf16, false, false, true, 4, noSecond},
+	ntGELUBF16: {"gemm_bf16_nt_gelu_bf16", launch.KGemmBf16NtGeluBf16, launch.KGemmBf16NtMmaGeluBf16, false, false, true, 4, noSecond},
+	ntF32Stats: {"gemm_bf16_nt_f32_stats", launch.KGemmBf16NtF32Stats, launch.KGemmBf16NtMmaF32Stats, false, false, true, 8, secondStats},
+	ntF32GELU:  {"gemm_bf16_nt_f32_gelu_bf16", launch.KGemmBf16NtF32GeluBf16, launch.KGemmBf16NtMmaF32GeluBf16, false, false, true, 8, secondAct},
+	nnF32Add:   {"gemm_bf16_nn_f32_add", launch.KGemmBf16NnF32Add, launch.KGemmBf16NnMmaF32Add, false, true, false, 8, noSecond},
+	tnF32:      {"gemm_bf16_tn_f32", launch.KGemmBf16TnF32, launch.KGemmBf16TnMmaF32, true, true, false, 8, noSecond},
 }
+
+// gemmOut is an output buffer of a GEMM: its address and its length in
+// elements.
+type gemmOut struct {
+	p uintptr
+	n int
+}
+
+func outOf[T any](b buf[T]) gemmOut { return gemmOut{b.p, b.n} }
 
 func (g gemmKind) String() string { return gemmKinds[g].name }
 
@@ -149,7 +173,21 @@ func (d *Device) raiseShared(k launch.Kernel, bytes int) error {
 // gemmBF16F32 launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out); a null
 // bias adds none.
 func (d *Device) gemmBF16F32(c buf[float32], a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	return d.gemmBF16(ntF32, c.p, c.n, a, w, bias, m, n, k)
+	return d.gemmBF16(ntF32, outOf(c), gemmOut{}, a, w, bias, m, n, k)
+}
+
+// gemmBF16F32Stats launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out) and
+// the row statistics of c, stats [m, statsTiles(n), 3]: the (count, mean,
+// M2) of each row's stored values in each 64-column tile, the layout
+// gemm_nt_bias_stats writes and ln_apply merges.
+func (d *Device) gemmBF16F32Stats(c, stats buf[float32], a, w buf[uint16], bias buf[float32], m, n, k int) error {
+	return d.gemmBF16(ntF32Stats, outOf(c), outOf(stats), a, w, bias, m, n, k)
+}
+
+// gemmBF16F32GELU launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out) and
+// act[m,n] = bf16(GELU(c)) (GELU in f32, as gelu_f32_bf16 computes it).
+func (d *Device) gemmBF16F32GELU(c buf[float32], act buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
+	return d.gemmBF16(ntF32GELU, outOf(c), outOf(act), a, w, bias, m, n, k)
 }
 
 // gemmBF16ToBF16 launches c[m,n] = bf16(a[m,k] w[n,k]^T + bias), or
@@ -158,23 +196,24 @@ func (d *Device) gemmBF16ToBF16(kind gemmKind, c buf[uint16], a, w buf[uint16], 
 	if kind != ntBF16 && kind != ntGELUBF16 {
 		return fmt.Errorf("cuda: gemmBF16ToBF16 with %s", kind)
 	}
-	return d.gemmBF16(kind, c.p, c.n, a, w, bias, m, n, k)
+	return d.gemmBF16(kind, outOf(c), gemmOut{}, a, w, bias, m, n, k)
 }
 
 // gemmBF16NNAdd launches c[m,n] += a[m,k] b[k,n].
 func (d *Device) gemmBF16NNAdd(c buf[float32], a, b buf[uint16], m, n, k int) error {
-	return d.gemmBF16(nnF32Add, c.p, c.n, a, b, buf[float32]{}, m, n, k)
+	return d.gemmBF16(nnF32Add, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
 }
 
 // gemmBF16TN launches c[m,n] = a[k,m]^T b[k,n].
 func (d *Device) gemmBF16TN(c buf[float32], a, b buf[uint16], m, n, k int) error {
-	return d.gemmBF16(tnF32, c.p, c.n, a, b, buf[float32]{}, m, n, k)
+	return d.gemmBF16(tnF32, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
 }
 
-// gemmBF16 checks and launches a GEMM of kind on the device's path: C at c
-// (cLen elements), operands a and b as gemmKinds[kind] lays them out.
-func (d *Device) gemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], bias buf[float32], m, n, k int) error {
-	if err := d.checkGemmBF16(kind, c, cLen, a, b, bias, m, n, k); err != nil {
+// gemmBF16 checks and launches a GEMM of kind on the device's path: C at
+// c, the second output (gemmKinds[kind].second; none is the zero gemmOut)
+// at second, operands a and b as gemmKinds[kind] lays them out.
+func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k int) error {
+	if err := d.checkGemmBF16(kind, c, second, a, b, bias, m, n, k); err != nil {
 		return err
 	}
 	g := gemmKinds[kind]
@@ -198,15 +237,19 @@ func (d *Device) gemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], 
 		pa, pb := a.cptr(), b.cptr()
 		switch kind {
 		case ntF32:
-			return launch.GemmBf16NtMmaF32(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c), M, N, K)
+			return launch.GemmBf16NtMmaF32(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), M, N, K)
 		case ntBF16:
-			return launch.GemmBf16NtMmaBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+			return launch.GemmBf16NtMmaBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 		case ntGELUBF16:
-			return launch.GemmBf16NtMmaGeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+			return launch.GemmBf16NtMmaGeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
+		case ntF32Stats:
+			return launch.GemmBf16NtMmaF32Stats(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[float32](second.p), M, N, K)
+		case ntF32GELU:
+			return launch.GemmBf16NtMmaF32GeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 		case nnF32Add:
-			return launch.GemmBf16NnMmaF32Add(l, cfg, pa, pb, launch.Ptr[float32](c), M, N, K)
+			return launch.GemmBf16NnMmaF32Add(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		default:
-			return launch.GemmBf16TnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c), M, N, K)
+			return launch.GemmBf16TnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		}
 	}
 	if err := d.raiseShared(g.wgmma, gemmBF16Smem); err != nil {
@@ -226,15 +269,19 @@ func (d *Device) gemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], 
 	cfg := driver.LaunchConfig{Grid: [3]int{max(1, min(d.tc.sms, tiles)), 1, 1}, Block: [3]int{gemmBF16Threads, 1, 1}, SharedBytes: gemmBF16Smem}
 	switch kind {
 	case ntF32:
-		return launch.GemmBf16NtF32(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c), M, N, K)
+		return launch.GemmBf16NtF32(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), M, N, K)
 	case ntBF16:
-		return launch.GemmBf16NtBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+		return launch.GemmBf16NtBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 	case ntGELUBF16:
-		return launch.GemmBf16NtGeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c), M, N, K)
+		return launch.GemmBf16NtGeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
+	case ntF32Stats:
+		return launch.GemmBf16NtF32Stats(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[float32](second.p), M, N, K)
+	case ntF32GELU:
+		return launch.GemmBf16NtF32GeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 	case nnF32Add:
-		return launch.GemmBf16NnF32Add(l, cfg, ma, mb, launch.Ptr[float32](c), M, N, K)
+		return launch.GemmBf16NnF32Add(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	default:
-		return launch.GemmBf16TnF32(l, cfg, ma, mb, launch.Ptr[float32](c), M, N, K)
+		return launch.GemmBf16TnF32(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	}
 }
 
@@ -242,7 +289,7 @@ func (d *Device) gemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], 
 // operand's stored rows must be multiples of 8 elements (K for a K-major
 // operand, M or N for an MN-major one), as the TMA's row strides and
 // cp.async's 16-byte copies need.
-func (d *Device) checkGemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint16], bias buf[float32], m, n, k int) error {
+func (d *Device) checkGemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k int) error {
 	g := gemmKinds[kind]
 	what := g.name
 	if d.tc.ext == nil {
@@ -266,7 +313,19 @@ func (d *Device) checkGemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint
 			return fmt.Errorf("cuda: %s: %s = %d is not a multiple of %d (%s's bf16 rows must be 16-byte aligned)", what, r.dim, r.n, gemmBF16KMultiple, r.op)
 		}
 	}
-	rs := []required{{"C", c, cLen, m * n}, req("A", a, m*k), req("B", b, n*k)}
+	rs := []required{{"C", c.p, c.n, m * n}, req("A", a, m*k), req("B", b, n*k)}
+	// The second output's name, length and alignment (stats: f32 values;
+	// act: bf16 column pairs).
+	switch g.second {
+	case secondStats:
+		rs = append(rs, required{"stats", second.p, second.n, m * statsTiles(n) * 3})
+	case secondAct:
+		rs = append(rs, required{"act", second.p, second.n, m * n})
+	default:
+		if second.p != 0 {
+			return fmt.Errorf("cuda: %s writes no second output", what)
+		}
+	}
 	if bias.p != 0 {
 		if !g.bias {
 			return fmt.Errorf("cuda: %s takes no bias", what)
@@ -279,8 +338,11 @@ func (d *Device) checkGemmBF16(kind gemmKind, c uintptr, cLen int, a, b buf[uint
 	if a.p%gemmBF16AlignOperand != 0 || b.p%gemmBF16AlignOperand != 0 {
 		return fmt.Errorf("cuda: %s: operands at %#x and %#x, both must be %d-byte aligned", what, a.p, b.p, gemmBF16AlignOperand)
 	}
-	if c%g.cAlign != 0 {
-		return fmt.Errorf("cuda: %s: C at %#x is not %d-byte aligned", what, c, g.cAlign)
+	if c.p%g.cAlign != 0 {
+		return fmt.Errorf("cuda: %s: C at %#x is not %d-byte aligned", what, c.p, g.cAlign)
+	}
+	if second.p%4 != 0 {
+		return fmt.Errorf("cuda: %s: its second output at %#x is not 4-byte aligned", what, second.p)
 	}
 	if rowTiles := ceilDiv(m, gemmBF16Tile); !d.tc.wgmma && rowTiles > maxGridY {
 		return fmt.Errorf("cuda: %s: %d rows exceed the grid (at most %d)", what, m, maxGridY*gemmBF16Tile)

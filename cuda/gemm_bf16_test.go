@@ -251,10 +251,151 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 		{"tn M not a multiple of 8", "M = 9 is not a multiple of 8", func() error { return d.gemmBF16TN(c, a, w, 9, 8, 5) }},
 		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7) }},
 		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NNAdd(c.at(1, 64), a, w, 8, 8, 8) }},
+		{"short stats", "stats: buffer of 5 elements, need 24", func() error { return d.gemmBF16F32Stats(c, c.at(0, 5), a, w, none, 8, 8, 8) }},
+		{"null act", "act: null buffer", func() error { return d.gemmBF16F32GELU(c, buf[uint16]{}, a, w, none, 8, 8, 8) }},
+		{"misaligned act", "not 4-byte aligned", func() error { return d.gemmBF16F32GELU(c, cb.at(1, 100), a, w, none, 8, 8, 8) }},
+		{"second output of an f32 GEMM", "writes no second output", func() error {
+			return d.gemmBF16(ntF32, outOf(c), outOf(c), a, w, none, 8, 8, 8)
+		}},
 	} {
 		err := d.do(tc.call)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// TestGemmBF16FusedEpilogues: the nt GEMM's two epilogues with a second
+// output on both paths, on shapes of one and several tiles with ragged M
+// and N (N = 75: odd, no paired stores, a partial 11-column statistics
+// tile; N = 260: a 4-column last tile), with and without bias. The wgmma
+// path runs on 3 persistent blocks, so blocks take several output tiles
+// (the ring's phases and the statistics' tile index across tiles). Every
+// output buffer is followed by NaN sentinels that must survive.
+//
+//   - ntF32Stats: C as TestGemmBF16Launcher's f32 epilogue, (K+1) 2^-23 S
+//     from the float64 product of the bf16 inputs. The statistics
+//     (count, mean, M2 of the stored C in each 64-column tile) against
+//     float64 statistics of the stored C: the count exactly; with u =
+//     2^-24, A = the tile's largest |C|, n = 64, L = 3 merge levels (the
+//     quad's 2, the mma.sync path's warp pair 1): a thread's f32 sum of k
+//     <= 16 values and the division err by k u A, each Chan merge adds at
+//     most 5 u A (delta, the weight, the fma) to the mean, so |mean err|
+//     <= (16 + 5 L) u A <= 2^-19 A; the two-pass M2 errs by (k + 2) u M2,
+//     each merge by 4 u M2 more, and a merge's delta^2 na nb / n term
+//     carries the means' errors as 2 |delta| (2 mean err) na nb / n <=
+//     2 A mean err n / 4 per level, so |M2 err| <= 2^-19 M2 + L n A
+//     2^-19 A <= 2^-19 (M2 + 3 n A^2). Against the float64 reference the
+//     statistics then err by these plus C's own bound. A lost column or
+//     row moves M2 by about M2/64, the wrong tile or bias far more.
+//   - ntF32GELU: C as above; act against the float64 GELU of the stored
+//     C within 2^-14 |GELU| + 2^-126 (the f32 evaluation, as
+//     TestGemmBF16Launcher's) plus the bf16 rounding, 2^-8 of the value.
+func TestGemmBF16FusedEpilogues(t *testing.T) {
+	d := testDevice(t)
+	var sms int
+	on(t, d, func() error { sms = d.tc.sms; d.tc.sms = 3; return nil })
+	t.Cleanup(func() { d.do(func() error { d.tc.sms = sms; return nil }) })
+	const pad = 16 // NaN sentinels after every output
+	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
+		worstMean, worstM2 := 0.0, 0.0 // the largest error / bound seen
+		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {130, 75, 200}, {130, 260, 200}} {
+			for _, kind := range []gemmKind{ntF32Stats, ntF32GELU} {
+				rng := rand.New(rand.NewPCG(uint64(ci), 200+uint64(kind)))
+				aBits, a := bf16Round(randn(rng, c.m*c.k, 1))
+				wBits, w := bf16Round(randn(rng, c.n*c.k, 1))
+				var bias buf[float32]
+				biasHost := make([]float32, c.n)
+				if ci != 1 {
+					biasHost = randn(rng, c.n, 3) // a mean well off zero in some tiles
+					bias = devCopy(t, d, biasHost)
+				}
+				da, dw := devCopy(t, d, aBits), devCopy(t, d, wBits)
+				dc := devCopy(t, d, nanFill(c.m*c.n+pad))
+				tiles := statsTiles(c.n)
+				var stats buf[float32]
+				var act buf[uint16]
+				nanBF16 := leconv.BFloat16Bits(float32(math.NaN()))
+				if kind == ntF32Stats {
+					stats = devCopy(t, d, nanFill(c.m*tiles*3+pad))
+					on(t, d, func() error { return d.gemmBF16F32Stats(dc, stats, da, dw, bias, c.m, c.n, c.k) })
+				} else {
+					fill := make([]uint16, c.m*c.n+pad)
+					for i := range fill {
+						fill[i] = nanBF16
+					}
+					act = devCopy(t, d, fill)
+					on(t, d, func() error { return d.gemmBF16F32GELU(dc, act, da, dw, bias, c.m, c.n, c.k) })
+				}
+				got := fetch(t, d, dc)
+				for i, v := range got[c.m*c.n:] {
+					if !math.IsNaN(float64(v)) {
+						t.Fatalf("%s %dx%dx%d: C written past its end (element %d: %v)", kind, c.m, c.n, c.k, c.m*c.n+i, v)
+					}
+				}
+				for i := 0; i < c.m; i++ {
+					for j := 0; j < c.n; j++ {
+						ref, s := float64(biasHost[j]), math.Abs(float64(biasHost[j]))
+						for k := 0; k < c.k; k++ {
+							ref += a[i*c.k+k] * w[j*c.k+k]
+							s += math.Abs(a[i*c.k+k] * w[j*c.k+k])
+						}
+						tol := float64(c.k+1) * math.Ldexp(s, -23)
+						if g := float64(got[i*c.n+j]); !(math.Abs(g-ref) <= tol) {
+							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, c.m, c.n, c.k, i, j, g, ref, tol)
+						}
+					}
+				}
+				if kind == ntF32GELU {
+					gotAct := fetch(t, d, act)
+					for i, v := range gotAct[c.m*c.n:] {
+						if v != nanBF16 {
+							t.Fatalf("%dx%dx%d: act written past its end (element %d: %#x)", c.m, c.n, c.k, c.m*c.n+i, v)
+						}
+					}
+					for i, pre := range got[:c.m*c.n] {
+						x := float64(pre)
+						ref := 0.5 * x * math.Erfc(-x/math.Sqrt2)
+						f32 := math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)
+						tol := f32 + math.Ldexp(math.Abs(ref)+f32, -8)
+						if g := float64(leconv.BFloat16Value(gotAct[i])); !(math.Abs(g-ref) <= tol) {
+							t.Fatalf("%dx%dx%d: act[%d] = %v for pre %v, want %v within %.3g", c.m, c.n, c.k, i, g, pre, ref, tol)
+						}
+					}
+					continue
+				}
+				gotStats := fetch(t, d, stats)
+				for i, v := range gotStats[c.m*tiles*3:] {
+					if !math.IsNaN(float64(v)) {
+						t.Fatalf("%dx%dx%d: stats written past its end (element %d: %v)", c.m, c.n, c.k, c.m*tiles*3+i, v)
+					}
+				}
+				for i := 0; i < c.m; i++ {
+					for tl := 0; tl < tiles; tl++ {
+						vals := got[i*c.n+tl*statsTile : i*c.n+min(c.n, (tl+1)*statsTile)]
+						var mean, m2, big float64
+						for _, v := range vals {
+							mean += float64(v)
+							big = max(big, math.Abs(float64(v)))
+						}
+						mean /= float64(len(vals))
+						for _, v := range vals {
+							m2 += (float64(v) - mean) * (float64(v) - mean)
+						}
+						tolMean := math.Ldexp(big, -19)
+						tolM2 := math.Ldexp(m2+3*statsTile*big*big, -19)
+						s := gotStats[(i*tiles+tl)*3:]
+						gm, gM2 := float64(s[1]), float64(s[2])
+						if s[0] != float32(len(vals)) || !(math.Abs(gm-mean) <= tolMean) || !(math.Abs(gM2-m2) <= tolM2) {
+							t.Fatalf("%dx%dx%d: row %d tile %d: (count, mean, M2) = (%v, %v, %v), want (%d, %v, %v) within %.3g, %.3g",
+								c.m, c.n, c.k, i, tl, s[0], gm, gM2, len(vals), mean, m2, tolMean, tolM2)
+						}
+						worstMean = max(worstMean, math.Abs(gm-mean)/tolMean)
+						worstM2 = max(worstM2, math.Abs(gM2-m2)/tolM2)
+					}
+				}
+			}
+		}
+		t.Logf("statistics: worst error / bound: mean %.3g, M2 %.3g", worstMean, worstM2)
+	})
 }

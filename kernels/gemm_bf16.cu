@@ -23,8 +23,19 @@
 //   gemm_bf16_nt_bf16       gemm_bf16_nt_mma_bf16       C bf16 (round to nearest even)
 //   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 of GELU (exact erf
 //       form, common.cuh's gelu_f, evaluated in f32) of the f32 sum
-// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, M, N, K); the
-// mma.sync kernels': (A, W, bias, C, M, N, K). Any M, N >= 1, K >= 0; K
+//   gemm_bf16_nt_f32_stats  gemm_bf16_nt_mma_f32_stats  C f32, and stats f32
+//       [M, ceil(N/64), 3]: for each row and 64-column tile, the (count,
+//       mean, M2) of the row's stored C values in the tile, the layout of
+//       gemm.cu's gemm_nt_bias_stats, which layernorm.cu's ln_apply merges
+//       (in tile order, in double) before it normalises the row
+//   gemm_bf16_nt_f32_gelu_bf16  gemm_bf16_nt_mma_f32_gelu_bf16  C f32
+//       (the pre-activation GELU's backward pass reads) and act bf16
+//       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value (as
+//       bf16_convert.cu's gelu_f32_bf16 computes it from C)
+// The wgmma kernels' parameters: (tma_a, tma_w, bias, C, [stats | act,]
+// M, N, K); the mma.sync kernels': (A, W, bias, C, [stats | act,] M, N,
+// K). act 4-byte aligned, stats 4-byte, neither overlapping C. Any M, N
+// >= 1, K >= 0; K
 // a multiple of 8 (rows 16-byte aligned, as the TMA's row strides and
 // cp.async's 16-byte copies need), which the host enforces: for the wgmma
 // kernels by construction (EncodeTensorMap refuses a row stride of 2K
@@ -64,6 +75,11 @@
 //     column 8j + 2q + {0,1} of the warpgroup's 64x128, w the warp, g =
 //     lane/4, q = lane%4): bias, activation, rounding, and 8- or 4-byte
 //     stores of column pairs where both columns are in range and aligned.
+//     Row statistics: the quad 4g..4g+3 holds a row's 128 columns, 16
+//     values a lane in each 64-column statistics tile; each lane
+//     summarises its 16 (two passes: mean, then M2), the quad merges them
+//     with two butterfly levels of Chan's formula (epilogue.cuh, as the
+//     float32 GEMMs do), and lane 4g stores the tile's (count, mean, M2).
 //
 // Differs from gemm_bf16_wgmma_ref (the reference that proved the
 // primitives): persistent blocks over a tile sequence (the ring's phases
@@ -80,11 +96,23 @@
 // spread over the banks); grid (ceil(N/128), ceil(M/128)), one tile per
 // block; dynamic shared memory GEMM_BF16_MMA_SMEM (60 KiB: raise the
 // limit). It shares the epilogue (gemm_bf16_emit) with the wgmma kernels.
+// Its row statistics: a warp holds 32 columns of a row (8 values a lane
+// of the quad), so a 64-column statistics tile spans two warps; each
+// quad's merged summary goes to shared memory (6 KiB of the ring, free
+// after the main loop), and after a barrier one thread per (row, tile)
+// merges the left warp's summary with the right's, in that order.
+//
+// Statistics' numerics (both paths, as the float32 GEMMs'): f32 sums of
+// at most 16 values, then at most 3 levels of f32 Chan merges, so a
+// tile's mean errs by at most 2^-19 max|C| and its M2 by at most 2^-19
+// (M2 + 192 max|C|^2) (derived beside cuda's TestGemmBF16FusedEpilogues);
+// the result depends on no scheduling (every merge has a fixed order).
 //
 // Register and shared-memory figures: kernels/budgets.tsv (the wgmma
 // kernels: 168 registers a thread at entry, the cap of 384 threads, which
 // setmaxnreg then moves to 40 producer / 232 consumer; the mma.sync ones
-// 96-122; no spills, no static shared memory). The
+// 96-122; no spills, no static shared memory; the statistics and f32+GELU
+// epilogues fit the same figures). The
 // compute_80 PTX build of this file gets wgmma bodies that trap (wgmma,
 // TMA and setmaxnreg are sm_90a only).
 //
@@ -125,8 +153,12 @@
 // (setmaxnreg: 40 / 232), the mma.sync ones 96-127; no spills.
 //
 // Versions: v1 (nt); v2 adds nn and tn, and the forward kernels become the
-// nt instantiation of the layout templates (same instructions).
+// nt instantiation of the layout templates (same instructions); v3 adds
+// the nt epilogues with a second output (f32_stats, f32_gelu_bf16; the
+// epilogue now walks a thread's values row by row, the results of the
+// earlier epilogues unchanged).
 #include "common.cuh"
+#include "epilogue.cuh"
 #include "tensorcore.cuh"
 
 #define GEMM_BF16_BM 128
@@ -150,17 +182,22 @@
 #define GEMM_BF16_OUT_GELU_BF16 2
 #define GEMM_BF16_OUT_F32_ADD 3     // C (f32) += the sum
 #define GEMM_BF16_OUT_DGELU_BF16 4  // C = bf16(sum * GELU'(pre)), pre bf16 [M, N]
+#define GEMM_BF16_OUT_F32_STATS 5   // C f32 and its row statistics (stats [M, ceil(N/64), 3])
+#define GEMM_BF16_OUT_F32_GELU 6    // C f32 and act = bf16(GELU(C)), act bf16 [M, N]
 
 // gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
 // are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
-// as OUT says (pre, the GELU input of GEMM_BF16_OUT_DGELU_BF16, is laid
-// out as C). Only elements inside C are written; the pair goes as one
-// store when both columns are in range and its address is aligned for it
-// (N even). col is even, as in every accumulator fragment (mma.sync and
-// wgmma alike: a thread holds column pairs 2q, 2q+1 of each 8-column group).
+// as OUT says (pre, the GELU input of GEMM_BF16_OUT_DGELU_BF16, and act,
+// the bf16 GELU output of GEMM_BF16_OUT_F32_GELU, are laid out as C).
+// Only elements inside C are written; the pair goes as one store when both
+// columns are in range and its address is aligned for it (N even). col is
+// even, as in every accumulator fragment (mma.sync and wgmma alike: a
+// thread holds column pairs 2q, 2q+1 of each 8-column group). For the f32
+// epilogues v0 and v1 are left holding the values stored in C (the row
+// statistics summarise those).
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C, int M,
-                                               int N, int row, int col, float v0, float v1) {
+__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
+                                               uint16_t* __restrict__ act, int M, int N, int row, int col, float& v0, float& v1) {
     if (row >= M || col >= N) return;
     const bool second = col + 1 < N;
     if (bias) {
@@ -177,19 +214,7 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
         v0 *= gelu_grad_f(bf16_to_f32(pre[i]));
         if (second) v1 *= gelu_grad_f(bf16_to_f32(pre[i + 1]));
     }
-    if (OUT == GEMM_BF16_OUT_F32 || OUT == GEMM_BF16_OUT_F32_ADD) {
-        float* c = (float*)C + i;
-        if (OUT == GEMM_BF16_OUT_F32_ADD) {
-            v0 += c[0];
-            if (second) v1 += c[1];
-        }
-        if (pair) {
-            *(unsigned long long*)c = (unsigned long long)__float_as_uint(v0) | ((unsigned long long)__float_as_uint(v1) << 32);
-        } else {
-            c[0] = v0;
-            if (second) c[1] = v1;
-        }
-    } else {
+    if (OUT == GEMM_BF16_OUT_BF16 || OUT == GEMM_BF16_OUT_GELU_BF16 || OUT == GEMM_BF16_OUT_DGELU_BF16) {
         uint16_t* c = (uint16_t*)C + i;
         if (pair) {
             *(uint32_t*)c = pack_bf16x2(v0, v1);
@@ -197,21 +222,86 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
             c[0] = f32_to_bf16(v0);
             if (second) c[1] = f32_to_bf16(v1);
         }
+        return;
     }
+    float* c = (float*)C + i;
+    if (OUT == GEMM_BF16_OUT_F32_ADD) {
+        v0 += c[0];
+        if (second) v1 += c[1];
+    }
+    if (pair) {
+        *(unsigned long long*)c = (unsigned long long)__float_as_uint(v0) | ((unsigned long long)__float_as_uint(v1) << 32);
+    } else {
+        c[0] = v0;
+        if (second) c[1] = v1;
+    }
+    if (OUT == GEMM_BF16_OUT_F32_GELU) {
+        uint16_t* a = act + i;
+        if (pair) {
+            *(uint32_t*)a = pack_bf16x2(gelu_f(v0), gelu_f(v1));
+        } else {
+            a[0] = f32_to_bf16(gelu_f(v0));
+            if (second) a[1] = f32_to_bf16(gelu_f(v1));
+        }
+    }
+}
+
+// gemm_bf16_row_stats finishes the statistics of one row's NV values held
+// by a thread (ok: inside C), the 4 lanes of a quad holding the rest of
+// the row's part (lanes 4g .. 4g + 3 in both accumulator layouts): each lane
+// summarises its own values, the quad merges them (epilogue.cuh's
+// butterfly of Chan merges), and every lane gets the quad's summary. Every
+// lane of the warp must call it.
+template <int NV>
+__device__ __forceinline__ RowStats gemm_bf16_row_stats(const float (&vals)[NV], const bool (&ok)[NV]) {
+    RowStats s = row_stats_local(vals, ok);
+    row_stats_reduce<4>(s);
+    return s;
+}
+
+// gemm_bf16_stats_store writes the statistics of row (inside C) in column
+// tile `tile` (columns 64 tile .. 64 tile + 63) when that tile starts
+// inside C.
+__device__ __forceinline__ void gemm_bf16_stats_store(float* __restrict__ stats, int N, int row, int tile, const RowStats& s) {
+    const int tiles = (N + STATS_TILE - 1) / STATS_TILE;
+    if (tile >= tiles) return;
+    float* p = stats + ((size_t)row * tiles + tile) * 3;
+    p[0] = s.cnt;
+    p[1] = s.mean;
+    p[2] = s.m2;
 }
 
 // gemm_bf16_epilogue stores one consumer warpgroup's 64x128 accumulator,
 // whose top-left element is C[m0][n0], for thread t (0..127) of the group.
+// A quad of lanes holds a row's 128 columns, 16 values each in each of
+// the tile's two 64-column statistics tiles, so the quad's merge is the
+// row's statistics tile (GEMM_BF16_OUT_F32_STATS).
 template <int OUT>
 __device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias,
-                                                   const uint16_t* __restrict__ pre, void* C, int M, int N, int m0, int n0, int t) {
+                                                   const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
+                                                   float* __restrict__ stats, int M, int N, int m0, int n0, int t) {
     const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int h = 0; h < 2; ++h) {
+        const int row = m0 + 16 * w + g + 8 * h;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-            gemm_bf16_emit<OUT>(bias, pre, C, M, N, m0 + 16 * w + g + 8 * h, n0 + 8 * j + 2 * q, acc[4 * j + 2 * h],
-                                acc[4 * j + 2 * h + 1]);
+        for (int half = 0; half < 2; ++half) {
+            float vals[16];
+            bool ok[16];
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) {
+                const int j = 8 * half + jj, col = n0 + 8 * j + 2 * q;
+                float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+                gemm_bf16_emit<OUT>(bias, pre, C, act, M, N, row, col, v0, v1);
+                vals[2 * jj] = v0, vals[2 * jj + 1] = v1;
+                ok[2 * jj] = row < M && col < N, ok[2 * jj + 1] = row < M && col + 1 < N;
+            }
+            if (OUT == GEMM_BF16_OUT_F32_STATS) {
+                const RowStats s = gemm_bf16_row_stats(vals, ok);
+                if (q == 0 && row < M) gemm_bf16_stats_store(stats, N, row, n0 / STATS_TILE + half, s);
+            }
+        }
+    }
 }
 
 // gemm_bf16_pin_acc pins the accumulator registers at this point of the
@@ -260,7 +350,8 @@ __device__ __forceinline__ uint64_t gemm_bf16_operand_desc(uint32_t s, int kk) {
 // MN-major ([K, N]); tma_a, tma_b their tensor maps.
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, const dc_tensor_map* tma_b, const float* __restrict__ bias,
-                                                const uint16_t* __restrict__ pre, void* C, int M, int N, int K) {
+                                                const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
+                                                float* __restrict__ stats, int M, int N, int K) {
 #if DC_SM90A
     unsigned char* raw = dc_dynamic_smem();
     unsigned char* tiles = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
@@ -332,7 +423,7 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
         wgmma_wait<0>();
         gemm_bf16_pin_acc(acc);
         if (chunks > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
-        gemm_bf16_epilogue<OUT>(acc, bias, pre, C, M, N, m0 + 64 * consumer, n0, ct);
+        gemm_bf16_epilogue<OUT>(acc, bias, pre, C, act, stats, M, N, m0 + 64 * consumer, n0, ct);
     }
 #else
     __trap();
@@ -342,43 +433,56 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                      const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                       const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                            const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_f32_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                           const float* __restrict__ bias, float* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_STATS>(&tma_a, &tma_w, bias, nullptr, C, nullptr, stats, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_f32_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                               const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N,
+                               int K) {
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_GELU>(&tma_a, &tma_w, bias, nullptr, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                       uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_BF16>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_BF16>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                          float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_dgelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                             const uint16_t* __restrict__ pre, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_DGELU_BF16>(&tma_a, &tma_b, nullptr, pre, C, M, N, K);
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_DGELU_BF16>(&tma_a, &tma_b, nullptr, pre, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                      float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 // ---------------------------------------------------------------------------
@@ -418,12 +522,63 @@ __device__ __forceinline__ void gemm_bf16_mma_load(uint16_t* s, const uint16_t* 
     }
 }
 
+// gemm_bf16_mma_epilogue stores the block's 128x128 accumulator tile,
+// whose top-left element is C[m0][n0], for thread t (0..255): warp w's
+// 64x32 part at rows 64 (w / 4), columns 32 (w % 4). A warp's quad holds
+// 8 values of each of its rows, so a 64-column statistics tile spans the
+// warps 2p and 2p + 1: each quad merges its row's 32 columns and leaves
+// the result in `part` (the shared ring, free once every warp has left
+// the main loop), and then thread t merges row t % 64 of warp pair t / 64,
+// the left warp's columns first (a fixed order: the same bits whatever
+// the warps' timing), and stores it.
+static_assert(8 * 64 * 3 * sizeof(float) <= GEMM_BF16_MMA_SMEM(false, false), "the warps' statistics fit in the ring");
+template <int OUT>
+__device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][4], const float* __restrict__ bias,
+                                                       const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
+                                                       float* __restrict__ stats, int M, int N, int m0, int n0, float* part, int t) {
+    const int warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+    if (OUT == GEMM_BF16_OUT_F32_STATS) __syncthreads();  // every warp is done reading the ring
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = 16 * i + g + 8 * h, row = m0 + wm + r;
+            float vals[8];
+            bool ok[8];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int col = n0 + wn + 8 * j + 2 * q;
+                float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+                gemm_bf16_emit<OUT>(bias, pre, C, act, M, N, row, col, v0, v1);
+                vals[2 * j] = v0, vals[2 * j + 1] = v1;
+                ok[2 * j] = row < M && col < N, ok[2 * j + 1] = row < M && col + 1 < N;
+            }
+            if (OUT == GEMM_BF16_OUT_F32_STATS) {
+                const RowStats s = gemm_bf16_row_stats(vals, ok);
+                if (q == 0) {
+                    float* p = part + (warp * 64 + r) * 3;
+                    p[0] = s.cnt, p[1] = s.mean, p[2] = s.m2;
+                }
+            }
+        }
+    if (OUT == GEMM_BF16_OUT_F32_STATS) {
+        __syncthreads();
+        const int pair = t / 64, r = t % 64, row = m0 + (pair / 2) * 64 + r;
+        const float* left = part + (2 * pair * 64 + r) * 3;
+        const float* right = left + 64 * 3;
+        RowStats s{left[0], left[1], left[2]};
+        chan_merge(s.cnt, s.mean, s.m2, right[0], right[1], right[2]);
+        if (row < M) gemm_bf16_stats_store(stats, N, row, n0 / STATS_TILE + pair % 2, s);
+    }
+}
+
 // gemm_bf16_mma: the mma.sync twin of gemm_bf16_wgmma (same operand
 // layouts, A [M, K] or [K, M], B [N, K] or [K, N], plain pointers).
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B,
-                                              const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C, int M, int N,
-                                              int K) {
+                                              const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
+                                              uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int K) {
     uint16_t* smem = (uint16_t*)dc_dynamic_smem();
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
@@ -496,52 +651,56 @@ __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, co
         }
     }
     cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
-    const int g = lane / 4, q = lane % 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                gemm_bf16_emit<OUT>(bias, pre, C, M, N, m0 + wm + 16 * i + g + 8 * h, n0 + wn + 8 * j + 2 * q, acc[i][j][2 * h],
-                                    acc[i][j][2 * h + 1]);
+    gemm_bf16_mma_epilogue<OUT>(acc, bias, pre, C, act, stats, M, N, m0, n0, (float*)smem, t);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                          float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32>(A, W, bias, nullptr, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                           uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16>(A, W, bias, nullptr, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_GELU_BF16>(A, W, bias, nullptr, C, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_GELU_BF16>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_f32_stats(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                               float* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_STATS>(A, W, bias, nullptr, C, nullptr, stats, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                                   float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_GELU>(A, W, bias, nullptr, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_BF16>(A, B, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_BF16>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_f32_add(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32_ADD>(A, B, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32_ADD>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_dgelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ pre,
                                 uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_DGELU_BF16>(A, B, nullptr, pre, C, M, N, K);
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_DGELU_BF16>(A, B, nullptr, pre, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_tn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, M, N, K);
+    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }

@@ -8,184 +8,196 @@ import "github.com/dinoclip/dinoclip/cuda/driver"
 
 // The kernels, in module order and source order within a module.
 const (
-	KAdamw                  Kernel = iota // kernels/adamw.cu
-	KAdamwBf16                            // kernels/adamw.cu
-	KAdamwGuarded                         // kernels/adamw.cu
-	KAdamwBf16Guarded                     // kernels/adamw.cu
-	KArchProbe                            // kernels/arch_probe.cu
-	KCastF32Bf16                          // kernels/bf16_convert.cu
-	KGeluF32Bf16                          // kernels/bf16_convert.cu
-	KEmaUpdate                            // kernels/ema.cu
-	KGatherRowsF16                        // kernels/gather.cu
-	KGeluBackward                         // kernels/gelu.cu
-	KGemmNtBias                           // kernels/gemm.cu
-	KGemmNtBiasGelu                       // kernels/gemm.cu
-	KGemmNtBiasStats                      // kernels/gemm.cu
-	KGemmNn                               // kernels/gemm.cu
-	KGemmTn                               // kernels/gemm.cu
-	KGemmBf16NtF32                        // kernels/gemm_bf16.cu
-	KGemmBf16NtBf16                       // kernels/gemm_bf16.cu
-	KGemmBf16NtGeluBf16                   // kernels/gemm_bf16.cu
-	KGemmBf16NnBf16                       // kernels/gemm_bf16.cu
-	KGemmBf16NnF32Add                     // kernels/gemm_bf16.cu
-	KGemmBf16NnDgeluBf16                  // kernels/gemm_bf16.cu
-	KGemmBf16TnF32                        // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaF32                     // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaBf16                    // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaGeluBf16                // kernels/gemm_bf16.cu
-	KGemmBf16NnMmaBf16                    // kernels/gemm_bf16.cu
-	KGemmBf16NnMmaF32Add                  // kernels/gemm_bf16.cu
-	KGemmBf16NnMmaDgeluBf16               // kernels/gemm_bf16.cu
-	KGemmBf16TnMmaF32                     // kernels/gemm_bf16.cu
-	KGemmBf16MmaRef                       // kernels/gemm_bf16_ref.cu
-	KGemmBf16WgmmaRef                     // kernels/gemm_bf16_ref.cu
-	KUnitRows                             // kernels/infonce.cu
-	KUnitRowsBf16                         // kernels/infonce.cu
-	KInfonceSums                          // kernels/infonce.cu
-	KInfonceGrad                          // kernels/infonce.cu
-	KInfonceGradBf16                      // kernels/infonce.cu
-	KUnitRowsBackward                     // kernels/infonce.cu
-	KLnApply                              // kernels/layernorm.cu
-	KLnForward                            // kernels/layernorm.cu
-	KLnBackward                           // kernels/layernorm.cu
-	KUnitnormMse                          // kernels/loss.cu
-	KLossSum                              // kernels/loss.cu
-	KOutnormMse                           // kernels/outnorm_mse.cu
-	KColsumPartial                        // kernels/reduce.cu
-	KColsumFinal                          // kernels/reduce.cu
-	KSearchF16Topw                        // kernels/search.cu
-	KSearchMerge                          // kernels/search.cu
-	KSearchRescore                        // kernels/search.cu
-	KTcCheckMma                           // kernels/tensorcore_check.cu
-	KTcCheckLdmatrix                      // kernels/tensorcore_check.cu
-	KTcCheckCpAsync                       // kernels/tensorcore_check.cu
-	KTcCheckWgmma                         // kernels/tensorcore_check.cu
-	KTcCheckWgmmaMn                       // kernels/tensorcore_check.cu
-	KTcCheckTma                           // kernels/tensorcore_check.cu
-	KTcCheckCluster                       // kernels/tensorcore_check.cu
-	KTcCheckGeometry                      // kernels/tensorcore_check.cu
-	KTcCheckDivergent                     // kernels/tensorcore_check.cu
+	KAdamw                    Kernel = iota // kernels/adamw.cu
+	KAdamwBf16                              // kernels/adamw.cu
+	KAdamwGuarded                           // kernels/adamw.cu
+	KAdamwBf16Guarded                       // kernels/adamw.cu
+	KArchProbe                              // kernels/arch_probe.cu
+	KCastF32Bf16                            // kernels/bf16_convert.cu
+	KGeluF32Bf16                            // kernels/bf16_convert.cu
+	KEmaUpdate                              // kernels/ema.cu
+	KGatherRowsF16                          // kernels/gather.cu
+	KGeluBackward                           // kernels/gelu.cu
+	KGemmNtBias                             // kernels/gemm.cu
+	KGemmNtBiasGelu                         // kernels/gemm.cu
+	KGemmNtBiasStats                        // kernels/gemm.cu
+	KGemmNn                                 // kernels/gemm.cu
+	KGemmTn                                 // kernels/gemm.cu
+	KGemmBf16NtF32                          // kernels/gemm_bf16.cu
+	KGemmBf16NtBf16                         // kernels/gemm_bf16.cu
+	KGemmBf16NtGeluBf16                     // kernels/gemm_bf16.cu
+	KGemmBf16NtF32Stats                     // kernels/gemm_bf16.cu
+	KGemmBf16NtF32GeluBf16                  // kernels/gemm_bf16.cu
+	KGemmBf16NnBf16                         // kernels/gemm_bf16.cu
+	KGemmBf16NnF32Add                       // kernels/gemm_bf16.cu
+	KGemmBf16NnDgeluBf16                    // kernels/gemm_bf16.cu
+	KGemmBf16TnF32                          // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32                       // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaBf16                      // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaGeluBf16                  // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32Stats                  // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32GeluBf16               // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaBf16                      // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaF32Add                    // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaDgeluBf16                 // kernels/gemm_bf16.cu
+	KGemmBf16TnMmaF32                       // kernels/gemm_bf16.cu
+	KGemmBf16MmaRef                         // kernels/gemm_bf16_ref.cu
+	KGemmBf16WgmmaRef                       // kernels/gemm_bf16_ref.cu
+	KUnitRows                               // kernels/infonce.cu
+	KUnitRowsBf16                           // kernels/infonce.cu
+	KInfonceSums                            // kernels/infonce.cu
+	KInfonceGrad                            // kernels/infonce.cu
+	KInfonceGradBf16                        // kernels/infonce.cu
+	KUnitRowsBackward                       // kernels/infonce.cu
+	KLnApply                                // kernels/layernorm.cu
+	KLnForward                              // kernels/layernorm.cu
+	KLnBackward                             // kernels/layernorm.cu
+	KUnitnormMse                            // kernels/loss.cu
+	KLossSum                                // kernels/loss.cu
+	KOutnormMse                             // kernels/outnorm_mse.cu
+	KColsumPartial                          // kernels/reduce.cu
+	KColsumFinal                            // kernels/reduce.cu
+	KSearchF16Topw                          // kernels/search.cu
+	KSearchMerge                            // kernels/search.cu
+	KSearchRescore                          // kernels/search.cu
+	KTcCheckMma                             // kernels/tensorcore_check.cu
+	KTcCheckLdmatrix                        // kernels/tensorcore_check.cu
+	KTcCheckCpAsync                         // kernels/tensorcore_check.cu
+	KTcCheckWgmma                           // kernels/tensorcore_check.cu
+	KTcCheckWgmmaMn                         // kernels/tensorcore_check.cu
+	KTcCheckTma                             // kernels/tensorcore_check.cu
+	KTcCheckCluster                         // kernels/tensorcore_check.cu
+	KTcCheckGeometry                        // kernels/tensorcore_check.cu
+	KTcCheckDivergent                       // kernels/tensorcore_check.cu
 	NumKernels
 )
 
 var names = [NumKernels]string{
-	KAdamw:                  "adamw",
-	KAdamwBf16:              "adamw_bf16",
-	KAdamwGuarded:           "adamw_guarded",
-	KAdamwBf16Guarded:       "adamw_bf16_guarded",
-	KArchProbe:              "arch_probe",
-	KCastF32Bf16:            "cast_f32_bf16",
-	KGeluF32Bf16:            "gelu_f32_bf16",
-	KEmaUpdate:              "ema_update",
-	KGatherRowsF16:          "gather_rows_f16",
-	KGeluBackward:           "gelu_backward",
-	KGemmNtBias:             "gemm_nt_bias",
-	KGemmNtBiasGelu:         "gemm_nt_bias_gelu",
-	KGemmNtBiasStats:        "gemm_nt_bias_stats",
-	KGemmNn:                 "gemm_nn",
-	KGemmTn:                 "gemm_tn",
-	KGemmBf16NtF32:          "gemm_bf16_nt_f32",
-	KGemmBf16NtBf16:         "gemm_bf16_nt_bf16",
-	KGemmBf16NtGeluBf16:     "gemm_bf16_nt_gelu_bf16",
-	KGemmBf16NnBf16:         "gemm_bf16_nn_bf16",
-	KGemmBf16NnF32Add:       "gemm_bf16_nn_f32_add",
-	KGemmBf16NnDgeluBf16:    "gemm_bf16_nn_dgelu_bf16",
-	KGemmBf16TnF32:          "gemm_bf16_tn_f32",
-	KGemmBf16NtMmaF32:       "gemm_bf16_nt_mma_f32",
-	KGemmBf16NtMmaBf16:      "gemm_bf16_nt_mma_bf16",
-	KGemmBf16NtMmaGeluBf16:  "gemm_bf16_nt_mma_gelu_bf16",
-	KGemmBf16NnMmaBf16:      "gemm_bf16_nn_mma_bf16",
-	KGemmBf16NnMmaF32Add:    "gemm_bf16_nn_mma_f32_add",
-	KGemmBf16NnMmaDgeluBf16: "gemm_bf16_nn_mma_dgelu_bf16",
-	KGemmBf16TnMmaF32:       "gemm_bf16_tn_mma_f32",
-	KGemmBf16MmaRef:         "gemm_bf16_mma_ref",
-	KGemmBf16WgmmaRef:       "gemm_bf16_wgmma_ref",
-	KUnitRows:               "unit_rows",
-	KUnitRowsBf16:           "unit_rows_bf16",
-	KInfonceSums:            "infonce_sums",
-	KInfonceGrad:            "infonce_grad",
-	KInfonceGradBf16:        "infonce_grad_bf16",
-	KUnitRowsBackward:       "unit_rows_backward",
-	KLnApply:                "ln_apply",
-	KLnForward:              "ln_forward",
-	KLnBackward:             "ln_backward",
-	KUnitnormMse:            "unitnorm_mse",
-	KLossSum:                "loss_sum",
-	KOutnormMse:             "outnorm_mse",
-	KColsumPartial:          "colsum_partial",
-	KColsumFinal:            "colsum_final",
-	KSearchF16Topw:          "search_f16_topw",
-	KSearchMerge:            "search_merge",
-	KSearchRescore:          "search_rescore",
-	KTcCheckMma:             "tc_check_mma",
-	KTcCheckLdmatrix:        "tc_check_ldmatrix",
-	KTcCheckCpAsync:         "tc_check_cp_async",
-	KTcCheckWgmma:           "tc_check_wgmma",
-	KTcCheckWgmmaMn:         "tc_check_wgmma_mn",
-	KTcCheckTma:             "tc_check_tma",
-	KTcCheckCluster:         "tc_check_cluster",
-	KTcCheckGeometry:        "tc_check_geometry",
-	KTcCheckDivergent:       "tc_check_divergent",
+	KAdamw:                    "adamw",
+	KAdamwBf16:                "adamw_bf16",
+	KAdamwGuarded:             "adamw_guarded",
+	KAdamwBf16Guarded:         "adamw_bf16_guarded",
+	KArchProbe:                "arch_probe",
+	KCastF32Bf16:              "cast_f32_bf16",
+	KGeluF32Bf16:              "gelu_f32_bf16",
+	KEmaUpdate:                "ema_update",
+	KGatherRowsF16:            "gather_rows_f16",
+	KGeluBackward:             "gelu_backward",
+	KGemmNtBias:               "gemm_nt_bias",
+	KGemmNtBiasGelu:           "gemm_nt_bias_gelu",
+	KGemmNtBiasStats:          "gemm_nt_bias_stats",
+	KGemmNn:                   "gemm_nn",
+	KGemmTn:                   "gemm_tn",
+	KGemmBf16NtF32:            "gemm_bf16_nt_f32",
+	KGemmBf16NtBf16:           "gemm_bf16_nt_bf16",
+	KGemmBf16NtGeluBf16:       "gemm_bf16_nt_gelu_bf16",
+	KGemmBf16NtF32Stats:       "gemm_bf16_nt_f32_stats",
+	KGemmBf16NtF32GeluBf16:    "gemm_bf16_nt_f32_gelu_bf16",
+	KGemmBf16NnBf16:           "gemm_bf16_nn_bf16",
+	KGemmBf16NnF32Add:         "gemm_bf16_nn_f32_add",
+	KGemmBf16NnDgeluBf16:      "gemm_bf16_nn_dgelu_bf16",
+	KGemmBf16TnF32:            "gemm_bf16_tn_f32",
+	KGemmBf16NtMmaF32:         "gemm_bf16_nt_mma_f32",
+	KGemmBf16NtMmaBf16:        "gemm_bf16_nt_mma_bf16",
+	KGemmBf16NtMmaGeluBf16:    "gemm_bf16_nt_mma_gelu_bf16",
+	KGemmBf16NtMmaF32Stats:    "gemm_bf16_nt_mma_f32_stats",
+	KGemmBf16NtMmaF32GeluBf16: "gemm_bf16_nt_mma_f32_gelu_bf16",
+	KGemmBf16NnMmaBf16:        "gemm_bf16_nn_mma_bf16",
+	KGemmBf16NnMmaF32Add:      "gemm_bf16_nn_mma_f32_add",
+	KGemmBf16NnMmaDgeluBf16:   "gemm_bf16_nn_mma_dgelu_bf16",
+	KGemmBf16TnMmaF32:         "gemm_bf16_tn_mma_f32",
+	KGemmBf16MmaRef:           "gemm_bf16_mma_ref",
+	KGemmBf16WgmmaRef:         "gemm_bf16_wgmma_ref",
+	KUnitRows:                 "unit_rows",
+	KUnitRowsBf16:             "unit_rows_bf16",
+	KInfonceSums:              "infonce_sums",
+	KInfonceGrad:              "infonce_grad",
+	KInfonceGradBf16:          "infonce_grad_bf16",
+	KUnitRowsBackward:         "unit_rows_backward",
+	KLnApply:                  "ln_apply",
+	KLnForward:                "ln_forward",
+	KLnBackward:               "ln_backward",
+	KUnitnormMse:              "unitnorm_mse",
+	KLossSum:                  "loss_sum",
+	KOutnormMse:               "outnorm_mse",
+	KColsumPartial:            "colsum_partial",
+	KColsumFinal:              "colsum_final",
+	KSearchF16Topw:            "search_f16_topw",
+	KSearchMerge:              "search_merge",
+	KSearchRescore:            "search_rescore",
+	KTcCheckMma:               "tc_check_mma",
+	KTcCheckLdmatrix:          "tc_check_ldmatrix",
+	KTcCheckCpAsync:           "tc_check_cp_async",
+	KTcCheckWgmma:             "tc_check_wgmma",
+	KTcCheckWgmmaMn:           "tc_check_wgmma_mn",
+	KTcCheckTma:               "tc_check_tma",
+	KTcCheckCluster:           "tc_check_cluster",
+	KTcCheckGeometry:          "tc_check_geometry",
+	KTcCheckDivergent:         "tc_check_divergent",
 }
 
 var paramBytes = [NumKernels][]int{
-	KAdamw:                  {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
-	KAdamwBf16:              {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
-	KAdamwGuarded:           {8, 8, 8, 8, 8, 8, 8, 4},
-	KAdamwBf16Guarded:       {8, 8, 8, 8, 8, 8, 8, 8, 4},
-	KArchProbe:              {8},
-	KCastF32Bf16:            {8, 8, 4},
-	KGeluF32Bf16:            {8, 8, 4},
-	KEmaUpdate:              {8, 8, 8, 8, 4},
-	KGatherRowsF16:          {8, 8, 8, 4, 4, 4},
-	KGeluBackward:           {8, 8, 8, 4},
-	KGemmNtBias:             {8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasGelu:         {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNtBiasStats:        {8, 8, 8, 8, 8, 4, 4, 4},
-	KGemmNn:                 {8, 8, 8, 4, 4, 4, 4},
-	KGemmTn:                 {8, 8, 8, 4, 4, 4},
-	KGemmBf16NtF32:          {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NtBf16:         {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NtGeluBf16:     {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16NnBf16:         {128, 128, 8, 4, 4, 4},
-	KGemmBf16NnF32Add:       {128, 128, 8, 4, 4, 4},
-	KGemmBf16NnDgeluBf16:    {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16TnF32:          {128, 128, 8, 4, 4, 4},
-	KGemmBf16NtMmaF32:       {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16NtMmaBf16:      {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16NtMmaGeluBf16:  {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16NnMmaBf16:      {8, 8, 8, 4, 4, 4},
-	KGemmBf16NnMmaF32Add:    {8, 8, 8, 4, 4, 4},
-	KGemmBf16NnMmaDgeluBf16: {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16TnMmaF32:       {8, 8, 8, 4, 4, 4},
-	KGemmBf16MmaRef:         {8, 8, 8, 4, 4, 4},
-	KGemmBf16WgmmaRef:       {128, 128, 8, 4, 4, 4},
-	KUnitRows:               {8, 8, 8, 4, 4},
-	KUnitRowsBf16:           {8, 8, 8, 8, 4, 4, 4},
-	KInfonceSums:            {8, 8, 8, 4},
-	KInfonceGrad:            {8, 8, 8, 8, 8, 8, 4},
-	KInfonceGradBf16:        {8, 4, 8, 8, 8, 8, 8, 4},
-	KUnitRowsBackward:       {8, 8, 8, 8, 4, 4, 4, 4},
-	KLnApply:                {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
-	KLnForward:              {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
-	KLnBackward:             {8, 8, 8, 8, 8, 4, 4},
-	KUnitnormMse:            {8, 8, 8, 8, 4, 4},
-	KLossSum:                {8, 8, 4},
-	KOutnormMse:             {8, 8, 8, 8, 8, 8, 8, 4, 4},
-	KColsumPartial:          {8, 8, 8, 4, 4, 4},
-	KColsumFinal:            {8, 8, 8, 4, 4},
-	KSearchF16Topw:          {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
-	KSearchMerge:            {8, 8, 8, 8, 8, 8, 4, 4, 4},
-	KSearchRescore:          {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
-	KTcCheckMma:             {8, 8, 8, 8, 4},
-	KTcCheckLdmatrix:        {8, 8, 4, 4},
-	KTcCheckCpAsync:         {8, 8, 4, 4, 4},
-	KTcCheckWgmma:           {8, 8, 8, 4, 4, 4, 4, 4},
-	KTcCheckWgmmaMn:         {8, 8, 8, 4, 4, 4, 4, 4},
-	KTcCheckTma:             {128, 128, 8, 4, 4, 4, 4, 4, 4},
-	KTcCheckCluster:         {128, 8, 8, 4},
-	KTcCheckGeometry:        {8},
-	KTcCheckDivergent:       {8},
+	KAdamw:                    {8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KAdamwBf16:                {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4, 4},
+	KAdamwGuarded:             {8, 8, 8, 8, 8, 8, 8, 4},
+	KAdamwBf16Guarded:         {8, 8, 8, 8, 8, 8, 8, 8, 4},
+	KArchProbe:                {8},
+	KCastF32Bf16:              {8, 8, 4},
+	KGeluF32Bf16:              {8, 8, 4},
+	KEmaUpdate:                {8, 8, 8, 8, 4},
+	KGatherRowsF16:            {8, 8, 8, 4, 4, 4},
+	KGeluBackward:             {8, 8, 8, 4},
+	KGemmNtBias:               {8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasGelu:           {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNtBiasStats:          {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmNn:                   {8, 8, 8, 4, 4, 4, 4},
+	KGemmTn:                   {8, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32:            {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtBf16:           {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtGeluBf16:       {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32Stats:       {128, 128, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32GeluBf16:    {128, 128, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NnBf16:           {128, 128, 8, 4, 4, 4},
+	KGemmBf16NnF32Add:         {128, 128, 8, 4, 4, 4},
+	KGemmBf16NnDgeluBf16:      {128, 128, 8, 8, 4, 4, 4},
+	KGemmBf16TnF32:            {128, 128, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32:         {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaBf16:        {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaGeluBf16:    {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32Stats:    {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32GeluBf16: {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaBf16:        {8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaF32Add:      {8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaDgeluBf16:   {8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16TnMmaF32:         {8, 8, 8, 4, 4, 4},
+	KGemmBf16MmaRef:           {8, 8, 8, 4, 4, 4},
+	KGemmBf16WgmmaRef:         {128, 128, 8, 4, 4, 4},
+	KUnitRows:                 {8, 8, 8, 4, 4},
+	KUnitRowsBf16:             {8, 8, 8, 8, 4, 4, 4},
+	KInfonceSums:              {8, 8, 8, 4},
+	KInfonceGrad:              {8, 8, 8, 8, 8, 8, 4},
+	KInfonceGradBf16:          {8, 4, 8, 8, 8, 8, 8, 4},
+	KUnitRowsBackward:         {8, 8, 8, 8, 4, 4, 4, 4},
+	KLnApply:                  {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnForward:                {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KLnBackward:               {8, 8, 8, 8, 8, 4, 4},
+	KUnitnormMse:              {8, 8, 8, 8, 4, 4},
+	KLossSum:                  {8, 8, 4},
+	KOutnormMse:               {8, 8, 8, 8, 8, 8, 8, 4, 4},
+	KColsumPartial:            {8, 8, 8, 4, 4, 4},
+	KColsumFinal:              {8, 8, 8, 4, 4},
+	KSearchF16Topw:            {8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
+	KSearchMerge:              {8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KSearchRescore:            {8, 8, 8, 8, 8, 4, 4, 4, 4, 4, 8},
+	KTcCheckMma:               {8, 8, 8, 8, 4},
+	KTcCheckLdmatrix:          {8, 8, 4, 4},
+	KTcCheckCpAsync:           {8, 8, 4, 4, 4},
+	KTcCheckWgmma:             {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckWgmmaMn:           {8, 8, 8, 4, 4, 4, 4, 4},
+	KTcCheckTma:               {128, 128, 8, 4, 4, 4, 4, 4, 4},
+	KTcCheckCluster:           {128, 8, 8, 4},
+	KTcCheckGeometry:          {8},
+	KTcCheckDivergent:         {8},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -314,6 +326,20 @@ func GemmBf16NtGeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.Tensor
 	return l.Launch(KGemmBf16NtGeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NtF32Stats launches gemm_bf16_nt_f32_stats of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_f32_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, float* C, float* stats, int M, int N, int K)
+func GemmBf16NtF32Stats(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[float32], stats Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtF32Stats, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtF32GeluBf16 launches gemm_bf16_nt_f32_gelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_f32_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, float* C, uint16_t* act, int M, int N, int K)
+func GemmBf16NtF32GeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[float32], act Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtF32GeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NnBf16 launches gemm_bf16_nn_bf16 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, uint16_t* C, int M, int N, int K)
@@ -361,6 +387,20 @@ func GemmBf16NtMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], 
 //	gemm_bf16_nt_mma_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, int M, int N, int K)
 func GemmBf16NtMmaGeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16NtMmaGeluBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaF32Stats launches gemm_bf16_nt_mma_f32_stats of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_f32_stats(const uint16_t* A, const uint16_t* W, const float* bias, float* C, float* stats, int M, int N, int K)
+func GemmBf16NtMmaF32Stats(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], stats Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaF32Stats, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaF32GeluBf16 launches gemm_bf16_nt_mma_f32_gelu_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, float* C, uint16_t* act, int M, int N, int K)
+func GemmBf16NtMmaF32GeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], act Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaF32GeluBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16NnMmaBf16 launches gemm_bf16_nn_mma_bf16 of kernels/gemm_bf16.cu:

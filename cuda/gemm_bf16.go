@@ -185,7 +185,7 @@ func (d *Device) gemmBF16F32Stats(c, stats buf[float32], a, w buf[uint16], bias 
 }
 
 // gemmBF16F32GELU launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out) and
-// act[m,n] = bf16(GELU(c)) (GELU in f32, as gelu_f32_bf16 computes it).
+// act[m,n] = bf16(GELU(c)) (GELU in f32 of the stored c, common.cuh's gelu_f).
 func (d *Device) gemmBF16F32GELU(c buf[float32], act buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
 	return d.gemmBF16(ntF32GELU, outOf(c), outOf(act), a, w, bias, m, n, k)
 }

@@ -22,18 +22,6 @@ func (d *Device) castBF16(dst buf[uint16], src buf[float32], n int) error {
 	return launch.CastF32Bf16(d.with(elemBytes(n, 4+2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
 }
 
-// geluBF16 launches dst[i] = bf16(GELU(src[i])) for i < n.
-func (d *Device) geluBF16(dst buf[uint16], src buf[float32], n int) error {
-	const what = "gelu_f32_bf16"
-	if err := dims(what, n); err != nil {
-		return err
-	}
-	if err := needAll(what, req("dst", dst, n), req("src", src, n)); err != nil {
-		return err
-	}
-	return launch.GeluF32Bf16(d.with(elemBytes(n, 4+2)), grid(elementGrid(n), 1), dst.ptr(), src.cptr(), int32(n))
-}
-
 // adamWBF16 launches adamw_bf16: adamW's update, also writing pb = bf16(p).
 func (d *Device) adamWBF16(p buf[float32], pb buf[uint16], g, m, v buf[float32], n int, s nn.AdamWStep) error {
 	const what = "adamw_bf16"

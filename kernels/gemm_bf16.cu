@@ -30,8 +30,7 @@
 //       (in tile order, in double) before it normalises the row
 //   gemm_bf16_nt_f32_gelu_bf16  gemm_bf16_nt_mma_f32_gelu_bf16  C f32
 //       (the pre-activation GELU's backward pass reads) and act bf16
-//       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value (as
-//       bf16_convert.cu's gelu_f32_bf16 computes it from C)
+//       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value
 // The wgmma kernels' parameters: (tma_a, tma_w, bias, C, [stats | act,]
 // M, N, K); the mma.sync kernels': (A, W, bias, C, [stats | act,] M, N,
 // K). act 4-byte aligned, stats 4-byte, neither overlapping C. Any M, N

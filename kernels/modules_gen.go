@@ -6,7 +6,7 @@ package kernels
 var Modules = []Module{
 	{"adamw", []string{"adamw", "adamw_bf16", "adamw_guarded", "adamw_bf16_guarded"}},
 	{"arch_probe", []string{"arch_probe"}},
-	{"bf16_convert", []string{"cast_f32_bf16", "gelu_f32_bf16"}},
+	{"bf16_convert", []string{"cast_f32_bf16"}},
 	{"ema", []string{"ema_update"}},
 	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_backward"}},

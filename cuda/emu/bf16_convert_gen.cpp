@@ -13,11 +13,8 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&cast_f32_bf16), void (*)(uint16_t*, const float*, int)>,
               "kernels/bf16_convert.cu: cast_f32_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gelu_f32_bf16), void (*)(uint16_t*, const float*, int)>,
-              "kernels/bf16_convert.cu: gelu_f32_bf16: run go generate ./kernels");
 
 emu_entry emu_table_bf16_convert[] = {
     EMU_ENTRY(cast_f32_bf16),
-    EMU_ENTRY(gelu_f32_bf16),
 };
 int emu_table_bf16_convert_len = sizeof(emu_table_bf16_convert) / sizeof(emu_table_bf16_convert[0]);

@@ -14,7 +14,6 @@ const (
 	KAdamwBf16Guarded                       // kernels/adamw.cu
 	KArchProbe                              // kernels/arch_probe.cu
 	KCastF32Bf16                            // kernels/bf16_convert.cu
-	KGeluF32Bf16                            // kernels/bf16_convert.cu
 	KEmaUpdate                              // kernels/ema.cu
 	KGatherRowsF16                          // kernels/gather.cu
 	KGeluBackward                           // kernels/gelu.cu
@@ -79,7 +78,6 @@ var names = [NumKernels]string{
 	KAdamwBf16Guarded:         "adamw_bf16_guarded",
 	KArchProbe:                "arch_probe",
 	KCastF32Bf16:              "cast_f32_bf16",
-	KGeluF32Bf16:              "gelu_f32_bf16",
 	KEmaUpdate:                "ema_update",
 	KGatherRowsF16:            "gather_rows_f16",
 	KGeluBackward:             "gelu_backward",
@@ -143,7 +141,6 @@ var paramBytes = [NumKernels][]int{
 	KAdamwBf16Guarded:         {8, 8, 8, 8, 8, 8, 8, 8, 4},
 	KArchProbe:                {8},
 	KCastF32Bf16:              {8, 8, 4},
-	KGeluF32Bf16:              {8, 8, 4},
 	KEmaUpdate:                {8, 8, 8, 8, 4},
 	KGatherRowsF16:            {8, 8, 8, 4, 4, 4},
 	KGeluBackward:             {8, 8, 8, 4},
@@ -240,13 +237,6 @@ func ArchProbe(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error {
 //	cast_f32_bf16(uint16_t* y, const float* x, int n)
 func CastF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
 	return l.Launch(KCastF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
-}
-
-// GeluF32Bf16 launches gelu_f32_bf16 of kernels/bf16_convert.cu:
-//
-//	gelu_f32_bf16(uint16_t* y, const float* x, int n)
-func GeluF32Bf16(l Launcher, cfg driver.LaunchConfig, y Ptr[uint16], x ConstPtr[float32], n int32) error {
-	return l.Launch(KGeluF32Bf16, cfg, [][]byte{ptr(y), ptr(x), i32(n)})
 }
 
 // EmaUpdate launches ema_update of kernels/ema.cu:

@@ -199,6 +199,9 @@ type Trainer struct {
 
 	initRef *InitRef // the run's RunInfo.Init
 	inputs  *Inputs  // the run's RunInfo.Inputs
+	// wrapRead, when not nil, wraps the function the prefetcher reads
+	// batches with (tests: a read that is slow or cancels the run).
+	wrapRead func(func(rows []int32, x, t []float32) error) func(rows []int32, x, t []float32) error
 	// ema is the moving average of the weights (Options.EMA), nil
 	// without one; weights is scratch for the engine's weights. With an
 	// engine that keeps the average itself (nn.EMAEngine), emaEngine is it
@@ -555,6 +558,9 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if st.Float16 && !tr.Data.Float16() {
 			read = tr.Data.readRowsFloat16
 		}
+		if tr.wrapRead != nil {
+			read = tr.wrapRead(read)
+		}
 		batches = prefetch(ctx, tr.Data, read, order, st.Epoch, st.Batch, o.Epochs)
 		defer batches.stop()
 	}
@@ -665,6 +671,12 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				loss, err = resident.ForwardBackwardRows(order.BatchRows(st.Epoch, st.Batch))
 			} else {
 				b, rerr := batches.next()
+				if rerr != nil && ctx.Err() != nil {
+					// Interrupted while waiting for the batch: the
+					// prefetcher may have stopped without it. The check at
+					// the top of the loop saves the checkpoint.
+					continue
+				}
 				if rerr != nil {
 					return res, tr.stepError(pendingStep{step: st.Step + 1, epoch: st.Epoch, batch: st.Batch}, rerr)
 				}

@@ -428,3 +428,55 @@ func (e slowEngine) Step(s nn.AdamWStep) error {
 	time.Sleep(5 * time.Millisecond)
 	return e.Engine.Step(s)
 }
+
+// stepCounter counts the engine's optimizer steps.
+type stepCounter struct {
+	nn.Engine
+	steps int
+}
+
+func (c *stepCounter) Step(s nn.AdamWStep) error { c.steps++; return c.Engine.Step(s) }
+
+// A Ctrl-C that arrives while the loop waits for the prefetcher's next
+// batch still saves a checkpoint at the last step taken: the prefetcher
+// may stop without handing the batch over (it picks at random between
+// that and the cancellation), which was returned as a failed step with
+// nothing saved since the last periodic checkpoint. The read of the fifth
+// batch waits 50 ms (the loop is then idle in next()) and cancels the run.
+func TestInterruptWhileWaitingForDataSaves(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for range 8 {
+		runDir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		var counter *stepCounter
+		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { counter = &stepCounter{Engine: e}; return counter })
+		reads := 0
+		tr.wrapRead = func(read func(rows []int32, x, t []float32) error) func(rows []int32, x, t []float32) error {
+			return func(rows []int32, x, t []float32) error {
+				err := read(rows, x, t)
+				if reads++; reads == 5 {
+					time.Sleep(50 * time.Millisecond)
+					cancel()
+				}
+				return err
+			}
+		}
+		_, err := tr.Run(ctx, false)
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("run cancelled while reading: %v", err)
+		}
+		ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st State
+		if err := json.Unmarshal(ck.State, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Step != counter.steps || st.Step < 4 {
+			t.Fatalf("interrupted after %d steps, the last checkpoint is at step %d", counter.steps, st.Step)
+		}
+	}
+}

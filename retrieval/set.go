@@ -33,6 +33,9 @@ type Set struct {
 	ImageCLIP     []float32 // [Images, EmbeddingDim]
 	CaptionCLIP   []float32 // [Captions, EmbeddingDim]
 	CaptionImage  []int     // [Captions]
+	// Warnings are what LoadSet found questionable but loadable: rows of
+	// CLIP embeddings that are all zero.
+	Warnings []string
 
 	clip *Result // CLIP's own recall, computed once
 }
@@ -81,15 +84,16 @@ func LoadSet(dir string) (*Set, error) {
 		return nil, fmt.Errorf("%s: shape %v, want [%d] (one image index per caption)", idxPath, idxShape, s.Captions)
 	}
 	// A zero embedding has no direction: recall against it ranks ties, not
-	// similarity (a padded or failed extraction writes them).
+	// similarity (a padded or failed extraction writes them). A warning,
+	// not a refusal: runs started on such a set must still resume.
 	for _, m := range []struct {
 		name string
 		x    []float32
 		dim  int
 	}{{ImageCLIPFile, s.ImageCLIP, s.EmbeddingDim}, {CaptionCLIPFile, s.CaptionCLIP, s.EmbeddingDim}} {
 		if zero := ZeroRows(m.x, m.dim); len(zero) > 0 {
-			return nil, fmt.Errorf("%s: %d of %d rows are all zero (the first is row %d): an embedding of zero has no cosine with anything, so recall would rank ties (a padded or failed extraction?)",
-				filepath.Join(dir, m.name), len(zero), len(m.x)/m.dim, zero[0])
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %d of %d rows are all zero (the first is row %d): an embedding of zero has no cosine with anything, so recall ranks ties there (a padded or failed extraction?)",
+				filepath.Join(dir, m.name), len(zero), len(m.x)/m.dim, zero[0]))
 		}
 	}
 	s.CaptionImage = make([]int, len(idx))

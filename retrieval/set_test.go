@@ -91,14 +91,6 @@ func TestLoadSetErrors(t *testing.T) {
 			p[3] = float32(math.NaN())
 			return f, c, p, i
 		},
-		"images.clip.npy: 1 of 3 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
-			c[4], c[5] = 0, 0
-			return f, c, p, i
-		},
-		"captions.clip.npy: 1 of 4 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
-			p[0], p[1] = 0, float32(math.Copysign(0, -1))
-			return f, c, p, i
-		},
 		"one image index per caption": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
 			return f, c, p, i[:3]
 		},
@@ -111,6 +103,30 @@ func TestLoadSetErrors(t *testing.T) {
 	}
 	if _, err := LoadSet(t.TempDir()); err == nil {
 		t.Error("empty directory: no error")
+	}
+}
+
+// An all-zero CLIP embedding row loads, with a warning naming the file and
+// the first such row (a refusal would strand runs started on the set).
+func TestLoadSetWarnsOfZeroRows(t *testing.T) {
+	cases := map[string]func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64){
+		"images.clip.npy: 1 of 3 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			c[4], c[5] = 0, 0
+			return f, c, p, i
+		},
+		"captions.clip.npy: 1 of 4 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			p[0], p[1] = 0, float32(math.Copysign(0, -1))
+			return f, c, p, i
+		},
+	}
+	for want, edit := range cases {
+		s, err := LoadSet(writeSet(t, edit))
+		if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], want) {
+			t.Errorf("%s: error %v, warnings %q", want, err, s.Warnings)
+		}
+	}
+	if s, err := LoadSet(writeSet(t, nil)); err != nil || len(s.Warnings) != 0 {
+		t.Errorf("a clean set: error %v, warnings %q", err, s.Warnings)
 	}
 }
 

@@ -68,7 +68,7 @@ func runEval(cCtx *cli.Context) error {
 	}
 	var sets []*retrieval.Set
 	for _, dir := range cCtx.StringSlice("eval") {
-		s, err := loadEvalSet(dir)
+		s, err := loadEvalSet(dir, cCtx.App.ErrWriter)
 		if err != nil {
 			return err
 		}

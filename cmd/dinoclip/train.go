@@ -207,7 +207,7 @@ func runTrain(cCtx *cli.Context) error {
 	defer data.Close()
 	var evals []*retrieval.Set
 	for _, dir := range evalDirs {
-		s, err := loadEvalSet(dir)
+		s, err := loadEvalSet(dir, cCtx.App.ErrWriter)
 		if err != nil {
 			return err
 		}
@@ -324,11 +324,18 @@ func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error
 
 // loadEvalSet loads an evaluation set directory, checking first that it
 // is one.
-func loadEvalSet(dir string) (*retrieval.Set, error) {
+func loadEvalSet(dir string, warn io.Writer) (*retrieval.Set, error) {
 	if err := checkDir("evaluation set", dir); err != nil {
 		return nil, err
 	}
-	return retrieval.LoadSet(dir)
+	s, err := retrieval.LoadSet(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range s.Warnings {
+		fmt.Fprintf(warn, "dinoclip: warning: %s\n", w)
+	}
+	return s, nil
 }
 
 // checkDistinctNames refuses two evaluation sets of the same name: their

@@ -346,8 +346,13 @@ func Load(dir string) (*Checkpoint, error) {
 		if err := f.Float32Into(moment.name, moment.dst); err != nil {
 			return nil, err
 		}
-		if err := checkFinite(path, moment.name, moment.dst); err != nil {
-			return nil, err
+		for i, x := range moment.dst {
+			// exp_avg_sq may be +Inf: a float32 gradient beyond about
+			// 5.8e20 overflows (1-β2) g², and the run goes on (that
+			// parameter's updates are 0); nothing reaches NaN or -Inf.
+			if v := float64(x); math.IsNaN(v) || math.IsInf(v, -1) || (math.IsInf(v, 1) && moment.name == "exp_avg") {
+				return nil, fmt.Errorf("%s: %s[%d] is %v: AdamW's moments are finite numbers (exp_avg_sq may be +Inf); the checkpoint is damaged or was edited", path, moment.name, i, x)
+			}
 		}
 	}
 	if path := filepath.Join(dir, EMAFile); fileExists(path) {

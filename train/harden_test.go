@@ -726,3 +726,31 @@ func TestNaNInDataAdvice(t *testing.T) {
 		t.Fatalf("resume on the corrected file: %v", err)
 	}
 }
+
+// A float32 gradient beyond about 5.8e20 overflows the second moment to
+// +Inf while the first stays finite; the run goes on (that parameter's
+// updates are 0), so its moments must resume. A float64 run's own moments
+// are what a resume checks.
+func TestCheckMomentsOverflowedSecondMoment(t *testing.T) {
+	s := NewOneCycle(1e-3, 1, 100)
+	p, m, v := []float32{0.5}, []float32{0}, []float32{0}
+	for step := 1; step <= 3; step++ {
+		lr, b1 := s.At(step)
+		nn.AdamW(p, []float32{1e21}, m, v, nn.AdamWStep{LR: lr, Beta1: b1, Beta2: 0.999, Eps: 1e-8, Step: step})
+	}
+	if !math.IsInf(float64(v[0]), 1) || math.IsInf(float64(m[0]), 0) || math.IsNaN(float64(p[0])) {
+		t.Fatalf("after three steps of gradient 1e21: p %v, m %v, v %v; want v = +Inf, the others finite", p[0], m[0], v[0])
+	}
+	if err := checkMoments(s, 0.999, m, v); err != nil {
+		t.Errorf("moments a run reached refused: %v", err)
+	}
+	if err := checkMoments(s, 0.999, []float64{0}, []float64{-1}); err == nil || !strings.Contains(err.Error(), "exp_avg_sq[0]") {
+		t.Errorf("a negative float64 second moment: error %v", err)
+	}
+	if err := checkMoments(s, 0.999, []float64{3e39}, []float64{3e39}); err == nil {
+		t.Errorf("a float64 first moment beyond the bound: no error")
+	}
+	if err := checkMoments(s, 0.999, []float64{1e18}, []float64{3e39}); err != nil {
+		t.Errorf("float64 moments beyond float32's range but within the bound: %v", err)
+	}
+}

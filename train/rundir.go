@@ -429,8 +429,14 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
 	}
-	if err := checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.M, ck.V); err != nil {
-		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, checkpoint.OptimizerFile, err)
+	// The moments the run continues from: a float64 run's own (its
+	// float32 copies are them rounded, and may overflow where they do not).
+	momentsErr, momentsFile := checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.M, ck.V), checkpoint.OptimizerFile
+	if tr.float64Engine() != nil && ck.Float64 != nil {
+		momentsErr, momentsFile = checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.Float64.M, ck.Float64.V), checkpoint.Float64File
+	}
+	if momentsErr != nil {
+		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, momentsFile, momentsErr)
 	}
 	if err := tr.checkInputs(info.Inputs); err != nil {
 		return State{}, err

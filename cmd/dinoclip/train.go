@@ -161,7 +161,7 @@ func runTrain(cCtx *cli.Context) error {
 	if err := requireFlags(cCtx, required...); err != nil {
 		return err
 	}
-	if cCtx.IsSet("accept-changed-inputs") && !resume {
+	if cCtx.Bool("accept-changed-inputs") && !resume {
 		return fmt.Errorf("--accept-changed-inputs is for --resume: a new run records its inputs")
 	}
 	opts, err := trainOptions(cCtx)

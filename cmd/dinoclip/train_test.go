@@ -319,4 +319,10 @@ func TestResumeChangedDataCLI(t *testing.T) {
 	wantError(t, []string{"train", "--resume", "--out", run}, "shard-00000.dino.npy is not the file", "--accept-changed-inputs")
 	mustRun(t, "train", "--resume", "--out", run, "--accept-changed-inputs")
 	wantError(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new"), "--accept-changed-inputs"), "--accept-changed-inputs is for --resume")
+	// Set to false (a config file shared with resumes), it is no refusal.
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := runCLIContext(t, ctx, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new2"), "--accept-changed-inputs=false")...); !errors.Is(err, context.Canceled) {
+		t.Errorf("a new run with --accept-changed-inputs=false: error %v, want context.Canceled", err)
+	}
 }

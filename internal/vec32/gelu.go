@@ -20,20 +20,27 @@ import (
 //	Q(a) - a φ(a)   = exp(-a²/2) D(a),   D(a) = R(a) - a/√(2π)
 //
 // R and D are smooth and slowly varying (R(a) ≈ 1/(a√(2π)) for large a),
-// so a degree-8 polynomial in h = a - centre on each of 8 pieces of
-// [0, 13.2) holds each to 2^-26 or better with its coefficients rounded to
-// float32 (relative to R, and to max(R, a/√(2π)) for D; gelugen prints
-// each piece's). The piece comes from the bits of float32(a + 1), its exponent and
-// first fraction bit, and the 8 pieces' coefficients of one power fill
-// one 8-float register, from which VPERMPS picks each lane's. gelugen
+// so a degree-10 polynomial in h = a - centre on each of 4 pieces of
+// [0, 13.2), [0, 1), [1, 3), [3, 7) and [7, 13.2), holds each to 2^-27 or
+// better with its coefficients rounded to float32 (relative to R, and to
+// max(R, a/√(2π)) for D; gelugen prints each piece's), the constant and
+// linear terms each in two parts (hi + lo: on [0, 1), whose centre is 0,
+// the linear term's rounding error is more than the other terms can
+// absorb). Each centre is 0 or within a factor 2 of its piece, so h is
+// exact. The piece is the low two bits of the exponent of float32(a + 1),
+// and the 4 pieces' coefficients of one power, twice, fill one 8-float
+// register, from which VPERMILPS picks each lane's within its 128-bit
+// half (on Zen 3 much cheaper than VPERMPS across the halves). gelugen
 // (go generate) fits the polynomials and writes gelu_tables.go.
 //
 // exp(-a²/2) = 2^-n exp(-t/2): a² = hi + lo exactly (lo by an FMA), n the
 // integer nearest hi log2(e)/2, t = hi - 2n ln2 + lo with ln2 in two
 // parts, and exp(-t/2) = 1 + w, w = -t/2 + t² g(t), |t| <= ln2, g a
 // degree-4 polynomial. Then, with M = (P(h) + P(h) w) 2^-n, P being R or D
-// (P's constant term in two parts, added last; for R, the rounding error
-// of that last addition is carried into v w by an FMA),
+// (R by Horner's rule, its constant's high part added last, the rounding
+// error of that addition carried into v w by an FMA; D as c0hi + c1hi h,
+// one FMA, plus the rest, since near its zero at a ≈ 0.75, in the piece
+// centred at 0, those two terms cancel),
 //
 //	GELU(x)  = x M for x < 0,  x - x M (one FMA) for x >= 0
 //	GELU'(x) = M   for x < 0,  1 - M     for x >= 0
@@ -48,9 +55,9 @@ import (
 // (go test -run GELUBounds -gelu.stride=1 checks every one, 2.2 billion,
 // in about 5 CPU-minutes) against float64 references (math.Erfc, equal to
 // the math.Erf form wherever that does not cancel): GELU within 3 ulp of
-// the exact value (worst over every float32: 2.45 ulp, at x = -1.8546234);
-// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.15, at
-// -3.2244325), since near its zero at x ≈ -0.75 the two terms cancel and
+// the exact value (worst over every float32: 2.60 ulp, at x = -3.2429);
+// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.51, at
+// -3.4288304), since near its zero at x ≈ -0.75 the two terms cancel and
 // no relative bound holds. Both
 // hold where that value is at least 2^-116 (|x| < 12.6 and 12.8); beyond,
 // the results have only absolute accuracy (below 2^-116). The float64
@@ -61,22 +68,57 @@ import (
 // instruction does, and every other operation is a float32 operation, so
 // the bits are the same on every platform and with or without assembly.
 
-// geluTail returns, for 0 <= a < geluC.limit, P(h) = v + vLo (P's
-// coefficients in poly, geluC.r or geluC.d), w = exp(-t/2) - 1 and
-// scale = 2^-n, so that P(a) exp(-a²/2) = (v + vLo)(1 + w) scale. P and g
-// go by Horner's rule, P's constant's high part added last.
-func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, scale float32) {
-	fma := exactfma.Float32
-	j := math.Float32bits(a+1) >> 22 & (geluPieces - 1)
-	h := a - geluC.centre[j]
-	r := poly[geluDegree][j]
-	for k := geluDegree - 1; k >= 1; k-- {
-		r = fma(r, h, poly[k][j])
-	}
-	r = fma(r, h, poly[geluDegree+1][j]) // the constant's low part
-	v = r + poly[0][j]
-	vLo = (poly[0][j] - v) + r // v + vLo = r + poly[0][j] exactly (Fast2Sum) where |r| <= |poly[0][j]|, as for R; GELUGrad does not use it
+// geluPiece returns, for 0 <= a < geluC.limit, a's piece j (the low two
+// bits of the exponent of a+1) and h = a - centre, which is exact.
+func geluPiece(a float32) (j uint32, h float32) {
+	j = math.Float32bits(a+1) >> 23 & (geluPieces - 1)
+	return j, a - geluC.centre[j]
+}
 
+// geluPoly returns, for 0 <= a < geluC.limit, a's piece j, h and s, the
+// sum of P's terms of degree 2 and up over h² by Horner's rule (P's
+// coefficients in poly, geluC.r or geluC.d).
+func geluPoly(a float32, poly *[geluDegree + 3][8]float32) (j uint32, h, s float32) {
+	j, h = geluPiece(a)
+	s = poly[geluDegree][j]
+	for k := geluDegree - 1; k >= 2; k-- {
+		s = exactfma.Float32(s, h, poly[k][j])
+	}
+	return j, h, s
+}
+
+// geluLow returns P's low parts, c1lo h + c0lo.
+func geluLow(j uint32, h float32, poly *[geluDegree + 3][8]float32) float32 {
+	return exactfma.Float32(poly[geluDegree+2][j], h, poly[geluDegree+1][j])
+}
+
+// geluR returns R(a) = v + vLo: the linear term's high part goes into
+// Horner's rule, the constant's high part is added last, and vLo is that
+// addition's rounding error, exact by Fast2Sum as |r| <= |c0hi| (R is
+// positive and varies slowly).
+func geluR(a float32) (v, vLo float32) {
+	j, h, s := geluPoly(a, &geluC.r)
+	r := exactfma.Float32(s, h, geluC.r[1][j])
+	r = exactfma.Float32(r, h, geluLow(j, h, &geluC.r))
+	v = r + geluC.r[0][j]
+	return v, (geluC.r[0][j] - v) + r
+}
+
+// geluD returns D(a) = (c0hi + c1hi h) + (h s h + low parts). D has its
+// zero (that of GELU'(-a)) at a ≈ 0.75, inside the piece [0, 1) whose
+// centre is 0, where c0 and c1 h are each near ±0.5 and cancel: one FMA
+// adds them with one rounding, at most half an ulp of their sum, smaller
+// than the scale of the derivative's bound.
+func geluD(a float32) float32 {
+	j, h, s := geluPoly(a, &geluC.d)
+	z := exactfma.Float32(float32(s*h), h, geluLow(j, h, &geluC.d))
+	return exactfma.Float32(geluC.d[1][j], h, geluC.d[0][j]) + z
+}
+
+// geluExp returns, for 0 <= a < geluC.limit, w = exp(-t/2) - 1 and
+// scale = 2^-n, so that exp(-a²/2) = (1 + w) scale; g by Horner's rule.
+func geluExp(a float32) (w, scale float32) {
+	fma := exactfma.Float32
 	hi := float32(a * a)
 	lo := fma(a, a, -hi)
 	n := float32(math.RoundToEven(float64(float32(hi * geluC.halfLog2e[0]))))
@@ -90,7 +132,7 @@ func geluTail(a float32, poly *[geluDegree + 2][geluPieces]float32) (v, vLo, w, 
 	}
 	w = fma(t2, g, float32(t*geluC.negHalf[0]))
 	scale = math.Float32frombits(math.Float32bits(geluC.one[0]) - uint32(int32(n))<<23) // 2^-n, n <= 126
-	return v, vLo, w, scale
+	return w, scale
 }
 
 // GELU returns x Φ(x).
@@ -102,7 +144,8 @@ func GELU(x float32) float32 {
 		}
 		return x * 0 // -0 below -limit, NaN for NaN and -Inf as x Φ(x) gives
 	}
-	v, vLo, w, scale := geluTail(a, &geluC.r)
+	v, vLo := geluR(a)
+	w, scale := geluExp(a)
 	m := (v + exactfma.Float32(v, w, vLo)) * scale // Q(a), v's low part kept to the end
 	if math.Signbit(float64(x)) {
 		return x * m
@@ -122,7 +165,8 @@ func GELUGrad(x float32) float32 {
 		}
 		return x // NaN
 	}
-	v, _, w, scale := geluTail(a, &geluC.d)
+	v := geluD(a)
+	w, scale := geluExp(a)
 	m := exactfma.Float32(v, w, v) * scale // Q(a) - a φ(a)
 	if math.Signbit(float64(x)) {
 		return m

@@ -3,47 +3,54 @@
 package vec32
 
 const (
-	geluPieces    = 8
-	geluDegree    = 8
+	geluPieces    = 4
+	geluDegree    = 10
 	geluExpDegree = 4
 )
 
 // geluC holds the coefficients and constants of GELU and GELUGrad, each
-// as 8 float32s: a table indexed by piece (VPERMPS selects from it) or
-// one value repeated (an operand of the vector instructions). gelugen's
+// as 8 float32s: a table indexed by piece, its 4 entries twice (once for
+// each 128-bit lane, from which VPERMILPS selects), or one value repeated
+// (an operand of the vector instructions). gelugen's
 // gelu_tables_amd64.h gives the assembly each field's offset.
 var geluC = struct {
-	centre [geluPieces]float32
-	// R and D: the coefficient of h^k at k (the constant's high part at
-	// 0), the constant's low part last
-	r, d                                                     [geluDegree + 2][geluPieces]float32
+	centre [8]float32
+	// R and D: the coefficient of h^k at k (the high part for k = 0
+	// and 1), then the low parts of the constant and of h's coefficient
+	r, d                                                     [geluDegree + 3][8]float32
 	exp                                                      [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k
 	one, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32
 }{
-	centre: [geluPieces]float32{0x1.8000p+00, 0x1.4000p+01, 0x1.0000p+02, 0x1.8000p+02, 0x1.2000p+03, 0x1.8000p+03, 0x0.0000p+00, 0x1.8000p-01},
-	r: [geluDegree + 2][geluPieces]float32{
-		{0x1.a57056p-03, 0x1.217252p-03, 0x1.82b4bcp-04, 0x1.095608p-04, 0x1.66ccb8p-05, 0x1.0e7dcep-05, 0x1.0000p-01, 0x1.337024p-02},
-		{-0x1.71c04cp-04, -0x1.75ab64p-05, -0x1.5cf97ap-06, -0x1.5068c2p-07, -0x1.37812p-08, -0x1.63cfc8p-09, -0x1.988454p-02, -0x1.63e072p-03},
-		{0x1.20403ap-05, 0x1.bf399ep-07, 0x1.2dda04p-08, 0x1.a0eee4p-10, 0x1.0b6e08p-11, 0x1.d0fb64p-13, 0x1.fffff8p-03, 0x1.5bf7f2p-04},
-		{-0x1.9980c8p-07, -0x1.f6278ap-09, -0x1.f6a7b2p-11, -0x1.f9cd22p-13, -0x1.c63df6p-15, -0x1.2ddfa6p-16, -0x1.105794p-03, -0x1.2c84ap-05},
-		{0x1.0d602ap-08, 0x1.0ac20cp-10, 0x1.943d58p-13, 0x1.2caba4p-15, 0x1.7db7e8p-18, 0x1.857da4p-20, 0x1.ffe59cp-05, 0x1.d68c6cp-07},
-		{-0x1.4bc1fap-10, -0x1.0dd9b6p-12, -0x1.3a4b9ep-15, -0x1.5e7442p-18, -0x1.3c8584p-21, -0x1.f3652ap-24, -0x1.b28b06p-06, -0x1.53a4c2p-08},
-		{0x1.82491ap-12, 0x1.056cd8p-14, 0x1.dbbd0cp-18, 0x1.916d86p-21, 0x1.04c1dp-24, 0x1.3e8066p-27, 0x1.4ce0bp-07, 0x1.c98ee8p-10},
-		{-0x1.bc024cp-14, -0x1.f47736p-17, -0x1.787b42p-20, -0x1.d7cc3ep-24, -0x1.d3bebep-28, -0x1.990b26p-31, -0x1.aaebbp-09, -0x1.25ab9ap-11},
-		{0x1.d13f74p-16, 0x1.bf482ap-19, 0x1.0be4d2p-22, 0x1.04635ap-26, 0x1.78946ep-31, 0x1.e109d6p-35, 0x1.511856p-11, 0x1.5fac8cp-13},
-		{-0x1.c6048ep-29, 0x1.8458f6p-30, -0x1.a25d36p-30, 0x1.8cb73ap-29, -0x1.65b374p-31, -0x1.c8797ep-30, 0x1.fe0688p-29, -0x1.01615ap-27},
+	centre: [8]float32{0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00, 0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00},
+	r: [geluDegree + 3][8]float32{
+		{0x1.7b5abep-03, 0x1.3b0fbcp-04, 0x1.43a38ap-05, 0x1.0000p-01, 0x1.7b5abep-03, 0x1.3b0fbcp-04, 0x1.43a38ap-05, 0x1.0000p-01},
+		{-0x1.3253b6p-04, -0x1.d614fp-07, -0x1.fbf2d2p-09, -0x1.988454p-02, -0x1.3253b6p-04, -0x1.d614fp-07, -0x1.fbf2d2p-09, -0x1.988454p-02},
+		{0x1.bd45f2p-06, 0x1.542a98p-09, 0x1.8af238p-12, 0x1.fffffap-03, 0x1.bd45f2p-06, 0x1.542a98p-09, 0x1.8af238p-12, 0x1.fffffap-03},
+		{-0x1.29633p-07, -0x1.dea3cep-12, -0x1.3054ap-15, -0x1.1057d6p-03, -0x1.29633p-07, -0x1.dea3cep-12, -0x1.3054ap-15, -0x1.1057d6p-03},
+		{0x1.722002p-09, 0x1.48101cp-14, 0x1.d0f07p-19, 0x1.fff3d2p-05, 0x1.722002p-09, 0x1.48101cp-14, 0x1.d0f07p-19, 0x1.fff3d2p-05},
+		{-0x1.b16434p-11, -0x1.b76f34p-17, -0x1.605b92p-22, -0x1.b34d96p-06, -0x1.b16434p-11, -0x1.b76f34p-17, -0x1.605b92p-22, -0x1.b34d96p-06},
+		{0x1.e0d01ap-13, 0x1.1f19ccp-19, 0x1.08469ep-25, 0x1.52a96p-07, 0x1.e0d01ap-13, 0x1.1f19ccp-19, 0x1.08469ep-25, 0x1.52a96p-07},
+		{-0x1.ff95cep-15, -0x1.6473c8p-22, -0x1.824d1p-29, -0x1.dd1a18p-09, -0x1.ff95cep-15, -0x1.6473c8p-22, -0x1.824d1p-29, -0x1.dd1a18p-09},
+		{0x1.0aa34ep-16, 0x1.c18546p-25, 0x1.23b3bep-32, 0x1.1eebaep-10, 0x1.0aa34ep-16, 0x1.c18546p-25, 0x1.23b3bep-32, 0x1.1eebaep-10},
+		{-0x1.f7b676p-19, -0x1.6b5afap-27, -0x1.087fdcp-35, -0x1.fd08dep-13, -0x1.f7b676p-19, -0x1.6b5afap-27, -0x1.087fdcp-35, -0x1.fd08dep-13},
+		{0x1.1e8da4p-21, 0x1.ad0608p-30, 0x1.5be85ap-39, 0x1.db4884p-16, 0x1.1e8da4p-21, 0x1.ad0608p-30, 0x1.5be85ap-39, 0x1.db4884p-16},
+		{-0x1.8ffe52p-28, 0x1.6e84fap-29, 0x1.bce46p-30, 0x1.bb808cp-31, -0x1.8ffe52p-28, 0x1.6e84fap-29, 0x1.bce46p-30, 0x1.bb808cp-31},
+		{-0x1.7a4c1ep-30, -0x1.67e7ep-32, 0x1.2e800cp-34, 0x1.316802p-27, -0x1.7a4c1ep-30, -0x1.67e7ep-32, 0x1.2e800cp-34, 0x1.316802p-27},
 	},
-	d: [geluDegree + 2][geluPieces]float32{
-		{-0x1.920e52p-02, -0x1.b648d4p-01, -0x1.805908p+00, -0x1.2a188ep+01, -0x1.c5f9aap+01, -0x1.304642p+02, 0x1.0000p-01, 0x1.0ce50ep-10},
-		{-0x1.f4f466p-02, -0x1.c739cp-02, -0x1.ae53eap-02, -0x1.a3079ap-02, -0x1.9d6258p-02, -0x1.9b4bf2p-02, -0x1.988454p-01, -0x1.253a46p-01},
-		{0x1.204038p-05, 0x1.bf399ep-07, 0x1.2dd9f8p-08, 0x1.a0eee2p-10, 0x1.0b6df6p-11, 0x1.d0fb64p-13, 0x1.fffff8p-03, 0x1.5bf7f2p-04},
-		{-0x1.9980c6p-07, -0x1.f6278ap-09, -0x1.f6a7aap-11, -0x1.f9cd22p-13, -0x1.c63deap-15, -0x1.2ddfa6p-16, -0x1.105794p-03, -0x1.2c84ap-05},
-		{0x1.0d617ep-08, 0x1.0ac266p-10, 0x1.94449cp-13, 0x1.2cac9p-15, 0x1.7dc2bcp-18, 0x1.857db2p-20, 0x1.ffe59ap-05, 0x1.d68c7ap-07},
-		{-0x1.4bc264p-10, -0x1.0dd9c4p-12, -0x1.3a4c7cp-15, -0x1.5e746cp-18, -0x1.3c8704p-21, -0x1.f36534p-24, -0x1.b28b04p-06, -0x1.53a4ep-08},
-		{0x1.81c11ap-12, 0x1.054908p-14, 0x1.da48cp-18, 0x1.910f28p-21, 0x1.03ac26p-24, 0x1.3e76acp-27, 0x1.4ce0aep-07, 0x1.c98448p-10},
-		{-0x1.bbf35cp-14, -0x1.f472fp-17, -0x1.786b78p-20, -0x1.d7c63p-24, -0x1.d3a35cp-28, -0x1.991a9ep-31, -0x1.aaeba8p-09, -0x1.25a2dep-11},
-		{0x1.e2436cp-16, 0x1.c83d1ap-19, 0x1.1789fp-22, 0x1.0a49f6p-26, 0x1.89f2b2p-31, 0x1.e51306p-35, 0x1.511846p-11, 0x1.6257a6p-13},
-		{-0x1.d2915p-31, 0x1.edd9bep-27, 0x1.1381ap-25, -0x1.5b126cp-26, -0x1.92def6p-24, -0x1.a77066p-23, 0x1.eba4f4p-28, -0x1.5a124ap-35},
+	d: [geluDegree + 3][8]float32{
+		{-0x1.069d1ap-01, -0x1.eaf46cp+00, -0x1.f996dap+01, 0x1.0000p-01, -0x1.069d1ap-01, -0x1.eaf46cp+00, -0x1.f996dap+01, 0x1.0000p-01},
+		{-0x1.e5194p-02, -0x1.a734fap-02, -0x1.9c7c38p-02, -0x1.988452p-01, -0x1.e5194p-02, -0x1.a734fap-02, -0x1.9c7c38p-02, -0x1.988452p-01},
+		{0x1.bd45eep-06, 0x1.542ac2p-09, 0x1.8af244p-12, 0x1.fffff8p-03, 0x1.bd45eep-06, 0x1.542ac2p-09, 0x1.8af244p-12, 0x1.fffff8p-03},
+		{-0x1.296314p-07, -0x1.dea3ecp-12, -0x1.305482p-15, -0x1.1057dap-03, -0x1.296314p-07, -0x1.dea3ecp-12, -0x1.305482p-15, -0x1.1057dap-03},
+		{0x1.722128p-09, 0x1.480556p-14, 0x1.d0eb2cp-19, 0x1.fff46p-05, 0x1.722128p-09, 0x1.480556p-14, 0x1.d0eb2cp-19, 0x1.fff46p-05},
+		{-0x1.b16eaap-11, -0x1.b76bb4p-17, -0x1.60621p-22, -0x1.b351fcp-06, -0x1.b16eaap-11, -0x1.b76bb4p-17, -0x1.60621p-22, -0x1.b351fcp-06},
+		{0x1.e0a944p-13, 0x1.200c1p-19, 0x1.08a9a6p-25, 0x1.52be1ep-07, 0x1.e0a944p-13, 0x1.200c1p-19, 0x1.08a9a6p-25, 0x1.52be1ep-07},
+		{-0x1.fe1674p-15, -0x1.6498fep-22, -0x1.81c5e6p-29, -0x1.dd92c6p-09, -0x1.fe1674p-15, -0x1.6498fep-22, -0x1.81c5e6p-29, -0x1.dd92c6p-09},
+		{0x1.0adb28p-16, 0x1.b02b26p-25, 0x1.1dbdacp-32, 0x1.1fbf56p-10, 0x1.0adb28p-16, 0x1.b02b26p-25, 0x1.1dbdacp-32, 0x1.1fbf56p-10},
+		{-0x1.05518ep-18, -0x1.6ad72cp-27, -0x1.0a4becp-35, -0x1.001e8ep-12, -0x1.05518ep-18, -0x1.6ad72cp-27, -0x1.0a4becp-35, -0x1.001e8ep-12},
+		{0x1.3d5494p-21, 0x1.e4ab3ep-30, 0x1.7c2e68p-39, 0x1.e08ca4p-16, 0x1.3d5494p-21, 0x1.e4ab3ep-30, 0x1.7c2e68p-39, 0x1.e08ca4p-16},
+		{0x1.dbcb1ap-27, -0x1.087558p-26, 0x1.ee53acp-27, -0x1.393cb2p-30, 0x1.dbcb1ap-27, -0x1.087558p-26, 0x1.ee53acp-27, -0x1.393cb2p-30},
+		{-0x1.c35852p-27, -0x1.84957ep-27, -0x1.c17a84p-27, -0x1.bebe32p-26, -0x1.c35852p-27, -0x1.84957ep-27, -0x1.c17a84p-27, -0x1.bebe32p-26},
 	},
 	exp: [geluExpDegree + 1][8]float32{
 		{0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04, 0x1.fffffcp-04},

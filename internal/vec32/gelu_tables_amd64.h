@@ -3,13 +3,13 @@
 // Byte offsets of geluC's fields (gelu_tables.go), 32 bytes a row.
 #define GELU_CENTRE 0
 #define GELU_R 32
-#define GELU_D 352
-#define GELU_EXP 672
-#define GELU_ONE 832
-#define GELU_NEG_HALF 864
-#define GELU_HALF_LOG2E 896
-#define GELU_NEG_TWO_LN2_HI 928
-#define GELU_NEG_TWO_LN2_LO 960
-#define GELU_LIMIT 992
-#define GELU_DEGREE 8
+#define GELU_D 448
+#define GELU_EXP 864
+#define GELU_ONE 1024
+#define GELU_NEG_HALF 1056
+#define GELU_HALF_LOG2E 1088
+#define GELU_NEG_TWO_LN2_HI 1120
+#define GELU_NEG_TWO_LN2_LO 1152
+#define GELU_LIMIT 1184
+#define GELU_DEGREE 10
 #define GELU_EXP_DEGREE 4

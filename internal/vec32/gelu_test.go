@@ -153,3 +153,18 @@ func TestGELUSpecialValues(t *testing.T) {
 // derivative): below it in magnitude the results have only absolute
 // accuracy, and from |x| = 13.2 on they are 0 (or x).
 const minResult = 0x1p-116
+
+// TestGELUPieceOffsetExact checks, for every float32 a in [0, limit), that
+// h = a - centre of a's piece (geluPiece) is exact, as gelu.go's error
+// analysis assumes: the centres are 0 or within a factor 2 of every a
+// whose rounded a+1 selects their piece.
+func TestGELUPieceOffsetExact(t *testing.T) {
+	end := math.Float32bits(geluC.limit[0])
+	for bits := uint32(0); bits < end; bits++ {
+		a := math.Float32frombits(bits)
+		j, h := geluPiece(a)
+		if float64(h) != float64(a)-float64(geluC.centre[j]) {
+			t.Fatalf("a %g (piece %d, centre %g): h = %g is not exact", a, j, geluC.centre[j], h)
+		}
+	}
+}

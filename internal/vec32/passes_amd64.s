@@ -184,27 +184,31 @@ axpbyloop:
 	RET
 
 // GELU and its derivative (gelu.go), with the same operations in the same
-// order as geluTail, GELU and GELUGrad. A vector's piece polynomial needs
-// 11 values picked by VPERMPS, one a piece from a row of 8 (the centre,
-// nine coefficients, the constant's low part). On Zen 3 (measured) VPERMPS
-// picks from a register at one a cycle but from memory at only one every 2
-// cycles, and takes the FMA units' issue slots either way, so the
-// polynomial is most of the work; and a vector's chains of dependent steps
-// (the polynomial's FMAs, the exponential's reduction and polynomial, the
-// output) are about 80 cycles long. So each block of up to GELU_BLOCK bytes
-// of x goes through three short loops whose iterations the core overlaps:
-// the polynomial for four vectors at a time, which has the registers to
-// hold each row once for the four, the exponential for three and the
-// output for two. The first two leave their results in a 32-byte-aligned
-// buffer on the stack (in L1) for the third; each reads x.
+// order as geluPoly, geluR, geluD, geluExp, GELU and GELUGrad. A vector's
+// piece polynomial needs 14 values picked by VPERMILPS, one a piece from
+// a row of 4 held twice (the centre, eleven coefficients, the low parts
+// of the constant and of h's coefficient). VPERMILPS picks within each
+// 128-bit lane and, on Zen 3 (measured), issues mostly beside the FMAs,
+// where the cross-lane VPERMPS that 8 pieces would need costs as much as
+// two FMAs; the polynomial is still most of the work. A vector's chains
+// of dependent steps (the polynomial's FMAs, the exponential's reduction
+// and polynomial, the output) are about 80 cycles long. So each block of
+// up to GELU_BLOCK bytes of x goes through three short loops whose
+// iterations the core overlaps: the polynomial for four vectors at a
+// time, which has the registers to hold each row once for the four, the
+// exponential for three and the output for two. The first two leave their
+// results in a 32-byte-aligned buffer on the stack (in L1) for the third;
+// each reads x.
 //
 // DX holds &geluC (offsets in gelu_tables_amd64.h), R8 the buffer, SI x,
 // DI y or dx, R9 dy, CX the bytes of x left, R11 the bytes of this block,
 // BX the offset in it; Y14 the mask of |x| and Y15 1.0 (whose bits,
-// 0x3f800000, also make 2^-n). Macro arguments J, H, R and the like name a
-// vector's registers, T a row (in a register or in memory), k a row of P
-// (the coefficient of h^k, the constant's low part at GELU_DEGREE+1) and
-// off a byte offset.
+// 0x3f800000, also make 2^-n), except at the end of the polynomial,
+// which borrows them for two rows and restores them (GELU_CONSTS). Macro
+// arguments J, H, R and the like name a vector's registers, T a row in a
+// register, k a row of P (the coefficient of h^k, the high part for k =
+// 0 and 1; the constant's low part at GELU_DEGREE+1, h's at
+// GELU_DEGREE+2) and off a byte offset.
 
 #define GELU_BLOCK 768 // bytes of x a block: 24 vectors
 #define GELU_BUF_V 0 // the buffer: v, vLo, w and 2^-n for each float of the block
@@ -213,27 +217,27 @@ axpbyloop:
 #define GELU_BUF_SCALE 2304
 
 // GELU_INDEX sets, for x at off(SI)(BX*1), R = a = |x| and J = the piece
-// index j (in the low 3 bits, all VPERMPS looks at).
+// index j (in the low 2 bits, all VPERMILPS looks at).
 #define GELU_INDEX(off, J, R)        \
 	VANDPS off(SI)(BX*1), Y14, R \
 	VADDPS Y15, R, J             \
-	VPSRLD $22, J, J               // j = bits(a + 1) >> 22 (& 7)
+	VPSRLD $23, J, J               // j = bits(a + 1) >> 23 (& 3)
 
-// GELU_H: H = h = a - centre (the centres in T).
+// GELU_H: H = h = a - centre (the centres in register T).
 #define GELU_H(T, J, H, R) \
-	VPERMPS T, J, H    \
-	VSUBPS  H, R, H
+	VPERMILPS J, T, H  \
+	VSUBPS    H, R, H
 
-// GELU_HORNER: r = fma(r, h, the coefficient in T); Y13 is scratch. Each
-// P starts as its highest coefficient, r = VPERMPS T, J, R.
+// GELU_HORNER: r = fma(r, h, the coefficient in register T); Y13 is
+// scratch. Each P starts as its highest coefficient, r = VPERMILPS J, T, R.
 #define GELU_HORNER(T, J, H, R) \
-	VPERMPS     T, J, Y13   \
+	VPERMILPS   J, T, Y13   \
 	VFMADD213PS Y13, H, R
 
 // GELU_V stores v = r + the constant's high part (in T; left in H).
 #define GELU_V(T, off, J, H, R) \
-	VPERMPS T, J, H         \
-	VADDPS  H, R, J         \
+	VPERMILPS J, T, H       \
+	VADDPS    H, R, J       \
 	VMOVUPS J, GELU_BUF_V+off(R8)(BX*1)
 
 // GELU_VLO stores vLo = (high part - v) + r, after GELU_V.
@@ -241,6 +245,37 @@ axpbyloop:
 	VSUBPS  J, H, H        \
 	VADDPS  R, H, H        \
 	VMOVUPS H, GELU_BUF_VLO+off(R8)(BX*1)
+
+// GELU_LOW: r = fma(r, h, fma(c1lo, h, c0lo)), the low parts of h's
+// coefficient and of the constant in Y14 and Y15 (GELU_ROWS); Y12 and
+// Y13 are scratch.
+#define GELU_LOW(J, H, R)       \
+	VPERMILPS   J, Y14, Y12 \
+	VPERMILPS   J, Y15, Y13 \
+	VFMADD213PS Y13, H, Y12 \
+	VFMADD213PS Y12, H, R
+
+// GELU_D_V stores D's v = fma(c1hi, h, c0hi) + z, with z in R and the
+// high parts of h's coefficient and of the constant in Y14 and Y15
+// (GELU_ROWS); Y12 and Y13 are scratch.
+#define GELU_D_V(off, J, H, R)  \
+	VPERMILPS   J, Y14, Y12 \
+	VPERMILPS   J, Y15, Y13 \
+	VFMADD213PS Y13, H, Y12 \
+	VADDPS      R, Y12, Y12 \
+	VMOVUPS     Y12, GELU_BUF_V+off(R8)(BX*1)
+
+// GELU_ROWS loads P's rows k1 and k0 into Y14 and Y15, which GELU_CONSTS
+// then restores.
+#define GELU_ROWS(poly, k1, k0)        \
+	VMOVUPS poly+32*(k1)(DX), Y14 \
+	VMOVUPS poly+32*(k0)(DX), Y15
+
+// GELU_CONSTS loads the |x| mask into Y14 and 1.0 into Y15.
+#define GELU_CONSTS            \
+	VPCMPEQD Y14, Y14, Y14 \
+	VPSRLD   $1, Y14, Y14  \
+	VMOVUPS  GELU_ONE(DX), Y15
 
 // GELU_ROW loads row k of P into Y12.
 #define GELU_ROW(poly, k) VMOVUPS poly+32*(k)(DX), Y12
@@ -252,78 +287,111 @@ axpbyloop:
 	GELU_HORNER(Y12, Y6, Y7, Y8) \
 	GELU_HORNER(Y12, Y9, Y10, Y11)
 
-// GELU_POLY4 evaluates P by Horner's rule for the four vectors at BX up
-// to the constant's low part, and leaves r in Y2, Y5, Y8, Y11, j in Y0,
-// Y3, Y6, Y9 and the constant's high parts in Y12; GELU_POLY1 the same
-// for the one vector at BX, r in Y2 and j in Y0.
-#define GELU_POLY4(poly)                  \
-	GELU_INDEX(0, Y0, Y2)             \
-	GELU_INDEX(32, Y3, Y5)            \
-	GELU_INDEX(64, Y6, Y8)            \
-	GELU_INDEX(96, Y9, Y11)           \
-	VMOVUPS GELU_CENTRE(DX), Y12      \
-	GELU_H(Y12, Y0, Y1, Y2)           \
-	GELU_H(Y12, Y3, Y4, Y5)           \
-	GELU_H(Y12, Y6, Y7, Y8)           \
-	GELU_H(Y12, Y9, Y10, Y11)         \
-	GELU_ROW(poly, GELU_DEGREE)       \
-	VPERMPS Y12, Y0, Y2               \
-	VPERMPS Y12, Y3, Y5               \
-	VPERMPS Y12, Y6, Y8               \
-	VPERMPS Y12, Y9, Y11              \
-	GELU_HORNER4(poly, 7)             \
-	GELU_HORNER4(poly, 6)             \
-	GELU_HORNER4(poly, 5)             \
-	GELU_HORNER4(poly, 4)             \
-	GELU_HORNER4(poly, 3)             \
-	GELU_HORNER4(poly, 2)             \
-	GELU_HORNER4(poly, 1)             \
-	GELU_HORNER4(poly, GELU_DEGREE+1) \
-	GELU_ROW(poly, 0)
+#define GELU_HORNER1(poly, k) \
+	GELU_ROW(poly, k)     \
+	GELU_HORNER(Y12, Y0, Y1, Y2)
 
-#define GELU_POLY1(poly)                                     \
-	GELU_INDEX(0, Y0, Y2)                                \
-	GELU_H(GELU_CENTRE(DX), Y0, Y1, Y2)                  \
-	VPERMPS poly+32*GELU_DEGREE(DX), Y0, Y2              \
-	GELU_HORNER(poly+32*7(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*6(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*5(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*4(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*3(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*2(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*1(DX), Y0, Y1, Y2)               \
-	GELU_HORNER(poly+32*(GELU_DEGREE+1)(DX), Y0, Y1, Y2) \
-	GELU_ROW(poly, 0)
+// GELU_POLY4 evaluates s, P's terms of degree 2 and up over h² (geluPoly),
+// by Horner's rule for the four vectors at BX, and leaves s in Y2, Y5,
+// Y8, Y11, h in Y1, Y4, Y7, Y10 and j in Y0, Y3, Y6, Y9; GELU_POLY1 the
+// same for the one vector at BX, in Y2, Y1 and Y0.
+#define GELU_POLY4(poly)             \
+	GELU_INDEX(0, Y0, Y2)        \
+	GELU_INDEX(32, Y3, Y5)       \
+	GELU_INDEX(64, Y6, Y8)       \
+	GELU_INDEX(96, Y9, Y11)      \
+	VMOVUPS GELU_CENTRE(DX), Y12 \
+	GELU_H(Y12, Y0, Y1, Y2)      \
+	GELU_H(Y12, Y3, Y4, Y5)      \
+	GELU_H(Y12, Y6, Y7, Y8)      \
+	GELU_H(Y12, Y9, Y10, Y11)    \
+	GELU_ROW(poly, GELU_DEGREE)  \
+	VPERMILPS Y0, Y12, Y2        \
+	VPERMILPS Y3, Y12, Y5        \
+	VPERMILPS Y6, Y12, Y8        \
+	VPERMILPS Y9, Y12, Y11       \
+	GELU_HORNER4(poly, 9)        \
+	GELU_HORNER4(poly, 8)        \
+	GELU_HORNER4(poly, 7)        \
+	GELU_HORNER4(poly, 6)        \
+	GELU_HORNER4(poly, 5)        \
+	GELU_HORNER4(poly, 4)        \
+	GELU_HORNER4(poly, 3)        \
+	GELU_HORNER4(poly, 2)
 
-// GELU_R_STEP4 and GELU_R_STEP1: the polynomial loop's steps for GELU
-// (v and vLo of R), GELU_D_STEP4 and GELU_D_STEP1 for the derivative (v
-// of D).
-#define GELU_R_STEP4                  \
-	GELU_POLY4(GELU_R)            \
-	GELU_V(Y12, 0, Y0, Y1, Y2)    \
-	GELU_V(Y12, 32, Y3, Y4, Y5)   \
-	GELU_V(Y12, 64, Y6, Y7, Y8)   \
-	GELU_V(Y12, 96, Y9, Y10, Y11) \
-	GELU_VLO(0, Y0, Y1, Y2)       \
-	GELU_VLO(32, Y3, Y4, Y5)      \
-	GELU_VLO(64, Y6, Y7, Y8)      \
+#define GELU_POLY1(poly)             \
+	GELU_INDEX(0, Y0, Y2)        \
+	VMOVUPS GELU_CENTRE(DX), Y12 \
+	GELU_H(Y12, Y0, Y1, Y2)      \
+	GELU_ROW(poly, GELU_DEGREE)  \
+	VPERMILPS Y0, Y12, Y2        \
+	GELU_HORNER1(poly, 9)        \
+	GELU_HORNER1(poly, 8)        \
+	GELU_HORNER1(poly, 7)        \
+	GELU_HORNER1(poly, 6)        \
+	GELU_HORNER1(poly, 5)        \
+	GELU_HORNER1(poly, 4)        \
+	GELU_HORNER1(poly, 3)        \
+	GELU_HORNER1(poly, 2)
+
+// GELU_R_STEP4 and GELU_R_STEP1: the polynomial loop's steps for GELU (v
+// and vLo of R, geluR), GELU_D_STEP4 and GELU_D_STEP1 for the derivative
+// (v of D, geluD: z = fma(s h, h, low parts) in place of s).
+#define GELU_R_STEP4                                  \
+	GELU_POLY4(GELU_R)                            \
+	GELU_HORNER4(GELU_R, 1)                       \
+	GELU_ROWS(GELU_R, GELU_DEGREE+2, GELU_DEGREE+1) \
+	GELU_LOW(Y0, Y1, Y2)                          \
+	GELU_LOW(Y3, Y4, Y5)                          \
+	GELU_LOW(Y6, Y7, Y8)                          \
+	GELU_LOW(Y9, Y10, Y11)                        \
+	GELU_CONSTS                                   \
+	GELU_ROW(GELU_R, 0)                           \
+	GELU_V(Y12, 0, Y0, Y1, Y2)                    \
+	GELU_V(Y12, 32, Y3, Y4, Y5)                   \
+	GELU_V(Y12, 64, Y6, Y7, Y8)                   \
+	GELU_V(Y12, 96, Y9, Y10, Y11)                 \
+	GELU_VLO(0, Y0, Y1, Y2)                       \
+	GELU_VLO(32, Y3, Y4, Y5)                      \
+	GELU_VLO(64, Y6, Y7, Y8)                      \
 	GELU_VLO(96, Y9, Y10, Y11)
 
-#define GELU_R_STEP1               \
-	GELU_POLY1(GELU_R)         \
-	GELU_V(Y12, 0, Y0, Y1, Y2) \
+#define GELU_R_STEP1                                  \
+	GELU_POLY1(GELU_R)                            \
+	GELU_HORNER1(GELU_R, 1)                       \
+	GELU_ROWS(GELU_R, GELU_DEGREE+2, GELU_DEGREE+1) \
+	GELU_LOW(Y0, Y1, Y2)                          \
+	GELU_CONSTS                                   \
+	GELU_ROW(GELU_R, 0)                           \
+	GELU_V(Y12, 0, Y0, Y1, Y2)                    \
 	GELU_VLO(0, Y0, Y1, Y2)
 
-#define GELU_D_STEP4                \
-	GELU_POLY4(GELU_D)          \
-	GELU_V(Y12, 0, Y0, Y1, Y2)  \
-	GELU_V(Y12, 32, Y3, Y4, Y5) \
-	GELU_V(Y12, 64, Y6, Y7, Y8) \
-	GELU_V(Y12, 96, Y9, Y10, Y11)
+#define GELU_D_STEP4                                  \
+	GELU_POLY4(GELU_D)                            \
+	VMULPS Y1, Y2, Y2                             \ // s h
+	VMULPS Y4, Y5, Y5                             \
+	VMULPS Y7, Y8, Y8                             \
+	VMULPS Y10, Y11, Y11                          \
+	GELU_ROWS(GELU_D, GELU_DEGREE+2, GELU_DEGREE+1) \
+	GELU_LOW(Y0, Y1, Y2)                          \ // z
+	GELU_LOW(Y3, Y4, Y5)                          \
+	GELU_LOW(Y6, Y7, Y8)                          \
+	GELU_LOW(Y9, Y10, Y11)                        \
+	GELU_ROWS(GELU_D, 1, 0)                       \
+	GELU_D_V(0, Y0, Y1, Y2)                       \
+	GELU_D_V(32, Y3, Y4, Y5)                      \
+	GELU_D_V(64, Y6, Y7, Y8)                      \
+	GELU_D_V(96, Y9, Y10, Y11)                    \
+	GELU_CONSTS
 
-#define GELU_D_STEP1       \
-	GELU_POLY1(GELU_D) \
-	GELU_V(Y12, 0, Y0, Y1, Y2)
+#define GELU_D_STEP1                                  \
+	GELU_POLY1(GELU_D)                            \
+	VMULPS Y1, Y2, Y2                             \
+	GELU_ROWS(GELU_D, GELU_DEGREE+2, GELU_DEGREE+1) \
+	GELU_LOW(Y0, Y1, Y2)                          \
+	GELU_ROWS(GELU_D, 1, 0)                       \
+	GELU_D_V(0, Y0, Y1, Y2)                       \
+	GELU_CONSTS
 
 // GELU_REDUCE sets, for x at off(SI)(BX*1) and a = |x|, J = t = a² - 2n
 // ln2 (a² = hi + lo), R = n; A is scratch.
@@ -446,9 +514,7 @@ done:
 // bytes.
 #define GELU_SETUP(c)              \
 	MOVQ     c, DX             \
-	VPCMPEQD Y14, Y14, Y14     \
-	VPSRLD   $1, Y14, Y14      \
-	VMOVUPS  GELU_ONE(DX), Y15 \
+	GELU_CONSTS                \
 	MOVQ     SP, R8            \
 	ADDQ     $32, R8           \
 	ANDQ     $-32, R8          \

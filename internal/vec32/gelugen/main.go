@@ -21,22 +21,22 @@ import (
 )
 
 const (
-	pieces    = 8
-	degree    = 8 // R and D, in h = a - centre
-	expDegree = 4 // g(t) = (exp(-t/2) - 1 + t/2)/t²; exp(-t/2) = 1 - t/2 + t² g(t)
+	pieces    = 4
+	degree    = 10 // R and D, in h = a - centre
+	expDegree = 4  // g(t) = (exp(-t/2) - 1 + t/2)/t²; exp(-t/2) = 1 - t/2 + t² g(t)
 	// limit is the |x| from which R and D are not used (Q and φ taken as
 	// 0): below it the exponent n of the scale 2^-n is at most 126.
 	limit = float32(13.2)
 )
 
-// piece j of |x| is the one with j = (bits(float32(|x|+1)) >> 22) & 7, the
-// exponent of |x|+1 and its first fraction bit: 6 [0, 0.5), 7 [0.5, 1),
-// 0 [1, 2), 1 [2, 3), 2 [3, 5), 3 [5, 7), 4 [7, 11), 5 [11, 15) (used up
-// to limit). The centre of each is a float32 within a factor 2 of every
-// point of it (0 for the first), so h = |x| - centre is exact (Sterbenz).
+// piece j of |x| is the one with j = (bits(float32(|x|+1)) >> 23) & 3, the
+// low two bits of the exponent of |x|+1: 3 [0, 1), 0 [1, 3), 1 [3, 7),
+// 2 [7, 15) (used up to limit). The centre of each is 0 (for [0, 1)) or a
+// float32 within a factor 2 of every point of it, also of the points
+// within an ulp outside it that |x|+1's rounding may put in it, so h =
+// |x| - centre is exact (Sterbenz; TestGELUPieceOffsetExact checks).
 var bounds = [pieces]struct{ lo, hi, centre float64 }{
-	0: {1, 2, 1.5}, 1: {2, 3, 2.5}, 2: {3, 5, 4}, 3: {5, 7, 6},
-	4: {7, 11, 9}, 5: {11, float64(limit), 12}, 6: {0, 0.5, 0}, 7: {0.5, 1, 0.75},
+	0: {1, 3, 1.75}, 1: {3, 7, 5}, 2: {7, float64(limit), 10}, 3: {0, 1, 0},
 }
 
 const invSqrt2Pi = 0.3989422804014327 // 1/√(2π)
@@ -154,25 +154,32 @@ func fit(f func(float64) (float64, float64), lo, hi, centre float64, deg int) ([
 
 // fitRounded fits f as fit does and rounds the coefficients to float32
 // one at a time from the highest power down, refitting the lower ones
-// after each so that they absorb its rounding error. The constant term
-// is split in two float32s, hi + lo. It returns the coefficients (k of
-// h^k, k >= 1, and hi at 0), lo, and the worst error of the rounded
-// polynomial (evaluated in float64) relative to f's scale.
-func fitRounded(f func(float64) (float64, float64), lo, hi, centre float64, deg int) ([]float32, float32, float64) {
+// after each so that they absorb its rounding error. The constant and
+// linear terms are each split in two float32s, hi + lo (the linear term's
+// rounding error, a multiple of h, is more than the constant can absorb
+// where the centre is 0 and h reaches 1), the linear one only if
+// splitLinear. It returns the coefficients (k of h^k, hi at 0 and 1), the
+// two lo parts (the linear one 0 unless split), and the worst error of the
+// rounded polynomial (evaluated in float64) relative to f's scale.
+func fitRounded(f func(float64) (float64, float64), lo, hi, centre float64, deg int, splitLinear bool) ([]float32, float32, float32, float64) {
 	c32 := make([]float32, deg+1)
+	var c1Lo float32
 	rest := func(a float64) (float64, float64) { // f less the rounded terms
 		v, s := f(a)
 		h := a - centre
 		for k := deg; k >= 1 && c32[k] != 0; k-- {
 			v -= float64(c32[k]) * math.Pow(h, float64(k))
 		}
-		return v, s
+		return v - float64(c1Lo)*h, s
 	}
 	for k := deg; k >= 1; k-- {
 		mono, _ := fit(rest, lo, hi, centre, k)
 		c32[k] = float32(mono[k])
 		if c32[k] == 0 {
 			log.Fatalf("gelugen: coefficient %d rounds to 0", k)
+		}
+		if k == 1 && splitLinear {
+			c1Lo = float32(mono[1] - float64(c32[1]))
 		}
 	}
 	mono, _ := fit(rest, lo, hi, centre, 0)
@@ -183,13 +190,13 @@ func fitRounded(f func(float64) (float64, float64), lo, hi, centre float64, deg 
 		a := lo + (hi-lo)*float64(i)/4000
 		v, s := f(a)
 		h := a - centre
-		p := float64(c0Lo)
+		p := float64(c0Lo) + float64(c1Lo)*h
 		for k := deg; k >= 0; k-- {
 			p += float64(c32[k]) * math.Pow(h, float64(k))
 		}
 		worst = math.Max(worst, math.Abs(p-v)/s)
 	}
-	return c32, c0Lo, worst
+	return c32, c0Lo, c1Lo, worst
 }
 
 // solve solves the augmented system a by Gaussian elimination with partial
@@ -229,7 +236,7 @@ func main() {
 	log.SetFlags(0)
 
 	var centre [pieces]float32
-	var rc, dc [degree + 2][pieces]float32 // power k at k, the constant's low part last
+	var rc, dc [degree + 3][pieces]float32 // power k at k, then the constant's and the linear term's low parts
 	for j, b := range bounds {
 		centre[j] = float32(b.centre)
 		// Widen each interval a little: |x|+1 is rounded to float32
@@ -239,22 +246,23 @@ func main() {
 		for _, fn := range []struct {
 			name string
 			f    func(float64) (float64, float64)
-			dst  *[degree + 2][pieces]float32
+			dst  *[degree + 3][pieces]float32
 		}{{"R", r, &rc}, {"D", d, &dc}} {
 			_, fitted := fit(fn.f, lo, hi, b.centre, degree)
-			c, c0Lo, rounded := fitRounded(fn.f, lo, hi, b.centre, degree)
+			c, c0Lo, c1Lo, rounded := fitRounded(fn.f, lo, hi, b.centre, degree, true)
 			log.Printf("%s on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", fn.name, b.lo, b.hi, fitted, math.Log2(fitted), rounded, math.Log2(rounded))
 			for k, v := range c {
 				fn.dst[k][j] = v
 			}
 			fn.dst[degree+1][j] = c0Lo
+			fn.dst[degree+2][j] = c1Lo
 		}
 	}
 	// t = a² - 2n ln2 is within ln2 of 0, plus the rounding of
 	// a² log2(e)/2 to float32 (n at most 126) and a²'s low part.
 	tMax := math.Ln2 + 0x1p-11
 	_, worst := fit(g, -tMax, tMax, 0, expDegree)
-	gm, _, rounded := fitRounded(g, -tMax, tMax, 0, expDegree) // g's constant, 1/8, needs no low part
+	gm, _, _, rounded := fitRounded(g, -tMax, tMax, 0, expDegree, false) // g's constant, 1/8, needs no low part
 	log.Printf("exp(-t/2) on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", -tMax, tMax, worst, math.Log2(worst), rounded, math.Log2(rounded))
 	ln2Hi := float32(math.Ln2)
 	ln2Lo := float32(math.Ln2 - float64(ln2Hi))
@@ -264,18 +272,19 @@ func main() {
 	p("// Code generated by gelugen (go generate); DO NOT EDIT.\n\npackage vec32\n\n")
 	p("const (\n\tgeluPieces = %d\n\tgeluDegree = %d\n\tgeluExpDegree = %d\n)\n\n", pieces, degree, expDegree)
 	p("// geluC holds the coefficients and constants of GELU and GELUGrad, each\n")
-	p("// as 8 float32s: a table indexed by piece (VPERMPS selects from it) or\n")
-	p("// one value repeated (an operand of the vector instructions). gelugen's\n")
+	p("// as 8 float32s: a table indexed by piece, its %d entries twice (once for\n", pieces)
+	p("// each 128-bit lane, from which VPERMILPS selects), or one value repeated\n")
+	p("// (an operand of the vector instructions). gelugen's\n")
 	p("// gelu_tables_amd64.h gives the assembly each field's offset.\n")
 	p("var geluC = struct {\n")
-	p("\tcentre [geluPieces]float32\n")
-	p("\t// R and D: the coefficient of h^k at k (the constant's high part at\n")
-	p("\t// 0), the constant's low part last\n")
-	p("\tr, d [geluDegree + 2][geluPieces]float32\n")
+	p("\tcentre [8]float32\n")
+	p("\t// R and D: the coefficient of h^k at k (the high part for k = 0\n")
+	p("\t// and 1), then the low parts of the constant and of h's coefficient\n")
+	p("\tr, d [geluDegree + 3][8]float32\n")
 	p("\texp [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k\n")
 	p("\tone, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32\n")
 	p("}{\n")
-	row := func(v [pieces]float32) string {
+	row := func(v [8]float32) string {
 		s := "{"
 		for i, x := range v {
 			if i > 0 {
@@ -285,21 +294,28 @@ func main() {
 		}
 		return s + "}"
 	}
+	twice := func(v [pieces]float32) string { // a table, in both 128-bit lanes
+		var r [8]float32
+		for i := range r {
+			r[i] = v[i%pieces]
+		}
+		return row(r)
+	}
 	splat := func(x float32) string {
-		var v [pieces]float32
+		var v [8]float32
 		for i := range v {
 			v[i] = x
 		}
 		return row(v)
 	}
-	p("\tcentre: [geluPieces]float32%s,\n", row(centre))
+	p("\tcentre: [8]float32%s,\n", twice(centre))
 	for _, t := range []struct {
 		name string
-		c    *[degree + 2][pieces]float32
+		c    *[degree + 3][pieces]float32
 	}{{"r", &rc}, {"d", &dc}} {
-		p("\t%s: [geluDegree + 2][geluPieces]float32{\n", t.name)
+		p("\t%s: [geluDegree + 3][8]float32{\n", t.name)
 		for _, v := range t.c {
-			p("\t\t%s,\n", row(v))
+			p("\t\t%s,\n", twice(v))
 		}
 		p("\t},\n")
 	}
@@ -332,8 +348,8 @@ func main() {
 		off += 32 * rows
 	}
 	def("GELU_CENTRE", 1)
-	def("GELU_R", degree+2)
-	def("GELU_D", degree+2)
+	def("GELU_R", degree+3)
+	def("GELU_D", degree+3)
 	def("GELU_EXP", expDegree+1)
 	for _, name := range []string{"GELU_ONE", "GELU_NEG_HALF", "GELU_HALF_LOG2E", "GELU_NEG_TWO_LN2_HI", "GELU_NEG_TWO_LN2_LO", "GELU_LIMIT"} {
 		def(name, 1)

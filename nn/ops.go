@@ -319,13 +319,22 @@ func GELUGrad(x float64) float64 {
 	return 0.5*(1+math.Erf(x/math.Sqrt2)) + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
 }
 
+// geluChunk is the float32 GELU passes' unit of work among threads (128
+// KiB of x): in chunks that the threads take in turn, the caller works
+// while a worker is still waking, where halves made it wait for the
+// worker's half. Measured on 2 vCPUs at [256, 2048] (2026-12-02, A/B in
+// one process): the derivative 13.8 -> 16.5 GB/s, GELU 9.4 -> 10.9; 8K
+// and 16K chunks gained less, 64K about as much. Elementwise: the split
+// changes no bit.
+const geluChunk = 1 << 15
+
 // GELUForward sets y = GELU(x) elementwise: in float64 for float64, and
 // for float32 with vec32.GELUs (vec32.GELU, within 3 ulp, vectorised).
 // y may alias x.
 func GELUForward[T Float](y, x []T) {
 	if y32, ok := any(y).([]float32); ok {
 		x32 := any(x).([]float32)
-		parallelFor(len(x), 4, func(lo, hi int) { vec32.GELUs(y32[lo:hi], x32[lo:hi]) })
+		parallelChunks(len(x), geluChunk, func(lo, hi int) { vec32.GELUs(y32[lo:hi], x32[lo:hi]) })
 		return
 	}
 	parallelFor(len(x), 16, func(lo, hi int) {
@@ -340,7 +349,7 @@ func GELUForward[T Float](y, x []T) {
 func GELUBackward[T Float](dx, dy, x []T) {
 	if dx32, ok := any(dx).([]float32); ok {
 		dy32, x32 := any(dy).([]float32), any(x).([]float32)
-		parallelFor(len(x), 4, func(lo, hi int) { vec32.GELUGradMul(dx32[lo:hi], dy32[lo:hi], x32[lo:hi]) })
+		parallelChunks(len(x), geluChunk, func(lo, hi int) { vec32.GELUGradMul(dx32[lo:hi], dy32[lo:hi], x32[lo:hi]) })
 		return
 	}
 	parallelFor(len(x), 16, func(lo, hi int) {

@@ -101,12 +101,7 @@ func TestGemmBF16Launcher(t *testing.T) {
 				}
 				for i := 0; i < c.m; i++ {
 					for j := 0; j < c.n; j++ {
-						ref, s := float64(biasHost[j]), math.Abs(float64(biasHost[j]))
-						for k := 0; k < c.k; k++ {
-							ref += a[i*c.k+k] * w[j*c.k+k]
-							s += math.Abs(a[i*c.k+k] * w[j*c.k+k])
-						}
-						e := float64(c.k+1) * math.Ldexp(s, -23)
+						ref, e := ntReference(a, w, biasHost, c.k, i, j)
 						tol := e
 						switch out {
 						case ntBF16:
@@ -335,12 +330,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 				}
 				for i := 0; i < c.m; i++ {
 					for j := 0; j < c.n; j++ {
-						ref, s := float64(biasHost[j]), math.Abs(float64(biasHost[j]))
-						for k := 0; k < c.k; k++ {
-							ref += a[i*c.k+k] * w[j*c.k+k]
-							s += math.Abs(a[i*c.k+k] * w[j*c.k+k])
-						}
-						tol := float64(c.k+1) * math.Ldexp(s, -23)
+						ref, tol := ntReference(a, w, biasHost, c.k, i, j)
 						if g := float64(got[i*c.n+j]); !(math.Abs(g-ref) <= tol) {
 							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, c.m, c.n, c.k, i, j, g, ref, tol)
 						}
@@ -398,4 +388,17 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 		}
 		t.Logf("statistics: worst error / bound: mean %.3g, M2 %.3g", worstMean, worstM2)
 	})
+}
+
+// ntReference is C[i][j] of the nt layout, bias[j] + sum over p of
+// a[i][p] w[j][p] (a [.,k], w [.,k] row-major), in float64, with the bound
+// of a float32 accumulation of those terms: (k+1) 2^-23 times the sum of
+// their magnitudes.
+func ntReference(a, w []float64, bias []float32, k, i, j int) (ref, bound float64) {
+	ref, s := float64(bias[j]), math.Abs(float64(bias[j]))
+	for p := range k {
+		ref += a[i*k+p] * w[j*k+p]
+		s += math.Abs(a[i*k+p] * w[j*k+p])
+	}
+	return ref, float64(k+1) * math.Ldexp(s, -23)
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -309,18 +311,29 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
 	if err := atomicfile.WriteBytes(filepath.Join(tmp, searchInfoFile), append(b, '\n')); err != nil {
 		return err
 	}
-	if err := checkOutDir(out); err != nil { // it may have changed since the start
-		return err
-	}
-	if _, err := os.Stat(out); err == nil {
-		old := tmp + ".old"
-		if err := os.Rename(out, old); err != nil {
-			return fmt.Errorf("--out: %w", err)
+	// Move an earlier output aside and put this one in its place. Another
+	// search writing the same --out at the same time can put its output
+	// there between the two renames (the second then finds a directory in
+	// the way): that one is moved aside too, and the last search to finish
+	// leaves its output, as searches run one after the other would.
+	for attempt := 1; ; attempt++ {
+		if err := checkOutDir(out); err != nil { // it may have changed since the start
+			return err
 		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		if _, err := os.Stat(out); err == nil {
+			old := fmt.Sprintf("%s.old%d", tmp, attempt)
+			if err := os.Rename(out, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("--out: %w", err)
+			}
+			defer os.RemoveAll(old)
+		}
+		err := os.Rename(tmp, out)
+		if err == nil {
+			break
+		}
+		if attempt == 10 || !(errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY)) {
+			return fmt.Errorf("--out %s: %w (is another search writing it at the same time?)", out, err)
+		}
 	}
 	atomicfile.SyncDir(parent)
 	return nil

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -322,4 +323,47 @@ func TestSearchZeroRows(t *testing.T) {
 	}
 	writeF32(t, qp, []int{1, dim}, []float32{float32(math.NaN()), 0, 0, 0})
 	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "3", "--out", out}, "row 0, column 0 is NaN")
+}
+
+// Searches writing the same --out at the same time all succeed, and what
+// is left is one whole output: the last to finish moves an output that
+// appeared in its way aside, as it does an earlier one (before, the loser
+// of the race failed with a bare rename error).
+func TestConcurrentSearchOutputs(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "hits")
+	const writers, rounds = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*rounds)
+	for w := range writers {
+		wg.Go(func() {
+			for r := range rounds {
+				k := 1 + (w+r)%3
+				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
+				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var info searchInfo
+	b, err := os.ReadFile(filepath.Join(out, searchInfoFile))
+	if err != nil || json.Unmarshal(b, &info) != nil {
+		t.Fatalf("search.json: %v", err)
+	}
+	_, idShape, err := npy.ReadInt64(filepath.Join(out, searchIDsFile))
+	if err != nil || !slices.Equal(idShape, []int{2, info.K}) {
+		t.Errorf("%s: shape %v (search.json says k %d): %v", searchIDsFile, idShape, info.K, err)
+	}
+	_, scoreShape, err := npy.ReadFloat32(filepath.Join(out, searchScoresFile))
+	if err != nil || !slices.Equal(scoreShape, []int{2, info.K}) {
+		t.Errorf("%s: shape %v (search.json says k %d): %v", searchScoresFile, scoreShape, info.K, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".hits.tmp-*")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
 }

@@ -77,26 +77,28 @@ func TestRunWaitsForAll(t *testing.T) {
 }
 
 // BenchmarkRun times a two-part Run of trivial parts after a gap of
-// serial work, against starting goroutines (what the engine did before):
-// ns of the Run alone.
+// serial work, polling (pollFor as set) and blocking at once, against
+// starting goroutines (what the engine did before): ns of the Run alone.
 func BenchmarkRun(b *testing.B) {
+	polled := pollFor
+	defer func() { pollFor = polled }()
 	for _, gap := range []time.Duration{0, 20 * time.Microsecond, 200 * time.Microsecond} {
-		for _, pooled := range []bool{true, false} {
-			name := "pool"
-			if !pooled {
-				name = "goroutines"
-			}
-			b.Run(name+"/gap_"+gap.String(), func(b *testing.B) {
+		for _, way := range []string{"poll", "block", "goroutines"} {
+			b.Run(way+"/gap_"+gap.String(), func(b *testing.B) {
+				pollFor = polled
+				if way == "block" {
+					pollFor = 0
+				}
 				var x [2]int
 				var in time.Duration
 				for b.Loop() {
 					for t0 := time.Now(); time.Since(t0) < gap; {
 					}
 					t1 := time.Now()
-					if pooled {
-						Run(2, func(p int) { x[p]++ })
-					} else {
+					if way == "goroutines" {
 						runGoroutines(2, func(p int) { x[p]++ })
+					} else {
+						Run(2, func(p int) { x[p]++ })
 					}
 					in += time.Since(t1)
 				}

@@ -1,7 +1,9 @@
 package vec32
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -40,9 +42,10 @@ func BenchmarkGELU(b *testing.B) {
 // and with the Go loops.
 func BenchmarkPasses(b *testing.B) {
 	const n = 1 << 16
-	x, y, z := make([]float32, n), make([]float32, n), make([]float32, n)
+	x, y, z, out := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
 	for i := range x {
 		x[i], z[i] = float32(i%800)/100-4, float32(i%13)/7
+		out[i] = float32(i%800)/100 + 4 // outside GELU's body, which x leaves once a 100 vectors
 	}
 	acc, acc2 := make([]float64, n), make([]float64, n)
 	const width = 2048 // the model's, for LayerNormBackwardRows
@@ -57,6 +60,7 @@ func BenchmarkPasses(b *testing.B) {
 			run  func()
 		}{
 			{"gelu", func() { GELUs(y, x) }},
+			{"gelu_outside_body", func() { GELUs(y, out) }},
 			{"gelu_grad_mul", func() { GELUGradMul(y, z, x) }},
 			{"layernorm_apply", func() { LayerNormApply(y, z, x, x, x, 0.1, 1.2) }},
 			{"sum_sq_dev", func() { SumSqDev(x, 0.1) }},
@@ -67,6 +71,37 @@ func BenchmarkPasses(b *testing.B) {
 				defer UseAssembly(UseAssembly(asm))
 				for b.Loop() {
 					p.run()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/element")
+			})
+		}
+	}
+}
+
+// BenchmarkGELUsSpread times GELUs on 64K normal inputs of growing spread
+// against the whole-range formula alone (geluAVX2 on every vector, what
+// GELUs ran before the body had its own formula), in ns per element: the
+// body's gain where inputs stay inside |x| < 4, and its cost where many
+// do not (both formulas run on a vector with a lane out).
+func BenchmarkGELUsSpread(b *testing.B) {
+	if !haveAsm || !haveFMA {
+		b.Skip("no assembly on this CPU")
+	}
+	const n = 1 << 16
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, sigma := range []float64{1, 2, 3, 5} {
+		x, y := make([]float32, n), make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64() * sigma)
+		}
+		for _, way := range []string{"gelus", "whole_range"} {
+			b.Run(fmt.Sprintf("sigma%g/%s", sigma, way), func(b *testing.B) {
+				for b.Loop() {
+					if way == "gelus" {
+						GELUs(y, x)
+					} else {
+						geluAVX2(n, &y[0], &x[0], &geluC.centre[0])
+					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/element")
 			})

@@ -53,11 +53,37 @@ func GELUs(y, x []float32) {
 		n = len(x) &^ 7
 		if n > 0 {
 			_ = y[n-1]
-			geluAVX2(n, &y[0], &x[0], &geluC.centre[0])
+			geluVectors(y[:n], x[:n])
 		}
 	}
 	for j := n; j < len(x); j++ {
 		y[j] = GELU(x[j])
+	}
+}
+
+// geluBlock is the floats of x geluVectors hands the body pass at once
+// (2 KiB), and so the room it keeps for the vectors out of the body.
+const geluBlock = 512
+
+// geluVectors runs GELUs' assembly over x, whose length is a multiple of
+// 8, a block at a time: the body (geluBodyAVX2, |x| < 4) for every
+// vector, which sets aside the vectors with a lane out of the body; then
+// the whole-range formula (geluAVX2) over those, packed together, and
+// their results stored to the lanes out of the body. Each y is GELU's
+// whatever its neighbours, and each formula runs on whole vectors without
+// a break in its loops: inputs rarely out of the body cost little more
+// than it, inputs always out little more than the whole-range formula.
+func geluVectors(y, x []float32) {
+	var outX, outY [geluBlock]float32
+	var outAt [geluBlock / 8]int32
+	for len(x) > 0 {
+		m := min(len(x), geluBlock)
+		k := geluBodyAVX2(m, &y[0], &x[0], &geluC.centre[0], &outX[0], &outAt[0])
+		if k > 0 {
+			geluAVX2(8*k, &outY[0], &outX[0], &geluC.centre[0])
+			geluScatterAVX2(k, &y[0], &outY[0], &outX[0], &outAt[0])
+		}
+		y, x = y[m:], x[m:]
 	}
 }
 

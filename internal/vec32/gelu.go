@@ -10,11 +10,25 @@ import (
 
 // GELU in float32, x Φ(x) with Φ the standard normal distribution
 // function (the erf form, Φ(x) = (1 + erf(x/√2))/2, as PyTorch's
-// nn.GELU()), and its derivative Φ(x) + x φ(x), without tables in memory:
-// every step is a float32 operation or fused multiply-add that 8-lane
-// AVX2 code does the same way (passes_amd64.s).
+// nn.GELU()), and its derivative Φ(x) + x φ(x), from polynomials with no
+// lookup beyond one coefficient per piece: every step is a float32
+// operation or fused multiply-add that 8-lane AVX2 code does the same way
+// (gelu_body_amd64.s, passes_amd64.s).
 //
-// With a = |x| and Q(a) = 1 - Φ(a) the upper tail, write
+// With a = |x| and Q(a) = 1 - Φ(a) the upper tail, GELU(x) is x Q(a) for
+// x < 0 and x - x Q(a) for x >= 0 (Φ(-a) = Q(a)); taking Q for x < 0 keeps
+// full relative accuracy in the left tail, where 1 + erf cancels.
+//
+// The body, a < 4 (where nearly every input of the engine falls): Q(a)
+// is a degree-7 polynomial in h = a - centre on each of 8 pieces of width
+// 1/2, piece j = int(2a), the centre 0 for the first and the piece's
+// upper end for the others (h is exact: 0, or Sterbenz). Beyond the first
+// piece Q's derivatives up to the 7th alternate in sign, so with h <= 0
+// every term of the polynomial is positive and Horner's rule does not
+// cancel (with centres mid-piece GELU reached 2.9 ulp on the steep pieces).
+// Then GELU(x) = -a Q(a) + (x, or 0 for x < 0), one FMA. gelugen fits the
+// polynomials (near-minimax, 2^-26 or better with float32 coefficients).
+// Outside the body, and for the derivative everywhere:
 //
 //	Q(a)            = exp(-a²/2) R(a)
 //	Q(a) - a φ(a)   = exp(-a²/2) D(a),   D(a) = R(a) - a/√(2π)
@@ -46,8 +60,7 @@ import (
 //	GELU'(x) = M   for x < 0,  1 - M     for x >= 0
 //
 // since Φ(-a) = Q(a), Φ(a) = 1 - Q(a) and GELU'(±a) = 1/2 ± (1/2 - Q(a) +
-// a φ(a)). Using Q for x < 0 keeps full relative accuracy in the left
-// tail, where 1 + erf cancels. From |x| = 13.2 on, Q and φ are taken as 0
+// a φ(a)). From |x| = 13.2 on, Q and φ are taken as 0
 // (GELU(x) is then x for x > 0 and -0 for x < 0, where its true value is
 // below 2^-126 in magnitude; the derivative 1 or 0).
 //
@@ -55,7 +68,8 @@ import (
 // (go test -run GELUBounds -gelu.stride=1 checks every one, 2.2 billion,
 // in about 5 CPU-minutes) against float64 references (math.Erfc, equal to
 // the math.Erf form wherever that does not cancel): GELU within 3 ulp of
-// the exact value (worst over every float32: 2.60 ulp, at x = -3.2429);
+// the exact value (worst over every float32: 2.39 ulp, at x = -3.0569918,
+// in the body; 2.60 at -3.2429 before the body had its own formula);
 // the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.51, at
 // -3.4288304), since near its zero at x ≈ -0.75 the two terms cancel and
 // no relative bound holds. Both
@@ -135,9 +149,29 @@ func geluExp(a float32) (w, scale float32) {
 	return w, scale
 }
 
+// geluBody returns GELU(x) for a = |x| < geluBodyLimit: Q(a) by Horner's
+// rule on a's piece, then x Q(a) for x < 0 and x - x Q(a) otherwise, as
+// one FMA, -a Q(a) + (x, or 0 for x < 0).
+func geluBody(x, a float32) float32 {
+	j := int32(a * 2) // exact: 2a is, and the conversion truncates
+	h := a - geluC.bodyCentre[j]
+	q := geluC.body[geluBodyDegree][j]
+	for k := geluBodyDegree - 1; k >= 0; k-- {
+		q = exactfma.Float32(q, h, geluC.body[k][j])
+	}
+	pos := x
+	if x < 0 {
+		pos = 0
+	}
+	return exactfma.Float32(-a, q, pos)
+}
+
 // GELU returns x Φ(x).
 func GELU(x float32) float32 {
 	a := float32(math.Abs(float64(x)))
+	if a < geluBodyLimit {
+		return geluBody(x, a)
+	}
 	if !(a < geluC.limit[0]) {
 		if x > 0 {
 			return x

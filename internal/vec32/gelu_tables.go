@@ -3,14 +3,18 @@
 package vec32
 
 const (
-	geluPieces    = 4
-	geluDegree    = 10
-	geluExpDegree = 4
+	geluPieces     = 4
+	geluDegree     = 10
+	geluExpDegree  = 4
+	geluBodyPieces = 8
+	geluBodyDegree = 7
+	geluBodyLimit  = 4
 )
 
 // geluC holds the coefficients and constants of GELU and GELUGrad, each
 // as 8 float32s: a table indexed by piece, its 4 entries twice (once for
-// each 128-bit lane, from which VPERMILPS selects), or one value repeated
+// each 128-bit lane, from which VPERMILPS selects), a table of the 8
+// pieces of the body (VPERMPS selects across the lanes), or one value repeated
 // (an operand of the vector instructions). gelugen's
 // gelu_tables_amd64.h gives the assembly each field's offset.
 var geluC = struct {
@@ -20,6 +24,8 @@ var geluC = struct {
 	r, d                                                     [geluDegree + 3][8]float32
 	exp                                                      [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k
 	one, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32
+	bodyCentre                                               [geluBodyPieces]float32
+	body                                                     [geluBodyDegree + 1][geluBodyPieces]float32 // Q on the body, the coefficient of h^k at k
 }{
 	centre: [8]float32{0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00, 0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00},
 	r: [geluDegree + 3][8]float32{
@@ -65,4 +71,15 @@ var geluC = struct {
 	negTwoLn2Hi: [8]float32{-0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00, -0x1.62e43p+00},
 	negTwoLn2Lo: [8]float32{0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28, 0x1.05c61p-28},
 	limit:       [8]float32{0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03, 0x1.a66666p+03},
+	bodyCentre:  [geluBodyPieces]float32{0x0.0000p+00, 0x1.0000p+00, 0x1.8000p+00, 0x1.0000p+01, 0x1.4000p+01, 0x1.8000p+01, 0x1.c000p+01, 0x1.0000p+02},
+	body: [geluBodyDegree + 1][geluBodyPieces]float32{
+		{0x1.0000p-01, 0x1.44ed0cp-03, 0x1.11a46ep-04, 0x1.74bcf8p-06, 0x1.96f4e6p-08, 0x1.61de2p-10, 0x1.e7dbcap-13, 0x1.09ad7ap-15},
+		{-0x1.988454p-02, -0x1.ef8e58p-03, -0x1.094086p-03, -0x1.ba4b46p-05, -0x1.1f2f06p-06, -0x1.22721p-08, -0x1.c9897p-11, -0x1.18a98ep-13},
+		{0x1.631d74p-22, 0x1.ef8ea8p-04, 0x1.8de0b4p-04, 0x1.ba4aecp-05, 0x1.66faaep-06, 0x1.b3abc8p-08, 0x1.90598cp-10, 0x1.18a97p-12},
+		{0x1.10530cp-04, 0x1.466bp-18, -0x1.ba1bep-06, -0x1.ba57p-06, -0x1.f69562p-07, -0x1.8336d8p-08, -0x1.acdac4p-10, -0x1.5ed6a8p-12},
+		{0x1.2efbdep-15, -0x1.49bb9ep-06, -0x1.8eaa1cp-08, 0x1.255766p-08, 0x1.84b694p-08, 0x1.b47916p-09, 0x1.355572p-10, 0x1.2fef44p-12},
+		{-0x1.4b722ap-07, 0x1.132ffcp-08, 0x1.7ccbeep-08, 0x1.1963dcp-09, -0x1.62d2eap-11, -0x1.1b06ep-10, -0x1.28c84p-11, -0x1.7ea0a8p-13},
+		{0x1.32c7b6p-12, 0x1.3a4804p-09, -0x1.acfed2p-11, -0x1.a27b6ap-10, -0x1.1638cp-11, 0x1.7d90a4p-13, 0x1.b932f8p-13, 0x1.50a0aap-14},
+		{0x1.e1fb42p-11, -0x1.6b1888p-12, -0x1.a410dep-11, -0x1.71edbcp-13, 0x1.11b75p-12, 0x1.700226p-13, 0x1.a095b4p-17, -0x1.f449fp-16},
+	},
 }

@@ -36,4 +36,10 @@ var haveFMA = cpu.X86.HasFMA
 func geluAVX2(n int, y, x *float32, c *float32)
 
 //go:noescape
+func geluBodyAVX2(n int, y, x *float32, c *float32, outX *float32, outAt *int32) int
+
+//go:noescape
+func geluScatterAVX2(k int, y, outY, outX *float32, outAt *int32)
+
+//go:noescape
 func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)

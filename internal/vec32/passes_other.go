@@ -13,8 +13,10 @@ func sqDevLanes(n int, x *float32, mean float64, l *lanes)                 { noA
 func addTo(n int, acc *float64, x *float32)                                { noAsm() }
 func layerNormApply(n int, y, xhat, x, gamma, beta *float32, m, r float64) { noAsm() }
 
-func axpby(n int, dst, x, y *float32, a, b float64)         { noAsm() }
-func geluAVX2(n int, y, x *float32, c *float32)             { noAsm() }
-func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32) { noAsm() }
+func axpby(n int, dst, x, y *float32, a, b float64)                { noAsm() }
+func geluAVX2(n int, y, x *float32, c *float32)                    { noAsm() }
+func geluBodyAVX2(n int, y, x, c, outX *float32, outAt *int32) int { noAsm(); return 0 }
+func geluScatterAVX2(k int, y, outY, outX *float32, outAt *int32)  { noAsm() }
+func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)        { noAsm() }
 
 const haveFMA = false

@@ -301,3 +301,52 @@ func TestGELUSlices(t *testing.T) {
 		}
 	}
 }
+
+// TestGELUsBodyAndOutside checks GELUs against the scalar GELU, bit for
+// bit, where inputs inside the body (|x| < 4, the fast formula) and
+// outside it (the whole-range one) alternate at every density: a lone
+// outlier among thousands, runs of each, every lane outside, NaN and
+// ±Inf among them, at lengths and offsets that start and end runs inside
+// vectors and inside the assembly's four-vector steps, and with y
+// aliasing x.
+func TestGELUsBodyAndOutside(t *testing.T) {
+	if !useAsm || !haveFMA {
+		t.Skip("no assembly on this CPU: GELUs is the scalar GELU")
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 4, -4, 100}
+	for _, outside := range []float64{0, 1e-4, 0.003, 0.05, 0.3, 0.9, 1} {
+		for round := range 6 {
+			n := 1 + rng.IntN(6000)
+			off := rng.IntN(9)
+			x := make([]float32, off+n)
+			for i := range x {
+				switch {
+				case rng.Float64() >= outside:
+					x[i] = float32(rng.NormFloat64()) // inside: halved when not
+					if x[i] <= -4 || x[i] >= 4 {
+						x[i] /= 2
+					}
+				case round%2 == 1 && rng.IntN(8) == 0:
+					x[i] = specials[rng.IntN(len(specials))]
+				default:
+					x[i] = float32(math.Copysign(4+rng.ExpFloat64()*3, rng.NormFloat64()))
+				}
+			}
+			x = x[off:]
+			y := make([]float32, n)
+			GELUs(y, x)
+			alias := append([]float32(nil), x...)
+			GELUs(alias, alias)
+			for i, v := range x {
+				want := GELU(v)
+				for _, got := range []float32{y[i], alias[i]} {
+					if math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
+						t.Fatalf("outside %g, length %d, offset %d, element %d: GELUs(%g) = %g (%#x), GELU %g (%#x)",
+							outside, n, off, i, v, got, math.Float32bits(got), want, math.Float32bits(want))
+					}
+				}
+			}
+		}
+	}
+}

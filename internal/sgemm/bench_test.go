@@ -1,19 +1,32 @@
 package sgemm
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
+// rounds is how many times BenchmarkGemm runs each kernel at each shape
+// (go test's -count is per benchmark: it repeats the first kernel n times,
+// then the next).
+var rounds = flag.Int("rounds", 1, "BenchmarkGemm: `n` turns of every kernel at each shape")
+
 // BenchmarkGemm times the three layouts of the engine at the default
 // model's shapes (hidden 2048, input 768, head 1024, output 512) for
 // batches 64 and 256 and at the small model's (hidden 256, head 128) for
-// batch 256, and reports GFLOP/s (2 m n k per product); for the two whose
-// B is the weight, also with B packed beforehand (prepacked).
+// batch 256, and reports GFLOP/s (2 m n k per product): with each
+// microkernel this CPU runs (named by it; Gemm uses the first of
+// kernels()), one after the other on the same operands, -rounds times in
+// turn (go test -bench Gemm -args -rounds 5), so that they can be compared
+// within one process on a noisy machine; for the two whose B is the
+// weight, also with B packed beforehand (name-prepacked); and once with
+// gonum.
 //
 //	fwd_nt:   Y[batch,out] = X[batch,in] W[out,in]^T
 //	wgrad_tn: dW[out,in] = dY[batch,out]^T X[batch,in]
@@ -23,6 +36,9 @@ func BenchmarkGemm(b *testing.B) {
 	type layer struct{ in, out int }
 	defaultLayers := []layer{{768, 2048}, {2048, 2048}, {2048, 1024}, {1024, 512}}
 	smallLayers := []layer{{768, 256}, {256, 256}, {256, 128}, {128, 512}}
+	gflops := func(b *testing.B, m, n, k int) {
+		b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	}
 	for _, bl := range []struct {
 		batch  int
 		layers []layer
@@ -48,30 +64,31 @@ func BenchmarkGemm(b *testing.B) {
 				if tB {
 					ldb = k
 				}
-				b.Run(fmt.Sprintf("%s/b%d_%dx%d", layout, batch, l.in, l.out), func(b *testing.B) {
-					for b.Loop() {
-						Gemm(tA, tB, m, n, k, a, lda, bb, ldb, c, n, acc)
-					}
-					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				})
-				// The weight packed once (PackedB), as for batches
-				// that reuse it: what packing B costs a product.
-				if layout != "wgrad_tn" {
-					b.Run(fmt.Sprintf("%s/b%d_%dx%d/prepacked", layout, batch, l.in, l.out), func(b *testing.B) {
-						var pb PackedB
-						if !pb.Pack(tB, k, n, bb, ldb) {
-							b.Skip("no packed kernel")
-						}
+				name := fmt.Sprintf("%s/b%d_%dx%d", layout, batch, l.in, l.out)
+				for _, kern := range slices.Repeat(kernels(), *rounds) {
+					b.Run(name+"/"+kern.name, func(b *testing.B) {
 						for b.Loop() {
-							GemmPacked(tA, m, a, lda, &pb, c, n, acc)
+							gemmWith(kern, runtime.GOMAXPROCS(0), tA, tB, m, n, k, a, lda, bb, ldb, c, n, acc)
 						}
-						b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+						gflops(b, m, n, k)
 					})
+					// The weight packed once (PackedB), as for batches
+					// that reuse it: what packing B costs a product.
+					if layout != "wgrad_tn" {
+						b.Run(name+"/"+kern.name+"-prepacked", func(b *testing.B) {
+							var pb PackedB
+							pb.pack(kern, operand(bb, ldb, tB, k, n, "B"), k, n, runtime.GOMAXPROCS(0))
+							for b.Loop() {
+								GemmPacked(tA, m, a, lda, &pb, c, n, acc)
+							}
+							gflops(b, m, n, k)
+						})
+					}
 				}
 				// gonum's Sgemm, which the engine used before, on the
 				// same operands: the ratio of the two, measured side by
 				// side.
-				b.Run(fmt.Sprintf("%s/b%d_%dx%d/gonum", layout, batch, l.in, l.out), func(b *testing.B) {
+				b.Run(name+"/gonum", func(b *testing.B) {
 					tr := func(t bool) blas.Transpose {
 						if t {
 							return blas.Trans
@@ -85,16 +102,15 @@ func BenchmarkGemm(b *testing.B) {
 					for b.Loop() {
 						gonum.Implementation{}.Sgemm(tr(tA), tr(tB), m, n, k, 1, a, lda, bb, ldb, beta, c, n)
 					}
-					b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					gflops(b, m, n, k)
 				})
 			}
 		}
 	}
 }
 
-// BenchmarkKernel times the fastest microkernel on one goroutine on a
-// product that stays in cache: the rate the packing and threading start
-// from.
+// BenchmarkKernel times each microkernel on one goroutine on a product
+// that stays in cache: the rate the packing and threading start from.
 func BenchmarkKernel(b *testing.B) {
 	ks := kernels()
 	if len(ks) == 0 {
@@ -103,8 +119,12 @@ func BenchmarkKernel(b *testing.B) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	m, n, k := 96, 256, 256
 	a, bb, c := randMat(rng, m*k), randMat(rng, k*n), make([]float32, m*n)
-	for b.Loop() {
-		gemmWith(ks[0], 1, false, false, m, n, k, a, k, bb, n, c, n, false)
+	for _, kern := range ks {
+		b.Run(kern.name, func(b *testing.B) {
+			for b.Loop() {
+				gemmWith(kern, 1, false, false, m, n, k, a, k, bb, n, c, n, false)
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
-	b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

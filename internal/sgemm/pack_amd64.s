@@ -1,12 +1,15 @@
 //go:build !purego
 
-// transpose16x8 packs 16 rows of a row-major matrix into a B panel:
+// The packing routines of the microkernels' panels (AVX):
 //
-//	dst[q*16 + j] = src[j*lds + q]   for j < 16, q < 8*k8
+//	transposeBy8: dst[q*8g + j] = src[j*lds + q]   rows of A, or of B^T, into a panel 8g wide
+//	transpose6x8: dst[q*6 + i] = src[i*lds + q]    6 rows of A into a panel 6 tall
+//	dealBy8:      dst[r*w + t*stride + j] = src[r*lds + t*w + j]   rows of B, or of A^T, out to panels w wide
+//	deal6:        the same for panels 6 wide
 //
-// eight columns at a time, as two 8x8 transposes (AVX). It is the packing
-// of B = W^T in the forward product, where a scalar gather cost as much as
-// the multiplication at small batches.
+// They are exact copies, so they change the packed bits nowhere; they only
+// replace scalar gathers that cost as much as the multiplication at small
+// batches.
 
 #include "textflag.h"
 
@@ -51,74 +54,107 @@
 	VPERM2F128 $0x31, Y6, Y2, Y14  \
 	VPERM2F128 $0x31, Y7, Y3, Y15
 
-// STORE8 stores the transposed rows (Y8..Y15) at DI+off, 64 bytes apart.
-#define STORE8(off) \
-	VMOVUPS Y8, off(DI)      \
-	VMOVUPS Y9, off+64(DI)   \
-	VMOVUPS Y10, off+128(DI) \
-	VMOVUPS Y11, off+192(DI) \
-	VMOVUPS Y12, off+256(DI) \
-	VMOVUPS Y13, off+320(DI) \
-	VMOVUPS Y14, off+384(DI) \
-	VMOVUPS Y15, off+448(DI)
+// STORE8 stores the transposed rows (Y8..Y15) at DX, R14 bytes apart
+// (R13 = 3*R14), using R12.
+#define STORE8 \
+	VMOVUPS Y8, (DX)          \
+	VMOVUPS Y9, (DX)(R14*1)   \
+	VMOVUPS Y10, (DX)(R14*2)  \
+	VMOVUPS Y11, (DX)(R13*1)  \
+	LEAQ    (DX)(R14*4), R12  \
+	VMOVUPS Y12, (R12)        \
+	VMOVUPS Y13, (R12)(R14*1) \
+	VMOVUPS Y14, (R12)(R14*2) \
+	VMOVUPS Y15, (R12)(R13*1)
 
-// func transpose16x8(k8 int, src *float32, lds int, dst *float32)
-TEXT ·transpose16x8(SB), NOSPLIT, $0-32
+// transposeBy8 packs 8*groups rows of a row-major matrix into a panel
+// 8*groups wide,
+//
+//	dst[q*8g + j] = src[j*lds + q]   for j < 8g (g = groups), q < 8*k8
+//
+// as 8x8 transposes, 8 rows at a time, each over all its columns before
+// the next. (Taking all the panel's rows for each 8 columns instead, rows
+// 8 KiB apart left L1 before the second half of each of their lines was
+// read: 1.4 times as long for 16 rows and 2.4 for 32 from W rows 2048
+// wide, measured A/B on Zen 5.) It packs a B panel from B^T (W in the
+// forward product, 16 or 32 rows) or an A panel of the 8x32 kernel from A
+// (8 rows).
+
+// func transposeBy8(k8, groups int, src *float32, lds int, dst *float32)
+TEXT ·transposeBy8(SB), NOSPLIT, $0-40
 	MOVQ k8+0(FP), CX
-	MOVQ src+8(FP), SI
-	MOVQ lds+16(FP), R8
-	MOVQ dst+24(FP), DI
-	SHLQ $2, R8               // bytes between rows
+	MOVQ groups+8(FP), BX
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R8
+	MOVQ dst+32(FP), DI
+	SHLQ $2, R8               // bytes between rows of src
 	LEAQ (R8)(R8*2), R10      // 3 rows
 	MOVQ R8, R9
-	SHLQ $3, R9               // 8 rows
+	SHLQ $3, R9               // 8 rows: the next group
+	MOVQ BX, R14
+	SHLQ $5, R14              // bytes between steps of the panel
+	LEAQ (R14)(R14*2), R13    // 3 steps
 	TESTQ CX, CX
 	JZ    done
+	TESTQ BX, BX
+	JZ    done
+
+group:
+	MOVQ SI, R11              // the group's 8 rows
+	MOVQ DI, DX               // its 8 columns of the panel
+	MOVQ CX, AX
 
 loop:
-	MOVQ SI, R11
 	LOAD8
 	TRANSPOSE8
-	STORE8(0)
-	LEAQ (SI)(R9*1), R11
-	LOAD8
-	TRANSPOSE8
-	STORE8(32)
-	ADDQ $32, SI              // next 8 columns of the source
-	ADDQ $512, DI             // next 8 steps of the panel
-	DECQ CX
+	STORE8
+	ADDQ $32, R11             // next 8 columns of the source
+	LEAQ (DX)(R14*8), DX      // next 8 steps of the panel
+	DECQ AX
 	JNZ  loop
+	ADDQ R9, SI               // next 8 rows
+	ADDQ $32, DI
+	DECQ BX
+	JNZ  group
 
 done:
 	VZEROUPPER
 	RET
 
-// deal16 deals rows of a row-major B out to panels of 16 columns:
+// dealBy8 deals rows of a row-major matrix out to panels width floats
+// wide, width a multiple of 8:
 //
-//	dst[r*16 + t*stride + j] = src[r*lds + t*16 + j]   for r < rows, t < panels, j < 16
+//	dst[r*width + t*stride + j] = src[r*lds + t*width + j]   for r < rows, t < panels, j < width
 //
-// (lds and stride in floats; stride is the size of one panel, kb*16). It
-// is the packing of B = W in the input-gradient product, a row of W at a
-// time, each read front to back, and the row 4 below prefetched line by
-// line meanwhile: W comes from memory, a few lines of each row far apart.
+// (lds and stride in floats; stride is the size of one panel, kb*width).
+// It is the packing of B = W in the input-gradient product (panels 16 or
+// 32 wide) and of A = dY^T in the weight-gradient product (8 tall), a row
+// at a time, each read front to back, and the row 4 below prefetched
+// meanwhile: W comes from memory, a few lines of each row far apart. (It
+// prefetches every 32 bytes, each line twice, and measured as fast as the
+// 16-wide routine it replaced, which did so every 64: A/B on Zen 5.)
 // Packing a 2048x2048 W in 256x256 blocks took a third less CPU time so
 // than with a call per row and no prefetch (measured A/B, Zen 3), the
 // prefetch and the calls saved about half each.
 
-// func deal16(rows, panels int, src *float32, lds int, dst *float32, stride int)
-TEXT ·deal16(SB), NOSPLIT, $0-48
+// func dealBy8(rows, panels, width int, src *float32, lds int, dst *float32, stride int)
+TEXT ·dealBy8(SB), NOSPLIT, $0-56
 	MOVQ rows+0(FP), BX
 	MOVQ panels+8(FP), R9
-	MOVQ src+16(FP), SI
-	MOVQ lds+24(FP), R8
-	MOVQ dst+32(FP), DI
-	MOVQ stride+40(FP), R10
+	MOVQ width+16(FP), R14
+	MOVQ src+24(FP), SI
+	MOVQ lds+32(FP), R8
+	MOVQ dst+40(FP), DI
+	MOVQ stride+48(FP), R10
 	SHLQ $2, R8               // bytes between rows of src
 	SHLQ $2, R10              // bytes between panels
+	SHLQ $2, R14              // bytes of a panel's row
 	TESTQ BX, BX
 	JZ    dealt
 	TESTQ R9, R9
 	JZ    dealt
+	CMPQ  R14, $32
+	JLT   dealt
 
 row:
 	MOVQ SI, R11
@@ -127,18 +163,22 @@ row:
 	MOVQ R9, CX
 
 panel:
-	PREFETCHT0 (R13)
-	VMOVUPS    (R11), Y0
-	VMOVUPS    32(R11), Y1
-	VMOVUPS    Y0, (R12)
-	VMOVUPS    Y1, 32(R12)
-	ADDQ       $64, R11
-	ADDQ       $64, R13
+	XORQ AX, AX               // bytes done of the panel's row
+
+vec:
+	PREFETCHT0 (R13)(AX*1)
+	VMOVUPS    (R11)(AX*1), Y0
+	VMOVUPS    Y0, (R12)(AX*1)
+	ADDQ       $32, AX
+	CMPQ       AX, R14
+	JLT        vec
+	ADDQ       R14, R11
+	ADDQ       R14, R13
 	ADDQ       R10, R12
 	DECQ       CX
 	JNZ        panel
 	ADDQ       R8, SI
-	ADDQ       $64, DI        // the next step of every panel
+	ADDQ       R14, DI        // the next step of every panel
 	DECQ       BX
 	JNZ        row
 
@@ -207,7 +247,7 @@ done6:
 //
 // (lds and stride in floats; stride is the size of one panel, kb*6), as 4
 // and 2 floats. It is the packing of A = dY^T in the weight-gradient
-// product, a row of dY at a time, prefetching as deal16 does.
+// product, a row of dY at a time, prefetching as dealBy8 does.
 
 // func deal6(rows, panels int, src *float32, lds int, dst *float32, stride int)
 TEXT ·deal6(SB), NOSPLIT, $0-48

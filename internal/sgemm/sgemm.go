@@ -12,26 +12,28 @@ import (
 )
 
 // Block sizes, in elements, chosen for Zen 3's 32 KiB L1d and 512 KiB L2
-// per core. They only change speed, never results (see the package
-// comment).
+// per core with the AVX2 kernel; the AVX-512 kernel's wider B panels fit
+// the 48 KiB L1d of the AVX-512 Zens (4 and 5). They only change speed,
+// never results (see the package comment).
 //
 // For each block of kc steps, op(A) is packed in blocks of mc rows (264
-// KiB), each of which stays in L2 while B's panels (kc x nr, 16 KiB) pass
-// through L1, each multiplied by every A panel of the block. mc holds the
-// engine's batch of 256 rows (and a ragged tile) in one block, so that A
-// is packed once per product; B, the weight, larger, is packed once per
-// block of A rather than A once per block of B. B is packed right before
-// its use, in blocks of nc columns where its rows are contiguous (read
-// 1 KiB along each; the 256 KiB block stays in L2 beside A's) and a panel
-// at a time where B is transposed (16 rows read along; the panel is
-// written into L1 and multiplied there). The order before this one (B in
-// 1 MiB blocks, each sent through L3, A packed for each) took up to 25%
-// more CPU time per product with B transposed and about the same with
-// B's rows contiguous, measured A/B at the model's shapes.
+// KiB), each of which stays in L2 while B's panels (kc x nr: 16 KiB, or 32
+// KiB for nr = 32) pass through L1, each multiplied by every A panel of
+// the block. mc holds the engine's batch of 256 rows (and a ragged tile)
+// in one block, so that A is packed once per product; B, the weight,
+// larger, is packed once per block of A rather than A once per block of B.
+// B is packed right before its use, in blocks of nc columns where its rows
+// are contiguous (read 1 KiB along each; the 256 KiB block stays in L2
+// beside A's) and a panel at a time where B is transposed (nr rows read
+// along; the panel is written into L1 and multiplied there). The order
+// before this one (B in 1 MiB blocks, each sent through L3, A packed for
+// each) took up to 25% more CPU time per product with B transposed and
+// about the same with B's rows contiguous, measured A/B at the model's
+// shapes.
 const (
 	kc = 256
-	mc = 264 // a multiple of each kernel's mr: 6 and 4 (and 8, for an 8x32 AVX-512 kernel)
-	nc = 256 // a multiple of each kernel's nr: 16 and 8 (and 32)
+	mc = 264 // a multiple of each kernel's mr: 8, 6 and the reference's 4
+	nc = 256 // a multiple of each kernel's nr: 32, 16 and the reference's 8
 )
 
 // kernel is a microkernel: it computes an mr x nr tile of C from a packed A
@@ -465,8 +467,8 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 			p := dst[ir*kb : (ir+mr)*kb]
 			h := min(mr, mb-ir)
 			done := 0
-			if mr == 6 && h == 6 {
-				done = packRows6(p, A.data[(ic+ir)*A.rs+pc:], A.rs, kb)
+			if h == mr {
+				done = transposeRows(p, A.data[(ic+ir)*A.rs+pc:], mr, A.rs, kb)
 			}
 			for i := 0; i < h; i++ {
 				row := A.data[(ic+ir+i)*A.rs+pc:]
@@ -479,15 +481,12 @@ func packA(dst []float32, A matrix, ic, mb, pc, kb, mr int) {
 		// Columns of op(A) are contiguous (A transposed, rows of the
 		// stored A): read each once, front to back, and deal it out to
 		// the panels, as packB does (a panel at a time would read kb
-		// rows far apart per panel, 6 values of each).
-		done := 0
-		if mr == 6 {
-			done = dealRows6(dst, A.data[pc*A.cs+ic:], A.cs, kb, mb, kb*6)
-		}
+		// rows far apart per panel, mr values of each).
+		done := dealRows(dst, A.data[pc*A.cs+ic:], mr, A.cs, kb, mb, kb*mr)
 		for q := 0; q < kb; q++ {
 			row := A.data[(pc+q)*A.cs+ic : (pc+q)*A.cs+ic+mb]
 			for ir := done; ir < mb; ir += mr {
-				// An element loop: copy's call costs more than 6 moves.
+				// An element loop: copy's call costs more than mr moves.
 				to, from := dst[ir*kb+q*mr:ir*kb+q*mr+min(mr, mb-ir)], row[ir:]
 				for i := range to {
 					to[i] = from[i]
@@ -512,15 +511,12 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 		// Rows of B are contiguous: read each once, front to back, and
 		// deal it out to the panels (walking one panel at a time instead
 		// reads kb rows far apart per panel and misses the TLB on each).
-		done := 0
-		if nr == 16 {
-			done = dealRows16(dst, B.data[pc*B.rs+jc:], B.rs, kb, nb, kb*nr)
-		}
+		done := dealRows(dst, B.data[pc*B.rs+jc:], nr, B.rs, kb, nb, kb*nr)
 		for q := 0; q < kb; q++ {
 			row := B.data[(pc+q)*B.rs+jc : (pc+q)*B.rs+jc+nb]
 			for jr := done; jr < nb; jr += nr {
 				w := min(nr, nb-jr)
-				// An element loop: copy's call costs more than 16 moves.
+				// An element loop: copy's call costs more than nr moves.
 				dst, src := dst[jr*kb+q*nr:jr*kb+q*nr+w], row[jr:jr+w]
 				for j := range dst {
 					dst[j] = src[j]
@@ -533,8 +529,8 @@ func packB(dst []float32, B matrix, pc, kb, jc, nb, nr int) {
 			p := dst[jr*kb : (jr+nr)*kb]
 			w := min(nr, nb-jr)
 			done := 0
-			if w == 16 && nr == 16 {
-				done = packTransposed16(p, B.data[(jc+jr)*B.cs+pc:], B.cs, kb)
+			if w == nr {
+				done = transposeRows(p, B.data[(jc+jr)*B.cs+pc:], nr, B.cs, kb)
 			}
 			for j := 0; j < w; j++ {
 				col := B.data[(jc+jr+j)*B.cs+pc:]

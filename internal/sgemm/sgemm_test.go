@@ -8,16 +8,20 @@ import (
 	"testing"
 )
 
-// shapes are ragged on purpose: not multiples of any tile or block, 1x1,
-// k = 1, k across several kc blocks, n across nc blocks, m across mc
+// shapes are ragged on purpose: not multiples of any tile (6x16, 8x32,
+// the reference's 4x8) or block, 1x1, exactly one tile of each kernel,
+// one row or column more than a tile or two, k = 1 and other small k
+// (fewer than one unrolled iteration of the kernels' loops, or one and a
+// remainder), k across several kc blocks, n across nc blocks, m across mc
 // blocks (with k across kc blocks too, and split along n, so that each
 // worker has more than one block of A), a huge k, and products large
 // enough to be split among workers along n (with A packed once for all of
 // them, and k across kc blocks) and along m (with B packed once).
 var shapes = []struct{ m, n, k int }{
-	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {7, 17, 3}, {13, 37, 300},
-	{6, 16, 256}, {12, 32, 257}, {25, 9, 513}, {150, 70, 40}, {65, 1030, 33},
-	{2, 3, 20000}, {200, 40, 300}, {281, 19, 270}, {270, 1000, 9}, {20, 300, 600},
+	{1, 1, 1}, {1, 1, 7}, {3, 5, 1}, {6, 16, 1}, {8, 32, 1}, {7, 17, 3}, {9, 33, 2},
+	{17, 65, 5}, {15, 31, 9}, {13, 37, 300}, {6, 16, 256}, {8, 32, 256}, {12, 32, 257},
+	{25, 9, 513}, {150, 70, 40}, {65, 1030, 33}, {2, 3, 20000}, {200, 40, 300},
+	{281, 19, 270}, {270, 1000, 9}, {20, 300, 600},
 }
 
 func randMat(rng *rand.Rand, n int) []float32 {
@@ -117,10 +121,15 @@ func TestAgainstFloat64(t *testing.T) {
 
 // TestBitIdentical checks that every kernel on this CPU, the reference
 // kernel, and every number of workers give the same bits.
+// (TestKernelsOnThisCPU checks that kernels() lists every kernel the CPU
+// runs.)
 func TestBitIdentical(t *testing.T) {
 	ks := kernels()
 	if len(ks) == 0 {
 		t.Log("no assembly kernel on this CPU or build: comparing the reference kernel with itself across workers only")
+	}
+	for _, kern := range ks {
+		t.Logf("checking %s (%dx%d) against %s", kern.name, kern.mr, kern.nr, reference.name)
 	}
 	for _, p := range problems(2) {
 		want := p.run(reference, 1)
@@ -137,25 +146,34 @@ func TestBitIdentical(t *testing.T) {
 	}
 }
 
-// TestGOMAXPROCS runs the public Gemm at GOMAXPROCS 1 and 2 on a product
-// big enough to be split.
+// TestGOMAXPROCS runs the public Gemm with each kernel, at GOMAXPROCS 1
+// and 2, on a product big enough to be split and ragged for every tile,
+// and checks the bits against the reference kernel's.
 func TestGOMAXPROCS(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	m, n, k := 96, 200, 300
+	m, n, k := 97, 203, 300
 	a, b := randMat(rng, m*k), randMat(rng, n*k)
-	var out [2][]float32
+	want := make([]float32, m*n)
+	gemmWith(reference, 1, false, true, m, n, k, a, k, b, k, want, n, false)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	for i, procs := range []int{1, 2} {
-		runtime.GOMAXPROCS(procs)
-		out[i] = make([]float32, m*n)
-		Gemm(false, true, m, n, k, a, k, b, k, out[i], n, false)
-	}
-	for i := range out[0] {
-		if math.Float32bits(out[0][i]) != math.Float32bits(out[1][i]) {
-			t.Fatalf("%s: element %d is %g at GOMAXPROCS 1, %g at 2", Kernel(), i, out[0][i], out[1][i])
+	defer useKernel(best)
+	for _, kern := range append(kernels(), reference) {
+		useKernel(kern)
+		for _, procs := range []int{1, 2} {
+			runtime.GOMAXPROCS(procs)
+			got := make([]float32, m*n)
+			Gemm(false, true, m, n, k, a, k, b, k, got, n, false)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s at GOMAXPROCS %d: element %d is %g, reference kernel %g", Kernel(), procs, i, got[i], want[i])
+				}
+			}
 		}
 	}
 }
+
+// useKernel makes Gemm and Pack use kern (nil: the gonum fallback).
+func useKernel(kern *kernel) { best = kern }
 
 func TestBadArguments(t *testing.T) {
 	for _, tc := range []struct {
@@ -197,11 +215,11 @@ func TestZeroK(t *testing.T) {
 }
 
 // TestPacked checks that GemmPacked with op(B) packed once gives the bits
-// of the reference kernel on the same product, with B packed by the
-// fastest kernel and by the reference (UseReference), at GOMAXPROCS 1 and
-// 2, one PackedB reused across all the shapes (so that its memory is
-// reused for smaller and larger B); and that the gonum fallback packs
-// nothing.
+// of the reference kernel on the same product, with B packed by each
+// kernel and multiplied while Gemm uses another (GemmPacked must use the
+// kernel that packed), at GOMAXPROCS 1 and 2, one PackedB reused across
+// all the shapes (so that its memory is reused for smaller and larger B);
+// and that the gonum fallback packs nothing.
 func TestPacked(t *testing.T) {
 	var pb PackedB
 	if len(kernels()) == 0 {
@@ -211,15 +229,16 @@ func TestPacked(t *testing.T) {
 		return
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	defer UseReference(UseReference(false))
+	defer useKernel(best)
+	ks := append(kernels(), reference)
 	for _, p := range problems(4) {
 		want := p.run(reference, 1)
-		for _, ref := range []bool{false, true} {
-			UseReference(ref)
+		for i, kern := range ks {
+			useKernel(kern)
 			if !pb.Pack(p.transB, p.k, p.n, p.b, p.ldb) {
 				t.Fatal("Pack packed nothing with a packed kernel")
 			}
-			UseReference(!ref) // GemmPacked must use the kernel that packed, not the current one
+			useKernel(ks[(i+1)%len(ks)])
 			for _, procs := range []int{1, 2} {
 				runtime.GOMAXPROCS(procs)
 				c := append([]float32(nil), p.c0...)
@@ -234,43 +253,60 @@ func TestPacked(t *testing.T) {
 	}
 }
 
-// TestPackA checks packA (with its assembly for whole panels of 6 rows
-// where the CPU has it) against the definition: panel ir/mr holds
-// op(A)[ic+ir+i, pc+q] at q*mr+i, zero rows past mb, and nothing written
-// past the panels.
-func TestPackA(t *testing.T) {
+// TestPack checks packA and packB (with their assembly for whole panels
+// where the CPU has it: 6 and multiples of 8 wide) against the
+// definition, for the panel sizes of every kernel: panel t of A's holds
+// op(A)[ic+t*mr+i, pc+q] at t*mr*kb + q*mr+i, of B's op(B)[pc+q,
+// jc+t*nr+j] at t*nr*kb + q*nr+j, zeros past the block's rows or columns,
+// and nothing is written past the panels.
+func TestPack(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, mr := range []int{4, 6} {
-		for _, s := range []struct{ mb, kb int }{{6, 8}, {6, 7}, {12, 17}, {13, 64}, {5, 40}, {mc, kc}, {1, 1}} {
-			for _, trans := range []bool{false, true} {
-				const ic, pc = 3, 5
-				rows, cols := ic+s.mb, pc+s.kb+3
-				A := operand(randMat(rng, rows*(cols+1)), cols+1, false, rows, cols, "A")
-				if trans {
-					A = operand(randMat(rng, cols*(rows+2)), rows+2, true, rows, cols, "A")
-				}
-				panels := (s.mb + mr - 1) / mr
-				dst := make([]float32, panels*mr*s.kb+16)
-				for i := range dst {
-					dst[i] = float32(math.NaN())
-				}
-				packA(dst, A, ic, s.mb, pc, s.kb, mr)
-				for ir := 0; ir < panels*mr; ir += mr {
-					for q := 0; q < s.kb; q++ {
-						for i := 0; i < mr; i++ {
-							var want float32
-							if ir+i < s.mb {
-								want = A.data[(ic+ir+i)*A.rs+(pc+q)*A.cs]
-							}
-							if got := dst[ir*s.kb+q*mr+i]; math.Float32bits(got) != math.Float32bits(want) {
-								t.Fatalf("mr %d %dx%d trans %v: row %d step %d is %g, want %g", mr, s.mb, s.kb, trans, ir+i, q, got, want)
+	for _, side := range []string{"A", "B"} {
+		for _, r := range []int{4, 6, 8, 16, 32} {
+			// size: rows of op(A) or columns of op(B) in the block; kb:
+			// its steps.
+			for _, s := range []struct{ size, kb int }{{r, 8}, {r, 7}, {2 * r, 17}, {2*r + 1, 64}, {r - 1, 40}, {mc, kc}, {1, 1}} {
+				for _, trans := range []bool{false, true} {
+					const lo, pc = 3, 5 // the block's first row or column, and step
+					size, steps := lo+s.size, pc+s.kb+3
+					var X matrix // op(A) [size, steps] or op(B) [steps, size]
+					at := func(q, i int) float32 { return X.data[i*X.rs+q*X.cs] }
+					rows, cols := size, steps
+					if side == "B" {
+						rows, cols = steps, size
+						at = func(q, j int) float32 { return X.data[q*X.rs+j*X.cs] }
+					}
+					X = operand(randMat(rng, rows*(cols+1)), cols+1, false, rows, cols, side)
+					if trans {
+						X = operand(randMat(rng, cols*(rows+2)), rows+2, true, rows, cols, side)
+					}
+					panels := (s.size + r - 1) / r
+					dst := make([]float32, panels*r*s.kb+16)
+					for i := range dst {
+						dst[i] = float32(math.NaN())
+					}
+					if side == "A" {
+						packA(dst, X, lo, s.size, pc, s.kb, r)
+					} else {
+						packB(dst, X, pc, s.kb, lo, s.size, r)
+					}
+					for t0 := 0; t0 < panels*r; t0 += r {
+						for q := 0; q < s.kb; q++ {
+							for i := 0; i < r; i++ {
+								var want float32
+								if t0+i < s.size {
+									want = at(pc+q, lo+t0+i)
+								}
+								if got := dst[t0*s.kb+q*r+i]; math.Float32bits(got) != math.Float32bits(want) {
+									t.Fatalf("%s panels %d wide, %dx%d, trans %v: %d of step %d is %g, want %g", side, r, s.size, s.kb, trans, t0+i, q, got, want)
+								}
 							}
 						}
 					}
-				}
-				for i := panels * mr * s.kb; i < len(dst); i++ {
-					if dst[i] == dst[i] {
-						t.Fatalf("mr %d %dx%d trans %v: wrote %g past the panels at %d", mr, s.mb, s.kb, trans, dst[i], i)
+					for i := panels * r * s.kb; i < len(dst); i++ {
+						if dst[i] == dst[i] {
+							t.Fatalf("%s panels %d wide, %dx%d, trans %v: wrote %g past the panels at %d", side, r, s.size, s.kb, trans, dst[i], i)
+						}
 					}
 				}
 			}

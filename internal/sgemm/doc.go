@@ -26,6 +26,11 @@
 // tiles. Elsewhere, and under the purego build tag, Gemm calls gonum's
 // Sgemm instead.
 //
+// The assembly is written by hand, not generated (with avo, say): each
+// kernel is one short loop of a dozen macro lines over a fixed register
+// map, which a generator would not make shorter or clearer, and the build
+// stays free of a code-generation step.
+//
 // # Determinism
 //
 // Every element of C is one chain of fused multiply-adds in k order,

@@ -87,6 +87,24 @@ func geluVectors(y, x []float32) {
 	}
 }
 
+// geluGradVectors is geluVectors for GELUGradMul: the body's derivative
+// (geluBodyGradMulAVX2) for every vector, then the whole-range formula
+// (geluGradMulAVX2) over the vectors with a lane out of the body, with
+// their dy, and its results stored to those lanes.
+func geluGradVectors(dx, dy, x []float32) {
+	var outX, outDy, outDx [geluBlock]float32
+	var outAt [geluBlock / 8]int32
+	for len(x) > 0 {
+		m := min(len(x), geluBlock)
+		k := geluBodyGradMulAVX2(m, &dx[0], &dy[0], &x[0], &geluC.centre[0], &outX[0], &outDy[0], &outAt[0])
+		if k > 0 {
+			geluGradMulAVX2(8*k, &outDx[0], &outDy[0], &outX[0], &geluC.centre[0])
+			geluScatterAVX2(k, &dx[0], &outDx[0], &outX[0], &outAt[0])
+		}
+		dx, dy, x = dx[m:], dy[m:], x[m:]
+	}
+}
+
 // GELUGradMul sets dx[j] = dy[j] * GELUGrad(x[j]) for j < len(x), the
 // backward pass through GELU. dx may alias dy.
 func GELUGradMul(dx, dy, x []float32) {
@@ -95,7 +113,7 @@ func GELUGradMul(dx, dy, x []float32) {
 		n = len(x) &^ 7
 		if n > 0 {
 			_, _ = dx[n-1], dy[n-1]
-			geluGradMulAVX2(n, &dx[0], &dy[0], &x[0], &geluC.centre[0])
+			geluGradVectors(dx[:n], dy[:n], x[:n])
 		}
 	}
 	for j := n; j < len(x); j++ {

@@ -26,9 +26,12 @@ import (
 // piece Q's derivatives up to the 7th alternate in sign, so with h <= 0
 // every term of the polynomial is positive and Horner's rule does not
 // cancel (with centres mid-piece GELU reached 2.9 ulp on the steep pieces).
-// Then GELU(x) = -a Q(a) + (x, or 0 for x < 0), one FMA. gelugen fits the
-// polynomials (near-minimax, 2^-26 or better with float32 coefficients).
-// Outside the body, and for the derivative everywhere:
+// Then GELU(x) = -a Q(a) + (x, or 0 for x < 0), one FMA. The derivative
+// the same way: E(a) = Q(a) - a φ(a) = GELU'(-a) on the same pieces, and
+// GELU'(x) = E(a) for x < 0, 1 - E(a) otherwise. gelugen fits the
+// polynomials (near-minimax, 2^-26 or better with float32 coefficients,
+// E's relative to max(Q, a φ) as its zero at a ≈ 0.75 requires).
+// Outside the body:
 //
 //	Q(a)            = exp(-a²/2) R(a)
 //	Q(a) - a φ(a)   = exp(-a²/2) D(a),   D(a) = R(a) - a/√(2π)
@@ -70,8 +73,8 @@ import (
 // the math.Erf form wherever that does not cancel): GELU within 3 ulp of
 // the exact value (worst over every float32: 2.39 ulp, at x = -3.0569918,
 // in the body; 2.60 at -3.2429 before the body had its own formula);
-// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.51, at
-// -3.4288304), since near its zero at x ≈ -0.75 the two terms cancel and
+// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.46, at
+// -5.7029586, outside the body; 2.51 at -3.4288304 before), since near its zero at x ≈ -0.75 the two terms cancel and
 // no relative bound holds. Both
 // hold where that value is at least 2^-116 (|x| < 12.6 and 12.8); beyond,
 // the results have only absolute accuracy (below 2^-116). The float64
@@ -149,16 +152,23 @@ func geluExp(a float32) (w, scale float32) {
 	return w, scale
 }
 
-// geluBody returns GELU(x) for a = |x| < geluBodyLimit: Q(a) by Horner's
-// rule on a's piece, then x Q(a) for x < 0 and x - x Q(a) otherwise, as
-// one FMA, -a Q(a) + (x, or 0 for x < 0).
-func geluBody(x, a float32) float32 {
+// geluBodyPoly returns, for a < geluBodyLimit, the body polynomial poly
+// (geluC.body, Q, or geluC.bodyGrad, E) at a, by Horner's rule on a's
+// piece.
+func geluBodyPoly(a float32, poly *[geluBodyDegree + 1][geluBodyPieces]float32) float32 {
 	j := int32(a * 2) // exact: 2a is, and the conversion truncates
 	h := a - geluC.bodyCentre[j]
-	q := geluC.body[geluBodyDegree][j]
+	p := poly[geluBodyDegree][j]
 	for k := geluBodyDegree - 1; k >= 0; k-- {
-		q = exactfma.Float32(q, h, geluC.body[k][j])
+		p = exactfma.Float32(p, h, poly[k][j])
 	}
+	return p
+}
+
+// geluBody returns GELU(x) for a = |x| < geluBodyLimit: x Q(a) for x < 0
+// and x - x Q(a) otherwise, as one FMA, -a Q(a) + (x, or 0 for x < 0).
+func geluBody(x, a float32) float32 {
+	q := geluBodyPoly(a, &geluC.body)
 	pos := x
 	if x < 0 {
 		pos = 0
@@ -190,6 +200,13 @@ func GELU(x float32) float32 {
 // GELUGrad returns d GELU/dx = Φ(x) + x φ(x).
 func GELUGrad(x float32) float32 {
 	a := float32(math.Abs(float64(x)))
+	if a < geluBodyLimit {
+		e := geluBodyPoly(a, &geluC.bodyGrad) // E(a) = GELU'(-a)
+		if math.Signbit(float64(x)) {
+			return e
+		}
+		return 1 - e
+	}
 	if !(a < geluC.limit[0]) {
 		switch {
 		case x > 0:

@@ -12,7 +12,9 @@
 //	q = Horner's rule over body[k][j], k = 7 down to 0
 //	y = -a q + (x, or 0 for x < 0)   (one FMA)
 //
-// with the same operations in the same order as geluBody. VPERMPS picks
+// with the same operations in the same order as geluBody; the derivative
+// (geluBodyGradMulAVX2, GELUGrad) the same with E = Q - a φ for Q, and dx =
+// dy (E for x < 0, 1 - E otherwise). VPERMPS picks
 // each lane's coefficient from a row of 8 (one a piece) straight from
 // memory, one instruction a coefficient. A vector costs about 25
 // instructions, against about 70 for the whole-range formula
@@ -46,47 +48,48 @@
 	VADDPS     H, H, J              \
 	VCVTTPS2DQ J, J
 
-// BODY_H sets H = h = a - centre[j] and S = the coefficient of h^7.
-#define BODY_H(J, H, S)                    \
+// BODY_H sets H = h = a - centre[j] and S = the coefficient of h^7 of
+// the polynomial at P (GELU_BODY, Q, or GELU_BODY_GRAD, E).
+#define BODY_H(P, J, H, S)                   \
 	VPERMPS GELU_BODY_CENTRE(DX), J, Y12 \
 	VSUBPS  Y12, H, H                    \
-	VPERMPS GELU_BODY+32*GELU_BODY_DEGREE(DX), J, S
+	VPERMPS P+32*GELU_BODY_DEGREE(DX), J, S
 
 // BODY_STEP: S = S h + the coefficient of h^k.
-#define BODY_STEP(k, J, H, S)             \
-	VPERMPS     GELU_BODY+32*(k)(DX), J, Y12 \
+#define BODY_STEP(P, k, J, H, S)        \
+	VPERMPS     P+32*(k)(DX), J, Y12 \
 	VFMADD213PS Y12, H, S
 
-#define BODY_STEP4(k)              \
-	BODY_STEP(k, Y0, Y4, Y8)   \
-	BODY_STEP(k, Y1, Y5, Y9)   \
-	BODY_STEP(k, Y2, Y6, Y10)  \
-	BODY_STEP(k, Y3, Y7, Y11)
+#define BODY_STEP4(P, k)              \
+	BODY_STEP(P, k, Y0, Y4, Y8)   \
+	BODY_STEP(P, k, Y1, Y5, Y9)   \
+	BODY_STEP(P, k, Y2, Y6, Y10)  \
+	BODY_STEP(P, k, Y3, Y7, Y11)
 
-// BODY_Q4 takes the four vectors' J and H (a) to S = q, by Horner's rule
-// with the four chains interleaved.
-#define BODY_Q4              \
-	BODY_H(Y0, Y4, Y8)   \
-	BODY_H(Y1, Y5, Y9)   \
-	BODY_H(Y2, Y6, Y10)  \
-	BODY_H(Y3, Y7, Y11)  \
-	BODY_STEP4(6)        \
-	BODY_STEP4(5)        \
-	BODY_STEP4(4)        \
-	BODY_STEP4(3)        \
-	BODY_STEP4(2)        \
-	BODY_STEP4(1)        \
-	BODY_STEP4(0)
+// BODY_POLY4 takes the four vectors' J and H (a) to S = the polynomial at
+// P, by Horner's rule with the four chains interleaved.
+#define BODY_POLY4(P)           \
+	BODY_H(P, Y0, Y4, Y8)   \
+	BODY_H(P, Y1, Y5, Y9)   \
+	BODY_H(P, Y2, Y6, Y10)  \
+	BODY_H(P, Y3, Y7, Y11)  \
+	BODY_STEP4(P, 6)        \
+	BODY_STEP4(P, 5)        \
+	BODY_STEP4(P, 4)        \
+	BODY_STEP4(P, 3)        \
+	BODY_STEP4(P, 2)        \
+	BODY_STEP4(P, 1)        \
+	BODY_STEP4(P, 0)
 
-#define BODY_Q1                 \
-	BODY_H(Y0, Y4, Y8)      \
-	BODY_STEP(6, Y0, Y4, Y8) \
-	BODY_STEP(5, Y0, Y4, Y8) \
-	BODY_STEP(4, Y0, Y4, Y8) \
-	BODY_STEP(3, Y0, Y4, Y8) \
-	BODY_STEP(2, Y0, Y4, Y8) \
-	BODY_STEP(1, Y0, Y4, Y8) \
-	BODY_STEP(0, Y0, Y4, Y8)
+#define BODY_POLY1(P)               \
+	BODY_H(P, Y0, Y4, Y8)       \
+	BODY_STEP(P, 6, Y0, Y4, Y8) \
+	BODY_STEP(P, 5, Y0, Y4, Y8) \
+	BODY_STEP(P, 4, Y0, Y4, Y8) \
+	BODY_STEP(P, 3, Y0, Y4, Y8) \
+	BODY_STEP(P, 2, Y0, Y4, Y8) \
+	BODY_STEP(P, 1, Y0, Y4, Y8) \
+	BODY_STEP(P, 0, Y0, Y4, Y8)
 
 // BODY_Y sets Y12 = y = -a q + max(0, x) for x at off(SI)(BX*1), q in
 // S; H (a) is scratch. MAXPS returns its second source, x, when both are
@@ -110,14 +113,19 @@
 	VPCMPEQD Y13, Y13, Y13     \
 	VPSLLD   $3, Y13, Y13
 
-// BODY_COLLECT copies the vector at off(SI)(BX*1) and its byte offset to
-// the buffer's next place, which it takes (R10 + 1) only if a lane of J
-// is out of the body: no branch, and at most one place a vector.
-#define BODY_COLLECT(off, J)          \
-	VMOVUPS off(SI)(BX*1), Y12    \
+// BODY_COPY copies the vector at off(from)(BX*1) to the buffer to at
+// the collected vectors' next place (R10).
+#define BODY_COPY(off, from, to)      \
+	VMOVUPS off(from)(BX*1), Y12  \
 	MOVQ    R10, AX               \
 	SHLQ    $5, AX                \
-	VMOVUPS Y12, (R9)(AX*1)       \
+	VMOVUPS Y12, (to)(AX*1)
+
+// BODY_COLLECT copies the vector at off(SI)(BX*1) and its byte offset to
+// the buffers' next place, which it takes (R10 + 1) only if a lane of J
+// is out of the body: no branch, and at most one place a vector.
+#define BODY_COLLECT(off, J)          \
+	BODY_COPY(off, SI, R9)        \
 	LEAQ    off(BX), AX           \
 	MOVL    AX, (R11)(R10*4)      \
 	LEAQ    1(R10), AX            \
@@ -156,7 +164,7 @@ body4:
 	BODY_COLLECT(96, Y3)
 
 body4in:
-	BODY_Q4
+	BODY_POLY4(GELU_BODY)
 	BODY_OUT(0, Y4, Y8)
 	BODY_OUT(32, Y5, Y9)
 	BODY_OUT(64, Y6, Y10)
@@ -169,13 +177,89 @@ body1:
 	JGE           bodydone
 	BODY_INDEX(0, Y0, Y4)
 	BODY_COLLECT(0, Y0)
-	BODY_Q1
+	BODY_POLY1(GELU_BODY)
 	BODY_OUT(0, Y4, Y8)
 	ADDQ          $32, BX
 	JMP           body1
 
 bodydone:
 	MOVQ       R10, ret+48(FP)
+	VZEROUPPER
+	RET
+
+// BODY_GRAD_OUT stores dx = dy g to off(DI)(BX*1), g = E (in S) for x
+// < 0 (its sign bit set) and 1 - E otherwise, dy at off(R8)(BX*1), x at
+// off(SI)(BX*1); H is scratch. It reads dy before writing dx (dx may
+// alias dy).
+#define BODY_GRAD_OUT(off, H, S)           \
+	VMOVUPS   GELU_ONE(DX), Y12         \
+	VSUBPS    S, Y12, Y12               \
+	VMOVUPS   off(SI)(BX*1), H          \
+	VBLENDVPS H, S, Y12, Y12            \
+	VMULPS    off(R8)(BX*1), Y12, Y12   \
+	VMOVUPS   Y12, off(DI)(BX*1)
+
+// func geluBodyGradMulAVX2(n int, dx, dy, x *float32, c *float32, outX, outDy *float32, outAt *int32) int
+// geluBodyAVX2 for the backward pass: dx = dy GELU'(x), E = Q - a φ in
+// place of Q, and the vectors out of the body collected with their dy.
+TEXT ·geluBodyGradMulAVX2(SB), NOSPLIT, $0-72
+	MOVQ     n+0(FP), CX
+	MOVQ     dx+8(FP), DI
+	MOVQ     dy+16(FP), R8
+	MOVQ     x+24(FP), SI
+	MOVQ     c+32(FP), DX
+	MOVQ     outX+40(FP), R9
+	MOVQ     outDy+48(FP), R12
+	MOVQ     outAt+56(FP), R11
+	BODY_SETUP
+	SHLQ     $2, CX
+	XORQ     BX, BX
+	XORQ     R10, R10
+
+grad4:
+	LEAQ       128(BX), AX
+	CMPQ       AX, CX
+	JGT        grad1
+	BODY_INDEX(0, Y0, Y4)
+	BODY_INDEX(32, Y1, Y5)
+	BODY_INDEX(64, Y2, Y6)
+	BODY_INDEX(96, Y3, Y7)
+	VPOR       Y1, Y0, Y12
+	VPOR       Y2, Y12, Y12
+	VPOR       Y3, Y12, Y12
+	VPTEST     Y13, Y12
+	JEQ        grad4in
+	BODY_COPY(0, R8, R12)
+	BODY_COLLECT(0, Y0)
+	BODY_COPY(32, R8, R12)
+	BODY_COLLECT(32, Y1)
+	BODY_COPY(64, R8, R12)
+	BODY_COLLECT(64, Y2)
+	BODY_COPY(96, R8, R12)
+	BODY_COLLECT(96, Y3)
+
+grad4in:
+	BODY_POLY4(GELU_BODY_GRAD)
+	BODY_GRAD_OUT(0, Y4, Y8)
+	BODY_GRAD_OUT(32, Y5, Y9)
+	BODY_GRAD_OUT(64, Y6, Y10)
+	BODY_GRAD_OUT(96, Y7, Y11)
+	ADDQ       $128, BX
+	JMP        grad4
+
+grad1:
+	CMPQ       BX, CX
+	JGE        graddone
+	BODY_INDEX(0, Y0, Y4)
+	BODY_COPY(0, R8, R12)
+	BODY_COLLECT(0, Y0)
+	BODY_POLY1(GELU_BODY_GRAD)
+	BODY_GRAD_OUT(0, Y4, Y8)
+	ADDQ       $32, BX
+	JMP        grad1
+
+graddone:
+	MOVQ       R10, ret+64(FP)
 	VZEROUPPER
 	RET
 

@@ -25,7 +25,8 @@ var geluC = struct {
 	exp                                                      [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k
 	one, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32
 	bodyCentre                                               [geluBodyPieces]float32
-	body                                                     [geluBodyDegree + 1][geluBodyPieces]float32 // Q on the body, the coefficient of h^k at k
+	// Q and E = Q - a φ (GELU'(-a)) on the body: the coefficient of h^k at k
+	body, bodyGrad [geluBodyDegree + 1][geluBodyPieces]float32
 }{
 	centre: [8]float32{0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00, 0x1.c000p+00, 0x1.4000p+02, 0x1.4000p+03, 0x0.0000p+00},
 	r: [geluDegree + 3][8]float32{
@@ -81,5 +82,15 @@ var geluC = struct {
 		{-0x1.4b722ap-07, 0x1.132ffcp-08, 0x1.7ccbeep-08, 0x1.1963dcp-09, -0x1.62d2eap-11, -0x1.1b06ep-10, -0x1.28c84p-11, -0x1.7ea0a8p-13},
 		{0x1.32c7b6p-12, 0x1.3a4804p-09, -0x1.acfed2p-11, -0x1.a27b6ap-10, -0x1.1638cp-11, 0x1.7d90a4p-13, 0x1.b932f8p-13, 0x1.50a0aap-14},
 		{0x1.e1fb42p-11, -0x1.6b1888p-12, -0x1.a410dep-11, -0x1.71edbcp-13, 0x1.11b75p-12, 0x1.700226p-13, 0x1.a095b4p-17, -0x1.f449fp-16},
+	},
+	bodyGrad: [geluBodyDegree + 1][geluBodyPieces]float32{
+		{0x1.0000p-01, -0x1.55429ap-04, -0x1.050e92p-03, -0x1.5d1c06p-04, -0x1.341c2ap-05, -0x1.876f5ap-07, -0x1.71da9p-09, -0x1.080eb6p-11},
+		{-0x1.988456p-01, -0x1.ef8e5p-03, 0x1.09407p-05, 0x1.ba4b3ap-04, 0x1.3121f8p-04, 0x1.fc47aep-06, 0x1.251c14p-07, 0x1.eb28ap-10},
+		{0x1.b11d5ep-19, 0x1.73ab7p-02, 0x1.5c23ccp-03, -0x1.713b88p-20, -0x1.93d946p-05, -0x1.104a0cp-05, -0x1.9cdb2cp-07, -0x1.a500c2p-09},
+		{0x1.104b8ep-02, -0x1.4a3466p-04, -0x1.27b3fep-03, -0x1.26f464p-04, -0x1.064ef8p-09, 0x1.0a5cd2p-06, 0x1.4591acp-07, 0x1.b0843ap-09},
+		{0x1.7397fep-12, -0x1.491ab6p-04, 0x1.b81068p-07, 0x1.6f202p-05, 0x1.5ea63ap-06, 0x1.feb18cp-15, -0x1.1609aep-08, -0x1.1ffcb8p-09},
+		{-0x1.f599ap-05, 0x1.33a368p-05, 0x1.cf1624p-06, -0x1.c36ab2p-09, -0x1.75e362p-07, -0x1.1f7c84p-08, 0x1.3d6752p-12, 0x1.b79192p-11},
+		{0x1.798ceep-09, 0x1.7763bcp-07, -0x1.aaed2cp-07, -0x1.36231ap-07, 0x1.cf2ed2p-10, 0x1.a0166ep-09, 0x1.653572p-11, -0x1.149d2cp-12},
+		{0x1.c114a8p-08, -0x1.2214a6p-08, -0x1.7a0704p-08, 0x1.0f47aap-10, 0x1.589e38p-09, 0x1.6532f6p-12, -0x1.25725cp-11, -0x1.e9cd12p-13},
 	},
 }

@@ -39,6 +39,9 @@ func geluAVX2(n int, y, x *float32, c *float32)
 func geluBodyAVX2(n int, y, x *float32, c *float32, outX *float32, outAt *int32) int
 
 //go:noescape
+func geluBodyGradMulAVX2(n int, dx, dy, x *float32, c *float32, outX, outDy *float32, outAt *int32) int
+
+//go:noescape
 func geluScatterAVX2(k int, y, outY, outX *float32, outAt *int32)
 
 //go:noescape

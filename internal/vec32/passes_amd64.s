@@ -184,9 +184,10 @@ axpbyloop:
 	RET
 
 // GELU and its derivative (gelu.go), with the same operations in the same
-// order as geluPoly, geluR, geluD, geluExp, GELU and GELUGrad: for GELU
-// the whole-range formula, which GELUs runs only on vectors with a lane
-// outside the body (|x| >= 4; gelu_body_amd64.s does the rest). A vector's
+// order as geluPoly, geluR, geluD, geluExp, GELU and GELUGrad: the
+// whole-range formulas, which GELUs and GELUGradMul run only on the
+// vectors with a lane outside the body (|x| >= 4; gelu_body_amd64.s does
+// the rest). A vector's
 // piece polynomial needs 14 values picked by VPERMILPS, one a piece from
 // a row of 4 held twice (the centre, eleven coefficients, the low parts
 // of the constant and of h's coefficient). VPERMILPS picks within each

@@ -17,6 +17,10 @@ func axpby(n int, dst, x, y *float32, a, b float64)                { noAsm() }
 func geluAVX2(n int, y, x *float32, c *float32)                    { noAsm() }
 func geluBodyAVX2(n int, y, x, c, outX *float32, outAt *int32) int { noAsm(); return 0 }
 func geluScatterAVX2(k int, y, outY, outX *float32, outAt *int32)  { noAsm() }
-func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32)        { noAsm() }
+func geluBodyGradMulAVX2(n int, dx, dy, x, c, outX, outDy *float32, outAt *int32) int {
+	noAsm()
+	return 0
+}
+func geluGradMulAVX2(n int, dx, dy, x *float32, c *float32) { noAsm() }
 
 const haveFMA = false

@@ -302,13 +302,13 @@ func TestGELUSlices(t *testing.T) {
 	}
 }
 
-// TestGELUsBodyAndOutside checks GELUs against the scalar GELU, bit for
-// bit, where inputs inside the body (|x| < 4, the fast formula) and
-// outside it (the whole-range one) alternate at every density: a lone
-// outlier among thousands, runs of each, every lane outside, NaN and
-// ±Inf among them, at lengths and offsets that start and end runs inside
-// vectors and inside the assembly's four-vector steps, and with y
-// aliasing x.
+// TestGELUsBodyAndOutside checks GELUs and GELUGradMul against the
+// scalar GELU and GELUGrad, bit for bit, where inputs inside the body (|x|
+// < 4, the fast formulas) and outside it (the whole-range ones) alternate
+// at every density: a lone outlier among thousands, runs of each, every
+// lane outside, NaN and ±Inf among them, at lengths and offsets that start
+// and end runs inside vectors and inside the assembly's four-vector
+// steps, and with y aliasing x (dx aliasing dy).
 func TestGELUsBodyAndOutside(t *testing.T) {
 	if !useAsm || !haveFMA {
 		t.Skip("no assembly on this CPU: GELUs is the scalar GELU")
@@ -334,16 +334,23 @@ func TestGELUsBodyAndOutside(t *testing.T) {
 				}
 			}
 			x = x[off:]
-			y := make([]float32, n)
+			dy := randomFloats(rng, n)
+			y, dx := make([]float32, n), make([]float32, n)
 			GELUs(y, x)
-			alias := append([]float32(nil), x...)
+			GELUGradMul(dx, dy, x)
+			alias, dxAlias := append([]float32(nil), x...), append([]float32(nil), dy...)
 			GELUs(alias, alias)
+			GELUGradMul(dxAlias, dxAlias, x)
 			for i, v := range x {
-				want := GELU(v)
-				for _, got := range []float32{y[i], alias[i]} {
-					if math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
-						t.Fatalf("outside %g, length %d, offset %d, element %d: GELUs(%g) = %g (%#x), GELU %g (%#x)",
-							outside, n, off, i, v, got, math.Float32bits(got), want, math.Float32bits(want))
+				want, wantG := GELU(v), dy[i]*GELUGrad(v)
+				for _, c := range []struct {
+					name      string
+					got, want float32
+				}{{"GELUs", y[i], want}, {"GELUs aliased", alias[i], want},
+					{"GELUGradMul", dx[i], wantG}, {"GELUGradMul aliased", dxAlias[i], wantG}} {
+					if math.Float32bits(c.got) != math.Float32bits(c.want) && !(c.got != c.got && c.want != c.want) {
+						t.Fatalf("outside %g, length %d, offset %d, element %d: %s(%g) = %g (%#x), scalar %g (%#x)",
+							outside, n, off, i, c.name, v, c.got, math.Float32bits(c.got), c.want, math.Float32bits(c.want))
 					}
 				}
 			}

@@ -28,7 +28,8 @@ const (
 	// 0): below it the exponent n of the scale 2^-n is at most 126.
 	limit = float32(13.2)
 
-	// The body, |x| < bodyLimit: Q itself on bodyPieces pieces of width
+	// The body, |x| < bodyLimit: Q itself (and for the derivative E = Q -
+	// a φ) on bodyPieces pieces of width
 	// 1/2, piece j = int(2|x|), each a polynomial of degree bodyDegree in
 	// h = |x| - centre, the centre 0 for [0, 1/2) and the piece's upper end
 	// for the others. Q decreases and is convex there, and beyond the first
@@ -57,6 +58,14 @@ const invSqrt2Pi = 0.3989422804014327 // 1/√(2π)
 func q(a float64) (float64, float64) {
 	v := math.Erfc(a/math.Sqrt2) / 2
 	return v, v
+}
+
+// e is E(a) = Q(a) - a φ(a), GELU'(-a), measured against max(Q, a φ), the
+// scale of the derivative's bound (E has a zero at a ≈ 0.75).
+func e(a float64) (float64, float64) {
+	v, _ := q(a)
+	p := a * math.Exp(-a*a/2) * invSqrt2Pi
+	return v - p, math.Max(v, p)
 }
 
 // r is R(a) = Q(a) exp(a²/2), Q the upper tail of the standard normal
@@ -277,7 +286,7 @@ func main() {
 		}
 	}
 	var bodyCentre [bodyPieces]float32
-	var bc [bodyDegree + 1][bodyPieces]float32
+	var bq, be [bodyDegree + 1][bodyPieces]float32 // Q and E on the body
 	for j := range bodyCentre {
 		lo, hi := float64(j)/2, float64(j+1)/2
 		centre := hi
@@ -285,11 +294,17 @@ func main() {
 			centre = 0
 		}
 		bodyCentre[j] = float32(centre)
-		_, fitted := fit(q, lo, hi, centre, bodyDegree)
-		c, _, _, rounded := fitRounded(q, lo, hi, centre, bodyDegree, false) // no low parts: see bodyDegree
-		log.Printf("Q on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", lo, hi, fitted, math.Log2(fitted), rounded, math.Log2(rounded))
-		for k, v := range c {
-			bc[k][j] = v
+		for _, fn := range []struct {
+			name string
+			f    func(float64) (float64, float64)
+			dst  *[bodyDegree + 1][bodyPieces]float32
+		}{{"Q", q, &bq}, {"E", e, &be}} {
+			_, fitted := fit(fn.f, lo, hi, centre, bodyDegree)
+			c, _, _, rounded := fitRounded(fn.f, lo, hi, centre, bodyDegree, false) // no low parts: see bodyDegree
+			log.Printf("%s on [%g, %g]: worst relative error %.3g (2^%.1f), with float32 coefficients %.3g (2^%.1f)", fn.name, lo, hi, fitted, math.Log2(fitted), rounded, math.Log2(rounded))
+			for k, v := range c {
+				fn.dst[k][j] = v
+			}
 		}
 	}
 	// t = a² - 2n ln2 is within ln2 of 0, plus the rounding of
@@ -320,7 +335,8 @@ func main() {
 	p("\texp [geluExpDegree + 1][8]float32 // g, the coefficient of t^k at k\n")
 	p("\tone, negHalf, halfLog2e, negTwoLn2Hi, negTwoLn2Lo, limit [8]float32\n")
 	p("\tbodyCentre [geluBodyPieces]float32\n")
-	p("\tbody [geluBodyDegree + 1][geluBodyPieces]float32 // Q on the body, the coefficient of h^k at k\n")
+	p("\t// Q and E = Q - a φ (GELU'(-a)) on the body: the coefficient of h^k at k\n")
+	p("\tbody, bodyGrad [geluBodyDegree + 1][geluBodyPieces]float32\n")
 	p("}{\n")
 	row := func(v [8]float32) string {
 		s := "{"
@@ -369,11 +385,16 @@ func main() {
 		p("\t%s: [8]float32%s,\n", c.name, splat(c.v))
 	}
 	p("\tbodyCentre: [geluBodyPieces]float32%s,\n", row(bodyCentre))
-	p("\tbody: [geluBodyDegree + 1][geluBodyPieces]float32{\n")
-	for _, v := range bc {
-		p("\t\t%s,\n", row(v))
+	for _, t := range []struct {
+		name string
+		c    *[bodyDegree + 1][bodyPieces]float32
+	}{{"body", &bq}, {"bodyGrad", &be}} {
+		p("\t%s: [geluBodyDegree + 1][geluBodyPieces]float32{\n", t.name)
+		for _, v := range t.c {
+			p("\t\t%s,\n", row(v))
+		}
+		p("\t},\n")
 	}
-	p("\t},\n")
 	p("}\n")
 	formatted, err := format.Source(src.Bytes())
 	if err != nil {
@@ -400,6 +421,7 @@ func main() {
 	}
 	def("GELU_BODY_CENTRE", 1)
 	def("GELU_BODY", bodyDegree+1)
+	def("GELU_BODY_GRAD", bodyDegree+1)
 	fmt.Fprintf(&h, "#define GELU_DEGREE %d\n#define GELU_EXP_DEGREE %d\n#define GELU_BODY_DEGREE %d\n", degree, expDegree, bodyDegree)
 	if err := os.WriteFile(*hOut, h.Bytes(), 0o644); err != nil {
 		log.Fatal(err)

@@ -48,6 +48,19 @@
 	VADDPS     H, H, J              \
 	VCVTTPS2DQ J, J
 
+// BODY_INDEX4 does BODY_INDEX for the four vectors at 0-96(SI)(BX*1)
+// and sets ZF if every lane is in the body (no bits outside 0-7 in any
+// J).
+#define BODY_INDEX4            \
+	BODY_INDEX(0, Y0, Y4)  \
+	BODY_INDEX(32, Y1, Y5) \
+	BODY_INDEX(64, Y2, Y6) \
+	BODY_INDEX(96, Y3, Y7) \
+	VPOR   Y1, Y0, Y12     \
+	VPOR   Y2, Y12, Y12    \
+	VPOR   Y3, Y12, Y12    \
+	VPTEST Y13, Y12
+
 // BODY_H sets H = h = a - centre[j] and S = the coefficient of h^7 of
 // the polynomial at P (GELU_BODY, Q, or GELU_BODY_GRAD, E).
 #define BODY_H(P, J, H, S)                   \
@@ -149,14 +162,7 @@ body4:
 	LEAQ       128(BX), AX
 	CMPQ       AX, CX
 	JGT        body1
-	BODY_INDEX(0, Y0, Y4)
-	BODY_INDEX(32, Y1, Y5)
-	BODY_INDEX(64, Y2, Y6)
-	BODY_INDEX(96, Y3, Y7)
-	VPOR       Y1, Y0, Y12
-	VPOR       Y2, Y12, Y12
-	VPOR       Y3, Y12, Y12
-	VPTEST     Y13, Y12
+	BODY_INDEX4
 	JEQ        body4in // every lane in the body
 	BODY_COLLECT(0, Y0)
 	BODY_COLLECT(32, Y1)
@@ -173,14 +179,14 @@ body4in:
 	JMP        body4
 
 body1:
-	CMPQ          BX, CX
-	JGE           bodydone
+	CMPQ       BX, CX
+	JGE        bodydone
 	BODY_INDEX(0, Y0, Y4)
 	BODY_COLLECT(0, Y0)
 	BODY_POLY1(GELU_BODY)
 	BODY_OUT(0, Y4, Y8)
-	ADDQ          $32, BX
-	JMP           body1
+	ADDQ       $32, BX
+	JMP        body1
 
 bodydone:
 	MOVQ       R10, ret+48(FP)
@@ -220,14 +226,7 @@ grad4:
 	LEAQ       128(BX), AX
 	CMPQ       AX, CX
 	JGT        grad1
-	BODY_INDEX(0, Y0, Y4)
-	BODY_INDEX(32, Y1, Y5)
-	BODY_INDEX(64, Y2, Y6)
-	BODY_INDEX(96, Y3, Y7)
-	VPOR       Y1, Y0, Y12
-	VPOR       Y2, Y12, Y12
-	VPOR       Y3, Y12, Y12
-	VPTEST     Y13, Y12
+	BODY_INDEX4
 	JEQ        grad4in
 	BODY_COPY(0, R8, R12)
 	BODY_COLLECT(0, Y0)

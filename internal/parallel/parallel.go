@@ -37,8 +37,10 @@ import (
 
 // Run calls fn(p) for every part p in [0, parts) and returns when all have
 // returned. The calling goroutine and up to GOMAXPROCS-1 of the pool's
-// workers take parts in turn until none is left, so that a worker whose thread the machine has
-// descheduled holds up no part it has not started; where the pool is in
+// workers take parts in turn until none is left, so that a worker whose
+// thread the machine has descheduled holds up no part it has not started
+// (more workers where GOMAXPROCS has shrunk since the pool grew: workers
+// are never retired, and one still polling takes parts unasked); where the pool is in
 // use by another Run (concurrent callers, or a Run inside a part), the
 // parts run on new goroutines instead. parts below 2 run inline.
 func Run(parts int, fn func(part int)) {
@@ -180,13 +182,17 @@ func (w *worker) next(p *pool, seen *job) *job {
 }
 
 // pollFor is how long a worker polls for the pool's next job, and a caller
-// for its job's last part, before blocking; 0 blocks at once.
-var pollFor = 200 * time.Microsecond
+// for its job's last part, before blocking (nanoseconds; 0 blocks at
+// once). Atomic so that a benchmark may change it while workers poll.
+var pollFor atomic.Int64
+
+func init() { pollFor.Store(int64(200 * time.Microsecond)) }
 
 // poll calls done until it reports true, for pollFor at most, and returns
 // its last answer.
 func poll(done func() bool) bool {
-	if pollFor <= 0 {
+	limit := time.Duration(pollFor.Load())
+	if limit <= 0 {
 		return done()
 	}
 	var deadline time.Time
@@ -197,7 +203,7 @@ func poll(done func() bool) bool {
 		if i%64 == 63 {
 			now := time.Now()
 			if deadline.IsZero() {
-				deadline = now.Add(pollFor)
+				deadline = now.Add(limit)
 			} else if now.After(deadline) {
 				return false
 			}

@@ -80,14 +80,14 @@ func TestRunWaitsForAll(t *testing.T) {
 // serial work, polling (pollFor as set) and blocking at once, against
 // starting goroutines (what the engine did before): ns of the Run alone.
 func BenchmarkRun(b *testing.B) {
-	polled := pollFor
-	defer func() { pollFor = polled }()
+	polled := pollFor.Load()
+	defer pollFor.Store(polled)
 	for _, gap := range []time.Duration{0, 20 * time.Microsecond, 200 * time.Microsecond} {
 		for _, way := range []string{"poll", "block", "goroutines"} {
 			b.Run(way+"/gap_"+gap.String(), func(b *testing.B) {
-				pollFor = polled
+				pollFor.Store(polled)
 				if way == "block" {
-					pollFor = 0
+					pollFor.Store(0)
 				}
 				var x [2]int
 				var in time.Duration

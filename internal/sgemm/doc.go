@@ -12,7 +12,7 @@
 //   - AVX-512F: an 8x32 tile in 16 of the 32 ZMM registers
 //     (kernel_avx512_amd64.s); each step of k is 2 loads of B and 8
 //     broadcasts of A for 16 FMAs of 16 floats. On a Zen 5 (full-width
-//     512-bit FMA) it ran the model's products 1.5-2 times as fast as the
+//     512-bit FMA) it ran the model's products 1.4-2.1 times as fast as the
 //     AVX2 kernel. On CPUs that split 512-bit operations in two (Zen 4)
 //     the gain would come only from the fewer loads per FMA; it has not
 //     been measured on one.

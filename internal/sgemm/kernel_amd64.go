@@ -36,7 +36,7 @@ func asmKernel(name string, mr, nr int, tile func(k int, a, b, c *float32, ldc i
 }
 
 // kernels lists the microkernels this CPU can run, fastest first. The
-// AVX-512 kernel ran the model's products 1.5-2x as fast as the AVX2 one
+// AVX-512 kernel ran the model's products 1.4-2.1x as fast as the AVX2 one
 // on a Zen 5 (bench_test.go; the numbers are in the commit that added it).
 // cpu.X86.HasAVX512F is false where the OS does not save the ZMM and mask
 // registers.

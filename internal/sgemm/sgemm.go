@@ -33,7 +33,7 @@ import (
 const (
 	kc = 256
 	mc = 264 // a multiple of each kernel's mr: 8, 6 and the reference's 4
-	nc = 256 // a multiple of each kernel's nr: 32, 16 and the reference's 8
+	nc = 256 // a multiple of each kernel's nr: 32, 16 and the reference's 4
 )
 
 // kernel is a microkernel: it computes an mr x nr tile of C from a packed A

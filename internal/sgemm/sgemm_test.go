@@ -9,7 +9,7 @@ import (
 )
 
 // shapes are ragged on purpose: not multiples of any tile (6x16, 8x32,
-// the reference's 4x8) or block, 1x1, exactly one tile of each kernel,
+// the reference's 4x4) or block, 1x1, exactly one tile of each kernel,
 // one row or column more than a tile or two, k = 1 and other small k
 // (fewer than one unrolled iteration of the kernels' loops, or one and a
 // remainder), k across several kc blocks, n across nc blocks, m across mc

@@ -46,7 +46,9 @@ func AXPBY(dst, x, y []float32, a, b float64) {
 	}
 }
 
-// GELUs sets y[j] = GELU(x[j]) for j < len(x). y may alias x.
+// GELUs sets y[j] = GELU(x[j]) for j < len(x), the same bits as GELU but
+// for NaN: a NaN x gives a NaN, not always of x's sign. y may be x itself,
+// but not overlap it otherwise.
 func GELUs(y, x []float32) {
 	n := 0
 	if useAsm && haveFMA {
@@ -62,8 +64,9 @@ func GELUs(y, x []float32) {
 }
 
 // geluBlock is the floats of x geluVectors hands the body pass at once
-// (2 KiB), and so the room it keeps for the vectors out of the body.
-const geluBlock = 512
+// (1 KiB), and so the room it keeps for the vectors out of the body: Go
+// zeroes those buffers on every call, which short calls notice.
+const geluBlock = 256
 
 // geluVectors runs GELUs' assembly over x, whose length is a multiple of
 // 8, a block at a time: the body (geluBodyAVX2, |x| < 4) for every
@@ -74,12 +77,13 @@ const geluBlock = 512
 // a break in its loops: inputs rarely out of the body cost little more
 // than it, inputs always out little more than the whole-range formula.
 func geluVectors(y, x []float32) {
-	var outX, outY [geluBlock]float32
+	var outX [geluBlock]float32
 	var outAt [geluBlock / 8]int32
 	for len(x) > 0 {
 		m := min(len(x), geluBlock)
 		k := geluBodyAVX2(m, &y[0], &x[0], &geluC.centre[0], &outX[0], &outAt[0])
 		if k > 0 {
+			var outY [geluBlock]float32 // zeroed only here
 			geluAVX2(8*k, &outY[0], &outX[0], &geluC.centre[0])
 			geluScatterAVX2(k, &y[0], &outY[0], &outX[0], &outAt[0])
 		}
@@ -92,12 +96,13 @@ func geluVectors(y, x []float32) {
 // (geluGradMulAVX2) over the vectors with a lane out of the body, with
 // their dy, and its results stored to those lanes.
 func geluGradVectors(dx, dy, x []float32) {
-	var outX, outDy, outDx [geluBlock]float32
+	var outX, outDy [geluBlock]float32
 	var outAt [geluBlock / 8]int32
 	for len(x) > 0 {
 		m := min(len(x), geluBlock)
 		k := geluBodyGradMulAVX2(m, &dx[0], &dy[0], &x[0], &geluC.centre[0], &outX[0], &outDy[0], &outAt[0])
 		if k > 0 {
+			var outDx [geluBlock]float32
 			geluGradMulAVX2(8*k, &outDx[0], &outDy[0], &outX[0], &geluC.centre[0])
 			geluScatterAVX2(k, &dx[0], &outDx[0], &outX[0], &outAt[0])
 		}
@@ -106,7 +111,8 @@ func geluGradVectors(dx, dy, x []float32) {
 }
 
 // GELUGradMul sets dx[j] = dy[j] * GELUGrad(x[j]) for j < len(x), the
-// backward pass through GELU. dx may alias dy.
+// backward pass through GELU, the same bits as GELUGrad but for NaN (as
+// GELUs). dx may be dy itself, but not overlap it otherwise, nor x.
 func GELUGradMul(dx, dy, x []float32) {
 	n := 0
 	if useAsm && haveFMA {

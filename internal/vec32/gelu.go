@@ -22,10 +22,12 @@ import (
 // The body, a < 4 (where nearly every input of the engine falls): Q(a)
 // is a degree-7 polynomial in h = a - centre on each of 8 pieces of width
 // 1/2, piece j = int(2a), the centre 0 for the first and the piece's
-// upper end for the others (h is exact: 0, or Sterbenz). Beyond the first
-// piece Q's derivatives up to the 7th alternate in sign, so with h <= 0
-// every term of the polynomial is positive and Horner's rule does not
-// cancel (with centres mid-piece GELU reached 2.9 ulp on the steep pieces).
+// upper end for the others (h is exact: 0, or Sterbenz). Q decreases and
+// is convex, so with h <= 0 the terms of degree 0 to 2 (3 to 6 on the
+// outer pieces), which carry nearly all of the value, are positive, and
+// only small high-order terms are not (on the last piece none is): Horner's
+// rule cancels little. With centres mid-piece, where the linear term
+// changes sign across the piece, GELU reached 2.9 ulp on the steep pieces.
 // Then GELU(x) = -a Q(a) + (x, or 0 for x < 0), one FMA. The derivative
 // the same way: E(a) = Q(a) - a φ(a) = GELU'(-a) on the same pieces, and
 // GELU'(x) = E(a) for x < 0, 1 - E(a) otherwise. gelugen fits the

@@ -267,6 +267,9 @@ func checkOutDir(out string) error {
 		return fmt.Errorf("--out %s is a file; want a directory to write %s and %s in", out, searchIDsFile, searchScoresFile)
 	}
 	entries, err := os.ReadDir(out)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // another search writing --out moved it aside meanwhile
+	}
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}

@@ -29,14 +29,15 @@ const tileBytes = 256 << 10
 // It cuts the keys into tiles (128 rows at width 512: 256 KiB as
 // float32), packs one tile at a time into key panels (float16 keys are
 // decoded on the way; no float32 copy of the keys is made), multiplies
-// every panel of queries, packed once, with it (scoreTile: an AVX2/FMA
-// kernel on amd64, portable Go elsewhere; see panel.go), and keeps for
-// every query the candidates the float32 error bound cannot rule out
-// ([ErrorBound]), which it re-scores in float64 to return the exact answer
-// of the [Searcher] contract. The kernel compares each score with its
-// query's current threshold (the k-th best lower bound less the largest
-// error bound of the tile), so almost every score is dismissed there, one
-// comparison per eight. Workers (up to Workers goroutines) take tiles in
+// every panel of queries, packed once, with it (scoreTile: an AVX-512 or
+// an AVX2/FMA kernel on amd64, whichever the CPU has, portable Go
+// elsewhere; see panel.go), and keeps for every query the candidates the
+// float32 error bound cannot rule out ([ErrorBound]), which it re-scores
+// in float64 to return the exact answer of the [Searcher] contract. The
+// kernel compares each score with its query's current threshold (the k-th
+// best lower bound less the largest error bound of the tile), so almost
+// every score is dismissed there, one vector comparison per 16 scores
+// (AVX-512) or 8 (AVX2). Workers (up to Workers goroutines) take tiles in
 // turn; each keeps its own candidates per query, merged at the end, so
 // the answer does not depend on scheduling.
 //

@@ -6,10 +6,35 @@ func SmallSearcher(keyTile int, windowBytes int64, workers int) *CPUSearcher {
 	return &CPUSearcher{Workers: workers, keyTile: keyTile, windowBytes: windowBytes}
 }
 
-// UseAsm turns the amd64 kernels on or off (when the CPU has them) and
-// returns a function restoring the setting.
-func UseAsm(on bool) func() {
-	old := haveAsm
-	haveAsm = on && old
-	return func() { haveAsm = old }
+// Kernels names the panel kernels this CPU runs, the search's default
+// first.
+func Kernels() []string {
+	var names []string
+	for _, k := range availableKernels() {
+		names = append(names, k.String())
+	}
+	return names
+}
+
+// ABKernels is Kernels repeated as many times as the benchmarks' -rounds
+// flag asks.
+func ABKernels() []string {
+	var names []string
+	for _, k := range abKernels() {
+		names = append(names, k.String())
+	}
+	return names
+}
+
+// UseKernels makes the search run the named panel kernels (one of
+// Kernels) and returns a function restoring the setting.
+func UseKernels(name string) func() {
+	old := kernels
+	for _, k := range availableKernels() {
+		if k.String() == name {
+			kernels = k
+			return func() { kernels = old }
+		}
+	}
+	panic("retrieval: no kernels named " + name + " on this CPU")
 }

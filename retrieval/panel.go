@@ -19,17 +19,41 @@ import (
 // past the tile's end zero. The queries are packed once into query panels
 // of panelQueries rows the same way. scorePanels multiplies one query panel
 // with every key panel of a tile: a 6×16 tile of float32 scores per key
-// panel, each score one chain of multiply-adds (ErrorBound allows any
-// order), and reports which key panels hold a score at or above its query's
-// threshold, so that the selection never looks at the others. On amd64 the
-// tile lives in twelve of AVX2's sixteen 8-lane registers (two more hold a
-// step's 16 keys, two the broadcast queries) and the key panels of a tile
-// stay in the core's L2 cache while every query panel streams past them.
+// panel, each score one chain of multiply-adds in step order (ErrorBound
+// allows any order; the AVX-512 and AVX2 kernels run the same FMA chains,
+// so they give the same scores bit for bit), and reports which key panels
+// hold a score at or above its query's threshold, so that the selection
+// never looks at the others. On
+// amd64 with AVX2 the tile lives in twelve of the sixteen 8-lane
+// registers (two more hold a step's 16 keys, two the broadcast queries);
+// with AVX-512 the kernel takes two neighbouring key panels at once, a
+// 6×32 tile in twelve of the 32 16-lane registers, still with one answer
+// bit per key panel, so the layout is the same for every kernel. The key
+// panels of a tile stay in the core's L2 cache while every query panel
+// streams past them.
 const (
 	panelKeys     = 16
 	panelQueries  = 6
 	maxTilePanels = 64 // scorePanels's answer has one bit per key panel
 )
+
+// panelKernels names a set of kernels for the panels: packing, norms and
+// score tiles.
+type panelKernels uint8
+
+const (
+	goKernels     panelKernels = iota // the portable Go of this file
+	avx2Kernels                       // panel_amd64.s: AVX2, FMA and F16C
+	avx512Kernels                     // the AVX2 packing; score tiles by panel_avx512_amd64.s
+)
+
+func (k panelKernels) String() string {
+	return [...]string{"go", "avx2", "avx512"}[k]
+}
+
+// kernels is the set the search runs: the fastest this CPU has, a
+// variable so that tests and benchmarks can run each.
+var kernels = availableKernels()[0]
 
 // packKeys packs rows [lo, hi) of segment s (at most maxTilePanels panels)
 // into key panels in dst, ⌈(hi-lo)/16⌉·16·Dim values, and stores each row's
@@ -46,7 +70,7 @@ func (k *Keys) packKeys(dst []float32, norms2 []float64, row []float32, s, lo, h
 		rows := min(panelKeys, hi-p0)
 		src := seg.Data[p0*rowBytes : (p0+rows)*rowBytes]
 		done := 0
-		if haveAsm && rows == panelKeys {
+		if kernels != goKernels && rows == panelKeys {
 			done = packPanelAsm(panel, src, rowBytes, dim, half)
 		}
 		// What the kernel did not pack: columns past its multiple of 8,
@@ -70,7 +94,7 @@ func (k *Keys) packKeys(dst []float32, norms2 []float64, row []float32, s, lo, h
 			}
 		}
 		var n2 [panelKeys]float64
-		if haveAsm {
+		if kernels != goKernels {
 			panelNormsAsm(panel, dim, &n2)
 		} else {
 			panelNormsGo(panel, dim, &n2)
@@ -123,7 +147,10 @@ func packQueries(dst, q []float32, n, dim int) {
 // of that tile is not below thr[i], for any i, or is NaN or -Inf (a float32
 // sum that overflowed, which no error bound covers).
 func scoreTile(dim int, q, keys []float32, panels int, thr *[panelQueries]float32, c []float32, ldc int) uint64 {
-	if haveAsm {
+	switch kernels {
+	case avx512Kernels:
+		return scorePanelsAVX512(dim, q, keys, panels, thr, c, ldc)
+	case avx2Kernels:
 		return scorePanelsAsm(dim, q, keys, panels, thr, c, ldc)
 	}
 	return scorePanelsGo(dim, q, keys, panels, thr, c, ldc)

@@ -8,7 +8,8 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// The kernels of panel_amd64.s (see there for what each computes).
+// The kernels of panel_amd64.s and panel_avx512_amd64.s (see there for
+// what each computes).
 
 //go:noescape
 func packF16(k8 int, src *byte, lds int, dst *float32)
@@ -22,9 +23,24 @@ func panelNorms(k int, panel *float32, out *[panelKeys]float64)
 //go:noescape
 func scorePanels(k int, q *float32, keys *float32, panels int, thr *[panelQueries]float32, c *float32, ldc int) uint64
 
-// haveAsm says whether this CPU runs the kernels (AVX2, FMA and F16C); a
-// variable so that tests can take the portable path too.
-var haveAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+//go:noescape
+func scorePanelPairs(k int, q *float32, keys *float32, pairs int, thr *[panelQueries]float32, c *float32, ldc int) uint64
+
+// availableKernels lists the kernels this CPU runs, fastest first: the
+// AVX-512 score kernel (AVX-512F, with the AVX2 packing and its tail)
+// needs what the AVX2 ones need too. cpu.X86.HasAVX512F is false where
+// the OS does not save the ZMM and mask registers.
+func availableKernels() []panelKernels {
+	avx2 := cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+	var ks []panelKernels
+	if avx2 && cpu.X86.HasAVX512F {
+		ks = append(ks, avx512Kernels)
+	}
+	if avx2 {
+		ks = append(ks, avx2Kernels)
+	}
+	return append(ks, goKernels)
+}
 
 // packPanelAsm packs the first 8·⌊dim/8⌋ columns of 16 full rows (src,
 // rowBytes apart, float16 or float32) into the key panel dst and returns
@@ -54,8 +70,30 @@ func panelNormsAsm(panel []float32, dim int, out *[panelKeys]float64) {
 	panelNorms(dim, unsafe.SliceData(panel), out)
 }
 
-func scorePanelsAsm(dim int, q, keys []float32, panels int, thr *[panelQueries]float32, c []float32, ldc int) uint64 {
+// checkTile panics unless q, keys and c hold what a score kernel reads
+// and writes for panels key panels, so that the assembly cannot go
+// outside them.
+func checkTile(dim int, q, keys []float32, panels int, c []float32, ldc int) {
 	_, _ = q[dim*panelQueries-1], keys[panels*dim*panelKeys-1]
 	_ = c[(panelQueries-1)*ldc+panels*panelKeys-1]
+}
+
+func scorePanelsAsm(dim int, q, keys []float32, panels int, thr *[panelQueries]float32, c []float32, ldc int) uint64 {
+	checkTile(dim, q, keys, panels, c, ldc)
 	return scorePanels(dim, unsafe.SliceData(q), unsafe.SliceData(keys), panels, thr, unsafe.SliceData(c), ldc)
+}
+
+// scorePanelsAVX512 is scorePanelsAsm with the AVX-512 kernel, which
+// takes the key panels two at a time; an odd last one goes to the AVX2
+// kernel (the same FMA chains, so the same scores).
+func scorePanelsAVX512(dim int, q, keys []float32, panels int, thr *[panelQueries]float32, c []float32, ldc int) uint64 {
+	checkTile(dim, q, keys, panels, c, ldc)
+	var mask uint64
+	if pairs := panels / 2; pairs > 0 {
+		mask = scorePanelPairs(dim, unsafe.SliceData(q), unsafe.SliceData(keys), pairs, thr, unsafe.SliceData(c), ldc)
+	}
+	if last := panels - 1; panels%2 == 1 {
+		mask |= scorePanels(dim, unsafe.SliceData(q), &keys[last*dim*panelKeys], 1, thr, &c[last*panelKeys], ldc) << last
+	}
+	return mask
 }

@@ -1,6 +1,7 @@
 package retrieval
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"math/bits"
@@ -12,18 +13,14 @@ import (
 	"github.com/dinoclip/dinoclip/npy"
 )
 
-// kernelModes runs f with the amd64 kernels (where the CPU has them) and
-// with the portable code.
+// kernelModes runs f with each set of panel kernels this CPU has
+// (AVX-512, AVX2, portable Go).
 func kernelModes(t *testing.T, f func(t *testing.T)) {
-	modes := []bool{false}
-	if haveAsm {
-		modes = append(modes, true)
-	}
-	for _, asm := range modes {
-		t.Run(fmt.Sprintf("asm=%v", asm), func(t *testing.T) {
-			old := haveAsm
-			haveAsm = asm
-			defer func() { haveAsm = old }()
+	for _, k := range availableKernels() {
+		t.Run(k.String(), func(t *testing.T) {
+			old := kernels
+			kernels = k
+			defer func() { kernels = old }()
 			f(t)
 		})
 	}
@@ -232,6 +229,58 @@ func TestScoreTile(t *testing.T) {
 	})
 }
 
+// The assembly kernels give the same float32 scores and the same answer
+// bits, bit for bit, as the first of them (the search's default), tile
+// shapes with an odd number of key panels included.
+func TestScoreTileKernelsAgree(t *testing.T) {
+	var asm []panelKernels
+	for _, k := range availableKernels() {
+		if k != goKernels {
+			asm = append(asm, k)
+		}
+	}
+	if len(asm) < 2 {
+		t.Skipf("this CPU runs %d assembly kernel(s); nothing to compare", len(asm))
+	}
+	defer func(old panelKernels) { kernels = old }(kernels)
+	rnd := rand.New(rand.NewPCG(13, 14))
+	for _, sz := range []struct{ dim, panels int }{{1, 1}, {5, 2}, {8, 3}, {31, 7}, {512, 8}, {512, 63}, {100, 64}} {
+		dim, panels := sz.dim, sz.panels
+		q := make([]float32, panelQueries*dim)
+		for i := range q {
+			q[i] = float32(rnd.NormFloat64())
+		}
+		keys := make([]float32, panels*panelKeys*dim)
+		for i := range keys {
+			keys[i] = float32(rnd.NormFloat64())
+		}
+		var thr [panelQueries]float32
+		for i := range thr {
+			thr[i] = float32((2.5 + 0.3*rnd.NormFloat64()) * math.Sqrt(float64(dim)))
+		}
+		ldc := panels*panelKeys + 5
+		var want []float32
+		var wantMask uint64
+		for n, k := range asm {
+			kernels = k
+			c := make([]float32, panelQueries*ldc)
+			mask := scoreTile(dim, q, keys, panels, &thr, c, ldc)
+			if n == 0 {
+				want, wantMask = c, mask
+				continue
+			}
+			if mask != wantMask {
+				t.Errorf("dim %d, %d panels: %v mask %064b, %v %064b", dim, panels, k, mask, asm[0], wantMask)
+			}
+			for i := range c {
+				if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("dim %d, %d panels: %v scores %v at %d, %v %v", dim, panels, k, c[i], i, asm[0], want[i])
+				}
+			}
+		}
+	}
+}
+
 // threshold never lets a score through that could reach the floor, and is
 // the tightest float32 but for its one extra step.
 func TestThreshold(t *testing.T) {
@@ -256,9 +305,26 @@ func TestThreshold(t *testing.T) {
 	}
 }
 
-// BenchmarkScoreTile times the kernel on one key tile of the default size
-// at width 512 (its panels in L2) against a stream of query panels, as the
-// search runs it, on one goroutine: GFLOP/s of the multiply-adds.
+// benchRounds is how many times the benchmarks run the kernels in turn
+// (go test -bench . -args -rounds 3), for an A/B in one process that the
+// machine's other load hits alike; -count would run each kernel's rounds
+// back to back.
+var benchRounds = flag.Int("rounds", 1, "run the benchmarks of each set of panel kernels this many times, in turn")
+
+// abKernels lists each set of panel kernels this CPU has, benchRounds
+// times over.
+func abKernels() []panelKernels {
+	var ks []panelKernels
+	for range *benchRounds {
+		ks = append(ks, availableKernels()...)
+	}
+	return ks
+}
+
+// BenchmarkScoreTile times each score kernel this CPU has on one key tile
+// of the default size at width 512 (its panels in L2) against a stream of
+// query panels, as the search runs it, on one goroutine: GFLOP/s of the
+// multiply-adds.
 func BenchmarkScoreTile(b *testing.B) {
 	const dim, nq = 512, 1002
 	panels := tileBytes / (4 * dim) / panelKeys
@@ -273,10 +339,17 @@ func BenchmarkScoreTile(b *testing.B) {
 	}
 	c := make([]float32, panelQueries*panels*panelKeys)
 	thr := [panelQueries]float32{1e9, 1e9, 1e9, 1e9, 1e9, 1e9}
-	for b.Loop() {
-		for b0 := 0; b0 < nq; b0 += panelQueries {
-			scoreTile(dim, q[b0*dim:(b0+panelQueries)*dim], keys, panels, &thr, c, panels*panelKeys)
-		}
+	for _, k := range abKernels() {
+		b.Run(k.String(), func(b *testing.B) {
+			old := kernels
+			kernels = k
+			defer func() { kernels = old }()
+			for b.Loop() {
+				for b0 := 0; b0 < nq; b0 += panelQueries {
+					scoreTile(dim, q[b0*dim:(b0+panelQueries)*dim], keys, panels, &thr, c, panels*panelKeys)
+				}
+			}
+			b.ReportMetric(2*float64(nq*panels*panelKeys*dim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
-	b.ReportMetric(2*float64(nq*panels*panelKeys*dim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

@@ -48,24 +48,22 @@ func BenchmarkCPUSearch(b *testing.B) {
 				b.Fatal(err)
 			}
 			name := fmt.Sprintf("q%d_k%d_d%d_%s", sz.nq, sz.nk, sz.dim, map[npy.DType]string{npy.Float16: "f16", npy.Float32: "f32"}[dt])
-			run := func(b *testing.B) {
-				s := &retrieval.CPUSearcher{}
-				for b.Loop() {
-					if _, err := s.Search(context.Background(), q, sz.nq, keys, 10); err != nil {
-						b.Fatal(err)
+			// Each set of panel kernels this CPU has, on the same data, in
+			// turn (-args -rounds n: n times over): an A/B in one process.
+			for _, kernels := range retrieval.ABKernels() {
+				b.Run(name+"_"+kernels, func(b *testing.B) {
+					defer retrieval.UseKernels(kernels)()
+					s := &retrieval.CPUSearcher{}
+					for b.Loop() {
+						if _, err := s.Search(context.Background(), q, sz.nq, keys, 10); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				b.ReportMetric(float64(sz.nq)/sec, "queries/s")
-				b.ReportMetric(2*float64(sz.nq)*float64(sz.nk)*float64(sz.dim)/sec/1e9, "GFLOP/s")
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(float64(sz.nq)/sec, "queries/s")
+					b.ReportMetric(2*float64(sz.nq)*float64(sz.nk)*float64(sz.dim)/sec/1e9, "GFLOP/s")
+				})
 			}
-			b.Run(name, run)
-			// The portable kernels on the same data, to show what the amd64
-			// ones gain.
-			b.Run(name+"_portable", func(b *testing.B) {
-				defer retrieval.UseAsm(false)()
-				run(b)
-			})
 		}
 	}
 }

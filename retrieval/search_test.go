@@ -14,25 +14,29 @@ import (
 
 // The CPU searcher passes the implementation-agnostic suite with its
 // defaults and with blockings that put block, tile and window edges
-// everywhere, on one and on several workers.
+// everywhere (an odd number of key panels in a tile among them), on one
+// and on several workers, with each set of panel kernels this CPU has.
 func TestCPUSearcher(t *testing.T) {
-	for _, s := range []*retrieval.CPUSearcher{
-		{},
-		retrieval.SmallSearcher(1, 1, 1),
-		retrieval.SmallSearcher(5, 64, 2),
-		retrieval.SmallSearcher(4, 1000, 3),
-		retrieval.SmallSearcher(200, 1<<20, 4),
-		retrieval.SmallSearcher(48, 1<<14, 2),
-	} {
-		name := "defaults"
-		if s.Workers != 0 {
-			name = fmt.Sprintf("workers%d", s.Workers)
-		}
-		t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
+	for _, kernels := range retrieval.Kernels() {
+		t.Run(kernels, func(t *testing.T) {
+			defer retrieval.UseKernels(kernels)()
+			for _, s := range []*retrieval.CPUSearcher{
+				{},
+				retrieval.SmallSearcher(1, 1, 1),
+				retrieval.SmallSearcher(5, 64, 2),
+				retrieval.SmallSearcher(4, 1000, 3),
+				retrieval.SmallSearcher(200, 1<<20, 4),
+				retrieval.SmallSearcher(48, 1<<14, 2),
+				retrieval.SmallSearcher(21, 1000, 2),
+			} {
+				name := "defaults"
+				if s.Workers != 0 {
+					name = fmt.Sprintf("workers%d", s.Workers)
+				}
+				t.Run(name, func(t *testing.T) { searchtest.Run(t, s) })
+			}
+		})
 	}
-	// The portable kernels, where the amd64 ones would otherwise take over.
-	defer retrieval.UseAsm(false)()
-	t.Run("portable", func(t *testing.T) { searchtest.Run(t, retrieval.SmallSearcher(21, 1000, 2)) })
 }
 
 // A budget too small for the candidate lists is an error naming the

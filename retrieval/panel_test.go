@@ -144,14 +144,7 @@ func TestScoreTile(t *testing.T) {
 		rnd := rand.New(rand.NewPCG(9, 10))
 		for _, sz := range []struct{ dim, panels int }{{1, 1}, {3, 5}, {8, 2}, {13, 64}, {512, 9}, {512, 64}} {
 			dim, panels := sz.dim, sz.panels
-			q := make([]float32, panelQueries*dim)
-			for i := range q {
-				q[i] = float32(rnd.NormFloat64())
-			}
-			keys := make([]float32, panels*panelKeys*dim)
-			for i := range keys {
-				keys[i] = float32(rnd.NormFloat64())
-			}
+			q, keys := normalFloats(rnd, panelQueries*dim), normalFloats(rnd, panels*panelKeys*dim)
 			ldc := panels*panelKeys + 3
 			c := make([]float32, panelQueries*ldc)
 			rel, abs := ErrorBound(dim)
@@ -246,14 +239,7 @@ func TestScoreTileKernelsAgree(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(13, 14))
 	for _, sz := range []struct{ dim, panels int }{{1, 1}, {5, 2}, {8, 3}, {31, 7}, {512, 8}, {512, 63}, {100, 64}} {
 		dim, panels := sz.dim, sz.panels
-		q := make([]float32, panelQueries*dim)
-		for i := range q {
-			q[i] = float32(rnd.NormFloat64())
-		}
-		keys := make([]float32, panels*panelKeys*dim)
-		for i := range keys {
-			keys[i] = float32(rnd.NormFloat64())
-		}
+		q, keys := normalFloats(rnd, panelQueries*dim), normalFloats(rnd, panels*panelKeys*dim)
 		var thr [panelQueries]float32
 		for i := range thr {
 			thr[i] = float32((2.5 + 0.3*rnd.NormFloat64()) * math.Sqrt(float64(dim)))
@@ -352,4 +338,13 @@ func BenchmarkScoreTile(b *testing.B) {
 			b.ReportMetric(2*float64(nq*panels*panelKeys*dim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
+}
+
+// normalFloats returns n standard normal values.
+func normalFloats(rnd *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rnd.NormFloat64())
+	}
+	return v
 }

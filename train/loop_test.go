@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -432,17 +433,19 @@ func (e slowEngine) Step(s nn.AdamWStep) error {
 // stepCounter counts the engine's optimizer steps.
 type stepCounter struct {
 	nn.Engine
-	steps int
+	steps atomic.Int64 // read by the prefetcher's goroutine too
 }
 
-func (c *stepCounter) Step(s nn.AdamWStep) error { c.steps++; return c.Engine.Step(s) }
+func (c *stepCounter) Step(s nn.AdamWStep) error { c.steps.Add(1); return c.Engine.Step(s) }
 
 // A Ctrl-C that arrives while the loop waits for the prefetcher's next
 // batch still saves a checkpoint at the last step taken: the prefetcher
 // may stop without handing the batch over (it picks at random between
 // that and the cancellation), which was returned as a failed step with
 // nothing saved since the last periodic checkpoint. The read of the fifth
-// batch waits 50 ms (the loop is then idle in next()) and cancels the run.
+// batch waits until the loop has taken the four steps before it (it is
+// then idle in next(); a fixed sleep was too short on a loaded machine)
+// and cancels the run.
 func TestInterruptWhileWaitingForDataSaves(t *testing.T) {
 	dataDir := t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
@@ -456,7 +459,10 @@ func TestInterruptWhileWaitingForDataSaves(t *testing.T) {
 			return func(rows []int32, x, t []float32) error {
 				err := read(rows, x, t)
 				if reads++; reads == 5 {
-					time.Sleep(50 * time.Millisecond)
+					for deadline := time.Now().Add(10 * time.Second); counter.steps.Load() < 4 && time.Now().Before(deadline); {
+						time.Sleep(time.Millisecond)
+					}
+					time.Sleep(5 * time.Millisecond) // into next()
 					cancel()
 				}
 				return err
@@ -475,8 +481,8 @@ func TestInterruptWhileWaitingForDataSaves(t *testing.T) {
 		if err := json.Unmarshal(ck.State, &st); err != nil {
 			t.Fatal(err)
 		}
-		if st.Step != counter.steps || st.Step < 4 {
-			t.Fatalf("interrupted after %d steps, the last checkpoint is at step %d", counter.steps, st.Step)
+		if steps := int(counter.steps.Load()); st.Step != steps || st.Step < 4 {
+			t.Fatalf("interrupted after %d steps, the last checkpoint is at step %d", steps, st.Step)
 		}
 	}
 }

@@ -40,9 +40,10 @@ import (
 // workers take parts in turn until none is left, so that a worker whose
 // thread the machine has descheduled holds up no part it has not started
 // (more workers where GOMAXPROCS has shrunk since the pool grew: workers
-// are never retired, and one still polling takes parts unasked); where the pool is in
-// use by another Run (concurrent callers, or a Run inside a part), the
-// parts run on new goroutines instead. parts below 2 run inline.
+// are never retired, and one still polling takes parts unasked); where
+// the pool is in use by another Run (concurrent callers, or a Run inside
+// a part), the parts run on new goroutines instead. parts below 2 run
+// inline.
 func Run(parts int, fn func(part int)) {
 	if parts < 2 {
 		if parts == 1 {

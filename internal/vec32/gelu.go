@@ -74,10 +74,11 @@ import (
 // in about 5 CPU-minutes) against float64 references (math.Erfc, equal to
 // the math.Erf form wherever that does not cancel): GELU within 3 ulp of
 // the exact value (worst over every float32: 2.39 ulp, at x = -3.0569918,
-// in the body; 2.60 at -3.2429 before the body had its own formula);
-// the derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.46, at
-// -5.7029586, outside the body; 2.51 at -3.4288304 before), since near its zero at x ≈ -0.75 the two terms cancel and
-// no relative bound holds. Both
+// in the body; 2.60 at -3.2429 before the body had its own formula); the
+// derivative within 3 ulp of max(|Φ(x)|, |x φ(x)|) (worst 2.46, at
+// -5.7029586, outside the body; 2.51 at -3.4288304 before), since near
+// its zero at x ≈ -0.75 the two terms cancel and no relative bound
+// holds. Both
 // hold where that value is at least 2^-116 (|x| < 12.6 and 12.8); beyond,
 // the results have only absolute accuracy (below 2^-116). The float64
 // GELU the engine once used was within 0.5 ulp; PyTorch's float32 erf form

@@ -77,6 +77,7 @@ type Engine struct {
 	xb, hiddenb       buf[uint16]  // bf16 mode: x [n,in] and hidden [n,h] in bf16
 	headActb          buf[uint16]  // bf16 mode: headAct [n,hd] in bf16
 	dyb               buf[uint16]  // bf16 mode: a Linear's output gradient in bf16 [n, widest output]
+	gradPartial       buf[float32] // bf16 mode: grad_rows's column partials
 
 	// The resident training data (resident.go): a third allocation, float16
 	// features [rows, in] then targets [rows, out]; 0 when none is loaded.
@@ -411,6 +412,9 @@ func (e *Engine) forwardHead(n int, grad bool) error {
 // backward sets the gradients from dy for the last forward of n rows (on
 // the worker thread). It mirrors nn.Model.Backward.
 func (e *Engine) backward(n int) error {
+	if e.bf16 {
+		return e.backwardBF16(n)
+	}
 	c, d := e.cfg, e.dev
 	h, hd, o := c.HiddenDim, c.HeadDim(), c.OutputDim
 	dy := e.dy.at(0, n*o)
@@ -422,14 +426,14 @@ func (e *Engine) backward(n int) error {
 		}
 	}
 	dHead := e.s2.at(0, n*hd)
-	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, e.headActb, n, false); err != nil {
+	if err := e.linearBackward(e.head2, dHead, dy, e.headAct, n, false); err != nil {
 		return err
 	}
 	if err := d.geluBackward(dHead, dHead, e.head, n*hd); err != nil {
 		return err
 	}
 	dStream := e.s1
-	if err := e.linearBackward(e.head1, dStream, dHead, e.hidden, e.hiddenb, n, false); err != nil {
+	if err := e.linearBackward(e.head1, dStream, dHead, e.hidden, n, false); err != nil {
 		return err
 	}
 	if err := e.layerNormBackward(e.hiddenNorm, dStream, dStream, e.xhatH, e.rstdH, n); err != nil {
@@ -442,7 +446,7 @@ func (e *Engine) backward(n int) error {
 		if err := e.layerNormBackward(b.n2, dOut2, dStream, b.xhat2, b.rstd2, n); err != nil {
 			return err
 		}
-		if err := e.linearBackward(b.l2, dIn2, dOut2, b.act, b.actb, n, false); err != nil {
+		if err := e.linearBackward(b.l2, dIn2, dOut2, b.act, n, false); err != nil {
 			return err
 		}
 		if err := d.geluBackward(dIn2, dIn2, b.ln1, n*h); err != nil {
@@ -452,21 +456,17 @@ func (e *Engine) backward(n int) error {
 			return err
 		}
 		// The skip connection: dL/d(block input) = dStream + dL/d(L1 output) W1.
-		if err := e.linearBackward(b.l1, dStream, dIn2, b.x, b.xb, n, true); err != nil {
+		if err := e.linearBackward(b.l1, dStream, dIn2, b.x, n, true); err != nil {
 			return err
 		}
 	}
 	var none buf[float32]
-	return e.linearBackward(e.inProj, none, dStream, e.x, e.xb, n, false)
+	return e.linearBackward(e.inProj, none, dStream, e.x, n, false)
 }
 
 // linearBackward is nn.LinearBackward: dW = dy^T x, db = column sums of dy
-// and, when dx is not null, dx = dy W (added to dx when accumulate). x is
-// the Linear's input, xb its bf16 copy in bf16 mode.
-func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], xb buf[uint16], n int, accumulate bool) error {
-	if e.bf16 {
-		return e.linearBackwardBF16(l, dx, dy, xb, n, accumulate)
-	}
+// and, when dx is not null, dx = dy W (added to dx when accumulate).
+func (e *Engine) linearBackward(l linear, dx, dy, x buf[float32], n int, accumulate bool) error {
 	d := e.dev
 	if err := d.gemmTN(l.dw, dy, x, n, l.in, l.out); err != nil {
 		return err

@@ -30,19 +30,20 @@ import (
 //     in training also writes the bf16 GELU output the next GEMM reads
 //     (the float32 pre-activation stays for GELU's backward pass), so
 //     neither reads the GEMM's output back;
-//   - the backward pass rounds each Linear's float32 output gradient dY
-//     to bf16 once (dyb, workspace scratch) and reads it in both of the
-//     Linear's backward GEMMs: dW = dY^T X (the tn layout, X the stored
-//     bf16 input) and dX = dY W (the nn layout, W the bf16 weight copy),
-//     whose f32_add epilogue adds into the float32 gradient (the residual
-//     stream's skip gradient directly; a fresh dX is zeroed first). No
-//     operand is transposed in memory.
+//   - the backward pass (backwardBF16) makes each Linear's output gradient
+//     dY in bf16 once (dyb, workspace scratch), in the grad_rows pass that
+//     also does the GELU's and LayerNorm's backward before it and the
+//     column sums, and reads it in both of the Linear's backward GEMMs:
+//     dW = dY^T X (the tn layout, X the stored bf16 input) and dX = dY W
+//     (the nn layout, W the bf16 weight copy), written in float32, or
+//     added to the residual stream's skip gradient. No operand is
+//     transposed in memory.
 //
-// The nn kernels' fused GELU' epilogue (gemm_bf16_nn_dgelu_bf16) does not
-// fit this model: its output is bf16, while what follows each GELU's
-// backward reads float32 (the block's LayerNorm backward; the head's bias
-// gradient, colsum), and the pre-activations GELU' needs are stored in
-// float32 only (autocast evaluates GELU and its derivative in float32).
+// The nn kernels' fused GELU' epilogue (gemm_bf16_nn_dgelu_bf16) is not
+// used: each GELU's backward feeds float32 sums (LN1's backward, the head's
+// bias gradient), and the pre-activations GELU' needs are stored in
+// float32 only (autocast evaluates GELU and its derivative in float32), so
+// grad_rows applies GELU' as it reads the nn GEMM's float32 output.
 
 // NewBF16Engine opens the GPU and returns an engine of shape c in bf16
 // mixed precision with zero parameters, gradients and moments. Every
@@ -93,6 +94,7 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 	}
 	e.hidden = e.s2
 	e.dyb = f(n * max(h, hd, o))
+	e.gradPartial = carve[float32](a, gradPartialLen(n, max(h, hd, o)))
 }
 
 // toBF16 rounds the n values of an activation a Linear reads into its bf16
@@ -151,30 +153,89 @@ func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x
 	return d.linearForward(launch.KGemmNtBiasGelu, pre, act, none, x, l.w, l.b, n, l.in, l.out)
 }
 
-// linearBackwardBF16 is linearBackward in bf16 mode: dyb = bf16(dy), then
-// l.dw [out,in] = dyb^T xb[n,in] and, when dx is not null, dx [n,in] =
-// dyb W (added to dx when accumulate), with float32 accumulation; the bias
-// gradient from the float32 dy, as in float32 mode.
-func (e *Engine) linearBackwardBF16(l linear, dx, dy buf[float32], xb buf[uint16], n int, accumulate bool) error {
+// backwardBF16 is backward in bf16 mode. In front of each Linear's two
+// backward GEMMs one grad_rows pass (gradPass) turns the gradient arriving
+// from above into the Linear's output gradient: through the LayerNorm that
+// follows the Linear (the output LayerNorm, LN2, LN1) and the GELU that
+// follows LN1 or the head's first Linear, written once in bf16 (e.dyb, both
+// GEMMs' operand) with its column sums as the bias gradient and the
+// LayerNorm's parameter gradients from the same pass. Only hidden_norm's
+// backward writes float32 (the residual stream's gradient, in place).
+// Then dW = dY^T X (tn, X the stored bf16 input) and dX = dY W (nn, W the
+// bf16 weight copy), written, or added where the skip connection's
+// gradient is already there.
+func (e *Engine) backwardBF16(n int) error {
+	c := e.cfg
+	h, hd, o := c.HiddenDim, c.HeadDim(), c.OutputDim
+	pass := func(p gradPass, dim int) error {
+		p.rows, p.dim, p.partial = n, dim, e.gradPartial
+		if p.dx.p == 0 {
+			p.dxb = e.dyb.at(0, n*dim)
+		}
+		return e.dev.gradRows(p)
+	}
+	norm := func(p gradPass, ln layerNorm, xhat, rstd buf[float32]) gradPass {
+		p.xhat, p.rstd, p.gamma, p.dbeta, p.dgamma = xhat, rstd, ln.gamma, ln.dbeta, ln.dgamma
+		return p
+	}
+	// The output LayerNorm's backward, unless outnorm_mse has done it
+	// (then dy already holds dL/d(head output)).
+	p := gradPass{dy: e.dy.at(0, n*o), db: e.head2.db}
+	if !e.fusedMSE() {
+		p = norm(p, e.outNorm, e.xhatO, e.rstdO)
+	}
+	if err := pass(p, o); err != nil {
+		return err
+	}
+	dHead := e.s2.at(0, n*hd)
+	if err := e.linearGradsBF16(e.head2, dHead, e.headActb, n, false); err != nil {
+		return err
+	}
+	if err := pass(gradPass{dy: dHead, pre: e.head, db: e.head1.db}, hd); err != nil {
+		return err
+	}
+	dStream := e.s1
+	if err := e.linearGradsBF16(e.head1, dStream, e.hiddenb, n, false); err != nil {
+		return err
+	}
+	if err := pass(norm(gradPass{dx: dStream, dy: dStream}, e.hiddenNorm, e.xhatH, e.rstdH), h); err != nil {
+		return err
+	}
+	dIn2 := e.s3
+	for i := len(e.blocks) - 1; i >= 0; i-- {
+		b := &e.blocks[i]
+		// dStream is dL/d(block output), which is also dL/d(LN2 output).
+		if err := pass(norm(gradPass{dy: dStream, db: b.l2.db}, b.n2, b.xhat2, b.rstd2), h); err != nil {
+			return err
+		}
+		if err := e.linearGradsBF16(b.l2, dIn2, b.actb, n, false); err != nil {
+			return err
+		}
+		if err := pass(norm(gradPass{dy: dIn2, pre: b.ln1, db: b.l1.db}, b.n1, b.xhat1, b.rstd1), h); err != nil {
+			return err
+		}
+		// The skip connection: dL/d(block input) = dStream + dL/d(L1 output) W1.
+		if err := e.linearGradsBF16(b.l1, dStream, b.xb, n, true); err != nil {
+			return err
+		}
+	}
+	if err := pass(gradPass{dy: dStream, db: e.inProj.db}, h); err != nil {
+		return err
+	}
+	return e.linearGradsBF16(e.inProj, buf[float32]{}, e.xb, n, false)
+}
+
+// linearGradsBF16 runs a Linear's backward GEMMs on the output gradient
+// in e.dyb: l.dw [out,in] = dyb^T xb[n,in] and, when dx is not null, dx
+// [n,in] = dyb W (added to dx when accumulate), accumulating in float32.
+func (e *Engine) linearGradsBF16(l linear, dx buf[float32], xb buf[uint16], n int, accumulate bool) error {
 	d := e.dev
 	dyb := e.dyb.at(0, n*l.out)
-	if err := d.castBF16(dyb, dy, n*l.out); err != nil {
-		return err
-	}
 	if err := d.gemmBF16TN(l.dw, dyb, xb, l.out, l.in, n); err != nil {
-		return err
-	}
-	var none buf[float32]
-	if err := d.colSums(l.db, none, dy, none, e.partial, n, l.out); err != nil {
 		return err
 	}
 	if dx.p == 0 {
 		return nil
 	}
-	if !accumulate {
-		if err := d.drv.Zero(dx.p, int64(4*n*l.in)); err != nil {
-			return err
-		}
-	}
-	return d.gemmBF16NNAdd(dx, dyb, l.wb, n, l.in, l.out)
+	return d.gemmBF16NN(dx, dyb, l.wb, n, l.in, l.out, accumulate)
 }

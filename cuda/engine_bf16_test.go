@@ -119,8 +119,10 @@ func TestEngineBF16Widths(t *testing.T) {
 // for hidden_norm, which follows a residual add), and the head's GELU in
 // training comes from the GEMM that also writes the float32
 // pre-activation (no separate GELU pass); a projection takes the GEMM
-// writing bf16 GELU alone. A fallback to the unfused passes, or to the
-// other path's kernels, fails.
+// writing bf16 GELU alone. The backward pass runs grad_rows (GELU',
+// LayerNorm backward, bf16 cast and column sums in one pass) and no
+// unfused pass. A fallback to the unfused passes, or to the other path's
+// kernels, fails.
 func TestEngineBF16FusedEpilogues(t *testing.T) {
 	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 2}
 	const n = 37
@@ -168,7 +170,18 @@ func TestEngineBF16FusedEpilogues(t *testing.T) {
 			if !e.fusedMSE() {
 				norms++
 			}
-			want := map[string]int{kernel(ntF32Stats): norms, "ln_apply": norms, "ln_forward": 1, kernel(ntF32GELU): 1}
+			// The backward pass: one grad_rows pass in front of each
+			// Linear's GEMMs and one for hidden_norm, no unfused pass
+			// (ln_backward, gelu_backward, colsum_partial); each data
+			// gradient written by the nn GEMM (the InfoNCE objective's
+			// too), only L1's added to the skip connection's.
+			nnWritten := c.Blocks + 2
+			if !e.fusedMSE() {
+				nnWritten++
+			}
+			want := map[string]int{kernel(ntF32Stats): norms, "ln_apply": norms, "ln_forward": 1, kernel(ntF32GELU): 1,
+				"grad_rows": 2*c.Blocks + 4, "ln_backward": 0, "gelu_backward": 0, "colsum_partial": 0,
+				kernel(nnF32): nnWritten, kernel(nnF32Add): c.Blocks, kernel(tnF32): 2*c.Blocks + 3}
 			for name, w := range want {
 				if got[name] != w {
 					t.Errorf("training step: %s launched %d times, want %d (all launches: %v)", name, got[name], w, got)

@@ -14,7 +14,7 @@ import (
 // accumulating in f32, in its three layouts:
 //
 //	nt (forward):       C[M,N] = epilogue(A[M,K] W[N,K]^T + bias)
-//	nn (data gradient): C[M,N] += A[M,K] B[K,N]   (f32_add epilogue)
+//	nn (data gradient): C[M,N] (+)= A[M,K] B[K,N] (f32 or f32_add epilogue)
 //	tn (weight grad.):  C[M,N] = A[K,M]^T B[K,N]  (K = batch)
 //
 // On a device that loaded the sm_90a cubins it runs the persistent
@@ -56,6 +56,7 @@ const (
 	ntGELUBF16                 // nt, C bf16 of GELU(sum + bias)
 	ntF32Stats                 // nt, C f32 (+ bias) and its row statistics
 	ntF32GELU                  // nt, C f32 (+ bias) and act bf16 of GELU(C)
+	nnF32                      // nn, C f32 (overwritten)
 	nnF32Add                   // nn, C f32 += the sum
 	tnF32                      // tn, C f32 (overwritten)
 )
@@ -87,6 +88,7 @@ var gemmKinds = [...]struct {
 	ntGELUBF16: {"gemm_bf16_nt_gelu_bf16", launch.KGemmBf16NtGeluBf16, launch.KGemmBf16NtMmaGeluBf16, false, false, true, 4, noSecond},
 	ntF32Stats: {"gemm_bf16_nt_f32_stats", launch.KGemmBf16NtF32Stats, launch.KGemmBf16NtMmaF32Stats, false, false, true, 8, secondStats},
 	ntF32GELU:  {"gemm_bf16_nt_f32_gelu_bf16", launch.KGemmBf16NtF32GeluBf16, launch.KGemmBf16NtMmaF32GeluBf16, false, false, true, 8, secondAct},
+	nnF32:      {"gemm_bf16_nn_f32", launch.KGemmBf16NnF32, launch.KGemmBf16NnMmaF32, false, true, false, 8, noSecond},
 	nnF32Add:   {"gemm_bf16_nn_f32_add", launch.KGemmBf16NnF32Add, launch.KGemmBf16NnMmaF32Add, false, true, false, 8, noSecond},
 	tnF32:      {"gemm_bf16_tn_f32", launch.KGemmBf16TnF32, launch.KGemmBf16TnMmaF32, true, true, false, 8, noSecond},
 }
@@ -110,8 +112,9 @@ type tensorCores struct {
 	ext   driver.Extended // nil when the driver lacks the extended calls
 	wgmma bool            // the loaded kernels are the sm_90a cubins
 	sms   int
-	// raised holds the kernels allowed their dynamic shared memory.
-	raised map[launch.Kernel]bool
+	// raised holds the dynamic shared memory each kernel is allowed, for
+	// those raised above the default.
+	raised map[launch.Kernel]int
 	// maps caches the tensor map of each operand (base, shape, major): a
 	// map is a pure function of them, so an entry stays right until the
 	// memory is freed (Device.free clears the cache; a reused address
@@ -128,7 +131,7 @@ type tensorMapKey struct {
 // initTensorCores reads the driver's path and multiprocessor count (on the
 // worker thread, at Open).
 func (d *Device) initTensorCores() {
-	tc := tensorCores{raised: map[launch.Kernel]bool{}, maps: map[tensorMapKey]driver.TensorMap{}}
+	tc := tensorCores{raised: map[launch.Kernel]int{}, maps: map[tensorMapKey]driver.TensorMap{}}
 	if ext, ok := d.drv.(driver.Extended); ok {
 		tc.ext, tc.wgmma, tc.sms = ext, ext.KernelPath() == kernels.SM90a.Key, ext.Multiprocessors()
 	}
@@ -158,15 +161,16 @@ func (d *Device) operandMap(p uintptr, rows, cols int, mn bool) (driver.TensorMa
 	return m, nil
 }
 
-// raiseShared allows kernel k its dynamic shared memory, once.
+// raiseShared allows kernel k bytes of dynamic shared memory (once for
+// each larger figure).
 func (d *Device) raiseShared(k launch.Kernel, bytes int) error {
-	if d.tc.raised[k] {
+	if d.tc.raised[k] >= bytes {
 		return nil
 	}
 	if err := d.tc.ext.SetMaxDynamicShared(int(k), bytes); err != nil {
 		return fmt.Errorf("cuda: %s: %w", k, err)
 	}
-	d.tc.raised[k] = true
+	d.tc.raised[k] = bytes
 	return nil
 }
 
@@ -199,9 +203,14 @@ func (d *Device) gemmBF16ToBF16(kind gemmKind, c buf[uint16], a, w buf[uint16], 
 	return d.gemmBF16(kind, outOf(c), gemmOut{}, a, w, bias, m, n, k)
 }
 
-// gemmBF16NNAdd launches c[m,n] += a[m,k] b[k,n].
-func (d *Device) gemmBF16NNAdd(c buf[float32], a, b buf[uint16], m, n, k int) error {
-	return d.gemmBF16(nnF32Add, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
+// gemmBF16NN launches c[m,n] = a[m,k] b[k,n], or c[m,n] += a[m,k] b[k,n]
+// when accumulate.
+func (d *Device) gemmBF16NN(c buf[float32], a, b buf[uint16], m, n, k int, accumulate bool) error {
+	kind := nnF32
+	if accumulate {
+		kind = nnF32Add
+	}
+	return d.gemmBF16(kind, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
 }
 
 // gemmBF16TN launches c[m,n] = a[k,m]^T b[k,n].
@@ -246,6 +255,8 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 			return launch.GemmBf16NtMmaF32Stats(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[float32](second.p), M, N, K)
 		case ntF32GELU:
 			return launch.GemmBf16NtMmaF32GeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
+		case nnF32:
+			return launch.GemmBf16NnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		case nnF32Add:
 			return launch.GemmBf16NnMmaF32Add(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		default:
@@ -278,6 +289,8 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 		return launch.GemmBf16NtF32Stats(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[float32](second.p), M, N, K)
 	case ntF32GELU:
 		return launch.GemmBf16NtF32GeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
+	case nnF32:
+		return launch.GemmBf16NnF32(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	case nnF32Add:
 		return launch.GemmBf16NnF32Add(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	default:

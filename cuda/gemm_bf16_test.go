@@ -130,12 +130,13 @@ func TestGemmBF16Launcher(t *testing.T) {
 	})
 }
 
-// TestGemmBF16BackwardLaunchers: the nn launcher (c += a b, the data
-// gradient) and the tn one (c = a^T b, the weight gradient) on shapes of
-// one and several tiles: nn with M ragged (any M; N and K multiples of
-// 8), tn with K ragged (the batch; M and N multiples of 8), and K of one
-// chunk and several. C starts as random values for nn (which must be
-// kept and added to) and as NaN for tn (which must be overwritten).
+// TestGemmBF16BackwardLaunchers: the nn launchers (c = a b and c += a b,
+// the data gradient) and the tn one (c = a^T b, the weight gradient) on
+// shapes of one and several tiles: nn with M ragged (any M; N and K
+// multiples of 8), tn with K ragged (the batch; M and N multiples of 8),
+// and K of one chunk and several. C starts as random values for nn's add
+// (which must be kept and added to) and as NaN for the others (which must
+// be overwritten).
 //
 // Tolerance: as TestGemmBF16Launcher's f32 epilogue, (K+1) 2^-23 S with S
 // = sum |a b| (+ |C's old value| for nn, the one more f32 addition). A
@@ -145,9 +146,9 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 	d := testDevice(t)
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}} {
-			for _, kind := range []gemmKind{nnF32Add, tnF32} {
+			for _, kind := range []gemmKind{nnF32, nnF32Add, tnF32} {
 				m, n, k := c.m, c.n, c.k
-				if kind == nnF32Add {
+				if kind != tnF32 {
 					// nn: M ragged, K a multiple of 8.
 					m, k = c.k+3, c.m
 				}
@@ -160,8 +161,8 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 				}
 				da, db, dc := devCopy(t, d, aBits), devCopy(t, d, bBits), devCopy(t, d, old)
 				on(t, d, func() error {
-					if kind == nnF32Add {
-						return d.gemmBF16NNAdd(dc, da, db, m, n, k)
+					if kind != tnF32 {
+						return d.gemmBF16NN(dc, da, db, m, n, k, kind == nnF32Add)
 					}
 					return d.gemmBF16TN(dc, da, db, m, n, k)
 				})
@@ -241,11 +242,11 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 		{"misaligned A", "16-byte aligned", func() error { return d.gemmBF16F32(c, a.at(4, 64), w, none, 8, 8, 8) }},
 		{"misaligned C", "aligned", func() error { return d.gemmBF16F32(c.at(1, 64), a, w, none, 8, 8, 8) }},
 		{"f32 epilogue to bf16", "with gemm_bf16_nt_f32", func() error { return d.gemmBF16ToBF16(ntF32, cb, a, w, none, 8, 8, 8) }},
-		{"nn N not a multiple of 8", "N = 12 is not a multiple of 8", func() error { return d.gemmBF16NNAdd(c, a, w, 9, 12, 8) }},
-		{"nn K not a multiple of 8", "K = 12 is not a multiple of 8", func() error { return d.gemmBF16NNAdd(c, a, w, 9, 8, 12) }},
+		{"nn N not a multiple of 8", "N = 12 is not a multiple of 8", func() error { return d.gemmBF16NN(c, a, w, 9, 12, 8, true) }},
+		{"nn K not a multiple of 8", "K = 12 is not a multiple of 8", func() error { return d.gemmBF16NN(c, a, w, 9, 8, 12, false) }},
 		{"tn M not a multiple of 8", "M = 9 is not a multiple of 8", func() error { return d.gemmBF16TN(c, a, w, 9, 8, 5) }},
 		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7) }},
-		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NNAdd(c.at(1, 64), a, w, 8, 8, 8) }},
+		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NN(c.at(1, 64), a, w, 8, 8, 8, false) }},
 		{"short stats", "stats: buffer of 5 elements, need 24", func() error { return d.gemmBF16F32Stats(c, c.at(0, 5), a, w, none, 8, 8, 8) }},
 		{"null act", "act: null buffer", func() error { return d.gemmBF16F32GELU(c, buf[uint16]{}, a, w, none, 8, 8, 8) }},
 		{"misaligned act", "not 4-byte aligned", func() error { return d.gemmBF16F32GELU(c, cb.at(1, 100), a, w, none, 8, 8, 8) }},

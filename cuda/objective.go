@@ -233,18 +233,14 @@ func (e *Engine) infoNCECosines(n int) error {
 // infoNCEUnitGrad computes dph = dL/d(unit output rows) = dcos th [n, d]
 // from the dL/dcos of infonce_grad: in the float32 engine with the SIMT nn
 // GEMM; in the bf16 engine with the bf16 nn GEMM of the bf16 dcos [n, ld]
-// and the bf16 targets [ld, d] (K = ld, the padding zero in both), adding
-// into dph after zeroing it, as that GEMM's epilogue adds.
+// and the bf16 targets [ld, d] (K = ld, the padding zero in both).
 func (e *Engine) infoNCEUnitGrad(dph buf[float32], n int) error {
 	d, o, st := e.dev, e.cfg.OutputDim, &e.objective
 	if !e.bf16 {
 		return d.gemmNN(dph, st.dcos.at(0, n*n), st.th.at(0, n*o), 0, n, o, n)
 	}
 	ld := infoNCEK(n)
-	if err := d.drv.Zero(dph.p, int64(4*n*o)); err != nil {
-		return err
-	}
-	return d.gemmBF16NNAdd(dph, st.dcosb.at(0, n*ld), st.thb.at(0, ld*o), n, o, ld)
+	return d.gemmBF16NN(dph, st.dcosb.at(0, n*ld), st.thb.at(0, ld*o), n, o, ld, false)
 }
 
 // reserveInfoNCE makes the InfoNCE workspace hold batches of n rows (on

@@ -9,8 +9,10 @@ package cuda
 // rounding.
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
@@ -125,4 +127,137 @@ func TestEngineBF16WeightCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a step")
+}
+
+// TestGradRows: grad_rows and grad_cols against the float32 engine's
+// unfused kernels and a float64 sum, in every combination the bf16
+// backward pass uses (GELU' or not, LayerNorm or not; bf16 and/or float32
+// out, in place), on row counts that leave a ragged last chunk and widths
+// that are not multiples of the block (one of them past the default 48 KiB
+// of dynamic shared memory, so the launcher raises the limit).
+//
+// dx must have exactly the bits of gelu_backward then ln_backward (the
+// same operations in the same order) and dxb = bf16(dx). The column sums:
+// each is float within a chunk of gradChunkRows rows (at most that many
+// roundings of a partial no larger than the sum of the magnitudes S), one
+// more for dgamma's float product, double across chunks, then one
+// rounding: |error| <= (gradChunkRows + 2) 2^-24 S. A sum over the wrong
+// rows, a lost chunk or a misplaced array errs by a whole term or more.
+func TestGradRows(t *testing.T) {
+	d := testDevice(t)
+	type shape struct{ rows, dim int }
+	for _, sh := range []shape{{37, 48}, {70, 300}, {5, 4100}} {
+		for _, mode := range []struct {
+			name          string
+			gelu, ln      bool
+			inPlace, both bool
+		}{
+			{"cast", false, false, false, false},
+			{"gelu", true, false, false, true},
+			{"ln", false, true, false, false},
+			{"gelu+ln", true, true, false, true},
+			{"ln in place", false, true, true, false},
+		} {
+			t.Run(fmt.Sprintf("%dx%d/%s", sh.rows, sh.dim, mode.name), func(t *testing.T) {
+				n, dim := sh.rows, sh.dim
+				rng := rand.New(rand.NewPCG(uint64(n), uint64(dim)))
+				dyHost := randn(rng, n*dim, 1)
+				dy := devCopy(t, d, dyHost)
+				// The reference: g = dy GELU'(pre), then dx = LN backward of g.
+				g := devCopy(t, d, dyHost)
+				p := gradPass{dy: dy, db: devCopy(t, d, nanFill(dim)), rows: n, dim: dim}
+				if mode.gelu {
+					p.pre = devCopy(t, d, randn(rng, n*dim, 1.5))
+					on(t, d, func() error { return d.geluBackward(g, dy, p.pre, n*dim) })
+				}
+				ref := g
+				if mode.ln {
+					p.xhat = devCopy(t, d, randn(rng, n*dim, 1))
+					rstd := make([]float32, n)
+					for i := range rstd {
+						rstd[i] = float32(0.5 + rng.Float64())
+					}
+					p.rstd, p.gamma = devCopy(t, d, rstd), devCopy(t, d, randn(rng, dim, 1))
+					p.dbeta, p.dgamma = devCopy(t, d, nanFill(dim)), devCopy(t, d, nanFill(dim))
+					ref = devAlloc[float32](t, d, n*dim)
+					on(t, d, func() error { return d.lnBackward(ref, g, p.xhat, p.rstd, p.gamma, n, dim) })
+				}
+				switch {
+				case mode.inPlace:
+					p.dx = dy
+				case mode.both:
+					p.dx, p.dxb = devCopy(t, d, nanFill(n*dim)), devAlloc[uint16](t, d, n*dim)
+				default:
+					p.dxb = devAlloc[uint16](t, d, n*dim)
+				}
+				p.partial = devCopy(t, d, nanFill(gradPartialLen(n, dim)))
+				on(t, d, func() error { return d.gradRows(p) })
+
+				want, gs := fetch(t, d, ref), fetch(t, d, g)
+				if p.dx.p != 0 {
+					for i, v := range fetch(t, d, p.dx) {
+						if math.Float32bits(v) != math.Float32bits(want[i]) {
+							t.Fatalf("dx[%d] = %v, the unfused kernels' %v", i, v, want[i])
+						}
+					}
+				}
+				if p.dxb.p != 0 {
+					for i, b := range fetch(t, d, p.dxb) {
+						if w := leconv.BFloat16Bits(want[i]); b != w {
+							t.Fatalf("dxb[%d] = %#04x, want bf16(%v) = %#04x", i, b, want[i], w)
+						}
+					}
+				}
+				var xhat []float32
+				if mode.ln {
+					xhat = fetch(t, d, p.xhat)
+				}
+				check := func(name string, got buf[float32], term func(i int) float64) {
+					t.Helper()
+					sums := fetch(t, d, got)
+					for j := 0; j < dim; j++ {
+						var s, mag float64
+						for r := 0; r < n; r++ {
+							v := term(r*dim + j)
+							s += v
+							mag += math.Abs(v)
+						}
+						tol := float64(gradChunkRows+2) * math.Ldexp(mag, -24)
+						if e := math.Abs(float64(sums[j]) - s); !(e <= tol) {
+							t.Fatalf("%s[%d] = %v, want %v within %.3g", name, j, sums[j], s, tol)
+						}
+					}
+				}
+				check("db", p.db, func(i int) float64 { return float64(want[i]) })
+				if mode.ln {
+					check("dbeta", p.dbeta, func(i int) float64 { return float64(gs[i]) })
+					check("dgamma", p.dgamma, func(i int) float64 { return float64(gs[i]) * float64(xhat[i]) })
+				}
+			})
+		}
+	}
+}
+
+// TestGradRowsChecks: grad_rows refuses a pass without an output, with
+// LayerNorm buffers but no xhat, and with too short a partial buffer.
+func TestGradRowsChecks(t *testing.T) {
+	d := testDevice(t)
+	const n, dim = 20, 16
+	dy, out := devAlloc[float32](t, d, n*dim), devAlloc[uint16](t, d, n*dim)
+	gamma := devAlloc[float32](t, d, dim)
+	partial := devAlloc[float32](t, d, gradPartialLen(n, dim))
+	for _, c := range []struct {
+		name, want string
+		p          gradPass
+	}{
+		{"no output", "neither", gradPass{dy: dy, partial: partial, rows: n, dim: dim}},
+		{"gamma without xhat", "without xhat", gradPass{dy: dy, dxb: out, gamma: gamma, partial: partial, rows: n, dim: dim}},
+		{"short partial", "partial: buffer", gradPass{dy: dy, dxb: out, partial: partial.at(0, dim), rows: n, dim: dim}},
+		{"short dy", "dy: buffer", gradPass{dy: dy.at(0, n), dxb: out, partial: partial, rows: n, dim: dim}},
+	} {
+		err := d.do(func() error { return d.gradRows(c.p) })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
+	}
 }

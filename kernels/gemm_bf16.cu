@@ -117,6 +117,8 @@
 //
 // Backward layouts (nn, tn), same tile, ring, warp roles and epilogue code:
 //   gemm_bf16_nn_bf16        gemm_bf16_nn_mma_bf16        C bf16
+//   gemm_bf16_nn_f32         gemm_bf16_nn_mma_f32         C f32 (written: a
+//       gradient that starts here, so nothing is zeroed or read back)
 //   gemm_bf16_nn_f32_add     gemm_bf16_nn_mma_f32_add     C f32 += the sum
 //       (the residual stream's gradient accumulates into its f32 buffer)
 //   gemm_bf16_nn_dgelu_bf16  gemm_bf16_nn_mma_dgelu_bf16  C bf16 of the sum
@@ -155,7 +157,9 @@
 // nt instantiation of the layout templates (same instructions); v3 adds
 // the nt epilogues with a second output (f32_stats, f32_gelu_bf16; the
 // epilogue now walks a thread's values row by row, the results of the
-// earlier epilogues unchanged).
+// earlier epilogues unchanged); v4 adds nn_f32 (the nn instantiation of the
+// f32 epilogue: the backward pass no longer zeroes a data gradient for
+// f32_add to add into).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -467,6 +471,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
+                     float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                          float* __restrict__ C, int M, int N, int K) {
     gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
@@ -686,6 +696,11 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, uint16_t* __restrict__ C, int M, int N, int K) {
     gemm_bf16_mma<false, true, GEMM_BF16_OUT_BF16>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)

@@ -23,6 +23,8 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_gelu_bf16), void (*)(dc_
               "kernels/gemm_bf16.cu: gemm_bf16_nt_f32_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_bf16), void (*)(dc_tensor_map, dc_tensor_map, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_bf16: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
+              "kernels/gemm_bf16.cu: gemm_bf16_nn_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32_add), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_f32_add: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_dgelu_bf16), void (*)(dc_tensor_map, dc_tensor_map, const uint16_t*, uint16_t*, int, int, int)>,
@@ -41,6 +43,8 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_gelu_bf16), void (*)
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_bf16), void (*)(const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_bf16: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
+              "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32_add), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_f32_add: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_dgelu_bf16), void (*)(const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
@@ -55,6 +59,7 @@ emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_f32_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nn_bf16),
+    EMU_ENTRY(gemm_bf16_nn_f32),
     EMU_ENTRY(gemm_bf16_nn_f32_add),
     EMU_ENTRY(gemm_bf16_nn_dgelu_bf16),
     EMU_ENTRY(gemm_bf16_tn_f32),
@@ -64,6 +69,7 @@ emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_mma_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_mma_f32_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nn_mma_bf16),
+    EMU_ENTRY(gemm_bf16_nn_mma_f32),
     EMU_ENTRY(gemm_bf16_nn_mma_f32_add),
     EMU_ENTRY(gemm_bf16_nn_mma_dgelu_bf16),
     EMU_ENTRY(gemm_bf16_tn_mma_f32),

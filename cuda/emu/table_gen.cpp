@@ -23,6 +23,8 @@ extern emu_entry emu_table_gemm_bf16[];
 extern int emu_table_gemm_bf16_len;
 extern emu_entry emu_table_gemm_bf16_ref[];
 extern int emu_table_gemm_bf16_ref_len;
+extern emu_entry emu_table_grad_rows[];
+extern int emu_table_grad_rows_len;
 extern emu_entry emu_table_infonce[];
 extern int emu_table_infonce_len;
 extern emu_entry emu_table_layernorm[];
@@ -48,6 +50,7 @@ void emu_for_each_table(void (*add)(emu_entry* entries, int n)) {
     add(emu_table_gemm, emu_table_gemm_len);
     add(emu_table_gemm_bf16, emu_table_gemm_bf16_len);
     add(emu_table_gemm_bf16_ref, emu_table_gemm_bf16_ref_len);
+    add(emu_table_grad_rows, emu_table_grad_rows_len);
     add(emu_table_infonce, emu_table_infonce_len);
     add(emu_table_layernorm, emu_table_layernorm_len);
     add(emu_table_loss, emu_table_loss_len);

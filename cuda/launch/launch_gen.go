@@ -28,6 +28,7 @@ const (
 	KGemmBf16NtF32Stats                     // kernels/gemm_bf16.cu
 	KGemmBf16NtF32GeluBf16                  // kernels/gemm_bf16.cu
 	KGemmBf16NnBf16                         // kernels/gemm_bf16.cu
+	KGemmBf16NnF32                          // kernels/gemm_bf16.cu
 	KGemmBf16NnF32Add                       // kernels/gemm_bf16.cu
 	KGemmBf16NnDgeluBf16                    // kernels/gemm_bf16.cu
 	KGemmBf16TnF32                          // kernels/gemm_bf16.cu
@@ -37,11 +38,14 @@ const (
 	KGemmBf16NtMmaF32Stats                  // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32GeluBf16               // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaBf16                      // kernels/gemm_bf16.cu
+	KGemmBf16NnMmaF32                       // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32Add                    // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaDgeluBf16                 // kernels/gemm_bf16.cu
 	KGemmBf16TnMmaF32                       // kernels/gemm_bf16.cu
 	KGemmBf16MmaRef                         // kernels/gemm_bf16_ref.cu
 	KGemmBf16WgmmaRef                       // kernels/gemm_bf16_ref.cu
+	KGradRows                               // kernels/grad_rows.cu
+	KGradCols                               // kernels/grad_rows.cu
 	KUnitRows                               // kernels/infonce.cu
 	KUnitRowsBf16                           // kernels/infonce.cu
 	KInfonceSums                            // kernels/infonce.cu
@@ -92,6 +96,7 @@ var names = [NumKernels]string{
 	KGemmBf16NtF32Stats:       "gemm_bf16_nt_f32_stats",
 	KGemmBf16NtF32GeluBf16:    "gemm_bf16_nt_f32_gelu_bf16",
 	KGemmBf16NnBf16:           "gemm_bf16_nn_bf16",
+	KGemmBf16NnF32:            "gemm_bf16_nn_f32",
 	KGemmBf16NnF32Add:         "gemm_bf16_nn_f32_add",
 	KGemmBf16NnDgeluBf16:      "gemm_bf16_nn_dgelu_bf16",
 	KGemmBf16TnF32:            "gemm_bf16_tn_f32",
@@ -101,11 +106,14 @@ var names = [NumKernels]string{
 	KGemmBf16NtMmaF32Stats:    "gemm_bf16_nt_mma_f32_stats",
 	KGemmBf16NtMmaF32GeluBf16: "gemm_bf16_nt_mma_f32_gelu_bf16",
 	KGemmBf16NnMmaBf16:        "gemm_bf16_nn_mma_bf16",
+	KGemmBf16NnMmaF32:         "gemm_bf16_nn_mma_f32",
 	KGemmBf16NnMmaF32Add:      "gemm_bf16_nn_mma_f32_add",
 	KGemmBf16NnMmaDgeluBf16:   "gemm_bf16_nn_mma_dgelu_bf16",
 	KGemmBf16TnMmaF32:         "gemm_bf16_tn_mma_f32",
 	KGemmBf16MmaRef:           "gemm_bf16_mma_ref",
 	KGemmBf16WgmmaRef:         "gemm_bf16_wgmma_ref",
+	KGradRows:                 "grad_rows",
+	KGradCols:                 "grad_cols",
 	KUnitRows:                 "unit_rows",
 	KUnitRowsBf16:             "unit_rows_bf16",
 	KInfonceSums:              "infonce_sums",
@@ -155,6 +163,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtF32Stats:       {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtF32GeluBf16:    {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnBf16:           {128, 128, 8, 4, 4, 4},
+	KGemmBf16NnF32:            {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnF32Add:         {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnDgeluBf16:      {128, 128, 8, 8, 4, 4, 4},
 	KGemmBf16TnF32:            {128, 128, 8, 4, 4, 4},
@@ -164,11 +173,14 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtMmaF32Stats:    {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaF32GeluBf16: {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaBf16:        {8, 8, 8, 4, 4, 4},
+	KGemmBf16NnMmaF32:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaF32Add:      {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaDgeluBf16:   {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16TnMmaF32:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16MmaRef:           {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:         {128, 128, 8, 4, 4, 4},
+	KGradRows:                 {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KGradCols:                 {8, 8, 8, 8, 4, 4},
 	KUnitRows:                 {8, 8, 8, 4, 4},
 	KUnitRowsBf16:             {8, 8, 8, 8, 4, 4, 4},
 	KInfonceSums:              {8, 8, 8, 4},
@@ -337,6 +349,13 @@ func GemmBf16NnBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap,
 	return l.Launch(KGemmBf16NnBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NnF32 launches gemm_bf16_nn_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
+func GemmBf16NnF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NnF32Add launches gemm_bf16_nn_f32_add of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
@@ -400,6 +419,13 @@ func GemmBf16NnMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], 
 	return l.Launch(KGemmBf16NnMmaBf16, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NnMmaF32 launches gemm_bf16_nn_mma_f32 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nn_mma_f32(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
+func GemmBf16NnMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NnMmaF32, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NnMmaF32Add launches gemm_bf16_nn_mma_f32_add of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_mma_f32_add(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
@@ -433,6 +459,20 @@ func GemmBf16MmaRef(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B C
 //	gemm_bf16_wgmma_ref(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
 func GemmBf16WgmmaRef(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16WgmmaRef, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+}
+
+// GradRows launches grad_rows of kernels/grad_rows.cu:
+//
+//	grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat, const float* rstd, const float* gamma, int n, int d, int rows)
+func GradRows(l Launcher, cfg driver.LaunchConfig, dx Ptr[float32], dxb Ptr[uint16], partial Ptr[float32], dy ConstPtr[float32], pre ConstPtr[float32], xhat ConstPtr[float32], rstd ConstPtr[float32], gamma ConstPtr[float32], n int32, d int32, rows int32) error {
+	return l.Launch(KGradRows, cfg, [][]byte{ptr(dx), ptr(dxb), ptr(partial), ptr(dy), ptr(pre), ptr(xhat), ptr(rstd), ptr(gamma), i32(n), i32(d), i32(rows)})
+}
+
+// GradCols launches grad_cols of kernels/grad_rows.cu:
+//
+//	grad_cols(float* out0, float* out1, float* out2, const float* partial, int chunks, int d)
+func GradCols(l Launcher, cfg driver.LaunchConfig, out0 Ptr[float32], out1 Ptr[float32], out2 Ptr[float32], partial ConstPtr[float32], chunks int32, d int32) error {
+	return l.Launch(KGradCols, cfg, [][]byte{ptr(out0), ptr(out1), ptr(out2), ptr(partial), i32(chunks), i32(d)})
 }
 
 // UnitRows launches unit_rows of kernels/infonce.cu:

@@ -1,0 +1,110 @@
+// grad_rows.cu: the bf16 engine's backward row pass. Each Linear's backward
+// GEMMs read its output gradient dY in bf16 and its bias gradient is dY's
+// column sums; what produces dY is a GELU's backward, a LayerNorm's
+// backward, both, or neither. grad_rows does all of it in one pass over the
+// rows, so each [rows x d] gradient crosses HBM once on the way in and
+// once (bf16, half the bytes) on the way out:
+//
+//   g      = dy * GELU'(pre)             (pre given: the gradient of a GELU's
+//                                          output, pre its float32 input)
+//          = dy                          (pre null)
+//   dx     = rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat))
+//                                        (xhat given: a LayerNorm's backward,
+//                                          LN input gradient; the row means
+//                                          in double, as ln_backward)
+//          = g                           (xhat null)
+//   dx (f32, when dx is not null), dxb = bf16(dx) (when dxb is not null)
+//   column partials of the chunk's rows, float, summed in row order:
+//     partial[(0*chunks + c)*d + j] = sum dx[r, j]          (a Linear's db)
+//     partial[(1*chunks + c)*d + j] = sum g[r, j]           (LN's dbeta)
+//     partial[(2*chunks + c)*d + j] = sum g[r, j] xhat[r, j] (LN's dgamma)
+//   (arrays 1 and 2 only with xhat)
+//
+// grad_cols then sums each array's chunks in chunk order in double and
+// rounds once: out_a[j] = sum_c partial[(a*chunks + c)*d + j], for each a
+// whose out_a is not null.
+//
+// The arithmetic of g and dx is gelu.cu's gelu_backward followed by
+// layernorm.cu's ln_backward, operation for operation (the same block
+// reduction tree over the same thread layout), so dx has their bits. The
+// column sums are float within a chunk of `rows` rows (at most `rows`
+// additions: relative error within rows * 2^-24 of the absolute sum) and
+// double across chunks; the float32 engine keeps reduce.cu's all-double
+// sums for its parity with the CPU.
+//
+// dx may alias dy (hidden_norm's backward runs in place): every element is
+// read and written by the same thread, and with xhat the row's reads of
+// the reduction end at the block barrier before any write. dx, dxb and pre
+// must not overlap each other otherwise.
+//
+// Launch: grad_rows grid (chunks = ceil(n/rows)), block 256 (REDUCE_THREADS),
+// dynamic shared memory 4*d*(xhat ? 3 : 1) bytes: the chunk's column sums,
+// thread t owning columns t, t+256, ... in every row, so no barrier guards
+// them. grad_cols grid (ceil(d/256)), block 256.
+//
+// Versions: v1 (this file).
+#include "common.cuh"
+#include "tensorcore.cuh"
+
+// grad_rows_g is the gradient entering the LayerNorm (or leaving the
+// pass, without one) at element i: gelu_backward's product when pre is
+// given.
+__device__ __forceinline__ float grad_rows_g(const float* dy, const float* pre, size_t i) {
+    return pre != nullptr ? dy[i] * gelu_grad_f(pre[i]) : dy[i];
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat,
+          const float* rstd, const float* __restrict__ gamma, int n, int d, int rows) {
+    __shared__ double scratch[2 * REDUCE_WARPS];
+    float* acc = (float*)dc_dynamic_smem();
+    const bool ln = xhat != nullptr;
+    const int arrays = ln ? 3 : 1;
+    const int c = blockIdx.x, chunks = gridDim.x;
+    const int r0 = c * rows, r1 = min(n, r0 + rows);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        for (int a = 0; a < arrays; ++a) acc[a * d + j] = 0.f;
+    for (int r = r0; r < r1; ++r) {
+        const size_t base = (size_t)r * d;
+        double s1 = 0.0, s2 = 0.0, rs = 0.0;
+        if (ln) {
+            for (int j = threadIdx.x; j < d; j += blockDim.x) {
+                const double gg = (double)grad_rows_g(dy, pre, base + j) * (double)gamma[j];
+                s1 += gg;
+                s2 += gg * (double)xhat[base + j];
+            }
+            block_sum2_d(s1, s2, scratch);
+            s1 /= (double)d;
+            s2 /= (double)d;
+            rs = (double)rstd[r];
+        }
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            const float g = grad_rows_g(dy, pre, base + j);
+            float v = g;
+            if (ln) {
+                const float h = xhat[base + j];
+                v = (float)(rs * ((double)g * (double)gamma[j] - s1 - (double)h * s2));
+                acc[d + j] += g;
+                acc[2 * d + j] += g * h;
+            }
+            acc[j] += v;
+            if (dx != nullptr) dx[base + j] = v;
+            if (dxb != nullptr) dxb[base + j] = f32_to_bf16(v);
+        }
+    }
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        for (int a = 0; a < arrays; ++a) partial[((size_t)a * chunks + c) * d + j] = acc[a * d + j];
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+grad_cols(float* out0, float* out1, float* out2, const float* partial, int chunks, int d) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float* outs[3] = {out0, out1, out2};
+    for (int a = 0; a < 3; ++a) {
+        if (outs[a] == nullptr) continue;
+        double s = 0.0;
+        for (int c = 0; c < chunks; ++c) s += (double)partial[((size_t)a * chunks + c) * d + j];
+        outs[a][j] = (float)s;
+    }
+}

@@ -359,7 +359,7 @@ func (e *Engine) forward(n int, grad bool) error {
 		return err
 	}
 	var none buf[float32]
-	return e.linearNorm(e.head2, e.outNorm, lnPlain, e.out, none, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
+	return e.linearNorm(e.head2, e.outNorm, lnPlain, lnOutputs{y: e.out}, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
 }
 
 // forwardHead is forward up to the input of the head's last Linear
@@ -378,32 +378,36 @@ func (e *Engine) forwardHead(n int, grad bool) error {
 	if err := e.linear(e.inProj, first, e.x, e.xb, n); err != nil {
 		return err
 	}
+	if len(e.blocks) > 0 {
+		if err := e.toBF16(e.blocks[0].xb, first, n*h); err != nil {
+			return err
+		}
+	}
+	// In bf16 mode each LayerNorm also writes the bf16 copy the next
+	// Linear reads (the float32 one only where something else reads it).
+	bf16 := func(out lnOutputs, yb buf[uint16]) lnOutputs {
+		if e.bf16 {
+			out.yb = yb
+		}
+		return out
+	}
 	pre := e.s1
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		next := e.stream
+		next := lnOutputs{y: e.stream}
 		if i+1 < len(e.blocks) {
-			next = e.blocks[i+1].x
+			next = bf16(lnOutputs{y: e.blocks[i+1].x}, e.blocks[i+1].xb)
 		}
 		// pre = L1(x); ln1 = LN1(pre), act = GELU(ln1).
-		if err := e.toBF16(b.xb, b.x, n*h); err != nil {
-			return err
-		}
-		if err := e.linearNorm(b.l1, b.n1, lnGELU, b.ln1, b.act, b.xhat1, b.rstd1, pre, b.x, b.xb, none, n); err != nil {
+		if err := e.linearNorm(b.l1, b.n1, lnGELU, bf16(lnOutputs{y: b.ln1, y2: b.act}, b.actb), b.xhat1, b.rstd1, pre, b.x, b.xb, none, n); err != nil {
 			return err
 		}
 		// pre = L2(act); next = x + LN2(pre).
-		if err := e.toBF16(b.actb, b.act, n*h); err != nil {
-			return err
-		}
-		if err := e.linearNorm(b.l2, b.n2, lnResidual, next, none, b.xhat2, b.rstd2, pre, b.act, b.actb, b.x, n); err != nil {
+		if err := e.linearNorm(b.l2, b.n2, lnResidual, next, b.xhat2, b.rstd2, pre, b.act, b.actb, b.x, n); err != nil {
 			return err
 		}
 	}
-	if err := d.lnForward(lnPlain, e.hidden, none, e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
-		return err
-	}
-	if err := e.toBF16(e.hiddenb, e.hidden, n*h); err != nil {
+	if err := d.lnForward(lnPlain, bf16(lnOutputs{y: e.hidden}, e.hiddenb), e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
 		return err
 	}
 	return e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad)

@@ -77,11 +77,10 @@ func BF16Fits(c nn.Config) error {
 func (e *Engine) BF16() bool { return e.bf16 }
 
 // layoutBF16 carves the bf16 mode's activations and scratch for n rows,
-// after layoutWorkspace's. The float32 GELU outputs of the blocks and
-// hidden_norm's output live only until their bf16 copies are made (the
-// backward pass reads the copies), so they take the scratch buffers s3 and
-// s2, which the forward pass does not otherwise use; the head's GELU output
-// exists in bf16 only.
+// after layoutWorkspace's. The GELU outputs of the blocks and of the head
+// and hidden_norm's output exist in bf16 only (the LayerNorms and the
+// head's GEMM write them so), as does each block's input but the first
+// (the previous block's LN2 writes it beside the float32 stream).
 func (e *Engine) layoutBF16(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
@@ -90,9 +89,7 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 	for i := range e.blocks {
 		b := &e.blocks[i]
 		b.xb, b.actb = f(n*h), f(n*h)
-		b.act = e.s3
 	}
-	e.hidden = e.s2
 	e.dyb = f(n * max(h, hd, o))
 	e.gradPartial = carve[float32](a, gradPartialLen(n, max(h, hd, o)))
 }
@@ -119,10 +116,10 @@ func (e *Engine) linear(l linear, y, x buf[float32], xb buf[uint16], n int) erro
 }
 
 // linearNorm sets pre = x W^T + b, then the LayerNorm ln of pre in mode
-// (lnApply's arguments y, y2, xhat, rstd, resid). The GEMM's epilogue
+// (lnApply's arguments out, xhat, rstd, resid). The GEMM's epilogue
 // writes the row statistics of pre per 64-column tile into e.stats, in
 // either mode, and ln_apply merges them.
-func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
+func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, out lnOutputs, xhat, rstd, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
 	d := e.dev
 	var err error
 	if e.bf16 {
@@ -134,7 +131,7 @@ func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, y, y2, xhat, rstd,
 	if err != nil {
 		return err
 	}
-	return d.lnApply(mode, y, y2, xhat, rstd, pre, e.stats, ln.gamma, ln.beta, resid, n, l.out)
+	return d.lnApply(mode, out, xhat, rstd, pre, e.stats, ln.gamma, ln.beta, resid, n, l.out)
 }
 
 // linearGELU sets pre = x W^T + b and act = GELU(pre), both in the

@@ -96,20 +96,36 @@ func elemBytes(n, bytesPerElement int) work {
 	return work{shape: fmt.Sprintf("n=%d", n), bytes: float64(n) * float64(bytesPerElement)}
 }
 
+// lnOutputs are what a LayerNorm forward (ln_apply, ln_forward) writes
+// besides xhat and rstd: y, y2 = GELU(y) in mode lnGELU, and yb, bf16 of
+// what the next Linear reads (GELU(y) in mode lnGELU, else y) for the bf16
+// engine. y2 may be null when yb is not, and so may y in mode lnPlain.
+type lnOutputs struct {
+	y, y2 buf[float32]
+	yb    buf[uint16]
+}
+
 // lnWork describes a LayerNorm forward: it reads x (and resid, or the tile
-// statistics) and writes y (and y2), xhat and rstd.
-func lnWork(mode, rows, dim, tiles int) work {
-	words := 3*rows*dim + rows + 2*dim + 3*rows*tiles
+// statistics) and writes out, xhat and rstd.
+func lnWork(mode int, out lnOutputs, rows, dim, tiles int) work {
+	words := 2*rows*dim + rows + 2*dim + 3*rows*tiles
+	for _, b := range []uintptr{out.y.p, out.y2.p} {
+		if b != 0 {
+			words += rows * dim
+		}
+	}
 	name := "plain"
 	switch mode {
 	case lnGELU:
-		words += rows * dim
 		name = "gelu"
 	case lnResidual:
 		words += rows * dim
 		name = "residual"
 	}
 	w := rowWork(rows, dim, words)
+	if out.yb.p != 0 {
+		w.bytes += 2 * float64(rows*dim)
+	}
 	w.shape += " mode=" + name
 	return w
 }
@@ -202,51 +218,58 @@ func rowGrid(what string, rows int) error {
 }
 
 // lnCheck checks the buffers common to ln_apply and ln_forward.
-func lnCheck(what string, mode int, y, y2, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+func lnCheck(what string, mode int, out lnOutputs, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
 	if err := dims(what, rows, dim); err != nil {
 		return err
 	}
 	if err := rowGrid(what, rows); err != nil {
 		return err
 	}
-	if err := needAll(what, req("y", y, rows*dim), req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("x", x, rows*dim), req("gamma", gamma, dim), req("beta", beta, dim)); err != nil {
-		return err
+	rs := []required{req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("x", x, rows*dim), req("gamma", gamma, dim), req("beta", beta, dim)}
+	bf16 := out.yb.p != 0
+	if bf16 {
+		rs = append(rs, req("yb", out.yb, rows*dim))
+	}
+	if out.y.p != 0 || mode != lnPlain || !bf16 {
+		rs = append(rs, req("y", out.y, rows*dim))
 	}
 	switch mode {
 	case lnPlain:
 	case lnGELU:
-		return needAll(what, req("y2", y2, rows*dim))
+		if out.y2.p != 0 || !bf16 {
+			rs = append(rs, req("y2", out.y2, rows*dim))
+		}
 	case lnResidual:
-		return needAll(what, req("resid", resid, rows*dim))
+		rs = append(rs, req("resid", resid, rows*dim))
 	default:
 		return fmt.Errorf("cuda: %s: mode %d", what, mode)
 	}
-	return nil
+	return needAll(what, rs...)
 }
 
 // lnApply launches ln_apply: the LayerNorm of x[rows,dim] whose row
 // statistics gemm_nt_bias_stats wrote into stats, in the given mode.
-func (d *Device) lnApply(mode int, y, y2, xhat, rstd, x, stats, gamma, beta, resid buf[float32], rows, dim int) error {
+func (d *Device) lnApply(mode int, out lnOutputs, xhat, rstd, x, stats, gamma, beta, resid buf[float32], rows, dim int) error {
 	const what = "ln_apply"
-	if err := lnCheck(what, mode, y, y2, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+	if err := lnCheck(what, mode, out, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
 		return err
 	}
 	tiles := statsTiles(dim)
 	if err := needAll(what, req("stats", stats, rows*tiles*3)); err != nil {
 		return err
 	}
-	return launch.LnApply(d.with(lnWork(mode, rows, dim, tiles)), grid(rows, 1), y.ptr(), y2.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(), stats.cptr(),
+	return launch.LnApply(d.with(lnWork(mode, out, rows, dim, tiles)), grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(), stats.cptr(),
 		int32(tiles), gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 
 // lnForward launches ln_forward: the LayerNorm of x[rows,dim], computing the
 // row statistics itself.
-func (d *Device) lnForward(mode int, y, y2, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+func (d *Device) lnForward(mode int, out lnOutputs, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
 	const what = "ln_forward"
-	if err := lnCheck(what, mode, y, y2, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+	if err := lnCheck(what, mode, out, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
 		return err
 	}
-	return launch.LnForward(d.with(lnWork(mode, rows, dim, 0)), grid(rows, 1), y.ptr(), y2.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(),
+	return launch.LnForward(d.with(lnWork(mode, out, rows, dim, 0)), grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(),
 		gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 

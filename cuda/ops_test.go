@@ -4,11 +4,12 @@ package cuda
 
 import (
 	"fmt"
-	"github.com/dinoclip/dinoclip/cuda/launch"
 	"math"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -203,12 +204,16 @@ func TestLayerNormForward(t *testing.T) {
 				if mode == lnGELU {
 					yy2 = y2
 				}
-				on(t, d, func() error {
-					if c.name == "ln_forward" {
-						return d.lnForward(mode, y, yy2, xhat, rstd, pre, gg, gbeta, r, rows, dim)
-					}
-					return d.lnApply(mode, y, yy2, xhat, rstd, pre, stats, gg, gbeta, r, rows, dim)
-				})
+				run := func(out lnOutputs) {
+					t.Helper()
+					on(t, d, func() error {
+						if c.name == "ln_forward" {
+							return d.lnForward(mode, out, xhat, rstd, pre, gg, gbeta, r, rows, dim)
+						}
+						return d.lnApply(mode, out, xhat, rstd, pre, stats, gg, gbeta, r, rows, dim)
+					})
+				}
+				run(lnOutputs{y: y, y2: yy2})
 				within(t, "xhat", fetch(t, d, xhat), xhat64, c.tol)
 				within(t, "rstd", fetch(t, d, rstd), rstd64, c.tol)
 				switch mode {
@@ -220,6 +225,40 @@ func TestLayerNormForward(t *testing.T) {
 				case lnResidual:
 					within(t, "resid + y", fetch(t, d, y), res64, c.tol)
 				}
+
+				// The bf16 copy for the next Linear: bf16 of GELU(y) in
+				// mode lnGELU, of y otherwise, with or without the float32
+				// outputs it can replace (y2; y in mode lnPlain), which
+				// keep their bits.
+				next := y
+				if mode == lnGELU {
+					next = y2
+				}
+				wantY, wantNext := fetch(t, d, y), fetch(t, d, next)
+				for _, alone := range []bool{false, true} {
+					yb := devAlloc[uint16](t, d, rows*dim)
+					out := lnOutputs{y: y, y2: yy2, yb: yb}
+					if alone {
+						out.y2 = none
+						if mode == lnPlain {
+							out.y = none
+						}
+					}
+					on(t, d, func() error { return upload(d, y, nanFill(rows*dim)) })
+					run(out)
+					for i, b := range fetch(t, d, yb) {
+						if w := leconv.BFloat16Bits(wantNext[i]); b != w {
+							t.Fatalf("alone %v: yb[%d] = %#04x, want bf16(%v) = %#04x", alone, i, b, wantNext[i], w)
+						}
+					}
+					if out.y.p != 0 {
+						for i, v := range fetch(t, d, y) {
+							if math.Float32bits(v) != math.Float32bits(wantY[i]) {
+								t.Fatalf("alone %v: y[%d] = %v, without yb %v", alone, i, v, wantY[i])
+							}
+						}
+					}
+				}
 			})
 		}
 	}
@@ -228,7 +267,7 @@ func TestLayerNormForward(t *testing.T) {
 	t.Run("in place", func(t *testing.T) {
 		xy := devCopy(t, d, xs)
 		xhat, rstd := devCopy(t, d, nanFill(rows*dim)), devCopy(t, d, nanFill(rows))
-		on(t, d, func() error { return d.lnForward(lnPlain, xy, none, xhat, rstd, xy, gg, gbeta, none, rows, dim) })
+		on(t, d, func() error { return d.lnForward(lnPlain, lnOutputs{y: xy}, xhat, rstd, xy, gg, gbeta, none, rows, dim) })
 		within(t, "y", fetch(t, d, xy), y64, 2e-7)
 	})
 }

@@ -12,6 +12,11 @@
 //   mode 1 (LN_GELU)      y = LN(x), y2 = GELU(y)       (LN1 of a block: GELU's backward needs y)
 //   mode 2 (LN_RESIDUAL)  y = resid + LN(x)             (LN2 of a block: the next residual stream)
 //
+// yb, when not null, receives bf16 (round to nearest even) of what the
+// next Linear reads, for the bf16 engine's GEMMs: GELU(y) in mode 1, y in
+// modes 0 and 2. The f32 outputs it replaces may then be null: y2 in mode
+// 1, y in mode 0 (mode 2's y is the residual stream, always written).
+//
 // y may alias x, and in mode 2 y may alias resid (every element is read
 // before it is written, by the same thread).
 //
@@ -32,34 +37,37 @@
 //
 // Launch: grid (n), block 256, no dynamic shared memory.
 //
-// Versions: v1 (this file).
+// Versions: v1 (the correct-first GPU engine); v2 adds yb, the bf16 copy
+// the bf16 engine cast in a separate pass before.
 #include "common.cuh"
+#include "tensorcore.cuh"
 
 #define LN_PLAIN 0
 #define LN_GELU 1
 #define LN_RESIDUAL 2
 
 // ln_finish applies the LayerNorm of row r with the given mean and rstd.
-__device__ __forceinline__ void ln_finish(float* y, float* y2, float* xhat, float* rstd, const float* x,
+__device__ __forceinline__ void ln_finish(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x,
                                           const float* __restrict__ gamma, const float* __restrict__ beta,
                                           const float* resid, int r, int d, int mode, double mean, double rs) {
     const size_t base = (size_t)r * d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         const float h = (float)(((double)x[base + j] - mean) * rs);
         xhat[base + j] = h;
-        const float v = __fadd_rn(__fmul_rn(h, gamma[j]), beta[j]);
-        if (mode == LN_RESIDUAL) {
-            y[base + j] = __fadd_rn(resid[base + j], v);
-        } else {
-            y[base + j] = v;
-            if (mode == LN_GELU) y2[base + j] = gelu_f(v);
+        float v = __fadd_rn(__fmul_rn(h, gamma[j]), beta[j]);
+        if (mode == LN_RESIDUAL) v = __fadd_rn(resid[base + j], v);
+        if (y != nullptr) y[base + j] = v;
+        if (mode == LN_GELU) {
+            v = gelu_f(v);
+            if (y2 != nullptr) y2[base + j] = v;
         }
+        if (yb != nullptr) yb[base + j] = f32_to_bf16(v);
     }
     if (threadIdx.x == 0) rstd[r] = (float)rs;
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-ln_apply(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* stats, int tiles,
+ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* stats, int tiles,
          const float* gamma, const float* beta, const float* resid, int n, int d, int mode) {
     __shared__ double sh[2];
     const int r = blockIdx.x;
@@ -82,11 +90,11 @@ ln_apply(float* y, float* y2, float* xhat, float* rstd, const float* x, const fl
         sh[1] = 1.0 / sqrt(m2 / (double)d + LN_EPS);
     }
     __syncthreads();
-    ln_finish(y, y2, xhat, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);
+    ln_finish(y, y2, yb, xhat, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-ln_forward(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
+ln_forward(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta,
            const float* resid, int n, int d, int mode) {
     __shared__ double scratch[REDUCE_WARPS];
     const int r = blockIdx.x;
@@ -103,7 +111,7 @@ ln_forward(float* y, float* y2, float* xhat, float* rstd, const float* x, const 
     const double rs = 1.0 / sqrt(block_sum_d(q, scratch) / (double)d + LN_EPS);
     // block_sum_d ends with a barrier: every read of x is done before
     // ln_finish writes y (which may alias x).
-    ln_finish(y, y2, xhat, rstd, x, gamma, beta, resid, r, d, mode, mean, rs);
+    ln_finish(y, y2, yb, xhat, rstd, x, gamma, beta, resid, r, d, mode, mean, rs);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)

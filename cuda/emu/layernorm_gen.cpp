@@ -11,9 +11,9 @@
 
 // The generator's reading of each signature, which the launch functions of
 // cuda/launch pack by, is the compiler's.
-static_assert(std::is_same_v<decltype(&ln_apply), void (*)(float*, float*, float*, float*, const float*, const float*, int, const float*, const float*, const float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&ln_apply), void (*)(float*, float*, uint16_t*, float*, float*, const float*, const float*, int, const float*, const float*, const float*, int, int, int)>,
               "kernels/layernorm.cu: ln_apply: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&ln_forward), void (*)(float*, float*, float*, float*, const float*, const float*, const float*, const float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&ln_forward), void (*)(float*, float*, uint16_t*, float*, float*, const float*, const float*, const float*, const float*, int, int, int)>,
               "kernels/layernorm.cu: ln_forward: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&ln_backward), void (*)(float*, const float*, const float*, const float*, const float*, int, int)>,
               "kernels/layernorm.cu: ln_backward: run go generate ./kernels");

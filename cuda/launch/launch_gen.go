@@ -187,8 +187,8 @@ var paramBytes = [NumKernels][]int{
 	KInfonceGrad:              {8, 8, 8, 8, 8, 8, 4},
 	KInfonceGradBf16:          {8, 4, 8, 8, 8, 8, 8, 4},
 	KUnitRowsBackward:         {8, 8, 8, 8, 4, 4, 4, 4},
-	KLnApply:                  {8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
-	KLnForward:                {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KLnApply:                  {8, 8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnForward:                {8, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
 	KLnBackward:               {8, 8, 8, 8, 8, 4, 4},
 	KUnitnormMse:              {8, 8, 8, 8, 4, 4},
 	KLossSum:                  {8, 8, 4},
@@ -519,16 +519,16 @@ func UnitRowsBackward(l Launcher, cfg driver.LaunchConfig, grad Ptr[float32], un
 
 // LnApply launches ln_apply of kernels/layernorm.cu:
 //
-//	ln_apply(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* stats, int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
-func LnApply(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], xhat Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], stats ConstPtr[float32], tiles int32, gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
-	return l.Launch(KLnApply, cfg, [][]byte{ptr(y), ptr(y2), ptr(xhat), ptr(rstd), ptr(x), ptr(stats), i32(tiles), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
+//	ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* stats, int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
+func LnApply(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], yb Ptr[uint16], xhat Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], stats ConstPtr[float32], tiles int32, gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
+	return l.Launch(KLnApply, cfg, [][]byte{ptr(y), ptr(y2), ptr(yb), ptr(xhat), ptr(rstd), ptr(x), ptr(stats), i32(tiles), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
 }
 
 // LnForward launches ln_forward of kernels/layernorm.cu:
 //
-//	ln_forward(float* y, float* y2, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
-func LnForward(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], xhat Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
-	return l.Launch(KLnForward, cfg, [][]byte{ptr(y), ptr(y2), ptr(xhat), ptr(rstd), ptr(x), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
+//	ln_forward(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
+func LnForward(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], yb Ptr[uint16], xhat Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
+	return l.Launch(KLnForward, cfg, [][]byte{ptr(y), ptr(y2), ptr(yb), ptr(xhat), ptr(rstd), ptr(x), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
 }
 
 // LnBackward launches ln_backward of kernels/layernorm.cu:

@@ -267,7 +267,9 @@ func TestLayerNormForward(t *testing.T) {
 	t.Run("in place", func(t *testing.T) {
 		xy := devCopy(t, d, xs)
 		xhat, rstd := devCopy(t, d, nanFill(rows*dim)), devCopy(t, d, nanFill(rows))
-		on(t, d, func() error { return d.lnForward(lnPlain, lnOutputs{y: xy}, xhat, rstd, xy, gg, gbeta, none, rows, dim) })
+		on(t, d, func() error {
+			return d.lnForward(lnPlain, lnOutputs{y: xy}, xhat, rstd, xy, gg, gbeta, none, rows, dim)
+		})
 		within(t, "y", fetch(t, d, xy), y64, 2e-7)
 	})
 }

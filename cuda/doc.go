@@ -105,16 +105,24 @@
 //
 // Precision: [NewEngine] computes in float32 (the parity mode);
 // [NewBF16Engine] in bf16 mixed precision with autocast's semantics
-// (engine_bf16.go; docs/TRAINING.md, "Precision"). Both share the engine:
-// the forward pass calls linear, linearNorm and linearGELU, and the
-// backward pass linearBackward, which choose the float32 SIMT GEMMs or
-// the bf16 GEMMs of kernels/gemm_bf16.cu. The bf16 mode adds to the
-// state allocation the weights' bf16 copy (2 bytes a parameter), which
-// adamw_bf16 writes in the AdamW pass and SetParameters refreshes, and to
-// the workspace the bf16 copies of the activations the Linears read plus
-// the bf16 copy of a Linear's output gradient, which its two backward
-// GEMMs read in place: dY^T X (the tn layout) and dY W (the nn layout,
-// adding into the float32 gradient); no operand is transposed in memory.
+// (engine_bf16.go; docs/TRAINING.md, "Precision"). Both share the engine's
+// structure: the forward pass calls linear, linearNorm and linearGELU
+// (bf16 mode runs each residual block with blockForwardBF16), which choose
+// the float32 SIMT GEMMs or the bf16 GEMMs of kernels/gemm_bf16.cu. The
+// bf16 mode adds to the state allocation the weights' bf16 copy (2 bytes
+// a parameter), which adamw_bf16 writes in the AdamW pass and
+// SetParameters refreshes. Its activations are bf16 wherever autocast's
+// are: the Linears' inputs (written by the LayerNorms and the head's GEMM
+// that produce them) and the blocks' Linears' outputs, which their
+// LayerNorms read (ln_apply_bf16), saving only row means and rstds; the
+// residual stream stays float32. Its backward pass (backwardBF16) runs one
+// grad_rows pass in front of each Linear's two GEMMs: GELU', the
+// LayerNorm's backward (xhat and LN1's output recomputed from the saved
+// bf16 input), the bf16 output gradient those GEMMs read in place, dY^T X
+// (the tn layout) and dY W (the nn layout, written or added to the
+// residual stream's gradient), and the column sums of the bias and
+// LayerNorm gradients, all from one read of the incoming gradient; no
+// operand is transposed in memory.
 // The bf16 GEMM launcher takes the wgmma+TMA kernels
 // when the device loaded the sm_90a cubins (driver.Extended.KernelPath;
 // the PTX build of those kernels traps) and the mma.sync fallback

@@ -28,12 +28,14 @@ type block struct {
 	l1, l2       linear
 	n1, n2       layerNorm
 	x            buf[float32] // block input [n,h]
-	xhat1        buf[float32] // LN1 normalised [n,h]
-	ln1          buf[float32] // LN1 output = GELU input [n,h]
-	act          buf[float32] // GELU output = L2 input [n,h]
-	xhat2        buf[float32] // LN2 normalised [n,h]
+	xhat1        buf[float32] // float32 mode: LN1 normalised [n,h]
+	ln1          buf[float32] // float32 mode: LN1 output = GELU input [n,h]
+	act          buf[float32] // float32 mode: GELU output = L2 input [n,h]
+	xhat2        buf[float32] // float32 mode: LN2 normalised [n,h]
 	rstd1, rstd2 buf[float32] // [n]
 	xb, actb     buf[uint16]  // bf16 mode: x and act in bf16, the Linears' operands [n,h]
+	pre1b, pre2b buf[uint16]  // bf16 mode: L1's and L2's outputs, LN1's and LN2's inputs [n,h]
+	mean1, mean2 buf[float32] // bf16 mode: their row means [n]
 }
 
 // Engine is the [nn.Engine] on a GPU. NewEngine's computes in float32
@@ -201,9 +203,9 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
 	f := func(k int) buf[float32] { return carve[float32](a, k) }
-	// The float32 inputs of Linears that bf16 mode keeps in bf16 only
-	// (layoutBF16 points them at scratch).
-	f32Input := func(k int) buf[float32] {
+	// The float32 activations that bf16 mode does not keep (it keeps the
+	// Linears' inputs and the LayerNorms' inputs in bf16 instead).
+	f32Only := func(k int) buf[float32] {
 		if e.bf16 {
 			return buf[float32]{}
 		}
@@ -212,11 +214,11 @@ func (e *Engine) layoutWorkspace(a *arena, n int) {
 	e.x, e.t = f(n*in), f(n*o)
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f(n*h), f(n*h), f32Input(n*h), f(n*h)
+		b.x, b.xhat1, b.ln1, b.act, b.xhat2 = f(n*h), f32Only(n*h), f32Only(n*h), f32Only(n*h), f32Only(n*h)
 		b.rstd1, b.rstd2 = f(n), f(n)
 	}
-	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f32Input(n*h), f(n)
-	e.head, e.headAct = f(n*hd), f32Input(n*hd)
+	e.stream, e.xhatH, e.hidden, e.rstdH = f(n*h), f(n*h), f32Only(n*h), f(n)
+	e.head, e.headAct = f(n*hd), f32Only(n*hd)
 	e.out, e.xhatO, e.rstdO, e.dy = f(n*o), f(n*o), f(n), f(n*o)
 	e.s1, e.s2, e.s3 = f(n*h), f(n*h), f(n*h)
 	e.stats = f(n * statsTiles(max(h, o)) * 3)
@@ -359,7 +361,7 @@ func (e *Engine) forward(n int, grad bool) error {
 		return err
 	}
 	var none buf[float32]
-	return e.linearNorm(e.head2, e.outNorm, lnPlain, lnOutputs{y: e.out}, e.xhatO, e.rstdO, e.out, e.headAct, e.headActb, none, n)
+	return e.linearNorm(e.head2, e.outNorm, lnPlain, lnOutputs{y: e.out, xhat: e.xhatO, rstd: e.rstdO}, e.out, e.headAct, e.headActb, none, n)
 }
 
 // forwardHead is forward up to the input of the head's last Linear
@@ -383,31 +385,35 @@ func (e *Engine) forwardHead(n int, grad bool) error {
 			return err
 		}
 	}
-	// In bf16 mode each LayerNorm also writes the bf16 copy the next
-	// Linear reads (the float32 one only where something else reads it).
-	bf16 := func(out lnOutputs, yb buf[uint16]) lnOutputs {
-		if e.bf16 {
-			out.yb = yb
-		}
-		return out
-	}
 	pre := e.s1
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		next := lnOutputs{y: e.stream}
+		next, nextb := e.stream, buf[uint16]{}
 		if i+1 < len(e.blocks) {
-			next = bf16(lnOutputs{y: e.blocks[i+1].x}, e.blocks[i+1].xb)
+			next, nextb = e.blocks[i+1].x, e.blocks[i+1].xb
+		}
+		if e.bf16 {
+			if err := e.blockForwardBF16(b, next, nextb, n); err != nil {
+				return err
+			}
+			continue
 		}
 		// pre = L1(x); ln1 = LN1(pre), act = GELU(ln1).
-		if err := e.linearNorm(b.l1, b.n1, lnGELU, bf16(lnOutputs{y: b.ln1, y2: b.act}, b.actb), b.xhat1, b.rstd1, pre, b.x, b.xb, none, n); err != nil {
+		if err := e.linearNorm(b.l1, b.n1, lnGELU, lnOutputs{y: b.ln1, y2: b.act, xhat: b.xhat1, rstd: b.rstd1}, pre, b.x, b.xb, none, n); err != nil {
 			return err
 		}
 		// pre = L2(act); next = x + LN2(pre).
-		if err := e.linearNorm(b.l2, b.n2, lnResidual, next, b.xhat2, b.rstd2, pre, b.act, b.actb, b.x, n); err != nil {
+		if err := e.linearNorm(b.l2, b.n2, lnResidual, lnOutputs{y: next, xhat: b.xhat2, rstd: b.rstd2}, pre, b.act, b.actb, b.x, n); err != nil {
 			return err
 		}
 	}
-	if err := d.lnForward(lnPlain, bf16(lnOutputs{y: e.hidden}, e.hiddenb), e.xhatH, e.rstdH, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
+	// hidden_norm's output exists in bf16 only in bf16 mode (e.hidden is
+	// null there): the head's first Linear reads it.
+	out := lnOutputs{y: e.hidden, xhat: e.xhatH, rstd: e.rstdH}
+	if e.bf16 {
+		out.yb = e.hiddenb
+	}
+	if err := d.lnForward(lnPlain, out, e.stream, e.hiddenNorm.gamma, e.hiddenNorm.beta, none, n, h); err != nil {
 		return err
 	}
 	return e.linearGELU(e.head1, e.head, e.headAct, e.headActb, e.hidden, e.hiddenb, n, grad)

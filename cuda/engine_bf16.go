@@ -79,8 +79,9 @@ func (e *Engine) BF16() bool { return e.bf16 }
 // layoutBF16 carves the bf16 mode's activations and scratch for n rows,
 // after layoutWorkspace's. The GELU outputs of the blocks and of the head
 // and hidden_norm's output exist in bf16 only (the LayerNorms and the
-// head's GEMM write them so), as does each block's input but the first
-// (the previous block's LN2 writes it beside the float32 stream).
+// head's GEMM write them so), and so do the blocks' Linears' outputs (the
+// LayerNorms' inputs, which their backward passes read again with the
+// row means and rstds instead of a saved xhat).
 func (e *Engine) layoutBF16(a *arena, n int) {
 	c := e.cfg
 	h, hd, o, in := c.HiddenDim, c.HeadDim(), c.OutputDim, c.InputDim
@@ -88,7 +89,8 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 	e.xb, e.hiddenb, e.headActb = f(n*in), f(n*h), f(n*hd)
 	for i := range e.blocks {
 		b := &e.blocks[i]
-		b.xb, b.actb = f(n*h), f(n*h)
+		b.xb, b.actb, b.pre1b, b.pre2b = f(n*h), f(n*h), f(n*h), f(n*h)
+		b.mean1, b.mean2 = carve[float32](a, n), carve[float32](a, n)
 	}
 	e.dyb = f(n * max(h, hd, o))
 	e.gradPartial = carve[float32](a, gradPartialLen(n, max(h, hd, o)))
@@ -115,11 +117,11 @@ func (e *Engine) linear(l linear, y, x buf[float32], xb buf[uint16], n int) erro
 	return e.dev.linearForward(launch.KGemmNtBias, y, none, none, x, l.w, l.b, n, l.in, l.out)
 }
 
-// linearNorm sets pre = x W^T + b, then the LayerNorm ln of pre in mode
-// (lnApply's arguments out, xhat, rstd, resid). The GEMM's epilogue
-// writes the row statistics of pre per 64-column tile into e.stats, in
-// either mode, and ln_apply merges them.
-func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, out lnOutputs, xhat, rstd, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
+// linearNorm sets pre = x W^T + b (f32), then the LayerNorm ln of pre in
+// mode (lnApply's arguments out, resid). The GEMM's epilogue writes the
+// row statistics of pre per 64-column tile into e.stats, in either mode,
+// and ln_apply merges them.
+func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, out lnOutputs, pre, x buf[float32], xb buf[uint16], resid buf[float32], n int) error {
 	d := e.dev
 	var err error
 	if e.bf16 {
@@ -131,7 +133,33 @@ func (e *Engine) linearNorm(l linear, ln layerNorm, mode int, out lnOutputs, xha
 	if err != nil {
 		return err
 	}
-	return d.lnApply(mode, out, xhat, rstd, pre, e.stats, ln.gamma, ln.beta, resid, n, l.out)
+	return d.lnApply(mode, out, pre, buf[uint16]{}, e.stats, ln.gamma, ln.beta, resid, n, l.out)
+}
+
+// blockForwardBF16 runs residual block b in bf16 mode, as autocast does:
+// each Linear's output is bf16 (pre1b, pre2b; the GEMM's epilogue also
+// writes the row statistics of the rounded values), which its LayerNorm
+// reads in float32 arithmetic. The LayerNorms save only their inputs' row
+// means and rstds besides those bf16 inputs (the backward pass recomputes
+// xhat and LN1's output from them) and write the bf16 copies the next
+// Linears read: GELU(LN1) into actb, and next = x + LN2 in float32 (the
+// residual stream) and, when the next block's bf16 input nextb is given,
+// in bf16.
+func (e *Engine) blockForwardBF16(b *block, next buf[float32], nextb buf[uint16], n int) error {
+	d, h := e.dev, e.cfg.HiddenDim
+	var none buf[float32]
+	if err := d.gemmBF16BF16Stats(b.pre1b, e.stats, b.xb, b.l1.wb, b.l1.b, n, h, h); err != nil {
+		return err
+	}
+	ln1 := lnOutputs{yb: b.actb, mean: b.mean1, rstd: b.rstd1}
+	if err := d.lnApply(lnGELU, ln1, none, b.pre1b, e.stats, b.n1.gamma, b.n1.beta, none, n, h); err != nil {
+		return err
+	}
+	if err := d.gemmBF16BF16Stats(b.pre2b, e.stats, b.actb, b.l2.wb, b.l2.b, n, h, h); err != nil {
+		return err
+	}
+	ln2 := lnOutputs{y: next, yb: nextb, mean: b.mean2, rstd: b.rstd2}
+	return d.lnApply(lnResidual, ln2, none, b.pre2b, e.stats, b.n2.gamma, b.n2.beta, b.x, n, h)
 }
 
 // linearGELU sets pre = x W^T + b and act = GELU(pre), both in the
@@ -175,6 +203,11 @@ func (e *Engine) backwardBF16(n int) error {
 		p.xhat, p.rstd, p.gamma, p.dbeta, p.dgamma = xhat, rstd, ln.gamma, ln.dbeta, ln.dgamma
 		return p
 	}
+	recompute := func(p gradPass, ln layerNorm, xin buf[uint16], mean, rstd buf[float32]) gradPass {
+		p = norm(p, ln, buf[float32]{}, rstd)
+		p.xin, p.mean = xin, mean
+		return p
+	}
 	// The output LayerNorm's backward, unless outnorm_mse has done it
 	// (then dy already holds dL/d(head output)).
 	p := gradPass{dy: e.dy.at(0, n*o), db: e.head2.db}
@@ -202,13 +235,16 @@ func (e *Engine) backwardBF16(n int) error {
 	for i := len(e.blocks) - 1; i >= 0; i-- {
 		b := &e.blocks[i]
 		// dStream is dL/d(block output), which is also dL/d(LN2 output).
-		if err := pass(norm(gradPass{dy: dStream, db: b.l2.db}, b.n2, b.xhat2, b.rstd2), h); err != nil {
+		if err := pass(recompute(gradPass{dy: dStream, db: b.l2.db}, b.n2, b.pre2b, b.mean2, b.rstd2), h); err != nil {
 			return err
 		}
 		if err := e.linearGradsBF16(b.l2, dIn2, b.actb, n, false); err != nil {
 			return err
 		}
-		if err := pass(norm(gradPass{dy: dIn2, pre: b.ln1, db: b.l1.db}, b.n1, b.xhat1, b.rstd1), h); err != nil {
+		// dIn2 is dL/d(GELU output): GELU' of LN1's output, recomputed.
+		p := recompute(gradPass{dy: dIn2, db: b.l1.db}, b.n1, b.pre1b, b.mean1, b.rstd1)
+		p.geluBeta = b.n1.beta
+		if err := pass(p, h); err != nil {
 			return err
 		}
 		// The skip connection: dL/d(block input) = dStream + dL/d(L1 output) W1.

@@ -114,17 +114,18 @@ func TestEngineBF16Widths(t *testing.T) {
 
 // TestEngineBF16FusedEpilogues: the bf16 engine's forward pass takes the
 // fused GEMM epilogues on each GEMM path, as the kernel timings (the
-// report bench reads) show: every Linear that a LayerNorm follows is the
+// report bench reads) show: every Linear that a LayerNorm follows is a
 // statistics GEMM whose row statistics ln_apply merges (ln_forward only
-// for hidden_norm, which follows a residual add), and the head's GELU in
-// training comes from the GEMM that also writes the float32
+// for hidden_norm, which follows a residual add), the blocks' writing
+// bf16 (ln_apply_bf16 reads it), the head's writing float32; the head's
+// GELU in training comes from the GEMM that also writes the float32
 // pre-activation (no separate GELU pass); a projection takes the GEMM
 // writing bf16 GELU alone. The LayerNorms write the bf16 copies the next
 // Linears read: the only casts left are of the input and of the first
-// block's input (the input projection's output). The backward pass runs grad_rows (GELU',
-// LayerNorm backward, bf16 cast and column sums in one pass) and no
-// unfused pass. A fallback to the unfused passes, or to the other path's
-// kernels, fails.
+// block's input (the input projection's output). The backward pass runs
+// grad_rows (GELU', LayerNorm backward, bf16 cast and column sums in one
+// pass) and no unfused pass. A fallback to the unfused passes, or to the
+// other path's kernels, fails.
 func TestEngineBF16FusedEpilogues(t *testing.T) {
 	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 2}
 	const n = 37
@@ -166,9 +167,10 @@ func TestEngineBF16FusedEpilogues(t *testing.T) {
 				return out
 			}
 			got := calls(func() error { _, err := e.ForwardBackward(xs[0], ts[0], n); return err })
-			// Two LayerNorms a block, and the output LayerNorm unless the
-			// MSE objective fuses it with the loss (outnorm_mse).
-			norms := 2 * c.Blocks
+			// Two LayerNorms a block (of bf16 inputs), and the output
+			// LayerNorm (of a float32 input) unless the MSE objective fuses
+			// it with the loss (outnorm_mse).
+			blockNorms, norms := 2*c.Blocks, 0
 			if !e.fusedMSE() {
 				norms++
 			}
@@ -181,7 +183,8 @@ func TestEngineBF16FusedEpilogues(t *testing.T) {
 			if !e.fusedMSE() {
 				nnWritten++
 			}
-			want := map[string]int{kernel(ntF32Stats): norms, "ln_apply": norms, "ln_forward": 1, kernel(ntF32GELU): 1,
+			want := map[string]int{kernel(ntBF16Stats): blockNorms, "ln_apply_bf16": blockNorms, kernel(ntF32Stats): norms, "ln_apply": norms,
+				"ln_forward": 1, kernel(ntF32GELU): 1,
 				"grad_rows": 2*c.Blocks + 4, "cast_f32_bf16": 2, "ln_backward": 0, "gelu_backward": 0, "colsum_partial": 0,
 				kernel(nnF32): nnWritten, kernel(nnF32Add): c.Blocks, kernel(tnF32): 2*c.Blocks + 3}
 			for name, w := range want {
@@ -196,7 +199,7 @@ func TestEngineBF16FusedEpilogues(t *testing.T) {
 			}
 			out := make([]float32, n*c.OutputDim)
 			got = calls(func() error { return e.Project(out, xs[0], n) })
-			want = map[string]int{kernel(ntF32Stats): 2*c.Blocks + 1, "ln_forward": 1, kernel(ntGELUBF16): 1, kernel(ntF32GELU): 0, "cast_f32_bf16": 2}
+			want = map[string]int{kernel(ntBF16Stats): blockNorms, "ln_apply_bf16": blockNorms, kernel(ntF32Stats): 1, "ln_apply": 1, "ln_forward": 1, kernel(ntGELUBF16): 1, kernel(ntF32GELU): 0, "cast_f32_bf16": 2}
 			for name, w := range want {
 				if got[name] != w {
 					t.Errorf("projection: %s launched %d times, want %d (all launches: %v)", name, got[name], w, got)

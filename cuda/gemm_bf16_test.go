@@ -287,6 +287,9 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 //   - ntF32GELU: C as above; act against the float64 GELU of the stored
 //     C within 2^-14 |GELU| + 2^-126 (the f32 evaluation, as
 //     TestGemmBF16Launcher's) plus the bf16 rounding, 2^-8 of the value.
+//   - ntBF16Stats: C within ntF32Stats's bound plus the bf16 rounding
+//     (2^-8 of the value), and the statistics as ntF32Stats's, of the
+//     stored (rounded) C: the values a LayerNorm reading it sees.
 func TestGemmBF16FusedEpilogues(t *testing.T) {
 	d := testDevice(t)
 	var sms int
@@ -296,7 +299,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		worstMean, worstM2 := 0.0, 0.0 // the largest error / bound seen
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {130, 75, 200}, {130, 260, 200}} {
-			for _, kind := range []gemmKind{ntF32Stats, ntF32GELU} {
+			for _, kind := range []gemmKind{ntF32Stats, ntF32GELU, ntBF16Stats} {
 				rng := rand.New(rand.NewPCG(uint64(ci), 200+uint64(kind)))
 				aBits, a := bf16Round(randn(rng, c.m*c.k, 1))
 				wBits, w := bf16Round(randn(rng, c.n*c.k, 1))
@@ -312,15 +315,31 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 				var stats buf[float32]
 				var act buf[uint16]
 				nanBF16 := leconv.BFloat16Bits(float32(math.NaN()))
-				if kind == ntF32Stats {
+				nanFillBF16 := func(n int) []uint16 {
+					v := make([]uint16, n)
+					for i := range v {
+						v[i] = nanBF16
+					}
+					return v
+				}
+				switch kind {
+				case ntF32Stats:
 					stats = devCopy(t, d, nanFill(c.m*tiles*3+pad))
 					on(t, d, func() error { return d.gemmBF16F32Stats(dc, stats, da, dw, bias, c.m, c.n, c.k) })
-				} else {
-					fill := make([]uint16, c.m*c.n+pad)
-					for i := range fill {
-						fill[i] = nanBF16
+				case ntBF16Stats:
+					stats = devCopy(t, d, nanFill(c.m*tiles*3+pad))
+					cb := devCopy(t, d, nanFillBF16(c.m*c.n+pad))
+					on(t, d, func() error { return d.gemmBF16BF16Stats(cb, stats, da, dw, bias, c.m, c.n, c.k) })
+					// C as the float32 values of the stored bf16 ones (NaN
+					// past the end stays NaN).
+					bits := fetch(t, d, cb)
+					vals := make([]float32, len(bits))
+					for i, b := range bits {
+						vals[i] = leconv.BFloat16Value(b)
 					}
-					act = devCopy(t, d, fill)
+					on(t, d, func() error { return upload(d, dc, vals) })
+				default:
+					act = devCopy(t, d, nanFillBF16(c.m*c.n+pad))
 					on(t, d, func() error { return d.gemmBF16F32GELU(dc, act, da, dw, bias, c.m, c.n, c.k) })
 				}
 				got := fetch(t, d, dc)
@@ -332,6 +351,9 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 				for i := 0; i < c.m; i++ {
 					for j := 0; j < c.n; j++ {
 						ref, tol := ntReference(a, w, biasHost, c.k, i, j)
+						if kind == ntBF16Stats {
+							tol += math.Ldexp(math.Abs(ref)+tol, -8)
+						}
 						if g := float64(got[i*c.n+j]); !(math.Abs(g-ref) <= tol) {
 							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, c.m, c.n, c.k, i, j, g, ref, tol)
 						}

@@ -96,20 +96,23 @@ func elemBytes(n, bytesPerElement int) work {
 	return work{shape: fmt.Sprintf("n=%d", n), bytes: float64(n) * float64(bytesPerElement)}
 }
 
-// lnOutputs are what a LayerNorm forward (ln_apply, ln_forward) writes
-// besides xhat and rstd: y, y2 = GELU(y) in mode lnGELU, and yb, bf16 of
-// what the next Linear reads (GELU(y) in mode lnGELU, else y) for the bf16
-// engine. y2 may be null when yb is not, and so may y in mode lnPlain.
+// lnOutputs are what a LayerNorm forward (ln_apply, ln_forward) writes:
+// y, y2 = GELU(y) in mode lnGELU, and yb, bf16 of what the next Linear
+// reads (GELU(y) in mode lnGELU, else y) for the bf16 engine; and for the
+// backward pass rstd [rows] and either xhat [rows, dim] or (ln_apply only)
+// mean [rows], from which grad_rows recomputes xhat. y2 may be null when
+// yb is not, and so may y except in mode lnResidual (the residual stream).
 type lnOutputs struct {
-	y, y2 buf[float32]
-	yb    buf[uint16]
+	y, y2            buf[float32]
+	yb               buf[uint16]
+	xhat, mean, rstd buf[float32]
 }
 
-// lnWork describes a LayerNorm forward: it reads x (and resid, or the tile
-// statistics) and writes out, xhat and rstd.
-func lnWork(mode int, out lnOutputs, rows, dim, tiles int) work {
-	words := 2*rows*dim + rows + 2*dim + 3*rows*tiles
-	for _, b := range []uintptr{out.y.p, out.y2.p} {
+// lnWork describes a LayerNorm forward over x of inBytes bytes an element:
+// it reads x (and resid, or the tile statistics) and writes out.
+func lnWork(mode int, out lnOutputs, inBytes, rows, dim, tiles int) work {
+	words := 2*rows + 2*dim + 3*rows*tiles
+	for _, b := range []uintptr{out.y.p, out.y2.p, out.xhat.p} {
 		if b != 0 {
 			words += rows * dim
 		}
@@ -123,6 +126,7 @@ func lnWork(mode int, out lnOutputs, rows, dim, tiles int) work {
 		name = "residual"
 	}
 	w := rowWork(rows, dim, words)
+	w.bytes += float64(inBytes) * float64(rows*dim)
 	if out.yb.p != 0 {
 		w.bytes += 2 * float64(rows*dim)
 	}
@@ -217,20 +221,27 @@ func rowGrid(what string, rows int) error {
 	return nil
 }
 
-// lnCheck checks the buffers common to ln_apply and ln_forward.
-func lnCheck(what string, mode int, out lnOutputs, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+// lnCheck checks the buffers common to ln_apply and ln_forward (x, the
+// input, is checked by the caller).
+func lnCheck(what string, mode int, out lnOutputs, gamma, beta, resid buf[float32], rows, dim int) error {
 	if err := dims(what, rows, dim); err != nil {
 		return err
 	}
 	if err := rowGrid(what, rows); err != nil {
 		return err
 	}
-	rs := []required{req("xhat", xhat, rows*dim), req("rstd", rstd, rows), req("x", x, rows*dim), req("gamma", gamma, dim), req("beta", beta, dim)}
+	rs := []required{req("rstd", out.rstd, rows), req("gamma", gamma, dim), req("beta", beta, dim)}
+	if out.mean.p != 0 {
+		rs = append(rs, req("mean", out.mean, rows))
+	}
+	if out.xhat.p != 0 || out.mean.p == 0 {
+		rs = append(rs, req("xhat", out.xhat, rows*dim))
+	}
 	bf16 := out.yb.p != 0
 	if bf16 {
 		rs = append(rs, req("yb", out.yb, rows*dim))
 	}
-	if out.y.p != 0 || mode != lnPlain || !bf16 {
+	if out.y.p != 0 || mode == lnResidual || !bf16 {
 		rs = append(rs, req("y", out.y, rows*dim))
 	}
 	switch mode {
@@ -247,29 +258,47 @@ func lnCheck(what string, mode int, out lnOutputs, xhat, rstd, x, gamma, beta, r
 	return needAll(what, rs...)
 }
 
-// lnApply launches ln_apply: the LayerNorm of x[rows,dim] whose row
-// statistics gemm_nt_bias_stats wrote into stats, in the given mode.
-func (d *Device) lnApply(mode int, out lnOutputs, xhat, rstd, x, stats, gamma, beta, resid buf[float32], rows, dim int) error {
-	const what = "ln_apply"
-	if err := lnCheck(what, mode, out, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+// lnApply launches ln_apply, or ln_apply_bf16 when the input is xb: the
+// LayerNorm of x or xb [rows,dim] whose row statistics the GEMM before it
+// wrote into stats, in the given mode. Exactly one of x and xb is given.
+func (d *Device) lnApply(mode int, out lnOutputs, x buf[float32], xb buf[uint16], stats, gamma, beta, resid buf[float32], rows, dim int) error {
+	what, inBytes, in := "ln_apply", 4, req("x", x, rows*dim)
+	if xb.p != 0 {
+		if x.p != 0 {
+			return fmt.Errorf("cuda: ln_apply: both a float32 and a bf16 input")
+		}
+		what, inBytes, in = "ln_apply_bf16", 2, req("x", xb, rows*dim)
+	}
+	if err := lnCheck(what, mode, out, gamma, beta, resid, rows, dim); err != nil {
 		return err
 	}
 	tiles := statsTiles(dim)
-	if err := needAll(what, req("stats", stats, rows*tiles*3)); err != nil {
+	if err := needAll(what, in, req("stats", stats, rows*tiles*3)); err != nil {
 		return err
 	}
-	return launch.LnApply(d.with(lnWork(mode, out, rows, dim, tiles)), grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(), stats.cptr(),
-		int32(tiles), gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
+	l := d.with(lnWork(mode, out, inBytes, rows, dim, tiles))
+	if xb.p != 0 {
+		return launch.LnApplyBf16(l, grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), out.xhat.ptr(), out.mean.ptr(), out.rstd.ptr(),
+			xb.cptr(), stats.cptr(), int32(tiles), gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
+	}
+	return launch.LnApply(l, grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), out.xhat.ptr(), out.mean.ptr(), out.rstd.ptr(),
+		x.cptr(), stats.cptr(), int32(tiles), gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 
 // lnForward launches ln_forward: the LayerNorm of x[rows,dim], computing the
-// row statistics itself.
-func (d *Device) lnForward(mode int, out lnOutputs, xhat, rstd, x, gamma, beta, resid buf[float32], rows, dim int) error {
+// row statistics itself (out.mean must be null: it saves xhat).
+func (d *Device) lnForward(mode int, out lnOutputs, x, gamma, beta, resid buf[float32], rows, dim int) error {
 	const what = "ln_forward"
-	if err := lnCheck(what, mode, out, xhat, rstd, x, gamma, beta, resid, rows, dim); err != nil {
+	if out.mean.p != 0 {
+		return fmt.Errorf("cuda: %s saves xhat, not the mean", what)
+	}
+	if err := lnCheck(what, mode, out, gamma, beta, resid, rows, dim); err != nil {
 		return err
 	}
-	return launch.LnForward(d.with(lnWork(mode, out, rows, dim, 0)), grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), xhat.ptr(), rstd.ptr(), x.cptr(),
+	if err := needAll(what, req("x", x, rows*dim)); err != nil {
+		return err
+	}
+	return launch.LnForward(d.with(lnWork(mode, out, 4, rows, dim, 0)), grid(rows, 1), out.y.ptr(), out.y2.ptr(), out.yb.ptr(), out.xhat.ptr(), out.rstd.ptr(), x.cptr(),
 		gamma.cptr(), beta.cptr(), resid.cptr(), int32(rows), int32(dim), int32(mode))
 }
 

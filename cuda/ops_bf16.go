@@ -53,22 +53,26 @@ const gradChunkRows = 16
 const defaultDynamicShared = 48 << 10
 
 // gradPass is one backward row pass (kernels/grad_rows.cu): from dy, the
-// gradient of a GELU's output (pre: its float32 input) or of whatever
-// comes next, through a LayerNorm's backward (xhat given), to dx in
-// float32 and/or bf16, with the column sums of dx (a Linear's bias
-// gradient) and of the LayerNorm's parameter gradients.
+// gradient of a GELU's output or of whatever comes next, through a
+// LayerNorm's backward (xhat, or xin and mean, given), to dx in float32
+// and/or bf16, with the column sums of dx (a Linear's bias gradient) and of
+// the LayerNorm's parameter gradients.
 type gradPass struct {
-	dx         buf[float32] // dx [rows, dim] in float32 (may alias dy), or null
-	dxb        buf[uint16]  // bf16(dx), the next backward GEMMs' operand, or null
-	dy         buf[float32] // the incoming gradient [rows, dim]
-	pre        buf[float32] // GELU's input [rows, dim] when dy is its output's gradient, or null
-	xhat, rstd buf[float32] // the LayerNorm's saved xhat [rows, dim] and rstd [rows], or null
-	gamma      buf[float32] // the LayerNorm's weight [dim], with xhat
-	db         buf[float32] // sum over rows of dx [dim], or null
-	dbeta      buf[float32] // sum over rows of the LayerNorm's output gradient [dim], with xhat
-	dgamma     buf[float32] // sum over rows of that gradient times xhat [dim], with xhat
-	partial    buf[float32] // scratch of gradPartialLen(rows, dim) values
-	rows, dim  int
+	dx        buf[float32] // dx [rows, dim] in float32 (may alias dy), or null
+	dxb       buf[uint16]  // bf16(dx), the next backward GEMMs' operand, or null
+	dy        buf[float32] // the incoming gradient [rows, dim]
+	pre       buf[float32] // GELU's input [rows, dim] when dy is its output's gradient, or null
+	xhat      buf[float32] // the LayerNorm's saved xhat [rows, dim], or null
+	xin       buf[uint16]  // or its bf16 input [rows, dim] (ln_apply_bf16's x), with mean
+	mean      buf[float32] // the row means ln_apply_bf16 saved [rows], with xin
+	rstd      buf[float32] // the LayerNorm's saved rstd [rows]
+	gamma     buf[float32] // the LayerNorm's weight [dim]
+	geluBeta  buf[float32] // the LayerNorm's bias [dim] when dy is the gradient of GELU(its output), or null
+	db        buf[float32] // sum over rows of dx [dim], or null
+	dbeta     buf[float32] // sum over rows of the LayerNorm's output gradient [dim]
+	dgamma    buf[float32] // sum over rows of that gradient times xhat [dim]
+	partial   buf[float32] // scratch of gradPartialLen(rows, dim) values
+	rows, dim int
 }
 
 // gradPartialLen is the partial sums' length grad_rows needs for rows x
@@ -100,14 +104,27 @@ func (d *Device) gradRows(p gradPass) error {
 	if p.dxb.p != 0 {
 		rs = append(rs, req("dxb", p.dxb, rows*dim))
 	}
-	ln := p.xhat.p != 0
+	ln := p.xhat.p != 0 || p.xin.p != 0
 	arrays := 1
-	if ln {
-		rs = append(rs, req("xhat", p.xhat, rows*dim), req("rstd", p.rstd, rows), req("gamma", p.gamma, dim),
-			req("dbeta", p.dbeta, dim), req("dgamma", p.dgamma, dim))
+	switch {
+	case p.xhat.p != 0 && p.xin.p != 0:
+		return fmt.Errorf("cuda: %s: both a saved xhat and the LayerNorm's input", what)
+	case ln:
+		rs = append(rs, req("rstd", p.rstd, rows), req("gamma", p.gamma, dim), req("dbeta", p.dbeta, dim), req("dgamma", p.dgamma, dim))
+		if p.xin.p != 0 {
+			rs = append(rs, req("xin", p.xin, rows*dim), req("mean", p.mean, rows))
+		} else {
+			rs = append(rs, req("xhat", p.xhat, rows*dim))
+		}
+		if p.geluBeta.p != 0 {
+			if p.pre.p != 0 {
+				return fmt.Errorf("cuda: %s: two GELU inputs (pre and the LayerNorm's output)", what)
+			}
+			rs = append(rs, req("beta", p.geluBeta, dim))
+		}
 		arrays = 3
-	} else if p.rstd.p != 0 || p.gamma.p != 0 || p.dbeta.p != 0 || p.dgamma.p != 0 {
-		return fmt.Errorf("cuda: %s: LayerNorm buffers without xhat", what)
+	case p.rstd.p != 0 || p.gamma.p != 0 || p.dbeta.p != 0 || p.dgamma.p != 0 || p.mean.p != 0 || p.geluBeta.p != 0:
+		return fmt.Errorf("cuda: %s: LayerNorm buffers without xhat or the LayerNorm's input", what)
 	}
 	chunks := ceilDiv(rows, gradChunkRows)
 	rs = append(rs, req("partial", p.partial, arrays*chunks*dim))
@@ -129,16 +146,18 @@ func (d *Device) gradRows(p gradPass) error {
 			perElement += 4
 		}
 	}
-	if p.dxb.p != 0 {
-		perElement += 2
+	for _, b := range []uintptr{p.xin.p, p.dxb.p} {
+		if b != 0 {
+			perElement += 2
+		}
 	}
 	bytes := float64(rows*dim)*float64(perElement) + 4*float64(arrays*chunks*dim)
 	if ln {
-		bytes += 4 * float64(rows)
+		bytes += 8 * float64(rows)
 	}
 	w := work{shape: fmt.Sprintf("rows=%d dim=%d", rows, dim), bytes: bytes}
 	if err := launch.GradRows(d.with(w), cfg, p.dx.ptr(), p.dxb.ptr(), p.partial.ptr(), p.dy.cptr(), p.pre.cptr(),
-		p.xhat.cptr(), p.rstd.cptr(), p.gamma.cptr(), int32(rows), int32(dim), gradChunkRows); err != nil {
+		p.xhat.cptr(), p.xin.cptr(), p.mean.cptr(), p.rstd.cptr(), p.gamma.cptr(), p.geluBeta.cptr(), int32(rows), int32(dim), gradChunkRows); err != nil {
 		return err
 	}
 	if p.db.p == 0 && !ln {

@@ -261,3 +261,155 @@ func TestGradRowsChecks(t *testing.T) {
 		}
 	}
 }
+
+// lnBF16Case is a LayerNorm over a bf16 GEMM output, as the bf16 engine's
+// blocks run one: x bf16 [rows, dim] and its tile statistics from
+// gemm_bf16_nt_bf16_stats (a bias of +10 puts the rows' means far from
+// zero, so the statistics must not cancel), gamma, beta and a residual.
+type lnBF16Case struct {
+	rows, dim                 int
+	x                         buf[uint16]
+	xs                        []float64 // x's values
+	stats, gamma, beta, resid buf[float32]
+	gammaHost, betaHost       []float32
+	residHost                 []float32
+}
+
+func newLNBF16Case(t *testing.T, d *Device, rows, dim int) lnBF16Case {
+	t.Helper()
+	const k = 24
+	rng := rand.New(rand.NewPCG(uint64(rows), uint64(dim)))
+	aBits, _ := bf16Round(randn(rng, rows*k, 1))
+	wBits, _ := bf16Round(randn(rng, dim*k, 0.3))
+	bias := randn(rng, dim, 1)
+	for i := range bias {
+		bias[i] += 10
+	}
+	c := lnBF16Case{rows: rows, dim: dim, x: devAlloc[uint16](t, d, rows*dim), stats: devAlloc[float32](t, d, rows*statsTiles(dim)*3)}
+	da, dw, dbias := devCopy(t, d, aBits), devCopy(t, d, wBits), devCopy(t, d, bias)
+	on(t, d, func() error { return d.gemmBF16BF16Stats(c.x, c.stats, da, dw, dbias, rows, dim, k) })
+	for _, b := range fetch(t, d, c.x) {
+		c.xs = append(c.xs, float64(leconv.BFloat16Value(b)))
+	}
+	c.gammaHost, c.betaHost, c.residHost = randn(rng, dim, 0.2), randn(rng, dim, 0.2), randn(rng, rows*dim, 1)
+	for i := range c.gammaHost {
+		c.gammaHost[i]++
+	}
+	c.gamma, c.beta, c.resid = devCopy(t, d, c.gammaHost), devCopy(t, d, c.betaHost), devCopy(t, d, c.residHost)
+	return c
+}
+
+// TestLayerNormBF16Input: ln_apply_bf16 is the LayerNorm of its bf16 input
+// (the float64 CPU LayerNorm of the same values), in each mode, saving the
+// row means and rstds rounded to float and xhat computed from them.
+//
+// Tolerance: as ln_apply's over float32 input (TestLayerNormForward,
+// 5e-6: the merged float32 tile statistics), plus the float rounding of
+// the mean and rstd (2^-24 of |mean| rstd ~ 10 rstd in xhat, ~1e-6).
+func TestLayerNormBF16Input(t *testing.T) {
+	d := testDevice(t)
+	const rows, dim, tol = 5, 333, 6e-6
+	c := newLNBF16Case(t, d, rows, dim)
+	y64, xhat64, rstd64 := make([]float64, rows*dim), make([]float64, rows*dim), make([]float64, rows)
+	nn.LayerNormForward(y64, xhat64, rstd64, c.xs, f64s(c.gammaHost), f64s(c.betaHost), rows, dim)
+	mean64 := make([]float64, rows)
+	for r := range rows {
+		for j := range dim {
+			mean64[r] += c.xs[r*dim+j] / dim
+		}
+	}
+	gelu64, res64 := make([]float64, rows*dim), make([]float64, rows*dim)
+	for i := range y64 {
+		gelu64[i] = nn.GELU(y64[i])
+		res64[i] = float64(c.residHost[i]) + y64[i]
+	}
+	for _, mode := range []int{lnPlain, lnGELU, lnResidual} {
+		t.Run(fmt.Sprintf("mode%d", mode), func(t *testing.T) {
+			out := lnOutputs{y: devCopy(t, d, nanFill(rows*dim)), xhat: devCopy(t, d, nanFill(rows*dim)),
+				mean: devCopy(t, d, nanFill(rows)), rstd: devCopy(t, d, nanFill(rows))}
+			var resid buf[float32]
+			if mode == lnGELU {
+				out.y2 = devCopy(t, d, nanFill(rows*dim))
+			}
+			if mode == lnResidual {
+				resid = c.resid
+			}
+			on(t, d, func() error {
+				return d.lnApply(mode, out, buf[float32]{}, c.x, c.stats, c.gamma, c.beta, resid, rows, dim)
+			})
+			within(t, "xhat", fetch(t, d, out.xhat), xhat64, tol)
+			within(t, "mean", fetch(t, d, out.mean), mean64, tol)
+			within(t, "rstd", fetch(t, d, out.rstd), rstd64, tol)
+			switch mode {
+			case lnPlain:
+				within(t, "y", fetch(t, d, out.y), y64, tol)
+			case lnGELU:
+				within(t, "y", fetch(t, d, out.y), y64, tol)
+				within(t, "GELU(y)", fetch(t, d, out.y2), gelu64, tol+1e-6)
+			case lnResidual:
+				within(t, "resid + y", fetch(t, d, out.y), res64, tol)
+			}
+		})
+	}
+}
+
+// TestGradRowsRecompute: grad_rows recomputing xhat from the bf16
+// LayerNorm input and the saved mean and rstd (and LN1's output, the GELU
+// input, from xhat) gives the bits it gives from the xhat and output
+// ln_apply_bf16 stored in the same forward pass: every output, dx, dxb
+// and the three column sums, bit for bit. With TestGradRows (the stored
+// path has the unfused kernels' bits) this proves the recomputing pass.
+func TestGradRowsRecompute(t *testing.T) {
+	d := testDevice(t)
+	for _, sh := range []struct{ rows, dim int }{{37, 48}, {70, 300}} {
+		for _, gelu := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%dx%d/gelu=%v", sh.rows, sh.dim, gelu), func(t *testing.T) {
+				n, dim := sh.rows, sh.dim
+				c := newLNBF16Case(t, d, n, dim)
+				mode := lnResidual
+				if gelu {
+					mode = lnGELU
+				}
+				out := lnOutputs{y: devAlloc[float32](t, d, n*dim), xhat: devAlloc[float32](t, d, n*dim),
+					mean: devAlloc[float32](t, d, n), rstd: devAlloc[float32](t, d, n)}
+				var resid buf[float32]
+				if gelu {
+					out.y2 = devAlloc[float32](t, d, n*dim)
+				} else {
+					resid = c.resid
+				}
+				on(t, d, func() error {
+					return d.lnApply(mode, out, buf[float32]{}, c.x, c.stats, c.gamma, c.beta, resid, n, dim)
+				})
+				dy := devCopy(t, d, randn(rand.New(rand.NewPCG(7, uint64(dim))), n*dim, 1))
+				run := func(p gradPass) (dx []float32, dxb []uint16, sums [][]float32) {
+					t.Helper()
+					p.dy, p.rstd, p.gamma, p.rows, p.dim = dy, out.rstd, c.gamma, n, dim
+					p.dx, p.dxb = devCopy(t, d, nanFill(n*dim)), devAlloc[uint16](t, d, n*dim)
+					p.db, p.dbeta, p.dgamma = devCopy(t, d, nanFill(dim)), devCopy(t, d, nanFill(dim)), devCopy(t, d, nanFill(dim))
+					p.partial = devCopy(t, d, nanFill(gradPartialLen(n, dim)))
+					on(t, d, func() error { return d.gradRows(p) })
+					return fetch(t, d, p.dx), fetch(t, d, p.dxb), [][]float32{fetch(t, d, p.db), fetch(t, d, p.dbeta), fetch(t, d, p.dgamma)}
+				}
+				stored, recomputed := gradPass{xhat: out.xhat}, gradPass{xin: c.x, mean: out.mean}
+				if gelu {
+					stored.pre, recomputed.geluBeta = out.y, c.beta
+				}
+				dx1, dxb1, sums1 := run(stored)
+				dx2, dxb2, sums2 := run(recomputed)
+				for i := range dx1 {
+					if math.Float32bits(dx1[i]) != math.Float32bits(dx2[i]) || dxb1[i] != dxb2[i] {
+						t.Fatalf("element %d: recomputed dx %v (bf16 %#04x), from the stored xhat %v (%#04x)", i, dx2[i], dxb2[i], dx1[i], dxb1[i])
+					}
+				}
+				for k, name := range []string{"db", "dbeta", "dgamma"} {
+					for j := range dim {
+						if math.Float32bits(sums1[k][j]) != math.Float32bits(sums2[k][j]) {
+							t.Fatalf("%s[%d]: recomputed %v, from the stored xhat %v", name, j, sums2[k][j], sums1[k][j])
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -206,11 +206,12 @@ func TestLayerNormForward(t *testing.T) {
 				}
 				run := func(out lnOutputs) {
 					t.Helper()
+					out.xhat, out.rstd = xhat, rstd
 					on(t, d, func() error {
 						if c.name == "ln_forward" {
-							return d.lnForward(mode, out, xhat, rstd, pre, gg, gbeta, r, rows, dim)
+							return d.lnForward(mode, out, pre, gg, gbeta, r, rows, dim)
 						}
-						return d.lnApply(mode, out, xhat, rstd, pre, stats, gg, gbeta, r, rows, dim)
+						return d.lnApply(mode, out, pre, buf[uint16]{}, stats, gg, gbeta, r, rows, dim)
 					})
 				}
 				run(lnOutputs{y: y, y2: yy2})
@@ -268,7 +269,7 @@ func TestLayerNormForward(t *testing.T) {
 		xy := devCopy(t, d, xs)
 		xhat, rstd := devCopy(t, d, nanFill(rows*dim)), devCopy(t, d, nanFill(rows))
 		on(t, d, func() error {
-			return d.lnForward(lnPlain, lnOutputs{y: xy}, xhat, rstd, xy, gg, gbeta, none, rows, dim)
+			return d.lnForward(lnPlain, lnOutputs{y: xy, xhat: xhat, rstd: rstd}, xy, gg, gbeta, none, rows, dim)
 		})
 		within(t, "y", fetch(t, d, xy), y64, 2e-7)
 	})

@@ -5,7 +5,8 @@
 //   erfcf rather than 1 + erff so that the left tail (x << 0, where
 //   Phi(x) = 1 + erf(x/sqrt2) / 2 cancels) keeps its relative accuracy.
 // - half_bits_to_float: float16 bits to float32, exactly.
-// - LN_EPS and NORM_EPS, the epsilons of LayerNorm and F.normalize.
+// - LN_EPS and NORM_EPS, the epsilons of LayerNorm and F.normalize, and
+//   LayerNorm's per-element formulas.
 // - Deterministic block reductions for blocks of exactly REDUCE_THREADS
 //   threads: each thread holds a partial value, warps reduce with
 //   __shfl_down_sync in a fixed pattern, warp 0 reduces the warp results.
@@ -31,6 +32,15 @@ __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
 // files include both; the definitions here are the only ones.
 #define LN_EPS 1e-5
 #define NORM_EPS 1e-12
+
+// ln_xhat and ln_affine are LayerNorm's per-element formulas, shared by
+// its forward kernels (layernorm.cu) and by the bf16 engine's backward row
+// pass (grad_rows.cu), which recomputes xhat and y from the LayerNorm's
+// input and row statistics and must get the forward pass's bits:
+// xhat = (x - mean) rstd in double, rounded once; y = xhat gamma + beta,
+// rounded per operation (no fused multiply-add), like the CPU.
+__device__ __forceinline__ float ln_xhat(float x, double mean, double rs) { return (float)(((double)x - mean) * rs); }
+__device__ __forceinline__ float ln_affine(float h, float gamma, float beta) { return __fadd_rn(__fmul_rn(h, gamma), beta); }
 
 #define REDUCE_THREADS 256
 #define REDUCE_WARPS (REDUCE_THREADS / 32)

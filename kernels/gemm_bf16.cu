@@ -28,6 +28,10 @@
 //       mean, M2) of the row's stored C values in the tile, the layout of
 //       gemm.cu's gemm_nt_bias_stats, which layernorm.cu's ln_apply merges
 //       (in tile order, in double) before it normalises the row
+//   gemm_bf16_nt_bf16_stats  gemm_bf16_nt_mma_bf16_stats  C bf16, and stats
+//       as f32_stats's of the rounded values (the bf16 engine's Linears that
+//       a LayerNorm follows: the LayerNorm reads C in bf16, as autocast's
+//       does, and its backward pass reads it again instead of a saved xhat)
 //   gemm_bf16_nt_f32_gelu_bf16  gemm_bf16_nt_mma_f32_gelu_bf16  C f32
 //       (the pre-activation GELU's backward pass reads) and act bf16
 //       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value
@@ -159,7 +163,7 @@
 // epilogue now walks a thread's values row by row, the results of the
 // earlier epilogues unchanged); v4 adds nn_f32 (the nn instantiation of the
 // f32 epilogue: the backward pass no longer zeroes a data gradient for
-// f32_add to add into).
+// f32_add to add into) and nt_bf16_stats.
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -187,6 +191,12 @@
 #define GEMM_BF16_OUT_DGELU_BF16 4  // C = bf16(sum * GELU'(pre)), pre bf16 [M, N]
 #define GEMM_BF16_OUT_F32_STATS 5   // C f32 and its row statistics (stats [M, ceil(N/64), 3])
 #define GEMM_BF16_OUT_F32_GELU 6    // C f32 and act = bf16(GELU(C)), act bf16 [M, N]
+#define GEMM_BF16_OUT_BF16_STATS 7  // C bf16 and the row statistics of its rounded values
+
+// gemm_bf16_has_stats: the epilogue also writes row statistics.
+__device__ __forceinline__ constexpr bool gemm_bf16_has_stats(int out) {
+    return out == GEMM_BF16_OUT_F32_STATS || out == GEMM_BF16_OUT_BF16_STATS;
+}
 
 // gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
 // are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
@@ -196,8 +206,9 @@
 // columns are in range and its address is aligned for it (N even). col is
 // even, as in every accumulator fragment (mma.sync and wgmma alike: a
 // thread holds column pairs 2q, 2q+1 of each 8-column group). For the f32
-// epilogues v0 and v1 are left holding the values stored in C (the row
-// statistics summarise those).
+// epilogues and bf16_stats v0 and v1 are left holding the values stored in
+// C (the row statistics summarise those: bf16_stats's the rounded ones, the
+// values a LayerNorm reading C sees).
 template <int OUT>
 __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
                                                uint16_t* __restrict__ act, int M, int N, int row, int col, float& v0, float& v1) {
@@ -217,14 +228,17 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
         v0 *= gelu_grad_f(bf16_to_f32(pre[i]));
         if (second) v1 *= gelu_grad_f(bf16_to_f32(pre[i + 1]));
     }
-    if (OUT == GEMM_BF16_OUT_BF16 || OUT == GEMM_BF16_OUT_GELU_BF16 || OUT == GEMM_BF16_OUT_DGELU_BF16) {
+    if (OUT == GEMM_BF16_OUT_BF16 || OUT == GEMM_BF16_OUT_GELU_BF16 || OUT == GEMM_BF16_OUT_DGELU_BF16 ||
+        OUT == GEMM_BF16_OUT_BF16_STATS) {
         uint16_t* c = (uint16_t*)C + i;
+        const uint16_t b0 = f32_to_bf16(v0), b1 = f32_to_bf16(v1);
         if (pair) {
-            *(uint32_t*)c = pack_bf16x2(v0, v1);
+            *(uint32_t*)c = (uint32_t)b0 | ((uint32_t)b1 << 16);
         } else {
-            c[0] = f32_to_bf16(v0);
-            if (second) c[1] = f32_to_bf16(v1);
+            c[0] = b0;
+            if (second) c[1] = b1;
         }
+        if (OUT == GEMM_BF16_OUT_BF16_STATS) v0 = bf16_to_f32(b0), v1 = bf16_to_f32(b1);
         return;
     }
     float* c = (float*)C + i;
@@ -299,7 +313,7 @@ __device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const
                 vals[2 * jj] = v0, vals[2 * jj + 1] = v1;
                 ok[2 * jj] = row < M && col < N, ok[2 * jj + 1] = row < M && col + 1 < N;
             }
-            if (OUT == GEMM_BF16_OUT_F32_STATS) {
+            if (gemm_bf16_has_stats(OUT)) {
                 const RowStats s = gemm_bf16_row_stats(vals, ok);
                 if (q == 0 && row < M) gemm_bf16_stats_store(stats, N, row, n0 / STATS_TILE + half, s);
             }
@@ -458,6 +472,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_bf16_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                            const float* __restrict__ bias, uint16_t* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16_STATS>(&tma_a, &tma_w, bias, nullptr, C, nullptr, stats, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                                const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N,
                                int K) {
@@ -547,7 +567,7 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
                                                        float* __restrict__ stats, int M, int N, int m0, int n0, float* part, int t) {
     const int warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-    if (OUT == GEMM_BF16_OUT_F32_STATS) __syncthreads();  // every warp is done reading the ring
+    if (gemm_bf16_has_stats(OUT)) __syncthreads();  // every warp is done reading the ring
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -563,7 +583,7 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
                 vals[2 * j] = v0, vals[2 * j + 1] = v1;
                 ok[2 * j] = row < M && col < N, ok[2 * j + 1] = row < M && col + 1 < N;
             }
-            if (OUT == GEMM_BF16_OUT_F32_STATS) {
+            if (gemm_bf16_has_stats(OUT)) {
                 const RowStats s = gemm_bf16_row_stats(vals, ok);
                 if (q == 0) {
                     float* p = part + (warp * 64 + r) * 3;
@@ -571,7 +591,7 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
                 }
             }
         }
-    if (OUT == GEMM_BF16_OUT_F32_STATS) {
+    if (gemm_bf16_has_stats(OUT)) {
         __syncthreads();
         const int pair = t / 64, r = t % 64, row = m0 + (pair / 2) * 64 + r;
         const float* left = part + (2 * pair * 64 + r) * 3;
@@ -685,6 +705,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32_stats(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                float* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
     gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_STATS>(A, W, bias, nullptr, C, nullptr, stats, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_bf16_stats(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                                uint16_t* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16_STATS>(A, W, bias, nullptr, C, nullptr, stats, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)

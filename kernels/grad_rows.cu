@@ -5,20 +5,28 @@
 // rows, so each [rows x d] gradient crosses HBM once on the way in and
 // once (bf16, half the bytes) on the way out:
 //
+//   xhat   = the saved xhat              (xhat given)
+//          = (xin - mean) rstd           (xin given: recomputed from the bf16
+//                                          LayerNorm input and the row's
+//                                          float mean and rstd, as
+//                                          ln_apply_bf16 computed it)
 //   g      = dy * GELU'(pre)             (pre given: the gradient of a GELU's
 //                                          output, pre its float32 input)
-//          = dy                          (pre null)
+//          = dy * GELU'(xhat gamma + beta) (beta given: the GELU follows this
+//                                          LayerNorm, whose output y is
+//                                          recomputed with the forward's bits)
+//          = dy                          (neither)
 //   dx     = rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat))
-//                                        (xhat given: a LayerNorm's backward,
-//                                          LN input gradient; the row means
-//                                          in double, as ln_backward)
-//          = g                           (xhat null)
+//                                        (xhat or xin given: a LayerNorm's
+//                                          backward; the row means in double,
+//                                          as ln_backward)
+//          = g                           (no LayerNorm)
 //   dx (f32, when dx is not null), dxb = bf16(dx) (when dxb is not null)
 //   column partials of the chunk's rows, float, summed in row order:
 //     partial[(0*chunks + c)*d + j] = sum dx[r, j]          (a Linear's db)
 //     partial[(1*chunks + c)*d + j] = sum g[r, j]           (LN's dbeta)
 //     partial[(2*chunks + c)*d + j] = sum g[r, j] xhat[r, j] (LN's dgamma)
-//   (arrays 1 and 2 only with xhat)
+//   (arrays 1 and 2 only with a LayerNorm)
 //
 // grad_cols then sums each array's chunks in chunk order in double and
 // rounds once: out_a[j] = sum_c partial[(a*chunks + c)*d + j], for each a
@@ -26,7 +34,8 @@
 //
 // The arithmetic of g and dx is gelu.cu's gelu_backward followed by
 // layernorm.cu's ln_backward, operation for operation (the same block
-// reduction tree over the same thread layout), so dx has their bits. The
+// reduction tree over the same thread layout), so dx has their bits given
+// the same xhat and GELU input. The
 // column sums are float within a chunk of `rows` rows (at most `rows`
 // additions: relative error within rows * 2^-24 of the absolute sum) and
 // double across chunks; the float32 engine keeps reduce.cu's all-double
@@ -38,7 +47,7 @@
 // must not overlap each other otherwise.
 //
 // Launch: grad_rows grid (chunks = ceil(n/rows)), block 256 (REDUCE_THREADS),
-// dynamic shared memory 4*d*(xhat ? 3 : 1) bytes: the chunk's column sums,
+// dynamic shared memory 4*d*(LayerNorm ? 3 : 1) bytes: the chunk's column sums,
 // thread t owning columns t, t+256, ... in every row, so no barrier guards
 // them. grad_cols grid (ceil(d/256)), block 256.
 //
@@ -46,19 +55,32 @@
 #include "common.cuh"
 #include "tensorcore.cuh"
 
-// grad_rows_g is the gradient entering the LayerNorm (or leaving the
-// pass, without one) at element i: gelu_backward's product when pre is
-// given.
-__device__ __forceinline__ float grad_rows_g(const float* dy, const float* pre, size_t i) {
-    return pre != nullptr ? dy[i] * gelu_grad_f(pre[i]) : dy[i];
+// grad_rows_xhat is xhat at element i of row r: the saved xhat, or
+// recomputed from the bf16 LayerNorm input xin and the row's stored mean
+// and rstd with the forward pass's formula (common.cuh's ln_xhat), so with
+// its bits.
+__device__ __forceinline__ float grad_rows_xhat(const float* xhat, const uint16_t* xin, double mean, double rs, size_t i) {
+    return xhat != nullptr ? xhat[i] : ln_xhat(bf16_to_f32(xin[i]), mean, rs);
+}
+
+// grad_rows_g is the gradient entering the LayerNorm (or leaving the pass,
+// without one) at element i (column j): dy times GELU' of pre when pre is
+// given, of the LayerNorm's output y = h gamma + beta when beta is given,
+// else dy (gelu_backward's product, on the forward pass's GELU input).
+__device__ __forceinline__ float grad_rows_g(const float* dy, const float* pre, const float* gamma, const float* beta, float h,
+                                             size_t i, int j) {
+    if (pre != nullptr) return dy[i] * gelu_grad_f(pre[i]);
+    if (beta != nullptr) return dy[i] * gelu_grad_f(ln_affine(h, gamma[j], beta[j]));
+    return dy[i];
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat,
-          const float* rstd, const float* __restrict__ gamma, int n, int d, int rows) {
+grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat, const uint16_t* xin,
+          const float* mean, const float* rstd, const float* __restrict__ gamma, const float* __restrict__ beta, int n, int d,
+          int rows) {
     __shared__ double scratch[2 * REDUCE_WARPS];
     float* acc = (float*)dc_dynamic_smem();
-    const bool ln = xhat != nullptr;
+    const bool ln = xhat != nullptr || xin != nullptr;
     const int arrays = ln ? 3 : 1;
     const int c = blockIdx.x, chunks = gridDim.x;
     const int r0 = c * rows, r1 = min(n, r0 + rows);
@@ -66,23 +88,27 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
         for (int a = 0; a < arrays; ++a) acc[a * d + j] = 0.f;
     for (int r = r0; r < r1; ++r) {
         const size_t base = (size_t)r * d;
-        double s1 = 0.0, s2 = 0.0, rs = 0.0;
+        double s1 = 0.0, s2 = 0.0;
         if (ln) {
+            const double rs = (double)rstd[r], mu = xhat == nullptr ? (double)mean[r] : 0.0;
             for (int j = threadIdx.x; j < d; j += blockDim.x) {
-                const double gg = (double)grad_rows_g(dy, pre, base + j) * (double)gamma[j];
+                const float h = grad_rows_xhat(xhat, xin, mu, rs, base + j);
+                const double gg = (double)grad_rows_g(dy, pre, gamma, beta, h, base + j, j) * (double)gamma[j];
                 s1 += gg;
-                s2 += gg * (double)xhat[base + j];
+                s2 += gg * (double)h;
             }
             block_sum2_d(s1, s2, scratch);
             s1 /= (double)d;
             s2 /= (double)d;
-            rs = (double)rstd[r];
         }
+        // Read again after the divisions (whose slow path is a call:
+        // fewer values live across it).
+        const double rs = ln ? (double)rstd[r] : 0.0, mu = ln && xhat == nullptr ? (double)mean[r] : 0.0;
         for (int j = threadIdx.x; j < d; j += blockDim.x) {
-            const float g = grad_rows_g(dy, pre, base + j);
+            const float h = ln ? grad_rows_xhat(xhat, xin, mu, rs, base + j) : 0.f;
+            const float g = grad_rows_g(dy, pre, gamma, beta, h, base + j, j);
             float v = g;
             if (ln) {
-                const float h = xhat[base + j];
                 v = (float)(rs * ((double)g * (double)gamma[j] - s1 - (double)h * s2));
                 acc[d + j] += g;
                 acc[2 * d + j] += g * h;

@@ -24,6 +24,14 @@
 //               stats[row][tile] = (count, mean, M2) over one 64-wide column
 //               tile; they are merged in tile order with Chan's parallel
 //               formula in double (not a sum of squares).
+//   ln_apply_bf16  the same of a bf16 x (the bf16 engine's GEMM output, as
+//               autocast's Linear returns it; the statistics from
+//               gemm_bf16_nt_bf16_stats, of the same rounded values). When
+//               mean is not null (either kernel), the row's mean and rstd
+//               are rounded to float, stored (mean [n], rstd [n]) and
+//               xhat computed from the rounded values: the backward pass
+//               can then recompute xhat and y with the same bits from x
+//               (grad_rows.cu) and xhat may be null (not stored).
 //   ln_forward  computes the statistics itself (two passes over the row in
 //               double), for a LayerNorm that does not follow a GEMM
 //               (hidden_norm, after the last residual add).
@@ -38,7 +46,8 @@
 // Launch: grid (n), block 256, no dynamic shared memory.
 //
 // Versions: v1 (the correct-first GPU engine); v2 adds yb, the bf16 copy
-// the bf16 engine cast in a separate pass before.
+// the bf16 engine cast in a separate pass before; v3 adds ln_apply_bf16
+// and mean.
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -46,15 +55,26 @@
 #define LN_GELU 1
 #define LN_RESIDUAL 2
 
-// ln_finish applies the LayerNorm of row r with the given mean and rstd.
-__device__ __forceinline__ void ln_finish(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x,
+// ln_in is element i of a LayerNorm input, stored in float or bf16.
+__device__ __forceinline__ float ln_in(const float* x, size_t i) { return x[i]; }
+__device__ __forceinline__ float ln_in(const uint16_t* x, size_t i) { return bf16_to_f32(x[i]); }
+
+// ln_finish applies the LayerNorm of row r with the given mean and rstd
+// (rounded to float and stored first when mean_out is not null).
+template <typename X>
+__device__ __forceinline__ void ln_finish(float* y, float* y2, uint16_t* yb, float* xhat, float* mean_out, float* rstd, const X* x,
                                           const float* __restrict__ gamma, const float* __restrict__ beta,
                                           const float* resid, int r, int d, int mode, double mean, double rs) {
+    if (mean_out != nullptr) {
+        mean = (double)(float)mean;
+        rs = (double)(float)rs;
+        if (threadIdx.x == 0) mean_out[r] = (float)mean;
+    }
     const size_t base = (size_t)r * d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        const float h = (float)(((double)x[base + j] - mean) * rs);
-        xhat[base + j] = h;
-        float v = __fadd_rn(__fmul_rn(h, gamma[j]), beta[j]);
+        const float h = ln_xhat(ln_in(x, base + j), mean, rs);
+        if (xhat != nullptr) xhat[base + j] = h;
+        float v = ln_affine(h, gamma[j], beta[j]);
         if (mode == LN_RESIDUAL) v = __fadd_rn(resid[base + j], v);
         if (y != nullptr) y[base + j] = v;
         if (mode == LN_GELU) {
@@ -66,9 +86,10 @@ __device__ __forceinline__ void ln_finish(float* y, float* y2, uint16_t* yb, flo
     if (threadIdx.x == 0) rstd[r] = (float)rs;
 }
 
-extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
-ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* stats, int tiles,
-         const float* gamma, const float* beta, const float* resid, int n, int d, int mode) {
+template <typename X>
+__device__ __forceinline__ void ln_apply_row(float* y, float* y2, uint16_t* yb, float* xhat, float* mean_out, float* rstd, const X* x,
+                                             const float* stats, int tiles, const float* gamma, const float* beta,
+                                             const float* resid, int n, int d, int mode) {
     __shared__ double sh[2];
     const int r = blockIdx.x;
     if (r >= n) return;  // uniform over the block
@@ -90,7 +111,19 @@ ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const floa
         sh[1] = 1.0 / sqrt(m2 / (double)d + LN_EPS);
     }
     __syncthreads();
-    ln_finish(y, y2, yb, xhat, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);
+    ln_finish(y, y2, yb, xhat, mean_out, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* mean, float* rstd, const float* x, const float* stats, int tiles,
+         const float* gamma, const float* beta, const float* resid, int n, int d, int mode) {
+    ln_apply_row(y, y2, yb, xhat, mean, rstd, x, stats, tiles, gamma, beta, resid, n, d, mode);
+}
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
+ln_apply_bf16(float* y, float* y2, uint16_t* yb, float* xhat, float* mean, float* rstd, const uint16_t* x, const float* stats,
+              int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode) {
+    ln_apply_row(y, y2, yb, xhat, mean, rstd, x, stats, tiles, gamma, beta, resid, n, d, mode);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
@@ -111,7 +144,7 @@ ln_forward(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const fl
     const double rs = 1.0 / sqrt(block_sum_d(q, scratch) / (double)d + LN_EPS);
     // block_sum_d ends with a barrier: every read of x is done before
     // ln_finish writes y (which may alias x).
-    ln_finish(y, y2, yb, xhat, rstd, x, gamma, beta, resid, r, d, mode, mean, rs);
+    ln_finish(y, y2, yb, xhat, (float*)nullptr, rstd, x, gamma, beta, resid, r, d, mode, mean, rs);
 }
 
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)

@@ -11,7 +11,7 @@
 
 // The generator's reading of each signature, which the launch functions of
 // cuda/launch pack by, is the compiler's.
-static_assert(std::is_same_v<decltype(&grad_rows), void (*)(float*, uint16_t*, float*, const float*, const float*, const float*, const float*, const float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&grad_rows), void (*)(float*, uint16_t*, float*, const float*, const float*, const float*, const uint16_t*, const float*, const float*, const float*, const float*, int, int, int)>,
               "kernels/grad_rows.cu: grad_rows: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&grad_cols), void (*)(float*, float*, float*, const float*, int, int)>,
               "kernels/grad_rows.cu: grad_cols: run go generate ./kernels");

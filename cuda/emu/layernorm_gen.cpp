@@ -11,8 +11,10 @@
 
 // The generator's reading of each signature, which the launch functions of
 // cuda/launch pack by, is the compiler's.
-static_assert(std::is_same_v<decltype(&ln_apply), void (*)(float*, float*, uint16_t*, float*, float*, const float*, const float*, int, const float*, const float*, const float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&ln_apply), void (*)(float*, float*, uint16_t*, float*, float*, float*, const float*, const float*, int, const float*, const float*, const float*, int, int, int)>,
               "kernels/layernorm.cu: ln_apply: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&ln_apply_bf16), void (*)(float*, float*, uint16_t*, float*, float*, float*, const uint16_t*, const float*, int, const float*, const float*, const float*, int, int, int)>,
+              "kernels/layernorm.cu: ln_apply_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&ln_forward), void (*)(float*, float*, uint16_t*, float*, float*, const float*, const float*, const float*, const float*, int, int, int)>,
               "kernels/layernorm.cu: ln_forward: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&ln_backward), void (*)(float*, const float*, const float*, const float*, const float*, int, int)>,
@@ -20,6 +22,7 @@ static_assert(std::is_same_v<decltype(&ln_backward), void (*)(float*, const floa
 
 emu_entry emu_table_layernorm[] = {
     EMU_ENTRY(ln_apply),
+    EMU_ENTRY(ln_apply_bf16),
     EMU_ENTRY(ln_forward),
     EMU_ENTRY(ln_backward),
 };

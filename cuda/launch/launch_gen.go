@@ -26,6 +26,7 @@ const (
 	KGemmBf16NtBf16                         // kernels/gemm_bf16.cu
 	KGemmBf16NtGeluBf16                     // kernels/gemm_bf16.cu
 	KGemmBf16NtF32Stats                     // kernels/gemm_bf16.cu
+	KGemmBf16NtBf16Stats                    // kernels/gemm_bf16.cu
 	KGemmBf16NtF32GeluBf16                  // kernels/gemm_bf16.cu
 	KGemmBf16NnBf16                         // kernels/gemm_bf16.cu
 	KGemmBf16NnF32                          // kernels/gemm_bf16.cu
@@ -36,6 +37,7 @@ const (
 	KGemmBf16NtMmaBf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaGeluBf16                  // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32Stats                  // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaBf16Stats                 // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32GeluBf16               // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaBf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32                       // kernels/gemm_bf16.cu
@@ -53,6 +55,7 @@ const (
 	KInfonceGradBf16                        // kernels/infonce.cu
 	KUnitRowsBackward                       // kernels/infonce.cu
 	KLnApply                                // kernels/layernorm.cu
+	KLnApplyBf16                            // kernels/layernorm.cu
 	KLnForward                              // kernels/layernorm.cu
 	KLnBackward                             // kernels/layernorm.cu
 	KUnitnormMse                            // kernels/loss.cu
@@ -94,6 +97,7 @@ var names = [NumKernels]string{
 	KGemmBf16NtBf16:           "gemm_bf16_nt_bf16",
 	KGemmBf16NtGeluBf16:       "gemm_bf16_nt_gelu_bf16",
 	KGemmBf16NtF32Stats:       "gemm_bf16_nt_f32_stats",
+	KGemmBf16NtBf16Stats:      "gemm_bf16_nt_bf16_stats",
 	KGemmBf16NtF32GeluBf16:    "gemm_bf16_nt_f32_gelu_bf16",
 	KGemmBf16NnBf16:           "gemm_bf16_nn_bf16",
 	KGemmBf16NnF32:            "gemm_bf16_nn_f32",
@@ -104,6 +108,7 @@ var names = [NumKernels]string{
 	KGemmBf16NtMmaBf16:        "gemm_bf16_nt_mma_bf16",
 	KGemmBf16NtMmaGeluBf16:    "gemm_bf16_nt_mma_gelu_bf16",
 	KGemmBf16NtMmaF32Stats:    "gemm_bf16_nt_mma_f32_stats",
+	KGemmBf16NtMmaBf16Stats:   "gemm_bf16_nt_mma_bf16_stats",
 	KGemmBf16NtMmaF32GeluBf16: "gemm_bf16_nt_mma_f32_gelu_bf16",
 	KGemmBf16NnMmaBf16:        "gemm_bf16_nn_mma_bf16",
 	KGemmBf16NnMmaF32:         "gemm_bf16_nn_mma_f32",
@@ -121,6 +126,7 @@ var names = [NumKernels]string{
 	KInfonceGradBf16:          "infonce_grad_bf16",
 	KUnitRowsBackward:         "unit_rows_backward",
 	KLnApply:                  "ln_apply",
+	KLnApplyBf16:              "ln_apply_bf16",
 	KLnForward:                "ln_forward",
 	KLnBackward:               "ln_backward",
 	KUnitnormMse:              "unitnorm_mse",
@@ -161,6 +167,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtBf16:           {128, 128, 8, 8, 4, 4, 4},
 	KGemmBf16NtGeluBf16:       {128, 128, 8, 8, 4, 4, 4},
 	KGemmBf16NtF32Stats:       {128, 128, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtBf16Stats:      {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtF32GeluBf16:    {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnBf16:           {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnF32:            {128, 128, 8, 4, 4, 4},
@@ -171,6 +178,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtMmaBf16:        {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaGeluBf16:    {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaF32Stats:    {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaBf16Stats:   {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaF32GeluBf16: {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaBf16:        {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaF32:         {8, 8, 8, 4, 4, 4},
@@ -179,7 +187,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16TnMmaF32:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16MmaRef:           {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:         {128, 128, 8, 4, 4, 4},
-	KGradRows:                 {8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
+	KGradRows:                 {8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
 	KGradCols:                 {8, 8, 8, 8, 4, 4},
 	KUnitRows:                 {8, 8, 8, 4, 4},
 	KUnitRowsBf16:             {8, 8, 8, 8, 4, 4, 4},
@@ -187,7 +195,8 @@ var paramBytes = [NumKernels][]int{
 	KInfonceGrad:              {8, 8, 8, 8, 8, 8, 4},
 	KInfonceGradBf16:          {8, 4, 8, 8, 8, 8, 8, 4},
 	KUnitRowsBackward:         {8, 8, 8, 8, 4, 4, 4, 4},
-	KLnApply:                  {8, 8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnApply:                  {8, 8, 8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
+	KLnApplyBf16:              {8, 8, 8, 8, 8, 8, 8, 8, 4, 8, 8, 8, 4, 4, 4},
 	KLnForward:                {8, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
 	KLnBackward:               {8, 8, 8, 8, 8, 4, 4},
 	KUnitnormMse:              {8, 8, 8, 8, 4, 4},
@@ -335,6 +344,13 @@ func GemmBf16NtF32Stats(l Launcher, cfg driver.LaunchConfig, tma_a driver.Tensor
 	return l.Launch(KGemmBf16NtF32Stats, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NtBf16Stats launches gemm_bf16_nt_bf16_stats of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_bf16_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, uint16_t* C, float* stats, int M, int N, int K)
+func GemmBf16NtBf16Stats(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[uint16], stats Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtBf16Stats, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NtF32GeluBf16 launches gemm_bf16_nt_f32_gelu_bf16 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nt_f32_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, float* C, uint16_t* act, int M, int N, int K)
@@ -405,6 +421,13 @@ func GemmBf16NtMmaF32Stats(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint1
 	return l.Launch(KGemmBf16NtMmaF32Stats, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NtMmaBf16Stats launches gemm_bf16_nt_mma_bf16_stats of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_bf16_stats(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, float* stats, int M, int N, int K)
+func GemmBf16NtMmaBf16Stats(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], stats Ptr[float32], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaBf16Stats, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(stats), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NtMmaF32GeluBf16 launches gemm_bf16_nt_mma_f32_gelu_bf16 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, float* C, uint16_t* act, int M, int N, int K)
@@ -463,9 +486,9 @@ func GemmBf16WgmmaRef(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMa
 
 // GradRows launches grad_rows of kernels/grad_rows.cu:
 //
-//	grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat, const float* rstd, const float* gamma, int n, int d, int rows)
-func GradRows(l Launcher, cfg driver.LaunchConfig, dx Ptr[float32], dxb Ptr[uint16], partial Ptr[float32], dy ConstPtr[float32], pre ConstPtr[float32], xhat ConstPtr[float32], rstd ConstPtr[float32], gamma ConstPtr[float32], n int32, d int32, rows int32) error {
-	return l.Launch(KGradRows, cfg, [][]byte{ptr(dx), ptr(dxb), ptr(partial), ptr(dy), ptr(pre), ptr(xhat), ptr(rstd), ptr(gamma), i32(n), i32(d), i32(rows)})
+//	grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float* pre, const float* xhat, const uint16_t* xin, const float* mean, const float* rstd, const float* gamma, const float* beta, int n, int d, int rows)
+func GradRows(l Launcher, cfg driver.LaunchConfig, dx Ptr[float32], dxb Ptr[uint16], partial Ptr[float32], dy ConstPtr[float32], pre ConstPtr[float32], xhat ConstPtr[float32], xin ConstPtr[uint16], mean ConstPtr[float32], rstd ConstPtr[float32], gamma ConstPtr[float32], beta ConstPtr[float32], n int32, d int32, rows int32) error {
+	return l.Launch(KGradRows, cfg, [][]byte{ptr(dx), ptr(dxb), ptr(partial), ptr(dy), ptr(pre), ptr(xhat), ptr(xin), ptr(mean), ptr(rstd), ptr(gamma), ptr(beta), i32(n), i32(d), i32(rows)})
 }
 
 // GradCols launches grad_cols of kernels/grad_rows.cu:
@@ -519,9 +542,16 @@ func UnitRowsBackward(l Launcher, cfg driver.LaunchConfig, grad Ptr[float32], un
 
 // LnApply launches ln_apply of kernels/layernorm.cu:
 //
-//	ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* rstd, const float* x, const float* stats, int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
-func LnApply(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], yb Ptr[uint16], xhat Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], stats ConstPtr[float32], tiles int32, gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
-	return l.Launch(KLnApply, cfg, [][]byte{ptr(y), ptr(y2), ptr(yb), ptr(xhat), ptr(rstd), ptr(x), ptr(stats), i32(tiles), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
+//	ln_apply(float* y, float* y2, uint16_t* yb, float* xhat, float* mean, float* rstd, const float* x, const float* stats, int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
+func LnApply(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], yb Ptr[uint16], xhat Ptr[float32], mean Ptr[float32], rstd Ptr[float32], x ConstPtr[float32], stats ConstPtr[float32], tiles int32, gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
+	return l.Launch(KLnApply, cfg, [][]byte{ptr(y), ptr(y2), ptr(yb), ptr(xhat), ptr(mean), ptr(rstd), ptr(x), ptr(stats), i32(tiles), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
+}
+
+// LnApplyBf16 launches ln_apply_bf16 of kernels/layernorm.cu:
+//
+//	ln_apply_bf16(float* y, float* y2, uint16_t* yb, float* xhat, float* mean, float* rstd, const uint16_t* x, const float* stats, int tiles, const float* gamma, const float* beta, const float* resid, int n, int d, int mode)
+func LnApplyBf16(l Launcher, cfg driver.LaunchConfig, y Ptr[float32], y2 Ptr[float32], yb Ptr[uint16], xhat Ptr[float32], mean Ptr[float32], rstd Ptr[float32], x ConstPtr[uint16], stats ConstPtr[float32], tiles int32, gamma ConstPtr[float32], beta ConstPtr[float32], resid ConstPtr[float32], n int32, d int32, mode int32) error {
+	return l.Launch(KLnApplyBf16, cfg, [][]byte{ptr(y), ptr(y2), ptr(yb), ptr(xhat), ptr(mean), ptr(rstd), ptr(x), ptr(stats), i32(tiles), ptr(gamma), ptr(beta), ptr(resid), i32(n), i32(d), i32(mode)})
 }
 
 // LnForward launches ln_forward of kernels/layernorm.cu:

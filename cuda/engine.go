@@ -370,20 +370,15 @@ func (e *Engine) forwardHead(n int, grad bool) error {
 	c, d := e.cfg, e.dev
 	h, in := c.HiddenDim, c.InputDim
 	var none buf[float32]
-	first := e.stream
+	first, firstb := e.stream, buf[uint16]{}
 	if len(e.blocks) > 0 {
-		first = e.blocks[0].x
+		first, firstb = e.blocks[0].x, e.blocks[0].xb
 	}
 	if err := e.toBF16(e.xb, e.x, n*in); err != nil {
 		return err
 	}
-	if err := e.linear(e.inProj, first, e.x, e.xb, n); err != nil {
+	if err := e.linear(e.inProj, first, firstb, e.x, e.xb, n); err != nil {
 		return err
-	}
-	if len(e.blocks) > 0 {
-		if err := e.toBF16(e.blocks[0].xb, first, n*h); err != nil {
-			return err
-		}
 	}
 	pre := e.s1
 	for i := range e.blocks {

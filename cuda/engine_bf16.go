@@ -108,8 +108,13 @@ func (e *Engine) toBF16(dst buf[uint16], src buf[float32], n int) error {
 // The forward Linears, in either mode. x is the input, xb its bf16 copy
 // (bf16 mode).
 
-// linear sets y = x W^T + b.
-func (e *Engine) linear(l linear, y, x buf[float32], xb buf[uint16], n int) error {
+// linear sets y = x W^T + b and, in bf16 mode when yb is not null, yb =
+// bf16(y) in the same GEMM epilogue (the input projection's output: the
+// residual stream and the first block's operand).
+func (e *Engine) linear(l linear, y buf[float32], yb buf[uint16], x buf[float32], xb buf[uint16], n int) error {
+	if e.bf16 && yb.p != 0 {
+		return e.dev.gemmBF16F32Act(ntF32BF16, y, yb, xb, l.wb, l.b, n, l.out, l.in)
+	}
 	if e.bf16 {
 		return e.dev.gemmBF16F32(y, xb, l.wb, l.b, n, l.out, l.in)
 	}
@@ -172,7 +177,7 @@ func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x
 		return d.gemmBF16ToBF16(ntGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	if e.bf16 {
-		return d.gemmBF16F32GELU(pre, actb, xb, l.wb, l.b, n, l.out, l.in)
+		return d.gemmBF16F32Act(ntF32GELU, pre, actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	var none buf[float32]
 	return d.linearForward(launch.KGemmNtBiasGelu, pre, act, none, x, l.w, l.b, n, l.in, l.out)

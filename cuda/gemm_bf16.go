@@ -57,6 +57,7 @@ const (
 	ntF32Stats                  // nt, C f32 (+ bias) and its row statistics
 	ntF32GELU                   // nt, C f32 (+ bias) and act bf16 of GELU(C)
 	ntBF16Stats                 // nt, C bf16 (+ bias) and the row statistics of its rounded values
+	ntF32BF16                   // nt, C f32 (+ bias) and act bf16 of C
 	nnF32                       // nn, C f32 (overwritten)
 	nnF32Add                    // nn, C f32 += the sum
 	tnF32                       // tn, C f32 (overwritten)
@@ -90,6 +91,7 @@ var gemmKinds = [...]struct {
 	ntF32Stats:  {"gemm_bf16_nt_f32_stats", launch.KGemmBf16NtF32Stats, launch.KGemmBf16NtMmaF32Stats, false, false, true, 8, secondStats},
 	ntF32GELU:   {"gemm_bf16_nt_f32_gelu_bf16", launch.KGemmBf16NtF32GeluBf16, launch.KGemmBf16NtMmaF32GeluBf16, false, false, true, 8, secondAct},
 	ntBF16Stats: {"gemm_bf16_nt_bf16_stats", launch.KGemmBf16NtBf16Stats, launch.KGemmBf16NtMmaBf16Stats, false, false, true, 4, secondStats},
+	ntF32BF16:   {"gemm_bf16_nt_f32_bf16", launch.KGemmBf16NtF32Bf16, launch.KGemmBf16NtMmaF32Bf16, false, false, true, 8, secondAct},
 	nnF32:       {"gemm_bf16_nn_f32", launch.KGemmBf16NnF32, launch.KGemmBf16NnMmaF32, false, true, false, 8, noSecond},
 	nnF32Add:    {"gemm_bf16_nn_f32_add", launch.KGemmBf16NnF32Add, launch.KGemmBf16NnMmaF32Add, false, true, false, 8, noSecond},
 	tnF32:       {"gemm_bf16_tn_f32", launch.KGemmBf16TnF32, launch.KGemmBf16TnMmaF32, true, true, false, 8, noSecond},
@@ -196,10 +198,14 @@ func (d *Device) gemmBF16BF16Stats(c buf[uint16], stats buf[float32], a, w buf[u
 	return d.gemmBF16(ntBF16Stats, outOf(c), outOf(stats), a, w, bias, m, n, k)
 }
 
-// gemmBF16F32GELU launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out) and
-// act[m,n] = bf16(GELU(c)) (GELU in f32 of the stored c, common.cuh's gelu_f).
-func (d *Device) gemmBF16F32GELU(c buf[float32], act buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	return d.gemmBF16(ntF32GELU, outOf(c), outOf(act), a, w, bias, m, n, k)
+// gemmBF16F32Act launches c[m,n] = a[m,k] w[n,k]^T + bias (f32 out) and
+// its bf16 copy act[m,n]: of GELU(c) for ntF32GELU (GELU in f32 of the
+// stored c, common.cuh's gelu_f), of c for ntF32BF16.
+func (d *Device) gemmBF16F32Act(kind gemmKind, c buf[float32], act buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
+	if kind != ntF32GELU && kind != ntF32BF16 {
+		return fmt.Errorf("cuda: gemmBF16F32Act with %s", kind)
+	}
+	return d.gemmBF16(kind, outOf(c), outOf(act), a, w, bias, m, n, k)
 }
 
 // gemmBF16ToBF16 launches c[m,n] = bf16(a[m,k] w[n,k]^T + bias), or
@@ -265,6 +271,8 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 			return launch.GemmBf16NtMmaF32GeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 		case ntBF16Stats:
 			return launch.GemmBf16NtMmaBf16Stats(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c.p), launch.Ptr[float32](second.p), M, N, K)
+		case ntF32BF16:
+			return launch.GemmBf16NtMmaF32Bf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 		case nnF32:
 			return launch.GemmBf16NnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		case nnF32Add:
@@ -301,6 +309,8 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 		return launch.GemmBf16NtF32GeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 	case ntBF16Stats:
 		return launch.GemmBf16NtBf16Stats(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c.p), launch.Ptr[float32](second.p), M, N, K)
+	case ntF32BF16:
+		return launch.GemmBf16NtF32Bf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), launch.Ptr[uint16](second.p), M, N, K)
 	case nnF32:
 		return launch.GemmBf16NnF32(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	case nnF32Add:

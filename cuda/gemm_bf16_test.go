@@ -248,8 +248,8 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7) }},
 		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NN(c.at(1, 64), a, w, 8, 8, 8, false) }},
 		{"short stats", "stats: buffer of 5 elements, need 24", func() error { return d.gemmBF16F32Stats(c, c.at(0, 5), a, w, none, 8, 8, 8) }},
-		{"null act", "act: null buffer", func() error { return d.gemmBF16F32GELU(c, buf[uint16]{}, a, w, none, 8, 8, 8) }},
-		{"misaligned act", "not 4-byte aligned", func() error { return d.gemmBF16F32GELU(c, cb.at(1, 100), a, w, none, 8, 8, 8) }},
+		{"null act", "act: null buffer", func() error { return d.gemmBF16F32Act(ntF32GELU, c, buf[uint16]{}, a, w, none, 8, 8, 8) }},
+		{"misaligned act", "not 4-byte aligned", func() error { return d.gemmBF16F32Act(ntF32GELU, c, cb.at(1, 100), a, w, none, 8, 8, 8) }},
 		{"second output of an f32 GEMM", "writes no second output", func() error {
 			return d.gemmBF16(ntF32, outOf(c), outOf(c), a, w, none, 8, 8, 8)
 		}},
@@ -287,6 +287,7 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 //   - ntF32GELU: C as above; act against the float64 GELU of the stored
 //     C within 2^-14 |GELU| + 2^-126 (the f32 evaluation, as
 //     TestGemmBF16Launcher's) plus the bf16 rounding, 2^-8 of the value.
+//   - ntF32BF16: C as above; act exactly bf16 of the stored C.
 //   - ntBF16Stats: C within ntF32Stats's bound plus the bf16 rounding
 //     (2^-8 of the value), and the statistics as ntF32Stats's, of the
 //     stored (rounded) C: the values a LayerNorm reading it sees.
@@ -299,7 +300,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		worstMean, worstM2 := 0.0, 0.0 // the largest error / bound seen
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {130, 75, 200}, {130, 260, 200}} {
-			for _, kind := range []gemmKind{ntF32Stats, ntF32GELU, ntBF16Stats} {
+			for _, kind := range []gemmKind{ntF32Stats, ntF32GELU, ntBF16Stats, ntF32BF16} {
 				rng := rand.New(rand.NewPCG(uint64(ci), 200+uint64(kind)))
 				aBits, a := bf16Round(randn(rng, c.m*c.k, 1))
 				wBits, w := bf16Round(randn(rng, c.n*c.k, 1))
@@ -340,7 +341,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 					on(t, d, func() error { return upload(d, dc, vals) })
 				default:
 					act = devCopy(t, d, nanFillBF16(c.m*c.n+pad))
-					on(t, d, func() error { return d.gemmBF16F32GELU(dc, act, da, dw, bias, c.m, c.n, c.k) })
+					on(t, d, func() error { return d.gemmBF16F32Act(kind, dc, act, da, dw, bias, c.m, c.n, c.k) })
 				}
 				got := fetch(t, d, dc)
 				for i, v := range got[c.m*c.n:] {
@@ -359,7 +360,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 						}
 					}
 				}
-				if kind == ntF32GELU {
+				if kind == ntF32GELU || kind == ntF32BF16 {
 					gotAct := fetch(t, d, act)
 					for i, v := range gotAct[c.m*c.n:] {
 						if v != nanBF16 {
@@ -367,6 +368,12 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 						}
 					}
 					for i, pre := range got[:c.m*c.n] {
+						if kind == ntF32BF16 {
+							if w := leconv.BFloat16Bits(pre); gotAct[i] != w {
+								t.Fatalf("%dx%dx%d: act[%d] = %#04x, want bf16(%v) = %#04x", c.m, c.n, c.k, i, gotAct[i], pre, w)
+							}
+							continue
+						}
 						x := float64(pre)
 						ref := 0.5 * x * math.Erfc(-x/math.Sqrt2)
 						f32 := math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)

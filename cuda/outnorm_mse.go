@@ -88,7 +88,7 @@ func (e *Engine) enqueueOutputMSE(n int, grad bool) error {
 	if err := e.forwardHead(n, grad); err != nil {
 		return err
 	}
-	if err := e.linear(e.head2, e.out, e.headAct, e.headActb, n); err != nil {
+	if err := e.linear(e.head2, e.out, buf[uint16]{}, e.headAct, e.headActb, n); err != nil {
 		return err
 	}
 	var dx buf[float32]

@@ -35,6 +35,9 @@
 //   gemm_bf16_nt_f32_gelu_bf16  gemm_bf16_nt_mma_f32_gelu_bf16  C f32
 //       (the pre-activation GELU's backward pass reads) and act bf16
 //       [M, N] = bf16(GELU(C)), GELU as above on the stored f32 value
+//   gemm_bf16_nt_f32_bf16    gemm_bf16_nt_mma_f32_bf16    C f32 and act bf16
+//       [M, N] = bf16(C) (the input projection: the residual stream in f32,
+//       the first block's GEMM operand in bf16)
 // The wgmma kernels' parameters: (tma_a, tma_w, bias, C, [stats | act,]
 // M, N, K); the mma.sync kernels': (A, W, bias, C, [stats | act,] M, N,
 // K). act 4-byte aligned, stats 4-byte, neither overlapping C. Any M, N
@@ -163,7 +166,7 @@
 // epilogue now walks a thread's values row by row, the results of the
 // earlier epilogues unchanged); v4 adds nn_f32 (the nn instantiation of the
 // f32 epilogue: the backward pass no longer zeroes a data gradient for
-// f32_add to add into) and nt_bf16_stats.
+// f32_add to add into), nt_bf16_stats and nt_f32_bf16.
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -192,6 +195,7 @@
 #define GEMM_BF16_OUT_F32_STATS 5   // C f32 and its row statistics (stats [M, ceil(N/64), 3])
 #define GEMM_BF16_OUT_F32_GELU 6    // C f32 and act = bf16(GELU(C)), act bf16 [M, N]
 #define GEMM_BF16_OUT_BF16_STATS 7  // C bf16 and the row statistics of its rounded values
+#define GEMM_BF16_OUT_F32_BF16 8    // C f32 and act = bf16(C), act bf16 [M, N]
 
 // gemm_bf16_has_stats: the epilogue also writes row statistics.
 __device__ __forceinline__ constexpr bool gemm_bf16_has_stats(int out) {
@@ -252,13 +256,15 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
         c[0] = v0;
         if (second) c[1] = v1;
     }
-    if (OUT == GEMM_BF16_OUT_F32_GELU) {
+    if (OUT == GEMM_BF16_OUT_F32_GELU || OUT == GEMM_BF16_OUT_F32_BF16) {
         uint16_t* a = act + i;
+        const float a0 = OUT == GEMM_BF16_OUT_F32_GELU ? gelu_f(v0) : v0;
+        const float a1 = OUT == GEMM_BF16_OUT_F32_GELU ? gelu_f(v1) : v1;
         if (pair) {
-            *(uint32_t*)a = pack_bf16x2(gelu_f(v0), gelu_f(v1));
+            *(uint32_t*)a = pack_bf16x2(a0, a1);
         } else {
-            a[0] = f32_to_bf16(gelu_f(v0));
-            if (second) a[1] = f32_to_bf16(gelu_f(v1));
+            a[0] = f32_to_bf16(a0);
+            if (second) a[1] = f32_to_bf16(a1);
         }
     }
 }
@@ -482,6 +488,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
                                const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N,
                                int K) {
     gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_GELU>(&tma_a, &tma_w, bias, nullptr, C, act, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
+    gemm_bf16_nt_f32_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
+                          const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_BF16>(&tma_a, &tma_w, bias, nullptr, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
@@ -717,6 +729,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                    float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
     gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_GELU>(A, W, bias, nullptr, C, act, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
+    gemm_bf16_nt_mma_f32_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
+                              float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_BF16>(A, W, bias, nullptr, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)

@@ -11,7 +11,7 @@ var Modules = []Module{
 	{"gather", []string{"gather_rows_f16"}},
 	{"gelu", []string{"gelu_backward"}},
 	{"gemm", []string{"gemm_nt_bias", "gemm_nt_bias_gelu", "gemm_nt_bias_stats", "gemm_nn", "gemm_tn"}},
-	{"gemm_bf16", []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_bf16", "gemm_bf16_nt_gelu_bf16", "gemm_bf16_nt_f32_stats", "gemm_bf16_nt_bf16_stats", "gemm_bf16_nt_f32_gelu_bf16", "gemm_bf16_nn_bf16", "gemm_bf16_nn_f32", "gemm_bf16_nn_f32_add", "gemm_bf16_nn_dgelu_bf16", "gemm_bf16_tn_f32", "gemm_bf16_nt_mma_f32", "gemm_bf16_nt_mma_bf16", "gemm_bf16_nt_mma_gelu_bf16", "gemm_bf16_nt_mma_f32_stats", "gemm_bf16_nt_mma_bf16_stats", "gemm_bf16_nt_mma_f32_gelu_bf16", "gemm_bf16_nn_mma_bf16", "gemm_bf16_nn_mma_f32", "gemm_bf16_nn_mma_f32_add", "gemm_bf16_nn_mma_dgelu_bf16", "gemm_bf16_tn_mma_f32"}},
+	{"gemm_bf16", []string{"gemm_bf16_nt_f32", "gemm_bf16_nt_bf16", "gemm_bf16_nt_gelu_bf16", "gemm_bf16_nt_f32_stats", "gemm_bf16_nt_bf16_stats", "gemm_bf16_nt_f32_gelu_bf16", "gemm_bf16_nt_f32_bf16", "gemm_bf16_nn_bf16", "gemm_bf16_nn_f32", "gemm_bf16_nn_f32_add", "gemm_bf16_nn_dgelu_bf16", "gemm_bf16_tn_f32", "gemm_bf16_nt_mma_f32", "gemm_bf16_nt_mma_bf16", "gemm_bf16_nt_mma_gelu_bf16", "gemm_bf16_nt_mma_f32_stats", "gemm_bf16_nt_mma_bf16_stats", "gemm_bf16_nt_mma_f32_gelu_bf16", "gemm_bf16_nt_mma_f32_bf16", "gemm_bf16_nn_mma_bf16", "gemm_bf16_nn_mma_f32", "gemm_bf16_nn_mma_f32_add", "gemm_bf16_nn_mma_dgelu_bf16", "gemm_bf16_tn_mma_f32"}},
 	{"gemm_bf16_ref", []string{"gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref"}},
 	{"grad_rows", []string{"grad_rows", "grad_cols"}},
 	{"infonce", []string{"unit_rows", "unit_rows_bf16", "infonce_sums", "infonce_grad", "infonce_grad_bf16", "unit_rows_backward"}},

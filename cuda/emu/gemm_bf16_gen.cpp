@@ -23,6 +23,8 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_bf16_stats), void (*)(dc_ten
               "kernels/gemm_bf16.cu: gemm_bf16_nt_bf16_stats: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_gelu_bf16), void (*)(dc_tensor_map, dc_tensor_map, const float*, float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_f32_gelu_bf16: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_bf16), void (*)(dc_tensor_map, dc_tensor_map, const float*, float*, uint16_t*, int, int, int)>,
+              "kernels/gemm_bf16.cu: gemm_bf16_nt_f32_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_bf16), void (*)(dc_tensor_map, dc_tensor_map, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
@@ -45,6 +47,8 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_bf16_stats), void (*)(co
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_bf16_stats: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_gelu_bf16), void (*)(const uint16_t*, const uint16_t*, const float*, float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32_gelu_bf16: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_bf16), void (*)(const uint16_t*, const uint16_t*, const float*, float*, uint16_t*, int, int, int)>,
+              "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_bf16), void (*)(const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
@@ -63,6 +67,7 @@ emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_bf16_stats),
     EMU_ENTRY(gemm_bf16_nt_f32_gelu_bf16),
+    EMU_ENTRY(gemm_bf16_nt_f32_bf16),
     EMU_ENTRY(gemm_bf16_nn_bf16),
     EMU_ENTRY(gemm_bf16_nn_f32),
     EMU_ENTRY(gemm_bf16_nn_f32_add),
@@ -74,6 +79,7 @@ emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_mma_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_mma_bf16_stats),
     EMU_ENTRY(gemm_bf16_nt_mma_f32_gelu_bf16),
+    EMU_ENTRY(gemm_bf16_nt_mma_f32_bf16),
     EMU_ENTRY(gemm_bf16_nn_mma_bf16),
     EMU_ENTRY(gemm_bf16_nn_mma_f32),
     EMU_ENTRY(gemm_bf16_nn_mma_f32_add),

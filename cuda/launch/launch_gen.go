@@ -28,6 +28,7 @@ const (
 	KGemmBf16NtF32Stats                     // kernels/gemm_bf16.cu
 	KGemmBf16NtBf16Stats                    // kernels/gemm_bf16.cu
 	KGemmBf16NtF32GeluBf16                  // kernels/gemm_bf16.cu
+	KGemmBf16NtF32Bf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NnBf16                         // kernels/gemm_bf16.cu
 	KGemmBf16NnF32                          // kernels/gemm_bf16.cu
 	KGemmBf16NnF32Add                       // kernels/gemm_bf16.cu
@@ -39,6 +40,7 @@ const (
 	KGemmBf16NtMmaF32Stats                  // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaBf16Stats                 // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32GeluBf16               // kernels/gemm_bf16.cu
+	KGemmBf16NtMmaF32Bf16                   // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaBf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32                       // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32Add                    // kernels/gemm_bf16.cu
@@ -99,6 +101,7 @@ var names = [NumKernels]string{
 	KGemmBf16NtF32Stats:       "gemm_bf16_nt_f32_stats",
 	KGemmBf16NtBf16Stats:      "gemm_bf16_nt_bf16_stats",
 	KGemmBf16NtF32GeluBf16:    "gemm_bf16_nt_f32_gelu_bf16",
+	KGemmBf16NtF32Bf16:        "gemm_bf16_nt_f32_bf16",
 	KGemmBf16NnBf16:           "gemm_bf16_nn_bf16",
 	KGemmBf16NnF32:            "gemm_bf16_nn_f32",
 	KGemmBf16NnF32Add:         "gemm_bf16_nn_f32_add",
@@ -110,6 +113,7 @@ var names = [NumKernels]string{
 	KGemmBf16NtMmaF32Stats:    "gemm_bf16_nt_mma_f32_stats",
 	KGemmBf16NtMmaBf16Stats:   "gemm_bf16_nt_mma_bf16_stats",
 	KGemmBf16NtMmaF32GeluBf16: "gemm_bf16_nt_mma_f32_gelu_bf16",
+	KGemmBf16NtMmaF32Bf16:     "gemm_bf16_nt_mma_f32_bf16",
 	KGemmBf16NnMmaBf16:        "gemm_bf16_nn_mma_bf16",
 	KGemmBf16NnMmaF32:         "gemm_bf16_nn_mma_f32",
 	KGemmBf16NnMmaF32Add:      "gemm_bf16_nn_mma_f32_add",
@@ -169,6 +173,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtF32Stats:       {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtBf16Stats:      {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtF32GeluBf16:    {128, 128, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtF32Bf16:        {128, 128, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnBf16:           {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnF32:            {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnF32Add:         {128, 128, 8, 4, 4, 4},
@@ -180,6 +185,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NtMmaF32Stats:    {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaBf16Stats:   {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaF32GeluBf16: {8, 8, 8, 8, 8, 4, 4, 4},
+	KGemmBf16NtMmaF32Bf16:     {8, 8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaBf16:        {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaF32:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaF32Add:      {8, 8, 8, 4, 4, 4},
@@ -358,6 +364,13 @@ func GemmBf16NtF32GeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.Ten
 	return l.Launch(KGemmBf16NtF32GeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
 }
 
+// GemmBf16NtF32Bf16 launches gemm_bf16_nt_f32_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_f32_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, float* C, uint16_t* act, int M, int N, int K)
+func GemmBf16NtF32Bf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[float32], act Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtF32Bf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
+}
+
 // GemmBf16NnBf16 launches gemm_bf16_nn_bf16 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, uint16_t* C, int M, int N, int K)
@@ -433,6 +446,13 @@ func GemmBf16NtMmaBf16Stats(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint
 //	gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* A, const uint16_t* W, const float* bias, float* C, uint16_t* act, int M, int N, int K)
 func GemmBf16NtMmaF32GeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], act Ptr[uint16], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16NtMmaF32GeluBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
+}
+
+// GemmBf16NtMmaF32Bf16 launches gemm_bf16_nt_mma_f32_bf16 of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_nt_mma_f32_bf16(const uint16_t* A, const uint16_t* W, const float* bias, float* C, uint16_t* act, int M, int N, int K)
+func GemmBf16NtMmaF32Bf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], act Ptr[uint16], M int32, N int32, K int32) error {
+	return l.Launch(KGemmBf16NtMmaF32Bf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16NnMmaBf16 launches gemm_bf16_nn_mma_bf16 of kernels/gemm_bf16.cu:

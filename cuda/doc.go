@@ -111,11 +111,11 @@
 // the float32 SIMT GEMMs or the bf16 GEMMs of kernels/gemm_bf16.cu. The
 // bf16 mode adds to the state allocation the weights' bf16 copy (2 bytes
 // a parameter), which adamw_bf16 writes in the AdamW pass and
-// SetParameters refreshes. Its activations are bf16 wherever autocast's
-// are: the Linears' inputs (written by the LayerNorms and the head's GEMM
-// that produce them) and the blocks' Linears' outputs, which their
-// LayerNorms read (ln_apply_bf16), saving only row means and rstds; the
-// residual stream stays float32. Its backward pass (backwardBF16) runs one
+// SetParameters refreshes. The Linears' inputs are bf16 (written by the
+// LayerNorms and GEMMs that produce them), and so are the blocks' Linears'
+// outputs, as autocast's, which their LayerNorms read (ln_apply_bf16),
+// saving only row means and rstds; the residual stream and the head's and
+// input projection's outputs stay float32. Its backward pass (backwardBF16) runs one
 // grad_rows pass in front of each Linear's two GEMMs: GELU', the
 // LayerNorm's backward (xhat and LN1's output recomputed from the saved
 // bf16 input), the bf16 output gradient those GEMMs read in place, dY^T X

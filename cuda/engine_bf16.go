@@ -11,25 +11,30 @@ import (
 
 // The bf16 mixed-precision mode of the engine, with PyTorch autocast's
 // semantics: the master weights, the gradients and the AdamW moments are
-// float32 (the state allocation as in the float32 mode) and so are
-// LayerNorm, GELU, the residual stream and the loss (the same kernels as
-// the float32 mode); every Linear is a bf16 GEMM (kernels/gemm_bf16.cu)
-// of bf16 operands accumulating in float32:
+// float32 (the state allocation as in the float32 mode) and so are the
+// arithmetic of LayerNorm and GELU, the residual stream and the loss;
+// every Linear is a bf16 GEMM (kernels/gemm_bf16.cu) of bf16 operands
+// accumulating in float32:
 //
 //   - the weights' bf16 copy, paramsBF16 (the whole flat buffer, so the
 //     per-tensor views are the float32 ones' offsets), lives in the state
 //     allocation; adamw_bf16 writes it in the AdamW pass and SetParameters
 //     refreshes it;
-//   - each activation a Linear reads is kept in bf16 as well (x, the block
-//     inputs, the GELU outputs, hidden, the head's GELU output): the
-//     forward GEMM's operand and, in the backward pass, the weight
+//   - each activation a Linear reads exists in bf16 (x, the block inputs,
+//     the GELU outputs, hidden, the head's GELU output), written by what
+//     produces it: the LayerNorms (ln_apply's and ln_forward's yb), the
+//     input projection's and the head's first GEMM (a second, bf16 output
+//     of the epilogue); only the input is cast in a pass of its own. It
+//     is the forward GEMM's operand and, in the backward pass, the weight
 //     gradient's;
-//   - the forward GEMMs write float32 plus bias; a GEMM that a LayerNorm
-//     follows also writes the row statistics ln_apply merges (its
-//     statistics epilogue, as in float32 mode), and one that GELU follows
-//     in training also writes the bf16 GELU output the next GEMM reads
-//     (the float32 pre-activation stays for GELU's backward pass), so
-//     neither reads the GEMM's output back;
+//   - the blocks' GEMMs write their outputs in bf16, as autocast's Linear
+//     returns them, with the row statistics of the rounded values, which
+//     ln_apply_bf16 merges; it saves the row means and rstds, and the
+//     backward pass recomputes xhat and LN1's output from them
+//     (blockForwardBF16). The input projection and the head's GEMMs write
+//     float32 (the residual stream; the pre-activation of the head's GELU;
+//     the output LayerNorm's input), the head's first also the bf16 GELU
+//     output the next GEMM reads;
 //   - the backward pass (backwardBF16) makes each Linear's output gradient
 //     dY in bf16 once (dyb, workspace scratch), in the grad_rows pass that
 //     also does the GELU's and LayerNorm's backward before it and the
@@ -60,14 +65,19 @@ func NewBF16Engine(c nn.Config) (*Engine, error) {
 }
 
 // BF16Fits says why the bf16 engine cannot run a model of shape c (a width
-// not a multiple of 8), or nil when it can.
+// not a multiple of 8, or one whose backward row pass needs more shared
+// memory than a block has), or nil when it can.
 func BF16Fits(c nn.Config) error {
 	for _, w := range []struct {
 		name string
 		n    int
-	}{{"input", c.InputDim}, {"hidden", c.HiddenDim}, {"head (hidden/2)", c.HeadDim()}, {"output", c.OutputDim}} {
+		ln   bool // grad_rows runs a LayerNorm's backward at this width
+	}{{"input", c.InputDim, false}, {"hidden", c.HiddenDim, true}, {"head (hidden/2)", c.HeadDim(), false}, {"output", c.OutputDim, true}} {
 		if w.n%gemmBF16KMultiple != 0 {
 			return fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
+		}
+		if err := gradRowsFits(w.n, w.ln); err != nil {
+			return fmt.Errorf("bf16 engine: the %s width: %w; use --precision fp32 for this model", w.name, err)
 		}
 	}
 	return nil

@@ -27,8 +27,8 @@ func TestEngineBF16(t *testing.T) {
 // GEMM path the device runs (gemmPaths: wgmma and the mma.sync fallback
 // in the emulator and on an sm_90a GPU), on a batch that is not a
 // multiple of 8 (K = 67 in the weight gradients' tn GEMMs, a ragged last
-// chunk) and a model with one block, against the float64
-// oracle with the bf16 tolerances.
+// chunk) and a model with one block whose LayerNorm parameters are off 1
+// and 0, against the float64 oracle with the bf16 tolerances.
 func TestEngineBF16Paths(t *testing.T) {
 	c := nn.Config{InputDim: 40, HiddenDim: 48, OutputDim: 24, Blocks: 1}
 	const n = 67
@@ -45,6 +45,7 @@ func TestEngineBF16Paths(t *testing.T) {
 				t.Fatal(err)
 			}
 			params := nn.InitParameters[float32](c, 3)
+			enginetest.PerturbNorms(c, params, 3)
 			if err := e.SetParameters(params); err != nil {
 				t.Fatal(err)
 			}
@@ -92,23 +93,34 @@ func TestEngineBF16Paths(t *testing.T) {
 	}
 }
 
-// TestEngineBF16Widths: a model with a width that is not a multiple of 8
-// is refused with an error naming it, before the GPU is opened.
+// TestEngineBF16Widths: a model with a width that is not a multiple of 8,
+// or a hidden or output width whose LayerNorm backward pass (grad_rows,
+// 20 bytes of shared memory a column) does not fit a block's 227 KiB, is
+// refused with an error naming it, before the GPU is opened; the widest
+// that fits is accepted.
 func TestEngineBF16Widths(t *testing.T) {
-	for _, c := range []nn.Config{
-		{InputDim: 20, HiddenDim: 32, OutputDim: 16, Blocks: 1},
-		{InputDim: 16, HiddenDim: 40, OutputDim: 16, Blocks: 1}, // head 20
-		{InputDim: 16, HiddenDim: 32, OutputDim: 12, Blocks: 1},
+	for _, c := range []struct {
+		cfg  nn.Config
+		want string
+	}{
+		{nn.Config{InputDim: 20, HiddenDim: 32, OutputDim: 16, Blocks: 1}, "input width 20 is not a multiple of 8"},
+		{nn.Config{InputDim: 16, HiddenDim: 40, OutputDim: 16, Blocks: 1}, "head (hidden/2) width 20 is not a multiple of 8"},
+		{nn.Config{InputDim: 16, HiddenDim: 32, OutputDim: 12, Blocks: 1}, "output width 12 is not a multiple of 8"},
+		{nn.Config{InputDim: 16, HiddenDim: 11584, OutputDim: 16, Blocks: 1}, "hidden width: grad_rows: rows of 11584"},
+		{nn.Config{InputDim: 16, HiddenDim: 32, OutputDim: 11584, Blocks: 1}, "output width: grad_rows: rows of 11584"},
 	} {
-		e, err := NewBF16Engine(c)
-		if err == nil {
+		err := BF16Fits(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one containing %q", c.cfg, err, c.want)
+		}
+		if e, err := NewBF16Engine(c.cfg); err == nil {
 			e.Close()
-			t.Errorf("%v: no error", c)
-			continue
+			t.Errorf("%v: NewBF16Engine: no error", c.cfg)
 		}
-		if !strings.Contains(err.Error(), "not a multiple of 8") {
-			t.Errorf("%v: error %v", c, err)
-		}
+	}
+	// 20 * 11568 + 1024 = 232384 bytes fit in 227 KiB = 232448.
+	if err := BF16Fits(nn.Config{InputDim: 16, HiddenDim: 11568, OutputDim: 16, Blocks: 1}); err != nil {
+		t.Errorf("hidden 11568: %v", err)
 	}
 }
 

@@ -99,8 +99,8 @@ func elemBytes(n, bytesPerElement int) work {
 // lnOutputs are what a LayerNorm forward (ln_apply, ln_forward) writes:
 // y, y2 = GELU(y) in mode lnGELU, and yb, bf16 of what the next Linear
 // reads (GELU(y) in mode lnGELU, else y) for the bf16 engine; and for the
-// backward pass rstd [rows] and either xhat [rows, dim] or (ln_apply only)
-// mean [rows], from which grad_rows recomputes xhat. y2 may be null when
+// backward pass rstd [rows] and either xhat [rows, dim] or (ln_apply_bf16
+// only) mean [rows], from which grad_rows recomputes xhat. y2 may be null when
 // yb is not, and so may y except in mode lnResidual (the residual stream).
 type lnOutputs struct {
 	y, y2            buf[float32]
@@ -268,6 +268,9 @@ func (d *Device) lnApply(mode int, out lnOutputs, x buf[float32], xb buf[uint16]
 			return fmt.Errorf("cuda: ln_apply: both a float32 and a bf16 input")
 		}
 		what, inBytes, in = "ln_apply_bf16", 2, req("x", xb, rows*dim)
+	} else if out.mean.p != 0 {
+		// grad_rows recomputes xhat from a bf16 input only.
+		return fmt.Errorf("cuda: ln_apply saves xhat, not the mean, of a float32 input")
 	}
 	if err := lnCheck(what, mode, out, gamma, beta, resid, rows, dim); err != nil {
 		return err

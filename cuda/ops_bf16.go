@@ -48,9 +48,30 @@ func (d *Device) adamWBF16(p buf[float32], pb buf[uint16], g, m, v buf[float32],
 // per multiprocessor of an H100. A figure chosen, not yet measured.
 const gradChunkRows = 16
 
-// defaultDynamicShared is the dynamic shared memory a kernel may use
-// without raising its limit.
-const defaultDynamicShared = 48 << 10
+// gradRowsStaticShared is grad_rows's static shared memory (its reduction
+// scratch and the dynamic allocation's 1024-byte alignment; budgets.tsv),
+// which the per-block maximum, driver.SM90's, must hold besides the
+// dynamic part.
+const gradRowsStaticShared = 1024
+
+// gradRowsShared is grad_rows's dynamic shared memory for rows of dim
+// elements: the column sums, and with a LayerNorm (ln) the row's g and
+// xhat.
+func gradRowsShared(dim int, ln bool) int {
+	if ln {
+		return 4 * 5 * dim
+	}
+	return 4 * dim
+}
+
+// gradRowsFits says why grad_rows cannot take rows of dim elements (its
+// shared memory beyond a block's), or nil when it can.
+func gradRowsFits(dim int, ln bool) error {
+	if need := gradRowsShared(dim, ln) + gradRowsStaticShared; need > driver.SM90.MaxDynamicShared {
+		return fmt.Errorf("grad_rows: rows of %d needs %d bytes of shared memory, a block has at most %d", dim, need, driver.SM90.MaxDynamicShared)
+	}
+	return nil
+}
 
 // gradPass is one backward row pass (kernels/grad_rows.cu): from dy, the
 // gradient of a GELU's output or of whatever comes next, through a
@@ -107,8 +128,8 @@ func (d *Device) gradRows(p gradPass) error {
 	ln := p.xhat.p != 0 || p.xin.p != 0
 	arrays := 1
 	switch {
-	case p.xhat.p != 0 && p.xin.p != 0:
-		return fmt.Errorf("cuda: %s: both a saved xhat and the LayerNorm's input", what)
+	case p.xhat.p != 0 && (p.xin.p != 0 || p.mean.p != 0):
+		return fmt.Errorf("cuda: %s: both a saved xhat and the LayerNorm's input or mean", what)
 	case ln:
 		rs = append(rs, req("rstd", p.rstd, rows), req("gamma", p.gamma, dim), req("dbeta", p.dbeta, dim), req("dgamma", p.dgamma, dim))
 		if p.xin.p != 0 {
@@ -131,11 +152,15 @@ func (d *Device) gradRows(p gradPass) error {
 	if err := needAll(what, rs...); err != nil {
 		return err
 	}
-	smem := 4 * arrays * dim
-	if smem > defaultDynamicShared {
-		if err := d.raiseShared(launch.KGradRows, smem); err != nil {
-			return err
-		}
+	if err := gradRowsFits(dim, ln); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	// Raised whatever the size: the default limit (48 KiB) counts the
+	// static shared memory too, so a dynamic part just under it may not
+	// fit.
+	smem := gradRowsShared(dim, ln)
+	if err := d.raiseShared(launch.KGradRows, smem); err != nil {
+		return err
 	}
 	cfg := driver.LaunchConfig{Grid: [3]int{chunks, 1, 1}, Block: [3]int{threads, 1, 1}, SharedBytes: smem}
 	// The bytes moved per element: dy, pre and xhat read, dx written in

@@ -133,8 +133,9 @@ func TestEngineBF16WeightCopy(t *testing.T) {
 // unfused kernels and a float64 sum, in every combination the bf16
 // backward pass uses (GELU' or not, LayerNorm or not; bf16 and/or float32
 // out, in place), on row counts that leave a ragged last chunk and widths
-// that are not multiples of the block (one of them past the default 48 KiB
-// of dynamic shared memory, so the launcher raises the limit).
+// that are not multiples of the block (two of them at or past the default
+// 48 KiB of shared memory with the LayerNorm, where the limit must be
+// raised).
 //
 // dx must have exactly the bits of gelu_backward then ln_backward (the
 // same operations in the same order) and dxb = bf16(dx). The column sums:
@@ -146,7 +147,7 @@ func TestEngineBF16WeightCopy(t *testing.T) {
 func TestGradRows(t *testing.T) {
 	d := testDevice(t)
 	type shape struct{ rows, dim int }
-	for _, sh := range []shape{{37, 48}, {70, 300}, {5, 4100}} {
+	for _, sh := range []shape{{37, 48}, {70, 300}, {3, 4096}, {5, 4100}} {
 		for _, mode := range []struct {
 			name          string
 			gelu, ln      bool
@@ -239,7 +240,8 @@ func TestGradRows(t *testing.T) {
 }
 
 // TestGradRowsChecks: grad_rows refuses a pass without an output, with
-// LayerNorm buffers but no xhat, and with too short a partial buffer.
+// LayerNorm buffers but no xhat, with both a saved xhat and a mean to
+// recompute it, with two GELU inputs, and with too short a buffer.
 func TestGradRowsChecks(t *testing.T) {
 	d := testDevice(t)
 	const n, dim = 20, 16
@@ -254,6 +256,10 @@ func TestGradRowsChecks(t *testing.T) {
 		{"gamma without xhat", "without xhat", gradPass{dy: dy, dxb: out, gamma: gamma, partial: partial, rows: n, dim: dim}},
 		{"short partial", "partial: buffer", gradPass{dy: dy, dxb: out, partial: partial.at(0, dim), rows: n, dim: dim}},
 		{"short dy", "dy: buffer", gradPass{dy: dy.at(0, n), dxb: out, partial: partial, rows: n, dim: dim}},
+		{"xhat and mean", "both a saved xhat", gradPass{dy: dy, dxb: out, xhat: dy, mean: gamma, rstd: gamma, gamma: gamma,
+			dbeta: gamma, dgamma: gamma, partial: partial, rows: n, dim: dim}},
+		{"two GELU inputs", "two GELU inputs", gradPass{dy: dy, dxb: out, pre: dy, xhat: dy, rstd: gamma, gamma: gamma,
+			geluBeta: gamma, dbeta: gamma, dgamma: gamma, partial: partial, rows: n, dim: dim}},
 	} {
 		err := d.do(func() error { return d.gradRows(c.p) })
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -337,6 +343,13 @@ func TestLayerNormBF16Input(t *testing.T) {
 			on(t, d, func() error {
 				return d.lnApply(mode, out, buf[float32]{}, c.x, c.stats, c.gamma, c.beta, resid, rows, dim)
 			})
+			// A float32 input's LayerNorm saves xhat: no mean.
+			f32 := devCopy(t, d, make([]float32, rows*dim))
+			if err := d.do(func() error {
+				return d.lnApply(mode, out, f32, buf[uint16]{}, c.stats, c.gamma, c.beta, resid, rows, dim)
+			}); err == nil || !strings.Contains(err.Error(), "not the mean") {
+				t.Errorf("ln_apply of a float32 input saving the mean: error %v", err)
+			}
 			within(t, "xhat", fetch(t, d, out.xhat), xhat64, tol)
 			within(t, "mean", fetch(t, d, out.mean), mean64, tol)
 			within(t, "rstd", fetch(t, d, out.rstd), rstd64, tol)

@@ -298,7 +298,7 @@ __device__ __forceinline__ void gemm_bf16_stats_store(float* __restrict__ stats,
 // whose top-left element is C[m0][n0], for thread t (0..127) of the group.
 // A quad of lanes holds a row's 128 columns, 16 values each in each of
 // the tile's two 64-column statistics tiles, so the quad's merge is the
-// row's statistics tile (GEMM_BF16_OUT_F32_STATS).
+// row's statistics tile (the statistics epilogues, gemm_bf16_has_stats).
 template <int OUT>
 __device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias,
                                                    const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,

@@ -46,10 +46,15 @@
 // the reduction end at the block barrier before any write. dx, dxb and pre
 // must not overlap each other otherwise.
 //
+// With a LayerNorm the row is walked twice (its sums first); the first
+// walk keeps each element's g and xhat in shared memory for the second,
+// which so reads neither dy nor the input again nor evaluates GELU' twice.
+//
 // Launch: grad_rows grid (chunks = ceil(n/rows)), block 256 (REDUCE_THREADS),
-// dynamic shared memory 4*d*(LayerNorm ? 3 : 1) bytes: the chunk's column sums,
-// thread t owning columns t, t+256, ... in every row, so no barrier guards
-// them. grad_cols grid (ceil(d/256)), block 256.
+// dynamic shared memory 4*d*(LayerNorm ? 5 : 1) bytes: the chunk's column
+// sums (3 arrays with a LayerNorm, 1 without) and the row's g and xhat,
+// thread t owning columns t, t+256, ... in every row and array, so no
+// barrier guards them. grad_cols grid (ceil(d/256)), block 256.
 //
 // Versions: v1 (this file).
 #include "common.cuh"
@@ -79,41 +84,51 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
           const float* mean, const float* rstd, const float* __restrict__ gamma, const float* __restrict__ beta, int n, int d,
           int rows) {
     __shared__ double scratch[2 * REDUCE_WARPS];
-    float* acc = (float*)dc_dynamic_smem();
     const bool ln = xhat != nullptr || xin != nullptr;
     const int arrays = ln ? 3 : 1;
+    float* acc = (float*)dc_dynamic_smem();  // the column sums [arrays][d]
+    float* gs = acc + 3 * d;                 // with a LayerNorm: the row's g [d]
+    float* hs = gs + d;                      // and its xhat [d]
     const int c = blockIdx.x, chunks = gridDim.x;
     const int r0 = c * rows, r1 = min(n, r0 + rows);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
         for (int a = 0; a < arrays; ++a) acc[a * d + j] = 0.f;
     for (int r = r0; r < r1; ++r) {
         const size_t base = (size_t)r * d;
+        if (!ln) {
+            for (int j = threadIdx.x; j < d; j += blockDim.x) {
+                const float g = grad_rows_g(dy, pre, gamma, beta, 0.f, base + j, j);
+                acc[j] += g;
+                if (dx != nullptr) dx[base + j] = g;
+                if (dxb != nullptr) dxb[base + j] = f32_to_bf16(g);
+            }
+            continue;
+        }
         double s1 = 0.0, s2 = 0.0;
-        if (ln) {
+        {
             const double rs = (double)rstd[r], mu = xhat == nullptr ? (double)mean[r] : 0.0;
             for (int j = threadIdx.x; j < d; j += blockDim.x) {
                 const float h = grad_rows_xhat(xhat, xin, mu, rs, base + j);
-                const double gg = (double)grad_rows_g(dy, pre, gamma, beta, h, base + j, j) * (double)gamma[j];
+                const float g = grad_rows_g(dy, pre, gamma, beta, h, base + j, j);
+                hs[j] = h;
+                gs[j] = g;
+                const double gg = (double)g * (double)gamma[j];
                 s1 += gg;
                 s2 += gg * (double)h;
             }
-            block_sum2_d(s1, s2, scratch);
-            s1 /= (double)d;
-            s2 /= (double)d;
         }
-        // Read again after the divisions (whose slow path is a call:
+        block_sum2_d(s1, s2, scratch);
+        s1 /= (double)d;
+        s2 /= (double)d;
+        // rstd read again after the divisions (whose slow path is a call:
         // fewer values live across it).
-        const double rs = ln ? (double)rstd[r] : 0.0, mu = ln && xhat == nullptr ? (double)mean[r] : 0.0;
+        const double rs = (double)rstd[r];
         for (int j = threadIdx.x; j < d; j += blockDim.x) {
-            const float h = ln ? grad_rows_xhat(xhat, xin, mu, rs, base + j) : 0.f;
-            const float g = grad_rows_g(dy, pre, gamma, beta, h, base + j, j);
-            float v = g;
-            if (ln) {
-                v = (float)(rs * ((double)g * (double)gamma[j] - s1 - (double)h * s2));
-                acc[d + j] += g;
-                acc[2 * d + j] += g * h;
-            }
+            const float h = hs[j], g = gs[j];
+            const float v = (float)(rs * ((double)g * (double)gamma[j] - s1 - (double)h * s2));
             acc[j] += v;
+            acc[d + j] += g;
+            acc[2 * d + j] += g * h;
             if (dx != nullptr) dx[base + j] = v;
             if (dxb != nullptr) dxb[base + j] = f32_to_bf16(v);
         }

@@ -17,8 +17,9 @@
 // modes 0 and 2. The f32 outputs it replaces may then be null: y2 in mode
 // 1, y in mode 0 (mode 2's y is the residual stream, always written).
 //
-// y may alias x, and in mode 2 y may alias resid (every element is read
-// before it is written, by the same thread).
+// y may alias a float x (not ln_apply_bf16's bf16 x: the element sizes
+// differ), and in mode 2 y may alias resid (every element is read before
+// it is written, by the same thread).
 //
 //   ln_apply    takes the row statistics as tiles from gemm_nt_bias_stats:
 //               stats[row][tile] = (count, mean, M2) over one 64-wide column
@@ -27,7 +28,7 @@
 //   ln_apply_bf16  the same of a bf16 x (the bf16 engine's GEMM output, as
 //               autocast's Linear returns it; the statistics from
 //               gemm_bf16_nt_bf16_stats, of the same rounded values). When
-//               mean is not null (either kernel), the row's mean and rstd
+//               mean is not null (ln_apply_bf16 only), the row's mean and rstd
 //               are rounded to float, stored (mean [n], rstd [n]) and
 //               xhat computed from the rounded values: the backward pass
 //               can then recompute xhat and y with the same bits from x

@@ -107,6 +107,23 @@ func RelDiff[A, B nn.Float](a []A, b []B) float64 {
 // Batches returns reproducible inputs and targets: n batches of rows from
 // N(0,1), row 0 of each target batch all zeros to exercise the normalisation
 // clamp.
+// PerturbNorms moves the LayerNorm parameters of params (shape c) off
+// their initial 1 and 0, by normal noise of scale 0.2 from seed, so that
+// their gradients and their use in the backward pass are exercised (with
+// gamma = 1 and beta = 0 a kernel that reads the wrong LayerNorm's
+// parameters computes the same).
+func PerturbNorms(c nn.Config, params []float32, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for _, tn := range c.Layout().Tensors {
+		if tn.Kind == nn.NormWeight || tn.Kind == nn.NormBias {
+			v := nn.View(params, tn)
+			for i := range v {
+				v[i] += float32(0.2 * rng.NormFloat64())
+			}
+		}
+	}
+}
+
 func Batches(c nn.Config, n, rows int, seed uint64) (xs, ts [][]float32) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	for range n {
@@ -136,17 +153,7 @@ func pair(t *testing.T, newEngine NewEngine) (nn.Engine, *nn.CPUEngine[float64],
 		t.Fatal(err)
 	}
 	params := nn.InitParameters[float32](Config, 7)
-	// Move the LayerNorm parameters off 1 and 0 so their gradients and
-	// their use in the backward pass are exercised.
-	rng := rand.New(rand.NewPCG(8, 8))
-	for _, tn := range Config.Layout().Tensors {
-		if tn.Kind == nn.NormWeight || tn.Kind == nn.NormBias {
-			v := nn.View(params, tn)
-			for i := range v {
-				v[i] += float32(0.2 * rng.NormFloat64())
-			}
-		}
-	}
+	PerturbNorms(Config, params, 8)
 	if err := e.SetParameters(params); err != nil {
 		t.Fatal(err)
 	}

@@ -8,14 +8,14 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
 // LockFile is the file in a run directory that a training process holds an
-// advisory lock on (flock) for as long as it works on the run. The kernel
-// drops the lock when the process ends, however it ends, so a run killed
-// with SIGKILL leaves no stale lock; the file itself stays, holding the pid
-// of the last process that took it.
+// advisory lock on (internal/flock) for as long as it works on the run.
+// The operating system drops the lock when the process ends, however it
+// ends, so a run killed with SIGKILL leaves no stale lock; the file itself
+// stays, holding the pid of the last process that took it.
 const LockFile = "lock"
 
 // LockedError is LockRunDir's error when another process holds the run
@@ -44,12 +44,12 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flock.TryLock(f, true); err != nil {
 		defer f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+		if errors.Is(err, flock.ErrLocked) {
 			return nil, &LockedError{Dir: dir, Holder: lockHolder(path)}
 		}
-		return nil, fmt.Errorf("run directory %s: lock %s: %w", dir, path, err)
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	// Record the holder for the error above. The lock, not the file's
 	// content, is what excludes: a torn write here misleads only a message.
@@ -78,7 +78,7 @@ func checkUnlocked(dir string) error {
 		return nil // no lock file: no process has locked the run
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+	if err := flock.TryLock(f, false); errors.Is(err, flock.ErrLocked) {
 		return &LockedError{Dir: dir, Holder: lockHolder(path)}
 	}
 	return nil // the shared lock, if taken, goes with f
@@ -86,5 +86,5 @@ func checkUnlocked(dir string) error {
 
 // Release drops the lock.
 func (l *RunLock) Release() error {
-	return l.f.Close() // closing the last descriptor releases the flock
+	return l.f.Close() // closing the descriptor releases the lock
 }

@@ -80,6 +80,7 @@ type Engine struct {
 	headActb          buf[uint16]  // bf16 mode: headAct [n,hd] in bf16
 	dyb               buf[uint16]  // bf16 mode: a Linear's output gradient in bf16 [n, widest output]
 	gradPartial       buf[float32] // bf16 mode: grad_rows's column partials
+	splitParts        buf[float32] // bf16 mode: the split-K weight gradients' partial products
 
 	// The resident training data (resident.go): a third allocation, float16
 	// features [rows, in] then targets [rows, out]; 0 when none is loaded.

@@ -104,6 +104,15 @@ func (e *Engine) layoutBF16(a *arena, n int) {
 	}
 	e.dyb = f(n * max(h, hd, o))
 	e.gradPartial = carve[float32](a, gradPartialLen(n, max(h, hd, o)))
+	// The split-K weight gradients' partial products (gemmBF16TN), for the
+	// largest of the Linears' that splits.
+	parts := 0
+	for _, w := range [][2]int{{h, in}, {h, h}, {hd, h}, {o, hd}} {
+		if s := e.dev.tnSplits(w[0], w[1], n); s > 1 {
+			parts = max(parts, s*w[0]*w[1])
+		}
+	}
+	e.splitParts = carve[float32](a, parts)
 }
 
 // toBF16 rounds the n values of an activation a Linear reads into its bf16
@@ -279,7 +288,7 @@ func (e *Engine) backwardBF16(n int) error {
 func (e *Engine) linearGradsBF16(l linear, dx buf[float32], xb buf[uint16], n int, accumulate bool) error {
 	d := e.dev
 	dyb := e.dyb.at(0, n*l.out)
-	if err := d.gemmBF16TN(l.dw, dyb, xb, l.out, l.in, n); err != nil {
+	if err := d.gemmBF16TN(l.dw, dyb, xb, l.out, l.in, n, e.splitParts); err != nil {
 		return err
 	}
 	if dx.p == 0 {

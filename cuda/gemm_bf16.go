@@ -227,16 +227,73 @@ func (d *Device) gemmBF16NN(c buf[float32], a, b buf[uint16], m, n, k int, accum
 	return d.gemmBF16(kind, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
 }
 
-// gemmBF16TN launches c[m,n] = a[k,m]^T b[k,n].
-func (d *Device) gemmBF16TN(c buf[float32], a, b buf[uint16], m, n, k int) error {
-	return d.gemmBF16(tnF32, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k)
+// gemmBF16TN launches c[m,n] = a[k,m]^T b[k,n], split along K
+// (tnSplits) when parts, scratch for the splits' partial products, holds
+// at least two of them; null parts never splits.
+func (d *Device) gemmBF16TN(c buf[float32], a, b buf[uint16], m, n, k int, parts buf[float32]) error {
+	return d.gemmBF16TNSplit(c, a, b, m, n, k, parts, min(d.tnSplits(m, n, k), parts.n/(m*n)))
+}
+
+// gemmBF16TNSplit is gemmBF16TN in splits (at least 1): the splits'
+// products into parts [splits, m, n], then their sum into c.
+func (d *Device) gemmBF16TNSplit(c buf[float32], a, b buf[uint16], m, n, k int, parts buf[float32], splits int) error {
+	if splits <= 1 {
+		return d.gemmBF16Split(tnF32, outOf(c), gemmOut{}, a, b, buf[float32]{}, m, n, k, 1)
+	}
+	if err := needAll("gemm_bf16_splitk_sum", req("C", c, m*n)); err != nil {
+		return err
+	}
+	if err := d.gemmBF16Split(tnF32, outOf(parts), gemmOut{}, a, b, buf[float32]{}, m, n, k, splits); err != nil {
+		return err
+	}
+	return launch.GemmBf16SplitkSum(d.with(elemWork(m*n, splits+1)), grid(elementGrid(m*n), 1), c.ptr(), parts.cptr(), int32(splits), int32(m*n))
+}
+
+// gemmMaxSplits bounds a split-K product's splits, and gemmMinSplitChunks
+// is the fewest K chunks (of 64) a split takes: below that a split's
+// pipeline fill and its slice's write and read cost more than the waves
+// it saves.
+const (
+	gemmMaxSplits      = 8
+	gemmMinSplitChunks = 4
+)
+
+// tnSplits is how many K splits the weight-gradient GEMM c[m,n] of depth
+// k runs in: the number, up to gemmMaxSplits with at least
+// gemmMinSplitChunks chunks each, that needs the fewest rounds of the
+// multiprocessors per unit of work (ceil(tiles s / sms) / s; the smallest
+// such s), so that an output of few tiles still fills the GPU (the
+// model's last Linear: [512, 1024] is 32 tiles for 132 multiprocessors,
+// a quarter of the GPU unsplit; split 4, 128 tiles). The sum of the
+// slices is in f32 in split order: a function of the shape and the
+// multiprocessor count.
+func (d *Device) tnSplits(m, n, k int) int {
+	tiles := ceilDiv(m, gemmBF16Tile) * ceilDiv(n, gemmBF16Tile)
+	chunks := ceilDiv(k, gemmBF16BoxK)
+	sms := max(1, d.tc.sms)
+	best, bestCost := 1, float64(ceilDiv(tiles, sms))
+	for s := 2; s <= gemmMaxSplits && chunks/s >= gemmMinSplitChunks; s++ {
+		if cost := float64(ceilDiv(tiles*s, sms)) / float64(s); cost < bestCost {
+			best, bestCost = s, cost
+		}
+	}
+	return best
 }
 
 // gemmBF16 checks and launches a GEMM of kind on the device's path: C at
 // c, the second output (gemmKinds[kind].second; none is the zero gemmOut)
 // at second, operands a and b as gemmKinds[kind] lays them out.
 func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k int) error {
-	if err := d.checkGemmBF16(kind, c, second, a, b, bias, m, n, k); err != nil {
+	return d.gemmBF16Split(kind, c, second, a, b, bias, m, n, k, 1)
+}
+
+// gemmBF16Split is gemmBF16 in splits along K (tnF32 only; splits > 1
+// writes the splits' products to c, [splits, m, n]).
+func (d *Device) gemmBF16Split(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k, splits int) error {
+	if splits < 1 || splits > 1 && kind != tnF32 {
+		return fmt.Errorf("cuda: %s in %d splits", kind, splits)
+	}
+	if err := d.checkGemmBF16(kind, c, second, a, b, bias, m, n, k, splits); err != nil {
 		return err
 	}
 	g := gemmKinds[kind]
@@ -255,7 +312,7 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 		if err := d.raiseShared(g.mma, smem); err != nil {
 			return err
 		}
-		cfg := driver.LaunchConfig{Grid: [3]int{ceilDiv(n, gemmBF16Tile), ceilDiv(m, gemmBF16Tile), 1},
+		cfg := driver.LaunchConfig{Grid: [3]int{ceilDiv(n, gemmBF16Tile), ceilDiv(m, gemmBF16Tile), splits},
 			Block: [3]int{gemmBF16MmaThreads, 1, 1}, SharedBytes: smem}
 		pa, pb := a.cptr(), b.cptr()
 		switch kind {
@@ -278,7 +335,7 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 		case nnF32Add:
 			return launch.GemmBf16NnMmaF32Add(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
 		default:
-			return launch.GemmBf16TnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K)
+			return launch.GemmBf16TnMmaF32(l, cfg, pa, pb, launch.Ptr[float32](c.p), M, N, K, int32(splits))
 		}
 	}
 	if err := d.raiseShared(g.wgmma, gemmBF16Smem); err != nil {
@@ -294,8 +351,8 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 	}
 	// Persistent blocks: one per multiprocessor, or one per tile when
 	// there are fewer tiles.
-	tiles := ceilDiv(m, gemmBF16Tile) * ceilDiv(n, gemmBF16Tile)
-	cfg := driver.LaunchConfig{Grid: [3]int{max(1, min(d.tc.sms, tiles)), 1, 1}, Block: [3]int{gemmBF16Threads, 1, 1}, SharedBytes: gemmBF16Smem}
+	units := ceilDiv(m, gemmBF16Tile) * ceilDiv(n, gemmBF16Tile) * splits
+	cfg := driver.LaunchConfig{Grid: [3]int{max(1, min(d.tc.sms, units)), 1, 1}, Block: [3]int{gemmBF16Threads, 1, 1}, SharedBytes: gemmBF16Smem}
 	switch kind {
 	case ntF32:
 		return launch.GemmBf16NtF32(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), M, N, K)
@@ -316,7 +373,7 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 	case nnF32Add:
 		return launch.GemmBf16NnF32Add(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
 	default:
-		return launch.GemmBf16TnF32(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K)
+		return launch.GemmBf16TnF32(l, cfg, ma, mb, launch.Ptr[float32](c.p), M, N, K, int32(splits))
 	}
 }
 
@@ -324,7 +381,7 @@ func (d *Device) gemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bi
 // operand's stored rows must be multiples of 8 elements (K for a K-major
 // operand, M or N for an MN-major one), as the TMA's row strides and
 // cp.async's 16-byte copies need.
-func (d *Device) checkGemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k int) error {
+func (d *Device) checkGemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16], bias buf[float32], m, n, k, splits int) error {
 	g := gemmKinds[kind]
 	what := g.name
 	if d.tc.ext == nil {
@@ -348,7 +405,7 @@ func (d *Device) checkGemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16
 			return fmt.Errorf("cuda: %s: %s = %d is not a multiple of %d (%s's bf16 rows must be 16-byte aligned)", what, r.dim, r.n, gemmBF16KMultiple, r.op)
 		}
 	}
-	rs := []required{{"C", c.p, c.n, m * n}, req("A", a, m*k), req("B", b, n*k)}
+	rs := []required{{"C", c.p, c.n, m * n * splits}, req("A", a, m*k), req("B", b, n*k)}
 	// The second output's name, length and alignment (stats: f32 values;
 	// act: bf16 column pairs).
 	switch g.second {
@@ -378,6 +435,9 @@ func (d *Device) checkGemmBF16(kind gemmKind, c, second gemmOut, a, b buf[uint16
 	}
 	if second.p%4 != 0 {
 		return fmt.Errorf("cuda: %s: its second output at %#x is not 4-byte aligned", what, second.p)
+	}
+	if splits > maxGridY {
+		return fmt.Errorf("cuda: %s: %d splits exceed the grid", what, splits)
 	}
 	if rowTiles := ceilDiv(m, gemmBF16Tile); !d.tc.wgmma && rowTiles > maxGridY {
 		return fmt.Errorf("cuda: %s: %d rows exceed the grid (at most %d)", what, m, maxGridY*gemmBF16Tile)

@@ -131,12 +131,13 @@ func TestGemmBF16Launcher(t *testing.T) {
 }
 
 // TestGemmBF16BackwardLaunchers: the nn launchers (c = a b and c += a b,
-// the data gradient) and the tn one (c = a^T b, the weight gradient) on
-// shapes of one and several tiles: nn with M ragged (any M; N and K
-// multiples of 8), tn with K ragged (the batch; M and N multiples of 8),
-// and K of one chunk and several. C starts as random values for nn's add
-// (which must be kept and added to) and as NaN for the others (which must
-// be overwritten).
+// the data gradient) and the tn one (c = a^T b, the weight gradient),
+// whole and split along K in 2 and 3 (through NaN-filled partial slices;
+// with K of one chunk a split is empty and must write zeros), on shapes of
+// one and several tiles: nn with M ragged (any M; N and K multiples of 8),
+// tn with K ragged (the batch; M and N multiples of 8), and K of one chunk
+// and several. C starts as random values for nn's add (which must be kept
+// and added to) and as NaN for the others (which must be overwritten).
 //
 // Tolerance: as TestGemmBF16Launcher's f32 epilogue, (K+1) 2^-23 S with S
 // = sum |a b| (+ |C's old value| for nn, the one more f32 addition). A
@@ -146,13 +147,17 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 	d := testDevice(t)
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}} {
-			for _, kind := range []gemmKind{nnF32, nnF32Add, tnF32} {
+			for vi, v := range []struct {
+				kind   gemmKind
+				splits int
+			}{{nnF32, 1}, {nnF32Add, 1}, {tnF32, 1}, {tnF32, 2}, {tnF32, 3}} {
+				kind := v.kind
 				m, n, k := c.m, c.n, c.k
 				if kind != tnF32 {
 					// nn: M ragged, K a multiple of 8.
 					m, k = c.k+3, c.m
 				}
-				rng := rand.New(rand.NewPCG(uint64(ci), 100+uint64(kind)))
+				rng := rand.New(rand.NewPCG(uint64(ci), 100+uint64(vi)))
 				aBits, a := bf16Round(randn(rng, m*k, 1))
 				bBits, b := bf16Round(randn(rng, k*n, 1))
 				old := nanFill(m * n)
@@ -160,11 +165,12 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 					old = randn(rng, m*n, 1)
 				}
 				da, db, dc := devCopy(t, d, aBits), devCopy(t, d, bBits), devCopy(t, d, old)
+				parts := devCopy(t, d, nanFill(v.splits*m*n))
 				on(t, d, func() error {
 					if kind != tnF32 {
 						return d.gemmBF16NN(dc, da, db, m, n, k, kind == nnF32Add)
 					}
-					return d.gemmBF16TN(dc, da, db, m, n, k)
+					return d.gemmBF16TNSplit(dc, da, db, m, n, k, parts, v.splits)
 				})
 				got := fetch(t, d, dc)
 				for i := 0; i < m; i++ {
@@ -184,7 +190,7 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 						}
 						tol := float64(k+1) * math.Ldexp(s, -23)
 						if g := float64(got[i*n+j]); !(math.Abs(g-ref) <= tol) {
-							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, m, n, k, i, j, g, ref, tol)
+							t.Fatalf("%s in %d splits %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, v.splits, m, n, k, i, j, g, ref, tol)
 						}
 					}
 				}
@@ -244,8 +250,8 @@ func TestGemmBF16LauncherChecks(t *testing.T) {
 		{"f32 epilogue to bf16", "with gemm_bf16_nt_f32", func() error { return d.gemmBF16ToBF16(ntF32, cb, a, w, none, 8, 8, 8) }},
 		{"nn N not a multiple of 8", "N = 12 is not a multiple of 8", func() error { return d.gemmBF16NN(c, a, w, 9, 12, 8, true) }},
 		{"nn K not a multiple of 8", "K = 12 is not a multiple of 8", func() error { return d.gemmBF16NN(c, a, w, 9, 8, 12, false) }},
-		{"tn M not a multiple of 8", "M = 9 is not a multiple of 8", func() error { return d.gemmBF16TN(c, a, w, 9, 8, 5) }},
-		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7) }},
+		{"tn M not a multiple of 8", "M = 9 is not a multiple of 8", func() error { return d.gemmBF16TN(c, a, w, 9, 8, 5, buf[float32]{}) }},
+		{"tn short B", "B: buffer of", func() error { return d.gemmBF16TN(c, a, w.at(0, 100), 8, 16, 7, buf[float32]{}) }},
 		{"nn misaligned C", "8-byte aligned", func() error { return d.gemmBF16NN(c.at(1, 64), a, w, 8, 8, 8, false) }},
 		{"short stats", "stats: buffer of 5 elements, need 24", func() error { return d.gemmBF16F32Stats(c, c.at(0, 5), a, w, none, 8, 8, 8) }},
 		{"null act", "act: null buffer", func() error { return d.gemmBF16F32Act(ntF32GELU, c, buf[uint16]{}, a, w, none, 8, 8, 8) }},
@@ -431,4 +437,27 @@ func ntReference(a, w []float64, bias []float32, k, i, j int) (ref, bound float6
 		s += math.Abs(a[i*k+p] * w[j*k+p])
 	}
 	return ref, float64(k+1) * math.Ldexp(s, -23)
+}
+
+// TestTNSplits: the weight gradients' K splits at the model's shapes,
+// batch 8192, on an H100's 132 multiprocessors: the last Linear's [512,
+// 1024] (32 tiles) in 4, the input projection's [2048, 768] (96 tiles: 3
+// rounds of 384 split tiles instead of 1 of 96, a quarter less time) in
+// 4, the square blocks' and the head's first (256 and 128 tiles) whole;
+// and no split that would leave a split fewer than 4 chunks of K.
+func TestTNSplits(t *testing.T) {
+	d := testDevice(t)
+	var sms int
+	on(t, d, func() error { sms = d.tc.sms; d.tc.sms = 132; return nil })
+	t.Cleanup(func() { d.do(func() error { d.tc.sms = sms; return nil }) })
+	for _, c := range []struct{ m, n, k, want int }{
+		{512, 1024, 8192, 4}, {2048, 768, 8192, 4}, {2048, 2048, 8192, 1}, {1024, 2048, 8192, 1},
+		{512, 1024, 512, 2}, {512, 1024, 448, 1}, {8, 8, 8192, 8},
+	} {
+		var got int
+		on(t, d, func() error { got = d.tnSplits(c.m, c.n, c.k); return nil })
+		if got != c.want {
+			t.Errorf("[%d, %d] of depth %d: %d splits, want %d", c.m, c.n, c.k, got, c.want)
+		}
+	}
 }

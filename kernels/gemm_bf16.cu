@@ -133,10 +133,16 @@
 //       f32), pre bf16 [M, N] (the stored pre-activation), laid out as C
 //       and not overlapping it
 //   gemm_bf16_tn_f32         gemm_bf16_tn_mma_f32         C f32 (written,
-//       not added: the gradient buffer's value for this step)
+//       not added: the gradient buffer's value for this step); with
+//       splits > 1, split K: C holds splits slices of [M, N], the partial
+//       products of consecutive ranges of K's chunks, which
+//       gemm_bf16_splitk_sum adds in order (the weight gradients whose
+//       output has too few tiles to fill the GPU: K, the batch, is long)
 // No bias (the bias gradient, dY's column sums, stays in reduce.cu).
-// Parameters: wgmma (tma_a, tma_b, [pre,] C, M, N, K); mma.sync (A, B,
-// [pre,] C, M, N, K). A [M, K] for nn, [K, M] for tn; B [K, N]. Row
+// Parameters: wgmma (tma_a, tma_b, [pre,] C, M, N, K[, splits]); mma.sync
+// (A, B, [pre,] C, M, N, K[, splits]); the mma.sync tn kernel's grid is
+// (ceil(N/128), ceil(M/128), splits), the wgmma one's persistent blocks
+// walk (tile, split) pairs. A [M, K] for nn, [K, M] for tn; B [K, N]. Row
 // strides must be multiples of 8 elements (16 bytes), as for nt: nn needs
 // K and N multiples of 8 (M any); tn M and N (K, the batch, any). C (and
 // pre) 8-byte aligned, as the paired stores need.
@@ -166,7 +172,8 @@
 // epilogue now walks a thread's values row by row, the results of the
 // earlier epilogues unchanged); v4 adds nn_f32 (the nn instantiation of the
 // f32 epilogue: the backward pass no longer zeroes a data gradient for
-// f32_add to add into), nt_bf16_stats and nt_f32_bf16.
+// f32_add to add into), nt_bf16_stats, nt_f32_bf16 and the tn kernels'
+// split K (gemm_bf16_splitk_sum).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -200,6 +207,18 @@
 // gemm_bf16_has_stats: the epilogue also writes row statistics.
 __device__ __forceinline__ constexpr bool gemm_bf16_has_stats(int out) {
     return out == GEMM_BF16_OUT_F32_STATS || out == GEMM_BF16_OUT_BF16_STATS;
+}
+
+// Split K (the tn kernels' splits > 1): K's chunks are cut into `splits`
+// consecutive ranges, split s taking chunks [s chunks / splits, (s + 1)
+// chunks / splits), and writes its partial product to its own slice of C,
+// C + s M N (f32; gemm_bf16_splitk_sum adds the slices in order). Every
+// other kernel runs with splits = 1 and writes C itself.
+__device__ __forceinline__ int gemm_bf16_split_chunk(int chunks, int splits, int s) {
+    return (int)((long long)s * chunks / splits);
+}
+__device__ __forceinline__ void* gemm_bf16_split_out(void* C, int splits, int s, int M, int N) {
+    return splits == 1 ? C : (void*)((float*)C + (size_t)s * M * N);
 }
 
 // gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
@@ -374,7 +393,7 @@ __device__ __forceinline__ uint64_t gemm_bf16_operand_desc(uint32_t s, int kk) {
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, const dc_tensor_map* tma_b, const float* __restrict__ bias,
                                                 const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
-                                                float* __restrict__ stats, int M, int N, int K) {
+                                                float* __restrict__ stats, int M, int N, int K, int splits = 1) {
 #if DC_SM90A
     unsigned char* raw = dc_dynamic_smem();
     unsigned char* tiles = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
@@ -383,6 +402,7 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
     const int t = threadIdx.x, group = t / 128;
     const int tiles_n = (N + GEMM_BF16_BN - 1) / GEMM_BF16_BN;
     const int tile_count = ((M + GEMM_BF16_BM - 1) / GEMM_BF16_BM) * tiles_n;
+    const int units = tile_count * splits;  // (tile, split) pairs, tile-major within a split
     const int chunks = (K + GEMM_BF16_BK - 1) / GEMM_BF16_BK;
     if (t == 0) {
         for (int s = 0; s < GEMM_BF16_STAGES; ++s) {
@@ -397,9 +417,11 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
         setmaxnreg_dec<40>();
         if (t == 0) {
             uint32_t use = 0;  // stage uses so far, over all tiles: stage use % STAGES, phase use / STAGES
-            for (int tile = blockIdx.x; tile < tile_count; tile += gridDim.x) {
+            for (int u = blockIdx.x; u < units; u += gridDim.x) {
+                const int tile = u % tile_count, split = u / tile_count;
                 const int m0 = tile / tiles_n * GEMM_BF16_BM, n0 = tile % tiles_n * GEMM_BF16_BN;
-                for (int c = 0; c < chunks; ++c, ++use) {
+                const int c1 = gemm_bf16_split_chunk(chunks, splits, split + 1);
+                for (int c = gemm_bf16_split_chunk(chunks, splits, split); c < c1; ++c, ++use) {
                     const int s = use % GEMM_BF16_STAGES;
                     // Wait for the consumers to release the stage's previous
                     // use; a fresh mbarrier's "previous phase" (parity 1)
@@ -420,13 +442,15 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
     setmaxnreg_inc<232>();
     const int consumer = group - 1, ct = t - 128 * group;
     uint32_t use = 0;
-    for (int tile = blockIdx.x; tile < tile_count; tile += gridDim.x) {
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        const int tile = u % tile_count, split = u / tile_count;
         const int m0 = tile / tiles_n * GEMM_BF16_BM, n0 = tile % tiles_n * GEMM_BF16_BN;
+        const int c0 = gemm_bf16_split_chunk(chunks, splits, split), c1 = gemm_bf16_split_chunk(chunks, splits, split + 1);
         float acc[64];
 #pragma unroll
         for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
         gemm_bf16_pin_acc(acc);
-        for (int c = 0; c < chunks; ++c, ++use) {
+        for (int c = c0; c < c1; ++c, ++use) {
             const int s = use % GEMM_BF16_STAGES;
             mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);
             // This warpgroup's 64 rows of A start 8 KiB (a whole number of
@@ -441,12 +465,13 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
             wgmma_commit();
             // The previous chunk's group has completed: release its stage.
             wgmma_wait<1>();
-            if (c > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
+            if (c > c0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
         }
         wgmma_wait<0>();
         gemm_bf16_pin_acc(acc);
-        if (chunks > 0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
-        gemm_bf16_epilogue<OUT>(acc, bias, pre, C, act, stats, M, N, m0 + 64 * consumer, n0, ct);
+        if (c1 > c0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
+        gemm_bf16_epilogue<OUT>(acc, bias, pre, gemm_bf16_split_out(C, splits, split, M, N), act, stats, M, N, m0 + 64 * consumer,
+                                n0, ct);
     }
 #else
     __trap();
@@ -522,8 +547,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
-                     float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+                     float* __restrict__ C, int M, int N, int K, int splits) {
+    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K, splits);
 }
 
 // ---------------------------------------------------------------------------
@@ -619,18 +644,23 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B,
                                               const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
-                                              uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int K) {
+                                              uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int K,
+                                              int splits = 1) {
     uint16_t* smem = (uint16_t*)dc_dynamic_smem();
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
-    const int chunks = (K + GEMM_BF16_MMA_BK - 1) / GEMM_BF16_MMA_BK;
+    // This block's split (blockIdx.z) of K's chunks: chunks c0 .. c0 +
+    // chunks - 1, counted from 0 below.
+    const int all = (K + GEMM_BF16_MMA_BK - 1) / GEMM_BF16_MMA_BK;
+    const int c0 = gemm_bf16_split_chunk(all, splits, blockIdx.z);
+    const int chunks = gemm_bf16_split_chunk(all, splits, blockIdx.z + 1) - c0;
     constexpr int stage_elems = GEMM_BF16_MMA_STAGE_ELEMS(A_MN, B_MN), a_elems = GEMM_BF16_MMA_OPERAND_ELEMS(A_MN);
 
     auto load_chunk = [&](int c, int stage) {
         uint16_t* sa = smem + stage * stage_elems;
-        gemm_bf16_mma_load<A_MN>(sa, A, m0, M, c * GEMM_BF16_MMA_BK, K, t);
-        gemm_bf16_mma_load<B_MN>(sa + a_elems, B, n0, N, c * GEMM_BF16_MMA_BK, K, t);
+        gemm_bf16_mma_load<A_MN>(sa, A, m0, M, (c0 + c) * GEMM_BF16_MMA_BK, K, t);
+        gemm_bf16_mma_load<B_MN>(sa + a_elems, B, n0, N, (c0 + c) * GEMM_BF16_MMA_BK, K, t);
     };
 
     float acc[4][4][4];
@@ -692,7 +722,8 @@ __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, co
         }
     }
     cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
-    gemm_bf16_mma_epilogue<OUT>(acc, bias, pre, C, act, stats, M, N, m0, n0, (float*)smem, t);
+    gemm_bf16_mma_epilogue<OUT>(acc, bias, pre, gemm_bf16_split_out(C, splits, blockIdx.z, M, N), act, stats, M, N, m0, n0,
+                                (float*)smem, t);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
@@ -759,6 +790,19 @@ extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
-    gemm_bf16_tn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_tn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K,
+                         int splits) {
+    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K, splits);
+}
+
+// gemm_bf16_splitk_sum adds the splits' slices of a split-K product in
+// split order, in f32: C[i] = parts[i] + parts[n + i] + ... (splits
+// slices of n). Grid-stride, block 256.
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_bf16_splitk_sum(float* __restrict__ C, const float* __restrict__ parts, int splits, int n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = parts[i];
+        for (int k = 1; k < splits; ++k) s += parts[(size_t)k * n + i];
+        C[i] = s;
+    }
 }

@@ -33,7 +33,7 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32_add), void (*)(dc_tensor
               "kernels/gemm_bf16.cu: gemm_bf16_nn_f32_add: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_dgelu_bf16), void (*)(dc_tensor_map, dc_tensor_map, const uint16_t*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_dgelu_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_tn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&gemm_bf16_tn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_tn_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32), void (*)(const uint16_t*, const uint16_t*, const float*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32: run go generate ./kernels");
@@ -57,8 +57,10 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32_add), void (*)(const
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_f32_add: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_dgelu_bf16), void (*)(const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_dgelu_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_tn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
+static_assert(std::is_same_v<decltype(&gemm_bf16_tn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_tn_mma_f32: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&gemm_bf16_splitk_sum), void (*)(float*, const float*, int, int)>,
+              "kernels/gemm_bf16.cu: gemm_bf16_splitk_sum: run go generate ./kernels");
 
 emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_f32),
@@ -85,5 +87,6 @@ emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nn_mma_f32_add),
     EMU_ENTRY(gemm_bf16_nn_mma_dgelu_bf16),
     EMU_ENTRY(gemm_bf16_tn_mma_f32),
+    EMU_ENTRY(gemm_bf16_splitk_sum),
 };
 int emu_table_gemm_bf16_len = sizeof(emu_table_gemm_bf16) / sizeof(emu_table_gemm_bf16[0]);

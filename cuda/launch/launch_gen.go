@@ -46,6 +46,7 @@ const (
 	KGemmBf16NnMmaF32Add                    // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaDgeluBf16                 // kernels/gemm_bf16.cu
 	KGemmBf16TnMmaF32                       // kernels/gemm_bf16.cu
+	KGemmBf16SplitkSum                      // kernels/gemm_bf16.cu
 	KGemmBf16MmaRef                         // kernels/gemm_bf16_ref.cu
 	KGemmBf16WgmmaRef                       // kernels/gemm_bf16_ref.cu
 	KGradRows                               // kernels/grad_rows.cu
@@ -119,6 +120,7 @@ var names = [NumKernels]string{
 	KGemmBf16NnMmaF32Add:      "gemm_bf16_nn_mma_f32_add",
 	KGemmBf16NnMmaDgeluBf16:   "gemm_bf16_nn_mma_dgelu_bf16",
 	KGemmBf16TnMmaF32:         "gemm_bf16_tn_mma_f32",
+	KGemmBf16SplitkSum:        "gemm_bf16_splitk_sum",
 	KGemmBf16MmaRef:           "gemm_bf16_mma_ref",
 	KGemmBf16WgmmaRef:         "gemm_bf16_wgmma_ref",
 	KGradRows:                 "grad_rows",
@@ -178,7 +180,7 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NnF32:            {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnF32Add:         {128, 128, 8, 4, 4, 4},
 	KGemmBf16NnDgeluBf16:      {128, 128, 8, 8, 4, 4, 4},
-	KGemmBf16TnF32:            {128, 128, 8, 4, 4, 4},
+	KGemmBf16TnF32:            {128, 128, 8, 4, 4, 4, 4},
 	KGemmBf16NtMmaF32:         {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaBf16:        {8, 8, 8, 8, 4, 4, 4},
 	KGemmBf16NtMmaGeluBf16:    {8, 8, 8, 8, 4, 4, 4},
@@ -190,7 +192,8 @@ var paramBytes = [NumKernels][]int{
 	KGemmBf16NnMmaF32:         {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaF32Add:      {8, 8, 8, 4, 4, 4},
 	KGemmBf16NnMmaDgeluBf16:   {8, 8, 8, 8, 4, 4, 4},
-	KGemmBf16TnMmaF32:         {8, 8, 8, 4, 4, 4},
+	KGemmBf16TnMmaF32:         {8, 8, 8, 4, 4, 4, 4},
+	KGemmBf16SplitkSum:        {8, 8, 4, 4},
 	KGemmBf16MmaRef:           {8, 8, 8, 4, 4, 4},
 	KGemmBf16WgmmaRef:         {128, 128, 8, 4, 4, 4},
 	KGradRows:                 {8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4, 4},
@@ -401,9 +404,9 @@ func GemmBf16NnDgeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.Tenso
 
 // GemmBf16TnF32 launches gemm_bf16_tn_f32 of kernels/gemm_bf16.cu:
 //
-//	gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
-func GemmBf16TnF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16TnF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
+//	gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K, int splits)
+func GemmBf16TnF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[float32], M int32, N int32, K int32, splits int32) error {
+	return l.Launch(KGemmBf16TnF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K), i32(splits)})
 }
 
 // GemmBf16NtMmaF32 launches gemm_bf16_nt_mma_f32 of kernels/gemm_bf16.cu:
@@ -485,9 +488,16 @@ func GemmBf16NnMmaDgeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint
 
 // GemmBf16TnMmaF32 launches gemm_bf16_tn_mma_f32 of kernels/gemm_bf16.cu:
 //
-//	gemm_bf16_tn_mma_f32(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
-func GemmBf16TnMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16TnMmaF32, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
+//	gemm_bf16_tn_mma_f32(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K, int splits)
+func GemmBf16TnMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32, splits int32) error {
+	return l.Launch(KGemmBf16TnMmaF32, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K), i32(splits)})
+}
+
+// GemmBf16SplitkSum launches gemm_bf16_splitk_sum of kernels/gemm_bf16.cu:
+//
+//	gemm_bf16_splitk_sum(float* C, const float* parts, int splits, int n)
+func GemmBf16SplitkSum(l Launcher, cfg driver.LaunchConfig, C Ptr[float32], parts ConstPtr[float32], splits int32, n int32) error {
+	return l.Launch(KGemmBf16SplitkSum, cfg, [][]byte{ptr(C), ptr(parts), i32(splits), i32(n)})
 }
 
 // GemmBf16MmaRef launches gemm_bf16_mma_ref of kernels/gemm_bf16_ref.cu:

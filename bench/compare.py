@@ -370,21 +370,27 @@ def gemm_rows(ours, torch):
     NT one (an engine that computes its gradients as X Wᵀ products of
     operands it transposed first), the NT kernels at that shape stand in:
     they compute the row's product; the row says so ("ours_via"), and the
-    transposes are memory-bound rows of their own."""
+    transposes are memory-bound rows of their own. A split-K GEMM's sum of
+    its slices (gemm_bf16_splitk_sum, a memory-bound kernel reported at
+    the GEMM's shape) is part of that GEMM: its time counts in the tn row
+    of that shape, not as a call of its own."""
     kern = (ours or {}).get("kernels", {})
     our = {}
     for k in kern.get("kernels") or []:
-        if k.get("kind") != "gemm":
+        split_sum = k.get("kind") == "memory" and "splitk_sum" in k["name"]
+        if k.get("kind") != "gemm" and not split_sum:
             continue
-        a = our.setdefault((gemm_layout(k["name"]), k["shape"]), {"flops": 0.0, "seconds": 0.0, "calls": 0, "kernels": []})
+        layout = "tn" if split_sum else gemm_layout(k["name"])
+        a = our.setdefault((layout, k["shape"]), {"flops": 0.0, "seconds": 0.0, "calls": 0, "kernels": []})
         a["kernels"].append(k["name"])
         # A kernel's median time per call where the report has one (PyTorch's side is a median
         # too), its mean otherwise; variants at one shape weighted by how often a step runs them.
         w = k.get("calls_per_step") or k["calls"]
         spc = k.get("seconds_per_call") or (k["seconds"] / k["calls"] if k.get("calls") else 0.0)
-        a["flops"] += k["flops"] * w
         a["seconds"] += spc * w
-        a["calls"] += w
+        if not split_sum:
+            a["flops"] += k["flops"] * w
+            a["calls"] += w
     rows = []
     for g in (torch or {}).get("gemm", []):
         key = (g["name"], g["shape"])

@@ -226,6 +226,25 @@ def test_gemm_rows_use_our_median_not_the_mean():
     assert gm[0]["ours_ms"] == pytest.approx(1.0) and gm[0]["ratio"]["fp32"] == pytest.approx(137 / 50)
 
 
+def test_gemm_rows_count_the_split_k_sum_in_the_gemm():
+    """A split-K weight gradient is its tn GEMM and the sum of its slices: the sum's time (a
+    memory kernel reported at the GEMM's shape) joins the tn row of that shape, so the row's
+    time per GEMM call is 1 ms + 0.25 ms and its TFLOP/s counts both, not the GEMM alone."""
+    ours, torch = ours_report(), torch_report()
+    shape = "M=512 N=1024 K=8192"
+    ours["kernels"]["kernels"] = [
+        {"name": "gemm_bf16_tn_f32", "shape": shape, "kind": "gemm", "calls": 10, "seconds": 10e-3, "flops": 8.6e9,
+         "seconds_per_call": 1e-3, "calls_per_step": 1},
+        {"name": "gemm_bf16_splitk_sum", "shape": shape, "kind": "memory", "calls": 10, "seconds": 2.5e-3, "flops": 0,
+         "bytes": 1e7, "seconds_per_call": 0.25e-3, "calls_per_step": 1}]
+    torch["gemm"] = [{"name": "gemm_wgrad_tn", "shape": shape, "batch": 8192, "precision": "bf16", "calls_per_step": 1,
+                      "tflops": 600.0, "seconds": {"median": 8.6e9 / 600e12}}]
+    gm = compare.gemm_rows(ours, torch)
+    assert gm[0]["ours_ms"] == pytest.approx(1.25)
+    assert gm[0]["ours_tflops"] == pytest.approx(8.6e9 / 1.25e-3 / 1e12)
+    assert gm[0]["ours_kernels"] == ["gemm_bf16_tn_f32", "gemm_bf16_splitk_sum"]
+
+
 def test_best_kernel_rounds():
     def ours(gemm_ms, adamw_ms, copy):
         return {"train": [], "copy_bandwidth": {"status": "measured", "bytes_per_second": copy},

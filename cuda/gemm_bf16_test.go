@@ -132,8 +132,10 @@ func TestGemmBF16Launcher(t *testing.T) {
 
 // TestGemmBF16BackwardLaunchers: the nn launchers (c = a b and c += a b,
 // the data gradient) and the tn one (c = a^T b, the weight gradient),
-// whole and split along K in 2 and 3 (through NaN-filled partial slices;
-// with K of one chunk a split is empty and must write zeros), on shapes of
+// whole and split along K in 2, 3 and 5 (through NaN-filled partial
+// slices; with fewer chunks than splits some splits are empty and must
+// write zeros), with 2 persistent blocks walking the (tile, split) pairs
+// (the ring's phases carry across them), on shapes of
 // one and several tiles: nn with M ragged (any M; N and K multiples of 8),
 // tn with K ragged (the batch; M and N multiples of 8), and K of one chunk
 // and several. C starts as random values for nn's add (which must be kept
@@ -145,12 +147,15 @@ func TestGemmBF16Launcher(t *testing.T) {
 // tile errs by O(S/K) or more.
 func TestGemmBF16BackwardLaunchers(t *testing.T) {
 	d := testDevice(t)
+	var sms int
+	on(t, d, func() error { sms = d.tc.sms; d.tc.sms = 2; return nil })
+	t.Cleanup(func() { d.do(func() error { d.tc.sms = sms; return nil }) })
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
 		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}} {
 			for vi, v := range []struct {
 				kind   gemmKind
 				splits int
-			}{{nnF32, 1}, {nnF32Add, 1}, {tnF32, 1}, {tnF32, 2}, {tnF32, 3}} {
+			}{{nnF32, 1}, {nnF32Add, 1}, {tnF32, 1}, {tnF32, 2}, {tnF32, 3}, {tnF32, 5}} {
 				kind := v.kind
 				m, n, k := c.m, c.n, c.k
 				if kind != tnF32 {

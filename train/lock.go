@@ -84,7 +84,8 @@ func checkUnlocked(dir string) error {
 	return nil // the shared lock, if taken, goes with f
 }
 
-// Release drops the lock.
+// Release drops the lock: explicitly, as Windows may release a lock some
+// time after its handle closes, then by closing the file.
 func (l *RunLock) Release() error {
-	return l.f.Close() // closing the descriptor releases the lock
+	return errors.Join(flock.Unlock(l.f), l.f.Close())
 }

@@ -122,7 +122,11 @@ func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGri
 	dims := [3]int{c.M, c.N, c.K}
 	args := func(ops ...[]byte) [][]byte {
 		ops = append(ops, preArgs...)
-		return append(ops, pPtr(C), pInt(dims[0]), pInt(dims[1]), pInt(dims[2]))
+		ops = append(ops, pPtr(C), pInt(dims[0]), pInt(dims[1]), pInt(dims[2]))
+		if tn {
+			ops = append(ops, pInt(1)) // splits: K whole (package cuda's tests split it)
+		}
+		return ops
 	}
 	if strings.Contains(kernel, "_mma_") {
 		smem := gemmBF16NNMmaSmem

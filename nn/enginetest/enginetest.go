@@ -104,9 +104,6 @@ func RelDiff[A, B nn.Float](a []A, b []B) float64 {
 	return math.Sqrt(num / den)
 }
 
-// Batches returns reproducible inputs and targets: n batches of rows from
-// N(0,1), row 0 of each target batch all zeros to exercise the normalisation
-// clamp.
 // PerturbNorms moves the LayerNorm parameters of params (shape c) off
 // their initial 1 and 0, by normal noise of scale 0.2 from seed, so that
 // their gradients and their use in the backward pass are exercised (with
@@ -124,6 +121,9 @@ func PerturbNorms(c nn.Config, params []float32, seed uint64) {
 	}
 }
 
+// Batches returns reproducible inputs and targets: n batches of rows from
+// N(0,1), row 0 of each target batch all zeros to exercise the normalisation
+// clamp.
 func Batches(c nn.Config, n, rows int, seed uint64) (xs, ts [][]float32) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	for range n {

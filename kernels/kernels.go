@@ -35,6 +35,8 @@ package kernels
 import (
 	"embed"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 //go:embed ptx/*.ptx sm90a/*.cubin
@@ -48,6 +50,31 @@ var images embed.FS
 //
 //go:embed *.cu *.cuh
 var _ embed.FS
+
+// budgets is budgets.tsv: each kernel's registers and static shared memory
+// per target, as ptxas reports them (make check-kernels holds it current).
+//
+//go:embed budgets.tsv
+var budgets string
+
+// StaticShared is the static shared memory of kernel in bytes (the
+// largest over its targets in budgets.tsv), and whether the table has the
+// kernel. A launch's dynamic shared memory comes on top of it: within the
+// default 48 KiB limit without opting in, within the opt-in maximum when
+// raised.
+func StaticShared(kernel string) (int, bool) {
+	most, found := 0, false
+	for _, line := range strings.Split(budgets, "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 || f[0] != kernel {
+			continue
+		}
+		if n, err := strconv.Atoi(f[3]); err == nil {
+			most, found = max(most, n), true
+		}
+	}
+	return most, found
+}
 
 // Module is one compiled source file. Modules (modules_gen.go) is generated
 // from the sources by `go generate ./kernels`.

@@ -22,8 +22,8 @@ import (
 // during capture and replay it.
 type emuDriver struct {
 	names []string
-	// maxShared is each kernel's dynamic shared memory allowance above the
-	// default 48 KiB (SetMaxDynamicShared).
+	// maxShared is the dynamic shared memory allowance of each kernel
+	// whose limit SetMaxDynamicShared set.
 	maxShared map[int]int
 	// capture collects the stream's work between BeginCapture and
 	// EndCapture instead of running it.
@@ -61,8 +61,9 @@ func Open(kernelNames []string) (Driver, error) {
 	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key}, nil
 }
 
-// The emulated device is an H100 (limits SM90): 48 KiB of dynamic shared
-// memory without opting in, 227 KiB with, portable clusters of up to 8.
+// The emulated device is an H100 (limits SM90): 48 KiB of shared memory
+// without opting in, 227 KiB with (static, from budgets.tsv, and dynamic
+// together), portable clusters of up to 8.
 const defaultDynamicShared = 48 << 10
 
 func (d *emuDriver) Describe() string {
@@ -206,9 +207,16 @@ func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if cluster == [3]int{} {
 		cluster = [3]int{1, 1, 1}
 	}
-	allowed := max(defaultDynamicShared, d.maxShared[k])
+	// As on the GPU: without opting in, static and dynamic shared memory
+	// together within 48 KiB; raised, the dynamic part within the raise.
+	static, _ := kernels.StaticShared(name)
+	allowed, raised := d.maxShared[k]
+	if !raised {
+		allowed = defaultDynamicShared - static
+	}
 	if cfg.SharedBytes > allowed {
-		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory; allowed %d (SetMaxDynamicShared raises it)", name, cfg.SharedBytes, allowed)
+		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory beside %d static; allowed %d (SetMaxDynamicShared raises it)",
+			name, cfg.SharedBytes, static, allowed)
 	}
 	own := make([][]byte, len(params))
 	for i, p := range params {
@@ -224,8 +232,9 @@ func (d *emuDriver) SetMaxDynamicShared(k int, bytes int) error {
 	if err != nil {
 		return err
 	}
-	if err := SM90.CheckDynamicShared(bytes); err != nil {
-		return fmt.Errorf("emulation: kernel %s: %w", name, err)
+	static, _ := kernels.StaticShared(name)
+	if err := SM90.CheckDynamicShared(bytes + static); err != nil {
+		return fmt.Errorf("emulation: kernel %s (%d bytes of static shared memory): %w", name, static, err)
 	}
 	d.maxShared[k] = bytes
 	return nil

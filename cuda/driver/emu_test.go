@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/dinoclip/dinoclip/kernels"
 )
 
 func TestEmuDivergentBarrier(t *testing.T) {
@@ -230,5 +232,30 @@ func TestEmuGraph(t *testing.T) {
 	}
 	if err := v.x.UpdateGraph(exec, g3); err == nil {
 		t.Error("updating a graph with one of another shape: no error")
+	}
+}
+
+// TestEmuStaticSharedCounts: as on a GPU, a kernel's static shared memory
+// (budgets.tsv) counts against the 48 KiB a launch may use without opting
+// in and against the 227 KiB opt-in maximum: grad_rows (1 KiB static, its
+// reduction scratch and the dynamic part's alignment) is refused 48 KiB -
+// 1 KiB + 1 byte of dynamic shared memory until its limit is raised, and
+// its limit cannot be raised to 227 KiB.
+func TestEmuStaticSharedCounts(t *testing.T) {
+	v := openKernels(t, []string{"grad_rows"})
+	static, ok := kernels.StaticShared("grad_rows")
+	if !ok || static <= 0 {
+		t.Fatalf("grad_rows: static shared memory %d (in budgets.tsv: %v), want some", static, ok)
+	}
+	over := cfg1(1, 256, defaultDynamicShared-static+1)
+	err := v.x.LaunchEx(v.kernel("grad_rows"), over, nil)
+	if err == nil || !strings.Contains(err.Error(), "beside") {
+		t.Errorf("%d bytes of dynamic shared memory beside %d static, not raised: error %v", over.SharedBytes, static, err)
+	}
+	if err := v.x.SetMaxDynamicShared(v.kernel("grad_rows"), SM90.MaxDynamicShared); err == nil {
+		t.Errorf("raised to %d bytes beside %d static: no error", SM90.MaxDynamicShared, static)
+	}
+	if err := v.x.SetMaxDynamicShared(v.kernel("grad_rows"), SM90.MaxDynamicShared-static); err != nil {
+		t.Errorf("raised to the most that fits beside the static part: %v", err)
 	}
 }

@@ -116,8 +116,8 @@ type tensorCores struct {
 	ext   driver.Extended // nil when the driver lacks the extended calls
 	wgmma bool            // the loaded kernels are the sm_90a cubins
 	sms   int
-	// raised holds the dynamic shared memory each kernel is allowed, for
-	// those raised above the default.
+	// raised holds the dynamic shared memory each kernel has been allowed
+	// through SetMaxDynamicShared (raiseShared).
 	raised map[launch.Kernel]int
 	// maps caches the tensor map of each operand (base, shape, major): a
 	// map is a pure function of them, so an entry stays right until the

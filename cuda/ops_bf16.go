@@ -7,6 +7,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/kernels"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -48,12 +49,6 @@ func (d *Device) adamWBF16(p buf[float32], pb buf[uint16], g, m, v buf[float32],
 // per multiprocessor of an H100. A figure chosen, not yet measured.
 const gradChunkRows = 16
 
-// gradRowsStaticShared is grad_rows's static shared memory (its reduction
-// scratch and the dynamic allocation's 1024-byte alignment; budgets.tsv),
-// which the per-block maximum, driver.SM90's, must hold besides the
-// dynamic part.
-const gradRowsStaticShared = 1024
-
 // gradRowsShared is grad_rows's dynamic shared memory for rows of dim
 // elements: the column sums, and with a LayerNorm (ln) the row's g and
 // xhat.
@@ -65,9 +60,11 @@ func gradRowsShared(dim int, ln bool) int {
 }
 
 // gradRowsFits says why grad_rows cannot take rows of dim elements (its
-// shared memory beyond a block's), or nil when it can.
+// dynamic shared memory and its static part, budgets.tsv's, beyond a
+// block's, driver.SM90's), or nil when it can.
 func gradRowsFits(dim int, ln bool) error {
-	if need := gradRowsShared(dim, ln) + gradRowsStaticShared; need > driver.SM90.MaxDynamicShared {
+	static, _ := kernels.StaticShared("grad_rows")
+	if need := gradRowsShared(dim, ln) + static; need > driver.SM90.MaxDynamicShared {
 		return fmt.Errorf("grad_rows: rows of %d needs %d bytes of shared memory, a block has at most %d", dim, need, driver.SM90.MaxDynamicShared)
 	}
 	return nil

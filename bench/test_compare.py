@@ -299,6 +299,23 @@ def test_search_compare_tiny(tmp_path):
     assert "| 7 × 300 × 16, 5 |" in (out / "search.md").read_text()
 
 
+def test_search_gpu_lines():
+    """The GPU search's rows: ours with the keys in GPU memory against torch and the roofline, each
+    ratio beside its target; a streamed search says why the in-memory time is unmeasured."""
+    import search_compare
+
+    res = {"ours": {"keys_resident": [True], "upload_seconds": [0.2]},
+           "ours_keys_in_gpu_memory": {"best": 0.05}, "ours_in_memory_over_torch": 2.5,
+           "roofline": {"read_gb_per_s": 4000.0, "tflops": 700.0, "method": "m", "seconds": 0.04},
+           "ours_in_memory_over_roofline": 1.25}
+    md = search_compare.gpu_lines(res)
+    assert "copy to the GPU 200 ms" in md
+    assert "keys in GPU memory: 50.0 ms, 2.5× torch (target ≥ 2×)" in md
+    assert "40.0 ms; ours in memory / roofline = 1.25 (target ≤ 1.2)" in md
+    streamed = search_compare.gpu_lines({"ours": {"keys_resident": [False], "upload_seconds": [0.0]}})
+    assert "unmeasured (the keys were streamed" in streamed and "roofline" not in streamed
+
+
 # The bf16 engine at batch 8192, as `dinoclip bench --precision bf16` reports it: its
 # kernel timer names the bf16 GEMMs by kernel (gemm_bf16_<layout>_<epilogue>, wgmma or
 # mma), and compare.py must join each to torch.matmul bf16 at the same layout and shape.

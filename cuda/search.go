@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
@@ -56,24 +57,31 @@ const searchMargin = 16
 // change) so that its largest value lies in [2^14, 2^15), and rounded to
 // float16; float16 keys are used as stored and float32 keys rounded to
 // float16 (a float32 key beyond float16's range is an error). The keys go
-// to the GPU in chunks through two pinned host buffers, converted on the
-// host while the GPU ranks the previous chunk. For every query the GPU
+// to the GPU in chunks through two pinned host buffers, the host
+// converting one chunk while the GPU copies the other: once, whole, when
+// they fit in GPU memory beside the search's buffers and a spare
+// (residentSpare), and every batch of up to 32768 queries ranks them
+// there; else streamed past the GPU for every batch, the host converting
+// chunk i+1 while the GPU ranks chunk i. For every query the GPU
 // returns its w = min(k+16, keys) best keys by the float16 score and their
 // reference scores (search_rescore: in float64 in index order like the
-// host, from the keys as stored, while their chunk is on the GPU; float32
-// segments send a float32 copy of the chunk too); retrieval.Refine takes
+// host, from the keys as stored; float32 segments send a float32 copy of
+// the keys too); retrieval.Refine takes
 // those and proves the k best exact when the k-th beats the w-th's score
 // plus the error bound (searchErrorBound); the queries it cannot prove are
 // re-run by Fallback. Pinned host memory: 2 chunks of float16 keys (and of
 // float32 keys for float32 segments) and the result.
 type Searcher struct {
 	Dev *Device
-	// ChunkRows is the number of keys copied to the GPU at a time; 0 means
-	// as many as fit 256 MiB as float16.
+	// ChunkRows is the number of keys copied to the GPU, and ranked, at a
+	// time; 0 means as many as fit 256 MiB as float16.
 	ChunkRows int
 	// Fallback searches the queries that the GPU ranking cannot prove
 	// exact; nil means a retrieval.CPUSearcher.
 	Fallback retrieval.Searcher
+	// NoResident streams the keys past the GPU for every batch of
+	// queries even when they would fit in its memory.
+	NoResident bool
 
 	// Last describes the last search.
 	Last SearchStats
@@ -81,10 +89,21 @@ type Searcher struct {
 
 // SearchStats counts a search's work.
 type SearchStats struct {
-	Queries  int // queries searched
-	Width    int // candidates per query from the GPU
-	Chunks   int // key chunks copied to the GPU (over all query batches)
-	Unproven int // queries re-run by the fallback
+	Queries  int  // queries searched
+	Width    int  // candidates per query from the GPU
+	Resident bool // the keys were copied to the GPU once, whole
+	Chunks   int  // key chunks copied to the GPU (over all query batches)
+	Unproven int  // queries re-run by the fallback
+	// UploadSeconds is the time it took to read the keys and copy them to
+	// the GPU when they were resident (0 when streamed: each chunk's copy
+	// then comes between the rankings of the chunks).
+	UploadSeconds float64
+}
+
+// KeysUploaded says whether the last search held the keys in GPU memory,
+// copied once, whole, and how long the copy took.
+func (s *Searcher) KeysUploaded() (resident bool, seconds float64) {
+	return s.Last.Resident, s.Last.UploadSeconds
 }
 
 // Search implements retrieval.Searcher.
@@ -121,15 +140,9 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	// beside them (the float16 ones are roundings).
 	exact := make([]float64, nq*w)
 	wide := slices.ContainsFunc(keys.Segments, func(g retrieval.KeySegment) bool { return g.DType != npy.Float16 })
-	var maxKeyNorm float64
-	for q0 := 0; q0 < nq; q0 += searchQueryBatch {
-		qn := min(searchQueryBatch, nq-q0)
-		out := rankOut{rows: rows[q0*w : (q0+qn)*w], scores: scores[q0*w : (q0+qn)*w], exact: exact[q0*w : (q0+qn)*w]}
-		norm, err := s.rank(ctx, half[q0*dimp:(q0+qn)*dimp], queries[q0*dim:(q0+qn)*dim], qn, keys, dimp, w, int(chunk), wide, out)
-		if err != nil {
-			return nil, err
-		}
-		maxKeyNorm = norm
+	maxKeyNorm, err := s.rankAll(ctx, half, queries, nq, keys, dimp, w, int(chunk), wide, rankOut{rows: rows, scores: scores, exact: exact})
+	if err != nil {
+		return nil, err
 	}
 	// Back to the queries' own scale: multiplying by 2^-e is exact in
 	// float64, and the bound is rounded up.
@@ -240,14 +253,15 @@ func searchErrorBound(qNorm, keyNorm float64, dim int) float64 {
 	return (gamma(unitRoundTC)*qh*kh + dq*kh + qNorm*dk + gamma(unitRound64)*qNorm*keyNorm) * boundSlack
 }
 
-// searchBuffers is the device memory of one search.
+// searchBuffers is the device memory of one search: the keys (all of them
+// when resident, else one chunk), the queries of a batch and the
+// candidate lists.
 type searchBuffers struct {
-	queries, keys   buf[uint16]
-	partS, outS     buf[float32]
-	partID, outID   buf[int64]
-	splitsMax, nq   int
-	chunkRows, dimp int
-	w               int
+	queries, keys buf[uint16]
+	partS, outS   buf[float32]
+	partID, outID buf[int64]
+	nq, keyRows   int
+	dimp, w       int
 	// The float32 queries, the exact scores of the running lists and of
 	// the merge's output, and float32 keys when a segment is float32.
 	queriesF, keysF    buf[float32]
@@ -255,19 +269,35 @@ type searchBuffers struct {
 	dim                int
 }
 
-// layoutSearch carves the buffers of a search; wide adds float32 keys.
-func layoutSearch(a *arena, nq, chunkRows, dim, dimp, w, splits int, wide bool) searchBuffers {
+// layoutSearch carves the buffers of a search of batches of up to nq
+// queries against keyRows keys at a time, with parts candidate list
+// entries for the kernel's splits and the running lists; wide adds float32
+// keys.
+func layoutSearch(a *arena, nq, keyRows, dim, dimp, w, parts int, wide bool) searchBuffers {
 	b := searchBuffers{
-		queries: carve[uint16](a, nq*dimp), keys: carve[uint16](a, chunkRows*dimp),
-		partS: carve[float32](a, (splits+1)*nq*w), partID: carve[int64](a, (splits+1)*nq*w),
+		queries: carve[uint16](a, nq*dimp), keys: carve[uint16](a, keyRows*dimp),
+		partS: carve[float32](a, parts), partID: carve[int64](a, parts),
 		outS: carve[float32](a, nq*w), outID: carve[int64](a, nq*w),
 		queriesF: carve[float32](a, nq*dim), runExact: carve[float64](a, nq*w), outExact: carve[float64](a, nq*w),
-		splitsMax: splits, nq: nq, chunkRows: chunkRows, dimp: dimp, w: w, dim: dim,
+		nq: nq, keyRows: keyRows, dimp: dimp, w: w, dim: dim,
 	}
 	if wide {
-		b.keysF = carve[float32](a, chunkRows*dim)
+		b.keysF = carve[float32](a, keyRows*dim)
 	}
 	return b
+}
+
+// keysAt is the chunk of rows [first, first+rows) of the keys: where it
+// lies in b when all keys are resident, else the start of b's chunk.
+func (b searchBuffers) keysAt(resident bool, first int64, rows int) (buf[uint16], buf[float32]) {
+	if !resident {
+		first = 0
+	}
+	half := b.keys.at(int(first)*b.dimp, rows*b.dimp)
+	if b.keysF.p == 0 {
+		return half, buf[float32]{}
+	}
+	return half, b.keysF.at(int(first)*b.dim, rows*b.dim)
 }
 
 // rankOut is where rank writes each query's w candidates: rows, float16
@@ -287,93 +317,112 @@ func searchSplits(nq, nk int) (splits, kps int) {
 	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
 }
 
+// searchParts is the number of candidate list entries the kernel's splits
+// and the running lists need for chunks of chunkRows keys, over batches of
+// searchQueryBatch queries and the last, smaller one (fewer queries cut
+// the keys into more splits).
+func searchParts(nq, chunkRows, w int) int {
+	parts := 0
+	for _, qn := range []int{min(nq, searchQueryBatch), nq % searchQueryBatch} {
+		if qn > 0 {
+			splits, _ := searchSplits(qn, chunkRows)
+			parts = max(parts, (splits+1)*qn*w)
+		}
+	}
+	return parts
+}
+
 // keyChunk is a chunk of keys converted on the host into pinned buffer
 // pair buf.
 type keyChunk struct {
 	first, rows int64
 	buf         int
-	half        []uint16  // float16 rows of dimp values
-	wide        []float32 // float32 rows of dim values, or nil
+	half        []byte // float16 rows of dimp values
+	wide        []byte // float32 rows of dim values, or nil
 	norm        float64
 	err         error
 }
 
-// rank streams all keys past the GPU for the qn float16 queries q and
-// writes each query's w best keys by the float16 score, best first, with
-// their reference scores for the float32 queries qf, to out; wide sends
-// float32 keys beside the float16 ones, for the reference scores. It
-// returns the largest key norm.
-func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, keys *retrieval.Keys, dimp, w, chunkRows int, wide bool, out rankOut) (float64, error) {
-	d := s.Dev
-	nk := keys.Rows()
-	splitsMax, _ := searchSplits(qn, chunkRows)
-	var bufs searchBuffers
-	var pinned, pinnedWide [2][]byte
-	var result []byte
-	var ext driver.Extended
-	var mem uintptr
-	dim := keys.Dim
-	chunkBytes, wideBytes := chunkRows*dimp*2, 0
-	if wide {
-		wideBytes = chunkRows * dim * 4
-	}
-	resultBytes := qn * w * 20
-	err := d.do(func() error {
-		var ok bool
-		if ext, ok = d.drv.(driver.Extended); !ok {
-			return errors.New("cuda: search: the driver lacks the extended calls (dynamic shared memory, pinned memory)")
-		}
-		if err := ext.SetMaxDynamicShared(int(launch.KSearchF16Topw), searchMainBytes+searchBQ*w*8); err != nil {
-			return fmt.Errorf("cuda: search: %w", err)
-		}
-		var a arena
-		layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax, wide)
-		p, err := d.alloc(a.off)
-		if err != nil {
-			return d.oom(err, a.off, fmt.Sprintf("search of %d queries, keys in chunks of %d", qn, chunkRows), "", "use a smaller chunk")
-		}
-		mem = p
-		a = arena{base: p}
-		bufs = layoutSearch(&a, qn, chunkRows, dim, dimp, w, splitsMax, wide)
-		for i := range pinned {
-			if pinned[i], err = ext.HostAlloc(chunkBytes); err != nil {
-				return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", chunkBytes>>20, err)
-			}
-			if wide {
-				if pinnedWide[i], err = ext.HostAlloc(wideBytes); err != nil {
-					return fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", wideBytes>>20, err)
-				}
-			}
-		}
-		if result, err = ext.HostAlloc(resultBytes); err != nil {
-			return fmt.Errorf("cuda: search: pinned host memory for the result: %w", err)
-		}
-		if err := upload(d, bufs.queriesF, qf); err != nil {
-			return err
-		}
-		return upload(d, bufs.queries, q)
-	})
-	defer d.do(func() error {
-		for _, b := range append(append(pinned[:], pinnedWide[:]...), result) {
-			if b != nil {
-				ext.HostFree(b)
-			}
-		}
-		return d.free(mem)
-	})
-	if err != nil {
-		return 0, err
-	}
+// keyStage is the host side of moving keys to the GPU: two pinned buffer
+// pairs (float16 rows, and float32 rows when a segment is float32), which
+// a converter fills chunk by chunk while the GPU copies the other pair,
+// and for each pair an event recorded after its upload: the converter may
+// write a pair again only once its event has passed.
+type keyStage struct {
+	half, wide [2][]byte
+	copied     [2]driver.Event
+}
 
-	// The host converts chunk i+1 while the GPU ranks chunk i: two pinned
-	// buffers go round between the converter and the device.
+// newKeyStage allocates a keyStage for chunks of chunkRows keys (on the
+// worker thread); st.free releases what it got, also after an error.
+func (d *Device) newKeyStage(ext driver.Extended, chunkRows, dim, dimp int, wide bool) (*keyStage, error) {
+	st := &keyStage{}
+	halfBytes, wideBytes := chunkRows*dimp*2, chunkRows*dim*4
+	for i := range 2 {
+		var err error
+		if st.half[i], err = ext.HostAlloc(halfBytes); err != nil {
+			return st, fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", halfBytes>>20, err)
+		}
+		if wide {
+			if st.wide[i], err = ext.HostAlloc(wideBytes); err != nil {
+				return st, fmt.Errorf("cuda: search: %d MiB of pinned host memory: %w", wideBytes>>20, err)
+			}
+		}
+		if st.copied[i], err = d.drv.NewEvent(); err != nil {
+			return st, fmt.Errorf("cuda: search: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// free waits for the stream (a copy may still read the buffers) and
+// releases the stage's memory and events, on the worker thread.
+func (st *keyStage) free(d *Device, ext driver.Extended) error {
+	errs := []error{d.drv.Sync()}
+	for i := range 2 {
+		for _, b := range [][]byte{st.half[i], st.wide[i]} {
+			if b != nil {
+				errs = append(errs, ext.HostFree(b))
+			}
+		}
+		if st.copied[i] != nil {
+			errs = append(errs, d.drv.DestroyEvent(st.copied[i]))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// upload queues the copies of chunk c into half and wide (nil when the
+// keys are all float16) and records c's event after them, on the worker
+// thread.
+func (st *keyStage) upload(ext driver.Extended, c keyChunk, half buf[uint16], wide buf[float32]) error {
+	if err := ext.UploadAsync(half.p, c.half, st.copied[c.buf]); err != nil {
+		return fmt.Errorf("cuda: search: copy to the GPU: %w", err)
+	}
+	if c.wide == nil {
+		return nil
+	}
+	if err := ext.UploadAsync(wide.p, c.wide, st.copied[c.buf]); err != nil {
+		return fmt.Errorf("cuda: search: copy to the GPU: %w", err)
+	}
+	return nil
+}
+
+// stream converts the keys into the stage chunk by chunk on a goroutine of
+// its own, the host converting chunk i+1 while the GPU takes chunk i, and
+// calls enqueue on the worker thread for each chunk in order: enqueue must
+// queue the chunk's upload (st.upload) and may queue work on it. stream
+// then waits for the upload's event before the converter may reuse the
+// buffers. It returns the largest key norm and the number of chunks.
+func (st *keyStage) stream(ctx context.Context, d *Device, keys *retrieval.Keys, dimp, chunkRows int, enqueue func(keyChunk) error) (float64, int, error) {
+	nk, dim := keys.Rows(), keys.Dim
 	free := make(chan int, 2)
 	free <- 0
 	free <- 1
 	ready := make(chan keyChunk, 1)
 	stop := make(chan struct{})
 	// Stop the converter and wait for it before the pinned buffers it
-	// writes are freed (the deferred calls run in reverse order).
+	// writes can be freed.
 	defer func() {
 		close(stop)
 		for range ready {
@@ -388,13 +437,12 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 			case <-stop:
 				return
 			}
-			b := pinned[c.buf]
-			c.half = unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)[:c.rows*int64(dimp)]
-			c.norm, c.err = halfRowsParallel(keys, c.half, dimp, c.first, c.first+c.rows)
-			if wide && c.err == nil {
-				b := pinnedWide[c.buf]
-				c.wide = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)[:c.rows*int64(dim)]
-				_, c.err = keys.ReadRows(c.wide, c.first, c.first+c.rows)
+			c.half = st.half[c.buf][:c.rows*int64(dimp)*2]
+			half := unsafe.Slice((*uint16)(unsafe.Pointer(&c.half[0])), len(c.half)/2)
+			c.norm, c.err = halfRowsParallel(keys, half, dimp, c.first, c.first+c.rows)
+			if st.wide[c.buf] != nil && c.err == nil {
+				c.wide = st.wide[c.buf][:c.rows*int64(dim)*4]
+				_, c.err = keys.ReadRows(unsafe.Slice((*float32)(unsafe.Pointer(&c.wide[0])), len(c.wide)/4), c.first, c.first+c.rows)
 			}
 			select {
 			case ready <- c:
@@ -406,53 +454,212 @@ func (s *Searcher) rank(ctx context.Context, q []uint16, qf []float32, qn int, k
 			}
 		}
 	}()
-
 	var maxNorm float64
 	chunks := 0
 	for c := range ready {
 		if c.err != nil {
-			return 0, c.err
+			return 0, chunks, c.err
 		}
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return 0, chunks, err
 		}
 		maxNorm = max(maxNorm, c.norm)
+		// The wait returns once the GPU has copied the chunk (after the
+		// work queued before it), while the converter fills the other
+		// buffers.
 		err := d.do(func() error {
-			if err := upload(d, bufs.keys, c.half); err != nil {
+			if err := enqueue(c); err != nil {
 				return err
 			}
-			if err := upload(d, bufs.keysF, c.wide); err != nil {
-				return err
-			}
-			return d.searchChunk(bufs, qn, int(c.rows), c.first, chunks == 0)
+			return d.drv.WaitEvent(st.copied[c.buf])
 		})
-		// ToDevice has read the buffers when it returns.
-		free <- c.buf
 		if err != nil {
-			return 0, err
+			return 0, chunks, err
 		}
+		free <- c.buf
 		chunks++
 	}
-	s.Last.Chunks += chunks
-	n := qn * w
-	err = d.do(func() error {
-		for _, c := range []struct {
-			dst []byte
-			src uintptr
-		}{{result[:4*n], bufs.outS.p}, {result[4*n : 12*n], bufs.outID.p}, {result[12*n:], bufs.outExact.p}} {
-			if err := ext.ToHostAsync(c.dst, c.src); err != nil {
-				return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
-			}
+	return maxNorm, chunks, nil
+}
+
+// rankAll writes each of the nq float16 queries q's w best keys by the
+// float16 score, best first, with their reference scores for the float32
+// queries qf, to out, in batches of up to searchQueryBatch queries. When
+// all keys fit in GPU memory (keysResident) they are copied there once,
+// through the stage, and each batch ranks them in chunks of chunkRows;
+// else the keys stream past the GPU once per batch, chunkRows at a time.
+// wide sends float32 keys beside the float16 ones, for the reference
+// scores. It returns the largest key norm.
+func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int, keys *retrieval.Keys, dimp, w, chunkRows int, wide bool, out rankOut) (float64, error) {
+	d := s.Dev
+	nk, dim := keys.Rows(), keys.Dim
+	qb := min(nq, searchQueryBatch)
+	parts := searchParts(nq, chunkRows, w)
+	var bufs searchBuffers
+	var st *keyStage
+	var ext driver.Extended
+	var mem uintptr
+	var result []byte
+	resident := false
+	err := d.do(func() error {
+		var ok bool
+		if ext, ok = d.drv.(driver.Extended); !ok {
+			return errors.New("cuda: search: the driver lacks the extended calls (dynamic shared memory, pinned memory)")
 		}
-		return d.sync()
+		if err := ext.SetMaxDynamicShared(int(launch.KSearchF16Topw), searchMainBytes+searchBQ*w*8); err != nil {
+			return fmt.Errorf("cuda: search: %w", err)
+		}
+		var err error
+		if mem, resident, err = s.allocSearch(qb, nk, chunkRows, dim, dimp, w, parts, wide); err != nil {
+			return err
+		}
+		keyRows := chunkRows
+		if resident {
+			keyRows = int(nk)
+		}
+		a := arena{base: mem}
+		bufs = layoutSearch(&a, qb, keyRows, dim, dimp, w, parts, wide)
+		if st, err = d.newKeyStage(ext, chunkRows, dim, dimp, wide); err != nil {
+			return err
+		}
+		if result, err = ext.HostAlloc(qb * w * 20); err != nil {
+			return fmt.Errorf("cuda: search: pinned host memory for the result: %w", err)
+		}
+		return nil
+	})
+	defer d.do(func() error {
+		errs := []error{d.drv.Sync()}
+		if st != nil {
+			errs = append(errs, st.free(d, ext))
+		}
+		if result != nil {
+			errs = append(errs, ext.HostFree(result))
+		}
+		if mem != 0 {
+			errs = append(errs, d.free(mem))
+		}
+		return errors.Join(errs...)
 	})
 	if err != nil {
 		return 0, err
 	}
+	s.Last.Resident = resident
+
+	var maxNorm float64
+	if resident {
+		start := time.Now()
+		norm, chunks, err := st.stream(ctx, d, keys, dimp, chunkRows, func(c keyChunk) error {
+			half, wide := bufs.keysAt(true, c.first, int(c.rows))
+			return st.upload(ext, c, half, wide)
+		})
+		if err != nil {
+			return 0, err
+		}
+		if err := d.do(d.sync); err != nil {
+			return 0, err
+		}
+		maxNorm = norm
+		s.Last.Chunks = chunks
+		s.Last.UploadSeconds = time.Since(start).Seconds()
+	}
+	for q0 := 0; q0 < nq; q0 += qb {
+		qn := min(qb, nq-q0)
+		err := d.do(func() error {
+			if err := upload(d, bufs.queriesF, qf[q0*dim:(q0+qn)*dim]); err != nil {
+				return err
+			}
+			return upload(d, bufs.queries, q[q0*dimp:(q0+qn)*dimp])
+		})
+		if err != nil {
+			return 0, err
+		}
+		if resident {
+			for first := int64(0); first < nk; first += int64(chunkRows) {
+				if err := ctx.Err(); err != nil {
+					return 0, err
+				}
+				rows := int(min(int64(chunkRows), nk-first))
+				half, wide := bufs.keysAt(true, first, rows)
+				if err := d.do(func() error { return d.searchChunk(bufs, half, wide, qn, rows, first, first == 0) }); err != nil {
+					return 0, err
+				}
+			}
+		} else {
+			norm, chunks, err := st.stream(ctx, d, keys, dimp, chunkRows, func(c keyChunk) error {
+				half, wide := bufs.keysAt(false, c.first, int(c.rows))
+				if err := st.upload(ext, c, half, wide); err != nil {
+					return err
+				}
+				return d.searchChunk(bufs, half, wide, qn, int(c.rows), c.first, c.first == 0)
+			})
+			if err != nil {
+				return 0, err
+			}
+			maxNorm = norm
+			s.Last.Chunks += chunks
+		}
+		batch := rankOut{rows: out.rows[q0*w : (q0+qn)*w], scores: out.scores[q0*w : (q0+qn)*w], exact: out.exact[q0*w : (q0+qn)*w]}
+		if err := d.do(func() error { return fetchRanked(d, ext, bufs, qn, result, batch) }); err != nil {
+			return 0, err
+		}
+	}
+	return maxNorm, nil
+}
+
+// allocSearch allocates the device memory of a search, on the worker
+// thread: with all nk keys resident when they fit beside the rest and
+// residentSpare (and s.NoResident is not set), else with one chunk of
+// chunkRows keys. It returns the allocation and whether the keys are
+// resident.
+func (s *Searcher) allocSearch(qb int, nk int64, chunkRows, dim, dimp, w, parts int, wide bool) (uintptr, bool, error) {
+	d := s.Dev
+	size := func(keyRows int) int64 {
+		var a arena
+		layoutSearch(&a, qb, keyRows, dim, dimp, w, parts, wide)
+		return a.off
+	}
+	if !s.NoResident {
+		free, total, err := d.drv.MemInfo()
+		if err != nil {
+			return 0, false, fmt.Errorf("cuda: querying free memory: %w", err)
+		}
+		if bytes := size(int(nk)); bytes+residentSpare(total) <= free {
+			p, err := d.alloc(bytes)
+			if err == nil {
+				return p, true, nil
+			}
+			if !d.drv.IsOutOfMemory(err) {
+				return 0, false, err
+			}
+		}
+	}
+	bytes := size(chunkRows)
+	p, err := d.alloc(bytes)
+	if err != nil {
+		return 0, false, d.oom(err, bytes, fmt.Sprintf("search of %d queries at a time, keys in chunks of %d", qb, chunkRows), "", "use a smaller chunk")
+	}
+	return p, false, nil
+}
+
+// fetchRanked copies the ranked lists of the batch's qn queries back
+// through the pinned result buffer into out, on the worker thread.
+func fetchRanked(d *Device, ext driver.Extended, bufs searchBuffers, qn int, result []byte, out rankOut) error {
+	n := qn * bufs.w
+	for _, c := range []struct {
+		dst []byte
+		src uintptr
+	}{{result[:4*n], bufs.outS.p}, {result[4*n : 12*n], bufs.outID.p}, {result[12*n : 20*n], bufs.outExact.p}} {
+		if err := ext.ToHostAsync(c.dst, c.src); err != nil {
+			return fmt.Errorf("cuda: search: copy from the GPU: %w", err)
+		}
+	}
+	if err := d.sync(); err != nil {
+		return err
+	}
 	leconv.F32ToF32(out.scores, result[:4*n])
 	leconv.I64ToI64(out.rows, result[4*n:12*n])
-	leconv.F64ToF64(out.exact, result[12*n:])
-	return maxNorm, nil
+	leconv.F64ToF64(out.exact, result[12*n:20*n])
+	return nil
 }
 
 // halfRowsParallel is keys.HalfRows over [lo, hi) cut among the cores.
@@ -470,22 +677,23 @@ func halfRowsParallel(keys *retrieval.Keys, dst []uint16, pitch int, lo, hi int6
 	return maxNorm, errors.Join(errs...)
 }
 
-// searchChunk launches the ranking of the first nk keys of b.keys (rows
-// first.. of the index) for the qn queries, merging into the running best
-// lists (b.outS/outID), which it starts when fresh.
-func (d *Device) searchChunk(b searchBuffers, qn, nk int, first int64, fresh bool) error {
+// searchChunk launches the ranking of the nk keys half (rows first.. of
+// the index; wide their float32 copy, or nothing) for the qn queries,
+// merging into the running best lists (b.outS/outID), which it starts
+// when fresh.
+func (d *Device) searchChunk(b searchBuffers, half buf[uint16], wide buf[float32], qn, nk int, first int64, fresh bool) error {
 	splits, kps := searchSplits(qn, nk)
-	if splits > b.splitsMax || nk > b.chunkRows || qn > b.nq || b.w > searchMaxW {
+	list := qn * b.w
+	if (splits+1)*list > b.partS.n || nk*b.dimp > half.n || qn > b.nq || b.w > searchMaxW {
 		return fmt.Errorf("cuda: search: chunk of %d keys in %d splits, %d queries, width %d: beyond its buffers", nk, splits, qn, b.w)
 	}
-	list := qn * b.w
 	cfg := driver.LaunchConfig{Grid: [3]int{(qn + searchBQ - 1) / searchBQ, splits, 1}, Block: [3]int{threads, 1, 1},
 		SharedBytes: searchMainBytes + searchBQ*b.w*8}
 	wk := work{shape: fmt.Sprintf("%d queries x %d keys x %d", qn, nk, b.dimp), flops: 2 * float64(qn) * float64(nk) * float64(b.dimp)}
 	// Slot 0 of the parts holds the running lists; the chunk's splits go
 	// to slots 1..splits.
 	if err := launch.SearchF16Topw(d.with(wk), cfg, b.partS.at(list, splits*list).ptr(), b.partID.at(list, splits*list).ptr(),
-		b.queries.cptr(), b.keys.cptr(), int32(qn), int32(nk), int32(b.dimp), int32(b.w), int32(kps), first); err != nil {
+		b.queries.cptr(), half.cptr(), int32(qn), int32(nk), int32(b.dimp), int32(b.w), int32(kps), first); err != nil {
 		return err
 	}
 	lists, from := splits+1, 0
@@ -504,8 +712,8 @@ func (d *Device) searchChunk(b searchBuffers, qn, nk int, first int64, fresh boo
 	}
 	rcfg := driver.LaunchConfig{Grid: [3]int{(list + threads - 1) / threads, 1, 1}, Block: [3]int{threads, 1, 1}}
 	rw := work{shape: fmt.Sprintf("%d candidates x %d", list, b.dim), flops: 2 * float64(list) * float64(b.dim)}
-	if err := launch.SearchRescore(d.with(rw), rcfg, b.outExact.ptr(), b.outID.cptr(), b.queriesF.cptr(), b.keys.cptr(),
-		b.keysF.cptr(), int32(qn), int32(b.w), int32(b.dim), int32(b.dimp), int32(nk), first); err != nil {
+	if err := launch.SearchRescore(d.with(rw), rcfg, b.outExact.ptr(), b.outID.cptr(), b.queriesF.cptr(), half.cptr(),
+		wide.cptr(), int32(qn), int32(b.w), int32(b.dim), int32(b.dimp), int32(nk), first); err != nil {
 		return err
 	}
 	if err := d.drv.CopyDevice(b.runExact.p, b.outExact.p, int64(list*8)); err != nil {

@@ -21,9 +21,18 @@ import (
 // against a float64 brute force, duplicates and near-ties included) with
 // chunks small enough that most cases take several, some a partial last
 // tile, and the merge of running lists runs.
+// Both ways of moving the keys: resident (copied once) and streamed
+// (copied for every batch of queries).
 func TestSearcherContract(t *testing.T) {
-	s := &Searcher{Dev: testDevice(t), ChunkRows: 150}
-	searchtest.Run(t, s)
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+			s := &Searcher{Dev: testDevice(t), ChunkRows: 150, NoResident: stream}
+			searchtest.Run(t, s)
+			if s.Last.Resident == stream {
+				t.Errorf("NoResident %v: the last search had Resident %v", stream, s.Last.Resident)
+			}
+		})
+	}
 }
 
 // On random unit embeddings the GPU's float16 ranking proves every query
@@ -62,12 +71,17 @@ func TestSearcherProves(t *testing.T) {
 // integers every score is exact in any order, and ties abound.
 func TestSearchCandidatesTies(t *testing.T) {
 	d := testDevice(t)
-	for _, c := range []struct{ nq, nk, dim, w, chunk int }{
-		{130, 700, 24, 20, 300}, // two query blocks, three chunks, splits
-		{5, 40, 8, 40, 17},      // w = all keys, chunks smaller than w
-		{3, 1000, 16, 64, 1000}, // the widest list, many splits
+	for _, c := range []struct {
+		nq, nk, dim, w, chunk int
+		stream                bool
+	}{
+		{130, 700, 24, 20, 300, false}, // two query blocks, three chunks, splits
+		{130, 700, 24, 20, 300, true},
+		{5, 40, 8, 40, 17, false}, // w = all keys, chunks smaller than w
+		{5, 40, 8, 40, 17, true},
+		{3, 1000, 16, 64, 1000, false}, // the widest list, many splits
 	} {
-		t.Run(fmt.Sprintf("q%d_k%d_d%d_w%d_c%d", c.nq, c.nk, c.dim, c.w, c.chunk), func(t *testing.T) {
+		t.Run(fmt.Sprintf("q%d_k%d_d%d_w%d_c%d_stream=%v", c.nq, c.nk, c.dim, c.w, c.chunk, c.stream), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(uint64(c.nq), uint64(c.nk)))
 			q := smallInts(rnd, c.nq*c.dim)
 			kv := smallInts(rnd, c.nk*c.dim)
@@ -77,9 +91,9 @@ func TestSearchCandidatesTies(t *testing.T) {
 			rows := make([]int64, c.nq*c.w)
 			scores := make([]float32, c.nq*c.w)
 			exact := make([]float64, c.nq*c.w)
-			s := &Searcher{Dev: d}
+			s := &Searcher{Dev: d, NoResident: c.stream}
 			out := rankOut{rows: rows, scores: scores, exact: exact}
-			if _, err := s.rank(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, true, out); err != nil {
+			if _, err := s.rankAll(context.Background(), half, q, c.nq, keys, dimp, c.w, c.chunk, true, out); err != nil {
 				t.Fatal(err)
 			}
 			for i := range c.nq {
@@ -125,7 +139,7 @@ func TestSearchErrorBound(t *testing.T) {
 	rows := make([]int64, nq*w)
 	scores := make([]float32, nq*w)
 	s := &Searcher{Dev: d}
-	maxNorm, err := s.rank(context.Background(), half, q, nq, keys, dimp, w, 128, true, rankOut{rows: rows, scores: scores, exact: make([]float64, nq*w)})
+	maxNorm, err := s.rankAll(context.Background(), half, q, nq, keys, dimp, w, 128, true, rankOut{rows: rows, scores: scores, exact: make([]float64, nq*w)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +245,7 @@ func TestSearchRescoreOrder(t *testing.T) {
 	dimp := (dim + 7) / 8 * 8
 	half, _, _ := halfQueries(q, nq, dim, dimp)
 	out := rankOut{rows: make([]int64, nq*w), scores: make([]float32, nq*w), exact: make([]float64, nq*w)}
-	if _, err := (&Searcher{Dev: testDevice(t)}).rank(context.Background(), half, q, nq, keys, dimp, w, 16, false, out); err != nil {
+	if _, err := (&Searcher{Dev: testDevice(t)}).rankAll(context.Background(), half, q, nq, keys, dimp, w, 16, false, out); err != nil {
 		t.Fatal(err)
 	}
 	differs := 0

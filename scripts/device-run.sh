@@ -7,33 +7,39 @@
 #   scripts/device-run.sh [OUTDIR]      (default $OUT, else ./device-out)
 #
 # Stages, in order, each under its own time limit and all of them under
-# DEVICE_RUN_LIMIT seconds together (a stage gets what is left when its
-# limit is larger; a bench with under 60 s left is skipped and says so):
+# DEVICE_RUN_LIMIT seconds together, 295 by default (a short lease: the
+# checks and the target bench in under 5 minutes, time left to run it
+# again); a stage gets what is left when its limit is larger, and a bench
+# with under DEVICE_RUN_MIN_STAGE (45 s) left is skipped and says so:
 #   1. nvidia-smi, and the clocks, temperature and power as the GPU was
 #      found (read only: nothing on the GPU is changed);
-#   2. scripts/gpu-check.sh (GPU_CHECK_LIMIT, 210 s): the kernel tests on the
+#   2. scripts/gpu-check.sh (GPU_CHECK_LIMIT, 110 s): the kernel tests on the
 #      sm_90a cubins and again on the portable PTX, the driver calls, the
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
 #      GPU's default precision), CPU/GPU parity in fp32, eval;
-#   3. the target bench (BENCH_TARGET_LIMIT, 180 s): bench/compare.py
+#   3. the target bench (BENCH_TARGET_LIMIT, 130 s): bench/compare.py
 #      --device cuda at batch 8192, the batch of issue 11's step target:
 #      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
 #      PyTorch eager fp32, tf32, bf16 autocast and torch.compile bf16,
 #      each GEMM beside torch.matmul at its shape and layout, the
 #      memory-bound kernels beside the copy bandwidth, the targets as met /
 #      missed by how much / unmeasured;
-#   4. max-autotune (BENCH_AUTOTUNE_LIMIT, 150 s): the step at batch 8192,
+#   4. the exact search (SEARCH_LIMIT, 55 s): bench/search_compare.py
+#      --device cuda, the GPU search beside torch.mm + torch.topk in
+#      float16 at 25k queries x 5k keys x 512, with and without the copy of
+#      the keys to the GPU, and against the roofline; with
+#      DEVICE_RUN_SEARCH_10M=1 also at 10k queries x 10M keys x 512 (about
+#      4 min, most of it writing the 10 GB index: raise DEVICE_RUN_LIMIT
+#      and SEARCH_LIMIT); needs torch;
+#   5. max-autotune (BENCH_AUTOTUNE_LIMIT, 150 s): the step at batch 8192,
 #      dinoclip bf16 beside torch.compile(mode="max-autotune"), which
 #      compiles for minutes: in a call of its own, so that a slow compile
 #      cannot take the target bench's PyTorch rows with it;
-#   5. the exact search (SEARCH_LIMIT, 120 s): bench/search_compare.py
-#      --device cuda, the GPU search beside torch.mm + torch.topk in
-#      float16 at 25k queries x 5k keys x 512; with DEVICE_RUN_SEARCH_10M=1
-#      also at 10k queries x 10M keys x 512 (streamed from host memory;
-#      about 4 min, most of it writing the 10 GB index); needs torch;
 #   6. the batch sweep (what is left): the training steps alone at batch
 #      1024, 2048, 4096 and 16384, dinoclip bf16 and fp32 beside PyTorch
 #      eager fp32, tf32, bf16 autocast and torch.compile bf16.
+# Stages 5 and 6 run with what the first four left of the total: with
+# DEVICE_RUN_LIMIT=560 (a call of its own) they have their time.
 # Where a stage is killed at its limit, the summary says so and the next
 # stage still runs.
 #
@@ -46,11 +52,11 @@
 # Exit status 0 only when gpu-check passed and the target bench wrote its
 # results; else 1 (2: bad usage).
 #
-# Environment: DEVICE_RUN_LIMIT (480 s), GPU_CHECK_LIMIT (210 s),
-# BENCH_TARGET_LIMIT (180 s), BENCH_AUTOTUNE_LIMIT (150 s), SEARCH_LIMIT
-# (120 s), DEVICE_RUN_SEARCH_10M (0), PYTHON (python3), BIN (bin), NVIDIA_SMI
+# Environment: DEVICE_RUN_LIMIT (295 s), GPU_CHECK_LIMIT (110 s),
+# BENCH_TARGET_LIMIT (130 s), SEARCH_LIMIT (55 s), BENCH_AUTOTUNE_LIMIT
+# (150 s), DEVICE_RUN_SEARCH_10M (0), PYTHON (python3), BIN (bin), NVIDIA_SMI
 # (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
-# flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (60 s: a bench
+# flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (45 s: a bench
 # stage with less time left is skipped). scripts/gpu_check_test.go runs this
 # script with fake binaries and a fake python3.
 set -uo pipefail
@@ -64,9 +70,9 @@ BIN=${BIN:-bin}
 SMI=${NVIDIA_SMI:-nvidia-smi}
 CHECK=${GPU_CHECK:-scripts/gpu-check.sh}
 read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
-TOTAL=${DEVICE_RUN_LIMIT:-480}
-MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-60} # a bench with less time than this left is skipped
-for v in "$TOTAL" "${GPU_CHECK_LIMIT:-210}" "${BENCH_TARGET_LIMIT:-180}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-120}" "$MIN_STAGE"; do
+TOTAL=${DEVICE_RUN_LIMIT:-295}
+MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-45} # a bench with less time than this left is skipped
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "$MIN_STAGE"; do
 	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUTDIR" || exit 2
@@ -98,7 +104,7 @@ boxed() {
 }
 
 say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"
-say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-210} s, target bench ${BENCH_TARGET_LIMIT:-180} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, search ${SEARCH_LIMIT:-120} s, the sweep what is left"
+say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-110} s, target bench ${BENCH_TARGET_LIMIT:-130} s, search ${SEARCH_LIMIT:-55} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, the sweep what is left"
 timeout 30 "$SMI" >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
 head -20 "$WORK/nvidia-smi.txt" >>"$SUMMARY"
 # The state the GPU was found in, read only (clocks are not locked: a
@@ -107,7 +113,7 @@ timeout 30 "$SMI" --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperatur
 	--format=csv >>"$SUMMARY" 2>&1 || say "nvidia-smi --query-gpu failed"
 
 say "== gpu-check"
-lim=$(limit "${GPU_CHECK_LIMIT:-210}")
+lim=$(limit "${GPU_CHECK_LIMIT:-110}")
 boxed gpu-check "$lim" "$WORK/gpu-check.out" "$CHECK" "${CHECK_FLAGS[@]}" "$WORK/check"
 check=$?
 cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
@@ -138,11 +144,7 @@ bench() {
 }
 
 say "== bench at batch 8192 (issue 11's targets)"
-bench 8192 "${BENCH_TARGET_LIMIT:-180}" --batches 8192 --modes fp32,tf32,bf16,compile_bf16 && bench_ok=1
-
-say "== bench: torch.compile max-autotune at batch 8192 (training step)"
-bench autotune "${BENCH_AUTOTUNE_LIMIT:-150}" --batches 8192 --modes compile_max_autotune --precisions bf16 \
-	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
+bench 8192 "${BENCH_TARGET_LIMIT:-130}" --batches 8192 --modes fp32,tf32,bf16,compile_bf16 && bench_ok=1
 
 say "== exact search (bench/search_compare.py --device cuda)"
 # search SHAPE...: each "QUERIES KEYS" under SEARCH_LIMIT or what is left.
@@ -150,7 +152,7 @@ search() {
 	local lim
 	for shape in "$@"; do
 		set -- $shape
-		lim=$(limit "${SEARCH_LIMIT:-120}")
+		lim=$(limit "${SEARCH_LIMIT:-55}")
 		if [ "$lim" -lt "$MIN_STAGE" ]; then
 			say "search $1 x $2: SKIPPED: $(left) s of the $TOTAL s left"
 			continue
@@ -163,13 +165,17 @@ search() {
 }
 shapes=("25000 5000")
 [ "${DEVICE_RUN_SEARCH_10M:-0}" = 1 ] && shapes+=("10000 10000000")
-if [ "$(limit "${SEARCH_LIMIT:-120}")" -lt "$MIN_STAGE" ]; then
+if [ "$(limit "${SEARCH_LIMIT:-55}")" -lt "$MIN_STAGE" ]; then
 	say "search: SKIPPED: $(left) s of the $TOTAL s left"
 elif ! timeout "$(limit 30)" "$PY" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
 	say "search: $PY has no torch with CUDA here: not run"
 else
 	search "${shapes[@]}"
 fi
+
+say "== bench: torch.compile max-autotune at batch 8192 (training step)"
+bench autotune "${BENCH_AUTOTUNE_LIMIT:-150}" --batches 8192 --modes compile_max_autotune --precisions bf16 \
+	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
 
 say "== bench sweep: batch 1024, 2048, 4096, 16384 (training steps)"
 bench sweep "$TOTAL" --batches 1024,2048,4096,16384 --modes fp32,tf32,bf16,compile_bf16 \

@@ -337,19 +337,19 @@ func TestDeviceRun(t *testing.T) {
 			}
 			if c.name == "all stages" {
 				// The target bench: every part at 8192, with the CUDA build carried in BIN;
-				// max-autotune at 8192 in a call of its own; the search at 25k x 5k after
-				// a probe for torch with CUDA; the sweep: training steps only.
+				// the search at 25k x 5k after a probe for torch with CUDA; max-autotune
+				// at 8192 in a call of its own; the sweep: training steps only.
 				lines := strings.Split(strings.TrimSpace(calls), "\n")
 				if len(lines) != 5 {
 					t.Fatalf("%d python calls, want 5:\n%s", len(lines), calls)
 				}
 				search := []string{"-c import torch", "bench/search_compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda --queries 25000 --keys 5000 "}
 				for i, w := range search {
-					if !strings.Contains(lines[2+i]+" ", w) {
-						t.Errorf("python call %d lacks %q: %s", 3+i, w, lines[2+i])
+					if !strings.Contains(lines[1+i]+" ", w) {
+						t.Errorf("python call %d lacks %q: %s", 2+i, w, lines[1+i])
 					}
 				}
-				lines = append(lines[:2], lines[4])
+				lines = append(lines[:1], lines[3:]...)
 				steps := []string{"--ours-args=--kernels=false --topk=false --data=false", "--torch-args=--no-gemm --no-copy --no-topk"}
 				for i, want := range [][]string{
 					{"bench/compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda", "--batches 8192 ", "--modes fp32,tf32,bf16,compile_bf16"},

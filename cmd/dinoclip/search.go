@@ -54,8 +54,10 @@ func searchCommand() *cli.Command {
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
 			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
 			"rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
-			"the index streamed to the GPU in chunks) and proves the ranking exact the same way, re-running\n" +
-			"on the CPU any query whose near-ties float16 cannot settle (docs/RETRIEVAL.md).\n\n" +
+			"the index copied to GPU memory once when it fits there, else streamed to the GPU in chunks)\n" +
+			"and proves the ranking exact the same way, re-running on the CPU any query whose near-ties\n" +
+			"float16 cannot settle (docs/RETRIEVAL.md). search.json then says which (keys_resident) and\n" +
+			"how long the copy took (upload_seconds, part of seconds).\n\n" +
 			"A NaN or infinite value in the queries or keys is refused. A query row that is all zero has\n" +
 			"no direction, and its cosine with any row is undefined: it scores 0 against every row, so its\n" +
 			"answer is ids 0 to K-1 with score 0 (equal scores: the lower id first); the command warns,\n" +
@@ -91,6 +93,17 @@ type searchInfo struct {
 	// ZeroQueries counts the query rows that are all zero (see the
 	// command's description).
 	ZeroQueries int `json:"zero_queries,omitempty"`
+	// KeysResident and UploadSeconds (part of Seconds), from a GPU search:
+	// whether the keys were copied to GPU memory once, whole (else they
+	// were streamed past the GPU), and how long that copy took.
+	KeysResident  *bool   `json:"keys_resident,omitempty"`
+	UploadSeconds float64 `json:"upload_seconds,omitempty"`
+}
+
+// keyUploader is a device searcher that says how its last search moved
+// the keys to the device (cuda.Searcher).
+type keyUploader interface {
+	KeysUploaded() (resident bool, seconds float64)
 }
 
 // readQueries reads and normalises a float matrix.
@@ -232,10 +245,18 @@ func runSearch(cCtx *cli.Context) error {
 	}
 	info := searchInfo{Index: indexPath, Queries: queriesPath, Rows: rows, Dim: keys.Dim, K: k, Device: device,
 		Model: modelHash, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
+	upload := ""
+	if u, ok := searcher.(keyUploader); ok {
+		resident, secs := u.KeysUploaded()
+		info.KeysResident, info.UploadSeconds = &resident, secs
+		if resident {
+			upload = fmt.Sprintf(", of which %.3g s copying the keys to the GPU", secs)
+		}
+	}
 	if err := writeSearch(out, nb, info); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s)\n", out, k, rows, nq, info.Seconds)
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
 	return nil
 }
 

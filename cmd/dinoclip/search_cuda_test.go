@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -29,6 +30,22 @@ func TestSearchOnGPU(t *testing.T) {
 	gi, gs, _ := readSearch(t, gpu)
 	if !slices.Equal(ci, gi) || !slices.Equal(cs, gs) {
 		t.Fatalf("GPU ids %v\nCPU ids %v", gi, ci)
+	}
+	// The index fits in GPU memory: copied there once, the time of the
+	// copy a part of the search's.
+	for dir, resident := range map[string]*bool{cpu: nil, gpu: new(true)} {
+		var info searchInfo
+		raw, err := os.ReadFile(filepath.Join(dir, searchInfoFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &info); err != nil {
+			t.Fatal(err)
+		}
+		if (info.KeysResident == nil) != (resident == nil) || resident != nil && *info.KeysResident != *resident ||
+			info.UploadSeconds < 0 || info.UploadSeconds > info.Seconds || (resident != nil) != (info.UploadSeconds > 0) {
+			t.Errorf("%s: keys_resident %v, upload_seconds %v of %v s; want resident %v and a copy time within the search's", dir, info.KeysResident, info.UploadSeconds, info.Seconds, resident)
+		}
 	}
 	wantError(t, []string{"search", "--index", index, "--queries", qPath, "--k", "49", "--out", gpu, "--device", "cuda"}, "at most 48")
 }

@@ -211,9 +211,14 @@ func (c *cuDriver) Zero(p uintptr, bytes int64) error {
 	return cu.MemsetD32Async(cu.DevicePtr(p), 0, bytes/4, c.stream)
 }
 
-// toDevice copies from pageable Go memory: the driver has read src when the
-// call returns (it stages pageable memory), so src is free for reuse.
+// ToDevice copies from pageable Go memory: the driver has read src when the
+// call returns (it stages pageable memory), so src is free for reuse. From
+// pinned memory the same call returns before the copy has read src, so it
+// is refused (UploadAsync is the asynchronous copy).
 func (c *cuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
+	if c.ext != nil && bytes > 0 && pinnedIn(c.ext.pinned, unsafe.Slice((*byte)(src), bytes)) {
+		return fmt.Errorf("cuda: ToDevice from %d bytes of pinned memory at %#x, which would not wait for the copy (use UploadAsync)", bytes, uintptr(src))
+	}
 	return cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream)
 }
 

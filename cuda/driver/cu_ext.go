@@ -192,19 +192,32 @@ func (c *cuDriver) ToHostAsync(dst []byte, src uintptr) error {
 	}
 	// A pageable destination would make the copy synchronous, or be
 	// written after the garbage collector reused it.
-	lo := uintptr(unsafe.Pointer(&dst[0]))
-	hi := lo + uintptr(len(dst))
-	inside := false
-	for p, n := range x.pinned {
-		if lo >= p && hi <= p+uintptr(n) {
-			inside = true
-			break
-		}
-	}
-	if !inside {
-		return fmt.Errorf("cuda: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), lo)
+	if !pinnedIn(x.pinned, dst) {
+		return fmt.Errorf("cuda: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), uintptr(unsafe.Pointer(&dst[0])))
 	}
 	return x.lib.MemcpyDtoHAsync(dst, src, x.stream)
+}
+
+func (c *cuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
+	x, err := c.extended()
+	if err != nil {
+		return err
+	}
+	if len(src) == 0 {
+		return errors.New("cuda: UploadAsync of no bytes")
+	}
+	// From pageable memory the copy would be staged, and src read, before
+	// the call returns: not what the caller waits on done for.
+	if !pinnedIn(x.pinned, src) {
+		return fmt.Errorf("cuda: UploadAsync from %d bytes at %#x, which are not pinned memory from HostAlloc", len(src), uintptr(unsafe.Pointer(&src[0])))
+	}
+	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(dst), unsafe.Pointer(&src[0]), int64(len(src)), c.stream); err != nil {
+		return err
+	}
+	if done == nil {
+		return nil
+	}
+	return c.Record(done)
 }
 
 // BeginCapture captures in thread-local mode: the capture forbids unsafe

@@ -249,6 +249,31 @@ func TestGPUPinnedMemory(t *testing.T) {
 	if err := c.ToHostAsync(make([]byte, 64), y); err == nil {
 		t.Error("ToHostAsync into pageable Go memory: no error")
 	}
+	// Back up from the pinned copy: UploadAsync, waited for by its event,
+	// lands what the pinned buffer held; ToDevice refuses pinned memory
+	// and UploadAsync pageable memory.
+	z := alloc(t, c, n)
+	done, err := c.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.DestroyEvent(done)
+	if err := c.UploadAsync(z, b, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitEvent(done); err != nil {
+		t.Fatal(err)
+	}
+	clear(b)
+	if !bytes.Equal(download(t, c, z, n), ref) {
+		t.Error("UploadAsync from pinned memory: the device holds other bytes")
+	}
+	if err := c.ToDevice(z, unsafe.Pointer(&b[0]), 64); err == nil || !strings.Contains(err.Error(), "UploadAsync") {
+		t.Errorf("ToDevice from pinned memory: %v, want a refusal naming UploadAsync", err)
+	}
+	if err := c.UploadAsync(z, make([]byte, 64), nil); err == nil {
+		t.Error("UploadAsync from pageable Go memory: no error")
+	}
 	if err := c.HostFree(b[4:]); err == nil {
 		t.Error("HostFree of part of an allocation: no error")
 	}

@@ -16,8 +16,9 @@ type Driver interface {
 	Alloc(bytes int64) (uintptr, error)
 	Free(p uintptr) error
 	// Zero, ToDevice, ToHost and CopyDevice are ordered on the stream.
-	// ToDevice has read src when it returns; ToHost returns once dst is
-	// written.
+	// ToDevice has read src when it returns (src is pageable memory;
+	// Extended.UploadAsync copies from pinned memory); ToHost returns once
+	// dst is written.
 	Zero(p uintptr, bytes int64) error
 	ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error
 	ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error

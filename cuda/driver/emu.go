@@ -15,11 +15,16 @@ import (
 
 // emuDriver runs the kernels compiled for the host (package cuda/emu): the
 // tags cuda and cudaemu together build without gorgonia.org/cu, so the
-// engine and its tests run on a machine without a GPU. Everything is
-// synchronous. It implements Extended: launches of any geometry and
-// parameter size, tensor maps in the emulator's own layout, plain memory
-// for "pinned" host memory, and graphs that record the stream's work
-// during capture and replay it.
+// engine and its tests run on a machine without a GPU. It implements
+// Extended: launches of any geometry and parameter size, tensor maps in the
+// emulator's own layout, plain memory for "pinned" host memory, and graphs
+// that record the stream's work during capture and replay it.
+//
+// The stream's work runs when it is enqueued, except after an UploadAsync:
+// from there on the stream runs as late as CUDA allows (see lazy), so that a
+// host that writes a pinned buffer before the copy from it is known done
+// sends the device the new contents, as a GPU may, and the test of that
+// host code fails here.
 type emuDriver struct {
 	names []string
 	// maxShared is the dynamic shared memory allowance of each kernel
@@ -34,6 +39,26 @@ type emuDriver struct {
 	// the engine reads it to choose between the wgmma kernels and their
 	// fallbacks, so that both choices can be tested here.
 	pathKey string
+	// lazy is the stream's enqueued work that has not run: it runs when
+	// the host waits for it (Sync, WaitEvent on an event recorded in it,
+	// a synchronous copy, Free, HostFree, a capture, Close), the latest a
+	// GPU would have run it. Empty until an UploadAsync starts it.
+	lazy []emuOp
+	// pinned maps the address of each HostAlloc allocation to its length.
+	pinned map[uintptr]int
+}
+
+// emuOp is one piece of stream work; ev is the event it records, if any.
+type emuOp struct {
+	run func() error
+	ev  *emuEvent
+}
+
+// emuEvent is an event: the wall-clock time at which the stream passed its
+// last Record, and how many of its Records are still in the lazy queue.
+type emuEvent struct {
+	at      time.Time
+	pending int
 }
 
 // emuGraph is a recorded sequence of stream operations; kinds name each
@@ -58,7 +83,7 @@ func Open(kernelNames []string) (Driver, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("emulation: no compiled kernels (run make kernels)")
 	}
-	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key}, nil
+	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key, pinned: map[uintptr]int{}}, nil
 }
 
 // The emulated device is an H100 (limits SM90): 48 KiB of shared memory
@@ -79,39 +104,74 @@ func (*emuDriver) Multiprocessors() int { return emuMultiprocessors }
 
 func (*emuDriver) Name() string { return "host emulation" }
 
-// stream runs op now, or records it while a capture is open.
+// stream runs op now, records it while a capture is open, or queues it
+// behind the lazy work.
 func (d *emuDriver) stream(kind string, op func() error) error {
+	return d.enqueue(kind, emuOp{run: op})
+}
+
+func (d *emuDriver) enqueue(kind string, op emuOp) error {
 	if d.capture != nil {
-		d.capture.ops = append(d.capture.ops, op)
+		d.capture.ops = append(d.capture.ops, op.run)
 		d.capture.kinds = append(d.capture.kinds, kind)
 		return nil
 	}
-	return op()
+	if len(d.lazy) > 0 {
+		if op.ev != nil {
+			op.ev.pending++
+		}
+		d.lazy = append(d.lazy, op)
+		return nil
+	}
+	return op.run()
+}
+
+// drain runs the lazy work in order until until returns true (nil: all of
+// it). An error, as a kernel fault on a GPU, surfaces here and discards
+// the work behind it.
+func (d *emuDriver) drain(until func() bool) error {
+	for len(d.lazy) > 0 && (until == nil || !until()) {
+		op := d.lazy[0]
+		d.lazy = d.lazy[1:]
+		if op.ev != nil {
+			op.ev.pending--
+		}
+		if err := op.run(); err != nil {
+			for _, rest := range d.lazy {
+				if rest.ev != nil {
+					rest.ev.pending--
+				}
+			}
+			d.lazy = nil
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *emuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
 	return d.stream("copy", func() error { emu.Copy(dst, src, bytes); return nil })
 }
 
-// An event is the wall-clock time at which it was recorded.
-func (*emuDriver) NewEvent() (Event, error) { return new(time.Time), nil }
+func (*emuDriver) NewEvent() (Event, error) { return new(emuEvent), nil }
 
 func (d *emuDriver) Record(ev Event) error {
-	return d.stream("event", func() error { *ev.(*time.Time) = time.Now(); return nil })
+	e := ev.(*emuEvent)
+	return d.enqueue("event", emuOp{run: func() error { e.at = time.Now(); return nil }, ev: e})
 }
 
-// WaitEvent has nothing to wait for (the emulator's work is done when
-// enqueued); during a capture it is refused, as the host cannot wait for
-// work that has not run.
-func (d *emuDriver) WaitEvent(Event) error {
+// WaitEvent runs the lazy work up to ev's last Record; during a capture it
+// is refused, as the host cannot wait for work that has not run.
+func (d *emuDriver) WaitEvent(ev Event) error {
 	if d.capture != nil {
 		return errors.New("emulation: WaitEvent during a stream capture")
 	}
-	return nil
+	e := ev.(*emuEvent)
+	return d.drain(func() bool { return e.pending == 0 })
 }
 
 func (*emuDriver) Elapsed(start, end Event) (float64, error) {
-	return end.(*time.Time).Sub(*start.(*time.Time)).Seconds(), nil
+	return end.(*emuEvent).at.Sub(start.(*emuEvent).at).Seconds(), nil
 }
 
 func (*emuDriver) DestroyEvent(Event) error { return nil }
@@ -127,6 +187,9 @@ func (d *emuDriver) Alloc(bytes int64) (uintptr, error) {
 
 func (d *emuDriver) Free(p uintptr) error {
 	if err := d.notCapturing("Free"); err != nil {
+		return err
+	}
+	if err := d.drain(nil); err != nil {
 		return err
 	}
 	emu.Free(p)
@@ -150,8 +213,16 @@ func (d *emuDriver) Zero(p uintptr, bytes int64) error {
 	return d.stream("zero", func() error { emu.Zero(p, bytes); return nil })
 }
 
+// ToDevice refuses pinned memory, as the cu driver does: a copy from it
+// would be asynchronous (UploadAsync).
 func (d *emuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error {
 	if err := d.notCapturing("ToDevice"); err != nil {
+		return err
+	}
+	if bytes > 0 && pinnedIn(d.pinned, unsafe.Slice((*byte)(src), bytes)) {
+		return fmt.Errorf("emulation: ToDevice from %d bytes of pinned memory at %#x, which would not wait for the copy (use UploadAsync)", bytes, uintptr(src))
+	}
+	if err := d.drain(nil); err != nil {
 		return err
 	}
 	emu.ToDevice(dst, src, bytes)
@@ -160,6 +231,9 @@ func (d *emuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error
 
 func (d *emuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
 	if err := d.notCapturing("ToHost"); err != nil {
+		return err
+	}
+	if err := d.drain(nil); err != nil {
 		return err
 	}
 	emu.ToHost(dst, src, bytes)
@@ -182,7 +256,12 @@ func (d *emuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	return d.stream("kernel "+name, func() error { return emu.Launch(name, gx, gy, block, args) })
 }
 
-func (d *emuDriver) Sync() error { return d.notCapturing("Sync") }
+func (d *emuDriver) Sync() error {
+	if err := d.notCapturing("Sync"); err != nil {
+		return err
+	}
+	return d.drain(nil)
+}
 
 func (*emuDriver) MemInfo() (free, total int64, err error) {
 	l := emu.Limit()
@@ -191,7 +270,7 @@ func (*emuDriver) MemInfo() (free, total int64, err error) {
 
 func (*emuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, emu.ErrOutOfMemory) }
 
-func (*emuDriver) Close() error { return nil }
+func (d *emuDriver) Close() error { return d.drain(nil) }
 
 // ---- Extended -------------------------------------------------------------
 
@@ -258,32 +337,68 @@ func (*emuDriver) EncodeTensorMap(spec TensorMapSpec) (TensorMap, error) {
 	return TensorMap(m), err
 }
 
-// HostAlloc returns ordinary memory: every copy of the emulator is
-// synchronous, so nothing needs page-locking.
-func (*emuDriver) HostAlloc(bytes int) ([]byte, error) {
+// HostAlloc returns ordinary memory, recorded as pinned so that the copies
+// check their buffers as the cu driver does.
+func (d *emuDriver) HostAlloc(bytes int) ([]byte, error) {
 	if bytes < 1 {
 		return nil, fmt.Errorf("emulation: host allocation of %d bytes", bytes)
 	}
-	return make([]byte, bytes), nil
+	b := make([]byte, bytes)
+	d.pinned[uintptr(unsafe.Pointer(&b[0]))] = bytes
+	return b, nil
 }
 
-func (*emuDriver) HostFree(b []byte) error {
-	if b == nil {
-		return errors.New("emulation: freeing a nil host allocation")
+// HostFree waits for the stream first: the queued copies may still use b.
+func (d *emuDriver) HostFree(b []byte) error {
+	if len(b) == 0 {
+		return errors.New("emulation: freeing no host allocation")
 	}
-	return nil
+	p := uintptr(unsafe.Pointer(&b[0]))
+	if n, ok := d.pinned[p]; !ok || n != len(b) {
+		return fmt.Errorf("emulation: HostFree of %d bytes at %#x, which is not an allocation of HostAlloc", len(b), p)
+	}
+	err := d.drain(nil)
+	delete(d.pinned, p)
+	return err
 }
 
 func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
 	if len(dst) == 0 {
 		return nil
 	}
+	if !pinnedIn(d.pinned, dst) {
+		return fmt.Errorf("emulation: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), uintptr(unsafe.Pointer(&dst[0])))
+	}
 	return d.stream("to-host", func() error { emu.ToHost(unsafe.Pointer(&dst[0]), src, int64(len(dst))); return nil })
+}
+
+// UploadAsync queues the copy and runs the stream lazily from there on:
+// the copy reads src when the host next waits for the stream, so a host
+// that writes src before WaitEvent(done) has returned sends the new
+// contents, as a GPU may.
+func (d *emuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
+	if err := d.notCapturing("UploadAsync"); err != nil {
+		return err
+	}
+	if len(src) == 0 {
+		return errors.New("emulation: UploadAsync of no bytes")
+	}
+	if !pinnedIn(d.pinned, src) {
+		return fmt.Errorf("emulation: UploadAsync from %d bytes at %#x, which are not pinned memory from HostAlloc", len(src), uintptr(unsafe.Pointer(&src[0])))
+	}
+	d.lazy = append(d.lazy, emuOp{run: func() error { emu.ToDevice(dst, unsafe.Pointer(&src[0]), int64(len(src))); return nil }})
+	if done == nil {
+		return nil
+	}
+	return d.Record(done)
 }
 
 func (d *emuDriver) BeginCapture() error {
 	if d.capture != nil {
 		return errors.New("emulation: a stream capture is already open")
+	}
+	if err := d.drain(nil); err != nil {
+		return err
 	}
 	d.capture = &emuGraph{}
 	return nil
@@ -332,12 +447,15 @@ func (d *emuDriver) LaunchGraph(exec GraphExec) error {
 	if d.capture != nil {
 		return errors.New("emulation: launching a graph during a capture")
 	}
-	for i, op := range ex.g.ops {
-		if err := op(); err != nil {
-			return fmt.Errorf("graph operation %d (%s): %w", i, ex.g.kinds[i], err)
+	g := ex.g
+	return d.stream("graph", func() error {
+		for i, op := range g.ops {
+			if err := op(); err != nil {
+				return fmt.Errorf("graph operation %d (%s): %w", i, g.kinds[i], err)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (*emuDriver) DestroyGraph(g Graph) error {

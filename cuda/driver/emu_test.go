@@ -259,3 +259,107 @@ func TestEmuStaticSharedCounts(t *testing.T) {
 		t.Errorf("raised to the most that fits beside the static part: %v", err)
 	}
 }
+
+// TestEmuUploadAsyncReadsLate: after an UploadAsync the emulated stream
+// runs as late as a GPU may, so a host that writes the pinned source
+// before WaitEvent(done) has returned sends the device the new contents,
+// work queued behind the copy runs in order when the host waits, and
+// WaitEvent runs the queue only up to its event. ToDevice refuses pinned memory, and
+// UploadAsync and ToHostAsync pageable memory.
+func TestEmuUploadAsyncReadsLate(t *testing.T) {
+	v := openTC(t)
+	a, b := v.alloc(16), v.alloc(16)
+	host, err := v.x.HostAlloc(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := v.d.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := func(x byte) {
+		for i := range host {
+			host[i] = x
+		}
+	}
+
+	// Waited for: the device gets what the host held at the call.
+	fill(1)
+	if err := v.x.UploadAsync(a, host, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.WaitEvent(done); err != nil {
+		t.Fatal(err)
+	}
+	fill(2)
+	if got := v.download(a, 16); got[0] != 1 || got[15] != 1 {
+		t.Fatalf("an upload waited for before the host wrote again: %v, want 1s", got)
+	}
+
+	// Not waited for: the copy reads the source when the host next waits
+	// for the stream, after it wrote 3; the copy from a to b queued behind
+	// it has not run either, and runs after it.
+	if err := v.x.UploadAsync(a, host, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.CopyDevice(b, a, 16); err != nil {
+		t.Fatal(err)
+	}
+	fill(3)
+	if err := v.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.download(b, 16); got[0] != 3 || got[15] != 3 {
+		t.Fatalf("an upload not waited for, the host writing 3 after it: the work behind it copied %v, want 3s", got)
+	}
+
+	// WaitEvent runs the queue up to the event and no further: the second
+	// upload, behind it, reads its source at the Sync after.
+	other, err := v.x.HostAlloc(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.x.HostFree(other)
+	fill(4)
+	copy(other, host)
+	if err := v.x.UploadAsync(a, host, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.UploadAsync(b, other, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.WaitEvent(done); err != nil {
+		t.Fatal(err)
+	}
+	fill(5)
+	other[0] = 6
+	if err := v.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.download(a, 16); got[0] != 4 {
+		t.Errorf("the upload waited for: %v, want 4s", got)
+	}
+	if got := v.download(b, 16); got[0] != 6 || got[1] != 4 {
+		t.Errorf("the upload behind the waited event: %v, want 6 then 4s", got)
+	}
+
+	page := make([]byte, 16)
+	if err := v.d.ToDevice(a, unsafe.Pointer(&host[0]), 16); err == nil || !strings.Contains(err.Error(), "UploadAsync") {
+		t.Errorf("ToDevice from pinned memory: %v, want a refusal naming UploadAsync", err)
+	}
+	if err := v.x.UploadAsync(a, page, nil); err == nil {
+		t.Error("UploadAsync from pageable memory: no error")
+	}
+	if err := v.x.ToHostAsync(page, a); err == nil {
+		t.Error("ToHostAsync into pageable memory: no error")
+	}
+	if err := v.x.HostFree(host[4:]); err == nil {
+		t.Error("HostFree of part of an allocation: no error")
+	}
+	if err := v.x.HostFree(host); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.HostFree(host); err == nil {
+		t.Error("a second HostFree: no error")
+	}
+}

@@ -2,6 +2,8 @@
 
 package driver
 
+import "unsafe"
+
 // What the tensor-core kernels need beyond Driver: launches with
 // parameters of any size (a 128-byte CUtensorMap by value), 3-D grids and
 // blocks, thread-block clusters and dynamic shared memory above 48 KiB;
@@ -94,6 +96,13 @@ type Extended interface {
 	HostFree(b []byte) error
 	// ToHostAsync copies into page-locked memory without waiting.
 	ToHostAsync(dst []byte, src uintptr) error
+	// UploadAsync copies page-locked src to dst on the stream without
+	// waiting: the copy reads src when the stream reaches it, so the host
+	// must not write src again before WaitEvent(done) has returned (done
+	// is recorded after the copy; nil records nothing). ToDevice refuses
+	// page-locked memory, where it could not keep its promise to have read
+	// src when it returns.
+	UploadAsync(dst uintptr, src []byte, done Event) error
 
 	// BeginCapture starts recording the stream's work into a graph instead
 	// of running it; EndCapture returns the graph.
@@ -106,4 +115,20 @@ type Extended interface {
 	LaunchGraph(exec GraphExec) error
 	DestroyGraph(g Graph) error
 	DestroyGraphExec(exec GraphExec) error
+}
+
+// pinnedIn reports whether b lies inside one of the allocations of
+// pinned, which maps each allocation's address to its length.
+func pinnedIn(pinned map[uintptr]int, b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(&b[0]))
+	hi := lo + uintptr(len(b))
+	for p, n := range pinned {
+		if lo >= p && hi <= p+uintptr(n) {
+			return true
+		}
+	}
+	return false
 }

@@ -309,11 +309,13 @@ def test_search_gpu_lines():
            "roofline": {"read_gb_per_s": 4000.0, "tflops": 700.0, "method": "m", "seconds": 0.04},
            "ours_in_memory_over_roofline": 1.25}
     md = search_compare.gpu_lines(res)
-    assert "copy to the GPU 200 ms" in md
+    assert "keys copied to GPU memory once; copy to the GPU per round 200 ms" in md
     assert "keys in GPU memory: 50.0 ms, 2.5× torch (target ≥ 2×)" in md
     assert "40.0 ms; ours in memory / roofline = 1.25 (target ≤ 1.2)" in md
-    streamed = search_compare.gpu_lines({"ours": {"keys_resident": [False], "upload_seconds": [0.0]}})
-    assert "unmeasured (the keys were streamed" in streamed and "roofline" not in streamed
+    streamed = search_compare.gpu_lines({"ours": {"keys_resident": [False], "upload_seconds": [0.0]},
+                                         "roofline": {"unmeasured": "RuntimeError: CUDA out of memory"}})
+    assert "keys streamed from host memory" in streamed and "unmeasured (the keys were streamed" in streamed
+    assert "roofline: unmeasured (RuntimeError: CUDA out of memory)" in streamed
 
 
 # The bf16 engine at batch 8192, as `dinoclip bench --precision bf16` reports it: its

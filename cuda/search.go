@@ -309,24 +309,32 @@ type rankOut struct {
 }
 
 // searchSplits cuts nk keys into splits of kps keys (a multiple of the key
-// tile) so that a launch has about searchTargetBlocks blocks.
+// tile) so that a launch has about searchTargetBlocks blocks: at most
+// searchMaxSplits(nq, nk).
 func searchSplits(nq, nk int) (splits, kps int) {
 	tiles := (nk + searchBN - 1) / searchBN
-	want := min(max(1, searchTargetBlocks/((nq+searchBQ-1)/searchBQ)), tiles, searchMaxLists-1)
-	perSplit := (tiles + want - 1) / want
+	perSplit := (tiles + searchMaxSplits(nq, nk) - 1) / searchMaxSplits(nq, nk)
 	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
 }
 
+// searchMaxSplits bounds the splits of a launch of nq queries over nk
+// keys. It never decreases as nk grows, so the bound for a whole chunk
+// holds for the shorter last one too (the split count itself does not:
+// 8192 keys of 3 queries take 32 splits of 2 tiles, 8064 keys 63 of 1).
+func searchMaxSplits(nq, nk int) int {
+	tiles := (nk + searchBN - 1) / searchBN
+	return min(max(1, searchTargetBlocks/((nq+searchBQ-1)/searchBQ)), tiles, searchMaxLists-1)
+}
+
 // searchParts is the number of candidate list entries the kernel's splits
-// and the running lists need for chunks of chunkRows keys, over batches of
-// searchQueryBatch queries and the last, smaller one (fewer queries cut
-// the keys into more splits).
+// and the running lists need for chunks of up to chunkRows keys, over
+// batches of searchQueryBatch queries and the last, smaller one (fewer
+// queries cut the keys into more splits).
 func searchParts(nq, chunkRows, w int) int {
 	parts := 0
 	for _, qn := range []int{min(nq, searchQueryBatch), nq % searchQueryBatch} {
 		if qn > 0 {
-			splits, _ := searchSplits(qn, chunkRows)
-			parts = max(parts, (splits+1)*qn*w)
+			parts = max(parts, (searchMaxSplits(qn, chunkRows)+1)*qn*w)
 		}
 	}
 	return parts

@@ -80,6 +80,12 @@ func TestSearchCandidatesTies(t *testing.T) {
 		{5, 40, 8, 40, 17, false}, // w = all keys, chunks smaller than w
 		{5, 40, 8, 40, 17, true},
 		{3, 1000, 16, 64, 1000, false}, // the widest list, many splits
+		// Splits of several key tiles (a block's next tile must not load
+		// into the ring while its score tile is still being read): two
+		// chunks of 32 splits of 2 tiles, one chunk of 63 splits of 4.
+		{3, 16384, 8, 21, 8192, false},
+		{3, 16384, 8, 21, 8192, true},
+		{3, 32256, 8, 21, 32256, false},
 	} {
 		t.Run(fmt.Sprintf("q%d_k%d_d%d_w%d_c%d_stream=%v", c.nq, c.nk, c.dim, c.w, c.chunk, c.stream), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(uint64(c.nq), uint64(c.nk)))
@@ -265,5 +271,46 @@ func TestSearchRescoreOrder(t *testing.T) {
 	}
 	if differs == 0 {
 		t.Error("the summation order changes no score: the test cannot tell orders apart")
+	}
+}
+
+// A launch's splits never exceed searchMaxSplits of the whole chunk, for
+// any shorter chunk (the last one), and they cover the keys in tiles:
+// the candidate buffers are sized by that bound.
+func TestSearchSplitsBound(t *testing.T) {
+	for _, nq := range []int{1, 3, 128, 129, 1000, 5000, searchQueryBatch} {
+		for _, chunk := range []int{1, 127, 128, 300, 8192, 139264} {
+			bound := searchMaxSplits(nq, chunk)
+			for nk := 1; nk <= chunk; nk += max(1, chunk/997) {
+				splits, kps := searchSplits(nq, nk)
+				if splits > bound || splits < 1 || kps%searchBN != 0 || splits*kps < nk || (splits-1)*kps >= nk {
+					t.Fatalf("%d queries, %d keys of chunks of %d: %d splits of %d keys (bound %d)", nq, nk, chunk, splits, kps, bound)
+				}
+			}
+		}
+	}
+}
+
+// The last chunk of 8064 keys takes 63 splits where the whole chunk of
+// 8192 takes 32: the search still fits its buffers, resident or streamed.
+func TestSearcherShortLastChunk(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(4, 4))
+	const nq, nk, dim, k = 3, 16256, 8, 5
+	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
+	kv := unitRowsF32(randn(rnd, nk*dim, 1), dim)
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: kv})
+	want, err := (&retrieval.CPUSearcher{}).Search(context.Background(), q, nq, keys, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []bool{false, true} {
+		s := &Searcher{Dev: testDevice(t), ChunkRows: 8192, NoResident: stream}
+		got, err := s.Search(context.Background(), q, nq, keys, k)
+		if err != nil {
+			t.Fatalf("stream=%v: %v", stream, err)
+		}
+		if !slices.Equal(got.Rows, want.Rows) || !slices.Equal(got.Scores, want.Scores) {
+			t.Errorf("stream=%v: rows %v, want %v", stream, got.Rows, want.Rows)
+		}
 	}
 }

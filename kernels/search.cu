@@ -59,8 +59,11 @@
 // and local rows as [w][128], so the 128 list owners hit distinct banks);
 // a score not above the list's last is dropped after one compare.
 //
-// Versions: v2 (v1 had no exact scores: search_rescore, and search_merge's
-// out_exact and run_exact, are new). Known costs: the selection phase does not overlap the next
+// Versions: v3 (v1 had no exact scores: search_rescore, and search_merge's
+// out_exact and run_exact, came in v2; v2 let the threads that select
+// nothing start the next key tile's loads into the ring, which the score
+// tile aliases, while the owners still read it: wrong candidates whenever
+// a split holds more than one key tile). Known costs: the selection phase does not overlap the next
 // tile's loads (the score tile aliases the ring), and only 128 of the 256
 // threads select.
 #include "common.cuh"
@@ -137,9 +140,8 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
         }
         for (int c = 0; c < chunks; ++c) {
             cp_async_wait<SEARCH_STAGES - 2>();  // chunk c has landed
-            // Chunk c is visible to all, every warp is done with chunk c-1
-            // (whose stage the next load refills), and, at c = 0, with the
-            // previous tile's selection (which read the same memory).
+            // Chunk c is visible to all, and every warp is done with chunk
+            // c-1 (whose stage the next load refills).
             __syncthreads();
             const int next = c + SEARCH_STAGES - 1;
             if (next < chunks) load_chunk(next, next % SEARCH_STAGES);
@@ -201,8 +203,10 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
                 last = ls[(w - 1) * SEARCH_BQ];
             }
         }
-        // The next tile's first __syncthreads orders this selection before
-        // its loads overwrite the tile.
+        // Every owner is done reading the tile before the next tile's
+        // prologue refills the ring it aliases (the threads that select
+        // nothing would otherwise be there at once).
+        __syncthreads();
     }
     if (owner) {
         const size_t o = ((size_t)blockIdx.y * nq + m0 + t) * w;

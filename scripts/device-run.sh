@@ -10,7 +10,8 @@
 # DEVICE_RUN_LIMIT seconds together, 295 by default (a short lease: the
 # checks and the target bench in under 5 minutes, time left to run it
 # again); a stage gets what is left when its limit is larger, and a bench
-# with under DEVICE_RUN_MIN_STAGE (45 s) left is skipped and says so:
+# with under DEVICE_RUN_MIN_STAGE (45 s) left (a search shape: under
+# SEARCH_MIN_STAGE, 25 s) is skipped and says so:
 #   1. nvidia-smi, and the clocks, temperature and power as the GPU was
 #      found (read only: nothing on the GPU is changed);
 #   2. scripts/gpu-check.sh (GPU_CHECK_LIMIT, 110 s): the kernel tests on the
@@ -57,7 +58,9 @@
 # (150 s), DEVICE_RUN_SEARCH_10M (0), PYTHON (python3), BIN (bin), NVIDIA_SMI
 # (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
 # flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (45 s: a bench
-# stage with less time left is skipped). scripts/gpu_check_test.go runs this
+# stage with less time left is skipped), SEARCH_MIN_STAGE (25 s: likewise
+# for a search shape, which at 25k x 5k takes seconds beside torch's
+# import). scripts/gpu_check_test.go runs this
 # script with fake binaries and a fake python3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +75,8 @@ CHECK=${GPU_CHECK:-scripts/gpu-check.sh}
 read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
 TOTAL=${DEVICE_RUN_LIMIT:-295}
 MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-45} # a bench with less time than this left is skipped
-for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "$MIN_STAGE"; do
+SEARCH_MIN=${SEARCH_MIN_STAGE:-25}    # likewise a search shape
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "$MIN_STAGE" "$SEARCH_MIN"; do
 	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUTDIR" || exit 2
@@ -153,7 +157,7 @@ search() {
 	for shape in "$@"; do
 		set -- $shape
 		lim=$(limit "${SEARCH_LIMIT:-55}")
-		if [ "$lim" -lt "$MIN_STAGE" ]; then
+		if [ "$lim" -lt "$SEARCH_MIN" ]; then
 			say "search $1 x $2: SKIPPED: $(left) s of the $TOTAL s left"
 			continue
 		fi
@@ -165,7 +169,7 @@ search() {
 }
 shapes=("25000 5000")
 [ "${DEVICE_RUN_SEARCH_10M:-0}" = 1 ] && shapes+=("10000 10000000")
-if [ "$(limit "${SEARCH_LIMIT:-55}")" -lt "$MIN_STAGE" ]; then
+if [ "$(limit "${SEARCH_LIMIT:-55}")" -lt "$SEARCH_MIN" ]; then
 	say "search: SKIPPED: $(left) s of the $TOTAL s left"
 elif ! timeout "$(limit 30)" "$PY" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
 	say "search: $PY has no torch with CUDA here: not run"

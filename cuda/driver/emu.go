@@ -20,11 +20,13 @@ import (
 // emulator's own layout, plain memory for "pinned" host memory, and graphs
 // that record the stream's work during capture and replay it.
 //
-// The stream's work runs when it is enqueued, except after an UploadAsync:
-// from there on the stream runs as late as CUDA allows (see lazy), so that a
-// host that writes a pinned buffer before the copy from it is known done
-// sends the device the new contents, as a GPU may, and the test of that
-// host code fails here.
+// The stream's work runs when it is enqueued, except after a copy between
+// pinned memory and the device (UploadAsync, ToHostAsync): from there on
+// the stream runs as late as CUDA allows (see lazy), so that a host that
+// writes a pinned buffer before the copy from it is known done sends the
+// device the new contents, or reads one before the copy into it is known
+// done sees the old, as on a GPU, and the test of that host code fails
+// here.
 type emuDriver struct {
 	names []string
 	// maxShared is the dynamic shared memory allowance of each kernel
@@ -42,7 +44,8 @@ type emuDriver struct {
 	// lazy is the stream's enqueued work that has not run: it runs when
 	// the host waits for it (Sync, WaitEvent on an event recorded in it,
 	// a synchronous copy, Free, HostFree, a capture, Close), the latest a
-	// GPU would have run it. Empty until an UploadAsync starts it.
+	// GPU would have run it. Empty until an UploadAsync or a ToHostAsync
+	// starts it.
 	lazy []emuOp
 	// pinned maps the address of each HostAlloc allocation to its length.
 	pinned map[uintptr]int
@@ -170,7 +173,14 @@ func (d *emuDriver) WaitEvent(ev Event) error {
 	return d.drain(func() bool { return e.pending == 0 })
 }
 
+// Elapsed refuses an event the stream has not passed (CUDA's "not
+// ready"): one never recorded, or whose last Record is still queued.
 func (*emuDriver) Elapsed(start, end Event) (float64, error) {
+	for _, ev := range []*emuEvent{start.(*emuEvent), end.(*emuEvent)} {
+		if ev.pending > 0 || ev.at.IsZero() {
+			return 0, errors.New("emulation: Elapsed on an event the stream has not passed")
+		}
+	}
 	return end.(*emuEvent).at.Sub(start.(*emuEvent).at).Seconds(), nil
 }
 
@@ -189,11 +199,9 @@ func (d *emuDriver) Free(p uintptr) error {
 	if err := d.notCapturing("Free"); err != nil {
 		return err
 	}
-	if err := d.drain(nil); err != nil {
-		return err
-	}
+	err := d.drain(nil)
 	emu.Free(p)
-	return nil
+	return err
 }
 
 // notCapturing refuses call during a capture: a call that waits for the
@@ -247,13 +255,22 @@ func (d *emuDriver) kernel(k int) (string, error) {
 	return d.names[k], nil
 }
 
+// Launch and LaunchEx check the launch when called, as CUDA does, and
+// queue it; the kernel's own faults surface when it runs.
 func (d *emuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	name, err := d.kernel(k)
 	if err != nil {
 		return err
 	}
-	args = append([]uint64(nil), args...) // the caller may reuse its slice before a replay
-	return d.stream("kernel "+name, func() error { return emu.Launch(name, gx, gy, block, args) })
+	params, err := emu.Params(name, args) // a copy: the caller may reuse its slice before a replay
+	if err != nil {
+		return err
+	}
+	grid, blk, one := [3]int{gx, gy, 1}, [3]int{block, 1, 1}, [3]int{1, 1, 1}
+	if err := emu.CheckLaunch(name, grid, blk, one, params); err != nil {
+		return err
+	}
+	return d.stream("kernel "+name, func() error { return emu.LaunchEx(name, grid, blk, one, 0, params) })
 }
 
 func (d *emuDriver) Sync() error {
@@ -296,6 +313,9 @@ func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if cfg.SharedBytes > allowed {
 		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory beside %d static; allowed %d (SetMaxDynamicShared raises it)",
 			name, cfg.SharedBytes, static, allowed)
+	}
+	if err := emu.CheckLaunch(name, cfg.Grid, cfg.Block, cluster, params); err != nil {
+		return err
 	}
 	own := make([][]byte, len(params))
 	for i, p := range params {
@@ -369,7 +389,14 @@ func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
 	if !pinnedIn(d.pinned, dst) {
 		return fmt.Errorf("emulation: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), uintptr(unsafe.Pointer(&dst[0])))
 	}
-	return d.stream("to-host", func() error { emu.ToHost(unsafe.Pointer(&dst[0]), src, int64(len(dst))); return nil })
+	op := func() error { emu.ToHost(unsafe.Pointer(&dst[0]), src, int64(len(dst))); return nil }
+	if d.capture != nil {
+		return d.stream("to-host", op)
+	}
+	// Queued, starting the lazy stream: dst holds the data only once the
+	// host has waited for it, as with a GPU.
+	d.lazy = append(d.lazy, emuOp{run: op})
+	return nil
 }
 
 // UploadAsync queues the copy and runs the stream lazily from there on:

@@ -264,8 +264,8 @@ func TestEmuStaticSharedCounts(t *testing.T) {
 // runs as late as a GPU may, so a host that writes the pinned source
 // before WaitEvent(done) has returned sends the device the new contents,
 // work queued behind the copy runs in order when the host waits, and
-// WaitEvent runs the queue only up to its event. ToDevice refuses pinned memory, and
-// UploadAsync and ToHostAsync pageable memory.
+// WaitEvent runs the queue only up to its event. ToDevice refuses pinned
+// memory, and UploadAsync and ToHostAsync pageable memory.
 func TestEmuUploadAsyncReadsLate(t *testing.T) {
 	v := openTC(t)
 	a, b := v.alloc(16), v.alloc(16)
@@ -341,6 +341,35 @@ func TestEmuUploadAsyncReadsLate(t *testing.T) {
 	}
 	if got := v.download(b, 16); got[0] != 6 || got[1] != 4 {
 		t.Errorf("the upload behind the waited event: %v, want 6 then 4s", got)
+	}
+
+	// In the lazy stream a launch with the wrong parameters still fails at
+	// its call, as CUDA's launch does, and Elapsed refuses an event whose
+	// Record is still queued (CUDA: not ready).
+	start, err := v.d.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Record(start); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.UploadAsync(a, host, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Record(done); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Launch(v.kernel("tc_check_divergent"), 1, 1, 128, []uint64{uint64(a), 1}); err == nil {
+		t.Error("a lazy launch with 2 arguments for 1 parameter: no error at the call")
+	}
+	if _, err := v.d.Elapsed(start, done); err == nil {
+		t.Error("Elapsed before the stream passed the end event: no error")
+	}
+	if err := v.d.WaitEvent(done); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.d.Elapsed(start, done); err != nil {
+		t.Errorf("Elapsed once the stream passed both events: %v", err)
 	}
 
 	page := make([]byte, 16)

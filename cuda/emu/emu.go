@@ -76,23 +76,60 @@ func ParamSizes(name string) ([]int, error) {
 // args holds one value per kernel parameter in its low bytes, as the CUDA
 // driver reads them.
 func Launch(name string, gx, gy, block int, args []uint64) error {
-	sizes, err := ParamSizes(name)
+	params, err := Params(name, args)
 	if err != nil {
 		return err
 	}
+	return LaunchEx(name, [3]int{gx, gy, 1}, [3]int{block, 1, 1}, [3]int{1, 1, 1}, 0, params)
+}
+
+// Params turns Launch's arguments into LaunchEx's parameters: each value's
+// low bytes, as many as the kernel's parameter has (at most 8).
+func Params(name string, args []uint64) ([][]byte, error) {
+	sizes, err := ParamSizes(name)
+	if err != nil {
+		return nil, err
+	}
 	if len(sizes) != len(args) {
-		return fmt.Errorf("emulation: kernel %s: %d arguments do not match its %d parameters", name, len(args), len(sizes))
+		return nil, fmt.Errorf("emulation: kernel %s: %d arguments do not match its %d parameters", name, len(args), len(sizes))
 	}
 	params := make([][]byte, len(args))
 	for i, a := range args {
 		if sizes[i] > 8 {
-			return fmt.Errorf("emulation: kernel %s: parameter %d is %d bytes; pass it with LaunchEx", name, i, sizes[i])
+			return nil, fmt.Errorf("emulation: kernel %s: parameter %d is %d bytes; pass it with LaunchEx", name, i, sizes[i])
 		}
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], a)
 		params[i] = b[:sizes[i]]
 	}
-	return LaunchEx(name, [3]int{gx, gy, 1}, [3]int{block, 1, 1}, [3]int{1, 1, 1}, 0, params)
+	return params, nil
+}
+
+// CheckLaunch checks what a GPU refuses when a launch is issued: a
+// dimension out of range, or parameters that do not match the kernel's in
+// count or size. (LaunchEx checks it too; a driver that queues the launch
+// calls it first, so that the error comes from the launch call.)
+func CheckLaunch(name string, grid, block, cluster [3]int, params [][]byte) error {
+	for i := 0; i < 3; i++ {
+		for _, d := range []int{grid[i], block[i], cluster[i]} {
+			if d < 1 || d > 1<<31-1 {
+				return fmt.Errorf("emulation: kernel %s: grid %v, block %v, cluster %v: a dimension out of range", name, grid, block, cluster)
+			}
+		}
+	}
+	sizes, err := ParamSizes(name)
+	if err != nil {
+		return err
+	}
+	if len(sizes) != len(params) {
+		return fmt.Errorf("emulation: kernel %s: %d parameters given, it has %d", name, len(params), len(sizes))
+	}
+	for i, p := range params {
+		if len(p) != sizes[i] {
+			return fmt.Errorf("emulation: kernel %s: parameter %d is %d bytes, given %d", name, i, sizes[i], len(p))
+		}
+	}
+	return nil
 }
 
 // LaunchEx runs kernel name on grid blocks of block threads, in clusters
@@ -100,16 +137,12 @@ func Launch(name string, gx, gy, block int, args []uint64) error {
 // shared memory per block; params holds each parameter's bytes, exactly as
 // large as the kernel declares it.
 func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params [][]byte) error {
+	if err := CheckLaunch(name, grid, block, cluster, params); err != nil {
+		return err
+	}
 	var dims [9]C.int
 	for i := 0; i < 3; i++ {
 		dims[i], dims[3+i], dims[6+i] = C.int(grid[i]), C.int(block[i]), C.int(cluster[i])
-	}
-	for i := 0; i < 3; i++ {
-		for _, d := range []int{grid[i], block[i], cluster[i]} {
-			if d < 1 || d > 1<<31-1 {
-				return fmt.Errorf("emulation: kernel %s: grid %v, block %v, cluster %v: a dimension out of range", name, grid, block, cluster)
-			}
-		}
 	}
 	// The parameters travel in C memory: cgo forbids passing Go memory
 	// that holds Go pointers, and a [][]byte is such memory.

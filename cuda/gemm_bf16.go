@@ -23,14 +23,14 @@ import (
 // traps, and the sm_90a build runs only where the cubins load. The
 // geometry below is the kernels' (see the file's comment).
 const (
-	gemmBF16Tile         = 128                         // GEMM_BF16_BM = GEMM_BF16_BN
-	gemmBF16BoxK         = 64                          // GEMM_BF16_BK: the TMA box's inner size
-	gemmBF16BoxMN        = 64                          // an MN-major operand's box: 64 columns of 64 K rows
-	gemmBF16Threads      = 384                         // GEMM_BF16_THREADS: producer + 2 consumer warpgroups
-	gemmBF16MmaThreads   = 256                         // GEMM_BF16_MMA_THREADS
-	gemmBF16Smem         = 4*2*128*64*2 + 2*4*8 + 1024 // GEMM_BF16_SMEM: 4 stages of A and W chunks, 8 mbarriers, 1024-byte alignment slack
-	gemmBF16KMultiple    = 8                           // rows of 2K bytes must be 16-byte aligned
-	gemmBF16AlignOperand = 16                          // TMA bases and cp.async sources
+	gemmBF16Tile         = 128                             // GEMM_BF16_BM = GEMM_BF16_BN
+	gemmBF16BoxK         = 64                              // GEMM_BF16_BK: the TMA box's inner size
+	gemmBF16BoxMN        = 64                              // an MN-major operand's box: 64 columns of 64 K rows
+	gemmBF16Threads      = 384                             // GEMM_BF16_THREADS: producer + 2 consumer warpgroups
+	gemmBF16MmaThreads   = 256                             // GEMM_BF16_MMA_THREADS
+	gemmBF16Smem         = 4*2*128*64*2 + (2*4+2)*8 + 1024 // GEMM_BF16_SMEM: 4 stages of A and W chunks, 10 mbarriers, 1024-byte alignment slack
+	gemmBF16KMultiple    = 8                               // rows of 2K bytes must be 16-byte aligned
+	gemmBF16AlignOperand = 16                              // TMA bases and cp.async sources
 )
 
 // gemmBF16MmaSmem is GEMM_BF16_MMA_SMEM(a_mn, b_mn): 3 stages of a chunk

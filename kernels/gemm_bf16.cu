@@ -64,22 +64,31 @@
 // 128-byte swizzle's span), a ring of GEMM_BF16_STAGES stages, each holding
 // the chunk of A (128x64) and of W (128x64) and guarded by two mbarriers:
 // `full` (the TMA's bytes have landed: one arrival with the expected byte
-// count) and `empty` (the 256 consumer threads are done reading it).
+// count) and `empty` (the 128 threads of the consumer whose tile it holds
+// are done reading it).
 //   warpgroup 0, producer: lowers its registers to 40 (setmaxnreg); one
 //     thread walks the same tile sequence as the consumers and, for each K
 //     chunk, waits for the stage to be empty and issues the two TMA loads.
 //     It runs ahead of the consumers by up to the ring's depth, into the
 //     next tile while the consumers are in their epilogue.
-//   warpgroups 1 and 2, consumers: raise their registers to 232; each owns
-//     64 rows of the tile (rows 64(g-1) ..) and all 128 columns, a 64x128
-//     f32 accumulator (64 registers a thread), fed by wgmma m64n128k16
-//     with both operands read from shared memory through 128-byte-swizzle
-//     descriptors (4 per chunk). One wgmma group stays in flight: a chunk's
-//     stage is released once the next chunk's group is issued and the
-//     chunk's own group has completed (wgmma_wait<1>).
+//   warpgroups 1 and 2, consumers, in ping-pong: raise their registers
+//     to 232; the block's tiles alternate between them (consumer g-1 takes
+//     the block's tiles 0, 2, 4, ... or 1, 3, 5, ...), each computing a
+//     whole 128x128 tile, two 64x128 f32 accumulators (128 registers a
+//     thread) fed by two wgmma m64n128k16 per 16 K (rows 0-63 and
+//     64-127) with both operands read from shared memory through
+//     128-byte-swizzle descriptors (8 wgmmas per chunk), so that one
+//     consumer's epilogue overlaps the other's wgmmas. One wgmma group
+//     stays in flight: a chunk's stage is released (by the 128 threads of
+//     its consumer) once the next chunk's group is issued and the chunk's
+//     own group has completed (wgmma_wait<1>). The main loops take turns
+//     (two `turn` mbarriers: tile i's main loop starts when tile i-1's has
+//     issued its last wgmma), so a consumer never waits on a stage a ring
+//     round early, which an mbarrier's phase parity could not tell from
+//     its own round.
 //   epilogue: straight from the accumulator fragments (row 16w + g + 8h,
-//     column 8j + 2q + {0,1} of the warpgroup's 64x128, w the warp, g =
-//     lane/4, q = lane%4): bias, activation, rounding, and 8- or 4-byte
+//     column 8j + 2q + {0,1} of each 64x128 half, w the warp, g = lane/4,
+//     q = lane%4): bias, activation, rounding, and 8- or 4-byte
 //     stores of column pairs where both columns are in range and aligned.
 //     Row statistics: the quad 4g..4g+3 holds a row's 128 columns, 16
 //     values a lane in each 64-column statistics tile; each lane
@@ -89,10 +98,10 @@
 //
 // Differs from gemm_bf16_wgmma_ref (the reference that proved the
 // primitives): persistent blocks over a tile sequence (the ring's phases
-// continue across tiles), two consumer warpgroups and a 128x128 tile
-// rather than one and 64x64, N = 128 wgmmas, a 4-stage ring, one wgmma group
-// in flight rather than none, and bias and activation epilogues writing f32
-// or bf16.
+// continue across tiles), two consumer warpgroups in ping-pong and a
+// 128x128 tile rather than one and 64x64, N = 128 wgmmas, a 4-stage ring,
+// one wgmma group in flight rather than none, and bias and activation
+// epilogues writing f32 or bf16.
 //
 // The mma.sync fallback (gemm_bf16_nt_mma_*): block 256 threads = 8 warps
 // in 2 (M) x 4 (N), the same 128x128 output tile, each warp 64x32 (4 m16 x
@@ -173,7 +182,10 @@
 // earlier epilogues unchanged); v4 adds nn_f32 (the nn instantiation of the
 // f32 epilogue: the backward pass no longer zeroes a data gradient for
 // f32_add to add into), nt_bf16_stats, nt_f32_bf16 and the tn kernels'
-// split K (gemm_bf16_splitk_sum).
+// split K (gemm_bf16_splitk_sum); v5 makes the wgmma kernels' consumers
+// ping-pong (a whole tile each, alternating, main loops in turns) instead
+// of sharing each tile's rows (results unchanged: each output element is
+// the same wgmma sum in the same K order).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -189,9 +201,10 @@
 // An MN-major operand's chunk is two TMA boxes of 64 (M or N) x 64 (K),
 // 8 KiB each: the 64-column blocks of the 128-wide tile.
 #define GEMM_BF16_MN_BOX_BYTES (64 * GEMM_BF16_BK * 2)
-// The stages, their 2*STAGES mbarriers, and 1024 bytes to align the stages
-// to the 128-byte swizzle's 1024-byte period.
-#define GEMM_BF16_SMEM (GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES + 2 * GEMM_BF16_STAGES * 8 + 1024)
+// The stages, their 2*STAGES mbarriers, the consumers' two turn mbarriers,
+// and 1024 bytes to align the stages to the 128-byte swizzle's 1024-byte
+// period.
+#define GEMM_BF16_SMEM (GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES + (2 * GEMM_BF16_STAGES + 2) * 8 + 1024)
 
 // The epilogues.
 #define GEMM_BF16_OUT_F32 0
@@ -399,6 +412,7 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
     unsigned char* tiles = raw + ((1024 - smem_addr(raw) % 1024) % 1024);
     uint64_t* full = (uint64_t*)(tiles + GEMM_BF16_STAGES * GEMM_BF16_STAGE_BYTES);
     uint64_t* empty = full + GEMM_BF16_STAGES;
+    uint64_t* turn = empty + GEMM_BF16_STAGES;  // turn[c]: consumer c may start its next main loop
     const int t = threadIdx.x, group = t / 128;
     const int tiles_n = (N + GEMM_BF16_BN - 1) / GEMM_BF16_BN;
     const int tile_count = ((M + GEMM_BF16_BM - 1) / GEMM_BF16_BM) * tiles_n;
@@ -407,8 +421,9 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
     if (t == 0) {
         for (int s = 0; s < GEMM_BF16_STAGES; ++s) {
             mbar_init(smem_addr(&full[s]), 1);
-            mbar_init(smem_addr(&empty[s]), 256);
+            mbar_init(smem_addr(&empty[s]), 128);  // the consumer warpgroup whose tile the stage holds
         }
+        for (int c = 0; c < 2; ++c) mbar_init(smem_addr(&turn[c]), 128);
         fence_mbarrier_init();
     }
     __syncthreads();
@@ -440,38 +455,68 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
     }
 
     setmaxnreg_inc<232>();
+    // Ping-pong: the block's units alternate between the two consumers,
+    // each computing a whole 128x128 tile, so that one consumer's epilogue
+    // runs while the other's wgmmas keep the tensor cores busy. A consumer
+    // skips the other's units, counting their chunks' stage uses: both walk
+    // the ring in the producer's order. Their main loops take turns (unit
+    // i's starts once unit i-1's has issued its wgmmas: the turn
+    // mbarriers), which keeps each stage's phase parity unambiguous to its
+    // waiter (a consumer that ran ahead of the other's main loop would wait
+    // on a stage whole ring rounds early, and an mbarrier's parity cannot
+    // tell the rounds apart).
     const int consumer = group - 1, ct = t - 128 * group;
     uint32_t use = 0;
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    for (int u = blockIdx.x, i = 0; u < units; u += gridDim.x, ++i) {
         const int tile = u % tile_count, split = u / tile_count;
         const int m0 = tile / tiles_n * GEMM_BF16_BM, n0 = tile % tiles_n * GEMM_BF16_BN;
         const int c0 = gemm_bf16_split_chunk(chunks, splits, split), c1 = gemm_bf16_split_chunk(chunks, splits, split + 1);
-        float acc[64];
+        if ((i & 1) != consumer) {
+            use += c1 - c0;
+            continue;
+        }
+        // The other consumer's main loop of unit i-1 has issued its last
+        // wgmma: turn[c]'s phase (i-1)/2.
+        if (i > 0) mbar_wait(smem_addr(&turn[consumer]), ((i - 1) / 2) & 1);
+        // acc[r]: rows 64r .. 64r + 63 of the tile, all 128 columns.
+        float acc[2][64];
 #pragma unroll
-        for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-        gemm_bf16_pin_acc(acc);
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+            for (int j = 0; j < 64; ++j) acc[r][j] = 0.0f;
+            gemm_bf16_pin_acc(acc[r]);
+        }
         for (int c = c0; c < c1; ++c, ++use) {
             const int s = use % GEMM_BF16_STAGES;
             mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);
-            // This warpgroup's 64 rows of A start 8 KiB (a whole number of
-            // swizzle periods) into the stage in either layout: 64 K-major
-            // rows of 128 bytes, or the second MN-major box.
-            const uint32_t sa = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES) + consumer * (64 * GEMM_BF16_BK * 2);
+            // Rows 64.. of A start 8 KiB (a whole number of swizzle periods)
+            // into the stage in either layout: 64 K-major rows of 128
+            // bytes, or the second MN-major box.
+            const uint32_t sa = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES);
             const uint32_t sw = smem_addr(tiles + s * GEMM_BF16_STAGE_BYTES + GEMM_BF16_A_BYTES);
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < GEMM_BF16_BK / 16; ++kk)
-                wgmma_bf16_ss_trans<A_MN, B_MN>(acc, gemm_bf16_operand_desc<A_MN>(sa, kk), gemm_bf16_operand_desc<B_MN>(sw, kk), 1);
+            for (int kk = 0; kk < GEMM_BF16_BK / 16; ++kk) {
+                const uint64_t bw = gemm_bf16_operand_desc<B_MN>(sw, kk);
+#pragma unroll
+                for (int r = 0; r < 2; ++r)
+                    wgmma_bf16_ss_trans<A_MN, B_MN>(acc[r], gemm_bf16_operand_desc<A_MN>(sa + r * (64 * GEMM_BF16_BK * 2), kk), bw, 1);
+            }
             wgmma_commit();
             // The previous chunk's group has completed: release its stage.
             wgmma_wait<1>();
             if (c > c0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
         }
+        // Every wgmma of the tile is issued: the other consumer's turn, its
+        // wgmmas queueing behind these while this one finishes and stores.
+        mbar_arrive(smem_addr(&turn[consumer ^ 1]));
         wgmma_wait<0>();
-        gemm_bf16_pin_acc(acc);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) gemm_bf16_pin_acc(acc[r]);
         if (c1 > c0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
-        gemm_bf16_epilogue<OUT>(acc, bias, pre, gemm_bf16_split_out(C, splits, split, M, N), act, stats, M, N, m0 + 64 * consumer,
-                                n0, ct);
+        void* out = gemm_bf16_split_out(C, splits, split, M, N);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) gemm_bf16_epilogue<OUT>(acc[r], bias, pre, out, act, stats, M, N, m0 + 64 * r, n0, ct);
     }
 #else
     __trap();

@@ -185,6 +185,6 @@ func (d *Device) gradRows(p gradPass) error {
 	if p.db.p == 0 && !ln {
 		return nil
 	}
-	return launch.GradCols(d.with(rowWork(chunks, dim, arrays*(chunks+1)*dim)), grid(ceilDiv(dim, threads), 1), p.db.ptr(), p.dbeta.ptr(), p.dgamma.ptr(),
+	return launch.GradCols(d.with(rowWork(chunks, dim, arrays*(chunks+1)*dim)), grid(ceilDiv(dim, 32), 3), p.db.ptr(), p.dbeta.ptr(), p.dgamma.ptr(),
 		p.partial.cptr(), int32(chunks), int32(dim))
 }

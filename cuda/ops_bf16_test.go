@@ -148,7 +148,7 @@ func TestEngineBF16WeightCopy(t *testing.T) {
 func TestGradRows(t *testing.T) {
 	d := testDevice(t)
 	type shape struct{ rows, dim int }
-	for _, sh := range []shape{{37, 48}, {70, 300}, {3, 2456}, {5, 4100}} {
+	for _, sh := range []shape{{37, 48}, {70, 300}, {300, 40}, {3, 2456}, {5, 4100}} { // 300 rows: 19 chunks, more than grad_cols's 8 warps
 		for _, mode := range []struct {
 			name          string
 			gelu, ln      bool

@@ -153,10 +153,18 @@ func TestColumnSums(t *testing.T) {
 	}
 }
 
+// At 333 columns (6 statistics tiles, fewer than the 32 lanes that merge
+// them in ln_apply) and 2600 (41 tiles: some lanes merge two).
 func TestLayerNormForward(t *testing.T) {
+	for _, dim := range []int{333, 2600} {
+		t.Run(fmt.Sprintf("dim=%d", dim), func(t *testing.T) { testLayerNormForward(t, dim) })
+	}
+}
+
+func testLayerNormForward(t *testing.T, dim int) {
 	d := testDevice(t)
-	const rows, in, dim = 5, 29, 333
-	rng := rand.New(rand.NewPCG(5, 333))
+	const rows, in = 5, 29
+	rng := rand.New(rand.NewPCG(5, uint64(dim)))
 	x, w := randn(rng, rows*in, 1), randn(rng, dim*in, 0.3)
 	bias := randn(rng, dim, 1)
 	for i := range bias {

@@ -28,9 +28,9 @@
 //     partial[(2*chunks + c)*d + j] = sum g[r, j] xhat[r, j] (LN's dgamma)
 //   (arrays 1 and 2 only with a LayerNorm)
 //
-// grad_cols then sums each array's chunks in chunk order in double and
-// rounds once: out_a[j] = sum_c partial[(a*chunks + c)*d + j], for each a
-// whose out_a is not null.
+// grad_cols then sums each array's chunks in double, in a fixed order (8
+// interleaved runs, then their sums in turn), and rounds once: out_a[j] =
+// sum_c partial[(a*chunks + c)*d + j], for each a whose out_a is not null.
 //
 // The arithmetic of g and dx is gelu.cu's gelu_backward followed by
 // layernorm.cu's ln_backward, operation for operation (the same block
@@ -54,9 +54,10 @@
 // dynamic shared memory 4*d*(LayerNorm ? 5 : 1) bytes: the chunk's column
 // sums (3 arrays with a LayerNorm, 1 without) and the row's g and xhat,
 // thread t owning columns t, t+256, ... in every row and array, so no
-// barrier guards them. grad_cols grid (ceil(d/256)), block 256.
+// barrier guards them. grad_cols grid (ceil(d/32), 3), block 256.
 //
-// Versions: v1 (this file).
+// Versions: v2 (v1's grad_cols gave each thread a whole column: see
+// grad_cols).
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -137,15 +138,27 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
         for (int a = 0; a < arrays; ++a) partial[((size_t)a * chunks + c) * d + j] = acc[a * d + j];
 }
 
+// grad_cols: block (blockIdx.x, a) sums array a's chunks for 32 columns
+// j0 .. j0+31, j0 = 32 blockIdx.x: warp w (of 8) sums chunks w, w+8, w+16,
+// ... in order, in double, each load a 128-byte row segment the warp reads
+// whole, and warp 0 adds the 8 warps' sums in warp order. (v1 gave a thread
+// a column and all its chunks in turn, ceil(d/256) blocks: 8 for d = 2048,
+// each thread waiting on 512 loads one after another.)
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 grad_cols(float* out0, float* out1, float* out2, const float* partial, int chunks, int d) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float* outs[3] = {out0, out1, out2};
-    for (int a = 0; a < 3; ++a) {
-        if (outs[a] == nullptr) continue;
-        double s = 0.0;
-        for (int c = 0; c < chunks; ++c) s += (double)partial[((size_t)a * chunks + c) * d + j];
-        outs[a][j] = (float)s;
+    __shared__ double part[REDUCE_WARPS][32];
+    const int a = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float* out = a == 0 ? out0 : a == 1 ? out1 : out2;
+    if (out == nullptr) return;  // uniform over the block
+    const int j = blockIdx.x * 32 + lane;
+    double s = 0.0;
+    if (j < d)
+        for (int c = warp; c < chunks; c += REDUCE_WARPS) s += (double)partial[((size_t)a * chunks + c) * d + j];
+    part[warp][lane] = s;
+    __syncthreads();
+    if (warp == 0 && j < d) {
+        double total = 0.0;
+        for (int w = 0; w < REDUCE_WARPS; ++w) total += part[w][lane];
+        out[j] = (float)total;
     }
 }

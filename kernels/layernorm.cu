@@ -23,8 +23,9 @@
 //
 //   ln_apply    takes the row statistics as tiles from gemm_nt_bias_stats:
 //               stats[row][tile] = (count, mean, M2) over one 64-wide column
-//               tile; they are merged in tile order with Chan's parallel
-//               formula in double (not a sum of squares).
+//               tile; they are merged with Chan's parallel formula in
+//               double (not a sum of squares), by a warp in a fixed order
+//               (ln_apply_row).
 //   ln_apply_bf16  the same of a bf16 x (the bf16 engine's GEMM output, as
 //               autocast's Linear returns it; the statistics from
 //               gemm_bf16_nt_bf16_stats, of the same rounded values). When
@@ -48,7 +49,8 @@
 //
 // Versions: v1 (the correct-first GPU engine); v2 adds yb, the bf16 copy
 // the bf16 engine cast in a separate pass before; v3 adds ln_apply_bf16
-// and mean.
+// and mean; v4 merges ln_apply's statistics tiles in a warp (v3: one
+// thread, in tile order, the pass's bottleneck).
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -87,6 +89,18 @@ __device__ __forceinline__ void ln_finish(float* y, float* y2, uint16_t* yb, flo
     if (threadIdx.x == 0) rstd[r] = (float)rs;
 }
 
+// ln_chan_merge merges the (count, mean, M2) summary b into a, a's values
+// first (Chan's parallel formula, in double); an empty side leaves the
+// other as it is.
+__device__ __forceinline__ void ln_chan_merge(double& cnt, double& mean, double& m2, double nb, double mb, double Mb) {
+    const double tot = cnt + nb;
+    if (nb == 0.0 || tot == 0.0) return;
+    const double delta = mb - mean;
+    mean += delta * (nb / tot);
+    m2 += Mb + delta * delta * (cnt * nb / tot);
+    cnt = tot;
+}
+
 template <typename X>
 __device__ __forceinline__ void ln_apply_row(float* y, float* y2, uint16_t* yb, float* xhat, float* mean_out, float* rstd, const X* x,
                                              const float* stats, int tiles, const float* gamma, const float* beta,
@@ -94,22 +108,35 @@ __device__ __forceinline__ void ln_apply_row(float* y, float* y2, uint16_t* yb, 
     __shared__ double sh[2];
     const int r = blockIdx.x;
     if (r >= n) return;  // uniform over the block
-    if (threadIdx.x == 0) {
-        // Merge the tiles in order, in double.
+    if (threadIdx.x < 32) {
+        // Warp 0 merges the row's tiles: lane l those of index l mod 32, in
+        // order (their loads all in flight at once), then the lanes'
+        // summaries in a fixed tree, the lower lanes' first at every level,
+        // so both lanes of a pair hold the same bits and the result does
+        // not depend on timing. (One thread merging all of them in turn
+        // waited on each tile's load and division: the pass ran at 0.3x of
+        // the copy bandwidth, at d = 2048 slower than ln_forward, which
+        // computes the statistics itself.)
+        const int lane = threadIdx.x;
         const float* s = stats + (size_t)r * tiles * 3;
         double cnt = 0.0, mean = 0.0, m2 = 0.0;
-        for (int t = 0; t < tiles; ++t) {
-            const double nb = s[3 * t], mb = s[3 * t + 1], Mb = s[3 * t + 2];
-            const double tot = cnt + nb;
-            if (tot > 0.0) {
-                const double delta = mb - mean;
-                mean += delta * (nb / tot);
-                m2 += Mb + delta * delta * (cnt * nb / tot);
-                cnt = tot;
+        for (int t = lane; t < tiles; t += 32) ln_chan_merge(cnt, mean, m2, s[3 * t], s[3 * t + 1], s[3 * t + 2]);
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const double oc = __shfl_xor_sync(0xffffffffu, cnt, off), om = __shfl_xor_sync(0xffffffffu, mean, off),
+                         oM = __shfl_xor_sync(0xffffffffu, m2, off);
+            if (lane & off) {  // the partner's summary comes first
+                double c = oc, mm = om, M = oM;
+                ln_chan_merge(c, mm, M, cnt, mean, m2);
+                cnt = c, mean = mm, m2 = M;
+            } else {
+                ln_chan_merge(cnt, mean, m2, oc, om, oM);
             }
         }
-        sh[0] = mean;
-        sh[1] = 1.0 / sqrt(m2 / (double)d + LN_EPS);
+        if (lane == 0) {
+            sh[0] = mean;
+            sh[1] = 1.0 / sqrt(m2 / (double)d + LN_EPS);
+        }
     }
     __syncthreads();
     ln_finish(y, y2, yb, xhat, mean_out, rstd, x, gamma, beta, resid, r, d, mode, sh[0], sh[1]);

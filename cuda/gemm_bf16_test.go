@@ -151,7 +151,10 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 	on(t, d, func() error { sms = d.tc.sms; d.tc.sms = 2; return nil })
 	t.Cleanup(func() { d.do(func() error { d.tc.sms = sms; return nil }) })
 	bothGemmPaths(t, d, func(t *testing.T, wgmma bool) {
-		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}} {
+		// The last shape gives each of the 2 blocks five tiles of 9-10 K
+		// chunks: the consumers' turns and the ring's phases over several
+		// rounds.
+		for ci, c := range []struct{ m, n, k int }{{24, 64, 48}, {200, 136, 72}, {136, 264, 197}, {520, 136, 600}} {
 			for vi, v := range []struct {
 				kind   gemmKind
 				splits int

@@ -166,7 +166,7 @@
 // rows of 128 bytes: whole swizzle periods), SBO 1024 (8 K rows), LBO
 // 8 KiB (the next 64 columns: B's second box); the instruction's
 // imm-trans flag set for that operand (SASS: gdesc[..].tnspA / .tnspB).
-// A consumer warpgroup's 64 rows of tn's A are exactly its own box.
+// Each 64-row half of a consumer's tile (acc[r]) reads one box of tn's A.
 // mma.sync: an MN-major chunk is 32 K rows of 128 columns in shared rows
 // of 136 elements (272 bytes: ldmatrix rows land on distinct banks);
 // ldmatrix.x4.trans gives each lane the same (row, k pair) fragment as the
@@ -326,8 +326,9 @@ __device__ __forceinline__ void gemm_bf16_stats_store(float* __restrict__ stats,
     p[2] = s.m2;
 }
 
-// gemm_bf16_epilogue stores one consumer warpgroup's 64x128 accumulator,
-// whose top-left element is C[m0][n0], for thread t (0..127) of the group.
+// gemm_bf16_epilogue stores one 64-row half of a consumer's tile, a 64x128
+// accumulator whose top-left element is C[m0][n0], for thread t (0..127)
+// of the consumer warpgroup.
 // A quad of lanes holds a row's 128 columns, 16 values each in each of
 // the tile's two 64-column statistics tiles, so the quad's merge is the
 // row's statistics tile (the statistics epilogues, gemm_bf16_has_stats).
@@ -475,10 +476,8 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
             use += c1 - c0;
             continue;
         }
-        // The other consumer's main loop of unit i-1 has issued its last
-        // wgmma: turn[c]'s phase (i-1)/2.
-        if (i > 0) mbar_wait(smem_addr(&turn[consumer]), ((i - 1) / 2) & 1);
-        // acc[r]: rows 64r .. 64r + 63 of the tile, all 128 columns.
+        // acc[r]: rows 64r .. 64r + 63 of the tile, all 128 columns; zeroed
+        // before the wait, off the path from the other's turn to the wgmmas.
         float acc[2][64];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -486,6 +485,9 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
             for (int j = 0; j < 64; ++j) acc[r][j] = 0.0f;
             gemm_bf16_pin_acc(acc[r]);
         }
+        // The other consumer's main loop of unit i-1 has issued its last
+        // wgmma: turn[c]'s phase (i-1)/2.
+        if (i > 0) mbar_wait(smem_addr(&turn[consumer]), ((i - 1) / 2) & 1);
         for (int c = c0; c < c1; ++c, ++use) {
             const int s = use % GEMM_BF16_STAGES;
             mbar_wait(smem_addr(&full[s]), (use / GEMM_BF16_STAGES) & 1);

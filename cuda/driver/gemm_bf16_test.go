@@ -25,10 +25,11 @@ var gemmBF16Kernels = []string{
 }
 
 // The kernels' dynamic shared memory: GEMM_BF16_SMEM, 4 stages of a
-// 128x64 A and a 128x64 W chunk, 8 mbarriers, 1024 bytes of alignment
-// slack; GEMM_BF16_MMA_SMEM, 3 stages of 128+128 rows of 40 elements.
+// 128x64 A and a 128x64 W chunk, 10 mbarriers (full and empty per stage,
+// the consumers' two turns), 1024 bytes of alignment slack;
+// GEMM_BF16_MMA_SMEM, 3 stages of 128+128 rows of 40 elements.
 const (
-	gemmBF16Smem    = 4*2*128*64*2 + 2*4*8 + 1024
+	gemmBF16Smem    = 4*2*128*64*2 + (2*4+2)*8 + 1024
 	gemmBF16MmaSmem = 3 * (128 + 128) * 40 * 2
 )
 

@@ -182,34 +182,38 @@ func (c *cuDriver) HostFree(b []byte) error {
 	return x.lib.MemFreeHost(b)
 }
 
-func (c *cuDriver) ToHostAsync(dst []byte, src uintptr) error {
+// pinnedExt returns the extended calls for call, an asynchronous copy
+// into or from (prep) b, which must be bytes of a HostAlloc allocation.
+func (c *cuDriver) pinnedExt(call, prep string, b []byte) (*cuExt, error) {
 	x, err := c.extended()
 	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("cuda: %s of no bytes", call)
+	}
+	if !pinnedIn(x.pinned, b) {
+		return nil, fmt.Errorf("cuda: %s %s %d bytes at %#x, which are not pinned memory from HostAlloc", call, prep, len(b), uintptr(unsafe.Pointer(&b[0])))
+	}
+	return x, nil
+}
+
+// ToHostAsync's destination must be pinned: a pageable one would make the
+// copy synchronous, or be written after the garbage collector reused it.
+func (c *cuDriver) ToHostAsync(dst []byte, src uintptr) error {
+	x, err := c.pinnedExt("ToHostAsync", "into", dst)
+	if err != nil {
 		return err
-	}
-	if len(dst) == 0 {
-		return errors.New("cuda: ToHostAsync of no bytes")
-	}
-	// A pageable destination would make the copy synchronous, or be
-	// written after the garbage collector reused it.
-	if !pinnedIn(x.pinned, dst) {
-		return fmt.Errorf("cuda: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), uintptr(unsafe.Pointer(&dst[0])))
 	}
 	return x.lib.MemcpyDtoHAsync(dst, src, x.stream)
 }
 
+// UploadAsync's source must be pinned: from pageable memory the copy would
+// be staged, and src read, before the call returns, not when the stream
+// reaches it, which is what the caller waits on done for.
 func (c *cuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
-	x, err := c.extended()
-	if err != nil {
+	if _, err := c.pinnedExt("UploadAsync", "from", src); err != nil {
 		return err
-	}
-	if len(src) == 0 {
-		return errors.New("cuda: UploadAsync of no bytes")
-	}
-	// From pageable memory the copy would be staged, and src read, before
-	// the call returns: not what the caller waits on done for.
-	if !pinnedIn(x.pinned, src) {
-		return fmt.Errorf("cuda: UploadAsync from %d bytes at %#x, which are not pinned memory from HostAlloc", len(src), uintptr(unsafe.Pointer(&src[0])))
 	}
 	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(dst), unsafe.Pointer(&src[0]), int64(len(src)), c.stream); err != nil {
 		return err

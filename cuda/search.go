@@ -260,8 +260,7 @@ type searchBuffers struct {
 	queries, keys buf[uint16]
 	partS, outS   buf[float32]
 	partID, outID buf[int64]
-	nq, keyRows   int
-	dimp, w       int
+	nq, dimp, w   int
 	// The float32 queries, the exact scores of the running lists and of
 	// the merge's output, and float32 keys when a segment is float32.
 	queriesF, keysF    buf[float32]
@@ -279,7 +278,7 @@ func layoutSearch(a *arena, nq, keyRows, dim, dimp, w, parts int, wide bool) sea
 		partS: carve[float32](a, parts), partID: carve[int64](a, parts),
 		outS: carve[float32](a, nq*w), outID: carve[int64](a, nq*w),
 		queriesF: carve[float32](a, nq*dim), runExact: carve[float64](a, nq*w), outExact: carve[float64](a, nq*w),
-		nq: nq, keyRows: keyRows, dimp: dimp, w: w, dim: dim,
+		nq: nq, dimp: dimp, w: w, dim: dim,
 	}
 	if wide {
 		b.keysF = carve[float32](a, keyRows*dim)
@@ -312,8 +311,8 @@ type rankOut struct {
 // tile) so that a launch has about searchTargetBlocks blocks: at most
 // searchMaxSplits(nq, nk).
 func searchSplits(nq, nk int) (splits, kps int) {
-	tiles := (nk + searchBN - 1) / searchBN
-	perSplit := (tiles + searchMaxSplits(nq, nk) - 1) / searchMaxSplits(nq, nk)
+	tiles, most := (nk+searchBN-1)/searchBN, searchMaxSplits(nq, nk)
+	perSplit := (tiles + most - 1) / most
 	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
 }
 
@@ -383,10 +382,10 @@ func (d *Device) newKeyStage(ext driver.Extended, chunkRows, dim, dimp int, wide
 	return st, nil
 }
 
-// free waits for the stream (a copy may still read the buffers) and
-// releases the stage's memory and events, on the worker thread.
+// free releases the stage's memory and events, on the worker thread, once
+// the stream has been waited for (a copy may still read the buffers).
 func (st *keyStage) free(d *Device, ext driver.Extended) error {
-	errs := []error{d.drv.Sync()}
+	var errs []error
 	for i := range 2 {
 		for _, b := range [][]byte{st.half[i], st.wide[i]} {
 			if b != nil {
@@ -536,7 +535,7 @@ func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int
 		return nil
 	})
 	defer d.do(func() error {
-		errs := []error{d.drv.Sync()}
+		errs := []error{d.drv.Sync()} // before anything the stream may still use is freed
 		if st != nil {
 			errs = append(errs, st.free(d, ext))
 		}

@@ -27,7 +27,7 @@
 //       [M, ceil(N/64), 3]: for each row and 64-column tile, the (count,
 //       mean, M2) of the row's stored C values in the tile, the layout of
 //       gemm.cu's gemm_nt_bias_stats, which layernorm.cu's ln_apply merges
-//       (in tile order, in double) before it normalises the row
+//       (in double, in a fixed order) before it normalises the row
 //   gemm_bf16_nt_bf16_stats  gemm_bf16_nt_mma_bf16_stats  C bf16, and stats
 //       as f32_stats's of the rounded values (the bf16 engine's Linears that
 //       a LayerNorm follows: the LayerNorm reads C in bf16, as autocast's

@@ -125,13 +125,12 @@ __device__ __forceinline__ void ln_apply_row(float* y, float* y2, uint16_t* yb, 
         for (int off = 1; off < 32; off <<= 1) {
             const double oc = __shfl_xor_sync(0xffffffffu, cnt, off), om = __shfl_xor_sync(0xffffffffu, mean, off),
                          oM = __shfl_xor_sync(0xffffffffu, m2, off);
-            if (lane & off) {  // the partner's summary comes first
-                double c = oc, mm = om, M = oM;
-                ln_chan_merge(c, mm, M, cnt, mean, m2);
-                cnt = c, mean = mm, m2 = M;
-            } else {
-                ln_chan_merge(cnt, mean, m2, oc, om, oM);
-            }
+            // Both lanes merge the lower lane's summary first: the operands
+            // are chosen, not the path, so the warp does not diverge.
+            const bool upper = (lane & off) != 0;
+            const double nc = upper ? cnt : oc, nm = upper ? mean : om, nM = upper ? m2 : oM;
+            if (upper) cnt = oc, mean = om, m2 = oM;
+            ln_chan_merge(cnt, mean, m2, nc, nm, nM);
         }
         if (lane == 0) {
             sh[0] = mean;

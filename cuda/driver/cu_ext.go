@@ -189,11 +189,8 @@ func (c *cuDriver) pinnedExt(call, prep string, b []byte) (*cuExt, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(b) == 0 {
-		return nil, fmt.Errorf("cuda: %s of no bytes", call)
-	}
-	if !pinnedIn(x.pinned, b) {
-		return nil, fmt.Errorf("cuda: %s %s %d bytes at %#x, which are not pinned memory from HostAlloc", call, prep, len(b), uintptr(unsafe.Pointer(&b[0])))
+	if err := checkPinned("cuda", call, prep, x.pinned, b); err != nil {
+		return nil, err
 	}
 	return x, nil
 }

@@ -386,8 +386,8 @@ func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
 	if len(dst) == 0 {
 		return nil
 	}
-	if !pinnedIn(d.pinned, dst) {
-		return fmt.Errorf("emulation: ToHostAsync into %d bytes at %#x, which are not pinned memory from HostAlloc", len(dst), uintptr(unsafe.Pointer(&dst[0])))
+	if err := checkPinned("emulation", "ToHostAsync", "into", d.pinned, dst); err != nil {
+		return err
 	}
 	op := func() error { emu.ToHost(unsafe.Pointer(&dst[0]), src, int64(len(dst))); return nil }
 	if d.capture != nil {
@@ -407,11 +407,8 @@ func (d *emuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
 	if err := d.notCapturing("UploadAsync"); err != nil {
 		return err
 	}
-	if len(src) == 0 {
-		return errors.New("emulation: UploadAsync of no bytes")
-	}
-	if !pinnedIn(d.pinned, src) {
-		return fmt.Errorf("emulation: UploadAsync from %d bytes at %#x, which are not pinned memory from HostAlloc", len(src), uintptr(unsafe.Pointer(&src[0])))
+	if err := checkPinned("emulation", "UploadAsync", "from", d.pinned, src); err != nil {
+		return err
 	}
 	d.lazy = append(d.lazy, emuOp{run: func() error { emu.ToDevice(dst, unsafe.Pointer(&src[0]), int64(len(src))); return nil }})
 	if done == nil {

@@ -2,7 +2,10 @@
 
 package driver
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // What the tensor-core kernels need beyond Driver: launches with
 // parameters of any size (a 128-byte CUtensorMap by value), 3-D grids and
@@ -115,6 +118,19 @@ type Extended interface {
 	LaunchGraph(exec GraphExec) error
 	DestroyGraph(g Graph) error
 	DestroyGraphExec(exec GraphExec) error
+}
+
+// checkPinned refuses b for call, an asynchronous copy into or from (prep)
+// b, unless b is non-empty and lies inside one of pinned's allocations;
+// who names the driver in the error.
+func checkPinned(who, call, prep string, pinned map[uintptr]int, b []byte) error {
+	if len(b) == 0 {
+		return fmt.Errorf("%s: %s of no bytes", who, call)
+	}
+	if !pinnedIn(pinned, b) {
+		return fmt.Errorf("%s: %s %s %d bytes at %#x, which are not pinned memory from HostAlloc", who, call, prep, len(b), uintptr(unsafe.Pointer(&b[0])))
+	}
+	return nil
 }
 
 // pinnedIn reports whether b lies inside one of the allocations of

@@ -45,8 +45,17 @@
 //                      memory across named barrier 1 of 64 threads
 //   tc_check_divergent a block barrier that half the block skips by exiting
 //                      (a launch must fail)
+//   tc_check_drift     blocks of 64 threads (two warps): thread t puts t in
+//                      shared memory; after a barrier each warp runs `steps`
+//                      shuffles, each of the other warp's value at its lane;
+//                      then, after a barrier only if sync, thread t
+//                      overwrites its own value with -1; out[64 block + t] =
+//                      the sum of what it received. Without the barrier one
+//                      warp can overwrite its values while the other still
+//                      reads them: the emulator's tests use it to show that
+//                      its schedule lets warps drift apart.
 //
-// Versions: v1; v2 adds tc_check_wgmma_mn.
+// Versions: v1; v2 adds tc_check_wgmma_mn; v3 tc_check_drift.
 #include "tensorcore.cuh"
 
 extern "C" __global__ void tc_check_mma(const uint16_t* A, const uint16_t* Bt, const float* C, float* D, int is_f16) {
@@ -320,4 +329,16 @@ extern "C" __global__ void tc_check_divergent(int* out) {
     if (threadIdx.x % 2 == 1) return;
     __syncthreads();
     out[threadIdx.x] = 1;
+}
+
+extern "C" __global__ void tc_check_drift(int* out, int steps, int sync) {
+    int* s = (int*)dc_dynamic_smem();  // 64 ints
+    const int t = threadIdx.x % 64;
+    s[t] = t;
+    __syncthreads();
+    int sum = 0;
+    for (int i = 0; i < steps; ++i) sum += __shfl_xor_sync(0xffffffffu, s[(t + 32) % 64], 1);
+    if (sync) __syncthreads();
+    s[t] = -1;
+    out[blockIdx.x * 64 + t] = sum;
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/dinoclip/dinoclip/cuda/emu"
 	"github.com/dinoclip/dinoclip/kernels"
 )
 
@@ -23,6 +24,48 @@ func TestEmuDivergentBarrier(t *testing.T) {
 	err := v.launch("tc_check_divergent", cfg1(1, 128, 0), pPtr(out))
 	if err == nil || !strings.Contains(err.Error(), "divergent barrier") {
 		t.Fatalf("half the block skipping __syncthreads: error %v, want a divergent barrier", err)
+	}
+}
+
+// TestEmuScheduleDrift: a barrier missing between two warps that meet only
+// in warp collectives, as the one between search.cu's last reads of its
+// ring and its writes of the score tile over it. In a lockstep schedule
+// (seed 0) every warp completes one collective a round, in step with the
+// other, and the mistake never shows; the default schedule holds warps
+// back at random and must show it. With the barrier every schedule gives
+// the right sums.
+func TestEmuScheduleDrift(t *testing.T) {
+	v := openTC(t)
+	const blocks, steps = 64, 8
+	wrong := func(seed uint64, sync int) int {
+		old := emu.SetScheduleSeed(seed)
+		defer emu.SetScheduleSeed(old)
+		out := v.alloc(4 * 64 * blocks)
+		v.mustLaunch("tc_check_drift", cfg1(blocks, 64, 256), pPtr(out), pInt(steps), pInt(sync))
+		got := v.download(out, 4*64*blocks)
+		n := 0
+		for i := 0; i < 64*blocks; i++ {
+			// Thread i%64 receives lane ^ 1's read of the other warp's value.
+			lane := i % 64
+			want := steps * (((lane ^ 1) + 32) % 64)
+			if int(int32(binary.LittleEndian.Uint32(got[4*i:]))) != want {
+				n++
+			}
+		}
+		return n
+	}
+	def := emu.SetScheduleSeed(0)
+	emu.SetScheduleSeed(def)
+	for _, seed := range []uint64{0, def, def + 1, def + 2} {
+		if n := wrong(seed, 1); n != 0 {
+			t.Errorf("seed %d, with the barrier: %d of %d threads got a wrong sum", seed, n, 64*blocks)
+		}
+	}
+	if n := wrong(0, 0); n != 0 {
+		t.Errorf("lockstep schedule without the barrier: %d threads got a wrong sum; the test no longer shows what a lockstep schedule misses", n)
+	}
+	if n := wrong(def, 0); n == 0 {
+		t.Errorf("default schedule (seed %d) without the barrier: every sum right in %d blocks; warps never drifted apart", def, blocks)
 	}
 }
 

@@ -14,6 +14,7 @@ const char* emu_encode_tensor_map(unsigned char* out, int rank, int elem_bytes, 
                                   const uint32_t* elem_strides);
 uintptr_t emu_alloc(int64_t bytes);
 void emu_free(uintptr_t p);
+uint64_t emu_set_schedule_seed(uint64_t seed);
 int64_t emu_limit(void);
 int64_t emu_used(void);
 void emu_to_device(uintptr_t dst, const void* src, int64_t bytes);
@@ -176,6 +177,18 @@ func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params []
 		return fmt.Errorf("emulation: kernel %s: %s", name, C.GoString(&msg[0]))
 	}
 	return nil
+}
+
+// SetScheduleSeed sets the seed of the schedule of the launches that follow
+// and returns the one it replaces. The scheduler runs every thread until it
+// blocks, round after round; with a seed other than 0 it also holds warps
+// back for a few rounds at random, so that warps drift apart as they do on
+// a GPU and a missing barrier between them shows. Each cluster of each
+// kernel gets its own schedule from the seed, the same in every run. The
+// seed is 1 unless the environment's DINOCLIP_EMU_SEED says otherwise (to
+// look for races with other schedules); 0 keeps every warp in step.
+func SetScheduleSeed(seed uint64) uint64 {
+	return uint64(C.emu_set_schedule_seed(C.uint64_t(seed)))
 }
 
 // TensorMapLayout is what EncodeTensorMap needs of a validated tensor map

@@ -14,9 +14,15 @@
 //     collective completes when the last member arrives, which computes the
 //     result for all members. The scheduler goes round the fibers, in
 //     increasing order in even rounds and decreasing in odd ones, so that a
-//     missing barrier changes the result; a round in which no fiber can run
-//     is a deadlock, reported as a launch error (a barrier that some threads
-//     of a block skip by exiting is reported as a divergent barrier).
+//     missing barrier changes the result. Left at that, every warp would
+//     complete one collective a round, in step with the others, and a
+//     barrier missing between warps that meet only in collectives would
+//     never show; so at the start of each round each warp may be held back
+//     for a few rounds (odds and lengths from a seeded generator: the same
+//     schedule in every run, DINOCLIP_EMU_SEED picks another, 0 none). A
+//     round in which no fiber can run, with no warp held back, is a
+//     deadlock, reported as a launch error (a barrier that some threads of
+//     a block skip by exiting is reported as a divergent barrier).
 //   - Device memory, and dynamic shared memory at the start of each block,
 //     are filled with 0xff bytes (NaN as float, bf16 and f16), so reading
 //     memory nobody wrote shows. Asynchronous copies (cp.async, TMA) poison

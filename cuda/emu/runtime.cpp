@@ -6,6 +6,7 @@
 // the scheduler's sync objects: block and named barriers, warp and
 // warpgroup collectives, waits on a condition, the cluster barrier. emu.h
 // has the design.
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <ucontext.h>
@@ -41,6 +42,7 @@ struct Wait {
 struct Fiber {
     ucontext_t ctx;
     int cta;       // block rank within the cluster
+    int warp;      // warp index within the cluster (the unit the schedule holds back)
     emu_dim3 tid;  // threadIdx
     int lin;       // linear thread index within the block
     bool done;
@@ -79,6 +81,8 @@ struct Run {
     emu_dim3 cluster_dim{1, 1, 1}, cluster_idx{0, 0, 0};
     uint32_t smem_bytes = 0;
     Barrier cluster_bar;
+    std::vector<int> held;  // per warp of the cluster: rounds it still sits out
+    uint64_t rng = 0;       // the schedule's random state (0: lockstep)
     Fiber* cur = nullptr;
     ucontext_t sched;
     std::string error;
@@ -88,6 +92,48 @@ struct Run {
 Run* run;
 
 std::mutex mu;  // one launch at a time, whatever thread asks
+
+// The schedule's seed (emu_set_schedule_seed, DINOCLIP_EMU_SEED): 0 runs
+// every warp in every round; any other value holds warps back at random.
+uint64_t schedule_seed = 1;
+bool schedule_seed_read = false;
+std::string schedule_seed_error;
+
+// A warp starts to sit out with odds 1 in kHoldOdds a round, for 1 to
+// kHoldRounds rounds.
+constexpr uint64_t kHoldOdds = 8, kHoldRounds = 4;
+
+uint64_t splitmix64(uint64_t& s) {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// read_schedule_seed takes DINOCLIP_EMU_SEED once, unless a test has set
+// the seed first.
+void read_schedule_seed() {
+    if (schedule_seed_read) return;
+    schedule_seed_read = true;
+    const char* v = getenv("DINOCLIP_EMU_SEED");
+    if (v == nullptr || *v == 0) return;
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || *end != 0 || *v == '-' || *v == '+')
+        schedule_seed_error = std::string("DINOCLIP_EMU_SEED=") + v + ": not an unsigned decimal integer";
+    else
+        schedule_seed = x;
+}
+
+// cluster_seed gives each cluster run of each kernel its own schedule, the
+// same in every process whatever ran before it.
+uint64_t cluster_seed(const char* name, int cluster) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
+    for (const char* c = name; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    uint64_t s = schedule_seed ^ h ^ ((uint64_t)cluster << 32);
+    return splitmix64(s) | 1;  // never 0, which means lockstep
+}
 std::unordered_map<std::string, emu_entry>* table;
 const int64_t limit = int64_t(64) << 30;  // the emulated device's memory
 int64_t used = 0;
@@ -151,19 +197,42 @@ std::string deadlock() {
     return "deadlock";
 }
 
+// hold_warps picks the warps that sit out this round (a random schedule
+// only) and says whether any does.
+bool hold_warps() {
+    if (run->rng == 0) return false;
+    bool any = false;
+    for (int& h : run->held) {
+        if (h > 0)
+            --h;
+        else if (splitmix64(run->rng) % kHoldOdds == 0)
+            h = 1 + (int)(splitmix64(run->rng) % kHoldRounds);
+        any = any || h > 0;
+    }
+    return any;
+}
+
 // schedule runs the fibers of the cluster to their end; false on an error
 // (run->error says which).
 bool schedule() {
     const int n = (int)run->fibers.size();
+    bool may_hold = true;
     for (int round = 0;; ++round) {
         bool progressed = false;
         int alive = 0;
+        const bool holding = may_hold && hold_warps();
+        may_hold = true;
         for (int i = 0; i < n; ++i) {
             // Alternate the order of the threads between rounds, so that a
             // missing barrier shows as a changed result.
             Fiber& f = run->fibers[round % 2 == 0 ? i : n - 1 - i];
             if (f.done) continue;
             ++alive;
+            // A warp held back lets the others run ahead of it: without
+            // this every warp completes one collective a round, in step
+            // with the others, and a barrier missing between warps that
+            // only meet in collectives never shows.
+            if (holding && run->held[f.warp] > 0) continue;
             if (f.blocked) {
                 run->cur = &f;  // ready() may act for the waiting thread
                 set_builtins(f);
@@ -177,6 +246,13 @@ bool schedule() {
             if (run->aborted) return false;
         }
         if (alive == 0) return true;
+        if (!progressed && holding) {
+            // The others may be waiting on the warps held back: release
+            // them, and hold none next round, which tells a deadlock.
+            std::fill(run->held.begin(), run->held.end(), 0);
+            may_hold = false;
+            continue;
+        }
         if (!progressed) {
             run->error = deadlock();
             return false;
@@ -357,6 +433,8 @@ int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsig
         return fail("cluster of " + std::to_string(nctas) + " blocks of " + std::to_string(threads) +
                     " threads: the emulator runs at most 8192 threads at once");
     if (smem_bytes < 0) return fail("negative shared memory");
+    read_schedule_seed();
+    if (!schedule_seed_error.empty()) return fail(schedule_seed_error);
 
     if (run == nullptr) run = new Run;
     Run& r = *run;
@@ -371,6 +449,7 @@ int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsig
     while ((int)r.stacks.size() < nfib) r.stacks.push_back(new char[kStack]);
     r.fibers.assign(nfib, Fiber{});
     r.ctas.assign(nctas, Cta{});
+    const int warps_per_cta = (int)((threads + 31) / 32);
     const size_t smem_alloc = ((size_t)smem_bytes + 1023) / 1024 * 1024;
     for (Cta& c : r.ctas) {
         c.warps.assign((threads + 31) / 32, Collective{});
@@ -387,6 +466,9 @@ int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsig
                 r.cluster_bar = Barrier{};
                 r.aborted = false;
                 r.error.clear();
+                r.held.assign(nctas * warps_per_cta, 0);
+                const int cluster = (z / cz) * (gy / cy) * (gx / cx) + (y / cy) * (gx / cx) + x / cx;
+                r.rng = schedule_seed == 0 ? 0 : cluster_seed(name, cluster);
                 int f = 0;
                 for (int k = 0; k < nctas; ++k) {
                     Cta& c = r.ctas[k];
@@ -401,6 +483,7 @@ int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsig
                         Fiber& fb = r.fibers[f];
                         fb.cta = k;
                         fb.lin = t;
+                        fb.warp = k * warps_per_cta + t / 32;
                         fb.tid = emu_dim3{(unsigned)(t % bx), (unsigned)((t / bx) % by), (unsigned)(t / (bx * by))};
                         fb.done = fb.blocked = false;
                         getcontext(&fb.ctx);
@@ -443,6 +526,17 @@ void emu_free(uintptr_t p) {
     used -= it->second;
     sizes.erase(it);
     free((void*)p);
+}
+
+// emu_set_schedule_seed sets the schedule's seed for the launches that
+// follow (0: lockstep) and returns the one it replaces.
+uint64_t emu_set_schedule_seed(uint64_t seed) {
+    std::lock_guard<std::mutex> lock(mu);
+    read_schedule_seed();
+    const uint64_t old = schedule_seed;
+    schedule_seed = seed;
+    schedule_seed_error.clear();
+    return old;
 }
 
 int64_t emu_limit(void) { return limit; }

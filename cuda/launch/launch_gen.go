@@ -78,6 +78,7 @@ const (
 	KTcCheckCluster                         // kernels/tensorcore_check.cu
 	KTcCheckGeometry                        // kernels/tensorcore_check.cu
 	KTcCheckDivergent                       // kernels/tensorcore_check.cu
+	KTcCheckDrift                           // kernels/tensorcore_check.cu
 	NumKernels
 )
 
@@ -152,6 +153,7 @@ var names = [NumKernels]string{
 	KTcCheckCluster:           "tc_check_cluster",
 	KTcCheckGeometry:          "tc_check_geometry",
 	KTcCheckDivergent:         "tc_check_divergent",
+	KTcCheckDrift:             "tc_check_drift",
 }
 
 var paramBytes = [NumKernels][]int{
@@ -225,6 +227,7 @@ var paramBytes = [NumKernels][]int{
 	KTcCheckCluster:           {128, 8, 8, 4},
 	KTcCheckGeometry:          {8},
 	KTcCheckDivergent:         {8},
+	KTcCheckDrift:             {8, 4, 4},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -715,4 +718,11 @@ func TcCheckGeometry(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error 
 //	tc_check_divergent(int* out)
 func TcCheckDivergent(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error {
 	return l.Launch(KTcCheckDivergent, cfg, [][]byte{ptr(out)})
+}
+
+// TcCheckDrift launches tc_check_drift of kernels/tensorcore_check.cu:
+//
+//	tc_check_drift(int* out, int steps, int sync)
+func TcCheckDrift(l Launcher, cfg driver.LaunchConfig, out Ptr[int32], steps int32, sync int32) error {
+	return l.Launch(KTcCheckDrift, cfg, [][]byte{ptr(out), i32(steps), i32(sync)})
 }

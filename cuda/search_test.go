@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/retrieval/searchtest"
@@ -312,5 +313,114 @@ func TestSearcherShortLastChunk(t *testing.T) {
 		if !slices.Equal(got.Rows, want.Rows) || !slices.Equal(got.Scores, want.Scores) {
 			t.Errorf("stream=%v: rows %v, want %v", stream, got.Rows, want.Rows)
 		}
+	}
+}
+
+// tightDriver is the device's own driver with less memory than it has:
+// MemInfo reports free bytes free, and allocFail may refuse an allocation.
+type tightDriver struct {
+	fullDriver
+	free      int64
+	allocFail func(bytes int64) error
+}
+
+type fullDriver interface {
+	driver.Driver
+	driver.Extended
+}
+
+func (d *tightDriver) MemInfo() (free, total int64, err error) {
+	_, total, err = d.fullDriver.MemInfo()
+	return d.free, total, err
+}
+
+func (d *tightDriver) Alloc(bytes int64) (uintptr, error) {
+	if err := d.allocFail(bytes); err != nil {
+		return 0, err
+	}
+	return d.fullDriver.Alloc(bytes)
+}
+
+// When the keys do not fit beside the search's buffers and the spare, or
+// fit by the count of free memory but their allocation fails for lack of
+// it, the searcher streams them and gives the same answer; an allocation
+// failing for another reason is an error, not a fallback.
+func TestSearcherMemoryFallback(t *testing.T) {
+	d, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var inner fullDriver
+	var oomErr error
+	on(t, d, func() error {
+		var ok bool
+		if inner, ok = d.drv.(fullDriver); !ok {
+			return fmt.Errorf("driver %T does not implement Extended", d.drv)
+		}
+		// The driver's own out-of-memory error, from an allocation no
+		// device can make.
+		if _, oomErr = inner.Alloc(1 << 62); oomErr == nil || !inner.IsOutOfMemory(oomErr) {
+			return fmt.Errorf("allocating 4 EiB: %v, want the driver's out-of-memory error", oomErr)
+		}
+		return nil
+	})
+	rnd := rand.New(rand.NewPCG(8, 13))
+	const nq, nk, dim, k, chunk = 30, 2000, 48, 7, 300
+	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
+	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRowsF32(randn(rnd, nk*dim, 1), dim)})
+	wantRows, wantScores := searchtest.Reference(q, nq, all, dim, k)
+	// The streaming allocation holds one chunk of keys; the resident one
+	// all nk, at least nk*dim*2 bytes.
+	const keyBytes = nk * dim * 2
+	plenty := 1 << 40
+	for _, c := range []struct {
+		name      string
+		free      int64
+		allocFail func(int64) error
+		resident  bool
+		err       string
+	}{
+		{"fits", int64(plenty), func(int64) error { return nil }, true, ""},
+		{"does-not-fit", keyBytes, func(b int64) error {
+			if b >= keyBytes {
+				return fmt.Errorf("allocated %d bytes after MemInfo said they do not fit", b)
+			}
+			return nil
+		}, false, ""},
+		{"out-of-memory", int64(plenty), func(b int64) error {
+			if b >= keyBytes {
+				return oomErr
+			}
+			return nil
+		}, false, ""},
+		{"other-error", int64(plenty), func(b int64) error {
+			if b >= keyBytes {
+				return fmt.Errorf("the driver is on fire")
+			}
+			return nil
+		}, false, "on fire"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			on(t, d, func() error { d.drv = &tightDriver{inner, c.free, c.allocFail}; return nil })
+			defer on(t, d, func() error { d.drv = inner; return nil })
+			s := &Searcher{Dev: d, ChunkRows: chunk}
+			got, err := s.Search(context.Background(), q, nq, keys, k)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Last.Resident != c.resident {
+				t.Errorf("Resident %v, want %v", s.Last.Resident, c.resident)
+			}
+			if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
+				t.Error(diff)
+			}
+		})
 	}
 }

@@ -76,6 +76,7 @@ func TestGatherRows(t *testing.T) {
 // residentData is a float16 data set in host memory, as an
 // nn.Float16Reader that records the ranges it was asked for.
 type residentData struct {
+	cfg     nn.Config // the model it is drawn for
 	x, t    []uint16
 	in, out int
 	ranges  [][2]int
@@ -83,7 +84,7 @@ type residentData struct {
 
 func newResidentData(c nn.Config, rows int, seed uint64) *residentData {
 	rng := rand.New(rand.NewPCG(seed, 77))
-	r := &residentData{x: make([]uint16, rows*c.InputDim), t: make([]uint16, rows*c.OutputDim), in: c.InputDim, out: c.OutputDim}
+	r := &residentData{cfg: c, x: make([]uint16, rows*c.InputDim), t: make([]uint16, rows*c.OutputDim), in: c.InputDim, out: c.OutputDim}
 	for i := range r.x {
 		r.x[i] = npy.Float16Bits(float32(rng.NormFloat64()))
 	}

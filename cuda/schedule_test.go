@@ -21,13 +21,24 @@ import (
 // batch sizes that change) under a lockstep schedule (seed 0) and three
 // random ones and must end with the same losses, parameters and moments.
 func TestStepScheduleIndependent(t *testing.T) {
+	// The wide model's GEMMs, on a device of 2 multiprocessors, have several
+	// tiles a block (the ping-pong consumers alternate) and several K
+	// chunks a tile (the ring wraps).
+	wide := nn.Config{InputDim: 136, HiddenDim: 400, OutputDim: 264, Blocks: 1}
 	for _, m := range []struct {
 		name      string
 		newEngine func(nn.Config) (*Engine, error)
-	}{{"fp32", NewEngine}, {"bf16", NewBF16Engine}} {
+		cfg       nn.Config
+		batch     int
+		sms       int // the multiprocessors the GEMMs plan for; 0: the device's
+	}{
+		{"fp32", NewEngine, enginetest.Config, 19, 0},
+		{"bf16", NewBF16Engine, enginetest.Config, 19, 0},
+		{"bf16-wide", NewBF16Engine, wide, 150, 2},
+	} {
 		t.Run(m.name, func(t *testing.T) {
-			const rows, batch = 70, 19
-			data := newResidentData(enginetest.Config, rows, 5)
+			rows, batch := 4*m.batch, m.batch
+			data := newResidentData(m.cfg, rows, 5)
 			type result struct {
 				losses  []float64
 				p, m, v []float32
@@ -37,9 +48,12 @@ func TestStepScheduleIndependent(t *testing.T) {
 				defer emu.SetScheduleSeed(old)
 				e := stepEngines(t, m.newEngine, data, rows, batch, 1)[0]
 				defer e.Close()
+				if m.sms > 0 {
+					on(t, e.dev, func() error { e.dev.tc.sms = m.sms; return nil })
+				}
 				rng := rand.New(rand.NewPCG(6, 1))
 				var r result
-				for s, n := range []int{19, 19, 19, 11} {
+				for s, n := range []int{batch, batch, batch, batch - 8} {
 					idx := make([]int32, n)
 					for i := range idx {
 						idx[i] = int32(rng.IntN(rows))

@@ -51,11 +51,12 @@ func stepHP(s int) nn.AdamWStep {
 	return nn.AdamWStep{Step: s, LR: 1e-2 / float64(s), Beta1: 0.95 - 0.01*float64(s), Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
 }
 
-// stepEngines opens one engine per mode, each with parameters params and
-// the resident data loaded for batches of up to batch rows.
+// stepEngines opens count engines of data's model, each with the same
+// initial parameters and the resident data loaded for batches of up to
+// batch rows.
 func stepEngines(t *testing.T, newEngine func(nn.Config) (*Engine, error), data *residentData, rows, batch, count int) []*Engine {
 	t.Helper()
-	c := enginetest.Config
+	c := data.cfg
 	params := nn.InitParameters[float32](c, 9)
 	var es []*Engine
 	for range count {

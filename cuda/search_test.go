@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -341,10 +342,11 @@ func (d *tightDriver) Alloc(bytes int64) (uintptr, error) {
 	return d.fullDriver.Alloc(bytes)
 }
 
-// When the keys do not fit beside the search's buffers and the spare, or
-// fit by the count of free memory but their allocation fails for lack of
-// it, the searcher streams them and gives the same answer; an allocation
-// failing for another reason is an error, not a fallback.
+// The keys stay on the GPU when they fit beside the search's buffers and
+// the spare, to the byte. When they do not, or fit by the count of free
+// memory but their allocation fails for lack of it, the searcher streams
+// them and gives the same answer; an allocation failing for another
+// reason is an error, not a fallback.
 func TestSearcherMemoryFallback(t *testing.T) {
 	d, err := Open()
 	if err != nil {
@@ -370,39 +372,39 @@ func TestSearcherMemoryFallback(t *testing.T) {
 	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
 	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRowsF32(randn(rnd, nk*dim, 1), dim)})
 	wantRows, wantScores := searchtest.Reference(q, nq, all, dim, k)
-	// The streaming allocation holds one chunk of keys; the resident one
-	// all nk, at least nk*dim*2 bytes.
-	const keyBytes = nk * dim * 2
-	plenty := 1 << 40
+	// The first search, with plenty of memory, measures the resident
+	// allocation (the largest it makes: all keys and the buffers); the
+	// others put the free memory on either side of it plus the spare, or
+	// fail it.
+	var resBytes, total int64
+	on(t, d, func() (err error) { _, total, err = inner.MemInfo(); return err })
+	spare := residentSpare(total)
+	const plenty = int64(1) << 40
+	ok := func(int64) error { return nil }
+	refuse := func(err error) func(int64) error {
+		return func(b int64) error {
+			if b >= resBytes {
+				return err
+			}
+			return nil
+		}
+	}
 	for _, c := range []struct {
 		name      string
-		free      int64
+		free      func() int64
 		allocFail func(int64) error
 		resident  bool
 		err       string
 	}{
-		{"fits", int64(plenty), func(int64) error { return nil }, true, ""},
-		{"does-not-fit", keyBytes, func(b int64) error {
-			if b >= keyBytes {
-				return fmt.Errorf("allocated %d bytes after MemInfo said they do not fit", b)
-			}
-			return nil
-		}, false, ""},
-		{"out-of-memory", int64(plenty), func(b int64) error {
-			if b >= keyBytes {
-				return oomErr
-			}
-			return nil
-		}, false, ""},
-		{"other-error", int64(plenty), func(b int64) error {
-			if b >= keyBytes {
-				return fmt.Errorf("the driver is on fire")
-			}
-			return nil
-		}, false, "on fire"},
+		{"fits", func() int64 { return plenty }, func(b int64) error { resBytes = max(resBytes, b); return nil }, true, ""},
+		{"fits-with-the-spare", func() int64 { return resBytes + spare }, ok, true, ""},
+		{"one-byte-short", func() int64 { return resBytes + spare - 1 },
+			refuse(errors.New("allocated the resident keys after MemInfo said they do not fit")), false, ""},
+		{"out-of-memory", func() int64 { return plenty }, refuse(oomErr), false, ""},
+		{"other-error", func() int64 { return plenty }, refuse(errors.New("the driver is on fire")), false, "on fire"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			on(t, d, func() error { d.drv = &tightDriver{inner, c.free, c.allocFail}; return nil })
+			on(t, d, func() error { d.drv = &tightDriver{inner, c.free(), c.allocFail}; return nil })
 			defer on(t, d, func() error { d.drv = inner; return nil })
 			s := &Searcher{Dev: d, ChunkRows: chunk}
 			got, err := s.Search(context.Background(), q, nq, keys, k)
@@ -416,7 +418,8 @@ func TestSearcherMemoryFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			if s.Last.Resident != c.resident {
-				t.Errorf("Resident %v, want %v", s.Last.Resident, c.resident)
+				t.Errorf("free %d bytes (resident allocation %d, spare %d): Resident %v, want %v",
+					c.free(), resBytes, spare, s.Last.Resident, c.resident)
 			}
 			if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
 				t.Error(diff)

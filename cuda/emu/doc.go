@@ -11,8 +11,10 @@
 //     of the cluster a fiber on the calling OS thread, blocked on a sync
 //     object (block or named barrier, warp or warpgroup collective,
 //     mbarrier phase, cluster barrier) until it completes; threads run in
-//     alternating order from one round to the next, and a round where no
-//     thread can run is a deadlock or a divergent barrier, reported as the
+//     alternating order from one round to the next, warps held back for
+//     rounds at random (seeded: SetScheduleSeed, DINOCLIP_EMU_SEED) so
+//     that they drift apart, and a round where no thread can run and none
+//     is held back is a deadlock or a divergent barrier, reported as the
 //     launch's error. Any block up to 1024 threads, 3-D grids and blocks,
 //     dynamic shared memory per block (filled with NaN at the block's
 //     start), parameters passed as their exact bytes.

@@ -186,7 +186,9 @@ func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params []
 // a GPU and a missing barrier between them shows. Each cluster of each
 // kernel gets its own schedule from the seed, the same in every run. The
 // seed is 1 unless the environment's DINOCLIP_EMU_SEED says otherwise (to
-// look for races with other schedules); 0 keeps every warp in step.
+// look for races with other schedules); 0 keeps every warp in step. The
+// seed applies when a kernel runs, not when it is queued: work a driver
+// runs lazily, or a graph replays, takes the seed set at that time.
 func SetScheduleSeed(seed uint64) uint64 {
 	return uint64(C.emu_set_schedule_seed(C.uint64_t(seed)))
 }

@@ -82,7 +82,8 @@ struct Run {
     uint32_t smem_bytes = 0;
     Barrier cluster_bar;
     std::vector<int> held;  // per warp of the cluster: rounds it still sits out
-    uint64_t rng = 0;       // the schedule's random state (0: lockstep)
+    bool random = false;    // hold warps back (the seed is not 0)
+    uint64_t rng = 0;       // the schedule's random state
     Fiber* cur = nullptr;
     ucontext_t sched;
     std::string error;
@@ -100,8 +101,11 @@ bool schedule_seed_read = false;
 std::string schedule_seed_error;
 
 // A warp starts to sit out with odds 1 in kHoldOdds a round, for 1 to
-// kHoldRounds rounds.
-constexpr uint64_t kHoldOdds = 8, kHoldRounds = 4;
+// kHoldRounds rounds: long enough for the others to get a stretch of
+// collectives ahead (search.cu's warps run 16 mma.sync after their last
+// ldmatrix of a tile), and a round in which nothing moves releases them
+// all, so long holds cost little.
+constexpr uint64_t kHoldOdds = 8, kHoldRounds = 64;
 
 uint64_t splitmix64(uint64_t& s) {
     uint64_t z = (s += 0x9e3779b97f4a7c15ull);
@@ -120,7 +124,7 @@ void read_schedule_seed() {
     char* end = nullptr;
     errno = 0;
     const unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != 0 || *v == '-' || *v == '+')
+    if (errno != 0 || *end != 0 || strspn(v, "0123456789") != strlen(v))
         schedule_seed_error = std::string("DINOCLIP_EMU_SEED=") + v + ": not an unsigned decimal integer";
     else
         schedule_seed = x;
@@ -131,8 +135,10 @@ void read_schedule_seed() {
 uint64_t cluster_seed(const char* name, int cluster) {
     uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
     for (const char* c = name; *c; ++c) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    uint64_t s = schedule_seed ^ h ^ ((uint64_t)cluster << 32);
-    return splitmix64(s) | 1;  // never 0, which means lockstep
+    uint64_t s = schedule_seed;
+    s = splitmix64(s) ^ h;
+    s = splitmix64(s) ^ (uint64_t)cluster;
+    return splitmix64(s);
 }
 std::unordered_map<std::string, emu_entry>* table;
 const int64_t limit = int64_t(64) << 30;  // the emulated device's memory
@@ -200,7 +206,7 @@ std::string deadlock() {
 // hold_warps picks the warps that sit out this round (a random schedule
 // only) and says whether any does.
 bool hold_warps() {
-    if (run->rng == 0) return false;
+    if (!run->random) return false;
     bool any = false;
     for (int& h : run->held) {
         if (h > 0)
@@ -468,7 +474,8 @@ int emu_launch_ex(const char* name, const int* dims, int smem_bytes, const unsig
                 r.error.clear();
                 r.held.assign(nctas * warps_per_cta, 0);
                 const int cluster = (z / cz) * (gy / cy) * (gx / cx) + (y / cy) * (gx / cx) + x / cx;
-                r.rng = schedule_seed == 0 ? 0 : cluster_seed(name, cluster);
+                r.random = schedule_seed != 0;
+                r.rng = r.random ? cluster_seed(name, cluster) : 0;
                 int f = 0;
                 for (int k = 0; k < nctas; ++k) {
                     Cta& c = r.ctas[k];
@@ -533,9 +540,10 @@ void emu_free(uintptr_t p) {
 uint64_t emu_set_schedule_seed(uint64_t seed) {
     std::lock_guard<std::mutex> lock(mu);
     read_schedule_seed();
+    // A bad DINOCLIP_EMU_SEED stays an error for the launches that follow:
+    // a test that sets and restores the seed must not hide it.
     const uint64_t old = schedule_seed;
     schedule_seed = seed;
-    schedule_seed_error.clear();
     return old;
 }
 

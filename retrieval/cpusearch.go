@@ -81,9 +81,11 @@ type searchPlan struct {
 	windows          [][]tile // tiles searched between two evictions
 }
 
-// selectionBytes estimates the memory of one query's selection.
+// selectionBytes estimates the memory of one query's selection: the heap
+// of k lower bounds, exact and its merge buffer (k each), pending and the
+// struct.
 func selectionBytes(k int) int64 {
-	return int64(k)*8 + int64(k)*16 + int64(max(2*k, 32))*16 + 96
+	return int64(k)*8 + 2*int64(k)*16 + int64(max(2*k, 32))*16 + 120
 }
 
 func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) {

@@ -20,6 +20,7 @@ type selection struct {
 	k       int
 	lower   minHeap  // the k largest lower bounds seen
 	exact   []scored // up to k keys with their reference scores, best first
+	spare   []scored // flush's merge buffer, exact's size, swapped with it
 	pending []scored // candidates with the upper bound of their score, not yet re-scored
 	floor   float64  // a lower bound of the k-th largest reference score seen; -Inf until k keys are seen
 	cap     int      // pending is re-scored when it reaches this length
@@ -41,6 +42,7 @@ func newSelection(k int) selection {
 		k:     k,
 		lower: make(minHeap, 0, k),
 		exact: make([]scored, 0, k),
+		spare: make([]scored, 0, k),
 		floor: math.Inf(-1),
 		cap:   max(2*k, 32),
 	}
@@ -88,33 +90,36 @@ func (sel *selection) offer(row int64, s32 float32, err float64) bool {
 }
 
 // flush re-scores the pending candidates that floor does not rule out with
-// score (the reference score of a row) and merges them into exact.
+// score (the reference score of a row), sorts them and merges them with
+// exact, keeping the k best: O(k + p log p) for p candidates, so a search
+// whose k is near the number of keys stays O(n log k), where inserting one
+// candidate at a time into a sorted list of k would be O(n k).
 func (sel *selection) flush(score func(row int64) float64) {
+	fresh := sel.pending[:0] // re-scored in place: each is read before it is overwritten
 	for _, c := range sel.pending {
-		if c.score < sel.floor {
-			continue
+		if c.score >= sel.floor {
+			fresh = append(fresh, scored{c.row, score(c.row)})
 		}
-		sel.insert(scored{c.row, score(c.row)})
 	}
-	sel.pending = sel.pending[:0]
-}
-
-// insert puts an exactly scored key into exact if it ranks among the k
-// best, and raises floor to the k-th exact score once there are k.
-func (sel *selection) insert(c scored) {
-	if len(sel.exact) == sel.k {
-		if !c.before(sel.exact[sel.k-1]) {
-			return
-		}
-		sel.exact = sel.exact[:sel.k-1]
-	}
-	p, _ := slices.BinarySearchFunc(sel.exact, c, func(e, t scored) int {
-		if e.before(t) {
+	slices.SortFunc(fresh, func(a, b scored) int {
+		if a.before(b) {
 			return -1
 		}
-		return 1
+		return 1 // rows are distinct: never equal
 	})
-	sel.exact = slices.Insert(sel.exact, p, c)
+	merged := sel.spare[:0]
+	i, j := 0, 0
+	for len(merged) < sel.k && (i < len(sel.exact) || j < len(fresh)) {
+		if j == len(fresh) || i < len(sel.exact) && sel.exact[i].before(fresh[j]) {
+			merged = append(merged, sel.exact[i])
+			i++
+		} else {
+			merged = append(merged, fresh[j])
+			j++
+		}
+	}
+	sel.exact, sel.spare = merged, sel.exact
+	sel.pending = sel.pending[:0]
 	if len(sel.exact) == sel.k {
 		sel.floor = max(sel.floor, sel.exact[sel.k-1].score)
 	}

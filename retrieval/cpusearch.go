@@ -184,7 +184,7 @@ func (c *CPUSearcher) Search(ctx context.Context, queries []float32, nQueries in
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if err := chunk.searchWindow(p, win, sels); err != nil {
+			if err := chunk.searchWindow(ctx, p, win, sels); err != nil {
 				return nil, err
 			}
 			rows := int64(0)
@@ -196,6 +196,9 @@ func (c *CPUSearcher) Search(ctx context.Context, queries []float32, nQueries in
 			if c.Progress != nil {
 				c.Progress(done, total)
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
 		if err := chunk.merge(sels, out.Rows[q0*kOut:(q0+qn)*kOut], out.Scores[q0*kOut:(q0+qn)*kOut], kOut); err != nil {
 			return nil, err
@@ -220,8 +223,9 @@ func (c *queryChunk) score(i int, row []float32) func(int64) float64 {
 }
 
 // searchWindow runs the workers over the tiles of one window; worker w
-// offers its scores to sels[w].
-func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) error {
+// offers its scores to sels[w]. The workers stop at their next tile once
+// ctx is done (a window can be the whole index).
+func (c *queryChunk) searchWindow(ctx context.Context, p searchPlan, win []tile, sels [][]selection) error {
 	dim := c.keys.Dim
 	rel, abs := ErrorBound(dim)
 	var next atomic.Int64
@@ -236,7 +240,7 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 			scores := make([]float32, panelQueries*tileRows)
 			row := make([]float32, dim)
 			sel := sels[w]
-			var decodeErr error
+			var stopErr error
 			faultErr := mmapfault.Guard(func() {
 				for {
 					ti := int(next.Add(1) - 1)
@@ -250,10 +254,15 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 						}
 						return
 					}
+					if err := ctx.Err(); err != nil {
+						stopErr = err
+						next.Store(int64(len(win))) // stop the others
+						return
+					}
 					t := win[ti]
 					kn := t.hi - t.lo
 					if err := c.keys.packKeys(keyPanels, norms2, row, t.seg, t.lo, t.hi); err != nil {
-						decodeErr = err
+						stopErr = err
 						next.Store(int64(len(win))) // stop the others
 						return
 					}
@@ -296,7 +305,7 @@ func (c *queryChunk) searchWindow(p searchPlan, win []tile, sels [][]selection) 
 					}
 				}
 			})
-			errs[w] = cmp.Or(decodeErr, faultErr)
+			errs[w] = cmp.Or(stopErr, faultErr)
 		})
 	}
 	wg.Wait()

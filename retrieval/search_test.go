@@ -2,6 +2,7 @@ package retrieval_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -159,5 +160,50 @@ func TestCPUSearcherOverflow(t *testing.T) {
 		if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
 			t.Errorf("workers %d: %s", s.Workers, diff)
 		}
+	}
+}
+
+// countdownCtx is a context whose Err turns to context.Canceled at its
+// n-th call.
+type countdownCtx struct {
+	context.Context
+	calls, n int
+}
+
+func (c *countdownCtx) Err() error {
+	if c.calls++; c.calls >= c.n {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A search stops within its window once its context is done: an index
+// that is one window (as under the default budget) must not run to the end
+// after Ctrl-C. The countdown passes the check before the window and one
+// tile; the window must then stop, before its progress is reported.
+func TestCPUSearcherCancelWithinWindow(t *testing.T) {
+	const nq, nk, dim = 8, 2000, 16
+	q := make([]float32, nq*dim)
+	kv := make([]float32, nk*dim)
+	for i := range kv {
+		kv[i] = float32(i%7) - 3
+	}
+	for i := range q {
+		q[i] = float32(i%5) - 2
+	}
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Rows: nk, Data: kv})
+	s := retrieval.SmallSearcher(50, 1<<20, 1) // 40 tiles, one window
+	progressed := false
+	s.Progress = func(done, total int64) { progressed = true }
+	ctx := &countdownCtx{Context: context.Background(), n: 3}
+	_, err := s.Search(ctx, q, nq, keys, 5)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if progressed {
+		t.Error("the window ran to its end after the context was done")
+	}
+	if ctx.calls != 3 {
+		t.Errorf("Err called %d times, want 3 (before the window, then at each tile until it is done)", ctx.calls)
 	}
 }

@@ -253,6 +253,9 @@ func runSearch(cCtx *cli.Context) error {
 			upload = fmt.Sprintf(", of which %.3g s copying the keys to the GPU", secs)
 		}
 	}
+	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
+		return err
+	}
 	if err := writeSearch(out, nb, info); err != nil {
 		return err
 	}

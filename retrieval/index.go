@@ -412,7 +412,9 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 			if err := fill(x, lo, hi); err != nil {
 				return err
 			}
-			if err := normalizeInPlace(x, dim, source.Path, lo); err != nil {
+			// fill gives the model's outputs: a NaN there is the model's,
+			// whatever the features were.
+			if err := normalizeInPlace(x, dim, "the model's output for "+source.Path, lo); err != nil {
 				return err
 			}
 			b := enc[:len(x)*w.dtype.Size()]

@@ -251,6 +251,13 @@ func TestIndexSearchErrors(t *testing.T) {
 	x[2*tIn+5] = float32(math.Inf(-1))
 	writeF32(t, nanFeatures, []int{3, tIn}, x)
 	wantError(t, []string{"index", "--model", run, "--features", nanFeatures, "--out", filepath.Join(dir, "i4")}, nanFeatures, "row 2, column 5 is -Inf")
+	// Finite features the model overflows on: the NaN is the model's.
+	hugeFeatures := filepath.Join(dir, "huge.dino.npy")
+	for i := range x {
+		x[i] = 3e38
+	}
+	writeF32(t, hugeFeatures, []int{3, tIn}, x)
+	wantError(t, []string{"index", "--model", run, "--features", hugeFeatures, "--out", filepath.Join(dir, "i5")}, "the model's output for "+hugeFeatures)
 	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed search left %s: %v", out, err)

@@ -487,8 +487,14 @@ const normEpsilon = 1e-12
 // division in float64 (PyTorch's F.normalize), and rejects NaN and Inf;
 // name and first (the first row's number) are for the error.
 func normalizeInPlace(x []float32, dim int, name string, first int) error {
-	for r := 0; r < len(x)/dim; r++ {
-		row := x[r*dim : (r+1)*dim]
+	return normalizeRows(x, x, dim, name, first)
+}
+
+// normalizeRows writes the rows of src normalised as normalizeInPlace does
+// to dst (len(src); dst may be src), each value rounded to float32 once.
+func normalizeRows[T float32 | float64](dst []float32, src []T, dim int, name string, first int) error {
+	for r := 0; r < len(src)/dim; r++ {
+		row := src[r*dim : (r+1)*dim]
 		var sum float64
 		for i, v := range row {
 			f := float64(v)
@@ -497,9 +503,23 @@ func normalizeInPlace(x []float32, dim int, name string, first int) error {
 			}
 			sum += f * f
 		}
-		norm := max(math.Sqrt(sum), normEpsilon)
+		// The sum of squares of finite float64 values can overflow:
+		// scale such a row by its largest magnitude first.
+		scale := 1.0
+		if math.IsInf(sum, 0) {
+			for _, v := range row {
+				scale = max(scale, math.Abs(float64(v)))
+			}
+			sum = 0
+			for _, v := range row {
+				f := float64(v) / scale
+				sum += f * f
+			}
+		}
+		norm := max(math.Sqrt(sum)*scale, normEpsilon)
+		out := dst[r*dim : (r+1)*dim]
 		for i, v := range row {
-			row[i] = float32(float64(v) / norm)
+			out[i] = float32(float64(v) / norm)
 		}
 	}
 	return nil
@@ -509,4 +529,12 @@ func normalizeInPlace(x []float32, dim int, name string, first int) error {
 // (see Append), so that inner products rank by cosine.
 func NormalizeQueries(x []float32, dim int, name string) error {
 	return normalizeInPlace(x, dim, name, 0)
+}
+
+// NormalizeQueries64 normalises float64 rows like NormalizeQueries, in
+// float64 before the one rounding to float32: values beyond float32's
+// range keep their direction.
+func NormalizeQueries64(x []float64, dim int, name string) ([]float32, error) {
+	out := make([]float32, len(x))
+	return out, normalizeRows(out, x, dim, name, 0)
 }

@@ -3,6 +3,7 @@ package retrieval_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -290,5 +291,40 @@ func TestIndexWithoutKeysSample(t *testing.T) {
 	defer ix.Close()
 	if sh := ix.Manifest.Shards; sh[0].KeysSample != "" || len(sh[1].KeysSample) != 64 {
 		t.Fatalf("keys samples %q and %q, want none and a SHA-256", sh[0].KeysSample, sh[1].KeysSample)
+	}
+}
+
+// Float64 queries are normalised in float64 and rounded once: a row of
+// finite values beyond float32's range (even one whose sum of squares
+// overflows float64) keeps its direction, equal to
+// the float32 normalisation of the same direction within one rounding; a
+// NaN or Inf is refused.
+func TestNormalizeQueries64(t *testing.T) {
+	const dim = 5
+	base := []float64{3, -4, 0.5, 12, -1}
+	want := make([]float32, dim)
+	for i, v := range base {
+		want[i] = float32(v)
+	}
+	if err := retrieval.NormalizeQueries(want, dim, "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, scale := range []float64{1, 1e-10, 1e300, math.MaxFloat64 / 20} {
+		x := make([]float64, dim)
+		for i, v := range base {
+			x[i] = v * scale
+		}
+		got, err := retrieval.NormalizeQueries64(x, dim, "x")
+		if err != nil {
+			t.Fatalf("scale %g: %v", scale, err)
+		}
+		for i := range got {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-7*math.Abs(float64(want[i])) {
+				t.Errorf("scale %g: value %d is %v, want %v", scale, i, got[i], want[i])
+			}
+		}
+	}
+	if _, err := retrieval.NormalizeQueries64([]float64{1, math.Inf(1)}, 2, "q.npy"); err == nil || !strings.Contains(err.Error(), "q.npy: row 0, column 1 is +Inf") {
+		t.Errorf("an Inf: error %v", err)
 	}
 }

@@ -124,6 +124,16 @@ func readQueries(path string) ([]float32, int, int, error) {
 	if shape[0] < 1 || shape[1] < 1 {
 		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one row and one column", path, shape)
 	}
+	if a.DType() == npy.Float64 {
+		// Normalised in float64 and rounded once: a float64 row beyond
+		// float32's range keeps its direction.
+		x64, err := a.Float64s()
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		x, err := retrieval.NormalizeQueries64(x64, shape[1], path)
+		return x, shape[0], shape[1], err
+	}
 	x, err := a.Float32s()
 	if err != nil {
 		return nil, 0, 0, err

@@ -274,6 +274,21 @@ type IndexWriter struct {
 	unlock   func()
 }
 
+// checkIndexDir refuses a directory without a manifest that holds a file
+// an index does not write.
+func checkIndexDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !isTemp(n) {
+			return fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
+		}
+	}
+	return nil
+}
+
 // AppendIndex opens the index in dir for appending, creating it (and dir)
 // if it has no manifest yet, with the given model, width and dtype. It
 // takes the index's lock, or fails at once if another process holds it.
@@ -283,6 +298,11 @@ type IndexWriter struct {
 func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexWriter, err error) {
 	if _, err := indexDType(dtype); err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	// A directory used for something else is refused before the lock
+	// file is made in it (and again under the lock, against a race).
+	if err := checkIndexDir(dir); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("index: %w", err)
@@ -298,11 +318,8 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	}()
 	w := &IndexWriter{dir: dir, unlock: unlock}
 	if _, statErr := os.Stat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !isTemp(n) {
-				return nil, fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
-			}
+		if err := checkIndexDir(dir); err != nil {
+			return nil, err
 		}
 		w.manifest = IndexManifest{Format: IndexFormat, Dim: dim, DType: dtype, Model: model, Shards: []IndexShard{}}
 	} else {

@@ -116,6 +116,9 @@ func TestIndexRefusesOtherModel(t *testing.T) {
 	if _, err := retrieval.AppendIndex(busy, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "notes.txt") {
 		t.Fatalf("foreign directory: %v", err)
 	}
+	if entries, _ := os.ReadDir(busy); len(entries) != 1 {
+		t.Errorf("a refused directory holds %d entries afterwards, want only notes.txt", len(entries))
+	}
 }
 
 // What a killed append leaves (a shard's files or temporaries without a

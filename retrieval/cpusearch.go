@@ -184,13 +184,16 @@ func (c *CPUSearcher) Search(ctx context.Context, queries []float32, nQueries in
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if err := chunk.searchWindow(ctx, p, win, sels); err != nil {
-				return nil, err
-			}
+			err := chunk.searchWindow(ctx, p, win, sels)
+			// Hand the window's pages back whether or not it ran to its end
+			// (an interrupted window can be the whole index).
 			rows := int64(0)
 			for _, t := range win {
 				keys.evict(t.seg, t.lo, t.hi)
 				rows += int64(t.hi - t.lo)
+			}
+			if err != nil {
+				return nil, err
 			}
 			done += rows * int64(qn)
 			if c.Progress != nil {
@@ -245,6 +248,9 @@ func (c *queryChunk) searchWindow(ctx context.Context, p searchPlan, win []tile,
 				for {
 					ti := int(next.Add(1) - 1)
 					if ti >= len(win) {
+						if ctx.Err() != nil {
+							return // interrupted: the selections are dropped
+						}
 						// Re-score what this window left pending while
 						// its rows are still resident: once the window is
 						// evicted, reading them back would fault pages in

@@ -520,10 +520,13 @@ func normalizeRows[T float32 | float64](dst []float32, src []T, dim int, name st
 			}
 			sum += f * f
 		}
-		// The sum of squares of finite float64 values can overflow:
-		// scale such a row by its largest magnitude first.
-		scale := 1.0
+		out := dst[r*dim : (r+1)*dim]
 		if math.IsInf(sum, 0) {
+			// The sum of squares of finite float64 values overflowed:
+			// normalise in units of the row's largest magnitude (whose
+			// norm may itself be beyond float64's range; far above the
+			// epsilon either way).
+			scale := 0.0
 			for _, v := range row {
 				scale = max(scale, math.Abs(float64(v)))
 			}
@@ -532,9 +535,13 @@ func normalizeRows[T float32 | float64](dst []float32, src []T, dim int, name st
 				f := float64(v) / scale
 				sum += f * f
 			}
+			norm := math.Sqrt(sum)
+			for i, v := range row {
+				out[i] = float32(float64(v) / scale / norm)
+			}
+			continue
 		}
-		norm := max(math.Sqrt(sum)*scale, normEpsilon)
-		out := dst[r*dim : (r+1)*dim]
+		norm := max(math.Sqrt(sum), normEpsilon)
 		for i, v := range row {
 			out[i] = float32(float64(v) / norm)
 		}

@@ -298,8 +298,8 @@ func TestIndexWithoutKeysSample(t *testing.T) {
 }
 
 // Float64 queries are normalised in float64 and rounded once: a row of
-// finite values beyond float32's range (even one whose sum of squares
-// overflows float64) keeps its direction, equal to
+// finite values beyond float32's range (even one whose sum of squares, or
+// norm, overflows float64: scale MaxFloat64/13) keeps its direction, equal to
 // the float32 normalisation of the same direction within one rounding; a
 // NaN or Inf is refused.
 func TestNormalizeQueries64(t *testing.T) {
@@ -312,7 +312,7 @@ func TestNormalizeQueries64(t *testing.T) {
 	if err := retrieval.NormalizeQueries(want, dim, "x"); err != nil {
 		t.Fatal(err)
 	}
-	for _, scale := range []float64{1, 1e-10, 1e300, math.MaxFloat64 / 20} {
+	for _, scale := range []float64{1, 1e-10, 1e300, math.MaxFloat64 / 20, math.MaxFloat64 / 13} {
 		x := make([]float64, dim)
 		for i, v := range base {
 			x[i] = v * scale

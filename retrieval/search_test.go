@@ -164,7 +164,7 @@ func TestCPUSearcherOverflow(t *testing.T) {
 }
 
 // countdownCtx is a context whose Err turns to context.Canceled at its
-// n-th call.
+// n-th call. Its count is not synchronised: a search with one worker only.
 type countdownCtx struct {
 	context.Context
 	calls, n int

@@ -101,6 +101,10 @@ func (sel *selection) flush(score func(row int64) float64) {
 			fresh = append(fresh, scored{c.row, score(c.row)})
 		}
 	}
+	sel.pending = sel.pending[:0] // fresh stays valid: its backing array is untouched until the next offer
+	if len(fresh) == 0 {
+		return
+	}
 	slices.SortFunc(fresh, func(a, b scored) int {
 		if a.before(b) {
 			return -1
@@ -119,7 +123,6 @@ func (sel *selection) flush(score func(row int64) float64) {
 		}
 	}
 	sel.exact, sel.spare = merged, sel.exact
-	sel.pending = sel.pending[:0]
 	if len(sel.exact) == sel.k {
 		sel.floor = max(sel.floor, sel.exact[sel.k-1].score)
 	}

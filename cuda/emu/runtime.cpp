@@ -114,8 +114,8 @@ uint64_t splitmix64(uint64_t& s) {
     return z ^ (z >> 31);
 }
 
-// read_schedule_seed takes DINOCLIP_EMU_SEED once, unless a test has set
-// the seed first.
+// read_schedule_seed takes DINOCLIP_EMU_SEED once, at the first launch or
+// the first emu_set_schedule_seed, whichever comes first.
 void read_schedule_seed() {
     if (schedule_seed_read) return;
     schedule_seed_read = true;

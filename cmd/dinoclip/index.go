@@ -38,7 +38,7 @@ func indexCommand() *cli.Command {
 			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
 			stringSliceFlag("features", "features `DIR` (its *.dino.npy files) or FILE.npy [n, input_dim] (repeat for more)"),
 			stringFlag("out", "index `DIR` to create or append to", ""),
-			boolFlag("float32", "store a new index's rows as float32 instead of float16"),
+			boolFlag("float32", "store a new index's rows as float32 instead of float16 (an existing index keeps its dtype; --float32 on a float16 one is an error)"),
 			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
 			deviceFlag(),
 			configFlag(),
@@ -171,6 +171,9 @@ func runIndex(cCtx *cli.Context) error {
 		return err
 	}
 	defer w.Close()
+	if cCtx.Bool("float32") && w.DType() != "float32" {
+		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
+	}
 	existing := w.Manifest()
 	for _, s := range sources {
 		for _, sh := range existing.Shards {

@@ -156,6 +156,11 @@ func TestIndexAppendRules(t *testing.T) {
 	if m.DType != "float32" || len(m.Shards) != 2 || m.Shards[1].FirstID != tRows-40 || !strings.HasSuffix(m.Shards[1].Source.Path, "shard-00000.dino.npy") {
 		t.Fatalf("manifest after two appends: %+v", m)
 	}
+	// --float32 on a float16 index is refused, not ignored.
+	half := filepath.Join(dir, "half")
+	mustRun(t, "index", "--model", run, "--features", filepath.Join(data, "shard-00001.dino.npy"), "--out", half)
+	wantError(t, []string{"index", "--model", run, "--features", filepath.Join(data, "shard-00000.dino.npy"), "--out", half, "--float32"},
+		"stores its rows as float16")
 
 	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
 	mm, err := checkpoint.ReadModel(model)

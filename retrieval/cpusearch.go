@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/bits"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -336,12 +335,7 @@ func (c *queryChunk) merge(sels [][]selection, rows []int64, scores []float32, k
 				s.flush(c.score(i, row))
 				all = append(all, s.exact...)
 			}
-			slices.SortFunc(all, func(a, b scored) int {
-				if a.before(b) {
-					return -1
-				}
-				return 1
-			})
+			sortRanked(all)
 			for j := range k {
 				rows[i*k+j] = all[j].row
 				scores[i*k+j] = float32(all[j].score)

@@ -147,12 +147,7 @@ func (c candidates) refine(nb *Neighbors, proven []bool, q int, qv []float32, ke
 			cands = append(cands, scored{r, keys.exactScore(qv, r, row)})
 		}
 	}
-	slices.SortFunc(cands, func(a, b scored) int {
-		if a.before(b) {
-			return -1
-		}
-		return 1
-	})
+	sortRanked(cands)
 	for j := range kOut {
 		nb.Rows[q*kOut+j] = cands[j].row
 		nb.Scores[q*kOut+j] = float32(cands[j].score)

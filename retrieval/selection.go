@@ -37,6 +37,17 @@ func (a scored) before(b scored) bool {
 	return a.score > b.score || a.score == b.score && a.row < b.row
 }
 
+// sortRanked sorts s best first (before): the one ordering of selections,
+// candidates and merges. Elements of distinct rows never compare equal.
+func sortRanked(s []scored) {
+	slices.SortFunc(s, func(a, b scored) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+}
+
 func newSelection(k int) selection {
 	return selection{
 		k:     k,
@@ -105,12 +116,7 @@ func (sel *selection) flush(score func(row int64) float64) {
 	if len(fresh) == 0 {
 		return
 	}
-	slices.SortFunc(fresh, func(a, b scored) int {
-		if a.before(b) {
-			return -1
-		}
-		return 1 // rows are distinct: never equal
-	})
+	sortRanked(fresh)
 	merged := sel.spare[:0]
 	i, j := 0, 0
 	for len(merged) < sel.k && (i < len(sel.exact) || j < len(fresh)) {

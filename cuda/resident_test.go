@@ -76,15 +76,14 @@ func TestGatherRows(t *testing.T) {
 // residentData is a float16 data set in host memory, as an
 // nn.Float16Reader that records the ranges it was asked for.
 type residentData struct {
-	cfg     nn.Config // the model it is drawn for
-	x, t    []uint16
-	in, out int
-	ranges  [][2]int
+	cfg    nn.Config // the model it is drawn for: rows of cfg.InputDim and cfg.OutputDim values
+	x, t   []uint16
+	ranges [][2]int
 }
 
 func newResidentData(c nn.Config, rows int, seed uint64) *residentData {
 	rng := rand.New(rand.NewPCG(seed, 77))
-	r := &residentData{cfg: c, x: make([]uint16, rows*c.InputDim), t: make([]uint16, rows*c.OutputDim), in: c.InputDim, out: c.OutputDim}
+	r := &residentData{cfg: c, x: make([]uint16, rows*c.InputDim), t: make([]uint16, rows*c.OutputDim)}
 	for i := range r.x {
 		r.x[i] = npy.Float16Bits(float32(rng.NormFloat64()))
 	}
@@ -96,20 +95,22 @@ func newResidentData(c nn.Config, rows int, seed uint64) *residentData {
 
 func (r *residentData) read(lo, hi int, x, t []uint16) error {
 	r.ranges = append(r.ranges, [2]int{lo, hi})
-	copy(x, r.x[lo*r.in:hi*r.in])
-	copy(t, r.t[lo*r.out:hi*r.out])
+	in, out := r.cfg.InputDim, r.cfg.OutputDim
+	copy(x, r.x[lo*in:hi*in])
+	copy(t, r.t[lo*out:hi*out])
 	return nil
 }
 
 // batch is the float32 batch of the listed rows, as the host would upload.
 func (r *residentData) batch(rows []int32) (x, t []float32) {
-	x, t = make([]float32, len(rows)*r.in), make([]float32, len(rows)*r.out)
+	in, out := r.cfg.InputDim, r.cfg.OutputDim
+	x, t = make([]float32, len(rows)*in), make([]float32, len(rows)*out)
 	for i, row := range rows {
-		for j := 0; j < r.in; j++ {
-			x[i*r.in+j] = npy.Float16Value(r.x[int(row)*r.in+j])
+		for j := 0; j < in; j++ {
+			x[i*in+j] = npy.Float16Value(r.x[int(row)*in+j])
 		}
-		for j := 0; j < r.out; j++ {
-			t[i*r.out+j] = npy.Float16Value(r.t[int(row)*r.out+j])
+		for j := 0; j < out; j++ {
+			t[i*out+j] = npy.Float16Value(r.t[int(row)*out+j])
 		}
 	}
 	return x, t

@@ -200,7 +200,7 @@ func TestStepRowsNaNGuard(t *testing.T) {
 	const rows, batch = 40, 8
 	data := newResidentData(enginetest.Config, rows, 3)
 	const bad = 17 // a row with a NaN feature
-	data.x[bad*data.in+3] = npy.Float16Bits(float32(math.NaN()))
+	data.x[bad*data.cfg.InputDim+3] = npy.Float16Bits(float32(math.NaN()))
 	good := func(k int) []int32 {
 		idx := make([]int32, batch)
 		for i := range idx {

@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-
-	"github.com/dinoclip/dinoclip/internal/mmapfault"
 )
 
 // DefaultMemoryBudget is the working memory of a CPUSearcher whose
@@ -243,7 +241,7 @@ func (c *queryChunk) searchWindow(ctx context.Context, p searchPlan, win []tile,
 			row := make([]float32, dim)
 			sel := sels[w]
 			var stopErr error
-			faultErr := mmapfault.Guard(func() {
+			faultErr := c.keys.guard(func() {
 				for {
 					ti := int(next.Add(1) - 1)
 					if ti >= len(win) {
@@ -327,7 +325,7 @@ func (c *queryChunk) searchWindow(ctx context.Context, p searchPlan, win []tile,
 func (c *queryChunk) merge(sels [][]selection, rows []int64, scores []float32, k int) error {
 	row := make([]float32, c.keys.Dim)
 	all := make([]scored, 0, len(sels)*k)
-	return mmapfault.Guard(func() {
+	return c.keys.guard(func() {
 		for i := range c.n {
 			all = all[:0]
 			for w := range sels {

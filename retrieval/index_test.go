@@ -3,6 +3,8 @@ package retrieval_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/retrieval/searchtest"
@@ -330,4 +333,49 @@ func TestNormalizeQueries64(t *testing.T) {
 	if _, err := retrieval.NormalizeQueries64([]float64{1, math.Inf(1)}, 2, "q.npy"); err == nil || !strings.Contains(err.Error(), "q.npy: row 0, column 1 is +Inf") {
 		t.Errorf("an Inf: error %v", err)
 	}
+}
+
+// A shard truncated by another process while the index is open and mapped
+// makes the search fail with an error that names the file, where the
+// mapping's fault (SIGBUS) would otherwise crash the program: the CPU
+// search and ReadRows (which a GPU search streams the keys through).
+func TestIndexTruncatedWhileOpen(t *testing.T) {
+	const dim = 64
+	dir := filepath.Join(t.TempDir(), "index")
+	w, err := retrieval.AppendIndex(dir, testModel, dim, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(3, 3))
+	for i, rows := range []int{100, 2000} {
+		x := make([]float32, rows*dim)
+		for j := range x {
+			x[j] = float32(rnd.NormFloat64())
+		}
+		appendRows(t, w, fmt.Sprintf("/data/%d.dino.npy", i), x, dim)
+	}
+	w.Close()
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	// 2000 rows of 128 bytes: all but the first page is gone.
+	if err := os.Truncate(filepath.Join(dir, "keys-00001.npy"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, mmapfault.ErrFault) || !strings.Contains(err.Error(), "keys-00001.npy") {
+			t.Errorf("%s of a truncated shard: %v, want a memory fault naming keys-00001.npy", what, err)
+		}
+	}
+	q := make([]float32, 3*dim)
+	for j := range q {
+		q[j] = float32(rnd.NormFloat64())
+	}
+	_, err = new(retrieval.CPUSearcher).Search(context.Background(), unit(q, dim), 3, ix.Keys, 5)
+	check("CPUSearcher.Search", err)
+	_, err = ix.Keys.ReadRows(make([]float32, ix.Keys.Rows()*dim), 0, ix.Keys.Rows())
+	check("ReadRows", err)
 }

@@ -2,12 +2,14 @@ package retrieval
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -97,6 +99,22 @@ func (k *Keys) Offset(s int) int64 { return k.offsets[s] }
 func (k *Keys) locate(p int64) (int, int) {
 	s := sort.Search(len(k.Segments), func(i int) bool { return k.offsets[i+1] > p })
 	return s, int(p - k.offsets[s])
+}
+
+// guard runs f, which reads the keys, under mmapfault.Guard: a segment's
+// file truncated or rewritten while mapped is an error that names the
+// file, not a crash.
+func (k *Keys) guard(f func()) error {
+	err := mmapfault.Guard(f)
+	var fault *mmapfault.Fault
+	if errors.As(err, &fault) {
+		for _, seg := range k.Segments {
+			if fault.In(seg.Data) {
+				return fmt.Errorf("retrieval: %s: %w", seg.Name, err)
+			}
+		}
+	}
+	return err
 }
 
 // decode converts rows [lo, hi) of segment s to float32 into dst

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"github.com/dinoclip/dinoclip/internal/mmapfault"
 )
 
 // Refine turns a ranking made elsewhere, in faster and less exact
@@ -71,7 +69,7 @@ func Refine(queries []float32, nQueries int, keys *Keys, k int, candRows []int64
 			sorted := make([]float64, width)
 			rows := make([]int64, width)
 			var qerr error
-			ferr := mmapfault.Guard(func() {
+			ferr := keys.guard(func() {
 				for {
 					q0 := int(next.Add(block)) - block
 					if q0 >= nQueries {

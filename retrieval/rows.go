@@ -75,16 +75,22 @@ func (k *Keys) readRows(lo, hi int64, use func(s, a, b int, off int64, vals []fl
 	vals := make([]float32, readTile*k.Dim)
 	norms2 := make([]float64, readTile)
 	var max2 float64
-	for p := lo; p < hi; {
-		s, a := k.locate(p)
-		b := int(min(int64(k.Segments[s].Rows), int64(a)+hi-p, int64(a)+readTile))
-		if err := k.decode(vals[:(b-a)*k.Dim], norms2[:b-a], s, a, b); err != nil {
-			return 0, err
+	var err error
+	ferr := k.guard(func() {
+		for p := lo; p < hi; {
+			s, a := k.locate(p)
+			b := int(min(int64(k.Segments[s].Rows), int64(a)+hi-p, int64(a)+readTile))
+			if err = k.decode(vals[:(b-a)*k.Dim], norms2[:b-a], s, a, b); err != nil {
+				return
+			}
+			use(s, a, b, p-lo, vals[:(b-a)*k.Dim])
+			k.evict(s, a, b)
+			max2 = max(max2, slices.Max(norms2[:b-a]))
+			p += int64(b - a)
 		}
-		use(s, a, b, p-lo, vals[:(b-a)*k.Dim])
-		k.evict(s, a, b)
-		max2 = max(max2, slices.Max(norms2[:b-a]))
-		p += int64(b - a)
+	})
+	if err = cmp.Or(err, ferr); err != nil {
+		return 0, err
 	}
 	return math.Sqrt(max2), nil
 }

@@ -25,8 +25,10 @@ func TestGuardNoPanic(t *testing.T) {
 }
 
 func TestGuardFault(t *testing.T) {
-	if err := Guard(func() { panic(addrError{}) }); err != ErrFault {
-		t.Fatalf("Guard = %v, want ErrFault", err)
+	err := Guard(func() { panic(addrError{}) })
+	var f *Fault
+	if !errors.Is(err, ErrFault) || !errors.As(err, &f) || f.Addr != 0xdead {
+		t.Fatalf("Guard = %#v, want a *Fault at 0xdead matching ErrFault", err)
 	}
 }
 
@@ -76,7 +78,15 @@ func TestGuardTruncatedMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b byte
-	if err := Guard(func() { b = m[len(m)-1] }); err != ErrFault {
-		t.Fatalf("Guard = %v (read %d), want ErrFault", err, b)
+	err = Guard(func() { b = m[len(m)-1] })
+	var fault *Fault
+	if !errors.As(err, &fault) || !errors.Is(err, ErrFault) {
+		t.Fatalf("Guard = %v (read %d), want a *Fault", err, b)
+	}
+	// The address names the mapping: the last page, not the first or
+	// another mapping.
+	if !fault.In(m) || fault.In(m[:len(m)-os.Getpagesize()]) || fault.In(make([]byte, 8)) || fault.In(nil) {
+		t.Errorf("fault at %#x: In(mapping) %v, In(all but its last page) %v",
+			fault.Addr, fault.In(m), fault.In(m[:len(m)-os.Getpagesize()]))
 	}
 }

@@ -62,7 +62,8 @@ func searchCommand() *cli.Command {
 			"no direction, and its cosine with any row is undefined: it scores 0 against every row, so its\n" +
 			"answer is ids 0 to K-1 with score 0 (equal scores: the lower id first); the command warns,\n" +
 			"naming the rows, and search.json counts them (zero_queries). All-zero rows of a KEYS.npy\n" +
-			"matrix score 0 against every query, with a warning likewise.\n\n" +
+			"matrix score 0 against every query, with a warning likewise. Queries with no rows give an\n" +
+			"answer with none ([0, K]).\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{
@@ -121,8 +122,8 @@ func readQueries(path string) ([]float32, int, int, error) {
 		}
 		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, a.DType().Name(), hint)
 	}
-	if shape[0] < 1 || shape[1] < 1 {
-		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one row and one column", path, shape)
+	if shape[1] < 1 {
+		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one column", path, shape)
 	}
 	if a.DType() == npy.Float64 {
 		// Normalised in float64 and rounded once: a float64 row beyond
@@ -198,10 +199,21 @@ func runSearch(cCtx *cli.Context) error {
 		return fmt.Errorf("--device %s: %w", device, err)
 	}
 	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")
-	if err := checkOutDir(out); err != nil {
+	outDir, err := resolveOut(out)
+	if err != nil {
 		return err
 	}
-	warnLeftovers(cCtx.App.ErrWriter, out)
+	if err := checkOutDir(outDir); err != nil {
+		return err
+	}
+	warnLeftovers(cCtx.App.ErrWriter, outDir)
+	// The output is written into a directory made now, before the search,
+	// so an --out that cannot be written is found before the work is done.
+	tmp, err := makeOutTemp(outDir)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
 	queries, nq, qdim, err := readQueries(queriesPath)
 	if err != nil {
 		return err
@@ -249,9 +261,11 @@ func runSearch(cCtx *cli.Context) error {
 		searcher = s
 	}
 	start := time.Now()
-	nb, err := searcher.Search(cCtx.Context, queries, nq, keys, k)
-	if err != nil {
-		return err
+	nb := &retrieval.Neighbors{K: k} // no queries: an answer of shape [0, K]
+	if nq > 0 {
+		if nb, err = searcher.Search(cCtx.Context, queries, nq, keys, k); err != nil {
+			return err
+		}
 	}
 	info := searchInfo{Index: indexPath, Queries: queriesPath, Rows: rows, Dim: keys.Dim, K: k, Device: device,
 		Model: modelHash, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
@@ -266,7 +280,7 @@ func runSearch(cCtx *cli.Context) error {
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err
 	}
-	if err := writeSearch(out, nb, info); err != nil {
+	if err := writeSearch(tmp, outDir, nb, info); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
@@ -317,23 +331,45 @@ func checkOutDir(out string) error {
 	return nil
 }
 
-// writeSearch writes the output directory whole: into a temporary
-// directory beside out, renamed over it (an earlier output is moved aside
-// first and removed after), so out never holds ids and scores of two
-// different searches.
-func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
+// resolveOut is the directory --out names: out itself, or where out
+// leads when it is a symbolic link (which the output is written into,
+// rather than replacing the link by a directory).
+func resolveOut(out string) (string, error) {
+	st, err := os.Lstat(out)
+	if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+		return out, nil // a missing out is created; other errors are checkOutDir's
+	}
+	target, err := filepath.EvalSymlinks(out)
+	if err != nil {
+		return "", fmt.Errorf("--out %s is a symbolic link that leads nowhere (%w); point it at a directory or choose another --out", out, err)
+	}
+	return target, nil
+}
+
+// makeOutTemp makes the temporary directory beside out (and out's parent
+// directories) that writeSearch renames into place.
+func makeOutTemp(out string) (string, error) {
 	parent := filepath.Dir(filepath.Clean(out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return "", fmt.Errorf("--out: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".tmp-*")
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(out))+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return "", fmt.Errorf("--out %s: cannot write beside it: %w", out, err)
 	}
-	defer os.RemoveAll(tmp)
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("--out: %w", err)
 	}
+	return tmp, nil
+}
+
+// writeSearch writes the output directory whole: into tmp (from
+// makeOutTemp), renamed over out (an earlier output is moved aside first
+// and removed after), so out never holds ids and scores of two different
+// searches.
+func writeSearch(tmp, out string, nb *retrieval.Neighbors, info searchInfo) error {
+	parent := filepath.Dir(filepath.Clean(out))
 	shape := []int{nb.Queries, nb.K}
 	if err := npy.WriteInt64(filepath.Join(tmp, searchIDsFile), shape, nb.Rows); err != nil {
 		return err

@@ -222,9 +222,45 @@ func TestIndexSearchErrors(t *testing.T) {
 	flat := filepath.Join(dir, "flat.npy")
 	writeF32(t, flat, []int{4}, []float32{1, 2, 3, 4})
 	wantError(t, []string{"search", "--index", index, "--queries", flat, "--out", out}, "[1, 4]")
+	// Queries with no rows: an answer with none.
 	noRows := filepath.Join(dir, "norows.npy")
 	writeF32(t, noRows, []int{0, 4}, nil)
-	wantError(t, []string{"search", "--index", index, "--queries", noRows, "--out", out}, "at least one row")
+	mustRun(t, "search", "--index", index, "--queries", noRows, "--k", "3", "--out", out)
+	if _, shape, err := npy.ReadInt64(filepath.Join(out, searchIDsFile)); err != nil || !slices.Equal(shape, []int{0, 3}) {
+		t.Errorf("ids of a search with no queries: shape %v (%v), want [0 3]", shape, err)
+	}
+	if _, shape, err := npy.ReadFloat32(filepath.Join(out, searchScoresFile)); err != nil || !slices.Equal(shape, []int{0, 3}) {
+		t.Errorf("scores of a search with no queries: shape %v (%v), want [0 3]", shape, err)
+	}
+	os.RemoveAll(out)
+	noCols := filepath.Join(dir, "nocols.npy")
+	writeF32(t, noCols, []int{2, 0}, nil)
+	wantError(t, []string{"search", "--index", index, "--queries", noCols, "--out", out}, "at least one column")
+
+	// --out: a symbolic link is followed (the output is written where it
+	// leads, the link kept); one that leads nowhere is refused; an --out
+	// that cannot be made is found before anything is read.
+	real := filepath.Join(dir, "real")
+	os.Mkdir(real, 0o755)
+	link := filepath.Join(dir, "link")
+	os.Symlink(real, link)
+	for range 2 { // the second replaces the first's output
+		mustRun(t, "search", "--index", index, "--queries", q, "--k", "2", "--out", link)
+		if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("--out %s: the link was replaced (%v)", link, err)
+		}
+		if _, shape, err := npy.ReadInt64(filepath.Join(real, searchIDsFile)); err != nil || !slices.Equal(shape, []int{2, 2}) {
+			t.Errorf("search through a linked --out: %s shape %v (%v), want [2 2]", filepath.Join(real, searchIDsFile), shape, err)
+		}
+	}
+	dangling := filepath.Join(dir, "dangling")
+	os.Symlink(filepath.Join(dir, "gone"), dangling)
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--out", dangling}, "leads nowhere")
+	// (A name of 250 bytes is allowed, but the temporary directory's name
+	// beside it is too long: a way to fail to write --out even as root.)
+	long := filepath.Join(dir, strings.Repeat("h", 250))
+	wantError(t, []string{"search", "--index", index, "--queries", filepath.Join(dir, "missing.npy"), "--out", long},
+		"cannot write beside it", "file name too long")
 
 	// Outputs that must not be overwritten.
 	file := filepath.Join(dir, "file")
@@ -351,7 +387,12 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 			for r := range rounds {
 				k := 1 + (w+r)%3
 				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
-				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}); err != nil {
+				tmp, err := makeOutTemp(out)
+				if err == nil {
+					err = writeSearch(tmp, out, nb, searchInfo{K: k, Device: "cpu"})
+					os.RemoveAll(tmp)
+				}
+				if err != nil {
 					errs <- err
 				}
 			}

@@ -1,7 +1,6 @@
 package retrieval
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -122,9 +122,7 @@ func readManifest(dir string) (*IndexManifest, error) {
 		return nil, fmt.Errorf("index: %w", err)
 	}
 	var m IndexManifest
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := strictjson.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("index %s: %s: %w", dir, IndexManifestFile, err)
 	}
 	if err := m.check(); err != nil {
@@ -222,12 +220,18 @@ func OpenIndex(dir string) (*Index, error) {
 
 // openShard maps a shard's keys and checks its ids.
 func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []byte, error) {
-	ids, shape, err := npy.ReadInt64(filepath.Join(dir, s.IDs))
+	ia, err := npy.Open(filepath.Join(dir, s.IDs))
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(shape) != 1 || int64(shape[0]) != s.Rows {
-		return nil, nil, fmt.Errorf("%s: shape %v, the manifest says [%d]", s.IDs, shape, s.Rows)
+	if sh := ia.Shape(); len(sh) != 1 || int64(sh[0]) != s.Rows || ia.DType() != npy.Int64 {
+		ia.Close()
+		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d] of int64", s.IDs, sh, ia.DType().Name(), s.Rows)
+	}
+	ids, err := ia.Int64s()
+	ia.Close()
+	if err != nil {
+		return nil, nil, err
 	}
 	for i, id := range ids {
 		if id != s.FirstID+int64(i) {

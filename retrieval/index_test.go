@@ -2,6 +2,7 @@ package retrieval_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,6 +213,19 @@ func TestIndexTampered(t *testing.T) {
 			os.Truncate(p, st.Size()-3)
 		}},
 		{"missing ids", "ids-00001.npy", func(dir string) { os.Remove(filepath.Join(dir, "ids-00001.npy")) }},
+		{"manifest with trailing data", "data after the JSON value", func(dir string) {
+			p := filepath.Join(dir, "manifest.json")
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, append(b, `{"rows": 0}`...), 0o644)
+		}},
+		{"manifest with a key twice", `"rows" appears twice`, func(dir string) {
+			p := filepath.Join(dir, "manifest.json")
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, []byte(strings.Replace(string(b), `"rows": 4,`, `"rows": 4, "rows": 4,`, 1)), 0o644)
+		}},
+		{"ids of int32", "of int32", func(dir string) {
+			writeInt32(t, filepath.Join(dir, "ids-00001.npy"), []int32{3})
+		}},
 		{"ids rewritten", "want 3", func(dir string) {
 			npy.WriteInt64(filepath.Join(dir, "ids-00001.npy"), []int{1}, []int64{9})
 		}},
@@ -378,4 +392,19 @@ func TestIndexTruncatedWhileOpen(t *testing.T) {
 	check("CPUSearcher.Search", err)
 	_, err = ix.Keys.ReadRows(make([]float32, ix.Keys.Rows()*dim), 0, ix.Keys.Rows())
 	check("ReadRows", err)
+}
+
+// writeInt32 writes x as a 1-D int32 .npy file.
+func writeInt32(t *testing.T, path string, x []int32) {
+	t.Helper()
+	b, err := npy.EncodeHeader(npy.Int32, []int{len(x)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range x {
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

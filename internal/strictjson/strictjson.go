@@ -1,0 +1,73 @@
+// Package strictjson decodes JSON that a program wrote for itself (an
+// index manifest) and must read back exactly: where encoding/json keeps the
+// last of duplicated keys, ignores unknown fields and stops reading after
+// the first value, a document that does any of that here is an error, so a
+// tampered or spliced file is refused rather than half-believed.
+package strictjson
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Unmarshal decodes the one JSON value in b into v. It fails on a key
+// repeated within an object (at any depth), a field v does not have, or
+// anything but whitespace after the value.
+func Unmarshal(b []byte, v any) error {
+	if err := checkKeys(json.NewDecoder(bytes.NewReader(b))); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("data after the JSON value (at byte %d)", dec.InputOffset())
+	}
+	return nil
+}
+
+// checkKeys reads one value from dec and fails on a key repeated within
+// one of its objects.
+func checkKeys(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("no JSON value")
+		}
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			key := k.(string) // the decoder checks that object keys are strings
+			if seen[key] {
+				return fmt.Errorf("key %q appears twice in one object", key)
+			}
+			seen[key] = true
+			if err := checkKeys(dec); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token() // '}'
+		return err
+	case json.Delim('['):
+		for dec.More() {
+			if err := checkKeys(dec); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token() // ']'
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+package strictjson
+
+import (
+	"strings"
+	"testing"
+)
+
+type doc struct {
+	A int               `json:"a"`
+	B []struct{ C int } `json:"b"`
+	M map[string]int    `json:"m"`
+}
+
+func TestUnmarshal(t *testing.T) {
+	var d doc
+	if err := Unmarshal([]byte(" {\"a\": 1, \"b\": [{\"C\": 2}, {\"C\": 3}], \"m\": {\"x\": 4, \"y\": 5}}\n\t "), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.A != 1 || len(d.B) != 2 || d.B[1].C != 3 || d.M["y"] != 5 {
+		t.Errorf("decoded %+v", d)
+	}
+	for _, c := range []struct{ name, json, want string }{
+		{"duplicate at the top", `{"a": 1, "a": 2}`, `"a" appears twice`},
+		{"duplicate in an array's object", `{"b": [{"C": 1}, {"C": 2, "C": 3}]}`, `"C" appears twice`},
+		{"duplicate in a map", `{"m": {"x": 1, "x": 2}}`, `"x" appears twice`},
+		{"unknown field", `{"a": 1, "z": 2}`, `unknown field "z"`},
+		{"trailing value", `{"a": 1} {"a": 2}`, "data after the JSON value"},
+		{"trailing garbage", `{"a": 1}x`, "data after the JSON value"},
+		{"truncated", `{"a": 1`, "EOF"},
+		{"empty", ``, "no JSON value"},
+	} {
+		var d doc
+		err := Unmarshal([]byte(c.json), &d)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
+	// The same key in two different objects is fine.
+	if err := Unmarshal([]byte(`{"b": [{"C": 1}, {"C": 2}]}`), &d); err != nil {
+		t.Errorf("a key in two sibling objects: %v", err)
+	}
+}

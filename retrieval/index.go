@@ -104,7 +104,7 @@ func keysSample(data []byte) string {
 // IndexSource is the features file a shard was projected from. A source
 // with the same path, size and rows is taken as already indexed.
 type IndexSource struct {
-	Path string `json:"path"` // absolute
+	Path string `json:"path"` // absolute, symbolic links resolved
 	Size int64  `json:"size"`
 	Rows int64  `json:"rows"`
 }
@@ -276,6 +276,7 @@ type IndexWriter struct {
 	manifest IndexManifest
 	dtype    npy.DType
 	unlock   func()
+	sources  map[string]IndexSource // Source's lookup, by real path; made on first use
 }
 
 // checkIndexDir refuses a directory without a manifest that holds a file
@@ -385,14 +386,25 @@ func (w *IndexWriter) Manifest() IndexManifest {
 // DType is the dtype the index stores.
 func (w *IndexWriter) DType() string { return w.manifest.DType }
 
-// Has reports whether source is already in the index (same path, size and rows).
-func (w *IndexWriter) Has(source IndexSource) bool {
-	for _, s := range w.manifest.Shards {
-		if s.Source == source {
-			return true
+// Source returns the source recorded for the file at path (absolute,
+// symbolic links resolved), if the index holds a shard of it: one recorded
+// under that path, or under a path that leads to it through symbolic links
+// (an index made before sources were recorded with their links resolved).
+// The caller compares size and rows: the same, and the file is indexed
+// already; different, and it changed since.
+func (w *IndexWriter) Source(path string) (IndexSource, bool) {
+	if w.sources == nil {
+		w.sources = map[string]IndexSource{}
+		for _, s := range w.manifest.Shards {
+			p := s.Source.Path
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				p = real
+			}
+			w.sources[p] = s.Source
 		}
 	}
-	return false
+	src, ok := w.sources[path]
+	return src, ok
 }
 
 // Append adds source.Rows rows as a new shard. fill is called with
@@ -474,6 +486,9 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 		return err
 	}
 	w.manifest = m
+	if w.sources != nil {
+		w.sources[source.Path] = source
+	}
 	return nil
 }
 

@@ -71,8 +71,8 @@ func TestIndexAppendAndSearch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !w.Has(retrieval.IndexSource{Path: "/data/a.dino.npy", Size: int64(4 * len(a)), Rows: 10}) || w.DType() != "float16" {
-		t.Fatalf("reopened writer: has a = false or dtype %s", w.DType())
+	if src, ok := w.Source("/data/a.dino.npy"); !ok || src != (retrieval.IndexSource{Path: "/data/a.dino.npy", Size: int64(4 * len(a)), Rows: 10}) || w.DType() != "float16" {
+		t.Fatalf("reopened writer: source of a %+v (%v), dtype %s", src, ok, w.DType())
 	}
 	appendRows(t, w, "/data/b.dino.npy", b, dim)
 	w.Close()

@@ -29,9 +29,10 @@ func indexCommand() *cli.Command {
 			"--float32), one index shard per features file, streamed --batch rows at a time. A DIR means\n" +
 			"its *.dino.npy files in name order (the shards extraction writes). Row ids number the rows in\n" +
 			"the order they are added; the manifest maps id ranges back to the features files.\n\n" +
-			"Running it again on the same INDEX appends: files already indexed (same path, size and rows)\n" +
-			"are skipped, so a killed run is finished by running it again. An index made with another model\n" +
-			"is refused. Only one process may append to an index at a time.\n\n" +
+			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
+			"links are resolved, same size and rows) are skipped, so a killed run is finished by running\n" +
+			"it again. An index made with another model is refused. Only one process may append to an\n" +
+			"index at a time.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -49,8 +50,9 @@ func indexCommand() *cli.Command {
 	}
 }
 
-// featureFiles expands --features: a directory gives its *.dino.npy files
-// in name order; a file is taken as it is. A file named twice is taken once.
+// featureFiles expands --features into absolute paths with symbolic links
+// resolved: a directory gives its *.dino.npy files in name order; a file is
+// taken as it is. A file named twice (or reached twice) is taken once.
 func featureFiles(args []string) ([]string, error) {
 	var files []string
 	seen := map[string]bool{}
@@ -78,13 +80,18 @@ func featureFiles(args []string) ([]string, error) {
 			found = []string{a}
 		}
 		for _, f := range found {
-			abs, err := filepath.Abs(f)
-			if err != nil {
-				return nil, err
+			// The file's real path: a file reached through a symbolic link
+			// is the file it leads to, indexed once.
+			real, err := filepath.EvalSymlinks(f)
+			if err == nil {
+				real, err = filepath.Abs(real)
 			}
-			if !seen[abs] {
-				seen[abs] = true
-				files = append(files, abs)
+			if err != nil {
+				return nil, fmt.Errorf("--features: %w", err)
+			}
+			if !seen[real] {
+				seen[real] = true
+				files = append(files, real)
 			}
 		}
 	}
@@ -174,13 +181,10 @@ func runIndex(cCtx *cli.Context) error {
 	if cCtx.Bool("float32") && w.DType() != "float32" {
 		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
 	}
-	existing := w.Manifest()
 	for _, s := range sources {
-		for _, sh := range existing.Shards {
-			if sh.Source.Path == s.src.Path && sh.Source != s.src {
-				return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
-					s.src.Path, sh.Source.Rows, sh.Source.Size, s.src.Rows, s.src.Size)
-			}
+		if rec, ok := w.Source(s.src.Path); ok && (rec.Rows != s.src.Rows || rec.Size != s.src.Size) {
+			return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
+				s.src.Path, rec.Rows, rec.Size, s.src.Rows, s.src.Size)
 		}
 	}
 	var bar *progressbar.ProgressBar
@@ -201,7 +205,7 @@ func runIndex(cCtx *cli.Context) error {
 	// A chunk is at most one file's rows: --batch may be far larger.
 	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
-		if w.Has(s.src) {
+		if _, ok := w.Source(s.src.Path); ok {
 			skipped++
 			done += s.src.Rows
 			if bar != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +137,53 @@ func TestIndexAndSearch(t *testing.T) {
 	wantIDs, wantScores = bruteForce(unitRows(q, tOut), unitRows(raw, tOut), tOut, 30)
 	if !slices.Equal(ids, wantIDs) || !slices.Equal(scores, wantScores) {
 		t.Fatalf("KEYS.npy search: ids %v\nwant %v", ids, wantIDs)
+	}
+}
+
+// A features file reached through symbolic links is the file they lead to:
+// indexed once, whichever path names it, also in an index that recorded it
+// under a linked path (as indexes did before paths were resolved).
+func TestIndexSymlinkedSources(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	feat := filepath.Join(dir, "feat")
+	os.Mkdir(feat, 0o755)
+	x, _, _ := npy.ReadFloat32(filepath.Join(data, "shard-00000.dino.npy"))
+	real := filepath.Join(feat, "a.dino.npy")
+	writeF32(t, real, []int{40, tIn}, x)
+	real, _ = filepath.EvalSymlinks(real) // (the temporary directory may be reached through one)
+	os.Symlink("a.dino.npy", filepath.Join(feat, "b.dino.npy"))
+	linkDir := filepath.Join(dir, "linked")
+	os.Symlink(feat, linkDir)
+	index := filepath.Join(dir, "ix")
+	shards := func() []retrieval.IndexShard {
+		t.Helper()
+		ix, err := retrieval.OpenIndex(index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ix.Close()
+		return ix.Manifest.Shards
+	}
+	mustRun(t, "index", "--model", run, "--features", feat, "--out", index)
+	if sh := shards(); len(sh) != 1 || sh[0].Source.Path != real {
+		t.Fatalf("a directory holding a file and a link to it: shards %+v, want one, of %s", sh, real)
+	}
+	for _, path := range []string{filepath.Join(linkDir, "b.dino.npy"), real} {
+		_, stderr, err := runCLI(t, "index", "--model", run, "--features", path, "--out", index)
+		if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
+			t.Fatalf("index --features %s again: %v, %d shards\n%s", path, err, len(shards()), stderr)
+		}
+	}
+	// An index that recorded the source under a linked path.
+	mp := filepath.Join(index, retrieval.IndexManifestFile)
+	b, _ := os.ReadFile(mp)
+	os.WriteFile(mp, []byte(strings.Replace(string(b), strconv.Quote(real), strconv.Quote(filepath.Join(linkDir, "a.dino.npy")), 1)), 0o644)
+	if sh := shards(); sh[0].Source.Path != filepath.Join(linkDir, "a.dino.npy") {
+		t.Fatalf("manifest edit did not take: %+v", sh)
+	}
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", real, "--out", index); err != nil || len(shards()) != 1 {
+		t.Fatalf("index --features %s on an index that recorded it through a link: %v, %d shards\n%s", real, err, len(shards()), stderr)
 	}
 }
 

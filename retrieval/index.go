@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -276,6 +277,7 @@ type IndexWriter struct {
 	manifest IndexManifest
 	dtype    npy.DType
 	unlock   func()
+	created  bool                   // AppendIndex made dir
 	sources  map[string]IndexSource // Source's lookup, by real path; made on first use
 }
 
@@ -309,19 +311,26 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	if err := checkIndexDir(dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("index: %w", err)
-	}
-	unlock, err := lockDir(filepath.Join(dir, indexLockFile))
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", dir, err)
+	_, statErr := os.Stat(dir)
+	w := &IndexWriter{dir: dir, created: errors.Is(statErr, fs.ErrNotExist)}
+	for attempt := 1; ; attempt++ {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		w.unlock, err = lockDir(filepath.Join(dir, indexLockFile))
+		if errors.Is(err, fs.ErrNotExist) && attempt < 10 {
+			continue // removed by another process whose first append failed (see Close): make it again
+		}
+		if err != nil {
+			return nil, fmt.Errorf("index %s: %w", dir, err)
+		}
+		break
 	}
 	defer func() {
 		if err != nil {
-			unlock()
+			w.Close()
 		}
 	}()
-	w := &IndexWriter{dir: dir, unlock: unlock}
 	if _, statErr := os.Stat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
 		if err := checkIndexDir(dir); err != nil {
 			return nil, err
@@ -415,7 +424,7 @@ func (w *IndexWriter) Source(path string) (IndexSource, bool) {
 // names and renamed into place, and the manifest, written last, is what
 // makes them part of the index: a crash at any point leaves the index as
 // it was before the call.
-func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []float32, lo, hi int) error) error {
+func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []float32, lo, hi int) error) (err error) {
 	if w.unlock == nil {
 		return fmt.Errorf("index %s: writer is closed", w.dir)
 	}
@@ -465,6 +474,12 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil { // no manifest names the shard's files: remove them
+			os.Remove(filepath.Join(w.dir, shard.Keys))
+			os.Remove(filepath.Join(w.dir, shard.IDs))
+		}
+	}()
 	if shard.KeysSample, err = sampleKeysFile(filepath.Join(w.dir, shard.Keys)); err != nil {
 		return err
 	}
@@ -506,12 +521,22 @@ func sampleKeysFile(path string) (string, error) {
 	return keysSample(raw), nil
 }
 
-// Close releases the lock.
+// Close releases the lock. An index that never got a manifest (its first
+// append failed, or was never made) leaves nothing of this writer behind:
+// the lock file is removed, still locked (see lockDir), and so is the
+// directory if AppendIndex made it and nothing else is in it.
 func (w *IndexWriter) Close() {
-	if w.unlock != nil {
-		w.unlock()
-		w.unlock = nil
+	if w.unlock == nil {
+		return
 	}
+	if _, err := os.Stat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
+		os.Remove(filepath.Join(w.dir, indexLockFile))
+		if w.created {
+			os.Remove(w.dir) // fails, as it should, if anything else is in it
+		}
+	}
+	w.unlock()
+	w.unlock = nil
 }
 
 // normEpsilon is the smallest divisor of a row's normalisation, as in

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -160,6 +161,97 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	if ix.Keys.Rows() != 3 || ix.Manifest.Shards[1].Rows != 2 {
 		t.Fatalf("after re-running the append: %d rows, shards %+v", ix.Keys.Rows(), ix.Manifest.Shards)
 	}
+}
+
+// An append that fails leaves nothing of itself: the first leaves no
+// directory AppendIndex made (nor a lock file in one it did not make), and
+// a later one leaves the index as it was, without the failed shard's files.
+func TestIndexFailedAppendLeavesNothing(t *testing.T) {
+	failing := func(t *testing.T, w *retrieval.IndexWriter) {
+		t.Helper()
+		boom := errors.New("boom")
+		err := w.Append(retrieval.IndexSource{Path: "/x", Rows: 4}, 2, func(dst []float32, lo, hi int) error {
+			if lo > 0 {
+				return boom // after one chunk is written
+			}
+			for i := range dst {
+				dst[i] = 1
+			}
+			return nil
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("append: %v, want the fill's error", err)
+		}
+		w.Close()
+	}
+	entries := func(dir string) []string {
+		es, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	t.Run("new directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "a", "index")
+		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		failing(t, w)
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the directory made for the index is left (%v), holding %v", err, entries(dir))
+		}
+	})
+	t.Run("empty directory", func(t *testing.T) {
+		dir := t.TempDir()
+		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		failing(t, w)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() || len(entries(dir)) != 0 {
+			t.Errorf("a directory given empty: %v, holds %v; want it kept, empty", err, entries(dir))
+		}
+		// The next append makes the index there.
+		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendRows(t, w, "a", []float32{1, 0}, 2)
+		w.Close()
+	})
+	t.Run("existing index", func(t *testing.T) {
+		dir := t.TempDir()
+		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendRows(t, w, "a", []float32{1, 0}, 2)
+		before := entries(dir)
+		failing(t, w)
+		if after := entries(dir); !slices.Equal(after, before) {
+			t.Errorf("index directory after a failed append: %v, want %v", after, before)
+		}
+		// Failing after the keys file is in place (its ids file cannot
+		// be renamed over a directory in the way): the keys file goes too.
+		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		os.MkdirAll(filepath.Join(dir, "ids-00001.npy", "x"), 0o755)
+		err = w.Append(retrieval.IndexSource{Path: "/y", Rows: 1}, 1, func(dst []float32, lo, hi int) error {
+			dst[0], dst[1] = 0, 1
+			return nil
+		})
+		if err == nil {
+			t.Fatal("append over a directory named as its ids file: no error")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "keys-00001.npy")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the failed shard's keys file is left (%v)", err)
+		}
+	})
 }
 
 // Tampered, truncated and swapped files are errors at OpenIndex.

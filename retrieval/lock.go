@@ -11,17 +11,34 @@ import (
 // lockDir takes an exclusive lock on path (created if missing) without
 // waiting (internal/flock). The operating system releases it when the
 // process dies, so a killed append never leaves the index locked.
+//
+// The holder may remove the file before it unlocks (a first append that
+// failed removes what it made, see IndexWriter.Close). A process that
+// opened the file before the removal then locks a file no longer at path,
+// so the lock is only taken once the file locked is the one at path; if it
+// is not, the lock is tried again on the file there now.
 func lockDir(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := flock.TryLock(f, true); err != nil {
-		f.Close()
-		if errors.Is(err, flock.ErrLocked) {
-			return nil, fmt.Errorf("another process is appending to it (it holds %s); wait for it to finish", path)
+	for attempt := 1; ; attempt++ {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		if err := flock.TryLock(f, true); err != nil {
+			f.Close()
+			if errors.Is(err, flock.ErrLocked) {
+				return nil, fmt.Errorf("another process is appending to it (it holds %s); wait for it to finish", path)
+			}
+			return nil, err
+		}
+		held, herr := f.Stat()
+		at, aerr := os.Stat(path)
+		if herr == nil && aerr == nil && os.SameFile(held, at) {
+			return func() { flock.Unlock(f); f.Close() }, nil
+		}
+		flock.Unlock(f)
+		f.Close()
+		if attempt == 10 {
+			return nil, fmt.Errorf("%s keeps being removed or replaced while it is locked (by another process appending?)", path)
+		}
 	}
-	return func() { flock.Unlock(f); f.Close() }, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -347,6 +348,12 @@ func TestIndexSearchErrors(t *testing.T) {
 	}
 	writeF32(t, hugeFeatures, []int{3, tIn}, x)
 	wantError(t, []string{"index", "--model", run, "--features", hugeFeatures, "--out", filepath.Join(dir, "i5")}, "the model's output for "+hugeFeatures)
+	// Neither failed first append leaves a directory behind.
+	for _, d := range []string{"i4", "i5"} {
+		if _, err := os.Stat(filepath.Join(dir, d)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("index --out %s that failed: the directory is left (%v)", d, err)
+		}
+	}
 	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed search left %s: %v", out, err)

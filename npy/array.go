@@ -147,6 +147,16 @@ func (a *Array) ReadRows(dst []float32, start, end int) error {
 	return a.withRows(start, end, len(dst), func(src []byte) { decodeFloat32(dst, src, a.hdr.DType) })
 }
 
+// ReadRows64 converts rows [start, end) of a float array to float64 into
+// dst, which must hold exactly (end-start)*RowLen() elements; every float
+// dtype converts exactly. Integer arrays are refused, as by ReadRows.
+func (a *Array) ReadRows64(dst []float64, start, end int) error {
+	if !a.hdr.DType.IsFloat() {
+		return a.errf(ErrDType, "cannot read %s array as float64", a.hdr.DType)
+	}
+	return a.withRows(start, end, len(dst), func(src []byte) { decodeFloat64(dst, src, a.hdr.DType) })
+}
+
 // RawRows returns the little-endian bytes of rows [start, end) without
 // conversion, e.g. to upload float16 features to a GPU as they are. The
 // slice aliases the mapping: it must not be written to, and it is valid

@@ -536,6 +536,21 @@ func TestReadRows(t *testing.T) {
 					t.Fatalf("%v rows %v: element %d = %v, want %v", dt, r, i, v, want)
 				}
 			}
+			dst64 := make([]float64, (r[1]-r[0])*cols)
+			must(t, a.ReadRows64(dst64, r[0], r[1]))
+			for i, v := range dst64 {
+				k := r[0]*cols + i
+				want := float64(data[k]) // exact from float32
+				switch dt {
+				case Float16:
+					want = float64(Float16Value(Float16Bits(data[k])))
+				case Float64:
+					want = f64[k]
+				}
+				if v != want {
+					t.Fatalf("%v rows %v: ReadRows64 element %d = %v, want %v", dt, r, i, v, want)
+				}
+			}
 			raw, err := a.RawRows(r[0], r[1])
 			must(t, err)
 			if len(raw) != (r[1]-r[0])*cols*dt.Size() {
@@ -566,6 +581,9 @@ func TestReadRows(t *testing.T) {
 	defer a.Close()
 	if err := a.ReadRows(make([]float32, 2), 0, 1); !errors.Is(err, ErrDType) || !strings.Contains(err.Error(), "<i8") {
 		t.Errorf("ReadRows on int64: %v", err)
+	}
+	if err := a.ReadRows64(make([]float64, 2), 0, 1); !errors.Is(err, ErrDType) || !strings.Contains(err.Error(), "<i8") {
+		t.Errorf("ReadRows64 on int64: %v", err)
 	}
 	if _, err := a.Float64s(); !errors.Is(err, ErrDType) {
 		t.Errorf("Float64s on int64: %v", err)

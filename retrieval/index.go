@@ -599,10 +599,10 @@ func NormalizeQueries(x []float32, dim int, name string) error {
 	return normalizeInPlace(x, dim, name, 0)
 }
 
-// NormalizeQueries64 normalises float64 rows like NormalizeQueries, in
-// float64 before the one rounding to float32: values beyond float32's
-// range keep their direction.
-func NormalizeQueries64(x []float64, dim int, name string) ([]float32, error) {
-	out := make([]float32, len(x))
-	return out, normalizeRows(out, x, dim, name, 0)
+// NormalizeQueries64 writes the float64 rows x, normalised like
+// NormalizeQueries (in float64, before the one rounding to float32: values
+// beyond float32's range keep their direction), to dst (len(x) values);
+// first, the number of x's first row, is for the error.
+func NormalizeQueries64(dst []float32, x []float64, dim int, name string, first int) error {
+	return normalizeRows(dst, x, dim, name, first)
 }

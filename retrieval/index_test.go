@@ -426,8 +426,8 @@ func TestNormalizeQueries64(t *testing.T) {
 		for i, v := range base {
 			x[i] = v * scale
 		}
-		got, err := retrieval.NormalizeQueries64(x, dim, "x")
-		if err != nil {
+		got := make([]float32, dim)
+		if err := retrieval.NormalizeQueries64(got, x, dim, "x", 0); err != nil {
 			t.Fatalf("scale %g: %v", scale, err)
 		}
 		for i := range got {
@@ -436,7 +436,7 @@ func TestNormalizeQueries64(t *testing.T) {
 			}
 		}
 	}
-	if _, err := retrieval.NormalizeQueries64([]float64{1, math.Inf(1)}, 2, "q.npy"); err == nil || !strings.Contains(err.Error(), "q.npy: row 0, column 1 is +Inf") {
+	if err := retrieval.NormalizeQueries64(make([]float32, 2), []float64{1, math.Inf(1)}, 2, "q.npy", 7); err == nil || !strings.Contains(err.Error(), "q.npy: row 7, column 1 is +Inf") {
 		t.Errorf("an Inf: error %v", err)
 	}
 }

@@ -125,25 +125,39 @@ func readQueries(path string) ([]float32, int, int, error) {
 	if shape[1] < 1 {
 		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one column", path, shape)
 	}
+	n, dim := shape[0], shape[1]
 	if a.DType() == npy.Float64 {
-		// Normalised in float64 and rounded once: a float64 row beyond
-		// float32's range keeps its direction.
-		x64, err := a.Float64s()
-		if err != nil {
-			return nil, 0, 0, err
+		// Normalised in float64 and rounded once (a float64 row beyond
+		// float32's range keeps its direction), a block of rows at a time:
+		// the float64 matrix is never held whole.
+		x := make([]float32, n*dim)
+		rows := max(1, float64BlockValues/dim)
+		block := make([]float64, min(rows, n)*dim)
+		for lo := 0; lo < n; lo += rows {
+			hi := min(lo+rows, n)
+			b := block[:(hi-lo)*dim]
+			if err := a.ReadRows64(b, lo, hi); err != nil {
+				return nil, 0, 0, err
+			}
+			if err := retrieval.NormalizeQueries64(x[lo*dim:hi*dim], b, dim, path, lo); err != nil {
+				return nil, 0, 0, err
+			}
 		}
-		x, err := retrieval.NormalizeQueries64(x64, shape[1], path)
-		return x, shape[0], shape[1], err
+		return x, n, dim, nil
 	}
 	x, err := a.Float32s()
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	if err := retrieval.NormalizeQueries(x, shape[1], path); err != nil {
+	if err := retrieval.NormalizeQueries(x, dim, path); err != nil {
 		return nil, 0, 0, err
 	}
-	return x, shape[0], shape[1], nil
+	return x, n, dim, nil
 }
+
+// float64BlockValues is how many float64 values readQueries converts at a
+// time (8 MiB).
+const float64BlockValues = 1 << 20
 
 // openKeys opens --index: an index directory, or a .npy matrix normalised
 // into memory, whose all-zero rows it warns of on w. The function returned

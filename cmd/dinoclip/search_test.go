@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -474,4 +476,52 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".hits.tmp-*")); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
+}
+
+// float64 queries (read a block of rows at a time; here more than one
+// block) give the answer of the same values as float32, and a bad value is
+// named by its row across the blocks.
+func TestSearchFloat64Queries(t *testing.T) {
+	dir := t.TempDir()
+	const dim = 4
+	n := float64BlockValues/dim + 1000 // two blocks
+	keys := []float32{0, 1, 0, 0, 1, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 0, 1, 0, -1, 2, 3, 0.25}
+	kp := filepath.Join(dir, "keys.npy")
+	writeF32(t, kp, []int{5, dim}, keys)
+	rnd := rand.New(rand.NewPCG(4, 4))
+	q32 := make([]float32, n*dim)
+	q64 := make([]float64, n*dim)
+	for i := range q32 {
+		q32[i] = float32(rnd.NormFloat64())
+		q64[i] = float64(q32[i])
+	}
+	p32, p64 := filepath.Join(dir, "q32.npy"), filepath.Join(dir, "q64.npy")
+	writeF32(t, p32, []int{n, dim}, q32)
+	if err := npy.WriteFloat64(p64, []int{n, dim}, q64); err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) ([]int64, []float32) {
+		out := filepath.Join(dir, "out-"+filepath.Base(p))
+		mustRun(t, "search", "--index", kp, "--queries", p, "--k", "2", "--out", out)
+		ids, _, err := npy.ReadInt64(filepath.Join(out, searchIDsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		scores, _, err := npy.ReadFloat32(filepath.Join(out, searchScoresFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids, scores
+	}
+	ids32, s32 := read(p32)
+	ids64, s64 := read(p64)
+	if len(ids64) != 2*n || !slices.Equal(ids32, ids64) || !slices.Equal(s32, s64) {
+		t.Errorf("float64 queries: %d ids, equal to float32's: ids %v, scores %v", len(ids64), slices.Equal(ids32, ids64), slices.Equal(s32, s64))
+	}
+	bad := float64BlockValues/dim + 5
+	q64[bad*dim+2] = math.Inf(-1)
+	if err := npy.WriteFloat64(p64, []int{n, dim}, q64); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"search", "--index", kp, "--queries", p64, "--out", filepath.Join(dir, "o")}, fmt.Sprintf("row %d, column 2 is -Inf", bad))
 }

@@ -7,7 +7,16 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/cuda/driver"
 )
+
+// fullDriver is a driver with the extended calls, as every driver the
+// engine runs on is: the test drivers that wrap the device's own embed it.
+type fullDriver interface {
+	driver.Driver
+	driver.Extended
+}
 
 var (
 	sharedOnce sync.Once

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/retrieval/searchtest"
@@ -323,11 +322,6 @@ type tightDriver struct {
 	fullDriver
 	free      int64
 	allocFail func(bytes int64) error
-}
-
-type fullDriver interface {
-	driver.Driver
-	driver.Extended
 }
 
 func (d *tightDriver) MemInfo() (free, total int64, err error) {

@@ -18,26 +18,25 @@ import (
 // syncCounter is a driver that counts the calls that make the host wait
 // for the device, around the engine's own driver (an Extended one).
 type syncCounter struct {
-	driver.Driver
-	driver.Extended
+	fullDriver
 	syncs, toHost, waits int
 }
 
-func (s *syncCounter) Sync() error { s.syncs++; return s.Driver.Sync() }
+func (s *syncCounter) Sync() error { s.syncs++; return s.fullDriver.Sync() }
 
 func (s *syncCounter) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
 	s.toHost++
-	return s.Driver.ToHost(dst, src, bytes)
+	return s.fullDriver.ToHost(dst, src, bytes)
 }
 
-func (s *syncCounter) WaitEvent(ev driver.Event) error { s.waits++; return s.Driver.WaitEvent(ev) }
+func (s *syncCounter) WaitEvent(ev driver.Event) error { s.waits++; return s.fullDriver.WaitEvent(ev) }
 
 // countSyncs puts a syncCounter around e's driver.
 func countSyncs(t *testing.T, e *Engine) *syncCounter {
 	t.Helper()
 	var sc *syncCounter
 	on(t, e.dev, func() error {
-		sc = &syncCounter{Driver: e.dev.drv, Extended: e.dev.drv.(driver.Extended)}
+		sc = &syncCounter{fullDriver: e.dev.drv.(fullDriver)}
 		e.dev.drv = sc
 		return nil
 	})

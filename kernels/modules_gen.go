@@ -20,5 +20,5 @@ var Modules = []Module{
 	{"outnorm_mse", []string{"outnorm_mse"}},
 	{"reduce", []string{"colsum_partial", "colsum_final"}},
 	{"search", []string{"search_f16_topw", "search_merge", "search_rescore"}},
-	{"tensorcore_check", []string{"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_wgmma_mn", "tc_check_tma", "tc_check_cluster", "tc_check_geometry", "tc_check_divergent", "tc_check_drift"}},
+	{"tensorcore_check", []string{"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_wgmma_mn", "tc_check_tma", "tc_check_cluster", "tc_check_geometry", "tc_check_divergent", "tc_check_drift", "tc_check_ring"}},
 }

@@ -54,8 +54,17 @@
 //                      warp can overwrite its values while the other still
 //                      reads them: the emulator's tests use it to show that
 //                      its schedule lets warps drift apart.
+//   tc_check_ring      blocks of 64 threads: warp 0 produces `rounds` values
+//                      per lane into one shared stage (mbarrier `full`),
+//                      warp 1 consumes them and gives the stage back
+//                      (mbarrier `empty`), after reading it, or before if
+//                      early (a release too soon: the producer may refill
+//                      the stage before it is read); out[32 block + lane] =
+//                      the consumer lane's sum. The emulator's tests use it
+//                      to show that the arrival completing a phase lets
+//                      the waiting warps run at once.
 //
-// Versions: v1; v2 adds tc_check_wgmma_mn; v3 tc_check_drift.
+// Versions: v1; v2 adds tc_check_wgmma_mn; v3 tc_check_drift; v4 tc_check_ring.
 #include "tensorcore.cuh"
 
 extern "C" __global__ void tc_check_mma(const uint16_t* A, const uint16_t* Bt, const float* C, float* D, int is_f16) {
@@ -341,4 +350,38 @@ extern "C" __global__ void tc_check_drift(int* out, int steps, int sync) {
     if (sync) __syncthreads();
     s[t] = -1;
     out[blockIdx.x * 64 + t] = sum;
+}
+
+extern "C" __global__ void tc_check_ring(int* out, int rounds, int early) {
+#if DC_SM90A
+    unsigned char* raw = dc_dynamic_smem();
+    uint64_t* bars = (uint64_t*)raw;  // [0] full: the stage holds a value; [1] empty: it was read
+    int* stage = (int*)(raw + 16);    // 32 ints
+    const uint32_t full = smem_addr(&bars[0]), empty = smem_addr(&bars[1]);
+    const int lane = threadIdx.x % 32;
+    if (threadIdx.x == 0) {
+        mbar_init(full, 32);
+        mbar_init(empty, 32);
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        for (int r = 0; r < rounds; ++r) {
+            if (r > 0) mbar_wait(empty, (r - 1) & 1);
+            stage[lane] = 100 * r + lane;
+            mbar_arrive(full);
+        }
+    } else {
+        int sum = 0;
+        for (int r = 0; r < rounds; ++r) {
+            mbar_wait(full, r & 1);
+            if (early) mbar_arrive(empty);
+            sum += stage[lane];
+            if (!early) mbar_arrive(empty);
+        }
+        out[blockIdx.x * 32 + lane] = sum;
+    }
+#else
+    __trap();
+#endif
 }

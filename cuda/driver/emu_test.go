@@ -73,6 +73,41 @@ func TestEmuScheduleDrift(t *testing.T) {
 	}
 }
 
+// TestEmuMbarrierEarlyRelease: a consumer that gives a ring's stage back
+// (arrives on its empty mbarrier) before reading it lets the producer
+// refill it first. The emulator lets the warps waiting on a phase run as
+// soon as the arrival completing it lands, as a GPU may, so the mistake
+// shows even in lockstep (seed 0): the consumer lane whose arrival
+// completes the phase reads the next round's value. Released after the
+// read, every schedule gives the right sums.
+func TestEmuMbarrierEarlyRelease(t *testing.T) {
+	v := openTC(t)
+	const blocks, rounds = 16, 6
+	wrong := func(seed uint64, early int) int {
+		old := emu.SetScheduleSeed(seed)
+		defer emu.SetScheduleSeed(old)
+		out := v.alloc(4 * 32 * blocks)
+		v.mustLaunch("tc_check_ring", cfg1(blocks, 64, 16+4*32), pPtr(out), pInt(rounds), pInt(early))
+		got := v.download(out, 4*32*blocks)
+		n := 0
+		for i := range 32 * blocks {
+			want := 100*rounds*(rounds-1)/2 + rounds*(i%32)
+			if int(int32(binary.LittleEndian.Uint32(got[4*i:]))) != want {
+				n++
+			}
+		}
+		return n
+	}
+	for _, seed := range []uint64{0, 1, 2} {
+		if n := wrong(seed, 0); n != 0 {
+			t.Errorf("seed %d, stage released after the read: %d of %d lanes got a wrong sum", seed, n, 32*blocks)
+		}
+	}
+	if n := wrong(0, 1); n == 0 {
+		t.Errorf("lockstep schedule, stage released before the read: every sum right in %d blocks; the phase's completion did not let the producer run", blocks)
+	}
+}
+
 // TestEmuCpAsyncMissingWait: shared memory read before cp.async.wait_group
 // holds the poison fill, not the data.
 func TestEmuCpAsyncMissingWait(t *testing.T) {

@@ -23,7 +23,7 @@ import (
 
 var tcKernels = []string{
 	"tc_check_mma", "tc_check_ldmatrix", "tc_check_cp_async", "tc_check_wgmma", "tc_check_wgmma_mn", "tc_check_tma",
-	"tc_check_cluster", "tc_check_geometry", "tc_check_divergent", "tc_check_drift", "gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref",
+	"tc_check_cluster", "tc_check_geometry", "tc_check_divergent", "tc_check_drift", "tc_check_ring", "gemm_bf16_mma_ref", "gemm_bf16_wgmma_ref",
 }
 
 // tcDevice is a driver with Extended and helpers for the tests.

@@ -96,6 +96,10 @@ void emu_collective(int width, const char* name, emu_collective_fn fn, void* op)
 // already true, after letting the other threads run once.
 void emu_wait_until(bool (*ready)(const void* arg), const void* arg, const char* what);
 
+// emu_yield_turn lets every other thread that can run have a turn before
+// the calling thread goes on.
+void emu_yield_turn();
+
 // The calling thread's block within its cluster, and the cluster's shared
 // memory: emu_smem(rank) is block rank's dynamic shared memory (rank -1:
 // the caller's), emu_smem_bytes its size.

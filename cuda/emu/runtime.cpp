@@ -81,6 +81,7 @@ struct Run {
     emu_dim3 cluster_dim{1, 1, 1}, cluster_idx{0, 0, 0};
     uint32_t smem_bytes = 0;
     Barrier cluster_bar;
+    int round = 0;          // the scheduler's round (emu_yield_turn)
     std::vector<int> held;  // per warp of the cluster: rounds it still sits out
     bool random = false;    // hold warps back (the seed is not 0)
     uint64_t rng = 0;       // the schedule's random state
@@ -218,13 +219,17 @@ bool hold_warps() {
     return any;
 }
 
+// turn_passed: the round a thread that yielded its turn waits for has come.
+bool turn_passed(const void* arg) { return run->round >= *(const int*)arg; }
+
 // schedule runs the fibers of the cluster to their end; false on an error
 // (run->error says which).
 bool schedule() {
     const int n = (int)run->fibers.size();
     bool may_hold = true;
     for (int round = 0;; ++round) {
-        bool progressed = false;
+        run->round = round;
+        bool progressed = false, turn_pending = false;
         int alive = 0;
         const bool holding = may_hold && hold_warps();
         may_hold = true;
@@ -242,7 +247,10 @@ bool schedule() {
             if (f.blocked) {
                 run->cur = &f;  // ready() may act for the waiting thread
                 set_builtins(f);
-                if (!f.wait.ready(f.wait.arg)) continue;
+                if (!f.wait.ready(f.wait.arg)) {
+                    turn_pending |= f.wait.ready == turn_passed;
+                    continue;
+                }
                 f.blocked = false;
             }
             run->cur = &f;
@@ -252,6 +260,7 @@ bool schedule() {
             if (run->aborted) return false;
         }
         if (alive == 0) return true;
+        if (!progressed && turn_pending) continue;  // a yielded thread runs next round
         if (!progressed && holding) {
             // The others may be waiting on the warps held back: release
             // them, and hold none next round, which tells a deadlock.
@@ -352,6 +361,14 @@ void emu_collective(int width, const char* name, emu_collective_fn fn, void* op)
 
 void emu_wait_until(bool (*ready)(const void*), const void* arg, const char* what) {
     block(Wait{ready, arg, what});
+}
+
+void emu_yield_turn() {
+    // Skip the next round, in which every other thread that can run does,
+    // whatever the order; a plain yield would let this thread run first
+    // when it was the last of its round, the order being reversed.
+    const int next = run->round + 2;
+    block(Wait{turn_passed, &next, "its turn"});
 }
 
 int emu_cta_rank() { return run->cur->cta; }

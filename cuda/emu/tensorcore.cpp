@@ -494,10 +494,11 @@ void emu_mbar_arrive(uint32_t bar, uint32_t tx_bytes) {
     s.pending--;
     const bool completes = s.pending == 0 && s.tx == 0;
     mbar_put(p, s);
-    // The arrival that completes a phase lets the others run at once, as
-    // a GPU may: a stage released before the wgmma reading it has been
-    // waited for is then refilled (and poisoned) by the producer first.
-    if (completes) emu_wait_until(nullptr, nullptr, nullptr);
+    // The arrival that completes a phase lets the threads waiting on it run
+    // before it goes on, as a GPU may: a stage released before the wgmma
+    // reading it has been waited for is then refilled (and poisoned) by the
+    // producer first, in every schedule (tc_check_ring).
+    if (completes) emu_yield_turn();
 }
 
 bool emu_mbar_try_wait(uint32_t bar, uint32_t parity, bool block) {

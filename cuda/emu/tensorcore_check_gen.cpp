@@ -31,6 +31,8 @@ static_assert(std::is_same_v<decltype(&tc_check_divergent), void (*)(int*)>,
               "kernels/tensorcore_check.cu: tc_check_divergent: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&tc_check_drift), void (*)(int*, int, int)>,
               "kernels/tensorcore_check.cu: tc_check_drift: run go generate ./kernels");
+static_assert(std::is_same_v<decltype(&tc_check_ring), void (*)(int*, int, int)>,
+              "kernels/tensorcore_check.cu: tc_check_ring: run go generate ./kernels");
 
 emu_entry emu_table_tensorcore_check[] = {
     EMU_ENTRY(tc_check_mma),
@@ -43,5 +45,6 @@ emu_entry emu_table_tensorcore_check[] = {
     EMU_ENTRY(tc_check_geometry),
     EMU_ENTRY(tc_check_divergent),
     EMU_ENTRY(tc_check_drift),
+    EMU_ENTRY(tc_check_ring),
 };
 int emu_table_tensorcore_check_len = sizeof(emu_table_tensorcore_check) / sizeof(emu_table_tensorcore_check[0]);

@@ -79,6 +79,7 @@ const (
 	KTcCheckGeometry                        // kernels/tensorcore_check.cu
 	KTcCheckDivergent                       // kernels/tensorcore_check.cu
 	KTcCheckDrift                           // kernels/tensorcore_check.cu
+	KTcCheckRing                            // kernels/tensorcore_check.cu
 	NumKernels
 )
 
@@ -154,6 +155,7 @@ var names = [NumKernels]string{
 	KTcCheckGeometry:          "tc_check_geometry",
 	KTcCheckDivergent:         "tc_check_divergent",
 	KTcCheckDrift:             "tc_check_drift",
+	KTcCheckRing:              "tc_check_ring",
 }
 
 var paramBytes = [NumKernels][]int{
@@ -228,6 +230,7 @@ var paramBytes = [NumKernels][]int{
 	KTcCheckGeometry:          {8},
 	KTcCheckDivergent:         {8},
 	KTcCheckDrift:             {8, 4, 4},
+	KTcCheckRing:              {8, 4, 4},
 }
 
 // Adamw launches adamw of kernels/adamw.cu:
@@ -725,4 +728,11 @@ func TcCheckDivergent(l Launcher, cfg driver.LaunchConfig, out Ptr[int32]) error
 //	tc_check_drift(int* out, int steps, int sync)
 func TcCheckDrift(l Launcher, cfg driver.LaunchConfig, out Ptr[int32], steps int32, sync int32) error {
 	return l.Launch(KTcCheckDrift, cfg, [][]byte{ptr(out), i32(steps), i32(sync)})
+}
+
+// TcCheckRing launches tc_check_ring of kernels/tensorcore_check.cu:
+//
+//	tc_check_ring(int* out, int rounds, int early)
+func TcCheckRing(l Launcher, cfg driver.LaunchConfig, out Ptr[int32], rounds int32, early int32) error {
+	return l.Launch(KTcCheckRing, cfg, [][]byte{ptr(out), i32(rounds), i32(early)})
 }

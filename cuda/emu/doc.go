@@ -13,7 +13,10 @@
 //     mbarrier phase, cluster barrier) until it completes; threads run in
 //     alternating order from one round to the next, warps held back for
 //     rounds at random (seeded: SetScheduleSeed, DINOCLIP_EMU_SEED) so
-//     that they drift apart, and a round where no thread can run and none
+//     that they drift apart; the thread whose arrival completes an
+//     mbarrier phase sits out the next round, so the threads waiting on
+//     the phase run before it goes on (a stage given back before it is
+//     read is refilled first); a round where no thread can run and none
 //     is held back is a deadlock or a divergent barrier, reported as the
 //     launch's error. Any block up to 1024 threads, 3-D grids and blocks,
 //     dynamic shared memory per block (filled with NaN at the block's

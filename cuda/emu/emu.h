@@ -19,10 +19,14 @@
 //     barrier missing between warps that meet only in collectives would
 //     never show; so at the start of each round each warp may be held back
 //     for a few rounds (odds and lengths from a seeded generator: the same
-//     schedule in every run, DINOCLIP_EMU_SEED picks another, 0 none). A
-//     round in which no fiber can run, with no warp held back, is a
-//     deadlock, reported as a launch error (a barrier that some threads of
-//     a block skip by exiting is reported as a divergent barrier).
+//     schedule in every run, DINOCLIP_EMU_SEED picks another, 0 none).
+//     The thread whose arrival completes an mbarrier phase sits out the
+//     next round (emu_yield_turn), so that the threads waiting on the phase
+//     run before it goes on, as they may on a GPU. A round in which no
+//     fiber can run, with no warp held back and none sitting out a round,
+//     is a deadlock, reported as a launch error (a barrier that some
+//     threads of a block skip by exiting is reported as a divergent
+//     barrier).
 //   - Device memory, and dynamic shared memory at the start of each block,
 //     are filled with 0xff bytes (NaN as float, bf16 and f16), so reading
 //     memory nobody wrote shows. Asynchronous copies (cp.async, TMA) poison

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -252,7 +253,14 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 		a.Close()
 		return nil, nil, err
 	}
-	if s.KeysSample != "" && keysSample(raw) != s.KeysSample {
+	var sample string
+	if s.KeysSample != "" {
+		if err := mmapfault.Guard(func() { sample = keysSample(raw) }); err != nil { // truncated since it was opened
+			a.Close()
+			return nil, nil, fmt.Errorf("%s: %w", s.Keys, err)
+		}
+	}
+	if s.KeysSample != "" && sample != s.KeysSample {
 		a.Close()
 		return nil, nil, fmt.Errorf("%s: its rows are not those the manifest recorded (keys_sample differs): the file was replaced, swapped with another shard's or edited", s.Keys)
 	}
@@ -277,8 +285,8 @@ type IndexWriter struct {
 	manifest IndexManifest
 	dtype    npy.DType
 	unlock   func()
-	created  bool                   // AppendIndex made dir
-	sources  map[string]IndexSource // Source's lookup, by real path; made on first use
+	madeTop  string                 // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
+	sources  map[string]IndexSource // Source's lookup by path, made on first use
 }
 
 // checkIndexDir refuses a directory without a manifest that holds a file
@@ -311,9 +319,11 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	if err := checkIndexDir(dir); err != nil {
 		return nil, err
 	}
-	_, statErr := os.Stat(dir)
-	w := &IndexWriter{dir: dir, created: errors.Is(statErr, fs.ErrNotExist)}
+	w := &IndexWriter{dir: dir}
 	for attempt := 1; ; attempt++ {
+		if top := missingTop(dir); top != "" && w.madeTop == "" {
+			w.madeTop = top
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
@@ -395,21 +405,17 @@ func (w *IndexWriter) Manifest() IndexManifest {
 // DType is the dtype the index stores.
 func (w *IndexWriter) DType() string { return w.manifest.DType }
 
-// Source returns the source recorded for the file at path (absolute,
-// symbolic links resolved), if the index holds a shard of it: one recorded
-// under that path, or under a path that leads to it through symbolic links
-// (an index made before sources were recorded with their links resolved).
+// Source returns the source recorded under path (absolute, symbolic links
+// resolved, as sources are recorded), if the index holds a shard of it.
 // The caller compares size and rows: the same, and the file is indexed
-// already; different, and it changed since.
+// already; different, and it changed since. A recorded path is not
+// resolved again: a link that leads elsewhere now says nothing of what was
+// indexed.
 func (w *IndexWriter) Source(path string) (IndexSource, bool) {
 	if w.sources == nil {
 		w.sources = map[string]IndexSource{}
 		for _, s := range w.manifest.Shards {
-			p := s.Source.Path
-			if real, err := filepath.EvalSymlinks(p); err == nil {
-				p = real
-			}
-			w.sources[p] = s.Source
+			w.sources[s.Source.Path] = s.Source
 		}
 	}
 	src, ok := w.sources[path]
@@ -518,25 +524,51 @@ func sampleKeysFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return keysSample(raw), nil
+	var sample string
+	if err := mmapfault.Guard(func() { sample = keysSample(raw) }); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return sample, nil
 }
 
 // Close releases the lock. An index that never got a manifest (its first
 // append failed, or was never made) leaves nothing of this writer behind:
-// the lock file is removed, still locked (see lockDir), and so is the
-// directory if AppendIndex made it and nothing else is in it.
+// the lock file is removed, still locked (see lockDir), and so are the
+// directories AppendIndex made for it, as long as nothing else is in them.
 func (w *IndexWriter) Close() {
 	if w.unlock == nil {
 		return
 	}
 	if _, err := os.Stat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
 		os.Remove(filepath.Join(w.dir, indexLockFile))
-		if w.created {
-			os.Remove(w.dir) // fails, as it should, if anything else is in it
+		if w.madeTop != "" {
+			// os.Remove fails, as it should, on a directory that holds
+			// anything: the walk up stops there.
+			for d := filepath.Clean(w.dir); ; d = filepath.Dir(d) {
+				if os.Remove(d) != nil || d == w.madeTop {
+					break
+				}
+			}
 		}
 	}
 	w.unlock()
 	w.unlock = nil
+}
+
+// missingTop is the topmost directory of dir's path that does not exist
+// (dir itself, or one above it), which os.MkdirAll(dir) would make; "" if
+// dir exists.
+func missingTop(dir string) string {
+	top := ""
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			return top
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			return top
+		}
+	}
 }
 
 // normEpsilon is the smallest divisor of a row's normalisation, as in

@@ -192,15 +192,30 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 		}
 		return names
 	}
-	t.Run("new directory", func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "a", "index")
+	t.Run("new directories", func(t *testing.T) {
+		base := t.TempDir()
+		dir := filepath.Join(base, "a", "b", "index")
 		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
 		failing(t, w)
-		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the directory made for the index is left (%v), holding %v", err, entries(dir))
+		if left := entries(base); len(left) != 0 {
+			t.Errorf("the directories made for the index are left: %s holds %v", base, left)
+		}
+		// One that gained another file meanwhile stays, and so do those
+		// above it.
+		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(base, "a", "notes.txt"), []byte("x"), 0o644)
+		failing(t, w)
+		if _, err := os.Stat(filepath.Join(base, "a", "b")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a/b, made for the index and empty, is left (%v)", err)
+		}
+		if got := entries(filepath.Join(base, "a")); !slices.Equal(got, []string{"notes.txt"}) {
+			t.Errorf("a holds %v, want [notes.txt] (a directory holding another file is kept)", got)
 		}
 	})
 	t.Run("empty directory", func(t *testing.T) {

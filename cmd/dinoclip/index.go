@@ -81,10 +81,11 @@ func featureFiles(args []string) ([]string, error) {
 		}
 		for _, f := range found {
 			// The file's real path: a file reached through a symbolic link
-			// is the file it leads to, indexed once.
-			real, err := filepath.EvalSymlinks(f)
+			// (in its name, its directories or the working directory's) is
+			// the file it leads to, indexed once.
+			real, err := filepath.Abs(f)
 			if err == nil {
-				real, err = filepath.Abs(real)
+				real, err = filepath.EvalSymlinks(real)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("--features: %w", err)

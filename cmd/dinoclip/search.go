@@ -70,7 +70,7 @@ func searchCommand() *cli.Command {
 			stringFlag("index", "`INDEX` directory, or a KEYS.npy matrix [rows, dim]", ""),
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
 			intFlag("k", "`K` best rows per query", 10),
-			stringFlag("out", "output `DIR` (created; replaced if it holds an earlier search's output)", ""),
+			stringFlag("out", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)", ""),
 			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory", retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
 			configFlag(),
@@ -221,13 +221,13 @@ func runSearch(cCtx *cli.Context) error {
 		return err
 	}
 	warnLeftovers(cCtx.App.ErrWriter, outDir)
-	// The output is written into a directory made now, before the search,
-	// so an --out that cannot be written is found before the work is done.
-	tmp, err := makeOutTemp(outDir)
+	// Make (and remove) the temporary directory the output is written
+	// into, so an --out that cannot be written fails before the search.
+	probe, err := makeOutTemp(outDir)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	os.Remove(probe)
 	queries, nq, qdim, err := readQueries(queriesPath)
 	if err != nil {
 		return err
@@ -294,7 +294,7 @@ func runSearch(cCtx *cli.Context) error {
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err
 	}
-	if err := writeSearch(tmp, outDir, nb, info); err != nil {
+	if err := writeSearch(outDir, nb, info); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
@@ -345,23 +345,36 @@ func checkOutDir(out string) error {
 	return nil
 }
 
-// resolveOut is the directory --out names: out itself, or where out
-// leads when it is a symbolic link (which the output is written into,
-// rather than replacing the link by a directory).
+// resolveOut is the directory --out names: out itself (cleaned), or where
+// out leads when it is a symbolic link (which the output is written into,
+// rather than replacing the link by a directory). The working directory
+// is refused: the output replaces its directory whole.
 func resolveOut(out string) (string, error) {
-	st, err := os.Lstat(out)
-	if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+	out = filepath.Clean(out) // "link/" names the link, not what it leads to
+	if st, err := os.Lstat(out); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(out)
+		if err != nil {
+			return "", fmt.Errorf("--out %s is a symbolic link that leads nowhere (%w); point it at a directory or choose another --out", out, err)
+		}
+		out = target
+	}
+	real, err := filepath.Abs(out)
+	if err == nil {
+		real, err = filepath.EvalSymlinks(real)
+	}
+	if err != nil {
 		return out, nil // a missing out is created; other errors are checkOutDir's
 	}
-	target, err := filepath.EvalSymlinks(out)
-	if err != nil {
-		return "", fmt.Errorf("--out %s is a symbolic link that leads nowhere (%w); point it at a directory or choose another --out", out, err)
+	if wd, err := os.Getwd(); err == nil {
+		if wd, err = filepath.EvalSymlinks(wd); err == nil && wd == real {
+			return "", fmt.Errorf("--out %s is the working directory, which the output would replace whole; name a directory for it (e.g. --out hits)", out)
+		}
 	}
-	return target, nil
+	return out, nil
 }
 
 // makeOutTemp makes the temporary directory beside out (and out's parent
-// directories) that writeSearch renames into place.
+// directories) that writeSearch writes and renames into place.
 func makeOutTemp(out string) (string, error) {
 	parent := filepath.Dir(filepath.Clean(out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -378,11 +391,16 @@ func makeOutTemp(out string) (string, error) {
 	return tmp, nil
 }
 
-// writeSearch writes the output directory whole: into tmp (from
-// makeOutTemp), renamed over out (an earlier output is moved aside first
-// and removed after), so out never holds ids and scores of two different
-// searches.
-func writeSearch(tmp, out string, nb *retrieval.Neighbors, info searchInfo) error {
+// writeSearch writes the output directory whole: into a temporary
+// directory beside out, renamed over it (an earlier output is moved aside
+// first and removed after), so out never holds ids and scores of two
+// different searches.
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
+	tmp, err := makeOutTemp(out)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
 	parent := filepath.Dir(filepath.Clean(out))
 	shape := []int{nb.Queries, nb.K}
 	if err := npy.WriteInt64(filepath.Join(tmp, searchIDsFile), shape, nb.Rows); err != nil {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -144,8 +143,7 @@ func TestIndexAndSearch(t *testing.T) {
 }
 
 // A features file reached through symbolic links is the file they lead to:
-// indexed once, whichever path names it, also in an index that recorded it
-// under a linked path (as indexes did before paths were resolved).
+// indexed once, whichever path names it.
 func TestIndexSymlinkedSources(t *testing.T) {
 	run, data, _ := trainRun(t)
 	dir := t.TempDir()
@@ -178,15 +176,18 @@ func TestIndexSymlinkedSources(t *testing.T) {
 			t.Fatalf("index --features %s again: %v, %d shards\n%s", path, err, len(shards()), stderr)
 		}
 	}
-	// An index that recorded the source under a linked path.
-	mp := filepath.Join(index, retrieval.IndexManifestFile)
-	b, _ := os.ReadFile(mp)
-	os.WriteFile(mp, []byte(strings.Replace(string(b), strconv.Quote(real), strconv.Quote(filepath.Join(linkDir, "a.dino.npy")), 1)), 0o644)
-	if sh := shards(); sh[0].Source.Path != filepath.Join(linkDir, "a.dino.npy") {
-		t.Fatalf("manifest edit did not take: %+v", sh)
+	// A relative path from a working directory reached through a link, and
+	// the same file by its real path, in one run: one file, one shard.
+	index2 := filepath.Join(dir, "ix2")
+	t.Chdir(linkDir)
+	mustRun(t, "index", "--model", run, "--features", "a.dino.npy", "--features", real, "--out", index2)
+	ix, err := retrieval.OpenIndex(index2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", real, "--out", index); err != nil || len(shards()) != 1 {
-		t.Fatalf("index --features %s on an index that recorded it through a link: %v, %d shards\n%s", real, err, len(shards()), stderr)
+	defer ix.Close()
+	if sh := ix.Manifest.Shards; len(sh) != 1 || sh[0].Source.Path != real {
+		t.Fatalf("a relative path in a linked working directory and the real path: shards %+v, want one, of %s", sh, real)
 	}
 }
 
@@ -303,6 +304,22 @@ func TestIndexSearchErrors(t *testing.T) {
 		if _, shape, err := npy.ReadInt64(filepath.Join(real, searchIDsFile)); err != nil || !slices.Equal(shape, []int{2, 2}) {
 			t.Errorf("search through a linked --out: %s shape %v (%v), want [2 2]", filepath.Join(real, searchIDsFile), shape, err)
 		}
+	}
+	// "link/", as shell completion writes it, is the link too.
+	mustRun(t, "search", "--index", index, "--queries", q, "--k", "3", "--out", link+"/")
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("--out %s/: the link was replaced (%v)", link, err)
+	}
+	if _, shape, err := npy.ReadInt64(filepath.Join(real, searchIDsFile)); err != nil || !slices.Equal(shape, []int{2, 3}) {
+		t.Errorf("search through --out %s/: shape %v (%v), want [2 3]", link, shape, err)
+	}
+	// The working directory, however named, is refused before the search.
+	wd := filepath.Join(dir, "emptywd")
+	os.Mkdir(wd, 0o755)
+	os.Symlink(wd, filepath.Join(dir, "wdlink"))
+	t.Chdir(wd) // (every other path of this test is absolute)
+	for _, o := range []string{".", wd, filepath.Join(dir, "wdlink"), filepath.Join(dir, "wdlink") + "/"} {
+		wantError(t, []string{"search", "--index", index, "--queries", filepath.Join(dir, "missing.npy"), "--out", o}, "is the working directory")
 	}
 	dangling := filepath.Join(dir, "dangling")
 	os.Symlink(filepath.Join(dir, "gone"), dangling)
@@ -444,12 +461,7 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 			for r := range rounds {
 				k := 1 + (w+r)%3
 				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
-				tmp, err := makeOutTemp(out)
-				if err == nil {
-					err = writeSearch(tmp, out, nb, searchInfo{K: k, Device: "cpu"})
-					os.RemoveAll(tmp)
-				}
-				if err != nil {
+				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}); err != nil {
 					errs <- err
 				}
 			}

@@ -52,4 +52,3 @@ func Guard(f func()) (err error) {
 	f()
 	return nil
 }
-

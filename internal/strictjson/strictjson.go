@@ -11,11 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 )
 
 // Unmarshal decodes the one JSON value in b into v. It fails on a key
-// repeated within an object (at any depth), a field v does not have, or
-// anything but whitespace after the value.
+// repeated within an object (at any depth; keys that differ only in case
+// count as the same, as encoding/json matches them to the same field), a
+// field v does not have, or anything but whitespace after the value.
 func Unmarshal(b []byte, v any) error {
 	if err := checkKeys(json.NewDecoder(bytes.NewReader(b))); err != nil {
 		return err
@@ -50,10 +53,10 @@ func checkKeys(dec *json.Decoder) error {
 				return err
 			}
 			key := k.(string) // the decoder checks that object keys are strings
-			if seen[key] {
-				return fmt.Errorf("key %q appears twice in one object", key)
+			if seen[fold(key)] {
+				return fmt.Errorf("key %q appears twice in one object (keys are matched ignoring case)", key)
 			}
-			seen[key] = true
+			seen[fold(key)] = true
 			if err := checkKeys(dec); err != nil {
 				return err
 			}
@@ -70,4 +73,19 @@ func checkKeys(dec *json.Decoder) error {
 		return err
 	}
 	return nil
+}
+
+// fold maps s to one representative of the strings strings.EqualFold
+// holds equal to it: each rune replaced by the smallest of its Unicode
+// simple case folding orbit (K, k and the Kelvin sign alike).
+func fold(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }

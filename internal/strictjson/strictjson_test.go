@@ -23,6 +23,8 @@ func TestUnmarshal(t *testing.T) {
 		{"duplicate at the top", `{"a": 1, "a": 2}`, `"a" appears twice`},
 		{"duplicate in an array's object", `{"b": [{"C": 1}, {"C": 2, "C": 3}]}`, `"C" appears twice`},
 		{"duplicate in a map", `{"m": {"x": 1, "x": 2}}`, `"x" appears twice`},
+		{"duplicate in another case", `{"a": 1, "A": 2}`, `"A" appears twice`},
+		{"duplicate by Unicode folding", "{\"m\": {\"k\": 1, \"\u212a\": 2}}", "appears twice"},
 		{"unknown field", `{"a": 1, "z": 2}`, `unknown field "z"`},
 		{"trailing value", `{"a": 1} {"a": 2}`, "data after the JSON value"},
 		{"trailing garbage", `{"a": 1}x`, "data after the JSON value"},

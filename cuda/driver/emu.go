@@ -65,10 +65,14 @@ type emuEvent struct {
 }
 
 // emuGraph is a recorded sequence of stream operations; kinds name each
-// one (its topology, for UpdateGraph).
+// one (its topology, for UpdateGraph), and evs holds the event of each
+// Record (nil for the other operations), so that a launch of the graph
+// queues its operations as the stream's own and WaitEvent on an event
+// recorded in it waits for the graph up to there.
 type emuGraph struct {
 	ops   []func() error
 	kinds []string
+	evs   []*emuEvent
 }
 
 type emuGraphExec struct{ g *emuGraph }
@@ -117,6 +121,7 @@ func (d *emuDriver) enqueue(kind string, op emuOp) error {
 	if d.capture != nil {
 		d.capture.ops = append(d.capture.ops, op.run)
 		d.capture.kinds = append(d.capture.kinds, kind)
+		d.capture.evs = append(d.capture.evs, op.ev)
 		return nil
 	}
 	if len(d.lazy) > 0 {
@@ -472,14 +477,18 @@ func (d *emuDriver) LaunchGraph(exec GraphExec) error {
 		return errors.New("emulation: launching a graph during a capture")
 	}
 	g := ex.g
-	return d.stream("graph", func() error {
-		for i, op := range g.ops {
+	for i, op := range g.ops {
+		run := func() error {
 			if err := op(); err != nil {
 				return fmt.Errorf("graph operation %d (%s): %w", i, g.kinds[i], err)
 			}
+			return nil
 		}
-		return nil
-	})
+		if err := d.enqueue(g.kinds[i], emuOp{run: run, ev: g.evs[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (*emuDriver) DestroyGraph(g Graph) error {

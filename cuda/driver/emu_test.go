@@ -9,6 +9,7 @@ package driver
 // or hang), so they run only under the tag cudaemu.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 	"testing"
@@ -351,6 +352,75 @@ func TestEmuStaticSharedCounts(t *testing.T) {
 // work queued behind the copy runs in order when the host waits, and
 // WaitEvent runs the queue only up to its event. ToDevice refuses pinned
 // memory, and UploadAsync and ToHostAsync pageable memory.
+// TestEmuGraphEvent: an event recorded in a captured graph is passed when
+// the stream reaches it in a launch of the graph: in the lazy stream,
+// WaitEvent on it runs the graph up to the event and no further.
+func TestEmuGraphEvent(t *testing.T) {
+	v := openTC(t)
+	buf, src := v.alloc(16), v.alloc(16)
+	ones := bytes.Repeat([]byte{1}, 16)
+	if err := v.d.ToDevice(src, unsafe.Pointer(&ones[0]), 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.Zero(buf, 16); err != nil {
+		t.Fatal(err)
+	}
+	host, err := v.x.HostAlloc(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.x.HostFree(host)
+	mid, err := v.d.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.BeginCapture(); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []func() error{
+		func() error { return v.d.CopyDevice(buf, src, 16) },
+		func() error { return v.d.Record(mid) },
+		func() error { return v.x.ToHostAsync(host[:16], buf) },
+	} {
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := v.x.EndCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec, err := v.x.Instantiate(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An upload of 7s makes the stream lazy: the graph's launch is queued
+	// behind it.
+	clear(host[:16])
+	copy(host[16:], bytes.Repeat([]byte{7}, 16))
+	if err := v.x.UploadAsync(src, host[16:], nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.x.LaunchGraph(exec); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.d.WaitEvent(mid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.d.Elapsed(mid, mid); err != nil {
+		t.Errorf("the event recorded in the graph, waited for: %v", err)
+	}
+	if host[0] != 0 {
+		t.Errorf("WaitEvent on the graph's event ran the copy to the host behind it: host holds %v", host[:16])
+	}
+	if err := v.d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(host[:16], bytes.Repeat([]byte{7}, 16)) {
+		t.Errorf("after Sync: host %v, want the 7s uploaded and copied through the graph", host[:16])
+	}
+}
+
 func TestEmuUploadAsyncReadsLate(t *testing.T) {
 	v := openTC(t)
 	a, b := v.alloc(16), v.alloc(16)

@@ -79,7 +79,10 @@ def folder_images(root):
 def test_train_folder(extracted, image_folder, models):
     out = extracted["train"]
     names = sorted(os.listdir(out))
-    assert names == ["extract.json"] + [f"shard-0000{k}.{w}.npy" for k in range(3) for w in ("clip", "dino")]
+    assert names == ["extract.json"] + [f"shard-0000{k}.{w}" for k in range(3) for w in ("clip.npy", "dino.npy", "images.txt")]
+    # the image of each row, by its absolute path
+    listed = [(out / f"shard-0000{k}.images.txt").read_text().splitlines() for k in range(3)]
+    assert sum(listed, []) == [os.path.abspath(p) for p in folder_images(image_folder)]
     dino = [read_npy(out / f"shard-0000{k}.dino.npy") for k in range(3)]
     clip = [read_npy(out / f"shard-0000{k}.clip.npy") for k in range(3)]
     assert [a.shape for a in dino] == [(5, FEATURE_DIM), (5, FEATURE_DIM), (2, FEATURE_DIM)]
@@ -150,9 +153,15 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     folder = tmp_path / "f"
     shutil.copytree(image_folder / "a", folder)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "two\nlines.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o3") == 0
-    assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (7, FEATURE_DIM)
+    assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (8, FEATURE_DIM)
     assert "1 images did not decode" in capfd.readouterr().err
+    # the list of the rows' images leaves the broken one out; a line break in a name is U+FFFD
+    listed = (tmp_path / "o3" / "shard-00000.images.txt").read_text(encoding="utf-8").split("\n")
+    assert listed[-1] == "" and len(listed) == 9
+    kept = [os.path.abspath(p) for p in folder_images(folder) if not p.endswith("broken.jpg")]
+    assert listed[:-1] == [p.replace("\n", "\ufffd") for p in kept]
     # --target text needs captions
     (folder / "nocap.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o4", "--target", "text") == 1
@@ -210,6 +219,8 @@ def test_train_wds(tmp_path, tiny_models, wds, models, capfd):
     assert "1 samples lack an image or a caption" in err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
         "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
+    # the rows' sample keys
+    assert len((out / "00000.images.txt").read_text().splitlines()) == 5
     for s, good in shards.items():
         dino, clip = read_npy(out / f"{s}.dino.npy"), read_npy(out / f"{s}.clip.npy")
         d, c = direct(models, [im for im, _ in good])

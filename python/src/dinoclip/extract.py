@@ -57,6 +57,10 @@ __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "rea
 
 FEATURE_SUFFIX = ".dino.npy"
 TARGET_SUFFIX = ".clip.npy"
+# Beside each training shard: the image of each row, one per line (train-folder: its absolute
+# path; train-wds: its sample key in the tar). ``dinoclip index`` copies it into the index, and
+# ``dinoclip search`` names the images it finds with it.
+IMAGES_SUFFIX = ".images.txt"
 EVAL_FILES = ("images.dino.npy", "images.clip.npy", "captions.clip.npy", "captions.image.npy", "eval.json")
 MANIFEST = "extract.json"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -417,7 +421,15 @@ def _shard_done(out: str, name: str) -> bool:
     return os.path.isfile(os.path.join(out, name + FEATURE_SUFFIX)) and os.path.isfile(os.path.join(out, name + TARGET_SUFFIX))
 
 
-def _write_shard(out: str, name: str, enc: Encoded, float16: bool) -> None:
+def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Sequence[str]) -> None:
+    """Writes the shard's files, each to a temporary file renamed into place; the images list
+    first, so a shard whose two .npy files exist (done) has its list (``images``: one name per
+    image of the chunk, of which the rows keep ``enc.kept``)."""
+    from .checkpoint import write_atomic
+
+    # One name per line: a line break in a name (rare, but a file name may hold one) becomes U+FFFD.
+    text = "".join(images[i].replace("\r", "\ufffd").replace("\n", "\ufffd") + "\n" for i in enc.kept)
+    write_atomic(os.path.join(out, name + IMAGES_SUFFIX), lambda f: f.write(text.encode("utf-8", "surrogateescape")))
     dt = embedding_dtype(float16)
     save_npy(os.path.join(out, name + FEATURE_SUFFIX), enc.dino, dt)
     save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
@@ -502,7 +514,7 @@ def cmd_train_folder(args) -> int:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
-        _write_shard(args.out, names[k], enc, args.float16)
+        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk])
         _report(names[k], enc, len(chunk))
     return 0
 
@@ -551,7 +563,7 @@ def cmd_train_wds(args) -> int:
         idx = index_tar(tars[i], need_captions=need_captions)
         enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
                          desc=f"{names[i]} ({j + 1}/{len(todo)})")
-        _write_shard(args.out, names[i], enc, args.float16)
+        _write_shard(args.out, names[i], enc, args.float16, idx.keys)
         _report(names[i], enc, len(idx.refs), idx.incomplete)
     return 0
 

@@ -76,6 +76,13 @@ func StaticShared(kernel string) (int, bool) {
 	return most, found
 }
 
+// ParamSizes is the size in bytes of each parameter of kernel, as its
+// signature declares them (modules_gen.go), and whether kernel exists.
+func ParamSizes(kernel string) ([]int, bool) {
+	sizes, ok := paramSizes[kernel]
+	return sizes, ok
+}
+
 // Module is one compiled source file. Modules (modules_gen.go) is generated
 // from the sources by `go generate ./kernels`.
 type Module struct {

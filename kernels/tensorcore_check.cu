@@ -166,7 +166,6 @@ __device__ void wgmma_check(const uint16_t* A, const uint16_t* Bt, float* out, i
     for (int i = 0; i < N / 2; ++i) d[i] = 0.0f;
     const uint64_t da = smem_desc(smem_addr(sa), a_lbo, sbo_of(desc_swizzle), desc_swizzle);
     const uint64_t db = smem_desc(smem_addr(sb), b_lbo, sbo_of(desc_swizzle), desc_swizzle);
-    wgmma_fence();
     if (a_in_regs) {
         const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
         uint32_t a[4];
@@ -174,8 +173,10 @@ __device__ void wgmma_check(const uint16_t* A, const uint16_t* Bt, float* out, i
             const int row = 16 * w + g + (i % 2) * 8, k = 2 * q + (i / 2) * 8;
             a[i] = (uint32_t)A[row * 16 + k] | ((uint32_t)A[row * 16 + k + 1] << 16);
         }
+        wgmma_fence();  // after the registers wgmma reads are written (PTX ISA: wgmma.fence)
         wgmma_bf16_rs<N>(d, a, db, 0);
     } else {
+        wgmma_fence();
         wgmma_bf16_ss<N>(d, da, db, 0);
     }
     wgmma_commit();

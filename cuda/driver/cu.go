@@ -229,6 +229,12 @@ func (c *cuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
 }
 
 func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
+	if k < 0 || k >= len(c.fns) {
+		return fmt.Errorf("cuda: kernel %d of %d", k, len(c.fns))
+	}
+	if err := checkParams(c.names[k], nil, len(args)); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
 	params := make([]unsafe.Pointer, len(args))
 	for i := range args {
 		params[i] = unsafe.Pointer(&args[i])

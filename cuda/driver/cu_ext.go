@@ -23,6 +23,9 @@ type cuExt struct {
 	limits DeviceLimits
 	// pinned maps the address of each HostAlloc allocation to its length.
 	pinned map[uintptr]int
+	// maxShared is the dynamic shared memory each kernel was allowed by
+	// SetMaxDynamicShared (absent: the default, see checkShared).
+	maxShared map[int]int
 }
 
 // The device attributes the limits come from (CUdevice_attribute values).
@@ -42,7 +45,7 @@ func (c *cuDriver) extended() (*cuExt, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := &cuExt{lib: lib, pinned: map[uintptr]int{}}
+	x := &cuExt{lib: lib, pinned: map[uintptr]int{}, maxShared: map[int]int{}}
 	for i, fn := range c.fns {
 		h, err := rawFunction(fn)
 		if err != nil {
@@ -96,6 +99,13 @@ func (c *cuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if err := cfg.Validate(x.limits); err != nil {
 		return fmt.Errorf("cuda: kernel %s: %w", c.names[k], err)
 	}
+	allowed, raised := x.maxShared[k]
+	if err := checkShared(c.names[k], cfg.SharedBytes, allowed, raised); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	if err := checkParams(c.names[k], params, 0); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
 	var l libcuda.Launch
 	for i := range 3 {
 		l.Grid[i], l.Block[i], l.Cluster[i] = uint32(cfg.Grid[i]), uint32(cfg.Block[i]), uint32(cfg.Cluster[i])
@@ -119,6 +129,7 @@ func (c *cuDriver) SetMaxDynamicShared(k int, bytes int) error {
 	if err := x.lib.FuncSetAttribute(fn, libcuda.FuncMaxDynamicSharedSize, bytes); err != nil {
 		return fmt.Errorf("cuda: kernel %s: %w", c.names[k], err)
 	}
+	x.maxShared[k] = bytes
 	return nil
 }
 

@@ -94,9 +94,8 @@ func Open(kernelNames []string) (Driver, error) {
 }
 
 // The emulated device is an H100 (limits SM90): 48 KiB of shared memory
-// without opting in, 227 KiB with (static, from budgets.tsv, and dynamic
-// together), portable clusters of up to 8.
-const defaultDynamicShared = 48 << 10
+// without opting in (defaultDynamicShared), 227 KiB with (static, from
+// budgets.tsv, and dynamic together), portable clusters of up to 8.
 
 func (d *emuDriver) Describe() string {
 	return "host emulation of the CUDA kernels (no GPU; as if the " + d.pathKey + " kernels were loaded)"
@@ -308,16 +307,9 @@ func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if cluster == [3]int{} {
 		cluster = [3]int{1, 1, 1}
 	}
-	// As on the GPU: without opting in, static and dynamic shared memory
-	// together within 48 KiB; raised, the dynamic part within the raise.
-	static, _ := kernels.StaticShared(name)
 	allowed, raised := d.maxShared[k]
-	if !raised {
-		allowed = defaultDynamicShared - static
-	}
-	if cfg.SharedBytes > allowed {
-		return fmt.Errorf("emulation: kernel %s: %d bytes of dynamic shared memory beside %d static; allowed %d (SetMaxDynamicShared raises it)",
-			name, cfg.SharedBytes, static, allowed)
+	if err := checkShared(name, cfg.SharedBytes, allowed, raised); err != nil {
+		return fmt.Errorf("emulation: %w", err)
 	}
 	if err := emu.CheckLaunch(name, cfg.Grid, cfg.Block, cluster, params); err != nil {
 		return err

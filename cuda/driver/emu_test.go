@@ -11,6 +11,7 @@ package driver
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -71,6 +72,27 @@ func TestEmuScheduleDrift(t *testing.T) {
 	}
 	if n := wrong(def, 0); n == 0 {
 		t.Errorf("default schedule (seed %d) without the barrier: every sum right in %d blocks; warps never drifted apart", def, blocks)
+	}
+}
+
+// TestParamSizesAgree: the signature table the GPU driver checks launches
+// against (kernels.ParamSizes, generated into package kernels) and the
+// emulator's own (its entry points, generated into cuda/emu) agree for
+// every kernel.
+func TestParamSizesAgree(t *testing.T) {
+	n := 0
+	for _, m := range kernels.Modules {
+		for _, name := range m.Kernels {
+			want, ok := kernels.ParamSizes(name)
+			got, err := emu.ParamSizes(name)
+			if !ok || err != nil || !slices.Equal(got, want) {
+				t.Errorf("%s: kernels.ParamSizes %v (%v), the emulator's %v (%v)", name, want, ok, got, err)
+			}
+			n++
+		}
+	}
+	if n < 50 {
+		t.Errorf("compared %d kernels; the table should hold every kernel", n)
 	}
 }
 

@@ -2,13 +2,66 @@
 
 package driver
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/dinoclip/dinoclip/kernels"
+)
 
 // The CUDA driver's rules for extended launches and tiled tensor maps, as
 // the CUDA driver API documents them (cuLaunchKernelEx, cuFuncSetAttribute,
 // cuTensorMapEncodeTiled), checked here once for both drivers: the real
 // one fails with a bare CUDA_ERROR_INVALID_VALUE, the emulator must refuse
 // what the GPU refuses.
+
+// defaultDynamicShared is the shared memory a block may use, static and
+// dynamic together, without opting in (cuFuncSetAttribute
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
+const defaultDynamicShared = 48 << 10
+
+// checkShared applies CUDA's rule to a launch of kernel name with dynamic
+// bytes of dynamic shared memory: without opting in, static and dynamic
+// together within 48 KiB; opted in (raised, to allowed bytes), the dynamic
+// part within the raise. On a GPU a launch beyond it fails with a bare
+// CUDA_ERROR_INVALID_VALUE.
+func checkShared(name string, dynamic, allowed int, raised bool) error {
+	static, _ := kernels.StaticShared(name)
+	if !raised {
+		allowed = defaultDynamicShared - static
+	}
+	if dynamic > allowed {
+		return fmt.Errorf("kernel %s: %d bytes of dynamic shared memory beside %d static; allowed %d (SetMaxDynamicShared raises it)",
+			name, dynamic, static, allowed)
+	}
+	return nil
+}
+
+// checkParams checks the count and sizes of a launch's parameters against
+// kernel name's signature (kernels.ParamSizes): the driver copies as many
+// bytes as the kernel declares, so a short parameter would be padded with
+// whatever lies beyond it. params nil checks count alone (Launch passes
+// every parameter in an 8-byte slot).
+func checkParams(name string, params [][]byte, count int) error {
+	want, ok := kernels.ParamSizes(name)
+	if !ok {
+		return fmt.Errorf("kernel %s: not in the kernels' signature table", name)
+	}
+	if params == nil {
+		if count != len(want) {
+			return fmt.Errorf("kernel %s: %d parameters given, it has %d", name, count, len(want))
+		}
+		return nil
+	}
+	if len(params) != len(want) {
+		return fmt.Errorf("kernel %s: %d parameters given, it has %d", name, len(params), len(want))
+	}
+	for i, p := range params {
+		if len(p) != want[i] {
+			return fmt.Errorf("kernel %s: parameter %d is %d bytes, given %d", name, i, want[i], len(p))
+		}
+	}
+	return nil
+}
 
 // DeviceLimits are the device facts an extended launch is checked against.
 type DeviceLimits struct {

@@ -162,6 +162,18 @@ func genModules(mods []Module) string {
 		}
 		fmt.Fprintf(&b, "\t{%q, []string{%s}},\n", m.Name, strings.Join(names, ", "))
 	}
+	b.WriteString("}\n\n")
+	b.WriteString("// paramSizes is each kernel's parameters' sizes in bytes, as the driver copies them.\n")
+	b.WriteString("var paramSizes = map[string][]int{\n")
+	for _, m := range mods {
+		for _, k := range m.Kernels {
+			var sizes []string
+			for _, p := range k.Params {
+				sizes = append(sizes, fmt.Sprint(p.Type.bytes))
+			}
+			fmt.Fprintf(&b, "\t%q: {%s},\n", k.Name, strings.Join(sizes, ", "))
+		}
+	}
 	b.WriteString("}\n")
 	return b.String()
 }

@@ -108,6 +108,7 @@ static int dc_launch_kernel_ex(void *sym, uintptr_t f, const uint32_t *dims, uin
 		free(ptrs);
 		return DC_NO_HOST_MEMORY;
 	}
+	memset(buf, 0, total > 0 ? total : 16);  // no stray bytes beside a parameter shorter than its slot
 	size_t at = 0, off = 0;
 	for (int i = 0; i < nparams; i++) {
 		memcpy(buf + off, data + at, sizes[i]);

@@ -1,6 +1,7 @@
 package retrieval
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -27,6 +28,7 @@ import (
 //	INDEX/manifest.json     what the index holds; written last, atomically
 //	INDEX/keys-00000.npy    [rows, dim] unit-norm embeddings, float16 or float32
 //	INDEX/ids-00000.npy     [rows] int64 ids of those rows
+//	INDEX/images-00000.txt  the image of each row, one per line (when the source had a list)
 //	INDEX/.lock             held (flock) by the process appending
 //
 // Row ids are the rows' positions in the index: shard s holds ids
@@ -37,9 +39,13 @@ const (
 	indexLockFile     = ".lock"
 )
 
-// shardName matches the file names an index may refer to, so a tampered
-// manifest cannot make a search open files outside the index.
-var shardName = regexp.MustCompile(`^(keys|ids)-[0-9]{5,}\.npy$`)
+// shardName and imagesName match the file names an index may refer to,
+// so a tampered manifest cannot make a search open files outside the
+// index.
+var (
+	shardName  = regexp.MustCompile(`^(keys|ids)-[0-9]{5,}\.npy$`)
+	imagesName = regexp.MustCompile(`^images-[0-9]{5,}\.txt$`)
+)
 
 // IndexManifest is manifest.json.
 type IndexManifest struct {
@@ -71,6 +77,9 @@ type IndexShard struct {
 	// KeysSample is keysSample of the keys file's rows, hex: an index
 	// written before it was recorded has none, and is not checked.
 	KeysSample string `json:"keys_sample,omitempty"`
+	// Images names the file listing the image of each row, one per line
+	// (a copy of the list beside the source, see Append); "" if none.
+	Images string `json:"images,omitempty"`
 }
 
 // Sampling the keys: keysSampleWindows windows of keysSampleWindow bytes
@@ -152,6 +161,9 @@ func (m *IndexManifest) check() error {
 	for i, s := range m.Shards {
 		if !shardName.MatchString(s.Keys) || !shardName.MatchString(s.IDs) || !strings.HasPrefix(s.Keys, "keys-") || !strings.HasPrefix(s.IDs, "ids-") {
 			return fmt.Errorf("shard %d names files %q and %q, want keys-NNNNN.npy and ids-NNNNN.npy", i, s.Keys, s.IDs)
+		}
+		if s.Images != "" && !imagesName.MatchString(s.Images) {
+			return fmt.Errorf("shard %d names images file %q, want images-NNNNN.txt", i, s.Images)
 		}
 		if s.KeysSample != "" && !isSHA256Hex(s.KeysSample) {
 			return fmt.Errorf("shard %d: keys_sample %q is not a hex SHA-256", i, s.KeysSample)
@@ -297,7 +309,7 @@ func checkIndexDir(dir string) error {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !isTemp(n) {
+		if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !imagesName.MatchString(n) && !isTemp(n) {
 			return fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
 		}
 	}
@@ -422,7 +434,9 @@ func (w *IndexWriter) Source(path string) (IndexSource, bool) {
 	return src, ok
 }
 
-// Append adds source.Rows rows as a new shard. fill is called with
+// Append adds source.Rows rows as a new shard, with images, the file
+// listing the image of each of its rows ("" if there is none), copied into
+// the index (it must have source.Rows lines). fill is called with
 // consecutive chunks of the shard's rows to write as float32: it must set
 // every value of dst, which is rows×dim; rows that are not already unit
 // norm are normalised here (float64 norm, F.normalize's 1e-12 floor), and
@@ -430,7 +444,7 @@ func (w *IndexWriter) Source(path string) (IndexSource, bool) {
 // names and renamed into place, and the manifest, written last, is what
 // makes them part of the index: a crash at any point leaves the index as
 // it was before the call.
-func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []float32, lo, hi int) error) (err error) {
+func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill func(dst []float32, lo, hi int) error) (err error) {
 	if w.unlock == nil {
 		return fmt.Errorf("index %s: writer is closed", w.dir)
 	}
@@ -484,8 +498,17 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 		if err != nil { // no manifest names the shard's files: remove them
 			os.Remove(filepath.Join(w.dir, shard.Keys))
 			os.Remove(filepath.Join(w.dir, shard.IDs))
+			if shard.Images != "" {
+				os.Remove(filepath.Join(w.dir, shard.Images))
+			}
 		}
 	}()
+	if images != "" {
+		shard.Images = fmt.Sprintf("images-%05d.txt", n)
+		if err := copyImages(images, filepath.Join(w.dir, shard.Images), source.Rows); err != nil {
+			return err
+		}
+	}
 	if shard.KeysSample, err = sampleKeysFile(filepath.Join(w.dir, shard.Keys)); err != nil {
 		return err
 	}
@@ -511,6 +534,66 @@ func (w *IndexWriter) Append(source IndexSource, chunk int, fill func(dst []floa
 		w.sources[source.Path] = source
 	}
 	return nil
+}
+
+// copyImages copies the list of images at src to dst (atomically),
+// checking that it has rows lines.
+func copyImages(src, dst string, rows int64) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if n := CountLines(b); n != rows {
+		return fmt.Errorf("%s lists %d images, but its features have %d rows (the list of another extraction?)", src, n, rows)
+	}
+	return atomicfile.WriteBytes(dst, b)
+}
+
+// CountLines counts the lines of b, the last one with or without its
+// newline.
+func CountLines(b []byte) int64 {
+	n := int64(bytes.Count(b, []byte{'\n'}))
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		n++
+	}
+	return n
+}
+
+// Images returns the image of each row p in rows, from the lists the
+// index's shards hold (see Append); ok is false, with no error, when a
+// shard has no list. Each shard's list is read once, when a row needs it.
+func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
+	for _, sh := range ix.Manifest.Shards {
+		if sh.Images == "" {
+			return nil, false, nil
+		}
+	}
+	lists := map[int][]string{}
+	names = make([]string, len(rows))
+	for i, p := range rows {
+		if p < 0 || p >= ix.Manifest.Rows {
+			return nil, false, fmt.Errorf("index %s: row %d of %d", ix.Dir, p, ix.Manifest.Rows)
+		}
+		s, r := ix.Keys.locate(p)
+		list, read := lists[s]
+		if !read {
+			sh := ix.Manifest.Shards[s]
+			b, err := os.ReadFile(filepath.Join(ix.Dir, sh.Images))
+			if err != nil {
+				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
+			}
+			list = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+			if len(b) == 0 {
+				list = nil
+			}
+			if int64(len(list)) != sh.Rows {
+				return nil, false, fmt.Errorf("index %s: %s lists %d images, the shard has %d rows", ix.Dir, sh.Images, len(list), sh.Rows)
+			}
+			lists[s] = list
+		}
+		names[i] = list[r]
+	}
+	return names, true, nil
 }
 
 // sampleKeysFile is keysSample of the rows of the keys file at path.

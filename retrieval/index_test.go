@@ -27,7 +27,7 @@ func appendRows(t *testing.T, w *retrieval.IndexWriter, source string, x []float
 	t.Helper()
 	rows := len(x) / dim
 	src := retrieval.IndexSource{Path: source, Size: int64(4 * len(x)), Rows: int64(rows)}
-	err := w.Append(src, 3, func(dst []float32, lo, hi int) error {
+	err := w.Append(src, "", 3, func(dst []float32, lo, hi int) error {
 		copy(dst, x[lo*dim:hi*dim])
 		return nil
 	})
@@ -170,7 +170,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 	failing := func(t *testing.T, w *retrieval.IndexWriter) {
 		t.Helper()
 		boom := errors.New("boom")
-		err := w.Append(retrieval.IndexSource{Path: "/x", Rows: 4}, 2, func(dst []float32, lo, hi int) error {
+		err := w.Append(retrieval.IndexSource{Path: "/x", Rows: 4}, "", 2, func(dst []float32, lo, hi int) error {
 			if lo > 0 {
 				return boom // after one chunk is written
 			}
@@ -256,7 +256,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 		}
 		defer w.Close()
 		os.MkdirAll(filepath.Join(dir, "ids-00001.npy", "x"), 0o755)
-		err = w.Append(retrieval.IndexSource{Path: "/y", Rows: 1}, 1, func(dst []float32, lo, hi int) error {
+		err = w.Append(retrieval.IndexSource{Path: "/y", Rows: 1}, "", 1, func(dst []float32, lo, hi int) error {
 			dst[0], dst[1] = 0, 1
 			return nil
 		})
@@ -307,6 +307,7 @@ func TestIndexTampered(t *testing.T) {
 		{"rows", "rows", editManifest(func(m map[string]any) { m["rows"] = 5 })},
 		{"path escape", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "../../etc/keys-00000.npy" })},
 		{"swapped names", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "ids-00000.npy" })},
+		{"images path escape", "want images-NNNNN.txt", editManifest(func(m map[string]any) { shard(m, 1)["images"] = "../images-00001.txt" })},
 		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
 		{"shard rows", "manifest says", editManifest(func(m map[string]any) {
 			shard(m, 0)["rows"] = 2

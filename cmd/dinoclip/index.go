@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,7 +30,9 @@ func indexCommand() *cli.Command {
 			"them in the index directory INDEX (docs/FORMAT.md, \"Search index\") as float16 (or float32 with\n" +
 			"--float32), one index shard per features file, streamed --batch rows at a time. A DIR means\n" +
 			"its *.dino.npy files in name order (the shards extraction writes). Row ids number the rows in\n" +
-			"the order they are added; the manifest maps id ranges back to the features files.\n\n" +
+			"the order they are added; the manifest maps id ranges back to the features files. The list of\n" +
+			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +
+			"line) is copied into the index, so that search names the images it finds.\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size and rows) are skipped, so a killed run is finished by running\n" +
 			"it again. An index made with another model is refused. Only one process may append to an\n" +
@@ -99,6 +103,24 @@ func featureFiles(args []string) ([]string, error) {
 	return files, nil
 }
 
+// imagesList is the list of the images of a features file's rows that
+// extraction writes beside it (NAME.dino.npy: NAME.images.txt), checked to
+// have rows lines; "" when there is none.
+func imagesList(features string, rows int64) (string, error) {
+	p := strings.TrimSuffix(strings.TrimSuffix(features, ".npy"), ".dino") + ".images.txt"
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if n := retrieval.CountLines(b); n != rows {
+		return "", fmt.Errorf("%s lists %d images, but %s has %d rows (the list of another extraction?)", p, n, features, rows)
+	}
+	return p, nil
+}
+
 // modelIdentity is what an index records of the model (see
 // retrieval.IndexModel): the SHA-256 of its config and parameters.
 func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexModel, error) {
@@ -134,8 +156,9 @@ func runIndex(cCtx *cli.Context) error {
 	c := lm.Model.Config
 	// Check every file before writing anything.
 	type source struct {
-		arr *npy.Array
-		src retrieval.IndexSource
+		arr    *npy.Array
+		src    retrieval.IndexSource
+		images string // the list of the rows' images beside the features file, or ""
 	}
 	var sources []source
 	defer func() {
@@ -162,6 +185,9 @@ func runIndex(cCtx *cli.Context) error {
 			return err
 		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0])}
+		if sources[len(sources)-1].images, err = imagesList(f, int64(shape[0])); err != nil {
+			return err
+		}
 		total += int64(shape[0])
 		largest = max(largest, int64(shape[0]))
 	}
@@ -214,7 +240,7 @@ func runIndex(cCtx *cli.Context) error {
 			}
 			continue
 		}
-		err := w.Append(s.src, batch, func(dst []float32, lo, hi int) error {
+		err := w.Append(s.src, s.images, batch, func(dst []float32, lo, hi int) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ const (
 	searchIDsFile    = "ids.npy"
 	searchScoresFile = "scores.npy"
 	searchInfoFile   = "search.json"
+	searchImagesFile = "images.txt"
 )
 
 // maxAnswer bounds queries × k, the size of the answer held in memory and
@@ -48,7 +50,9 @@ func searchCommand() *cli.Command {
 		Description: "For every row of the queries (CLIP text or image embeddings, [n, dim] .npy, e.g. from\n" +
 			"python -m dinoclip.extract texts) finds the K rows of the index with the highest cosine\n" +
 			"similarity, and writes OUT/ids.npy (int64 [n, K], the rows' ids, best first), OUT/scores.npy\n" +
-			"(float32 [n, K], the cosines) and OUT/search.json. Equal scores are ordered by the lower id.\n" +
+			"(float32 [n, K], the cosines), OUT/search.json and, when the index lists the image of each\n" +
+			"row (extraction's NAME.images.txt), OUT/images.txt: the image of each id, one per line, in\n" +
+			"the order of ids.npy. Equal scores are ordered by the lower id.\n" +
 			"Queries are normalised to unit length; so are the rows of a plain KEYS.npy matrix (loaded into\n" +
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
@@ -159,31 +163,40 @@ func readQueries(path string) ([]float32, int, int, error) {
 // time (8 MiB).
 const float64BlockValues = 1 << 20
 
+// searchKeys is what --index opened: the keys, the index's model hash
+// ("" for a matrix), and the index itself (nil for a matrix), to name the
+// images of the rows found.
+type searchKeys struct {
+	keys  *retrieval.Keys
+	model string
+	index *retrieval.Index
+}
+
 // openKeys opens --index: an index directory, or a .npy matrix normalised
 // into memory, whose all-zero rows it warns of on w. The function returned
 // releases it.
-func openKeys(path string, w io.Writer) (*retrieval.Keys, string, func(), error) {
+func openKeys(path string, w io.Writer) (searchKeys, func(), error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("--index: %w", err)
+		return searchKeys{}, nil, fmt.Errorf("--index: %w", err)
 	}
 	if st.IsDir() {
 		ix, err := retrieval.OpenIndex(path)
 		if err != nil {
-			return nil, "", nil, err
+			return searchKeys{}, nil, err
 		}
-		return ix.Keys, ix.Manifest.Model.SHA256, func() { ix.Close() }, nil
+		return searchKeys{ix.Keys, ix.Manifest.Model.SHA256, ix}, func() { ix.Close() }, nil
 	}
 	x, n, dim, err := readQueries(path)
 	if err != nil {
-		return nil, "", nil, err
+		return searchKeys{}, nil, err
 	}
 	warnZeroRows(w, path, "they score 0 against every query", retrieval.ZeroRows(x, dim), n)
 	keys, err := retrieval.Float32Keys(path, x, n, dim)
 	if err != nil {
-		return nil, "", nil, err
+		return searchKeys{}, nil, err
 	}
-	return keys, "", func() {}, nil
+	return searchKeys{keys: keys}, func() {}, nil
 }
 
 func runSearch(cCtx *cli.Context) error {
@@ -234,11 +247,12 @@ func runSearch(cCtx *cli.Context) error {
 	}
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
-	keys, modelHash, release, err := openKeys(indexPath, cCtx.App.ErrWriter)
+	opened, release, err := openKeys(indexPath, cCtx.App.ErrWriter)
 	if err != nil {
 		return err
 	}
 	defer release()
+	keys := opened.keys
 	rows := keys.Rows()
 	switch {
 	case rows == 0:
@@ -282,7 +296,18 @@ func runSearch(cCtx *cli.Context) error {
 		}
 	}
 	info := searchInfo{Index: indexPath, Queries: queriesPath, Rows: rows, Dim: keys.Dim, K: k, Device: device,
-		Model: modelHash, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
+		Model: opened.model, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
+	// The images of the rows found, when the index lists its rows' images.
+	var images []string
+	if opened.index != nil {
+		names, listed, err := opened.index.Images(nb.Rows)
+		if err != nil {
+			return err
+		}
+		if listed {
+			images = names
+		}
+	}
 	upload := ""
 	if u, ok := searcher.(keyUploader); ok {
 		resident, secs := u.KeysUploaded()
@@ -294,7 +319,7 @@ func runSearch(cCtx *cli.Context) error {
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err
 	}
-	if err := writeSearch(outDir, nb, info); err != nil {
+	if err := writeSearch(outDir, nb, info, images); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
@@ -337,7 +362,7 @@ func checkOutDir(out string) error {
 	}
 	for _, e := range entries {
 		switch e.Name() {
-		case searchIDsFile, searchScoresFile, searchInfoFile:
+		case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile:
 		default:
 			return fmt.Errorf("--out %s holds %s, not only an earlier search's output; choose another directory", out, e.Name())
 		}
@@ -394,8 +419,10 @@ func makeOutTemp(out string) (string, error) {
 // writeSearch writes the output directory whole: into a temporary
 // directory beside out, renamed over it (an earlier output is moved aside
 // first and removed after), so out never holds ids and scores of two
-// different searches.
-func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
+// different searches. images, when not nil, names the image of each row
+// found, in the order of ids.npy's values: written as images.txt, one per
+// line.
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string) error {
 	tmp, err := makeOutTemp(out)
 	if err != nil {
 		return err
@@ -415,6 +442,15 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo) error {
 	}
 	if err := atomicfile.WriteBytes(filepath.Join(tmp, searchInfoFile), append(b, '\n')); err != nil {
 		return err
+	}
+	if images != nil {
+		var text strings.Builder
+		for _, name := range images {
+			text.WriteString(name + "\n")
+		}
+		if err := atomicfile.WriteBytes(filepath.Join(tmp, searchImagesFile), []byte(text.String())); err != nil {
+			return err
+		}
 	}
 	// Move an earlier output aside and put this one in its place. Another
 	// search writing the same --out at the same time can put its output

@@ -461,7 +461,7 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 			for r := range rounds {
 				k := 1 + (w+r)%3
 				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
-				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}); err != nil {
+				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}, nil); err != nil {
 					errs <- err
 				}
 			}
@@ -536,4 +536,85 @@ func TestSearchFloat64Queries(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantError(t, []string{"search", "--index", kp, "--queries", p64, "--out", filepath.Join(dir, "o")}, fmt.Sprintf("row %d, column 2 is -Inf", bad))
+}
+
+// The images listed beside the features files (NAME.images.txt, as
+// extraction writes them) go into the index, and search names the image of
+// every row it finds in OUT/images.txt, in the order of ids.npy; a list
+// of the wrong length is refused before anything is written, and one
+// tampered with in the index fails the search.
+func TestSearchNamesImages(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	feat := filepath.Join(dir, "feat")
+	os.Mkdir(feat, 0o755)
+	var names []string
+	for s, f := range []string{"shard-00000", "shard-00001"} {
+		b, err := os.ReadFile(filepath.Join(data, f+".dino.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(feat, f+".dino.npy"), b, 0o644)
+		rows := 40
+		if s == 1 {
+			rows = tRows - 40
+		}
+		var list strings.Builder
+		for r := range rows {
+			name := fmt.Sprintf("/photos/%d/img %03d.jpg", s, r)
+			names = append(names, name)
+			list.WriteString(name + "\n")
+		}
+		os.WriteFile(filepath.Join(feat, f+".images.txt"), []byte(list.String()), 0o644)
+	}
+	index := filepath.Join(dir, "ix")
+	mustRun(t, "index", "--model", run, "--features", feat, "--out", index)
+	q := filepath.Join(dir, "q.npy")
+	wd := newWorld(7)
+	_, qv := wd.sample(5)
+	writeF32(t, q, []int{5, tOut}, qv)
+	out := filepath.Join(dir, "hits")
+	mustRun(t, "search", "--index", index, "--queries", q, "--k", "4", "--out", out)
+	ids, _, err := npy.ReadInt64(filepath.Join(out, searchIDsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, searchImagesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(got) != len(ids) || len(ids) != 20 {
+		t.Fatalf("%s: %d lines for %d ids", searchImagesFile, len(got), len(ids))
+	}
+	for i, id := range ids {
+		if got[i] != names[id] {
+			t.Errorf("line %d names %q, id %d is %q", i, got[i], id, names[id])
+		}
+	}
+
+	// An index without lists: no images.txt (and none left from before).
+	plain := filepath.Join(dir, "plain")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", plain)
+	mustRun(t, "search", "--index", plain, "--queries", q, "--k", "4", "--out", out)
+	if _, err := os.Stat(filepath.Join(out, searchImagesFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("search of an index without image lists: %s exists (%v)", searchImagesFile, err)
+	}
+
+	// A list with a row too few: refused, the index not made.
+	short := filepath.Join(feat, "shard-00001.images.txt")
+	b, _ = os.ReadFile(short)
+	os.WriteFile(short, b[:strings.LastIndex(strings.TrimSuffix(string(b), "\n"), "\n")+1], 0o644)
+	wantError(t, []string{"index", "--model", run, "--features", feat, "--out", filepath.Join(dir, "ix2")},
+		short, fmt.Sprintf("lists %d images", tRows-41), fmt.Sprintf("has %d rows", tRows-40))
+	if _, err := os.Stat(filepath.Join(dir, "ix2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused index was made (%v)", err)
+	}
+
+	// The index's copies tampered with: the search fails, naming one.
+	for _, f := range []string{"images-00000.txt", "images-00001.txt"} {
+		b, _ = os.ReadFile(filepath.Join(index, f))
+		os.WriteFile(filepath.Join(index, f), append(b, "extra\n"...), 0o644)
+	}
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "images-0000", "lists")
 }

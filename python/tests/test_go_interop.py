@@ -167,3 +167,17 @@ def test_go_eval_on_python_files(go_binary, go_run, extracted, tmp_path):
 def test_go_info_on_run(go_binary, go_run):
     out = run_go(go_binary, "info", go_run).stdout
     assert "training run" in out and "best -> checkpoints/step-" in out
+
+
+def test_photo_search_names_images(go_binary, go_run, extracted, image_folder, tmp_path):
+    """README's photo walkthrough: train-folder's shards (with their images.txt) -> dinoclip index
+    -> dinoclip search, whose images.txt names, for every id found, the photo of that row."""
+    index, hits = tmp_path / "photos.index", tmp_path / "hits"
+    run_go(go_binary, "index", "--model", go_run, "--features", extracted["train"], "--out", index, "--device", "cpu")
+    queries = extracted["train"] / "shard-00000.clip.npy"  # CLIP image embeddings stand in for texts
+    run_go(go_binary, "search", "--index", index, "--queries", queries, "--k", "3", "--out", hits)
+    ids = np.load(hits / "ids.npy")
+    listed = sum(((extracted["train"] / f"shard-0000{k}.images.txt").read_text().splitlines() for k in range(3)), [])
+    assert len(listed) == 12 and all(os.path.isfile(p) and p.startswith(str(image_folder)) for p in listed)
+    names = (hits / "images.txt").read_text().splitlines()
+    assert ids.shape == (5, 3) and names == [listed[i] for i in ids.ravel()]

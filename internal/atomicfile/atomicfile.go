@@ -13,8 +13,15 @@ import (
 )
 
 // Write creates path with what write writes, atomically. The file gets mode
-// 0644, what a plain create under umask 022 gives.
+// 0644, what a plain create under umask 022 gives. A path that is a
+// symbolic link is followed: the file it leads to is written and the link
+// kept. An existing destination that is not a regular file (a device such
+// as /dev/null, a directory, a socket) or that is read-only is refused,
+// since the rename would replace it by a plain file.
 func Write(path string, write func(io.Writer) error) (err error) {
+	if path, err = destination(path); err != nil {
+		return err
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -56,6 +63,53 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	}
 	SyncDir(dir)
 	return nil
+}
+
+// destination is the file Write replaces for path: path, or where its
+// symbolic links lead (a dangling one: the file it would lead to), checked
+// to be a writable regular file if it exists.
+func destination(path string) (string, error) {
+	for hops := 0; ; hops++ {
+		st, err := os.Lstat(path)
+		if err != nil {
+			return path, nil // created (or the create reports why not)
+		}
+		switch {
+		case st.Mode()&os.ModeSymlink != 0:
+			if hops == 40 {
+				return "", fmt.Errorf("write %s: too many levels of symbolic links", path)
+			}
+			target, err := os.Readlink(path)
+			if err != nil {
+				return "", fmt.Errorf("write %s: %w", path, err)
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(path), target)
+			}
+			path = target
+		case !st.Mode().IsRegular():
+			return "", fmt.Errorf("write %s: it is %s, not a regular file; refusing to replace it", path, kind(st.Mode()))
+		case st.Mode().Perm()&0o200 == 0:
+			return "", fmt.Errorf("write %s: the file is read-only; refusing to replace it", path)
+		default:
+			return path, nil
+		}
+	}
+}
+
+// kind names the type of a file that is not a regular one.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
 }
 
 // WriteBytes is Write for data already in memory.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,53 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 	}
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
 		t.Fatalf("mode %v, want 0644", st.Mode().Perm())
+	}
+}
+
+// A symbolic link is followed (its target written, the link kept, also
+// when the target does not exist yet); a device, a directory or a
+// read-only file is refused and left as it was.
+func TestWriteDestinations(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	link := filepath.Join(dir, "link")
+	os.Symlink("target", link) // relative, dangling until written
+	for _, data := range []string{"one", "two"} {
+		if err := WriteBytes(link, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("the link was replaced (%v)", err)
+		}
+		if b, err := os.ReadFile(target); err != nil || string(b) != data {
+			t.Fatalf("target holds %q (%v), want %q", b, err, data)
+		}
+	}
+	loop := filepath.Join(dir, "loop")
+	os.Symlink("loop", loop)
+	if err := WriteBytes(loop, []byte("x")); err == nil || !strings.Contains(err.Error(), "symbolic links") {
+		t.Errorf("a link to itself: %v", err)
+	}
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o755)
+	ro := filepath.Join(dir, "ro")
+	os.WriteFile(ro, []byte("keep"), 0o444)
+	for _, c := range []struct{ path, want string }{
+		{os.DevNull, "not a regular file"},
+		{sub, "not a regular file"},
+		{ro, "read-only"},
+	} {
+		if err := WriteBytes(c.path, []byte("x")); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("write %s: %v, want an error saying %q", c.path, err, c.want)
+		}
+	}
+	if st, err := os.Stat(os.DevNull); err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("%s is no longer a device (%v)", os.DevNull, err)
+	}
+	if b, _ := os.ReadFile(ro); string(b) != "keep" {
+		t.Errorf("the read-only file was replaced: %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

@@ -47,6 +47,7 @@ type soupIngredient struct {
 }
 
 func runAverage(cCtx *cli.Context) error {
+	exitOnInterrupt(cCtx.Context)
 	if err := requireFlags(cCtx, "out"); err != nil {
 		return err
 	}

@@ -106,6 +106,7 @@ func benchCommand() *cli.Command {
 }
 
 func runBench(cCtx *cli.Context) error {
+	exitOnInterrupt(cCtx.Context)
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -112,6 +113,31 @@ func otherFlagNames(cCtx *cli.Context) map[string]bool {
 	return names
 }
 
+// maxConfigBytes bounds a configuration file: a few flags take a few
+// hundred bytes, and --config /dev/zero must not read forever.
+const maxConfigBytes = 1 << 20
+
+// readConfigFile reads a configuration file: a regular file of at most
+// maxConfigBytes.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("config %s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(b) > maxConfigBytes {
+		return nil, fmt.Errorf("config %s: more than %d bytes; a configuration file holds a few flags", path, maxConfigBytes)
+	}
+	return b, nil
+}
+
 // readConfig parses a YAML or JSON configuration file (JSON is read as the
 // YAML it is) into the values altsrc expects for each flag: int for
 // integer flags, float64 for float flags, a list of strings for repeatable
@@ -119,9 +145,9 @@ func otherFlagNames(cCtx *cli.Context) map[string]bool {
 // error naming the file and the key; keys of other commands' flags are
 // dropped.
 func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]any, error) {
-	b, err := os.ReadFile(path)
+	b, err := readConfigFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
 	var raw map[string]any
 	if err := yaml.Unmarshal(b, &raw); err != nil {

@@ -130,6 +130,14 @@ func makeData(t *testing.T) string {
 // has two captions near its embedding.
 func makeEvalSet(t *testing.T, name string) string {
 	t.Helper()
+	return makeEvalSetOf(t, name, tImages)
+}
+
+// makeEvalSetOf is makeEvalSet with nImages images (and twice as many
+// captions).
+func makeEvalSetOf(t *testing.T, name string, nImages int) string {
+	t.Helper()
+	tImages, tCaptions := nImages, 2*nImages
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)

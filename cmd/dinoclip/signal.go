@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +30,24 @@ func signalContext() (context.Context, context.CancelFunc) {
 		close(done)
 		cancel(context.Canceled)
 	}
+}
+
+// exitOnInterrupt ends the process as soon as ctx's signal comes (exit
+// 128 + its number, after "dinoclip: interrupted"), for the commands whose
+// long computations do not look at ctx (a top-k over an evaluation set, a
+// benchmark's timed loops, averaging checkpoints) and that have nothing a
+// stop would need to finish: they print to stdout or write their one
+// output at the end, atomically, so a stop mid-way leaves at most a
+// temporary file beside it.
+func exitOnInterrupt(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		var se signalError
+		if errors.As(context.Cause(ctx), &se) {
+			fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
+			os.Exit(128 + int(se.sig))
+		}
+	}()
 }
 
 // signalError is the cause of a context cancelled by a signal.

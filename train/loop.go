@@ -443,6 +443,11 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := st.Schedule.Validate(); err != nil {
 			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
 		}
+		// A directory used for something else is refused before the lock
+		// file is made in it, and again under the lock (checkNewRunDir).
+		if err := foreignFiles(tr.RunDir); err != nil {
+			return Result{}, err
+		}
 		lock, err := LockRunDir(tr.RunDir)
 		if err != nil {
 			return Result{}, err

@@ -205,16 +205,40 @@ func orphanedCheckpoints(dir string) error {
 }
 
 // checkNewRunDir refuses a run directory that already holds checkpoints
-// rather than mix a new run with it.
+// rather than mix a new run with it, and one that holds anything a run
+// does not write (a directory used for something else: its files would
+// end up beside the run's, and pruning could be pointed at them).
 func checkNewRunDir(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Lstat(last); err != nil {
-		return orphanedCheckpoints(dir)
+		if err := orphanedCheckpoints(dir); err != nil {
+			return err
+		}
+		return foreignFiles(dir)
 	}
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
 	}
 	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
+}
+
+// foreignFiles refuses a directory without a run (no last link) that
+// holds a file no run writes: a run that died before its first checkpoint
+// leaves only run.json, the lock, metrics.jsonl, checkpoints/ and hidden
+// temporary files.
+func foreignFiles(dir string) error {
+	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
+		return nil
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		switch n := e.Name(); {
+		case n == RunFile || n == LockFile || n == MetricsFile || n == CheckpointsDir || strings.HasPrefix(n, "."):
+		default:
+			return fmt.Errorf("run directory %s holds %s, which no training run writes: train into a new or empty directory", dir, n)
+		}
+	}
+	return nil
 }
 
 // startRunDir prepares a new run directory (see checkNewRunDir).

@@ -230,6 +230,15 @@ func TestTrainErrors(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(run, checkpoint.LastLink)); err == nil {
 		t.Errorf("a refused run left %s", filepath.Join(run, checkpoint.LastLink))
 	}
+	// A directory used for something else is not a run directory.
+	busy := filepath.Join(other, "thesis")
+	os.MkdirAll(busy, 0o755)
+	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)
+	wantError(t, []string{"train", "--data", data, "--out", busy, "--batch", "16", "--epochs", "1", "--hidden-dim", "8", "--blocks", "1"},
+		busy, "thesis.tex", "new or empty directory")
+	if entries, _ := os.ReadDir(busy); len(entries) != 1 {
+		t.Errorf("the refused run wrote into %s: %d entries", busy, len(entries))
+	}
 }
 
 func TestHelp(t *testing.T) {

@@ -631,3 +631,49 @@ func TestWriteStopsWhenCancelled(t *testing.T) {
 		t.Errorf("cancelled write: %d files, error %v", len(files), err)
 	}
 }
+
+// cancelAfter is a context whose Err turns to Canceled after n calls.
+type cancelAfter struct {
+	context.Context
+	n int
+}
+
+func (c *cancelAfter) Err() error {
+	if c.n <= 0 {
+		return context.Canceled
+	}
+	c.n--
+	return nil
+}
+
+// An interrupted run leaves no shard where a reader would take it for the
+// data set (they wait in dir/.partial until all are written); the same run
+// again starts over and writes the whole set, with no .partial left.
+func TestWriteTrainingDataInterrupted(t *testing.T) {
+	opts := DefaultOptions()
+	opts.InputDim, opts.OutputDim = 8, 4
+	dir := filepath.Join(t.TempDir(), "train")
+	_, err := WriteTrainingDataContext(&cancelAfter{context.Background(), 2}, dir, opts, 500, 100, false)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("an interrupted run left %s in %s", e.Name(), dir)
+		}
+	}
+	files, err := WriteTrainingData(dir, opts, 500, 100, false)
+	if err != nil || len(files) != 10 {
+		t.Fatalf("the run again: %d files, %v", len(files), err)
+	}
+	entries, _ = os.ReadDir(dir)
+	if len(entries) != 10 {
+		t.Errorf("%s holds %d entries, want the 10 shard files", dir, len(entries))
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f.Path); err != nil {
+			t.Errorf("returned %s: %v", f.Path, err)
+		}
+	}
+}

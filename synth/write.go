@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -49,8 +50,12 @@ type File struct {
 // dir is created if missing. If it already holds shard files (any
 // *.dino.npy or *.clip.npy, which a reader would take as part of the data)
 // WriteTrainingData refuses, unless opts.Overwrite is set: then it deletes
-// them first, so that no stale shard outlives the new set. Each file is
-// written atomically, but an interrupted run leaves only some shards.
+// them first, so that no stale shard outlives the new set. The shards are
+// written into dir/.partial (which a reader ignores, as any name starting
+// with a dot) and moved into dir once all are written, so an interrupted
+// run leaves no shard that looks like a whole data set: running it again
+// starts over (removing the .partial it left). Two runs must not write the
+// same dir at once.
 func WriteTrainingData(dir string, opts Options, rows, rowsPerShard int, float16 bool) ([]File, error) {
 	return WriteTrainingDataContext(context.Background(), dir, opts, rows, rowsPerShard, float16)
 }
@@ -81,6 +86,13 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	}
 	if err := prepareDir(dir, "training shards", isShardFile, opts.Overwrite, true); err != nil {
 		return nil, err
+	}
+	staging := filepath.Join(dir, partialDir)
+	if err := os.RemoveAll(staging); err != nil { // an interrupted run's
+		return nil, fmt.Errorf("synth: removing %s: %w", staging, err)
+	}
+	if err := os.Mkdir(staging, 0o755); err != nil {
+		return nil, fmt.Errorf("synth: %w", err)
 	}
 	write, dtype := npy.WriteFloat32, npy.Float32
 	if float16 {
@@ -119,12 +131,12 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	k := 0
 	for sh := range generated {
 		if sh.err != nil {
-			return files, sh.err
+			return nil, sh.err
 		}
 		if err := ctx.Err(); err != nil {
-			return files, err
+			return nil, err
 		}
-		name := filepath.Join(dir, ShardName(k))
+		name := filepath.Join(staging, ShardName(k))
 		k++
 		for _, a := range []struct {
 			path string
@@ -136,13 +148,27 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 		} {
 			shape := []int{sh.n, a.dim}
 			if err := write(a.path, shape, a.data); err != nil {
-				return files, err
+				return nil, err
 			}
-			files = append(files, File{Path: a.path, Shape: shape, DType: dtype})
+			files = append(files, File{Path: filepath.Join(dir, filepath.Base(a.path)), Shape: shape, DType: dtype})
 		}
 	}
+	// All written: move them into dir.
+	for _, f := range files {
+		if err := os.Rename(filepath.Join(staging, filepath.Base(f.Path)), f.Path); err != nil {
+			return nil, fmt.Errorf("synth: %w", err)
+		}
+	}
+	if err := os.Remove(staging); err != nil {
+		return nil, fmt.Errorf("synth: %w", err)
+	}
+	atomicfile.SyncDir(dir)
 	return files, nil
 }
+
+// partialDir is where WriteTrainingData writes the shards until all are
+// written.
+const partialDir = ".partial"
 
 // evalInfo is the content of eval.json.
 type evalInfo struct {

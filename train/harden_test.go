@@ -359,6 +359,26 @@ func TestResumeRefusesMixedCheckpointFiles(t *testing.T) {
 	}
 }
 
+// A checkpoint whose model records no step (written over by dinoclip
+// average, say, which records none) is refused on resume: its weights are
+// not those the optimizer state goes with.
+func TestResumeRefusesModelWithoutStep(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile)
+	m, err := checkpoint.ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := checkpoint.WriteModel(path, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "records no step") {
+		t.Errorf("resume with a model that records no step: %v", err)
+	}
+}
+
 // A resume of a directory that is not there, or of a file, says so rather
 // than that the run "has no checkpoint yet; start the run without --resume".
 func TestCheckResumableNoRunDir(t *testing.T) {

@@ -423,7 +423,13 @@ func (tr *Trainer) restore() (State, error) {
 	}
 	// The model file records its step too: the two files of a checkpoint
 	// must be of one step (a file copied in from another checkpoint is not).
-	if ms, ok := ck.Meta["step"]; ok && ms != strconv.Itoa(st.Step) {
+	// A model without a step was not written by the run (dinoclip average
+	// writes none, say): resuming from it would mix weights with another
+	// model's optimizer state.
+	if ms, ok := ck.Meta["step"]; !ok {
+		return State{}, fmt.Errorf("%s: %s records no step: it was not written by this run (by dinoclip average?), so it is not the model of %s; put the run's own model back, or train into another --out",
+			dir, checkpoint.ModelFile, checkpoint.OptimizerFile)
+	} else if ms != strconv.Itoa(st.Step) {
 		return State{}, fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint",
 			dir, checkpoint.ModelFile, ms, checkpoint.OptimizerFile, st.Step)
 	}

@@ -64,6 +64,11 @@ func runAverage(cCtx *cli.Context) error {
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)
 	}
+	// A training checkpoint's model replaced by an average would be
+	// resumed with another model's optimizer state.
+	if _, err := os.Stat(filepath.Join(filepath.Dir(out), checkpoint.OptimizerFile)); err == nil {
+		return fmt.Errorf("--out %s is in a training checkpoint (beside its %s): write the average outside the run's checkpoints", out, checkpoint.OptimizerFile)
+	}
 	weights, err := soupWeights(cCtx.String("weights"), len(args))
 	if err != nil {
 		return err
@@ -75,6 +80,9 @@ func runAverage(cCtx *cli.Context) error {
 	for i, a := range args {
 		if paths[i], err = checkpoint.Resolve(a); err != nil {
 			return fmt.Errorf("average: %w", err)
+		}
+		if sameFile(out, paths[i]) {
+			return fmt.Errorf("--out %s is the model %s, one of the models averaged: write the average to another file", out, paths[i])
 		}
 		ci, err := checkpoint.ReadConfig(paths[i])
 		if err != nil {

@@ -84,6 +84,9 @@ func TestAverageErrors(t *testing.T) {
 	}
 	out := filepath.Join(dir, "soup.safetensors")
 	missing := filepath.Join(dir, "nope.safetensors")
+	ckpt := filepath.Join(t.TempDir(), "step-00000001") // a checkpoint directory: a model beside an optimizer file
+	os.Mkdir(ckpt, 0o755)
+	os.WriteFile(filepath.Join(ckpt, checkpoint.OptimizerFile), []byte("x"), 0o644)
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -105,6 +108,8 @@ func TestAverageErrors(t *testing.T) {
 		{"no models", []string{"average", "--out", out}, []string{"no models"}},
 		{"no out", []string{"average", a, b}, []string{"--out"}},
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},
+		{"out one of the models", []string{"average", "--out", b, a, b}, []string{b, "one of the models averaged"}},
+		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
 	}

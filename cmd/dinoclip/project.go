@@ -58,11 +58,10 @@ func runProject(cCtx *cli.Context) error {
 	inPath, outPath := cCtx.String("in"), cCtx.String("out")
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
-	} else if err == nil {
-		// Replacing the input with its projection would lose the features.
-		if in, ierr := os.Stat(inPath); ierr == nil && os.SameFile(st, in) {
-			return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
-		}
+	}
+	// Replacing the input with its projection would lose the features.
+	if sameFile(outPath, inPath) {
+		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
 	}
 	in, err := npy.Open(inPath)
 	if err != nil {
@@ -82,6 +81,9 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	defer lm.Engine.Close()
+	if sameFile(outPath, lm.Path) {
+		return fmt.Errorf("--out %s is the model file %s: write the projections to another file", outPath, lm.Path)
+	}
 	c := lm.Model.Config
 	n, width := shape[0], shape[1]
 	if width != c.InputDim {
@@ -197,4 +199,12 @@ func maxAbs(x []float32) float64 {
 		m = max(m, math.Abs(float64(v)))
 	}
 	return m
+}
+
+// sameFile reports whether paths a and b both exist and are one file
+// (links and other names included).
+func sameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }

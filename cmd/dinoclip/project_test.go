@@ -141,6 +141,7 @@ func TestProjectErrors(t *testing.T) {
 		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"output is the input", []string{"project", "--model", run, "--in", good, "--out", good}, []string{good, "is the --in file"}},
+		{"output is the model", []string{"project", "--model", run, "--in", good, "--out", filepath.Join(run, "best", "model.safetensors")}, []string{"is the model file"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
 		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},

@@ -18,6 +18,11 @@ import (
 // check's error is wrapped, so errors.Is sees through it. The mapping
 // outlives the file descriptor, which Map closes: release it with Unmap.
 func Map(path string, check func(size int64) error) (mmap.MMap, error) {
+	// Checked before the open too: opening a named pipe for reading waits
+	// for a writer, forever.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

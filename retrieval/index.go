@@ -158,12 +158,19 @@ func (m *IndexManifest) check() error {
 		return fmt.Errorf("model sha256 %q is not a SHA-256", m.Model.SHA256)
 	}
 	var next int64
+	named := map[string]int{} // file name -> the shard naming it
 	for i, s := range m.Shards {
 		if !shardName.MatchString(s.Keys) || !shardName.MatchString(s.IDs) || !strings.HasPrefix(s.Keys, "keys-") || !strings.HasPrefix(s.IDs, "ids-") {
 			return fmt.Errorf("shard %d names files %q and %q, want keys-NNNNN.npy and ids-NNNNN.npy", i, s.Keys, s.IDs)
 		}
 		if s.Images != "" && !imagesName.MatchString(s.Images) {
 			return fmt.Errorf("shard %d names images file %q, want images-NNNNN.txt", i, s.Images)
+		}
+		for _, f := range []string{s.Keys, s.IDs, s.Images} {
+			if j, dup := named[f]; dup && f != "" {
+				return fmt.Errorf("shards %d and %d both name %s", j, i, f)
+			}
+			named[f] = i
 		}
 		if s.KeysSample != "" && !isSHA256Hex(s.KeysSample) {
 			return fmt.Errorf("shard %d: keys_sample %q is not a hex SHA-256", i, s.KeysSample)
@@ -234,6 +241,11 @@ func OpenIndex(dir string) (*Index, error) {
 
 // openShard maps a shard's keys and checks its ids.
 func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []byte, error) {
+	for _, f := range []string{s.Keys, s.IDs} {
+		if err := plainFile(dir, f); err != nil {
+			return nil, nil, err
+		}
+	}
 	ia, err := npy.Open(filepath.Join(dir, s.IDs))
 	if err != nil {
 		return nil, nil, err
@@ -277,6 +289,19 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 		return nil, nil, fmt.Errorf("%s: its rows are not those the manifest recorded (keys_sample differs): the file was replaced, swapped with another shard's or edited", s.Keys)
 	}
 	return a, raw, nil
+}
+
+// plainFile refuses a file of the index that is not a regular file in it:
+// index writes only those, and a symbolic link could lead anywhere.
+func plainFile(dir, name string) error {
+	st, err := os.Lstat(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (an index holds only the plain files dinoclip index writes)", name)
+	}
+	return nil
 }
 
 // Close unmaps the index's files.
@@ -451,7 +476,16 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if source.Rows < 0 || chunk < 1 {
 		return fmt.Errorf("index %s: %d rows in chunks of %d", w.dir, source.Rows, chunk)
 	}
+	// The shard's files are numbered by its place, or past it when a
+	// manifest renamed by hand uses that number already.
+	used := map[string]bool{}
+	for _, s := range w.manifest.Shards {
+		used[s.Keys], used[s.IDs], used[s.Images] = true, true, true
+	}
 	n := len(w.manifest.Shards)
+	for used[fmt.Sprintf("keys-%05d.npy", n)] || used[fmt.Sprintf("ids-%05d.npy", n)] || used[fmt.Sprintf("images-%05d.txt", n)] {
+		n++
+	}
 	shard := IndexShard{
 		Keys: fmt.Sprintf("keys-%05d.npy", n), IDs: fmt.Sprintf("ids-%05d.npy", n),
 		Rows: source.Rows, FirstID: w.manifest.Rows, Source: source,
@@ -578,6 +612,9 @@ func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
 		list, read := lists[s]
 		if !read {
 			sh := ix.Manifest.Shards[s]
+			if err := plainFile(ix.Dir, sh.Images); err != nil {
+				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
+			}
 			b, err := os.ReadFile(filepath.Join(ix.Dir, sh.Images))
 			if err != nil {
 				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)

@@ -307,6 +307,11 @@ func TestIndexTampered(t *testing.T) {
 		{"rows", "rows", editManifest(func(m map[string]any) { m["rows"] = 5 })},
 		{"path escape", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "../../etc/keys-00000.npy" })},
 		{"swapped names", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "ids-00000.npy" })},
+		{"two shards name one keys file", "both name keys-00000.npy", editManifest(func(m map[string]any) { shard(m, 1)["keys"] = "keys-00000.npy" })},
+		{"keys file a symbolic link", "not a regular file", func(dir string) {
+			os.Rename(filepath.Join(dir, "keys-00001.npy"), filepath.Join(dir, "elsewhere.npy"))
+			os.Symlink("elsewhere.npy", filepath.Join(dir, "keys-00001.npy"))
+		}},
 		{"images path escape", "want images-NNNNN.txt", editManifest(func(m map[string]any) { shard(m, 1)["images"] = "../images-00001.txt" })},
 		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
 		{"shard rows", "manifest says", editManifest(func(m map[string]any) {
@@ -514,5 +519,46 @@ func writeInt32(t *testing.T, path string, x []int32) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A manifest whose shard files were renamed by hand (valid: a shard names
+// its files) keeps them: an append numbers its shard past every name in
+// use instead of writing over one (it wrote over keys-00002.npy, and the
+// index no longer opened).
+func TestIndexAppendAfterRenamedShard(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 0, 0, 1}, 2)
+	appendRows(t, w, "b", []float32{1, 1}, 2)
+	w.Close()
+	for _, f := range []string{"keys", "ids"} {
+		os.Rename(filepath.Join(dir, f+"-00000.npy"), filepath.Join(dir, f+"-00002.npy"))
+	}
+	p := filepath.Join(dir, "manifest.json")
+	b, _ := os.ReadFile(p)
+	b = []byte(strings.NewReplacer("keys-00000.npy", "keys-00002.npy", "ids-00000.npy", "ids-00002.npy").Replace(string(b)))
+	os.WriteFile(p, b, 0o644)
+	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "c", []float32{3, 4}, 2)
+	w.Close()
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	got := make([]float32, 4*2)
+	if _, err := ix.Keys.ReadRows(got, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{1, 0, 0, 1, float32(1 / math.Sqrt2), float32(1 / math.Sqrt2), 0.6, 0.8}
+	if sh := ix.Manifest.Shards; len(sh) != 3 || sh[2].Keys != "keys-00003.npy" || !slices.Equal(got, want) {
+		t.Errorf("after the append: shards %+v, rows %v, want the third as keys-00003.npy and rows %v", sh, got, want)
 	}
 }

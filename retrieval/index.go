@@ -118,6 +118,18 @@ type IndexSource struct {
 	Path string `json:"path"` // absolute, symbolic links resolved
 	Size int64  `json:"size"`
 	Rows int64  `json:"rows"`
+	// Sample is DataSample of the file's data (the bytes after its .npy
+	// header), so that a file rewritten in place with the same size is
+	// seen as changed; a source recorded without one is not checked.
+	Sample string `json:"sample,omitempty"`
+}
+
+// DataSample is the hex SHA-256 of data's length and 16 windows of 4 KiB
+// spread over it (all of it when it is at most 64 KiB): what a shard's
+// keys_sample and a source's sample record.
+func DataSample(data []byte) (sample string, err error) {
+	err = mmapfault.Guard(func() { sample = keysSample(data) })
+	return sample, err
 }
 
 func readManifest(dir string) (*IndexManifest, error) {
@@ -279,7 +291,7 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	var sample string
 	if s.KeysSample != "" {
-		if err := mmapfault.Guard(func() { sample = keysSample(raw) }); err != nil { // truncated since it was opened
+		if sample, err = DataSample(raw); err != nil { // truncated since it was opened
 			a.Close()
 			return nil, nil, fmt.Errorf("%s: %w", s.Keys, err)
 		}
@@ -644,8 +656,8 @@ func sampleKeysFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var sample string
-	if err := mmapfault.Guard(func() { sample = keysSample(raw) }); err != nil {
+	sample, err := DataSample(raw)
+	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return sample, nil

@@ -184,7 +184,15 @@ func runIndex(cCtx *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0])}
+		raw, err := a.RawRows(0, shape[0])
+		if err != nil {
+			return err
+		}
+		sample, err := retrieval.DataSample(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0]), Sample: sample}
 		if sources[len(sources)-1].images, err = imagesList(f, int64(shape[0])); err != nil {
 			return err
 		}
@@ -209,9 +217,14 @@ func runIndex(cCtx *cli.Context) error {
 		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
 	}
 	for _, s := range sources {
-		if rec, ok := w.Source(s.src.Path); ok && (rec.Rows != s.src.Rows || rec.Size != s.src.Size) {
+		rec, ok := w.Source(s.src.Path)
+		switch {
+		case !ok:
+		case rec.Rows != s.src.Rows || rec.Size != s.src.Size:
 			return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
 				s.src.Path, rec.Rows, rec.Size, s.src.Rows, s.src.Size)
+		case rec.Sample != "" && rec.Sample != s.src.Sample:
+			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
 		}
 	}
 	var bar *progressbar.ProgressBar

@@ -230,6 +230,10 @@ func TestIndexAppendRules(t *testing.T) {
 	x, _, _ := npy.ReadFloat32(filepath.Join(data, "shard-00000.dino.npy"))
 	writeF32(t, changed, []int{40, tIn}, x)
 	mustRun(t, "index", "--model", run, "--features", changed, "--out", index)
+	y := slices.Clone(x)
+	y[7] += 1 // same size, one value changed
+	writeF32(t, changed, []int{40, tIn}, y)
+	wantError(t, []string{"index", "--model", run, "--features", changed, "--out", index}, changed, "rewritten since it was indexed")
 	writeF32(t, changed, []int{20, tIn}, x[:20*tIn])
 	wantError(t, []string{"index", "--model", run, "--features", changed, "--out", index}, "now has 20 rows", "new index")
 

@@ -452,16 +452,22 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 			return err
 		}
 	}
-	// Move an earlier output aside and put this one in its place. Another
-	// search writing the same --out at the same time can put its output
-	// there between the two renames (the second then finds a directory in
-	// the way): that one is moved aside too, and the last search to finish
-	// leaves its output, as searches run one after the other would.
+	// Put this output in the place of an earlier one: in one step where
+	// the system exchanges two directories (Linux), so that a kill finds
+	// one output or the other there, never none; else by moving the
+	// earlier one aside first. Another search writing the same --out at
+	// the same time can put its output there between the two renames (the
+	// second then finds a directory in the way): that one is moved aside
+	// too, and the last search to finish leaves its output, as searches
+	// run one after the other would.
 	for attempt := 1; ; attempt++ {
 		if err := checkOutDir(out); err != nil { // it may have changed since the start
 			return err
 		}
 		if _, err := os.Stat(out); err == nil {
+			if err := exchangeDirs(tmp, out); err == nil {
+				break // tmp now holds the earlier output, removed on return
+			}
 			old := fmt.Sprintf("%s.old%d", tmp, attempt)
 			if err := os.Rename(out, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("--out: %w", err)

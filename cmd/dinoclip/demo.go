@@ -101,6 +101,10 @@ func runDemo(cCtx *cli.Context) error {
 	defer engine.Close()
 	opts := train.DefaultOptions()
 	opts.Epochs, opts.Batch, opts.MaxLR, opts.Seed = cCtx.Int("epochs"), cCtx.Int("batch"), cCtx.Float64("lr"), cCtx.Uint64("seed")
+	// About ten points on the loss curve at least, however short the run
+	// (one of three steps logged none, and there was no curve to plot).
+	steps := int64(opts.Epochs) * int64(data.Rows/max(opts.Batch, 1))
+	opts.LogEvery = int(max(1, min(int64(opts.LogEvery), steps/10)))
 	fmt.Fprintf(w, "2/3 training %s for %d epochs of %d steps on %s\n",
 		c.Describe(), opts.Epochs, data.Rows/opts.Batch, cCtx.String("device"))
 	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir,

@@ -440,8 +440,24 @@ func Resolve(path string) (string, error) {
 	if !st.IsDir() {
 		return path, nil
 	}
-	if ema := filepath.Join(path, BestLink, EMAFile); fileExists(ema) && bestFromEMA(path) {
-		return ema, nil
+	if bestFromEMA(path) {
+		// The run's model is the moving average: without it, the raw
+		// weights beside it are another model, not a stand-in.
+		for _, link := range []string{BestLink, LastLink} {
+			if !isLink(filepath.Join(path, link)) {
+				continue // no best checkpoint yet: the last one's
+			}
+			ema := filepath.Join(path, link, EMAFile)
+			if !fileExists(ema) {
+				return "", fmt.Errorf("model: %s picks its best checkpoint by the moving average of the weights, but %s is missing; name a model file to use another", path, ema)
+			}
+			return ema, nil
+		}
+	}
+	// A best link that leads nowhere is a damaged run, not one without a
+	// best checkpoint: falling back to last would pick another model.
+	if best := filepath.Join(path, BestLink); isLink(best) && !fileExists(filepath.Join(best, ModelFile)) {
+		return "", fmt.Errorf("model: %s's best checkpoint %s is missing; name a model file (for instance %s) to use another", path, best, filepath.Join(path, LastLink, ModelFile))
 	}
 	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
 		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
@@ -449,6 +465,12 @@ func Resolve(path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
+}
+
+// isLink reports whether path is a symbolic link (leading anywhere).
+func isLink(path string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode()&os.ModeSymlink != 0
 }
 
 // bestFromEMA reports whether the run directory's run.json picks its best

@@ -140,6 +140,22 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if _, err := Resolve(t.TempDir()); err == nil {
 		t.Error("Resolve of an empty directory: no error")
 	}
+	// A best link that leads nowhere: an error, not last's model.
+	if err := os.Symlink(filepath.Join("checkpoints", "step-9"), filepath.Join(run, BestLink)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "best checkpoint") {
+		t.Errorf("Resolve with a dangling best link = %s, %v; want an error", got, err)
+	}
+	os.Remove(filepath.Join(run, BestLink))
+	// A run whose best is the moving average, which is missing: an error,
+	// not the raw weights.
+	if err := os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_from": "ema"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "moving average") {
+		t.Errorf("Resolve of an EMA-picked run without its EMA file = %s, %v; want an error", got, err)
+	}
 	if _, err := Load(filepath.Join(run, "nope")); err == nil {
 		t.Error("Load of a missing directory: no error")
 	}

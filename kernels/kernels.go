@@ -83,6 +83,27 @@ func ParamSizes(kernel string) ([]int, bool) {
 	return sizes, ok
 }
 
+// CheckParams checks a launch's parameters against kernel's signature:
+// their count, and the size of each (sizes[i]; nil checks the count
+// alone, of parameters passed in 8-byte slots). A driver copies as many
+// bytes as the kernel declares, so a short parameter would be padded with
+// whatever lies beyond it.
+func CheckParams(kernel string, count int, sizes func(i int) int) error {
+	want, ok := paramSizes[kernel]
+	if !ok {
+		return fmt.Errorf("kernel %s: not in the kernels' signature table", kernel)
+	}
+	if count != len(want) {
+		return fmt.Errorf("kernel %s: %d parameters given, it has %d", kernel, count, len(want))
+	}
+	for i := range count {
+		if sizes != nil && sizes(i) != want[i] {
+			return fmt.Errorf("kernel %s: parameter %d is %d bytes, given %d", kernel, i, want[i], sizes(i))
+		}
+	}
+	return nil
+}
+
 // Module is one compiled source file. Modules (modules_gen.go) is generated
 // from the sources by `go generate ./kernels`.
 type Module struct {

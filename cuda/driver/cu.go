@@ -232,7 +232,7 @@ func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	if k < 0 || k >= len(c.fns) {
 		return fmt.Errorf("cuda: kernel %d of %d", k, len(c.fns))
 	}
-	if err := checkParams(c.names[k], nil, len(args)); err != nil {
+	if err := kernels.CheckParams(c.names[k], len(args), nil); err != nil {
 		return fmt.Errorf("cuda: %w", err)
 	}
 	params := make([]unsafe.Pointer, len(args))

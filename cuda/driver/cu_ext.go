@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver/libcuda"
+	"github.com/dinoclip/dinoclip/kernels"
 	"gorgonia.org/cu"
 )
 
@@ -103,7 +104,7 @@ func (c *cuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	if err := checkShared(c.names[k], cfg.SharedBytes, allowed, raised); err != nil {
 		return fmt.Errorf("cuda: %w", err)
 	}
-	if err := checkParams(c.names[k], params, 0); err != nil {
+	if err := kernels.CheckParams(c.names[k], len(params), func(i int) int { return len(params[i]) }); err != nil {
 		return fmt.Errorf("cuda: %w", err)
 	}
 	var l libcuda.Launch

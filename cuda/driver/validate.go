@@ -36,33 +36,6 @@ func checkShared(name string, dynamic, allowed int, raised bool) error {
 	return nil
 }
 
-// checkParams checks the count and sizes of a launch's parameters against
-// kernel name's signature (kernels.ParamSizes): the driver copies as many
-// bytes as the kernel declares, so a short parameter would be padded with
-// whatever lies beyond it. params nil checks count alone (Launch passes
-// every parameter in an 8-byte slot).
-func checkParams(name string, params [][]byte, count int) error {
-	want, ok := kernels.ParamSizes(name)
-	if !ok {
-		return fmt.Errorf("kernel %s: not in the kernels' signature table", name)
-	}
-	if params == nil {
-		if count != len(want) {
-			return fmt.Errorf("kernel %s: %d parameters given, it has %d", name, count, len(want))
-		}
-		return nil
-	}
-	if len(params) != len(want) {
-		return fmt.Errorf("kernel %s: %d parameters given, it has %d", name, len(params), len(want))
-	}
-	for i, p := range params {
-		if len(p) != want[i] {
-			return fmt.Errorf("kernel %s: parameter %d is %d bytes, given %d", name, i, want[i], len(p))
-		}
-	}
-	return nil
-}
-
 // DeviceLimits are the device facts an extended launch is checked against.
 type DeviceLimits struct {
 	// MaxDynamicShared is the most dynamic shared memory a block may opt

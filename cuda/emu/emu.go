@@ -33,9 +33,9 @@ import (
 
 	// The kernel sources are compiled here through #include from another
 	// directory, which the go command does not track; package kernels
-	// embeds them, so depending on it is what rebuilds this package when a
-	// .cu or .cuh file changes.
-	_ "github.com/dinoclip/dinoclip/kernels"
+	// embeds them, so depending on it is also what rebuilds this package
+	// when a .cu or .cuh file changes.
+	"github.com/dinoclip/dinoclip/kernels"
 )
 
 // ErrOutOfMemory is Alloc's error past the emulated device's memory limit.
@@ -118,17 +118,8 @@ func CheckLaunch(name string, grid, block, cluster [3]int, params [][]byte) erro
 			}
 		}
 	}
-	sizes, err := ParamSizes(name)
-	if err != nil {
-		return err
-	}
-	if len(sizes) != len(params) {
-		return fmt.Errorf("emulation: kernel %s: %d parameters given, it has %d", name, len(params), len(sizes))
-	}
-	for i, p := range params {
-		if len(p) != sizes[i] {
-			return fmt.Errorf("emulation: kernel %s: parameter %d is %d bytes, given %d", name, i, sizes[i], len(p))
-		}
+	if err := kernels.CheckParams(name, len(params), func(i int) int { return len(params[i]) }); err != nil {
+		return fmt.Errorf("emulation: %w", err)
 	}
 	return nil
 }

@@ -444,8 +444,8 @@ func Resolve(path string) (string, error) {
 		// The run's model is the moving average: without it, the raw
 		// weights beside it are another model, not a stand-in.
 		for _, link := range []string{BestLink, LastLink} {
-			if !isLink(filepath.Join(path, link)) {
-				continue // no best checkpoint yet: the last one's
+			if _, err := os.Lstat(filepath.Join(path, link)); err != nil {
+				continue // no best checkpoint yet: the last one's (a link, or a directory in a copied run)
 			}
 			ema := filepath.Join(path, link, EMAFile)
 			if !fileExists(ema) {

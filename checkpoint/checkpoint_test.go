@@ -156,6 +156,18 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "moving average") {
 		t.Errorf("Resolve of an EMA-picked run without its EMA file = %s, %v; want an error", got, err)
 	}
+	// A copied run (cp -rL: best a directory, not a link) with its EMA
+	// file: the EMA file, not the raw weights beside it.
+	if err := Save(filepath.Join(run, BestLink), ck); err != nil {
+		t.Fatal(err)
+	}
+	ema := filepath.Join(run, BestLink, EMAFile)
+	if err := os.WriteFile(ema, []byte("ema"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(run); err != nil || got != ema {
+		t.Errorf("Resolve of a copied EMA-picked run = %s, %v; want %s", got, err, ema)
+	}
 	if _, err := Load(filepath.Join(run, "nope")); err == nil {
 		t.Error("Load of a missing directory: no error")
 	}

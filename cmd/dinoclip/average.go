@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -65,8 +66,13 @@ func runAverage(cCtx *cli.Context) error {
 		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)
 	}
 	// A training checkpoint's model replaced by an average would be
-	// resumed with another model's optimizer state.
-	if _, err := os.Stat(filepath.Join(filepath.Dir(out), checkpoint.OptimizerFile)); err == nil {
+	// resumed with another model's optimizer state (where out leads, as
+	// it is written: through its links).
+	dest, err := atomicfile.Destination(out)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dest), checkpoint.OptimizerFile)); err == nil {
 		return fmt.Errorf("--out %s is in a training checkpoint (beside its %s): write the average outside the run's checkpoints", out, checkpoint.OptimizerFile)
 	}
 	weights, err := soupWeights(cCtx.String("weights"), len(args))

@@ -87,6 +87,8 @@ func TestAverageErrors(t *testing.T) {
 	ckpt := filepath.Join(t.TempDir(), "step-00000001") // a checkpoint directory: a model beside an optimizer file
 	os.Mkdir(ckpt, 0o755)
 	os.WriteFile(filepath.Join(ckpt, checkpoint.OptimizerFile), []byte("x"), 0o644)
+	linkToCkpt := filepath.Join(t.TempDir(), "soup.safetensors")
+	os.Symlink(filepath.Join(ckpt, "model.safetensors"), linkToCkpt)
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -110,6 +112,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},
 		{"out one of the models", []string{"average", "--out", b, a, b}, []string{b, "one of the models averaged"}},
 		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
+		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
 	}

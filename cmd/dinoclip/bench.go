@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -266,7 +267,7 @@ func runBench(cCtx *cli.Context) error {
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(outDir, "bench.txt"), []byte(sb.String()), 0o644); err != nil {
+		if err := atomicfile.WriteBytes(filepath.Join(outDir, "bench.txt"), []byte(sb.String())); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}

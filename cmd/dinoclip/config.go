@@ -117,16 +117,16 @@ func otherFlagNames(cCtx *cli.Context) map[string]bool {
 // hundred bytes, and --config /dev/zero must not read forever.
 const maxConfigBytes = 1 << 20
 
-// readConfigFile reads a configuration file: a regular file of at most
-// maxConfigBytes.
+// readConfigFile reads a configuration file (or a pipe, as <(...) gives)
+// of at most maxConfigBytes.
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("config %s: not a regular file", path)
+	if st, err := f.Stat(); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("config %s: a directory, not a file", path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -153,6 +154,16 @@ func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedMo
 	return &loadedModel{Path: path, Model: m, Engine: e, Precision: precision}, nil
 }
 
+// processMemory is the memory the Go runtime holds from the system now.
+func processMemory() float64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return float64(sample[0].Value.Uint64())
+}
+
 // heapShare is the part of the available memory the Go heap is held under
 // (checkCPUMemory): the rest is for what the collector does not count
 // (stacks, the GEMM's C buffers, mapped training data pages).
@@ -162,7 +173,8 @@ const heapShare = 0.9
 // machine has left, before anything is allocated: the kernel would
 // otherwise kill the process partway, with no message.
 //
-// When it fits, the Go heap is held under the available memory
+// When it fits, the Go heap is held under what the process holds plus 90%
+// of the available memory, or plus the need if that is more
 // (debug.SetMemoryLimit, unless GOMEMLIMIT set one): by default the
 // collector lets the heap grow to twice what is live before it collects,
 // and a run whose live memory fits could still be killed at twice its
@@ -175,7 +187,9 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective) error {
 	}
 	if need <= float64(avail) {
 		if debug.SetMemoryLimit(-1) == math.MaxInt64 && os.Getenv("GOMEMLIMIT") == "" {
-			debug.SetMemoryLimit(int64(float64(avail) * heapShare))
+			// On top of what the process holds already (the evaluation
+			// sets, say), and never below the need itself.
+			debug.SetMemoryLimit(int64(processMemory() + max(float64(avail)*heapShare, need)))
 		}
 		return nil
 	}

@@ -34,9 +34,9 @@ func indexCommand() *cli.Command {
 			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +
 			"line) is copied into the index, so that search names the images it finds.\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
-			"links are resolved, same size and rows) are skipped, so a killed run is finished by running\n" +
-			"it again. An index made with another model is refused. Only one process may append to an\n" +
-			"index at a time.\n\n" +
+			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
+			"finished by running it again; an indexed file that changed since is refused. An index made\n" +
+			"with another model is refused. Only one process may append to an index at a time.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -54,11 +54,16 @@ func indexCommand() *cli.Command {
 	}
 }
 
-// featureFiles expands --features into absolute paths with symbolic links
-// resolved: a directory gives its *.dino.npy files in name order; a file is
-// taken as it is. A file named twice (or reached twice) is taken once.
-func featureFiles(args []string) ([]string, error) {
-	var files []string
+// featureFile is a features file: its absolute path with symbolic links
+// resolved (what the index records), and the path it was found by (beside
+// which its list of images lies, when it is a link).
+type featureFile struct{ Path, Given string }
+
+// featureFiles expands --features: a directory gives its *.dino.npy files
+// in name order; a file is taken as it is. A file named twice (or reached
+// twice, through links) is taken once.
+func featureFiles(args []string) ([]featureFile, error) {
+	var files []featureFile
 	seen := map[string]bool{}
 	for _, a := range args {
 		st, err := os.Stat(a)
@@ -96,7 +101,7 @@ func featureFiles(args []string) ([]string, error) {
 			}
 			if !seen[real] {
 				seen[real] = true
-				files = append(files, real)
+				files = append(files, featureFile{Path: real, Given: f})
 			}
 		}
 	}
@@ -105,9 +110,13 @@ func featureFiles(args []string) ([]string, error) {
 
 // imagesList is the list of the images of a features file's rows that
 // extraction writes beside it (NAME.dino.npy: NAME.images.txt), checked to
-// have rows lines; "" when there is none.
-func imagesList(features string, rows int64) (string, error) {
-	p := strings.TrimSuffix(strings.TrimSuffix(features, ".npy"), ".dino") + ".images.txt"
+// have rows lines; "" when there is none. It is looked for beside the path
+// the file was given by (a link, say), else beside the file itself.
+func imagesList(given, features string, rows int64) (string, error) {
+	p := strings.TrimSuffix(strings.TrimSuffix(given, ".npy"), ".dino") + ".images.txt"
+	if _, err := os.Stat(p); err != nil {
+		p = strings.TrimSuffix(strings.TrimSuffix(features, ".npy"), ".dino") + ".images.txt"
+	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
@@ -167,7 +176,8 @@ func runIndex(cCtx *cli.Context) error {
 		}
 	}()
 	var total, largest int64
-	for _, f := range files {
+	for _, ff := range files {
+		f := ff.Path
 		a, err := npy.Open(f)
 		if err != nil {
 			return err
@@ -193,7 +203,7 @@ func runIndex(cCtx *cli.Context) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0]), Sample: sample}
-		if sources[len(sources)-1].images, err = imagesList(f, int64(shape[0])); err != nil {
+		if sources[len(sources)-1].images, err = imagesList(ff.Given, f, int64(shape[0])); err != nil {
 			return err
 		}
 		total += int64(shape[0])

@@ -306,6 +306,9 @@ func runSearch(cCtx *cli.Context) error {
 		}
 		if listed {
 			images = names
+		} else if n := listedShards(opened.index); n > 0 {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (indexed from features without NAME.images.txt): no %s is written\n",
+				n, len(opened.index.Manifest.Shards), indexPath, searchImagesFile)
 		}
 	}
 	upload := ""
@@ -324,6 +327,17 @@ func runSearch(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
 	return nil
+}
+
+// listedShards counts the shards of ix that list their rows' images.
+func listedShards(ix *retrieval.Index) int {
+	n := 0
+	for _, sh := range ix.Manifest.Shards {
+		if sh.Images != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // warnZeroRows writes a warning naming the all-zero rows (the first ten)

@@ -605,6 +605,18 @@ func TestSearchNamesImages(t *testing.T) {
 		t.Errorf("search of an index without image lists: %s exists (%v)", searchImagesFile, err)
 	}
 
+	// Some shards with lists, some without: no images.txt, and a warning.
+	mixed := filepath.Join(dir, "mixed")
+	mustRun(t, "index", "--model", run, "--features", feat, "--out", mixed)
+	mustRun(t, "index", "--model", run, "--features", data, "--out", mixed)
+	_, stderr, err := runCLI(t, "search", "--index", mixed, "--queries", q, "--k", "4", "--out", out)
+	if err != nil || !strings.Contains(stderr, "2 of the 4 shards") || !strings.Contains(stderr, "no "+searchImagesFile) {
+		t.Errorf("search of an index listing the images of some shards only: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, searchImagesFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("search of a partly listed index: %s exists (%v)", searchImagesFile, err)
+	}
+
 	// A list with a row too few: refused, the index not made.
 	short := filepath.Join(feat, "shard-00001.images.txt")
 	b, _ = os.ReadFile(short)
@@ -621,4 +633,24 @@ func TestSearchNamesImages(t *testing.T) {
 		os.WriteFile(filepath.Join(index, f), append(b, "extra\n"...), 0o644)
 	}
 	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "images-0000", "lists")
+
+	// A features file that is a link (into a content store, say) has its
+	// list beside the link.
+	store, linked := filepath.Join(dir, "store"), filepath.Join(dir, "linked")
+	os.Mkdir(store, 0o755)
+	os.Mkdir(linked, 0o755)
+	b, _ = os.ReadFile(filepath.Join(data, "shard-00000.dino.npy"))
+	os.WriteFile(filepath.Join(store, "blob.dino.npy"), b, 0o644)
+	os.Symlink(filepath.Join(store, "blob.dino.npy"), filepath.Join(linked, "shard-00000.dino.npy"))
+	os.WriteFile(filepath.Join(linked, "shard-00000.images.txt"), []byte(strings.Repeat("a.jpg\n", 40)), 0o644)
+	index3 := filepath.Join(dir, "ix3")
+	mustRun(t, "index", "--model", run, "--features", linked, "--out", index3)
+	ix, err := retrieval.OpenIndex(index3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if sh := ix.Manifest.Shards; len(sh) != 1 || sh[0].Images == "" {
+		t.Errorf("a linked features file with its list beside the link: shards %+v, want one with images", sh)
+	}
 }

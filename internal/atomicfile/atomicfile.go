@@ -19,7 +19,7 @@ import (
 // as /dev/null, a directory, a socket) or that is read-only is refused,
 // since the rename would replace it by a plain file.
 func Write(path string, write func(io.Writer) error) (err error) {
-	if path, err = destination(path); err != nil {
+	if path, err = Destination(path); err != nil {
 		return err
 	}
 	dir, base := filepath.Split(path)
@@ -65,10 +65,10 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	return nil
 }
 
-// destination is the file Write replaces for path: path, or where its
+// Destination is the file Write replaces for path: path, or where its
 // symbolic links lead (a dangling one: the file it would lead to), checked
 // to be a writable regular file if it exists.
-func destination(path string) (string, error) {
+func Destination(path string) (string, error) {
 	for hops := 0; ; hops++ {
 		st, err := os.Lstat(path)
 		if err != nil {
@@ -84,7 +84,13 @@ func destination(path string) (string, error) {
 				return "", fmt.Errorf("write %s: %w", path, err)
 			}
 			if !filepath.IsAbs(target) {
-				target = filepath.Join(filepath.Dir(path), target)
+				// Relative to the link's directory as the system finds it:
+				// through the links above it, before any ".." is applied.
+				dir := filepath.Dir(path)
+				if real, err := filepath.EvalSymlinks(dir); err == nil {
+					dir = real
+				}
+				target = filepath.Join(dir, target)
 			}
 			path = target
 		case !st.Mode().IsRegular():

@@ -60,6 +60,18 @@ func TestWriteDestinations(t *testing.T) {
 			t.Fatalf("target holds %q (%v), want %q", b, err, data)
 		}
 	}
+	// A relative link under a linked directory: ".." from where the
+	// system finds it (real/sub), not from the link's name (d/l).
+	os.MkdirAll(filepath.Join(dir, "real", "sub"), 0o755)
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	os.Symlink(filepath.Join(dir, "real", "sub"), filepath.Join(dir, "d", "l"))
+	os.Symlink("../x", filepath.Join(dir, "real", "sub", "out"))
+	if err := WriteBytes(filepath.Join(dir, "d", "l", "out"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "real", "x")); err != nil || string(b) != "x" {
+		t.Errorf("a relative link under a linked directory: real/x holds %q (%v)", b, err)
+	}
 	loop := filepath.Join(dir, "loop")
 	os.Symlink("loop", loop)
 	if err := WriteBytes(loop, []byte("x")); err == nil || !strings.Contains(err.Error(), "symbolic links") {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/kernels"
 )
 
 // Device is one GPU with its context, stream and loaded kernels. All of its
@@ -179,15 +180,11 @@ func (l launcher) Launch(k launch.Kernel, cfg driver.LaunchConfig, params [][]by
 	if k < 0 || k >= launch.NumKernels {
 		return fmt.Errorf("cuda: launch of kernel %d of %d", k, launch.NumKernels)
 	}
-	want := launch.ParamBytes(k)
-	if len(params) != len(want) {
-		return fmt.Errorf("cuda: %s takes %d parameters, got %d", k, len(want), len(params))
+	if err := kernels.CheckParams(k.String(), len(params), func(i int) int { return len(params[i]) }); err != nil {
+		return fmt.Errorf("cuda: %w", err)
 	}
 	basic := cfg.Cluster == [3]int{} && cfg.SharedBytes == 0 && cfg.Grid[2] == 1 && cfg.Block[1] == 1 && cfg.Block[2] == 1
-	for i, p := range params {
-		if len(p) != want[i] {
-			return fmt.Errorf("cuda: %s parameter %d: %d bytes, the kernel declares %d", k, i, len(p), want[i])
-		}
+	for _, p := range params {
 		basic = basic && len(p) <= 8
 	}
 	g := cfg.Grid

@@ -25,8 +25,8 @@ func TestLauncherChecks(t *testing.T) {
 		want string
 	}
 	cases := []launchCase{
-		{"parameter count", launch.KLossSum, grid(1, 1), [][]byte{b8, b8}, "loss_sum takes 3 parameters, got 2"},
-		{"parameter size", launch.KLossSum, grid(1, 1), [][]byte{b8, b8, b8}, "loss_sum parameter 2: 8 bytes, the kernel declares 4"},
+		{"parameter count", launch.KLossSum, grid(1, 1), [][]byte{b8, b8}, "kernel loss_sum: 2 parameters given, it has 3"},
+		{"parameter size", launch.KLossSum, grid(1, 1), [][]byte{b8, b8, b8}, "kernel loss_sum: parameter 2 is 4 bytes, given 8"},
 		{"unknown kernel", launch.NumKernels, grid(1, 1), nil, "launch of kernel"},
 		{"empty grid", launch.KLossSum, grid(0, 1), [][]byte{b8, b8, b4}, "out of range"},
 		{"grid y", launch.KLossSum, grid(1, maxGridY+1), [][]byte{b8, b8, b4}, "out of range"},

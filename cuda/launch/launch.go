@@ -26,14 +26,9 @@ func (k Kernel) String() string {
 // is opened with.
 func Names() []string { return names[:] }
 
-// ParamBytes returns the size in bytes of each parameter of k, as its
-// signature declares it (8 for a pointer, 4 for int and float, 128 for a
-// CUtensorMap).
-func ParamBytes(k Kernel) []int { return paramBytes[k] }
-
-// Launcher runs a kernel: params holds one byte slice per kernel parameter,
-// exactly as large as the parameter (ParamBytes). cuda.Device implements
-// it on its driver.
+// Launcher runs a kernel: params holds one byte slice per kernel
+// parameter, exactly as large as the parameter (kernels.ParamSizes).
+// cuda.Device implements it on its driver.
 type Launcher interface {
 	Launch(k Kernel, cfg driver.LaunchConfig, params [][]byte) error
 }

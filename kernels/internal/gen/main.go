@@ -201,17 +201,6 @@ func genLaunch(mods []Module) string {
 			fmt.Fprintf(&b, "\tK%s: %q,\n", goName(k.Name), k.Name)
 		}
 	}
-	b.WriteString("}\n\n")
-	b.WriteString("var paramBytes = [NumKernels][]int{\n")
-	for _, m := range mods {
-		for _, k := range m.Kernels {
-			var sizes []string
-			for _, p := range k.Params {
-				sizes = append(sizes, fmt.Sprint(p.Type.bytes))
-			}
-			fmt.Fprintf(&b, "\tK%s: {%s},\n", goName(k.Name), strings.Join(sizes, ", "))
-		}
-	}
 	b.WriteString("}\n")
 	for _, m := range mods {
 		for _, k := range m.Kernels {

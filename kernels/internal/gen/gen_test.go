@@ -172,8 +172,8 @@ extern "C" __global__ void k2() {}
 }
 
 // TestGenerate checks the generated code of a kernel with every kind of
-// parameter: the Go launch function's parameters and packing, and the
-// emulator's table entry, whose parameter sizes the compiler derives from
+// parameter: the Go launch function's parameters and packing, the table of
+// parameter sizes, and the emulator's table entry, whose parameter sizes the compiler derives from
 // the signature that the static_assert pins to the generator's reading.
 func TestGenerate(t *testing.T) {
 	ks, err := parseSource("kernels/t.cu", "t", `extern "C" __global__ void tma_copy(__nv_bfloat16* out, const __grid_constant__ dc_tensor_map src, int n, double s) {}`)
@@ -189,11 +189,14 @@ func TestGenerate(t *testing.T) {
 		"KTmaCopy Kernel = iota",
 		"func TmaCopy(l Launcher, cfg driver.LaunchConfig, out Ptr[BFloat16], src driver.TensorMap, n int32, s float64) error {",
 		"return l.Launch(KTmaCopy, cfg, [][]byte{ptr(out), tensorMap(src), i32(n), f64(s)})",
-		"KTmaCopy: {8, 128, 4, 8},",
 	} {
 		if !strings.Contains(goSrc, want) {
 			t.Errorf("launch_gen.go lacks %q:\n%s", want, goSrc)
 		}
+	}
+	// The parameter sizes the drivers check launches against.
+	if mods := files["kernels/modules_gen.go"]; !strings.Contains(mods, `"tma_copy": {8, 128, 4, 8},`) {
+		t.Errorf("modules_gen.go lacks the parameter sizes of tma_copy:\n%s", mods)
 	}
 	cpp := files["cuda/emu/t_gen.cpp"]
 	for _, want := range []string{

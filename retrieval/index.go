@@ -583,26 +583,31 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 }
 
 // copyImages copies the list of images at src to dst (atomically),
-// checking that it has rows lines.
+// checked by ReadImagesList.
 func copyImages(src, dst string, rows int64) error {
-	b, err := os.ReadFile(src)
+	b, err := ReadImagesList(src, rows)
 	if err != nil {
 		return err
-	}
-	if n := CountLines(b); n != rows {
-		return fmt.Errorf("%s lists %d images, but its features have %d rows (the list of another extraction?)", src, n, rows)
 	}
 	return atomicfile.WriteBytes(dst, b)
 }
 
-// CountLines counts the lines of b, the last one with or without its
-// newline.
-func CountLines(b []byte) int64 {
+// ReadImagesList reads the list of images at path (one per line, the last
+// line with or without its newline) of a features file of rows rows, and
+// checks that it has rows lines.
+func ReadImagesList(path string, rows int64) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	n := int64(bytes.Count(b, []byte{'\n'}))
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		n++
 	}
-	return n
+	if n != rows {
+		return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows (the list of another extraction?)", path, n, rows)
+	}
+	return b, nil
 }
 
 // Images returns the image of each row p in rows, from the lists the

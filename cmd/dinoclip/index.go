@@ -117,15 +117,10 @@ func imagesList(given, features string, rows int64) (string, error) {
 	if _, err := os.Stat(p); err != nil {
 		p = strings.TrimSuffix(strings.TrimSuffix(features, ".npy"), ".dino") + ".images.txt"
 	}
-	b, err := os.ReadFile(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := retrieval.ReadImagesList(p, rows); errors.Is(err, fs.ErrNotExist) {
 		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if n := retrieval.CountLines(b); n != rows {
-		return "", fmt.Errorf("%s lists %d images, but %s has %d rows (the list of another extraction?)", p, n, features, rows)
+	} else if err != nil {
+		return "", fmt.Errorf("%s: %w", features, err)
 	}
 	return p, nil
 }

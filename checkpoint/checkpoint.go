@@ -275,8 +275,9 @@ type Float64State struct {
 
 // Save writes ck as the checkpoint directory dir: both files go into a
 // temporary directory beside it, which is then renamed to dir. A directory
-// already at dir is left as it is: a run saves a step once, and a resumed
-// run reaching the same step again holds the same bits (resumes are exact).
+// already at dir is left as it is: a run saves a step once (again only
+// when stopped right after saving it, with the same bits), and a resume
+// removes the checkpoints after the one it continues from.
 func Save(dir string, ck *Checkpoint) error {
 	if _, err := os.Stat(filepath.Join(dir, OptimizerFile)); err == nil {
 		return nil
@@ -327,6 +328,9 @@ func Load(dir string) (*Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := allFloat32(filepath.Join(dir, ModelFile)); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, OptimizerFile)
 	f, err := safetensors.Open(path)
 	if err != nil {
@@ -336,6 +340,9 @@ func Load(dir string) (*Checkpoint, error) {
 	meta := f.Metadata()
 	if meta["format"] != OptimizerFormat {
 		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
+	}
+	if err := float32Tensors(f); err != nil {
+		return nil, err
 	}
 	n := m.Config.NumParams()
 	ck := &Checkpoint{Config: m.Config, Params: m.Params, Meta: m.Meta, M: make([]float32, n), V: make([]float32, n), State: []byte(meta["state"])}
@@ -360,6 +367,9 @@ func Load(dir string) (*Checkpoint, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := allFloat32(path); err != nil {
+			return nil, err
+		}
 		if ema.Config != ck.Config {
 			return nil, fmt.Errorf("%s: the model is %v, the checkpoint's %v", path, ema.Config, ck.Config)
 		}
@@ -372,6 +382,28 @@ func Load(dir string) (*Checkpoint, error) {
 		}
 	}
 	return ck, nil
+}
+
+// allFloat32 refuses a file of a training checkpoint holding a tensor
+// that is not float32, as Save writes them all: one converted to another
+// dtype (bfloat16 to save space, say) would resume from rounded values, no
+// longer the run's own.
+func allFloat32(path string) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return float32Tensors(f)
+}
+
+func float32Tensors(f *safetensors.File) error {
+	for _, t := range f.Tensors() {
+		if t.DType != safetensors.F32 {
+			return fmt.Errorf("%s: tensor %s is %s: a training checkpoint holds float32 tensors, as the trainer writes them (was it converted?); resuming from other values would not continue the run", f.Name(), t.Name, t.DType)
+		}
+	}
+	return nil
 }
 
 func fileExists(path string) bool {

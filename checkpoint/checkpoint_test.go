@@ -333,3 +333,47 @@ func TestModelMetadataChecked(t *testing.T) {
 		}
 	}
 }
+
+// A training checkpoint whose model or moments were converted to another
+// dtype (a model file rewritten in bfloat16 to save space, or in float64)
+// is refused by Load, the resume's reading: it would continue from other
+// values than the run's.
+func TestLoadRefusesConvertedTensors(t *testing.T) {
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: nn.InitParameters[float32](small, 6), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":3}`)}
+	for _, file := range []string{ModelFile, OptimizerFile} {
+		dir := filepath.Join(t.TempDir(), "step-3")
+		if err := Save(dir, ck); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, file)
+		f, err := safetensors.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tensors []safetensors.Tensor
+		for i, info := range f.Tensors() {
+			x, shape, err := f.Float32(info.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tensor := safetensors.NewFloat32(info.Name, shape, x)
+			if i == 0 {
+				x64 := make([]float64, len(x))
+				for j, v := range x {
+					x64[j] = float64(v)
+				}
+				tensor = safetensors.NewFloat64(info.Name, shape, x64)
+			}
+			tensors = append(tensors, tensor)
+		}
+		meta := f.Metadata()
+		f.Close()
+		if err := safetensors.Write(path, tensors, meta); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "holds float32 tensors") {
+			t.Errorf("Load with %s's first tensor in float64: %v, want it refused", file, err)
+		}
+	}
+}

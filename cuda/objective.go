@@ -311,19 +311,21 @@ func (d *Device) unitRowsBF16(unit buf[float32], unitB buf[uint16], norms buf[fl
 }
 
 // infoNCESums launches infonce_sums: the sums of exp(scale x cos) over
-// the rows, then over the columns, of cos [n, n].
+// the rows (a block each), then over the columns (a block per 32), of
+// cos [n, n].
 func (d *Device) infoNCESums(sums buf[float64], cos buf[float32], scale float64, n int) error {
 	const what = "infonce_sums"
-	if err := dims(what, n, 2*n, n*n); err != nil {
+	blocks := n + ceilDiv(n, 32)
+	if err := dims(what, n, blocks, n*n); err != nil {
 		return err
 	}
-	if err := rowGrid(what, 2*n); err != nil {
+	if err := rowGrid(what, blocks); err != nil {
 		return err
 	}
 	if err := needAll(what, req("sums", sums, 2*n), req("cos", cos, n*n)); err != nil {
 		return err
 	}
-	return launch.InfonceSums(d.with(rowWork(2*n, n, 2*n*n+4*n)), grid(2*n, 1), sums.ptr(), cos.cptr(), scale, int32(n))
+	return launch.InfonceSums(d.with(rowWork(2*n, n, 2*n*n+4*n)), grid(blocks, 1), sums.ptr(), cos.cptr(), scale, int32(n))
 }
 
 // infoNCEGrad launches infonce_grad: dcos = s G, and per row the loss and

@@ -379,7 +379,8 @@ func (d *Device) colSumFinal(sum, prod buf[float32], partial buf[float64], chunk
 	if err := needAll(what, req("sum", sum, dim), req("partial", partial, ins*chunks*dim)); err != nil {
 		return err
 	}
-	return launch.ColsumFinal(d.with(rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim)), grid(ceilDiv(dim, threads), 1), sum.ptr(), prod.ptr(), partial.cptr(), int32(chunks), int32(dim))
+	// A block per 32 columns and array (reduce.cu).
+	return launch.ColsumFinal(d.with(rowWork(chunks, dim, 2*ins*chunks*dim+ins*dim)), grid(ceilDiv(dim, 32), ins), sum.ptr(), prod.ptr(), partial.cptr(), int32(chunks), int32(dim))
 }
 
 // elementGrid is the grid of the grid-stride elementwise kernels.

@@ -27,10 +27,12 @@ const (
 	searchMaxW      = 64  // SEARCH_MAXW: candidates per query
 	searchMaxLists  = 64  // SEARCH_MAXLISTS: lists search_merge merges
 	searchMainBytes = 128 * 129 * 4
-	// searchTargetBlocks is how many blocks a chunk's launch aims for
-	// (about two per multiprocessor of an H100/H200), reached by cutting
-	// the chunk's keys into splits when the queries make fewer blocks.
-	searchTargetBlocks = 264
+	// searchBlocksPerSM is how many search_f16_topw blocks a
+	// multiprocessor holds at once: one, as 177 registers x 256 threads
+	// (kernels/budgets.tsv) leave no room for a second in 65536. The
+	// launch's key splits are chosen for whole waves of that many blocks
+	// per multiprocessor (searchWaveSplits).
+	searchBlocksPerSM = 1
 	// searchQueryBatch bounds the queries ranked together, and with them
 	// the candidate lists held on the GPU.
 	searchQueryBatch = 1 << 15
@@ -266,6 +268,7 @@ type searchBuffers struct {
 	queriesF, keysF    buf[float32]
 	runExact, outExact buf[float64]
 	dim                int
+	slots              int // blocks the GPU runs at once, for searchSplits
 }
 
 // layoutSearch carves the buffers of a search of batches of up to nq
@@ -308,32 +311,61 @@ type rankOut struct {
 }
 
 // searchSplits cuts nk keys into splits of kps keys (a multiple of the key
-// tile) so that a launch has about searchTargetBlocks blocks: at most
-// searchMaxSplits(nq, nk).
-func searchSplits(nq, nk int) (splits, kps int) {
-	tiles, most := (nk+searchBN-1)/searchBN, searchMaxSplits(nq, nk)
+// tile) for a launch of nq queries on a GPU that runs slots blocks at once
+// (searchWaveSplits): at most searchMaxSplits(nq, nk, slots).
+func searchSplits(nq, nk, slots int) (splits, kps int) {
+	tiles := (nk + searchBN - 1) / searchBN
+	most := searchWaveSplits((nq+searchBQ-1)/searchBQ, tiles, slots)
 	perSplit := (tiles + most - 1) / most
 	return (tiles + perSplit - 1) / perSplit, perSplit * searchBN
 }
 
-// searchMaxSplits bounds the splits of a launch of nq queries over nk
-// keys. It never decreases as nk grows, so the bound for a whole chunk
-// holds for the shorter last one too (the split count itself does not:
-// 8192 keys of 3 queries take 32 splits of 2 tiles, 8064 keys 63 of 1).
-func searchMaxSplits(nq, nk int) int {
-	tiles := (nk + searchBN - 1) / searchBN
-	return min(max(1, searchTargetBlocks/((nq+searchBQ-1)/searchBQ)), tiles, searchMaxLists-1)
+// searchMaxSplits bounds the splits of a launch of nq queries over up to
+// nk keys: the most searchWaveSplits gives for any key count up to nk. It
+// never decreases as nk grows, so the bound for a whole chunk holds for
+// the shorter last one too.
+func searchMaxSplits(nq, nk, slots int) int {
+	qb, most := (nq+searchBQ-1)/searchBQ, 1
+	for tiles := 1; tiles <= (nk+searchBN-1)/searchBN && most < searchMaxLists-1; tiles++ {
+		most = max(most, searchWaveSplits(qb, tiles, slots))
+	}
+	return most
+}
+
+// searchWaveSplits is the number of splits s, 1 to min(tiles,
+// searchMaxLists-1), of tiles key tiles for qb blocks of queries on a GPU
+// that runs slots blocks at once, by a simple model of the launch's time:
+// its qb*s blocks run in ceil(qb*s/slots) waves, and a block's time is its
+// ceil(tiles/s) key tiles plus about one tile's worth for loading its
+// queries and writing its list. More splits also mean more lists to merge
+// and to hold, which the model leaves out: so the fewest splits whose
+// modelled time is within 10% of the least. On 132 slots, 196 query
+// blocks over 40 tiles (25,000 queries x 5,000 keys) take 2 splits, 3
+// waves of 21 tiles' time rather than 2 of 41; 79 blocks over 2048 tiles
+// take 5; 256 blocks (a full batch) 1, their 2 waves nearly whole.
+func searchWaveSplits(qb, tiles, slots int) int {
+	most := min(tiles, searchMaxLists-1)
+	cost := func(s int) int { return (qb*s + slots - 1) / slots * ((tiles+s-1)/s + 1) }
+	least := cost(1)
+	for s := 2; s <= most; s++ {
+		least = min(least, cost(s))
+	}
+	for s := 1; ; s++ {
+		if 10*cost(s) <= 11*least {
+			return s
+		}
+	}
 }
 
 // searchParts is the number of candidate list entries the kernel's splits
 // and the running lists need for chunks of up to chunkRows keys, over
 // batches of searchQueryBatch queries and the last, smaller one (fewer
 // queries cut the keys into more splits).
-func searchParts(nq, chunkRows, w int) int {
+func searchParts(nq, chunkRows, w, slots int) int {
 	parts := 0
 	for _, qn := range []int{min(nq, searchQueryBatch), nq % searchQueryBatch} {
 		if qn > 0 {
-			parts = max(parts, (searchMaxSplits(qn, chunkRows)+1)*qn*w)
+			parts = max(parts, (searchMaxSplits(qn, chunkRows, slots)+1)*qn*w)
 		}
 	}
 	return parts
@@ -501,7 +533,7 @@ func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int
 	d := s.Dev
 	nk, dim := keys.Rows(), keys.Dim
 	qb := min(nq, searchQueryBatch)
-	parts := searchParts(nq, chunkRows, w)
+	var parts int
 	var bufs searchBuffers
 	var st *keyStage
 	var ext driver.Extended
@@ -516,6 +548,8 @@ func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int
 		if err := ext.SetMaxDynamicShared(int(launch.KSearchF16Topw), searchMainBytes+searchBQ*w*8); err != nil {
 			return fmt.Errorf("cuda: search: %w", err)
 		}
+		slots := max(1, ext.Multiprocessors()) * searchBlocksPerSM
+		parts = searchParts(nq, chunkRows, w, slots)
 		var err error
 		if mem, resident, err = s.allocSearch(qb, nk, chunkRows, dim, dimp, w, parts, wide); err != nil {
 			return err
@@ -526,6 +560,7 @@ func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int
 		}
 		a := arena{base: mem}
 		bufs = layoutSearch(&a, qb, keyRows, dim, dimp, w, parts, wide)
+		bufs.slots = slots
 		if st, err = d.newKeyStage(ext, chunkRows, dim, dimp, wide); err != nil {
 			return err
 		}
@@ -689,7 +724,7 @@ func halfRowsParallel(keys *retrieval.Keys, dst []uint16, pitch int, lo, hi int6
 // merging into the running best lists (b.outS/outID), which it starts
 // when fresh.
 func (d *Device) searchChunk(b searchBuffers, half buf[uint16], wide buf[float32], qn, nk int, first int64, fresh bool) error {
-	splits, kps := searchSplits(qn, nk)
+	splits, kps := searchSplits(qn, nk, b.slots)
 	list := qn * b.w
 	if (splits+1)*list > b.partS.n || nk*b.dimp > half.n || qn > b.nq || b.w > searchMaxW {
 		return fmt.Errorf("cuda: search: chunk of %d keys in %d splits, %d queries, width %d: beyond its buffers", nk, splits, qn, b.w)

@@ -279,15 +279,34 @@ func TestSearchRescoreOrder(t *testing.T) {
 // any shorter chunk (the last one), and they cover the keys in tiles:
 // the candidate buffers are sized by that bound.
 func TestSearchSplitsBound(t *testing.T) {
-	for _, nq := range []int{1, 3, 128, 129, 1000, 5000, searchQueryBatch} {
-		for _, chunk := range []int{1, 127, 128, 300, 8192, 139264} {
-			bound := searchMaxSplits(nq, chunk)
-			for nk := 1; nk <= chunk; nk += max(1, chunk/997) {
-				splits, kps := searchSplits(nq, nk)
-				if splits > bound || splits < 1 || kps%searchBN != 0 || splits*kps < nk || (splits-1)*kps >= nk {
-					t.Fatalf("%d queries, %d keys of chunks of %d: %d splits of %d keys (bound %d)", nq, nk, chunk, splits, kps, bound)
+	for _, slots := range []int{1, 108, 132} {
+		for _, nq := range []int{1, 3, 128, 129, 1000, 5000, 25000, searchQueryBatch} {
+			for _, chunk := range []int{1, 127, 128, 300, 8192, 139264} {
+				bound := searchMaxSplits(nq, chunk, slots)
+				for nk := 1; nk <= chunk; nk += max(1, chunk/997) {
+					splits, kps := searchSplits(nq, nk, slots)
+					if splits > bound || splits < 1 || kps%searchBN != 0 || splits*kps < nk || (splits-1)*kps >= nk {
+						t.Fatalf("%d slots, %d queries, %d keys of chunks of %d: %d splits of %d keys (bound %d)", slots, nq, nk, chunk, splits, kps, bound)
+					}
 				}
 			}
+		}
+	}
+}
+
+// The splits fill the GPU's slots in whole waves where that pays: the
+// cases of searchWaveSplits's comment, and the ends of the range.
+func TestSearchWaveSplits(t *testing.T) {
+	for _, c := range []struct{ qb, tiles, slots, want int }{
+		{196, 40, 132, 2},   // 25,000 queries x 5,000 keys: 392 blocks, 3 waves of 21 tiles
+		{79, 2048, 132, 5},  // 10,000 queries x a 256 MiB chunk: 395 blocks, 3 waves
+		{256, 2048, 132, 1}, // a full batch: 2 waves, 97% whole (18 splits would gain 2%)
+		{1, 40, 132, 40},    // one query block: a split per tile
+		{1, 2048, 132, 57},  // 63 (searchMaxLists-1) would gain under 10%
+		{264, 1, 132, 1},    // one tile: one split
+	} {
+		if got := searchWaveSplits(c.qb, c.tiles, c.slots); got != c.want {
+			t.Errorf("searchWaveSplits(%d query blocks, %d tiles, %d slots) = %d, want %d", c.qb, c.tiles, c.slots, got, c.want)
 		}
 	}
 }

@@ -11,9 +11,13 @@
 //   threads: each thread holds a partial value, warps reduce with
 //   __shfl_down_sync in a fixed pattern, warp 0 reduces the warp results.
 //   The result is the same bits on every run for the same inputs (the
-//   summation tree depends only on the thread layout).
+//   summation tree depends only on the thread layout); column_sums and
+//   chunk_sums, for the column reductions.
 //
-// Versions: v1 (the correct-first GPU engine).
+// Versions: v1 (the correct-first GPU engine); v2 rounds GELU' and the
+// LayerNorm backward per operation (ln_grad_sums, ln_grad_dx); v3 adds
+// column_sums and chunk_sums (grad_cols' second stage, shared with
+// colsum_final and InfoNCE's column sums).
 #pragma once
 
 // half_bits_to_float: the float16 with bits h, exactly (every float16 is a
@@ -42,6 +46,20 @@ __device__ __forceinline__ float half_bits_to_float(unsigned short h) {
 __device__ __forceinline__ float ln_xhat(float x, double mean, double rs) { return (float)(((double)x - mean) * rs); }
 __device__ __forceinline__ float ln_affine(float h, float gamma, float beta) { return __fadd_rn(__fmul_rn(h, gamma), beta); }
 
+// LayerNorm's backward per element, shared by ln_backward (layernorm.cu)
+// and grad_rows, whose bits must agree: with g = dy gamma (exact in
+// double), ln_grad_sums accumulates s1 += g and s2 += g xhat, and
+// ln_grad_dx is rstd (g - s1/d - xhat s2/d), each product, sum and
+// difference rounded on its own (no fused multiply-add, which a compiler
+// may choose differently in each kernel and the CPU does not do).
+__device__ __forceinline__ void ln_grad_sums(double& s1, double& s2, double g, float h) {
+    s1 = __dadd_rn(s1, g);
+    s2 = __dadd_rn(s2, __dmul_rn(g, (double)h));
+}
+__device__ __forceinline__ float ln_grad_dx(double g, float h, double mean1, double mean2, double rs) {
+    return (float)__dmul_rn(rs, __dsub_rn(__dsub_rn(g, mean1), __dmul_rn((double)h, mean2)));
+}
+
 #define REDUCE_THREADS 256
 #define REDUCE_WARPS (REDUCE_THREADS / 32)
 
@@ -53,11 +71,49 @@ __device__ __forceinline__ float gelu_f(float x) {
     return 0.5f * x * erfcf(-x * SQRT1_2_F);
 }
 
-// gelu_grad_f is d GELU/dx = Phi(x) + x phi(x).
+// gelu_grad_f is d GELU/dx = Phi(x) + x phi(x), the sum and its product
+// rounded on their own: a compiler free to fuse them into one fma may
+// choose differently in each kernel that inlines this (gelu_backward,
+// grad_rows, the wgmma epilogue), whose bits must agree.
 __device__ __forceinline__ float gelu_grad_f(float x) {
     float cdf = 0.5f * erfcf(-x * SQRT1_2_F);
     float pdf = INV_SQRT_2PI_F * expf(-0.5f * x * x);
-    return cdf + x * pdf;
+    return __fadd_rn(cdf, __fmul_rn(x, pdf));
+}
+
+// column_sums sums, for the 32 columns j0 .. j0+31 (j0 = 32 group) of d,
+// the values load(c, j) over c in [0, count) into out[j], in double,
+// rounded once to out's type. Warp w (of REDUCE_WARPS) sums c = w, w+8,
+// w+16, ... in order (lane = column: each step a row segment the warp
+// reads whole when load reads row c of a row-major array), then warp 0 adds
+// the warps' sums in warp order: a fixed order, so the same bits on every
+// run. part is the block's shared [REDUCE_WARPS][32] doubles. (One thread
+// per column and all its rows in turn, the first way, left a few blocks
+// each waiting on its loads one after another: thousands at a large
+// batch; a block per column read its column with a stride of a row.)
+template <typename O, typename Load>
+__device__ __forceinline__ void column_sums(O* out, Load load, int count, int d, int group, double (*part)[32]) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int j = group * 32 + lane;
+    double s = 0.0;
+    if (j < d)
+        for (int c = warp; c < count; c += REDUCE_WARPS) s += load(c, j);
+    part[warp][lane] = s;
+    __syncthreads();
+    if (warp == 0 && j < d) {
+        double total = 0.0;
+        for (int w = 0; w < REDUCE_WARPS; ++w) total += part[w][lane];
+        out[j] = (O)total;
+    }
+}
+
+// chunk_sums is the second stage of a column reduction whose first stage
+// left one partial sum per chunk of rows and column, partial[c*d + j]:
+// out[j] = the sum over the chunks, by column_sums, for the 32 columns of
+// group blockIdx.x.
+template <typename T>
+__device__ __forceinline__ void chunk_sums(float* out, const T* partial, int chunks, int d, double (*part)[32]) {
+    column_sums(out, [=](int c, int j) { return (double)partial[(size_t)c * d + j]; }, chunks, d, blockIdx.x, part);
 }
 
 // block_sum_d returns the sum of v over the block's REDUCE_THREADS threads

@@ -57,7 +57,8 @@
 // barrier guards them. grad_cols grid (ceil(d/32), 3), block 256.
 //
 // Versions: v2 (v1's grad_cols gave each thread a whole column: see
-// grad_cols).
+// grad_cols); v3 rounds per operation where a fused multiply-add could
+// make its bits differ from ln_backward's (common.cuh's ln_grad_*).
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -113,9 +114,7 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
                 const float g = grad_rows_g(dy, pre, gamma, beta, h, base + j, j);
                 hs[j] = h;
                 gs[j] = g;
-                const double gg = (double)g * (double)gamma[j];
-                s1 += gg;
-                s2 += gg * (double)h;
+                ln_grad_sums(s1, s2, (double)g * (double)gamma[j], h);
             }
         }
         block_sum2_d(s1, s2, scratch);
@@ -126,10 +125,10 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
         const double rs = (double)rstd[r];
         for (int j = threadIdx.x; j < d; j += blockDim.x) {
             const float h = hs[j], g = gs[j];
-            const float v = (float)(rs * ((double)g * (double)gamma[j] - s1 - (double)h * s2));
+            const float v = ln_grad_dx((double)g * (double)gamma[j], h, s1, s2, rs);
             acc[j] += v;
             acc[d + j] += g;
-            acc[2 * d + j] += g * h;
+            acc[2 * d + j] = __fadd_rn(acc[2 * d + j], __fmul_rn(g, h));
             if (dx != nullptr) dx[base + j] = v;
             if (dxb != nullptr) dxb[base + j] = f32_to_bf16(v);
         }
@@ -139,26 +138,14 @@ grad_rows(float* dx, uint16_t* dxb, float* partial, const float* dy, const float
 }
 
 // grad_cols: block (blockIdx.x, a) sums array a's chunks for 32 columns
-// j0 .. j0+31, j0 = 32 blockIdx.x: warp w (of 8) sums chunks w, w+8, w+16,
-// ... in order, in double, each load a 128-byte row segment the warp reads
-// whole, and warp 0 adds the 8 warps' sums in warp order. (v1 gave a thread
-// a column and all its chunks in turn, ceil(d/256) blocks: 8 for d = 2048,
-// each thread waiting on 512 loads one after another.)
+// with common.cuh's chunk_sums (v1 gave a thread a column and all its
+// chunks in turn, ceil(d/256) blocks: 8 for d = 2048, each thread waiting
+// on 512 loads one after another).
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 grad_cols(float* out0, float* out1, float* out2, const float* partial, int chunks, int d) {
     __shared__ double part[REDUCE_WARPS][32];
-    const int a = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int a = blockIdx.y;
     float* out = a == 0 ? out0 : a == 1 ? out1 : out2;
     if (out == nullptr) return;  // uniform over the block
-    const int j = blockIdx.x * 32 + lane;
-    double s = 0.0;
-    if (j < d)
-        for (int c = warp; c < chunks; c += REDUCE_WARPS) s += (double)partial[((size_t)a * chunks + c) * d + j];
-    part[warp][lane] = s;
-    __syncthreads();
-    if (warp == 0 && j < d) {
-        double total = 0.0;
-        for (int w = 0; w < REDUCE_WARPS; ++w) total += part[w][lane];
-        out[j] = (float)total;
-    }
+    chunk_sums(out, partial + (size_t)a * chunks * d, chunks, d, part);
 }

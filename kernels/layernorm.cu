@@ -50,7 +50,8 @@
 // Versions: v1 (the correct-first GPU engine); v2 adds yb, the bf16 copy
 // the bf16 engine cast in a separate pass before; v3 adds ln_apply_bf16
 // and mean; v4 merges ln_apply's statistics tiles in a warp (v3: one
-// thread, in tile order, the pass's bottleneck).
+// thread, in tile order, the pass's bottleneck); v5 computes ln_backward
+// with common.cuh's ln_grad_sums and ln_grad_dx, grad_rows' formulas.
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -182,16 +183,13 @@ ln_backward(float* dx, const float* dy, const float* xhat, const float* rstd, co
     const size_t base = (size_t)r * d;
     double s1 = 0.0, s2 = 0.0;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        const double g = (double)dy[base + j] * (double)gamma[j];
-        s1 += g;
-        s2 += g * (double)xhat[base + j];
+        ln_grad_sums(s1, s2, (double)dy[base + j] * (double)gamma[j], xhat[base + j]);
     }
     block_sum2_d(s1, s2, scratch);
     s1 /= (double)d;
     s2 /= (double)d;
     const double rs = (double)rstd[r];
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        const double g = (double)dy[base + j] * (double)gamma[j];
-        dx[base + j] = (float)(rs * (g - s1 - (double)xhat[base + j] * s2));
+        dx[base + j] = ln_grad_dx((double)dy[base + j] * (double)gamma[j], xhat[base + j], s1, s2, rs);
     }
 }

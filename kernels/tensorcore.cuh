@@ -34,7 +34,8 @@
 // A kernel body that uses the sm_90a functions is compiled only under
 // `#if DC_SM90A` (the compute_80 PTX build gets a body that traps).
 //
-// Versions: v1; v2 adds wgmma_bf16_ss_trans (MN-major operands).
+// Versions: v1; v2 adds wgmma_bf16_ss_trans (MN-major operands); v3 bounds
+// mbar_wait (a trap after MBAR_WAIT_LIMIT_NS, 10 s).
 #pragma once
 
 #ifndef DINOCLIP_EMU
@@ -390,8 +391,29 @@ __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
                  : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
     return ok != 0;
 }
+// mbar_wait spins until the phase of the given parity has completed, and
+// traps when it has waited MBAR_WAIT_LIMIT_NS by the GPU's global timer: no
+// wait in these kernels outlasts a tile's work (microseconds), so a wait of
+// seconds is a protocol slip (an arrival or transaction byte count that
+// never comes), and a trap ends the launch with CUDA_ERROR_LAUNCH_FAILED at
+// once instead of hanging the process (and its GPU) until it is killed.
+// The timer is read only once the first try has failed, so a wait that
+// finds its phase complete costs nothing more.
+#ifndef MBAR_WAIT_LIMIT_NS
+#define MBAR_WAIT_LIMIT_NS 10000000000ull
+#endif
+__device__ __forceinline__ uint64_t global_timer_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    if (mbar_try_wait(bar, parity)) return;
+    const uint64_t start = global_timer_ns();
     while (!mbar_try_wait(bar, parity)) {
+        // Signed: a timer set back (it is not documented as monotonic)
+        // must not read as a long wait.
+        if ((int64_t)(global_timer_ns() - start) > (int64_t)MBAR_WAIT_LIMIT_NS) __trap();
     }
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
@@ -134,7 +135,11 @@ func DataSample(data []byte) (sample string, err error) {
 
 func readManifest(dir string) (*IndexManifest, error) {
 	path := filepath.Join(dir, IndexManifestFile)
-	b, err := os.ReadFile(path)
+	err := plainFile(dir, IndexManifestFile) // (a link would take appends outside the index; a pipe would hang)
+	var b []byte
+	if err == nil {
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
@@ -142,7 +147,7 @@ func readManifest(dir string) (*IndexManifest, error) {
 			}
 			return nil, fmt.Errorf("index %s: no %s (not an index, or its first append never finished)", dir, IndexManifestFile)
 		}
-		return nil, fmt.Errorf("index: %w", err)
+		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
 	var m IndexManifest
 	if err := strictjson.Unmarshal(b, &m); err != nil {
@@ -370,10 +375,11 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	}
 	w := &IndexWriter{dir: dir}
 	for attempt := 1; ; attempt++ {
-		if top := missingTop(dir); top != "" && w.madeTop == "" {
+		top, err := madedirs.MkdirAll(dir)
+		if top != "" && w.madeTop == "" {
 			w.madeTop = top
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
 		w.unlock, err = lockDir(filepath.Join(dir, indexLockFile))
@@ -494,8 +500,15 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	for _, s := range w.manifest.Shards {
 		used[s.Keys], used[s.IDs], used[s.Images] = true, true, true
 	}
+	// A name no manifest uses is written over when it holds a plain file
+	// (what a failed append left), and passed over when it holds anything
+	// else: a link would take the write outside the index.
+	taken := func(name string) bool {
+		st, err := os.Lstat(filepath.Join(w.dir, name))
+		return used[name] || (err == nil && !st.Mode().IsRegular())
+	}
 	n := len(w.manifest.Shards)
-	for used[fmt.Sprintf("keys-%05d.npy", n)] || used[fmt.Sprintf("ids-%05d.npy", n)] || used[fmt.Sprintf("images-%05d.txt", n)] {
+	for taken(fmt.Sprintf("keys-%05d.npy", n)) || taken(fmt.Sprintf("ids-%05d.npy", n)) || taken(fmt.Sprintf("images-%05d.txt", n)) {
 		n++
 	}
 	shard := IndexShard{
@@ -593,13 +606,22 @@ func copyImages(src, dst string, rows int64) error {
 }
 
 // ReadImagesList reads the list of images at path (one per line, the last
-// line with or without its newline) of a features file of rows rows, and
-// checks that it has rows lines.
+// line with or without its newline; CRLF line ends become LF) of a
+// features file of rows rows, and checks that it has rows lines. It must be
+// a regular file (or a link to one): a pipe or a device would never end.
 func ReadImagesList(path string, rows int64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (a list of images is a text file)", path)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	b = bytes.TrimSuffix(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\r")) // (the last line's, without its \n)
 	n := int64(bytes.Count(b, []byte{'\n'}))
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		n++
@@ -678,34 +700,10 @@ func (w *IndexWriter) Close() {
 	}
 	if _, err := os.Stat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
 		os.Remove(filepath.Join(w.dir, indexLockFile))
-		if w.madeTop != "" {
-			// os.Remove fails, as it should, on a directory that holds
-			// anything: the walk up stops there.
-			for d := filepath.Clean(w.dir); ; d = filepath.Dir(d) {
-				if os.Remove(d) != nil || d == w.madeTop {
-					break
-				}
-			}
-		}
+		madedirs.Remove(w.dir, w.madeTop)
 	}
 	w.unlock()
 	w.unlock = nil
-}
-
-// missingTop is the topmost directory of dir's path that does not exist
-// (dir itself, or one above it), which os.MkdirAll(dir) would make; "" if
-// dir exists.
-func missingTop(dir string) string {
-	top := ""
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
-			return top
-		}
-		top = d
-		if filepath.Dir(d) == d {
-			return top
-		}
-	}
 }
 
 // normEpsilon is the smallest divisor of a row's normalisation, as in

@@ -248,20 +248,21 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 		if after := entries(dir); !slices.Equal(after, before) {
 			t.Errorf("index directory after a failed append: %v, want %v", after, before)
 		}
-		// Failing after the keys file is in place (its ids file cannot
-		// be renamed over a directory in the way): the keys file goes too.
+		// Failing after the keys file is in place (its list of images,
+		// copied next, has a line too many): the keys file goes too.
 		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer w.Close()
-		os.MkdirAll(filepath.Join(dir, "ids-00001.npy", "x"), 0o755)
-		err = w.Append(retrieval.IndexSource{Path: "/y", Rows: 1}, "", 1, func(dst []float32, lo, hi int) error {
+		list := filepath.Join(t.TempDir(), "y.images.txt")
+		os.WriteFile(list, []byte("y0.jpg\ny1.jpg\n"), 0o644)
+		err = w.Append(retrieval.IndexSource{Path: "/y", Rows: 1}, list, 1, func(dst []float32, lo, hi int) error {
 			dst[0], dst[1] = 0, 1
 			return nil
 		})
 		if err == nil {
-			t.Fatal("append over a directory named as its ids file: no error")
+			t.Fatal("append with a list of images of the wrong length: no error")
 		}
 		if _, err := os.Stat(filepath.Join(dir, "keys-00001.npy")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the failed shard's keys file is left (%v)", err)
@@ -560,5 +561,84 @@ func TestIndexAppendAfterRenamedShard(t *testing.T) {
 	want := []float32{1, 0, 0, 1, float32(1 / math.Sqrt2), float32(1 / math.Sqrt2), 0.6, 0.8}
 	if sh := ix.Manifest.Shards; len(sh) != 3 || sh[2].Keys != "keys-00003.npy" || !slices.Equal(got, want) {
 		t.Errorf("after the append: shards %+v, rows %v, want the third as keys-00003.npy and rows %v", sh, got, want)
+	}
+}
+
+// A link at the name the next shard would take is passed over, not
+// written through (it would write outside the index); a manifest that is
+// a link is refused.
+func TestIndexAppendPassesLinkedNames(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 0}, 2)
+	w.Close()
+	victim := filepath.Join(t.TempDir(), "victim.txt")
+	if err := os.WriteFile(victim, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "keys-00001.npy")); err != nil {
+		t.Fatal(err)
+	}
+	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "b", []float32{0, 1}, 2)
+	w.Close()
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("the file a link at keys-00001.npy leads to was written: %q", b)
+	}
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh := ix.Manifest.Shards; len(sh) != 2 || sh[1].Keys != "keys-00002.npy" {
+		t.Errorf("shards %+v, want the second as keys-00002.npy", sh)
+	}
+	ix.Close()
+
+	manifest := filepath.Join(dir, retrieval.IndexManifestFile)
+	elsewhere := filepath.Join(t.TempDir(), "manifest.json")
+	if err := os.Rename(manifest, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, manifest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := retrieval.AppendIndex(dir, testModel, 2, "float32"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("append to an index whose manifest is a link: %v", err)
+	}
+	if _, err := retrieval.OpenIndex(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("open an index whose manifest is a link: %v", err)
+	}
+}
+
+// A list of images is a regular file whose lines (CRLF or LF) number the
+// rows; a device is refused before it is read.
+func TestReadImagesList(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "a.images.txt")
+	if err := os.WriteFile(list, []byte("x.jpg\r\ny.jpg\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := retrieval.ReadImagesList(list, 2); err != nil || string(b) != "x.jpg\ny.jpg\n" {
+		t.Errorf("a CRLF list: %q, %v; want LF line ends", b, err)
+	}
+	if err := os.WriteFile(list, []byte("x.jpg\r\ny.jpg\r"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := retrieval.ReadImagesList(list, 2); err != nil || string(b) != "x.jpg\ny.jpg" {
+		t.Errorf("a CRLF list whose last line lacks its LF: %q, %v", b, err)
+	}
+	if _, err := retrieval.ReadImagesList(list, 3); err == nil || !strings.Contains(err.Error(), "lists 2 images") {
+		t.Errorf("a list of 2 for 3 rows: %v", err)
+	}
+	for _, p := range []string{dir, os.DevNull} {
+		if _, err := retrieval.ReadImagesList(p, 2); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -37,7 +38,8 @@ type Set struct {
 	// CLIP embeddings that are all zero.
 	Warnings []string
 
-	clip *Result // CLIP's own recall, computed once
+	clipMu sync.Mutex // held while CLIP computes clip, so that calls may overlap
+	clip   *Result    // CLIP's own recall, computed once
 }
 
 // LoadSet reads the evaluation set in dir and checks that its files fit
@@ -149,7 +151,10 @@ const ProjectBatch = 1024
 // CLIP is the recall of CLIP's own image embeddings on the set (computed
 // once). A set on which CLIP's R@5 is zero in either direction is an error:
 // "% of CLIP" is undefined there, and such a set is broken, not hard.
+// It may be called from several goroutines.
 func (s *Set) CLIP() (Result, error) {
+	s.clipMu.Lock()
+	defer s.clipMu.Unlock()
 	if s.clip == nil {
 		r, err := Evaluate(s.ImageCLIP, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)
 		if err != nil {

@@ -6,6 +6,7 @@ package safetensors
 // against it, tensors.go reads the tensors.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -79,6 +80,13 @@ func parseBytes(name string, b []byte) (*File, error) {
 		return nil, errorf(ErrSize, "file is %d bytes, too short for the 8-byte header length", len(b))
 	}
 	n := binary.LittleEndian.Uint64(b)
+	// torch.save writes a zip archive (PyTorch 1.6 on) or a bare pickle
+	// (protocol 2 and later start with 0x80 and the protocol): the original
+	// checkpoint's format. Said so only when the bytes make no header
+	// length either (a valid one may begin with the same bytes).
+	if (n > MaxHeaderSize || n > uint64(len(b)-8)) && (bytes.HasPrefix(b, []byte("PK\x03\x04")) || (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)) {
+		return nil, errorf(ErrSize, "a PyTorch file (torch.save's format), not safetensors: python -m dinoclip.convert to-dinoclip converts a state_dict")
+	}
 	if n > MaxHeaderSize {
 		return nil, errorf(ErrSize, "header length %d exceeds the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)
 	}

@@ -244,6 +244,8 @@ func TestRejections(t *testing.T) {
 		{"7 bytes", []byte{1, 2, 3, 4, 5, 6, 7}, ErrSize, "too short"},
 		{"huge header length", append(hugeLen, "{}"...), ErrSize, "exceeds the 100000000-byte limit"},
 		{"header past end", append(shortLen, "{}"...), ErrSize, "truncated"},
+		{"torch.save zip", []byte("PK\x03\x04\x14\x00\x00\x00archive/data.pkl"), ErrSize, "a PyTorch file"},
+		{"torch.save pickle", []byte("\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."), ErrSize, "a PyTorch file"},
 		{"not json", raw("hello", nil), ErrHeader, "malformed header"},
 		{"not utf8", raw("{\"\xff\":{}}", nil), ErrHeader, "UTF-8"},
 		{"array", raw("[]", nil), ErrHeader, "expected \"{\""},

@@ -54,19 +54,10 @@ type EvalSet struct {
 // and sets of different names differ; a set is a prefix of a larger set of
 // the same name.
 func (w *World) EvalSet(name string, images, captionsPerImage int) (*EvalSet, error) {
-	if name == "" {
-		return nil, errors.New("synth: the evaluation set needs a name")
-	}
-	if images < 1 || captionsPerImage < 1 {
-		return nil, fmt.Errorf("synth: evaluation set %q: %d images with %d captions each; need at least 1 of each", name, images, captionsPerImage)
-	}
-	if captionsPerImage > maxElements/images {
-		return nil, fmt.Errorf("synth: evaluation set %q: %d images × %d captions is too many captions", name, images, captionsPerImage)
-	}
-	captions := images * captionsPerImage
-	if err := checkSize("evaluation captions", captions, max(w.opts.InputDim, w.opts.OutputDim)); err != nil {
+	if err := CheckEvalSet(w.opts, name, images, captionsPerImage); err != nil {
 		return nil, err
 	}
+	captions := images * captionsPerImage
 	din, dout := w.opts.InputDim, w.opts.OutputDim
 	set := &EvalSet{
 		Name:              name,
@@ -101,6 +92,22 @@ func (w *World) EvalSet(name string, images, captionsPerImage int) (*EvalSet, er
 }
 
 // checkSize rejects n rows of width dim when they would exceed maxElements.
+// CheckEvalSet refuses the sizes of an evaluation set that EvalSet would
+// refuse, without generating anything: for a caller that writes other
+// data first.
+func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error {
+	if name == "" {
+		return errors.New("synth: the evaluation set needs a name")
+	}
+	if images < 1 || captionsPerImage < 1 {
+		return fmt.Errorf("synth: evaluation set %q: %d images with %d captions each; need at least 1 of each", name, images, captionsPerImage)
+	}
+	if captionsPerImage > maxElements/images {
+		return fmt.Errorf("synth: evaluation set %q: %d images × %d captions is too many captions", name, images, captionsPerImage)
+	}
+	return checkSize("evaluation captions", images*captionsPerImage, max(opts.InputDim, opts.OutputDim))
+}
+
 func checkSize(what string, n, dim int) error {
 	if n > maxElements/dim {
 		return fmt.Errorf("synth: %d %s of width %d exceed %d values; generate fewer at a time", n, what, dim, maxElements)

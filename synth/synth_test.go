@@ -18,6 +18,7 @@ import (
 
 	"gonum.org/v1/gonum/mat"
 
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
@@ -586,8 +587,13 @@ func TestRefusesToOverwrite(t *testing.T) {
 	if _, err := WriteEvalSet(evalDir, opts, 6, 1, "e"); err != nil {
 		t.Fatal(err)
 	}
-	if _, shape, err := npy.ReadFloat32(filepath.Join(evalDir, ImageCLIPFile)); err != nil || shape[0] != 6 {
-		t.Errorf("overwritten set: shape %v, err %v", shape, err)
+	for _, f := range []string{ImageCLIPFile, CaptionCLIPFile} {
+		if _, shape, err := npy.ReadFloat32(filepath.Join(evalDir, f)); err != nil || shape[0] != 6 {
+			t.Errorf("overwritten set: %s shape %v, err %v", f, shape, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(evalDir), "."+filepath.Base(evalDir)+".partial")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the evaluation set's staging directory is left: %v", err)
 	}
 
 	notDir := filepath.Join(t.TempDir(), "file")
@@ -647,8 +653,9 @@ func (c *cancelAfter) Err() error {
 }
 
 // An interrupted run leaves no shard where a reader would take it for the
-// data set (they wait in dir/.partial until all are written); the same run
-// again starts over and writes the whole set, with no .partial left.
+// data set (they wait in .DIR.partial beside it until all are written);
+// the same run again starts over and writes the whole set, with no
+// .partial left.
 func TestWriteTrainingDataInterrupted(t *testing.T) {
 	opts := DefaultOptions()
 	opts.InputDim, opts.OutputDim = 8, 4
@@ -663,6 +670,9 @@ func TestWriteTrainingDataInterrupted(t *testing.T) {
 			t.Errorf("an interrupted run left %s in %s", e.Name(), dir)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), ".train.partial")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an interrupted run left its staging directory: %v", err)
+	}
 	files, err := WriteTrainingData(dir, opts, 500, 100, false)
 	if err != nil || len(files) != 10 {
 		t.Fatalf("the run again: %d files, %v", len(files), err)
@@ -671,9 +681,86 @@ func TestWriteTrainingDataInterrupted(t *testing.T) {
 	if len(entries) != 10 {
 		t.Errorf("%s holds %d entries, want the 10 shard files", dir, len(entries))
 	}
+	if entries, _ = os.ReadDir(filepath.Dir(dir)); len(entries) != 1 {
+		t.Errorf("beside %s: %d entries, want it alone (no staging directory left)", dir, len(entries))
+	}
 	for _, f := range files {
 		if _, err := os.Stat(f.Path); err != nil {
 			t.Errorf("returned %s: %v", f.Path, err)
 		}
+	}
+}
+
+// A directory that holds other files keeps them: the shards move in beside
+// them, and no staging directory is left.
+func TestWriteTrainingDataBesideOtherFiles(t *testing.T) {
+	opts := DefaultOptions()
+	opts.InputDim, opts.OutputDim = 8, 4
+	dir := filepath.Join(t.TempDir(), "train")
+	os.Mkdir(dir, 0o755)
+	notes := filepath.Join(dir, "NOTES.txt")
+	if err := os.WriteFile(notes, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files, err := WriteTrainingData(dir, opts, 300, 100, false)
+	if err != nil || len(files) != 6 {
+		t.Fatalf("%d files, %v", len(files), err)
+	}
+	if b, err := os.ReadFile(notes); err != nil || string(b) != "mine" {
+		t.Errorf("the other file: %q, %v", b, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 7 {
+		t.Errorf("%s holds %d entries, want 6 shard files and NOTES.txt", dir, len(entries))
+	}
+	if entries, _ = os.ReadDir(filepath.Dir(dir)); len(entries) != 1 {
+		t.Errorf("beside %s: %d entries, want it alone", dir, len(entries))
+	}
+}
+
+// A data directory that is a link to one elsewhere stays a link, and the
+// shards are written where it leads.
+func TestWriteTrainingDataThroughLink(t *testing.T) {
+	opts := DefaultOptions()
+	opts.InputDim, opts.OutputDim = 8, 4
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	os.Mkdir(target, 0o755)
+	dir := filepath.Join(t.TempDir(), "train")
+	if err := os.Symlink(target, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteTrainingData(dir, opts, 200, 100, false); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(dir); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("%s is no longer a link: %v", dir, err)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 4 {
+		t.Errorf("%s holds %d entries, want the 4 shard files", target, len(entries))
+	}
+}
+
+// A second writer of one directory is refused while the first is at work
+// (it would remove the first's staged shards).
+func TestWriteTrainingDataLocked(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows")
+	}
+	opts := DefaultOptions()
+	opts.InputDim, opts.OutputDim = 8, 4
+	dir := t.TempDir()
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flock.TryLock(held, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteTrainingData(dir, opts, 200, 100, false); err == nil || !strings.Contains(err.Error(), "another dinoclip synth") {
+		t.Errorf("a write while another holds %s: %v", dir, err)
+	}
+	held.Close()
+	if _, err := WriteTrainingData(dir, opts, 200, 100, false); err != nil {
+		t.Errorf("after the other is done: %v", err)
 	}
 }

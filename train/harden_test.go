@@ -12,8 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -227,8 +229,181 @@ func TestDivergedRunAdvice(t *testing.T) {
 	}
 }
 
-// A run whose last checkpoint was deleted gives one way out, the same from
-// a resume and from a new run: remove the directory or use another.
+// A loss that is not finite at the very first step is no matter of the
+// optimizer's settings: the advice points at the data.
+func TestNonFiniteFirstStepAdvice(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return nonFiniteLoss{e} })
+	_, err := tr.Run(context.Background(), false)
+	if !errors.Is(err, ErrNonFinite) || !strings.HasPrefix(err.Error(), "step 1 ") || !strings.Contains(err.Error(), "before any update") ||
+		strings.Contains(err.Error(), "--lr") || !strings.Contains(err.Error(), "holds no checkpoint") {
+		t.Fatalf("a loss not finite at step 1: %v", err)
+	}
+	// A run stopped as it started (its checkpoint of step 0), resumed.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr = newTrainer(t, dataDir, runDir, nil)
+	tr.Log = slog.New(cancelOnMessage{"training", cancel})
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a run stopped as it starts: %v", err)
+	}
+	tr = newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return nonFiniteLoss{e} })
+	if _, err = tr.Run(context.Background(), true); !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "another --out") || strings.Contains(err.Error(), "holds no checkpoint") {
+		t.Fatalf("a loss not finite at step 1 of a run with a step-0 checkpoint: %v", err)
+	}
+}
+
+// cancelOnMessage is a log handler that calls cancel at a record with the
+// message msg: a stop requested at that moment of a run.
+type cancelOnMessage struct {
+	msg    string
+	cancel context.CancelFunc
+}
+
+func (h cancelOnMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h cancelOnMessage) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.cancel()
+	}
+	return nil
+}
+func (h cancelOnMessage) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h cancelOnMessage) WithGroup(string) slog.Handler      { return h }
+
+// nonFiniteLoss is an engine whose every loss is infinite.
+type nonFiniteLoss struct{ nn.Engine }
+
+func (e nonFiniteLoss) ForwardBackward(x, t []float32, n int) (float64, error) {
+	if _, err := e.Engine.ForwardBackward(x, t, n); err != nil {
+		return 0, err
+	}
+	return math.Inf(1), nil
+}
+
+// A run whose last checkpoint was deleted while older ones are left is
+// told to link the newest of them as the last, from a resume and from a
+// new run; doing so resumes from there.
+func TestDanglingLastLinksAnOlderCheckpoint(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	if err := os.RemoveAll(filepath.Join(runDir, checkpointName(5))); err != nil {
+		t.Fatal(err)
+	}
+	want := "ln -sfn " + checkpointName(3) + " " + last
+	for _, resume := range []bool{true, false} {
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "remove "+runDir) {
+			t.Errorf("resume %v on a run without its last checkpoint, an older one left: %v; want the advice %q", resume, err, want)
+		}
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(checkpointName(3), last); err != nil {
+		t.Fatal(err)
+	}
+	res, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err != nil {
+		t.Fatalf("resume after linking %s: %v", checkpointName(3), err)
+	}
+	if res.State.Step != res.State.Schedule.TotalSteps {
+		t.Errorf("resumed from step 3: ended at step %d of %d", res.State.Step, res.State.Schedule.TotalSteps)
+	}
+}
+
+// Linked back to a checkpoint whose recorded best was pruned since (after
+// a later best), a run resumes without a best link, and finishes.
+func TestResumeWhoseBestIsGone(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 24)
+	st := checkpointState(t, runDir)
+	if st.Best == nil || st.Best.Checkpoint != checkpointName(24) {
+		t.Fatalf("stopped at step 24: best %+v, want the epoch end at 24", st.Best)
+	}
+	if err := os.RemoveAll(filepath.Join(runDir, checkpointName(24))); err != nil {
+		t.Fatal(err)
+	}
+	older := newestWholeCheckpoint(runDir)
+	if older == "" {
+		t.Fatal("no older checkpoint left")
+	}
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	os.Remove(last)
+	if err := os.Symlink(older, last); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	b := checkpointState(t, runDir).Best
+	if b == nil || exists(filepath.Join(runDir, b.Checkpoint)) {
+		t.Fatalf("the state of %s: best %+v, want one that is gone", older, b)
+	}
+	// best names it, dangling.
+	bestLink := filepath.Join(runDir, checkpoint.BestLink)
+	os.Remove(bestLink)
+	if err := os.Symlink(b.Checkpoint, bestLink); err != nil {
+		t.Fatal(err)
+	}
+	// One step of the resume: the dangling best link is gone.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 1, cancel: cancel} })
+	if _, err := tr.Run(ctx, true); !errors.Is(err, context.Canceled) {
+		t.Fatalf("resume from %s: %v", older, err)
+	}
+	if _, err := os.Lstat(bestLink); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a resume, the best link to a checkpoint that is gone is still there: %v", err)
+	}
+	res, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err != nil {
+		t.Fatalf("resume from %s: %v", older, err)
+	}
+	if res.State.Step != res.State.Schedule.TotalSteps {
+		t.Errorf("ended at step %d of %d", res.State.Step, res.State.Schedule.TotalSteps)
+	}
+	if target, err := os.Readlink(filepath.Join(runDir, checkpoint.BestLink)); err == nil && !exists(filepath.Join(runDir, target)) {
+		t.Errorf("best links %s, which is gone", target)
+	}
+}
+
+// Pointed back to a checkpoint from before its first evaluation (no best
+// yet), a run's best link, a later checkpoint's, goes with it.
+func TestResumeBeforeAnyBest(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	stop, cancelStop := context.WithCancel(context.Background())
+	defer cancelStop()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 16, cancel: cancelStop} })
+	tr.Options.Keep = 10 // (step 9 kept)
+	if _, err := tr.Run(stop, false); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	bestLink := filepath.Join(runDir, checkpoint.BestLink)
+	if target, err := os.Readlink(bestLink); err != nil || target != checkpointName(12) {
+		t.Fatalf("stopped at step 16: best links %q (%v), want %s", target, err, checkpointName(12))
+	}
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	os.Remove(last)
+	if err := os.Symlink(checkpointName(9), last); err != nil {
+		t.Fatal(err)
+	}
+	if b := checkpointState(t, runDir).Best; b != nil {
+		t.Fatalf("the state of step 9 has a best: %+v", b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr = newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 1, cancel: cancel} })
+	tr.Options.Keep = 10
+	if _, err := tr.Run(ctx, true); !errors.Is(err, context.Canceled) {
+		t.Fatalf("resume from step 9: %v", err)
+	}
+	if target, err := os.Readlink(bestLink); err == nil {
+		t.Errorf("after resuming from before any best, best links %s", target)
+	}
+}
+
+// A run whose last checkpoint was deleted, with no other left, gives one
+// way out, the same from a resume and from a new run: remove the directory
+// or use another.
 func TestDanglingLastOneWayOut(t *testing.T) {
 	dataDir, runDir := stoppedRun(t, 5)
 	if err := os.RemoveAll(filepath.Join(runDir, CheckpointsDir)); err != nil {
@@ -772,5 +947,107 @@ func TestCheckMomentsOverflowedSecondMoment(t *testing.T) {
 	}
 	if err := checkMoments(s, 0.999, []float64{1e18}, []float64{3e39}); err != nil {
 		t.Errorf("float64 moments beyond float32's range but within the bound: %v", err)
+	}
+}
+
+// A run killed between relinking last and relinking best (or with a
+// checkpoint written after the one last names) resumes as if never
+// stopped: the resume points best at the state's best, so that pruning
+// keeps it, and writes the later checkpoints again rather than keep the
+// ones it finds.
+func TestResumeAlignsCheckpoints(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	refDir := t.TempDir()
+	ref := newTrainer(t, dataDir, refDir, nil)
+	refRes, err := ref.Run(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Stopped at step 14: the epoch end at step 12 is the state's best.
+	runDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 14, cancel: cancel} })
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	st := checkpointState(t, runDir)
+	if st.Step != 14 || st.Best == nil || st.Best.Checkpoint != checkpointName(12) {
+		t.Fatalf("stopped run: step %d, best %+v; want step 14 and the best at step 12", st.Step, st.Best)
+	}
+	// What the kill leaves: no best link yet, and the final step's
+	// checkpoint directory already there, holding other weights.
+	if err := os.Remove(filepath.Join(runDir, checkpoint.BestLink)); err != nil {
+		t.Fatal(err)
+	}
+	final := filepath.Join(runDir, checkpointName(refRes.State.Step))
+	if err := os.CopyFS(final, os.DirFS(filepath.Join(runDir, checkpointName(14)))); err != nil {
+		t.Fatal(err)
+	}
+
+	// One step of the resume: the best of step 12 is linked and kept.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	tr = newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 1, cancel: cancel} })
+	if _, err := tr.Run(ctx, true); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	if best, err := os.Readlink(filepath.Join(runDir, checkpoint.BestLink)); err != nil || best != checkpointName(12) {
+		t.Fatalf("after a resume, best links %q (%v), want %s", best, err, checkpointName(12))
+	}
+	if _, err := os.Stat(filepath.Join(runDir, checkpointName(12), checkpoint.ModelFile)); err != nil {
+		t.Fatalf("the best checkpoint was pruned: %v", err)
+	}
+
+	// The rest: the same final checkpoint and best as the run never stopped.
+	tr = newTrainer(t, dataDir, runDir, nil)
+	res, err := tr.Run(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameParams(t, "final parameters", params(t, tr.Engine), params(t, ref.Engine))
+	for _, link := range []string{checkpoint.LastLink, checkpoint.BestLink} {
+		got, err := os.ReadFile(filepath.Join(runDir, link, checkpoint.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(filepath.Join(refDir, link, checkpoint.ModelFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s/%s differs from the uninterrupted run's", link, checkpoint.ModelFile)
+		}
+	}
+	if *res.State.Best != *refRes.State.Best {
+		t.Errorf("best %+v, the uninterrupted run's %+v", *res.State.Best, *refRes.State.Best)
+	}
+}
+
+// A resume removes the temporary files a killed run left beside run.json
+// once no writer holds them (older than atomicfile.StaleAge), and keeps a
+// recent one, which may be another process's at work.
+func TestResumeSweepsDeadTemporaries(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	dead, recent := filepath.Join(runDir, ".run.json.tmp-1"), filepath.Join(runDir, ".run.json.tmp-2")
+	for _, p := range []string{dead, recent} {
+		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	if err := os.Chtimes(dead, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead run's temporary is left: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("a recent temporary was removed: %v", err)
 	}
 }

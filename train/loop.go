@@ -389,16 +389,16 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 // Run trains from scratch, or from the run directory's last checkpoint when
 // resume is set. A cancelled ctx saves a checkpoint and returns ctx.Err();
 // resuming it gives the same parameters, bit for bit, as a run never
-// stopped. The run directory is locked (LockRunDir) while Run works on it.
+// stopped. (Cancelled while CLIP's own recall is computed, before the run
+// directory is touched, it returns ctx.Err() at once and saves nothing.)
+// The run directory is locked (LockRunDir) while Run works on it.
 func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if tr.Log == nil {
 		tr.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := tr.Engine.Config()
-	for _, s := range tr.Evals {
-		if _, err := s.CLIP(); err != nil {
-			return Result{}, err
-		}
+	if err := tr.clipRecall(ctx); err != nil {
+		return Result{}, err
 	}
 	var st State
 	var resident nn.ResidentEngine
@@ -415,6 +415,10 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, fmt.Errorf("--resume: %w", err)
 		}
 		if resident, err = tr.residency(&st); err != nil {
+			return Result{}, err
+		}
+		// Only now that the resume is sure to go on.
+		if err := tr.alignCheckpoints(st); err != nil {
 			return Result{}, err
 		}
 	} else {
@@ -698,7 +702,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 			st.Step++
 			hp := st.Options.AdamW.Step(st.Schedule, st.Step)
 			if err := tr.Engine.Step(hp); err != nil {
-				return res, err
+				return res, tr.stepError(pendingStep{step: st.Step, epoch: st.Epoch, batch: st.Batch}, err)
 			}
 			if st.LogitScale != nil {
 				st.LogitScale.Step(tr.Engine.LogitScaleGrad(), hp)
@@ -783,7 +787,7 @@ type pendingStep struct {
 
 // stepError is the error that stops the run at step p.
 func (tr *Trainer) stepError(p pendingStep, err error) error {
-	return fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", p.step, p.epoch+1, p.batch, err, tr.stopAdvice(err))
+	return fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", p.step, p.epoch+1, p.batch, err, tr.stopAdvice(p.step, err))
 }
 
 // pipelined is the engine as an nn.PipelinedEngine when the run's steps go
@@ -799,18 +803,58 @@ func pipelined(resident nn.ResidentEngine, o Options) nn.PipelinedEngine {
 	return p
 }
 
+// clipRecall computes CLIP's own recall on every evaluation set (once per
+// set, before anything is written: seconds on a large set), and returns
+// ctx's error at once when it is cancelled meanwhile; the computation then
+// runs on, unobserved, to its end (or the process's).
+func (tr *Trainer) clipRecall(ctx context.Context) error {
+	if len(tr.Evals) == 0 {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		for _, s := range tr.Evals {
+			if _, err := s.CLIP(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done: // (both were ready)
+			return err
+		default:
+			return ctx.Err()
+		}
+	}
+}
+
 // stopAdvice says what is left of a run that a failed step stopped, and
 // what to do next: a diverged run (ErrNonFinite) would diverge again if
 // resumed, bit for bit, so it is started anew with other settings; another
 // failure (unreadable data, a device error) can be resumed once fixed.
-func (tr *Trainer) stopAdvice(err error) string {
+// A loss that is not finite at step 1 came before any update: no setting
+// of the optimizer is to blame, but the data or the starting weights.
+func (tr *Trainer) stopAdvice(step int, err error) string {
 	last := filepath.Join(tr.RunDir, checkpoint.LastLink)
 	target, lerr := os.Readlink(last)
+	if errors.Is(err, ErrNonFinite) && step == 1 {
+		const cause = "the loss was not finite at the first step, before any update: the training data (or the --init model) holds values too large for the model's arithmetic"
+		if lerr != nil {
+			return fmt.Sprintf("%s; check them, then start the run again (the same --out will do: %s holds no checkpoint)", cause, tr.RunDir)
+		}
+		return fmt.Sprintf("%s; check them, then train into another --out (%s holds this run's checkpoint of step 0)", cause, tr.RunDir)
+	}
 	if errors.Is(err, ErrNonFinite) {
 		if lerr != nil {
-			return fmt.Sprintf("the run diverged before its first checkpoint; start it again with a lower --lr (the same --out will do: %s holds no checkpoint)", tr.RunDir)
+			return fmt.Sprintf("the run diverged before its first checkpoint; start it again with other settings (a lower --lr or --weight-decay, say; the same --out will do: %s holds no checkpoint)", tr.RunDir)
 		}
-		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with a lower --lr into another --out",
+		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with other settings (a lower --lr or --weight-decay, say) into another --out",
 			last, target)
 	}
 	var bad *NonFiniteValueError

@@ -81,13 +81,21 @@ type Metric struct {
 	k    int
 }
 
-// ParseMetric reads a metric name against the evaluation sets a run has.
+// DefaultMetric is the metric a run with evals evaluation sets picks its
+// best by when none is named (Options.BestMetric ""): r5, or the training
+// loss without sets.
+func DefaultMetric(evals int) string {
+	if evals > 0 {
+		return "r5"
+	}
+	return "loss"
+}
+
+// ParseMetric reads a metric name against the evaluation sets a run has
+// ("": DefaultMetric).
 func ParseMetric(name string, evals []*retrieval.Set) (Metric, error) {
 	if name == "" {
-		name = "loss"
-		if len(evals) > 0 {
-			name = "r5"
-		}
+		name = DefaultMetric(len(evals))
 	}
 	switch name {
 	case "loss":

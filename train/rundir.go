@@ -175,13 +175,54 @@ func checkResumable(dir string) error {
 	return nil
 }
 
-// brokenRunError is the one way out of a run directory whose last
-// checkpoint is gone: both a resume and a new run refuse it.
+// brokenRunError is what both a resume and a new run say of a run
+// directory whose last checkpoint is gone: the way back is an older
+// checkpoint, linked as the last (the steps after it are trained again),
+// when one is left; otherwise removing the directory or using another.
 func brokenRunError(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, _ := os.Readlink(last)
-	return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s): it can be neither resumed nor overwritten; remove %s, or train into another --out",
+	if older := newestWholeCheckpoint(dir); older != "" {
+		return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s); its newest checkpoint left is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
+			dir, last, target, older, older, ShellArg(last), ShellArg(dir))
+	}
+	return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s), and no other checkpoint: it can be neither resumed nor overwritten; remove %s, or train into another --out",
 		dir, last, target, dir)
+}
+
+// newestWholeCheckpoint is the newest checkpoint of the run in dir that
+// holds every file a resume reads (model, optimizer state, and the moving
+// average or float64 state when the run keeps them), as the last link
+// names one (checkpoints/step-NNNNNNNN), or "" when there is none.
+func newestWholeCheckpoint(dir string) string {
+	// The files a resume of this run reads (run.json says which).
+	files := []string{checkpoint.ModelFile, checkpoint.OptimizerFile}
+	if info, err := ReadRunInfo(dir); err == nil {
+		if info.Options.EMA != 0 {
+			files = append(files, checkpoint.EMAFile)
+		}
+		if info.Options.PrecisionMode() == PrecisionFP64 {
+			files = append(files, checkpoint.Float64File)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir))
+	for i := len(entries) - 1; i >= 0; i-- { // ReadDir sorts by name: step numbers have 8 digits
+		e := entries[i]
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "step-") {
+			continue
+		}
+		name := filepath.Join(CheckpointsDir, e.Name())
+		whole := true
+		for _, f := range files {
+			if _, err := os.Stat(filepath.Join(dir, name, f)); err != nil {
+				whole = false
+			}
+		}
+		if whole {
+			return name
+		}
+	}
+	return ""
 }
 
 // orphanedCheckpoints refuses a run directory whose last link is gone but
@@ -343,7 +384,7 @@ func pointLink(run, link, target string) error {
 }
 
 // prune removes step checkpoints older than the Keep newest, never the
-// ones last or best point at.
+// ones last or best point at, nor st's best.
 func (tr *Trainer) prune(st State) error {
 	dir := filepath.Join(tr.RunDir, CheckpointsDir)
 	entries, err := os.ReadDir(dir)
@@ -358,6 +399,9 @@ func (tr *Trainer) prune(st State) error {
 	}
 	sort.Strings(steps)
 	protected := map[string]bool{}
+	if st.Best != nil {
+		protected[filepath.Base(st.Best.Checkpoint)] = true
+	}
 	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
 		if t, err := os.Readlink(filepath.Join(tr.RunDir, l)); err == nil {
 			protected[filepath.Base(t)] = true
@@ -377,7 +421,7 @@ func (tr *Trainer) prune(st State) error {
 // removeCheckpoint deletes a checkpoint directory without ever leaving a
 // partial one under its name: it is renamed to a hidden name first (one
 // atomic step), then removed. Hidden leftovers of a crash are swept by
-// sweepCheckpoints.
+// sweepRunDir.
 func removeCheckpoint(dir, name string) error {
 	trash := filepath.Join(dir, "."+name+".deleting")
 	if err := os.Rename(filepath.Join(dir, name), trash); err != nil {
@@ -386,14 +430,23 @@ func removeCheckpoint(dir, name string) error {
 	return os.RemoveAll(trash)
 }
 
-// sweepCheckpoints removes what a crash can leave among the checkpoints:
-// hidden temporary directories being written or deleted.
-func sweepCheckpoints(runDir string) {
+// sweepRunDir removes what a crash can leave in a run directory (locked
+// by the caller): among the checkpoints, hidden temporary directories
+// being written or deleted; beside run.json, the temporary files of
+// atomicfile.Write (".NAME.tmp-*") whose writer is gone
+// (atomicfile.RemoveStale: another process may write into the directory).
+func sweepRunDir(runDir string) {
 	dir := filepath.Join(runDir, CheckpointsDir)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	entries, _ = os.ReadDir(runDir)
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+			atomicfile.RemoveStale(filepath.Join(runDir, e.Name()))
 		}
 	}
 }
@@ -404,7 +457,7 @@ func sweepCheckpoints(runDir string) {
 // trainer state that does not fit them (a damaged or edited checkpoint) is
 // refused.
 func (tr *Trainer) restore() (State, error) {
-	sweepCheckpoints(tr.RunDir)
+	sweepRunDir(tr.RunDir)
 	if err := checkResumable(tr.RunDir); err != nil {
 		return State{}, err
 	}
@@ -496,6 +549,69 @@ func (tr *Trainer) restore() (State, error) {
 	tr.Options = st.Options
 	tr.initRef = info.Init
 	return st, nil
+}
+
+// alignCheckpoints puts back in line with st, the state resumed from, what
+// a run killed between writing a checkpoint and relinking (or a last link
+// pointed at an older checkpoint by hand) leaves ahead of it: step
+// checkpoints after st's, which the resume writes again (checkpoint.Save
+// keeps a directory that exists, and inputs accepted as changed make other
+// bits), and a best link that is not st's best (it is relinked after
+// last, and prune keeps what the links name). A best checkpoint that is
+// gone (pruned after a later best, before last was pointed back by hand)
+// leaves no best link: the next evaluation that beats the state's best
+// value makes one.
+func (tr *Trainer) alignCheckpoints(st State) error {
+	// The best link first: a failure here leaves every checkpoint in place.
+	if err := tr.alignBest(st); err != nil {
+		return err
+	}
+	dir := filepath.Join(tr.RunDir, CheckpointsDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		var step int
+		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err != nil || !e.IsDir() || e.Name() != filepath.Base(checkpointName(step)) || step <= st.Step {
+			continue
+		}
+		tr.Log.Info("removing a checkpoint after the one resumed from (its step is trained again)", "checkpoint", e.Name(), "resumed_step", st.Step)
+		if err := removeCheckpoint(dir, e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// alignBest points the best link at st's best checkpoint, or removes it
+// (with a warning) when that checkpoint is gone, or when st has no best
+// yet (the link is a later checkpoint's, about to be removed). A best that
+// is no link (a run copied with its links followed) is left as it is.
+func (tr *Trainer) alignBest(st State) error {
+	best := filepath.Join(tr.RunDir, checkpoint.BestLink)
+	if lst, err := os.Lstat(best); err == nil && lst.Mode()&os.ModeSymlink == 0 {
+		return nil
+	}
+	if st.Best == nil {
+		if err := os.Remove(best); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(tr.RunDir, st.Best.Checkpoint, checkpoint.ModelFile)); err != nil {
+		tr.Log.Warn("the run's best checkpoint is gone: no best link until an evaluation beats it", "checkpoint", st.Best.Checkpoint,
+			"metric", st.Best.Metric, "value", st.Best.Value, "error", err)
+		if err := os.Remove(best); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		return nil
+	}
+	if target, _ := os.Readlink(best); target == st.Best.Checkpoint {
+		return nil
+	}
+	tr.Log.Info("pointing best at the run's best checkpoint", "checkpoint", st.Best.Checkpoint)
+	return pointLink(tr.RunDir, checkpoint.BestLink, st.Best.Checkpoint)
 }
 
 // checkInputs refuses a resume whose training data or evaluation sets do

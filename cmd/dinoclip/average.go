@@ -75,6 +75,12 @@ func runAverage(cCtx *cli.Context) error {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(dest), checkpoint.OptimizerFile)); err == nil {
 		return fmt.Errorf("--out %s is in a training checkpoint (beside its %s): write the average outside the run's checkpoints", out, checkpoint.OptimizerFile)
 	}
+	// Nor in a run directory itself: the run's name would then mean the
+	// average (a model file there comes before its best and last).
+	if isRunDir(filepath.Dir(dest)) {
+		return fmt.Errorf("--out %s is in the run directory %s, whose name would then mean the average: write it outside the run", out, filepath.Dir(dest))
+	}
+	sweepLeftovers(cCtx.App.ErrWriter, dest, false)
 	weights, err := soupWeights(cCtx.String("weights"), len(args))
 	if err != nil {
 		return err

@@ -89,6 +89,8 @@ func TestAverageErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(ckpt, checkpoint.OptimizerFile), []byte("x"), 0o644)
 	linkToCkpt := filepath.Join(t.TempDir(), "soup.safetensors")
 	os.Symlink(filepath.Join(ckpt, "model.safetensors"), linkToCkpt)
+	runDir := t.TempDir() // a run directory: its last link
+	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -113,6 +115,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out one of the models", []string{"average", "--out", b, a, b}, []string{b, "one of the models averaged"}},
 		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
+		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
 	}

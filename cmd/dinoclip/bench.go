@@ -106,8 +106,11 @@ func benchCommand() *cli.Command {
 	}
 }
 
+// maxBenchDataRows bounds --data-rows: 16M rows of 768 + 512 float32
+// values are 86 GB of shards.
+const maxBenchDataRows = 1 << 24
+
 func runBench(cCtx *cli.Context) error {
-	exitOnInterrupt(cCtx.Context)
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}
@@ -173,8 +176,8 @@ func runBench(cCtx *cli.Context) error {
 		return fmt.Errorf("--min-time %v: must not be negative", timing.MinTime)
 	}
 	peak := cCtx.Float64("peak-tflops")
-	if peak < 0 {
-		return fmt.Errorf("--peak-tflops %v: must not be negative", peak)
+	if !(peak >= 0) || math.IsInf(peak, 0) {
+		return fmt.Errorf("--peak-tflops %v: must be a finite number, not negative", peak)
 	}
 
 	o := bench.RunOptions{
@@ -227,6 +230,9 @@ func runBench(cCtx *cli.Context) error {
 		if o.DataOpts.Batch > o.DataOpts.Rows {
 			return fmt.Errorf("--data-batch %d: more than the %d --data-rows", o.DataOpts.Batch, o.DataOpts.Rows)
 		}
+		if o.DataOpts.Rows > maxBenchDataRows {
+			return fmt.Errorf("--data-rows %d: at most %d (the shards are written to disk and read back)", o.DataOpts.Rows, maxBenchDataRows)
+		}
 		o.DataOpts.Shards = min(o.DataOpts.Shards, o.DataOpts.Rows)
 		switch cCtx.String("data-dtype") {
 		case "float16":
@@ -242,10 +248,34 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}
+	// The data benchmark's shards go in a directory of ours, made now (a
+	// --data-dir that cannot take it fails before hours of benchmarks, not
+	// after) and removed however the run ends.
+	var scratch string
+	if o.Data {
+		if scratch, err = os.MkdirTemp(o.DataOpts.Dir, "dinoclip-bench-"); err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+		defer os.RemoveAll(scratch)
+		o.DataOpts.Dir = scratch
+	}
+	exitOnInterrupt(cCtx.Context, func() {
+		// The data benchmark may still be writing into it: a file made
+		// while RemoveAll empties the directory fails the removal, and
+		// once the directory is gone its writes fail.
+		for i := 0; scratch != "" && i < 10 && os.RemoveAll(scratch) != nil; i++ {
+		}
+	})
 
 	start := time.Now()
 	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, precision, c) })
 	if err != nil {
+		// What was measured before the failure (a later step's: the data
+		// loader's disk full, say) is still shown.
+		if r != nil && len(r.Train) > 0 {
+			r.Args = benchArgs(cCtx)
+			r.WriteTable(cCtx.App.Writer)
+		}
 		return fmt.Errorf("bench: %w", err)
 	}
 	r.Args = benchArgs(cCtx)

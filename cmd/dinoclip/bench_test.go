@@ -58,6 +58,9 @@ func TestBench(t *testing.T) {
 	if err != nil || !strings.Contains(string(txt), "Training step") {
 		t.Errorf("--out's bench.txt: %v\n%s", err, txt)
 	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "dinoclip-bench-*")); len(left) != 0 {
+		t.Errorf("the data benchmark's shards are left: %v", left)
+	}
 }
 
 func TestBenchPerShapeBatchesAndSkips(t *testing.T) {
@@ -98,6 +101,15 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "extra"}, "unexpected argument")
 	wantError(t, []string{"bench", "--precision", "bf16"}, "--precision bf16", "GPU")
 	wantError(t, []string{"bench", "--precision", "fp64"}, "--precision fp64", "fp32 or bf16")
+	wantError(t, []string{"bench", "--peak-tflops", "Inf"}, "--peak-tflops +Inf", "finite")
+	wantError(t, []string{"bench", "--peak-tflops", "NaN"}, "--peak-tflops NaN", "finite")
+	wantError(t, []string{"bench", "--data-rows", "1000000000000"}, "--data-rows 1000000000000", "at most")
+	// A --data-dir that cannot hold the shards fails before any benchmark.
+	missing := filepath.Join(t.TempDir(), "nope")
+	_, stderr, err := runCLI(t, append(slices.Clone(benchTiny), "--data-dir", missing)...)
+	if err == nil || !strings.Contains(err.Error(), "--data-dir") || strings.Contains(stderr, "train: ") {
+		t.Errorf("bench with a missing --data-dir: %v, want it refused before the training benchmark; stderr:\n%s", err, stderr)
+	}
 }
 
 // TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get

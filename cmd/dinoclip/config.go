@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"os"
 	"slices"
 	"strconv"
@@ -46,12 +47,99 @@ func stringSliceFlag(name, usage string) *altsrc.StringSliceFlag {
 	return altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envVar(name)})
 }
 
+// Integer flags are read in decimal from the environment (Base 10: the
+// default 0 reads 010 as 8 and 0x10 as 16); decimalInts refuses other
+// forms on the command line, which the flag package reads with Go's
+// prefixes.
 func intFlag(name, usage string, value int) *altsrc.IntFlag {
-	return altsrc.NewIntFlag(&cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+	return altsrc.NewIntFlag(&cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name), Base: 10})
 }
 
 func uint64Flag(name, usage string, value uint64) *altsrc.Uint64Flag {
-	return altsrc.NewUint64Flag(&cli.Uint64Flag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
+	return altsrc.NewUint64Flag(&cli.Uint64Flag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name), Base: 10})
+}
+
+// decimalInts refuses a command-line value of an integer flag that is not
+// plain decimal digits (with an optional sign): Go's flag package would
+// read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, none of which a
+// user writing them means.
+func decimalInts(cCtx *cli.Context) error {
+	ints := map[string]bool{}
+	for _, f := range cCtx.Command.Flags {
+		switch f.(type) {
+		case *altsrc.IntFlag, *altsrc.Uint64Flag, *cli.IntFlag, *cli.Uint64Flag, *cli.Int64Flag:
+			for _, n := range f.Names() {
+				ints[n] = true
+			}
+		}
+	}
+	for _, tok := range flagTokens(cCtx) {
+		if ints[tok.name] && tok.hasValue && !isDecimal(tok.value) {
+			return fmt.Errorf("--%s %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", tok.name, tok.value)
+		}
+	}
+	return nil
+}
+
+// flagToken is a flag as written on the command line: -name or --name,
+// with its value when written as name=value or as the next argument.
+type flagToken struct {
+	name, value string
+	hasValue    bool
+}
+
+// flagTokens are the flags of the command line (before any "--"), each
+// with the argument after it as its value unless written name=value (for
+// a flag that takes none, that argument is not its value: harmless for the
+// integer flags and flag names looked for here).
+func flagTokens(cCtx *cli.Context) []flagToken {
+	var toks []flagToken
+	for _, args := range commandLines(cCtx) {
+		for i, a := range args {
+			if a == "--" {
+				break
+			}
+			if len(a) < 2 || a[0] != '-' {
+				continue
+			}
+			name, value, inline := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+			tok := flagToken{name: name, value: value, hasValue: inline}
+			if !inline && i+1 < len(args) {
+				tok.value, tok.hasValue = args[i+1], true
+			}
+			toks = append(toks, tok)
+		}
+	}
+	return toks
+}
+
+// hasOtherBase reports whether the number s is written as Go or YAML read
+// in another base or with separators: a leading 0 before another digit or
+// a letter (010, 0x10, 0o7, 08), or an underscore.
+func hasOtherBase(s string) bool {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	return strings.Contains(s, "_") || (len(s) > 1 && s[0] == '0' && s[1] != '.' && s[1] != 'e' && s[1] != 'E')
+}
+
+// isDecimal reports whether s is an optional sign and decimal digits, with
+// no leading zero before another digit.
+func isDecimal(s string) bool {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	if s == "" || (len(s) > 1 && s[0] == '0') {
+		return false
+	}
+	return strings.Trim(s, "0123456789") == ""
+}
+
+// commandLines are the argument lists of cCtx's lineage: the app's holds
+// the whole command line after the app's own flags (the command's name,
+// its flags and arguments).
+func commandLines(cCtx *cli.Context) [][]string {
+	var lines [][]string
+	for _, c := range cCtx.Lineage() {
+		lines = append(lines, c.Args().Slice())
+	}
+	return lines
 }
 
 func float64Flag(name, usage string, value float64) *altsrc.Float64Flag {
@@ -94,6 +182,33 @@ func applyConfig(cCtx *cli.Context) error {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
+}
+
+// flagSetting says how the set flag name got value, for a message about
+// it: "--NAME VALUE" on the command line, else "DINOCLIP_NAME=VALUE" in the
+// environment, else "NAME: VALUE in FILE", the configuration file.
+func flagSetting(cCtx *cli.Context, name string, value any) string {
+	if onCommandLine(cCtx, name) {
+		return fmt.Sprintf("--%s %v", name, value)
+	}
+	if env := envVar(name)[0]; os.Getenv(env) != "" {
+		return fmt.Sprintf("%s=%v", env, value)
+	}
+	if path := cCtx.String("config"); path != "" {
+		return fmt.Sprintf("%s: %v in %s", name, value, path)
+	}
+	return fmt.Sprintf("--%s %v", name, value)
+}
+
+// onCommandLine reports whether the command line names flag name (-name,
+// --name, or either with =value), before any "--".
+func onCommandLine(cCtx *cli.Context, name string) bool {
+	for _, tok := range flagTokens(cCtx) {
+		if tok.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // otherFlagNames are the flags of the app's other commands: keys a shared
@@ -153,6 +268,9 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 	if err := yaml.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %v", path, err)
 	}
+	// The values as written, for the integer flags' check below.
+	var written map[string]yaml.Node
+	yaml.Unmarshal(b, &written)
 	byName := map[string]cli.Flag{}
 	var known []string
 	for _, f := range flags {
@@ -175,6 +293,22 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			continue // another command's flag
 		case !ok:
 			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
+		}
+		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
+		// 8: an integer flag's unquoted number must be plain decimal, as on
+		// the command line (decimalInts).
+		// A string flag takes an unquoted scalar as written (out: 0101, not
+		// the 65 YAML reads).
+		n := written[key]
+		switch f.(type) {
+		case *altsrc.IntFlag, *altsrc.Uint64Flag:
+			if n.Kind == yaml.ScalarNode && n.Style == 0 && hasOtherBase(n.Value) {
+				return nil, fmt.Errorf("config %s: key %s: %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, n.Value)
+			}
+		case *altsrc.StringFlag:
+			if _, isString := v.(string); !isString && n.Kind == yaml.ScalarNode && v != nil {
+				v = n.Value
+			}
 		}
 		val, err := configValue(f, v)
 		if err != nil {
@@ -211,15 +345,15 @@ func configValue(f cli.Flag, v any) (any, error) {
 		}
 		return nil, fmt.Errorf("want a string or a list of strings, got %v", describeValue(v))
 	case *altsrc.IntFlag:
-		if n, ok := integral(v); ok && n >= math.MinInt && n <= math.MaxInt {
-			return int(n), nil
+		if n, ok := integral(v); ok && n.IsInt64() && n.Int64() >= math.MinInt && n.Int64() <= math.MaxInt {
+			return int(n.Int64()), nil
 		}
-		return nil, fmt.Errorf("want an integer, got %v", describeValue(v))
+		return nil, fmt.Errorf("want an integer from %d to %d, got %v", math.MinInt, math.MaxInt, describeValue(v))
 	case *altsrc.Uint64Flag:
-		if n, ok := integral(v); ok && n >= 0 {
-			return uint64(n), nil
+		if n, ok := integral(v); ok && n.IsUint64() {
+			return n.Uint64(), nil
 		}
-		return nil, fmt.Errorf("want a non-negative integer, got %v", describeValue(v))
+		return nil, fmt.Errorf("want an integer from 0 to %d, got %v", uint64(math.MaxUint64), describeValue(v))
 	case *altsrc.Float64Flag:
 		switch v := v.(type) {
 		case int:
@@ -241,18 +375,26 @@ func configValue(f cli.Flag, v any) (any, error) {
 	return nil, fmt.Errorf("this flag cannot be set from a configuration file")
 }
 
-// integral returns v as a whole number, if it is one.
-func integral(v any) (float64, bool) {
+// integral returns v as a whole number, exactly, if it is one: YAML gives
+// int, or uint64 above math.MaxInt64, or float64 (1e3, 2.0), or a string.
+func integral(v any) (*big.Int, bool) {
 	switch v := v.(type) {
 	case int:
-		return float64(v), true
+		return big.NewInt(int64(v)), true
+	case int64:
+		return big.NewInt(v), true
+	case uint64:
+		return new(big.Int).SetUint64(v), true
 	case float64:
-		return v, v == math.Trunc(v) && !math.IsInf(v, 0)
+		if v != math.Trunc(v) || math.IsInf(v, 0) {
+			return nil, false
+		}
+		n, _ := big.NewFloat(v).Int(nil)
+		return n, true
 	case string:
-		n, err := strconv.ParseInt(v, 10, 64)
-		return float64(n), err == nil
+		return new(big.Int).SetString(v, 10)
 	}
-	return 0, false
+	return nil, false
 }
 
 func describeValue(v any) string {

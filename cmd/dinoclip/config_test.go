@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,7 +124,13 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", "epoch: 3\n", []string{"unknown key \"epoch\"", "epochs"}},
 		{"wrong type", "epochs: many\n", []string{"key epochs", "integer", `"many"`}},
 		{"fraction for an integer", "batch: 1.5\n", []string{"key batch", "integer"}},
-		{"negative seed", "seed: -1\n", []string{"key seed", "non-negative"}},
+		{"negative seed", "seed: -1\n", []string{"key seed", "from 0 to"}},
+		{"seed past uint64", "seed: 1e20\n", []string{"key seed", "from 0 to 18446744073709551615"}},
+		{"seed of 2^64", "seed: 1.8446744073709552e19\n", []string{"key seed", "from 0 to"}},
+		{"integer of 2^63", "checkpoint-every: 9.223372036854775808e18\n", []string{"key checkpoint-every", "integer from"}},
+		{"octal seed", "seed: 010\n", []string{"key seed", "decimal digits"}},
+		{"hexadecimal batch", "batch: 0x10\n", []string{"key batch", "decimal digits"}},
+		{"seed read as a float", "seed: 08\n", []string{"key seed", "decimal digits"}},
 		{"list for a string", "data: [a, b]\n", []string{"key data", "string"}},
 		{"not a mapping", "- a\n- b\n", []string{"not a YAML or JSON mapping"}},
 		{"bad JSON", `{"epochs": 3`, []string{"not a YAML or JSON mapping"}},
@@ -140,6 +147,12 @@ func TestConfigErrors(t *testing.T) {
 			wantError(t, []string{"train", "--data", data, "--out", run, "--config", path}, wants...)
 		})
 	}
+	// The largest seed, which YAML reads as a uint64, is one.
+	maxSeed := writeFile(t, filepath.Join(dir, "max-seed.yaml"), "seed: 18446744073709551615\nepochs: 1\nbatch: 16\nhidden-dim: 8\nblocks: 1\n")
+	mustRun(t, "train", "--data", data, "--out", run, "--config", maxSeed)
+	if o := runOptions(t, run); o.Seed != math.MaxUint64 {
+		t.Errorf("seed: 18446744073709551615 in a config file: the run's seed is %d", o.Seed)
+	}
 	missing := filepath.Join(dir, "missing.yaml")
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", missing}, missing)
 	// Not read without end: a device, or a file far larger than any
@@ -147,4 +160,33 @@ func TestConfigErrors(t *testing.T) {
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", "/dev/zero"}, "/dev/zero", "more than")
 	huge := writeFile(t, filepath.Join(dir, "huge.yaml"), "epochs: 3\n#"+strings.Repeat("x", maxConfigBytes)+"\n")
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", huge}, huge, "more than")
+}
+
+// Integer flags are decimal: on the command line, a value Go's flag
+// package would read in another base (010 as 8, 0x10 as 16) is refused;
+// in the environment, it is read in decimal.
+func TestIntegerFlagsDecimal(t *testing.T) {
+	for _, arg := range [][]string{{"--k", "010"}, {"--k=0x10"}, {"-k", "1_0"}, {"--k", "+07"}} {
+		wantError(t, append([]string{"search", "--index", "ix", "--queries", "q.npy", "--out", "hits"}, arg...), "--k", "decimal digits")
+	}
+	data := makeData(t)
+	t.Setenv("DINOCLIP_EPOCHS", "010")
+	run := filepath.Join(t.TempDir(), "run")
+	mustRun(t, "train", "--data", data, "--out", run, "--batch", "16", "--seed", "0", "--blocks=1", "--hidden-dim", "8")
+	if o := runOptions(t, run); o.Epochs != 10 {
+		t.Errorf("DINOCLIP_EPOCHS=010: %d epochs, want 10", o.Epochs)
+	}
+}
+
+// A string flag takes an unquoted number as written: out: 0101 is the
+// directory 0101, not the 65 YAML reads.
+func TestConfigStringAsWritten(t *testing.T) {
+	data := makeData(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "out: 0101\ndata: "+data+"\nbatch: 16\nepochs: 1\nhidden-dim: 8\nblocks: 1\n")
+	mustRun(t, "train", "--config", cfg)
+	if _, err := os.Stat(filepath.Join(dir, "0101", "run.json")); err != nil {
+		t.Errorf("out: 0101 did not train into 0101: %v", err)
+	}
 }

@@ -67,17 +67,36 @@ func runDemo(cCtx *cli.Context) error {
 	if err := checkAtLeast("blocks", cCtx.Int("blocks"), 0); err != nil {
 		return err
 	}
+	so := synth.DefaultOptions()
+	so.Seed = cCtx.Uint64("seed")
+	// The run's settings and its engine before the data is written: a
+	// refusal after minutes of synthesis would waste them.
+	rows, epochs, batch, lr := cCtx.Int("rows"), cCtx.Int("epochs"), cCtx.Int("batch"), cCtx.Float64("lr")
+	if rows < batch {
+		return fmt.Errorf("--rows %d: fewer than one --batch of %d rows", rows, batch)
+	}
+	spe, _, err := train.Steps(epochs, rows, batch)
+	if err != nil {
+		return fmt.Errorf("--epochs %d: %w", epochs, err)
+	}
+	if err := train.NewOneCycle(lr, epochs, spe).Validate(); err != nil {
+		return fmt.Errorf("--lr %v: %w", lr, err)
+	}
+	c := nn.Config{InputDim: so.InputDim, HiddenDim: cCtx.Int("hidden-dim"), OutputDim: so.OutputDim, Blocks: cCtx.Int("blocks")}
+	engine, err := openEngine(cCtx.String("device"), train.PrecisionFP32, c)
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+
 	out, w := cCtx.String("out"), cCtx.App.Writer
 	if err := prepareDemoDir(out); err != nil {
 		return err
 	}
 	start := time.Now()
-
-	so := synth.DefaultOptions()
-	so.Seed = cCtx.Uint64("seed")
 	dataDir, evalDir, runDir := filepath.Join(out, "data", "train"), filepath.Join(out, "data", "eval"), filepath.Join(out, "run")
-	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of 1000 images x 5 captions in %s\n", cCtx.Int("rows"), filepath.Join(out, "data"))
-	if _, err := synth.WriteTrainingDataContext(cCtx.Context, dataDir, so, cCtx.Int("rows"), 10000, false); err != nil {
+	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of 1000 images x 5 captions in %s\n", rows, filepath.Join(out, "data"))
+	if _, err := synth.WriteTrainingDataContext(cCtx.Context, dataDir, so, rows, 10000, false); err != nil {
 		return err
 	}
 	if _, err := synth.WriteEvalSet(evalDir, so, 1000, 5, synthEvalName); err != nil {
@@ -93,14 +112,8 @@ func runDemo(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c := nn.Config{InputDim: data.InputDim, HiddenDim: cCtx.Int("hidden-dim"), OutputDim: data.OutputDim, Blocks: cCtx.Int("blocks")}
-	engine, err := openEngine(cCtx.String("device"), train.PrecisionFP32, c)
-	if err != nil {
-		return err
-	}
-	defer engine.Close()
 	opts := train.DefaultOptions()
-	opts.Epochs, opts.Batch, opts.MaxLR, opts.Seed = cCtx.Int("epochs"), cCtx.Int("batch"), cCtx.Float64("lr"), cCtx.Uint64("seed")
+	opts.Epochs, opts.Batch, opts.MaxLR, opts.Seed = epochs, batch, lr, cCtx.Uint64("seed")
 	// About ten points on the loss curve at least, however short the run
 	// (one of three steps logged none, and there was no curve to plot).
 	steps := int64(opts.Epochs) * int64(data.Rows/max(opts.Batch, 1))

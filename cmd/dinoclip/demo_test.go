@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,19 @@ func TestDemo(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(out, "run", "best", "model.safetensors")); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Settings that cannot train are refused before anything is written.
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"--lr", "NaN"}, []string{"--lr NaN"}},
+		{[]string{"--lr", "-1"}, []string{"--lr -1"}},
+		{[]string{"--rows", "100", "--batch", "256"}, []string{"--rows 100", "--batch of 256"}},
+		{[]string{"--hidden-dim", "100000000"}, []string{"weights, more than"}},
+	} {
+		fresh := filepath.Join(t.TempDir(), "demo")
+		wantError(t, append([]string{"demo", "--out", fresh}, c.args...), c.want...)
+		if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("demo %v: refused, but wrote %s (%v)", c.args, fresh, err)
 		}
 	}
 	other := t.TempDir()

@@ -25,16 +25,41 @@ const (
 // runCLI runs the app in-process and returns stdout, stderr and the error.
 func runCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	return runCLIContext(t, context.Background(), args...)
-}
-
-func runCLIContext(t *testing.T, ctx context.Context, args ...string) (string, string, error) {
-	t.Helper()
 	var stdout, stderr bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &stdout, &stderr
+	err := app.Run(append([]string{"dinoclip"}, args...))
+	return stdout.String(), stderr.String(), err
+}
+
+// runCLIStopped runs the app in-process as runCLI does, with a
+// context cancelled when the trainer logs that it starts training: the
+// signal of a Ctrl-C pressed then, which stops the run before its first
+// step with a checkpoint of step 0.
+func runCLIStopped(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout bytes.Buffer
+	stderr := &cancelOnWrite{cancel: cancel, marker: "msg=training "}
+	app := newApp()
+	app.Writer, app.ErrWriter = &stdout, stderr
 	err := app.RunContext(ctx, append([]string{"dinoclip"}, args...))
 	return stdout.String(), stderr.String(), err
+}
+
+// cancelOnWrite is a buffer that calls cancel once a write holds marker.
+type cancelOnWrite struct {
+	bytes.Buffer
+	cancel context.CancelFunc
+	marker string
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.marker)) {
+		w.cancel()
+	}
+	return w.Buffer.Write(p)
 }
 
 // mustRun runs the app and fails the test on an error.

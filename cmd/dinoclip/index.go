@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -55,16 +56,22 @@ func indexCommand() *cli.Command {
 }
 
 // featureFile is a features file: its absolute path with symbolic links
-// resolved (what the index records), and the path it was found by (beside
-// which its list of images lies, when it is a link).
-type featureFile struct{ Path, Given string }
+// resolved (what the index records), the paths it was found by, in order
+// (beside which its list of images may lie: a link's, a hard link's), and
+// the file's information, by which hard links to one file are told apart
+// from copies.
+type featureFile struct {
+	Path  string
+	Given []string
+	Info  fs.FileInfo
+}
 
 // featureFiles expands --features: a directory gives its *.dino.npy files
 // in name order; a file is taken as it is. A file named twice (or reached
-// twice, through links) is taken once.
+// twice, through symbolic or hard links) is taken once.
 func featureFiles(args []string) ([]featureFile, error) {
 	var files []featureFile
-	seen := map[string]bool{}
+	seen := map[string]int{} // real path: its place in files
 	for _, a := range args {
 		st, err := os.Stat(a)
 		if err != nil {
@@ -99,10 +106,20 @@ func featureFiles(args []string) ([]featureFile, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--features: %w", err)
 			}
-			if !seen[real] {
-				seen[real] = true
-				files = append(files, featureFile{Path: real, Given: f})
+			info, err := os.Stat(real)
+			if err != nil {
+				return nil, fmt.Errorf("--features: %w", err)
 			}
+			if i, ok := seen[real]; ok {
+				files[i].Given = append(files[i].Given, f)
+				continue
+			}
+			if i := slices.IndexFunc(files, func(ff featureFile) bool { return os.SameFile(ff.Info, info) }); i >= 0 {
+				files[i].Given = append(files[i].Given, f)
+				continue
+			}
+			seen[real] = len(files)
+			files = append(files, featureFile{Path: real, Given: []string{f}, Info: info})
 		}
 	}
 	return files, nil
@@ -110,12 +127,19 @@ func featureFiles(args []string) ([]featureFile, error) {
 
 // imagesList is the list of the images of a features file's rows that
 // extraction writes beside it (NAME.dino.npy: NAME.images.txt), checked to
-// have rows lines; "" when there is none. It is looked for beside the path
-// the file was given by (a link, say), else beside the file itself.
-func imagesList(given, features string, rows int64) (string, error) {
-	p := strings.TrimSuffix(strings.TrimSuffix(given, ".npy"), ".dino") + ".images.txt"
-	if _, err := os.Stat(p); err != nil {
-		p = strings.TrimSuffix(strings.TrimSuffix(features, ".npy"), ".dino") + ".images.txt"
+// have rows lines; "" when there is none. It is looked for beside the
+// paths the file was given by (a link, say), in order, else beside the
+// file itself.
+func imagesList(given []string, features string, rows int64) (string, error) {
+	listOf := func(npy string) string {
+		return strings.TrimSuffix(strings.TrimSuffix(npy, ".npy"), ".dino") + ".images.txt"
+	}
+	p := listOf(features)
+	for _, g := range given {
+		if _, err := os.Stat(listOf(g)); err == nil {
+			p = listOf(g)
+			break
+		}
 	}
 	if _, err := retrieval.ReadImagesList(p, rows); errors.Is(err, fs.ErrNotExist) {
 		return "", nil
@@ -163,6 +187,7 @@ func runIndex(cCtx *cli.Context) error {
 		arr    *npy.Array
 		src    retrieval.IndexSource
 		images string // the list of the rows' images beside the features file, or ""
+		info   fs.FileInfo
 	}
 	var sources []source
 	defer func() {
@@ -198,6 +223,7 @@ func runIndex(cCtx *cli.Context) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0]), Sample: sample}
+		sources[len(sources)-1].info = st
 		if sources[len(sources)-1].images, err = imagesList(ff.Given, f, int64(shape[0])); err != nil {
 			return err
 		}
@@ -220,6 +246,26 @@ func runIndex(cCtx *cli.Context) error {
 	defer w.Close()
 	if cCtx.Bool("float32") && w.DType() != "float32" {
 		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
+	}
+	// A hard link to an indexed file is that file, under its recorded name.
+	shards := w.Manifest().Shards
+	var indexed []fs.FileInfo // of the recorded sources, in manifest order; nil where gone
+	for i, s := range sources {
+		if _, ok := w.Source(s.src.Path); ok {
+			continue
+		}
+		if indexed == nil {
+			indexed = make([]fs.FileInfo, len(shards))
+			for j, sh := range shards {
+				indexed[j], _ = os.Stat(sh.Source.Path)
+			}
+		}
+		for j, info := range indexed {
+			if info != nil && os.SameFile(info, s.info) {
+				sources[i].src.Path = shards[j].Source.Path
+				break
+			}
+		}
 	}
 	for _, s := range sources {
 		rec, ok := w.Source(s.src.Path)

@@ -48,8 +48,33 @@ func runInfo(cCtx *cli.Context) error {
 	if cCtx.Args().Len() != 1 {
 		return fmt.Errorf("info: want one PATH, got %d arguments; see 'dinoclip info --help'", cCtx.Args().Len())
 	}
-	path := cCtx.Args().First()
-	w := cCtx.App.Writer
+	w := &firstErrorWriter{w: cCtx.App.Writer}
+	err := describe(w, cCtx.Args().First())
+	if err == nil && w.err != nil {
+		err = fmt.Errorf("info: writing the description: %w", w.err)
+	}
+	return err
+}
+
+// firstErrorWriter writes to w until a write fails, and keeps that error:
+// the describers print line by line, and a full disk or a closed pipe must
+// still fail the command.
+type firstErrorWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstErrorWriter) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.w.Write(p)
+	f.err = err
+	return n, err
+}
+
+// describe writes what path is (see info's help) to w.
+func describe(w io.Writer, path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -73,7 +98,7 @@ func runInfo(cCtx *cli.Context) error {
 		return infoIndex(w, path)
 	case has(searchInfoFile):
 		return infoSearch(w, path)
-	case has(checkpoint.LastLink) || has(checkpoint.BestLink) || has(train.RunFile) || has(train.CheckpointsDir):
+	case isRunDir(path):
 		return infoRun(w, path)
 	case has(checkpoint.ModelFile):
 		return infoCheckpoint(w, path)
@@ -87,6 +112,17 @@ func runInfo(cCtx *cli.Context) error {
 		return infoSynthOut(w, path)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
+}
+
+// isRunDir reports whether dir holds a training run: a last or best link
+// (or, in a copied run, directory), run.json or a checkpoints directory.
+func isRunDir(dir string) bool {
+	for _, name := range []string{checkpoint.LastLink, checkpoint.BestLink, train.RunFile, train.CheckpointsDir} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // infoIndex describes an index (dinoclip index), opened as a search opens

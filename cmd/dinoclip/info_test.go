@@ -1,9 +1,11 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -76,7 +78,21 @@ func TestInfoErrors(t *testing.T) {
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)
 	}
+	// A description that cannot be written (a full disk, a closed pipe)
+	// fails the command.
+	npyFile := filepath.Join(dir, "ok.npy")
+	writeF32(t, npyFile, []int{1, 2}, []float32{1, 2})
+	app := newApp()
+	app.Writer, app.ErrWriter = failingWriter{}, io.Discard
+	if err := app.Run([]string{"dinoclip", "info", npyFile}); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("info into a full disk: %v, want the write's error", err)
+	}
 }
+
+// failingWriter fails every write, as a full disk does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
 
 // info describes what index and search write: an index (its rows, width,
 // dtype, model and shards with their sources) and a search's output.

@@ -48,9 +48,7 @@ func TestTrainInit(t *testing.T) {
 		t.Run(from.name, func(t *testing.T) {
 			run := filepath.Join(t.TempDir(), "ft")
 			args := []string{"train", "--data", data, "--eval", eval, "--out", run, "--init", from.arg, "--epochs", "1", "--batch", "16", "--lr", "1e-4"}
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+			if _, _, err := runCLIStopped(t, args...); !errors.Is(err, context.Canceled) {
 				t.Fatalf("cancelled run: %v", err)
 			}
 			ck, err := checkpoint.Load(filepath.Join(run, checkpoint.LastLink))

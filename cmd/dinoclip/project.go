@@ -25,8 +25,8 @@ func projectCommand() *cli.Command {
 		Description: "Reads an [n, input_dim] .npy matrix of DINOv2 features (float16, float32 or float64), projects it\n" +
 			"in chunks of --batch rows, and writes the [n, output_dim] model outputs as float32 (or float16\n" +
 			"with --float16). The outputs are the model's, not L2-normalised. The output file is written\n" +
-			"under a temporary name and renamed into place when complete (a killed run's is named in a\n" +
-			"warning by the next). CKPT is a model.safetensors\n" +
+			"under a temporary name and renamed into place when complete (a killed run's is removed by\n" +
+			"the next once a minute old, and named in a warning before). CKPT is a model.safetensors\n" +
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last).\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
@@ -110,7 +110,10 @@ func runProject(cCtx *cli.Context) error {
 		)
 		defer bar.Finish()
 	}
-	warnLeftovers(cCtx.App.ErrWriter, outPath)
+	// Beside the file written: where a link at --out leads.
+	if dest, err := atomicfile.Destination(outPath); err == nil {
+		sweepLeftovers(cCtx.App.ErrWriter, dest, false)
+	}
 	ctx := cCtx.Context
 	err = atomicfile.Write(outPath, func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -214,11 +217,22 @@ func TestProjectRefusesNonFiniteOutputs(t *testing.T) {
 }
 
 // What a kill -9 leaves beside an output (atomicfile's hidden temporary
-// file, writeSearch's hidden directory) is warned of by the next project
-// or search into it, named, and left alone; other hidden files are not.
+// file, writeSearch's hidden directory) is removed by the next project or
+// search into it once it is older than atomicfile.StaleAge (nobody holds
+// its lock: see TestRemoveStale), and named; a younger one is warned of
+// and left alone (it may be another process's at work); other hidden
+// files are not touched.
 func TestLeftoversWarned(t *testing.T) {
 	run, data, _ := trainRun(t)
-	dir := t.TempDir()
+	base := t.TempDir()
+	dir := filepath.Join(base, "d[1]") // (a glob of its name would match d1)
+	os.Mkdir(dir, 0o755)
+	decoyDir := filepath.Join(base, "d1")
+	os.Mkdir(decoyDir, 0o755)
+	decoy := filepath.Join(decoyDir, ".out[1].npy.tmp-777")
+	if err := os.WriteFile(decoy, []byte("not ours"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out[1].npy")
 	stale := filepath.Join(dir, ".out[1].npy.tmp-123456")
 	other := filepath.Join(dir, ".out[1].npy.bak")
@@ -252,5 +266,57 @@ func TestLeftoversWarned(t *testing.T) {
 	_, stderr, err = runCLI(t, "search", "--index", keys, "--queries", keys, "--k", "1", "--out", hits)
 	if err != nil || !strings.Contains(stderr, "warning: "+staleDir+": left by") {
 		t.Errorf("search's warning of leftovers: %v\n%s", err, stderr)
+	}
+
+	// Older than StaleAge: removed.
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	for _, p := range []string{stale, staleDir} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stderr, err = runCLI(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", out)
+	if err != nil || !strings.Contains(stderr, "removed "+stale+", left by a dinoclip killed while writing "+out) {
+		t.Errorf("project over an old leftover: %v\n%s", err, stderr)
+	}
+	_, stderr, err = runCLI(t, "search", "--index", keys, "--queries", keys, "--k", "1", "--out", hits)
+	if err != nil || !strings.Contains(stderr, "removed "+staleDir) {
+		t.Errorf("search over an old leftover: %v\n%s", err, stderr)
+	}
+	for _, p := range []string{stale, staleDir} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the old leftover %s is still there: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another hidden file was removed: %v", err)
+	}
+	if err := os.Chtimes(decoy, old, old); err != nil {
+		t.Fatal(err)
+	}
+	// Not another directory's, and not a directory beside a file output.
+	notOurs := filepath.Join(dir, ".out[1].npy.tmp-dir")
+	os.Mkdir(notOurs, 0o755)
+	os.Chtimes(notOurs, old, old)
+	if _, stderr, err = runCLI(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{decoy, notOurs} {
+		if _, err := os.Stat(p); err != nil || strings.Contains(stderr, p) {
+			t.Errorf("%s, no leftover of --out %s, was touched (%v) or named:\n%s", p, out, err, stderr)
+		}
+	}
+	// Beside where a link at --out leads.
+	target := filepath.Join(t.TempDir(), "t.npy")
+	targetStale := filepath.Join(filepath.Dir(target), ".t.npy.tmp-5")
+	os.WriteFile(targetStale, []byte("half"), 0o644)
+	os.Chtimes(targetStale, old, old)
+	link := filepath.Join(dir, "link.npy")
+	os.Symlink(target, link)
+	if _, stderr, err = runCLI(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(targetStale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the leftover beside a linked --out's target is still there (%v):\n%s", err, stderr)
 	}
 }

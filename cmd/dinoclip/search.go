@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -75,7 +76,7 @@ func searchCommand() *cli.Command {
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
 			intFlag("k", "`K` best rows per query", 10),
 			stringFlag("out", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)", ""),
-			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory", retrieval.DefaultMemoryBudget>>20),
+			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the answer, 12 bytes per query and k, comes on top)", retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
 			configFlag(),
 		},
@@ -199,7 +200,7 @@ func openKeys(path string, w io.Writer) (searchKeys, func(), error) {
 	return searchKeys{keys: keys}, func() {}, nil
 }
 
-func runSearch(cCtx *cli.Context) error {
+func runSearch(cCtx *cli.Context) (err error) {
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}
@@ -233,14 +234,23 @@ func runSearch(cCtx *cli.Context) error {
 	if err := checkOutDir(outDir); err != nil {
 		return err
 	}
-	warnLeftovers(cCtx.App.ErrWriter, outDir)
+	sweepLeftovers(cCtx.App.ErrWriter, outDir, true)
 	// Make (and remove) the temporary directory the output is written
 	// into, so an --out that cannot be written fails before the search.
-	probe, err := makeOutTemp(outDir)
+	// The parent directories it made stay for the output, unless the
+	// search fails (removing them at once would pull them from under
+	// another search making the same --out).
+	probe, madeTop, release, err := makeOutTemp(outDir)
 	if err != nil {
 		return err
 	}
+	release()
 	os.Remove(probe)
+	defer func() {
+		if err != nil {
+			madedirs.Remove(filepath.Dir(filepath.Clean(outDir)), madeTop)
+		}
+	}()
 	queries, nq, qdim, err := readQueries(queriesPath)
 	if err != nil {
 		return err
@@ -367,6 +377,10 @@ func checkOutDir(out string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("--out %s is a file; want a directory to write %s and %s in", out, searchIDsFile, searchScoresFile)
 	}
+	// The output replaces the directory whole, by renaming.
+	if err := checkReplaceable(out, st); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(out)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // another search writing --out moved it aside meanwhile
@@ -413,21 +427,42 @@ func resolveOut(out string) (string, error) {
 }
 
 // makeOutTemp makes the temporary directory beside out (and out's parent
-// directories) that writeSearch writes and renames into place.
-func makeOutTemp(out string) (string, error) {
+// directories) that writeSearch writes and renames into place, locked
+// until release (see atomicfile.RemoveStale). madeTop is the topmost
+// parent directory it made ("" if none), for madedirs.Remove(parent,
+// madeTop) after a failure.
+func makeOutTemp(out string) (tmp, madeTop string, release func(), err error) {
 	parent := filepath.Dir(filepath.Clean(out))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return "", fmt.Errorf("--out: %w", err)
+	for attempt := 1; ; attempt++ {
+		// A directory of the path that vanishes meanwhile was removed by
+		// another search that failed: made again.
+		var top string
+		top, err = madedirs.MkdirAll(parent)
+		if madeTop == "" {
+			madeTop = top
+		}
+		if errors.Is(err, fs.ErrNotExist) && attempt < 10 {
+			continue
+		}
+		if err != nil {
+			return "", "", nil, fmt.Errorf("--out: %w", err)
+		}
+		tmp, release, err = atomicfile.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(out))+".tmp-*")
+		if !errors.Is(err, fs.ErrNotExist) || attempt == 10 {
+			break
+		}
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(out))+".tmp-*")
+	if err == nil {
+		if err = os.Chmod(tmp, 0o755); err != nil {
+			release()
+			os.RemoveAll(tmp)
+		}
+	}
 	if err != nil {
-		return "", fmt.Errorf("--out %s: cannot write beside it: %w", out, err)
+		madedirs.Remove(parent, madeTop)
+		return "", "", nil, fmt.Errorf("--out %s: cannot write beside it: %w", out, err)
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		os.RemoveAll(tmp)
-		return "", fmt.Errorf("--out: %w", err)
-	}
-	return tmp, nil
+	return tmp, madeTop, release, nil
 }
 
 // writeSearch writes the output directory whole: into a temporary
@@ -436,13 +471,19 @@ func makeOutTemp(out string) (string, error) {
 // different searches. images, when not nil, names the image of each row
 // found, in the order of ids.npy's values: written as images.txt, one per
 // line.
-func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string) error {
-	tmp, err := makeOutTemp(out)
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string) (err error) {
+	tmp, madeTop, release, err := makeOutTemp(out)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
 	parent := filepath.Dir(filepath.Clean(out))
+	defer func() {
+		release()
+		os.RemoveAll(tmp)
+		if err != nil {
+			madedirs.Remove(parent, madeTop)
+		}
+	}()
 	shape := []int{nb.Queries, nb.K}
 	if err := npy.WriteInt64(filepath.Join(tmp, searchIDsFile), shape, nb.Rows); err != nil {
 		return err

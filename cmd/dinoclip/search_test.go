@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -142,8 +143,8 @@ func TestIndexAndSearch(t *testing.T) {
 	}
 }
 
-// A features file reached through symbolic links is the file they lead to:
-// indexed once, whichever path names it.
+// A features file reached through symbolic or hard links is the file they
+// lead to: indexed once, whichever path names it.
 func TestIndexSymlinkedSources(t *testing.T) {
 	run, data, _ := trainRun(t)
 	dir := t.TempDir()
@@ -175,6 +176,31 @@ func TestIndexSymlinkedSources(t *testing.T) {
 		if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
 			t.Fatalf("index --features %s again: %v, %d shards\n%s", path, err, len(shards()), stderr)
 		}
+	}
+	// A hard link is the file too: in a run of its own, and beside the file.
+	hard := filepath.Join(dir, "hard.dino.npy")
+	if err := os.Link(real, hard); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := runCLI(t, "index", "--model", run, "--features", hard, "--out", index)
+	if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
+		t.Fatalf("index --features HARDLINK after the file: %v, %d shards\n%s", err, len(shards()), stderr)
+	}
+	// Given by both names, the file's list of images is found beside the
+	// second.
+	list := strings.Repeat("img.jpg\n", 40)
+	if err := os.WriteFile(filepath.Join(feat, "a.images.txt"), []byte(list), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	index3 := filepath.Join(dir, "ix3")
+	mustRun(t, "index", "--model", run, "--features", hard, "--features", real, "--out", index3)
+	ix3, err := retrieval.OpenIndex(index3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix3.Close()
+	if sh := ix3.Manifest.Shards; len(sh) != 1 || sh[0].Source.Path != hard || sh[0].Images == "" {
+		t.Fatalf("a file and a hard link to it in one run: shards %+v, want one, of %s, with the list beside %s", sh, hard, real)
 	}
 	// A relative path from a working directory reached through a link, and
 	// the same file by its real path, in one run: one file, one shard.
@@ -269,6 +295,20 @@ func TestIndexSearchErrors(t *testing.T) {
 	wide := filepath.Join(dir, "wide.npy")
 	writeF32(t, wide, []int{1, 5}, []float32{1, 2, 3, 4, 5})
 	wantError(t, []string{"search", "--index", index, "--queries", wide, "--out", out}, "5 wide", "4")
+	// A failed search leaves no parent directory it made for --out.
+	deep := filepath.Join(dir, "new1", "new2", "hits")
+	wantError(t, []string{"search", "--index", index, "--queries", wide, "--out", deep}, "5 wide")
+	if _, err := os.Stat(filepath.Join(dir, "new1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed search left the directories it made for --out: %v", err)
+	}
+	// An --out that cannot be replaced is refused before the search: a
+	// read-only one (its files could not be removed), a mount point.
+	if runtime.GOOS == "linux" {
+		readOnly := filepath.Join(dir, "ro")
+		os.Mkdir(readOnly, 0o555)
+		wantError(t, search("--out", readOnly), "--out "+readOnly+" is read-only")
+		wantError(t, search("--out", "/proc"), "--out /proc is", "refusing") // (read-only, and a mount point: TestIsMountPoint)
+	}
 	nan := filepath.Join(dir, "nan.npy")
 	writeF32(t, nan, []int{1, 4}, []float32{1, float32(math.NaN()), 0, 0})
 	wantError(t, []string{"search", "--index", index, "--queries", nan, "--out", out}, "NaN")

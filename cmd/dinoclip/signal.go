@@ -38,12 +38,16 @@ func signalContext() (context.Context, context.CancelFunc) {
 // benchmark's timed loops, averaging checkpoints) and that have nothing a
 // stop would need to finish: they print to stdout or write their one
 // output at the end, atomically, so a stop mid-way leaves at most a
-// temporary file beside it.
-func exitOnInterrupt(ctx context.Context) {
+// temporary file beside it. cleanup runs first (os.Exit runs no deferred
+// call): the removal of a command's own scratch files.
+func exitOnInterrupt(ctx context.Context, cleanup ...func()) {
 	go func() {
 		<-ctx.Done()
 		var se signalError
 		if errors.As(context.Cause(ctx), &se) {
+			for _, f := range cleanup {
+				f()
+			}
 			fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
 			os.Exit(128 + int(se.sig))
 		}

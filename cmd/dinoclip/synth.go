@@ -32,7 +32,7 @@ func synthEnvVar(name string) []string {
 
 func synthCommand() *cli.Command {
 	sizeFlag := func(name, usage string, value int) cli.Flag {
-		return &cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: synthEnvVar(name)}
+		return &cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: synthEnvVar(name), Base: 10}
 	}
 	return &cli.Command{
 		Name:      "synth",
@@ -67,7 +67,7 @@ func synthCommand() *cli.Command {
 			sizeFlag("shard-rows", "`N` rows per training shard (the last shard may be shorter)", 10000),
 			sizeFlag("eval-images", "`N` images in the evaluation set", 1000),
 			sizeFlag("captions-per-image", "`N` captions of each evaluation image", 5),
-			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the synthetic world and of every random draw in it", EnvVars: synthEnvVar("seed")},
+			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the synthetic world and of every random draw in it", EnvVars: synthEnvVar("seed"), Base: 10},
 			sizeFlag("input-dim", "width `N` of the DINOv2 features", synth.DefaultInputDim),
 			sizeFlag("output-dim", "width `N` of the CLIP embeddings", synth.DefaultOutputDim),
 			&cli.Float64Flag{Name: "latent-shift", Usage: "move the images' latent vectors by `X` standard deviations along a direction the seed fixes: a shifted domain of the same world (same feature map and teacher), e.g. to try fine-tuning with train --init", EnvVars: synthEnvVar("latent-shift")},
@@ -104,6 +104,19 @@ func runSynth(cCtx *cli.Context) error {
 
 	w := cCtx.App.Writer
 	rows := cCtx.Int("rows")
+	images, perImage := cCtx.Int("eval-images"), cCtx.Int("captions-per-image")
+	// The evaluation set's sizes before the training data is written: a
+	// refusal after it would leave a half-made output behind.
+	if err := synth.CheckEvalSet(opts, synthEvalName, images, perImage); err != nil {
+		return err
+	}
+	// The whole output, training data and evaluation set, is one run's:
+	// another synth into it waits for no step of this one.
+	unlock, err := synth.LockDir(out)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	start := time.Now()
 	trainDir := filepath.Join(out, synthTrainDir)
 	files, err := synth.WriteTrainingDataContext(cCtx.Context, trainDir, opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"))
@@ -122,7 +135,6 @@ func runSynth(cCtx *cli.Context) error {
 	}
 
 	evalDir := filepath.Join(out, synthEvalDir)
-	images, perImage := cCtx.Int("eval-images"), cCtx.Int("captions-per-image")
 	files, err = synth.WriteEvalSet(evalDir, opts, images, perImage, synthEvalName)
 	if err != nil {
 		return err

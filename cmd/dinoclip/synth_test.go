@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -101,6 +103,8 @@ func TestSynthErrors(t *testing.T) {
 		{[]string{"synth", "--out", dir, "--rows", "200001", "--shard-rows", "1"}, []string{"more than 100000"}},
 		{[]string{"synth", "--out", dir, "--latent-shift", "NaN"}, []string{"latent shift is NaN"}},
 		{[]string{"synth", "--out", dir, "--latent-shift", "1e3"}, []string{"latent shift is 1000"}},
+		// The evaluation set's sizes are checked before the training data is written.
+		{[]string{"synth", "--out", dir, "--rows", "100", "--eval-images", "3037000500", "--captions-per-image", "3037000500"}, []string{"too many captions"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)
@@ -131,5 +135,28 @@ func TestSynthLatentShift(t *testing.T) {
 	info, err := os.ReadFile(filepath.Join(shifted, "eval", "eval.json"))
 	if err != nil || !strings.Contains(string(info), "latent_shift=2.5") {
 		t.Errorf("eval.json %s (%v)", info, err)
+	}
+}
+
+// A synth into an output another synth holds is refused before it writes
+// anything: the lock covers the whole output, training data and
+// evaluation set (two --force runs had mixed one's shards with the
+// other's evaluation set).
+func TestSynthLocksItsOutput(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows")
+	}
+	out := t.TempDir()
+	held, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := flock.TryLock(held, true); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "another dinoclip synth")
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("a refused synth wrote %d entries", len(entries))
 	}
 }

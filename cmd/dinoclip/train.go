@@ -195,6 +195,14 @@ func runTrain(cCtx *cli.Context) error {
 		if dataDir == "" {
 			return fmt.Errorf("--resume: %s does not say where the training data is: give --data", filepath.Join(runDir, train.RunFile))
 		}
+		if _, err := os.Stat(dataDir); errors.Is(err, os.ErrNotExist) && !cCtx.IsSet("data") {
+			return fmt.Errorf("--resume: the run's training data %s is gone: if it was moved, give its new place with --data", dataDir)
+		}
+		for _, dir := range evalDirs {
+			if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && !cCtx.IsSet("eval") {
+				return fmt.Errorf("--resume: the run's evaluation set %s is gone: if it was moved, give the run's sets' new places with --eval", dir)
+			}
+		}
 	}
 
 	if err := checkDir("training data", dataDir); err != nil {
@@ -300,7 +308,11 @@ func runTrain(cCtx *cli.Context) error {
 	res, err := tr.Run(cCtx.Context, resume)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --out %s\n", train.ShellArg(runDir))
+			if _, lerr := os.Lstat(filepath.Join(runDir, checkpoint.LastLink)); lerr == nil {
+				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --out %s\n", train.ShellArg(runDir))
+			} else {
+				fmt.Fprintln(cCtx.App.ErrWriter, "dinoclip: training stopped before its first checkpoint; start it again (the same --out will do)")
+			}
 		}
 		return err
 	}
@@ -423,10 +435,14 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 	}{{"input-dim", c.InputDim}, {"hidden-dim", c.HiddenDim}, {"output-dim", c.OutputDim}, {"blocks", c.Blocks}}
 	for _, s := range shape {
 		if cCtx.IsSet(s.flag) && cCtx.Int(s.flag) != s.run {
-			return run, fmt.Errorf("--resume: --%s %d, but the run in %s has %d (its model is %v)", s.flag, cCtx.Int(s.flag), runDir, s.run, c)
+			return run, fmt.Errorf("--resume: %s, but the run in %s has %d (its model is %v)", flagSetting(cCtx, s.flag, cCtx.Int(s.flag)), runDir, s.run, c)
 		}
 	}
 	ro := run.Options
+	runMetric := ro.BestMetric
+	if runMetric == "" && run.Evals != nil { // (nil: a run.json from before it recorded the sets)
+		runMetric = train.DefaultMetric(len(run.Evals))
+	}
 	type opt struct {
 		flag      string
 		set, want any
@@ -435,14 +451,14 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"epochs", opts.Epochs, ro.Epochs}, {"batch", opts.Batch, ro.Batch}, {"lr", opts.MaxLR, ro.MaxLR},
 		{"weight-decay", opts.AdamW.WeightDecay, ro.AdamW.WeightDecay}, {"seed", opts.Seed, ro.Seed},
 		{"checkpoint-every", opts.CheckpointEvery, ro.CheckpointEvery}, {"keep", opts.Keep, ro.Keep},
-		{"best-metric", opts.BestMetric, ro.BestMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
+		{"best-metric", opts.BestMetric, runMetric}, {"log-every", opts.LogEvery, ro.LogEvery},
 		{"resident", opts.Resident, ro.ResidentMode()}, {"precision", opts.Precision, ro.PrecisionMode()},
 		{"ema", opts.EMA, ro.EMA}, {"best-from", opts.BestFrom, ro.BestFromMode()},
 		{"loss", opts.Loss, ro.LossName()}, {"infonce-weight", opts.InfoNCEWeight, ro.InfoNCEWeight},
 	} {
 		if cCtx.IsSet(o.flag) && o.set != o.want {
-			return run, fmt.Errorf("--resume: --%s %v, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
-				o.flag, o.set, runDir, o.want)
+			return run, fmt.Errorf("--resume: %s, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
+				flagSetting(cCtx, o.flag, o.set), runDir, o.want)
 		}
 	}
 	return run, nil
@@ -490,7 +506,13 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 		return nil
 	}
 	b := st.Best
-	fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.BestLink))
+	if _, err := os.Stat(filepath.Join(runDir, b.Checkpoint)); err != nil {
+		// Pruned before the run was pointed back to an older checkpoint
+		// by hand (see train's alignBest): its evaluation is all that is left.
+		fmt.Fprintf(w, "\nbest checkpoint: %s is gone; last checkpoint: %s\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.LastLink))
+	} else {
+		fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.BestLink))
+	}
 	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)
 	if b.Step != st.Step {
 		if reports := evalAt(runDir, b.Step); len(reports) > 0 {

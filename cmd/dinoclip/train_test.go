@@ -74,9 +74,7 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	eval := makeEvalSet(t, "tiny-eval")
 	run := filepath.Join(t.TempDir(), "my run")
 	args := append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, stderr, err := runCLIContext(t, ctx, args...)
+	_, stderr, err := runCLIStopped(t, args...)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted train: error %v, want context.Canceled", err)
 	}
@@ -87,10 +85,10 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 		t.Errorf("interrupted train does not say %q:\n%s", hint, stderr)
 	}
 	// A new run into the same directory is refused; a resume with only
-	// --out finishes it, evaluating on the run's set and keeping its best
-	// metric.
+	// --out (and the best metric the run took by default, named) finishes
+	// it, evaluating on the run's set and keeping its best metric.
 	wantError(t, args, "--resume --out '"+run+"'")
-	out := mustRun(t, "train", "--resume", "--out", run)
+	out := mustRun(t, "train", "--resume", "--out", run, "--best-metric", "r5")
 	for _, want := range []string{"2 epochs, 8 optimizer steps", "tiny-eval", "r5 = "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("resumed run lacks %q:\n%s", want, out)
@@ -120,13 +118,32 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	wantError(t, []string{"train", "--out", run, "--resume", "--epochs", "3"}, "--epochs 3", "started with 2")
 	wantError(t, []string{"train", "--out", run, "--resume", "--hidden-dim", "16"}, "--hidden-dim 16", "has 8")
 	wantError(t, []string{"train", "--out", run, "--resume", "--resident", "off"}, "--resident off", "started with auto")
+	wantError(t, []string{"train", "--out", run, "--resume", "--best-metric", "loss"}, "--best-metric loss", "started with r5")
+	// The message names where the other value came from.
+	cfg := writeFile(t, filepath.Join(t.TempDir(), "resume.yaml"), "epochs: 5\nhidden-dim: 16\n")
+	wantError(t, []string{"train", "--out", run, "--resume", "--config", cfg, "--hidden-dim", "8"}, "epochs: 5 in "+cfg, "started with 2")
+	wantError(t, []string{"train", "--out", run, "--resume", "--config", cfg, "--epochs", "2"}, "hidden-dim: 16 in "+cfg, "has 8")
+	t.Setenv("DINOCLIP_EPOCHS", "4")
+	wantError(t, []string{"train", "--out", run, "--resume", "--config", cfg, "--hidden-dim", "8"}, "DINOCLIP_EPOCHS=4", "started with 2")
+	wantError(t, []string{"train", "--out", run, "--resume", "--epochs=3"}, "--epochs 3", "started with 2")
+	epochsRun := filepath.Join(t.TempDir(), "epochs") // a value that is a flag's name is no flag
+	if err := os.Symlink(run, epochsRun); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"train", "--resume", "--out", epochsRun}, "DINOCLIP_EPOCHS=4")
+	os.Unsetenv("DINOCLIP_EPOCHS")
 	wantError(t, []string{"train", "--out", run, "--resume", "--eval", makeEvalSet(t, "other-eval")}, "tiny-eval", "other-eval")
 	moved := filepath.Join(t.TempDir(), "moved")
 	if err := os.Rename(data, moved); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, []string{"train", "--out", run, "--resume"}, "training data", data)
-	mustRun(t, "train", "--data", moved, "--eval", eval, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
+	wantError(t, []string{"train", "--out", run, "--resume"}, "training data", data, "give its new place with --data")
+	movedEval := filepath.Join(t.TempDir(), "moved-eval")
+	if err := os.Rename(eval, movedEval); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"train", "--out", run, "--resume", "--data", moved}, eval, "new places with --eval")
+	mustRun(t, "train", "--data", moved, "--eval", movedEval, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
 }
 
 // A run whose run.json predates the model, data and evaluation sets in it
@@ -136,9 +153,7 @@ func TestResumeOlderRunJSON(t *testing.T) {
 	eval := makeEvalSet(t, "tiny-eval")
 	run := filepath.Join(t.TempDir(), "run")
 	args := append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+	if _, _, err := runCLIStopped(t, args...); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(run, train.RunFile)
@@ -317,9 +332,7 @@ func TestResumeChangedDataCLI(t *testing.T) {
 	data := makeData(t)
 	run := filepath.Join(t.TempDir(), "run")
 	args := append([]string{"train", "--data", data, "--out", run, "--epochs", "2", "--batch", "16"}, tinyModel...)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, _, err := runCLIContext(t, ctx, args...); !errors.Is(err, context.Canceled) {
+	if _, _, err := runCLIStopped(t, args...); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted train: error %v, want context.Canceled", err)
 	}
 	wd := newWorld(2)
@@ -329,9 +342,7 @@ func TestResumeChangedDataCLI(t *testing.T) {
 	mustRun(t, "train", "--resume", "--out", run, "--accept-changed-inputs")
 	wantError(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new"), "--accept-changed-inputs"), "--accept-changed-inputs is for --resume")
 	// Set to false (a config file shared with resumes), it is no refusal.
-	ctx, cancel = context.WithCancel(context.Background())
-	cancel()
-	if _, _, err := runCLIContext(t, ctx, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new2"), "--accept-changed-inputs=false")...); !errors.Is(err, context.Canceled) {
+	if _, _, err := runCLIStopped(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new2"), "--accept-changed-inputs=false")...); !errors.Is(err, context.Canceled) {
 		t.Errorf("a new run with --accept-changed-inputs=false: error %v, want context.Canceled", err)
 	}
 }

@@ -175,7 +175,7 @@ func (c *cuDriver) Describe() string { return c.desc }
 func (c *cuDriver) Name() string { return c.devName }
 
 func (c *cuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
-	return cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, c.stream)
+	return kernelFault(cu.MemcpyDtoDAsync(cu.DevicePtr(dst), cu.DevicePtr(src), bytes, c.stream))
 }
 
 func (c *cuDriver) NewEvent() (Event, error) {
@@ -188,7 +188,7 @@ func (c *cuDriver) NewEvent() (Event, error) {
 
 func (c *cuDriver) Record(ev Event) error { return ev.(*cu.Event).Record(c.stream) }
 
-func (c *cuDriver) WaitEvent(ev Event) error { return ev.(*cu.Event).Synchronize() }
+func (c *cuDriver) WaitEvent(ev Event) error { return kernelFault(ev.(*cu.Event).Synchronize()) }
 
 func (c *cuDriver) Elapsed(start, end Event) (float64, error) {
 	ms, err := start.(*cu.Event).Elapsed(*end.(*cu.Event))
@@ -199,7 +199,7 @@ func (c *cuDriver) DestroyEvent(ev Event) error { return cu.DestroyEvent(ev.(*cu
 
 func (c *cuDriver) Alloc(bytes int64) (uintptr, error) {
 	p, err := cu.MemAlloc(bytes)
-	return uintptr(p), err
+	return uintptr(p), kernelFault(err)
 }
 
 func (c *cuDriver) Free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
@@ -208,7 +208,7 @@ func (c *cuDriver) Zero(p uintptr, bytes int64) error {
 	if bytes%4 != 0 {
 		return fmt.Errorf("cuda: zeroing %d bytes, not a multiple of 4", bytes)
 	}
-	return cu.MemsetD32Async(cu.DevicePtr(p), 0, bytes/4, c.stream)
+	return kernelFault(cu.MemsetD32Async(cu.DevicePtr(p), 0, bytes/4, c.stream))
 }
 
 // ToDevice copies from pageable Go memory: the driver has read src when the
@@ -219,13 +219,13 @@ func (c *cuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error 
 	if c.ext != nil && bytes > 0 && pinnedIn(c.ext.pinned, unsafe.Slice((*byte)(src), bytes)) {
 		return fmt.Errorf("cuda: ToDevice from %d bytes of pinned memory at %#x, which would not wait for the copy (use UploadAsync)", bytes, uintptr(src))
 	}
-	return cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream)
+	return kernelFault(cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream))
 }
 
 // toHost copies into pageable Go memory: the call returns when the copy is
 // done.
 func (c *cuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
-	return cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, c.stream)
+	return kernelFault(cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, c.stream))
 }
 
 func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
@@ -239,10 +239,24 @@ func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 	for i := range args {
 		params[i] = unsafe.Pointer(&args[i])
 	}
-	return c.fns[k].Launch(gx, gy, 1, block, 1, 1, 0, c.stream, params)
+	return kernelFault(c.fns[k].Launch(gx, gy, 1, block, 1, 1, 0, c.stream, params))
 }
 
-func (c *cuDriver) Sync() error { return c.stream.Synchronize() }
+func (c *cuDriver) Sync() error { return kernelFault(c.stream.Synchronize()) }
+
+// kernelFault says what the driver's bare names of a kernel's asynchronous
+// fault mean here; they surface at the next call that waits for the stream
+// (or at any later call: the context is lost, so every later call fails
+// with the same error).
+func kernelFault(err error) error {
+	switch {
+	case errors.Is(err, cu.LaunchFailed):
+		return fmt.Errorf("%w (a kernel trapped: a tensor-core kernel's barrier wait passed 10 s (a stalled pipeline), or an sm_90a kernel ran without its Hopper body; the GPU context is lost)", err)
+	case errors.Is(err, cu.IllegalAddress):
+		return fmt.Errorf("%w (a kernel read or wrote outside its buffers; the GPU context is lost)", err)
+	}
+	return err
+}
 
 func (c *cuDriver) MemInfo() (free, total int64, err error) { return cu.MemInfo() }
 

@@ -5,6 +5,7 @@ package driver
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"runtime"
 	"strings"
@@ -354,5 +355,25 @@ func TestGPUGraph(t *testing.T) {
 	}
 	if err := c.LaunchGraph("not a graph"); err == nil {
 		t.Error("LaunchGraph of a string: no error")
+	}
+}
+
+// A kernel's asynchronous fault keeps the driver's error (errors.Is) and
+// says what it means here.
+func TestKernelFaultExplained(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{{cu.LaunchFailed, "barrier wait"}, {cu.IllegalAddress, "outside its buffers"}} {
+		got := kernelFault(c.err)
+		if !errors.Is(got, c.err) || !strings.Contains(got.Error(), c.want) {
+			t.Errorf("kernelFault(%v) = %v, want it wrapped with %q", c.err, got, c.want)
+		}
+	}
+	if got := kernelFault(cu.OutOfMemory); got != cu.OutOfMemory {
+		t.Errorf("kernelFault(OutOfMemory) = %v, want it unchanged", got)
+	}
+	if kernelFault(nil) != nil {
+		t.Error("kernelFault(nil) is not nil")
 	}
 }

@@ -42,6 +42,17 @@
 //     map travels by value like any int.
 #pragma once
 
+// No floating-point contraction in what follows: the kernels' __fmul_rn,
+// __fadd_rn and the like are plain operators here, which a host compiler
+// allowed to fuse them into an fma (GCC's default for C++ where the host
+// has one: arm64, -march=native) would round as the GPU does not. (cgo
+// does not take -ffp-contract among its flags.)
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -159,6 +170,7 @@ inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return sqrtf(a); }
 inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline float __uint_as_float(unsigned u) {
     float f;

@@ -2,6 +2,11 @@
 // one: the data goes to a temporary file in the same directory (so the
 // rename cannot cross filesystems), is fsynced, and is renamed over the
 // destination. Readers see the old file or the complete new one.
+//
+// A writer holds a lock on its temporary file (or directory, MkdirTemp)
+// while it writes, which the system drops when the writer ends, however it
+// ends: RemoveStale tells the temporaries a killed writer left from those
+// of a writer at work, and removes the first.
 package atomicfile
 
 import (
@@ -10,6 +15,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
 // Write creates path with what write writes, atomically. The file gets mode
@@ -30,6 +38,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
 	tmp := f.Name()
 	closed := false
 	defer func() {
@@ -131,4 +140,51 @@ func SyncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// MkdirTemp makes a temporary directory in dir as os.MkdirTemp does (mode
+// 0700) and holds its lock until release is called: while it is held,
+// RemoveStale leaves the directory alone.
+func MkdirTemp(dir, pattern string) (path string, release func(), err error) {
+	path, err = os.MkdirTemp(dir, pattern)
+	if err != nil {
+		return "", nil, err
+	}
+	if release, err = flock.LockDir(path); err != nil {
+		release = func() {} // (not opened: no lock; RemoveStale's age still guards it)
+	}
+	return path, release, nil
+}
+
+// StaleAge is how long a temporary file or directory must have gone
+// unmodified before RemoveStale takes it for a dead writer's: besides the
+// lock, it covers the moments a live writer holds none (between creating
+// the temporary and locking it, between closing it and renaming it).
+const StaleAge = time.Minute
+
+// RemoveStale removes path, a temporary file or directory that Write or a
+// MkdirTemp user writes, when its writer has ended without renaming it
+// into place (killed, say): nobody holds its lock, and it has gone
+// unmodified for StaleAge. It reports whether it removed it. A system
+// without file locks keeps every temporary (removed is false).
+func RemoveStale(path string) (removed bool, err error) {
+	st, err := os.Lstat(path)
+	// Only what a writer makes: a regular file or a directory (opening a
+	// named pipe would wait for a writer forever; a link is nobody's).
+	if err != nil || time.Since(st.ModTime()) < StaleAge || !(st.Mode().IsRegular() || st.IsDir()) {
+		return false, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, nil
+	}
+	lockErr := flock.TryLock(f, true)
+	f.Close() // (Windows removes no open file; no writer opens a temporary it did not make)
+	if lockErr != nil {
+		return false, nil // a live writer holds it, or this system has no locks to tell
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return false, err
+	}
+	return true, nil
 }

@@ -2,11 +2,14 @@ package atomicfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestWriteReplacesWholeOrNothing(t *testing.T) {
@@ -99,4 +102,64 @@ func TestWriteDestinations(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*")); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
+}
+
+// RemoveStale removes a temporary whose writer is gone (no lock, unchanged
+// for StaleAge), and keeps one a writer is at (Write's file, MkdirTemp's
+// directory until released) or that changed lately.
+func TestRemoveStale(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+		t.Skipf("file locks on directories are not relied on on %s: RemoveStale keeps everything there", runtime.GOOS)
+	}
+	dir := t.TempDir()
+	old := time.Now().Add(-2 * StaleAge)
+	age := func(p string) {
+		t.Helper()
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(what, p string, removed bool) {
+		t.Helper()
+		got, err := RemoveStale(p)
+		if err != nil || got != removed {
+			t.Errorf("RemoveStale(%s): %v, %v; want %v", what, got, err, removed)
+		}
+		if _, err := os.Lstat(p); (err == nil) == removed {
+			t.Errorf("%s: after RemoveStale it exists: %v; want %v", what, err == nil, !removed)
+		}
+	}
+
+	dead := filepath.Join(dir, ".out.tmp-1")
+	os.WriteFile(dead, []byte("half"), 0o644)
+	want("a fresh temporary", dead, false)
+	age(dead)
+	want("an old temporary nobody holds", dead, true)
+
+	// A live Write: its temporary, however old, is kept.
+	path := filepath.Join(dir, "out")
+	err := Write(path, func(w io.Writer) error {
+		tmps, _ := filepath.Glob(filepath.Join(dir, ".out.tmp-*"))
+		if len(tmps) != 1 {
+			return fmt.Errorf("temporaries %v, want one", tmps)
+		}
+		age(tmps[0])
+		want("a temporary Write is writing", tmps[0], false)
+		_, err := w.Write([]byte("whole"))
+		return err
+	})
+	if b, _ := os.ReadFile(path); err != nil || string(b) != "whole" {
+		t.Fatalf("Write: %v, %q", err, b)
+	}
+
+	// A temporary directory, held until released.
+	tmpDir, release, err := MkdirTemp(dir, ".hits.tmp-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tmpDir, "ids.npy"), []byte("x"), 0o644)
+	age(tmpDir)
+	want("a held temporary directory", tmpDir, false)
+	release()
+	want("a released temporary directory", tmpDir, true)
 }

@@ -65,7 +65,13 @@ def test_wrapped_state_dicts(tmp_path, wrap):
     ("no_input", r"no input_proj\.weight and output_proj\.2\.weight"),
     ("not_dict", r"holds a list, want a state_dict"),
     ("not_tensors", r"not a state_dict.*'epoch'"),
-    ("nan", r"layer_norm\.bias hold NaN or Inf"),
+    ("nan", r"layer_norm\.bias holds NaN or Inf as float32 at index \[0\]"),
+    # finite as float64, +Inf as float32: checked after the cast, naming where
+    ("float32_overflow", r"output_proj\.0\.weight holds NaN or Inf as float32 at index \[2, 3\] \(stored value 1e\+39\)"),
+    # a few stored values declaring a huge shape: refused before any model is built (one of
+    # 10^8 x 10^8 could not even be allocated)
+    ("expanded", r"input_proj\.weight has shape \[100000000, 100000000\] but stores only 1 elements"),
+    ("expanded_fits", r"input_proj\.weight has shape \[16, 12\] but stores only 12 elements"),
 ])
 def test_errors(tmp_path, case, pattern):
     sd = dict(original().state_dict())
@@ -86,10 +92,47 @@ def test_errors(tmp_path, case, pattern):
         obj = {"epoch": 3, "loss": 0.1}
     elif case == "nan":
         sd["layer_norm.bias"] = torch.full((8,), float("nan"))
+    elif case == "float32_overflow":
+        sd = {k: v.double() for k, v in sd.items()}
+        sd["output_proj.0.weight"][2, 3] = 1e39
+        obj = sd
+    elif case == "expanded":
+        sd["input_proj.weight"] = torch.zeros(1, 1).expand(10**8, 10**8)
+    elif case == "expanded_fits":
+        sd["input_proj.weight"] = torch.zeros(1, 12).expand(16, 12)
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(ConversionError, match=pattern):
         convert.torch_to_dinoclip(str(tmp_path / "bad.pt"), str(tmp_path / "out.safetensors"))
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "checkpoint_link", "run_top", "run_json", "run_checkpoints"])
+def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
+    """Not over a training checkpoint's model (it would resume with another model's optimizer
+    state), nor beside a run's files (the run's name would resolve to it)."""
+    torch.save(original().state_dict(), tmp_path / "m.pt")
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step-3"
+    ckpt.mkdir(parents=True)
+    checkpoint.save(original(1), ckpt)
+    (ckpt / "optimizer.safetensors").write_bytes(b"")
+    os.symlink(os.path.join("checkpoints", "step-3"), run / "last")
+    before = (ckpt / "model.safetensors").read_bytes()
+    out, pattern = {
+        "checkpoint": (ckpt / "model.safetensors", "in a training checkpoint"),
+        "checkpoint_link": (run / "last", "in a training checkpoint"),  # a directory: OUT/model.safetensors
+        "run_top": (run, r"in a training run directory \(beside its last, checkpoints/\)"),
+        "run_json": (tmp_path / "r2" / "x.safetensors", r"beside its run\.json"),
+        "run_checkpoints": (tmp_path / "r3" / "model.safetensors", r"beside its checkpoints/"),
+    }[where]
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "run.json").write_text("{}")
+    (tmp_path / "r3" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConversionError, match=pattern):
+        convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(out))
+    assert (ckpt / "model.safetensors").read_bytes() == before
+    assert not (run / "model.safetensors").exists()
+    assert sorted(os.listdir(tmp_path / "r2")) == ["run.json"]
 
 
 def test_refuses_pickled_code(tmp_path):

@@ -1,5 +1,6 @@
 """python -m dinoclip.extract: every subcommand's files, their formats and values, resuming."""
 
+import gzip
 import io
 import json
 import os
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -117,6 +119,92 @@ def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, 
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "4") == 1
     assert "shard_size was 5, now 4" in capfd.readouterr().err
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
+
+
+def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
+    """Another folder, captions file, dtype or model into the same --out is refused, naming the
+    setting; the same model folder spelt another way is not another model."""
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    other = tmp_path / "other"
+    shutil.copytree(image_folder, other)
+    caps = tmp_path / "c.jsonl"
+    caps.write_text("".join(json.dumps({"image": p, "caption": "x"}) + "\n" for p in folder_images(image_folder)))
+    capfd.readouterr()
+    for args, what in (([other], "root was"), ([image_folder, "--captions", caps], "captions was None"),
+                       ([image_folder, "--float16"], "float16 was False, now True")):
+        assert run(tiny_models, "train-folder", *args, "--out", out, "--shard-size", "5") == 1
+        assert what in capfd.readouterr().err
+    common = ["--device", "cpu", "--workers", "0", "--quiet", "--shard-size", "5"]
+    copy = tmp_path / "dinov2-copy"
+    shutil.copytree(tiny_models["dinov2"], copy)
+    assert extract.main(["train-folder", str(image_folder), "--out", str(out), "--dinov2", str(copy),
+                         "--clip", tiny_models["clip"], *common]) == 1
+    assert "dinov2 was" in capfd.readouterr().err
+    # a trailing slash, and a relative path from another working directory: the same model
+    monkeypatch.chdir(os.path.dirname(tiny_models["dinov2"]))
+    for dinov2 in (tiny_models["dinov2"] + "/", "dinov2"):
+        assert extract.main(["train-folder", str(image_folder), "--out", str(out), "--dinov2", dinov2,
+                             "--clip", tiny_models["clip"], *common]) == 0
+        assert "(3 already done)" in capfd.readouterr().err
+    # a damaged extract.json is not taken as "no settings"
+    (out / "extract.json").write_text('{"command": "train-fol')
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+    err = capfd.readouterr().err
+    assert "extract.json is unreadable" in err and "use another --out" in err
+
+
+def test_train_folder_reads_sidecars_only_for_text(tmp_path, tiny_models, image_folder, capfd):
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "a", folder)
+    (folder / "img00.txt").write_bytes(b"caf\xe9 in latin-1\n")
+    pairs = extract.read_folder(str(folder), need_captions=False)
+    assert len(pairs) == 7 and all(c is None for _, c in pairs)
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o", "--target", "text") == 1
+    assert f"{folder / 'img00.txt'}:1: not valid UTF-8" in capfd.readouterr().err
+
+
+def test_train_folder_skips_named_pipes(tmp_path, image_folder, capfd):
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "a", folder)
+    os.mkfifo(folder / "pipe.jpg")
+    os.symlink(folder / "pipe.jpg", folder / "link.png")
+    os.symlink(folder / "img00.jpg", folder / "good-link.jpg")
+    pairs = extract.read_folder(str(folder), need_captions=False)
+    assert sorted(os.path.basename(p) for p, _ in pairs) == sorted(
+        [n for n in os.listdir(image_folder / "a") if not n.endswith(".txt")] + ["good-link.jpg"])
+    assert "skipped 2 entries that are not regular files" in capfd.readouterr().err
+    # one named in a captions file is reported as not decoding instead of blocking the reader
+    # (a thread that blocked is released by opening the pipe's other end)
+    result = []
+    t = threading.Thread(target=lambda: result.append(extract._ImageDataset(
+        [str(folder / "pipe.jpg")], extract._open_path, dinov2_transform(), None)[0]), daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():
+        os.close(os.open(folder / "pipe.jpg", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("opening a named pipe blocked")
+    assert result[0][1] is None and "not a regular file" in result[0][3]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("null.jsonl", '{"image": "a/img00.jpg", "caption": "x"}\n{"image": "a/img01.jpg", "caption": null}\n',
+     "null.jsonl:2: \"image\" and \"caption\" must be strings, got str and NoneType"),
+    ("list.jsonl", '{"image": "a/img00.jpg", "caption": ["a", "b"]}\n', "list.jsonl:1: "),
+    ("short.csv", "image,caption\na/img00.jpg,a dog\na/img01.jpg\n", "short.csv:3: the row has no caption column"),
+    ("latin1.tsv", b"image\tcaption\na/img00.jpg\ta dog\na/img01.jpg\tcaf\xe9\n", "latin1.tsv:3: not valid UTF-8"),
+    ("latin1.jsonl", b'{"image": "a/img00.jpg", "caption": "caf\xe9"}\n', "latin1.jsonl:1: not valid UTF-8"),
+])
+def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
+    """Refused with the line, before any model is loaded."""
+    caps = tmp_path / name
+    caps.write_bytes(text if isinstance(text, bytes) else text.encode())
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", caps,
+               "--target", "text") == 1
+    err = capfd.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_train_folder_text_target_float16_jsonl(tmp_path, tiny_models, image_folder, models):
@@ -248,6 +336,37 @@ def test_train_wds_errors(tmp_path, tiny_models, wds, capfd):
     assert "not a tar file" in capfd.readouterr().err
 
 
+def test_train_wds_truncated_tar(tmp_path, tiny_models, wds, capfd):
+    root, shards = wds
+    data = (root / "00001.tar").read_bytes()
+    with tarfile.open(root / "00001.tar") as tf:
+        members = tf.getmembers()
+    # cut inside a member's data: an error naming the tar and its shard, no traceback
+    cut = tmp_path / "cut" / "00001.tar"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:members[4].offset_data + 10])
+    assert run(tiny_models, "train-wds", cut, "--out", tmp_path / "o") == 1
+    err = capfd.readouterr().err
+    assert f"{cut}: truncated or corrupt tar file" in err and "output shard 00001 is not written" in err
+    # cut at a member's header: tarfile sees an end there, with no end-of-archive marker
+    cut.write_bytes(data[:members[3].offset])
+    assert run(tiny_models, "train-wds", cut, "--out", tmp_path / "o") == 1
+    err = capfd.readouterr().err
+    assert f"{cut}: no end-of-archive marker after its 1 samples, at byte {members[3].offset}" in err
+    # the same, compressed: found in the decompressed stream
+    gz = tmp_path / "cut" / "00002.tar.gz"
+    gz.write_bytes(gzip.compress(data[:members[3].offset]))
+    assert run(tiny_models, "train-wds", gz, "--out", tmp_path / "o") == 1
+    assert "no end-of-archive marker" in capfd.readouterr().err
+    # a whole tar, and a whole compressed one: no complaint
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", tmp_path / "o2") == 0
+    whole = tmp_path / "whole" / "00003.tar.gz"
+    whole.parent.mkdir()
+    whole.write_bytes(gzip.compress(data))
+    assert run(tiny_models, "train-wds", whole, "--out", tmp_path / "o3") == 0
+    assert "marker" not in capfd.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # eval-coco / eval-flickr
 
@@ -307,6 +426,42 @@ def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, ca
     assert "no images in split 'val' (splits: test, train)" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d["images"].insert(1, "COCO_val2014_x.jpg"), "images[1] is a str, want a JSON object"),
+    (lambda d: d["images"][0].update(filepath=7), "image COCO_val2014_000000000000.jpg: filepath 7 is not a string"),
+    (lambda d: d["images"][0].update(filename=12), "image 0 of split 'test' has no filename (a string): 12"),
+    (lambda d: d["images"][1].update(sentences="a dog"), "image COCO_val2014_000000000001.jpg: sentences is a str, want a list"),
+    (lambda d: d["images"][1]["sentences"].append("a dog"), "000001.jpg: sentence 6 is a str, want a JSON object"),
+    (lambda d: d["images"][1]["sentences"][2].update(raw=3.5), "000001.jpg: sentence 2: raw 3.5 is not a string"),
+    (lambda d: d["images"][1]["sentences"][2].update(raw=None, tokens=[1, 2]),
+     "000001.jpg: sentence 2: tokens [1, 2] is not a list of strings"),
+    (lambda d: d.update(dataset=5), '"dataset" is a int, want a string'),
+])
+def test_karpathy_wrong_types(tmp_path, karpathy, change, message):
+    data = json.load(open(karpathy["json"]))
+    change(data)
+    js = tmp_path / "dataset_coco.json"
+    js.write_text(json.dumps(data))
+    with pytest.raises(extract.ExtractError) as e:
+        extract.read_karpathy(str(js), karpathy["images"])
+    assert message in str(e.value)
+
+
+def test_bad_device_and_out_refused_up_front(tmp_path, tiny_models, karpathy, image_folder, monkeypatch, capfd):
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(extract, "read_karpathy", lambda *a, **k: pytest.fail("read the inputs"))
+    assert extract.main(["train-folder", str(image_folder), "--out", str(tmp_path / "o"), "--device", "bogus"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("dinoclip.extract: --device bogus: ") and err.count("\n") == 1
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cmd in (["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"]],
+                ["train-folder", str(image_folder)]):
+        assert run(tiny_models, *cmd, "--out", afile) == 1
+        assert f"--out {afile} exists and is not a directory" in capfd.readouterr().err
+    assert afile.read_text() == "x"
+
+
 def test_help(capsys):
     for cmd in ("train-folder", "train-wds", "eval-coco", "eval-flickr"):
         with pytest.raises(SystemExit) as e:
@@ -361,6 +516,13 @@ def run_texts(tiny_models, *args):
                          "--batch-size", "2", "--quiet"])
 
 
+def text_embeddings(models, lines):
+    """The CLIP text embedding of each line, one text at a time."""
+    _, clip, tok = models
+    with torch.inference_mode():
+        return np.stack([encoders.clip_text_embeddings(clip, tok([t]))[0].numpy() for t in lines])
+
+
 def test_texts(tmp_path, tiny_models, models):
     lines = ["a red dog on the beach", "two cats sleeping", "ünïcödé street at night", "car"]
     src = tmp_path / "q.txt"
@@ -369,15 +531,30 @@ def test_texts(tmp_path, tiny_models, models):
     assert run_texts(tiny_models, src, "--out", out) == 0
     emb = read_npy(out)
     assert emb.shape == (len(lines), EMBED_DIM)
-    _, clip, tok = models
-    with torch.inference_mode():
-        want = np.stack([encoders.clip_text_embeddings(clip, tok([t]))[0].numpy() for t in lines])
+    want = text_embeddings(models, lines)
     # batches of two against one text at a time: float32 rounding only
     np.testing.assert_allclose(emb, want, **TOL)
     # float16 output
     out16 = tmp_path / "q16.npy"
     assert run_texts(tiny_models, src, "--out", out16, "--float16") == 0
     np.testing.assert_allclose(read_npy(out16, "<f2").astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+def test_texts_line_ends(tmp_path, tiny_models, models, capfd):
+    """Row i is line i + 1 as `wc -l` counts: lines end at \\n only (a CRLF's \\r goes with it),
+    and a byte order mark is not text."""
+    lines = ["a dog\fa cat", "x\x1cy\x1dz\x1e", "one\u0085two\u2028three\u2029four", "car"]
+    src = tmp_path / "q.txt"
+    src.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")
+    assert run_texts(tiny_models, src, "--out", tmp_path / "q.npy") == 0
+    emb = read_npy(tmp_path / "q.npy")
+    assert emb.shape == (len(lines), EMBED_DIM)
+    np.testing.assert_allclose(emb, text_embeddings(models, lines), **TOL)
+    # invalid UTF-8: the file and line
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a dog\nnaf\xefve\n")
+    assert run_texts(tiny_models, bad, "--out", tmp_path / "b.npy") == 1
+    assert f"{bad}:2: not valid UTF-8" in capfd.readouterr().err
 
 
 def test_texts_errors(tmp_path, tiny_models, capfd):

@@ -13,7 +13,8 @@ run); the model's shape is inferred from the tensors, and every name and shape i
 ``load_state_dict(strict=True)`` would. OUT is a ``.safetensors`` file, or a checkpoint directory
 to write ``model.safetensors`` into. ``to-torch`` reads a dinoclip model file, checkpoint
 directory or run directory (its best checkpoint, else its last) and writes a plain state_dict
-that loads into the original class. Both write atomically.
+that loads into the original class. Both write atomically; ``to-dinoclip`` does not write into a
+training checkpoint or a run directory's top level.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from . import checkpoint
-from .checkpoint import CheckpointError, MODEL_FILE
+from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE
 from .model import ProjectorWithResiduals
 
 __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
@@ -85,15 +86,25 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> ProjectorWithResiduals:
     """A ProjectorWithResiduals holding ``sd``, its shape inferred; strict name/shape check."""
+    # A few stored values can declare a huge shape (torch.expand, stride 0); the model inferred
+    # from it would take gigabytes. Every tensor must hold the elements of its shape, so the
+    # model is no bigger than the file.
+    for k, v in sd.items():
+        if v.untyped_storage().nbytes() < v.numel() * v.element_size():
+            raise ConversionError(f"{where}: {k} has shape {list(v.shape)} but stores only "
+                                  f"{v.untyped_storage().nbytes() // v.element_size()} elements "
+                                  "(an expanded view; save a .contiguous() copy)")
     try:
         config = checkpoint.infer_config({k: v.shape for k, v in sd.items()})
     except CheckpointError as e:
         raise ConversionError(f"{where}: {e}; keys: {', '.join(list(sd)[:6])}{', ...' if len(sd) > 6 else ''}") from None
     try:
-        model = ProjectorWithResiduals.from_config(config)
+        # on the meta device: the names and shapes to check, without allocating the weights
+        with torch.device("meta"):
+            shapes = ProjectorWithResiduals.from_config(config)
     except ValueError as e:
         raise ConversionError(f"{where}: {e}") from None
-    problems = checkpoint.check_state_dict(sd, model)
+    problems = checkpoint.check_state_dict(sd, shapes)
     if problems:
         raise ConversionError(
             f"{where}: not a ProjectorWithResiduals state_dict (shape inferred as {config}): "
@@ -102,19 +113,42 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
     nonfloat = [k for k, v in sd.items() if not torch.is_floating_point(v)]
     if nonfloat:
         raise ConversionError(f"{where}: tensors {', '.join(nonfloat)} are not floating point")
-    nonfinite = [k for k, v in sd.items() if not torch.isfinite(v).all()]
-    if nonfinite:
-        raise ConversionError(f"{where}: tensors {', '.join(nonfinite)} hold NaN or Inf")
-    model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
+    # after the cast: a float64 value beyond float32's range becomes Inf
+    sd32 = {k: v.to(torch.float32) for k, v in sd.items()}
+    for k, v in sd32.items():
+        bad = torch.nonzero(~torch.isfinite(v))
+        if len(bad):
+            i = bad[0].tolist()
+            raise ConversionError(f"{where}: {k} holds NaN or Inf as float32 at index {i} "
+                                  f"(stored value {sd[k][tuple(i)].item()!r})")
+    model = ProjectorWithResiduals.from_config(config)
+    model.load_state_dict(sd32, strict=True)
     return model
+
+
+def _check_destination(dst: str) -> None:
+    """Refuses to write where a model file would be taken for a run's own: a training
+    checkpoint (resumed with another model's optimizer state) or a run directory's top level
+    (where the run's name resolves to ``model.safetensors`` before its best and last)."""
+    d = os.path.realpath(os.path.dirname(os.path.abspath(dst)))  # where the file is written
+    if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
+        raise ConversionError(f"{dst} is in a training checkpoint (beside its {OPTIMIZER_FILE}): "
+                              "write the model outside the run's checkpoints")
+    marks = [n for n in ("run.json", BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
+    if os.path.isdir(os.path.join(d, "checkpoints")):
+        marks.append("checkpoints/")
+    if marks:
+        raise ConversionError(f"{dst} is in a training run directory (beside its {', '.join(marks)}): "
+                              "write the model outside the run")
 
 
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
     """Converts a ``.pt`` state_dict to a dinoclip model file; returns the path written."""
-    sd = read_torch_state_dict(src)
-    model = model_from_state_dict(sd, src)
     if not dst.endswith(".safetensors"):
         dst = os.path.join(dst, MODEL_FILE)  # a checkpoint directory
+    _check_destination(dst)
+    sd = read_torch_state_dict(src)
+    model = model_from_state_dict(sd, src)
     return checkpoint.save(model, dst, metadata)
 
 

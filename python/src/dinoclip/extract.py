@@ -39,10 +39,12 @@ import contextlib
 import csv
 import io
 import json
+import lzma
 import math
 import os
 import sys
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -82,6 +84,9 @@ def _log(msg: str) -> None:
 def _open_path(path: str):
     from PIL import Image
 
+    # Opening a named pipe (or a device) would block until something writes to it.
+    if not os.path.isfile(path):
+        raise OSError(f"{path}: not a regular file")
     img = Image.open(path)
     img.load()
     return img
@@ -254,6 +259,23 @@ def _rel(root: str, p: str) -> str:
     return p if os.path.isabs(p) else os.path.join(root, p)
 
 
+def _read_text(path: str) -> str:
+    """The text of a UTF-8 file, without a leading byte order mark; invalid UTF-8 is an error
+    naming the line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ExtractError(f"{path}: {e}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ExtractError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
+
+
 def read_folder(root: str, captions: Optional[str] = None, need_captions: bool = True) -> List[Tuple[str, Optional[str]]]:
     """The (image path, caption) pairs of an image folder, in a fixed order.
 
@@ -261,9 +283,11 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     file with a header row naming ``image`` and ``caption`` columns; image paths relative to
     ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
     several rows. Without it, every image file under ``root`` (recursively, sorted by path) is
-    paired with the text of its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``); with
-    ``need_captions`` an image without one is an error. Of a captions file, the first 1000 images
-    are checked to exist; a missing one further down is reported as not decoding.
+    paired with the text of its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when
+    ``need_captions`` (an image without one is an error), else with None; entries that are not
+    regular files (named pipes, devices) are skipped with a warning. Of a captions file, the
+    first 1000 images are checked to exist; a missing one further down is reported as not
+    decoding.
     """
     if not os.path.isdir(root):
         raise ExtractError(f"{root}: not a directory")
@@ -272,25 +296,33 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         if not os.path.isfile(captions):
             raise ExtractError(f"--captions {captions}: no such file")
         if captions.endswith(".jsonl"):
-            with open(captions, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        img, cap = rec["image"], rec["caption"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ExtractError(
-                            f"{captions}:{n}: want a JSON object with \"image\" and \"caption\" ({e})") from None
-                    pairs.append((_rel(root, str(img)), str(cap)))
+            for n, line in enumerate(_read_text(captions).split("\n"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    img, cap = rec["image"], rec["caption"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ExtractError(
+                        f"{captions}:{n}: want a JSON object with \"image\" and \"caption\" ({e})") from None
+                # str() would turn null or a list into a caption ("None", "['a', 'b']")
+                if not isinstance(img, str) or not isinstance(cap, str):
+                    raise ExtractError(f"{captions}:{n}: \"image\" and \"caption\" must be strings, "
+                                       f"got {type(img).__name__} and {type(cap).__name__}")
+                pairs.append((_rel(root, img), cap))
         elif captions.endswith((".csv", ".tsv")):
-            with open(captions, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f, delimiter="\t" if captions.endswith(".tsv") else ",")
-                if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
-                    raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
-                                       f"got {reader.fieldnames}")
-                for row in reader:
-                    pairs.append((_rel(root, row["image"]), row["caption"]))
+            reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
+                                    delimiter="\t" if captions.endswith(".tsv") else ",")
+            if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
+                raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
+                                   f"got {reader.fieldnames}")
+            for row in reader:
+                # a short row leaves its last columns None: refused here, not in the tokenizer
+                # after the models have loaded
+                if row["image"] is None or row["caption"] is None:
+                    raise ExtractError(f"{captions}:{reader.line_num}: the row has no "
+                                       f"{'image' if row['image'] is None else 'caption'} column")
+                pairs.append((_rel(root, row["image"]), row["caption"]))
         else:
             raise ExtractError(f"--captions {captions}: want a .jsonl, .csv or .tsv file")
         # A wrong path convention shows in the first rows; checking them all would stat millions
@@ -302,19 +334,24 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         if not pairs:
             raise ExtractError(f"{captions}: no rows")
         return pairs
+    irregular = []
     for d, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTS):
                 p = os.path.join(d, name)
+                if not os.path.isfile(p):  # reading a named pipe would wait for a writer forever
+                    irregular.append(p)
+                    continue
                 side = os.path.splitext(p)[0] + ".txt"
                 cap = None
-                if os.path.isfile(side):
-                    with open(side, encoding="utf-8") as f:
-                        cap = f.read().strip()
-                elif need_captions:
-                    raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
+                if need_captions:
+                    if not os.path.isfile(side):
+                        raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
+                    cap = _read_text(side).strip()
                 pairs.append((p, cap))
+    if irregular:
+        _log(f"{root}: skipped {len(irregular)} entries that are not regular files, e.g. {irregular[0]}")
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return pairs
@@ -341,21 +378,35 @@ def index_tar(path: str, need_captions: bool = True) -> TarIndex:
         except tarfile.ReadError as e:
             raise ExtractError(f"{path}: not a tar file ({e})") from None
         compressed = True
-    with tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            d, base = os.path.split(m.name)
-            if base.startswith(".") or "." not in base:
-                continue
-            stem, ext = base.split(".", 1)
-            key = os.path.join(d, stem) if d else stem
-            ext = ext.lower()
-            s = samples.setdefault(key, {})
-            if ext in WDS_IMAGE_EXTS and "image" not in s:
-                s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
-            elif ext == "txt":
-                s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+    try:
+        with tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                d, base = os.path.split(m.name)
+                if base.startswith(".") or "." not in base:
+                    continue
+                stem, ext = base.split(".", 1)
+                key = os.path.join(d, stem) if d else stem
+                ext = ext.lower()
+                s = samples.setdefault(key, {})
+                if ext in WDS_IMAGE_EXTS and "image" not in s:
+                    s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
+                elif ext == "txt":
+                    s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+            # tarfile ends quietly where a header is missing, cut or corrupt: a tar cut at a
+            # member's boundary looks complete. A whole tar has a zero block (the end-of-archive
+            # marker) there, in the decompressed stream of a compressed one.
+            end = tf.offset
+            tf.fileobj.seek(end)
+            block = tf.fileobj.read(tarfile.BLOCKSIZE)
+    except (tarfile.ReadError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:  # cut short, or corrupt inside
+        raise ExtractError(f"{path}: truncated or corrupt tar file ({e}); output shard {_tar_name(path)} "
+                           f"is not written") from None
+    if len(block) < tarfile.BLOCKSIZE or block.count(0) != len(block):
+        raise ExtractError(f"{path}: no end-of-archive marker after its {len(samples)} samples, at byte {end}"
+                           f"{' of its decompressed stream' if compressed else ''} (cut short, or corrupt); "
+                           f"output shard {_tar_name(path)} is not written")
     idx = TarIndex([], [], [], 0)
     for key, s in samples.items():
         if "image" not in s or (need_captions and "caption" not in s):
@@ -375,10 +426,16 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise ExtractError(f"--karpathy {path}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ExtractError(f"--karpathy {path}: want a JSON object with an \"images\" list (Karpathy split)")
+    dataset = data.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ExtractError(f"{path}: \"dataset\" is a {type(dataset).__name__}, want a string")
+    for j, im in enumerate(data["images"]):
+        if not isinstance(im, dict):
+            raise ExtractError(f"{path}: images[{j}] is a {type(im).__name__}, want a JSON object")
     imgs = [im for im in data["images"] if im.get("split") == split]
     if not imgs:
         splits = sorted({str(im.get("split")) for im in data["images"]})
@@ -386,9 +443,12 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     paths, captions, cap_image, missing = [], [], [], []
     for i, im in enumerate(imgs):
         fn = im.get("filename")
-        if not fn:
-            raise ExtractError(f"{path}: image {i} of split {split!r} has no filename")
-        cands = [os.path.join(images_root, im["filepath"], fn)] if im.get("filepath") else []
+        if not fn or not isinstance(fn, str):
+            raise ExtractError(f"{path}: image {i} of split {split!r} has no filename (a string): {fn!r}")
+        fp = im.get("filepath")
+        if fp is not None and not isinstance(fp, str):
+            raise ExtractError(f"{path}: image {fn}: filepath {fp!r} is not a string")
+        cands = [os.path.join(images_root, fp, fn)] if fp else []
         cands.append(os.path.join(images_root, fn))
         p = next((c for c in cands if os.path.isfile(c)), None)
         if p is None:
@@ -396,11 +456,19 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
             p = cands[0]
         paths.append(p)
         sents = im.get("sentences") or []
+        if not isinstance(sents, list):
+            raise ExtractError(f"{path}: image {fn}: sentences is a {type(sents).__name__}, want a list")
         caps = []
-        for s in sents:
-            raw = s.get("raw")
-            if raw is None and s.get("tokens"):
-                raw = " ".join(s["tokens"])
+        for k, s in enumerate(sents):
+            if not isinstance(s, dict):
+                raise ExtractError(f"{path}: image {fn}: sentence {k} is a {type(s).__name__}, want a JSON object")
+            raw, tokens = s.get("raw"), s.get("tokens")
+            if raw is None and tokens:
+                if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                    raise ExtractError(f"{path}: image {fn}: sentence {k}: tokens {tokens!r} is not a list of strings")
+                raw = " ".join(tokens)
+            if raw is not None and not isinstance(raw, str):
+                raise ExtractError(f"{path}: image {fn}: sentence {k}: raw {raw!r} is not a string")
             if raw is not None and raw.strip():
                 caps.append(raw.strip())
         if not caps:
@@ -410,7 +478,7 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     if missing:
         raise ExtractError(f"{len(missing)} of {len(imgs)} images are not under --images {images_root}, "
                            f"e.g. {missing[0]}")
-    return paths, captions, np.asarray(cap_image, dtype=np.int64), data.get("dataset")
+    return paths, captions, np.asarray(cap_image, dtype=np.int64), dataset
 
 
 # ---------------------------------------------------------------------------
@@ -435,19 +503,34 @@ def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Seque
     save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
 
 
-_COMPARED = ("command", "target", "shard_size", "rows", "dinov2", "clip", "feature_dim", "embedding_dim")
+_COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "float16", "dinov2", "clip",
+             "feature_dim", "embedding_dim")
+
+
+def _model_id(name: str) -> str:
+    """A model as extract.json records it: a local directory by its real path (so that
+    ``models/x``, ``models/x/`` and the same folder from another working directory agree), a
+    Hugging Face name as it is."""
+    return os.path.realpath(name) if os.path.isdir(name) else name
 
 
 def _check_manifest(out: str, settings: dict, write: bool) -> None:
     """extract.json records how the shards in ``out`` were made; shards made differently
-    (another target, shard size or model) must not be mixed with them, nor taken as done."""
+    (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
+    as done."""
     path = os.path.join(out, MANIFEST)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            try:
+        # Read as empty, a damaged file would let any settings resume into these shards.
+        try:
+            with open(path, encoding="utf-8") as f:
                 old = json.load(f)
-            except json.JSONDecodeError:
-                old = {}
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+            raise ExtractError(f"{path} is unreadable ({e}): it records how the shards in {out} were "
+                               f"made; use another --out, or delete {out} to start over") from None
+        # extract.json files written before models were recorded by real path hold them as given
+        old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else v for k, v in old.items()}
         diff = [k for k in _COMPARED if k in settings and k in old and old[k] != settings[k]]
         if diff:
             what = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
@@ -484,7 +567,8 @@ def _extractor(args) -> Extractor:
 
 
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
-    s = {"command": command, "target": args.target, "dinov2": args.dinov2, "clip": args.clip}
+    s = {"command": command, "target": args.target, "float16": args.float16,
+         "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip)}
     if ext is not None:
         s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
     s.update(extra)
@@ -622,11 +706,12 @@ def cmd_eval(args, kind: str) -> int:
 def read_lines(path: str) -> List[str]:
     """The lines of a UTF-8 text file, one query each, without their line ends. An empty (or
     blank) line is an error naming it: row i of the output must be line i + 1."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ExtractError(f"{path}: {e}") from None
+    # Lines end at \n alone, as `wc -l` counts them (str.splitlines would also break at \f,
+    # U+2028 and others); a CRLF file's \r goes with its line end.
+    lines = _read_text(path).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # after the last line end
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     for n, line in enumerate(lines, 1):
         if not line.strip():
             raise ExtractError(f"{path}:{n}: empty line (row {n - 1} of the output would have no text)")
@@ -784,6 +869,14 @@ def main(argv=None) -> int:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
         return 2
     try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        print(f"dinoclip.extract: --device {args.device}: {e}", file=sys.stderr)
+        return 2
+    try:
+        # before any input is read or model loaded; `texts` writes a file, the others a directory
+        if args.command != "texts" and os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ExtractError(f"--out {args.out} exists and is not a directory")
         if args.command == "train-folder":
             return cmd_train_folder(args)
         if args.command == "train-wds":

@@ -1,0 +1,53 @@
+// Package madedirs makes the missing directories of a path and removes
+// them again when what they were made for fails, leaving the file system
+// as it was: a command that creates its output's parent directories and
+// then fails should not leave them behind, empty.
+package madedirs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// MkdirAll is os.MkdirAll (mode 0755) that also returns the topmost
+// directory of dir's path it made: dir itself, one above it, or "" when
+// dir existed.
+func MkdirAll(dir string) (top string, err error) {
+	top = missingTop(dir)
+	return top, os.MkdirAll(dir, 0o755)
+}
+
+// missingTop is the topmost directory of dir's path that does not exist,
+// or "" when dir exists.
+func missingTop(dir string) string {
+	top := ""
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			return top
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			return top
+		}
+	}
+}
+
+// Remove removes dir and the directories above it up to top, as long as
+// each is empty (os.Remove refuses one that holds anything: the walk stops
+// there). A top of "", or one that is not dir or above it, removes nothing.
+func Remove(dir, top string) {
+	if top == "" {
+		return
+	}
+	if rel, err := filepath.Rel(top, dir); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return
+	}
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if os.Remove(d) != nil || d == filepath.Clean(top) || filepath.Dir(d) == d {
+			return
+		}
+	}
+}

@@ -1,0 +1,47 @@
+package madedirs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// MkdirAll names the topmost directory it made; Remove takes the made
+// ones away again up to it, and stops at one that gained a file.
+func TestMkdirAllRemove(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "a", "b", "c")
+	top, err := MkdirAll(dir)
+	if err != nil || top != filepath.Join(base, "a") {
+		t.Fatalf("MkdirAll: top %q, %v; want %s", top, err, filepath.Join(base, "a"))
+	}
+	if again, err := MkdirAll(dir); err != nil || again != "" {
+		t.Fatalf("MkdirAll of an existing directory: top %q, %v; want none", again, err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "a", "keep.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	Remove(dir, top)
+	if _, err := os.Stat(filepath.Join(base, "a", "b")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a/b, made and empty, is left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a", "keep.txt")); err != nil {
+		t.Errorf("a, holding a file, was removed: %v", err)
+	}
+	Remove(filepath.Join(base, "a"), "")
+	if _, err := os.Stat(filepath.Join(base, "a")); err != nil {
+		t.Errorf("Remove with no top removed a: %v", err)
+	}
+	if _, err := os.Stat(base); err != nil {
+		t.Errorf("the directory above top was removed: %v", err)
+	}
+	// A top that is not above dir: nothing is removed.
+	other := filepath.Join(base, "x", "y")
+	os.MkdirAll(other, 0o755)
+	Remove(other, filepath.Join(base, "elsewhere"))
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("Remove with a top not above dir removed it: %v", err)
+	}
+}

@@ -295,15 +295,26 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
 		}
 		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
-		// 8: an integer flag's unquoted number must be plain decimal, as on
-		// the command line (decimalInts).
+		// 8, tagged !!int or not: an integer flag's number must be plain
+		// decimal, as on the command line (decimalInts). A quoted one is
+		// read in decimal, as in the environment.
+		// A number written as a float (9007199254740993.0, 1e19) is read
+		// from its digits, exactly, not from the float64 YAML rounds it to.
 		// A string flag takes an unquoted scalar as written (out: 0101, not
 		// the 65 YAML reads).
 		n := written[key]
 		switch f.(type) {
 		case *altsrc.IntFlag, *altsrc.Uint64Flag:
-			if n.Kind == yaml.ScalarNode && n.Style == 0 && hasOtherBase(n.Value) {
+			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
+				break
+			}
+			if hasOtherBase(n.Value) {
 				return nil, fmt.Errorf("config %s: key %s: %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, n.Value)
+			}
+			if x, isFloat := v.(float64); isFloat && !math.IsInf(x, 0) && !math.IsNaN(x) {
+				if r, ok := new(big.Rat).SetString(n.Value); ok && r.IsInt() {
+					v = r.Num().String()
+				}
 			}
 		case *altsrc.StringFlag:
 			if _, isString := v.(string); !isString && n.Kind == yaml.ScalarNode && v != nil {

@@ -131,6 +131,8 @@ func TestConfigErrors(t *testing.T) {
 		{"octal seed", "seed: 010\n", []string{"key seed", "decimal digits"}},
 		{"hexadecimal batch", "batch: 0x10\n", []string{"key batch", "decimal digits"}},
 		{"seed read as a float", "seed: 08\n", []string{"key seed", "decimal digits"}},
+		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
+		{"hexadecimal tagged an integer", "batch: !!int 0x10\n", []string{"key batch", "decimal digits"}},
 		{"list for a string", "data: [a, b]\n", []string{"key data", "string"}},
 		{"not a mapping", "- a\n- b\n", []string{"not a YAML or JSON mapping"}},
 		{"bad JSON", `{"epochs": 3`, []string{"not a YAML or JSON mapping"}},
@@ -152,6 +154,16 @@ func TestConfigErrors(t *testing.T) {
 	mustRun(t, "train", "--data", data, "--out", run, "--config", maxSeed)
 	if o := runOptions(t, run); o.Seed != math.MaxUint64 {
 		t.Errorf("seed: 18446744073709551615 in a config file: the run's seed is %d", o.Seed)
+	}
+	// A seed written as a float is read from its digits: 2^53+1 is not
+	// the 2^53 its float64 is; a quoted number is decimal.
+	for text, want := range map[string]uint64{"seed: 9007199254740993.0\n": 1<<53 + 1, "seed: 1.8446744073709551615e19\n": math.MaxUint64, "seed: \"010\"\n": 10} {
+		cfg := writeFile(t, filepath.Join(dir, "seed.yaml"), text+"epochs: 1\nbatch: 16\nhidden-dim: 8\nblocks: 1\n")
+		seedRun := filepath.Join(t.TempDir(), "run")
+		mustRun(t, "train", "--data", data, "--out", seedRun, "--config", cfg)
+		if o := runOptions(t, seedRun); o.Seed != want {
+			t.Errorf("%q in a config file: the run's seed is %d, want %d", text, o.Seed, want)
+		}
 	}
 	missing := filepath.Join(dir, "missing.yaml")
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", missing}, missing)

@@ -311,8 +311,8 @@ func (d *Device) unitRowsBF16(unit buf[float32], unitB buf[uint16], norms buf[fl
 }
 
 // infoNCESums launches infonce_sums: the sums of exp(scale x cos) over
-// the rows (a block each), then over the columns (a block per 32), of
-// cos [n, n].
+// the columns (a block per 32, the long ones first), then over the rows (a
+// block each), of cos [n, n].
 func (d *Device) infoNCESums(sums buf[float64], cos buf[float32], scale float64, n int) error {
 	const what = "infonce_sums"
 	blocks := n + ceilDiv(n, 32)

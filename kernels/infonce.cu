@@ -21,14 +21,17 @@
 //                 only the bf16 copy). Rows n <= r < rows of unit_bf16 are
 //                 set to zero: the padding that makes the nn GEMM's K (the
 //                 batch) a multiple of 8.
-//   infonce_sums  grid (n + ceil(n/32)), block 256: block b < n writes
-//                 sums[b] = sum_j exp(s cos[b, j]) (row b: prediction ->
-//                 target); block n + c writes sums[n + j] = sum_i
-//                 exp(s cos[i, j]) for the 32 columns j = 32c .. 32c+31
-//                 (target -> prediction), by common.cuh's column_sums:
-//                 each warp reads row segments whole (v2 gave each column a
-//                 block, which read it with a stride of a row: 4 of every
-//                 32 bytes it fetched).
+//   infonce_sums  grid (ceil(n/32) + n), block 256: block c < ceil(n/32)
+//                 writes sums[n + j] = sum_i exp(s cos[i, j]) for the 32
+//                 columns j = 32c .. 32c+31 (target -> prediction), by
+//                 common.cuh's column_sums: each warp reads row segments
+//                 whole (v2 gave each column a block, which read it with a
+//                 stride of a row: 4 of every 32 bytes it fetched); block
+//                 ceil(n/32) + b writes sums[b] = sum_j exp(s cos[b, j])
+//                 (row b: prediction -> target). A column block has 32
+//                 times a row block's work, so the column blocks come
+//                 first: the row blocks fill the machine around them
+//                 instead of leaving them to run alone at the end.
 //   infonce_grad  grid (n), block 256: row i of G = (softmax_rows +
 //                 softmax_cols - 2I) / 2n with softmax = exp(s cos) / sum,
 //                 dcos[i, j] = s G[i, j] (float), rowds[i] = sum_j G[i, j]
@@ -49,7 +52,7 @@
 // Versions: v1 (fp32 GEMMs, double softmax statistics; batch n limited by
 // the [n, n] float32 cos and dcos matrices in device memory); v2 (the bf16
 // engine's operands: unit_rows_bf16 and infonce_grad_bf16); v3 (column sums
-// by 32-column blocks, coalesced).
+// by 32-column blocks, coalesced); v4 (the column blocks first).
 #include "common.cuh"
 #include "tensorcore.cuh"
 
@@ -98,17 +101,18 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS)
 infonce_sums(double* sums, const float* cos, double scale, int n) {
     __shared__ double scratch[REDUCE_WARPS];
     __shared__ double part[REDUCE_WARPS][32];
-    const int b = blockIdx.x;
-    if (b < n) {  // row b, contiguous
-        const size_t first = (size_t)b * n;
-        double s = 0.0;
-        for (int k = threadIdx.x; k < n; k += blockDim.x) s += exp(scale * (double)cos[first + k]);
-        s = block_sum_d(s, scratch);
-        if (threadIdx.x == 0) sums[b] = s;
+    const int col_blocks = (n + 31) / 32;
+    if (blockIdx.x < col_blocks) {  // 32 columns, read a row segment at a time
+        column_sums(sums + n, [=](int i, int j) { return exp(scale * (double)cos[(size_t)i * n + j]); }, n, n,
+                    blockIdx.x, part);
         return;
     }
-    // 32 columns, read a row segment at a time.
-    column_sums(sums + n, [=](int i, int j) { return exp(scale * (double)cos[(size_t)i * n + j]); }, n, n, b - n, part);
+    const int b = blockIdx.x - col_blocks;  // row b, contiguous
+    const size_t first = (size_t)b * n;
+    double s = 0.0;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) s += exp(scale * (double)cos[first + k]);
+    s = block_sum_d(s, scratch);
+    if (threadIdx.x == 0) sums[b] = s;
 }
 
 // store_dcos stores an element of dL/dcos as float or as bf16.

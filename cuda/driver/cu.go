@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/dinoclip/dinoclip/cuda/driver/libcuda"
 	// gpuprobe's init runs before cu's and explains a missing GPU.
 	_ "github.com/dinoclip/dinoclip/cuda/internal/gpuprobe"
 	"github.com/dinoclip/dinoclip/kernels"
@@ -186,7 +187,7 @@ func (c *cuDriver) NewEvent() (Event, error) {
 	return &ev, nil
 }
 
-func (c *cuDriver) Record(ev Event) error { return ev.(*cu.Event).Record(c.stream) }
+func (c *cuDriver) Record(ev Event) error { return kernelFault(ev.(*cu.Event).Record(c.stream)) }
 
 func (c *cuDriver) WaitEvent(ev Event) error { return kernelFault(ev.(*cu.Event).Synchronize()) }
 
@@ -245,15 +246,19 @@ func (c *cuDriver) Launch(k, gx, gy, block int, args []uint64) error {
 func (c *cuDriver) Sync() error { return kernelFault(c.stream.Synchronize()) }
 
 // kernelFault says what the driver's bare names of a kernel's asynchronous
-// fault mean here; they surface at the next call that waits for the stream
-// (or at any later call: the context is lost, so every later call fails
-// with the same error).
+// fault mean here, from gorgonia/cu's calls or package libcuda's. A fault
+// surfaces at the next call that touches the stream (and, the context being
+// lost, at every later call), so the call that reports it names no culprit:
+// with CUDA_LAUNCH_BLOCKING=1 each launch waits for its kernel and reports
+// its own fault.
 func kernelFault(err error) error {
+	const why = "; the GPU context is lost. The fault surfaces at the next call that touches the stream, not necessarily the faulting kernel's: rerun with CUDA_LAUNCH_BLOCKING=1 to have it reported at the launch of the kernel that faulted"
+	var le *libcuda.Error
 	switch {
-	case errors.Is(err, cu.LaunchFailed):
-		return fmt.Errorf("%w (a kernel trapped: a tensor-core kernel's barrier wait passed 10 s (a stalled pipeline), or an sm_90a kernel ran without its Hopper body; the GPU context is lost)", err)
-	case errors.Is(err, cu.IllegalAddress):
-		return fmt.Errorf("%w (a kernel read or wrote outside its buffers; the GPU context is lost)", err)
+	case errors.Is(err, cu.LaunchFailed), errors.As(err, &le) && le.Code == int(cu.LaunchFailed):
+		return fmt.Errorf("%w (a kernel trapped: a tensor-core kernel's barrier wait passed 10 s (a stalled pipeline), or an sm_90a kernel ran without its Hopper body%s)", err, why)
+	case errors.Is(err, cu.IllegalAddress), errors.As(err, &le) && le.Code == int(cu.IllegalAddress):
+		return fmt.Errorf("%w (a kernel read or wrote outside its buffers%s)", err, why)
 	}
 	return err
 }

@@ -114,7 +114,7 @@ func (c *cuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 	l.SharedBytes = uint32(cfg.SharedBytes)
 	l.Stream = x.stream
 	if err := x.lib.LaunchKernelEx(fn, l, params); err != nil {
-		return fmt.Errorf("cuda: kernel %s: %w", c.names[k], err)
+		return fmt.Errorf("cuda: launching kernel %s: %w", c.names[k], kernelFault(err))
 	}
 	return nil
 }
@@ -214,7 +214,7 @@ func (c *cuDriver) ToHostAsync(dst []byte, src uintptr) error {
 	if err != nil {
 		return err
 	}
-	return x.lib.MemcpyDtoHAsync(dst, src, x.stream)
+	return kernelFault(x.lib.MemcpyDtoHAsync(dst, src, x.stream))
 }
 
 // UploadAsync's source must be pinned: from pageable memory the copy would
@@ -225,7 +225,7 @@ func (c *cuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
 		return err
 	}
 	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(dst), unsafe.Pointer(&src[0]), int64(len(src)), c.stream); err != nil {
-		return err
+		return kernelFault(err)
 	}
 	if done == nil {
 		return nil
@@ -313,7 +313,7 @@ func (c *cuDriver) LaunchGraph(exec GraphExec) error {
 	if err != nil {
 		return err
 	}
-	return x.lib.GraphLaunch(e, x.stream)
+	return kernelFault(x.lib.GraphLaunch(e, x.stream))
 }
 
 func (c *cuDriver) DestroyGraph(g Graph) error {

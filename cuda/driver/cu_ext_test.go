@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
 	"strings"
@@ -364,14 +365,22 @@ func TestKernelFaultExplained(t *testing.T) {
 	for _, c := range []struct {
 		err  error
 		want string
-	}{{cu.LaunchFailed, "barrier wait"}, {cu.IllegalAddress, "outside its buffers"}} {
+	}{
+		{cu.LaunchFailed, "barrier wait"},
+		{cu.IllegalAddress, "outside its buffers"},
+		// package libcuda's calls (LaunchEx, LaunchGraph, ToHostAsync)
+		{&libcuda.Error{Call: "cuGraphLaunch", Code: 719, Name: "CUDA_ERROR_LAUNCH_FAILED"}, "CUDA_LAUNCH_BLOCKING=1"},
+		{fmt.Errorf("wrapped: %w", &libcuda.Error{Call: "cuLaunchKernelEx", Code: 700}), "outside its buffers"},
+	} {
 		got := kernelFault(c.err)
 		if !errors.Is(got, c.err) || !strings.Contains(got.Error(), c.want) {
 			t.Errorf("kernelFault(%v) = %v, want it wrapped with %q", c.err, got, c.want)
 		}
 	}
-	if got := kernelFault(cu.OutOfMemory); got != cu.OutOfMemory {
-		t.Errorf("kernelFault(OutOfMemory) = %v, want it unchanged", got)
+	for _, other := range []error{cu.OutOfMemory, &libcuda.Error{Call: "cuLaunchKernelEx", Code: 1}} {
+		if got := kernelFault(other); got != other {
+			t.Errorf("kernelFault(%v) = %v, want it unchanged", other, got)
+		}
 	}
 	if kernelFault(nil) != nil {
 		t.Error("kernelFault(nil) is not nil")

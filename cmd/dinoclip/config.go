@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -268,7 +269,22 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 	if err := yaml.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %v", path, err)
 	}
-	// The values as written, for the integer flags' check below.
+	// yaml.Unmarshal reads the first document only: a second would be
+	// dropped without a word. (An empty one, as a trailing --- makes, is
+	// no matter.)
+	docs := yaml.NewDecoder(bytes.NewReader(b))
+	for n := 0; ; {
+		var doc yaml.Node
+		err := docs.Decode(&doc)
+		if err == io.EOF {
+			break
+		}
+		empty := len(doc.Content) == 0 || (len(doc.Content) == 1 && doc.Content[0].ShortTag() == "!!null")
+		if n++; err != nil || (n > 1 && !empty) {
+			return nil, fmt.Errorf("config %s: more than one YAML document (a line ---); a configuration file is one mapping", path)
+		}
+	}
+	// The values as written, for the checks below.
 	var written map[string]yaml.Node
 	yaml.Unmarshal(b, &written)
 	byName := map[string]cli.Flag{}
@@ -295,21 +311,24 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
 		}
 		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
-		// 8, tagged !!int or not: an integer flag's number must be plain
-		// decimal, as on the command line (decimalInts). A quoted one is
-		// read in decimal, as in the environment.
-		// A number written as a float (9007199254740993.0, 1e19) is read
+		// 8, tagged !!int or not: a number flag's number must be plain
+		// decimal, as on the command line (decimalInts). A quoted integer
+		// is read in decimal, as in the environment.
+		// An integer written as a float (9007199254740993.0, 1e19) is read
 		// from its digits, exactly, not from the float64 YAML rounds it to.
 		// A string flag takes an unquoted scalar as written (out: 0101, not
-		// the 65 YAML reads).
-		n := written[key]
+		// the 65 YAML reads), and so does each string of a list flag.
+		n := resolveAlias(written[key])
 		switch f.(type) {
-		case *altsrc.IntFlag, *altsrc.Uint64Flag:
+		case *altsrc.IntFlag, *altsrc.Uint64Flag, *altsrc.Float64Flag:
 			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
 				break
 			}
 			if hasOtherBase(n.Value) {
 				return nil, fmt.Errorf("config %s: key %s: %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, n.Value)
+			}
+			if _, isFloatFlag := f.(*altsrc.Float64Flag); isFloatFlag {
+				break
 			}
 			if x, isFloat := v.(float64); isFloat && !math.IsInf(x, 0) && !math.IsNaN(x) {
 				if r, ok := new(big.Rat).SetString(n.Value); ok && r.IsInt() {
@@ -317,8 +336,14 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 				}
 			}
 		case *altsrc.StringFlag:
-			if _, isString := v.(string); !isString && n.Kind == yaml.ScalarNode && v != nil {
-				v = n.Value
+			v = asWritten(n, v)
+		case *altsrc.StringSliceFlag:
+			if list, isList := v.([]any); isList && n.Kind == yaml.SequenceNode && len(n.Content) == len(list) {
+				for i := range list {
+					list[i] = asWritten(resolveAlias(*n.Content[i]), list[i])
+				}
+			} else {
+				v = asWritten(n, v)
 			}
 		}
 		val, err := configValue(f, v)
@@ -328,6 +353,23 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		out[key] = val
 	}
 	return out, nil
+}
+
+// resolveAlias is the node an alias (*name) stands for, else n.
+func resolveAlias(n yaml.Node) yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = *n.Alias
+	}
+	return n
+}
+
+// asWritten is a string flag's value v (decoded by YAML from node n) as
+// written when YAML read the scalar as something else: a number, a bool.
+func asWritten(n yaml.Node, v any) any {
+	if _, isString := v.(string); isString || v == nil || n.Kind != yaml.ScalarNode {
+		return v
+	}
+	return n.Value
 }
 
 // configValue converts one configuration value to the type altsrc wants for

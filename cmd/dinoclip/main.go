@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -47,8 +48,25 @@ func newApp() *cli.App {
 		Version:        buildinfo.String(),
 		Commands:       commands(),
 		Action:         runNoCommand,
+		Before:         ignoreEmptyEnv,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
 	}
+}
+
+// ignoreEmptyEnv unsets every DINOCLIP_ variable that is set but empty:
+// such a variable sets no flag (urfave/cli parses only a value), but
+// altsrc took it for set and left the flag's --config value unread, so
+// DINOCLIP_K= search --config c.yaml searched for the default k, not the
+// file's.
+func ignoreEmptyEnv(*cli.Context) error {
+	for _, kv := range os.Environ() {
+		if name, value, _ := strings.Cut(kv, "="); strings.HasPrefix(name, envPrefix) && value == "" {
+			if err := os.Unsetenv(name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // runNoCommand is the app's action when no subcommand matched: the overview

@@ -231,7 +231,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := checkOutDir(outDir); err != nil {
+	if err := checkOutDir(outDir, queriesPath, indexPath); err != nil {
 		return err
 	}
 	sweepLeftovers(cCtx.App.ErrWriter, outDir, true)
@@ -255,8 +255,6 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	zeroQueries := retrieval.ZeroRows(queries, qdim)
-	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	opened, release, err := openKeys(indexPath, cCtx.App.ErrWriter)
 	if err != nil {
 		return err
@@ -274,6 +272,8 @@ func runSearch(cCtx *cli.Context) (err error) {
 	case int64(nq)*int64(k) > maxAnswer:
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
 	}
+	zeroQueries := retrieval.ZeroRows(queries, qdim)
+	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	var searcher retrieval.Searcher
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
@@ -366,7 +366,7 @@ func warnZeroRows(w io.Writer, path, effect string, zero []int, n int) {
 
 // checkOutDir refuses an --out that exists and is not an earlier search's
 // output, which writeSearch would replace.
-func checkOutDir(out string) error {
+func checkOutDir(out string, inputs ...string) error {
 	st, err := os.Stat(out)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -393,6 +393,17 @@ func checkOutDir(out string) error {
 		case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile:
 		default:
 			return fmt.Errorf("--out %s holds %s, not only an earlier search's output; choose another directory", out, e.Name())
+		}
+		// An input named like an output (--queries hits/ids.npy, or a
+		// link to it) would go with the directory it replaces.
+		st, err := os.Stat(filepath.Join(out, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, in := range inputs {
+			if ist, err := os.Stat(in); err == nil && os.SameFile(st, ist) {
+				return fmt.Errorf("--out %s holds %s, which is the input %s: the output replaces the directory whole; choose another --out", out, e.Name(), in)
+			}
 		}
 	}
 	return nil

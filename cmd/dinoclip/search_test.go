@@ -382,6 +382,17 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.Mkdir(busy, 0o755)
 	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)
 	wantError(t, search("--out", busy), "thesis.tex")
+	// An input inside --out, named like an output file (or linked from
+	// one), would go with the directory the output replaces.
+	within := filepath.Join(dir, "within")
+	os.Mkdir(within, 0o755)
+	inside := filepath.Join(within, searchIDsFile)
+	os.Link(q, inside)
+	wantError(t, []string{"search", "--index", index, "--queries", inside, "--out", within}, "is the input "+inside)
+	wantError(t, search("--out", within), "is the input "+q)
+	if _, err := os.Stat(inside); err != nil {
+		t.Errorf("a refused search lost its queries: %v", err)
+	}
 
 	// An index with no rows (its one features file is empty).
 	empty := filepath.Join(dir, "e.dino.npy")
@@ -489,6 +500,13 @@ func TestSearchZeroRows(t *testing.T) {
 	}
 	writeF32(t, qp, []int{1, dim}, []float32{float32(math.NaN()), 0, 0, 0})
 	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "3", "--out", out}, "row 0, column 0 is NaN")
+	// Zero queries of the wrong width: the error, and no warning about
+	// rows that are not searched.
+	writeF32(t, qp, []int{2, dim + 1}, make([]float32, 2*(dim+1)))
+	_, stderr, err = runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out)
+	if err == nil || !strings.Contains(err.Error(), "5 wide") || strings.Contains(stderr, qp+":") {
+		t.Errorf("zero queries 5 wide against 4-wide keys: error %v, stderr:\n%s", err, stderr)
+	}
 }
 
 // Searches writing the same --out at the same time all succeed, and what

@@ -161,6 +161,29 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["f.bin"]
 
 
+def test_atomic_write_errors_name_the_path(tmp_path):
+    """An OSError of a write (no space; a directory to create under a regular file) names the
+    file being written, not its temporary file, keeps its type, and leaves nothing behind."""
+    import errno
+
+    p = tmp_path / "f.bin"
+
+    def full(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        checkpoint.write_atomic(str(p), full)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(p)
+    assert checkpoint.oserror_message(e.value) == f"{p}: cannot write it: No space left on device"
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "afile").write_text("x")
+    under = tmp_path / "afile" / "sub" / "m.bin"
+    with pytest.raises(NotADirectoryError) as e:
+        checkpoint.write_atomic(str(under), lambda f: f.write(b"x"))
+    assert checkpoint.oserror_message(e.value) == f"{under}: cannot write it: Not a directory"
+
+
 def test_default_model_file_size(tmp_path):
     """The full-size model: 54,608,384 float32 values, about 218 MB."""
     m = ProjectorWithResiduals()

@@ -72,7 +72,13 @@ def test_wrapped_state_dicts(tmp_path, wrap):
     # 10^8 x 10^8 could not even be allocated)
     ("expanded", r"input_proj\.weight has shape \[100000000, 100000000\] but stores only 1 elements"),
     ("expanded_fits", r"input_proj\.weight has shape \[16, 12\] but stores only 12 elements"),
+    # what torch.load(weights_only=True) accepts but has no dense values in memory: refused
+    # by name, not a NotImplementedError from torch
+    ("sparse", r"input_proj\.weight is a torch\.sparse_coo tensor, not a dense \(strided\) one"),
+    ("sparse_csr", r"output_proj\.0\.weight is a torch\.sparse_csr tensor"),
+    ("meta", r"layer_norm\.bias is on the meta device, not on the CPU with data"),
 ])
+@pytest.mark.filterwarnings("ignore:.*[Ss]parse:UserWarning")
 def test_errors(tmp_path, case, pattern):
     sd = dict(original().state_dict())
     obj = sd
@@ -100,16 +106,25 @@ def test_errors(tmp_path, case, pattern):
         sd["input_proj.weight"] = torch.zeros(1, 1).expand(10**8, 10**8)
     elif case == "expanded_fits":
         sd["input_proj.weight"] = torch.zeros(1, 12).expand(16, 12)
+    elif case == "sparse":
+        sd["input_proj.weight"] = sd["input_proj.weight"].to_sparse()
+    elif case == "sparse_csr":
+        sd["output_proj.0.weight"] = sd["output_proj.0.weight"].to_sparse_csr()
+    elif case == "meta":
+        sd["layer_norm.bias"] = torch.empty(8, device="meta")
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(ConversionError, match=pattern):
         convert.torch_to_dinoclip(str(tmp_path / "bad.pt"), str(tmp_path / "out.safetensors"))
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.parametrize("where", ["checkpoint", "checkpoint_link", "run_top", "run_json", "run_checkpoints"])
+@pytest.mark.parametrize("where", ["checkpoint", "checkpoint_link", "run_top", "run_json", "run_checkpoints",
+                                   "in_checkpoints", "new_checkpoint", "new_checkpoint_file", "run_subdir",
+                                   "run_json_subdir"])
 def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
     """Not over a training checkpoint's model (it would resume with another model's optimizer
-    state), nor beside a run's files (the run's name would resolve to it)."""
+    state), nor beside a run's files (the run's name would resolve to it), nor anywhere else
+    inside a run (its checkpoints/, a checkpoint directory the trainer has not written)."""
     torch.save(original().state_dict(), tmp_path / "m.pt")
     run = tmp_path / "run"
     ckpt = run / "checkpoints" / "step-3"
@@ -124,6 +139,14 @@ def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
         "run_top": (run, r"in a training run directory \(beside its last, checkpoints/\)"),
         "run_json": (tmp_path / "r2" / "x.safetensors", r"beside its run\.json"),
         "run_checkpoints": (tmp_path / "r3" / "model.safetensors", r"beside its checkpoints/"),
+        # the run's layout (train/rundir.go): RUN/checkpoints/step-NNNNNNNN/
+        "in_checkpoints": (run / "checkpoints" / "model.safetensors",
+                           rf"inside the training run directory {run} \(it holds last\)"),
+        "new_checkpoint": (run / "checkpoints" / "step-00000100", "inside the training run directory"),
+        "new_checkpoint_file": (run / "checkpoints" / "step-00000100" / "model.safetensors",
+                                "inside the training run directory"),
+        "run_subdir": (run / "exports" / "deep" / "m.safetensors", "inside the training run directory"),
+        "run_json_subdir": (tmp_path / "r2" / "sub" / "m.safetensors", r"\(it holds run\.json\)"),
     }[where]
     (tmp_path / "r2").mkdir()
     (tmp_path / "r2" / "run.json").write_text("{}")
@@ -133,6 +156,17 @@ def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
     assert (ckpt / "model.safetensors").read_bytes() == before
     assert not (run / "model.safetensors").exists()
     assert sorted(os.listdir(tmp_path / "r2")) == ["run.json"]
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-3"]
+    assert not (run / "exports").exists()
+
+
+def test_to_dinoclip_writes_under_a_folder_named_checkpoints(tmp_path):
+    """A folder named checkpoints outside a run (no run.json, best or last above) is no run's."""
+    torch.save(original().state_dict(), tmp_path / "m.pt")
+    (tmp_path / "proj" / "checkpoints").mkdir(parents=True)
+    out = tmp_path / "proj" / "checkpoints" / "orig" / "model.safetensors"
+    assert convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(out)) == str(out)
+    assert checkpoint.load(out).config == original().config
 
 
 def test_refuses_pickled_code(tmp_path):
@@ -158,3 +192,27 @@ def test_cli_exit_code_and_message(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("dinoclip.convert: ") and "input_proj.weight" in r.stderr
     assert r.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_cli_output_errors_are_one_line(tmp_path, monkeypatch, capfd):
+    """An output that cannot be written (under a regular file; no permission; no space):
+    the path and the cause on one line, status 1, no traceback."""
+    import errno
+
+    torch.save(original().state_dict(), tmp_path / "m.pt")
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "x" / "m.safetensors"
+    assert convert.main(["to-dinoclip", str(tmp_path / "m.pt"), str(out)]) == 1
+    assert capfd.readouterr().err == f"dinoclip.convert: {out}: cannot write it: Not a directory\n"
+    assert convert.main(["to-torch", str(tmp_path / "missing"), str(tmp_path / "o.pt")]) == 1
+    assert capfd.readouterr().err.count("\n") == 1
+    checkpoint.save(original(), tmp_path / "ok.safetensors")
+    for err in (errno.EACCES, errno.ENOSPC):
+        def fail(*a, err=err):
+            raise OSError(err, os.strerror(err))
+
+        monkeypatch.setattr(os, "replace", fail)
+        assert convert.main(["to-torch", str(tmp_path / "ok.safetensors"), str(tmp_path / "o.pt")]) == 1
+        assert capfd.readouterr().err == \
+            f"dinoclip.convert: {tmp_path / 'o.pt'}: cannot write it: {os.strerror(err)}\n"
+        assert not (tmp_path / "o.pt").exists()

@@ -319,12 +319,36 @@ def _fsync_dir(d: str) -> None:
         os.close(fd)
 
 
+def oserror_message(e: OSError) -> str:
+    """An OSError as one line naming its file: ``PATH: No space left on device``, not
+    ``[Errno 28] No space left on device: 'PATH'`` (or, without a file, ``str(e)``)."""
+    if e.filename is None or not e.strerror:
+        return str(e)
+    msg = f"{os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else e.filename}: {e.strerror}"
+    if e.filename2 is not None:
+        msg += f" (and {os.fsdecode(e.filename2) if isinstance(e.filename2, (str, bytes)) else e.filename2})"
+    return msg
+
+
+def _naming(e: OSError, path: str) -> OSError:
+    """``e`` (of the same OSError subclass) naming ``path``: a failure to create a directory
+    above it, or to write, sync or rename the temporary file, is a failure to write ``path``,
+    and the temporary file's name would mean nothing to the reader."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, f"cannot write it: {e.strerror}", path)
+
+
 def write_atomic(path: str, write) -> None:
     """Calls ``write(fileobj)`` on a temporary file beside ``path``, fsyncs it and renames it
-    over ``path``: readers see the old file or the whole new one, never a part."""
+    over ``path``: readers see the old file or the whole new one, never a part. An OSError
+    (``path`` under a regular file, no space, no permission) names ``path``."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=d)
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=d)
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -334,11 +358,13 @@ def write_atomic(path: str, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
     _fsync_dir(d)
 

@@ -14,7 +14,7 @@ run); the model's shape is inferred from the tensors, and every name and shape i
 to write ``model.safetensors`` into. ``to-torch`` reads a dinoclip model file, checkpoint
 directory or run directory (its best checkpoint, else its last) and writes a plain state_dict
 that loads into the original class. Both write atomically; ``to-dinoclip`` does not write into a
-training checkpoint or a run directory's top level.
+training checkpoint, a run directory's top level, or anywhere else inside a run.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from . import checkpoint
-from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE
+from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, oserror_message
 from .model import ProjectorWithResiduals
 
 __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
 
 #: dict keys under which training scripts commonly nest a state_dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict")
+# names in a training run directory (docs/FORMAT.md; train/rundir.go)
+RUN_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 class ConversionError(CheckpointError):
@@ -86,6 +89,16 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> ProjectorWithResiduals:
     """A ProjectorWithResiduals holding ``sd``, its shape inferred; strict name/shape check."""
+    # What torch.load(weights_only=True) accepts includes sparse tensors and meta tensors (a
+    # shape without data, e.g. from a model built on the meta device); the checks below (and
+    # the copy into the model) need a dense tensor whose values are in memory.
+    for k, v in sd.items():
+        if v.layout != torch.strided:
+            raise ConversionError(f"{where}: {k} is a {v.layout} tensor, not a dense (strided) one "
+                                  "(save its .to_dense())")
+        if v.device.type != "cpu":
+            raise ConversionError(f"{where}: {k} is on the {v.device.type} device, not on the CPU with data"
+                                  + (" (a meta tensor holds no values)" if v.device.type == "meta" else ""))
     # A few stored values can declare a huge shape (torch.expand, stride 0); the model inferred
     # from it would take gigabytes. Every tensor must hold the elements of its shape, so the
     # model is no bigger than the file.
@@ -126,20 +139,38 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
     return model
 
 
+def _run_marks(d: str, top: bool) -> list:
+    """The files of a training run directory (docs/FORMAT.md; train/rundir.go) that ``d``
+    holds. ``checkpoints/`` counts only for the directory written into (``top``): a run's name
+    would resolve to a model file beside it; but above it, a folder named checkpoints is
+    common outside runs, while a run has its run.json from the start (and last, best links)."""
+    marks = [n for n in (RUN_FILE, BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
+    if top and os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
+        marks.append(CHECKPOINTS_DIR + "/")
+    return marks
+
+
 def _check_destination(dst: str) -> None:
     """Refuses to write where a model file would be taken for a run's own: a training
-    checkpoint (resumed with another model's optimizer state) or a run directory's top level
-    (where the run's name resolves to ``model.safetensors`` before its best and last)."""
+    checkpoint (resumed with another model's optimizer state), a run directory's top level
+    (where the run's name resolves to ``model.safetensors`` before its best and last), or
+    anywhere else inside a run (its checkpoints/, a checkpoint being made: the run's files
+    are the trainer's)."""
     d = os.path.realpath(os.path.dirname(os.path.abspath(dst)))  # where the file is written
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
         raise ConversionError(f"{dst} is in a training checkpoint (beside its {OPTIMIZER_FILE}): "
                               "write the model outside the run's checkpoints")
-    marks = [n for n in ("run.json", BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
-    if os.path.isdir(os.path.join(d, "checkpoints")):
-        marks.append("checkpoints/")
+    marks = _run_marks(d, top=True)
     if marks:
         raise ConversionError(f"{dst} is in a training run directory (beside its {', '.join(marks)}): "
                               "write the model outside the run")
+    up = d
+    while os.path.dirname(up) != up:
+        up = os.path.dirname(up)
+        marks = _run_marks(up, top=False)
+        if marks:
+            raise ConversionError(f"{dst} is inside the training run directory {up} (it holds "
+                                  f"{', '.join(marks)}): write the model outside the run")
 
 
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
@@ -200,8 +231,11 @@ def main(argv=None) -> int:
             out = torch_to_dinoclip(args.input, args.output)
         else:
             out = dinoclip_to_torch(args.input, args.output)
-    except (CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except CheckpointError as e:
         print(f"dinoclip.convert: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a missing input; an output under a file, without space or permission
+        print(f"dinoclip.convert: {oserror_message(e)}", file=sys.stderr)
         return 1
     print(f"wrote {out}", file=sys.stderr)
     return 0

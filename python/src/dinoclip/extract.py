@@ -42,6 +42,7 @@ import json
 import lzma
 import math
 import os
+import stat
 import sys
 import tarfile
 import zlib
@@ -53,6 +54,7 @@ import torch
 
 from . import encoders
 from ._progress import progress
+from .checkpoint import oserror_message
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -67,6 +69,13 @@ EVAL_FILES = ("images.dino.npy", "images.clip.npy", "captions.clip.npy", "captio
 MANIFEST = "extract.json"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# The names of the tar files train-wds takes from a directory, and strips from a tar's name to
+# name its output shard: plain, and each compression this Python's tarfile reads (which is what
+# a tar named on the command line may be).
+_TAR_COMPRESSED = {"gz": (".tar.gz", ".tgz"), "bz2": (".tar.bz2", ".tbz2", ".tbz"), "xz": (".tar.xz", ".txz"),
+                   "zst": (".tar.zst", ".tzst")}
+TAR_SUFFIXES = (".tar",) + tuple(
+    suf for meth, sufs in _TAR_COMPRESSED.items() if meth in tarfile.TarFile.OPEN_METH for suf in sufs)
 
 
 class ExtractError(Exception):
@@ -81,14 +90,44 @@ def _log(msg: str) -> None:
 # image sources
 
 
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: str):
+    """``path`` opened for binary reading if it is a regular file (a link to one included),
+    else an OSError saying what it is. Opening a named pipe would block until something writes
+    to it: it is opened non-blocking, and refused by what it is, never read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path}: {_file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _log_irregular(where: str, irregular: Sequence[str]) -> None:
+    """Reports the entries of a directory listing that were left out for not being regular
+    files (named pipes, devices, directories, broken links): reading one would block or fail."""
+    if irregular:
+        _log(f"{where}: skipped {len(irregular)} entries that are not regular files, e.g. {irregular[0]}")
+
+
 def _open_path(path: str):
     from PIL import Image
 
-    # Opening a named pipe (or a device) would block until something writes to it.
-    if not os.path.isfile(path):
-        raise OSError(f"{path}: not a regular file")
-    img = Image.open(path)
-    img.load()
+    with _open_regular(path) as f:
+        img = Image.open(f)
+        img.load()
     return img
 
 
@@ -350,8 +389,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                         raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
                     cap = _read_text(side).strip()
                 pairs.append((p, cap))
-    if irregular:
-        _log(f"{root}: skipped {len(irregular)} entries that are not regular files, e.g. {irregular[0]}")
+    _log_irregular(root, irregular)
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return pairs
@@ -368,16 +406,27 @@ class TarIndex:
 def index_tar(path: str, need_captions: bool = True) -> TarIndex:
     """The samples of a webdataset tar as img2dataset writes it: ``KEY.jpg`` (or png/webp) with
     ``KEY.txt`` (and ``KEY.json``, unused), in the order their keys first appear."""
-    samples: Dict[str, dict] = {}
     try:
-        tf = tarfile.open(path, mode="r:")
-        compressed = False
-    except tarfile.ReadError:
+        fh = _open_regular(path)  # not a named pipe, device or directory
+    except OSError as e:
+        raise ExtractError(f"{oserror_message(e)}; output shard {_tar_name(path)} is not written") from None
+    with fh:
         try:
-            tf = tarfile.open(path, mode="r:*")
-        except tarfile.ReadError as e:
-            raise ExtractError(f"{path}: not a tar file ({e})") from None
-        compressed = True
+            tf = tarfile.open(fileobj=fh, mode="r:")
+            compressed = False
+        except tarfile.ReadError:
+            fh.seek(0)
+            try:
+                tf = tarfile.open(fileobj=fh, mode="r:*")
+            except tarfile.ReadError as e:
+                raise ExtractError(f"{path}: not a tar file ({e})") from None
+            compressed = True
+        return _index_open_tar(path, tf, compressed, need_captions)
+
+
+def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_captions: bool) -> TarIndex:
+    """index_tar of the tar file ``path`` opened as ``tf`` (which this closes)."""
+    samples: Dict[str, dict] = {}
     try:
         with tf:
             for m in tf:
@@ -485,16 +534,51 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
 # outputs
 
 
+def _check_out(out: str, what: Optional[str] = None) -> None:
+    """Refuses (as ``what``, default ``--out OUT``) an output directory that cannot be made or
+    written: one under a regular file, or whose nearest existing directory is not writable.
+    Cheap, and it creates nothing: checked before models run, so as not to fail after them; a
+    write that fails anyway (no space) is an error naming its file, from main."""
+    p = os.path.abspath(out)
+    while not os.path.lexists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    what = what or f"--out {out}"
+    if not os.path.isdir(p):
+        raise ExtractError(f"{what}: cannot be created, {p} is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ExtractError(f"{what}: cannot be written, {p} is not writable")
+
+
+def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16: bool, precision: str) -> None:
+    """Refuses rows the readers would reject (NaN, Inf), before any file of an output is
+    written, naming the output and the cause: the model's (with --precision bf16/fp16 its
+    arithmetic can overflow), or float16's range with --float16 (65504)."""
+    for name, a in arrays:
+        bad = ~np.isfinite(a)
+        if bad.any():
+            hint = f"; --precision {precision} can overflow, try fp32" if precision in ("bf16", "fp16") else ""
+            raise ExtractError(f"{where}: {int(bad.sum())} non-finite values (NaN or Inf) from the model in "
+                               f"{name}, e.g. in row {int(np.argwhere(bad)[0][0])}{hint}; not written")
+        if float16:
+            over = ~np.isfinite(a.astype(np.float16))
+            if over.any():
+                raise ExtractError(f"{where}: {int(over.sum())} values of {name} overflow float16 (largest "
+                                   f"magnitude {float(np.abs(a).max()):g}); drop --float16; not written")
+
+
 def _shard_done(out: str, name: str) -> bool:
     return os.path.isfile(os.path.join(out, name + FEATURE_SUFFIX)) and os.path.isfile(os.path.join(out, name + TARGET_SUFFIX))
 
 
-def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Sequence[str]) -> None:
+def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Sequence[str], precision: str) -> None:
     """Writes the shard's files, each to a temporary file renamed into place; the images list
     first, so a shard whose two .npy files exist (done) has its list (``images``: one name per
-    image of the chunk, of which the rows keep ``enc.kept``)."""
+    image of the chunk, of which the rows keep ``enc.kept``). Rows that cannot be written are
+    refused before any of its files is."""
     from .checkpoint import write_atomic
 
+    _check_finite(f"output shard {os.path.join(out, name)}",
+                  [(FEATURE_SUFFIX, enc.dino), (TARGET_SUFFIX, enc.clip)], float16, precision)
     # One name per line: a line break in a name (rare, but a file name may hold one) becomes U+FFFD.
     text = "".join(images[i].replace("\r", "\ufffd").replace("\n", "\ufffd") + "\n" for i in enc.kept)
     write_atomic(os.path.join(out, name + IMAGES_SUFFIX), lambda f: f.write(text.encode("utf-8", "surrogateescape")))
@@ -562,6 +646,7 @@ def _report(name: str, enc: Encoded, total: int, incomplete: int = 0) -> None:
 
 
 def _extractor(args) -> Extractor:
+    _check_out(args.out)  # before the models run: an existing --out the results cannot go into
     return Extractor(args.dinov2, args.clip, args.device, batch_size=args.batch_size,
                      workers=args.workers, precision=args.precision, quiet=args.quiet)
 
@@ -598,30 +683,50 @@ def cmd_train_folder(args) -> int:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
-        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk])
+        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
         _report(names[k], enc, len(chunk))
     return 0
 
 
 def _expand_tars(inputs: Sequence[str]) -> List[str]:
+    """The tar files of the command line: each file named as it is, and of each directory its
+    files named like a tar (TAR_SUFFIXES), in name order. Entries that are not regular files
+    are left out of a directory's (and reported, as train-folder does); named, they are
+    refused here, before any model loads or any tar is read."""
     tars = []
     for p in inputs:
-        if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
+        try:
+            mode = os.stat(p).st_mode
+        except FileNotFoundError:
+            kind = "a broken symbolic link" if os.path.islink(p) else "no such file or directory"
+            raise ExtractError(f"{p}: {kind}") from None
+        except OSError as e:
+            raise ExtractError(oserror_message(e)) from None
+        if stat.S_ISDIR(mode):
+            try:
+                names = sorted(n for n in os.listdir(p) if n.lower().endswith(TAR_SUFFIXES))
+            except OSError as e:
+                raise ExtractError(oserror_message(e)) from None
+            found, irregular = [], []
+            for n in names:
+                f = os.path.join(p, n)
+                (found if os.path.isfile(f) else irregular).append(f)
+            _log_irregular(p, irregular)
             if not found:
-                raise ExtractError(f"{p}: no .tar files")
+                raise ExtractError(f"{p}: no tar files ({', '.join(TAR_SUFFIXES)})")
             tars.extend(found)
-        elif os.path.isfile(p):
+        elif stat.S_ISREG(mode):
             tars.append(p)
         else:
-            raise ExtractError(f"{p}: no such file or directory")
+            raise ExtractError(f"{p}: {_file_kind(mode)}, not a tar file or a directory of them")
     return tars
 
 
 def _tar_name(path: str) -> str:
+    """The output shard of a tar: its name without the tar suffix (00042.tar.xz -> 00042)."""
     base = os.path.basename(path)
-    for suf in (".tar.gz", ".tgz", ".tar"):
-        if base.endswith(suf):
+    for suf in TAR_SUFFIXES:
+        if base.lower().endswith(suf):
             return base[: -len(suf)]
     return os.path.splitext(base)[0]
 
@@ -647,7 +752,7 @@ def cmd_train_wds(args) -> int:
         idx = index_tar(tars[i], need_captions=need_captions)
         enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
                          desc=f"{names[i]} ({j + 1}/{len(todo)})")
-        _write_shard(args.out, names[i], enc, args.float16, idx.keys)
+        _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         _report(names[i], enc, len(idx.refs), idx.incomplete)
     return 0
 
@@ -679,6 +784,8 @@ def cmd_eval(args, kind: str) -> int:
         i, why = enc.failed[0]
         raise ExtractError(f"{len(enc.failed)} images did not decode, e.g. {paths[i]}: {why}")
     text = ext.texts(captions)
+    _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
+                                                 ("captions.clip.npy", text)], args.float16, args.precision)
     os.makedirs(args.out, exist_ok=True)
     dt = embedding_dtype(args.float16)
     save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
@@ -726,12 +833,12 @@ def cmd_texts(args) -> int:
         raise ExtractError(f"--out {args.out}: want a .npy file name")
     if os.path.isdir(args.out):
         raise ExtractError(f"--out {args.out} is a directory; want the .npy file to write")
+    _check_out(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}")
     ext = Extractor(None, args.clip, args.device, batch_size=args.batch_size, workers=0,
                     precision=args.precision, quiet=args.quiet)
     emb = ext.texts(lines, desc="texts")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    save_npy(args.out, emb, embedding_dtype(args.float16))
+    _check_finite(args.out, [("the embeddings", emb)], args.float16, args.precision)
+    save_npy(args.out, emb, embedding_dtype(args.float16))  # makes its directory
     _log(f"{args.out}: {len(lines)} texts -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings")
     return 0
 
@@ -809,7 +916,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "two output files exist is skipped, so several processes (e.g. one per GPU) can share an\n"
                     "--out directory if they are given disjoint tars.",
     )
-    p.add_argument("inputs", nargs="+", metavar="TAR|DIR", help="tar files, or directories whose *.tar files are taken in name order")
+    p.add_argument("inputs", nargs="+", metavar="TAR|DIR",
+                   help="tar files (plain or compressed), or directories whose tar files (*.tar, *.tar.gz, "
+                        "*.tgz, *.tar.xz, ...) are taken in name order")
     _common(p, target=True)
 
     for kind, dataset_json, images_help in (
@@ -877,6 +986,8 @@ def main(argv=None) -> int:
         # before any input is read or model loaded; `texts` writes a file, the others a directory
         if args.command != "texts" and os.path.exists(args.out) and not os.path.isdir(args.out):
             raise ExtractError(f"--out {args.out} exists and is not a directory")
+        if args.command != "texts" and not os.path.isdir(args.out):
+            _check_out(args.out)  # one to create: under a file, or in an unwritable directory
         if args.command == "train-folder":
             return cmd_train_folder(args)
         if args.command == "train-wds":
@@ -886,6 +997,9 @@ def main(argv=None) -> int:
         return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
     except (ExtractError, encoders.ModelUnavailable) as e:
         print(f"dinoclip.extract: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # writing the outputs: no space, no permission, --out under a file
+        print(f"dinoclip.extract: {oserror_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dinoclip.extract: interrupted; run the same command again to resume", file=sys.stderr)

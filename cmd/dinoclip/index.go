@@ -36,7 +36,9 @@ func indexCommand() *cli.Command {
 			"line) is copied into the index, so that search names the images it finds.\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
-			"finished by running it again; an indexed file that changed since is refused. An index made\n" +
+			"finished by running it again; an indexed file that changed since is refused. The same contents\n" +
+			"under another name (a file moved or copied since, or given twice) are skipped too, with a\n" +
+			"word: indexed twice, its rows would come twice in every answer. An index made\n" +
 			"with another model is refused. Only one process may append to an index at a time.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
@@ -188,6 +190,8 @@ func runIndex(cCtx *cli.Context) error {
 		src    retrieval.IndexSource
 		images string // the list of the rows' images beside the features file, or ""
 		info   fs.FileInfo
+		// duplicate: the contents of an earlier source of this run
+		duplicate bool
 	}
 	var sources []source
 	defer func() {
@@ -248,6 +252,10 @@ func runIndex(cCtx *cli.Context) error {
 		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
 	}
 	// A hard link to an indexed file is that file, under its recorded name.
+	// So are the same contents (size, rows and sampled data) under another
+	// name: a features file moved or copied since it was indexed, a hard
+	// link whose recorded name is gone, or the same file twice in this
+	// run. Indexed again, its rows would come twice in every answer.
 	shards := w.Manifest().Shards
 	var indexed []fs.FileInfo // of the recorded sources, in manifest order; nil where gone
 	for i, s := range sources {
@@ -260,11 +268,21 @@ func runIndex(cCtx *cli.Context) error {
 				indexed[j], _ = os.Stat(sh.Source.Path)
 			}
 		}
-		for j, info := range indexed {
-			if info != nil && os.SameFile(info, s.info) {
-				sources[i].src.Path = shards[j].Source.Path
-				break
-			}
+		if j := slices.IndexFunc(indexed, func(info fs.FileInfo) bool { return info != nil && os.SameFile(info, s.info) }); j >= 0 {
+			sources[i].src.Path = shards[j].Source.Path
+			continue
+		}
+		sameContents := func(o retrieval.IndexSource) bool {
+			return o.Sample != "" && o.Sample == s.src.Sample && o.Size == s.src.Size && o.Rows == s.src.Rows
+		}
+		if j := slices.IndexFunc(shards, func(sh retrieval.IndexShard) bool { return sameContents(sh.Source) }); j >= 0 {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, shards[j].Source.Path)
+			sources[i].src.Path = shards[j].Source.Path
+			continue
+		}
+		if j := slices.IndexFunc(sources[:i], func(o source) bool { return sameContents(o.src) }); j >= 0 {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the contents of %s, indexed in this run: skipped\n", s.src.Path, sources[j].src.Path)
+			sources[i].duplicate = true
 		}
 	}
 	for _, s := range sources {
@@ -296,7 +314,7 @@ func runIndex(cCtx *cli.Context) error {
 	// A chunk is at most one file's rows: --batch may be far larger.
 	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
-		if _, ok := w.Source(s.src.Path); ok {
+		if _, ok := w.Source(s.src.Path); ok || s.duplicate {
 			skipped++
 			done += s.src.Rows
 			if bar != nil {

@@ -186,6 +186,33 @@ func TestIndexSymlinkedSources(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
 		t.Fatalf("index --features HARDLINK after the file: %v, %d shards\n%s", err, len(shards()), stderr)
 	}
+	// The same contents under another name: a copy (in a run of its own,
+	// and twice in one run), and the file moved away from its recorded
+	// name, are skipped as indexed, with a word; new contents are added.
+	copied := filepath.Join(dir, "copied.dino.npy")
+	writeF32(t, copied, []int{40, tIn}, x)
+	y := slices.Clone(x)
+	y[0]++
+	other := filepath.Join(dir, "other.dino.npy")
+	writeF32(t, other, []int{40, tIn}, y)
+	other2 := filepath.Join(dir, "other2.dino.npy")
+	writeF32(t, other2, []int{40, tIn}, y)
+	_, stderr, err = runCLI(t, "index", "--model", run, "--features", copied, "--features", other, "--features", other2, "--out", index)
+	if err != nil || !strings.Contains(stderr, copied+" has the contents of "+real+", indexed already") ||
+		!strings.Contains(stderr, other2+" has the contents of "+other+", indexed in this run") || len(shards()) != 2 {
+		t.Fatalf("index --features COPY NEW NEW-COPY: %v, %d shards, want 2\n%s", err, len(shards()), stderr)
+	}
+	moved := filepath.Join(dir, "moved.dino.npy")
+	if err := os.Rename(other, moved); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runCLI(t, "index", "--model", run, "--features", moved, "--out", index)
+	if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 2 {
+		t.Fatalf("index --features MOVED: %v, %d shards, want 2\n%s", err, len(shards()), stderr)
+	}
+	for _, f := range []string{copied, other2, moved} {
+		os.Remove(f)
+	}
 	// Given by both names, the file's list of images is found beside the
 	// second.
 	list := strings.Repeat("img.jpg\n", 40)
@@ -254,6 +281,7 @@ func TestIndexAppendRules(t *testing.T) {
 
 	changed := filepath.Join(dir, "c.dino.npy")
 	x, _, _ := npy.ReadFloat32(filepath.Join(data, "shard-00000.dino.npy"))
+	x[3] += 2 // (a copy of shard-00000 would be skipped as indexed)
 	writeF32(t, changed, []int{40, tIn}, x)
 	mustRun(t, "index", "--model", run, "--features", changed, "--out", index)
 	y := slices.Clone(x)
@@ -664,11 +692,16 @@ func TestSearchNamesImages(t *testing.T) {
 	}
 
 	// Some shards with lists, some without: no images.txt, and a warning.
+	// (Other contents: a copy of a listed file would be skipped.)
 	mixed := filepath.Join(dir, "mixed")
 	mustRun(t, "index", "--model", run, "--features", feat, "--out", mixed)
-	mustRun(t, "index", "--model", run, "--features", data, "--out", mixed)
+	x, _, _ := npy.ReadFloat32(filepath.Join(data, "shard-00000.dino.npy"))
+	x[0]++
+	unlisted := filepath.Join(dir, "unlisted.dino.npy")
+	writeF32(t, unlisted, []int{40, tIn}, x)
+	mustRun(t, "index", "--model", run, "--features", unlisted, "--out", mixed)
 	_, stderr, err := runCLI(t, "search", "--index", mixed, "--queries", q, "--k", "4", "--out", out)
-	if err != nil || !strings.Contains(stderr, "2 of the 4 shards") || !strings.Contains(stderr, "no "+searchImagesFile) {
+	if err != nil || !strings.Contains(stderr, "2 of the 3 shards") || !strings.Contains(stderr, "no "+searchImagesFile) {
 		t.Errorf("search of an index listing the images of some shards only: %v\n%s", err, stderr)
 	}
 	if _, err := os.Stat(filepath.Join(out, searchImagesFile)); !errors.Is(err, os.ErrNotExist) {

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -367,6 +368,128 @@ def test_train_wds_truncated_tar(tmp_path, tiny_models, wds, capfd):
     assert "marker" not in capfd.readouterr().err
 
 
+def guarded(fifo, fn, timeout=180):
+    """fn()'s result (or exception), run in a thread: one that blocks opening the named pipe
+    ``fifo`` (waiting for a writer) is released by opening its other end, and the test fails."""
+    result = []
+
+    def target():
+        try:
+            result.append(fn())
+        except BaseException as e:  # pytest.fail too
+            result.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail(f"opening the named pipe {fifo} blocked")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def test_train_wds_takes_regular_files_only(tmp_path, tiny_models, wds, monkeypatch, capfd):
+    """Of a directory, entries named like a tar that are not regular files (a directory, a
+    broken link, a named pipe) are skipped and reported, as train-folder skips them; named on
+    the command line, each is refused before any model loads, and a named pipe is never read
+    (reading one would wait for a writer forever)."""
+    root, _ = wds
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(root / "00000.tar", d / "00000.tar")
+    (d / "dir.tar").mkdir()
+    os.symlink(d / "gone", d / "gone.tar")
+    os.mkfifo(d / "pipe.tar")
+    out = tmp_path / "o"
+    assert guarded(d / "pipe.tar", lambda: run(tiny_models, "train-wds", d, "--out", out)) == 0
+    err = capfd.readouterr().err
+    assert f"{d}: skipped 3 entries that are not regular files, e.g. {d / 'dir.tar'}" in err
+    assert "Traceback" not in err
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == ["00000.clip.npy", "00000.dino.npy"]
+
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    for name, message in (("pipe.tar", "a named pipe, not a tar file or a directory of them"),
+                          ("gone.tar", "a broken symbolic link")):
+        rc = guarded(d / "pipe.tar", lambda: run(tiny_models, "train-wds", d / name, "--out", tmp_path / "o2"))
+        err = capfd.readouterr().err
+        assert rc == 1 and err == f"dinoclip.extract: {d / name}: {message}\n"
+    # index_tar itself refuses what is not a regular file, without blocking
+    for name, kind in (("pipe.tar", "a named pipe"), ("dir.tar", "a directory")):
+        with pytest.raises(extract.ExtractError) as e:
+            guarded(d / "pipe.tar", lambda: extract.index_tar(str(d / name)))
+        assert str(e.value) == f"{d / name}: {kind}, not a regular file; output shard {name[:-4]} is not written"
+
+
+def test_train_wds_compressed_tars_in_a_directory(tmp_path, tiny_models, wds, models, capfd):
+    """A directory's tars are those of every form a tar named on the command line may take,
+    and an output shard is named without the whole tar suffix."""
+    import bz2
+    import lzma
+
+    assert [extract._tar_name(n) for n in ("a.tar", "a.tar.gz", "a.tgz", "a.tar.xz", "a.txz", "a.tar.bz2",
+                                           "a.tbz2", "a.TAR.XZ", "a.b.tar", "a.bin")] == ["a"] * 8 + ["a.b", "a"]
+    root, shards = wds
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "00000.tar.xz").write_bytes(lzma.compress((root / "00000.tar").read_bytes()))
+    (d / "00001.tbz2").write_bytes(bz2.compress((root / "00001.tar").read_bytes()))
+    (d / "notes.txt").write_text("not a tar")
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-wds", d, "--out", out) == 0
+    assert "2 tar files ->" in capfd.readouterr().err
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
+        "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
+    for s, good in shards.items():
+        d_, c = direct(models, [im for im, _ in good])
+        np.testing.assert_allclose(read_npy(out / f"{s}.dino.npy"), d_, **TOL)
+        np.testing.assert_allclose(read_npy(out / f"{s}.clip.npy"), c, **TOL)
+    # an empty directory names the forms it looks for
+    (tmp_path / "empty").mkdir()
+    assert run(tiny_models, "train-wds", tmp_path / "empty", "--out", out) == 1
+    assert "no tar files (.tar, .tar.gz, .tgz, " in capfd.readouterr().err
+
+
+def scale(monkeypatch, name, factor):
+    """encoders.NAME's outputs multiplied by ``factor`` (1e6: beyond float16; NaN)."""
+    f = getattr(encoders, name)
+    monkeypatch.setattr(encoders, name, lambda *a, **k: f(*a, **k) * factor)
+
+
+def only_manifest(out):
+    return sorted(os.listdir(out)) == [extract.MANIFEST]
+
+
+def test_train_non_finite_rows_refused_before_writing(tmp_path, tiny_models, wds, image_folder, monkeypatch, capfd):
+    """Rows that cannot be written (beyond float16 with --float16; NaN from the model) are an
+    error naming the shard and the cause, before any of the shard's files is written."""
+    root, _ = wds
+    out = tmp_path / "o"
+    scale(monkeypatch, "clip_image_embeddings", 1e6)
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out, "--float16") == 1
+    err = capfd.readouterr().err
+    assert re.search(rf"dinoclip\.extract: output shard {re.escape(str(out / '00001'))}: \d+ values of \.clip\.npy "
+                     r"overflow float16 \(largest magnitude [0-9.e+]+\); drop --float16; not written\n", err), err
+    assert "Traceback" not in err
+    assert only_manifest(out)
+    # float32 holds them
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", tmp_path / "o32") == 0
+    monkeypatch.undo()
+
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "b", folder)
+    out = tmp_path / "f-out"
+    scale(monkeypatch, "dinov2_features", float("nan"))
+    assert run(tiny_models, "train-folder", folder, "--out", out, "--precision", "bf16") == 1
+    err = capfd.readouterr().err
+    assert (f"dinoclip.extract: output shard {out / 'shard-00000'}: {5 * FEATURE_DIM} non-finite values (NaN or "
+            "Inf) from the model in .dino.npy, e.g. in row 0; --precision bf16 can overflow, try fp32; "
+            "not written") in err
+    assert "Traceback" not in err and only_manifest(out)
+
+
 # ---------------------------------------------------------------------------
 # eval-coco / eval-flickr
 
@@ -462,6 +585,55 @@ def test_bad_device_and_out_refused_up_front(tmp_path, tiny_models, karpathy, im
     assert afile.read_text() == "x"
 
 
+def test_eval_non_finite_rows_refused_before_writing(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
+    ev = tmp_path / "ev"
+    scale(monkeypatch, "clip_text_embeddings", float("nan"))
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", ev) == 1
+    err = capfd.readouterr().err
+    assert (f"dinoclip.extract: evaluation set {ev}: {21 * EMBED_DIM} non-finite values (NaN or Inf) from the "
+            "model in captions.clip.npy, e.g. in row 0; not written") in err
+    assert "Traceback" not in err and not ev.exists()
+
+
+def test_out_that_cannot_be_written(tmp_path, tiny_models, wds, image_folder, karpathy, monkeypatch, capfd):
+    """--out under a regular file, or in a directory that cannot be written: one line naming
+    it, status 1, before any model loads; a write that fails anyway (no space) names its file."""
+    import errno
+
+    root, _ = wds
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    under = afile / "x"
+    with monkeypatch.context() as m:
+        m.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+        m.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
+        for cmd in (["train-wds", root / "00001.tar"], ["train-folder", image_folder],
+                    ["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"]]):
+            assert run(tiny_models, *cmd, "--out", under) == 1
+            assert capfd.readouterr().err == \
+                f"dinoclip.extract: --out {under}: cannot be created, {afile} is not a directory\n"
+        assert run_texts(tiny_models, root / "00000_stats.json", "--out", under / "q.npy") == 1
+        assert capfd.readouterr().err == \
+            f"dinoclip.extract: --out {under / 'q.npy'}: cannot be created, {afile} is not a directory\n"
+        # (os.access: root may write anywhere, so the test cannot use a directory's mode)
+        m.setattr(os, "access", lambda *a, **k: False)
+        assert run_texts(tiny_models, root / "00000_stats.json", "--out", tmp_path / "q.npy") == 1
+        assert capfd.readouterr().err == \
+            f"dinoclip.extract: --out {tmp_path / 'q.npy'}: cannot be written, {tmp_path} is not writable\n"
+    assert afile.read_text() == "x" and not (tmp_path / "q.npy").exists()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "o"
+    monkeypatch.setattr(os, "fsync", full)
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out) == 1
+    err = capfd.readouterr().err
+    assert err.endswith(f"dinoclip.extract: {out / extract.MANIFEST}: cannot write it: No space left on device\n")
+    assert "Traceback" not in err and os.listdir(out) == []
+
+
 def test_help(capsys):
     for cmd in ("train-folder", "train-wds", "eval-coco", "eval-flickr"):
         with pytest.raises(SystemExit) as e:
@@ -555,6 +727,19 @@ def test_texts_line_ends(tmp_path, tiny_models, models, capfd):
     bad.write_bytes(b"a dog\nnaf\xefve\n")
     assert run_texts(tiny_models, bad, "--out", tmp_path / "b.npy") == 1
     assert f"{bad}:2: not valid UTF-8" in capfd.readouterr().err
+
+
+def test_texts_non_finite_rows_refused(tmp_path, tiny_models, monkeypatch, capfd):
+    src = tmp_path / "q.txt"
+    src.write_text("a red dog\ntwo cats\n", encoding="utf-8")
+    out = tmp_path / "q.npy"
+    scale(monkeypatch, "clip_text_embeddings", 1e6)
+    assert run_texts(tiny_models, src, "--out", out, "--float16") == 1
+    err = capfd.readouterr().err
+    assert re.fullmatch(rf"dinoclip\.extract: {re.escape(str(out))}: \d+ values of the embeddings overflow "
+                        r"float16 \(largest magnitude [0-9.e+]+\); drop --float16; not written\n", err), err
+    assert not out.exists()
+    assert run_texts(tiny_models, src, "--out", out) == 0  # float32 holds them
 
 
 def test_texts_errors(tmp_path, tiny_models, capfd):

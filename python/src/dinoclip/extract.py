@@ -560,7 +560,8 @@ def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16:
             raise ExtractError(f"{where}: {int(bad.sum())} non-finite values (NaN or Inf) from the model in "
                                f"{name}, e.g. in row {int(np.argwhere(bad)[0][0])}{hint}; not written")
         if float16:
-            over = ~np.isfinite(a.astype(np.float16))
+            with np.errstate(over="ignore"):
+                over = ~np.isfinite(a.astype(np.float16))
             if over.any():
                 raise ExtractError(f"{where}: {int(over.sum())} values of {name} overflow float16 (largest "
                                    f"magnitude {float(np.abs(a).max()):g}); drop --float16; not written")

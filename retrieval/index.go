@@ -81,6 +81,10 @@ type IndexShard struct {
 	// Images names the file listing the image of each row, one per line
 	// (a copy of the list beside the source, see Append); "" if none.
 	Images string `json:"images,omitempty"`
+	// ImagesSHA256 is the hex SHA-256 of the Images file, so that a list
+	// swapped with another shard's or edited names no wrong image: an
+	// index written before it was recorded has none, and is not checked.
+	ImagesSHA256 string `json:"images_sha256,omitempty"`
 }
 
 // Sampling the keys: keysSampleWindows windows of keysSampleWindow bytes
@@ -191,6 +195,9 @@ func (m *IndexManifest) check() error {
 		}
 		if s.KeysSample != "" && !isSHA256Hex(s.KeysSample) {
 			return fmt.Errorf("shard %d: keys_sample %q is not a hex SHA-256", i, s.KeysSample)
+		}
+		if s.ImagesSHA256 != "" && (s.Images == "" || !isSHA256Hex(s.ImagesSHA256)) {
+			return fmt.Errorf("shard %d: images_sha256 %q is not a hex SHA-256 of an images file", i, s.ImagesSHA256)
 		}
 		if s.Rows < 0 || s.FirstID != next {
 			return fmt.Errorf("shard %d: %d rows from id %d, want ids to continue from %d", i, s.Rows, s.FirstID, next)
@@ -564,7 +571,7 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	}()
 	if images != "" {
 		shard.Images = fmt.Sprintf("images-%05d.txt", n)
-		if err := copyImages(images, filepath.Join(w.dir, shard.Images), source.Rows); err != nil {
+		if shard.ImagesSHA256, err = copyImages(images, filepath.Join(w.dir, shard.Images), source.Rows); err != nil {
 			return err
 		}
 	}
@@ -596,13 +603,14 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 }
 
 // copyImages copies the list of images at src to dst (atomically),
-// checked by ReadImagesList.
-func copyImages(src, dst string, rows int64) error {
+// checked by ReadImagesList, and returns the copy's hex SHA-256.
+func copyImages(src, dst string, rows int64) (string, error) {
 	b, err := ReadImagesList(src, rows)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return atomicfile.WriteBytes(dst, b)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), atomicfile.WriteBytes(dst, b)
 }
 
 // ReadImagesList reads the list of images at path (one per line, the last
@@ -657,6 +665,9 @@ func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
 			b, err := os.ReadFile(filepath.Join(ix.Dir, sh.Images))
 			if err != nil {
 				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
+			}
+			if sum := sha256.Sum256(b); sh.ImagesSHA256 != "" && hex.EncodeToString(sum[:]) != sh.ImagesSHA256 {
+				return nil, false, fmt.Errorf("index %s: %s is not the list the manifest recorded (images_sha256 differs): the file was replaced, swapped with another shard's or edited", ix.Dir, sh.Images)
 			}
 			list = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 			if len(b) == 0 {

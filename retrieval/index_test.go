@@ -355,6 +355,9 @@ func TestIndexTampered(t *testing.T) {
 		{"keys sample altered", "keys_sample differs", editManifest(func(m map[string]any) {
 			shard(m, 0)["keys_sample"] = strings.Repeat("0", 64)
 		})},
+		{"images hash without images", "images_sha256", editManifest(func(m map[string]any) {
+			shard(m, 0)["images_sha256"] = strings.Repeat("0", 64)
+		})},
 		{"keys of another dtype", "float32", func(dir string) {
 			npy.WriteFloat32(filepath.Join(dir, "keys-00001.npy"), []int{1, 2}, []float32{1, 0})
 		}},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -718,12 +719,14 @@ func TestSearchNamesImages(t *testing.T) {
 		t.Errorf("the refused index was made (%v)", err)
 	}
 
-	// The index's copies tampered with: the search fails, naming one.
+	// The index's copies tampered with, each keeping its line count (one
+	// name edited, and then also the line order): the search fails, naming
+	// one.
 	for _, f := range []string{"images-00000.txt", "images-00001.txt"} {
 		b, _ = os.ReadFile(filepath.Join(index, f))
-		os.WriteFile(filepath.Join(index, f), append(b, "extra\n"...), 0o644)
+		os.WriteFile(filepath.Join(index, f), bytes.Replace(b, []byte("img 000"), []byte("img 999"), 1), 0o644)
 	}
-	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "images-0000", "lists")
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "images-0000", "images_sha256 differs")
 
 	// A features file that is a link (into a content store, say) has its
 	// list beside the link.

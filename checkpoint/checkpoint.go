@@ -45,6 +45,16 @@ const (
 	LastLink = "last"
 )
 
+// IsFile reports whether name is one of the files a checkpoint directory
+// holds.
+func IsFile(name string) bool {
+	switch name {
+	case ModelFile, OptimizerFile, Float64File, EMAFile:
+		return true
+	}
+	return false
+}
+
 // Model is a model's shape, its parameters as one flat buffer in
 // [nn.Layout] order, and the file's metadata.
 type Model struct {

@@ -440,7 +440,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 }
 
 // isTemp matches atomicfile's temporary names.
-func isTemp(name string) bool { return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") }
+func isTemp(name string) bool { _, ok := atomicfile.TempOf(name); return ok }
 
 func removeTemps(dir string) error {
 	entries, err := os.ReadDir(dir)

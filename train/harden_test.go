@@ -1041,13 +1041,28 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 	if err := os.Chtimes(dead, old, old); err != nil {
 		t.Fatal(err)
 	}
+	// Among the checkpoints: a killed save's and a killed removal's
+	// directories go; a directory of another name, or one of those names
+	// holding a file no checkpoint has, stays.
+	ckDir := filepath.Join(runDir, CheckpointsDir)
+	saving, deleting := filepath.Join(ckDir, ".step-00000099.tmp-42"), filepath.Join(ckDir, ".step-00000001"+deletingSuffix)
+	mine, holding := filepath.Join(ckDir, ".notes"), filepath.Join(ckDir, ".step-00000098.tmp-43")
+	for _, d := range []string{saving, deleting, mine, holding} {
+		os.Mkdir(d, 0o755)
+		os.WriteFile(filepath.Join(d, checkpoint.ModelFile), []byte("half"), 0o644)
+	}
+	os.WriteFile(filepath.Join(holding, "mine.txt"), []byte("mine"), 0o644)
 	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the dead run's temporary is left: %v", err)
+	for _, gone := range []string{dead, saving, deleting} {
+		if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the dead run's temporary %s is left: %v", gone, err)
+		}
 	}
-	if _, err := os.Stat(recent); err != nil {
-		t.Errorf("a recent temporary was removed: %v", err)
+	for _, kept := range []string{recent, filepath.Join(mine, checkpoint.ModelFile), filepath.Join(holding, "mine.txt")} {
+		if _, err := os.Stat(kept); err != nil {
+			t.Errorf("%s was removed: %v", kept, err)
+		}
 	}
 }

@@ -418,12 +418,15 @@ func (tr *Trainer) prune(st State) error {
 	return nil
 }
 
+// deletingSuffix ends the name of a checkpoint directory being removed.
+const deletingSuffix = ".deleting"
+
 // removeCheckpoint deletes a checkpoint directory without ever leaving a
 // partial one under its name: it is renamed to a hidden name first (one
 // atomic step), then removed. Hidden leftovers of a crash are swept by
 // sweepRunDir.
 func removeCheckpoint(dir, name string) error {
-	trash := filepath.Join(dir, "."+name+".deleting")
+	trash := filepath.Join(dir, "."+name+deletingSuffix)
 	if err := os.Rename(filepath.Join(dir, name), trash); err != nil {
 		return err
 	}
@@ -431,22 +434,26 @@ func removeCheckpoint(dir, name string) error {
 }
 
 // sweepRunDir removes what a crash can leave in a run directory (locked
-// by the caller): among the checkpoints, hidden temporary directories
-// being written or deleted; beside run.json, the temporary files of
-// atomicfile.Write (".NAME.tmp-*") whose writer is gone
-// (atomicfile.RemoveStale: another process may write into the directory).
+// by the caller): among the checkpoints, the directories checkpoint.Save
+// writes (".NAME.tmp-N") and removeCheckpoint deletes (".NAME.deleting"),
+// when they hold only a checkpoint's files (atomicfile.RemoveDir: nothing
+// of anyone else's is removed); beside run.json, the temporary files of
+// atomicfile.Write whose writer is gone (atomicfile.RemoveStale: another
+// process may write into the directory).
 func sweepRunDir(runDir string) {
 	dir := filepath.Join(runDir, CheckpointsDir)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
+		_, temp := atomicfile.TempOf(e.Name())
+		deleting := strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), deletingSuffix)
+		if e.IsDir() && (temp || deleting) {
+			atomicfile.RemoveDir(filepath.Join(dir, e.Name()), checkpoint.IsFile)
 		}
 	}
 	entries, _ = os.ReadDir(runDir)
 	for _, e := range entries {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
-			atomicfile.RemoveStale(filepath.Join(runDir, e.Name()))
+		if _, temp := atomicfile.TempOf(e.Name()); temp && e.Type().IsRegular() {
+			atomicfile.RemoveStale(filepath.Join(runDir, e.Name()), nil)
 		}
 	}
 }

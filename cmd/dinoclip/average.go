@@ -80,7 +80,7 @@ func runAverage(cCtx *cli.Context) error {
 	if isRunDir(filepath.Dir(dest)) {
 		return fmt.Errorf("--out %s is in the run directory %s, whose name would then mean the average: write it outside the run", out, filepath.Dir(dest))
 	}
-	sweepLeftovers(cCtx.App.ErrWriter, dest, false)
+	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	weights, err := soupWeights(cCtx.String("weights"), len(args))
 	if err != nil {
 		return err

@@ -11,24 +11,30 @@ import (
 )
 
 // sweepLeftovers removes what an earlier process killed while writing out
-// left beside it: the temporaries that internal/atomicfile (files) and
-// writeSearch (directories: dirs) write under a hidden name and rename
-// into place (".BASE.tmp-*"), once no writer holds them (see
-// atomicfile.RemoveStale), saying so on w. The ones it cannot tell from a
-// live writer's (too recent, or no file locks on this system) are warned
-// of and left; entries of another kind (a link, a file where a directory
-// is written) are no writer's and are left alone.
-func sweepLeftovers(w io.Writer, out string, dirs bool) {
+// left beside it: the temporaries that internal/atomicfile writes under a
+// hidden name and renames into place (".BASE.tmp-N": files, or with holds
+// not nil directories holding only the files holds names, as writeSearch
+// writes; also its earlier output moved aside, ".BASE.tmp-N.oldM"), once
+// no writer holds them (see atomicfile.RemoveStale), saying so on w. The
+// ones it cannot tell from a live writer's (too recent, or no file locks
+// on this system) are warned of and left; any other name, or an entry of
+// another kind (a link, a file where a directory is written), is no
+// writer's and is left alone.
+func sweepLeftovers(w io.Writer, out string, holds func(name string) bool) {
 	clean := filepath.Clean(out)
-	parent, prefix := filepath.Dir(clean), "."+filepath.Base(clean)+".tmp-"
+	parent, base := filepath.Dir(clean), filepath.Base(clean)
 	entries, _ := os.ReadDir(parent)
 	var left []string
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || !(e.Type().IsRegular() && !dirs || e.IsDir() && dirs) {
+		name := e.Name()
+		if i := strings.LastIndex(name, ".old"); holds != nil && i > 0 && strings.Trim(name[i+len(".old"):], "0123456789") == "" && len(name) > i+len(".old") {
+			name = name[:i]
+		}
+		if b, ok := atomicfile.TempOf(name); !ok || b != base || !(e.Type().IsRegular() && holds == nil || e.IsDir() && holds != nil) {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())
-		if removed, err := atomicfile.RemoveStale(p); removed {
+		if removed, err := atomicfile.RemoveStale(p, holds); removed {
 			fmt.Fprintf(w, "dinoclip: removed %s, left by a dinoclip killed while writing %s\n", p, out)
 		} else if err != nil {
 			fmt.Fprintf(w, "dinoclip: warning: removing %s, left by a dinoclip killed while writing %s: %v\n", p, out, err)

@@ -112,7 +112,7 @@ func runProject(cCtx *cli.Context) error {
 	}
 	// Beside the file written: where a link at --out leads.
 	if dest, err := atomicfile.Destination(outPath); err == nil {
-		sweepLeftovers(cCtx.App.ErrWriter, dest, false)
+		sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	}
 	ctx := cCtx.Context
 	err = atomicfile.Write(outPath, func(w io.Writer) error {

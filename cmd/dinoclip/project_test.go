@@ -306,6 +306,26 @@ func TestLeftoversWarned(t *testing.T) {
 			t.Errorf("%s, no leftover of --out %s, was touched (%v) or named:\n%s", p, out, err, stderr)
 		}
 	}
+	// Not a user's directory by a name like a temporary's, nor an old
+	// search's temporary that holds a user's file (or a mount): each is
+	// left whole, the second with a warning naming what it holds.
+	backup := filepath.Join(dir, ".hits.tmp-mybackup")
+	kept := filepath.Join(dir, ".hits.tmp-98")
+	for _, d := range []string{backup, kept} {
+		os.Mkdir(d, 0o755)
+		os.WriteFile(filepath.Join(d, "notes.txt"), []byte("mine"), 0o644)
+		os.WriteFile(filepath.Join(d, searchIDsFile), []byte("x"), 0o644)
+		os.Chtimes(d, old, old)
+	}
+	_, stderr, err = runCLI(t, "search", "--index", keys, "--queries", keys, "--k", "1", "--out", hits)
+	if err != nil || strings.Contains(stderr, backup) || !strings.Contains(stderr, kept+" holds notes.txt") {
+		t.Errorf("search beside a user's directories named like leftovers: %v\n%s", err, stderr)
+	}
+	for _, d := range []string{backup, kept} {
+		if _, err := os.Stat(filepath.Join(d, "notes.txt")); err != nil {
+			t.Errorf("%s lost a user's file: %v", d, err)
+		}
+	}
 	// Beside where a link at --out leads.
 	target := filepath.Join(t.TempDir(), "t.npy")
 	targetStale := filepath.Join(filepath.Dir(target), ".t.npy.tmp-5")

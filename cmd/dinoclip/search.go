@@ -234,7 +234,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := checkOutDir(outDir, queriesPath, indexPath); err != nil {
 		return err
 	}
-	sweepLeftovers(cCtx.App.ErrWriter, outDir, true)
+	sweepLeftovers(cCtx.App.ErrWriter, outDir, isSearchFile)
 	// Make (and remove) the temporary directory the output is written
 	// into, so an --out that cannot be written fails before the search.
 	// The parent directories it made stay for the output, unless the
@@ -364,6 +364,16 @@ func warnZeroRows(w io.Writer, path, effect string, zero []int, n int) {
 	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows are all zero (rows %s): %s\n", path, len(zero), n, rows, effect)
 }
 
+// isSearchFile reports whether name is one of the files of a search's
+// output directory.
+func isSearchFile(name string) bool {
+	switch name {
+	case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile:
+		return true
+	}
+	return false
+}
+
 // checkOutDir refuses an --out that exists and is not an earlier search's
 // output, which writeSearch would replace.
 func checkOutDir(out string, inputs ...string) error {
@@ -389,9 +399,9 @@ func checkOutDir(out string, inputs ...string) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	for _, e := range entries {
-		switch e.Name() {
-		case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile:
-		default:
+		// (A directory or a link by an output's name is no search's: the
+		// output replacing the directory would take what it holds.)
+		if !isSearchFile(e.Name()) || !e.Type().IsRegular() {
 			return fmt.Errorf("--out %s holds %s, not only an earlier search's output; choose another directory", out, e.Name())
 		}
 		// An input named like an output (--queries hits/ids.npy, or a
@@ -458,15 +468,19 @@ func makeOutTemp(out string) (tmp, madeTop string, release func(), err error) {
 		if err != nil {
 			return "", "", nil, fmt.Errorf("--out: %w", err)
 		}
-		tmp, release, err = atomicfile.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(out))+".tmp-*")
+		tmp, release, err = atomicfile.MkdirTemp(parent, filepath.Base(filepath.Clean(out)))
 		if !errors.Is(err, fs.ErrNotExist) || attempt == 10 {
 			break
 		}
 	}
 	if err == nil {
-		if err = os.Chmod(tmp, 0o755); err != nil {
-			release()
-			os.RemoveAll(tmp)
+		// An output replacing an earlier one keeps its directory's mode
+		// (a private one stays private); a new one has the umask's.
+		if st, serr := os.Stat(out); serr == nil {
+			if err = os.Chmod(tmp, st.Mode().Perm()); err != nil {
+				release()
+				os.Remove(tmp)
+			}
 		}
 	}
 	if err != nil {
@@ -490,7 +504,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 	parent := filepath.Dir(filepath.Clean(out))
 	defer func() {
 		release()
-		os.RemoveAll(tmp)
+		atomicfile.RemoveDir(tmp, isSearchFile) // (this output if it failed, else the earlier one)
 		if err != nil {
 			madedirs.Remove(parent, madeTop)
 		}
@@ -538,7 +552,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 			if err := os.Rename(out, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("--out: %w", err)
 			}
-			defer os.RemoveAll(old)
+			defer atomicfile.RemoveDir(old, isSearchFile)
 		}
 		err := os.Rename(tmp, out)
 		if err == nil {

@@ -411,6 +411,15 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.Mkdir(busy, 0o755)
 	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)
 	wantError(t, search("--out", busy), "thesis.tex")
+	// A directory by an output file's name is no earlier output: the
+	// output replacing --out would take what it holds.
+	named := filepath.Join(dir, "named")
+	os.MkdirAll(filepath.Join(named, searchIDsFile), 0o755)
+	os.WriteFile(filepath.Join(named, searchIDsFile, "mine.txt"), []byte("mine"), 0o644)
+	wantError(t, search("--out", named), "holds "+searchIDsFile)
+	if _, err := os.Stat(filepath.Join(named, searchIDsFile, "mine.txt")); err != nil {
+		t.Errorf("a refused search lost what --out held: %v", err)
+	}
 	// An input inside --out, named like an output file (or linked from
 	// one), would go with the directory the output replaces.
 	within := filepath.Join(dir, "within")

@@ -11,21 +11,64 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
-// Write creates path with what write writes, atomically. The file gets mode
-// 0644, what a plain create under umask 022 gives. A path that is a
-// symbolic link is followed: the file it leads to is written and the link
-// kept. An existing destination that is not a regular file (a device such
-// as /dev/null, a directory, a socket) or that is read-only is refused,
-// since the rename would replace it by a plain file.
+// A temporary of a file or directory named BASE is named ".BASE.tmp-N",
+// N decimal digits chosen at random: hidden, and told from every name a
+// user would choose by TempOf, so that sweeping leftovers never takes a
+// user's file for one.
+const tempMark = ".tmp-"
+
+// tempName is a fresh temporary name for base.
+func tempName(base string) string {
+	return "." + base + tempMark + strconv.FormatUint(uint64(rand.Uint32()), 10)
+}
+
+// TempOf is the name base whose temporary name is (".out.npy.tmp-123":
+// "out.npy"), and whether name is one.
+func TempOf(name string) (base string, ok bool) {
+	i := strings.LastIndex(name, tempMark)
+	if i < 2 || name[0] != '.' {
+		return "", false
+	}
+	digits := name[i+len(tempMark):]
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return "", false
+	}
+	return name[1:i], true
+}
+
+// makeTemp makes a fresh temporary for base in dir with make (which must
+// fail with fs.ErrExist when the name is taken), and returns its path.
+func makeTemp(dir, base string, make func(path string) error) (string, error) {
+	for try := 0; ; try++ {
+		path := filepath.Join(dir, tempName(base))
+		err := make(path)
+		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10000 {
+			return path, err
+		}
+	}
+}
+
+// Write creates path with what write writes, atomically. A new file gets
+// mode 0666 less the umask, as a plain create does; a replaced one keeps
+// its mode. A path that is a symbolic link is followed: the file it leads
+// to is written and the link kept. An existing destination that is not a
+// regular file (a device such as /dev/null, a directory, a socket) or that
+// is read-only is refused, since the rename would replace it by a plain
+// file.
 func Write(path string, write func(io.Writer) error) (err error) {
 	if path, err = Destination(path); err != nil {
 		return err
@@ -34,7 +77,11 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	var f *os.File
+	_, err = makeTemp(dir, base, func(p string) (err error) {
+		f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -57,8 +104,10 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err = bw.Flush(); err != nil {
 		return err
 	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
+	if st, serr := os.Stat(path); serr == nil {
+		if err = f.Chmod(st.Mode().Perm()); err != nil {
+			return err
+		}
 	}
 	if err = f.Sync(); err != nil {
 		return err
@@ -76,9 +125,12 @@ func Write(path string, write func(io.Writer) error) (err error) {
 
 // Destination is the file Write replaces for path: path, or where its
 // symbolic links lead (a dangling one: the file it would lead to), checked
-// to be a writable regular file if it exists.
+// to be a writable regular file if it exists. Its directory is resolved
+// as the system resolves it: a ".." after a symbolic link leads out of
+// where the link leads, not back to where the link is.
 func Destination(path string) (string, error) {
 	for hops := 0; ; hops++ {
+		path = resolveDir(path)
 		st, err := os.Lstat(path)
 		if err != nil {
 			return path, nil // created (or the create reports why not)
@@ -93,13 +145,11 @@ func Destination(path string) (string, error) {
 				return "", fmt.Errorf("write %s: %w", path, err)
 			}
 			if !filepath.IsAbs(target) {
-				// Relative to the link's directory as the system finds it:
-				// through the links above it, before any ".." is applied.
-				dir := filepath.Dir(path)
-				if real, err := filepath.EvalSymlinks(dir); err == nil {
-					dir = real
-				}
-				target = filepath.Join(dir, target)
+				// Relative to the link's directory (resolved: path's is),
+				// its own links and ".." resolved by resolveDir, not by
+				// filepath.Join, which would drop "sub/.." without
+				// following sub.
+				target = filepath.Dir(path) + string(filepath.Separator) + target
 			}
 			path = target
 		case !st.Mode().IsRegular():
@@ -110,6 +160,26 @@ func Destination(path string) (string, error) {
 			return path, nil
 		}
 	}
+}
+
+// resolveDir is path with the directory part resolved as the system
+// resolves it (filepath.EvalSymlinks follows each link before it applies
+// the ".." after it), the last element kept as it is; path itself when
+// the directory cannot be resolved (the create then says why).
+func resolveDir(path string) string {
+	i := strings.LastIndexAny(path, `/`+string(filepath.Separator))
+	if i < 0 {
+		return path
+	}
+	dir, base := path[:i+1], path[i+1:]
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return path
+	}
+	if base == "" || base == "." || base == ".." {
+		return filepath.Join(real, base)
+	}
+	return real + string(filepath.Separator) + base
 }
 
 // kind names the type of a file that is not a regular one.
@@ -142,11 +212,12 @@ func SyncDir(dir string) {
 	}
 }
 
-// MkdirTemp makes a temporary directory in dir as os.MkdirTemp does (mode
-// 0700) and holds its lock until release is called: while it is held,
-// RemoveStale leaves the directory alone.
-func MkdirTemp(dir, pattern string) (path string, release func(), err error) {
-	path, err = os.MkdirTemp(dir, pattern)
+// MkdirTemp makes a temporary directory for a directory named base in dir
+// (mode 0777 less the umask, as a plain mkdir gives) and holds its lock
+// until release is called: while it is held, RemoveStale leaves the
+// directory alone.
+func MkdirTemp(dir, base string) (path string, release func(), err error) {
+	path, err = makeTemp(dir, base, func(p string) error { return os.Mkdir(p, 0o777) })
 	if err != nil {
 		return "", nil, err
 	}
@@ -165,13 +236,15 @@ const StaleAge = time.Minute
 // RemoveStale removes path, a temporary file or directory that Write or a
 // MkdirTemp user writes, when its writer has ended without renaming it
 // into place (killed, say): nobody holds its lock, and it has gone
-// unmodified for StaleAge. It reports whether it removed it. A system
+// unmodified for StaleAge. A directory is removed only when it holds
+// nothing but regular files that holds names (see RemoveDir); with holds
+// nil, no directory is. It reports whether it removed path. A system
 // without file locks keeps every temporary (removed is false).
-func RemoveStale(path string) (removed bool, err error) {
+func RemoveStale(path string, holds func(name string) bool) (removed bool, err error) {
 	st, err := os.Lstat(path)
 	// Only what a writer makes: a regular file or a directory (opening a
 	// named pipe would wait for a writer forever; a link is nobody's).
-	if err != nil || time.Since(st.ModTime()) < StaleAge || !(st.Mode().IsRegular() || st.IsDir()) {
+	if err != nil || time.Since(st.ModTime()) < StaleAge || !(st.Mode().IsRegular() || st.IsDir() && holds != nil) {
 		return false, nil
 	}
 	f, err := os.Open(path)
@@ -183,8 +256,37 @@ func RemoveStale(path string) (removed bool, err error) {
 	if lockErr != nil {
 		return false, nil // a live writer holds it, or this system has no locks to tell
 	}
-	if err := os.RemoveAll(path); err != nil {
-		return false, err
+	if st.IsDir() {
+		err = RemoveDir(path, holds)
+	} else {
+		err = os.Remove(path)
 	}
-	return true, nil
+	return err == nil, err
+}
+
+// RemoveDir removes the directory dir when it holds only regular files
+// that holds names, or temporaries of them (TempOf): what a writer of
+// such a directory puts there. Anything else in it (a user's file, a
+// directory, a link, a mount) is an error naming it, and nothing is
+// removed: it is nobody's to remove.
+func RemoveDir(dir string, holds func(name string) bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if base, ok := TempOf(name); ok {
+			name = base
+		}
+		if !e.Type().IsRegular() || !holds(name) {
+			return fmt.Errorf("%s holds %s, which no dinoclip writes there; left alone", dir, e.Name())
+		}
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Remove(dir)
 }

@@ -39,9 +39,6 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "new" {
 		t.Fatalf("file holds %q, want new", b)
 	}
-	if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
-		t.Fatalf("mode %v, want 0644", st.Mode().Perm())
-	}
 }
 
 // A symbolic link is followed (its target written, the link kept, also
@@ -74,6 +71,27 @@ func TestWriteDestinations(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "real", "x")); err != nil || string(b) != "x" {
 		t.Errorf("a relative link under a linked directory: real/x holds %q (%v)", b, err)
+	}
+	// A link whose target has ".." after a linked directory (sub/../f
+	// where sub leads to E/deep): the system's E/f, not the link's
+	// neighbour f, which filepath.Join's cleaning of "sub/.." would give.
+	os.MkdirAll(filepath.Join(dir, "E", "deep"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "L", "d"), 0o755)
+	os.Symlink("../../E/deep", filepath.Join(dir, "L", "d", "sub"))
+	os.WriteFile(filepath.Join(dir, "L", "d", "f.npy"), []byte("neighbour"), 0o644)
+	os.Symlink("sub/../f.npy", filepath.Join(dir, "L", "d", "x.npy"))
+	for _, p := range []string{filepath.Join(dir, "L", "d", "x.npy"), filepath.Join(dir, "L", "d", "sub") + "/../g.npy"} {
+		if err := WriteBytes(p, []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "L", "d", "f.npy")); string(b) != "neighbour" {
+		t.Errorf("writing through sub/../f.npy replaced the link's neighbour f.npy: it holds %q", b)
+	}
+	for _, f := range []string{"f.npy", "g.npy"} {
+		if b, err := os.ReadFile(filepath.Join(dir, "E", f)); err != nil || string(b) != "new" {
+			t.Errorf("E/%s holds %q (%v), want what was written through the link", f, b, err)
+		}
 	}
 	loop := filepath.Join(dir, "loop")
 	os.Symlink("loop", loop)
@@ -119,9 +137,10 @@ func TestRemoveStale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	hitsFile := func(name string) bool { return name == "ids.npy" }
 	want := func(what, p string, removed bool) {
 		t.Helper()
-		got, err := RemoveStale(p)
+		got, err := RemoveStale(p, hitsFile)
 		if err != nil || got != removed {
 			t.Errorf("RemoveStale(%s): %v, %v; want %v", what, got, err, removed)
 		}
@@ -153,13 +172,60 @@ func TestRemoveStale(t *testing.T) {
 	}
 
 	// A temporary directory, held until released.
-	tmpDir, release, err := MkdirTemp(dir, ".hits.tmp-*")
+	tmpDir, release, err := MkdirTemp(dir, "hits")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if base, ok := TempOf(filepath.Base(tmpDir)); !ok || base != "hits" {
+		t.Errorf("MkdirTemp(dir, hits) made %s, which TempOf reads as %q, %v", tmpDir, base, ok)
+	}
 	os.WriteFile(filepath.Join(tmpDir, "ids.npy"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(tmpDir, ".ids.npy.tmp-7"), []byte("x"), 0o644)
 	age(tmpDir)
 	want("a held temporary directory", tmpDir, false)
 	release()
 	want("a released temporary directory", tmpDir, true)
+
+	// A directory holding what no writer of it writes (a user's file, a
+	// subdirectory: maybe a mount) is left whole, and so is one swept
+	// without a list of its files.
+	for _, odd := range []string{"notes.txt", "sub/", ".ids.npy.tmp-x"} {
+		d := filepath.Join(dir, ".keep.tmp-1")
+		os.Mkdir(d, 0o755)
+		os.WriteFile(filepath.Join(d, "ids.npy"), []byte("x"), 0o644)
+		if strings.HasSuffix(odd, "/") {
+			os.Mkdir(filepath.Join(d, odd), 0o755)
+		} else {
+			os.WriteFile(filepath.Join(d, odd), []byte("mine"), 0o644)
+		}
+		age(d)
+		if removed, err := RemoveStale(d, hitsFile); removed || err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(odd, "/")) {
+			t.Errorf("RemoveStale of a directory holding %s: %v, %v; want it kept, with an error naming it", odd, removed, err)
+		}
+		if _, err := os.Stat(filepath.Join(d, odd)); err != nil {
+			t.Errorf("RemoveStale removed %s: %v", odd, err)
+		}
+		os.RemoveAll(d)
+	}
+	d := filepath.Join(dir, ".keep.tmp-2")
+	os.Mkdir(d, 0o755)
+	age(d)
+	if removed, err := RemoveStale(d, nil); removed || err != nil {
+		t.Errorf("RemoveStale(dir, nil): %v, %v; want it kept", removed, err)
+	}
+}
+
+// TempOf reads the temporary names Write and MkdirTemp give, and no name a
+// user would choose.
+func TestTempOf(t *testing.T) {
+	for name, want := range map[string]string{".out.npy.tmp-123": "out.npy", ".a.tmp-b.tmp-9": "a.tmp-b", ".hits.tmp-0": "hits"} {
+		if base, ok := TempOf(name); !ok || base != want {
+			t.Errorf("TempOf(%q) = %q, %v; want %q", name, base, ok, want)
+		}
+	}
+	for _, name := range []string{".hits.tmp-mybackup", ".out.npy.tmp-", "out.npy.tmp-1", "..tmp-1", ".tmp-1", ".hits.tmp-12.old1", ".x.tmp-1 "} {
+		if base, ok := TempOf(name); ok {
+			t.Errorf("TempOf(%q) = %q: a name no writer gives taken for a temporary", name, base)
+		}
+	}
 }

@@ -3,6 +3,7 @@
 package atomicfile
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestRemoveStaleNamedPipe(t *testing.T) {
 	}
 	done := make(chan bool, 1)
 	go func() {
-		removed, _ := RemoveStale(fifo)
+		removed, _ := RemoveStale(fifo, func(string) bool { return true })
 		done <- removed
 	}()
 	select {
@@ -33,5 +34,34 @@ func TestRemoveStaleNamedPipe(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("RemoveStale opened a named pipe: still waiting after 30 s")
+	}
+}
+
+// A new file gets 0666 less the umask, a new directory 0777 less it (a
+// private umask keeps them private); a replaced file keeps its mode.
+func TestModes(t *testing.T) {
+	defer unix.Umask(unix.Umask(0o077))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := WriteBytes(path, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("a new file under umask 077: mode %v, want 0600", st.Mode().Perm())
+	}
+	os.Chmod(path, 0o640)
+	if err := WriteBytes(path, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Errorf("a replaced file of mode 0640: mode %v, want it kept", st.Mode().Perm())
+	}
+	d, release, err := MkdirTemp(dir, "hits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if st, _ := os.Stat(d); st.Mode().Perm() != 0o700 {
+		t.Errorf("a temporary directory under umask 077: mode %v, want 0700", st.Mode().Perm())
 	}
 }

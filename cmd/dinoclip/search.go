@@ -424,7 +424,13 @@ func checkOutDir(out string, inputs ...string) error {
 // rather than replacing the link by a directory). The working directory
 // is refused: the output replaces its directory whole.
 func resolveOut(out string) (string, error) {
-	out = filepath.Clean(out) // "link/" names the link, not what it leads to
+	// "link/" names the link, not what it leads to; "link/../hits" is
+	// beside where the link leads, as the system reads it (not "hits",
+	// as filepath.Clean would make it).
+	if trimmed := strings.TrimRight(out, `/`+string(filepath.Separator)); trimmed != "" {
+		out = trimmed
+	}
+	out = filepath.Clean(atomicfile.ResolveDir(out))
 	if st, err := os.Lstat(out); err == nil && st.Mode()&fs.ModeSymlink != 0 {
 		target, err := filepath.EvalSymlinks(out)
 		if err != nil {

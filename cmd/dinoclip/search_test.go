@@ -411,6 +411,15 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.Mkdir(busy, 0o755)
 	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)
 	wantError(t, search("--out", busy), "thesis.tex")
+	// --out LINK/../hits is beside where the link leads, as the system
+	// reads it.
+	far := filepath.Join(dir, "far", "deep")
+	os.MkdirAll(far, 0o755)
+	os.Symlink(far, filepath.Join(dir, "near"))
+	mustRun(t, search("--out", filepath.Join(dir, "near")+"/../hitsfar")...)
+	if _, err := os.Stat(filepath.Join(dir, "far", "hitsfar", searchIDsFile)); err != nil {
+		t.Errorf("--out near/../hitsfar (near a link to far/deep) did not write far/hitsfar: %v", err)
+	}
 	// A directory by an output file's name is no earlier output: the
 	// output replacing --out would take what it holds.
 	named := filepath.Join(dir, "named")

@@ -130,7 +130,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 // where the link leads, not back to where the link is.
 func Destination(path string) (string, error) {
 	for hops := 0; ; hops++ {
-		path = resolveDir(path)
+		path = ResolveDir(path)
 		st, err := os.Lstat(path)
 		if err != nil {
 			return path, nil // created (or the create reports why not)
@@ -146,7 +146,7 @@ func Destination(path string) (string, error) {
 			}
 			if !filepath.IsAbs(target) {
 				// Relative to the link's directory (resolved: path's is),
-				// its own links and ".." resolved by resolveDir, not by
+				// its own links and ".." resolved by ResolveDir, not by
 				// filepath.Join, which would drop "sub/.." without
 				// following sub.
 				target = filepath.Dir(path) + string(filepath.Separator) + target
@@ -162,11 +162,11 @@ func Destination(path string) (string, error) {
 	}
 }
 
-// resolveDir is path with the directory part resolved as the system
+// ResolveDir is path with its directory part resolved as the system
 // resolves it (filepath.EvalSymlinks follows each link before it applies
 // the ".." after it), the last element kept as it is; path itself when
 // the directory cannot be resolved (the create then says why).
-func resolveDir(path string) string {
+func ResolveDir(path string) string {
 	i := strings.LastIndexAny(path, `/`+string(filepath.Separator))
 	if i < 0 {
 		return path

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
@@ -51,11 +49,12 @@ type File struct {
 //
 // dir is created if missing. If it already holds shard files (any
 // *.dino.npy or *.clip.npy, which a reader would take as part of the data)
-// WriteTrainingData refuses, unless opts.Overwrite is set: then it deletes
-// them first, so that no stale shard outlives the new set. The shards are
-// staged in dir and moved in once all are written (stageInto), so an
-// interrupted or failed run leaves no shard that looks like a whole data
-// set; a second run writing the same dir at once is refused.
+// WriteTrainingData refuses, unless opts.Overwrite is set: then they are
+// deleted when the new set goes in, so that no stale shard outlives it.
+// The shards are staged apart and published once all are written
+// (stageInto), so an interrupted or failed run leaves no shard that looks
+// like a whole data set, and a failed overwrite keeps the old set; a
+// second run writing the same dir at once is refused.
 func WriteTrainingData(dir string, opts Options, rows, rowsPerShard int, float16 bool) ([]File, error) {
 	return WriteTrainingDataContext(context.Background(), dir, opts, rows, rowsPerShard, float16)
 }
@@ -63,26 +62,13 @@ func WriteTrainingData(dir string, opts Options, rows, rowsPerShard int, float16
 // WriteTrainingDataContext is WriteTrainingData, stopping between shards
 // with ctx's error once ctx is done.
 func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, rows, rowsPerShard int, float16 bool) ([]File, error) {
-	if rows < 1 || rowsPerShard < 1 {
-		return nil, fmt.Errorf("synth: training data in %s: %d rows in shards of %d; both must be at least 1", dir, rows, rowsPerShard)
-	}
-	rowsPerShard = min(rowsPerShard, rows) // the largest shard written
-	shards := rows / rowsPerShard
-	if rows%rowsPerShard != 0 {
-		shards++
-	}
-	if shards > MaxShards {
-		return nil, fmt.Errorf("synth: training data in %s: %d rows in shards of %d make %d shards, more than %d; use larger shards", dir, rows, rowsPerShard, shards, MaxShards)
+	shards, rowsPerShard, err := trainingShards(dir, opts, rows, rowsPerShard)
+	if err != nil {
+		return nil, err
 	}
 	world, err := NewWorld(opts)
 	if err != nil {
 		return nil, err
-	}
-	if err := checkSize("rows per shard", rowsPerShard, max(opts.InputDim, opts.OutputDim)); err != nil {
-		return nil, err
-	}
-	isShardFile := func(name string) bool {
-		return strings.HasSuffix(name, FeatureSuffix) || strings.HasSuffix(name, TargetSuffix)
 	}
 	write, dtype := npy.WriteFloat32, npy.Float32
 	if float16 {
@@ -148,50 +134,6 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	})
 }
 
-// stageInto writes a data set into dir, made if missing. It refuses when
-// dir already holds files of a data set (those for which isDataFile is
-// true; what names them in the error) unless overwrite is set: then it
-// deletes them first (an old shard that the new set does not replace, for
-// shards have free names, would otherwise be read as part of it). fill
-// writes the files into a hidden staging directory in dir (.partial, which
-// a reader ignores) under their names in dir and returns them (with their
-// paths in dir); once all are written they move into dir, so a run
-// interrupted, or failing (a full disk), leaves no set that looks whole,
-// and no staging directory either (one a kill -9 leaves is removed by the
-// next run). A lock on dir refuses a second writer while one is at work.
-func stageInto(dir, what string, isDataFile func(name string) bool, overwrite bool, fill func(staging string) ([]File, error)) ([]File, error) {
-	unlock, err := LockDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := replaceOld(dir, what, isDataFile, overwrite); err != nil {
-		return nil, err
-	}
-	staging := filepath.Join(dir, ".partial")
-	if err := os.RemoveAll(staging); err != nil { // a killed run's
-		return nil, fmt.Errorf("synth: removing %s: %w", staging, err)
-	}
-	if err := os.Mkdir(staging, 0o755); err != nil {
-		return nil, fmt.Errorf("synth: %w", err)
-	}
-	files, err := fill(staging)
-	if err != nil {
-		os.RemoveAll(staging)
-		return nil, err
-	}
-	for _, f := range files {
-		if err := os.Rename(filepath.Join(staging, filepath.Base(f.Path)), f.Path); err != nil {
-			return nil, fmt.Errorf("synth: %w", err)
-		}
-	}
-	if err := os.Remove(staging); err != nil {
-		return nil, fmt.Errorf("synth: %w", err)
-	}
-	atomicfile.SyncDir(dir)
-	return files, nil
-}
-
 // evalInfo is the content of eval.json.
 type evalInfo struct {
 	Name   string `json:"name"`
@@ -203,8 +145,8 @@ type evalInfo struct {
 // its name and how it was made, and returns the files written in order.
 //
 // dir is created if missing. If it already holds evaluation set files,
-// WriteEvalSet refuses unless opts.Overwrite is set: then it deletes them
-// first. The files are staged in dir and moved in once all are written
+// WriteEvalSet refuses unless opts.Overwrite is set: then they are
+// replaced. The files are staged apart and published once all are written
 // (stageInto), so a failed or interrupted run never leaves a set of two
 // runs' files.
 func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name string) ([]File, error) {
@@ -216,8 +158,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 	if err != nil {
 		return nil, err
 	}
-	setFiles := []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, EvalInfoFile}
-	return stageInto(dir, "an evaluation set", func(n string) bool { return slices.Contains(setFiles, n) }, opts.Overwrite, func(staging string) ([]File, error) {
+	return stageInto(dir, "an evaluation set", isEvalFile, opts.Overwrite, func(staging string) ([]File, error) {
 		var files []File
 		for _, a := range []struct {
 			name string
@@ -253,7 +194,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 		if err != nil {
 			return nil, fmt.Errorf("synth: %s: %w", filepath.Join(dir, EvalInfoFile), err)
 		}
-		if err := writeFileAtomic(filepath.Join(staging, EvalInfoFile), append(info, '\n')); err != nil {
+		if err := atomicfile.WriteBytes(filepath.Join(staging, EvalInfoFile), append(info, '\n')); err != nil {
 			return nil, err
 		}
 		return append(files, File{Path: filepath.Join(dir, EvalInfoFile)}), nil
@@ -276,67 +217,4 @@ func LockDir(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
 	return unlock, nil
-}
-
-// replaceOld checks dir for files of an existing data set (see
-// stageInto), refusing them unless overwrite is set, and deletes them when
-// it is.
-func replaceOld(dir, what string, isDataFile func(name string) bool, overwrite bool) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("synth: output directory: %w", err)
-	}
-	var existing []string
-	for _, e := range entries {
-		if !e.IsDir() && isDataFile(e.Name()) {
-			existing = append(existing, e.Name())
-		}
-	}
-	if len(existing) == 0 {
-		return nil
-	}
-	if !overwrite {
-		shown := existing
-		if len(shown) > 3 {
-			shown = append(shown[:3:3], "...")
-		}
-		return fmt.Errorf("synth: %s already holds %s (%d files: %s); set the overwrite option (dinoclip synth --force) to replace them",
-			dir, what, len(existing), strings.Join(shown, ", "))
-	}
-	for _, name := range existing {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("synth: replacing the old data set: %w", err)
-		}
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames
-// it into place, so a reader never sees half a file (docs/FORMAT.md).
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("synth: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("synth: write %s: %w", path, err)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	// CreateTemp makes the file 0600; give it a data file's usual mode.
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/synth"
 )
 
 // tinyData writes rows of in -> out training pairs with a learnable linear
@@ -362,4 +363,41 @@ func TestDatasetFloat64BeyondFloat32(t *testing.T) {
 		}
 		d.Close()
 	}
+}
+
+// A data directory that holds a writer's staging directory is an
+// incomplete set (a dinoclip synth moving it in, or one killed while it
+// did: an older synth's .partial, today's .synth.tmp-N; rsync's
+// --partial-dir): it is refused, not read in part.
+func TestDatasetRefusesIncomplete(t *testing.T) {
+	if synthStagingPrefix != synth.StagingPrefix || legacyStagingDir != synth.LegacyStagingDir {
+		t.Fatalf("train takes %q and %q for staging directories, synth makes %q and %q",
+			synthStagingPrefix, legacyStagingDir, synth.StagingPrefix, synth.LegacyStagingDir)
+	}
+	dir := t.TempDir()
+	tinyData(t, dir, 40, 10, 4, 2, false)
+	for _, name := range []string{".partial", ".synth.tmp-12345"} {
+		staging := filepath.Join(dir, name)
+		if err := os.Mkdir(staging, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDataset(dir)
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), staging) || !strings.Contains(err.Error(), "incomplete") {
+			t.Errorf("with %s: %v, want an error calling the set incomplete", name, err)
+		}
+		if err := CheckComplete(dir); !errors.Is(err, ErrIncomplete) {
+			t.Errorf("CheckComplete with %s: %v", name, err)
+		}
+		os.Remove(staging)
+	}
+	// A plain file of such a name is no staging directory.
+	os.WriteFile(filepath.Join(dir, ".partial"), nil, 0o644)
+	d, err := OpenDataset(dir)
+	if err != nil || d.Rows != 40 {
+		t.Fatalf("a whole set: %v", err)
+	}
+	d.Close()
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
 // The demo end to end at a tiny size: data, a trained run, the table and a
@@ -55,5 +58,35 @@ func TestDemo(t *testing.T) {
 	err := newApp().Run([]string{"dinoclip", "demo", "--out", other})
 	if err == nil || !strings.Contains(err.Error(), "not made by dinoclip demo") {
 		t.Fatalf("demo into a foreign directory: %v", err)
+	}
+}
+
+// A demo into an --out that another demo is using is refused at once,
+// before it removes the other's data and run.
+func TestDemoLocksItsOutput(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows")
+	}
+	out := t.TempDir()
+	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(out, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(out, p), []byte("the other demo's"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := flock.TryLock(held, true); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"},
+		out, "another dinoclip demo")
+	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {
+		if b, err := os.ReadFile(filepath.Join(out, p)); err != nil || string(b) != "the other demo's" {
+			t.Errorf("%s: %q, %v", p, b, err)
+		}
 	}
 }

@@ -108,8 +108,14 @@ func describe(w io.Writer, path string) error {
 	if isDataDir(path) {
 		return infoData(w, path)
 	}
-	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) {
+	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) || has(synthUnfinishedFile) {
 		return infoSynthOut(w, path)
+	}
+	if err := train.CheckComplete(path); err != nil { // a data set not moved in yet
+		return fmt.Errorf("info: %w", err)
+	}
+	if parent := filepath.Dir(path); fileExists(filepath.Join(parent, synthUnfinishedFile)) {
+		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
 }
@@ -193,7 +199,10 @@ func isDataDir(dir string) bool {
 func infoSynthOut(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: data directory (training data in %s/, an evaluation set in %s/, as dinoclip synth writes them)\n",
 		dir, synthTrainDir, synthEvalDir)
-	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) {
+	if fileExists(filepath.Join(dir, synthUnfinishedFile)) {
+		fmt.Fprintf(w, "  unfinished: a dinoclip synth into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
+	}
+	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) || train.CheckComplete(tr) != nil {
 		if err := infoData(w, tr); err != nil {
 			return err
 		}
@@ -506,6 +515,9 @@ func infoData(w io.Writer, dir string) error {
 }
 
 func infoEvalSet(w io.Writer, dir string) error {
+	if err := train.CheckComplete(dir); err != nil {
+		return fmt.Errorf("evaluation set %w", err)
+	}
 	s, err := retrieval.LoadSet(dir)
 	if err != nil {
 		return err

@@ -551,7 +551,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 			return err
 		}
 		if _, err := os.Stat(out); err == nil {
-			if err := exchangeDirs(tmp, out); err == nil {
+			if err := atomicfile.ExchangeDirs(tmp, out); err == nil {
 				break // tmp now holds the earlier output, removed on return
 			}
 			old := fmt.Sprintf("%s.old%d", tmp, attempt)

@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/synth"
 	"github.com/urfave/cli/v2"
 )
@@ -21,6 +23,19 @@ const (
 	synthTrainDir = "train"
 	synthEvalDir  = "eval"
 )
+
+// synthUnfinishedFile is in --out while a synth writes it: it records the
+// run's settings (synthSettings), and is removed once both sets are
+// written. A run that finds one of its own settings there goes on from
+// an interrupted run: the sets it left are replaced without --force.
+const synthUnfinishedFile = ".synth-unfinished"
+
+// synthSettings is the content of synthUnfinishedFile for a run: every
+// flag that changes what synth writes (--force does not).
+func synthSettings(opts synth.Options, rows, shardRows int, float16 bool, images, perImage int) string {
+	return fmt.Sprintf("dinoclip synth unfinished: rows=%d shard_rows=%d float16=%t seed=%d input_dim=%d output_dim=%d latent_shift=%v eval_images=%d captions_per_image=%d\n",
+		rows, shardRows, float16, opts.Seed, opts.InputDim, opts.OutputDim, opts.LatentShift, images, perImage)
+}
 
 // synthEnvVar is the environment variable of synth's flag name. synth's
 // variables have a prefix of their own so that DINOCLIP_SYNTH_OUT and
@@ -56,8 +71,12 @@ func synthCommand() *cli.Command {
 			"images drawn around another point of the latent space (a model trained at shift 0 extrapolates\n" +
 			"there; train --init fine-tunes it on the shifted data).\n" +
 			"An existing data set in DIR/train or DIR/eval is refused unless --force is given; --force\n" +
-			"deletes every *.dino.npy and *.clip.npy in DIR/train first, so no old shard is read with the new\n" +
-			"ones. Each flag can also be set with DINOCLIP_SYNTH_<FLAG> (for example DINOCLIP_SYNTH_ROWS).\n\n" +
+			"replaces every *.dino.npy and *.clip.npy in DIR/train, so no old shard is read with the new\n" +
+			"ones. Each set is written apart (in a hidden .train.synth.tmp-N or .eval.synth.tmp-N beside\n" +
+			"it) and put in place in one step once whole, so a reader never sees part of one, and an\n" +
+			"interrupted or failed run leaves the old set as it was; run the same command again to go on\n" +
+			"from an interrupted one (it is not refused). Each flag can also be set with\n" +
+			"DINOCLIP_SYNTH_<FLAG> (for example DINOCLIP_SYNTH_ROWS).\n\n" +
 			"Example:\n" +
 			"   dinoclip synth --out /tmp/synth --rows 100000\n" +
 			"   dinoclip train --data /tmp/synth/train --eval /tmp/synth/eval --out runs/synth",
@@ -118,7 +137,26 @@ func runSynth(cCtx *cli.Context) error {
 	}
 	defer unlock()
 	start := time.Now()
-	trainDir := filepath.Join(out, synthTrainDir)
+	trainDir, evalDir := filepath.Join(out, synthTrainDir), filepath.Join(out, synthEvalDir)
+	// An unfinished run of these settings (killed, say, between the two
+	// sets) is gone on with: what it wrote is what this run writes.
+	marker := filepath.Join(out, synthUnfinishedFile)
+	settings := synthSettings(opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"), images, perImage)
+	if b, err := os.ReadFile(marker); err == nil && string(b) == settings {
+		opts.Overwrite = true
+		fmt.Fprintf(w, "going on from an interrupted dinoclip synth of the same settings in %s\n", out)
+	}
+	// Both sets are checked before either is written: a refusal of the
+	// second would leave the first written.
+	if err := synth.CheckTrainingData(trainDir, opts, rows, cCtx.Int("shard-rows")); err != nil {
+		return err
+	}
+	if err := synth.CheckEvalDir(evalDir, opts.Overwrite); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(marker, []byte(settings)); err != nil {
+		return fmt.Errorf("synth: %w", err)
+	}
 	files, err := synth.WriteTrainingDataContext(cCtx.Context, trainDir, opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"))
 	if err != nil {
 		return err
@@ -134,11 +172,14 @@ func runSynth(cCtx *cli.Context) error {
 		return err
 	}
 
-	evalDir := filepath.Join(out, synthEvalDir)
 	files, err = synth.WriteEvalSet(evalDir, opts, images, perImage, synthEvalName)
 	if err != nil {
 		return err
 	}
+	if err := os.Remove(marker); err != nil {
+		return fmt.Errorf("synth: %w", err)
+	}
+	atomicfile.SyncDir(out)
 	fmt.Fprintf(w, "evaluation set %q: %d images, %d captions (%d per image), in %s\n",
 		synthEvalName, images, images*perImage, perImage, evalDir)
 	printSynthFiles(w, files)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/synth"
 )
 
 // synthSmall are flags for a quick synthetic data set: 50 rows of 16 -> 8
@@ -158,5 +159,95 @@ func TestSynthLocksItsOutput(t *testing.T) {
 	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "another dinoclip synth")
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("a refused synth wrote %d entries", len(entries))
+	}
+}
+
+// synthSmallSettings is synthSmall's record in synthUnfinishedFile.
+func synthSmallSettings() string {
+	opts := synth.DefaultOptions()
+	opts.Seed, opts.InputDim, opts.OutputDim = 3, 16, 8
+	return synthSettings(opts, 50, 20, false, 10, 3)
+}
+
+// A synth killed between its training data and its evaluation set is gone
+// on with by the same command, not refused; one of other settings still
+// needs --force over the complete training set it left.
+func TestSynthRerunAfterKillBetweenSets(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "synth")
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if _, err := os.Stat(filepath.Join(dir, synthUnfinishedFile)); !os.IsNotExist(err) {
+		t.Fatalf("a finished synth left %s: %v", synthUnfinishedFile, err)
+	}
+	// What a kill after the training data leaves.
+	os.RemoveAll(filepath.Join(dir, "eval"))
+	marker := filepath.Join(dir, synthUnfinishedFile)
+	os.WriteFile(marker, []byte(synthSmallSettings()), 0o644)
+
+	info := mustRun(t, "info", dir)
+	if !strings.Contains(info, "unfinished") || !strings.Contains(info, "rows: 50") {
+		t.Errorf("info on an unfinished synth's output:\n%s", info)
+	}
+	other := []string{"synth", "--out", dir, "--rows", "60", "--shard-rows", "20", "--eval-images", "10",
+		"--captions-per-image", "3", "--input-dim", "16", "--output-dim", "8", "--seed", "3"}
+	wantError(t, other, "already holds training shards", "--force")
+	out := mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if !strings.Contains(out, "going on from an interrupted dinoclip synth") {
+		t.Errorf("the same synth again:\n%s", out)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("%s left after the run again: %v", marker, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "eval", "eval.json")); err != nil {
+		t.Error(err)
+	}
+	// Finished: the next run needs --force again.
+	wantError(t, append([]string{"synth", "--out", dir}, synthSmall...), "already holds training shards")
+}
+
+// A synth killed while it wrote its training data leaves DIR/train empty
+// (its shards wait in a staging directory beside it): info says so, and
+// the same command again is not refused.
+func TestSynthRerunAfterKillWhileStaging(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "train"), 0o755)
+	staging := filepath.Join(dir, ".train.synth.tmp-4242")
+	os.Mkdir(staging, 0o755)
+	os.WriteFile(filepath.Join(staging, "shard-00000.dino.npy"), []byte("part"), 0o644)
+	os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644)
+	wantError(t, []string{"info", filepath.Join(dir, "train")}, "no data set yet", "has not finished")
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if info := mustRun(t, "info", filepath.Join(dir, "train")); !strings.Contains(info, "rows: 50") {
+		t.Errorf("info after the run again:\n%s", info)
+	}
+}
+
+// What an older synth killed while moving its shards in left (some shards
+// in DIR/train, the rest in DIR/train/.partial) is no data set to train on:
+// info and train say it is incomplete, and synth, which cannot tell that
+// .partial from another program's, refuses it and leaves it alone.
+func TestSynthLegacyPartialSet(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "synth")
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	trainDir := filepath.Join(dir, "train")
+	partial := filepath.Join(trainDir, ".partial")
+	os.Mkdir(partial, 0o755)
+	for _, name := range []string{"shard-00002.dino.npy", "shard-00002.clip.npy", "shard-00001.clip.npy"} {
+		if err := os.Rename(filepath.Join(trainDir, name), filepath.Join(partial, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(trainDir, "shard-00001.dino.npy"))
+	wantError(t, []string{"info", trainDir}, "incomplete", partial)
+	wantError(t, []string{"info", dir}, "incomplete", partial)
+	wantError(t, []string{"train", "--data", trainDir, "--eval", filepath.Join(dir, "eval"), "--out", filepath.Join(t.TempDir(), "run"),
+		"--epochs", "1", "--batch", "10", "--hidden-dim", "8", "--blocks", "1"}, "incomplete", partial)
+	for _, force := range [][]string{nil, {"--force"}} {
+		wantError(t, append(append([]string{"synth", "--out", dir}, synthSmall...), force...), partial, "removes no directory")
+		if entries, _ := os.ReadDir(partial); len(entries) != 3 {
+			t.Fatalf("synth %v: %s holds %d entries, want its 3 left alone", force, partial, len(entries))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, synthUnfinishedFile)); !os.IsNotExist(err) {
+		t.Errorf("a refused synth wrote %s: %v", synthUnfinishedFile, err)
 	}
 }

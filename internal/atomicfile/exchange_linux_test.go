@@ -1,4 +1,4 @@
-package main
+package atomicfile
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// exchangeDirs swaps two directories whole.
+// ExchangeDirs swaps two directories whole.
 func TestExchangeDirs(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
@@ -14,8 +14,8 @@ func TestExchangeDirs(t *testing.T) {
 		os.Mkdir(d, 0o755)
 		os.WriteFile(filepath.Join(d, "name"), []byte(filepath.Base(d)), 0o644)
 	}
-	if err := exchangeDirs(a, b); err != nil {
-		t.Skipf("this filesystem cannot exchange directories (writeSearch falls back): %v", err)
+	if err := ExchangeDirs(a, b); err != nil {
+		t.Skipf("this filesystem cannot exchange directories (callers fall back): %v", err)
 	}
 	for d, want := range map[string]string{a: "b", b: "a"} {
 		if got, err := os.ReadFile(filepath.Join(d, "name")); err != nil || string(got) != want {

@@ -1,0 +1,449 @@
+package synth
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
+)
+
+// How a data set is published (stageInto).
+//
+// The files are written into a staging directory that only synth makes,
+// named so that synth can tell its own: beside the data directory DIR,
+// .BASE.synth.tmp-N (BASE is DIR's name, N random digits:
+// atomicfile.MkdirTemp's name for BASE.synth); or, when there can be none
+// beside DIR (its parent is not writable, or DIR is a mount point),
+// StagingPrefix+N inside DIR. The staging directory is locked while its
+// writer lives (atomicfile.MkdirTemp), so that atomicfile.RemoveStale
+// tells a killed run's from a live one's; and it holds nothing but the
+// set's files, which is all RemoveStale removes.
+//
+// Once every file is written the set is published in one step when DIR
+// allows it: a staging directory beside an empty DIR is renamed onto it;
+// beside a DIR that holds nothing but an old set (overwrite), it is
+// exchanged with DIR (renameat2 RENAME_EXCHANGE on Linux; elsewhere, or on
+// a filesystem without it, DIR is renamed aside and the new set renamed in,
+// so that for that moment there is no DIR, never a mixed one), and the old
+// set removed. A DIR that holds other files too keeps them: the new files
+// move in one by one, and while they do DIR holds a StagingPrefix+N
+// directory, which readers (train.OpenDataset, dinoclip info) take for an
+// incomplete set. A run killed then leaves it; the next run into DIR removes
+// it (the set beside it is that run's, incomplete, and is replaced without
+// overwrite).
+const (
+	// StagingPrefix starts the name of synth's staging directories: inside
+	// a data directory, StagingPrefix followed by digits; beside it,
+	// "."+name of the data directory+StagingPrefix followed by digits.
+	StagingPrefix = "." + stagingBase + ".tmp-"
+	// stagingBase is the base name synth gives atomicfile.MkdirTemp for a
+	// staging directory inside a data directory (beside it, BASE+"."+
+	// stagingBase): MkdirTemp names it "."+stagingBase+".tmp-"+digits.
+	stagingBase = "synth"
+	// LegacyStagingDir is the staging directory that dinoclip synth once
+	// kept inside a data directory while moving a set in: one left there
+	// means an incomplete set. It may as well be another program's (rsync
+	// --partial-dir), so synth never removes it.
+	LegacyStagingDir = ".partial"
+)
+
+// isShardFile reports whether name is a file a reader takes for part of a
+// training set.
+func isShardFile(name string) bool {
+	return strings.HasSuffix(name, FeatureSuffix) || strings.HasSuffix(name, TargetSuffix)
+}
+
+// evalFiles are the files of an evaluation set.
+var evalFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, EvalInfoFile}
+
+func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
+
+// isStagingName reports whether name is prefix followed by one or more
+// digits: a name synth gave a staging directory.
+func isStagingName(name, prefix string) bool {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok || rest == "" {
+		return false
+	}
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckTrainingData refuses what WriteTrainingData would refuse for these
+// arguments without writing anything (but for an error of opts, which
+// Options.Validate reports): sizes it cannot write, an existing set in dir
+// without opts.Overwrite, a LegacyStagingDir in dir. A caller that writes
+// more than one set refuses before it writes the first.
+func CheckTrainingData(dir string, opts Options, rows, rowsPerShard int) error {
+	if _, _, err := trainingShards(dir, opts, rows, rowsPerShard); err != nil {
+		return err
+	}
+	return checkDir(dir, "training shards", isShardFile, opts.Overwrite)
+}
+
+// CheckEvalDir refuses the directory dir as WriteEvalSet would, without
+// writing anything (CheckEvalSet checks the sizes).
+func CheckEvalDir(dir string, overwrite bool) error {
+	return checkDir(dir, "an evaluation set", isEvalFile, overwrite)
+}
+
+// trainingShards checks the sizes of a training set and returns its number
+// of shards and the rows of its largest one.
+func trainingShards(dir string, opts Options, rows, rowsPerShard int) (shards, largest int, err error) {
+	if rows < 1 || rowsPerShard < 1 {
+		return 0, 0, fmt.Errorf("synth: training data in %s: %d rows in shards of %d; both must be at least 1", dir, rows, rowsPerShard)
+	}
+	rowsPerShard = min(rowsPerShard, rows) // the largest shard written
+	shards = rows / rowsPerShard
+	if rows%rowsPerShard != 0 {
+		shards++
+	}
+	if shards > MaxShards {
+		return 0, 0, fmt.Errorf("synth: training data in %s: %d rows in shards of %d make %d shards, more than %d; use larger shards", dir, rows, rowsPerShard, shards, MaxShards)
+	}
+	if err := checkSize("rows per shard", rowsPerShard, max(opts.InputDim, opts.OutputDim)); err != nil {
+		return 0, 0, err
+	}
+	return shards, rowsPerShard, nil
+}
+
+func checkDir(dir, what string, isDataFile func(string) bool, overwrite bool) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // made by the writer (or, a dangling link, refused by it)
+	}
+	if err != nil {
+		return fmt.Errorf("synth: output directory: %w", err)
+	}
+	existing, staging, err := inspectDir(dir, real, isDataFile)
+	if err != nil {
+		return err
+	}
+	return refuseExisting(dir, what, existing, overwrite || len(staging) > 0)
+}
+
+// inspectDir lists the data files (for which isDataFile is true) and synth's
+// staging directories in real, the directory dir leads to, and refuses a
+// LegacyStagingDir there.
+func inspectDir(dir, real string, isDataFile func(string) bool) (existing, staging []string, err error) {
+	entries, err := os.ReadDir(real)
+	if err != nil {
+		return nil, nil, fmt.Errorf("synth: output directory: %w", err)
+	}
+	for _, e := range entries {
+		switch name := e.Name(); {
+		case name == LegacyStagingDir && e.IsDir():
+			p := filepath.Join(dir, name)
+			return nil, nil, fmt.Errorf("synth: %s exists: the staging directory an older dinoclip synth left when it was interrupted "+
+				"(the set in %s is then incomplete), or another program's (rsync --partial-dir); dinoclip synth removes no directory "+
+				"it did not make. Remove %s if nothing is using it, and run again (with --force if %s still holds a data set)", p, dir, p, dir)
+		case e.IsDir() && isStagingName(name, StagingPrefix):
+			staging = append(staging, name)
+		case !e.IsDir() && isDataFile(name):
+			existing = append(existing, name)
+		}
+	}
+	return existing, staging, nil
+}
+
+// refuseExisting refuses the data files existing of dir unless overwrite.
+func refuseExisting(dir, what string, existing []string, overwrite bool) error {
+	if len(existing) == 0 || overwrite {
+		return nil
+	}
+	shown := existing
+	if len(shown) > 3 {
+		shown = append(shown[:3:3], "...")
+	}
+	return fmt.Errorf("synth: %s already holds %s (%d files: %s); set the overwrite option (dinoclip synth --force) to replace them",
+		dir, what, len(existing), strings.Join(shown, ", "))
+}
+
+// stageInto writes a data set into dir, made if missing (see the comment
+// on StagingPrefix). It refuses when dir already holds files of a data set
+// (those for which isDataFile is true; what names them in the error)
+// unless overwrite is set, or they are the incomplete set of an
+// interrupted run: then they are replaced (an old shard that the new set
+// does not replace, for shards have free names, would otherwise be read as
+// part of it). fill writes the files into the staging directory it is
+// given, under their names in dir, and returns them (with their paths in
+// dir). A run that fails (a full disk) or is cancelled leaves dir as it
+// was. A lock on dir refuses a second writer while one is at work.
+func stageInto(dir, what string, isDataFile func(name string) bool, overwrite bool, fill func(staging string) ([]File, error)) ([]File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("synth: output directory: %w", err)
+	}
+	// The directory itself, not a link to it: it is what is replaced.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("synth: output directory: %w", err)
+	}
+	unlock, err := lockDirStable(dir, real)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	existing, staging, err := inspectDir(dir, real, isDataFile)
+	if err != nil {
+		return nil, err
+	}
+	// A staging directory in dir is an interrupted run's: while this run
+	// holds dir's lock, no other synth is at work in it.
+	for _, name := range staging {
+		p := filepath.Join(real, name)
+		if !unheld(p, isDataFile) {
+			return nil, fmt.Errorf("synth: %s: the staging directory of a dinoclip synth that was interrupted while moving its set in, "+
+				"or is still at work (this system cannot tell which); remove it if no dinoclip synth is running, and run again", filepath.Join(dir, name))
+		}
+		if err := atomicfile.RemoveDir(p, isDataFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("synth: removing an interrupted run's staging directory: %w", err)
+		}
+	}
+	replace := overwrite || len(staging) > 0 // (an interrupted run's set is incomplete)
+	if err := refuseExisting(dir, what, existing, replace); err != nil {
+		return nil, err
+	}
+	parent, base := filepath.Dir(real), filepath.Base(real)
+	sweepStale(parent, "."+base+StagingPrefix, isDataFile)
+
+	tmp, release, beside, err := makeStaging(real, parent, base)
+	if err != nil {
+		return nil, fmt.Errorf("synth: staging directory: %w", err)
+	}
+	defer release()
+	files, err := fill(tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	atomicfile.SyncDir(tmp)
+	if err := publish(dir, real, what, tmp, beside, files, isDataFile, replace); err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// lockDirStable locks real, the directory dir leads to, as LockDir does;
+// and since a writer replaces the directory at real by another, it makes
+// sure that the directory locked is the one there now.
+func lockDirStable(dir, real string) (unlock func(), err error) {
+	for try := 0; ; try++ {
+		d, err := os.Open(real)
+		if err != nil {
+			return nil, fmt.Errorf("synth: output directory: %w", err)
+		}
+		// An error other than ErrLocked is a system that cannot lock a
+		// directory (Windows): it goes without, as flock.LockDir does.
+		if err := flock.TryLock(d, true); errors.Is(err, flock.ErrLocked) {
+			d.Close()
+			return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth", dir)
+		}
+		held, err1 := d.Stat()
+		now, err2 := os.Stat(real)
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return func() { d.Close() }, nil
+		}
+		d.Close()
+		if try == 50 {
+			return nil, fmt.Errorf("synth: %s keeps being replaced while this run locks it", dir)
+		}
+		time.Sleep(10 * time.Millisecond) // (another writer publishing its set)
+	}
+}
+
+// unheld reports whether nobody holds the lock of the staging directory p:
+// its writer has ended. Where directories cannot be locked it falls back
+// on atomicfile.RemoveStale's rule (which keeps them all) for a directory
+// that holds nothing but files holds names.
+func unheld(p string, holds func(string) bool) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	lockErr := flock.TryLock(f, true)
+	f.Close()
+	if lockErr == nil {
+		return true
+	}
+	removed, _ := atomicfile.RemoveStale(p, holds)
+	return removed
+}
+
+// sweepStale removes the staging directories beside a data directory
+// (prefix followed by digits, in parent) that killed runs left; a live
+// run's, one that could still be, and one that holds anything else than
+// files holds names are kept (atomicfile.RemoveStale).
+func sweepStale(parent, prefix string, holds func(string) bool) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() && isStagingName(e.Name(), prefix) {
+			atomicfile.RemoveStale(filepath.Join(parent, e.Name()), holds)
+		}
+	}
+}
+
+// makeStaging makes the staging directory, locked until release: beside
+// real (beside is true) when it can be renamed onto real, else inside it.
+func makeStaging(real, parent, base string) (tmp string, release func(), beside bool, err error) {
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if parent != real && sameDevice(real, parent) {
+		if tmp, release, err := atomicfile.MkdirTemp(parent, base+"."+stagingBase); err == nil {
+			// It takes real's place: give it real's mode (and owner).
+			os.Chmod(tmp, st.Mode().Perm())
+			sameOwner(tmp, st)
+			return tmp, release, true, nil
+		}
+	}
+	tmp, release, err = atomicfile.MkdirTemp(real, stagingBase)
+	return tmp, release, false, err
+}
+
+// publish puts the set that fill wrote into tmp in place in real (see the
+// comment on StagingPrefix). replace allows it to replace the data files
+// already there.
+func publish(dir, real, what, tmp string, beside bool, files []File, isDataFile func(string) bool, replace bool) error {
+	entries, err := os.ReadDir(real)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("synth: output directory: %w", err)
+	}
+	var existing []string
+	others := 0
+	for _, e := range entries {
+		switch {
+		case !beside && filepath.Join(real, e.Name()) == tmp:
+		case !e.IsDir() && isDataFile(e.Name()):
+			existing = append(existing, e.Name())
+		default:
+			others++
+		}
+	}
+	// (Checked again: files may have come while the set was written.)
+	if err := refuseExisting(dir, what, existing, replace); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	parent := filepath.Dir(real)
+	switch {
+	case beside && len(entries) == 0:
+		err = renameOntoEmpty(tmp, real)
+	case beside && others == 0:
+		err = exchangeIn(tmp, real, parent)
+	default:
+		return moveIn(real, tmp, beside, files, existing)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("synth: publishing the data set in %s: %w", dir, err)
+	}
+	atomicfile.SyncDir(parent)
+	return nil
+}
+
+// renameOntoEmpty renames the directory tmp onto real, an empty directory:
+// rename(2) replaces it in one step. A system whose rename does not
+// (Windows) has the empty directory removed first: for that moment there
+// is no real.
+func renameOntoEmpty(tmp, real string) error {
+	err := os.Rename(tmp, real)
+	if err == nil {
+		return nil
+	}
+	if os.Remove(real) != nil {
+		return err
+	}
+	if err := os.Rename(tmp, real); err != nil {
+		os.Mkdir(real, 0o755)
+		return err
+	}
+	return nil
+}
+
+// exchangeDirs is atomicfile.ExchangeDirs (a variable: tests try exchangeIn without it).
+var exchangeDirs = atomicfile.ExchangeDirs
+
+// exchangeIn puts the directory tmp in the place of real, which holds the
+// old set, and removes the old set: in one step where the system can
+// exchange two directories; else real is renamed aside (under a staging
+// name, so that a run killed then leaves only what sweepStale removes) and
+// tmp renamed in, so that there is a moment with no real but never one
+// with a mixed set.
+func exchangeIn(tmp, real, parent string) error {
+	if exchangeDirs(tmp, real) == nil {
+		atomicfile.SyncDir(parent)
+		os.RemoveAll(tmp) // the old set now
+		return nil
+	}
+	aside, release, err := atomicfile.MkdirTemp(parent, filepath.Base(real)+"."+stagingBase)
+	if err != nil {
+		return err
+	}
+	release()                                      // (real's lock, this run's, guards it once real is renamed onto it)
+	if err := os.Rename(real, aside); err != nil { // (rename(2) replaces an empty directory; Windows' does not)
+		os.Remove(aside)
+		if err := os.Rename(real, aside); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, real); err != nil {
+		os.Rename(aside, real) // the old set back
+		return err
+	}
+	atomicfile.SyncDir(parent)
+	os.RemoveAll(aside)
+	return nil
+}
+
+// moveIn moves the files of tmp into real, which holds other files than a
+// data set's, one by one, after deleting the old set's (existing); while
+// it does, real holds a staging directory (tmp itself, when it is in real)
+// that tells readers that the set is incomplete. A failure leaves that
+// directory in place: the next run removes it.
+func moveIn(real, tmp string, beside bool, files []File, existing []string) error {
+	marker := tmp
+	if beside {
+		m, release, err := atomicfile.MkdirTemp(real, stagingBase)
+		if err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("synth: %w", err)
+		}
+		defer release()
+		defer os.RemoveAll(tmp) // emptied, unless a move failed
+		marker = m
+	}
+	atomicfile.SyncDir(real) // the marker first, then the moves
+	for _, name := range existing {
+		if err := os.Remove(filepath.Join(real, name)); err != nil {
+			return fmt.Errorf("synth: replacing the old data set: %w", err)
+		}
+	}
+	for _, f := range files {
+		name := filepath.Base(f.Path)
+		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(real, name)); err != nil {
+			return fmt.Errorf("synth: %w", err)
+		}
+	}
+	atomicfile.SyncDir(real) // the moves, then the marker's removal
+	if err := os.Remove(marker); err != nil {
+		return fmt.Errorf("synth: %w", err)
+	}
+	atomicfile.SyncDir(real)
+	return nil
+}

@@ -1,0 +1,259 @@
+package synth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// entryNames lists the names in dir, sorted.
+func entryNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// makeAged makes the directory dir holding files (name -> content), its
+// times set back by age.
+func makeAged(t *testing.T, dir string, files map[string]string, age time.Duration) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-age)
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, old, old)
+	}
+	if err := os.Chtimes(dir, old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A .partial in a data directory may be another program's (rsync
+// --partial-dir), or an older synth's that an interrupted run left beside
+// an incomplete set: synth refuses the directory, with or without
+// overwrite, and removes nothing in it; one elsewhere is no concern.
+func TestLeavesPartialDirAlone(t *testing.T) {
+	opts := smallOptions(1)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "train")
+	partial := filepath.Join(dir, ".partial")
+	makeAged(t, partial, map[string]string{"shard-00000.dino.npy": "rsync's", "notes": "mine"}, time.Hour)
+	beside := filepath.Join(parent, ".partial")
+	makeAged(t, beside, map[string]string{"x": "mine"}, time.Hour)
+	for _, overwrite := range []bool{false, true} {
+		opts.Overwrite = overwrite
+		_, err := WriteTrainingData(dir, opts, 20, 10, false)
+		if err == nil || !strings.Contains(err.Error(), partial) || !strings.Contains(err.Error(), "removes no directory") {
+			t.Errorf("overwrite %v: writing beside %s: %v, want a refusal naming it", overwrite, partial, err)
+		}
+		if err := CheckTrainingData(dir, opts, 20, 10); err == nil || !strings.Contains(err.Error(), partial) {
+			t.Errorf("overwrite %v: CheckTrainingData: %v, want a refusal naming %s", overwrite, err, partial)
+		}
+		if _, err := WriteEvalSet(dir, opts, 4, 1, "e"); err == nil || !strings.Contains(err.Error(), partial) {
+			t.Errorf("overwrite %v: evaluation set beside %s: %v", overwrite, partial, err)
+		}
+		if got := dirFiles(t, partial); len(got) != 2 || string(got["notes"]) != "mine" || string(got["shard-00000.dino.npy"]) != "rsync's" {
+			t.Fatalf("overwrite %v: %s now holds %v", overwrite, partial, slices.Collect(maps.Keys(got)))
+		}
+		if names := entryNames(t, dir); !slices.Equal(names, []string{".partial"}) {
+			t.Errorf("overwrite %v: a refused write left %v in %s", overwrite, names, dir)
+		}
+	}
+	// Once it is gone, the set is written; the .partial beside it stays.
+	os.RemoveAll(partial)
+	if _, err := WriteTrainingData(dir, opts, 20, 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirFiles(t, beside); string(got["x"]) != "mine" {
+		t.Errorf("%s: %v", beside, got)
+	}
+}
+
+// A run killed while it wrote its set leaves a staging directory beside
+// the data directory, and the data directory empty: the next run is not
+// refused, and removes the leftover once it is stale (unlocked, a minute
+// old), but nothing that synth did not make.
+func TestRerunAfterKillWhileStaging(t *testing.T) {
+	opts := smallOptions(2)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "train")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shard := map[string]string{"shard-00000.dino.npy": "x", ".shard-00001.dino.npy.tmp-42": "y"}
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-111"), shard, 2*time.Minute)                              // a killed run's: removed
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-222"), shard, 0)                                          // too young to tell
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-333"), map[string]string{"notes.txt": "mine"}, time.Hour) // holds what synth writes not
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-x9"), shard, time.Hour)                                   // not synth's name
+	makeAged(t, filepath.Join(parent, ".eval.synth.tmp-444"), shard, time.Hour)                                   // another set's
+	if _, err := WriteTrainingData(dir, opts, 50, 10, false); err != nil {
+		t.Fatalf("the run again: %v", err)
+	}
+	if n := len(entryNames(t, dir)); n != 10 {
+		t.Errorf("%s holds %d entries, want 10 shard files", dir, n)
+	}
+	want := []string{".eval.synth.tmp-444", ".train.synth.tmp-222", ".train.synth.tmp-333", ".train.synth.tmp-x9", "train"}
+	if runtime.GOOS == "windows" { // no locks: no leftover is known to be stale
+		want = slices.Insert(want, 1, ".train.synth.tmp-111")
+	}
+	if got := entryNames(t, parent); !slices.Equal(got, want) {
+		t.Errorf("beside %s: %v, want %v", dir, got, want)
+	}
+}
+
+// A run killed while it moved its set in beside other files leaves part of
+// the set and its staging directory in the data directory: the next run is
+// not refused (that set is no whole one to keep), removes the staging
+// directory however young, and writes the whole set; the other files stay.
+func TestRerunAfterKillWhileMoving(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("without locks, a young staging directory cannot be told from a live one")
+	}
+	opts := smallOptions(3)
+	full := filepath.Join(t.TempDir(), "full")
+	files, err := WriteTrainingData(full, opts, 60, 10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dirFiles(t, full)
+	dir := filepath.Join(t.TempDir(), "train")
+	staging := filepath.Join(dir, ".synth.tmp-777")
+	os.MkdirAll(staging, 0o755)
+	os.WriteFile(filepath.Join(dir, "NOTES.txt"), []byte("mine"), 0o644)
+	for i, f := range files {
+		to := dir
+		if i >= len(files)/2 {
+			to = staging
+		}
+		if err := os.WriteFile(filepath.Join(to, filepath.Base(f.Path)), want[filepath.Base(f.Path)], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := WriteTrainingData(dir, opts, 60, 10, false); err != nil {
+		t.Fatalf("the run again: %v", err)
+	}
+	got := dirFiles(t, dir)
+	if string(got["NOTES.txt"]) != "mine" {
+		t.Errorf("NOTES.txt: %q", got["NOTES.txt"])
+	}
+	delete(got, "NOTES.txt")
+	if !maps.EqualFunc(got, want, bytes.Equal) {
+		t.Errorf("%s holds %v, want the whole set %v", dir, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the staging directory is left: %v", err)
+	}
+
+	// A complete set, with no staging directory, still needs overwrite.
+	if _, err := WriteTrainingData(dir, opts, 60, 10, false); err == nil || !strings.Contains(err.Error(), "already holds training shards") {
+		t.Errorf("over a complete set: %v", err)
+	}
+}
+
+// An overwrite replaces the old set whole, in one step: a reader sees the
+// old set or the new one, never a mix or part of one, and a run that fails
+// keeps the old set. The directory keeps its mode.
+func TestOverwriteReplacesWholeSet(t *testing.T) {
+	for _, exchangeWorks := range []bool{true, false} {
+		t.Run(map[bool]string{true: "exchange", false: "rename-aside"}[exchangeWorks], func(t *testing.T) {
+			if !exchangeWorks {
+				exchangeDirs = func(a, b string) error { return errors.New("no exchange") }
+				defer func() { exchangeDirs = atomicfile.ExchangeDirs }()
+			}
+			opts := smallOptions(4)
+			opts.InputDim, opts.OutputDim = 4, 2
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "train")
+			if _, err := WriteTrainingData(dir, opts, 20, 1, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			old := dirFiles(t, dir)
+
+			// A cancelled overwrite leaves the old set as it was.
+			opts.Overwrite = true
+			if _, err := WriteTrainingDataContext(&cancelAfter{context.Background(), 5}, dir, opts, 15, 1, false); !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled overwrite: %v", err)
+			}
+			if got := dirFiles(t, dir); !maps.EqualFunc(got, old, bytes.Equal) {
+				t.Fatalf("a cancelled overwrite changed the old set: %d files, want %d", len(got), len(old))
+			}
+
+			// Readers watch while sets of 40 and 30 files replace each other.
+			sizes := map[int]bool{40: true, 30: true}
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			var bad atomic.Value
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					entries, err := os.ReadDir(dir)
+					if err != nil {
+						if errors.Is(err, os.ErrNotExist) && !exchangeWorks {
+							continue // the moment with no directory
+						}
+						bad.Store(err.Error())
+						return
+					}
+					n := 0
+					for _, e := range entries {
+						if isShardFile(e.Name()) {
+							n++
+						}
+					}
+					if !sizes[n] {
+						bad.Store("a reader saw a set of " + strconv.Itoa(n) + " files")
+						return
+					}
+				}
+			}()
+			for i := range 6 {
+				if _, err := WriteTrainingData(dir, opts, 15+5*(i%2), 1, false); err != nil {
+					t.Error(err)
+					break
+				}
+			}
+			stop.Store(true)
+			wg.Wait()
+			if b := bad.Load(); b != nil {
+				t.Error(b)
+			}
+			if n := len(entryNames(t, dir)); n != 40 {
+				t.Errorf("%s holds %d entries, want the last set's 40", dir, n)
+			}
+			if got := entryNames(t, parent); !slices.Equal(got, []string{"train"}) {
+				t.Errorf("beside %s: %v, want nothing (no staging directory or old set left)", dir, got)
+			}
+			if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o750 {
+				t.Errorf("%s: mode %v (%v), want 0750 kept", dir, st.Mode().Perm(), err)
+			}
+		})
+	}
+}

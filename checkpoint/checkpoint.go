@@ -300,10 +300,11 @@ func Save(dir string, ck *Checkpoint) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
+	tmp, release, err := atomicfile.MkdirTemp(parent, filepath.Base(dir))
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
+	defer release()
 	err = WriteModel(filepath.Join(tmp, ModelFile), ck.Config, ck.Params, ck.Meta)
 	if err == nil {
 		err = safetensors.Write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
@@ -316,9 +317,6 @@ func Save(dir string, ck *Checkpoint) error {
 	}
 	if err == nil && ck.Float64 != nil {
 		err = writeFloat64(filepath.Join(tmp, Float64File), n, ck.Float64)
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o755)
 	}
 	if err == nil {
 		os.RemoveAll(dir) // an incomplete directory from outside dinoclip

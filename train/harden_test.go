@@ -1052,6 +1052,7 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 		os.WriteFile(filepath.Join(d, checkpoint.ModelFile), []byte("half"), 0o644)
 	}
 	os.WriteFile(filepath.Join(holding, "mine.txt"), []byte("mine"), 0o644)
+	os.WriteFile(filepath.Join(deleting, "notes.txt"), []byte("let go with its checkpoint"), 0o644)
 	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}

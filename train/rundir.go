@@ -434,20 +434,23 @@ func removeCheckpoint(dir, name string) error {
 }
 
 // sweepRunDir removes what a crash can leave in a run directory (locked
-// by the caller): among the checkpoints, the directories checkpoint.Save
-// writes (".NAME.tmp-N") and removeCheckpoint deletes (".NAME.deleting"),
-// when they hold only a checkpoint's files (atomicfile.RemoveDir: nothing
-// of anyone else's is removed); beside run.json, the temporary files of
-// atomicfile.Write whose writer is gone (atomicfile.RemoveStale: another
-// process may write into the directory).
+// by the caller): among the checkpoints, the directories removeCheckpoint
+// was deleting (".NAME.deleting", whole: a checkpoint the run let go), and
+// those checkpoint.Save writes (".NAME.tmp-N") when they hold only a
+// checkpoint's files (atomicfile.RemoveDir: nothing of anyone else's is
+// removed); beside run.json, the temporary files of atomicfile.Write whose
+// writer is gone (atomicfile.RemoveStale: another process may write into
+// the directory).
 func sweepRunDir(runDir string) {
 	dir := filepath.Join(runDir, CheckpointsDir)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		_, temp := atomicfile.TempOf(e.Name())
-		deleting := strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), deletingSuffix)
-		if e.IsDir() && (temp || deleting) {
-			atomicfile.RemoveDir(filepath.Join(dir, e.Name()), checkpoint.IsFile)
+		p := filepath.Join(dir, e.Name())
+		if _, temp := atomicfile.TempOf(e.Name()); temp && e.IsDir() {
+			atomicfile.RemoveDir(p, checkpoint.IsFile)
+		}
+		if strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), deletingSuffix) && e.IsDir() {
+			os.RemoveAll(p)
 		}
 	}
 	entries, _ = os.ReadDir(runDir)

@@ -280,7 +280,10 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			break
 		}
 		empty := len(doc.Content) == 0 || (len(doc.Content) == 1 && doc.Content[0].ShortTag() == "!!null")
-		if n++; err != nil || (n > 1 && !empty) {
+		if n++; err != nil {
+			return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %v", path, err)
+		}
+		if n > 1 && !empty {
 			return nil, fmt.Errorf("config %s: more than one YAML document (a line ---); a configuration file is one mapping", path)
 		}
 	}
@@ -324,10 +327,13 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
 				break
 			}
-			if hasOtherBase(n.Value) {
+			// (A float YAML reads as one, 00.5 or 08, means what it says;
+			// as an integer, 010 or 0x10, it does not.)
+			_, isFloatFlag := f.(*altsrc.Float64Flag)
+			if _, isFloat := v.(float64); hasOtherBase(n.Value) && (!isFloatFlag || !isFloat || strings.Contains(n.Value, "_")) {
 				return nil, fmt.Errorf("config %s: key %s: %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, n.Value)
 			}
-			if _, isFloatFlag := f.(*altsrc.Float64Flag); isFloatFlag {
+			if isFloatFlag {
 				break
 			}
 			if x, isFloat := v.(float64); isFloat && !math.IsInf(x, 0) && !math.IsNaN(x) {

@@ -134,6 +134,8 @@ func TestConfigErrors(t *testing.T) {
 		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
 		{"octal learning rate", "lr: 010\n", []string{"key lr", "decimal digits"}},
 		{"hexadecimal learning rate", "lr: 0x10\n", []string{"key lr", "decimal digits"}},
+		{"learning rate with an underscore", "lr: 1_0.5\n", []string{"key lr", "decimal digits"}},
+		{"bad second document", "epochs: 3\n---\n: : :\n", []string{"not a YAML or JSON mapping"}},
 		// An alias of another command's key (skipped) is checked where
 		// it is used, and a string flag takes it as written.
 		{"alias of an octal", "k: &a 010\nseed: *a\n", []string{"key seed", "decimal digits"}},

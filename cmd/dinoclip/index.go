@@ -101,10 +101,7 @@ func featureFiles(args []string) ([]featureFile, error) {
 			// The file's real path: a file reached through a symbolic link
 			// (in its name, its directories or the working directory's) is
 			// the file it leads to, indexed once.
-			real, err := filepath.Abs(f)
-			if err == nil {
-				real, err = filepath.EvalSymlinks(real)
-			}
+			real, err := realPath(f)
 			if err != nil {
 				return nil, fmt.Errorf("--features: %w", err)
 			}

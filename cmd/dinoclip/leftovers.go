@@ -14,7 +14,7 @@ import (
 // left beside it: the temporaries that internal/atomicfile writes under a
 // hidden name and renames into place (".BASE.tmp-N": files, or with holds
 // not nil directories holding only the files holds names, as writeSearch
-// writes; also its earlier output moved aside, ".BASE.tmp-N.oldM"), once
+// writes, its earlier output moved aside too), once
 // no writer holds them (see atomicfile.RemoveStale), saying so on w. The
 // ones it cannot tell from a live writer's (too recent, or no file locks
 // on this system) are warned of and left; any other name, or an entry of
@@ -26,11 +26,7 @@ func sweepLeftovers(w io.Writer, out string, holds func(name string) bool) {
 	entries, _ := os.ReadDir(parent)
 	var left []string
 	for _, e := range entries {
-		name := e.Name()
-		if i := strings.LastIndex(name, ".old"); holds != nil && i > 0 && strings.Trim(name[i+len(".old"):], "0123456789") == "" && len(name) > i+len(".old") {
-			name = name[:i]
-		}
-		if b, ok := atomicfile.TempOf(name); !ok || b != base || !(e.Type().IsRegular() && holds == nil || e.IsDir() && holds != nil) {
+		if b, ok := atomicfile.TempOf(e.Name()); !ok || b != base || !(e.Type().IsRegular() && holds == nil || e.IsDir() && holds != nil) {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())

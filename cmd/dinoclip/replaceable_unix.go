@@ -37,9 +37,6 @@ func isMountPoint(dir string, st os.FileInfo) bool {
 	if ok1 && ok2 && a.Dev != b.Dev {
 		return true
 	}
-	real, err := filepath.Abs(dir)
-	if err == nil {
-		real, err = filepath.EvalSymlinks(real)
-	}
+	real, err := realPath(dir)
 	return err == nil && listedMountPoint(real)
 }

@@ -405,18 +405,28 @@ func checkOutDir(out string, inputs ...string) error {
 			return fmt.Errorf("--out %s holds %s, not only an earlier search's output; choose another directory", out, e.Name())
 		}
 		// An input named like an output (--queries hits/ids.npy, or a
-		// link to it) would go with the directory it replaces.
-		st, err := os.Stat(filepath.Join(out, e.Name()))
+		// symbolic link to it) would go with the directory it replaces.
+		// (A hard link elsewhere keeps the file.)
+		real, err := filepath.EvalSymlinks(filepath.Join(out, e.Name()))
 		if err != nil {
 			continue
 		}
 		for _, in := range inputs {
-			if ist, err := os.Stat(in); err == nil && os.SameFile(st, ist) {
+			if r, err := realPath(in); err == nil && r == real {
 				return fmt.Errorf("--out %s holds %s, which is the input %s: the output replaces the directory whole; choose another --out", out, e.Name(), in)
 			}
 		}
 	}
 	return nil
+}
+
+// realPath is path made absolute, its symbolic links resolved.
+func realPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
 }
 
 // resolveOut is the directory --out names: out itself (cleaned), or where
@@ -438,10 +448,7 @@ func resolveOut(out string) (string, error) {
 		}
 		out = target
 	}
-	real, err := filepath.Abs(out)
-	if err == nil {
-		real, err = filepath.EvalSymlinks(real)
-	}
+	real, err := realPath(out)
 	if err != nil {
 		return out, nil // a missing out is created; other errors are checkOutDir's
 	}
@@ -554,7 +561,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 			if err := atomicfile.ExchangeDirs(tmp, out); err == nil {
 				break // tmp now holds the earlier output, removed on return
 			}
-			old := fmt.Sprintf("%s.old%d", tmp, attempt)
+			old := atomicfile.TempPath(parent, filepath.Base(filepath.Clean(out)))
 			if err := os.Rename(out, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("--out: %w", err)
 			}

@@ -416,9 +416,11 @@ func TestIndexSearchErrors(t *testing.T) {
 	far := filepath.Join(dir, "far", "deep")
 	os.MkdirAll(far, 0o755)
 	os.Symlink(far, filepath.Join(dir, "near"))
-	mustRun(t, search("--out", filepath.Join(dir, "near")+"/../hitsfar")...)
-	if _, err := os.Stat(filepath.Join(dir, "far", "hitsfar", searchIDsFile)); err != nil {
-		t.Errorf("--out near/../hitsfar (near a link to far/deep) did not write far/hitsfar: %v", err)
+	for _, rel := range []string{"hitsfar", "new/hitsfar"} {
+		mustRun(t, search("--out", filepath.Join(dir, "near")+"/../"+rel)...)
+		if _, err := os.Stat(filepath.Join(dir, "far", rel, searchIDsFile)); err != nil {
+			t.Errorf("--out near/../%s (near a link to far/deep) did not write far/%s: %v", rel, rel, err)
+		}
 	}
 	// A directory by an output file's name is no earlier output: the
 	// output replacing --out would take what it holds.
@@ -433,12 +435,21 @@ func TestIndexSearchErrors(t *testing.T) {
 	// one), would go with the directory the output replaces.
 	within := filepath.Join(dir, "within")
 	os.Mkdir(within, 0o755)
-	inside := filepath.Join(within, searchIDsFile)
-	os.Link(q, inside)
-	wantError(t, []string{"search", "--index", index, "--queries", inside, "--out", within}, "is the input "+inside)
-	wantError(t, search("--out", within), "is the input "+q)
+	inside, outside := filepath.Join(within, searchIDsFile), filepath.Join(dir, "outside.npy")
+	writeF32(t, inside, []int{2, tOut}, []float32{1, 0, 0, 0, 0, 1, 0, 0})
+	os.Symlink(inside, outside)
+	for _, in := range []string{inside, outside} {
+		wantError(t, []string{"search", "--index", index, "--queries", in, "--out", within}, "is the input "+in)
+	}
 	if _, err := os.Stat(inside); err != nil {
 		t.Errorf("a refused search lost its queries: %v", err)
+	}
+	// A hard link elsewhere keeps the file: no reason to refuse.
+	hard := filepath.Join(dir, "hard.npy")
+	os.Link(inside, hard)
+	mustRun(t, "search", "--index", index, "--queries", hard, "--out", within)
+	if _, err := os.Stat(hard); err != nil {
+		t.Errorf("the hard-linked queries are gone: %v", err)
 	}
 
 	// An index with no rows (its one features file is empty).

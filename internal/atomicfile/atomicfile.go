@@ -36,6 +36,11 @@ func tempName(base string) string {
 	return "." + base + tempMark + strconv.FormatUint(uint64(rand.Uint32()), 10)
 }
 
+// TempPath is a fresh temporary name for base in dir, for a rename that
+// moves something aside (it is not made: a rename onto it fails should
+// another take it first).
+func TempPath(dir, base string) string { return filepath.Join(dir, tempName(base)) }
+
 // TempOf is the name base whose temporary name is (".out.npy.tmp-123":
 // "out.npy"), and whether name is one.
 func TempOf(name string) (base string, ok bool) {
@@ -54,7 +59,7 @@ func TempOf(name string) (base string, ok bool) {
 // fail with fs.ErrExist when the name is taken), and returns its path.
 func makeTemp(dir, base string, make func(path string) error) (string, error) {
 	for try := 0; ; try++ {
-		path := filepath.Join(dir, tempName(base))
+		path := TempPath(dir, base)
 		err := make(path)
 		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10000 {
 			return path, err
@@ -164,22 +169,28 @@ func Destination(path string) (string, error) {
 
 // ResolveDir is path with its directory part resolved as the system
 // resolves it (filepath.EvalSymlinks follows each link before it applies
-// the ".." after it), the last element kept as it is; path itself when
-// the directory cannot be resolved (the create then says why).
+// the ".." after it), the last element kept as it is. Of a directory that
+// does not exist yet, the deepest part that does is resolved, and the
+// rest applied to it, as mkdir -p would make it.
 func ResolveDir(path string) string {
 	i := strings.LastIndexAny(path, `/`+string(filepath.Separator))
 	if i < 0 {
 		return path
 	}
-	dir, base := path[:i+1], path[i+1:]
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
+	return filepath.Join(resolvePath(path[:i+1]), path[i+1:])
+}
+
+// resolvePath is path resolved as far as it exists (see ResolveDir).
+func resolvePath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	trimmed := strings.TrimRight(path, `/`+string(filepath.Separator))
+	i := strings.LastIndexAny(trimmed, `/`+string(filepath.Separator))
+	if trimmed == "" || i < 0 {
 		return path
 	}
-	if base == "" || base == "." || base == ".." {
-		return filepath.Join(real, base)
-	}
-	return real + string(filepath.Separator) + base
+	return filepath.Join(resolvePath(trimmed[:i+1]), trimmed[i+1:])
 }
 
 // kind names the type of a file that is not a regular one.

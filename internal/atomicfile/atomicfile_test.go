@@ -85,6 +85,12 @@ func TestWriteDestinations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// ... also into a directory that does not exist yet: the error names
+	// the one the system would look for.
+	err := WriteBytes(filepath.Join(dir, "L", "d", "sub")+"/../new/h.npy", []byte("new"))
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "E", "new", "h.npy")) {
+		t.Errorf("write sub/../new/h.npy: %v, want an error naming E/new/h.npy", err)
+	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "L", "d", "f.npy")); string(b) != "neighbour" {
 		t.Errorf("writing through sub/../f.npy replaced the link's neighbour f.npy: it holds %q", b)
 	}

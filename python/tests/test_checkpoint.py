@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import struct
 
 import pytest
@@ -191,3 +192,30 @@ def test_default_model_file_size(tmp_path):
     n, _ = header(p)
     assert os.path.getsize(p) == 8 + n + 4 * 54_608_384
     assert checkpoint.read_config(p) == {"input_dim": 768, "hidden_dim": 2048, "output_dim": 512, "num_residual_blocks": 6}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and flock are POSIX's")
+def test_atomic_write_temporary_and_mode(tmp_path):
+    """The temporary is named and locked as the Go side's atomicfile names and locks its own
+    (.BASE.tmp-N, flock), so its sweep takes it only once the writer is gone; a replaced file
+    keeps its mode."""
+    import fcntl
+    import re
+
+    path = tmp_path / "x.bin"
+    seen = []
+
+    def write(f):
+        (tmp,) = [n for n in os.listdir(tmp_path) if n.startswith(".")]
+        seen.append(tmp)
+        with open(tmp_path / tmp, "rb") as other:
+            with pytest.raises(OSError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write(b"data")
+
+    checkpoint.write_atomic(str(path), write)
+    assert re.fullmatch(r"\.x\.bin\.tmp-[0-9]+", seen[0]), seen
+    os.chmod(path, 0o600)
+    checkpoint.write_atomic(str(path), lambda f: f.write(b"more"))
+    assert path.read_bytes() == b"more" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["x.bin"]

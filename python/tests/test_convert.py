@@ -132,25 +132,28 @@ def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
     checkpoint.save(original(1), ckpt)
     (ckpt / "optimizer.safetensors").write_bytes(b"")
     os.symlink(os.path.join("checkpoints", "step-3"), run / "last")
+    (run / "run.json").write_text("{}")
     before = (ckpt / "model.safetensors").read_bytes()
     out, pattern = {
         "checkpoint": (ckpt / "model.safetensors", "in a training checkpoint"),
         "checkpoint_link": (run / "last", "in a training checkpoint"),  # a directory: OUT/model.safetensors
-        "run_top": (run, r"in a training run directory \(beside its last, checkpoints/\)"),
+        "run_top": (run, r"in a training run directory \(beside its run\.json, last, checkpoints/\)"),
         "run_json": (tmp_path / "r2" / "x.safetensors", r"beside its run\.json"),
         "run_checkpoints": (tmp_path / "r3" / "model.safetensors", r"beside its checkpoints/"),
         # the run's layout (train/rundir.go): RUN/checkpoints/step-NNNNNNNN/
         "in_checkpoints": (run / "checkpoints" / "model.safetensors",
-                           rf"inside the training run directory {run} \(it holds last\)"),
+                           rf"inside the training run directory {run} \(it holds run\.json, checkpoints/\)"),
         "new_checkpoint": (run / "checkpoints" / "step-00000100", "inside the training run directory"),
         "new_checkpoint_file": (run / "checkpoints" / "step-00000100" / "model.safetensors",
                                 "inside the training run directory"),
         "run_subdir": (run / "exports" / "deep" / "m.safetensors", "inside the training run directory"),
-        "run_json_subdir": (tmp_path / "r2" / "sub" / "m.safetensors", r"\(it holds run\.json\)"),
+        "run_json_subdir": (tmp_path / "r3" / "sub" / "m.safetensors", r"\(it holds run\.json, checkpoints/\)"),
     }[where]
     (tmp_path / "r2").mkdir()
     (tmp_path / "r2" / "run.json").write_text("{}")
     (tmp_path / "r3" / "checkpoints").mkdir(parents=True)
+    if where == "run_json_subdir":
+        (tmp_path / "r3" / "run.json").write_text("{}")
     with pytest.raises(ConversionError, match=pattern):
         convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(out))
     assert (ckpt / "model.safetensors").read_bytes() == before
@@ -158,12 +161,17 @@ def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
     assert sorted(os.listdir(tmp_path / "r2")) == ["run.json"]
     assert sorted(os.listdir(run / "checkpoints")) == ["step-3"]
     assert not (run / "exports").exists()
+    assert not (tmp_path / "r3" / "sub").exists()
 
 
 def test_to_dinoclip_writes_under_a_folder_named_checkpoints(tmp_path):
-    """A folder named checkpoints outside a run (no run.json, best or last above) is no run's."""
+    """A folder named checkpoints outside a run (no run.json beside it) is no run's, and neither
+    is a folder above that holds a user's best and last folders or a stray run.json."""
     torch.save(original().state_dict(), tmp_path / "m.pt")
     (tmp_path / "proj" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "proj" / "best").mkdir()
+    (tmp_path / "proj" / "last").mkdir()
+    (tmp_path / "run.json").write_text("{}")
     out = tmp_path / "proj" / "checkpoints" / "orig" / "model.safetensors"
     assert convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(out)) == str(out)
     assert checkpoint.load(out).config == original().config

@@ -436,10 +436,14 @@ def test_train_wds_compressed_tars_in_a_directory(tmp_path, tiny_models, wds, mo
     d.mkdir()
     (d / "00000.tar.xz").write_bytes(lzma.compress((root / "00000.tar").read_bytes()))
     (d / "00001.tbz2").write_bytes(bz2.compress((root / "00001.tar").read_bytes()))
+    # a compressed copy beside a plain tar of the same name: the plain one, with a word
+    (d / "00001.tar").write_bytes((root / "00001.tar").read_bytes())
+    (d / "00001.tar.gz").write_bytes(b"never read")
     (d / "notes.txt").write_text("not a tar")
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", d, "--out", out) == 0
-    assert "2 tar files ->" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "2 tar files ->" in err and "skipped 2 tar files" in err and "(beside " + str(d / "00001.tar") + ")" in err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
         "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
     for s, good in shards.items():

@@ -26,9 +26,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import stat
 import struct
-import tempfile
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 import torch
@@ -339,14 +345,35 @@ def _naming(e: OSError, path: str) -> OSError:
     return OSError(e.errno, f"cannot write it: {e.strerror}", path)
 
 
+def _make_temp(d: str, base: str):
+    """A new temporary file for ``base`` in ``d``, open for writing: named ``.BASE.tmp-N`` (N
+    decimal digits) and locked (flock) while it is written, as the Go side's atomicfile names
+    and locks its own, so that its sweep of what a killed writer left takes this one too, and
+    only once its writer is gone. Mode 0666 less the umask, as a plain create gives."""
+    for _ in range(10000):
+        tmp = os.path.join(d, f".{base}.tmp-{random.randrange(1 << 32)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # (a filesystem without locks: the sweep's age rule still guards it)
+        return fd, tmp
+    raise FileExistsError(f"{d}: no free temporary name for {base}")
+
+
 def write_atomic(path: str, write) -> None:
     """Calls ``write(fileobj)`` on a temporary file beside ``path``, fsyncs it and renames it
-    over ``path``: readers see the old file or the whole new one, never a part. An OSError
-    (``path`` under a regular file, no space, no permission) names ``path``."""
+    over ``path``: readers see the old file or the whole new one, never a part. A new file gets
+    mode 0666 less the umask; a replaced one keeps its mode. An OSError (``path`` under a
+    regular file, no space, no permission) names ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=d)
+        fd, tmp = _make_temp(d, os.path.basename(path))
     except OSError as e:
         raise _naming(e, path) from e
     try:
@@ -354,9 +381,10 @@ def write_atomic(path: str, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+            try:
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            except FileNotFoundError:
+                pass
         os.replace(tmp, path)
     except BaseException as e:
         try:

@@ -141,11 +141,18 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
 
 def _run_marks(d: str, top: bool) -> list:
     """The files of a training run directory (docs/FORMAT.md; train/rundir.go) that ``d``
-    holds. ``checkpoints/`` counts only for the directory written into (``top``): a run's name
-    would resolve to a model file beside it; but above it, a folder named checkpoints is
-    common outside runs, while a run has its run.json from the start (and last, best links)."""
+    holds. In the directory written into (``top``) any of them counts: a run's name would
+    resolve to a model file beside them. Above it only a run's own layout does: a regular
+    run.json with a checkpoints/ directory beside it (a run has both from its first
+    checkpoint), as a user's own folders named best or last, or a stray run.json, are common
+    outside runs."""
+    if not top:
+        run_json = os.path.join(d, RUN_FILE)
+        if os.path.isfile(run_json) and not os.path.islink(run_json) and os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
+            return [RUN_FILE, CHECKPOINTS_DIR + "/"]
+        return []
     marks = [n for n in (RUN_FILE, BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
-    if top and os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
+    if os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
         marks.append(CHECKPOINTS_DIR + "/")
     return marks
 

@@ -103,12 +103,14 @@ def _open_regular(path: str):
     """``path`` opened for binary reading if it is a regular file (a link to one included),
     else an OSError saying what it is. Opening a named pipe would block until something writes
     to it: it is opened non-blocking, and refused by what it is, never read."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # (Windows has no named pipes to block on here)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblock)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(f"{path}: {_file_kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
+        if nonblock:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -715,7 +717,17 @@ def _expand_tars(inputs: Sequence[str]) -> List[str]:
             _log_irregular(p, irregular)
             if not found:
                 raise ExtractError(f"{p}: no tar files ({', '.join(TAR_SUFFIXES)})")
-            tars.extend(found)
+            # One shard per name: of x.tar and x.tar.gz (a compressed copy beside it), the
+            # first form of TAR_SUFFIXES, the plain tar.
+            rank = lambda f: next(i for i, suf in enumerate(TAR_SUFFIXES) if f.lower().endswith(suf))
+            chosen: Dict[str, str] = {}
+            for f in sorted(found, key=rank):
+                chosen.setdefault(_tar_name(f), f)
+            copies = sorted(set(found) - set(chosen.values()))
+            if copies:
+                _log(f"{p}: skipped {len(copies)} tar files whose shard another form of the same name "
+                     f"gives, e.g. {copies[0]} (beside {chosen[_tar_name(copies[0])]})")
+            tars.extend(sorted(chosen.values()))
         elif stat.S_ISREG(mode):
             tars.append(p)
         else:

@@ -247,7 +247,7 @@ func lockDirStable(dir, real string) (unlock func(), err error) {
 		// directory (Windows): it goes without, as flock.LockDir does.
 		if err := flock.TryLock(d, true); errors.Is(err, flock.ErrLocked) {
 			d.Close()
-			return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth", dir)
+			return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth or demo", dir)
 		}
 		held, err1 := d.Stat()
 		now, err2 := os.Stat(real)

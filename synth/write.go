@@ -202,7 +202,8 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 }
 
 // LockDir makes dir if it is missing and takes the lock a writer of it
-// holds until unlock, or says that another dinoclip synth holds it. The
+// holds until unlock, or says that another dinoclip (synth, or demo,
+// which synthesises into its --out) holds it. The
 // lock is on the directory itself (a system that cannot lock one, Windows,
 // goes without).
 func LockDir(dir string) (unlock func(), err error) {
@@ -211,7 +212,7 @@ func LockDir(dir string) (unlock func(), err error) {
 	}
 	unlock, err = flock.LockDir(dir)
 	if errors.Is(err, flock.ErrLocked) {
-		return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth", dir)
+		return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth or demo", dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)

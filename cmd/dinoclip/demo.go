@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -91,7 +90,9 @@ func runDemo(cCtx *cli.Context) error {
 	defer engine.Close()
 
 	out, w := cCtx.String("out"), cCtx.App.Writer
-	unlock, err := lockDemoDir(out)
+	// Locked for the whole demo, so that a second demo into it is refused
+	// before it removes the first one's data and run.
+	unlock, err := synth.LockDir(out)
 	if err != nil {
 		return err
 	}
@@ -146,24 +147,6 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(w, "\nloss and recall curves: %s\n", png)
 	return nil
-}
-
-// lockDemoDir makes out if it is missing and locks it for the whole demo
-// (until unlock), so that a second demo into it is refused before it
-// removes the first one's data and run. A system that cannot lock a
-// directory (Windows) goes without.
-func lockDemoDir(out string) (unlock func(), err error) {
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, fmt.Errorf("demo: %w", err)
-	}
-	unlock, err = flock.LockDir(out)
-	if errors.Is(err, flock.ErrLocked) {
-		return nil, fmt.Errorf("demo: %s is in use by another dinoclip demo; wait for it to end, or choose another --out", out)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("demo: %w", err)
-	}
-	return unlock, nil
 }
 
 // prepareDemoDir makes out ready for a demo: a new directory, an empty one,

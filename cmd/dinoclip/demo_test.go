@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
 // The demo end to end at a tiny size: data, a trained run, the table and a
@@ -74,16 +72,9 @@ func TestDemoLocksItsOutput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	held, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	if err := flock.TryLock(held, true); err != nil {
-		t.Fatal(err)
-	}
+	holdDirLock(t, out)
 	wantError(t, []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"},
-		out, "another dinoclip demo")
+		out, "another dinoclip synth or demo")
 	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {
 		if b, err := os.ReadFile(filepath.Join(out, p)); err != nil || string(b) != "the other demo's" {
 			t.Errorf("%s: %q, %v", p, b, err)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/synth"
 )
@@ -148,14 +147,7 @@ func TestSynthLocksItsOutput(t *testing.T) {
 		t.Skip("directories are not locked on Windows")
 	}
 	out := t.TempDir()
-	held, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	if err := flock.TryLock(held, true); err != nil {
-		t.Fatal(err)
-	}
+	holdDirLock(t, out)
 	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "another dinoclip synth")
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("a refused synth wrote %d entries", len(entries))

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -43,8 +44,28 @@ type Set struct {
 }
 
 // LoadSet reads the evaluation set in dir and checks that its files fit
-// together.
+// together. A set being written, or whose writer was interrupted
+// (dataset.CheckComplete: a staging directory in dir, or an unfinished
+// dinoclip synth into the directory above it), is refused.
 func LoadSet(dir string) (*Set, error) {
+	if err := dataset.CheckComplete(dir); err != nil {
+		return nil, fmt.Errorf("evaluation set %w", err)
+	}
+	return loadSet(dir)
+}
+
+// LoadUnfinishedSet is LoadSet for describing what an unfinished dinoclip
+// synth has written so far (dinoclip info): it reads dir even when the
+// directory above it shows that run unfinished (a staging directory in dir
+// itself is still refused). Evaluation must not use it.
+func LoadUnfinishedSet(dir string) (*Set, error) {
+	if err := dataset.CheckStaging(dir); err != nil {
+		return nil, fmt.Errorf("evaluation set %w", err)
+	}
+	return loadSet(dir)
+}
+
+func loadSet(dir string) (*Set, error) {
 	s := &Set{Dir: dir, Name: filepath.Base(filepath.Clean(dir))}
 	if b, err := os.ReadFile(filepath.Join(dir, SetInfoFile)); err == nil {
 		var info struct {

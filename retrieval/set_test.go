@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -181,5 +182,36 @@ func TestSetEvaluateWith(t *testing.T) {
 	_, err = s.EvaluateWith(identity, func([]float32, []float32, int, int, int, int) ([]int32, []float32, error) { return nil, nil, boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("a failing top-k: %v", err)
+	}
+}
+
+// An evaluation set that is being written or was left incomplete is
+// refused: a staging directory in it, or the unfinished-run marker of a
+// dinoclip synth in the directory above it (an interrupted synth --force
+// may have replaced the training data beside it but not this set).
+// LoadUnfinishedSet, for describing it, reads the latter.
+func TestLoadSetRefusesIncomplete(t *testing.T) {
+	dir := writeSet(t, nil)
+	staging := filepath.Join(dir, dataset.StagingPrefix+"42")
+	if err := os.Mkdir(staging, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSet(dir); !errors.Is(err, dataset.ErrIncomplete) {
+		t.Errorf("with %s: %v, want a refusal", staging, err)
+	}
+	os.Remove(staging)
+	marker := filepath.Join(filepath.Dir(dir), dataset.UnfinishedFile)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSet(dir); !errors.Is(err, dataset.ErrIncomplete) || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("with %s: %v, want a refusal", marker, err)
+	}
+	if s, err := LoadUnfinishedSet(dir); err != nil || s.Images != 3 {
+		t.Errorf("LoadUnfinishedSet: %v", err)
+	}
+	os.Remove(marker)
+	if _, err := LoadSet(dir); err != nil {
+		t.Errorf("a whole set: %v", err)
 	}
 }

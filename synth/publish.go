@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/mountpoint"
 )
 
 // How a data set is published (stageInto).
@@ -34,30 +36,46 @@ import (
 // so that for that moment there is no DIR, never a mixed one), and the old
 // set removed. A DIR that holds other files too keeps them: the new files
 // move in one by one, and while they do DIR holds a StagingPrefix+N
-// directory, which readers (train.OpenDataset, dinoclip info) take for an
-// incomplete set. A run killed then leaves it; the next run into DIR removes
-// it (the set beside it is that run's, incomplete, and is replaced without
-// overwrite).
+// directory, which readers (dataset.CheckComplete: train.OpenDataset,
+// retrieval.LoadSet, dinoclip info) take for an incomplete set. A run
+// killed then leaves it; the next run into DIR removes it (the set beside
+// it is that run's, incomplete, and is replaced without overwrite).
+//
+// The names are package dataset's, which readers share: StagingPrefix is
+// dataset.StagingPrefix, LegacyStagingDir dataset.LegacyStagingDir.
 const (
 	// StagingPrefix starts the name of synth's staging directories: inside
 	// a data directory, StagingPrefix followed by digits; beside it,
-	// "."+name of the data directory+StagingPrefix followed by digits.
-	StagingPrefix = "." + stagingBase + ".tmp-"
-	// stagingBase is the base name synth gives atomicfile.MkdirTemp for a
-	// staging directory inside a data directory (beside it, BASE+"."+
-	// stagingBase): MkdirTemp names it "."+stagingBase+".tmp-"+digits.
-	stagingBase = "synth"
+	// "."+name of the data directory+"."+dataset.StagingBase+".tmp-"
+	// followed by digits.
+	StagingPrefix = dataset.StagingPrefix
 	// LegacyStagingDir is the staging directory that dinoclip synth once
 	// kept inside a data directory while moving a set in: one left there
 	// means an incomplete set. It may as well be another program's (rsync
 	// --partial-dir), so synth never removes it.
-	LegacyStagingDir = ".partial"
+	LegacyStagingDir = dataset.LegacyStagingDir
 )
 
 // isShardFile reports whether name is a file a reader takes for part of a
-// training set.
+// training set: an existing set that is refused without overwrite, and
+// replaced with it.
 func isShardFile(name string) bool {
 	return strings.HasSuffix(name, FeatureSuffix) || strings.HasSuffix(name, TargetSuffix)
+}
+
+// isOwnShardFile reports whether name is a file of a shard as synth names
+// it (ShardName followed by FeatureSuffix or TargetSuffix): what synth
+// writes into a staging directory, and so all it removes of one.
+func isOwnShardFile(name string) bool {
+	stem, ok := strings.CutSuffix(name, FeatureSuffix)
+	if !ok {
+		stem, ok = strings.CutSuffix(name, TargetSuffix)
+	}
+	digits, ok2 := strings.CutPrefix(stem, shardNamePrefix)
+	if !ok || !ok2 || len(digits) < shardNameDigits {
+		return false
+	}
+	return strings.Trim(digits, "0123456789") == ""
 }
 
 // evalFiles are the files of an evaluation set.
@@ -65,20 +83,16 @@ var evalFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, Capt
 
 func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 
-// isStagingName reports whether name is prefix followed by one or more
-// digits: a name synth gave a staging directory.
-func isStagingName(name, prefix string) bool {
-	rest, ok := strings.CutPrefix(name, prefix)
-	if !ok || rest == "" {
-		return false
-	}
-	for _, c := range rest {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
+// isStagingBeside reports whether name is that of a staging directory
+// synth makes beside the data directory named base (see StagingPrefix).
+func isStagingBeside(name, base string) bool {
+	tempOf, ok := atomicfile.TempOf(name)
+	return ok && tempOf == stagingBeside(base)
 }
+
+// stagingBeside is the base name synth gives atomicfile.MkdirTemp (or
+// TempPath) for a staging directory beside the data directory named base.
+func stagingBeside(base string) string { return base + "." + dataset.StagingBase }
 
 // CheckTrainingData refuses what WriteTrainingData would refuse for these
 // arguments without writing anything (but for an error of opts, which
@@ -148,7 +162,7 @@ func inspectDir(dir, real string, isDataFile func(string) bool) (existing, stagi
 			return nil, nil, fmt.Errorf("synth: %s exists: the staging directory an older dinoclip synth left when it was interrupted "+
 				"(the set in %s is then incomplete), or another program's (rsync --partial-dir); dinoclip synth removes no directory "+
 				"it did not make. Remove %s if nothing is using it, and run again (with --force if %s still holds a data set)", p, dir, p, dir)
-		case e.IsDir() && isStagingName(name, StagingPrefix):
+		case e.IsDir() && dataset.IsStagingName(name):
 			staging = append(staging, name)
 		case !e.IsDir() && isDataFile(name):
 			existing = append(existing, name)
@@ -180,7 +194,10 @@ func refuseExisting(dir, what string, existing []string, overwrite bool) error {
 // given, under their names in dir, and returns them (with their paths in
 // dir). A run that fails (a full disk) or is cancelled leaves dir as it
 // was. A lock on dir refuses a second writer while one is at work.
-func stageInto(dir, what string, isDataFile func(name string) bool, overwrite bool, fill func(staging string) ([]File, error)) ([]File, error) {
+//
+// isOwnFile is true for the names fill writes: all that a staging
+// directory left by a killed run may hold for it to be removed.
+func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, overwrite bool, fill func(staging string) ([]File, error)) ([]File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
@@ -202,11 +219,11 @@ func stageInto(dir, what string, isDataFile func(name string) bool, overwrite bo
 	// holds dir's lock, no other synth is at work in it.
 	for _, name := range staging {
 		p := filepath.Join(real, name)
-		if !unheld(p, isDataFile) {
+		if !unheld(p, isOwnFile) {
 			return nil, fmt.Errorf("synth: %s: the staging directory of a dinoclip synth that was interrupted while moving its set in, "+
 				"or is still at work (this system cannot tell which); remove it if no dinoclip synth is running, and run again", filepath.Join(dir, name))
 		}
-		if err := atomicfile.RemoveDir(p, isDataFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := atomicfile.RemoveDir(p, isOwnFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("synth: removing an interrupted run's staging directory: %w", err)
 		}
 	}
@@ -215,7 +232,7 @@ func stageInto(dir, what string, isDataFile func(name string) bool, overwrite bo
 		return nil, err
 	}
 	parent, base := filepath.Dir(real), filepath.Base(real)
-	sweepStale(parent, "."+base+StagingPrefix, isDataFile)
+	sweepStale(parent, base, isOwnFile)
 
 	tmp, release, beside, err := makeStaging(real, parent, base)
 	if err != nil {
@@ -244,10 +261,17 @@ func lockDirStable(dir, real string) (unlock func(), err error) {
 			return nil, fmt.Errorf("synth: output directory: %w", err)
 		}
 		// An error other than ErrLocked is a system that cannot lock a
-		// directory (Windows): it goes without, as flock.LockDir does.
-		if err := flock.TryLock(d, true); errors.Is(err, flock.ErrLocked) {
+		// directory (Windows): it goes without, as flock.LockDir does,
+		// and holds no handle to it (Windows renames no directory that
+		// has one open).
+		lockErr := flock.TryLock(d, true)
+		if errors.Is(lockErr, flock.ErrLocked) {
 			d.Close()
 			return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth or demo", dir)
+		}
+		if lockErr != nil {
+			d.Close()
+			return func() {}, nil
 		}
 		held, err1 := d.Stat()
 		now, err2 := os.Stat(real)
@@ -280,38 +304,54 @@ func unheld(p string, holds func(string) bool) bool {
 	return removed
 }
 
-// sweepStale removes the staging directories beside a data directory
-// (prefix followed by digits, in parent) that killed runs left; a live
+// sweepStale removes the staging directories beside the data directory
+// named base (isStagingBeside, in parent) that killed runs left; a live
 // run's, one that could still be, and one that holds anything else than
 // files holds names are kept (atomicfile.RemoveStale).
-func sweepStale(parent, prefix string, holds func(string) bool) {
+func sweepStale(parent, base string, holds func(string) bool) {
 	entries, err := os.ReadDir(parent)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if e.IsDir() && isStagingName(e.Name(), prefix) {
+		if e.IsDir() && isStagingBeside(e.Name(), base) {
 			atomicfile.RemoveStale(filepath.Join(parent, e.Name()), holds)
 		}
 	}
 }
 
+// isMountPoint is mountpoint.Is (a variable: tests try a mount point
+// without mounting one).
+var isMountPoint = mountpoint.Is
+
+// stageBeside reports whether a staging directory beside real (st its
+// information), in parent, could be renamed onto it: real is not the root,
+// and not a mount point (which is on another filesystem than its parent,
+// or, a bind mount, cannot be renamed onto though on the same one).
+func stageBeside(real, parent string, st os.FileInfo) bool {
+	return parent != real && !isMountPoint(real, st)
+}
+
 // makeStaging makes the staging directory, locked until release: beside
-// real (beside is true) when it can be renamed onto real, else inside it.
+// real (beside is true) when it can be renamed onto real (stageBeside),
+// else inside it.
 func makeStaging(real, parent, base string) (tmp string, release func(), beside bool, err error) {
 	st, err := os.Stat(real)
 	if err != nil {
 		return "", nil, false, err
 	}
-	if parent != real && sameDevice(real, parent) {
-		if tmp, release, err := atomicfile.MkdirTemp(parent, base+"."+stagingBase); err == nil {
-			// It takes real's place: give it real's mode (and owner).
-			os.Chmod(tmp, st.Mode().Perm())
+	if stageBeside(real, parent, st) {
+		if tmp, release, err := atomicfile.MkdirTemp(parent, stagingBeside(base)); err == nil {
+			// It takes real's place: give it real's owner (group at least)
+			// and mode, setgid and sticky bits included, before a file is
+			// written into it (a chown may clear them, and files take
+			// their group from a setgid directory).
 			sameOwner(tmp, st)
+			os.Chmod(tmp, st.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSticky))
 			return tmp, release, true, nil
 		}
 	}
-	tmp, release, err = atomicfile.MkdirTemp(real, stagingBase)
+	tmp, release, err = atomicfile.MkdirTemp(real, dataset.StagingBase)
 	return tmp, release, false, err
 }
 
@@ -358,11 +398,11 @@ func publish(dir, real, what, tmp string, beside bool, files []File, isDataFile 
 }
 
 // renameOntoEmpty renames the directory tmp onto real, an empty directory:
-// rename(2) replaces it in one step. A system whose rename does not
-// (Windows) has the empty directory removed first: for that moment there
-// is no real.
+// rename(2) replaces it in one step (renameDir). A system whose rename
+// does not (Windows) has the empty directory removed first: for that
+// moment there is no real.
 func renameOntoEmpty(tmp, real string) error {
-	err := os.Rename(tmp, real)
+	err := renameDir(tmp, real)
 	if err == nil {
 		return nil
 	}
@@ -391,16 +431,12 @@ func exchangeIn(tmp, real, parent string) error {
 		os.RemoveAll(tmp) // the old set now
 		return nil
 	}
-	aside, release, err := atomicfile.MkdirTemp(parent, filepath.Base(real)+"."+stagingBase)
-	if err != nil {
+	// (A name not made: a rename onto it fails should another take it
+	// first. Once real is renamed there, real's lock, this run's, guards
+	// it from sweepStale.)
+	aside := atomicfile.TempPath(parent, stagingBeside(filepath.Base(real)))
+	if err := os.Rename(real, aside); err != nil {
 		return err
-	}
-	release()                                      // (real's lock, this run's, guards it once real is renamed onto it)
-	if err := os.Rename(real, aside); err != nil { // (rename(2) replaces an empty directory; Windows' does not)
-		os.Remove(aside)
-		if err := os.Rename(real, aside); err != nil {
-			return err
-		}
 	}
 	if err := os.Rename(tmp, real); err != nil {
 		os.Rename(aside, real) // the old set back
@@ -419,7 +455,7 @@ func exchangeIn(tmp, real, parent string) error {
 func moveIn(real, tmp string, beside bool, files []File, existing []string) error {
 	marker := tmp
 	if beside {
-		m, release, err := atomicfile.MkdirTemp(real, stagingBase)
+		m, release, err := atomicfile.MkdirTemp(real, dataset.StagingBase)
 		if err != nil {
 			os.RemoveAll(tmp)
 			return fmt.Errorf("synth: %w", err)

@@ -4,9 +4,9 @@ package synth
 
 import "os"
 
-// sameDevice cannot tell here: a rename that crosses filesystems fails,
-// and the data set is not written (see publish).
-func sameDevice(a, b string) bool { return true }
+// renameDir is os.Rename: this system's rename does not replace a
+// directory (renameOntoEmpty removes it first).
+func renameDir(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
 
 // sameOwner does nothing: the directory keeps the owner it was made with.
 func sameOwner(path string, st os.FileInfo) {}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"maps"
 	"os"
 	"path/filepath"
@@ -16,6 +15,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/mountpoint"
 )
 
 // entryNames lists the names in dir, sorted.
@@ -105,18 +108,19 @@ func TestRerunAfterKillWhileStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	shard := map[string]string{"shard-00000.dino.npy": "x", ".shard-00001.dino.npy.tmp-42": "y"}
-	makeAged(t, filepath.Join(parent, ".train.synth.tmp-111"), shard, 2*time.Minute)                              // a killed run's: removed
-	makeAged(t, filepath.Join(parent, ".train.synth.tmp-222"), shard, 0)                                          // too young to tell
-	makeAged(t, filepath.Join(parent, ".train.synth.tmp-333"), map[string]string{"notes.txt": "mine"}, time.Hour) // holds what synth writes not
-	makeAged(t, filepath.Join(parent, ".train.synth.tmp-x9"), shard, time.Hour)                                   // not synth's name
-	makeAged(t, filepath.Join(parent, ".eval.synth.tmp-444"), shard, time.Hour)                                   // another set's
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-111"), shard, 2*time.Minute)                                   // a killed run's: removed
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-222"), shard, 0)                                               // too young to tell
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-333"), map[string]string{"notes.txt": "mine"}, time.Hour)      // holds what synth writes not
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-x9"), shard, time.Hour)                                        // not synth's name
+	makeAged(t, filepath.Join(parent, ".eval.synth.tmp-444"), shard, time.Hour)                                        // another set's
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-555"), map[string]string{"mybackup.dino.npy": "z"}, time.Hour) // no name synth gives a shard
 	if _, err := WriteTrainingData(dir, opts, 50, 10, false); err != nil {
 		t.Fatalf("the run again: %v", err)
 	}
 	if n := len(entryNames(t, dir)); n != 10 {
 		t.Errorf("%s holds %d entries, want 10 shard files", dir, n)
 	}
-	want := []string{".eval.synth.tmp-444", ".train.synth.tmp-222", ".train.synth.tmp-333", ".train.synth.tmp-x9", "train"}
+	want := []string{".eval.synth.tmp-444", ".train.synth.tmp-222", ".train.synth.tmp-333", ".train.synth.tmp-555", ".train.synth.tmp-x9", "train"}
 	if runtime.GOOS == "windows" { // no locks: no leftover is known to be stale
 		want = slices.Insert(want, 1, ".train.synth.tmp-111")
 	}
@@ -214,7 +218,18 @@ func TestOverwriteReplacesWholeSet(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for !stop.Load() {
-					entries, err := os.ReadDir(dir)
+					d, err := os.Open(dir)
+					var entries []os.DirEntry
+					if err == nil {
+						entries, err = d.ReadDir(-1)
+						// A listing of a directory replaced meanwhile is
+						// the old set's, being removed: not what dir holds.
+						held, _ := d.Stat()
+						d.Close()
+						if now, serr := os.Stat(dir); held == nil || serr != nil || !os.SameFile(held, now) {
+							continue
+						}
+					}
 					if err != nil {
 						if errors.Is(err, os.ErrNotExist) && !exchangeWorks {
 							continue // the moment with no directory
@@ -255,5 +270,91 @@ func TestOverwriteReplacesWholeSet(t *testing.T) {
 				t.Errorf("%s: mode %v (%v), want 0750 kept", dir, st.Mode().Perm(), err)
 			}
 		})
+	}
+}
+
+// isOwnShardFile takes only the names synth gives shard files (ShardName):
+// a staging directory holding anything else is no killed run's to remove.
+func TestIsOwnShardFile(t *testing.T) {
+	for name, want := range map[string]bool{
+		ShardName(0) + FeatureSuffix: true, ShardName(7) + TargetSuffix: true, ShardName(123456) + TargetSuffix: true,
+		"mybackup.dino.npy": false, "shard-0001.dino.npy": false, "shard-00001.npy": false, "shard-0000x.clip.npy": false,
+		"shard-00001.dino.npy.bak": false, ShardName(1): false,
+	} {
+		if got := isOwnShardFile(name); got != want {
+			t.Errorf("isOwnShardFile(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// A staging directory inside a data directory that holds a user's file
+// named like a shard is not removed (nor that file): synth refuses,
+// naming it.
+func TestKeepsUserFilesInStagingDir(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("without locks, a staging directory cannot be told from a live one")
+	}
+	dir := filepath.Join(t.TempDir(), "train")
+	backup := filepath.Join(dir, dataset.StagingPrefix+"77", "mybackup.dino.npy")
+	makeAged(t, filepath.Dir(backup), map[string]string{"mybackup.dino.npy": "mine"}, time.Hour)
+	_, err := WriteTrainingData(dir, smallOptions(1), 20, 10, false)
+	if err == nil || !strings.Contains(err.Error(), "mybackup.dino.npy") {
+		t.Errorf("WriteTrainingData: %v, want an error naming mybackup.dino.npy", err)
+	}
+	if b, err := os.ReadFile(backup); err != nil || string(b) != "mine" {
+		t.Errorf("%s: %q, %v", backup, b, err)
+	}
+}
+
+// A directory in a data directory named like a staging directory but for
+// its digits is a user's: synth writes the set beside it, and readers
+// (dataset.CheckComplete) take the set for whole, as synth does.
+func TestUserDirNamedLikeStaging(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "train")
+	user := filepath.Join(dir, dataset.StagingPrefix+"backup")
+	if err := os.MkdirAll(user, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteTrainingData(dir, smallOptions(1), 20, 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := dataset.CheckComplete(dir); err != nil {
+		t.Errorf("the set synth wrote beside %s: %v", user, err)
+	}
+	if _, err := os.Stat(user); err != nil {
+		t.Error(err)
+	}
+}
+
+// In a data directory that is a mount point (a bind mount, say, whose
+// device is its parent's) the set is staged inside, not beside: nothing
+// can be renamed onto a mount point. (Mounting needs privileges: the
+// decision is tried with isMountPoint replaced.)
+func TestStagesInsideMountPoint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "train")
+	opts := smallOptions(1)
+	if _, err := WriteTrainingData(dir, opts, 20, 10, false); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isMountPoint = func(dir string, st os.FileInfo) bool { return true }
+	defer func() { isMountPoint = mountpoint.Is }()
+	opts.Overwrite = true
+	opts.Seed = 2
+	if _, err := WriteTrainingData(dir, opts, 30, 10, false); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Errorf("%s, a mount point, was replaced by another directory", dir)
+	}
+	if names := entryNames(t, dir); len(names) != 6 {
+		t.Errorf("%s holds %v, want 3 shards", dir, names)
 	}
 }

@@ -7,23 +7,27 @@ import (
 	"syscall"
 )
 
-// sameDevice reports whether a and b are on one filesystem, so that a
-// rename between them can work (a mount point is not on its parent's).
-func sameDevice(a, b string) bool {
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	if err1 != nil || err2 != nil {
-		return false
+// renameDir renames the directory oldpath onto newpath with rename(2)
+// itself, which replaces an empty directory at newpath in one step (Go's
+// os.Rename refuses any directory there before asking the system).
+func renameDir(oldpath, newpath string) error {
+	if err := syscall.Rename(oldpath, newpath); err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
 	}
-	da, ok1 := sa.Sys().(*syscall.Stat_t)
-	db, ok2 := sb.Sys().(*syscall.Stat_t)
-	return ok1 && ok2 && da.Dev == db.Dev
+	return nil
 }
 
-// sameOwner gives path the owner and group of the file st describes, where
-// this process may (root; anyone else keeps its own).
+// sameOwner gives path the owner and group of the file st describes, as
+// far as this process may: root both; anyone else the group, when it is
+// one of theirs (else path keeps its own).
 func sameOwner(path string, st os.FileInfo) {
-	if s, ok := st.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
-		os.Lchown(path, int(s.Uid), int(s.Gid))
+	s, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return
 	}
+	uid := -1
+	if os.Geteuid() == 0 {
+		uid = int(s.Uid)
+	}
+	os.Lchown(path, uid, int(s.Gid))
 }

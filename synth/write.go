@@ -32,7 +32,14 @@ const MaxShards = 100000
 
 // ShardName returns the NAME of training shard i: shard-00000, shard-00001,
 // ...; its files are NAME+FeatureSuffix and NAME+TargetSuffix.
-func ShardName(i int) string { return fmt.Sprintf("shard-%05d", i) }
+func ShardName(i int) string { return fmt.Sprintf("%s%0*d", shardNamePrefix, shardNameDigits, i) }
+
+// ShardName's parts: a prefix, then the shard's number in at least this
+// many digits.
+const (
+	shardNamePrefix = "shard-"
+	shardNameDigits = 5
+)
 
 // File describes one file a writer wrote.
 type File struct {
@@ -74,7 +81,7 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	if float16 {
 		write, dtype = npy.WriteFloat16, npy.Float16
 	}
-	return stageInto(dir, "training shards", isShardFile, opts.Overwrite, func(staging string) ([]File, error) {
+	return stageInto(dir, "training shards", isShardFile, isOwnShardFile, opts.Overwrite, func(staging string) ([]File, error) {
 		// Generate the next shard while this one is written: the writing
 		// (conversion, system calls, fsync) is otherwise time the CPUs
 		// idle. The channel is unbuffered, so at most two shards are in
@@ -158,7 +165,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 	if err != nil {
 		return nil, err
 	}
-	return stageInto(dir, "an evaluation set", isEvalFile, opts.Overwrite, func(staging string) ([]File, error) {
+	return stageInto(dir, "an evaluation set", isEvalFile, isEvalFile, opts.Overwrite, func(staging string) ([]File, error) {
 		var files []File
 		for _, a := range []struct {
 			name string

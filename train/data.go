@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -39,60 +40,34 @@ type Dataset struct {
 	shards              []shard
 }
 
-// Staging directories that a writer of a data set keeps inside the data
-// directory while it moves the set's files in one by one: while one is
-// there, the set is incomplete. dinoclip synth's are named
-// synth.StagingPrefix followed by digits (today's synth, only when the set
-// goes in beside other files); an older synth's was .partial, as is that of
-// rsync --partial-dir.
-const (
-	synthStagingPrefix = ".synth.tmp-" // synth.StagingPrefix
-	legacyStagingDir   = ".partial"    // synth.LegacyStagingDir
-)
-
-// ErrIncomplete is the error (wrapped) of a data directory that holds a
-// writer's staging directory: its set is being written, or its writer was
-// interrupted, and a reader would see part of it.
-var ErrIncomplete = errors.New("incomplete")
-
-// CheckComplete returns an error wrapping ErrIncomplete when the data
-// directory dir (training data or an evaluation set) holds a staging
-// directory (see synthStagingPrefix); nil otherwise, also when dir cannot
-// be read (the reader says why).
-func CheckComplete(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	return checkComplete(dir, entries)
-}
-
-func checkComplete(dir string, entries []os.DirEntry) error {
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !(name == legacyStagingDir || strings.HasPrefix(name, synthStagingPrefix)) {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		return fmt.Errorf("%s is %w: it holds %s, the staging directory of a dinoclip synth that is writing the set or was interrupted "+
-			"while moving it in (or of another program, as rsync --partial-dir); run that dinoclip synth again (or finish the copy) "+
-			"before reading it, or remove %s if the set is whole", dir, ErrIncomplete, p, p)
-	}
-	return nil
-}
-
 // OpenDataset opens the shards in dir and checks that they fit together:
 // every shard has both files, 2-D float arrays, equal row counts within a
 // shard and equal widths across shards. A directory that shows a set being
-// written, or one whose writing was interrupted (CheckComplete), is
-// refused rather than read in part.
+// written, or one whose writing was interrupted (dataset.CheckComplete:
+// a staging directory in dir, or an unfinished dinoclip synth into the
+// directory above it), is refused rather than read in part.
 func OpenDataset(dir string) (*Dataset, error) {
+	if err := dataset.CheckComplete(dir); err != nil {
+		return nil, fmt.Errorf("training data %w", err)
+	}
+	return openDataset(dir)
+}
+
+// OpenUnfinishedDataset is OpenDataset for describing what an unfinished
+// dinoclip synth has written so far (dinoclip info): it opens dir even
+// when the directory above it shows that run unfinished (a staging
+// directory in dir itself is still refused). Training must not use it.
+func OpenUnfinishedDataset(dir string) (*Dataset, error) {
+	if err := dataset.CheckStaging(dir); err != nil {
+		return nil, fmt.Errorf("training data %w", err)
+	}
+	return openDataset(dir)
+}
+
+func openDataset(dir string) (*Dataset, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
-	}
-	if err := checkComplete(dir, entries); err != nil {
-		return nil, fmt.Errorf("training data %w", err)
 	}
 	names := map[string]int{} // shard name -> bit 1 features, bit 2 targets
 	for _, e := range entries {

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
-	"github.com/dinoclip/dinoclip/synth"
 )
 
 // tinyData writes rows of in -> out training pairs with a learnable linear
@@ -370,10 +370,6 @@ func TestDatasetFloat64BeyondFloat32(t *testing.T) {
 // did: an older synth's .partial, today's .synth.tmp-N; rsync's
 // --partial-dir): it is refused, not read in part.
 func TestDatasetRefusesIncomplete(t *testing.T) {
-	if synthStagingPrefix != synth.StagingPrefix || legacyStagingDir != synth.LegacyStagingDir {
-		t.Fatalf("train takes %q and %q for staging directories, synth makes %q and %q",
-			synthStagingPrefix, legacyStagingDir, synth.StagingPrefix, synth.LegacyStagingDir)
-	}
 	dir := t.TempDir()
 	tinyData(t, dir, 40, 10, 4, 2, false)
 	for _, name := range []string{".partial", ".synth.tmp-12345"} {
@@ -385,19 +381,56 @@ func TestDatasetRefusesIncomplete(t *testing.T) {
 		if err == nil {
 			d.Close()
 		}
-		if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), staging) || !strings.Contains(err.Error(), "incomplete") {
+		if !errors.Is(err, dataset.ErrIncomplete) || !strings.Contains(err.Error(), staging) || !strings.Contains(err.Error(), "incomplete") {
 			t.Errorf("with %s: %v, want an error calling the set incomplete", name, err)
 		}
-		if err := CheckComplete(dir); !errors.Is(err, ErrIncomplete) {
+		if err := dataset.CheckComplete(dir); !errors.Is(err, dataset.ErrIncomplete) {
 			t.Errorf("CheckComplete with %s: %v", name, err)
 		}
 		os.Remove(staging)
 	}
-	// A plain file of such a name is no staging directory.
+	// A plain file of such a name is no staging directory, and a
+	// directory named like one but for its digits is a user's: synth
+	// neither makes nor removes it, so readers do not refuse it either.
 	os.WriteFile(filepath.Join(dir, ".partial"), nil, 0o644)
+	os.Mkdir(filepath.Join(dir, ".synth.tmp-backup"), 0o755)
 	d, err := OpenDataset(dir)
 	if err != nil || d.Rows != 40 {
 		t.Fatalf("a whole set: %v", err)
+	}
+	d.Close()
+}
+
+// A data directory inside a dinoclip synth --out that holds the
+// unfinished-run marker (an interrupted synth --force: train may be the new
+// set and eval the old one) is refused, also through a link to it;
+// OpenUnfinishedDataset, for describing it, opens it.
+func TestDatasetRefusesUnfinishedSynth(t *testing.T) {
+	out := t.TempDir()
+	dir := filepath.Join(out, "train")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tinyData(t, dir, 40, 10, 4, 2, false)
+	if err := os.WriteFile(filepath.Join(out, dataset.UnfinishedFile), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, link} {
+		d, err := OpenDataset(p)
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, dataset.ErrIncomplete) || !strings.Contains(err.Error(), "interrupted") {
+			t.Errorf("OpenDataset(%s) under an unfinished synth: %v, want a refusal", p, err)
+		}
+	}
+	d, err := OpenUnfinishedDataset(dir)
+	if err != nil || d.Rows != 40 {
+		t.Fatalf("OpenUnfinishedDataset: %v", err)
 	}
 	d.Close()
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -103,18 +104,18 @@ func describe(w io.Writer, path string) error {
 	case has(checkpoint.ModelFile):
 		return infoCheckpoint(w, path)
 	case has(retrieval.ImageFeaturesFile) || has(retrieval.CaptionImageFile):
-		return infoEvalSet(w, path)
+		return infoEvalSet(w, path, false)
 	}
 	if isDataDir(path) {
-		return infoData(w, path)
+		return infoData(w, path, false)
 	}
 	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) || has(synthUnfinishedFile) {
 		return infoSynthOut(w, path)
 	}
-	if err := train.CheckComplete(path); err != nil { // a data set not moved in yet
+	if err := dataset.CheckStaging(path); err != nil { // a data set not moved in yet
 		return fmt.Errorf("info: %w", err)
 	}
-	if parent := filepath.Dir(path); fileExists(filepath.Join(parent, synthUnfinishedFile)) {
+	if parent := filepath.Dir(path); dataset.HasUnfinished(parent) {
 		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
@@ -199,16 +200,19 @@ func isDataDir(dir string) bool {
 func infoSynthOut(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: data directory (training data in %s/, an evaluation set in %s/, as dinoclip synth writes them)\n",
 		dir, synthTrainDir, synthEvalDir)
-	if fileExists(filepath.Join(dir, synthUnfinishedFile)) {
+	// What an unfinished run has written so far is described, though
+	// readers refuse it (dataset.CheckUnfinished).
+	unfinished := dataset.HasUnfinished(dir)
+	if unfinished {
 		fmt.Fprintf(w, "  unfinished: a dinoclip synth into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
 	}
-	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) || train.CheckComplete(tr) != nil {
-		if err := infoData(w, tr); err != nil {
+	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) || dataset.CheckStaging(tr) != nil {
+		if err := infoData(w, tr, unfinished); err != nil {
 			return err
 		}
 	}
 	if ev := filepath.Join(dir, synthEvalDir); fileExists(filepath.Join(ev, retrieval.ImageFeaturesFile)) {
-		if err := infoEvalSet(w, ev); err != nil {
+		if err := infoEvalSet(w, ev, unfinished); err != nil {
 			return err
 		}
 	}
@@ -484,8 +488,14 @@ func countEvals(path string) int {
 	return n
 }
 
-func infoData(w io.Writer, dir string) error {
-	d, err := train.OpenDataset(dir)
+// infoData describes the training data in dir; unfinished describes it
+// though the directory above it shows an unfinished dinoclip synth.
+func infoData(w io.Writer, dir string, unfinished bool) error {
+	open := train.OpenDataset
+	if unfinished {
+		open = train.OpenUnfinishedDataset
+	}
+	d, err := open(dir)
 	if err != nil {
 		return err
 	}
@@ -514,11 +524,14 @@ func infoData(w io.Writer, dir string) error {
 	return nil
 }
 
-func infoEvalSet(w io.Writer, dir string) error {
-	if err := train.CheckComplete(dir); err != nil {
-		return fmt.Errorf("evaluation set %w", err)
+// infoEvalSet describes the evaluation set in dir; unfinished describes it
+// though the directory above it shows an unfinished dinoclip synth.
+func infoEvalSet(w io.Writer, dir string, unfinished bool) error {
+	load := retrieval.LoadSet
+	if unfinished {
+		load = retrieval.LoadUnfinishedSet
 	}
-	s, err := retrieval.LoadSet(dir)
+	s, err := load(dir)
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/synth"
 	"github.com/urfave/cli/v2"
 )
@@ -28,7 +31,49 @@ const (
 // run's settings (synthSettings), and is removed once both sets are
 // written. A run that finds one of its own settings there goes on from
 // an interrupted run: the sets it left are replaced without --force.
-const synthUnfinishedFile = ".synth-unfinished"
+// Readers refuse the sets beside it (dataset.CheckUnfinished).
+const synthUnfinishedFile = dataset.UnfinishedFile
+
+// maxSynthSettings caps what is read of a synthUnfinishedFile: a record of
+// synthSettings is far shorter.
+const maxSynthSettings = 4096
+
+// readSynthMarker returns the content of the synthUnfinishedFile marker
+// ("" when there is none). Anything but a regular file there (a link, a
+// named pipe, a directory) is refused before it is read or written
+// through: synth writes that name, and a link would have it overwrite
+// another file, a pipe have it wait forever.
+func readSynthMarker(marker string) (string, error) {
+	st, err := os.Lstat(marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("synth: %w", err)
+	}
+	notOurs := func(what string) error {
+		return fmt.Errorf("synth: %s is %s, not the file in which dinoclip synth records an unfinished run; remove it and run again", marker, what)
+	}
+	if !st.Mode().IsRegular() {
+		return "", notOurs(atomicfile.Kind(st.Mode()))
+	}
+	f, err := os.Open(marker)
+	if err != nil {
+		return "", fmt.Errorf("synth: %w", err)
+	}
+	defer f.Close()
+	if now, err := f.Stat(); err != nil || !os.SameFile(st, now) {
+		return "", notOurs("being replaced")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSynthSettings+1))
+	if err != nil {
+		return "", fmt.Errorf("synth: %w", err)
+	}
+	if len(b) > maxSynthSettings {
+		return "", notOurs(fmt.Sprintf("over %d bytes", maxSynthSettings))
+	}
+	return string(b), nil
+}
 
 // synthSettings is the content of synthUnfinishedFile for a run: every
 // flag that changes what synth writes (--force does not).
@@ -142,7 +187,12 @@ func runSynth(cCtx *cli.Context) error {
 	// sets) is gone on with: what it wrote is what this run writes.
 	marker := filepath.Join(out, synthUnfinishedFile)
 	settings := synthSettings(opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"), images, perImage)
-	if b, err := os.ReadFile(marker); err == nil && string(b) == settings {
+	sweepLeftovers(cCtx.App.ErrWriter, marker, nil) // (a run killed while writing the marker)
+	recorded, err := readSynthMarker(marker)
+	if err != nil {
+		return err
+	}
+	if recorded == settings {
 		opts.Overwrite = true
 		fmt.Fprintf(w, "going on from an interrupted dinoclip synth of the same settings in %s\n", out)
 	}

@@ -7,7 +7,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/synth"
 )
@@ -241,5 +243,98 @@ func TestSynthLegacyPartialSet(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, synthUnfinishedFile)); !os.IsNotExist(err) {
 		t.Errorf("a refused synth wrote %s: %v", synthUnfinishedFile, err)
+	}
+}
+
+// What a kill during synth --force over an earlier output can leave: the
+// new training data beside the old evaluation set, with the unfinished-run
+// marker in --out. Every reader of either set refuses them, not only info
+// on --out; the same synth again finishes the run.
+func TestSynthUnfinishedSetsRefused(t *testing.T) {
+	run, _, _ := trainRun(t)
+	dir := filepath.Join(t.TempDir(), "synth")
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if err := os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trainDir, evalDir := filepath.Join(dir, synthTrainDir), filepath.Join(dir, synthEvalDir)
+	if info := mustRun(t, "info", dir); !strings.Contains(info, "unfinished") || !strings.Contains(info, "rows: 50") {
+		t.Errorf("info on an unfinished synth's output:\n%s", info)
+	}
+	for _, args := range [][]string{
+		{"info", trainDir},
+		{"info", evalDir},
+		{"train", "--data", trainDir, "--eval", evalDir, "--out", filepath.Join(t.TempDir(), "run")},
+		{"train", "--data", makeData(t), "--eval", evalDir, "--out", filepath.Join(t.TempDir(), "run")},
+		{"eval", "--model", run, "--eval", evalDir},
+	} {
+		wantError(t, args, "interrupted", "run that dinoclip synth again")
+	}
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	mustRun(t, "info", trainDir)
+	mustRun(t, "info", evalDir)
+}
+
+// The unfinished-run marker is read and written only as a regular file: a
+// link there (which would have synth overwrite the file it leads to), a
+// named pipe (which would have it wait forever) or a directory is refused
+// before anything is read or written.
+func TestSynthMarkerNotRegularRefused(t *testing.T) {
+	for _, kind := range []string{"link", "fifo", "dir", "large"} {
+		t.Run(kind, func(t *testing.T) {
+			base := t.TempDir()
+			dir := filepath.Join(base, "synth")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			marker := filepath.Join(dir, synthUnfinishedFile)
+			victim := filepath.Join(base, "victim.txt")
+			os.WriteFile(victim, []byte("keep me\n"), 0o644)
+			var err error
+			switch kind {
+			case "link":
+				err = os.Symlink("../victim.txt", marker)
+			case "fifo":
+				err = mkfifo(marker)
+			case "dir":
+				err = os.Mkdir(marker, 0o755)
+			case "large":
+				err = os.WriteFile(marker, bytes.Repeat([]byte("x"), maxSynthSettings+1), 0o644)
+			}
+			if err != nil {
+				t.Skipf("making a %s: %v", kind, err)
+			}
+			wantError(t, append([]string{"synth", "--out", dir, "--force"}, synthSmall...), marker, "not the file in which dinoclip synth records")
+			if b, _ := os.ReadFile(victim); string(b) != "keep me\n" {
+				t.Errorf("the file the link leads to now holds %q", b)
+			}
+			if _, err := os.Stat(filepath.Join(dir, synthTrainDir)); !os.IsNotExist(err) {
+				t.Errorf("a refused synth wrote %s: %v", synthTrainDir, err)
+			}
+		})
+	}
+}
+
+// A temporary of the marker that a run killed while writing it left is
+// removed by the next synth into that --out once stale; a fresh one (a
+// live run's, maybe) is kept.
+func TestSynthSweepsMarkerTemps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "synth")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, "."+synthUnfinishedFile+".tmp-123")
+	fresh := filepath.Join(dir, "."+synthUnfinishedFile+".tmp-456")
+	for _, p := range []string{stale, fresh} {
+		os.WriteFile(p, []byte("dinoclip synth unfinished: rows="), 0o644)
+	}
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	os.Chtimes(stale, old, old)
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if _, err := os.Lstat(stale); !os.IsNotExist(err) {
+		t.Errorf("a killed run's %s is still there: %v", stale, err)
+	}
+	if _, err := os.Lstat(fresh); err != nil {
+		t.Errorf("a fresh temporary was removed: %v", err)
 	}
 }

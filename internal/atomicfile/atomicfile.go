@@ -158,7 +158,7 @@ func Destination(path string) (string, error) {
 			}
 			path = target
 		case !st.Mode().IsRegular():
-			return "", fmt.Errorf("write %s: it is %s, not a regular file; refusing to replace it", path, kind(st.Mode()))
+			return "", fmt.Errorf("write %s: it is %s, not a regular file; refusing to replace it", path, Kind(st.Mode()))
 		case st.Mode().Perm()&0o200 == 0:
 			return "", fmt.Errorf("write %s: the file is read-only; refusing to replace it", path)
 		default:
@@ -193,9 +193,12 @@ func resolvePath(path string) string {
 	return filepath.Join(resolvePath(trimmed[:i+1]), trimmed[i+1:])
 }
 
-// kind names the type of a file that is not a regular one.
-func kind(m os.FileMode) string {
+// Kind names the type of a file that is not a regular one, for an error
+// ("a directory").
+func Kind(m os.FileMode) string {
 	switch {
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
 	case m.IsDir():
 		return "a directory"
 	case m&os.ModeDevice != 0:

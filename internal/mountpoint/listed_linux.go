@@ -1,22 +1,29 @@
-package main
+package mountpoint
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 )
 
-// listedMountPoint reports whether path (absolute, links resolved) is a
-// mount point in /proc/self/mountinfo: its fifth field, with space, tab,
-// newline and backslash written as octal escapes (proc(5)).
-func listedMountPoint(path string) bool {
+// Listed reports whether path (absolute, links resolved) is a mount point
+// in /proc/self/mountinfo.
+func Listed(path string) bool {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return listedIn(f, path)
+}
+
+// listedIn reports whether path is a mount point of the mount table
+// mountinfo: its fifth field, with space, tab, newline and backslash
+// written as octal escapes (proc(5)).
+func listedIn(mountinfo io.Reader, path string) bool {
+	sc := bufio.NewScanner(mountinfo)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		if fields := strings.Fields(sc.Text()); len(fields) > 4 && unescapeMountinfo(fields[4]) == path {

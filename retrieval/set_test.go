@@ -191,7 +191,10 @@ func TestSetEvaluateWith(t *testing.T) {
 // may have replaced the training data beside it but not this set).
 // LoadUnfinishedSet, for describing it, reads the latter.
 func TestLoadSetRefusesIncomplete(t *testing.T) {
-	dir := writeSet(t, nil)
+	dir := filepath.Join(t.TempDir(), dataset.EvalDir) // (where synth writes it)
+	if err := os.Rename(writeSet(t, nil), dir); err != nil {
+		t.Fatal(err)
+	}
 	staging := filepath.Join(dir, dataset.StagingPrefix+"42")
 	if err := os.Mkdir(staging, 0o755); err != nil {
 		t.Fatal(err)

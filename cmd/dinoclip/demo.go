@@ -94,7 +94,7 @@ func runDemo(cCtx *cli.Context) error {
 	// before it removes the first one's data and run.
 	unlock, err := synth.LockDir(out)
 	if err != nil {
-		return err
+		return fmt.Errorf("demo --out %s: %w; wait for it to end, or choose another --out", out, err)
 	}
 	defer unlock()
 	if err := prepareDemoDir(out); err != nil {

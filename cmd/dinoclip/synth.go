@@ -23,8 +23,8 @@ const synthEvalName = "synth"
 // synthTrainDir and synthEvalDir are where under --out synth writes the
 // training data and the evaluation set.
 const (
-	synthTrainDir = "train"
-	synthEvalDir  = "eval"
+	synthTrainDir = dataset.TrainDir
+	synthEvalDir  = dataset.EvalDir
 )
 
 // synthUnfinishedFile is in --out while a synth writes it: it records the
@@ -209,6 +209,14 @@ func runSynth(cCtx *cli.Context) error {
 	}
 	files, err := synth.WriteTrainingDataContext(cCtx.Context, trainDir, opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"))
 	if err != nil {
+		// The training data is as it was (a failed or cancelled write
+		// publishes nothing), and so is the evaluation set: the marker
+		// too, or readers would refuse the sets this run never touched.
+		if recorded == "" {
+			os.Remove(marker)
+		} else {
+			atomicfile.WriteBytes(marker, []byte(recorded))
+		}
 		return err
 	}
 	shifted := ""

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -273,6 +274,29 @@ func TestSynthUnfinishedSetsRefused(t *testing.T) {
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
 	mustRun(t, "info", trainDir)
 	mustRun(t, "info", evalDir)
+}
+
+// A synth whose training data could not be written (here: another process
+// holds the directory) changed nothing, the marker included: the sets
+// already there stay readable. Another data set beside synth's is never
+// taken for one of its sets.
+func TestFailedSynthLeavesSetsReadable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "synth")
+	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	trainDir, evalDir := filepath.Join(dir, synthTrainDir), filepath.Join(dir, synthEvalDir)
+	holdDirLock(t, trainDir)
+	wantError(t, append([]string{"synth", "--out", dir, "--force", "--seed", "9"}, synthSmall...), "being written by another")
+	if _, err := os.Lstat(filepath.Join(dir, synthUnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a synth that wrote nothing left its unfinished-run marker: %v", err)
+	}
+	mustRun(t, "info", trainDir)
+	mustRun(t, "info", evalDir)
+	other := filepath.Join(dir, "cc12m")
+	if err := os.Rename(makeData(t), other); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644)
+	mustRun(t, "info", other)
 }
 
 // The unfinished-run marker is read and written only as a regular file: a

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
@@ -34,6 +35,10 @@ const (
 	// while it is there they may be a mix of an old run's set and a new
 	// one's.
 	UnfinishedFile = ".synth-unfinished"
+	// TrainDir and EvalDir are the data directories dinoclip synth
+	// writes in its --out, the ones UnfinishedFile speaks for.
+	TrainDir = "train"
+	EvalDir  = "eval"
 )
 
 // ErrIncomplete is the error (wrapped) of a data directory whose set is
@@ -81,26 +86,32 @@ func CheckStaging(dir string) error {
 	return nil
 }
 
-// CheckUnfinished returns an error wrapping ErrIncomplete when the
-// directory above dir (as named, and where dir's links lead) holds
-// UnfinishedFile as a regular file: a dinoclip synth into it is running,
-// or was interrupted, and dir may hold a set that does not belong with
-// the one beside it.
+// CheckUnfinished returns an error wrapping ErrIncomplete when dir is a
+// TrainDir or EvalDir (as named, or where its links lead) whose parent
+// holds UnfinishedFile as a regular file: a dinoclip synth into it is
+// running, or was interrupted, and dir may hold a set that does not belong
+// with the one beside it. (Another data set in that parent is no synth's.)
 func CheckUnfinished(dir string) error {
-	parents := []string{}
-	if abs, err := filepath.Abs(dir); err == nil {
-		parents = append(parents, filepath.Dir(abs))
-	}
+	var parents []string
+	paths := []string{dir}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		if abs, err := filepath.Abs(real); err == nil && (len(parents) == 0 || filepath.Dir(abs) != parents[0]) {
-			parents = append(parents, filepath.Dir(abs))
+		paths = append(paths, real)
+	}
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if base := filepath.Base(abs); err != nil || base != TrainDir && base != EvalDir {
+			continue
+		}
+		if parent := filepath.Dir(abs); !slices.Contains(parents, parent) {
+			parents = append(parents, parent)
 		}
 	}
 	for _, parent := range parents {
 		if HasUnfinished(parent) {
 			marker := filepath.Join(parent, UnfinishedFile)
 			return fmt.Errorf("%s is %w: %s shows that a dinoclip synth into %s is running or was interrupted, "+
-				"so the data sets there may not belong together; run that dinoclip synth again to finish it", dir, ErrIncomplete, marker, parent)
+				"so the data sets there may not belong together; run that dinoclip synth again to finish it "+
+				"(or, if they are the sets you want, remove %s)", dir, ErrIncomplete, marker, parent, marker)
 		}
 	}
 	return nil

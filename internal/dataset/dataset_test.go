@@ -45,4 +45,10 @@ func TestCheckUnfinished(t *testing.T) {
 	if err := CheckComplete(out); err != nil {
 		t.Errorf("the --out directory itself: %v", err)
 	}
+	// Another data set beside synth's is no synth's.
+	other := filepath.Join(out, "cc12m")
+	os.Mkdir(other, 0o755)
+	if err := CheckComplete(other); err != nil {
+		t.Errorf("a data set beside synth's train and eval: %v", err)
+	}
 }

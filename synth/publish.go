@@ -23,7 +23,7 @@ import (
 // .BASE.synth.tmp-N (BASE is DIR's name, N random digits:
 // atomicfile.MkdirTemp's name for BASE.synth); or, when there can be none
 // beside DIR (its parent is not writable, or DIR is a mount point),
-// StagingPrefix+N inside DIR. The staging directory is locked while its
+// dataset.StagingPrefix+N inside DIR. The staging directory is locked while its
 // writer lives (atomicfile.MkdirTemp), so that atomicfile.RemoveStale
 // tells a killed run's from a live one's; and it holds nothing but the
 // set's files, which is all RemoveStale removes.
@@ -35,26 +35,14 @@ import (
 // a filesystem without it, DIR is renamed aside and the new set renamed in,
 // so that for that moment there is no DIR, never a mixed one), and the old
 // set removed. A DIR that holds other files too keeps them: the new files
-// move in one by one, and while they do DIR holds a StagingPrefix+N
+// move in one by one, and while they do DIR holds a dataset.StagingPrefix+N
 // directory, which readers (dataset.CheckComplete: train.OpenDataset,
 // retrieval.LoadSet, dinoclip info) take for an incomplete set. A run
 // killed then leaves it; the next run into DIR removes it (the set beside
 // it is that run's, incomplete, and is replaced without overwrite).
 //
-// The names are package dataset's, which readers share: StagingPrefix is
-// dataset.StagingPrefix, LegacyStagingDir dataset.LegacyStagingDir.
-const (
-	// StagingPrefix starts the name of synth's staging directories: inside
-	// a data directory, StagingPrefix followed by digits; beside it,
-	// "."+name of the data directory+"."+dataset.StagingBase+".tmp-"
-	// followed by digits.
-	StagingPrefix = dataset.StagingPrefix
-	// LegacyStagingDir is the staging directory that dinoclip synth once
-	// kept inside a data directory while moving a set in: one left there
-	// means an incomplete set. It may as well be another program's (rsync
-	// --partial-dir), so synth never removes it.
-	LegacyStagingDir = dataset.LegacyStagingDir
-)
+// The names are package dataset's, which readers share
+// (dataset.StagingPrefix, dataset.LegacyStagingDir).
 
 // isShardFile reports whether name is a file a reader takes for part of a
 // training set: an existing set that is refused without overwrite, and
@@ -84,7 +72,7 @@ var evalFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, Capt
 func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 
 // isStagingBeside reports whether name is that of a staging directory
-// synth makes beside the data directory named base (see StagingPrefix).
+// synth makes beside the data directory named base (see stageInto).
 func isStagingBeside(name, base string) bool {
 	tempOf, ok := atomicfile.TempOf(name)
 	return ok && tempOf == stagingBeside(base)
@@ -97,7 +85,7 @@ func stagingBeside(base string) string { return base + "." + dataset.StagingBase
 // CheckTrainingData refuses what WriteTrainingData would refuse for these
 // arguments without writing anything (but for an error of opts, which
 // Options.Validate reports): sizes it cannot write, an existing set in dir
-// without opts.Overwrite, a LegacyStagingDir in dir. A caller that writes
+// without opts.Overwrite, a dataset.LegacyStagingDir in dir. A caller that writes
 // more than one set refuses before it writes the first.
 func CheckTrainingData(dir string, opts Options, rows, rowsPerShard int) error {
 	if _, _, err := trainingShards(dir, opts, rows, rowsPerShard); err != nil {
@@ -149,7 +137,7 @@ func checkDir(dir, what string, isDataFile func(string) bool, overwrite bool) er
 
 // inspectDir lists the data files (for which isDataFile is true) and synth's
 // staging directories in real, the directory dir leads to, and refuses a
-// LegacyStagingDir there.
+// dataset.LegacyStagingDir there.
 func inspectDir(dir, real string, isDataFile func(string) bool) (existing, staging []string, err error) {
 	entries, err := os.ReadDir(real)
 	if err != nil {
@@ -157,7 +145,7 @@ func inspectDir(dir, real string, isDataFile func(string) bool) (existing, stagi
 	}
 	for _, e := range entries {
 		switch name := e.Name(); {
-		case name == LegacyStagingDir && e.IsDir():
+		case name == dataset.LegacyStagingDir && e.IsDir():
 			p := filepath.Join(dir, name)
 			return nil, nil, fmt.Errorf("synth: %s exists: the staging directory an older dinoclip synth left when it was interrupted "+
 				"(the set in %s is then incomplete), or another program's (rsync --partial-dir); dinoclip synth removes no directory "+
@@ -184,8 +172,8 @@ func refuseExisting(dir, what string, existing []string, overwrite bool) error {
 		dir, what, len(existing), strings.Join(shown, ", "))
 }
 
-// stageInto writes a data set into dir, made if missing (see the comment
-// on StagingPrefix). It refuses when dir already holds files of a data set
+// stageInto writes a data set into dir, made if missing (see "How a data
+// set is published" at the top of this file). It refuses when dir already holds files of a data set
 // (those for which isDataFile is true; what names them in the error)
 // unless overwrite is set, or they are the incomplete set of an
 // interrupted run: then they are replaced (an old shard that the new set
@@ -355,8 +343,8 @@ func makeStaging(real, parent, base string) (tmp string, release func(), beside 
 	return tmp, release, false, err
 }
 
-// publish puts the set that fill wrote into tmp in place in real (see the
-// comment on StagingPrefix). replace allows it to replace the data files
+// publish puts the set that fill wrote into tmp in place in real (see "How
+// a data set is published" at the top of this file). replace allows it to replace the data files
 // already there.
 func publish(dir, real, what, tmp string, beside bool, files []File, isDataFile func(string) bool, replace bool) error {
 	entries, err := os.ReadDir(real)

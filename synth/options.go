@@ -3,6 +3,7 @@ package synth
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 )
 
@@ -56,6 +57,13 @@ type Options struct {
 	// Overwrite lets the writers replace an existing data set in the output
 	// directory. It does not affect the data.
 	Overwrite bool
+
+	// Log, when not nil, is told, a line each, what the writers remove
+	// that interrupted runs left (their staging directories), and what
+	// they leave because a run may still be at work there: a user who
+	// killed a run learns what became of its files. It does not affect
+	// the data.
+	Log io.Writer
 }
 
 // Defaults of the world's shape and noise. The caption noise levels are

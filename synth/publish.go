@@ -3,6 +3,7 @@ package synth
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -70,13 +71,6 @@ func isOwnShardFile(name string) bool {
 var evalFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, EvalInfoFile}
 
 func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
-
-// isStagingBeside reports whether name is that of a staging directory
-// synth makes beside the data directory named base (see stageInto).
-func isStagingBeside(name, base string) bool {
-	tempOf, ok := atomicfile.TempOf(name)
-	return ok && tempOf == stagingBeside(base)
-}
 
 // stagingBeside is the base name synth gives atomicfile.MkdirTemp (or
 // TempPath) for a staging directory beside the data directory named base.
@@ -184,8 +178,14 @@ func refuseExisting(dir, what string, existing []string, overwrite bool) error {
 // was. A lock on dir refuses a second writer while one is at work.
 //
 // isOwnFile is true for the names fill writes: all that a staging
-// directory left by a killed run may hold for it to be removed.
-func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, overwrite bool, fill func(staging string) ([]File, error)) ([]File, error) {
+// directory left by a killed run may hold for it to be removed. What is
+// removed of killed runs, or left because a run may be at work, is said
+// on opts.Log.
+func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, opts Options, fill func(staging string) ([]File, error)) ([]File, error) {
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
@@ -211,16 +211,22 @@ func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, o
 			return nil, fmt.Errorf("synth: %s: the staging directory of a dinoclip synth that was interrupted while moving its set in, "+
 				"or is still at work (this system cannot tell which); remove it if no dinoclip synth is running, and run again", filepath.Join(dir, name))
 		}
-		if err := atomicfile.RemoveDir(p, isOwnFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		switch err := atomicfile.RemoveDir(p, isOwnFile); {
+		case err == nil:
+			fmt.Fprintf(log, "dinoclip: removed %s, left by a dinoclip interrupted while moving a data set into %s: the part it moved in is replaced\n", filepath.Join(dir, name), dir)
+		case !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("synth: removing an interrupted run's staging directory: %w", err)
 		}
 	}
-	replace := overwrite || len(staging) > 0 // (an interrupted run's set is incomplete)
+	replace := opts.Overwrite || len(staging) > 0 // (an interrupted run's set is incomplete)
 	if err := refuseExisting(dir, what, existing, replace); err != nil {
 		return nil, err
 	}
+	// Staging directories beside dir that killed runs left: a live run's,
+	// one that could still be, and one that holds anything else than
+	// files isOwnFile names are kept (atomicfile.RemoveStale).
 	parent, base := filepath.Dir(real), filepath.Base(real)
-	sweepStale(parent, base, isOwnFile)
+	atomicfile.SweepStale(parent, stagingBeside(base), isOwnFile).Report(log, dir)
 
 	tmp, release, beside, err := makeStaging(real, parent, base)
 	if err != nil {
@@ -290,22 +296,6 @@ func unheld(p string, holds func(string) bool) bool {
 	}
 	removed, _ := atomicfile.RemoveStale(p, holds)
 	return removed
-}
-
-// sweepStale removes the staging directories beside the data directory
-// named base (isStagingBeside, in parent) that killed runs left; a live
-// run's, one that could still be, and one that holds anything else than
-// files holds names are kept (atomicfile.RemoveStale).
-func sweepStale(parent, base string, holds func(string) bool) {
-	entries, err := os.ReadDir(parent)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.IsDir() && isStagingBeside(e.Name(), base) {
-			atomicfile.RemoveStale(filepath.Join(parent, e.Name()), holds)
-		}
-	}
 }
 
 // isMountPoint is mountpoint.Is (a variable: tests try a mount point
@@ -410,9 +400,9 @@ var exchangeDirs = atomicfile.ExchangeDirs
 // exchangeIn puts the directory tmp in the place of real, which holds the
 // old set, and removes the old set: in one step where the system can
 // exchange two directories; else real is renamed aside (under a staging
-// name, so that a run killed then leaves only what sweepStale removes) and
-// tmp renamed in, so that there is a moment with no real but never one
-// with a mixed set.
+// name, so that a run killed then leaves only what the next run's sweep
+// removes) and tmp renamed in, so that there is a moment with no real but
+// never one with a mixed set.
 func exchangeIn(tmp, real, parent string) error {
 	if exchangeDirs(tmp, real) == nil {
 		atomicfile.SyncDir(parent)
@@ -421,7 +411,7 @@ func exchangeIn(tmp, real, parent string) error {
 	}
 	// (A name not made: a rename onto it fails should another take it
 	// first. Once real is renamed there, real's lock, this run's, guards
-	// it from sweepStale.)
+	// it from another run's sweep.)
 	aside := atomicfile.TempPath(parent, stagingBeside(filepath.Base(real)))
 	if err := os.Rename(real, aside); err != nil {
 		return err

@@ -99,9 +99,12 @@ func TestLeavesPartialDirAlone(t *testing.T) {
 // A run killed while it wrote its set leaves a staging directory beside
 // the data directory, and the data directory empty: the next run is not
 // refused, and removes the leftover once it is stale (unlocked, a minute
-// old), but nothing that synth did not make.
+// old), but nothing that synth did not make; it says on opts.Log what it
+// removed and what it left.
 func TestRerunAfterKillWhileStaging(t *testing.T) {
 	opts := smallOptions(2)
+	var log bytes.Buffer
+	opts.Log = &log
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "train")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -127,17 +130,40 @@ func TestRerunAfterKillWhileStaging(t *testing.T) {
 	if got := entryNames(t, parent); !slices.Equal(got, want) {
 		t.Errorf("beside %s: %v, want %v", dir, got, want)
 	}
+	said := log.String()
+	at := func(name string) string { return filepath.Join(parent, name) }
+	wants := []string{
+		"removed " + at(".train.synth.tmp-111") + ", left by a dinoclip killed while writing " + dir + "\n",
+		"warning: " + at(".train.synth.tmp-222") + ": left by a dinoclip killed while writing " + dir + ", or being written by another one now",
+		"warning: removing " + at(".train.synth.tmp-333") + ", left by a dinoclip killed while writing " + dir + ": ",
+		"warning: removing " + at(".train.synth.tmp-555") + ", ",
+	}
+	if runtime.GOOS == "windows" { // no locks: every one may be a live run's
+		wants = []string{"warning: " + strings.Join([]string{at(".train.synth.tmp-111"), at(".train.synth.tmp-222"), at(".train.synth.tmp-333"), at(".train.synth.tmp-555")}, ", ") + ": left by"}
+	}
+	for _, want := range wants {
+		if !strings.Contains(said, want) {
+			t.Errorf("the run says\n%s\nwant %q", said, want)
+		}
+	}
+	for _, notSwept := range []string{".train.synth.tmp-x9", ".eval.synth.tmp-444"} {
+		if strings.Contains(said, notSwept) {
+			t.Errorf("the run speaks of %s, no leftover of %s:\n%s", notSwept, dir, said)
+		}
+	}
 }
 
 // A run killed while it moved its set in beside other files leaves part of
 // the set and its staging directory in the data directory: the next run is
 // not refused (that set is no whole one to keep), removes the staging
-// directory however young, and writes the whole set; the other files stay.
+// directory however young, saying so, and writes the whole set; the other
+// files stay.
 func TestRerunAfterKillWhileMoving(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("without locks, a young staging directory cannot be told from a live one")
 	}
 	opts := smallOptions(3)
+	var log bytes.Buffer
 	full := filepath.Join(t.TempDir(), "full")
 	files, err := WriteTrainingData(full, opts, 60, 10, false)
 	if err != nil {
@@ -157,8 +183,12 @@ func TestRerunAfterKillWhileMoving(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	opts.Log = &log
 	if _, err := WriteTrainingData(dir, opts, 60, 10, false); err != nil {
 		t.Fatalf("the run again: %v", err)
+	}
+	if want := "removed " + staging + ", left by a dinoclip interrupted while moving a data set into " + dir; !strings.Contains(log.String(), want) {
+		t.Errorf("the run again says\n%s\nwant %q", log.String(), want)
 	}
 	got := dirFiles(t, dir)
 	if string(got["NOTES.txt"]) != "mine" {

@@ -81,7 +81,7 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 	if float16 {
 		write, dtype = npy.WriteFloat16, npy.Float16
 	}
-	return stageInto(dir, "training shards", isShardFile, isOwnShardFile, opts.Overwrite, func(staging string) ([]File, error) {
+	return stageInto(dir, "training shards", isShardFile, isOwnShardFile, opts, func(staging string) ([]File, error) {
 		// Generate the next shard while this one is written: the writing
 		// (conversion, system calls, fsync) is otherwise time the CPUs
 		// idle. The channel is unbuffered, so at most two shards are in
@@ -165,7 +165,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 	if err != nil {
 		return nil, err
 	}
-	return stageInto(dir, "an evaluation set", isEvalFile, isEvalFile, opts.Overwrite, func(staging string) ([]File, error) {
+	return stageInto(dir, "an evaluation set", isEvalFile, isEvalFile, opts, func(staging string) ([]File, error) {
 		var files []File
 		for _, a := range []struct {
 			name string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -91,7 +92,7 @@ func runDemo(cCtx *cli.Context) error {
 
 	out, w := cCtx.String("out"), cCtx.App.Writer
 	// Locked for the whole demo, so that a second demo into it is refused
-	// before it removes the first one's data and run.
+	// before it replaces the first one's data and run.
 	unlock, err := synth.LockDir(out)
 	if err != nil {
 		return fmt.Errorf("demo --out %s: %w; wait for it to end, or choose another --out", out, err)
@@ -101,13 +102,26 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	dataDir, evalDir, runDir := filepath.Join(out, "data", "train"), filepath.Join(out, "data", "eval"), filepath.Join(out, "run")
-	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of 1000 images x 5 captions in %s\n", rows, filepath.Join(out, "data"))
-	if _, err := synth.WriteTrainingDataContext(cCtx.Context, dataDir, so, rows, 10000, false); err != nil {
+	// The data is written as dinoclip synth --force --out DATA writes it,
+	// with the unfinished-run marker and DATA's lock: a demo killed
+	// between its two sets leaves sets that readers refuse, and a synth
+	// into DATA meanwhile, training included, is refused.
+	job := synthJob{opts: so, rows: rows, shardRows: 10000, images: 1000, perImage: 5}
+	job.opts.Overwrite = true
+	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
+	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
+	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
+		rows, job.images, job.perImage, dataRoot)
+	unlockData, err := synthesise(cCtx.Context, w, cCtx.App.ErrWriter, dataRoot, job)
+	if err != nil {
 		return err
 	}
-	if _, err := synth.WriteEvalSet(evalDir, so, 1000, 5, synthEvalName); err != nil {
-		return err
+	defer unlockData()
+	// The earlier demo's run and plot were not made of this data.
+	for _, p := range []string{runDir, filepath.Join(out, "demo.png")} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
 	}
 
 	data, err := train.OpenDataset(dataDir)
@@ -150,8 +164,8 @@ func runDemo(cCtx *cli.Context) error {
 }
 
 // prepareDemoDir makes out ready for a demo: a new directory, an empty one,
-// or one an earlier demo made (whose data and run are replaced). Anything
-// else is refused rather than written into.
+// or one an earlier demo made (whose data and run the demo replaces).
+// Anything else is refused rather than written into.
 func prepareDemoDir(out string) error {
 	entries, err := os.ReadDir(out)
 	switch {
@@ -162,11 +176,6 @@ func prepareDemoDir(out string) error {
 	default:
 		if _, err := os.Stat(filepath.Join(out, demoMarker)); err != nil {
 			return fmt.Errorf("demo: %s exists and was not made by dinoclip demo; choose another --out", out)
-		}
-		for _, p := range []string{"data", "run", "demo.png"} {
-			if err := os.RemoveAll(filepath.Join(out, p)); err != nil {
-				return fmt.Errorf("demo: %w", err)
-			}
 		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/dataset"
 )
 
 // The demo end to end at a tiny size: data, a trained run, the table and a
@@ -79,5 +82,86 @@ func TestDemoLocksItsOutput(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(out, p)); err != nil || string(b) != "the other demo's" {
 			t.Errorf("%s: %q, %v", p, b, err)
 		}
+	}
+}
+
+// demoTiny are the flags of a demo at a tiny size into out.
+func demoTiny(out string) []string {
+	return []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"}
+}
+
+// A demo killed between its training data and its evaluation set (here:
+// interrupted then) leaves its new training data beside the old
+// evaluation set: with the unfinished-run marker that dinoclip synth
+// keeps, so that every reader of either set refuses them; the same demo
+// again finishes the data and the run.
+func TestDemoKilledBetweenSets(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, demoTiny(out)...)
+	again := append(demoTiny(out), "--seed", "1")
+	_, _, err := runCLIWatched(t, func(written string, cancel context.CancelFunc) {
+		if strings.Contains(written, "training data: ") {
+			cancel()
+		}
+	}, again...)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a demo interrupted after its training data: %v", err)
+	}
+	data := filepath.Join(out, "data")
+	trainDir, evalDir := filepath.Join(data, dataset.TrainDir), filepath.Join(data, dataset.EvalDir)
+	if _, err := os.Stat(filepath.Join(evalDir, "eval.json")); err != nil {
+		t.Fatalf("the old evaluation set: %v", err)
+	}
+	if info := mustRun(t, "info", data); !strings.Contains(info, "unfinished") {
+		t.Errorf("info on the interrupted demo's data:\n%s", info)
+	}
+	for _, args := range [][]string{
+		{"info", trainDir},
+		{"info", evalDir},
+		{"train", "--data", trainDir, "--eval", evalDir, "--out", filepath.Join(t.TempDir(), "run")},
+		{"eval", "--model", filepath.Join(out, "run"), "--eval", evalDir},
+	} {
+		wantError(t, args, "interrupted", "run that dinoclip synth or demo again")
+	}
+	stdout := mustRun(t, again...)
+	if !strings.Contains(stdout, "going on from an interrupted") {
+		t.Errorf("the same demo again:\n%s", stdout)
+	}
+	if _, err := os.Lstat(filepath.Join(data, dataset.UnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a finished demo left its unfinished-run marker: %v", err)
+	}
+	mustRun(t, "info", trainDir)
+	mustRun(t, "info", evalDir)
+}
+
+// A synth into a demo's data directory while the demo writes it, or
+// trains on it, is refused with a word of who holds it, and changes
+// nothing: the demo finishes on its own data.
+func TestDemoLocksItsData(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows")
+	}
+	out := filepath.Join(t.TempDir(), "demo")
+	data := filepath.Join(out, "data")
+	intruder := append([]string{"synth", "--out", data, "--force"}, synthSmall...)
+	refusals := map[string]error{}
+	_, stderr, err := runCLIWatched(t, func(written string, _ context.CancelFunc) {
+		for _, when := range []string{"training data: ", "2/3 training"} {
+			if strings.HasPrefix(written, when) {
+				_, _, refusals[when] = runCLI(t, intruder...)
+			}
+		}
+	}, demoTiny(out)...)
+	if err != nil {
+		t.Fatalf("the demo: %v\n%s", err, stderr)
+	}
+	for _, when := range []string{"training data: ", "2/3 training"} {
+		if err, ok := refusals[when]; !ok || err == nil || !strings.Contains(err.Error(), data+" is being written by another dinoclip synth or demo") {
+			t.Errorf("a synth into %s at %q: %v; want it refused", data, when, err)
+		}
+	}
+	info := mustRun(t, "info", filepath.Join(data, dataset.TrainDir))
+	if !strings.Contains(info, "rows: 600") {
+		t.Errorf("the demo's training data:\n%s", info)
 	}
 }

@@ -109,7 +109,7 @@ func describe(w io.Writer, path string) error {
 	if isDataDir(path) {
 		return infoData(w, path, false)
 	}
-	if isDataDir(filepath.Join(path, synthTrainDir)) || has(filepath.Join(synthEvalDir, retrieval.ImageFeaturesFile)) || has(synthUnfinishedFile) {
+	if isDataDir(filepath.Join(path, dataset.TrainDir)) || has(filepath.Join(dataset.EvalDir, retrieval.ImageFeaturesFile)) || has(dataset.UnfinishedFile) {
 		return infoSynthOut(w, path)
 	}
 	if err := dataset.CheckStaging(path); err != nil { // a data set not moved in yet
@@ -199,19 +199,19 @@ func isDataDir(dir string) bool {
 // it: training data in DIR/train, an evaluation set in DIR/eval.
 func infoSynthOut(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: data directory (training data in %s/, an evaluation set in %s/, as dinoclip synth writes them)\n",
-		dir, synthTrainDir, synthEvalDir)
+		dir, dataset.TrainDir, dataset.EvalDir)
 	// What an unfinished run has written so far is described, though
 	// readers refuse it (dataset.CheckUnfinished).
 	unfinished := dataset.HasUnfinished(dir)
 	if unfinished {
 		fmt.Fprintf(w, "  unfinished: a dinoclip synth into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
 	}
-	if tr := filepath.Join(dir, synthTrainDir); isDataDir(tr) || dataset.CheckStaging(tr) != nil {
+	if tr := filepath.Join(dir, dataset.TrainDir); isDataDir(tr) || dataset.CheckStaging(tr) != nil {
 		if err := infoData(w, tr, unfinished); err != nil {
 			return err
 		}
 	}
-	if ev := filepath.Join(dir, synthEvalDir); fileExists(filepath.Join(ev, retrieval.ImageFeaturesFile)) {
+	if ev := filepath.Join(dir, dataset.EvalDir); fileExists(filepath.Join(ev, retrieval.ImageFeaturesFile)) {
 		if err := infoEvalSet(w, ev, unfinished); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,25 +21,11 @@ import (
 // because the set's images are drawn from streams named after it.
 const synthEvalName = "synth"
 
-// synthTrainDir and synthEvalDir are where under --out synth writes the
-// training data and the evaluation set.
-const (
-	synthTrainDir = dataset.TrainDir
-	synthEvalDir  = dataset.EvalDir
-)
-
-// synthUnfinishedFile is in --out while a synth writes it: it records the
-// run's settings (synthSettings), and is removed once both sets are
-// written. A run that finds one of its own settings there goes on from
-// an interrupted run: the sets it left are replaced without --force.
-// Readers refuse the sets beside it (dataset.CheckUnfinished).
-const synthUnfinishedFile = dataset.UnfinishedFile
-
-// maxSynthSettings caps what is read of a synthUnfinishedFile: a record of
-// synthSettings is far shorter.
+// maxSynthSettings caps what is read of a dataset.UnfinishedFile: a
+// record of synthJob.settings is far shorter.
 const maxSynthSettings = 4096
 
-// readSynthMarker returns the content of the synthUnfinishedFile marker
+// readSynthMarker returns the content of the dataset.UnfinishedFile marker
 // ("" when there is none). Anything but a regular file there (a link, a
 // named pipe, a directory) is refused before it is read or written
 // through: synth writes that name, and a link would have it overwrite
@@ -75,11 +62,24 @@ func readSynthMarker(marker string) (string, error) {
 	return string(b), nil
 }
 
-// synthSettings is the content of synthUnfinishedFile for a run: every
-// flag that changes what synth writes (--force does not).
-func synthSettings(opts synth.Options, rows, shardRows int, float16 bool, images, perImage int) string {
+// A synthJob is what dinoclip synth (and demo, through it) writes under
+// its output: training data of rows rows in shards of shardRows, in
+// float16 or float32, and an evaluation set of images images with
+// perImage captions each, of the world of opts.
+type synthJob struct {
+	opts             synth.Options
+	rows, shardRows  int
+	float16          bool
+	images, perImage int
+}
+
+// settings is the content of dataset.UnfinishedFile while the job is
+// written: every setting that changes what is written (opts.Overwrite
+// does not). A run that finds its own settings there goes on from an
+// interrupted run: the sets it left are replaced without overwrite.
+func (j synthJob) settings() string {
 	return fmt.Sprintf("dinoclip synth unfinished: rows=%d shard_rows=%d float16=%t seed=%d input_dim=%d output_dim=%d latent_shift=%v eval_images=%d captions_per_image=%d\n",
-		rows, shardRows, float16, opts.Seed, opts.InputDim, opts.OutputDim, opts.LatentShift, images, perImage)
+		j.rows, j.shardRows, j.float16, j.opts.Seed, j.opts.InputDim, j.opts.OutputDim, j.opts.LatentShift, j.images, j.perImage)
 }
 
 // synthEnvVar is the environment variable of synth's flag name. synth's
@@ -162,32 +162,59 @@ func runSynth(cCtx *cli.Context) error {
 	opts.OutputDim = cCtx.Int("output-dim")
 	opts.Overwrite = cCtx.Bool("force")
 	opts.LatentShift = cCtx.Float64("latent-shift")
-	if err := opts.Validate(); err != nil {
-		return err
-	}
-
-	w := cCtx.App.Writer
-	rows := cCtx.Int("rows")
-	images, perImage := cCtx.Int("eval-images"), cCtx.Int("captions-per-image")
-	// The evaluation set's sizes before the training data is written: a
-	// refusal after it would leave a half-made output behind.
-	if err := synth.CheckEvalSet(opts, synthEvalName, images, perImage); err != nil {
-		return err
-	}
-	// The whole output, training data and evaluation set, is one run's:
-	// another synth into it waits for no step of this one.
-	unlock, err := synth.LockDir(out)
+	job := synthJob{opts: opts, rows: cCtx.Int("rows"), shardRows: cCtx.Int("shard-rows"), float16: cCtx.Bool("float16"),
+		images: cCtx.Int("eval-images"), perImage: cCtx.Int("captions-per-image")}
+	start := time.Now()
+	unlock, err := synthesise(cCtx.Context, cCtx.App.Writer, cCtx.App.ErrWriter, out, job)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	start := time.Now()
-	trainDir, evalDir := filepath.Join(out, synthTrainDir), filepath.Join(out, synthEvalDir)
+	unlock()
+	fmt.Fprintf(cCtx.App.Writer, "done in %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// synthesise writes job's training data and evaluation set into
+// out/dataset.TrainDir and out/dataset.EvalDir, saying what it wrote on w
+// and what it removed of killed runs on errW. It holds out's lock
+// (synth.LockDir), so that another synth or demo into out is refused, and
+// keeps dataset.UnfinishedFile in out until both sets are written, so
+// that readers refuse them while they may not belong together (a run
+// killed between them). It returns with out still locked, until unlock: a
+// caller that goes on to read the sets (demo) keeps a synth from
+// replacing them meanwhile.
+func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob) (unlock func(), err error) {
+	job.opts.Log = errW
+	if err := job.opts.Validate(); err != nil {
+		return nil, err
+	}
+	// The evaluation set's sizes before the training data is written: a
+	// refusal after it would leave a half-made output behind.
+	if err := synth.CheckEvalSet(job.opts, synthEvalName, job.images, job.perImage); err != nil {
+		return nil, err
+	}
+	// The whole output, training data and evaluation set, is one run's:
+	// another synth into it waits for no step of this one.
+	unlock, err = synth.LockDir(out)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSynthSets(ctx, w, errW, out, job); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// writeSynthSets is synthesise's work once it holds out's lock.
+func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synthJob) error {
+	opts := job.opts
+	trainDir, evalDir := filepath.Join(out, dataset.TrainDir), filepath.Join(out, dataset.EvalDir)
 	// An unfinished run of these settings (killed, say, between the two
 	// sets) is gone on with: what it wrote is what this run writes.
-	marker := filepath.Join(out, synthUnfinishedFile)
-	settings := synthSettings(opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"), images, perImage)
-	sweepLeftovers(cCtx.App.ErrWriter, marker, nil) // (a run killed while writing the marker)
+	marker := filepath.Join(out, dataset.UnfinishedFile)
+	settings := job.settings()
+	sweepLeftovers(errW, marker, nil) // (a run killed while writing the marker)
 	recorded, err := readSynthMarker(marker)
 	if err != nil {
 		return err
@@ -198,7 +225,7 @@ func runSynth(cCtx *cli.Context) error {
 	}
 	// Both sets are checked before either is written: a refusal of the
 	// second would leave the first written.
-	if err := synth.CheckTrainingData(trainDir, opts, rows, cCtx.Int("shard-rows")); err != nil {
+	if err := synth.CheckTrainingData(trainDir, opts, job.rows, job.shardRows); err != nil {
 		return err
 	}
 	if err := synth.CheckEvalDir(evalDir, opts.Overwrite); err != nil {
@@ -207,7 +234,7 @@ func runSynth(cCtx *cli.Context) error {
 	if err := atomicfile.WriteBytes(marker, []byte(settings)); err != nil {
 		return fmt.Errorf("synth: %w", err)
 	}
-	files, err := synth.WriteTrainingDataContext(cCtx.Context, trainDir, opts, rows, cCtx.Int("shard-rows"), cCtx.Bool("float16"))
+	files, err := synth.WriteTrainingDataContext(ctx, trainDir, opts, job.rows, job.shardRows, job.float16)
 	if err != nil {
 		// The training data is as it was (a failed or cancelled write
 		// publishes nothing), and so is the evaluation set: the marker
@@ -224,13 +251,13 @@ func runSynth(cCtx *cli.Context) error {
 		shifted = fmt.Sprintf(", latent shift %g", opts.LatentShift)
 	}
 	fmt.Fprintf(w, "training data: %d rows in %d shards, %d -> %d, seed %d%s, in %s\n",
-		rows, len(files)/2, opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
+		job.rows, len(files)/2, opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
 	printSynthFiles(w, files)
-	if err := cCtx.Context.Err(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 
-	files, err = synth.WriteEvalSet(evalDir, opts, images, perImage, synthEvalName)
+	files, err = synth.WriteEvalSet(evalDir, opts, job.images, job.perImage, synthEvalName)
 	if err != nil {
 		return err
 	}
@@ -239,9 +266,8 @@ func runSynth(cCtx *cli.Context) error {
 	}
 	atomicfile.SyncDir(out)
 	fmt.Fprintf(w, "evaluation set %q: %d images, %d captions (%d per image), in %s\n",
-		synthEvalName, images, images*perImage, perImage, evalDir)
+		synthEvalName, job.images, job.images*job.perImage, job.perImage, evalDir)
 	printSynthFiles(w, files)
-	fmt.Fprintf(w, "done in %s\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

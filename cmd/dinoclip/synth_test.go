@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/synth"
 )
@@ -157,11 +158,11 @@ func TestSynthLocksItsOutput(t *testing.T) {
 	}
 }
 
-// synthSmallSettings is synthSmall's record in synthUnfinishedFile.
+// synthSmallSettings is synthSmall's record in dataset.UnfinishedFile.
 func synthSmallSettings() string {
 	opts := synth.DefaultOptions()
 	opts.Seed, opts.InputDim, opts.OutputDim = 3, 16, 8
-	return synthSettings(opts, 50, 20, false, 10, 3)
+	return synthJob{opts: opts, rows: 50, shardRows: 20, images: 10, perImage: 3}.settings()
 }
 
 // A synth killed between its training data and its evaluation set is gone
@@ -170,12 +171,12 @@ func synthSmallSettings() string {
 func TestSynthRerunAfterKillBetweenSets(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "synth")
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
-	if _, err := os.Stat(filepath.Join(dir, synthUnfinishedFile)); !os.IsNotExist(err) {
-		t.Fatalf("a finished synth left %s: %v", synthUnfinishedFile, err)
+	if _, err := os.Stat(filepath.Join(dir, dataset.UnfinishedFile)); !os.IsNotExist(err) {
+		t.Fatalf("a finished synth left %s: %v", dataset.UnfinishedFile, err)
 	}
 	// What a kill after the training data leaves.
 	os.RemoveAll(filepath.Join(dir, "eval"))
-	marker := filepath.Join(dir, synthUnfinishedFile)
+	marker := filepath.Join(dir, dataset.UnfinishedFile)
 	os.WriteFile(marker, []byte(synthSmallSettings()), 0o644)
 
 	info := mustRun(t, "info", dir)
@@ -201,16 +202,29 @@ func TestSynthRerunAfterKillBetweenSets(t *testing.T) {
 
 // A synth killed while it wrote its training data leaves DIR/train empty
 // (its shards wait in a staging directory beside it): info says so, and
-// the same command again is not refused.
+// the same command again is not refused, and says what became of the
+// staging directory (it had removed it without a word).
 func TestSynthRerunAfterKillWhileStaging(t *testing.T) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "train"), 0o755)
 	staging := filepath.Join(dir, ".train.synth.tmp-4242")
 	os.Mkdir(staging, 0o755)
 	os.WriteFile(filepath.Join(staging, "shard-00000.dino.npy"), []byte("part"), 0o644)
-	os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644)
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	os.Chtimes(staging, old, old)
+	os.WriteFile(filepath.Join(dir, dataset.UnfinishedFile), []byte(synthSmallSettings()), 0o644)
 	wantError(t, []string{"info", filepath.Join(dir, "train")}, "no data set yet", "has not finished")
-	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	_, stderr, err := runCLI(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
+	if err != nil {
+		t.Fatalf("the run again: %v\n%s", err, stderr)
+	}
+	want := "dinoclip: removed " + staging + ", left by a dinoclip killed while writing " + filepath.Join(dir, "train") + "\n"
+	if runtime.GOOS == "windows" { // no locks: it may be a live run's
+		want = "dinoclip: warning: " + staging + ": left by a dinoclip killed while writing " + filepath.Join(dir, "train") + ", or being written"
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("the run again says\n%s\nwant %q", stderr, want)
+	}
 	if info := mustRun(t, "info", filepath.Join(dir, "train")); !strings.Contains(info, "rows: 50") {
 		t.Errorf("info after the run again:\n%s", info)
 	}
@@ -242,8 +256,8 @@ func TestSynthLegacyPartialSet(t *testing.T) {
 			t.Fatalf("synth %v: %s holds %d entries, want its 3 left alone", force, partial, len(entries))
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, synthUnfinishedFile)); !os.IsNotExist(err) {
-		t.Errorf("a refused synth wrote %s: %v", synthUnfinishedFile, err)
+	if _, err := os.Stat(filepath.Join(dir, dataset.UnfinishedFile)); !os.IsNotExist(err) {
+		t.Errorf("a refused synth wrote %s: %v", dataset.UnfinishedFile, err)
 	}
 }
 
@@ -255,10 +269,10 @@ func TestSynthUnfinishedSetsRefused(t *testing.T) {
 	run, _, _ := trainRun(t)
 	dir := filepath.Join(t.TempDir(), "synth")
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
-	if err := os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, dataset.UnfinishedFile), []byte(synthSmallSettings()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	trainDir, evalDir := filepath.Join(dir, synthTrainDir), filepath.Join(dir, synthEvalDir)
+	trainDir, evalDir := filepath.Join(dir, dataset.TrainDir), filepath.Join(dir, dataset.EvalDir)
 	if info := mustRun(t, "info", dir); !strings.Contains(info, "unfinished") || !strings.Contains(info, "rows: 50") {
 		t.Errorf("info on an unfinished synth's output:\n%s", info)
 	}
@@ -269,7 +283,7 @@ func TestSynthUnfinishedSetsRefused(t *testing.T) {
 		{"train", "--data", makeData(t), "--eval", evalDir, "--out", filepath.Join(t.TempDir(), "run")},
 		{"eval", "--model", run, "--eval", evalDir},
 	} {
-		wantError(t, args, "interrupted", "run that dinoclip synth again")
+		wantError(t, args, "interrupted", "run that dinoclip synth or demo again")
 	}
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
 	mustRun(t, "info", trainDir)
@@ -283,10 +297,10 @@ func TestSynthUnfinishedSetsRefused(t *testing.T) {
 func TestFailedSynthLeavesSetsReadable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "synth")
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
-	trainDir, evalDir := filepath.Join(dir, synthTrainDir), filepath.Join(dir, synthEvalDir)
+	trainDir, evalDir := filepath.Join(dir, dataset.TrainDir), filepath.Join(dir, dataset.EvalDir)
 	holdDirLock(t, trainDir)
 	wantError(t, append([]string{"synth", "--out", dir, "--force", "--seed", "9"}, synthSmall...), "being written by another")
-	if _, err := os.Lstat(filepath.Join(dir, synthUnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(dir, dataset.UnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a synth that wrote nothing left its unfinished-run marker: %v", err)
 	}
 	mustRun(t, "info", trainDir)
@@ -295,7 +309,7 @@ func TestFailedSynthLeavesSetsReadable(t *testing.T) {
 	if err := os.Rename(makeData(t), other); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, synthUnfinishedFile), []byte(synthSmallSettings()), 0o644)
+	os.WriteFile(filepath.Join(dir, dataset.UnfinishedFile), []byte(synthSmallSettings()), 0o644)
 	mustRun(t, "info", other)
 }
 
@@ -311,7 +325,7 @@ func TestSynthMarkerNotRegularRefused(t *testing.T) {
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			marker := filepath.Join(dir, synthUnfinishedFile)
+			marker := filepath.Join(dir, dataset.UnfinishedFile)
 			victim := filepath.Join(base, "victim.txt")
 			os.WriteFile(victim, []byte("keep me\n"), 0o644)
 			var err error
@@ -332,8 +346,8 @@ func TestSynthMarkerNotRegularRefused(t *testing.T) {
 			if b, _ := os.ReadFile(victim); string(b) != "keep me\n" {
 				t.Errorf("the file the link leads to now holds %q", b)
 			}
-			if _, err := os.Stat(filepath.Join(dir, synthTrainDir)); !os.IsNotExist(err) {
-				t.Errorf("a refused synth wrote %s: %v", synthTrainDir, err)
+			if _, err := os.Stat(filepath.Join(dir, dataset.TrainDir)); !os.IsNotExist(err) {
+				t.Errorf("a refused synth wrote %s: %v", dataset.TrainDir, err)
 			}
 		})
 	}
@@ -347,8 +361,8 @@ func TestSynthSweepsMarkerTemps(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(dir, "."+synthUnfinishedFile+".tmp-123")
-	fresh := filepath.Join(dir, "."+synthUnfinishedFile+".tmp-456")
+	stale := filepath.Join(dir, "."+dataset.UnfinishedFile+".tmp-123")
+	fresh := filepath.Join(dir, "."+dataset.UnfinishedFile+".tmp-456")
 	for _, p := range []string{stale, fresh} {
 		os.WriteFile(p, []byte("dinoclip synth unfinished: rows="), 0o644)
 	}

@@ -6,7 +6,8 @@
 // A writer holds a lock on its temporary file (or directory, MkdirTemp)
 // while it writes, which the system drops when the writer ends, however it
 // ends: RemoveStale tells the temporaries a killed writer left from those
-// of a writer at work, and removes the first.
+// of a writer at work, and removes the first; SweepStale does so for all
+// the temporaries of one name in a directory.
 package atomicfile
 
 import (

@@ -31,9 +31,9 @@ const (
 	// --partial-dir does): one left there means an incomplete set.
 	LegacyStagingDir = ".partial"
 	// UnfinishedFile is the regular file dinoclip synth keeps in its --out
-	// directory while it writes the data directories in it (train, eval):
-	// while it is there they may be a mix of an old run's set and a new
-	// one's.
+	// directory (and demo in its DIR/data) while it writes the data
+	// directories in it (train, eval): while it is there they may be a mix
+	// of an old run's set and a new one's.
 	UnfinishedFile = ".synth-unfinished"
 	// TrainDir and EvalDir are the data directories dinoclip synth
 	// writes in its --out, the ones UnfinishedFile speaks for.
@@ -88,9 +88,10 @@ func CheckStaging(dir string) error {
 
 // CheckUnfinished returns an error wrapping ErrIncomplete when dir is a
 // TrainDir or EvalDir (as named, or where its links lead) whose parent
-// holds UnfinishedFile as a regular file: a dinoclip synth into it is
-// running, or was interrupted, and dir may hold a set that does not belong
-// with the one beside it. (Another data set in that parent is no synth's.)
+// holds UnfinishedFile as a regular file: a dinoclip synth or demo into
+// it is running, or was interrupted, and dir may hold a set that does not
+// belong with the one beside it. (Another data set in that parent is no
+// synth's.)
 func CheckUnfinished(dir string) error {
 	var parents []string
 	paths := []string{dir}
@@ -109,8 +110,8 @@ func CheckUnfinished(dir string) error {
 	for _, parent := range parents {
 		if HasUnfinished(parent) {
 			marker := filepath.Join(parent, UnfinishedFile)
-			return fmt.Errorf("%s is %w: %s shows that a dinoclip synth into %s is running or was interrupted, "+
-				"so the data sets there may not belong together; run that dinoclip synth again to finish it "+
+			return fmt.Errorf("%s is %w: %s shows that a dinoclip synth or demo into %s is running or was interrupted, "+
+				"so the data sets there may not belong together; run that dinoclip synth or demo again to finish it "+
 				"(or, if they are the sets you want, remove %s)", dir, ErrIncomplete, marker, parent, marker)
 		}
 	}
@@ -118,7 +119,7 @@ func CheckUnfinished(dir string) error {
 }
 
 // HasUnfinished reports whether dir holds UnfinishedFile as a regular
-// file: a dinoclip synth into dir is running or was interrupted.
+// file: a dinoclip synth or demo into dir is running or was interrupted.
 func HasUnfinished(dir string) bool {
 	st, err := os.Lstat(filepath.Join(dir, UnfinishedFile))
 	return err == nil && st.Mode().IsRegular()

@@ -1,0 +1,69 @@
+package atomicfile
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// A Sweep is what SweepStale did with the temporaries it found, by path.
+type Sweep struct {
+	// Removed are those whose writer had ended (RemoveStale removed them).
+	Removed []string
+	// Live are those left because their writer may be at work: it holds
+	// them, they changed within StaleAge, or this system has no locks to
+	// tell.
+	Live []string
+	// Failed are those whose writer had ended but that were not removed:
+	// Path names one, Err says why (a directory holding what no writer
+	// of it writes, say).
+	Failed []*fs.PathError
+}
+
+// SweepStale removes from dir the temporaries of base (TempOf) that
+// writers killed before renaming them into place left, as RemoveStale
+// does: with holds nil, files (Write's); with holds not nil, directories
+// holding nothing but files holds names (MkdirTemp's). An entry of
+// another kind under such a name (a link, a file where a directory is
+// written) is no writer's, and is left alone unreported, as is every
+// other name. A dir that cannot be read has nothing swept: the writer
+// that comes next says why it cannot write there.
+func SweepStale(dir, base string, holds func(name string) bool) Sweep {
+	var s Sweep
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if b, ok := TempOf(e.Name()); !ok || b != base || !(holds == nil && e.Type().IsRegular() || holds != nil && e.IsDir()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		switch removed, err := RemoveStale(p, holds); {
+		case removed:
+			s.Removed = append(s.Removed, p)
+		case err != nil:
+			s.Failed = append(s.Failed, &fs.PathError{Op: "remove", Path: p, Err: err})
+		default:
+			s.Live = append(s.Live, p)
+		}
+	}
+	return s
+}
+
+// Report says on w, a line each, what the sweep of the temporaries of out
+// removed and failed to remove, and in one warning line what it left
+// because their writer may be at work: for the user who killed a
+// dinoclip while it wrote out, the one to remove them if none is.
+func (s Sweep) Report(w io.Writer, out string) {
+	for _, p := range s.Removed {
+		fmt.Fprintf(w, "dinoclip: removed %s, left by a dinoclip killed while writing %s\n", p, out)
+	}
+	for _, e := range s.Failed {
+		fmt.Fprintf(w, "dinoclip: warning: removing %s, left by a dinoclip killed while writing %s: %v\n", e.Path, out, e.Err)
+	}
+	if len(s.Live) > 0 {
+		fmt.Fprintf(w, "dinoclip: warning: %s: left by a dinoclip killed while writing %s, or being written by another one now: remove once no other dinoclip writes %s\n",
+			strings.Join(s.Live, ", "), out, out)
+	}
+}

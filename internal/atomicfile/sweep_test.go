@@ -1,0 +1,111 @@
+package atomicfile
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SweepStale removes the temporaries of one base that their writers left,
+// files or directories as holds says, and tells them from those a writer
+// may be at (left, and warned of) and those it may not remove (left, with
+// why); every other name and kind is left alone and unreported. Report
+// says all of it.
+func TestSweepStale(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+		t.Skipf("file locks on directories are not relied on on %s: RemoveStale keeps everything there", runtime.GOOS)
+	}
+	dir := t.TempDir()
+	old := time.Now().Add(-2 * StaleAge)
+	create := func(name string, files ...string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if files == nil {
+			if err := os.WriteFile(p, []byte("half"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range files {
+				os.WriteFile(filepath.Join(p, f), []byte("x"), 0o644)
+			}
+		}
+		return p
+	}
+	age := func(p string) {
+		t.Helper()
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, fresh := create(".out.npy.tmp-1"), create(".out.npy.tmp-2")
+	age(stale)
+	others := []string{create(".other.npy.tmp-3"), create(".out.npy.tmp-x"), create(".out.npy.tmp-4", "out.npy")}
+	for _, p := range others {
+		age(p)
+	}
+	if err := os.Symlink(stale, filepath.Join(dir, ".out.npy.tmp-5")); err != nil {
+		t.Fatal(err)
+	}
+
+	s := SweepStale(dir, "out.npy", nil)
+	if !slices.Equal(s.Removed, []string{stale}) || !slices.Equal(s.Live, []string{fresh}) || len(s.Failed) != 0 {
+		t.Errorf("sweeping files: removed %v, live %v, failed %v; want %s removed and %s live", s.Removed, s.Live, s.Failed, stale, fresh)
+	}
+	for _, p := range append(others, fresh, filepath.Join(dir, ".out.npy.tmp-5")) {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: %v; want it left alone", p, err)
+		}
+	}
+	var report bytes.Buffer
+	s.Report(&report, "/data/out.npy")
+	for _, want := range []string{
+		"dinoclip: removed " + stale + ", left by a dinoclip killed while writing /data/out.npy\n",
+		"dinoclip: warning: " + fresh + ": left by a dinoclip killed while writing /data/out.npy, or being written by another one now",
+	} {
+		if !strings.Contains(report.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, report.String())
+		}
+	}
+
+	// Directories, with holds: one holding only what holds names is
+	// removed, one holding more is not, and the report says why.
+	hits := func(name string) bool { return name == "hits.npy" }
+	dead := create(".hits.tmp-1", "hits.npy", ".hits.npy.tmp-9")
+	mine := create(".hits.tmp-2", "hits.npy", "notes.txt")
+	file := create(".hits.tmp-3")
+	for _, p := range []string{dead, mine, file} {
+		age(p)
+	}
+	s = SweepStale(dir, "hits", hits)
+	if !slices.Equal(s.Removed, []string{dead}) || len(s.Live) != 0 || len(s.Failed) != 1 || s.Failed[0].Path != mine {
+		t.Fatalf("sweeping directories: removed %v, live %v, failed %v; want %s removed and %s failed", s.Removed, s.Live, s.Failed, dead, mine)
+	}
+	for _, p := range []string{mine, file} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: %v; want it left alone", p, err)
+		}
+	}
+	report.Reset()
+	s.Report(&report, "/data/hits")
+	if want := "dinoclip: warning: removing " + mine + ", left by a dinoclip killed while writing /data/hits: "; !strings.Contains(report.String(), want) ||
+		!strings.Contains(report.String(), "notes.txt") || strings.Contains(report.String(), "or being written") {
+		t.Errorf("the report of a directory holding a user's file:\n%s\nwant %q and the file's name, and no live one", report.String(), want)
+	}
+
+	if s := SweepStale(filepath.Join(dir, "missing"), "hits", hits); s.Removed != nil || s.Live != nil || s.Failed != nil {
+		t.Errorf("sweeping a missing directory: %+v", s)
+	}
+	report.Reset()
+	Sweep{}.Report(&report, "/data/hits")
+	if report.Len() != 0 {
+		t.Errorf("the report of an empty sweep: %q", report.String())
+	}
+}

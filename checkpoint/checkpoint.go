@@ -7,6 +7,8 @@
 // in its metadata. A training checkpoint is a directory holding the model
 // and, beside it, the AdamW moments and the trainer's state, written under a
 // temporary name and renamed into place so that it is whole or absent.
+// Every file records the SHA-256 of its data in its metadata, and reading
+// one verifies it.
 package checkpoint
 
 import (
@@ -64,8 +66,8 @@ type Model struct {
 }
 
 // WriteModel writes params (a flat buffer in c's layout) to path as a
-// safetensors model, atomically. meta is added to the metadata; format and
-// config are set by WriteModel.
+// safetensors model, atomically. meta is added to the metadata; format,
+// config and the data's SHA-256 are set by WriteModel.
 func WriteModel(path string, c nn.Config, params []float32, meta map[string]string) error {
 	l := c.Layout()
 	if len(params) != l.Size {
@@ -84,7 +86,15 @@ func WriteModel(path string, c nn.Config, params []float32, meta map[string]stri
 	for i, t := range l.Tensors {
 		tensors[i] = safetensors.NewFloat32(t.Name, t.Shape, nn.View(params, t))
 	}
-	return safetensors.Write(path, tensors, md)
+	return write(path, tensors, md)
+}
+
+// write writes one file of a model or checkpoint with the SHA-256 of its
+// data in its metadata (safetensors.DataSHA256Key), which every read
+// verifies: a flipped bit or an edited tensor then fails to load rather
+// than resuming or evaluating with wrong numbers.
+func write(path string, tensors []safetensors.Tensor, meta map[string]string) error {
+	return safetensors.Write(path, tensors, safetensors.WithDataSHA256(tensors, meta))
 }
 
 // ReadConfig reads only the model shape of a model file (its header), as
@@ -264,7 +274,7 @@ func InferConfig(f *safetensors.File) (nn.Config, error) {
 type Checkpoint struct {
 	Config nn.Config
 	Params []float32
-	Meta   map[string]string // model metadata besides format and config
+	Meta   map[string]string // the model file's metadata (Save sets format, config and the data's SHA-256 anew)
 	M, V   []float32         // AdamW exp_avg and exp_avg_sq, flat
 	State  []byte            // trainer state, JSON
 	// Float64 is the full-precision state of a run that trains in
@@ -307,7 +317,7 @@ func Save(dir string, ck *Checkpoint) error {
 	defer release()
 	err = WriteModel(filepath.Join(tmp, ModelFile), ck.Config, ck.Params, ck.Meta)
 	if err == nil {
-		err = safetensors.Write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
+		err = write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
 			safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
 			safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
 		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State)})
@@ -431,7 +441,7 @@ func writeFloat64(path string, n int, s *Float64State) error {
 		}
 		tensors[i] = safetensors.NewFloat64(float64Tensors[i], []int{n}, v)
 	}
-	return safetensors.Write(path, tensors, map[string]string{"format": Float64Format})
+	return write(path, tensors, map[string]string{"format": Float64Format})
 }
 
 // readFloat64 reads a checkpoint's Float64File and checks it against the

@@ -15,6 +15,14 @@
 // no byte of the file is unaccounted for). Each failure names the file and
 // the tensor concerned.
 //
+// Those checks prove that every byte belongs to a tensor, not that the
+// bytes are the ones written. dinoclip's writers therefore record the
+// SHA-256 of the data buffer in the metadata (DataSHA256Key, through
+// WithDataSHA256); when a file has it, the first read of a tensor hashes
+// the buffer once and every read fails with ErrChecksum if it does not
+// match. A file without the key (the safetensors library's own output) is
+// read as before, and reading only the header costs no pass over the data.
+//
 // The writer keeps the caller's tensor order (e.g. PyTorch state_dict
 // order) both in the header and in the buffer, pads the header with spaces
 // to a multiple of 8 bytes as the reference implementation does, and

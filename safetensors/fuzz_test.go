@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -9,9 +10,10 @@ import (
 )
 
 // FuzzRead feeds arbitrary bytes to the reader. Nothing may panic, every
-// accessor must work on an accepted file, and re-writing an accepted file's
-// tensors (in file order, with its metadata) must reproduce the same
-// tensors and metadata.
+// accessor must work on an accepted file whose data matches its recorded
+// SHA-256 (and every read of a tensor fail with ErrChecksum on one whose
+// data does not), and re-writing an accepted file's tensors (in file
+// order, with its metadata) must reproduce the same tensors and metadata.
 func FuzzRead(f *testing.F) {
 	codectest.AddFiles(f, "*.safetensors")
 	f.Add(raw(`{"e":{"dtype":"F16","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)))
@@ -19,9 +21,31 @@ func FuzzRead(f *testing.F) {
 	f.Add(raw(`{"__metadata__":{"format":"pt","k":"\u00e9\n"},"b":{"dtype":"BF16","shape":[2,1],"data_offsets":[8,12]},"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}`, make([]byte, 12)))
 	f.Add(raw(` { "a" : { "shape" : [ ] , "data_offsets" : [ 0 , 8 ] , "dtype" : "I64" } }    `, make([]byte, 8)))
 	f.Add(raw(`{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"I16","shape":[1],"data_offsets":[3,5]},"c":{"dtype":"I32","shape":[1],"data_offsets":[5,9]}}`, make([]byte, 9)))
+	// The data's SHA-256 recorded, and the same file with a byte of its
+	// data changed: mutations of the data explore the refusal.
+	sums := []Tensor{NewFloat32("w", []int{2}, []float32{1, -2}), NewFloat64("b", []int{1}, []float64{0.5})}
+	checked, err := Marshal(sums, WithDataSHA256(sums, map[string]string{"format": "pt"}))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(checked)
+	corrupt := append([]byte{}, checked...)
+	corrupt[len(corrupt)-1] ^= 1
+	f.Add(corrupt)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sf, err := Read(data)
 		if err != nil {
+			return
+		}
+		if err := sf.verify(); err != nil {
+			if !errors.Is(err, ErrChecksum) {
+				t.Fatalf("verifying data in memory: %v", err)
+			}
+			for _, info := range sf.Tensors() {
+				if _, _, err := sf.Raw(info.Name); !errors.Is(err, ErrChecksum) {
+					t.Fatalf("Raw(%q) of data that does not match its SHA-256: %v", info.Name, err)
+				}
+			}
 			return
 		}
 		var tensors []Tensor

@@ -28,6 +28,11 @@ type File struct {
 	metadata  map[string]string
 	headerLen int    // N, the JSON header's length in bytes
 	buf       []byte // the data buffer
+	// dataSHA256 is the buffer's hash recorded in the metadata (nil if
+	// none); verify checks it once, before the first tensor read.
+	dataSHA256 []byte
+	verifyOnce sync.Once
+	verifyErr  error
 
 	mu     sync.RWMutex
 	mm     mmap.MMap // nil unless opened with Open
@@ -102,7 +107,11 @@ func parseBytes(name string, b []byte) (*File, error) {
 	if err := checkLayout(tensors, len(buf)); err != nil {
 		return nil, err
 	}
-	f := &File{name: name, tensors: tensors, metadata: meta, headerLen: int(n), buf: buf,
+	sum, err := recordedSHA256(meta)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{name: name, tensors: tensors, metadata: meta, headerLen: int(n), buf: buf, dataSHA256: sum,
 		index: make(map[string]int, len(tensors))}
 	for i, t := range tensors {
 		f.index[t.Name] = i

@@ -144,7 +144,8 @@ func (f *File) Int64(name string) ([]int64, []int, error) {
 	return out, t.Shape, err
 }
 
-// with looks the tensor up and runs fn on its bytes under the read lock.
+// with looks the tensor up and runs fn on its bytes under the read lock,
+// once the data buffer has matched its recorded SHA-256 (if any).
 func (f *File) with(name string, fn func(TensorInfo, []byte) error) (TensorInfo, error) {
 	i, ok := f.index[name]
 	if !ok {
@@ -156,6 +157,9 @@ func (f *File) with(name string, fn func(TensorInfo, []byte) error) (TensorInfo,
 	defer f.mu.RUnlock()
 	if f.closed {
 		return t, fmt.Errorf("safetensors: %s: %w", f.name, ErrClosed)
+	}
+	if err := f.verify(); err != nil {
+		return t, fmt.Errorf("safetensors: %s: %w", f.name, err)
 	}
 	var err error
 	if ferr := mmapfault.Guard(func() { err = fn(t, f.buf[t.Begin:t.End]) }); ferr != nil {

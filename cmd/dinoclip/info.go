@@ -116,7 +116,7 @@ func describe(w io.Writer, path string) error {
 		return fmt.Errorf("info: %w", err)
 	}
 	if parent := filepath.Dir(path); dataset.HasUnfinished(parent) {
-		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
+		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth or demo into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
 }
@@ -204,7 +204,7 @@ func infoSynthOut(w io.Writer, dir string) error {
 	// readers refuse it (dataset.CheckUnfinished).
 	unfinished := dataset.HasUnfinished(dir)
 	if unfinished {
-		fmt.Fprintf(w, "  unfinished: a dinoclip synth into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
+		fmt.Fprintf(w, "  unfinished: a dinoclip synth or demo into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
 	}
 	if tr := filepath.Join(dir, dataset.TrainDir); isDataDir(tr) || dataset.CheckStaging(tr) != nil {
 		if err := infoData(w, tr, unfinished); err != nil {

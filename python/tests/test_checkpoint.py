@@ -1,7 +1,9 @@
 """Checkpoint files: the format of docs/FORMAT.md, round trips, resolution, strict loading."""
 
+import hashlib
 import json
 import os
+import re
 import stat
 import struct
 
@@ -33,8 +35,10 @@ def test_save_writes_the_format(tmp_path):
     assert n % 8 == 0
     h = json.loads(raw)
     meta = h.pop("__metadata__")
+    data = open(p, "rb").read()[8 + n:]
     assert meta == {"format": "dinoclip-model/1",
-                    "config": '{"input_dim":12,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}'}
+                    "config": '{"input_dim":12,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}',
+                    "dinoclip.data_sha256": hashlib.sha256(data).hexdigest()}
     # metadata first, then the tensors in state_dict order, contiguous, all F32
     assert raw.decode().startswith('{"__metadata__":{"config":')
     sd = m.state_dict()
@@ -219,3 +223,87 @@ def test_atomic_write_temporary_and_mode(tmp_path):
     checkpoint.write_atomic(str(path), lambda f: f.write(b"more"))
     assert path.read_bytes() == b"more" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["x.bin"]
+
+
+# ---------------------------------------------------------------------------
+# the data's SHA-256 (metadata dinoclip.data_sha256)
+
+
+def data_region(path):
+    """The offset and length of the data buffer of a safetensors file."""
+    n, _ = header(path)
+    return 8 + n, os.path.getsize(path) - 8 - n
+
+
+def flip_bit(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([b ^ 0x01]))
+
+
+def rewrite_metadata(path, edit):
+    """Rewrites ``path`` (a file :func:`checkpoint.save` wrote) with its tensors unchanged and
+    ``edit(metadata)`` as its metadata."""
+    sd = load_file(str(path))
+    meta = checkpoint.read_metadata(path)
+    edit(meta)
+    save_file(sd, str(path), metadata=meta)
+
+
+CORRUPT = r"data does not match its recorded SHA-256 \(metadata dinoclip\.data_sha256\): the file is corrupt or was edited"
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_load_refuses_a_flipped_bit(tmp_path, where):
+    p = checkpoint.save(small(), tmp_path / "model.safetensors")
+    start, size = data_region(p)
+    flip_bit(p, start + {"first": 0, "middle": size // 2, "last": size - 1}[where])
+    # the header still checks out: the bit would otherwise load as a wrong weight
+    assert checkpoint.read_config(p) == small().config
+    with pytest.raises(CheckpointError, match=re.escape(p) + ": " + CORRUPT):
+        checkpoint.load(p)
+
+
+def test_load_refuses_a_truncated_then_padded_tensor(tmp_path):
+    p = checkpoint.save(small(), tmp_path / "model.safetensors")
+    start, _ = data_region(p)
+    _, end = json.loads(header(p)[1])["input_proj.weight"]["data_offsets"]
+    with open(p, "r+b") as f:  # the tensor's last values lost and made up with zeros
+        f.seek(start + end - 16)
+        f.write(bytes(16))
+    with pytest.raises(CheckpointError, match=CORRUPT):
+        checkpoint.load(p)
+
+
+def test_file_without_the_key_loads(tmp_path):
+    """Files from before the key (an earlier dinoclip's, safetensors' save_file) load as before."""
+    m = small(4)
+    p = checkpoint.save(m, tmp_path / "model.safetensors")
+    rewrite_metadata(p, lambda meta: meta.pop(checkpoint.DATA_SHA256_KEY))
+    assert checkpoint.DATA_SHA256_KEY not in checkpoint.read_metadata(p)
+    back = checkpoint.load(p)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+
+
+@pytest.mark.parametrize("value", ["", "abc", "upper", "long", "g" * 64])
+def test_malformed_key_refused(tmp_path, value):
+    p = checkpoint.save(small(), tmp_path / "model.safetensors")
+    recorded = checkpoint.read_metadata(p)[checkpoint.DATA_SHA256_KEY]
+    value = {"upper": recorded.upper(), "long": recorded + "0"}.get(value, value)
+    rewrite_metadata(p, lambda meta: meta.update({checkpoint.DATA_SHA256_KEY: value}))
+    with pytest.raises(CheckpointError, match=f"metadata dinoclip.data_sha256 {re.escape(repr(value))} is not a SHA-256"):
+        checkpoint.load(p)
+
+
+def test_key_survives_a_round_trip(tmp_path):
+    """The key loads into the model's metadata; saving that metadata again records the hash of
+    the data written, whatever the key held (a stale one is replaced)."""
+    p = checkpoint.save(small(5), tmp_path / "a.safetensors")
+    start, _ = data_region(p)
+    recorded = checkpoint.load(p).metadata[checkpoint.DATA_SHA256_KEY]
+    assert recorded == hashlib.sha256(open(p, "rb").read()[start:]).hexdigest()
+    p2 = checkpoint.save(small(5), tmp_path / "b.safetensors", metadata={checkpoint.DATA_SHA256_KEY: "0" * 64})
+    assert checkpoint.read_metadata(p2)[checkpoint.DATA_SHA256_KEY] == recorded
+    assert open(p, "rb").read() == open(p2, "rb").read()

@@ -1,6 +1,8 @@
 """The original .pt state_dict <-> dinoclip checkpoint."""
 
+import hashlib
 import os
+import struct
 import subprocess
 import sys
 
@@ -224,3 +226,25 @@ def test_cli_output_errors_are_one_line(tmp_path, monkeypatch, capfd):
         assert capfd.readouterr().err == \
             f"dinoclip.convert: {tmp_path / 'o.pt'}: cannot write it: {os.strerror(err)}\n"
         assert not (tmp_path / "o.pt").exists()
+
+
+def test_converted_file_records_its_data_sha256(tmp_path):
+    """to-dinoclip records the data's SHA-256; to-torch refuses a file whose data no longer
+    matches it, in one line naming the file, and writes nothing."""
+    torch.save(original(2).state_dict(), tmp_path / "m.pt")
+    out = convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(tmp_path / "m.safetensors"))
+    with open(out, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        f.seek(n, os.SEEK_CUR)
+        data = f.read()
+    assert checkpoint.read_metadata(out)[checkpoint.DATA_SHA256_KEY] == hashlib.sha256(data).hexdigest()
+    with open(out, "r+b") as f:
+        f.seek(8 + n + len(data) // 3)
+        b = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b ^ 0x80]))
+    r = subprocess.run([sys.executable, "-m", "dinoclip.convert", "to-torch", out, str(tmp_path / "back.pt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and not (tmp_path / "back.pt").exists()
+    assert r.stderr == (f"dinoclip.convert: {out}: data does not match its recorded SHA-256 "
+                        "(metadata dinoclip.data_sha256): the file is corrupt or was edited\n")

@@ -7,6 +7,7 @@ Y.npy``, ``dinoclip train`` and ``dinoclip eval``.
 
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -129,6 +130,7 @@ def test_go_checkpoint_loads_strictly(go_run, tmp_path):
     assert os.path.realpath(m.source_path) == os.path.realpath(go_run / "best" / "model.safetensors")
     meta = m.metadata
     assert meta["format"] == "dinoclip-model/1" and int(meta["step"]) > 0 and "epoch" in meta
+    assert len(meta[checkpoint.DATA_SHA256_KEY]) == 64  # and load verified it
     assert json.loads(meta["metrics"])[0]["name"] == "mscoco-4"
     # the original class loads it with plain safetensors + strict load_state_dict
     from safetensors.torch import load_file
@@ -181,3 +183,36 @@ def test_photo_search_names_images(go_binary, go_run, extracted, image_folder, t
     assert len(listed) == 12 and all(os.path.isfile(p) and p.startswith(str(image_folder)) for p in listed)
     names = (hits / "images.txt").read_text().splitlines()
     assert ids.shape == (5, 3) and names == [listed[i] for i in ids.ravel()]
+
+
+def flip_data_byte(path):
+    """Changes one bit in the middle of a safetensors file's data buffer."""
+    b = bytearray(open(path, "rb").read())
+    (n,) = struct.unpack("<Q", b[:8])
+    b[8 + n + (len(b) - 8 - n) // 2] ^= 0x10
+    open(path, "wb").write(bytes(b))
+
+
+def test_data_sha256_across_languages(go_binary, go_run, tmp_path):
+    """The data's SHA-256 each side records, the other verifies: every file of a Go checkpoint
+    records it, Python refuses a Go model whose data no longer matches it, and the Go CLI
+    refuses a Python-written one, in one line naming the file."""
+    last = go_run / "last"
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert len(checkpoint.read_metadata(last / name)[checkpoint.DATA_SHA256_KEY]) == 64, name
+    go_model = tmp_path / "go.safetensors"
+    go_model.write_bytes((last / "model.safetensors").read_bytes())
+    flip_data_byte(go_model)
+    with pytest.raises(checkpoint.CheckpointError, match="data does not match its recorded SHA-256"):
+        checkpoint.load(go_model)
+    py_model = checkpoint.save(random_projector(5), tmp_path / "py.safetensors")
+    run_go(go_binary, "info", py_model)  # verified, and loads
+    flip_data_byte(py_model)
+    np.save(tmp_path / "x.npy", np.zeros((2, FEATURE_DIM), np.float32))
+    for args in (("info", py_model),
+                 ("project", "--model", py_model, "--in", tmp_path / "x.npy", "--out", tmp_path / "y.npy", "--device", "cpu")):
+        r = run_go(go_binary, *args, check=False)
+        assert r.returncode != 0 and "panic" not in r.stderr, r.stderr
+        line = f"{py_model}: data does not match its recorded SHA-256 (metadata dinoclip.data_sha256): the file is corrupt or was edited"
+        assert line in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "y.npy").exists()

@@ -5,14 +5,16 @@ A model is a safetensors file ``model.safetensors``:
 - one F32 tensor per ``state_dict`` entry of :class:`~dinoclip.model.ProjectorWithResiduals`,
   with the original names and shapes, stored (header and data) in state_dict order;
 - ``__metadata__``: ``format`` = ``dinoclip-model/1`` and ``config`` = compact JSON
-  ``{"input_dim":768,"hidden_dim":2048,"output_dim":512,"num_residual_blocks":6}``, plus
+  ``{"input_dim":768,"hidden_dim":2048,"output_dim":512,"num_residual_blocks":6}``,
+  ``dinoclip.data_sha256`` = the hex SHA-256 of the data (every byte after the header), plus
   whatever else the writer adds (training writes ``step``, ``epoch`` and ``metrics``).
 
 :func:`save` writes exactly what the Go side writes for the same parameters and metadata (metadata
 first with sorted keys, then the tensors in order; the header padded with spaces to a multiple of 8
 bytes), to a temporary file that is renamed into place. :func:`load` accepts a model file, a
 checkpoint directory holding one, or a training run directory (its ``best`` checkpoint, else its
-``last``), like ``dinoclip project --model``.
+``last``), like ``dinoclip project --model``, and refuses a file whose data does not match its
+recorded SHA-256 (one without the key, such as ``save_file``'s, loads as before).
 
 Example::
 
@@ -24,12 +26,15 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
+import re
 import stat
 import struct
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 try:
     import fcntl
@@ -45,6 +50,7 @@ __all__ = [
     "MODEL_FILE",
     "OPTIMIZER_FILE",
     "MODEL_FORMAT",
+    "DATA_SHA256_KEY",
     "CheckpointError",
     "resolve",
     "read_metadata",
@@ -61,6 +67,11 @@ __all__ = [
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MODEL_FORMAT = "dinoclip-model/1"
+# The metadata key under which every file dinoclip writes records the hex SHA-256 of its data
+# (the bytes after the header), as the Go side's safetensors.DataSHA256Key: load verifies it
+# when present, so a flipped bit or an edited tensor fails to load instead of giving wrong
+# numbers; files without it (save_file's, earlier dinoclip's) load as before.
+DATA_SHA256_KEY = "dinoclip.data_sha256"
 # The tag safetensors' own save_model/save_file helpers for PyTorch write: a
 # state_dict saved that way is a model file too.
 TORCH_FORMAT = "pt"
@@ -105,13 +116,19 @@ _MAX_HEADER = 100 * 1024 * 1024
 def _read_header(path: str) -> Tuple[dict, int]:
     """The parsed JSON header of a safetensors file and the offset of its data."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
-        raw = f.read(n)
+        return _parse_header(f, path)
+
+
+def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
+    """The parsed JSON header of the safetensors file ``f`` (read from its start; ``path``
+    names it in errors) and the offset of its data."""
+    head = f.read(8)
+    if len(head) != 8:
+        raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER:
+        raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
+    raw = f.read(n)
     if len(raw) != n:
         raise CheckpointError(f"{path}: truncated safetensors header")
     try:
@@ -123,8 +140,19 @@ def _read_header(path: str) -> Tuple[dict, int]:
     return header, 8 + n
 
 
+def _recorded_sha256(meta: Mapping[str, str], path: str) -> Optional[str]:
+    """The data hash that ``meta`` records under :data:`DATA_SHA256_KEY` (None when it records
+    none). A value that is not 64 lowercase hex digits is refused: no writer makes one."""
+    recorded = meta.get(DATA_SHA256_KEY)
+    if recorded is not None and not re.fullmatch(r"[0-9a-f]{64}", recorded):
+        raise CheckpointError(f"{path}: metadata {DATA_SHA256_KEY} {recorded!r} is not a SHA-256 "
+                              "(64 lowercase hex digits): the file is corrupt or was edited")
+    return recorded
+
+
 def read_metadata(path: PathLike) -> Dict[str, str]:
-    """The ``__metadata__`` of a model file (after :func:`resolve`)."""
+    """The ``__metadata__`` of a model file (after :func:`resolve`); the header only, so the
+    data's SHA-256 is not verified (:func:`load` verifies it)."""
     header, _ = _read_header(resolve(path))
     meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
@@ -214,11 +242,16 @@ def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], wh
 
 
 def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str], Dict[str, int]]:
-    """The tensors (as stored), metadata and config of a model file (after :func:`resolve`)."""
-    from safetensors import safe_open
+    """The tensors (as stored), metadata and config of a model file (after :func:`resolve`).
+
+    The file is read once: the data's SHA-256, when the metadata records one
+    (:data:`DATA_SHA256_KEY`), is checked on the very bytes the tensors are then made from."""
+    import safetensors.torch
 
     p = resolve(path)
-    header, _ = _read_header(p)  # clear errors for what is not safetensors at all
+    with open(p, "rb") as f:
+        raw = f.read()
+    header, data_start = _parse_header(io.BytesIO(raw), p)  # clear errors for what is not safetensors at all
     meta = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     fmt = meta.get("format")
     if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
@@ -227,9 +260,12 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     for key in ("step", "epoch"):
         if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
             raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
+    recorded = _recorded_sha256(meta, p)
+    if recorded is not None and hashlib.sha256(memoryview(raw)[data_start:]).hexdigest() != recorded:
+        raise CheckpointError(f"{p}: data does not match its recorded SHA-256 (metadata {DATA_SHA256_KEY}): "
+                              "the file is corrupt or was edited")
     try:
-        with safe_open(p, framework="pt", device="cpu") as f:
-            sd = {k: f.get_tensor(k) for k in f.keys()}
+        sd = safetensors.torch.load(raw)
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{p}: {e}") from None
     if "config" in meta:
@@ -403,7 +439,8 @@ def save_state_dict(
     config: Mapping[str, int],
     metadata: Optional[Mapping[str, object]] = None,
 ) -> str:
-    """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata to ``path``."""
+    """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata, including the
+    data's SHA-256 (:data:`DATA_SHA256_KEY`), to ``path``."""
     path = os.fspath(path)
     meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
     meta["format"] = MODEL_FORMAT
@@ -412,12 +449,18 @@ def save_state_dict(
     for name, t in state_dict.items():
         a = t.detach().to("cpu", torch.float32).contiguous().numpy()
         arrays.append((name, np.ascontiguousarray(a, dtype="<f4")))
+    data = [memoryview(a.reshape(-1)).cast("B") for _, a in arrays]
+    # hashed from memory before the header that records it is written: no second pass over the file
+    data_sha256 = hashlib.sha256()
+    for b in data:
+        data_sha256.update(b)
+    meta[DATA_SHA256_KEY] = data_sha256.hexdigest()
     header = encode_safetensors_header(arrays, meta)
 
     def write(f):
         f.write(header)
-        for _, a in arrays:
-            f.write(memoryview(a.reshape(-1)).cast("B"))
+        for b in data:
+            f.write(b)
 
     write_atomic(path, write)
     return path

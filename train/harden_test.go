@@ -103,6 +103,10 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 		{"best from the future", 17, set("best.step", 24), "step 24"},
 		{"best elsewhere", 17, set("best.checkpoint", "../../etc"), "../../etc"},
 		{"not json", 5, func(st map[string]any) { clear(st); st["step"] = "x" }, "trainer state"},
+		// Stopped at step 12, in the evaluation of the first epoch end.
+		{"evaluation pending mid-epoch", 17, set("pending_eval", map[string]any{"epoch_loss": map[string]any{"sum": 0, "rows": 96}}), "not at an epoch end"},
+		{"pending evaluation of a shorter epoch", 12, set("pending_eval.epoch_loss.rows", 8), "pending evaluation's epoch_loss"},
+		{"best before the first evaluation", 12, set("best", map[string]any{"metric": "r5", "value": 50, "step": 12, "epoch": 1, "checkpoint": checkpointName(12)}), "before the first epoch's evaluation"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -315,15 +319,17 @@ func TestDanglingLastLinksAnOlderCheckpoint(t *testing.T) {
 // Linked back to a checkpoint whose recorded best was pruned since (after
 // a later best), a run resumes without a best link, and finishes.
 func TestResumeWhoseBestIsGone(t *testing.T) {
-	dataDir, runDir := stoppedRun(t, 24)
+	// (Stopped at step 24 itself, the run would stop the evaluation of
+	// that epoch end.)
+	dataDir, runDir := stoppedRun(t, 25)
 	st := checkpointState(t, runDir)
 	if st.Best == nil || st.Best.Checkpoint != checkpointName(24) {
-		t.Fatalf("stopped at step 24: best %+v, want the epoch end at 24", st.Best)
+		t.Fatalf("stopped at step 25: best %+v, want the epoch end at 24", st.Best)
 	}
 	if err := os.RemoveAll(filepath.Join(runDir, checkpointName(24))); err != nil {
 		t.Fatal(err)
 	}
-	older := newestWholeCheckpoint(runDir)
+	_, older := newestCheckpoints(runDir)
 	if older == "" {
 		t.Fatal("no older checkpoint left")
 	}
@@ -1066,4 +1072,53 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 			t.Errorf("%s was removed: %v", kept, err)
 		}
 	}
+}
+
+// Without its last link, a run whose newest checkpoint lacks a file a
+// resume reads (here the moving average of a run that keeps one) is told
+// to link the newest whole one, with the newer named as incomplete; with
+// no whole checkpoint left, it is told plainly, and given no link to make.
+// Both from a resume and from a new run, and the checkpoints stay.
+func TestOrphanedCheckpointsAdviseAWholeOne(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 5, cancel: cancel} })
+	tr.Options.EMA = 0.9
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(runDir, checkpoint.LastLink)); err != nil {
+		t.Fatal(err)
+	}
+	older, newer := checkpointName(3), checkpointName(5)
+	if err := os.Remove(filepath.Join(runDir, newer, checkpoint.EMAFile)); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, wants []string, unwanted string) {
+		t.Helper()
+		for _, resume := range []bool{true, false} {
+			_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+			if err == nil || strings.Contains(err.Error(), unwanted) {
+				t.Errorf("%s, resume %v: %v; want no %q", what, resume, err, unwanted)
+				continue
+			}
+			for _, want := range wants {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%s, resume %v: %v; want %q", what, resume, err, want)
+				}
+			}
+		}
+		for _, name := range []string{older, newer} {
+			if _, err := os.Stat(filepath.Join(runDir, name, checkpoint.ModelFile)); err != nil {
+				t.Fatalf("%s: %s is gone: %v", what, name, err)
+			}
+		}
+	}
+	check("the newest incomplete", []string{"ln -s " + older + " ", "the newer " + newer + " lacks files"}, "ln -s "+newer)
+	if err := os.Remove(filepath.Join(runDir, older, checkpoint.OptimizerFile)); err != nil {
+		t.Fatal(err)
+	}
+	check("all incomplete", []string{"every one of them lacks files a resume reads", "remove " + runDir}, "ln -s")
 }

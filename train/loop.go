@@ -143,6 +143,19 @@ type State struct {
 	// LogitScale is the InfoNCE logit scale and its moments under a loss
 	// with an InfoNCE term, else nil.
 	LogitScale *LogitScale `json:"logit_scale,omitempty"`
+	// PendingEval, when not nil, is the evaluation of the epoch that ended
+	// at Step, which an interrupt stopped: the state's checkpoint, saved
+	// before it, has a name of its own (State.checkpointName), and a
+	// resumed run does the evaluation before anything else, then what the
+	// run would have done after it, so that the records, the checkpoint of
+	// Step and the best one are those of a run never stopped.
+	PendingEval *PendingEval `json:"pending_eval,omitempty"`
+}
+
+// PendingEval is an epoch-end evaluation still to be done: the epoch's
+// training loss sum, which its record and the "loss" metric take.
+type PendingEval struct {
+	EpochLoss LossSum `json:"epoch_loss"`
 }
 
 // LossSum accumulates batch losses weighted by rows.
@@ -351,18 +364,30 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 	if o.LogEvery > 0 {
 		sinceLog = st.Step % o.LogEvery
 	}
-	for _, l := range []struct {
+	type lossSum struct {
 		name  string
 		sum   LossSum
 		steps int
-	}{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}} {
+	}
+	sums := []lossSum{{"window", st.Window, sinceLog}, {"epoch_loss", st.EpochLoss, st.Batch}}
+	// The epochs whose evaluation is done, which the best checkpoint is
+	// one of.
+	evaluated := st.Epoch
+	if st.PendingEval != nil {
+		if st.Epoch == 0 || st.Batch != 0 {
+			return fmt.Errorf("it has an evaluation pending at batch %d of epoch %d, not at an epoch end", st.Batch, st.Epoch)
+		}
+		sums = append(sums, lossSum{"pending evaluation's epoch_loss", st.PendingEval.EpochLoss, spe})
+		evaluated--
+	}
+	for _, l := range sums {
 		if l.sum.Rows != l.steps*o.Batch || !(l.sum.Sum >= 0) || l.sum.Sum > roundingMargin*o.maxLoss()*float64(l.sum.Rows) {
 			return fmt.Errorf("its %s loss sum %+v is not one of %d steps of %d rows (each loss within [0, %.4g])", l.name, l.sum, l.steps, o.Batch, o.maxLoss())
 		}
 	}
-	if st.Epoch == 0 {
+	if evaluated == 0 {
 		if st.Best != nil {
-			return fmt.Errorf("it has a best checkpoint before the first epoch ended")
+			return fmt.Errorf("it has a best checkpoint before the first epoch's evaluation")
 		}
 		return nil
 	}
@@ -373,11 +398,11 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 	b := st.Best
 	switch {
 	case b == nil:
-		return fmt.Errorf("it has no best checkpoint after %d epochs", st.Epoch)
+		return fmt.Errorf("it has no best checkpoint after %d evaluated epochs", evaluated)
 	case b.Metric != metric.Name:
 		return fmt.Errorf("its best checkpoint is by %q, the run's metric is %q", b.Metric, metric.Name)
-	case b.Epoch < 1 || b.Epoch > st.Epoch || b.Step != b.Epoch*spe:
-		return fmt.Errorf("its best checkpoint at epoch %d, step %d is not an epoch end of the run before step %d", b.Epoch, b.Step, st.Step)
+	case b.Epoch < 1 || b.Epoch > evaluated || b.Step != b.Epoch*spe:
+		return fmt.Errorf("its best checkpoint at epoch %d, step %d is not an evaluated epoch end of the run (%d so far)", b.Epoch, b.Step, evaluated)
 	case b.Checkpoint != checkpointName(b.Step):
 		return fmt.Errorf("its best checkpoint %q is not the one of step %d (%s)", b.Checkpoint, b.Step, checkpointName(b.Step))
 	case math.IsNaN(b.Value) || math.IsInf(b.Value, 0):
@@ -388,9 +413,12 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 
 // Run trains from scratch, or from the run directory's last checkpoint when
 // resume is set. A cancelled ctx saves a checkpoint and returns ctx.Err();
-// resuming it gives the same parameters, bit for bit, as a run never
-// stopped. (Cancelled while CLIP's own recall is computed, before the run
-// directory is touched, it returns ctx.Err() at once and saves nothing.)
+// resuming it gives the same checkpoints and records, bit for bit, as a run
+// never stopped. Cancelled during an epoch-end evaluation, it stops that
+// evaluation and saves the checkpoint with the evaluation pending
+// (State.PendingEval), which the resume does first. (Cancelled while CLIP's
+// own recall is computed, before the run directory is touched, it returns
+// ctx.Err() at once and saves nothing.)
 // The run directory is locked (LockRunDir) while Run works on it.
 func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if tr.Log == nil {
@@ -492,7 +520,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	metrics, err := openMetrics(filepath.Join(tr.RunDir, MetricsFile), st.Step)
+	metrics, err := openMetrics(filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -619,18 +647,88 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		}
 		return record(p.step, p.hp, loss)
 	}
+	// interrupted saves the checkpoint a resume continues from, and returns
+	// ctx's error.
+	interrupted := func() error {
+		bar.stop()
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := tr.save(st, nil, nil, nil); err != nil {
+			return err
+		}
+		tr.Log.Info("interrupted; saved a checkpoint to resume from", "step", st.Step, "evaluation_pending", st.PendingEval != nil, "run", tr.RunDir)
+		return ctx.Err()
+	}
+	// endEpoch evaluates the epoch that ended at st.Step (st.PendingEval),
+	// writes its record, and saves its checkpoint, the best when it
+	// improves on st.Best. An interrupt stops the evaluation, and the
+	// checkpoint is saved with the evaluation still pending.
+	endEpoch := func() error {
+		epochLoss := st.PendingEval.EpochLoss.mean()
+		if len(tr.Evals) > 0 {
+			bar.evaluating()
+		}
+		reports, err := tr.evaluate(ctx)
+		if err != nil {
+			if errors.Is(err, ctx.Err()) {
+				return interrupted()
+			}
+			return err
+		}
+		res.Reports = reports
+		value, err := metric.Value(epochLoss, reports)
+		if err != nil {
+			return err
+		}
+		rec := evalRecord(st, epochLoss, reports, metric.Name, value)
+		var emaReports []retrieval.Report
+		if tr.ema != nil && len(tr.Evals) > 0 {
+			if emaReports, err = tr.evaluateEMA(ctx); err != nil {
+				if errors.Is(err, ctx.Err()) {
+					return interrupted()
+				}
+				return err
+			}
+			emaValue, err := metric.Value(epochLoss, emaReports)
+			if err != nil {
+				return err
+			}
+			rec["ema"] = map[string]any{"value": emaValue, "sets": emaReports}
+			if o.BestFromMode() == BestFromEMA {
+				value = emaValue
+			}
+		}
+		if err := metrics.write(rec); err != nil {
+			return err
+		}
+		st.PendingEval = nil
+		var improved *Best
+		if st.Best == nil || metric.Better(value, st.Best.Value) {
+			improved = &Best{Metric: metric.Name, Value: value, Step: st.Step, Epoch: st.Epoch}
+		}
+		if err := tr.save(st, improved, reports, emaReports); err != nil {
+			return err
+		}
+		if improved != nil {
+			st.Best = improved // save named its checkpoint
+		}
+		kv := []any{"epoch", st.Epoch, "step", st.Step, "loss", logNum(epochLoss)}
+		if metric.Name != "loss" {
+			kv = append(kv, metric.Name, logNum(value))
+		}
+		tr.Log.Info("epoch done", append(kv, summarize(reports)...)...)
+		return nil
+	}
+	if st.PendingEval != nil {
+		if err := endEpoch(); err != nil {
+			return res, err
+		}
+	}
 	for st.Epoch < o.Epochs {
 		for st.Batch < spe {
 			if ctx.Err() != nil {
-				bar.stop()
-				if err := flush(); err != nil {
-					return res, err
-				}
-				if err := tr.save(st, nil, nil, nil); err != nil {
-					return res, err
-				}
-				tr.Log.Info("interrupted; saved a checkpoint to resume from", "step", st.Step, "run", tr.RunDir)
-				return res, ctx.Err()
+				return res, interrupted()
 			}
 			var loss float64
 			var start time.Time
@@ -726,53 +824,11 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		}
 		st.Epoch++
 		st.Batch = 0
-		epochLoss := st.EpochLoss.mean()
+		st.PendingEval = &PendingEval{EpochLoss: st.EpochLoss}
 		st.EpochLoss = LossSum{}
-		if len(tr.Evals) > 0 {
-			bar.evaluating()
-		}
-		reports, err := tr.evaluate()
-		if err != nil {
+		if err := endEpoch(); err != nil {
 			return res, err
 		}
-		res.Reports = reports
-		value, err := metric.Value(epochLoss, reports)
-		if err != nil {
-			return res, err
-		}
-		rec := evalRecord(st, epochLoss, reports, metric.Name, value)
-		var emaReports []retrieval.Report
-		if tr.ema != nil && len(tr.Evals) > 0 {
-			if emaReports, err = tr.evaluateEMA(); err != nil {
-				return res, err
-			}
-			emaValue, err := metric.Value(epochLoss, emaReports)
-			if err != nil {
-				return res, err
-			}
-			rec["ema"] = map[string]any{"value": emaValue, "sets": emaReports}
-			if o.BestFromMode() == BestFromEMA {
-				value = emaValue
-			}
-		}
-		if err := metrics.write(rec); err != nil {
-			return res, err
-		}
-		var improved *Best
-		if st.Best == nil || metric.Better(value, st.Best.Value) {
-			improved = &Best{Metric: metric.Name, Value: value, Step: st.Step, Epoch: st.Epoch}
-		}
-		if err := tr.save(st, improved, reports, emaReports); err != nil {
-			return res, err
-		}
-		if improved != nil {
-			st.Best = improved // save named its checkpoint
-		}
-		kv := []any{"epoch", st.Epoch, "step", st.Step, "loss", logNum(epochLoss)}
-		if metric.Name != "loss" {
-			kv = append(kv, metric.Name, logNum(value))
-		}
-		tr.Log.Info("epoch done", append(kv, summarize(reports)...)...)
 	}
 	res.State = st
 	return res, nil
@@ -870,12 +926,20 @@ func (tr *Trainer) stopAdvice(step int, err error) string {
 }
 
 // evaluate projects and ranks every evaluation set, ranking with the
-// engine's own top-k when it has one (see evalTopK).
-func (tr *Trainer) evaluate() ([]retrieval.Report, error) {
+// engine's own top-k when it has one (see evalTopK). A cancelled ctx stops
+// it at the next batch of images to project or of queries to rank, with
+// ctx's error: on a large set it would otherwise take minutes.
+func (tr *Trainer) evaluate(ctx context.Context) ([]retrieval.Report, error) {
 	reports := make([]retrieval.Report, 0, len(tr.Evals))
-	topK := tr.evalTopK()
+	topK := tr.evalTopK(ctx)
+	project := func(dst, x []float32, n int) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return tr.Engine.Project(dst, x, n)
+	}
 	for _, s := range tr.Evals {
-		r, err := s.EvaluateWith(tr.Engine.Project, topK)
+		r, err := s.EvaluateWith(project, topK)
 		if err != nil {
 			return nil, err
 		}
@@ -932,10 +996,11 @@ func (tr *Trainer) syncEMA() error {
 	return nil
 }
 
-// evaluateEMA evaluates the moving average of the weights: loaded into the
-// engine for the evaluation, the training weights put back after it
-// unchanged (a float64 engine's at full precision).
-func (tr *Trainer) evaluateEMA() ([]retrieval.Report, error) {
+// evaluateEMA evaluates the moving average of the weights (see evaluate):
+// loaded into the engine for the evaluation, the training weights put back
+// after it unchanged (a float64 engine's at full precision), also when it
+// is interrupted.
+func (tr *Trainer) evaluateEMA(ctx context.Context) ([]retrieval.Report, error) {
 	if err := tr.syncEMA(); err != nil {
 		return nil, err
 	}
@@ -952,7 +1017,7 @@ func (tr *Trainer) evaluateEMA() ([]retrieval.Report, error) {
 	if err := tr.Engine.SetParameters(tr.ema); err != nil {
 		return nil, err
 	}
-	reports, err := tr.evaluate()
+	reports, err := tr.evaluate(ctx)
 	if raw64 != nil {
 		copy(tr.float64Engine().Model.Params, raw64)
 	} else if rerr := tr.Engine.SetParameters(raw32); rerr != nil {
@@ -961,24 +1026,72 @@ func (tr *Trainer) evaluateEMA() ([]retrieval.Report, error) {
 	return reports, err
 }
 
-// evalTopK is the engine's own top-k (the GPU's, see retrieval.TopKOf), or
-// nil for retrieval.TopK. When the engine's fails (short of memory beside
-// resident training data, say), that ranking is done by retrieval.TopK
+// evalTopK is the ranking of an evaluation under ctx: the engine's own
+// top-k (the GPU's fused search, see retrieval.TopKOf) when it has one,
+// else retrieval.TopK in chunks of queries (topKChunks), each call started
+// only while ctx is not cancelled. When the engine's fails (short of memory
+// beside resident training data, say), that ranking is done on the CPU
 // instead and the log says why: an evaluation is not worth stopping a run
 // for when the CPU can do it.
-func (tr *Trainer) evalTopK() retrieval.TopKFunc {
+func (tr *Trainer) evalTopK(ctx context.Context) retrieval.TopKFunc {
+	cpu := func(q, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
+		return topKChunks(ctx, retrieval.TopK, rankChunk(nk, dim), q, keys, nq, nk, dim, k)
+	}
 	own := retrieval.TopKOf(tr.Engine)
 	if own == nil {
-		return nil
+		return cpu
 	}
 	return func(q, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		idx, scores, err := own(q, keys, nq, nk, dim, k)
 		if err == nil {
 			return idx, scores, nil
 		}
 		tr.Log.Warn("the engine's top-k failed; ranking on the CPU", "err", err.Error())
-		return retrieval.TopK(q, keys, nq, nk, dim, k)
+		return cpu(q, keys, nq, nk, dim, k)
 	}
+}
+
+// rankChunkWork is about how many multiply-adds of a CPU ranking run
+// between two looks at an interrupt (see rankChunk): 2^34, 0.6 s on the
+// 2 cores of the development machine (retrieval.TopK, 512 queries of
+// 65,536 512-wide keys).
+const rankChunkWork = 1 << 34
+
+// rankChunk is how many queries a CPU ranking over nKeys keys of width dim
+// takes between two looks at an interrupt: about rankChunkWork
+// multiply-adds, and at least 64 queries, so that the keys, packed anew by
+// every call, are read for many.
+func rankChunk(nKeys, dim int) int {
+	return max(64, rankChunkWork/max(1, nKeys*dim))
+}
+
+// topKChunks is topK ranking the queries chunk at a time, stopped with
+// ctx's error before a chunk once ctx is cancelled. The answer is that of
+// one call: a query's list does not depend on the other queries
+// (retrieval.Searcher's contract). Arguments of the wrong shape go to topK
+// whole, which says what is wrong.
+func topKChunks(ctx context.Context, topK retrieval.TopKFunc, chunk int, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
+	if nQueries < 1 || nKeys < 1 || dim < 1 || len(queries) != nQueries*dim {
+		return topK(queries, keys, nQueries, nKeys, dim, k)
+	}
+	var indices []int32
+	var scores []float32
+	for lo := 0; lo < nQueries; lo += chunk {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		hi := min(lo+chunk, nQueries)
+		idx, sc, err := topK(queries[lo*dim:hi*dim], keys, hi-lo, nKeys, dim, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		indices = append(indices, idx...)
+		scores = append(scores, sc...)
+	}
+	return indices, scores, nil
 }
 
 func summarize(reports []retrieval.Report) []any {

@@ -24,8 +24,11 @@ type metricsWriter struct{ f *os.File }
 
 // openMetrics opens the metrics file for appending. Records past step
 // (written after the checkpoint a run resumes from) and a torn last line
-// are dropped first, so a resumed run's file reads like one never stopped.
-func openMetrics(path string, step int) (*metricsWriter, error) {
+// are dropped first, and so is an evaluation record of step when that
+// evaluation is pending (evalPending: the resume does it again; an earlier
+// resume that died between writing the record and saving the checkpoint
+// left one), so a resumed run's file reads like one never stopped.
+func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error) {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -35,9 +38,11 @@ func openMetrics(path string, step int) (*metricsWriter, error) {
 	sc.Buffer(nil, 64<<20)
 	for sc.Scan() {
 		var rec struct {
-			Step *int `json:"step"`
+			Type string `json:"type"`
+			Step *int   `json:"step"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > step {
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > step ||
+			(evalPending && *rec.Step == step && rec.Type == "eval") {
 			continue
 		}
 		kept.Write(sc.Bytes())

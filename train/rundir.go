@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -27,8 +27,68 @@ const (
 	RunFile        = "run.json"
 )
 
+// checkpointName is the name of the checkpoint of step in a run
+// directory, checkpoints/step-NNNNNNNN.
 func checkpointName(step int) string {
 	return filepath.Join(CheckpointsDir, fmt.Sprintf("step-%08d", step))
+}
+
+// pendingEvalSuffix ends the name of a checkpoint saved at an epoch end
+// whose evaluation an interrupt stopped (State.PendingEval): the
+// checkpoint of the step's own name is the one saved after the
+// evaluation, which differs from it in its state and metadata, and a
+// checkpoint, once saved, is never rewritten (checkpoint.Save).
+const pendingEvalSuffix = ".pending-eval"
+
+// checkpointName is the name of st's checkpoint: checkpointName(st.Step),
+// with pendingEvalSuffix while its evaluation is pending.
+func (st State) checkpointName() string {
+	if st.PendingEval != nil {
+		return checkpointName(st.Step) + pendingEvalSuffix
+	}
+	return checkpointName(st.Step)
+}
+
+// stepCheckpoint is a checkpoint directory of a run: its name (as the
+// last link names it, checkpoints/...), its step, and whether its
+// evaluation is pending.
+type stepCheckpoint struct {
+	name        string
+	step        int
+	evalPending bool
+}
+
+// stepCheckpoints lists the checkpoint directories in a run directory by
+// step, a pending one before the evaluated one of the same step.
+// Directories of other names are not the run's, and are left out.
+func stepCheckpoints(runDir string) []stepCheckpoint {
+	entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
+	var cks []stepCheckpoint
+	for _, e := range entries {
+		var step int
+		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err != nil || !e.IsDir() || step < 0 {
+			continue
+		}
+		name := filepath.Join(CheckpointsDir, e.Name())
+		switch name {
+		case checkpointName(step):
+			cks = append(cks, stepCheckpoint{name, step, false})
+		case checkpointName(step) + pendingEvalSuffix:
+			cks = append(cks, stepCheckpoint{name, step, true})
+		}
+	}
+	slices.SortFunc(cks, func(a, b stepCheckpoint) int {
+		switch {
+		case a.step != b.step:
+			return cmp.Compare(a.step, b.step)
+		case a.evalPending == b.evalPending:
+			return 0
+		case a.evalPending:
+			return -1
+		}
+		return 1
+	})
+	return cks
 }
 
 // RunInfo is run.json: what a run trains (model, data, evaluation sets)
@@ -182,7 +242,7 @@ func checkResumable(dir string) error {
 func brokenRunError(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, _ := os.Readlink(last)
-	if older := newestWholeCheckpoint(dir); older != "" {
+	if _, older := newestCheckpoints(dir); older != "" {
 		return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s); its newest checkpoint left is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
 			dir, last, target, older, older, ShellArg(last), ShellArg(dir))
 	}
@@ -190,11 +250,12 @@ func brokenRunError(dir string) error {
 		dir, last, target, dir)
 }
 
-// newestWholeCheckpoint is the newest checkpoint of the run in dir that
-// holds every file a resume reads (model, optimizer state, and the moving
-// average or float64 state when the run keeps them), as the last link
-// names one (checkpoints/step-NNNNNNNN), or "" when there is none.
-func newestWholeCheckpoint(dir string) string {
+// newestCheckpoints scans the checkpoints of the run in dir for the newest
+// one and the newest whole one, which holds every file a resume reads
+// (model, optimizer state, and the moving average or float64 state when
+// the run keeps them), each named as the last link names it
+// (checkpoints/step-NNNNNNNN), or "" when there is none.
+func newestCheckpoints(dir string) (newest, whole string) {
 	// The files a resume of this run reads (run.json says which).
 	files := []string{checkpoint.ModelFile, checkpoint.OptimizerFile}
 	if info, err := ReadRunInfo(dir); err == nil {
@@ -205,44 +266,44 @@ func newestWholeCheckpoint(dir string) string {
 			files = append(files, checkpoint.Float64File)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir))
-	for i := len(entries) - 1; i >= 0; i-- { // ReadDir sorts by name: step numbers have 8 digits
-		e := entries[i]
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), "step-") {
-			continue
+	cks := stepCheckpoints(dir)
+	for i := len(cks) - 1; i >= 0 && whole == ""; i-- {
+		name := cks[i].name
+		if newest == "" {
+			newest = name
 		}
-		name := filepath.Join(CheckpointsDir, e.Name())
-		whole := true
+		whole = name
 		for _, f := range files {
 			if _, err := os.Stat(filepath.Join(dir, name, f)); err != nil {
-				whole = false
+				whole = ""
+				break
 			}
 		}
-		if whole {
-			return name
-		}
 	}
-	return ""
+	return newest, whole
 }
 
 // orphanedCheckpoints refuses a run directory whose last link is gone but
 // whose checkpoints are still there (the link was removed by hand): a
 // resume has nothing to start from, and a new run would mix with them and
-// prune them. It names the newest one to link again.
+// prune them. It names the newest whole one to link again, or says that
+// none is whole.
 func orphanedCheckpoints(dir string) error {
-	entries, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir))
-	newest := ""
-	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") && e.Name() > newest {
-			newest = e.Name()
-		}
-	}
+	newest, whole := newestCheckpoints(dir)
 	if newest == "" {
 		return nil
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
-	return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed): link the newest again to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
-		dir, checkpoint.LastLink, filepath.Join(CheckpointsDir, newest), ShellArg(last), ShellArg(dir))
+	if whole == "" {
+		return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed), and every one of them lacks files a resume reads: it can be neither resumed nor trained into; remove %s, or train into another --out",
+			dir, checkpoint.LastLink, dir)
+	}
+	which := "the newest"
+	if whole != newest {
+		which = fmt.Sprintf("the newest whole one (the newer %s lacks files a resume reads)", newest)
+	}
+	return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed): link %s again to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
+		dir, checkpoint.LastLink, which, whole, ShellArg(last), ShellArg(dir))
 }
 
 // checkNewRunDir refuses a run directory that already holds checkpoints
@@ -300,7 +361,7 @@ func startRunDir(dir string, info RunInfo) error {
 // evaluation reports of an epoch end go into the model's metadata, those
 // of the moving average of the weights into its file's.
 func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieval.Report) error {
-	name := checkpointName(st.Step)
+	name := st.checkpointName()
 	if improved != nil {
 		improved.Checkpoint = name
 		st.Best = improved
@@ -384,34 +445,35 @@ func pointLink(run, link, target string) error {
 }
 
 // prune removes step checkpoints older than the Keep newest, never the
-// ones last or best point at, nor st's best.
+// ones last or best point at, nor st's best; and every checkpoint with its
+// evaluation pending that last does not point at (a later checkpoint
+// replaced it: the one saved after that evaluation, or a later step's).
 func (tr *Trainer) prune(st State) error {
-	dir := filepath.Join(tr.RunDir, CheckpointsDir)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	var steps []string
-	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") {
-			steps = append(steps, e.Name())
-		}
-	}
-	sort.Strings(steps)
 	protected := map[string]bool{}
 	if st.Best != nil {
-		protected[filepath.Base(st.Best.Checkpoint)] = true
+		protected[filepath.Join(CheckpointsDir, filepath.Base(st.Best.Checkpoint))] = true
 	}
 	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
 		if t, err := os.Readlink(filepath.Join(tr.RunDir, l)); err == nil {
-			protected[filepath.Base(t)] = true
+			protected[filepath.Join(CheckpointsDir, filepath.Base(t))] = true
+		}
+	}
+	var steps []string
+	for _, ck := range stepCheckpoints(tr.RunDir) {
+		switch {
+		case !ck.evalPending:
+			steps = append(steps, ck.name)
+		case !protected[ck.name]:
+			if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
+				return err
+			}
 		}
 	}
 	for i, name := range steps {
 		if protected[name] || i >= len(steps)-1-st.Options.Keep {
 			continue
 		}
-		if err := removeCheckpoint(dir, name); err != nil {
+		if err := removeCheckpoint(tr.RunDir, name); err != nil {
 			return err
 		}
 	}
@@ -421,13 +483,14 @@ func (tr *Trainer) prune(st State) error {
 // deletingSuffix ends the name of a checkpoint directory being removed.
 const deletingSuffix = ".deleting"
 
-// removeCheckpoint deletes a checkpoint directory without ever leaving a
-// partial one under its name: it is renamed to a hidden name first (one
-// atomic step), then removed. Hidden leftovers of a crash are swept by
-// sweepRunDir.
-func removeCheckpoint(dir, name string) error {
-	trash := filepath.Join(dir, "."+name+deletingSuffix)
-	if err := os.Rename(filepath.Join(dir, name), trash); err != nil {
+// removeCheckpoint deletes the checkpoint name (checkpoints/...) of the run
+// in runDir without ever leaving a partial one under its name: it is
+// renamed to a hidden name first (one atomic step), then removed. Hidden
+// leftovers of a crash are swept by sweepRunDir.
+func removeCheckpoint(runDir, name string) error {
+	dir := filepath.Join(runDir, CheckpointsDir)
+	trash := filepath.Join(dir, "."+filepath.Base(name)+deletingSuffix)
+	if err := os.Rename(filepath.Join(runDir, name), trash); err != nil {
 		return err
 	}
 	return os.RemoveAll(trash)
@@ -576,18 +639,14 @@ func (tr *Trainer) alignCheckpoints(st State) error {
 	if err := tr.alignBest(st); err != nil {
 		return err
 	}
-	dir := filepath.Join(tr.RunDir, CheckpointsDir)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		var step int
-		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err != nil || !e.IsDir() || e.Name() != filepath.Base(checkpointName(step)) || step <= st.Step {
+	for _, ck := range stepCheckpoints(tr.RunDir) {
+		// The evaluated checkpoint of a step comes after its pending one.
+		after := ck.step > st.Step || (ck.step == st.Step && st.PendingEval != nil && !ck.evalPending)
+		if !after {
 			continue
 		}
-		tr.Log.Info("removing a checkpoint after the one resumed from (its step is trained again)", "checkpoint", e.Name(), "resumed_step", st.Step)
-		if err := removeCheckpoint(dir, e.Name()); err != nil {
+		tr.Log.Info("removing a checkpoint after the one resumed from (the resume makes it again)", "checkpoint", ck.name, "resumed_step", st.Step)
+		if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
 			return err
 		}
 	}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // TestMain runs the CLI itself when a test re-executes the test binary as
@@ -150,4 +153,101 @@ func interruptChild(t *testing.T, args ...string) (code int, stdout, stderr stri
 		}
 		return cmd.ProcessState.ExitCode(), out.String(), errs.String()
 	}
+}
+
+// train, interrupted by SIGINT during the evaluation that ends its last
+// epoch, stops that evaluation (exit 130) rather than finish it and the
+// run: the epoch end's checkpoint is saved with the evaluation pending,
+// and no record of it is written. The resume only evaluates, and ends
+// with the records and checkpoint of a run never stopped.
+func TestTrainSignalDuringEvaluation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	data := makeData(t)
+	eval := makeEvalSetOf(t, "big-eval", 20000) // about a second of ranking, for CLIP's recall and at the epoch end
+	trainArgs := func(run string) []string {
+		return append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--epochs", "1", "--batch", "16", "--log-every", "1"}, tinyModel...)
+	}
+	straight := filepath.Join(t.TempDir(), "straight")
+	mustRun(t, trainArgs(straight)...)
+
+	run := filepath.Join(t.TempDir(), "run")
+	b, _ := json.Marshal(trainArgs(run))
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// The record of the epoch's last step (4 of 16 rows) is written just
+	// before its evaluation starts.
+	lastStep := fmt.Sprintf(`"step":%d,`, tRows/16)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(filepath.Join(run, train.MetricsFile)); bytes.Contains(b, []byte(lastStep)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child took no %d steps in a minute:\n%s", tRows/16, stderr.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	stop := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	stop.Stop()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("SIGINT during the evaluation: %v, want exit status 130\n%s", err, stderr.String())
+	}
+	if hint := "continue it with: dinoclip train --resume --out " + run + "\n"; !strings.Contains(stderr.String(), hint) {
+		t.Errorf("stderr lacks %q:\n%s", hint, stderr.String())
+	}
+	pending := filepath.Join(train.CheckpointsDir, fmt.Sprintf("step-%08d.pending-eval", tRows/16))
+	if target, err := os.Readlink(filepath.Join(run, checkpoint.LastLink)); err != nil || target != pending {
+		t.Fatalf("after SIGINT during the evaluation, last links %q (%v), want %s\n%s", target, err, pending, stderr.String())
+	}
+	if records := metricsRecords(t, run); strings.Contains(strings.Join(records, "\n"), `"type":"eval"`) {
+		t.Errorf("the interrupted evaluation has a record:\n%s", strings.Join(records, "\n"))
+	}
+
+	out := mustRun(t, "train", "--resume", "--out", run)
+	if !strings.Contains(out, "evaluation after epoch 1") {
+		t.Errorf("the resumed run prints no evaluation:\n%s", out)
+	}
+	if a, b := metricsRecords(t, run), metricsRecords(t, straight); !slices.Equal(a, b) {
+		t.Errorf("resumed: metrics differ from the uninterrupted run:\n%s\nvs\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
+	}
+	for _, f := range []string{checkpoint.ModelFile, checkpoint.OptimizerFile} {
+		a, errA := os.ReadFile(filepath.Join(run, checkpoint.LastLink, f))
+		b, errB := os.ReadFile(filepath.Join(straight, checkpoint.LastLink, f))
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("resumed: the last checkpoint's %s differs from the uninterrupted run's (%v, %v)", f, errA, errB)
+		}
+	}
+}
+
+// metricsRecords reads a run's metrics.jsonl without the fields that
+// depend on the clock.
+func metricsRecords(t *testing.T, run string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(run, train.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var records []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("metrics.jsonl line %q: %v", line, err)
+		}
+		delete(rec, "time")
+		delete(rec, "samples_per_s")
+		r, _ := json.Marshal(rec)
+		records = append(records, string(r))
+	}
+	return records
 }

@@ -35,12 +35,13 @@ func trainCommand() *cli.Command {
 			"targets; docs/FORMAT.md) with the unit-norm MSE loss (or --loss infonce, mse+infonce), AdamW\n" +
 			"and a OneCycleLR schedule. After every epoch it evaluates on each --eval set, saves a\n" +
 			"checkpoint under RUNDIR/checkpoints, and points RUNDIR/last at it and RUNDIR/best at the\n" +
-			"best one by --best-metric. Ctrl-C saves a\n" +
-			"checkpoint; 'dinoclip train --resume --out RUNDIR' continues from it exactly, with the data,\n" +
-			"evaluation sets and options the run was started with (RUNDIR/run.json); --data or --eval\n" +
-			"given with --resume replace the run's (moved files). run.json records an identity of the\n" +
-			"inputs (each training file's size and a hash of 32 sampled blocks, each evaluation set's\n" +
-			"hash; docs/FORMAT.md): a resume on other contents is refused unless --accept-changed-inputs.\n" +
+			"best one by --best-metric. Ctrl-C saves a checkpoint (during an evaluation, at once: the\n" +
+			"resume then does the evaluation first); 'dinoclip train --resume --out RUNDIR' continues\n" +
+			"from it exactly, with the data, evaluation sets and options the run was started with\n" +
+			"(RUNDIR/run.json); --data or --eval given with --resume replace the run's (moved files).\n" +
+			"run.json records an identity of the inputs (each training file's size and a hash of 32\n" +
+			"sampled blocks, each evaluation set's hash; docs/FORMAT.md): a resume on other contents is\n" +
+			"refused unless --accept-changed-inputs.\n" +
 			"One process at a time trains in a run directory.\n" +
 			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
 			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +

@@ -398,6 +398,9 @@ func writeState(w io.Writer, st *train.State) {
 	if st.Best != nil {
 		fmt.Fprintf(w, "  best so far: %s\n", describeBest(st.Best))
 	}
+	if st.PendingEval != nil {
+		fmt.Fprintf(w, "  evaluation of epoch %d pending: the run was stopped during it; dinoclip train --resume does it first\n", st.Epoch)
+	}
 }
 
 func infoCheckpoint(w io.Writer, dir string) error {

@@ -214,6 +214,10 @@ func TestTrainSignalDuringEvaluation(t *testing.T) {
 		t.Errorf("the interrupted evaluation has a record:\n%s", strings.Join(records, "\n"))
 	}
 
+	if out := mustRun(t, "info", run); !strings.Contains(out, "evaluation of epoch 1 pending") {
+		t.Errorf("info on the run stopped during its evaluation does not say it is pending:\n%s", out)
+	}
+
 	out := mustRun(t, "train", "--resume", "--out", run)
 	if !strings.Contains(out, "evaluation after epoch 1") {
 		t.Errorf("the resumed run prints no evaluation:\n%s", out)

@@ -102,13 +102,24 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	// The data is written as dinoclip synth --force --out DATA writes it,
-	// with the unfinished-run marker and DATA's lock: a demo killed
-	// between its two sets leaves sets that readers refuse, and a synth
-	// into DATA meanwhile, training included, is refused.
-	job := synthJob{opts: so, rows: rows, shardRows: 10000, images: 1000, perImage: 5}
-	job.opts.Overwrite = true
 	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
+	// What an earlier demo wrote is the demo's own, and removed whole
+	// before anything is written: a killed demo's data in whatever state,
+	// its staging copies, and a run and plot not made of the new data.
+	if err := removeLocked(dataRoot, synth.LockDir); err != nil {
+		return err
+	}
+	if err := removeLocked(runDir, lockRun); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(out, "demo.png")); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	// The data is written as dinoclip synth --out DATA writes it, with the
+	// unfinished-run marker and DATA's lock: a demo killed between its two
+	// sets leaves sets that readers refuse, and a synth into DATA
+	// meanwhile, training included, is refused.
+	job := synthJob{opts: so, rows: rows, shardRows: 10000, images: 1000, perImage: 5}
 	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
 	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
 		rows, job.images, job.perImage, dataRoot)
@@ -117,12 +128,6 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 	defer unlockData()
-	// The earlier demo's run and plot were not made of this data.
-	for _, p := range []string{runDir, filepath.Join(out, "demo.png")} {
-		if err := os.RemoveAll(p); err != nil {
-			return fmt.Errorf("demo: %w", err)
-		}
-	}
 
 	data, err := train.OpenDataset(dataDir)
 	if err != nil {
@@ -161,6 +166,39 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(w, "\nloss and recall curves: %s\n", png)
 	return nil
+}
+
+// removeLocked removes a directory of a demo's --out (a link or file
+// there, not what it leads to) once it holds lock on it: the writer that
+// locks it (a dinoclip synth --out DIR/data, a dinoclip train --resume
+// --out DIR/run) at work is refused rather than deleted under.
+func removeLocked(path string, lock func(dir string) (unlock func(), err error)) error {
+	st, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("demo: %w", err)
+	case st.IsDir():
+		unlock, err := lock(path)
+		if err != nil {
+			return fmt.Errorf("demo: %w; wait for it to end, or choose another --out", err)
+		}
+		defer unlock()
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
+}
+
+// lockRun is train.LockRunDir as removeLocked takes a lock.
+func lockRun(dir string) (func(), error) {
+	l, err := train.LockRunDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
 }
 
 // prepareDemoDir makes out ready for a demo: a new directory, an empty one,

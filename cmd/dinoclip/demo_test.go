@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // The demo end to end at a tiny size: data, a trained run, the table and a
@@ -91,10 +93,10 @@ func demoTiny(out string) []string {
 }
 
 // A demo killed between its training data and its evaluation set (here:
-// interrupted then) leaves its new training data beside the old
-// evaluation set: with the unfinished-run marker that dinoclip synth
-// keeps, so that every reader of either set refuses them; the same demo
-// again finishes the data and the run.
+// interrupted then) leaves its new training data, without an evaluation
+// set (the old one went with the old data), and the unfinished-run marker
+// that dinoclip synth keeps, so that every reader of the set refuses it; a
+// demo again replaces the data and the run.
 func TestDemoKilledBetweenSets(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "demo")
 	mustRun(t, demoTiny(out)...)
@@ -109,24 +111,19 @@ func TestDemoKilledBetweenSets(t *testing.T) {
 	}
 	data := filepath.Join(out, "data")
 	trainDir, evalDir := filepath.Join(data, dataset.TrainDir), filepath.Join(data, dataset.EvalDir)
-	if _, err := os.Stat(filepath.Join(evalDir, "eval.json")); err != nil {
-		t.Fatalf("the old evaluation set: %v", err)
+	if _, err := os.Stat(evalDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the old evaluation set is still there beside the new training data: %v", err)
 	}
 	if info := mustRun(t, "info", data); !strings.Contains(info, "unfinished") {
 		t.Errorf("info on the interrupted demo's data:\n%s", info)
 	}
 	for _, args := range [][]string{
 		{"info", trainDir},
-		{"info", evalDir},
-		{"train", "--data", trainDir, "--eval", evalDir, "--out", filepath.Join(t.TempDir(), "run")},
-		{"eval", "--model", filepath.Join(out, "run"), "--eval", evalDir},
+		{"train", "--data", trainDir, "--out", filepath.Join(t.TempDir(), "run")},
 	} {
 		wantError(t, args, "interrupted", "run that dinoclip synth or demo again")
 	}
-	stdout := mustRun(t, again...)
-	if !strings.Contains(stdout, "going on from an interrupted") {
-		t.Errorf("the same demo again:\n%s", stdout)
-	}
+	mustRun(t, again...)
 	if _, err := os.Lstat(filepath.Join(data, dataset.UnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a finished demo left its unfinished-run marker: %v", err)
 	}
@@ -163,5 +160,60 @@ func TestDemoLocksItsData(t *testing.T) {
 	info := mustRun(t, "info", filepath.Join(data, dataset.TrainDir))
 	if !strings.Contains(info, "rows: 600") {
 		t.Errorf("the demo's training data:\n%s", info)
+	}
+}
+
+// A demo replaces whatever an earlier demo left in its data directory,
+// in any state (a killed demo's staging copies, an older synth's .partial,
+// a file where the directory was), rather than refusing it as synth
+// refuses a user's sets; a run directory that a dinoclip train holds is
+// refused, not deleted under.
+func TestDemoReplacesItsOwn(t *testing.T) {
+	for name, mess := range map[string]func(out string) error{
+		"partial": func(out string) error {
+			return os.MkdirAll(filepath.Join(out, "data", dataset.TrainDir, ".partial"), 0o755)
+		},
+		"staging": func(out string) error {
+			return os.WriteFile(filepath.Join(out, "data", ".train.synth.tmp-7"), []byte("not synth's"), 0o644)
+		},
+		"file": func(out string) error {
+			if err := os.RemoveAll(filepath.Join(out, "data")); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(out, "data"), []byte("a file"), 0o644)
+		},
+		"marker-dir": func(out string) error { return os.Mkdir(filepath.Join(out, "data", dataset.UnfinishedFile), 0o755) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "demo")
+			mustRun(t, demoTiny(out)...)
+			if err := mess(out); err != nil {
+				t.Fatal(err)
+			}
+			mustRun(t, demoTiny(out)...)
+			entries, _ := os.ReadDir(filepath.Join(out, "data"))
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if !slices.Equal(names, []string{dataset.EvalDir, dataset.TrainDir}) {
+				t.Errorf("the demo's data directory after the demo again: %q", names)
+			}
+			mustRun(t, "info", filepath.Join(out, "data", dataset.TrainDir))
+		})
+	}
+	if runtime.GOOS == "windows" {
+		return
+	}
+	out := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, demoTiny(out)...)
+	l, err := train.LockRunDir(filepath.Join(out, "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	wantError(t, demoTiny(out), "run", "wait for it to end")
+	if _, err := os.Stat(filepath.Join(out, "run", train.RunFile)); err != nil {
+		t.Errorf("the run a train holds: %v", err)
 	}
 }

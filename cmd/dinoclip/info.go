@@ -328,7 +328,11 @@ func writeModelInfo(w io.Writer, path string) error {
 // model's description.
 func writeMetrics(w io.Writer, metaValue string) {
 	var reports []retrieval.Report
-	if err := json.Unmarshal([]byte(metaValue), &reports); err != nil || len(reports) == 0 {
+	switch err := json.Unmarshal([]byte(metaValue), &reports); {
+	case err == nil && reports != nil && len(reports) == 0: // "[]"
+		fmt.Fprintln(w, "  metrics: none (trained without an evaluation set)")
+		return
+	case err != nil || len(reports) == 0:
 		fmt.Fprintf(w, "  metrics: unreadable (not the evaluation reports dinoclip train stores: %d bytes)\n", len(metaValue))
 		return
 	}

@@ -125,3 +125,21 @@ func TestInfoIndexAndSearch(t *testing.T) {
 		t.Errorf("info of an index without ids-00000.npy: %v", err)
 	}
 }
+
+// The evaluation reports in a model's metadata: none for a run trained
+// without an evaluation set ("[]"), which is no damage; anything else
+// that is not reports is unreadable.
+func TestWriteMetricsOfNoEvaluation(t *testing.T) {
+	for meta, want := range map[string]string{
+		"[]":   "metrics: none (trained without an evaluation set)",
+		"null": "metrics: unreadable",
+		"{}":   "metrics: unreadable",
+		"[":    "metrics: unreadable",
+	} {
+		var b strings.Builder
+		writeMetrics(&b, meta)
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics %q: %q, want %q", meta, b.String(), want)
+		}
+	}
+}

@@ -32,6 +32,21 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startCLI starts dinoclip with args in a child process (this test
+// binary, see TestMain), its output collected.
+func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+	t.Helper()
+	b, _ := json.Marshal(args)
+	cmd = exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
+	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
+}
+
 // A training process stopped by SIGINT exits 130 and by SIGTERM 143, after
 // saving a checkpoint and printing the command that resumes it; while it
 // trains, a second process on its run directory is refused by the lock.
@@ -47,14 +62,7 @@ func TestTrainSignals(t *testing.T) {
 		t.Run(c.sig.String(), func(t *testing.T) {
 			run := filepath.Join(t.TempDir(), "run")
 			args := append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, tinyModel...)
-			b, _ := json.Marshal(args)
-			cmd := exec.Command(os.Args[0])
-			cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, _, stderr := startCLI(t, args)
 			defer cmd.Process.Kill()
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 				if _, err := os.Stat(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err == nil {
@@ -125,15 +133,8 @@ func TestTrainSignalBeforeFirstStep(t *testing.T) {
 // fails the test: the command did not stop.
 func interruptChild(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	b, _ := json.Marshal(args)
 	for wait := 500 * time.Millisecond; ; wait *= 4 {
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
-		var out, errs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, out, errs := startCLI(t, args)
 		time.Sleep(wait)
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			cmd.Process.Kill()
@@ -173,14 +174,7 @@ func TestTrainSignalDuringEvaluation(t *testing.T) {
 	mustRun(t, trainArgs(straight)...)
 
 	run := filepath.Join(t.TempDir(), "run")
-	b, _ := json.Marshal(trainArgs(run))
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, _, stderr := startCLI(t, trainArgs(run))
 	defer cmd.Process.Kill()
 	// The record of the epoch's last step (4 of 16 rows) is written just
 	// before its evaluation starts.

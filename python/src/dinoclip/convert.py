@@ -51,10 +51,15 @@ def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:
         )
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
-    for key in WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
+    found = [(key, obj[key]) for key in WRAPPER_KEYS
+             if isinstance(obj.get(key), Mapping) and obj[key] and all(isinstance(v, torch.Tensor) for v in obj[key].values())]
+    # Two state_dicts that differ (a training script's model beside another one's, say): which
+    # is the projector is not for a converter to guess.
+    if len(found) > 1 and not _same_tensors(found[0][1], found[1][1]):
+        raise ConversionError(f"{path}: holds both {found[0][0]!r} and {found[1][0]!r}, and they differ: "
+                              f"save the one to convert on its own (torch.save(obj[KEY], 'model.pt'))")
+    if found:
+        return found[0][1]
     keys = ", ".join(repr(k) for k in list(obj)[:8]) or "none"
     non = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     raise ConversionError(
@@ -62,6 +67,11 @@ def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:
         f"{' or '.join(repr(k) for k in WRAPPER_KEYS)}; its keys are {keys}"
         + (f" ({len(non)} are not tensors, e.g. {non[0]!r})" if non else "")
     )
+
+
+def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return list(a) == list(b) and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
 def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -157,32 +167,59 @@ def _run_marks(d: str, top: bool) -> list:
     return marks
 
 
+INDEX_MANIFEST = "manifest.json"
+INDEX_FORMAT_PREFIX = "dinoclip-index/"
+
+
+def _is_index(d: str) -> bool:
+    """Whether ``d`` is a ``dinoclip index`` directory: its manifest.json names the index format
+    (docs/FORMAT.md)."""
+    manifest = os.path.join(d, INDEX_MANIFEST)
+    if not os.path.isfile(manifest):  # (before opening: a FIFO would block)
+        return False
+    try:
+        with open(manifest, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return f'"{INDEX_FORMAT_PREFIX}'.encode() in head
+
+
 def _check_destination(dst: str) -> None:
-    """Refuses to write where a model file would be taken for a run's own: a training
+    """Refuses to write where a file would be taken for a run's or an index's own: a training
     checkpoint (resumed with another model's optimizer state), a run directory's top level
-    (where the run's name resolves to ``model.safetensors`` before its best and last), or
-    anywhere else inside a run (its checkpoints/, a checkpoint being made: the run's files
-    are the trainer's)."""
+    (where the run's name resolves to ``model.safetensors`` before its best and last), anywhere
+    else inside a run (its checkpoints/, a checkpoint being made: the run's files are the
+    trainer's), or a search index (its files are ``dinoclip index``'s). A link at ``dst`` is
+    judged where it leads, as writing through it would."""
+    if os.path.islink(dst):
+        dst = os.path.realpath(dst)
     d = os.path.realpath(os.path.dirname(os.path.abspath(dst)))  # where the file is written
+    if _is_index(d):
+        raise ConversionError(f"{dst} is in a dinoclip search index (beside its {INDEX_MANIFEST}): "
+                              "write the file outside the index")
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
         raise ConversionError(f"{dst} is in a training checkpoint (beside its {OPTIMIZER_FILE}): "
-                              "write the model outside the run's checkpoints")
+                              "write the file outside the run's checkpoints")
     marks = _run_marks(d, top=True)
     if marks:
         raise ConversionError(f"{dst} is in a training run directory (beside its {', '.join(marks)}): "
-                              "write the model outside the run")
+                              "write the file outside the run")
     up = d
     while os.path.dirname(up) != up:
         up = os.path.dirname(up)
         marks = _run_marks(up, top=False)
         if marks:
             raise ConversionError(f"{dst} is inside the training run directory {up} (it holds "
-                                  f"{', '.join(marks)}): write the model outside the run")
+                                  f"{', '.join(marks)}): write the file outside the run")
 
 
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
     """Converts a ``.pt`` state_dict to a dinoclip model file; returns the path written."""
     if not dst.endswith(".safetensors"):
+        if os.path.lexists(dst) and not os.path.isdir(dst):
+            raise ConversionError(f"{dst} is a file: name a .safetensors file to write, or a checkpoint "
+                                  f"directory to write {MODEL_FILE} in")
         dst = os.path.join(dst, MODEL_FILE)  # a checkpoint directory
     _check_destination(dst)
     sd = read_torch_state_dict(src)
@@ -195,6 +232,7 @@ def dinoclip_to_torch(src: str, dst: str) -> str:
     (``torch.save(model.state_dict())``, as the original project saved it)."""
     if os.path.isdir(dst):
         raise ConversionError(f"{dst} is a directory; want the path of the .pt file to write")
+    _check_destination(dst)
     model = checkpoint.load(src)
     sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
     checkpoint.write_atomic(dst, lambda f: torch.save(sd, f))

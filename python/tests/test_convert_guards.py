@@ -1,0 +1,80 @@
+"""What the converter refuses to write over, and which state_dict it refuses to guess."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from dinoclip import checkpoint, convert
+from dinoclip.convert import ConversionError
+from dinoclip.model import ProjectorWithResiduals
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return ProjectorWithResiduals(12, 16, 2, 8)
+
+
+def _run(tmp_path):
+    """A training run's layout (docs/FORMAT.md), as the converter recognises it."""
+    run = tmp_path / "run"
+    ck = run / "checkpoints" / "step-00000003"
+    ck.mkdir(parents=True)
+    checkpoint.save(_model(0), ck / "model.safetensors")
+    (ck / "optimizer.safetensors").write_bytes(b"the run's optimizer state")
+    (run / "run.json").write_text("{}\n")
+    os.symlink(os.path.join("checkpoints", "step-00000003"), run / "last")
+    return run
+
+
+@pytest.mark.parametrize("target", ["run.json", "last/optimizer.safetensors", "last/model.safetensors", "lock"])
+def test_to_torch_refuses_a_runs_files(tmp_path, target, capsys):
+    run = _run(tmp_path)
+    dst = run / target
+    before = dst.read_bytes() if dst.exists() else None
+    assert convert.main(["to-torch", str(run), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert "training run" in err or "training checkpoint" in err
+    assert (dst.read_bytes() if dst.exists() else None) == before
+
+
+def test_to_torch_refuses_an_index_and_a_link_into_a_run(tmp_path, capsys):
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    index = tmp_path / "index"
+    index.mkdir()
+    manifest = json.dumps({"format": "dinoclip-index/1", "dim": 8}).encode()
+    (index / "manifest.json").write_bytes(manifest)
+    assert convert.main(["to-torch", src, str(index / "manifest.json")]) == 1
+    assert "search index" in capsys.readouterr().err
+    assert (index / "manifest.json").read_bytes() == manifest
+    assert convert.main(["to-torch", src, str(index / "keys-00000.npy")]) == 1
+    assert not (index / "keys-00000.npy").exists()
+
+    run = _run(tmp_path)
+    os.symlink(run / "run.json", tmp_path / "out.pt")
+    assert convert.main(["to-torch", src, str(tmp_path / "out.pt")]) == 1
+    assert (run / "run.json").read_text() == "{}\n"
+    # A folder with a manifest.json of its own is no index.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"format": "something else"}')
+    assert convert.main(["to-torch", src, str(other / "m.pt")]) == 0
+
+
+def test_two_different_state_dicts_are_not_guessed(tmp_path):
+    a, b = _model(0).state_dict(), _model(1).state_dict()
+    torch.save({"state_dict": a, "model_state_dict": b}, tmp_path / "two.pt")
+    with pytest.raises(ConversionError, match="holds both 'state_dict' and 'model_state_dict', and they differ"):
+        convert.read_torch_state_dict(str(tmp_path / "two.pt"))
+    torch.save({"state_dict": a, "model_state_dict": {k: v.clone() for k, v in a.items()}}, tmp_path / "same.pt")
+    assert list(convert.read_torch_state_dict(str(tmp_path / "same.pt"))) == list(a)
+
+
+def test_to_dinoclip_names_a_file_output(tmp_path, capsys):
+    torch.save(_model(0).state_dict(), tmp_path / "m.pt")
+    (tmp_path / "out").write_text("a user's file")
+    assert convert.main(["to-dinoclip", str(tmp_path / "m.pt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "is a file: name a .safetensors file" in err and "File exists" not in err
+    assert (tmp_path / "out").read_text() == "a user's file"

@@ -3,11 +3,13 @@ package train
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
@@ -40,9 +42,11 @@ func LockRunDir(dir string) (*RunLock, error) {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	path := filepath.Join(dir, LockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// Not through a link: the pid written below would truncate what it
+	// leads to, and a lock on another file excludes no other trainer.
+	f, err := openRunFile(path, os.O_RDWR)
 	if err != nil {
-		return nil, fmt.Errorf("run directory: %w", err)
+		return nil, err
 	}
 	if err := flock.TryLock(f, true); err != nil {
 		defer f.Close()
@@ -70,9 +74,13 @@ func lockHolder(path string) string {
 }
 
 // checkUnlocked returns a *LockedError when another process holds dir's
-// lock, without taking it or creating anything.
+// lock, without taking it or creating anything (and checkRunFile's error
+// for a lock that is not a regular file).
 func checkUnlocked(dir string) error {
 	path := filepath.Join(dir, LockFile)
+	if err := checkRunFile(path); err != nil {
+		return err // (a named pipe would hang the open)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil // no lock file: no process has locked the run
@@ -88,4 +96,72 @@ func checkUnlocked(dir string) error {
 // time after its handle closes, then by closing the file.
 func (l *RunLock) Release() error {
 	return errors.Join(flock.Unlock(l.f), l.f.Close())
+}
+
+// checkRunFile refuses a file of a run directory (run.json, the lock,
+// metrics.jsonl) that exists but is not a regular file: training writes
+// them in place, so through a symbolic link it would write (truncate,
+// append to, replace) whatever the link leads to, outside the run, and
+// reading a named pipe would hang. It looks at the name itself (Lstat),
+// never follows it; a file that does not exist passes.
+func checkRunFile(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	return regularRunFile(path, st)
+}
+
+// regularRunFile is checkRunFile's verdict on st, the Lstat of path.
+func regularRunFile(path string, st fs.FileInfo) error {
+	if st.Mode().IsRegular() {
+		return nil
+	}
+	return fmt.Errorf("%s is %s, not a regular file: training writes it in place and will not write through it; replace it with a plain copy of the file, or remove it",
+		path, atomicfile.Kind(st.Mode()))
+}
+
+// openRunFile opens the run directory's file at path with flag (without
+// O_CREATE or O_TRUNC), creating it when it does not exist, and refuses it
+// when it is not a regular file (checkRunFile). The file opened is checked
+// to be the one looked at, so a link put in its place meanwhile is
+// refused too, before anything is written: portable where O_NOFOLLOW is
+// not (Windows). A new file is created exclusively, which fails on any
+// name made meanwhile (a link, even a dangling one), and is looked at
+// again.
+func openRunFile(path string, flag int) (*os.File, error) {
+	for attempt := 1; ; attempt++ {
+		st, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			f, err := os.OpenFile(path, flag|os.O_CREATE|os.O_EXCL, 0o644)
+			if errors.Is(err, fs.ErrExist) && attempt < 10 {
+				continue // made by another process meanwhile
+			}
+			if err != nil {
+				return nil, fmt.Errorf("run directory: %w", err)
+			}
+			return f, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("run directory: %w", err)
+		}
+		if err := regularRunFile(path, st); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(path, flag, 0)
+		if err != nil {
+			return nil, fmt.Errorf("run directory: %w", err)
+		}
+		if opened, err := f.Stat(); err != nil || !os.SameFile(st, opened) {
+			f.Close()
+			if attempt < 10 {
+				continue // replaced meanwhile: look at what is there now
+			}
+			return nil, fmt.Errorf("%s keeps changing while it is opened; is another process replacing it?", path)
+		}
+		return f, nil
+	}
 }

@@ -18,6 +18,10 @@ import (
 // evaluation records.
 const MetricsFile = "metrics.jsonl"
 
+// maxMetricsLine is the longest line of the metrics file that a resume
+// reads back; training writes far shorter ones.
+const maxMetricsLine = 64 << 20
+
 // metricsWriter appends one JSON object per line, each in a single write so
 // a crash leaves at most one torn last line (dropped on resume).
 type metricsWriter struct{ f *os.File }
@@ -29,13 +33,16 @@ type metricsWriter struct{ f *os.File }
 // resume that died between writing the record and saving the checkpoint
 // left one), so a resumed run's file reads like one never stopped.
 func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error) {
+	if err := checkRunFile(path); err != nil {
+		return nil, err
+	}
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	var kept bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(old))
-	sc.Buffer(nil, 64<<20)
+	sc.Buffer(nil, maxMetricsLine)
 	for sc.Scan() {
 		var rec struct {
 			Type string `json:"type"`
@@ -48,12 +55,17 @@ func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error
 		kept.Write(sc.Bytes())
 		kept.WriteByte('\n')
 	}
+	if err := sc.Err(); err != nil {
+		// A line too long to scan is none training writes; skipping the
+		// rest would drop every later record from the rewritten file.
+		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, maxMetricsLine>>20)
+	}
 	if kept.Len() != len(old) {
 		if err := atomicfile.WriteBytes(path, kept.Bytes()); err != nil {
 			return nil, err
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := openRunFile(path, os.O_WRONLY|os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}

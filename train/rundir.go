@@ -146,6 +146,9 @@ type EvalRef struct {
 func ReadRunInfo(dir string) (RunInfo, error) {
 	path := filepath.Join(dir, RunFile)
 	var info RunInfo
+	if err := checkRunFile(path); err != nil {
+		return info, err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return info, fmt.Errorf("run directory %s: %w", dir, err)
@@ -215,6 +218,9 @@ func checkResumable(dir string) error {
 		return fmt.Errorf("run directory: %w", err)
 	case !st.IsDir():
 		return fmt.Errorf("%s is not a directory, not a run to resume", dir)
+	}
+	if err := checkRunDirFiles(dir); err != nil {
+		return err
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
@@ -311,6 +317,9 @@ func orphanedCheckpoints(dir string) error {
 // does not write (a directory used for something else: its files would
 // end up beside the run's, and pruning could be pointed at them).
 func checkNewRunDir(dir string) error {
+	if err := checkRunDirFiles(dir); err != nil {
+		return err
+	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Lstat(last); err != nil {
 		if err := orphanedCheckpoints(dir); err != nil {
@@ -341,6 +350,32 @@ func foreignFiles(dir string) error {
 		}
 	}
 	return nil
+}
+
+// checkRunDirFiles refuses a run directory whose run.json, lock or
+// metrics.jsonl is not a regular file (checkRunFile), or whose checkpoints
+// is not a directory of its own: through a link, checkpoints would be
+// written into (and pruned from) wherever it leads, another run's say.
+func checkRunDirFiles(dir string) error {
+	for _, name := range []string{RunFile, LockFile, MetricsFile} {
+		if err := checkRunFile(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	path := filepath.Join(dir, CheckpointsDir)
+	if st, err := os.Lstat(path); err == nil && !st.IsDir() {
+		return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a plain directory)",
+			path, fileKind(st.Mode()))
+	}
+	return nil
+}
+
+// fileKind names the type of a file for an error ("a symbolic link").
+func fileKind(m os.FileMode) string {
+	if m.IsRegular() {
+		return "a regular file"
+	}
+	return atomicfile.Kind(m)
 }
 
 // startRunDir prepares a new run directory (see checkNewRunDir).
@@ -547,17 +582,8 @@ func (tr *Trainer) restore() (State, error) {
 	if err := json.Unmarshal(ck.State, &st); err != nil {
 		return State{}, fmt.Errorf("%s: trainer state: %w", dir, err)
 	}
-	// The model file records its step too: the two files of a checkpoint
-	// must be of one step (a file copied in from another checkpoint is not).
-	// A model without a step was not written by the run (dinoclip average
-	// writes none, say): resuming from it would mix weights with another
-	// model's optimizer state.
-	if ms, ok := ck.Meta["step"]; !ok {
-		return State{}, fmt.Errorf("%s: %s records no step: it was not written by this run (by dinoclip average?), so it is not the model of %s; put the run's own model back, or train into another --out",
-			dir, checkpoint.ModelFile, checkpoint.OptimizerFile)
-	} else if ms != strconv.Itoa(st.Step) {
-		return State{}, fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint",
-			dir, checkpoint.ModelFile, ms, checkpoint.OptimizerFile, st.Step)
+	if err := checkRecordedStep(dir, checkpoint.ModelFile, ck.Meta, st.Step); err != nil {
+		return State{}, err
 	}
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
@@ -617,11 +643,34 @@ func (tr *Trainer) restore() (State, error) {
 		if ck.EMA == nil {
 			return State{}, fmt.Errorf("%s: the run keeps a moving average of its weights (--ema %v), but the checkpoint holds no %s", dir, st.Options.EMA, checkpoint.EMAFile)
 		}
+		if err := checkRecordedStep(dir, checkpoint.EMAFile, ck.EMAMeta, st.Step); err != nil {
+			return State{}, err
+		}
 		tr.ema = ck.EMA
 	}
 	tr.Options = st.Options
 	tr.initRef = info.Init
 	return st, nil
+}
+
+// checkRecordedStep refuses a checkpoint's model or moving-average file
+// (file, in the checkpoint dir, with metadata meta) that is not of the
+// trainer state's step: each records its step (modelMeta), and the files
+// of one checkpoint must be of one step (a file copied in from another
+// checkpoint is not; resumed, it would continue from a mix of two points
+// of the run). One without a step was not written by the run (dinoclip
+// average writes none, say).
+func checkRecordedStep(dir, file string, meta map[string]string, step int) error {
+	recorded, ok := meta["step"]
+	if !ok {
+		return fmt.Errorf("%s: %s records no step: it was not written by this run (by dinoclip average?), so it does not go with %s; put the run's own %s back, or train into another --out",
+			dir, file, checkpoint.OptimizerFile, file)
+	}
+	if recorded != strconv.Itoa(step) {
+		return fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint; put the checkpoint's own %s back, or train into another --out",
+			dir, file, recorded, checkpoint.OptimizerFile, step, file)
+	}
+	return nil
 }
 
 // alignCheckpoints puts back in line with st, the state resumed from, what

@@ -12,6 +12,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
@@ -65,20 +66,9 @@ func runAverage(cCtx *cli.Context) error {
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)
 	}
-	// A training checkpoint's model replaced by an average would be
-	// resumed with another model's optimizer state (where out leads, as
-	// it is written: through its links).
-	dest, err := atomicfile.Destination(out)
+	dest, err := outsideRunsAndIndexes(out, "the average")
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(dest), checkpoint.OptimizerFile)); err == nil {
-		return fmt.Errorf("--out %s is in a training checkpoint (beside its %s): write the average outside the run's checkpoints", out, checkpoint.OptimizerFile)
-	}
-	// Nor in a run directory itself: the run's name would then mean the
-	// average (a model file there comes before its best and last).
-	if isRunDir(filepath.Dir(dest)) {
-		return fmt.Errorf("--out %s is in the run directory %s, whose name would then mean the average: write it outside the run", out, filepath.Dir(dest))
 	}
 	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	weights, err := soupWeights(cCtx.String("weights"), len(args))
@@ -170,4 +160,43 @@ func soupWeights(s string, n int) ([]float64, error) {
 		w[i] /= total
 	}
 	return w, nil
+}
+
+// indexLockFile is the lock file dinoclip index holds in an index
+// directory (retrieval's, unexported there); with an index's manifest it
+// marks the directory, even before its first append has written the
+// manifest.
+const indexLockFile = ".lock"
+
+// outsideRunsAndIndexes refuses an output file (the --out flag's value
+// out, holding what, e.g. "the average") that is written where a training
+// run or a search index keeps its files: it would replace one of them
+// (run.json, the lock, which a second trainer could then take, a
+// checkpoint's model or optimizer, an index's manifest or shards) or change
+// what the directory means (a model file in a run directory comes before
+// its best and last). Where out leads is judged, as it is written:
+// through its links (atomicfile.Destination), which is returned.
+func outsideRunsAndIndexes(out, what string) (string, error) {
+	dest, err := atomicfile.Destination(out)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Dir(dest)
+	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
+	inCheckpoints := func(dir string) bool {
+		return filepath.Base(dir) == train.CheckpointsDir && isRunDir(filepath.Dir(dir))
+	}
+	switch {
+	case has(dir, checkpoint.OptimizerFile) || inCheckpoints(filepath.Dir(dir)):
+		// Resumed, a model replaced would meet another model's optimizer
+		// state; an optimizer replaced, another's weights.
+		return "", fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
+	case inCheckpoints(dir):
+		return "", fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
+	case isRunDir(dir):
+		return "", fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
+	case has(dir, retrieval.IndexManifestFile) || has(dir, indexLockFile):
+		return "", fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
+	}
+	return dest, nil
 }

@@ -59,6 +59,10 @@ func runProject(cCtx *cli.Context) error {
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
 	}
+	dest, err := outsideRunsAndIndexes(outPath, "the projections")
+	if err != nil {
+		return err
+	}
 	// Replacing the input with its projection would lose the features.
 	if sameFile(outPath, inPath) {
 		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
@@ -111,9 +115,7 @@ func runProject(cCtx *cli.Context) error {
 		defer bar.Finish()
 	}
 	// Beside the file written: where a link at --out leads.
-	if dest, err := atomicfile.Destination(outPath); err == nil {
-		sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
-	}
+	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	ctx := cCtx.Context
 	err = atomicfile.Write(outPath, func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {

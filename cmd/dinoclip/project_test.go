@@ -123,6 +123,10 @@ func TestProjectErrors(t *testing.T) {
 	}
 	garbage := filepath.Join(dir, "garbage.npy")
 	os.WriteFile(garbage, []byte("hello"), 0o644)
+	model := filepath.Join(t.TempDir(), "model.safetensors") // a model outside the run
+	if b, err := os.ReadFile(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)); err != nil || os.WriteFile(model, b, 0o644) != nil {
+		t.Fatal("copying the run's best model:", err)
+	}
 	out := filepath.Join(dir, "out", "y.npy") // its directory is created by no one
 	ok := filepath.Join(dir, "y.npy")
 
@@ -144,7 +148,7 @@ func TestProjectErrors(t *testing.T) {
 		{"output directory missing", []string{"project", "--model", run, "--in", good, "--out", out}, []string{out}},
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"output is the input", []string{"project", "--model", run, "--in", good, "--out", good}, []string{good, "is the --in file"}},
-		{"output is the model", []string{"project", "--model", run, "--in", good, "--out", filepath.Join(run, "best", "model.safetensors")}, []string{"is the model file"}},
+		{"output is the model", []string{"project", "--model", model, "--in", good, "--out", model}, []string{"is the model file"}}, // (one in a run is refused as in its checkpoint)
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
 		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},
@@ -339,4 +343,49 @@ func TestLeftoversWarned(t *testing.T) {
 	if _, err := os.Stat(targetStale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the leftover beside a linked --out's target is still there (%v):\n%s", err, stderr)
 	}
+}
+
+// An --out in a run (its run.json, lock, a checkpoint's files, through a
+// link too) or in a search index (its manifest, shards, lock) is refused
+// before anything is written: replaced, the run or index would be lost (a
+// replaced lock would even let a second trainer into the run).
+func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
+	run, data, _ := trainRun(t)
+	in := filepath.Join(data, "shard-00000.dino.npy")
+	index := filepath.Join(t.TempDir(), "index")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	if _, err := os.Lstat(filepath.Join(index, indexLockFile)); err != nil {
+		t.Fatalf("dinoclip index left no %s (indexLockFile no longer names its lock): %v", indexLockFile, err)
+	}
+	link := filepath.Join(t.TempDir(), "l.npy")
+	if err := os.Symlink(filepath.Join(run, "run.json"), link); err != nil {
+		t.Fatal(err)
+	}
+	indexWithoutManifest := t.TempDir() // a first append under way: its lock, no manifest yet
+	os.WriteFile(filepath.Join(indexWithoutManifest, indexLockFile), nil, 0o644)
+	for _, tc := range []struct{ out, want string }{
+		{filepath.Join(run, "run.json"), "in the run directory"},
+		{filepath.Join(run, "lock"), "in the run directory"},
+		{filepath.Join(run, "metrics.jsonl"), "in the run directory"},
+		{filepath.Join(run, "new.npy"), "in the run directory"},
+		{link, "in the run directory"},
+		{filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile), "in a training checkpoint"},
+		{filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile), "in a training checkpoint"},
+		{filepath.Join(run, checkpoint.LastLink, checkpoint.OptimizerFile), "in a training checkpoint"},
+		{filepath.Join(run, checkpoint.LastLink) + string(filepath.Separator) + filepath.Join("..", "new.npy"), "in the checkpoints directory"}, // ".." out of where last leads
+		{filepath.Join(index, "manifest.json"), "in the search index"},
+		{filepath.Join(index, "keys-00000.npy"), "in the search index"},
+		{filepath.Join(indexWithoutManifest, "keys-00000.npy"), "in the search index"},
+	} {
+		t.Run(strings.TrimPrefix(tc.out, filepath.Dir(filepath.Dir(tc.out))), func(t *testing.T) {
+			before, _ := os.ReadFile(tc.out)
+			wantError(t, []string{"project", "--model", run, "--in", in, "--out", tc.out}, tc.out, tc.want)
+			if after, _ := os.ReadFile(tc.out); string(after) != string(before) {
+				t.Errorf("a refused projection changed %s", tc.out)
+			}
+		})
+	}
+	// The run and the index are whole: both still open.
+	mustRun(t, "info", run)
+	mustRun(t, "info", index)
 }

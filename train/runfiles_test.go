@@ -1,0 +1,78 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// A metrics.jsonl line longer than a resume reads is an error, not the
+// end of the file: the lines after it used to be dropped from the
+// rewritten log without a word.
+func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), MetricsFile)
+	record := []byte(`{"type":"train","step":1}` + "\n")
+	var b bytes.Buffer
+	b.Write(record)
+	b.WriteString(`{"type":"train","step":2,"note":"`)
+	b.Write(bytes.Repeat([]byte("x"), maxMetricsLine))
+	b.WriteString("\"}\n")
+	b.Write(record)
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := openMetrics(path, 10, false)
+	if err == nil {
+		m.Close()
+		t.Fatal("openMetrics accepted a line longer than it reads")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "too long") {
+		t.Errorf("error %q does not name the file and the overlong line", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, b.Bytes()) {
+		t.Errorf("the refused metrics file was rewritten (%d bytes, was %d)", len(after), b.Len())
+	}
+}
+
+// emaRun trains loopOptions with a moving average of the weights and
+// stops after n steps, leaving a run to resume.
+func emaRun(t *testing.T, dataDir string, n int) (runDir string) {
+	t.Helper()
+	runDir = t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: n, cancel: cancel} })
+	tr.Options.EMA = 0.75
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("run stopped after %d steps: %v", n, err)
+	}
+	return runDir
+}
+
+// An ema.safetensors copied in from another checkpoint is refused on
+// resume, as a model or optimizer file copied in is: the run would go on
+// from the moving average of another step (and pick another best than
+// the run never stopped).
+func TestResumeRefusesEMAOfAnotherStep(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	early, runDir := emaRun(t, dataDir, 5), emaRun(t, dataDir, 17)
+	b, err := os.ReadFile(filepath.Join(early, checkpoint.LastLink, checkpoint.EMAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runDir, checkpoint.LastLink, checkpoint.EMAFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), checkpoint.EMAFile) || !strings.Contains(err.Error(), "step 5") || !strings.Contains(err.Error(), "step 17") {
+		t.Errorf("resume with the %s of step 5 in the checkpoint of step 17: %v", checkpoint.EMAFile, err)
+	}
+}

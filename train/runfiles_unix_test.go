@@ -1,0 +1,158 @@
+//go:build unix
+
+package train
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+)
+
+// runWithin runs tr (resumed or new) and fails the test if it has not
+// returned within a minute: a named pipe opened for reading or writing
+// waits for a writer or reader that never comes.
+func runWithin(t *testing.T, tr *Trainer, resume bool) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := tr.Run(context.Background(), resume); done <- err }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatalf("the run (resume %v) hangs", resume)
+		return nil
+	}
+}
+
+// A run directory's run.json, lock or metrics.jsonl that is a symbolic
+// link is refused, on resume and for a new run, before anything is
+// written through it: metrics records used to be appended to what it led
+// to, the lock's target truncated and a pid written into it. The file it
+// leads to is left as it was.
+func TestRunFileLinksRefused(t *testing.T) {
+	for _, name := range []string{MetricsFile, LockFile, RunFile} {
+		for _, resume := range []bool{true, false} {
+			dataDir, runDir := stoppedRun(t, 5)
+			if !resume {
+				// A run that died before its first checkpoint: a new run
+				// may be started in its directory.
+				for _, n := range []string{checkpoint.LastLink, checkpoint.BestLink, CheckpointsDir} {
+					os.RemoveAll(filepath.Join(runDir, n))
+				}
+			}
+			path := filepath.Join(runDir, name)
+			victim := filepath.Join(t.TempDir(), "victim.txt")
+			const content = "not the run's\n"
+			if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(path)
+			if err := os.Symlink(victim, path); err != nil {
+				t.Fatal(err)
+			}
+			err := runWithin(t, newTrainer(t, dataDir, runDir, nil), resume)
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "a symbolic link") {
+				t.Errorf("%s a link (resume %v): error %v, want one naming it a symbolic link", name, resume, err)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != content {
+				t.Errorf("%s a link (resume %v): what it leads to was written: %q", name, resume, b)
+			}
+			if st, err := os.Lstat(path); err != nil || st.Mode()&os.ModeSymlink == 0 {
+				t.Errorf("%s a link (resume %v): the link was replaced", name, resume)
+			}
+		}
+	}
+}
+
+// A checkpoints directory that is a link (to another run's) is refused:
+// the resume used to write its checkpoints into the other run's and prune
+// that run's own.
+func TestCheckpointsLinkRefused(t *testing.T) {
+	_, other := stoppedRun(t, 5) // of the same step: the last link leads into its checkpoints
+	dataDir, runDir := stoppedRun(t, 5)
+	before, err := os.ReadDir(filepath.Join(other, CheckpointsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(runDir, CheckpointsDir)
+	// The run's own checkpoints moved aside, the name leads to the other's.
+	if err := os.Rename(path, filepath.Join(runDir, ".own-checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(other, CheckpointsDir), path); err != nil {
+		t.Fatal(err)
+	}
+	err = runWithin(t, newTrainer(t, dataDir, runDir, nil), true)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("resume with checkpoints a link to another run's: %v", err)
+	}
+	after, _ := os.ReadDir(filepath.Join(other, CheckpointsDir))
+	if len(after) != len(before) {
+		t.Errorf("the other run's checkpoints changed: %d entries, were %d", len(after), len(before))
+	}
+	for i := range min(len(after), len(before)) {
+		if after[i].Name() != before[i].Name() {
+			t.Errorf("the other run's checkpoints changed: %s, was %s", after[i].Name(), before[i].Name())
+		}
+	}
+}
+
+// A named pipe for metrics.jsonl, run.json or the lock is refused rather
+// than opened: reading or writing one would wait forever.
+func TestRunFilePipesRefused(t *testing.T) {
+	for _, name := range []string{MetricsFile, RunFile, LockFile} {
+		dataDir, runDir := stoppedRun(t, 5)
+		path := filepath.Join(runDir, name)
+		os.Remove(path)
+		if err := syscall.Mkfifo(path, 0o644); err != nil {
+			t.Skipf("no named pipes here: %v", err)
+		}
+		err := runWithin(t, newTrainer(t, dataDir, runDir, nil), true)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "a named pipe") {
+			t.Errorf("%s a named pipe: %v", name, err)
+		}
+		if err := CheckResumable(runDir); err == nil || errors.As(err, new(*LockedError)) {
+			t.Errorf("CheckResumable with %s a named pipe: %v", name, err)
+		}
+	}
+}
+
+// LockRunDir and openMetrics refuse a link on their own (whoever calls
+// them, whatever was checked before): the lock's target is not truncated,
+// no record is appended to the metrics link's.
+func TestRunFileOpenersRefuseLinks(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim.txt")
+	const content = `{"type":"train","step":1}` + "\n"
+	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{LockFile, MetricsFile} {
+		if err := os.Symlink(victim, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err := LockRunDir(dir); err == nil {
+		l.Release()
+		t.Errorf("LockRunDir took a lock through a link")
+	} else if !strings.Contains(err.Error(), "a symbolic link") {
+		t.Errorf("LockRunDir on a linked lock: %v", err)
+	}
+	if m, err := openMetrics(filepath.Join(dir, MetricsFile), 5, false); err == nil {
+		m.write(map[string]any{"type": "train", "step": 2})
+		m.Close()
+		t.Errorf("openMetrics opened a link")
+	} else if !strings.Contains(err.Error(), "a symbolic link") {
+		t.Errorf("openMetrics on a link: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != content {
+		t.Errorf("what the links lead to was written: %q", b)
+	}
+}

@@ -7,8 +7,9 @@
 // in its metadata. A training checkpoint is a directory holding the model
 // and, beside it, the AdamW moments and the trainer's state, written under a
 // temporary name and renamed into place so that it is whole or absent.
-// Every file records the SHA-256 of its data in its metadata, and reading
-// one verifies it.
+// Every file records a SHA-256 of its tensors (table and data) in its
+// metadata (safetensors.SHA256Key), and reading one verifies it; the key
+// is not handed back in Model.Meta or Checkpoint.Meta.
 package checkpoint
 
 import (
@@ -58,7 +59,9 @@ func IsFile(name string) bool {
 }
 
 // Model is a model's shape, its parameters as one flat buffer in
-// [nn.Layout] order, and the file's metadata.
+// [nn.Layout] order, and the file's metadata (less safetensors.SHA256Key,
+// which was verified and which WriteModel records anew: a caller that
+// copies Meta into a file whose tensors differ must not carry it).
 type Model struct {
 	Config nn.Config
 	Params []float32
@@ -67,7 +70,8 @@ type Model struct {
 
 // WriteModel writes params (a flat buffer in c's layout) to path as a
 // safetensors model, atomically. meta is added to the metadata; format,
-// config and the data's SHA-256 are set by WriteModel.
+// config and the tensors' SHA-256 (safetensors.SHA256Key) are set by
+// WriteModel.
 func WriteModel(path string, c nn.Config, params []float32, meta map[string]string) error {
 	l := c.Layout()
 	if len(params) != l.Size {
@@ -90,11 +94,19 @@ func WriteModel(path string, c nn.Config, params []float32, meta map[string]stri
 }
 
 // write writes one file of a model or checkpoint with the SHA-256 of its
-// data in its metadata (safetensors.DataSHA256Key), which every read
-// verifies: a flipped bit or an edited tensor then fails to load rather
-// than resuming or evaluating with wrong numbers.
+// tensors in its metadata (safetensors.SHA256Key), which every read
+// verifies: a flipped bit, an edited tensor or swapped offsets then fail to
+// load rather than resuming or evaluating with wrong numbers.
 func write(path string, tensors []safetensors.Tensor, meta map[string]string) error {
-	return safetensors.Write(path, tensors, safetensors.WithDataSHA256(tensors, meta))
+	return safetensors.Write(path, tensors, safetensors.WithSHA256(tensors, meta))
+}
+
+// metadata is f's metadata less safetensors.SHA256Key: verified on the
+// first tensor read, and not for callers to copy into other files.
+func metadata(f *safetensors.File) map[string]string {
+	m := f.Metadata()
+	delete(m, safetensors.SHA256Key)
+	return m
 }
 
 // ReadConfig reads only the model shape of a model file (its header), as
@@ -210,7 +222,7 @@ func readModel(f *safetensors.File) (*Model, error) {
 			return nil, err
 		}
 	}
-	return &Model{Config: c, Params: params, Meta: f.Metadata()}, nil
+	return &Model{Config: c, Params: params, Meta: metadata(f)}, nil
 }
 
 // checkFinite reports the first NaN or infinity in tensor name of file.
@@ -274,7 +286,7 @@ func InferConfig(f *safetensors.File) (nn.Config, error) {
 type Checkpoint struct {
 	Config nn.Config
 	Params []float32
-	Meta   map[string]string // the model file's metadata (Save sets format, config and the data's SHA-256 anew)
+	Meta   map[string]string // the model file's metadata, less safetensors.SHA256Key (Save sets format, config and that key anew)
 	M, V   []float32         // AdamW exp_avg and exp_avg_sq, flat
 	State  []byte            // trainer state, JSON
 	// Float64 is the full-precision state of a run that trains in

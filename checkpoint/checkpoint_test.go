@@ -226,10 +226,10 @@ func FuzzReadModel(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(seed)
-	// Without the data's SHA-256 too, as PyTorch writes it: mutations of
+	// Without the tensors' SHA-256 too, as PyTorch writes it: mutations of
 	// the weights then reach the reader's checks of the values, which
 	// the hash would refuse first.
-	rewrite(f, path, func(m map[string]string) { delete(m, safetensors.DataSHA256Key) })
+	rewrite(f, path, func(m map[string]string) { delete(m, safetensors.SHA256Key) })
 	unhashed, err := os.ReadFile(path)
 	if err != nil {
 		f.Fatal(err)
@@ -378,7 +378,7 @@ func TestLoadRefusesConvertedTensors(t *testing.T) {
 		}
 		// A converter that records the new data's hash: the dtype, not
 		// the hash, is what Load must refuse.
-		meta := safetensors.WithDataSHA256(tensors, f.Metadata())
+		meta := safetensors.WithSHA256(tensors, f.Metadata())
 		f.Close()
 		if err := safetensors.Write(path, tensors, meta); err != nil {
 			t.Fatal(err)

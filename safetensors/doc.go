@@ -16,12 +16,16 @@
 // the tensor concerned.
 //
 // Those checks prove that every byte belongs to a tensor, not that the
-// bytes are the ones written. dinoclip's writers therefore record the
-// SHA-256 of the data buffer in the metadata (DataSHA256Key, through
-// WithDataSHA256); when a file has it, the first read of a tensor hashes
-// the buffer once and every read fails with ErrChecksum if it does not
-// match. A file without the key (the safetensors library's own output) is
-// read as before, and reading only the header costs no pass over the data.
+// bytes are the ones written or that each name points at its own bytes.
+// dinoclip's writers therefore record a SHA-256 of the tensor table
+// (names, dtypes, shapes, offsets) and of each tensor's bytes in the
+// metadata (SHA256Key, through WithSHA256); when a file has it, the first
+// read of a tensor hashes the tensors once (in parallel) and every read
+// fails with ErrChecksum if it does not match. It guards against accidents
+// (bit flips, truncation, a tool that rewrites tensors but keeps the
+// metadata), not deliberate edits: anyone can drop or recompute the key,
+// and a file without it (the safetensors library's own output) is read
+// unverified. Reading only the header costs no pass over the data.
 //
 // The writer keeps the caller's tensor order (e.g. PyTorch state_dict
 // order) both in the header and in the buffer, pads the header with spaces

@@ -28,9 +28,9 @@ var (
 	ErrNotFound = errors.New("no such tensor")
 	// ErrClosed: the File has been closed.
 	ErrClosed = errors.New("file is closed")
-	// ErrChecksum: the data buffer does not match the SHA-256 recorded in
-	// the metadata (DataSHA256Key).
-	ErrChecksum = errors.New("data does not match its SHA-256")
+	// ErrChecksum: the tensors (table and data) do not match the SHA-256
+	// recorded in the metadata (SHA256Key).
+	ErrChecksum = errors.New("tensors do not match their SHA-256")
 )
 
 // errorf returns an error with the formatted message that errors.Is

@@ -21,10 +21,10 @@ func FuzzRead(f *testing.F) {
 	f.Add(raw(`{"__metadata__":{"format":"pt","k":"\u00e9\n"},"b":{"dtype":"BF16","shape":[2,1],"data_offsets":[8,12]},"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}`, make([]byte, 12)))
 	f.Add(raw(` { "a" : { "shape" : [ ] , "data_offsets" : [ 0 , 8 ] , "dtype" : "I64" } }    `, make([]byte, 8)))
 	f.Add(raw(`{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"I16","shape":[1],"data_offsets":[3,5]},"c":{"dtype":"I32","shape":[1],"data_offsets":[5,9]}}`, make([]byte, 9)))
-	// The data's SHA-256 recorded, and the same file with a byte of its
+	// The tensors' SHA-256 recorded, and the same file with a byte of its
 	// data changed: mutations of the data explore the refusal.
 	sums := []Tensor{NewFloat32("w", []int{2}, []float32{1, -2}), NewFloat64("b", []int{1}, []float64{0.5})}
-	checked, err := Marshal(sums, WithDataSHA256(sums, map[string]string{"format": "pt"}))
+	checked, err := Marshal(sums, WithSHA256(sums, map[string]string{"format": "pt"}))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -28,9 +28,9 @@ type File struct {
 	metadata  map[string]string
 	headerLen int    // N, the JSON header's length in bytes
 	buf       []byte // the data buffer
-	// dataSHA256 is the buffer's hash recorded in the metadata (nil if
-	// none); verify checks it once, before the first tensor read.
-	dataSHA256 []byte
+	// sha256 is the tensors' hash recorded in the metadata (SHA256Key;
+	// nil if none); verify checks it once, before the first tensor read.
+	sha256     []byte
 	verifyOnce sync.Once
 	verifyErr  error
 
@@ -111,7 +111,7 @@ func parseBytes(name string, b []byte) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{name: name, tensors: tensors, metadata: meta, headerLen: int(n), buf: buf, dataSHA256: sum,
+	f := &File{name: name, tensors: tensors, metadata: meta, headerLen: int(n), buf: buf, sha256: sum,
 		index: make(map[string]int, len(tensors))}
 	for i, t := range tensors {
 		f.index[t.Name] = i

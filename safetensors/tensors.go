@@ -58,7 +58,10 @@ func (f *File) Info(name string) (TensorInfo, bool) {
 	return t, true
 }
 
-// Metadata returns a copy of the __metadata__ map (nil if the file has none).
+// Metadata returns a copy of the __metadata__ map (nil if the file has none),
+// as the file has it: with SHA256Key when the file records one, which a
+// caller writing other tensors under this metadata must drop or recompute
+// (WithSHA256); checkpoint's Model.Meta leaves it out.
 func (f *File) Metadata() map[string]string {
 	if f.metadata == nil {
 		return nil

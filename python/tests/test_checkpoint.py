@@ -35,10 +35,9 @@ def test_save_writes_the_format(tmp_path):
     assert n % 8 == 0
     h = json.loads(raw)
     meta = h.pop("__metadata__")
-    data = open(p, "rb").read()[8 + n:]
     assert meta == {"format": "dinoclip-model/1",
                     "config": '{"input_dim":12,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}',
-                    "dinoclip.data_sha256": hashlib.sha256(data).hexdigest()}
+                    "dinoclip.sha256": listing_sha256(p)}
     # metadata first, then the tensors in state_dict order, contiguous, all F32
     assert raw.decode().startswith('{"__metadata__":{"config":')
     sd = m.state_dict()
@@ -226,13 +225,33 @@ def test_atomic_write_temporary_and_mode(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# the data's SHA-256 (metadata dinoclip.data_sha256)
+# the tensors' SHA-256 (metadata dinoclip.sha256)
 
 
 def data_region(path):
     """The offset and length of the data buffer of a safetensors file."""
     n, _ = header(path)
     return 8 + n, os.path.getsize(path) - 8 - n
+
+
+def raw_metadata(path):
+    """A file's ``__metadata__`` as it is in the header (with the key, unlike read_metadata)."""
+    return json.loads(header(path)[1]).get("__metadata__", {})
+
+
+def listing_sha256(path):
+    """The value of dinoclip.sha256 for the file at ``path``, computed here as docs/FORMAT.md
+    gives it: the SHA-256 of one line per tensor in order of data offset."""
+    n, raw = header(path)
+    data = open(path, "rb").read()[8 + n:]
+    h = json.loads(raw)
+    h.pop("__metadata__", None)
+    lines = ""
+    for name, t in sorted(h.items(), key=lambda kv: kv[1]["data_offsets"]):
+        b, e = t["data_offsets"]
+        lines += (f"{len(name.encode())}:{name}\t{t['dtype']}\t{','.join(map(str, t['shape']))}\t{b}\t{e}\t"
+                  f"{hashlib.sha256(data[b:e]).hexdigest()}\n")
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def flip_bit(path, offset):
@@ -245,14 +264,21 @@ def flip_bit(path, offset):
 
 def rewrite_metadata(path, edit):
     """Rewrites ``path`` (a file :func:`checkpoint.save` wrote) with its tensors unchanged and
-    ``edit(metadata)`` as its metadata."""
+    ``edit(metadata)`` as its metadata (the header's, key included)."""
     sd = load_file(str(path))
-    meta = checkpoint.read_metadata(path)
+    meta = raw_metadata(path)
     edit(meta)
     save_file(sd, str(path), metadata=meta)
 
 
-CORRUPT = r"data does not match its recorded SHA-256 \(metadata dinoclip\.data_sha256\): the file is corrupt or was edited"
+REMEDY = "the file is corrupt or was edited; a tool that rewrote its tensors must drop the metadata key dinoclip.sha256"
+CORRUPT = r"tensors do not match their recorded SHA-256: " + re.escape(REMEDY) + "$"
+
+
+def test_recorded_value_is_the_listing_hash(tmp_path):
+    p = checkpoint.save(small(2), tmp_path / "model.safetensors")
+    assert raw_metadata(p)[checkpoint.SHA256_KEY] == listing_sha256(p)
+    assert checkpoint.SHA256_KEY == "dinoclip.sha256" and "dinoclip.data_sha256" not in raw_metadata(p)
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
@@ -262,7 +288,7 @@ def test_load_refuses_a_flipped_bit(tmp_path, where):
     flip_bit(p, start + {"first": 0, "middle": size // 2, "last": size - 1}[where])
     # the header still checks out: the bit would otherwise load as a wrong weight
     assert checkpoint.read_config(p) == small().config
-    with pytest.raises(CheckpointError, match=re.escape(p) + ": " + CORRUPT):
+    with pytest.raises(CheckpointError, match="^" + re.escape(p) + ": " + CORRUPT):
         checkpoint.load(p)
 
 
@@ -277,33 +303,191 @@ def test_load_refuses_a_truncated_then_padded_tensor(tmp_path):
         checkpoint.load(p)
 
 
+def swap_offsets(path):
+    """Exchanges the data_offsets of two tensors of the same shape in the header of ``path``,
+    keeping its length (every check of the layout still passes), and returns their names."""
+    n, raw = header(path)
+    h = json.loads(raw)
+    h.pop("__metadata__", None)
+    offsets = {k: json.dumps(t["data_offsets"], separators=(",", ":")).encode() for k, t in h.items()}
+    a, b = next((a, b) for a in h for b in h if a < b and h[a]["shape"] == h[b]["shape"]
+                and len(offsets[a]) == len(offsets[b]))
+    x, y = offsets[a], offsets[b]
+    assert len(x) == len(y) and raw.count(x) == raw.count(y) == 1
+    raw = raw.replace(x, b"\0").replace(y, x).replace(b"\0", y)
+    with open(path, "r+b") as f:
+        f.seek(8)
+        f.write(raw)
+    return a, b
+
+
+def test_load_refuses_swapped_offsets(tmp_path):
+    """Two same-shape tensors' data swapped in the header: refused, where without the key the
+    file loads with the two exchanged (what the key's listing of the table guards against)."""
+    m = small(6)
+    p = checkpoint.save(m, tmp_path / "model.safetensors")
+    swap_offsets(p)
+    with pytest.raises(CheckpointError, match="^" + re.escape(p) + ": " + CORRUPT):
+        checkpoint.load(p)
+    q = checkpoint.save(m, tmp_path / "unkeyed.safetensors")
+    rewrite_metadata(q, lambda meta: meta.pop(checkpoint.SHA256_KEY))
+    a, b = swap_offsets(q)
+    sd = checkpoint.load(q).state_dict()
+    assert torch.equal(sd[a], m.state_dict()[b]) and torch.equal(sd[b], m.state_dict()[a])
+
+
+def test_tool_that_keeps_the_metadata_is_told_the_remedy(tmp_path):
+    """A tool that converts the tensors (to fp16) and copies the metadata (safe_open's, key
+    included) makes a file that is refused, with what the tool must do; dropping the key loads."""
+    from safetensors import safe_open
+
+    p = checkpoint.save(small(7), tmp_path / "model.safetensors")
+    with safe_open(p, "pt") as f:
+        meta = f.metadata()
+        sd = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}
+    assert checkpoint.SHA256_KEY in meta
+    save_file(sd, p, metadata=meta)
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(p)
+    assert str(e.value) == f"{p}: tensors do not match their recorded SHA-256: {REMEDY}"
+    meta.pop(checkpoint.SHA256_KEY)
+    save_file(sd, p, metadata=meta)
+    assert checkpoint.load(p).input_proj.weight.dtype == torch.float32
+
+
 def test_file_without_the_key_loads(tmp_path):
-    """Files from before the key (an earlier dinoclip's, safetensors' save_file) load as before."""
+    """Files without the key (safetensors' save_file) load unverified."""
     m = small(4)
     p = checkpoint.save(m, tmp_path / "model.safetensors")
-    rewrite_metadata(p, lambda meta: meta.pop(checkpoint.DATA_SHA256_KEY))
-    assert checkpoint.DATA_SHA256_KEY not in checkpoint.read_metadata(p)
+    rewrite_metadata(p, lambda meta: meta.pop(checkpoint.SHA256_KEY))
+    assert checkpoint.SHA256_KEY not in raw_metadata(p)
     back = checkpoint.load(p)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
 
 
 @pytest.mark.parametrize("value", ["", "abc", "upper", "long", "g" * 64])
 def test_malformed_key_refused(tmp_path, value):
+    """As on the Go side, when the header is read: by load, read_metadata and read_config."""
     p = checkpoint.save(small(), tmp_path / "model.safetensors")
-    recorded = checkpoint.read_metadata(p)[checkpoint.DATA_SHA256_KEY]
+    recorded = raw_metadata(p)[checkpoint.SHA256_KEY]
     value = {"upper": recorded.upper(), "long": recorded + "0"}.get(value, value)
-    rewrite_metadata(p, lambda meta: meta.update({checkpoint.DATA_SHA256_KEY: value}))
-    with pytest.raises(CheckpointError, match=f"metadata dinoclip.data_sha256 {re.escape(repr(value))} is not a SHA-256"):
+    rewrite_metadata(p, lambda meta: meta.update({checkpoint.SHA256_KEY: value}))
+    for read in (checkpoint.load, checkpoint.read_metadata, checkpoint.read_config):
+        with pytest.raises(CheckpointError, match=f"metadata dinoclip.sha256 {re.escape(repr(value))} is not a SHA-256"):
+            read(p)
+
+
+def test_metadata_handed_back_lacks_the_key(tmp_path):
+    """load's model.metadata, load_state_dict's and read_metadata's metadata leave the key out
+    (it was verified; copied into a file of other tensors it would refuse that file); saving
+    records it anew, whatever the metadata given holds (a stale one is replaced)."""
+    p = checkpoint.save(small(5), tmp_path / "a.safetensors", metadata={"step": 2})
+    recorded = raw_metadata(p)[checkpoint.SHA256_KEY]
+    want = {"format": "dinoclip-model/1", "config": raw_metadata(p)["config"], "step": "2"}
+    assert checkpoint.load(p).metadata == want
+    assert checkpoint.load_state_dict(p)[1] == want
+    assert checkpoint.read_metadata(p) == want
+    p2 = checkpoint.save(small(5), tmp_path / "b.safetensors", metadata={"step": 2, checkpoint.SHA256_KEY: "0" * 64})
+    assert raw_metadata(p2)[checkpoint.SHA256_KEY] == recorded
+    assert open(p, "rb").read() == open(p2, "rb").read()
+
+
+def write_raw(path, header_text, data=b""):
+    h = header_text.encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
+    return path
+
+
+@pytest.mark.parametrize("text,key", [
+    ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', "a"),
+    ('{"__metadata__":{"format":"pt","format":"dinoclip-optimizer/1"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', "format"),
+    ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"dtype":"F64"}}', "dtype"),
+])
+def test_duplicate_key_refused(tmp_path, text, key):
+    """A key repeated anywhere in the header is refused, as the Go side refuses it, rather than
+    the last one taken."""
+    p = write_raw(tmp_path / "d.safetensors", text, bytes(4))
+    for read in (checkpoint.load, checkpoint.read_metadata):
+        with pytest.raises(CheckpointError, match=f"malformed safetensors header: duplicate key {key!r}$"):
+            read(p)
+
+
+class CountingOpen:
+    """Stands in for ``open`` in the checkpoint module, counting the bytes read through it."""
+
+    def __init__(self):
+        self.read = 0
+
+    def __call__(self, *args, **kwargs):
+        f = open(*args, **kwargs)
+        counter = self
+        real_read = f.read
+
+        class Wrapped:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+            def read(self, n=-1):
+                b = real_read(n)
+                counter.read += len(b)
+                return b
+
+            def __getattr__(self, name):
+                return getattr(f, name)
+
+        return Wrapped()
+
+
+def test_huge_wrong_file_refused_without_reading_it(tmp_path, monkeypatch):
+    """A sparse 3 GB file of zeros, and a small model followed by 3 GB more: refused from the
+    header and the file's size, reading no more than the header, at once."""
+    import time
+
+    zeros = tmp_path / "zeros.safetensors"
+    with open(zeros, "wb") as f:
+        f.truncate(3 << 30)
+    grown = checkpoint.save(small(), tmp_path / "grown.safetensors")
+    n, _ = header(grown)
+    size = os.path.getsize(grown)
+    with open(grown, "r+b") as f:
+        f.truncate(size + (3 << 30))
+    for p, pattern, most in ((zeros, "not a safetensors file", 8),
+                             (grown, f"the file is {size + (3 << 30)} bytes, its safetensors header says {size}", 8 + n)):
+        counting = CountingOpen()
+        monkeypatch.setattr(checkpoint, "open", counting, raising=False)
+        t = time.monotonic()
+        with pytest.raises(CheckpointError, match=pattern):
+            checkpoint.load(p)
+        assert time.monotonic() - t < 1 and counting.read <= most, (p, counting.read)
+
+
+def test_file_longer_than_its_header_says_refused(tmp_path):
+    p = checkpoint.save(small(), tmp_path / "model.safetensors")
+    with open(p, "ab") as f:
+        f.write(b"\0" * 8)
+    with pytest.raises(CheckpointError, match="truncated, or not a safetensors file"):
+        checkpoint.load(p)
+    os.truncate(p, os.path.getsize(p) - 16)
+    with pytest.raises(CheckpointError, match="truncated, or not a safetensors file"):
         checkpoint.load(p)
 
 
-def test_key_survives_a_round_trip(tmp_path):
-    """The key loads into the model's metadata; saving that metadata again records the hash of
-    the data written, whatever the key held (a stale one is replaced)."""
-    p = checkpoint.save(small(5), tmp_path / "a.safetensors")
-    start, _ = data_region(p)
-    recorded = checkpoint.load(p).metadata[checkpoint.DATA_SHA256_KEY]
-    assert recorded == hashlib.sha256(open(p, "rb").read()[start:]).hexdigest()
-    p2 = checkpoint.save(small(5), tmp_path / "b.safetensors", metadata={checkpoint.DATA_SHA256_KEY: "0" * 64})
-    assert checkpoint.read_metadata(p2)[checkpoint.DATA_SHA256_KEY] == recorded
-    assert open(p, "rb").read() == open(p2, "rb").read()
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_dev_zero_refused():
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        checkpoint.load("/dev/zero")
+
+
+def test_optimizer_file_refused_before_its_data_is_read(tmp_path, monkeypatch):
+    p = tmp_path / "optimizer.safetensors"
+    save_file({"exp_avg": torch.zeros(1 << 16), "exp_avg_sq": torch.zeros(1 << 16)}, str(p),
+              metadata={"format": "dinoclip-optimizer/1", "state": "{}"})
+    n, _ = header(p)
+    counting = CountingOpen()
+    monkeypatch.setattr(checkpoint, "open", counting, raising=False)
+    with pytest.raises(CheckpointError, match="format 'dinoclip-optimizer/1'.*not a model file"):
+        checkpoint.load(p)
+    assert counting.read <= 8 + n

@@ -1,6 +1,5 @@
 """The original .pt state_dict <-> dinoclip checkpoint."""
 
-import hashlib
 import os
 import struct
 import subprocess
@@ -228,16 +227,19 @@ def test_cli_output_errors_are_one_line(tmp_path, monkeypatch, capfd):
         assert not (tmp_path / "o.pt").exists()
 
 
-def test_converted_file_records_its_data_sha256(tmp_path):
-    """to-dinoclip records the data's SHA-256; to-torch refuses a file whose data no longer
-    matches it, in one line naming the file, and writes nothing."""
+def test_converted_file_records_its_sha256(tmp_path):
+    """to-dinoclip records the tensors' SHA-256; to-torch refuses a file whose data no longer
+    matches it, in one line naming the file and the remedy, and writes nothing."""
+    from test_checkpoint import listing_sha256, raw_metadata
+
     torch.save(original(2).state_dict(), tmp_path / "m.pt")
     out = convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(tmp_path / "m.safetensors"))
     with open(out, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         f.seek(n, os.SEEK_CUR)
         data = f.read()
-    assert checkpoint.read_metadata(out)[checkpoint.DATA_SHA256_KEY] == hashlib.sha256(data).hexdigest()
+    assert raw_metadata(out)[checkpoint.SHA256_KEY] == listing_sha256(out)
+    assert checkpoint.SHA256_KEY not in checkpoint.read_metadata(out)
     with open(out, "r+b") as f:
         f.seek(8 + n + len(data) // 3)
         b = f.read(1)[0]
@@ -246,5 +248,6 @@ def test_converted_file_records_its_data_sha256(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dinoclip.convert", "to-torch", out, str(tmp_path / "back.pt")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and not (tmp_path / "back.pt").exists()
-    assert r.stderr == (f"dinoclip.convert: {out}: data does not match its recorded SHA-256 "
-                        "(metadata dinoclip.data_sha256): the file is corrupt or was edited\n")
+    assert r.stderr == (f"dinoclip.convert: {out}: tensors do not match their recorded SHA-256: the file is "
+                        "corrupt or was edited; a tool that rewrote its tensors must drop the metadata key "
+                        "dinoclip.sha256\n")

@@ -130,7 +130,7 @@ def test_go_checkpoint_loads_strictly(go_run, tmp_path):
     assert os.path.realpath(m.source_path) == os.path.realpath(go_run / "best" / "model.safetensors")
     meta = m.metadata
     assert meta["format"] == "dinoclip-model/1" and int(meta["step"]) > 0 and "epoch" in meta
-    assert len(meta[checkpoint.DATA_SHA256_KEY]) == 64  # and load verified it
+    assert checkpoint.SHA256_KEY not in meta  # load verified it, and does not hand it back
     assert json.loads(meta["metrics"])[0]["name"] == "mscoco-4"
     # the original class loads it with plain safetensors + strict load_state_dict
     from safetensors.torch import load_file
@@ -193,26 +193,35 @@ def flip_data_byte(path):
     open(path, "wb").write(bytes(b))
 
 
-def test_data_sha256_across_languages(go_binary, go_run, tmp_path):
-    """The data's SHA-256 each side records, the other verifies: every file of a Go checkpoint
-    records it, Python refuses a Go model whose data no longer matches it, and the Go CLI
-    refuses a Python-written one, in one line naming the file."""
+REMEDY = ("tensors do not match their recorded SHA-256: the file is corrupt or was edited; "
+          "a tool that rewrote its tensors must drop the metadata key dinoclip.sha256")
+
+
+def test_sha256_across_languages(go_binary, go_run, tmp_path):
+    """The tensors' SHA-256 each side records, the other verifies: every file of a Go checkpoint
+    records the value Python computes from the listing, Python refuses a Go model whose data no
+    longer matches it or whose offsets were swapped, and the Go CLI refuses such a Python-written
+    one, in one line naming the file and the remedy."""
+    from test_checkpoint import listing_sha256, raw_metadata, swap_offsets
+
     last = go_run / "last"
     for name in ("model.safetensors", "optimizer.safetensors"):
-        assert len(checkpoint.read_metadata(last / name)[checkpoint.DATA_SHA256_KEY]) == 64, name
-    go_model = tmp_path / "go.safetensors"
-    go_model.write_bytes((last / "model.safetensors").read_bytes())
-    flip_data_byte(go_model)
-    with pytest.raises(checkpoint.CheckpointError, match="data does not match its recorded SHA-256"):
-        checkpoint.load(go_model)
-    py_model = checkpoint.save(random_projector(5), tmp_path / "py.safetensors")
-    run_go(go_binary, "info", py_model)  # verified, and loads
-    flip_data_byte(py_model)
+        assert raw_metadata(last / name)[checkpoint.SHA256_KEY] == listing_sha256(last / name), name
+    for edit in (flip_data_byte, swap_offsets):
+        go_model = tmp_path / "go.safetensors"
+        go_model.write_bytes((last / "model.safetensors").read_bytes())
+        edit(go_model)
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            checkpoint.load(go_model)
+        assert str(e.value) == f"{go_model}: {REMEDY}", edit
     np.save(tmp_path / "x.npy", np.zeros((2, FEATURE_DIM), np.float32))
-    for args in (("info", py_model),
-                 ("project", "--model", py_model, "--in", tmp_path / "x.npy", "--out", tmp_path / "y.npy", "--device", "cpu")):
-        r = run_go(go_binary, *args, check=False)
-        assert r.returncode != 0 and "panic" not in r.stderr, r.stderr
-        line = f"{py_model}: data does not match its recorded SHA-256 (metadata dinoclip.data_sha256): the file is corrupt or was edited"
-        assert line in r.stderr and r.stderr.count("\n") == 1, r.stderr
-    assert not (tmp_path / "y.npy").exists()
+    for edit in (flip_data_byte, swap_offsets):
+        py_model = checkpoint.save(random_projector(5), tmp_path / "py.safetensors")
+        run_go(go_binary, "info", py_model)  # verified, and loads
+        edit(py_model)
+        for args in (("info", py_model),
+                     ("project", "--model", py_model, "--in", tmp_path / "x.npy", "--out", tmp_path / "y.npy", "--device", "cpu")):
+            r = run_go(go_binary, *args, check=False)
+            assert r.returncode != 0 and "panic" not in r.stderr, r.stderr
+            assert f"{py_model}: {REMEDY}" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "y.npy").exists()

@@ -6,15 +6,16 @@ A model is a safetensors file ``model.safetensors``:
   with the original names and shapes, stored (header and data) in state_dict order;
 - ``__metadata__``: ``format`` = ``dinoclip-model/1`` and ``config`` = compact JSON
   ``{"input_dim":768,"hidden_dim":2048,"output_dim":512,"num_residual_blocks":6}``,
-  ``dinoclip.data_sha256`` = the hex SHA-256 of the data (every byte after the header), plus
+  ``dinoclip.sha256`` = the hex SHA-256 of the tensor table and data (:data:`SHA256_KEY`), plus
   whatever else the writer adds (training writes ``step``, ``epoch`` and ``metrics``).
 
 :func:`save` writes exactly what the Go side writes for the same parameters and metadata (metadata
 first with sorted keys, then the tensors in order; the header padded with spaces to a multiple of 8
 bytes), to a temporary file that is renamed into place. :func:`load` accepts a model file, a
 checkpoint directory holding one, or a training run directory (its ``best`` checkpoint, else its
-``last``), like ``dinoclip project --model``, and refuses a file whose data does not match its
-recorded SHA-256 (one without the key, such as ``save_file``'s, loads as before).
+``last``), like ``dinoclip project --model``, and refuses a file whose tensors do not match their
+recorded SHA-256 (one without the key, such as ``save_file``'s, loads unverified). The metadata it
+hands back lacks that key: it was verified, and :func:`save` records it anew.
 
 Example::
 
@@ -27,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -50,7 +50,7 @@ __all__ = [
     "MODEL_FILE",
     "OPTIMIZER_FILE",
     "MODEL_FORMAT",
-    "DATA_SHA256_KEY",
+    "SHA256_KEY",
     "CheckpointError",
     "resolve",
     "read_metadata",
@@ -67,11 +67,14 @@ __all__ = [
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MODEL_FORMAT = "dinoclip-model/1"
-# The metadata key under which every file dinoclip writes records the hex SHA-256 of its data
-# (the bytes after the header), as the Go side's safetensors.DataSHA256Key: load verifies it
-# when present, so a flipped bit or an edited tensor fails to load instead of giving wrong
-# numbers; files without it (save_file's, earlier dinoclip's) load as before.
-DATA_SHA256_KEY = "dinoclip.data_sha256"
+# The metadata key under which every file dinoclip writes records, as 64 lowercase hex digits, the
+# SHA-256 of a listing of its tensors in file order (by data offset), one line each:
+#   <byte length of name>:<name>\t<dtype>\t<comma-joined shape>\t<begin>\t<end>\t<hex SHA-256 of its bytes>\n
+# as the Go side's safetensors.SHA256Key: it covers names, dtypes, shapes, offsets and data (not
+# the rest of the metadata). load verifies it when present, so a flipped bit, an edited tensor or
+# swapped offsets fail to load instead of giving wrong numbers; files without it (save_file's)
+# load unverified. It guards against accidents, not deliberate edits (anyone can recompute it).
+SHA256_KEY = "dinoclip.sha256"
 # The tag safetensors' own save_model/save_file helpers for PyTorch write: a
 # state_dict saved that way is a model file too.
 TORCH_FORMAT = "pt"
@@ -119,9 +122,24 @@ def _read_header(path: str) -> Tuple[dict, int]:
         return _parse_header(f, path)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: List[Tuple[str, object]]) -> dict:
+    """A JSON object refusing a repeated key, as the Go side does (json keeps the last)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
 def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
-    """The parsed JSON header of the safetensors file ``f`` (read from its start; ``path``
-    names it in errors) and the offset of its data."""
+    """The parsed JSON header of the safetensors file ``f`` (read from its start, no more than the
+    header: 8 + N bytes; ``path`` names it in errors) and the offset of its data. A repeated key
+    or a malformed :data:`SHA256_KEY` is refused."""
     head = f.read(8)
     if len(head) != 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
@@ -132,30 +150,86 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
     if len(raw) != n:
         raise CheckpointError(f"{path}: truncated safetensors header")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as e:
+        raise CheckpointError(f"{path}: malformed safetensors header: duplicate key {e.args[0]!r}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    meta = header.get("__metadata__")
+    if meta is not None and not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: malformed safetensors header: __metadata__ is not an object")
+    recorded = (meta or {}).get(SHA256_KEY)
+    if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise CheckpointError(f"{path}: metadata {SHA256_KEY} {recorded!r} is not a SHA-256 "
+                              "(64 lowercase hex digits): the file is corrupt or was edited")
     return header, 8 + n
 
 
-def _recorded_sha256(meta: Mapping[str, str], path: str) -> Optional[str]:
-    """The data hash that ``meta`` records under :data:`DATA_SHA256_KEY` (None when it records
-    none). A value that is not 64 lowercase hex digits is refused: no writer makes one."""
-    recorded = meta.get(DATA_SHA256_KEY)
-    if recorded is not None and not re.fullmatch(r"[0-9a-f]{64}", recorded):
-        raise CheckpointError(f"{path}: metadata {DATA_SHA256_KEY} {recorded!r} is not a SHA-256 "
-                              "(64 lowercase hex digits): the file is corrupt or was edited")
-    return recorded
+def _metadata(header: Mapping[str, object]) -> Dict[str, str]:
+    """A header's ``__metadata__`` as strings, less :data:`SHA256_KEY` (verified on load, and
+    recorded anew by :func:`save`: not for callers to copy into a file of other tensors)."""
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items() if k != SHA256_KEY}
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _encodes(s: str) -> bool:
+    """Whether ``s`` is valid Unicode (JSON's escapes can make a lone surrogate)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List[int], int, int]]:
+    """The header's tensors as (name, dtype, shape, begin, end) in file order (by data offset,
+    header order among empty tensors at one offset, as the Go side orders them), refusing
+    entries that are not well formed and byte ranges that do not tile the data from 0."""
+    table = []
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(t, dict):
+            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} is not an object")
+        dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
+        if (not isinstance(dtype, str) or not isinstance(shape, list) or not all(map(_is_count, shape))
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))
+                or offsets[0] > offsets[1] or not _encodes(name) or not _encodes(dtype)):
+            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} {t!r}")
+        table.append((name, dtype, shape, offsets[0], offsets[1]))
+    table.sort(key=lambda t: (t[3], t[4]))
+    pos = 0
+    for name, _, _, begin, end in table:
+        if begin != pos:
+            raise CheckpointError(f"{path}: not a safetensors file (tensor {name!r} at bytes [{begin}, {end}] "
+                                  f"of the data, the tensors before it end at {pos})")
+        pos = end
+    return table
+
+
+def _table_sha256(entries: Iterable[Tuple[str, str, Iterable[int], int, int, object]]) -> str:
+    """The :data:`SHA256_KEY` value of tensors given as (name, dtype, shape, begin, end, bytes) in
+    file order: the hex SHA-256 of their canonical listing."""
+    listing = []
+    for name, dtype, shape, begin, end, data in entries:
+        b = name.encode("utf-8")
+        shape = ",".join(str(int(d)) for d in shape)
+        listing.append(b"%d:%s\t%s\t%s\t%d\t%d\t%s\n" % (len(b), b, dtype.encode("utf-8"), shape.encode(), begin, end,
+                                                   hashlib.sha256(data).hexdigest().encode()))
+    return hashlib.sha256(b"".join(listing)).hexdigest()
 
 
 def read_metadata(path: PathLike) -> Dict[str, str]:
-    """The ``__metadata__`` of a model file (after :func:`resolve`); the header only, so the
-    data's SHA-256 is not verified (:func:`load` verifies it)."""
+    """The ``__metadata__`` of a model file (after :func:`resolve`), less :data:`SHA256_KEY`; the
+    header only, so the tensors' SHA-256 is not verified (:func:`load` verifies it)."""
     header, _ = _read_header(resolve(path))
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()}
+    return _metadata(header)
 
 
 def infer_config(shapes: Mapping[str, Iterable[int]]) -> Dict[str, int]:
@@ -199,7 +273,7 @@ def read_config(path: PathLike) -> Dict[str, int]:
     """A model file's shape: from its metadata ``config``, else inferred from its tensors."""
     p = resolve(path)
     header, _ = _read_header(p)
-    meta = header.get("__metadata__") or {}
+    meta = _metadata(header)
     if "config" in meta:
         return _parse_config(meta["config"], p)
     shapes = {k: v.get("shape", ()) for k, v in header.items() if k != "__metadata__"}
@@ -242,28 +316,43 @@ def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], wh
 
 
 def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str], Dict[str, int]]:
-    """The tensors (as stored), metadata and config of a model file (after :func:`resolve`).
+    """The tensors (as stored), metadata (less :data:`SHA256_KEY`) and config of a model file
+    (after :func:`resolve`).
 
-    The file is read once: the data's SHA-256, when the metadata records one
-    (:data:`DATA_SHA256_KEY`), is checked on the very bytes the tensors are then made from."""
+    The header is read and checked first (a file that is not safetensors, is not a model file,
+    or whose size is not the header's 8 + N + data exactly is refused having read no more than
+    the header); then the data is read once, and the tensors' SHA-256, when the metadata records
+    one (:data:`SHA256_KEY`), is checked on the very bytes the tensors are then made from."""
     import safetensors.torch
 
     p = resolve(path)
     with open(p, "rb") as f:
-        raw = f.read()
-    header, data_start = _parse_header(io.BytesIO(raw), p)  # clear errors for what is not safetensors at all
-    meta = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
-    fmt = meta.get("format")
-    if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
-        raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
-                              "(an optimizer or float64 state, or a newer dinoclip's format)")
-    for key in ("step", "epoch"):
-        if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
-            raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
-    recorded = _recorded_sha256(meta, p)
-    if recorded is not None and hashlib.sha256(memoryview(raw)[data_start:]).hexdigest() != recorded:
-        raise CheckpointError(f"{p}: data does not match its recorded SHA-256 (metadata {DATA_SHA256_KEY}): "
-                              "the file is corrupt or was edited")
+        header, data_start = _parse_header(f, p)  # clear errors for what is not safetensors at all
+        raw_meta = header.get("__metadata__") or {}
+        meta = _metadata(header)
+        fmt = meta.get("format")
+        if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
+            raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
+                                  "(an optimizer or float64 state, or a newer dinoclip's format)")
+        for key in ("step", "epoch"):
+            if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
+                raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
+        table = _table(header, p)
+        size = data_start + (table[-1][4] if table else 0)
+        actual = os.fstat(f.fileno()).st_size
+        if actual != size:
+            raise CheckpointError(f"{p}: the file is {actual} bytes, its safetensors header says {size} "
+                                  "(truncated, or not a safetensors file)")
+        f.seek(0)
+        raw = f.read(size)
+    if len(raw) != size:
+        raise CheckpointError(f"{p}: the file changed while it was read")
+    recorded = raw_meta.get(SHA256_KEY)
+    if recorded is not None:
+        data = memoryview(raw)[data_start:]
+        if _table_sha256((*t, data[t[3]:t[4]]) for t in table) != recorded:
+            raise CheckpointError(f"{p}: tensors do not match their recorded SHA-256: the file is corrupt or "
+                                  f"was edited; a tool that rewrote its tensors must drop the metadata key {SHA256_KEY}")
     try:
         sd = safetensors.torch.load(raw)
     except Exception as e:  # safetensors raises its own error types
@@ -284,8 +373,9 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
 def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> ProjectorWithResiduals:
     """Loads a dinoclip model (file, checkpoint directory or run directory) strictly.
 
-    The returned model is float32, in eval mode, on ``map_location``; its metadata is in
-    ``model.metadata`` and the file it came from in ``model.source_path``.
+    The returned model is float32, in eval mode, on ``map_location``; its metadata (less
+    :data:`SHA256_KEY`, which was verified) is in ``model.metadata`` and the file it came from in
+    ``model.source_path``.
     """
     sd, meta, config = load_state_dict(path)
     p = resolve(path)
@@ -440,7 +530,7 @@ def save_state_dict(
     metadata: Optional[Mapping[str, object]] = None,
 ) -> str:
     """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata, including the
-    data's SHA-256 (:data:`DATA_SHA256_KEY`), to ``path``."""
+    tensors' SHA-256 (:data:`SHA256_KEY`, replacing any in ``metadata``), to ``path``."""
     path = os.fspath(path)
     meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
     meta["format"] = MODEL_FORMAT
@@ -451,10 +541,11 @@ def save_state_dict(
         arrays.append((name, np.ascontiguousarray(a, dtype="<f4")))
     data = [memoryview(a.reshape(-1)).cast("B") for _, a in arrays]
     # hashed from memory before the header that records it is written: no second pass over the file
-    data_sha256 = hashlib.sha256()
-    for b in data:
-        data_sha256.update(b)
-    meta[DATA_SHA256_KEY] = data_sha256.hexdigest()
+    entries, off = [], 0
+    for (name, a), b in zip(arrays, data):
+        entries.append((name, "F32", a.shape, off, off + b.nbytes, b))
+        off += b.nbytes
+    meta[SHA256_KEY] = _table_sha256(entries)
     header = encode_safetensors_header(arrays, meta)
 
     def write(f):

@@ -14,6 +14,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mountpoint"
 )
 
@@ -181,14 +182,22 @@ func refuseExisting(dir, what string, existing []string, overwrite bool) error {
 // directory left by a killed run may hold for it to be removed. What is
 // removed of killed runs, or left because a run may be at work, is said
 // on opts.Log.
-func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, opts Options, fill func(staging string) ([]File, error)) ([]File, error) {
+func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, opts Options, fill func(staging string) ([]File, error)) (_ []File, err error) {
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	made, err := madedirs.MkdirAll(dir)
+	if err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
+	// A run that fails (a full disk, say) leaves no empty directory it
+	// made, which would look like a set to write into.
+	defer func() {
+		if err != nil {
+			madedirs.Remove(dir, made)
+		}
+	}()
 	// The directory itself, not a link to it: it is what is replaced.
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {

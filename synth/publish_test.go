@@ -388,3 +388,31 @@ func TestStagesInsideMountPoint(t *testing.T) {
 		t.Errorf("%s holds %v, want 3 shards", dir, names)
 	}
 }
+
+// A write that fails into a directory it made (cancelled here; a full
+// disk alike) leaves no empty directory behind that would look like a set
+// to write into, and none of the parents it made; one that was there is
+// kept.
+func TestFailedWriteRemovesTheDirectoriesItMade(t *testing.T) {
+	opts := smallOptions(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "new", "train")
+	if _, err := WriteTrainingDataContext(ctx, dir, opts, 20, 10, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled write: %v, want context.Canceled", err)
+	}
+	if _, err := os.Lstat(filepath.Join(parent, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed write into a new directory left %s: %v", filepath.Join(parent, "new"), err)
+	}
+	existing := filepath.Join(parent, "existing")
+	if err := os.Mkdir(existing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteTrainingDataContext(ctx, existing, opts, 20, 10, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled write: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(existing); err != nil {
+		t.Errorf("a failed write removed the directory that was there: %v", err)
+	}
+}

@@ -2,9 +2,18 @@ package main
 
 import "github.com/urfave/cli/v2"
 
+// stopsOnInterrupt names the commands whose actions look at their context
+// and, cancelled by a signal, stop cleanly by themselves: train and demo
+// save a checkpoint, index, project, search and synth write no partial
+// output. A signal to any other command, or to these before their action
+// starts (while a --config is read), ends the process at once (see
+// signalContext).
+var stopsOnInterrupt = map[string]bool{
+	"train": true, "demo": true, "index": true, "project": true, "search": true, "synth": true,
+}
+
 // commands lists the subcommands, each defined in its own file. Each one's
-// Before first refuses integer flags not written in decimal (see
-// decimalInts).
+// Before first refuses numbers not written in decimal (see decimalNumbers).
 func commands() []*cli.Command {
 	cmds := []*cli.Command{
 		trainCommand(),
@@ -20,13 +29,19 @@ func commands() []*cli.Command {
 	for _, c := range cmds {
 		before := c.Before
 		c.Before = func(cCtx *cli.Context) error {
-			if err := decimalInts(cCtx); err != nil {
+			if err := decimalNumbers(cCtx); err != nil {
 				return err
 			}
 			if before != nil {
 				return before(cCtx)
 			}
 			return nil
+		}
+		if action := c.Action; action != nil && stopsOnInterrupt[c.Name] {
+			c.Action = func(cCtx *cli.Context) error {
+				handleInterrupts(cCtx.Context)
+				return action(cCtx)
+			}
 		}
 	}
 	return cmds

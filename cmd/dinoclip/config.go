@@ -49,9 +49,9 @@ func stringSliceFlag(name, usage string) *altsrc.StringSliceFlag {
 }
 
 // Integer flags are read in decimal from the environment (Base 10: the
-// default 0 reads 010 as 8 and 0x10 as 16); decimalInts refuses other
+// default 0 reads 010 as 8 and 0x10 as 16); decimalNumbers refuses other
 // forms on the command line, which the flag package reads with Go's
-// prefixes.
+// prefixes, and in the environment, where Base 10 reads 010 as 10.
 func intFlag(name, usage string, value int) *altsrc.IntFlag {
 	return altsrc.NewIntFlag(&cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name), Base: 10})
 }
@@ -60,26 +60,66 @@ func uint64Flag(name, usage string, value uint64) *altsrc.Uint64Flag {
 	return altsrc.NewUint64Flag(&cli.Uint64Flag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name), Base: 10})
 }
 
-// decimalInts refuses a command-line value of an integer flag that is not
-// plain decimal digits (with an optional sign): Go's flag package would
-// read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, none of which a
-// user writing them means.
-func decimalInts(cCtx *cli.Context) error {
-	ints := map[string]bool{}
+// numberFlag reports whether f takes a number, and whether a float.
+func numberFlag(f cli.Flag) (number, float bool) {
+	switch f.(type) {
+	case *altsrc.IntFlag, *altsrc.Int64Flag, *altsrc.UintFlag, *altsrc.Uint64Flag,
+		*cli.IntFlag, *cli.Int64Flag, *cli.UintFlag, *cli.Uint64Flag:
+		return true, false
+	case *altsrc.Float64Flag, *cli.Float64Flag:
+		return true, true
+	}
+	return false, false
+}
+
+// decimalNumbers refuses a value of a number flag, on the command line or
+// in its environment variable, that is not plain decimal: Go's flag
+// package would read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, the
+// environment's Base 10 reads DINOCLIP_K=010 as 10, and a float flag
+// reads 010 as 10 where a configuration file's YAML reads 8; none is
+// surely what the user means. (The configuration file's values are
+// checked by readConfig.) An environment variable is checked even when
+// the command line overrides it, as urfave/cli refuses one it cannot
+// parse.
+func decimalNumbers(cCtx *cli.Context) error {
+	const why = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
+	kinds := map[string]bool{} // flag name: whether a float
 	for _, f := range cCtx.Command.Flags {
-		switch f.(type) {
-		case *altsrc.IntFlag, *altsrc.Uint64Flag, *cli.IntFlag, *cli.Uint64Flag, *cli.Int64Flag:
-			for _, n := range f.Names() {
-				ints[n] = true
+		number, float := numberFlag(f)
+		if !number {
+			continue
+		}
+		for _, n := range f.Names() {
+			kinds[n] = float
+		}
+		if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
+			// The variable urfave/cli reads: the first one present.
+			for _, name := range ev.GetEnvVars() {
+				if v, set := os.LookupEnv(name); set {
+					if v != "" && !isDecimalNumber(v, float) {
+						return fmt.Errorf("%s=%s: %s", name, v, why)
+					}
+					break
+				}
 			}
 		}
 	}
 	for _, tok := range flagTokens(cCtx) {
-		if ints[tok.name] && tok.hasValue && !isDecimal(tok.value) {
-			return fmt.Errorf("--%s %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", tok.name, tok.value)
+		if float, number := kinds[tok.name]; number && tok.hasValue && !isDecimalNumber(tok.value, float) {
+			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, why)
 		}
 	}
 	return nil
+}
+
+// isDecimalNumber is isDecimal for an integer; a float may also have a
+// fraction and an exponent (00.5 and 08.0 read as written), but not the
+// forms an integer may not have (010, 0x1p4, 1_0).
+func isDecimalNumber(s string, float bool) bool {
+	if !float {
+		return isDecimal(s)
+	}
+	return !hasOtherBase(s) || (!strings.ContainsAny(s, "_xX") && strings.ContainsAny(s, ".eE"))
 }
 
 // flagToken is a flag as written on the command line: -name or --name,
@@ -308,6 +348,10 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		switch {
 		case key == "config":
 			return nil, fmt.Errorf("config %s: key config: a configuration file cannot name another", path)
+		case !ok && isHelpOrVersion(key):
+			// Every command has --help: without this, others would
+			// take the key for another command's flag and drop it.
+			return nil, fmt.Errorf("config %s: key %s: --%s is no setting; keys are flag names of this command (%s)", path, key, key, strings.Join(known, ", "))
 		case !ok && others[key]:
 			continue // another command's flag
 		case !ok:
@@ -315,8 +359,9 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		}
 		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
 		// 8, tagged !!int or not: a number flag's number must be plain
-		// decimal, as on the command line (decimalInts). A quoted integer
-		// is read in decimal, as in the environment.
+		// decimal, as on the command line and in the environment
+		// (decimalNumbers); so must a quoted one, which YAML leaves a
+		// string.
 		// An integer written as a float (9007199254740993.0, 1e19) is read
 		// from its digits, exactly, not from the float64 YAML rounds it to.
 		// A string flag takes an unquoted scalar as written (out: 0101, not
@@ -324,12 +369,15 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		n := resolveAlias(written[key])
 		switch f.(type) {
 		case *altsrc.IntFlag, *altsrc.Uint64Flag, *altsrc.Float64Flag:
+			_, isFloatFlag := f.(*altsrc.Float64Flag)
+			if s, isString := v.(string); isString && hasOtherBase(s) && !isDecimalNumber(s, isFloatFlag) {
+				return nil, fmt.Errorf("config %s: key %s: %q: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, s)
+			}
 			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
 				break
 			}
 			// (A float YAML reads as one, 00.5 or 08, means what it says;
 			// as an integer, 010 or 0x10, it does not.)
-			_, isFloatFlag := f.(*altsrc.Float64Flag)
 			if _, isFloat := v.(float64); hasOtherBase(n.Value) && (!isFloatFlag || !isFloat || strings.Contains(n.Value, "_")) {
 				return nil, fmt.Errorf("config %s: key %s: %s: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, n.Value)
 			}
@@ -359,6 +407,17 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		out[key] = val
 	}
 	return out, nil
+}
+
+// isHelpOrVersion reports whether name names urfave/cli's --help or
+// --version, which print and exit rather than set anything.
+func isHelpOrVersion(name string) bool {
+	for _, f := range []cli.Flag{cli.HelpFlag, cli.VersionFlag} {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveAlias is the node an alias (*name) stands for, else n.
@@ -404,10 +463,19 @@ func configValue(f cli.Flag, v any) (any, error) {
 		}
 		return nil, fmt.Errorf("want a string or a list of strings, got %v", describeValue(v))
 	case *altsrc.IntFlag:
-		if n, ok := integral(v); ok && n.IsInt64() && n.Int64() >= math.MinInt && n.Int64() <= math.MaxInt {
-			return int(n.Int64()), nil
+		// The flag's own bounds (--epochs at least 1) are its command's
+		// to check, with a message naming them; here only the int's,
+		// which are no flag's range and name none.
+		n, ok := integral(v)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("want an integer, got %v", describeValue(v))
+		case n.Sign() > 0 && (!n.IsInt64() || n.Int64() > math.MaxInt):
+			return nil, fmt.Errorf("%v is too large a number", n)
+		case n.Sign() < 0 && (!n.IsInt64() || n.Int64() < math.MinInt):
+			return nil, fmt.Errorf("%v is too small a number", n)
 		}
-		return nil, fmt.Errorf("want an integer from %d to %d, got %v", math.MinInt, math.MaxInt, describeValue(v))
+		return int(n.Int64()), nil
 	case *altsrc.Uint64Flag:
 		if n, ok := integral(v); ok && n.IsUint64() {
 			return n.Uint64(), nil

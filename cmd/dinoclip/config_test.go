@@ -127,11 +127,16 @@ func TestConfigErrors(t *testing.T) {
 		{"negative seed", "seed: -1\n", []string{"key seed", "from 0 to"}},
 		{"seed past uint64", "seed: 1e20\n", []string{"key seed", "from 0 to 18446744073709551615"}},
 		{"seed of 2^64", "seed: 1.8446744073709552e19\n", []string{"key seed", "from 0 to"}},
-		{"integer of 2^63", "checkpoint-every: 9.223372036854775808e18\n", []string{"key checkpoint-every", "integer from"}},
+		{"integer of 2^63", "checkpoint-every: 9.223372036854775808e18\n", []string{"key checkpoint-every", "9223372036854775808 is too large"}},
+		{"fraction for a count", "epochs: 2.5\n", []string{"key epochs", "want an integer, got 2.5"}},
 		{"octal seed", "seed: 010\n", []string{"key seed", "decimal digits"}},
 		{"hexadecimal batch", "batch: 0x10\n", []string{"key batch", "decimal digits"}},
 		{"seed read as a float", "seed: 08\n", []string{"key seed", "decimal digits"}},
 		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
+		{"help", "help: true\n", []string{"key help", "no setting"}},
+		{"version", "v: true\n", []string{"key v", "no setting"}},
+		{"quoted octal seed", "seed: \"010\"\n", []string{"key seed", "decimal digits"}},
+		{"quoted octal learning rate", "lr: \"010\"\n", []string{"key lr", "decimal digits"}},
 		{"octal learning rate", "lr: 010\n", []string{"key lr", "decimal digits"}},
 		{"hexadecimal learning rate", "lr: 0x10\n", []string{"key lr", "decimal digits"}},
 		{"learning rate with an underscore", "lr: 1_0.5\n", []string{"key lr", "decimal digits"}},
@@ -166,8 +171,8 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("seed: 18446744073709551615 in a config file: the run's seed is %d", o.Seed)
 	}
 	// A seed written as a float is read from its digits: 2^53+1 is not
-	// the 2^53 its float64 is; a quoted number is decimal.
-	for text, want := range map[string]uint64{"seed: 9007199254740993.0\n": 1<<53 + 1, "seed: 1.8446744073709551615e19\n": math.MaxUint64, "seed: \"010\"\n": 10} {
+	// the 2^53 its float64 is; a quoted number is read in decimal.
+	for text, want := range map[string]uint64{"seed: 9007199254740993.0\n": 1<<53 + 1, "seed: 1.8446744073709551615e19\n": math.MaxUint64, "seed: \"10\"\n": 10} {
 		cfg := writeFile(t, filepath.Join(dir, "seed.yaml"), text+"epochs: 1\nbatch: 16\nhidden-dim: 8\nblocks: 1\n")
 		seedRun := filepath.Join(t.TempDir(), "run")
 		mustRun(t, "train", "--data", data, "--out", seedRun, "--config", cfg)
@@ -184,20 +189,72 @@ func TestConfigErrors(t *testing.T) {
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", huge}, huge, "more than")
 }
 
-// Integer flags are decimal: on the command line, a value Go's flag
-// package would read in another base (010 as 8, 0x10 as 16) is refused;
-// in the environment, it is read in decimal.
+// Number flags are decimal: a value Go's flag package would read in
+// another base (010 as 8, 0x10 as 16) is refused on the command line, and
+// so is one the environment would read in decimal though it is not written
+// so (DINOCLIP_EPOCHS=010 is not 10); a plain decimal one is read.
 func TestIntegerFlagsDecimal(t *testing.T) {
 	for _, arg := range [][]string{{"--k", "010"}, {"--k=0x10"}, {"-k", "1_0"}, {"--k", "+07"}} {
 		wantError(t, append([]string{"search", "--index", "ix", "--queries", "q.npy", "--out", "hits"}, arg...), "--k", "decimal digits")
 	}
 	data := makeData(t)
-	t.Setenv("DINOCLIP_EPOCHS", "010")
+	t.Setenv("DINOCLIP_EPOCHS", "10")
+	t.Setenv("DINOCLIP_LR", "00.5e-2")
 	run := filepath.Join(t.TempDir(), "run")
 	mustRun(t, "train", "--data", data, "--out", run, "--batch", "16", "--seed", "0", "--blocks=1", "--hidden-dim", "8")
-	if o := runOptions(t, run); o.Epochs != 10 {
-		t.Errorf("DINOCLIP_EPOCHS=010: %d epochs, want 10", o.Epochs)
+	if o := runOptions(t, run); o.Epochs != 10 || o.MaxLR != 0.005 {
+		t.Errorf("DINOCLIP_EPOCHS=10, DINOCLIP_LR=00.5e-2: %d epochs, lr %v; want 10 and 0.005", o.Epochs, o.MaxLR)
 	}
+}
+
+// Every number flag of every command refuses a value not written in
+// decimal, from its environment variable (DINOCLIP_SYNTH_* for synth) as
+// on the command line, integer and float flags alike; the check comes
+// before the command looks at its other flags.
+func TestNumberFlagsDecimalEverywhere(t *testing.T) {
+	checked := 0
+	for _, c := range newApp().Commands {
+		for _, f := range c.Flags {
+			number, float := numberFlag(f)
+			if !number {
+				continue
+			}
+			// The forms the command line's parser reads; the
+			// environment's (Base 10 for integers) reads those of
+			// envBad.
+			bad, envBad := []string{"010", "0x10", "1_0"}, 1
+			if float {
+				bad, envBad = []string{"010", "0x1p4", "-010"}, 3
+			}
+			name := f.Names()[0]
+			for _, v := range bad {
+				wantError(t, []string{c.Name, "--" + name, v}, "--"+name+" "+v, "decimal digits")
+			}
+			ev, ok := f.(interface{ GetEnvVars() []string })
+			if !ok || len(ev.GetEnvVars()) == 0 {
+				continue
+			}
+			for _, v := range bad[:envBad] {
+				env := ev.GetEnvVars()[0]
+				t.Run(c.Name+"/"+env+"="+v, func(t *testing.T) {
+					t.Setenv(env, v)
+					wantError(t, []string{c.Name}, env+"="+v, "decimal digits")
+					// Also when the command line overrides it.
+					wantError(t, []string{c.Name, "--" + name, "1"}, env+"="+v, "decimal digits")
+				})
+				checked++
+			}
+		}
+	}
+	// train's, index's, project's, search's and synth's at least.
+	if checked < 20 {
+		t.Fatalf("only %d environment variables checked", checked)
+	}
+	t.Setenv("DINOCLIP_SYNTH_ROWS", "010")
+	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_ROWS=010", "decimal digits")
+	t.Setenv("DINOCLIP_SYNTH_ROWS", "")
+	t.Setenv("DINOCLIP_BATCH", "010")
+	wantError(t, []string{"train", "--data", "d", "--out", "o"}, "DINOCLIP_BATCH=010", "decimal digits")
 }
 
 // A string flag takes an unquoted number as written: out: 0101 is the

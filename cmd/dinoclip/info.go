@@ -222,7 +222,13 @@ func infoSynthOut(w io.Writer, dir string) error {
 func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 // isNPY reports whether the file at path starts with the .npy magic.
+// Only a regular file is opened: opening a named pipe waits for a writer,
+// forever; anything else is judged by its name (and npy.Open and the
+// model readers refuse what is not a regular file).
 func isNPY(path string) bool {
+	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
+		return strings.HasSuffix(path, ".npy")
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return strings.HasSuffix(path, ".npy")

@@ -50,6 +50,14 @@ func newApp() *cli.App {
 		Action:         runNoCommand,
 		Before:         ignoreEmptyEnv,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
+		// A repeatable flag's value is one entry, as its help says ("repeat
+		// for more"): urfave/cli would split --eval a,b into a and b, so a
+		// path with a comma could not be given, and a list with both halves
+		// present would be read silently as another. The same holds for its
+		// environment variable (DINOCLIP_EVAL is one directory); a
+		// configuration file gives a list as a YAML list. (bench splits its
+		// --shape and --batch at commas itself.)
+		DisableSliceFlagSeparator: true,
 	}
 }
 

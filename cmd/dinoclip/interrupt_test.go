@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// info on a named pipe answers at once that it is no file it describes,
+// rather than wait forever for a writer to open the pipe.
+func TestInfoNamedPipe(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"ff.npy", "ff"} {
+		path := filepath.Join(dir, name)
+		if err := mkfifo(path); err != nil {
+			t.Skip(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, _, err := runCLI(t, "info", path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("info %s on a named pipe: %v, want \"not a regular file\"", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("info %s on a named pipe: no answer in 30 s", name)
+		}
+	}
+}
+
+// A command waiting to open a --config that is a named pipe no one writes
+// ends on SIGINT (exit 130): before its action, no command has anything a
+// stop would need to finish, so a signal ends the process at once, train
+// (which stops by itself in its action) included.
+func TestSignalWhileOpeningConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	fifo := filepath.Join(t.TempDir(), "config.yaml")
+	if err := mkfifo(fifo); err != nil {
+		t.Skip(err)
+	}
+	for _, command := range []string{"train", "eval", "index"} {
+		code, stdout, stderr := interruptChild(t, command, "--config", fifo)
+		if code != 130 || !strings.Contains(stderr, "dinoclip: interrupted") || stdout != "" {
+			t.Errorf("%s --config FIFO after SIGINT: exit status %d (want 130 and \"interrupted\")\nstdout:\n%s\nstderr:\n%s", command, code, stdout, stderr)
+		}
+	}
+}
+
+// In the action of a command that stops by itself, the first signal
+// cancels its context (with the signal as the cause) and a second one
+// ends the process; in any other command, or before the action, the first
+// one ends the process. Without signalContext's policy (the app run
+// in-process), the declarations do nothing.
+func TestInterruptPolicy(t *testing.T) {
+	p := &interruptPolicy{}
+	if p.cancelFirst() || p.cancelFirst() {
+		t.Error("a signal before handleInterrupts cancels instead of ending the process")
+	}
+	ctx := context.WithValue(context.Background(), interruptPolicyKey{}, &interruptPolicy{})
+	handleInterrupts(ctx)
+	p = policyOf(ctx)
+	if !p.cancelFirst() {
+		t.Error("the first signal after handleInterrupts ends the process instead of cancelling")
+	}
+	if p.cancelFirst() {
+		t.Error("a second signal after handleInterrupts cancels again instead of ending the process")
+	}
+	ctx = context.WithValue(context.Background(), interruptPolicyKey{}, &interruptPolicy{})
+	handleInterrupts(ctx)
+	exitOnInterrupt(ctx)
+	if policyOf(ctx).cancelFirst() {
+		t.Error("a signal after exitOnInterrupt cancels instead of ending the process")
+	}
+	handleInterrupts(context.Background())
+	exitOnInterrupt(context.Background())
+}
+
+// The commands that stop by themselves on a cancelled context declare it
+// when their action starts, and only then.
+func TestCommandsDeclareInterruptHandling(t *testing.T) {
+	byName := map[string]bool{}
+	for _, c := range newApp().Commands {
+		byName[c.Name] = true
+	}
+	for name := range stopsOnInterrupt {
+		if !byName[name] {
+			t.Errorf("stopsOnInterrupt names %q, no command", name)
+		}
+	}
+	// info does not stop by itself: after it, a signal still ends the
+	// process; search (an error from its own checks) declared it did.
+	for _, c := range []struct {
+		args        []string
+		cancellable bool
+	}{{[]string{"info", "/"}, false}, {[]string{"search"}, true}} {
+		p := &interruptPolicy{}
+		app := newApp()
+		app.Writer, app.ErrWriter = io.Discard, io.Discard
+		app.RunContext(context.WithValue(context.Background(), interruptPolicyKey{}, p), append([]string{"dinoclip"}, c.args...))
+		if p.cancellable != c.cancellable {
+			t.Errorf("dinoclip %s: cancellable %v, want %v", strings.Join(c.args, " "), p.cancellable, c.cancellable)
+		}
+	}
+}

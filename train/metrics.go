@@ -123,17 +123,13 @@ func ParseMetric(name string, evals []*retrieval.Set) (Metric, error) {
 		}
 		return Metric{Name: name, k: 5}, nil
 	}
-	set, rest, ok := strings.Cut(name, "/")
-	var m Metric
-	if ok {
-		m = Metric{Name: name, set: set}
-		var dir string
-		if _, err := fmt.Sscanf(strings.Replace(rest, "@", " ", 1), "%s %d", &dir, &m.k); err != nil || (dir != "t2i" && dir != "i2t") || (m.k != 1 && m.k != 5 && m.k != 10) {
-			ok = false
-		}
-		m.dir = dir
-	}
-	if !ok {
+	// The set's name is what comes before the last "/" (a name may hold
+	// one); the rest is exactly t2i@K or i2t@K.
+	i := strings.LastIndex(name, "/")
+	set, rest := name[:max(i, 0)], name[i+1:]
+	dir, k, _ := strings.Cut(rest, "@")
+	m := Metric{Name: name, set: set, dir: dir, k: map[string]int{"1": 1, "5": 5, "10": 10}[k]}
+	if i < 0 || (dir != "t2i" && dir != "i2t") || m.k == 0 {
 		return Metric{}, fmt.Errorf("best metric %q: want loss, r5, or SET/t2i@K or SET/i2t@K with K 1, 5 or 10", name)
 	}
 	for _, s := range evals {

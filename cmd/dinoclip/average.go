@@ -126,7 +126,11 @@ func runAverage(cCtx *cli.Context) error {
 	if err := checkpoint.WriteModel(out, c, params, map[string]string{"averaged_from": string(b)}); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.Writer, "averaged %d models (%s) into %s\n", len(paths), c.Describe(), out)
+	what := fmt.Sprintf("%d models", len(paths))
+	if len(paths) == 1 {
+		what = "1 model (a copy of its weights)"
+	}
+	fmt.Fprintf(cCtx.App.Writer, "averaged %s (%s) into %s\n", what, c.Describe(), out)
 	return nil
 }
 

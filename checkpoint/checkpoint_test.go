@@ -355,34 +355,19 @@ func TestLoadRefusesConvertedTensors(t *testing.T) {
 		if err := Save(dir, ck); err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join(dir, file)
-		f, err := safetensors.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tensors []safetensors.Tensor
-		for i, info := range f.Tensors() {
-			x, shape, err := f.Float32(info.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tensor := safetensors.NewFloat32(info.Name, shape, x)
-			if i == 0 {
-				x64 := make([]float64, len(x))
-				for j, v := range x {
-					x64[j] = float64(v)
-				}
-				tensor = safetensors.NewFloat64(info.Name, shape, x64)
-			}
-			tensors = append(tensors, tensor)
-		}
 		// A converter that records the new data's hash: the dtype, not
 		// the hash, is what Load must refuse.
-		meta := safetensors.WithSHA256(tensors, f.Metadata())
-		f.Close()
-		if err := safetensors.Write(path, tensors, meta); err != nil {
-			t.Fatal(err)
-		}
+		rewriteTensors(t, filepath.Join(dir, file), func(f *safetensors.File, i int, info safetensors.TensorInfo) safetensors.Tensor {
+			x, shape := float32Of(t, f, info)
+			if i > 0 {
+				return safetensors.NewFloat32(info.Name, shape, x)
+			}
+			x64 := make([]float64, len(x))
+			for j, v := range x {
+				x64[j] = float64(v)
+			}
+			return safetensors.NewFloat64(info.Name, shape, x64)
+		}, safetensors.WithSHA256)
 		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "holds float32 tensors") {
 			t.Errorf("Load with %s's first tensor in float64: %v, want it refused", file, err)
 		}

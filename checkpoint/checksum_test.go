@@ -75,24 +75,50 @@ func recorded(t *testing.T, path string) (string, bool) {
 // rewrite writes path again with its tensors unchanged and edit(metadata).
 func rewrite(t testing.TB, path string, edit func(map[string]string)) {
 	t.Helper()
+	rewriteTensors(t, path, nil, func(_ []safetensors.Tensor, meta map[string]string) map[string]string {
+		edit(meta)
+		return meta
+	})
+}
+
+// rewriteTensors writes path again, as a tool that edits a file would: the
+// i-th tensor as tensor makes it from the file (nil: its bytes as they
+// are), under the metadata that meta makes of the new tensors and the
+// file's metadata.
+func rewriteTensors(t testing.TB, path string, tensor func(f *safetensors.File, i int, info safetensors.TensorInfo) safetensors.Tensor,
+	meta func(tensors []safetensors.Tensor, old map[string]string) map[string]string) {
+	t.Helper()
 	f, err := safetensors.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tensors []safetensors.Tensor
-	for _, info := range f.Tensors() {
+	for i, info := range f.Tensors() {
+		if tensor != nil {
+			tensors = append(tensors, tensor(f, i, info))
+			continue
+		}
 		data, _, err := f.Raw(info.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tensors = append(tensors, safetensors.Tensor{Name: info.Name, DType: info.DType, Shape: info.Shape, Data: slices.Clone(data)})
 	}
-	meta := f.Metadata()
+	m := meta(tensors, f.Metadata())
 	f.Close()
-	edit(meta)
-	if err := safetensors.Write(path, tensors, meta); err != nil {
+	if err := safetensors.Write(path, tensors, m); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// float32Of is the float32 tensor info names in f, or fails t.
+func float32Of(t testing.TB, f *safetensors.File, info safetensors.TensorInfo) ([]float32, []int) {
+	t.Helper()
+	v, shape, err := f.Float32(info.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, shape
 }
 
 // Every file Save and WriteModel write records the SHA-256 of its tensors,
@@ -243,24 +269,11 @@ func TestEditedTableRefused(t *testing.T) {
 
 	// A converter that keeps the metadata: each tensor through float16's
 	// precision and back (here: a changed last bit), metadata copied.
-	g, err := safetensors.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tensors []safetensors.Tensor
-	for _, info := range g.Tensors() {
-		v, shape, err := g.Float32(info.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
+	rewriteTensors(t, path, func(f *safetensors.File, _ int, info safetensors.TensorInfo) safetensors.Tensor {
+		v, shape := float32Of(t, f, info)
 		v[0] = math.Nextafter32(v[0], 1)
-		tensors = append(tensors, safetensors.NewFloat32(info.Name, shape, v))
-	}
-	meta := g.Metadata()
-	g.Close()
-	if err := safetensors.Write(path, tensors, meta); err != nil {
-		t.Fatal(err)
-	}
+		return safetensors.NewFloat32(info.Name, shape, v)
+	}, func(_ []safetensors.Tensor, old map[string]string) map[string]string { return old })
 	if _, err := ReadModel(path); err == nil || !strings.HasSuffix(err.Error(), path+": tensors do not match their recorded SHA-256: "+remedy) {
 		t.Errorf("ReadModel of tensors rewritten under the old metadata: %v", err)
 	}

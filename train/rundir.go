@@ -480,9 +480,13 @@ func pointLink(run, link, target string) error {
 }
 
 // prune removes step checkpoints older than the Keep newest, never the
-// ones last or best point at, nor st's best; and every checkpoint with its
-// evaluation pending that last does not point at (a later checkpoint
-// replaced it: the one saved after that evaluation, or a later step's).
+// ones last or best point at, nor st's best; and every checkpoint that an
+// uninterrupted run does not make, once last points elsewhere: one with
+// its evaluation pending (the one saved after that evaluation, or a later
+// step's, replaced it), and one an interrupt saved between the run's
+// checkpoint steps (scheduledCheckpoint). So a run stopped and resumed
+// keeps the checkpoints of one never stopped, and an interrupt's
+// checkpoint does not push an epoch's out of the Keep newest.
 func (tr *Trainer) prune(st State) error {
 	protected := map[string]bool{}
 	if st.Best != nil {
@@ -496,7 +500,7 @@ func (tr *Trainer) prune(st State) error {
 	var steps []string
 	for _, ck := range stepCheckpoints(tr.RunDir) {
 		switch {
-		case !ck.evalPending:
+		case !ck.evalPending && st.scheduledCheckpoint(ck.step):
 			steps = append(steps, ck.name)
 		case !protected[ck.name]:
 			if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
@@ -513,6 +517,17 @@ func (tr *Trainer) prune(st State) error {
 		}
 	}
 	return nil
+}
+
+// scheduledCheckpoint reports whether a run of st's options saves a
+// checkpoint at step when nothing stops it: at each epoch end, and every
+// CheckpointEvery steps.
+func (st State) scheduledCheckpoint(step int) bool {
+	spe, _, err := Steps(st.Options.Epochs, st.Data.Rows, st.Options.Batch)
+	if err != nil {
+		return true // (a state that check refuses: nothing is taken for an interrupt's)
+	}
+	return step%spe == 0 || st.Options.CheckpointEvery > 0 && step%st.Options.CheckpointEvery == 0
 }
 
 // deletingSuffix ends the name of a checkpoint directory being removed.
@@ -611,6 +626,14 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the trainer state in %s does not fit the run (%s): %w; the checkpoint is damaged or was edited",
 			dir, checkpoint.OptimizerFile, filepath.Join(tr.RunDir, RunFile), err)
 	}
+	// A checkpoint is saved under the name its state gives it
+	// (checkpointName): one under another name (a pending evaluation's
+	// renamed, or its state edited) would be taken for another
+	// checkpoint, and removed or pruned while it is the one resumed from.
+	if target, err := os.Readlink(dir); err == nil && filepath.Base(target) != filepath.Base(st.checkpointName()) {
+		return State{}, fmt.Errorf("%s -> %s holds the trainer state of %s (a checkpoint renamed, or its state edited): give it its name back and point %s at it, or train into another --out",
+			dir, target, st.checkpointName(), checkpoint.LastLink)
+	}
 	// The moments the run continues from: a float64 run's own (its
 	// float32 copies are them rounded, and may overflow where they do not).
 	momentsErr, momentsFile := checkMoments(st.Schedule, st.Options.AdamW.Beta2, ck.M, ck.V), checkpoint.OptimizerFile
@@ -699,7 +722,13 @@ func (tr *Trainer) alignCheckpoints(st State) error {
 			return err
 		}
 	}
-	return nil
+	// What the save of st's checkpoint does after pointing last at it, in
+	// case a kill cut it short: a finished run saves nothing more that
+	// would do it later.
+	if err := tr.prune(st); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
 }
 
 // alignBest points the best link at st's best checkpoint, or removes it

@@ -381,7 +381,9 @@ func describeBest(b *train.Best) string {
 }
 
 func writeState(w io.Writer, st *train.State) {
-	if st.Step >= st.Schedule.TotalSteps {
+	if st.Step >= st.Schedule.TotalSteps && st.PendingEval != nil {
+		fmt.Fprintf(w, "  progress: trained, %d epochs, %d optimizer steps; the last evaluation is still to do\n", st.Epoch, st.Step)
+	} else if st.Step >= st.Schedule.TotalSteps {
 		fmt.Fprintf(w, "  progress: finished, %d epochs, %d optimizer steps\n", st.Epoch, st.Step)
 	} else {
 		fmt.Fprintf(w, "  progress: %d of %d epochs complete, %d batches into epoch %d; step %d of %d\n",

@@ -52,29 +52,33 @@ func TestSignalWhileOpeningConfig(t *testing.T) {
 }
 
 // In the action of a command that stops by itself, the first signal
-// cancels its context (with the signal as the cause) and a second one
-// ends the process; in any other command, or before the action, the first
-// one ends the process. Without signalContext's policy (the app run
+// cancels its context (with the signal as the cause), a later one within
+// stopGrace is ignored (the stop is under way), and one after that ends
+// the process; in any other command, or before the action, the first one
+// ends the process. Without signalContext's policy (the app run
 // in-process), the declarations do nothing.
 func TestInterruptPolicy(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
 	p := &interruptPolicy{}
-	if p.cancelFirst() || p.cancelFirst() {
-		t.Error("a signal before handleInterrupts cancels instead of ending the process")
+	if p.onSignal(t0) != signalExits || p.onSignal(t0) != signalExits {
+		t.Error("a signal before handleInterrupts does not end the process")
 	}
 	ctx := context.WithValue(context.Background(), interruptPolicyKey{}, &interruptPolicy{})
 	handleInterrupts(ctx)
 	p = policyOf(ctx)
-	if !p.cancelFirst() {
-		t.Error("the first signal after handleInterrupts ends the process instead of cancelling")
-	}
-	if p.cancelFirst() {
-		t.Error("a second signal after handleInterrupts cancels again instead of ending the process")
+	for _, c := range []struct {
+		after time.Duration
+		want  int
+	}{{0, signalCancels}, {0, signalIgnored}, {stopGrace - time.Millisecond, signalIgnored}, {stopGrace, signalExits}} {
+		if got := p.onSignal(t0.Add(c.after)); got != c.want {
+			t.Errorf("after handleInterrupts, a signal %s after the first: %d, want %d", c.after, got, c.want)
+		}
 	}
 	ctx = context.WithValue(context.Background(), interruptPolicyKey{}, &interruptPolicy{})
 	handleInterrupts(ctx)
 	exitOnInterrupt(ctx)
-	if policyOf(ctx).cancelFirst() {
-		t.Error("a signal after exitOnInterrupt cancels instead of ending the process")
+	if policyOf(ctx).onSignal(t0) != signalExits {
+		t.Error("a signal after exitOnInterrupt does not end the process")
 	}
 	handleInterrupts(context.Background())
 	exitOnInterrupt(context.Background())

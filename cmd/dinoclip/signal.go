@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // signalContext catches SIGINT and SIGTERM for the whole run. What a signal
@@ -22,11 +23,12 @@ import (
 //     nothing would ever look), the process ends at once: "dinoclip:
 //     interrupted", exit 128 + the signal's number, after the cleanups
 //     exitOnInterrupt registered;
-//   - a second signal always ends the process at once, so that a command
-//     blocked where it cannot see the first (an open of a named pipe that
-//     no writer will ever open) can still be stopped without SIGKILL. The
-//     files a command writes are replaced atomically, so this loses the
-//     work since the last checkpoint, never a file.
+//   - in such an action, a later signal is ignored for stopGrace after
+//     the first (the clean stop is under way), and ends the process at
+//     once after that, so that a stop that takes too long, or a command
+//     blocked where it cannot see the first, can still be ended without
+//     SIGKILL. The files a command writes are replaced atomically, so this
+//     loses the work since the last checkpoint, never a file.
 //
 // The returned stop stops catching signals.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -40,12 +42,15 @@ func signalContext() (context.Context, context.CancelFunc) {
 			select {
 			case s := <-ch:
 				sig := s.(syscall.Signal)
-				if p.cancelFirst() {
-					fmt.Fprintln(os.Stderr, "dinoclip: stopping cleanly (a second Ctrl-C quits at once, losing what the stop would save)")
+				switch p.onSignal(time.Now()) {
+				case signalCancels:
+					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once, losing what the stop would save)\n", stopGrace)
 					cancel(signalError{sig})
-					continue
+				case signalIgnored:
+					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (Ctrl-C again, %s after the first, quits at once)\n", stopGrace)
+				default:
+					p.exit(sig)
 				}
-				p.exit(sig)
 			case <-done:
 				return
 			}
@@ -61,9 +66,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 // interruptPolicy is what a signal does in the run of signalContext.
 type interruptPolicy struct {
 	mu          sync.Mutex
-	cancellable bool     // the running action stops itself on cancellation
-	signalled   bool     // a signal came already
-	cleanup     []func() // run before the process ends at once
+	cancellable bool      // the running action stops itself on cancellation
+	firstSignal time.Time // when the signal that started a clean stop came
+	cleanup     []func()  // run before the process ends at once
 }
 
 type interruptPolicyKey struct{}
@@ -78,14 +83,37 @@ func policyOf(ctx context.Context) *interruptPolicy {
 	return p
 }
 
-// cancelFirst records a signal and reports whether it is the first one
-// and the running action stops itself on cancellation.
-func (p *interruptPolicy) cancelFirst() bool {
+// stopGrace is how long after the signal that started a clean stop
+// another one is ignored: a wrapper that forwards Ctrl-C and then
+// terminates its child, a supervisor's SIGINT then SIGTERM, or an
+// impatient second Ctrl-C would otherwise cut short the checkpoint the
+// first asked for. One later than that ends the process: the stop is
+// taking too long, or a command hangs where it cannot see it.
+const stopGrace = 3 * time.Second
+
+// What a signal does (interruptPolicy.onSignal).
+const (
+	signalExits   = iota // the process ends at once
+	signalCancels        // the context is cancelled: the action stops cleanly
+	signalIgnored        // a clean stop is under way (stopGrace)
+)
+
+// onSignal records a signal that came at now and says what it does: in an
+// action that stops itself on cancellation, the first cancels and those
+// within stopGrace of it are ignored; any other ends the process.
+func (p *interruptPolicy) onSignal(now time.Time) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	first := !p.signalled
-	p.signalled = true
-	return first && p.cancellable
+	switch {
+	case !p.cancellable:
+		return signalExits
+	case p.firstSignal.IsZero():
+		p.firstSignal = now
+		return signalCancels
+	case now.Sub(p.firstSignal) < stopGrace:
+		return signalIgnored
+	}
+	return signalExits
 }
 
 // exit ends the process for signal sig, after the registered cleanups

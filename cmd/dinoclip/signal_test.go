@@ -48,20 +48,32 @@ func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *bytes
 }
 
 // A training process stopped by SIGINT exits 130 and by SIGTERM 143, after
-// saving a checkpoint and printing the command that resumes it; while it
-// trains, a second process on its run directory is refused by the lock.
+// saving a checkpoint and printing the command that resumes it, also when
+// a second signal follows at once (a wrapper that forwards Ctrl-C and then
+// terminates its child); while it trains, a second process on its run
+// directory is refused by the lock.
 func TestTrainSignals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
 	data := makeData(t)
 	for _, c := range []struct {
-		sig  syscall.Signal
-		code int
-	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
-		t.Run(c.sig.String(), func(t *testing.T) {
+		sig, then syscall.Signal
+		code      int
+	}{{syscall.SIGINT, 0, 130}, {syscall.SIGTERM, 0, 143}, {syscall.SIGINT, syscall.SIGTERM, 130}} {
+		name := c.sig.String()
+		if c.then != 0 {
+			name += " then " + c.then.String()
+		}
+		t.Run(name, func(t *testing.T) {
 			run := filepath.Join(t.TempDir(), "run")
-			args := append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, tinyModel...)
+			model := tinyModel
+			if c.then != 0 {
+				// A model whose checkpoint takes a while to save: the second
+				// signal comes while it is saved.
+				model = []string{"--hidden-dim", "1024", "--blocks", "6"}
+			}
+			args := append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, model...)
 			cmd, _, stderr := startCLI(t, args)
 			defer cmd.Process.Kill()
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
@@ -78,6 +90,10 @@ func TestTrainSignals(t *testing.T) {
 
 			if err := cmd.Process.Signal(c.sig); err != nil {
 				t.Fatal(err)
+			}
+			if c.then != 0 {
+				time.Sleep(5 * time.Millisecond)
+				cmd.Process.Signal(c.then)
 			}
 			err := cmd.Wait()
 			var ee *exec.ExitError

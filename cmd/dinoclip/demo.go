@@ -106,14 +106,8 @@ func runDemo(cCtx *cli.Context) error {
 	// What an earlier demo wrote is the demo's own, and removed whole
 	// before anything is written: a killed demo's data in whatever state,
 	// its staging copies, and a run and plot not made of the new data.
-	if err := removeLocked(dataRoot, synth.LockDir); err != nil {
+	if err := removeDemoOutputs([]demoOutput{{dataRoot, lockData}, {runDir, lockRun}, {filepath.Join(out, "demo.png"), nil}}); err != nil {
 		return err
-	}
-	if err := removeLocked(runDir, lockRun); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(filepath.Join(out, "demo.png")); err != nil {
-		return fmt.Errorf("demo: %w", err)
 	}
 	// The data is written as dinoclip synth --out DATA writes it, with the
 	// unfinished-run marker and DATA's lock: a demo killed between its two
@@ -168,31 +162,58 @@ func runDemo(cCtx *cli.Context) error {
 	return nil
 }
 
-// removeLocked removes a directory of a demo's --out (a link or file
-// there, not what it leads to) once it holds lock on it: the writer that
-// locks it (a dinoclip synth --out DIR/data, a dinoclip train --resume
-// --out DIR/run) at work is refused rather than deleted under.
-func removeLocked(path string, lock func(dir string) (unlock func(), err error)) error {
-	st, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("demo: %w", err)
-	case st.IsDir():
-		unlock, err := lock(path)
-		if err != nil {
-			return fmt.Errorf("demo: %w; wait for it to end, or choose another --out", err)
+// A demoOutput is what a demo writes under its --out, and the lock that
+// the writer of it in another process holds (nil: none).
+type demoOutput struct {
+	path string
+	lock func(dir string) (unlock func(), err error)
+}
+
+// removeDemoOutputs removes what an earlier demo wrote (a link or file
+// there, not what it leads to) once it holds the lock on each: a writer
+// at work in any (a dinoclip synth --out DIR/data, a dinoclip train
+// --resume --out DIR/run) is refused before anything is removed.
+func removeDemoOutputs(outputs []demoOutput) error {
+	var unlocks []func()
+	defer func() {
+		for _, unlock := range unlocks {
+			unlock()
 		}
-		defer unlock()
+	}()
+	for _, o := range outputs {
+		st, err := os.Lstat(o.path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("demo: %w", err)
+		case st.IsDir() && o.lock != nil:
+			unlock, err := o.lock(o.path)
+			if err != nil {
+				return fmt.Errorf("demo: %w", err)
+			}
+			unlocks = append(unlocks, unlock)
+		}
 	}
-	if err := os.RemoveAll(path); err != nil {
-		return fmt.Errorf("demo: %w", err)
+	for _, o := range outputs {
+		if err := os.RemoveAll(o.path); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
 	}
 	return nil
 }
 
-// lockRun is train.LockRunDir as removeLocked takes a lock.
+// lockData is synth.LockDir as removeDemoOutputs takes a lock, with
+// advice.
+func lockData(dir string) (func(), error) {
+	unlock, err := synth.LockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w; wait for it to end, or choose another --out", err)
+	}
+	return unlock, nil
+}
+
+// lockRun is train.LockRunDir as removeDemoOutputs takes a lock (its
+// error gives advice).
 func lockRun(dir string) (func(), error) {
 	l, err := train.LockRunDir(dir)
 	if err != nil {

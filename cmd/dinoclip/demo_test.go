@@ -216,4 +216,7 @@ func TestDemoReplacesItsOwn(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "run", train.RunFile)); err != nil {
 		t.Errorf("the run a train holds: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(out, "data", dataset.TrainDir)); err != nil {
+		t.Errorf("a demo refused for a held run removed the data the run trains on: %v", err)
+	}
 }

@@ -362,12 +362,36 @@ func checkRunDirFiles(dir string) error {
 			return err
 		}
 	}
+	return checkCheckpointsDir(dir)
+}
+
+// checkCheckpointsDir refuses a run's checkpoints/ that is not a directory,
+// or a link that leads to another run's checkpoints: training writes and
+// prunes checkpoints there. A link to a directory of no run (checkpoints
+// moved to a larger disk) is the run's own.
+func checkCheckpointsDir(dir string) error {
 	path := filepath.Join(dir, CheckpointsDir)
-	if st, err := os.Lstat(path); err == nil && !st.IsDir() {
-		return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a plain directory)",
-			path, fileKind(st.Mode()))
+	st, err := os.Lstat(path)
+	if err != nil || st.IsDir() {
+		return nil
 	}
-	return nil
+	if st.Mode()&os.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(path)
+		tst, statErr := os.Stat(target)
+		if err == nil && statErr == nil && tst.IsDir() {
+			owner, self := filepath.Dir(target), dir
+			if real, err := filepath.EvalSymlinks(dir); err == nil {
+				self = real
+			}
+			if rst, err := os.Lstat(filepath.Join(owner, RunFile)); owner == self || err != nil || !rst.Mode().IsRegular() {
+				return nil
+			}
+			return fmt.Errorf("%s is a link to %s, the checkpoints of the run in %s: training would write and prune that run's checkpoints; point it at this run's own",
+				path, target, owner)
+		}
+	}
+	return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a directory, or a link to one outside any run)",
+		path, fileKind(st.Mode()))
 }
 
 // fileKind names the type of a file for an error ("a symbolic link").
@@ -503,6 +527,7 @@ func (tr *Trainer) prune(st State) error {
 		case !ck.evalPending && st.scheduledCheckpoint(ck.step):
 			steps = append(steps, ck.name)
 		case !protected[ck.name]:
+			tr.Log.Info("removing a checkpoint that a run never stopped does not keep (a stop saved it, or its evaluation was pending)", "checkpoint", ck.name)
 			if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
 				return err
 			}

@@ -90,7 +90,7 @@ func TestCheckpointsLinkRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = runWithin(t, newTrainer(t, dataDir, runDir, nil), true)
-	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a directory") {
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "the checkpoints of the run in "+other) {
 		t.Errorf("resume with checkpoints a link to another run's: %v", err)
 	}
 	after, _ := os.ReadDir(filepath.Join(other, CheckpointsDir))
@@ -154,5 +154,25 @@ func TestRunFileOpenersRefuseLinks(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(victim); string(b) != content {
 		t.Errorf("what the links lead to was written: %q", b)
+	}
+}
+
+// A run's checkpoints moved to another disk and linked back (a directory
+// of no run) are the run's own: the resume writes there.
+func TestCheckpointsMovedAndLinked(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(runDir, CheckpointsDir)
+	moved := filepath.Join(t.TempDir(), "run-checkpoints")
+	if err := os.Rename(path, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, runDir, nil), true); err != nil {
+		t.Fatalf("resume with its checkpoints moved and linked: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(moved, filepath.Base(checkpointName(36)), checkpoint.ModelFile)); err != nil {
+		t.Errorf("the resumed run's last checkpoint is not in the moved directory: %v", err)
 	}
 }

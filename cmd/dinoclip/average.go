@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -167,10 +169,26 @@ func soupWeights(s string, n int) ([]float64, error) {
 }
 
 // indexLockFile is the lock file dinoclip index holds in an index
-// directory (retrieval's, unexported there); with an index's manifest it
-// marks the directory, even before its first append has written the
-// manifest.
+// directory (retrieval's, unexported there) while it appends: held, it
+// marks the directory as an index before its first append has written
+// the manifest. (A .lock that nobody holds is no mark: the name is
+// common.)
 const indexLockFile = ".lock"
+
+// indexAppending reports whether a dinoclip index holds the lock of an
+// index in dir: it is appending to it.
+func indexAppending(dir string) bool {
+	path := filepath.Join(dir, indexLockFile)
+	if st, err := os.Lstat(path); err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(flock.TryLock(f, false), flock.ErrLocked)
+}
 
 // outsideRunsAndIndexes refuses an output file (the --out flag's value
 // out, holding what, e.g. "the average") that is written where a training
@@ -199,7 +217,7 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 		return "", fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
 	case isRunDir(dir):
 		return "", fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
-	case has(dir, retrieval.IndexManifestFile) || has(dir, indexLockFile):
+	case has(dir, retrieval.IndexManifestFile) || indexAppending(dir):
 		return "", fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
 	}
 	return dest, nil

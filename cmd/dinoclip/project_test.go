@@ -12,6 +12,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -361,8 +362,20 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	if err := os.Symlink(filepath.Join(run, "run.json"), link); err != nil {
 		t.Fatal(err)
 	}
-	indexWithoutManifest := t.TempDir() // a first append under way: its lock, no manifest yet
+	indexWithoutManifest := t.TempDir() // a first append under way: its lock held, no manifest yet
 	os.WriteFile(filepath.Join(indexWithoutManifest, indexLockFile), nil, 0o644)
+	held, err := os.Open(filepath.Join(indexWithoutManifest, indexLockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := flock.TryLock(held, true); err != nil {
+		t.Fatal(err)
+	}
+	// A .lock nobody holds is some other tool's: no index.
+	notIndex := t.TempDir()
+	os.WriteFile(filepath.Join(notIndex, indexLockFile), nil, 0o644)
+	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(notIndex, "p.npy"))
 	for _, tc := range []struct{ out, want string }{
 		{filepath.Join(run, "run.json"), "in the run directory"},
 		{filepath.Join(run, "lock"), "in the run directory"},

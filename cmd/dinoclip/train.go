@@ -59,7 +59,7 @@ func trainCommand() *cli.Command {
 			float64Flag("weight-decay", "AdamW weight decay `X`", d.AdamW.WeightDecay),
 			uint64Flag("seed", "seed `N` of the initialisation and of the data order", d.Seed),
 			intFlag("checkpoint-every", "also save a checkpoint every `N` optimizer steps (0: at epoch ends only)", d.CheckpointEvery),
-			intFlag("keep", "keep the `N` newest step checkpoints besides last and best", d.Keep),
+			intFlag("keep", "keep the `N` newest step checkpoints besides last and best (of those saved at epoch ends and every --checkpoint-every steps: a stop's own checkpoint goes once a later one is saved)", d.Keep),
 			stringFlag("best-metric", "`METRIC` that picks the best checkpoint: loss, r5 (mean R@5 of the projection), or SET/t2i@K, SET/i2t@K (K 1, 5, 10); default r5 with --eval sets, else loss", d.BestMetric),
 			intFlag("log-every", "write a training record to metrics.jsonl every `N` optimizer steps (0: none)", d.LogEvery),
 			inputDim,

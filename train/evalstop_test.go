@@ -188,6 +188,38 @@ func TestInterruptDuringEvaluation(t *testing.T) {
 	}
 }
 
+// straightRun trains the test's tiny run without a stop, and returns its
+// data and run directories.
+func straightRun(t *testing.T) (dataDir, runDir string) {
+	t.Helper()
+	dataDir, runDir = t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	return dataDir, runDir
+}
+
+// stopInEvaluation trains the tiny run on dataDir in a new directory,
+// stopped in the epoch-end evaluation of its nth projection, and returns
+// the directory and the state its last checkpoint holds (with its
+// evaluation pending).
+func stopInEvaluation(t *testing.T, dataDir string, n int) (runDir string, st State) {
+	t.Helper()
+	runDir = t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelInProject{Engine: e, n: n, cancel: cancel} })
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("run ended with %v, want context.Canceled", err)
+	}
+	st = checkpointState(t, runDir)
+	if st.PendingEval == nil {
+		t.Fatalf("stopped in projection %d: step %d, no evaluation pending", n, st.Step)
+	}
+	return runDir, st
+}
+
 // A pending evaluation's record is written once: a resume that died after
 // writing it and before saving the evaluated checkpoint (left in
 // metrics.jsonl here by hand) is resumed to the records of a run never
@@ -195,23 +227,8 @@ func TestInterruptDuringEvaluation(t *testing.T) {
 // checkpoint of other bits under its name, as inputs accepted as changed
 // would make) but before pointing last at it.
 func TestPendingEvaluationLeftovers(t *testing.T) {
-	dataDir := t.TempDir()
-	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	straightDir := t.TempDir()
-	if _, err := newTrainer(t, dataDir, straightDir, nil).Run(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	runDir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelInProject{Engine: e, n: 2, cancel: cancel} })
-	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
-		t.Fatalf("run ended with %v, want context.Canceled", err)
-	}
-	st := checkpointState(t, runDir)
-	if st.PendingEval == nil {
-		t.Fatalf("stopped in its second evaluation: step %d, no evaluation pending", st.Step)
-	}
+	dataDir, straightDir := straightRun(t)
+	runDir, st := stopInEvaluation(t, dataDir, 2)
 	// The record of the evaluation at st.Step, from the run never stopped.
 	straight, err := os.ReadFile(filepath.Join(straightDir, MetricsFile))
 	if err != nil {

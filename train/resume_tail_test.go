@@ -58,23 +58,10 @@ func TestResumeKeepsTheScheduledCheckpoints(t *testing.T) {
 // finished by the next resume, though the run has no step left to take:
 // the run directory is then the one of a run never stopped.
 func TestResumeFinishesAKilledSavesTail(t *testing.T) {
-	dataDir := t.TempDir()
-	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	straightDir := t.TempDir()
-	if _, err := newTrainer(t, dataDir, straightDir, nil).Run(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	runDir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// The third projection is the last epoch's evaluation.
-	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelInProject{Engine: e, n: 3, cancel: cancel} })
-	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
-		t.Fatalf("run ended with %v, want context.Canceled", err)
-	}
-	st := checkpointState(t, runDir)
-	if st.PendingEval == nil || st.Epoch != st.Options.Epochs {
-		t.Fatalf("stopped in the last evaluation: epoch %d of %d, pending %v", st.Epoch, st.Options.Epochs, st.PendingEval != nil)
+	dataDir, straightDir := straightRun(t)
+	runDir, st := stopInEvaluation(t, dataDir, 3) // the last epoch's evaluation
+	if st.Epoch != st.Options.Epochs {
+		t.Fatalf("stopped in the last evaluation: epoch %d of %d", st.Epoch, st.Options.Epochs)
 	}
 	pending := filepath.Join(runDir, st.checkpointName())
 	stale := t.TempDir()
@@ -109,14 +96,7 @@ func TestResumeFinishesAKilledSavesTail(t *testing.T) {
 func TestResumeRefusesACheckpointUnderAnotherName(t *testing.T) {
 	dataDir := t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
-	runDir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelInProject{Engine: e, n: 2, cancel: cancel} })
-	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
-		t.Fatalf("run ended with %v, want context.Canceled", err)
-	}
-	st := checkpointState(t, runDir)
+	runDir, st := stopInEvaluation(t, dataDir, 2)
 	plain := checkpointName(st.Step)
 	if err := os.Rename(filepath.Join(runDir, st.checkpointName()), filepath.Join(runDir, plain)); err != nil {
 		t.Fatal(err)

@@ -26,11 +26,18 @@ import (
 // nKeys does not fit in an int32, or if an input holds a NaN or an infinity
 // (which would leave the order undefined).
 func TopK(queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error) {
-	return topK(&CPUSearcher{}, queries, keys, nQueries, nKeys, dim, k)
+	return TopKContext(context.Background(), queries, keys, nQueries, nKeys, dim, k)
 }
 
-// topK is TopK on the given searcher.
-func topK(s *CPUSearcher, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
+// TopKContext is TopK stopped with ctx's error once ctx is done: the
+// search looks at ctx between its tiles of keys (CPUSearcher.Search), so a
+// ranking of minutes stops within a tile's work.
+func TopKContext(ctx context.Context, queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error) {
+	return topK(ctx, &CPUSearcher{}, queries, keys, nQueries, nKeys, dim, k)
+}
+
+// topK is TopKContext on the given searcher.
+func topK(ctx context.Context, s *CPUSearcher, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
 	if err := checkMatrix("queries", queries, nQueries, dim); err != nil {
 		return nil, nil, err
 	}
@@ -47,7 +54,7 @@ func topK(s *CPUSearcher, queries, keys []float32, nQueries, nKeys, dim, k int) 
 	if err != nil {
 		return nil, nil, err
 	}
-	nb, err := s.Search(context.Background(), queries, nQueries, km, k)
+	nb, err := s.Search(ctx, queries, nQueries, km, k)
 	if err != nil {
 		return nil, nil, err
 	}

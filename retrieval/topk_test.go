@@ -1,6 +1,8 @@
 package retrieval
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -109,7 +111,7 @@ func TestTopKMatchesNaive(t *testing.T) {
 			for _, b := range searchers {
 				name := fmt.Sprintf("%s/q%d_k%d_d%d_top%d/tile%d_w%d",
 					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.keyTile, b.Workers)
-				gotIdx, gotScores, err := topK(b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
+				gotIdx, gotScores, err := topK(context.Background(), b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -157,7 +159,7 @@ func TestTopKTies(t *testing.T) {
 		{0, 4, []int32{0, 1, 2, 3}, []float32{0, 0, 0, 0}}, // zero query: all tie
 	} {
 		for _, b := range searchers {
-			idx, scores, err := topK(b, []float32{tc.query}, keys, 1, len(keys), 1, tc.k)
+			idx, scores, err := topK(context.Background(), b, []float32{tc.query}, keys, 1, len(keys), 1, tc.k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,5 +320,41 @@ func BenchmarkTopK(b *testing.B) {
 			b.ReportMetric(float64(sz.nQueries*b.N)/seconds, "queries/s")
 			b.ReportMetric(2*float64(sz.nQueries)*float64(sz.nKeys)*dim*float64(b.N)/seconds/1e9, "GFLOP/s")
 		})
+	}
+}
+
+// TopKContext answers as TopK, and a cancellation in the middle of its
+// search (here from the searcher's progress report, after its first
+// window of keys) ends it with the context's error.
+func TestTopKContextStops(t *testing.T) {
+	const nq, nk, dim, k = 40, 3000, 16, 5
+	r := rand.New(rand.NewPCG(5, 6))
+	queries, keys := make([]float32, nq*dim), make([]float32, nk*dim)
+	for i := range queries {
+		queries[i] = float32(r.IntN(9) - 4)
+	}
+	for i := range keys {
+		keys[i] = float32(r.IntN(5) - 2) // coarse values: many ties
+	}
+	wantIdx, wantScores := naiveTopK(queries, keys, nq, nk, dim, k)
+	idx, scores, err := TopKContext(context.Background(), queries, keys, nq, nk, dim, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(idx, scores) != fmt.Sprint(wantIdx, wantScores) {
+		t.Fatal("TopKContext's answer differs from the reference")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reports := 0
+	s := &CPUSearcher{keyTile: 64, windowBytes: 64 * dim * 2, Progress: func(done, total int64) {
+		reports++
+		cancel()
+	}}
+	if _, _, err := topK(ctx, s, queries, keys, nq, nk, dim, k); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled during the search: %v, want context.Canceled", err)
+	}
+	if reports != 1 {
+		t.Errorf("the search went on for %d windows after it was cancelled", reports-1)
 	}
 }

@@ -1028,14 +1028,14 @@ func (tr *Trainer) evaluateEMA(ctx context.Context) ([]retrieval.Report, error) 
 
 // evalTopK is the ranking of an evaluation under ctx: the engine's own
 // top-k (the GPU's fused search, see retrieval.TopKOf) when it has one,
-// else retrieval.TopK in chunks of queries (topKChunks), each call started
-// only while ctx is not cancelled. When the engine's fails (short of memory
+// else retrieval.TopKContext, which stops between its tiles of keys once
+// ctx is cancelled. When the engine's fails (short of memory
 // beside resident training data, say), that ranking is done on the CPU
 // instead and the log says why: an evaluation is not worth stopping a run
 // for when the CPU can do it.
 func (tr *Trainer) evalTopK(ctx context.Context) retrieval.TopKFunc {
 	cpu := func(q, keys []float32, nq, nk, dim, k int) ([]int32, []float32, error) {
-		return topKChunks(ctx, retrieval.TopK, rankChunk(nk, dim), q, keys, nq, nk, dim, k)
+		return retrieval.TopKContext(ctx, q, keys, nq, nk, dim, k)
 	}
 	own := retrieval.TopKOf(tr.Engine)
 	if own == nil {
@@ -1052,46 +1052,6 @@ func (tr *Trainer) evalTopK(ctx context.Context) retrieval.TopKFunc {
 		tr.Log.Warn("the engine's top-k failed; ranking on the CPU", "err", err.Error())
 		return cpu(q, keys, nq, nk, dim, k)
 	}
-}
-
-// rankChunkWork is about how many multiply-adds of a CPU ranking run
-// between two looks at an interrupt (see rankChunk): 2^34, 0.6 s on the
-// 2 cores of the development machine (retrieval.TopK, 512 queries of
-// 65,536 512-wide keys).
-const rankChunkWork = 1 << 34
-
-// rankChunk is how many queries a CPU ranking over nKeys keys of width dim
-// takes between two looks at an interrupt: about rankChunkWork
-// multiply-adds, and at least 64 queries, so that the keys, packed anew by
-// every call, are read for many.
-func rankChunk(nKeys, dim int) int {
-	return max(64, rankChunkWork/max(1, nKeys*dim))
-}
-
-// topKChunks is topK ranking the queries chunk at a time, stopped with
-// ctx's error before a chunk once ctx is cancelled. The answer is that of
-// one call: a query's list does not depend on the other queries
-// (retrieval.Searcher's contract). Arguments of the wrong shape go to topK
-// whole, which says what is wrong.
-func topKChunks(ctx context.Context, topK retrieval.TopKFunc, chunk int, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
-	if nQueries < 1 || nKeys < 1 || dim < 1 || len(queries) != nQueries*dim {
-		return topK(queries, keys, nQueries, nKeys, dim, k)
-	}
-	var indices []int32
-	var scores []float32
-	for lo := 0; lo < nQueries; lo += chunk {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
-		}
-		hi := min(lo+chunk, nQueries)
-		idx, sc, err := topK(queries[lo*dim:hi*dim], keys, hi-lo, nKeys, dim, k)
-		if err != nil {
-			return nil, nil, err
-		}
-		indices = append(indices, idx...)
-		scores = append(scores, sc...)
-	}
-	return indices, scores, nil
 }
 
 func summarize(reports []retrieval.Report) []any {

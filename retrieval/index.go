@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
@@ -37,8 +38,47 @@ import (
 const (
 	IndexManifestFile = "manifest.json"
 	IndexFormat       = "dinoclip-index/1"
-	indexLockFile     = ".lock"
+	IndexLockFile     = ".lock"
 )
+
+// indexFormatPrefix begins the format of every version of the index
+// format: a manifest naming it marks an index, of this version or not.
+const indexFormatPrefix = "dinoclip-index/"
+
+// IsIndex reports whether dir is a search index, as a command about to
+// write a file into dir must judge it: its manifest.json names the index
+// format (in its first 4 KiB, where dinoclip writes the format first: a
+// damaged manifest still counts), or dinoclip index holds its lock
+// (appending, before its first manifest). A manifest.json of another kind
+// (a web page's, a data set's), or a .lock that nobody holds, is no mark.
+func IsIndex(dir string) bool {
+	if plainFile(dir, IndexManifestFile) == nil { // (a FIFO would block the read)
+		if f, err := os.Open(filepath.Join(dir, IndexManifestFile)); err == nil {
+			head := make([]byte, 4096)
+			n, _ := io.ReadFull(f, head)
+			f.Close()
+			if bytes.Contains(head[:n], []byte(`"`+indexFormatPrefix)) {
+				return true
+			}
+		}
+	}
+	return indexAppending(dir)
+}
+
+// indexAppending reports whether a dinoclip index holds the lock of an
+// index in dir.
+func indexAppending(dir string) bool {
+	path := filepath.Join(dir, IndexLockFile)
+	if plainFile(dir, IndexLockFile) != nil {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(flock.TryLock(f, false), flock.ErrLocked)
+}
 
 // shardName and imagesName match the file names an index may refer to,
 // so a tampered manifest cannot make a search open files outside the
@@ -358,7 +398,7 @@ func checkIndexDir(dir string) error {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if n := e.Name(); n != indexLockFile && !shardName.MatchString(n) && !imagesName.MatchString(n) && !isTemp(n) {
+		if n := e.Name(); n != IndexLockFile && !shardName.MatchString(n) && !imagesName.MatchString(n) && !isTemp(n) {
 			return fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
 		}
 	}
@@ -389,7 +429,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		if err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
-		w.unlock, err = lockDir(filepath.Join(dir, indexLockFile))
+		w.unlock, err = lockDir(filepath.Join(dir, IndexLockFile))
 		if errors.Is(err, fs.ErrNotExist) && attempt < 10 {
 			continue // removed by another process whose first append failed (see Close): make it again
 		}
@@ -710,7 +750,7 @@ func (w *IndexWriter) Close() {
 		return
 	}
 	if _, err := os.Stat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
-		os.Remove(filepath.Join(w.dir, indexLockFile))
+		os.Remove(filepath.Join(w.dir, IndexLockFile))
 		madedirs.Remove(w.dir, w.madeTop)
 	}
 	w.unlock()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
-	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -168,28 +166,6 @@ func soupWeights(s string, n int) ([]float64, error) {
 	return w, nil
 }
 
-// indexLockFile is the lock file dinoclip index holds in an index
-// directory (retrieval's, unexported there) while it appends: held, it
-// marks the directory as an index before its first append has written
-// the manifest. (A .lock that nobody holds is no mark: the name is
-// common.)
-const indexLockFile = ".lock"
-
-// indexAppending reports whether a dinoclip index holds the lock of an
-// index in dir: it is appending to it.
-func indexAppending(dir string) bool {
-	path := filepath.Join(dir, indexLockFile)
-	if st, err := os.Lstat(path); err != nil || !st.Mode().IsRegular() {
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return errors.Is(flock.TryLock(f, false), flock.ErrLocked)
-}
-
 // outsideRunsAndIndexes refuses an output file (the --out flag's value
 // out, holding what, e.g. "the average") that is written where a training
 // run or a search index keeps its files: it would replace one of them
@@ -213,11 +189,13 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 		// Resumed, a model replaced would meet another model's optimizer
 		// state; an optimizer replaced, another's weights.
 		return "", fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
-	case inCheckpoints(dir):
+	case inCheckpoints(dir) || inCheckpoints(filepath.Dir(filepath.Clean(out))):
+		// (The second, by the name given: a run's checkpoints/ may be a
+		// link to a directory elsewhere, whose name and parent say nothing.)
 		return "", fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
 	case isRunDir(dir):
 		return "", fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
-	case has(dir, retrieval.IndexManifestFile) || indexAppending(dir):
+	case retrieval.IsIndex(dir):
 		return "", fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
 	}
 	return dest, nil

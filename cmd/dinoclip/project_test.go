@@ -15,6 +15,8 @@ import (
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // projectDirect runs the CPU engine on rows with the model at path.
@@ -355,16 +357,16 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	in := filepath.Join(data, "shard-00000.dino.npy")
 	index := filepath.Join(t.TempDir(), "index")
 	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
-	if _, err := os.Lstat(filepath.Join(index, indexLockFile)); err != nil {
-		t.Fatalf("dinoclip index left no %s (indexLockFile no longer names its lock): %v", indexLockFile, err)
+	if _, err := os.Lstat(filepath.Join(index, retrieval.IndexLockFile)); err != nil {
+		t.Fatalf("dinoclip index left no %s (retrieval.IndexLockFile no longer names its lock): %v", retrieval.IndexLockFile, err)
 	}
 	link := filepath.Join(t.TempDir(), "l.npy")
 	if err := os.Symlink(filepath.Join(run, "run.json"), link); err != nil {
 		t.Fatal(err)
 	}
 	indexWithoutManifest := t.TempDir() // a first append under way: its lock held, no manifest yet
-	os.WriteFile(filepath.Join(indexWithoutManifest, indexLockFile), nil, 0o644)
-	held, err := os.Open(filepath.Join(indexWithoutManifest, indexLockFile))
+	os.WriteFile(filepath.Join(indexWithoutManifest, retrieval.IndexLockFile), nil, 0o644)
+	held, err := os.Open(filepath.Join(indexWithoutManifest, retrieval.IndexLockFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,8 +376,28 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	}
 	// A .lock nobody holds is some other tool's: no index.
 	notIndex := t.TempDir()
-	os.WriteFile(filepath.Join(notIndex, indexLockFile), nil, 0o644)
+	os.WriteFile(filepath.Join(notIndex, retrieval.IndexLockFile), nil, 0o644)
 	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(notIndex, "p.npy"))
+	// Nor is a manifest.json of another kind (a web site's).
+	site := t.TempDir()
+	os.WriteFile(filepath.Join(site, retrieval.IndexManifestFile), []byte(`{"name": "my photos", "icons": []}`), 0o644)
+	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(site, "p.npy"))
+	// A damaged index's manifest still marks it.
+	damaged := t.TempDir()
+	os.WriteFile(filepath.Join(damaged, retrieval.IndexManifestFile), []byte(`{"format": "dinoclip-index/1", "dim": 5`), 0o644)
+	// A run whose checkpoints/ is a link to a directory elsewhere (moved to
+	// a larger disk): its name and parent say nothing of the run.
+	movedRun := filepath.Join(t.TempDir(), "run")
+	if err := os.CopyFS(movedRun, os.DirFS(run)); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(t.TempDir(), "big")
+	if err := os.Rename(filepath.Join(movedRun, train.CheckpointsDir), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, filepath.Join(movedRun, train.CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ out, want string }{
 		{filepath.Join(run, "run.json"), "in the run directory"},
 		{filepath.Join(run, "lock"), "in the run directory"},
@@ -389,6 +411,8 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(index, "manifest.json"), "in the search index"},
 		{filepath.Join(index, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(indexWithoutManifest, "keys-00000.npy"), "in the search index"},
+		{filepath.Join(damaged, "keys-00000.npy"), "in the search index"},
+		{filepath.Join(movedRun, train.CheckpointsDir, "p.npy"), "in the checkpoints directory"},
 	} {
 		t.Run(strings.TrimPrefix(tc.out, filepath.Dir(filepath.Dir(tc.out))), func(t *testing.T) {
 			before, _ := os.ReadFile(tc.out)

@@ -112,56 +112,29 @@ func checkRunFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
-	return regularRunFile(path, st)
+	if !st.Mode().IsRegular() {
+		return runFileError(path, atomicfile.Kind(st.Mode()))
+	}
+	return nil
 }
 
-// regularRunFile is checkRunFile's verdict on st, the Lstat of path.
-func regularRunFile(path string, st fs.FileInfo) error {
-	if st.Mode().IsRegular() {
-		return nil
-	}
+// runFileError refuses the run file at path, which is kind.
+func runFileError(path, kind string) error {
 	return fmt.Errorf("%s is %s, not a regular file: training writes it in place and will not write through it; replace it with a plain copy of the file, or remove it",
-		path, atomicfile.Kind(st.Mode()))
+		path, kind)
 }
 
 // openRunFile opens the run directory's file at path with flag (without
 // O_CREATE or O_TRUNC), creating it when it does not exist, and refuses it
-// when it is not a regular file (checkRunFile). The file opened is checked
-// to be the one looked at, so a link put in its place meanwhile is
-// refused too, before anything is written: portable where O_NOFOLLOW is
-// not (Windows). A new file is created exclusively, which fails on any
-// name made meanwhile (a link, even a dangling one), and is looked at
-// again.
+// when it is not a regular file (checkRunFile), also one put in its place
+// while it is opened (atomicfile.OpenRegular).
 func openRunFile(path string, flag int) (*os.File, error) {
-	for attempt := 1; ; attempt++ {
-		st, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			f, err := os.OpenFile(path, flag|os.O_CREATE|os.O_EXCL, 0o644)
-			if errors.Is(err, fs.ErrExist) && attempt < 10 {
-				continue // made by another process meanwhile
-			}
-			if err != nil {
-				return nil, fmt.Errorf("run directory: %w", err)
-			}
-			return f, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("run directory: %w", err)
-		}
-		if err := regularRunFile(path, st); err != nil {
-			return nil, err
-		}
-		f, err := os.OpenFile(path, flag, 0)
-		if err != nil {
-			return nil, fmt.Errorf("run directory: %w", err)
-		}
-		if opened, err := f.Stat(); err != nil || !os.SameFile(st, opened) {
-			f.Close()
-			if attempt < 10 {
-				continue // replaced meanwhile: look at what is there now
-			}
-			return nil, fmt.Errorf("%s keeps changing while it is opened; is another process replacing it?", path)
-		}
-		return f, nil
+	f, err := atomicfile.OpenRegular(path, flag|os.O_CREATE, 0o644)
+	if nr := (*atomicfile.NotRegularError)(nil); errors.As(err, &nr) {
+		return nil, runFileError(path, nr.Kind)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	return f, nil
 }

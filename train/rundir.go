@@ -391,15 +391,7 @@ func checkCheckpointsDir(dir string) error {
 		}
 	}
 	return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a directory, or a link to one outside any run)",
-		path, fileKind(st.Mode()))
-}
-
-// fileKind names the type of a file for an error ("a symbolic link").
-func fileKind(m os.FileMode) string {
-	if m.IsRegular() {
-		return "a regular file"
-	}
-	return atomicfile.Kind(m)
+		path, atomicfile.Kind(st.Mode()))
 }
 
 // startRunDir prepares a new run directory (see checkNewRunDir).
@@ -591,12 +583,7 @@ func sweepRunDir(runDir string) {
 			os.RemoveAll(p)
 		}
 	}
-	entries, _ = os.ReadDir(runDir)
-	for _, e := range entries {
-		if _, temp := atomicfile.TempOf(e.Name()); temp && e.Type().IsRegular() {
-			atomicfile.RemoveStale(filepath.Join(runDir, e.Name()), nil)
-		}
-	}
+	atomicfile.SweepStale(runDir, atomicfile.EveryBase, nil)
 }
 
 // restore loads the run directory's last checkpoint into the engine and

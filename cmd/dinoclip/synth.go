@@ -31,27 +31,20 @@ const maxSynthSettings = 4096
 // through: synth writes that name, and a link would have it overwrite
 // another file, a pipe have it wait forever.
 func readSynthMarker(marker string) (string, error) {
-	st, err := os.Lstat(marker)
+	notOurs := func(what string) error {
+		return fmt.Errorf("synth: %s is %s, not the file in which dinoclip synth records an unfinished run; remove it and run again", marker, what)
+	}
+	f, err := atomicfile.OpenRegular(marker, os.O_RDONLY, 0)
+	if nr := (*atomicfile.NotRegularError)(nil); errors.As(err, &nr) {
+		return "", notOurs(nr.Kind)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("synth: %w", err)
 	}
-	notOurs := func(what string) error {
-		return fmt.Errorf("synth: %s is %s, not the file in which dinoclip synth records an unfinished run; remove it and run again", marker, what)
-	}
-	if !st.Mode().IsRegular() {
-		return "", notOurs(atomicfile.Kind(st.Mode()))
-	}
-	f, err := os.Open(marker)
-	if err != nil {
-		return "", fmt.Errorf("synth: %w", err)
-	}
 	defer f.Close()
-	if now, err := f.Stat(); err != nil || !os.SameFile(st, now) {
-		return "", notOurs("being replaced")
-	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSynthSettings+1))
 	if err != nil {
 		return "", fmt.Errorf("synth: %w", err)

@@ -194,10 +194,11 @@ func resolvePath(path string) string {
 	return filepath.Join(resolvePath(trimmed[:i+1]), trimmed[i+1:])
 }
 
-// Kind names the type of a file that is not a regular one, for an error
-// ("a directory").
+// Kind names the type of a file, for an error ("a directory").
 func Kind(m os.FileMode) string {
 	switch {
+	case m.IsRegular():
+		return "a regular file"
 	case m&os.ModeSymlink != 0:
 		return "a symbolic link"
 	case m.IsDir():

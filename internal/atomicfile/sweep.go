@@ -23,6 +23,9 @@ type Sweep struct {
 	Failed []*fs.PathError
 }
 
+// EveryBase, as SweepStale's base, sweeps the temporaries of every name.
+const EveryBase = ""
+
 // SweepStale removes from dir the temporaries of base (TempOf) that
 // writers killed before renaming them into place left, as RemoveStale
 // does: with holds nil, files (Write's); with holds not nil, directories
@@ -35,7 +38,7 @@ func SweepStale(dir, base string, holds func(name string) bool) Sweep {
 	var s Sweep
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if b, ok := TempOf(e.Name()); !ok || b != base || !(holds == nil && e.Type().IsRegular() || holds != nil && e.IsDir()) {
+		if b, ok := TempOf(e.Name()); !ok || base != EveryBase && b != base || !(holds == nil && e.Type().IsRegular() || holds != nil && e.IsDir()) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())

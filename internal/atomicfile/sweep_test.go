@@ -100,6 +100,14 @@ func TestSweepStale(t *testing.T) {
 		t.Errorf("the report of a directory holding a user's file:\n%s\nwant %q and the file's name, and no live one", report.String(), want)
 	}
 
+	// EveryBase: the stale files of every name (those left: the one
+	// where a directory is written, another base's), still no directory,
+	// link or fresh file.
+	other := filepath.Join(dir, ".other.npy.tmp-3")
+	if s := SweepStale(dir, EveryBase, nil); !slices.Equal(s.Removed, []string{file, other}) || !slices.Equal(s.Live, []string{fresh}) || len(s.Failed) != 0 {
+		t.Errorf("sweeping every name: removed %v, live %v, failed %v; want %s and %s removed and %s live", s.Removed, s.Live, s.Failed, file, other, fresh)
+	}
+
 	if s := SweepStale(filepath.Join(dir, "missing"), "hits", hits); s.Removed != nil || s.Live != nil || s.Failed != nil {
 		t.Errorf("sweeping a missing directory: %+v", s)
 	}

@@ -1,0 +1,63 @@
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// NotRegularError is OpenRegular's refusal of a name that is not a
+// regular file.
+type NotRegularError struct {
+	Path string
+	Kind string // Kind of what is there ("a symbolic link", "being replaced")
+}
+
+func (e *NotRegularError) Error() string {
+	return fmt.Sprintf("%s is %s, not a regular file", e.Path, e.Kind)
+}
+
+// OpenRegular opens path with flag (O_CREATE aside, no O_TRUNC) when it
+// is a regular file, and refuses anything else there with a
+// *NotRegularError before opening it: through a symbolic link a writer
+// would write wherever it leads, and opening a named pipe waits forever.
+// The file opened is checked to be the one looked at, so a link put in its
+// place meanwhile is refused too, before anything is read or written:
+// portable where O_NOFOLLOW is not (Windows). With O_CREATE, a missing
+// file is created exclusively with perm (before the umask), which fails on
+// any name made meanwhile (a link, even a dangling one), and is looked at
+// again; without it, a missing file is an error that errors.Is takes for
+// fs.ErrNotExist.
+func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
+	create := flag&os.O_CREATE != 0
+	flag &^= os.O_CREATE
+	for attempt := 1; ; attempt++ {
+		st, err := os.Lstat(path)
+		if create && errors.Is(err, fs.ErrNotExist) {
+			f, err := os.OpenFile(path, flag|os.O_CREATE|os.O_EXCL, perm)
+			if errors.Is(err, fs.ErrExist) && attempt < 10 {
+				continue // made by another process meanwhile
+			}
+			return f, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !st.Mode().IsRegular() {
+			return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
+		}
+		f, err := os.OpenFile(path, flag, 0)
+		if err != nil {
+			return nil, err
+		}
+		if opened, err := f.Stat(); err != nil || !os.SameFile(st, opened) {
+			f.Close()
+			if attempt < 10 {
+				continue // replaced meanwhile: look at what is there now
+			}
+			return nil, &NotRegularError{Path: path, Kind: "being replaced again and again"}
+		}
+		return f, nil
+	}
+}

@@ -1,0 +1,67 @@
+package atomicfile
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// OpenRegular opens a regular file (creating a missing one with O_CREATE,
+// never through a name made meanwhile), and refuses a link (also a
+// dangling one), a directory, and a missing file without O_CREATE.
+func TestOpenRegular(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, []byte("mine"), 0o644)
+	f, err := OpenRegular(plain, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(f); string(b) != "mine" {
+		t.Errorf("read %q from the plain file", b)
+	}
+	f.Close()
+
+	made := filepath.Join(dir, "made")
+	f, err = OpenRegular(made, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err := os.Lstat(made); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("O_CREATE made no regular file: %v", err)
+	}
+	if _, err := OpenRegular(filepath.Join(dir, "missing"), os.O_RDONLY, 0); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing file without O_CREATE: %v, want fs.ErrNotExist", err)
+	}
+
+	link, dangling := filepath.Join(dir, "link"), filepath.Join(dir, "dangling")
+	os.Symlink(plain, link)
+	os.Symlink(filepath.Join(dir, "nowhere"), dangling)
+	for _, tc := range []struct {
+		path, kind string
+		flag       int
+	}{
+		{link, "a symbolic link", os.O_RDWR},
+		{dangling, "a symbolic link", os.O_RDWR | os.O_CREATE},
+		{dir, "a directory", os.O_RDONLY},
+	} {
+		f, err := OpenRegular(tc.path, tc.flag, 0o644)
+		var nr *NotRegularError
+		if !errors.As(err, &nr) || nr.Kind != tc.kind || nr.Path != tc.path {
+			t.Errorf("%s: %v, want a NotRegularError naming %s", tc.path, err, tc.kind)
+		}
+		if f != nil {
+			f.Close()
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("O_CREATE on a dangling link created the file it leads to")
+	}
+	if b, _ := os.ReadFile(plain); string(b) != "mine" {
+		t.Errorf("the link's target changed: %q", b)
+	}
+}

@@ -259,4 +259,3 @@ func TestPendingEvaluationLeftovers(t *testing.T) {
 	}
 	sameRun(t, "resumed over leftovers", runDir, straightDir)
 }
-

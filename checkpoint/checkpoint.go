@@ -98,7 +98,11 @@ func WriteModel(path string, c nn.Config, params []float32, meta map[string]stri
 // verifies: a flipped bit, an edited tensor or swapped offsets then fail to
 // load rather than resuming or evaluating with wrong numbers.
 func write(path string, tensors []safetensors.Tensor, meta map[string]string) error {
-	return safetensors.Write(path, tensors, safetensors.WithSHA256(tensors, meta))
+	meta, err := safetensors.WithSHA256(tensors, meta)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return safetensors.Write(path, tensors, meta)
 }
 
 // metadata is f's metadata less safetensors.SHA256Key: verified on the

@@ -367,7 +367,13 @@ func TestLoadRefusesConvertedTensors(t *testing.T) {
 				x64[j] = float64(v)
 			}
 			return safetensors.NewFloat64(info.Name, shape, x64)
-		}, safetensors.WithSHA256)
+		}, func(tensors []safetensors.Tensor, old map[string]string) map[string]string {
+			meta, err := safetensors.WithSHA256(tensors, old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return meta
+		})
 		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "holds float32 tensors") {
 			t.Errorf("Load with %s's first tensor in float64: %v, want it refused", file, err)
 		}

@@ -42,21 +42,26 @@ const SHA256Key = "dinoclip.sha256"
 // tensors laid out in the given order, as Write and Marshal lay them out.
 // The hash is taken from the tensors in memory (one goroutine per tensor,
 // at most GOMAXPROCS at a time), so writing the file needs no second pass
-// over it; a SHA256Key already in metadata is replaced.
-func WithSHA256(tensors []Tensor, metadata map[string]string) map[string]string {
+// over it; a SHA256Key already in metadata is replaced. The error is a
+// fault reading a tensor's data (one mapped from a file truncated
+// meanwhile).
+func WithSHA256(tensors []Tensor, metadata map[string]string) (map[string]string, error) {
 	infos := make([]TensorInfo, len(tensors))
 	off := 0
 	for i, t := range tensors {
 		infos[i] = TensorInfo{Name: t.Name, DType: t.DType, Shape: t.Shape, Begin: off, End: off + len(t.Data)}
 		off += len(t.Data)
 	}
-	sum, _ := tableSHA256(infos, func(i int) []byte { return tensors[i].Data })
+	sum, err := tableSHA256(infos, func(i int) []byte { return tensors[i].Data })
+	if err != nil {
+		return nil, err
+	}
 	out := maps.Clone(metadata)
 	if out == nil {
 		out = map[string]string{}
 	}
 	out[SHA256Key] = hex.EncodeToString(sum[:])
-	return out
+	return out, nil
 }
 
 // tableSHA256 is the SHA256Key value of tensors (in file order), data(i)

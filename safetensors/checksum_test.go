@@ -19,7 +19,7 @@ import (
 func checksummed(t *testing.T) ([]byte, int) {
 	t.Helper()
 	tensors := []Tensor{NewFloat32("w", []int{2, 3}, []float32{1, -2, 3, -4, 5, -6}), NewFloat64("b", []int{2}, []float64{0.5, 7})}
-	b, err := Marshal(tensors, WithSHA256(tensors, map[string]string{"format": "x"}))
+	b, err := Marshal(tensors, withSHA256(t, tensors, map[string]string{"format": "x"}))
 	must(t, err)
 	f, err := Read(b)
 	must(t, err)
@@ -58,7 +58,7 @@ func TestSHA256RoundTrip(t *testing.T) {
 	// recomputed: the same bytes both times.
 	again, err := Marshal(tensors, f.Metadata())
 	must(t, err)
-	recomputed, err := Marshal(tensors, WithSHA256(tensors, f.Metadata()))
+	recomputed, err := Marshal(tensors, withSHA256(t, tensors, f.Metadata()))
 	must(t, err)
 	if string(again) != string(b) || string(recomputed) != string(b) {
 		t.Fatal("a round trip changed the file")
@@ -99,7 +99,7 @@ func TestSHA256Listing(t *testing.T) {
 		t.Fatalf("the test's listing is off:\n%s", listing.String())
 	}
 	want := hexSHA256([]byte(listing.String()))
-	meta := WithSHA256(tensors, nil)
+	meta := withSHA256(t, tensors, nil)
 	if meta[SHA256Key] != want {
 		t.Fatalf("WithSHA256 = %s, want %s", meta[SHA256Key], want)
 	}
@@ -120,12 +120,12 @@ func TestWithSHA256(t *testing.T) {
 	tensors := []Tensor{NewFloat32("w", []int{1}, []float32{1})}
 	meta := map[string]string{SHA256Key: strings.Repeat("0", 64), "k": "v"}
 	before := maps.Clone(meta)
-	got := WithSHA256(tensors, meta)
+	got := withSHA256(t, tensors, meta)
 	want := hexSHA256([]byte("1:w\tF32\t1\t0\t4\t" + hexSHA256(tensors[0].Data) + "\n"))
 	if !maps.Equal(meta, before) || got[SHA256Key] != want || got["k"] != "v" {
 		t.Fatalf("WithSHA256 = %v (its argument now %v)", got, meta)
 	}
-	if got := WithSHA256(nil, nil); got[SHA256Key] != hexSHA256(nil) {
+	if got := withSHA256(t, nil, nil); got[SHA256Key] != hexSHA256(nil) {
 		t.Fatalf("no tensors: %v", got)
 	}
 }
@@ -159,7 +159,7 @@ func swapHeader(t *testing.T, b []byte, start int, x, y string) []byte {
 func TestSHA256Mismatch(t *testing.T) {
 	b, start := checksummed(t)
 	pair := []Tensor{NewFloat64("w", []int{2}, []float64{5, 6}), NewFloat32("p", []int{2}, []float32{1, 2}), NewFloat32("q", []int{2}, []float32{3, 4})}
-	pb, err := Marshal(pair, WithSHA256(pair, map[string]string{"format": "x"}))
+	pb, err := Marshal(pair, withSHA256(t, pair, map[string]string{"format": "x"}))
 	must(t, err)
 	pf, err := Read(pb)
 	must(t, err)
@@ -219,7 +219,7 @@ func TestNoSHA256(t *testing.T) {
 // opened: no writer makes one.
 func TestMalformedSHA256(t *testing.T) {
 	tensors := []Tensor{NewFloat32("w", []int{1}, []float32{1})}
-	right := WithSHA256(tensors, nil)[SHA256Key]
+	right := withSHA256(t, tensors, nil)[SHA256Key]
 	for _, v := range []string{"", "abc", strings.ToUpper(right), right + "0", right[:63], strings.Repeat("g", 64), " " + right[1:]} {
 		b, err := Marshal(tensors, map[string]string{SHA256Key: v})
 		must(t, err)
@@ -231,21 +231,45 @@ func TestMalformedSHA256(t *testing.T) {
 }
 
 // A file truncated while mapped faults while its tensors are hashed (on
-// any of the goroutines): an error, not a crash, and reads stay refused.
+// any of the goroutines): an error, not a crash, and reads stay refused;
+// WithSHA256 of tensors whose data is mapped from the file (a tool copying
+// them into a new file) fails too.
 func TestTruncatedWhileVerifying(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "t.safetensors")
 	var tensors []Tensor
 	for i := range 8 {
 		tensors = append(tensors, NewFloat32(fmt.Sprint("w", i), []int{1 << 14}, make([]float32, 1<<14)))
 	}
-	must(t, Write(p, tensors, WithSHA256(tensors, nil)))
+	must(t, Write(p, tensors, withSHA256(t, tensors, nil)))
 	f, err := Open(p)
 	must(t, err)
 	defer f.Close()
+	mapped, err := Open(p)
+	must(t, err)
+	defer mapped.Close()
+	var copies []Tensor
+	for _, info := range mapped.Tensors() {
+		data, _, err := mapped.Raw(info.Name)
+		must(t, err)
+		copies = append(copies, Tensor{Name: info.Name, DType: info.DType, Shape: info.Shape, Data: data})
+	}
 	must(t, os.Truncate(p, 4096))
+	if _, err := WithSHA256(copies, nil); err == nil || !strings.Contains(err.Error(), "truncated or rewritten") {
+		t.Errorf("WithSHA256 of tensors mapped from a file truncated since: %v", err)
+	}
 	for range 2 {
 		if _, _, err := f.Float32("w0"); err == nil || !strings.Contains(err.Error(), "truncated or rewritten") {
 			t.Fatalf("read of a file truncated before its hash: %v", err)
 		}
 	}
+}
+
+// withSHA256 is WithSHA256 on tensors in memory, which cannot fault.
+func withSHA256(t testing.TB, tensors []Tensor, meta map[string]string) map[string]string {
+	t.Helper()
+	out, err := WithSHA256(tensors, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

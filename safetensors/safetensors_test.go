@@ -402,7 +402,7 @@ func TestConcurrentReads(t *testing.T) {
 	}
 	// With the data's SHA-256 recorded: the first reads race to verify it.
 	tensors := []Tensor{NewFloat32("w", []int{10, 100}, w), NewBFloat16("b", []int{1000}, w)}
-	must(t, Write(p, tensors, WithSHA256(tensors, nil)))
+	must(t, Write(p, tensors, withSHA256(t, tensors, nil)))
 	f, err := Open(p)
 	must(t, err)
 	codectest.CloseWhileReading(t, 8, ErrClosed, func(g int) func() error {

@@ -191,13 +191,6 @@ func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, o
 	if err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
-	// A run that fails (a full disk, say) leaves no empty directory it
-	// made, which would look like a set to write into.
-	defer func() {
-		if err != nil {
-			madedirs.Remove(dir, made)
-		}
-	}()
 	// The directory itself, not a link to it: it is what is replaced.
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -205,9 +198,18 @@ func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, o
 	}
 	unlock, err := lockDirStable(dir, real)
 	if err != nil {
-		return nil, err
+		return nil, err // (one holding the lock may be writing into what was made)
 	}
-	defer unlock()
+	defer func() {
+		// A run that fails (a full disk, say) leaves no empty directory it
+		// made, which would look like a set to write into; it removes them
+		// before it lets go of the lock, so as not to remove one another
+		// run has locked meanwhile.
+		if err != nil {
+			madedirs.Remove(dir, made)
+		}
+		unlock()
+	}()
 	existing, staging, err := inspectDir(dir, real, isDataFile)
 	if err != nil {
 		return nil, err

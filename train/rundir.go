@@ -717,7 +717,9 @@ func checkRecordedStep(dir, file string, meta map[string]string, step int) error
 // last, and prune keeps what the links name). A best checkpoint that is
 // gone (pruned after a later best, before last was pointed back by hand)
 // leaves no best link: the next evaluation that beats the state's best
-// value makes one.
+// value makes one. It then finishes what the save of st's checkpoint does
+// after pointing last at it, which a kill may have cut short: the prune,
+// and run.json.
 func (tr *Trainer) alignCheckpoints(st State) error {
 	// The best link first: a failure here leaves every checkpoint in place.
 	if err := tr.alignBest(st); err != nil {

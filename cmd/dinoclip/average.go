@@ -49,7 +49,6 @@ type soupIngredient struct {
 }
 
 func runAverage(cCtx *cli.Context) error {
-	exitOnInterrupt(cCtx.Context)
 	if err := requireFlags(cCtx, "out"); err != nil {
 		return err
 	}

@@ -259,7 +259,7 @@ func runBench(cCtx *cli.Context) error {
 		defer os.RemoveAll(scratch)
 		o.DataOpts.Dir = scratch
 	}
-	exitOnInterrupt(cCtx.Context, func() {
+	onInterruptExit(cCtx.Context, func() {
 		// The data benchmark may still be writing into it: a file made
 		// while RemoveAll empties the directory fails the removal, and
 		// once the directory is gone its writes fail.

@@ -52,7 +52,6 @@ type evalDocument struct {
 }
 
 func runEval(cCtx *cli.Context) error {
-	exitOnInterrupt(cCtx.Context)
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}

@@ -75,13 +75,15 @@ func TestInterruptPolicy(t *testing.T) {
 		}
 	}
 	ctx = context.WithValue(context.Background(), interruptPolicyKey{}, &interruptPolicy{})
-	handleInterrupts(ctx)
-	exitOnInterrupt(ctx)
-	if policyOf(ctx).onSignal(t0) != signalExits {
-		t.Error("a signal after exitOnInterrupt does not end the process")
+	cleaned := 0
+	onInterruptExit(ctx, func() { cleaned++ })
+	if p := policyOf(ctx); len(p.cleanup) != 1 || p.onSignal(t0) != signalExits {
+		t.Errorf("onInterruptExit registered %d cleanups, want 1, or a signal does not end the process", len(p.cleanup))
+	} else if p.cleanup[0](); cleaned != 1 {
+		t.Error("the registered cleanup is another function")
 	}
 	handleInterrupts(context.Background())
-	exitOnInterrupt(context.Background())
+	onInterruptExit(context.Background(), func() {})
 }
 
 // The commands that stop by themselves on a cancelled context declare it

@@ -22,7 +22,7 @@ import (
 //     command still reading its --config or opening a named pipe, where
 //     nothing would ever look), the process ends at once: "dinoclip:
 //     interrupted", exit 128 + the signal's number, after the cleanups
-//     exitOnInterrupt registered;
+//     onInterruptExit registered;
 //   - in such an action, a later signal is ignored for stopGrace after
 //     the first (the clean stop is under way), and ends the process at
 //     once after that, so that a stop that takes too long, or a command
@@ -140,20 +140,17 @@ func handleInterrupts(ctx context.Context) {
 	}
 }
 
-// exitOnInterrupt declares that a signal ends the process at once (exit
-// 128 + its number, after "dinoclip: interrupted"), for the commands whose
-// long computations do not look at ctx (a top-k over an evaluation set, a
-// benchmark's timed loops, averaging checkpoints) and that have nothing a
-// stop would need to finish: they print to stdout or write their one
-// output at the end, atomically, so a stop mid-way leaves at most a
-// temporary file beside it. That is what a signal does to any command
-// that did not call handleInterrupts; what this adds is cleanup, run
-// first: the removal of a command's own scratch files.
-func exitOnInterrupt(ctx context.Context, cleanup ...func()) {
+// onInterruptExit registers cleanup, the removal of a command's own
+// scratch files, to run when a signal ends the process at once (os.Exit
+// runs no deferred call). A command that does not look at its context
+// (a top-k over an evaluation set, a benchmark's timed loops, averaging
+// checkpoints) is ended so by the first signal; its outputs are written
+// at the end, atomically, so a stop mid-way leaves at most a temporary
+// file beside one, which the next run sweeps.
+func onInterruptExit(ctx context.Context, cleanup func()) {
 	if p := policyOf(ctx); p != nil {
 		p.mu.Lock()
-		p.cancellable = false
-		p.cleanup = append(p.cleanup, cleanup...)
+		p.cleanup = append(p.cleanup, cleanup)
 		p.mu.Unlock()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,17 +35,36 @@ func TestMain(m *testing.M) {
 
 // startCLI starts dinoclip with args in a child process (this test
 // binary, see TestMain), its output collected.
-func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *syncBuffer) {
 	t.Helper()
 	b, _ := json.Marshal(args)
 	cmd = exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
-	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	stdout, stderr = new(syncBuffer), new(syncBuffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	return cmd, stdout, stderr
+}
+
+// syncBuffer is a child's output, which the test may read while the child
+// writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // A training process stopped by SIGINT exits 130 and by SIGTERM 143, after
@@ -92,7 +112,12 @@ func TestTrainSignals(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c.then != 0 {
-				time.Sleep(5 * time.Millisecond)
+				// Once the first is seen, while the checkpoint is saved.
+				for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "stopping cleanly"); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no word of a clean stop a minute after %v:\n%s", c.sig, stderr.String())
+					}
+				}
 				cmd.Process.Signal(c.then)
 			}
 			err := cmd.Wait()
@@ -102,6 +127,9 @@ func TestTrainSignals(t *testing.T) {
 			}
 			if hint := "continue it with: dinoclip train --resume --out " + run + "\n"; !strings.Contains(stderr.String(), hint) {
 				t.Errorf("after %v, stderr lacks %q:\n%s", c.sig, hint, stderr.String())
+			}
+			if ignored := "still stopping cleanly"; c.then != 0 && !strings.Contains(stderr.String(), ignored) {
+				t.Errorf("after %v then %v, stderr lacks %q: the second signal was not seen during the save\n%s", c.sig, c.then, ignored, stderr.String())
 			}
 		})
 	}

@@ -443,9 +443,7 @@ class CountingOpen:
 
 def test_huge_wrong_file_refused_without_reading_it(tmp_path, monkeypatch):
     """A sparse 3 GB file of zeros, and a small model followed by 3 GB more: refused from the
-    header and the file's size, reading no more than the header, at once."""
-    import time
-
+    header and the file's size, reading no more than the header."""
     zeros = tmp_path / "zeros.safetensors"
     with open(zeros, "wb") as f:
         f.truncate(3 << 30)
@@ -458,10 +456,9 @@ def test_huge_wrong_file_refused_without_reading_it(tmp_path, monkeypatch):
                              (grown, f"the file is {size + (3 << 30)} bytes, its safetensors header says {size}", 8 + n)):
         counting = CountingOpen()
         monkeypatch.setattr(checkpoint, "open", counting, raising=False)
-        t = time.monotonic()
         with pytest.raises(CheckpointError, match=pattern):
             checkpoint.load(p)
-        assert time.monotonic() - t < 1 and counting.read <= most, (p, counting.read)
+        assert counting.read <= most, (p, counting.read)
 
 
 def test_file_longer_than_its_header_says_refused(tmp_path):

@@ -34,6 +34,7 @@ import random
 import re
 import stat
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 try:
@@ -216,12 +217,17 @@ def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List
 def _table_sha256(entries: Iterable[Tuple[str, str, Iterable[int], int, int, object]]) -> str:
     """The :data:`SHA256_KEY` value of tensors given as (name, dtype, shape, begin, end, bytes) in
     file order: the hex SHA-256 of their canonical listing."""
+    entries = list(entries)
+    # hashlib lets go of the GIL while it hashes a large buffer, so threads hash tensors in parallel
+    # (the default model's 54.6M parameters: 218 MB)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(entries), os.cpu_count() or 1))) as pool:
+        digests = list(pool.map(lambda e: hashlib.sha256(e[5]).hexdigest().encode(), entries))
     listing = []
-    for name, dtype, shape, begin, end, data in entries:
+    for (name, dtype, shape, begin, end, _), digest in zip(entries, digests):
         b = name.encode("utf-8")
         shape = ",".join(str(int(d)) for d in shape)
         listing.append(b"%d:%s\t%s\t%s\t%d\t%d\t%s\n" % (len(b), b, dtype.encode("utf-8"), shape.encode(), begin, end,
-                                                   hashlib.sha256(data).hexdigest().encode()))
+                                                   digest))
     return hashlib.sha256(b"".join(listing)).hexdigest()
 
 
@@ -344,6 +350,9 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
             raise CheckpointError(f"{p}: the file is {actual} bytes, its safetensors header says {size} "
                                   "(truncated, or not a safetensors file)")
         f.seek(0)
+        # Read whole, so the bytes hashed are the bytes the tensors are made from (a mapping could
+        # change between the two); the tensors copy them, so the peak is about twice the file
+        # (0.44 GB for the default model's 218 MB).
         raw = f.read(size)
     if len(raw) != size:
         raise CheckpointError(f"{p}: the file changed while it was read")

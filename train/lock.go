@@ -31,12 +31,21 @@ func (e *LockedError) Error() string {
 	return fmt.Sprintf("run %s is locked by another process (%s); wait for it to end, or train into another --out", e.Dir, e.Holder)
 }
 
-// RunLock is a held lock on a run directory.
-type RunLock struct{ f *os.File }
+// RunLock is a held lock on a run directory, and on the directory its
+// checkpoints lead to (see LockRunDir).
+type RunLock struct {
+	f                  *os.File
+	releaseCheckpoints func()
+}
 
 // LockRunDir creates dir if needed and takes its lock without waiting: a
 // second process (or a second lock in this one) on the same directory gets
-// a *LockedError that names the holder's pid.
+// a *LockedError that names the holder's pid. The directory that the run's
+// checkpoints/ leads to, when there is one, is locked too: two runs whose
+// checkpoints/ are links to the same directory (moved to a larger disk,
+// linked twice by mistake) would prune each other's checkpoints, and the
+// second to start is refused. (One after the other, the second, if new, is
+// refused for the checkpoints it finds there: checkNewRunDir.)
 func LockRunDir(dir string) (*RunLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
@@ -55,12 +64,42 @@ func LockRunDir(dir string) (*RunLock, error) {
 		}
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	releaseCheckpoints, err := lockCheckpointsDir(dir)
+	if err != nil {
+		flock.Unlock(f)
+		f.Close()
+		return nil, err
+	}
 	// Record the holder for the error above. The lock, not the file's
 	// content, is what excludes: a torn write here misleads only a message.
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &RunLock{f: f}, nil
+	return &RunLock{f: f, releaseCheckpoints: releaseCheckpoints}, nil
+}
+
+// lockCheckpointsDir locks the directory the run in dir keeps its
+// checkpoints in, where it leads (flock.LockDir: none where directories
+// cannot be locked); a run without one yet makes its own, which no other
+// run's link can lead to.
+func lockCheckpointsDir(dir string) (release func(), err error) {
+	path := filepath.Join(dir, CheckpointsDir)
+	st, err := os.Stat(path)
+	if err != nil || !st.IsDir() {
+		return func() {}, nil // (checkRunDirFiles says what is wrong with it)
+	}
+	release, err = flock.LockDir(path)
+	if errors.Is(err, flock.ErrLocked) {
+		where := path
+		if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+			where = fmt.Sprintf("%s (%s, where it leads)", path, real)
+		}
+		return nil, fmt.Errorf("run directory %s: its checkpoints directory %s is in use by another training run: two runs sharing one prune each other's checkpoints; give this run a checkpoints directory of its own", dir, where)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	return release, nil
 }
 
 // lockHolder is the pid the lock file at path records, as "pid N".
@@ -95,6 +134,7 @@ func checkUnlocked(dir string) error {
 // Release drops the lock: explicitly, as Windows may release a lock some
 // time after its handle closes, then by closing the file.
 func (l *RunLock) Release() error {
+	l.releaseCheckpoints()
 	return errors.Join(flock.Unlock(l.f), l.f.Close())
 }
 

@@ -176,3 +176,35 @@ func TestCheckpointsMovedAndLinked(t *testing.T) {
 		t.Errorf("the resumed run's last checkpoint is not in the moved directory: %v", err)
 	}
 }
+
+// Two runs whose checkpoints/ lead to the same directory (moved to
+// another disk, linked twice by mistake) would prune each other's
+// checkpoints: while one holds its run's lock, the other's is refused,
+// and nothing of it is left locked; once the first lets go, it is taken.
+func TestSharedCheckpointsDirLocked(t *testing.T) {
+	shared := t.TempDir()
+	a, b := t.TempDir(), t.TempDir()
+	for _, run := range []string{a, b} {
+		if err := os.Symlink(shared, filepath.Join(run, CheckpointsDir)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	la, err := LockRunDir(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockRunDir(b); err == nil || !strings.Contains(err.Error(), "is in use by another training run") || !strings.Contains(err.Error(), shared) {
+		t.Fatalf("a second run on the same checkpoints: %v", err)
+	}
+	if err := checkUnlocked(b); err != nil {
+		t.Errorf("the refused run's own lock stays held: %v", err)
+	}
+	if err := la.Release(); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := LockRunDir(b)
+	if err != nil {
+		t.Fatalf("once the first run let go: %v", err)
+	}
+	lb.Release()
+}

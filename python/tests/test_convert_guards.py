@@ -62,6 +62,24 @@ def test_to_torch_refuses_an_index_and_a_link_into_a_run(tmp_path, capsys):
     assert convert.main(["to-torch", src, str(other / "m.pt")]) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the index writer's lock is a POSIX flock")
+def test_to_torch_refuses_an_index_being_appended_to(tmp_path, capsys):
+    """An index whose first append is under way has no manifest yet: its held .lock marks it, as
+    the Go side judges; a .lock nobody holds is no mark."""
+    import fcntl
+
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / ".lock").write_bytes(b"")
+    with open(index / ".lock", "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert convert.main(["to-torch", src, str(index / "keys-00000.npy")]) == 1
+        assert "search index" in capsys.readouterr().err
+        assert not (index / "keys-00000.npy").exists()
+    assert convert.main(["to-torch", src, str(index / "m.pt")]) == 0
+
+
 def test_two_different_state_dicts_are_not_guessed(tmp_path):
     a, b = _model(0).state_dict(), _model(1).state_dict()
     torch.save({"state_dict": a, "model_state_dict": b}, tmp_path / "two.pt")

@@ -169,20 +169,43 @@ def _run_marks(d: str, top: bool) -> list:
 
 INDEX_MANIFEST = "manifest.json"
 INDEX_FORMAT_PREFIX = "dinoclip-index/"
+INDEX_LOCK = ".lock"
 
 
 def _is_index(d: str) -> bool:
-    """Whether ``d`` is a ``dinoclip index`` directory: its manifest.json names the index format
-    (docs/FORMAT.md)."""
+    """Whether ``d`` is a ``dinoclip index`` directory, as the Go side judges it: its manifest.json
+    names the index format (in its first 4 KiB), or ``dinoclip index`` holds its ``.lock``
+    (appending, before its first manifest; docs/FORMAT.md)."""
     manifest = os.path.join(d, INDEX_MANIFEST)
-    if not os.path.isfile(manifest):  # (before opening: a FIFO would block)
+    if os.path.isfile(manifest) and not os.path.islink(manifest):  # (before opening: a FIFO would block)
+        try:
+            with open(manifest, "rb") as f:
+                if f'"{INDEX_FORMAT_PREFIX}'.encode() in f.read(4096):
+                    return True
+        except OSError:
+            pass
+    return _index_appending(d)
+
+
+def _index_appending(d: str) -> bool:
+    """Whether a process holds the flock of ``d``'s index lock file (POSIX only, as the writer
+    takes it there)."""
+    lock = os.path.join(d, INDEX_LOCK)
+    if checkpoint.fcntl is None or os.path.islink(lock) or not os.path.isfile(lock):
         return False
     try:
-        with open(manifest, "rb") as f:
-            head = f.read(4096)
+        fd = os.open(lock, os.O_RDONLY)
     except OSError:
         return False
-    return f'"{INDEX_FORMAT_PREFIX}'.encode() in head
+    try:
+        checkpoint.fcntl.flock(fd, checkpoint.fcntl.LOCK_SH | checkpoint.fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (releases the shared lock if it was taken)
+    return False
 
 
 def _check_destination(dst: str) -> None:

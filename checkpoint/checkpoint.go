@@ -331,6 +331,10 @@ func Save(dir string, ck *Checkpoint) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	defer release()
+	// A process ended at once by a second Ctrl-C removes it (a default
+	// model's checkpoint is 655 MB), rather than leave it to a later sweep.
+	forget := atomicfile.RemoveOnExit(tmp)
+	defer forget()
 	err = WriteModel(filepath.Join(tmp, ModelFile), ck.Config, ck.Params, ck.Meta)
 	if err == nil {
 		err = write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
@@ -346,6 +350,7 @@ func Save(dir string, ck *Checkpoint) error {
 	}
 	if err == nil {
 		os.RemoveAll(dir) // an incomplete directory from outside dinoclip
+		forget()
 		err = os.Rename(tmp, dir)
 	}
 	if err != nil {

@@ -1122,3 +1122,22 @@ func TestOrphanedCheckpointsAdviseAWholeOne(t *testing.T) {
 	}
 	check("all incomplete", []string{"every one of them lacks files a resume reads", "remove " + runDir}, "ln -s")
 }
+
+// A new run in a directory where a run was killed while saving its first
+// checkpoint (or ended at once by a second signal before it could remove
+// it) removes that checkpoint's temporary, a model's size or more.
+func TestNewRunSweepsDeadTemporaries(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	saving := filepath.Join(runDir, CheckpointsDir, ".step-00000012.tmp-42")
+	if err := os.MkdirAll(saving, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(saving, checkpoint.ModelFile), []byte("half"), 0o644)
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(saving); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed save's temporary %s is left: %v", saving, err)
+	}
+}

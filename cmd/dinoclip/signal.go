@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
 
 // signalContext catches SIGINT and SIGTERM for the whole run. What a signal
@@ -28,7 +30,8 @@ import (
 //     once after that, so that a stop that takes too long, or a command
 //     blocked where it cannot see the first, can still be ended without
 //     SIGKILL. The files a command writes are replaced atomically, so this
-//     loses the work since the last checkpoint, never a file.
+//     loses the work since the last checkpoint, never a file; the
+//     temporaries it was writing are removed (a checkpoint half saved).
 //
 // The returned stop stops catching signals.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -116,8 +119,9 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 	return signalExits
 }
 
-// exit ends the process for signal sig, after the registered cleanups
-// (os.Exit runs no deferred call).
+// exit ends the process for signal sig, after the registered cleanups and
+// the removal of the temporaries being written (os.Exit runs no deferred
+// call).
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	p.mu.Lock()
 	cleanup := p.cleanup
@@ -125,6 +129,7 @@ func (p *interruptPolicy) exit(sig syscall.Signal) {
 	for _, f := range cleanup {
 		f()
 	}
+	atomicfile.RemoveUnfinished()
 	fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
 	os.Exit(128 + int(sig))
 }
@@ -145,8 +150,8 @@ func handleInterrupts(ctx context.Context) {
 // runs no deferred call). A command that does not look at its context
 // (a top-k over an evaluation set, a benchmark's timed loops, averaging
 // checkpoints) is ended so by the first signal; its outputs are written
-// at the end, atomically, so a stop mid-way leaves at most a temporary
-// file beside one, which the next run sweeps.
+// at the end, atomically, and the temporaries it was writing are removed
+// on the way out (atomicfile.RemoveUnfinished).
 func onInterruptExit(ctx context.Context, cleanup func()) {
 	if p := policyOf(ctx); p != nil {
 		p.mu.Lock()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -292,4 +293,48 @@ func metricsRecords(t *testing.T, run string) []string {
 		records = append(records, string(r))
 	}
 	return records
+}
+
+// average, which a signal ends at once, removes the temporary of the
+// output it was writing (the size of a model) instead of leaving it for a
+// later run's sweep.
+func TestAverageSignalWhileWriting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	c := nn.Config{InputDim: 768, HiddenDim: 1024, OutputDim: 512, Blocks: 6} // 56 MB a model
+	a, b := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	writeRandomModel(t, a, c, 1)
+	writeRandomModel(t, b, c, 2)
+	outDir := filepath.Join(dir, "out")
+	os.Mkdir(outDir, 0o755)
+	out := filepath.Join(outDir, "avg.safetensors")
+	for try := 1; ; try++ {
+		cmd, _, stderr := startCLI(t, []string{"average", "--out", out, a, b})
+		// SIGINT once the output's temporary is there.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Microsecond) {
+			if entries, _ := os.ReadDir(outDir); len(entries) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("average wrote nothing in a minute:\n%s", stderr.String())
+			}
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if err == nil && try < 5 {
+			os.Remove(out) // it finished first: again
+			continue
+		}
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("average after SIGINT: %v, want exit status 130\n%s", err, stderr.String())
+		}
+		if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
+			t.Errorf("average ended by SIGINT left %v in its output's directory\n%s", entries[0].Name(), stderr.String())
+		}
+		return
+	}
 }

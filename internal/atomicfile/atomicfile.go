@@ -93,6 +93,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	}
 	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
 	tmp := f.Name()
+	forget := RemoveOnExit(tmp)
 	closed := false
 	defer func() {
 		if err != nil {
@@ -100,6 +101,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 				f.Close()
 			}
 			os.Remove(tmp)
+			forget()
 			err = fmt.Errorf("write %s: %w", path, err)
 		}
 	}()
@@ -122,6 +124,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
+	forget() // (before the rename: a process ending at once then leaves tmp, or the new file, never removes it)
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}

@@ -1,0 +1,68 @@
+package atomicfile
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// unfinishedChild is what the child process of TestRemoveUnfinished does
+// (DINOCLIP_UNFINISHED_DIR names its directory): it starts a Write that
+// never ends, and a checkpoint-like directory given to RemoveOnExit, and
+// another one forgotten since; then it ends at once, as a second Ctrl-C
+// ends dinoclip, after RemoveUnfinished.
+func unfinishedChild(dir string) {
+	started := make(chan struct{})
+	go Write(filepath.Join(dir, "out.npy"), func(w io.Writer) error {
+		w.Write([]byte("half"))
+		close(started)
+		select {}
+	})
+	<-started
+	for _, name := range []string{"saving", "saved"} {
+		p := filepath.Join(dir, name)
+		os.Mkdir(p, 0o755)
+		os.WriteFile(filepath.Join(p, "model.safetensors"), []byte("x"), 0o644)
+		forget := RemoveOnExit(p)
+		if name == "saved" {
+			forget()
+		}
+	}
+	RemoveUnfinished()
+	os.Exit(3)
+}
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("DINOCLIP_UNFINISHED_DIR"); dir != "" {
+		unfinishedChild(dir)
+	}
+	os.Exit(m.Run())
+}
+
+// A process ending at once removes the temporaries it was writing: the
+// file of a Write under way and the directory given to RemoveOnExit, not
+// one forgotten since (renamed into place, say).
+func TestRemoveUnfinished(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DINOCLIP_UNFINISHED_DIR="+dir)
+	var ee *exec.ExitError
+	if out, err := cmd.CombinedOutput(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("the child: %v\n%s", err, out)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 1 || names[0] != "saved" {
+		t.Errorf("left after the child ended: %v, want only saved", names)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.npy")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("out.npy: %v, want it never written", err)
+	}
+}

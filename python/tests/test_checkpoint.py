@@ -377,6 +377,23 @@ def test_malformed_key_refused(tmp_path, value):
             read(p)
 
 
+def test_unknown_tensor_field_refused(tmp_path):
+    """A tensor entry with a field besides dtype, shape and data_offsets is refused, as the Go side
+    refuses it: no writer puts one there."""
+    p = checkpoint.save(small(), tmp_path / "model.safetensors")
+    n, raw = header(p)
+    h = json.loads(raw)
+    first = next(k for k in h if k != "__metadata__")
+    h[first]["dinoclip.sha256"] = "0" * 64
+    text = json.dumps(h, separators=(",", ":"))
+    text += " " * (-len(text) % 8)
+    data = open(p, "rb").read()[8 + n:]
+    write_raw(tmp_path / "model.safetensors", text, data)
+    for read in (checkpoint.load, checkpoint.read_metadata, checkpoint.read_config):
+        with pytest.raises(CheckpointError, match=f"tensor {re.escape(repr(first))} has unknown field 'dinoclip.sha256'"):
+            read(p)
+
+
 def test_metadata_handed_back_lacks_the_key(tmp_path):
     """load's model.metadata, load_state_dict's and read_metadata's metadata leave the key out
     (it was verified; copied into a file of other tensors it would refuse that file); saving

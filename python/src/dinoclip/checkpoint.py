@@ -139,8 +139,8 @@ def _no_duplicates(pairs: List[Tuple[str, object]]) -> dict:
 
 def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
     """The parsed JSON header of the safetensors file ``f`` (read from its start, no more than the
-    header: 8 + N bytes; ``path`` names it in errors) and the offset of its data. A repeated key
-    or a malformed :data:`SHA256_KEY` is refused."""
+    header: 8 + N bytes; ``path`` names it in errors) and the offset of its data. A repeated key,
+    a malformed :data:`SHA256_KEY` or tensor entry (:func:`_table`) is refused."""
     head = f.read(8)
     if len(head) != 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
@@ -165,6 +165,7 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
     if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded)):
         raise CheckpointError(f"{path}: metadata {SHA256_KEY} {recorded!r} is not a SHA-256 "
                               "(64 lowercase hex digits): the file is corrupt or was edited")
+    _table(header, path)  # every tensor entry well formed, as the Go side checks the whole header
     return header, 8 + n
 
 
@@ -198,6 +199,9 @@ def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List
             continue
         if not isinstance(t, dict):
             raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} is not an object")
+        unknown = sorted(set(t) - {"dtype", "shape", "data_offsets"})
+        if unknown:  # (as the Go side refuses them: no writer puts other fields there)
+            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} has unknown field {unknown[0]!r}")
         dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
         if (not isinstance(dtype, str) or not isinstance(shape, list) or not all(map(_is_count, shape))
                 or not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))

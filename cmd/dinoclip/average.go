@@ -108,11 +108,12 @@ func runAverage(cCtx *cli.Context) error {
 		for j, x := range m.Params {
 			sum[j] += weights[i] * float64(x)
 		}
-		abs, err := filepath.Abs(p)
+		// Where it is, not a run's best or last link, which moves on.
+		real, err := realPath(p)
 		if err != nil {
-			abs = p
+			real = p
 		}
-		from[i] = soupIngredient{Path: abs, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
+		from[i] = soupIngredient{Path: real, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
 	}
 	params := make([]float32, len(sum))
 	for j, x := range sum {

@@ -57,6 +57,19 @@ func TestAverage(t *testing.T) {
 			t.Errorf("%v: averaged_from %q (%v)", w.flag, m.Meta["averaged_from"], err)
 		}
 	}
+	// A model named through a link (a run's best, say) is recorded where
+	// it is: the link moves on.
+	best := filepath.Join(t.TempDir(), "best")
+	if err := os.Symlink(dir, best); err != nil {
+		t.Fatal(err)
+	}
+	linked := filepath.Join(t.TempDir(), "linked.safetensors")
+	mustRun(t, "average", "--out", linked, filepath.Join(best, "a.safetensors"), filepath.Join(dir, "b.safetensors"))
+	if m, err := checkpoint.ReadModel(linked); err != nil {
+		t.Fatal(err)
+	} else if real, _ := filepath.EvalSymlinks(filepath.Join(dir, "a.safetensors")); !strings.Contains(m.Meta["averaged_from"], `"path":"`+real+`"`) {
+		t.Errorf("averaged_from %s, want the first model at %s", m.Meta["averaged_from"], real)
+	}
 	// eval and train --init accept the average.
 	data, eval := makeData(t), makeEvalSet(t, "tiny-eval")
 	soup := filepath.Join(dir, "soup.safetensors")

@@ -131,6 +131,16 @@ func checkUnlocked(dir string) error {
 	return nil // the shared lock, if taken, goes with f
 }
 
+// LockHolder is the holder ("pid N") of the lock of the run in dir, and
+// whether a process holds it: training in it now.
+func LockHolder(dir string) (string, bool) {
+	var locked *LockedError
+	if errors.As(checkUnlocked(dir), &locked) {
+		return locked.Holder, true
+	}
+	return "", false
+}
+
 // Release drops the lock: explicitly, as Windows may release a lock some
 // time after its handle closes, then by closing the file.
 func (l *RunLock) Release() error {

@@ -436,6 +436,10 @@ func infoCheckpoint(w io.Writer, dir string) error {
 
 func infoRun(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: training run\n", dir)
+	holder, training := train.LockHolder(dir)
+	if training {
+		fmt.Fprintf(w, "  training now (%s): what follows is where it stood at its last checkpoint\n", holder)
+	}
 	entries, _ := os.ReadDir(filepath.Join(dir, train.CheckpointsDir))
 	var steps []string
 	for _, e := range entries {
@@ -456,7 +460,11 @@ func infoRun(w io.Writer, dir string) error {
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
-		fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
+		if training {
+			fmt.Fprintf(w, "  no checkpoint yet\n")
+		} else {
+			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
+		}
 		if b, err := os.ReadFile(filepath.Join(dir, train.RunFile)); err == nil {
 			var st train.State
 			if json.Unmarshal(b, &st) == nil {

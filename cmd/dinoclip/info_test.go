@@ -4,11 +4,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 func TestInfo(t *testing.T) {
@@ -37,6 +39,29 @@ func TestInfo(t *testing.T) {
 		}
 		if strings.Contains(out, `{"`) {
 			t.Errorf("info %s prints raw JSON:\n%s", c.path, out)
+		}
+	}
+}
+
+// info on a run says when a process trains in it (holds its lock): its
+// state is its last checkpoint's, and no checkpoint yet is no stop.
+func TestInfoRunTrainingNow(t *testing.T) {
+	run, _, _ := trainRun(t)
+	fresh := t.TempDir()
+	os.Mkdir(filepath.Join(fresh, train.CheckpointsDir), 0o755)
+	os.WriteFile(filepath.Join(fresh, train.RunFile), []byte(`{"options":{"epochs":3,"batch":8}}`), 0o644)
+	if out := mustRun(t, "info", fresh); !strings.Contains(out, "the run stopped before its first one") || strings.Contains(out, "training now") {
+		t.Errorf("info on a run stopped before its first checkpoint:\n%s", out)
+	}
+	for _, dir := range []string{run, fresh} {
+		lock, err := train.LockRunDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := mustRun(t, "info", dir)
+		lock.Release()
+		if want := "training now (pid " + strconv.Itoa(os.Getpid()) + ")"; !strings.Contains(out, want) || strings.Contains(out, "stopped") {
+			t.Errorf("info on a run being trained lacks %q or says it stopped:\n%s", want, out)
 		}
 	}
 }

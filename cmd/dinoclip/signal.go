@@ -47,7 +47,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 				sig := s.(syscall.Signal)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
-					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once, losing what the stop would save)\n", stopGrace)
+					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once instead)\n", stopGrace)
 					cancel(signalError{sig})
 				case signalIgnored:
 					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (Ctrl-C again, %s after the first, quits at once)\n", stopGrace)

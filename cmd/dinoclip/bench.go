@@ -271,8 +271,10 @@ func runBench(cCtx *cli.Context) error {
 	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, precision, c) })
 	if err != nil {
 		// What was measured before the failure (a later step's: the data
-		// loader's disk full, say) is still shown.
-		if r != nil && len(r.Train) > 0 {
+		// loader's disk full, say) is still shown; not when a signal is
+		// ending the process, which removed the data benchmark's files
+		// under it.
+		if r != nil && len(r.Train) > 0 && !exitingOnSignal(cCtx.Context) {
 			r.Args = benchArgs(cCtx)
 			r.WriteTable(cCtx.App.Writer)
 		}

@@ -82,8 +82,19 @@ func TestInterruptPolicy(t *testing.T) {
 	} else if p.cleanup[0](); cleaned != 1 {
 		t.Error("the registered cleanup is another function")
 	}
+	// Once a signal begins to end the process, before the cleanups run,
+	// the command's errors are the exit's making (exitingOnSignal).
+	if exitingOnSignal(ctx) {
+		t.Error("exiting on a signal before any came")
+	}
+	if cleanups := policyOf(ctx).beginExit(); len(cleanups) != 1 || !exitingOnSignal(ctx) {
+		t.Errorf("beginExit returned %d cleanups (want 1), exiting %v", len(cleanups), exitingOnSignal(ctx))
+	}
 	handleInterrupts(context.Background())
 	onInterruptExit(context.Background(), func() {})
+	if exitingOnSignal(context.Background()) {
+		t.Error("a context of no run is exiting")
+	}
 }
 
 // The commands that stop by themselves on a cancelled context declare it

@@ -25,6 +25,9 @@ func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 	err := newApp().RunContext(ctx, args)
+	if exitingOnSignal(ctx) {
+		select {} // the signal's exit ends the process, with its status (cleanups may have failed err)
+	}
 	switch {
 	case err == nil:
 		return 0

@@ -72,6 +72,7 @@ type interruptPolicy struct {
 	cancellable bool      // the running action stops itself on cancellation
 	firstSignal time.Time // when the signal that started a clean stop came
 	cleanup     []func()  // run before the process ends at once
+	exiting     bool      // a signal is ending the process (exit)
 }
 
 type interruptPolicyKey struct{}
@@ -123,10 +124,7 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 // the removal of the temporaries being written (os.Exit runs no deferred
 // call).
 func (p *interruptPolicy) exit(sig syscall.Signal) {
-	p.mu.Lock()
-	cleanup := p.cleanup
-	p.mu.Unlock()
-	for _, f := range cleanup {
+	for _, f := range p.beginExit() {
 		f()
 	}
 	atomicfile.RemoveUnfinished()
@@ -158,6 +156,30 @@ func onInterruptExit(ctx context.Context, cleanup func()) {
 		p.cleanup = append(p.cleanup, cleanup)
 		p.mu.Unlock()
 	}
+}
+
+// beginExit marks the process as ending on a signal (exitingOnSignal) and
+// returns the cleanups to run first.
+func (p *interruptPolicy) beginExit() []func() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exiting = true
+	return p.cleanup
+}
+
+// exitingOnSignal reports whether a signal is ending the process at once
+// (interruptPolicy.exit): what the command still does is cut short by it,
+// and an error it meets meanwhile (its scratch files removed under it) is
+// of the exit's making, not one to report. Until the exit's os.Exit the
+// command goes on running.
+func exitingOnSignal(ctx context.Context) bool {
+	p := policyOf(ctx)
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exiting
 }
 
 // signalError is the cause of a context cancelled by a signal.

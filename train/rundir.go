@@ -366,9 +366,10 @@ func checkRunDirFiles(dir string) error {
 }
 
 // checkCheckpointsDir refuses a run's checkpoints/ that is not a directory,
-// or a link that leads to another run's checkpoints: training writes and
-// prunes checkpoints there. A link to a directory of no run (checkpoints
-// moved to a larger disk) is the run's own.
+// or a link that leads into another run (its checkpoints, one of them, the
+// run directory itself): training writes and prunes checkpoints there. A
+// link to a directory of no run (checkpoints moved to a larger disk) is
+// the run's own.
 func checkCheckpointsDir(dir string) error {
 	path := filepath.Join(dir, CheckpointsDir)
 	st, err := os.Lstat(path)
@@ -379,15 +380,21 @@ func checkCheckpointsDir(dir string) error {
 		target, err := filepath.EvalSymlinks(path)
 		tst, statErr := os.Stat(target)
 		if err == nil && statErr == nil && tst.IsDir() {
-			owner, self := filepath.Dir(target), dir
+			self := dir
 			if real, err := filepath.EvalSymlinks(dir); err == nil {
 				self = real
 			}
-			if rst, err := os.Lstat(filepath.Join(owner, RunFile)); owner == self || err != nil || !rst.Mode().IsRegular() {
-				return nil
+			// The run directories at or above the target, up to this run's.
+			for owner := target; owner != self; owner = filepath.Dir(owner) {
+				if rst, err := os.Lstat(filepath.Join(owner, RunFile)); err == nil && rst.Mode().IsRegular() {
+					return fmt.Errorf("%s is a link to %s, in the run in %s: training would write and prune checkpoints of that run's; point it at this run's own",
+						path, target, owner)
+				}
+				if filepath.Dir(owner) == owner {
+					break
+				}
 			}
-			return fmt.Errorf("%s is a link to %s, the checkpoints of the run in %s: training would write and prune that run's checkpoints; point it at this run's own",
-				path, target, owner)
+			return nil
 		}
 	}
 	return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a directory, or a link to one outside any run)",

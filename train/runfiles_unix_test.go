@@ -5,6 +5,8 @@ package train
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,29 +79,36 @@ func TestRunFileLinksRefused(t *testing.T) {
 func TestCheckpointsLinkRefused(t *testing.T) {
 	_, other := stoppedRun(t, 5) // of the same step: the last link leads into its checkpoints
 	dataDir, runDir := stoppedRun(t, 5)
-	before, err := os.ReadDir(filepath.Join(other, CheckpointsDir))
-	if err != nil {
-		t.Fatal(err)
+	snapshot := func() map[string]string {
+		files := map[string]string{}
+		filepath.WalkDir(other, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				b, _ := os.ReadFile(p)
+				files[p] = string(b)
+			}
+			return err
+		})
+		return files
 	}
+	before := snapshot()
 	path := filepath.Join(runDir, CheckpointsDir)
-	// The run's own checkpoints moved aside, the name leads to the other's.
+	// The run's own checkpoints moved aside, the name leads into the other
+	// run: its checkpoints, the run directory itself, one checkpoint.
 	if err := os.Rename(path, filepath.Join(runDir, ".own-checkpoints")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(filepath.Join(other, CheckpointsDir), path); err != nil {
-		t.Fatal(err)
-	}
-	err = runWithin(t, newTrainer(t, dataDir, runDir, nil), true)
-	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "the checkpoints of the run in "+other) {
-		t.Errorf("resume with checkpoints a link to another run's: %v", err)
-	}
-	after, _ := os.ReadDir(filepath.Join(other, CheckpointsDir))
-	if len(after) != len(before) {
-		t.Errorf("the other run's checkpoints changed: %d entries, were %d", len(after), len(before))
-	}
-	for i := range min(len(after), len(before)) {
-		if after[i].Name() != before[i].Name() {
-			t.Errorf("the other run's checkpoints changed: %s, was %s", after[i].Name(), before[i].Name())
+	for _, target := range []string{filepath.Join(other, CheckpointsDir), other, filepath.Join(other, checkpointName(5))} {
+		os.Remove(path)
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+		err := runWithin(t, newTrainer(t, dataDir, runDir, nil), true)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "in the run in "+other) {
+			t.Errorf("resume with checkpoints a link to %s: %v", target, err)
+		}
+		after := snapshot()
+		if !maps.Equal(after, before) {
+			t.Errorf("with checkpoints a link to %s, the other run changed", target)
 		}
 	}
 }

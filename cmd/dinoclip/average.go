@@ -98,7 +98,13 @@ func runAverage(cCtx *cli.Context) error {
 	sum := make([]float64, c.NumParams())
 	from := make([]soupIngredient, len(paths))
 	for i, p := range paths {
-		m, err := checkpoint.ReadModel(p)
+		// Where it is, before it is read: a run's best or last link moves
+		// on, and the record must name the file averaged.
+		real, err := realPath(p)
+		if err != nil {
+			real = p
+		}
+		m, err := checkpoint.ReadModel(real)
 		if err != nil {
 			return fmt.Errorf("average: %w", err)
 		}
@@ -107,11 +113,6 @@ func runAverage(cCtx *cli.Context) error {
 		}
 		for j, x := range m.Params {
 			sum[j] += weights[i] * float64(x)
-		}
-		// Where it is, not a run's best or last link, which moves on.
-		real, err := realPath(p)
-		if err != nil {
-			real = p
 		}
 		from[i] = soupIngredient{Path: real, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
 	}

@@ -31,7 +31,8 @@ import (
 //     blocked where it cannot see the first, can still be ended without
 //     SIGKILL. The files a command writes are replaced atomically, so this
 //     loses the work since the last checkpoint, never a file; the
-//     temporaries it was writing are removed (a checkpoint half saved).
+//     temporary files it was writing, and a checkpoint half saved, are
+//     removed (atomicfile.RemoveUnfinished).
 //
 // The returned stop stops catching signals.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -121,8 +122,7 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 }
 
 // exit ends the process for signal sig, after the registered cleanups and
-// the removal of the temporaries being written (os.Exit runs no deferred
-// call).
+// atomicfile.RemoveUnfinished (os.Exit runs no deferred call).
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	for _, f := range p.beginExit() {
 		f()
@@ -148,8 +148,8 @@ func handleInterrupts(ctx context.Context) {
 // runs no deferred call). A command that does not look at its context
 // (a top-k over an evaluation set, a benchmark's timed loops, averaging
 // checkpoints) is ended so by the first signal; its outputs are written
-// at the end, atomically, and the temporaries it was writing are removed
-// on the way out (atomicfile.RemoveUnfinished).
+// at the end, atomically, and the temporary files it was writing are
+// removed on the way out (atomicfile.RemoveUnfinished).
 func onInterruptExit(ctx context.Context, cleanup func()) {
 	if p := policyOf(ctx); p != nil {
 		p.mu.Lock()

@@ -120,7 +120,8 @@ _MAX_HEADER = 100 * 1024 * 1024
 def _read_header(path: str) -> Tuple[dict, int]:
     """The parsed JSON header of a safetensors file and the offset of its data."""
     with open(path, "rb") as f:
-        return _parse_header(f, path)
+        header, data_start, _ = _parse_header(f, path)
+        return header, data_start
 
 
 class _DuplicateKey(ValueError):
@@ -137,10 +138,10 @@ def _no_duplicates(pairs: List[Tuple[str, object]]) -> dict:
     return out
 
 
-def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
+def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, str, List[int], int, int]]]:
     """The parsed JSON header of the safetensors file ``f`` (read from its start, no more than the
-    header: 8 + N bytes; ``path`` names it in errors) and the offset of its data. A repeated key,
-    a malformed :data:`SHA256_KEY` or tensor entry (:func:`_table`) is refused."""
+    header: 8 + N bytes; ``path`` names it in errors), the offset of its data and its tensors
+    (:func:`_table`). A repeated key, a malformed :data:`SHA256_KEY` or tensor entry is refused."""
     head = f.read(8)
     if len(head) != 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
@@ -165,8 +166,8 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int]:
     if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded)):
         raise CheckpointError(f"{path}: metadata {SHA256_KEY} {recorded!r} is not a SHA-256 "
                               "(64 lowercase hex digits): the file is corrupt or was edited")
-    _table(header, path)  # every tensor entry well formed, as the Go side checks the whole header
-    return header, 8 + n
+    # every tensor entry checked, as the Go side checks the whole header
+    return header, 8 + n, _table(header, path)
 
 
 def _metadata(header: Mapping[str, object]) -> Dict[str, str]:
@@ -337,7 +338,7 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
 
     p = resolve(path)
     with open(p, "rb") as f:
-        header, data_start = _parse_header(f, p)  # clear errors for what is not safetensors at all
+        header, data_start, table = _parse_header(f, p)  # clear errors for what is not safetensors at all
         raw_meta = header.get("__metadata__") or {}
         meta = _metadata(header)
         fmt = meta.get("format")
@@ -347,7 +348,6 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         for key in ("step", "epoch"):
             if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
                 raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
-        table = _table(header, p)
         size = data_start + (table[-1][4] if table else 0)
         actual = os.fstat(f.fileno()).st_size
         if actual != size:

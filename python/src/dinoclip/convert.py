@@ -188,8 +188,9 @@ def _is_index(d: str) -> bool:
 
 
 def _index_appending(d: str) -> bool:
-    """Whether a process holds the flock of ``d``'s index lock file (POSIX only, as the writer
-    takes it there)."""
+    """Whether a process holds the flock of ``d``'s index lock file. On POSIX only: Python has no
+    flock on Windows, where the Go writer's lock (LockFileEx) is not seen, and an index whose first
+    append is under way (no manifest yet) is not recognised there."""
     lock = os.path.join(d, INDEX_LOCK)
     if checkpoint.fcntl is None or os.path.islink(lock) or not os.path.isfile(lock):
         return False

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -186,6 +187,24 @@ func TestRunDirLock(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	again.Release()
+
+	// A reader looking whether the run trains (checkUnlocked, as info and
+	// eval do) holds a shared lock for an instant: a trainer starting then
+	// waits it out rather than being refused.
+	probe, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := flock.TryLock(probe, false); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(lockRetry/2, func() { flock.Unlock(probe) })
+	during, err := LockRunDir(dir)
+	if err != nil {
+		t.Fatalf("lock while a reader looks: %v", err)
+	}
+	during.Release()
 }
 
 // run.json holds what a resume needs (model, data and evaluation sets,

@@ -93,6 +93,31 @@ def test_resolve_run_directory(tmp_path):
         checkpoint.load(tmp_path / "nope")
 
 
+def test_resolve_run_picking_best_by_moving_average(tmp_path):
+    """A run trained with --best-from ema is its checkpoints' moving average, as the Go side's eval
+    and project take it: not the raw weights beside it, even when the average is missing; a best
+    link that leads nowhere is an error, not a fallback to last."""
+    run = tmp_path / "run"
+    a = run / "checkpoints" / "step-00000001"
+    checkpoint.save(small(1), a / "model.safetensors")
+    checkpoint.save(small(2), a / "ema.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    (run / "run.json").write_text(json.dumps({"options": {"best_from": "ema", "ema": 0.99}}))
+    assert checkpoint.resolve(run) == str(run / "best" / "ema.safetensors")
+    assert torch.equal(checkpoint.load(run).input_proj.weight, small(2).input_proj.weight)
+    (run / "run.json").write_text(json.dumps({"options": {"best_from": "raw"}}))
+    assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
+    (run / "run.json").write_text(json.dumps({"options": {"best_from": "ema"}}))
+    os.remove(a / "ema.safetensors")
+    with pytest.raises(CheckpointError, match="picks its best checkpoint by the moving average"):
+        checkpoint.resolve(run)
+    os.remove(run / "run.json")
+    os.remove(run / "best")
+    os.symlink("checkpoints/gone", run / "best")
+    with pytest.raises(CheckpointError, match="best checkpoint .* is missing"):
+        checkpoint.resolve(run)
+
+
 def test_load_infers_config_and_accepts_other_float_dtypes(tmp_path):
     m = small(3, (10, 6, 3, 5))
     sd = {k: v.to(torch.float16) for k, v in m.state_dict().items()}

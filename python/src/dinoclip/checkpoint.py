@@ -81,6 +81,10 @@ SHA256_KEY = "dinoclip.sha256"
 TORCH_FORMAT = "pt"
 BEST_LINK = "best"
 LAST_LINK = "last"
+# The moving average of a run's weights, beside model.safetensors in a checkpoint of a run with
+# --ema; a run with --best-from ema (run.json's options.best_from) is that model.
+EMA_FILE = "ema.safetensors"
+RUN_FILE = "run.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -93,14 +97,40 @@ class CheckpointError(ValueError):
 # paths
 
 
+def _best_from_ema(run: str) -> bool:
+    """Whether the run directory ``run`` picks its best checkpoint by the moving average of its
+    weights (``--best-from ema``): its model is then each checkpoint's :data:`EMA_FILE`."""
+    try:
+        with open(os.path.join(run, RUN_FILE), "rb") as f:
+            options = json.load(f).get("options")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(options, dict) and options.get("best_from") == "ema"
+
+
 def resolve(path: PathLike) -> str:
-    """The model file meant by ``path``: the file itself, ``path/model.safetensors``, or the
-    ``best`` (else ``last``) checkpoint of a run directory."""
+    """The model file meant by ``path``, as the Go side resolves it: the file itself,
+    ``path/model.safetensors``, or the ``best`` (else ``last``) checkpoint of a run directory;
+    of a run with ``--best-from ema``, that checkpoint's moving average (:data:`EMA_FILE`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model: {path}: no such file or directory")
     if not os.path.isdir(path):
         return path
+    if _best_from_ema(path):
+        # without it, the raw weights beside it are another model, not a stand-in
+        for link in (BEST_LINK, LAST_LINK):
+            if not os.path.lexists(os.path.join(path, link)):
+                continue
+            ema = os.path.join(path, link, EMA_FILE)
+            if not os.path.isfile(ema):
+                raise CheckpointError(f"model: {path} picks its best checkpoint by the moving average of the "
+                                      f"weights, but {ema} is missing; name a model file to use another")
+            return ema
+    best = os.path.join(path, BEST_LINK)
+    if os.path.islink(best) and not os.path.isfile(os.path.join(best, MODEL_FILE)):
+        raise CheckpointError(f"model: {path}'s best checkpoint {best} is missing; name a model file (for "
+                              f"instance {os.path.join(path, LAST_LINK, MODEL_FILE)}) to use another")
     for rel in (MODEL_FILE, os.path.join(BEST_LINK, MODEL_FILE), os.path.join(LAST_LINK, MODEL_FILE)):
         p = os.path.join(path, rel)
         if os.path.isfile(p):

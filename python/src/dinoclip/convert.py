@@ -28,7 +28,7 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from . import checkpoint
-from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, oserror_message
+from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, RUN_FILE, oserror_message
 from .model import ProjectorWithResiduals
 
 __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
@@ -36,7 +36,6 @@ __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "din
 #: dict keys under which training scripts commonly nest a state_dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict")
 # names in a training run directory (docs/FORMAT.md; train/rundir.go)
-RUN_FILE = "run.json"
 CHECKPOINTS_DIR = "checkpoints"
 
 

@@ -233,6 +233,9 @@ type InitModel struct {
 type Result struct {
 	State   State
 	Reports []retrieval.Report // the last evaluation
+	// EMAReports is the last evaluation of the moving average of the
+	// weights, in a run that keeps one (Options.EMA).
+	EMAReports []retrieval.Report
 }
 
 // ErrNonFinite is wrapped by the error of a run stopped by a NaN or
@@ -696,6 +699,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				return err
 			}
 			rec["ema"] = map[string]any{"value": emaValue, "sets": emaReports}
+			res.EMAReports = emaReports
 			if o.BestFromMode() == BestFromEMA {
 				value = emaValue
 			}

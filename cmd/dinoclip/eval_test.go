@@ -59,7 +59,7 @@ func TestEvalJSON(t *testing.T) {
 		}
 	}
 	// The same numbers as the training run's evaluation of that checkpoint.
-	if logged := evalAt(run, *doc.Step); len(logged) != 1 || logged[0].Projected.Recall[1] != r.Projected.Recall[1] {
+	if logged := evalAt(run, *doc.Step, false); len(logged) != 1 || logged[0].Projected.Recall[1] != r.Projected.Recall[1] {
 		t.Errorf("eval R@5 %+v, metrics.jsonl at step %d has %+v", r.Projected.Recall[1], *doc.Step, logged)
 	}
 }

@@ -496,9 +496,17 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 	st := res.State
 	fmt.Fprintf(w, "trained %s: %d epochs, %d optimizer steps, in %s\n",
 		c.Describe(), st.Epoch, st.Step, runDir)
-	if len(res.Reports) > 0 {
-		fmt.Fprintf(w, "\nevaluation after epoch %d (step %d):\n", st.Epoch, st.Step)
-		if err := writeRecallTable(w, res.Reports); err != nil {
+	// A run whose best is picked by the moving average of its weights is
+	// that average: its evaluations are the ones shown (those of the raw
+	// weights are in metrics.jsonl).
+	ema := st.Options.BestFromMode() == train.BestFromEMA
+	reports, of := res.Reports, ""
+	if ema {
+		reports, of = res.EMAReports, " of the moving average of the weights"
+	}
+	if len(reports) > 0 {
+		fmt.Fprintf(w, "\nevaluation%s after epoch %d (step %d):\n", of, st.Epoch, st.Step)
+		if err := writeRecallTable(w, reports); err != nil {
 			return err
 		}
 	}
@@ -516,8 +524,8 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 	}
 	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)
 	if b.Step != st.Step {
-		if reports := evalAt(runDir, b.Step); len(reports) > 0 {
-			fmt.Fprintf(w, "\nevaluation of the best checkpoint:\n")
+		if reports := evalAt(runDir, b.Step, ema); len(reports) > 0 {
+			fmt.Fprintf(w, "\nevaluation%s of the best checkpoint:\n", of)
 			return writeRecallTable(w, reports)
 		}
 	}
@@ -525,8 +533,9 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 }
 
 // evalAt reads the evaluation recorded at step from the run's
-// metrics.jsonl; nil if there is none.
-func evalAt(runDir string, step int) []retrieval.Report {
+// metrics.jsonl, of the moving average of the weights when ema is true;
+// nil if there is none.
+func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 	b, err := os.ReadFile(filepath.Join(runDir, train.MetricsFile))
 	if err != nil {
 		return nil
@@ -539,9 +548,15 @@ func evalAt(runDir string, step int) []retrieval.Report {
 			Type string             `json:"type"`
 			Step int                `json:"step"`
 			Sets []retrieval.Report `json:"sets"`
+			EMA  struct {
+				Sets []retrieval.Report `json:"sets"`
+			} `json:"ema"`
 		}
 		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Type == "eval" && rec.Step == step {
 			found = rec.Sets
+			if ema {
+				found = rec.EMA.Sets
+			}
 		}
 	}
 	return found

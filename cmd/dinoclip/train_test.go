@@ -282,13 +282,23 @@ func TestTrainShortSchedules(t *testing.T) {
 // A run with --ema and --best-from ema: eval --model RUN evaluates the
 // best checkpoint's moving average, and a resume keeps the decay.
 func TestTrainEMA(t *testing.T) {
-	run, _, eval := trainRun(t, "--ema", "0.8", "--best-from", "ema")
+	run, data, eval := trainRun(t, "--ema", "0.8", "--best-from", "ema")
 	path, err := checkpoint.Resolve(run)
 	if err != nil || filepath.Base(path) != checkpoint.EMAFile {
 		t.Fatalf("the run's model is %s (%v), want its best ema.safetensors", path, err)
 	}
-	if out := mustRun(t, "eval", "--model", run, "--eval", eval); !strings.Contains(out, "tiny-eval") {
-		t.Errorf("eval of the run:\n%s", out)
+	evalOut := mustRun(t, "eval", "--model", run, "--eval", eval)
+	if !strings.Contains(evalOut, "tiny-eval") {
+		t.Errorf("eval of the run:\n%s", evalOut)
+	}
+	// train's closing summary shows the model the run is, the average:
+	// the table eval prints of it.
+	again := filepath.Join(t.TempDir(), "again")
+	summary := mustRun(t, append([]string{"train", "--data", data, "--eval", eval, "--out", again,
+		"--epochs", "2", "--batch", "16", "--log-every", "1", "--ema", "0.8", "--best-from", "ema"}, tinyModel...)...)
+	table := evalOut[strings.Index(evalOut, "set  "):]
+	if !strings.Contains(summary, "of the moving average of the weights") || !strings.Contains(summary, table) {
+		t.Errorf("train's summary of a run whose best is the moving average:\n%s\nlacks eval's table of it:\n%s", summary, table)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
 	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {

@@ -30,8 +30,8 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "demo",
 		Usage:     "synthesise data, train a small projector on the CPU, evaluate it and plot the run",
-		UsageText: "dinoclip demo [--out DIR] [--rows N] [--epochs N] [--hidden-dim N] [--blocks N] [--batch N] [--seed N]",
-		Description: "The whole product end to end in about a minute on two cores, with no downloads: it writes a\n" +
+		UsageText: "dinoclip demo [--out DIR] [--rows N] [--epochs N] [--hidden-dim N] [--blocks N] [--batch N] [--lr X] [--seed N] [--device cpu|cuda]",
+		Description: "The whole product end to end in about ten seconds on two cores, with no downloads: it writes a\n" +
 			"synthetic data set (see dinoclip synth) under DIR/data, trains a small ProjectorWithResiduals on it\n" +
 			"(" + demoDefaultConfig.Describe() + " by default)\n" +
 			"with the unit-norm MSE loss, AdamW and OneCycleLR (docs/MODEL.md, docs/TRAINING.md),\n" +
@@ -76,6 +76,9 @@ func runDemo(cCtx *cli.Context) error {
 	if rows < batch {
 		return fmt.Errorf("--rows %d: fewer than one --batch of %d rows", rows, batch)
 	}
+	if rows > synth.MaxShards*demoShardRows {
+		return fmt.Errorf("--rows %d: demo writes at most %d rows (%d shards of %d)", rows, synth.MaxShards*demoShardRows, synth.MaxShards, demoShardRows)
+	}
 	spe, _, err := train.Steps(epochs, rows, batch)
 	if err != nil {
 		return fmt.Errorf("--epochs %d: %w", epochs, err)
@@ -113,7 +116,7 @@ func runDemo(cCtx *cli.Context) error {
 	// unfinished-run marker and DATA's lock: a demo killed between its two
 	// sets leaves sets that readers refuse, and a synth into DATA
 	// meanwhile, training included, is refused.
-	job := synthJob{opts: so, rows: rows, shardRows: 10000, images: 1000, perImage: 5}
+	job := synthJob{opts: so, rows: rows, shardRows: demoShardRows, images: 1000, perImage: 5}
 	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
 	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
 		rows, job.images, job.perImage, dataRoot)
@@ -161,6 +164,9 @@ func runDemo(cCtx *cli.Context) error {
 	fmt.Fprintf(w, "\nloss and recall curves: %s\n", png)
 	return nil
 }
+
+// demoShardRows is the rows of a shard of the demo's training data.
+const demoShardRows = 10000
 
 // A demoOutput is what a demo writes under its --out, and the lock that
 // the writer of it in another process holds (nil: none).

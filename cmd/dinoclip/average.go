@@ -49,17 +49,19 @@ type soupIngredient struct {
 }
 
 func runAverage(cCtx *cli.Context) error {
-	if err := requireFlags(cCtx, "out"); err != nil {
-		return err
-	}
 	args := cCtx.Args().Slice()
-	if len(args) == 0 {
-		return fmt.Errorf("average: no models given; name the checkpoints to average after the flags")
-	}
+	// (First: a flag after the models is not read, and the missing --out
+	// it gave would be reported instead.)
 	for _, a := range args {
 		if strings.HasPrefix(a, "-") {
 			return fmt.Errorf("average: %q after the models: give the flags before them (dinoclip average --out FILE [--weights W,...] CKPT...)", a)
 		}
+	}
+	if err := requireFlags(cCtx, "out"); err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		return fmt.Errorf("average: no models given; name the checkpoints to average after the flags")
 	}
 	out := cCtx.String("out")
 	if st, err := os.Stat(out); err == nil && st.IsDir() {

@@ -122,6 +122,7 @@ func TestAverageErrors(t *testing.T) {
 		{"sum overflowing", []string{"average", "--out", out, "--weights", "1e308,1e308", a, b}, []string{"sum to +Inf"}},
 		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weights for 2 models"}},
 		{"a flag after the models", []string{"average", "--out", out, a, b, "--weights", "1,2"}, []string{`"--weights" after the models`}},
+		{"--out after a model", []string{"average", a, "--out", out, b}, []string{`"--out" after the models`}},
 		{"no models", []string{"average", "--out", out}, []string{"no models"}},
 		{"no out", []string{"average", a, b}, []string{"--out"}},
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},

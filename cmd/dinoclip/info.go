@@ -46,6 +46,9 @@ func infoCommand() *cli.Command {
 }
 
 func runInfo(cCtx *cli.Context) error {
+	if args := cCtx.Args().Slice(); len(args) > 1 && strings.HasPrefix(args[1], "-") {
+		return fmt.Errorf("info: %q after PATH: give flags before it (dinoclip info [--help] PATH)", args[1])
+	}
 	if cCtx.Args().Len() != 1 {
 		return fmt.Errorf("info: want one PATH, got %d arguments; see 'dinoclip info --help'", cCtx.Args().Len())
 	}

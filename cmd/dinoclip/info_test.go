@@ -94,6 +94,7 @@ func TestInfoErrors(t *testing.T) {
 	}{
 		{[]string{"info"}, []string{"want one PATH"}},
 		{[]string{"info", "a", "b"}, []string{"want one PATH"}},
+		{[]string{"info", "a", "--help"}, []string{`"--help" after PATH`}},
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage}},

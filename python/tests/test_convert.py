@@ -184,8 +184,14 @@ def test_refuses_pickled_code(tmp_path):
             return (os.system, ("true",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ConversionError, match="weights_only=True"):
+    with pytest.raises(ConversionError, match="weights_only=True") as e:
         convert.torch_to_dinoclip(str(tmp_path / "evil.pt"), str(tmp_path / "o.safetensors"))
+    # one line, naming what was refused, without torch's advice to load with weights_only=False
+    assert "\n" not in str(e.value) and "system" in str(e.value) and "weights_only=False" not in str(e.value)
+    (tmp_path / "notes.pt").write_text("not a checkpoint\n")
+    with pytest.raises(ConversionError, match=r"not a PyTorch checkpoint .*\(Unsupported operand \d+\)") as e:
+        convert.torch_to_dinoclip(str(tmp_path / "notes.pt"), str(tmp_path / "o.safetensors"))
+    assert "\n" not in str(e.value)
 
 
 def test_to_torch_errors(tmp_path):

@@ -245,7 +245,7 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     (folder / "two\nlines.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o3") == 0
     assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (8, FEATURE_DIM)
-    assert "1 images did not decode" in capfd.readouterr().err
+    assert f"1 images did not decode (e.g. {folder / 'broken.jpg'}: " in capfd.readouterr().err
     # the list of the rows' images leaves the broken one out; a line break in a name is U+FFFD
     listed = (tmp_path / "o3" / "shard-00000.images.txt").read_text(encoding="utf-8").split("\n")
     assert listed[-1] == "" and len(listed) == 9
@@ -304,7 +304,7 @@ def test_train_wds(tmp_path, tiny_models, wds, models, capfd):
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", root, "--out", out, workers="1") == 0
     err = capfd.readouterr().err
-    assert "00000: 5 rows of 7 samples" in err and "1 images did not decode" in err
+    assert "00000: 5 rows of 7 samples" in err and "1 images did not decode (e.g. 000009999: " in err
     assert "1 samples lack an image or a caption" in err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
         "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]

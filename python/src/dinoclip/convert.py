@@ -73,6 +73,22 @@ def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
         a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
+def _unpickling_detail(e: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, in one line: its message less the
+    paragraphs around the cause (one of which advises ``weights_only=False``, which would run
+    whatever code the file holds)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("Weights only load failed", "Check the documentation")):
+            continue
+        if "WeightsUnpickler error:" in ln:
+            ln = ln.split("WeightsUnpickler error:", 1)[1].strip()
+            if not ln:
+                continue
+        return ln
+    return type(e).__name__
+
+
 def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The state_dict in a ``.pt`` file, loaded with ``weights_only=True``.
 
@@ -85,7 +101,9 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise
     except Exception as e:  # unpickling errors of several types
-        raise ConversionError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from None
+        raise ConversionError(f"{path}: not a PyTorch checkpoint that torch.load(weights_only=True) reads "
+                              f"({_unpickling_detail(e)}); a checkpoint holding objects besides tensors must "
+                              "be saved again as a plain state_dict") from None
     sd = OrderedDict(_unwrap(obj, path))
     for prefix in ("module.", "_orig_mod."):
         if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):

@@ -631,13 +631,15 @@ def _check_manifest(out: str, settings: dict, write: bool) -> None:
         write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _report(name: str, enc: Encoded, total: int, incomplete: int = 0) -> None:
+def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0) -> None:
+    """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys)."""
     msg = f"{name}: {len(enc.kept)} rows"
     if enc.failed or incomplete:
-        msg += f" of {total + incomplete} samples"
+        msg += f" of {len(samples) + incomplete} samples"
         parts = []
         if enc.failed:
-            parts.append(f"{len(enc.failed)} images did not decode (e.g. #{enc.failed[0][0]}: {enc.failed[0][1]})")
+            i, why = enc.failed[0]
+            parts.append(f"{len(enc.failed)} images did not decode (e.g. {samples[i]}: {why})")
         if incomplete:
             parts.append(f"{incomplete} samples lack an image or a caption")
         msg += "; skipped: " + ", ".join(parts)
@@ -687,7 +689,7 @@ def cmd_train_folder(args) -> int:
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
         _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
-        _report(names[k], enc, len(chunk))
+        _report(names[k], enc, [p for p, _ in chunk])
     return 0
 
 
@@ -766,7 +768,7 @@ def cmd_train_wds(args) -> int:
         enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
                          desc=f"{names[i]} ({j + 1}/{len(todo)})")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        _report(names[i], enc, len(idx.refs), idx.incomplete)
+        _report(names[i], enc, idx.keys, idx.incomplete)
     return 0
 
 

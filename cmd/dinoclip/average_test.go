@@ -123,6 +123,7 @@ func TestAverageErrors(t *testing.T) {
 		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weights for 2 models"}},
 		{"a flag after the models", []string{"average", "--out", out, a, b, "--weights", "1,2"}, []string{`"--weights" after the models`}},
 		{"--out after a model", []string{"average", a, "--out", out, b}, []string{`"--out" after the models`}},
+		{"an octal-looking weight", []string{"average", "--out", out, "--weights", "010,2", a, b}, []string{`weight 1 ("010")`, "decimal digits"}},
 		{"no models", []string{"average", "--out", out}, []string{"no models"}},
 		{"no out", []string{"average", a, b}, []string{"--out"}},
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/big"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -573,13 +574,19 @@ func noArgs(cCtx *cli.Context) error {
 	return nil
 }
 
+// oneDashFlag is a flag name of two or more letters after one dash in an
+// error of Go's flag package.
+var oneDashFlag = regexp.MustCompile(`(provided but not defined: |for flag )-([A-Za-z0-9][A-Za-z0-9_-]+)`)
+
 // usageError turns a flag parsing error into one line pointing at --help,
 // instead of urfave/cli's default of printing the whole help.
 func usageError(cCtx *cli.Context, err error, _ bool) error {
-	name := "dinoclip"
-	if cCtx.Command != nil && cCtx.Command.Name != "" {
-		name = cCtx.Command.Name
+	// Go's flag package names a flag with one dash; the help writes --name.
+	err = errors.New(oneDashFlag.ReplaceAllString(err.Error(), "${1}--$2"))
+	if cCtx.Command == nil || cCtx.Command.Name == "" || cCtx.Command.Name == cCtx.App.Name { // the app's own flags
+		return fmt.Errorf("%w; see 'dinoclip --help'", err)
 	}
+	name := cCtx.Command.Name
 	return fmt.Errorf("%s: %w; see 'dinoclip %s --help'", name, err, name)
 }
 

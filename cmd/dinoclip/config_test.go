@@ -283,3 +283,32 @@ func TestEmptyEnvironmentVariable(t *testing.T) {
 		t.Errorf("DINOCLIP_SEED= with seed: 7 in the config file: the run's seed is %d", o.Seed)
 	}
 }
+
+// A flag the command line gets wrong is one line naming it as the help
+// writes it (--name; a one-letter one -k) and pointing at the help, for the
+// app's own flags too (not the whole help).
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"--verison"}, []string{"flag provided but not defined: --verison; see 'dinoclip --help'"}},
+		{[]string{"train", "--nope"}, []string{"train: flag provided but not defined: --nope; see 'dinoclip train --help'"}},
+		{[]string{"train", "--epochs", "x"}, []string{`invalid value "x" for flag --epochs`}},
+		{[]string{"search", "-k", "x"}, []string{`invalid value "x" for flag -k`}},
+	} {
+		stdout, _, err := runCLI(t, c.args...)
+		if err == nil {
+			t.Errorf("dinoclip %v: no error", c.args)
+			continue
+		}
+		for _, w := range c.wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("dinoclip %v: %q lacks %q", c.args, err, w)
+			}
+		}
+		if stdout != "" {
+			t.Errorf("dinoclip %v printed the help:\n%s", c.args, stdout)
+		}
+	}
+}

@@ -53,6 +53,7 @@ func newApp() *cli.App {
 		Action:         runNoCommand,
 		Before:         ignoreEmptyEnv,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
+		OnUsageError:   usageError,                   // one line, not the whole help (dinoclip --verison)
 		// A repeatable flag's value is one entry, as its help says ("repeat
 		// for more"): urfave/cli would split --eval a,b into a and b, so a
 		// path with a comma could not be given, and a list with both halves

@@ -36,10 +36,11 @@ func indexCommand() *cli.Command {
 			"line) is copied into the index, so that search names the images it finds.\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
-			"finished by running it again; an indexed file that changed since is refused. The same contents\n" +
-			"under another name (a file moved or copied since, or given twice) are skipped too, with a\n" +
-			"word: indexed twice, its rows would come twice in every answer. An index made\n" +
-			"with another model is refused. Only one process may append to an index at a time.\n\n" +
+			"finished by running it again; an indexed file that changed since is refused. A file named\n" +
+			"twice (or reached twice through links) is taken once; the same contents under another name (a\n" +
+			"file moved or copied since) are skipped too, with a word: indexed twice, its rows would come\n" +
+			"twice in every answer. An index made with another model is refused. Only one process may\n" +
+			"append to an index at a time.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{

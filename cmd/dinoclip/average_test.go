@@ -70,6 +70,10 @@ func TestAverage(t *testing.T) {
 	} else if real, _ := filepath.EvalSymlinks(filepath.Join(dir, "a.safetensors")); !strings.Contains(m.Meta["averaged_from"], `"path":"`+real+`"`) {
 		t.Errorf("averaged_from %s, want the first model at %s", m.Meta["averaged_from"], real)
 	}
+	// info names what was averaged.
+	if out := mustRun(t, "info", filepath.Join(dir, "soup.safetensors")); !strings.Contains(out, "averaged from 2 models") || !strings.Contains(out, "b.safetensors  weight 1") {
+		t.Errorf("info of the average:\n%s", out)
+	}
 	// eval and train --init accept the average.
 	data, eval := makeData(t), makeEvalSet(t, "tiny-eval")
 	soup := filepath.Join(dir, "soup.safetensors")

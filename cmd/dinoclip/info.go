@@ -329,6 +329,17 @@ func writeModelInfo(w io.Writer, path string) error {
 	if v, ok := m.Meta["metrics"]; ok {
 		writeMetrics(w, v)
 	}
+	if v, ok := m.Meta["averaged_from"]; ok {
+		var from []soupIngredient
+		if err := json.Unmarshal([]byte(v), &from); err != nil {
+			fmt.Fprintf(w, "  averaged_from: unreadable (%v)\n", err)
+		} else {
+			fmt.Fprintf(w, "  averaged from %d models (dinoclip average):\n", len(from))
+			for _, f := range from {
+				fmt.Fprintf(w, "    %s  weight %.4g\n", f.Path, f.Weight)
+			}
+		}
+	}
 	return nil
 }
 

@@ -184,8 +184,8 @@ func absPath(path string) string {
 // checkpoint a run directory's best or last pointed at when it was read,
 // not the link, which moves on.
 func realPath(path string) string {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		return absPath(real)
+	if real, err := atomicfile.RealPath(path); err == nil {
+		return real
 	}
 	return absPath(path)
 }
@@ -367,38 +367,49 @@ func checkRunDirFiles(dir string) error {
 
 // checkCheckpointsDir refuses a run's checkpoints/ that is not a directory,
 // or a link that leads into another run (its checkpoints, one of them, the
-// run directory itself): training writes and prunes checkpoints there. A
-// link to a directory of no run (checkpoints moved to a larger disk) is
-// the run's own.
+// run directory itself) or to a directory holding this run (its parent,
+// /): training writes and prunes checkpoints there. A link to a directory
+// of no run (checkpoints moved to a larger disk) is the run's own; one that
+// leads nowhere now (a disk not mounted) is refused with what to do.
 func checkCheckpointsDir(dir string) error {
 	path := filepath.Join(dir, CheckpointsDir)
 	st, err := os.Lstat(path)
 	if err != nil || st.IsDir() {
 		return nil
 	}
-	if st.Mode()&os.ModeSymlink != 0 {
-		target, err := filepath.EvalSymlinks(path)
-		tst, statErr := os.Stat(target)
-		if err == nil && statErr == nil && tst.IsDir() {
-			self := dir
-			if real, err := filepath.EvalSymlinks(dir); err == nil {
-				self = real
-			}
-			// The run directories at or above the target, up to this run's.
-			for owner := target; owner != self; owner = filepath.Dir(owner) {
-				if rst, err := os.Lstat(filepath.Join(owner, RunFile)); err == nil && rst.Mode().IsRegular() {
-					return fmt.Errorf("%s is a link to %s, in the run in %s: training would write and prune checkpoints of that run's; point it at this run's own",
-						path, target, owner)
-				}
-				if filepath.Dir(owner) == owner {
-					break
-				}
-			}
-			return nil
+	if st.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a directory, or a link to one outside any run)",
+			path, atomicfile.Kind(st.Mode()))
+	}
+	target, err := atomicfile.RealPath(path)
+	if err == nil {
+		var tst os.FileInfo
+		if tst, err = os.Stat(target); err == nil && !tst.IsDir() {
+			err = fmt.Errorf("%s", atomicfile.Kind(tst.Mode()))
 		}
 	}
-	return fmt.Errorf("%s is %s, not a directory: training writes and prunes checkpoints in it and will not do so through it; remove it (a run's own checkpoints are a directory, or a link to one outside any run)",
-		path, atomicfile.Kind(st.Mode()))
+	if err != nil {
+		to, _ := os.Readlink(path)
+		return fmt.Errorf("%s is a link to %s, which is not a directory it can reach (%v): mount or restore it, or point the link at the run's checkpoints", path, to, err)
+	}
+	self, err := atomicfile.RealPath(dir)
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	if self == target || strings.HasPrefix(self, strings.TrimSuffix(target, string(filepath.Separator))+string(filepath.Separator)) {
+		return fmt.Errorf("%s is a link to %s, which holds the run itself: training would write and prune checkpoints beside the run's own files; point it at a directory of its own", path, target)
+	}
+	// The run directories at or above the target, up to this run's.
+	for owner := target; owner != self; owner = filepath.Dir(owner) {
+		if rst, err := os.Lstat(filepath.Join(owner, RunFile)); err == nil && rst.Mode().IsRegular() {
+			return fmt.Errorf("%s is a link to %s, in the run in %s: training would write and prune checkpoints of that run's; point it at this run's own",
+				path, target, owner)
+		}
+		if filepath.Dir(owner) == owner {
+			break
+		}
+	}
+	return nil
 }
 
 // startRunDir prepares a new run directory (see checkNewRunDir).

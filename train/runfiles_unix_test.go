@@ -217,3 +217,49 @@ func TestSharedCheckpointsDirLocked(t *testing.T) {
 	}
 	lb.Release()
 }
+
+// A checkpoints/ link is judged where it leads, whatever the working
+// directory and however the run directory or the link is named: a run's
+// own store inside it is accepted also for a relative --out; a relative
+// link into another run is refused; so are a link to a directory holding
+// the run (its parent, the run itself) and one that leads nowhere now.
+func TestCheckpointsLinkJudgedWhereItLeads(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(runDir, CheckpointsDir)
+	store := filepath.Join(runDir, "store")
+	if err := os.Rename(path, store); err != nil {
+		t.Fatal(err)
+	}
+	link := func(target string) {
+		t.Helper()
+		os.Remove(path)
+		if err := os.Symlink(target, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ target, want string }{
+		{filepath.Dir(runDir), "which holds the run itself"},
+		{".", "which holds the run itself"},
+		{filepath.Join(runDir, "gone"), "not a directory it can reach"},
+	} {
+		link(c.target)
+		if err := checkCheckpointsDir(runDir); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("checkpoints a link to %s: %v, want %q", c.target, err, c.want)
+		}
+	}
+	link(store)
+	t.Chdir(filepath.Dir(runDir))
+	if err := runWithin(t, newTrainer(t, dataDir, filepath.Base(runDir), nil), true); err != nil {
+		t.Fatalf("resume of a relative run directory whose checkpoints lead to its own store: %v", err)
+	}
+
+	_, other := stoppedRun(t, 5)
+	t.Chdir(filepath.Join(other, CheckpointsDir))
+	os.Mkdir("nx", 0o755)
+	if err := os.Symlink(filepath.Join("..", filepath.Base(checkpointName(5))), filepath.Join("nx", CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkCheckpointsDir("nx"); err == nil || !strings.Contains(err.Error(), "in the run in "+other) {
+		t.Errorf("a relative run directory whose checkpoints lead into another run's checkpoint: %v", err)
+	}
+}

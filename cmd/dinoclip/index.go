@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -102,7 +103,7 @@ func featureFiles(args []string) ([]featureFile, error) {
 			// The file's real path: a file reached through a symbolic link
 			// (in its name, its directories or the working directory's) is
 			// the file it leads to, indexed once.
-			real, err := realPath(f)
+			real, err := atomicfile.RealPath(f)
 			if err != nil {
 				return nil, fmt.Errorf("--features: %w", err)
 			}

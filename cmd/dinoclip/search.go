@@ -412,21 +412,12 @@ func checkOutDir(out string, inputs ...string) error {
 			continue
 		}
 		for _, in := range inputs {
-			if r, err := realPath(in); err == nil && r == real {
+			if r, err := atomicfile.RealPath(in); err == nil && r == real {
 				return fmt.Errorf("--out %s holds %s, which is the input %s: the output replaces the directory whole; choose another --out", out, e.Name(), in)
 			}
 		}
 	}
 	return nil
-}
-
-// realPath is path made absolute, its symbolic links resolved.
-func realPath(path string) (string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	return filepath.EvalSymlinks(abs)
 }
 
 // resolveOut is the directory --out names: out itself (cleaned), or where
@@ -448,7 +439,7 @@ func resolveOut(out string) (string, error) {
 		}
 		out = target
 	}
-	real, err := realPath(out)
+	real, err := atomicfile.RealPath(out)
 	if err != nil {
 		return out, nil // a missing out is created; other errors are checkOutDir's
 	}

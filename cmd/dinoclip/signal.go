@@ -124,6 +124,9 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 // exit ends the process for signal sig, after the registered cleanups and
 // atomicfile.RemoveUnfinished (os.Exit runs no deferred call).
 func (p *interruptPolicy) exit(sig syscall.Signal) {
+	// A signal from now on ends the process as if nothing caught it: a
+	// cleanup that hangs (on a hung filesystem) cannot keep it alive.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
 	for _, f := range p.beginExit() {
 		f()
 	}

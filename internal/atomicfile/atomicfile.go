@@ -197,6 +197,23 @@ func resolvePath(path string) string {
 	return filepath.Join(resolvePath(trimmed[:i+1]), trimmed[i+1:])
 }
 
+// RealPath is path as the system resolves it, made absolute: its symbolic
+// links followed in turn (the working directory's too), so that a ".."
+// after a link leads out of where the link leads (filepath.Abs would take
+// link/.. away as text).
+func RealPath(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		// Under the working directory as named (a link, perhaps), which
+		// EvalSymlinks then resolves too; not filepath.Join, which cleans.
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		path = wd + string(filepath.Separator) + path
+	}
+	return filepath.EvalSymlinks(path)
+}
+
 // Kind names the type of a file, for an error ("a directory").
 func Kind(m os.FileMode) string {
 	switch {

@@ -65,3 +65,34 @@ func TestOpenRegular(t *testing.T) {
 		t.Errorf("the link's target changed: %q", b)
 	}
 }
+
+// RealPath resolves as the system does: a ".." after a link leads out of
+// where the link leads, not back out of the link's own directory.
+func TestRealPath(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "other", "deep"), 0o755)
+	os.WriteFile(filepath.Join(dir, "m"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, "other", "m"), []byte("y"), 0o644)
+	os.Symlink(filepath.Join(dir, "other", "deep"), filepath.Join(dir, "L"))
+	got, err := RealPath(dir + "/L/../m")
+	if want := filepath.Join(dir, "other", "m"); err != nil || got != want {
+		t.Errorf("RealPath(L/../m) = %s, %v; want %s, where the system reads", got, err, want)
+	}
+	t.Chdir(dir)
+	if got, err := RealPath("L/../m"); err != nil || got != filepath.Join(dir, "other", "m") {
+		t.Errorf("RealPath of a relative L/../m = %s, %v", got, err)
+	}
+	// A working directory reached through a link is resolved too.
+	os.Symlink(filepath.Join(dir, "other"), filepath.Join(dir, "W"))
+	t.Chdir(filepath.Join(dir, "W"))
+	t.Setenv("PWD", filepath.Join(dir, "W")) // (as a shell sets it: Getwd returns it)
+	if got, err := RealPath("m"); err != nil || got != filepath.Join(dir, "other", "m") {
+		t.Errorf("RealPath of m in a linked working directory = %s, %v", got, err)
+	}
+	if _, err := RealPath(filepath.Join(dir, "missing")); err == nil {
+		t.Error("RealPath of a missing file: no error")
+	}
+}

@@ -48,7 +48,10 @@ func RemoveOnExit(path string) (forget func()) {
 func RemoveUnfinished() {
 	unfinished.Lock()
 	for p := range unfinished.paths {
-		os.RemoveAll(p)
+		// Again when a writer made a file in the directory meanwhile (it
+		// then waits in RemoveOnExit, and makes no other).
+		for try := 0; try < 3 && os.RemoveAll(p) != nil; try++ {
+		}
 	}
 	// (Never unlocked: the process is ending, and a temporary renamed
 	// into place now could be one this emptied.)

@@ -151,7 +151,9 @@ func config(f *safetensors.File) (nn.Config, error) {
 // float64), whose shape is then inferred from its tensors. Like PyTorch's
 // strict loading, a missing or unexpected tensor or a wrong shape is an
 // error; so is a NaN or infinite parameter, which would only make every
-// output NaN.
+// output NaN. That error is a *NonFiniteError, and the model is returned
+// with it, so that a command that describes files (info) can still show
+// the model of a run that diverged; every other caller refuses it.
 func ReadModel(path string) (*Model, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
@@ -217,26 +219,38 @@ func readModel(f *safetensors.File) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	params := make([]float32, l.Size)
+	var bad *NonFiniteError
 	for _, t := range l.Tensors {
 		v := nn.View(params, t)
 		if err := f.Float32Into(t.Name, v); err != nil {
 			return nil, err
 		}
-		if err := checkFinite(f.Name(), t.Name, v); err != nil {
-			return nil, err
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				if bad == nil {
+					bad = &NonFiniteError{File: f.Name(), Tensor: t.Name, Index: i, Value: x}
+				}
+				bad.Count++
+			}
 		}
 	}
-	return &Model{Config: c, Params: params, Meta: metadata(f)}, nil
+	m := &Model{Config: c, Params: params, Meta: metadata(f)}
+	if bad != nil {
+		return m, bad
+	}
+	return m, nil
 }
 
-// checkFinite reports the first NaN or infinity in tensor name of file.
-func checkFinite(file, name string, v []float32) error {
-	for i, x := range v {
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			return fmt.Errorf("%s: %s[%d] is %v: the model's weights must be finite numbers (a run that diverged leaves NaN weights; use an earlier checkpoint)", file, name, i, x)
-		}
-	}
-	return nil
+// NonFiniteError is a model file with NaN or infinite weights: Count of
+// them, the first at Tensor[Index].
+type NonFiniteError struct {
+	File, Tensor string
+	Index, Count int
+	Value        float32
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("%s: %s[%d] is %v: the model's weights must be finite numbers (a run that diverged leaves NaN weights; use an earlier checkpoint)", e.File, e.Tensor, e.Index, e.Value)
 }
 
 // tensorsPerBlock: a residual block has two Linears and two LayerNorms.

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -183,13 +184,20 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
 		params := nn.InitParameters[float32](small, 9)
 		nn.View(params, l.Tensors[3])[1] = bad
+		nn.View(params, l.Tensors[5])[0] = bad
 		path := filepath.Join(t.TempDir(), ModelFile)
 		if err := WriteModel(path, small, params, nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err := ReadModel(path)
+		m, err := ReadModel(path)
 		if want := fmt.Sprintf("%s[1] is %v", l.Tensors[3].Name, bad); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("model with a %v weight: error %v, want one containing %q", bad, err, want)
+		}
+		// The model comes with the error, for info to describe: all of it,
+		// and the count of every bad value.
+		var nf *NonFiniteError
+		if !errors.As(err, &nf) || nf.Count != 2 || m == nil || m.Config != small || len(m.Params) != len(params) {
+			t.Errorf("model with two %v weights: %#v and a model of %v, want a NonFiniteError counting 2 and the model", bad, nf, m)
 		}
 	}
 	n := small.NumParams()

@@ -141,8 +141,8 @@ func runDemo(cCtx *cli.Context) error {
 	// (one of three steps logged none, and there was no curve to plot).
 	steps := int64(opts.Epochs) * int64(data.Rows/max(opts.Batch, 1))
 	opts.LogEvery = int(max(1, min(int64(opts.LogEvery), steps/10)))
-	fmt.Fprintf(w, "2/3 training %s for %d epochs of %d steps on %s\n",
-		c.Describe(), opts.Epochs, data.Rows/opts.Batch, cCtx.String("device"))
+	fmt.Fprintf(w, "2/3 training %s for %s of %s on %s\n",
+		c.Describe(), counted(opts.Epochs, "epoch", "epochs"), counted(data.Rows/opts.Batch, "step", "steps"), cCtx.String("device"))
 	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir,
 		Log: slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if f := terminal(cCtx); f != nil {
@@ -153,7 +153,7 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "3/3 results after %d epochs (%s):\n\n", res.State.Epoch, time.Since(start).Round(time.Second))
+	fmt.Fprintf(w, "3/3 results after %s (%s):\n\n", counted(res.State.Epoch, "epoch", "epochs"), time.Since(start).Round(time.Second))
 	if err := writeTrainSummary(w, runDir, c, res); err != nil {
 		return err
 	}

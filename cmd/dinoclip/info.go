@@ -29,7 +29,8 @@ func infoCommand() *cli.Command {
 		Usage:     "describe a model, checkpoint, run, training data, evaluation set or .npy file",
 		UsageText: "dinoclip info PATH",
 		Description: "Looks at PATH and says what it is and what it holds:\n" +
-			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch;\n" +
+			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch, and\n" +
+			"    whether its weights are usable (a run that diverged leaves NaN weights);\n" +
 			"  - a checkpoint directory: the model, and the trainer's position and best metric so far;\n" +
 			"  - a run directory: its checkpoints, where last and best point, the best metric, its options;\n" +
 			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
@@ -295,7 +296,7 @@ func infoModel(w io.Writer, path string) error {
 
 // writeModelInfo writes the indented description of a model file.
 func writeModelInfo(w io.Writer, path string) error {
-	m, err := checkpoint.ReadModel(path)
+	m, unusable, err := readModelToDescribe(path)
 	if err != nil {
 		return err
 	}
@@ -326,6 +327,9 @@ func writeModelInfo(w io.Writer, path string) error {
 		}
 		fmt.Fprintf(w, "  trained: %s\n", trained)
 	}
+	if unusable != "" {
+		fmt.Fprintf(w, "  weights: %s\n", unusable)
+	}
 	if v, ok := m.Meta["metrics"]; ok {
 		writeMetrics(w, v)
 	}
@@ -341,6 +345,24 @@ func writeModelInfo(w io.Writer, path string) error {
 		}
 	}
 	return nil
+}
+
+// readModelToDescribe reads a model as checkpoint.ReadModel does, but
+// takes one with NaN or infinite weights too, saying so in unusable: info
+// is where the user of a run that diverged looks at its checkpoints, and
+// their step and metrics are what tell which one to go back to.
+func readModelToDescribe(path string) (m *checkpoint.Model, unusable string, err error) {
+	m, err = checkpoint.ReadModel(path)
+	var nf *checkpoint.NonFiniteError
+	if errors.As(err, &nf) && m != nil {
+		verb := "are"
+		if nf.Count == 1 {
+			verb = "is"
+		}
+		return m, fmt.Sprintf("NOT USABLE: %d of the %d %s NaN or infinite (the first: %s[%d] = %v); a run that diverged leaves them: use an earlier checkpoint",
+			nf.Count, len(m.Params), verb, nf.Tensor, nf.Index, nf.Value), nil
+	}
+	return m, "", err
 }
 
 // writeMetrics writes the evaluation reports that training stored in a
@@ -396,16 +418,18 @@ func describeBest(b *train.Best) string {
 
 func writeState(w io.Writer, st *train.State) {
 	if st.Step >= st.Schedule.TotalSteps && st.PendingEval != nil {
-		fmt.Fprintf(w, "  progress: trained, %d epochs, %d optimizer steps; the last evaluation is still to do\n", st.Epoch, st.Step)
+		fmt.Fprintf(w, "  progress: trained, %s, %s; the last evaluation is still to do\n",
+			counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"))
 	} else if st.Step >= st.Schedule.TotalSteps {
-		fmt.Fprintf(w, "  progress: finished, %d epochs, %d optimizer steps\n", st.Epoch, st.Step)
+		fmt.Fprintf(w, "  progress: finished, %s, %s\n",
+			counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"))
 	} else {
-		fmt.Fprintf(w, "  progress: %d of %d epochs complete, %d batches into epoch %d; step %d of %d\n",
-			st.Epoch, st.Options.Epochs, st.Batch, st.Epoch+1, st.Step, st.Schedule.TotalSteps)
+		fmt.Fprintf(w, "  progress: %d of %s complete, %s into epoch %d; step %d of %d\n",
+			st.Epoch, counted(st.Options.Epochs, "epoch", "epochs"), counted(st.Batch, "batch", "batches"), st.Epoch+1, st.Step, st.Schedule.TotalSteps)
 	}
 	o := st.Options
-	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %d steps, keep %d, precision %s",
-		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, o.CheckpointEvery, o.Keep, o.PrecisionMode())
+	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %s, keep %d, precision %s",
+		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, counted(o.CheckpointEvery, "step", "steps"), o.Keep, o.PrecisionMode())
 	if o.EMA != 0 {
 		fmt.Fprintf(w, ", moving average of the weights with decay %g, best from %s", o.EMA, o.BestFromMode())
 	}
@@ -483,16 +507,19 @@ func infoRun(w io.Writer, dir string) error {
 			var st train.State
 			if json.Unmarshal(b, &st) == nil {
 				o := st.Options
-				fmt.Fprintf(w, "  options: %d epochs, batch %d, max lr %g\n", o.Epochs, o.Batch, o.MaxLR)
+				fmt.Fprintf(w, "  options: %s, batch %d, max lr %g\n", counted(o.Epochs, "epoch", "epochs"), o.Batch, o.MaxLR)
 			}
 		}
 		return nil
 	}
-	m, err := checkpoint.ReadModel(filepath.Join(last, checkpoint.ModelFile))
+	m, unusable, err := readModelToDescribe(filepath.Join(last, checkpoint.ModelFile))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
+	if unusable != "" {
+		fmt.Fprintf(w, "  last checkpoint's weights: %s\n", unusable)
+	}
 	if run, err := train.ReadRunInfo(dir); err == nil && run.Init != nil {
 		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -11,7 +12,8 @@ import (
 
 // A model whose weights hold a NaN is refused by every command that loads
 // one (project used to write all-NaN output and exit 0), and so is a run
-// whose last checkpoint holds one, on resume.
+// whose last checkpoint holds one, on resume. info describes it, saying it
+// cannot be used.
 func TestNonFiniteWeightsRefused(t *testing.T) {
 	run, data, eval := trainRun(t)
 	model := filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)
@@ -21,7 +23,7 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 	}
 	m.Params[3] = float32(math.NaN())
 	bad := filepath.Join(t.TempDir(), "nan.safetensors")
-	if err := checkpoint.WriteModel(bad, m.Config, m.Params, nil); err != nil {
+	if err := checkpoint.WriteModel(bad, m.Config, m.Params, m.Meta); err != nil {
 		t.Fatal(err)
 	}
 	in := filepath.Join(t.TempDir(), "in.npy")
@@ -32,11 +34,16 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 		t.Error("project wrote an output from a NaN model")
 	}
 	wantError(t, []string{"eval", "--model", bad, "--eval", eval}, "is NaN")
-	wantError(t, []string{"info", bad}, "is NaN")
+	if out := mustRun(t, "info", bad); !strings.Contains(out, "weights: NOT USABLE: 1 of the 328 is NaN or infinite") || !strings.Contains(out, "optimizer step 8") {
+		t.Errorf("info of a model with a NaN weight:\n%s", out)
+	}
 
 	// The run's last checkpoint, damaged the same way, is not resumed.
 	if err := os.Rename(bad, model); err != nil {
 		t.Fatal(err)
 	}
 	wantError(t, []string{"train", "--data", data, "--out", run, "--resume"}, "is NaN")
+	if out := mustRun(t, "info", run); !strings.Contains(out, "last checkpoint's weights: NOT USABLE") {
+		t.Errorf("info of a run whose last checkpoint has a NaN weight:\n%s", out)
+	}
 }

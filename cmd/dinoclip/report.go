@@ -9,6 +9,15 @@ import (
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
+// counted writes n with its noun in the number it takes: "1 epoch",
+// "2 epochs" (a one-epoch run is common, and "1 epochs" reads as a slip).
+func counted(n int, singular, plural string) string {
+	if n == 1 {
+		return "1 " + singular
+	}
+	return strconv.Itoa(n) + " " + plural
+}
+
 // tableKs are the recall cut-offs in the table, as CLIP_benchmark reports
 // them.
 var tableKs = []int{1, 5, 10}

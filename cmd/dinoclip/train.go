@@ -494,8 +494,8 @@ func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (strin
 // another.
 func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result) error {
 	st := res.State
-	fmt.Fprintf(w, "trained %s: %d epochs, %d optimizer steps, in %s\n",
-		c.Describe(), st.Epoch, st.Step, runDir)
+	fmt.Fprintf(w, "trained %s: %s, %s, in %s\n",
+		c.Describe(), counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"), runDir)
 	// A run whose best is picked by the moving average of its weights is
 	// that average: its evaluations are the ones shown (those of the raw
 	// weights are in metrics.jsonl).

@@ -272,7 +272,7 @@ func TestTrainShortSchedules(t *testing.T) {
 	for _, batch := range []string{"64", "32", "21"} { // 1, 2 and 3 steps of the 64 rows
 		run := filepath.Join(t.TempDir(), "run")
 		out := mustRun(t, "train", "--data", data, "--out", run, "--batch", batch, "--epochs", "1", "--hidden-dim", "8", "--blocks", "1", "--log-every", "1")
-		want := map[string]string{"64": "1 optimizer steps", "32": "2 optimizer steps", "21": "3 optimizer steps"}[batch]
+		want := map[string]string{"64": "1 epoch, 1 optimizer step,", "32": "1 epoch, 2 optimizer steps", "21": "1 epoch, 3 optimizer steps"}[batch]
 		if !strings.Contains(out, want) {
 			t.Errorf("--batch %s:\n%s", batch, out)
 		}

@@ -32,6 +32,7 @@ func infoCommand() *cli.Command {
 			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch, and\n" +
 			"    whether its weights are usable (a run that diverged leaves NaN weights);\n" +
 			"  - a checkpoint directory: the model, and the trainer's position and best metric so far;\n" +
+			"  - a checkpoint's optimizer file: the trainer's position it holds;\n" +
 			"  - a run directory: its checkpoints, where last and best point, the best metric, its options;\n" +
 			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
 			"  - an evaluation set directory: its images, captions and widths;\n" +
@@ -90,6 +91,9 @@ func describe(w io.Writer, path string) error {
 	if !st.IsDir() {
 		if isNPY(path) {
 			return infoNPY(w, path)
+		}
+		if isOptimizerFile(path) {
+			return infoOptimizer(w, path)
 		}
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
@@ -294,6 +298,29 @@ func infoModel(w io.Writer, path string) error {
 	return err
 }
 
+// isOptimizerFile says whether path is a safetensors file whose metadata
+// names it a checkpoint's optimizer state.
+func isOptimizerFile(path string) bool {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return f.Metadata()["format"] == checkpoint.OptimizerFormat
+}
+
+// infoOptimizer describes a checkpoint's optimizer file: the trainer's
+// position it holds (the model is its neighbour, model.safetensors).
+func infoOptimizer(w io.Writer, path string) error {
+	st, err := readStateFile(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: a checkpoint's optimizer state (AdamW moments and the trainer's position; the model is %s beside it)\n", path, checkpoint.ModelFile)
+	writeState(w, st)
+	return nil
+}
+
 // writeModelInfo writes the indented description of a model file.
 func writeModelInfo(w io.Writer, path string) error {
 	m, unusable, err := readModelToDescribe(path)
@@ -395,7 +422,11 @@ func intOr(p *int) string {
 
 // readState reads the trainer state saved beside a checkpoint's model.
 func readState(dir string) (*train.State, error) {
-	path := filepath.Join(dir, checkpoint.OptimizerFile)
+	return readStateFile(filepath.Join(dir, checkpoint.OptimizerFile))
+}
+
+// readStateFile reads the trainer state of an optimizer file.
+func readStateFile(path string) (*train.State, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err

@@ -683,6 +683,24 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
 
 
+def test_missing_folder_is_not_taken_for_a_model_name(tmp_path):
+    """A path that can only be a folder, and is not one, is refused before transformers is asked
+    (which would take it for a model's name on the Hugging Face hub); ``owner/name`` is still
+    passed on, as it may name either."""
+    def load(name):
+        raise OSError(f"asked transformers for {name}")
+
+    for missing in (str(tmp_path / "no-such"), "./no-such-dinoclip-folder", "~/no-such-dinoclip-folder",
+                    "a/b/c", "C:\\models\\clip"):
+        with pytest.raises(encoders.ModelUnavailable) as e:
+            encoders._from_pretrained(load, missing, "CLIP", "--clip")
+        assert "(no such folder)" in str(e.value) and "asked transformers" not in str(e.value), missing
+    with pytest.raises(encoders.ModelUnavailable) as e:
+        encoders._from_pretrained(load, "owner/name", "CLIP", "--clip")
+    assert "asked transformers for owner/name" in str(e.value)
+    assert encoders._from_pretrained(lambda name: name, str(tmp_path), "CLIP", "--clip") == str(tmp_path)
+
+
 # ---------------------------------------------------------------------------
 # texts
 

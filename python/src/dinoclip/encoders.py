@@ -13,6 +13,7 @@ loaded or downloaded at import time.
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Union
 
 import torch
@@ -50,8 +51,23 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _names_a_folder(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` can only be a local folder, not a Hugging Face model's name
+    (``owner/name``): absolute, ``~``- or ``.``-led, with more than one ``/`` or a backslash. A
+    name of the form ``owner/name`` may be either, as transformers takes it."""
+    return (os.path.isabs(name_or_path) or name_or_path.startswith(("~", ".")) or "\\" in name_or_path
+            or name_or_path.count("/") > 1)
+
+
 def _from_pretrained(load, name_or_path: str, what: str, flag: str):
-    """``load(name_or_path)``, with the failure to find or fetch the files as ModelUnavailable."""
+    """``load(name_or_path)``, with the failure to find or fetch the files as ModelUnavailable.
+    A folder that is not there is reported at once: transformers would take its path for a
+    model's name and try the network first (minutes, where the network is slow or filtered)."""
+    if _names_a_folder(name_or_path) and not os.path.isdir(name_or_path):
+        raise ModelUnavailable(
+            f"could not load the {what} model {name_or_path!r} (no such folder); "
+            f"pass the folder with {flag} DIR, or a Hugging Face model's name (owner/name)"
+        )
     try:
         from huggingface_hub.errors import HFValidationError  # a path that is neither a folder nor a name
     except ImportError:  # older huggingface_hub

@@ -202,7 +202,17 @@ func resolvePath(path string) string {
 // after a link leads out of where the link leads (filepath.Abs would take
 // link/.. away as text).
 func RealPath(path string) (string, error) {
-	if !filepath.IsAbs(path) {
+	switch {
+	case filepath.IsAbs(path):
+	case filepath.VolumeName(path) != "" || strings.HasPrefix(path, `/`) || strings.HasPrefix(path, string(filepath.Separator)):
+		// Windows: rooted on the current drive (\data) or relative to a
+		// drive's own directory (C:data), which only Abs knows.
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", err
+		}
+		path = abs
+	default:
 		// Under the working directory as named (a link, perhaps), which
 		// EvalSymlinks then resolves too; not filepath.Join, which cleans.
 		wd, err := os.Getwd()

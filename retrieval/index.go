@@ -52,14 +52,12 @@ const indexFormatPrefix = "dinoclip-index/"
 // (appending, before its first manifest). A manifest.json of another kind
 // (a web page's, a data set's), or a .lock that nobody holds, is no mark.
 func IsIndex(dir string) bool {
-	if plainFile(dir, IndexManifestFile) == nil { // (a FIFO would block the read)
-		if f, err := os.Open(filepath.Join(dir, IndexManifestFile)); err == nil {
-			head := make([]byte, 4096)
-			n, _ := io.ReadFull(f, head)
-			f.Close()
-			if bytes.Contains(head[:n], []byte(`"`+indexFormatPrefix)) {
-				return true
-			}
+	if f, err := atomicfile.OpenRegular(filepath.Join(dir, IndexManifestFile), os.O_RDONLY, 0); err == nil {
+		head := make([]byte, 4096)
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		if bytes.Contains(head[:n], []byte(`"`+indexFormatPrefix)) {
+			return true
 		}
 	}
 	return indexAppending(dir)
@@ -68,11 +66,7 @@ func IsIndex(dir string) bool {
 // indexAppending reports whether a dinoclip index holds the lock of an
 // index in dir.
 func indexAppending(dir string) bool {
-	path := filepath.Join(dir, IndexLockFile)
-	if plainFile(dir, IndexLockFile) != nil {
-		return false
-	}
-	f, err := os.Open(path)
+	f, err := atomicfile.OpenRegular(filepath.Join(dir, IndexLockFile), os.O_RDONLY, 0)
 	if err != nil {
 		return false
 	}

@@ -135,10 +135,11 @@ func lockHolder(path string) string {
 // for a lock that is not a regular file).
 func checkUnlocked(dir string) error {
 	path := filepath.Join(dir, LockFile)
-	if err := checkRunFile(path); err != nil {
-		return err // (a named pipe would hang the open)
+	f, err := atomicfile.OpenRegular(path, os.O_RDONLY, 0)
+	var nr *atomicfile.NotRegularError
+	if errors.As(err, &nr) {
+		return runFileError(path, nr.Kind)
 	}
-	f, err := os.Open(path)
 	if err != nil {
 		return nil // no lock file: no process has locked the run
 	}

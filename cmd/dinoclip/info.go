@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -230,14 +231,15 @@ func infoSynthOut(w io.Writer, dir string) error {
 func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 // isNPY reports whether the file at path starts with the .npy magic.
-// Only a regular file is opened: opening a named pipe waits for a writer,
-// forever; anything else is judged by its name (and npy.Open and the
-// model readers refuse what is not a regular file).
+// Only a regular file is opened (OpenRegular): opening a named pipe waits
+// for a writer, forever; anything else is judged by its name (and npy.Open
+// and the model readers refuse what is not a regular file).
 func isNPY(path string) bool {
-	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
 		return strings.HasSuffix(path, ".npy")
 	}
-	f, err := os.Open(path)
+	f, err := atomicfile.OpenRegular(real, os.O_RDONLY, 0)
 	if err != nil {
 		return strings.HasSuffix(path, ".npy")
 	}

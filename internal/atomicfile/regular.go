@@ -22,8 +22,9 @@ func (e *NotRegularError) Error() string {
 // is a regular file, and refuses anything else there with a
 // *NotRegularError before opening it: through a symbolic link a writer
 // would write wherever it leads, and opening a named pipe waits forever.
-// The file opened is checked to be the one looked at, so a link put in its
-// place meanwhile is refused too, before anything is read or written:
+// The file opened is checked to be the one looked at, so a link or a pipe
+// put in its place meanwhile is refused too (a pipe is opened without
+// waiting), before anything is read or written:
 // portable where O_NOFOLLOW is not (Windows). With O_CREATE, a missing
 // file is created exclusively with perm (before the umask), which fails on
 // any name made meanwhile (a link, even a dangling one), and is looked at
@@ -47,7 +48,7 @@ func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
 		if !st.Mode().IsRegular() {
 			return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
 		}
-		f, err := os.OpenFile(path, flag, 0)
+		f, err := os.OpenFile(path, flag|openNonblock, 0)
 		if err != nil {
 			return nil, err
 		}

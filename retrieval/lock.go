@@ -23,7 +23,7 @@ func lockDir(path string) (func(), error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := flock.TryLock(f, true); err != nil {
+		if err := flock.TryLockBriefly(f, true); err != nil { // (over IsIndex's probe)
 			f.Close()
 			if errors.Is(err, flock.ErrLocked) {
 				return nil, fmt.Errorf("another process is appending to it (it holds %s); wait for it to finish", path)

@@ -199,7 +199,7 @@ func TestRunDirLock(t *testing.T) {
 	if err := flock.TryLock(probe, false); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(lockRetry/2, func() { flock.Unlock(probe) })
+	time.AfterFunc(10*time.Millisecond, func() { flock.Unlock(probe) })
 	during, err := LockRunDir(dir)
 	if err != nil {
 		t.Fatalf("lock while a reader looks: %v", err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
@@ -58,17 +57,9 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A few tries: a reader that looks whether the run is training
+	// Briefly: a reader that looks whether the run is training
 	// (checkUnlocked: info, eval) holds a shared lock for an instant.
-	for try := 1; ; try++ {
-		err := flock.TryLock(f, true)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, flock.ErrLocked) && try < lockTries {
-			time.Sleep(lockRetry)
-			continue
-		}
+	if err := flock.TryLockBriefly(f, true); err != nil {
 		f.Close()
 		if errors.Is(err, flock.ErrLocked) {
 			return nil, &LockedError{Dir: dir, Holder: lockHolder(path)}
@@ -112,13 +103,6 @@ func lockCheckpointsDir(dir string) (release func(), err error) {
 	}
 	return release, nil
 }
-
-// lockTries and lockRetry are how often, and how far apart, LockRunDir
-// tries a lock that another process holds before it says so.
-const (
-	lockTries = 5
-	lockRetry = 20 * time.Millisecond
-)
 
 // lockHolder is the pid the lock file at path records, as "pid N".
 func lockHolder(path string) string {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestTryLock: an exclusive lock excludes every other descriptor's lock,
@@ -44,4 +45,30 @@ func TestTryLock(t *testing.T) {
 	b.Close()
 	c.Close()
 	want("exclusive after the shared holders closed", TryLock(a, true), nil)
+}
+
+// TryLockBriefly waits out a holder that lets go within its tries (a
+// probe's shared lock), and says ErrLocked of one that keeps the lock.
+func TestTryLockBriefly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	probe, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	taker, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taker.Close()
+	if err := TryLock(probe, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := TryLockBriefly(taker, true); !errors.Is(err, ErrLocked) {
+		t.Fatalf("over a lock held throughout: %v, want ErrLocked", err)
+	}
+	time.AfterFunc(probeGap/2, func() { Unlock(probe) })
+	if err := TryLockBriefly(taker, true); err != nil {
+		t.Fatalf("over a probe that lets go in %v: %v", probeGap/2, err)
+	}
 }

@@ -722,7 +722,14 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		if metric.Name != "loss" {
 			kv = append(kv, metric.Name, logNum(value))
 		}
-		tr.Log.Info("epoch done", append(kv, summarize(reports)...)...)
+		// The recalls of the model the metric judged: under --best-from
+		// ema, the moving average's, said so.
+		judged := reports
+		if o.BestFromMode() == BestFromEMA && emaReports != nil {
+			judged = emaReports
+			kv = append(kv, "of", "ema")
+		}
+		tr.Log.Info("epoch done", append(kv, summarize(judged)...)...)
 		return nil
 	}
 	if st.PendingEval != nil {

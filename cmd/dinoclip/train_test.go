@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -294,11 +297,33 @@ func TestTrainEMA(t *testing.T) {
 	// train's closing summary shows the model the run is, the average:
 	// the table eval prints of it.
 	again := filepath.Join(t.TempDir(), "again")
-	summary := mustRun(t, append([]string{"train", "--data", data, "--eval", eval, "--out", again,
+	summary, log, err := runCLI(t, append([]string{"train", "--data", data, "--eval", eval, "--out", again,
 		"--epochs", "2", "--batch", "16", "--log-every", "1", "--ema", "0.8", "--best-from", "ema"}, tinyModel...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	table := evalOut[strings.Index(evalOut, "set  "):]
 	if !strings.Contains(summary, "of the moving average of the weights") || !strings.Contains(summary, table) {
 		t.Errorf("train's summary of a run whose best is the moving average:\n%s\nlacks eval's table of it:\n%s", summary, table)
+	}
+	// Its last "epoch done" log line gives the average's recall too, not
+	// the raw weights' beside the average's metric.
+	var pctOfCLIP string
+	for _, line := range strings.Split(table, "\n") {
+		if f := strings.Fields(line); strings.Contains(line, "text->image") {
+			pctOfCLIP = f[len(f)-1]
+		}
+	}
+	lines := strings.Split(log, "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "epoch done") && strings.Contains(l, "epoch=2") })
+	logged, want := "", -1.0
+	if i >= 0 {
+		_, logged, _ = strings.Cut(lines[i], "tiny-eval_t2i_pct_clip=")
+		logged, _, _ = strings.Cut(logged, " ")
+		want, _ = strconv.ParseFloat(pctOfCLIP, 64)
+	}
+	if got, err := strconv.ParseFloat(logged, 64); i < 0 || !strings.Contains(lines[i], " of=ema ") || err != nil || math.Abs(got-want) > 0.006 {
+		t.Errorf("the last epoch's log line does not give the average's %% of CLIP %s (of=ema):\n%s", pctOfCLIP, log)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
 	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {

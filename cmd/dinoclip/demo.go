@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -179,13 +180,19 @@ type demoOutput struct {
 // there, not what it leads to) once it holds the lock on each: a writer
 // at work in any (a dinoclip synth --out DIR/data, a dinoclip train
 // --resume --out DIR/run) is refused before anything is removed.
+//
+// Windows removes no file that is open, and the run's lock file is open
+// while it is held: what the removal under the locks leaves is removed
+// again once they are let go (on other systems nothing is left then).
 func removeDemoOutputs(outputs []demoOutput) error {
 	var unlocks []func()
-	defer func() {
-		for _, unlock := range unlocks {
-			unlock()
+	unlock := func() {
+		for _, u := range unlocks {
+			u()
 		}
-	}()
+		unlocks = nil
+	}
+	defer unlock()
 	for _, o := range outputs {
 		st, err := os.Lstat(o.path)
 		switch {
@@ -200,8 +207,18 @@ func removeDemoOutputs(outputs []demoOutput) error {
 			unlocks = append(unlocks, unlock)
 		}
 	}
+	var left []string
 	for _, o := range outputs {
 		if err := os.RemoveAll(o.path); err != nil {
+			if runtime.GOOS != "windows" {
+				return fmt.Errorf("demo: %w", err)
+			}
+			left = append(left, o.path)
+		}
+	}
+	unlock()
+	for _, path := range left {
+		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}

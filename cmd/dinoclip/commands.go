@@ -30,7 +30,7 @@ func commands() []*cli.Command {
 		before := c.Before
 		c.Before = func(cCtx *cli.Context) error {
 			if err := decimalNumbers(cCtx); err != nil {
-				return err
+				return usageError(cCtx, err, true)
 			}
 			if before != nil {
 				return before(cCtx)

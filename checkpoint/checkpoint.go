@@ -518,6 +518,7 @@ func readFloat64(path string, ck *Checkpoint) (*Float64State, error) {
 // average of its weights (run.json options.best_from "ema") is the best
 // checkpoint's EMAFile.
 func Resolve(path string) (string, error) {
+	path = atomicfile.ResolveDotDot(path) // (LINK/.. as the system takes it, before names are joined to it)
 	st, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("model: %w", err)

@@ -274,6 +274,7 @@ type Index struct {
 // Readers need no lock: an append adds files and replaces the manifest
 // atomically, and never rewrites a file a manifest refers to.
 func OpenIndex(dir string) (*Index, error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	m, err := readManifest(dir)
 	if err != nil {
 		return nil, err
@@ -406,6 +407,7 @@ func checkIndexDir(dir string) error {
 // have been built by the same model (SHA-256) with the same width; its
 // dtype is kept (dtype only applies to a new index). Temporary files left by an append that was killed are removed.
 func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexWriter, err error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if _, err := indexDType(dtype); err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -48,6 +49,7 @@ type Set struct {
 // (dataset.CheckComplete: a staging directory in dir, or an unfinished
 // dinoclip synth into the directory above it), is refused.
 func LoadSet(dir string) (*Set, error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if err := dataset.CheckComplete(dir); err != nil {
 		return nil, fmt.Errorf("evaluation set %w", err)
 	}
@@ -59,6 +61,7 @@ func LoadSet(dir string) (*Set, error) {
 // directory above it shows that run unfinished (a staging directory in dir
 // itself is still refused). Evaluation must not use it.
 func LoadUnfinishedSet(dir string) (*Set, error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if err := dataset.CheckStaging(dir); err != nil {
 		return nil, fmt.Errorf("evaluation set %w", err)
 	}

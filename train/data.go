@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/nn"
@@ -47,6 +48,7 @@ type Dataset struct {
 // a staging directory in dir, or an unfinished dinoclip synth into the
 // directory above it), is refused rather than read in part.
 func OpenDataset(dir string) (*Dataset, error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if err := dataset.CheckComplete(dir); err != nil {
 		return nil, fmt.Errorf("training data %w", err)
 	}
@@ -58,6 +60,7 @@ func OpenDataset(dir string) (*Dataset, error) {
 // when the directory above it shows that run unfinished (a staging
 // directory in dir itself is still refused). Training must not use it.
 func OpenUnfinishedDataset(dir string) (*Dataset, error) {
+	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if err := dataset.CheckStaging(dir); err != nil {
 		return nil, fmt.Errorf("training data %w", err)
 	}

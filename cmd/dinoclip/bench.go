@@ -242,7 +242,7 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--data-dtype %q: want float16 or float32", cCtx.String("data-dtype"))
 		}
 	}
-	jsonPath, outDir := cCtx.String("json"), cCtx.String("out")
+	jsonPath, outDir := cCtx.String("json"), atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if outDir != "" {
 		if err := os.MkdirAll(outDir, 0o755); err != nil {
 			return fmt.Errorf("--out: %w", err)

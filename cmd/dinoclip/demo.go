@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -94,7 +95,7 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	defer engine.Close()
 
-	out, w := cCtx.String("out"), cCtx.App.Writer
+	out, w := atomicfile.ResolveDotDot(cCtx.String("out")), cCtx.App.Writer // (LINK/.. as the system takes it)
 	// Locked for the whole demo, so that a second demo into it is refused
 	// before it replaces the first one's data and run.
 	unlock, err := synth.LockDir(out)

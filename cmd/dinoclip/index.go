@@ -241,7 +241,7 @@ func runIndex(cCtx *cli.Context) error {
 	if cCtx.Bool("float32") {
 		dtype = "float32"
 	}
-	out := cCtx.String("out")
+	out := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
 	w, err := retrieval.AppendIndex(out, model, c.OutputDim, dtype)
 	if err != nil {
 		return err

@@ -56,7 +56,7 @@ func runInfo(cCtx *cli.Context) error {
 		return fmt.Errorf("info: want one PATH, got %d arguments; see 'dinoclip info --help'", cCtx.Args().Len())
 	}
 	w := &firstErrorWriter{w: cCtx.App.Writer}
-	err := describe(w, cCtx.Args().First())
+	err := describe(w, atomicfile.ResolveDotDot(cCtx.Args().First())) // (LINK/.. as the system takes it)
 	if err == nil && w.err != nil {
 		err = fmt.Errorf("info: writing the description: %w", w.err)
 	}

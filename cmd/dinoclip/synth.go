@@ -140,7 +140,7 @@ func runSynth(cCtx *cli.Context) error {
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}
-	out := cCtx.String("out")
+	out := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if out == "" {
 		return fmt.Errorf("synth: missing --out (or %s); see 'dinoclip synth --help'", synthEnvVar("out")[0])
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -184,7 +185,7 @@ func runTrain(cCtx *cli.Context) error {
 	if err := checkAtLeast("blocks", cCtx.Int("blocks"), 0); err != nil {
 		return err
 	}
-	runDir := cCtx.String("out")
+	runDir := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it, before names are joined to it)
 	dataDir, evalDirs := cCtx.String("data"), cCtx.StringSlice("eval")
 	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
 	var run train.RunInfo

@@ -381,3 +381,37 @@ func TestResumeChangedDataCLI(t *testing.T) {
 		t.Errorf("a new run with --accept-changed-inputs=false: error %v, want context.Canceled", err)
 	}
 }
+
+// Paths with a ".." after a symbolic link (L/../x) name what the system
+// opens: x beside where L leads, not x beside L, for the training data,
+// the evaluation set and the run directory, and in eval and info.
+func TestDotDotAfterLink(t *testing.T) {
+	base := t.TempDir()
+	deep := filepath.Join(base, "deep")
+	os.MkdirAll(filepath.Join(deep, "a"), 0o755)
+	if err := os.Symlink(filepath.Join(deep, "a"), filepath.Join(base, "L")); err != nil {
+		t.Skip("no symbolic links here:", err)
+	}
+	// The data and the set exist only where the system looks.
+	if err := os.Rename(makeData(t), filepath.Join(deep, "td")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(makeEvalSet(t, "tiny-eval"), filepath.Join(deep, "ev")); err != nil {
+		t.Fatal(err)
+	}
+	via := func(name string) string { return filepath.Join(base, "L") + "/../" + name }
+	mustRun(t, append([]string{"train", "--data", via("td"), "--eval", via("ev"), "--out", via("run"),
+		"--epochs", "1", "--batch", "16"}, tinyModel...)...)
+	if _, err := os.Stat(filepath.Join(deep, "run", train.RunFile)); err != nil {
+		t.Errorf("the run is not where L/../run leads: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "run")); err == nil {
+		t.Error("train made a run directory beside the link")
+	}
+	if out := mustRun(t, "eval", "--model", via("run"), "--eval", via("ev")); !strings.Contains(out, "tiny-eval") {
+		t.Errorf("eval through L/..:\n%s", out)
+	}
+	if out := mustRun(t, "info", via("td")); !strings.Contains(out, "training data") {
+		t.Errorf("info through L/..:\n%s", out)
+	}
+}

@@ -197,6 +197,39 @@ func resolvePath(path string) string {
 	return filepath.Join(resolvePath(trimmed[:i+1]), trimmed[i+1:])
 }
 
+// ResolveDotDot is path with its ".." elements taken as the system takes
+// them: the part up to the last ".." is resolved (filepath.EvalSymlinks),
+// so that LINK/../x is x beside where LINK leads, and the rest kept as
+// written. Joining names to a user's path (filepath.Join, Abs, Clean)
+// would take LINK/.. away as text and name another file. A path without
+// "..", or one whose part up to the last ".." does not resolve, is
+// returned as it is: the system resolves the rest when it opens it.
+func ResolveDotDot(path string) string {
+	end := -1
+	for i := 0; i < len(path); {
+		j := strings.IndexAny(path[i:], `/`+string(filepath.Separator))
+		elem := path[i:]
+		if j >= 0 {
+			elem = path[i : i+j]
+		}
+		if elem == ".." {
+			end = i + 2
+		}
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	if end < 0 {
+		return path
+	}
+	real, err := filepath.EvalSymlinks(path[:end])
+	if err != nil {
+		return path
+	}
+	return filepath.Join(real, path[end:])
+}
+
 // RealPath is path as the system resolves it, made absolute: its symbolic
 // links followed in turn (the working directory's too), so that a ".."
 // after a link leads out of where the link leads (filepath.Abs would take

@@ -96,3 +96,33 @@ func TestRealPath(t *testing.T) {
 		t.Error("RealPath of a missing file: no error")
 	}
 }
+
+// ResolveDotDot takes LINK/.. as the system does, keeps the rest of the
+// path as written (a name not made yet, a link after the last ".."), and
+// leaves a path without ".." alone.
+func TestResolveDotDot(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "other", "deep"), 0o755)
+	os.Symlink(filepath.Join(dir, "other", "deep"), filepath.Join(dir, "L"))
+	os.Symlink(filepath.Join(dir, "other"), filepath.Join(dir, "M"))
+	for _, c := range []struct{ in, want string }{
+		{dir + "/L/../set", filepath.Join(dir, "other", "set")},
+		{dir + "/L/../new/run/", filepath.Join(dir, "other", "new", "run")},
+		{dir + "/L/../../M", filepath.Join(dir, "M")}, // the link after the last ".." kept
+		{dir + "/L/..", filepath.Join(dir, "other")},
+		{dir + "/L/x", dir + "/L/x"},                       // no "..": as written
+		{dir + "/missing/../set", dir + "/missing/../set"}, // does not resolve: as written
+		{dir + "/L/..x/y", dir + "/L/..x/y"},               // "..x" is a name
+	} {
+		if got := ResolveDotDot(c.in); got != c.want {
+			t.Errorf("ResolveDotDot(%s) = %s, want %s", c.in, got, c.want)
+		}
+	}
+	t.Chdir(dir)
+	if got := ResolveDotDot("L/../set"); got != filepath.Join("other", "set") && got != filepath.Join(dir, "other", "set") {
+		t.Errorf("ResolveDotDot(L/../set) in its directory = %s", got)
+	}
+}

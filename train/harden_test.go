@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1052,12 +1053,15 @@ func TestResumeAlignsCheckpoints(t *testing.T) {
 }
 
 // A resume removes the temporary files a killed run left beside run.json
-// once no writer holds them (older than atomicfile.StaleAge), and keeps a
-// recent one, which may be another process's at work.
+// once no writer holds them: those of run.json and metrics.jsonl however
+// new (only the run's lock holder writes them), others once older than
+// atomicfile.StaleAge; a recent one of another name, which may be another
+// process's at work, is kept. The log says which.
 func TestResumeSweepsDeadTemporaries(t *testing.T) {
 	dataDir, runDir := stoppedRun(t, 5)
-	dead, recent := filepath.Join(runDir, ".run.json.tmp-1"), filepath.Join(runDir, ".run.json.tmp-2")
-	for _, p := range []string{dead, recent} {
+	dead, recentOwn := filepath.Join(runDir, ".notes.txt.tmp-1"), filepath.Join(runDir, ".run.json.tmp-2")
+	recentMetrics, recent := filepath.Join(runDir, "."+MetricsFile+".tmp-3"), filepath.Join(runDir, ".notes.txt.tmp-4")
+	for _, p := range []string{dead, recentOwn, recentMetrics, recent} {
 		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -1078,10 +1082,19 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(holding, "mine.txt"), []byte("mine"), 0o644)
 	os.WriteFile(filepath.Join(deleting, "notes.txt"), []byte("let go with its checkpoint"), 0o644)
-	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+	tr := newTrainer(t, dataDir, runDir, nil)
+	var log bytes.Buffer
+	tr.Log = slog.New(slog.NewTextHandler(&log, nil))
+	if _, err := tr.Run(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	for _, gone := range []string{dead, saving, deleting} {
+	for _, said := range []string{"removed a temporary file left by a dinoclip killed while writing\" path=" + recentOwn,
+		"another process may be writing now (remove it once none is)\" path=" + recent} {
+		if !strings.Contains(log.String(), said) {
+			t.Errorf("the log does not say %q:\n%s", said, log.String())
+		}
+	}
+	for _, gone := range []string{dead, recentOwn, recentMetrics, saving, deleting} {
 		if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the dead run's temporary %s is left: %v", gone, err)
 		}

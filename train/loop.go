@@ -491,7 +491,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
-		sweepRunDir(tr.RunDir) // what a run killed before its first checkpoint was writing
+		tr.sweepRunDir() // what a run killed before its first checkpoint was writing
 		if tr.inputs, err = InputsOf(tr.Data, tr.Evals); err != nil {
 			return Result{}, err
 		}

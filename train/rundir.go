@@ -582,15 +582,17 @@ func removeCheckpoint(runDir, name string) error {
 }
 
 // sweepRunDir removes what a crash can leave in a run directory (locked
-// by the caller): among the checkpoints, the directories removeCheckpoint
+// by the trainer): among the checkpoints, the directories removeCheckpoint
 // was deleting (".NAME.deleting", whole: a checkpoint the run let go), and
 // those checkpoint.Save writes (".NAME.tmp-N") when they hold only a
 // checkpoint's files (atomicfile.RemoveDir: nothing of anyone else's is
-// removed); beside run.json, the temporary files of atomicfile.Write whose
-// writer is gone (atomicfile.RemoveStale: another process may write into
-// the directory).
-func sweepRunDir(runDir string) {
-	dir := filepath.Join(runDir, CheckpointsDir)
+// removed); beside run.json, the temporaries of run.json and
+// metrics.jsonl, however new (only a holder of the run's lock writes
+// them: atomicfile.SweepOwn), and those of other names whose writer is
+// gone (atomicfile.SweepStale: another process may write there). What it
+// removed, and what it left, are said in the log.
+func (tr *Trainer) sweepRunDir() {
+	dir := filepath.Join(tr.RunDir, CheckpointsDir)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
@@ -601,7 +603,20 @@ func sweepRunDir(runDir string) {
 			os.RemoveAll(p)
 		}
 	}
-	atomicfile.SweepStale(runDir, atomicfile.EveryBase, nil)
+	for _, s := range []atomicfile.Sweep{
+		atomicfile.SweepOwn(tr.RunDir, RunFile, MetricsFile),
+		atomicfile.SweepStale(tr.RunDir, atomicfile.EveryBase, nil),
+	} {
+		for _, p := range s.Removed {
+			tr.Log.Info("removed a temporary file left by a dinoclip killed while writing", "path", p)
+		}
+		for _, e := range s.Failed {
+			tr.Log.Warn("could not remove a temporary file left by a dinoclip killed while writing", "path", e.Path, "err", e.Err)
+		}
+		for _, p := range s.Live {
+			tr.Log.Warn("left a temporary file that another process may be writing now (remove it once none is)", "path", p)
+		}
+	}
 }
 
 // restore loads the run directory's last checkpoint into the engine and
@@ -610,7 +625,7 @@ func sweepRunDir(runDir string) {
 // trainer state that does not fit them (a damaged or edited checkpoint) is
 // refused.
 func (tr *Trainer) restore() (State, error) {
-	sweepRunDir(tr.RunDir)
+	tr.sweepRunDir()
 	if err := checkResumable(tr.RunDir); err != nil {
 		return State{}, err
 	}

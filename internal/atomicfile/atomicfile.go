@@ -320,10 +320,15 @@ const StaleAge = time.Minute
 // nil, no directory is. It reports whether it removed path. A system
 // without file locks keeps every temporary (removed is false).
 func RemoveStale(path string, holds func(name string) bool) (removed bool, err error) {
+	return removeStale(path, holds, StaleAge)
+}
+
+// removeStale is RemoveStale of a temporary unmodified for age.
+func removeStale(path string, holds func(name string) bool, age time.Duration) (removed bool, err error) {
 	st, err := os.Lstat(path)
 	// Only what a writer makes: a regular file or a directory (opening a
 	// named pipe would wait for a writer forever; a link is nobody's).
-	if err != nil || time.Since(st.ModTime()) < StaleAge || !(st.Mode().IsRegular() || st.IsDir() && holds != nil) {
+	if err != nil || time.Since(st.ModTime()) < age || !(st.Mode().IsRegular() || st.IsDir() && holds != nil) {
 		return false, nil
 	}
 	f, err := os.Open(path)

@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 )
 
 // A Sweep is what SweepStale did with the temporaries it found, by path.
@@ -35,14 +37,29 @@ const EveryBase = ""
 // other name. A dir that cannot be read has nothing swept: the writer
 // that comes next says why it cannot write there.
 func SweepStale(dir, base string, holds func(name string) bool) Sweep {
+	return sweep(dir, func(b string) bool { return base == EveryBase || b == base }, holds, StaleAge)
+}
+
+// SweepOwn removes from dir the temporary files of bases that nobody
+// holds, however new: those of files that only a holder of the caller's
+// lock writes (a run's files, under the run's lock), so that no writer of
+// them is at work between creating and locking, or closing and renaming,
+// one. It returns what it did, as SweepStale does.
+func SweepOwn(dir string, bases ...string) Sweep {
+	return sweep(dir, func(b string) bool { return slices.Contains(bases, b) }, nil, 0)
+}
+
+// sweep is SweepStale of the temporaries whose base is taken, unmodified
+// for age.
+func sweep(dir string, take func(base string) bool, holds func(name string) bool, age time.Duration) Sweep {
 	var s Sweep
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if b, ok := TempOf(e.Name()); !ok || base != EveryBase && b != base || !(holds == nil && e.Type().IsRegular() || holds != nil && e.IsDir()) {
+		if b, ok := TempOf(e.Name()); !ok || !take(b) || !(holds == nil && e.Type().IsRegular() || holds != nil && e.IsDir()) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		switch removed, err := RemoveStale(p, holds); {
+		switch removed, err := removeStale(p, holds, age); {
 		case removed:
 			s.Removed = append(s.Removed, p)
 		case err != nil:

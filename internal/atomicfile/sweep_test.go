@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
 // SweepStale removes the temporaries of one base that their writers left,
@@ -115,5 +117,35 @@ func TestSweepStale(t *testing.T) {
 	Sweep{}.Report(&report, "/data/hits")
 	if report.Len() != 0 {
 		t.Errorf("the report of an empty sweep: %q", report.String())
+	}
+}
+
+// SweepOwn removes the temporaries of its bases however new, unless a
+// writer holds one, and leaves other bases alone.
+func TestSweepOwn(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+		t.Skipf("file locks are not relied on on %s", runtime.GOOS)
+	}
+	dir := t.TempDir()
+	mine, held, other := filepath.Join(dir, ".run.json.tmp-1"), filepath.Join(dir, ".run.json.tmp-2"), filepath.Join(dir, ".notes.tmp-3")
+	for _, p := range []string{mine, held, other} {
+		if err := os.WriteFile(p, []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flock.TryLock(f, true); err != nil {
+		t.Fatal(err)
+	}
+	s := SweepOwn(dir, "run.json", "metrics.jsonl")
+	if !slices.Equal(s.Removed, []string{mine}) || !slices.Equal(s.Live, []string{held}) || len(s.Failed) != 0 {
+		t.Errorf("removed %v, live %v, failed %v; want %s removed and %s live", s.Removed, s.Live, s.Failed, mine, held)
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("the temporary of another base: %v", err)
 	}
 }

@@ -1173,3 +1173,38 @@ func TestNewRunSweepsDeadTemporaries(t *testing.T) {
 		t.Errorf("the killed save's temporary %s is left: %v", saving, err)
 	}
 }
+
+// A last link edited to lead into another run's checkpoints (relative,
+// through "..", or absolute) is refused: the resume would continue that
+// run under this one's name. One into the run's own checkpoints, also
+// when its checkpoints directory is a link to a store elsewhere, is taken.
+func TestResumeRefusesAnotherRunsCheckpoint(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	_, otherDir := stoppedRun(t, 5)
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	own, _ := os.Readlink(last)
+	for _, target := range []string{
+		filepath.Join(otherDir, checkpointName(5)),
+		filepath.Join(CheckpointsDir, "..", "..", filepath.Base(otherDir), checkpointName(5)),
+	} {
+		os.Remove(last)
+		if err := os.Symlink(target, last); err != nil {
+			t.Fatal(err)
+		}
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "which is not a checkpoint in") {
+			t.Errorf("last -> %s: %v, want a refusal", target, err)
+		}
+	}
+	// The checkpoints moved to a store and linked: the own link holds.
+	store := filepath.Join(t.TempDir(), "store")
+	if err := os.Rename(filepath.Join(runDir, CheckpointsDir), store); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink(store, filepath.Join(runDir, CheckpointsDir))
+	os.Remove(last)
+	os.Symlink(own, last)
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+		t.Errorf("resume with its own last, through a linked checkpoints directory: %v", err)
+	}
+}

@@ -238,6 +238,19 @@ func checkResumable(dir string) error {
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
 	}
+	// Into this run's own checkpoints (wherever its checkpoints link
+	// leads): a link edited into another run's would continue that run's
+	// training here, under this run's name.
+	target, err := atomicfile.RealPath(last)
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	own, err := atomicfile.RealPath(filepath.Join(dir, CheckpointsDir))
+	if err != nil || filepath.Dir(target) != own {
+		to, _ := os.Readlink(last)
+		return fmt.Errorf("%s leads to %s, which is not a checkpoint in %s: a run resumes from its own checkpoints; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
+			last, to, filepath.Join(dir, CheckpointsDir), CheckpointsDir, ShellArg(last))
+	}
 	return nil
 }
 

@@ -1208,3 +1208,34 @@ func TestResumeRefusesAnotherRunsCheckpoint(t *testing.T) {
 		t.Errorf("resume with its own last, through a linked checkpoints directory: %v", err)
 	}
 }
+
+// A learning rate edited alike in run.json and in the checkpoint's state
+// (options and schedule) is still refused when no run could have it: a
+// negative one trained the model away from its targets.
+func TestResumeRefusesImpossibleLearningRate(t *testing.T) {
+	for _, lr := range []float64{-1, 0} {
+		dataDir, runDir := stoppedRun(t, 5)
+		tamperState(t, runDir, func(st map[string]any) {
+			st["options"].(map[string]any)["max_lr"] = lr
+			st["schedule"].(map[string]any)["max_lr"] = lr
+		})
+		path := filepath.Join(runDir, RunFile)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var run map[string]any
+		if err := json.Unmarshal(b, &run); err != nil {
+			t.Fatal(err)
+		}
+		run["options"].(map[string]any)["max_lr"] = lr
+		b, _ = json.Marshal(run)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "must be positive and finite") {
+			t.Errorf("resume with max_lr %v in run.json and the state: %v, want a refusal", lr, err)
+		}
+	}
+}

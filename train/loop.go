@@ -349,6 +349,9 @@ func (st State) check(run State, evals []*retrieval.Set) error {
 	if want := NewOneCycle(o.MaxLR, o.Epochs, spe); st.Schedule != want {
 		return fmt.Errorf("its schedule %+v is not the options' %+v", st.Schedule, want)
 	}
+	if err := st.Schedule.Validate(); err != nil { // (a learning rate edited in both, say)
+		return err
+	}
 	switch {
 	case st.Epoch < 0 || st.Epoch > o.Epochs:
 		return fmt.Errorf("epoch %d is outside the run's [0, %d]", st.Epoch, o.Epochs)

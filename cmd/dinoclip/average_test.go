@@ -138,6 +138,10 @@ func TestAverageErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
 	}
+	// average has no --config: its missing --out names none.
+	if _, _, err := runCLI(t, "average", a, b); err == nil || strings.Contains(err.Error(), "config") {
+		t.Errorf("average without --out: %v, want an error naming no --config file", err)
+	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("a refused average wrote %s", out)
 	}

@@ -543,8 +543,11 @@ func describeValue(v any) string {
 func requireFlags(cCtx *cli.Context, names ...string) error {
 	for _, n := range names {
 		if !cCtx.IsSet(n) || isEmpty(cCtx, n) {
-			return fmt.Errorf("%s: missing --%s (or %s, or %q in the --config file); see 'dinoclip %s --help'",
-				cCtx.Command.Name, n, envVar(n)[0], n, cCtx.Command.Name)
+			or := envVar(n)[0]
+			if slices.ContainsFunc(cCtx.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
+				or += fmt.Sprintf(", or %q in the --config file", n)
+			}
+			return fmt.Errorf("%s: missing --%s (or %s); see 'dinoclip %s --help'", cCtx.Command.Name, n, or, cCtx.Command.Name)
 		}
 	}
 	return nil

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -545,5 +547,38 @@ func TestRunWithHooks(t *testing.T) {
 		if strings.HasPrefix(u, "peak device memory") || strings.HasPrefix(u, "per-kernel") || strings.HasPrefix(u, "copy") {
 			t.Errorf("unmeasured lists %q although the engine provides it", u)
 		}
+	}
+}
+
+// A run that stops at a failure returns what it measured, each section it
+// did not measure saying why: the one that failed with its error, the
+// ones after it as not reached, those turned off as turned off.
+func TestRunStopsAtAFailure(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	o := RunOptions{
+		Device: "cpu",
+		Cases:  []Case{{ConfigName: "tiny", Config: tiny, Batches: []int{8}}},
+		Train:  quick, Seed: 5,
+		TopK: true, TopKOpts: TopKOptions{Images: 20, Captions: 100, Dim: 8, K: 5, Timing: quick},
+		Data: true, DataOpts: DataOptions{Dir: notDir, Rows: 128, Shards: 2, InputDim: 8, OutputDim: 4, Batch: 32},
+	}
+	r, err := Run(o, cpuEngine)
+	if err == nil || len(r.Train) != 1 || r.TopK.Status != Measured || r.Data.Status != Unmeasured ||
+		!strings.HasPrefix(r.Data.Reason, "failed: ") || r.Kernels.Status != Skipped {
+		t.Errorf("data stage failing: error %v, %d train results, top-k %s, data %s (%s), kernels %s",
+			err, len(r.Train), r.TopK.Status, r.Data.Status, r.Data.Reason, r.Kernels.Status)
+	}
+
+	o.Cases = append(o.Cases, Case{ConfigName: "second", Config: tiny, Batches: []int{8}})
+	calls := 0
+	r, err = Run(o, func(c nn.Config) (nn.Engine, error) {
+		if calls++; calls == 2 {
+			return nil, errors.New("no engine")
+		}
+		return cpuEngine(c)
+	})
+	if err == nil || len(r.Train) != 1 || r.TopK.Reason != "not reached: the run stopped before it" || r.Data.Reason != r.TopK.Reason {
+		t.Errorf("second engine failing: error %v, %d train results, top-k %q, data %q", err, len(r.Train), r.TopK.Reason, r.Data.Reason)
 	}
 }

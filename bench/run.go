@@ -69,35 +69,59 @@ func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, e
 		}
 	}
 	r := &Report{Schema: Schema, Env: NewEnv(o.Device)}
+	// Each section says why it holds no measurement until one replaces
+	// that: turned off, or, when the run stops early (a failure), not
+	// reached.
+	const notReached = "not reached: the run stopped before it"
 	r.Kernels = KernelReport{Status: Skipped, Reason: "turned off (--kernels=false)"}
 	r.Copy = CopyBandwidth{Status: Skipped, Reason: "turned off with the kernels (--kernels=false)"}
+	if o.Kernels {
+		r.Kernels = KernelReport{Status: Unmeasured, Reason: notReached}
+		r.Copy = CopyBandwidth{Status: Unmeasured, Reason: notReached}
+	}
 	r.TopK = TopKReport{Status: Skipped, Reason: "turned off (--topk=false)"}
+	if o.TopK {
+		r.TopK = TopKReport{Status: Unmeasured, Reason: notReached}
+	}
 	r.Data = DataReport{Status: Skipped, Reason: "turned off (--data=false)"}
+	if o.Data {
+		r.Data = DataReport{Status: Unmeasured, Reason: notReached}
+	}
+	err := runStages(r, o, newEngine, logf)
+	r.Recipe = ProjectRecipe(r.Train)
+	r.Env.LoadAvgEnd = LoadAvg()
+	r.Unmeasured = unmeasured(r)
+	return r, err
+}
 
+// runStages runs Run's measurements in turn, filling r, and stops at the
+// first that fails, whose section then says so.
+func runStages(r *Report, o RunOptions, newEngine func(nn.Config) (nn.Engine, error), logf func(string, ...any)) error {
 	for ci, cs := range o.Cases {
 		if len(cs.Batches) == 0 {
-			return r, fmt.Errorf("bench: no batch sizes for %s", cs.ConfigName)
+			return fmt.Errorf("bench: no batch sizes for %s", cs.ConfigName)
 		}
 		e, err := newEngine(cs.Config)
 		if err != nil {
-			return r, err
+			return err
 		}
 		err = runCase(r, o, ci, cs, e, logf)
 		if cerr := e.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return r, err
+			return err
 		}
 		runtime.GC()
 	}
 
-	if o.TopK && r.TopK.Status == Skipped {
+	if o.TopK && r.TopK.Status != Measured {
 		t := o.TopKOpts
 		logf("top-k: %d captions x %d images x %d, k %d, on the CPU", t.Captions, t.Images, t.Dim, t.K)
 		rep, err := MeasureTopK(t)
 		if err != nil {
-			return r, err
+			r.TopK.Reason = "failed: " + err.Error()
+			return err
 		}
 		r.TopK = rep
 	}
@@ -106,14 +130,12 @@ func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, e
 		logf("data loader: %d rows in %d shards, batch %d", d.Rows, d.Shards, d.Batch)
 		rep, err := MeasureData(d)
 		if err != nil {
-			return r, err
+			r.Data.Reason = "failed: " + err.Error()
+			return err
 		}
 		r.Data = rep
 	}
-	r.Recipe = ProjectRecipe(r.Train)
-	r.Env.LoadAvgEnd = LoadAvg()
-	r.Unmeasured = unmeasured(r)
-	return r, nil
+	return nil
 }
 
 // runCase measures one case on its engine; the first case also carries the
@@ -153,6 +175,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			logf("copy bandwidth: %d MiB", o.CopyBytes>>20)
 			c, err := MeasureCopyBandwidth(o.CopyBytes, o.KernelTiming)
 			if err != nil {
+				r.Copy.Reason = "failed: " + err.Error()
 				return err
 			}
 			r.Copy = c
@@ -160,6 +183,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			logf("copy bandwidth on the device")
 			bps, err := p.CopyBandwidth(1 << 30)
 			if err != nil {
+				r.Copy.Reason = "failed: " + err.Error()
 				return err
 			}
 			r.Copy = CopyBandwidth{Status: Measured, Source: fmt.Sprintf("%T.CopyBandwidth", e), Bytes: 1 << 30, BytesPerSecond: bps}
@@ -182,6 +206,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			}
 		}
 		if err != nil {
+			r.Kernels.Reason = "failed: " + err.Error()
 			return err
 		}
 		for _, t := range r.Train {
@@ -202,6 +227,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 			logf("top-k: %d captions x %d images x %d, k %d, on the engine", t.Captions, t.Images, t.Dim, t.K)
 			rep, err := MeasureTopK(t)
 			if err != nil {
+				r.TopK.Reason = "failed: " + err.Error()
 				return err
 			}
 			r.TopK = rep

@@ -133,7 +133,16 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	if s, ok := e.(enginehooks.Synchronizer); ok {
 		sync = s.Synchronize
 	}
-	losses := make([]float64, 0, o.Timing.Warmup+o.Timing.Steps)
+	// The first and last losses, which the result reports.
+	var losses [2]float64
+	nLosses := 0
+	record := func(loss float64) {
+		if nLosses == 0 {
+			losses[0] = loss
+		}
+		losses[1] = loss
+		nLosses++
+	}
 	// Steps beyond the schedule (only in very long runs) reuse its last
 	// values; the work is the same.
 	hp := func(i int) nn.AdamWStep { return adam.Step(sched, min(i+1, sched.TotalSteps)) }
@@ -142,7 +151,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 		if err != nil {
 			return fmt.Errorf("step %d: %w", i+1, err)
 		}
-		losses = append(losses, loss)
+		record(loss)
 		return e.Step(hp(i))
 	}
 	if pipe != nil {
@@ -160,7 +169,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 				return fmt.Errorf("step %d: %w", i+1, err)
 			}
 			if done {
-				losses = append(losses, loss)
+				record(loss)
 			}
 			return nil
 		}
@@ -169,7 +178,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 	if err == nil && pipe != nil {
 		var loss float64
 		if loss, _, err = pipe.FlushLoss(); err == nil {
-			losses = append(losses, loss)
+			record(loss)
 		}
 	}
 	if err != nil {
@@ -183,7 +192,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 		res.PeakTFLOPs = o.PeakTFLOPs
 		res.FractionOfPeak = res.TFLOPs / o.PeakTFLOPs
 	}
-	res.LossFirst, res.LossLast = losses[0], losses[len(losses)-1]
+	res.LossFirst, res.LossLast = losses[0], losses[1]
 	if math.IsNaN(res.LossLast) || math.IsInf(res.LossLast, 0) {
 		return res, fmt.Errorf("train benchmark: loss %v", res.LossLast)
 	}

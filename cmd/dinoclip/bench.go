@@ -82,7 +82,7 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
 			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
 			&cli.IntFlag{Name: "steps", Usage: "at least `N` timed training steps", DefaultText: "cpu 3, cuda 20"},
-			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION`", DefaultText: "cpu 3s, cuda 1s"},
+			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION` (or number max(1000, 100 x --steps))", DefaultText: "cpu 3s, cuda 1s"},
 			&cli.BoolFlag{Name: "host-batches", Usage: "time training steps on batches in host memory, as train --resident off does, instead of on data resident on the GPU (train's default)"},
 			&cli.BoolFlag{Name: "kernels", Value: true, Usage: "time each kernel of one step and the copy bandwidth (--kernels=false to skip)"},
 			&cli.DurationFlag{Name: "kernel-min-time", Usage: "on the CPU, time each kernel for at least `DURATION`", Value: 200 * time.Millisecond},
@@ -109,6 +109,11 @@ func benchCommand() *cli.Command {
 // maxBenchDataRows bounds --data-rows: 16M rows of 768 + 512 float32
 // values are 86 GB of shards.
 const maxBenchDataRows = 1 << 24
+
+// maxBenchSteps bounds --steps and --warmup: far beyond what any
+// measurement needs, and small enough that the times kept of the timed
+// steps (8 bytes each) fit in memory.
+const maxBenchSteps = 1_000_000
 
 func runBench(cCtx *cli.Context) error {
 	if err := noArgs(cCtx); err != nil {
@@ -172,6 +177,14 @@ func runBench(cCtx *cli.Context) error {
 	if err := checkAtLeast("steps", timing.Steps, 1); err != nil {
 		return err
 	}
+	for _, n := range []struct {
+		flag  string
+		value int
+	}{{"warmup", timing.Warmup}, {"steps", timing.Steps}} {
+		if n.value > maxBenchSteps {
+			return fmt.Errorf("--%s %d: at most %d (each timed step's time is kept)", n.flag, n.value, maxBenchSteps)
+		}
+	}
 	if timing.MinTime < 0 {
 		return fmt.Errorf("--min-time %v: must not be negative", timing.MinTime)
 	}
@@ -205,6 +218,11 @@ func runBench(cCtx *cli.Context) error {
 		if err := checkAtLeast(n, cCtx.Int(n), 1); err != nil {
 			return err
 		}
+	}
+	// Both directions rank: the images are the keys of text->image, the
+	// captions those of image->text; a k beyond either is no top-k.
+	if t := o.TopKOpts; t.K > min(t.Images, t.Captions) {
+		return fmt.Errorf("--topk-k %d: more than the %d keys of one direction (--topk-images %d, --topk-captions %d)", t.K, min(t.Images, t.Captions), t.Images, t.Captions)
 	}
 	if o.TopK {
 		if err := checkTopKMemory(o.TopKOpts); err != nil {
@@ -243,6 +261,13 @@ func runBench(cCtx *cli.Context) error {
 		}
 	}
 	jsonPath, outDir := cCtx.String("json"), atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
+	if jsonPath != "" {
+		// Refused now, not after the measurements: a directory, a pipe,
+		// a device, a read-only file there.
+		if _, err := atomicfile.Destination(jsonPath); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
 	if outDir != "" {
 		if err := os.MkdirAll(outDir, 0o755); err != nil {
 			return fmt.Errorf("--out: %w", err)
@@ -271,18 +296,26 @@ func runBench(cCtx *cli.Context) error {
 	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, precision, c) })
 	if err != nil {
 		// What was measured before the failure (a later step's: the data
-		// loader's disk full, say) is still shown; not when a signal is
-		// ending the process, which removed the data benchmark's files
-		// under it.
+		// loader's disk full, say) is still shown and saved, the section
+		// that failed saying so; not when a signal is ending the process,
+		// which removed the data benchmark's files under it.
 		if r != nil && len(r.Train) > 0 && !exitingOnSignal(cCtx.Context) {
 			r.Args = benchArgs(cCtx)
-			r.WriteTable(cCtx.App.Writer)
+			r.Notes = append(r.Notes, "incomplete: the run stopped at a failure: "+err.Error())
+			if werr := writeBenchReport(cCtx, r, jsonPath, outDir); werr != nil {
+				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: bench: %v\n", werr)
+			}
 		}
 		return fmt.Errorf("bench: %w", err)
 	}
 	r.Args = benchArgs(cCtx)
 	fmt.Fprintf(cCtx.App.ErrWriter, "bench: done in %s\n", bench.Elapsed(start))
+	return writeBenchReport(cCtx, r, jsonPath, outDir)
+}
 
+// writeBenchReport prints the report's table and writes it where --json
+// and --out say.
+func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir string) error {
 	if err := r.WriteTable(cCtx.App.Writer); err != nil {
 		return err
 	}

@@ -95,6 +95,12 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--batch", "0"}, "--batch", "positive")
 	wantError(t, []string{"bench", "--shape", "small", "--batch", "default:64"}, "not among the --shape values")
 	wantError(t, []string{"bench", "--device", "tpu"}, "unknown device")
+	// Counts that would not fit in memory (or overflow) are refused before
+	// anything runs, as is a k beyond the keys of a direction.
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "4", "--steps", "99999999999"}, "--steps 99999999999", "at most 1000000")
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "4", "--warmup", "9223372036854775807"}, "--warmup", "at most 1000000")
+	wantError(t, []string{"bench", "--topk-images", "100", "--topk-k", "1000"}, "--topk-k 1000", "100 keys")
+	wantError(t, []string{"bench", "--json", t.TempDir()}, "--json", "a directory, not a regular file")
 	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
 	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")

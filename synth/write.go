@@ -208,6 +208,16 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 	})
 }
 
+// busyError is LockDir's refusal of a directory another process holds;
+// errors.Is takes it for flock.ErrLocked.
+type busyError struct{ dir string }
+
+func (e busyError) Error() string {
+	return fmt.Sprintf("synth: %s is being written by another dinoclip synth or demo", e.dir)
+}
+
+func (e busyError) Unwrap() error { return flock.ErrLocked }
+
 // LockDir makes dir if it is missing and takes the lock a writer of it
 // holds until unlock, or says that another dinoclip (synth, or demo,
 // which synthesises into its --out) holds it. The
@@ -219,7 +229,7 @@ func LockDir(dir string) (unlock func(), err error) {
 	}
 	unlock, err = flock.LockDir(dir)
 	if errors.Is(err, flock.ErrLocked) {
-		return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth or demo", dir)
+		return nil, busyError{dir}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)

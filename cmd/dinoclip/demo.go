@@ -13,6 +13,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -41,6 +42,8 @@ func demoCommand() *cli.Command {
 			"project's results (R@1/5/10 both ways for CLIP and for the projection, and % of CLIP), and plots\n" +
 			"the loss and recall curves into DIR/demo.png. The run itself is in DIR/run: try\n" +
 			"dinoclip info DIR/run, or dinoclip eval --model DIR/run --eval DIR/data/eval.\n\n" +
+			"DIR must be new, empty, or one an earlier demo made: a demo run again into it replaces DIR/data,\n" +
+			"DIR/run and DIR/demo.png whole (files put in them included; copy out what you want to keep).\n\n" +
 			"Example:\n" +
 			"   dinoclip demo --out /tmp/dinoclip-demo",
 		Flags: []cli.Flag{
@@ -54,7 +57,8 @@ func demoCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the data and the model"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to train on: cpu, or cuda (a build with -tags cuda)"},
 		},
-		Action: runDemo,
+		OnUsageError: usageError,
+		Action:       runDemo,
 	}
 }
 
@@ -96,11 +100,14 @@ func runDemo(cCtx *cli.Context) error {
 	defer engine.Close()
 
 	out, w := atomicfile.ResolveDotDot(cCtx.String("out")), cCtx.App.Writer // (LINK/.. as the system takes it)
+	if out == "" {
+		return fmt.Errorf("demo: --out is empty; see 'dinoclip demo --help'")
+	}
 	// Locked for the whole demo, so that a second demo into it is refused
 	// before it replaces the first one's data and run.
 	unlock, err := synth.LockDir(out)
 	if err != nil {
-		return fmt.Errorf("demo --out %s: %w; wait for it to end, or choose another --out", out, err)
+		return fmt.Errorf("demo --out %s: %w", out, withLockAdvice(err))
 	}
 	defer unlock()
 	if err := prepareDemoDir(out); err != nil {
@@ -231,9 +238,18 @@ func removeDemoOutputs(outputs []demoOutput) error {
 func lockData(dir string) (func(), error) {
 	unlock, err := synth.LockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w; wait for it to end, or choose another --out", err)
+		return nil, withLockAdvice(err)
 	}
 	return unlock, nil
+}
+
+// withLockAdvice adds to a refusal of synth.LockDir what to do, when it is
+// another process's hold (not a file in the way, a read-only place).
+func withLockAdvice(err error) error {
+	if errors.Is(err, flock.ErrLocked) {
+		return fmt.Errorf("%w; wait for it to end, or choose another --out", err)
+	}
+	return err
 }
 
 // lockRun is train.LockRunDir as removeDemoOutputs takes a lock (its

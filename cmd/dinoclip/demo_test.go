@@ -57,6 +57,15 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo %v: refused, but wrote %s (%v)", c.args, fresh, err)
 		}
 	}
+	// A place that cannot be a directory, or none, is said to be so,
+	// with no advice to wait for another process; a bad flag is one line.
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	if err := wantError(t, []string{"demo", "--out", file}, "not a directory"); strings.Contains(err.Error(), "wait") {
+		t.Errorf("demo into a file advises waiting: %v", err)
+	}
+	wantError(t, []string{"demo", "--out", ""}, "--out is empty")
+	wantError(t, []string{"demo", "--bogus"}, "demo: flag provided but not defined: --bogus; see 'dinoclip demo --help'")
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep me"), 0o644)
 	err := newApp().Run([]string{"dinoclip", "demo", "--out", other})
@@ -80,7 +89,7 @@ func TestDemoLocksItsOutput(t *testing.T) {
 	}
 	holdDirLock(t, out)
 	wantError(t, []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"},
-		out, "another dinoclip synth or demo")
+		out, "another dinoclip synth or demo", "wait for it to end")
 	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {
 		if b, err := os.ReadFile(filepath.Join(out, p)); err != nil || string(b) != "the other demo's" {
 			t.Errorf("%s: %q, %v", p, b, err)

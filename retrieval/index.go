@@ -386,16 +386,27 @@ type IndexWriter struct {
 }
 
 // checkIndexDir refuses a directory without a manifest that holds a file
-// an index does not write.
+// an index does not write, or shard files without the lock file that a
+// first append killed after writing them leaves (one that fails removes
+// its shards before its lock): someone else's files of those names.
 func checkIndexDir(dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	entries, _ := os.ReadDir(dir)
+	shard, locked := "", false
 	for _, e := range entries {
-		if n := e.Name(); n != IndexLockFile && !shardName.MatchString(n) && !imagesName.MatchString(n) && !isTemp(n) {
+		switch n := e.Name(); {
+		case n == IndexLockFile:
+			locked = true
+		case shardName.MatchString(n) || imagesName.MatchString(n):
+			shard = n
+		case !isTemp(n):
 			return fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
 		}
+	}
+	if shard != "" && !locked {
+		return fmt.Errorf("index %s: the directory holds %s but neither %s nor the %s an interrupted dinoclip index leaves; refusing to write over it", dir, shard, IndexManifestFile, IndexLockFile)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package retrieval_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -657,4 +658,55 @@ func TestReadImagesList(t *testing.T) {
 			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)
 		}
 	}
+}
+
+// An index's lock that is a symbolic link is refused, not followed (it
+// would create or lock a file outside the index), and left as it is.
+func TestIndexLockLinkRefused(t *testing.T) {
+	base := t.TempDir()
+	dir, outside := filepath.Join(base, "ix"), filepath.Join(base, "outside")
+	os.Mkdir(dir, 0o755)
+	lock := filepath.Join(dir, retrieval.IndexLockFile)
+	if err := os.Symlink(outside, lock); err != nil {
+		t.Skip("no symbolic links here:", err)
+	}
+	if w, err := retrieval.AppendIndex(dir, testModel, 8, "float16"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		if err == nil {
+			w.Close()
+		}
+		t.Fatalf("append through a linked lock: %v, want a refusal", err)
+	}
+	if _, err := os.Lstat(outside); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the link's target was made: %v", err)
+	}
+	if st, err := os.Lstat(lock); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link is gone: %v", err)
+	}
+}
+
+// A directory without a manifest that holds shard-named files but no lock
+// file is someone else's (a killed first append leaves its lock; a failed
+// one removes its shards first): refused, the file kept. With the lock
+// file, the killed append's leftovers are taken over.
+func TestIndexRefusesForeignShardNames(t *testing.T) {
+	dir := t.TempDir()
+	mine := filepath.Join(dir, "keys-00000.npy")
+	npy.WriteFloat32(mine, []int{1, 2}, []float32{7, 7})
+	before, _ := os.ReadFile(mine)
+	if w, err := retrieval.AppendIndex(dir, testModel, 2, "float32"); err == nil || !strings.Contains(err.Error(), "refusing to write over it") {
+		if err == nil {
+			w.Close()
+		}
+		t.Fatalf("append into a directory with a lone keys-00000.npy: %v, want a refusal", err)
+	}
+	if after, _ := os.ReadFile(mine); !bytes.Equal(before, after) {
+		t.Error("the user's keys-00000.npy changed")
+	}
+	os.WriteFile(filepath.Join(dir, retrieval.IndexLockFile), nil, 0o644)
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err != nil {
+		t.Fatalf("append over a killed first append's leftovers: %v", err)
+	}
+	appendRows(t, w, "a", []float32{3, 4}, 2)
+	w.Close()
 }

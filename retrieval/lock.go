@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
@@ -19,7 +20,9 @@ import (
 // is not, the lock is tried again on the file there now.
 func lockDir(path string) (func(), error) {
 	for attempt := 1; ; attempt++ {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		// A plain file only: through a link the lock would create or lock
+		// a file outside the index (and Close remove the link).
+		f, err := atomicfile.OpenRegular(path, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, err
 		}

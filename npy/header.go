@@ -59,6 +59,12 @@ func ParseHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
+// maxHeaderLen bounds the header length a format 2.0 or 3.0 file may
+// declare (format 1.0 cannot exceed 65535): 1 MiB, a hundred times
+// numpy's own default limit for reading (max_header_size, 10000 bytes).
+// A hostile length of gigabytes would otherwise be scanned whole.
+const maxHeaderLen = 1 << 20
+
 func parseHeader(b []byte) (Header, error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
 		return Header{}, errorf(ErrNotNPY, "not a .npy file: missing the \\x93NUMPY magic string")
@@ -81,8 +87,8 @@ func parseHeader(b []byte) (Header, error) {
 			return Header{}, errorf(ErrSize, "file is truncated: %d bytes, too short for the header length", len(b))
 		}
 		n := binary.LittleEndian.Uint32(b[8:12])
-		if uint64(n) > uint64(math.MaxInt-prefix) {
-			return Header{}, errorf(ErrHeader, "header length %d is too large", n)
+		if n > maxHeaderLen {
+			return Header{}, errorf(ErrHeader, "header length %d is too large (at most %d: a header of the dtypes read here holds a few dozen bytes and a shape)", n, maxHeaderLen)
 		}
 		hlen = int(n)
 	default:
@@ -381,9 +387,10 @@ func (p *dictParser) fail(msg string) error {
 // headerErr quotes the (trimmed, possibly shortened) header so the message
 // shows what was actually in the file.
 func headerErr(text []byte, msg string) error {
-	t := strings.TrimRight(string(text), " \n")
-	if len(t) > 120 {
-		t = t[:120] + "..."
+	cut := len(text) > 160 // (a copy of the first bytes only, of a header perhaps megabytes long)
+	t := strings.TrimRight(string(text[:min(len(text), 160)]), " \n")
+	if len(t) > 120 || cut {
+		t = t[:min(len(t), 120)] + "..."
 	}
 	return errorf(ErrHeader, "malformed header: %s in %q", msg, t)
 }

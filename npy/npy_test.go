@@ -395,6 +395,11 @@ func TestRejections(t *testing.T) {
 	v2 := append([]byte(magic), 2, 0)
 	v2 = binary.LittleEndian.AppendUint32(v2, 0xFFFFFF00)
 	hdr := func(dict string) []byte { return build(dict, make([]byte, 24)) }
+	// A header of maxHeaderLen bytes, padded with spaces but not ended by
+	// a newline: its message quotes its start only.
+	longV2 := binary.LittleEndian.AppendUint32(append([]byte(magic), 2, 0), maxHeaderLen)
+	longV2 = append(longV2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"...)
+	longV2 = append(longV2, bytes.Repeat([]byte(" "), maxHeaderLen-(len(longV2)-12))...)
 	cases := []struct {
 		name string
 		b    []byte
@@ -409,7 +414,9 @@ func TestRejections(t *testing.T) {
 		{"version 1.1", append([]byte(magic+"\x01\x01"), good[8:]...), ErrVersion, "version 1.1"},
 		{"no header length", []byte(magic + "\x01\x00\x10"), ErrSize, "truncated"},
 		{"truncated header", good[:40], ErrSize, "truncated"},
-		{"huge v2 header", v2, ErrSize, "truncated"},
+		{"huge v2 header", v2, ErrHeader, "header length 4294967040 is too large (at most 1048576"},
+		{"v2 header one byte over the limit", binary.LittleEndian.AppendUint32(append([]byte(magic), 2, 0), maxHeaderLen+1), ErrHeader, "too large"},
+		{"long malformed v2 header", longV2, ErrHeader, `malformed header: header does not end with a newline in "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }..."`},
 		{"truncated data", good[:len(good)-1], ErrSize, "truncated"},
 		{"trailing bytes", append(append([]byte{}, good...), 0, 0, 0, 0), ErrSize, "4 trailing bytes"},
 		{"fortran", hdr(`{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }`), ErrFortranOrder, "np.ascontiguousarray"},

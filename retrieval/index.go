@@ -465,10 +465,13 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		dt, _ := indexDType(m.DType)
 		for _, s := range m.Shards {
 			a, _, err := openShard(dir, s, m.Dim, dt)
+			if err == nil {
+				a.Close()
+				err = checkShardImages(dir, s)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("index %s: %w; it is damaged: build a new index", dir, err)
 			}
-			a.Close()
 		}
 		if m.Model.SHA256 != model.SHA256 {
 			return nil, fmt.Errorf("index %s was built by another model (%s, sha256 %s…), not %s (sha256 %s…); write this model's projections to a new index",
@@ -713,21 +716,65 @@ func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
 			if err != nil {
 				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
 			}
-			if sum := sha256.Sum256(b); sh.ImagesSHA256 != "" && hex.EncodeToString(sum[:]) != sh.ImagesSHA256 {
-				return nil, false, fmt.Errorf("index %s: %s is not the list the manifest recorded (images_sha256 differs): the file was replaced, swapped with another shard's or edited", ix.Dir, sh.Images)
+			if err := checkImages(bytes.NewReader(b), sh); err != nil {
+				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
 			}
 			list = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 			if len(b) == 0 {
 				list = nil
-			}
-			if int64(len(list)) != sh.Rows {
-				return nil, false, fmt.Errorf("index %s: %s lists %d images, the shard has %d rows", ix.Dir, sh.Images, len(list), sh.Rows)
 			}
 			lists[s] = list
 		}
 		names[i] = list[r]
 	}
 	return names, true, nil
+}
+
+// checkShardImages checks the images list of a shard in dir, if it has
+// one, as a search that names the images it finds does.
+func checkShardImages(dir string, sh IndexShard) error {
+	if sh.Images == "" {
+		return nil
+	}
+	f, err := atomicfile.OpenRegular(filepath.Join(dir, sh.Images), os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return checkImages(f, sh)
+}
+
+// checkImages checks a shard's images list, read from r, against the
+// manifest: its SHA-256 when recorded, and one line per row.
+func checkImages(r io.Reader, sh IndexShard) error {
+	h := sha256.New()
+	var lines int64
+	var last byte = '\n'
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
+		if n > 0 {
+			last = buf[n-1]
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", sh.Images, err)
+		}
+	}
+	if last != '\n' {
+		lines++ // a last line without its newline
+	}
+	if sh.ImagesSHA256 != "" && hex.EncodeToString(h.Sum(nil)) != sh.ImagesSHA256 {
+		return fmt.Errorf("%s is not the list the manifest recorded (images_sha256 differs): the file was replaced, swapped with another shard's or edited", sh.Images)
+	}
+	if lines != sh.Rows {
+		return fmt.Errorf("%s lists %d images, the shard has %d rows", sh.Images, lines, sh.Rows)
+	}
+	return nil
 }
 
 // sampleKeysFile is keysSample of the rows of the keys file at path.

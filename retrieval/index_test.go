@@ -710,3 +710,43 @@ func TestIndexRefusesForeignShardNames(t *testing.T) {
 	appendRows(t, w, "a", []float32{3, 4}, 2)
 	w.Close()
 }
+
+// An append refuses an index whose images lists a search would refuse:
+// one gone, one edited (its SHA-256 no longer the recorded one).
+func TestIndexAppendChecksImages(t *testing.T) {
+	build := func(t *testing.T) string {
+		dir := t.TempDir()
+		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		list := filepath.Join(t.TempDir(), "a.images.txt")
+		os.WriteFile(list, []byte("a0.jpg\na1.jpg\n"), 0o644)
+		if err := w.Append(retrieval.IndexSource{Path: "/a", Rows: 2}, list, 2, func(dst []float32, lo, hi int) error {
+			copy(dst, []float32{1, 0, 0, 1}[2*lo:2*hi])
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		return dir
+	}
+	for name, damage := range map[string]func(list string){
+		"gone":   func(list string) { os.Remove(list) },
+		"edited": func(list string) { os.WriteFile(list, []byte("a1.jpg\na0.jpg\n"), 0o644) },
+	} {
+		dir := build(t)
+		damage(filepath.Join(dir, "images-00000.txt"))
+		if w, err := retrieval.AppendIndex(dir, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "it is damaged") {
+			if err == nil {
+				w.Close()
+			}
+			t.Errorf("append to an index whose images list is %s: %v, want a refusal", name, err)
+		}
+	}
+	w, err := retrieval.AppendIndex(build(t), testModel, 2, "float16")
+	if err != nil {
+		t.Fatalf("append to a whole index with an images list: %v", err)
+	}
+	w.Close()
+}

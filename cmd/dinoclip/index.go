@@ -135,12 +135,28 @@ func imagesList(given []string, features string, rows int64) (string, error) {
 	listOf := func(npy string) string {
 		return strings.TrimSuffix(strings.TrimSuffix(npy, ".npy"), ".dino") + ".images.txt"
 	}
+	// A link there that leads nowhere is a list moved or deleted, not
+	// the absence of one: taken for none, the images would go unnamed.
+	dangling := func(p string) error {
+		if target, err := os.Readlink(p); err == nil {
+			if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%s: its list of images %s is a symbolic link to %s, which does not exist", features, p, target)
+			}
+		}
+		return nil
+	}
 	p := listOf(features)
 	for _, g := range given {
+		if err := dangling(listOf(g)); err != nil {
+			return "", err
+		}
 		if _, err := os.Stat(listOf(g)); err == nil {
 			p = listOf(g)
 			break
 		}
+	}
+	if err := dangling(p); err != nil {
+		return "", err
 	}
 	if _, err := retrieval.ReadImagesList(p, rows); errors.Is(err, fs.ErrNotExist) {
 		return "", nil

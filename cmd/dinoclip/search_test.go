@@ -748,6 +748,15 @@ func TestSearchNamesImages(t *testing.T) {
 		t.Errorf("the refused index was made (%v)", err)
 	}
 
+	// A list that is a link leading nowhere (moved, deleted) is refused,
+	// not taken for no list.
+	os.Rename(short, short+".moved")
+	os.Symlink(short+".moved-away", short)
+	wantError(t, []string{"index", "--model", run, "--features", feat, "--out", filepath.Join(dir, "ix2")},
+		short, "is a symbolic link to", "which does not exist")
+	os.Remove(short)
+	os.Rename(short+".moved", short)
+
 	// The index's copies tampered with, each keeping its line count (one
 	// name edited, and then also the line order): the search fails, naming
 	// one.

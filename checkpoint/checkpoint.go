@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -526,7 +527,11 @@ func Resolve(path string) (string, error) {
 	if !st.IsDir() {
 		return path, nil
 	}
-	if bestFromEMA(path) {
+	fromEMA, err := bestFromEMA(path)
+	if err != nil {
+		return "", fmt.Errorf("model: %w", err)
+	}
+	if fromEMA {
 		// The run's model is the moving average: without it, the raw
 		// weights beside it are another model, not a stand-in.
 		for _, link := range []string{BestLink, LastLink} {
@@ -561,15 +566,26 @@ func isLink(path string) bool {
 
 // bestFromEMA reports whether the run directory's run.json picks its best
 // checkpoint by the moving average of the weights.
-func bestFromEMA(runDir string) bool {
-	b, err := os.ReadFile(filepath.Join(runDir, "run.json"))
+// A run.json that is not a regular file is an error (a named pipe would
+// hang the read); a missing or unreadable one says no.
+func bestFromEMA(runDir string) (bool, error) {
+	f, err := atomicfile.OpenRegular(filepath.Join(runDir, "run.json"), os.O_RDONLY, 0)
+	var nr *atomicfile.NotRegularError
+	if errors.As(err, &nr) {
+		return false, err
+	}
 	if err != nil {
-		return false
+		return false, nil
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return false, nil
 	}
 	var run struct {
 		Options struct {
 			BestFrom string `json:"best_from"`
 		} `json:"options"`
 	}
-	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == "ema"
+	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == "ema", nil
 }

@@ -70,7 +70,8 @@ func LoadUnfinishedSet(dir string) (*Set, error) {
 
 func loadSet(dir string) (*Set, error) {
 	s := &Set{Dir: dir, Name: filepath.Base(filepath.Clean(dir))}
-	if b, err := os.ReadFile(filepath.Join(dir, SetInfoFile)); err == nil {
+	// (A named pipe there is refused, not waited on.)
+	if b, err := atomicfile.ReadRegular(filepath.Join(dir, SetInfoFile)); err == nil {
 		var info struct {
 			Name string `json:"name"`
 		}

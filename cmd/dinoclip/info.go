@@ -166,7 +166,7 @@ func infoIndex(w io.Writer, dir string) error {
 
 // infoSearch describes a search's output directory (dinoclip search).
 func infoSearch(w io.Writer, dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, searchInfoFile))
+	b, err := atomicfile.ReadRegular(filepath.Join(dir, searchInfoFile))
 	if err != nil {
 		return fmt.Errorf("info: %w", err)
 	}
@@ -536,7 +536,7 @@ func infoRun(w io.Writer, dir string) error {
 		} else {
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
 		}
-		if b, err := os.ReadFile(filepath.Join(dir, train.RunFile)); err == nil {
+		if b, err := atomicfile.ReadRegular(filepath.Join(dir, train.RunFile)); err == nil {
 			var st train.State
 			if json.Unmarshal(b, &st) == nil {
 				o := st.Options
@@ -573,7 +573,7 @@ func infoRun(w io.Writer, dir string) error {
 
 // countEvals counts the evaluation records of a metrics file.
 func countEvals(path string) int {
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadRegular(path)
 	if err != nil {
 		return 0
 	}

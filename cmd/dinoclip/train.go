@@ -537,7 +537,7 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 // metrics.jsonl, of the moving average of the weights when ema is true;
 // nil if there is none.
 func evalAt(runDir string, step int, ema bool) []retrieval.Report {
-	b, err := os.ReadFile(filepath.Join(runDir, train.MetricsFile))
+	b, err := atomicfile.ReadRegular(filepath.Join(runDir, train.MetricsFile))
 	if err != nil {
 		return nil
 	}

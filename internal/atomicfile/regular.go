@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 )
@@ -61,4 +62,23 @@ func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
 		}
 		return f, nil
 	}
+}
+
+// ReadRegular reads the file at path, following links, when it is a
+// regular file; anything else is a *NotRegularError, found without waiting
+// (a named pipe is opened without waiting for a writer, then refused).
+func ReadRegular(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
+	}
+	return io.ReadAll(f)
 }

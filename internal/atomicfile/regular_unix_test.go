@@ -76,3 +76,29 @@ func TestOpenRegularPipeSwappedIn(t *testing.T) {
 		t.Fatal("OpenRegular waited on a named pipe swapped in for the file")
 	}
 }
+
+// ReadRegular reads a regular file, also through a link, and refuses a
+// named pipe without waiting for a writer, and a directory.
+func TestReadRegular(t *testing.T) {
+	dir := t.TempDir()
+	plain, link, pipe := filepath.Join(dir, "plain"), filepath.Join(dir, "link"), filepath.Join(dir, "pipe")
+	os.WriteFile(plain, []byte("mine"), 0o644)
+	os.Symlink(plain, link)
+	if err := syscall.Mkfifo(pipe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{plain, link} {
+		if b, err := ReadRegular(p); err != nil || string(b) != "mine" {
+			t.Errorf("ReadRegular(%s) = %q, %v", p, b, err)
+		}
+	}
+	for p, kind := range map[string]string{pipe: "a named pipe", dir: "a directory"} {
+		var nr *NotRegularError
+		if _, err := ReadRegular(p); !errors.As(err, &nr) || nr.Kind != kind {
+			t.Errorf("ReadRegular(%s): %v, want a NotRegularError naming %s", p, err, kind)
+		}
+	}
+	if _, err := ReadRegular(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadRegular of a missing file: %v", err)
+	}
+}

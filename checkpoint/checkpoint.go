@@ -132,7 +132,8 @@ func ReadConfig(path string) (nn.Config, error) {
 func config(f *safetensors.File) (nn.Config, error) {
 	var c nn.Config
 	if s, ok := f.Metadata()["config"]; ok {
-		if err := json.Unmarshal([]byte(s), &c); err != nil {
+		var err error
+		if c, err = parseConfig(s); err != nil {
 			return c, fmt.Errorf("%s: metadata config %q: %w", f.Name(), s, err)
 		}
 	} else {
@@ -143,6 +144,27 @@ func config(f *safetensors.File) (nn.Config, error) {
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return c, nil
+}
+
+// parseConfig reads a metadata config as the Python side does: a JSON
+// object whose four keys, spelled exactly (encoding/json would also take
+// "Input_Dim"), are integers; other keys are ignored.
+func parseConfig(s string) (nn.Config, error) {
+	var c nn.Config
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(s), &fields); err != nil {
+		return c, err
+	}
+	for _, f := range []struct {
+		key string
+		dst *int
+	}{{"input_dim", &c.InputDim}, {"hidden_dim", &c.HiddenDim}, {"output_dim", &c.OutputDim}, {"num_residual_blocks", &c.Blocks}} {
+		raw, ok := fields[f.key]
+		if !ok || string(raw) == "null" || json.Unmarshal(raw, f.dst) != nil { // (null would leave 0 unsaid)
+			return c, fmt.Errorf("%s is missing or not an integer", f.key)
+		}
 	}
 	return c, nil
 }

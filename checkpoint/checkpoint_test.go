@@ -336,6 +336,12 @@ func TestModelMetadataChecked(t *testing.T) {
 		{map[string]string{"step": "+5"}, `step "+5" is not a count`},
 		{map[string]string{"precision": "bf16"}, ""},
 		{map[string]string{"precision": "xx"}, `precision "xx"`},
+		// The config as the Python side reads it: its four keys spelled
+		// exactly, each an integer; other keys ignored.
+		{map[string]string{"config": `{"input_dim":5,"hidden_dim":6,"output_dim":3,"num_residual_blocks":2,"note":"x"}`}, ""},
+		{map[string]string{"config": `{"Input_Dim":6,"hidden_dim":8,"output_dim":4,"num_residual_blocks":1}`}, "input_dim is missing or not an integer"},
+		{map[string]string{"config": `{"input_dim":6,"hidden_dim":null,"output_dim":4,"num_residual_blocks":1}`}, "hidden_dim is missing"},
+		{map[string]string{"config": `{"input_dim":6,"hidden_dim":8.0,"output_dim":4,"num_residual_blocks":1}`}, "hidden_dim is missing or not an integer"},
 	} {
 		path := write(c.meta)
 		_, errModel := ReadModel(path)

@@ -1239,3 +1239,44 @@ func TestResumeRefusesImpossibleLearningRate(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint the run lets go of is kept, with a warning, when it holds
+// a file no checkpoint has (a user's notes): pruning removed it whole.
+func TestPruneKeepsForeignFiles(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	stop := filepath.Join(runDir, checkpointName(5))
+	notes := filepath.Join(stop, "notes.txt")
+	if err := os.WriteFile(notes, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrainer(t, dataDir, runDir, nil)
+	var log bytes.Buffer
+	tr.Log = slog.New(slog.NewTextHandler(&log, nil))
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(notes); err != nil || string(b) != "mine" {
+		t.Errorf("the user's file in a pruned checkpoint: %q, %v", b, err)
+	}
+	if !strings.Contains(log.String(), "keeping a checkpoint the run no longer needs") || !strings.Contains(log.String(), "file=notes.txt") {
+		t.Errorf("the log does not say the checkpoint was kept:\n%s", log.String())
+	}
+}
+
+// A checkpoint after the one resumed from, which the resume makes again,
+// is not removed when it holds a file no checkpoint has: the resume is
+// refused, saying which file to move.
+func TestResumeRefusesToRemoveForeignFiles(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	later := filepath.Join(runDir, checkpointName(7))
+	os.Mkdir(later, 0o755)
+	notes := filepath.Join(later, "notes.txt")
+	os.WriteFile(notes, []byte("mine"), 0o644)
+	_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "move notes.txt out of it to resume") {
+		t.Errorf("resume over a later checkpoint holding a user's file: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(notes); err != nil {
+		t.Errorf("the user's file: %v", err)
+	}
+}

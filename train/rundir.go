@@ -551,7 +551,7 @@ func (tr *Trainer) prune(st State) error {
 			steps = append(steps, ck.name)
 		case !protected[ck.name]:
 			tr.Log.Info("removing a checkpoint that a run never stopped does not keep (a stop saved it, or its evaluation was pending)", "checkpoint", ck.name)
-			if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
+			if err := tr.pruneCheckpoint(ck.name); err != nil {
 				return err
 			}
 		}
@@ -560,7 +560,7 @@ func (tr *Trainer) prune(st State) error {
 		if protected[name] || i >= len(steps)-1-st.Options.Keep {
 			continue
 		}
-		if err := removeCheckpoint(tr.RunDir, name); err != nil {
+		if err := tr.pruneCheckpoint(name); err != nil {
 			return err
 		}
 	}
@@ -585,13 +585,51 @@ const deletingSuffix = ".deleting"
 // in runDir without ever leaving a partial one under its name: it is
 // renamed to a hidden name first (one atomic step), then removed. Hidden
 // leftovers of a crash are swept by sweepRunDir.
+//
+// A checkpoint holding what no checkpoint holds (a user's notes, an
+// export) is not removed: a *ForeignFileError says what.
 func removeCheckpoint(runDir, name string) error {
+	entries, err := os.ReadDir(filepath.Join(runDir, name))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		base, temp := atomicfile.TempOf(e.Name())
+		if !temp {
+			base = e.Name()
+		}
+		if !e.Type().IsRegular() || !checkpoint.IsFile(base) {
+			return &ForeignFileError{Checkpoint: filepath.Join(runDir, name), Name: e.Name()}
+		}
+	}
 	dir := filepath.Join(runDir, CheckpointsDir)
 	trash := filepath.Join(dir, "."+filepath.Base(name)+deletingSuffix)
 	if err := os.Rename(filepath.Join(runDir, name), trash); err != nil {
 		return err
 	}
 	return os.RemoveAll(trash)
+}
+
+// ForeignFileError is a checkpoint directory that holds a file no
+// checkpoint has, which training does not remove.
+type ForeignFileError struct {
+	Checkpoint, Name string
+}
+
+func (e *ForeignFileError) Error() string {
+	return fmt.Sprintf("%s holds %s, which no dinoclip checkpoint has", e.Checkpoint, e.Name)
+}
+
+// pruneCheckpoint is removeCheckpoint for a checkpoint the run no longer
+// keeps: one holding someone else's file is kept, with a warning.
+func (tr *Trainer) pruneCheckpoint(name string) error {
+	err := removeCheckpoint(tr.RunDir, name)
+	var ff *ForeignFileError
+	if errors.As(err, &ff) {
+		tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)
+		return nil
+	}
+	return err
 }
 
 // sweepRunDir removes what a crash can leave in a run directory (locked
@@ -779,6 +817,9 @@ func (tr *Trainer) alignCheckpoints(st State) error {
 		}
 		tr.Log.Info("removing a checkpoint after the one resumed from (the resume makes it again)", "checkpoint", ck.name, "resumed_step", st.Step)
 		if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
+			if ff := (*ForeignFileError)(nil); errors.As(err, &ff) {
+				return fmt.Errorf("%w: the resume makes that checkpoint again; move %s out of it to resume", err, ff.Name)
+			}
 			return err
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -588,19 +587,15 @@ func isLink(path string) bool {
 
 // bestFromEMA reports whether the run directory's run.json picks its best
 // checkpoint by the moving average of the weights.
-// A run.json that is not a regular file is an error (a named pipe would
-// hang the read); a missing or unreadable one says no.
+// A run.json that is not a regular file (followed through links: a run
+// kept in git-annex or DVC is links) is an error, as a named pipe would
+// hang the read; a missing or unreadable one says no.
 func bestFromEMA(runDir string) (bool, error) {
-	f, err := atomicfile.OpenRegular(filepath.Join(runDir, "run.json"), os.O_RDONLY, 0)
+	b, err := atomicfile.ReadRegular(filepath.Join(runDir, "run.json"))
 	var nr *atomicfile.NotRegularError
 	if errors.As(err, &nr) {
 		return false, err
 	}
-	if err != nil {
-		return false, nil
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
 	if err != nil {
 		return false, nil
 	}

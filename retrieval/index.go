@@ -406,7 +406,7 @@ func checkIndexDir(dir string) error {
 		}
 	}
 	if shard != "" && !locked {
-		return fmt.Errorf("index %s: the directory holds %s but neither %s nor the %s an interrupted dinoclip index leaves; refusing to write over it", dir, shard, IndexManifestFile, IndexLockFile)
+		return fmt.Errorf("index %s: the directory holds %s but neither %s nor the %s an interrupted dinoclip index leaves; refusing to write over it (if an interrupted index made it and its %s was removed since, remove the directory and index again)", dir, shard, IndexManifestFile, IndexLockFile, IndexLockFile)
 	}
 	return nil
 }

@@ -1196,6 +1196,21 @@ func TestResumeRefusesAnotherRunsCheckpoint(t *testing.T) {
 			t.Errorf("last -> %s: %v, want a refusal", target, err)
 		}
 	}
+	// Each checkpoint moved to a store and linked back: the own link holds.
+	os.Remove(last)
+	os.Symlink(own, last)
+	ckDir := filepath.Join(runDir, CheckpointsDir)
+	entries, _ := os.ReadDir(ckDir)
+	each := t.TempDir()
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(ckDir, e.Name()), filepath.Join(each, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(filepath.Join(each, e.Name()), filepath.Join(ckDir, e.Name()))
+	}
+	if err := checkResumable(runDir); err != nil {
+		t.Errorf("a run whose checkpoints are each links into a store: %v", err)
+	}
 	// The checkpoints moved to a store and linked: the own link holds.
 	store := filepath.Join(t.TempDir(), "store")
 	if err := os.Rename(filepath.Join(runDir, CheckpointsDir), store); err != nil {

@@ -238,16 +238,14 @@ func checkResumable(dir string) error {
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
 	}
-	// Into this run's own checkpoints (wherever its checkpoints link
-	// leads): a link edited into another run's would continue that run's
-	// training here, under this run's name.
-	target, err := atomicfile.RealPath(last)
-	if err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
-	own, err := atomicfile.RealPath(filepath.Join(dir, CheckpointsDir))
-	if err != nil || filepath.Dir(target) != own {
-		to, _ := os.Readlink(last)
+	// To one of this run's own checkpoints, the one of its name in
+	// checkpoints/ (wherever that or the checkpoint itself is linked to: a
+	// store on another disk): a link edited into another run's would
+	// continue that run's training here, under this run's name.
+	to, _ := os.Readlink(last)
+	held, herr := os.Stat(last)
+	own, oerr := os.Stat(filepath.Join(dir, CheckpointsDir, filepath.Base(filepath.Clean(to))))
+	if herr != nil || oerr != nil || !os.SameFile(held, own) {
 		return fmt.Errorf("%s leads to %s, which is not a checkpoint in %s: a run resumes from its own checkpoints; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
 			last, to, filepath.Join(dir, CheckpointsDir), CheckpointsDir, ShellArg(last))
 	}
@@ -656,7 +654,7 @@ func (tr *Trainer) sweepRunDir() {
 	}
 	for _, s := range []atomicfile.Sweep{
 		atomicfile.SweepOwn(tr.RunDir, RunFile, MetricsFile),
-		atomicfile.SweepStale(tr.RunDir, atomicfile.EveryBase, nil),
+		atomicfile.SweepStaleExcept(tr.RunDir, RunFile, MetricsFile),
 	} {
 		for _, p := range s.Removed {
 			tr.Log.Info("removed a temporary file left by a dinoclip killed while writing", "path", p)

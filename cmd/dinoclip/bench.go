@@ -82,7 +82,7 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
 			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
 			&cli.IntFlag{Name: "steps", Usage: "at least `N` timed training steps", DefaultText: "cpu 3, cuda 20"},
-			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION` (or number max(1000, 100 x --steps))", DefaultText: "cpu 3s, cuda 1s"},
+			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION` (at most max(1000, 100 x --steps) steps)", DefaultText: "cpu 3s, cuda 1s"},
 			&cli.BoolFlag{Name: "host-batches", Usage: "time training steps on batches in host memory, as train --resident off does, instead of on data resident on the GPU (train's default)"},
 			&cli.BoolFlag{Name: "kernels", Value: true, Usage: "time each kernel of one step and the copy bandwidth (--kernels=false to skip)"},
 			&cli.DurationFlag{Name: "kernel-min-time", Usage: "on the CPU, time each kernel for at least `DURATION`", Value: 200 * time.Millisecond},

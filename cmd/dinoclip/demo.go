@@ -190,8 +190,10 @@ type demoOutput struct {
 // --resume --out DIR/run) is refused before anything is removed.
 //
 // Windows removes no file that is open, and the run's lock file is open
-// while it is held: what the removal under the locks leaves is removed
-// again once they are let go (on other systems nothing is left then).
+// while it is held: once the locks are let go, that lock file and the
+// directories left empty are removed one by one (on other systems nothing
+// is left then), so that a process that took a directory in between keeps
+// its files, and the demo fails.
 func removeDemoOutputs(outputs []demoOutput) error {
 	var unlocks []func()
 	unlock := func() {
@@ -226,7 +228,8 @@ func removeDemoOutputs(outputs []demoOutput) error {
 	}
 	unlock()
 	for _, path := range left {
-		if err := os.RemoveAll(path); err != nil {
+		os.Remove(filepath.Join(path, train.LockFile))
+		if err := os.Remove(path); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}

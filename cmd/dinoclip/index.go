@@ -360,7 +360,7 @@ func runIndex(cCtx *cli.Context) error {
 		added += s.src.Rows
 	}
 	m := w.Manifest()
-	msg := fmt.Sprintf("index %s: %d rows of %d-wide %s embeddings in %d shards; added %d rows", out, m.Rows, m.Dim, m.DType, len(m.Shards), added)
+	msg := fmt.Sprintf("index %s: %d rows of %d-wide %s embeddings in %s; added %d rows", out, m.Rows, m.Dim, m.DType, counted(len(m.Shards), "shard", "shards"), added)
 	if skipped > 0 {
 		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
 	}

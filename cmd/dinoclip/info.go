@@ -388,7 +388,7 @@ func readModelToDescribe(path string) (m *checkpoint.Model, unusable string, err
 		if nf.Count == 1 {
 			verb = "is"
 		}
-		return m, fmt.Sprintf("NOT USABLE: %d of the %d %s NaN or infinite (the first: %s[%d] = %v); a run that diverged leaves them: use an earlier checkpoint",
+		return m, fmt.Sprintf("NOT USABLE: %d of the %d weights %s NaN or infinite (the first: %s[%d] = %v); a run that diverged leaves them: use an earlier checkpoint",
 			nf.Count, len(m.Params), verb, nf.Tensor, nf.Index, nf.Value), nil
 	}
 	return m, "", err

@@ -34,7 +34,7 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 		t.Error("project wrote an output from a NaN model")
 	}
 	wantError(t, []string{"eval", "--model", bad, "--eval", eval}, "is NaN")
-	if out := mustRun(t, "info", bad); !strings.Contains(out, "weights: NOT USABLE: 1 of the 328 is NaN or infinite") || !strings.Contains(out, "optimizer step 8") {
+	if out := mustRun(t, "info", bad); !strings.Contains(out, "weights: NOT USABLE: 1 of the 328 weights is NaN or infinite") || !strings.Contains(out, "optimizer step 8") {
 		t.Errorf("info of a model with a NaN weight:\n%s", out)
 	}
 

@@ -243,8 +243,8 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	if opts.LatentShift != 0 {
 		shifted = fmt.Sprintf(", latent shift %g", opts.LatentShift)
 	}
-	fmt.Fprintf(w, "training data: %d rows in %d shards, %d -> %d, seed %d%s, in %s\n",
-		job.rows, len(files)/2, opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
+	fmt.Fprintf(w, "training data: %d rows in %s, %d -> %d, seed %d%s, in %s\n",
+		job.rows, counted(len(files)/2, "shard", "shards"), opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
 	printSynthFiles(w, files)
 	if err := ctx.Err(); err != nil {
 		return err

@@ -56,7 +56,7 @@ func TestSynthWritesTrainAndEval(t *testing.T) {
 	wantError(t, append([]string{"synth", "--out", dir}, synthSmall...), filepath.Join(dir, "train"), "already holds training shards")
 	out = mustRun(t, "synth", "--out", dir, "--force", "--float16", "--rows", "50", "--shard-rows", "50",
 		"--eval-images", "10", "--input-dim", "16", "--output-dim", "8")
-	if !strings.Contains(out, "1 shards") {
+	if !strings.Contains(out, "50 rows in 1 shard,") {
 		t.Errorf("forced rewrite summary:\n%s", out)
 	}
 	a, err := npy.Open(filepath.Join(dir, "train", "shard-00000.dino.npy"))
@@ -79,7 +79,7 @@ func TestSynthEnvironment(t *testing.T) {
 	t.Setenv("DINOCLIP_SYNTH_INPUT_DIM", "4")
 	t.Setenv("DINOCLIP_SYNTH_FLOAT16", "true")
 	out := mustRun(t, "synth", "--output-dim", "2", "--eval-images", "3")
-	if !strings.Contains(out, "7 rows in 1 shards, 4 -> 2") {
+	if !strings.Contains(out, "7 rows in 1 shard, 4 -> 2") {
 		t.Errorf("environment not applied:\n%s", out)
 	}
 	a, err := npy.Open(filepath.Join(dir, "train", "shard-00000.dino.npy"))

@@ -328,7 +328,7 @@ func removeStale(path string, holds func(name string) bool, age time.Duration) (
 	st, err := os.Lstat(path)
 	// Only what a writer makes: a regular file or a directory (opening a
 	// named pipe would wait for a writer forever; a link is nobody's).
-	if err != nil || time.Since(st.ModTime()) < age || !(st.Mode().IsRegular() || st.IsDir() && holds != nil) {
+	if err != nil || age > 0 && time.Since(st.ModTime()) < age || !(st.Mode().IsRegular() || st.IsDir() && holds != nil) {
 		return false, nil
 	}
 	f, err := os.Open(path)

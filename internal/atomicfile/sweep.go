@@ -49,8 +49,14 @@ func SweepOwn(dir string, bases ...string) Sweep {
 	return sweep(dir, func(b string) bool { return slices.Contains(bases, b) }, nil, 0)
 }
 
+// SweepStaleExcept is SweepStale of every base but those given (swept by
+// SweepOwn).
+func SweepStaleExcept(dir string, own ...string) Sweep {
+	return sweep(dir, func(b string) bool { return !slices.Contains(own, b) }, nil, StaleAge)
+}
+
 // sweep is SweepStale of the temporaries whose base is taken, unmodified
-// for age.
+// for age (0: whatever their times say, a clock ahead included).
 func sweep(dir string, take func(base string) bool, holds func(name string) bool, age time.Duration) Sweep {
 	var s Sweep
 	entries, _ := os.ReadDir(dir)

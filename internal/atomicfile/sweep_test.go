@@ -141,11 +141,18 @@ func TestSweepOwn(t *testing.T) {
 	if err := flock.TryLock(f, true); err != nil {
 		t.Fatal(err)
 	}
+	ahead := time.Now().Add(time.Hour) // (a clock ahead of this one's, over NFS)
+	os.Chtimes(mine, ahead, ahead)
 	s := SweepOwn(dir, "run.json", "metrics.jsonl")
 	if !slices.Equal(s.Removed, []string{mine}) || !slices.Equal(s.Live, []string{held}) || len(s.Failed) != 0 {
 		t.Errorf("removed %v, live %v, failed %v; want %s removed and %s live", s.Removed, s.Live, s.Failed, mine, held)
 	}
 	if _, err := os.Lstat(other); err != nil {
 		t.Errorf("the temporary of another base: %v", err)
+	}
+	// The other sweep leaves the own bases to SweepOwn: the held one is
+	// not reported twice.
+	if s := SweepStaleExcept(dir, "run.json", "metrics.jsonl"); !slices.Equal(s.Live, []string{other}) || len(s.Removed) != 0 {
+		t.Errorf("SweepStaleExcept: removed %v, live %v; want only %s live", s.Removed, s.Live, other)
 	}
 }

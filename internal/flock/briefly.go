@@ -12,13 +12,14 @@ import (
 // though no holder is there to wait for, so TryLockBriefly tries
 // probeTries times, probeGap apart, before it says ErrLocked.
 const (
-	probeTries = 5
+	probeTries = 10
 	probeGap   = 20 * time.Millisecond
 )
 
-// TryLockBriefly is TryLock, tried again for up to about 80 ms while the
+// TryLockBriefly is TryLock, tried again for up to about 180 ms while the
 // lock is held elsewhere: longer than another process's probe of the lock
-// lasts, far shorter than any real holder keeps it.
+// lasts (a busy machine included), far shorter than any real holder keeps
+// it.
 func TryLockBriefly(f *os.File, exclusive bool) error {
 	for try := 1; ; try++ {
 		err := TryLock(f, exclusive)

@@ -530,3 +530,126 @@ def test_optimizer_file_refused_before_its_data_is_read(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="format 'dinoclip-optimizer/1'.*not a model file"):
         checkpoint.load(p)
     assert counting.read <= 8 + n
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links, named pipes and file modes are POSIX's")
+def test_atomic_write_goes_through_links_and_refuses_what_it_cannot_replace(tmp_path):
+    """As the Go side's atomicfile.Write: a link at the path is written through (the file it
+    leads to, link after link, is replaced and the links kept), and what the rename would turn
+    into a plain file (a device, a named pipe, a directory) or a read-only file is refused,
+    one line naming it."""
+    (tmp_path / "real").mkdir()
+    os.symlink("real/target.bin", tmp_path / "hop")
+    os.symlink("hop", tmp_path / "out.bin")
+    checkpoint.write_atomic(str(tmp_path / "out.bin"), lambda f: f.write(b"new"))
+    assert os.readlink(tmp_path / "out.bin") == "hop" and os.readlink(tmp_path / "hop") == "real/target.bin"
+    assert (tmp_path / "real" / "target.bin").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path / "real")) == ["target.bin"]
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "ro.bin").write_bytes(b"keep")
+    os.chmod(tmp_path / "ro.bin", 0o444)
+    (tmp_path / "dir").mkdir()
+    refused = [("pipe", "it is a named pipe, not a regular file; refusing to replace it"),
+               ("ro.bin", "the file is read-only; refusing to replace it"),
+               ("dir", "it is a directory, not a regular file; refusing to replace it")]
+    if os.geteuid() == 0:  # (only root makes device nodes)
+        os.mknod(tmp_path / "nulldev", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        refused.append(("nulldev", "it is a device, not a regular file; refusing to replace it"))
+    for name, why in refused:
+        os.symlink(name, tmp_path / f"to-{name}")
+        for p in (tmp_path / name, tmp_path / f"to-{name}"):
+            with pytest.raises(OSError) as e:
+                checkpoint.write_atomic(str(p), lambda f: f.write(b"x"))
+            assert checkpoint.oserror_message(e.value) == f"{tmp_path / name}: {why}"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode) and (tmp_path / "ro.bin").read_bytes() == b"keep"
+    assert os.path.isdir(tmp_path / "dir")
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR(os.lstat(tmp_path / "nulldev").st_mode)
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_atomic_write_resolves_dotdot_after_a_link_as_the_system_does(tmp_path):
+    """LINK/../x is x beside where LINK leads (as open() takes it), not beside LINK: the file is
+    written there, with its temporary in that directory (a rename cannot cross filesystems)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    os.symlink(tmp_path / "a" / "b", tmp_path / "L")
+    assert checkpoint.destination(str(tmp_path / "L" / ".." / "x")) == str(tmp_path / "a" / "x")
+    seen = []
+
+    def write(f):
+        seen.extend(n for n in os.listdir(tmp_path / "a") if ".tmp-" in n)
+        f.write(b"data")
+
+    checkpoint.write_atomic(str(tmp_path / "L" / ".." / "x"), write)
+    assert (tmp_path / "a" / "x").read_bytes() == b"data" and not (tmp_path / "x").exists()
+    assert len(seen) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_atomic_write_names_what_stands_in_the_way_of_its_directory(tmp_path):
+    """A directory to write in that is a dangling link, or a regular file, is named, not "File
+    exists"."""
+    os.symlink(tmp_path / "nowhere", tmp_path / "ckdir")
+    (tmp_path / "afile").write_text("x")
+    for d, what in (("ckdir", f"a symbolic link to {tmp_path / 'nowhere'}, which does not exist"),
+                    ("afile", "not a directory")):
+        p = tmp_path / d / "m.bin"
+        with pytest.raises(OSError) as e:
+            checkpoint.write_atomic(str(p), lambda f: f.write(b"x"))
+        assert checkpoint.oserror_message(e.value) == f"{p}: cannot write it: {tmp_path / d} is {what}"
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock is POSIX's")
+def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path):
+    """Before writing, the temporaries of the same file that a killed writer left (regular files
+    named .BASE.tmp-N, whose lock nobody holds, unmodified for a minute) are removed, as the Go
+    side's atomicfile.SweepStale removes them; a held, a recent one, another file's and any
+    other name are left."""
+    import fcntl
+
+    old = os.stat(tmp_path).st_mtime - 2 * checkpoint.STALE_AGE
+    names = {".x.bin.tmp-1": True, ".x.bin.tmp-2": False, ".x.bin.tmp-3": False, ".y.bin.tmp-4": False,
+             ".x.bin.tmp-5a": False, "x.bin.tmp-6": False}
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+        if name != ".x.bin.tmp-3":
+            os.utime(tmp_path / name, (old, old))
+    os.symlink(tmp_path / ".x.bin.tmp-1", tmp_path / ".x.bin.tmp-7")
+    os.utime(tmp_path / ".x.bin.tmp-7", (old, old), follow_symlinks=False)
+    with open(tmp_path / ".x.bin.tmp-2", "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
+        checkpoint.write_atomic(str(tmp_path / "x.bin"), lambda f: f.write(b"data"))
+    left = set(os.listdir(tmp_path))
+    assert left == {"x.bin", ".x.bin.tmp-7"} | {n for n, stale in names.items() if not stale}, left
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig, rc", [("SIGTERM", 143), ("SIGINT", -2)])  # (KeyboardInterrupt: as killed by it)
+def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig, rc):
+    """A command line (exit_on_sigterm) ended by SIGTERM, or by Ctrl-C, while it writes leaves
+    no temporary behind."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from dinoclip import checkpoint\n"
+            "checkpoint.exit_on_sigterm()\n"
+            "def write(f):\n"
+            "    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            "checkpoint.write_atomic(sys.argv[1], write)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline() == b"writing\n"
+        assert [n for n in os.listdir(tmp_path) if n.startswith(".out.bin.tmp-")]
+        p.send_signal(getattr(signal, sig))
+        assert p.wait(timeout=30) == rc
+    finally:
+        p.kill()
+        p.wait()
+    assert os.listdir(tmp_path) == []

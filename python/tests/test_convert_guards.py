@@ -96,3 +96,88 @@ def test_to_dinoclip_names_a_file_output(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file: name a .safetensors file" in err and "File exists" not in err
     assert (tmp_path / "out").read_text() == "a user's file"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_the_destination_guarded_is_the_one_written(tmp_path, capsys):
+    """The guard judges the file the system writes: LINK/../model.safetensors is beside where
+    LINK leads (here a run's top level, refused), and a link at OUT is written through, the
+    file it leads to judged and replaced, the link kept."""
+    run = _run(tmp_path)
+    torch.save(_model(1).state_dict(), tmp_path / "m.pt")
+    os.symlink(run / "checkpoints", tmp_path / "L")
+    out = os.path.join(str(tmp_path / "L"), "..", "model.safetensors")
+    assert convert.main(["to-dinoclip", str(tmp_path / "m.pt"), out]) == 1
+    assert f"{run / 'model.safetensors'} is in a training run directory" in capsys.readouterr().err
+    assert not (run / "model.safetensors").exists()
+
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    os.symlink(tmp_path / "elsewhere.pt", run / "x.pt")
+    assert convert.main(["to-torch", src, str(run / "x.pt")]) == 0
+    assert os.readlink(run / "x.pt") == str(tmp_path / "elsewhere.pt")
+    assert list(torch.load(tmp_path / "elsewhere.pt", weights_only=True)) == list(_model(0).state_dict())
+
+
+def test_an_output_that_is_the_input_is_refused(tmp_path, capsys):
+    src = checkpoint.save(_model(0), tmp_path / "in.safetensors")
+    before = open(src, "rb").read()
+    assert convert.main(["to-torch", src, src]) == 1
+    assert capsys.readouterr().err == (f"dinoclip.convert: {src} is the input {src}: write the converted model "
+                                       "to another file\n")
+    torch.save(_model(0).state_dict(), tmp_path / "pt.safetensors")  # a .pt misnamed
+    pt = str(tmp_path / "pt.safetensors")
+    pt_before = open(pt, "rb").read()
+    assert convert.main(["to-dinoclip", pt, pt]) == 1
+    assert "is the input" in capsys.readouterr().err
+    assert open(src, "rb").read() == before and open(pt, "rb").read() == pt_before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_a_dangling_checkpoint_directory_is_named(tmp_path, capsys):
+    torch.save(_model(0).state_dict(), tmp_path / "m.pt")
+    os.symlink(tmp_path / "nowhere", tmp_path / "ckdir")
+    assert convert.main(["to-dinoclip", str(tmp_path / "m.pt"), str(tmp_path / "ckdir") + os.sep]) == 1
+    assert capsys.readouterr().err == (f"dinoclip.convert: {tmp_path / 'ckdir' / 'model.safetensors'}: cannot write "
+                                       f"it: {tmp_path / 'ckdir'} is a symbolic link to {tmp_path / 'nowhere'}, "
+                                       "which does not exist\n")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="resource limits are POSIX's")
+def test_to_torch_out_of_space_is_one_line(tmp_path):
+    """A write that fails for want of space (here a file size limit: EFBIG, as ENOSPC) is one
+    line naming the file, not torch's own RuntimeError ("unexpected pos") over a traceback, and
+    leaves no temporary."""
+    import subprocess
+    import sys
+
+    src = checkpoint.save(ProjectorWithResiduals(64, 128, 1, 32), tmp_path / "m.safetensors")
+    (tmp_path / "out").mkdir()
+    dst = tmp_path / "out" / "m.pt"
+    code = ("import resource, signal, sys\n"
+            "from dinoclip import convert\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50000, 50000))\n"
+            "sys.exit(convert.main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", code, "to-torch", src, str(dst)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert (r.returncode, r.stderr) == (1, f"dinoclip.convert: {dst}: cannot write it: File too large\n")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_an_interrupted_torch_save_is_the_interrupt(tmp_path):
+    """torch.save's zip writer turns what stops a write into a RuntimeError of its own; the
+    converter raises the interrupt (so that the command line ends as interrupted)."""
+    class Interrupted:
+        written = 0
+
+        def write(self, b):
+            if self.written > 1000:  # (the first writes go through: the zip writer is under way)
+                raise KeyboardInterrupt
+            self.written += len(b)
+            return len(b)
+
+        def flush(self):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        convert._torch_save(_model(0).state_dict(), Interrupted())

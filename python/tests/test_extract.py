@@ -782,3 +782,17 @@ def test_texts_errors(tmp_path, tiny_models, capfd):
     assert "want a .npy file" in capfd.readouterr().err
     assert run_texts(tiny_models, tmp_path / "missing.txt", "--out", tmp_path / "o.npy") == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_texts_refuses_to_replace_its_input(tmp_path, capfd):
+    """Before any model loads: the input file as --out (or a link to it) would lose the texts."""
+    src = tmp_path / "qq.npy"
+    src.write_text("a dog\n", encoding="utf-8")
+    os.symlink(src, tmp_path / "link.npy")
+    for out in (src, tmp_path / "link.npy"):
+        assert extract.main(["texts", str(src), "--out", str(out), "--clip", str(tmp_path / "no-model"),
+                             "--device", "cpu"]) == 1
+        assert capfd.readouterr().err == (f"dinoclip.extract: --out {out} is the input file {src}: write the "
+                                          "embeddings to another file\n")
+    assert src.read_text(encoding="utf-8") == "a dog\n"

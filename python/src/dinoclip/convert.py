@@ -226,16 +226,17 @@ def _index_appending(d: str) -> bool:
     return False
 
 
-def _check_destination(dst: str) -> None:
-    """Refuses to write where a file would be taken for a run's or an index's own: a training
-    checkpoint (resumed with another model's optimizer state), a run directory's top level
-    (where the run's name resolves to ``model.safetensors`` before its best and last), anywhere
-    else inside a run (its checkpoints/, a checkpoint being made: the run's files are the
-    trainer's), or a search index (its files are ``dinoclip index``'s). A link at ``dst`` is
-    judged where it leads, as writing through it would."""
-    if os.path.islink(dst):
-        dst = os.path.realpath(dst)
-    d = os.path.realpath(os.path.dirname(os.path.abspath(dst)))  # where the file is written
+def _destination(dst: str, src: str) -> str:
+    """The file to write for ``dst``, as the system resolves it (:func:`checkpoint.destination`:
+    where a link at ``dst`` leads; a ``..`` after a link out of where the link leads), refused
+    where a file would be taken for a run's or an index's own: a training checkpoint (resumed
+    with another model's optimizer state), a run directory's top level (where the run's name
+    resolves to ``model.safetensors`` before its best and last), anywhere else inside a run
+    (its checkpoints/, a checkpoint being made: the run's files are the trainer's), or a search
+    index (its files are ``dinoclip index``'s); and refused when it is the model file ``src``
+    being converted, which the output would replace."""
+    dst = checkpoint.destination(dst)
+    d = os.path.dirname(dst)
     if _is_index(d):
         raise ConversionError(f"{dst} is in a dinoclip search index (beside its {INDEX_MANIFEST}): "
                               "write the file outside the index")
@@ -253,6 +254,9 @@ def _check_destination(dst: str) -> None:
         if marks:
             raise ConversionError(f"{dst} is inside the training run directory {up} (it holds "
                                   f"{', '.join(marks)}): write the file outside the run")
+    if checkpoint.same_file(dst, src):
+        raise ConversionError(f"{dst} is the input {src}: write the converted model to another file")
+    return dst
 
 
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
@@ -262,21 +266,34 @@ def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object
             raise ConversionError(f"{dst} is a file: name a .safetensors file to write, or a checkpoint "
                                   f"directory to write {MODEL_FILE} in")
         dst = os.path.join(dst, MODEL_FILE)  # a checkpoint directory
-    _check_destination(dst)
+    dst = _destination(dst, src)
     sd = read_torch_state_dict(src)
     model = model_from_state_dict(sd, src)
     return checkpoint.save(model, dst, metadata)
 
 
+def _torch_save(sd: Mapping[str, torch.Tensor], f) -> None:
+    """``torch.save(sd, f)``, failing with what stopped the write of ``f`` (no space, an
+    interrupt): torch's zip writer, closing ``f`` after it, raises a RuntimeError of its own
+    ("unexpected pos") that would hide it."""
+    try:
+        torch.save(sd, f)
+    except RuntimeError as e:
+        if isinstance(e.__context__, (OSError, KeyboardInterrupt, SystemExit)):
+            raise e.__context__ from None
+        raise
+
+
 def dinoclip_to_torch(src: str, dst: str) -> str:
     """Converts a dinoclip model (file, checkpoint or run directory) to a ``.pt`` state_dict
-    (``torch.save(model.state_dict())``, as the original project saved it)."""
+    (``torch.save(model.state_dict())``, as the original project saved it); returns the path
+    written."""
     if os.path.isdir(dst):
         raise ConversionError(f"{dst} is a directory; want the path of the .pt file to write")
-    _check_destination(dst)
+    dst = _destination(dst, checkpoint.resolve(src))
     model = checkpoint.load(src)
     sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
-    checkpoint.write_atomic(dst, lambda f: torch.save(sd, f))
+    checkpoint.write_atomic(dst, lambda f: _torch_save(sd, f))
     return dst
 
 
@@ -323,9 +340,13 @@ def main(argv=None) -> int:
     except OSError as e:  # a missing input; an output under a file, without space or permission
         print(f"dinoclip.convert: {oserror_message(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # (the file being written is removed)
+        print("dinoclip.convert: interrupted", file=sys.stderr)
+        return 130
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
+    checkpoint.exit_on_sigterm()
     sys.exit(main())

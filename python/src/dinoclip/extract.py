@@ -54,7 +54,7 @@ import torch
 
 from . import encoders
 from ._progress import progress
-from .checkpoint import oserror_message
+from .checkpoint import destination, exit_on_sigterm, oserror_message, same_file
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -848,7 +848,11 @@ def cmd_texts(args) -> int:
         raise ExtractError(f"--out {args.out}: want a .npy file name")
     if os.path.isdir(args.out):
         raise ExtractError(f"--out {args.out} is a directory; want the .npy file to write")
-    _check_out(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}")
+    out = destination(args.out)  # (a device or a read-only file is refused before the model runs)
+    _check_out(os.path.dirname(out), f"--out {args.out}")
+    # Replacing the input with its embeddings would lose the texts.
+    if same_file(out, args.file):
+        raise ExtractError(f"--out {args.out} is the input file {args.file}: write the embeddings to another file")
     ext = Extractor(None, args.clip, args.device, batch_size=args.batch_size, workers=0,
                     precision=args.precision, quiet=args.quiet)
     emb = ext.texts(lines, desc="texts")
@@ -1022,4 +1026,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

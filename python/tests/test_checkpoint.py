@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dinoclip import checkpoint
+from dinoclip._files import open_regular
 from dinoclip.checkpoint import CheckpointError
 from dinoclip.model import ProjectorWithResiduals
 
@@ -455,13 +456,13 @@ def test_duplicate_key_refused(tmp_path, text, key):
 
 
 class CountingOpen:
-    """Stands in for ``open`` in the checkpoint module, counting the bytes read through it."""
+    """Stands in for ``open_regular`` in the checkpoint module, counting the bytes read through it."""
 
     def __init__(self):
         self.read = 0
 
     def __call__(self, *args, **kwargs):
-        f = open(*args, **kwargs)
+        f = open_regular(*args, **kwargs)
         counter = self
         real_read = f.read
 
@@ -497,7 +498,7 @@ def test_huge_wrong_file_refused_without_reading_it(tmp_path, monkeypatch):
     for p, pattern, most in ((zeros, "not a safetensors file", 8),
                              (grown, f"the file is {size + (3 << 30)} bytes, its safetensors header says {size}", 8 + n)):
         counting = CountingOpen()
-        monkeypatch.setattr(checkpoint, "open", counting, raising=False)
+        monkeypatch.setattr(checkpoint, "open_regular", counting)
         with pytest.raises(CheckpointError, match=pattern):
             checkpoint.load(p)
         assert counting.read <= most, (p, counting.read)
@@ -516,7 +517,7 @@ def test_file_longer_than_its_header_says_refused(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
 def test_dev_zero_refused():
-    with pytest.raises(CheckpointError, match="not a safetensors file"):
+    with pytest.raises(OSError, match="/dev/zero: a device, not a regular file"):
         checkpoint.load("/dev/zero")
 
 
@@ -526,7 +527,7 @@ def test_optimizer_file_refused_before_its_data_is_read(tmp_path, monkeypatch):
               metadata={"format": "dinoclip-optimizer/1", "state": "{}"})
     n, _ = header(p)
     counting = CountingOpen()
-    monkeypatch.setattr(checkpoint, "open", counting, raising=False)
+    monkeypatch.setattr(checkpoint, "open_regular", counting)
     with pytest.raises(CheckpointError, match="format 'dinoclip-optimizer/1'.*not a model file"):
         checkpoint.load(p)
     assert counting.read <= 8 + n

@@ -542,7 +542,7 @@ def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, ca
     # complete: skipped without loading a model
     monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
     capfd.readouterr()
-    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", out) == 0
+    assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", out, "--float16") == 0
     assert "already complete" in capfd.readouterr().err
     # a missing image is found before any model is loaded; so is an unknown split
     os.unlink(flat / images[0]["filename"])
@@ -551,6 +551,39 @@ def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, ca
     assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", tmp_path / "e3",
                "--split", "val") == 1
     assert "no images in split 'val' (splits: test, train)" in capfd.readouterr().err
+
+
+def test_eval_complete_set_made_otherwise_is_refused(tmp_path, tiny_models, karpathy, extracted, monkeypatch, capfd):
+    """A complete evaluation set in --out made from other inputs, models or dtype is not taken as
+    done: refused, naming what differs (as train-folder and train-wds refuse other settings)."""
+    out = tmp_path / "ev"
+    shutil.copytree(extracted["eval"], out)
+    before = {n: (out / n).read_bytes() for n in extract.EVAL_FILES}
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    other = tmp_path / "other" / "dataset_coco.json"
+    other.parent.mkdir()
+    shutil.copy(karpathy["json"], other)
+    model_copy = tmp_path / "clip-copy"
+    shutil.copytree(tiny_models["clip"], model_copy)
+    common = ["--device", "cpu", "--workers", "0", "--quiet", "--out", str(out), "--dinov2", tiny_models["dinov2"]]
+    same = ["--karpathy", karpathy["json"], "--images", karpathy["images"]]
+    capfd.readouterr()
+    for args, what in ((["--karpathy", str(other), "--images", karpathy["images"], "--clip", tiny_models["clip"]],
+                        f"karpathy was {karpathy['json']!r}, now {str(other)!r}"),
+                       ([*same, "--clip", tiny_models["clip"], "--float16"], "dtype was 'float32', now 'float16'"),
+                       ([*same, "--clip", str(model_copy)], "clip was "),
+                       ([*same, "--clip", tiny_models["clip"], "--split", "train"],
+                        "source was 'dataset_coco.json split test', now 'dataset_coco.json split train'"),
+                       ([*same, "--clip", tiny_models["clip"], "--name", "other"], "name was 'mscoco-4', now 'other'")):
+        assert extract.main(["eval-coco", *args, *common]) == 1
+        err = capfd.readouterr().err
+        assert err.startswith(f"dinoclip.extract: {out} holds an evaluation set extracted with other settings (") \
+            and what in err and err.endswith(f"; use another --out, or delete {out} to redo it\n") \
+            and err.count("\n") == 1, err
+    assert {n: (out / n).read_bytes() for n in extract.EVAL_FILES} == before
+    # the same inputs (the name spelt out as the default made it) are done
+    assert extract.main(["eval-coco", *same, "--clip", tiny_models["clip"], "--name", "mscoco-4", *common]) == 0
+    assert "already complete" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("change,message", [

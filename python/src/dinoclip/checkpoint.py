@@ -49,6 +49,7 @@ except ImportError:  # Windows
 import numpy as np
 import torch
 
+from ._files import NotRegularFileError, file_kind, open_regular
 from .model import CONFIG_KEYS, ProjectorWithResiduals
 
 __all__ = [
@@ -105,8 +106,10 @@ def _best_from_ema(run: str) -> bool:
     """Whether the run directory ``run`` picks its best checkpoint by the moving average of its
     weights (``--best-from ema``): its model is then each checkpoint's :data:`EMA_FILE`."""
     try:
-        with open(os.path.join(run, RUN_FILE), "rb") as f:
+        with open_regular(os.path.join(run, RUN_FILE)) as f:  # (a named pipe would block)
             options = json.load(f).get("options")
+    except NotRegularFileError as e:
+        raise CheckpointError(f"model: {e}") from None  # (as the Go side refuses it)
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(options, dict) and options.get("best_from") == "ema"
@@ -127,17 +130,19 @@ def resolve(path: PathLike) -> str:
             if not os.path.lexists(os.path.join(path, link)):
                 continue
             ema = os.path.join(path, link, EMA_FILE)
-            if not os.path.isfile(ema):
+            if not os.path.exists(ema):
                 raise CheckpointError(f"model: {path} picks its best checkpoint by the moving average of the "
                                       f"weights, but {ema} is missing; name a model file to use another")
             return ema
+    # What exists is taken, as the Go side takes it: a named pipe or a directory in its place is
+    # refused when it is read, not passed over for another checkpoint's model.
     best = os.path.join(path, BEST_LINK)
-    if os.path.islink(best) and not os.path.isfile(os.path.join(best, MODEL_FILE)):
+    if os.path.islink(best) and not os.path.exists(os.path.join(best, MODEL_FILE)):
         raise CheckpointError(f"model: {path}'s best checkpoint {best} is missing; name a model file (for "
                               f"instance {os.path.join(path, LAST_LINK, MODEL_FILE)}) to use another")
     for rel in (MODEL_FILE, os.path.join(BEST_LINK, MODEL_FILE), os.path.join(LAST_LINK, MODEL_FILE)):
         p = os.path.join(path, rel)
-        if os.path.isfile(p):
+        if os.path.exists(p):
             return p
     raise CheckpointError(
         f"model: {path} holds no {MODEL_FILE}, and no best or last checkpoint of a run"
@@ -148,12 +153,13 @@ def resolve(path: PathLike) -> str:
 # safetensors header
 
 
-_MAX_HEADER = 100 * 1024 * 1024
+# the Go side's safetensors.MaxHeaderSize (the reference implementation's limit)
+_MAX_HEADER = 100_000_000
 
 
 def _read_header(path: str) -> Tuple[dict, int]:
     """The parsed JSON header of a safetensors file and the offset of its data."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         header, data_start, _ = _parse_header(f, path)
         return header, data_start
 
@@ -314,18 +320,78 @@ def _parse_config(text: str, where: str) -> Dict[str, int]:
     return out
 
 
+# The Go side's nn.MaxWeights: the most weight-matrix entries of a model it handles (2^31 - 1
+# float32 values, 8 GiB; the default model has 54 million).
+MAX_WEIGHTS = (1 << 31) - 1
+# The tensors of one residual block (two Linears and two LayerNorms): a file of N tensors holds
+# no more than N / 8 blocks.
+_TENSORS_PER_BLOCK = 8
+# The arithmetic of the run that wrote a model (train --precision), when recorded.
+_PRECISIONS = ("fp32", "bf16", "fp64")
+_INT64_MAX = (1 << 63) - 1
+
+
+def _check_meta(meta: Mapping[str, str], where: str) -> None:
+    """Refuses metadata that the Go side refuses (checkModelMeta): another format (an optimizer
+    or float64 state, a later format), a step or epoch that is not a count as the trainer writes
+    it (decimal digits within int64), a precision other than train's."""
+    fmt = meta.get("format")
+    if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
+        raise CheckpointError(f"{where}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
+                              "(an optimizer or float64 state, or a newer dinoclip's format)")
+    for key in ("step", "epoch"):
+        v = meta.get(key)
+        if v is not None and not (v.isascii() and v.isdigit() and int(v) <= _INT64_MAX):
+            raise CheckpointError(f"{where}: metadata {key} {v!r} is not a count (a tampered file?)")
+    p = meta.get("precision")
+    if p is not None and p not in _PRECISIONS:
+        raise CheckpointError(f"{where}: metadata precision {p!r}, want {', '.join(_PRECISIONS[:-1])} or "
+                              f"{_PRECISIONS[-1]} (a tampered file?)")
+
+
+def _config(meta: Mapping[str, str], shapes: Mapping[str, Iterable[int]], where: str) -> Dict[str, int]:
+    """A model file's shape, from its metadata ``config``, else inferred from its tensors'
+    ``shapes``, refused (as the Go side's nn.Config.Validate refuses it) when it has more than
+    :data:`MAX_WEIGHTS` weights: before anything of that size is built or read."""
+    if "config" in meta:
+        c = _parse_config(meta["config"], where)
+    else:
+        try:
+            c = infer_config(shapes)
+        except CheckpointError as e:
+            raise CheckpointError(f"{where}: {e}") from None
+    i, h, o, b = (c[k] for k in CONFIG_KEYS)
+    # exact in Python's integers; a negative dimension is left to the model's own check
+    weights = i * h + b * 2 * h * h + h * (h // 2) + (h // 2) * o
+    if weights > MAX_WEIGHTS:
+        raise CheckpointError(f"{where}: {i} -> {h} x {b} residual blocks -> {h // 2} -> {o} has "
+                              f"{float(weights):.3g} weights, more than the {MAX_WEIGHTS} dinoclip handles")
+    return c
+
+
 def read_config(path: PathLike) -> Dict[str, int]:
     """A model file's shape: from its metadata ``config``, else inferred from its tensors."""
     p = resolve(path)
     header, _ = _read_header(p)
     meta = _metadata(header)
-    if "config" in meta:
-        return _parse_config(meta["config"], p)
-    shapes = {k: v.get("shape", ()) for k, v in header.items() if k != "__metadata__"}
-    try:
-        return infer_config(shapes)
-    except CheckpointError as e:
-        raise CheckpointError(f"{p}: {e}") from None
+    _check_meta(meta, p)
+    return _config(meta, _shapes(header), p)
+
+
+def _shapes(header: Mapping[str, object]) -> Dict[str, Tuple[int, ...]]:
+    """The tensor shapes a (checked: :func:`_table`) safetensors header records, in its order."""
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def _shape_problems(got: Mapping[str, Tuple[int, ...]], want: Mapping[str, Tuple[int, ...]]) -> List[str]:
+    problems = []
+    for name, shape in want.items():
+        if name not in got:
+            problems.append(f"missing {name}")
+        elif got[name] != shape:
+            problems.append(f"{name} has shape {list(got[name])}, want {list(shape)}")
+    problems += [f"unexpected {name}" for name in got if name not in want]
+    return problems
 
 
 def check_state_dict(
@@ -333,27 +399,40 @@ def check_state_dict(
 ) -> List[str]:
     """What keeps ``state_dict`` from loading strictly into ``model``: missing and unexpected
     names and wrong shapes, one message each (empty when it fits)."""
-    want = model.state_dict()
-    problems = []
-    for name, t in want.items():
-        if name not in state_dict:
-            problems.append(f"missing {name}")
-            continue
-        got = tuple(getattr(state_dict[name], "shape", ()))
-        if got != tuple(t.shape):
-            problems.append(f"{name} has shape {list(got)}, want {list(t.shape)}")
-    for name in state_dict:
-        if name not in want:
-            problems.append(f"unexpected {name}")
-    return problems
+    return _shape_problems({k: tuple(getattr(v, "shape", ())) for k, v in state_dict.items()},
+                           {k: tuple(t.shape) for k, t in model.state_dict().items()})
+
+
+def _model_shapes(config: Mapping[str, int], where: str) -> Dict[str, Tuple[int, ...]]:
+    """The state_dict names and shapes of a model of ``config``, in order, from a model built on
+    the meta device (no weights allocated)."""
+    try:
+        with torch.device("meta"):
+            model = ProjectorWithResiduals.from_config(config)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return {k: tuple(t.shape) for k, t in model.state_dict().items()}
+
+
+def _check_finite(sd: Mapping[str, torch.Tensor], names: Iterable[str], where: str) -> None:
+    """Refuses NaN or infinite weights (as float32: a float64 beyond its range is infinite
+    there), naming the first as the Go side does (NonFiniteError): such a model's every output
+    is NaN."""
+    for name in names:
+        v = sd[name]
+        if not torch.is_floating_point(v):
+            continue  # (refused as not floating point by the caller)
+        bad = torch.nonzero(~torch.isfinite(v.to(torch.float32).reshape(-1)))
+        if len(bad):
+            i = int(bad[0])
+            x = float(v.reshape(-1)[i].to(torch.float32))
+            value = "NaN" if x != x else ("+Inf" if x > 0 else "-Inf")
+            raise CheckpointError(f"{where}: {name}[{i}] is {value}: the model's weights must be finite numbers "
+                                  "(a run that diverged leaves NaN weights; use an earlier checkpoint)")
 
 
 def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], where: str) -> None:
-    problems = check_state_dict(sd, model)
-    if problems:
-        raise CheckpointError(
-            f"{where}: not a ProjectorWithResiduals of shape {model.config}: " + "; ".join(problems)
-        )
+    """Loads ``sd`` (its names and shapes checked by :func:`load_state_dict`) into ``model``."""
     bad = [k for k, v in sd.items() if not torch.is_floating_point(v)]
     if bad:
         raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not floating point")
@@ -365,23 +444,29 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     (after :func:`resolve`).
 
     The header is read and checked first (a file that is not safetensors, is not a model file,
-    or whose size is not the header's 8 + N + data exactly is refused having read no more than
-    the header); then the data is read once, and the tensors' SHA-256, when the metadata records
-    one (:data:`SHA256_KEY`), is checked on the very bytes the tensors are then made from."""
+    whose config is beyond what dinoclip handles, whose tensor names and shapes do not fit it, or
+    whose size is not the header's 8 + N + data exactly is refused having read no more than the
+    header); then the data is read once, and the tensors' SHA-256, when the metadata records one
+    (:data:`SHA256_KEY`), is checked on the very bytes the tensors are then made from. NaN or
+    infinite weights are refused."""
     import safetensors.torch
 
     p = resolve(path)
-    with open(p, "rb") as f:
+    with open_regular(p) as f:  # (a named pipe would block)
         header, data_start, table = _parse_header(f, p)  # clear errors for what is not safetensors at all
         raw_meta = header.get("__metadata__") or {}
         meta = _metadata(header)
-        fmt = meta.get("format")
-        if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
-            raise CheckpointError(f"{p}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
-                                  "(an optimizer or float64 state, or a newer dinoclip's format)")
-        for key in ("step", "epoch"):
-            if key in meta and not (meta[key].isascii() and meta[key].isdigit()):
-                raise CheckpointError(f"{p}: metadata {key} {meta[key]!r} is not a count (a tampered file?)")
+        _check_meta(meta, p)
+        shapes = _shapes(header)
+        config = _config(meta, shapes, p)
+        # A corrupt config must not lay out millions of blocks before the file is found not to hold them.
+        if config["num_residual_blocks"] > len(shapes) // _TENSORS_PER_BLOCK:
+            raise CheckpointError(f"{p}: the config has {config['num_residual_blocks']} residual blocks, but the "
+                                  f"file holds only {len(shapes)} tensors")
+        want = _model_shapes(config, p)
+        problems = _shape_problems(shapes, want)
+        if problems:
+            raise CheckpointError(f"{p}: not a ProjectorWithResiduals of shape {config}: " + "; ".join(problems))
         size = data_start + (table[-1][4] if table else 0)
         actual = os.fstat(f.fileno()).st_size
         if actual != size:
@@ -404,13 +489,7 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         sd = safetensors.torch.load(raw)
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{p}: {e}") from None
-    if "config" in meta:
-        config = _parse_config(meta["config"], p)
-    else:
-        try:
-            config = infer_config({k: v.shape for k, v in sd.items()})
-        except CheckpointError as e:
-            raise CheckpointError(f"{p}: {e}") from None
+    _check_finite(sd, want, p)
     # keep the header's order (state_dict order in files dinoclip writes)
     order = [k for k in header if k != "__metadata__"]
     sd = {k: sd[k] for k in order if k in sd}
@@ -426,10 +505,7 @@ def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Proj
     """
     sd, meta, config = load_state_dict(path)
     p = resolve(path)
-    try:
-        model = ProjectorWithResiduals.from_config(config)
-    except ValueError as e:
-        raise CheckpointError(f"{p}: {e}") from None
+    model = ProjectorWithResiduals.from_config(config)  # (a config load_state_dict has checked)
     _load_into(model, sd, p)
     model.metadata = meta
     model.source_path = p
@@ -614,22 +690,13 @@ def destination(path: str) -> str:
             # relative to the link's (resolved) directory, its ".." resolved by the next round
             path = os.path.join(os.path.dirname(path), os.readlink(path))
         elif not stat.S_ISREG(st.st_mode):
-            raise FileExistsError(errno.EEXIST, f"it is {_kind(st.st_mode)}, not a regular file; refusing to "
+            raise FileExistsError(errno.EEXIST, f"it is {file_kind(st.st_mode)}, not a regular file; refusing to "
                                                 "replace it", path)
         elif not st.st_mode & stat.S_IWUSR:
             raise PermissionError(errno.EACCES, "the file is read-only; refusing to replace it", path)
         else:
             return path
     raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-
-
-def _kind(mode: int) -> str:
-    """The type of a file, for an error ("a directory")."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
-                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "a special file"
 
 
 def same_file(a: str, b: str) -> bool:
@@ -714,6 +781,9 @@ def save_state_dict(
     meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
     meta["format"] = MODEL_FORMAT
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
+    # what load (and the Go side) would refuse is not written
+    _check_meta(meta, path)
+    _check_finite(state_dict, state_dict, path)
     arrays = []
     for name, t in state_dict.items():
         a = t.detach().to("cpu", torch.float32).contiguous().numpy()

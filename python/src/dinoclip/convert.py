@@ -9,8 +9,9 @@ names and shapes (docs/FORMAT.md). Both ways::
 
 ``to-dinoclip`` reads a ``.pt`` holding a state_dict, or a dict wrapping one under
 ``state_dict`` / ``model_state_dict``, with ``torch.load(weights_only=True)`` (no pickled code is
-run); the model's shape is inferred from the tensors, and every name and shape is checked as
-``load_state_dict(strict=True)`` would. OUT is a ``.safetensors`` file, or a checkpoint directory
+run), its zip members' CRCs checked first; a safetensors file is read as a model file is (its
+recorded SHA-256 verified). The model's shape is inferred from the tensors, and every name and
+shape is checked as ``load_state_dict(strict=True)`` would. OUT is a ``.safetensors`` file, or a checkpoint directory
 to write ``model.safetensors`` into. ``to-torch`` reads a dinoclip model file, checkpoint
 directory or run directory (its best checkpoint, else its last) and writes a plain state_dict
 that loads into the original class. Both write atomically; ``to-dinoclip`` does not write into a
@@ -21,13 +22,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import struct
 import sys
+import warnings
+import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
 import torch
 
 from . import checkpoint
+from ._files import open_regular
 from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, RUN_FILE, oserror_message
 from .model import ProjectorWithResiduals
 
@@ -89,21 +95,44 @@ def _unpickling_detail(e: Exception) -> str:
     return type(e).__name__
 
 
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` (its first 9 bytes) is laid out as
+    a safetensors file: an 8-byte header length that fits the file, then a JSON object."""
+    return len(head) == 9 and head[8:] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8
+
+
 def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The state_dict in a ``.pt`` file, loaded with ``weights_only=True``.
 
     Accepts a plain state_dict or one nested under ``state_dict`` / ``model_state_dict``. A
     ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix shared by every key is
-    removed.
+    removed. A safetensors file (which torch.load reads too, but without its checks) is read as
+    :func:`checkpoint.load_state_dict` reads a model file: its recorded SHA-256 verified. A zip
+    archive (torch.save's format) whose members fail their CRC check is refused: torch.load does
+    not check them, and a flipped bit would be converted and stamped with a new SHA-256.
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # unpickling errors of several types
-        raise ConversionError(f"{path}: not a PyTorch checkpoint that torch.load(weights_only=True) reads "
-                              f"({_unpickling_detail(e)}); a checkpoint holding objects besides tensors must "
-                              "be saved again as a plain state_dict") from None
+    with open_regular(path) as f:  # (a named pipe would block)
+        head = f.read(9)
+        if _is_safetensors(head, os.fstat(f.fileno()).st_size):
+            return checkpoint.load_state_dict(path)[0]
+        f.seek(0)
+        if head.startswith(b"PK\x03\x04"):
+            try:
+                bad = zipfile.ZipFile(f).testzip()
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                raise ConversionError(f"{path}: a damaged zip archive ({e}): the file is corrupt") from None
+            if bad is not None:
+                raise ConversionError(f"{path}: {bad} fails its CRC check: the file is corrupt")
+            f.seek(0)
+        try:
+            with warnings.catch_warnings():
+                # (torch warns of a pickle protocol it may not read: its error, if any, follows in one line)
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling errors of several types
+            raise ConversionError(f"{path}: not a PyTorch checkpoint that torch.load(weights_only=True) reads "
+                                  f"({_unpickling_detail(e)}); a checkpoint holding objects besides tensors "
+                                  "must be saved again as a plain state_dict") from None
     sd = OrderedDict(_unwrap(obj, path))
     for prefix in ("module.", "_orig_mod."):
         if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):

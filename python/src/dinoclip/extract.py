@@ -27,7 +27,8 @@ Subcommands (``python -m dinoclip.extract SUBCOMMAND --help`` for each)::
 
 Every .npy file is written to a temporary name (``.NAME.tmp-*``) and renamed into place. A run can
 be stopped and started again: an output shard whose two files exist (an evaluation set whose five
-files exist) is skipped. Models load by Hugging Face name or local directory (``--dinov2``,
+files exist) is skipped; one made with other settings (recorded in extract.json, eval.json) is
+refused. Models load by Hugging Face name or local directory (``--dinov2``,
 ``--clip``). Images that cannot be decoded are left out of training shards (and reported); in an
 evaluation set they are an error.
 """
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 
 from . import encoders
+from ._files import file_kind, open_regular
 from ._progress import progress
 from .checkpoint import destination, exit_on_sigterm, oserror_message, same_file
 from .npyio import embedding_dtype, save_npy
@@ -90,33 +92,6 @@ def _log(msg: str) -> None:
 # image sources
 
 
-def _file_kind(mode: int) -> str:
-    """What a file that is not a regular file is, for a message."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _open_regular(path: str):
-    """``path`` opened for binary reading if it is a regular file (a link to one included),
-    else an OSError saying what it is. Opening a named pipe would block until something writes
-    to it: it is opened non-blocking, and refused by what it is, never read."""
-    nonblock = getattr(os, "O_NONBLOCK", 0)  # (Windows has no named pipes to block on here)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblock)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{path}: {_file_kind(mode)}, not a regular file")
-        if nonblock:
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _log_irregular(where: str, irregular: Sequence[str]) -> None:
     """Reports the entries of a directory listing that were left out for not being regular
     files (named pipes, devices, directories, broken links): reading one would block or fail."""
@@ -127,7 +102,7 @@ def _log_irregular(where: str, irregular: Sequence[str]) -> None:
 def _open_path(path: str):
     from PIL import Image
 
-    with _open_regular(path) as f:
+    with open_regular(path) as f:
         img = Image.open(f)
         img.load()
     return img
@@ -409,7 +384,7 @@ def index_tar(path: str, need_captions: bool = True) -> TarIndex:
     """The samples of a webdataset tar as img2dataset writes it: ``KEY.jpg`` (or png/webp) with
     ``KEY.txt`` (and ``KEY.json``, unused), in the order their keys first appear."""
     try:
-        fh = _open_regular(path)  # not a named pipe, device or directory
+        fh = open_regular(path)  # not a named pipe, device or directory
     except OSError as e:
         raise ExtractError(f"{oserror_message(e)}; output shard {_tar_name(path)} is not written") from None
     with fh:
@@ -601,34 +576,43 @@ def _model_id(name: str) -> str:
     return os.path.realpath(name) if os.path.isdir(name) else name
 
 
+def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str, remedy: str) -> bool:
+    """Refuses ``settings`` that differ, in a key of ``compared`` that both hold, from those the
+    JSON file ``out/name`` records of how ``what`` in ``out`` was made (``remedy``: what else to
+    do than use another --out); whether that file exists."""
+    path = os.path.join(out, name)
+    if not os.path.isfile(path):
+        return False
+    # Read as empty, a damaged file would let any settings resume into (or skip) what it describes.
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise ExtractError(f"{path} is unreadable ({e}): it records how {out} was made; "
+                           f"use another --out, or delete {out} to start over") from None
+    # files written before models were recorded by real path hold them as given
+    old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else v for k, v in old.items()}
+    diff = [k for k in compared if k in settings and k in old and old[k] != settings[k]]
+    if diff:
+        changes = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
+        raise ExtractError(f"{out} holds {what} extracted with other settings ({changes}); "
+                           f"use another --out, or {remedy}")
+    return True
+
+
 def _check_manifest(out: str, settings: dict, write: bool) -> None:
     """extract.json records how the shards in ``out`` were made; shards made differently
     (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
     as done."""
-    path = os.path.join(out, MANIFEST)
-    if os.path.isfile(path):
-        # Read as empty, a damaged file would let any settings resume into these shards.
-        try:
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
-            if not isinstance(old, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
-            raise ExtractError(f"{path} is unreadable ({e}): it records how the shards in {out} were "
-                               f"made; use another --out, or delete {out} to start over") from None
-        # extract.json files written before models were recorded by real path hold them as given
-        old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else v for k, v in old.items()}
-        diff = [k for k in _COMPARED if k in settings and k in old and old[k] != settings[k]]
-        if diff:
-            what = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
-            raise ExtractError(f"{out} holds shards extracted with other settings ({what}); "
-                               f"use another --out, or the same settings to resume")
+    if _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume"):
         return
     if write:
         from .checkpoint import write_atomic
 
         text = json.dumps(settings, indent=2) + "\n"
-        write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+        write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
 
 
 def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0) -> None:
@@ -733,7 +717,7 @@ def _expand_tars(inputs: Sequence[str]) -> List[str]:
         elif stat.S_ISREG(mode):
             tars.append(p)
         else:
-            raise ExtractError(f"{p}: {_file_kind(mode)}, not a tar file or a directory of them")
+            raise ExtractError(f"{p}: {file_kind(mode)}, not a tar file or a directory of them")
     return tars
 
 
@@ -782,8 +766,22 @@ def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback:
     return f"{base}-{n // 1000}k" if n % 1000 == 0 and n > 0 else f"{base}-{n}"
 
 
+# What eval.json records of how an evaluation set was made (its counts follow from these).
+_EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", "dtype")
+
+
 def cmd_eval(args, kind: str) -> int:
+    # as eval.json records them (the name only when given: by default it follows from the json)
+    settings = {"source": f"{os.path.basename(args.karpathy)} split {args.split}",
+                "karpathy": os.path.abspath(args.karpathy), "image_root": os.path.abspath(args.images),
+                "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip),
+                "dtype": "float16" if args.float16 else "float32"}
+    if args.name:
+        settings["name"] = args.name
     if all(os.path.isfile(os.path.join(args.out, f)) for f in EVAL_FILES):
+        # made from other inputs, models or dtype, it is another set, not this one done
+        _check_recorded(args.out, "eval.json", settings, _EVAL_COMPARED, "an evaluation set",
+                        f"delete {args.out} to redo it")
         _log(f"{args.out}: evaluation set already complete; skipping (delete it to redo)")
         return 0
     paths, captions, cap_image, dataset = read_karpathy(args.karpathy, args.images, args.split)
@@ -807,15 +805,7 @@ def cmd_eval(args, kind: str) -> int:
     save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
     save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
     save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
-    info = {
-        "name": name,
-        "source": f"{os.path.basename(args.karpathy)} split {args.split}",
-        "images": len(paths),
-        "captions": len(captions),
-        "dinov2": args.dinov2,
-        "clip": args.clip,
-        "dtype": "float16" if args.float16 else "float32",
-    }
+    info = {"name": name, "images": len(paths), "captions": len(captions), **settings}
     from .checkpoint import write_atomic
 
     text_json = json.dumps(info, indent=2) + "\n"
@@ -953,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default test) in the json's order, and all their captions (the 'raw' sentences).\n"
                         f"Writes images.dino.npy, images.clip.npy, captions.clip.npy, captions.image.npy (int64)\n"
                         f"and eval.json, whose name defaults to {example}. A directory holding all five is\n"
-                        f"skipped.",
+                        f"skipped, and refused if its eval.json records other inputs, models or dtype.",
         )
         p.add_argument("--karpathy", required=True, metavar="JSON", help=f"the Karpathy split file ({dataset_json})")
         p.add_argument("--images", required=True, metavar="ROOT", help=images_help)

@@ -716,7 +716,7 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
 
 
-def test_missing_folder_is_not_taken_for_a_model_name(tmp_path):
+def test_missing_folder_is_not_taken_for_a_model_name(tmp_path, monkeypatch):
     """A path that can only be a folder, and is not one, is refused before transformers is asked
     (which would take it for a model's name on the Hugging Face hub); ``owner/name`` is still
     passed on, as it may name either."""
@@ -732,6 +732,9 @@ def test_missing_folder_is_not_taken_for_a_model_name(tmp_path):
         encoders._from_pretrained(load, "owner/name", "CLIP", "--clip")
     assert "asked transformers for owner/name" in str(e.value)
     assert encoders._from_pretrained(lambda name: name, str(tmp_path), "CLIP", "--clip") == str(tmp_path)
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert encoders._from_pretrained(lambda name: name, "~/models", "CLIP", "--clip") == str(tmp_path / "models")
 
 
 # ---------------------------------------------------------------------------

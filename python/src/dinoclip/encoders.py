@@ -63,6 +63,8 @@ def _from_pretrained(load, name_or_path: str, what: str, flag: str):
     """``load(name_or_path)``, with the failure to find or fetch the files as ModelUnavailable.
     A folder that is not there is reported at once: transformers would take its path for a
     model's name and try the network first (minutes, where the network is slow or filtered)."""
+    # ~ as a shell expands it (a quoted path, a config file's): transformers would not
+    name_or_path = os.path.expanduser(name_or_path)
     if _names_a_folder(name_or_path) and not os.path.isdir(name_or_path):
         raise ModelUnavailable(
             f"could not load the {what} model {name_or_path!r} (no such folder); "

@@ -18,7 +18,7 @@ const Schema = "dinoclip-bench/1"
 // Status of a section or measurement.
 const (
 	Measured   = "measured"
-	Unmeasured = "unmeasured" // wanted, but this engine or machine cannot provide it
+	Unmeasured = "unmeasured" // wanted, but not measured: the engine or machine cannot provide it, or the run failed there or stopped before it (the reason says which)
 	Skipped    = "skipped"    // turned off by the caller
 )
 

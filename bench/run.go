@@ -58,7 +58,10 @@ type RunOptions struct {
 }
 
 // Run measures what o asks for with engines from newEngine and returns the
-// report. Engines are built one case at a time and closed after it.
+// report. Engines are built one case at a time and closed after it. A
+// measurement that fails stops the run: the report of what was measured
+// is returned with the error, its sections saying which failed and which
+// were not reached.
 func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, error) {
 	if len(o.Cases) == 0 {
 		return nil, fmt.Errorf("bench: no model shapes to measure")

@@ -709,10 +709,12 @@ func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
 		list, read := lists[s]
 		if !read {
 			sh := ix.Manifest.Shards[s]
-			if err := plainFile(ix.Dir, sh.Images); err != nil {
+			f, err := atomicfile.OpenRegular(filepath.Join(ix.Dir, sh.Images), os.O_RDONLY, 0)
+			if err != nil {
 				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
 			}
-			b, err := os.ReadFile(filepath.Join(ix.Dir, sh.Images))
+			b, err := io.ReadAll(f)
+			f.Close()
 			if err != nil {
 				return nil, false, fmt.Errorf("index %s: %w", ix.Dir, err)
 			}

@@ -115,8 +115,8 @@ func lockHolder(path string) string {
 }
 
 // checkUnlocked returns a *LockedError when another process holds dir's
-// lock, without taking it or creating anything (and checkRunFile's error
-// for a lock that is not a regular file).
+// lock, without taking it or creating anything (and runFileError for a
+// lock that is not a regular file).
 func checkUnlocked(dir string) error {
 	path := filepath.Join(dir, LockFile)
 	f, err := atomicfile.OpenRegular(path, os.O_RDONLY, 0)
@@ -179,7 +179,7 @@ func runFileError(path, kind string) error {
 
 // openRunFile opens the run directory's file at path with flag (without
 // O_CREATE or O_TRUNC), creating it when it does not exist, and refuses it
-// when it is not a regular file (checkRunFile), also one put in its place
+// when it is not a regular file (runFileError), also one put in its place
 // while it is opened (atomicfile.OpenRegular).
 func openRunFile(path string, flag int) (*os.File, error) {
 	f, err := atomicfile.OpenRegular(path, flag|os.O_CREATE, 0o644)

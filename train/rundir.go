@@ -146,10 +146,12 @@ type EvalRef struct {
 func ReadRunInfo(dir string) (RunInfo, error) {
 	path := filepath.Join(dir, RunFile)
 	var info RunInfo
-	if err := checkRunFile(path); err != nil {
-		return info, err
+	// Through a link too (a run kept in git-annex or DVC, read by info or
+	// eval); the commands that write a run refuse links (checkRunDirFiles).
+	b, err := atomicfile.ReadRegular(path)
+	if nr := (*atomicfile.NotRegularError)(nil); errors.As(err, &nr) {
+		return info, runFileError(path, nr.Kind)
 	}
-	b, err := os.ReadFile(path)
 	if err != nil {
 		return info, fmt.Errorf("run directory %s: %w", dir, err)
 	}

@@ -231,15 +231,11 @@ func infoSynthOut(w io.Writer, dir string) error {
 func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 // isNPY reports whether the file at path starts with the .npy magic.
-// Only a regular file is opened (OpenRegular): opening a named pipe waits
-// for a writer, forever; anything else is judged by its name (and npy.Open
-// and the model readers refuse what is not a regular file).
+// Only a regular file is read (OpenToRead: opening a named pipe would wait
+// for a writer, forever); anything else is judged by its name (and
+// npy.Open and the model readers refuse what is not a regular file).
 func isNPY(path string) bool {
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return strings.HasSuffix(path, ".npy")
-	}
-	f, err := atomicfile.OpenRegular(real, os.O_RDONLY, 0)
+	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
 		return strings.HasSuffix(path, ".npy")
 	}

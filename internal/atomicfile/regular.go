@@ -64,21 +64,33 @@ func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
 	}
 }
 
-// ReadRegular reads the file at path, following links, when it is a
-// regular file; anything else is a *NotRegularError, found without waiting
-// (a named pipe is opened without waiting for a writer, then refused).
-func ReadRegular(path string) ([]byte, error) {
+// OpenToRead opens the file at path for reading, following links, when it
+// is a regular file; anything else is a *NotRegularError, found without
+// waiting (a named pipe is opened without waiting for a writer, then
+// refused by what the open file is, so none can be swapped in between).
+func OpenToRead(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
+		f.Close()
 		return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
 	}
+	return f, nil
+}
+
+// ReadRegular reads the file at path as OpenToRead opens it.
+func ReadRegular(path string) ([]byte, error) {
+	f, err := OpenToRead(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
 	return io.ReadAll(f)
 }

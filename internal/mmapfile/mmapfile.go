@@ -5,25 +5,23 @@ package mmapfile
 import (
 	"fmt"
 	"math"
-	"os"
 
 	"github.com/edsrzf/mmap-go"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
 
 // Map memory-maps the regular file at path read-only. check is called with
 // the file's size before anything is mapped, so the caller can refuse a
 // file too short to be valid (mmap cannot map an empty file at all).
 //
-// Errors name path, except those of os.Open and Stat, which already do;
+// Errors name path, except those of the open and Stat, which already do
+// (anything but a regular file is an atomicfile.NotRegularError);
 // check's error is wrapped, so errors.Is sees through it. The mapping
 // outlives the file descriptor, which Map closes: release it with Unmap.
 func Map(path string, check func(size int64) error) (mmap.MMap, error) {
-	// Checked before the open too: opening a named pipe for reading waits
-	// for a writer, forever.
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	f, err := os.Open(path)
+	// (Opening a named pipe for reading would wait for a writer, forever.)
+	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
 		return nil, err
 	}
@@ -31,9 +29,6 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	if err := check(st.Size()); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

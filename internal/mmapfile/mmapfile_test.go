@@ -31,7 +31,7 @@ func TestMapErrors(t *testing.T) {
 	if _, err := Map(filepath.Join(dir, "nope"), accept); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
-	if _, err := Map(dir, accept); err == nil || err.Error() != dir+": not a regular file" {
+	if _, err := Map(dir, accept); err == nil || err.Error() != dir+" is a directory, not a regular file" {
 		t.Errorf("directory: %v", err)
 	}
 	p := filepath.Join(dir, "empty")

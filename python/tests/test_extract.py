@@ -832,3 +832,13 @@ def test_texts_refuses_to_replace_its_input(tmp_path, capfd):
         assert capfd.readouterr().err == (f"dinoclip.extract: --out {out} is the input file {src}: write the "
                                           "embeddings to another file\n")
     assert src.read_text(encoding="utf-8") == "a dog\n"
+
+
+def test_model_id_expands_home(tmp_path, monkeypatch):
+    """A folder named with ~ (quoted, or from a config) is recorded by its real path, as the
+    same folder named otherwise is: a rerun does not take it for other settings."""
+    (tmp_path / "models" / "clip").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    real = os.path.realpath(tmp_path / "models" / "clip")
+    assert extract._model_id("~/models/clip") == extract._model_id(str(tmp_path / "models" / "clip")) == real
+    assert extract._model_id("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"

@@ -19,12 +19,16 @@ class NotRegularFileError(OSError):
     """:func:`open_regular`'s refusal of what is not a regular file."""
 
 
-def open_regular(path: str):
-    """``path`` opened for binary reading if it is a regular file (a link to one included),
-    else an OSError saying what it is. Opening a named pipe would block until something writes
-    to it: it is opened non-blocking, and refused by what it is, never read."""
+def open_regular(path: str, follow: bool = True):
+    """``path`` opened for binary reading if it is a regular file (a link to one included, unless
+    not ``follow``: then a link is an OSError), else an OSError saying what it is. Opening a named
+    pipe would block until something writes to it: it is opened non-blocking, and refused by what
+    it is, never read."""
     nonblock = getattr(os, "O_NONBLOCK", 0)  # (Windows has no named pipes to block on here)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblock)
+    nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
+    if not follow and not nofollow and os.path.islink(path):  # (no O_NOFOLLOW: Windows)
+        raise NotRegularFileError(f"{path}: a symbolic link, not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblock | nofollow)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -360,13 +360,19 @@ def _config(meta: Mapping[str, str], shapes: Mapping[str, Iterable[int]], where:
             c = infer_config(shapes)
         except CheckpointError as e:
             raise CheckpointError(f"{where}: {e}") from None
+    _check_size(c, where)
+    return c
+
+
+def _check_size(c: Mapping[str, int], where: str) -> None:
+    """Refuses a config of more than :data:`MAX_WEIGHTS` weights (as the Go side's
+    nn.Config.Validate does), before anything of that size is built or read."""
     i, h, o, b = (c[k] for k in CONFIG_KEYS)
     # exact in Python's integers; a negative dimension is left to the model's own check
     weights = i * h + b * 2 * h * h + h * (h // 2) + (h // 2) * o
     if weights > MAX_WEIGHTS:
         raise CheckpointError(f"{where}: {i} -> {h} x {b} residual blocks -> {h // 2} -> {o} has "
                               f"{float(weights):.3g} weights, more than the {MAX_WEIGHTS} dinoclip handles")
-    return c
 
 
 def read_config(path: PathLike) -> Dict[str, int]:
@@ -431,11 +437,16 @@ def _check_finite(sd: Mapping[str, torch.Tensor], names: Iterable[str], where: s
                                   "(a run that diverged leaves NaN weights; use an earlier checkpoint)")
 
 
-def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], where: str) -> None:
-    """Loads ``sd`` (its names and shapes checked by :func:`load_state_dict`) into ``model``."""
+def _check_float(sd: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuses tensors that are not floating point (an integer tensor is no weight)."""
     bad = [k for k, v in sd.items() if not torch.is_floating_point(v)]
     if bad:
         raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not floating point")
+
+
+def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], where: str) -> None:
+    """Loads ``sd`` (its names and shapes checked by :func:`load_state_dict`) into ``model``."""
+    _check_float(sd, where)
     model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
 
 
@@ -738,8 +749,10 @@ def write_atomic(path: str, write) -> None:
     file: readers see the old file or the whole new one, never a part. A new file gets mode
     0666 less the umask; a replaced one keeps its mode. What an earlier writer of the file,
     killed, left is removed first (:func:`_sweep_stale`); the temporary is removed when the
-    write fails or is interrupted (KeyboardInterrupt, SystemExit). An OSError (``path`` under a
-    regular file, no space, no permission) names ``path``."""
+    write fails or is interrupted (KeyboardInterrupt, SystemExit). A destination that is not a
+    regular file (a device, a named pipe, a directory) or is read-only is refused
+    (:func:`destination`, naming it); another OSError (``path`` under a regular file, no space,
+    no permission) names ``path``."""
     dst = destination(path)
     d, base = os.path.split(dst)
     try:
@@ -781,7 +794,7 @@ def save_state_dict(
     meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
     meta["format"] = MODEL_FORMAT
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
-    # what load (and the Go side) would refuse is not written
+    # metadata and weights that load (and the Go side) would refuse are not written
     _check_meta(meta, path)
     _check_finite(state_dict, state_dict, path)
     arrays = []

@@ -167,31 +167,21 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
         config = checkpoint.infer_config({k: v.shape for k, v in sd.items()})
     except CheckpointError as e:
         raise ConversionError(f"{where}: {e}; keys: {', '.join(list(sd)[:6])}{', ...' if len(sd) > 6 else ''}") from None
-    try:
-        # on the meta device: the names and shapes to check, without allocating the weights
-        with torch.device("meta"):
-            shapes = ProjectorWithResiduals.from_config(config)
-    except ValueError as e:
-        raise ConversionError(f"{where}: {e}") from None
-    problems = checkpoint.check_state_dict(sd, shapes)
+    # The checks a model file's tensors get (checkpoint.load_state_dict): its size, then its
+    # names and shapes against a model built on the meta device (no weights allocated), its
+    # dtypes, and finite values (as float32: a float64 beyond its range is infinite there).
+    checkpoint._check_size(config, where)
+    problems = checkpoint._shape_problems({k: tuple(v.shape) for k, v in sd.items()},
+                                          checkpoint._model_shapes(config, where))
     if problems:
         raise ConversionError(
             f"{where}: not a ProjectorWithResiduals state_dict (shape inferred as {config}): "
             + "; ".join(problems)
         )
-    nonfloat = [k for k, v in sd.items() if not torch.is_floating_point(v)]
-    if nonfloat:
-        raise ConversionError(f"{where}: tensors {', '.join(nonfloat)} are not floating point")
-    # after the cast: a float64 value beyond float32's range becomes Inf
-    sd32 = {k: v.to(torch.float32) for k, v in sd.items()}
-    for k, v in sd32.items():
-        bad = torch.nonzero(~torch.isfinite(v))
-        if len(bad):
-            i = bad[0].tolist()
-            raise ConversionError(f"{where}: {k} holds NaN or Inf as float32 at index {i} "
-                                  f"(stored value {sd[k][tuple(i)].item()!r})")
+    checkpoint._check_float(sd, where)
+    checkpoint._check_finite(sd, sd, where)
     model = ProjectorWithResiduals.from_config(config)
-    model.load_state_dict(sd32, strict=True)
+    checkpoint._load_into(model, sd, where)
     return model
 
 
@@ -222,14 +212,12 @@ def _is_index(d: str) -> bool:
     """Whether ``d`` is a ``dinoclip index`` directory, as the Go side judges it: its manifest.json
     names the index format (in its first 4 KiB), or ``dinoclip index`` holds its ``.lock``
     (appending, before its first manifest; docs/FORMAT.md)."""
-    manifest = os.path.join(d, INDEX_MANIFEST)
-    if os.path.isfile(manifest) and not os.path.islink(manifest):  # (before opening: a FIFO would block)
-        try:
-            with open(manifest, "rb") as f:
-                if f'"{INDEX_FORMAT_PREFIX}'.encode() in f.read(4096):
-                    return True
-        except OSError:
-            pass
+    try:
+        with open_regular(os.path.join(d, INDEX_MANIFEST), follow=False) as f:  # (a FIFO would block)
+            if f'"{INDEX_FORMAT_PREFIX}'.encode() in f.read(4096):
+                return True
+    except OSError:
+        pass
     return _index_appending(d)
 
 
@@ -237,21 +225,20 @@ def _index_appending(d: str) -> bool:
     """Whether a process holds the flock of ``d``'s index lock file. On POSIX only: Python has no
     flock on Windows, where the Go writer's lock (LockFileEx) is not seen, and an index whose first
     append is under way (no manifest yet) is not recognised there."""
-    lock = os.path.join(d, INDEX_LOCK)
-    if checkpoint.fcntl is None or os.path.islink(lock) or not os.path.isfile(lock):
+    if checkpoint.fcntl is None:
         return False
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        f = open_regular(os.path.join(d, INDEX_LOCK), follow=False)
     except OSError:
         return False
     try:
-        checkpoint.fcntl.flock(fd, checkpoint.fcntl.LOCK_SH | checkpoint.fcntl.LOCK_NB)
+        checkpoint.fcntl.flock(f.fileno(), checkpoint.fcntl.LOCK_SH | checkpoint.fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
         return False
     finally:
-        os.close(fd)  # (releases the shared lock if it was taken)
+        f.close()  # (releases the shared lock if it was taken)
     return False
 
 

@@ -570,10 +570,11 @@ _COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "flo
 
 
 def _model_id(name: str) -> str:
-    """A model as extract.json records it: a local directory by its real path (so that
-    ``models/x``, ``models/x/`` and the same folder from another working directory agree), a
-    Hugging Face name as it is."""
-    return os.path.realpath(name) if os.path.isdir(name) else name
+    """A model as extract.json and eval.json record it: a local directory by its real path (so
+    that ``models/x``, ``models/x/``, ``~/models/x`` and the same folder from another working
+    directory agree, ``~`` expanded as encoders does), a Hugging Face name as it is."""
+    path = os.path.expanduser(name)
+    return os.path.realpath(path) if os.path.isdir(path) else name
 
 
 def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str, remedy: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dinoclip import checkpoint
+from dinoclip import _files, checkpoint
 from dinoclip._files import open_regular
 from dinoclip.checkpoint import CheckpointError
 from dinoclip.model import ProjectorWithResiduals
@@ -186,7 +186,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        checkpoint.write_atomic(str(p), boom)
+        _files.write_atomic(str(p), boom)
     assert p.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f.bin"]
 
@@ -203,15 +203,15 @@ def test_atomic_write_errors_name_the_path(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OSError) as e:
-        checkpoint.write_atomic(str(p), full)
+        _files.write_atomic(str(p), full)
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(p)
-    assert checkpoint.oserror_message(e.value) == f"{p}: cannot write it: No space left on device"
+    assert _files.oserror_message(e.value) == f"{p}: cannot write it: No space left on device"
     assert os.listdir(tmp_path) == []
     (tmp_path / "afile").write_text("x")
     under = tmp_path / "afile" / "sub" / "m.bin"
     with pytest.raises(NotADirectoryError) as e:
-        checkpoint.write_atomic(str(under), lambda f: f.write(b"x"))
-    assert checkpoint.oserror_message(e.value) == f"{under}: cannot write it: Not a directory"
+        _files.write_atomic(str(under), lambda f: f.write(b"x"))
+    assert _files.oserror_message(e.value) == f"{under}: cannot write it: Not a directory"
 
 
 def test_default_model_file_size(tmp_path):
@@ -242,10 +242,10 @@ def test_atomic_write_temporary_and_mode(tmp_path):
                 fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         f.write(b"data")
 
-    checkpoint.write_atomic(str(path), write)
+    _files.write_atomic(str(path), write)
     assert re.fullmatch(r"\.x\.bin\.tmp-[0-9]+", seen[0]), seen
     os.chmod(path, 0o600)
-    checkpoint.write_atomic(str(path), lambda f: f.write(b"more"))
+    _files.write_atomic(str(path), lambda f: f.write(b"more"))
     assert path.read_bytes() == b"more" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["x.bin"]
 
@@ -542,7 +542,7 @@ def test_atomic_write_goes_through_links_and_refuses_what_it_cannot_replace(tmp_
     (tmp_path / "real").mkdir()
     os.symlink("real/target.bin", tmp_path / "hop")
     os.symlink("hop", tmp_path / "out.bin")
-    checkpoint.write_atomic(str(tmp_path / "out.bin"), lambda f: f.write(b"new"))
+    _files.write_atomic(str(tmp_path / "out.bin"), lambda f: f.write(b"new"))
     assert os.readlink(tmp_path / "out.bin") == "hop" and os.readlink(tmp_path / "hop") == "real/target.bin"
     assert (tmp_path / "real" / "target.bin").read_bytes() == b"new"
     assert sorted(os.listdir(tmp_path / "real")) == ["target.bin"]
@@ -561,8 +561,8 @@ def test_atomic_write_goes_through_links_and_refuses_what_it_cannot_replace(tmp_
         os.symlink(name, tmp_path / f"to-{name}")
         for p in (tmp_path / name, tmp_path / f"to-{name}"):
             with pytest.raises(OSError) as e:
-                checkpoint.write_atomic(str(p), lambda f: f.write(b"x"))
-            assert checkpoint.oserror_message(e.value) == f"{tmp_path / name}: {why}"
+                _files.write_atomic(str(p), lambda f: f.write(b"x"))
+            assert _files.oserror_message(e.value) == f"{tmp_path / name}: {why}"
     assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode) and (tmp_path / "ro.bin").read_bytes() == b"keep"
     assert os.path.isdir(tmp_path / "dir")
     if os.geteuid() == 0:
@@ -576,14 +576,14 @@ def test_atomic_write_resolves_dotdot_after_a_link_as_the_system_does(tmp_path):
     written there, with its temporary in that directory (a rename cannot cross filesystems)."""
     (tmp_path / "a" / "b").mkdir(parents=True)
     os.symlink(tmp_path / "a" / "b", tmp_path / "L")
-    assert checkpoint.destination(str(tmp_path / "L" / ".." / "x")) == str(tmp_path / "a" / "x")
+    assert _files.destination(str(tmp_path / "L" / ".." / "x")) == str(tmp_path / "a" / "x")
     seen = []
 
     def write(f):
         seen.extend(n for n in os.listdir(tmp_path / "a") if ".tmp-" in n)
         f.write(b"data")
 
-    checkpoint.write_atomic(str(tmp_path / "L" / ".." / "x"), write)
+    _files.write_atomic(str(tmp_path / "L" / ".." / "x"), write)
     assert (tmp_path / "a" / "x").read_bytes() == b"data" and not (tmp_path / "x").exists()
     assert len(seen) == 1
 
@@ -598,8 +598,8 @@ def test_atomic_write_names_what_stands_in_the_way_of_its_directory(tmp_path):
                     ("afile", "not a directory")):
         p = tmp_path / d / "m.bin"
         with pytest.raises(OSError) as e:
-            checkpoint.write_atomic(str(p), lambda f: f.write(b"x"))
-        assert checkpoint.oserror_message(e.value) == f"{p}: cannot write it: {tmp_path / d} is {what}"
+            _files.write_atomic(str(p), lambda f: f.write(b"x"))
+        assert _files.oserror_message(e.value) == f"{p}: cannot write it: {tmp_path / d} is {what}"
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -611,7 +611,7 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path):
     other name are left."""
     import fcntl
 
-    old = os.stat(tmp_path).st_mtime - 2 * checkpoint.STALE_AGE
+    old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
     names = {".x.bin.tmp-1": True, ".x.bin.tmp-2": False, ".x.bin.tmp-3": False, ".y.bin.tmp-4": False,
              ".x.bin.tmp-5a": False, "x.bin.tmp-6": False}
     for name in names:
@@ -622,7 +622,7 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path):
     os.utime(tmp_path / ".x.bin.tmp-7", (old, old), follow_symlinks=False)
     with open(tmp_path / ".x.bin.tmp-2", "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
-        checkpoint.write_atomic(str(tmp_path / "x.bin"), lambda f: f.write(b"data"))
+        _files.write_atomic(str(tmp_path / "x.bin"), lambda f: f.write(b"data"))
     left = set(os.listdir(tmp_path))
     assert left == {"x.bin", ".x.bin.tmp-7"} | {n for n, stale in names.items() if not stale}, left
 
@@ -637,11 +637,11 @@ def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig,
     import sys
 
     code = ("import sys, time\n"
-            "from dinoclip import checkpoint\n"
-            "checkpoint.exit_on_sigterm()\n"
+            "from dinoclip import _files\n"
+            "_files.exit_on_sigterm()\n"
             "def write(f):\n"
             "    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
-            "checkpoint.write_atomic(sys.argv[1], write)\n")
+            "_files.write_atomic(sys.argv[1], write)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env)

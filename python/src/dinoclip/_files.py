@@ -1,9 +1,23 @@
-"""Opening input files that must be regular files."""
+"""Files as the Go side's internal/atomicfile handles them: inputs opened only when they are
+regular files (a named pipe refused without waiting), outputs written to a temporary file that is
+renamed into place (:func:`write_atomic`), the file written being the one the system resolves the
+name to (:func:`destination`), and what killed writers left swept."""
 
 from __future__ import annotations
 
+import errno
 import os
+import random
+import re
+import signal
 import stat
+import sys
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def file_kind(mode: int) -> str:
@@ -39,3 +53,213 @@ def open_regular(path: str, follow: bool = True):
     except BaseException:
         os.close(fd)
         raise
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def oserror_message(e: OSError) -> str:
+    """An OSError as one line naming its file: ``PATH: No space left on device``, not
+    ``[Errno 28] No space left on device: 'PATH'`` (or, without a file, ``str(e)``)."""
+    if e.filename is None or not e.strerror:
+        return str(e)
+    msg = f"{os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else e.filename}: {e.strerror}"
+    if e.filename2 is not None:
+        msg += f" (and {os.fsdecode(e.filename2) if isinstance(e.filename2, (str, bytes)) else e.filename2})"
+    return msg
+
+
+def _naming(e: OSError, path: str) -> OSError:
+    """``e`` (of the same OSError subclass) naming ``path``: a failure to create a directory
+    above it, or to write, sync or rename the temporary file, is a failure to write ``path``,
+    and the temporary file's name would mean nothing to the reader."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, f"cannot write it: {e.strerror}", path)
+
+
+# A temporary of a file named BASE is named ".BASE.tmp-N", N decimal digits, as the Go side's
+# atomicfile names its own: hidden, and told from every name a user would choose, so that a sweep
+# of what killed writers left never takes a user's file.
+_TEMP_MARK = ".tmp-"
+# How long a temporary must have gone unmodified before a sweep takes it for a killed writer's
+# (atomicfile.StaleAge): besides the lock, it covers the moments a live writer holds none
+# (between creating the temporary and locking it, between closing it and renaming it).
+STALE_AGE = 60.0
+
+
+def _make_temp(d: str, base: str):
+    """A new temporary file for ``base`` in ``d``, open for writing: named ``.BASE.tmp-N`` (N
+    decimal digits) and locked (flock) while it is written, as the Go side's atomicfile names
+    and locks its own, so that its sweep of what a killed writer left takes this one too, and
+    only once its writer is gone. Mode 0666 less the umask, as a plain create gives."""
+    for _ in range(10000):
+        tmp = os.path.join(d, f".{base}{_TEMP_MARK}{random.randrange(1 << 32)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # (a filesystem without locks: the sweep's age rule still guards it)
+        return fd, tmp
+    raise FileExistsError(f"{d}: no free temporary name for {base}")
+
+
+def _sweep_stale(d: str, base: str) -> None:
+    """Removes from ``d`` the temporaries of ``base`` that writers killed before renaming them
+    into place left (atomicfile.SweepStale): regular files named as :func:`_make_temp` names
+    them, whose lock nobody holds, unmodified for :data:`STALE_AGE`. Without file locks
+    (Windows) every one is kept: a live writer's could not be told from a dead one's."""
+    if fcntl is None:
+        return
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return  # (the write that follows says why d cannot be written)
+    pattern = re.compile(re.escape(f".{base}{_TEMP_MARK}") + "[0-9]+")
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        p = os.path.join(d, name)
+        try:
+            st = os.lstat(p)
+            # a link or a named pipe is no writer's (opening a pipe would wait for one)
+            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AGE:
+                continue
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(p)
+        except OSError:
+            pass  # (gone meanwhile, or not ours to remove: the write goes on beside it)
+
+
+def _resolve(path: str) -> str:
+    """``path`` made absolute as the system resolves it (a ``..`` after a link leads out of where
+    the link leads), as far as it exists; the rest applied to that as ``mkdir -p`` would make it
+    (a dangling link is kept as it is, not followed to where it would lead)."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError:
+        head, tail = os.path.split(path.rstrip(os.sep))
+        if not tail:
+            return os.path.abspath(path)
+        return os.path.normpath(os.path.join(_resolve(head or os.curdir), tail))
+
+
+def destination(path: str) -> str:
+    """The file :func:`write_atomic` replaces for ``path`` (atomicfile.Destination), absolute:
+    ``path`` with its directory resolved as the system resolves it, or where a symbolic link
+    at ``path`` leads, link after link (a dangling one: the file it would lead to). An existing
+    one that is not a regular file (a device, a named pipe, a directory) or is read-only is
+    refused, as the rename would replace it by a plain file."""
+    for _ in range(40):
+        d, base = os.path.split(path)
+        path = os.path.join(_resolve(d or os.curdir), base)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return path  # created (or the create says why not)
+        if stat.S_ISLNK(st.st_mode):
+            # relative to the link's (resolved) directory, its ".." resolved by the next round
+            path = os.path.join(os.path.dirname(path), os.readlink(path))
+        elif not stat.S_ISREG(st.st_mode):
+            raise FileExistsError(errno.EEXIST, f"it is {file_kind(st.st_mode)}, not a regular file; refusing to "
+                                                "replace it", path)
+        elif not st.st_mode & stat.S_IWUSR:
+            raise PermissionError(errno.EACCES, "the file is read-only; refusing to replace it", path)
+        else:
+            return path
+    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` both exist and are one file (through links and other names): an
+    output that is an input would replace what is being read."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _makedirs(d: str, path: str) -> None:
+    """Makes the directory ``d`` for ``path``, naming what stands in the way of it."""
+    try:
+        os.makedirs(d, exist_ok=True)
+    except FileExistsError:
+        # an entry on the way is no directory: say which, not "File exists"
+        p = d
+        while not os.path.lexists(p):
+            p = os.path.dirname(p)
+        if os.path.islink(p):
+            what = f"a symbolic link to {os.readlink(p)}, which " + ("is not a directory" if os.path.exists(p)
+                                                                     else "does not exist")
+        else:
+            what = "not a directory"
+        raise FileExistsError(errno.EEXIST, f"{p} is {what}", path) from None
+
+
+def exit_on_sigterm() -> None:
+    """Has SIGTERM end the process as SystemExit (status 128 + 15, as the signal would), for a
+    command line: the temporary file being written is then removed (:func:`write_atomic`),
+    where the signal's default action ends the process at once and leaves it."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def write_atomic(path: str, write) -> None:
+    """Calls ``write(fileobj)`` on a temporary file beside the file ``path`` names
+    (:func:`destination`: where a link at ``path`` leads), fsyncs it and renames it over that
+    file: readers see the old file or the whole new one, never a part. A new file gets mode
+    0666 less the umask; a replaced one keeps its mode. What an earlier writer of the file,
+    killed, left is removed first (:func:`_sweep_stale`); the temporary is removed when the
+    write fails or is interrupted (KeyboardInterrupt, SystemExit). A destination that is not a
+    regular file (a device, a named pipe, a directory) or is read-only is refused
+    (:func:`destination`, naming it); another OSError (``path`` under a regular file, no space,
+    no permission) names ``path``."""
+    dst = destination(path)
+    d, base = os.path.split(dst)
+    try:
+        _makedirs(d, path)
+        _sweep_stale(d, base)
+        fd, tmp = _make_temp(d, base)
+    except OSError as e:
+        raise _naming(e, path) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            try:
+                os.chmod(tmp, stat.S_IMODE(os.stat(dst).st_mode))
+            except FileNotFoundError:
+                pass
+        os.replace(tmp, dst)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
+        raise
+    _fsync_dir(d)

@@ -33,8 +33,9 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from . import checkpoint
-from ._files import open_regular
-from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, RUN_FILE, oserror_message
+from . import _files
+from ._files import open_regular, oserror_message
+from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, RUN_FILE
 from .model import ProjectorWithResiduals
 
 __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
@@ -225,14 +226,14 @@ def _index_appending(d: str) -> bool:
     """Whether a process holds the flock of ``d``'s index lock file. On POSIX only: Python has no
     flock on Windows, where the Go writer's lock (LockFileEx) is not seen, and an index whose first
     append is under way (no manifest yet) is not recognised there."""
-    if checkpoint.fcntl is None:
+    if _files.fcntl is None:
         return False
     try:
         f = open_regular(os.path.join(d, INDEX_LOCK), follow=False)
     except OSError:
         return False
     try:
-        checkpoint.fcntl.flock(f.fileno(), checkpoint.fcntl.LOCK_SH | checkpoint.fcntl.LOCK_NB)
+        _files.fcntl.flock(f.fileno(), _files.fcntl.LOCK_SH | _files.fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
@@ -243,7 +244,7 @@ def _index_appending(d: str) -> bool:
 
 
 def _destination(dst: str, src: str) -> str:
-    """The file to write for ``dst``, as the system resolves it (:func:`checkpoint.destination`:
+    """The file to write for ``dst``, as the system resolves it (:func:`_files.destination`:
     where a link at ``dst`` leads; a ``..`` after a link out of where the link leads), refused
     where a file would be taken for a run's or an index's own: a training checkpoint (resumed
     with another model's optimizer state), a run directory's top level (where the run's name
@@ -251,7 +252,7 @@ def _destination(dst: str, src: str) -> str:
     (its checkpoints/, a checkpoint being made: the run's files are the trainer's), or a search
     index (its files are ``dinoclip index``'s); and refused when it is the model file ``src``
     being converted, which the output would replace."""
-    dst = checkpoint.destination(dst)
+    dst = _files.destination(dst)
     d = os.path.dirname(dst)
     if _is_index(d):
         raise ConversionError(f"{dst} is in a dinoclip search index (beside its {INDEX_MANIFEST}): "
@@ -270,7 +271,7 @@ def _destination(dst: str, src: str) -> str:
         if marks:
             raise ConversionError(f"{dst} is inside the training run directory {up} (it holds "
                                   f"{', '.join(marks)}): write the file outside the run")
-    if checkpoint.same_file(dst, src):
+    if _files.same_file(dst, src):
         raise ConversionError(f"{dst} is the input {src}: write the converted model to another file")
     return dst
 
@@ -309,7 +310,7 @@ def dinoclip_to_torch(src: str, dst: str) -> str:
     dst = _destination(dst, checkpoint.resolve(src))
     model = checkpoint.load(src)
     sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
-    checkpoint.write_atomic(dst, lambda f: _torch_save(sd, f))
+    _files.write_atomic(dst, lambda f: _torch_save(sd, f))
     return dst
 
 
@@ -364,5 +365,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    checkpoint.exit_on_sigterm()
+    _files.exit_on_sigterm()
     sys.exit(main())

@@ -56,7 +56,7 @@ import torch
 from . import encoders
 from ._files import file_kind, open_regular
 from ._progress import progress
-from .checkpoint import destination, exit_on_sigterm, oserror_message, same_file
+from ._files import destination, exit_on_sigterm, oserror_message, same_file, write_atomic
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -553,7 +553,6 @@ def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Seque
     first, so a shard whose two .npy files exist (done) has its list (``images``: one name per
     image of the chunk, of which the rows keep ``enc.kept``). Rows that cannot be written are
     refused before any of its files is."""
-    from .checkpoint import write_atomic
 
     _check_finite(f"output shard {os.path.join(out, name)}",
                   [(FEATURE_SUFFIX, enc.dino), (TARGET_SUFFIX, enc.clip)], float16, precision)
@@ -610,8 +609,7 @@ def _check_manifest(out: str, settings: dict, write: bool) -> None:
     if _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume"):
         return
     if write:
-        from .checkpoint import write_atomic
-
+    
         text = json.dumps(settings, indent=2) + "\n"
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
 
@@ -807,7 +805,6 @@ def cmd_eval(args, kind: str) -> int:
     save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
     save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
     info = {"name": name, "images": len(paths), "captions": len(captions), **settings}
-    from .checkpoint import write_atomic
 
     text_json = json.dumps(info, indent=2) + "\n"
     write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))

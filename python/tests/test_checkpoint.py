@@ -565,6 +565,14 @@ def test_atomic_write_goes_through_links_and_refuses_what_it_cannot_replace(tmp_
             assert _files.oserror_message(e.value) == f"{tmp_path / name}: {why}"
     assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode) and (tmp_path / "ro.bin").read_bytes() == b"keep"
     assert os.path.isdir(tmp_path / "dir")
+    # No directory the user did not name is made: none for a name ending in a separator, none
+    # where a link leads into one that does not exist.
+    os.symlink("nodir/x.bin", tmp_path / "dangling.bin")
+    for p, why in ((str(tmp_path / "new.bin") + os.sep, "the name ends with a separator"),
+                   (tmp_path / "dangling.bin", "a symbolic link leads there, into a directory that does not exist")):
+        with pytest.raises(OSError, match=why):
+            _files.write_atomic(str(p), lambda f: f.write(b"x"))
+    assert not os.path.lexists(tmp_path / "new.bin") and not os.path.lexists(tmp_path / "nodir")
     if os.geteuid() == 0:
         assert stat.S_ISCHR(os.lstat(tmp_path / "nulldev").st_mode)
     assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
@@ -604,11 +612,12 @@ def test_atomic_write_names_what_stands_in_the_way_of_its_directory(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="flock is POSIX's")
-def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path):
+def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capfd):
     """Before writing, the temporaries of the same file that a killed writer left (regular files
     named .BASE.tmp-N, whose lock nobody holds, unmodified for a minute) are removed, as the Go
     side's atomicfile.SweepStale removes them; a held, a recent one, another file's and any
-    other name are left."""
+    other name are left. What was removed, and what was left as perhaps another writer's, is
+    said on stderr."""
     import fcntl
 
     old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
@@ -625,6 +634,13 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path):
         _files.write_atomic(str(tmp_path / "x.bin"), lambda f: f.write(b"data"))
     left = set(os.listdir(tmp_path))
     assert left == {"x.bin", ".x.bin.tmp-7"} | {n for n, stale in names.items() if not stale}, left
+    err = capfd.readouterr().err
+    target = tmp_path / "x.bin"
+    assert f"dinoclip: removed {tmp_path / '.x.bin.tmp-1'}, left by a dinoclip killed while writing {target}\n" in err
+    for live in (".x.bin.tmp-2", ".x.bin.tmp-3"):
+        assert f"dinoclip: warning: {tmp_path / live}: left by a dinoclip killed while writing {target}, or being " \
+               "written by another one now" in err, err
+    assert err.count("\n") == 3, err
 
 
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
@@ -654,3 +670,32 @@ def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig,
         p.kill()
         p.wait()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
+def test_sigterm_ends_quietly(tmp_path):
+    """A command line ended by SIGTERM (exit_on_sigterm) prints nothing of the objects torn down
+    as it ends, whose finalisers may fail then (a DataLoader whose workers the same signal
+    ended)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import time\n"
+            "from dinoclip import _files\n"
+            "_files.exit_on_sigterm()\n"
+            "class Fragile:\n"
+            "    def __del__(self):\n"
+            "        raise RuntimeError('worker killed by signal')\n"
+            "held = [Fragile()]\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 143 and err == b"", err

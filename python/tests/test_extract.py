@@ -569,8 +569,9 @@ def test_eval_complete_set_made_otherwise_is_refused(tmp_path, tiny_models, karp
     same = ["--karpathy", karpathy["json"], "--images", karpathy["images"]]
     capfd.readouterr()
     for args, what in ((["--karpathy", str(other), "--images", karpathy["images"], "--clip", tiny_models["clip"]],
-                        f"karpathy was {karpathy['json']!r}, now {str(other)!r}"),
+                        f"karpathy was {os.path.realpath(karpathy['json'])!r}, now {os.path.realpath(other)!r}"),
                        ([*same, "--clip", tiny_models["clip"], "--float16"], "dtype was 'float32', now 'float16'"),
+                       ([*same, "--clip", tiny_models["clip"], "--precision", "bf16"], "precision was 'fp32', now 'bf16'"),
                        ([*same, "--clip", str(model_copy)], "clip was "),
                        ([*same, "--clip", tiny_models["clip"], "--split", "train"],
                         "source was 'dataset_coco.json split test', now 'dataset_coco.json split train'"),
@@ -581,8 +582,14 @@ def test_eval_complete_set_made_otherwise_is_refused(tmp_path, tiny_models, karp
             and what in err and err.endswith(f"; use another --out, or delete {out} to redo it\n") \
             and err.count("\n") == 1, err
     assert {n: (out / n).read_bytes() for n in extract.EVAL_FILES} == before
-    # the same inputs (the name spelt out as the default made it) are done
+    # the same inputs (the name spelt out as the default made it) are done, also named through
+    # links (compared by real path)
     assert extract.main(["eval-coco", *same, "--clip", tiny_models["clip"], "--name", "mscoco-4", *common]) == 0
+    assert "already complete" in capfd.readouterr().err
+    link = tmp_path / "link"
+    link.symlink_to(os.path.dirname(karpathy["json"]))
+    via = ["--karpathy", str(link / os.path.basename(karpathy["json"])), "--images", karpathy["images"]]
+    assert extract.main(["eval-coco", *via, "--clip", tiny_models["clip"], *common]) == 0
     assert "already complete" in capfd.readouterr().err
 
 

@@ -110,6 +110,19 @@ def test_non_finite_weights_refused_on_load(tmp_path, dtype, value, shown):
     assert not os.path.exists(tmp_path / "o.pt")
 
 
+def test_dtypes_go_does_not_read_are_refused(tmp_path):
+    """A tensor stored as float8 (or an integer) is no weight dinoclip reads, on either side:
+    refused by load and to-torch, naming it."""
+    sd = {k: v.detach().clone() for k, v in small().state_dict().items()}
+    sd["input_proj.weight"] = sd["input_proj.weight"].to(torch.float8_e4m3fn)
+    p = str(tmp_path / "f8.safetensors")
+    save_file(sd, p, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"tensors input_proj\.weight \(torch\.float8_e4m3fn\) are not float32"):
+        checkpoint.load(p)
+    assert convert.main(["to-torch", p, str(tmp_path / "o.pt")]) == 1
+    assert not os.path.exists(tmp_path / "o.pt")
+
+
 def test_save_refuses_non_finite_weights(tmp_path):
     m = small()
     with torch.no_grad():
@@ -178,6 +191,35 @@ def test_to_dinoclip_checks_a_zip_archive(tmp_path, capfd):
     assert convert.main(["to-dinoclip", str(p), str(tmp_path / "bad.safetensors")]) == 1
     assert capfd.readouterr().err == f"dinoclip.convert: {p}: {member.filename} fails its CRC check: the file is corrupt\n"
     assert not os.path.exists(tmp_path / "bad.safetensors")
+
+
+def test_to_dinoclip_damaged_zip_structure_is_one_line(tmp_path, capfd):
+    """Damage zipfile reports with other exceptions (a member name not UTF-8, an encryption flag)
+    is one line too."""
+    p = tmp_path / "m.pt"
+    torch.save(small().state_dict(), p)
+    b = bytearray(p.read_bytes())
+    b[31] = 0xFF  # in the first member's name
+    p.write_bytes(bytes(b))
+    capfd.readouterr()
+    assert convert.main(["to-dinoclip", str(p), str(tmp_path / "bad.safetensors")]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(f"dinoclip.convert: {p}: a damaged zip archive (") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_to_dinoclip_reads_any_safetensors_layout(tmp_path):
+    """A safetensors input whose header starts with spaces (valid JSON, which the Go side reads)
+    is read as one, not handed to torch.load."""
+    p = saved(tmp_path)
+    raw = open(p, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8:8 + n].rstrip(b" ")
+    pad = (8 - (len(header) + 8) % 8) % 8 + 8
+    lead = tmp_path / "lead.safetensors"
+    lead.write_bytes(struct.pack("<Q", len(header) + pad) + b" " * pad + header + raw[8 + n:])
+    assert checkpoint.load_state_dict(str(lead))[2] == checkpoint.load_state_dict(p)[2]
+    assert convert.main(["to-dinoclip", str(lead), str(tmp_path / "o.safetensors")]) == 0
 
 
 def test_protocol_4_pickle_error_is_one_line(tmp_path):

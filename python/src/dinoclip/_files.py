@@ -121,8 +121,9 @@ def _make_temp(d: str, base: str):
 def _sweep_stale(d: str, base: str) -> None:
     """Removes from ``d`` the temporaries of ``base`` that writers killed before renaming them
     into place left (atomicfile.SweepStale): regular files named as :func:`_make_temp` names
-    them, whose lock nobody holds, unmodified for :data:`STALE_AGE`. Without file locks
-    (Windows) every one is kept: a live writer's could not be told from a dead one's."""
+    them, whose lock nobody holds, unmodified for :data:`STALE_AGE`; and says on stderr what it
+    removed, and what it left because a writer may be at it, as the Go side does. Without file
+    locks (Windows) every one is kept: a live writer's could not be told from a dead one's."""
     if fcntl is None:
         return
     try:
@@ -137,19 +138,27 @@ def _sweep_stale(d: str, base: str) -> None:
         try:
             st = os.lstat(p)
             # a link or a named pipe is no writer's (opening a pipe would wait for one)
-            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AGE:
+            if not stat.S_ISREG(st.st_mode):
                 continue
-            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            live = time.time() - st.st_mtime < STALE_AGE
+            if not live:
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    live = True  # a live writer holds it
+                finally:
+                    os.close(fd)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live writer holds it
-        finally:
-            os.close(fd)
+        target = os.path.join(d, base)
+        if live:
+            print(f"dinoclip: warning: {p}: left by a dinoclip killed while writing {target}, or being "
+                  f"written by another one now: remove once no other dinoclip writes {target}", file=sys.stderr)
+            continue
         try:
             os.unlink(p)
+            print(f"dinoclip: removed {p}, left by a dinoclip killed while writing {target}", file=sys.stderr)
         except OSError:
             pass  # (gone meanwhile, or not ours to remove: the write goes on beside it)
 
@@ -172,15 +181,24 @@ def destination(path: str) -> str:
     ``path`` with its directory resolved as the system resolves it, or where a symbolic link
     at ``path`` leads, link after link (a dangling one: the file it would lead to). An existing
     one that is not a regular file (a device, a named pipe, a directory) or is read-only is
-    refused, as the rename would replace it by a plain file."""
+    refused, as the rename would replace it by a plain file; so is a name ending in a separator
+    (a directory's, not a file's), and a link leading into a directory that does not exist
+    (which the write would make: a place the user did not name)."""
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(errno.EISDIR, "the name ends with a separator: a directory's, not a file's", path)
+    followed = False
     for _ in range(40):
         d, base = os.path.split(path)
         path = os.path.join(_resolve(d or os.curdir), base)
         try:
             st = os.lstat(path)
         except OSError:
+            if followed and not os.path.isdir(os.path.dirname(path)):
+                raise FileNotFoundError(errno.ENOENT, "a symbolic link leads there, into a directory that does "
+                                                      "not exist", path) from None
             return path  # created (or the create says why not)
         if stat.S_ISLNK(st.st_mode):
+            followed = True
             # relative to the link's (resolved) directory, its ".." resolved by the next round
             path = os.path.join(os.path.dirname(path), os.readlink(path))
         elif not stat.S_ISREG(st.st_mode):
@@ -222,8 +240,14 @@ def _makedirs(d: str, path: str) -> None:
 def exit_on_sigterm() -> None:
     """Has SIGTERM end the process as SystemExit (status 128 + 15, as the signal would), for a
     command line: the temporary file being written is then removed (:func:`write_atomic`),
-    where the signal's default action ends the process at once and leaves it."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    where the signal's default action ends the process at once and leaves it. What objects being
+    torn down then raise (a DataLoader whose workers the same signal ended) is not printed: the
+    process is ending as asked."""
+    def end(signum, frame):
+        sys.unraisablehook = lambda unraisable: None
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end)
 
 
 def write_atomic(path: str, write) -> None:

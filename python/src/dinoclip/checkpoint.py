@@ -427,16 +427,20 @@ def _check_finite(sd: Mapping[str, torch.Tensor], names: Iterable[str], where: s
                                   "(a run that diverged leaves NaN weights; use an earlier checkpoint)")
 
 
+# The dtypes a weight may be stored in: those the Go side converts to float32 (an integer is no
+# weight; float8 formats it does not read).
+_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def _check_float(sd: Mapping[str, torch.Tensor], where: str) -> None:
-    """Refuses tensors that are not floating point (an integer tensor is no weight)."""
-    bad = [k for k, v in sd.items() if not torch.is_floating_point(v)]
+    """Refuses tensors whose dtype is not one of :data:`_WEIGHT_DTYPES`."""
+    bad = [f"{k} ({v.dtype})" for k, v in sd.items() if v.dtype not in _WEIGHT_DTYPES]
     if bad:
-        raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not floating point")
+        raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not float32, float16, bfloat16 or float64")
 
 
-def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor], where: str) -> None:
-    """Loads ``sd`` (its names and shapes checked by :func:`load_state_dict`) into ``model``."""
-    _check_float(sd, where)
+def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor]) -> None:
+    """Loads ``sd`` (its names, shapes and dtypes checked) into ``model``."""
     model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
 
 
@@ -490,6 +494,7 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         sd = safetensors.torch.load(raw)
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{p}: {e}") from None
+    _check_float(sd, p)
     _check_finite(sd, want, p)
     # keep the header's order (state_dict order in files dinoclip writes)
     order = [k for k in header if k != "__metadata__"]
@@ -507,7 +512,7 @@ def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Proj
     sd, meta, config = load_state_dict(path)
     p = resolve(path)
     model = ProjectorWithResiduals.from_config(config)  # (a config load_state_dict has checked)
-    _load_into(model, sd, p)
+    _load_into(model, sd)
     model.metadata = meta
     model.source_path = p
     return model.to(map_location).eval()

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 import warnings
 import zipfile
-import zlib
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
@@ -81,9 +79,9 @@ def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
 
 
 def _unpickling_detail(e: Exception) -> str:
-    """What ``torch.load(weights_only=True)`` found wrong, in one line: its message less the
-    paragraphs around the cause (one of which advises ``weights_only=False``, which would run
-    whatever code the file holds)."""
+    """What ``torch.load(weights_only=True)`` (or zipfile) found wrong, in one line: its message
+    less the paragraphs around the cause (one of which advises ``weights_only=False``, which would
+    run whatever code the file holds)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for ln in lines:
         if ln.startswith(("Weights only load failed", "Check the documentation")):
@@ -96,10 +94,11 @@ def _unpickling_detail(e: Exception) -> str:
     return type(e).__name__
 
 
-def _is_safetensors(head: bytes, size: int) -> bool:
-    """Whether a file of ``size`` bytes starting with ``head`` (its first 9 bytes) is laid out as
-    a safetensors file: an 8-byte header length that fits the file, then a JSON object."""
-    return len(head) == 9 and head[8:] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8
+def _is_safetensors(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (up to its first 4 KiB) is laid out as a
+    safetensors file: an 8-byte header length, then a JSON object (after spaces, which JSON
+    allows). A truncated one counts too: its reader says what is wrong with it."""
+    return len(head) > 8 and head[8:].lstrip(b" \t\r\n")[:1] == b"{"
 
 
 def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -113,15 +112,16 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     not check them, and a flipped bit would be converted and stamped with a new SHA-256.
     """
     with open_regular(path) as f:  # (a named pipe would block)
-        head = f.read(9)
-        if _is_safetensors(head, os.fstat(f.fileno()).st_size):
+        head = f.read(4096)
+        if _is_safetensors(head):
             return checkpoint.load_state_dict(path)[0]
         f.seek(0)
         if head.startswith(b"PK\x03\x04"):
             try:
                 bad = zipfile.ZipFile(f).testzip()
-            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-                raise ConversionError(f"{path}: a damaged zip archive ({e}): the file is corrupt") from None
+            except Exception as e:  # zipfile raises many kinds (a bad name, an unknown method, encryption)
+                raise ConversionError(f"{path}: a damaged zip archive ({_unpickling_detail(e)}): "
+                                      "the file is corrupt") from None
             if bad is not None:
                 raise ConversionError(f"{path}: {bad} fails its CRC check: the file is corrupt")
             f.seek(0)
@@ -182,7 +182,7 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
     checkpoint._check_float(sd, where)
     checkpoint._check_finite(sd, sd, where)
     model = ProjectorWithResiduals.from_config(config)
-    checkpoint._load_into(model, sd, where)
+    checkpoint._load_into(model, sd)
     return model
 
 

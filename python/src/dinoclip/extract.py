@@ -564,8 +564,17 @@ def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Seque
     save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
 
 
-_COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "float16", "dinov2", "clip",
-             "feature_dim", "embedding_dim")
+_COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "float16", "precision", "dinov2",
+             "clip", "feature_dim", "embedding_dim")
+# The recorded settings that name local files or folders (compared by real path: see _path_id).
+_PATH_KEYS = ("root", "captions", "karpathy", "image_root")
+
+
+def _path_id(path: str) -> str:
+    """A local input as extract.json and eval.json record it: by its real path, ``~`` expanded,
+    so that the same file or folder named through a link, from another working directory or
+    after a move of what leads to it compares equal."""
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _model_id(name: str) -> str:
@@ -592,8 +601,9 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise ExtractError(f"{path} is unreadable ({e}): it records how {out} was made; "
                            f"use another --out, or delete {out} to start over") from None
-    # files written before models were recorded by real path hold them as given
-    old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else v for k, v in old.items()}
+    # files written before models and inputs were recorded by real path hold them as given
+    old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else
+           _path_id(v) if k in _PATH_KEYS and isinstance(v, str) else v for k, v in old.items()}
     diff = [k for k in compared if k in settings and k in old and old[k] != settings[k]]
     if diff:
         changes = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
@@ -609,7 +619,6 @@ def _check_manifest(out: str, settings: dict, write: bool) -> None:
     if _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume"):
         return
     if write:
-    
         text = json.dumps(settings, indent=2) + "\n"
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
 
@@ -640,7 +649,7 @@ def _extractor(args) -> Extractor:
 
 
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
-    s = {"command": command, "target": args.target, "float16": args.float16,
+    s = {"command": command, "target": args.target, "float16": args.float16, "precision": args.precision,
          "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip)}
     if ext is not None:
         s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
@@ -657,8 +666,8 @@ def cmd_train_folder(args) -> int:
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
     os.makedirs(args.out, exist_ok=True)
-    extra = dict(shard_size=args.shard_size, rows=n, root=os.path.abspath(args.root),
-                 captions=os.path.abspath(args.captions) if args.captions else None)
+    extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
+                 captions=_path_id(args.captions) if args.captions else None)
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
     _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
@@ -766,15 +775,15 @@ def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback:
 
 
 # What eval.json records of how an evaluation set was made (its counts follow from these).
-_EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", "dtype")
+_EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", "dtype", "precision")
 
 
 def cmd_eval(args, kind: str) -> int:
     # as eval.json records them (the name only when given: by default it follows from the json)
     settings = {"source": f"{os.path.basename(args.karpathy)} split {args.split}",
-                "karpathy": os.path.abspath(args.karpathy), "image_root": os.path.abspath(args.images),
+                "karpathy": _path_id(args.karpathy), "image_root": _path_id(args.images),
                 "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip),
-                "dtype": "float16" if args.float16 else "float32"}
+                "dtype": "float16" if args.float16 else "float32", "precision": args.precision}
     if args.name:
         settings["name"] = args.name
     if all(os.path.isfile(os.path.join(args.out, f)) for f in EVAL_FILES):

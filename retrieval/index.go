@@ -390,7 +390,9 @@ type IndexWriter struct {
 // first append killed after writing them leaves (one that fails removes
 // its shards before its lock): someone else's files of those names.
 func checkIndexDir(dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
+	// (Lstat: a manifest that is a link, even one leading nowhere, is
+	// readManifest's to refuse.)
+	if _, err := os.Lstat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	entries, _ := os.ReadDir(dir)
@@ -450,7 +452,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 			w.Close()
 		}
 	}()
-	if _, statErr := os.Stat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
+	if _, statErr := os.Lstat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
 		if err := checkIndexDir(dir); err != nil {
 			return nil, err
 		}

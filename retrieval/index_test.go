@@ -750,3 +750,26 @@ func TestIndexAppendChecksImages(t *testing.T) {
 	}
 	w.Close()
 }
+
+// A manifest that is a link leading nowhere is refused as not a regular
+// file, not taken for a missing one (a new index would have been written
+// where the link leads).
+func TestIndexDanglingManifestLink(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "ix")
+	os.Mkdir(dir, 0o755)
+	if err := os.Symlink(filepath.Join(base, "elsewhere.json"), filepath.Join(dir, retrieval.IndexManifestFile)); err != nil {
+		t.Skip("no symbolic links here:", err)
+	}
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	if err == nil {
+		appendRows(t, w, "a", []float32{3, 4}, 2)
+		w.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("append with a dangling manifest link: %v, want a refusal", err)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "elsewhere.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a manifest was written where the link leads (%v)", err)
+	}
+}

@@ -1196,6 +1196,14 @@ func TestResumeRefusesAnotherRunsCheckpoint(t *testing.T) {
 			t.Errorf("last -> %s: %v, want a refusal", target, err)
 		}
 	}
+	// last through best (last -> best -> checkpoints/step-N): its own.
+	os.Remove(last)
+	os.Symlink(own, filepath.Join(runDir, checkpoint.BestLink))
+	os.Symlink(checkpoint.BestLink, last)
+	if err := checkResumable(runDir); err != nil {
+		t.Errorf("last linked to best, which links a checkpoint of the run: %v", err)
+	}
+	os.Remove(filepath.Join(runDir, checkpoint.BestLink))
 	// Each checkpoint moved to a store and linked back: the own link holds.
 	os.Remove(last)
 	os.Symlink(own, last)
@@ -1273,8 +1281,33 @@ func TestPruneKeepsForeignFiles(t *testing.T) {
 	if b, err := os.ReadFile(notes); err != nil || string(b) != "mine" {
 		t.Errorf("the user's file in a pruned checkpoint: %q, %v", b, err)
 	}
-	if !strings.Contains(log.String(), "keeping a checkpoint the run no longer needs") || !strings.Contains(log.String(), "file=notes.txt") {
-		t.Errorf("the log does not say the checkpoint was kept:\n%s", log.String())
+	if n := strings.Count(log.String(), "keeping a checkpoint the run no longer needs"); n != 1 || !strings.Contains(log.String(), "file=notes.txt") {
+		t.Errorf("the log says %d times (want once) that the checkpoint was kept:\n%s", n, log.String())
+	}
+}
+
+// A checkpoint whose files are links into a store (a run kept in
+// git-annex or DVC) is pruned as any other: its links removed, the store
+// left alone.
+func TestPruneCheckpointOfLinks(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	stop := filepath.Join(runDir, checkpointName(5))
+	store := t.TempDir()
+	entries, _ := os.ReadDir(stop)
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(stop, e.Name()), filepath.Join(store, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(filepath.Join(store, e.Name()), filepath.Join(stop, e.Name()))
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stop); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stop's checkpoint of links is left: %v", err)
+	}
+	if left, _ := os.ReadDir(store); len(left) != len(entries) {
+		t.Errorf("the store holds %d files, want the %d it had", len(left), len(entries))
 	}
 }
 
@@ -1283,6 +1316,11 @@ func TestPruneKeepsForeignFiles(t *testing.T) {
 // refused, saying which file to move.
 func TestResumeRefusesToRemoveForeignFiles(t *testing.T) {
 	dataDir, runDir := stoppedRun(t, 5)
+	// Another later checkpoint, of a checkpoint's files only: the
+	// refusal leaves it too (all are looked at before any is removed).
+	plain := filepath.Join(runDir, checkpointName(6))
+	os.Mkdir(plain, 0o755)
+	os.WriteFile(filepath.Join(plain, checkpoint.ModelFile), []byte("x"), 0o644)
 	later := filepath.Join(runDir, checkpointName(7))
 	os.Mkdir(later, 0o755)
 	notes := filepath.Join(later, "notes.txt")
@@ -1293,5 +1331,8 @@ func TestResumeRefusesToRemoveForeignFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(notes); err != nil {
 		t.Errorf("the user's file: %v", err)
+	}
+	if _, err := os.Stat(plain); err != nil {
+		t.Errorf("a refused resume removed another checkpoint: %v", err)
 	}
 }

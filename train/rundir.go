@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -245,13 +246,35 @@ func checkResumable(dir string) error {
 	// store on another disk): a link edited into another run's would
 	// continue that run's training here, under this run's name.
 	to, _ := os.Readlink(last)
-	held, herr := os.Stat(last)
-	own, oerr := os.Stat(filepath.Join(dir, CheckpointsDir, filepath.Base(filepath.Clean(to))))
-	if herr != nil || oerr != nil || !os.SameFile(held, own) {
+	if !ownCheckpoint(dir, last) {
 		return fmt.Errorf("%s leads to %s, which is not a checkpoint in %s: a run resumes from its own checkpoints; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
 			last, to, filepath.Join(dir, CheckpointsDir), CheckpointsDir, ShellArg(last))
 	}
 	return nil
+}
+
+// ownCheckpoint reports whether the link at path leads, directly or through
+// other links (last -> best -> checkpoints/step-N), to the checkpoint of
+// the same name in the run's checkpoints directory.
+func ownCheckpoint(runDir, path string) bool {
+	held, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	for hop := 0; hop < 8; hop++ {
+		to, err := os.Readlink(path)
+		if err != nil {
+			return false
+		}
+		if own, err := os.Stat(filepath.Join(runDir, CheckpointsDir, filepath.Base(filepath.Clean(to)))); err == nil && os.SameFile(held, own) {
+			return true
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(path), to)
+		}
+		path = to
+	}
+	return false
 }
 
 // brokenRunError is what both a resume and a new run say of a run
@@ -589,6 +612,21 @@ const deletingSuffix = ".deleting"
 // A checkpoint holding what no checkpoint holds (a user's notes, an
 // export) is not removed: a *ForeignFileError says what.
 func removeCheckpoint(runDir, name string) error {
+	if err := checkOwnFiles(runDir, name); err != nil {
+		return err
+	}
+	dir := filepath.Join(runDir, CheckpointsDir)
+	trash := filepath.Join(dir, "."+filepath.Base(name)+deletingSuffix)
+	if err := os.Rename(filepath.Join(runDir, name), trash); err != nil {
+		return err
+	}
+	return os.RemoveAll(trash)
+}
+
+// checkOwnFiles returns a *ForeignFileError when the checkpoint name holds
+// a file no checkpoint has. A checkpoint's file may be a link (a run kept
+// in git-annex or DVC): removing it removes the link.
+func checkOwnFiles(runDir, name string) error {
 	entries, err := os.ReadDir(filepath.Join(runDir, name))
 	if err != nil {
 		return err
@@ -598,16 +636,11 @@ func removeCheckpoint(runDir, name string) error {
 		if !temp {
 			base = e.Name()
 		}
-		if !e.Type().IsRegular() || !checkpoint.IsFile(base) {
+		if !(e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0) || !checkpoint.IsFile(base) {
 			return &ForeignFileError{Checkpoint: filepath.Join(runDir, name), Name: e.Name()}
 		}
 	}
-	dir := filepath.Join(runDir, CheckpointsDir)
-	trash := filepath.Join(dir, "."+filepath.Base(name)+deletingSuffix)
-	if err := os.Rename(filepath.Join(runDir, name), trash); err != nil {
-		return err
-	}
-	return os.RemoveAll(trash)
+	return nil
 }
 
 // ForeignFileError is a checkpoint directory that holds a file no
@@ -622,11 +655,18 @@ func (e *ForeignFileError) Error() string {
 
 // pruneCheckpoint is removeCheckpoint for a checkpoint the run no longer
 // keeps: one holding someone else's file is kept, with a warning.
+// (Said once a run: pruning looks again at every save.)
 func (tr *Trainer) pruneCheckpoint(name string) error {
 	err := removeCheckpoint(tr.RunDir, name)
 	var ff *ForeignFileError
 	if errors.As(err, &ff) {
-		tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)
+		if !tr.keptForeign[name] {
+			tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)
+			if tr.keptForeign == nil {
+				tr.keptForeign = map[string]bool{}
+			}
+			tr.keptForeign[name] = true
+		}
 		return nil
 	}
 	return err
@@ -809,17 +849,25 @@ func (tr *Trainer) alignCheckpoints(st State) error {
 	if err := tr.alignBest(st); err != nil {
 		return err
 	}
+	var later []string
 	for _, ck := range stepCheckpoints(tr.RunDir) {
 		// The evaluated checkpoint of a step comes after its pending one.
-		after := ck.step > st.Step || (ck.step == st.Step && st.PendingEval != nil && !ck.evalPending)
-		if !after {
-			continue
+		if ck.step > st.Step || (ck.step == st.Step && st.PendingEval != nil && !ck.evalPending) {
+			later = append(later, ck.name)
 		}
-		tr.Log.Info("removing a checkpoint after the one resumed from (the resume makes it again)", "checkpoint", ck.name, "resumed_step", st.Step)
-		if err := removeCheckpoint(tr.RunDir, ck.name); err != nil {
+	}
+	// All looked at before any is removed: a refusal leaves them all.
+	for _, name := range later {
+		if err := checkOwnFiles(tr.RunDir, name); err != nil {
 			if ff := (*ForeignFileError)(nil); errors.As(err, &ff) {
 				return fmt.Errorf("%w: the resume makes that checkpoint again; move %s out of it to resume", err, ff.Name)
 			}
+			return err
+		}
+	}
+	for _, name := range later {
+		tr.Log.Info("removing a checkpoint after the one resumed from (the resume makes it again)", "checkpoint", name, "resumed_step", st.Step)
+		if err := removeCheckpoint(tr.RunDir, name); err != nil {
 			return err
 		}
 	}

@@ -263,8 +263,17 @@ func runBench(cCtx *cli.Context) error {
 	jsonPath, outDir := cCtx.String("json"), atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if jsonPath != "" {
 		// Refused now, not after the measurements: a directory, a pipe,
-		// a device, a read-only file there.
-		if _, err := atomicfile.Destination(jsonPath); err != nil {
+		// a device, a read-only file there, or a directory it cannot be
+		// written into (a temporary made there and removed).
+		dest, err := atomicfile.Destination(jsonPath)
+		if err == nil {
+			var probe *os.File
+			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-*"); err == nil {
+				probe.Close()
+				os.Remove(probe.Name())
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("--json: %w", err)
 		}
 	}

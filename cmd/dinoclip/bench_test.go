@@ -101,6 +101,11 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "4", "--warmup", "9223372036854775807"}, "--warmup", "at most 1000000")
 	wantError(t, []string{"bench", "--topk-images", "100", "--topk-k", "1000"}, "--topk-k 1000", "100 keys")
 	wantError(t, []string{"bench", "--json", t.TempDir()}, "--json", "a directory, not a regular file")
+	noDir := filepath.Join(t.TempDir(), "nonexistent", "x.json")
+	wantError(t, []string{"bench", "--json", noDir}, "--json", "no such file or directory")
+	if entries, _ := os.ReadDir(filepath.Dir(filepath.Dir(noDir))); len(entries) != 0 {
+		t.Errorf("a refused --json left %v", entries)
+	}
 	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
 	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")

@@ -276,12 +276,25 @@ func prepareDemoDir(out string) error {
 		return fmt.Errorf("demo: %w", err)
 	case len(entries) == 0:
 	default:
-		if _, err := os.Stat(filepath.Join(out, demoMarker)); err != nil {
+		// A plain file only: through a link the demo would write where it
+		// leads, and a named pipe would hang it.
+		if st, err := os.Lstat(filepath.Join(out, demoMarker)); err != nil || !st.Mode().IsRegular() {
 			return fmt.Errorf("demo: %s exists and was not made by dinoclip demo; choose another --out", out)
 		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	return os.WriteFile(filepath.Join(out, demoMarker), []byte("made by dinoclip demo\n"), 0o644)
+	f, err := atomicfile.OpenRegular(filepath.Join(out, demoMarker), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	_, err = f.WriteString("made by dinoclip demo\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
 }

@@ -66,6 +66,16 @@ func TestDemo(t *testing.T) {
 	}
 	wantError(t, []string{"demo", "--out", ""}, "--out is empty")
 	wantError(t, []string{"demo", "--bogus"}, "demo: flag provided but not defined: --bogus; see 'dinoclip demo --help'")
+	// A marker that is a link (to a user's file) or not a regular file is
+	// no demo's: refused, nothing written through it.
+	victim := filepath.Join(t.TempDir(), "victim.txt")
+	os.WriteFile(victim, []byte("precious"), 0o644)
+	linked := t.TempDir()
+	os.Symlink(victim, filepath.Join(linked, demoMarker))
+	wantError(t, []string{"demo", "--out", linked}, "not made by dinoclip demo")
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Errorf("demo wrote through a linked marker: %q", b)
+	}
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep me"), 0o644)
 	err := newApp().Run([]string{"dinoclip", "demo", "--out", other})

@@ -495,10 +495,27 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
 		return err
 	}
+	writeEMAWeights(w, dir)
 	if st != nil {
 		writeState(w, st)
 	}
 	return nil
+}
+
+// writeEMAWeights says when the moving average of the weights a
+// checkpoint keeps (checkpoint.EMAFile: the model of a run that picks its
+// best by it) holds NaN or infinite weights, which every other command
+// refuses; nothing when it is whole or there is none.
+func writeEMAWeights(w io.Writer, dir string) {
+	path := filepath.Join(dir, checkpoint.EMAFile)
+	if _, err := os.Lstat(path); err != nil {
+		return
+	}
+	if _, unusable, err := readModelToDescribe(path); err != nil {
+		fmt.Fprintf(w, "  moving average %s: unreadable: %v\n", checkpoint.EMAFile, err)
+	} else if unusable != "" {
+		fmt.Fprintf(w, "  moving average %s: %s\n", checkpoint.EMAFile, unusable)
+	}
 }
 
 func infoRun(w io.Writer, dir string) error {
@@ -553,6 +570,7 @@ func infoRun(w io.Writer, dir string) error {
 	if unusable != "" {
 		fmt.Fprintf(w, "  last checkpoint's weights: %s\n", unusable)
 	}
+	writeEMAWeights(w, last)
 	if run, err := train.ReadRunInfo(dir); err == nil && run.Init != nil {
 		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
 	}

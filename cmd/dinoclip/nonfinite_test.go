@@ -47,3 +47,24 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 		t.Errorf("info of a run whose last checkpoint has a NaN weight:\n%s", out)
 	}
 }
+
+// info on a run, and on its checkpoint, says when the moving average of
+// the weights a run keeps (its model under --best-from ema) holds a NaN,
+// which every other command refuses.
+func TestInfoNonFiniteMovingAverage(t *testing.T) {
+	run, _, _ := trainRun(t, "--ema", "0.8", "--best-from", "ema")
+	ema := filepath.Join(run, checkpoint.LastLink, checkpoint.EMAFile)
+	m, err := checkpoint.ReadModel(ema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params[0] = float32(math.NaN())
+	if err := checkpoint.WriteModel(ema, m.Config, m.Params, m.Meta); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{run, filepath.Join(run, checkpoint.LastLink)} {
+		if out := mustRun(t, "info", p); !strings.Contains(out, "moving average ema.safetensors: NOT USABLE: 1 of the 328 weights is NaN") {
+			t.Errorf("info %s with a NaN in the moving average:\n%s", p, out)
+		}
+	}
+}

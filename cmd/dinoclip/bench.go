@@ -260,7 +260,11 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--data-dtype %q: want float16 or float32", cCtx.String("data-dtype"))
 		}
 	}
-	jsonPath, outDir := cCtx.String("json"), atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
+	jsonPath := cCtx.String("json")
+	outDir, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
 	if jsonPath != "" {
 		// Refused now, not after the measurements: a directory, a pipe,
 		// a device, a read-only file there, or a directory it cannot be

@@ -99,7 +99,11 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	defer engine.Close()
 
-	out, w := atomicfile.ResolveDotDot(cCtx.String("out")), cCtx.App.Writer // (LINK/.. as the system takes it)
+	w := cCtx.App.Writer
+	out, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
+	if err != nil {
+		return fmt.Errorf("demo: --out: %w", err)
+	}
 	if out == "" {
 		return fmt.Errorf("demo: --out is empty; see 'dinoclip demo --help'")
 	}

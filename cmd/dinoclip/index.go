@@ -257,7 +257,10 @@ func runIndex(cCtx *cli.Context) error {
 	if cCtx.Bool("float32") {
 		dtype = "float32"
 	}
-	out := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
+	out, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
 	w, err := retrieval.AppendIndex(out, model, c.OutputDim, dtype)
 	if err != nil {
 		return err

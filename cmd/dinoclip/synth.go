@@ -140,7 +140,10 @@ func runSynth(cCtx *cli.Context) error {
 	if err := noArgs(cCtx); err != nil {
 		return err
 	}
-	out := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it)
+	out, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
+	if err != nil {
+		return fmt.Errorf("synth: --out: %w", err)
+	}
 	if out == "" {
 		return fmt.Errorf("synth: missing --out (or %s); see 'dinoclip synth --help'", synthEnvVar("out")[0])
 	}

@@ -185,7 +185,10 @@ func runTrain(cCtx *cli.Context) error {
 	if err := checkAtLeast("blocks", cCtx.Int("blocks"), 0); err != nil {
 		return err
 	}
-	runDir := atomicfile.ResolveDotDot(cCtx.String("out")) // (LINK/.. as the system takes it, before names are joined to it)
+	runDir, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it, before names are joined to it)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
 	dataDir, evalDirs := cCtx.String("data"), cCtx.StringSlice("eval")
 	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
 	var run train.RunInfo

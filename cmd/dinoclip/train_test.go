@@ -414,4 +414,11 @@ func TestDotDotAfterLink(t *testing.T) {
 	if out := mustRun(t, "info", via("td")); !strings.Contains(out, "training data") {
 		t.Errorf("info through L/..:\n%s", out)
 	}
+	// NEW/../x names nothing while NEW does not exist (as the system
+	// says); the directory is not made.
+	wantError(t, append([]string{"train", "--data", via("td"), "--out", filepath.Join(base, "new") + "/../run2", "--epochs", "1"}, tinyModel...),
+		"--out", "no such file or directory")
+	if _, err := os.Lstat(filepath.Join(base, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("train --out NEW/../run made NEW (%v)", err)
+	}
 }

@@ -205,6 +205,19 @@ func resolvePath(path string) string {
 // "..", or one whose part up to the last ".." does not resolve, is
 // returned as it is: the system resolves the rest when it opens it.
 func ResolveDotDot(path string) string {
+	resolved, _ := resolveDotDot(path)
+	return resolved
+}
+
+// ResolveDotDotOut is ResolveDotDot for a path to be made (an output
+// directory): one whose part up to a ".." does not exist is an error, as
+// the system would give, where MkdirAll would make that part (NEW/../x
+// made NEW).
+func ResolveDotDotOut(path string) (string, error) {
+	return resolveDotDot(path)
+}
+
+func resolveDotDot(path string) (string, error) {
 	end := -1
 	for i := 0; i < len(path); {
 		j := strings.IndexAny(path[i:], `/`+string(filepath.Separator))
@@ -221,13 +234,13 @@ func ResolveDotDot(path string) string {
 		i += j + 1
 	}
 	if end < 0 {
-		return path
+		return path, nil
 	}
 	real, err := filepath.EvalSymlinks(path[:end])
 	if err != nil {
-		return path
+		return path, err
 	}
-	return filepath.Join(real, path[end:])
+	return filepath.Join(real, path[end:]), nil
 }
 
 // RealPath is path as the system resolves it, made absolute: its symbolic

@@ -121,6 +121,12 @@ func TestResolveDotDot(t *testing.T) {
 			t.Errorf("ResolveDotDot(%s) = %s, want %s", c.in, got, c.want)
 		}
 	}
+	if _, err := ResolveDotDotOut(dir + "/missing/../set"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ResolveDotDotOut of missing/../set: %v, want no such file", err)
+	}
+	if got, err := ResolveDotDotOut(dir + "/L/../new"); err != nil || got != filepath.Join(dir, "other", "new") {
+		t.Errorf("ResolveDotDotOut(L/../new) = %s, %v", got, err)
+	}
 	t.Chdir(dir)
 	if got := ResolveDotDot("L/../set"); got != filepath.Join("other", "set") && got != filepath.Join(dir, "other", "set") {
 		t.Errorf("ResolveDotDot(L/../set) in its directory = %s", got)

@@ -807,7 +807,7 @@ func (w *IndexWriter) Close() {
 	if w.unlock == nil {
 		return
 	}
-	if _, err := os.Stat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
 		os.Remove(filepath.Join(w.dir, IndexLockFile))
 		madedirs.Remove(w.dir, w.madeTop)
 	}

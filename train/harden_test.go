@@ -1196,12 +1196,14 @@ func TestResumeRefusesAnotherRunsCheckpoint(t *testing.T) {
 			t.Errorf("last -> %s: %v, want a refusal", target, err)
 		}
 	}
-	// last through best (last -> best -> checkpoints/step-N): its own.
+	// last through best (last -> best -> checkpoints/step-N): refused,
+	// saying the last is linked directly (the resume reads the
+	// checkpoint's name from the link).
 	os.Remove(last)
 	os.Symlink(own, filepath.Join(runDir, checkpoint.BestLink))
 	os.Symlink(checkpoint.BestLink, last)
-	if err := checkResumable(runDir); err != nil {
-		t.Errorf("last linked to best, which links a checkpoint of the run: %v", err)
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "another link: the trainer links the last checkpoint directly") {
+		t.Errorf("last linked to best: %v, want a refusal saying to link it directly", err)
 	}
 	os.Remove(filepath.Join(runDir, checkpoint.BestLink))
 	// Each checkpoint moved to a store and linked back: the own link holds.

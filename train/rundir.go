@@ -243,38 +243,28 @@ func checkResumable(dir string) error {
 	}
 	// To one of this run's own checkpoints, the one of its name in
 	// checkpoints/ (wherever that or the checkpoint itself is linked to: a
-	// store on another disk): a link edited into another run's would
-	// continue that run's training here, under this run's name.
+	// store on another disk), directly, as the trainer links it (the
+	// resume takes the checkpoint's name from the link): a link edited
+	// into another run's would continue that run's training here, under
+	// this run's name.
 	to, _ := os.Readlink(last)
-	if !ownCheckpoint(dir, last) {
-		return fmt.Errorf("%s leads to %s, which is not a checkpoint in %s: a run resumes from its own checkpoints; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
-			last, to, filepath.Join(dir, CheckpointsDir), CheckpointsDir, ShellArg(last))
+	held, herr := os.Stat(last)
+	own, oerr := os.Stat(filepath.Join(dir, CheckpointsDir, filepath.Base(filepath.Clean(to))))
+	if herr == nil && oerr == nil && os.SameFile(held, own) {
+		return nil
 	}
-	return nil
+	why := fmt.Sprintf("which is not a checkpoint in %s: a run resumes from its own checkpoints", filepath.Join(dir, CheckpointsDir))
+	if !filepath.IsAbs(to) && isLink(filepath.Join(dir, to)) {
+		why = "another link: the trainer links the last checkpoint directly"
+	}
+	return fmt.Errorf("%s leads to %s, %s; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
+		last, to, why, CheckpointsDir, ShellArg(last))
 }
 
-// ownCheckpoint reports whether the link at path leads, directly or through
-// other links (last -> best -> checkpoints/step-N), to the checkpoint of
-// the same name in the run's checkpoints directory.
-func ownCheckpoint(runDir, path string) bool {
-	held, err := os.Stat(path)
-	if err != nil {
-		return false
-	}
-	for hop := 0; hop < 8; hop++ {
-		to, err := os.Readlink(path)
-		if err != nil {
-			return false
-		}
-		if own, err := os.Stat(filepath.Join(runDir, CheckpointsDir, filepath.Base(filepath.Clean(to)))); err == nil && os.SameFile(held, own) {
-			return true
-		}
-		if !filepath.IsAbs(to) {
-			to = filepath.Join(filepath.Dir(path), to)
-		}
-		path = to
-	}
-	return false
+// isLink reports whether path is a symbolic link.
+func isLink(path string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode()&os.ModeSymlink != 0
 }
 
 // brokenRunError is what both a resume and a new run say of a run

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -265,6 +267,11 @@ func runBench(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
+	if outDir != "" {
+		if err := os.MkdirAll(outDir, 0o755); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
 	if jsonPath != "" {
 		// Refused now, not after the measurements: a directory, a pipe,
 		// a device, a read-only file there, or a directory it cannot be
@@ -275,15 +282,12 @@ func runBench(cCtx *cli.Context) error {
 			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-*"); err == nil {
 				probe.Close()
 				os.Remove(probe.Name())
+			} else if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("--json: %w", err)
-		}
-	}
-	if outDir != "" {
-		if err := os.MkdirAll(outDir, 0o755); err != nil {
-			return fmt.Errorf("--out: %w", err)
+			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
 	}
 	// The data benchmark's shards go in a directory of ours, made now (a

@@ -293,7 +293,11 @@ func prepareDemoDir(out string) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	_, err = f.WriteString("made by dinoclip demo\n")
+	// (Truncated once opened: OpenRegular checks the file it opened is
+	// the one it looked at, which O_TRUNC would have cut first.)
+	if err = f.Truncate(0); err == nil {
+		_, err = f.WriteString("made by dinoclip demo\n")
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

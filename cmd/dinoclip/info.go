@@ -495,26 +495,33 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
 		return err
 	}
-	writeEMAWeights(w, dir)
+	writeEMAWeights(w, dir, "")
 	if st != nil {
 		writeState(w, st)
 	}
 	return nil
 }
 
+// sameDir reports whether a and b are the same directory (through links).
+func sameDir(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
 // writeEMAWeights says when the moving average of the weights a
 // checkpoint keeps (checkpoint.EMAFile: the model of a run that picks its
 // best by it) holds NaN or infinite weights, which every other command
 // refuses; nothing when it is whole or there is none.
-func writeEMAWeights(w io.Writer, dir string) {
+func writeEMAWeights(w io.Writer, dir, of string) {
 	path := filepath.Join(dir, checkpoint.EMAFile)
 	if _, err := os.Lstat(path); err != nil {
 		return
 	}
 	if _, unusable, err := readModelToDescribe(path); err != nil {
-		fmt.Fprintf(w, "  moving average %s: unreadable: %v\n", checkpoint.EMAFile, err)
+		fmt.Fprintf(w, "  moving average %s%s: unreadable: %v\n", checkpoint.EMAFile, of, err)
 	} else if unusable != "" {
-		fmt.Fprintf(w, "  moving average %s: %s\n", checkpoint.EMAFile, unusable)
+		fmt.Fprintf(w, "  moving average %s%s: %s\n", checkpoint.EMAFile, of, unusable)
 	}
 }
 
@@ -570,7 +577,12 @@ func infoRun(w io.Writer, dir string) error {
 	if unusable != "" {
 		fmt.Fprintf(w, "  last checkpoint's weights: %s\n", unusable)
 	}
-	writeEMAWeights(w, last)
+	writeEMAWeights(w, last, " of the last checkpoint")
+	// The best one's too: the model of a run that picks its best by the
+	// moving average (eval and project --model RUN use it).
+	if best := filepath.Join(dir, checkpoint.BestLink); !sameDir(best, last) {
+		writeEMAWeights(w, best, " of the best checkpoint")
+	}
 	if run, err := train.ReadRunInfo(dir); err == nil && run.Init != nil {
 		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
 	}

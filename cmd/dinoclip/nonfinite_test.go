@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // A model whose weights hold a NaN is refused by every command that loads
@@ -62,9 +63,32 @@ func TestInfoNonFiniteMovingAverage(t *testing.T) {
 	if err := checkpoint.WriteModel(ema, m.Config, m.Params, m.Meta); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{run, filepath.Join(run, checkpoint.LastLink)} {
-		if out := mustRun(t, "info", p); !strings.Contains(out, "moving average ema.safetensors: NOT USABLE: 1 of the 328 weights is NaN") {
+	for p, want := range map[string]string{run: "moving average ema.safetensors of the last checkpoint: NOT USABLE: 1 of the 328 weights is NaN",
+		filepath.Join(run, checkpoint.LastLink): "moving average ema.safetensors: NOT USABLE: 1 of the 328 weights is NaN"} {
+		if out := mustRun(t, "info", p); !strings.Contains(out, want) {
 			t.Errorf("info %s with a NaN in the moving average:\n%s", p, out)
 		}
+	}
+	// The best checkpoint's average too, when best is another checkpoint
+	// (here a copy of the last one, with an infinity in its average).
+	other := filepath.Join(run, train.CheckpointsDir, "step-00000001")
+	os.Mkdir(other, 0o755)
+	for _, f := range []string{checkpoint.ModelFile, checkpoint.OptimizerFile} {
+		b, err := os.ReadFile(filepath.Join(run, checkpoint.LastLink, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(other, f), b, 0o644)
+	}
+	best := filepath.Join(run, checkpoint.BestLink)
+	os.Remove(best)
+	os.Symlink(filepath.Join(train.CheckpointsDir, "step-00000001"), best)
+	bestEMA := filepath.Join(best, checkpoint.EMAFile)
+	m.Params[0] = float32(math.Inf(1))
+	if err := checkpoint.WriteModel(bestEMA, m.Config, m.Params, m.Meta); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average ema.safetensors of the best checkpoint: NOT USABLE") {
+		t.Errorf("info of a run with an infinity in its best checkpoint's moving average:\n%s", out)
 	}
 }

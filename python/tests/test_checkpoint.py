@@ -569,7 +569,7 @@ def test_atomic_write_goes_through_links_and_refuses_what_it_cannot_replace(tmp_
     # where a link leads into one that does not exist.
     os.symlink("nodir/x.bin", tmp_path / "dangling.bin")
     for p, why in ((str(tmp_path / "new.bin") + os.sep, "the name ends with a separator"),
-                   (tmp_path / "dangling.bin", "a symbolic link leads there, into a directory that does not exist")):
+                   (tmp_path / "dangling.bin", "a symbolic link to .*nodir/x.bin, in a directory that does not exist")):
         with pytest.raises(OSError, match=why):
             _files.write_atomic(str(p), lambda f: f.write(b"x"))
     assert not os.path.lexists(tmp_path / "new.bin") and not os.path.lexists(tmp_path / "nodir")
@@ -699,3 +699,17 @@ def test_sigterm_ends_quietly(tmp_path):
     finally:
         p.kill()
     assert p.returncode == 143 and err == b"", err
+
+
+def test_dotdot_after_a_missing_directory_is_refused(tmp_path, monkeypatch):
+    """NEW/../x names nothing while NEW does not exist, as the system says: refused, and NEW is
+    not made (os.makedirs would make it), for an output file and for an --out directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        _files.write_atomic("NEW/../x.bin", lambda f: f.write(b"x"))
+    with pytest.raises(FileNotFoundError):
+        _files.make_dirs("NEW/../out")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "there").mkdir()
+    _files.make_dirs("there/../out")
+    assert sorted(os.listdir(tmp_path)) == ["out", "there"]

@@ -166,14 +166,24 @@ def _sweep_stale(d: str, base: str) -> None:
 def _resolve(path: str) -> str:
     """``path`` made absolute as the system resolves it (a ``..`` after a link leads out of where
     the link leads), as far as it exists; the rest applied to that as ``mkdir -p`` would make it
-    (a dangling link is kept as it is, not followed to where it would lead)."""
+    (a dangling link is kept as it is, not followed to where it would lead). A ``..`` after what
+    does not exist is a FileNotFoundError, as the system would give (``NEW/../x`` names nothing
+    while NEW is missing; ``mkdir -p`` would make NEW)."""
     try:
         return os.path.realpath(path, strict=True)
     except OSError:
         head, tail = os.path.split(path.rstrip(os.sep))
         if not tail:
             return os.path.abspath(path)
+        if tail == os.pardir:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", head or os.curdir) from None
         return os.path.normpath(os.path.join(_resolve(head or os.curdir), tail))
+
+
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, but a ``..`` after a directory that does not exist
+    is refused as the system refuses it, not made (see :func:`_resolve`)."""
+    os.makedirs(_resolve(path), exist_ok=True)
 
 
 def destination(path: str) -> str:
@@ -186,7 +196,7 @@ def destination(path: str) -> str:
     (which the write would make: a place the user did not name)."""
     if path.endswith(("/", os.sep)):
         raise IsADirectoryError(errno.EISDIR, "the name ends with a separator: a directory's, not a file's", path)
-    followed = False
+    given, followed = path, False
     for _ in range(40):
         d, base = os.path.split(path)
         path = os.path.join(_resolve(d or os.curdir), base)
@@ -194,8 +204,8 @@ def destination(path: str) -> str:
             st = os.lstat(path)
         except OSError:
             if followed and not os.path.isdir(os.path.dirname(path)):
-                raise FileNotFoundError(errno.ENOENT, "a symbolic link leads there, into a directory that does "
-                                                      "not exist", path) from None
+                raise FileNotFoundError(errno.ENOENT, f"a symbolic link to {path}, in a directory that does not "
+                                                      "exist", given) from None
             return path  # created (or the create says why not)
         if stat.S_ISLNK(st.st_mode):
             followed = True

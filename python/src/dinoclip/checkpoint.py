@@ -581,6 +581,7 @@ def save_state_dict(
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
     # metadata and weights that load (and the Go side) would refuse are not written
     _check_meta(meta, path)
+    _check_float(state_dict, path)
     _check_finite(state_dict, state_dict, path)
     arrays = []
     for name, t in state_dict.items():

@@ -56,7 +56,7 @@ import torch
 from . import encoders
 from ._files import file_kind, open_regular
 from ._progress import progress
-from ._files import destination, exit_on_sigterm, oserror_message, same_file, write_atomic
+from ._files import destination, exit_on_sigterm, make_dirs, oserror_message, same_file, write_atomic
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -665,7 +665,7 @@ def cmd_train_folder(args) -> int:
     nshards = math.ceil(n / args.shard_size)
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
-    os.makedirs(args.out, exist_ok=True)
+    make_dirs(args.out)
     extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None)
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False)
@@ -746,7 +746,7 @@ def cmd_train_wds(args) -> int:
         if n in seen:
             raise ExtractError(f"{seen[n]} and {t} would both be output shard {n}")
         seen[n] = t
-    os.makedirs(args.out, exist_ok=True)
+    make_dirs(args.out)
     _check_manifest(args.out, _settings(args, "train-wds"), write=False)
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]
     _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
@@ -807,7 +807,7 @@ def cmd_eval(args, kind: str) -> int:
     text = ext.texts(captions)
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
                                                  ("captions.clip.npy", text)], args.float16, args.precision)
-    os.makedirs(args.out, exist_ok=True)
+    make_dirs(args.out)
     dt = embedding_dtype(args.float16)
     save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
     save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)

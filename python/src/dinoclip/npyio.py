@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .checkpoint import write_atomic
+from ._files import write_atomic
 
 __all__ = ["save_npy", "embedding_dtype"]
 

@@ -64,7 +64,7 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	// Replacing the input with its projection would lose the features.
-	if sameFile(outPath, inPath) {
+	if sameFile(dest, inPath) {
 		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
 	}
 	in, err := npy.Open(inPath)
@@ -85,7 +85,7 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	defer lm.Engine.Close()
-	if sameFile(outPath, lm.Path) {
+	if sameFile(dest, lm.Path) {
 		return fmt.Errorf("--out %s is the model file %s: write the projections to another file", outPath, lm.Path)
 	}
 	c := lm.Model.Config

@@ -137,8 +137,16 @@ func Write(path string, write func(io.Writer) error) (err error) {
 // to be a writable regular file if it exists. Its directory is resolved
 // as the system resolves it: a ".." after a symbolic link leads out of
 // where the link leads, not back to where the link is.
+//
+// A path ending in a separator names a directory, never a file: refused,
+// as the system refuses to create one so named, where resolving it would
+// drop the separator and write the file before it ("x.npy/" replaced
+// x.npy).
 func Destination(path string) (string, error) {
 	for hops := 0; ; hops++ {
+		if strings.HasSuffix(path, "/") || strings.HasSuffix(path, string(filepath.Separator)) {
+			return "", fmt.Errorf("write %s: a name ending in a path separator is a directory's; want the path of a file", path)
+		}
 		path = ResolveDir(path)
 		st, err := os.Lstat(path)
 		if err != nil {

@@ -99,6 +99,21 @@ func TestWriteDestinations(t *testing.T) {
 			t.Errorf("E/%s holds %q (%v), want what was written through the link", f, b, err)
 		}
 	}
+	// A name ending in a separator, given or through a link, is refused:
+	// it was written as the file before the separator.
+	os.WriteFile(filepath.Join(dir, "keep.npy"), []byte("keep"), 0o644)
+	os.Symlink("keep.npy/", filepath.Join(dir, "slash"))
+	for _, p := range []string{filepath.Join(dir, "keep.npy") + "/", filepath.Join(dir, "slash"), filepath.Join(dir, "fresh") + "/"} {
+		if err := WriteBytes(p, []byte("new")); err == nil || !strings.Contains(err.Error(), "separator") {
+			t.Errorf("write %s: %v, want a refusal naming the separator", p, err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "keep.npy")); string(b) != "keep" {
+		t.Errorf("keep.npy holds %q after writes to keep.npy/", b)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "fresh")); err == nil {
+		t.Error("a write to fresh/ made fresh")
+	}
 	loop := filepath.Join(dir, "loop")
 	os.Symlink("loop", loop)
 	if err := WriteBytes(loop, []byte("x")); err == nil || !strings.Contains(err.Error(), "symbolic links") {

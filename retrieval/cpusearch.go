@@ -166,14 +166,23 @@ func (c *CPUSearcher) Search(ctx context.Context, queries []float32, nQueries in
 	total := int64(nQueries) * nKeys
 	var done int64
 	packed := make([]float32, (p.queryChunk+panelQueries-1)/panelQueries*panelQueries*dim)
+	// Every worker's selection of every query of a chunk, made once and
+	// reset for each chunk (the plan counted them once).
+	chunkSels := make([][]selection, p.workers)
+	for w := range chunkSels {
+		chunkSels[w] = make([]selection, min(p.queryChunk, nQueries))
+		for i := range chunkSels[w] {
+			chunkSels[w][i] = newSelection(kOut)
+		}
+	}
+	sels := make([][]selection, p.workers)
 	for q0 := 0; q0 < nQueries; q0 += p.queryChunk {
 		qn := min(p.queryChunk, nQueries-q0)
 		packQueries(packed, queries[q0*dim:(q0+qn)*dim], qn, dim)
-		sels := make([][]selection, p.workers)
 		for w := range sels {
-			sels[w] = make([]selection, qn)
+			sels[w] = chunkSels[w][:qn]
 			for i := range sels[w] {
-				sels[w][i] = newSelection(kOut)
+				sels[w][i].reset()
 			}
 		}
 		chunk := queryChunk{keys: keys, queries: queries[q0*dim : (q0+qn)*dim], packed: packed, qNorm: qNorm[q0 : q0+qn], n: qn}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -784,5 +785,39 @@ func TestSearchNamesImages(t *testing.T) {
 	defer ix.Close()
 	if sh := ix.Manifest.Shards; len(sh) != 1 || sh[0].Images == "" {
 		t.Errorf("a linked features file with its list beside the link: shards %+v, want one with images", sh)
+	}
+}
+
+// A CPU search holds the collector to what it is to hold (--memory, the
+// answer, the queries, the keys of a .npy read whole), where garbage let
+// the heap grow to twice what was live; a user's GOMEMLIMIT wins, and the
+// limit before is put back.
+func TestSearchLimitsHeap(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	keys, err := retrieval.Float32Keys("k.npy", make([]float32, 1000*8), 1000, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := debug.SetMemoryLimit(-1)
+	restore := limitHeap(16<<20, 240<<20, 4096, searchKeys{keys: keys})
+	want := int64(16<<20 + 240<<20 + 4096 + searchRuntimeBytes + 1000*8*4)
+	if got := debug.SetMemoryLimit(-1); got != want {
+		t.Errorf("the heap limit of a search of a .npy: %d, want %d", got, want)
+	}
+	restore()
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("after the search the limit is %d, want %d as before", got, before)
+	}
+	// An index's pages are mapped, outside the heap.
+	restore = limitHeap(16<<20, 0, 0, searchKeys{keys: keys, index: &retrieval.Index{}})
+	if got := debug.SetMemoryLimit(-1); got != 16<<20+searchRuntimeBytes {
+		t.Errorf("the heap limit of a search of an index: %d, want %d", got, 16<<20+searchRuntimeBytes)
+	}
+	restore()
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	limitHeap(16<<20, 0, 0, searchKeys{keys: keys})()
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("with GOMEMLIMIT set the limit became %d", got)
 	}
 }

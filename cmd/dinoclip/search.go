@@ -258,6 +258,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := checkOutDir(outDir, queriesPath, indexPath); err != nil {
 		return err
 	}
+	if err := checkOutPlace(outDir); err != nil {
+		return err
+	}
 	sweepLeftovers(cCtx.App.ErrWriter, outDir, isSearchFile)
 	// Make (and remove) the temporary directory the output is written
 	// into, so an --out that cannot be written fails before the search.
@@ -432,7 +435,7 @@ func checkOutDir(out string, inputs ...string) error {
 		// An input named like an output (--queries hits/ids.npy, or a
 		// symbolic link to it) would go with the directory it replaces.
 		// (A hard link elsewhere keeps the file.)
-		real, err := filepath.EvalSymlinks(filepath.Join(out, e.Name()))
+		real, err := atomicfile.RealPath(filepath.Join(out, e.Name()))
 		if err != nil {
 			continue
 		}
@@ -441,6 +444,27 @@ func checkOutDir(out string, inputs ...string) error {
 				return fmt.Errorf("--out %s holds %s, which is the input %s: the output replaces the directory whole; choose another --out", out, e.Name(), in)
 			}
 		}
+	}
+	return nil
+}
+
+// checkOutPlace refuses an --out among a run's or an index's files, as
+// project and average refuse theirs: a directory named step-N in a run's
+// checkpoints is taken for a checkpoint, and one in a run or an index is
+// a file the run or the index does not know.
+func checkOutPlace(out string) error {
+	parent := filepath.Dir(out)
+	if isRunDir(parent) {
+		return fmt.Errorf("--out %s is in the run directory %s: write the search's output outside the run", out, parent)
+	}
+	// In the checkpoints (run/checkpoints/x) or in a checkpoint (run/checkpoints/step-N/x).
+	for _, checkpoints := range []string{parent, filepath.Dir(parent)} {
+		if run := filepath.Dir(checkpoints); filepath.Base(checkpoints) == train.CheckpointsDir && isRunDir(run) {
+			return fmt.Errorf("--out %s is in the checkpoints of the run %s: write the search's output outside the run", out, run)
+		}
+	}
+	if retrieval.IsIndex(parent) {
+		return fmt.Errorf("--out %s is in the search index %s: write the search's output outside the index", out, parent)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // unitRows normalises rows in float64, as index and search do.
@@ -429,6 +430,18 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.MkdirAll(filepath.Join(named, searchIDsFile), 0o755)
 	os.WriteFile(filepath.Join(named, searchIDsFile, "mine.txt"), []byte("mine"), 0o644)
 	wantError(t, search("--out", named), "holds "+searchIDsFile)
+	// Not among a run's or an index's files.
+	for _, c := range []struct{ out, want string }{
+		{filepath.Join(run, "hits"), "in the run directory " + run},
+		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints of the run " + run},
+		{filepath.Join(run, checkpoint.LastLink, "hits"), "in the checkpoints of the run " + run},
+		{filepath.Join(index, "hits"), "in the search index " + index},
+	} {
+		wantError(t, search("--out", c.out), c.want)
+		if _, err := os.Lstat(c.out); err == nil {
+			t.Errorf("a refused search made %s", c.out)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(named, searchIDsFile, "mine.txt")); err != nil {
 		t.Errorf("a refused search lost what --out held: %v", err)
 	}
@@ -442,6 +455,11 @@ func TestIndexSearchErrors(t *testing.T) {
 	for _, in := range []string{inside, outside} {
 		wantError(t, []string{"search", "--index", index, "--queries", in, "--out", within}, "is the input "+in)
 	}
+	// ... also named relatively (an output's name, left relative, was
+	// compared with the input's absolute one).
+	t.Chdir(dir)
+	rel := filepath.Join("within", searchIDsFile)
+	wantError(t, []string{"search", "--index", rel, "--queries", rel, "--out", "within"}, "is the input "+rel)
 	if _, err := os.Stat(inside); err != nil {
 		t.Errorf("a refused search lost its queries: %v", err)
 	}

@@ -20,7 +20,7 @@ func main() {
 
 // run executes the CLI and returns the process exit code: 0 on success, 1
 // on an error (printed as one line naming what is wrong), 130 when
-// interrupted by SIGINT and 143 by SIGTERM.
+// interrupted by SIGINT, 143 by SIGTERM and 129 by SIGHUP.
 func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()

@@ -13,8 +13,9 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
 
-// signalContext catches SIGINT and SIGTERM for the whole run. What a signal
-// does depends on what the command is doing when it comes:
+// signalContext catches SIGINT, SIGTERM and SIGHUP (stopSignals) for the
+// whole run. What a signal does depends on what the command is doing when
+// it comes:
 //
 //   - in the action of a command that stops itself when its context is
 //     cancelled (handleInterrupts: train saves a checkpoint, search writes
@@ -39,7 +40,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	p := &interruptPolicy{}
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), interruptPolicyKey{}, p))
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(ch, stopSignals()...)
 	done := make(chan struct{})
 	go func() {
 		for {
@@ -65,6 +66,19 @@ func signalContext() (context.Context, context.CancelFunc) {
 		close(done)
 		cancel(context.Canceled)
 	}
+}
+
+// stopSignals are the signals that stop a command cleanly: Ctrl-C,
+// SIGTERM, and a hangup (the terminal closed: its process group gets
+// SIGHUP, which left a command's temporary files behind) unless the
+// process was started with hangups ignored (nohup), which catching it
+// would undo.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
 }
 
 // interruptPolicy is what a signal does in the run of signalContext.
@@ -126,7 +140,7 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	// A signal from now on ends the process as if nothing caught it: a
 	// cleanup that hangs (on a hung filesystem) cannot keep it alive.
-	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP) // (those not caught are left as they are)
 	for _, f := range p.beginExit() {
 		f()
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -81,7 +82,7 @@ func TestTrainSignals(t *testing.T) {
 	for _, c := range []struct {
 		sig, then syscall.Signal
 		code      int
-	}{{syscall.SIGINT, 0, 130}, {syscall.SIGTERM, 0, 143}, {syscall.SIGINT, syscall.SIGTERM, 130}} {
+	}{{syscall.SIGINT, 0, 130}, {syscall.SIGTERM, 0, 143}, {syscall.SIGHUP, 0, 129}, {syscall.SIGINT, syscall.SIGTERM, 130}} {
 		name := c.sig.String()
 		if c.then != 0 {
 			name += " then " + c.then.String()
@@ -133,6 +134,41 @@ func TestTrainSignals(t *testing.T) {
 				t.Errorf("after %v then %v, stderr lacks %q: the second signal was not seen during the save\n%s", c.sig, c.then, ignored, stderr.String())
 			}
 		})
+	}
+}
+
+// A process started with hangups ignored (nohup) goes on after SIGHUP:
+// catching it to stop cleanly would undo nohup.
+func TestTrainNohup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	signal.Ignore(syscall.SIGHUP) // inherited by the child, as nohup leaves it
+	cmd, _, stderr := startCLI(t, append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, tinyModel...))
+	signal.Reset(syscall.SIGHUP)
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child wrote no checkpoint in a minute:\n%s", stderr.String())
+		}
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		t.Fatalf("under nohup, SIGHUP ended training: %v\n%s", err, stderr.String())
+	case <-time.After(time.Second):
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	var ee *exec.ExitError
+	if err := <-exited; !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("after SIGINT: %v, want exit status 130\n%s", err, stderr.String())
 	}
 }
 

@@ -60,7 +60,10 @@ func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error
 		// rest would drop every later record from the rewritten file.
 		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, maxMetricsLine>>20)
 	}
-	if kept.Len() != len(old) {
+	// Appended in place, a file with other names (a backup made with
+	// cp -al) would change under them too: rewritten first, it is the
+	// run's own.
+	if st, err := os.Stat(path); kept.Len() != len(old) || err == nil && atomicfile.HardLinked(st) {
 		if err := atomicfile.WriteBytes(path, kept.Bytes()); err != nil {
 			return nil, err
 		}

@@ -263,3 +263,27 @@ func TestCheckpointsLinkJudgedWhereItLeads(t *testing.T) {
 		t.Errorf("a relative run directory whose checkpoints lead into another run's checkpoint: %v", err)
 	}
 }
+
+// A resume leaves a hard-linked copy of metrics.jsonl (a backup made with
+// cp -al) as it was: the records used to be appended to it too.
+func TestResumeLeavesHardLinkedMetrics(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	path := filepath.Join(runDir, MetricsFile)
+	backup := filepath.Join(t.TempDir(), MetricsFile)
+	if err := os.Link(path, backup); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(backup)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("the stopped run's metrics: %q, %v", before, err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, runDir, nil), true); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(backup); string(after) != string(before) {
+		t.Errorf("the hard-linked copy of metrics.jsonl changed: %d bytes, was %d", len(after), len(before))
+	}
+	if after, _ := os.ReadFile(path); len(after) <= len(before) || !strings.HasPrefix(string(after), string(before)) {
+		t.Errorf("the run's metrics.jsonl (%d bytes) does not continue the stopped run's (%d)", len(after), len(before))
+	}
+}

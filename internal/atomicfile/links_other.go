@@ -1,0 +1,9 @@
+//go:build !unix
+
+package atomicfile
+
+import "os"
+
+// HardLinked reports whether the file st describes has other names. Off
+// Unix the link count is not in os.FileInfo: false, as if it had none.
+func HardLinked(st os.FileInfo) bool { return false }

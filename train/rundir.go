@@ -201,7 +201,7 @@ func realPath(path string) string {
 // a process that does not hold the lock yet.
 func CheckResumable(dir string) error {
 	err := checkResumable(dir)
-	if errors.Is(err, errNoCheckpoint) {
+	if errors.Is(err, ErrNoCheckpoint) {
 		if lerr := checkUnlocked(dir); lerr != nil {
 			return lerr
 		}
@@ -209,8 +209,9 @@ func CheckResumable(dir string) error {
 	return err
 }
 
-// errNoCheckpoint marks checkResumable's error for a run without one.
-var errNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
+// ErrNoCheckpoint marks CheckResumable's error for a run without one (a
+// run that stopped before its first checkpoint, or is about to save it).
+var ErrNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
 
 // checkResumable is CheckResumable for the process holding the lock.
 func checkResumable(dir string) error {
@@ -231,7 +232,7 @@ func checkResumable(dir string) error {
 		if err := orphanedCheckpoints(dir); err != nil {
 			return err
 		}
-		return fmt.Errorf("nothing to resume in %s: %w", dir, errNoCheckpoint)
+		return fmt.Errorf("nothing to resume in %s: %w", dir, ErrNoCheckpoint)
 	}
 	if st.Mode()&os.ModeSymlink == 0 {
 		// The trainer replaces the link at every checkpoint; it cannot

@@ -551,10 +551,15 @@ func infoRun(w io.Writer, dir string) error {
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
-		if training {
+		switch err := train.CheckResumable(dir); {
+		case training:
 			fmt.Fprintf(w, "  no checkpoint yet\n")
-		} else {
+		case err == nil || errors.Is(err, train.ErrNoCheckpoint):
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
+		default:
+			// Its last link removed, or leading to a checkpoint removed:
+			// what a resume would say, and the way back.
+			fmt.Fprintf(w, "  NOT RESUMABLE: %v\n", err)
 		}
 		if b, err := atomicfile.ReadRegular(filepath.Join(dir, train.RunFile)); err == nil {
 			var st train.State
@@ -583,7 +588,10 @@ func infoRun(w io.Writer, dir string) error {
 	if best := filepath.Join(dir, checkpoint.BestLink); !sameDir(best, last) {
 		writeEMAWeights(w, best, " of the best checkpoint")
 	}
-	if run, err := train.ReadRunInfo(dir); err == nil && run.Init != nil {
+	switch run, err := train.ReadRunInfo(dir); {
+	case err != nil:
+		fmt.Fprintf(w, "  %s: NOT READABLE (a resume refuses the run until it is restored): %v\n", train.RunFile, err)
+	case run.Init != nil:
 		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
 	}
 	st, err := readState(last)

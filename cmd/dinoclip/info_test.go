@@ -67,6 +67,39 @@ func TestInfoRunTrainingNow(t *testing.T) {
 	}
 }
 
+// info on a damaged run says what a resume would say, and the way back:
+// a last link removed, or leading to a checkpoint removed, was "no
+// checkpoint yet (the run stopped before its first one)", and a run.json
+// cut short went unmentioned.
+func TestInfoDamagedRun(t *testing.T) {
+	run, _, _ := trainRun(t)
+	runFile := filepath.Join(run, train.RunFile)
+	whole, err := os.ReadFile(runFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(runFile, whole[:len(whole)/2], 0o644)
+	if out := mustRun(t, "info", run); !strings.Contains(out, train.RunFile+": NOT READABLE") {
+		t.Errorf("info on a run whose run.json is cut short:\n%s", out)
+	}
+	os.WriteFile(runFile, whole, 0o644)
+	last := filepath.Join(run, checkpoint.LastLink)
+	for _, c := range []struct {
+		name   string
+		damage func()
+		want   string
+	}{
+		{"no last link", func() { os.Remove(last) }, "but no last link"},
+		{"last checkpoint removed", func() { os.Symlink("checkpoints/step-00000099", last) }, "last checkpoint is missing"},
+	} {
+		c.damage()
+		out := mustRun(t, "info", run)
+		if !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, c.want) || strings.Contains(out, "no checkpoint yet") {
+			t.Errorf("info on a run with %s, want NOT RESUMABLE and %q:\n%s", c.name, c.want, out)
+		}
+	}
+}
+
 // TestInfoSynthOut describes the directory that synth --out writes.
 func TestInfoSynthOut(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "synth")

@@ -100,6 +100,9 @@ func decimalNumbers(cCtx *cli.Context) error {
 					if v != "" && !isDecimalNumber(v, float) {
 						return fmt.Errorf("%s=%s: %s", name, v, why)
 					}
+					if float && underflows(v) {
+						return fmt.Errorf("%s=%s: %s", name, v, underflowWhy)
+					}
 					break
 				}
 			}
@@ -108,9 +111,22 @@ func decimalNumbers(cCtx *cli.Context) error {
 	for _, tok := range flagTokens(cCtx) {
 		if float, number := kinds[tok.name]; number && tok.hasValue && !isDecimalNumber(tok.value, float) {
 			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, why)
+		} else if number && float && tok.hasValue && underflows(tok.value) {
+			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, underflowWhy)
 		}
 	}
 	return nil
+}
+
+// underflowWhy is why a number that underflows is refused.
+const underflowWhy = "too small a number for a float64: it reads as 0 (write 0 if 0 is meant)"
+
+// underflows reports whether s is a number other than zero that reads as
+// 0 (1e-400): --ema 1e-400 meant no moving average, silently.
+func underflows(s string) bool {
+	x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
+	return err == nil && x == 0 && strings.ContainsAny(mantissa, "123456789")
 }
 
 // isDecimalNumber is isDecimal for an integer; a float may also have a
@@ -373,6 +389,9 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			_, isFloatFlag := f.(*altsrc.Float64Flag)
 			if s, isString := v.(string); isString && hasOtherBase(s) && !isDecimalNumber(s, isFloatFlag) {
 				return nil, fmt.Errorf("config %s: key %s: %q: write the number in decimal digits (a leading 0, 0x or _ reads it another way)", path, key, s)
+			}
+			if isFloatFlag && n.Kind == yaml.ScalarNode && underflows(n.Value) {
+				return nil, fmt.Errorf("config %s: key %s: %s: %s", path, key, n.Value, underflowWhy)
 			}
 			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
 				break

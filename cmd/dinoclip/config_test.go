@@ -140,6 +140,8 @@ func TestConfigErrors(t *testing.T) {
 		{"octal learning rate", "lr: 010\n", []string{"key lr", "decimal digits"}},
 		{"hexadecimal learning rate", "lr: 0x10\n", []string{"key lr", "decimal digits"}},
 		{"learning rate with an underscore", "lr: 1_0.5\n", []string{"key lr", "decimal digits"}},
+		{"underflowing moving average", "ema: 1e-400\n", []string{"key ema", "1e-400", "reads as 0"}},
+		{"quoted underflowing learning rate", "lr: \"0.1e-399\"\n", []string{"key lr", "0.1e-399", "reads as 0"}},
 		{"bad second document", "epochs: 3\n---\n: : :\n", []string{"not a YAML or JSON mapping"}},
 		// An alias of another command's key (skipped) is checked where
 		// it is used, and a string flag takes it as written.
@@ -229,6 +231,17 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 			name := f.Names()[0]
 			for _, v := range bad {
 				wantError(t, []string{c.Name, "--" + name, v}, "--"+name+" "+v, "decimal digits")
+			}
+			if float {
+				// A number that reads as 0 (--ema 1e-400 meant no moving average).
+				wantError(t, []string{c.Name, "--" + name, "1e-400"}, "--"+name+" 1e-400", "reads as 0")
+				if ev, ok := f.(interface{ GetEnvVars() []string }); ok && len(ev.GetEnvVars()) > 0 {
+					env := ev.GetEnvVars()[0]
+					t.Run(c.Name+"/"+env+"=1e-400", func(t *testing.T) {
+						t.Setenv(env, "1e-400")
+						wantError(t, []string{c.Name}, env+"=1e-400", "reads as 0")
+					})
+				}
 			}
 			ev, ok := f.(interface{ GetEnvVars() []string })
 			if !ok || len(ev.GetEnvVars()) == 0 {

@@ -707,6 +707,50 @@ func TestResumeRefusesChangedInputs(t *testing.T) {
 			t.Fatalf("run.json after an accepted change does not record the new inputs: %s", d)
 		}
 	})
+	// A checkpoint, or run.json, of another run of the same options on
+	// other contents: each was taken for the run's own.
+	otherRun := func(t *testing.T) (dataDir, runDir string) {
+		dataDir, runDir = t.TempDir(), t.TempDir()
+		tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+		rewrite(t, dataDir)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 5, cancel: cancel} })
+		if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+			t.Fatalf("the other run stopped after 5 steps: %v", err)
+		}
+		return dataDir, runDir
+	}
+	t.Run("another run's checkpoint", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		_, other := otherRun(t)
+		ckpt := filepath.Join(runDir, checkpointName(5))
+		os.RemoveAll(ckpt)
+		if err := os.CopyFS(ckpt, os.DirFS(filepath.Join(other, checkpointName(5)))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "is another run's") {
+			t.Fatalf("resume from another run's checkpoint: %v", err)
+		}
+		tr := newTrainer(t, dataDir, runDir, nil)
+		tr.AcceptChangedInputs = true
+		if _, err := tr.Run(context.Background(), true); err != nil {
+			t.Fatalf("resume from another run's checkpoint with AcceptChangedInputs: %v", err)
+		}
+	})
+	t.Run("another run's run.json", func(t *testing.T) {
+		_, runDir := stoppedRun(t, 5)
+		otherData, other := otherRun(t)
+		b, err := os.ReadFile(filepath.Join(other, RunFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(runDir, RunFile), b, 0o644)
+		// (on the data that run.json names, as train --resume takes it)
+		if _, err := newTrainer(t, otherData, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "is another run's") {
+			t.Fatalf("resume with another run's run.json: %v", err)
+		}
+	})
 	t.Run("other eval set", func(t *testing.T) {
 		dataDir, runDir := stoppedRun(t, 5)
 		tr := newTrainer(t, dataDir, runDir, nil)

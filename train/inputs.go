@@ -3,6 +3,7 @@ package train
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -55,6 +56,20 @@ const (
 	sampleBlocks    = 32
 	sampleBlockSize = 16 << 10
 )
+
+// SHA256 is the hex SHA-256 of in as run.json records it (State.InputsSHA256);
+// "" for nil (a run from before inputs were recorded).
+func (in *Inputs) SHA256() string {
+	if in == nil {
+		return ""
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		panic(err) // (strings and integers only)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
 
 // InputsOf identifies the contents of the training data d and the
 // evaluation sets evals.

@@ -150,6 +150,12 @@ type State struct {
 	// run would have done after it, so that the records, the checkpoint of
 	// Step and the best one are those of a run never stopped.
 	PendingEval *PendingEval `json:"pending_eval,omitempty"`
+	// InputsSHA256 is Inputs.SHA256 of the inputs the run trained on up
+	// to this state (run.json's when it was saved): a resume refuses a
+	// checkpoint of another run trained on other contents, or run.json
+	// of another run, which it would otherwise continue under this run's
+	// name. Absent in states from before it was recorded.
+	InputsSHA256 string `json:"inputs_sha256,omitempty"`
 }
 
 // PendingEval is an epoch-end evaluation still to be done: the epoch's

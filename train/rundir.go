@@ -462,6 +462,7 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		improved.Checkpoint = name
 		st.Best = improved
 	}
+	st.InputsSHA256 = tr.inputs.SHA256()
 	n := tr.Engine.Config().NumParams()
 	params, m, v := make([]float32, n), make([]float32, n), make([]float32, n)
 	if err := tr.Engine.Parameters(params); err != nil {
@@ -769,6 +770,13 @@ func (tr *Trainer) restore() (State, error) {
 	}
 	if momentsErr != nil {
 		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, momentsFile, momentsErr)
+	}
+	// The checkpoint and run.json of one run: both record the inputs the
+	// run trained on (a checkpoint copied in from a run of the same
+	// options on other data, or that run's run.json, said nothing).
+	if st.InputsSHA256 != "" && info.Inputs != nil && st.InputsSHA256 != info.Inputs.SHA256() && !tr.AcceptChangedInputs {
+		return State{}, fmt.Errorf("%s: the checkpoint was trained on other training data or evaluation sets than %s records: it, or %s, is another run's; restore this run's own, or give --accept-changed-inputs to continue from the checkpoint on the inputs given",
+			dir, filepath.Join(tr.RunDir, RunFile), RunFile)
 	}
 	if err := tr.checkInputs(info.Inputs); err != nil {
 		return State{}, err

@@ -536,7 +536,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	metrics, err := openMetrics(filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil)
+	metrics, err := openMetrics(filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil, tr.Log)
 	if err != nil {
 		return Result{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"strings"
@@ -31,8 +32,10 @@ type metricsWriter struct{ f *os.File }
 // are dropped first, and so is an evaluation record of step when that
 // evaluation is pending (evalPending: the resume does it again; an earlier
 // resume that died between writing the record and saving the checkpoint
-// left one), so a resumed run's file reads like one never stopped.
-func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error) {
+// left one), so a resumed run's file reads like one never stopped. Other
+// lines that are no record (damaged by hand or by the disk) are dropped
+// too, with a warning on log: the records they held are lost.
+func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*metricsWriter, error) {
 	if err := checkRunFile(path); err != nil {
 		return nil, err
 	}
@@ -43,13 +46,18 @@ func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error
 	var kept bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(old))
 	sc.Buffer(nil, maxMetricsLine)
+	damaged, lastDamaged := 0, false
 	for sc.Scan() {
 		var rec struct {
 			Type string `json:"type"`
 			Step *int   `json:"step"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > step ||
-			(evalPending && *rec.Step == step && rec.Type == "eval") {
+		lastDamaged = json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil
+		if lastDamaged {
+			damaged++
+			continue
+		}
+		if *rec.Step > step || (evalPending && *rec.Step == step && rec.Type == "eval") {
 			continue
 		}
 		kept.Write(sc.Bytes())
@@ -59,6 +67,12 @@ func openMetrics(path string, step int, evalPending bool) (*metricsWriter, error
 		// A line too long to scan is none training writes; skipping the
 		// rest would drop every later record from the rewritten file.
 		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, maxMetricsLine>>20)
+	}
+	if lastDamaged && !bytes.HasSuffix(old, []byte("\n")) {
+		damaged-- // the torn last line a kill leaves: expected
+	}
+	if damaged > 0 {
+		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
 	// Appended in place, a file with other names (a backup made with
 	// cp -al) would change under them too: rewritten first, it is the

@@ -825,8 +825,8 @@ func checkRecordedStep(dir, file string, meta map[string]string, step int) error
 			dir, file, checkpoint.OptimizerFile, file)
 	}
 	if recorded != strconv.Itoa(step) {
-		return fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint; put the checkpoint's own %s back, or train into another --out",
-			dir, file, recorded, checkpoint.OptimizerFile, step, file)
+		return fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint (either may be the one out of place); put the checkpoint's own files back, or train into another --out",
+			dir, file, recorded, checkpoint.OptimizerFile, step)
 	}
 	return nil
 }

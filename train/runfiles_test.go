@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := openMetrics(path, 10, false)
+	m, err := openMetrics(path, 10, false, slog.New(slog.DiscardHandler))
 	if err == nil {
 		m.Close()
 		t.Fatal("openMetrics accepted a line longer than it reads")
@@ -38,6 +39,34 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(after, b.Bytes()) {
 		t.Errorf("the refused metrics file was rewritten (%d bytes, was %d)", len(after), b.Len())
+	}
+}
+
+// Lines of the metrics log that are no record are dropped with a warning
+// (the records they held are lost), but for the torn last line a kill
+// leaves, which is expected; records past the step resumed from go
+// without one.
+func TestOpenMetricsWarnsOfDamage(t *testing.T) {
+	for _, c := range []struct {
+		name, text string
+		warned     bool
+	}{
+		{"torn last line", `{"type":"train","step":1}` + "\n" + `{"type":"tr`, false},
+		{"records past the step", `{"type":"train","step":1}` + "\n" + `{"type":"train","step":12}` + "\n", false},
+		{"a damaged line", `{"type":"train","step":1}` + "\n\x00\x00\x00\n" + `{"type":"train","step":2}` + "\n", true},
+		{"a damaged last line, whole", `{"type":"train","step":1}` + "\n" + `garbage` + "\n", true},
+	} {
+		path := filepath.Join(t.TempDir(), MetricsFile)
+		os.WriteFile(path, []byte(c.text), 0o644)
+		var log bytes.Buffer
+		m, err := openMetrics(path, 10, false, slog.New(slog.NewTextHandler(&log, nil)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		m.Close()
+		if warned := strings.Contains(log.String(), "no record"); warned != c.warned {
+			t.Errorf("%s: warned %v, want %v:\n%s", c.name, warned, c.warned, log.String())
+		}
 	}
 }
 

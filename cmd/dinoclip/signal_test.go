@@ -98,14 +98,7 @@ func TestTrainSignals(t *testing.T) {
 			args := append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, model...)
 			cmd, _, stderr := startCLI(t, args)
 			defer cmd.Process.Kill()
-			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-				if _, err := os.Stat(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the child wrote no checkpoint in a minute:\n%s", stderr.String())
-				}
-			}
+			waitForCheckpoint(t, run, stderr)
 			locked := "run " + run + " is locked by another process (pid " + strconv.Itoa(cmd.Process.Pid) + ")"
 			wantError(t, []string{"train", "--resume", "--out", run}, locked)
 			wantError(t, args, locked)
@@ -137,6 +130,20 @@ func TestTrainSignals(t *testing.T) {
 	}
 }
 
+// waitForCheckpoint waits until the training child whose stderr is
+// stderr has saved a checkpoint in run (a minute at most).
+func waitForCheckpoint(t *testing.T, run string, stderr *syncBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child wrote no checkpoint in a minute:\n%s", stderr.String())
+		}
+	}
+}
+
 // A process started with hangups ignored (nohup) goes on after SIGHUP:
 // catching it to stop cleanly would undo nohup.
 func TestTrainNohup(t *testing.T) {
@@ -149,14 +156,7 @@ func TestTrainNohup(t *testing.T) {
 	cmd, _, stderr := startCLI(t, append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, tinyModel...))
 	signal.Reset(syscall.SIGHUP)
 	defer cmd.Process.Kill()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(run, checkpoint.LastLink, checkpoint.ModelFile)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the child wrote no checkpoint in a minute:\n%s", stderr.String())
-		}
-	}
+	waitForCheckpoint(t, run, stderr)
 	cmd.Process.Signal(syscall.SIGHUP)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

@@ -91,3 +91,13 @@ def test_clip_benchmark_loader_signature(tiny_models, projector_path):
 def test_width_mismatch(tiny_models):
     with pytest.raises(ValueError, match="maps 768 -> 512"):
         benchmark.load(ProjectorWithResiduals(), tiny_models["dinov2"], tiny_models["clip"])
+
+
+def test_model_of_another_kind_is_refused(tiny_models, projector_path):
+    """DINOv2 and CLIP swapped: refused, not built with random weights."""
+    from dinoclip import encoders
+
+    with pytest.raises(encoders.ModelUnavailable, match="its config is of a 'clip' model, not a 'dinov2' one"):
+        benchmark.load(str(projector_path), tiny_models["clip"], tiny_models["clip"])
+    with pytest.raises(encoders.ModelUnavailable, match="its config is of a 'dinov2' model, not a 'clip' one"):
+        benchmark.load_clip_baseline(tiny_models["dinov2"])

@@ -188,6 +188,17 @@ def test_refuses_pickled_code(tmp_path):
         convert.torch_to_dinoclip(str(tmp_path / "evil.pt"), str(tmp_path / "o.safetensors"))
     # one line, naming what was refused, without torch's advice to load with weights_only=False
     assert "\n" not in str(e.value) and "system" in str(e.value) and "weights_only=False" not in str(e.value)
+    # a training script's wrapper holding its arguments: torch numbers its advice (1), (2) before
+    # the cause, which names the class; neither that advice (`weights_only` set to `False`) nor the
+    # one to allowlist the class is passed on
+    import argparse
+
+    torch.save({"model_state_dict": original().state_dict(), "args": argparse.Namespace(lr=1)}, tmp_path / "ns.pt")
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(tmp_path / "ns.pt"), str(tmp_path / "o.safetensors"))
+    assert "\n" not in str(e.value) and "argparse.Namespace" in str(e.value), str(e.value)
+    assert "weights_only` set to `False" not in str(e.value) and "add_safe_globals" not in str(e.value), str(e.value)
+    assert "(Unsupported global: GLOBAL argparse.Namespace was not an allowed global by default.)" in str(e.value)
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
     with pytest.raises(ConversionError, match=r"not a PyTorch checkpoint .*\(Unsupported operand \d+\)") as e:
         convert.torch_to_dinoclip(str(tmp_path / "notes.pt"), str(tmp_path / "o.safetensors"))
@@ -257,3 +268,16 @@ def test_converted_file_records_its_sha256(tmp_path):
     assert r.stderr == (f"dinoclip.convert: {out}: tensors do not match their recorded SHA-256: the file is "
                         "corrupt or was edited; a tool that rewrote its tensors must drop the metadata key "
                         "dinoclip.sha256\n")
+
+
+def test_to_dinoclip_output_name(tmp_path, monkeypatch):
+    """An empty OUT is refused, not taken for the current directory (./model.safetensors); a
+    .safetensors suffix in capitals names a file, not a checkpoint directory to make."""
+    torch.save(original().state_dict(), tmp_path / "orig.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConversionError, match="OUT is empty"):
+        convert.torch_to_dinoclip("orig.pt", "")
+    assert not (tmp_path / "model.safetensors").exists()
+    assert convert.torch_to_dinoclip("orig.pt", "x.SAFETENSORS") == str(tmp_path / "x.SAFETENSORS")
+    assert (tmp_path / "x.SAFETENSORS").is_file()
+    assert checkpoint.load(tmp_path / "x.SAFETENSORS").config == original().config

@@ -196,6 +196,12 @@ def test_train_folder_skips_named_pipes(tmp_path, image_folder, capfd):
     ("short.csv", "image,caption\na/img00.jpg,a dog\na/img01.jpg\n", "short.csv:3: the row has no caption column"),
     ("latin1.tsv", b"image\tcaption\na/img00.jpg\ta dog\na/img01.jpg\tcaf\xe9\n", "latin1.tsv:3: not valid UTF-8"),
     ("latin1.jsonl", b'{"image": "a/img00.jpg", "caption": "caf\xe9"}\n', "latin1.jsonl:1: not valid UTF-8"),
+    # nested deeper than the parser recurses (RecursionError)
+    ("deep.jsonl", '{"image": "a/img00.jpg", "caption": "x"}\n' + "[" * 100000 + "]" * 100000 + "\n",
+     "deep.jsonl:2: want a JSON object with \"image\" and \"caption\" (maximum recursion depth exceeded"),
+    # a quote left open runs on past csv's field limit (csv.Error), named at the line reached
+    ("open.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,"a cat\n' + "x" * 140000 + "\n",
+     "open.csv:4: field larger than field limit (131072)"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""
@@ -593,6 +599,72 @@ def test_eval_complete_set_made_otherwise_is_refused(tmp_path, tiny_models, karp
     assert "already complete" in capfd.readouterr().err
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_eval_refuses_to_replace_its_karpathy_file(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
+    """Before any model loads: an output file that is the --karpathy file (named as it, or
+    through a link) would replace it with the set."""
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    data = open(karpathy["json"], "rb").read()
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    shutil.copy(karpathy["json"], ev / "eval.json")
+    own = tmp_path / "dataset_coco.json"
+    shutil.copy(karpathy["json"], own)
+    os.symlink(own, ev / "captions.clip.npy")
+    for js, name in ((ev / "eval.json", "eval.json"), (own, "captions.clip.npy")):
+        assert run(tiny_models, "eval-coco", "--karpathy", js, "--images", karpathy["images"], "--out", ev) == 1
+        assert capfd.readouterr().err == (f"dinoclip.extract: --out {ev}: its {name} is the --karpathy file {js}: "
+                                          "write the evaluation set to another directory\n")
+    assert (ev / "eval.json").read_bytes() == data and own.read_bytes() == data
+
+
+def test_deeply_nested_json_is_one_line(tmp_path, tiny_models, karpathy, image_folder, monkeypatch, capfd):
+    """JSON nested deeper than the parser recurses (RecursionError, not a ValueError): in
+    --karpathy, and in the extract.json and eval.json that record how an --out was made."""
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    deep = "[" * 100000 + "]" * 100000
+    js = tmp_path / "dataset_coco.json"
+    js.write_text(deep)
+    assert run(tiny_models, "eval-coco", "--karpathy", js, "--images", karpathy["images"], "--out", tmp_path / "e") == 1
+    err = capfd.readouterr().err
+    assert err == f"dinoclip.extract: --karpathy {js}: maximum recursion depth exceeded while decoding a JSON " \
+                  "array from a unicode string\n", err
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    for name in extract.EVAL_FILES:
+        (ev / name).write_bytes(b"")
+    (ev / "eval.json").write_text(deep)
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", ev) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(f"dinoclip.extract: {ev / 'eval.json'} is unreadable (maximum recursion depth") and \
+        err.count("\n") == 1, err
+    tr = tmp_path / "tr"
+    tr.mkdir()
+    (tr / extract.MANIFEST).write_text(deep)
+    assert run(tiny_models, "train-folder", image_folder, "--out", tr) == 1
+    err = capfd.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"dinoclip.extract: {tr / extract.MANIFEST} is unreadable (maximum recursion depth"), err
+
+
+def test_named_pipe_and_directory_inputs_are_refused(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
+    """texts FILE and --karpathy JSON that are named pipes are refused without waiting for a
+    writer; a directory, or a missing file, is one line naming it."""
+    monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    out = tmp_path / "q.npy"
+    assert guarded(fifo, lambda: run_texts(tiny_models, fifo, "--out", out)) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {fifo}: a named pipe, not a regular file\n"
+    assert guarded(fifo, lambda: run(tiny_models, "eval-coco", "--karpathy", fifo, "--images", karpathy["images"],
+                                     "--out", tmp_path / "ev")) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: --karpathy {fifo}: a named pipe, not a regular file\n"
+    assert run_texts(tiny_models, tmp_path, "--out", out) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {tmp_path}: a directory, not a regular file\n"
+    assert run_texts(tiny_models, tmp_path / "missing.txt", "--out", out) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {tmp_path / 'missing.txt'}: No such file or directory\n"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda d: d["images"].insert(1, "COCO_val2014_x.jpg"), "images[1] is a str, want a JSON object"),
     (lambda d: d["images"][0].update(filepath=7), "image COCO_val2014_000000000000.jpg: filepath 7 is not a string"),
@@ -627,6 +699,30 @@ def test_bad_device_and_out_refused_up_front(tmp_path, tiny_models, karpathy, im
         assert run(tiny_models, *cmd, "--out", afile) == 1
         assert f"--out {afile} exists and is not a directory" in capfd.readouterr().err
     assert afile.read_text() == "x"
+
+
+def test_unusable_device_is_one_line(tmp_path, tiny_models, monkeypatch, capfd):
+    """--device meta (shapes without values) is refused; a device this torch has no backend for
+    fails the first tensor put on it each its own way: one line, before any model loads."""
+    monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
+    src = tmp_path / "q.txt"
+    src.write_text("a dog\n", encoding="utf-8")
+    args = ["texts", str(src), "--out", str(tmp_path / "q.npy"), "--clip", tiny_models["clip"], "--quiet"]
+    assert extract.main([*args, "--device", "meta"]) == 1
+    assert capfd.readouterr().err == "dinoclip.extract: --device meta: holds no values; use cuda or cpu\n"
+    tried = 0
+    for device in ("mps", "xla"):
+        try:
+            torch.zeros(1).to(device)
+            continue  # (usable on this machine)
+        except Exception:
+            pass
+        tried += 1
+        assert extract.main([*args, "--device", device]) == 1
+        err = capfd.readouterr().err
+        assert err.startswith(f"dinoclip.extract: --device {device}: not usable here (") and err.count("\n") == 1, err
+    assert tried or pytest.skip("mps and xla are both usable here")
+    assert not (tmp_path / "q.npy").exists()
 
 
 def test_eval_non_finite_rows_refused_before_writing(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
@@ -721,6 +817,84 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         name = "DINOv2" if which == "dinov2" else "CLIP"
         assert errors[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), errors[0]
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
+
+
+def clip_without(tiny_models, tmp_path, drop_weight=None, tokenizer=True):
+    """A copy of the tiny CLIP folder: without the weight ``drop_weight``, or without the
+    tokenizer's files (config.json and model.safetensors alone)."""
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "clip-copy"
+    d.mkdir()
+    for name in os.listdir(tiny_models["clip"]):
+        if tokenizer or name in ("config.json", "model.safetensors"):
+            shutil.copy(os.path.join(tiny_models["clip"], name), d / name)
+    if drop_weight:
+        sd = load_file(d / "model.safetensors")
+        del sd[drop_weight]
+        save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
+    return d
+
+
+@pytest.mark.parametrize("flag", ["--dinov2", "--clip"])
+def test_model_of_another_kind_is_refused(tmp_path, tiny_models, image_folder, capfd, flag):
+    """A CLIP folder as --dinov2, a DINOv2 folder as --clip: transformers would build the model
+    with random weights and say so only in a warning; the run would write random features."""
+    models = {"--dinov2": tiny_models["dinov2"], "--clip": tiny_models["clip"]}
+    other = tiny_models["clip" if flag == "--dinov2" else "dinov2"]
+    models[flag] = other
+    out = tmp_path / "o"
+    rc = extract.main(["train-folder", str(image_folder), "--out", str(out), "--device", "cpu", "--workers", "0",
+                       "--quiet", "--dinov2", models["--dinov2"], "--clip", models["--clip"]])
+    err = capfd.readouterr().err
+    what, kind, found = ("DINOv2", "dinov2", "clip") if flag == "--dinov2" else ("CLIP", "clip", "dinov2")
+    assert rc == 1 and "Traceback" not in err, err
+    assert err.endswith(f"dinoclip.extract: could not load the {what} model {other!r}: its config is of a "
+                        f"{found!r} model, not a {kind!r} one; pass the folder of a {what} model with {flag} DIR\n"), err
+    assert not any(n.endswith(".npy") for n in os.listdir(out))
+
+
+def test_model_missing_weights_is_refused(tmp_path, tiny_models):
+    """A CLIP folder whose weights file lacks some: they would be random."""
+    d = clip_without(tiny_models, tmp_path, drop_weight="logit_scale")
+    with pytest.raises(encoders.ModelUnavailable) as e:
+        encoders.load_clip(str(d))
+    assert str(e.value) == (f"could not load the CLIP model {str(d)!r}: 1 of its weights are missing (e.g. "
+                            "logit_scale) and would be random; pass the folder of a whole CLIP model with --clip DIR")
+
+
+def test_tokenizer_without_its_files_is_refused(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
+    """A CLIP folder without the tokenizer's files: transformers 5 builds a tokenizer of its two
+    special tokens, which gives every text the same ids (and embedding). A folder whose files are
+    no tokenizer's at all (a DINOv2 folder's): one line, not transformers' ValueError."""
+    d = clip_without(tiny_models, tmp_path, tokenizer=False)
+    clip = encoders.load_clip(str(d))
+    for kw in ({}, {"clip": clip}):
+        with pytest.raises(encoders.ModelUnavailable) as e:
+            encoders.load_tokenizer(str(d), **kw)
+        msg = str(e.value)
+        assert msg.startswith(f"could not load the CLIP tokenizer of the model {str(d)!r}: it has ") and \
+            f"tokens, the text model takes {clip.config.text_config.vocab_size} (the folder has no tokenizer.json, " \
+            "vocab.json, merges.txt)" in msg, msg
+    src = tmp_path / "q.txt"
+    src.write_text("a red dog\ntwo cats\n", encoding="utf-8")
+    capfd.readouterr()
+    assert extract.main(["texts", str(src), "--out", str(tmp_path / "q.npy"), "--clip", str(d), "--device", "cpu",
+                         "--quiet"]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith("dinoclip.extract: could not load the CLIP tokenizer") and err.count("\n") == 1, err
+    assert not (tmp_path / "q.npy").exists()
+    # an evaluation set's tokenizer is refused before its images run, not after
+    monkeypatch.setattr(extract.Extractor, "images", lambda *a, **k: pytest.fail("ran the images"))
+    assert extract.main(["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+                         "--out", str(tmp_path / "ev"), "--dinov2", tiny_models["dinov2"], "--clip", str(d),
+                         "--device", "cpu", "--workers", "0", "--quiet"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dinoclip.extract: could not load the CLIP tokenizer"), err
+    with pytest.raises(encoders.ModelUnavailable) as e:
+        encoders.load_tokenizer(tiny_models["dinov2"])
+    assert str(e.value).startswith(f"could not load the CLIP tokenizer of the model {tiny_models['dinov2']!r} (")
+    assert str(e.value).endswith("not the files of one; pass its folder with --clip DIR") and "\n" not in str(e.value)
 
 
 def test_missing_folder_is_not_taken_for_a_model_name(tmp_path, monkeypatch):

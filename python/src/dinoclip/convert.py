@@ -80,16 +80,18 @@ def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
 
 def _unpickling_detail(e: Exception) -> str:
     """What ``torch.load(weights_only=True)`` (or zipfile) found wrong, in one line: its message
-    less the paragraphs around the cause (one of which advises ``weights_only=False``, which would
-    run whatever code the file holds)."""
+    less the paragraphs around the cause (which advise ``weights_only=False``, which would run
+    whatever code the file holds, or allowlisting the class it refused)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for ln in lines:
-        if ln.startswith(("Weights only load failed", "Check the documentation")):
+        # (1) and (2): the two ways torch offers to load it anyway, before the cause
+        if ln.startswith(("Weights only load failed", "Check the documentation", "(1)", "(2)")):
             continue
         if "WeightsUnpickler error:" in ln:
             ln = ln.split("WeightsUnpickler error:", 1)[1].strip()
             if not ln:
                 continue
+            ln = ln.split(" Please use ", 1)[0]  # (torch.serialization.add_safe_globals([...]))
         return ln
     return type(e).__name__
 
@@ -278,7 +280,9 @@ def _destination(dst: str, src: str) -> str:
 
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
     """Converts a ``.pt`` state_dict to a dinoclip model file; returns the path written."""
-    if not dst.endswith(".safetensors"):
+    if not dst:  # (os.path.join would make it ./model.safetensors, a place the user did not name)
+        raise ConversionError("OUT is empty: name a .safetensors file to write, or a checkpoint directory")
+    if not dst.lower().endswith(".safetensors"):  # (x.SAFETENSORS is a file's name, not a directory's)
         if os.path.lexists(dst) and not os.path.isdir(dst):
             raise ConversionError(f"{dst} is a file: name a .safetensors file to write, or a checkpoint "
                                   f"directory to write {MODEL_FILE} in")

@@ -39,6 +39,9 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
 Device = Union[str, torch.device]
 
+# The files a CLIP tokenizer is built from: tokenizer.json, or vocab.json with merges.txt.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
 
 class ModelUnavailable(OSError):
     """A model (or tokenizer) that could not be loaded: not in the Hugging Face cache and not
@@ -76,6 +79,8 @@ def _from_pretrained(load, name_or_path: str, what: str, flag: str):
         HFValidationError = OSError
     try:
         return load(name_or_path)
+    except ModelUnavailable:
+        raise  # (load's own check of what it found: its message says what is wrong)
     except (OSError, HFValidationError) as e:  # transformers' "couldn't connect" / "not a valid model
         # identifier" / offline-mode misses and huggingface_hub's connection errors are OSErrors
         raise ModelUnavailable(
@@ -83,32 +88,81 @@ def _from_pretrained(load, name_or_path: str, what: str, flag: str):
             f"download it where there is (huggingface-cli download {name_or_path} --local-dir DIR) "
             f"and pass the folder with {flag} DIR"
         ) from e
+    except ValueError as e:  # files of another kind: a config of no model transformers knows, a
+        # tokenizer that cannot be built from what the folder holds (a DINOv2 folder's)
+        raise ModelUnavailable(
+            f"could not load the {what} model {name_or_path!r} ({_first_line(e)}): not the files of one; "
+            f"pass its folder with {flag} DIR"
+        ) from e
+
+
+def _load_model(cls, model_type: str, name_or_path: str, what: str, flag: str):
+    """``cls.from_pretrained(name_or_path)``, refused (ModelUnavailable) unless the files are
+    those of a ``model_type`` model with every weight ``cls`` has: transformers builds a model
+    from another kind's files (a CLIP folder given as --dinov2) or from a part of its weights,
+    the rest random, with no more than a warning."""
+
+    def load(path):
+        # (a folder without a config.json gives {}: from_pretrained says what is missing)
+        found = cls.config_class.get_config_dict(path)[0].get("model_type")
+        if found is not None and found != model_type:
+            raise ModelUnavailable(f"could not load the {what} model {path!r}: its config is of a "
+                                   f"{found!r} model, not a {model_type!r} one; pass the folder of "
+                                   f"a {what} model with {flag} DIR")
+        model, info = cls.from_pretrained(path, output_loading_info=True)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            raise ModelUnavailable(f"could not load the {what} model {path!r}: {len(missing)} of its weights are "
+                                   f"missing (e.g. {missing[0]}) and would be random; pass the folder of a "
+                                   f"whole {what} model with {flag} DIR")
+        return model
+
+    return _from_pretrained(load, name_or_path, what, flag)
 
 
 def load_dinov2(name_or_path: str = DEFAULT_DINOV2, device: Device = "cpu"):
     """A ``transformers.Dinov2Model`` in eval mode, float32, on ``device``. Raises
-    :class:`ModelUnavailable` when the model can be neither found nor fetched."""
+    :class:`ModelUnavailable` when the model can be neither found nor fetched, or is not a
+    DINOv2 model with all its weights."""
     from transformers import Dinov2Model
 
-    model = _from_pretrained(Dinov2Model.from_pretrained, name_or_path, "DINOv2", "--dinov2")
+    model = _load_model(Dinov2Model, "dinov2", name_or_path, "DINOv2", "--dinov2")
     return model.float().to(device).eval()
 
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: Device = "cpu"):
     """A ``transformers.CLIPModel`` in eval mode, float32, on ``device``. Raises
-    :class:`ModelUnavailable` when the model can be neither found nor fetched."""
+    :class:`ModelUnavailable` when the model can be neither found nor fetched, or is not a
+    CLIP model with all its weights."""
     from transformers import CLIPModel
 
-    model = _from_pretrained(CLIPModel.from_pretrained, name_or_path, "CLIP", "--clip")
+    model = _load_model(CLIPModel, "clip", name_or_path, "CLIP", "--clip")
     return model.float().to(device).eval()
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_CLIP, clip=None) -> "CLIPTextTokenizer":
     """The CLIP tokenizer of ``name_or_path`` wrapped as :class:`CLIPTextTokenizer`. Raises
-    :class:`ModelUnavailable` when it can be neither found nor fetched."""
-    from transformers import AutoTokenizer
+    :class:`ModelUnavailable` when it can be neither found nor fetched, or has fewer tokens than
+    the CLIP text model (``clip``'s, else the one ``name_or_path`` configures) takes."""
+    from transformers import AutoConfig, AutoTokenizer
 
-    tok = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "CLIP tokenizer of the", "--clip")
+    def load(path):
+        tok = AutoTokenizer.from_pretrained(path)
+        # Of a folder without the tokenizer's files (config.json and the weights alone)
+        # transformers 5 builds a CLIPTokenizer of its two special tokens: every text would get
+        # the same ids, and the same embedding.
+        config = clip.config if clip is not None else AutoConfig.from_pretrained(path)
+        vocab = getattr(getattr(config, "text_config", None), "vocab_size", None)
+        if isinstance(vocab, int) and len(tok) < vocab:
+            absent = [f for f in _TOKENIZER_FILES if not os.path.isfile(os.path.join(path, f))]
+            where = f" (the folder has no {', '.join(absent)})" if os.path.isdir(path) and absent else ""
+            raise ModelUnavailable(
+                f"could not load the CLIP tokenizer of the model {path!r}: it has {len(tok)} tokens, the text "
+                f"model takes {vocab}{where}; put the tokenizer's files (tokenizer.json, or vocab.json and "
+                "merges.txt) beside the model's")
+        return tok
+
+    tok = _from_pretrained(load, name_or_path, "CLIP tokenizer of the", "--clip")
     return CLIPTextTokenizer(tok, clip=clip)
 
 

@@ -188,6 +188,15 @@ class Extractor:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ExtractError(f"--device {device}: CUDA is not available on this machine")
+        if self.device.type == "meta":  # (shapes without values: every embedding would be missing)
+            raise ExtractError(f"--device {device}: holds no values; use cuda or cpu")
+        # A device this build of torch has no backend for (mps, xla off their platforms) or that
+        # does not exist (cuda:7 on one GPU) fails the first tensor put on it, each its own way
+        # (RuntimeError, NotImplementedError, AssertionError, ImportError): before the models load.
+        try:
+            torch.zeros(1).to(self.device)
+        except Exception as e:
+            raise ExtractError(f"--device {device}: not usable here ({encoders._first_line(e)})") from None
         self.batch_size, self.workers, self.quiet = batch_size, workers, quiet
         self.precision = precision
         if precision == "tf32":
@@ -279,10 +288,10 @@ def _read_text(path: str) -> str:
     """The text of a UTF-8 file, without a leading byte order mark; invalid UTF-8 is an error
     naming the line."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # (a named pipe would block)
             data = f.read()
     except OSError as e:
-        raise ExtractError(f"{path}: {e}") from None
+        raise ExtractError(oserror_message(e)) from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -318,7 +327,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 try:
                     rec = json.loads(line)
                     img, cap = rec["image"], rec["caption"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:  # (nested too deep)
                     raise ExtractError(
                         f"{captions}:{n}: want a JSON object with \"image\" and \"caption\" ({e})") from None
                 # str() would turn null or a list into a caption ("None", "['a', 'b']")
@@ -329,16 +338,20 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         elif captions.endswith((".csv", ".tsv")):
             reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
                                     delimiter="\t" if captions.endswith(".tsv") else ",")
-            if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
-                raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
-                                   f"got {reader.fieldnames}")
-            for row in reader:
-                # a short row leaves its last columns None: refused here, not in the tokenizer
-                # after the models have loaded
-                if row["image"] is None or row["caption"] is None:
-                    raise ExtractError(f"{captions}:{reader.line_num}: the row has no "
-                                       f"{'image' if row['image'] is None else 'caption'} column")
-                pairs.append((_rel(root, row["image"]), row["caption"]))
+            try:
+                if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
+                    raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
+                                       f"got {reader.fieldnames}")
+                for row in reader:
+                    # a short row leaves its last columns None: refused here, not in the tokenizer
+                    # after the models have loaded
+                    if row["image"] is None or row["caption"] is None:
+                        raise ExtractError(f"{captions}:{reader.line_num}: the row has no "
+                                           f"{'image' if row['image'] is None else 'caption'} column")
+                    pairs.append((_rel(root, row["image"]), row["caption"]))
+            except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
+                # (the line reached: the DictReader's own count stops at the last whole row)
+                raise ExtractError(f"{captions}:{reader.reader.line_num}: {e}") from None
         else:
             raise ExtractError(f"--captions {captions}: want a .jsonl, .csv or .tsv file")
         # A wrong path convention shows in the first rows; checking them all would stat millions
@@ -450,9 +463,11 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     the image of each caption. An image's path is ``images_root/filepath/filename`` (COCO's
     ``filepath`` is ``val2014`` or ``train2014``), else ``images_root/filename``."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        with open_regular(path) as f:  # (a named pipe would block)
+            data = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ExtractError(f"--karpathy {oserror_message(e)}") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested too deep for the parser
         raise ExtractError(f"--karpathy {path}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ExtractError(f"--karpathy {path}: want a JSON object with an \"images\" list (Karpathy split)")
@@ -598,7 +613,7 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
             old = json.load(f)
         if not isinstance(old, dict):
             raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+    except (OSError, ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
         raise ExtractError(f"{path} is unreadable ({e}): it records how {out} was made; "
                            f"use another --out, or delete {out} to start over") from None
     # files written before models and inputs were recorded by real path hold them as given
@@ -779,6 +794,12 @@ _EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", 
 
 
 def cmd_eval(args, kind: str) -> int:
+    # Writing the set over the Karpathy file (named as one of its files, or through a link) would
+    # lose it.
+    for f in EVAL_FILES:
+        if same_file(os.path.join(args.out, f), args.karpathy):
+            raise ExtractError(f"--out {args.out}: its {f} is the --karpathy file {args.karpathy}: write the "
+                               "evaluation set to another directory")
     # as eval.json records them (the name only when given: by default it follows from the json)
     settings = {"source": f"{os.path.basename(args.karpathy)} split {args.split}",
                 "karpathy": _path_id(args.karpathy), "image_root": _path_id(args.images),
@@ -800,6 +821,7 @@ def cmd_eval(args, kind: str) -> int:
     if args.split == "test" and len(paths) != expected:
         _log(f"note: the Karpathy test split of {kind} has {expected} images; this one has {len(paths)}")
     ext = _extractor(args)
+    ext.tokenizer  # loaded now: refused after the images have run, it would have wasted them
     enc = ext.images(paths, _open_path, target="image", desc="images")
     if enc.failed:
         i, why = enc.failed[0]

@@ -707,6 +707,27 @@ func TestResumeRefusesChangedInputs(t *testing.T) {
 			t.Fatalf("run.json after an accepted change does not record the new inputs: %s", d)
 		}
 	})
+	t.Run("accepted, killed before its next checkpoint", func(t *testing.T) {
+		// As a resume accepting changed data leaves the run when killed
+		// before its next checkpoint: run.json records the new inputs,
+		// the checkpoint's state the old ones.
+		dataDir, runDir := stoppedRun(t, 5)
+		rewrite(t, dataDir)
+		tr := newTrainer(t, dataDir, runDir, nil)
+		info, err := ReadRunInfo(runDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Inputs, err = InputsOf(tr.Data, tr.Evals); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeJSON(filepath.Join(runDir, RunFile), info); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("the resume after an accepted one killed before its checkpoint: %v", err)
+		}
+	})
 	// A checkpoint, or run.json, of another run of the same options on
 	// other contents: each was taken for the run's own.
 	otherRun := func(t *testing.T) (dataDir, runDir string) {

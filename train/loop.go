@@ -151,10 +151,11 @@ type State struct {
 	// Step and the best one are those of a run never stopped.
 	PendingEval *PendingEval `json:"pending_eval,omitempty"`
 	// InputsSHA256 is Inputs.SHA256 of the inputs the run trained on up
-	// to this state (run.json's when it was saved): a resume refuses a
-	// checkpoint of another run trained on other contents, or run.json
-	// of another run, which it would otherwise continue under this run's
-	// name. Absent in states from before it was recorded.
+	// to this state: a resume refuses a checkpoint whose state is not
+	// run.json's in this (a checkpoint of another run trained on other
+	// contents, or run.json of another run), which it would otherwise
+	// continue under this run's name. Absent in states from before it was
+	// recorded.
 	InputsSHA256 string `json:"inputs_sha256,omitempty"`
 }
 

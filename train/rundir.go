@@ -771,10 +771,13 @@ func (tr *Trainer) restore() (State, error) {
 	if momentsErr != nil {
 		return State{}, fmt.Errorf("%s: %s: %w; the checkpoint is damaged or was edited", dir, momentsFile, momentsErr)
 	}
-	// The checkpoint and run.json of one run: both record the inputs the
-	// run trained on (a checkpoint copied in from a run of the same
-	// options on other data, or that run's run.json, said nothing).
-	if st.InputsSHA256 != "" && info.Inputs != nil && st.InputsSHA256 != info.Inputs.SHA256() && !tr.AcceptChangedInputs {
+	// The checkpoint and run.json of one run: the state each holds records
+	// the inputs the run had trained on when it was written (a checkpoint
+	// copied in from a run of the same options on other data, or that
+	// run's run.json, said nothing). Not run.json's inputs: a resume that
+	// accepts changed ones records them there at its start, and one killed
+	// before its next checkpoint leaves the checkpoint's state behind them.
+	if st.InputsSHA256 != "" && info.State.InputsSHA256 != "" && st.InputsSHA256 != info.State.InputsSHA256 && !tr.AcceptChangedInputs {
 		return State{}, fmt.Errorf("%s: the checkpoint was trained on other training data or evaluation sets than %s records: it, or %s, is another run's; restore this run's own, or give --accept-changed-inputs to continue from the checkpoint on the inputs given",
 			dir, filepath.Join(tr.RunDir, RunFile), RunFile)
 	}

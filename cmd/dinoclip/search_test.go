@@ -442,6 +442,14 @@ func TestIndexSearchErrors(t *testing.T) {
 			t.Errorf("a refused search made %s", c.out)
 		}
 	}
+	// ... but in a directory of outputs one of which is named like a
+	// run's link, or beside a file named like a run's checkpoints.
+	results := filepath.Join(dir, "results")
+	os.MkdirAll(results, 0o755)
+	os.WriteFile(filepath.Join(results, train.CheckpointsDir), nil, 0o644)
+	for _, name := range []string{checkpoint.BestLink, checkpoint.BestLink, checkpoint.LastLink} {
+		mustRun(t, search("--out", filepath.Join(results, name))...)
+	}
 	if _, err := os.Stat(filepath.Join(named, searchIDsFile, "mine.txt")); err != nil {
 		t.Errorf("a refused search lost what --out held: %v", err)
 	}

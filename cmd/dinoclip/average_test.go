@@ -132,7 +132,7 @@ func TestAverageErrors(t *testing.T) {
 		{"no out", []string{"average", a, b}, []string{"--out"}},
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},
 		{"out one of the models", []string{"average", "--out", b, a, b}, []string{b, "one of the models averaged"}},
-		{"out one of the models with a slash", []string{"average", "--out", b + "/", a, b}, []string{b, "path separator"}},
+		{"out one of the models with a slash", []string{"average", "--out", b + "/", a, b}, []string{b, "is a directory's"}},
 		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},

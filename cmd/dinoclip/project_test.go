@@ -152,7 +152,7 @@ func TestProjectErrors(t *testing.T) {
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"output is the input", []string{"project", "--model", run, "--in", good, "--out", good}, []string{good, "is the --in file"}},
 		{"output is the model", []string{"project", "--model", model, "--in", good, "--out", model}, []string{"is the model file"}}, // (one in a run is refused as in its checkpoint)
-		{"output is the input with a slash", []string{"project", "--model", run, "--in", good, "--out", good + "/"}, []string{good, "path separator"}},
+		{"output is the input with a slash", []string{"project", "--model", run, "--in", good, "--out", good + "/"}, []string{good, "is a directory's"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
 		{"cuda in the default build", []string{"project", "--model", run, "--in", good, "--out", ok, "--device", "cuda"}, []string{"built without CUDA"}},

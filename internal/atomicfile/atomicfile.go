@@ -138,14 +138,16 @@ func Write(path string, write func(io.Writer) error) (err error) {
 // as the system resolves it: a ".." after a symbolic link leads out of
 // where the link leads, not back to where the link is.
 //
-// A path ending in a separator names a directory, never a file: refused,
-// as the system refuses to create one so named, where resolving it would
-// drop the separator and write the file before it ("x.npy/" replaced
-// x.npy).
+// A path the system would not create a file at is refused with the
+// system's reason, where resolving it would clean it into another: one
+// ending in a separator, "." or ".." names a directory ("x.npy/" and
+// "x.npy/." replaced x.npy), and a directory part that is a file
+// ("x.npy/../y") or, with a "..", missing ("NEW/../y") is none to create
+// in.
 func Destination(path string) (string, error) {
 	for hops := 0; ; hops++ {
-		if strings.HasSuffix(path, "/") || strings.HasSuffix(path, string(filepath.Separator)) {
-			return "", fmt.Errorf("write %s: a name ending in a path separator is a directory's; want the path of a file", path)
+		if err := creatable(path); err != nil {
+			return "", err
 		}
 		path = ResolveDir(path)
 		st, err := os.Lstat(path)
@@ -177,6 +179,35 @@ func Destination(path string) (string, error) {
 			return path, nil
 		}
 	}
+}
+
+// creatable refuses a path the system would create no file at (see
+// Destination).
+func creatable(path string) error {
+	seps := `/` + string(filepath.Separator)
+	i := strings.LastIndexAny(path, seps)
+	if strings.HasSuffix(path, "/") || strings.HasSuffix(path, string(filepath.Separator)) || path[i+1:] == "." || path[i+1:] == ".." {
+		return fmt.Errorf("write %s: the name is a directory's; want the path of a file", path)
+	}
+	if i <= 0 {
+		return nil // in the working directory, or in the root
+	}
+	dir := path[:i]
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("write %s: %s is not a directory", path, dir)
+	case errors.Is(err, fs.ErrNotExist):
+		// Missing: the create reports it (or a caller makes it first),
+		// unless a ".." comes after the missing part, which cleaning
+		// would take away with it.
+		if _, err := resolveDotDot(dir); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 // ResolveDir is path with its directory part resolved as the system

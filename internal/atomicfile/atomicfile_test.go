@@ -99,20 +99,34 @@ func TestWriteDestinations(t *testing.T) {
 			t.Errorf("E/%s holds %q (%v), want what was written through the link", f, b, err)
 		}
 	}
-	// A name ending in a separator, given or through a link, is refused:
-	// it was written as the file before the separator.
+	// A name the system would create no file at, given or through a link,
+	// is refused: cleaned, it named another (keep.npy/ and keep.npy/.
+	// were written as keep.npy, keep.npy/../y.npy as y.npy).
 	os.WriteFile(filepath.Join(dir, "keep.npy"), []byte("keep"), 0o644)
 	os.Symlink("keep.npy/", filepath.Join(dir, "slash"))
-	for _, p := range []string{filepath.Join(dir, "keep.npy") + "/", filepath.Join(dir, "slash"), filepath.Join(dir, "fresh") + "/"} {
-		if err := WriteBytes(p, []byte("new")); err == nil || !strings.Contains(err.Error(), "separator") {
-			t.Errorf("write %s: %v, want a refusal naming the separator", p, err)
+	keep, fresh := filepath.Join(dir, "keep.npy"), filepath.Join(dir, "fresh")
+	for p, want := range map[string]string{
+		keep + "/":                  "is a directory's",
+		filepath.Join(dir, "slash"): "is a directory's",
+		fresh + "/":                 "is a directory's",
+		keep + "/.":                 "is a directory's",
+		fresh + "/.":                "is a directory's",
+		fresh + "/sub/..":           "is a directory's",
+		keep + "/../y.npy":          "not a directory",
+		fresh + "/../y.npy":         "no such file",
+		keep + "/sub/y.npy":         "not a directory",
+	} {
+		if err := WriteBytes(p, []byte("new")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("write %s: %v, want a refusal saying %q", p, err, want)
 		}
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "keep.npy")); string(b) != "keep" {
+	if b, _ := os.ReadFile(keep); string(b) != "keep" {
 		t.Errorf("keep.npy holds %q after writes to keep.npy/", b)
 	}
-	if _, err := os.Lstat(filepath.Join(dir, "fresh")); err == nil {
-		t.Error("a write to fresh/ made fresh")
+	for _, name := range []string{"fresh", "y.npy"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("a refused write made %s", name)
+		}
 	}
 	loop := filepath.Join(dir, "loop")
 	os.Symlink("loop", loop)

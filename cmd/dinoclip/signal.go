@@ -47,6 +47,12 @@ func signalContext() (context.Context, context.CancelFunc) {
 			select {
 			case s := <-ch:
 				sig := s.(syscall.Signal)
+				// Ctrl-C and a hangup go to the whole foreground process
+				// group: a `| tee log` the output goes through has likely
+				// ended with it, and the runtime ends a process writing to
+				// a closed stderr by SIGPIPE, here before the clean stop.
+				// Ignored, such writes fail and the stop goes on.
+				signal.Ignore(syscall.SIGPIPE)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
 					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once instead)\n", stopGrace)

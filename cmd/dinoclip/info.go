@@ -549,17 +549,25 @@ func infoRun(w io.Writer, dir string) error {
 			fmt.Fprintf(w, "  %s -> %s\n", l, t)
 		}
 	}
+	// What a resume would say of a damaged run (its last link removed, or
+	// leading to a checkpoint removed, or into another run's), and the
+	// way back; of one being trained, nothing (its trainer is at work on
+	// the links).
+	var resumeErr error
+	if !training {
+		resumeErr = train.CheckResumable(dir)
+	}
+	noCheckpoint := resumeErr == nil || errors.Is(resumeErr, train.ErrNoCheckpoint)
+	if !noCheckpoint {
+		fmt.Fprintf(w, "  NOT RESUMABLE: %v\n", resumeErr)
+	}
 	last := filepath.Join(dir, checkpoint.LastLink)
-	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
-		switch err := train.CheckResumable(dir); {
+	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil || !noCheckpoint {
+		switch {
 		case training:
 			fmt.Fprintf(w, "  no checkpoint yet\n")
-		case err == nil || errors.Is(err, train.ErrNoCheckpoint):
+		case noCheckpoint:
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
-		default:
-			// Its last link removed, or leading to a checkpoint removed:
-			// what a resume would say, and the way back.
-			fmt.Fprintf(w, "  NOT RESUMABLE: %v\n", err)
 		}
 		if b, err := atomicfile.ReadRegular(filepath.Join(dir, train.RunFile)); err == nil {
 			var st train.State

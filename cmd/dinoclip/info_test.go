@@ -84,17 +84,24 @@ func TestInfoDamagedRun(t *testing.T) {
 	}
 	os.WriteFile(runFile, whole, 0o644)
 	last := filepath.Join(run, checkpoint.LastLink)
+	elsewhere := filepath.Join(t.TempDir(), "step-00000008")
+	if err := os.CopyFS(elsewhere, os.DirFS(filepath.Join(run, train.CheckpointsDir, "step-00000008"))); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name   string
 		damage func()
 		want   string
 	}{
-		{"no last link", func() { os.Remove(last) }, "but no last link"},
+		// (described as the run's own, with that checkpoint's model)
+		{"last leading out of the run", func() { os.Remove(last); os.Symlink(elsewhere, last) }, "which is not a checkpoint in"},
+		{"last a directory", func() { os.Remove(last); os.CopyFS(last, os.DirFS(elsewhere)) }, "is not a link to a checkpoint"},
+		{"no last link", func() { os.RemoveAll(last) }, "but no last link"},
 		{"last checkpoint removed", func() { os.Symlink("checkpoints/step-00000099", last) }, "last checkpoint is missing"},
 	} {
 		c.damage()
 		out := mustRun(t, "info", run)
-		if !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, c.want) || strings.Contains(out, "no checkpoint yet") {
+		if !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, c.want) || strings.Contains(out, "no checkpoint yet") || strings.Contains(out, "model:") {
 			t.Errorf("info on a run with %s, want NOT RESUMABLE and %q:\n%s", c.name, c.want, out)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,7 +21,8 @@ func main() {
 
 // run executes the CLI and returns the process exit code: 0 on success, 1
 // on an error (printed as one line naming what is wrong), 130 when
-// interrupted by SIGINT, 143 by SIGTERM and 129 by SIGHUP.
+// interrupted by SIGINT, 143 by SIGTERM and 129 by SIGHUP, 141 when the
+// output's reader went away.
 func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
@@ -34,6 +36,10 @@ func run(args []string) int {
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
 		return interruptedExitCode(ctx)
+	case errors.Is(err, syscall.EPIPE):
+		// The reader of the output went away (dinoclip info | head):
+		// quietly, with the status of a process SIGPIPE ends.
+		return 128 + int(syscall.SIGPIPE)
 	default:
 		fmt.Fprintln(os.Stderr, "dinoclip:", err)
 		return 1

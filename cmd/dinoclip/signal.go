@@ -41,18 +41,21 @@ func signalContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), interruptPolicyKey{}, p))
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, stopSignals()...)
+	// A write to a closed stdout or stderr fails (EPIPE) instead of ending
+	// the process by SIGPIPE, as the runtime does unless SIGPIPE is
+	// caught: Ctrl-C and a hangup go to the whole foreground process
+	// group, so the `| tee log` a run's output goes through ends with
+	// them, and the word of the clean stop, or any log line after it,
+	// killed the run before its checkpoint. (run ends a command whose
+	// output's reader went away, dinoclip info | head, as SIGPIPE would.)
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case s := <-ch:
 				sig := s.(syscall.Signal)
-				// Ctrl-C and a hangup go to the whole foreground process
-				// group: a `| tee log` the output goes through has likely
-				// ended with it, and the runtime ends a process writing to
-				// a closed stderr by SIGPIPE, here before the clean stop.
-				// Ignored, such writes fail and the stop goes on.
-				signal.Ignore(syscall.SIGPIPE)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
 					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once instead)\n", stopGrace)
@@ -69,6 +72,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	}()
 	return ctx, func() {
 		signal.Stop(ch)
+		signal.Stop(pipe)
 		close(done)
 		cancel(context.Canceled)
 	}

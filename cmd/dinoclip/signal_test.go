@@ -39,15 +39,22 @@ func TestMain(m *testing.M) {
 // binary, see TestMain), its output collected.
 func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *syncBuffer) {
 	t.Helper()
-	b, _ := json.Marshal(args)
-	cmd = exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
+	cmd = cliCommand(args)
 	stdout, stderr = new(syncBuffer), new(syncBuffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	return cmd, stdout, stderr
+}
+
+// cliCommand is dinoclip with args as a child process (this test binary,
+// see TestMain), not started.
+func cliCommand(args []string) *exec.Cmd {
+	b, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "DINOCLIP_CLI_ARGS="+string(b))
+	return cmd
 }
 
 // syncBuffer is a child's output, which the test may read while the child

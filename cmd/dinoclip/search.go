@@ -580,11 +580,16 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 		return err
 	}
 	if images != nil {
-		var text strings.Builder
-		for _, name := range images {
-			text.WriteString(name + "\n")
-		}
-		if err := atomicfile.WriteBytes(filepath.Join(tmp, searchImagesFile), []byte(text.String())); err != nil {
+		// Streamed: the names of queries × k rows, held once more as one
+		// text (and its copy), went over the heap limit the search keeps to.
+		if err := atomicfile.Write(filepath.Join(tmp, searchImagesFile), func(w io.Writer) error {
+			for _, name := range images {
+				if _, err := io.WriteString(w, name+"\n"); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 	}

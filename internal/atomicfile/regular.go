@@ -53,7 +53,9 @@ func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
 		if err != nil {
 			return nil, err
 		}
-		if opened, err := f.Stat(); err != nil || !os.SameFile(st, opened) {
+		// (Its kind too: a file removed frees its inode number, which the
+		// pipe put in its place can take, and then the two are "the same".)
+		if opened, err := f.Stat(); err != nil || !os.SameFile(st, opened) || !opened.Mode().IsRegular() {
 			f.Close()
 			if attempt < 10 {
 				continue // replaced meanwhile: look at what is there now

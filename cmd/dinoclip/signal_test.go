@@ -103,7 +103,13 @@ func TestTrainSignals(t *testing.T) {
 				model = []string{"--hidden-dim", "1024", "--blocks", "6"}
 			}
 			args := append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, model...)
+			// The child of a process started under nohup (as CI may be)
+			// would inherit hangups ignored; caught here while it starts,
+			// they are the default there.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
 			cmd, _, stderr := startCLI(t, args)
+			signal.Stop(hup)
 			defer cmd.Process.Kill()
 			waitForCheckpoint(t, run, stderr)
 			locked := "run " + run + " is locked by another process (pid " + strconv.Itoa(cmd.Process.Pid) + ")"
@@ -122,7 +128,7 @@ func TestTrainSignals(t *testing.T) {
 				}
 				cmd.Process.Signal(c.then)
 			}
-			err := cmd.Wait()
+			err := waitExit(t, cmd)
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != c.code {
 				t.Fatalf("after %v: %v, want exit status %d\n%s", c.sig, err, c.code, stderr.String())
@@ -134,6 +140,23 @@ func TestTrainSignals(t *testing.T) {
 				t.Errorf("after %v then %v, stderr lacks %q: the second signal was not seen during the save\n%s", c.sig, c.then, ignored, stderr.String())
 			}
 		})
+	}
+}
+
+// waitExit waits for the child cmd to exit, two minutes at most: one that
+// missed its signal would train on (for 100000 epochs), and the test
+// binary's own timeout would say only where it waited.
+func waitExit(t *testing.T, cmd *exec.Cmd) error {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("the dinoclip child has not exited in 2 minutes")
+		return nil
 	}
 }
 
@@ -229,7 +252,7 @@ func interruptChild(t *testing.T, args ...string) (code int, stdout, stderr stri
 			t.Fatal(err)
 		}
 		stop := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
-		err := cmd.Wait()
+		err := waitExit(t, cmd)
 		if !stop.Stop() {
 			t.Fatalf("%s: still running a minute after SIGINT\nstderr:\n%s", args[0], errs.String())
 		}
@@ -286,7 +309,7 @@ func TestTrainSignalDuringEvaluation(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
-		err := cmd.Wait()
+		err := waitExit(t, cmd)
 		stop.Stop()
 		if err == nil && images < 160000 {
 			t.Logf("the run ended before the signal came, with %d images: again with more", images)
@@ -379,7 +402,7 @@ func TestAverageSignalWhileWriting(t *testing.T) {
 			}
 		}
 		cmd.Process.Signal(syscall.SIGINT)
-		err := cmd.Wait()
+		err := waitExit(t, cmd)
 		var ee *exec.ExitError
 		if err == nil && try < 5 {
 			os.Remove(out) // it finished first: again

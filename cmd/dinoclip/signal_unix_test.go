@@ -38,7 +38,7 @@ func TestTrainSignalWithClosedStderr(t *testing.T) {
 	r.Close()
 	cmd.Process.Signal(syscall.SIGINT)
 	var ee *exec.ExitError
-	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 130 {
 		t.Fatalf("after SIGINT with stderr closed: %v, want exit status 130 (a clean stop)", err)
 	}
 }
@@ -60,7 +60,7 @@ func TestOutputReaderGone(t *testing.T) {
 	}
 	w.Close()
 	var ee *exec.ExitError
-	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 141 || stderr.String() != "" {
+	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 141 || stderr.String() != "" {
 		t.Fatalf("info into a closed pipe: %v, stderr %q; want exit status 141 and nothing said", err, stderr.String())
 	}
 }

@@ -189,7 +189,7 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 	dir := filepath.Dir(dest)
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
 	inCheckpoints := func(dir string) bool {
-		return filepath.Base(dir) == train.CheckpointsDir && isRunDir(filepath.Dir(dir))
+		return filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir))
 	}
 	switch {
 	case has(dir, checkpoint.OptimizerFile) || inCheckpoints(filepath.Dir(dir)):
@@ -200,7 +200,7 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 		// (The second, by the name given: a run's checkpoints/ may be a
 		// link to a directory elsewhere, whose name and parent say nothing.)
 		return "", fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
-	case isRunDir(dir):
+	case holdsRun(dir):
 		return "", fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
 	case retrieval.IsIndex(dir):
 		return "", fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)

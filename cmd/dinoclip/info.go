@@ -141,6 +141,23 @@ func isRunDir(dir string) bool {
 	return false
 }
 
+// holdsRun reports whether dir is a run directory by what only a run
+// writes there, its run.json or its last or best link: where an output may
+// not go (search's, project's, average's). isRunDir, for info to take a
+// damaged run for one, is met by any of a run's names, so a directory of
+// search outputs, one of them named best, was a run to it.
+func holdsRun(dir string) bool {
+	if _, err := os.Lstat(filepath.Join(dir, train.RunFile)); err == nil {
+		return true
+	}
+	for _, link := range []string{checkpoint.LastLink, checkpoint.BestLink} {
+		if st, err := os.Lstat(filepath.Join(dir, link)); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // infoIndex describes an index (dinoclip index), opened as a search opens
 // it, so that a damaged one is said to be.
 func infoIndex(w io.Writer, dir string) error {

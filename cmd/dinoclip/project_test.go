@@ -173,6 +173,13 @@ func TestProjectErrors(t *testing.T) {
 			t.Errorf("a failed projection left %s", e.Name())
 		}
 	}
+	// A directory holding files named like a run's (search outputs named
+	// best, a checkpoints folder of the user's) is no run: a run is known
+	// by its run.json or its links.
+	results := filepath.Join(dir, "results")
+	os.MkdirAll(filepath.Join(results, checkpoint.BestLink), 0o755)
+	os.MkdirAll(filepath.Join(results, "checkpoints"), 0o755)
+	mustRun(t, "project", "--model", run, "--in", good, "--out", filepath.Join(results, "p.npy"))
 }
 
 // Finite inputs and weights can still make outputs that are not finite

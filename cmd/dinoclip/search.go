@@ -451,18 +451,15 @@ func checkOutDir(out string, inputs ...string) error {
 // checkOutPlace refuses an --out among a run's or an index's files, as
 // project and average refuse theirs: a directory named step-N in a run's
 // checkpoints is taken for a checkpoint, and one in a run or an index is
-// a file the run or the index does not know. A run is known by its
-// run.json here, not by isRunDir's names: a search's own output may be
-// named best or last (results/best made results a run to isRunDir).
+// a file the run or the index does not know.
 func checkOutPlace(out string) error {
-	isRun := func(dir string) bool { _, err := os.Lstat(filepath.Join(dir, train.RunFile)); return err == nil }
 	parent := filepath.Dir(out)
-	if isRun(parent) {
+	if holdsRun(parent) {
 		return fmt.Errorf("--out %s is in the run directory %s: write the search's output outside the run", out, parent)
 	}
 	// In the checkpoints (run/checkpoints/x) or in a checkpoint (run/checkpoints/step-N/x).
 	for _, checkpoints := range []string{parent, filepath.Dir(parent)} {
-		if run := filepath.Dir(checkpoints); filepath.Base(checkpoints) == train.CheckpointsDir && isRun(run) {
+		if run := filepath.Dir(checkpoints); filepath.Base(checkpoints) == train.CheckpointsDir && holdsRun(run) {
 			return fmt.Errorf("--out %s is in the checkpoints of the run %s: write the search's output outside the run", out, run)
 		}
 	}

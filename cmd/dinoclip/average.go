@@ -157,6 +157,9 @@ func soupWeights(s string, n int) ([]float64, error) {
 		if !isDecimalNumber(f, true) {
 			return nil, fmt.Errorf("--weights %q: weight %d (%q): write it in decimal digits (a leading 0, 0x or _ reads it another way)", s, i+1, f)
 		}
+		if underflows(f) {
+			return nil, fmt.Errorf("--weights %q: weight %d (%q): %s", s, i+1, f, underflowWhy)
+		}
 		x, err := strconv.ParseFloat(f, 64)
 		if err != nil || !(x >= 0) || math.IsInf(x, 0) {
 			return nil, fmt.Errorf("--weights %q: weight %d (%q) must be a finite number >= 0", s, i+1, f)

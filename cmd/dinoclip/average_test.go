@@ -122,6 +122,7 @@ func TestAverageErrors(t *testing.T) {
 		{"infinite weight", []string{"average", "--out", out, "--weights", "1,Inf", a, b}, []string{"--weights", "finite"}},
 		{"overflowing weight", []string{"average", "--out", out, "--weights", "1,1e400", a, b}, []string{"--weights", "finite"}},
 		{"negative weight", []string{"average", "--out", out, "--weights", "1,-1", a, b}, []string{"--weights", ">= 0"}},
+		{"a weight reading as 0", []string{"average", "--out", out, "--weights", "1,1e-400", a, b}, []string{`weight 2 ("1e-400")`, "reads as 0"}},
 		{"zero sum", []string{"average", "--out", out, "--weights", "0,0", a, b}, []string{"sum to 0"}},
 		{"sum overflowing", []string{"average", "--out", out, "--weights", "1e308,1e308", a, b}, []string{"sum to +Inf"}},
 		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weights for 2 models"}},

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -73,15 +73,7 @@ func TestIndexAppendAndSearch(t *testing.T) {
 	w.Close()
 	// A process looking whether the index is being appended to (IsIndex)
 	// holds a shared lock on it for an instant: an append waits it out.
-	probe, err := os.Open(filepath.Join(dir, retrieval.IndexLockFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	if err := flock.TryLock(probe, false); err != nil {
-		t.Fatal(err)
-	}
-	time.AfterFunc(10*time.Millisecond, func() { flock.Unlock(probe) })
+	flocktest.Hold(t, filepath.Join(dir, retrieval.IndexLockFile), false, 10*time.Millisecond)
 	w, err = retrieval.AppendIndex(dir, testModel, dim, "float32") // dtype of an existing index is kept
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
-	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -192,15 +192,7 @@ func TestRunDirLock(t *testing.T) {
 	// A reader looking whether the run trains (checkUnlocked, as info and
 	// eval do) holds a shared lock for an instant: a trainer starting then
 	// waits it out rather than being refused.
-	probe, err := os.Open(filepath.Join(dir, LockFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	if err := flock.TryLock(probe, false); err != nil {
-		t.Fatal(err)
-	}
-	time.AfterFunc(10*time.Millisecond, func() { flock.Unlock(probe) })
+	flocktest.Hold(t, filepath.Join(dir, LockFile), false, 10*time.Millisecond)
 	during, err := LockRunDir(dir)
 	if err != nil {
 		t.Fatalf("lock while a reader looks: %v", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -97,7 +98,7 @@ func TestDemoLocksItsOutput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	holdDirLock(t, out)
+	flocktest.Hold(t, out, true, 0) // (as a dinoclip writer at work in it)
 	wantError(t, []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"},
 		out, "another dinoclip synth or demo", "wait for it to end")
 	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {

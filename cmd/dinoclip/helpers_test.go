@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -205,18 +204,4 @@ func trainRun(t *testing.T, extra ...string) (run, data, eval string) {
 		"--epochs", "2", "--batch", "16", "--log-every", "1"}, tinyModel...)
 	mustRun(t, append(args, extra...)...)
 	return run, data, eval
-}
-
-// holdDirLock takes the lock a dinoclip writer of dir takes (flock on the
-// directory), as another process at work on it would, until the test ends.
-func holdDirLock(t *testing.T, dir string) {
-	t.Helper()
-	held, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { held.Close() })
-	if err := flock.TryLock(held, true); err != nil {
-		t.Fatal(err)
-	}
 }

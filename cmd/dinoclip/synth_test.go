@@ -12,6 +12,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/synth"
 )
@@ -151,7 +152,7 @@ func TestSynthLocksItsOutput(t *testing.T) {
 		t.Skip("directories are not locked on Windows")
 	}
 	out := t.TempDir()
-	holdDirLock(t, out)
+	flocktest.Hold(t, out, true, 0) // (as a dinoclip writer at work in it)
 	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "another dinoclip synth")
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("a refused synth wrote %d entries", len(entries))
@@ -298,7 +299,7 @@ func TestFailedSynthLeavesSetsReadable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "synth")
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
 	trainDir, evalDir := filepath.Join(dir, dataset.TrainDir), filepath.Join(dir, dataset.EvalDir)
-	holdDirLock(t, trainDir)
+	flocktest.Hold(t, trainDir, true, 0) // (as a dinoclip writer at work in it)
 	wantError(t, append([]string{"synth", "--out", dir, "--force", "--seed", "9"}, synthSmall...), "being written by another")
 	if _, err := os.Lstat(filepath.Join(dir, dataset.UnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a synth that wrote nothing left its unfinished-run marker: %v", err)

@@ -568,7 +568,7 @@ func Resolve(path string) (string, error) {
 	}
 	// A best link that leads nowhere is a damaged run, not one without a
 	// best checkpoint: falling back to last would pick another model.
-	if best := filepath.Join(path, BestLink); isLink(best) && !fileExists(filepath.Join(best, ModelFile)) {
+	if best := filepath.Join(path, BestLink); atomicfile.IsLink(best) && !fileExists(filepath.Join(best, ModelFile)) {
 		return "", fmt.Errorf("model: %s's best checkpoint %s is missing; name a model file (for instance %s) to use another", path, best, filepath.Join(path, LastLink, ModelFile))
 	}
 	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
@@ -577,12 +577,6 @@ func Resolve(path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
-}
-
-// isLink reports whether path is a symbolic link (leading anywhere).
-func isLink(path string) bool {
-	st, err := os.Lstat(path)
-	return err == nil && st.Mode()&os.ModeSymlink != 0
 }
 
 // bestFromEMA reports whether the run directory's run.json picks its best

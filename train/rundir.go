@@ -255,17 +255,11 @@ func checkResumable(dir string) error {
 		return nil
 	}
 	why := fmt.Sprintf("which is not a checkpoint in %s: a run resumes from its own checkpoints", filepath.Join(dir, CheckpointsDir))
-	if !filepath.IsAbs(to) && isLink(filepath.Join(dir, to)) {
+	if !filepath.IsAbs(to) && atomicfile.IsLink(filepath.Join(dir, to)) {
 		why = "another link: the trainer links the last checkpoint directly"
 	}
 	return fmt.Errorf("%s leads to %s, %s; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
 		last, to, why, CheckpointsDir, ShellArg(last))
-}
-
-// isLink reports whether path is a symbolic link.
-func isLink(path string) bool {
-	st, err := os.Lstat(path)
-	return err == nil && st.Mode()&os.ModeSymlink != 0
 }
 
 // brokenRunError is what both a resume and a new run say of a run

@@ -150,12 +150,7 @@ func holdsRun(dir string) bool {
 	if _, err := os.Lstat(filepath.Join(dir, train.RunFile)); err == nil {
 		return true
 	}
-	for _, link := range []string{checkpoint.LastLink, checkpoint.BestLink} {
-		if st, err := os.Lstat(filepath.Join(dir, link)); err == nil && st.Mode()&os.ModeSymlink != 0 {
-			return true
-		}
-	}
-	return false
+	return atomicfile.IsLink(filepath.Join(dir, checkpoint.LastLink)) || atomicfile.IsLink(filepath.Join(dir, checkpoint.BestLink))
 }
 
 // infoIndex describes an index (dinoclip index), opened as a search opens
@@ -519,13 +514,6 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	return nil
 }
 
-// sameDir reports whether a and b are the same directory (through links).
-func sameDir(a, b string) bool {
-	sa, errA := os.Stat(a)
-	sb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(sa, sb)
-}
-
 // writeEMAWeights says when the moving average of the weights a
 // checkpoint keeps (checkpoint.EMAFile: the model of a run that picks its
 // best by it) holds NaN or infinite weights, which every other command
@@ -610,7 +598,7 @@ func infoRun(w io.Writer, dir string) error {
 	writeEMAWeights(w, last, " of the last checkpoint")
 	// The best one's too: the model of a run that picks its best by the
 	// moving average (eval and project --model RUN use it).
-	if best := filepath.Join(dir, checkpoint.BestLink); !sameDir(best, last) {
+	if best := filepath.Join(dir, checkpoint.BestLink); !sameFile(best, last) {
 		writeEMAWeights(w, best, " of the best checkpoint")
 	}
 	switch run, err := train.ReadRunInfo(dir); {

@@ -206,8 +206,8 @@ func maxAbs(x []float32) float64 {
 	return m
 }
 
-// sameFile reports whether paths a and b both exist and are one file
-// (links and other names included).
+// sameFile reports whether paths a and b both exist and are one file or
+// directory (links and other names included).
 func sameFile(a, b string) bool {
 	sa, errA := os.Stat(a)
 	sb, errB := os.Stat(b)

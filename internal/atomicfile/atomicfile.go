@@ -309,6 +309,12 @@ func RealPath(path string) (string, error) {
 	return filepath.EvalSymlinks(path)
 }
 
+// IsLink reports whether path is a symbolic link (leading anywhere).
+func IsLink(path string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode()&os.ModeSymlink != 0
+}
+
 // Kind names the type of a file, for an error ("a directory").
 func Kind(m os.FileMode) string {
 	switch {

@@ -574,12 +574,9 @@ func infoRun(w io.Writer, dir string) error {
 		case noCheckpoint:
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
 		}
-		if b, err := atomicfile.ReadRegular(filepath.Join(dir, train.RunFile)); err == nil {
-			var st train.State
-			if json.Unmarshal(b, &st) == nil {
-				o := st.Options
-				fmt.Fprintf(w, "  options: %s, batch %d, max lr %g\n", counted(o.Epochs, "epoch", "epochs"), o.Batch, o.MaxLR)
-			}
+		if run, err := train.ReadRunInfo(dir); err == nil {
+			o := run.Options
+			fmt.Fprintf(w, "  options: %s, batch %d, max lr %g\n", counted(o.Epochs, "epoch", "epochs"), o.Batch, o.MaxLR)
 		}
 		return nil
 	}

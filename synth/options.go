@@ -64,6 +64,11 @@ type Options struct {
 	// killed a run learns what became of its files. It does not affect
 	// the data.
 	Log io.Writer
+
+	// Progress, when not nil, is called after each training shard is
+	// written with the number of rows written so far. It does not affect
+	// the data.
+	Progress func(rows int)
 }
 
 // Defaults of the world's shape and noise. The caption noise levels are

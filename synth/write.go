@@ -112,7 +112,7 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 			}
 		}()
 		var files []File
-		k := 0
+		k, written := 0, 0
 		for sh := range generated {
 			if sh.err != nil {
 				return nil, sh.err
@@ -135,6 +135,10 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 					return nil, err
 				}
 				files = append(files, File{Path: filepath.Join(dir, a.name), Shape: shape, DType: dtype})
+			}
+			written += sh.n
+			if opts.Progress != nil {
+				opts.Progress(written)
 			}
 		}
 		return files, nil

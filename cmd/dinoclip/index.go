@@ -19,7 +19,6 @@ import (
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
 
@@ -314,18 +313,10 @@ func runIndex(cCtx *cli.Context) error {
 			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
 		}
 	}
-	var bar *progressbar.ProgressBar
-	if f := terminal(cCtx); f != nil && total > int64(batch) {
-		bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(f),
-			progressbar.OptionSetDescription("indexing"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("rows"),
-			progressbar.OptionThrottle(100_000_000),
-			progressbar.OptionClearOnFinish(),
-		)
-		defer bar.Finish()
+	var bar *countBar // (none for one chunk)
+	if total > int64(batch) {
+		bar = newCountBar(cCtx, total, "indexing", "rows", true)
+		defer bar.finish()
 	}
 	ctx := cCtx.Context
 	var done, added, skipped int64
@@ -335,9 +326,7 @@ func runIndex(cCtx *cli.Context) error {
 		if _, ok := w.Source(s.src.Path); ok || s.duplicate {
 			skipped++
 			done += s.src.Rows
-			if bar != nil {
-				bar.Set64(done)
-			}
+			bar.set(done)
 			continue
 		}
 		err := w.Append(s.src, s.images, batch, func(dst []float32, lo, hi int) error {
@@ -351,9 +340,7 @@ func runIndex(cCtx *cli.Context) error {
 			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, s.src.Path, err)
 			}
-			if bar != nil {
-				bar.Set64(done + int64(hi))
-			}
+			bar.set(done + int64(hi))
 			return nil
 		})
 		if err != nil {

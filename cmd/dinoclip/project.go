@@ -9,7 +9,6 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/npy"
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
 
@@ -101,18 +100,10 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", outPath, err)
 	}
-	var bar *progressbar.ProgressBar
-	if f := terminal(cCtx); f != nil && n > batch {
-		bar = progressbar.NewOptions(n,
-			progressbar.OptionSetWriter(f),
-			progressbar.OptionSetDescription("projecting"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("rows"),
-			progressbar.OptionThrottle(100_000_000),
-			progressbar.OptionClearOnFinish(),
-		)
-		defer bar.Finish()
+	var bar *countBar // (none for one batch)
+	if n > batch {
+		bar = newCountBar(cCtx, int64(n), "projecting", "rows", true)
+		defer bar.finish()
 	}
 	// Beside the file written: where a link at --out leads.
 	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
@@ -164,9 +155,7 @@ func runProject(cCtx *cli.Context) error {
 			if _, err := w.Write(b); err != nil {
 				return err
 			}
-			if bar != nil {
-				bar.Set(hi)
-			}
+			bar.set(int64(hi))
 		}
 		return nil
 	})

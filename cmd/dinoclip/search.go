@@ -19,7 +19,6 @@ import (
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
 
@@ -305,17 +304,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
 		defer limitHeap(int64(memory)<<20, int64(nq)*int64(k)*12, int64(len(queries))*4, opened)()
-		if f := terminal(cCtx); f != nil {
-			bar := progressbar.NewOptions64(int64(nq)*rows,
-				progressbar.OptionSetWriter(f),
-				progressbar.OptionSetDescription("searching"),
-				progressbar.OptionShowIts(),
-				progressbar.OptionSetItsString("scores"),
-				progressbar.OptionThrottle(100_000_000),
-				progressbar.OptionClearOnFinish(),
-			)
-			defer bar.Finish()
-			cs.Progress = func(done, _ int64) { bar.Set64(done) }
+		if bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false); bar != nil {
+			defer bar.finish()
+			cs.Progress = func(done, _ int64) { bar.set(done) }
 		}
 		searcher = cs
 	} else {

@@ -160,6 +160,11 @@ func runSynth(cCtx *cli.Context) error {
 	opts.LatentShift = cCtx.Float64("latent-shift")
 	job := synthJob{opts: opts, rows: cCtx.Int("rows"), shardRows: cCtx.Int("shard-rows"), float16: cCtx.Bool("float16"),
 		images: cCtx.Int("eval-images"), perImage: cCtx.Int("captions-per-image")}
+	if job.rows > job.shardRows {
+		bar := newCountBar(cCtx, int64(job.rows), "synthesising", "rows", true)
+		defer bar.finish()
+		job.opts.Progress = func(rows int) { bar.set(int64(rows)) }
+	}
 	start := time.Now()
 	unlock, err := synthesise(cCtx.Context, cCtx.App.Writer, cCtx.App.ErrWriter, out, job)
 	if err != nil {

@@ -39,6 +39,11 @@ const (
 	// searchChunkBytes is the default float16 key chunk copied to the GPU
 	// at a time (twice in pinned host memory).
 	searchChunkBytes = 256 << 20
+	// searchMaxChunk bounds the keys ranked in one launch, whatever
+	// ChunkRows asks: search_f16_topw indexes keys with int (kbeg + kps,
+	// n0 += 128), and a launch's splits cover up to twice its keys in
+	// whole tiles, so 2^29 keys keep every index far below 2^31.
+	searchMaxChunk = 1 << 29
 )
 
 // MaxSearchK is the largest k the GPU searcher takes: it keeps k + 16
@@ -76,7 +81,8 @@ const searchMargin = 16
 type Searcher struct {
 	Dev *Device
 	// ChunkRows is the number of keys copied to the GPU, and ranked, at a
-	// time; 0 means as many as fit 256 MiB as float16.
+	// time; 0 means as many as fit 256 MiB as float16. More than 2^29 is
+	// 2^29 (searchMaxChunk).
 	ChunkRows int
 	// Fallback searches the queries that the GPU ranking cannot prove
 	// exact; nil means a retrieval.CPUSearcher.
@@ -130,7 +136,7 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	if chunk <= 0 {
 		chunk = max(searchBN, searchChunkBytes/int64(2*dimp))
 	}
-	chunk = min(chunk, nk)
+	chunk = min(chunk, nk, searchMaxChunk)
 	s.Last = SearchStats{Queries: nq, Width: w}
 
 	half, exps, qNorms := halfQueries(queries, nq, dim, dimp)
@@ -726,7 +732,8 @@ func halfRowsParallel(keys *retrieval.Keys, dst []uint16, pitch int, lo, hi int6
 func (d *Device) searchChunk(b searchBuffers, half buf[uint16], wide buf[float32], qn, nk int, first int64, fresh bool) error {
 	splits, kps := searchSplits(qn, nk, b.slots)
 	list := qn * b.w
-	if (splits+1)*list > b.partS.n || nk*b.dimp > half.n || qn > b.nq || b.w > searchMaxW {
+	if (splits+1)*list > b.partS.n || nk*b.dimp > half.n || qn > b.nq || b.w > searchMaxW ||
+		int64(splits)*int64(kps)+searchBN > math.MaxInt32 {
 		return fmt.Errorf("cuda: search: chunk of %d keys in %d splits, %d queries, width %d: beyond its buffers", nk, splits, qn, b.w)
 	}
 	cfg := driver.LaunchConfig{Grid: [3]int{(qn + searchBQ - 1) / searchBQ, splits, 1}, Block: [3]int{threads, 1, 1},

@@ -277,7 +277,8 @@ func TestSearchRescoreOrder(t *testing.T) {
 
 // A launch's splits never exceed searchMaxSplits of the whole chunk, for
 // any shorter chunk (the last one), and they cover the keys in tiles:
-// the candidate buffers are sized by that bound.
+// the candidate buffers are sized by that bound. Up to the largest chunk
+// (searchMaxChunk), the kernel's key indices stay within int.
 func TestSearchSplitsBound(t *testing.T) {
 	for _, slots := range []int{1, 108, 132} {
 		for _, nq := range []int{1, 3, 128, 129, 1000, 5000, 25000, searchQueryBatch} {
@@ -288,6 +289,11 @@ func TestSearchSplitsBound(t *testing.T) {
 					if splits > bound || splits < 1 || kps%searchBN != 0 || splits*kps < nk || (splits-1)*kps >= nk {
 						t.Fatalf("%d slots, %d queries, %d keys of chunks of %d: %d splits of %d keys (bound %d)", slots, nq, nk, chunk, splits, kps, bound)
 					}
+				}
+			}
+			for _, nk := range []int{searchMaxChunk / 3, searchMaxChunk/2 + 1, searchMaxChunk - 1, searchMaxChunk} {
+				if splits, kps := searchSplits(nq, nk, slots); splits*kps+searchBN > math.MaxInt32 {
+					t.Fatalf("%d slots, %d queries, %d keys: %d splits of %d keys overflow the kernel's int key indices", slots, nq, nk, splits, kps)
 				}
 			}
 		}

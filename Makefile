@@ -224,4 +224,4 @@ build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a 
 	@cat $(BIN)/BUILD-INFO
 
 gpu-check: build-cuda ## on a GPU host: run the GPU tests, a short training run and an eval (scripts/gpu-check.sh)
-	scripts/gpu-check.sh $(GPU_CHECK_FLAGS) $(GPU_CHECK_OUT)
+	scripts/gpu-check.sh $(GPU_CHECK_FLAGS)

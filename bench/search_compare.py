@@ -13,7 +13,7 @@ stores), writes them as a dinoclip search index (docs/FORMAT.md) and times, one 
   exact re-scoring on the host); on the GPU also without the copy of the keys (seconds -
   upload_seconds, when the keys were resident), which is what compares with torch's resident keys,
   and against a roofline measured in the same run: the keys read once at the GPU's copy bandwidth
-  plus the GEMM at torch.mm's float16 rate (issue 13: within 1.2x);
+  plus the GEMM at torch.mm's float16 rate (the search target: within 1.2x);
 - --device cpu: faiss IndexFlatIP.search on the same keys as float32, omp threads = --threads; torch
   mm + topk in float32 over chunks of --torch-chunk keys, merged (when torch is installed);
 - --device cuda: torch mm + topk in float16 on the GPU (the keys resident in GPU memory, in chunks
@@ -161,7 +161,7 @@ def torch_topk_chunked(torch, tq, tk, k, chunk):
 
 def gpu_lines(res):
     """The GPU rows beyond the end-to-end table: ours with the keys already in GPU memory (what
-    compares with torch, whose keys are resident) and against the roofline of issue 13's target."""
+    compares with torch, whose keys are resident) and against the roofline of the search target."""
     o = res["ours"]
     resident = o.get("keys_resident") or []
     where = ("copied to GPU memory once" if resident and all(resident) else

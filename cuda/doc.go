@@ -1,6 +1,7 @@
 // Package cuda is the GPU engine: an [nn.Engine] that runs the model on an
 // NVIDIA GPU with the kernels of package kernels (kernels/*.cu, embedded as
-// PTX), driven from Go through gorgonia.org/cu (the CUDA driver API).
+// PTX and as sm_90a cubins), driven from Go through gorgonia.org/cu (the
+// CUDA driver API).
 //
 // # Layers
 //
@@ -26,7 +27,9 @@
 //
 // Thread: CUDA contexts are per OS thread. A [Device] starts one goroutine
 // that calls runtime.LockOSThread, creates the context and the stream, loads
-// the modules (cu.LoadData on the embedded PTX) and then runs the closures
+// the modules (cu.LoadData on the embedded images kernels.Choose picks for
+// the GPU and driver: the cubins on sm_90, else the PTX, which the driver
+// JIT-compiles; docs/GPU-BUILD.md) and then runs the closures
 // that every other method sends it over a channel, one at a time. An engine
 // call (ForwardBackward, Step, ...) is one closure, so a training step is one
 // channel round trip whatever number of kernels it launches.
@@ -146,18 +149,22 @@
 // between them), and the same engine, wrappers and tests run on the CPU. It checks the index math, bounds, barriers and the Go side's
 // argument packing against the kernels' declared signatures; it cannot
 // check GPU-only behaviour (the PTX JIT, warp scheduling, the memory model,
-// the cu calls), which `make gpu-check` covers on a GPU host.
+// the cu calls), which scripts/gpu-check.sh covers on a GPU host (with the
+// binaries make build-cuda builds elsewhere).
 //
 // # Adding a kernel
 //
 // The one place is its source: write the `extern "C" __global__` function in
 // kernels/NAME.cu (a new file opens with what it computes, shapes, launch
-// and version), then
+// and version), then, with the pinned toolkits (make toolchain, once)
 //
-//	make kernels          # kernels/ptx/NAME.ptx, committed
+//	make kernels          # kernels/ptx/NAME.ptx and kernels/sm90a/NAME.cubin, committed
 //	go generate ./kernels # module list, cuda/launch, the emulator's table
+//	make kernel-budgets   # its registers and shared memory into kernels/budgets.tsv
 //
-// and call the generated launch.NAME from a wrapper in ops.go that checks
+// and give it a row in kernels/sass.tsv naming the instructions its design
+// rests on (- for none; docs/GPU-BUILD.md, "Static checks"); then call
+// the generated launch.NAME from a wrapper in ops.go that checks
 // the shapes (and a test beside the others in ops_test.go; the emulator and
 // AddressSanitizer runs of make check-kernels pick it up by themselves).
 // Parameter types the generator does not know fail it with the file and

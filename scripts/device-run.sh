@@ -19,7 +19,7 @@
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
 #      GPU's default precision), CPU/GPU parity in fp32, eval;
 #   3. the target bench (BENCH_TARGET_LIMIT, 130 s): bench/compare.py
-#      --device cuda at batch 8192, the batch of issue 11's step target:
+#      --device cuda at batch 8192, the batch of the step target (bench/README.md):
 #      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
 #      PyTorch eager fp32, tf32, bf16 autocast and torch.compile bf16,
 #      each GEMM beside torch.matmul at its shape and layout, the
@@ -147,7 +147,7 @@ bench() {
 	return 1
 }
 
-say "== bench at batch 8192 (issue 11's targets)"
+say "== bench at batch 8192 (the GPU engine's targets)"
 bench 8192 "${BENCH_TARGET_LIMIT:-130}" --batches 8192 --modes fp32,tf32,bf16,compile_bf16 && bench_ok=1
 
 say "== exact search (bench/search_compare.py --device cuda)"

@@ -51,8 +51,10 @@
 # NVIDIA_SMI (nvidia-smi), PYTHON (python3), GIT_COMMIT (else BIN/BUILD-INFO),
 # GPU_CHECK_TRAIN_FLAGS (extra flags of every train run, e.g. a smaller
 # --hidden-dim; scripts/gpu_check_test.go uses it to run the script against
-# the CPU build in seconds). It takes about 3 minutes on an H100; every
-# command runs under a time limit.
+# the CPU build in seconds). Every command runs under a time limit; the
+# whole has 110 s in device-run.sh (GPU_CHECK_LIMIT). Its first version took
+# seconds a part on an H200 (bench/results/2026-11-28-h200-gpu-check.txt);
+# today's, with the tensor-core tests and the PTX rerun, has not run on a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

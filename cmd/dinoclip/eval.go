@@ -20,7 +20,8 @@ func evalCommand() *cli.Command {
 			"reports recall@1/5/10 in both directions (CLIP_benchmark's protocol) for CLIP's own image\n" +
 			"embeddings and for the projection, and the projection's R@5 as a percentage of CLIP's.\n" +
 			"CKPT is a model.safetensors file, a checkpoint directory, or a run directory (its best\n" +
-			"checkpoint, else its last). --json prints a JSON document instead of the table. With --device\n" +
+			"checkpoint, else its last; best/ema.safetensors when the run picks its best from the EMA).\n" +
+			"--json prints a JSON document instead of the table. With --device\n" +
 			"cuda the projection is also ranked on the GPU, by the exact search of dinoclip search --device\n" +
 			"cuda: the same rankings as on the CPU, ties included.\n\n" +
 			"Example:\n" +

@@ -26,7 +26,8 @@ func projectCommand() *cli.Command {
 			"with --float16). The outputs are the model's, not L2-normalised. The output file is written\n" +
 			"under a temporary name and renamed into place when complete (a killed run's is removed by\n" +
 			"the next once a minute old, and named in a warning before). CKPT is a model.safetensors\n" +
-			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last).\n\n" +
+			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last;\n" +
+			"best/ema.safetensors when the run picks its best from the EMA).\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
 		Flags: []cli.Flag{

@@ -13,7 +13,7 @@
 //     (kernel_avx512_amd64.s); each step of k is 2 loads of B and 8
 //     broadcasts of A for 16 FMAs of 16 floats. On a Zen 5 (full-width
 //     512-bit FMA) it ran the model's products 1.4-2.1 times as fast as the
-//     AVX2 kernel. On CPUs that split 512-bit operations in two (Zen 4)
+//     AVX2 kernel (2026-12-02, commit 1fa2b5d). On CPUs that split 512-bit operations in two (Zen 4)
 //     the gain would come only from the fewer loads per FMA; it has not
 //     been measured on one.
 //   - AVX2 and FMA: a 6x16 tile in 12 of the 16 YMM registers

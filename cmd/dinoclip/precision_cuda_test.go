@@ -19,9 +19,10 @@ import (
 // fp32 run is the CPU engine's, which the fp32 GPU engine matches to 2e-5
 // (the engine suite). The data stays on the host in both (--resident off:
 // resident data would train on float16-rounded features). Measured on the
-// emulator (2026-12-02, shared 2-core machine, 150 s to 290 s a loss):
-// MSE final losses 0.0371869 and 0.0371865 (0.001% apart), mean R@5 4.10
-// both; InfoNCE 3.18336 and 3.18333 (0.001% apart), mean R@5 7.20 both.
+// emulator (2026-12-04, commit fc457b0, shared 2-vCPU Xeon, 26 s and 42 s):
+// MSE final losses fp32 0.0371869, bf16 0.0371826 (0.011% apart), mean R@5
+// 4.10 and 4.05; InfoNCE 3.18336 and 3.18416 (0.025% apart), mean R@5 7.20
+// both.
 // The run is short (32 steps; the model reaches 10% of CLIP's R@5), so
 // this checks that bf16 follows fp32's trajectory, not the quality of a
 // converged model. The bounds are the acceptance bounds, not

@@ -15,12 +15,19 @@ import (
 	"unicode"
 )
 
+// MaxDepth is how deeply arrays and objects may nest: far beyond what a
+// program's own records need, and a bound on the recursion (and the
+// memory) a tampered document of millions of brackets would otherwise
+// cost before encoding/json's own limit.
+const MaxDepth = 100
+
 // Unmarshal decodes the one JSON value in b into v. It fails on a key
 // repeated within an object (at any depth; keys that differ only in case
 // count as the same, as encoding/json matches them to the same field), a
-// field v does not have, or anything but whitespace after the value.
+// field v does not have, values nested more than MaxDepth deep, or
+// anything but whitespace after the value.
 func Unmarshal(b []byte, v any) error {
-	if err := checkKeys(json.NewDecoder(bytes.NewReader(b))); err != nil {
+	if err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -34,15 +41,18 @@ func Unmarshal(b []byte, v any) error {
 	return nil
 }
 
-// checkKeys reads one value from dec and fails on a key repeated within
-// one of its objects.
-func checkKeys(dec *json.Decoder) error {
+// checkKeys reads one value from dec, nested depth deep, and fails on a
+// key repeated within one of its objects or on nesting beyond MaxDepth.
+func checkKeys(dec *json.Decoder, depth int) error {
 	tok, err := dec.Token()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("no JSON value")
 		}
 		return err
+	}
+	if (tok == json.Delim('{') || tok == json.Delim('[')) && depth == MaxDepth {
+		return fmt.Errorf("values nested more than %d deep (at byte %d)", MaxDepth, dec.InputOffset())
 	}
 	switch tok {
 	case json.Delim('{'):
@@ -57,7 +67,7 @@ func checkKeys(dec *json.Decoder) error {
 				return fmt.Errorf("key %q appears twice in one object (keys are matched ignoring case)", key)
 			}
 			seen[fold(key)] = true
-			if err := checkKeys(dec); err != nil {
+			if err := checkKeys(dec, depth+1); err != nil {
 				return err
 			}
 		}
@@ -65,7 +75,7 @@ func checkKeys(dec *json.Decoder) error {
 		return err
 	case json.Delim('['):
 		for dec.More() {
-			if err := checkKeys(dec); err != nil {
+			if err := checkKeys(dec, depth+1); err != nil {
 				return err
 			}
 		}

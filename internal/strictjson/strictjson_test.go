@@ -42,3 +42,21 @@ func TestUnmarshal(t *testing.T) {
 		t.Errorf("a key in two sibling objects: %v", err)
 	}
 }
+
+// Nesting is bounded: MaxDepth levels are read, one more is refused before
+// any recursion past it, even in a document of a million brackets (which
+// would otherwise overflow the stack: about 1 GB of it).
+func TestMaxDepth(t *testing.T) {
+	nested := func(n int) []byte {
+		return []byte(`{"m": {"x": 1}, "b": [{"C": 1}], "z": ` + strings.Repeat("[", n) + strings.Repeat("]", n) + "}")
+	}
+	var v map[string]any
+	if err := Unmarshal(nested(MaxDepth-1), &v); err != nil { // the object is a level too
+		t.Errorf("%d levels: %v", MaxDepth, err)
+	}
+	for _, n := range []int{MaxDepth, 1_500_000} {
+		if err := Unmarshal(nested(n), &v); err == nil || !strings.Contains(err.Error(), "nested more than 100 deep") {
+			t.Errorf("%d levels: %v, want a refusal of the nesting", n+1, err)
+		}
+	}
+}

@@ -339,6 +339,22 @@ type Checkpoint struct {
 	EMAMeta map[string]string
 }
 
+// notInTheWay refuses anything at dir, a checkpoint's place, but an empty
+// directory (which Save replaces).
+func notInTheWay(dir string) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return nil
+	}
+	if st.IsDir() {
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("checkpoint %s: %s that is not a checkpoint (it has no %s) is where this step's checkpoint goes; move it out of the run and resume",
+		dir, atomicfile.Kind(st.Mode()), OptimizerFile)
+}
+
 // Float64State is a float64 run's parameters and AdamW moments, flat in
 // [nn.Layout] order.
 type Float64State struct {
@@ -346,13 +362,18 @@ type Float64State struct {
 }
 
 // Save writes ck as the checkpoint directory dir: both files go into a
-// temporary directory beside it, which is then renamed to dir. A directory
-// already at dir is left as it is: a run saves a step once (again only
-// when stopped right after saving it, with the same bits), and a resume
-// removes the checkpoints after the one it continues from.
+// temporary directory beside it, which is then renamed to dir. A
+// checkpoint already at dir is left as it is: a run saves a step once
+// (again only when stopped right after saving it, with the same bits), and
+// a resume removes the checkpoints after the one it continues from.
+// Anything else at dir (but an empty directory) is not Save's to replace:
+// it is refused, not removed (a user's index named like a step, say).
 func Save(dir string, ck *Checkpoint) error {
 	if _, err := os.Stat(filepath.Join(dir, OptimizerFile)); err == nil {
 		return nil
+	}
+	if err := notInTheWay(dir); err != nil {
+		return err
 	}
 	n := ck.Config.NumParams()
 	if len(ck.M) != n || len(ck.V) != n {
@@ -385,9 +406,13 @@ func Save(dir string, ck *Checkpoint) error {
 		err = writeFloat64(filepath.Join(tmp, Float64File), n, ck.Float64)
 	}
 	if err == nil {
-		os.RemoveAll(dir) // an incomplete directory from outside dinoclip
-		forget()
-		err = os.Rename(tmp, dir)
+		if err = notInTheWay(dir); err == nil { // (again: the files took a while)
+			if st, serr := os.Lstat(dir); serr == nil && st.IsDir() {
+				os.Remove(dir) // empty: os.Rename replaces no directory
+			}
+			forget()
+			err = os.Rename(tmp, dir)
+		}
 	}
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -174,6 +174,78 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	}
 }
 
+// Save puts a checkpoint where nothing is, or an empty directory; a
+// checkpoint already there stays; anything else there (a user's index
+// named like a step) is refused and left whole, never removed.
+func TestSaveLeavesOthersFiles(t *testing.T) {
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: nn.InitParameters[float32](small, 6), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":3}`)}
+	checkpoints := t.TempDir()
+	empty := filepath.Join(checkpoints, "step-1")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(empty, ck); err != nil {
+		t.Fatalf("Save onto an empty directory: %v", err)
+	}
+	if _, err := Load(empty); err != nil {
+		t.Fatal(err)
+	}
+	for name, make := range map[string]func(p string) error{
+		"a directory of files": func(p string) error {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(p, "manifest.json"), []byte("mine"), 0o644)
+		},
+		"a regular file":    func(p string) error { return os.WriteFile(p, []byte("mine"), 0o644) },
+		"a symbolic link":   func(p string) error { return os.Symlink("elsewhere", p) },
+		"an empty link dir": func(p string) error { return os.Symlink(t.TempDir(), p) },
+	} {
+		dir := filepath.Join(checkpoints, "step-2")
+		os.RemoveAll(dir)
+		if err := make(dir); err != nil {
+			t.Fatal(err)
+		}
+		before := fileTree(t, dir)
+		if err := Save(dir, ck); err == nil || !strings.Contains(err.Error(), "is not a checkpoint") {
+			t.Errorf("Save onto %s: %v, want a refusal", name, err)
+		}
+		if after := fileTree(t, dir); after != before {
+			t.Errorf("Save onto %s changed it: %q, was %q", name, after, before)
+		}
+	}
+	if entries, _ := os.ReadDir(checkpoints); len(entries) != 2 {
+		t.Errorf("%d entries in the checkpoints, want 2 (no temporary directory left)", len(entries))
+	}
+}
+
+// fileTree lists what is at p: the names under it, with each file's
+// contents and each link's target.
+func fileTree(t *testing.T, p string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		b.WriteString(path + ":" + d.Type().String())
+		if d.Type()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(path)
+			b.WriteString("->" + target)
+		} else if d.Type().IsRegular() {
+			data, _ := os.ReadFile(path)
+			b.WriteString("=" + string(data))
+		}
+		b.WriteString("\n")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 // A model whose weights hold a NaN or an infinity is refused wherever it
 // is read (project, eval, info, a resume), naming the tensor; so are
 // optimizer moments no run reaches (NaN, an infinite exp_avg, -Inf), while

@@ -40,7 +40,8 @@ func indexCommand() *cli.Command {
 			"twice (or reached twice through links) is taken once; the same contents under another name (a\n" +
 			"file moved or copied since) are skipped too, with a word: indexed twice, its rows would come\n" +
 			"twice in every answer. An index made with another model is refused. Only one process may\n" +
-			"append to an index at a time.\n\n" +
+			"append to an index at a time. INDEX may not be in a training run's directory or in another\n" +
+			"index, where it would be taken for one of their files.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -259,6 +260,17 @@ func runIndex(cCtx *cli.Context) error {
 	out, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
+	}
+	// Where the index is, by its name and where a link there leads (a
+	// run's checkpoints may be a link to a directory elsewhere).
+	real, err := filepath.EvalSymlinks(out)
+	if err != nil { // (a new index: as far as its path exists)
+		real = filepath.Clean(atomicfile.ResolveDir(out))
+	}
+	for _, place := range []string{filepath.Clean(out), real} {
+		if err := checkOutPlace(place, "the index"); err != nil {
+			return err
+		}
 	}
 	w, err := retrieval.AppendIndex(out, model, c.OutputDim, dtype)
 	if err != nil {

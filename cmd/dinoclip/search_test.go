@@ -442,6 +442,23 @@ func TestIndexSearchErrors(t *testing.T) {
 			t.Errorf("a refused search made %s", c.out)
 		}
 	}
+	// Nor an index: a training run reaching step N refuses to save into
+	// checkpoints/step-N, so an index there (by its name or through a
+	// link) stops the run, and one elsewhere in a run is a file the run
+	// does not know.
+	linkToCheckpoints := filepath.Join(dir, "ckpts")
+	os.Symlink(filepath.Join(run, train.CheckpointsDir), linkToCheckpoints)
+	for _, c := range []struct{ out, want string }{
+		{filepath.Join(run, "photos.index"), "in the run directory " + run},
+		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints of the run " + run},
+		{filepath.Join(linkToCheckpoints, "step-99999999"), "in the checkpoints of the run " + run},
+		{filepath.Join(index, "ix"), "in the search index " + index},
+	} {
+		wantError(t, []string{"index", "--model", run, "--features", data, "--out", c.out}, c.want, "write the index outside")
+		if _, err := os.Lstat(c.out); err == nil {
+			t.Errorf("a refused index made %s", c.out)
+		}
+	}
 	// ... but in a directory of outputs one of which is named like a
 	// run's link, or beside a file named like a run's checkpoints.
 	results := filepath.Join(dir, "results")

@@ -106,14 +106,26 @@ func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) 
 	if window <= 0 {
 		window = budget / 2
 	}
+	// No more workers than tiles (each holds a selection per query), nor
+	// than the budget holds with room for one query: a machine of many
+	// threads searches with fewer rather than refuse a small budget.
+	tiles := 0
+	for _, seg := range keys.Segments {
+		tiles += (seg.Rows + p.keyTile - 1) / p.keyTile
+	}
+	p.workers = min(p.workers, max(tiles, 1))
 	// Per query: its selection in every worker, its norm, its packed row
 	// (and the rows padding the last query panel).
+	fixed := budget - window - panelQueries*dim*4 - 16 - dim*4
+	if most := fixed / (perWorker + selectionBytes(k)); most < int64(p.workers) {
+		if most < 1 {
+			return p, fmt.Errorf("retrieval: a memory budget of %d MiB is too small for top-%d over %d-wide keys, even with one worker; allow more memory or ask for a smaller k",
+				budget>>20, k, dim)
+		}
+		p.workers = int(most)
+	}
 	rest := budget - window - int64(p.workers)*perWorker - panelQueries*dim*4
 	perQuery := int64(p.workers)*selectionBytes(k) + 16 + dim*4
-	if rest < perQuery {
-		return p, fmt.Errorf("retrieval: a memory budget of %d MiB is too small for top-%d with %d workers over %d-wide keys; allow more memory or ask for a smaller k",
-			budget>>20, k, p.workers, dim)
-	}
 	p.queryChunk = int(min(int64(nQueries), rest/perQuery))
 	if p.queryChunk < nQueries && p.queryChunk >= panelQueries {
 		p.queryChunk -= p.queryChunk % panelQueries

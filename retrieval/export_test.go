@@ -38,3 +38,10 @@ func UseKernels(name string) func() {
 	}
 	panic("retrieval: no kernels named " + name + " on this CPU")
 }
+
+// PlannedWorkers is how many workers s plans for a search of nq queries
+// for the top k of keys.
+func PlannedWorkers(s *CPUSearcher, nq int, keys *Keys, k int) (int, error) {
+	p, err := s.plan(nq, keys, k)
+	return p.workers, err
+}

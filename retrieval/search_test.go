@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +54,43 @@ func TestCPUSearcherBudget(t *testing.T) {
 	_, err = s.Search(context.Background(), make([]float32, 4), 1, big, 90_000)
 	if err == nil || !strings.Contains(err.Error(), "memory budget") {
 		t.Fatalf("top-90000 in 1 MiB: error %v, want one about the memory budget", err)
+	}
+}
+
+// Many threads and a small budget: the search runs on fewer workers
+// (no more than the tiles, and than the budget holds) and gives the
+// reference answer, where one worker per thread was refused (16 MiB
+// held 31 of them; 512 MiB, about a thousand).
+func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
+	const dim, nKeys, nq, k = 33, 20_000, 50, 10
+	rng := rand.New(rand.NewPCG(7, 8))
+	data := make([]float32, nKeys*dim)
+	for i := range data {
+		data[i] = float32(rng.NormFloat64())
+	}
+	queries := make([]float32, nq*dim)
+	for i := range queries {
+		queries[i] = float32(rng.NormFloat64())
+	}
+	keys, vals := searchtest.Keys(t, dim, searchtest.Segment{Rows: nKeys, Data: data})
+	wantRows, wantScores := searchtest.Reference(queries, nq, vals, dim, k)
+	squeezed := retrieval.SmallSearcher(16, 1<<14, 4096) // a tile per 16 keys: 1250 tiles
+	squeezed.MemoryBudget = 1 << 20
+	if w, err := retrieval.PlannedWorkers(squeezed, nq, keys, k); err != nil || w < 1 || w >= nKeys/16 {
+		t.Fatalf("1 MiB over %d tiles: %d workers planned (%v), want fewer than the tiles: the budget's cap", nKeys/16, w, err)
+	}
+	for _, s := range []*retrieval.CPUSearcher{
+		{Workers: 4096, MemoryBudget: 16 << 20},
+		{Workers: 100_000, MemoryBudget: 512 << 20},
+		squeezed,
+	} {
+		got, err := s.Search(context.Background(), queries, nq, keys, k)
+		if err != nil {
+			t.Fatalf("%d workers in %d MiB: %v", s.Workers, s.MemoryBudget>>20, err)
+		}
+		if diff := searchtest.Compare(got, nq, wantRows, wantScores); diff != "" {
+			t.Errorf("%d workers in %d MiB: %s", s.Workers, s.MemoryBudget>>20, diff)
+		}
 	}
 }
 

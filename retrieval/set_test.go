@@ -105,6 +105,44 @@ func TestLoadSetErrors(t *testing.T) {
 	if _, err := LoadSet(t.TempDir()); err == nil {
 		t.Error("empty directory: no error")
 	}
+	// A float64 file: a finite value beyond float32's range reads as
+	// infinite, which the error says; a NaN is a NaN, and an infinity in
+	// a float32 file is one.
+	for _, c := range []struct {
+		value   float64
+		float64 bool
+		want    string
+		notWant string
+	}{
+		{1e39, true, "is +Inf, need finite values (in float32: infinite, or a float64 beyond float32's range)", ""},
+		{-2.1e198, true, "is -Inf, need finite values (in float32", ""},
+		{math.NaN(), true, "is NaN", "beyond"},
+		{math.Inf(1), false, "is +Inf", "beyond"},
+	} {
+		dir := writeSet(t, func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) { return f, c, p, i })
+		path := filepath.Join(dir, CaptionCLIPFile)
+		p, shape, err := npy.ReadFloat64(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p[7] = c.value
+		if c.float64 {
+			err = npy.WriteFloat64(path, shape, p)
+		} else {
+			p32 := make([]float32, len(p))
+			for i, v := range p {
+				p32[i] = float32(v)
+			}
+			err = npy.WriteFloat32(path, shape, p32)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = LoadSet(dir)
+		if err == nil || !strings.Contains(err.Error(), c.want) || (c.notWant != "" && strings.Contains(err.Error(), c.notWant)) {
+			t.Errorf("a caption embedding of %v (float64 file %v): %v, want an error saying %q", c.value, c.float64, err, c.want)
+		}
+	}
 }
 
 // An all-zero CLIP embedding row loads, with a warning naming the file and

@@ -33,7 +33,8 @@ func indexCommand() *cli.Command {
 			"its *.dino.npy files in name order (the shards extraction writes). Row ids number the rows in\n" +
 			"the order they are added; the manifest maps id ranges back to the features files. The list of\n" +
 			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +
-			"line) is copied into the index, so that search names the images it finds.\n\n" +
+			"line) is copied into the index, so that search names the images it finds (only when every\n" +
+			"features file of the index came with its list: a warning says when one did not).\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
 			"finished by running it again; an indexed file that changed since is refused. A file named\n" +
@@ -367,5 +368,9 @@ func runIndex(cCtx *cli.Context) error {
 		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
+	if n := listedShards(m); added > 0 && n > 0 && n < len(m.Shards) {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",
+			n, len(m.Shards), out)
+	}
 	return nil
 }

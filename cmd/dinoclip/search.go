@@ -335,7 +335,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 		}
 		if listed {
 			images = names
-		} else if n := listedShards(opened.index); n > 0 {
+		} else if n := listedShards(opened.index.Manifest); n > 0 {
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (indexed from features without NAME.images.txt): no %s is written\n",
 				n, len(opened.index.Manifest.Shards), indexPath, searchImagesFile)
 		}
@@ -358,10 +358,11 @@ func runSearch(cCtx *cli.Context) (err error) {
 	return nil
 }
 
-// listedShards counts the shards of ix that list their rows' images.
-func listedShards(ix *retrieval.Index) int {
+// listedShards counts the shards of an index (its manifest m) that list
+// their rows' images.
+func listedShards(m retrieval.IndexManifest) int {
 	n := 0
-	for _, sh := range ix.Manifest.Shards {
+	for _, sh := range m.Shards {
 		if sh.Images != "" {
 			n++
 		}

@@ -773,8 +773,14 @@ func TestSearchNamesImages(t *testing.T) {
 	x[0]++
 	unlisted := filepath.Join(dir, "unlisted.dino.npy")
 	writeF32(t, unlisted, []int{40, tIn}, x)
-	mustRun(t, "index", "--model", run, "--features", unlisted, "--out", mixed)
-	_, stderr, err := runCLI(t, "search", "--index", mixed, "--queries", q, "--k", "4", "--out", out)
+	_, stderr, err := runCLI(t, "index", "--model", run, "--features", unlisted, "--out", mixed)
+	if err != nil || !strings.Contains(stderr, "2 of the 3 shards of "+mixed+" list their rows' images") || !strings.Contains(stderr, "names no images") {
+		t.Errorf("an append of a features file without a list to a listed index: %v, and no warning:\n%s", err, stderr)
+	}
+	if _, stderr, _ := runCLI(t, "index", "--model", run, "--features", unlisted, "--out", mixed); strings.Contains(stderr, "warning") {
+		t.Errorf("an append of nothing warns again:\n%s", stderr)
+	}
+	_, stderr, err = runCLI(t, "search", "--index", mixed, "--queries", q, "--k", "4", "--out", out)
 	if err != nil || !strings.Contains(stderr, "2 of the 3 shards") || !strings.Contains(stderr, "no "+searchImagesFile) {
 		t.Errorf("search of an index listing the images of some shards only: %v\n%s", err, stderr)
 	}

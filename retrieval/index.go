@@ -392,7 +392,15 @@ type IndexWriter struct {
 func checkIndexDir(dir string) error {
 	// (Lstat: a manifest that is a link, even one leading nowhere, is
 	// readManifest's to refuse.)
-	if _, err := os.Lstat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
+	if st, err := os.Lstat(filepath.Join(dir, IndexManifestFile)); !errors.Is(err, os.ErrNotExist) {
+		// Another program's manifest.json (no index format in it, and no
+		// index's lock beside it) is no damaged index: the directory is
+		// that program's.
+		if err == nil && st.Mode().IsRegular() && !IsIndex(dir) {
+			if _, err := os.Lstat(filepath.Join(dir, IndexLockFile)); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("index %s: the directory holds a %s that is not a dinoclip index's (it names no %s format); refusing to make an index in a directory used for something else", dir, IndexManifestFile, indexFormatPrefix)
+			}
+		}
 		return nil
 	}
 	entries, _ := os.ReadDir(dir)

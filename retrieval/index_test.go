@@ -130,6 +130,17 @@ func TestIndexRefusesOtherModel(t *testing.T) {
 	if entries, _ := os.ReadDir(busy); len(entries) != 1 {
 		t.Errorf("a refused directory holds %d entries afterwards, want only notes.txt", len(entries))
 	}
+	// ... nor one with another program's manifest.json (a web app's):
+	// refused as such, no lock file left in it.
+	app := t.TempDir()
+	os.WriteFile(filepath.Join(app, retrieval.IndexManifestFile), []byte(`{"name": "my app", "icons": []}`), 0o644)
+	os.WriteFile(filepath.Join(app, "index.html"), []byte("<html>"), 0o644)
+	if _, err := retrieval.AppendIndex(app, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "not a dinoclip index's") {
+		t.Fatalf("a directory with another program's manifest.json: %v", err)
+	}
+	if entries, _ := os.ReadDir(app); len(entries) != 2 {
+		t.Errorf("a refused directory holds %d entries afterwards, want its 2", len(entries))
+	}
 }
 
 // What a killed append leaves (a shard's files or temporaries without a

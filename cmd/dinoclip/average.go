@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -51,10 +52,18 @@ type soupIngredient struct {
 func runAverage(cCtx *cli.Context) error {
 	args := cCtx.Args().Slice()
 	// (First: a flag after the models is not read, and the missing --out
-	// it gave would be reported instead.)
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			return fmt.Errorf("average: %q after the models: give the flags before them (dinoclip average --out FILE [--weights W,...] CKPT...)", a)
+	// it gave would be reported instead.) After "--" every argument is a
+	// model, whatever its name: the "--" is still in args when it came
+	// after the first model, else only on the app's command line.
+	models, explicit := args, false
+	if i := slices.Index(args, "--"); i >= 0 {
+		models, args = args[:i], append(args[:i:i], args[i+1:]...)
+	} else {
+		explicit = slices.ContainsFunc(commandLines(cCtx), func(line []string) bool { return slices.Contains(line, "--") })
+	}
+	for _, a := range models {
+		if strings.HasPrefix(a, "-") && !explicit {
+			return fmt.Errorf("average: %q after the models: give the flags before them (dinoclip average --out FILE [--weights W,...] CKPT...), or a model named so after -- or as ./%s", a, a)
 		}
 	}
 	if err := requireFlags(cCtx, "out"); err != nil {

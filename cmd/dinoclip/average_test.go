@@ -81,6 +81,24 @@ func TestAverage(t *testing.T) {
 		t.Errorf("eval of the average:\n%s", out)
 	}
 	mustRun(t, "train", "--init", soup, "--data", data, "--out", filepath.Join(t.TempDir(), "ft"), "--epochs", "1", "--batch", "32")
+
+	// A model whose name starts with "-": after "--", as any command
+	// takes one, whether "--" comes before the models or among them;
+	// without it, taken for a flag given after the models.
+	t.Chdir(dir)
+	if err := os.Rename("a.safetensors", "-a.safetensors"); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "average", "--out", "dash1.safetensors", "--", "-a.safetensors", "b.safetensors")
+	mustRun(t, "average", "--out", "dash2.safetensors", "b.safetensors", "--", "-a.safetensors")
+	for _, name := range []string{"dash1.safetensors", "dash2.safetensors"} {
+		if m, err := checkpoint.ReadModel(name); err != nil {
+			t.Error(err)
+		} else if !strings.Contains(m.Meta["averaged_from"], "-a.safetensors") {
+			t.Errorf("%s: averaged from %s", name, m.Meta["averaged_from"])
+		}
+	}
+	wantError(t, []string{"average", "--out", "dash3.safetensors", "b.safetensors", "-a.safetensors"}, `"-a.safetensors" after the models`, "after --")
 }
 
 func TestAverageErrors(t *testing.T) {

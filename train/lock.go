@@ -67,6 +67,11 @@ func LockRunDir(dir string) (*RunLock, error) {
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	releaseCheckpoints, err := lockCheckpointsDir(dir)
+	if err == nil {
+		if err = checkpointsWritable(dir); err != nil {
+			releaseCheckpoints()
+		}
+	}
 	if err != nil {
 		flock.Unlock(f)
 		f.Close()
@@ -102,6 +107,24 @@ func lockCheckpointsDir(dir string) (release func(), err error) {
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	return release, nil
+}
+
+// checkpointsWritable refuses a run whose checkpoints directory (when it
+// has one) this process cannot make a checkpoint in: found at the first
+// save, that could be an epoch of training on. It makes and removes the
+// temporary directory a checkpoint is written into (one a killed process
+// leaves is swept as any checkpoint's).
+func checkpointsWritable(dir string) error {
+	path := filepath.Join(dir, CheckpointsDir)
+	if st, err := os.Stat(path); err != nil || !st.IsDir() {
+		return nil // (a new run makes it; checkRunDirFiles says what else is wrong)
+	}
+	tmp, release, err := atomicfile.MkdirTemp(path, "writable")
+	if err != nil {
+		return fmt.Errorf("run directory %s: no checkpoint can be written in its checkpoints directory (%w); make it writable, or train into another --out", dir, err)
+	}
+	release()
+	return os.Remove(tmp)
 }
 
 // lockHolder is the pid the lock file at path records, as "pid N".

@@ -1,0 +1,45 @@
+package train
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A run whose checkpoints directory no checkpoint can be written in (here
+// a link to /sys, which not even root can make a directory in) is refused
+// when it starts, not at its first save an epoch on.
+func TestUnwritableCheckpointsRefusedAtStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	os.Mkdir(dir, 0o755)
+	if err := os.Symlink("/sys", filepath.Join(dir, CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	if lock, err := LockRunDir(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint can be written in its checkpoints directory") {
+		if lock != nil {
+			lock.Release()
+		}
+		t.Fatalf("LockRunDir with checkpoints leading to /sys: %v, want a refusal", err)
+	}
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	if _, err := newTrainer(t, dataDir, dir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "no checkpoint can be written") {
+		t.Fatalf("a run into it: %v, want a refusal before training", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, MetricsFile)); err == nil {
+		t.Error("the refused run trained (it wrote metrics)")
+	}
+	// A writable one passes, and the probe leaves nothing behind.
+	ok := filepath.Join(t.TempDir(), "run")
+	os.MkdirAll(filepath.Join(ok, CheckpointsDir), 0o755)
+	lock, err := LockRunDir(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock.Release()
+	if entries, _ := os.ReadDir(filepath.Join(ok, CheckpointsDir)); len(entries) != 0 {
+		t.Errorf("the writability probe left %d entries in the checkpoints", len(entries))
+	}
+}

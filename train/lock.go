@@ -68,7 +68,14 @@ func LockRunDir(dir string) (*RunLock, error) {
 	}
 	releaseCheckpoints, err := lockCheckpointsDir(dir)
 	if err == nil {
-		if err = checkpointsWritable(dir); err != nil {
+		// (A checkpoints/ leading into another run is refused before
+		// anything is written where it leads.)
+		if err = checkCheckpointsDir(dir); err == nil {
+			if err = checkpointsWritable(dir); err == nil {
+				err = claimCheckpointsDir(dir)
+			}
+		}
+		if err != nil {
 			releaseCheckpoints()
 		}
 	}
@@ -125,6 +132,59 @@ func checkpointsWritable(dir string) error {
 	}
 	release()
 	return os.Remove(tmp)
+}
+
+// checkpointsOwnerFile is the file, in the directory a run's checkpoints/
+// link leads to, that names the run directory whose checkpoints it holds
+// (its real path and a newline).
+const checkpointsOwnerFile = ".run"
+
+// claimCheckpointsDir records this run (dir) as the owner of the directory
+// its checkpoints/ link leads to, and refuses one that another run owns:
+// one whose recorded run directory still holds a run whose checkpoints/
+// leads there too. A copy of a run (cp -a keeps the link) would otherwise
+// prune the original's checkpoints, one run after the other, which the
+// lock (two at once) does not see. An owner that is gone, or whose link
+// leads elsewhere now (a run moved, or given checkpoints of its own), is
+// replaced. A checkpoints/ that is a directory is the run's own.
+func claimCheckpointsDir(dir string) error {
+	path := filepath.Join(dir, CheckpointsDir)
+	if !atomicfile.IsLink(path) {
+		return nil
+	}
+	target, err := atomicfile.RealPath(path)
+	if err != nil {
+		return nil // (checkCheckpointsDir says what is wrong with it)
+	}
+	self, err := atomicfile.RealPath(dir)
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	owner := filepath.Join(target, checkpointsOwnerFile)
+	if b, err := os.ReadFile(owner); err == nil {
+		other := strings.TrimSuffix(string(b), "\n")
+		if other == self {
+			return nil
+		}
+		if leadsTo(other, target) {
+			return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own)",
+				dir, path, target, other)
+		}
+	}
+	if err := atomicfile.WriteBytes(owner, []byte(self+"\n")); err != nil {
+		return fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// leadsTo reports whether run is a run directory whose checkpoints/ leads
+// to target.
+func leadsTo(run, target string) bool {
+	if st, err := os.Lstat(filepath.Join(run, RunFile)); err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	t, err := atomicfile.RealPath(filepath.Join(run, CheckpointsDir))
+	return err == nil && t == target
 }
 
 // lockHolder is the pid the lock file at path records, as "pid N".

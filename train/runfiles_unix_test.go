@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -286,5 +288,71 @@ func TestResumeLeavesHardLinkedMetrics(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); len(after) <= len(before) || !strings.HasPrefix(string(after), string(before)) {
 		t.Errorf("the run's metrics.jsonl (%d bytes) does not continue the stopped run's (%d)", len(after), len(before))
+	}
+}
+
+// A copy of a run whose checkpoints/ is a link to a directory elsewhere
+// (moved to a larger disk) shares the original's checkpoints: its resume
+// is refused, where it pruned them, one run after the other. A moved run
+// (the original gone) takes its checkpoints along.
+func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
+	dataDir, original := stoppedRun(t, 5)
+	external := filepath.Join(t.TempDir(), "checkpoints")
+	link := filepath.Join(original, CheckpointsDir)
+	if err := os.Rename(link, external); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(external, link); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := LockRunDir(original) // (the original trains on: it owns them)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock.Release()
+	snapshot := func() []string {
+		var names []string
+		filepath.WalkDir(external, func(p string, d fs.DirEntry, err error) error {
+			names = append(names, p)
+			return err
+		})
+		return names
+	}
+	before := snapshot()
+	copied, itsOwn := filepath.Join(t.TempDir(), "copy"), filepath.Join(t.TempDir(), "checkpoints")
+	for _, cp := range [][2]string{{original, copied}, {external, itsOwn}} {
+		if out, err := exec.Command("cp", "-a", cp[0], cp[1]).CombinedOutput(); err != nil {
+			t.Fatalf("cp -a: %v\n%s", err, out)
+		}
+	}
+	realOriginal, _ := filepath.EvalSymlinks(original)
+	err = runWithin(t, newTrainer(t, dataDir, copied, nil), true)
+	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) {
+		t.Fatalf("resume of a copy sharing the original's checkpoints: %v, want a refusal naming the original", err)
+	}
+	if after := snapshot(); !slices.Equal(after, before) {
+		t.Errorf("the refused copy changed the original's checkpoints:\n%v\nwas\n%v", after, before)
+	}
+	// The original moved: its checkpoints go with it (and the copy is
+	// still refused, by the run that owns them now).
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(original, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, moved, nil), true); err != nil {
+		t.Fatalf("resume of the moved original: %v", err)
+	}
+	realMoved, _ := filepath.EvalSymlinks(moved)
+	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realMoved) {
+		t.Fatalf("resume of the copy after the original moved: %v", err)
+	}
+	// Given checkpoints of its own (a copy of them made with it), the
+	// copy resumes.
+	os.Remove(filepath.Join(copied, CheckpointsDir))
+	if err := os.Rename(itsOwn, filepath.Join(copied, CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err != nil {
+		t.Fatalf("resume of the copy with checkpoints of its own: %v", err)
 	}
 }

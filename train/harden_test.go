@@ -789,22 +789,31 @@ func TestResumeRefusesChangedInputs(t *testing.T) {
 			t.Fatalf("resume on a copy of the data: %v", err)
 		}
 	})
-	t.Run("run.json without the record", func(t *testing.T) {
-		dataDir, runDir := stoppedRun(t, 5)
+	// dropRecord removes the record of the inputs from run.json (keys),
+	// and with hash their hash from the checkpoint's state.
+	dropRecord := func(t *testing.T, runDir string, hash bool) {
 		path := filepath.Join(runDir, RunFile)
 		var info map[string]any
 		b, _ := os.ReadFile(path)
 		if err := json.Unmarshal(b, &info); err != nil {
 			t.Fatal(err)
 		}
-		if info["inputs"] == nil {
+		if info["inputs"] == nil || info["inputs_sha256"] == nil {
 			t.Fatal("run.json records no inputs")
 		}
 		delete(info, "inputs")
+		if hash {
+			delete(info, "inputs_sha256")
+			tamperState(t, runDir, func(st map[string]any) { delete(st, "inputs_sha256") })
+		}
 		b, _ = json.Marshal(info)
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	t.Run("a run from before the record", func(t *testing.T) {
+		dataDir, runDir := stoppedRun(t, 5)
+		dropRecord(t, runDir, true)
 		rewrite(t, dataDir) // unseen without a record
 		var log strings.Builder
 		tr := newTrainer(t, dataDir, runDir, nil)
@@ -814,6 +823,22 @@ func TestResumeRefusesChangedInputs(t *testing.T) {
 		}
 		if !strings.Contains(log.String(), "records no identity") {
 			t.Fatalf("no warning in the log:\n%s", log.String())
+		}
+	})
+	t.Run("run.json's record removed", func(t *testing.T) {
+		// The checkpoint's hash of the inputs still holds them: the same
+		// ones resume, other ones are refused.
+		dataDir, runDir := stoppedRun(t, 5)
+		dropRecord(t, runDir, false)
+		rewrite(t, dataDir)
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), "run.json was edited") {
+			t.Fatalf("resume on other data with run.json's record removed: %v, want a refusal", err)
+		}
+		dataDir, runDir = stoppedRun(t, 5)
+		dropRecord(t, runDir, false)
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err != nil {
+			t.Fatalf("resume on the run's data with run.json's record removed: %v", err)
 		}
 	})
 }

@@ -775,7 +775,7 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the checkpoint was trained on other training data or evaluation sets than %s records: it, or %s, is another run's; restore this run's own, or give --accept-changed-inputs to continue from the checkpoint on the inputs given",
 			dir, filepath.Join(tr.RunDir, RunFile), RunFile)
 	}
-	if err := tr.checkInputs(info.Inputs); err != nil {
+	if err := tr.checkInputs(info.Inputs, st.InputsSHA256); err != nil {
 		return State{}, err
 	}
 	if err := tr.Engine.SetParameters(ck.Params); err != nil {
@@ -910,13 +910,26 @@ func (tr *Trainer) alignBest(st State) error {
 // not hold the contents the run recorded (run, RunInfo.Inputs), unless
 // AcceptChangedInputs; and sets the inputs run.json records from now on.
 // A run that recorded none (run.json from before Inputs) resumes with a
-// warning.
-func (tr *Trainer) checkInputs(run *Inputs) error {
+// warning, unless its checkpoint's state records their hash (ckSHA256,
+// State.InputsSHA256): then run.json lost them, and the inputs given must
+// have that hash (the same files in the same places).
+func (tr *Trainer) checkInputs(run *Inputs, ckSHA256 string) error {
 	in, err := InputsOf(tr.Data, tr.Evals)
 	if err != nil {
 		return err
 	}
 	tr.inputs = in
+	if run == nil && ckSHA256 != "" {
+		if in.SHA256() == ckSHA256 {
+			return nil
+		}
+		d := "run.json records no identity of the run's inputs, but its checkpoint records one, which the inputs given do not match (other contents, or the same ones moved)"
+		if tr.AcceptChangedInputs {
+			tr.Log.Warn("resuming on changed inputs (--accept-changed-inputs): the run will not end as it would have on its own; run.json records the new ones", "change", d)
+			return nil
+		}
+		return fmt.Errorf("--resume: %s: run.json was edited; restore it, or give --accept-changed-inputs to continue on the inputs given (run.json then records them)", d)
+	}
 	if run == nil {
 		tr.Log.Warn("run.json records no identity of the run's training data and evaluation sets (a run from before dinoclip recorded them): resuming without checking that they hold the run's contents; they are recorded from now on")
 		return nil

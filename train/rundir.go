@@ -239,8 +239,10 @@ func checkResumable(dir string) error {
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
-	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
-		return brokenRunError(dir)
+	for _, f := range resumeFiles(dir) {
+		if _, err := os.Stat(filepath.Join(last, f)); err != nil {
+			return brokenRunError(dir)
+		}
 	}
 	// To one of this run's own checkpoints, the one of its name in
 	// checkpoints/ (wherever that or the checkpoint itself is linked to: a
@@ -263,18 +265,28 @@ func checkResumable(dir string) error {
 }
 
 // brokenRunError is what both a resume and a new run say of a run
-// directory whose last checkpoint is gone: the way back is an older
-// checkpoint, linked as the last (the steps after it are trained again),
-// when one is left; otherwise removing the directory or using another.
+// directory whose last checkpoint is gone, or lacks a file a resume reads:
+// the way back is an older whole checkpoint, linked as the last (the steps
+// after it are trained again), when one is left; otherwise removing the
+// directory or using another.
 func brokenRunError(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, _ := os.Readlink(last)
-	if _, older := newestCheckpoints(dir); older != "" {
-		return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s); its newest checkpoint left is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
-			dir, last, target, older, older, ShellArg(last), ShellArg(dir))
+	missing := "is missing"
+	if _, err := os.Stat(last); err == nil {
+		for _, f := range resumeFiles(dir) {
+			if _, err := os.Stat(filepath.Join(last, f)); err != nil {
+				missing = "lacks " + f + ", which a resume reads"
+				break
+			}
+		}
 	}
-	return fmt.Errorf("run directory %s holds a run whose last checkpoint is missing (%s -> %s), and no other checkpoint: it can be neither resumed nor overwritten; remove %s, or train into another --out",
-		dir, last, target, dir)
+	if _, older := newestCheckpoints(dir); older != "" {
+		return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s); its newest whole checkpoint is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
+			dir, missing, last, target, older, older, ShellArg(last), ShellArg(dir))
+	}
+	return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s), and no other whole checkpoint: it can be neither resumed nor overwritten; remove %s, or train into another --out",
+		dir, missing, last, target, dir)
 }
 
 // newestCheckpoints scans the checkpoints of the run in dir for the newest
@@ -283,16 +295,7 @@ func brokenRunError(dir string) error {
 // the run keeps them), each named as the last link names it
 // (checkpoints/step-NNNNNNNN), or "" when there is none.
 func newestCheckpoints(dir string) (newest, whole string) {
-	// The files a resume of this run reads (run.json says which).
-	files := []string{checkpoint.ModelFile, checkpoint.OptimizerFile}
-	if info, err := ReadRunInfo(dir); err == nil {
-		if info.Options.EMA != 0 {
-			files = append(files, checkpoint.EMAFile)
-		}
-		if info.Options.PrecisionMode() == PrecisionFP64 {
-			files = append(files, checkpoint.Float64File)
-		}
-	}
+	files := resumeFiles(dir)
 	cks := stepCheckpoints(dir)
 	for i := len(cks) - 1; i >= 0 && whole == ""; i-- {
 		name := cks[i].name
@@ -308,6 +311,22 @@ func newestCheckpoints(dir string) (newest, whole string) {
 		}
 	}
 	return newest, whole
+}
+
+// resumeFiles are the files of a checkpoint that a resume of the run in
+// dir reads: the model, the optimizer state, and the moving average or
+// the float64 state when the run keeps them (run.json says which).
+func resumeFiles(dir string) []string {
+	files := []string{checkpoint.ModelFile, checkpoint.OptimizerFile}
+	if info, err := ReadRunInfo(dir); err == nil {
+		if info.Options.EMA != 0 {
+			files = append(files, checkpoint.EMAFile)
+		}
+		if info.Options.PrecisionMode() == PrecisionFP64 {
+			files = append(files, checkpoint.Float64File)
+		}
+	}
+	return files
 }
 
 // orphanedCheckpoints refuses a run directory whose last link is gone but

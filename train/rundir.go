@@ -20,6 +20,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
 )
 
 // Names inside a run directory (docs/FORMAT.md).
@@ -243,6 +244,9 @@ func checkResumable(dir string) error {
 		if _, err := os.Stat(filepath.Join(last, f)); err != nil {
 			return brokenRunError(dir)
 		}
+	}
+	if err := stepsAgree(last); err != nil {
+		return err
 	}
 	// To one of this run's own checkpoints, the one of its name in
 	// checkpoints/ (wherever that or the checkpoint itself is linked to: a
@@ -843,6 +847,38 @@ func checkRecordedStep(dir, file string, meta map[string]string, step int) error
 	if recorded != strconv.Itoa(step) {
 		return fmt.Errorf("%s: %s is of step %s, %s of step %d: the two files are not one checkpoint (either may be the one out of place); put the checkpoint's own files back, or train into another --out",
 			dir, file, recorded, checkpoint.OptimizerFile, step)
+	}
+	return nil
+}
+
+// stepsAgree refuses the checkpoint dir whose model or moving-average
+// file records another step than its optimizer state (checkRecordedStep),
+// by their headers alone: what restore refuses on the files as read,
+// found without reading them (info, a resume before its engine starts).
+// Headers that cannot be read are restore's to report.
+func stepsAgree(dir string) error {
+	opt, err := safetensors.Open(filepath.Join(dir, checkpoint.OptimizerFile))
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		Step int `json:"step"`
+	}
+	err = json.Unmarshal([]byte(opt.Metadata()["state"]), &st)
+	opt.Close()
+	if err != nil {
+		return nil
+	}
+	for _, file := range []string{checkpoint.ModelFile, checkpoint.EMAFile} {
+		f, err := safetensors.Open(filepath.Join(dir, file))
+		if err != nil {
+			continue
+		}
+		meta := f.Metadata()
+		f.Close()
+		if err := checkRecordedStep(dir, file, meta, st.Step); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -83,6 +83,19 @@ func TestInfoDamagedRun(t *testing.T) {
 		t.Errorf("info on a run whose run.json is cut short:\n%s", out)
 	}
 	os.WriteFile(runFile, whole, 0o644)
+	// The last checkpoint's model from another checkpoint: by the steps
+	// their headers record, not one checkpoint.
+	model := filepath.Join(run, train.CheckpointsDir, "step-00000008", checkpoint.ModelFile)
+	saved, _ := os.ReadFile(model)
+	other, err := os.ReadFile(filepath.Join(run, train.CheckpointsDir, "step-00000004", checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(model, other, 0o644)
+	if out := mustRun(t, "info", run); !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, "model.safetensors is of step 4, optimizer.safetensors of step 8") {
+		t.Errorf("info on a run whose last checkpoint's model is step 4's:\n%s", out)
+	}
+	os.WriteFile(model, saved, 0o644)
 	last := filepath.Join(run, checkpoint.LastLink)
 	elsewhere := filepath.Join(t.TempDir(), "step-00000008")
 	if err := os.CopyFS(elsewhere, os.DirFS(filepath.Join(run, train.CheckpointsDir, "step-00000008"))); err != nil {

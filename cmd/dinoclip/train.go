@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -487,8 +488,15 @@ func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (strin
 		evalDirs = append(evalDirs, e.Dir)
 	}
 	if cCtx.IsSet("eval") {
-		evalDirs = cCtx.StringSlice("eval")
-		log.Info("evaluation sets given by --eval instead of the run's", "eval", evalDirs)
+		given := cCtx.StringSlice("eval")
+		abs := make([]string, len(given))
+		for i, d := range given {
+			abs[i], _ = filepath.Abs(d)
+		}
+		if !slices.Equal(abs, evalDirs) {
+			log.Info("evaluation sets given by --eval instead of the run's", "eval", given, "run_eval", evalDirs)
+		}
+		evalDirs = given
 	}
 	return dataDir, evalDirs
 }

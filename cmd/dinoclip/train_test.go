@@ -91,6 +91,11 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	// --out (and the best metric the run took by default, named) finishes
 	// it, evaluating on the run's set and keeping its best metric.
 	wantError(t, args, "--resume --out '"+run+"'")
+	// --data and --eval naming the run's own (stopped again): not said to
+	// be given instead of them.
+	if _, stderr, err := runCLIStopped(t, "train", "--resume", "--out", run, "--data", data, "--eval", eval); !errors.Is(err, context.Canceled) || strings.Contains(stderr, "instead of the run's") {
+		t.Errorf("resume with the run's own --data and --eval: %v\n%s", err, stderr)
+	}
 	out := mustRun(t, "train", "--resume", "--out", run, "--best-metric", "r5")
 	for _, want := range []string{"2 epochs, 8 optimizer steps", "tiny-eval", "r5 = "} {
 		if !strings.Contains(out, want) {

@@ -866,9 +866,24 @@ type pendingStep struct {
 	hp                 nn.AdamWStep
 }
 
+// StepError is the error that stopped a run at a step, with what is left
+// of the run and what to do (Advice, for dinoclip train's flags: a command
+// running the trainer otherwise, demo say, has its own to give).
+type StepError struct {
+	Step, Epoch, Batch int // the step (1-based), its epoch (1-based) and batch
+	Err                error
+	Advice             string
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("step %d (epoch %d, batch %d): %v; %s", e.Step, e.Epoch, e.Batch, e.Err, e.Advice)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
 // stepError is the error that stops the run at step p.
 func (tr *Trainer) stepError(p pendingStep, err error) error {
-	return fmt.Errorf("step %d (epoch %d, batch %d): %w; %s", p.step, p.epoch+1, p.batch, err, tr.stopAdvice(p.step, err))
+	return &StepError{Step: p.step, Epoch: p.epoch + 1, Batch: p.batch, Err: err, Advice: tr.stopAdvice(p.step, err)}
 }
 
 // pipelined is the engine as an nn.PipelinedEngine when the run's steps go

@@ -162,6 +162,11 @@ func runDemo(cCtx *cli.Context) error {
 		tr.Progress = f
 	}
 	res, err := tr.Run(cCtx.Context, false)
+	var stopped *train.StepError
+	if errors.As(err, &stopped) && errors.Is(err, train.ErrNonFinite) {
+		// (The trainer's advice names train's flags and the run directory.)
+		stopped.Advice = "the training diverged; run the demo again with a lower --lr"
+	}
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,13 @@ func TestDemo(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A run that diverges is told what the demo can change (the trainer's
+	// own advice names train's flags and the run directory).
+	err := wantError(t, []string{"demo", "--out", filepath.Join(t.TempDir(), "demo"), "--rows", "256", "--epochs", "1", "--batch", "32",
+		"--hidden-dim", "8", "--blocks", "1", "--lr", "1e30"}, "diverged", "run the demo again with a lower --lr")
+	if strings.Contains(err.Error(), "weight-decay") || strings.Contains(err.Error(), "--out") {
+		t.Errorf("demo's divergence advice names what demo does not take: %v", err)
+	}
 	// Settings that cannot train are refused before anything is written.
 	for _, c := range []struct{ args, want []string }{
 		{[]string{"--lr", "NaN"}, []string{"--lr NaN"}},
@@ -79,7 +86,7 @@ func TestDemo(t *testing.T) {
 	}
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, "precious.txt"), []byte("keep me"), 0o644)
-	err := newApp().Run([]string{"dinoclip", "demo", "--out", other})
+	err = newApp().Run([]string{"dinoclip", "demo", "--out", other})
 	if err == nil || !strings.Contains(err.Error(), "not made by dinoclip demo") {
 		t.Fatalf("demo into a foreign directory: %v", err)
 	}

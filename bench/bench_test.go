@@ -582,3 +582,25 @@ func TestRunStopsAtAFailure(t *testing.T) {
 		t.Errorf("second engine failing: error %v, %d train results, top-k %q, data %q", err, len(r.Train), r.TopK.Reason, r.Data.Reason)
 	}
 }
+
+// A bad timing is refused before anything is measured: one found after the
+// training steps threw their minutes away.
+func TestRunChecksTimingsFirst(t *testing.T) {
+	engines := 0
+	newEngine := func(c nn.Config) (nn.Engine, error) {
+		engines++
+		return nn.NewCPUEngine[float32](c)
+	}
+	for _, o := range []RunOptions{
+		{Device: "cpu", Train: quick, Kernels: true, KernelTiming: Timing{Steps: 1, MinTime: -time.Second}},
+		{Device: "cpu", Train: Timing{Steps: 0}},
+	} {
+		o.Cases = []Case{{ConfigName: "tiny", Config: tiny, Batches: []int{16}}}
+		if _, err := Run(o, newEngine); err == nil {
+			t.Errorf("Run with %+v / %+v: no error", o.Train, o.KernelTiming)
+		}
+	}
+	if engines != 0 {
+		t.Errorf("%d engines made before the timings were refused", engines)
+	}
+}

@@ -66,6 +66,14 @@ func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, e
 	if len(o.Cases) == 0 {
 		return nil, fmt.Errorf("bench: no model shapes to measure")
 	}
+	// Every timing is checked before the first is measured: a bad one
+	// found after the training steps would throw their minutes away.
+	if err := o.Train.validate(); err != nil {
+		return nil, fmt.Errorf("bench: training steps: %w", err)
+	}
+	if err := o.KernelTiming.validate(); o.Kernels && o.Device == "cpu" && err != nil { // (an engine's kernels: KernelSteps)
+		return nil, fmt.Errorf("bench: kernels: %w", err)
+	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, format+"\n", args...)

@@ -187,8 +187,13 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--%s %d: at most %d (each timed step's time is kept)", n.flag, n.value, maxBenchSteps)
 		}
 	}
-	if timing.MinTime < 0 {
-		return fmt.Errorf("--min-time %v: must not be negative", timing.MinTime)
+	for _, d := range []struct {
+		flag  string
+		value time.Duration
+	}{{"min-time", timing.MinTime}, {"kernel-min-time", cCtx.Duration("kernel-min-time")}} {
+		if d.value < 0 {
+			return fmt.Errorf("--%s %v: must not be negative", d.flag, d.value)
+		}
 	}
 	peak := cCtx.Float64("peak-tflops")
 	if !(peak >= 0) || math.IsInf(peak, 0) {

@@ -107,6 +107,7 @@ func TestBenchErrors(t *testing.T) {
 		t.Errorf("a refused --json left %v", entries)
 	}
 	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
+	wantError(t, []string{"bench", "--shape", "8x16x1x4", "--batch", "2", "--kernel-min-time", "-1s"}, "--kernel-min-time -1s", "must not be negative")
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")
 	wantError(t, []string{"bench", "--data-rows", "10", "--data-batch", "20"}, "--data-batch 20")
 	wantError(t, []string{"bench", "extra"}, "unexpected argument")

@@ -74,14 +74,14 @@ func runAverage(cCtx *cli.Context) error {
 	}
 	out := cCtx.String("out")
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
-		return fmt.Errorf("--out %s is a directory; want the path of the model file to write", out)
+		return fmt.Errorf("%s is a directory; want the path of the model file to write", flagSetting(cCtx, "out", out))
 	}
 	dest, err := outsideRunsAndIndexes(out, "the average")
 	if err != nil {
 		return err
 	}
 	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
-	weights, err := soupWeights(cCtx.String("weights"), len(args))
+	weights, err := soupWeights(cCtx.String("weights"), len(args), flagSetting(cCtx, "weights", strconv.Quote(cCtx.String("weights"))))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,8 @@ func runAverage(cCtx *cli.Context) error {
 
 // soupWeights parses --weights (n weights, finite and non-negative, with a
 // positive sum) and normalises them to sum to 1; "" is n equal weights.
-func soupWeights(s string, n int) ([]float64, error) {
+// Errors begin with setting, where s was given (flagSetting).
+func soupWeights(s string, n int, setting string) ([]float64, error) {
 	w := make([]float64, n)
 	if s == "" {
 		for i := range w {
@@ -158,26 +159,26 @@ func soupWeights(s string, n int) ([]float64, error) {
 	}
 	fields := strings.Split(s, ",")
 	if len(fields) != n {
-		return nil, fmt.Errorf("--weights %q: %d weights for %d models", s, len(fields), n)
+		return nil, fmt.Errorf("%s: %d weights for %d models", setting, len(fields), n)
 	}
 	total := 0.0
 	for i, f := range fields {
 		f = strings.TrimSpace(f)
 		if !isDecimalNumber(f, true) {
-			return nil, fmt.Errorf("--weights %q: weight %d (%q): write it in decimal digits (a leading 0, 0x or _ reads it another way)", s, i+1, f)
+			return nil, fmt.Errorf("%s: weight %d (%q): write it in decimal digits (a leading 0, 0x or _ reads it another way)", setting, i+1, f)
 		}
 		if underflows(f) {
-			return nil, fmt.Errorf("--weights %q: weight %d (%q): %s", s, i+1, f, underflowWhy)
+			return nil, fmt.Errorf("%s: weight %d (%q): %s", setting, i+1, f, underflowWhy)
 		}
 		x, err := strconv.ParseFloat(f, 64)
 		if err != nil || !(x >= 0) || math.IsInf(x, 0) {
-			return nil, fmt.Errorf("--weights %q: weight %d (%q) must be a finite number >= 0", s, i+1, f)
+			return nil, fmt.Errorf("%s: weight %d (%q) must be a finite number >= 0", setting, i+1, f)
 		}
 		w[i] = x
 		total += x
 	}
 	if !(total > 0) || math.IsInf(total, 0) {
-		return nil, fmt.Errorf("--weights %q: the weights sum to %v; want a positive, finite sum", s, total)
+		return nil, fmt.Errorf("%s: the weights sum to %v; want a positive, finite sum", setting, total)
 	}
 	for i := range w {
 		w[i] /= total

@@ -469,8 +469,12 @@ func writeState(w io.Writer, st *train.State) {
 			st.Epoch, counted(st.Options.Epochs, "epoch", "epochs"), counted(st.Batch, "batch", "batches"), st.Epoch+1, st.Step, st.Schedule.TotalSteps)
 	}
 	o := st.Options
-	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, checkpoint every %s, keep %d, precision %s",
-		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, counted(o.CheckpointEvery, "step", "steps"), o.Keep, o.PrecisionMode())
+	every := "checkpoints at epoch ends" // (--checkpoint-every 0)
+	if o.CheckpointEvery > 0 {
+		every = "checkpoint every " + counted(o.CheckpointEvery, "step", "steps") + " and at epoch ends"
+	}
+	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, %s, keep %d, precision %s",
+		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, every, o.Keep, o.PrecisionMode())
 	if o.EMA != 0 {
 		fmt.Fprintf(w, ", moving average of the weights with decay %g, best from %s", o.EMA, o.BestFromMode())
 	}

@@ -26,7 +26,7 @@ func TestInfo(t *testing.T) {
 		{filepath.Join(best, checkpoint.ModelFile), []string{"model", "dinoclip-model/1", "parameters: 328", "trained: epoch ", ", in fp32",
 			// the evaluation reports stored in the model, as eval's table
 			"metrics at this checkpoint:\n", "    set        direction", "    tiny-eval  text->image", "% of CLIP = projection R@5"}},
-		{filepath.Join(best, checkpoint.OptimizerFile), []string{"a checkpoint's optimizer state", "progress: ", "options: batch 16", "training data: 64 rows"}},
+		{filepath.Join(best, checkpoint.OptimizerFile), []string{"a checkpoint's optimizer state", "progress: ", "options: batch 16", "seed 0, checkpoints at epoch ends, keep", "training data: 64 rows"}},
 		{data, []string{"training data", "shards: 2", "rows: 64", "8 -> 4", "shard-00001: 24 rows, features float16, targets float32"}},
 		{eval, []string{`evaluation set "tiny-eval"`, "images: 16", "captions: 32 (2 to 2 per image)", "features 8, embeddings 4", "captions.image.npy: [32] int64"}},
 		{filepath.Join(data, "shard-00001.dino.npy"), []string{".npy array", "shape: [24, 8]", "float16"}},

@@ -102,6 +102,11 @@ func TestEvalErrors(t *testing.T) {
 	emptyRun := t.TempDir()
 	os.WriteFile(filepath.Join(emptyRun, train.RunFile), []byte("{}"), 0o644)
 
+	namesake := filepath.Join(t.TempDir(), "copy") // another set of the same name
+	if err := os.CopyFS(namesake, os.DirFS(eval)); err != nil {
+		t.Fatal(err)
+	}
+
 	cases := []struct {
 		name  string
 		args  []string
@@ -114,7 +119,8 @@ func TestEvalErrors(t *testing.T) {
 		{"run without checkpoints", []string{"eval", "--model", emptyRun, "--eval", eval}, []string{emptyRun, "no best or last"}},
 		{"nonexistent eval set", []string{"eval", "--model", run, "--eval", missing}, []string{missing, "no such directory"}},
 		{"eval set not fitting the model", []string{"eval", "--model", run, "--eval", other}, []string{other, "8 -> 5", "8 -> 4"}},
-		{"duplicate set names", []string{"eval", "--model", run, "--eval", eval, "--eval", eval}, []string{"both named"}},
+		{"one set twice", []string{"eval", "--model", run, "--eval", eval, "--eval", eval + "/."}, []string{"given twice", "give each set once"}},
+		{"duplicate set names", []string{"eval", "--model", run, "--eval", eval, "--eval", namesake}, []string{"both named"}},
 		{"cuda in the default build", []string{"eval", "--model", run, "--eval", eval, "--device", "cuda"}, []string{"built without CUDA"}},
 		{"unknown device", []string{"eval", "--model", run, "--eval", eval, "--device", "gpu"}, []string{`"gpu"`}},
 		{"bf16 on the CPU", []string{"eval", "--model", run, "--eval", eval, "--precision", "bf16"}, []string{"--precision bf16", "GPU"}},

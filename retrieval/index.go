@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
@@ -161,6 +162,17 @@ type IndexSource struct {
 	// header), so that a file rewritten in place with the same size is
 	// seen as changed; a source recorded without one is not checked.
 	Sample string `json:"sample,omitempty"`
+}
+
+// CheckSourcePath refuses a source whose path is not UTF-8: the manifest
+// holds text, in which such a path would read back as another (bytes that
+// are not UTF-8 become U+FFFD), so the file would not be known again when
+// appended anew, and a rewrite of it would go unseen.
+func CheckSourcePath(path string) error {
+	if !utf8.ValidString(path) {
+		return fmt.Errorf("%q: the path is not UTF-8 text, and the index's manifest, which records it to know the file again, holds text: rename it", path)
+	}
+	return nil
 }
 
 // DataSample is the hex SHA-256 of data's length and 16 windows of 4 KiB
@@ -560,6 +572,9 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	}
 	if source.Rows < 0 || chunk < 1 {
 		return fmt.Errorf("index %s: %d rows in chunks of %d", w.dir, source.Rows, chunk)
+	}
+	if err := CheckSourcePath(source.Path); err != nil {
+		return fmt.Errorf("index %s: %w", w.dir, err)
 	}
 	// The shard's files are numbered by its place, or past it when a
 	// manifest renamed by hand uses that number already.

@@ -43,3 +43,28 @@ func TestUnwritableCheckpointsRefusedAtStart(t *testing.T) {
 		t.Errorf("the writability probe left %d entries in the checkpoints", len(entries))
 	}
 }
+
+// Training data at a path that is not UTF-8 is refused at the start: in
+// run.json it would read back as another path (its bytes as U+FFFD), and
+// a resume would not find it. Through a link named in UTF-8 it trains.
+func TestNonUTF8DataPathRefused(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "bad\xffdata")
+	if err := os.Mkdir(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := filepath.Join(t.TempDir(), "run")
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "not UTF-8") {
+		t.Fatalf("training on data at a path that is not UTF-8: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(runDir); err == nil {
+		t.Error("the refused run made its run directory")
+	}
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(dataDir, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTrainer(t, link, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatalf("training through a link named in UTF-8: %v", err)
+	}
+}

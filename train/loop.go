@@ -441,6 +441,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		tr.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := tr.Engine.Config()
+	if err := tr.checkRecordedPaths(); err != nil {
+		return Result{}, err
+	}
 	if err := tr.clipRecall(ctx); err != nil {
 		return Result{}, err
 	}

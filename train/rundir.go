@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -170,6 +171,28 @@ func (tr *Trainer) runInfo(st State) RunInfo {
 		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
 	}
 	return info
+}
+
+// checkRecordedPaths refuses training data or an evaluation set whose
+// path, as run.json records it (absPath), is not UTF-8: JSON holds text,
+// and such a path would read back as another (bytes that are not UTF-8
+// become U+FFFD), which a resume could not find.
+func (tr *Trainer) checkRecordedPaths() error {
+	check := func(what, dir string) error {
+		if p := absPath(dir); !utf8.ValidString(p) {
+			return fmt.Errorf("%s %q: the path is not UTF-8 text, and run.json, which records it for a resume, holds text: rename it, or give a path to it through a link whose name is UTF-8", what, p)
+		}
+		return nil
+	}
+	if err := check("training data", tr.Data.Dir); err != nil {
+		return err
+	}
+	for _, s := range tr.Evals {
+		if err := check("evaluation set", s.Dir); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // absPath is path made absolute, so that a resume from another working

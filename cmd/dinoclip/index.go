@@ -242,6 +242,9 @@ func runIndex(cCtx *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
+		if err := retrieval.CheckSourcePath(f); err != nil {
+			return err
+		}
 		sources[len(sources)-1].src = retrieval.IndexSource{Path: f, Size: st.Size(), Rows: int64(shape[0]), Sample: sample}
 		sources[len(sources)-1].info = st
 		if sources[len(sources)-1].images, err = imagesList(ff.Given, f, int64(shape[0])); err != nil {

@@ -442,6 +442,17 @@ func TestIndexSearchErrors(t *testing.T) {
 			t.Errorf("a refused search made %s", c.out)
 		}
 	}
+	// A features file whose path is not UTF-8 is refused before anything
+	// is written: the manifest would record it as another path.
+	if runtime.GOOS == "linux" {
+		odd := filepath.Join(t.TempDir(), "bad\xffname.dino.npy")
+		writeF32(t, odd, []int{2, tIn}, make([]float32, 2*tIn))
+		fresh := filepath.Join(dir, "odd.index")
+		wantError(t, []string{"index", "--model", run, "--features", filepath.Dir(odd), "--out", fresh}, "not UTF-8", "rename it")
+		if _, err := os.Lstat(fresh); err == nil {
+			t.Errorf("a refused index made %s", fresh)
+		}
+	}
 	// Nor an index: a training run reaching step N refuses to save into
 	// checkpoints/step-N, so an index there (by its name or through a
 	// link) stops the run, and one elsewhere in a run is a file the run

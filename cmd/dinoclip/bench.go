@@ -284,7 +284,7 @@ func runBench(cCtx *cli.Context) error {
 		dest, err := atomicfile.Destination(jsonPath)
 		if err == nil {
 			var probe *os.File
-			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".tmp-*"); err == nil {
+			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*"); err == nil {
 				probe.Close()
 				os.Remove(probe.Name())
 			} else if pe := (*fs.PathError)(nil); errors.As(err, &pe) {

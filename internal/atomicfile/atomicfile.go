@@ -12,6 +12,8 @@ package atomicfile
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
@@ -34,7 +37,29 @@ const tempMark = ".tmp-"
 
 // tempName is a fresh temporary name for base.
 func tempName(base string) string {
-	return "." + base + tempMark + strconv.FormatUint(uint64(rand.Uint32()), 10)
+	return "." + TempBase(base) + tempMark + strconv.FormatUint(uint64(rand.Uint32()), 10)
+}
+
+// maxTempBase is the longest base a temporary name holds whole: with the
+// dot, the mark and 10 digits it is the 255 bytes a name may have on
+// common filesystems (NAME_MAX).
+const maxTempBase = 255 - 1 - len(tempMark) - 10
+
+// TempBase is the base that base's temporaries are named by, which TempOf
+// returns: base itself, or for a name too long to take the temporary's
+// additions (of 240 to 255 bytes, a name the system allows), its start
+// and a hash of the whole (".BASESTART~1a2b3c4d.tmp-N"), so that the
+// temporary can be made, and known as base's.
+func TempBase(base string) string {
+	if len(base) <= maxTempBase {
+		return base
+	}
+	sum := sha256.Sum256([]byte(base))
+	cut := maxTempBase - 9
+	for cut > 0 && !utf8.RuneStart(base[cut]) {
+		cut-- // (whole characters, for the messages that name it)
+	}
+	return base[:cut] + "~" + hex.EncodeToString(sum[:4])
 }
 
 // TempPath is a fresh temporary name for base in dir, for a rename that
@@ -43,7 +68,8 @@ func tempName(base string) string {
 func TempPath(dir, base string) string { return filepath.Join(dir, tempName(base)) }
 
 // TempOf is the name base whose temporary name is (".out.npy.tmp-123":
-// "out.npy"), and whether name is one.
+// "out.npy"; TempBase of it for a name of over 239 bytes), and whether
+// name is one.
 func TempOf(name string) (base string, ok bool) {
 	i := strings.LastIndex(name, tempMark)
 	if i < 2 || name[0] != '.' {

@@ -264,3 +264,41 @@ func TestTempOf(t *testing.T) {
 		}
 	}
 }
+
+// A name the system allows but too long for the temporary's additions
+// (240 to 255 bytes) is written all the same, and its temporaries are
+// known as its own: swept after a kill, kept apart from another long
+// name's of the same start.
+func TestLongNames(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{239, 240, 250, 255} {
+		name := strings.Repeat("é", (n-4)/2) + strings.Repeat("x", (n-4)%2) + ".npy"
+		if len(name) != n {
+			t.Fatalf("a name of %d bytes, want %d", len(name), n)
+		}
+		path := filepath.Join(dir, name)
+		if err := WriteBytes(path, []byte("data")); err != nil {
+			t.Fatalf("a name of %d bytes: %v", n, err)
+		}
+		tmp := TempPath(dir, name)
+		if len(filepath.Base(tmp)) > 255 {
+			t.Errorf("a name of %d bytes: its temporary's name has %d", n, len(filepath.Base(tmp)))
+		}
+		if base, ok := TempOf(filepath.Base(tmp)); !ok || base != TempBase(name) {
+			t.Errorf("a name of %d bytes: TempOf(its temporary) = %q, %v", n, base, ok)
+		}
+	}
+	// A killed writer's temporary of a long name is swept with it, not
+	// with another long name of the same first 230 bytes.
+	long := strings.Repeat("a", 250)
+	left := TempPath(dir, long+"1")
+	os.WriteFile(left, nil, 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(left, old, old)
+	if s := SweepStale(dir, long+"2", nil); len(s.Removed) != 0 {
+		t.Errorf("another long name's sweep removed %v", s.Removed)
+	}
+	if s := SweepStale(dir, long+"1", nil); len(s.Removed) != 1 {
+		t.Errorf("its own sweep removed %v, want %s", s.Removed, left)
+	}
+}

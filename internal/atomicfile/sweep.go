@@ -37,7 +37,7 @@ const EveryBase = ""
 // other name. A dir that cannot be read has nothing swept: the writer
 // that comes next says why it cannot write there.
 func SweepStale(dir, base string, holds func(name string) bool) Sweep {
-	return sweep(dir, func(b string) bool { return base == EveryBase || b == base }, holds, StaleAge)
+	return sweep(dir, func(b string) bool { return base == EveryBase || b == TempBase(base) }, holds, StaleAge)
 }
 
 // SweepOwn removes from dir the temporary files of bases that nobody
@@ -46,13 +46,17 @@ func SweepStale(dir, base string, holds func(name string) bool) Sweep {
 // them is at work between creating and locking, or closing and renaming,
 // one. It returns what it did, as SweepStale does.
 func SweepOwn(dir string, bases ...string) Sweep {
-	return sweep(dir, func(b string) bool { return slices.Contains(bases, b) }, nil, 0)
+	return sweep(dir, func(b string) bool {
+		return slices.ContainsFunc(bases, func(base string) bool { return TempBase(base) == b })
+	}, nil, 0)
 }
 
 // SweepStaleExcept is SweepStale of every base but those given (swept by
 // SweepOwn).
 func SweepStaleExcept(dir string, own ...string) Sweep {
-	return sweep(dir, func(b string) bool { return !slices.Contains(own, b) }, nil, StaleAge)
+	return sweep(dir, func(b string) bool {
+		return !slices.ContainsFunc(own, func(base string) bool { return TempBase(base) == b })
+	}, nil, StaleAge)
 }
 
 // sweep is SweepStale of the temporaries whose base is taken, unmodified

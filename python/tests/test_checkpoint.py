@@ -643,6 +643,23 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capf
     assert err.count("\n") == 3, err
 
 
+def test_atomic_write_of_a_long_name(tmp_path):
+    """A name the system allows but too long for a temporary's additions (240 to 255 bytes) is
+    written, its temporary named as the Go side's atomicfile.TempBase names it (the expected name
+    is Go's, for the same base), so that either side's sweep knows the other's leftovers."""
+    base = "é" * 123 + ".npy"  # 250 bytes
+    assert _files._temp_base(base) == "é" * 115 + "~bf24afa6"
+    assert _files._temp_base("x" * 239) == "x" * 239
+    _files.write_atomic(str(tmp_path / base), lambda f: f.write(b"data"))
+    assert os.listdir(tmp_path) == [base]
+    old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
+    left = tmp_path / f".{_files._temp_base(base)}.tmp-7"
+    left.write_bytes(b"partial")
+    os.utime(left, (old, old))
+    _files.write_atomic(str(tmp_path / base), lambda f: f.write(b"again"))
+    assert os.listdir(tmp_path) == [base]
+
+
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("sig, rc", [("SIGTERM", 143), ("SIGINT", -2)])  # (KeyboardInterrupt: as killed by it)
 def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig, rc):

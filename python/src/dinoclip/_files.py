@@ -6,6 +6,7 @@ name to (:func:`destination`), and what killed writers left swept."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import re
@@ -98,13 +99,32 @@ _TEMP_MARK = ".tmp-"
 STALE_AGE = 60.0
 
 
+# The longest base a temporary's name holds whole (atomicfile.maxTempBase): with the dot, the mark
+# and 10 digits, the 255 bytes a name may have on common filesystems.
+_MAX_TEMP_BASE = 255 - 1 - len(_TEMP_MARK) - 10
+
+
+def _temp_base(base: str) -> str:
+    """The base that ``base``'s temporaries are named by (atomicfile.TempBase): ``base`` itself,
+    or for a name too long to take the temporary's additions (240 to 255 bytes, which the system
+    allows), its start, whole characters, and ``~`` and 8 hex digits of the SHA-256 of the whole
+    name, so that the temporary can be made, and the Go side's sweep knows it as ``base``'s."""
+    b = os.fsencode(base)
+    if len(b) <= _MAX_TEMP_BASE:
+        return base
+    cut = _MAX_TEMP_BASE - 9
+    while cut > 0 and b[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return os.fsdecode(b[:cut] + b"~" + hashlib.sha256(b).hexdigest()[:8].encode())
+
+
 def _make_temp(d: str, base: str):
     """A new temporary file for ``base`` in ``d``, open for writing: named ``.BASE.tmp-N`` (N
     decimal digits) and locked (flock) while it is written, as the Go side's atomicfile names
     and locks its own, so that its sweep of what a killed writer left takes this one too, and
     only once its writer is gone. Mode 0666 less the umask, as a plain create gives."""
     for _ in range(10000):
-        tmp = os.path.join(d, f".{base}{_TEMP_MARK}{random.randrange(1 << 32)}")
+        tmp = os.path.join(d, f".{_temp_base(base)}{_TEMP_MARK}{random.randrange(1 << 32)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -130,7 +150,7 @@ def _sweep_stale(d: str, base: str) -> None:
         names = os.listdir(d)
     except OSError:
         return  # (the write that follows says why d cannot be written)
-    pattern = re.compile(re.escape(f".{base}{_TEMP_MARK}") + "[0-9]+")
+    pattern = re.compile(re.escape(f".{_temp_base(base)}{_TEMP_MARK}") + "[0-9]+")
     for name in names:
         if not pattern.fullmatch(name):
             continue

@@ -436,9 +436,13 @@ func removeStale(path string, holds func(name string) bool, age time.Duration) (
 // that holds names, or temporaries of them (TempOf): what a writer of
 // such a directory puts there. Anything else in it (a user's file, a
 // directory, a link, a mount) is an error naming it, and nothing is
-// removed: it is nobody's to remove.
+// removed: it is nobody's to remove. A directory its owner cannot read
+// (made under umask 777: mode 000) is made readable to its owner first.
 func RemoveDir(dir string, holds func(name string) bool) error {
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrPermission) && os.Chmod(dir, 0o700) == nil {
+		entries, err = os.ReadDir(dir)
+	}
 	if err != nil {
 		return err
 	}

@@ -65,3 +65,26 @@ func TestModes(t *testing.T) {
 		t.Errorf("a temporary directory under umask 077: mode %v, want 0700", st.Mode().Perm())
 	}
 }
+
+// A temporary directory made under umask 777 (mode 000) is removed all
+// the same, where its owner could not list it to check what it holds.
+// (Root lists any directory: there the test only checks the removal.)
+func TestRemoveDirOfModeZero(t *testing.T) {
+	dir := t.TempDir()
+	old := unix.Umask(0o777)
+	d, release, err := MkdirTemp(dir, "hits")
+	unix.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if st, _ := os.Stat(d); st.Mode().Perm() != 0 {
+		t.Fatalf("a temporary directory under umask 777: mode %v, want 000", st.Mode().Perm())
+	}
+	if err := RemoveDir(d, func(string) bool { return true }); err != nil {
+		t.Fatalf("RemoveDir of a directory of mode 000: %v", err)
+	}
+	if _, err := os.Lstat(d); err == nil {
+		t.Error("the directory is still there")
+	}
+}

@@ -613,28 +613,39 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	writeState(w, st)
-	if n := countEvals(filepath.Join(dir, train.MetricsFile)); n > 0 {
-		fmt.Fprintf(w, "  evaluations: %d in %s\n", n, train.MetricsFile)
+	switch kept, later := countEvals(filepath.Join(dir, train.MetricsFile), st); {
+	case later > 0:
+		fmt.Fprintf(w, "  evaluations: %d in %s, and %d after the last checkpoint (a resume drops them, and evaluates again)\n", kept, train.MetricsFile, later)
+	case kept > 0:
+		fmt.Fprintf(w, "  evaluations: %d in %s\n", kept, train.MetricsFile)
 	}
 	return nil
 }
 
-// countEvals counts the evaluation records of a metrics file.
-func countEvals(path string) int {
+// countEvals counts the evaluation records of a metrics file: those of
+// the run up to st, its last checkpoint's state, and those after it,
+// which a resume from it drops (as train's openMetrics does: a later
+// step's, or one of st's own step when its evaluation is pending).
+func countEvals(path string, st *train.State) (kept, later int) {
 	b, err := atomicfile.ReadRegular(path)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	n := 0
 	for line := range bytes.Lines(b) {
 		var rec struct {
 			Type string `json:"type"`
+			Step *int   `json:"step"`
 		}
-		if json.Unmarshal(line, &rec) == nil && rec.Type == "eval" {
-			n++
+		if json.Unmarshal(line, &rec) != nil || rec.Type != "eval" || rec.Step == nil {
+			continue
+		}
+		if *rec.Step > st.Step || *rec.Step == st.Step && st.PendingEval != nil {
+			later++
+		} else {
+			kept++
 		}
 	}
-	return n
+	return kept, later
 }
 
 // infoData describes the training data in dir; unfinished describes it

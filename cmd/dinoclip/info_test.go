@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -41,6 +42,31 @@ func TestInfo(t *testing.T) {
 		if strings.Contains(out, `{"`) {
 			t.Errorf("info %s prints raw JSON:\n%s", c.path, out)
 		}
+	}
+}
+
+// info counts a run's evaluation records up to its last checkpoint, and
+// apart those after it, which a resume drops (a kill between an
+// evaluation's record and its checkpoint leaves one).
+func TestInfoCountsEvaluations(t *testing.T) {
+	run, _, _ := trainRun(t)
+	metrics := filepath.Join(run, train.MetricsFile)
+	b, err := os.ReadFile(metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(b), `"type":"eval"`)
+	if n == 0 {
+		t.Fatalf("no evaluation records in %s:\n%s", metrics, b)
+	}
+	if out := mustRun(t, "info", run); !strings.Contains(out, fmt.Sprintf("evaluations: %d in %s\n", n, train.MetricsFile)) {
+		t.Errorf("info of a run with %d evaluations:\n%s", n, out)
+	}
+	f, _ := os.OpenFile(metrics, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"type":"eval","step":999999,"epoch":9}` + "\n")
+	f.Close()
+	if out := mustRun(t, "info", run); !strings.Contains(out, fmt.Sprintf("evaluations: %d in %s, and 1 after the last checkpoint", n, train.MetricsFile)) {
+		t.Errorf("info of a run with an evaluation record after its last checkpoint:\n%s", out)
 	}
 }
 

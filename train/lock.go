@@ -45,7 +45,10 @@ type RunLock struct {
 // checkpoints/ are links to the same directory (moved to a larger disk,
 // linked twice by mistake) would prune each other's checkpoints, and the
 // second to start is refused. (One after the other, the second, if new, is
-// refused for the checkpoints it finds there: checkNewRunDir.)
+// refused for the checkpoints it finds there: checkNewRunDir; resumed, it
+// is refused the checkpoints another run owns: checkCheckpointsOwner.) A
+// checkpoints/ leading into another run (checkCheckpointsDir), or one no
+// checkpoint can be written in (checkpointsWritable), is refused too.
 func LockRunDir(dir string) (*RunLock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
@@ -72,7 +75,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 		// anything is written where it leads.)
 		if err = checkCheckpointsDir(dir); err == nil {
 			if err = checkpointsWritable(dir); err == nil {
-				err = claimCheckpointsDir(dir)
+				err = checkCheckpointsOwner(dir)
 			}
 		}
 		if err != nil {
@@ -131,50 +134,87 @@ func checkpointsWritable(dir string) error {
 		return fmt.Errorf("run directory %s: no checkpoint can be written in its checkpoints directory (%w); make it writable, or train into another --out", dir, err)
 	}
 	release()
-	return os.Remove(tmp)
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("run directory %s: removing the checkpoints directory's test of writing: %w", dir, err)
+	}
+	return nil
 }
 
-// checkpointsOwnerFile is the file, in the directory a run's checkpoints/
+// CheckpointsOwnerFile is the file, in the directory a run's checkpoints/
 // link leads to, that names the run directory whose checkpoints it holds
 // (its real path and a newline).
-const checkpointsOwnerFile = ".run"
+const CheckpointsOwnerFile = ".run"
 
-// claimCheckpointsDir records this run (dir) as the owner of the directory
-// its checkpoints/ link leads to, and refuses one that another run owns:
-// one whose recorded run directory still holds a run whose checkpoints/
-// leads there too. A copy of a run (cp -a keeps the link) would otherwise
-// prune the original's checkpoints, one run after the other, which the
-// lock (two at once) does not see. An owner that is gone, or whose link
-// leads elsewhere now (a run moved, or given checkpoints of its own), is
-// replaced. A checkpoints/ that is a directory is the run's own.
-func claimCheckpointsDir(dir string) error {
+// linkedCheckpoints is where the checkpoints/ link of the run in dir
+// leads (its real path), and whether it is such a link to a directory it
+// reaches; a checkpoints/ that is a directory is the run's own.
+func linkedCheckpoints(dir string) (target string, ok bool) {
 	path := filepath.Join(dir, CheckpointsDir)
 	if !atomicfile.IsLink(path) {
-		return nil
+		return "", false
 	}
 	target, err := atomicfile.RealPath(path)
-	if err != nil {
-		return nil // (checkCheckpointsDir says what is wrong with it)
+	if st, serr := os.Stat(target); err != nil || serr != nil || !st.IsDir() {
+		return "", false // (checkCheckpointsDir says what is wrong with it)
+	}
+	return target, true
+}
+
+// checkCheckpointsOwner refuses a run whose checkpoints/ link leads to the
+// checkpoints of another run (CheckpointsOwnerFile): one whose recorded
+// run directory still holds a run whose checkpoints/ leads there too, and
+// is not this one reached by another path. A copy of a run (cp -a keeps
+// the link) would otherwise prune the original's checkpoints, one run
+// after the other, which the lock (two at once) does not see. An owner
+// that is gone, or whose link leads elsewhere now (a run moved, or given
+// checkpoints of its own), is no owner: claimCheckpointsDir replaces it.
+func checkCheckpointsOwner(dir string) error {
+	target, ok := linkedCheckpoints(dir)
+	if !ok {
+		return nil
+	}
+	owner := filepath.Join(target, CheckpointsOwnerFile)
+	other := recordedOwner(owner)
+	if other == "" || atomicfile.SameFile(other, dir) || !leadsTo(other, target) {
+		return nil
+	}
+	return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
+		dir, filepath.Join(dir, CheckpointsDir), target, other, owner)
+}
+
+// claimCheckpointsDir records this run (dir) as the owner of the directory
+// its checkpoints/ link leads to (see checkCheckpointsOwner), once the
+// command is sure to go on: a refused one takes no ownership away.
+func claimCheckpointsDir(dir string) error {
+	target, ok := linkedCheckpoints(dir)
+	if !ok {
+		return nil
 	}
 	self, err := atomicfile.RealPath(dir)
 	if err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
-	owner := filepath.Join(target, checkpointsOwnerFile)
-	if b, err := os.ReadFile(owner); err == nil {
-		other := strings.TrimSuffix(string(b), "\n")
-		if other == self {
-			return nil
-		}
-		if leadsTo(other, target) {
-			return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own)",
-				dir, path, target, other)
-		}
-	}
-	if err := atomicfile.WriteBytes(owner, []byte(self+"\n")); err != nil {
 		return fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	owner := filepath.Join(target, CheckpointsOwnerFile)
+	if recordedOwner(owner) == self {
+		return nil
+	}
+	// The run's own record, whatever is there (read-only, a link: not
+	// followed), is replaced.
+	os.Remove(owner)
+	if err := atomicfile.WriteBytes(owner, []byte(self+"\n")); err != nil {
+		return fmt.Errorf("run directory %s: recording it as the owner of its checkpoints: %w", dir, err)
+	}
 	return nil
+}
+
+// recordedOwner is the run directory the owner file at path records; ""
+// when there is none (or it is not a regular file).
+func recordedOwner(path string) string {
+	b, err := atomicfile.ReadRegular(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(string(b), "\n")
 }
 
 // leadsTo reports whether run is a run directory whose checkpoints/ leads

@@ -468,6 +468,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := tr.alignCheckpoints(st); err != nil {
 			return Result{}, err
 		}
+		if err := claimCheckpointsDir(tr.RunDir); err != nil {
+			return Result{}, err
+		}
 	} else {
 		if err := tr.Options.validate(c, tr.Data); err != nil {
 			return Result{}, err
@@ -533,6 +536,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 		if err := startRunDir(tr.RunDir, tr.runInfo(st)); err != nil {
+			return Result{}, err
+		}
+		if err := claimCheckpointsDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
 )
 
 // runWithin runs tr (resumed or new) and fails the test if it has not
@@ -297,6 +298,16 @@ func TestResumeLeavesHardLinkedMetrics(t *testing.T) {
 // (the original gone) takes its checkpoints along.
 func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	dataDir, original := stoppedRun(t, 5)
+	// resumeStopped resumes the run in dir and stops it after a step.
+	resumeStopped := func(dir string) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		tr := newTrainer(t, dataDir, dir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 1, cancel: cancel} })
+		if _, err := tr.Run(ctx, true); !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	}
 	external := filepath.Join(t.TempDir(), "checkpoints")
 	link := filepath.Join(original, CheckpointsDir)
 	if err := os.Rename(link, external); err != nil {
@@ -305,11 +316,9 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	if err := os.Symlink(external, link); err != nil {
 		t.Fatal(err)
 	}
-	lock, err := LockRunDir(original) // (the original trains on: it owns them)
-	if err != nil {
+	if err := resumeStopped(original); err != nil { // (it claims them)
 		t.Fatal(err)
 	}
-	lock.Release()
 	snapshot := func() []string {
 		var names []string
 		filepath.WalkDir(external, func(p string, d fs.DirEntry, err error) error {
@@ -326,12 +335,27 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 		}
 	}
 	realOriginal, _ := filepath.EvalSymlinks(original)
-	err = runWithin(t, newTrainer(t, dataDir, copied, nil), true)
-	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) {
+	err := runWithin(t, newTrainer(t, dataDir, copied, nil), true)
+	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) || !strings.Contains(err.Error(), "remove "+filepath.Join(external, CheckpointsOwnerFile)) {
 		t.Fatalf("resume of a copy sharing the original's checkpoints: %v, want a refusal naming the original", err)
+	}
+	// A new run into the copy, refused for the run it holds, takes no
+	// ownership either (here of checkpoints no run has claimed yet, as a
+	// run from before the record leaves them).
+	owner := filepath.Join(external, CheckpointsOwnerFile)
+	os.Remove(owner)
+	before = snapshot()
+	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), false); err == nil || !strings.Contains(err.Error(), "already holds a run") {
+		t.Fatalf("a new run into a directory holding a run: %v", err)
+	}
+	if _, err := os.Lstat(owner); err == nil {
+		t.Error("the refused new run recorded itself as the owner of the checkpoints")
 	}
 	if after := snapshot(); !slices.Equal(after, before) {
 		t.Errorf("the refused copy changed the original's checkpoints:\n%v\nwas\n%v", after, before)
+	}
+	if err := resumeStopped(original); err != nil {
+		t.Fatalf("the original's resume after the copy was refused: %v", err)
 	}
 	// The original moved: its checkpoints go with it (and the copy is
 	// still refused, by the run that owns them now).
@@ -339,12 +363,26 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	if err := os.Rename(original, moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := runWithin(t, newTrainer(t, dataDir, moved, nil), true); err != nil {
+	if err := resumeStopped(moved); err != nil {
 		t.Fatalf("resume of the moved original: %v", err)
 	}
 	realMoved, _ := filepath.EvalSymlinks(moved)
 	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realMoved) {
 		t.Fatalf("resume of the copy after the original moved: %v", err)
+	}
+	// The run reached by another path (moved, a link left at its old
+	// place) is the same run, by either path.
+	again := filepath.Join(t.TempDir(), "again")
+	if err := os.Rename(moved, again); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(again, moved); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{moved, again, moved} {
+		if err := resumeStopped(dir); err != nil {
+			t.Fatalf("resume of the run by %s: %v", dir, err)
+		}
 	}
 	// Given checkpoints of its own (a copy of them made with it), the
 	// copy resumes.

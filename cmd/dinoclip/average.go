@@ -93,7 +93,7 @@ func runAverage(cCtx *cli.Context) error {
 		if paths[i], err = checkpoint.Resolve(a); err != nil {
 			return fmt.Errorf("average: %w", err)
 		}
-		if sameFile(dest, paths[i]) {
+		if atomicfile.SameFile(dest, paths[i]) {
 			return fmt.Errorf("--out %s is the model %s, one of the models averaged: write the average to another file", out, paths[i])
 		}
 		ci, err := checkpoint.ReadConfig(paths[i])

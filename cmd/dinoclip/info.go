@@ -599,7 +599,7 @@ func infoRun(w io.Writer, dir string) error {
 	writeEMAWeights(w, last, " of the last checkpoint")
 	// The best one's too: the model of a run that picks its best by the
 	// moving average (eval and project --model RUN use it).
-	if best := filepath.Join(dir, checkpoint.BestLink); !sameFile(best, last) {
+	if best := filepath.Join(dir, checkpoint.BestLink); !atomicfile.SameFile(best, last) {
 		writeEMAWeights(w, best, " of the best checkpoint")
 	}
 	switch run, err := train.ReadRunInfo(dir); {

@@ -64,7 +64,7 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	// Replacing the input with its projection would lose the features.
-	if sameFile(dest, inPath) {
+	if atomicfile.SameFile(dest, inPath) {
 		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
 	}
 	in, err := npy.Open(inPath)
@@ -85,7 +85,7 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	defer lm.Engine.Close()
-	if sameFile(dest, lm.Path) {
+	if atomicfile.SameFile(dest, lm.Path) {
 		return fmt.Errorf("--out %s is the model file %s: write the projections to another file", outPath, lm.Path)
 	}
 	c := lm.Model.Config
@@ -194,12 +194,4 @@ func maxAbs(x []float32) float64 {
 		m = max(m, math.Abs(float64(v)))
 	}
 	return m
-}
-
-// sameFile reports whether paths a and b both exist and are one file or
-// directory (links and other names included).
-func sameFile(a, b string) bool {
-	sa, errA := os.Stat(a)
-	sb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }

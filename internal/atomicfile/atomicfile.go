@@ -335,6 +335,14 @@ func RealPath(path string) (string, error) {
 	return filepath.EvalSymlinks(path)
 }
 
+// SameFile reports whether a and b name the same file (or directory),
+// links followed; false when either cannot be read.
+func SameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
 // IsLink reports whether path is a symbolic link (leading anywhere).
 func IsLink(path string) bool {
 	st, err := os.Lstat(path)

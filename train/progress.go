@@ -44,7 +44,8 @@ func newProgress(w io.Writer, total, done int) *progress {
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription("training"),
 		progressbar.OptionShowCount(),
-		progressbar.OptionThrottle(0), // throttled by set, so that a state change always shows
+		progressbar.OptionSetPredictTime(false), // (pace's, not the bar's: see progress)
+		progressbar.OptionThrottle(0),           // throttled by set, so that a state change always shows
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
 	)
 	p.bar.Set(done)

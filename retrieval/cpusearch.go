@@ -78,6 +78,11 @@ type searchPlan struct {
 	windows          [][]tile // tiles searched between two evictions
 }
 
+// passQueries is the cost of a pass over the keys, in queries scored
+// against them: decoding and packing float16 keys took 3-4% of a search
+// of 1,000 queries (docs/RETRIEVAL.md), about 35 queries' worth.
+const passQueries = 32
+
 // selectionBytes estimates the memory of one query's selection: the heap
 // of k lower bounds, exact and its merge buffer (k each), pending and the
 // struct.
@@ -124,9 +129,27 @@ func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) 
 		}
 		p.workers = int(most)
 	}
-	rest := budget - window - int64(p.workers)*perWorker - panelQueries*dim*4
-	perQuery := int64(p.workers)*selectionBytes(k) + 16 + dim*4
-	p.queryChunk = int(min(int64(nQueries), rest/perQuery))
+	// Each worker's selections take room from the queries searched
+	// together, and each chunk of queries is a pass over all the keys
+	// (read, from disk for a mapped index, and packed). The workers are
+	// as many as the budget holds, unless fewer search faster: a pass
+	// costs about what scoring passQueries queries against the keys does,
+	// and w workers with chunks of q queries do w·q/(q+passQueries) of
+	// the work of one with no passes to make (so, with room for every
+	// query, all of them).
+	chunk := func(w int64) int64 {
+		rest := budget - window - w*perWorker - panelQueries*dim*4
+		return min(int64(nQueries), rest/(w*selectionBytes(k)+16+dim*4))
+	}
+	rate := func(w int64) float64 { q := float64(chunk(w)); return float64(w) * q / (q + passQueries) }
+	best := int64(p.workers)
+	for w := best - 1; w >= 1 && chunk(best) < int64(nQueries); w-- {
+		if rate(w) > rate(best) {
+			best = w
+		}
+	}
+	p.workers = int(best)
+	p.queryChunk = int(chunk(best))
 	if p.queryChunk < nQueries && p.queryChunk >= panelQueries {
 		p.queryChunk -= p.queryChunk % panelQueries
 	}

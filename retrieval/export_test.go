@@ -39,9 +39,9 @@ func UseKernels(name string) func() {
 	panic("retrieval: no kernels named " + name + " on this CPU")
 }
 
-// PlannedWorkers is how many workers s plans for a search of nq queries
-// for the top k of keys.
-func PlannedWorkers(s *CPUSearcher, nq int, keys *Keys, k int) (int, error) {
+// Planned is how many workers s plans for a search of nq queries for the
+// top k of keys, and how many queries it searches together.
+func Planned(s *CPUSearcher, nq int, keys *Keys, k int) (workers, queryChunk int, err error) {
 	p, err := s.plan(nq, keys, k)
-	return p.workers, err
+	return p.workers, p.queryChunk, err
 }

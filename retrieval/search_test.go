@@ -62,7 +62,7 @@ func TestCPUSearcherBudget(t *testing.T) {
 // reference answer, where one worker per thread was refused (16 MiB
 // held 31 of them; 512 MiB, about a thousand).
 func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
-	const dim, nKeys, nq, k = 33, 20_000, 50, 10
+	const dim, nKeys, nq, k = 33, 40_000, 50, 10
 	rng := rand.New(rand.NewPCG(7, 8))
 	data := make([]float32, nKeys*dim)
 	for i := range data {
@@ -74,10 +74,21 @@ func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
 	}
 	keys, vals := searchtest.Keys(t, dim, searchtest.Segment{Rows: nKeys, Data: data})
 	wantRows, wantScores := searchtest.Reference(queries, nq, vals, dim, k)
-	squeezed := retrieval.SmallSearcher(16, 1<<14, 4096) // a tile per 16 keys: 1250 tiles
+	squeezed := retrieval.SmallSearcher(16, 1<<14, 4096) // a tile per 16 keys: 2500 tiles
 	squeezed.MemoryBudget = 1 << 20
-	if w, err := retrieval.PlannedWorkers(squeezed, nq, keys, k); err != nil || w < 1 || w >= nKeys/16 {
+	if w, _, err := retrieval.Planned(squeezed, nq, keys, k); err != nil || w < 1 || w >= nKeys/16 {
 		t.Fatalf("1 MiB over %d tiles: %d workers planned (%v), want fewer than the tiles: the budget's cap", nKeys/16, w, err)
+	}
+	// Many queries in a small budget: fewer workers, each pass over the
+	// keys for many queries, rather than as many workers as fit and a
+	// pass per query. With room for every query, the workers stay.
+	many := &retrieval.CPUSearcher{Workers: 32, MemoryBudget: 16 << 20}
+	if w, q, err := retrieval.Planned(many, 100_000, keys, 100); err != nil || q < 24 || w < 2 {
+		t.Errorf("100,000 queries for the top 100 in 16 MiB on 32 threads: %d workers, %d queries a pass (%v); want at least 24 queries a pass on several workers", w, q, err)
+	}
+	roomy := &retrieval.CPUSearcher{Workers: 8, MemoryBudget: 512 << 20}
+	if w, q, err := retrieval.Planned(roomy, 1000, keys, 10); err != nil || q != 1000 || w != 8 {
+		t.Errorf("1,000 queries for the top 10 in 512 MiB on 8 threads: %d workers, %d queries a pass (%v); want 8 and all", w, q, err)
 	}
 	for _, s := range []*retrieval.CPUSearcher{
 		{Workers: 4096, MemoryBudget: 16 << 20},

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
-	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
@@ -184,39 +182,4 @@ func soupWeights(s string, n int, setting string) ([]float64, error) {
 		w[i] /= total
 	}
 	return w, nil
-}
-
-// outsideRunsAndIndexes refuses an output file (the --out flag's value
-// out, holding what, e.g. "the average") that is written where a training
-// run or a search index keeps its files: it would replace one of them
-// (run.json, the lock, which a second trainer could then take, a
-// checkpoint's model or optimizer, an index's manifest or shards) or change
-// what the directory means (a model file in a run directory comes before
-// its best and last). Where out leads is judged, as it is written:
-// through its links (atomicfile.Destination), which is returned.
-func outsideRunsAndIndexes(out, what string) (string, error) {
-	dest, err := atomicfile.Destination(out)
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Dir(dest)
-	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
-	inCheckpoints := func(dir string) bool {
-		return filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir))
-	}
-	switch {
-	case has(dir, checkpoint.OptimizerFile) || inCheckpoints(filepath.Dir(dir)):
-		// Resumed, a model replaced would meet another model's optimizer
-		// state; an optimizer replaced, another's weights.
-		return "", fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
-	case inCheckpoints(dir) || inCheckpoints(filepath.Dir(filepath.Clean(out))):
-		// (The second, by the name given: a run's checkpoints/ may be a
-		// link to a directory elsewhere, whose name and parent say nothing.)
-		return "", fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
-	case holdsRun(dir):
-		return "", fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
-	case retrieval.IsIndex(dir):
-		return "", fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
-	}
-	return dest, nil
 }

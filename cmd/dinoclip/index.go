@@ -265,16 +265,8 @@ func runIndex(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
-	// Where the index is, by its name and where a link there leads (a
-	// run's checkpoints may be a link to a directory elsewhere).
-	real, err := filepath.EvalSymlinks(out)
-	if err != nil { // (a new index: as far as its path exists)
-		real = filepath.Clean(atomicfile.ResolveDir(out))
-	}
-	for _, place := range []string{filepath.Clean(out), real} {
-		if err := checkOutPlace(place, "the index"); err != nil {
-			return err
-		}
+	if err := checkOutPlace(out, "the index"); err != nil {
+		return err
 	}
 	w, err := retrieval.AppendIndex(out, model, c.OutputDim, dtype)
 	if err != nil {

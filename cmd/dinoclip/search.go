@@ -440,28 +440,6 @@ func checkOutDir(out string, inputs ...string) error {
 	return nil
 }
 
-// checkOutPlace refuses an --out directory, holding what, among a run's
-// or an index's files, as project and average refuse theirs: a directory
-// named step-N in a run's checkpoints is taken for a checkpoint (and a
-// training run reaching step N refuses to save its checkpoint there), and
-// one in a run or an index is a file the run or the index does not know.
-func checkOutPlace(out, what string) error {
-	parent := filepath.Dir(out)
-	if holdsRun(parent) {
-		return fmt.Errorf("--out %s is in the run directory %s: write %s outside the run", out, parent, what)
-	}
-	// In the checkpoints (run/checkpoints/x) or in a checkpoint (run/checkpoints/step-N/x).
-	for _, checkpoints := range []string{parent, filepath.Dir(parent)} {
-		if run := filepath.Dir(checkpoints); filepath.Base(checkpoints) == train.CheckpointsDir && holdsRun(run) {
-			return fmt.Errorf("--out %s is in the checkpoints of the run %s: write %s outside the run", out, run, what)
-		}
-	}
-	if retrieval.IsIndex(parent) {
-		return fmt.Errorf("--out %s is in the search index %s: write %s outside the index", out, parent, what)
-	}
-	return nil
-}
-
 // resolveOut is the directory --out names: out itself (cleaned), or where
 // out leads when it is a symbolic link (which the output is written into,
 // rather than replacing the link by a directory). The working directory

@@ -440,8 +440,8 @@ func TestIndexSearchErrors(t *testing.T) {
 	// Not among a run's or an index's files.
 	for _, c := range []struct{ out, want string }{
 		{filepath.Join(run, "hits"), "in the run directory " + run},
-		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints of the run " + run},
-		{filepath.Join(run, checkpoint.LastLink, "hits"), "in the checkpoints of the run " + run},
+		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
+		{filepath.Join(run, checkpoint.LastLink, "hits"), "in a training checkpoint"},
 		{filepath.Join(index, "hits"), "in the search index " + index},
 	} {
 		wantError(t, search("--out", c.out), c.want)
@@ -468,8 +468,8 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.Symlink(filepath.Join(run, train.CheckpointsDir), linkToCheckpoints)
 	for _, c := range []struct{ out, want string }{
 		{filepath.Join(run, "photos.index"), "in the run directory " + run},
-		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints of the run " + run},
-		{filepath.Join(linkToCheckpoints, "step-99999999"), "in the checkpoints of the run " + run},
+		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
+		{filepath.Join(linkToCheckpoints, "step-99999999"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
 		{filepath.Join(index, "ix"), "in the search index " + index},
 	} {
 		wantError(t, []string{"index", "--model", run, "--features", data, "--out", c.out}, c.want, "write the index outside")
@@ -477,6 +477,16 @@ func TestIndexSearchErrors(t *testing.T) {
 			t.Errorf("a refused index made %s", c.out)
 		}
 	}
+	// ... named relative to the working directory (the run's checkpoints
+	// directory itself), or in the directory a run's checkpoints/ link
+	// leads to (its owner record marks it).
+	t.Run("relative", func(t *testing.T) {
+		t.Chdir(filepath.Join(run, train.CheckpointsDir))
+		wantError(t, []string{"index", "--model", run, "--features", data, "--out", "step-99999999"}, "in the checkpoints directory")
+	})
+	external := t.TempDir()
+	os.WriteFile(filepath.Join(external, train.CheckpointsOwnerFile), []byte(run+"\n"), 0o644)
+	wantError(t, []string{"index", "--model", run, "--features", data, "--out", filepath.Join(external, "step-99999999")}, "in the checkpoints directory "+external)
 	// ... but in a directory of outputs one of which is named like a
 	// run's link, or beside a file named like a run's checkpoints.
 	results := filepath.Join(dir, "results")

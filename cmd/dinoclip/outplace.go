@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
+)
+
+// placeError refuses an output (the --out flag's value out, holding what,
+// e.g. "the average") written into the directory dir where a training run
+// or a search index keeps its files: it would replace one of them
+// (run.json, the lock, which a second trainer could then take, a
+// checkpoint's model or optimizer, an index's manifest or shards), change
+// what the directory means (a model file in a run directory comes before
+// its best and last), or be taken for one of them (a directory named
+// step-N in a run's checkpoints, which stops the run when it reaches step
+// N: checkpoint.Save does not replace it).
+func placeError(out, dir, what string) error {
+	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
+	// A run's checkpoints: by name, in a run, or by the owner record the
+	// directory a run's checkpoints/ link leads to holds.
+	isCheckpoints := func(dir string) bool {
+		owner, err := os.Lstat(filepath.Join(dir, train.CheckpointsOwnerFile))
+		return filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir)) || err == nil && owner.Mode().IsRegular()
+	}
+	switch {
+	case has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)):
+		// Resumed, a model replaced would meet another model's optimizer
+		// state; an optimizer replaced, another's weights.
+		return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
+	case isCheckpoints(dir):
+		return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
+	case holdsRun(dir):
+		return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
+	case retrieval.IsIndex(dir):
+		return fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
+	}
+	return nil
+}
+
+// outsideRunsAndIndexes refuses an output file out, holding what, that is
+// written where a training run or a search index keeps its files
+// (placeError). Where out leads is judged, as it is written: through its
+// links (atomicfile.Destination), which is returned; and by its name too,
+// for a run's checkpoints/ may be a link to a directory elsewhere, whose
+// name and parent say nothing.
+func outsideRunsAndIndexes(out, what string) (string, error) {
+	dest, err := atomicfile.Destination(out)
+	if err != nil {
+		return "", err
+	}
+	if err := placeError(out, filepath.Dir(absolute(dest)), what); err != nil {
+		return "", err
+	}
+	if named := filepath.Dir(absolute(filepath.Clean(out))); filepath.Base(named) == train.CheckpointsDir && holdsRun(filepath.Dir(named)) {
+		return "", placeError(out, named, what)
+	}
+	return dest, nil
+}
+
+// checkOutPlace refuses an output directory out, holding what, among a
+// run's or an index's files (placeError): by its absolute path, and by
+// where a link there leads (or, for a new one, where its path leads as
+// far as it exists).
+func checkOutPlace(out, what string) error {
+	real, err := filepath.EvalSymlinks(out)
+	if err != nil {
+		real = atomicfile.ResolveDir(absolute(out))
+	}
+	for _, place := range []string{absolute(out), real} {
+		if err := placeError(out, filepath.Dir(filepath.Clean(place)), what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// absolute is path made absolute (cleaned); path itself if that fails.
+func absolute(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}

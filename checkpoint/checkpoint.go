@@ -406,13 +406,15 @@ func Save(dir string, ck *Checkpoint) error {
 		err = writeFloat64(filepath.Join(tmp, Float64File), n, ck.Float64)
 	}
 	if err == nil {
-		if err = notInTheWay(dir); err == nil { // (again: the files took a while)
-			if st, serr := os.Lstat(dir); serr == nil && st.IsDir() {
-				os.Remove(dir) // empty: os.Rename replaces no directory
-			}
-			forget()
-			err = os.Rename(tmp, dir)
+		if err := notInTheWay(dir); err != nil { // (again: the files took a while)
+			os.RemoveAll(tmp)
+			return err
 		}
+		if st, serr := os.Lstat(dir); serr == nil && st.IsDir() {
+			os.Remove(dir) // empty: os.Rename replaces no directory
+		}
+		forget()
+		err = os.Rename(tmp, dir)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -424,6 +424,16 @@ func removeStale(path string, holds func(name string) bool, age time.Duration) (
 		return false, nil
 	}
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		// Made under umask 777 (mode 000), which its owner can change.
+		mode := os.FileMode(0o600)
+		if st.IsDir() {
+			mode = 0o700
+		}
+		if os.Chmod(path, mode) == nil {
+			f, err = os.Open(path)
+		}
+	}
 	if err != nil {
 		return false, nil
 	}

@@ -87,4 +87,20 @@ func TestRemoveDirOfModeZero(t *testing.T) {
 	if _, err := os.Lstat(d); err == nil {
 		t.Error("the directory is still there")
 	}
+	// What a killed writer left under umask 777, a file and a directory
+	// of mode 000, is swept as any other leftover.
+	file, dirLeft := TempPath(dir, "out.npy"), TempPath(dir, "hits")
+	os.WriteFile(file, []byte("partial"), 0)
+	os.Mkdir(dirLeft, 0)
+	past := time.Now().Add(-time.Hour)
+	for _, p := range []string{file, dirLeft} {
+		os.Chmod(p, 0)
+		os.Chtimes(p, past, past)
+	}
+	if s := SweepStale(dir, "out.npy", nil); len(s.Removed) != 1 {
+		t.Errorf("the sweep of a mode-000 leftover file: %+v", s)
+	}
+	if s := SweepStale(dir, "hits", func(string) bool { return true }); len(s.Removed) != 1 {
+		t.Errorf("the sweep of a mode-000 leftover directory: %+v", s)
+	}
 }

@@ -223,5 +223,10 @@ build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a 
 	   echo "nvcc=$$($(NVCC) --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"; } > $(BIN)/BUILD-INFO
 	@cat $(BIN)/BUILD-INFO
 
+# gpu-check's output directory (default: $OUT, else ./gpu-check-out) and the script's flags, e.g.
+# GPU_CHECK_FLAGS='--allow-skip parity,eval'.
+GPU_CHECK_OUT ?=
+GPU_CHECK_FLAGS ?=
+
 gpu-check: build-cuda ## on a GPU host: run the GPU tests, a short training run and an eval (scripts/gpu-check.sh)
-	scripts/gpu-check.sh $(GPU_CHECK_FLAGS)
+	scripts/gpu-check.sh $(GPU_CHECK_FLAGS) $(GPU_CHECK_OUT)

@@ -594,6 +594,9 @@ func TestRunChecksTimingsFirst(t *testing.T) {
 	for _, o := range []RunOptions{
 		{Device: "cpu", Train: quick, Kernels: true, KernelTiming: Timing{Steps: 1, MinTime: -time.Second}},
 		{Device: "cpu", Train: Timing{Steps: 0}},
+		{Device: "cpu", Train: quick, TopK: true, TopKOpts: TopKOptions{Images: 20, Captions: 100, Dim: 8, K: 5, Timing: Timing{Steps: 0}}},
+		{Device: "cuda", Train: quick, TopK: true, TopKOpts: TopKOptions{Images: 20, Captions: 100, Dim: 8, K: 5, Timing: quick},
+			TopKEngineTiming: Timing{Steps: 1, MinTime: -time.Second}},
 	} {
 		o.Cases = []Case{{ConfigName: "tiny", Config: tiny, Batches: []int{16}}}
 		if _, err := Run(o, newEngine); err == nil {

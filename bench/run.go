@@ -74,6 +74,12 @@ func Run(o RunOptions, newEngine func(nn.Config) (nn.Engine, error)) (*Report, e
 	if err := o.KernelTiming.validate(); o.Kernels && o.Device == "cpu" && err != nil { // (an engine's kernels: KernelSteps)
 		return nil, fmt.Errorf("bench: kernels: %w", err)
 	}
+	if err := o.TopKOpts.Timing.validate(); o.TopK && err != nil {
+		return nil, fmt.Errorf("bench: top-k: %w", err)
+	}
+	if err := o.TopKEngineTiming.validate(); o.TopK && o.TopKEngineTiming.Steps > 0 && err != nil {
+		return nil, fmt.Errorf("bench: top-k on the engine: %w", err)
+	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, format+"\n", args...)

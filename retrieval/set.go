@@ -4,10 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -158,13 +156,10 @@ func readMatrix(dir, name string) ([]float32, []int, error) {
 	if len(shape) != 2 {
 		return nil, nil, fmt.Errorf("%s: shape %v, want a 2-D matrix", path, shape)
 	}
+	if err := a.CheckFinite(v, 0); err != nil {
+		return nil, nil, err
+	}
 	if err := checkMatrix(path, v, shape[0], shape[1]); err != nil {
-		// A float64 file's finite values beyond float32's range read as
-		// infinite: said, lest the file seem to hold an infinity.
-		first := slices.IndexFunc(v, func(x float32) bool { return math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) }) // (the one named)
-		if a.DType() == npy.Float64 && first >= 0 && math.IsInf(float64(v[first]), 0) {
-			return nil, nil, fmt.Errorf("%w (in float32: infinite, or a float64 beyond float32's range)", err)
-		}
 		return nil, nil, err
 	}
 	return v, shape, nil

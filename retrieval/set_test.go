@@ -114,8 +114,8 @@ func TestLoadSetErrors(t *testing.T) {
 		want    string
 		notWant string
 	}{
-		{1e39, true, "is +Inf, need finite values (in float32: infinite, or a float64 beyond float32's range)", ""},
-		{-2.1e198, true, "is -Inf, need finite values (in float32", ""},
+		{1e39, true, "row 3, column 1 is +Inf in float32 (infinite, or a float64 beyond float32's range)", ""},
+		{-2.1e198, true, "row 3, column 1 is -Inf in float32 (infinite", ""},
 		{math.NaN(), true, "is NaN", "beyond"},
 		{math.Inf(1), false, "is +Inf", "beyond"},
 	} {

@@ -195,32 +195,13 @@ func (d *Dataset) ReadRows(rows []int32, x, t []float32) error {
 // NonFiniteValueError is a NaN or infinity in a training file, which the
 // run cannot train on: correcting the file changes the run's inputs
 // (RunInfo.Inputs).
-type NonFiniteValueError struct {
-	File        string
-	Row, Column int
-	Value       float64 // as read into float32
-	// Float64 is set for a float64 file, whose finite values beyond
-	// float32's range read as ±Inf.
-	Float64 bool
-}
-
-func (e *NonFiniteValueError) Error() string {
-	if e.Float64 && math.IsInf(e.Value, 0) {
-		return fmt.Sprintf("%s: row %d, column %d is %v in float32 (infinite, or a float64 beyond float32's range)", e.File, e.Row, e.Column, e.Value)
-	}
-	return fmt.Sprintf("%s: row %d, column %d is %v", e.File, e.Row, e.Column, e.Value)
-}
+type NonFiniteValueError = npy.NonFiniteError
 
 func readFiniteRow(a *npy.Array, row int, dst []float32) error {
 	if err := a.ReadRows(dst, row, row+1); err != nil {
 		return err
 	}
-	for j, v := range dst {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return &NonFiniteValueError{File: a.Name(), Row: row, Column: j, Value: float64(v), Float64: a.DType() == npy.Float64}
-		}
-	}
-	return nil
+	return a.CheckFinite(dst, row)
 }
 
 // Float16 reports whether every shard stores float16, so that the float16

@@ -263,10 +263,8 @@ func checkResumable(dir string) error {
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
-	for _, f := range resumeFiles(dir) {
-		if _, err := os.Stat(filepath.Join(last, f)); err != nil {
-			return brokenRunError(dir)
-		}
+	if lacking(resumeFiles(dir), last) != "" {
+		return brokenRunError(dir)
 	}
 	if err := stepsAgree(last); err != nil {
 		return err
@@ -301,12 +299,7 @@ func brokenRunError(dir string) error {
 	target, _ := os.Readlink(last)
 	missing := "is missing"
 	if _, err := os.Stat(last); err == nil {
-		for _, f := range resumeFiles(dir) {
-			if _, err := os.Stat(filepath.Join(last, f)); err != nil {
-				missing = "lacks " + f + ", which a resume reads"
-				break
-			}
-		}
+		missing = "lacks " + lacking(resumeFiles(dir), last) + ", which a resume reads"
 	}
 	if _, older := newestCheckpoints(dir); older != "" {
 		return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s); its newest whole checkpoint is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
@@ -330,11 +323,8 @@ func newestCheckpoints(dir string) (newest, whole string) {
 			newest = name
 		}
 		whole = name
-		for _, f := range files {
-			if _, err := os.Stat(filepath.Join(dir, name, f)); err != nil {
-				whole = ""
-				break
-			}
+		if lacking(files, filepath.Join(dir, name)) != "" {
+			whole = ""
 		}
 	}
 	return newest, whole
@@ -354,6 +344,17 @@ func resumeFiles(dir string) []string {
 		}
 	}
 	return files
+}
+
+// lacking is the first of files (resumeFiles) that the checkpoint ck
+// lacks, or "".
+func lacking(files []string, ck string) string {
+	for _, f := range files {
+		if _, err := os.Stat(filepath.Join(ck, f)); err != nil {
+			return f
+		}
+	}
+	return ""
 }
 
 // orphanedCheckpoints refuses a run directory whose last link is gone but
@@ -990,7 +991,7 @@ func (tr *Trainer) alignBest(st State) error {
 // A run that recorded none (run.json from before Inputs) resumes with a
 // warning, unless its checkpoint's state records their hash (ckSHA256,
 // State.InputsSHA256): then run.json lost them, and the inputs given must
-// have that hash (the same files in the same places).
+// have that hash (the same contents, in files of the same names).
 func (tr *Trainer) checkInputs(run *Inputs, ckSHA256 string) error {
 	in, err := InputsOf(tr.Data, tr.Evals)
 	if err != nil {
@@ -1001,7 +1002,7 @@ func (tr *Trainer) checkInputs(run *Inputs, ckSHA256 string) error {
 		if in.SHA256() == ckSHA256 {
 			return nil
 		}
-		d := "run.json records no identity of the run's inputs, but its checkpoint records one, which the inputs given do not match (other contents, or the same ones moved)"
+		d := "run.json records no identity of the run's inputs, but its checkpoint records one, which the inputs given do not match (other contents)"
 		if tr.AcceptChangedInputs {
 			tr.Log.Warn("resuming on changed inputs (--accept-changed-inputs): the run will not end as it would have on its own; run.json records the new ones", "change", d)
 			return nil

@@ -174,17 +174,7 @@ func readFeatures(a *npy.Array, path string, dst []float32, lo, hi int) error {
 	if err := a.ReadRows(dst, lo, hi); err != nil {
 		return err
 	}
-	width := len(dst) / max(hi-lo, 1)
-	for i, v := range dst {
-		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
-			continue
-		}
-		if a.DType() == npy.Float64 && !math.IsNaN(float64(v)) {
-			return fmt.Errorf("%s: row %d, column %d is %v in float32 (infinite, or a float64 beyond float32's range)", path, lo+i/width, i%width, v)
-		}
-		return fmt.Errorf("%s: row %d, column %d is %v", path, lo+i/width, i%width, v)
-	}
-	return nil
+	return a.CheckFinite(dst, lo)
 }
 
 // maxAbs is the largest magnitude in x.

@@ -288,6 +288,11 @@ func TestLongNames(t *testing.T) {
 			t.Errorf("a name of %d bytes: TempOf(its temporary) = %q, %v", n, base, ok)
 		}
 	}
+	// The shortened base, which the Python side computes too (its test
+	// pins the same value).
+	if got, want := TempBase(strings.Repeat("é", 123)+".npy"), strings.Repeat("é", 115)+"~bf24afa6"; got != want {
+		t.Errorf("TempBase of 123 é and .npy = %q, want %q", got, want)
+	}
 	// A killed writer's temporary of a long name is swept with it, not
 	// with another long name of the same first 230 bytes.
 	long := strings.Repeat("a", 250)

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -141,9 +142,19 @@ func checkpointsWritable(dir string) error {
 }
 
 // CheckpointsOwnerFile is the file, in the directory a run's checkpoints/
-// link leads to, that names the run directory whose checkpoints it holds
-// (its real path and a newline).
+// link leads to, that records the run directory whose checkpoints it
+// holds: its real path, and on its second line its identity
+// (atomicfile.Identity: device and inode, which stay with the directory
+// under any path and through a move within its filesystem, and which no
+// copy has), each line ended by a newline.
 const CheckpointsOwnerFile = ".run"
+
+// maxOwnerRecord bounds what is read of an owner record: a path and an
+// identity take far less, and a file of gigabytes is no record.
+const maxOwnerRecord = 16 << 10
+
+// ownerRecord is what a CheckpointsOwnerFile records.
+type ownerRecord struct{ path, identity string }
 
 // linkedCheckpoints is where the checkpoints/ link of the run in dir
 // leads (its real path), and whether it is such a link to a directory it
@@ -161,25 +172,39 @@ func linkedCheckpoints(dir string) (target string, ok bool) {
 }
 
 // checkCheckpointsOwner refuses a run whose checkpoints/ link leads to the
-// checkpoints of another run (CheckpointsOwnerFile): one whose recorded
-// run directory still holds a run whose checkpoints/ leads there too, and
-// is not this one reached by another path. A copy of a run (cp -a keeps
-// the link) would otherwise prune the original's checkpoints, one run
-// after the other, which the lock (two at once) does not see. An owner
-// that is gone, or whose link leads elsewhere now (a run moved, or given
-// checkpoints of its own), is no owner: claimCheckpointsDir replaces it.
+// checkpoints of another run (CheckpointsOwnerFile). A copy of a run (cp
+// -a keeps the link) would otherwise prune the original's checkpoints,
+// one run after the other, which the lock (two at once) does not see.
+// The recorded run is this one when its path or its identity is this
+// directory's (reached by another path, or moved within its filesystem).
+// Another is refused while its directory still holds a run whose
+// checkpoints/ leads there; and, by its recorded identity, when its
+// directory is out of reach too (gone, or on a disk not mounted now): a
+// copy cannot tell which. A record without an identity (where the system
+// gives none) whose run is gone is no owner: claimCheckpointsDir replaces
+// it, as it does a record that is none (a run from before records).
 func checkCheckpointsOwner(dir string) error {
 	target, ok := linkedCheckpoints(dir)
 	if !ok {
 		return nil
 	}
 	owner := filepath.Join(target, CheckpointsOwnerFile)
-	other := recordedOwner(owner)
-	if other == "" || atomicfile.SameFile(other, dir) || !leadsTo(other, target) {
+	if st, err := os.Lstat(owner); err == nil && st.IsDir() {
+		return fmt.Errorf("run directory %s: %s, where dinoclip records which run's checkpoints these are, is a directory: move it away", dir, owner)
+	}
+	rec, ok := readOwnerRecord(owner)
+	if !ok || isRun(rec, dir) {
 		return nil
 	}
-	return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
-		dir, filepath.Join(dir, CheckpointsDir), target, other, owner)
+	switch {
+	case leadsTo(rec.path, target):
+		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run, or a link made to its checkpoints?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
+			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
+	case rec.identity != "":
+		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?), and which this directory is not (a copy of it?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run is gone for good, remove %s",
+			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
+	}
+	return nil
 }
 
 // claimCheckpointsDir records this run (dir) as the owner of the directory
@@ -194,27 +219,54 @@ func claimCheckpointsDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	want := ownerRecord{self, atomicfile.Identity(st)}
 	owner := filepath.Join(target, CheckpointsOwnerFile)
-	if recordedOwner(owner) == self {
+	// What a claim killed while it wrote left (only a holder of the
+	// checkpoints' lock writes the record).
+	atomicfile.SweepOwn(target, CheckpointsOwnerFile)
+	if rec, ok := readOwnerRecord(owner); ok && rec == want {
 		return nil
 	}
 	// The run's own record, whatever is there (read-only, a link: not
 	// followed), is replaced.
 	os.Remove(owner)
-	if err := atomicfile.WriteBytes(owner, []byte(self+"\n")); err != nil {
+	if err := atomicfile.WriteBytes(owner, []byte(want.path+"\n"+want.identity+"\n")); err != nil {
 		return fmt.Errorf("run directory %s: recording it as the owner of its checkpoints: %w", dir, err)
 	}
 	return nil
 }
 
-// recordedOwner is the run directory the owner file at path records; ""
-// when there is none (or it is not a regular file).
-func recordedOwner(path string) string {
-	b, err := atomicfile.ReadRegular(path)
+// readOwnerRecord reads the owner record at path; false when there is
+// none: no file, not a regular file, or not a record (too long, no path).
+func readOwnerRecord(path string) (ownerRecord, bool) {
+	f, err := atomicfile.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
-		return ""
+		return ownerRecord{}, false
 	}
-	return strings.TrimSuffix(string(b), "\n")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxOwnerRecord+1))
+	if err != nil || len(b) > maxOwnerRecord {
+		return ownerRecord{}, false
+	}
+	path, identity, _ := strings.Cut(string(b), "\n")
+	if !filepath.IsAbs(path) {
+		return ownerRecord{}, false
+	}
+	return ownerRecord{path, strings.TrimSuffix(identity, "\n")}, true
+}
+
+// isRun reports whether the run rec records is the one in dir: by its
+// path, or by its identity.
+func isRun(rec ownerRecord, dir string) bool {
+	if atomicfile.SameFile(rec.path, dir) {
+		return true
+	}
+	st, err := os.Stat(dir)
+	return err == nil && rec.identity != "" && rec.identity == atomicfile.Identity(st)
 }
 
 // leadsTo reports whether run is a run directory whose checkpoints/ leads

@@ -423,14 +423,18 @@ func foreignFiles(dir string) error {
 // checkRunDirFiles refuses a run directory whose run.json, lock or
 // metrics.jsonl is not a regular file (checkRunFile), or whose checkpoints
 // is not a directory of its own: through a link, checkpoints would be
-// written into (and pruned from) wherever it leads, another run's say.
+// written into (and pruned from) wherever it leads, another run's say
+// (checkCheckpointsDir, checkCheckpointsOwner).
 func checkRunDirFiles(dir string) error {
 	for _, name := range []string{RunFile, LockFile, MetricsFile} {
 		if err := checkRunFile(filepath.Join(dir, name)); err != nil {
 			return err
 		}
 	}
-	return checkCheckpointsDir(dir)
+	if err := checkCheckpointsDir(dir); err != nil {
+		return err
+	}
+	return checkCheckpointsOwner(dir)
 }
 
 // checkCheckpointsDir refuses a run's checkpoints/ that is not a directory,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -296,6 +297,16 @@ func TestResumeLeavesHardLinkedMetrics(t *testing.T) {
 // (moved to a larger disk) shares the original's checkpoints: its resume
 // is refused, where it pruned them, one run after the other. A moved run
 // (the original gone) takes its checkpoints along.
+// realDir is dir with its links resolved.
+func realDir(t *testing.T, dir string) string {
+	t.Helper()
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return real
+}
+
 func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	dataDir, original := stoppedRun(t, 5)
 	// resumeStopped resumes the run in dir and stops it after a step.
@@ -383,6 +394,44 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 		if err := resumeStopped(dir); err != nil {
 			t.Fatalf("resume of the run by %s: %v", dir, err)
 		}
+	}
+	// The original out of reach at the path recorded (a disk not mounted,
+	// another mount's path): by its recorded identity, the copy is still
+	// not it, and is refused until the record is removed.
+	owner = filepath.Join(external, CheckpointsOwnerFile)
+	rec, err := os.ReadFile(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, identity, _ := strings.Cut(string(rec), "\n")
+	os.WriteFile(owner, []byte(filepath.Join(t.TempDir(), "unmounted", "run")+"\n"+identity), 0o644)
+	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err == nil || !strings.Contains(err.Error(), "gone or out of reach") {
+		t.Fatalf("resume of the copy while the original is out of reach: %v", err)
+	}
+	// What stands where the record goes: a directory is refused before the
+	// resume changes anything; a record of megabytes, or what a claim
+	// killed while writing left, is none and is replaced or swept.
+	os.Rename(owner, owner+".saved")
+	os.Mkdir(owner, 0o755)
+	before = snapshot()
+	if err := runWithin(t, newTrainer(t, dataDir, again, nil), true); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("resume with a directory where the owner record goes: %v", err)
+	}
+	if after := snapshot(); !slices.Equal(after, before) {
+		t.Errorf("the refused resume changed the checkpoints:\n%v\nwas\n%v", after, before)
+	}
+	os.Remove(owner)
+	os.WriteFile(owner, make([]byte, 1<<20), 0o644)
+	leftover := atomicfile.TempPath(external, CheckpointsOwnerFile)
+	os.WriteFile(leftover, []byte("half"), 0o644)
+	if err := resumeStopped(again); err != nil {
+		t.Fatalf("resume with a megabyte of zeros as the owner record: %v", err)
+	}
+	if _, err := os.Lstat(leftover); err == nil {
+		t.Errorf("a killed claim's temporary %s was not swept", leftover)
+	}
+	if rec, _ := os.ReadFile(owner); !strings.HasPrefix(string(rec), realDir(t, again)+"\n") {
+		t.Errorf("the owner record after the resume: %q", rec)
 	}
 	// Given checkpoints of its own (a copy of them made with it), the
 	// copy resumes.

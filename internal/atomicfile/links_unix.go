@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -14,4 +15,16 @@ import (
 func HardLinked(st os.FileInfo) bool {
 	s, ok := st.Sys().(*syscall.Stat_t)
 	return ok && s.Nlink > 1
+}
+
+// Identity is the identity of the file st describes that stays with it
+// under any name it is reached by, and through a rename within its
+// filesystem, but that no copy has: its device and inode numbers
+// ("dev:ino"). "" where the system gives none.
+func Identity(st os.FileInfo) string {
+	s, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return strconv.FormatUint(uint64(s.Dev), 10) + ":" + strconv.FormatUint(uint64(s.Ino), 10)
 }

@@ -41,8 +41,8 @@ func indexCommand() *cli.Command {
 			"twice (or reached twice through links) is taken once; the same contents under another name (a\n" +
 			"file moved or copied since) are skipped too, with a word: indexed twice, its rows would come\n" +
 			"twice in every answer. An index made with another model is refused. Only one process may\n" +
-			"append to an index at a time. INDEX may not be in a training run's directory or in another\n" +
-			"index, where it would be taken for one of their files.\n\n" +
+			"append to an index at a time. INDEX may not be in a training run's directory (its checkpoints\n" +
+			"included) or in another index, at any depth, where it would be taken for one of their files.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{

@@ -12,14 +12,16 @@ import (
 )
 
 // placeError refuses an output (the --out flag's value out, holding what,
-// e.g. "the average") written into the directory dir where a training run
-// or a search index keeps its files: it would replace one of them
-// (run.json, the lock, which a second trainer could then take, a
-// checkpoint's model or optimizer, an index's manifest or shards), change
-// what the directory means (a model file in a run directory comes before
-// its best and last), or be taken for one of them (a directory named
-// step-N in a run's checkpoints, which stops the run when it reaches step
-// N: checkpoint.Save does not replace it).
+// e.g. "the average") written into the directory dir where, or under
+// which, a training run or a search index keeps its files: it would
+// replace one of them (run.json, the lock, which a second trainer could
+// then take, a checkpoint's model or optimizer, an index's manifest or
+// shards), change what the directory means (a model file in a run
+// directory comes before its best and last), be taken for one of them (a
+// directory named step-N in a run's checkpoints, which stops the run when
+// it reaches step N: checkpoint.Save does not replace it), or stand in
+// the way of one (anything within a checkpoint, which a prune or resume
+// refuses to remove). Outputs go outside runs and indexes.
 func placeError(out, dir, what string) error {
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
 	// A run's checkpoints: by name, in a run, or by the owner record the
@@ -28,19 +30,24 @@ func placeError(out, dir, what string) error {
 		owner, err := os.Lstat(filepath.Join(dir, train.CheckpointsOwnerFile))
 		return filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir)) || err == nil && owner.Mode().IsRegular()
 	}
-	switch {
-	case has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)):
+	if has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)) {
 		// Resumed, a model replaced would meet another model's optimizer
 		// state; an optimizer replaced, another's weights.
 		return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
-	case isCheckpoints(dir):
-		return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
-	case holdsRun(dir):
-		return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
-	case retrieval.IsIndex(dir):
-		return fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, dir, what)
 	}
-	return nil
+	for a := dir; ; a = filepath.Dir(a) {
+		switch {
+		case isCheckpoints(a):
+			return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, a, what)
+		case holdsRun(a):
+			return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, a, what)
+		case retrieval.IsIndex(a):
+			return fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, a, what)
+		}
+		if filepath.Dir(a) == a {
+			return nil
+		}
+	}
 }
 
 // outsideRunsAndIndexes refuses an output file out, holding what, that is

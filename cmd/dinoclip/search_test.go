@@ -487,6 +487,21 @@ func TestIndexSearchErrors(t *testing.T) {
 	external := t.TempDir()
 	os.WriteFile(filepath.Join(external, train.CheckpointsOwnerFile), []byte(run+"\n"), 0o644)
 	wantError(t, []string{"index", "--model", run, "--features", data, "--out", filepath.Join(external, "step-99999999")}, "in the checkpoints directory "+external)
+	// ... nor deeper in them (index makes the directories above it).
+	for _, c := range []struct{ out, want string }{
+		{filepath.Join(run, "sub", "ix"), "in the run directory " + run},
+		{filepath.Join(run, train.CheckpointsDir, "step-99999999", "sub", "ix"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
+		{filepath.Join(external, "step-99999999", "sub", "ix"), "in the checkpoints directory " + external},
+		{filepath.Join(index, "a", "b"), "in the search index " + index},
+	} {
+		wantError(t, []string{"index", "--model", run, "--features", data, "--out", c.out}, c.want)
+		if _, err := os.Lstat(filepath.Dir(c.out)); err == nil {
+			t.Errorf("a refused index made %s", filepath.Dir(c.out))
+		}
+	}
+	// A new run is no output of another run's either.
+	wantError(t, []string{"train", "--data", data, "--out", filepath.Join(run, train.CheckpointsDir, "step-99999999", "sub")},
+		"in a training checkpoint", "write the new run outside")
 	// ... but in a directory of outputs one of which is named like a
 	// run's link, or beside a file named like a run's checkpoints.
 	results := filepath.Join(dir, "results")

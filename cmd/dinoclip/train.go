@@ -193,6 +193,11 @@ func runTrain(cCtx *cli.Context) error {
 	dataDir, evalDirs := cCtx.String("data"), cCtx.StringSlice("eval")
 	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
 	var run train.RunInfo
+	if !resume {
+		if err := checkOutPlace(runDir, "the new run"); err != nil {
+			return err
+		}
+	}
 	if resume {
 		if run, err = resumedRun(cCtx, runDir, opts); err != nil {
 			return err

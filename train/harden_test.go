@@ -1158,7 +1158,8 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 	ckDir := filepath.Join(runDir, CheckpointsDir)
 	saving, deleting := filepath.Join(ckDir, ".step-00000099.tmp-42"), filepath.Join(ckDir, ".step-00000001"+deletingSuffix)
 	mine, holding := filepath.Join(ckDir, ".notes"), filepath.Join(ckDir, ".step-00000098.tmp-43")
-	for _, d := range []string{saving, deleting, mine, holding} {
+	notTrash := filepath.Join(ckDir, ".mine"+deletingSuffix) // (no checkpoint's name: someone else's)
+	for _, d := range []string{saving, deleting, mine, holding, notTrash} {
 		os.Mkdir(d, 0o755)
 		os.WriteFile(filepath.Join(d, checkpoint.ModelFile), []byte("half"), 0o644)
 	}
@@ -1181,7 +1182,7 @@ func TestResumeSweepsDeadTemporaries(t *testing.T) {
 			t.Errorf("the dead run's temporary %s is left: %v", gone, err)
 		}
 	}
-	for _, kept := range []string{recent, filepath.Join(mine, checkpoint.ModelFile), filepath.Join(holding, "mine.txt")} {
+	for _, kept := range []string{recent, filepath.Join(mine, checkpoint.ModelFile), filepath.Join(holding, "mine.txt"), filepath.Join(notTrash, checkpoint.ModelFile)} {
 		if _, err := os.Stat(kept); err != nil {
 			t.Errorf("%s was removed: %v", kept, err)
 		}
@@ -1418,5 +1419,21 @@ func TestResumeRefusesToRemoveForeignFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(plain); err != nil {
 		t.Errorf("a refused resume removed another checkpoint: %v", err)
+	}
+}
+
+// A checkpoint the run no longer keeps but cannot remove (here one gone
+// already; elsewhere files of another owner) is left with a warning, once,
+// and the run goes on: it needs no checkpoint it prunes.
+func TestPruneFailureWarns(t *testing.T) {
+	var log bytes.Buffer
+	tr := &Trainer{RunDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(&log, nil))}
+	for range 2 {
+		if err := tr.pruneCheckpoint(checkpointName(7)); err != nil {
+			t.Fatalf("a checkpoint that could not be pruned stopped the run: %v", err)
+		}
+	}
+	if n := strings.Count(log.String(), "could not remove a checkpoint the run no longer needs"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, log.String())
 	}
 }

@@ -61,6 +61,22 @@ type stepCheckpoint struct {
 	evalPending bool
 }
 
+// parseCheckpointName is the step of the checkpoint directory called name
+// (checkpointName's base, or with pendingEvalSuffix: evalPending), and
+// whether name is one.
+func parseCheckpointName(name string) (step int, evalPending, ok bool) {
+	if _, err := fmt.Sscanf(name, "step-%d", &step); err != nil || step < 0 {
+		return 0, false, false
+	}
+	switch base := filepath.Base(checkpointName(step)); name {
+	case base:
+		return step, false, true
+	case base + pendingEvalSuffix:
+		return step, true, true
+	}
+	return 0, false, false
+}
+
 // stepCheckpoints lists the checkpoint directories in a run directory by
 // step, a pending one before the evaluated one of the same step.
 // Directories of other names are not the run's, and are left out.
@@ -68,16 +84,8 @@ func stepCheckpoints(runDir string) []stepCheckpoint {
 	entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
 	var cks []stepCheckpoint
 	for _, e := range entries {
-		var step int
-		if _, err := fmt.Sscanf(e.Name(), "step-%d", &step); err != nil || !e.IsDir() || step < 0 {
-			continue
-		}
-		name := filepath.Join(CheckpointsDir, e.Name())
-		switch name {
-		case checkpointName(step):
-			cks = append(cks, stepCheckpoint{name, step, false})
-		case checkpointName(step) + pendingEvalSuffix:
-			cks = append(cks, stepCheckpoint{name, step, true})
+		if step, pending, ok := parseCheckpointName(e.Name()); ok && e.IsDir() {
+			cks = append(cks, stepCheckpoint{filepath.Join(CheckpointsDir, e.Name()), step, pending})
 		}
 	}
 	slices.SortFunc(cks, func(a, b stepCheckpoint) int {
@@ -691,27 +699,33 @@ func (e *ForeignFileError) Error() string {
 }
 
 // pruneCheckpoint is removeCheckpoint for a checkpoint the run no longer
-// keeps: one holding someone else's file is kept, with a warning.
-// (Said once a run: pruning looks again at every save.)
+// keeps: one holding someone else's file is kept, with a warning, and so
+// is one the system will not let the run remove (files of another owner,
+// a directory it may not write): the run goes on, as it needs no
+// checkpoint it prunes. (Said once a run: pruning looks again at every
+// save.)
 func (tr *Trainer) pruneCheckpoint(name string) error {
 	err := removeCheckpoint(tr.RunDir, name)
-	var ff *ForeignFileError
-	if errors.As(err, &ff) {
-		if !tr.keptForeign[name] {
-			tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)
-			if tr.keptForeign == nil {
-				tr.keptForeign = map[string]bool{}
-			}
-			tr.keptForeign[name] = true
-		}
+	if err == nil || tr.keptForeign[name] {
 		return nil
 	}
-	return err
+	if tr.keptForeign == nil {
+		tr.keptForeign = map[string]bool{}
+	}
+	tr.keptForeign[name] = true
+	var ff *ForeignFileError
+	if errors.As(err, &ff) {
+		tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)
+	} else {
+		tr.Log.Warn("could not remove a checkpoint the run no longer needs; training goes on (remove it yourself)", "checkpoint", filepath.Join(tr.RunDir, name), "err", err)
+	}
+	return nil
 }
 
 // sweepRunDir removes what a crash can leave in a run directory (locked
 // by the trainer): among the checkpoints, the directories removeCheckpoint
-// was deleting (".NAME.deleting", whole: a checkpoint the run let go), and
+// was deleting (".step-N.deleting", whole: a checkpoint the run let go,
+// whose files it checked before), and
 // those checkpoint.Save writes (".NAME.tmp-N") when they hold only a
 // checkpoint's files (atomicfile.RemoveDir: nothing of anyone else's is
 // removed); beside run.json, the temporaries of run.json and
@@ -727,8 +741,13 @@ func (tr *Trainer) sweepRunDir() {
 		if _, temp := atomicfile.TempOf(e.Name()); temp && e.IsDir() {
 			atomicfile.RemoveDir(p, checkpoint.IsFile)
 		}
-		if strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), deletingSuffix) && e.IsDir() {
-			os.RemoveAll(p)
+		// (Only the names removeCheckpoint gives: another ending in
+		// .deleting is someone else's.)
+		trashed, deleting := strings.CutSuffix(e.Name(), deletingSuffix)
+		if _, _, ok := parseCheckpointName(strings.TrimPrefix(trashed, ".")); ok && deleting && strings.HasPrefix(trashed, ".") && e.IsDir() {
+			if err := os.RemoveAll(p); err != nil {
+				tr.Log.Warn("could not remove a checkpoint a killed run was removing", "path", p, "err", err)
+			}
 		}
 	}
 	for _, s := range []atomicfile.Sweep{

@@ -67,4 +67,15 @@ func TestNonUTF8DataPathRefused(t *testing.T) {
 	if _, err := newTrainer(t, link, runDir, nil).Run(context.Background(), false); err != nil {
 		t.Fatalf("training through a link named in UTF-8: %v", err)
 	}
+	// A shard so named: no link helps; refused at the start, not at every
+	// resume for an input "changed" by its mangled record.
+	shards := t.TempDir()
+	tinyData(t, shards, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	entries, _ := os.ReadDir(shards)
+	for _, e := range entries {
+		os.Rename(filepath.Join(shards, e.Name()), filepath.Join(shards, "\xff"+e.Name()))
+	}
+	if _, err := newTrainer(t, shards, filepath.Join(t.TempDir(), "run"), nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "training shard") || !strings.Contains(err.Error(), "not UTF-8") {
+		t.Fatalf("training on a shard named in bytes that are not UTF-8: %v, want a refusal", err)
+	}
 }

@@ -181,8 +181,9 @@ func (tr *Trainer) runInfo(st State) RunInfo {
 	return info
 }
 
-// checkRecordedPaths refuses training data or an evaluation set whose
-// path, as run.json records it (absPath), is not UTF-8: JSON holds text,
+// checkRecordedPaths refuses training data (its directory or a shard) or
+// an evaluation set whose path, as run.json records it (absPath, a
+// shard's name), is not UTF-8: JSON holds text,
 // and such a path would read back as another (bytes that are not UTF-8
 // become U+FFFD), which a resume could not find.
 func (tr *Trainer) checkRecordedPaths() error {
@@ -194,6 +195,12 @@ func (tr *Trainer) checkRecordedPaths() error {
 	}
 	if err := check("training data", tr.Data.Dir); err != nil {
 		return err
+	}
+	// (Each shard's name too: run.json's inputs record them.)
+	for _, s := range tr.Data.shards {
+		if err := check("training shard", filepath.Join(tr.Data.Dir, s.name+FeatureSuffix)); err != nil {
+			return err
+		}
 	}
 	for _, s := range tr.Evals {
 		if err := check("evaluation set", s.Dir); err != nil {
@@ -377,14 +384,14 @@ func orphanedCheckpoints(dir string) error {
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if whole == "" {
-		return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed), and every one of them lacks files a resume reads: it can be neither resumed nor trained into; remove %s, or train into another --out",
+		return fmt.Errorf("run directory %s holds checkpoints but no %s link (removed, or the run was stopped before it made it), and every one of them lacks files a resume reads: it can be neither resumed nor trained into; remove %s, or train into another --out",
 			dir, checkpoint.LastLink, dir)
 	}
 	which := "the newest"
 	if whole != newest {
 		which = fmt.Sprintf("the newest whole one (the newer %s lacks files a resume reads)", newest)
 	}
-	return fmt.Errorf("run directory %s holds checkpoints but no %s link (it was removed): link %s again to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
+	return fmt.Errorf("run directory %s holds checkpoints but no %s link (removed, or the run was stopped before it made it): link %s to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
 		dir, checkpoint.LastLink, which, whole, ShellArg(last), ShellArg(dir))
 }
 

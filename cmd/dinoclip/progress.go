@@ -28,7 +28,12 @@ func newCountBar(cCtx *cli.Context, total int64, doing, unit string, showCount b
 	if showCount {
 		opts = append(opts, progressbar.OptionShowCount())
 	}
-	return &countBar{progressbar.NewOptions64(total, opts...)}
+	bar := progressbar.NewOptions64(total, opts...)
+	// Drawn now, empty: the bar's clock starts at its first drawing, and
+	// one first drawn after the first shard or window would count that
+	// time out of its rate (billions of rows a second).
+	bar.RenderBlank()
+	return &countBar{bar}
 }
 
 // set moves the bar to done units.

@@ -53,7 +53,7 @@ const tileBytes = 256 << 10
 // the k-th best score within the error bound (duplicates, all-equal
 // scores), every such key is re-scored in float64.
 type CPUSearcher struct {
-	Workers      int   // goroutines; 0 means GOMAXPROCS
+	Workers      int   // goroutines; 0 means GOMAXPROCS, at most the CPUs
 	MemoryBudget int64 // bytes, see above; 0 means DefaultMemoryBudget
 
 	// Progress, when set, is called after each window of keys with the
@@ -93,7 +93,10 @@ func selectionBytes(k int) int64 {
 func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) {
 	p := searchPlan{workers: c.Workers, keyTile: c.keyTile}
 	if p.workers <= 0 {
-		p.workers = runtime.GOMAXPROCS(0)
+		// (Threads beyond the CPUs run no faster, and each worker's
+		// selections re-score their own top k: GOMAXPROCS=64 on 2 CPUs
+		// did several times the work.)
+		p.workers = min(runtime.GOMAXPROCS(0), runtime.NumCPU())
 	}
 	if p.keyTile <= 0 {
 		// At least one whole panel: a shorter tile would multiply zeros.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -85,6 +86,11 @@ func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
 	many := &retrieval.CPUSearcher{Workers: 32, MemoryBudget: 16 << 20}
 	if w, q, err := retrieval.Planned(many, 100_000, keys, 100); err != nil || q < 24 || w < 2 {
 		t.Errorf("100,000 queries for the top 100 in 16 MiB on 32 threads: %d workers, %d queries a pass (%v); want at least 24 queries a pass on several workers", w, q, err)
+	}
+	// By default, a worker per thread, but no more than the CPUs.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU() + 64))
+	if w, _, err := retrieval.Planned(&retrieval.CPUSearcher{}, 1000, keys, 10); err != nil || w > runtime.NumCPU() {
+		t.Errorf("GOMAXPROCS %d on %d CPUs: %d workers (%v)", runtime.GOMAXPROCS(0), runtime.NumCPU(), w, err)
 	}
 	roomy := &retrieval.CPUSearcher{Workers: 8, MemoryBudget: 512 << 20}
 	if w, q, err := retrieval.Planned(roomy, 1000, keys, 10); err != nil || q != 1000 || w != 8 {

@@ -314,7 +314,7 @@ func brokenRunError(dir string) error {
 	target, _ := os.Readlink(last)
 	missing := "is missing"
 	if _, err := os.Stat(last); err == nil {
-		missing = "lacks " + lacking(resumeFiles(dir), last) + ", which a resume reads"
+		missing = "lacks a whole " + lacking(resumeFiles(dir), last) + ", which a resume reads"
 	}
 	if _, older := newestCheckpoints(dir); older != "" {
 		return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s); its newest whole checkpoint is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
@@ -362,12 +362,15 @@ func resumeFiles(dir string) []string {
 }
 
 // lacking is the first of files (resumeFiles) that the checkpoint ck
-// lacks, or "".
+// lacks whole: missing, or not a safetensors file by its header (cut
+// short, say; its data is checked when a resume reads it), or "".
 func lacking(files []string, ck string) string {
 	for _, f := range files {
-		if _, err := os.Stat(filepath.Join(ck, f)); err != nil {
+		st, err := safetensors.Open(filepath.Join(ck, f))
+		if err != nil {
 			return f
 		}
+		st.Close()
 	}
 	return ""
 }

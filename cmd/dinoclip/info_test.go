@@ -132,9 +132,12 @@ func TestInfoDamagedRun(t *testing.T) {
 		damage func()
 		want   string
 	}{
+		{"its last checkpoint's optimizer state cut short", func() {
+			os.Truncate(filepath.Join(run, train.CheckpointsDir, "step-00000008", checkpoint.OptimizerFile), 0)
+		}, "last checkpoint lacks a whole optimizer.safetensors"},
 		{"its last checkpoint's optimizer state removed", func() {
 			os.Remove(filepath.Join(run, train.CheckpointsDir, "step-00000008", checkpoint.OptimizerFile))
-		}, "last checkpoint lacks optimizer.safetensors"},
+		}, "last checkpoint lacks a whole optimizer.safetensors"},
 		// (described as the run's own, with that checkpoint's model)
 		{"last leading out of the run", func() { os.Remove(last); os.Symlink(elsewhere, last) }, "which is not a checkpoint in"},
 		{"last a directory", func() { os.Remove(last); os.CopyFS(last, os.DirFS(elsewhere)) }, "is not a link to a checkpoint"},

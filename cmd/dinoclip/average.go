@@ -159,7 +159,6 @@ func soupWeights(s string, n int, setting string) ([]float64, error) {
 	if len(fields) != n {
 		return nil, fmt.Errorf("%s: %d weights for %d models", setting, len(fields), n)
 	}
-	total := 0.0
 	for i, f := range fields {
 		f = strings.TrimSpace(f)
 		if !isDecimalNumber(f, true) {
@@ -173,10 +172,17 @@ func soupWeights(s string, n int, setting string) ([]float64, error) {
 			return nil, fmt.Errorf("%s: weight %d (%q) must be a finite number >= 0", setting, i+1, f)
 		}
 		w[i] = x
-		total += x
 	}
-	if !(total > 0) || math.IsInf(total, 0) {
-		return nil, fmt.Errorf("%s: the weights sum to %v; want a positive, finite sum", setting, total)
+	// Summed once scaled by the largest, so that weights near the
+	// largest float64 do not sum to infinity (their ratios are what count).
+	largest := slices.Max(w)
+	if largest == 0 {
+		return nil, fmt.Errorf("%s: the weights are all 0; want at least one above 0", setting)
+	}
+	total := 0.0
+	for i := range w {
+		w[i] /= largest
+		total += w[i]
 	}
 	for i := range w {
 		w[i] /= total

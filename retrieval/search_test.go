@@ -89,7 +89,8 @@ func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
 	}
 	// By default, a worker per thread, but no more than the CPUs.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU() + 64))
-	if w, _, err := retrieval.Planned(&retrieval.CPUSearcher{}, 1000, keys, 10); err != nil || w > runtime.NumCPU() {
+	// (Tiles of 16 keys: 2,500, more than any machine's CPUs.)
+	if w, _, err := retrieval.Planned(retrieval.SmallSearcher(16, 1<<20, 0), 1000, keys, 10); err != nil || w > runtime.NumCPU() {
 		t.Errorf("GOMAXPROCS %d on %d CPUs: %d workers (%v)", runtime.GOMAXPROCS(0), runtime.NumCPU(), w, err)
 	}
 	roomy := &retrieval.CPUSearcher{Workers: 8, MemoryBudget: 512 << 20}

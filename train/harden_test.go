@@ -1422,12 +1422,18 @@ func TestResumeRefusesToRemoveForeignFiles(t *testing.T) {
 	}
 }
 
-// A checkpoint the run no longer keeps but cannot remove (here one gone
-// already; elsewhere files of another owner) is left with a warning, once,
-// and the run goes on: it needs no checkpoint it prunes.
+// A checkpoint the run no longer keeps but cannot remove (here one whose
+// directory is a file; elsewhere files of another owner) is left with a
+// warning, once, and the run goes on: it needs no checkpoint it prunes.
+// One gone already (removed by hand) is no failure.
 func TestPruneFailureWarns(t *testing.T) {
 	var log bytes.Buffer
 	tr := &Trainer{RunDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(&log, nil))}
+	if err := tr.pruneCheckpoint(checkpointName(6)); err != nil || log.Len() != 0 {
+		t.Fatalf("pruning a checkpoint gone already: %v\n%s", err, log.String())
+	}
+	os.MkdirAll(filepath.Join(tr.RunDir, CheckpointsDir), 0o755)
+	os.WriteFile(filepath.Join(tr.RunDir, checkpointName(7)), []byte("not a directory"), 0o644)
 	for range 2 {
 		if err := tr.pruneCheckpoint(checkpointName(7)); err != nil {
 			t.Fatalf("a checkpoint that could not be pruned stopped the run: %v", err)

@@ -201,7 +201,7 @@ func checkCheckpointsOwner(dir string) error {
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run, or a link made to its checkpoints?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
 	case rec.identity != "":
-		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?), and which this directory is not (a copy of it?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run is gone for good, remove %s",
+		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?) and is not this directory by its identity (a copy of that run?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own); or, if this directory is that run (moved to another filesystem, restored from a backup, reached from another host) or that run is gone for good, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
 	}
 	return nil
@@ -241,7 +241,9 @@ func claimCheckpointsDir(dir string) error {
 }
 
 // readOwnerRecord reads the owner record at path; false when there is
-// none: no file, not a regular file, or not a record (too long, no path).
+// none: no file, not a regular file, or not a record (too long, no
+// absolute path). The identity is the last line (a path may hold
+// newlines), when it reads as one.
 func readOwnerRecord(path string) (ownerRecord, bool) {
 	f, err := atomicfile.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
@@ -249,14 +251,49 @@ func readOwnerRecord(path string) (ownerRecord, bool) {
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxOwnerRecord+1))
-	if err != nil || len(b) > maxOwnerRecord {
+	text, ended := strings.CutSuffix(string(b), "\n")
+	if err != nil || len(b) > maxOwnerRecord || !ended {
 		return ownerRecord{}, false
 	}
-	path, identity, _ := strings.Cut(string(b), "\n")
-	if !filepath.IsAbs(path) {
-		return ownerRecord{}, false
+	rec := ownerRecord{path: text}
+	if i := strings.LastIndexByte(text, '\n'); i >= 0 && isIdentity(text[i+1:]) {
+		rec = ownerRecord{text[:i], text[i+1:]}
 	}
-	return ownerRecord{path, strings.TrimSuffix(identity, "\n")}, true
+	return rec, filepath.IsAbs(rec.path)
+}
+
+// isIdentity reports whether s reads as an atomicfile.Identity ("dev:ino",
+// decimal) or is empty (a system that gives none).
+func isIdentity(s string) bool {
+	dev, ino, ok := strings.Cut(s, ":")
+	isNumber := func(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+	return s == "" || ok && isNumber(dev) && isNumber(ino)
+}
+
+// sameIdentity reports whether two identities are one directory's: the
+// same inode number (the device number of a network or removable disk, or
+// of a filesystem in a file, can change when it is mounted again).
+func sameIdentity(a, b string) bool {
+	_, inoA, okA := strings.Cut(a, ":")
+	_, inoB, okB := strings.Cut(b, ":")
+	return okA && okB && inoA == inoB
+}
+
+// IsCheckpointsDir reports whether dir is, by what a run leaves, a
+// training run's checkpoints directory: named so in a run directory that
+// holds its run.json and its lock, or holding the owner record of the
+// directory a run's checkpoints/ link leads to.
+func IsCheckpointsDir(dir string) bool {
+	if filepath.Base(dir) == CheckpointsDir {
+		run := filepath.Dir(dir)
+		runFile, err1 := os.Lstat(filepath.Join(run, RunFile))
+		_, err2 := os.Lstat(filepath.Join(run, LockFile))
+		if err1 == nil && runFile.Mode().IsRegular() && err2 == nil {
+			return true
+		}
+	}
+	_, ok := readOwnerRecord(filepath.Join(dir, CheckpointsOwnerFile))
+	return ok
 }
 
 // isRun reports whether the run rec records is the one in dir: by its
@@ -266,7 +303,7 @@ func isRun(rec ownerRecord, dir string) bool {
 		return true
 	}
 	st, err := os.Stat(dir)
-	return err == nil && rec.identity != "" && rec.identity == atomicfile.Identity(st)
+	return err == nil && rec.identity != "" && sameIdentity(rec.identity, atomicfile.Identity(st))
 }
 
 // leadsTo reports whether run is a run directory whose checkpoints/ leads

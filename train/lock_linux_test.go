@@ -79,3 +79,35 @@ func TestNonUTF8DataPathRefused(t *testing.T) {
 		t.Fatalf("training on a shard named in bytes that are not UTF-8: %v, want a refusal", err)
 	}
 }
+
+// An owner record reads back as written, whatever the path holds (a
+// newline included), and one of an older form (a path alone) or of a
+// system without identities reads as a path without one; a record that is
+// none (relative, unended, too long) reads as none. Identities are one
+// directory's when their inode numbers are (a remounted disk may come
+// back under another device number).
+func TestOwnerRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), CheckpointsOwnerFile)
+	for _, c := range []struct {
+		text string
+		want ownerRecord
+		ok   bool
+	}{
+		{"/runs/a\n2049:131\n", ownerRecord{"/runs/a", "2049:131"}, true},
+		{"/runs/a\nb\n2049:131\n", ownerRecord{"/runs/a\nb", "2049:131"}, true},
+		{"/runs/a\n\n", ownerRecord{"/runs/a", ""}, true},
+		{"/runs/a\n", ownerRecord{"/runs/a", ""}, true},
+		{"/runs/a\nb\n", ownerRecord{"/runs/a\nb", ""}, true},
+		{"runs/a\n1:2\n", ownerRecord{}, false},
+		{"/runs/a", ownerRecord{}, false},
+		{"/" + strings.Repeat("a", maxOwnerRecord) + "\n", ownerRecord{}, false},
+	} {
+		os.WriteFile(path, []byte(c.text), 0o644)
+		if got, ok := readOwnerRecord(path); ok != c.ok || ok && got != c.want {
+			t.Errorf("record %q: %q, %v; want %q, %v", c.text, got, ok, c.want, c.ok)
+		}
+	}
+	if !sameIdentity("2049:131", "66306:131") || sameIdentity("2049:131", "2049:132") || sameIdentity("", "") {
+		t.Error("identities compared by other than their inode numbers")
+	}
+}

@@ -228,9 +228,9 @@ type Trainer struct {
 	// and ema is the host copy, current only after syncEMA.
 	ema, weights []float32
 	emaEngine    nn.EMAEngine
-	// keptForeign names the checkpoints pruning kept for a file no
-	// checkpoint has, already said in the log.
-	keptForeign map[string]bool
+	// unpruned names the checkpoints pruning left (a file no checkpoint
+	// has in them, or one the run may not remove), each said once.
+	unpruned map[string]bool
 }
 
 // InitModel is the model a fine-tuning run starts from.

@@ -716,13 +716,13 @@ func (e *ForeignFileError) Error() string {
 // save.)
 func (tr *Trainer) pruneCheckpoint(name string) error {
 	err := removeCheckpoint(tr.RunDir, name)
-	if err == nil || tr.keptForeign[name] {
+	if err == nil || errors.Is(err, fs.ErrNotExist) || tr.unpruned[name] { // (gone already: removed by hand)
 		return nil
 	}
-	if tr.keptForeign == nil {
-		tr.keptForeign = map[string]bool{}
+	if tr.unpruned == nil {
+		tr.unpruned = map[string]bool{}
 	}
-	tr.keptForeign[name] = true
+	tr.unpruned[name] = true
 	var ff *ForeignFileError
 	if errors.As(err, &ff) {
 		tr.Log.Warn("keeping a checkpoint the run no longer needs: it holds a file no checkpoint has (remove the checkpoint yourself once you have what you need of it)", "checkpoint", ff.Checkpoint, "file", ff.Name)

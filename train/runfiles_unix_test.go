@@ -293,10 +293,6 @@ func TestResumeLeavesHardLinkedMetrics(t *testing.T) {
 	}
 }
 
-// A copy of a run whose checkpoints/ is a link to a directory elsewhere
-// (moved to a larger disk) shares the original's checkpoints: its resume
-// is refused, where it pruned them, one run after the other. A moved run
-// (the original gone) takes its checkpoints along.
 // realDir is dir with its links resolved.
 func realDir(t *testing.T, dir string) string {
 	t.Helper()
@@ -307,6 +303,11 @@ func realDir(t *testing.T, dir string) string {
 	return real
 }
 
+// A copy of a run whose checkpoints/ is a link to a directory elsewhere
+// (moved to a larger disk) shares the original's checkpoints: its resume
+// is refused, where it pruned them, one run after the other. A run moved
+// within its filesystem (the same directory, by its identity) takes its
+// checkpoints along; so does the run reached by another path.
 func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	dataDir, original := stoppedRun(t, 5)
 	// resumeStopped resumes the run in dir and stops it after a step.

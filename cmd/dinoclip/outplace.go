@@ -12,35 +12,39 @@ import (
 )
 
 // placeError refuses an output (the --out flag's value out, holding what,
-// e.g. "the average") written into the directory dir where, or under
-// which, a training run or a search index keeps its files: it would
-// replace one of them (run.json, the lock, which a second trainer could
-// then take, a checkpoint's model or optimizer, an index's manifest or
-// shards), change what the directory means (a model file in a run
-// directory comes before its best and last), be taken for one of them (a
-// directory named step-N in a run's checkpoints, which stops the run when
-// it reaches step N: checkpoint.Save does not replace it), or stand in
-// the way of one (anything within a checkpoint, which a prune or resume
-// refuses to remove). Outputs go outside runs and indexes.
+// e.g. "the average") written into the directory dir of a training run or
+// a search index, or anywhere under a run's checkpoints or an index: it
+// would replace one of their files (run.json, the lock, which a second
+// trainer could then take, a checkpoint's model or optimizer, an index's
+// manifest or shards), change what the directory means (a model file in a
+// run directory comes before its best and last), be taken for one of them
+// (a directory named step-N in a run's checkpoints, which stops the run
+// when it reaches step N: checkpoint.Save does not replace it), or stand
+// in the way of one (anything within a checkpoint, which a prune or a
+// resume will not remove). Right in dir, a run is known by any of its
+// names (holdsRun); further up, only a run's checkpoints that the run's
+// files vouch for (train.IsCheckpointsDir) and an index by its manifest
+// (a subdirectory of a run outside its checkpoints harms nothing).
 func placeError(out, dir, what string) error {
+	dir = absolute(dir)
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
-	// A run's checkpoints: by name, in a run, or by the owner record the
-	// directory a run's checkpoints/ link leads to holds.
 	isCheckpoints := func(dir string) bool {
-		owner, err := os.Lstat(filepath.Join(dir, train.CheckpointsOwnerFile))
-		return filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir)) || err == nil && owner.Mode().IsRegular()
+		return train.IsCheckpointsDir(dir) || filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir))
 	}
-	if has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)) {
+	switch {
+	case has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)):
 		// Resumed, a model replaced would meet another model's optimizer
 		// state; an optimizer replaced, another's weights.
 		return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
+	case isCheckpoints(dir):
+		return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
+	case holdsRun(dir):
+		return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
 	}
 	for a := dir; ; a = filepath.Dir(a) {
 		switch {
-		case isCheckpoints(a):
+		case a != dir && train.IsCheckpointsDir(a):
 			return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, a, what)
-		case holdsRun(a):
-			return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, a, what)
 		case retrieval.IsIndex(a):
 			return fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, a, what)
 		}
@@ -75,8 +79,8 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 // where a link there leads (or, for a new one, where its path leads as
 // far as it exists).
 func checkOutPlace(out, what string) error {
-	real, err := filepath.EvalSymlinks(out)
-	if err != nil {
+	real, err := atomicfile.RealPath(out)
+	if err != nil { // (a new one: as far as its path exists)
 		real = atomicfile.ResolveDir(absolute(out))
 	}
 	for _, place := range []string{absolute(out), real} {

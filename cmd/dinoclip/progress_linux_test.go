@@ -42,8 +42,8 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 }
 
 // runOnTerminal runs the app in-process with its error stream on a
-// terminal, and returns what the terminal showed.
-func runOnTerminal(t *testing.T, args ...string) string {
+// terminal, and returns what the terminal showed and the app's error.
+func runOnTerminal(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	master, tty := openPTY(t)
 	shown := make(chan string)
@@ -57,7 +57,13 @@ func runOnTerminal(t *testing.T, args ...string) string {
 	app.Writer, app.ErrWriter = &stdout, tty
 	err := app.Run(append([]string{"dinoclip"}, args...))
 	tty.Close()
-	s := <-shown
+	return <-shown, err
+}
+
+// shownOnTerminal is runOnTerminal of a command that must succeed.
+func shownOnTerminal(t *testing.T, args ...string) string {
+	t.Helper()
+	s, err := runOnTerminal(t, args...)
 	if err != nil {
 		t.Fatalf("dinoclip %s: %v\nterminal:\n%s", strings.Join(args, " "), err, s)
 	}
@@ -68,7 +74,7 @@ func runOnTerminal(t *testing.T, args ...string) string {
 // (elsewhere, a log or a pipe, it draws none: every other test).
 func TestProgressBarsOnATerminal(t *testing.T) {
 	dir := t.TempDir()
-	shown := runOnTerminal(t, "synth", "--out", filepath.Join(dir, "synth"), "--rows", "300", "--shard-rows", "100",
+	shown := shownOnTerminal(t, "synth", "--out", filepath.Join(dir, "synth"), "--rows", "300", "--shard-rows", "100",
 		"--input-dim", "8", "--output-dim", "4", "--eval-images", "4")
 	if !strings.Contains(shown, "synthesising") || !strings.Contains(shown, "/300, ") {
 		t.Errorf("synth drew no bar over its 300 rows:\n%q", shown)
@@ -77,13 +83,18 @@ func TestProgressBarsOnATerminal(t *testing.T) {
 	if !strings.HasPrefix(strings.TrimLeft(shown, "\r"), "synthesising   0% ") {
 		t.Errorf("synth's bar was not drawn empty first:\n%q", shown)
 	}
+	// ... but only once the work begins: a refused synth draws none.
+	if shown, err := runOnTerminal(t, "synth", "--out", filepath.Join(dir, "synth"), "--rows", "300", "--shard-rows", "100",
+		"--input-dim", "8", "--output-dim", "4", "--eval-images", "4"); err == nil || strings.Contains(shown, "synthesising") {
+		t.Errorf("a synth refused for the data already there: %v, and the terminal showed:\n%q", err, shown)
+	}
 
 	run, data, _ := trainRun(t)
-	shown = runOnTerminal(t, "index", "--model", run, "--features", data, "--out", filepath.Join(dir, "photos.index"), "--batch", "7")
+	shown = shownOnTerminal(t, "index", "--model", run, "--features", data, "--out", filepath.Join(dir, "photos.index"), "--batch", "7")
 	if !strings.Contains(shown, "indexing") || !strings.Contains(shown, fmt.Sprintf("/%d, ", tRows)) {
 		t.Errorf("index drew no bar over its %d rows:\n%q", tRows, shown)
 	}
-	shown = runOnTerminal(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"),
+	shown = shownOnTerminal(t, "project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"),
 		"--out", filepath.Join(dir, "p.npy"), "--batch", "7")
 	if !strings.Contains(shown, "projecting") || !strings.Contains(shown, "/40, ") {
 		t.Errorf("project drew no bar:\n%q", shown)

@@ -27,7 +27,8 @@ func projectCommand() *cli.Command {
 			"under a temporary name and renamed into place when complete (a killed run's is removed by\n" +
 			"the next once a minute old, and named in a warning before). CKPT is a model.safetensors\n" +
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last;\n" +
-			"best/ema.safetensors when the run picks its best from the EMA).\n\n" +
+			"best/ema.safetensors when the run picks its best from the EMA). FILE may not be in a run\n" +
+			"directory, in a run's checkpoints or in a search index, where it would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
 		Flags: []cli.Flag{
@@ -101,13 +102,13 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", outPath, err)
 	}
-	var bar *countBar // (none for one batch)
+	// Beside the file written: where a link at --out leads.
+	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
+	var bar *countBar // (none for one batch; after the lines above, not on them)
 	if n > batch {
 		bar = newCountBar(cCtx, int64(n), "projecting", "rows", true)
 		defer bar.finish()
 	}
-	// Beside the file written: where a link at --out leads.
-	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	ctx := cCtx.Context
 	err = atomicfile.Write(outPath, func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {

@@ -80,8 +80,8 @@ func searchCommand() *cli.Command {
 			"Queries are normalised to unit length; so are the rows of a plain KEYS.npy matrix (loaded into\n" +
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
-			"CPU it uses all cores and keeps at most about half of --memory MiB of the index resident (the\n" +
-			"rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
+			"CPU it uses all cores (fewer when --memory holds more queries a pass with fewer) and keeps at\n" +
+			"most about half of --memory MiB of the index resident (the rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
 			"the index copied to GPU memory once when it fits there, else streamed to the GPU in chunks)\n" +
 			"and proves the ranking exact the same way, re-running on the CPU any query whose near-ties\n" +
 			"float16 cannot settle (docs/RETRIEVAL.md). search.json then says which (keys_resident) and\n" +
@@ -92,6 +92,8 @@ func searchCommand() *cli.Command {
 			"naming the rows, and search.json counts them (zero_queries). All-zero rows of a KEYS.npy\n" +
 			"matrix score 0 against every query, with a warning likewise. Queries with no rows give an\n" +
 			"answer with none ([0, K]).\n\n" +
+			"OUT may not be in a run directory, in a run's checkpoints or in a search index, where it\n" +
+			"would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{

@@ -483,13 +483,23 @@ func TestIndexSearchErrors(t *testing.T) {
 	t.Run("relative", func(t *testing.T) {
 		t.Chdir(filepath.Join(run, train.CheckpointsDir))
 		wantError(t, []string{"index", "--model", run, "--features", data, "--out", "step-99999999"}, "in the checkpoints directory")
+		// An existing index outside, named from within the run: judged
+		// where it is, not where the working directory is.
+		beside := filepath.Join(filepath.Dir(index), "beside")
+		mustRun(t, "index", "--model", run, "--features", data, "--out", beside)
+		t.Chdir(index)
+		mustRun(t, "index", "--model", run, "--features", data, "--out", filepath.Join("..", "beside"))
 	})
 	external := t.TempDir()
 	os.WriteFile(filepath.Join(external, train.CheckpointsOwnerFile), []byte(run+"\n"), 0o644)
 	wantError(t, []string{"index", "--model", run, "--features", data, "--out", filepath.Join(external, "step-99999999")}, "in the checkpoints directory "+external)
-	// ... nor deeper in them (index makes the directories above it).
+	// ... nor deeper in a run's checkpoints or an index (index makes the
+	// directories above it). A run's other subdirectories are not its
+	// files: an output there harms nothing.
+	exports := filepath.Join(run, "exports", "ix")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", exports)
+	os.RemoveAll(filepath.Dir(exports))
 	for _, c := range []struct{ out, want string }{
-		{filepath.Join(run, "sub", "ix"), "in the run directory " + run},
 		{filepath.Join(run, train.CheckpointsDir, "step-99999999", "sub", "ix"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
 		{filepath.Join(external, "step-99999999", "sub", "ix"), "in the checkpoints directory " + external},
 		{filepath.Join(index, "a", "b"), "in the search index " + index},

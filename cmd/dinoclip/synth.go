@@ -64,6 +64,9 @@ type synthJob struct {
 	rows, shardRows  int
 	float16          bool
 	images, perImage int
+	// writing, when not nil, is called as the training data begins to be
+	// written: once every check passed, and after every line said before.
+	writing func()
 }
 
 // settings is the content of dataset.UnfinishedFile while the job is
@@ -161,8 +164,9 @@ func runSynth(cCtx *cli.Context) error {
 	job := synthJob{opts: opts, rows: cCtx.Int("rows"), shardRows: cCtx.Int("shard-rows"), float16: cCtx.Bool("float16"),
 		images: cCtx.Int("eval-images"), perImage: cCtx.Int("captions-per-image")}
 	if job.rows > job.shardRows {
-		bar := newCountBar(cCtx, int64(job.rows), "synthesising", "rows", true)
-		defer bar.finish()
+		var bar *countBar
+		job.writing = func() { bar = newCountBar(cCtx, int64(job.rows), "synthesising", "rows", true) }
+		defer func() { bar.finish() }()
 		job.opts.Progress = func(rows int) { bar.set(int64(rows)) }
 	}
 	start := time.Now()
@@ -234,6 +238,9 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	}
 	if err := atomicfile.WriteBytes(marker, []byte(settings)); err != nil {
 		return fmt.Errorf("synth: %w", err)
+	}
+	if job.writing != nil {
+		job.writing()
 	}
 	files, err := synth.WriteTrainingDataContext(ctx, trainDir, opts, job.rows, job.shardRows, job.float16)
 	if err != nil {

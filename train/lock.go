@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
@@ -175,14 +176,16 @@ func linkedCheckpoints(dir string) (target string, ok bool) {
 // checkpoints of another run (CheckpointsOwnerFile). A copy of a run (cp
 // -a keeps the link) would otherwise prune the original's checkpoints,
 // one run after the other, which the lock (two at once) does not see.
-// The recorded run is this one when its path or its identity is this
-// directory's (reached by another path, or moved within its filesystem).
-// Another is refused while its directory still holds a run whose
-// checkpoints/ leads there; and, by its recorded identity, when its
-// directory is out of reach too (gone, or on a disk not mounted now): a
-// copy cannot tell which. A record without an identity (where the system
-// gives none) whose run is gone is no owner: claimCheckpointsDir replaces
-// it, as it does a record that is none (a run from before records).
+// The recorded run is this one when its path is this directory. Another
+// is refused while its directory still holds a run whose checkpoints/
+// leads there, whatever this one's identity (inode numbers repeat across
+// filesystems: a volume's root, a snapshot's copy); and, when it is out of
+// reach (gone, or on a disk not mounted now), unless its recorded
+// identity is this directory's (reached by another path, or moved within
+// its filesystem): a copy cannot tell which. A record without an identity
+// (where the system gives none) whose run is gone is no owner:
+// claimCheckpointsDir replaces it, as it does a record that is none (a run
+// from before records).
 func checkCheckpointsOwner(dir string) error {
 	target, ok := linkedCheckpoints(dir)
 	if !ok {
@@ -193,14 +196,13 @@ func checkCheckpointsOwner(dir string) error {
 		return fmt.Errorf("run directory %s: %s, where dinoclip records which run's checkpoints these are, is a directory: move it away", dir, owner)
 	}
 	rec, ok := readOwnerRecord(owner)
-	if !ok || isRun(rec, dir) {
-		return nil
-	}
 	switch {
+	case !ok || atomicfile.SameFile(rec.path, dir):
+		return nil
 	case leadsTo(rec.path, target):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run, or a link made to its checkpoints?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
-	case rec.identity != "":
+	case rec.identity != "" && !isRun(rec, dir):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?) and is not this directory by its identity (a copy of that run?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own); or, if this directory is that run (moved to another filesystem, restored from a backup, reached from another host) or that run is gone for good, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
 	}
@@ -270,13 +272,20 @@ func isIdentity(s string) bool {
 	return s == "" || ok && isNumber(dev) && isNumber(ino)
 }
 
-// sameIdentity reports whether two identities are one directory's: the
-// same inode number (the device number of a network or removable disk, or
-// of a filesystem in a file, can change when it is mounted again).
-func sameIdentity(a, b string) bool {
-	_, inoA, okA := strings.Cut(a, ":")
-	_, inoB, okB := strings.Cut(b, ":")
-	return okA && okB && inoA == inoB
+// HoldsCheckpoints reports whether dir holds a step checkpoint (a
+// directory of a checkpoint's name with an optimizer file): a run's
+// checkpoints, whatever the path it is reached by (moved to a larger disk
+// before any run recorded itself there, a bind mount).
+func HoldsCheckpoints(dir string) bool {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, _, ok := parseCheckpointName(e.Name()); ok && e.IsDir() {
+			if _, err := os.Lstat(filepath.Join(dir, e.Name(), checkpoint.OptimizerFile)); err == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // IsCheckpointsDir reports whether dir is, by what a run leaves, a
@@ -303,7 +312,7 @@ func isRun(rec ownerRecord, dir string) bool {
 		return true
 	}
 	st, err := os.Stat(dir)
-	return err == nil && rec.identity != "" && sameIdentity(rec.identity, atomicfile.Identity(st))
+	return err == nil && rec.identity != "" && rec.identity == atomicfile.Identity(st)
 }
 
 // leadsTo reports whether run is a run directory whose checkpoints/ leads

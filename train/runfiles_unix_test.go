@@ -351,6 +351,17 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) || !strings.Contains(err.Error(), "remove "+filepath.Join(external, CheckpointsOwnerFile)) {
 		t.Fatalf("resume of a copy sharing the original's checkpoints: %v, want a refusal naming the original", err)
 	}
+	// ... even when the record's identity is the copy's (inode numbers
+	// repeat across filesystems: two volumes' roots, a snapshot's copy):
+	// the original, there and leading to them, owns them.
+	ownerFile := filepath.Join(external, CheckpointsOwnerFile)
+	saved, _ := os.ReadFile(ownerFile)
+	st, _ := os.Stat(copied)
+	os.WriteFile(ownerFile, []byte(realOriginal+"\n"+atomicfile.Identity(st)+"\n"), 0o644)
+	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) {
+		t.Fatalf("resume of a copy whose identity the record holds, the original there: %v, want a refusal", err)
+	}
+	os.WriteFile(ownerFile, saved, 0o644)
 	// A new run into the copy, refused for the run it holds, takes no
 	// ownership either (here of checkpoints no run has claimed yet, as a
 	// run from before the record leaves them).

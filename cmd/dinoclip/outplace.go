@@ -21,15 +21,18 @@ import (
 // (a directory named step-N in a run's checkpoints, which stops the run
 // when it reaches step N: checkpoint.Save does not replace it), or stand
 // in the way of one (anything within a checkpoint, which a prune or a
-// resume will not remove). Right in dir, a run is known by any of its
-// names (holdsRun); further up, only a run's checkpoints that the run's
-// files vouch for (train.IsCheckpointsDir) and an index by its manifest
-// (a subdirectory of a run outside its checkpoints harms nothing).
+// resume will not remove). Right in dir (or its parent), a run is known by
+// any of its names (holdsRun), its checkpoints by the checkpoints in them
+// too (train.HoldsCheckpoints); further up, only a checkpoint by its
+// optimizer file, a run's checkpoints that the run's files vouch for
+// (train.IsCheckpointsDir) and an index by its manifest (a subdirectory of
+// a run outside its checkpoints harms nothing).
 func placeError(out, dir, what string) error {
 	dir = absolute(dir)
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
 	isCheckpoints := func(dir string) bool {
-		return train.IsCheckpointsDir(dir) || filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir))
+		return train.IsCheckpointsDir(dir) || filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir)) ||
+			train.HoldsCheckpoints(dir)
 	}
 	switch {
 	case has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)):
@@ -43,6 +46,8 @@ func placeError(out, dir, what string) error {
 	}
 	for a := dir; ; a = filepath.Dir(a) {
 		switch {
+		case a != dir && has(a, checkpoint.OptimizerFile):
+			return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, a, what)
 		case a != dir && train.IsCheckpointsDir(a):
 			return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, a, what)
 		case retrieval.IsIndex(a):

@@ -469,7 +469,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	for _, c := range []struct{ out, want string }{
 		{filepath.Join(run, "photos.index"), "in the run directory " + run},
 		{filepath.Join(run, train.CheckpointsDir, "step-99999999"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
-		{filepath.Join(linkToCheckpoints, "step-99999999"), "in the checkpoints directory " + filepath.Join(run, train.CheckpointsDir)},
+		{filepath.Join(linkToCheckpoints, "step-99999999"), "in the checkpoints directory"},
 		{filepath.Join(index, "ix"), "in the search index " + index},
 	} {
 		wantError(t, []string{"index", "--model", run, "--features", data, "--out", c.out}, c.want, "write the index outside")
@@ -508,6 +508,21 @@ func TestIndexSearchErrors(t *testing.T) {
 		if _, err := os.Lstat(filepath.Dir(c.out)); err == nil {
 			t.Errorf("a refused index made %s", filepath.Dir(c.out))
 		}
+	}
+	// Checkpoints moved to a larger disk (or reached through a bind mount)
+	// before any run recorded itself there: known by the checkpoints in
+	// them, and a checkpoint by its optimizer file.
+	moved := filepath.Join(t.TempDir(), "big")
+	if err := os.CopyFS(moved, os.DirFS(filepath.Join(run, train.CheckpointsDir))); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(moved)
+	someStep := filepath.Join(moved, entries[0].Name())
+	for _, c := range []struct{ out, want string }{
+		{filepath.Join(moved, "step-99999999"), "in the checkpoints directory " + moved},
+		{filepath.Join(someStep, "sub", "ix"), "in a training checkpoint (" + someStep + ")"},
+	} {
+		wantError(t, []string{"index", "--model", run, "--features", data, "--out", c.out}, c.want)
 	}
 	// A new run is no output of another run's either.
 	wantError(t, []string{"train", "--data", data, "--out", filepath.Join(run, train.CheckpointsDir, "step-99999999", "sub")},

@@ -202,7 +202,7 @@ func checkCheckpointsOwner(dir string) error {
 	case leadsTo(rec.path, target):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run, or a link made to its checkpoints?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
-	case rec.identity != "" && !isRun(rec, dir):
+	case rec.identity != "" && !hasIdentity(dir, rec.identity):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?) and is not this directory by its identity (a copy of that run?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own); or, if this directory is that run (moved to another filesystem, restored from a backup, reached from another host) or that run is gone for good, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
 	}
@@ -305,14 +305,10 @@ func IsCheckpointsDir(dir string) bool {
 	return ok
 }
 
-// isRun reports whether the run rec records is the one in dir: by its
-// path, or by its identity.
-func isRun(rec ownerRecord, dir string) bool {
-	if atomicfile.SameFile(rec.path, dir) {
-		return true
-	}
+// hasIdentity reports whether dir is the directory of the given identity.
+func hasIdentity(dir, identity string) bool {
 	st, err := os.Stat(dir)
-	return err == nil && rec.identity != "" && rec.identity == atomicfile.Identity(st)
+	return err == nil && identity == atomicfile.Identity(st)
 }
 
 // leadsTo reports whether run is a run directory whose checkpoints/ leads

@@ -468,9 +468,6 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := tr.alignCheckpoints(st); err != nil {
 			return Result{}, err
 		}
-		if err := claimCheckpointsDir(tr.RunDir); err != nil {
-			return Result{}, err
-		}
 	} else {
 		if err := tr.Options.validate(c, tr.Data); err != nil {
 			return Result{}, err
@@ -538,9 +535,10 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := startRunDir(tr.RunDir, tr.runInfo(st)); err != nil {
 			return Result{}, err
 		}
-		if err := claimCheckpointsDir(tr.RunDir); err != nil {
-			return Result{}, err
-		}
+	}
+	// The run, new or resumed, goes on: its checkpoints are its own.
+	if err := claimCheckpointsDir(tr.RunDir); err != nil {
+		return Result{}, err
 	}
 	metric, err := bestMetric(st.Options, tr.Evals)
 	if err != nil {

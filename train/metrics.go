@@ -27,6 +27,19 @@ const maxMetricsLine = 64 << 20
 // a crash leaves at most one torn last line (dropped on resume).
 type metricsWriter struct{ f *os.File }
 
+// keptOnResume reports whether a metrics record of type typ at step
+// recStep stays in the log of a run resumed from step (evalPending: with
+// its evaluation to do again): not a later step's, nor that evaluation's.
+func keptOnResume(recStep int, typ string, step int, evalPending bool) bool {
+	return recStep < step || recStep == step && !(evalPending && typ == "eval")
+}
+
+// KeepsRecord reports whether a run resumed from st keeps a metrics record
+// of type typ at step in its log (openMetrics drops the others).
+func (st State) KeepsRecord(step int, typ string) bool {
+	return keptOnResume(step, typ, st.Step, st.PendingEval != nil)
+}
+
 // openMetrics opens the metrics file for appending. Records past step
 // (written after the checkpoint a run resumes from) and a torn last line
 // are dropped first, and so is an evaluation record of step when that
@@ -57,7 +70,7 @@ func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*me
 			damaged++
 			continue
 		}
-		if *rec.Step > step || (evalPending && *rec.Step == step && rec.Type == "eval") {
+		if !keptOnResume(*rec.Step, rec.Type, step, evalPending) {
 			continue
 		}
 		kept.Write(sc.Bytes())

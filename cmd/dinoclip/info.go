@@ -622,10 +622,9 @@ func infoRun(w io.Writer, dir string) error {
 	return nil
 }
 
-// countEvals counts the evaluation records of a metrics file: those of
-// the run up to st, its last checkpoint's state, and those after it,
-// which a resume from it drops (as train's openMetrics does: a later
-// step's, or one of st's own step when its evaluation is pending).
+// countEvals counts the evaluation records of a metrics file: those a
+// resume from st, the last checkpoint's state, keeps, and those it drops
+// (train.State.KeepsRecord).
 func countEvals(path string, st *train.State) (kept, later int) {
 	b, err := atomicfile.ReadRegular(path)
 	if err != nil {
@@ -639,10 +638,10 @@ func countEvals(path string, st *train.State) (kept, later int) {
 		if json.Unmarshal(line, &rec) != nil || rec.Type != "eval" || rec.Step == nil {
 			continue
 		}
-		if *rec.Step > st.Step || *rec.Step == st.Step && st.PendingEval != nil {
-			later++
-		} else {
+		if st.KeepsRecord(*rec.Step, rec.Type) {
 			kept++
+		} else {
+			later++
 		}
 	}
 	return kept, later

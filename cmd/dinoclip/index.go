@@ -342,7 +342,7 @@ func runIndex(cCtx *cli.Context) error {
 				return err
 			}
 			xs := x[:(hi-lo)*c.InputDim]
-			if err := readFeatures(s.arr, s.src.Path, xs, lo, hi); err != nil {
+			if err := readFeatures(s.arr, xs, lo, hi); err != nil {
 				return err
 			}
 			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {

@@ -124,7 +124,7 @@ func runProject(cCtx *cli.Context) error {
 			hi := min(lo+batch, n)
 			rows := hi - lo
 			xs, ys := x[:rows*c.InputDim], y[:rows*c.OutputDim]
-			if err := readFeatures(in, inPath, xs, lo, hi); err != nil {
+			if err := readFeatures(in, xs, lo, hi); err != nil {
 				return err
 			}
 			if err := lm.Engine.Project(ys, xs, rows); err != nil {
@@ -168,10 +168,11 @@ func runProject(cCtx *cli.Context) error {
 	return nil
 }
 
-// readFeatures reads rows [lo, hi) of the feature matrix a (from path)
-// into dst as float32 and refuses NaN and Inf, naming the row and column
-// (a float64 value beyond float32's range reads as Inf, which is said).
-func readFeatures(a *npy.Array, path string, dst []float32, lo, hi int) error {
+// readFeatures reads rows [lo, hi) of the feature matrix a into dst as
+// float32 and refuses NaN and Inf, naming the file, row and column
+// (npy.NonFiniteError: a float64 value beyond float32's range reads as
+// Inf, which is said).
+func readFeatures(a *npy.Array, dst []float32, lo, hi int) error {
 	if err := a.ReadRows(dst, lo, hi); err != nil {
 		return err
 	}

@@ -81,11 +81,12 @@ func searchCommand() *cli.Command {
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
 			"CPU it uses all cores (fewer when --memory holds more queries a pass with fewer) and keeps at\n" +
-			"most about half of --memory MiB of the index resident (the rest is working memory); --device cuda ranks on the GPU's tensor cores (float16, k up to 48;\n" +
-			"the index copied to GPU memory once when it fits there, else streamed to the GPU in chunks)\n" +
-			"and proves the ranking exact the same way, re-running on the CPU any query whose near-ties\n" +
-			"float16 cannot settle (docs/RETRIEVAL.md). search.json then says which (keys_resident) and\n" +
-			"how long the copy took (upload_seconds, part of seconds).\n\n" +
+			"most about half of --memory MiB of the index resident (the rest is working memory); --device\n" +
+			"cuda ranks on the GPU's tensor cores (float16, k up to 48; the index copied to GPU memory once\n" +
+			"when it fits there, else streamed to the GPU in chunks) and proves the ranking exact the same\n" +
+			"way, re-running on the CPU any query whose near-ties float16 cannot settle\n" +
+			"(docs/RETRIEVAL.md). search.json then says which (keys_resident) and how long the copy took\n" +
+			"(upload_seconds, part of seconds).\n\n" +
 			"A NaN or infinite value in the queries or keys is refused. A query row that is all zero has\n" +
 			"no direction, and its cosine with any row is undefined: it scores 0 against every row, so its\n" +
 			"answer is ids 0 to K-1 with score 0 (equal scores: the lower id first); the command warns,\n" +

@@ -23,9 +23,23 @@ func NormalizeRows(x []float32, n, dim int) ([]float32, error) {
 }
 
 // checkMatrix reports whether x can be read as an n×dim row-major matrix of
-// finite values. It divides rather than multiplies so that huge n and dim
-// cannot overflow into a false match.
+// finite values.
 func checkMatrix(name string, x []float32, n, dim int) error {
+	if err := checkShape(name, x, n, dim); err != nil {
+		return err
+	}
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("retrieval: %s[%d][%d] is %v, need finite values", name, i/dim, i%dim, v)
+		}
+	}
+	return nil
+}
+
+// checkShape reports whether x can be read as an n×dim row-major matrix
+// of at least one row. It divides rather than multiplies so that huge n
+// and dim cannot overflow into a false match.
+func checkShape(name string, x []float32, n, dim int) error {
 	if n < 1 {
 		return fmt.Errorf("retrieval: %s has %d rows, need at least 1", name, n)
 	}
@@ -34,11 +48,6 @@ func checkMatrix(name string, x []float32, n, dim int) error {
 	}
 	if len(x)%dim != 0 || len(x)/dim != n {
 		return fmt.Errorf("retrieval: %s has %d values, want %d rows × %d", name, len(x), n, dim)
-	}
-	for i, v := range x {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("retrieval: %s[%d][%d] is %v, need finite values", name, i/dim, i%dim, v)
-		}
 	}
 	return nil
 }

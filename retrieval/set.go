@@ -159,7 +159,7 @@ func readMatrix(dir, name string) ([]float32, []int, error) {
 	if err := a.CheckFinite(v, 0); err != nil {
 		return nil, nil, err
 	}
-	if err := checkMatrix(path, v, shape[0], shape[1]); err != nil {
+	if err := checkShape(path, v, shape[0], shape[1]); err != nil { // (finite: checked above)
 		return nil, nil, err
 	}
 	return v, shape, nil

@@ -67,12 +67,11 @@ func OpenUnfinishedDataset(dir string) (*Dataset, error) {
 	return openDataset(dir)
 }
 
-func openDataset(dir string) (*Dataset, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("training data: %w", err)
-	}
-	names := map[string]int{} // shard name -> bit 1 features, bit 2 targets
+// shardFiles maps each shard name among a directory's entries to the
+// files of it that are there: bit 1 its features (NAME+FeatureSuffix), bit
+// 2 its targets (NAME+TargetSuffix).
+func shardFiles(entries []os.DirEntry) map[string]int {
+	names := map[string]int{}
 	for _, e := range entries {
 		switch n := e.Name(); {
 		case strings.HasSuffix(n, FeatureSuffix):
@@ -81,6 +80,39 @@ func openDataset(dir string) (*Dataset, error) {
 			names[strings.TrimSuffix(n, TargetSuffix)] |= 2
 		}
 	}
+	return names
+}
+
+// HoldsShards reports whether dir holds a file of a training shard, whole
+// or not: a directory OpenDataset takes for training data (and describes
+// what is wrong with, when it refuses it).
+func HoldsShards(dir string) bool {
+	entries, _ := os.ReadDir(dir)
+	return len(shardFiles(entries)) > 0
+}
+
+// ShardInfo describes one shard of a Dataset.
+type ShardInfo struct {
+	Name                    string // the files are Name+FeatureSuffix and Name+TargetSuffix
+	Rows                    int
+	FeatureType, TargetType string // the arrays' numpy dtypes ("float32", "float16")
+}
+
+// Shards describes the dataset's shards, in the order training reads them.
+func (d *Dataset) Shards() []ShardInfo {
+	out := make([]ShardInfo, len(d.shards))
+	for i, s := range d.shards {
+		out[i] = ShardInfo{s.name, s.rows, s.features.DType().Name(), s.targets.DType().Name()}
+	}
+	return out
+}
+
+func openDataset(dir string) (*Dataset, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	names := shardFiles(entries)
 	if len(names) == 0 {
 		return nil, fmt.Errorf("training data %s: no shards (pairs of NAME%s and NAME%s)", dir, FeatureSuffix, TargetSuffix)
 	}

@@ -115,10 +115,10 @@ func describe(w io.Writer, path string) error {
 	case has(retrieval.ImageFeaturesFile) || has(retrieval.CaptionImageFile):
 		return infoEvalSet(w, path, false)
 	}
-	if isDataDir(path) {
+	if train.HoldsShards(path) {
 		return infoData(w, path, false)
 	}
-	if isDataDir(filepath.Join(path, dataset.TrainDir)) || has(filepath.Join(dataset.EvalDir, retrieval.ImageFeaturesFile)) || has(dataset.UnfinishedFile) {
+	if train.HoldsShards(filepath.Join(path, dataset.TrainDir)) || has(filepath.Join(dataset.EvalDir, retrieval.ImageFeaturesFile)) || has(dataset.UnfinishedFile) {
 		return infoSynthOut(w, path)
 	}
 	if err := dataset.CheckStaging(path); err != nil { // a data set not moved in yet
@@ -206,16 +206,6 @@ func infoSearch(w io.Writer, dir string) error {
 	return nil
 }
 
-// isDataDir reports whether dir holds training shards.
-func isDataDir(dir string) bool {
-	for _, suffix := range []string{train.FeatureSuffix, train.TargetSuffix} {
-		if shards, _ := filepath.Glob(filepath.Join(dir, "*"+suffix)); len(shards) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // infoSynthOut describes a directory laid out as dinoclip synth --out writes
 // it: training data in DIR/train, an evaluation set in DIR/eval.
 func infoSynthOut(w io.Writer, dir string) error {
@@ -227,7 +217,7 @@ func infoSynthOut(w io.Writer, dir string) error {
 	if unfinished {
 		fmt.Fprintf(w, "  unfinished: a dinoclip synth or demo into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
 	}
-	if tr := filepath.Join(dir, dataset.TrainDir); isDataDir(tr) || dataset.CheckStaging(tr) != nil {
+	if tr := filepath.Join(dir, dataset.TrainDir); train.HoldsShards(tr) || dataset.CheckStaging(tr) != nil {
 		if err := infoData(w, tr, unfinished); err != nil {
 			return err
 		}
@@ -659,26 +649,13 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 		return err
 	}
 	defer d.Close()
-	feats, _ := filepath.Glob(filepath.Join(dir, "*"+train.FeatureSuffix))
-	sort.Strings(feats)
+	shards := d.Shards()
 	fmt.Fprintf(w, "%s: training data\n", dir)
-	fmt.Fprintf(w, "  shards: %d\n", len(feats))
+	fmt.Fprintf(w, "  shards: %d\n", len(shards))
 	fmt.Fprintf(w, "  rows: %d\n", d.Rows)
 	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
-	for _, fp := range feats {
-		name := strings.TrimSuffix(filepath.Base(fp), train.FeatureSuffix)
-		x, err := npy.Open(fp)
-		if err != nil {
-			return err
-		}
-		t, err := npy.Open(filepath.Join(dir, name+train.TargetSuffix))
-		if err != nil {
-			x.Close()
-			return err
-		}
-		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", name, x.Rows(), x.DType().Name(), t.DType().Name())
-		x.Close()
-		t.Close()
+	for _, s := range shards {
+		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
 	}
 	return nil
 }

@@ -43,6 +43,15 @@ func TestInfo(t *testing.T) {
 			t.Errorf("info %s prints raw JSON:\n%s", c.path, out)
 		}
 	}
+	// A directory whose name a glob would read as a pattern is training
+	// data all the same, as train takes it.
+	odd := filepath.Join(t.TempDir(), "d[1]*?")
+	if err := os.Rename(data, odd); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustRun(t, "info", odd); !strings.Contains(out, "training data\n  shards: 2") {
+		t.Errorf("info %s:\n%s", odd, out)
+	}
 }
 
 // info counts a run's evaluation records up to its last checkpoint, and

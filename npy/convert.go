@@ -44,6 +44,20 @@ func decodeInt64(dst []int64, src []byte, dt DType) {
 // float16 range become ±Inf; NaN stays NaN.
 func Float16Bits(f float32) uint16 { return leconv.Float16Bits(f) }
 
+// Float16Finite is Float16Bits and whether its result is finite: false for
+// NaN, ±Inf, and finite values beyond Float16Range, which round to ±Inf
+// (as numpy's astype(np.float16) rounds them). It is the one rule by which
+// every writer of float16 refuses a value.
+func Float16Finite(f float32) (h uint16, ok bool) {
+	h = leconv.Float16Bits(f)
+	return h, h&0x7c00 != 0x7c00
+}
+
+// Float16Range names the values Float16Finite takes, for messages: those
+// that round to a finite float16, whose largest is 65504 (a magnitude
+// below 65520, 65504 plus half an ulp, rounds to it).
+const Float16Range = "float16's range (±65504, and what rounds to it)"
+
 // Float16Value returns the float32 value of the binary16 bits h (exact:
 // every float16 is a float32). It is the conversion the readers use.
 func Float16Value(h uint16) float32 { return leconv.Float16Value(h) }

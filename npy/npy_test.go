@@ -96,6 +96,25 @@ func sameFloat32s(a, b []float32) bool {
 
 // TestEncodeHeaderMatchesNumpy compares our headers with numpy's for 200
 // shapes (numpy 1.26.4 and 2.4.6 write identical bytes for all of them).
+// Float16Finite takes exactly what rounds to a finite float16: up to
+// 65504 plus less than half an ulp (16), and refuses NaN and infinities.
+func TestFloat16Finite(t *testing.T) {
+	for _, c := range []struct {
+		v  float32
+		h  uint16
+		ok bool
+	}{
+		{1, 0x3c00, true}, {65504, 0x7bff, true}, {65519.996, 0x7bff, true}, {-65519.996, 0xfbff, true},
+		{65520, 0x7c00, false}, {-70000, 0xfc00, false}, {float32(math.Inf(1)), 0x7c00, false},
+		{float32(math.NaN()), 0, false},
+	} {
+		h, ok := Float16Finite(c.v)
+		if ok != c.ok || (c.ok || !math.IsNaN(float64(c.v))) && h != c.h {
+			t.Errorf("Float16Finite(%v) = %#x, %v; want %#x, %v", c.v, h, ok, c.h, c.ok)
+		}
+	}
+}
+
 func TestEncodeHeaderMatchesNumpy(t *testing.T) {
 	f, err := os.Open(td("numpy_headers.txt"))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -28,7 +27,7 @@ func (k *Keys) ReadRows(dst []float32, lo, hi int64) (maxNorm float64, err error
 // dst[r*pitch:], columns Dim..pitch-1 zero, and returns the largest row
 // norm of the values as stored (see ReadRows). float16 rows are copied;
 // float32 rows are rounded to the nearest float16, and a value beyond
-// float16's range (|v| > 65504) is an error rather than an infinity.
+// float16's range (npy.Float16Finite) is an error rather than an infinity.
 func (k *Keys) HalfRows(dst []uint16, pitch int, lo, hi int64) (maxNorm float64, err error) {
 	if pitch < k.Dim {
 		return 0, fmt.Errorf("retrieval: float16 rows of pitch %d for %d-wide keys", pitch, k.Dim)
@@ -45,10 +44,11 @@ func (k *Keys) HalfRows(dst []uint16, pitch int, lo, hi int64) (maxNorm float64,
 				}
 			} else {
 				for i, v := range vals[r*k.Dim : (r+1)*k.Dim] {
-					if math.Abs(float64(v)) > maxFloat16 && rangeErr == nil {
-						rangeErr = fmt.Errorf("retrieval: %s: row %d, column %d is %v, beyond float16's range (±%v)", seg.Name, a+r, i, v, maxFloat16)
+					h, ok := npy.Float16Finite(v)
+					if !ok && rangeErr == nil {
+						rangeErr = fmt.Errorf("retrieval: %s: row %d, column %d is %v, beyond %s", seg.Name, a+r, i, v, npy.Float16Range)
 					}
-					row[i] = leconv.Float16Bits(v)
+					row[i] = h
 				}
 			}
 			clear(row[k.Dim:])
@@ -56,12 +56,6 @@ func (k *Keys) HalfRows(dst []uint16, pitch int, lo, hi int64) (maxNorm float64,
 	})
 	return maxNorm, cmp.Or(err, rangeErr)
 }
-
-// maxFloat16 is the largest finite float16; a float32 value whose
-// magnitude exceeds it by half an ulp or more rounds to infinity, and one
-// that does not is within float16's rounding of it, so the range check
-// uses the value itself.
-const maxFloat16 = 65504
 
 // readTile is the rows readRows decodes at a time.
 const readTile = 128

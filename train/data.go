@@ -251,7 +251,7 @@ func (d *Dataset) Float16() bool {
 // into x [(hi-lo), InputDim] and t [(hi-lo), OutputDim]; it is the
 // nn.Float16Reader of an engine's resident copy. float16 shards are copied
 // as they are; other values are rounded to the nearest float16 (ties to
-// even), and one beyond float16's range (±65504) is an error wrapping
+// even), and one beyond float16's range (npy.Float16Finite) is an error wrapping
 // nn.ErrNotResident, since the data cannot be held as float16 but trains
 // fine from the host. A NaN or Inf is an error naming the file and row, as
 // in ReadRows.
@@ -328,12 +328,12 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 func roundFloat16(a *npy.Array, row, w int, v []float32, dst []uint16) error {
 	name := a.Name()
 	for i, f := range v {
-		h := npy.Float16Bits(f)
-		if h&0x7c00 == 0x7c00 {
+		h, ok := npy.Float16Finite(f)
+		if !ok {
 			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
 				return &NonFiniteValueError{File: name, Row: row + i/w, Column: i % w, Value: float64(f), Float64: a.DType() == npy.Float64}
 			}
-			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond float16's range (±65504)", nn.ErrNotResident, name, row+i/w, i%w, f)
+			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond %s", nn.ErrNotResident, name, row+i/w, i%w, f, npy.Float16Range)
 		}
 		dst[i] = h
 	}
@@ -352,12 +352,12 @@ func (d *Dataset) readRowsFloat16(rows []int32, x, t []float32) error {
 		w int
 	}{{x, d.InputDim}, {t, d.OutputDim}} {
 		for i, f := range b.v {
-			r := npy.Float16Value(npy.Float16Bits(f))
-			if math.IsInf(float64(r), 0) {
-				return fmt.Errorf("training data %s: row %d holds %v, beyond float16's range (±65504), and this run trains on the data rounded to float16 (it started with the data resident on the GPU)",
-					d.Dir, rows[i/b.w], f)
+			h, ok := npy.Float16Finite(f)
+			if !ok {
+				return fmt.Errorf("training data %s: row %d holds %v, beyond %s, and this run trains on the data rounded to float16 (it started with the data resident on the GPU)",
+					d.Dir, rows[i/b.w], f, npy.Float16Range)
 			}
-			b.v[i] = r
+			b.v[i] = npy.Float16Value(h)
 		}
 	}
 	return nil

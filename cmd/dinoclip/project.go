@@ -142,10 +142,10 @@ func runProject(cCtx *cli.Context) error {
 			b := buf[:len(ys)*dt.Size()]
 			if dt == npy.Float16 {
 				for i, v := range ys {
-					h := npy.Float16Bits(v)
-					if h&0x7c00 == 0x7c00 {
-						return fmt.Errorf("%s: row %d: the model's output %d is %g, beyond float16's range (±65504); write float32 (without --float16)",
-							inPath, lo+i/c.OutputDim, i%c.OutputDim, v)
+					h, ok := npy.Float16Finite(v)
+					if !ok {
+						return fmt.Errorf("%s: row %d: the model's output %d is %g, beyond %s; write float32 (without --float16)",
+							inPath, lo+i/c.OutputDim, i%c.OutputDim, v, npy.Float16Range)
 					}
 					binary.LittleEndian.PutUint16(b[2*i:], h)
 				}

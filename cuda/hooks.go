@@ -34,7 +34,7 @@ func (e *Engine) DeviceName() string {
 	return s
 }
 
-// TopK is Device.TopK on the engine's GPU (k at most MaxTopK).
+// TopK is Device.TopK on the engine's GPU (k at most MaxSearchK).
 func (e *Engine) TopK(queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
 	return e.dev.TopK(queries, keys, nQueries, nKeys, dim, k)
 }

@@ -66,7 +66,7 @@ func TestTopKErrors(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{"k too large", func() error { _, _, err := d.TopK(q, q, 2, 2, 2, MaxTopK+1); return err }},
+		{"k too large", func() error { _, _, err := d.TopK(q, q, 2, 2, 2, MaxSearchK+1); return err }},
 		{"k zero", func() error { _, _, err := d.TopK(q, q, 2, 2, 2, 0); return err }},
 		{"shape", func() error { _, _, err := d.TopK(q, q, 3, 2, 2, 1); return err }},
 		{"NaN", func() error {

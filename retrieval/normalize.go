@@ -15,11 +15,17 @@ import (
 // NormalizeRows returns an error if the shape does not match len(x) or if x
 // holds a NaN or an infinity.
 func NormalizeRows(x []float32, n, dim int) ([]float32, error) {
-	if err := checkMatrix("x", x, n, dim); err != nil {
+	if err := checkShape("x", x, n, dim); err != nil {
 		return nil, err
 	}
+	return normalized("x", x, dim)
+}
+
+// normalized is NormalizeRows of a matrix whose shape is checked: a copy
+// with every row normalised, or an error naming the first NaN or infinity.
+func normalized(name string, x []float32, dim int) ([]float32, error) {
 	out := append([]float32(nil), x...)
-	return out, normalizeInPlace(out, dim, "x", 0)
+	return out, normalizeInPlace(out, dim, "retrieval: "+name, 0)
 }
 
 // checkMatrix reports whether x can be read as an n×dim row-major matrix of

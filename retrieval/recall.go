@@ -92,10 +92,10 @@ func EvaluateWith(topK TopKFunc, images, captions []float32, nImages, nCaptions,
 	if topK == nil {
 		topK = TopK
 	}
-	if err := checkMatrix("images", images, nImages, dim); err != nil {
+	if err := checkShape("images", images, nImages, dim); err != nil {
 		return Result{}, err
 	}
-	if err := checkMatrix("captions", captions, nCaptions, dim); err != nil {
+	if err := checkShape("captions", captions, nCaptions, dim); err != nil {
 		return Result{}, err
 	}
 	if len(captionImage) != nCaptions {
@@ -110,11 +110,11 @@ func EvaluateWith(topK TopKFunc, images, captions []float32, nImages, nCaptions,
 	}
 	maxK := slices.Max(ks)
 
-	imagesNorm, err := NormalizeRows(images, nImages, dim)
+	imagesNorm, err := normalized("images", images, dim)
 	if err != nil {
 		return Result{}, err
 	}
-	captionsNorm, err := NormalizeRows(captions, nCaptions, dim)
+	captionsNorm, err := normalized("captions", captions, dim)
 	if err != nil {
 		return Result{}, err
 	}

@@ -33,11 +33,13 @@ func TopK(queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32
 // search looks at ctx between its tiles of keys (CPUSearcher.Search), so a
 // ranking of minutes stops within a tile's work.
 func TopKContext(ctx context.Context, queries, keys []float32, nQueries, nKeys, dim, k int) (indices []int32, scores []float32, err error) {
-	return topK(ctx, &CPUSearcher{}, queries, keys, nQueries, nKeys, dim, k)
+	return TopKWith(ctx, &CPUSearcher{}, queries, keys, nQueries, nKeys, dim, k)
 }
 
-// topK is TopKContext on the given searcher.
-func topK(ctx context.Context, s *CPUSearcher, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
+// TopKWith is TopKContext on the searcher s (a GPU's, say), which ranks the
+// float32 keys as they are (Float32Keys) under [Searcher]'s contract; the
+// arguments are checked as TopK checks them, whatever s is.
+func TopKWith(ctx context.Context, s Searcher, queries, keys []float32, nQueries, nKeys, dim, k int) ([]int32, []float32, error) {
 	if err := checkMatrix("queries", queries, nQueries, dim); err != nil {
 		return nil, nil, err
 	}

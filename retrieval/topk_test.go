@@ -111,7 +111,7 @@ func TestTopKMatchesNaive(t *testing.T) {
 			for _, b := range searchers {
 				name := fmt.Sprintf("%s/q%d_k%d_d%d_top%d/tile%d_w%d",
 					data.name, sz.nQueries, sz.nKeys, sz.dim, sz.k, b.keyTile, b.Workers)
-				gotIdx, gotScores, err := topK(context.Background(), b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
+				gotIdx, gotScores, err := TopKWith(context.Background(), b, queries, keys, sz.nQueries, sz.nKeys, sz.dim, sz.k)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -159,7 +159,7 @@ func TestTopKTies(t *testing.T) {
 		{0, 4, []int32{0, 1, 2, 3}, []float32{0, 0, 0, 0}}, // zero query: all tie
 	} {
 		for _, b := range searchers {
-			idx, scores, err := topK(context.Background(), b, []float32{tc.query}, keys, 1, len(keys), 1, tc.k)
+			idx, scores, err := TopKWith(context.Background(), b, []float32{tc.query}, keys, 1, len(keys), 1, tc.k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -351,7 +351,7 @@ func TestTopKContextStops(t *testing.T) {
 		reports++
 		cancel()
 	}}
-	if _, _, err := topK(ctx, s, queries, keys, nq, nk, dim, k); !errors.Is(err, context.Canceled) {
+	if _, _, err := TopKWith(ctx, s, queries, keys, nq, nk, dim, k); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled during the search: %v, want context.Canceled", err)
 	}
 	if reports != 1 {

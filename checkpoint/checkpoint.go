@@ -46,6 +46,12 @@ const (
 	// and newest checkpoints.
 	BestLink = "best"
 	LastLink = "last"
+	// RunFile is a run directory's record of its run (JSON, written by
+	// train); Resolve reads one option of it, options.best_from, which is
+	// BestFromEMA when the run picks its best checkpoint by the moving
+	// average of its weights.
+	RunFile     = "run.json"
+	BestFromEMA = "ema"
 )
 
 // IsFile reports whether name is one of the files a checkpoint directory
@@ -612,7 +618,7 @@ func Resolve(path string) (string, error) {
 // kept in git-annex or DVC is links) is an error, as a named pipe would
 // hang the read; a missing or unreadable one says no.
 func bestFromEMA(runDir string) (bool, error) {
-	b, err := atomicfile.ReadRegular(filepath.Join(runDir, "run.json"))
+	b, err := atomicfile.ReadRegular(filepath.Join(runDir, RunFile))
 	var nr *atomicfile.NotRegularError
 	if errors.As(err, &nr) {
 		return false, err
@@ -625,5 +631,5 @@ func bestFromEMA(runDir string) (bool, error) {
 			BestFrom string `json:"best_from"`
 		} `json:"options"`
 	}
-	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == "ema", nil
+	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == BestFromEMA, nil
 }

@@ -77,7 +77,7 @@ func (o Options) BestFromMode() string {
 // The values of Options.BestFrom.
 const (
 	BestFromRaw = "raw"
-	BestFromEMA = "ema"
+	BestFromEMA = checkpoint.BestFromEMA // which checkpoint.Resolve reads
 )
 
 // The values of Options.Precision.

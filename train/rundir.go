@@ -27,7 +27,7 @@ import (
 // Names inside a run directory (docs/FORMAT.md).
 const (
 	CheckpointsDir = "checkpoints"
-	RunFile        = "run.json"
+	RunFile        = checkpoint.RunFile
 )
 
 // checkpointName is the name of the checkpoint of step in a run

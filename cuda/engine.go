@@ -504,10 +504,10 @@ func (e *Engine) layerNormBackward(ln layerNorm, dx, dy, xhat, rstd buf[float32]
 // Step implements nn.Engine.
 func (e *Engine) Step(s nn.AdamWStep) error {
 	if !e.ready {
-		return fmt.Errorf("optimizer step without gradients: call ForwardBackward first")
+		return nn.ErrNoGradients
 	}
-	if s.Step < 1 {
-		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	if err := s.Validate(); err != nil {
+		return err
 	}
 	err := e.dev.do(func() error {
 		var err error

@@ -94,8 +94,8 @@ func (e *Engine) StepRows(rows []int32, s nn.AdamWStep) (float64, bool, error) {
 	if err := e.checkRows(rows); err != nil {
 		return 0, false, err
 	}
-	if s.Step < 1 {
-		return 0, false, fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	if err := s.Validate(); err != nil {
+		return 0, false, err
 	}
 	if e.objective.obj.Contrastive() {
 		return 0, false, fmt.Errorf("the pipelined training step computes the MSE loss only, not %s: take ForwardBackwardRows and Step", e.objective.obj.LossName())

@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"errors"
+	"fmt"
 	"math"
 
 	"github.com/dinoclip/dinoclip/internal/vec32"
@@ -13,6 +15,19 @@ type AdamWStep struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float64
 	Step                               int
 }
+
+// Validate refuses a step an engine cannot take: a step number below 1
+// (the bias corrections divide by 1 - β^Step).
+func (s AdamWStep) Validate() error {
+	if s.Step < 1 {
+		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	}
+	return nil
+}
+
+// ErrNoGradients is an engine's answer to an optimizer step that no
+// ForwardBackward since the last one has prepared.
+var ErrNoGradients = errors.New("optimizer step without gradients: call ForwardBackward first")
 
 // AdamWScalars are the per-step scalars of one AdamW update in the element
 // type T, as the update formula of [AdamW] uses them. Every engine forms

@@ -266,10 +266,10 @@ func checkFinite(loss float64) error {
 // Step implements [Engine].
 func (e *CPUEngine[T]) Step(s AdamWStep) error {
 	if !e.ready {
-		return fmt.Errorf("optimizer step without gradients: call ForwardBackward first")
+		return ErrNoGradients
 	}
-	if s.Step < 1 {
-		return fmt.Errorf("optimizer step number %d: steps count from 1", s.Step)
+	if err := s.Validate(); err != nil {
+		return err
 	}
 	AdamW(e.Model.Params, e.Model.Grads, e.M, e.V, s)
 	e.packs.changed()

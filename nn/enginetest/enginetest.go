@@ -329,7 +329,12 @@ func testBadInput(t *testing.T, newEngine NewEngine) {
 		{"zero rows", func() error { _, err := e.Loss(nil, nil, 0); return err }},
 		{"short output", func() error { return e.Project(make([]float32, 1), xs[0], Batch) }},
 		{"short parameters", func() error { return e.SetParameters(make([]float32, 3)) }},
-		{"step before gradients", func() error { return e.Step(stepHyper(1)) }},
+		{"step before gradients", func() error {
+			if err := e.Step(stepHyper(1)); !errors.Is(err, nn.ErrNoGradients) {
+				t.Errorf("a step before gradients: %v, want nn.ErrNoGradients", err)
+			}
+			return e.Step(stepHyper(1))
+		}},
 		{"step zero", func() error {
 			if _, err := e.ForwardBackward(xs[0], ts[0], Batch); err != nil {
 				return nil

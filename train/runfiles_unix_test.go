@@ -351,6 +351,9 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realOriginal) || !strings.Contains(err.Error(), "remove "+filepath.Join(external, CheckpointsOwnerFile)) {
 		t.Fatalf("resume of a copy sharing the original's checkpoints: %v, want a refusal naming the original", err)
 	}
+	if after := snapshot(); !slices.Equal(after, before) {
+		t.Errorf("the refused resume of the copy changed the original's checkpoints:\n%v\nwas\n%v", after, before)
+	}
 	// ... even when the record's identity is the copy's (inode numbers
 	// repeat across filesystems: two volumes' roots, a snapshot's copy):
 	// the original, there and leading to them, owns them.

@@ -149,7 +149,7 @@ func TestRoundTrip(t *testing.T) {
 	w := []float32{1, -2, 3.5, 1e-8, 70000, float32(math.Inf(-1))}
 	tensors := []Tensor{
 		NewFloat32("z.weight", []int{2, 3}, w), // caller order, not sorted
-		NewFloat64("a.f64", []int{3}, []float64{math.Pi, -0.0, 1e300}),
+		NewFloat64("a.f64", []int{3}, []float64{math.Pi, math.Copysign(0, -1), 1e300}),
 		NewFloat16("m.f16", []int{6}, w),
 		NewBFloat16("b.bf16", []int{3, 2}, w),
 		NewInt64("idx", []int{2}, []int64{math.MaxInt64, -5}),

@@ -632,7 +632,8 @@ func TestSearchZeroRows(t *testing.T) {
 	dir := t.TempDir()
 	dim := 4
 	keys := []float32{0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 0, 1, 0}
-	q := []float32{1, 0, 0, 0, 0, 0, 0, 0, -0.0, 0, 0, 0}
+	negZero := float32(math.Copysign(0, -1)) // all zero too
+	q := []float32{1, 0, 0, 0, 0, 0, 0, 0, negZero, 0, 0, 0}
 	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
 	writeF32(t, kp, []int{5, dim}, keys)
 	writeF32(t, qp, []int{3, dim}, q)

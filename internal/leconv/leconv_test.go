@@ -155,7 +155,7 @@ func TestDecodeInts(t *testing.T) {
 
 func TestEncode(t *testing.T) {
 	v32 := []float32{1, -2.5, 65504, 65520, 1e-8, float32(math.Inf(-1)), float32(math.NaN()), 1.0 / 3}
-	v64 := []float64{math.Pi, -0.0, 1e300, math.SmallestNonzeroFloat64}
+	v64 := []float64{math.Pi, math.Copysign(0, -1), 1e300, math.SmallestNonzeroFloat64}
 	i64 := []int64{0, -1, math.MinInt64, math.MaxInt64, 1 << 40}
 	le := binary.LittleEndian
 	bothPaths(t, func(t *testing.T) {

@@ -44,7 +44,8 @@ const tileBytes = 256 << 10
 // (KeySegment.Mapped) are handed back to the kernel, so a search of a
 // mapped index keeps about half of MemoryBudget of it resident, whatever
 // its size (measured: a 10M × 512 float16 index, 9.7 GiB, searched with a
-// 64 MiB budget peaked at 93 MiB resident for the whole dinoclip process).
+// 64 MiB budget peaked at 62 MiB resident for the whole dinoclip process;
+// bench/RESULTS.md, 2026-12-02).
 // The queries are taken in chunks whose candidate lists fit the other
 // half. Beyond the budget: the queries, and the answer itself (12 bytes per
 // query and neighbour).

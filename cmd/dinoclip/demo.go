@@ -25,8 +25,8 @@ import (
 const demoMarker = ".dinoclip-demo"
 
 // demoDefaultConfig is the model the demo trains without flags: the original's
-// widths with a narrow, shallow trunk, so that it trains in a minute on two
-// cores.
+// widths with a narrow, shallow trunk, so that the whole demo takes about
+// ten seconds on two cores.
 var demoDefaultConfig = nn.Config{InputDim: synth.DefaultInputDim, HiddenDim: 256, OutputDim: synth.DefaultOutputDim, Blocks: 2}
 
 func demoCommand() *cli.Command {

@@ -33,7 +33,7 @@ func averageCommand() *cli.Command {
 			"Example:\n" +
 			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 runs/base/checkpoints/step-00001600",
 		Flags: []cli.Flag{
-			stringFlag("out", "model `FILE` to write (safetensors)", ""),
+			outFlag("average", "model `FILE` to write (safetensors)"),
 			stringFlag("weights", "comma-separated weights `W1,W2,...`, one per model (default: all equal)", ""),
 		},
 		OnUsageError: usageError,

@@ -175,6 +175,6 @@ func TestAverageErrors(t *testing.T) {
 	// A value from the environment is named by its variable.
 	t.Setenv("DINOCLIP_WEIGHTS", "1,2")
 	wantError(t, []string{"average", "--out", out, a}, `DINOCLIP_WEIGHTS="1,2": 2 weights for 1 models`)
-	t.Setenv("DINOCLIP_OUT", dir)
-	wantError(t, []string{"average", a, b}, "DINOCLIP_OUT="+dir+" is a directory")
+	t.Setenv("DINOCLIP_AVERAGE_OUT", dir)
+	wantError(t, []string{"average", a, b}, "DINOCLIP_AVERAGE_OUT="+dir+" is a directory")
 }

@@ -41,6 +41,32 @@ func envVar(name string) []string {
 	return []string{envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
 }
 
+// commandEnvVar is the environment variable of a command's flag name
+// whose meaning is the command's own: DINOCLIP_COMMAND_NAME. Every
+// command's --out is one (a run directory for train, a file for project
+// and average, an index or search directory), so that a DINOCLIP_TRAIN_OUT
+// exported for training is never where another command writes; so is
+// every flag of synth, whose --seed and --out are not train's.
+func commandEnvVar(command, name string) []string {
+	return envVar(command + "-" + name)
+}
+
+// outFlag is command's --out, whose variable is its own (commandEnvVar).
+func outFlag(command, usage string) *altsrc.StringFlag {
+	return altsrc.NewStringFlag(&cli.StringFlag{Name: "out", Usage: usage, EnvVars: commandEnvVar(command, "out")})
+}
+
+// flagEnvVar is the environment variable that the current command's flag
+// name reads ("" if it reads none).
+func flagEnvVar(cCtx *cli.Context, name string) string {
+	for _, f := range cCtx.Command.Flags {
+		if ev, ok := f.(interface{ GetEnvVars() []string }); ok && slices.Contains(f.Names(), name) && len(ev.GetEnvVars()) > 0 {
+			return ev.GetEnvVars()[0]
+		}
+	}
+	return ""
+}
+
 func stringFlag(name, usage, value string) *altsrc.StringFlag {
 	return altsrc.NewStringFlag(&cli.StringFlag{Name: name, Usage: usage, Value: value, EnvVars: envVar(name)})
 }
@@ -244,12 +270,12 @@ func applyConfig(cCtx *cli.Context) error {
 
 // flagSetting says how the set flag name got value, for a message about
 // it: "--NAME VALUE" on the command line, else "DINOCLIP_NAME=VALUE" in the
-// environment, else "NAME: VALUE in FILE", the configuration file.
+// environment (the flag's variable), else "NAME: VALUE in FILE", the configuration file.
 func flagSetting(cCtx *cli.Context, name string, value any) string {
 	if onCommandLine(cCtx, name) {
 		return fmt.Sprintf("--%s %v", name, value)
 	}
-	if env := envVar(name)[0]; os.Getenv(env) != "" {
+	if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
 		return fmt.Sprintf("%s=%v", env, value)
 	}
 	if path := cCtx.String("config"); path != "" {
@@ -562,7 +588,7 @@ func describeValue(v any) string {
 func requireFlags(cCtx *cli.Context, names ...string) error {
 	for _, n := range names {
 		if !cCtx.IsSet(n) || isEmpty(cCtx, n) {
-			or := envVar(n)[0]
+			or := flagEnvVar(cCtx, n)
 			if slices.ContainsFunc(cCtx.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
 				or += fmt.Sprintf(", or %q in the --config file", n)
 			}

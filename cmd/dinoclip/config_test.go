@@ -325,3 +325,26 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// Every command's --out reads a variable of its own: a DINOCLIP_TRAIN_OUT
+// exported for training is where train writes, and no other command takes
+// it for its output.
+func TestOutVariablePerCommand(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	t.Setenv("DINOCLIP_TRAIN_OUT", run)
+	mustRun(t, "train", "--data", data, "--batch", "16", "--hidden-dim", "8", "--blocks", "1", "--epochs", "1")
+	if _, err := os.Stat(filepath.Join(run, train.RunFile)); err != nil {
+		t.Fatalf("train with DINOCLIP_TRAIN_OUT: %v", err)
+	}
+	in := filepath.Join(data, "shard-00000.dino.npy")
+	for _, args := range [][]string{
+		{"project", "--model", run, "--in", in},
+		{"average", run, run},
+		{"index", "--model", run, "--features", in},
+		{"search", "--index", in, "--queries", in},
+	} {
+		env := "DINOCLIP_" + strings.ToUpper(args[0]) + "_OUT"
+		wantError(t, args, "missing --out (or "+env)
+	}
+}

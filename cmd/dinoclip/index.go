@@ -48,7 +48,7 @@ func indexCommand() *cli.Command {
 		Flags: []cli.Flag{
 			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
 			stringSliceFlag("features", "features `DIR` (its *.dino.npy files) or FILE.npy [n, input_dim] (repeat for more)"),
-			stringFlag("out", "index `DIR` to create or append to", ""),
+			outFlag("index", "index `DIR` to create or append to"),
 			boolFlag("float32", "store a new index's rows as float32 instead of float16 (an existing index keeps its dtype; --float32 on a float16 one is an error)"),
 			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
 			deviceFlag(),

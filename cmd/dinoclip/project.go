@@ -34,7 +34,7 @@ func projectCommand() *cli.Command {
 		Flags: []cli.Flag{
 			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
 			stringFlag("in", "input `FILE`: .npy matrix [n, input_dim] of DINOv2 features", ""),
-			stringFlag("out", "output `FILE`: .npy matrix [n, output_dim]", ""),
+			outFlag("project", "output `FILE`: .npy matrix [n, output_dim]"),
 			intFlag("batch", "project `N` rows at a time", defaultProjectBatch),
 			boolFlag("float16", "write float16 instead of float32"),
 			deviceFlag(),

@@ -101,7 +101,7 @@ func searchCommand() *cli.Command {
 			stringFlag("index", "`INDEX` directory, or a KEYS.npy matrix [rows, dim]", ""),
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
 			intFlag("k", "`K` best rows per query", 10),
-			stringFlag("out", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)", ""),
+			outFlag("search", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)"),
 			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the queries, 4 bytes a value, and the answer, 12 bytes per query and k, come on top)", retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
 			configFlag(),

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -78,13 +77,9 @@ func (j synthJob) settings() string {
 		j.rows, j.shardRows, j.float16, j.opts.Seed, j.opts.InputDim, j.opts.OutputDim, j.opts.LatentShift, j.images, j.perImage)
 }
 
-// synthEnvVar is the environment variable of synth's flag name. synth's
-// variables have a prefix of their own so that DINOCLIP_SYNTH_OUT and
-// DINOCLIP_SYNTH_SEED do not collide with train's DINOCLIP_OUT and
-// DINOCLIP_SEED.
-func synthEnvVar(name string) []string {
-	return []string{"DINOCLIP_SYNTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
-}
+// synthEnvVar is the environment variable of synth's flag name:
+// DINOCLIP_SYNTH_NAME (commandEnvVar).
+func synthEnvVar(name string) []string { return commandEnvVar("synth", name) }
 
 func synthCommand() *cli.Command {
 	sizeFlag := func(name, usage string, value int) cli.Flag {

@@ -53,7 +53,7 @@ func trainCommand() *cli.Command {
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
 		Flags: []cli.Flag{
 			stringFlag("data", "training data `DIR`: pairs of NAME.dino.npy and NAME.clip.npy", ""),
-			stringFlag("out", "run `DIR` for checkpoints, metrics.jsonl and run.json (a new or empty directory for a new run, not in another run's directory or checkpoints, nor in a search index)", ""),
+			outFlag("train", "run `DIR` for checkpoints, metrics.jsonl and run.json (a new or empty directory for a new run, not in another run's directory or checkpoints, nor in a search index)"),
 			stringSliceFlag("eval", "evaluation set `DIR`, evaluated after every epoch (repeat for more sets)"),
 			intFlag("epochs", "`N` passes over the training data", d.Epochs),
 			intFlag("batch", "`N` rows per optimizer step", d.Batch),

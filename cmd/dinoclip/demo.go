@@ -55,7 +55,7 @@ func demoCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "`N` rows per optimizer step"},
 			&cli.Float64Flag{Name: "lr", Value: 2e-3, Usage: "peak learning rate `X`"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the data and the model"},
-			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to train on: cpu, or cuda (a build with -tags cuda)"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to train on: cpu, or cuda (a build with -tags cuda; in fp32 there too)"},
 		},
 		OnUsageError: usageError,
 		Action:       runDemo,

@@ -6,12 +6,18 @@
 // # Layers
 //
 // Each layer is a package with one job; a lower one never imports a
-// higher one:
+// higher one. From the bottom:
+//   - cuda/emu: the host emulator of the kernels (tags cuda,cudaemu): the
+//     kernels compiled as C++ for the host, with the CUDA built-ins they
+//     use; it knows nothing of drivers;
 //   - cuda/driver: the device itself (context, stream, modules, memory,
-//     launches, events), on the NVIDIA driver or on the emulator;
-//   - cuda/emu: the host emulator of the kernels (tags cuda,cudaemu);
-//   - this package: the launch wrappers that check shapes and pack
-//     arguments (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
+//     launches, events), on the NVIDIA driver or, under cudaemu, on
+//     cuda/emu;
+//   - cuda/launch: one generated, typed launch function per kernel entry
+//     point, which packs its parameters as the kernel declares them and
+//     hands them to a driver's launch;
+//   - this package: the wrappers that check shapes and choose the grid
+//     (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
 //     thread (device.go) and the engine (engine.go, engine_bf16.go,
 //     resident.go, step.go), exact search (search.go, and topk.go: its
 //     retrieval.TopK form) and the hooks of package internal/enginehooks

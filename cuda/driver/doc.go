@@ -1,5 +1,7 @@
-// Package driver is the lowest layer of the GPU engine: the [Driver] a
-// cuda.Device runs on. It owns a context, one stream, the loaded kernel
+// Package driver is the GPU engine's device layer, below the launch stubs
+// (cuda/launch) and above nothing but the NVIDIA driver or, under
+// cudaemu, the host emulator (cuda/emu): the [Driver] a cuda.Device runs
+// on. It owns a context, one stream, the loaded kernel
 // modules and device memory, and knows nothing of the model.
 //
 // Two implementations, chosen by build tags:

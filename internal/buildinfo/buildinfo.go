@@ -1,4 +1,3 @@
-// Package buildinfo says which version and commit a binary was built from.
 package buildinfo
 
 import (

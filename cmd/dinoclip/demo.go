@@ -48,7 +48,7 @@ func demoCommand() *cli.Command {
 			"   dinoclip demo --out /tmp/dinoclip-demo",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Value: "dinoclip-demo", Usage: "write data, run and plot under `DIR`"},
-			&cli.IntFlag{Name: "rows", Value: 20000, Usage: "`N` synthetic training rows"},
+			&cli.IntFlag{Name: "rows", Value: synthDefaultRows, Usage: "`N` synthetic training rows"},
 			&cli.IntFlag{Name: "epochs", Value: 4, Usage: "`N` epochs"},
 			&cli.IntFlag{Name: "hidden-dim", Value: demoDefaultConfig.HiddenDim, Usage: "model hidden width `N`"},
 			&cli.IntFlag{Name: "blocks", Value: demoDefaultConfig.Blocks, Usage: "`N` residual blocks"},
@@ -82,8 +82,8 @@ func runDemo(cCtx *cli.Context) error {
 	if rows < batch {
 		return fmt.Errorf("--rows %d: fewer than one --batch of %d rows", rows, batch)
 	}
-	if rows > synth.MaxShards*demoShardRows {
-		return fmt.Errorf("--rows %d: demo writes at most %d rows (%d shards of %d)", rows, synth.MaxShards*demoShardRows, synth.MaxShards, demoShardRows)
+	if rows > synth.MaxShards*synthDefaultShardRows {
+		return fmt.Errorf("--rows %d: demo writes at most %d rows (%d shards of %d)", rows, synth.MaxShards*synthDefaultShardRows, synth.MaxShards, synthDefaultShardRows)
 	}
 	spe, _, err := train.Steps(epochs, rows, batch)
 	if err != nil {
@@ -129,7 +129,7 @@ func runDemo(cCtx *cli.Context) error {
 	// unfinished-run marker and DATA's lock: a demo killed between its two
 	// sets leaves sets that readers refuse, and a synth into DATA
 	// meanwhile, training included, is refused.
-	job := synthJob{opts: so, rows: rows, shardRows: demoShardRows, images: 1000, perImage: 5}
+	job := synthJob{opts: so, rows: rows, shardRows: synthDefaultShardRows, images: synthDefaultEvalImages, perImage: synthDefaultCaptionsPerImage}
 	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
 	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
 		rows, job.images, job.perImage, dataRoot)
@@ -184,9 +184,6 @@ func runDemo(cCtx *cli.Context) error {
 	fmt.Fprintf(w, "\nloss and recall curves: %s\n", png)
 	return nil
 }
-
-// demoShardRows is the rows of a shard of the demo's training data.
-const demoShardRows = 10000
 
 // A demoOutput is what a demo writes under its --out, and the lock that
 // the writer of it in another process holds (nil: none).

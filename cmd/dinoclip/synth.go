@@ -81,6 +81,15 @@ func (j synthJob) settings() string {
 // DINOCLIP_SYNTH_NAME (commandEnvVar).
 func synthEnvVar(name string) []string { return commandEnvVar("synth", name) }
 
+// The sizes of what dinoclip synth writes by default, which the demo
+// writes too.
+const (
+	synthDefaultRows             = 20000
+	synthDefaultShardRows        = 10000
+	synthDefaultEvalImages       = 1000
+	synthDefaultCaptionsPerImage = 5
+)
+
 func synthCommand() *cli.Command {
 	sizeFlag := func(name, usage string, value int) cli.Flag {
 		return &cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: synthEnvVar(name), Base: 10}
@@ -118,10 +127,10 @@ func synthCommand() *cli.Command {
 			"   dinoclip train --data /tmp/synth/train --eval /tmp/synth/eval --out runs/synth",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "write the data under `DIR` (DIR/train and DIR/eval)", EnvVars: synthEnvVar("out")},
-			sizeFlag("rows", "`N` training rows (images) to write", 20000),
-			sizeFlag("shard-rows", "`N` rows per training shard (the last shard may be shorter)", 10000),
-			sizeFlag("eval-images", "`N` images in the evaluation set", 1000),
-			sizeFlag("captions-per-image", "`N` captions of each evaluation image", 5),
+			sizeFlag("rows", "`N` training rows (images) to write", synthDefaultRows),
+			sizeFlag("shard-rows", "`N` rows per training shard (the last shard may be shorter)", synthDefaultShardRows),
+			sizeFlag("eval-images", "`N` images in the evaluation set", synthDefaultEvalImages),
+			sizeFlag("captions-per-image", "`N` captions of each evaluation image", synthDefaultCaptionsPerImage),
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the synthetic world and of every random draw in it", EnvVars: synthEnvVar("seed"), Base: 10},
 			sizeFlag("input-dim", "width `N` of the DINOv2 features", synth.DefaultInputDim),
 			sizeFlag("output-dim", "width `N` of the CLIP embeddings", synth.DefaultOutputDim),

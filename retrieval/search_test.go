@@ -117,7 +117,6 @@ func TestCPUSearcherFewerWorkersThanThreads(t *testing.T) {
 // many small windows (each evicted) and a second search of the same
 // mapping (its pages read back in).
 func TestCPUSearcherMappedKeys(t *testing.T) {
-	const dim, n = 32, 3000
 	c := searchtest.Cases()[0]
 	for _, cc := range searchtest.Cases() {
 		if strings.HasPrefix(cc.Name, "gaussian/q130") {

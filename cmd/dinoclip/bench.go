@@ -454,10 +454,6 @@ func benchArgs(cCtx *cli.Context) []string {
 
 func flagValue(cCtx *cli.Context, name string) any {
 	switch v := cCtx.Value(name).(type) {
-	case cli.IntSlice:
-		return strings.Trim(strings.ReplaceAll(fmt.Sprint(v.Value()), " ", ","), "[]")
-	case *cli.IntSlice:
-		return strings.Trim(strings.ReplaceAll(fmt.Sprint(v.Value()), " ", ","), "[]")
 	case cli.StringSlice:
 		return strings.Join(v.Value(), ",")
 	case *cli.StringSlice:

@@ -53,6 +53,10 @@ type (
 )
 
 // Packing of one parameter: its bytes in the device's (little-endian) order.
+// One function per C parameter type the generator maps
+// (kernels/internal/gen/parse.go), used by the stubs of the kernels that
+// declare one: no kernel takes an unsigned parameter today, so u32 and
+// u64 wait for the first that does.
 
 func ptr[P ~uintptr](p P) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(p)) }
 func i32(v int32) []byte         { return binary.LittleEndian.AppendUint32(nil, uint32(v)) }

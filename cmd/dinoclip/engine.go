@@ -58,34 +58,40 @@ const precisionUsage = "`MODE` of the arithmetic on the GPU: bf16 (the default t
 // default (bf16 on the GPU, fp32 on the CPU); bf16 is refused on the CPU,
 // fp64 everywhere unless fp64 (train, CPU only).
 func devicePrecision(device, precision string, fp64 bool) (string, error) {
-	if precision == "" {
-		if device == "cpu" {
-			return train.PrecisionFP32, nil
-		}
-		return train.PrecisionBF16, nil
+	if err := checkPrecisionName(precision, fp64); err != nil {
+		return "", err
 	}
+	switch {
+	case precision == "" && device == "cpu":
+		return train.PrecisionFP32, nil
+	case precision == "":
+		return train.PrecisionBF16, nil
+	case precision == train.PrecisionBF16 && device == "cpu":
+		return "", fmt.Errorf("--precision bf16 runs on the GPU (--device cuda); the CPU engine computes in fp32%s", map[bool]string{true: " or fp64", false: ""}[fp64])
+	case precision == train.PrecisionFP64 && device != "cpu":
+		return "", fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
+	}
+	return precision, nil
+}
+
+// checkPrecisionName refuses a --precision that is none of fp32, bf16 and
+// (when fp64: train) fp64, or "" (the device's default), whatever the
+// device: what a command can check before it knows the device.
+func checkPrecisionName(precision string, fp64 bool) error {
 	switch precision {
-	case train.PrecisionFP32:
-		return precision, nil
-	case train.PrecisionBF16:
-		if device == "cpu" {
-			return "", fmt.Errorf("--precision bf16 runs on the GPU (--device cuda); the CPU engine computes in fp32%s", map[bool]string{true: " or fp64", false: ""}[fp64])
-		}
-		return precision, nil
+	case "", train.PrecisionFP32, train.PrecisionBF16:
+		return nil
 	case train.PrecisionFP64:
 		if !fp64 {
-			return "", fmt.Errorf("--precision fp64: want fp32 or bf16 (fp64 is a training mode)")
+			return fmt.Errorf("--precision fp64: want fp32 or bf16 (fp64 is a training mode)")
 		}
-		if device != "cpu" {
-			return "", fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
-		}
-		return precision, nil
+		return nil
 	}
 	want := "fp32 or bf16"
 	if fp64 {
 		want = "fp32, bf16 or fp64"
 	}
-	return "", fmt.Errorf("--precision %q: want %s", precision, want)
+	return fmt.Errorf("--precision %q: want %s", precision, want)
 }
 
 // openEngine builds an engine of shape c on device in precision (fp32 or

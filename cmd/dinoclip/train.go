@@ -123,10 +123,8 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	}
 	// "" until the device is known: its default (devicePrecision).
 	o.Precision = cCtx.String("precision")
-	switch o.Precision {
-	case "", train.PrecisionFP32, train.PrecisionBF16, train.PrecisionFP64:
-	default:
-		return o, fmt.Errorf("--precision %q: want %s, %s or %s", o.Precision, train.PrecisionFP32, train.PrecisionBF16, train.PrecisionFP64)
+	if err := checkPrecisionName(o.Precision, true); err != nil {
+		return o, err
 	}
 	o.Loss = cCtx.String("loss")
 	if o.Loss != nn.LossMSE && o.Loss != nn.LossInfoNCE && o.Loss != nn.LossMSEInfoNCE {

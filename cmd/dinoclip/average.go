@@ -28,8 +28,8 @@ func averageCommand() *cli.Command {
 			"same; --weights gives one finite, non-negative weight per model, normalised by their sum\n" +
 			"(which must be positive). The mean is accumulated in float64 and stored as float32. The\n" +
 			"file is written under a temporary name and renamed into place when complete; its metadata\n" +
-			"names the models and weights (averaged_from). FILE may not be in a run directory, in a run's\n" +
-			"checkpoints or in a search index, where it would be taken for their own.\n\n" +
+			"names the models and weights (averaged_from). The --out FILE may not be in a run directory, in\n" +
+			"a run's checkpoints or in a search index, where it would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 runs/base/checkpoints/step-00001600",
 		Flags: []cli.Flag{

@@ -27,7 +27,7 @@ import (
 func infoCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "info",
-		Usage:     "describe a model, checkpoint, run, training data, evaluation set or .npy file",
+		Usage:     "describe a model, checkpoint, run, data set, index, search output or .npy file",
 		UsageText: "dinoclip info PATH",
 		Description: "Looks at PATH and says what it is and what it holds:\n" +
 			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch, and\n" +

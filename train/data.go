@@ -224,11 +224,6 @@ func (d *Dataset) ReadRows(rows []int32, x, t []float32) error {
 	return nil
 }
 
-// NonFiniteValueError is a NaN or infinity in a training file, which the
-// run cannot train on: correcting the file changes the run's inputs
-// (RunInfo.Inputs).
-type NonFiniteValueError = npy.NonFiniteError
-
 func readFiniteRow(a *npy.Array, row int, dst []float32) error {
 	if err := a.ReadRows(dst, row, row+1); err != nil {
 		return err
@@ -303,7 +298,7 @@ func readFloat16(a *npy.Array, start, end int, dst []uint16) error {
 		}
 		for i, h := range dst {
 			if h&0x7c00 == 0x7c00 {
-				return &NonFiniteValueError{File: a.Name(), Row: start + i/w, Column: i % w, Value: float64(npy.Float16Value(h))}
+				return &npy.NonFiniteError{File: a.Name(), Row: start + i/w, Column: i % w, Value: float64(npy.Float16Value(h))}
 			}
 		}
 		return nil
@@ -331,7 +326,7 @@ func roundFloat16(a *npy.Array, row, w int, v []float32, dst []uint16) error {
 		h, ok := npy.Float16Finite(f)
 		if !ok {
 			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
-				return &NonFiniteValueError{File: name, Row: row + i/w, Column: i % w, Value: float64(f), Float64: a.DType() == npy.Float64}
+				return &npy.NonFiniteError{File: name, Row: row + i/w, Column: i % w, Value: float64(f), Float64: a.DType() == npy.Float64}
 			}
 			return fmt.Errorf("%w: %s: row %d, column %d is %v, beyond %s", nn.ErrNotResident, name, row+i/w, i%w, f, npy.Float16Range)
 		}

@@ -1015,7 +1015,7 @@ func TestNaNInDataAdvice(t *testing.T) {
 	tr := newTrainer(t, dataDir, runDir, nil)
 	tr.AcceptChangedInputs = true
 	_, err = tr.Run(context.Background(), true)
-	var bad *NonFiniteValueError
+	var bad *npy.NonFiniteError
 	if !errors.As(err, &bad) || bad.Column != 1 || !strings.HasPrefix(err.Error(), "step ") ||
 		!strings.Contains(err.Error(), "shard-a"+FeatureSuffix+": row ") || !strings.Contains(err.Error(), "--resume --out "+runDir+" --accept-changed-inputs") {
 		t.Fatalf("a NaN in the data: %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
@@ -960,7 +961,7 @@ func (tr *Trainer) stopAdvice(step int, err error) string {
 		return fmt.Sprintf("the run diverged; its last good checkpoint is %s (%s), which eval and project can use; a resume would repeat the same steps, so train again with other settings (a lower --lr or --weight-decay, say) into another --out",
 			last, target)
 	}
-	var bad *NonFiniteValueError
+	var bad *npy.NonFiniteError
 	if errors.As(err, &bad) && lerr == nil {
 		return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); a run on corrected data is another run (train it into another --out), or continue this one on the corrected file with: dinoclip train --resume --out %s --accept-changed-inputs",
 			last, target, ShellArg(tr.RunDir))

@@ -218,7 +218,7 @@ build-cuda: ## build bin/dinoclip-cuda, bin/cuda.test and bin/driver.test for a 
 	$(CUDA_ENV) $(GO) build -tags cuda -ldflags '$(LDFLAGS)' -o $(BIN)/dinoclip-cuda ./cmd/dinoclip
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/cuda.test ./cuda
 	$(CUDA_ENV) $(GO) test -c -tags cuda -o $(BIN)/driver.test ./cuda/driver
-	@{ echo "commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"; \
+	@{ echo "commit=$(or $(COMMIT),unknown)"; \
 	   echo "built=$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "go=$$($(GO) env GOVERSION)"; \
 	   echo "nvcc=$$($(NVCC) --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"; } > $(BIN)/BUILD-INFO
 	@cat $(BIN)/BUILD-INFO

@@ -2,7 +2,15 @@
 
 package main
 
-import "syscall"
+import (
+	"syscall"
+	"testing"
+)
 
-// mkfifo makes a named pipe at path.
-func mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
+// makeFifo makes a named pipe at path.
+func makeFifo(t *testing.T, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

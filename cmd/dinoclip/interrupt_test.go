@@ -15,9 +15,7 @@ func TestInfoNamedPipe(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"ff.npy", "ff"} {
 		path := filepath.Join(dir, name)
-		if err := mkfifo(path); err != nil {
-			t.Skip(err)
-		}
+		makeFifo(t, path)
 		done := make(chan error, 1)
 		go func() { _, _, err := runCLI(t, "info", path); done <- err }()
 		select {
@@ -40,9 +38,7 @@ func TestSignalWhileOpeningConfig(t *testing.T) {
 		t.Skip("starts child processes")
 	}
 	fifo := filepath.Join(t.TempDir(), "config.yaml")
-	if err := mkfifo(fifo); err != nil {
-		t.Skip(err)
-	}
+	makeFifo(t, fifo)
 	for _, command := range []string{"train", "eval", "index"} {
 		code, stdout, stderr := interruptChild(t, command, "--config", fifo)
 		if code != 130 || !strings.Contains(stderr, "dinoclip: interrupted") || stdout != "" {

@@ -334,14 +334,17 @@ func TestSynthMarkerNotRegularRefused(t *testing.T) {
 			case "link":
 				err = os.Symlink("../victim.txt", marker)
 			case "fifo":
-				err = mkfifo(marker)
+				makeFifo(t, marker)
 			case "dir":
 				err = os.Mkdir(marker, 0o755)
 			case "large":
 				err = os.WriteFile(marker, bytes.Repeat([]byte("x"), maxSynthSettings+1), 0o644)
 			}
+			if err != nil && kind == "link" && runtime.GOOS == "windows" {
+				t.Skipf("making a link: %v", err) // (links need a privilege there)
+			}
 			if err != nil {
-				t.Skipf("making a %s: %v", kind, err)
+				t.Fatalf("making a %s: %v", kind, err)
 			}
 			wantError(t, append([]string{"synth", "--out", dir, "--force"}, synthSmall...), marker, "not the file in which dinoclip synth records")
 			if b, _ := os.ReadFile(victim); string(b) != "keep me\n" {

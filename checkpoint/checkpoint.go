@@ -377,14 +377,13 @@ func Save(dir string, ck *Checkpoint) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return err
 	}
-	tmp, release, err := atomicfile.MkdirTemp(parent, filepath.Base(dir))
+	// A process ended at once by a second Ctrl-C removes it (a default
+	// model's checkpoint is 655 MB), rather than leave it to a later sweep.
+	tmp, release, forget, err := atomicfile.MkdirTempRemovedOnExit(parent, filepath.Base(dir))
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	defer release()
-	// A process ended at once by a second Ctrl-C removes it (a default
-	// model's checkpoint is 655 MB), rather than leave it to a later sweep.
-	forget := atomicfile.RemoveOnExit(tmp)
 	defer forget()
 	err = WriteModel(filepath.Join(tmp, ModelFile), ck.Config, ck.Params, ck.Meta)
 	if err == nil {

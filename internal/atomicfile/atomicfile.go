@@ -100,7 +100,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 		dir = "."
 	}
 	var f *os.File
-	_, err = makeTemp(dir, base, func(p string) (err error) {
+	tmp, forget, err := makeTempRemovedOnExit(dir, base, func(p string) (err error) {
 		f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 		return err
 	})
@@ -108,8 +108,6 @@ func Write(path string, write func(io.Writer) error) (err error) {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
-	tmp := f.Name()
-	forget := RemoveOnExit(tmp)
 	closed := false
 	defer func() {
 		if err != nil {
@@ -382,10 +380,32 @@ func MkdirTemp(dir, base string) (path string, release func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if release, err = flock.LockDir(path); err != nil {
-		release = func() {} // (not opened: no lock; RemoveStale's age still guards it)
+	return path, lockTempDir(path), nil
+}
+
+// MkdirTempRemovedOnExit is MkdirTemp for a directory whose contents are
+// nobody's until it is renamed into place (a checkpoint being saved): a
+// process ended at once (RemoveUnfinished) removes it whole until forget
+// is called, which must come before the rename (see
+// makeTempRemovedOnExit). A directory whose presence means something (a
+// marker that a set is being moved in) must not be made so: a process
+// ended at once must leave it.
+func MkdirTempRemovedOnExit(dir, base string) (path string, release, forget func(), err error) {
+	path, forget, err = makeTempRemovedOnExit(dir, base, func(p string) error { return os.Mkdir(p, 0o777) })
+	if err != nil {
+		return "", nil, nil, err
 	}
-	return path, release, nil
+	return path, lockTempDir(path), forget, nil
+}
+
+// lockTempDir holds the lock of the temporary directory path, which
+// RemoveStale respects, until release is called.
+func lockTempDir(path string) (release func()) {
+	release, err := flock.LockDir(path)
+	if err != nil {
+		return func() {} // (not opened: no lock; RemoveStale's age still guards it)
+	}
+	return release
 }
 
 // StaleAge is how long a temporary file or directory must have gone

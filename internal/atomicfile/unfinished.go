@@ -7,27 +7,34 @@ import (
 
 // unfinished is the set of temporaries this process is writing that
 // RemoveUnfinished removes: Write's files until they are renamed into
-// place (or removed), and the directories given to RemoveOnExit.
+// place (or removed), and MkdirTempRemovedOnExit's directories until
+// their forget.
 var unfinished = struct {
 	sync.Mutex
 	paths map[string]int
 }{paths: map[string]int{}}
 
-// RemoveOnExit has RemoveUnfinished remove the temporary path (a
-// directory whole) until forget is called, which must come before path
-// is renamed into place: once RemoveUnfinished has begun, forget waits
-// for the end of the process, so that a directory is never renamed while
-// it is being emptied. It serves Write's files, and a directory whose
-// contents are nobody's until it is renamed into place (a checkpoint being
-// saved). A directory whose presence means something (a marker that a set
-// is being moved in) must not be given: a process ended at once must
-// leave it.
-func RemoveOnExit(path string) (forget func()) {
+// makeTempRemovedOnExit makes a temporary for base in dir as makeTemp
+// does, and has RemoveUnfinished remove it (a directory whole) until
+// forget is called, which must come before the temporary is renamed into
+// place: once RemoveUnfinished has begun, forget waits for the end of the
+// process, so that nothing is renamed while it is being emptied. Both
+// happen under the lock RemoveUnfinished takes, so a process ended at once
+// has never made a temporary it would not remove (a signal between the
+// two would leave it for a later sweep). It serves Write's files, and
+// MkdirTempRemovedOnExit's directories.
+func makeTempRemovedOnExit(dir, base string, make func(path string) error) (path string, forget func(), err error) {
 	unfinished.Lock()
-	unfinished.paths[path]++
+	path, err = makeTemp(dir, base, make)
+	if err == nil {
+		unfinished.paths[path]++
+	}
 	unfinished.Unlock()
+	if err != nil {
+		return path, nil, err
+	}
 	var once sync.Once
-	return func() {
+	return path, func() {
 		once.Do(func() {
 			unfinished.Lock()
 			if unfinished.paths[path]--; unfinished.paths[path] <= 0 {
@@ -35,7 +42,7 @@ func RemoveOnExit(path string) (forget func()) {
 			}
 			unfinished.Unlock()
 		})
-	}
+	}, nil
 }
 
 // RemoveUnfinished removes the temporaries this process is writing now
@@ -49,7 +56,7 @@ func RemoveUnfinished() {
 	unfinished.Lock()
 	for p := range unfinished.paths {
 		// Again when a writer made a file in the directory meanwhile (it
-		// then waits in RemoveOnExit, and makes no other).
+		// then waits in makeTempRemovedOnExit, and makes no other).
 		for try := 0; try < 3 && os.RemoveAll(p) != nil; try++ {
 		}
 	}

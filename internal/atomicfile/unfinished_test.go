@@ -12,9 +12,9 @@ import (
 
 // unfinishedChild is what the child process of TestRemoveUnfinished does
 // (DINOCLIP_UNFINISHED_DIR names its directory): it starts a Write that
-// never ends, and a checkpoint-like directory given to RemoveOnExit, and
-// another one forgotten since; then it ends at once, as a second Ctrl-C
-// ends dinoclip, after RemoveUnfinished.
+// never ends, and a checkpoint-like directory (MkdirTempRemovedOnExit),
+// and another one forgotten and renamed into place since; then it ends at
+// once, as a second Ctrl-C ends dinoclip, after RemoveUnfinished.
 func unfinishedChild(dir string) {
 	started := make(chan struct{})
 	go Write(filepath.Join(dir, "out.npy"), func(w io.Writer) error {
@@ -24,13 +24,16 @@ func unfinishedChild(dir string) {
 	})
 	<-started
 	for _, name := range []string{"saving", "saved"} {
-		p := filepath.Join(dir, name)
-		os.Mkdir(p, 0o755)
+		p, release, forget, err := MkdirTempRemovedOnExit(dir, name)
+		if err != nil {
+			panic(err)
+		}
 		os.WriteFile(filepath.Join(p, "model.safetensors"), []byte("x"), 0o644)
-		forget := RemoveOnExit(p)
 		if name == "saved" {
 			forget()
+			os.Rename(p, filepath.Join(dir, name))
 		}
+		release()
 	}
 	RemoveUnfinished()
 	os.Exit(3)
@@ -44,8 +47,8 @@ func TestMain(m *testing.M) {
 }
 
 // A process ending at once removes the temporaries it was writing: the
-// file of a Write under way and the directory given to RemoveOnExit, not
-// one forgotten since (renamed into place, say).
+// file of a Write under way and a MkdirTempRemovedOnExit directory, not
+// one forgotten (and renamed into place) since.
 func TestRemoveUnfinished(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

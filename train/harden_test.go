@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -186,6 +187,17 @@ func TestRunDirLock(t *testing.T) {
 	again, err := LockRunDir(dir)
 	if err != nil {
 		t.Fatalf("lock after release: %v", err)
+	}
+	// The lock file removed while its trainer holds it (taken for a
+	// stale one): the next trainer is refused all the same, where the
+	// system locks directories.
+	if runtime.GOOS != "windows" {
+		if err := os.Remove(filepath.Join(dir, LockFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LockRunDir(dir); !errors.As(err, &locked) || !strings.Contains(err.Error(), "lock file was removed") {
+			t.Fatalf("lock after the holder's lock file was removed: %v, want a LockedError", err)
+		}
 	}
 	again.Release()
 

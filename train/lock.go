@@ -37,6 +37,7 @@ func (e *LockedError) Error() string {
 // checkpoints lead to (see LockRunDir).
 type RunLock struct {
 	f                  *os.File
+	releaseDir         func()
 	releaseCheckpoints func()
 }
 
@@ -71,6 +72,18 @@ func LockRunDir(dir string) (*RunLock, error) {
 		}
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	// The directory itself too (where the system locks directories): a
+	// lock file removed while its trainer runs (taken for a stale one)
+	// is made again by the next, whose lock on it would exclude nothing.
+	releaseDir, err := flock.LockDir(dir)
+	if err != nil {
+		flock.Unlock(f)
+		f.Close()
+		if errors.Is(err, flock.ErrLocked) {
+			return nil, &LockedError{Dir: dir, Holder: "pid unknown: its lock file was removed while it held it"}
+		}
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
+	}
 	releaseCheckpoints, err := lockCheckpointsDir(dir)
 	if err == nil {
 		// (A checkpoints/ leading into another run is refused before
@@ -85,6 +98,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 		}
 	}
 	if err != nil {
+		releaseDir()
 		flock.Unlock(f)
 		f.Close()
 		return nil, err
@@ -94,7 +108,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &RunLock{f: f, releaseCheckpoints: releaseCheckpoints}, nil
+	return &RunLock{f: f, releaseDir: releaseDir, releaseCheckpoints: releaseCheckpoints}, nil
 }
 
 // lockCheckpointsDir locks the directory the run in dir keeps its
@@ -106,6 +120,9 @@ func lockCheckpointsDir(dir string) (release func(), err error) {
 	st, err := os.Stat(path)
 	if err != nil || !st.IsDir() {
 		return func() {}, nil // (checkRunDirFiles says what is wrong with it)
+	}
+	if run, err := os.Stat(dir); err == nil && os.SameFile(st, run) {
+		return func() {}, nil // (locked as the run directory; checkCheckpointsDir refuses it)
 	}
 	release, err = flock.LockDir(path)
 	if errors.Is(err, flock.ErrLocked) {
@@ -365,6 +382,7 @@ func LockHolder(dir string) (string, bool) {
 // time after its handle closes, then by closing the file.
 func (l *RunLock) Release() error {
 	l.releaseCheckpoints()
+	l.releaseDir()
 	return errors.Join(flock.Unlock(l.f), l.f.Close())
 }
 

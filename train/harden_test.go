@@ -1455,3 +1455,54 @@ func TestPruneFailureWarns(t *testing.T) {
 		t.Errorf("%d warnings, want 1:\n%s", n, log.String())
 	}
 }
+
+// A run killed between putting its first checkpoint in place and linking
+// it as the last leaves no last link, and the link's new form (save made
+// it beforehand) leading to the whole checkpoint: the next start links it,
+// so the resume goes on as if the link had been made, to the uninterrupted
+// run's end; a new run into the directory is told to resume. A new form
+// leading to no whole checkpoint (the kill came before the checkpoint was
+// in place) is no run, and a start in the directory begins it anew.
+func TestStartFinishesKilledFirstLink(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	ref := newTrainer(t, dataDir, t.TempDir(), nil)
+	if _, err := ref.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	last, pending := filepath.Join(runDir, checkpoint.LastLink), filepath.Join(runDir, newLinkName(checkpoint.LastLink))
+	os.Remove(filepath.Join(runDir, checkpoint.BestLink)) // (step 5 is no epoch end: no best yet)
+	if err := os.Rename(last, pending); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckResumable(runDir); err != nil {
+		t.Fatalf("CheckResumable of a run killed before linking its first checkpoint: %v", err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "already holds a run") {
+		t.Fatalf("a new run into it: %v, want a refusal naming --resume", err)
+	}
+	if to, err := os.Readlink(last); err != nil || to != checkpointName(5) {
+		t.Fatalf("after the start, last leads to %q (%v), want %s", to, err, checkpointName(5))
+	}
+	os.Rename(last, pending)
+	tr := newTrainer(t, dataDir, runDir, nil)
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	sameParams(t, "final parameters", params(t, tr.Engine), params(t, ref.Engine))
+
+	// Killed before the checkpoint was in place: the new form leads
+	// nowhere, and a new run starts.
+	dataDir, runDir = stoppedRun(t, 5)
+	for _, name := range []string{checkpoint.LastLink, checkpoint.BestLink, CheckpointsDir} {
+		os.RemoveAll(filepath.Join(runDir, name))
+	}
+	if err := os.Symlink(checkpointName(5), filepath.Join(runDir, newLinkName(checkpoint.LastLink))); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckResumable(runDir); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("CheckResumable with a new form leading nowhere: %v, want ErrNoCheckpoint", err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err != nil {
+		t.Fatalf("a new run where the kill came before the checkpoint: %v", err)
+	}
+}

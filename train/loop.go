@@ -456,6 +456,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 		defer lock.Release()
+		if err := tr.finishLastLink(); err != nil {
+			return Result{}, err
+		}
 		if st, err = tr.restore(); err != nil {
 			return Result{}, err
 		}
@@ -505,6 +508,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 		defer lock.Release()
+		if err := tr.finishLastLink(); err != nil {
+			return Result{}, err
+		}
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}

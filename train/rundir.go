@@ -268,6 +268,9 @@ func checkResumable(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
+		if pendingLastLink(dir) != "" {
+			return nil // (the resume links it first: finishLastLink)
+		}
 		if err := orphanedCheckpoints(dir); err != nil {
 			return err
 		}
@@ -556,10 +559,18 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		ck.EMA, ck.EMAMeta["ema_decay"] = tr.ema, strconv.FormatFloat(st.Options.EMA, 'g', -1, 64)
 	}
 	dir := filepath.Join(tr.RunDir, name)
+	// The last link's new form is made before the checkpoint is put in
+	// place and renamed over the link after it: a run killed between the
+	// two leaves it, leading to the whole checkpoint, which the next start
+	// links when the run has no last link yet (finishLastLink).
+	linkLast, err := newLink(tr.RunDir, checkpoint.LastLink, name)
+	if err != nil {
+		return err
+	}
 	if err := checkpoint.Save(dir, ck); err != nil {
 		return err
 	}
-	if err := pointLink(tr.RunDir, checkpoint.LastLink, name); err != nil {
+	if err := linkLast(); err != nil {
 		return err
 	}
 	if improved != nil {
@@ -590,18 +601,75 @@ func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) 
 }
 
 // pointLink makes run/link a relative symlink to target, replacing any old
-// one atomically (a new link under a temporary name, renamed over it).
+// one atomically (newLink, then its rename).
 func pointLink(run, link, target string) error {
-	tmp := filepath.Join(run, "."+link+".tmp")
+	rename, err := newLink(run, link, target)
+	if err != nil {
+		return err
+	}
+	return rename()
+}
+
+// newLink makes the new form of run/link, a relative symlink to target,
+// under its temporary name (newLinkName), and returns the rename that puts
+// it in place of any old one, atomically.
+func newLink(run, link, target string) (rename func() error, err error) {
+	tmp := filepath.Join(run, newLinkName(link))
 	os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("run directory: %w", err)
+		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(run, link)); err != nil {
-		return fmt.Errorf("run directory: %w", err)
+	return func() error {
+		if err := os.Rename(tmp, filepath.Join(run, link)); err != nil {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		atomicfile.SyncDir(run)
+		return nil
+	}, nil
+}
+
+// newLinkName is the temporary name of link's new form (newLink).
+func newLinkName(link string) string { return "." + link + ".tmp" }
+
+// pendingLastLink is the checkpoint that a run killed between putting it
+// in place and linking it as the last left unlinked in the run directory
+// dir, when dir has no last link (the run's first checkpoint, then: a
+// later one leaves the last link at the one before, which the resume
+// continues from), or "". save made the link's new form beforehand; it
+// counts when it leads to a whole checkpoint of the run's own (a
+// checkpoints/step-N in dir, holding every file a resume reads, of one
+// step).
+func pendingLastLink(dir string) string {
+	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
+		return ""
 	}
-	atomicfile.SyncDir(run)
-	return nil
+	target, err := os.Readlink(filepath.Join(dir, newLinkName(checkpoint.LastLink)))
+	if err != nil || filepath.Dir(target) != CheckpointsDir {
+		return ""
+	}
+	if _, _, ok := parseCheckpointName(filepath.Base(target)); !ok {
+		return ""
+	}
+	ck := filepath.Join(dir, target)
+	if st, err := os.Lstat(ck); err != nil || !st.IsDir() || lacking(resumeFiles(dir), ck) != "" || stepsAgree(ck) != nil {
+		return ""
+	}
+	return target
+}
+
+// finishLastLink links the pendingLastLink of the run directory dir as
+// its last, and reports it ("" when there is none). For the process
+// holding the run's lock.
+func finishLastLink(dir string) (string, error) {
+	target := pendingLastLink(dir)
+	if target == "" {
+		return "", nil
+	}
+	if err := os.Rename(filepath.Join(dir, newLinkName(checkpoint.LastLink)), filepath.Join(dir, checkpoint.LastLink)); err != nil {
+		return "", fmt.Errorf("run directory: %w", err)
+	}
+	atomicfile.SyncDir(dir)
+	return target, nil
 }
 
 // prune removes step checkpoints older than the Keep newest, never the
@@ -1086,4 +1154,14 @@ func ShellArg(path string) string {
 		return path
 	}
 	return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+}
+
+// finishLastLink is finishLastLink on the trainer's run directory, saying
+// so in the log when it links a checkpoint.
+func (tr *Trainer) finishLastLink() error {
+	linked, err := finishLastLink(tr.RunDir)
+	if linked != "" {
+		tr.Log.Info("linked as the last the checkpoint a killed run had saved without linking it", "checkpoint", linked)
+	}
+	return err
 }

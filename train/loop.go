@@ -232,6 +232,9 @@ type Trainer struct {
 	// unpruned names the checkpoints pruning left (a file no checkpoint
 	// has in them, or one the run may not remove), each said once.
 	unpruned map[string]bool
+	// metrics is the run's open metrics log, which save makes durable
+	// before each checkpoint.
+	metrics *metricsWriter
 }
 
 // InitModel is the model a fine-tuning run starts from.
@@ -556,6 +559,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		return Result{}, err
 	}
 	defer metrics.Close()
+	tr.metrics = metrics
 	return tr.loop(ctx, st, metric, metrics, resident)
 }
 

@@ -111,6 +111,12 @@ func (m *metricsWriter) write(rec map[string]any) error {
 	return err
 }
 
+// sync makes the records written so far durable: before a checkpoint,
+// which a resume after a power loss continues from, so that the log holds
+// every record up to it (a resume drops later ones, but writes no earlier
+// one again).
+func (m *metricsWriter) sync() error { return m.f.Sync() }
+
 func (m *metricsWriter) Close() error { return m.f.Close() }
 
 // Metric is how the best checkpoint is chosen.

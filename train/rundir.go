@@ -558,6 +558,11 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		}
 		ck.EMA, ck.EMAMeta["ema_decay"] = tr.ema, strconv.FormatFloat(st.Options.EMA, 'g', -1, 64)
 	}
+	if tr.metrics != nil {
+		if err := tr.metrics.sync(); err != nil {
+			return fmt.Errorf("%s: %w", MetricsFile, err)
+		}
+	}
 	dir := filepath.Join(tr.RunDir, name)
 	// The last link's new form is made before the checkpoint is put in
 	// place and renamed over the link after it: a run killed between the

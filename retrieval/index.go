@@ -325,15 +325,10 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 		ia.Close()
 		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d] of int64", s.IDs, sh, ia.DType().Name(), s.Rows)
 	}
-	ids, err := ia.Int64s()
+	offset := int64(ia.Header().DataOffset)
 	ia.Close()
-	if err != nil {
+	if err := checkIDs(filepath.Join(dir, s.IDs), s.IDs, offset, s.Rows, s.FirstID); err != nil {
 		return nil, nil, err
-	}
-	for i, id := range ids {
-		if id != s.FirstID+int64(i) {
-			return nil, nil, fmt.Errorf("%s: row %d has id %d, want %d (ids number the rows in order)", s.IDs, i, id, s.FirstID+int64(i))
-		}
 	}
 	a, err := npy.Open(filepath.Join(dir, s.Keys))
 	if err != nil {
@@ -361,6 +356,35 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	return a, raw, nil
 }
+
+// checkIDs reads the rows int64 ids of the .npy file at path (data from
+// offset on; name is for messages) and refuses them unless they number
+// the rows in order from first. It reads a tile at a time with plain
+// reads, not through a mapping: the ids of a shard of ten million rows are
+// 80 MB, which a search's memory budget has no room for.
+func checkIDs(path, name string, offset, rows, first int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 8*min(rows, idsTile))
+	for lo := int64(0); lo < rows; lo += idsTile {
+		b := buf[:8*min(idsTile, rows-lo)]
+		if _, err := f.ReadAt(b, offset+8*lo); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		for i := range len(b) / 8 {
+			if id, want := int64(binary.LittleEndian.Uint64(b[8*i:])), first+lo+int64(i); id != want {
+				return fmt.Errorf("%s: row %d has id %d, want %d (ids number the rows in order)", name, lo+int64(i), id, want)
+			}
+		}
+	}
+	return nil
+}
+
+// idsTile is the ids checkIDs reads at a time.
+const idsTile = 8192
 
 // plainFile refuses a file of the index that is not a regular file in it:
 // index writes only those, and a symbolic link could lead anywhere.

@@ -287,6 +287,39 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 	})
 }
 
+// A shard's ids are checked in tiles (checkIDs): one out of order past
+// the first tile is found, and named by its row.
+func TestIndexIDsCheckedPastFirstTile(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rows = 20000
+	x := make([]float32, 2*rows)
+	for i := range rows {
+		x[2*i] = 1
+	}
+	appendRows(t, w, "a", x, 2)
+	w.Close()
+	if ix, err := retrieval.OpenIndex(dir); err != nil {
+		t.Fatal(err)
+	} else {
+		ix.Close()
+	}
+	ids := make([]int64, rows)
+	for i := range ids {
+		ids[i] = int64(i)
+	}
+	ids[17000] = 5
+	if err := npy.WriteInt64(filepath.Join(dir, "ids-00000.npy"), []int{rows}, ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := retrieval.OpenIndex(dir); err == nil || !strings.Contains(err.Error(), "row 17000 has id 5, want 17000") {
+		t.Fatalf("ids out of order at row 17000: %v", err)
+	}
+}
+
 // Tampered, truncated and swapped files are errors at OpenIndex.
 func TestIndexTampered(t *testing.T) {
 	build := func(t *testing.T) string {

@@ -273,15 +273,25 @@ func runBench(cCtx *cli.Context) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	if outDir != "" {
+		// (The files it receives, judged as any output file is.)
+		for _, name := range []string{benchJSONFile, benchTextFile} {
+			if _, err := outsideRunsAndIndexes(filepath.Join(outDir, name), "the bench report"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
 		if err := os.MkdirAll(outDir, 0o755); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}
 	if jsonPath != "" {
-		// Refused now, not after the measurements: a directory, a pipe,
-		// a device, a read-only file there, or a directory it cannot be
-		// written into (a temporary made there and removed).
-		dest, err := atomicfile.Destination(jsonPath)
+		// Refused now, not after the measurements: a place where a run or
+		// an index keeps its files, one of --out's files, a directory, a
+		// pipe, a device, a read-only file there, or a directory it cannot
+		// be written into (a temporary made there and removed).
+		dest, err := outsideRunsAndIndexes(jsonPath, "the bench report")
+		if err == nil && outDir != "" {
+			err = notABenchFile(dest, outDir)
+		}
 		if err == nil {
 			var probe *os.File
 			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*"); err == nil {
@@ -347,14 +357,14 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		}
 	}
 	if outDir != "" {
-		if err := r.WriteJSON(filepath.Join(outDir, "bench.json")); err != nil {
+		if err := r.WriteJSON(filepath.Join(outDir, benchJSONFile)); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 		var sb strings.Builder
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
-		if err := atomicfile.WriteBytes(filepath.Join(outDir, "bench.txt"), []byte(sb.String())); err != nil {
+		if err := atomicfile.WriteBytes(filepath.Join(outDir, benchTextFile), []byte(sb.String())); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}
@@ -377,6 +387,28 @@ func checkTopKMemory(o bench.TopKOptions) error {
 		o.Images, o.Captions, o.Dim, o.K, need/(1<<30), float64(avail)/(1<<30))
 }
 
+// notABenchFile refuses --json's destination dest when it is one of the
+// files --out's directory outDir receives, which would overwrite it.
+func notABenchFile(dest, outDir string) error {
+	st, serr := os.Stat(dest)
+	for _, name := range []string{benchJSONFile, benchTextFile} {
+		f := filepath.Join(outDir, name)
+		if absolute(dest) == absolute(f) {
+			return fmt.Errorf("it is --out's %s", name)
+		}
+		if ft, err := os.Stat(f); serr == nil && err == nil && os.SameFile(st, ft) {
+			return fmt.Errorf("it is --out's %s (%s)", name, f)
+		}
+	}
+	return nil
+}
+
+// The files bench --out writes.
+const (
+	benchJSONFile = "bench.json"
+	benchTextFile = "bench.txt"
+)
+
 // parseShape reads a --shape: a name from bench.Configs or IxHxBxO.
 func parseShape(s string) (nn.Config, error) {
 	if c, ok := bench.Configs[s]; ok {
@@ -391,7 +423,7 @@ func parseShape(s string) (nn.Config, error) {
 	var v [4]int
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
-		if err != nil {
+		if err != nil || !isDecimal(p) {
 			return nn.Config{}, bad
 		}
 		v[i] = n
@@ -414,8 +446,9 @@ func parseBatches(entries []string) ([]int, map[string][]int, error) {
 			shape, list = "", e
 		}
 		for _, p := range strings.Split(list, "/") {
-			n, err := strconv.Atoi(strings.TrimSpace(p))
-			if err != nil || n < 1 {
+			p = strings.TrimSpace(p)
+			n, err := strconv.Atoi(p)
+			if err != nil || !isDecimal(p) || n < 1 {
 				return nil, nil, fmt.Errorf("--batch %q: want a positive batch size N, or SHAPE:N[/N...]", e)
 			}
 			if shape == "" {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/bench"
+	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -106,6 +107,21 @@ func TestBenchErrors(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Dir(filepath.Dir(noDir))); len(entries) != 0 {
 		t.Errorf("a refused --json left %v", entries)
 	}
+	// Numbers in decimal, as everywhere: 016 is refused, not read as 16.
+	wantError(t, []string{"bench", "--shape", "016x16x1x8"}, `--shape "016x16x1x8"`)
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "010"}, `--batch "010"`)
+	// The report goes nowhere a run or an index keeps its files, and
+	// --json is none of --out's files.
+	run, data, _ := trainRun(t)
+	index := filepath.Join(t.TempDir(), "index")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
+	wantError(t, []string{"bench", "--json", model}, "in a training checkpoint")
+	wantError(t, []string{"bench", "--json", filepath.Join(index, "manifest.json")}, "in the search index")
+	wantError(t, []string{"bench", "--out", filepath.Join(run, train.CheckpointsDir)}, "checkpoints directory "+filepath.Join(run, train.CheckpointsDir))
+	wantError(t, []string{"bench", "--out", index}, "in the search index")
+	outDir := t.TempDir()
+	wantError(t, []string{"bench", "--out", outDir, "--json", filepath.Join(outDir, "bench.txt")}, "it is --out's bench.txt")
 	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
 	wantError(t, []string{"bench", "--shape", "8x16x1x4", "--batch", "2", "--kernel-min-time", "-1s"}, "--kernel-min-time -1s", "must not be negative")
 	wantError(t, []string{"bench", "--data-dtype", "int8", "--shape", "8x16x1x4", "--batch", "4"}, "--data-dtype")

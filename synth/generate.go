@@ -105,7 +105,11 @@ func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error
 	if captionsPerImage > maxElements/images {
 		return fmt.Errorf("synth: evaluation set %q: %d images × %d captions is too many captions", name, images, captionsPerImage)
 	}
-	return checkSize("evaluation captions", images*captionsPerImage, max(opts.InputDim, opts.OutputDim))
+	// The images' features and embeddings, then the captions' embeddings.
+	if err := checkSize("evaluation images", images, max(opts.InputDim, opts.OutputDim)); err != nil {
+		return err
+	}
+	return checkSize("evaluation captions", images*captionsPerImage, opts.OutputDim)
 }
 
 func checkSize(what string, n, dim int) error {

@@ -83,10 +83,18 @@ func stagingBeside(base string) string { return base + "." + dataset.StagingBase
 // without opts.Overwrite, a dataset.LegacyStagingDir in dir. A caller that writes
 // more than one set refuses before it writes the first.
 func CheckTrainingData(dir string, opts Options, rows, rowsPerShard int) error {
-	if _, _, err := trainingShards(dir, opts, rows, rowsPerShard); err != nil {
+	if err := CheckTrainingSizes(dir, opts, rows, rowsPerShard); err != nil {
 		return err
 	}
 	return checkDir(dir, "training shards", isShardFile, opts.Overwrite)
+}
+
+// CheckTrainingSizes refuses the sizes WriteTrainingData would refuse,
+// without looking at dir (named in the message): for a caller that makes
+// directories before it checks the rest.
+func CheckTrainingSizes(dir string, opts Options, rows, rowsPerShard int) error {
+	_, _, err := trainingShards(dir, opts, rows, rowsPerShard)
+	return err
 }
 
 // CheckEvalDir refuses the directory dir as WriteEvalSet would, without

@@ -273,11 +273,8 @@ func runBench(cCtx *cli.Context) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	if outDir != "" {
-		// (The files it receives, judged as any output file is.)
-		for _, name := range []string{benchJSONFile, benchTextFile} {
-			if _, err := outsideRunsAndIndexes(filepath.Join(outDir, name), "the bench report"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
+		if err := checkIntoPlace(outDir, "the bench report"); err != nil {
+			return err
 		}
 		if err := os.MkdirAll(outDir, 0o755); err != nil {
 			return fmt.Errorf("--out: %w", err)

@@ -84,16 +84,36 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 // where a link there leads (or, for a new one, where its path leads as
 // far as it exists).
 func checkOutPlace(out, what string) error {
-	real, err := atomicfile.RealPath(out)
-	if err != nil { // (a new one: as far as its path exists)
-		real = atomicfile.ResolveDir(absolute(out))
-	}
-	for _, place := range []string{absolute(out), real} {
+	for _, place := range places(out) {
 		if err := placeError(out, filepath.Dir(filepath.Clean(place)), what); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkIntoPlace refuses a directory out that an output's files are
+// written into (bench --out's reports, synth --out's sets), holding what,
+// when it is a run's or an index's, or among their files (placeError on
+// out itself), by its absolute path and where it leads.
+func checkIntoPlace(out, what string) error {
+	for _, place := range places(out) {
+		if err := placeError(out, filepath.Clean(place), what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// places are the paths an output path out is judged by: absolute, and
+// where a link there leads (or, for a new one, where its path leads as far
+// as it exists).
+func places(out string) []string {
+	real, err := atomicfile.RealPath(out)
+	if err != nil { // (a new one: as far as its path exists)
+		real = atomicfile.ResolveDir(absolute(out))
+	}
+	return []string{absolute(out), real}
 }
 
 // absolute is path made absolute (cleaned); path itself if that fails.

@@ -197,9 +197,16 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 	if err := job.opts.Validate(); err != nil {
 		return nil, err
 	}
-	// The evaluation set's sizes before the training data is written: a
-	// refusal after it would leave a half-made output behind.
+	// Both sets' sizes, and the place, before anything is made: a refusal
+	// after it would leave a half-made output (or a new empty directory)
+	// behind.
 	if err := synth.CheckEvalSet(job.opts, synthEvalName, job.images, job.perImage); err != nil {
+		return nil, err
+	}
+	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
+		return nil, err
+	}
+	if err := checkIntoPlace(out, "the synthetic data"); err != nil {
 		return nil, err
 	}
 	// The whole output, training data and evaluation set, is one run's:

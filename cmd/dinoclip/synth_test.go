@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/synth"
+	"github.com/dinoclip/dinoclip/train"
 )
 
 // synthSmall are flags for a quick synthetic data set: 50 rows of 16 -> 8
@@ -117,6 +119,22 @@ func TestSynthErrors(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("rejected runs left %d entries in the output directory", len(entries))
 	}
+	// Sizes refused make no directory; the evaluation images' features
+	// are named for what is too large.
+	newOut := filepath.Join(t.TempDir(), "new", "out")
+	wantError(t, []string{"synth", "--out", newOut, "--rows", "10000000000", "--shard-rows", "100000000"}, "rows per shard")
+	wantError(t, []string{"synth", "--out", newOut, "--eval-images", "1000000000", "--captions-per-image", "1", "--input-dim", "1000", "--output-dim", "4"},
+		"1000000000 evaluation images of width 1000")
+	if _, err := os.Stat(filepath.Dir(newOut)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused synth made %s: %v", filepath.Dir(newOut), err)
+	}
+	// Not into a run, its checkpoints or an index.
+	run, data, _ := trainRun(t)
+	index := filepath.Join(t.TempDir(), "index")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	wantError(t, []string{"synth", "--out", run}, "in the run directory")
+	wantError(t, []string{"synth", "--out", filepath.Join(run, train.CheckpointsDir)}, "checkpoints directory")
+	wantError(t, []string{"synth", "--out", index}, "in the search index")
 }
 
 // A shifted data set is another domain of the same world: other rows than

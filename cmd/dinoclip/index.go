@@ -107,11 +107,14 @@ func featureFiles(args []string) ([]featureFile, error) {
 			// the file it leads to, indexed once.
 			real, err := atomicfile.RealPath(f)
 			if err != nil {
-				return nil, fmt.Errorf("--features: %w", err)
+				return nil, fmt.Errorf("--features %s: %w", f, err)
+			}
+			if dir := filepath.Dir(real); retrieval.IsIndex(dir) {
+				return nil, fmt.Errorf("--features %s is in the search index %s: an index's files are its projections, not DINOv2 features", f, dir)
 			}
 			info, err := os.Stat(real)
 			if err != nil {
-				return nil, fmt.Errorf("--features: %w", err)
+				return nil, fmt.Errorf("--features %s: %w", f, err)
 			}
 			if i, ok := seen[real]; ok {
 				files[i].Given = append(files[i].Given, f)

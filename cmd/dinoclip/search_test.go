@@ -128,6 +128,10 @@ func TestIndexAndSearch(t *testing.T) {
 	if ids2, _, _ := readSearch(t, out); !slices.Equal(ids2, ids) {
 		t.Fatal("a second search differs")
 	}
+	// An index's own files are no features to index (into it or another).
+	for _, to := range []string{index, filepath.Join(dir, "other-index")} {
+		wantError(t, []string{"index", "--model", run, "--features", filepath.Join(index, "keys-00000.npy"), "--out", to}, "is in the search index "+index)
+	}
 
 	// A plain KEYS.npy: normalised in memory; float32, so its own reference.
 	keysPath := filepath.Join(dir, "keys.npy")

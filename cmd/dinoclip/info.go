@@ -16,6 +16,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -183,17 +184,28 @@ func infoSearch(w io.Writer, dir string) error {
 		return fmt.Errorf("info: %w", err)
 	}
 	var si searchInfo
-	if err := json.Unmarshal(b, &si); err != nil {
+	if err := strictjson.Unmarshal(b, &si); err != nil {
 		return fmt.Errorf("info: %s: %w", filepath.Join(dir, searchInfoFile), err)
 	}
-	ids, err := npy.Open(filepath.Join(dir, searchIDsFile))
-	if err != nil {
-		return fmt.Errorf("info: %w", err)
+	if si.K < 1 {
+		return fmt.Errorf("info: %s: k %d, not a search's record", filepath.Join(dir, searchInfoFile), si.K)
 	}
-	defer ids.Close()
-	shape := ids.Shape()
-	if len(shape) != 2 || shape[1] != si.K {
-		return fmt.Errorf("info: %s: shape %v, but %s says k %d", filepath.Join(dir, searchIDsFile), shape, searchInfoFile, si.K)
+	// Both answers, of one shape: ids and their scores, k a query.
+	var shape []int
+	for _, f := range []struct {
+		name string
+		dt   npy.DType
+	}{{searchIDsFile, npy.Int64}, {searchScoresFile, npy.Float32}} {
+		a, err := npy.Open(filepath.Join(dir, f.name))
+		if err != nil {
+			return fmt.Errorf("info: %w", err)
+		}
+		sh, dt := a.Shape(), a.DType()
+		a.Close()
+		if len(sh) != 2 || sh[1] != si.K || dt != f.dt || shape != nil && !slices.Equal(sh, shape) {
+			return fmt.Errorf("info: %s: %v array of %s, but %s says k %d (ids int64 and scores float32, one shape)", filepath.Join(dir, f.name), sh, dt.Name(), searchInfoFile, si.K)
+		}
+		shape = sh
 	}
 	fmt.Fprintf(w, "%s: search output\n", dir)
 	fmt.Fprintf(w, "  top-%d of %d rows for %d queries, on %s in %.3g s\n", si.K, si.Rows, shape[0], si.Device, si.Seconds)

@@ -240,6 +240,15 @@ func TestInfoIndexAndSearch(t *testing.T) {
 			t.Errorf("info %s lacks %q:\n%s", hits, w, out)
 		}
 	}
+	// A damaged search output is no search output: scores missing, or a
+	// record that is not a search's.
+	scores := filepath.Join(hits, searchScoresFile)
+	saved, _ := os.ReadFile(scores)
+	os.Remove(scores)
+	wantError(t, []string{"info", hits}, searchScoresFile)
+	os.WriteFile(scores, saved, 0o644)
+	os.WriteFile(filepath.Join(hits, searchInfoFile), []byte(`{"bogus": 1}`), 0o644)
+	wantError(t, []string{"info", hits}, searchInfoFile, "bogus")
 	// A damaged index is described as damaged, not as something else.
 	os.Remove(filepath.Join(index, "ids-00000.npy"))
 	if _, _, err := runCLI(t, "info", index); err == nil || !strings.Contains(err.Error(), "ids-00000.npy") {

@@ -626,6 +626,9 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if err != nil {
 		return err
 	}
+	// An error of the rows (fill's: the features; the model's outputs) is
+	// returned as it is, not as one of writing the shard's file.
+	var rowsErr error
 	err = atomicfile.Write(filepath.Join(w.dir, shard.Keys), func(out io.Writer) error {
 		if _, err := out.Write(hdr); err != nil {
 			return err
@@ -636,13 +639,13 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 		for lo := 0; lo < rows; lo += chunk {
 			hi := min(lo+chunk, rows)
 			x := buf[:(hi-lo)*dim]
-			if err := fill(x, lo, hi); err != nil {
-				return err
+			if rowsErr = fill(x, lo, hi); rowsErr != nil {
+				return rowsErr
 			}
 			// fill gives the model's outputs: a NaN there is the model's,
 			// whatever the features were.
-			if err := normalizeInPlace(x, dim, "the model's output for "+source.Path, lo); err != nil {
-				return err
+			if rowsErr = normalizeInPlace(x, dim, "the model's output for "+source.Path, lo); rowsErr != nil {
+				return rowsErr
 			}
 			b := enc[:len(x)*w.dtype.Size()]
 			if w.dtype == npy.Float16 {
@@ -656,6 +659,9 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 		}
 		return nil
 	})
+	if rowsErr != nil {
+		return rowsErr
+	}
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,14 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 		t.Error("project wrote an output from a NaN model")
 	}
 	wantError(t, []string{"eval", "--model", bad, "--eval", eval}, "is NaN")
+	// A NaN in the features index is given is the features' (not an error
+	// writing the index's shard).
+	nanFeatures := make([]float32, 3*tIn)
+	nanFeatures[2*tIn+3] = float32(math.NaN())
+	writeF32(t, in, []int{3, tIn}, nanFeatures)
+	if err := wantError(t, []string{"index", "--model", run, "--features", in, "--out", filepath.Join(t.TempDir(), "ix")}, in+": row 2, column 3 is NaN"); err != nil && strings.Contains(err.Error(), "write ") {
+		t.Errorf("index of NaN features: %v, an error of writing", err)
+	}
 	if out := mustRun(t, "info", bad); !strings.Contains(out, "weights: NOT USABLE: 1 of the 328 weights is NaN or infinite") || !strings.Contains(out, "optimizer step 8") {
 		t.Errorf("info of a model with a NaN weight:\n%s", out)
 	}

@@ -1,21 +1,40 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
 
-// countBar is a progress bar on the command's terminal over work counted in
-// units (rows, scores). A nil *countBar, what newCountBar returns when the
-// error stream is not a terminal, does nothing: logs and pipes get no bar.
-type countBar struct{ bar *progressbar.ProgressBar }
+// countBar shows the progress of work counted in units (rows, scores): a
+// bar on the command's terminal; where the error stream is no terminal (a
+// log, a pipe), a line every progressLogEvery, so that long work piped to
+// a file is not silent. A nil *countBar does nothing.
+type countBar struct {
+	bar *progressbar.ProgressBar // on a terminal, else nil
+
+	mu          sync.Mutex // (the lines' state: set may come from workers)
+	log         io.Writer
+	total       int64
+	doing, unit string
+	start, last time.Time
+}
+
+// progressLogEvery is how often a countBar without a terminal writes a
+// line: work shorter than this writes none.
+const progressLogEvery = 30 * time.Second
 
 // newCountBar starts a bar over total units of work described as doing
 // ("indexing"), in unit ("rows"), showing done/total when showCount.
 func newCountBar(cCtx *cli.Context, total int64, doing, unit string, showCount bool) *countBar {
 	f := terminal(cCtx)
 	if f == nil {
-		return nil
+		now := time.Now()
+		return &countBar{log: cCtx.App.ErrWriter, total: total, doing: doing, unit: unit, start: now, last: now}
 	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(f),
@@ -33,19 +52,42 @@ func newCountBar(cCtx *cli.Context, total int64, doing, unit string, showCount b
 	// one first drawn after the first shard or window would count that
 	// time out of its rate (billions of rows a second).
 	bar.RenderBlank()
-	return &countBar{bar}
+	return &countBar{bar: bar}
 }
 
 // set moves the bar to done units.
 func (b *countBar) set(done int64) {
-	if b != nil {
+	switch {
+	case b == nil:
+	case b.bar != nil:
 		b.bar.Set64(done)
+	default:
+		b.logLine(done, time.Now())
 	}
+}
+
+// logLine writes the line of done units at now when progressLogEvery has
+// passed since the last (or the start).
+func (b *countBar) logLine(done int64, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.last) < progressLogEvery || b.total <= 0 {
+		return
+	}
+	b.last = now
+	elapsed := now.Sub(b.start)
+	line := fmt.Sprintf("dinoclip: %s: %d of %d %s (%.0f%%) in %s", b.doing, done, b.total, b.unit,
+		100*float64(done)/float64(b.total), elapsed.Round(time.Second))
+	if done > 0 && done < b.total {
+		left := time.Duration(float64(elapsed) * float64(b.total-done) / float64(done))
+		line += fmt.Sprintf(", about %s left", left.Round(time.Second))
+	}
+	fmt.Fprintln(b.log, line)
 }
 
 // finish clears the bar from the terminal.
 func (b *countBar) finish() {
-	if b != nil {
+	if b != nil && b.bar != nil {
 		b.bar.Finish()
 	}
 }

@@ -307,10 +307,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
 		defer limitHeap(int64(memory)<<20, int64(nq)*int64(k)*12, int64(len(queries))*4, opened)()
-		if bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false); bar != nil {
-			defer bar.finish()
-			cs.Progress = func(done, _ int64) { bar.set(done) }
-		}
+		bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false)
+		defer bar.finish()
+		cs.Progress = func(done, _ int64) { bar.set(done) }
 		searcher = cs
 	} else {
 		s, free, err := deviceSearcher(device)

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Without a terminal, a countBar writes a line once progressLogEvery has
+// passed since the start or the last line, and none before.
+func TestCountBarLogLines(t *testing.T) {
+	var log strings.Builder
+	start := time.Now()
+	b := &countBar{log: &log, total: 200, doing: "indexing", unit: "rows", start: start, last: start}
+	b.logLine(10, start.Add(progressLogEvery-time.Second))
+	if log.Len() != 0 {
+		t.Fatalf("a line before progressLogEvery: %q", log.String())
+	}
+	b.logLine(50, start.Add(progressLogEvery))
+	b.logLine(60, start.Add(progressLogEvery+time.Second))
+	want := "dinoclip: indexing: 50 of 200 rows (25%) in 30s, about 1m30s left\n"
+	if log.String() != want {
+		t.Fatalf("lines %q, want %q", log.String(), want)
+	}
+	b.logLine(200, start.Add(2*progressLogEvery))
+	if !strings.HasSuffix(log.String(), "dinoclip: indexing: 200 of 200 rows (100%) in 1m0s\n") {
+		t.Fatalf("lines %q", log.String())
+	}
+}

@@ -31,7 +31,8 @@ func averageCommand() *cli.Command {
 			"names the models and weights (averaged_from). The --out FILE may not be in a run directory, in\n" +
 			"a run's checkpoints or in a search index, where it would be taken for their own.\n\n" +
 			"Example:\n" +
-			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 runs/base/checkpoints/step-00001600",
+			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 \\\n" +
+			"       runs/base/checkpoints/step-00001600",
 		Flags: []cli.Flag{
 			outFlag("average", "model `FILE` to write (safetensors)"),
 			stringFlag("weights", "comma-separated weights `W1,W2,...`, one per model (default: all equal)", ""),

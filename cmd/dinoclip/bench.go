@@ -57,9 +57,10 @@ var benchDefaults = map[string]struct {
 
 func benchCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "bench",
-		Usage:     "measure training, retrieval and data-loading speed against the hardware's limits",
-		UsageText: "dinoclip bench [--device cpu|cuda] [--shape default|small|IxHxBxO ...] [--batch N ...] [--json FILE] [--out DIR] [options]",
+		Name:  "bench",
+		Usage: "measure training, retrieval and data-loading speed against the hardware's limits",
+		UsageText: "dinoclip bench [--device cpu|cuda] [--shape default|small|IxHxBxO ...] [--batch N ...]\n" +
+			"   [--json FILE] [--out DIR] [options]",
 		Description: "Times full training steps (forward, unit-norm MSE, backward, AdamW with the recipe's OneCycleLR)\n" +
 			"of the engine on --device for each --shape and --batch, with their achieved FLOP/s and fraction\n" +
 			"of the device's peak; each kernel of one step against the peak or the measured copy bandwidth;\n" +
@@ -70,7 +71,8 @@ func benchCommand() *cli.Command {
 			"What the engine cannot measure (per-kernel times and peak memory need a GPU engine) is listed\n" +
 			"as unmeasured. bench/compare.py runs this beside PyTorch (bench/torch_ref.py) and writes the\n" +
 			"ratios; see bench/README.md.\n\n" +
-			"Shapes: default (" + bench.Configs["default"].Describe() + ", the original),\n" +
+			"Shapes: default (" + bench.Configs["default"].Describe() + ",\n" +
+			"the original),\n" +
 			"small (" + bench.Configs["small"].Describe() + "),\n" +
 			"or IxHxBxO (input, hidden, blocks, output). Without --batch: on cpu, default at 64 and small at\n" +
 			"256 (about a minute on two cores); on cuda, 1024 to 16384.\n\n" +

@@ -31,12 +31,13 @@ var demoDefaultConfig = nn.Config{InputDim: synth.DefaultInputDim, HiddenDim: 25
 
 func demoCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "demo",
-		Usage:     "synthesise data, train a small projector on the CPU, evaluate it and plot the run",
-		UsageText: "dinoclip demo [--out DIR] [--rows N] [--epochs N] [--hidden-dim N] [--blocks N] [--batch N] [--lr X] [--seed N] [--device cpu|cuda]",
+		Name:  "demo",
+		Usage: "synthesise data, train a small projector on the CPU, evaluate it and plot the run",
+		UsageText: "dinoclip demo [--out DIR] [--rows N] [--epochs N] [--hidden-dim N] [--blocks N] [--batch N]\n" +
+			"   [--lr X] [--seed N] [--device cpu|cuda]",
 		Description: "The whole product end to end in about ten seconds on two cores, with no downloads: it writes a\n" +
-			"synthetic data set (see dinoclip synth) under DIR/data, trains a small ProjectorWithResiduals on it\n" +
-			"(" + demoDefaultConfig.Describe() + " by default)\n" +
+			"synthetic data set (see dinoclip synth) under DIR/data, trains a small ProjectorWithResiduals\n" +
+			"on it (" + demoDefaultConfig.Describe() + " by default)\n" +
 			"with the unit-norm MSE loss, AdamW and OneCycleLR (docs/MODEL.md, docs/TRAINING.md),\n" +
 			"evaluates text-image retrieval after every epoch, prints the recall table of the original\n" +
 			"project's results (R@1/5/10 both ways for CLIP and for the projection, and % of CLIP), and plots\n" +

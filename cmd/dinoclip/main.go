@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -46,7 +47,32 @@ func run(args []string) int {
 	}
 }
 
+// helpWidth is the column at which --help wraps its lines: a flag's
+// usage, which urfave/cli would print on one line however long, and any
+// description line written longer.
+const helpWidth = 100
+
+// urfaveFlagString is urfave/cli's own form of a flag in --help: its
+// names, a tab, its usage.
+var urfaveFlagString = cli.FlagStringer
+
+// flagString is a flag in --help: its names on a line of their own, its
+// usage below them, indented and wrapped at helpWidth (beside the names,
+// in the column urfave/cli aligns them in, a wrapped usage loses the
+// alignment).
+func flagString(f cli.Flag) string {
+	names, usage, ok := strings.Cut(urfaveFlagString(f), "\t")
+	if !ok {
+		return names
+	}
+	return names + "\n" + usage
+}
+
 func newApp() *cli.App {
+	cli.HelpPrinter = func(w io.Writer, templ string, data any) {
+		cli.HelpPrinterCustom(w, templ, data, map[string]any{"wrapAt": func() int { return helpWidth }})
+	}
+	cli.FlagStringer = flagString
 	return &cli.App{
 		Name:  "dinoclip",
 		Usage: "train and evaluate a projector from DINOv2 features into CLIP space",

@@ -32,6 +32,31 @@ func TestHelpCommand(t *testing.T) {
 	wantError(t, []string{"help", "nope"}, "nope")
 }
 
+// Every command's --help fits in helpWidth columns, and its texts are
+// written to fit as they are: a line urfave/cli has to wrap loses its
+// indentation (an example split mid-command, a usage mid-bracket).
+func TestHelpFitsWidth(t *testing.T) {
+	const indent = 3 // of the name, usage and description lines
+	for _, c := range newApp().Commands {
+		texts := map[string]int{c.Description: indent, c.UsageText: indent, c.Usage: indent + len("dinoclip "+c.Name+" - ")}
+		for text, at := range texts {
+			for _, line := range strings.Split(text, "\n") {
+				if at+len(line) > helpWidth {
+					t.Errorf("dinoclip %s --help: %q runs to column %d, past %d", c.Name, line, at+len(line), helpWidth)
+				}
+			}
+		}
+		if c.Name == "help" {
+			continue
+		}
+		for _, line := range strings.Split(mustRun(t, c.Name, "--help"), "\n") {
+			if len(line) > helpWidth {
+				t.Errorf("dinoclip %s --help: %q runs past column %d", c.Name, line, helpWidth)
+			}
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	defer func(c string) { buildinfo.Commit = c }(buildinfo.Commit)
 	buildinfo.Commit = "feedc0de-dirty" // as make build's -ldflags set it

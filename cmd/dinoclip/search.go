@@ -80,7 +80,7 @@ func searchCommand() *cli.Command {
 			"Queries are normalised to unit length; so are the rows of a plain KEYS.npy matrix (loaded into\n" +
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
-			"CPU it uses all cores (fewer when --memory holds more queries a pass with fewer) and keeps at\n" +
+			"CPU it uses all cores (fewer when fewer let --memory hold more queries a pass) and keeps at\n" +
 			"most about half of --memory MiB of the index resident (the rest is working memory); --device\n" +
 			"cuda ranks on the GPU's tensor cores (float16, k up to 48; the index copied to GPU memory once\n" +
 			"when it fits there, else streamed to the GPU in chunks) and proves the ranking exact the same\n" +

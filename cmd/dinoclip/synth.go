@@ -95,9 +95,10 @@ func synthCommand() *cli.Command {
 		return &cli.IntFlag{Name: name, Usage: usage, Value: value, EnvVars: synthEnvVar(name), Base: 10}
 	}
 	return &cli.Command{
-		Name:      "synth",
-		Usage:     "write synthetic training data and an evaluation set, for trying dinoclip without real features",
-		UsageText: "dinoclip synth --out DIR [--rows N] [--shard-rows N] [--eval-images N] [--captions-per-image N] [--seed N] [--input-dim N] [--output-dim N] [--latent-shift X] [--float16] [--force]",
+		Name:  "synth",
+		Usage: "write synthetic training data and an evaluation set (no real features needed)",
+		UsageText: "dinoclip synth --out DIR [--rows N] [--shard-rows N] [--eval-images N] [--captions-per-image N]\n" +
+			"   [--seed N] [--input-dim N] [--output-dim N] [--latent-shift X] [--float16] [--force]",
 		Description: "Writes DIR/train (training shards) and DIR/eval (an evaluation set named \"synth\") in the formats\n" +
 			"of docs/FORMAT.md, with the real shapes, but made up: each image is a random latent vector; its\n" +
 			"\"DINOv2 feature\" is a fixed random map of it, and its \"CLIP embedding\" a different, hidden,\n" +

@@ -50,7 +50,7 @@ func trainCommand() *cli.Command {
 			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
-			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --epochs 16 --batch 8192",
+			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --batch 8192",
 		Flags: []cli.Flag{
 			stringFlag("data", "training data `DIR`: pairs of NAME.dino.npy and NAME.clip.npy", ""),
 			outFlag("train", "run `DIR` for checkpoints, metrics.jsonl and run.json (a new or empty directory for a new run, not in another run's directory or checkpoints, nor in a search index)"),

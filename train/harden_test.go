@@ -1506,3 +1506,29 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 		t.Fatalf("a new run where the kill came before the checkpoint: %v", err)
 	}
 }
+
+// A new run refuses a directory that another process may be writing a
+// file into now (a recent temporary of a name no run writes: an average
+// or a projection checked its place before the run began), and one its
+// caller's CheckPlace refuses under the lock.
+func TestNewRunRefusesWritersAndPlace(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := t.TempDir()
+	writing := filepath.Join(runDir, ".model.safetensors.tmp-7")
+	if err := os.WriteFile(writing, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "another process may be writing "+writing) {
+		t.Fatalf("a new run beside a file being written: %v", err)
+	}
+	os.Remove(writing)
+	tr := newTrainer(t, dataDir, runDir, nil)
+	tr.CheckPlace = func() error { return errors.New("a run was made around it meanwhile") }
+	if _, err := tr.Run(context.Background(), false); err == nil || err.Error() != "a run was made around it meanwhile" {
+		t.Fatalf("a new run its CheckPlace refuses: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, checkpoint.LastLink)); err == nil {
+		t.Error("the refused run checkpointed")
+	}
+}

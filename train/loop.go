@@ -212,6 +212,12 @@ type Trainer struct {
 	// records it (RunInfo.Init). A resume ignores it: the run continues
 	// from its checkpoint.
 	Init *InitModel
+	// CheckPlace, when not nil, refuses a new run's directory where the
+	// caller does not let a run be (in another run, in an index). Run
+	// calls it once it holds the directory's lock, since the caller's own
+	// check before the run began: another process may have made a run or
+	// an index around it since.
+	CheckPlace func() error
 	// AcceptChangedInputs lets a resume continue on training data or
 	// evaluation sets whose contents are not the ones the run recorded
 	// (RunInfo.Inputs), with a warning; without it such a resume is
@@ -517,7 +523,18 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}
-		tr.sweepRunDir() // what a run killed before its first checkpoint was writing
+		// What a run killed before its first checkpoint was writing; a
+		// file another process is writing into the directory now (an
+		// average or a projection, checked before this run began) would
+		// land beside the run's.
+		if live := tr.sweepRunDir(); len(live) > 0 {
+			return Result{}, fmt.Errorf("run directory %s: another process may be writing %s into it now: train into a new or empty directory (or remove it, once none is)", tr.RunDir, strings.Join(live, ", "))
+		}
+		if tr.CheckPlace != nil {
+			if err := tr.CheckPlace(); err != nil {
+				return Result{}, err
+			}
+		}
 		if tr.inputs, err = InputsOf(tr.Data, tr.Evals); err != nil {
 			return Result{}, err
 		}

@@ -815,8 +815,9 @@ func (tr *Trainer) pruneCheckpoint(name string) error {
 // metrics.jsonl, however new (only a holder of the run's lock writes
 // them: atomicfile.SweepOwn), and those of other names whose writer is
 // gone (atomicfile.SweepStale: another process may write there). What it
-// removed, and what it left, are said in the log.
-func (tr *Trainer) sweepRunDir() {
+// removed, and what it left, are said in the log; it returns the
+// temporaries it left because another process may be writing them.
+func (tr *Trainer) sweepRunDir() (live []string) {
 	dir := filepath.Join(tr.RunDir, CheckpointsDir)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -846,7 +847,9 @@ func (tr *Trainer) sweepRunDir() {
 		for _, p := range s.Live {
 			tr.Log.Warn("left a temporary file that another process may be writing now (remove it once none is)", "path", p)
 		}
+		live = append(live, s.Live...)
 	}
+	return live
 }
 
 // restore loads the run directory's last checkpoint into the engine and

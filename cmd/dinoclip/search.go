@@ -572,7 +572,12 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 	// too, and the last search to finish leaves its output, as searches
 	// run one after the other would.
 	for attempt := 1; ; attempt++ {
-		if err := checkOutDir(out); err != nil { // it may have changed since the start
+		// Both may have changed since the start: a run started meanwhile
+		// where the output goes (its checkpoints/ made empty there, say).
+		if err := checkOutDir(out); err != nil {
+			return err
+		}
+		if err := checkOutPlace(out, "the search's output"); err != nil {
 			return err
 		}
 		if _, err := os.Stat(out); err == nil {

@@ -943,3 +943,26 @@ func TestSearchLimitsHeap(t *testing.T) {
 		t.Errorf("with GOMEMLIMIT set the limit became %d", got)
 	}
 }
+
+// The place of a search's output is judged again when the output is put
+// there: a run started meanwhile in the directory above it (its empty
+// checkpoints/ where the search writes) is not replaced.
+func TestSearchOutputPlaceCheckedAtTheEnd(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	out := filepath.Join(run, train.CheckpointsDir)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{train.RunFile, train.LockFile} {
+		if err := os.WriteFile(filepath.Join(run, f), []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nb := &retrieval.Neighbors{Queries: 1, K: 1, Rows: []int64{0}, Scores: []float32{1}}
+	if err := writeSearch(out, nb, searchInfo{K: 1}, nil); err == nil || !strings.Contains(err.Error(), "run directory "+run) {
+		t.Fatalf("a search's output put in a run's checkpoints: %v", err)
+	}
+	if entries, err := os.ReadDir(out); err != nil || len(entries) != 0 {
+		t.Errorf("the run's checkpoints directory after the refusal: %v, %v", entries, err)
+	}
+}

@@ -311,6 +311,9 @@ func runTrain(cCtx *cli.Context) error {
 
 		AcceptChangedInputs: cCtx.Bool("accept-changed-inputs"),
 	}
+	if !resume {
+		tr.CheckPlace = func() error { return checkOutPlace(runDir, "the new run") }
+	}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f
 	}

@@ -198,8 +198,14 @@ func TestRunDirLock(t *testing.T) {
 		if _, err := LockRunDir(dir); !errors.As(err, &locked) || !strings.Contains(err.Error(), "lock file was removed") {
 			t.Fatalf("lock after the holder's lock file was removed: %v, want a LockedError", err)
 		}
+		if _, err := os.Lstat(filepath.Join(dir, LockFile)); err == nil {
+			t.Error("the refused lock made a lock file nobody holds")
+		}
 	}
 	again.Release()
+	if err := os.WriteFile(filepath.Join(dir, LockFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	// A reader looking whether the run trains (checkUnlocked, as info and
 	// eval do) holds a shared lock for an instant: a trainer starting then

@@ -57,44 +57,51 @@ func LockRunDir(dir string) (*RunLock, error) {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	path := filepath.Join(dir, LockFile)
+	// The directory itself first (where the system locks directories): a
+	// lock file removed while its trainer runs (taken for a stale one)
+	// would be made again by the next, whose lock on it would exclude
+	// nothing; and a directory another dinoclip holds (synth writing its
+	// data there) is refused before a lock file is left in it.
+	releaseDir, err := flock.LockDir(dir)
+	if errors.Is(err, flock.ErrLocked) {
+		holder := "pid unknown: the directory is locked, by a trainer whose lock file was removed or by a dinoclip synth or demo writing into it"
+		if _, serr := os.Lstat(path); serr == nil {
+			holder = lockHolder(path)
+		}
+		return nil, &LockedError{Dir: dir, Holder: holder}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("run directory %s: %w", dir, err)
+	}
 	// Not through a link: the pid written below would truncate what it
 	// leads to, and a lock on another file excludes no other trainer.
 	f, err := openRunFile(path, os.O_RDWR)
 	if err != nil {
+		releaseDir()
 		return nil, err
 	}
 	// Briefly: a reader that looks whether the run is training
 	// (checkUnlocked: info, eval) holds a shared lock for an instant.
 	if err := flock.TryLockBriefly(f, true); err != nil {
 		f.Close()
+		releaseDir()
 		if errors.Is(err, flock.ErrLocked) {
 			return nil, &LockedError{Dir: dir, Holder: lockHolder(path)}
 		}
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
-	// The directory itself too (where the system locks directories): a
-	// lock file removed while its trainer runs (taken for a stale one)
-	// is made again by the next, whose lock on it would exclude nothing.
-	releaseDir, err := flock.LockDir(dir)
-	if err != nil {
-		flock.Unlock(f)
-		f.Close()
-		if errors.Is(err, flock.ErrLocked) {
-			return nil, &LockedError{Dir: dir, Holder: "pid unknown: its lock file was removed while it held it"}
-		}
-		return nil, fmt.Errorf("run directory %s: %w", dir, err)
-	}
-	releaseCheckpoints, err := lockCheckpointsDir(dir)
+	// A checkpoints/ leading into another run is refused before anything
+	// is written (or locked) where it leads.
+	err = checkCheckpointsDir(dir)
+	releaseCheckpoints := func() {}
 	if err == nil {
-		// (A checkpoints/ leading into another run is refused before
-		// anything is written where it leads.)
-		if err = checkCheckpointsDir(dir); err == nil {
+		if releaseCheckpoints, err = lockCheckpointsDir(dir); err == nil {
 			if err = checkpointsWritable(dir); err == nil {
 				err = checkCheckpointsOwner(dir)
 			}
-		}
-		if err != nil {
-			releaseCheckpoints()
+			if err != nil {
+				releaseCheckpoints()
+			}
 		}
 	}
 	if err != nil {

@@ -143,12 +143,16 @@ func isRunDir(dir string) bool {
 }
 
 // holdsRun reports whether dir is a run directory by what only a run
-// writes there, its run.json or its last or best link: where an output may
-// not go (search's, project's, average's). isRunDir, for info to take a
-// damaged run for one, is met by any of a run's names, so a directory of
+// writes there, its run.json or its last or best link, or by a trainer
+// holding its lock (a run starting, before its run.json): where an output
+// may not go (search's, project's, average's). isRunDir, for info to take
+// a damaged run for one, is met by any of a run's names, so a directory of
 // search outputs, one of them named best, was a run to it.
 func holdsRun(dir string) bool {
 	if _, err := os.Lstat(filepath.Join(dir, train.RunFile)); err == nil {
+		return true
+	}
+	if _, training := train.LockHolder(dir); training {
 		return true
 	}
 	return atomicfile.IsLink(filepath.Join(dir, checkpoint.LastLink)) || atomicfile.IsLink(filepath.Join(dir, checkpoint.BestLink))

@@ -382,6 +382,13 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	if err := flock.TryLock(held, true); err != nil {
 		t.Fatal(err)
 	}
+	// A run starting (its lock held, no run.json yet) is a run.
+	starting := t.TempDir()
+	lock, err := train.LockRunDir(starting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
 	// A .lock nobody holds is some other tool's: no index.
 	notIndex := t.TempDir()
 	os.WriteFile(filepath.Join(notIndex, retrieval.IndexLockFile), nil, 0o644)
@@ -421,6 +428,7 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(indexWithoutManifest, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(damaged, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(movedRun, train.CheckpointsDir, "p.npy"), "in the checkpoints directory"},
+		{filepath.Join(starting, "p.npy"), "in the run directory"},
 	} {
 		t.Run(strings.TrimPrefix(tc.out, filepath.Dir(filepath.Dir(tc.out))), func(t *testing.T) {
 			before, _ := os.ReadFile(tc.out)

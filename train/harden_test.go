@@ -1513,6 +1513,35 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 	}
 }
 
+// save makes the last link's new form before it puts the checkpoint in
+// place (what finishLastLink recovers from): a checkpoint whose save
+// fails (here: its name taken by a directory of someone else's) leaves
+// that new form, leading to it.
+func TestSaveMakesLastLinkFirst(t *testing.T) {
+	dataDir, runDir := t.TempDir(), t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	foreign := filepath.Join(runDir, checkpointName(5))
+	takeName := func() {
+		if err := os.MkdirAll(foreign, 0o755); err != nil {
+			t.Error(err)
+		}
+		os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("mine"), 0o644)
+		cancel()
+	}
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 5, cancel: takeName} })
+	if _, err := tr.Run(ctx, false); err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("a run whose checkpoint's name was taken: %v, want the save's error", err)
+	}
+	if to, err := os.Readlink(filepath.Join(runDir, newLinkName(checkpoint.LastLink))); err != nil || to != checkpointName(5) {
+		t.Fatalf("the last link's new form leads to %q (%v), want %s, made before the save", to, err, checkpointName(5))
+	}
+	if pendingLastLink(runDir) != "" {
+		t.Error("a new form leading to no whole checkpoint is taken for a pending link")
+	}
+}
+
 // A new run refuses a directory that another process may be writing a
 // file into now (a recent temporary of a name no run writes: an average
 // or a projection checked its place before the run began), and one its

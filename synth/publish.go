@@ -280,7 +280,7 @@ func lockDirStable(dir, real string) (unlock func(), err error) {
 		lockErr := flock.TryLock(d, true)
 		if errors.Is(lockErr, flock.ErrLocked) {
 			d.Close()
-			return nil, fmt.Errorf("synth: %s is being written by another dinoclip synth or demo", dir)
+			return nil, busyError{dir}
 		}
 		if lockErr != nil {
 			d.Close()

@@ -756,7 +756,7 @@ func TestWriteTrainingDataLocked(t *testing.T) {
 	if err := flock.TryLock(held, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := WriteTrainingData(dir, opts, 200, 100, false); err == nil || !strings.Contains(err.Error(), "another dinoclip synth") {
+	if _, err := WriteTrainingData(dir, opts, 200, 100, false); err == nil || !strings.Contains(err.Error(), "in use by another dinoclip") {
 		t.Errorf("a write while another holds %s: %v", dir, err)
 	}
 	held.Close()

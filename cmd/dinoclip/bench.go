@@ -14,6 +14,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -274,33 +275,40 @@ func runBench(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
-	if outDir != "" {
-		if err := checkIntoPlace(outDir, "the bench report"); err != nil {
-			return err
+	// Refused now, not after the measurements (and again when written, at
+	// the end: benchOutPlaces), before --out is made: a place where a run
+	// or an index keeps its files; for --json, one of --out's files, a
+	// directory, a pipe, a device, a read-only file, or a directory it
+	// cannot be written into (a temporary made there and removed).
+	if err := benchOutPlaces(jsonPath, outDir); err != nil {
+		return err
+	}
+	var dest string
+	if jsonPath != "" {
+		dest, err = atomicfile.Destination(jsonPath)
+		if err == nil && outDir != "" {
+			err = notABenchFile(dest, outDir)
 		}
-		if err := os.MkdirAll(outDir, 0o755); err != nil {
+		if err != nil {
+			return fmt.Errorf("--json %s: %w", jsonPath, err)
+		}
+	}
+	var madeTop string // (what MkdirAll made of --out, removed if --json is refused)
+	if outDir != "" {
+		if madeTop, err = madedirs.MkdirAll(outDir); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}
 	if jsonPath != "" {
-		// Refused now, not after the measurements: a place where a run or
-		// an index keeps its files, one of --out's files, a directory, a
-		// pipe, a device, a read-only file there, or a directory it cannot
-		// be written into (a temporary made there and removed).
-		dest, err := outsideRunsAndIndexes(jsonPath, "the bench report")
-		if err == nil && outDir != "" {
-			err = notABenchFile(dest, outDir)
-		}
+		probe, err := os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*")
 		if err == nil {
-			var probe *os.File
-			if probe, err = os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*"); err == nil {
-				probe.Close()
-				os.Remove(probe.Name())
-			} else if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			probe.Close()
+			os.Remove(probe.Name())
+		} else {
+			madedirs.Remove(outDir, madeTop)
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 				err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
 			}
-		}
-		if err != nil {
 			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
 	}
@@ -350,6 +358,9 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 	if err := r.WriteTable(cCtx.App.Writer); err != nil {
 		return err
 	}
+	if err := benchOutPlaces(jsonPath, outDir); err != nil {
+		return err
+	}
 	if jsonPath != "" {
 		if err := r.WriteJSON(jsonPath); err != nil {
 			return fmt.Errorf("--json: %w", err)
@@ -384,6 +395,25 @@ func checkTopKMemory(o bench.TopKOptions) error {
 	}
 	return fmt.Errorf("--topk-images %d, --topk-captions %d, --topk-dim %d, --topk-k %d need about %.3g GiB of memory, more than the %.1f GiB available: use smaller ones",
 		o.Images, o.Captions, o.Dim, o.K, need/(1<<30), float64(avail)/(1<<30))
+}
+
+// benchOutPlaces refuses --json's file or --out's directory (either may
+// be "") where a run or an index keeps its files: at the start, and again
+// when the report is written, since a run or an index may have been made
+// there during the measurements.
+func benchOutPlaces(jsonPath, outDir string) error {
+	if jsonPath != "" {
+		// (A destination that cannot be written is said with the rest.)
+		if dest, err := atomicfile.Destination(jsonPath); err == nil {
+			if err := destPlaceError("--json", jsonPath, dest, "the bench report"); err != nil {
+				return err
+			}
+		}
+	}
+	if outDir != "" {
+		return checkIntoPlace(outDir, "the bench report")
+	}
+	return nil
 }
 
 // notABenchFile refuses --json's destination dest when it is one of the

@@ -116,7 +116,14 @@ func TestBenchErrors(t *testing.T) {
 	index := filepath.Join(t.TempDir(), "index")
 	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
 	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
-	wantError(t, []string{"bench", "--json", model}, "in a training checkpoint")
+	wantError(t, []string{"bench", "--json", model}, "--json "+model+" is in a training checkpoint")
+	// A refusal makes no --out.
+	newOut := filepath.Join(t.TempDir(), "new", "out")
+	wantError(t, []string{"bench", "--out", newOut, "--json", model}, "in a training checkpoint")
+	wantError(t, []string{"bench", "--out", newOut, "--json", filepath.Join(t.TempDir(), "nonexistent", "b.json")}, "cannot write into")
+	if _, err := os.Stat(filepath.Dir(newOut)); err == nil {
+		t.Errorf("a refused bench made %s", filepath.Dir(newOut))
+	}
 	wantError(t, []string{"bench", "--json", filepath.Join(index, "manifest.json")}, "in the search index")
 	wantError(t, []string{"bench", "--out", filepath.Join(run, train.CheckpointsDir)}, "checkpoints directory "+filepath.Join(run, train.CheckpointsDir))
 	wantError(t, []string{"bench", "--out", index}, "in the search index")

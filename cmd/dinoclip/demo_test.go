@@ -107,7 +107,7 @@ func TestDemoLocksItsOutput(t *testing.T) {
 	}
 	flocktest.Hold(t, out, true, 0) // (as a dinoclip writer at work in it)
 	wantError(t, []string{"demo", "--out", out, "--rows", "600", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"},
-		out, "another dinoclip synth or demo", "wait for it to end")
+		out, "in use by another dinoclip", "wait for it to end")
 	for _, p := range []string{demoMarker, "data/train/shard-00000.dino.npy", "run/run.json"} {
 		if b, err := os.ReadFile(filepath.Join(out, p)); err != nil || string(b) != "the other demo's" {
 			t.Errorf("%s: %q, %v", p, b, err)
@@ -181,7 +181,7 @@ func TestDemoLocksItsData(t *testing.T) {
 		t.Fatalf("the demo: %v\n%s", err, stderr)
 	}
 	for _, when := range []string{"training data: ", "2/3 training"} {
-		if err, ok := refusals[when]; !ok || err == nil || !strings.Contains(err.Error(), data+" is being written by another dinoclip synth or demo") {
+		if err, ok := refusals[when]; !ok || err == nil || !strings.Contains(err.Error(), data+" is in use by another dinoclip") {
 			t.Errorf("a synth into %s at %q: %v; want it refused", data, when, err)
 		}
 	}

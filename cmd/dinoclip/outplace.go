@@ -11,7 +11,7 @@ import (
 	"github.com/dinoclip/dinoclip/train"
 )
 
-// placeError refuses an output (the --out flag's value out, holding what,
+// placeError refuses an output (the value out of flag, holding what,
 // e.g. "the average") written into the directory dir of a training run or
 // a search index, or anywhere under a run's checkpoints or an index: it
 // would replace one of their files (run.json, the lock, which a second
@@ -27,7 +27,7 @@ import (
 // optimizer file, a run's checkpoints that the run's files vouch for
 // (train.IsCheckpointsDir) and an index by its manifest (a subdirectory of
 // a run outside its checkpoints harms nothing).
-func placeError(out, dir, what string) error {
+func placeError(flag, out, dir, what string) error {
 	dir = absolute(dir)
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
 	isCheckpoints := func(dir string) bool {
@@ -38,20 +38,20 @@ func placeError(out, dir, what string) error {
 	case has(dir, checkpoint.OptimizerFile) || isCheckpoints(filepath.Dir(dir)):
 		// Resumed, a model replaced would meet another model's optimizer
 		// state; an optimizer replaced, another's weights.
-		return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, dir, what)
+		return fmt.Errorf("%s %s is in a training checkpoint (%s): write %s outside the run's checkpoints", flag, out, dir, what)
 	case isCheckpoints(dir):
-		return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, dir, what)
+		return fmt.Errorf("%s %s is in the checkpoints directory %s of a run: write %s outside the run", flag, out, dir, what)
 	case holdsRun(dir):
-		return fmt.Errorf("--out %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", out, dir, what)
+		return fmt.Errorf("%s %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", flag, out, dir, what)
 	}
 	for a := dir; ; a = filepath.Dir(a) {
 		switch {
 		case a != dir && has(a, checkpoint.OptimizerFile):
-			return fmt.Errorf("--out %s is in a training checkpoint (%s): write %s outside the run's checkpoints", out, a, what)
+			return fmt.Errorf("%s %s is in a training checkpoint (%s): write %s outside the run's checkpoints", flag, out, a, what)
 		case a != dir && train.IsCheckpointsDir(a):
-			return fmt.Errorf("--out %s is in the checkpoints directory %s of a run: write %s outside the run", out, a, what)
+			return fmt.Errorf("%s %s is in the checkpoints directory %s of a run: write %s outside the run", flag, out, a, what)
 		case retrieval.IsIndex(a):
-			return fmt.Errorf("--out %s is in the search index %s, whose files it could replace: write %s outside the index", out, a, what)
+			return fmt.Errorf("%s %s is in the search index %s, whose files it could replace: write %s outside the index", flag, out, a, what)
 		}
 		if filepath.Dir(a) == a {
 			return nil
@@ -59,24 +59,31 @@ func placeError(out, dir, what string) error {
 	}
 }
 
-// outsideRunsAndIndexes refuses an output file out, holding what, that is
+// outsideRunsAndIndexes refuses an output file out (flag's value),
+// holding what, that is
 // written where a training run or a search index keeps its files
 // (placeError). Where out leads is judged, as it is written: through its
 // links (atomicfile.Destination), which is returned; and by its name too,
 // for a run's checkpoints/ may be a link to a directory elsewhere, whose
 // name and parent say nothing.
-func outsideRunsAndIndexes(out, what string) (string, error) {
+func outsideRunsAndIndexes(flag, out, what string) (string, error) {
 	dest, err := atomicfile.Destination(out)
 	if err != nil {
 		return "", err
 	}
-	if err := placeError(out, filepath.Dir(absolute(dest)), what); err != nil {
-		return "", err
+	return dest, destPlaceError(flag, out, dest, what)
+}
+
+// destPlaceError is outsideRunsAndIndexes's judgement of out once its
+// destination dest (atomicfile.Destination) is known.
+func destPlaceError(flag, out, dest, what string) error {
+	if err := placeError(flag, out, filepath.Dir(absolute(dest)), what); err != nil {
+		return err
 	}
 	if named := filepath.Dir(absolute(filepath.Clean(out))); filepath.Base(named) == train.CheckpointsDir && holdsRun(filepath.Dir(named)) {
-		return "", placeError(out, named, what)
+		return placeError(flag, out, named, what)
 	}
-	return dest, nil
+	return nil
 }
 
 // checkOutPlace refuses an output directory out, holding what, among a
@@ -85,7 +92,7 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 // far as it exists).
 func checkOutPlace(out, what string) error {
 	for _, place := range places(out) {
-		if err := placeError(out, filepath.Dir(filepath.Clean(place)), what); err != nil {
+		if err := placeError("--out", out, filepath.Dir(filepath.Clean(place)), what); err != nil {
 			return err
 		}
 	}
@@ -98,7 +105,7 @@ func checkOutPlace(out, what string) error {
 // out itself), by its absolute path and where it leads.
 func checkIntoPlace(out, what string) error {
 	for _, place := range places(out) {
-		if err := placeError(out, filepath.Clean(place), what); err != nil {
+		if err := placeError("--out", out, filepath.Clean(place), what); err != nil {
 			return err
 		}
 	}

@@ -61,7 +61,7 @@ func runProject(cCtx *cli.Context) error {
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
 	}
-	dest, err := outsideRunsAndIndexes(outPath, "the projections")
+	dest, err := outsideRunsAndIndexes("--out", outPath, "the projections")
 	if err != nil {
 		return err
 	}

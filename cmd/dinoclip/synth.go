@@ -216,6 +216,12 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 	if err != nil {
 		return nil, err
 	}
+	// Again under the lock: a run started in out meanwhile holds its own
+	// lock on it, or has made its files there.
+	if err := checkIntoPlace(out, "the synthetic data"); err != nil {
+		unlock()
+		return nil, err
+	}
 	if err := writeSynthSets(ctx, w, errW, out, job); err != nil {
 		unlock()
 		return nil, err

@@ -171,7 +171,7 @@ func TestSynthLocksItsOutput(t *testing.T) {
 	}
 	out := t.TempDir()
 	flocktest.Hold(t, out, true, 0) // (as a dinoclip writer at work in it)
-	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "another dinoclip synth")
+	wantError(t, []string{"synth", "--out", out, "--rows", "100", "--eval-images", "10", "--force"}, "in use by another dinoclip")
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("a refused synth wrote %d entries", len(entries))
 	}
@@ -318,7 +318,7 @@ func TestFailedSynthLeavesSetsReadable(t *testing.T) {
 	mustRun(t, append([]string{"synth", "--out", dir}, synthSmall...)...)
 	trainDir, evalDir := filepath.Join(dir, dataset.TrainDir), filepath.Join(dir, dataset.EvalDir)
 	flocktest.Hold(t, trainDir, true, 0) // (as a dinoclip writer at work in it)
-	wantError(t, append([]string{"synth", "--out", dir, "--force", "--seed", "9"}, synthSmall...), "being written by another")
+	wantError(t, append([]string{"synth", "--out", dir, "--force", "--seed", "9"}, synthSmall...), "in use by another dinoclip")
 	if _, err := os.Lstat(filepath.Join(dir, dataset.UnfinishedFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a synth that wrote nothing left its unfinished-run marker: %v", err)
 	}

@@ -94,8 +94,6 @@ func sameFloat32s(a, b []float32) bool {
 	return true
 }
 
-// TestEncodeHeaderMatchesNumpy compares our headers with numpy's for 200
-// shapes (numpy 1.26.4 and 2.4.6 write identical bytes for all of them).
 // Float16Finite takes exactly what rounds to a finite float16: up to
 // 65504 plus less than half an ulp (16), and refuses NaN and infinities.
 func TestFloat16Finite(t *testing.T) {
@@ -115,6 +113,8 @@ func TestFloat16Finite(t *testing.T) {
 	}
 }
 
+// TestEncodeHeaderMatchesNumpy compares our headers with numpy's for 200
+// shapes (numpy 1.26.4 and 2.4.6 write identical bytes for all of them).
 func TestEncodeHeaderMatchesNumpy(t *testing.T) {
 	f, err := os.Open(td("numpy_headers.txt"))
 	if err != nil {

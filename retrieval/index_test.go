@@ -288,7 +288,9 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 }
 
 // A shard's ids are checked in tiles (checkIDs): one out of order past
-// the first tile is found, and named by its row.
+// the first tile is found, and named by its row. (That the tiles bound the
+// memory was measured, not tested: bench/RESULTS.md has no entry; the
+// commit that made them gives info's resident set before and after.)
 func TestIndexIDsCheckedPastFirstTile(t *testing.T) {
 	dir := t.TempDir()
 	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")

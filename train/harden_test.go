@@ -1537,7 +1537,7 @@ func TestSaveMakesLastLinkFirst(t *testing.T) {
 	if to, err := os.Readlink(filepath.Join(runDir, newLinkName(checkpoint.LastLink))); err != nil || to != checkpointName(5) {
 		t.Fatalf("the last link's new form leads to %q (%v), want %s, made before the save", to, err, checkpointName(5))
 	}
-	if pendingLastLink(runDir) != "" {
+	if PendingLastLink(runDir) != "" {
 		t.Error("a new form leading to no whole checkpoint is taken for a pending link")
 	}
 }

@@ -268,7 +268,7 @@ func checkResumable(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
-		if pendingLastLink(dir) != "" {
+		if PendingLastLink(dir) != "" {
 			return nil // (the resume links it first: finishLastLink)
 		}
 		if err := orphanedCheckpoints(dir); err != nil {
@@ -636,7 +636,7 @@ func newLink(run, link, target string) (rename func() error, err error) {
 // newLinkName is the temporary name of link's new form (newLink).
 func newLinkName(link string) string { return "." + link + ".tmp" }
 
-// pendingLastLink is the checkpoint that a run killed between putting it
+// PendingLastLink is the checkpoint that a run killed between putting it
 // in place and linking it as the last left unlinked in the run directory
 // dir, when dir has no last link (the run's first checkpoint, then: a
 // later one leaves the last link at the one before, which the resume
@@ -644,7 +644,7 @@ func newLinkName(link string) string { return "." + link + ".tmp" }
 // counts when it leads to a whole checkpoint of the run's own (a
 // checkpoints/step-N in dir, holding every file a resume reads, of one
 // step).
-func pendingLastLink(dir string) string {
+func PendingLastLink(dir string) string {
 	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
 		return ""
 	}
@@ -662,11 +662,11 @@ func pendingLastLink(dir string) string {
 	return target
 }
 
-// finishLastLink links the pendingLastLink of the run directory dir as
+// finishLastLink links the PendingLastLink of the run directory dir as
 // its last, and reports it ("" when there is none). For the process
 // holding the run's lock.
 func finishLastLink(dir string) (string, error) {
-	target := pendingLastLink(dir)
+	target := PendingLastLink(dir)
 	if target == "" {
 		return "", nil
 	}

@@ -578,9 +578,12 @@ func infoRun(w io.Writer, dir string) error {
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil || !noCheckpoint {
+		pending := train.PendingLastLink(dir)
 		switch {
 		case training:
 			fmt.Fprintf(w, "  no checkpoint yet\n")
+		case pending != "":
+			fmt.Fprintf(w, "  last checkpoint: %s, not linked as last yet (the run was stopped while linking it): dinoclip train --resume links it and goes on\n", pending)
 		case noCheckpoint:
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
 		}

@@ -132,6 +132,15 @@ func TestInfoDamagedRun(t *testing.T) {
 	}
 	os.WriteFile(model, saved, 0o644)
 	last := filepath.Join(run, checkpoint.LastLink)
+	// Stopped while linking its last checkpoint (the new link made, not
+	// yet renamed into place): resumable, and said so.
+	pending := filepath.Join(run, ".last.tmp")
+	os.Rename(last, pending)
+	if out := mustRun(t, "info", run); strings.Contains(out, "NOT RESUMABLE") || strings.Contains(out, "no checkpoint yet") ||
+		!strings.Contains(out, "last checkpoint: checkpoints/step-00000008, not linked as last yet") {
+		t.Errorf("info on a run stopped while linking its last checkpoint:\n%s", out)
+	}
+	os.Rename(pending, last)
 	elsewhere := filepath.Join(t.TempDir(), "step-00000008")
 	if err := os.CopyFS(elsewhere, os.DirFS(filepath.Join(run, train.CheckpointsDir, "step-00000008"))); err != nil {
 		t.Fatal(err)

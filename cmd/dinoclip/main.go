@@ -68,11 +68,16 @@ func flagString(f cli.Flag) string {
 	return names + "\n" + usage
 }
 
-func newApp() *cli.App {
+// urfave/cli's help is set up by package variables: wrapped at helpWidth,
+// flags as flagString writes them.
+func init() {
 	cli.HelpPrinter = func(w io.Writer, templ string, data any) {
 		cli.HelpPrinterCustom(w, templ, data, map[string]any{"wrapAt": func() int { return helpWidth }})
 	}
 	cli.FlagStringer = flagString
+}
+
+func newApp() *cli.App {
 	return &cli.App{
 		Name:  "dinoclip",
 		Usage: "train and evaluate a projector from DINOv2 features into CLIP space",

@@ -289,8 +289,8 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 
 // A shard's ids are checked in tiles (checkIDs): one out of order past
 // the first tile is found, and named by its row. (That the tiles bound the
-// memory was measured, not tested: bench/RESULTS.md has no entry; the
-// commit that made them gives info's resident set before and after.)
+// memory is not tested here; measured on 2026-12-05, dinoclip info of a
+// 3M-row index peaked at 30 MB resident, 62 MB when it read the ids whole.)
 func TestIndexIDsCheckedPastFirstTile(t *testing.T) {
 	dir := t.TempDir()
 	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")

@@ -65,8 +65,8 @@ func LockRunDir(dir string) (*RunLock, error) {
 	releaseDir, err := flock.LockDir(dir)
 	if errors.Is(err, flock.ErrLocked) {
 		holder := "pid unknown: the directory is locked, by a trainer whose lock file was removed or by a dinoclip synth or demo writing into it"
-		if _, serr := os.Lstat(path); serr == nil {
-			holder = lockHolder(path)
+		if h, held := LockHolder(dir); held { // (its pid only when the lock file is held too)
+			holder = h
 		}
 		return nil, &LockedError{Dir: dir, Holder: holder}
 	}
@@ -347,10 +347,16 @@ func leadsTo(run, target string) bool {
 
 // lockHolder is the pid the lock file at path records, as "pid N".
 func lockHolder(path string) string {
-	if b, err := os.ReadFile(path); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			return "pid " + strconv.Itoa(pid)
-		}
+	// A regular file only, and a pid's worth of it: a lock replaced by a
+	// named pipe or a link to /dev/zero must not hang or fill memory.
+	f, err := atomicfile.OpenRegular(path, os.O_RDONLY, 0)
+	if err != nil {
+		return "pid unknown"
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 32))
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+		return "pid " + strconv.Itoa(pid)
 	}
 	return "pid unknown"
 }
@@ -372,7 +378,11 @@ func checkUnlocked(dir string) error {
 	if err := flock.TryLock(f, false); errors.Is(err, flock.ErrLocked) {
 		return &LockedError{Dir: dir, Holder: lockHolder(path)}
 	}
-	return nil // the shared lock, if taken, goes with f
+	// The shared lock, if taken, dropped now: Windows may release one some
+	// time after its handle closes, and a trainer starting meanwhile
+	// would find it held.
+	flock.Unlock(f)
+	return nil
 }
 
 // LockHolder is the holder ("pid N") of the lock of the run in dir, and

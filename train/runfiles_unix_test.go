@@ -19,6 +19,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -456,5 +457,43 @@ func TestCopiedRunSharesNoCheckpoints(t *testing.T) {
 	}
 	if err := runWithin(t, newTrainer(t, dataDir, copied, nil), true); err != nil {
 		t.Fatalf("resume of the copy with checkpoints of its own: %v", err)
+	}
+}
+
+// A run refused a directory another process holds names the holder's pid
+// only from a lock file held too, read as a regular file, a pid's worth:
+// a lock made a named pipe (or a link to an endless device) neither
+// hangs the refusal nor fills memory, and a stale pid is not named.
+func TestLockRefusalReadsNoStrangeLock(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(path string) error
+	}{
+		{"named pipe", func(p string) error { return syscall.Mkfifo(p, 0o644) }},
+		{"link to /dev/zero", func(p string) error { return os.Symlink("/dev/zero", p) }},
+		{"file of a stale pid", func(p string) error { return os.WriteFile(p, []byte("4242\n"), 0o644) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			release, err := flock.LockDir(dir) // (as synth holds its --out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			if err := tc.make(filepath.Join(dir, LockFile)); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := LockRunDir(dir); done <- err }()
+			select {
+			case err := <-done:
+				var locked *LockedError
+				if !errors.As(err, &locked) || strings.Contains(err.Error(), "4242") || !strings.Contains(err.Error(), "the directory is locked") {
+					t.Errorf("LockRunDir of a held directory, its lock a %s: %v", tc.name, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("LockRunDir of a held directory, its lock a %s, hangs", tc.name)
+			}
+		})
 	}
 }

@@ -135,6 +135,11 @@ func runAverage(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Judged again before it is written (reading the models took a while):
+	// a run or an index may have been made around it meanwhile.
+	if err := destPlaceError("--out", out, dest, "the average"); err != nil {
+		return err
+	}
 	if err := checkpoint.WriteModel(out, c, params, map[string]string{"averaged_from": string(b)}); err != nil {
 		return err
 	}

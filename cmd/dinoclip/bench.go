@@ -293,11 +293,14 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
 	}
-	var madeTop string // (what MkdirAll made of --out, removed if --json is refused)
 	if outDir != "" {
-		if madeTop, err = madedirs.MkdirAll(outDir); err != nil {
+		madeTop, err := madedirs.MkdirAll(outDir)
+		if err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
+		// What it made of --out goes again if the run ends with nothing
+		// written there (refused, or failed before any measurement).
+		defer madedirs.Remove(outDir, madeTop)
 	}
 	if jsonPath != "" {
 		probe, err := os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*")
@@ -305,7 +308,6 @@ func runBench(cCtx *cli.Context) error {
 			probe.Close()
 			os.Remove(probe.Name())
 		} else {
-			madedirs.Remove(outDir, madeTop)
 			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 				err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
 			}

@@ -121,6 +121,7 @@ func TestBenchErrors(t *testing.T) {
 	newOut := filepath.Join(t.TempDir(), "new", "out")
 	wantError(t, []string{"bench", "--out", newOut, "--json", model}, "in a training checkpoint")
 	wantError(t, []string{"bench", "--out", newOut, "--json", filepath.Join(t.TempDir(), "nonexistent", "b.json")}, "cannot write into")
+	wantError(t, append(slices.Clone(benchTiny), "--out", newOut, "--data-dir", filepath.Join(t.TempDir(), "nonexistent")), "--data-dir")
 	if _, err := os.Stat(filepath.Dir(newOut)); err == nil {
 		t.Errorf("a refused bench made %s", filepath.Dir(newOut))
 	}

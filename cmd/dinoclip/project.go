@@ -160,7 +160,9 @@ func runProject(cCtx *cli.Context) error {
 			}
 			bar.set(int64(hi))
 		}
-		return nil
+		// Judged again as it is put in place (the rename follows): a run
+		// or an index may have been made around it meanwhile.
+		return destPlaceError("--out", outPath, dest, "the projections")
 	})
 	if err != nil {
 		return err

@@ -238,8 +238,8 @@ type Trainer struct {
 	// unpruned names the checkpoints pruning left (a file no checkpoint
 	// has in them, or one the run may not remove), each said once.
 	unpruned map[string]bool
-	// metrics is the run's open metrics log, which save makes durable
-	// before each checkpoint.
+	// metrics is the run's open metrics log, which loop writes and save
+	// makes durable before each checkpoint.
 	metrics *metricsWriter
 }
 
@@ -577,7 +577,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	}
 	defer metrics.Close()
 	tr.metrics = metrics
-	return tr.loop(ctx, st, metric, metrics, resident)
+	return tr.loop(ctx, st, metric, resident)
 }
 
 // bestMetric is the metric that picks the run's best checkpoint. Picked
@@ -622,7 +622,7 @@ func EnginePrecision(e nn.Engine) string {
 // loop trains from st to the end of the last epoch. Batches come from
 // resident when it is not nil (the data is on the engine's device), else
 // from the host through the prefetcher.
-func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *metricsWriter, resident nn.ResidentEngine) (Result, error) {
+func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident nn.ResidentEngine) (Result, error) {
 	o := st.Options
 	order, err := NewOrder(tr.Data.Rows, o.Batch, o.Seed)
 	if err != nil {
@@ -668,7 +668,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 		st.EpochLoss.add(loss, o.Batch)
 		bar.set(step, loss)
 		if o.LogEvery > 0 && step%o.LogEvery == 0 {
-			if err := metrics.write(trainRecord(st, hp, stepTime)); err != nil {
+			if err := tr.metrics.write(trainRecord(st, hp, stepTime)); err != nil {
 				return err
 			}
 			if bar.bar == nil {
@@ -752,7 +752,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, metrics *m
 				value = emaValue
 			}
 		}
-		if err := metrics.write(rec); err != nil {
+		if err := tr.metrics.write(rec); err != nil {
 			return err
 		}
 		st.PendingEval = nil

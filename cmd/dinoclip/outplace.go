@@ -59,10 +59,9 @@ func placeError(flag, out, dir, what string) error {
 	}
 }
 
-// outsideRunsAndIndexes refuses an output file out (flag's value),
-// holding what, that is
-// written where a training run or a search index keeps its files
-// (placeError). Where out leads is judged, as it is written: through its
+// outsideRunsAndIndexes refuses an output file out (flag's value), holding
+// what, that is written where a training run or a search index keeps its
+// files (placeError). Where out leads is judged, as it is written: through its
 // links (atomicfile.Destination), which is returned; and by its name too,
 // for a run's checkpoints/ may be a link to a directory elsewhere, whose
 // name and parent say nothing.

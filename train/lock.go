@@ -73,42 +73,44 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	// What is held so far, let go again, last first, on a refusal below.
+	undo := []func(){releaseDir}
+	refuse := func(err error) (*RunLock, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	// Not through a link: the pid written below would truncate what it
 	// leads to, and a lock on another file excludes no other trainer.
 	f, err := openRunFile(path, os.O_RDWR)
 	if err != nil {
-		releaseDir()
-		return nil, err
+		return refuse(err)
 	}
+	undo = append(undo, func() { f.Close() })
 	// Briefly: a reader that looks whether the run is training
 	// (checkUnlocked: info, eval) holds a shared lock for an instant.
-	if err := flock.TryLockBriefly(f, true); err != nil {
-		f.Close()
-		releaseDir()
-		if errors.Is(err, flock.ErrLocked) {
-			return nil, &LockedError{Dir: dir, Holder: lockHolder(path)}
-		}
-		return nil, fmt.Errorf("run directory %s: %w", dir, err)
+	if err := flock.TryLockBriefly(f, true); errors.Is(err, flock.ErrLocked) {
+		return refuse(&LockedError{Dir: dir, Holder: lockHolder(path)})
+	} else if err != nil {
+		return refuse(fmt.Errorf("run directory %s: %w", dir, err))
 	}
+	undo = append(undo, func() { flock.Unlock(f) })
 	// A checkpoints/ leading into another run is refused before anything
 	// is written (or locked) where it leads.
-	err = checkCheckpointsDir(dir)
-	releaseCheckpoints := func() {}
-	if err == nil {
-		if releaseCheckpoints, err = lockCheckpointsDir(dir); err == nil {
-			if err = checkpointsWritable(dir); err == nil {
-				err = checkCheckpointsOwner(dir)
-			}
-			if err != nil {
-				releaseCheckpoints()
-			}
-		}
+	if err := checkCheckpointsDir(dir); err != nil {
+		return refuse(err)
 	}
+	releaseCheckpoints, err := lockCheckpointsDir(dir)
 	if err != nil {
-		releaseDir()
-		flock.Unlock(f)
-		f.Close()
-		return nil, err
+		return refuse(err)
+	}
+	undo = append(undo, releaseCheckpoints)
+	if err := checkpointsWritable(dir); err != nil {
+		return refuse(err)
+	}
+	if err := checkCheckpointsOwner(dir); err != nil {
+		return refuse(err)
 	}
 	// Record the holder for the error above. The lock, not the file's
 	// content, is what excludes: a torn write here misleads only a message.

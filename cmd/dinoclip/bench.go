@@ -304,15 +304,14 @@ func runBench(cCtx *cli.Context) error {
 	}
 	if jsonPath != "" {
 		probe, err := os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*")
-		if err == nil {
-			probe.Close()
-			os.Remove(probe.Name())
-		} else {
-			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-				err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
-			}
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
+		}
+		if err != nil {
 			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
+		probe.Close()
+		os.Remove(probe.Name())
 	}
 	// The data benchmark's shards go in a directory of ours, made now (a
 	// --data-dir that cannot take it fails before hours of benchmarks, not

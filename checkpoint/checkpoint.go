@@ -42,6 +42,12 @@ const (
 	BestFromEMA = "ema"
 )
 
+// NewLinkName is the name under which a run makes the new form of its
+// link (BestLink, LastLink) before renaming it into place: a run killed
+// in between, at its first checkpoint, leaves its last checkpoint linked
+// by this name only.
+func NewLinkName(link string) string { return "." + link + ".tmp" }
+
 // IsFile reports whether name is one of the files a checkpoint directory
 // holds.
 func IsFile(name string) bool {
@@ -595,6 +601,9 @@ func Resolve(path string) (string, error) {
 		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
 			return filepath.Join(path, p), nil
 		}
+	}
+	if to, err := os.Readlink(filepath.Join(path, NewLinkName(LastLink))); err == nil {
+		return "", fmt.Errorf("model: %s's first checkpoint is not linked as its last yet (the run was stopped while saving it): dinoclip train --resume links it, or name its model file (%s)", path, filepath.Join(path, to, ModelFile))
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
 }

@@ -141,6 +141,17 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if _, err := Resolve(t.TempDir()); err == nil {
 		t.Error("Resolve of an empty directory: no error")
 	}
+	// Stopped between putting its first checkpoint in place and linking
+	// it: an error naming the model file and the resume that links it.
+	if err := os.Rename(filepath.Join(run, LastLink), filepath.Join(run, NewLinkName(LastLink))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), filepath.Join(run, "checkpoints", "step-3", ModelFile)) {
+		t.Errorf("Resolve of a run whose first checkpoint is not linked yet = %s, %v; want an error naming its model file", got, err)
+	}
+	if err := os.Rename(filepath.Join(run, NewLinkName(LastLink)), filepath.Join(run, LastLink)); err != nil {
+		t.Fatal(err)
+	}
 	// A best link that leads nowhere: an error, not last's model.
 	if err := os.Symlink(filepath.Join("checkpoints", "step-9"), filepath.Join(run, BestLink)); err != nil {
 		t.Fatal(err)

@@ -1475,7 +1475,7 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 	if _, err := ref.Run(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	last, pending := filepath.Join(runDir, checkpoint.LastLink), filepath.Join(runDir, newLinkName(checkpoint.LastLink))
+	last, pending := filepath.Join(runDir, checkpoint.LastLink), filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))
 	os.Remove(filepath.Join(runDir, checkpoint.BestLink)) // (step 5 is no epoch end: no best yet)
 	if err := os.Rename(last, pending); err != nil {
 		t.Fatal(err)
@@ -1502,7 +1502,7 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 	for _, name := range []string{checkpoint.LastLink, checkpoint.BestLink, CheckpointsDir} {
 		os.RemoveAll(filepath.Join(runDir, name))
 	}
-	if err := os.Symlink(checkpointName(5), filepath.Join(runDir, newLinkName(checkpoint.LastLink))); err != nil {
+	if err := os.Symlink(checkpointName(5), filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckResumable(runDir); !errors.Is(err, ErrNoCheckpoint) {
@@ -1534,7 +1534,7 @@ func TestSaveMakesLastLinkFirst(t *testing.T) {
 	if _, err := tr.Run(ctx, false); err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("a run whose checkpoint's name was taken: %v, want the save's error", err)
 	}
-	if to, err := os.Readlink(filepath.Join(runDir, newLinkName(checkpoint.LastLink))); err != nil || to != checkpointName(5) {
+	if to, err := os.Readlink(filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil || to != checkpointName(5) {
 		t.Fatalf("the last link's new form leads to %q (%v), want %s, made before the save", to, err, checkpointName(5))
 	}
 	if PendingLastLink(runDir) != "" {

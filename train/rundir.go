@@ -619,7 +619,7 @@ func pointLink(run, link, target string) error {
 // under its temporary name (newLinkName), and returns the rename that puts
 // it in place of any old one, atomically.
 func newLink(run, link, target string) (rename func() error, err error) {
-	tmp := filepath.Join(run, newLinkName(link))
+	tmp := filepath.Join(run, checkpoint.NewLinkName(link))
 	os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
@@ -633,9 +633,6 @@ func newLink(run, link, target string) (rename func() error, err error) {
 	}, nil
 }
 
-// newLinkName is the temporary name of link's new form (newLink).
-func newLinkName(link string) string { return "." + link + ".tmp" }
-
 // PendingLastLink is the checkpoint that a run killed between putting it
 // in place and linking it as the last left unlinked in the run directory
 // dir, when dir has no last link (the run's first checkpoint, then: a
@@ -648,7 +645,7 @@ func PendingLastLink(dir string) string {
 	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
 		return ""
 	}
-	target, err := os.Readlink(filepath.Join(dir, newLinkName(checkpoint.LastLink)))
+	target, err := os.Readlink(filepath.Join(dir, checkpoint.NewLinkName(checkpoint.LastLink)))
 	if err != nil || filepath.Dir(target) != CheckpointsDir {
 		return ""
 	}
@@ -670,7 +667,7 @@ func finishLastLink(dir string) (string, error) {
 	if target == "" {
 		return "", nil
 	}
-	if err := os.Rename(filepath.Join(dir, newLinkName(checkpoint.LastLink)), filepath.Join(dir, checkpoint.LastLink)); err != nil {
+	if err := os.Rename(filepath.Join(dir, checkpoint.NewLinkName(checkpoint.LastLink)), filepath.Join(dir, checkpoint.LastLink)); err != nil {
 		return "", fmt.Errorf("run directory: %w", err)
 	}
 	atomicfile.SyncDir(dir)

@@ -615,6 +615,20 @@ func TestCheckResumableNoRunDir(t *testing.T) {
 func TestResumeRefusesLastNotALink(t *testing.T) {
 	dataDir, runDir := stoppedRun(t, 5)
 	last := filepath.Join(runDir, checkpoint.LastLink)
+	if err := os.Rename(filepath.Join(runDir, unlinkLast(t, runDir)), last); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "not a link") {
+		t.Fatalf("resume with a directory as last: %v", err)
+	}
+}
+
+// unlinkLast removes the last link of the run in runDir and returns
+// where it led.
+func unlinkLast(t *testing.T, runDir string) string {
+	t.Helper()
+	last := filepath.Join(runDir, checkpoint.LastLink)
 	target, err := os.Readlink(last)
 	if err != nil {
 		t.Fatal(err)
@@ -622,13 +636,7 @@ func TestResumeRefusesLastNotALink(t *testing.T) {
 	if err := os.Remove(last); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(filepath.Join(runDir, target), last); err != nil {
-		t.Fatal(err)
-	}
-	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
-	if err == nil || !strings.Contains(err.Error(), "not a link") {
-		t.Fatalf("resume with a directory as last: %v", err)
-	}
+	return target
 }
 
 // A resume of a run that another process is starting (locked, no
@@ -656,14 +664,7 @@ func TestCheckResumableLockedRun(t *testing.T) {
 // checkpoint to link again, and the checkpoints stay.
 func TestOrphanedCheckpointsRefused(t *testing.T) {
 	dataDir, runDir := stoppedRun(t, 5)
-	last := filepath.Join(runDir, checkpoint.LastLink)
-	target, err := os.Readlink(last)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(last); err != nil {
-		t.Fatal(err)
-	}
+	target := unlinkLast(t, runDir)
 	for _, resume := range []bool{true, false} {
 		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
 		if err == nil || !strings.Contains(err.Error(), "no last link") || !strings.Contains(err.Error(), target) {

@@ -63,7 +63,8 @@ def write_index(path: Path, keys16: np.ndarray):
     np.save(path / "ids-00000.npy", np.arange(len(keys16), dtype=np.int64))
     manifest = {
         "format": "dinoclip-index/1", "dim": int(keys16.shape[1]), "dtype": "float16", "rows": int(len(keys16)),
-        "model": {"sha256": "0" * 64, "path": "random unit vectors (bench/search_compare.py)", "config": {}},
+        "model": {"sha256": "0" * 64, "path": "random unit vectors (bench/search_compare.py)",
+                  "config": {"output_dim": int(keys16.shape[1])}},
         "shards": [{"keys": "keys-00000.npy", "ids": "ids-00000.npy", "rows": int(len(keys16)), "first_id": 0,
                     "source": {"path": "random", "size": 0, "rows": int(len(keys16))}}],
     }

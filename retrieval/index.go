@@ -224,6 +224,14 @@ func (m *IndexManifest) check() error {
 	if !isSHA256Hex(m.Model.SHA256) {
 		return fmt.Errorf("model sha256 %q is not a SHA-256", m.Model.SHA256)
 	}
+	// The keys are the model's outputs: a config of another width is an
+	// edited manifest, which info would show as the index's model.
+	var c struct {
+		OutputDim int `json:"output_dim"`
+	}
+	if err := json.Unmarshal(m.Model.Config, &c); err != nil || c.OutputDim != m.Dim {
+		return fmt.Errorf("the model's config does not give it %d-wide outputs, the index's dim", m.Dim)
+	}
 	var next int64
 	named := map[string]int{} // file name -> the shard naming it
 	for i, s := range m.Shards {

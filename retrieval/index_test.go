@@ -23,7 +23,10 @@ import (
 	"github.com/dinoclip/dinoclip/retrieval/searchtest"
 )
 
-var testModel = retrieval.IndexModel{SHA256: strings.Repeat("ab", 32), Path: "model-a", Config: json.RawMessage(`{"output_dim":8}`)}
+// testModel is the model of the test indexes of dim-wide keys.
+func testModel(dim int) retrieval.IndexModel {
+	return retrieval.IndexModel{SHA256: strings.Repeat("ab", 32), Path: "model-a", Config: json.RawMessage(fmt.Sprintf(`{"output_dim":%d}`, dim))}
+}
 
 // appendRows appends x (rows×dim, not normalised) as one shard from source.
 func appendRows(t *testing.T, w *retrieval.IndexWriter, source string, x []float32, dim int) {
@@ -62,19 +65,19 @@ func TestIndexAppendAndSearch(t *testing.T) {
 		return x
 	}
 	a, b := gauss(10*dim), gauss(7*dim)
-	w, err := retrieval.AppendIndex(dir, testModel, dim, "float16")
+	w, err := retrieval.AppendIndex(dir, testModel(dim), dim, "float16")
 	if err != nil {
 		t.Fatal(err)
 	}
 	appendRows(t, w, "/data/a.dino.npy", a, dim)
-	if _, err := retrieval.AppendIndex(dir, testModel, dim, "float16"); err == nil || !strings.Contains(err.Error(), "another process") {
+	if _, err := retrieval.AppendIndex(dir, testModel(dim), dim, "float16"); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("second writer while the first holds the lock: %v", err)
 	}
 	w.Close()
 	// A process looking whether the index is being appended to (IsIndex)
 	// holds a shared lock on it for an instant: an append waits it out.
 	flocktest.Hold(t, filepath.Join(dir, retrieval.IndexLockFile), false, 10*time.Millisecond)
-	w, err = retrieval.AppendIndex(dir, testModel, dim, "float32") // dtype of an existing index is kept
+	w, err = retrieval.AppendIndex(dir, testModel(dim), dim, "float32") // dtype of an existing index is kept
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,25 +109,25 @@ func TestIndexAppendAndSearch(t *testing.T) {
 
 func TestIndexRefusesOtherModel(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 	if err != nil {
 		t.Fatal(err)
 	}
 	appendRows(t, w, "a", []float32{1, 2}, 2)
 	w.Close()
-	other := testModel
+	other := testModel(2)
 	other.SHA256, other.Path = strings.Repeat("cd", 32), "model-b"
 	_, err = retrieval.AppendIndex(dir, other, 2, "float16")
 	if err == nil || !strings.Contains(err.Error(), "another model") || !strings.Contains(err.Error(), "model-a") {
 		t.Fatalf("other model: %v", err)
 	}
-	if _, err := retrieval.AppendIndex(dir, testModel, 3, "float16"); err == nil || !strings.Contains(err.Error(), "2-wide") {
+	if _, err := retrieval.AppendIndex(dir, testModel(3), 3, "float16"); err == nil || !strings.Contains(err.Error(), "2-wide") {
 		t.Fatalf("other width: %v", err)
 	}
 	// A directory used for something else is not taken over.
 	busy := t.TempDir()
 	os.WriteFile(filepath.Join(busy, "notes.txt"), []byte("hi"), 0o644)
-	if _, err := retrieval.AppendIndex(busy, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+	if _, err := retrieval.AppendIndex(busy, testModel(2), 2, "float16"); err == nil || !strings.Contains(err.Error(), "notes.txt") {
 		t.Fatalf("foreign directory: %v", err)
 	}
 	if entries, _ := os.ReadDir(busy); len(entries) != 1 {
@@ -135,7 +138,7 @@ func TestIndexRefusesOtherModel(t *testing.T) {
 	app := t.TempDir()
 	os.WriteFile(filepath.Join(app, retrieval.IndexManifestFile), []byte(`{"name": "my app", "icons": []}`), 0o644)
 	os.WriteFile(filepath.Join(app, "index.html"), []byte("<html>"), 0o644)
-	if _, err := retrieval.AppendIndex(app, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "not a dinoclip index's") {
+	if _, err := retrieval.AppendIndex(app, testModel(2), 2, "float16"); err == nil || !strings.Contains(err.Error(), "not a dinoclip index's") {
 		t.Fatalf("a directory with another program's manifest.json: %v", err)
 	}
 	if entries, _ := os.ReadDir(app); len(entries) != 2 {
@@ -147,7 +150,7 @@ func TestIndexRefusesOtherModel(t *testing.T) {
 // manifest entry) is not part of the index, and the next append replaces it.
 func TestIndexCrashLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +164,7 @@ func TestIndexCrashLeftovers(t *testing.T) {
 		t.Fatalf("index after a killed append: %v", err)
 	}
 	ix.Close()
-	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +215,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 	t.Run("new directories", func(t *testing.T) {
 		base := t.TempDir()
 		dir := filepath.Join(base, "a", "b", "index")
-		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +225,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 		}
 		// One that gained another file meanwhile stays, and so do those
 		// above it.
-		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +240,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 	})
 	t.Run("empty directory", func(t *testing.T) {
 		dir := t.TempDir()
-		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +249,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 			t.Errorf("a directory given empty: %v, holds %v; want it kept, empty", err, entries(dir))
 		}
 		// The next append makes the index there.
-		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +258,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 	})
 	t.Run("existing index", func(t *testing.T) {
 		dir := t.TempDir()
-		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +270,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 		}
 		// Failing after the keys file is in place (its list of images,
 		// copied next, has a line too many): the keys file goes too.
-		w, err = retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +296,7 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 // 3M-row index peaked at 30 MB resident, 62 MB when it read the ids whole.)
 func TestIndexIDsCheckedPastFirstTile(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +329,7 @@ func TestIndexIDsCheckedPastFirstTile(t *testing.T) {
 func TestIndexTampered(t *testing.T) {
 	build := func(t *testing.T) string {
 		dir := t.TempDir()
-		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +359,12 @@ func TestIndexTampered(t *testing.T) {
 		{"format", "format", editManifest(func(m map[string]any) { m["format"] = "dinoclip-index/9" })},
 		{"unknown key", "unknown field", editManifest(func(m map[string]any) { m["extra"] = 1 })},
 		{"dtype", "dtype", editManifest(func(m map[string]any) { m["dtype"] = "int8" })},
-		{"dim", "[3, 3]", editManifest(func(m map[string]any) { m["dim"] = 3 })},
+		{"dim", "[3, 3]", editManifest(func(m map[string]any) {
+			m["dim"] = 3
+			m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3}
+		})},
+		{"model config of another width", "config", editManifest(func(m map[string]any) { m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3} })},
+		{"model config missing", "config", editManifest(func(m map[string]any) { delete(m["model"].(map[string]any), "config") })},
 		{"rows", "rows", editManifest(func(m map[string]any) { m["rows"] = 5 })},
 		{"path escape", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "../../etc/keys-00000.npy" })},
 		{"swapped names", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "ids-00000.npy" })},
@@ -428,7 +436,7 @@ func TestIndexTampered(t *testing.T) {
 			// Nor does an append add to it (it used to succeed, leaving an
 			// index that no search opens); without a manifest the files are
 			// the leftovers of a first append that never finished.
-			w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+			w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 			if tc.name == "no manifest" {
 				if err != nil {
 					t.Fatalf("append to a directory of leftovers: %v", err)
@@ -451,7 +459,7 @@ func TestIndexTampered(t *testing.T) {
 // later append records it for the new shard only.
 func TestIndexWithoutKeysSample(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +476,7 @@ func TestIndexWithoutKeysSample(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if w, err = retrieval.AppendIndex(dir, testModel, 2, "float16"); err != nil {
+	if w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float16"); err != nil {
 		t.Fatal(err)
 	}
 	appendRows(t, w, "b", []float32{0, 1}, 2)
@@ -525,7 +533,7 @@ func TestNormalizeQueries64(t *testing.T) {
 func TestIndexTruncatedWhileOpen(t *testing.T) {
 	const dim = 64
 	dir := filepath.Join(t.TempDir(), "index")
-	w, err := retrieval.AppendIndex(dir, testModel, dim, "float16")
+	w, err := retrieval.AppendIndex(dir, testModel(dim), dim, "float16")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,7 +592,7 @@ func writeInt32(t *testing.T, path string, x []int32) {
 // index no longer opened).
 func TestIndexAppendAfterRenamedShard(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,7 +606,7 @@ func TestIndexAppendAfterRenamedShard(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	b = []byte(strings.NewReplacer("keys-00000.npy", "keys-00002.npy", "ids-00000.npy", "ids-00002.npy").Replace(string(b)))
 	os.WriteFile(p, b, 0o644)
-	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +632,7 @@ func TestIndexAppendAfterRenamedShard(t *testing.T) {
 // a link is refused.
 func TestIndexAppendPassesLinkedNames(t *testing.T) {
 	dir := t.TempDir()
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -637,7 +645,7 @@ func TestIndexAppendPassesLinkedNames(t *testing.T) {
 	if err := os.Symlink(victim, filepath.Join(dir, "keys-00001.npy")); err != nil {
 		t.Fatal(err)
 	}
-	w, err = retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -663,7 +671,7 @@ func TestIndexAppendPassesLinkedNames(t *testing.T) {
 	if err := os.Symlink(elsewhere, manifest); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := retrieval.AppendIndex(dir, testModel, 2, "float32"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if _, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("append to an index whose manifest is a link: %v", err)
 	}
 	if _, err := retrieval.OpenIndex(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
@@ -708,7 +716,7 @@ func TestIndexLockLinkRefused(t *testing.T) {
 	if err := os.Symlink(outside, lock); err != nil {
 		t.Skip("no symbolic links here:", err)
 	}
-	if w, err := retrieval.AppendIndex(dir, testModel, 8, "float16"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if w, err := retrieval.AppendIndex(dir, testModel(8), 8, "float16"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		if err == nil {
 			w.Close()
 		}
@@ -731,7 +739,7 @@ func TestIndexRefusesForeignShardNames(t *testing.T) {
 	mine := filepath.Join(dir, "keys-00000.npy")
 	npy.WriteFloat32(mine, []int{1, 2}, []float32{7, 7})
 	before, _ := os.ReadFile(mine)
-	if w, err := retrieval.AppendIndex(dir, testModel, 2, "float32"); err == nil || !strings.Contains(err.Error(), "refusing to write over it") {
+	if w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32"); err == nil || !strings.Contains(err.Error(), "refusing to write over it") {
 		if err == nil {
 			w.Close()
 		}
@@ -741,7 +749,7 @@ func TestIndexRefusesForeignShardNames(t *testing.T) {
 		t.Error("the user's keys-00000.npy changed")
 	}
 	os.WriteFile(filepath.Join(dir, retrieval.IndexLockFile), nil, 0o644)
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err != nil {
 		t.Fatalf("append over a killed first append's leftovers: %v", err)
 	}
@@ -754,7 +762,7 @@ func TestIndexRefusesForeignShardNames(t *testing.T) {
 func TestIndexAppendChecksImages(t *testing.T) {
 	build := func(t *testing.T) string {
 		dir := t.TempDir()
-		w, err := retrieval.AppendIndex(dir, testModel, 2, "float16")
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -775,14 +783,14 @@ func TestIndexAppendChecksImages(t *testing.T) {
 	} {
 		dir := build(t)
 		damage(filepath.Join(dir, "images-00000.txt"))
-		if w, err := retrieval.AppendIndex(dir, testModel, 2, "float16"); err == nil || !strings.Contains(err.Error(), "it is damaged") {
+		if w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16"); err == nil || !strings.Contains(err.Error(), "it is damaged") {
 			if err == nil {
 				w.Close()
 			}
 			t.Errorf("append to an index whose images list is %s: %v, want a refusal", name, err)
 		}
 	}
-	w, err := retrieval.AppendIndex(build(t), testModel, 2, "float16")
+	w, err := retrieval.AppendIndex(build(t), testModel(2), 2, "float16")
 	if err != nil {
 		t.Fatalf("append to a whole index with an images list: %v", err)
 	}
@@ -799,7 +807,7 @@ func TestIndexDanglingManifestLink(t *testing.T) {
 	if err := os.Symlink(filepath.Join(base, "elsewhere.json"), filepath.Join(dir, retrieval.IndexManifestFile)); err != nil {
 		t.Skip("no symbolic links here:", err)
 	}
-	w, err := retrieval.AppendIndex(dir, testModel, 2, "float32")
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
 	if err == nil {
 		appendRows(t, w, "a", []float32{3, 4}, 2)
 		w.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -1566,5 +1567,30 @@ func TestNewRunRefusesWritersAndPlace(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(runDir, checkpoint.LastLink)); err == nil {
 		t.Error("the refused run checkpointed")
+	}
+	if entries, _ := os.ReadDir(runDir); len(entries) != 0 {
+		t.Errorf("the refused run left %d files in its directory (%s ...), want none", len(entries), entries[0].Name())
+	}
+	// Into directories it made: none is left.
+	base := t.TempDir()
+	tr = newTrainer(t, dataDir, filepath.Join(base, "a", "run"), nil)
+	tr.CheckPlace = func() error { return errors.New("a run was made around it meanwhile") }
+	if _, err := tr.Run(context.Background(), false); err == nil {
+		t.Fatal("a new run its CheckPlace refuses, in a directory it makes: no error")
+	}
+	if _, err := os.Lstat(filepath.Join(base, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused run left the directories it made: %v", err)
+	}
+	// A lock file that was there before stays.
+	if err := os.WriteFile(filepath.Join(runDir, LockFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr = newTrainer(t, dataDir, runDir, nil)
+	tr.CheckPlace = func() error { return errors.New("a run was made around it meanwhile") }
+	if _, err := tr.Run(context.Background(), false); err == nil {
+		t.Fatal("a new run its CheckPlace refuses, beside an old lock file: no error")
+	}
+	if _, err := os.Lstat(filepath.Join(runDir, LockFile)); err != nil {
+		t.Errorf("the refused run removed a lock file it did not make: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 )
 
 // LockFile is the file in a run directory that a training process holds an
@@ -39,6 +40,9 @@ type RunLock struct {
 	f                  *os.File
 	releaseDir         func()
 	releaseCheckpoints func()
+	// removeMade removes what LockRunDir made: the lock file and the
+	// directories of the run's path, where they are empty (Abandon).
+	removeMade func()
 }
 
 // LockRunDir creates dir if needed and takes its lock without waiting: a
@@ -52,8 +56,13 @@ type RunLock struct {
 // is refused the checkpoints another run owns: checkCheckpointsOwner.) A
 // checkpoints/ leading into another run (checkCheckpointsDir), or one no
 // checkpoint can be written in (checkpointsWritable), is refused too.
+//
+// A refusal here, once the directory is held, leaves no lock file or
+// directory that LockRunDir made; Abandon does the same for a new run
+// refused later.
 func LockRunDir(dir string) (*RunLock, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	madeTop, err := madedirs.MkdirAll(dir)
+	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	path := filepath.Join(dir, LockFile)
@@ -81,6 +90,10 @@ func LockRunDir(dir string) (*RunLock, error) {
 		}
 		return nil, err
 	}
+	// Whether the lock file is this process's to remove again: under the
+	// directory's lock, no other trainer makes it meanwhile.
+	_, err = os.Lstat(path)
+	madeLock := errors.Is(err, fs.ErrNotExist)
 	// Not through a link: the pid written below would truncate what it
 	// leads to, and a lock on another file excludes no other trainer.
 	f, err := openRunFile(path, os.O_RDWR)
@@ -96,6 +109,15 @@ func LockRunDir(dir string) (*RunLock, error) {
 		return refuse(fmt.Errorf("run directory %s: %w", dir, err))
 	}
 	undo = append(undo, func() { flock.Unlock(f) })
+	// While the locks are held: another trainer that takes the directory
+	// next finds it as it was before this one.
+	removeMade := func() {
+		if madeLock {
+			os.Remove(path)
+		}
+		madedirs.Remove(dir, madeTop)
+	}
+	undo = append(undo, removeMade)
 	// A checkpoints/ leading into another run is refused before anything
 	// is written (or locked) where it leads.
 	if err := checkCheckpointsDir(dir); err != nil {
@@ -117,7 +139,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &RunLock{f: f, releaseDir: releaseDir, releaseCheckpoints: releaseCheckpoints}, nil
+	return &RunLock{f: f, releaseDir: releaseDir, releaseCheckpoints: releaseCheckpoints, removeMade: removeMade}, nil
 }
 
 // lockCheckpointsDir locks the directory the run in dir keeps its
@@ -395,6 +417,15 @@ func LockHolder(dir string) (string, bool) {
 		return locked.Holder, true
 	}
 	return "", false
+}
+
+// Abandon is Release for a new run refused before it wrote its run.json:
+// it first removes what LockRunDir made (the lock file, and the run
+// directory and those above it that it made, where nothing else was put
+// in them), so that a refused run leaves nothing behind.
+func (l *RunLock) Abandon() error {
+	l.removeMade()
+	return l.Release()
 }
 
 // Release drops the lock: explicitly, as Windows may release a lock some

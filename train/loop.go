@@ -516,7 +516,17 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		defer lock.Release()
+		// Refused before its run.json is written, the run leaves no lock
+		// file or directory it made (two runs started at once, one inside
+		// the other, each refuse the other under its lock).
+		started := false
+		defer func() {
+			if started {
+				lock.Release()
+			} else {
+				lock.Abandon()
+			}
+		}()
 		if err := tr.finishLastLink(); err != nil {
 			return Result{}, err
 		}
@@ -562,6 +572,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := startRunDir(tr.RunDir, tr.runInfo(st)); err != nil {
 			return Result{}, err
 		}
+		started = true
 	}
 	// The run, new or resumed, goes on: its checkpoints are its own.
 	if err := claimCheckpointsDir(tr.RunDir); err != nil {

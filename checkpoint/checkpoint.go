@@ -144,6 +144,12 @@ func config(f *safetensors.File) (nn.Config, error) {
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", f.Name(), err)
 	}
+	// A corrupt config must not make its reader lay out thousands of
+	// blocks (or count their parameters) before finding that the file
+	// cannot hold them.
+	if c.Blocks > len(f.Names())/tensorsPerBlock {
+		return c, fmt.Errorf("%s: the config has %d residual blocks, but the file holds only %d tensors", f.Name(), c.Blocks, len(f.Names()))
+	}
 	return c, nil
 }
 
@@ -230,11 +236,6 @@ func readModel(f *safetensors.File) (*Model, error) {
 	c, err := config(f)
 	if err != nil {
 		return nil, err
-	}
-	// A corrupt config must not make us lay out millions of blocks before
-	// finding that the file cannot hold them.
-	if c.Blocks > len(f.Names())/tensorsPerBlock {
-		return nil, fmt.Errorf("%s: the config has %d residual blocks, but the file holds only %d tensors", f.Name(), c.Blocks, len(f.Names()))
 	}
 	l := c.Layout()
 	if err := checkTensors(f, l); err != nil {

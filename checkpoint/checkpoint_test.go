@@ -105,6 +105,28 @@ func TestReadModelStrict(t *testing.T) {
 	}
 }
 
+// A config of more blocks than the file's tensors can hold is refused
+// by every reader, before the blocks are laid out: average counted the
+// parameters of two million blocks (gigabytes) from ReadConfig's config.
+func TestConfigBeyondTensorsRefused(t *testing.T) {
+	l := small.Layout()
+	params := nn.InitParameters[float32](small, 5)
+	var tensors []safetensors.Tensor
+	for _, tn := range l.Tensors {
+		tensors = append(tensors, safetensors.NewFloat32(tn.Name, tn.Shape, nn.View(params, tn)))
+	}
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := safetensors.Write(path, tensors, map[string]string{"config": `{"input_dim":5,"hidden_dim":6,"output_dim":3,"num_residual_blocks":3000}`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadConfig(path); err == nil || !strings.Contains(err.Error(), "3000 residual blocks, but the file holds only") {
+		t.Errorf("ReadConfig: %v", err)
+	}
+	if _, err := ReadModel(path); err == nil || !strings.Contains(err.Error(), "3000 residual blocks, but the file holds only") {
+		t.Errorf("ReadModel: %v", err)
+	}
+}
+
 func TestCheckpointSaveLoadResolve(t *testing.T) {
 	run := t.TempDir()
 	n := small.NumParams()

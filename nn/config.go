@@ -33,6 +33,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("output dim %d: must be at least 1", c.OutputDim)
 	case c.Blocks < 0:
 		return fmt.Errorf("residual blocks %d: must not be negative", c.Blocks)
+	case c.Blocks > MaxBlocks:
+		return fmt.Errorf("residual blocks %d: more than the %d dinoclip handles", c.Blocks, MaxBlocks)
 	case c.FLOPsPerSample()/6 > MaxWeights:
 		// Checked in float64, before any count is multiplied out in int:
 		// an absurd shape is an error here, not an overflow or an
@@ -41,6 +43,11 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// MaxBlocks bounds the residual blocks of a model (the default has 6): at
+// a narrow width, MaxWeights would let hundreds of millions through, and
+// their layout alone (eight named tensors each) would fill the memory.
+const MaxBlocks = 4096
 
 // MaxWeights bounds the weight-matrix entries of a model (the default has
 // 54 million): 2^31 - 1 float32 values, 8 GiB, and three times that with the

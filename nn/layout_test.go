@@ -89,6 +89,7 @@ func TestConfigValidate(t *testing.T) {
 		{InputDim: 4, HiddenDim: 1, OutputDim: 4, Blocks: 1},
 		{InputDim: 4, HiddenDim: 4, OutputDim: 0, Blocks: 1},
 		{InputDim: 4, HiddenDim: 4, OutputDim: 4, Blocks: -1},
+		{InputDim: 2, HiddenDim: 2, OutputDim: 2, Blocks: MaxBlocks + 1}, // within MaxWeights
 	} {
 		if c.Validate() == nil {
 			t.Errorf("%+v: no error", c)
@@ -97,8 +98,10 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("NewModel(%+v): no error", c)
 		}
 	}
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatal(err)
+	for _, c := range []Config{DefaultConfig(), {InputDim: 2, HiddenDim: 2, OutputDim: 2, Blocks: MaxBlocks}} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
 	}
 }
 

@@ -613,20 +613,32 @@ func Resolve(path string) (string, error) {
 // checkpoint by the moving average of the weights.
 // A run.json that is not a regular file (followed through links: a run
 // kept in git-annex or DVC is links) is an error, as a named pipe would
-// hang the read; a missing or unreadable one says no.
+// hang the read. A missing or unreadable one says no where the run keeps
+// no moving average; where it does (an EMAFile in its best or last
+// checkpoint), which of the two models is the run's is unknown, and the
+// raw weights are another model, not a stand-in: an error.
 func bestFromEMA(runDir string) (bool, error) {
-	b, err := atomicfile.ReadRegular(filepath.Join(runDir, RunFile))
+	path := filepath.Join(runDir, RunFile)
+	b, err := atomicfile.ReadRegular(path)
 	var nr *atomicfile.NotRegularError
 	if errors.As(err, &nr) {
 		return false, err
 	}
-	if err != nil {
-		return false, nil
+	if err == nil {
+		var run struct {
+			Options struct {
+				BestFrom string `json:"best_from"`
+			} `json:"options"`
+		}
+		if err = json.Unmarshal(b, &run); err == nil {
+			return run.Options.BestFrom == BestFromEMA, nil
+		}
+		err = fmt.Errorf("%s: %w", path, err)
 	}
-	var run struct {
-		Options struct {
-			BestFrom string `json:"best_from"`
-		} `json:"options"`
+	for _, link := range []string{BestLink, LastLink} {
+		if ema := filepath.Join(runDir, link, EMAFile); fileExists(ema) {
+			return false, fmt.Errorf("%v: without it, whether the run's model is its weights or their moving average (%s) is unknown; name the model file", err, ema)
+		}
 	}
-	return json.Unmarshal(b, &run) == nil && run.Options.BestFrom == BestFromEMA, nil
+	return false, nil
 }

@@ -202,6 +202,25 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if got, err := Resolve(run); err != nil || got != ema {
 		t.Errorf("Resolve of a copied EMA-picked run = %s, %v; want %s", got, err, ema)
 	}
+	// Without a readable run.json, a run that keeps a moving average does
+	// not say which model is its own: an error, not the raw weights.
+	for what, damage := range map[string]func() error{
+		"truncated": func() error {
+			return os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_fr`), 0o644)
+		},
+		"missing": func() error { return os.Remove(filepath.Join(run, "run.json")) },
+	} {
+		if err := damage(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "moving average") {
+			t.Errorf("Resolve of a run keeping a moving average, its run.json %s = %s, %v; want an error", what, got, err)
+		}
+	}
+	os.Remove(ema)
+	if got, err := Resolve(run); err != nil || got != filepath.Join(run, BestLink, ModelFile) {
+		t.Errorf("Resolve of a run without run.json or a moving average = %s, %v; want its best model", got, err)
+	}
 	if _, err := Load(filepath.Join(run, "nope")); err == nil {
 		t.Error("Load of a missing directory: no error")
 	}

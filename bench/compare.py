@@ -51,6 +51,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchfiles import write_text_atomic
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "dinoclip-bench-compare/1"
 RECIPE_PAIRS, RECIPE_EPOCHS, RECIPE_BATCH = 8_000_000, 16, 8192
@@ -1026,9 +1028,10 @@ def derive(device, env, errors, ours, ours_err, torch, torch_err, ours_other=Non
 
 
 def write_results(out, res):
-    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    # results.json last: its presence says the run's results are whole.
     md = markdown(res)
-    (out / "results.md").write_text(md + "\n")
+    write_text_atomic(out / "results.md", md + "\n")
+    write_text_atomic(out / "results.json", json.dumps(res, indent=2) + "\n")
     print(md)
     log(f"wrote {out / 'results.json'} and {out / 'results.md'} in {duration(res['seconds'])}")
     return 1 if (res["ours"] is None and res["torch"] is None) else 0

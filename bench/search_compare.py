@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchfiles import write_text_atomic
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -328,7 +330,7 @@ def main(argv=None):
                 res[f"ours_over_{other}"] = res[other]["best"] / res["ours"]["best"]
         if "best" in res.get("torch", {}) and "ours_keys_in_gpu_memory" in res:
             res["ours_in_memory_over_torch"] = res["torch"]["best"] / res["ours_keys_in_gpu_memory"]["best"]
-        (a.out / "search.json").write_text(json.dumps(res, indent=2) + "\n")
+        write_text_atomic(a.out / "search.json", json.dumps(res, indent=2) + "\n")
 
         def cell(side):
             return f"{1e3 * res[side]['best']:.0f}" if "best" in res.get(side, {}) else "—"
@@ -348,7 +350,7 @@ def main(argv=None):
               + f"; load average {res['loadavg_start'][0]:.1f} → {res['loadavg_end'][0]:.1f}\n")
         if a.device == "cuda":
             md += "\n" + gpu_lines(res)
-        (a.out / "search.md").write_text(md)
+        write_text_atomic(a.out / "search.md", md)
         print(md)
         print(json.dumps({k: v for k, v in res.items() if k in ("ours", "faiss", "torch", "loadavg_start", "loadavg_end")}, indent=1))
         return 0

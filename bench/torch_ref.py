@@ -49,6 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchfiles import write_text_atomic
+
 SCHEMA = "dinoclip-torch-ref/1"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -691,9 +693,7 @@ def main(argv=None):
     out["seconds"] = time.perf_counter() - t_start
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_text_atomic(args.json, json.dumps(out, indent=2) + "\n")
     for r in out["train"]:
         if r["status"] == "measured":
             print(

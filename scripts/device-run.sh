@@ -137,9 +137,11 @@ bench() {
 	fi
 	boxed "bench $name" "$lim" "$WORK/bench-$name.out" "$PY" bench/compare.py --device cuda --ours-bin "$BIN/dinoclip-cuda" \
 		--timeout $((lim * 3 / 4)) --budget $((lim > 30 ? lim - 15 : lim / 2)) --out "$WORK/bench-$name" "$@"
-	if [ -f "$WORK/bench-$name/results.json" ]; then
-		cp "$WORK/bench-$name/results.json" "$OUTDIR/results-$name.json"
-		cp "$WORK/bench-$name/results.md" "$OUTDIR/results-$name.md"
+	# compare.py writes each file whole (temporary and rename), results.md
+	# first: a stage killed while writing leaves no results.json.
+	if [ -f "$WORK/bench-$name/results.json" ] && [ -f "$WORK/bench-$name/results.md" ] &&
+		cp "$WORK/bench-$name/results.json" "$OUTDIR/results-$name.json" &&
+		cp "$WORK/bench-$name/results.md" "$OUTDIR/results-$name.md"; then
 		cat "$WORK/bench-$name/results.md" >>"$SUMMARY"
 		return 0
 	fi

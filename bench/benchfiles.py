@@ -1,0 +1,22 @@
+"""Writing the benches' result files whole or not at all.
+
+A bench may be killed at its time limit (scripts/device-run.sh boxes every
+stage): a result file it was writing must then be absent, never truncated,
+so that a stage is judged by the files it left. Each file is written to a
+temporary name beside it, synced, and renamed over the final name.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Writes text to path through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

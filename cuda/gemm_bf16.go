@@ -69,7 +69,7 @@ type gemmSecond int
 const (
 	noSecond    gemmSecond = iota
 	secondStats            // stats [M, statsTiles(N), 3] f32: ln_apply's row statistics of C
-	secondAct              // act [M, N] bf16: GELU(C)
+	secondAct              // act [M, N] bf16: GELU(C) or C, by the kind
 )
 
 // gemmKinds describes each kind: its entry points on the wgmma and the

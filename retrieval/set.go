@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -21,6 +22,25 @@ const (
 	CaptionImageFile  = "captions.image.npy"
 	SetInfoFile       = "eval.json"
 )
+
+// setFiles are the names of an evaluation set's files.
+var setFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, SetInfoFile}
+
+// IsSetFile reports whether name is the name of one of an evaluation set's
+// files.
+func IsSetFile(name string) bool { return slices.Contains(setFiles, name) }
+
+// HoldsSet reports whether dir holds an evaluation set, whole or not: its
+// image features or its captions' images, which no other directory of
+// dinoclip's has.
+func HoldsSet(dir string) bool {
+	for _, name := range []string{ImageFeaturesFile, CaptionImageFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
 
 // Set is an evaluation set held in memory: DINOv2 features and CLIP
 // embeddings of the images, CLIP embeddings of the captions, and which image

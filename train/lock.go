@@ -26,8 +26,10 @@ const LockFile = "lock"
 // LockedError is LockRunDir's error when another process holds the run
 // directory.
 type LockedError struct {
-	Dir    string
-	Holder string // "pid N", or "pid unknown" when the lock file holds none
+	Dir string
+	// Holder names the holder: "pid N" when the lock file is held and
+	// names it, else a "pid unknown" that says why it is not known.
+	Holder string
 }
 
 func (e *LockedError) Error() string {
@@ -47,7 +49,7 @@ type RunLock struct {
 
 // LockRunDir creates dir if needed and takes its lock without waiting: a
 // second process (or a second lock in this one) on the same directory gets
-// a *LockedError that names the holder's pid. The directory that the run's
+// a *LockedError that names the holder's pid where the lock file says it. The directory that the run's
 // checkpoints/ leads to, when there is one, is locked too: two runs whose
 // checkpoints/ are links to the same directory (moved to a larger disk,
 // linked twice by mistake) would prune each other's checkpoints, and the

@@ -50,8 +50,9 @@ type Options struct {
 	// (checkpoint.Float64File) so that it resumes bit for bit.
 	Precision string `json:"precision,omitempty"`
 	// EMA, when not 0, is the decay of an exponential moving average of
-	// the weights, updated on the host after every optimizer step
-	// (ema = EMA*ema + (1-EMA)*weights, in float64, kept as float32),
+	// the weights, updated after every optimizer step (ema = EMA*ema +
+	// (1-EMA)*weights, in float64, kept as float32): by the engine where
+	// it keeps the average (nn.EMAEngine: the GPU's), else on the host,
 	// starting from the initial weights; it is evaluated at every epoch
 	// end beside the raw weights and saved in each checkpoint
 	// (checkpoint.EMAFile).

@@ -76,7 +76,7 @@ func runAverage(cCtx *cli.Context) error {
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		return fmt.Errorf("%s is a directory; want the path of the model file to write", flagSetting(cCtx, "out", out))
 	}
-	dest, err := outsideRunsAndIndexes("--out", out, "the average")
+	dest, err := outsideRunsAndIndexes(out, "the average")
 	if err != nil {
 		return err
 	}

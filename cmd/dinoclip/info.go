@@ -113,7 +113,7 @@ func describe(w io.Writer, path string) error {
 		return infoRun(w, path)
 	case has(checkpoint.ModelFile):
 		return infoCheckpoint(w, path)
-	case has(retrieval.ImageFeaturesFile) || has(retrieval.CaptionImageFile):
+	case retrieval.HoldsSet(path):
 		return infoEvalSet(w, path, false)
 	}
 	if train.HoldsShards(path) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -59,28 +60,50 @@ func placeError(flag, out, dir, what string) error {
 	}
 }
 
-// outsideRunsAndIndexes refuses an output file out (flag's value), holding
+// outsideRunsAndIndexes refuses an output file out (--out's value), holding
 // what, that is written where a training run or a search index keeps its
 // files (placeError). Where out leads is judged, as it is written: through its
 // links (atomicfile.Destination), which is returned; and by its name too,
 // for a run's checkpoints/ may be a link to a directory elsewhere, whose
 // name and parent say nothing.
-func outsideRunsAndIndexes(flag, out, what string) (string, error) {
+func outsideRunsAndIndexes(out, what string) (string, error) {
 	dest, err := atomicfile.Destination(out)
 	if err != nil {
 		return "", err
 	}
-	return dest, destPlaceError(flag, out, dest, what)
+	return dest, destPlaceError("--out", out, dest, what)
 }
 
 // destPlaceError is outsideRunsAndIndexes's judgement of out once its
-// destination dest (atomicfile.Destination) is known.
+// destination dest (atomicfile.Destination) is known; it also refuses
+// the name of a data set's file in the set's directory (dataFileError).
 func destPlaceError(flag, out, dest, what string) error {
 	if err := placeError(flag, out, filepath.Dir(absolute(dest)), what); err != nil {
 		return err
 	}
+	if err := dataFileError(flag, out, dest, what); err != nil {
+		return err
+	}
 	if named := filepath.Dir(absolute(filepath.Clean(out))); filepath.Base(named) == train.CheckpointsDir && holdsRun(filepath.Dir(named)) {
 		return placeError(flag, out, named, what)
+	}
+	return nil
+}
+
+// dataFileError refuses an output file dest (out, flag's value) named as
+// a file of the data set in its directory: a training shard's
+// (NAME.dino.npy, NAME.clip.npy, beside shards) or an evaluation set's
+// (images.clip.npy, eval.json, ...). Written there, it would be read as
+// the set's own: projections as CLIP's embeddings, which an evaluation
+// then finds as good as CLIP, or half a shard, which fails the data.
+func dataFileError(flag, out, dest, what string) error {
+	dest = absolute(dest)
+	dir, name := filepath.Dir(dest), filepath.Base(dest)
+	switch {
+	case retrieval.IsSetFile(name) && retrieval.HoldsSet(dir): // (first: a set's images are a shard too)
+		return fmt.Errorf("%s %s is named as a file of the evaluation set in %s, which would read it as its own: write %s elsewhere, or under another name", flag, out, dir, what)
+	case (strings.HasSuffix(name, train.FeatureSuffix) || strings.HasSuffix(name, train.TargetSuffix)) && train.HoldsShards(dir):
+		return fmt.Errorf("%s %s is named as a shard of the training data in %s, which would read it as one: write %s elsewhere, or under another name", flag, out, dir, what)
 	}
 	return nil
 }

@@ -61,13 +61,13 @@ func runProject(cCtx *cli.Context) error {
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
 	}
-	dest, err := outsideRunsAndIndexes("--out", outPath, "the projections")
+	// Replacing the input with its projection would lose the features.
+	if dest, err := atomicfile.Destination(outPath); err == nil && atomicfile.SameFile(dest, inPath) {
+		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
+	}
+	dest, err := outsideRunsAndIndexes(outPath, "the projections")
 	if err != nil {
 		return err
-	}
-	// Replacing the input with its projection would lose the features.
-	if atomicfile.SameFile(dest, inPath) {
-		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
 	}
 	in, err := npy.Open(inPath)
 	if err != nil {

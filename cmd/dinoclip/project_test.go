@@ -361,7 +361,7 @@ func TestLeftoversWarned(t *testing.T) {
 // before anything is written: replaced, the run or index would be lost (a
 // replaced lock would even let a second trainer into the run).
 func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
-	run, data, _ := trainRun(t)
+	run, data, eval := trainRun(t)
 	in := filepath.Join(data, "shard-00000.dino.npy")
 	index := filepath.Join(t.TempDir(), "index")
 	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
@@ -397,6 +397,9 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	site := t.TempDir()
 	os.WriteFile(filepath.Join(site, retrieval.IndexManifestFile), []byte(`{"name": "my photos", "icons": []}`), 0o644)
 	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(site, "p.npy"))
+	// Other names in a data set's directory are no set's files.
+	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(data, "p.npy"))
+	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(eval, "p.npy"))
 	// A damaged index's manifest still marks it.
 	damaged := t.TempDir()
 	os.WriteFile(filepath.Join(damaged, retrieval.IndexManifestFile), []byte(`{"format": "dinoclip-index/1", "dim": 5`), 0o644)
@@ -429,6 +432,11 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(damaged, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(movedRun, train.CheckpointsDir, "p.npy"), "in the checkpoints directory"},
 		{filepath.Join(starting, "p.npy"), "in the run directory"},
+		// Named as a data set's own file, in the set: read as the set's.
+		{filepath.Join(data, "shard-00000.clip.npy"), "a shard of the training data"},
+		{filepath.Join(data, "new"+train.FeatureSuffix), "a shard of the training data"},
+		{filepath.Join(eval, retrieval.ImageCLIPFile), "a file of the evaluation set"},
+		{filepath.Join(eval, retrieval.SetInfoFile), "a file of the evaluation set"},
 	} {
 		t.Run(strings.TrimPrefix(tc.out, filepath.Dir(filepath.Dir(tc.out))), func(t *testing.T) {
 			before, _ := os.ReadFile(tc.out)

@@ -337,9 +337,7 @@ func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error
 	if precision != train.PrecisionFP64 {
 		return openEngine(device, precision, c)
 	}
-	if device != "cpu" {
-		return nil, fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
-	}
+	// (fp64 is the CPU's: devicePrecision refused it elsewhere.)
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}

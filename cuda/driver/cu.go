@@ -17,6 +17,8 @@ import (
 	"gorgonia.org/cu"
 )
 
+const gib = 1 << 30
+
 // cuDriver runs on the GPU through gorgonia.org/cu. Importing cu runs its
 // init, which calls cuInit and exits the process when there is no driver or
 // no GPU: a binary with this file needs a GPU host to start at all (package

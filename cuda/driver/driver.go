@@ -51,5 +51,3 @@ type Driver interface {
 
 // Event is a driver's event handle.
 type Event any
-
-const gib = 1 << 30

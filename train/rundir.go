@@ -3,13 +3,12 @@ package train
 import (
 	"cmp"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
+
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -137,11 +137,7 @@ type InitRef struct {
 // whatever file (and metadata) holds them.
 func ParamsSHA256(params []float32) string {
 	h := sha256.New()
-	var b [4]byte
-	for _, x := range params {
-		binary.LittleEndian.PutUint32(b[:], math.Float32bits(x))
-		h.Write(b[:])
-	}
+	leconv.WriteF32(h, params) // (a hash takes every write)
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -180,12 +180,7 @@ func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexM
 	}
 	h := sha256.New()
 	h.Write(cfg)
-	buf := make([]byte, 4*4096)
-	for lo := 0; lo < len(params); lo += 4096 {
-		p := params[lo:min(lo+4096, len(params))]
-		leconv.PutF32(buf[:4*len(p)], p)
-		h.Write(buf[:4*len(p)])
-	}
+	leconv.WriteF32(h, params) // (a hash takes every write)
 	return retrieval.IndexModel{SHA256: hex.EncodeToString(h.Sum(nil)), Path: path, Config: cfg}, nil
 }
 

@@ -2,6 +2,7 @@ package leconv
 
 import (
 	"encoding/binary"
+	"io"
 	"math"
 	"unsafe"
 )
@@ -205,6 +206,21 @@ func PutF32(dst []byte, src []float32) {
 	for i, v := range src {
 		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
 	}
+}
+
+// WriteF32 writes src to w as little-endian float32, a block at a time
+// (a hash of a model's parameters: no copy of them all).
+func WriteF32(w io.Writer, src []float32) error {
+	const block = 4096
+	buf := make([]byte, 4*min(block, len(src)))
+	for lo := 0; lo < len(src); lo += block {
+		p := src[lo:min(lo+block, len(src))]
+		PutF32(buf[:4*len(p)], p)
+		if _, err := w.Write(buf[:4*len(p)]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutF64 encodes src as float64.

@@ -1,6 +1,7 @@
 package leconv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
@@ -222,4 +223,20 @@ func TestShortBuffersPanic(t *testing.T) {
 			}()
 		}
 	})
+}
+
+// WriteF32 writes what PutF32 encodes, across its blocks.
+func TestWriteF32(t *testing.T) {
+	for _, n := range []int{0, 1, 4096, 4097, 10000} {
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = float32(i) * -1.5
+		}
+		want := make([]byte, 4*n)
+		PutF32(want, src)
+		var got bytes.Buffer
+		if err := WriteF32(&got, src); err != nil || !bytes.Equal(got.Bytes(), want) {
+			t.Errorf("WriteF32 of %d values: %d bytes (%v), not PutF32's %d", n, got.Len(), err, len(want))
+		}
+	}
 }

@@ -234,9 +234,6 @@ const (
 	// (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA
 	// tensor cores", PeerJ Computer Science 7:e330, 2021).
 	unitRoundTC = 0x1p-21
-	unitRound64 = 0x1p-53
-	// boundSlack covers the rounding of the bound's own float64 arithmetic.
-	boundSlack = 1 + 0x1p-20
 )
 
 // searchErrorBound bounds |s − S| for a query of norm qNorm (as scaled)
@@ -250,15 +247,13 @@ const (
 //	|q̂·k̂ − q·k| ≤ ‖δq‖·‖k̂‖ + ‖q‖·‖δk‖         (input rounding)
 //	|q·k − S|   ≤ γ_n(u_64)·‖q‖·‖k‖            (the reference's own sum)
 //
-// with ‖δq‖ ≤ u_h‖q‖ + η√n and ‖q̂‖ ≤ (1+u_h)‖q‖ + η√n; γ_n(u) = nu/(1−nu)
-// (Higham, Accuracy and Stability of Numerical Algorithms, §3.1).
+// with ‖δq‖ ≤ u_h‖q‖ + η√n and ‖q̂‖ ≤ (1+u_h)‖q‖ + η√n; γ_n is
+// retrieval.Gamma.
 func searchErrorBound(qNorm, keyNorm float64, dim int) float64 {
-	n := float64(dim)
-	gamma := func(u float64) float64 { return n * u / (1 - n*u) }
-	eta := halfAbsErr * math.Sqrt(n)
+	eta := halfAbsErr * math.Sqrt(float64(dim))
 	dq, dk := unitRoundHalf*qNorm+eta, unitRoundHalf*keyNorm+eta
 	qh, kh := qNorm+dq, keyNorm+dk
-	return (gamma(unitRoundTC)*qh*kh + dq*kh + qNorm*dk + gamma(unitRound64)*qNorm*keyNorm) * boundSlack
+	return (retrieval.Gamma(dim, unitRoundTC)*qh*kh + dq*kh + qNorm*dk + retrieval.Gamma(dim, retrieval.UnitRound64)*qNorm*keyNorm) * retrieval.BoundSlack
 }
 
 // searchBuffers is the device memory of one search: the keys (all of them

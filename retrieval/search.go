@@ -77,13 +77,23 @@ func CheckSearch(queries []float32, nQueries int, keys *Keys, k int) error {
 // Unit round-offs of float32 and float64, and the smallest positive
 // float32 (the largest error of a float32 product that underflows).
 const (
-	unitRound32   = 0x1p-24
-	unitRound64   = 0x1p-53
+	unitRound32 = 0x1p-24
+	// UnitRound64 is float64's unit round-off.
+	UnitRound64   = 0x1p-53
 	float32Denorm = 0x1p-149
-	// boundSlack covers the rounding of the bound itself (norms and
-	// products computed in float64).
-	boundSlack = 1 + 0x1p-20
+	// BoundSlack covers the rounding of an error bound's own arithmetic
+	// (norms and products computed in float64).
+	BoundSlack = 1 + 0x1p-20
 )
+
+// Gamma is γ_n(u) = n·u/(1 − n·u): a sum of n products computed with unit
+// round-off u, in any order and with or without fused multiply-adds, is
+// within γ_n(u)·Σ|x_i·y_i| of the exact sum (Higham, Accuracy and
+// Stability of Numerical Algorithms, 2nd ed., §3.1).
+func Gamma(n int, u float64) float64 {
+	x := float64(n)
+	return x * u / (1 - x*u)
+}
 
 // ErrorBound returns the coefficients of the bound on how far a float32
 // dot product of width dim, summed in any order, can be from the reference
@@ -92,15 +102,11 @@ const (
 //
 //	|s32 − S| ≤ rel·‖q‖·‖k‖ + abs.
 //
-// This is the classical bound |fl(xᵀy) − xᵀy| ≤ γ_n·Σ|x_i·y_i| with
-// γ_n = n·u/(1 − n·u) (Higham, Accuracy and Stability of Numerical
-// Algorithms, 2nd ed., §3.1, valid for every summation order and with or
-// without fused multiply-adds), applied once to the float32 computation
+// This is the classical bound |fl(xᵀy) − xᵀy| ≤ γ_n·Σ|x_i·y_i| (Gamma)
+// applied once to the float32 computation
 // (u = 2⁻²⁴) and once to the float64 reference (u = 2⁻⁵³), with
 // Σ|x_i·y_i| ≤ ‖q‖·‖k‖ (Cauchy–Schwarz); abs adds dim·2⁻¹⁴⁹ for products
 // that underflow float32, which the relative bound does not cover.
 func ErrorBound(dim int) (rel, abs float64) {
-	n := float64(dim)
-	gamma := func(u float64) float64 { return n * u / (1 - n*u) }
-	return (gamma(unitRound32) + gamma(unitRound64)) * boundSlack, n * float32Denorm
+	return (Gamma(dim, unitRound32) + Gamma(dim, UnitRound64)) * BoundSlack, float64(dim) * float32Denorm
 }

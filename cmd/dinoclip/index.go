@@ -252,7 +252,9 @@ func runIndex(cCtx *cli.Context) error {
 		total += int64(shape[0])
 		largest = max(largest, int64(shape[0]))
 	}
-	model, err := modelIdentity(lm.Path, c, lm.Model.Params)
+	// The model's own file, not the run's best or last link that named
+	// it, which moves on to other weights as the run trains.
+	model, err := modelIdentity(realOrAsGiven(lm.Path), c, lm.Model.Params)
 	if err != nil {
 		return err
 	}

@@ -145,6 +145,16 @@ func places(out string) []string {
 	return []string{absolute(out), real}
 }
 
+// realOrAsGiven is path made absolute with its links resolved
+// (atomicfile.RealPath), for a record that must name a file after a link
+// to it (a run's best or last) moves on; path itself if that fails.
+func realOrAsGiven(path string) string {
+	if real, err := atomicfile.RealPath(path); err == nil {
+		return real
+	}
+	return path
+}
+
 // absolute is path made absolute (cleaned); path itself if that fails.
 func absolute(path string) string {
 	if abs, err := filepath.Abs(path); err == nil {

@@ -117,6 +117,22 @@ func TestIndexAndSearch(t *testing.T) {
 	if err := json.Unmarshal(b, &info); err != nil || info.Rows != tRows || info.K != 6 || len(info.Model) != 64 {
 		t.Fatalf("search.json %s: %v", b, err)
 	}
+	// The files themselves, absolute: the run's best link moves on, and a
+	// relative path means nothing from another directory.
+	realModel, err := filepath.EvalSymlinks(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := retrieval.OpenIndex(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+	realIndex, _ := filepath.EvalSymlinks(index)
+	realQueries, _ := filepath.EvalSymlinks(qPath)
+	if ix.Manifest.Model.Path != realModel || info.Index != realIndex || info.Queries != realQueries {
+		t.Errorf("recorded model %s, index %s, queries %s; want %s, %s, %s", ix.Manifest.Model.Path, info.Index, info.Queries, realModel, realIndex, realQueries)
+	}
 
 	// Again: nothing is added, and the same search gives the same answer
 	// (the earlier output is replaced).

@@ -17,7 +17,8 @@ import (
 	"go/format"
 	"log"
 	"math"
-	"os"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
 
 const (
@@ -400,7 +401,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("gelugen: %v", err)
 	}
-	if err := os.WriteFile(*goOut, formatted, 0o644); err != nil {
+	if err := atomicfile.WriteBytes(*goOut, formatted); err != nil {
 		log.Fatal(err)
 	}
 
@@ -423,7 +424,7 @@ func main() {
 	def("GELU_BODY", bodyDegree+1)
 	def("GELU_BODY_GRAD", bodyDegree+1)
 	fmt.Fprintf(&h, "#define GELU_DEGREE %d\n#define GELU_EXP_DEGREE %d\n#define GELU_BODY_DEGREE %d\n", degree, expDegree, bodyDegree)
-	if err := os.WriteFile(*hOut, h.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteBytes(*hOut, h.Bytes()); err != nil {
 		log.Fatal(err)
 	}
 }

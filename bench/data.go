@@ -3,11 +3,14 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -31,8 +34,8 @@ type DataOptions struct {
 	Seed uint64
 }
 
-// MeasureData writes a dataset of random shards with npy.WriteFloat16 (or
-// WriteFloat32), opens it with train.OpenDataset and times reading one
+// MeasureData writes a dataset of random shards as float16 (or float32)
+// .npy files, opens it with train.OpenDataset and times reading one
 // epoch of batches, as the trainer reads them (train.Order's permutation,
 // train.Dataset.ReadRows, which converts to float32 and checks every value):
 // first warm, with the files in the page cache as writing left them, then,
@@ -111,13 +114,16 @@ func MeasureData(o DataOptions) (DataReport, error) {
 }
 
 // writeShards writes o.Shards pairs of random arrays into dir and returns
-// their paths.
+// their paths. Each array is drawn and written a chunk of values at a
+// time, so memory stays small however large the shards.
 func writeShards(dir string, o DataOptions) ([]string, error) {
-	write := npy.WriteFloat32
+	dt, put := npy.Float32, leconv.PutF32
 	if o.Float16 {
-		write = npy.WriteFloat16
+		dt, put = npy.Float16, leconv.PutF16
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0xda7a))
+	v := make([]float32, 1<<16)
+	buf := make([]byte, len(v)*dt.Size())
 	var files []string
 	for s := range o.Shards {
 		lo, hi := o.Rows*s/o.Shards, o.Rows*(s+1)/o.Shards
@@ -126,13 +132,30 @@ func writeShards(dir string, o DataOptions) ([]string, error) {
 			suffix string
 			width  int
 		}{{train.FeatureSuffix, o.InputDim}, {train.TargetSuffix, o.OutputDim}} {
-			v := make([]float32, n*a.width)
-			for i := range v {
-				v[i] = 2*rng.Float32() - 1
+			hdr, err := npy.EncodeHeader(dt, []int{n, a.width})
+			if err != nil {
+				return nil, err
 			}
 			path := filepath.Join(dir, fmt.Sprintf("shard-%05d%s", s, a.suffix))
-			if err := write(path, []int{n, a.width}, v); err != nil {
-				return nil, err
+			err = atomicfile.Write(path, func(w io.Writer) error {
+				if _, err := w.Write(hdr); err != nil {
+					return err
+				}
+				for done, total := 0, n*a.width; done < total; {
+					c := v[:min(total-done, len(v))]
+					for i := range c {
+						c[i] = 2*rng.Float32() - 1
+					}
+					put(buf, c)
+					if _, err := w.Write(buf[:len(c)*dt.Size()]); err != nil {
+						return err
+					}
+					done += len(c)
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("npy: %w", err)
 			}
 			files = append(files, path)
 		}

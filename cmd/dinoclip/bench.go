@@ -111,9 +111,13 @@ func benchCommand() *cli.Command {
 	}
 }
 
-// maxBenchDataRows bounds --data-rows: 16M rows of 768 + 512 float32
-// values are 86 GB of shards.
-const maxBenchDataRows = 1 << 24
+// maxBenchDataRows bounds --data-rows, and maxBenchDataBytes the shards'
+// size on disk, whatever the widths --shape gives: 16M rows of 768 + 512
+// float32 values are 86 GB.
+const (
+	maxBenchDataRows  = 1 << 24
+	maxBenchDataBytes = maxBenchDataRows * (768 + 512) * 4
+)
 
 // maxBenchSteps bounds --steps and --warmup: far beyond what any
 // measurement needs, and small enough that the times kept of the timed
@@ -262,12 +266,19 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--data-rows %d: at most %d (the shards are written to disk and read back)", o.DataOpts.Rows, maxBenchDataRows)
 		}
 		o.DataOpts.Shards = min(o.DataOpts.Shards, o.DataOpts.Rows)
+		elemSize := 4
 		switch cCtx.String("data-dtype") {
 		case "float16":
 			o.DataOpts.Float16 = true
+			elemSize = 2
 		case "float32":
 		default:
 			return fmt.Errorf("--data-dtype %q: want float16 or float32", cCtx.String("data-dtype"))
+		}
+		// (In float64: --shape's widths may be large enough to overflow.)
+		if size := float64(o.DataOpts.Rows) * float64(o.DataOpts.InputDim+o.DataOpts.OutputDim) * float64(elemSize); size > maxBenchDataBytes {
+			return fmt.Errorf("--data-rows %d of %d + %d %s values are %.3g GB of shards, more than the %.3g GB the data benchmark writes at most: fewer --data-rows, or --data=false",
+				o.DataOpts.Rows, o.DataOpts.InputDim, o.DataOpts.OutputDim, cCtx.String("data-dtype"), size/1e9, float64(maxBenchDataBytes)/1e9)
 		}
 	}
 	jsonPath := cCtx.String("json")

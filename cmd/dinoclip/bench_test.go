@@ -140,6 +140,8 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--peak-tflops", "Inf"}, "--peak-tflops +Inf", "finite")
 	wantError(t, []string{"bench", "--peak-tflops", "NaN"}, "--peak-tflops NaN", "finite")
 	wantError(t, []string{"bench", "--data-rows", "1000000000000"}, "--data-rows 1000000000000", "at most")
+	// Within the rows bound, but --shape's widths make the shards too large.
+	wantError(t, []string{"bench", "--shape", "1000000x2x0x1", "--data-rows", "100000"}, "--data-rows 100000 of 1000000 + 1 float16 values", "GB of shards")
 	// A --data-dir that cannot hold the shards fails before any benchmark.
 	missing := filepath.Join(t.TempDir(), "nope")
 	_, stderr, err := runCLI(t, append(slices.Clone(benchTiny), "--data-dir", missing)...)

@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
@@ -103,6 +106,11 @@ func loadSet(dir string) (*Set, error) {
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("evaluation set: %w", err)
+	}
+	// The name is printed in tables, errors and records: one with
+	// control characters could move the cursor or forge a line.
+	if !utf8.ValidString(s.Name) || strings.ContainsFunc(s.Name, unicode.IsControl) {
+		return nil, fmt.Errorf("evaluation set %s: its name %q has control characters or is not UTF-8: give it a plain \"name\" in %s", dir, s.Name, SetInfoFile)
 	}
 	var err error
 	var imgShape, clipShape, capShape []int

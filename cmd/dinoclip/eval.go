@@ -120,7 +120,7 @@ func writeEvalText(w io.Writer, doc evalDocument) error {
 	}
 	fmt.Fprintln(w)
 	for _, r := range doc.Reports {
-		fmt.Fprintf(w, "%s: %d images, %d captions\n", setName(r.Name), r.CLIP.Images, r.CLIP.Captions)
+		fmt.Fprintf(w, "%s: %d images, %d captions\n", shown(r.Name), r.CLIP.Images, r.CLIP.Captions)
 	}
 	fmt.Fprintln(w)
 	return writeRecallTable(w, doc.Reports)

@@ -169,14 +169,14 @@ func infoIndex(w io.Writer, dir string) error {
 	m := ix.Manifest
 	fmt.Fprintf(w, "%s: search index\n", dir)
 	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
-	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", m.Model.Path, m.Model.SHA256)
+	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", shown(m.Model.Path), m.Model.SHA256)
 	fmt.Fprintf(w, "  shards: %d\n", len(m.Shards))
 	for _, sh := range m.Shards {
 		if sh.Rows == 0 {
-			fmt.Fprintf(w, "  %s: no rows, from %s\n", sh.Keys, sh.Source.Path)
+			fmt.Fprintf(w, "  %s: no rows, from %s\n", sh.Keys, shown(sh.Source.Path))
 			continue
 		}
-		fmt.Fprintf(w, "  %s: ids %d to %d, from %s\n", sh.Keys, sh.FirstID, sh.FirstID+sh.Rows-1, sh.Source.Path)
+		fmt.Fprintf(w, "  %s: ids %d to %d, from %s\n", sh.Keys, sh.FirstID, sh.FirstID+sh.Rows-1, shown(sh.Source.Path))
 	}
 	return nil
 }
@@ -213,8 +213,8 @@ func infoSearch(w io.Writer, dir string) error {
 	}
 	fmt.Fprintf(w, "%s: search output\n", dir)
 	fmt.Fprintf(w, "  top-%d of %d rows for %d queries, on %s in %.3g s\n", si.K, si.Rows, shape[0], si.Device, si.Seconds)
-	fmt.Fprintf(w, "  index: %s\n", si.Index)
-	fmt.Fprintf(w, "  queries: %s\n", si.Queries)
+	fmt.Fprintf(w, "  index: %s\n", shown(si.Index))
+	fmt.Fprintf(w, "  queries: %s\n", shown(si.Queries))
 	if si.Model != "" {
 		fmt.Fprintf(w, "  model sha256: %s\n", si.Model)
 	}
@@ -383,7 +383,7 @@ func writeModelInfo(w io.Writer, path string) error {
 		} else {
 			fmt.Fprintf(w, "  averaged from %s (dinoclip average):\n", counted(len(from), "model", "models"))
 			for _, f := range from {
-				fmt.Fprintf(w, "    %s  weight %.4g\n", f.Path, f.Weight)
+				fmt.Fprintf(w, "    %s  weight %.4g\n", shown(f.Path), f.Weight)
 			}
 		}
 	}
@@ -460,7 +460,7 @@ func readStateFile(path string) (*train.State, error) {
 }
 
 func describeBest(b *train.Best) string {
-	return fmt.Sprintf("%s = %.6g after epoch %d (step %d), %s", b.Metric, b.Value, b.Epoch, b.Step, b.Checkpoint)
+	return fmt.Sprintf("%s = %.6g after epoch %d (step %d), %s", shown(b.Metric), b.Value, b.Epoch, b.Step, shown(b.Checkpoint))
 }
 
 func writeState(w io.Writer, st *train.State) {
@@ -615,7 +615,7 @@ func infoRun(w io.Writer, dir string) error {
 	case err != nil:
 		fmt.Fprintf(w, "  %s: NOT READABLE (a resume refuses the run until it is restored): %v\n", train.RunFile, err)
 	case run.Init != nil:
-		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", run.Init.Path, run.Init.SHA256)
+		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", shown(run.Init.Path), shown(run.Init.SHA256))
 	}
 	st, err := readState(last)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -256,6 +257,19 @@ func TestInfoIndexAndSearch(t *testing.T) {
 	os.Remove(scores)
 	wantError(t, []string{"info", hits}, searchScoresFile)
 	os.WriteFile(scores, saved, 0o644)
+	// What the record says is shown quoted when it is not plain text: a
+	// path with terminal escapes does not reach the terminal raw.
+	record, _ := os.ReadFile(filepath.Join(hits, searchInfoFile))
+	var fields map[string]any
+	if err := json.Unmarshal(record, &fields); err != nil {
+		t.Fatal(err)
+	}
+	fields["index"] = "x\x1b[2Jy"
+	edited, _ := json.Marshal(fields)
+	os.WriteFile(filepath.Join(hits, searchInfoFile), edited, 0o644)
+	if out := mustRun(t, "info", hits); strings.Contains(out, "\x1b") || !strings.Contains(out, `index: "x\x1b[2Jy"`) {
+		t.Errorf("info of a search whose record names an index with escapes:\n%q", out)
+	}
 	os.WriteFile(filepath.Join(hits, searchInfoFile), []byte(`{"bogus": 1}`), 0o644)
 	wantError(t, []string{"info", hits}, searchInfoFile, "bogus")
 	// A damaged index is described as damaged, not as something else.

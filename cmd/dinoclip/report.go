@@ -35,7 +35,7 @@ var tableKs = []int{1, 5, 10}
 func writeRecallTable(w io.Writer, reports []retrieval.Report) error {
 	nameW := len("set")
 	for _, r := range reports {
-		nameW = max(nameW, len(setName(r.Name)))
+		nameW = max(nameW, len(shown(r.Name)))
 	}
 	const dirW = len("text->image")
 	block := func(a, b, c string) string { return fmt.Sprintf("%6s %6s %6s", a, b, c) }
@@ -45,7 +45,7 @@ func writeRecallTable(w io.Writer, reports []retrieval.Report) error {
 		block("R@1", "R@5", "R@10"), block("R@1", "R@5", "R@10"), "% of CLIP")
 	for _, r := range reports {
 		for i, dir := range []string{"text->image", "image->text"} {
-			name := setName(r.Name)
+			name := shown(r.Name)
 			if i > 0 {
 				name = ""
 			}
@@ -97,11 +97,11 @@ func r5K(reports []retrieval.Report) int {
 	return 5
 }
 
-// setName is an evaluation set's name as the tables and lines about it
-// show it: as written when that is plain printable text, else quoted with
-// Go's escapes as info shows every name, so that a name from an eval.json
-// cannot move the cursor, recolour the terminal or forge a row.
-func setName(name string) string {
+// shown is a name or path read from a file (an evaluation set's name, a
+// path a record holds) as dinoclip prints it: as written when that is
+// plain printable text, else quoted with Go's escapes, so that what a file
+// says cannot move the cursor, recolour the terminal or forge a row.
+func shown(name string) string {
 	if q := strconv.Quote(name); name != "" && q[1:len(q)-1] == name {
 		return name
 	}

@@ -367,7 +367,7 @@ func checkDistinctNames(sets []*retrieval.Set) error {
 	for _, s := range sets {
 		if d, ok := seen[s.Name]; ok {
 			if atomicfile.SameFile(d, s.Dir) {
-				return fmt.Errorf("evaluation set %s is given twice (as %s and %s): give each set once", s.Name, d, s.Dir)
+				return fmt.Errorf("evaluation set %s is given twice (as %s and %s): give each set once", shown(s.Name), d, s.Dir)
 			}
 			return fmt.Errorf("evaluation sets %s and %s are both named %q (set \"name\" in one's eval.json)", d, s.Dir, s.Name)
 		}

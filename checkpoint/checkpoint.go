@@ -251,7 +251,8 @@ func readModel(f *safetensors.File) (*Model, error) {
 		for i, x := range v {
 			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 				if bad == nil {
-					bad = &NonFiniteError{File: f.Name(), Tensor: t.Name, Index: i, Value: x}
+					info, _ := f.Info(t.Name)
+					bad = &NonFiniteError{File: f.Name(), Tensor: t.Name, Index: i, Value: x, Float64: info.DType == safetensors.F64}
 				}
 				bad.Count++
 			}
@@ -265,14 +266,21 @@ func readModel(f *safetensors.File) (*Model, error) {
 }
 
 // NonFiniteError is a model file with NaN or infinite weights: Count of
-// them, the first at Tensor[Index].
+// them, the first at Tensor[Index]. Value is as read into float32; Float64
+// is set for an F64 tensor, whose finite values beyond float32's range
+// read as ±Inf (which the message says, lest the file seem to hold an
+// infinity or a diverged run).
 type NonFiniteError struct {
 	File, Tensor string
 	Index, Count int
 	Value        float32
+	Float64      bool
 }
 
 func (e *NonFiniteError) Error() string {
+	if e.Float64 && math.IsInf(float64(e.Value), 0) {
+		return fmt.Sprintf("%s: %s[%d] is %v in float32 (infinite, or an F64 value beyond float32's range): the model's weights must be finite float32 numbers", e.File, e.Tensor, e.Index, e.Value)
+	}
 	return fmt.Sprintf("%s: %s[%d] is %v: the model's weights must be finite numbers (a run that diverged leaves NaN weights; use an earlier checkpoint)", e.File, e.Tensor, e.Index, e.Value)
 }
 

@@ -324,6 +324,24 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 			t.Errorf("model with two %v weights: %#v and a model of %v, want a NonFiniteError counting 2 and the model", bad, nf, m)
 		}
 	}
+	// An F64 model's value beyond float32's range reads as infinite, and
+	// the error says it may be that, not a diverged run's.
+	params := nn.InitParameters[float64](small, 9)
+	var tensors []safetensors.Tensor
+	for i, tn := range l.Tensors {
+		v := nn.View(params, tn)
+		if i == 3 {
+			v[1] = 1e39
+		}
+		tensors = append(tensors, safetensors.NewFloat64(tn.Name, tn.Shape, v))
+	}
+	path := filepath.Join(t.TempDir(), ModelFile)
+	if err := safetensors.Write(path, tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadModel(path); err == nil || !strings.Contains(err.Error(), l.Tensors[3].Name+"[1] is +Inf in float32 (infinite, or an F64 value beyond float32's range)") {
+		t.Errorf("F64 model with a weight of 1e39: %v", err)
+	}
 	n := small.NumParams()
 	inf, nan := float32(math.Inf(1)), float32(math.NaN())
 	for _, c := range []struct {

@@ -161,7 +161,7 @@ func soupWeights(s string, n int, setting string) ([]float64, error) {
 	}
 	fields := strings.Split(s, ",")
 	if len(fields) != n {
-		return nil, fmt.Errorf("%s: %d weights for %d models", setting, len(fields), n)
+		return nil, fmt.Errorf("%s: %s for %s", setting, counted(len(fields), "weight", "weights"), counted(n, "model", "models"))
 	}
 	for i, f := range fields {
 		f = strings.TrimSpace(f)

@@ -144,7 +144,7 @@ func TestAverageErrors(t *testing.T) {
 		{"negative weight", []string{"average", "--out", out, "--weights", "1,-1", a, b}, []string{"--weights", ">= 0"}},
 		{"a weight reading as 0", []string{"average", "--out", out, "--weights", "1,1e-400", a, b}, []string{`weight 2 ("1e-400")`, "reads as 0"}},
 		{"zero sum", []string{"average", "--out", out, "--weights", "0,0", a, b}, []string{"all 0"}},
-		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weights for 2 models"}},
+		{"too few weights", []string{"average", "--out", out, "--weights", "1", a, b}, []string{"1 weight for 2 models"}},
 		{"a flag after the models", []string{"average", "--out", out, a, b, "--weights", "1,2"}, []string{`"--weights" after the models`}},
 		{"--out after a model", []string{"average", a, "--out", out, b}, []string{`"--out" after the models`}},
 		{"an octal-looking weight", []string{"average", "--out", out, "--weights", "010,2", a, b}, []string{`weight 1 ("010")`, "decimal digits"}},
@@ -174,7 +174,7 @@ func TestAverageErrors(t *testing.T) {
 	}
 	// A value from the environment is named by its variable.
 	t.Setenv("DINOCLIP_WEIGHTS", "1,2")
-	wantError(t, []string{"average", "--out", out, a}, `DINOCLIP_WEIGHTS="1,2": 2 weights for 1 models`)
+	wantError(t, []string{"average", "--out", out, a}, `DINOCLIP_WEIGHTS="1,2": 2 weights for 1 model`)
 	t.Setenv("DINOCLIP_AVERAGE_OUT", dir)
 	wantError(t, []string{"average", a, b}, "DINOCLIP_AVERAGE_OUT="+dir+" is a directory")
 }

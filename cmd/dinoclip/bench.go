@@ -132,7 +132,7 @@ func runBench(cCtx *cli.Context) error {
 	if err := checkDevice(device); err != nil {
 		return err
 	}
-	precision, err := devicePrecision(device, cCtx.String("precision"), false)
+	precision, err := devicePrecision(device, cCtx.String("precision"), precisionSetting(cCtx), false)
 	if err != nil {
 		return err
 	}

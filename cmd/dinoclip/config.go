@@ -492,8 +492,12 @@ func resolveAlias(n yaml.Node) yaml.Node {
 }
 
 // asWritten is a string flag's value v (decoded by YAML from node n) as
-// written when YAML read the scalar as something else: a number, a bool.
+// written when YAML read the scalar as something else: a number, a bool,
+// or the bytes a !!binary scalar's base64 decodes to.
 func asWritten(n yaml.Node, v any) any {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!binary" {
+		return n.Value
+	}
 	if _, isString := v.(string); isString || v == nil || n.Kind != yaml.ScalarNode {
 		return v
 	}
@@ -641,7 +645,7 @@ func noArgs(cCtx *cli.Context) error {
 
 // oneDashFlag is a flag name of two or more letters after one dash in an
 // error of Go's flag package.
-var oneDashFlag = regexp.MustCompile(`(provided but not defined: |for flag )-([A-Za-z0-9][A-Za-z0-9_-]+)`)
+var oneDashFlag = regexp.MustCompile(`(provided but not defined: |flag needs an argument: |for (?:flag )?)-([A-Za-z0-9][A-Za-z0-9_-]+)`)
 
 // usageError turns a flag parsing error into one line pointing at --help,
 // instead of urfave/cli's default of printing the whole help.

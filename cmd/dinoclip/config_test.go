@@ -276,10 +276,12 @@ func TestConfigStringAsWritten(t *testing.T) {
 	data := makeData(t)
 	dir := t.TempDir()
 	t.Chdir(dir)
-	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "out: 0101\ndata: "+data+"\nbatch: 16\nepochs: 1\nhidden-dim: 8\nblocks: 1\n")
-	mustRun(t, "train", "--config", cfg)
-	if _, err := os.Stat(filepath.Join(dir, "0101", "run.json")); err != nil {
-		t.Errorf("out: 0101 did not train into 0101: %v", err)
+	for written, want := range map[string]string{"0101": "0101", "!!binary aGVsbG8=": "aGVsbG8="} {
+		cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "out: "+written+"\ndata: "+data+"\nbatch: 16\nepochs: 1\nhidden-dim: 8\nblocks: 1\n")
+		mustRun(t, "train", "--config", cfg)
+		if _, err := os.Stat(filepath.Join(dir, want, "run.json")); err != nil {
+			t.Errorf("out: %s did not train into %s: %v", written, want, err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -56,9 +57,10 @@ const precisionUsage = "`MODE` of the arithmetic on the GPU: bf16 (the default t
 
 // devicePrecision resolves --precision for device: "" is the device's
 // default (bf16 on the GPU, fp32 on the CPU); bf16 is refused on the CPU,
-// fp64 everywhere unless fp64 (train, CPU only).
-func devicePrecision(device, precision string, fp64 bool) (string, error) {
-	if err := checkPrecisionName(precision, fp64); err != nil {
+// fp64 everywhere unless fp64 (train, CPU only). setting names the value
+// where it was given (flagSetting).
+func devicePrecision(device, precision, setting string, fp64 bool) (string, error) {
+	if err := checkPrecisionName(precision, setting, fp64); err != nil {
 		return "", err
 	}
 	switch {
@@ -67,23 +69,36 @@ func devicePrecision(device, precision string, fp64 bool) (string, error) {
 	case precision == "":
 		return train.PrecisionBF16, nil
 	case precision == train.PrecisionBF16 && device == "cpu":
-		return "", fmt.Errorf("--precision bf16 runs on the GPU (--device cuda); the CPU engine computes in fp32%s", map[bool]string{true: " or fp64", false: ""}[fp64])
+		return "", fmt.Errorf("%s: a mode of the GPU (--device cuda); the CPU engine computes in fp32%s", setting, map[bool]string{true: " or fp64", false: ""}[fp64])
 	case precision == train.PrecisionFP64 && device != "cpu":
-		return "", fmt.Errorf("--precision fp64 runs on the CPU engine only, not --device %s", device)
+		return "", fmt.Errorf("%s: a mode of the CPU engine only, not of --device %s", setting, device)
 	}
 	return precision, nil
 }
 
+// precisionSetting names the command's --precision where it was given
+// (quoted when it is none of the modes).
+func precisionSetting(cCtx *cli.Context) string {
+	v := cCtx.String("precision")
+	switch v {
+	case train.PrecisionFP32, train.PrecisionBF16, train.PrecisionFP64:
+	default:
+		v = strconv.Quote(v)
+	}
+	return flagSetting(cCtx, "precision", v)
+}
+
 // checkPrecisionName refuses a --precision that is none of fp32, bf16 and
 // (when fp64: train) fp64, or "" (the device's default), whatever the
-// device: what a command can check before it knows the device.
-func checkPrecisionName(precision string, fp64 bool) error {
+// device: what a command can check before it knows the device. setting
+// names the value where it was given (flagSetting).
+func checkPrecisionName(precision, setting string, fp64 bool) error {
 	switch precision {
 	case "", train.PrecisionFP32, train.PrecisionBF16:
 		return nil
 	case train.PrecisionFP64:
 		if !fp64 {
-			return fmt.Errorf("--precision fp64: want fp32 or bf16 (fp64 is a training mode)")
+			return fmt.Errorf("%s: want fp32 or bf16 (fp64 is a training mode)", setting)
 		}
 		return nil
 	}
@@ -91,7 +106,7 @@ func checkPrecisionName(precision string, fp64 bool) error {
 	if fp64 {
 		want = "fp32, bf16 or fp64"
 	}
-	return fmt.Errorf("--precision %q: want %s", precision, want)
+	return fmt.Errorf("%s: want %s", setting, want)
 }
 
 // openEngine builds an engine of shape c on device in precision (fp32 or

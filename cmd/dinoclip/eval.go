@@ -63,7 +63,7 @@ func runEval(cCtx *cli.Context) error {
 	if err := checkDevice(device); err != nil {
 		return err
 	}
-	precision, err := devicePrecision(device, cCtx.String("precision"), false)
+	precision, err := devicePrecision(device, cCtx.String("precision"), precisionSetting(cCtx), false)
 	if err != nil {
 		return err
 	}

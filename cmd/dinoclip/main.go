@@ -27,7 +27,15 @@ func main() {
 func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
-	err := newApp().RunContext(ctx, args)
+	app := newApp()
+	stdout := &outputWriter{w: os.Stdout}
+	app.Writer = stdout
+	err := app.RunContext(ctx, args)
+	if err == nil && stdout.err != nil {
+		// A command's report lost (dinoclip synth > /dev/full): not a
+		// success, though what it wrote to its files is whole.
+		err = fmt.Errorf("writing the output: %w", stdout.err)
+	}
 	if exitingOnSignal(ctx) {
 		select {} // the signal's exit ends the process, with its status (cleanups may have failed err)
 	}
@@ -45,6 +53,21 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "dinoclip:", err)
 		return 1
 	}
+}
+
+// outputWriter is standard output, keeping the first error of a write
+// that the commands' reports (fmt.Fprintf) do not look at.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 // helpWidth is the column at which --help wraps its lines: a flag's

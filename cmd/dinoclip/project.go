@@ -53,7 +53,7 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	precision, err := devicePrecision(device, cCtx.String("precision"), false)
+	precision, err := devicePrecision(device, cCtx.String("precision"), precisionSetting(cCtx), false)
 	if err != nil {
 		return err
 	}

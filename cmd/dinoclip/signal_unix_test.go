@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -62,5 +63,26 @@ func TestOutputReaderGone(t *testing.T) {
 	var ee *exec.ExitError
 	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 141 || stderr.String() != "" {
 		t.Fatalf("info into a closed pipe: %v, stderr %q; want exit status 141 and nothing said", err, stderr.String())
+	}
+}
+
+// A command whose report cannot be written (stdout a full disk) fails,
+// saying so, where it ended with status 0.
+func TestOutputWriteFails(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full here: %v", err)
+	}
+	defer full.Close()
+	run, _, _ := trainRun(t)
+	cmd := cliCommand([]string{"average", "--out", filepath.Join(t.TempDir(), "avg.safetensors"), run})
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = full, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "writing the output") {
+		t.Fatalf("average with its output to /dev/full: %v, stderr %q; want exit status 1 and the write's error", err, stderr.String())
 	}
 }

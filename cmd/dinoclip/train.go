@@ -123,7 +123,7 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	}
 	// "" until the device is known: its default (devicePrecision).
 	o.Precision = cCtx.String("precision")
-	if err := checkPrecisionName(o.Precision, true); err != nil {
+	if err := checkPrecisionName(o.Precision, precisionSetting(cCtx), true); err != nil {
 		return o, err
 	}
 	o.Loss = cCtx.String("loss")
@@ -275,11 +275,12 @@ func runTrain(cCtx *cli.Context) error {
 	if resume {
 		runOpts = run.Options
 	}
-	precision := opts.Precision
+	precision, setting := opts.Precision, precisionSetting(cCtx)
 	if resume {
 		precision = run.Options.PrecisionMode()
+		setting = "its precision " + precision
 	}
-	if precision, err = devicePrecision(device, precision, true); err != nil {
+	if precision, err = devicePrecision(device, precision, setting, true); err != nil {
 		if resume {
 			return fmt.Errorf("--resume: the run in %s trains in %s: %w", runDir, run.Options.PrecisionMode(), err)
 		}

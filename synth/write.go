@@ -151,9 +151,20 @@ type evalInfo struct {
 	Source string `json:"source"`
 }
 
+// EvalSetName is the name in eval.json of the evaluation set called name
+// (World.EvalSet's) of the world of opts: with "-shift-X" for a domain
+// shifted by X, so that a model is evaluated on both domains in one run.
+func EvalSetName(name string, opts Options) string {
+	if opts.LatentShift != 0 {
+		return fmt.Sprintf("%s-shift-%g", name, opts.LatentShift)
+	}
+	return name
+}
+
 // WriteEvalSet writes the evaluation set called name (see World.EvalSet)
 // of the world of opts to dir, in float32, with an eval.json that records
-// its name and how it was made, and returns the files written in order.
+// its name (EvalSetName) and how it was made, and returns the files
+// written in order.
 //
 // dir is created if missing. If it already holds evaluation set files,
 // WriteEvalSet refuses unless opts.Overwrite is set: then they are
@@ -201,7 +212,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 		if opts.LatentShift != 0 {
 			source += fmt.Sprintf(" latent_shift=%g", opts.LatentShift)
 		}
-		info, err := json.MarshalIndent(evalInfo{Name: name, Source: source}, "", "  ")
+		info, err := json.MarshalIndent(evalInfo{Name: EvalSetName(name, opts), Source: source}, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("synth: %s: %w", filepath.Join(dir, EvalInfoFile), err)
 		}

@@ -292,7 +292,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	}
 	atomicfile.SyncDir(out)
 	fmt.Fprintf(w, "evaluation set %q: %d images, %d captions (%d per image), in %s\n",
-		synthEvalName, job.images, job.images*job.perImage, job.perImage, evalDir)
+		synth.EvalSetName(synthEvalName, opts), job.images, job.images*job.perImage, job.perImage, evalDir)
 	printSynthFiles(w, files)
 	return nil
 }

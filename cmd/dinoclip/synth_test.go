@@ -138,13 +138,14 @@ func TestSynthErrors(t *testing.T) {
 }
 
 // A shifted data set is another domain of the same world: other rows than
-// the unshifted set's, and the eval set records the shift.
+// the unshifted set's, and the eval set records the shift, in its name
+// too, so that a model is evaluated on both domains at once.
 func TestSynthLatentShift(t *testing.T) {
 	base, shifted := t.TempDir(), t.TempDir()
 	args := []string{"--rows", "20", "--eval-images", "4", "--input-dim", "8", "--output-dim", "4"}
 	mustRun(t, append([]string{"synth", "--out", base}, args...)...)
 	out := mustRun(t, append([]string{"synth", "--out", shifted, "--latent-shift", "2.5"}, args...)...)
-	if !strings.Contains(out, "latent shift 2.5") {
+	if !strings.Contains(out, "latent shift 2.5") || !strings.Contains(out, `evaluation set "synth-shift-2.5"`) {
 		t.Errorf("synth --latent-shift 2.5:\n%s", out)
 	}
 	a, err := os.ReadFile(filepath.Join(base, "train", "shard-00000.dino.npy"))
@@ -158,6 +159,12 @@ func TestSynthLatentShift(t *testing.T) {
 	info, err := os.ReadFile(filepath.Join(shifted, "eval", "eval.json"))
 	if err != nil || !strings.Contains(string(info), "latent_shift=2.5") {
 		t.Errorf("eval.json %s (%v)", info, err)
+	}
+	// Both domains' sets in one evaluation.
+	run := filepath.Join(t.TempDir(), "run")
+	mustRun(t, "train", "--data", filepath.Join(base, "train"), "--out", run, "--batch", "10", "--epochs", "1", "--hidden-dim", "8", "--blocks", "1")
+	if out := mustRun(t, "eval", "--model", run, "--eval", filepath.Join(base, "eval"), "--eval", filepath.Join(shifted, "eval")); !strings.Contains(out, "synth-shift-2.5") {
+		t.Errorf("eval on both domains:\n%s", out)
 	}
 }
 

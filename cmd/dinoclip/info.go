@@ -104,10 +104,14 @@ func describe(w io.Writer, path string) error {
 		return err
 	}
 	has := func(name string) bool { _, err := os.Lstat(filepath.Join(path, name)); return err == nil }
+	// A data set's directory is one though it holds a manifest.json or a
+	// search.json too (another tool's, or a search written into it): no
+	// index or search output holds a set's files.
+	dataSet := retrieval.HoldsSet(path) || train.HoldsShards(path)
 	switch {
-	case has(retrieval.IndexManifestFile):
+	case has(retrieval.IndexManifestFile) && !dataSet:
 		return infoIndex(w, path)
-	case has(searchInfoFile):
+	case has(searchInfoFile) && !dataSet:
 		return infoSearch(w, path)
 	case isRunDir(path):
 		return infoRun(w, path)

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -52,6 +53,18 @@ func TestInfo(t *testing.T) {
 	}
 	if out := mustRun(t, "info", odd); !strings.Contains(out, "training data\n  shards: 2") {
 		t.Errorf("info %s:\n%s", odd, out)
+	}
+	// Data sets holding another tool's manifest.json or a search.json are
+	// data sets all the same.
+	for _, dir := range []string{odd, eval} {
+		for _, name := range []string{retrieval.IndexManifestFile, searchInfoFile} {
+			stray := filepath.Join(dir, name)
+			os.WriteFile(stray, []byte(`{"files": []}`), 0o644)
+			if out := mustRun(t, "info", dir); !strings.Contains(out, "training data\n") && !strings.Contains(out, "evaluation set") {
+				t.Errorf("info %s beside a stray %s:\n%s", dir, name, out)
+			}
+			os.Remove(stray)
+		}
 	}
 }
 

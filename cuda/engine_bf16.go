@@ -44,11 +44,11 @@ import (
 //     added to the residual stream's skip gradient. No operand is
 //     transposed in memory.
 //
-// The nn kernels' fused GELU' epilogue (gemm_bf16_nn_dgelu_bf16) is not
-// used: each GELU's backward feeds float32 sums (LN1's backward, the head's
-// bias gradient), and the pre-activations GELU' needs are stored in
-// float32 only (autocast evaluates GELU and its derivative in float32), so
-// grad_rows applies GELU' as it reads the nn GEMM's float32 output.
+// The nn GEMMs have no fused GELU' epilogue: each GELU's backward feeds
+// float32 sums (LN1's backward, the head's bias gradient), and the
+// pre-activations GELU' needs are stored in float32 only (autocast
+// evaluates GELU and its derivative in float32), so grad_rows applies
+// GELU' as it reads the nn GEMM's float32 output.
 
 // NewBF16Engine opens the GPU and returns an engine of shape c in bf16
 // mixed precision with zero parameters, gradients and moments. Every
@@ -193,7 +193,7 @@ func (e *Engine) blockForwardBF16(b *block, next buf[float32], nextb buf[uint16]
 func (e *Engine) linearGELU(l linear, pre, act buf[float32], actb buf[uint16], x buf[float32], xb buf[uint16], n int, grad bool) error {
 	d := e.dev
 	if e.bf16 && !grad {
-		return d.gemmBF16ToBF16(ntGELUBF16, actb, xb, l.wb, l.b, n, l.out, l.in)
+		return d.gemmBF16GELU(actb, xb, l.wb, l.b, n, l.out, l.in)
 	}
 	if e.bf16 {
 		return d.gemmBF16F32Act(ntF32GELU, pre, actb, xb, l.wb, l.b, n, l.out, l.in)

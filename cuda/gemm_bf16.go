@@ -52,7 +52,6 @@ type gemmKind int
 
 const (
 	ntF32       gemmKind = iota // nt, C f32 (+ bias)
-	ntBF16                      // nt, C bf16 (+ bias)
 	ntGELUBF16                  // nt, C bf16 of GELU(sum + bias)
 	ntF32Stats                  // nt, C f32 (+ bias) and its row statistics
 	ntF32GELU                   // nt, C f32 (+ bias) and act bf16 of GELU(C)
@@ -86,7 +85,6 @@ var gemmKinds = [...]struct {
 	second     gemmSecond
 }{
 	ntF32:       {"gemm_bf16_nt_f32", launch.KGemmBf16NtF32, launch.KGemmBf16NtMmaF32, false, false, true, 8, noSecond},
-	ntBF16:      {"gemm_bf16_nt_bf16", launch.KGemmBf16NtBf16, launch.KGemmBf16NtMmaBf16, false, false, true, 4, noSecond},
 	ntGELUBF16:  {"gemm_bf16_nt_gelu_bf16", launch.KGemmBf16NtGeluBf16, launch.KGemmBf16NtMmaGeluBf16, false, false, true, 4, noSecond},
 	ntF32Stats:  {"gemm_bf16_nt_f32_stats", launch.KGemmBf16NtF32Stats, launch.KGemmBf16NtMmaF32Stats, false, false, true, 8, secondStats},
 	ntF32GELU:   {"gemm_bf16_nt_f32_gelu_bf16", launch.KGemmBf16NtF32GeluBf16, launch.KGemmBf16NtMmaF32GeluBf16, false, false, true, 8, secondAct},
@@ -208,13 +206,9 @@ func (d *Device) gemmBF16F32Act(kind gemmKind, c buf[float32], act buf[uint16], 
 	return d.gemmBF16(kind, outOf(c), outOf(act), a, w, bias, m, n, k)
 }
 
-// gemmBF16ToBF16 launches c[m,n] = bf16(a[m,k] w[n,k]^T + bias), or
-// bf16(GELU(...)) when kind is ntGELUBF16.
-func (d *Device) gemmBF16ToBF16(kind gemmKind, c buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
-	if kind != ntBF16 && kind != ntGELUBF16 {
-		return fmt.Errorf("cuda: gemmBF16ToBF16 with %s", kind)
-	}
-	return d.gemmBF16(kind, outOf(c), gemmOut{}, a, w, bias, m, n, k)
+// gemmBF16GELU launches c[m,n] = bf16(GELU(a[m,k] w[n,k]^T + bias)).
+func (d *Device) gemmBF16GELU(c buf[uint16], a, w buf[uint16], bias buf[float32], m, n, k int) error {
+	return d.gemmBF16(ntGELUBF16, outOf(c), gemmOut{}, a, w, bias, m, n, k)
 }
 
 // gemmBF16NN launches c[m,n] = a[m,k] b[k,n], or c[m,n] += a[m,k] b[k,n]
@@ -331,8 +325,6 @@ func (d *Device) gemmBF16Split(kind gemmKind, c, second gemmOut, a, b buf[uint16
 		switch kind {
 		case ntF32:
 			return launch.GemmBf16NtMmaF32(l, cfg, pa, pb, bias.cptr(), launch.Ptr[float32](c.p), M, N, K)
-		case ntBF16:
-			return launch.GemmBf16NtMmaBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 		case ntGELUBF16:
 			return launch.GemmBf16NtMmaGeluBf16(l, cfg, pa, pb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 		case ntF32Stats:
@@ -369,8 +361,6 @@ func (d *Device) gemmBF16Split(kind gemmKind, c, second gemmOut, a, b buf[uint16
 	switch kind {
 	case ntF32:
 		return launch.GemmBf16NtF32(l, cfg, ma, mb, bias.cptr(), launch.Ptr[float32](c.p), M, N, K)
-	case ntBF16:
-		return launch.GemmBf16NtBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 	case ntGELUBF16:
 		return launch.GemmBf16NtGeluBf16(l, cfg, ma, mb, bias.cptr(), launch.Ptr[uint16](c.p), M, N, K)
 	case ntF32Stats:

@@ -20,9 +20,9 @@
 // Entry points, one per epilogue, on sm_90a (wgmma, below) and on any GPU
 // from sm_80 on (gemm_bf16_nt_mma_*, mma.sync, at the end of the file):
 //   gemm_bf16_nt_f32        gemm_bf16_nt_mma_f32        C f32
-//   gemm_bf16_nt_bf16       gemm_bf16_nt_mma_bf16       C bf16 (round to nearest even)
-//   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 of GELU (exact erf
-//       form, common.cuh's gelu_f, evaluated in f32) of the f32 sum
+//   gemm_bf16_nt_gelu_bf16  gemm_bf16_nt_mma_gelu_bf16  C bf16 (round to
+//       nearest even) of GELU (exact erf form, common.cuh's gelu_f,
+//       evaluated in f32) of the f32 sum
 //   gemm_bf16_nt_f32_stats  gemm_bf16_nt_mma_f32_stats  C f32, and stats f32
 //       [M, ceil(N/64), 3]: for each row and 64-column tile, the (count,
 //       mean, M2) of the row's stored C values in the tile, the layout of
@@ -132,15 +132,10 @@
 // TMA and setmaxnreg are sm_90a only).
 //
 // Backward layouts (nn, tn), same tile, ring, warp roles and epilogue code:
-//   gemm_bf16_nn_bf16        gemm_bf16_nn_mma_bf16        C bf16
 //   gemm_bf16_nn_f32         gemm_bf16_nn_mma_f32         C f32 (written: a
 //       gradient that starts here, so nothing is zeroed or read back)
 //   gemm_bf16_nn_f32_add     gemm_bf16_nn_mma_f32_add     C f32 += the sum
 //       (the residual stream's gradient accumulates into its f32 buffer)
-//   gemm_bf16_nn_dgelu_bf16  gemm_bf16_nn_mma_dgelu_bf16  C bf16 of the sum
-//       times GELU'(pre) (common.cuh's gelu_grad_f, exact erf form, in
-//       f32), pre bf16 [M, N] (the stored pre-activation), laid out as C
-//       and not overlapping it
 //   gemm_bf16_tn_f32         gemm_bf16_tn_mma_f32         C f32 (written,
 //       not added: the gradient buffer's value for this step); with
 //       splits > 1, split K: C holds splits slices of [M, N], the partial
@@ -148,13 +143,13 @@
 //       gemm_bf16_splitk_sum adds in order (the weight gradients whose
 //       output has too few tiles to fill the GPU: K, the batch, is long)
 // No bias (the bias gradient, dY's column sums, stays in reduce.cu).
-// Parameters: wgmma (tma_a, tma_b, [pre,] C, M, N, K[, splits]); mma.sync
-// (A, B, [pre,] C, M, N, K[, splits]); the mma.sync tn kernel's grid is
+// Parameters: wgmma (tma_a, tma_b, C, M, N, K[, splits]); mma.sync
+// (A, B, C, M, N, K[, splits]); the mma.sync tn kernel's grid is
 // (ceil(N/128), ceil(M/128), splits), the wgmma one's persistent blocks
 // walk (tile, split) pairs. A [M, K] for nn, [K, M] for tn; B [K, N]. Row
 // strides must be multiples of 8 elements (16 bytes), as for nt: nn needs
-// K and N multiples of 8 (M any); tn M and N (K, the batch, any). C (and
-// pre) 8-byte aligned, as the paired stores need.
+// K and N multiples of 8 (M any); tn M and N (K, the batch, any). C
+// 8-byte aligned, as the paired stores need.
 // Tensor maps: a K-major operand (nn's A) as above, dims {K, M}, box
 // {64, 128}; an MN-major operand [K, X] (X = M or N): dims {X, K}, row
 // stride 2X bytes, box {64, 64}, bf16, 128-byte swizzle, zero fill. Each
@@ -185,7 +180,9 @@
 // split K (gemm_bf16_splitk_sum); v5 makes the wgmma kernels' consumers
 // ping-pong (a whole tile each, alternating, main loops in turns) instead
 // of sharing each tile's rows (results unchanged: each output element is
-// the same wgmma sum in the same K order).
+// the same wgmma sum in the same K order); v6 drops the entry points the
+// engine never launched (nt_bf16, nn_bf16, nn_dgelu_bf16, and with the
+// last the pre-activation operand of the epilogues; the rest unchanged).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
@@ -208,10 +205,8 @@
 
 // The epilogues.
 #define GEMM_BF16_OUT_F32 0
-#define GEMM_BF16_OUT_BF16 1
 #define GEMM_BF16_OUT_GELU_BF16 2
 #define GEMM_BF16_OUT_F32_ADD 3     // C (f32) += the sum
-#define GEMM_BF16_OUT_DGELU_BF16 4  // C = bf16(sum * GELU'(pre)), pre bf16 [M, N]
 #define GEMM_BF16_OUT_F32_STATS 5   // C f32 and its row statistics (stats [M, ceil(N/64), 3])
 #define GEMM_BF16_OUT_F32_GELU 6    // C f32 and act = bf16(GELU(C)), act bf16 [M, N]
 #define GEMM_BF16_OUT_BF16_STATS 7  // C bf16 and the row statistics of its rounded values
@@ -236,8 +231,8 @@ __device__ __forceinline__ void* gemm_bf16_split_out(void* C, int splits, int s,
 
 // gemm_bf16_emit finishes columns col and col+1 of row, whose f32 sums
 // are v0 and v1, into C [M, N] row-major: bias, activation, f32 or bf16
-// as OUT says (pre, the GELU input of GEMM_BF16_OUT_DGELU_BF16, and act,
-// the bf16 GELU output of GEMM_BF16_OUT_F32_GELU, are laid out as C).
+// as OUT says (act, the bf16 output of GEMM_BF16_OUT_F32_GELU and
+// GEMM_BF16_OUT_F32_BF16, is laid out as C).
 // Only elements inside C are written; the pair goes as one store when both
 // columns are in range and its address is aligned for it (N even). col is
 // even, as in every accumulator fragment (mma.sync and wgmma alike: a
@@ -246,8 +241,8 @@ __device__ __forceinline__ void* gemm_bf16_split_out(void* C, int splits, int s,
 // C (the row statistics summarise those: bf16_stats's the rounded ones, the
 // values a LayerNorm reading C sees).
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
-                                               uint16_t* __restrict__ act, int M, int N, int row, int col, float& v0, float& v1) {
+__device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, void* C, uint16_t* __restrict__ act, int M, int N,
+                                               int row, int col, float& v0, float& v1) {
     if (row >= M || col >= N) return;
     const bool second = col + 1 < N;
     if (bias) {
@@ -260,12 +255,7 @@ __device__ __forceinline__ void gemm_bf16_emit(const float* __restrict__ bias, c
     }
     const size_t i = (size_t)row * N + col;
     const bool pair = second && (N & 1) == 0;
-    if (OUT == GEMM_BF16_OUT_DGELU_BF16) {
-        v0 *= gelu_grad_f(bf16_to_f32(pre[i]));
-        if (second) v1 *= gelu_grad_f(bf16_to_f32(pre[i + 1]));
-    }
-    if (OUT == GEMM_BF16_OUT_BF16 || OUT == GEMM_BF16_OUT_GELU_BF16 || OUT == GEMM_BF16_OUT_DGELU_BF16 ||
-        OUT == GEMM_BF16_OUT_BF16_STATS) {
+    if (OUT == GEMM_BF16_OUT_GELU_BF16 || OUT == GEMM_BF16_OUT_BF16_STATS) {
         uint16_t* c = (uint16_t*)C + i;
         const uint16_t b0 = f32_to_bf16(v0), b1 = f32_to_bf16(v1);
         if (pair) {
@@ -333,9 +323,9 @@ __device__ __forceinline__ void gemm_bf16_stats_store(float* __restrict__ stats,
 // the tile's two 64-column statistics tiles, so the quad's merge is the
 // row's statistics tile (the statistics epilogues, gemm_bf16_has_stats).
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias,
-                                                   const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
-                                                   float* __restrict__ stats, int M, int N, int m0, int n0, int t) {
+__device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const float* __restrict__ bias, void* C,
+                                                   uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int m0,
+                                                   int n0, int t) {
     const int w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -348,7 +338,7 @@ __device__ __forceinline__ void gemm_bf16_epilogue(const float (&acc)[64], const
             for (int jj = 0; jj < 8; ++jj) {
                 const int j = 8 * half + jj, col = n0 + 8 * j + 2 * q;
                 float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-                gemm_bf16_emit<OUT>(bias, pre, C, act, M, N, row, col, v0, v1);
+                gemm_bf16_emit<OUT>(bias, C, act, M, N, row, col, v0, v1);
                 vals[2 * jj] = v0, vals[2 * jj + 1] = v1;
                 ok[2 * jj] = row < M && col < N, ok[2 * jj + 1] = row < M && col + 1 < N;
             }
@@ -406,7 +396,7 @@ __device__ __forceinline__ uint64_t gemm_bf16_operand_desc(uint32_t s, int kk) {
 // MN-major ([K, N]); tma_a, tma_b their tensor maps.
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, const dc_tensor_map* tma_b, const float* __restrict__ bias,
-                                                const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
+                                                void* C, uint16_t* __restrict__ act,
                                                 float* __restrict__ stats, int M, int N, int K, int splits = 1) {
 #if DC_SM90A
     unsigned char* raw = dc_dynamic_smem();
@@ -518,7 +508,7 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
         if (c1 > c0) mbar_arrive(smem_addr(&empty[(use - 1) % GEMM_BF16_STAGES]));
         void* out = gemm_bf16_split_out(C, splits, split, M, N);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) gemm_bf16_epilogue<OUT>(acc[r], bias, pre, out, act, stats, M, N, m0 + 64 * r, n0, ct);
+        for (int r = 0; r < 2; ++r) gemm_bf16_epilogue<OUT>(acc[r], bias, out, act, stats, M, N, m0 + 64 * r, n0, ct);
     }
 #else
     __trap();
@@ -528,74 +518,56 @@ __device__ __forceinline__ void gemm_bf16_wgmma(const dc_tensor_map* tma_a, cons
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                      const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
-    gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
-                      const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32>(&tma_a, &tma_w, bias, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                            const float* __restrict__ bias, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_GELU_BF16>(&tma_a, &tma_w, bias, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                            const float* __restrict__ bias, float* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_STATS>(&tma_a, &tma_w, bias, nullptr, C, nullptr, stats, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_STATS>(&tma_a, &tma_w, bias, C, nullptr, stats, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_bf16_stats(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                             const float* __restrict__ bias, uint16_t* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16_STATS>(&tma_a, &tma_w, bias, nullptr, C, nullptr, stats, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_BF16_STATS>(&tma_a, &tma_w, bias, C, nullptr, stats, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                                const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N,
                                int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_GELU>(&tma_a, &tma_w, bias, nullptr, C, act, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_GELU>(&tma_a, &tma_w, bias, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nt_f32_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w,
                           const float* __restrict__ bias, float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
-    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_BF16>(&tma_a, &tma_w, bias, nullptr, C, act, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
-    gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
-                      uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_BF16>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, false, GEMM_BF16_OUT_F32_BF16>(&tma_a, &tma_w, bias, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                      float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_nn_f32_add(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                          float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
-    gemm_bf16_nn_dgelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
-                            const uint16_t* __restrict__ pre, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_DGELU_BF16>(&tma_a, &tma_b, nullptr, pre, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_wgmma<false, true, GEMM_BF16_OUT_F32_ADD>(&tma_a, &tma_b, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_THREADS, 1)
     gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b,
                      float* __restrict__ C, int M, int N, int K, int splits) {
-    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, nullptr, C, nullptr, nullptr, M, N, K, splits);
+    gemm_bf16_wgmma<true, true, GEMM_BF16_OUT_F32>(&tma_a, &tma_b, nullptr, C, nullptr, nullptr, M, N, K, splits);
 }
 
 // ---------------------------------------------------------------------------
@@ -646,9 +618,9 @@ __device__ __forceinline__ void gemm_bf16_mma_load(uint16_t* s, const uint16_t* 
 // the warps' timing), and stores it.
 static_assert(8 * 64 * 3 * sizeof(float) <= GEMM_BF16_MMA_SMEM(false, false), "the warps' statistics fit in the ring");
 template <int OUT>
-__device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][4], const float* __restrict__ bias,
-                                                       const uint16_t* __restrict__ pre, void* C, uint16_t* __restrict__ act,
-                                                       float* __restrict__ stats, int M, int N, int m0, int n0, float* part, int t) {
+__device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][4], const float* __restrict__ bias, void* C,
+                                                       uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int m0,
+                                                       int n0, float* part, int t) {
     const int warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
     const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
     if (gemm_bf16_has_stats(OUT)) __syncthreads();  // every warp is done reading the ring
@@ -663,7 +635,7 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
             for (int j = 0; j < 4; ++j) {
                 const int col = n0 + wn + 8 * j + 2 * q;
                 float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
-                gemm_bf16_emit<OUT>(bias, pre, C, act, M, N, row, col, v0, v1);
+                gemm_bf16_emit<OUT>(bias, C, act, M, N, row, col, v0, v1);
                 vals[2 * j] = v0, vals[2 * j + 1] = v1;
                 ok[2 * j] = row < M && col < N, ok[2 * j + 1] = row < M && col + 1 < N;
             }
@@ -690,9 +662,8 @@ __device__ __forceinline__ void gemm_bf16_mma_epilogue(const float (&acc)[4][4][
 // layouts, A [M, K] or [K, M], B [N, K] or [K, N], plain pointers).
 template <bool A_MN, bool B_MN, int OUT>
 __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B,
-                                              const float* __restrict__ bias, const uint16_t* __restrict__ pre, void* C,
-                                              uint16_t* __restrict__ act, float* __restrict__ stats, int M, int N, int K,
-                                              int splits = 1) {
+                                              const float* __restrict__ bias, void* C, uint16_t* __restrict__ act,
+                                              float* __restrict__ stats, int M, int N, int K, int splits = 1) {
     uint16_t* smem = (uint16_t*)dc_dynamic_smem();
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int m0 = blockIdx.y * GEMM_BF16_BM, n0 = blockIdx.x * GEMM_BF16_BN;
@@ -769,77 +740,60 @@ __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, co
         }
     }
     cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
-    gemm_bf16_mma_epilogue<OUT>(acc, bias, pre, gemm_bf16_split_out(C, splits, blockIdx.z, M, N), act, stats, M, N, m0, n0,
+    gemm_bf16_mma_epilogue<OUT>(acc, bias, gemm_bf16_split_out(C, splits, blockIdx.z, M, N), act, stats, M, N, m0, n0,
                                 (float*)smem, t);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                          float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
-    gemm_bf16_nt_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
-                          uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32>(A, W, bias, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_GELU_BF16>(A, W, bias, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_GELU_BF16>(A, W, bias, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32_stats(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                float* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_STATS>(A, W, bias, nullptr, C, nullptr, stats, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_STATS>(A, W, bias, C, nullptr, stats, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_bf16_stats(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                 uint16_t* __restrict__ C, float* __restrict__ stats, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16_STATS>(A, W, bias, nullptr, C, nullptr, stats, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_BF16_STATS>(A, W, bias, C, nullptr, stats, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32_gelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                                    float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_GELU>(A, W, bias, nullptr, C, act, nullptr, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_GELU>(A, W, bias, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nt_mma_f32_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ W, const float* __restrict__ bias,
                               float* __restrict__ C, uint16_t* __restrict__ act, int M, int N, int K) {
-    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_BF16>(A, W, bias, nullptr, C, act, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
-    gemm_bf16_nn_mma_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_BF16>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_mma<false, false, GEMM_BF16_OUT_F32_BF16>(A, W, bias, C, act, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32>(A, B, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_nn_mma_f32_add(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32_ADD>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
-    gemm_bf16_nn_mma_dgelu_bf16(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, const uint16_t* __restrict__ pre,
-                                uint16_t* __restrict__ C, int M, int N, int K) {
-    gemm_bf16_mma<false, true, GEMM_BF16_OUT_DGELU_BF16>(A, B, nullptr, pre, C, nullptr, nullptr, M, N, K);
+    gemm_bf16_mma<false, true, GEMM_BF16_OUT_F32_ADD>(A, B, nullptr, C, nullptr, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMM_BF16_MMA_THREADS)
     gemm_bf16_tn_mma_f32(const uint16_t* __restrict__ A, const uint16_t* __restrict__ B, float* __restrict__ C, int M, int N, int K,
                          int splits) {
-    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, nullptr, C, nullptr, nullptr, M, N, K, splits);
+    gemm_bf16_mma<true, true, GEMM_BF16_OUT_F32>(A, B, nullptr, C, nullptr, nullptr, M, N, K, splits);
 }
 
 // gemm_bf16_splitk_sum adds the splits' slices of a split-K product in

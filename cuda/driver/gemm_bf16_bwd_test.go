@@ -23,8 +23,8 @@ import (
 )
 
 var gemmBF16BwdKernels = []string{
-	"gemm_bf16_nn_bf16", "gemm_bf16_nn_f32_add", "gemm_bf16_nn_dgelu_bf16", "gemm_bf16_tn_f32",
-	"gemm_bf16_nn_mma_bf16", "gemm_bf16_nn_mma_f32_add", "gemm_bf16_nn_mma_dgelu_bf16", "gemm_bf16_tn_mma_f32",
+	"gemm_bf16_nn_f32", "gemm_bf16_nn_f32_add", "gemm_bf16_tn_f32",
+	"gemm_bf16_nn_mma_f32", "gemm_bf16_nn_mma_f32_add", "gemm_bf16_tn_mma_f32",
 }
 
 // The mma.sync kernels' dynamic shared memory, GEMM_BF16_MMA_SMEM(a_mn,
@@ -57,16 +57,16 @@ var gemmBF16TNCases = []gemmCase{
 var gemmBF16TNLongK = gemmCase{136, 264, 2048}
 
 // gemmBF16BwdRun is a kernel's result and reference, with what the
-// tolerance needs: the f32 accumulation bound of each element, C's initial
-// value (f32_add) and the GELU input (dgelu).
+// tolerance needs: the f32 accumulation bound of each element and C's
+// initial value (f32_add).
 type gemmBF16BwdRun struct {
 	got, ref, errF []float64
-	init, pre      []float64
+	init           []float64
 }
 
-// gemmBF16BwdOut is kernel's epilogue: "f32", "f32_add", "bf16" or "dgelu_bf16".
+// gemmBF16BwdOut is kernel's epilogue: "f32" or "f32_add".
 func gemmBF16BwdOut(kernel string) string {
-	for _, e := range []string{"dgelu_bf16", "f32_add", "bf16", "f32"} {
+	for _, e := range []string{"f32_add", "f32"} {
 		if strings.HasSuffix(kernel, "_"+e) {
 			return e
 		}
@@ -77,10 +77,9 @@ func gemmBF16BwdOut(kernel string) string {
 // runGemmBF16Bwd runs kernel on case c with seeded bf16 operands in [-1, 1)
 // (A stored [M,K] for nn, [K,M] for tn; B [K,N]), a wgmma kernel on a grid
 // of min(tiles, maxGrid) persistent blocks, an mma.sync one on a block per
-// tile. C starts as NaN bit patterns (f32 0x7fc0ffff, bf16 0x7fc1) so that
-// an element the kernel skips fails, or for f32_add as seeded values in
-// [-4, 4); guard elements after C must stay untouched. pre, the GELU input,
-// is bf16 in [-4, 4).
+// tile. C (f32) starts as NaN bit patterns (0x7fc0ffff) so that an
+// element the kernel skips fails, or for f32_add as seeded values in
+// [-4, 4); guard elements after C must stay untouched.
 func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGrid int, seed uint64) gemmBF16BwdRun {
 	t.Helper()
 	tn := strings.Contains(kernel, "_tn_")
@@ -89,39 +88,22 @@ func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGri
 	r := rand.New(rand.NewPCG(seed, 11))
 	const guard = 64
 	n := c.M*c.N + guard
-	elem := 2
-	if strings.HasPrefix(out, "f32") {
-		elem = 4
-	}
 	run := gemmBF16BwdRun{got: make([]float64, c.M*c.N), ref: make([]float64, c.M*c.N), errF: make([]float64, c.M*c.N)}
-	init := make([]byte, n*elem)
+	init := make([]byte, 4*n)
 	for i := 0; i < n; i++ {
-		switch {
-		case out == "f32_add":
+		if out == "f32_add" {
 			f := float32(r.Float64()*8 - 4)
 			copy(init[4*i:], f32s([]float32{f}))
 			if i < c.M*c.N {
 				run.init = append(run.init, float64(f))
 			}
-		case elem == 4:
+		} else {
 			init[4*i], init[4*i+1], init[4*i+2], init[4*i+3] = 0xff, 0xff, 0xc0, 0x7f
-		default:
-			init[2*i], init[2*i+1] = 0xc1, 0x7f
 		}
-	}
-	var preArgs [][]byte
-	if out == "dgelu_bf16" {
-		pre := make([]uint16, c.M*c.N)
-		for i := range pre {
-			pre[i] = leconv.BFloat16Bits(float32(r.Float64()*8 - 4))
-			run.pre = append(run.pre, float64(leconv.BFloat16Value(pre[i])))
-		}
-		preArgs = [][]byte{pPtr(v.upload(u16s(pre)))}
 	}
 	C := v.upload(init)
 	dims := [3]int{c.M, c.N, c.K}
 	args := func(ops ...[]byte) [][]byte {
-		ops = append(ops, preArgs...)
 		ops = append(ops, pPtr(C), pInt(dims[0]), pInt(dims[1]), pInt(dims[2]))
 		if tn {
 			ops = append(ops, pInt(1)) // splits: K whole (package cuda's tests split it)
@@ -171,20 +153,14 @@ func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGri
 		v.mustLaunch(kernel, LaunchConfig{Grid: [3]int{min(tiles, maxGrid), 1, 1}, Block: [3]int{384, 1, 1}, SharedBytes: gemmBF16Smem},
 			args(mapA, mnMajor(v.upload(u16s(b)), c.N))...)
 	}
-	got := v.download(C, n*elem)
+	got := v.download(C, 4*n)
 	for i := c.M * c.N; i < n; i++ {
-		if string(got[i*elem:(i+1)*elem]) != string(init[i*elem:(i+1)*elem]) {
+		if string(got[4*i:4*(i+1)]) != string(init[4*i:4*(i+1)]) {
 			t.Fatalf("%s %dx%dx%d: guard element %d past C was written", kernel, c.M, c.N, c.K, i-c.M*c.N)
 		}
 	}
-	if elem == 4 {
-		for i, f := range toF32(got[:4*c.M*c.N]) {
-			run.got[i] = float64(f)
-		}
-	} else {
-		for i := range run.got {
-			run.got[i] = float64(leconv.BFloat16Value(uint16(got[2*i]) | uint16(got[2*i+1])<<8))
-		}
+	for i, f := range toF32(got[:4*c.M*c.N]) {
+		run.got[i] = float64(f)
 	}
 	for i := 0; i < c.M; i++ {
 		for j := 0; j < c.N; j++ {
@@ -204,22 +180,6 @@ func runGemmBF16Bwd(t *testing.T, v *tcDevice, kernel string, c gemmCase, maxGri
 	return run
 }
 
-// geluGradRef is GELU'(x) = Phi(x) + x phi(x) in float64.
-func geluGradRef(x float64) float64 {
-	return 0.5*math.Erfc(-x/math.Sqrt2) + x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi)
-}
-
-// geluGradF32Eval bounds the absolute error of GELU'(x) evaluated in f32
-// as 0.5 erfc(-x/sqrt2) + x (1/sqrt(2 pi)) exp(-x^2/2) (common.cuh's
-// gelu_grad_f): the two terms are at most 1 and 0.25 in size; erfcf within
-// 4 ulp and expf within 2 (CUDA Programming Guide, "Mathematical
-// Functions"; glibc's are tighter), the argument roundings (2^-24
-// relative, amplified by erfc's and exp's relative sensitivities 2u^2
-// and x^2, both below 32 where the terms are above 2^-24) and four more
-// roundings stay below 2^-19 absolute; 2^-17 leaves room. A term cancelling
-// the other (GELU' = 0 near x = -0.75) is why the bound is absolute.
-var geluGradF32Eval = math.Ldexp(1, -17)
-
 // gemmBF16BwdMismatch returns the first element of run outside its
 // tolerance for kernel's epilogue, nil if none.
 func gemmBF16BwdMismatch(kernel string, c gemmCase, run gemmBF16BwdRun) error {
@@ -235,18 +195,6 @@ func gemmBF16BwdMismatch(kernel string, c gemmCase, run gemmBF16BwdRun) error {
 			// allowing for either rounding direction, as gemmF32Bound).
 			ref += run.init[i]
 			tol = e + math.Ldexp(math.Abs(run.init[i])+math.Abs(ref)+e, -23)
-		case "bf16":
-			// The f32 value is within e of ref, then rounded to bf16.
-			tol = e + bf16Rounding*(math.Abs(ref)+e)
-		case "dgelu_bf16":
-			// |GELU'| <= geluLipschitz scales the f32 error e; GELU'(pre) in
-			// f32 errs by at most geluGradF32Eval absolute, times the sum
-			// (at most |ref| + e); the product rounds in f32, then to bf16.
-			d := geluGradRef(run.pre[i])
-			s := math.Abs(ref) + e
-			ref *= d
-			pre := geluLipschitz*e + geluGradF32Eval*s + math.Ldexp(math.Abs(ref)+geluLipschitz*s, -23)
-			tol = pre + bf16Rounding*(math.Abs(ref)+pre)
 		}
 		if !(math.Abs(g-ref) <= tol) {
 			return fmt.Errorf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kernel, c.M, c.N, c.K, i/c.N, i%c.N, g, ref, tol)
@@ -299,8 +247,8 @@ func TestGemmBF16BwdLongK(t *testing.T) {
 }
 
 // TestGemmBF16BwdModel: the model's shapes on the wgmma kernels: a
-// residual block's hidden Linear (2048 -> 2048) backward through GELU at
-// batch 128 (dX, K = 2048), and the weight gradient of the head's first
+// residual block's hidden Linear (2048 -> 2048) data gradient at batch 128
+// (dX, K = 2048), and the weight gradient of the head's first
 // Linear (2048 -> 1024) at batch 256. -short leaves it out (seconds
 // natively, minutes under AddressSanitizer).
 func TestGemmBF16BwdModel(t *testing.T) {
@@ -312,7 +260,7 @@ func TestGemmBF16BwdModel(t *testing.T) {
 		kernel string
 		c      gemmCase
 	}{
-		{"gemm_bf16_nn_dgelu_bf16", gemmCase{128, 2048, 2048}},
+		{"gemm_bf16_nn_f32", gemmCase{128, 2048, 2048}},
 		{"gemm_bf16_tn_f32", gemmCase{1024, 2048, 256}},
 	} {
 		run := runGemmBF16Bwd(t, v, tc.kernel, tc.c, 132, 8)
@@ -323,20 +271,16 @@ func TestGemmBF16BwdModel(t *testing.T) {
 }
 
 // TestGemmBF16BwdTolerances: the checks can fail. Exact results pass; the
-// f32 add left out, GELU' left out or taken at the wrong sign, and an f32
-// result with a bf16-sized error are refused.
+// f32 add left out, and an f32 result with a bf16-sized error, are refused.
 func TestGemmBF16BwdTolerances(t *testing.T) {
 	c := gemmCase{1, 3, 64}
 	sum := []float64{-0.7, 1.3, 2.4}
 	errF := []float64{1e-6, 1e-6, 1e-6}
 	init := []float64{0.5, -2, 3}
-	pre := []float64{-0.75, 0.5, 2}
 	bf := func(x float64) float64 { return float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(x)))) }
-	added, dgelu, dgeluNeg := make([]float64, 3), make([]float64, 3), make([]float64, 3)
+	added := make([]float64, 3)
 	for i := range sum {
 		added[i] = sum[i] + init[i]
-		dgelu[i] = bf(sum[i] * geluGradRef(pre[i]))
-		dgeluNeg[i] = bf(sum[i] * geluGradRef(-pre[i]))
 	}
 	for _, tc := range []struct {
 		kernel string
@@ -347,12 +291,10 @@ func TestGemmBF16BwdTolerances(t *testing.T) {
 		{"gemm_bf16_tn_f32", []float64{-0.7, bf(1.3), 2.4}, false},
 		{"gemm_bf16_nn_f32_add", added, true},
 		{"gemm_bf16_nn_f32_add", sum, false},
-		{"gemm_bf16_nn_bf16", []float64{bf(-0.7), bf(1.3), bf(2.4)}, true},
-		{"gemm_bf16_nn_dgelu_bf16", dgelu, true},
-		{"gemm_bf16_nn_dgelu_bf16", []float64{bf(-0.7), bf(1.3), bf(2.4)}, false},
-		{"gemm_bf16_nn_dgelu_bf16", dgeluNeg, false},
+		{"gemm_bf16_nn_f32", sum, true},
+		{"gemm_bf16_nn_f32", []float64{bf(-0.7), 1.3, 2.4}, false},
 	} {
-		err := gemmBF16BwdMismatch(tc.kernel, c, gemmBF16BwdRun{got: tc.got, ref: sum, errF: errF, init: init, pre: pre})
+		err := gemmBF16BwdMismatch(tc.kernel, c, gemmBF16BwdRun{got: tc.got, ref: sum, errF: errF, init: init})
 		if (err == nil) != tc.pass {
 			t.Errorf("%s %v: mismatch %v, want pass %v", tc.kernel, tc.got, err, tc.pass)
 		}

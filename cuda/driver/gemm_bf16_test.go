@@ -18,10 +18,10 @@ import (
 )
 
 // gemmBF16Kernels: the wgmma kernels (sm_90a) and their mma.sync
-// fallbacks (sm_80 on), each in the three epilogues.
+// fallbacks (sm_80 on), each in the two single-output epilogues.
 var gemmBF16Kernels = []string{
-	"gemm_bf16_nt_f32", "gemm_bf16_nt_bf16", "gemm_bf16_nt_gelu_bf16",
-	"gemm_bf16_nt_mma_f32", "gemm_bf16_nt_mma_bf16", "gemm_bf16_nt_mma_gelu_bf16",
+	"gemm_bf16_nt_f32", "gemm_bf16_nt_gelu_bf16",
+	"gemm_bf16_nt_mma_f32", "gemm_bf16_nt_mma_gelu_bf16",
 }
 
 // The kernels' dynamic shared memory: GEMM_BF16_SMEM, 4 stages of a
@@ -33,9 +33,9 @@ const (
 	gemmBF16MmaSmem = 3 * (128 + 128) * 40 * 2
 )
 
-// gemmBF16Out is the epilogue of kernel: "f32", "bf16" or "gelu_bf16".
+// gemmBF16Out is the epilogue of kernel: "f32" or "gelu_bf16".
 func gemmBF16Out(kernel string) string {
-	for _, e := range []string{"gelu_bf16", "bf16", "f32"} {
+	for _, e := range []string{"gelu_bf16", "f32"} {
 		if strings.HasSuffix(kernel, "_"+e) {
 			return e
 		}
@@ -195,9 +195,6 @@ func gemmBF16Mismatch(kernel string, c gemmCase, run gemmBF16Run) error {
 		switch gemmBF16Out(kernel) {
 		case "f32":
 			tol = e
-		case "bf16":
-			// The f32 value is within e of ref, then rounded to bf16.
-			tol = e + bf16Rounding*(math.Abs(ref)+e)
 		case "gelu_bf16":
 			// GELU moves the f32 error by at most geluLipschitz, its f32
 			// evaluation adds geluF32Eval relative, bf16 rounds.
@@ -263,7 +260,6 @@ func TestGemmBF16Tolerances(t *testing.T) {
 		{"gemm_bf16_nt_f32", pre, true},
 		{"gemm_bf16_nt_f32", []float64{-0.7, 1.3 + 2e-6, 2.4}, false},
 		{"gemm_bf16_nt_f32", []float64{-0.7, float64(leconv.BFloat16Value(leconv.BFloat16Bits(1.3))), 2.4}, false},
-		{"gemm_bf16_nt_bf16", []float64{float64(leconv.BFloat16Value(leconv.BFloat16Bits(-0.7))), float64(leconv.BFloat16Value(leconv.BFloat16Bits(1.3))), float64(leconv.BFloat16Value(leconv.BFloat16Bits(2.4)))}, true},
 		{"gemm_bf16_nt_gelu_bf16", gelu, true},
 		{"gemm_bf16_nt_gelu_bf16", []float64{float64(leconv.BFloat16Value(leconv.BFloat16Bits(-0.7))), gelu[1], gelu[2]}, false},
 	} {

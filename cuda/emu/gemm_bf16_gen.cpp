@@ -13,8 +13,6 @@
 // cuda/launch pack by, is the compiler's.
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32), void (*)(dc_tensor_map, dc_tensor_map, const float*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_f32: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nt_bf16), void (*)(dc_tensor_map, dc_tensor_map, const float*, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nt_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_gelu_bf16), void (*)(dc_tensor_map, dc_tensor_map, const float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_stats), void (*)(dc_tensor_map, dc_tensor_map, const float*, float*, float*, int, int, int)>,
@@ -25,20 +23,14 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_gelu_bf16), void (*)(dc_
               "kernels/gemm_bf16.cu: gemm_bf16_nt_f32_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_f32_bf16), void (*)(dc_tensor_map, dc_tensor_map, const float*, float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_f32_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nn_bf16), void (*)(dc_tensor_map, dc_tensor_map, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nn_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_f32_add), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_f32_add: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nn_dgelu_bf16), void (*)(dc_tensor_map, dc_tensor_map, const uint16_t*, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nn_dgelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_tn_f32), void (*)(dc_tensor_map, dc_tensor_map, float*, int, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_tn_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32), void (*)(const uint16_t*, const uint16_t*, const float*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_bf16), void (*)(const uint16_t*, const uint16_t*, const float*, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_gelu_bf16), void (*)(const uint16_t*, const uint16_t*, const float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_stats), void (*)(const uint16_t*, const uint16_t*, const float*, float*, float*, int, int, int)>,
@@ -49,14 +41,10 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_gelu_bf16), void (*)
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32_gelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nt_mma_f32_bf16), void (*)(const uint16_t*, const uint16_t*, const float*, float*, uint16_t*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nt_mma_f32_bf16: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_bf16), void (*)(const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_f32_add), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_f32_add: run go generate ./kernels");
-static_assert(std::is_same_v<decltype(&gemm_bf16_nn_mma_dgelu_bf16), void (*)(const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, int, int, int)>,
-              "kernels/gemm_bf16.cu: gemm_bf16_nn_mma_dgelu_bf16: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_tn_mma_f32), void (*)(const uint16_t*, const uint16_t*, float*, int, int, int, int)>,
               "kernels/gemm_bf16.cu: gemm_bf16_tn_mma_f32: run go generate ./kernels");
 static_assert(std::is_same_v<decltype(&gemm_bf16_splitk_sum), void (*)(float*, const float*, int, int)>,
@@ -64,28 +52,22 @@ static_assert(std::is_same_v<decltype(&gemm_bf16_splitk_sum), void (*)(float*, c
 
 emu_entry emu_table_gemm_bf16[] = {
     EMU_ENTRY(gemm_bf16_nt_f32),
-    EMU_ENTRY(gemm_bf16_nt_bf16),
     EMU_ENTRY(gemm_bf16_nt_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nt_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_bf16_stats),
     EMU_ENTRY(gemm_bf16_nt_f32_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nt_f32_bf16),
-    EMU_ENTRY(gemm_bf16_nn_bf16),
     EMU_ENTRY(gemm_bf16_nn_f32),
     EMU_ENTRY(gemm_bf16_nn_f32_add),
-    EMU_ENTRY(gemm_bf16_nn_dgelu_bf16),
     EMU_ENTRY(gemm_bf16_tn_f32),
     EMU_ENTRY(gemm_bf16_nt_mma_f32),
-    EMU_ENTRY(gemm_bf16_nt_mma_bf16),
     EMU_ENTRY(gemm_bf16_nt_mma_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nt_mma_f32_stats),
     EMU_ENTRY(gemm_bf16_nt_mma_bf16_stats),
     EMU_ENTRY(gemm_bf16_nt_mma_f32_gelu_bf16),
     EMU_ENTRY(gemm_bf16_nt_mma_f32_bf16),
-    EMU_ENTRY(gemm_bf16_nn_mma_bf16),
     EMU_ENTRY(gemm_bf16_nn_mma_f32),
     EMU_ENTRY(gemm_bf16_nn_mma_f32_add),
-    EMU_ENTRY(gemm_bf16_nn_mma_dgelu_bf16),
     EMU_ENTRY(gemm_bf16_tn_mma_f32),
     EMU_ENTRY(gemm_bf16_splitk_sum),
 };

@@ -23,28 +23,22 @@ const (
 	KGemmNn                                 // kernels/gemm.cu
 	KGemmTn                                 // kernels/gemm.cu
 	KGemmBf16NtF32                          // kernels/gemm_bf16.cu
-	KGemmBf16NtBf16                         // kernels/gemm_bf16.cu
 	KGemmBf16NtGeluBf16                     // kernels/gemm_bf16.cu
 	KGemmBf16NtF32Stats                     // kernels/gemm_bf16.cu
 	KGemmBf16NtBf16Stats                    // kernels/gemm_bf16.cu
 	KGemmBf16NtF32GeluBf16                  // kernels/gemm_bf16.cu
 	KGemmBf16NtF32Bf16                      // kernels/gemm_bf16.cu
-	KGemmBf16NnBf16                         // kernels/gemm_bf16.cu
 	KGemmBf16NnF32                          // kernels/gemm_bf16.cu
 	KGemmBf16NnF32Add                       // kernels/gemm_bf16.cu
-	KGemmBf16NnDgeluBf16                    // kernels/gemm_bf16.cu
 	KGemmBf16TnF32                          // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32                       // kernels/gemm_bf16.cu
-	KGemmBf16NtMmaBf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaGeluBf16                  // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32Stats                  // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaBf16Stats                 // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32GeluBf16               // kernels/gemm_bf16.cu
 	KGemmBf16NtMmaF32Bf16                   // kernels/gemm_bf16.cu
-	KGemmBf16NnMmaBf16                      // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32                       // kernels/gemm_bf16.cu
 	KGemmBf16NnMmaF32Add                    // kernels/gemm_bf16.cu
-	KGemmBf16NnMmaDgeluBf16                 // kernels/gemm_bf16.cu
 	KGemmBf16TnMmaF32                       // kernels/gemm_bf16.cu
 	KGemmBf16SplitkSum                      // kernels/gemm_bf16.cu
 	KGemmBf16MmaRef                         // kernels/gemm_bf16_ref.cu
@@ -99,28 +93,22 @@ var names = [NumKernels]string{
 	KGemmNn:                   "gemm_nn",
 	KGemmTn:                   "gemm_tn",
 	KGemmBf16NtF32:            "gemm_bf16_nt_f32",
-	KGemmBf16NtBf16:           "gemm_bf16_nt_bf16",
 	KGemmBf16NtGeluBf16:       "gemm_bf16_nt_gelu_bf16",
 	KGemmBf16NtF32Stats:       "gemm_bf16_nt_f32_stats",
 	KGemmBf16NtBf16Stats:      "gemm_bf16_nt_bf16_stats",
 	KGemmBf16NtF32GeluBf16:    "gemm_bf16_nt_f32_gelu_bf16",
 	KGemmBf16NtF32Bf16:        "gemm_bf16_nt_f32_bf16",
-	KGemmBf16NnBf16:           "gemm_bf16_nn_bf16",
 	KGemmBf16NnF32:            "gemm_bf16_nn_f32",
 	KGemmBf16NnF32Add:         "gemm_bf16_nn_f32_add",
-	KGemmBf16NnDgeluBf16:      "gemm_bf16_nn_dgelu_bf16",
 	KGemmBf16TnF32:            "gemm_bf16_tn_f32",
 	KGemmBf16NtMmaF32:         "gemm_bf16_nt_mma_f32",
-	KGemmBf16NtMmaBf16:        "gemm_bf16_nt_mma_bf16",
 	KGemmBf16NtMmaGeluBf16:    "gemm_bf16_nt_mma_gelu_bf16",
 	KGemmBf16NtMmaF32Stats:    "gemm_bf16_nt_mma_f32_stats",
 	KGemmBf16NtMmaBf16Stats:   "gemm_bf16_nt_mma_bf16_stats",
 	KGemmBf16NtMmaF32GeluBf16: "gemm_bf16_nt_mma_f32_gelu_bf16",
 	KGemmBf16NtMmaF32Bf16:     "gemm_bf16_nt_mma_f32_bf16",
-	KGemmBf16NnMmaBf16:        "gemm_bf16_nn_mma_bf16",
 	KGemmBf16NnMmaF32:         "gemm_bf16_nn_mma_f32",
 	KGemmBf16NnMmaF32Add:      "gemm_bf16_nn_mma_f32_add",
-	KGemmBf16NnMmaDgeluBf16:   "gemm_bf16_nn_mma_dgelu_bf16",
 	KGemmBf16TnMmaF32:         "gemm_bf16_tn_mma_f32",
 	KGemmBf16SplitkSum:        "gemm_bf16_splitk_sum",
 	KGemmBf16MmaRef:           "gemm_bf16_mma_ref",
@@ -263,13 +251,6 @@ func GemmBf16NtF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, 
 	return l.Launch(KGemmBf16NtF32, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
 }
 
-// GemmBf16NtBf16 launches gemm_bf16_nt_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nt_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, uint16_t* C, int M, int N, int K)
-func GemmBf16NtBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_w driver.TensorMap, bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NtBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
-}
-
 // GemmBf16NtGeluBf16 launches gemm_bf16_nt_gelu_bf16 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nt_gelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_w, const float* bias, uint16_t* C, int M, int N, int K)
@@ -305,13 +286,6 @@ func GemmBf16NtF32Bf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorM
 	return l.Launch(KGemmBf16NtF32Bf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_w), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
 }
 
-// GemmBf16NnBf16 launches gemm_bf16_nn_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nn_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, uint16_t* C, int M, int N, int K)
-func GemmBf16NnBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NnBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
-}
-
 // GemmBf16NnF32 launches gemm_bf16_nn_f32 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K)
@@ -326,13 +300,6 @@ func GemmBf16NnF32Add(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMa
 	return l.Launch(KGemmBf16NnF32Add, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(C), i32(M), i32(N), i32(K)})
 }
 
-// GemmBf16NnDgeluBf16 launches gemm_bf16_nn_dgelu_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nn_dgelu_bf16(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, const uint16_t* pre, uint16_t* C, int M, int N, int K)
-func GemmBf16NnDgeluBf16(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, tma_b driver.TensorMap, pre ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NnDgeluBf16, cfg, [][]byte{tensorMap(tma_a), tensorMap(tma_b), ptr(pre), ptr(C), i32(M), i32(N), i32(K)})
-}
-
 // GemmBf16TnF32 launches gemm_bf16_tn_f32 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_tn_f32(const __grid_constant__ dc_tensor_map tma_a, const __grid_constant__ dc_tensor_map tma_b, float* C, int M, int N, int K, int splits)
@@ -345,13 +312,6 @@ func GemmBf16TnF32(l Launcher, cfg driver.LaunchConfig, tma_a driver.TensorMap, 
 //	gemm_bf16_nt_mma_f32(const uint16_t* A, const uint16_t* W, const float* bias, float* C, int M, int N, int K)
 func GemmBf16NtMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[float32], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16NtMmaF32, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
-}
-
-// GemmBf16NtMmaBf16 launches gemm_bf16_nt_mma_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nt_mma_bf16(const uint16_t* A, const uint16_t* W, const float* bias, uint16_t* C, int M, int N, int K)
-func GemmBf16NtMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], W ConstPtr[uint16], bias ConstPtr[float32], C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NtMmaBf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16NtMmaGeluBf16 launches gemm_bf16_nt_mma_gelu_bf16 of kernels/gemm_bf16.cu:
@@ -389,13 +349,6 @@ func GemmBf16NtMmaF32Bf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16
 	return l.Launch(KGemmBf16NtMmaF32Bf16, cfg, [][]byte{ptr(A), ptr(W), ptr(bias), ptr(C), ptr(act), i32(M), i32(N), i32(K)})
 }
 
-// GemmBf16NnMmaBf16 launches gemm_bf16_nn_mma_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nn_mma_bf16(const uint16_t* A, const uint16_t* B, uint16_t* C, int M, int N, int K)
-func GemmBf16NnMmaBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NnMmaBf16, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
-}
-
 // GemmBf16NnMmaF32 launches gemm_bf16_nn_mma_f32 of kernels/gemm_bf16.cu:
 //
 //	gemm_bf16_nn_mma_f32(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
@@ -408,13 +361,6 @@ func GemmBf16NnMmaF32(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B
 //	gemm_bf16_nn_mma_f32_add(const uint16_t* A, const uint16_t* B, float* C, int M, int N, int K)
 func GemmBf16NnMmaF32Add(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], C Ptr[float32], M int32, N int32, K int32) error {
 	return l.Launch(KGemmBf16NnMmaF32Add, cfg, [][]byte{ptr(A), ptr(B), ptr(C), i32(M), i32(N), i32(K)})
-}
-
-// GemmBf16NnMmaDgeluBf16 launches gemm_bf16_nn_mma_dgelu_bf16 of kernels/gemm_bf16.cu:
-//
-//	gemm_bf16_nn_mma_dgelu_bf16(const uint16_t* A, const uint16_t* B, const uint16_t* pre, uint16_t* C, int M, int N, int K)
-func GemmBf16NnMmaDgeluBf16(l Launcher, cfg driver.LaunchConfig, A ConstPtr[uint16], B ConstPtr[uint16], pre ConstPtr[uint16], C Ptr[uint16], M int32, N int32, K int32) error {
-	return l.Launch(KGemmBf16NnMmaDgeluBf16, cfg, [][]byte{ptr(A), ptr(B), ptr(pre), ptr(C), i32(M), i32(N), i32(K)})
 }
 
 // GemmBf16TnMmaF32 launches gemm_bf16_tn_mma_f32 of kernels/gemm_bf16.cu:

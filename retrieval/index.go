@@ -427,6 +427,7 @@ type IndexWriter struct {
 	unlock   func()
 	madeTop  string                 // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
 	sources  map[string]IndexSource // Source's lookup by path, made on first use
+	swept    atomicfile.Sweep       // what AppendIndex did with the temporaries it found (Swept)
 }
 
 // checkIndexDir refuses a directory without a manifest that holds a file
@@ -467,10 +468,15 @@ func checkIndexDir(dir string) error {
 
 // AppendIndex opens the index in dir for appending, creating it (and dir)
 // if it has no manifest yet, with the given model, width and dtype. It
-// takes the index's lock, or fails at once if another process holds it.
+// takes the index's locks, or fails at once if another process holds
+// them: the directory's own (where the system locks directories), then
+// the lock file's, which is what IsIndex sees of an append. The lock file
+// alone would let a second appender in once it was removed as a stale
+// one: two appends then wrote the same shard names.
 // An existing index must be whole (its files pass OpenIndex's checks) and
 // have been built by the same model (SHA-256) with the same width; its
-// dtype is kept (dtype only applies to a new index). Temporary files left by an append that was killed are removed.
+// dtype is kept (dtype only applies to a new index). Temporary files left
+// by an append that was killed are removed (Swept says which).
 func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexWriter, err error) {
 	dir = atomicfile.ResolveDotDot(dir) // (LINK/.. as the system takes it, before names are joined to it)
 	if _, err := indexDType(dtype); err != nil {
@@ -490,7 +496,19 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		if err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
-		w.unlock, err = lockDir(filepath.Join(dir, IndexLockFile))
+		releaseDir, err := flock.LockDir(dir)
+		if errors.Is(err, flock.ErrLocked) {
+			return nil, fmt.Errorf("index %s: another process is writing into the directory (a dinoclip appending to the index, or another command); wait for it to finish", dir)
+		}
+		if err == nil {
+			var unlockFile func()
+			unlockFile, err = lockDir(filepath.Join(dir, IndexLockFile))
+			if err != nil {
+				releaseDir()
+			} else {
+				w.unlock = func() { unlockFile(); releaseDir() }
+			}
+		}
 		if errors.Is(err, fs.ErrNotExist) && attempt < 10 {
 			continue // removed by another process whose first append failed (see Close): make it again
 		}
@@ -537,29 +555,37 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		w.manifest = *m
 	}
 	w.dtype, _ = indexDType(w.manifest.DType)
-	if err := removeTemps(dir); err != nil {
-		return nil, err
-	}
+	w.swept = sweepTemps(dir)
 	return w, nil
 }
 
 // isTemp matches atomicfile's temporary names.
 func isTemp(name string) bool { _, ok := atomicfile.TempOf(name); return ok }
 
-func removeTemps(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
+// sweepTemps removes the temporaries of the index directory dir that
+// appends killed before their renames left: those of the index's own
+// files (shards, image lists, the manifest) however new, as no other
+// process writes them while this one holds the index; others' once stale
+// (atomicfile.SweepStale: their writer may be at work, putting a file
+// there before the directory became an index).
+func sweepTemps(dir string) atomicfile.Sweep {
+	entries, _ := os.ReadDir(dir)
+	var own []string
 	for _, e := range entries {
-		if isTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return fmt.Errorf("index: removing a leftover temporary file: %w", err)
-			}
+		if b, ok := atomicfile.TempOf(e.Name()); ok && (b == IndexManifestFile || shardName.MatchString(b) || imagesName.MatchString(b)) {
+			own = append(own, b)
 		}
 	}
-	return nil
+	s, others := atomicfile.SweepOwn(dir, own...), atomicfile.SweepStaleExcept(dir, own...)
+	s.Removed = append(s.Removed, others.Removed...)
+	s.Failed = append(s.Failed, others.Failed...)
+	s.Live = append(s.Live, others.Live...)
+	return s
 }
+
+// Swept is what AppendIndex did with the temporaries in the index's
+// directory, for its caller to report (atomicfile.Sweep.Report).
+func (w *IndexWriter) Swept() atomicfile.Sweep { return w.swept }
 
 // Manifest returns a copy of the manifest as it stands.
 func (w *IndexWriter) Manifest() IndexManifest {
@@ -793,6 +819,18 @@ func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
 		names[i] = list[r]
 	}
 	return names, true, nil
+}
+
+// CheckImages checks the shards' lists of images, as a search that names
+// the images it finds does (OpenIndex leaves them to it): for a caller
+// that vouches for the whole index (info).
+func (ix *Index) CheckImages() error {
+	for _, sh := range ix.Manifest.Shards {
+		if err := checkShardImages(ix.Dir, sh); err != nil {
+			return fmt.Errorf("index %s: %s: %w", ix.Dir, sh.Images, err)
+		}
+	}
+	return nil
 }
 
 // checkShardImages checks the images list of a shard in dir, if it has

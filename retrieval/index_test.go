@@ -159,6 +159,11 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	// A killed second append: shard 1 written, the manifest not.
 	npy.WriteFloat32(filepath.Join(dir, "keys-00001.npy"), []int{3, 2}, make([]float32, 6))
 	os.WriteFile(filepath.Join(dir, ".ids-00001.npy.tmp-123"), []byte("half"), 0o644)
+	// Beside them, a temporary of a name no index writes, new (its writer,
+	// a projection, may be at work), and a temporary directory with files.
+	foreign := filepath.Join(dir, ".proj.npy.tmp-7")
+	os.WriteFile(foreign, []byte("half"), 0o644)
+	os.MkdirAll(filepath.Join(dir, ".junk.tmp-1", "x"), 0o755)
 	ix, err := retrieval.OpenIndex(dir)
 	if err != nil || ix.Keys.Rows() != 1 {
 		t.Fatalf("index after a killed append: %v", err)
@@ -168,10 +173,16 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if sw := w.Swept(); len(sw.Removed) != 1 || len(sw.Live) != 1 || sw.Live[0] != foreign || len(sw.Failed) != 0 {
+		t.Errorf("the append's sweep: %+v, want the index's own temporary removed and the other kept", sw)
+	}
 	appendRows(t, w, "b", []float32{0, 1, 1, 0}, 2)
 	w.Close()
 	if _, err := os.Stat(filepath.Join(dir, ".ids-00001.npy.tmp-123")); !os.IsNotExist(err) {
 		t.Errorf("temporary file left: %v", err)
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Errorf("another writer's new temporary was removed: %v", err)
 	}
 	ix, err = retrieval.OpenIndex(dir)
 	if err != nil {

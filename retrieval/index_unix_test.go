@@ -3,6 +3,7 @@
 package retrieval_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,5 +39,27 @@ func TestNamedPipesRefused(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("a named pipe was opened: still waiting after 30 s")
+	}
+}
+
+// The lock file removed while an append holds it (taken for a stale one)
+// lets no second appender in: the directory itself is locked too. Two
+// appends at once wrote the same shard names, and one's rows went under
+// the other's source.
+func TestIndexLockFileRemovedWhileHeld(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := os.Remove(filepath.Join(dir, retrieval.IndexLockFile)); err != nil {
+		t.Fatal(err)
+	}
+	if w2, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16"); err == nil || !strings.Contains(err.Error(), "another process") {
+		if err == nil {
+			w2.Close()
+		}
+		t.Fatalf("a second append while the first holds the index, its lock file removed: %v", err)
 	}
 }

@@ -274,6 +274,13 @@ func runIndex(cCtx *cli.Context) error {
 		return err
 	}
 	defer w.Close()
+	w.Swept().Report(cCtx.App.ErrWriter, out)
+	// Again under the index's lock: an index or a run made around out
+	// since the check above (two indexes started at once, one inside the
+	// other, both went on).
+	if err := checkOutPlace(out, "the index"); err != nil {
+		return err
+	}
 	if cCtx.Bool("float32") && w.DType() != "float32" {
 		return fmt.Errorf("--float32: the index %s stores its rows as %s, and an index keeps one dtype; build a new index for float32 rows", out, w.DType())
 	}

@@ -132,6 +132,10 @@ func describe(w io.Writer, path string) error {
 	if parent := filepath.Dir(path); dataset.HasUnfinished(parent) {
 		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth or demo into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
+	if retrieval.IsIndex(path) || has(retrieval.IndexLockFile) && has("keys-00000.npy") {
+		// (No manifest yet: IsIndex says an append holds the lock.)
+		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which takes its files over", path, retrieval.IndexManifestFile)
+	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
 }
 
@@ -170,6 +174,9 @@ func infoIndex(w io.Writer, dir string) error {
 		return fmt.Errorf("info: %w", err)
 	}
 	defer ix.Close()
+	if err := ix.CheckImages(); err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
 	m := ix.Manifest
 	fmt.Fprintf(w, "%s: search index\n", dir)
 	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)

@@ -206,6 +206,11 @@ func TestInfoErrors(t *testing.T) {
 	lonely := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(lonely, 0o755)
 	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})
+	// What an index killed in its first append leaves: its lock file and a
+	// shard, no manifest.
+	unfinished := t.TempDir()
+	os.WriteFile(filepath.Join(unfinished, retrieval.IndexLockFile), nil, 0o644)
+	writeF32(t, filepath.Join(unfinished, "keys-00000.npy"), []int{1, 2}, []float32{1, 0})
 	cases := []struct {
 		args  []string
 		wants []string
@@ -218,6 +223,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", garbage}, []string{garbage}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
+		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)

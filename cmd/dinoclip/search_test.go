@@ -904,6 +904,8 @@ func TestSearchNamesImages(t *testing.T) {
 		os.WriteFile(filepath.Join(index, f), bytes.Replace(b, []byte("img 000"), []byte("img 999"), 1), 0o644)
 	}
 	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "images-0000", "images_sha256 differs")
+	// And info, which describes the index as whole, says so too.
+	wantError(t, []string{"info", index}, "images-0000", "images_sha256 differs")
 
 	// A features file that is a link (into a content store, say) has its
 	// list beside the link.

@@ -256,6 +256,11 @@ func (m *IndexManifest) check() error {
 		if s.Rows < 0 || s.FirstID != next {
 			return fmt.Errorf("shard %d: %d rows from id %d, want ids to continue from %d", i, s.Rows, s.FirstID, next)
 		}
+		// (A shard is its source's rows, all of them: an append would
+		// take a source of other rows for the one indexed.)
+		if s.Source.Rows != s.Rows {
+			return fmt.Errorf("shard %d: %d rows, but its source %d", i, s.Rows, s.Source.Rows)
+		}
 		next += s.Rows
 	}
 	if next != m.Rows {

@@ -386,8 +386,10 @@ func TestIndexTampered(t *testing.T) {
 		}},
 		{"images path escape", "want images-NNNNN.txt", editManifest(func(m map[string]any) { shard(m, 1)["images"] = "../images-00001.txt" })},
 		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
+		{"source rows", "3 rows, but its source 2", editManifest(func(m map[string]any) { shard(m, 0)["source"].(map[string]any)["rows"] = 2 })},
 		{"shard rows", "manifest says", editManifest(func(m map[string]any) {
 			shard(m, 0)["rows"] = 2
+			shard(m, 0)["source"].(map[string]any)["rows"] = 2
 			shard(m, 1)["first_id"] = 2
 			m["rows"] = 3
 		})},

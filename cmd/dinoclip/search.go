@@ -274,7 +274,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 		return err
 	}
 	release()
-	os.Remove(probe)
+	warnLeft(cCtx.App.ErrWriter, probe, os.Remove(probe))
 	defer func() {
 		if err != nil {
 			madedirs.Remove(filepath.Dir(filepath.Clean(outDir)), madeTop)
@@ -353,7 +353,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err
 	}
-	if err := writeSearch(outDir, nb, info, images); err != nil {
+	if err := writeSearch(outDir, nb, info, images, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
@@ -521,8 +521,9 @@ func makeOutTemp(out string) (tmp, madeTop string, release func(), err error) {
 // first and removed after), so out never holds ids and scores of two
 // different searches. images, when not nil, names the image of each row
 // found, in the order of ids.npy's values: written as images.txt, one per
-// line.
-func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string) (err error) {
+// line. What it cannot remove afterwards (its temporary or the earlier
+// output) it says on warn.
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string, warn io.Writer) (err error) {
 	tmp, madeTop, release, err := makeOutTemp(out)
 	if err != nil {
 		return err
@@ -530,7 +531,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 	parent := filepath.Dir(filepath.Clean(out))
 	defer func() {
 		release()
-		atomicfile.RemoveDir(tmp, isSearchFile) // (this output if it failed, else the earlier one)
+		warnLeft(warn, tmp, atomicfile.RemoveDir(tmp, isSearchFile)) // (this output if it failed, else the earlier one)
 		if err != nil {
 			madedirs.Remove(parent, madeTop)
 		}
@@ -588,7 +589,7 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 			if err := os.Rename(out, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("--out: %w", err)
 			}
-			defer atomicfile.RemoveDir(old, isSearchFile)
+			defer func() { warnLeft(warn, old, atomicfile.RemoveDir(old, isSearchFile)) }()
 		}
 		err := os.Rename(tmp, out)
 		if err == nil {
@@ -600,4 +601,14 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 	}
 	atomicfile.SyncDir(parent)
 	return nil
+}
+
+// warnLeft says on w that the temporary path could not be removed (err),
+// unless it is gone already: the search's result stands, and the next
+// search into the same place removes it once stale.
+func warnLeft(w io.Writer, path string, err error) {
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	fmt.Fprintf(w, "dinoclip: warning: could not remove %s (%v): remove it, or the next search there will once it is a minute old\n", path, err)
 }

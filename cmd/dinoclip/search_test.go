@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -140,9 +141,14 @@ func TestIndexAndSearch(t *testing.T) {
 	if err != nil || !strings.Contains(errOut, "added 0 rows") || !strings.Contains(errOut, "skipped 2 files") {
 		t.Fatalf("second index: %v\n%s", err, errOut)
 	}
-	mustRun(t, "search", "--index", index, "--queries", qPath, "--k", "6", "--out", out)
+	if _, errOut, err := runCLI(t, "search", "--index", index, "--queries", qPath, "--k", "6", "--out", out); err != nil || strings.Contains(errOut, "warning") {
+		t.Fatalf("a second search into the same --out: %v\n%s", err, errOut)
+	}
 	if ids2, _, _ := readSearch(t, out); !slices.Equal(ids2, ids) {
 		t.Fatal("a second search differs")
+	}
+	if entries, _ := os.ReadDir(dir); slices.ContainsFunc(entries, func(e os.DirEntry) bool { return strings.Contains(e.Name(), ".tmp") }) {
+		t.Errorf("the searches left temporaries beside their output: %v", entries)
 	}
 	// An index's own files are no features to index (into it or another).
 	for _, to := range []string{index, filepath.Join(dir, "other-index")} {
@@ -714,7 +720,7 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 			for r := range rounds {
 				k := 1 + (w+r)%3
 				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
-				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}, nil); err != nil {
+				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}, nil, io.Discard); err != nil {
 					errs <- err
 				}
 			}
@@ -977,7 +983,7 @@ func TestSearchOutputPlaceCheckedAtTheEnd(t *testing.T) {
 		}
 	}
 	nb := &retrieval.Neighbors{Queries: 1, K: 1, Rows: []int64{0}, Scores: []float32{1}}
-	if err := writeSearch(out, nb, searchInfo{K: 1}, nil); err == nil || !strings.Contains(err.Error(), "run directory "+run) {
+	if err := writeSearch(out, nb, searchInfo{K: 1}, nil, io.Discard); err == nil || !strings.Contains(err.Error(), "run directory "+run) {
 		t.Fatalf("a search's output put in a run's checkpoints: %v", err)
 	}
 	if entries, err := os.ReadDir(out); err != nil || len(entries) != 0 {

@@ -120,8 +120,10 @@ func synthCommand() *cli.Command {
 			"replaces every *.dino.npy and *.clip.npy in DIR/train, so no old shard is read with the new\n" +
 			"ones. Each set is written apart (in a hidden .train.synth.tmp-N or .eval.synth.tmp-N beside\n" +
 			"it) and put in place in one step once whole, so a reader never sees part of one, and an\n" +
-			"interrupted or failed run leaves the old set as it was; run the same command again to go on\n" +
-			"from an interrupted one (it is not refused). Each flag can also be set with\n" +
+			"interrupted or failed run leaves the old set as it was (not where DIR/train or DIR/eval is a\n" +
+			"mount point or its parent cannot be written: then the set is written inside it and the files\n" +
+			"moved in one by one, and a failed --force run leaves no old set); run the same command again\n" +
+			"to go on from an interrupted one (it is not refused). Each flag can also be set with\n" +
 			"DINOCLIP_SYNTH_<FLAG> (for example DINOCLIP_SYNTH_ROWS).\n\n" +
 			"Example:\n" +
 			"   dinoclip synth --out /tmp/synth --rows 100000\n" +

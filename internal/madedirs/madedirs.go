@@ -6,14 +6,29 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 )
 
 // MkdirAll is os.MkdirAll (mode 0755) that also returns the topmost
 // directory of dir's path it made: dir itself, one above it, or "" when
-// dir existed.
+// dir existed. The directories it made are synced into their parents, so
+// that what is written in dir after it does not outlive a power loss
+// that takes dir away.
 func MkdirAll(dir string) (top string, err error) {
 	top = missingTop(dir)
-	return top, os.MkdirAll(dir, 0o755)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return top, err
+	}
+	if top != "" {
+		for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+			atomicfile.SyncDir(filepath.Dir(d))
+			if d == filepath.Clean(top) || filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return top, nil
 }
 
 // missingTop is the topmost directory of dir's path that does not exist,

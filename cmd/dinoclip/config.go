@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"math/big"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -321,12 +319,6 @@ const maxConfigBytes = 1 << 20
 // readConfigFile reads a configuration file (or a pipe, as <(...) gives)
 // of at most maxConfigBytes.
 func readConfigFile(path string) ([]byte, error) {
-	// A named pipe is refused, not waited on, as every input is: with no
-	// writer, its open would hang. Process substitution (--config
-	// <(...): /dev/fd/N, a pipe of the shell's) is read.
-	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeNamedPipe != 0 && !isDescriptorPath(path) {
-		return nil, fmt.Errorf("config %s: a named pipe, not a file; give a file (or <(command), which is read)", path)
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -344,15 +336,6 @@ func readConfigFile(path string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// isDescriptorPath says whether path names an open descriptor
-// (/dev/fd/N, /proc/self/fd/N, /proc/PID/fd/N), as the shell's <(command)
-// does: its pipe has a writer.
-func isDescriptorPath(path string) bool {
-	return descriptorPath.MatchString(filepath.Clean(path))
-}
-
-var descriptorPath = regexp.MustCompile(`^/(dev/fd|proc/(self|[0-9]+)/fd)/[0-9]+$`)
 
 // readConfig parses a YAML or JSON configuration file (JSON is read as the
 // YAML it is) into the values altsrc expects for each flag: int for

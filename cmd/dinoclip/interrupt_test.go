@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,29 +29,20 @@ func TestInfoNamedPipe(t *testing.T) {
 	}
 }
 
-// A command waiting to read a --config from a pipe no one writes (the
-// shell's <(command) of a command that takes its time) ends on SIGINT
-// (exit 130): before its action, no command has anything a stop would
-// need to finish, so a signal ends the process at once, train (which stops
-// by itself in its action) included.
-func TestSignalWhileReadingConfig(t *testing.T) {
+// A command waiting to open a --config that is a named pipe no one writes
+// ends on SIGINT (exit 130): before its action, no command has anything a
+// stop would need to finish, so a signal ends the process at once, train
+// (which stops by itself in its action) included.
+func TestSignalWhileOpeningConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	config := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), r.Fd())
-	if _, err := os.Stat(config); err != nil {
-		t.Skipf("no /proc descriptors to name the pipe by: %v", err)
-	}
+	fifo := filepath.Join(t.TempDir(), "config.yaml")
+	makeFifo(t, fifo)
 	for _, command := range []string{"train", "eval", "index"} {
-		code, stdout, stderr := interruptChild(t, command, "--config", config)
+		code, stdout, stderr := interruptChild(t, command, "--config", fifo)
 		if code != 130 || !strings.Contains(stderr, "dinoclip: interrupted") || stdout != "" {
-			t.Errorf("%s --config PIPE after SIGINT: exit status %d (want 130 and \"interrupted\")\nstdout:\n%s\nstderr:\n%s", command, code, stdout, stderr)
+			t.Errorf("%s --config FIFO after SIGINT: exit status %d (want 130 and \"interrupted\")\nstdout:\n%s\nstderr:\n%s", command, code, stdout, stderr)
 		}
 	}
 }

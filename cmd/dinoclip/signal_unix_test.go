@@ -86,3 +86,19 @@ func TestOutputWriteFails(t *testing.T) {
 		t.Fatalf("average with its output to /dev/full: %v, stderr %q; want exit status 1 and the write's error", err, stderr.String())
 	}
 }
+
+// --config /dev/stdin reads the configuration from a pipe (printf ... |
+// dinoclip train --config /dev/stdin, or a heredoc, which bash feeds
+// through one).
+func TestConfigFromStdinPipe(t *testing.T) {
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	cmd := cliCommand([]string{"train", "--data", data, "--out", run, "--config", "/dev/stdin"})
+	cmd.Stdin = strings.NewReader("epochs: 2\nbatch: 16\nblocks: 1\nhidden-dim: 8\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("train --config /dev/stdin from a pipe: %v\n%s", err, out)
+	}
+	if o := runOptions(t, run); o.Epochs != 2 {
+		t.Errorf("--config /dev/stdin: %d epochs, want 2", o.Epochs)
+	}
+}

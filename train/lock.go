@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -75,7 +76,7 @@ func LockRunDir(dir string) (*RunLock, error) {
 	// data there) is refused before a lock file is left in it.
 	releaseDir, err := flock.LockDir(dir)
 	if errors.Is(err, flock.ErrLocked) {
-		holder := "pid unknown: the directory is locked, by a trainer whose lock file was removed or by a dinoclip synth or demo writing into it"
+		holder := "pid unknown: the directory is locked, by a trainer whose lock file was removed, or by a dinoclip synth, demo or index writing into it"
 		if h, held := LockHolder(dir); held { // (its pid only when the lock file is held too)
 			holder = h
 		}
@@ -92,34 +93,22 @@ func LockRunDir(dir string) (*RunLock, error) {
 		}
 		return nil, err
 	}
-	// Whether the lock file is this process's to remove again: under the
-	// directory's lock, no other trainer makes it meanwhile.
-	_, err = os.Lstat(path)
-	madeLock := errors.Is(err, fs.ErrNotExist)
-	// Not through a link: the pid written below would truncate what it
-	// leads to, and a lock on another file excludes no other trainer.
-	f, err := openRunFile(path, os.O_RDWR)
+	f, madeLock, err := lockRunFile(dir, path)
 	if err != nil {
 		return refuse(err)
 	}
-	undo = append(undo, func() { f.Close() })
-	// Briefly: a reader that looks whether the run is training
-	// (checkUnlocked: info, eval) holds a shared lock for an instant.
-	if err := flock.TryLockBriefly(f, true); errors.Is(err, flock.ErrLocked) {
-		return refuse(&LockedError{Dir: dir, Holder: lockHolder(path)})
-	} else if err != nil {
-		return refuse(fmt.Errorf("run directory %s: %w", dir, err))
-	}
-	undo = append(undo, func() { flock.Unlock(f) })
-	// While the locks are held: another trainer that takes the directory
-	// next finds it as it was before this one.
+	undo = append(undo, func() { flock.Unlock(f); f.Close() })
 	removeMade := func() {
 		if madeLock {
 			os.Remove(path)
 		}
 		madedirs.Remove(dir, madeTop)
 	}
-	undo = append(undo, removeMade)
+	if removeWhileHeld {
+		undo = append(undo, removeMade)
+	} else {
+		undo = append([]func(){removeMade}, undo...) // (run last)
+	}
 	// A checkpoints/ leading into another run is refused before anything
 	// is written (or locked) where it leads.
 	if err := checkCheckpointsDir(dir); err != nil {
@@ -422,12 +411,62 @@ func LockHolder(dir string) (string, bool) {
 }
 
 // Abandon is Release for a new run refused before it wrote its run.json:
-// it first removes what LockRunDir made (the lock file, and the run
+// it also removes what LockRunDir made (the lock file, and the run
 // directory and those above it that it made, where nothing else was put
 // in them), so that a refused run leaves nothing behind.
 func (l *RunLock) Abandon() error {
+	if !removeWhileHeld {
+		err := l.Release()
+		l.removeMade()
+		return err
+	}
 	l.removeMade()
 	return l.Release()
+}
+
+// removeWhileHeld says whether what LockRunDir made is removed while its
+// locks are held, so that a trainer that takes the directory next finds
+// it as it was before: not on Windows, which removes no file that is open
+// (there it goes after the locks; a trainer that opened the lock file
+// meanwhile keeps it, and the removal fails, harmlessly).
+const removeWhileHeld = runtime.GOOS != "windows"
+
+// lockRunFile opens the run's lock file at path, made if missing (made
+// says so), and takes its lock without waiting: a second holder gets a
+// *LockedError naming the first. Not through a link: the pid written to
+// it would truncate what it leads to, and a lock on another file excludes
+// no other trainer. The lock counts once the file locked is the one at
+// path: a refused trainer removes the lock file it made (Abandon), and
+// where directories cannot be locked another may have opened it first,
+// then locked a file no longer there, which excludes nobody; it tries the
+// file at path again.
+func lockRunFile(dir, path string) (f *os.File, made bool, err error) {
+	for attempt := 1; ; attempt++ {
+		_, err := os.Lstat(path)
+		made = errors.Is(err, fs.ErrNotExist)
+		if f, err = openRunFile(path, os.O_RDWR); err != nil {
+			return nil, false, err
+		}
+		// Briefly: a reader that looks whether the run is training
+		// (checkUnlocked: info, eval) holds a shared lock for an instant.
+		if err := flock.TryLockBriefly(f, true); err != nil {
+			f.Close()
+			if errors.Is(err, flock.ErrLocked) {
+				return nil, false, &LockedError{Dir: dir, Holder: lockHolder(path)}
+			}
+			return nil, false, fmt.Errorf("run directory %s: %w", dir, err)
+		}
+		held, herr := f.Stat()
+		at, aerr := os.Stat(path)
+		if herr == nil && aerr == nil && os.SameFile(held, at) {
+			return f, made, nil
+		}
+		flock.Unlock(f)
+		f.Close()
+		if attempt == 10 {
+			return nil, false, fmt.Errorf("run directory %s: its %s keeps being removed or replaced while it is locked (by another trainer starting?)", dir, LockFile)
+		}
+	}
 }
 
 // Release drops the lock: explicitly, as Windows may release a lock some

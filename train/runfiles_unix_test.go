@@ -497,3 +497,19 @@ func TestLockRefusalReadsNoStrangeLock(t *testing.T) {
 		})
 	}
 }
+
+// LockRunDir's own refusals, once it holds the directory, leave no lock
+// file it made: here a checkpoints/ link leading nowhere.
+func TestLockRunDirRefusalLeavesNoLockFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(dir, "gone"), filepath.Join(dir, CheckpointsDir)); err != nil {
+		t.Fatal(err)
+	}
+	if lock, err := LockRunDir(dir); err == nil {
+		lock.Release()
+		t.Fatal("a run directory whose checkpoints/ leads nowhere: locked")
+	}
+	if _, err := os.Lstat(filepath.Join(dir, LockFile)); !os.IsNotExist(err) {
+		t.Errorf("the refusal left a lock file (%v)", err)
+	}
+}

@@ -90,20 +90,33 @@ func destPlaceError(flag, out, dest, what string) error {
 	return nil
 }
 
-// dataFileError refuses an output file dest (out, flag's value) named as
-// a file of the data set in its directory: a training shard's
-// (NAME.dino.npy, NAME.clip.npy, beside shards) or an evaluation set's
-// (images.clip.npy, eval.json, ...). Written there, it would be read as
-// the set's own: projections as CLIP's embeddings, which an evaluation
-// then finds as good as CLIP, or half a shard, which fails the data.
+// dataFileError refuses an output file dest (out, flag's value) that is
+// a file of the data set in its directory: an evaluation set's
+// (images.clip.npy, eval.json, ...), or half of a training shard whose
+// other half is there (NAME.dino.npy beside NAME.clip.npy). Written there,
+// it would be read as the set's own: projections as CLIP's embeddings,
+// which an evaluation then finds as good as CLIP, or as a shard's targets.
+// (A new NAME.clip.npy beside NAME.dino.npy is let be: a user's features
+// and their projections, as often as training data. Replacing one is
+// refused, though it may be an earlier projection: the message says to
+// remove it first.)
 func dataFileError(flag, out, dest, what string) error {
 	dest = absolute(dest)
 	dir, name := filepath.Dir(dest), filepath.Base(dest)
-	switch {
-	case retrieval.IsSetFile(name) && retrieval.HoldsSet(dir): // (first: a set's images are a shard too)
+	if retrieval.IsSetFile(name) && retrieval.HoldsSet(dir) {
 		return fmt.Errorf("%s %s is named as a file of the evaluation set in %s, which would read it as its own: write %s elsewhere, or under another name", flag, out, dir, what)
-	case (strings.HasSuffix(name, train.FeatureSuffix) || strings.HasSuffix(name, train.TargetSuffix)) && train.HoldsShards(dir):
-		return fmt.Errorf("%s %s is named as a shard of the training data in %s, which would read it as one: write %s elsewhere, or under another name", flag, out, dir, what)
+	}
+	var pair string
+	switch {
+	case strings.HasSuffix(name, train.FeatureSuffix):
+		pair = strings.TrimSuffix(name, train.FeatureSuffix) + train.TargetSuffix
+	case strings.HasSuffix(name, train.TargetSuffix):
+		pair = strings.TrimSuffix(name, train.TargetSuffix) + train.FeatureSuffix
+	default:
+		return nil
+	}
+	if fileExists(dest) && fileExists(filepath.Join(dir, pair)) {
+		return fmt.Errorf("%s %s would replace half of a training shard (its other half %s is there), which would be read with it: write %s elsewhere or under another name, or remove %s first if it is no training data (an earlier projection)", flag, out, filepath.Join(dir, pair), what, out)
 	}
 	return nil
 }

@@ -400,6 +400,11 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	// Other names in a data set's directory are no set's files.
 	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(data, "p.npy"))
 	mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(eval, "p.npy"))
+	// Nor is a new NAME.clip.npy beside features NAME.dino.npy: their
+	// projections, as a user keeps them.
+	queries := t.TempDir()
+	copyFile(t, in, filepath.Join(queries, "q"+train.FeatureSuffix))
+	mustRun(t, "project", "--model", run, "--in", filepath.Join(queries, "q"+train.FeatureSuffix), "--out", filepath.Join(queries, "q"+train.TargetSuffix))
 	// A damaged index's manifest still marks it.
 	damaged := t.TempDir()
 	os.WriteFile(filepath.Join(damaged, retrieval.IndexManifestFile), []byte(`{"format": "dinoclip-index/1", "dim": 5`), 0o644)
@@ -433,8 +438,8 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(movedRun, train.CheckpointsDir, "p.npy"), "in the checkpoints directory"},
 		{filepath.Join(starting, "p.npy"), "in the run directory"},
 		// Named as a data set's own file, in the set: read as the set's.
-		{filepath.Join(data, "shard-00000.clip.npy"), "a shard of the training data"},
-		{filepath.Join(data, "new"+train.FeatureSuffix), "a shard of the training data"},
+		{filepath.Join(data, "shard-00000.clip.npy"), "would replace half of a training shard"},
+		{filepath.Join(data, "shard-00001"+train.FeatureSuffix), "would replace half of a training shard"},
 		{filepath.Join(eval, retrieval.ImageCLIPFile), "a file of the evaluation set"},
 		{filepath.Join(eval, retrieval.SetInfoFile), "a file of the evaluation set"},
 	} {

@@ -40,6 +40,9 @@ const (
 	// average of its weights.
 	RunFile     = "run.json"
 	BestFromEMA = "ema"
+	// CheckpointsDir is the directory of a run directory that holds its
+	// checkpoints, step-NNNNNNNN each, which its links lead into.
+	CheckpointsDir = "checkpoints"
 )
 
 // NewLinkName is the name under which a run makes the new form of its
@@ -611,8 +614,12 @@ func Resolve(path string) (string, error) {
 			return filepath.Join(path, p), nil
 		}
 	}
-	if to, err := os.Readlink(filepath.Join(path, NewLinkName(LastLink))); err == nil {
-		return "", fmt.Errorf("model: %s's first checkpoint is not linked as its last yet (the run was stopped while saving it): dinoclip train --resume links it, or name its model file (%s)", path, filepath.Join(path, to, ModelFile))
+	if to, err := os.Readlink(filepath.Join(path, NewLinkName(LastLink))); err == nil && filepath.Dir(to) == CheckpointsDir {
+		model := ModelFile
+		if fromEMA {
+			model = EMAFile
+		}
+		return "", fmt.Errorf("model: %s's first checkpoint is not linked as its last yet (the run was stopped while saving it): dinoclip train --resume links it, or name its model file (%s)", path, filepath.Join(path, to, model))
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
 }

@@ -26,7 +26,7 @@ import (
 
 // Names inside a run directory (docs/FORMAT.md).
 const (
-	CheckpointsDir = "checkpoints"
+	CheckpointsDir = checkpoint.CheckpointsDir
 	RunFile        = checkpoint.RunFile
 )
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -62,6 +63,29 @@ func IsIndex(dir string) bool {
 		}
 	}
 	return indexAppending(dir)
+}
+
+// IsUnfinishedIndex reports whether dir holds what a first append that is
+// running, or was killed, leaves: no manifest, and the index's lock held
+// or its lock file beside shard files or their temporaries.
+func IsUnfinishedIndex(dir string) bool {
+	if _, err := os.Lstat(filepath.Join(dir, IndexManifestFile)); err == nil {
+		return false
+	}
+	if indexAppending(dir) {
+		return true
+	}
+	if _, err := os.Lstat(filepath.Join(dir, IndexLockFile)); err != nil {
+		return false
+	}
+	entries, _ := os.ReadDir(dir)
+	return slices.ContainsFunc(entries, func(e os.DirEntry) bool {
+		n := e.Name()
+		if b, ok := atomicfile.TempOf(n); ok {
+			n = b
+		}
+		return shardName.MatchString(n) || imagesName.MatchString(n)
+	})
 }
 
 // indexAppending reports whether a dinoclip index holds the lock of an

@@ -228,7 +228,7 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 type busyError struct{ dir string }
 
 func (e busyError) Error() string {
-	return fmt.Sprintf("synth: %s is in use by another dinoclip (a synth or demo writing it, or a training run in it)", e.dir)
+	return fmt.Sprintf("synth: %s is in use by another dinoclip (a synth or demo writing it, a training run in it, or an index appended to there)", e.dir)
 }
 
 func (e busyError) Unwrap() error { return flock.ErrLocked }

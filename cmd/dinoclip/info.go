@@ -132,8 +132,7 @@ func describe(w io.Writer, path string) error {
 	if parent := filepath.Dir(path); dataset.HasUnfinished(parent) {
 		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth or demo into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
-	if retrieval.IsIndex(path) || has(retrieval.IndexLockFile) && has("keys-00000.npy") {
-		// (No manifest yet: IsIndex says an append holds the lock.)
+	if retrieval.IsUnfinishedIndex(path) {
 		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which takes its files over", path, retrieval.IndexManifestFile)
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)

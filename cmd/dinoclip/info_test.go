@@ -211,6 +211,9 @@ func TestInfoErrors(t *testing.T) {
 	unfinished := t.TempDir()
 	os.WriteFile(filepath.Join(unfinished, retrieval.IndexLockFile), nil, 0o644)
 	writeF32(t, filepath.Join(unfinished, "keys-00000.npy"), []int{1, 2}, []float32{1, 0})
+	killedEarly := t.TempDir() // (before its first rename)
+	os.WriteFile(filepath.Join(killedEarly, retrieval.IndexLockFile), nil, 0o644)
+	os.WriteFile(filepath.Join(killedEarly, ".keys-00000.npy.tmp-12"), []byte("half"), 0o644)
 	cases := []struct {
 		args  []string
 		wants []string
@@ -224,6 +227,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted"}},
+		{[]string{"info", killedEarly}, []string{"an index whose first append is running or was interrupted"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)

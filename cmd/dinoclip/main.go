@@ -31,9 +31,11 @@ func run(args []string) int {
 	stdout := &outputWriter{w: os.Stdout}
 	app.Writer = stdout
 	err := app.RunContext(ctx, args)
-	if err == nil && stdout.err != nil {
+	if err == nil && stdout.err != nil && !errors.Is(stdout.err, syscall.EPIPE) {
 		// A command's report lost (dinoclip synth > /dev/full): not a
-		// success, though what it wrote to its files is whole.
+		// success, though what it wrote to its files is whole. (A reader
+		// gone away is not this: train | tee log goes on when tee ends,
+		// as it did.)
 		err = fmt.Errorf("writing the output: %w", stdout.err)
 	}
 	if exitingOnSignal(ctx) {

@@ -3,14 +3,11 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/dinoclip/dinoclip/internal/atomicfile"
-	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -115,47 +112,29 @@ func MeasureData(o DataOptions) (DataReport, error) {
 
 // writeShards writes o.Shards pairs of random arrays into dir and returns
 // their paths. Each array is drawn and written a chunk of values at a
-// time, so memory stays small however large the shards.
+// time (npy.WriteFloatsFunc), so memory stays small however large the
+// shards.
 func writeShards(dir string, o DataOptions) ([]string, error) {
-	dt, put := npy.Float32, leconv.PutF32
+	dt := npy.Float32
 	if o.Float16 {
-		dt, put = npy.Float16, leconv.PutF16
+		dt = npy.Float16
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0xda7a))
-	v := make([]float32, 1<<16)
-	buf := make([]byte, len(v)*dt.Size())
 	var files []string
 	for s := range o.Shards {
 		lo, hi := o.Rows*s/o.Shards, o.Rows*(s+1)/o.Shards
-		n := hi - lo
 		for _, a := range []struct {
 			suffix string
 			width  int
 		}{{train.FeatureSuffix, o.InputDim}, {train.TargetSuffix, o.OutputDim}} {
-			hdr, err := npy.EncodeHeader(dt, []int{n, a.width})
-			if err != nil {
-				return nil, err
-			}
 			path := filepath.Join(dir, fmt.Sprintf("shard-%05d%s", s, a.suffix))
-			err = atomicfile.Write(path, func(w io.Writer) error {
-				if _, err := w.Write(hdr); err != nil {
-					return err
+			err := npy.WriteFloatsFunc(path, dt, []int{hi - lo, a.width}, func(v []float32) {
+				for i := range v {
+					v[i] = 2*rng.Float32() - 1
 				}
-				for done, total := 0, n*a.width; done < total; {
-					c := v[:min(total-done, len(v))]
-					for i := range c {
-						c[i] = 2*rng.Float32() - 1
-					}
-					put(buf, c)
-					if _, err := w.Write(buf[:len(c)*dt.Size()]); err != nil {
-						return err
-					}
-					done += len(c)
-				}
-				return nil
 			})
 			if err != nil {
-				return nil, fmt.Errorf("npy: %w", err)
+				return nil, err
 			}
 			files = append(files, path)
 		}

@@ -691,3 +691,35 @@ func TestDTypeName(t *testing.T) {
 		}
 	}
 }
+
+// WriteFloatsFunc writes what WriteFloat32 and WriteFloat16 write of the
+// values fill gives, across chunks; other dtypes are refused.
+func TestWriteFloatsFunc(t *testing.T) {
+	dir := t.TempDir()
+	shape := []int{3*chunkElems/7 + 5, 7} // (more than two chunks, the last short)
+	want := make([]float32, shape[0]*shape[1])
+	for i := range want {
+		want[i] = float32(i%1000) * 0.37
+	}
+	for _, c := range []struct {
+		dt    DType
+		whole func(string, []int, []float32) error
+	}{{Float32, WriteFloat32}, {Float16, WriteFloat16}} {
+		next := 0
+		streamed, whole := filepath.Join(dir, "s.npy"), filepath.Join(dir, "w.npy")
+		if err := WriteFloatsFunc(streamed, c.dt, shape, func(v []float32) { next += copy(v, want[next:]) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.whole(whole, shape, want); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := os.ReadFile(streamed)
+		b, _ := os.ReadFile(whole)
+		if next != len(want) || len(b) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("%s: %d values filled of %d, %d bytes written against %d", c.dt.Name(), next, len(want), len(a), len(b))
+		}
+	}
+	if err := WriteFloatsFunc(filepath.Join(dir, "x.npy"), Float64, []int{1}, func([]float32) {}); err == nil {
+		t.Error("WriteFloatsFunc of float64: no error")
+	}
+}

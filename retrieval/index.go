@@ -605,10 +605,8 @@ func sweepTemps(dir string) atomicfile.Sweep {
 			own = append(own, b)
 		}
 	}
-	s, others := atomicfile.SweepOwn(dir, own...), atomicfile.SweepStaleExcept(dir, own...)
-	s.Removed = append(s.Removed, others.Removed...)
-	s.Failed = append(s.Failed, others.Failed...)
-	s.Live = append(s.Live, others.Live...)
+	s := atomicfile.SweepOwn(dir, own...)
+	s.Merge(atomicfile.SweepStaleExcept(dir, own...))
 	return s
 }
 

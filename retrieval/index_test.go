@@ -163,6 +163,10 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	// a projection, may be at work), and a temporary directory with files.
 	foreign := filepath.Join(dir, ".proj.npy.tmp-7")
 	os.WriteFile(foreign, []byte("half"), 0o644)
+	stale := filepath.Join(dir, ".proj.npy.tmp-8") // (its writer killed an hour ago)
+	os.WriteFile(stale, []byte("half"), 0o644)
+	hourAgo := time.Now().Add(-time.Hour)
+	os.Chtimes(stale, hourAgo, hourAgo)
 	os.MkdirAll(filepath.Join(dir, ".junk.tmp-1", "x"), 0o755)
 	ix, err := retrieval.OpenIndex(dir)
 	if err != nil || ix.Keys.Rows() != 1 {
@@ -173,8 +177,8 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sw := w.Swept(); len(sw.Removed) != 1 || len(sw.Live) != 1 || sw.Live[0] != foreign || len(sw.Failed) != 0 {
-		t.Errorf("the append's sweep: %+v, want the index's own temporary removed and the other kept", sw)
+	if sw := w.Swept(); len(sw.Removed) != 2 || sw.Removed[1] != stale || len(sw.Live) != 1 || sw.Live[0] != foreign || len(sw.Failed) != 0 {
+		t.Errorf("the append's sweep: %+v, want the index's own temporary and the stale one removed, the new one kept", sw)
 	}
 	appendRows(t, w, "b", []float32{0, 1, 1, 0}, 2)
 	w.Close()

@@ -229,8 +229,9 @@ exit "${FAKE_CHECK_RC:-0}"
 
 // fakePython records its arguments in FAKE_CALLS and writes results.json
 // and results.md into --out, naming the batches it was given; or hangs
-// (FAKE_BENCH=hang), writes nothing (FAKE_BENCH=fail) or results.json
-// alone (FAKE_BENCH=half: a bench killed while writing).
+// (FAKE_BENCH=hang), writes nothing (FAKE_BENCH=fail), or one file alone:
+// results.md (FAKE_BENCH=md: compare.py killed between its two files) or
+// results.json (FAKE_BENCH=json: an older writer's order).
 const fakePython = `#!/usr/bin/env bash
 echo "$*" >>"$FAKE_CALLS"
 if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
@@ -242,9 +243,8 @@ for a in "$@"; do
 	prev=$a
 done
 mkdir -p "$out"
-echo "{\"batches\": \"$batches\"}" >"$out/results.json"
-[ "${FAKE_BENCH:-}" = half ] && exit 0
-echo "| fake results at batches $batches |" >"$out/results.md"
+[ "${FAKE_BENCH:-}" = json ] || echo "| fake results at batches $batches |" >"$out/results.md"
+[ "${FAKE_BENCH:-}" = md ] || echo "{\"batches\": \"$batches\"}" >"$out/results.json"
 `
 
 // runDeviceRun runs device-run.sh with env and returns its exit status, its
@@ -308,7 +308,9 @@ func TestDeviceRun(t *testing.T) {
 			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
 		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
 			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
-		{"a bench that left results.json alone", []string{"FAKE_BENCH=half"}, 1, []string{
+		{"a bench that left results.md alone", []string{"FAKE_BENCH=md"}, 1, []string{
+			"bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
+		{"a bench that left results.json alone", []string{"FAKE_BENCH=json"}, 1, []string{
 			"bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
 		{"no time left for the bench", []string{"DEVICE_RUN_LIMIT=30"}, 1, []string{
 			"bench 8192: SKIPPED", "bench autotune: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},

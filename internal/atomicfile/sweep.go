@@ -81,6 +81,13 @@ func sweep(dir string, take func(base string) bool, holds func(name string) bool
 	return s
 }
 
+// Merge adds what another sweep did to s's.
+func (s *Sweep) Merge(other Sweep) {
+	s.Removed = append(s.Removed, other.Removed...)
+	s.Failed = append(s.Failed, other.Failed...)
+	s.Live = append(s.Live, other.Live...)
+}
+
 // Report says on w, a line each, what the sweep of the temporaries of out
 // removed and failed to remove, and in one warning line what it left
 // because their writer may be at work: for the user who killed a

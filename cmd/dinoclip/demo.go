@@ -52,7 +52,7 @@ func demoCommand() *cli.Command {
 			&cli.IntFlag{Name: "rows", Value: synthDefaultRows, Usage: "`N` synthetic training rows"},
 			&cli.IntFlag{Name: "epochs", Value: 4, Usage: "`N` epochs"},
 			&cli.IntFlag{Name: "hidden-dim", Value: demoDefaultConfig.HiddenDim, Usage: "model hidden width `N`"},
-			&cli.IntFlag{Name: "blocks", Value: demoDefaultConfig.Blocks, Usage: "`N` residual blocks"},
+			&cli.IntFlag{Name: "blocks", Value: demoDefaultConfig.Blocks, Usage: "`N` residual blocks (at most 4096)"},
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "`N` rows per optimizer step"},
 			&cli.Float64Flag{Name: "lr", Value: 2e-3, Usage: "peak learning rate `X`"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed `N` of the data and the model"},

@@ -67,7 +67,7 @@ func trainCommand() *cli.Command {
 			inputDim,
 			intFlag("hidden-dim", "model hidden width `N`", m.HiddenDim),
 			outputDim,
-			intFlag("blocks", "`N` residual blocks", m.Blocks),
+			intFlag("blocks", "`N` residual blocks (at most 4096)", m.Blocks),
 			deviceFlag(),
 			stringFlag("resident", "`MODE` of the training data on a GPU: auto keeps it on the GPU as float16 when it fits and takes each batch there (float32 data then trains on its values rounded to float16), off reads every batch on the host", d.Resident),
 			stringFlag("init", "fine-tune: start from the weights of `MODEL` (a model file, a checkpoint or a run directory) instead of a random initialisation; the model's shape is MODEL's", ""),

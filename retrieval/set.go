@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -91,6 +91,13 @@ func LoadUnfinishedSet(dir string) (*Set, error) {
 	return loadSet(dir)
 }
 
+// printableName reports whether name is UTF-8 of printable characters
+// only (strconv.IsPrint: letters, marks, numbers, punctuation, symbols and
+// the ASCII space).
+func printableName(name string) bool {
+	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !strconv.IsPrint(r) })
+}
+
 func loadSet(dir string) (*Set, error) {
 	s := &Set{Dir: dir, Name: filepath.Base(filepath.Clean(dir))}
 	// (A named pipe there is refused, not waited on.)
@@ -108,9 +115,11 @@ func loadSet(dir string) (*Set, error) {
 		return nil, fmt.Errorf("evaluation set: %w", err)
 	}
 	// The name is printed in tables, errors and records: one with
-	// control characters could move the cursor or forge a line.
-	if !utf8.ValidString(s.Name) || strings.ContainsFunc(s.Name, unicode.IsControl) {
-		return nil, fmt.Errorf("evaluation set %s: its name %q has control characters or is not UTF-8: give it a plain \"name\" in %s", dir, s.Name, SetInfoFile)
+	// characters that are not printable (control characters move the
+	// cursor or forge a line; format characters reorder or hide text) is
+	// refused, from eval.json or from the directory's name.
+	if !printableName(s.Name) {
+		return nil, fmt.Errorf("evaluation set %s: its name %q has characters that are not printable or is not UTF-8: give it a plain \"name\" in %s", dir, s.Name, filepath.Join(dir, SetInfoFile))
 	}
 	var err error
 	var imgShape, clipShape, capShape []int

@@ -38,7 +38,19 @@ func TestRecallTableEscapesNames(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(set, "eval.json"), []byte(`{"name": "x\n\u001b[31mforged"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := wantError(t, []string{"eval", "--model", run, "--eval", set}, `"x\n\x1b[31mforged" has control characters`); strings.Contains(err.Error(), "\x1b") {
+	if err := wantError(t, []string{"eval", "--model", run, "--eval", set}, `"x\n\x1b[31mforged" has characters that are not printable`); strings.Contains(err.Error(), "\x1b") {
 		t.Errorf("the refusal prints the name raw: %v", err)
 	}
+	// So is a right-to-left override, which reorders what follows it, and
+	// a directory named so (without a name in eval.json).
+	if err := os.WriteFile(filepath.Join(set, "eval.json"), []byte(`{"name": "abc\u202edef"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"eval", "--model", run, "--eval", set}, `"abc\u202edef" has characters that are not printable`)
+	os.Remove(filepath.Join(set, "eval.json"))
+	odd := filepath.Join(filepath.Dir(set), "set\u202eodd")
+	if err := os.Rename(set, odd); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"eval", "--model", run, "--eval", odd}, `"set\u202eodd" has characters that are not printable`, "eval.json")
 }

@@ -50,11 +50,11 @@ type RunLock struct {
 
 // LockRunDir creates dir if needed and takes its lock without waiting: a
 // second process (or a second lock in this one) on the same directory gets
-// a *LockedError that names the holder's pid where the lock file says it. The directory that the run's
-// checkpoints/ leads to, when there is one, is locked too: two runs whose
-// checkpoints/ are links to the same directory (moved to a larger disk,
-// linked twice by mistake) would prune each other's checkpoints, and the
-// second to start is refused. (One after the other, the second, if new, is
+// a *LockedError that names the holder's pid where the lock file says it.
+// The directory that the run's checkpoints/ leads to, when there is one,
+// is locked too: two runs whose checkpoints/ are links to the same
+// directory (moved to a larger disk, linked twice by mistake) would prune
+// each other's checkpoints, and the second to start is refused. (One after the other, the second, if new, is
 // refused for the checkpoints it finds there: checkNewRunDir; resumed, it
 // is refused the checkpoints another run owns: checkCheckpointsOwner.) A
 // checkpoints/ leading into another run (checkCheckpointsDir), or one no

@@ -516,14 +516,24 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	if err := checkIndexDir(dir); err != nil {
 		return nil, err
 	}
-	w := &IndexWriter{dir: dir}
+	w := &IndexWriter{}
+	given := dir
 	for attempt := 1; ; attempt++ {
-		top, err := madedirs.MkdirAll(dir)
-		if top != "" && w.madeTop == "" {
-			w.madeTop = top
-		}
+		top, err := madedirs.MkdirAll(given)
 		if err != nil {
 			return nil, fmt.Errorf("index: %w", err)
+		}
+		// The directory itself, resolved once: every file of the append
+		// goes where the lock is taken, though a link that named it
+		// (current -> idx-v2) is pointed elsewhere meanwhile.
+		if dir, err = atomicfile.RealPath(given); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		if top != "" && w.madeTop == "" {
+			w.madeTop = top
+			if real, err := atomicfile.RealPath(top); err == nil {
+				w.madeTop = real
+			}
 		}
 		releaseDir, err := flock.LockDir(dir)
 		if errors.Is(err, flock.ErrLocked) {
@@ -546,6 +556,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		}
 		break
 	}
+	w.dir = dir
 	defer func() {
 		if err != nil {
 			w.Close()

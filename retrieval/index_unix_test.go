@@ -63,3 +63,45 @@ func TestIndexLockFileRemovedWhileHeld(t *testing.T) {
 		t.Fatalf("a second append while the first holds the index, its lock file removed: %v", err)
 	}
 }
+
+// An append through a link to the index writes every file into the
+// directory it locked, though the link is pointed at another index
+// meanwhile: its manifest went into the other index, which then named a
+// shard it did not have.
+func TestIndexAppendThroughRepointedLink(t *testing.T) {
+	base := t.TempDir()
+	first, other, link := filepath.Join(base, "idx-v2"), filepath.Join(base, "idx-v3"), filepath.Join(base, "current")
+	for _, dir := range []string{first, other} {
+		w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float16")
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendRows(t, w, "a", []float32{1, 0}, 2)
+		w.Close()
+	}
+	if err := os.Symlink(first, link); err != nil {
+		t.Fatal(err)
+	}
+	w, err := retrieval.AppendIndex(link, testModel(2), 2, "float16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, link); err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "b", []float32{0, 1}, 2)
+	w.Close()
+	for dir, rows := range map[string]int64{first: 2, other: 1} {
+		ix, err := retrieval.OpenIndex(dir)
+		if err != nil {
+			t.Fatalf("%s after the append through the repointed link: %v", filepath.Base(dir), err)
+		}
+		if ix.Manifest.Rows != rows {
+			t.Errorf("%s holds %d rows, want %d", filepath.Base(dir), ix.Manifest.Rows, rows)
+		}
+		ix.Close()
+	}
+}

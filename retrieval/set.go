@@ -30,19 +30,19 @@ const (
 var setFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, SetInfoFile}
 
 // IsSetFile reports whether name is the name of one of an evaluation set's
-// files.
-func IsSetFile(name string) bool { return slices.Contains(setFiles, name) }
+// files, in any case (a filesystem that ignores case takes Images.clip.npy
+// for images.clip.npy).
+func IsSetFile(name string) bool {
+	return slices.ContainsFunc(setFiles, func(f string) bool { return strings.EqualFold(f, name) })
+}
 
-// HoldsSet reports whether dir holds an evaluation set, whole or not: its
-// image features or its captions' images, which no other directory of
-// dinoclip's has.
+// HoldsSet reports whether dir holds an evaluation set, whole or not:
+// which image each caption describes, its eval.json, or image features
+// with captions' embeddings. (Image features alone are a user's as often:
+// images.dino.npy is a name anyone may give features.)
 func HoldsSet(dir string) bool {
-	for _, name := range []string{ImageFeaturesFile, CaptionImageFile} {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return true
-		}
-	}
-	return false
+	has := func(name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
+	return has(CaptionImageFile) || has(SetInfoFile) || has(ImageFeaturesFile) && has(CaptionCLIPFile)
 }
 
 // Set is an evaluation set held in memory: DINOv2 features and CLIP
@@ -119,7 +119,11 @@ func loadSet(dir string) (*Set, error) {
 	// cursor or forge a line; format characters reorder or hide text) is
 	// refused, from eval.json or from the directory's name.
 	if !printableName(s.Name) {
-		return nil, fmt.Errorf("evaluation set %s: its name %q has characters that are not printable or is not UTF-8: give it a plain \"name\" in %s", dir, s.Name, filepath.Join(dir, SetInfoFile))
+		at := filepath.Join(dir, SetInfoFile)
+		if !printableName(at) {
+			at = strconv.Quote(at)
+		}
+		return nil, fmt.Errorf("evaluation set: its name %q has characters that are not printable or is not UTF-8: give it a plain \"name\" in %s", s.Name, at)
 	}
 	var err error
 	var imgShape, clipShape, capShape []int

@@ -405,6 +405,9 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	queries := t.TempDir()
 	copyFile(t, in, filepath.Join(queries, "q"+train.FeatureSuffix))
 	mustRun(t, "project", "--model", run, "--in", filepath.Join(queries, "q"+train.FeatureSuffix), "--out", filepath.Join(queries, "q"+train.TargetSuffix))
+	// Nor are features named as a set's images, without its captions.
+	copyFile(t, in, filepath.Join(queries, retrieval.ImageFeaturesFile))
+	mustRun(t, "project", "--model", run, "--in", filepath.Join(queries, retrieval.ImageFeaturesFile), "--out", filepath.Join(queries, retrieval.ImageCLIPFile))
 	// A damaged index's manifest still marks it.
 	damaged := t.TempDir()
 	os.WriteFile(filepath.Join(damaged, retrieval.IndexManifestFile), []byte(`{"format": "dinoclip-index/1", "dim": 5`), 0o644)
@@ -442,6 +445,7 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(data, "shard-00001"+train.FeatureSuffix), "would replace half of a training shard"},
 		{filepath.Join(eval, retrieval.ImageCLIPFile), "a file of the evaluation set"},
 		{filepath.Join(eval, retrieval.SetInfoFile), "a file of the evaluation set"},
+		{filepath.Join(eval, "Images.Clip.npy"), "a file of the evaluation set"}, // (one, where case is ignored)
 	} {
 		t.Run(strings.TrimPrefix(tc.out, filepath.Dir(filepath.Dir(tc.out))), func(t *testing.T) {
 			before, _ := os.ReadFile(tc.out)

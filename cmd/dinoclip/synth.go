@@ -16,6 +16,18 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// checkSynthPlace refuses an output directory out that synth's sets
+// would be written into a run or an index through: out itself, or its
+// train or eval directory (an index copied there, a run made there).
+func checkSynthPlace(out string) error {
+	for _, dir := range []string{out, filepath.Join(out, dataset.TrainDir), filepath.Join(out, dataset.EvalDir)} {
+		if err := checkIntoPlace(dir, "the synthetic data"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // synthEvalName is the name of the evaluation set synth writes. It is fixed
 // because the set's images are drawn from streams named after it.
 const synthEvalName = "synth"
@@ -209,7 +221,7 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
 		return nil, err
 	}
-	if err := checkIntoPlace(out, "the synthetic data"); err != nil {
+	if err := checkSynthPlace(out); err != nil {
 		return nil, err
 	}
 	// The whole output, training data and evaluation set, is one run's:
@@ -220,7 +232,7 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 	}
 	// Again under the lock: a run started in out meanwhile holds its own
 	// lock on it, or has made its files there.
-	if err := checkIntoPlace(out, "the synthetic data"); err != nil {
+	if err := checkSynthPlace(out); err != nil {
 		unlock()
 		return nil, err
 	}

@@ -135,6 +135,17 @@ func TestSynthErrors(t *testing.T) {
 	wantError(t, []string{"synth", "--out", run}, "in the run directory")
 	wantError(t, []string{"synth", "--out", filepath.Join(run, train.CheckpointsDir)}, "checkpoints directory")
 	wantError(t, []string{"synth", "--out", index}, "in the search index")
+	// Nor through its train or eval directory being one.
+	parent := t.TempDir()
+	if err := os.Rename(index, filepath.Join(parent, "train")); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"synth", "--out", parent}, "in the search index "+filepath.Join(parent, "train"))
+	parent = t.TempDir()
+	if err := os.Rename(run, filepath.Join(parent, "eval")); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"synth", "--out", parent}, "in the run directory "+filepath.Join(parent, "eval"))
 }
 
 // A shifted data set is another domain of the same world: other rows than

@@ -488,7 +488,7 @@ func TestLockRefusalReadsNoStrangeLock(t *testing.T) {
 			select {
 			case err := <-done:
 				var locked *LockedError
-				if !errors.As(err, &locked) || strings.Contains(err.Error(), "4242") || !strings.Contains(err.Error(), "the directory is locked") {
+				if !errors.As(err, &locked) || strings.Contains(err.Error(), "pid 4242") || !strings.Contains(err.Error(), "the directory is locked") {
 					t.Errorf("LockRunDir of a held directory, its lock a %s: %v", tc.name, err)
 				}
 			case <-time.After(10 * time.Second):

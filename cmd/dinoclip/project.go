@@ -61,12 +61,15 @@ func runProject(cCtx *cli.Context) error {
 	if st, err := os.Stat(outPath); err == nil && st.IsDir() {
 		return fmt.Errorf("--out %s is a directory; want the path of the .npy file to write", outPath)
 	}
+	dest, err := atomicfile.Destination(outPath)
+	if err != nil {
+		return err
+	}
 	// Replacing the input with its projection would lose the features.
-	if dest, err := atomicfile.Destination(outPath); err == nil && atomicfile.SameFile(dest, inPath) {
+	if atomicfile.SameFile(dest, inPath) {
 		return fmt.Errorf("--out %s is the --in file: write the projections to another file", outPath)
 	}
-	dest, err := outsideRunsAndIndexes(outPath, "the projections")
-	if err != nil {
+	if err := destPlaceError("--out", outPath, dest, "the projections"); err != nil {
 		return err
 	}
 	in, err := npy.Open(inPath)

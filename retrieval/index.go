@@ -84,7 +84,7 @@ func IsUnfinishedIndex(dir string) bool {
 		if b, ok := atomicfile.TempOf(n); ok {
 			n = b
 		}
-		return shardName.MatchString(n) || imagesName.MatchString(n)
+		return isShardFile(n)
 	})
 }
 
@@ -106,6 +106,12 @@ var (
 	shardName  = regexp.MustCompile(`^(keys|ids)-[0-9]{5,}\.npy$`)
 	imagesName = regexp.MustCompile(`^images-[0-9]{5,}\.txt$`)
 )
+
+// isShardFile reports whether name is that of a shard's file (keys, ids or
+// images list).
+func isShardFile(name string) bool {
+	return shardName.MatchString(name) || imagesName.MatchString(name)
+}
 
 // IndexManifest is manifest.json.
 type IndexManifest struct {
@@ -483,7 +489,7 @@ func checkIndexDir(dir string) error {
 		switch n := e.Name(); {
 		case n == IndexLockFile:
 			locked = true
-		case shardName.MatchString(n) || imagesName.MatchString(n):
+		case isShardFile(n):
 			shard = n
 		case !isTemp(n):
 			return fmt.Errorf("index %s: the directory holds %s but no %s; refusing to make an index in a directory used for something else", dir, n, IndexManifestFile)
@@ -612,7 +618,7 @@ func sweepTemps(dir string) atomicfile.Sweep {
 	entries, _ := os.ReadDir(dir)
 	var own []string
 	for _, e := range entries {
-		if b, ok := atomicfile.TempOf(e.Name()); ok && (b == IndexManifestFile || shardName.MatchString(b) || imagesName.MatchString(b)) {
+		if b, ok := atomicfile.TempOf(e.Name()); ok && (b == IndexManifestFile || isShardFile(b)) {
 			own = append(own, b)
 		}
 	}

@@ -555,7 +555,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 				return Result{}, fmt.Errorf("init model %s has %d parameters, the model %v %d", tr.Init.Path, len(tr.Init.Params), c, n)
 			}
 			params = tr.Init.Params
-			tr.initRef = &InitRef{Path: realPath(tr.Init.Path), SHA256: ParamsSHA256(params)}
+			tr.initRef = &InitRef{Path: atomicfile.RealOrAbs(tr.Init.Path), SHA256: ParamsSHA256(params)}
 		} else {
 			params = nn.InitParameters[float32](c, tr.Options.Seed)
 		}

@@ -170,9 +170,9 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 
 // runInfo is run.json for the run at st.
 func (tr *Trainer) runInfo(st State) RunInfo {
-	info := RunInfo{Model: tr.Engine.Config(), DataDir: absPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, Inputs: tr.inputs, State: st}
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: atomicfile.AbsPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, Inputs: tr.inputs, State: st}
 	for _, s := range tr.Evals {
-		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: absPath(s.Dir)})
+		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: atomicfile.AbsPath(s.Dir)})
 	}
 	return info
 }
@@ -184,7 +184,7 @@ func (tr *Trainer) runInfo(st State) RunInfo {
 // become U+FFFD), which a resume could not find.
 func (tr *Trainer) checkRecordedPaths() error {
 	check := func(what, dir string) error {
-		if p := absPath(dir); !utf8.ValidString(p) {
+		if p := atomicfile.AbsPath(dir); !utf8.ValidString(p) {
 			return fmt.Errorf("%s %q: the path is not UTF-8 text, and run.json, which records it for a resume, holds text: rename it, or give a path to it through a link whose name is UTF-8", what, p)
 		}
 		return nil
@@ -204,28 +204,6 @@ func (tr *Trainer) checkRecordedPaths() error {
 		}
 	}
 	return nil
-}
-
-// absPath is path made absolute, so that a resume from another working
-// directory finds it; "" stays "".
-func absPath(path string) string {
-	if path == "" {
-		return ""
-	}
-	if abs, err := filepath.Abs(path); err == nil {
-		return abs
-	}
-	return path
-}
-
-// realPath is path made absolute with its symbolic links resolved: the
-// checkpoint a run directory's best or last pointed at when it was read,
-// not the link, which moves on.
-func realPath(path string) string {
-	if real, err := atomicfile.RealPath(path); err == nil {
-		return real
-	}
-	return absPath(path)
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no

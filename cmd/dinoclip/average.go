@@ -111,7 +111,7 @@ func runAverage(cCtx *cli.Context) error {
 	for i, p := range paths {
 		// Where it is, before it is read: a run's best or last link moves
 		// on, and the record must name the file averaged.
-		real := realOrAsGiven(p)
+		real := atomicfile.RealOrAbs(p)
 		m, err := checkpoint.ReadModel(real)
 		if err != nil {
 			return fmt.Errorf("average: %w", err)

@@ -434,7 +434,7 @@ func notABenchFile(dest, outDir string) error {
 	st, serr := os.Stat(dest)
 	for _, name := range []string{benchJSONFile, benchTextFile} {
 		f := filepath.Join(outDir, name)
-		if absolute(dest) == absolute(f) {
+		if atomicfile.AbsPath(dest) == atomicfile.AbsPath(f) {
 			return fmt.Errorf("it is --out's %s", name)
 		}
 		if ft, err := os.Stat(f); serr == nil && err == nil && os.SameFile(st, ft) {

@@ -254,7 +254,7 @@ func runIndex(cCtx *cli.Context) error {
 	}
 	// The model's own file, not the run's best or last link that named
 	// it, which moves on to other weights as the run trains.
-	model, err := modelIdentity(realOrAsGiven(lm.Path), c, lm.Model.Params)
+	model, err := modelIdentity(atomicfile.RealOrAbs(lm.Path), c, lm.Model.Params)
 	if err != nil {
 		return err
 	}

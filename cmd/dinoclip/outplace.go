@@ -29,7 +29,7 @@ import (
 // (train.IsCheckpointsDir) and an index by its manifest (a subdirectory of
 // a run outside its checkpoints harms nothing).
 func placeError(flag, out, dir, what string) error {
-	dir = absolute(dir)
+	dir = atomicfile.AbsPath(dir)
 	has := func(dir, name string) bool { _, err := os.Lstat(filepath.Join(dir, name)); return err == nil }
 	isCheckpoints := func(dir string) bool {
 		return train.IsCheckpointsDir(dir) || filepath.Base(dir) == train.CheckpointsDir && holdsRun(filepath.Dir(dir)) ||
@@ -78,13 +78,13 @@ func outsideRunsAndIndexes(out, what string) (string, error) {
 // destination dest (atomicfile.Destination) is known; it also refuses
 // the name of a data set's file in the set's directory (dataFileError).
 func destPlaceError(flag, out, dest, what string) error {
-	if err := placeError(flag, out, filepath.Dir(absolute(dest)), what); err != nil {
+	if err := placeError(flag, out, filepath.Dir(atomicfile.AbsPath(dest)), what); err != nil {
 		return err
 	}
 	if err := dataFileError(flag, out, dest, what); err != nil {
 		return err
 	}
-	if named := filepath.Dir(absolute(filepath.Clean(out))); filepath.Base(named) == train.CheckpointsDir && holdsRun(filepath.Dir(named)) {
+	if named := filepath.Dir(atomicfile.AbsPath(filepath.Clean(out))); filepath.Base(named) == train.CheckpointsDir && holdsRun(filepath.Dir(named)) {
 		return placeError(flag, out, named, what)
 	}
 	return nil
@@ -101,7 +101,7 @@ func destPlaceError(flag, out, dest, what string) error {
 // refused, though it may be an earlier projection: the message says to
 // remove it first.)
 func dataFileError(flag, out, dest, what string) error {
-	dest = absolute(dest)
+	dest = atomicfile.AbsPath(dest)
 	dir, name := filepath.Dir(dest), filepath.Base(dest)
 	if retrieval.IsSetFile(name) && retrieval.HoldsSet(dir) {
 		return fmt.Errorf("%s %s is named as a file of the evaluation set in %s, which would read it as its own: write %s elsewhere, or under another name", flag, out, dir, what)
@@ -153,25 +153,7 @@ func checkIntoPlace(out, what string) error {
 func places(out string) []string {
 	real, err := atomicfile.RealPath(out)
 	if err != nil { // (a new one: as far as its path exists)
-		real = atomicfile.ResolveDir(absolute(out))
+		real = atomicfile.ResolveDir(atomicfile.AbsPath(out))
 	}
-	return []string{absolute(out), real}
-}
-
-// realOrAsGiven is path made absolute with its links resolved
-// (atomicfile.RealPath), for a record that must name a file after a link
-// to it (a run's best or last) moves on; path itself if that fails.
-func realOrAsGiven(path string) string {
-	if real, err := atomicfile.RealPath(path); err == nil {
-		return real
-	}
-	return path
-}
-
-// absolute is path made absolute (cleaned); path itself if that fails.
-func absolute(path string) string {
-	if abs, err := filepath.Abs(path); err == nil {
-		return abs
-	}
-	return path
+	return []string{atomicfile.AbsPath(out), real}
 }

@@ -326,7 +326,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 			return err
 		}
 	}
-	info := searchInfo{Index: realOrAsGiven(indexPath), Queries: realOrAsGiven(queriesPath), Rows: rows, Dim: keys.Dim, K: k, Device: device,
+	info := searchInfo{Index: atomicfile.RealOrAbs(indexPath), Queries: atomicfile.RealOrAbs(queriesPath), Rows: rows, Dim: keys.Dim, K: k, Device: device,
 		Model: opened.model, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
 	// The images of the rows found, when the index lists its rows' images.
 	var images []string

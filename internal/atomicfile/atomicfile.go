@@ -323,6 +323,29 @@ func RealPath(path string) (string, error) {
 	return filepath.EvalSymlinks(path)
 }
 
+// AbsPath is path made absolute (cleaned), for a record that must lead to
+// the file from any working directory; path itself when that fails, and
+// "" stays "".
+func AbsPath(path string) string {
+	if path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
+// RealOrAbs is RealPath(path), for a record that must name a file after a
+// link to it (a run's best or last) moves on; AbsPath(path) when it cannot
+// be resolved.
+func RealOrAbs(path string) string {
+	if real, err := RealPath(path); err == nil {
+		return real
+	}
+	return AbsPath(path)
+}
+
 // SameFile reports whether a and b name the same file (or directory),
 // links followed; false when either cannot be read.
 func SameFile(a, b string) bool {

@@ -95,6 +95,16 @@ func TestRealPath(t *testing.T) {
 	if _, err := RealPath(filepath.Join(dir, "missing")); err == nil {
 		t.Error("RealPath of a missing file: no error")
 	}
+	// RealOrAbs: resolved where it can be, else absolute; AbsPath keeps "".
+	if got := RealOrAbs("m"); got != filepath.Join(dir, "other", "m") {
+		t.Errorf("RealOrAbs(m) = %s", got)
+	}
+	if got := RealOrAbs("missing"); got != filepath.Join(dir, "W", "missing") {
+		t.Errorf("RealOrAbs of a missing file = %s, want it made absolute", got)
+	}
+	if got := AbsPath(""); got != "" {
+		t.Errorf(`AbsPath("") = %q`, got)
+	}
 }
 
 // ResolveDotDot takes LINK/.. as the system does, keeps the rest of the

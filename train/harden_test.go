@@ -202,6 +202,10 @@ func TestRunDirLock(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dir, LockFile)); err == nil {
 			t.Error("the refused lock made a lock file nobody holds")
 		}
+		// info and a resume see the run training all the same.
+		if holder, held := LockHolder(dir); !held || !strings.Contains(holder, "lock file was removed") {
+			t.Errorf("LockHolder with the holder's lock file removed: %q, %v; want held", holder, held)
+		}
 	}
 	again.Release()
 	if err := os.WriteFile(filepath.Join(dir, LockFile), nil, 0o644); err != nil {

@@ -76,8 +76,8 @@ func LockRunDir(dir string) (*RunLock, error) {
 	// data there) is refused before a lock file is left in it.
 	releaseDir, err := flock.LockDir(dir)
 	if errors.Is(err, flock.ErrLocked) {
-		holder := "pid unknown: the directory is locked, by a trainer whose lock file was removed, or by a dinoclip synth, demo or index writing into it"
-		if h, held := LockHolder(dir); held { // (its pid only when the lock file is held too)
+		holder := dirHolder
+		if h, held := LockHolder(dir); held { // (its pid when the lock file is held too)
 			holder = h
 		}
 		return nil, &LockedError{Dir: dir, Holder: holder}
@@ -386,19 +386,27 @@ func checkUnlocked(dir string) error {
 	if errors.As(err, &nr) {
 		return runFileError(path, nr.Kind)
 	}
-	if err != nil {
-		return nil // no lock file: no process has locked the run
+	if err == nil {
+		defer f.Close()
+		if err := flock.TryLock(f, false); errors.Is(err, flock.ErrLocked) {
+			return &LockedError{Dir: dir, Holder: lockHolder(path)}
+		}
+		// The shared lock, if taken, dropped now: Windows may release one
+		// some time after its handle closes, and a trainer starting
+		// meanwhile would find it held.
+		flock.Unlock(f)
 	}
-	defer f.Close()
-	if err := flock.TryLock(f, false); errors.Is(err, flock.ErrLocked) {
-		return &LockedError{Dir: dir, Holder: lockHolder(path)}
+	// No lock file held: a trainer whose lock file was removed (taken for
+	// a stale one) still holds the directory.
+	if flock.DirHeld(dir) {
+		return &LockedError{Dir: dir, Holder: dirHolder}
 	}
-	// The shared lock, if taken, dropped now: Windows may release one some
-	// time after its handle closes, and a trainer starting meanwhile
-	// would find it held.
-	flock.Unlock(f)
 	return nil
 }
+
+// dirHolder names the holder of a run directory whose lock file no
+// process holds.
+const dirHolder = "pid unknown: the directory is locked, by a trainer whose lock file was removed, or by a dinoclip synth, demo or index writing into it"
 
 // LockHolder is the holder ("pid N") of the lock of the run in dir, and
 // whether a process holds it: training in it now.

@@ -19,6 +19,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -484,12 +485,18 @@ func startRunDir(dir string, info RunInfo) error {
 	if err := checkNewRunDir(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(dir, CheckpointsDir), 0o755); err != nil {
+	checkpoints := filepath.Join(dir, CheckpointsDir)
+	made, err := madedirs.MkdirAll(checkpoints)
+	if err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
 	// Leftovers of a run that died before its first checkpoint.
 	os.Remove(filepath.Join(dir, MetricsFile))
-	return writeJSON(filepath.Join(dir, RunFile), info)
+	if err := writeJSON(filepath.Join(dir, RunFile), info); err != nil {
+		madedirs.Remove(checkpoints, made) // (the run refused leaves what it found)
+		return err
+	}
+	return nil
 }
 
 // save writes a checkpoint of the engine at st, points last (and best, when

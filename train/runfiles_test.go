@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +105,19 @@ func TestResumeRefusesEMAOfAnotherStep(t *testing.T) {
 	_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
 	if err == nil || !strings.Contains(err.Error(), checkpoint.EMAFile) || !strings.Contains(err.Error(), "step 5") || !strings.Contains(err.Error(), "step 17") {
 		t.Errorf("resume with the %s of step 5 in the checkpoint of step 17: %v", checkpoint.EMAFile, err)
+	}
+}
+
+// A new run whose run.json cannot be written leaves no checkpoints
+// directory of its own making (the run refused leaves what it found).
+func TestStartRunDirFailureLeavesNoCheckpointsDir(t *testing.T) {
+	dir := t.TempDir()
+	var info RunInfo
+	info.Options.MaxLR = math.NaN() // (which JSON cannot write)
+	if err := startRunDir(dir, info); err == nil {
+		t.Fatal("a run.json that cannot be written: no error")
+	}
+	if _, err := os.Lstat(filepath.Join(dir, CheckpointsDir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed start left %s: %v", CheckpointsDir, err)
 	}
 }

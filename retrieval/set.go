@@ -125,6 +125,9 @@ func loadSet(dir string) (*Set, error) {
 		}
 		return nil, fmt.Errorf("evaluation set: its name %q has characters that are not printable or is not UTF-8: give it a plain \"name\" in %s", s.Name, at)
 	}
+	if strings.TrimSpace(s.Name) == "" { // (a column of nothing in a table)
+		return nil, fmt.Errorf("evaluation set %s: its name %q is blank: give it a plain \"name\" in %s", dir, s.Name, filepath.Join(dir, SetInfoFile))
+	}
 	var err error
 	var imgShape, clipShape, capShape []int
 	if s.ImageFeatures, imgShape, err = readMatrix(dir, ImageFeaturesFile); err != nil {

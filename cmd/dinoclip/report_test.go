@@ -47,6 +47,11 @@ func TestRecallTableEscapesNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantError(t, []string{"eval", "--model", run, "--eval", set}, `"abc\u202edef" has characters that are not printable`)
+	// A blank name would be an empty column.
+	if err := os.WriteFile(filepath.Join(set, "eval.json"), []byte(`{"name": "   "}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"eval", "--model", run, "--eval", set}, `its name "   " is blank`)
 	os.Remove(filepath.Join(set, "eval.json"))
 	odd := filepath.Join(filepath.Dir(set), "set\u202eodd")
 	if err := os.Rename(set, odd); err != nil {

@@ -203,8 +203,8 @@ func TestRunDirLock(t *testing.T) {
 			t.Error("the refused lock made a lock file nobody holds")
 		}
 		// info and a resume see the run training all the same.
-		if holder, held := LockHolder(dir); !held || !strings.Contains(holder, "lock file was removed") {
-			t.Errorf("LockHolder with the holder's lock file removed: %q, %v; want held", holder, held)
+		if holder, held := TrainingNow(dir); !held || !strings.Contains(holder, "lock file was removed") {
+			t.Errorf("TrainingNow with the holder's lock file removed: %q, %v; want held", holder, held)
 		}
 	}
 	again.Release()

@@ -396,11 +396,6 @@ func checkUnlocked(dir string) error {
 		// meanwhile would find it held.
 		flock.Unlock(f)
 	}
-	// No lock file held: a trainer whose lock file was removed (taken for
-	// a stale one) still holds the directory.
-	if flock.DirHeld(dir) {
-		return &LockedError{Dir: dir, Holder: dirHolder}
-	}
 	return nil
 }
 
@@ -414,6 +409,20 @@ func LockHolder(dir string) (string, bool) {
 	var locked *LockedError
 	if errors.As(checkUnlocked(dir), &locked) {
 		return locked.Holder, true
+	}
+	return "", false
+}
+
+// TrainingNow is LockHolder, or, where no process holds the lock file,
+// whether another holds the directory's own lock: a trainer whose lock
+// file was removed (taken for a stale one), or a dinoclip writing into the
+// directory. (Not for a process that may hold the directory itself.)
+func TrainingNow(dir string) (string, bool) {
+	if holder, held := LockHolder(dir); held {
+		return holder, true
+	}
+	if flock.DirHeld(dir) {
+		return dirHolder, true
 	}
 	return "", false
 }

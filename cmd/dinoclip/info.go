@@ -552,7 +552,7 @@ func writeEMAWeights(w io.Writer, dir, of string) {
 
 func infoRun(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: training run\n", dir)
-	holder, training := train.LockHolder(dir)
+	holder, training := train.TrainingNow(dir)
 	if training {
 		fmt.Fprintf(w, "  training now (%s): what follows is where it stood at its last checkpoint\n", holder)
 	}

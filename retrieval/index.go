@@ -350,6 +350,7 @@ func OpenIndex(dir string) (*Index, error) {
 		ix.Close()
 		return nil, err
 	}
+	ix.Keys.MaxNorm = UnitNormLimit
 	return ix, nil
 }
 

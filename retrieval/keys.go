@@ -27,7 +27,21 @@ type Keys struct {
 	Dim      int
 	Segments []KeySegment
 	offsets  []int64 // offsets[s] is the first row of segment s; one extra entry: the total
+
+	// MaxNorm, when positive, is the longest a row may be: a longer one is
+	// an error when a search reads it, as NaN is. An index's rows are unit
+	// length (OpenIndex sets UnitNormLimit): a longer one is damage, and
+	// would outscore every true cosine.
+	MaxNorm float64
 }
+
+// UnitNormLimit is the longest a row of unit length stays once stored:
+// float16 rounding moves each value by at most 2⁻¹¹ of itself (the norm
+// by as much), a subnormal one by at most 2⁻²⁵, at most 2⁻¹⁵ in the norm
+// for any width up to maxSearchDim; 2⁻¹⁰ bounds both with room to spare.
+// (A row may be shorter: zero, or normalised from under F.normalize's
+// 1e-12.)
+const UnitNormLimit = 1 + 0x1p-10
 
 // KeySegment is one run of key rows: Rows×Dim little-endian values of
 // DType (npy.Float16 or npy.Float32) in Data, exactly.
@@ -138,7 +152,19 @@ func (k *Keys) decode(dst []float32, norms2 []float64, s, lo, hi int) error {
 			}
 			sum += f * f
 		}
+		if err := k.checkNorm(s, lo+r, sum); err != nil {
+			return err
+		}
 		norms2[r] = sum
+	}
+	return nil
+}
+
+// checkNorm refuses row p of segment s, of squared norm norm2, when it is
+// longer than MaxNorm.
+func (k *Keys) checkNorm(s, p int, norm2 float64) error {
+	if k.MaxNorm > 0 && norm2 > k.MaxNorm*k.MaxNorm {
+		return fmt.Errorf("retrieval: %s: row %d is %.7g long, longer than the %.7g of a unit-length row (it would outscore every true cosine): the file is damaged; build the index again", k.Segments[s].Name, p, math.Sqrt(norm2), k.MaxNorm)
 	}
 	return nil
 }

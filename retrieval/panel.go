@@ -106,6 +106,9 @@ func (k *Keys) packKeys(dst []float32, norms2 []float64, row []float32, s, lo, h
 				// finite: decode finds it and says where.
 				return k.decode(row, n2[:1], s, p0+j, p0+j+1)
 			}
+			if err := k.checkNorm(s, p0+j, n2[j]); err != nil {
+				return err
+			}
 		}
 		copy(norms2[p0-lo:], n2[:rows])
 	}

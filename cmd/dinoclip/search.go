@@ -87,12 +87,13 @@ func searchCommand() *cli.Command {
 			"way, re-running on the CPU any query whose near-ties float16 cannot settle\n" +
 			"(docs/RETRIEVAL.md). search.json then says which (keys_resident) and how long the copy took\n" +
 			"(upload_seconds, part of seconds).\n\n" +
-			"A NaN or infinite value in the queries or keys is refused. A query row that is all zero has\n" +
-			"no direction, and its cosine with any row is undefined: it scores 0 against every row, so its\n" +
-			"answer is ids 0 to K-1 with score 0 (equal scores: the lower id first); the command warns,\n" +
-			"naming the rows, and search.json counts them (zero_queries). All-zero rows of a KEYS.npy\n" +
-			"matrix score 0 against every query, with a warning likewise. Queries with no rows give an\n" +
-			"answer with none ([0, K]).\n\n" +
+			"A NaN or infinite value in the queries or keys is refused, and so is an index row longer than\n" +
+			"unit length (float16 rounding aside: docs/FORMAT.md), which only damage makes. A query row\n" +
+			"that is all zero has no direction, and its cosine with any row is undefined: it scores 0\n" +
+			"against every row, so its answer is ids 0 to K-1 with score 0 (equal scores: the lower id\n" +
+			"first); the command warns, naming the rows, and search.json counts them (zero_queries).\n" +
+			"All-zero rows of a KEYS.npy matrix score 0 against every query, with a warning likewise.\n" +
+			"Queries with no rows give an answer with none ([0, K]).\n\n" +
 			"OUT may not be in a run directory, in a run's checkpoints or in a search index, where it\n" +
 			"would be taken for their own.\n\n" +
 			"Example:\n" +

@@ -329,6 +329,55 @@ func TestIndexAppendRules(t *testing.T) {
 	w.Close()
 }
 
+// An index row made longer than unit length (edited, its keys_sample
+// dropped so the manifest cannot tell) is refused when a search reads it:
+// it would outscore every true cosine.
+func TestSearchRefusesLongIndexRow(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	index := filepath.Join(dir, "ix")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	mp := filepath.Join(index, retrieval.IndexManifestFile)
+	b, err := os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	shard := m["shards"].([]any)[0].(map[string]any)
+	delete(shard, "keys_sample")
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := filepath.Join(dir, "q.npy")
+	writeF32(t, q, []int{1, tOut}, []float32{1, 0, 0, 0})
+	mustRun(t, "search", "--index", index, "--queries", q, "--k", "3", "--out", filepath.Join(dir, "ok"))
+
+	keys := filepath.Join(index, shard["keys"].(string))
+	raw, err := os.ReadFile(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := len(raw) - int(shard["rows"].(float64))*tOut*2 // (float16 rows after the .npy header)
+	for c := range tOut { // row 5 doubled: each float16 value's exponent up by one
+		at := header + 2*(5*tOut+c)
+		v := uint16(raw[at]) | uint16(raw[at+1])<<8
+		if v&0x7fff != 0 {
+			v += 1 << 10
+		}
+		raw[at], raw[at+1] = byte(v), byte(v>>8)
+	}
+	if err := os.WriteFile(keys, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "3", "--out", filepath.Join(dir, "bad")}, "row 5 is 2", "damaged")
+}
+
 func TestIndexSearchErrors(t *testing.T) {
 	run, data, _ := trainRun(t)
 	dir := t.TempDir()

@@ -264,6 +264,25 @@ func Run(t *testing.T, s retrieval.Searcher) {
 		})
 	}
 	t.Run("errors", func(t *testing.T) { runErrors(t, s) })
+	t.Run("unit keys within their bound", func(t *testing.T) {
+		// Unit rows rounded to float16, the longest the rounding makes
+		// them, pass the bound an index sets.
+		const dim, rows = 512, 100
+		data := make([]float32, rows*dim)
+		rng := rand.New(rand.NewPCG(7, 7))
+		for i := range data {
+			data[i] = float32(rng.NormFloat64())
+		}
+		unit, err := retrieval.NormalizeRows(data, rows, dim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, _ := Keys(t, dim, Segment{Half: true, Rows: rows, Data: unit})
+		keys.MaxNorm = retrieval.UnitNormLimit
+		if _, err := s.Search(context.Background(), unit[:dim], 1, keys, 3); err != nil {
+			t.Errorf("unit-length float16 keys: %v", err)
+		}
+	})
 	t.Run("canceled", func(t *testing.T) {
 		keys, _ := Keys(t, 4, Segment{Rows: 100, Data: make([]float32, 400)})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -279,6 +298,18 @@ func runErrors(t *testing.T, s retrieval.Searcher) {
 	empty, _ := Keys(t, 2, Segment{Rows: 0})
 	nanKey, _ := Keys(t, 2, Segment{Rows: 2, Data: []float32{1, 2, float32(math.NaN()), 4}})
 	infKey, _ := Keys(t, 2, Segment{Half: true, Rows: 2, Data: []float32{1, 2, 1e6, 4}}) // 1e6 is Inf in float16
+	// Keys bounded to unit length (an index's), one row of 40 (a whole
+	// panel and more) longer: in a float16 and in a float32 segment.
+	longKey := func(half bool) *retrieval.Keys {
+		data := make([]float32, 40*2)
+		for r := range 40 {
+			data[2*r] = 1
+		}
+		data[2*33], data[2*33+1] = 0.8, 0.61 // ‖·‖ ≈ 1.006, past float16's rounding
+		keys, _ := Keys(t, 2, Segment{Half: half, Rows: 40, Data: data})
+		keys.MaxNorm = retrieval.UnitNormLimit
+		return keys
+	}
 	for _, tc := range []struct {
 		name    string
 		queries []float32
@@ -298,6 +329,8 @@ func runErrors(t *testing.T, s retrieval.Searcher) {
 		{"nil keys", []float32{1, 0}, 1, nil, 1, "no keys"},
 		{"NaN key", []float32{1, 0}, 1, nanKey, 1, "NaN"},
 		{"Inf key", []float32{1, 0}, 1, infKey, 1, "Inf"},
+		{"long float16 key", []float32{1, 0}, 1, longKey(true), 1, "row 33 is 1.00"},
+		{"long float32 key", []float32{1, 0}, 1, longKey(false), 1, "row 33 is 1.00"},
 	} {
 		nb, err := s.Search(context.Background(), tc.queries, tc.nq, tc.keys, tc.k)
 		if err == nil {

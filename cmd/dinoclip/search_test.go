@@ -364,7 +364,8 @@ func TestSearchRefusesLongIndexRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	header := len(raw) - int(shard["rows"].(float64))*tOut*2 // (float16 rows after the .npy header)
-	for c := range tOut { // row 5 doubled: each float16 value's exponent up by one
+	// Row 5 doubled: each float16 value's exponent up by one.
+	for c := range tOut {
 		at := header + 2*(5*tOut+c)
 		v := uint16(raw[at]) | uint16(raw[at+1])<<8
 		if v&0x7fff != 0 {

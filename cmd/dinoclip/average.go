@@ -24,12 +24,13 @@ func averageCommand() *cli.Command {
 		Description: "Writes the weighted mean of the weights of the CKPT models (model.safetensors files,\n" +
 			"checkpoint directories, or run directories: their best, else last, checkpoint) as one model\n" +
 			"that eval, project, index and train --init accept, and that loads into the original PyTorch\n" +
-			"class. The models must have one architecture. Without --weights every model counts the\n" +
-			"same; --weights gives one finite, non-negative weight per model, normalised by their sum\n" +
-			"(which must be positive). The mean is accumulated in float64 and stored as float32. The\n" +
-			"file is written under a temporary name and renamed into place when complete; its metadata\n" +
-			"names the models and weights (averaged_from). The --out FILE may not be in a run directory, in\n" +
-			"a run's checkpoints or in a search index, where it would be taken for their own.\n\n" +
+			"class. The models must have one architecture, each given once (a run and its best checkpoint\n" +
+			"are one model). Without --weights every model counts the same; --weights gives one finite,\n" +
+			"non-negative weight per model, normalised by their sum (which must be positive). The mean is\n" +
+			"accumulated in float64 and stored as float32. The file is written under a temporary name and\n" +
+			"renamed into place when complete; its metadata names the models and weights\n" +
+			"(averaged_from). The --out FILE may not be in a run directory, in a run's checkpoints, in a\n" +
+			"search index or in a search's output, where it would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 \\\n" +
 			"       runs/base/checkpoints/step-00001600",
@@ -95,6 +96,11 @@ func runAverage(cCtx *cli.Context) error {
 		}
 		if atomicfile.SameFile(dest, paths[i]) {
 			return fmt.Errorf("--out %s is the model %s, one of the models averaged: write the average to another file", out, paths[i])
+		}
+		// One model twice would silently weigh double (--weights says so
+		// openly).
+		if j := slices.IndexFunc(paths[:i], func(p string) bool { return atomicfile.SameFile(p, paths[i]) }); j >= 0 {
+			return fmt.Errorf("average: %s and %s are one model file (%s): give each model once; --weights gives one more weight", args[j], a, paths[i])
 		}
 		ci, err := checkpoint.ReadConfig(paths[i])
 		if err != nil {

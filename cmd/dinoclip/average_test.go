@@ -127,6 +127,8 @@ func TestAverageErrors(t *testing.T) {
 	linkToCkpt := filepath.Join(t.TempDir(), "soup.safetensors")
 	os.Symlink(filepath.Join(ckpt, "model.safetensors"), linkToCkpt)
 	runDir := t.TempDir() // a run directory: its last link
+	bLink := filepath.Join(dir, "b-link.safetensors")
+	os.Symlink(b, bLink)
 	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
 	for _, tc := range []struct {
 		name  string
@@ -134,6 +136,8 @@ func TestAverageErrors(t *testing.T) {
 		wants []string
 	}{
 		{"other hidden width", []string{"average", "--out", out, a, wide}, []string{wide, "one architecture"}},
+		{"one model twice", []string{"average", "--out", out, a, b, a}, []string{"one model file", "give each model once"}},
+		{"one model twice, once through a link", []string{"average", "--out", out, b, bLink}, []string{"one model file"}},
 		{"other depth", []string{"average", "--out", out, a, b, deep}, []string{deep, "one architecture"}},
 		{"a missing file", []string{"average", "--out", out, a, missing}, []string{missing}},
 		{"a directory without a model", []string{"average", "--out", out, a, t.TempDir()}, []string{"no model.safetensors"}},

@@ -13,8 +13,9 @@ import (
 )
 
 // placeError refuses an output (the value out of flag, holding what,
-// e.g. "the average") written into the directory dir of a training run or
-// a search index, or anywhere under a run's checkpoints or an index: it
+// e.g. "the average") written into the directory dir of a training run, a
+// search index or a search's output, or anywhere under a run's checkpoints
+// or an index: it
 // would replace one of their files (run.json, the lock, which a second
 // trainer could then take, a checkpoint's model or optimizer, an index's
 // manifest or shards), change what the directory means (a model file in a
@@ -44,6 +45,10 @@ func placeError(flag, out, dir, what string) error {
 		return fmt.Errorf("%s %s is in the checkpoints directory %s of a run: write %s outside the run", flag, out, dir, what)
 	case holdsRun(dir):
 		return fmt.Errorf("%s %s is in the run directory %s, whose files it could replace and whose name could come to mean it: write %s outside the run", flag, out, dir, what)
+	case has(dir, searchInfoFile) && has(dir, searchIDsFile):
+		// (A search's output holds nothing else: the next search into it
+		// would refuse the directory.)
+		return fmt.Errorf("%s %s is in the search output %s, whose files it could replace: write %s outside it", flag, out, dir, what)
 	}
 	for a := dir; ; a = filepath.Dir(a) {
 		switch {

@@ -28,8 +28,8 @@ func projectCommand() *cli.Command {
 			"the next once a minute old, and named in a warning before). CKPT is a model.safetensors\n" +
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last;\n" +
 			"best/ema.safetensors when the run picks its best from the EMA). The --out file may not be in a\n" +
-			"run directory, in a run's checkpoints or in a search index, where it would be taken for their\n" +
-			"own.\n\n" +
+			"run directory, in a run's checkpoints, in a search index or in a search's output, where it\n" +
+			"would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
 		Flags: []cli.Flag{

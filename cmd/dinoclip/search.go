@@ -94,8 +94,8 @@ func searchCommand() *cli.Command {
 			"first); the command warns, naming the rows, and search.json counts them (zero_queries).\n" +
 			"All-zero rows of a KEYS.npy matrix score 0 against every query, with a warning likewise.\n" +
 			"Queries with no rows give an answer with none ([0, K]).\n\n" +
-			"OUT may not be in a run directory, in a run's checkpoints or in a search index, where it\n" +
-			"would be taken for their own.\n\n" +
+			"OUT may not be in a run directory, in a run's checkpoints, in a search index or in another\n" +
+			"search's output, where it would be taken for their own.\n\n" +
 			"Example:\n" +
 			"   dinoclip search --index photos.index --queries sentences.clip.npy --k 10 --out hits",
 		Flags: []cli.Flag{

@@ -118,6 +118,19 @@ func TestIndexAndSearch(t *testing.T) {
 	if err := json.Unmarshal(b, &info); err != nil || info.Rows != tRows || info.K != 6 || len(info.Model) != 64 {
 		t.Fatalf("search.json %s: %v", b, err)
 	}
+	// Nothing else is written into a search's output, over its files or
+	// beside them (the next search into it would refuse the directory).
+	for _, args := range [][]string{
+		{"project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(out, searchIDsFile)},
+		{"project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(out, "p.npy")},
+		{"average", "--out", filepath.Join(out, searchScoresFile), run},
+		{"search", "--index", index, "--queries", qPath, "--k", "6", "--out", filepath.Join(out, "sub")},
+	} {
+		wantError(t, args, "is in the search output "+out)
+	}
+	if again, _, _ := readSearch(t, out); !slices.Equal(again, ids) {
+		t.Fatal("the refused outputs changed the search's")
+	}
 	// The files themselves, absolute: the run's best link moves on, and a
 	// relative path means nothing from another directory.
 	realModel, err := filepath.EvalSymlinks(model)

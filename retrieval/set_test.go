@@ -149,23 +149,50 @@ func TestLoadSetErrors(t *testing.T) {
 // the first such row (a refusal would strand runs started on the set).
 func TestLoadSetWarnsOfZeroRows(t *testing.T) {
 	cases := map[string]func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64){
-		"images.clip.npy: 1 of 3 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+		"images.clip.npy: 1 of 11 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
 			c[4], c[5] = 0, 0
 			return f, c, p, i
 		},
-		"captions.clip.npy: 1 of 4 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+		"captions.clip.npy: 1 of 12 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
 			p[0], p[1] = 0, float32(math.Copysign(0, -1))
 			return f, c, p, i
 		},
 	}
 	for want, edit := range cases {
-		s, err := LoadSet(writeSet(t, edit))
+		s, err := LoadSet(writeSet(t, bigger(edit)))
 		if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], want) {
 			t.Errorf("%s: error %v, warnings %q", want, err, s.Warnings)
 		}
 	}
-	if s, err := LoadSet(writeSet(t, nil)); err != nil || len(s.Warnings) != 0 {
+	if s, err := LoadSet(writeSet(t, bigger(nil))); err != nil || len(s.Warnings) != 0 {
 		t.Errorf("a clean set: error %v, warnings %q", err, s.Warnings)
+	}
+}
+
+// bigger is edit with 8 more images (one caption each) after writeSet's
+// 3: 11, one more than the largest recall cut-off.
+func bigger(edit func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64)) func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64) {
+	return func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+		if edit != nil {
+			f, c, p, i = edit(f, c, p, i)
+		}
+		for n := range 8 {
+			v := []float32{float32(n + 2), float32(n - 3)}
+			f, c, p, i = append(f, v...), append(c, v...), append(p, v...), append(i, int64(3+n))
+		}
+		return f, c, p, i
+	}
+}
+
+// A set of at most 10 images (the largest cut-off) loads with a warning
+// that its recall at K >= its size measures nothing; one of 11 without.
+func TestLoadSetWarnsOfTooFewImages(t *testing.T) {
+	s, err := LoadSet(writeSet(t, nil))
+	if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "has only 3 images: recall at K >= 3 is 100 by construction") {
+		t.Errorf("a set of 3 images: error %v, warnings %q", err, s.Warnings)
+	}
+	if s, err := LoadSet(writeSet(t, bigger(nil))); err != nil || s.Images != 11 || len(s.Warnings) != 0 {
+		t.Errorf("a set of 11 images: error %v, warnings %q", err, s.Warnings)
 	}
 }
 

@@ -821,6 +821,16 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 	if n != rows {
 		return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows (the list of another extraction?)", path, n, rows)
 	}
+	// No file is named by nothing or holds a NUL: such a line names no
+	// image a search could return.
+	for i, line := range bytes.Split(bytes.TrimSuffix(b, []byte{'\n'}), []byte{'\n'}) {
+		switch {
+		case len(line) == 0 && rows > 0:
+			return nil, fmt.Errorf("%s: line %d is empty, where the image of row %d should be named", path, i+1, i)
+		case bytes.IndexByte(line, 0) >= 0:
+			return nil, fmt.Errorf("%s: line %d holds a NUL byte, which no file name does (a binary file?)", path, i+1)
+		}
+	}
 	return b, nil
 }
 

@@ -721,6 +721,19 @@ func TestReadImagesList(t *testing.T) {
 			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)
 		}
 	}
+	// A line that names no file: empty, or holding a NUL.
+	for content, want := range map[string]string{
+		"x.jpg\n\n":        "line 2 is empty",
+		"\ny.jpg":          "line 1 is empty",
+		"x.jpg\ny\x00.jpg": "line 2 holds a NUL",
+	} {
+		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := retrieval.ReadImagesList(list, 2); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a list %q: %v, want %q", content, err, want)
+		}
+	}
 }
 
 // An index's lock that is a symbolic link is refused, not followed (it

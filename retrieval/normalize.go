@@ -71,3 +71,41 @@ func ZeroRows(x []float32, dim int) []int {
 	}
 	return zero
 }
+
+// ShortRows returns the indices of the rows of the normalised row-major
+// matrix x (dim wide) that are neither zero nor unit length: rows whose
+// length was under F.normalize's 1e-12, which it divides by 1e-12 and so
+// leaves shorter than 1 (their direction kept, their scores below their
+// cosines; a float64 row short enough to underflow is zero instead). A
+// normalised row is otherwise within float32 rounding of unit length, far
+// inside the 2⁻¹⁰ taken here.
+func ShortRows(x []float32, dim int) []int {
+	var short []int
+	for r := 0; r < len(x)/dim; r++ {
+		var sum float64
+		for _, v := range x[r*dim : (r+1)*dim] {
+			sum += float64(v) * float64(v)
+		}
+		if sum > 0 && sum < 1-0x1p-10 {
+			short = append(short, r)
+		}
+	}
+	return short
+}
+
+// TinyRows returns the indices of the rows of the row-major matrix x (dim
+// wide, not normalised) shorter than F.normalize's 1e-12, zero rows
+// included: rows normalisation cannot make unit length (see ShortRows).
+func TinyRows(x []float32, dim int) []int {
+	var tiny []int
+	for r := 0; r < len(x)/dim; r++ {
+		var sum float64
+		for _, v := range x[r*dim : (r+1)*dim] {
+			sum += float64(v) * float64(v)
+		}
+		if sum < normEpsilon*normEpsilon {
+			tiny = append(tiny, r)
+		}
+	}
+	return tiny
+}

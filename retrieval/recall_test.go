@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -303,5 +304,28 @@ func TestResultJSON(t *testing.T) {
 	}
 	if back.Recall[2] != res.Recall[2] {
 		t.Errorf("round trip %+v, want %+v", back.Recall[2], res.Recall[2])
+	}
+}
+
+// TinyRows finds the rows too short for normalisation to make unit length
+// (under 1e-12, zero included); ShortRows finds them after normalisation
+// (not zero, not unit), where a zero row is ZeroRows' instead.
+func TestTinyAndShortRows(t *testing.T) {
+	x := []float32{
+		3, 4, // unit once normalised
+		0, 0, // zero
+		1.2e-12, 1.6e-12, // 2e-12 long: normalised to unit
+		3e-13, 4e-13, // 5e-13: normalised to 0.5
+		3e-30, 4e-30, // normalised to 5e-18
+	}
+	if got, want := TinyRows(x, 2), []int{1, 3, 4}; !slices.Equal(got, want) {
+		t.Errorf("TinyRows = %v, want %v", got, want)
+	}
+	n, err := NormalizeRows(x, 5, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ShortRows(n, 2), []int{3, 4}; !slices.Equal(got, want) {
+		t.Errorf("ShortRows = %v, want %v (normalised: %v)", got, want, n)
 	}
 }

@@ -336,6 +336,7 @@ func runIndex(cCtx *cli.Context) error {
 	}
 	ctx := cCtx.Context
 	var done, added, skipped int64
+	var tiny []string // (files whose projections have rows too short to normalise, and how many)
 	// A chunk is at most one file's rows: --batch may be far larger.
 	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
@@ -345,6 +346,7 @@ func runIndex(cCtx *cli.Context) error {
 			bar.set(done)
 			continue
 		}
+		var tinyRows, firstTiny int
 		err := w.Append(s.src, s.images, batch, func(dst []float32, lo, hi int) error {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -356,11 +358,20 @@ func runIndex(cCtx *cli.Context) error {
 			if err := lm.Engine.Project(dst, xs, hi-lo); err != nil {
 				return fmt.Errorf("rows %d to %d of %s: %w", lo, hi, s.src.Path, err)
 			}
+			if t := retrieval.TinyRows(dst, c.OutputDim); len(t) > 0 {
+				if tinyRows == 0 {
+					firstTiny = lo + t[0]
+				}
+				tinyRows += len(t)
+			}
 			bar.set(done + int64(hi))
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if tinyRows > 0 {
+			tiny = append(tiny, fmt.Sprintf("%s (%d rows, the first row %d)", s.src.Path, tinyRows, firstTiny))
 		}
 		done += s.src.Rows
 		added += s.src.Rows
@@ -371,6 +382,9 @@ func runIndex(cCtx *cli.Context) error {
 		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
+	if len(tiny) > 0 {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the model's projections of %s are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)\n", strings.Join(tiny, ", "))
+	}
 	if n := listedShards(m); added > 0 && n > 0 && n < len(m.Shards) {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",
 			n, len(m.Shards), out)

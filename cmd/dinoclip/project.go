@@ -145,6 +145,7 @@ func runProject(cCtx *cli.Context) error {
 			}
 			b := buf[:len(ys)*dt.Size()]
 			if dt == npy.Float16 {
+				var wasNonzero, isNonzero bool // (the row so far, in float32 and in float16)
 				for i, v := range ys {
 					h, ok := npy.Float16Finite(v)
 					if !ok {
@@ -152,6 +153,17 @@ func runProject(cCtx *cli.Context) error {
 							inPath, lo+i/c.OutputDim, i%c.OutputDim, v, npy.Float16Range)
 					}
 					binary.LittleEndian.PutUint16(b[2*i:], h)
+					wasNonzero, isNonzero = wasNonzero || v != 0, isNonzero || h&0x7fff != 0
+					if i%c.OutputDim < c.OutputDim-1 {
+						continue
+					}
+					// A whole row below float16's smallest value would be
+					// zero: its direction lost, as by an overflow.
+					if wasNonzero && !isNonzero {
+						return fmt.Errorf("%s: row %d: the model's outputs are all below float16's smallest value (6e-8; the largest is %.3g), so the row would be zero; write float32 (without --float16)",
+							inPath, lo+i/c.OutputDim, maxAbs(ys[i+1-c.OutputDim:i+1]))
+					}
+					wasNonzero, isNonzero = false, false
 				}
 			} else {
 				for i, v := range ys {

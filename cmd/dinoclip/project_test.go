@@ -223,6 +223,20 @@ func TestProjectRefusesNonFiniteOutputs(t *testing.T) {
 	writeF32(t, in, []int{3, tIn}, small)
 	mustRun(t, "project", "--model", loud, "--in", in, "--out", out)
 	wantError(t, []string{"project", "--model", loud, "--in", in, "--out", filepath.Join(dir, "y16.npy"), "--float16"}, "row 0", "float16")
+	// A model whose outputs are all below float16's smallest value: in
+	// float16 each row would be zero.
+	for _, name := range []string{"layer_norm.weight", "layer_norm.bias"} {
+		v, _ := m.Config.Layout().Lookup(name)
+		for i := range nn.View(m.Params, v) {
+			nn.View(m.Params, v)[i] *= 1e-16 // (from the 1e6 above to 1e-10)
+		}
+	}
+	faint := filepath.Join(dir, "faint.safetensors")
+	if err := checkpoint.WriteModel(faint, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "project", "--model", faint, "--in", in, "--out", out)
+	wantError(t, []string{"project", "--model", faint, "--in", in, "--out", filepath.Join(dir, "y16.npy"), "--float16"}, "row 0", "below float16's smallest value", "would be zero")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if e.Name() == "y16.npy" || strings.Contains(e.Name(), ".tmp") {

@@ -92,8 +92,9 @@ func searchCommand() *cli.Command {
 			"that is all zero has no direction, and its cosine with any row is undefined: it scores 0\n" +
 			"against every row, so its answer is ids 0 to K-1 with score 0 (equal scores: the lower id\n" +
 			"first); the command warns, naming the rows, and search.json counts them (zero_queries).\n" +
-			"All-zero rows of a KEYS.npy matrix score 0 against every query, with a warning likewise.\n" +
-			"Queries with no rows give an answer with none ([0, K]).\n\n" +
+			"All-zero rows of a KEYS.npy matrix score 0 against every query, with a warning likewise. A\n" +
+			"row shorter than 1e-12 stays shorter than unit length (as PyTorch's F.normalize leaves it),\n" +
+			"with a warning too. Queries with no rows give an answer with none ([0, K]).\n\n" +
 			"OUT may not be in a run directory, in a run's checkpoints, in a search index or in another\n" +
 			"search's output, where it would be taken for their own.\n\n" +
 			"Example:\n" +
@@ -220,6 +221,7 @@ func openKeys(path string, w io.Writer) (searchKeys, func(), error) {
 		return searchKeys{}, nil, err
 	}
 	warnZeroRows(w, path, "they score 0 against every query", retrieval.ZeroRows(x, dim), n)
+	warnShortRows(w, path, retrieval.ShortRows(x, dim), n)
 	keys, err := retrieval.Float32Keys(path, x, n, dim)
 	if err != nil {
 		return searchKeys{}, nil, err
@@ -304,6 +306,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	}
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
+	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)
 	var searcher retrieval.Searcher
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
@@ -373,18 +376,29 @@ func listedShards(m retrieval.IndexManifest) int {
 	return n
 }
 
+// warnShortRows warns of the rows of path that were shorter than 1e-12
+// (retrieval.ShortRows), naming the first ten.
+func warnShortRows(w io.Writer, path string, short []int, n int) {
+	warnRows(w, path, short, n, "are shorter than 1e-12", "normalisation divides them by 1e-12 (as PyTorch's F.normalize), so they stay shorter than unit length and score below their cosines")
+}
+
 // warnZeroRows writes a warning naming the all-zero rows (the first ten)
-// of the n rows of the matrix in path, with what becomes of them; none
-// when there are none.
+// of the n rows of path, and what that does (effect).
 func warnZeroRows(w io.Writer, path, effect string, zero []int, n int) {
-	if len(zero) == 0 {
+	warnRows(w, path, zero, n, "are all zero", effect)
+}
+
+// warnRows writes a warning that rows of the n rows of path are what they
+// are, naming the first ten, and what that does (effect).
+func warnRows(w io.Writer, path string, rows []int, n int, are, effect string) {
+	if len(rows) == 0 {
 		return
 	}
-	rows := fmt.Sprint(zero[:min(len(zero), 10)])
-	if len(zero) > 10 {
-		rows = rows[:len(rows)-1] + " ...]"
+	named := fmt.Sprint(rows[:min(len(rows), 10)])
+	if len(rows) > 10 {
+		named = named[:len(named)-1] + " ...]"
 	}
-	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows are all zero (rows %s): %s\n", path, len(zero), n, rows, effect)
+	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows %s (rows %s): %s\n", path, len(rows), n, are, named, effect)
 }
 
 // isSearchFile reports whether name is one of the files of a search's

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -392,6 +393,41 @@ func TestSearchRefusesLongIndexRow(t *testing.T) {
 	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "3", "--out", filepath.Join(dir, "bad")}, "row 5 is 2", "damaged")
 }
 
+// A model whose projections are too short to normalise (its last
+// LayerNorm scaled to nothing) indexes with a warning naming the file.
+func TestIndexWarnsOfTinyProjections(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	m, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"layer_norm.weight", "layer_norm.bias"} {
+		v, ok := m.Config.Layout().Lookup(name)
+		if !ok {
+			t.Fatalf("no %s in the layout", name)
+		}
+		for i := range nn.View(m.Params, v) {
+			nn.View(m.Params, v)[i] *= 1e-30
+		}
+	}
+	faint := filepath.Join(dir, "faint.safetensors")
+	if err := checkpoint.WriteModel(faint, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(data, "shard-00000.dino.npy")
+	_, stderr, err := runCLI(t, "index", "--model", faint, "--features", src, "--out", filepath.Join(dir, "ix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "projections of "+src+" (") || !strings.Contains(stderr, "the first row 0)") || !strings.Contains(stderr, "shorter than 1e-12") {
+		t.Errorf("index with a model of tiny outputs: no warning naming %s:\n%s", src, stderr)
+	}
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", src, "--out", filepath.Join(dir, "ix2")); err != nil || strings.Contains(stderr, "1e-12") {
+		t.Errorf("index with the trained model: %v\n%s", err, stderr)
+	}
+}
+
 func TestIndexSearchErrors(t *testing.T) {
 	run, data, _ := trainRun(t)
 	dir := t.TempDir()
@@ -717,6 +753,32 @@ func TestIndexHugeBatch(t *testing.T) {
 // An all-zero query row is searched as its help says (ids 0 to K-1, score
 // 0) with a warning naming the row, counted in search.json; an all-zero
 // key row of a KEYS.npy matrix is warned of; a NaN query is refused.
+// Rows shorter than 1e-12 (not zero), normalised as F.normalize does,
+// stay shorter than unit length: warned of, in the queries and in a
+// KEYS.npy matrix, naming the rows; unit rows are not.
+func TestSearchShortRows(t *testing.T) {
+	dir := t.TempDir()
+	keys := []float32{1, 2, 3, 4, 1e-14, 2e-14, 3e-14, 4e-14, 0, 1, 0, 0}
+	q := []float32{1e-20, 2e-20, 3e-20, 4e-20, 0, 0, 1, 0}
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{3, 4}, keys)
+	writeF32(t, qp, []int{2, 4}, q)
+	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{qp + ": 1 of 2 rows are shorter than 1e-12 (rows [0])", kp + ": 1 of 3 rows are shorter than 1e-12 (rows [1])", "score below their cosines"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	writeF32(t, qp, []int{1, 4}, q[4:])
+	writeF32(t, kp, []int{2, 4}, slices.Concat(keys[:4], keys[8:]))
+	if _, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", filepath.Join(dir, "out")); err != nil || strings.Contains(stderr, "shorter") {
+		t.Errorf("a search of unit-length rows: %v\n%s", err, stderr)
+	}
+}
+
 func TestSearchZeroRows(t *testing.T) {
 	dir := t.TempDir()
 	dim := 4

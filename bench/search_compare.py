@@ -37,6 +37,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -209,11 +210,16 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args(argv)
+    for name, least in (("queries", 1), ("keys", 1), ("dim", 1), ("k", 1), ("rounds", 1), ("threads", 0),
+                        ("memory", 16), ("torch_chunk", 1), ("check", 0)):
+        if getattr(a, name) < least:
+            ap.error(f"--{name.replace('_', '-')} {getattr(a, name)}: at least {least}")
+    if a.k > a.keys:
+        ap.error(f"--k {a.k}: more than the {a.keys} keys")
     threads = a.threads or os.cpu_count() or 1
     a.out.mkdir(parents=True, exist_ok=True)
-    work = a.out / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    # A directory of its own: --out may hold anything of the user's.
+    work = Path(tempfile.mkdtemp(prefix=".search-compare-", dir=a.out))
     try:
         rng = np.random.default_rng(a.seed)
         log(f"drawing {a.queries} queries and {a.keys} keys of {a.dim}")

@@ -290,8 +290,13 @@ def test_search_compare_tiny(tmp_path):
 
     have_faiss = importlib.util.find_spec("faiss") is not None
     out = tmp_path / "s"
+    # What --out held is the user's: a work/ there is left as it was.
+    (out / "work").mkdir(parents=True)
+    (out / "work" / "mine.txt").write_text("mine")
     args = ["--queries", "7", "--keys", "300", "--dim", "16", "--k", "5", "--check", "7", "--no-torch", "--out", str(out)]
     assert search_compare.main(args + ([] if have_faiss else ["--no-faiss"])) == 0
+    assert (out / "work" / "mine.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["search.json", "search.md", "work"]
     res = json.loads((out / "search.json").read_text())
     assert res["ours"]["exact_on_checked_queries"] is True and res["ours"]["checked_queries"] == 7
     if have_faiss:
@@ -522,3 +527,20 @@ def test_budget_writes_results_in_time(tmp_path):
     assert "dinoclip round 1 killed after its 2.9" in errs or "dinoclip round 1 killed after its 3 s" in errs  # 8 s less 5 kept back
     assert "torch round 1: not started: --budget of 8 s spent" in errs
     assert "dinoclip fp32: not started: --budget of 8 s spent" in errs
+
+
+@pytest.mark.parametrize("flags,want", [
+    (["--k", "0"], "--k 0: at least 1"),
+    (["--keys", "5", "--k", "10"], "--k 10: more than the 5 keys"),
+    (["--rounds", "0"], "--rounds 0: at least 1"),
+    (["--torch-chunk", "0"], "--torch-chunk 0: at least 1"),
+    (["--queries", "0"], "--queries 0: at least 1"),
+])
+def test_search_compare_refuses_flags(tmp_path, capsys, flags, want):
+    """Absurd flags are refused by name before anything is made, not met by a traceback."""
+    import search_compare
+
+    with pytest.raises(SystemExit) as e:
+        search_compare.main(flags + ["--out", str(tmp_path / "s")])
+    assert e.value.code == 2 and want in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -78,11 +78,24 @@ func makeTemp(dir, base string, make func(path string) error) (string, error) {
 	for try := 0; ; try++ {
 		path := TempPath(dir, base)
 		err := make(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+				return path, missingDirError{filepath.Clean(dir)}
+			}
+		}
 		if err == nil || !errors.Is(err, fs.ErrExist) || try == 10000 {
 			return path, err
 		}
 	}
 }
+
+// missingDirError is the error of a file written into a directory that
+// does not exist: it names the directory, not the temporary the user never
+// asked for. errors.Is takes it for fs.ErrNotExist.
+type missingDirError struct{ dir string }
+
+func (e missingDirError) Error() string { return "the directory " + e.dir + " does not exist" }
+func (e missingDirError) Unwrap() error { return fs.ErrNotExist }
 
 // Write creates path with what write writes, atomically. A new file gets
 // mode 0666 less the umask, as a plain create does; a replaced one keeps

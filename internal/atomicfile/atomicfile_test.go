@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -46,6 +47,12 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 // read-only file is refused and left as it was.
 func TestWriteDestinations(t *testing.T) {
 	dir := t.TempDir()
+	// Into a directory that does not exist: the error names it, not the
+	// temporary, and is fs.ErrNotExist.
+	missing := filepath.Join(dir, "no", "such")
+	if err := WriteBytes(filepath.Join(missing, "f"), nil); !errors.Is(err, fs.ErrNotExist) || !strings.HasSuffix(err.Error(), ": the directory "+missing+" does not exist") {
+		t.Errorf("a write into a missing directory: %v", err)
+	}
 	target := filepath.Join(dir, "target")
 	link := filepath.Join(dir, "link")
 	os.Symlink("target", link) // relative, dangling until written

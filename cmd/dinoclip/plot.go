@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -103,6 +104,11 @@ func plotRun(runDir, pngPath string) error {
 	// Recall lives in [0, 100]; the headroom above keeps the legend off the
 	// curves.
 	recallPlot.Y.Min, recallPlot.Y.Max = 0, 125
+	var percent plot.ConstantTicks // (labelled to 100 only: the headroom is no recall)
+	for p := 0; p <= 100; p += 20 {
+		percent = append(percent, plot.Tick{Value: float64(p), Label: strconv.Itoa(p)})
+	}
+	recallPlot.Y.Tick.Marker = percent
 	recallPlot.Legend.Top = true
 	recallPlot.Add(plotter.NewGrid())
 	// One colour per direction; CLIP's own recall dashed.

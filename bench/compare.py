@@ -853,14 +853,27 @@ def main(argv=None):
         args.timeout = 1200 if args.device == "cuda" else 3600
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if not args.timeout > 0:
+        p.error(f"--timeout {args.timeout:g}: want a positive number of seconds")
+    if not args.budget >= 0:
+        p.error(f"--budget {args.budget:g}: want seconds >= 0 (0: no limit)")
     if args.kernel_rounds is None:
         args.kernel_rounds = 1 if args.device == "cuda" else args.rounds
     if not 1 <= args.kernel_rounds <= args.rounds:
         p.error(f"--kernel-rounds must be between 1 and --rounds ({args.rounds})")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; want a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {out}: {e.strerror or e}")
     if args.render:
-        old = json.loads(Path(args.render).read_text())
+        try:
+            old = json.loads(Path(args.render).read_text())
+            old["env"]["device"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"--render {args.render}: not a results.json of bench/compare.py ({type(e).__name__}: {e})")
         if args.commit:
             old["env"]["commit"], old["env"]["dirty"] = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")
         res = derive(old["env"]["device"], old["env"], old.get("errors", []), old.get("ours"), None, old.get("torch"), None,
@@ -869,6 +882,10 @@ def main(argv=None):
             res[k] = old.get(k)
         return write_results(out, res)
     t0 = time.perf_counter()
+    # An earlier run's results go first: beside this run's ours.* and torch.*, a
+    # results.json left by a run stopped before its end would describe another run.
+    for name in ("results.json", "results.md"):
+        (out / name).unlink(missing_ok=True)
     # What is kept back from --budget for writing the results after the last side.
     end = time.monotonic() + args.budget - 5 if args.budget > 0 else math.inf
 
@@ -998,7 +1015,14 @@ def main(argv=None):
     res = derive(args.device, env, errors, ours, ours_err, torch, torch_err, ours_other)
     res.update({"rounds": args.rounds, "kernel_rounds": args.kernel_rounds, "ours_seconds": ours_secs, "torch_seconds": torch_secs,
                 "seconds": time.perf_counter() - t0})
-    return write_results(out, res)
+    rc = write_results(out, res)
+    # A side asked for that measured nothing fails the run, though the other's results are written.
+    missing = [name for name, rep, skipped in (("dinoclip", ours, args.skip_ours), ("PyTorch", torch, args.skip_torch))
+               if rep is None and not skipped]
+    if missing:
+        log(f"failed: {' and '.join(missing)} measured nothing (see errors in {out / 'results.json'})")
+        return 1
+    return rc
 
 
 def derive(device, env, errors, ours, ours_err, torch, torch_err, ours_other=None):
@@ -1038,4 +1062,8 @@ def write_results(out, res):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: no results.json written")
+        sys.exit(130)

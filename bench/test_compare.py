@@ -154,6 +154,22 @@ def test_torch_ref_tiny(tmp_path):
     assert {g["precision"] for g in r["gemm"]} == {"fp32", "bf16"}
 
 
+@pytest.mark.parametrize("flags,want", [
+    (["--batches", "-4"], "want positive ones"),
+    (["--batches", "0"], "want positive ones"),
+    (["--batches", "x"], "--shapes/--batches"),
+    (["--steps", "0"], "--steps 0: at least 1"),
+    (["--topk-k", "50", "--topk-images", "20"], "--topk-k 50: more than"),
+    (["--json", "/nonexistent-folder/t.json"], "is not a writable folder"),
+])
+def test_torch_ref_refuses_flags(flags, want):
+    """Absurd flags are refused before anything is measured, by name, not met by a traceback (or a
+    loss of NaN from a batch of 0, or an unwritable --json after the measuring)."""
+    with pytest.raises(SystemExit) as e:
+        torch_ref.parse_args(["--shapes", "16x32x1x8"] + flags)
+    assert want in str(e.value)
+
+
 def test_torch_ref_gemm_precisions(tmp_path):
     out = tmp_path / "t.json"
     torch_ref.main(TINY + ["--no-topk", "--no-copy", "--gemm-precisions", "fp32", "--json", str(out)])
@@ -544,3 +560,41 @@ def test_search_compare_refuses_flags(tmp_path, capsys, flags, want):
         search_compare.main(flags + ["--out", str(tmp_path / "s")])
     assert e.value.code == 2 and want in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_compare_refuses_flags(tmp_path, capsys):
+    """Absurd flags and unreadable --render files are refused by name, not met by a traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for flags, want in [
+        (["--budget", "-5"], "--budget -5: want seconds >= 0"),
+        (["--timeout", "0"], "--timeout 0: want a positive"),
+        (["--out", str(afile)], f"--out {afile} is a file"),
+        (["--render", str(tmp_path / "missing.json")], "not a results.json of bench/compare.py (FileNotFoundError"),
+        (["--render", str(bad)], "not a results.json of bench/compare.py (JSONDecodeError"),
+        (["--render", str(afile.with_name("empty.json"))], "not a results.json"),
+    ]:
+        if flags[-1].endswith("empty.json"):
+            afile.with_name("empty.json").write_text("{}")
+        args = ["--device", "cpu", "--out", str(tmp_path / "o")] + flags
+        with pytest.raises(SystemExit) as e:
+            compare.main(args)
+        assert e.value.code == 2 and want in capsys.readouterr().err, flags
+
+
+def test_one_side_failing_fails_the_run(tmp_path):
+    """A side that measured nothing fails the run (status 1), though the results are written; a
+    run's new files never sit beside an earlier run's results.json."""
+    failing = tmp_path / "failing-dinoclip"
+    out = tmp_path / "o"
+    # (It exits 4 where it still finds the earlier run's results.json, else 3.)
+    failing.write_text(f"#!/usr/bin/env bash\n[ -e {out / 'results.json'} ] && exit 4\nexit 3\n")
+    failing.chmod(0o755)
+    out.mkdir()
+    (out / "results.json").write_text('{"old": true}')
+    code = compare.main(["--device", "cpu", "--ours-bin", str(failing), "--skip-torch", "--rounds", "1", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert code == 1 and res["ours"] is None and "old" not in res
+    assert any("exited with 3" in e for e in res["errors"]), res["errors"]

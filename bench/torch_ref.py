@@ -605,7 +605,23 @@ def parse_args(argv=None):
         args.threads = os.cpu_count() or 1
     shapes = (args.shapes or ("default" if cuda else "default,small")).split(",")
     default_batches = "1024,2048,4096,8192,16384" if cuda else "default:64/256;small:256"
-    args.plan = plan(shapes, args.batches or default_batches)
+    try:
+        args.plan = plan(shapes, args.batches or default_batches)
+    except ValueError as e:
+        raise SystemExit(f"--shapes/--batches: {e}")
+    for name, least in (("warmup", 0), ("steps", 1), ("topk_steps", 1), ("topk_images", 1), ("topk_captions", 1),
+                        ("topk_dim", 1), ("topk_k", 1), ("gemm_batch", 0)):
+        if getattr(args, name) < least:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: at least {least}")
+    if args.topk_k > min(args.topk_images, args.topk_captions):
+        raise SystemExit(f"--topk-k {args.topk_k}: more than the top-k's images or captions")
+    if not (args.min_time >= 0 and args.gemm_min_time >= 0):
+        raise SystemExit("--min-time and --gemm-min-time: want seconds >= 0")
+    # The results file is written at the end: one that cannot be is found before the measuring.
+    if args.json is not None:
+        where = Path(args.json).resolve().parent
+        if not where.is_dir() or not os.access(where, os.W_OK):
+            raise SystemExit(f"--json {args.json}: its folder {where} is not a writable folder")
     args.modes = [m for m in (args.modes.split(",") if args.modes else ALL_MODES) if m]
     for m in args.modes:
         if m not in ALL_MODES:
@@ -629,6 +645,8 @@ def plan(shapes, batches):
         if not s:
             continue
         bs = common if common is not None else per_shape.get(s, per_shape.get("default", [64]))
+        if not bs or min(bs) < 1:
+            raise ValueError(f"batch sizes of {s}: {bs}, want positive ones")
         out.append((s, parse_shape(s), bs))
     return out
 

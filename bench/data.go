@@ -110,6 +110,16 @@ func MeasureData(o DataOptions) (DataReport, error) {
 	return rep, nil
 }
 
+// Bytes is the size on disk of the shards the data benchmark writes
+// (their .npy headers aside).
+func (o DataOptions) Bytes() int64 {
+	size := int64(4)
+	if o.Float16 {
+		size = 2
+	}
+	return int64(o.Rows) * int64(o.InputDim+o.OutputDim) * size
+}
+
 // writeShards writes o.Shards pairs of random arrays into dir and returns
 // their paths. Each array is drawn and written a chunk of values at a
 // time (npy.WriteFloatsFunc), so memory stays small however large the

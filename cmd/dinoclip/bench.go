@@ -119,6 +119,9 @@ const (
 	maxBenchDataBytes = maxBenchDataRows * (768 + 512) * 4
 )
 
+// diskFree is sysmem.DiskFree (a variable: tests give a full disk).
+var diskFree = sysmem.DiskFree
+
 // maxBenchSteps bounds --steps and --warmup: far beyond what any
 // measurement needs, and small enough that the times kept of the timed
 // steps (8 bytes each) fit in memory.
@@ -334,6 +337,12 @@ func runBench(cCtx *cli.Context) error {
 		}
 		defer os.RemoveAll(scratch)
 		o.DataOpts.Dir = scratch
+		// (With room for the headers, and for what the benchmarks before
+		// it write meanwhile.)
+		if free, ok := diskFree(scratch); ok && uint64(o.DataOpts.Bytes()+o.DataOpts.Bytes()/16+64<<20) > free {
+			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
+				float64(o.DataOpts.Bytes())/1e9, filepath.Dir(scratch), float64(free)/1e9)
+		}
 	}
 	onInterruptExit(cCtx.Context, func() {
 		// The data benchmark may still be writing into it: a file made

@@ -148,6 +148,18 @@ func TestBenchErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--data-dir") || strings.Contains(stderr, "train: ") {
 		t.Errorf("bench with a missing --data-dir: %v, want it refused before the training benchmark; stderr:\n%s", err, stderr)
 	}
+	// So does one whose file system has too little room for them, and the
+	// scratch directory made there goes.
+	small := t.TempDir()
+	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
+	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
+	_, stderr, err = runCLI(t, append(slices.Clone(benchTiny), "--data-dir", small)...)
+	if err == nil || !strings.Contains(err.Error(), "GB free") || strings.Contains(stderr, "train: ") {
+		t.Errorf("bench with a --data-dir of 1 MiB free: %v, want it refused before the training benchmark; stderr:\n%s", err, stderr)
+	}
+	if entries, _ := os.ReadDir(small); len(entries) != 0 {
+		t.Errorf("the refused bench left %v in --data-dir", entries)
+	}
 }
 
 // TestBenchCUDAWithoutTheTag checks that the CPU-only build says how to get

@@ -93,3 +93,23 @@ func TestAvailableUnderAddressSpaceLimit(t *testing.T) {
 		t.Errorf("under ulimit -v %d KiB: Available() = %d, %v; want less than the limit", limitKB, avail, ok)
 	}
 }
+
+// DiskFree reads the free space of a temporary directory's file system on
+// the systems it supports, and nothing of a path that does not exist.
+func TestDiskFree(t *testing.T) {
+	dir := t.TempDir()
+	free, ok := DiskFree(dir)
+	switch runtime.GOOS {
+	case "linux", "darwin", "freebsd":
+		if !ok || free == 0 {
+			t.Errorf("DiskFree(%s) = %d, %v: want the free bytes of a writable file system", dir, free, ok)
+		}
+	default:
+		if ok {
+			t.Errorf("DiskFree on %s: ok", runtime.GOOS)
+		}
+	}
+	if _, ok := DiskFree(dir + "/missing"); ok {
+		t.Error("DiskFree of a missing path: ok")
+	}
+}

@@ -194,6 +194,10 @@ def test_train_folder_skips_named_pipes(tmp_path, image_folder, capfd):
      "null.jsonl:2: \"image\" and \"caption\" must be strings, got str and NoneType"),
     ("list.jsonl", '{"image": "a/img00.jpg", "caption": ["a", "b"]}\n', "list.jsonl:1: "),
     ("short.csv", "image,caption\na/img00.jpg,a dog\na/img01.jpg\n", "short.csv:3: the row has no caption column"),
+    # an empty (or blank) caption is missing as a target, not the CLIP embedding of ""
+    ("empty.jsonl", '{"image": "a/img00.jpg", "caption": "x"}\n{"image": "a/img01.jpg", "caption": ""}\n',
+     "empty.jsonl:2: the caption of a/img01.jpg is empty"),
+    ("blank.csv", "image,caption\na/img00.jpg,a dog\na/img01.jpg, \t\n", "blank.csv:3: the caption of a/img01.jpg is empty"),
     ("latin1.tsv", b"image\tcaption\na/img00.jpg\ta dog\na/img01.jpg\tcaf\xe9\n", "latin1.tsv:3: not valid UTF-8"),
     ("latin1.jsonl", b'{"image": "a/img00.jpg", "caption": "caf\xe9"}\n', "latin1.jsonl:1: not valid UTF-8"),
     # nested deeper than the parser recurses (RecursionError)
@@ -212,6 +216,25 @@ def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, mo
                "--target", "text") == 1
     err = capfd.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_train_folder_empty_captions_are_missing(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
+    """With --target text an empty (or blank) caption is refused as a missing one is, before any
+    model loads: in a sidecar .txt and in a captions file. Without it captions are no targets,
+    and an empty one is no error."""
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "a", folder)
+    (folder / "img01.txt").write_text(" \n\n")
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o", "--target", "text") == 1
+    err = capfd.readouterr().err
+    assert err == (f"dinoclip.extract: {folder / 'img01.jpg'} has an empty caption file {folder / 'img01.txt'} "
+                   "(or pass --captions)\n")
+    assert not (tmp_path / "o" / "extract.json").exists()
+    assert len(extract.read_folder(str(folder), need_captions=False)) == 7
+    caps = tmp_path / "c.jsonl"
+    caps.write_text(json.dumps({"image": "img00.jpg", "caption": ""}) + "\n")
+    assert extract.read_folder(str(folder), str(caps), need_captions=False) == [(str(folder / "img00.jpg"), "")]
 
 
 def test_train_folder_text_target_float16_jsonl(tmp_path, tiny_models, image_folder, models):
@@ -341,6 +364,83 @@ def test_train_wds_errors(tmp_path, tiny_models, wds, capfd):
     (tmp_path / "x.tar").write_bytes(b"not a tar" * 100)
     assert run(tiny_models, "train-wds", tmp_path / "x.tar", "--out", tmp_path / "o") == 1
     assert "not a tar file" in capfd.readouterr().err
+
+
+def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, capfd):
+    """With --target text a sample whose KEY.txt is empty (or blank) is left out and counted, as
+    one without a KEY.txt is, not given the CLIP embedding of "" as its target; with the default
+    image target its caption is not needed and it stays."""
+    rng = random.Random(11)
+    imgs = [make_image(rng) for _ in range(4)]
+    data = [jpeg_bytes(im) for im in imgs]
+    tar = tmp_path / "00007.tar"
+    write_tar(tar, [("k0", {"jpg": data[0], "txt": b"a red dog"}), ("k1", {"jpg": data[1], "txt": b""}),
+                    ("k2", {"jpg": data[2], "txt": b" \n"}), ("k3", {"jpg": data[3]}),
+                    ("k4", {"jpg": data[0], "txt": b"two cats"})])
+    idx = extract.index_tar(str(tar), need_captions=True)
+    assert (idx.keys, idx.captions, idx.incomplete, idx.empty) == (["k0", "k4"], ["a red dog", "two cats"], 1, 2)
+    assert extract.index_tar(str(tar), need_captions=False).keys == ["k0", "k1", "k2", "k3", "k4"]
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-wds", tar, "--out", out, "--target", "text") == 0
+    err = capfd.readouterr().err
+    assert ("00007: 2 rows of 5 samples; skipped: 1 samples lack an image or a caption, 2 samples have an empty "
+            "caption") in err
+    assert (out / "00007.images.txt").read_text() == "k0\nk4\n"
+    d, c = direct(models, [Image.open(io.BytesIO(data[0]))] * 2, ["a red dog", "two cats"])
+    np.testing.assert_allclose(read_npy(out / "00007.clip.npy"), c, **TOL)
+
+
+def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, wds, monkeypatch, capfd):
+    """Shards are named after their tars, and img2dataset names every folder's tars 00000.tar,
+    00001.tar, ...: extract.json records each shard's tar (real path and size), and another
+    folder's tar of the same name (other images) is refused naming both, not skipped as done;
+    so is the same tar changed since. The same tars resume however they are named, and the
+    shards of other tars are added to the record."""
+    root, _ = wds
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(root / "00001.tar", mine / "00001.tar")
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-wds", mine, "--out", out) == 0
+    ident = lambda p: {"path": os.path.realpath(p), "size": os.path.getsize(p)}
+    assert json.loads((out / "extract.json").read_text())["tars"] == {"00001": ident(mine / "00001.tar")}
+    other = tmp_path / "other"
+    other.mkdir()
+    write_tar(other / "00001.tar", [("x", {"jpg": jpeg_bytes(make_image(random.Random(5))), "txt": b"a cat"})])
+    with monkeypatch.context() as m:
+        m.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+        capfd.readouterr()
+        for given in (other, other / "00001.tar", root / "00001.tar"):  # (the last: the same bytes elsewhere)
+            assert run(tiny_models, "train-wds", given, "--out", out) == 1
+            err = capfd.readouterr().err
+            assert err == (f"dinoclip.extract: output shard 00001 in {out} was extracted from "
+                           f"{os.path.realpath(mine / '00001.tar')} ({os.path.getsize(mine / '00001.tar')} bytes), "
+                           f"not from {os.path.realpath(given if given.name.endswith('.tar') else given / '00001.tar')} "
+                           f"({os.path.getsize(given if given.name.endswith('.tar') else given / '00001.tar')} "
+                           "bytes): use another --out for this tar\n")
+    # the same tar, through a link and from another working directory: done
+    os.symlink(mine, tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    assert run(tiny_models, "train-wds", "link/00001.tar", "--out", out) == 0
+    assert "(1 already done)" in capfd.readouterr().err
+    # another tar's shard is recorded beside it
+    assert run(tiny_models, "train-wds", root / "00000.tar", mine, "--out", out) == 0
+    assert "(1 already done)" in capfd.readouterr().err
+    assert json.loads((out / "extract.json").read_text())["tars"] == {
+        "00000": ident(root / "00000.tar"), "00001": ident(mine / "00001.tar")}
+    # the tar changed since (written anew by img2dataset, say)
+    size = os.path.getsize(mine / "00001.tar")
+    with open(mine / "00001.tar", "ab") as f:
+        f.write(bytes(512))
+    assert run(tiny_models, "train-wds", mine, "--out", out) == 1
+    assert (f"was extracted from {os.path.realpath(mine / '00001.tar')} ({size} bytes), not from "
+            f"{os.path.realpath(mine / '00001.tar')} ({size + 512} bytes)") in capfd.readouterr().err
+    # a shard never finished (killed between its files) holds nothing of its recorded tar: made
+    # anew from the tar given, which is recorded in its place
+    os.unlink(out / "00001.clip.npy")
+    assert run(tiny_models, "train-wds", other, "--out", out) == 0
+    assert (out / "00001.images.txt").read_text() == "x\n"
+    assert json.loads((out / "extract.json").read_text())["tars"]["00001"] == ident(other / "00001.tar")
 
 
 def test_train_wds_truncated_tar(tmp_path, tiny_models, wds, capfd):
@@ -999,6 +1099,53 @@ def test_texts_errors(tmp_path, tiny_models, capfd):
     assert "want a .npy file" in capfd.readouterr().err
     assert run_texts(tiny_models, tmp_path / "missing.txt", "--out", tmp_path / "o.npy") == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_models, image_folder, wds, karpathy,
+                                                               monkeypatch, capfd):
+    """No subcommand writes into a training run (its top level, its checkpoints, a checkpoint, a
+    directory yet to be made inside it) or a search index: the places convert refuses (with its
+    message), before any model loads and without making --out."""
+    run_dir = tmp_path / "run"
+    ck = run_dir / "checkpoints" / "step-00000003"
+    ck.mkdir(parents=True)
+    (ck / "optimizer.safetensors").write_bytes(b"the run's optimizer state")
+    (run_dir / "run.json").write_text("{}\n")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "manifest.json").write_text(json.dumps({"format": "dinoclip-index/1", "dim": 8}))
+    os.symlink(run_dir, tmp_path / "link")
+    queries = tmp_path / "q.txt"
+    queries.write_text("a dog\n")
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    cases = [
+        (["texts", queries, "--out", run_dir / "q.npy"], "is in a training run directory (beside its run.json, "
+         "checkpoints/): write the embeddings outside the run"),
+        (["texts", queries, "--out", ck / "q.npy"], "is in a training checkpoint (beside its optimizer.safetensors): "
+         "write the embeddings outside the run's checkpoints"),
+        (["texts", queries, "--out", index / "q.npy"], "is in a dinoclip search index (beside its manifest.json): "
+         "write the embeddings outside the index"),
+        (["train-folder", image_folder, "--out", run_dir / "checkpoints" / "new"],
+         f"is inside the training run directory {os.path.realpath(run_dir)} (it holds run.json, checkpoints/): "
+         "write the shards outside the run"),
+        (["train-wds", wds[0], "--out", tmp_path / "link"], "is in a training run directory"),
+        (["train-wds", wds[0], "--out", index], "write the shards outside the index"),
+        (["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", ck],
+         "write the evaluation set outside the run's checkpoints"),
+    ]
+    for args, message in cases:
+        rc = extract.main([*map(str, args), "--clip", tiny_models["clip"], "--device", "cpu", "--quiet"]
+                          + (["--dinov2", tiny_models["dinov2"], "--workers", "0"] if args[0] != "texts" else []))
+        err = capfd.readouterr().err
+        out = args[args.index("--out") + 1]
+        assert rc == 1 and err.startswith(f"dinoclip.extract: --out {out} ") and message in err, (args, err)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    # beside a run (a sibling directory) is no place of its
+    monkeypatch.undo()
+    assert run(tiny_models, "train-folder", image_folder / "b", "--out", tmp_path / "feat") == 0
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")

@@ -36,7 +36,8 @@ from ._files import open_regular, oserror_message
 from .checkpoint import BEST_LINK, CheckpointError, LAST_LINK, MODEL_FILE, OPTIMIZER_FILE, RUN_FILE
 from .model import ProjectorWithResiduals
 
-__all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "main"]
+__all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "dinoclip_to_torch", "place_refusal",
+           "main"]
 
 #: dict keys under which training scripts commonly nest a state_dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict")
@@ -245,34 +246,41 @@ def _index_appending(d: str) -> bool:
     return False
 
 
-def _destination(dst: str, src: str) -> str:
-    """The file to write for ``dst``, as the system resolves it (:func:`_files.destination`:
-    where a link at ``dst`` leads; a ``..`` after a link out of where the link leads), refused
-    where a file would be taken for a run's or an index's own: a training checkpoint (resumed
-    with another model's optimizer state), a run directory's top level (where the run's name
-    resolves to ``model.safetensors`` before its best and last), anywhere else inside a run
-    (its checkpoints/, a checkpoint being made: the run's files are the trainer's), or a search
-    index (its files are ``dinoclip index``'s); and refused when it is the model file ``src``
-    being converted, which the output would replace."""
-    dst = _files.destination(dst)
-    d = os.path.dirname(dst)
+def place_refusal(d: str, what: str = "the file") -> Optional[str]:
+    """Why nothing is to be written into the directory ``d`` (absolute, resolved as the system
+    resolves it; it need not exist), as the rest of a sentence whose subject is what would be
+    written there (``what``: its name in the remedy), or None where it may be: a file there would
+    be taken for a run's or an index's own in a training checkpoint (resumed with another
+    model's optimizer state), a run directory's top level (where the run's name resolves to
+    ``model.safetensors`` before its best and last), anywhere else inside a run (its
+    checkpoints/, a checkpoint being made: the run's files are the trainer's), or a search index
+    (its files are ``dinoclip index``'s). The extractor refuses its outputs there too."""
     if _is_index(d):
-        raise ConversionError(f"{dst} is in a dinoclip search index (beside its {INDEX_MANIFEST}): "
-                              "write the file outside the index")
+        return f"is in a dinoclip search index (beside its {INDEX_MANIFEST}): write {what} outside the index"
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
-        raise ConversionError(f"{dst} is in a training checkpoint (beside its {OPTIMIZER_FILE}): "
-                              "write the file outside the run's checkpoints")
+        return f"is in a training checkpoint (beside its {OPTIMIZER_FILE}): write {what} outside the run's checkpoints"
     marks = _run_marks(d, top=True)
     if marks:
-        raise ConversionError(f"{dst} is in a training run directory (beside its {', '.join(marks)}): "
-                              "write the file outside the run")
+        return f"is in a training run directory (beside its {', '.join(marks)}): write {what} outside the run"
     up = d
     while os.path.dirname(up) != up:
         up = os.path.dirname(up)
         marks = _run_marks(up, top=False)
         if marks:
-            raise ConversionError(f"{dst} is inside the training run directory {up} (it holds "
-                                  f"{', '.join(marks)}): write the file outside the run")
+            return (f"is inside the training run directory {up} (it holds {', '.join(marks)}): "
+                    f"write {what} outside the run")
+    return None
+
+
+def _destination(dst: str, src: str) -> str:
+    """The file to write for ``dst``, as the system resolves it (:func:`_files.destination`:
+    where a link at ``dst`` leads; a ``..`` after a link out of where the link leads), refused
+    where a file would be taken for a run's or an index's own (:func:`place_refusal`), and when
+    it is the model file ``src`` being converted, which the output would replace."""
+    dst = _files.destination(dst)
+    why = place_refusal(os.path.dirname(dst))
+    if why:
+        raise ConversionError(f"{dst} {why}")
     if _files.same_file(dst, src):
         raise ConversionError(f"{dst} is the input {src}: write the converted model to another file")
     return dst

@@ -27,10 +27,11 @@ Subcommands (``python -m dinoclip.extract SUBCOMMAND --help`` for each)::
 
 Every .npy file is written to a temporary name (``.NAME.tmp-*``) and renamed into place. A run can
 be stopped and started again: an output shard whose two files exist (an evaluation set whose five
-files exist) is skipped; one made with other settings (recorded in extract.json, eval.json) is
-refused. Models load by Hugging Face name or local directory (``--dinov2``,
-``--clip``). Images that cannot be decoded are left out of training shards (and reported); in an
-evaluation set they are an error.
+files exist) is skipped; one made with other settings (recorded in extract.json, eval.json), or
+for train-wds from another tar of the same name, is refused. No output is written into a training
+run, a checkpoint or a search index. Models load by Hugging Face name or local directory
+(``--dinov2``, ``--clip``). Images that cannot be decoded are left out of training shards (and
+reported); in an evaluation set they are an error.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import encoders
+from . import _files, encoders
 from ._files import file_kind, open_regular
 from ._progress import progress
-from ._files import destination, exit_on_sigterm, make_dirs, oserror_message, same_file, write_atomic
+from ._files import _resolve, destination, exit_on_sigterm, make_dirs, oserror_message, same_file, write_atomic
+from .convert import place_refusal
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -309,7 +311,9 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
     several rows. Without it, every image file under ``root`` (recursively, sorted by path) is
     paired with the text of its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when
-    ``need_captions`` (an image without one is an error), else with None; entries that are not
+    ``need_captions`` (an image without one is an error), else with None. When
+    ``need_captions``, an empty (or blank) caption is an error as a missing one is: the CLIP
+    embedding of no text would be its row's training target. Entries that are not
     regular files (named pipes, devices) are skipped with a warning. Of a captions file, the
     first 1000 images are checked to exist; a missing one further down is reported as not
     decoding.
@@ -334,6 +338,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 if not isinstance(img, str) or not isinstance(cap, str):
                     raise ExtractError(f"{captions}:{n}: \"image\" and \"caption\" must be strings, "
                                        f"got {type(img).__name__} and {type(cap).__name__}")
+                if need_captions and not cap.strip():
+                    raise ExtractError(f"{captions}:{n}: the caption of {img} is empty")
                 pairs.append((_rel(root, img), cap))
         elif captions.endswith((".csv", ".tsv")):
             reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
@@ -348,6 +354,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                     if row["image"] is None or row["caption"] is None:
                         raise ExtractError(f"{captions}:{reader.line_num}: the row has no "
                                            f"{'image' if row['image'] is None else 'caption'} column")
+                    if need_captions and not row["caption"].strip():
+                        raise ExtractError(f"{captions}:{reader.line_num}: the caption of {row['image']} is empty")
                     pairs.append((_rel(root, row["image"]), row["caption"]))
             except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
                 # (the line reached: the DictReader's own count stops at the last whole row)
@@ -378,6 +386,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                     if not os.path.isfile(side):
                         raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
                     cap = _read_text(side).strip()
+                    if not cap:
+                        raise ExtractError(f"{p} has an empty caption file {side} (or pass --captions)")
                 pairs.append((p, cap))
     _log_irregular(root, irregular)
     if not pairs:
@@ -391,6 +401,7 @@ class TarIndex:
     keys: List[str]
     captions: List[Optional[str]]
     incomplete: int     # samples without an image (or, when needed, a caption)
+    empty: int = 0      # samples left out, when captions are needed, for an empty (or blank) one
 
 
 def index_tar(path: str, need_captions: bool = True) -> TarIndex:
@@ -450,6 +461,10 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
     for key, s in samples.items():
         if "image" not in s or (need_captions and "caption" not in s):
             idx.incomplete += 1
+            continue
+        # (stripped as read) no text is no caption: the CLIP embedding of "" would be the target
+        if need_captions and not s["caption"]:
+            idx.empty += 1
             continue
         idx.refs.append(s["image"])
         idx.keys.append(key)
@@ -541,6 +556,15 @@ def _check_out(out: str, what: Optional[str] = None) -> None:
         raise ExtractError(f"{what}: cannot be written, {p} is not writable")
 
 
+def _check_place(d: str, what: str, output: str) -> None:
+    """Refuses (as ``what``) to write ``output`` into the directory ``d`` where its files would be
+    taken for a training run's, a checkpoint's or a search index's own: the places where convert
+    writes no model either (:func:`convert.place_refusal`)."""
+    why = place_refusal(_resolve(d), output)
+    if why:
+        raise ExtractError(f"{what} {why}")
+
+
 def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16: bool, precision: str) -> None:
     """Refuses rows the readers would reject (NaN, Inf), before any file of an output is
     written, naming the output and the cause: the model's (with --precision bf16/fp16 its
@@ -600,13 +624,14 @@ def _model_id(name: str) -> str:
     return os.path.realpath(path) if os.path.isdir(path) else name
 
 
-def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str, remedy: str) -> bool:
+def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str,
+                    remedy: str) -> Optional[dict]:
     """Refuses ``settings`` that differ, in a key of ``compared`` that both hold, from those the
     JSON file ``out/name`` records of how ``what`` in ``out`` was made (``remedy``: what else to
-    do than use another --out); whether that file exists."""
+    do than use another --out); what that file holds, as it holds it (None: no such file)."""
     path = os.path.join(out, name)
     if not os.path.isfile(path):
-        return False
+        return None
     # Read as empty, a damaged file would let any settings resume into (or skip) what it describes.
     try:
         with open(path, encoding="utf-8") as f:
@@ -617,38 +642,97 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
         raise ExtractError(f"{path} is unreadable ({e}): it records how {out} was made; "
                            f"use another --out, or delete {out} to start over") from None
     # files written before models and inputs were recorded by real path hold them as given
-    old = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else
+    ids = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else
            _path_id(v) if k in _PATH_KEYS and isinstance(v, str) else v for k, v in old.items()}
-    diff = [k for k in compared if k in settings and k in old and old[k] != settings[k]]
+    diff = [k for k in compared if k in settings and k in ids and ids[k] != settings[k]]
     if diff:
-        changes = "; ".join(f"{k} was {old[k]!r}, now {settings[k]!r}" for k in diff)
+        changes = "; ".join(f"{k} was {ids[k]!r}, now {settings[k]!r}" for k in diff)
         raise ExtractError(f"{out} holds {what} extracted with other settings ({changes}); "
                            f"use another --out, or {remedy}")
-    return True
+    return old
 
 
-def _check_manifest(out: str, settings: dict, write: bool) -> None:
+def _tar_id(path: str) -> dict:
+    """A tar as extract.json records the source of its shard: by real path (as train-folder's
+    folder is recorded, :func:`_path_id`) and size. Shards are named after their tars alone, and
+    img2dataset names every folder's tars 00000.tar, 00001.tar, ...: by name, another folder's
+    tar would be taken for one already done."""
+    return {"path": _path_id(path), "size": os.stat(path).st_size}
+
+
+def _describe_tar(tar_id) -> str:
+    """A recorded tar (:func:`_tar_id`) for a message; a damaged record as it is."""
+    if isinstance(tar_id, dict) and "path" in tar_id and "size" in tar_id:
+        return f"{tar_id['path']} ({tar_id['size']} bytes)"
+    return repr(tar_id)
+
+
+@contextlib.contextmanager
+def _locked(d: str):
+    """Holds the flock of the directory ``d`` (where there are flocks): the processes that share
+    an --out (one per GPU, each with its own tars) update its extract.json in turn, none writing
+    over what another has just added."""
+    fd = os.open(d, os.O_RDONLY) if _files.fcntl is not None else None
+    try:
+        if fd is not None:
+            try:
+                _files.fcntl.flock(fd, _files.fcntl.LOCK_EX)
+            except OSError:
+                pass  # (a filesystem without flocks: extract.json is still re-read just before it is written)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # (releases the lock)
+
+
+def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None) -> None:
     """extract.json records how the shards in ``out`` were made; shards made differently
     (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
-    as done."""
-    if _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume"):
-        return
-    if write:
-        text = json.dumps(settings, indent=2) + "\n"
+    as done. ``tars`` (train-wds: output shard name -> its tar, :func:`_tar_id`): without
+    ``write``, those of the shards done, refused where extract.json records another tar (or the
+    same one changed since) for the shard, which would be skipped as done; with ``write``, those
+    of the shards about to be made, recorded before they are (a record of a shard never finished
+    is replaced: nothing of its tar is in ``out``). With ``write`` the settings are recorded
+    if nothing is yet; the file is re-read under the directory's lock, as another process may
+    have recorded its own tars."""
+    with _locked(out) if write else contextlib.nullcontext():
+        old = _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume")
+        recorded = {} if old is None else old.get("tars", {})
+        if not isinstance(recorded, dict):
+            raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (\"tars\" is not a JSON object): it "
+                               f"records how {out} was made; use another --out, or delete {out} to start over")
+        if not write:
+            # (shards written before tars were recorded have no record: they are taken as they are)
+            for name, tar in (tars or {}).items():
+                if name in recorded and recorded[name] != tar:
+                    raise ExtractError(f"output shard {name} in {out} was extracted from "
+                                       f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}: "
+                                       "use another --out for this tar")
+            return
+        new = {name: tar for name, tar in (tars or {}).items() if recorded.get(name) != tar}
+        if old is not None and not new:
+            return
+        manifest = dict(settings) if old is None else dict(old)
+        if tars is not None:
+            manifest["tars"] = {**recorded, **new}
+        text = json.dumps(manifest, indent=2) + "\n"
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
 
 
-def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0) -> None:
-    """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys)."""
+def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0) -> None:
+    """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys), and
+    what it left out: ``incomplete`` samples, and ``empty`` ones for their empty caption."""
     msg = f"{name}: {len(enc.kept)} rows"
-    if enc.failed or incomplete:
-        msg += f" of {len(samples) + incomplete} samples"
+    if enc.failed or incomplete or empty:
+        msg += f" of {len(samples) + incomplete + empty} samples"
         parts = []
         if enc.failed:
             i, why = enc.failed[0]
             parts.append(f"{len(enc.failed)} images did not decode (e.g. {samples[i]}: {why})")
         if incomplete:
             parts.append(f"{incomplete} samples lack an image or a caption")
+        if empty:
+            parts.append(f"{empty} samples have an empty caption")
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
 
@@ -762,20 +846,23 @@ def cmd_train_wds(args) -> int:
             raise ExtractError(f"{seen[n]} and {t} would both be output shard {n}")
         seen[n] = t
     make_dirs(args.out)
-    _check_manifest(args.out, _settings(args, "train-wds"), write=False)
+    ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]
+    done = set(names) - {names[i] for i in todo}
+    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done})
     _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
     if not todo:
         return 0
     ext = _extractor(args)
-    _check_manifest(args.out, _settings(args, "train-wds", ext), write=True)
+    _check_manifest(args.out, _settings(args, "train-wds", ext), write=True,
+                    tars={names[i]: ids[names[i]] for i in todo})
     need_captions = args.target == "text"
     for j, i in enumerate(todo):
         idx = index_tar(tars[i], need_captions=need_captions)
         enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
                          desc=f"{names[i]} ({j + 1}/{len(todo)})")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        _report(names[i], enc, idx.keys, idx.incomplete)
+        _report(names[i], enc, idx.keys, idx.incomplete, idx.empty)
     return 0
 
 
@@ -869,6 +956,7 @@ def cmd_texts(args) -> int:
         raise ExtractError(f"--out {args.out} is a directory; want the .npy file to write")
     out = destination(args.out)  # (a device or a read-only file is refused before the model runs)
     _check_out(os.path.dirname(out), f"--out {args.out}")
+    _check_place(os.path.dirname(out), f"--out {args.out}", "the embeddings")
     # Replacing the input with its embeddings would lose the texts.
     if same_file(out, args.file):
         raise ExtractError(f"--out {args.out} is the input file {args.file}: write the embeddings to another file")
@@ -934,7 +1022,8 @@ def build_parser() -> argparse.ArgumentParser:
                     ".csv/.tsv file with a header row naming 'image' and 'caption' columns (PATH relative to ROOT\n"
                     "or absolute; the rows, in order, are the training pairs). Without it, every image under ROOT\n"
                     "(recursively, sorted by path; jpg, jpeg, png, webp, bmp, gif, tif) is paired with its sidecar\n"
-                    ".txt (photos/a.jpg -> photos/a.txt). Captions are only needed with --target text.\n\n"
+                    ".txt (photos/a.jpg -> photos/a.txt). Captions are only needed with --target text, and\n"
+                    "there an empty one is an error, as a missing one is.\n\n"
                     "Shard k holds pairs [k*N, (k+1)*N) of that list, so a rerun with the same inputs and\n"
                     "--shard-size skips the shards already written (extract.json records the settings).",
     )
@@ -950,9 +1039,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "webdataset): each sample is KEY.jpg (or .png/.webp) + KEY.txt (+ KEY.json, unused).\n"
                     "Each input tar becomes one output shard named after it: 00042.tar -> 00042.dino.npy +\n"
                     "00042.clip.npy, rows in the tar's order. Samples without an image (or, with --target\n"
-                    "text, a caption) and images that do not decode are left out and counted. A tar whose\n"
-                    "two output files exist is skipped, so several processes (e.g. one per GPU) can share an\n"
-                    "--out directory if they are given disjoint tars.",
+                    "text, a caption that is not empty) and images that do not decode are left out and\n"
+                    "counted. A tar whose two output files exist is skipped, so several processes (e.g. one\n"
+                    "per GPU) can share an --out directory if they are given disjoint tars. extract.json\n"
+                    "records each shard's tar (real path and size): a tar of the same name from elsewhere\n"
+                    "(another folder's 00000.tar), or changed since, is refused.",
     )
     p.add_argument("inputs", nargs="+", metavar="TAR|DIR",
                    help="tar files (plain or compressed), or directories whose tar files (*.tar, *.tar.gz, "
@@ -1026,6 +1117,9 @@ def main(argv=None) -> int:
             raise ExtractError(f"--out {args.out} exists and is not a directory")
         if args.command != "texts" and not os.path.isdir(args.out):
             _check_out(args.out)  # one to create: under a file, or in an unwritable directory
+        if args.command != "texts":
+            _check_place(args.out, f"--out {args.out}",
+                         "the shards" if args.command.startswith("train-") else "the evaluation set")
         if args.command == "train-folder":
             return cmd_train_folder(args)
         if args.command == "train-wds":

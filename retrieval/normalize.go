@@ -80,32 +80,28 @@ func ZeroRows(x []float32, dim int) []int {
 // normalised row is otherwise within float32 rounding of unit length, far
 // inside the 2⁻¹⁰ taken here.
 func ShortRows(x []float32, dim int) []int {
-	var short []int
-	for r := 0; r < len(x)/dim; r++ {
-		var sum float64
-		for _, v := range x[r*dim : (r+1)*dim] {
-			sum += float64(v) * float64(v)
-		}
-		if sum > 0 && sum < 1-0x1p-10 {
-			short = append(short, r)
-		}
-	}
-	return short
+	return rowsWhere(x, dim, func(norm2 float64) bool { return norm2 > 0 && norm2 < 1-0x1p-10 })
 }
 
 // TinyRows returns the indices of the rows of the row-major matrix x (dim
 // wide, not normalised) shorter than F.normalize's 1e-12, zero rows
 // included: rows normalisation cannot make unit length (see ShortRows).
 func TinyRows(x []float32, dim int) []int {
-	var tiny []int
+	return rowsWhere(x, dim, func(norm2 float64) bool { return norm2 < normEpsilon*normEpsilon })
+}
+
+// rowsWhere returns the indices of the rows of the row-major matrix x (dim
+// wide) whose squared length, summed in float64, meets keep.
+func rowsWhere(x []float32, dim int, keep func(norm2 float64) bool) []int {
+	var rows []int
 	for r := 0; r < len(x)/dim; r++ {
 		var sum float64
 		for _, v := range x[r*dim : (r+1)*dim] {
 			sum += float64(v) * float64(v)
 		}
-		if sum < normEpsilon*normEpsilon {
-			tiny = append(tiny, r)
+		if keep(sum) {
+			rows = append(rows, r)
 		}
 	}
-	return tiny
+	return rows
 }

@@ -44,12 +44,15 @@ def test_default_size_round_trip(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
 
 
-@pytest.mark.parametrize("wrap", ["state_dict", "model_state_dict", "module"])
+@pytest.mark.parametrize("wrap", ["state_dict", "model_state_dict", "module", "_orig_mod.module.",
+                                  "module._orig_mod.", "module.module._orig_mod."])
 def test_wrapped_state_dicts(tmp_path, wrap):
     m = original(1)
     sd = m.state_dict()
     if wrap == "module":
         obj = {"module." + k: v for k, v in sd.items()}
+    elif wrap.endswith("."):  # wrappers nested (torch.compile of a DDP model: _orig_mod.module.)
+        obj = {wrap + k: v for k, v in sd.items()}
     else:
         obj = {wrap: sd, "epoch": 16, "optimizer": {"lr": 0.001}}
     torch.save(obj, tmp_path / "w.pt")
@@ -68,7 +71,9 @@ def test_wrapped_state_dicts(tmp_path, wrap):
     ("not_tensors", r"not a state_dict.*'epoch'"),
     ("nan", r"layer_norm\.bias\[0\] is NaN: the model's weights must be finite numbers"),
     # finite as float64, +Inf as float32: checked after the cast, naming where (flat, as Go does)
-    ("float32_overflow", r"output_proj\.0\.weight\[35\] is \+Inf"),
+    # and that the value is finite but beyond float32's range, not infinite
+    ("float32_overflow", r"output_proj\.0\.weight\[35\] is 1e\+39, a float64 beyond float32's range "
+                         r"\(\+Inf in float32\): the model's weights must be finite float32 numbers$"),
     # a few stored values declaring a huge shape: refused before any model is built (one of
     # 10^8 x 10^8 could not even be allocated)
     ("expanded", r"input_proj\.weight has shape \[100000000, 100000000\] but stores only 1 elements"),
@@ -218,6 +223,19 @@ def test_cli_exit_code_and_message(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("dinoclip.convert: ") and "input_proj.weight" in r.stderr
     assert r.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_float64_beyond_float32_is_not_called_infinite(tmp_path, capfd):
+    """A float64 weight too large for float32 (1e300) is refused as beyond float32's range, as
+    the Go side words it, not as "+Inf" (a finite number, not a diverged run's)."""
+    sd = {k: v.double() for k, v in original().state_dict().items()}
+    sd["input_proj.bias"][0] = 1e300
+    torch.save(sd, tmp_path / "big.pt")
+    assert convert.main(["to-dinoclip", str(tmp_path / "big.pt"), str(tmp_path / "o.safetensors")]) == 1
+    assert capfd.readouterr().err == (
+        f"dinoclip.convert: {tmp_path / 'big.pt'}: input_proj.bias[0] is 1e+300, a float64 beyond float32's "
+        "range (+Inf in float32): the model's weights must be finite float32 numbers\n")
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_cli_output_errors_are_one_line(tmp_path, monkeypatch, capfd):

@@ -1,5 +1,6 @@
 """python -m dinoclip.extract: every subcommand's files, their formats and values, resuming."""
 
+import errno
 import gzip
 import io
 import json
@@ -7,10 +8,12 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,6 +190,29 @@ def test_train_folder_skips_named_pipes(tmp_path, image_folder, capfd):
         os.close(os.open(folder / "pipe.jpg", os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("opening a named pipe blocked")
     assert result[0][1] is None and "not a regular file" in result[0][3]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
+    """Every image under the folder, those of a linked folder included (os.walk passes links
+    by); a folder reached again (a link to one walked, a loop to a folder above) is walked once,
+    and said."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(image_folder / "a", root / "a")
+    os.symlink(image_folder / "b", root / "linked")  # outside the folder
+    os.symlink("a", root / "dup")                    # a second name of a folder walked
+    os.symlink("..", root / "a" / "up")              # a loop
+    pairs = extract.read_folder(str(root))
+    images = lambda d: sorted(n for n in os.listdir(d) if not n.endswith(".txt"))
+    assert [os.path.relpath(p, root) for p, _ in pairs] == (
+        [os.path.join("a", n) for n in images(image_folder / "a")]
+        + [os.path.join("linked", n) for n in images(image_folder / "b")])
+    assert all(c == (image_folder / os.path.relpath(p, root).replace("linked", "b", 1)).with_suffix(".txt")
+               .read_text().strip() for p, c in pairs)
+    assert capfd.readouterr().err == (
+        f"{root}: skipped 2 linked folders already walked under another name (or leading to a folder above "
+        f"them), e.g. {root / 'a' / 'up'} (= {os.path.realpath(root)})\n")
 
 
 @pytest.mark.parametrize("name,text,message", [
@@ -628,6 +654,23 @@ def test_eval_coco(extracted, karpathy, models, capfd):
     np.testing.assert_allclose(t, masked, **TOL)
 
 
+def test_default_eval_name_is_as_documented(capsys):
+    """The README and --help give the default name of an evaluation set as the code makes it:
+    from the json's dataset and the number of images (a 4-image split is mscoco-4, not
+    mscoco-5k)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for dataset, json_name, n, kind, name in [("coco", "dataset_coco.json", 5000, "coco", "mscoco-5k"),
+                                              ("coco", "dataset_coco.json", 4, "coco", "mscoco-4"),
+                                              ("flickr30k", "dataset_flickr30k.json", 1000, "flickr", "flickr30k-1k"),
+                                              (None, "dataset_flickr8k.json", 1000, "flickr", "flickr8k-1k"),
+                                              ("flickr30k", "x.json", 1500, "flickr", "flickr30k-1500")]:
+        assert extract._default_eval_name(dataset, json_name, n, kind) == name
+        assert f"`{name}`" in readme, name
+    with pytest.raises(SystemExit):
+        extract.main(["eval-coco", "--help"])
+    assert "(mscoco-5k for the full test split, mscoco-4\nfor 4 images)" in capsys.readouterr().out
+
+
 def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
     src = json.load(open(karpathy["json"]))
     flat = tmp_path / "flickr30k-images"
@@ -786,6 +829,48 @@ def test_karpathy_wrong_types(tmp_path, karpathy, change, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("command", ["eval-coco", "eval-flickr"])
+def test_karpathy_image_listed_twice_is_refused(tmp_path, karpathy, monkeypatch, capfd, command):
+    """One image in the split twice, by its name or by another name of the same file: its rows
+    would be identical, every caption of it a tie that scores as a miss. Refused before any
+    model loads, naming both entries; every eval-* subcommand reads the split alike."""
+    monkeypatch.setattr(extract, "_extractor", lambda *a: pytest.fail("loaded the models"))
+    images = tmp_path / "images"
+    shutil.copytree(karpathy["images"], images)
+    if hasattr(os, "symlink"):
+        os.symlink("COCO_val2014_000000000002.jpg", images / "val2014" / "alias.jpg")
+    data = json.load(open(karpathy["json"]))
+    for j, filename in enumerate(["COCO_val2014_000000000002.jpg", "alias.jpg"]):
+        if filename == "alias.jpg" and not hasattr(os, "symlink"):
+            continue
+        js = tmp_path / f"dataset_coco{j}.json"
+        js.write_text(json.dumps({**data, "images": data["images"] + [{**data["images"][2], "filename": filename}]}))
+        assert extract.main([command, "--karpathy", str(js), "--images", str(images), "--out", str(tmp_path / "o"),
+                             "--device", "cpu", "--quiet"]) == 1
+        assert capfd.readouterr().err == (
+            f"dinoclip.extract: {js}: images[2] (COCO_val2014_000000000002.jpg) and images[6] ({filename}) of split "
+            f"'test' are the same image, {images / 'val2014' / filename}: each image must be listed once\n")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["eval-coco", "eval-flickr"])
+def test_karpathy_empty_captions_are_counted(tmp_path, karpathy, monkeypatch, capfd, command):
+    """An empty caption (raw "" or blank, no tokens) is left out, as before, but said: the set
+    has fewer captions than the split lists."""
+    monkeypatch.setattr(extract, "_extractor", lambda *a: (_ for _ in ()).throw(extract.ExtractError("stop")))
+    data = json.load(open(karpathy["json"]))
+    data["images"][1]["sentences"][3]["raw"] = ""
+    data["images"][3]["sentences"][0]["raw"] = "  "
+    js = tmp_path / "dataset_coco.json"
+    js.write_text(json.dumps(data))
+    assert extract.main([command, "--karpathy", str(js), "--images", karpathy["images"], "--out", str(tmp_path / "o"),
+                         "--device", "cpu", "--quiet"]) == 1
+    err = capfd.readouterr().err.splitlines()
+    assert err[0] == f"{js}: skipped 2 empty captions of split 'test', e.g. sentence 3 of COCO_val2014_000000000001.jpg"
+    assert err[1].startswith(f"{js} split 'test': 4 images, {karpathy['n_captions'] - 2} captions")
+    assert err[-1] == "dinoclip.extract: stop"
+
+
 def test_bad_device_and_out_refused_up_front(tmp_path, tiny_models, karpathy, image_folder, monkeypatch, capfd):
     monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
     monkeypatch.setattr(extract, "read_karpathy", lambda *a, **k: pytest.fail("read the inputs"))
@@ -871,7 +956,7 @@ def test_out_that_cannot_be_written(tmp_path, tiny_models, wds, image_folder, ka
     assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out) == 1
     err = capfd.readouterr().err
     assert err.endswith(f"dinoclip.extract: {out / extract.MANIFEST}: cannot write it: No space left on device\n")
-    assert "Traceback" not in err and os.listdir(out) == []
+    assert "Traceback" not in err and not out.exists()  # (made by the run, and left empty: removed)
 
 
 def test_help(capsys):
@@ -951,7 +1036,47 @@ def test_model_of_another_kind_is_refused(tmp_path, tiny_models, image_folder, c
     assert rc == 1 and "Traceback" not in err, err
     assert err.endswith(f"dinoclip.extract: could not load the {what} model {other!r}: its config is of a "
                         f"{found!r} model, not a {kind!r} one; pass the folder of a {what} model with {flag} DIR\n"), err
-    assert not any(n.endswith(".npy") for n in os.listdir(out))
+    assert not out.exists()  # (made by the run, and left empty: removed)
+
+
+def test_failed_run_removes_only_the_empty_out_it_made(tmp_path, tiny_models, image_folder, karpathy, monkeypatch,
+                                                       capfd):
+    """A run that fails removes the --out directories it made (--out and those above it) while
+    they are empty; an --out that existed before, or that holds anything, stays as it is."""
+    bad = ["--dinov2", tiny_models["clip"], "--clip", tiny_models["clip"]]  # a CLIP folder as DINOv2
+    common = ["--device", "cpu", "--workers", "0", "--quiet"]
+    work = tmp_path / "work"
+    work.mkdir()
+    for cmd in (["train-folder", str(image_folder)],
+                ["eval-flickr", "--karpathy", karpathy["json"], "--images", karpathy["images"]]):
+        out = work / "new" / "deeper" / "o"
+        assert extract.main([*cmd, "--out", str(out), *bad, *common]) == 1
+        assert "its config is of a 'clip' model" in capfd.readouterr().err
+        assert os.listdir(work) == []
+    # texts: the directories made for the file
+    src = tmp_path / "q.txt"
+    src.write_text("a dog\n")
+    assert extract.main(["texts", str(src), "--out", str(work / "new" / "q.npy"), "--clip",
+                         tiny_models["dinov2"], "--device", "cpu", "--quiet"]) == 1
+    assert "its config is of a 'dinov2' model" in capfd.readouterr().err
+    assert os.listdir(work) == []
+    # an --out that was there before stays, empty or not
+    out = tmp_path / "existing"
+    out.mkdir()
+    assert extract.main(["train-folder", str(image_folder), "--out", str(out), *bad, *common]) == 1
+    assert out.is_dir() and os.listdir(out) == []
+    # one the run made and wrote into stays with what it holds (and all above it)
+    out = tmp_path / "made" / "o"
+
+    def fail_after_writing(args):
+        extract.make_dirs(args.out)
+        (out / "kept.txt").write_text("x")
+        raise extract.ExtractError("failed")
+
+    monkeypatch.setattr(extract, "cmd_train_folder", fail_after_writing)
+    assert extract.main(["train-folder", str(image_folder), "--out", str(out), *common]) == 1
+    assert (out / "kept.txt").read_text() == "x"
+    capfd.readouterr()
 
 
 def test_model_missing_weights_is_refused(tmp_path, tiny_models):
@@ -1099,6 +1224,40 @@ def test_texts_errors(tmp_path, tiny_models, capfd):
     assert "want a .npy file" in capfd.readouterr().err
     assert run_texts(tiny_models, tmp_path / "missing.txt", "--out", tmp_path / "o.npy") == 1
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file size limit (RLIMIT_FSIZE)")
+def test_texts_disk_full_names_the_output(tmp_path, tiny_models, monkeypatch, capfd):
+    """A disk that fills while the embeddings are written: the kernel writes part of the data,
+    then refuses the rest. The message names the output and the system's reason, not numpy's
+    "N requested and M written"; no file (nor temporary) is left. A file size limit
+    (RLIMIT_FSIZE, on the write alone) stands in for the full disk: the same short write, then
+    EFBIG where a full disk gives ENOSPC."""
+    import resource
+
+    from dinoclip import npyio
+
+    src = tmp_path / "q.txt"
+    src.write_text("".join(make_caption(random.Random(i)) + "\n" for i in range(200)), encoding="utf-8")
+    out = tmp_path / "o" / "q.npy"
+    out.parent.mkdir()
+    real = npyio.write_atomic
+
+    def limited(path, write):
+        # room for the header and part of the 200 x EMBED_DIM float32 rows
+        old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (its default ends the process)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
+        try:
+            real(path, write)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+            signal.signal(signal.SIGXFSZ, old_handler)
+
+    monkeypatch.setattr(npyio, "write_atomic", limited)
+    assert run_texts(tiny_models, src, "--out", out) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {out}: cannot write it: {os.strerror(errno.EFBIG)}\n"
+    assert os.listdir(out.parent) == []
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -421,8 +422,14 @@ def _check_finite(sd: Mapping[str, torch.Tensor], names: Iterable[str], where: s
         bad = torch.nonzero(~torch.isfinite(v.to(torch.float32).reshape(-1)))
         if len(bad):
             i = int(bad[0])
-            x = float(v.reshape(-1)[i].to(torch.float32))
-            value = "NaN" if x != x else ("+Inf" if x > 0 else "-Inf")
+            stored = float(v.reshape(-1)[i])
+            if math.isfinite(stored):
+                # finite as stored (a float64 beyond float32's largest, 3.4e38): "+Inf" would call
+                # a finite number infinite, and point at a diverged run rather than at the dtype
+                raise CheckpointError(f"{where}: {name}[{i}] is {stored:g}, a float64 beyond float32's range "
+                                      f"({'+Inf' if stored > 0 else '-Inf'} in float32): the model's weights "
+                                      "must be finite float32 numbers")
+            value = "NaN" if stored != stored else ("+Inf" if stored > 0 else "-Inf")
             raise CheckpointError(f"{where}: {name}[{i}] is {value}: the model's weights must be finite numbers "
                                   "(a run that diverged leaves NaN weights; use an earlier checkpoint)")
 

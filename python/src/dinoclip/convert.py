@@ -41,6 +41,9 @@ __all__ = ["ConversionError", "read_torch_state_dict", "torch_to_dinoclip", "din
 
 #: dict keys under which training scripts commonly nest a state_dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict")
+#: key prefixes that wrapping a model adds to its state_dict: DataParallel / DistributedDataParallel,
+#: torch.compile
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # names in a training run directory (docs/FORMAT.md; train/rundir.go)
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -107,9 +110,10 @@ def _is_safetensors(head: bytes) -> bool:
 def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The state_dict in a ``.pt`` file, loaded with ``weights_only=True``.
 
-    Accepts a plain state_dict or one nested under ``state_dict`` / ``model_state_dict``. A
-    ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix shared by every key is
-    removed. A safetensors file (which torch.load reads too, but without its checks) is read as
+    Accepts a plain state_dict or one nested under ``state_dict`` / ``model_state_dict``. The
+    ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) prefixes shared by every key are
+    removed, nested in any order (``_orig_mod.module.``: a compiled DDP model). A safetensors
+    file (which torch.load reads too, but without its checks) is read as
     :func:`checkpoint.load_state_dict` reads a model file: its recorded SHA-256 verified. A zip
     archive (torch.save's format) whose members fail their CRC check is refused: torch.load does
     not check them, and a flipped bit would be converted and stamped with a new SHA-256.
@@ -138,9 +142,16 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
                                   f"({_unpickling_detail(e)}); a checkpoint holding objects besides tensors "
                                   "must be saved again as a plain state_dict") from None
     sd = OrderedDict(_unwrap(obj, path))
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):
-            sd = OrderedDict((k[len(prefix):], v) for k, v in sd.items())
+    # The wrappers nest, in either order (torch.compile of a DDP model saves _orig_mod.module.*,
+    # DDP of a compiled one module._orig_mod.*): each prefix shared by every key is removed, until
+    # none is.
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if sd and all(isinstance(k, str) and k.startswith(prefix) for k in sd):
+                sd = OrderedDict((k[len(prefix):], v) for k, v in sd.items())
+                stripped = True
     bad = [k for k in sd if not isinstance(k, str)]
     if bad:
         raise ConversionError(f"{path}: state_dict has non-string keys, e.g. {bad[0]!r}")

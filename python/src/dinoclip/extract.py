@@ -309,9 +309,10 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     With ``captions`` (a .jsonl file of objects with ``image`` and ``caption``, or a .csv/.tsv
     file with a header row naming ``image`` and ``caption`` columns; image paths relative to
     ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
-    several rows. Without it, every image file under ``root`` (recursively, sorted by path) is
-    paired with the text of its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when
-    ``need_captions`` (an image without one is an error), else with None. When
+    several rows. Without it, every image file under ``root`` (recursively, sorted by path;
+    links to folders followed, a folder reached twice walked once) is paired with the text of
+    its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when ``need_captions`` (an image
+    without one is an error), else with None. When
     ``need_captions``, an empty (or blank) caption is an error as a missing one is: the CLIP
     embedding of no text would be its row's training target. Entries that are not
     regular files (named pipes, devices) are skipped with a warning. Of a captions file, the
@@ -371,8 +372,18 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         if not pairs:
             raise ExtractError(f"{captions}: no rows")
         return pairs
-    irregular = []
-    for d, dirs, files in os.walk(root):
+    irregular, repeated = [], []
+    walked = set()  # the real paths of the folders walked
+    # Links to folders are followed: "every image under the folder" includes those of a linked
+    # one (os.walk would pass it by without a word). A folder reached again, by a link to one
+    # walked or to a folder above it (a loop, which would never end), is walked once.
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in walked:
+            repeated.append((d, real))
+            dirs[:] = []
+            continue
+        walked.add(real)
         dirs.sort()
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTS):
@@ -390,6 +401,9 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                         raise ExtractError(f"{p} has an empty caption file {side} (or pass --captions)")
                 pairs.append((p, cap))
     _log_irregular(root, irregular)
+    if repeated:
+        _log(f"{root}: skipped {len(repeated)} linked folders already walked under another name (or leading "
+             f"to a folder above them), e.g. {repeated[0][0]} (= {repeated[0][1]})")
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return pairs
@@ -476,7 +490,9 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     """The images of one split of a Karpathy-split json (``dataset_coco.json``,
     ``dataset_flickr30k.json``, ``dataset_flickr8k.json``): their paths, all their captions, and
     the image of each caption. An image's path is ``images_root/filepath/filename`` (COCO's
-    ``filepath`` is ``val2014`` or ``train2014``), else ``images_root/filename``."""
+    ``filepath`` is ``val2014`` or ``train2014``), else ``images_root/filename``. An image listed
+    twice in the split (the same file) is an error; empty captions are left out, and counted on
+    stderr."""
     try:
         with open_regular(path) as f:  # (a named pipe would block)
             data = json.loads(f.read().decode("utf-8"))
@@ -492,12 +508,14 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     for j, im in enumerate(data["images"]):
         if not isinstance(im, dict):
             raise ExtractError(f"{path}: images[{j}] is a {type(im).__name__}, want a JSON object")
-    imgs = [im for im in data["images"] if im.get("split") == split]
-    if not imgs:
+    picked = [(j, im) for j, im in enumerate(data["images"]) if im.get("split") == split]
+    if not picked:
         splits = sorted({str(im.get("split")) for im in data["images"]})
         raise ExtractError(f"{path}: no images in split {split!r} (splits: {', '.join(splits)})")
     paths, captions, cap_image, missing = [], [], [], []
-    for i, im in enumerate(imgs):
+    seen: Dict[Tuple[int, int], Tuple[int, str]] = {}  # (device, inode) -> (images[j], filename)
+    empty, first_empty = 0, None
+    for i, (j, im) in enumerate(picked):
         fn = im.get("filename")
         if not fn or not isinstance(fn, str):
             raise ExtractError(f"{path}: image {i} of split {split!r} has no filename (a string): {fn!r}")
@@ -510,6 +528,15 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
         if p is None:
             missing.append(cands[0])
             p = cands[0]
+        else:
+            # One image listed twice (by one name, or two that lead to one file) would be two
+            # identical rows: every caption of it would tie between them, and a tie scores as a
+            # miss for the row that is not its own.
+            st = os.stat(p)
+            other = seen.setdefault((st.st_dev, st.st_ino), (j, fn))
+            if other[0] != j:
+                raise ExtractError(f"{path}: images[{other[0]}] ({other[1]}) and images[{j}] ({fn}) of split "
+                                   f"{split!r} are the same image, {p}: each image must be listed once")
         paths.append(p)
         sents = im.get("sentences") or []
         if not isinstance(sents, list):
@@ -527,13 +554,19 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
                 raise ExtractError(f"{path}: image {fn}: sentence {k}: raw {raw!r} is not a string")
             if raw is not None and raw.strip():
                 caps.append(raw.strip())
+            else:
+                empty += 1
+                first_empty = first_empty or f"sentence {k} of {fn}"
         if not caps:
             raise ExtractError(f"{path}: image {fn} has no captions")
         captions.extend(caps)
         cap_image.extend([i] * len(caps))
     if missing:
-        raise ExtractError(f"{len(missing)} of {len(imgs)} images are not under --images {images_root}, "
+        raise ExtractError(f"{len(missing)} of {len(picked)} images are not under --images {images_root}, "
                            f"e.g. {missing[0]}")
+    if empty:
+        # (kept out: the CLIP embedding of no text would be a query of the set)
+        _log(f"{path}: skipped {empty} empty captions of split {split!r}, e.g. {first_empty}")
     return paths, captions, np.asarray(cap_image, dtype=np.int64), dataset
 
 
@@ -695,6 +728,10 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
     is replaced: nothing of its tar is in ``out``). With ``write`` the settings are recorded
     if nothing is yet; the file is re-read under the directory's lock, as another process may
     have recorded its own tars."""
+    if write:
+        # Made again if missing: a process sharing this --out that failed removes the --out it made
+        # while it is still empty (see main), which may be while this one loaded its models.
+        make_dirs(out)
     with _locked(out) if write else contextlib.nullcontext():
         old = _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume")
         recorded = {} if old is None else old.get("tars", {})
@@ -1022,8 +1059,10 @@ def build_parser() -> argparse.ArgumentParser:
                     ".csv/.tsv file with a header row naming 'image' and 'caption' columns (PATH relative to ROOT\n"
                     "or absolute; the rows, in order, are the training pairs). Without it, every image under ROOT\n"
                     "(recursively, sorted by path; jpg, jpeg, png, webp, bmp, gif, tif) is paired with its sidecar\n"
-                    ".txt (photos/a.jpg -> photos/a.txt). Captions are only needed with --target text, and\n"
-                    "there an empty one is an error, as a missing one is.\n\n"
+                    ".txt (photos/a.jpg -> photos/a.txt). Links to folders are followed; a folder reached twice (a\n"
+                    "link to one already walked, or to a folder above it) is walked once (the others are counted).\n"
+                    "Captions are only needed with --target text, and there an empty one is an error, as a\n"
+                    "missing one is.\n\n"
                     "Shard k holds pairs [k*N, (k+1)*N) of that list, so a rerun with the same inputs and\n"
                     "--shard-size skips the shards already written (extract.json records the settings).",
     )
@@ -1056,19 +1095,24 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         name = "eval-" + kind
         example = "mscoco-5k" if kind == "coco" else "flickr30k-1k / flickr8k-1k"
+        kind_small, small_n = ("mscoco-4", 4) if kind == "coco" else ("flickr30k-1500", 1500)
         p = sub.add_parser(
             name, help=f"Karpathy-split {kind} test set -> evaluation set directory",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             description=f"An evaluation set from the Karpathy split json ({dataset_json}): the images of --split\n"
                         f"(default test) in the json's order, and all their captions (the 'raw' sentences).\n"
                         f"Writes images.dino.npy, images.clip.npy, captions.clip.npy, captions.image.npy (int64)\n"
-                        f"and eval.json, whose name defaults to {example}. A directory holding all five is\n"
-                        f"skipped, and refused if its eval.json records other inputs, models or dtype.",
+                        f"and eval.json, whose name defaults to the json's dataset and the number of images, in\n"
+                        f"thousands when a whole number of them ({example} for the full test split, {kind_small}\n"
+                        f"for {small_n} images). An image listed twice in the split is an error; empty captions are\n"
+                        f"left out, and counted. A directory holding all five is skipped, and refused if its\n"
+                        f"eval.json records other inputs, models or dtype.",
         )
         p.add_argument("--karpathy", required=True, metavar="JSON", help=f"the Karpathy split file ({dataset_json})")
         p.add_argument("--images", required=True, metavar="ROOT", help=images_help)
         p.add_argument("--split", default="test", help="which split (default: %(default)s)")
-        p.add_argument("--name", help="the set's name in eval.json (default: from the json, e.g. " + example + ")")
+        p.add_argument("--name", help="the set's name in eval.json (default: the json's dataset and number of "
+                                      "images, e.g. " + example + ")")
         _common(p, target=False)
 
     p = sub.add_parser(
@@ -1093,24 +1137,35 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if getattr(args, "workers", 0) is None:
-        args.workers = min(8, os.cpu_count() or 1)
-    for opt in ("batch_size",):
-        if getattr(args, opt) < 1:
-            print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
-    if getattr(args, "workers", 0) < 0:
-        print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
-        return 2
+def _missing_dirs(path: str) -> List[str]:
+    """The directories that writing into ``path`` would make (it and those above it that do not
+    exist yet, as :func:`make_dirs` resolves them), deepest first."""
     try:
-        torch.device(args.device)
-    except RuntimeError as e:
-        print(f"dinoclip.extract: --device {args.device}: {e}", file=sys.stderr)
-        return 2
+        p = _resolve(path or os.curdir)
+    except OSError:
+        return []  # (a ``..`` after a missing directory: none is made)
+    missing = []
+    while not os.path.lexists(p) and os.path.dirname(p) != p:
+        missing.append(p)
+        p = os.path.dirname(p)
+    return missing
+
+
+def _remove_empty(dirs: Sequence[str]) -> None:
+    """Removes the directories ``dirs`` (deepest first) that exist and are empty, stopping at
+    the first that holds anything: rmdir removes nothing else, so whatever a run (or another
+    process) wrote there stays."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue  # (not made: the run failed before it)
+        except OSError:
+            return  # not empty (or no longer a directory): it, and those above it, stay
+
+
+def _run(args) -> int:
+    """Runs the subcommand of ``args``; its status, its error said on stderr in one line."""
     try:
         # before any input is read or model loaded; `texts` writes a file, the others a directory
         if args.command != "texts" and os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -1136,6 +1191,36 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("dinoclip.extract: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if getattr(args, "workers", 0) is None:
+        args.workers = min(8, os.cpu_count() or 1)
+    for opt in ("batch_size",):
+        if getattr(args, opt) < 1:
+            print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    if getattr(args, "workers", 0) < 0:
+        print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
+        return 2
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        print(f"dinoclip.extract: --device {args.device}: {e}", file=sys.stderr)
+        return 2
+    # A run that fails (a model of the wrong kind, an input refused) leaves no empty --out
+    # behind: the directories it made (for texts, the file's), while nothing is in them.
+    made = _missing_dirs(args.out if args.command != "texts" else os.path.dirname(args.out))
+    rc = 1
+    try:
+        rc = _run(args)
+        return rc
+    finally:
+        if rc != 0:
+            _remove_empty(made)
 
 
 if __name__ == "__main__":

@@ -31,4 +31,14 @@ def save_npy(path: str, array: np.ndarray, dtype=None) -> None:
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
             raise ValueError(f"{path}: row {row} holds NaN or Inf (as {a.dtype})")
-    write_atomic(os.fspath(path), lambda f: np.lib.format.write_array(f, a, version=None, allow_pickle=False))
+    write_atomic(os.fspath(path), lambda f: np.lib.format.write_array(_Writes(f), a, version=None, allow_pickle=False))
+
+
+class _Writes:
+    """A file's ``write`` alone. Given a real file, numpy writes the array with ``tofile``, whose
+    short write (a full disk) is an OSError without errno or file name ("320000 requested and
+    51168 written"): through ``write`` it is the system's own error (ENOSPC), which
+    :func:`write_atomic` reports naming the output. (numpy writes 16 MiB chunks this way.)"""
+
+    def __init__(self, f):
+        self.write = f.write

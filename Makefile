@@ -167,7 +167,7 @@ kernel-budgets: $(CUDA13_STAMP) ## rewrite kernels/budgets.tsv from ptxas -v (re
 # kernels/internal/gen; check-generated fails when a committed file is not
 # what the generator writes now. It checks vec32's GELU coefficients
 # (internal/vec32/gelugen) the same way.
-GENERATED := kernels/modules_gen.go cuda/launch/launch_gen.go 'cuda/emu/*_gen.cpp' internal/vec32/gelu_tables.go internal/vec32/gelu_tables_amd64.h
+GENERATED := kernels/modules_gen.go cuda/launch/launch_gen.go 'cuda/emu/*_gen.cpp' cuda/emu/sources_gen.go internal/vec32/gelu_tables.go internal/vec32/gelu_tables_amd64.h
 
 generate: ## regenerate the launch layer from the kernels' signatures (go generate)
 	$(GO) generate ./...

@@ -312,4 +312,18 @@ func TestInfoNCEFP32Kernels(t *testing.T) {
 			t.Errorf("the bf16 kernel %s ran in the float32 engine", k)
 		}
 	}
+	// Predictions too short to normalise (a zero row, one under 1e-12):
+	// their gradient goes through the clamp, g / 1e-12, as the float64
+	// CPU objective's does; float32 arithmetic, GradientTol.
+	for j := range o {
+		p[3*o+j] = 0
+		p[7*o+j] = float32(1e-14 * rng.NormFloat64())
+	}
+	loss, _, grad, _ := objectiveOnGPU(t, e, p, tg, n)
+	cpuGrad := make([]float64, n*o)
+	cpuLoss, _ := nn.ObjectiveLoss(nn.Objective{Loss: nn.LossInfoNCE, LogitScale: nn.InitLogitScale}, cpuGrad, f64s(p), f64s(tg), n, o)
+	if d := math.Abs(loss-cpuLoss) / cpuLoss; !(d <= enginetest.ForwardTol) {
+		t.Errorf("rows under 1e-12: loss %v, float64 CPU %v", loss, cpuLoss)
+	}
+	within(t, "rows under 1e-12: gradient against the float64 CPU", grad, cpuGrad, enginetest.GradientTol)
 }

@@ -333,6 +333,28 @@ func TestGELUBackward(t *testing.T) {
 	on(t, d, func() error { return d.geluBackward(gdy, gdy, gx, n) }) // in place
 	// float32 erfcf/expf are within a few ulps; norm-wise 1e-6.
 	within(t, "GELU backward", fetch(t, d, gdy), dx64, 1e-6)
+
+	// Value by value in the left tail, where the norm-wise bound above is
+	// all the large values' and the gradient is small: erfc keeps its
+	// relative accuracy there, 1 + erf cancels (to 3e-2 at x = -8).
+	// The reference is erfc's (nn.GELUGrad is PyTorch's 1 + erf, itself
+	// off by up to 1.4% there). A few float32 ulps of erfcf and expf:
+	// 1e-5.
+	const tail = 1000
+	xt, ones := make([]float32, tail), make([]float32, tail)
+	for i := range xt {
+		xt[i] = float32(-12 + 10*float64(i)/tail) // [-12, -2)
+		ones[i] = 1
+	}
+	gxt, gdyt := devCopy(t, d, xt), devCopy(t, d, ones)
+	on(t, d, func() error { return d.geluBackward(gdyt, gdyt, gxt, tail) })
+	for i, g := range fetch(t, d, gdyt) {
+		x := float64(xt[i])
+		want := 0.5*math.Erfc(-x/math.Sqrt2) + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
+		if e := math.Abs(float64(g)-want) / math.Abs(want); !(e <= 1e-5) {
+			t.Fatalf("GELU backward at %v: %v, want %v (relative error %.3g)", x, g, want, e)
+		}
+	}
 }
 
 func TestUnitNormMSE(t *testing.T) {

@@ -65,6 +65,12 @@ func TestOutNormMSE(t *testing.T) {
 			for i := range gamma {
 				gamma[i]++
 			}
+			if rows == 1 && dim == 1 {
+				// One column: the output is beta alone. Below 1e-12 its
+				// norm is clamped, and the gradient through the norm
+				// must take the clamp's branch.
+				beta[0] = 1e-13
+			}
 			if rows >= 5 {
 				for j := 0; j < dim; j++ {
 					tg[3*dim+j] = 0 // a zero target: its norm is clamped

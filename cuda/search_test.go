@@ -87,6 +87,8 @@ func TestSearchCandidatesTies(t *testing.T) {
 		{3, 16384, 8, 21, 8192, false},
 		{3, 16384, 8, 21, 8192, true},
 		{3, 32256, 8, 21, 32256, false},
+		// One split, a tie at its w-th place: the kept row is the lower.
+		{130, 100, 8, 10, 100, false},
 	} {
 		t.Run(fmt.Sprintf("q%d_k%d_d%d_w%d_c%d_stream=%v", c.nq, c.nk, c.dim, c.w, c.chunk, c.stream), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(uint64(c.nq), uint64(c.nk)))
@@ -172,6 +174,90 @@ func TestSearchErrorBound(t *testing.T) {
 		t.Errorf("largest error %.3g of the bound: the test does not exercise it", worst)
 	}
 	t.Logf("largest error: %.3g of the bound", worst)
+}
+
+// The bound holds where float16 rounding errs most and all one way: every
+// component of queries and keys just below a rounding midpoint (1 +
+// 0.999·2⁻¹¹), so that both roundings are near their largest and aligned
+// (random data, above, stays far from that worst case).
+func TestSearchErrorBoundAligned(t *testing.T) {
+	d := testDevice(t)
+	const nq, nk, dim, w = 2, 3, 40, 3
+	v := float32(1 + 0.999*0x1p-11)
+	q, kv := make([]float32, nq*dim), make([]float32, nk*dim)
+	for i := range q {
+		q[i] = v
+	}
+	for i := range kv {
+		kv[i] = v
+	}
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Rows: nk, Data: kv})
+	dimp := (dim + 7) / 8 * 8
+	half, exps, norms := halfQueries(q, nq, dim, dimp)
+	rows, scores := make([]int64, nq*w), make([]float32, nq*w)
+	s := &Searcher{Dev: d}
+	maxNorm, err := s.rankAll(context.Background(), half, q, nq, keys, dimp, w, 128, true, rankOut{rows: rows, scores: scores, exact: make([]float64, nq*w)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range nq {
+		bound := searchErrorBound(math.Ldexp(norms[i], exps[i]), maxNorm, dim)
+		for p := range w {
+			var ref float64
+			for x := range dim {
+				ref += float64(q[i*dim+x]) * float64(kv[int(rows[i*w+p])*dim+x])
+			}
+			e := math.Abs(math.Ldexp(float64(scores[i*w+p]), -exps[i])-ref) / math.Ldexp(bound, -exps[i])
+			worst = max(worst, e)
+		}
+	}
+	// Near the bound (0.98 of it when written), not past it.
+	if !(worst <= 1) || worst < 0.5 {
+		t.Errorf("largest error %.3g of the bound, want within it and near it", worst)
+	}
+	t.Logf("largest error: %.3g of the bound", worst)
+}
+
+// The GPU's reference scores have the host's bits (the products summed in
+// float64 in index order) on data where the order of the sum matters,
+// not only on small integers, where every order is exact.
+func TestSearchRescoreBits(t *testing.T) {
+	d := testDevice(t)
+	const nq, nk, dim, w = 7, 300, 100, 16
+	for _, halfKeys := range []bool{false, true} { // (the rescore reads the float32 keys, or the float16 ones)
+		rnd := rand.New(rand.NewPCG(3, 4))
+		// Magnitudes over 2^-12 to 2^6, so that the float64 sum of the
+		// products rounds, and its order shows in the bits.
+		spread := func(x []float32) []float32 {
+			for i := range x {
+				x[i] = float32(math.Ldexp(float64(x[i]), rnd.IntN(19)-12))
+			}
+			return x
+		}
+		q := spread(randn(rnd, nq*dim, 1))
+		keys, kv := searchtest.Keys(t, dim, searchtest.Segment{Half: halfKeys, Rows: nk, Data: spread(randn(rnd, nk*dim, 1))})
+		dimp := (dim + 7) / 8 * 8
+		half, _, _ := halfQueries(q, nq, dim, dimp)
+		rows, exact := make([]int64, nq*w), make([]float64, nq*w)
+		s := &Searcher{Dev: d}
+		// (Float32 keys go to the GPU beside their float16 copies, as Search sends them.)
+		if _, err := s.rankAll(context.Background(), half, q, nq, keys, dimp, w, 128, !halfKeys, rankOut{rows: rows, scores: make([]float32, nq*w), exact: exact}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range nq {
+			for p := range w {
+				r := rows[i*w+p]
+				var ref float64
+				for x := range dim {
+					ref += float64(q[i*dim+x]) * float64(kv[int(r)*dim+x])
+				}
+				if math.Float64bits(exact[i*w+p]) != math.Float64bits(ref) {
+					t.Fatalf("float16 keys %v, query %d row %d: GPU reference score %v, host %v", halfKeys, i, r, exact[i*w+p], ref)
+				}
+			}
+		}
+	}
 }
 
 // halfQueries' scaling is exact and puts each row's largest magnitude in

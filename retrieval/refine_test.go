@@ -132,6 +132,17 @@ func TestRefineErrors(t *testing.T) {
 	if err != nil || !slices.Equal(unproven, []int{1}) {
 		t.Errorf("unproven %v (err %v), want [1]", unproven, err)
 	}
+	// A k-th exact score equal to the best an unlisted row could reach
+	// (the lowest listed score plus the bound) proves nothing: unlisted
+	// row 0 ties it, and ranks first.
+	ties, _ := searchtest.Keys(t, 1, searchtest.Segment{Rows: 2, Data: []float32{1, 1}})
+	nb, unproven, err := retrieval.Refine([]float32{1}, 1, ties, 1, []int64{1}, []float64{0.5}, 1, []float64{0.5}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unproven) == 0 {
+		t.Errorf("rows %v proven: unlisted row 0 ties and ranks first", nb.Rows)
+	}
 }
 
 // Candidates whose approximate score lies more than twice the bound below
@@ -146,8 +157,9 @@ func TestRefineSkipsHopeless(t *testing.T) {
 	if err != nil || !slices.Equal(nb.Rows, []int64{0, 1}) {
 		t.Fatalf("rows %v (err %v), want [0 1]", nb.Rows, err)
 	}
-	// Claimed at 2.9 it is re-scored, and its exact score ranks it first.
-	nb, _, err = retrieval.Refine(q, 1, keys, 2, []int64{0, 2, 1}, []float64{4, 2.9, 3}, 3, []float64{0.1}, nil)
+	// Claimed at 2.85 (within twice the bound, not within once) it is
+	// re-scored, and its exact score ranks it first.
+	nb, _, err = retrieval.Refine(q, 1, keys, 2, []int64{0, 2, 1}, []float64{4, 2.85, 3}, 3, []float64{0.1}, nil)
 	if err != nil || !slices.Equal(nb.Rows, []int64{2, 0}) || nb.Scores[0] != 5 {
 		t.Fatalf("rows %v scores %v (err %v), want [2 0] [5 4]", nb.Rows, nb.Scores, err)
 	}

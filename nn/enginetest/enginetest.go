@@ -86,18 +86,29 @@ func RunWith(t *testing.T, newEngine NewEngine, tol Tolerances) {
 	t.Run("NonFiniteLoss", func(t *testing.T) { testNonFiniteLoss(t, newEngine) })
 }
 
-// RelDiff is ||a-b|| / ||b|| (or ||a-b|| when b is zero).
+// RelDiff is ||a-b|| / ||b|| (or ||a-b|| when b is zero); +Inf when the
+// two differ in length, are empty, or either holds a NaN (or an infinity
+// that leaves it undefined), so that a check
+// "RelDiff(...) > tol" fails where it compared nothing or NaN (a NaN
+// difference compares false with any bound).
 func RelDiff[A, B nn.Float](a []A, b []B) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return math.Inf(1)
+	}
 	var num, den float64
 	for i := range a {
 		d := float64(a[i]) - float64(b[i])
 		num += d * d
 		den += float64(b[i]) * float64(b[i])
 	}
-	if den == 0 {
-		return math.Sqrt(num)
+	r := math.Sqrt(num)
+	if den != 0 {
+		r = math.Sqrt(num / den)
 	}
-	return math.Sqrt(num / den)
+	if math.IsNaN(r) { // (a NaN, or infinities on both sides)
+		return math.Inf(1)
+	}
+	return r
 }
 
 // PerturbNorms moves the LayerNorm parameters of params (shape c) off
@@ -207,7 +218,7 @@ func testForwardAndGradients(t *testing.T, newEngine NewEngine, tol Tolerances) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := math.Abs(loss-refLoss) / refLoss; d > tol.Forward {
+	if d := math.Abs(loss-refLoss) / refLoss; !(d <= tol.Forward) { // (NaN fails)
 		t.Errorf("loss %v, oracle %v: relative difference %.3g > %g", loss, refLoss, d, tol.Forward)
 	}
 	grads := make([]float32, c.NumParams())
@@ -409,10 +420,10 @@ func testObjectives(t *testing.T, newEngine NewEngine, tol Tolerances) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := math.Abs(loss-refLoss) / refLoss; d > tol.Forward {
+		if d := math.Abs(loss-refLoss) / refLoss; !(d <= tol.Forward) { // (NaN fails)
 			t.Errorf("%+v: loss %v, oracle %v: relative difference %.3g > %g", o, loss, refLoss, d, tol.Forward)
 		}
-		if l, err := e.Loss(xs[0], ts[0], Batch); err != nil || math.Abs(l-loss) > tol.Forward*loss {
+		if l, err := e.Loss(xs[0], ts[0], Batch); err != nil || !(math.Abs(l-loss) <= tol.Forward*loss) {
 			t.Errorf("%+v: Loss %v (%v), ForwardBackward's %v", o, l, err, loss)
 		}
 		grads := make([]float32, Config.NumParams())

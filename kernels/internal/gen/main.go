@@ -7,7 +7,11 @@
 //     launch function per kernel whose Go parameters follow the signature;
 //   - cuda/emu/NAME_gen.cpp, one per source, and cuda/emu/table_gen.cpp:
 //     the emulator's dispatch table, with a compile-time check that each
-//     kernel's C++ type is the signature the generator read.
+//     kernel's C++ type is the signature the generator read;
+//   - cuda/emu/sources_gen.go: the hash of each module's source
+//     (internal/kernelhash), which the emulator's test compares with the
+//     kernels on disk, and which makes Go rebuild the emulator when a
+//     kernel changes (its build cache does not see the #included kernels).
 //
 // Run it with `go generate ./kernels` (or ./...). It is pure Go and knows
 // a fixed set of parameter types (see parse.go); any other type is an
@@ -134,6 +138,7 @@ func generate(mods []Module) (map[string]string, error) {
 	for path, src := range map[string]string{
 		"kernels/modules_gen.go":    genModules(mods),
 		"cuda/launch/launch_gen.go": genLaunch(mods),
+		"cuda/emu/sources_gen.go":   genEmuSources(mods),
 	} {
 		out, err := format.Source([]byte(src))
 		if err != nil {
@@ -252,6 +257,19 @@ func genEmuModule(m Module) string {
 	}
 	b.WriteString("};\n")
 	fmt.Fprintf(&b, "int emu_table_%s_len = sizeof(emu_table_%s) / sizeof(emu_table_%s[0]);\n", m.Name, m.Name, m.Name)
+	return b.String()
+}
+
+func genEmuSources(mods []Module) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "// %s\n\n//go:build cuda && cudaemu\n\npackage emu\n\n", header)
+	b.WriteString("// kernelSources is internal/kernelhash.Sources of the kernels this emulator\n")
+	b.WriteString("// was generated from (see TestBuiltFromTheKernels).\n")
+	b.WriteString("var kernelSources = map[string]string{\n")
+	for _, m := range mods {
+		fmt.Fprintf(&b, "\t%q: %q,\n", m.Name, m.Source)
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

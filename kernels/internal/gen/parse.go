@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/dinoclip/dinoclip/internal/kernelhash"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,6 +77,9 @@ type Kernel struct {
 type Module struct {
 	Name    string
 	Kernels []Kernel
+	// Source is kernelhash.Sources' hash of what the module compiles
+	// from, which the emulator records (cuda/emu/sources_gen.go).
+	Source string
 }
 
 // parseDir parses every *.cu of dir, in name order.
@@ -86,6 +91,10 @@ func parseDir(dir string) ([]Module, error) {
 	sort.Strings(files)
 	if len(files) == 0 {
 		return nil, fmt.Errorf("no .cu files in %s", dir)
+	}
+	hashes, err := kernelhash.Sources(dir)
+	if err != nil {
+		return nil, err
 	}
 	var mods []Module
 	seen := map[string]string{}
@@ -105,7 +114,7 @@ func parseDir(dir string) ([]Module, error) {
 			}
 			seen[k.Name] = name
 		}
-		mods = append(mods, Module{Name: name, Kernels: ks})
+		mods = append(mods, Module{Name: name, Kernels: ks, Source: hashes[name]})
 	}
 	return mods, nil
 }

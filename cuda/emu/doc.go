@@ -28,6 +28,11 @@
 //     on, so a missing wait reads NaN.
 //   - one .cpp per kernels/*.cu family includes the source and lists its
 //     entry points (EMU_ENTRY), which runtime.cpp's table collects.
+//   - sources_gen.go records the hash of the kernels the emulator was
+//     generated from: Go's build cache does not see the #included
+//     kernels, so after a kernel is edited `make generate` changes this
+//     file, which rebuilds the emulator, and TestBuiltFromTheKernels fails
+//     until it is run.
 //
 // Only the files with the build tags cuda and cudaemu have code; the
 // default build compiles this documentation alone.

@@ -167,10 +167,10 @@ func loadSet(dir string) (*Set, error) {
 				filepath.Join(dir, m.name), len(zero), len(m.x)/m.dim, zero[0]))
 		}
 	}
-	// With at most K images, text-to-image R@K is 100 whatever the model
-	// (and image-to-text near it): a set too small to rank by.
+	// With at most K images, text-to-image R@K is 100 whatever the model:
+	// a set too small to rank images by.
 	if top := slices.Max(defaultKs); s.Images <= top {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %d images: recall at K >= %d is 100 by construction (every image is within the top K), so those columns measure nothing",
+		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %d images: text-to-image recall at K >= %d is 100 by construction (every image is within the top K), so those columns measure nothing",
 			s.Name, s.Images, s.Images))
 	}
 	s.CaptionImage = make([]int, len(idx))

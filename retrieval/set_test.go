@@ -188,7 +188,7 @@ func bigger(edit func(feat, clip, caps []float32, idx []int64) ([]float32, []flo
 // that its recall at K >= its size measures nothing; one of 11 without.
 func TestLoadSetWarnsOfTooFewImages(t *testing.T) {
 	s, err := LoadSet(writeSet(t, nil))
-	if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "has only 3 images: recall at K >= 3 is 100 by construction") {
+	if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "has only 3 images: text-to-image recall at K >= 3 is 100 by construction") {
 		t.Errorf("a set of 3 images: error %v, warnings %q", err, s.Warnings)
 	}
 	if s, err := LoadSet(writeSet(t, bigger(nil))); err != nil || s.Images != 11 || len(s.Warnings) != 0 {

@@ -129,6 +129,11 @@ func runAverage(cCtx *cli.Context) error {
 			sum[j] += weights[i] * float64(x)
 		}
 		from[i] = soupIngredient{Path: real, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
+		// A copy of a model given (another file, the same weights) would
+		// weigh double as the same file would.
+		if j := slices.IndexFunc(from[:i], func(f soupIngredient) bool { return f.ParamsSHA256 == from[i].ParamsSHA256 }); j >= 0 {
+			return fmt.Errorf("average: %s and %s hold the same weights (a copy?): give each model once; --weights gives one more weight", args[j], args[i])
+		}
 	}
 	params := make([]float32, len(sum))
 	for j, x := range sum {

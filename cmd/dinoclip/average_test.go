@@ -129,6 +129,10 @@ func TestAverageErrors(t *testing.T) {
 	runDir := t.TempDir() // a run directory: its last link
 	bLink := filepath.Join(dir, "b-link.safetensors")
 	os.Symlink(b, bLink)
+	bCopy := filepath.Join(dir, "b-copy.safetensors")
+	if data, err := os.ReadFile(b); err != nil || os.WriteFile(bCopy, data, 0o644) != nil {
+		t.Fatal("copying a model")
+	}
 	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
 	for _, tc := range []struct {
 		name  string
@@ -138,6 +142,7 @@ func TestAverageErrors(t *testing.T) {
 		{"other hidden width", []string{"average", "--out", out, a, wide}, []string{wide, "one architecture"}},
 		{"one model twice", []string{"average", "--out", out, a, b, a}, []string{"one model file", "give each model once"}},
 		{"one model twice, once through a link", []string{"average", "--out", out, b, bLink}, []string{"one model file"}},
+		{"a copy of a model", []string{"average", "--out", out, a, b, bCopy}, []string{b + " and " + bCopy + " hold the same weights"}},
 		{"other depth", []string{"average", "--out", out, a, b, deep}, []string{deep, "one architecture"}},
 		{"a missing file", []string{"average", "--out", out, a, missing}, []string{missing}},
 		{"a directory without a model", []string{"average", "--out", out, a, t.TempDir()}, []string{"no model.safetensors"}},

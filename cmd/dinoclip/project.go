@@ -114,6 +114,7 @@ func runProject(cCtx *cli.Context) error {
 		defer bar.finish()
 	}
 	ctx := cCtx.Context
+	var faint, firstFaint int // (float16 rows below its normal range)
 	err = atomicfile.Write(outPath, func(w io.Writer) error {
 		if _, err := w.Write(hdr); err != nil {
 			return err
@@ -163,6 +164,12 @@ func runProject(cCtx *cli.Context) error {
 						return fmt.Errorf("%s: row %d: the model's outputs are all below float16's smallest value (6e-8; the largest is %.3g), so the row would be zero; write float32 (without --float16)",
 							inPath, lo+i/c.OutputDim, maxAbs(ys[i+1-c.OutputDim:i+1]))
 					}
+					if m := maxAbs(ys[i+1-c.OutputDim : i+1]); wasNonzero && m < 0x1p-14 {
+						if faint == 0 {
+							firstFaint = lo + i/c.OutputDim
+						}
+						faint++
+					}
 					wasNonzero, isNonzero = false, false
 				}
 			} else {
@@ -183,6 +190,10 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dt.Name())
+	if faint > 0 {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s: %d of %d rows (the first row %d) lie wholly below float16's normal range (6.1e-5): stored as subnormals they keep fewer digits, and lose direction; write float32 (without --float16)\n",
+			outPath, faint, n, firstFaint)
+	}
 	return nil
 }
 

@@ -237,6 +237,24 @@ func TestProjectRefusesNonFiniteOutputs(t *testing.T) {
 	}
 	mustRun(t, "project", "--model", faint, "--in", in, "--out", out)
 	wantError(t, []string{"project", "--model", faint, "--in", in, "--out", filepath.Join(dir, "y16.npy"), "--float16"}, "row 0", "below float16's smallest value", "would be zero")
+	// Outputs below float16's normal range but not its smallest value:
+	// written, with a warning naming the rows.
+	for _, name := range []string{"layer_norm.weight", "layer_norm.bias"} {
+		v, _ := m.Config.Layout().Lookup(name)
+		for i := range nn.View(m.Params, v) {
+			nn.View(m.Params, v)[i] *= 1e4 // (to 1e-6)
+		}
+	}
+	if err := checkpoint.WriteModel(faint, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err := runCLI(t, "project", "--model", faint, "--in", in, "--out", filepath.Join(dir, "faint16.npy"), "--float16")
+	if err != nil || !strings.Contains(stderr, "3 of 3 rows (the first row 0) lie wholly below float16's normal range") {
+		t.Errorf("project --float16 of outputs near 1e-6: %v\n%s", err, stderr)
+	}
+	if _, stderr, _ := runCLI(t, "project", "--model", loud, "--in", in, "--out", out); strings.Contains(stderr, "normal range") {
+		t.Errorf("project to float32 warns of float16's range:\n%s", stderr)
+	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if e.Name() == "y16.npy" || strings.Contains(e.Name(), ".tmp") {

@@ -217,7 +217,12 @@ def main(argv=None):
     if a.k > a.keys:
         ap.error(f"--k {a.k}: more than the {a.keys} keys")
     threads = a.threads or os.cpu_count() or 1
-    a.out.mkdir(parents=True, exist_ok=True)
+    if a.out.exists() and not a.out.is_dir():
+        ap.error(f"--out {a.out} is a file; want a folder for the results")
+    try:
+        a.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out {a.out}: {e.strerror or e}")
     # A directory of its own: --out may hold anything of the user's.
     work = Path(tempfile.mkdtemp(prefix=".search-compare-", dir=a.out))
     try:

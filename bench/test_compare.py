@@ -160,14 +160,24 @@ def test_torch_ref_tiny(tmp_path):
     (["--batches", "x"], "--shapes/--batches"),
     (["--steps", "0"], "--steps 0: at least 1"),
     (["--topk-k", "50", "--topk-images", "20"], "--topk-k 50: more than"),
-    (["--json", "/nonexistent-folder/t.json"], "is not a writable folder"),
+    (["--json", "A_FILE/folder/t.json"], "cannot write into A_FILE: not a writable folder"),
+    (["--json", "A_FOLDER"], "is a directory"),
 ])
-def test_torch_ref_refuses_flags(flags, want):
+def test_torch_ref_refuses_flags(tmp_path, flags, want):
     """Absurd flags are refused before anything is measured, by name, not met by a traceback (or a
     loss of NaN from a batch of 0, or an unwritable --json after the measuring)."""
+    (tmp_path / "file").write_text("x")
+    fill = lambda x: x.replace("A_FILE", str(tmp_path / "file")).replace("A_FOLDER", str(tmp_path))
     with pytest.raises(SystemExit) as e:
-        torch_ref.parse_args(["--shapes", "16x32x1x8"] + flags)
-    assert want in str(e.value)
+        torch_ref.parse_args(["--shapes", "16x32x1x8"] + [fill(f) for f in flags])
+    assert fill(want) in str(e.value)
+
+
+def test_torch_ref_json_in_a_folder_to_make(tmp_path):
+    """--json in folders that do not exist yet is taken: they are made when the results are
+    written."""
+    args = torch_ref.parse_args(["--shapes", "16x32x1x8", "--json", str(tmp_path / "new" / "deeper" / "t.json")])
+    assert args.json.endswith("t.json")
 
 
 def test_torch_ref_gemm_precisions(tmp_path):
@@ -557,7 +567,7 @@ def test_search_compare_refuses_flags(tmp_path, capsys, flags, want):
     import search_compare
 
     with pytest.raises(SystemExit) as e:
-        search_compare.main(flags + ["--out", str(tmp_path / "s")])
+        search_compare.main(["--out", str(tmp_path / "s")] + flags)
     assert e.value.code == 2 and want in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
@@ -598,3 +608,12 @@ def test_one_side_failing_fails_the_run(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert code == 1 and res["ours"] is None and "old" not in res
     assert any("exited with 3" in e for e in res["errors"]), res["errors"]
+
+
+def test_search_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    import search_compare
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        search_compare.main(["--out", str(tmp_path / "file")])
+    assert e.value.code == 2 and f"--out {tmp_path / 'file'} is a file" in capsys.readouterr().err

@@ -617,11 +617,17 @@ def parse_args(argv=None):
         raise SystemExit(f"--topk-k {args.topk_k}: more than the top-k's images or captions")
     if not (args.min_time >= 0 and args.gemm_min_time >= 0):
         raise SystemExit("--min-time and --gemm-min-time: want seconds >= 0")
-    # The results file is written at the end: one that cannot be is found before the measuring.
+    # The results file is written at the end (its folder made then): one that cannot be is found
+    # before the measuring.
     if args.json is not None:
-        where = Path(args.json).resolve().parent
+        dest = Path(args.json)
+        if dest.is_dir():
+            raise SystemExit(f"--json {args.json} is a directory; want the results file to write")
+        where = dest.resolve().parent
+        while not where.exists() and where != where.parent:
+            where = where.parent  # (the folders to be made: the nearest one there must take them)
         if not where.is_dir() or not os.access(where, os.W_OK):
-            raise SystemExit(f"--json {args.json}: its folder {where} is not a writable folder")
+            raise SystemExit(f"--json {args.json}: cannot write into {where}: not a writable folder")
     args.modes = [m for m in (args.modes.split(",") if args.modes else ALL_MODES) if m]
     for m in args.modes:
         if m not in ALL_MODES:

@@ -195,14 +195,17 @@ def test_train_folder_skips_named_pipes(tmp_path, image_folder, capfd):
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
 def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     """Every image under the folder, those of a linked folder included (os.walk passes links
-    by); a folder reached again (a link to one walked, a loop to a folder above) is walked once,
-    and said."""
+    by); a folder reached again (a link to one walked, a loop to the folder itself) is walked
+    once, a link to a folder holding the folder (whose other folders are not under it) is not
+    followed, and both are said."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copytree(image_folder / "a", root / "a")
+    shutil.copytree(image_folder / "a", tmp_path / "beside")  # not under the folder
     os.symlink(image_folder / "b", root / "linked")  # outside the folder
     os.symlink("a", root / "dup")                    # a second name of a folder walked
     os.symlink("..", root / "a" / "up")              # a loop
+    os.symlink("..", root / "parent")                # the folder holding it (and beside/)
     pairs = extract.read_folder(str(root))
     images = lambda d: sorted(n for n in os.listdir(d) if not n.endswith(".txt"))
     assert [os.path.relpath(p, root) for p, _ in pairs] == (
@@ -211,8 +214,8 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     assert all(c == (image_folder / os.path.relpath(p, root).replace("linked", "b", 1)).with_suffix(".txt")
                .read_text().strip() for p, c in pairs)
     assert capfd.readouterr().err == (
-        f"{root}: skipped 2 linked folders already walked under another name (or leading to a folder above "
-        f"them), e.g. {root / 'a' / 'up'} (= {os.path.realpath(root)})\n")
+        f"{root}: skipped 3 linked folders already walked under another name, or holding {root} itself, "
+        f"e.g. {root / 'a' / 'up'} (= {os.path.realpath(root)})\n")
 
 
 @pytest.mark.parametrize("name,text,message", [
@@ -418,9 +421,10 @@ def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, cap
 
 def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, wds, monkeypatch, capfd):
     """Shards are named after their tars, and img2dataset names every folder's tars 00000.tar,
-    00001.tar, ...: extract.json records each shard's tar (real path and size), and another
-    folder's tar of the same name (other images) is refused naming both, not skipped as done;
-    so is the same tar changed since. The same tars resume however they are named, and the
+    00001.tar, ...: extract.json records each shard's tar (size and a sample of its bytes), and
+    another folder's tar of the same name (other images) is refused naming both, not skipped as
+    done; so is the same tar changed since, to another size or to the same one. The same tars
+    resume wherever they are (a link, another working directory, a copy of the folder), and the
     shards of other tars are added to the record."""
     root, _ = wds
     mine = tmp_path / "mine"
@@ -428,7 +432,7 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     shutil.copy(root / "00001.tar", mine / "00001.tar")
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", mine, "--out", out) == 0
-    ident = lambda p: {"path": os.path.realpath(p), "size": os.path.getsize(p)}
+    ident = extract._tar_id
     assert json.loads((out / "extract.json").read_text())["tars"] == {"00001": ident(mine / "00001.tar")}
     other = tmp_path / "other"
     other.mkdir()
@@ -436,14 +440,16 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     with monkeypatch.context() as m:
         m.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
         capfd.readouterr()
-        for given in (other, other / "00001.tar", root / "00001.tar"):  # (the last: the same bytes elsewhere)
+        for given in (other, other / "00001.tar"):
             assert run(tiny_models, "train-wds", given, "--out", out) == 1
             err = capfd.readouterr().err
             assert err == (f"dinoclip.extract: output shard 00001 in {out} was extracted from "
                            f"{os.path.realpath(mine / '00001.tar')} ({os.path.getsize(mine / '00001.tar')} bytes), "
-                           f"not from {os.path.realpath(given if given.name.endswith('.tar') else given / '00001.tar')} "
-                           f"({os.path.getsize(given if given.name.endswith('.tar') else given / '00001.tar')} "
-                           "bytes): use another --out for this tar\n")
+                           f"not from {os.path.realpath(other / '00001.tar')} "
+                           f"({os.path.getsize(other / '00001.tar')} bytes): use another --out for this tar\n")
+        # the same bytes elsewhere (the folder copied, moved or mounted at another path): done
+        assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out) == 0
+        assert "(1 already done)" in capfd.readouterr().err
     # the same tar, through a link and from another working directory: done
     os.symlink(mine, tmp_path / "link")
     monkeypatch.chdir(tmp_path)
@@ -454,13 +460,16 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     assert "(1 already done)" in capfd.readouterr().err
     assert json.loads((out / "extract.json").read_text())["tars"] == {
         "00000": ident(root / "00000.tar"), "00001": ident(mine / "00001.tar")}
-    # the tar changed since (written anew by img2dataset, say)
-    size = os.path.getsize(mine / "00001.tar")
-    with open(mine / "00001.tar", "ab") as f:
-        f.write(bytes(512))
+    # the tar changed since (written anew by img2dataset, say): to the same size (tar pads to
+    # 10 KiB records), and to another
+    data = (mine / "00001.tar").read_bytes()
+    (mine / "00001.tar").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert run(tiny_models, "train-wds", mine, "--out", out) == 1
-    assert (f"was extracted from {os.path.realpath(mine / '00001.tar')} ({size} bytes), not from "
-            f"{os.path.realpath(mine / '00001.tar')} ({size + 512} bytes)") in capfd.readouterr().err
+    assert f"({len(data)} bytes), not from {os.path.realpath(mine / '00001.tar')} ({len(data)} bytes)" in capfd.readouterr().err
+    (mine / "00001.tar").write_bytes(data + bytes(512))
+    assert run(tiny_models, "train-wds", mine, "--out", out) == 1
+    assert (f"was extracted from {os.path.realpath(mine / '00001.tar')} ({len(data)} bytes), not from "
+            f"{os.path.realpath(mine / '00001.tar')} ({len(data) + 512} bytes)") in capfd.readouterr().err
     # a shard never finished (killed between its files) holds nothing of its recorded tar: made
     # anew from the tar given, which is recorded in its place
     os.unlink(out / "00001.clip.npy")
@@ -759,6 +768,18 @@ def test_eval_refuses_to_replace_its_karpathy_file(tmp_path, tiny_models, karpat
         assert capfd.readouterr().err == (f"dinoclip.extract: --out {ev}: its {name} is the --karpathy file {js}: "
                                           "write the evaluation set to another directory\n")
     assert (ev / "eval.json").read_bytes() == data and own.read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["   ", "", "a\x1b[31mb", "set\u202eodd"])
+def test_eval_refuses_a_name_dinoclip_refuses(tmp_path, tiny_models, karpathy, monkeypatch, capfd, name):
+    """Before any model loads: a blank name, or one that cannot be printed, which dinoclip's
+    eval refuses when it loads the set (the extraction would be lost)."""
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    out = tmp_path / "ev"
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", out, "--name", name) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: --name {name!r}: want a name of printable characters, not blank\n"
+    assert not out.exists()
 
 
 def test_deeply_nested_json_is_one_line(tmp_path, tiny_models, karpathy, image_folder, monkeypatch, capfd):
@@ -1264,8 +1285,8 @@ def test_texts_disk_full_names_the_output(tmp_path, tiny_models, monkeypatch, ca
 def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_models, image_folder, wds, karpathy,
                                                                monkeypatch, capfd):
     """No subcommand writes into a training run (its top level, its checkpoints, a checkpoint, a
-    directory yet to be made inside it) or a search index: the places convert refuses (with its
-    message), before any model loads and without making --out."""
+    directory yet to be made inside it), a search index or a search's output: the places convert
+    refuses (with its message), before any model loads and without making --out."""
     run_dir = tmp_path / "run"
     ck = run_dir / "checkpoints" / "step-00000003"
     ck.mkdir(parents=True)
@@ -1275,6 +1296,10 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
     index.mkdir()
     (index / "manifest.json").write_text(json.dumps({"format": "dinoclip-index/1", "dim": 8}))
     os.symlink(run_dir, tmp_path / "link")
+    hits = tmp_path / "hits"  # a search's output
+    hits.mkdir()
+    (hits / "search.json").write_text("{}\n")
+    (hits / "ids.npy").write_bytes(b"ids")
     queries = tmp_path / "q.txt"
     queries.write_text("a dog\n")
     monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
@@ -1292,6 +1317,8 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
          "write the shards outside the run"),
         (["train-wds", wds[0], "--out", tmp_path / "link"], "is in a training run directory"),
         (["train-wds", wds[0], "--out", index], "write the shards outside the index"),
+        (["texts", queries, "--out", hits / "q.npy"], "is in a dinoclip search's output (beside its search.json and "
+         "ids.npy): write the embeddings outside it"),
         (["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", ck],
          "write the evaluation set outside the run's checkpoints"),
     ]

@@ -219,6 +219,8 @@ def _run_marks(d: str, top: bool) -> list:
 
 
 INDEX_MANIFEST = "manifest.json"
+#: what marks a directory as a search's output (``dinoclip search --out``), which holds nothing else
+SEARCH_MARKS = ("search.json", "ids.npy")
 INDEX_FORMAT_PREFIX = "dinoclip-index/"
 INDEX_LOCK = ".lock"
 
@@ -264,10 +266,13 @@ def place_refusal(d: str, what: str = "the file") -> Optional[str]:
     be taken for a run's or an index's own in a training checkpoint (resumed with another
     model's optimizer state), a run directory's top level (where the run's name resolves to
     ``model.safetensors`` before its best and last), anywhere else inside a run (its
-    checkpoints/, a checkpoint being made: the run's files are the trainer's), or a search index
-    (its files are ``dinoclip index``'s). The extractor refuses its outputs there too."""
+    checkpoints/, a checkpoint being made: the run's files are the trainer's), a search index
+    (its files are ``dinoclip index``'s), or a search's output (which the next search into it
+    would refuse for holding anything else). The extractor refuses its outputs there too."""
     if _is_index(d):
         return f"is in a dinoclip search index (beside its {INDEX_MANIFEST}): write {what} outside the index"
+    if all(os.path.lexists(os.path.join(d, m)) for m in SEARCH_MARKS):
+        return f"is in a dinoclip search's output (beside its {' and '.join(SEARCH_MARKS)}): write {what} outside it"
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
         return f"is in a training checkpoint (beside its {OPTIMIZER_FILE}): write {what} outside the run's checkpoints"
     marks = _run_marks(d, top=True)

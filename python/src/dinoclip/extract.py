@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import lzma
@@ -310,7 +311,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     file with a header row naming ``image`` and ``caption`` columns; image paths relative to
     ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
     several rows. Without it, every image file under ``root`` (recursively, sorted by path;
-    links to folders followed, a folder reached twice walked once) is paired with the text of
+    links to folders followed, a folder reached twice walked once, none holding ``root``) is paired with the text of
     its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when ``need_captions`` (an image
     without one is an error), else with None. When
     ``need_captions``, an empty (or blank) caption is an error as a missing one is: the CLIP
@@ -374,12 +375,15 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         return pairs
     irregular, repeated = [], []
     walked = set()  # the real paths of the folders walked
+    top = os.path.realpath(root)
     # Links to folders are followed: "every image under the folder" includes those of a linked
     # one (os.walk would pass it by without a word). A folder reached again, by a link to one
-    # walked or to a folder above it (a loop, which would never end), is walked once.
+    # walked, is walked once; a link to a folder that holds ROOT (.., /: a loop, and the rest of
+    # that folder is not under ROOT) is not followed.
     for d, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(d)
-        if real in walked:
+        holds_root = real != top and (top + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+        if real in walked or holds_root:
             repeated.append((d, real))
             dirs[:] = []
             continue
@@ -402,8 +406,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 pairs.append((p, cap))
     _log_irregular(root, irregular)
     if repeated:
-        _log(f"{root}: skipped {len(repeated)} linked folders already walked under another name (or leading "
-             f"to a folder above them), e.g. {repeated[0][0]} (= {repeated[0][1]})")
+        _log(f"{root}: skipped {len(repeated)} linked folders already walked under another name, or holding "
+             f"{root} itself, e.g. {repeated[0][0]} (= {repeated[0][1]})")
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return pairs
@@ -686,11 +690,30 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
 
 
 def _tar_id(path: str) -> dict:
-    """A tar as extract.json records the source of its shard: by real path (as train-folder's
-    folder is recorded, :func:`_path_id`) and size. Shards are named after their tars alone, and
-    img2dataset names every folder's tars 00000.tar, 00001.tar, ...: by name, another folder's
-    tar would be taken for one already done."""
-    return {"path": _path_id(path), "size": os.stat(path).st_size}
+    """A tar as extract.json records the source of its shard: its size and a sample of its bytes
+    (the SHA-256 of its size and of 16 windows of 4 KiB spread over it, all of it up to 64 KiB,
+    as an index samples its sources), and its real path, for messages. Shards are named after
+    their tars alone, and img2dataset names every folder's tars 00000.tar, 00001.tar, ...: by
+    name, another folder's tar would be taken for one already done. Not by path: a folder moved
+    or mounted elsewhere holds the same tars; and a tar rewritten to the same size (tar pads to
+    10 KiB records) is another."""
+    size = os.stat(path).st_size
+    h = hashlib.sha256(size.to_bytes(8, "little"))
+    window, windows = 4096, 16
+    with open(path, "rb") as f:
+        if size <= window * windows:
+            h.update(f.read())
+        else:
+            for i in range(windows):
+                f.seek(i * (size - window) // (windows - 1))
+                h.update(f.read(window))
+    return {"path": _path_id(path), "size": size, "sample": h.hexdigest()}
+
+
+def _same_tar(recorded, tar: dict) -> bool:
+    """Whether the recorded tar (:func:`_tar_id`) is ``tar``: the same size and sample, wherever
+    it is now."""
+    return isinstance(recorded, dict) and recorded.get("size") == tar["size"] and recorded.get("sample") == tar["sample"]
 
 
 def _describe_tar(tar_id) -> str:
@@ -741,12 +764,12 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
         if not write:
             # (shards written before tars were recorded have no record: they are taken as they are)
             for name, tar in (tars or {}).items():
-                if name in recorded and recorded[name] != tar:
+                if name in recorded and not _same_tar(recorded[name], tar):
                     raise ExtractError(f"output shard {name} in {out} was extracted from "
                                        f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}: "
                                        "use another --out for this tar")
             return
-        new = {name: tar for name, tar in (tars or {}).items() if recorded.get(name) != tar}
+        new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         if old is not None and not new:
             return
         manifest = dict(settings) if old is None else dict(old)
@@ -918,6 +941,10 @@ _EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", 
 
 
 def cmd_eval(args, kind: str) -> int:
+    # dinoclip refuses a set whose name cannot be printed, or is blank (it is printed in tables,
+    # errors and records): refused here, before the extraction rather than after.
+    if args.name is not None and (not args.name.strip() or not args.name.isprintable()):
+        raise ExtractError(f"--name {args.name!r}: want a name of printable characters, not blank")
     # Writing the set over the Karpathy file (named as one of its files, or through a link) would
     # lose it.
     for f in EVAL_FILES:
@@ -1059,8 +1086,8 @@ def build_parser() -> argparse.ArgumentParser:
                     ".csv/.tsv file with a header row naming 'image' and 'caption' columns (PATH relative to ROOT\n"
                     "or absolute; the rows, in order, are the training pairs). Without it, every image under ROOT\n"
                     "(recursively, sorted by path; jpg, jpeg, png, webp, bmp, gif, tif) is paired with its sidecar\n"
-                    ".txt (photos/a.jpg -> photos/a.txt). Links to folders are followed; a folder reached twice (a\n"
-                    "link to one already walked, or to a folder above it) is walked once (the others are counted).\n"
+                    ".txt (photos/a.jpg -> photos/a.txt). Links to folders are followed; a folder reached twice is\n"
+                    "walked once, and a link to a folder holding ROOT (.., /) is not followed (both counted).\n"
                     "Captions are only needed with --target text, and there an empty one is an error, as a\n"
                     "missing one is.\n\n"
                     "Shard k holds pairs [k*N, (k+1)*N) of that list, so a rerun with the same inputs and\n"
@@ -1081,8 +1108,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "text, a caption that is not empty) and images that do not decode are left out and\n"
                     "counted. A tar whose two output files exist is skipped, so several processes (e.g. one\n"
                     "per GPU) can share an --out directory if they are given disjoint tars. extract.json\n"
-                    "records each shard's tar (real path and size): a tar of the same name from elsewhere\n"
-                    "(another folder's 00000.tar), or changed since, is refused.",
+                    "records each shard's tar (its size and a sample of its bytes; its path for messages): a\n"
+                    "tar of the same name with other contents (another folder's 00000.tar, or one changed\n"
+                    "since) is refused; the same tars moved elsewhere resume. Two processes must not be given\n"
+                    "tars of one name: both would write its shard.",
     )
     p.add_argument("inputs", nargs="+", metavar="TAR|DIR",
                    help="tar files (plain or compressed), or directories whose tar files (*.tar, *.tar.gz, "

@@ -247,6 +247,32 @@ def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, mo
     assert message in err and "Traceback" not in err
 
 
+def test_train_folder_captions_that_are_no_file(tmp_path, image_folder):
+    """--captions naming what is not a file says what it is."""
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    for name, what in (("fifo.jsonl", "a named pipe"), ("dir.jsonl", "a directory"), ("none.jsonl", "no such file")):
+        with pytest.raises(extract.ExtractError, match=f"--captions {re.escape(str(tmp_path / name))}: {what}, not a captions file"):
+            extract.read_folder(str(image_folder), str(tmp_path / name))
+
+
+def test_train_folder_refuses_a_folder_it_cannot_list(tmp_path, monkeypatch):
+    """A folder under ROOT that cannot be listed is an error naming it: os.walk passes it by
+    without a word, and its images would be missing from the shards."""
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "x.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+    def scandir(p="."):
+        if os.fspath(p).endswith(os.sep + "b"):
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_scandir(p)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(extract.ExtractError, match=f"cannot list {re.escape(str(root / 'b'))}: Permission denied"):
+        extract.read_folder(str(root), need_captions=False)
+
+
 def test_train_folder_empty_captions_are_missing(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
     """With --target text an empty (or blank) caption is refused as a missing one is, before any
     model loads: in a sidecar .txt and in a captions file. Without it captions are no targets,
@@ -403,16 +429,17 @@ def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, cap
     imgs = [make_image(rng) for _ in range(4)]
     data = [jpeg_bytes(im) for im in imgs]
     tar = tmp_path / "00007.tar"
+    # (a byte-order mark is no text: k4's caption is "two cats", k5's is empty, as train-folder reads them)
     write_tar(tar, [("k0", {"jpg": data[0], "txt": b"a red dog"}), ("k1", {"jpg": data[1], "txt": b""}),
                     ("k2", {"jpg": data[2], "txt": b" \n"}), ("k3", {"jpg": data[3]}),
-                    ("k4", {"jpg": data[0], "txt": b"two cats"})])
+                    ("k4", {"jpg": data[0], "txt": b"\xef\xbb\xbftwo cats"}), ("k5", {"jpg": data[1], "txt": b"\xef\xbb\xbf"})])
     idx = extract.index_tar(str(tar), need_captions=True)
-    assert (idx.keys, idx.captions, idx.incomplete, idx.empty) == (["k0", "k4"], ["a red dog", "two cats"], 1, 2)
-    assert extract.index_tar(str(tar), need_captions=False).keys == ["k0", "k1", "k2", "k3", "k4"]
+    assert (idx.keys, idx.captions, idx.incomplete, idx.empty) == (["k0", "k4"], ["a red dog", "two cats"], 1, 3)
+    assert extract.index_tar(str(tar), need_captions=False).keys == ["k0", "k1", "k2", "k3", "k4", "k5"]
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", tar, "--out", out, "--target", "text") == 0
     err = capfd.readouterr().err
-    assert ("00007: 2 rows of 5 samples; skipped: 1 samples lack an image or a caption, 2 samples have an empty "
+    assert ("00007: 2 rows of 6 samples; skipped: 1 samples lack an image or a caption, 3 samples have an empty "
             "caption") in err
     assert (out / "00007.images.txt").read_text() == "k0\nk4\n"
     d, c = direct(models, [Image.open(io.BytesIO(data[0]))] * 2, ["a red dog", "two cats"])
@@ -446,7 +473,8 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
             assert err == (f"dinoclip.extract: output shard 00001 in {out} was extracted from "
                            f"{os.path.realpath(mine / '00001.tar')} ({os.path.getsize(mine / '00001.tar')} bytes), "
                            f"not from {os.path.realpath(other / '00001.tar')} "
-                           f"({os.path.getsize(other / '00001.tar')} bytes): use another --out for this tar\n")
+                           f"({os.path.getsize(other / '00001.tar')} bytes): use another --out for this tar, or "
+                           "remove 00001.dino.npy and 00001.clip.npy from it to extract the shard anew\n")
         # the same bytes elsewhere (the folder copied, moved or mounted at another path): done
         assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out) == 0
         assert "(1 already done)" in capfd.readouterr().err
@@ -465,7 +493,8 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     data = (mine / "00001.tar").read_bytes()
     (mine / "00001.tar").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert run(tiny_models, "train-wds", mine, "--out", out) == 1
-    assert f"({len(data)} bytes), not from {os.path.realpath(mine / '00001.tar')} ({len(data)} bytes)" in capfd.readouterr().err
+    assert (f"({len(data)} bytes), not from {os.path.realpath(mine / '00001.tar')} ({len(data)} bytes) (the same "
+            "size, other contents)") in capfd.readouterr().err
     (mine / "00001.tar").write_bytes(data + bytes(512))
     assert run(tiny_models, "train-wds", mine, "--out", out) == 1
     assert (f"was extracted from {os.path.realpath(mine / '00001.tar')} ({len(data)} bytes), not from "
@@ -476,6 +505,34 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     assert run(tiny_models, "train-wds", other, "--out", out) == 0
     assert (out / "00001.images.txt").read_text() == "x\n"
     assert json.loads((out / "extract.json").read_text())["tars"]["00001"] == ident(other / "00001.tar")
+
+
+def test_train_wds_tar_rewritten_during_the_run(tmp_path, tiny_models, wds, monkeypatch, capfd):
+    """A tar rewritten after the run recorded it (one still being written, another put in its
+    place) is found before its samples are read, or after: its shard is not written, and the run
+    again takes the tar as it is then."""
+    root, _ = wds
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(root / "00001.tar", mine / "00001.tar")
+    out = tmp_path / "o"
+    real_index, real_extractor = extract.index_tar, extract._extractor
+    rewrite = lambda: shutil.copy(root / "00000.tar", mine / "00001.tar")
+    for when in ("before", "during"):
+        shutil.copy(root / "00001.tar", mine / "00001.tar")
+        with monkeypatch.context() as m:
+            if when == "before":  # while the models load
+                m.setattr(extract, "_extractor", lambda *a: (rewrite(), real_extractor(*a))[1])
+            else:  # once its samples are listed
+                m.setattr(extract, "index_tar", lambda *a, **k: (real_index(*a, **k), rewrite())[0])
+            assert run(tiny_models, "train-wds", mine, "--out", out) == 1
+        err = capfd.readouterr().err
+        phrase = "changed since this run began" if when == "before" else "changed while it was extracted"
+        assert f"{mine / '00001.tar'} {phrase}" in err and "output shard 00001 is not written" in err, (when, err)
+        assert not (out / "00001.dino.npy").exists() and not (out / "00001.clip.npy").exists()
+    # run again: the tar as it is now (00000.tar's samples) is extracted and recorded
+    assert run(tiny_models, "train-wds", mine, "--out", out) == 0
+    assert json.loads((out / "extract.json").read_text())["tars"]["00001"] == extract._tar_id(mine / "00001.tar")
 
 
 def test_train_wds_truncated_tar(tmp_path, tiny_models, wds, capfd):
@@ -882,13 +939,14 @@ def test_karpathy_empty_captions_are_counted(tmp_path, karpathy, monkeypatch, ca
     data = json.load(open(karpathy["json"]))
     data["images"][1]["sentences"][3]["raw"] = ""
     data["images"][3]["sentences"][0]["raw"] = "  "
+    data["images"][3]["sentences"][1]["raw"] = "\ufeff"  # (a byte-order mark is no text)
     js = tmp_path / "dataset_coco.json"
     js.write_text(json.dumps(data))
     assert extract.main([command, "--karpathy", str(js), "--images", karpathy["images"], "--out", str(tmp_path / "o"),
                          "--device", "cpu", "--quiet"]) == 1
     err = capfd.readouterr().err.splitlines()
-    assert err[0] == f"{js}: skipped 2 empty captions of split 'test', e.g. sentence 3 of COCO_val2014_000000000001.jpg"
-    assert err[1].startswith(f"{js} split 'test': 4 images, {karpathy['n_captions'] - 2} captions")
+    assert err[0] == f"{js}: skipped 3 empty captions of split 'test', e.g. sentence 3 of COCO_val2014_000000000001.jpg"
+    assert err[1].startswith(f"{js} split 'test': 4 images, {karpathy['n_captions'] - 3} captions")
     assert err[-1] == "dinoclip.extract: stop"
 
 

@@ -325,7 +325,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     pairs: List[Tuple[str, Optional[str]]] = []
     if captions:
         if not os.path.isfile(captions):
-            raise ExtractError(f"--captions {captions}: no such file")
+            what = file_kind(os.stat(captions).st_mode) if os.path.exists(captions) else "no such file"
+            raise ExtractError(f"--captions {captions}: {what}, not a captions file")
         if captions.endswith(".jsonl"):
             for n, line in enumerate(_read_text(captions).split("\n"), 1):
                 if not line.strip():
@@ -380,7 +381,11 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     # one (os.walk would pass it by without a word). A folder reached again, by a link to one
     # walked, is walked once; a link to a folder that holds ROOT (.., /: a loop, and the rest of
     # that folder is not under ROOT) is not followed.
-    for d, dirs, files in os.walk(root, followlinks=True):
+    def unlistable(e: OSError):
+        # (os.walk passes a folder it cannot list by without a word: its images would be missing)
+        raise ExtractError(f"{root}: cannot list {e.filename}: {e.strerror}") from None
+
+    for d, dirs, files in os.walk(root, followlinks=True, onerror=unlistable):
         real = os.path.realpath(d)
         holds_root = real != top and (top + os.sep).startswith(real.rstrip(os.sep) + os.sep)
         if real in walked or holds_root:
@@ -461,7 +466,8 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
                 if ext in WDS_IMAGE_EXTS and "image" not in s:
                     s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
                 elif ext == "txt":
-                    s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").strip()
+                    # (a byte-order mark is no text, as train-folder's sidecars read it)
+                    s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").lstrip("\ufeff").strip()
             # tarfile ends quietly where a header is missing, cut or corrupt: a tar cut at a
             # member's boundary looks complete. A whole tar has a zero block (the end-of-archive
             # marker) there, in the decompressed stream of a compressed one.
@@ -556,8 +562,10 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
                 raw = " ".join(tokens)
             if raw is not None and not isinstance(raw, str):
                 raise ExtractError(f"{path}: image {fn}: sentence {k}: raw {raw!r} is not a string")
-            if raw is not None and raw.strip():
-                caps.append(raw.strip())
+            if raw is not None:
+                raw = raw.lstrip("\ufeff").strip()  # (a byte-order mark is no text)
+            if raw:
+                caps.append(raw)
             else:
                 empty += 1
                 first_empty = first_empty or f"sentence {k} of {fn}"
@@ -765,9 +773,12 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
             # (shards written before tars were recorded have no record: they are taken as they are)
             for name, tar in (tars or {}).items():
                 if name in recorded and not _same_tar(recorded[name], tar):
+                    same_size = isinstance(recorded[name], dict) and recorded[name].get("size") == tar["size"]
                     raise ExtractError(f"output shard {name} in {out} was extracted from "
-                                       f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}: "
-                                       "use another --out for this tar")
+                                       f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}"
+                                       f"{' (the same size, other contents)' if same_size else ''}: use another "
+                                       f"--out for this tar, or remove {name}{FEATURE_SUFFIX} and {name}{TARGET_SUFFIX} "
+                                       "from it to extract the shard anew")
             return
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         if old is not None and not new:
@@ -918,9 +929,19 @@ def cmd_train_wds(args) -> int:
                     tars={names[i]: ids[names[i]] for i in todo})
     need_captions = args.target == "text"
     for j, i in enumerate(todo):
+        # The shard must be what extract.json records of its tar: a tar rewritten meanwhile (one
+        # img2dataset is still writing, or another put in its place) is found before its samples
+        # are read, and after, which is when they have all been read.
+        changed = lambda: not _same_tar(ids[names[i]], _tar_id(tars[i]))
+        if changed():
+            raise ExtractError(f"{tars[i]} changed since this run began (is it still being written?): output shard "
+                               f"{names[i]} is not written; run again once it is complete")
         idx = index_tar(tars[i], need_captions=need_captions)
         enc = ext.images(idx.refs, _TarOpener(tars[i]), idx.captions, args.target,
                          desc=f"{names[i]} ({j + 1}/{len(todo)})")
+        if changed():
+            raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
+                               f"{names[i]} is not written; run again once it is complete")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         _report(names[i], enc, idx.keys, idx.incomplete, idx.empty)
     return 0

@@ -260,6 +260,12 @@ def test_cli_output_errors_are_one_line(tmp_path, monkeypatch, capfd):
         assert capfd.readouterr().err == \
             f"dinoclip.convert: {tmp_path / 'o.pt'}: cannot write it: {os.strerror(err)}\n"
         assert not (tmp_path / "o.pt").exists()
+        # the directories it made for the output go with it, those already there stay
+        (tmp_path / "there").mkdir(exist_ok=True)
+        deep = tmp_path / "there" / "new" / "newer" / "o.pt"
+        assert convert.main(["to-torch", str(tmp_path / "ok.safetensors"), str(deep)]) == 1
+        capfd.readouterr()
+        assert not (tmp_path / "there" / "new").exists() and (tmp_path / "there").is_dir()
 
 
 def test_converted_file_records_its_sha256(tmp_path):

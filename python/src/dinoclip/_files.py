@@ -14,6 +14,7 @@ import signal
 import stat
 import sys
 import time
+from typing import List, Sequence
 
 try:
     import fcntl
@@ -280,6 +281,33 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, end)
 
 
+def missing_dirs(path: str) -> List[str]:
+    """The directories that writing into ``path`` would make (it and those above it that do not
+    exist yet, as :func:`make_dirs` resolves them), deepest first."""
+    try:
+        p = _resolve(path or os.curdir)
+    except OSError:
+        return []  # (a ``..`` after a missing directory: none is made)
+    missing = []
+    while not os.path.lexists(p) and os.path.dirname(p) != p:
+        missing.append(p)
+        p = os.path.dirname(p)
+    return missing
+
+
+def remove_empty(dirs: Sequence[str]) -> None:
+    """Removes the directories ``dirs`` (deepest first) that exist and are empty, stopping at
+    the first that holds anything: rmdir removes nothing else, so whatever a run (or another
+    process) wrote there stays. (What a failed write made, :func:`missing_dirs` before it, goes.)"""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue  # (not made: the run failed before it)
+        except OSError:
+            return  # not empty (or no longer a directory): it, and those above it, stay
+
+
 def write_atomic(path: str, write) -> None:
     """Calls ``write(fileobj)`` on a temporary file beside the file ``path`` names
     (:func:`destination`: where a link at ``path`` leads), fsyncs it and renames it over that
@@ -292,11 +320,13 @@ def write_atomic(path: str, write) -> None:
     no permission) names ``path``."""
     dst = destination(path)
     d, base = os.path.split(dst)
+    made = missing_dirs(d)  # (a failed write leaves no empty directory it made)
     try:
         _makedirs(d, path)
         _sweep_stale(d, base)
         fd, tmp = _make_temp(d, base)
     except OSError as e:
+        remove_empty(made)
         raise _naming(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
@@ -313,6 +343,7 @@ def write_atomic(path: str, write) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        remove_empty(made)
         if isinstance(e, OSError):
             raise _naming(e, path) from e
         raise

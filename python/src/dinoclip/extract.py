@@ -58,7 +58,8 @@ import torch
 from . import _files, encoders
 from ._files import file_kind, open_regular
 from ._progress import progress
-from ._files import _resolve, destination, exit_on_sigterm, make_dirs, oserror_message, same_file, write_atomic
+from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
+                     same_file, write_atomic)
 from .convert import place_refusal
 from .npyio import embedding_dtype, save_npy
 
@@ -1187,33 +1188,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _missing_dirs(path: str) -> List[str]:
-    """The directories that writing into ``path`` would make (it and those above it that do not
-    exist yet, as :func:`make_dirs` resolves them), deepest first."""
-    try:
-        p = _resolve(path or os.curdir)
-    except OSError:
-        return []  # (a ``..`` after a missing directory: none is made)
-    missing = []
-    while not os.path.lexists(p) and os.path.dirname(p) != p:
-        missing.append(p)
-        p = os.path.dirname(p)
-    return missing
-
-
-def _remove_empty(dirs: Sequence[str]) -> None:
-    """Removes the directories ``dirs`` (deepest first) that exist and are empty, stopping at
-    the first that holds anything: rmdir removes nothing else, so whatever a run (or another
-    process) wrote there stays."""
-    for d in dirs:
-        try:
-            os.rmdir(d)
-        except FileNotFoundError:
-            continue  # (not made: the run failed before it)
-        except OSError:
-            return  # not empty (or no longer a directory): it, and those above it, stay
-
-
 def _run(args) -> int:
     """Runs the subcommand of ``args``; its status, its error said on stderr in one line."""
     try:
@@ -1263,14 +1237,14 @@ def main(argv=None) -> int:
         return 2
     # A run that fails (a model of the wrong kind, an input refused) leaves no empty --out
     # behind: the directories it made (for texts, the file's), while nothing is in them.
-    made = _missing_dirs(args.out if args.command != "texts" else os.path.dirname(args.out))
+    made = missing_dirs(args.out if args.command != "texts" else os.path.dirname(args.out))
     rc = 1
     try:
         rc = _run(args)
         return rc
     finally:
         if rc != 0:
-            _remove_empty(made)
+            remove_empty(made)
 
 
 if __name__ == "__main__":

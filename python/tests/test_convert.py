@@ -210,6 +210,13 @@ def test_refuses_pickled_code(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_text_is_no_checkpoint(tmp_path):
+    """Bytes that are no pickle at all: said so, not a bare number (torch.load's KeyError)."""
+    (tmp_path / "junk.pt").write_text("junk\n")
+    with pytest.raises(convert.ConversionError, match=r"junk\.pt: not a PyTorch checkpoint .*\(KeyError \d+: the bytes are no pickle\)"):
+        convert.read_torch_state_dict(str(tmp_path / "junk.pt"))
+
+
 def test_to_torch_errors(tmp_path):
     os.mkdir(tmp_path / "empty")
     with pytest.raises(checkpoint.CheckpointError, match="holds no model.safetensors"):

@@ -86,6 +86,9 @@ def _unpickling_detail(e: Exception) -> str:
     """What ``torch.load(weights_only=True)`` (or zipfile) found wrong, in one line: its message
     less the paragraphs around the cause (which advise ``weights_only=False``, which would run
     whatever code the file holds, or allowlisting the class it refused)."""
+    if isinstance(e, KeyError):
+        # (torch.load of bytes that are no pickle at all: the bare key it looked up, "174812789")
+        return f"{type(e).__name__} {e}: the bytes are no pickle"
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for ln in lines:
         # (1) and (2): the two ways torch offers to load it anyway, before the cause

@@ -432,15 +432,17 @@ def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, cap
     # (a byte-order mark is no text: k4's caption is "two cats", k5's is empty, as train-folder reads them)
     write_tar(tar, [("k0", {"jpg": data[0], "txt": b"a red dog"}), ("k1", {"jpg": data[1], "txt": b""}),
                     ("k2", {"jpg": data[2], "txt": b" \n"}), ("k3", {"jpg": data[3]}),
-                    ("k4", {"jpg": data[0], "txt": b"\xef\xbb\xbftwo cats"}), ("k5", {"jpg": data[1], "txt": b"\xef\xbb\xbf"})])
+                    ("k4", {"jpg": data[0], "txt": b"\xef\xbb\xbftwo cats"}), ("k5", {"jpg": data[1], "txt": b"\xef\xbb\xbf"}),
+                    ("k6", {"jpg": data[2], "txt": b"a r\xffd dog"})])  # (not UTF-8: no caption either)
     idx = extract.index_tar(str(tar), need_captions=True)
-    assert (idx.keys, idx.captions, idx.incomplete, idx.empty) == (["k0", "k4"], ["a red dog", "two cats"], 1, 3)
-    assert extract.index_tar(str(tar), need_captions=False).keys == ["k0", "k1", "k2", "k3", "k4", "k5"]
+    assert (idx.keys, idx.captions, idx.incomplete, idx.empty, idx.not_utf8) == (
+        ["k0", "k4"], ["a red dog", "two cats"], 1, 3, 1)
+    assert extract.index_tar(str(tar), need_captions=False).keys == ["k0", "k1", "k2", "k3", "k4", "k5", "k6"]
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", tar, "--out", out, "--target", "text") == 0
     err = capfd.readouterr().err
-    assert ("00007: 2 rows of 6 samples; skipped: 1 samples lack an image or a caption, 3 samples have an empty "
-            "caption") in err
+    assert ("00007: 2 rows of 7 samples; skipped: 1 samples lack an image or a caption, 3 samples have an empty "
+            "caption, 1 samples have a caption that is not UTF-8") in err
     assert (out / "00007.images.txt").read_text() == "k0\nk4\n"
     d, c = direct(models, [Image.open(io.BytesIO(data[0]))] * 2, ["a red dog", "two cats"])
     np.testing.assert_allclose(read_npy(out / "00007.clip.npy"), c, **TOL)

@@ -426,6 +426,7 @@ class TarIndex:
     captions: List[Optional[str]]
     incomplete: int     # samples without an image (or, when needed, a caption)
     empty: int = 0      # samples left out, when captions are needed, for an empty (or blank) one
+    not_utf8: int = 0   # samples left out, when captions are needed, for one that is not UTF-8
 
 
 def index_tar(path: str, need_captions: bool = True) -> TarIndex:
@@ -467,8 +468,12 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
                 if ext in WDS_IMAGE_EXTS and "image" not in s:
                     s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
                 elif ext == "txt":
-                    # (a byte-order mark is no text, as train-folder's sidecars read it)
-                    s["caption"] = tf.extractfile(m).read().decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+                    # (a byte-order mark is no text, as train-folder's sidecars read it; bytes that are
+                    # not UTF-8 are no caption: decoded with U+FFFD, a target would be made of guesses)
+                    try:
+                        s["caption"] = tf.extractfile(m).read().decode("utf-8").lstrip("\ufeff").strip()
+                    except UnicodeDecodeError:
+                        s["caption"], s["not_utf8"] = "", True
             # tarfile ends quietly where a header is missing, cut or corrupt: a tar cut at a
             # member's boundary looks complete. A whole tar has a zero block (the end-of-archive
             # marker) there, in the decompressed stream of a compressed one.
@@ -486,6 +491,9 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
     for key, s in samples.items():
         if "image" not in s or (need_captions and "caption" not in s):
             idx.incomplete += 1
+            continue
+        if need_captions and s.get("not_utf8"):
+            idx.not_utf8 += 1
             continue
         # (stripped as read) no text is no caption: the CLIP embedding of "" would be the target
         if need_captions and not s["caption"]:
@@ -791,12 +799,14 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
 
 
-def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0) -> None:
+def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0,
+            not_utf8: int = 0) -> None:
     """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys), and
-    what it left out: ``incomplete`` samples, and ``empty`` ones for their empty caption."""
+    what it left out: ``incomplete`` samples, and ``empty`` and ``not_utf8`` ones for their
+    caption."""
     msg = f"{name}: {len(enc.kept)} rows"
-    if enc.failed or incomplete or empty:
-        msg += f" of {len(samples) + incomplete + empty} samples"
+    if enc.failed or incomplete or empty or not_utf8:
+        msg += f" of {len(samples) + incomplete + empty + not_utf8} samples"
         parts = []
         if enc.failed:
             i, why = enc.failed[0]
@@ -805,6 +815,8 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0
             parts.append(f"{incomplete} samples lack an image or a caption")
         if empty:
             parts.append(f"{empty} samples have an empty caption")
+        if not_utf8:
+            parts.append(f"{not_utf8} samples have a caption that is not UTF-8")
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
 
@@ -944,7 +956,7 @@ def cmd_train_wds(args) -> int:
             raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
                                f"{names[i]} is not written; run again once it is complete")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        _report(names[i], enc, idx.keys, idx.incomplete, idx.empty)
+        _report(names[i], enc, idx.keys, idx.incomplete, idx.empty, idx.not_utf8)
     return 0
 
 
@@ -1127,7 +1139,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "webdataset): each sample is KEY.jpg (or .png/.webp) + KEY.txt (+ KEY.json, unused).\n"
                     "Each input tar becomes one output shard named after it: 00042.tar -> 00042.dino.npy +\n"
                     "00042.clip.npy, rows in the tar's order. Samples without an image (or, with --target\n"
-                    "text, a caption that is not empty) and images that do not decode are left out and\n"
+                    "text, a caption that is UTF-8 and not empty) and images that do not decode are left out and\n"
                     "counted. A tar whose two output files exist is skipped, so several processes (e.g. one\n"
                     "per GPU) can share an --out directory if they are given disjoint tars. extract.json\n"
                     "records each shard's tar (its size and a sample of its bytes; its path for messages): a\n"

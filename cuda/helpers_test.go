@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
+	"github.com/dinoclip/dinoclip/nn/enginetest"
 )
 
 // fullDriver is a driver with the extended calls, as every driver the
@@ -101,21 +102,7 @@ func nanFill(n int) []float32 {
 	return v
 }
 
-// relDiff is ||a-b|| / ||b|| (||a-b|| when b is zero).
-func relDiff[A, B float32 | float64](a []A, b []B) float64 {
-	var num, den float64
-	for i := range a {
-		d := float64(a[i]) - float64(b[i])
-		num += d * d
-		den += float64(b[i]) * float64(b[i])
-	}
-	if den == 0 {
-		return math.Sqrt(num)
-	}
-	return math.Sqrt(num / den)
-}
-
-// within fails the test when relDiff(got, want) > tol.
+// within fails the test when enginetest.RelDiff(got, want) > tol.
 func within[A, B float32 | float64](t *testing.T, what string, got []A, want []B, tol float64) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -126,7 +113,7 @@ func within[A, B float32 | float64](t *testing.T, what string, got []A, want []B
 			t.Fatalf("%s: element %d is %v", what, i, v)
 		}
 	}
-	d := relDiff(got, want)
+	d := enginetest.RelDiff(got, want)
 	if d > tol {
 		t.Errorf("%s: relative difference %.3g > %g", what, d, tol)
 	} else {

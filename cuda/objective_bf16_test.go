@@ -274,7 +274,7 @@ func TestInfoNCEBF16(t *testing.T) {
 						if d := math.Abs(cpuLoss - refLoss); d < 2*lossTol {
 							t.Errorf("%s: the unrounded and bf16 references' losses differ by %.3g, not above 2 x %.3g: the check cannot tell float32 operands", name, d, lossTol)
 						}
-						if d := relDiff(cpuGrad, refGrad); d < 3*gradTol {
+						if d := enginetest.RelDiff(cpuGrad, refGrad); d < 3*gradTol {
 							t.Errorf("%s: the unrounded and bf16 references' gradients differ by %.3g, not above 3 x %g: the check cannot tell float32 operands", name, d, gradTol)
 						}
 					}

@@ -3,7 +3,6 @@ package retrieval
 import (
 	"fmt"
 	"math"
-	"slices"
 )
 
 // NormalizeRows returns a copy of the n×dim row-major matrix x in which every
@@ -63,13 +62,8 @@ func checkShape(name string, x []float32, n, dim int) error {
 // undefined. Normalisation leaves them zero, so they score 0 against every
 // key (and every query against a zero key scores 0).
 func ZeroRows(x []float32, dim int) []int {
-	var zero []int
-	for r := 0; r < len(x)/dim; r++ {
-		if !slices.ContainsFunc(x[r*dim:(r+1)*dim], func(v float32) bool { return v != 0 }) {
-			zero = append(zero, r)
-		}
-	}
-	return zero
+	// (A float32's square is never below float64's smallest: only zeros sum to 0.)
+	return rowsWhere(x, dim, func(norm2 float64) bool { return norm2 == 0 })
 }
 
 // ShortRows returns the indices of the rows of the normalised row-major

@@ -146,7 +146,8 @@ func runProject(cCtx *cli.Context) error {
 			}
 			b := buf[:len(ys)*dt.Size()]
 			if dt == npy.Float16 {
-				var wasNonzero, isNonzero bool // (the row so far, in float32 and in float16)
+				var rowMax float64 // (the row's largest magnitude so far, in float32)
+				var isNonzero bool // (and whether it has a value not zero in float16)
 				for i, v := range ys {
 					h, ok := npy.Float16Finite(v)
 					if !ok {
@@ -154,23 +155,23 @@ func runProject(cCtx *cli.Context) error {
 							inPath, lo+i/c.OutputDim, i%c.OutputDim, v, npy.Float16Range)
 					}
 					binary.LittleEndian.PutUint16(b[2*i:], h)
-					wasNonzero, isNonzero = wasNonzero || v != 0, isNonzero || h&0x7fff != 0
+					rowMax, isNonzero = max(rowMax, math.Abs(float64(v))), isNonzero || h&0x7fff != 0
 					if i%c.OutputDim < c.OutputDim-1 {
 						continue
 					}
 					// A whole row below float16's smallest value would be
 					// zero: its direction lost, as by an overflow.
-					if wasNonzero && !isNonzero {
+					if rowMax > 0 && !isNonzero {
 						return fmt.Errorf("%s: row %d: the model's outputs are all below float16's smallest value (6e-8; the largest is %.3g), so the row would be zero; write float32 (without --float16)",
-							inPath, lo+i/c.OutputDim, maxAbs(ys[i+1-c.OutputDim:i+1]))
+							inPath, lo+i/c.OutputDim, rowMax)
 					}
-					if m := maxAbs(ys[i+1-c.OutputDim : i+1]); wasNonzero && m < 0x1p-14 {
+					if rowMax > 0 && rowMax < 0x1p-14 {
 						if faint == 0 {
 							firstFaint = lo + i/c.OutputDim
 						}
 						faint++
 					}
-					wasNonzero, isNonzero = false, false
+					rowMax, isNonzero = 0, false
 				}
 			} else {
 				for i, v := range ys {

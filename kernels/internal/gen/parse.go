@@ -1,14 +1,14 @@
 package main
 
 import (
-	"github.com/dinoclip/dinoclip/internal/kernelhash"
-
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/dinoclip/dinoclip/internal/kernelhash"
 )
 
 // paramType is one kernel parameter type the generator knows: how the

@@ -277,13 +277,17 @@ func checkBatch(v []float32, n, d int, what string) error {
 	return nil
 }
 
+// checkPairs checks a batch of n inputs and their targets.
+func (e *Engine) checkPairs(x, t []float32, n int) error {
+	if err := checkBatch(x, n, e.cfg.InputDim, "inputs"); err != nil {
+		return err
+	}
+	return checkBatch(t, n, e.cfg.OutputDim, "targets")
+}
+
 // ForwardBackward implements nn.Engine.
 func (e *Engine) ForwardBackward(x, t []float32, n int) (float64, error) {
-	c := e.cfg
-	if err := checkBatch(x, n, c.InputDim, "inputs"); err != nil {
-		return 0, err
-	}
-	if err := checkBatch(t, n, c.OutputDim, "targets"); err != nil {
+	if err := e.checkPairs(x, t, n); err != nil {
 		return 0, err
 	}
 	var loss float64
@@ -306,11 +310,7 @@ func (e *Engine) ForwardBackward(x, t []float32, n int) (float64, error) {
 
 // Loss implements nn.Engine.
 func (e *Engine) Loss(x, t []float32, n int) (float64, error) {
-	c := e.cfg
-	if err := checkBatch(x, n, c.InputDim, "inputs"); err != nil {
-		return 0, err
-	}
-	if err := checkBatch(t, n, c.OutputDim, "targets"); err != nil {
+	if err := e.checkPairs(x, t, n); err != nil {
 		return 0, err
 	}
 	var loss float64

@@ -184,6 +184,7 @@
 // engine never launched (nt_bf16, nn_bf16, nn_dgelu_bf16, and with the
 // last the pre-activation operand of the epilogues; the rest unchanged).
 #include "common.cuh"
+#include "cp_async_ring.cuh"
 #include "epilogue.cuh"
 #include "tensorcore.cuh"
 
@@ -689,22 +690,8 @@ __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, co
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-    // Prologue: chunks 0..STAGES-2 in flight, one commit group each (empty
-    // groups past the end keep the group count uniform for the waits).
-#pragma unroll
-    for (int s = 0; s < GEMM_BF16_MMA_STAGES - 1; ++s) {
-        if (s < chunks) load_chunk(s, s);
-        cp_async_commit();
-    }
-    for (int c = 0; c < chunks; ++c) {
-        cp_async_wait<GEMM_BF16_MMA_STAGES - 2>();  // chunk c has landed
-        // Chunk c is visible to all, and every warp is done with chunk c-1,
-        // whose stage the next load refills.
-        __syncthreads();
-        const int next = c + GEMM_BF16_MMA_STAGES - 1;
-        if (next < chunks) load_chunk(next, next % GEMM_BF16_MMA_STAGES);
-        cp_async_commit();
-        const uint16_t* sa = smem + (c % GEMM_BF16_MMA_STAGES) * stage_elems;
+    cp_async_ring<GEMM_BF16_MMA_STAGES>(chunks, load_chunk, [&](int, int stage) {
+        const uint16_t* sa = smem + stage * stage_elems;
         const uint16_t* sw = sa + a_elems;
 #pragma unroll
         for (int kk = 0; kk < GEMM_BF16_MMA_BK; kk += 16) {
@@ -738,8 +725,7 @@ __device__ __forceinline__ void gemm_bf16_mma(const uint16_t* __restrict__ A, co
 #pragma unroll
                 for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[i][j], a[i], b[j], acc[i][j]);
         }
-    }
-    cp_async_wait<0>();  // no copy outlives the block (only empty groups remain)
+    });
     gemm_bf16_mma_epilogue<OUT>(acc, bias, gemm_bf16_split_out(C, splits, blockIdx.z, M, N), act, stats, M, N, m0, n0,
                                 (float*)smem, t);
 }

@@ -67,6 +67,7 @@
 // tile's loads (the score tile aliases the ring), and only 128 of the 256
 // threads select.
 #include "common.cuh"
+#include "cp_async_ring.cuh"
 #include "tensorcore.cuh"
 
 #define SEARCH_BQ 128  // queries per block
@@ -131,22 +132,8 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-        // Prologue: chunks 0..STAGES-2 in flight, one commit group each
-        // (empty groups past the end keep the group count uniform).
-#pragma unroll
-        for (int s = 0; s < SEARCH_STAGES - 1; ++s) {
-            if (s < chunks) load_chunk(s, s);
-            cp_async_commit();
-        }
-        for (int c = 0; c < chunks; ++c) {
-            cp_async_wait<SEARCH_STAGES - 2>();  // chunk c has landed
-            // Chunk c is visible to all, and every warp is done with chunk
-            // c-1 (whose stage the next load refills).
-            __syncthreads();
-            const int next = c + SEARCH_STAGES - 1;
-            if (next < chunks) load_chunk(next, next % SEARCH_STAGES);
-            cp_async_commit();
-            const uint16_t* sq = ring + (c % SEARCH_STAGES) * SEARCH_STAGE_ELEMS;
+        cp_async_ring<SEARCH_STAGES>(chunks, load_chunk, [&](int, int stage) {
+            const uint16_t* sq = ring + stage * SEARCH_STAGE_ELEMS;
             const uint16_t* sk = sq + SEARCH_BQ * SEARCH_PITCH;
 #pragma unroll
             for (int kk = 0; kk < SEARCH_BK; kk += 16) {
@@ -172,9 +159,8 @@ extern "C" __global__ void __launch_bounds__(SEARCH_THREADS)
 #pragma unroll
                     for (int j = 0; j < 4; ++j) mma_f16_16816(acc[i][j], a[i], b[j], acc[i][j]);
             }
-        }
-        cp_async_wait<0>();  // only empty groups remain; the ring is free
-        __syncthreads();     // every warp is done reading it
+        });
+        __syncthreads();  // every warp is done reading the ring
         const int g = lane / 4, q4 = lane % 4;
 #pragma unroll
         for (int i = 0; i < 4; ++i)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # device-run.sh: everything a short GPU lease is for, in one call, building
 # nothing on the GPU host. Build here first (make build-cuda: bin/dinoclip-cuda,
-# bin/cuda.test, bin/driver.test, bin/BUILD-INFO), carry bin/ to the GPU host,
-# and run this there from the repository root:
+# bin/cuda.test, bin/driver.test, bin/BUILD-INFO, 43 MB), carry those four
+# files to the GPU host (not all of bin/: the CPU build beside them takes
+# it to 68 MB), and run this there from the repository root:
 #
 #   scripts/device-run.sh [OUTDIR]      (default $OUT, else ./device-out)
+#
+# Whatever runs this must allow it DEVICE_RUN_LIMIT + 20 s: a stage killed
+# at the limit has 10 s to go, and logs.tar.gz is written last.
 #
 # Stages, in order, each under its own time limit and all of them under
 # DEVICE_RUN_LIMIT seconds together, 295 by default (a short lease: the

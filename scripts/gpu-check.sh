@@ -12,17 +12,21 @@
 #
 # Parts, each PASS, FAIL or SKIP in OUTDIR/summary.txt (also printed):
 #   device    nvidia-smi
+#   tensorcore  bin/driver.test -test.run 'TestTC', then 'TestGemmBF16'
+#             (-test.failfast): mma.sync, ldmatrix, cp.async, wgmma, TMA,
+#             clusters and the reference GEMMs, against the layouts and
+#             float64 reference the emulator is tested with; the wgmma, TMA
+#             and cluster ones need the module built for sm_90a (the
+#             compute_80 PTX traps)
+#   driver    bin/driver.test's other tests: the driver calls gorgonia/cu
+#             lacks, on the real driver (see the part below)
 #   tests     bin/cuda.test -test.v
 #   ptx       which compiled kernels the tests loaded (the log line "cuda:
 #             kernels loaded"): sm_90a cubins on a compute capability 9.0 GPU
 #             with a CUDA 13.0+ driver, else the portable PTX, with the
 #             reason; after the cubins, the tests again on the PTX
-#             (DINOCLIP_CUDA_KERNELS=ptx), so that both forms are checked
-#   tensorcore  bin/driver.test -test.run 'TestTC|TestGemmBF16' -test.v:
-#             mma.sync, ldmatrix, cp.async, wgmma, TMA, clusters and the
-#             reference GEMMs, against the layouts and float64 reference
-#             the emulator is tested with; the wgmma, TMA and cluster ones
-#             need the module built for sm_90a (the compute_80 PTX traps)
+#             (DINOCLIP_CUDA_KERNELS=ptx, -test.failfast), so that both
+#             forms are checked
 #   data      dinoclip synth --float16: 4096 training rows and 500 images x 5
 #             captions in the default model's widths; float16 shards, so the
 #             GPU's resident copy (float16) and the CPU's host batches hold
@@ -69,7 +73,7 @@ cd "$(dirname "$0")/.."
 PARITY_RTOL=1e-6
 
 usage() { echo "usage: scripts/gpu-check.sh [--allow-skip PART[,PART...]] [OUTDIR]" >&2; exit 2; }
-PARTS="device tests ptx driver tensorcore data train parity eval"
+PARTS="device tensorcore driver tests ptx data train parity eval"
 allowed=""
 outarg=""
 while [ $# -gt 0 ]; do
@@ -136,12 +140,15 @@ finish() {
 	exit 1
 }
 # run LOG LIMIT CMD...: CMD with a time limit, output appended to LOG and
-# shown; returns CMD's status.
+# shown; returns CMD's status. --foreground keeps CMD in this script's
+# process group, so that whatever kills the script at its own limit
+# (device-run.sh) kills CMD too: without it timeout starts a group of its
+# own, and a test binary would run on, holding the GPU through the bench.
 run() {
 	local log=$1 limit=$2
 	shift 2
 	echo "+ $*" | tee -a "$log"
-	timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+	timeout --foreground --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
 	return "${PIPESTATUS[0]}"
 }
 
@@ -173,6 +180,48 @@ for f in "$CLI" "$TEST"; do
 	fi
 done
 
+DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
+
+# --- tensorcore: first, as what every bf16 part rests on. The primitives
+# (TestTC) all run; the GEMMs stop at their first failure (-test.failfast):
+# a pipeline that hangs traps after 10 s in each test (MBAR_WAIT_LIMIT_NS),
+# which would spend the parts after it.
+log=$OUTDIR/tensorcore-test.log
+: >"$log"
+t0=$SECONDS
+if [ ! -x "$DRIVER_TEST" ]; then
+	result tensorcore FAIL "$DRIVER_TEST missing: run make build-cuda"
+elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC' -test.v -test.timeout 100s &&
+	run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.run 'TestGemmBF16' -test.failfast -test.v -test.timeout 100s); then
+	if grep -q '^--- PASS' "$log"; then
+		result tensorcore PASS "$(grep -c '^--- PASS' "$log") tests, $(grep -c '^--- SKIP' "$log") skipped, $((SECONDS - t0)) s"
+	else
+		result tensorcore SKIP "$(grep -m1 -A1 '^--- SKIP' "$log" | tail -1 | tr -s ' ')"
+	fi
+else
+	result tensorcore FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see tensorcore-test.log)"
+fi
+
+# --- driver (begin) ------------------------------------------------------
+# The driver calls gorgonia/cu lacks (package cuda/driver/libcuda, through
+# the cu driver's Extended methods) on the real driver: bin/driver.test
+# (make build-cuda) launches gelu through cuLaunchKernelEx and compares it
+# with cuLaunchKernel (plain, above 48 KiB of dynamic shared memory after
+# cuFuncSetAttribute, in clusters of 2 on compute capability 9.0), encodes
+# tensor maps for a device buffer (9.0), copies into pinned memory, and
+# replays and updates a captured graph of two launches.
+log=$OUTDIR/driver-test.log
+: >"$log"
+t0=$SECONDS
+if [ ! -x "$DRIVER_TEST" ]; then
+	result driver FAIL "$DRIVER_TEST missing: run make build-cuda"
+elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.skip 'TestTC|TestGemmBF16' -test.v -test.timeout 100s); then
+	result driver PASS "$(grep -c '^--- PASS' "$log") tests ($(grep -c '^--- SKIP' "$log") skipped), $((SECONDS - t0)) s"
+else
+	result driver FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see driver-test.log)"
+fi
+# --- driver (end) --------------------------------------------------------
+
 # --- tests
 log=$OUTDIR/cuda-test.log
 : >"$log"
@@ -192,7 +241,7 @@ log=$OUTDIR/cuda-test-ptx.log
 : >"$log"
 if [ "$loaded" = "sm_90a cubins" ]; then
 	t0=$SECONDS
-	if (cd "$(dirname "$TEST")" && run "$log" 300 env DINOCLIP_CUDA_KERNELS=ptx "./$(basename "$TEST")" -test.timeout 280s) &&
+	if (cd "$(dirname "$TEST")" && run "$log" 300 env DINOCLIP_CUDA_KERNELS=ptx "./$(basename "$TEST")" -test.failfast -test.timeout 280s) &&
 		grep -q 'kernels="portable PTX"' "$log"; then
 		result ptx PASS "the tests on the portable PTX too, $((SECONDS - t0)) s"
 	else
@@ -202,43 +251,6 @@ elif [ "$loaded" = "portable PTX" ]; then
 	result ptx PASS "the tests above ran on the portable PTX (no sm_90a cubins for this GPU or driver)"
 else
 	result ptx FAIL "the tests named no kernels they loaded (no \"cuda: kernels loaded\" line in cuda-test.log)"
-fi
-
-# --- driver (begin) ------------------------------------------------------
-# The driver calls gorgonia/cu lacks (package cuda/driver/libcuda, through
-# the cu driver's Extended methods) on the real driver: bin/driver.test
-# (make build-cuda) launches gelu through cuLaunchKernelEx and compares it
-# with cuLaunchKernel (plain, above 48 KiB of dynamic shared memory after
-# cuFuncSetAttribute, in clusters of 2 on compute capability 9.0), encodes
-# tensor maps for a device buffer (9.0), copies into pinned memory, and
-# replays and updates a captured graph of two launches. Env: DRIVER_TEST.
-DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
-log=$OUTDIR/driver-test.log
-: >"$log"
-t0=$SECONDS
-if [ ! -x "$DRIVER_TEST" ]; then
-	result driver FAIL "$DRIVER_TEST missing: run make build-cuda"
-elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 120 "./$(basename "$DRIVER_TEST")" -test.skip 'TestTC|TestGemmBF16' -test.v -test.timeout 100s); then
-	result driver PASS "$(grep -c '^--- PASS' "$log") tests ($(grep -c '^--- SKIP' "$log") skipped), $((SECONDS - t0)) s"
-else
-	result driver FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see driver-test.log)"
-fi
-# --- driver (end) --------------------------------------------------------
-
-# --- tensorcore
-log=$OUTDIR/tensorcore-test.log
-: >"$log"
-t0=$SECONDS
-if [ ! -x "$DRIVER_TEST" ]; then
-	result tensorcore FAIL "$DRIVER_TEST missing: run make build-cuda"
-elif (cd "$(dirname "$DRIVER_TEST")" && run "$log" 300 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC|TestGemmBF16' -test.v -test.timeout 280s); then
-	if grep -q '^--- PASS' "$log"; then
-		result tensorcore PASS "$(grep -c '^--- PASS' "$log") tests, $(grep -c '^--- SKIP' "$log") skipped, $((SECONDS - t0)) s"
-	else
-		result tensorcore SKIP "$(grep -m1 -A1 '^--- SKIP' "$log" | tail -1 | tr -s ' ')"
-	fi
-else
-	result tensorcore FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see tensorcore-test.log)"
 fi
 
 # python3 compares the numbers of the parity and eval parts.
@@ -333,8 +345,8 @@ log=$OUTDIR/eval.log
 if [ $train_ok = 0 ]; then
 	result eval SKIP "no GPU-trained model to evaluate (the train part failed)"
 elif ! { run "$log" 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda &&
-	timeout 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda --precision fp32 --json >"$WORK/eval-gpu.json" 2>>"$log" &&
-	timeout 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cpu --json >"$WORK/eval-cpu.json" 2>>"$log"; }; then
+	timeout --foreground --kill-after=10 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cuda --precision fp32 --json >"$WORK/eval-gpu.json" 2>>"$log" &&
+	timeout --foreground --kill-after=10 120 "$CLI" eval --model "$WORK/run-gpu" --eval "$EVAL" --device cpu --json >"$WORK/eval-cpu.json" 2>>"$log"; }; then
 	result eval FAIL "see eval.log"
 elif [ $py_ok = 0 ]; then
 	result eval SKIP "ran on the GPU and the CPU; no $PY to compare the recall tables"

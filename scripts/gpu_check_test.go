@@ -65,17 +65,21 @@ if [ "${DINOCLIP_CUDA_KERNELS:-}" = ptx ]; then
 	exit 0
 fi
 echo 'level=INFO msg="cuda: kernels loaded" gpu="Fake GPU" kernels="sm_90a cubins"'
+if [ "${FAKE_BREAK:-}" = hang ]; then echo $$ >"$FAKE_PID"; exec sleep 600; fi
 if [ "${FAKE_BREAK:-}" = tests ]; then echo "--- FAIL: TestGemm (0.00s)"; exit 1; fi
 echo "--- PASS: TestGemm (0.00s)"
 `
 
 // fakeDriverTest is bin/driver.test: the driver part runs it with
-// -test.skip, the tensorcore part with -test.run.
+// -test.skip, the tensorcore part with -test.run TestTC, then TestGemmBF16.
 const fakeDriverTest = `#!/usr/bin/env bash
 case " $* " in
-*" -test.run "*)
+*" -test.run TestTC "*)
 	if [ "${FAKE_BREAK:-}" = tensorcore ]; then echo "--- FAIL: TestTCMma (0.00s)"; exit 1; fi
 	echo "--- PASS: TestTCMma (0.00s)" ;;
+*" -test.run TestGemmBF16 "*)
+	if [ "${FAKE_BREAK:-}" = gemm ]; then echo "--- FAIL: TestGemmBF16Layouts (0.00s)"; exit 1; fi
+	echo "--- PASS: TestGemmBF16Layouts (0.00s)" ;;
 *)
 	if [ "${FAKE_BREAK:-}" = driver ]; then echo "--- FAIL: TestLaunchEx (0.00s)"; exit 1; fi
 	echo "--- PASS: TestLaunchEx (0.00s)" ;;
@@ -157,7 +161,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		wants           []string
 	}{
 		{"all pass", "", nil, nil, 0, []string{
-			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 1 tests",
+			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 2 tests",
 			"data     PASS", "train    PASS 8 steps of 1024 rows in bf16",
 			"parity   PASS GPU resident = host batches exactly; worst CPU/GPU relative loss difference 0, within 1e-06",
 			"eval     PASS", "overall: PASS (every part ran and passed)"}},
@@ -184,6 +188,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},
 		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}},
 		{"failing tensor-core primitives", "tensorcore", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}},
+		{"failing GEMMs", "gemm", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestGemmBF16Layouts", "overall: FAIL (failed: tensorcore)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -198,6 +203,41 @@ func TestGPUCheckVerdicts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGPUCheckKilled: gpu-check.sh killed at a limit of its own, as
+// device-run.sh kills it (timeout, which signals the script's process
+// group), takes its running test binary with it; a binary left running
+// would hold the GPU through the bench that follows.
+func TestGPUCheckKilled(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("gpu-check.sh is a bash script")
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command("timeout", "--kill-after=5", "3", "bash", "gpu-check.sh", t.TempDir())
+	cmd.Env = append(os.Environ(),
+		"BIN="+fakeBin, "DINOCLIP="+filepath.Join(fakeBin, "dinoclip-cuda"), "CUDA_TEST="+filepath.Join(fakeBin, "cuda.test"),
+		"NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"), "GIT_COMMIT=test", "FAKE_BREAK=hang", "FAKE_PID="+pidFile)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 124 {
+		t.Fatalf("timeout 3 gpu-check.sh: %v, want exit status 124 (killed at its limit)\n%s", err, out)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the hanging test binary never started: %v\n%s", err, out)
+	}
+	pid := strings.TrimSpace(string(b))
+	// The signal has been sent when timeout returns; give the process a
+	// moment to die.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if exec.Command("kill", "-0", pid).Run() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			exec.Command("kill", "-9", pid).Run()
+			t.Fatalf("the test binary (pid %s) outlived gpu-check.sh by 5 s", pid)
+		}
 	}
 }
 

@@ -208,8 +208,8 @@ func (c *cuDriver) Alloc(bytes int64) (uintptr, error) {
 func (c *cuDriver) Free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
 
 func (c *cuDriver) Zero(p uintptr, bytes int64) error {
-	if bytes%4 != 0 {
-		return fmt.Errorf("cuda: zeroing %d bytes, not a multiple of 4", bytes)
+	if err := checkZero(bytes); err != nil {
+		return fmt.Errorf("cuda: %w", err)
 	}
 	return kernelFault(cu.MemsetD32Async(cu.DevicePtr(p), 0, bytes/4, c.stream))
 }

@@ -25,6 +25,10 @@
 // its layout). The CUDA rules the driver would only answer with a bare
 // CUDA_ERROR_INVALID_VALUE are checked first, here, for both drivers:
 // [TensorMapSpec.Validate] and [LaunchConfig.Validate] (validate.go).
+// The emulator also refuses a call from another OS thread than Open's (the
+// context is current on that thread alone: a caller stays on a locked
+// thread) and work a stream capture cannot record, so that a test that
+// would fail on a GPU for its use of the driver fails here.
 //
 // Tests: validate_test.go runs in the emulator build; libcuda's tests run
 // without a GPU against a fake libcuda that records the bytes each call

@@ -16,6 +16,7 @@ type Driver interface {
 	Alloc(bytes int64) (uintptr, error)
 	Free(p uintptr) error
 	// Zero, ToDevice, ToHost and CopyDevice are ordered on the stream.
+	// Zero clears 32-bit words: bytes is a multiple of 4.
 	// ToDevice has read src when it returns (src is pageable memory;
 	// Extended.UploadAsync copies from pinned memory); ToHost returns once
 	// dst is written.

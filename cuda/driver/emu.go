@@ -49,6 +49,10 @@ type emuDriver struct {
 	lazy []emuOp
 	// pinned maps the address of each HostAlloc allocation to its length.
 	pinned map[uintptr]int
+	// thread is the OS thread that called Open (osThread), the only one
+	// the driver takes calls from: on a GPU the context is current on that
+	// thread alone, and a call from another fails.
+	thread int
 }
 
 // emuOp is one piece of stream work; ev is the event it records, if any.
@@ -90,7 +94,8 @@ func Open(kernelNames []string) (Driver, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("emulation: no compiled kernels (run make kernels)")
 	}
-	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key, pinned: map[uintptr]int{}}, nil
+	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key, pinned: map[uintptr]int{},
+		thread: osThread()}, nil
 }
 
 // The emulated device is an H100 (limits SM90): 48 KiB of shared memory
@@ -117,6 +122,9 @@ func (d *emuDriver) stream(kind string, op func() error) error {
 }
 
 func (d *emuDriver) enqueue(kind string, op emuOp) error {
+	if err := d.onOpenThread(kind); err != nil {
+		return err
+	}
 	if d.capture != nil {
 		d.capture.ops = append(d.capture.ops, op.run)
 		d.capture.kinds = append(d.capture.kinds, kind)
@@ -137,6 +145,9 @@ func (d *emuDriver) enqueue(kind string, op emuOp) error {
 // it). An error, as a kernel fault on a GPU, surfaces here and discards
 // the work behind it.
 func (d *emuDriver) drain(until func() bool) error {
+	if err := d.onOpenThread("a wait for the stream"); err != nil {
+		return err
+	}
 	for len(d.lazy) > 0 && (until == nil || !until()) {
 		op := d.lazy[0]
 		d.lazy = d.lazy[1:]
@@ -193,6 +204,9 @@ func (*emuDriver) DestroyEvent(Event) error { return nil }
 // Alloc and Free are refused during a capture, as CUDA refuses them on a
 // capturing thread.
 func (d *emuDriver) Alloc(bytes int64) (uintptr, error) {
+	if err := d.onOpenThread("Alloc"); err != nil {
+		return 0, err
+	}
 	if err := d.notCapturing("Alloc"); err != nil {
 		return 0, err
 	}
@@ -206,6 +220,17 @@ func (d *emuDriver) Free(p uintptr) error {
 	err := d.drain(nil)
 	emu.Free(p)
 	return err
+}
+
+// onOpenThread refuses call from another OS thread than Open's, as the
+// GPU does (CUDA_ERROR_INVALID_CONTEXT): a caller must stay on a locked
+// thread (runtime.LockOSThread) from Open to Close, which a goroutine the
+// Go scheduler moves between threads does not.
+func (d *emuDriver) onOpenThread(call string) error {
+	if t := osThread(); t != d.thread {
+		return fmt.Errorf("emulation: %s from OS thread %d, not %d, which opened the driver (a CUDA context is current on one thread: runtime.LockOSThread before Open)", call, t, d.thread)
+	}
+	return nil
 }
 
 // notCapturing refuses call during a capture: a call that waits for the
@@ -222,6 +247,9 @@ func (d *emuDriver) notCapturing(call string) error {
 }
 
 func (d *emuDriver) Zero(p uintptr, bytes int64) error {
+	if err := checkZero(bytes); err != nil {
+		return fmt.Errorf("emulation: %w", err)
+	}
 	return d.stream("zero", func() error { emu.Zero(p, bytes); return nil })
 }
 
@@ -357,6 +385,9 @@ func (*emuDriver) EncodeTensorMap(spec TensorMapSpec) (TensorMap, error) {
 // HostAlloc returns ordinary memory, recorded as pinned so that the copies
 // check their buffers as the cu driver does.
 func (d *emuDriver) HostAlloc(bytes int) ([]byte, error) {
+	if err := d.onOpenThread("HostAlloc"); err != nil {
+		return nil, err
+	}
 	if bytes < 1 {
 		return nil, fmt.Errorf("emulation: host allocation of %d bytes", bytes)
 	}

@@ -11,6 +11,7 @@ package driver
 import (
 	"bytes"
 	"encoding/binary"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -567,5 +568,38 @@ func TestEmuUploadAsyncReadsLate(t *testing.T) {
 	}
 	if err := v.x.HostFree(host); err == nil {
 		t.Error("a second HostFree: no error")
+	}
+}
+
+// TestEmuDriverRules: calls a GPU refuses, the emulator refuses too. A
+// call from another OS thread than Open's (the context is current on that
+// one only: a test goroutine the scheduler moves between threads fails on
+// a GPU) and a Zero of a byte count that is no multiple of 4 (the cu
+// driver clears 32-bit words).
+func TestEmuDriverRules(t *testing.T) {
+	v := openTC(t) // on this test's locked thread
+	buf := v.alloc(16)
+	if err := v.d.Zero(buf, 6); err == nil || !strings.Contains(err.Error(), "not a multiple of 4") {
+		t.Errorf("Zero of 6 bytes: error %v, want not a multiple of 4", err)
+	}
+	if err := v.d.Zero(buf, 8); err != nil {
+		t.Errorf("Zero of 8 bytes: %v", err)
+	}
+	errs := make(chan [2]error)
+	go func() {
+		// Locked, this goroutine's thread cannot be the test's, which is
+		// locked to the test goroutine.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		_, allocErr := v.d.Alloc(16)
+		errs <- [2]error{v.d.Sync(), allocErr}
+	}()
+	for i, err := range <-errs {
+		if err == nil || !strings.Contains(err.Error(), "which opened the driver") {
+			t.Errorf("call %d from another OS thread: error %v, want a refusal", i, err)
+		}
+	}
+	if err := v.d.Sync(); err != nil {
+		t.Errorf("Sync from the thread that opened the driver: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -39,6 +40,8 @@ func openTC(t *testing.T) *tcDevice { return openKernels(t, tcKernels) }
 // openKernels opens a driver with kernels names.
 func openKernels(t *testing.T, names []string) *tcDevice {
 	t.Helper()
+	runtime.LockOSThread() // the context's thread, to the end of the test
+	t.Cleanup(runtime.UnlockOSThread)
 	d, err := Open(names)
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,15 @@ func checkShared(name string, dynamic, allowed int, raised bool) error {
 	return nil
 }
 
+// checkZero applies Zero's rule: it clears 32-bit words
+// (cuMemsetD32Async), so the byte count is a multiple of 4.
+func checkZero(bytes int64) error {
+	if bytes < 0 || bytes%4 != 0 {
+		return fmt.Errorf("zeroing %d bytes, not a multiple of 4", bytes)
+	}
+	return nil
+}
+
 // DeviceLimits are the device facts an extended launch is checked against.
 type DeviceLimits struct {
 	// MaxDynamicShared is the most dynamic shared memory a block may opt

@@ -614,11 +614,12 @@ func Resolve(path string) (string, error) {
 			return filepath.Join(path, p), nil
 		}
 	}
-	if to, err := os.Readlink(filepath.Join(path, NewLinkName(LastLink))); err == nil && filepath.Dir(to) == CheckpointsDir {
-		model := ModelFile
-		if fromEMA {
-			model = EMAFile
-		}
+	model := ModelFile
+	if fromEMA {
+		model = EMAFile
+	}
+	// (A link left by a save that never finished leads nowhere.)
+	if to, err := os.Readlink(filepath.Join(path, NewLinkName(LastLink))); err == nil && filepath.Dir(to) == CheckpointsDir && fileExists(filepath.Join(path, to, model)) {
 		return "", fmt.Errorf("model: %s's first checkpoint is not linked as its last yet (the run was stopped while saving it): dinoclip train --resume links it, or name its model file (%s)", path, filepath.Join(path, to, model))
 	}
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)

@@ -171,6 +171,15 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), filepath.Join(run, "checkpoints", "step-3", ModelFile)) {
 		t.Errorf("Resolve of a run whose first checkpoint is not linked yet = %s, %v; want an error naming its model file", got, err)
 	}
+	// A new form leading nowhere (a save that never finished) is no
+	// checkpoint to advise.
+	empty := t.TempDir()
+	if err := os.Symlink(filepath.Join("checkpoints", "step-3"), filepath.Join(empty, NewLinkName(LastLink))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(empty); err == nil || strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), "no best or last checkpoint") {
+		t.Errorf("Resolve of a run whose only link leads nowhere = %s, %v; want no checkpoint, no advice to resume", got, err)
+	}
 	if err := os.Rename(filepath.Join(run, NewLinkName(LastLink)), filepath.Join(run, LastLink)); err != nil {
 		t.Fatal(err)
 	}

@@ -595,8 +595,10 @@ func TestResumeRefusesModelWithoutStep(t *testing.T) {
 	}
 }
 
-// A resume of a directory that is not there, or of a file, says so rather
-// than that the run "has no checkpoint yet; start the run without --resume".
+// A resume of a directory that is not there, of a file, of one that holds
+// no run, or of one within a run says so rather than that the run "has no
+// checkpoint yet; start the run without --resume" (which a new run into
+// a run's checkpoints would then refuse).
 func TestCheckResumableNoRunDir(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
@@ -609,8 +611,15 @@ func TestCheckResumableNoRunDir(t *testing.T) {
 			t.Errorf("CheckResumable(%s): %v, want an error saying %q", path, err, want)
 		}
 	}
-	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
+	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "it holds no run") {
 		t.Errorf("CheckResumable of an empty directory: %v", err)
+	}
+	_, runDir := stoppedRun(t, 5)
+	for _, within := range []string{CheckpointsDir, checkpoint.LastLink, checkpointName(5)} {
+		want := "it is within the run directory " + runDir + ": resume that, with --out " + runDir
+		if err := CheckResumable(filepath.Join(runDir, within)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckResumable(RUN/%s): %v, want %q", within, err, want)
+		}
 	}
 }
 
@@ -660,6 +669,26 @@ func TestCheckResumableLockedRun(t *testing.T) {
 	lock.Release()
 	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
 		t.Errorf("CheckResumable after the lock was released: %v", err)
+	}
+}
+
+// A run another process trains is refused at once, before CLIP's recall
+// on the evaluation sets (seconds on a large one): with a cancelled
+// context, that computation would end the run with context.Canceled.
+func TestRunLockedRefusedFirst(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	lock, err := LockRunDir(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, resume := range []bool{true, false} {
+		var locked *LockedError
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(ctx, resume); !errors.As(err, &locked) {
+			t.Errorf("Run (resume %v) of a locked run: %v, want a LockedError", resume, err)
+		}
 	}
 }
 
@@ -1519,11 +1548,11 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 	}
 }
 
-// save makes the last link's new form before it puts the checkpoint in
-// place (what finishLastLink recovers from): a checkpoint whose save
-// fails (here: its name taken by a directory of someone else's) leaves
-// that new form, leading to it.
-func TestSaveMakesLastLinkFirst(t *testing.T) {
+// A checkpoint whose save fails (here: its name taken by a directory of
+// someone else's) leaves no new form of the last link, which would lead
+// nowhere (and had eval advise a resume that found no checkpoint), and
+// its error says what is left of the run.
+func TestFailedSaveLeavesNoLink(t *testing.T) {
 	dataDir, runDir := t.TempDir(), t.TempDir()
 	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -1537,14 +1566,15 @@ func TestSaveMakesLastLinkFirst(t *testing.T) {
 		cancel()
 	}
 	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &cancelAfter{Engine: e, n: 5, cancel: takeName} })
-	if _, err := tr.Run(ctx, false); err == nil || errors.Is(err, context.Canceled) {
+	_, err := tr.Run(ctx, false)
+	if err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("a run whose checkpoint's name was taken: %v, want the save's error", err)
 	}
-	if to, err := os.Readlink(filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil || to != checkpointName(5) {
-		t.Fatalf("the last link's new form leads to %q (%v), want %s, made before the save", to, err, checkpointName(5))
+	if advice := "its last checkpoint is " + filepath.Join(runDir, checkpoint.LastLink) + " (" + checkpointName(3) + "); once the problem is fixed, continue it with"; !strings.Contains(err.Error(), advice) {
+		t.Errorf("the failed save's error %q lacks %q", err, advice)
 	}
-	if PendingLastLink(runDir) != "" {
-		t.Error("a new form leading to no whole checkpoint is taken for a pending link")
+	if to, err := os.Readlink(filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err == nil {
+		t.Fatalf("the failed save left the last link's new form, leading to %q", to)
 	}
 }
 

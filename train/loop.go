@@ -455,6 +455,12 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err := tr.checkRecordedPaths(); err != nil {
 		return Result{}, err
 	}
+	// A run another process trains is refused before CLIP's recall, which
+	// takes seconds on a large set (the lock taken below decides: this is
+	// only the early word).
+	if holder, held := TrainingNow(tr.RunDir); held {
+		return Result{}, &LockedError{Dir: tr.RunDir, Holder: holder}
+	}
 	if err := tr.clipRecall(ctx); err != nil {
 		return Result{}, err
 	}

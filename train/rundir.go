@@ -215,7 +215,7 @@ func (tr *Trainer) checkRecordedPaths() error {
 // a process that does not hold the lock yet.
 func CheckResumable(dir string) error {
 	err := checkResumable(dir)
-	if errors.Is(err, ErrNoCheckpoint) {
+	if errors.Is(err, ErrNoCheckpoint) || errors.Is(err, errNoRun) {
 		if lerr := checkUnlocked(dir); lerr != nil {
 			return lerr
 		}
@@ -226,6 +226,29 @@ func CheckResumable(dir string) error {
 // ErrNoCheckpoint marks CheckResumable's error for a run without one (a
 // run that stopped before its first checkpoint, or is about to save it).
 var ErrNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
+
+// errNoRun marks checkResumable's error for a directory that holds no run
+// (noRunError).
+var errNoRun = errors.New("it holds no run")
+
+// noRunError is why dir, which has no checkpoint, is no run to resume
+// either, or nil when a run was started in it (its run.json or lock file:
+// a run stopped before its first checkpoint): a directory within a run
+// (its checkpoints, one of them, the last link), whose run is the --out to
+// give, or any other.
+func noRunError(dir string) error {
+	for _, name := range []string{RunFile, LockFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return nil
+		}
+	}
+	for _, up := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+		if st, err := os.Lstat(filepath.Join(up, RunFile)); err == nil && st.Mode().IsRegular() {
+			return fmt.Errorf("nothing to resume in %s: %w, but it is within the run directory %s: resume that, with --out %s", dir, errNoRun, up, ShellArg(up))
+		}
+	}
+	return fmt.Errorf("nothing to resume in %s: %w (no %s, no checkpoint)", dir, errNoRun, RunFile)
+}
 
 // checkResumable is CheckResumable for the process holding the lock.
 func checkResumable(dir string) error {
@@ -247,6 +270,9 @@ func checkResumable(dir string) error {
 			return nil // (the resume links it first: finishLastLink)
 		}
 		if err := orphanedCheckpoints(dir); err != nil {
+			return err
+		}
+		if err := noRunError(dir); err != nil {
 			return err
 		}
 		return fmt.Errorf("nothing to resume in %s: %w", dir, ErrNoCheckpoint)
@@ -502,8 +528,16 @@ func startRunDir(dir string, info RunInfo) error {
 // save writes a checkpoint of the engine at st, points last (and best, when
 // improved is not nil) at it, and prunes step checkpoints beyond Keep. The
 // evaluation reports of an epoch end go into the model's metadata, those
-// of the moving average of the weights into its file's.
-func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieval.Report) error {
+// of the moving average of the weights into its file's. A failed save
+// stops the run; its error says what is left of the run and how to go on
+// (stopAdvice: a full disk is the usual cause, and the run resumes from
+// its last checkpoint once there is room).
+func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieval.Report) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w; %s", err, tr.stopAdvice(st.Step, err))
+		}
+	}()
 	name := st.checkpointName()
 	if improved != nil {
 		improved.Checkpoint = name
@@ -548,15 +582,18 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	// The last link's new form is made before the checkpoint is put in
 	// place and renamed over the link after it: a run killed between the
 	// two leaves it, leading to the whole checkpoint, which the next start
-	// links when the run has no last link yet (finishLastLink).
-	linkLast, err := newLink(tr.RunDir, checkpoint.LastLink, name)
+	// links when the run has no last link yet (finishLastLink). A save
+	// that fails, or a process ended at once while saving, removes it: it
+	// would lead nowhere.
+	last, err := newLink(tr.RunDir, checkpoint.LastLink, name)
 	if err != nil {
 		return err
 	}
 	if err := checkpoint.Save(dir, ck); err != nil {
+		last.abandon()
 		return err
 	}
-	if err := linkLast(); err != nil {
+	if err := last.place(); err != nil {
 		return err
 	}
 	if improved != nil {
@@ -587,31 +624,50 @@ func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) 
 }
 
 // pointLink makes run/link a relative symlink to target, replacing any old
-// one atomically (newLink, then its rename).
+// one atomically (newLink, then its place).
 func pointLink(run, link, target string) error {
-	rename, err := newLink(run, link, target)
+	l, err := newLink(run, link, target)
 	if err != nil {
 		return err
 	}
-	return rename()
+	return l.place()
+}
+
+// pendingLink is the new form of a run's link, under its temporary name
+// (checkpoint.NewLinkName), not yet in place.
+type pendingLink struct {
+	tmp, path string
+	forget    func() // of atomicfile.SymlinkRemovedOnExit
 }
 
 // newLink makes the new form of run/link, a relative symlink to target,
-// under its temporary name (newLinkName), and returns the rename that puts
-// it in place of any old one, atomically.
-func newLink(run, link, target string) (rename func() error, err error) {
-	tmp := filepath.Join(run, checkpoint.NewLinkName(link))
-	os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
+// under its temporary name, which a process ended at once removes until
+// place or abandon.
+func newLink(run, link, target string) (*pendingLink, error) {
+	l := &pendingLink{tmp: filepath.Join(run, checkpoint.NewLinkName(link)), path: filepath.Join(run, link)}
+	os.Remove(l.tmp)
+	forget, err := atomicfile.SymlinkRemovedOnExit(target, l.tmp)
+	if err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	return func() error {
-		if err := os.Rename(tmp, filepath.Join(run, link)); err != nil {
-			return fmt.Errorf("run directory: %w", err)
-		}
-		atomicfile.SyncDir(run)
-		return nil
-	}, nil
+	l.forget = forget
+	return l, nil
+}
+
+// place renames the link into place, atomically replacing any old one.
+func (l *pendingLink) place() error {
+	l.forget()
+	if err := os.Rename(l.tmp, l.path); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	atomicfile.SyncDir(filepath.Dir(l.path))
+	return nil
+}
+
+// abandon removes the link: what it leads to was not made.
+func (l *pendingLink) abandon() {
+	os.Remove(l.tmp)
+	l.forget()
 }
 
 // PendingLastLink is the checkpoint that a run killed between putting it

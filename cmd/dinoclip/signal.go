@@ -35,6 +35,12 @@ import (
 //     temporary files it was writing, and a checkpoint half saved, are
 //     removed (atomicfile.RemoveUnfinished).
 //
+// SIGQUIT (Ctrl-\) ends the process at once, as a late second signal
+// does, whatever the command is doing: the key means "quit now", and
+// Go's own handling of it, a dump of every goroutine and exit status 2,
+// left the temporary files behind. (A dump of a hung process is SIGABRT's,
+// which Go still handles.)
+//
 // The returned stop stops catching signals.
 func signalContext() (context.Context, context.CancelFunc) {
 	p := &interruptPolicy{}
@@ -50,6 +56,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 	// output's reader went away, dinoclip info | head, as SIGPIPE would.)
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE)
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGQUIT)
 	done := make(chan struct{})
 	go func() {
 		for {
@@ -65,6 +73,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 				default:
 					p.exit(sig)
 				}
+			case <-quit:
+				p.exit(syscall.SIGQUIT)
 			case <-done:
 				return
 			}
@@ -73,6 +83,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return ctx, func() {
 		signal.Stop(ch)
 		signal.Stop(pipe)
+		signal.Stop(quit)
 		close(done)
 		cancel(context.Canceled)
 	}
@@ -150,7 +161,7 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	// A signal from now on ends the process as if nothing caught it: a
 	// cleanup that hangs (on a hung filesystem) cannot keep it alive.
-	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP) // (those not caught are left as they are)
+	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT) // (those not caught are left as they are)
 	for _, f := range p.beginExit() {
 		f()
 	}

@@ -143,6 +143,42 @@ func TestTrainSignals(t *testing.T) {
 	}
 }
 
+// SIGQUIT (Ctrl-\\) ends a training process at once, as a second Ctrl-C
+// does: exit status 131 and "interrupted", no goroutine dump, and none of
+// the temporary files of the checkpoints it keeps saving left behind; the
+// run can be resumed.
+func TestTrainSIGQUIT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	data := makeData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	cmd, _, stderr := startCLI(t, append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16",
+		"--checkpoint-every", "1", "--keep", "2"}, tinyModel...))
+	defer cmd.Process.Kill()
+	waitForCheckpoint(t, run, stderr)
+	if err := cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	err := waitExit(t, cmd)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 131 || !strings.Contains(stderr.String(), "dinoclip: interrupted") ||
+		strings.Contains(stderr.String(), "goroutine ") {
+		t.Fatalf("after SIGQUIT: %v, want exit status 131 and \"interrupted\", no goroutine dump\n%s", err, stderr.String())
+	}
+	for _, dir := range []string{run, filepath.Join(run, train.CheckpointsDir)} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.Contains(e.Name(), ".tmp") {
+				t.Errorf("left after SIGQUIT: %s", filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	if err := train.CheckResumable(run); err != nil {
+		t.Errorf("after SIGQUIT, the run cannot be resumed: %v", err)
+	}
+}
+
 // waitExit waits for the child cmd to exit, two minutes at most: one that
 // missed its signal would train on (for 100000 epochs), and the test
 // binary's own timeout would say only where it waited.

@@ -7,8 +7,8 @@ import (
 
 // unfinished is the set of temporaries this process is writing that
 // RemoveUnfinished removes: Write's files until they are renamed into
-// place (or removed), and MkdirTempRemovedOnExit's directories until
-// their forget.
+// place (or removed), MkdirTempRemovedOnExit's directories and
+// SymlinkRemovedOnExit's links until their forget.
 var unfinished = struct {
 	sync.Mutex
 	paths map[string]int
@@ -33,8 +33,32 @@ func makeTempRemovedOnExit(dir, base string, make func(path string) error) (path
 	if err != nil {
 		return path, nil, err
 	}
+	return path, forgetter(path), nil
+}
+
+// SymlinkRemovedOnExit makes path a symbolic link to target, as os.Symlink
+// does, and has RemoveUnfinished remove it until forget is called: a link
+// made to be renamed into place once the work it leads to is done (a
+// checkpoint being saved), which an exit before then would leave leading
+// nowhere. forget comes before the rename, as makeTempRemovedOnExit's.
+func SymlinkRemovedOnExit(target, path string) (forget func(), err error) {
+	unfinished.Lock()
+	err = os.Symlink(target, path)
+	if err == nil {
+		unfinished.paths[path]++
+	}
+	unfinished.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return forgetter(path), nil
+}
+
+// forgetter is the forget of a temporary at path: RemoveUnfinished no
+// longer removes it (once for each time it was made).
+func forgetter(path string) func() {
 	var once sync.Once
-	return path, func() {
+	return func() {
 		once.Do(func() {
 			unfinished.Lock()
 			if unfinished.paths[path]--; unfinished.paths[path] <= 0 {
@@ -42,7 +66,7 @@ func makeTempRemovedOnExit(dir, base string, make func(path string) error) (path
 			}
 			unfinished.Unlock()
 		})
-	}, nil
+	}
 }
 
 // RemoveUnfinished removes the temporaries this process is writing now

@@ -13,8 +13,10 @@ import (
 // unfinishedChild is what the child process of TestRemoveUnfinished does
 // (DINOCLIP_UNFINISHED_DIR names its directory): it starts a Write that
 // never ends, and a checkpoint-like directory (MkdirTempRemovedOnExit),
-// and another one forgotten and renamed into place since; then it ends at
-// once, as a second Ctrl-C ends dinoclip, after RemoveUnfinished.
+// and another one forgotten and renamed into place since, and a link to
+// each (SymlinkRemovedOnExit), the second's forgotten and renamed into
+// place too; then it ends at once, as a second Ctrl-C ends dinoclip,
+// after RemoveUnfinished.
 func unfinishedChild(dir string) {
 	started := make(chan struct{})
 	go Write(filepath.Join(dir, "out.npy"), func(w io.Writer) error {
@@ -29,9 +31,15 @@ func unfinishedChild(dir string) {
 			panic(err)
 		}
 		os.WriteFile(filepath.Join(p, "model.safetensors"), []byte("x"), 0o644)
+		forgetLink, err := SymlinkRemovedOnExit(name, filepath.Join(dir, ".link-"+name))
+		if err != nil {
+			panic(err)
+		}
 		if name == "saved" {
 			forget()
 			os.Rename(p, filepath.Join(dir, name))
+			forgetLink()
+			os.Rename(filepath.Join(dir, ".link-"+name), filepath.Join(dir, "link-"+name))
 		}
 		release()
 	}
@@ -47,8 +55,9 @@ func TestMain(m *testing.M) {
 }
 
 // A process ending at once removes the temporaries it was writing: the
-// file of a Write under way and a MkdirTempRemovedOnExit directory, not
-// one forgotten (and renamed into place) since.
+// file of a Write under way, a MkdirTempRemovedOnExit directory and a
+// SymlinkRemovedOnExit link, not those forgotten (and renamed into place)
+// since.
 func TestRemoveUnfinished(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -62,8 +71,8 @@ func TestRemoveUnfinished(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if len(names) != 1 || names[0] != "saved" {
-		t.Errorf("left after the child ended: %v, want only saved", names)
+	if len(names) != 2 || names[0] != "link-saved" || names[1] != "saved" {
+		t.Errorf("left after the child ended: %v, want only link-saved and saved", names)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out.npy")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("out.npy: %v, want it never written", err)

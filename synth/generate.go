@@ -112,6 +112,32 @@ func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error
 	return checkSize("evaluation captions", images*captionsPerImage, opts.OutputDim)
 }
 
+// MemoryBytes is about the most memory writing opts's data holds at once:
+// for the training data, three shards of rowsPerShard rows (the one being
+// written, the next one generated meanwhile, and the one the generator has
+// begun); for the evaluation set of images × captionsPerImage, its arrays
+// and the latents and clean embeddings its captions are made from. Counted
+// in float64, so that absurd sizes give a large number, not an overflow.
+func MemoryBytes(opts Options, rowsPerShard, images, captionsPerImage int) float64 {
+	din, dout, lat := float64(opts.InputDim), float64(opts.OutputDim), float64(opts.LatentDim)
+	training := 3 * float64(rowsPerShard) * (din + dout) * 4
+	n, c := float64(images), float64(images)*float64(captionsPerImage)
+	eval := n*(din+dout)*4 + c*(dout*4+8) + n*(lat+dout)*8
+	return max(training, eval)
+}
+
+// DiskBytes is about what writing rows training rows (float16 or float32)
+// and an evaluation set of images × captionsPerImage puts on disk.
+func DiskBytes(opts Options, rows int, float16 bool, images, captionsPerImage int) float64 {
+	elem := 4.0
+	if float16 {
+		elem = 2
+	}
+	din, dout := float64(opts.InputDim), float64(opts.OutputDim)
+	n, c := float64(images), float64(images)*float64(captionsPerImage)
+	return float64(rows)*(din+dout)*elem + n*(din+dout)*4 + c*(dout*4+8)
+}
+
 func checkSize(what string, n, dim int) error {
 	if n > maxElements/dim {
 		return fmt.Errorf("synth: %d %s of width %d exceed %d values; generate fewer at a time", n, what, dim, maxElements)

@@ -517,7 +517,7 @@ func TestSizeValidation(t *testing.T) {
 		{0, 10, "0 rows"},
 		{10, 0, "shards of 0"},
 		{-5, 10, "-5 rows"},
-		{MaxShards + 1, 1, "more than 100000"},
+		{MaxShards + 1, 1, "more than 30000"},
 	} {
 		if _, err := WriteTrainingData(dir, opts, tc.rows, tc.perShard, false); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("rows %d per shard %d: error %v, want one containing %q", tc.rows, tc.perShard, err, tc.want)

@@ -25,10 +25,13 @@ const (
 	EvalInfoFile      = "eval.json"
 )
 
-// MaxShards is the most shards one training set may have: ShardName's five
-// digits keep lexical order equal to numeric order (the order readers take
-// shards in) only up to here.
-const MaxShards = 100000
+// MaxShards is the most shards one training set may have. A trainer maps
+// both files of every shard at once, and Linux's default limit on a
+// process's maps (vm.max_map_count, 65530) leaves room for about 32,700
+// shards: more were written, and could not be opened. (ShardName's five
+// digits keep lexical order equal to numeric order, the order readers take
+// shards in, up to 100,000.)
+const MaxShards = 30000
 
 // ShardName returns the NAME of training shard i: shard-00000, shard-00001,
 // ...; its files are NAME+FeatureSuffix and NAME+TargetSuffix.

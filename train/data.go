@@ -152,8 +152,16 @@ func openDataset(dir string) (*Dataset, error) {
 		d.Close()
 		return nil, fmt.Errorf("training data %s: all shards are empty", dir)
 	}
+	if d.Rows > MaxRows {
+		d.Close()
+		return nil, fmt.Errorf("training data %s: %d rows, more than the %d a run indexes (int32, in each epoch's shuffle: 8 GiB of it at the limit); train on a part of it", dir, d.Rows, MaxRows)
+	}
 	return d, nil
 }
+
+// MaxRows is the most training rows a run takes: rows are numbered by int32
+// in the shuffle (Permutation) and the batches.
+const MaxRows = math.MaxInt32
 
 func openShard(dir, name string) (shard, error) {
 	s := shard{name: name}

@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -433,4 +434,40 @@ func TestDatasetRefusesUnfinishedSynth(t *testing.T) {
 		t.Fatalf("OpenUnfinishedDataset: %v", err)
 	}
 	d.Close()
+}
+
+// A training set of more rows than a run numbers (MaxRows, int32) is
+// refused when it is opened, not minutes and gigabytes into the first
+// epoch, where row 2^31 came out negative. Sparse files: two shards of
+// 2^30 float16 rows each, and one row more.
+func TestOpenDatasetTooManyRows(t *testing.T) {
+	dir := t.TempDir()
+	sparse := func(name string, rows int) {
+		h, err := npy.EncodeHeader(npy.Float16, []int{rows, 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(h); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(int64(len(h)) + 2*int64(rows)); err != nil {
+			t.Skipf("no sparse files here: %v", err)
+		}
+	}
+	for i, rows := range []int{1 << 30, 1<<30 + 1} {
+		for _, suffix := range []string{FeatureSuffix, TargetSuffix} {
+			sparse(fmt.Sprintf("shard-%d%s", i, suffix), rows)
+		}
+	}
+	if d, err := OpenDataset(dir); err == nil || !strings.Contains(err.Error(), "more than the 2147483647 a run indexes") {
+		if err == nil {
+			d.Close()
+		}
+		t.Errorf("a set of 2^31 + 1 rows: %v, want a refusal", err)
+	}
 }

@@ -89,6 +89,27 @@ const (
 	PrecisionBF16 = "bf16"
 )
 
+// HostBytes is what a run of shape c holds in host memory besides its
+// engine (nn.Config.CPUEngineBytes on the CPU): the moving average of the
+// weights (--ema), and, while a checkpoint is saved, the float32 copies of
+// the parameters and AdamW moments it writes and the encoded bytes of its
+// largest file (the moments; in an fp64 run, its float64 state). Counted
+// in float64, as CPUEngineBytes: a trainer that checks only the engine is
+// admitted and then runs out of memory at its first checkpoint, the one a
+// Ctrl-C asks for included.
+func (o Options) HostBytes(c nn.Config) float64 {
+	p := float64(c.NumParams())
+	largest := 8 * p // exp_avg and exp_avg_sq, float32
+	if o.PrecisionMode() == PrecisionFP64 {
+		largest = 24 * p // parameters and both moments, float64
+	}
+	bytes := 12*p + largest
+	if o.EMA > 0 {
+		bytes += 4 * p
+	}
+	return bytes
+}
+
 // PrecisionMode is o.Precision with "" (a run from before the option)
 // read as PrecisionFP32.
 func (o Options) PrecisionMode() string {

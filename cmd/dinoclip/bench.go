@@ -119,8 +119,12 @@ const (
 	maxBenchDataBytes = maxBenchDataRows * (768 + 512) * 4
 )
 
-// diskFree is sysmem.DiskFree (a variable: tests give a full disk).
-var diskFree = sysmem.DiskFree
+// diskFree and memAvailable are sysmem.DiskFree and sysmem.Available
+// (variables: tests give a full disk, or a machine with little memory).
+var (
+	diskFree     = sysmem.DiskFree
+	memAvailable = sysmem.Available
+)
 
 // maxBenchSteps bounds --steps and --warmup: far beyond what any
 // measurement needs, and small enough that the times kept of the timed
@@ -249,7 +253,8 @@ func runBench(cCtx *cli.Context) error {
 	if device == "cpu" {
 		for _, c := range cases {
 			for _, b := range c.Batches {
-				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}); err != nil {
+				// (MeasureTrain's initial parameters and zero moments.)
+				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}, 8*float64(c.Config.NumParams()), "the initial weights and moments"); err != nil {
 					return fmt.Errorf("--shape %s --batch %d: %w", c.ConfigName, b, err)
 				}
 			}

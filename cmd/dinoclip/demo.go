@@ -94,6 +94,15 @@ func runDemo(cCtx *cli.Context) error {
 		return fmt.Errorf("--lr %v: %w", lr, err)
 	}
 	c := nn.Config{InputDim: so.InputDim, HiddenDim: cCtx.Int("hidden-dim"), OutputDim: so.OutputDim, Blocks: cCtx.Int("blocks")}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	if cCtx.String("device") == "cpu" {
+		defaults := train.DefaultOptions()
+		if err := checkCPUMemory(c, batch, 4, nn.Objective{Loss: defaults.Loss}, defaults.HostBytes(c), "a checkpoint's copies while it is saved"); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
 	engine, err := openEngine(cCtx.String("device"), train.PrecisionFP32, c)
 	if err != nil {
 		return err

@@ -57,7 +57,7 @@ func TestDemo(t *testing.T) {
 		{[]string{"--lr", "-1"}, []string{"--lr -1"}},
 		{[]string{"--rows", "100", "--batch", "256"}, []string{"--rows 100", "--batch of 256"}},
 		{[]string{"--hidden-dim", "100000000"}, []string{"weights, more than"}},
-		{[]string{"--rows", "99999999999"}, []string{"--rows 99999999999", "at most 1000000000 rows"}},
+		{[]string{"--rows", "99999999999"}, []string{"--rows 99999999999", "at most 300000000 rows"}},
 	} {
 		fresh := filepath.Join(t.TempDir(), "demo")
 		wantError(t, append([]string{"demo", "--out", fresh}, c.args...), c.want...)

@@ -200,8 +200,11 @@ const heapShare = 0.9
 // collector lets the heap grow to twice what is live before it collects,
 // and a run whose live memory fits could still be killed at twice its
 // size (measured: 2.25 GB resident for an estimate of 1.1 GB).
-func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective) error {
-	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim)
+//
+// host is what the command holds besides the engine, hostWhat its name
+// for the message (train.Options.HostBytes: a checkpoint's copies).
+func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float64, hostWhat string) error {
+	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim) + host
 	avail, ok := sysmem.Available()
 	if !ok {
 		return nil
@@ -216,8 +219,9 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective) error {
 	}
 	what := "parameters, gradients, AdamW moments and activations"
 	if o.Contrastive() {
-		what += ", and InfoNCE's batch x batch logits"
+		what += ", InfoNCE's batch x batch logits"
 	}
+	what += ", and " + hostWhat
 	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller --hidden-dim, --blocks or --batch",
 		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30))
 }

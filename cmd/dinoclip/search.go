@@ -304,6 +304,12 @@ func runSearch(cCtx *cli.Context) (err error) {
 	case int64(nq)*int64(k) > maxAnswer:
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
 	}
+	// The answer is held whole until it is written: one beyond the
+	// memory this machine has left would end the search out of memory.
+	if avail, ok := memAvailable(); ok && 12*float64(nq)*float64(k) > float64(avail) {
+		return fmt.Errorf("--k %d for %d queries: the answer (12 bytes an entry, %.1f GiB) is more than the %.1f GiB of memory available: search the queries in parts, or with a smaller --k",
+			k, nq, 12*float64(nq)*float64(k)/(1<<30), float64(avail)/(1<<30))
+	}
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)

@@ -779,6 +779,26 @@ func TestSearchShortRows(t *testing.T) {
 	}
 }
 
+// An answer beyond the memory left is refused before the search (it ended
+// out of memory when the answer was allocated, with a runtime trace).
+func TestSearchRefusesAnswerBeyondMemory(t *testing.T) {
+	dir := t.TempDir()
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{100, 2}, make([]float32, 200))
+	writeF32(t, qp, []int{10, 2}, make([]float32, 20))
+	defer func(saved func() (uint64, bool)) { memAvailable = saved }(memAvailable)
+	memAvailable = func() (uint64, bool) { return 1000, true } // 83 entries
+	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "10", "--out", filepath.Join(dir, "out")},
+		"--k 10 for 10 queries: the answer", "more than the 0.0 GiB of memory available")
+	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
+		t.Errorf("the refused search made its --out: %v", err)
+	}
+	memAvailable = func() (uint64, bool) { return 1200, true } // the answer exactly
+	if _, _, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "10", "--out", filepath.Join(dir, "out")); err != nil {
+		t.Errorf("an answer that fits: %v", err)
+	}
+}
+
 func TestSearchZeroRows(t *testing.T) {
 	dir := t.TempDir()
 	dim := 4

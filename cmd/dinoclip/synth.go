@@ -13,6 +13,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/synth"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -221,6 +222,9 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
 		return nil, err
 	}
+	if err := checkSynthResources(out, job); err != nil {
+		return nil, err
+	}
 	if err := checkSynthPlace(out); err != nil {
 		return nil, err
 	}
@@ -328,4 +332,32 @@ func printSynthFiles(w io.Writer, files []synth.File) {
 		}
 		fmt.Fprintf(w, "  %s  %s %s\n", f.Path, shapeString(f.Shape), f.DType.Name())
 	}
+}
+
+// checkSynthResources refuses a job this machine cannot hold: shards or an
+// evaluation set beyond the memory left (it ended out of memory partway),
+// or an output beyond the free disk under out (it filled the disk an hour
+// in), or more rows than a training run takes.
+func checkSynthResources(out string, job synthJob) error {
+	if job.rows > train.MaxRows {
+		return fmt.Errorf("synth: --rows %d: more than the %d rows a training run takes", job.rows, train.MaxRows)
+	}
+	shardRows := min(job.shardRows, job.rows)
+	if avail, ok := memAvailable(); ok {
+		if need := synth.MemoryBytes(job.opts, shardRows, job.images, job.perImage); need > float64(avail) {
+			return fmt.Errorf("synth: %d-row shards of %d + %d values a row and an evaluation set of %d images x %d captions need about %.1f GiB of memory at once, more than the %.1f GiB available: use a smaller --shard-rows or --eval-images",
+				shardRows, job.opts.InputDim, job.opts.OutputDim, job.images, job.perImage, need/(1<<30), float64(avail)/(1<<30))
+		}
+	}
+	dir := out // the nearest directory there is: out is made later
+	for _, err := os.Stat(dir); err != nil && filepath.Dir(dir) != dir; _, err = os.Stat(dir) {
+		dir = filepath.Dir(dir)
+	}
+	if free, ok := diskFree(dir); ok {
+		if need := synth.DiskBytes(job.opts, job.rows, job.float16, job.images, job.perImage); need > float64(free) {
+			return fmt.Errorf("synth: %d training rows and an evaluation set of %d images x %d captions take about %.1f GiB on disk, more than the %.1f GiB free under %s: write fewer --rows (or --float16 ones), or elsewhere",
+				job.rows, job.images, job.perImage, need/(1<<30), float64(free)/(1<<30), dir)
+		}
+	}
+	return nil
 }

@@ -107,7 +107,7 @@ func TestSynthErrors(t *testing.T) {
 		{[]string{"synth", "--out", dir, "--captions-per-image", "0"}, []string{"--captions-per-image 0"}},
 		{[]string{"synth", "--out", dir, "--rows", "many"}, []string{"synth", "--help"}},
 		{[]string{"synth", "--out", dir, "extra"}, []string{`unexpected argument "extra"`}},
-		{[]string{"synth", "--out", dir, "--rows", "200001", "--shard-rows", "1"}, []string{"more than 100000"}},
+		{[]string{"synth", "--out", dir, "--rows", "200001", "--shard-rows", "1"}, []string{"more than 30000"}},
 		{[]string{"synth", "--out", dir, "--latent-shift", "NaN"}, []string{"latent shift is NaN"}},
 		{[]string{"synth", "--out", dir, "--latent-shift", "1e3"}, []string{"latent shift is 1000"}},
 		// The evaluation set's sizes are checked before the training data is written.
@@ -151,6 +151,28 @@ func TestSynthErrors(t *testing.T) {
 // A shifted data set is another domain of the same world: other rows than
 // the unshifted set's, and the eval set records the shift, in its name
 // too, so that a model is evaluated on both domains at once.
+// A job beyond the machine is refused before anything is written: more
+// memory than is left, more disk than is free under --out (it filled the
+// disk an hour in), more rows than a run takes.
+func TestSynthRefusesBeyondTheMachine(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "a", "b")
+	defer func(m func() (uint64, bool), d func(string) (uint64, bool)) { memAvailable, diskFree = m, d }(memAvailable, diskFree)
+	memAvailable = func() (uint64, bool) { return 1 << 20, true }
+	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "GiB of memory at once", "--shard-rows")
+	memAvailable = func() (uint64, bool) { return 1 << 40, true }
+	var asked string
+	diskFree = func(dir string) (uint64, bool) { asked = dir; return 1 << 20, true }
+	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "GiB on disk", "free under "+filepath.Dir(filepath.Dir(out)))
+	if asked != filepath.Dir(filepath.Dir(out)) {
+		t.Errorf("free disk read under %q, want the nearest directory there is, %s", asked, filepath.Dir(filepath.Dir(out)))
+	}
+	diskFree = func(string) (uint64, bool) { return 1 << 62, true }
+	wantError(t, []string{"synth", "--out", out, "--rows", "2147483648", "--shard-rows", "1000000"}, "more than the 2147483647 rows a training run takes")
+	if _, err := os.Stat(filepath.Dir(out)); !os.IsNotExist(err) {
+		t.Errorf("a refused synth made directories: %v", err)
+	}
+}
+
 func TestSynthLatentShift(t *testing.T) {
 	base, shifted := t.TempDir(), t.TempDir()
 	args := []string{"--rows", "20", "--eval-images", "4", "--input-dim", "8", "--output-dim", "4"}

@@ -292,7 +292,10 @@ func runTrain(cCtx *cli.Context) error {
 		if precision == train.PrecisionFP64 {
 			elemSize = 8
 		}
-		if err := checkCPUMemory(c, runOpts.Batch, elemSize, nn.Objective{Loss: runOpts.Loss}); err != nil {
+		host := runOpts
+		host.Precision = precision
+		if err := checkCPUMemory(c, runOpts.Batch, elemSize, nn.Objective{Loss: runOpts.Loss}, host.HostBytes(c),
+			"a checkpoint's copies while it is saved"); err != nil {
 			return err
 		}
 	}

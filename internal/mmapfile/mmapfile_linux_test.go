@@ -1,0 +1,58 @@
+package mmapfile
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// A map the system refuses for want of maps or address space (ENOMEM, here
+// from an address-space limit below a sparse 16 GiB file) says so, not
+// only "cannot allocate memory": a training set of tens of thousands of
+// shards reached the limit on maps with nothing allocated.
+func TestMapOutOfMaps(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(16 << 30); err != nil {
+		f.Close()
+		t.Skipf("no sparse 16 GiB file here: %v", err)
+	}
+	f.Close()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &old); err != nil {
+		t.Skip(err)
+	}
+	// What the process has mapped now, and 4 GiB more for the runtime.
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skip(err)
+	}
+	pages, err := strconv.ParseUint(strings.Fields(string(statm))[0], 10, 64)
+	if err != nil {
+		t.Skip(err)
+	}
+	limit := pages*uint64(os.Getpagesize()) + 4<<30
+	if limit >= old.Cur {
+		t.Skipf("an address-space limit of %d bytes is set already", old.Cur)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: limit, Max: old.Max}); err != nil {
+		t.Skip(err)
+	}
+	m, err := Map(p, accept)
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err == nil {
+		m.Unmap()
+		t.Fatal("a 16 GiB map under an address-space limit 4 GiB above the process's: no error")
+	}
+	if !strings.Contains(err.Error(), "as many memory maps as the system allows") || !strings.Contains(err.Error(), "fewer, larger files") {
+		t.Errorf("error %q does not say what ran out", err)
+	}
+}

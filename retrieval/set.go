@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -272,6 +273,15 @@ func (s *Set) EvaluateWith(project Project, topK TopKFunc) (Report, error) {
 		err := project(projected[lo*s.EmbeddingDim:hi*s.EmbeddingDim], s.ImageFeatures[lo*s.FeatureDim:hi*s.FeatureDim], hi-lo)
 		if err != nil {
 			return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
+		}
+	}
+	// The features are finite (LoadSet checks them): a NaN or Inf here is
+	// the model's, and the ranking's message of a NaN "image" read as one
+	// of the evaluation set.
+	for i, v := range projected {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return Report{}, fmt.Errorf("evaluation set %s: the model's output for image %d (of finite features) is %v: its weights overflow float32 arithmetic (a damaged or edited model?)",
+				s.Name, i/s.EmbeddingDim, v)
 		}
 	}
 	p, err := EvaluateWith(topK, projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)

@@ -75,6 +75,15 @@ func TestSetEvaluate(t *testing.T) {
 	if r1, _ := r.Projected.At(1); r1.TextToImagePercent != 0 {
 		t.Fatalf("swapped projection: text->image R@1 %v, want 0", r1.TextToImagePercent)
 	}
+	// A model whose output overflows is named, not the set's images.
+	overflow := func(dst, x []float32, n int) error {
+		copy(dst, x)
+		dst[len(dst)-1] = float32(math.Inf(1))
+		return nil
+	}
+	if _, err := s.Evaluate(overflow); err == nil || !strings.Contains(err.Error(), "the model's output for image 2 (of finite features) is +Inf") {
+		t.Errorf("a projection that overflows: %v, want the model named", err)
+	}
 }
 
 func TestLoadSetErrors(t *testing.T) {

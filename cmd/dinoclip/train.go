@@ -296,6 +296,9 @@ func runTrain(cCtx *cli.Context) error {
 		host.Precision = precision
 		if err := checkCPUMemory(c, runOpts.Batch, elemSize, nn.Objective{Loss: runOpts.Loss}, host.HostBytes(c),
 			"a checkpoint's copies while it is saved"); err != nil {
+			if resume { // (the batch is the run's, not a flag given)
+				return fmt.Errorf("--resume: with the settings of %s: %w", filepath.Join(runDir, train.RunFile), err)
+			}
 			return err
 		}
 	}
@@ -436,6 +439,11 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 	run, err := train.ReadRunInfo(runDir)
 	if err != nil {
 		return run, fmt.Errorf("--resume: %w", err)
+	}
+	// Every run.json records its options ({} or null was read as one from
+	// before the model was recorded, and asked for --data).
+	if run.Options.Epochs == 0 && run.Options.Batch == 0 {
+		return run, fmt.Errorf("--resume: %s holds none of the run's settings (it is empty or damaged): restore it from a copy, or start a new run", filepath.Join(runDir, train.RunFile))
 	}
 	if run.Model == (nn.Config{}) { // a run.json from before it recorded the model
 		if run.Model, err = train.ModelConfigOf(runDir); err != nil {

@@ -179,6 +179,12 @@ func TestResumeOlderRunJSON(t *testing.T) {
 	b, _ = json.Marshal(old)
 	writeFile(t, path, string(b))
 	wantError(t, []string{"train", "--resume", "--out", run}, "give --data")
+	// One that holds no settings at all is damaged, not old.
+	for _, damaged := range []string{"{}", "null"} {
+		writeFile(t, path, damaged)
+		wantError(t, []string{"train", "--resume", "--out", run, "--data", data}, path+" holds none of the run's settings")
+	}
+	writeFile(t, path, string(b))
 	out := mustRun(t, "train", "--resume", "--out", run, "--data", data, "--eval", eval)
 	if !strings.Contains(out, "2 epochs, 8 optimizer steps") || !strings.Contains(out, "r5 = ") {
 		t.Errorf("resumed run:\n%s", out)

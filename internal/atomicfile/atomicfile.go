@@ -208,6 +208,10 @@ func Destination(path string) (string, error) {
 	}
 }
 
+// maxNameBytes is the longest file name the usual file systems take
+// (NAME_MAX: ext4, XFS, btrfs, tmpfs; APFS and NTFS count 255 characters).
+const maxNameBytes = 255
+
 // creatable refuses a path the system would create no file at (see
 // Destination).
 func creatable(path string) error {
@@ -215,6 +219,10 @@ func creatable(path string) error {
 	i := strings.LastIndexAny(path, seps)
 	if strings.HasSuffix(path, "/") || strings.HasSuffix(path, string(filepath.Separator)) || path[i+1:] == "." || path[i+1:] == ".." {
 		return fmt.Errorf("write %s: the name is a directory's; want the path of a file", path)
+	}
+	// (The rename into place would refuse it, after all the work.)
+	if n := len(path[i+1:]); n > maxNameBytes {
+		return fmt.Errorf("write %s: the file's name is %d bytes long, more than the %d a name may have", path, n, maxNameBytes)
 	}
 	if i <= 0 {
 		return nil // in the working directory, or in the root

@@ -53,6 +53,15 @@ func TestWriteDestinations(t *testing.T) {
 	if err := WriteBytes(filepath.Join(missing, "f"), nil); !errors.Is(err, fs.ErrNotExist) || !strings.HasSuffix(err.Error(), ": the directory "+missing+" does not exist") {
 		t.Errorf("a write into a missing directory: %v", err)
 	}
+	// A name longer than a file system takes is refused before anything
+	// is written (the rename into place refused it, after the work); the
+	// longest there is works (its temporary has a shortened name).
+	if err := WriteBytes(filepath.Join(dir, strings.Repeat("n", 256)), nil); err == nil || !strings.Contains(err.Error(), "256 bytes long, more than the 255") {
+		t.Errorf("a 256-byte name: %v, want a refusal", err)
+	}
+	if err := WriteBytes(filepath.Join(dir, strings.Repeat("n", 255)), []byte("x")); err != nil {
+		t.Errorf("a 255-byte name: %v", err)
+	}
 	target := filepath.Join(dir, "target")
 	link := filepath.Join(dir, "link")
 	os.Symlink("target", link) // relative, dangling until written

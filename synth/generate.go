@@ -114,8 +114,8 @@ func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error
 
 // MemoryBytes is about the most memory writing opts's data holds at once:
 // for the training data, three shards of rowsPerShard rows (the one being
-// written, the next one generated meanwhile, and the one the generator has
-// begun); for the evaluation set of images × captionsPerImage, its arrays
+// written, the next one generated meanwhile, and the one written before,
+// which the collector may not have freed yet); for the evaluation set of images × captionsPerImage, its arrays
 // and the latents and clean embeddings its captions are made from. Counted
 // in float64, so that absurd sizes give a large number, not an overflow.
 func MemoryBytes(opts Options, rowsPerShard, images, captionsPerImage int) float64 {

@@ -77,6 +77,39 @@ func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 // TempPath) for a staging directory beside the data directory named base.
 func stagingBeside(base string) string { return base + "." + dataset.StagingBase }
 
+// LeftoverBytes is the size of the staging directories that interrupted
+// runs left for the data directories sets of out (beside each, and inside
+// it), which the next run into them removes before it writes: space a
+// check of the free disk counts as free.
+func LeftoverBytes(out string, sets ...string) int64 {
+	var n int64
+	add := func(dir string) {
+		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if info, err := d.Info(); err == nil {
+					n += info.Size()
+				}
+			}
+			return nil
+		})
+	}
+	entries, _ := os.ReadDir(out)
+	for _, set := range sets {
+		for _, e := range entries {
+			if base, ok := atomicfile.TempOf(e.Name()); ok && e.IsDir() && base == stagingBeside(set) {
+				add(filepath.Join(out, e.Name()))
+			}
+		}
+		inside, _ := os.ReadDir(filepath.Join(out, set))
+		for _, e := range inside {
+			if e.IsDir() && dataset.IsStagingName(e.Name()) {
+				add(filepath.Join(out, set, e.Name()))
+			}
+		}
+	}
+	return n
+}
+
 // CheckTrainingData refuses what WriteTrainingData would refuse for these
 // arguments without writing anything (but for an error of opts, which
 // Options.Validate reports): sizes it cannot write, an existing set in dir

@@ -152,16 +152,22 @@ func openDataset(dir string) (*Dataset, error) {
 		d.Close()
 		return nil, fmt.Errorf("training data %s: all shards are empty", dir)
 	}
-	if d.Rows > MaxRows {
-		d.Close()
-		return nil, fmt.Errorf("training data %s: %d rows, more than the %d a run indexes (int32, in each epoch's shuffle: 8 GiB of it at the limit); train on a part of it", dir, d.Rows, MaxRows)
-	}
 	return d, nil
 }
 
 // MaxRows is the most training rows a run takes: rows are numbered by int32
-// in the shuffle (Permutation) and the batches.
+// in the shuffle (Permutation) and the batches. A larger set opens (info
+// describes it); Trainer.Run refuses it (checkTrainable).
 const MaxRows = math.MaxInt32
+
+// checkTrainable refuses a set of more rows than a run numbers: row 2^31
+// came out negative minutes and gigabytes into the first epoch.
+func (d *Dataset) checkTrainable() error {
+	if d.Rows > MaxRows {
+		return fmt.Errorf("training data %s: %d rows, more than the %d a run numbers (int32, in each epoch's shuffle); train on a part of it", d.Dir, d.Rows, MaxRows)
+	}
+	return nil
+}
 
 func openShard(dir, name string) (shard, error) {
 	s := shard{name: name}

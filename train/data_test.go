@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -436,11 +437,12 @@ func TestDatasetRefusesUnfinishedSynth(t *testing.T) {
 	d.Close()
 }
 
-// A training set of more rows than a run numbers (MaxRows, int32) is
-// refused when it is opened, not minutes and gigabytes into the first
-// epoch, where row 2^31 came out negative. Sparse files: two shards of
-// 2^30 float16 rows each, and one row more.
-func TestOpenDatasetTooManyRows(t *testing.T) {
+// A training set of more rows than a run numbers (MaxRows, int32) opens
+// (info describes it) but is refused by a run before anything is computed,
+// not minutes and gigabytes into the first epoch, where row 2^31 came out
+// negative. Sparse files: two shards of 2^30 float16 rows each, and one
+// row more.
+func TestRunRefusesTooManyRows(t *testing.T) {
 	dir := t.TempDir()
 	sparse := func(name string, rows int) {
 		h, err := npy.EncodeHeader(npy.Float16, []int{rows, 1})
@@ -464,10 +466,20 @@ func TestOpenDatasetTooManyRows(t *testing.T) {
 			sparse(fmt.Sprintf("shard-%d%s", i, suffix), rows)
 		}
 	}
-	if d, err := OpenDataset(dir); err == nil || !strings.Contains(err.Error(), "more than the 2147483647 a run indexes") {
-		if err == nil {
-			d.Close()
-		}
-		t.Errorf("a set of 2^31 + 1 rows: %v, want a refusal", err)
+	d, err := OpenDataset(dir)
+	if err != nil {
+		t.Fatalf("a set of 2^31 + 1 rows does not open: %v", err)
+	}
+	defer d.Close()
+	e, err := nn.NewCPUEngine[float32](nn.Config{InputDim: 1, HiddenDim: 2, OutputDim: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Trainer{Engine: e, Data: d, Options: DefaultOptions(), RunDir: filepath.Join(t.TempDir(), "run")}
+	if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "more than the 2147483647 a run numbers") {
+		t.Errorf("a run on 2^31 + 1 rows: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(tr.RunDir); !os.IsNotExist(err) {
+		t.Errorf("the refused run made its directory: %v", err)
 	}
 }

@@ -89,21 +89,22 @@ const (
 	PrecisionBF16 = "bf16"
 )
 
-// HostBytes is what a run of shape c holds in host memory besides its
-// engine (nn.Config.CPUEngineBytes on the CPU): the moving average of the
-// weights (--ema), and, while a checkpoint is saved, the float32 copies of
+// HostBytes is what a run of shape c on rows training rows holds in host
+// memory besides its engine (nn.Config.CPUEngineBytes on the CPU): the
+// epoch's shuffle (4 bytes a row), the moving average of the weights
+// (--ema), and, while a checkpoint is saved, the float32 copies of
 // the parameters and AdamW moments it writes and the encoded bytes of its
 // largest file (the moments; in an fp64 run, its float64 state). Counted
 // in float64, as CPUEngineBytes: a trainer that checks only the engine is
 // admitted and then runs out of memory at its first checkpoint, the one a
 // Ctrl-C asks for included.
-func (o Options) HostBytes(c nn.Config) float64 {
+func (o Options) HostBytes(c nn.Config, rows int) float64 {
 	p := float64(c.NumParams())
 	largest := 8 * p // exp_avg and exp_avg_sq, float32
 	if o.PrecisionMode() == PrecisionFP64 {
 		largest = 24 * p // parameters and both moments, float64
 	}
-	bytes := 12*p + largest
+	bytes := 4*float64(rows) + 12*p + largest
 	if o.EMA > 0 {
 		bytes += 4 * p
 	}
@@ -474,6 +475,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	}
 	c := tr.Engine.Config()
 	if err := tr.checkRecordedPaths(); err != nil {
+		return Result{}, err
+	}
+	if err := tr.Data.checkTrainable(); err != nil {
 		return Result{}, err
 	}
 	// A run another process trains is refused before CLIP's recall, which

@@ -582,9 +582,10 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	// The last link's new form is made before the checkpoint is put in
 	// place and renamed over the link after it: a run killed between the
 	// two leaves it, leading to the whole checkpoint, which the next start
-	// links when the run has no last link yet (finishLastLink). A save
-	// that fails, or a process ended at once while saving, removes it: it
-	// would lead nowhere.
+	// links when the run has no last link yet (finishLastLink); so does a
+	// process ended at once there. A save that fails removes it, as does a
+	// process ended at once before the checkpoint is in place: it would
+	// lead nowhere.
 	last, err := newLink(tr.RunDir, checkpoint.LastLink, name)
 	if err != nil {
 		return err

@@ -44,13 +44,13 @@ func TestCheckCPUMemoryCountsHost(t *testing.T) {
 		t.Errorf("a host need beyond any machine: %v, want a refusal naming it", err)
 	}
 	o := train.DefaultOptions()
-	base := o.HostBytes(c)
+	base := o.HostBytes(c, 1000)
 	o.EMA = 0.99
-	if got, want := o.HostBytes(c)-base, 4*float64(c.NumParams()); got != want {
+	if got, want := o.HostBytes(c, 1000)-base, 4*float64(c.NumParams()); got != want {
 		t.Errorf("--ema adds %v bytes, want %v (float32 weights)", got, want)
 	}
 	o.EMA, o.Precision = 0, train.PrecisionFP64
-	if o.HostBytes(c) <= base {
-		t.Errorf("an fp64 run's save needs %v bytes, no more than fp32's %v (its float64 state file is the largest)", o.HostBytes(c), base)
+	if o.HostBytes(c, 1000) <= base {
+		t.Errorf("an fp64 run's save needs %v bytes, no more than fp32's %v (its float64 state file is the largest)", o.HostBytes(c, 1000), base)
 	}
 }

@@ -307,8 +307,8 @@ func runSearch(cCtx *cli.Context) (err error) {
 	// The answer is held whole until it is written: one beyond the
 	// memory this machine has left would end the search out of memory.
 	if avail, ok := memAvailable(); ok && 12*float64(nq)*float64(k) > float64(avail) {
-		return fmt.Errorf("--k %d for %d queries: the answer (12 bytes an entry, %.1f GiB) is more than the %.1f GiB of memory available: search the queries in parts, or with a smaller --k",
-			k, nq, 12*float64(nq)*float64(k)/(1<<30), float64(avail)/(1<<30))
+		return fmt.Errorf("--k %d for %d queries: the answer (12 bytes an entry, %s) is more than the %s of memory available: search the queries in parts, or with a smaller --k",
+			k, nq, sizeText(12*float64(nq)*float64(k)), sizeText(float64(avail)))
 	}
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)

@@ -789,7 +789,7 @@ func TestSearchRefusesAnswerBeyondMemory(t *testing.T) {
 	defer func(saved func() (uint64, bool)) { memAvailable = saved }(memAvailable)
 	memAvailable = func() (uint64, bool) { return 1000, true } // 83 entries
 	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "10", "--out", filepath.Join(dir, "out")},
-		"--k 10 for 10 queries: the answer", "more than the 0.0 GiB of memory available")
+		"--k 10 for 10 queries: the answer (12 bytes an entry, 2 KiB) is more than the 1 KiB of memory available")
 	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
 		t.Errorf("the refused search made its --out: %v", err)
 	}

@@ -161,7 +161,10 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	// A signal from now on ends the process as if nothing caught it: a
 	// cleanup that hangs (on a hung filesystem) cannot keep it alive.
-	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT) // (those not caught are left as they are)
+	// SIGQUIT, whose default in Go is a goroutine dump, is ignored
+	// instead: a second Ctrl-\ changes nothing, and Ctrl-C still ends it.
+	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP) // (those not caught are left as they are)
+	signal.Ignore(syscall.SIGQUIT)
 	for _, f := range p.beginExit() {
 		f()
 	}

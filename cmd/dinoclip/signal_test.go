@@ -169,8 +169,12 @@ func TestTrainSIGQUIT(t *testing.T) {
 	for _, dir := range []string{run, filepath.Join(run, train.CheckpointsDir)} {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if _, err := os.Stat(p); e.Type()&os.ModeSymlink != 0 && err == nil {
+				continue // the last link's new form, to a checkpoint in place: the resume links it
+			}
 			if strings.Contains(e.Name(), ".tmp") {
-				t.Errorf("left after SIGQUIT: %s", filepath.Join(dir, e.Name()))
+				t.Errorf("left after SIGQUIT: %s", p)
 			}
 		}
 	}

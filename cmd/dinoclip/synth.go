@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -345,8 +346,8 @@ func checkSynthResources(out string, job synthJob) error {
 	shardRows := min(job.shardRows, job.rows)
 	if avail, ok := memAvailable(); ok {
 		if need := synth.MemoryBytes(job.opts, shardRows, job.images, job.perImage); need > float64(avail) {
-			return fmt.Errorf("synth: %d-row shards of %d + %d values a row and an evaluation set of %d images x %d captions need about %.1f GiB of memory at once, more than the %.1f GiB available: use a smaller --shard-rows or --eval-images",
-				shardRows, job.opts.InputDim, job.opts.OutputDim, job.images, job.perImage, need/(1<<30), float64(avail)/(1<<30))
+			return fmt.Errorf("synth: %d-row shards of %d + %d values a row and an evaluation set of %d images x %d captions need about %s of memory at once, more than the %s available: write smaller shards, or a smaller evaluation set",
+				shardRows, job.opts.InputDim, job.opts.OutputDim, job.images, job.perImage, sizeText(need), sizeText(float64(avail)))
 		}
 	}
 	dir := out // the nearest directory there is: out is made later
@@ -354,10 +355,24 @@ func checkSynthResources(out string, job synthJob) error {
 		dir = filepath.Dir(dir)
 	}
 	if free, ok := diskFree(dir); ok {
+		// What interrupted runs left is removed before the writing.
+		free += uint64(synth.LeftoverBytes(out, dataset.TrainDir, dataset.EvalDir))
 		if need := synth.DiskBytes(job.opts, job.rows, job.float16, job.images, job.perImage); need > float64(free) {
-			return fmt.Errorf("synth: %d training rows and an evaluation set of %d images x %d captions take about %.1f GiB on disk, more than the %.1f GiB free under %s: write fewer --rows (or --float16 ones), or elsewhere",
-				job.rows, job.images, job.perImage, need/(1<<30), float64(free)/(1<<30), dir)
+			return fmt.Errorf("synth: %d training rows and an evaluation set of %d images x %d captions take about %s on disk, more than the %s free under %s (a set replaced stays until the new one is whole): write fewer rows (float16 ones take half the space), or elsewhere",
+				job.rows, job.images, job.perImage, sizeText(need), sizeText(float64(free)), dir)
 		}
 	}
 	return nil
+}
+
+// sizeText is a number of bytes for a message, in the unit that keeps it
+// readable (0.0 GiB said nothing of 40 MB).
+func sizeText(b float64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", b/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
+	}
+	return fmt.Sprintf("%.0f KiB", math.Ceil(b/(1<<10)))
 }

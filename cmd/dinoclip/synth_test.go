@@ -148,9 +148,6 @@ func TestSynthErrors(t *testing.T) {
 	wantError(t, []string{"synth", "--out", parent}, "in the run directory "+filepath.Join(parent, "eval"))
 }
 
-// A shifted data set is another domain of the same world: other rows than
-// the unshifted set's, and the eval set records the shift, in its name
-// too, so that a model is evaluated on both domains at once.
 // A job beyond the machine is refused before anything is written: more
 // memory than is left, more disk than is free under --out (it filled the
 // disk an hour in), more rows than a run takes.
@@ -158,14 +155,29 @@ func TestSynthRefusesBeyondTheMachine(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "a", "b")
 	defer func(m func() (uint64, bool), d func(string) (uint64, bool)) { memAvailable, diskFree = m, d }(memAvailable, diskFree)
 	memAvailable = func() (uint64, bool) { return 1 << 20, true }
-	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "GiB of memory at once", "--shard-rows")
+	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "of memory at once, more than the 1.0 MiB available", "smaller shards")
 	memAvailable = func() (uint64, bool) { return 1 << 40, true }
 	var asked string
 	diskFree = func(dir string) (uint64, bool) { asked = dir; return 1 << 20, true }
-	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "GiB on disk", "free under "+filepath.Dir(filepath.Dir(out)))
+	wantError(t, []string{"synth", "--out", out, "--rows", "2000"}, "on disk, more than the 1.0 MiB free under "+filepath.Dir(filepath.Dir(out)))
 	if asked != filepath.Dir(filepath.Dir(out)) {
 		t.Errorf("free disk read under %q, want the nearest directory there is, %s", asked, filepath.Dir(filepath.Dir(out)))
 	}
+	// What an interrupted run left in --out is removed before the writing:
+	// its space counts as free (here 64 MiB, sparse, beside the training
+	// shards' directory).
+	leftover := filepath.Join(out, ".train.synth.tmp-123")
+	if err := os.MkdirAll(leftover, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(leftover, "shard-00000.dino.npy"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(leftover, "shard-00000.dino.npy"), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "synth", "--out", out, "--rows", "2000", "--eval-images", "20")
+	os.RemoveAll(filepath.Dir(out))
 	diskFree = func(string) (uint64, bool) { return 1 << 62, true }
 	wantError(t, []string{"synth", "--out", out, "--rows", "2147483648", "--shard-rows", "1000000"}, "more than the 2147483647 rows a training run takes")
 	if _, err := os.Stat(filepath.Dir(out)); !os.IsNotExist(err) {
@@ -173,6 +185,9 @@ func TestSynthRefusesBeyondTheMachine(t *testing.T) {
 	}
 }
 
+// A shifted data set is another domain of the same world: other rows than
+// the unshifted set's, and the eval set records the shift, in its name
+// too, so that a model is evaluated on both domains at once.
 func TestSynthLatentShift(t *testing.T) {
 	base, shifted := t.TempDir(), t.TempDir()
 	args := []string{"--rows", "20", "--eval-images", "4", "--input-dim", "8", "--output-dim", "4"}

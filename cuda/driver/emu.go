@@ -171,7 +171,12 @@ func (d *emuDriver) CopyDevice(dst, src uintptr, bytes int64) error {
 	return d.stream("copy", func() error { emu.Copy(dst, src, bytes); return nil })
 }
 
-func (*emuDriver) NewEvent() (Event, error) { return new(emuEvent), nil }
+func (d *emuDriver) NewEvent() (Event, error) {
+	if err := d.onOpenThread("NewEvent"); err != nil {
+		return nil, err
+	}
+	return new(emuEvent), nil
+}
 
 func (d *emuDriver) Record(ev Event) error {
 	e := ev.(*emuEvent)
@@ -190,7 +195,10 @@ func (d *emuDriver) WaitEvent(ev Event) error {
 
 // Elapsed refuses an event the stream has not passed (CUDA's "not
 // ready"): one never recorded, or whose last Record is still queued.
-func (*emuDriver) Elapsed(start, end Event) (float64, error) {
+func (d *emuDriver) Elapsed(start, end Event) (float64, error) {
+	if err := d.onOpenThread("Elapsed"); err != nil {
+		return 0, err
+	}
 	for _, ev := range []*emuEvent{start.(*emuEvent), end.(*emuEvent)} {
 		if ev.pending > 0 || ev.at.IsZero() {
 			return 0, errors.New("emulation: Elapsed on an event the stream has not passed")
@@ -199,7 +207,7 @@ func (*emuDriver) Elapsed(start, end Event) (float64, error) {
 	return end.(*emuEvent).at.Sub(start.(*emuEvent).at).Seconds(), nil
 }
 
-func (*emuDriver) DestroyEvent(Event) error { return nil }
+func (d *emuDriver) DestroyEvent(Event) error { return d.onOpenThread("DestroyEvent") }
 
 // Alloc and Free are refused during a capture, as CUDA refuses them on a
 // capturing thread.
@@ -214,6 +222,9 @@ func (d *emuDriver) Alloc(bytes int64) (uintptr, error) {
 }
 
 func (d *emuDriver) Free(p uintptr) error {
+	if err := d.onOpenThread("Free"); err != nil {
+		return err // (nothing freed, as on a GPU)
+	}
 	if err := d.notCapturing("Free"); err != nil {
 		return err
 	}
@@ -225,7 +236,10 @@ func (d *emuDriver) Free(p uintptr) error {
 // onOpenThread refuses call from another OS thread than Open's, as the
 // GPU does (CUDA_ERROR_INVALID_CONTEXT): a caller must stay on a locked
 // thread (runtime.LockOSThread) from Open to Close, which a goroutine the
-// Go scheduler moves between threads does not.
+// Go scheduler moves between threads does not. Every method that needs
+// the context calls it (the stream's work through enqueue and drain);
+// those that need none (the device's name and limits, a tensor map's
+// encoding) do not.
 func (d *emuDriver) onOpenThread(call string) error {
 	if t := osThread(); t != d.thread {
 		return fmt.Errorf("emulation: %s from OS thread %d, not %d, which opened the driver (a CUDA context is current on one thread: runtime.LockOSThread before Open)", call, t, d.thread)
@@ -312,7 +326,10 @@ func (d *emuDriver) Sync() error {
 	return d.drain(nil)
 }
 
-func (*emuDriver) MemInfo() (free, total int64, err error) {
+func (d *emuDriver) MemInfo() (free, total int64, err error) {
+	if err := d.onOpenThread("MemInfo"); err != nil {
+		return 0, 0, err
+	}
 	l := emu.Limit()
 	return l - emu.Used(), l, nil
 }
@@ -352,6 +369,9 @@ func (d *emuDriver) LaunchEx(k int, cfg LaunchConfig, params [][]byte) error {
 }
 
 func (d *emuDriver) SetMaxDynamicShared(k int, bytes int) error {
+	if err := d.onOpenThread("SetMaxDynamicShared"); err != nil {
+		return err
+	}
 	name, err := d.kernel(k)
 	if err != nil {
 		return err
@@ -398,6 +418,9 @@ func (d *emuDriver) HostAlloc(bytes int) ([]byte, error) {
 
 // HostFree waits for the stream first: the queued copies may still use b.
 func (d *emuDriver) HostFree(b []byte) error {
+	if err := d.onOpenThread("HostFree"); err != nil {
+		return err
+	}
 	if len(b) == 0 {
 		return errors.New("emulation: freeing no host allocation")
 	}
@@ -411,6 +434,9 @@ func (d *emuDriver) HostFree(b []byte) error {
 }
 
 func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
+	if err := d.onOpenThread("ToHostAsync"); err != nil {
+		return err
+	}
 	if len(dst) == 0 {
 		return nil
 	}
@@ -432,6 +458,9 @@ func (d *emuDriver) ToHostAsync(dst []byte, src uintptr) error {
 // that writes src before WaitEvent(done) has returned sends the new
 // contents, as a GPU may.
 func (d *emuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
+	if err := d.onOpenThread("UploadAsync"); err != nil {
+		return err
+	}
 	if err := d.notCapturing("UploadAsync"); err != nil {
 		return err
 	}
@@ -446,6 +475,9 @@ func (d *emuDriver) UploadAsync(dst uintptr, src []byte, done Event) error {
 }
 
 func (d *emuDriver) BeginCapture() error {
+	if err := d.onOpenThread("BeginCapture"); err != nil {
+		return err
+	}
 	if d.capture != nil {
 		return errors.New("emulation: a stream capture is already open")
 	}
@@ -457,6 +489,9 @@ func (d *emuDriver) BeginCapture() error {
 }
 
 func (d *emuDriver) EndCapture() (Graph, error) {
+	if err := d.onOpenThread("EndCapture"); err != nil {
+		return nil, err
+	}
 	if d.capture == nil {
 		return nil, errors.New("emulation: EndCapture without BeginCapture")
 	}
@@ -465,7 +500,10 @@ func (d *emuDriver) EndCapture() (Graph, error) {
 	return g, nil
 }
 
-func (*emuDriver) Instantiate(g Graph) (GraphExec, error) {
+func (d *emuDriver) Instantiate(g Graph) (GraphExec, error) {
+	if err := d.onOpenThread("Instantiate"); err != nil {
+		return nil, err
+	}
 	eg, ok := g.(*emuGraph)
 	if !ok || eg == nil {
 		return nil, fmt.Errorf("emulation: %T is not a graph of this driver", g)
@@ -473,7 +511,10 @@ func (*emuDriver) Instantiate(g Graph) (GraphExec, error) {
 	return &emuGraphExec{g: eg}, nil
 }
 
-func (*emuDriver) UpdateGraph(exec GraphExec, g Graph) error {
+func (d *emuDriver) UpdateGraph(exec GraphExec, g Graph) error {
+	if err := d.onOpenThread("UpdateGraph"); err != nil {
+		return err
+	}
 	ex, ok1 := exec.(*emuGraphExec)
 	eg, ok2 := g.(*emuGraph)
 	if !ok1 || !ok2 || ex == nil || eg == nil {
@@ -492,6 +533,9 @@ func (*emuDriver) UpdateGraph(exec GraphExec, g Graph) error {
 }
 
 func (d *emuDriver) LaunchGraph(exec GraphExec) error {
+	if err := d.onOpenThread("LaunchGraph"); err != nil {
+		return err
+	}
 	ex, ok := exec.(*emuGraphExec)
 	if !ok || ex == nil {
 		return fmt.Errorf("emulation: %T is not an instantiated graph of this driver", exec)
@@ -514,14 +558,20 @@ func (d *emuDriver) LaunchGraph(exec GraphExec) error {
 	return nil
 }
 
-func (*emuDriver) DestroyGraph(g Graph) error {
+func (d *emuDriver) DestroyGraph(g Graph) error {
+	if err := d.onOpenThread("DestroyGraph"); err != nil {
+		return err
+	}
 	if _, ok := g.(*emuGraph); !ok {
 		return fmt.Errorf("emulation: %T is not a graph of this driver", g)
 	}
 	return nil
 }
 
-func (*emuDriver) DestroyGraphExec(exec GraphExec) error {
+func (d *emuDriver) DestroyGraphExec(exec GraphExec) error {
+	if err := d.onOpenThread("DestroyGraphExec"); err != nil {
+		return err
+	}
 	if _, ok := exec.(*emuGraphExec); !ok {
 		return fmt.Errorf("emulation: %T is not an instantiated graph of this driver", exec)
 	}

@@ -579,25 +579,31 @@ func TestEmuUploadAsyncReadsLate(t *testing.T) {
 func TestEmuDriverRules(t *testing.T) {
 	v := openTC(t) // on this test's locked thread
 	buf := v.alloc(16)
-	if err := v.d.Zero(buf, 6); err == nil || !strings.Contains(err.Error(), "not a multiple of 4") {
-		t.Errorf("Zero of 6 bytes: error %v, want not a multiple of 4", err)
+	if err := v.d.Zero(buf, 6); err == nil || !strings.Contains(err.Error(), "want a multiple of 4") {
+		t.Errorf("Zero of 6 bytes: error %v, want a multiple of 4", err)
 	}
 	if err := v.d.Zero(buf, 8); err != nil {
 		t.Errorf("Zero of 8 bytes: %v", err)
 	}
-	errs := make(chan [2]error)
+	errs := make(chan map[string]error)
 	go func() {
 		// Locked, this goroutine's thread cannot be the test's, which is
 		// locked to the test goroutine.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		_, allocErr := v.d.Alloc(16)
-		errs <- [2]error{v.d.Sync(), allocErr}
+		_, eventErr := v.d.NewEvent()
+		_, _, memErr := v.d.MemInfo()
+		errs <- map[string]error{"Sync": v.d.Sync(), "Alloc": allocErr, "NewEvent": eventErr, "MemInfo": memErr,
+			"Free": v.d.Free(buf), "Zero": v.d.Zero(buf, 8)}
 	}()
-	for i, err := range <-errs {
+	for call, err := range <-errs {
 		if err == nil || !strings.Contains(err.Error(), "which opened the driver") {
-			t.Errorf("call %d from another OS thread: error %v, want a refusal", i, err)
+			t.Errorf("%s from another OS thread: error %v, want a refusal", call, err)
 		}
+	}
+	if err := v.d.Zero(buf, 8); err != nil { // (not freed by the refused Free)
+		t.Errorf("Zero after a refused Free: %v", err)
 	}
 	if err := v.d.Sync(); err != nil {
 		t.Errorf("Sync from the thread that opened the driver: %v", err)

@@ -40,7 +40,7 @@ func checkShared(name string, dynamic, allowed int, raised bool) error {
 // (cuMemsetD32Async), so the byte count is a multiple of 4.
 func checkZero(bytes int64) error {
 	if bytes < 0 || bytes%4 != 0 {
-		return fmt.Errorf("zeroing %d bytes, not a multiple of 4", bytes)
+		return fmt.Errorf("zeroing %d bytes: want a multiple of 4, 0 or more", bytes)
 	}
 	return nil
 }

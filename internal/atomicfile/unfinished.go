@@ -37,10 +37,13 @@ func makeTempRemovedOnExit(dir, base string, make func(path string) error) (path
 }
 
 // SymlinkRemovedOnExit makes path a symbolic link to target, as os.Symlink
-// does, and has RemoveUnfinished remove it until forget is called: a link
-// made to be renamed into place once the work it leads to is done (a
-// checkpoint being saved), which an exit before then would leave leading
-// nowhere. forget comes before the rename, as makeTempRemovedOnExit's.
+// does, and has RemoveUnfinished remove it until forget is called, unless
+// it leads somewhere by then: a link made to be renamed into place once
+// the work it leads to is done (a checkpoint being saved, renamed into
+// place whole), which an exit before then would leave leading nowhere,
+// and an exit after, between the work's rename and the link's, leaves as
+// the pointer to it. forget comes before the rename, as
+// makeTempRemovedOnExit's.
 func SymlinkRemovedOnExit(target, path string) (forget func(), err error) {
 	unfinished.Lock()
 	err = os.Symlink(target, path)
@@ -79,6 +82,11 @@ func forgetter(path string) func() {
 func RemoveUnfinished() {
 	unfinished.Lock()
 	for p := range unfinished.paths {
+		if st, err := os.Lstat(p); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			if _, err := os.Stat(p); err == nil {
+				continue // a SymlinkRemovedOnExit link to work done
+			}
+		}
 		// Again when a writer made a file in the directory meanwhile (it
 		// then waits in makeTempRemovedOnExit, and makes no other).
 		for try := 0; try < 3 && os.RemoveAll(p) != nil; try++ {

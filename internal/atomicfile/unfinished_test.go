@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -15,7 +16,7 @@ import (
 // never ends, and a checkpoint-like directory (MkdirTempRemovedOnExit),
 // and another one forgotten and renamed into place since, and a link to
 // each (SymlinkRemovedOnExit), the second's forgotten and renamed into
-// place too; then it ends at once, as a second Ctrl-C ends dinoclip,
+// place too, and another to the second not forgotten; then it ends at once, as a second Ctrl-C ends dinoclip,
 // after RemoveUnfinished.
 func unfinishedChild(dir string) {
 	started := make(chan struct{})
@@ -40,6 +41,11 @@ func unfinishedChild(dir string) {
 			os.Rename(p, filepath.Join(dir, name))
 			forgetLink()
 			os.Rename(filepath.Join(dir, ".link-"+name), filepath.Join(dir, "link-"+name))
+			// A link to it not forgotten yet: the exit comes between
+			// the work's rename and the link's.
+			if _, err := SymlinkRemovedOnExit(name, filepath.Join(dir, "pending-"+name)); err != nil {
+				panic(err)
+			}
 		}
 		release()
 	}
@@ -56,8 +62,8 @@ func TestMain(m *testing.M) {
 
 // A process ending at once removes the temporaries it was writing: the
 // file of a Write under way, a MkdirTempRemovedOnExit directory and a
-// SymlinkRemovedOnExit link, not those forgotten (and renamed into place)
-// since.
+// SymlinkRemovedOnExit link that leads nowhere, not those forgotten (and
+// renamed into place) since, nor a link to work done.
 func TestRemoveUnfinished(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -71,8 +77,8 @@ func TestRemoveUnfinished(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if len(names) != 2 || names[0] != "link-saved" || names[1] != "saved" {
-		t.Errorf("left after the child ended: %v, want only link-saved and saved", names)
+	if !slices.Equal(names, []string{"link-saved", "pending-saved", "saved"}) {
+		t.Errorf("left after the child ended: %v, want only link-saved, pending-saved and saved", names)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out.npy")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("out.npy: %v, want it never written", err)

@@ -1,10 +1,12 @@
 package mmapfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -42,8 +44,7 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	if errors.Is(err, syscall.ENOMEM) {
 		// No memory is allocated: the process is out of maps or of
 		// address space, which "cannot allocate memory" does not say.
-		return nil, fmt.Errorf("%s: mmap: %w: the process holds as many memory maps as the system allows%s, or has no address space left for this file (ulimit -v): each .npy file of a training set or index is one map, so use fewer, larger files",
-			path, err, mapLimit())
+		return nil, fmt.Errorf("%s: mmap: %w: %s", path, err, outOfMaps())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: %w", path, err)
@@ -51,12 +52,18 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	return m, nil
 }
 
-// mapLimit names Linux's limit on a process's memory maps as this machine
-// sets it, for a message ("" elsewhere).
-func mapLimit() string {
-	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
-	if err != nil {
-		return ""
+// outOfMaps says which of the two a refused map ran out of, where Linux
+// tells: the maps a process may hold (vm.max_map_count), which files
+// mapped by the tens of thousands reach, or the address space (ulimit -v).
+func outOfMaps() string {
+	limit, err1 := os.ReadFile("/proc/sys/vm/max_map_count")
+	maps, err2 := os.ReadFile("/proc/self/maps")
+	n, err3 := strconv.Atoi(strings.TrimSpace(string(limit)))
+	switch {
+	case err1 != nil || err2 != nil || err3 != nil:
+		return "the process holds as many memory maps as the system allows, or has no address space left for this file (ulimit -v); each .npy file of a training set or index is one map"
+	case bytes.Count(maps, []byte("\n")) >= n-16:
+		return fmt.Sprintf("the process holds as many memory maps as the system allows (vm.max_map_count, %d here): each .npy file of a training set or index is one, so use fewer, larger files, or raise the limit (sysctl)", n)
 	}
-	return " (vm.max_map_count, " + strings.TrimSpace(string(b)) + " here; sysctl raises it)"
+	return "the process has no address space left for this file (ulimit -v, or a 32-bit system): raise the limit, or use smaller files"
 }

@@ -222,6 +222,7 @@ func runTrain(cCtx *cli.Context) error {
 		return err
 	}
 	defer data.Close()
+	warnZeroTargets(cCtx.App.ErrWriter, data)
 	var evals []*retrieval.Set
 	for _, dir := range evalDirs {
 		s, err := loadEvalSet(dir, cCtx.App.ErrWriter)
@@ -591,4 +592,25 @@ func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 		}
 	}
 	return found
+}
+
+// zeroTargetSample is how many rows, the set's first, warnZeroTargets reads.
+const zeroTargetSample = 4096
+
+// warnZeroTargets warns when the first rows of the training data have all
+// zero targets (embeddings never written, say): the loss of a zero target
+// is the same whatever the model outputs, and such a run trained without a
+// word, its loss constant. (A set with some zero rows is not warned of;
+// a read error is the run's to report.)
+func warnZeroTargets(w io.Writer, data *train.Dataset) {
+	n := min(data.Rows, zeroTargetSample)
+	rows := make([]int32, n)
+	for i := range rows {
+		rows[i] = int32(i)
+	}
+	x, t := make([]float32, n*data.InputDim), make([]float32, n*data.OutputDim)
+	if err := data.ReadRows(rows, x, t); err != nil || len(retrieval.ZeroRows(t, data.OutputDim)) < n {
+		return
+	}
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: its first %d targets are all zero vectors: a zero target's loss is the same whatever the model outputs, so they teach it nothing (were the CLIP embeddings written?)\n", data.Dir, n)
 }

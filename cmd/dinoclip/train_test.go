@@ -14,6 +14,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -432,5 +433,30 @@ func TestDotDotAfterLink(t *testing.T) {
 		"--out", "no such file or directory")
 	if _, err := os.Lstat(filepath.Join(base, "new")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("train --out NEW/../run made NEW (%v)", err)
+	}
+}
+
+// A training set whose targets are all zero vectors (embeddings never
+// written) is warned of: it trained without a word, its loss constant. One
+// with real targets is not.
+func TestTrainWarnsZeroTargets(t *testing.T) {
+	data := makeData(t)
+	const warning = "targets are all zero vectors"
+	_, stderr, err := runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
+	if err != nil || strings.Contains(stderr, warning) {
+		t.Fatalf("a run on real targets: %v, warned %v\n%s", err, strings.Contains(stderr, warning), stderr)
+	}
+	for _, shard := range []string{"shard-00000", "shard-00001"} {
+		a, err := npy.Open(filepath.Join(data, shard+".clip.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape := a.Shape()
+		a.Close()
+		writeF32(t, filepath.Join(data, shard+".clip.npy"), shape, make([]float32, shape[0]*shape[1]))
+	}
+	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
+	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 "+warning) {
+		t.Errorf("a run on zero targets: %v, stderr lacks the warning:\n%s", err, stderr)
 	}
 }

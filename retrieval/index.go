@@ -834,6 +834,25 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 	return b, nil
 }
 
+// ImagesBytes is about the memory Images holds to name entries rows, at
+// most: 16 bytes a name, and every shard's list, read whole and split (its
+// bytes twice, 16 bytes a line). 0 when a shard has no list: Images then
+// names none.
+func (ix *Index) ImagesBytes(entries int64) int64 {
+	n := 16 * entries
+	for _, sh := range ix.Manifest.Shards {
+		if sh.Images == "" {
+			return 0
+		}
+		size := int64(0)
+		if st, err := os.Stat(filepath.Join(ix.Dir, sh.Images)); err == nil {
+			size = st.Size()
+		}
+		n += 2*size + 16*sh.Rows
+	}
+	return n
+}
+
 // Images returns the image of each row p in rows, from the lists the
 // index's shards hold (see Append); ok is false, with no error, when a
 // shard has no list. Each shard's list is read once, when a row needs it.

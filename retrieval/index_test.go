@@ -825,6 +825,17 @@ func TestIndexAppendChecksImages(t *testing.T) {
 		t.Fatalf("append to a whole index with an images list: %v", err)
 	}
 	w.Close()
+	// What naming the rows found holds, for a search's memory check: 16
+	// bytes a name, the 14-byte list twice and 16 bytes for each of its 2
+	// lines.
+	ix, err := retrieval.OpenIndex(build(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if got, want := ix.ImagesBytes(10), int64(16*10+2*14+16*2); got != want {
+		t.Errorf("ImagesBytes(10) = %d, want %d", got, want)
+	}
 }
 
 // A manifest that is a link leading nowhere is refused as not a regular

@@ -254,7 +254,7 @@ func runBench(cCtx *cli.Context) error {
 		for _, c := range cases {
 			for _, b := range c.Batches {
 				// (MeasureTrain's initial parameters and zero moments.)
-				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}, 8*float64(c.Config.NumParams()), "the initial weights and moments"); err != nil {
+				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}, 8*float64(c.Config.NumParams()), "the initial weights and moments", "--shape or --batch"); err != nil {
 					return fmt.Errorf("--shape %s --batch %d: %w", c.ConfigName, b, err)
 				}
 			}
@@ -322,15 +322,14 @@ func runBench(cCtx *cli.Context) error {
 		defer madedirs.Remove(outDir, madeTop)
 	}
 	if jsonPath != "" {
-		probe, err := os.CreateTemp(filepath.Dir(dest), "."+atomicfile.TempBase(filepath.Base(dest))+".tmp-*")
-		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-			err = fmt.Errorf("cannot write into %s: %w", filepath.Dir(dest), pe.Err) // (not the probe's name)
-		}
-		if err != nil {
+		if err := probeWrite(filepath.Dir(dest), filepath.Base(dest)); err != nil {
 			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
-		probe.Close()
-		os.Remove(probe.Name())
+	}
+	if outDir != "" {
+		if err := probeWrite(outDir, benchJSONFile); err != nil {
+			return fmt.Errorf("--out %s: %w", outDir, err)
+		}
 	}
 	// The data benchmark's shards go in a directory of ours, made now (a
 	// --data-dir that cannot take it fails before hours of benchmarks, not
@@ -549,4 +548,20 @@ func flagValue(cCtx *cli.Context, name string) any {
 	default:
 		return v
 	}
+}
+
+// probeWrite refuses a directory no file named name can be written into
+// (read-only, immutable, not ours), by making a temporary there and
+// removing it: the report is written after the measurements, which a
+// refusal then would waste.
+func probeWrite(dir, name string) error {
+	probe, err := os.CreateTemp(dir, "."+atomicfile.TempBase(name)+".tmp-*")
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return fmt.Errorf("cannot write into %s: %w", dir, pe.Err) // (not the probe's name)
+	}
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }

@@ -182,5 +182,22 @@ func TestBenchRefusesSizesBeyondMemory(t *testing.T) {
 		t.Skip("this system gives no free-memory figure, so the checks against it are off")
 	}
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--kernels=false", "--topk-images", "2000000000", "--topk-captions", "2000000000"}, "--topk-images 2000000000", "GiB of memory")
-	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "99999999999", "--kernels=false", "--topk=false"}, "--shape 8x8x1x8 --batch 99999999999", "GiB on the CPU")
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "99999999999", "--kernels=false", "--topk=false"}, "--shape 8x8x1x8 --batch 99999999999", "GiB on the CPU", "use a smaller --shape or --batch")
+}
+
+// probeWrite refuses a directory nothing can be written into, naming it,
+// and leaves nothing in one that can.
+func TestProbeWrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := probeWrite(dir, benchJSONFile); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the probe left %v", entries)
+	}
+	file := filepath.Join(dir, "f")
+	writeFile(t, file, "x")
+	if err := probeWrite(file, benchJSONFile); err == nil || !strings.Contains(err.Error(), "cannot write into "+file) {
+		t.Errorf("a probe into a file: %v, want a refusal naming it", err)
+	}
 }

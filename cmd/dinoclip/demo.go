@@ -99,7 +99,7 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	if cCtx.String("device") == "cpu" {
 		defaults := train.DefaultOptions()
-		if err := checkCPUMemory(c, batch, 4, nn.Objective{Loss: defaults.Loss}, defaults.HostBytes(c, rows), "the shuffle, and a checkpoint's copies while it is saved"); err != nil {
+		if err := checkCPUMemory(c, batch, 4, nn.Objective{Loss: defaults.Loss}, defaults.HostBytes(c, rows), "the shuffle, and a checkpoint's copies while it is saved", "--hidden-dim, --blocks or --batch"); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}

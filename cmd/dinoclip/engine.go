@@ -202,8 +202,9 @@ const heapShare = 0.9
 // size (measured: 2.25 GB resident for an estimate of 1.1 GB).
 //
 // host is what the command holds besides the engine, hostWhat its name
-// for the message (train.Options.HostBytes: a checkpoint's copies).
-func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float64, hostWhat string) error {
+// for the message (train.Options.HostBytes: a checkpoint's copies), and
+// smaller the flags a refusal advises to lower.
+func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float64, hostWhat, smaller string) error {
 	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim) + host
 	avail, ok := sysmem.Available()
 	if !ok {
@@ -222,6 +223,6 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float
 		what += ", InfoNCE's batch x batch logits"
 	}
 	what += ", and " + hostWhat
-	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller --hidden-dim, --blocks or --batch",
-		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30))
+	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller %s",
+		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30), smaller)
 }

@@ -38,12 +38,14 @@ func indexCommand() *cli.Command {
 			"features file of the index came with its list: a warning says when one did not).\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
-			"finished by running it again; an indexed file that changed since is refused. A file named\n" +
-			"twice (or reached twice through links) is taken once; the same contents under another name (a\n" +
-			"file moved or copied since) are skipped too, with a word: indexed twice, its rows would come\n" +
-			"twice in every answer. An index made with another model is refused. Only one process may\n" +
-			"append to an index at a time. INDEX may not be in a training run's directory (its checkpoints\n" +
-			"included) or in another index, at any depth, where it would be taken for one of their files.\n\n" +
+			"finished by running it again; an indexed file whose size, rows or sampled contents changed\n" +
+			"since is refused (16 windows of 4 KiB are sampled: an edit between them goes unseen, see\n" +
+			"docs/FORMAT.md). A file named twice (or reached twice through links) is taken once; a file\n" +
+			"under another name with the same size, rows and sampled contents (moved or copied since) is\n" +
+			"skipped too, with a word: indexed twice, its rows would come twice in every answer. An index\n" +
+			"made with another model is refused. Only one process may append to an index at a time. INDEX\n" +
+			"may not be in a training run's directory (its checkpoints included) or in another index, at\n" +
+			"any depth, where it would be taken for one of their files.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -309,12 +311,12 @@ func runIndex(cCtx *cli.Context) error {
 			return o.Sample != "" && o.Sample == s.src.Sample && o.Size == s.src.Size && o.Rows == s.src.Rows
 		}
 		if j := slices.IndexFunc(shards, func(sh retrieval.IndexShard) bool { return sameContents(sh.Source) }); j >= 0 {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, shards[j].Source.Path)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, shards[j].Source.Path)
 			sources[i].src.Path = shards[j].Source.Path
 			continue
 		}
 		if j := slices.IndexFunc(sources[:i], func(o source) bool { return sameContents(o.src) }); j >= 0 {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the contents of %s, indexed in this run: skipped\n", s.src.Path, sources[j].src.Path)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", s.src.Path, sources[j].src.Path)
 			sources[i].duplicate = true
 		}
 	}

@@ -23,7 +23,7 @@ func TestCheckCPUMemoryLimitsHeap(t *testing.T) {
 	old := debug.SetMemoryLimit(math.MaxInt64)
 	defer debug.SetMemoryLimit(old)
 	c := nn.Config{InputDim: 8, HiddenDim: 8, OutputDim: 4, Blocks: 1}
-	if err := checkCPUMemory(c, 16, 4, nn.Objective{}, 0, ""); err != nil {
+	if err := checkCPUMemory(c, 16, 4, nn.Objective{}, 0, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetMemoryLimit(-1); got == math.MaxInt64 || float64(got) > processMemory()+float64(avail) {
@@ -39,7 +39,7 @@ func TestCheckCPUMemoryCountsHost(t *testing.T) {
 		t.Skip("no reading of the available memory here")
 	}
 	c := nn.Config{InputDim: 8, HiddenDim: 8, OutputDim: 4, Blocks: 1}
-	err := checkCPUMemory(c, 16, 4, nn.Objective{}, 1e30, "a checkpoint's copies")
+	err := checkCPUMemory(c, 16, 4, nn.Objective{}, 1e30, "a checkpoint's copies", "--batch")
 	if err == nil || !strings.Contains(err.Error(), "a checkpoint's copies") {
 		t.Errorf("a host need beyond any machine: %v, want a refusal naming it", err)
 	}

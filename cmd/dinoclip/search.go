@@ -37,14 +37,11 @@ const (
 // twice what is live: at a large k, twice the memory --help promises. A
 // GOMEMLIMIT the user set is left as it is. The function returned puts
 // the previous limit back.
-func limitHeap(budget, answer, queries int64, opened searchKeys) (restore func()) {
+func limitHeap(budget, answer, queries, keys int64) (restore func()) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return func() {}
 	}
-	limit := budget + answer + queries + searchRuntimeBytes
-	if opened.index == nil {
-		limit += opened.keys.Rows() * int64(opened.keys.Dim) * 4
-	}
+	limit := budget + answer + queries + keys + searchRuntimeBytes
 	previous := debug.SetMemoryLimit(limit)
 	return func() { debug.SetMemoryLimit(previous) }
 }
@@ -140,25 +137,33 @@ type keyUploader interface {
 	KeysUploaded() (resident bool, seconds float64)
 }
 
-// readQueries reads and normalises a float matrix.
-func readQueries(path string) ([]float32, int, int, error) {
-	a, err := npy.Open(path)
+// openMatrix opens a float matrix of embeddings (mapped: nothing is read
+// but its header), for readMatrix once its size is known to fit.
+func openMatrix(path string) (a *npy.Array, n, dim int, err error) {
+	a, err = npy.Open(path)
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	defer a.Close()
 	shape := a.Shape()
 	if len(shape) != 2 || !a.DType().IsFloat() {
 		hint := ""
 		if len(shape) == 1 && a.DType().IsFloat() {
 			hint = fmt.Sprintf(" (save a single embedding as [1, %d])", shape[0])
 		}
+		a.Close()
 		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, a.DType().Name(), hint)
 	}
 	if shape[1] < 1 {
+		a.Close()
 		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one column", path, shape)
 	}
-	n, dim := shape[0], shape[1]
+	return a, shape[0], shape[1], nil
+}
+
+// readMatrix reads and normalises the matrix a (openMatrix's) of path
+// into float32: 4 bytes a value.
+func readMatrix(a *npy.Array, path string) ([]float32, error) {
+	n, dim := a.Rows(), a.RowLen()
 	if a.DType() == npy.Float64 {
 		// Normalised in float64 and rounded once (a float64 row beyond
 		// float32's range keeps its direction), a block of rows at a time:
@@ -170,63 +175,98 @@ func readQueries(path string) ([]float32, int, int, error) {
 			hi := min(lo+rows, n)
 			b := block[:(hi-lo)*dim]
 			if err := a.ReadRows64(b, lo, hi); err != nil {
-				return nil, 0, 0, err
+				return nil, err
 			}
 			if err := retrieval.NormalizeQueries64(x[lo*dim:hi*dim], b, dim, path, lo); err != nil {
-				return nil, 0, 0, err
+				return nil, err
 			}
 		}
-		return x, n, dim, nil
+		return x, nil
 	}
 	x, err := a.Float32s()
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
 	if err := retrieval.NormalizeQueries(x, dim, path); err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	return x, n, dim, nil
+	return x, nil
 }
 
 // float64BlockValues is how many float64 values readQueries converts at a
 // time (8 MiB).
 const float64BlockValues = 1 << 20
 
-// searchKeys is what --index opened: the keys, the index's model hash
-// ("" for a matrix), and the index itself (nil for a matrix), to name the
-// images of the rows found.
+// searchKeys is what --index opened: an index (its keys, its model hash,
+// and the index itself, to name the images of the rows found), or a .npy
+// matrix (matrix, until load reads it into keys).
 type searchKeys struct {
-	keys  *retrieval.Keys
-	model string
-	index *retrieval.Index
+	keys   *retrieval.Keys
+	model  string
+	index  *retrieval.Index
+	matrix *npy.Array
+	path   string
+	rows   int64
+	dim    int
 }
 
-// openKeys opens --index: an index directory, or a .npy matrix normalised
-// into memory, whose all-zero rows it warns of on w. The function returned
-// releases it.
-func openKeys(path string, w io.Writer) (searchKeys, func(), error) {
+// openKeys opens --index: an index directory (its keys mapped), or a .npy
+// matrix, of which only the header is read until load.
+func openKeys(path string) (*searchKeys, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return searchKeys{}, nil, fmt.Errorf("--index: %w", err)
+		return nil, fmt.Errorf("--index: %w", err)
 	}
 	if st.IsDir() {
 		ix, err := retrieval.OpenIndex(path)
 		if err != nil {
-			return searchKeys{}, nil, err
+			return nil, err
 		}
-		return searchKeys{ix.Keys, ix.Manifest.Model.SHA256, ix}, func() { ix.Close() }, nil
+		return &searchKeys{keys: ix.Keys, model: ix.Manifest.Model.SHA256, index: ix, path: path, rows: ix.Keys.Rows(), dim: ix.Keys.Dim}, nil
 	}
-	x, n, dim, err := readQueries(path)
+	a, n, dim, err := openMatrix(path)
 	if err != nil {
-		return searchKeys{}, nil, err
+		return nil, err
 	}
-	warnZeroRows(w, path, "they score 0 against every query", retrieval.ZeroRows(x, dim), n)
-	warnShortRows(w, path, retrieval.ShortRows(x, dim), n)
-	keys, err := retrieval.Float32Keys(path, x, n, dim)
+	return &searchKeys{matrix: a, path: path, rows: int64(n), dim: dim}, nil
+}
+
+// matrixBytes is what load holds of a matrix's keys (0 for an index,
+// which is mapped).
+func (s *searchKeys) matrixBytes() int64 {
+	if s.index != nil {
+		return 0
+	}
+	return s.rows * int64(s.dim) * 4
+}
+
+// load reads a matrix's keys into memory, normalised, and warns on w of
+// its all-zero and too short rows (an index's are mapped already).
+func (s *searchKeys) load(w io.Writer) error {
+	if s.matrix == nil {
+		return nil
+	}
+	x, err := readMatrix(s.matrix, s.path)
+	s.matrix.Close()
+	s.matrix = nil
 	if err != nil {
-		return searchKeys{}, nil, err
+		return err
 	}
-	return searchKeys{keys: keys}, func() {}, nil
+	n := int(s.rows)
+	warnZeroRows(w, s.path, "they score 0 against every query", retrieval.ZeroRows(x, s.dim), n)
+	warnShortRows(w, s.path, retrieval.ShortRows(x, s.dim), n)
+	s.keys, err = retrieval.Float32Keys(s.path, x, n, s.dim)
+	return err
+}
+
+// close releases what openKeys opened.
+func (s *searchKeys) close() {
+	if s.index != nil {
+		s.index.Close()
+	}
+	if s.matrix != nil {
+		s.matrix.Close()
+	}
 }
 
 func runSearch(cCtx *cli.Context) (err error) {
@@ -283,40 +323,69 @@ func runSearch(cCtx *cli.Context) (err error) {
 			madedirs.Remove(filepath.Dir(filepath.Clean(outDir)), madeTop)
 		}
 	}()
-	queries, nq, qdim, err := readQueries(queriesPath)
+	// The headers first, and everything that would be held counted,
+	// before anything is read: a queries file of the wrong width, or one
+	// beyond the memory left, ended the search out of memory.
+	qa, nq, qdim, err := openMatrix(queriesPath)
 	if err != nil {
 		return err
 	}
-	opened, release, err := openKeys(indexPath, cCtx.App.ErrWriter)
+	defer qa.Close()
+	opened, err := openKeys(indexPath)
 	if err != nil {
 		return err
 	}
-	defer release()
-	keys := opened.keys
-	rows := keys.Rows()
+	defer opened.close()
+	rows := opened.rows
 	switch {
 	case rows == 0:
 		return fmt.Errorf("--index %s is empty: there is nothing to search", indexPath)
-	case qdim != keys.Dim:
-		return fmt.Errorf("%s: queries are %d wide, the rows of %s %d (embeddings of another CLIP model?)", queriesPath, qdim, indexPath, keys.Dim)
+	case qdim != opened.dim:
+		return fmt.Errorf("%s: queries are %d wide, the rows of %s %d (embeddings of another CLIP model?)", queriesPath, qdim, indexPath, opened.dim)
 	case int64(k) > rows:
 		return fmt.Errorf("--k %d: %s has only %d rows", k, indexPath, rows)
 	case int64(nq)*int64(k) > maxAnswer:
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
 	}
-	// The answer is held whole until it is written: one beyond the
-	// memory this machine has left would end the search out of memory.
-	if avail, ok := memAvailable(); ok && 12*float64(nq)*float64(k) > float64(avail) {
-		return fmt.Errorf("--k %d for %d queries: the answer (12 bytes an entry, %s) is more than the %s of memory available: search the queries in parts, or with a smaller --k",
-			k, nq, sizeText(12*float64(nq)*float64(k)), sizeText(float64(avail)))
+	// The answer is held whole until it is written, with the names of its
+	// rows' images where the index lists them.
+	answer := 12 * int64(nq) * int64(k)
+	if opened.index != nil {
+		answer += opened.index.ImagesBytes(int64(nq) * int64(k))
 	}
+	held := []struct {
+		what  string
+		bytes int64
+	}{{"the queries", 4 * int64(nq) * int64(qdim)}, {"the keys", opened.matrixBytes()}, {"the answer", answer}}
+	if avail, ok := memAvailable(); ok {
+		var need int64
+		parts := ""
+		for _, h := range held {
+			if h.bytes > 0 {
+				need += h.bytes
+				parts += fmt.Sprintf(", %s %s", h.what, sizeText(float64(h.bytes)))
+			}
+		}
+		if uint64(need) > avail {
+			return fmt.Errorf("--k %d for %d queries of %s over %s: the search holds about %s (%s), more than the %s of memory available: search the queries in parts, or with a smaller --k",
+				k, nq, queriesPath, indexPath, sizeText(float64(need)), parts[2:], sizeText(float64(avail)))
+		}
+	}
+	queries, err := readMatrix(qa, queriesPath)
+	if err != nil {
+		return err
+	}
+	if err := opened.load(cCtx.App.ErrWriter); err != nil {
+		return err
+	}
+	keys := opened.keys
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)
 	var searcher retrieval.Searcher
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
-		defer limitHeap(int64(memory)<<20, int64(nq)*int64(k)*12, int64(len(queries))*4, opened)()
+		defer limitHeap(int64(memory)<<20, answer, int64(len(queries))*4, opened.matrixBytes())()
 		bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false)
 		defer bar.finish()
 		cs.Progress = func(done, _ int64) { bar.set(done) }

@@ -241,8 +241,8 @@ func TestIndexSymlinkedSources(t *testing.T) {
 	other2 := filepath.Join(dir, "other2.dino.npy")
 	writeF32(t, other2, []int{40, tIn}, y)
 	_, stderr, err = runCLI(t, "index", "--model", run, "--features", copied, "--features", other, "--features", other2, "--out", index)
-	if err != nil || !strings.Contains(stderr, copied+" has the contents of "+real+", indexed already") ||
-		!strings.Contains(stderr, other2+" has the contents of "+other+", indexed in this run") || len(shards()) != 2 {
+	if err != nil || !strings.Contains(stderr, copied+" has the size, rows and sampled contents of "+real+", indexed already") ||
+		!strings.Contains(stderr, other2+" has the size, rows and sampled contents of "+other+", indexed in this run") || len(shards()) != 2 {
 		t.Fatalf("index --features COPY NEW NEW-COPY: %v, %d shards, want 2\n%s", err, len(shards()), stderr)
 	}
 	moved := filepath.Join(dir, "moved.dino.npy")
@@ -779,9 +779,11 @@ func TestSearchShortRows(t *testing.T) {
 	}
 }
 
-// An answer beyond the memory left is refused before the search (it ended
-// out of memory when the answer was allocated, with a runtime trace).
-func TestSearchRefusesAnswerBeyondMemory(t *testing.T) {
+// A search beyond the memory left is refused before anything is read (it
+// ended out of memory when the answer was allocated, or while reading
+// queries of the wrong width, with a runtime trace): the queries, a .npy's
+// keys and the answer are counted.
+func TestSearchRefusesBeyondMemory(t *testing.T) {
 	dir := t.TempDir()
 	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
 	writeF32(t, kp, []int{100, 2}, make([]float32, 200))
@@ -789,11 +791,15 @@ func TestSearchRefusesAnswerBeyondMemory(t *testing.T) {
 	defer func(saved func() (uint64, bool)) { memAvailable = saved }(memAvailable)
 	memAvailable = func() (uint64, bool) { return 1000, true } // 83 entries
 	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "10", "--out", filepath.Join(dir, "out")},
-		"--k 10 for 10 queries: the answer (12 bytes an entry, 2 KiB) is more than the 1 KiB of memory available")
+		"--k 10 for 10 queries of "+qp+" over "+kp+": the search holds about 3 KiB (the queries 1 KiB, the keys 1 KiB, the answer 2 KiB), more than the 1 KiB of memory available")
 	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
 		t.Errorf("the refused search made its --out: %v", err)
 	}
-	memAvailable = func() (uint64, bool) { return 1200, true } // the answer exactly
+	// Queries of the wrong width are refused as such, read or not.
+	wide := filepath.Join(dir, "wide.npy")
+	writeF32(t, wide, []int{10, 3}, make([]float32, 30))
+	wantError(t, []string{"search", "--index", kp, "--queries", wide, "--k", "10", "--out", filepath.Join(dir, "out")}, "queries are 3 wide")
+	memAvailable = func() (uint64, bool) { return 80 + 800 + 1200, true } // all of it exactly
 	if _, _, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "10", "--out", filepath.Join(dir, "out")); err != nil {
 		t.Errorf("an answer that fits: %v", err)
 	}
@@ -939,7 +945,7 @@ func TestSearchFloat64Queries(t *testing.T) {
 	if err := npy.WriteFloat64(p64, []int{n, dim}, q64); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, []string{"search", "--index", kp, "--queries", p64, "--out", filepath.Join(dir, "o")}, fmt.Sprintf("row %d, column 2 is -Inf", bad))
+	wantError(t, []string{"search", "--index", kp, "--queries", p64, "--k", "2", "--out", filepath.Join(dir, "o")}, fmt.Sprintf("row %d, column 2 is -Inf", bad))
 }
 
 // The images listed beside the features files (NAME.images.txt, as
@@ -1086,12 +1092,9 @@ func TestSearchNamesImages(t *testing.T) {
 func TestSearchLimitsHeap(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	os.Unsetenv("GOMEMLIMIT")
-	keys, err := retrieval.Float32Keys("k.npy", make([]float32, 1000*8), 1000, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
+	matrix := (&searchKeys{rows: 1000, dim: 8}).matrixBytes()
 	before := debug.SetMemoryLimit(-1)
-	restore := limitHeap(16<<20, 240<<20, 4096, searchKeys{keys: keys})
+	restore := limitHeap(16<<20, 240<<20, 4096, matrix)
 	want := int64(16<<20 + 240<<20 + 4096 + searchRuntimeBytes + 1000*8*4)
 	if got := debug.SetMemoryLimit(-1); got != want {
 		t.Errorf("the heap limit of a search of a .npy: %d, want %d", got, want)
@@ -1101,13 +1104,13 @@ func TestSearchLimitsHeap(t *testing.T) {
 		t.Errorf("after the search the limit is %d, want %d as before", got, before)
 	}
 	// An index's pages are mapped, outside the heap.
-	restore = limitHeap(16<<20, 0, 0, searchKeys{keys: keys, index: &retrieval.Index{}})
+	restore = limitHeap(16<<20, 0, 0, (&searchKeys{rows: 1000, dim: 8, index: &retrieval.Index{}}).matrixBytes())
 	if got := debug.SetMemoryLimit(-1); got != 16<<20+searchRuntimeBytes {
 		t.Errorf("the heap limit of a search of an index: %d, want %d", got, 16<<20+searchRuntimeBytes)
 	}
 	restore()
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	limitHeap(16<<20, 0, 0, searchKeys{keys: keys})()
+	limitHeap(16<<20, 0, 0, matrix)()
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Errorf("with GOMEMLIMIT set the limit became %d", got)
 	}

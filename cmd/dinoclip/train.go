@@ -296,7 +296,7 @@ func runTrain(cCtx *cli.Context) error {
 		host := runOpts
 		host.Precision = precision
 		if err := checkCPUMemory(c, runOpts.Batch, elemSize, nn.Objective{Loss: runOpts.Loss}, host.HostBytes(c, data.Rows),
-			"the shuffle, and a checkpoint's copies while it is saved"); err != nil {
+			"the shuffle, and a checkpoint's copies while it is saved", "--hidden-dim, --blocks or --batch"); err != nil {
 			if resume { // (the batch is the run's, not a flag given)
 				return fmt.Errorf("--resume: with the settings of %s: %w", filepath.Join(runDir, train.RunFile), err)
 			}

@@ -193,7 +193,7 @@ func readMatrix(a *npy.Array, path string) ([]float32, error) {
 	return x, nil
 }
 
-// float64BlockValues is how many float64 values readQueries converts at a
+// float64BlockValues is how many float64 values readMatrix converts at a
 // time (8 MiB).
 const float64BlockValues = 1 << 20
 

@@ -642,8 +642,8 @@ type pendingLink struct {
 }
 
 // newLink makes the new form of run/link, a relative symlink to target,
-// under its temporary name, which a process ended at once removes until
-// place or abandon.
+// under its temporary name, which a process ended at once before place or
+// abandon removes while it leads nowhere.
 func newLink(run, link, target string) (*pendingLink, error) {
 	l := &pendingLink{tmp: filepath.Join(run, checkpoint.NewLinkName(link)), path: filepath.Join(run, link)}
 	os.Remove(l.tmp)

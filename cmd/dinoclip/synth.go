@@ -13,6 +13,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/synth"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -350,10 +351,7 @@ func checkSynthResources(out string, job synthJob) error {
 				shardRows, job.opts.InputDim, job.opts.OutputDim, job.images, job.perImage, sizeText(need), sizeText(float64(avail)))
 		}
 	}
-	dir := out // the nearest directory there is: out is made later
-	for _, err := os.Stat(dir); err != nil && filepath.Dir(dir) != dir; _, err = os.Stat(dir) {
-		dir = filepath.Dir(dir)
-	}
+	dir := madedirs.Existing(out) // (out is made later)
 	if free, ok := diskFree(dir); ok {
 		// What interrupted runs left is removed before the writing.
 		free += uint64(synth.LeftoverBytes(out, dataset.TrainDir, dataset.EvalDir))

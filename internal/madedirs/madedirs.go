@@ -46,6 +46,16 @@ func missingTop(dir string) string {
 	}
 }
 
+// Existing is the deepest directory of dir's path that exists (dir itself
+// when it does): where a file system's free space is read for a directory
+// that is yet to be made.
+func Existing(dir string) string {
+	if top := missingTop(dir); top != "" {
+		return filepath.Dir(top)
+	}
+	return dir
+}
+
 // Remove removes dir and the directories above it up to top, as long as
 // each is empty (os.Remove refuses one that holds anything: the walk stops
 // there). A top of "", or one that is not dir or above it, removes nothing.

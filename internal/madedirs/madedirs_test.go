@@ -45,3 +45,14 @@ func TestMkdirAllRemove(t *testing.T) {
 		t.Errorf("Remove with a top not above dir removed it: %v", err)
 	}
 }
+
+// Existing is the deepest directory of a path that exists.
+func TestExisting(t *testing.T) {
+	base := t.TempDir()
+	if got := Existing(filepath.Join(base, "a", "b")); got != base {
+		t.Errorf("Existing(base/a/b) = %s, want %s", got, base)
+	}
+	if got := Existing(base); got != base {
+		t.Errorf("Existing(base) = %s, want itself", got)
+	}
+}

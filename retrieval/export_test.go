@@ -1,5 +1,7 @@
 package retrieval
 
+import "time"
+
 // SmallSearcher is a CPUSearcher with the given key tile, window (bytes of
 // keys between evictions) and workers, for the external tests.
 func SmallSearcher(keyTile int, windowBytes int64, workers int) *CPUSearcher {
@@ -44,4 +46,18 @@ func UseKernels(name string) func() {
 func Planned(s *CPUSearcher, nq int, keys *Keys, k int) (workers, queryChunk int, err error) {
 	p, err := s.plan(nq, keys, k)
 	return p.workers, p.queryChunk, err
+}
+
+// SetMinCommitInterval sets the least time between an append's writes of
+// its manifest and returns a function restoring it.
+func SetMinCommitInterval(d time.Duration) func() {
+	old := minCommitInterval
+	minCommitInterval = d
+	return func() { minCommitInterval = old }
+}
+
+// Abandon releases w's lock without committing, as a killed process does.
+func Abandon(w *IndexWriter) {
+	w.unlock()
+	w.unlock = nil
 }

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -29,7 +30,7 @@ import (
 
 // An index is a directory (docs/FORMAT.md, "Search index"):
 //
-//	INDEX/manifest.json     what the index holds; written last, atomically
+//	INDEX/manifest.json     what the index holds; written after the files it names, atomically
 //	INDEX/keys-00000.npy    [rows, dim] unit-norm embeddings, float16 or float32
 //	INDEX/ids-00000.npy     [rows] int64 ids of those rows
 //	INDEX/images-00000.txt  the image of each row, one per line (when the source had a list)
@@ -37,6 +38,12 @@ import (
 //
 // Row ids are the rows' positions in the index: shard s holds ids
 // first_id, first_id+1, ..., in the order the rows were added.
+// IndexMaxShards is the most shards an index may have. A search maps the
+// keys file of every shard at once, and Linux's default limit on a
+// process's maps (vm.max_map_count, 65530) leaves room for not many more:
+// an index past it could not be opened.
+const IndexMaxShards = 60000
+
 const (
 	IndexManifestFile = "manifest.json"
 	IndexFormat       = "dinoclip-index/1"
@@ -464,7 +471,22 @@ type IndexWriter struct {
 	madeTop  string                 // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
 	sources  map[string]IndexSource // Source's lookup by path, made on first use
 	swept    atomicfile.Sweep       // what AppendIndex did with the temporaries it found (Swept)
+
+	// The manifest on disk holds the first committed shards of manifest;
+	// the others were appended since (see Append and Commit).
+	committed  int
+	used       map[string]bool // the file names of manifest's shards
+	lastCommit time.Time       // when the manifest was last written (or the writer opened)
+	commitCost time.Duration   // how long that write took
 }
+
+// minCommitInterval is the least time between two writes of an append's
+// manifest. Each write is of the whole manifest, a line per shard: written
+// after every shard, an index of tens of thousands of small features files
+// spent most of its time rewriting it (quadratic in the file count). Append
+// writes it once this interval, and ten times as long as its last write
+// took, have passed; Commit and Close write what is left.
+var minCommitInterval = time.Second
 
 // checkIndexDir refuses a directory without a manifest that holds a file
 // an index does not write, or shard files without the lock file that a
@@ -602,8 +624,49 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 		w.manifest = *m
 	}
 	w.dtype, _ = indexDType(w.manifest.DType)
+	w.committed = len(w.manifest.Shards)
+	w.used = map[string]bool{}
+	for _, s := range w.manifest.Shards {
+		w.use(s)
+	}
 	w.swept = sweepTemps(dir)
+	w.swept.Merge(w.sweepUnlisted())
+	w.lastCommit = time.Now()
 	return w, nil
+}
+
+// CheckShardCount refuses an append of files features files (a shard
+// each) that would take the index past IndexMaxShards.
+func (w *IndexWriter) CheckShardCount(files int) error {
+	if n := len(w.manifest.Shards) + files; n > IndexMaxShards {
+		return fmt.Errorf("index %s would hold %d shards (one per features file), more than the %d a search can open (it maps each at once): index fewer, larger features files (concatenate them)", w.dir, n, IndexMaxShards)
+	}
+	return nil
+}
+
+// use records the names of the files of shard s as taken.
+func (w *IndexWriter) use(s IndexShard) {
+	w.used[s.Keys], w.used[s.IDs], w.used[s.Images] = true, true, true
+}
+
+// sweepUnlisted removes the shard files the manifest does not name: those
+// of shards an append killed before its manifest named them wrote (whole
+// files; the manifest is written at intervals, see minCommitInterval). No
+// one else writes them while this writer holds the index.
+func (w *IndexWriter) sweepUnlisted() atomicfile.Sweep {
+	var s atomicfile.Sweep
+	entries, _ := os.ReadDir(w.dir)
+	for _, e := range entries {
+		if n := e.Name(); isShardFile(n) && !w.used[n] && e.Type().IsRegular() {
+			p := filepath.Join(w.dir, n)
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.Failed = append(s.Failed, &fs.PathError{Op: "remove", Path: p, Err: err})
+			} else {
+				s.Removed = append(s.Removed, p)
+			}
+		}
+	}
+	return s
 }
 
 // isTemp matches atomicfile's temporary names.
@@ -666,9 +729,11 @@ func (w *IndexWriter) Source(path string) (IndexSource, bool) {
 // every value of dst, which is rows×dim; rows that are not already unit
 // norm are normalised here (float64 norm, F.normalize's 1e-12 floor), and
 // a NaN or Inf is an error. The shard's files are written under temporary
-// names and renamed into place, and the manifest, written last, is what
-// makes them part of the index: a crash at any point leaves the index as
-// it was before the call.
+// names and renamed into place, and the manifest, written after them, is
+// what makes them part of the index: at once when minCommitInterval has
+// passed since it was last written, else by a later Append, Commit or
+// Close. A crash leaves the index as its manifest last stood (the files
+// of shards appended since are removed by the next AppendIndex).
 func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill func(dst []float32, lo, hi int) error) (err error) {
 	if w.unlock == nil {
 		return fmt.Errorf("index %s: writer is closed", w.dir)
@@ -679,18 +744,17 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if err := CheckSourcePath(source.Path); err != nil {
 		return fmt.Errorf("index %s: %w", w.dir, err)
 	}
+	if err := w.CheckShardCount(1); err != nil {
+		return err
+	}
 	// The shard's files are numbered by its place, or past it when a
 	// manifest renamed by hand uses that number already.
-	used := map[string]bool{}
-	for _, s := range w.manifest.Shards {
-		used[s.Keys], used[s.IDs], used[s.Images] = true, true, true
-	}
 	// A name no manifest uses is written over when it holds a plain file
 	// (what a failed append left), and passed over when it holds anything
 	// else: a link would take the write outside the index.
 	taken := func(name string) bool {
 		st, err := os.Lstat(filepath.Join(w.dir, name))
-		return used[name] || (err == nil && !st.Mode().IsRegular())
+		return w.used[name] || (err == nil && !st.Mode().IsRegular())
 	}
 	n := len(w.manifest.Shards)
 	for taken(fmt.Sprintf("keys-%05d.npy", n)) || taken(fmt.Sprintf("ids-%05d.npy", n)) || taken(fmt.Sprintf("images-%05d.txt", n)) {
@@ -769,20 +833,52 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if err := npy.WriteInt64(filepath.Join(w.dir, shard.IDs), []int{len(ids)}, ids); err != nil {
 		return err
 	}
-	m := w.Manifest()
-	m.Shards = append(m.Shards, shard)
-	m.Rows += shard.Rows
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n')); err != nil {
-		return err
-	}
-	w.manifest = m
+	w.manifest.Shards = append(w.manifest.Shards, shard)
+	w.manifest.Rows += shard.Rows
+	w.use(shard)
 	if w.sources != nil {
 		w.sources[source.Path] = source
 	}
+	if since := time.Since(w.lastCommit); since >= minCommitInterval && since >= 10*w.commitCost {
+		return w.Commit()
+	}
+	return nil
+}
+
+// Commit writes the manifest, if shards were appended since it was last
+// written. If it fails, those shards are dropped (their files removed):
+// the index is what the manifest on disk says, and Commit's error says how
+// many were lost.
+func (w *IndexWriter) Commit() error {
+	pending := w.manifest.Shards[w.committed:]
+	if len(pending) == 0 {
+		return nil
+	}
+	start := time.Now()
+	b, err := json.MarshalIndent(w.manifest, "", "  ")
+	if err == nil {
+		err = atomicfile.WriteBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
+	}
+	if err != nil {
+		for _, s := range pending {
+			for _, name := range []string{s.Keys, s.IDs, s.Images} {
+				if name != "" {
+					os.Remove(filepath.Join(w.dir, name))
+				}
+				delete(w.used, name)
+			}
+			w.manifest.Rows -= s.Rows
+		}
+		w.manifest.Shards = w.manifest.Shards[:w.committed]
+		w.sources = nil // (made again from the manifest on its next use)
+		what := pending[0].Source.Path
+		if len(pending) > 1 {
+			what = fmt.Sprintf("%d files from %s on", len(pending), what)
+		}
+		return fmt.Errorf("index %s: writing its manifest: %w; so the index does not hold the projections of %s, made since it was last written: run the same command again to add them", w.dir, err, what)
+	}
+	w.committed = len(w.manifest.Shards)
+	w.lastCommit, w.commitCost = time.Now(), time.Since(start)
 	return nil
 }
 
@@ -972,20 +1068,24 @@ func sampleKeysFile(path string) (string, error) {
 	return sample, nil
 }
 
-// Close releases the lock. An index that never got a manifest (its first
-// append failed, or was never made) leaves nothing of this writer behind:
-// the lock file is removed, still locked (see lockDir), and so are the
-// directories AppendIndex made for it, as long as nothing else is in them.
-func (w *IndexWriter) Close() {
+// Close commits the shards appended since the manifest was last written
+// (Commit; its error is Close's) and releases the lock. An index that
+// never got a manifest (its first append failed, or was never made)
+// leaves nothing of this writer behind: the lock file is removed, still
+// locked (see lockDir), and so are the directories AppendIndex made for
+// it, as long as nothing else is in them.
+func (w *IndexWriter) Close() error {
 	if w.unlock == nil {
-		return
+		return nil
 	}
+	err := w.Commit()
 	if _, err := os.Lstat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
 		os.Remove(filepath.Join(w.dir, IndexLockFile))
 		madedirs.Remove(w.dir, w.madeTop)
 	}
 	w.unlock()
 	w.unlock = nil
+	return err
 }
 
 // normEpsilon is the smallest divisor of a row's normalisation, as in

@@ -177,8 +177,8 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sw := w.Swept(); len(sw.Removed) != 2 || sw.Removed[1] != stale || len(sw.Live) != 1 || sw.Live[0] != foreign || len(sw.Failed) != 0 {
-		t.Errorf("the append's sweep: %+v, want the index's own temporary and the stale one removed, the new one kept", sw)
+	if sw := w.Swept(); len(sw.Removed) != 3 || sw.Removed[1] != stale || sw.Removed[2] != filepath.Join(dir, "keys-00001.npy") || len(sw.Live) != 1 || sw.Live[0] != foreign || len(sw.Failed) != 0 {
+		t.Errorf("the append's sweep: %+v, want the index's own temporary, the stale one and the unlisted shard file removed, the new one kept", sw)
 	}
 	appendRows(t, w, "b", []float32{0, 1, 1, 0}, 2)
 	w.Close()
@@ -195,6 +195,107 @@ func TestIndexCrashLeftovers(t *testing.T) {
 	defer ix.Close()
 	if ix.Keys.Rows() != 3 || ix.Manifest.Shards[1].Rows != 2 {
 		t.Fatalf("after re-running the append: %d rows, shards %+v", ix.Keys.Rows(), ix.Manifest.Shards)
+	}
+}
+
+// The manifest is written at intervals (minCommitInterval), not after
+// every shard: what is on disk is the index as last committed, and what a
+// killed append projected since is removed by the next append. An
+// interval of 0 writes it after every shard; a write that fails drops the
+// shards it would have added, files and all.
+func TestIndexManifestCommits(t *testing.T) {
+	onDisk := func(dir string) int {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, retrieval.IndexManifestFile))
+		if errors.Is(err, os.ErrNotExist) {
+			return -1
+		}
+		var m retrieval.IndexManifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return len(m.Shards)
+	}
+	dir := t.TempDir()
+	defer retrieval.SetMinCommitInterval(time.Hour)()
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 0}, 2)
+	appendRows(t, w, "b", []float32{0, 1}, 2)
+	if n := onDisk(dir); n != -1 || !retrieval.IsUnfinishedIndex(dir) {
+		t.Fatalf("manifest written before its interval passed (%d shards)", n)
+	}
+	if err := w.Commit(); err != nil || onDisk(dir) != 2 {
+		t.Fatalf("commit: %v, %d shards on disk, want 2", err, onDisk(dir))
+	}
+	appendRows(t, w, "c", []float32{1, 1}, 2)
+	if n := onDisk(dir); n != 2 || len(w.Manifest().Shards) != 3 {
+		t.Fatalf("after a third shard: %d on disk, %d in the writer; want 2 and 3", n, len(w.Manifest().Shards))
+	}
+	retrieval.Abandon(w) // killed: shard 2's files are on disk, unlisted
+	if _, err := os.Stat(filepath.Join(dir, "keys-00002.npy")); err != nil {
+		t.Fatal(err)
+	}
+	w, err = retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "ids-00002.npy"), filepath.Join(dir, "keys-00002.npy")}
+	if sw := w.Swept(); !slices.Equal(sw.Removed, want) || len(sw.Failed)+len(sw.Live) != 0 {
+		t.Errorf("sweep after a killed append: %+v, want %v removed", sw, want)
+	}
+	if _, ok := w.Source("c"); ok || len(w.Manifest().Shards) != 2 {
+		t.Errorf("the reopened index holds %d shards (c: %v), want a and b", len(w.Manifest().Shards), ok)
+	}
+	retrieval.SetMinCommitInterval(0)
+	appendRows(t, w, "c", []float32{1, 1}, 2)
+	if n := onDisk(dir); n != 3 {
+		t.Errorf("interval 0: %d shards on disk after an append, want 3", n)
+	}
+	retrieval.SetMinCommitInterval(time.Hour)
+	// A manifest that cannot be written (a directory in its place).
+	m := filepath.Join(dir, retrieval.IndexManifestFile)
+	os.Remove(m)
+	os.MkdirAll(filepath.Join(m, "x"), 0o755)
+	appendRows(t, w, "d", []float32{1, 2}, 2)
+	appendRows(t, w, "e", []float32{2, 1}, 2)
+	err = w.Commit()
+	if err == nil || !strings.Contains(err.Error(), "2 files from d on") {
+		t.Errorf("commit over a directory: %v, want an error naming the 2 shards lost", err)
+	}
+	if n := len(w.Manifest().Shards); n != 3 || w.Manifest().Rows != 3 {
+		t.Errorf("after a failed commit the writer holds %d shards, %d rows; want 3 and 3", n, w.Manifest().Rows)
+	}
+	for _, name := range []string{"keys-00003.npy", "ids-00003.npy", "keys-00004.npy", "ids-00004.npy"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s, of a shard a failed commit dropped, is left (%v)", name, err)
+		}
+	}
+	if _, ok := w.Source("d"); ok {
+		t.Error("a dropped shard's source is still recorded")
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("close with nothing left to commit: %v", err)
+	}
+}
+
+// An append that would take an index past IndexMaxShards (more keys files
+// than a search can map at once) is refused.
+func TestIndexMaxShards(t *testing.T) {
+	w, err := retrieval.AppendIndex(t.TempDir(), testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.CheckShardCount(retrieval.IndexMaxShards); err != nil {
+		t.Errorf("%d files into an empty index: %v", retrieval.IndexMaxShards, err)
+	}
+	appendRows(t, w, "a", []float32{1, 0}, 2)
+	err = w.CheckShardCount(retrieval.IndexMaxShards)
+	if want := fmt.Sprintf("would hold %d shards", retrieval.IndexMaxShards+1); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("%d files into an index of 1 shard: %v, want %q", retrieval.IndexMaxShards, err, want)
 	}
 }
 
@@ -278,6 +379,9 @@ func TestIndexFailedAppendLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendRows(t, w, "a", []float32{1, 0}, 2)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
 		before := entries(dir)
 		failing(t, w)
 		if after := entries(dir); !slices.Equal(after, before) {

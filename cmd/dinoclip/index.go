@@ -37,15 +37,16 @@ func indexCommand() *cli.Command {
 			"line) is copied into the index, so that search names the images it finds (only when every\n" +
 			"features file of the index came with its list: a warning says when one did not).\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
-			"links are resolved, same size, rows and sampled contents) are skipped, so a killed run is\n" +
-			"finished by running it again; an indexed file whose size, rows or sampled contents changed\n" +
-			"since is refused (16 windows of 4 KiB are sampled: an edit between them goes unseen, see\n" +
-			"docs/FORMAT.md). A file named twice (or reached twice through links) is taken once; a file\n" +
-			"under another name with the same size, rows and sampled contents (moved or copied since) is\n" +
-			"skipped too, with a word: indexed twice, its rows would come twice in every answer. An index\n" +
-			"made with another model is refused. Only one process may append to an index at a time. INDEX\n" +
-			"may not be in a training run's directory (its checkpoints included) or in another index, at\n" +
-			"any depth, where it would be taken for one of their files.\n\n" +
+			"links are resolved, same size, rows and sampled contents) are skipped, so a stopped run is\n" +
+			"finished by running it again (Ctrl-C keeps the files indexed so far; a kill loses those of the\n" +
+			"last second or so, as the manifest is written once a second). An indexed file whose size, rows\n" +
+			"or sampled contents changed since is refused (16 windows of 4 KiB are sampled: an edit between\n" +
+			"them goes unseen, see docs/FORMAT.md). A file named twice (or reached twice through links) is\n" +
+			"taken once; a file under another name with the same size, rows and sampled contents (moved or\n" +
+			"copied since) is skipped too, with a word: indexed twice, its rows would come twice in every\n" +
+			"answer. An index made with another model is refused. Only one process may append to an index at\n" +
+			"a time. INDEX may not be in a training run's directory (its checkpoints included) or in another\n" +
+			"index, at any depth, where it would be taken for one of their files.\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -186,7 +187,39 @@ func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexM
 	return retrieval.IndexModel{SHA256: hex.EncodeToString(h.Sum(nil)), Path: path, Config: cfg}, nil
 }
 
-func runIndex(cCtx *cli.Context) error {
+// sameFiles finds which of a set of files is a given file (os.SameFile),
+// by identity where the system gives one.
+type sameFiles struct {
+	byIdentity map[string]string // path by atomicfile.Identity
+	others     []fs.FileInfo     // where the system gives none, with their paths
+	otherPaths []string
+}
+
+func newSameFiles() *sameFiles { return &sameFiles{byIdentity: map[string]string{}} }
+
+// add adds the file info describes, at path, unless it is there already
+// (the first path added for a file is the one find returns).
+func (f *sameFiles) add(info fs.FileInfo, path string) {
+	if id := atomicfile.Identity(info); id == "" {
+		f.others, f.otherPaths = append(f.others, info), append(f.otherPaths, path)
+	} else if _, ok := f.byIdentity[id]; !ok {
+		f.byIdentity[id] = path
+	}
+}
+
+// find returns the path added for the file info describes.
+func (f *sameFiles) find(info fs.FileInfo) (string, bool) {
+	if id := atomicfile.Identity(info); id != "" {
+		p, ok := f.byIdentity[id]
+		return p, ok
+	}
+	if j := slices.IndexFunc(f.others, func(o fs.FileInfo) bool { return os.SameFile(o, info) }); j >= 0 {
+		return f.otherPaths[j], true
+	}
+	return "", false
+}
+
+func runIndex(cCtx *cli.Context) (err error) {
 	batch, device, err := projectionFlags(cCtx, "model", "features", "out")
 	if err != nil {
 		return err
@@ -275,7 +308,9 @@ func runIndex(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	// Whatever stops the run (a failed file, Ctrl-C), the shards appended
+	// before it stay in the index.
+	defer func() { err = errors.Join(err, w.Close()) }()
 	w.Swept().Report(cCtx.App.ErrWriter, out)
 	// Again under the index's lock: an index or a run made around out
 	// since the check above (two indexes started at once, one inside the
@@ -291,45 +326,66 @@ func runIndex(cCtx *cli.Context) error {
 	// name: a features file moved or copied since it was indexed, a hard
 	// link whose recorded name is gone, or the same file twice in this
 	// run. Indexed again, its rows would come twice in every answer.
+	// (Maps, not scans: an index of tens of thousands of files.)
 	shards := w.Manifest().Shards
-	var indexed []fs.FileInfo // of the recorded sources, in manifest order; nil where gone
+	var indexed *sameFiles // the recorded sources that exist, made on first use
+	type contents struct {
+		sample     string
+		size, rows int64
+	}
+	recorded := map[contents]string{}            // a recorded source's path by its contents
+	for _, sh := range slices.Backward(shards) { // (the first shard of the contents wins)
+		if sh.Source.Sample != "" {
+			recorded[contents{sh.Source.Sample, sh.Source.Size, sh.Source.Rows}] = sh.Source.Path
+		}
+	}
+	inRun := map[contents]string{} // the path of this run's first source of those contents
 	for i, s := range sources {
+		key := contents{s.src.Sample, s.src.Size, s.src.Rows}
+		earlier, ok := inRun[key]
+		if !ok && s.src.Sample != "" {
+			inRun[key] = s.src.Path
+		}
 		if _, ok := w.Source(s.src.Path); ok {
 			continue
 		}
 		if indexed == nil {
-			indexed = make([]fs.FileInfo, len(shards))
-			for j, sh := range shards {
-				indexed[j], _ = os.Stat(sh.Source.Path)
+			indexed = newSameFiles()
+			for _, sh := range shards {
+				if info, err := os.Stat(sh.Source.Path); err == nil {
+					indexed.add(info, sh.Source.Path)
+				}
 			}
 		}
-		if j := slices.IndexFunc(indexed, func(info fs.FileInfo) bool { return info != nil && os.SameFile(info, s.info) }); j >= 0 {
-			sources[i].src.Path = shards[j].Source.Path
+		if p, ok := indexed.find(s.info); ok {
+			sources[i].src.Path = p
 			continue
 		}
-		sameContents := func(o retrieval.IndexSource) bool {
-			return o.Sample != "" && o.Sample == s.src.Sample && o.Size == s.src.Size && o.Rows == s.src.Rows
-		}
-		if j := slices.IndexFunc(shards, func(sh retrieval.IndexShard) bool { return sameContents(sh.Source) }); j >= 0 {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, shards[j].Source.Path)
-			sources[i].src.Path = shards[j].Source.Path
-			continue
-		}
-		if j := slices.IndexFunc(sources[:i], func(o source) bool { return sameContents(o.src) }); j >= 0 {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", s.src.Path, sources[j].src.Path)
+		if p, ok := recorded[key]; ok {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, p)
+			sources[i].src.Path = p
+		} else if earlier != "" {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", s.src.Path, earlier)
 			sources[i].duplicate = true
 		}
 	}
+	var adding int
 	for _, s := range sources {
 		rec, ok := w.Source(s.src.Path)
 		switch {
 		case !ok:
+			if !s.duplicate {
+				adding++
+			}
 		case rec.Rows != s.src.Rows || rec.Size != s.src.Size:
 			return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
 				s.src.Path, rec.Rows, rec.Size, s.src.Rows, s.src.Size)
 		case rec.Sample != "" && rec.Sample != s.src.Sample:
 			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
 		}
+	}
+	if err := w.CheckShardCount(adding); err != nil {
+		return err
 	}
 	var bar *countBar // (none for one chunk)
 	if total > int64(batch) {
@@ -377,6 +433,9 @@ func runIndex(cCtx *cli.Context) error {
 		}
 		done += s.src.Rows
 		added += s.src.Rows
+	}
+	if err := w.Commit(); err != nil {
+		return err
 	}
 	m := w.Manifest()
 	msg := fmt.Sprintf("index %s: %d rows of %d-wide %s embeddings in %s; added %d rows", out, m.Rows, m.Dim, m.DType, counted(len(m.Shards), "shard", "shards"), added)

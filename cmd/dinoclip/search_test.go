@@ -724,6 +724,27 @@ func TestIndexSearchErrors(t *testing.T) {
 		}
 	}
 	wantError(t, []string{"index", "--model", run, "--features", t.TempDir(), "--out", filepath.Join(dir, "i3")}, "no *.dino.npy")
+	// A run stopped by its second file keeps the first, though the
+	// manifest was not yet due to be written (once a second): the same
+	// command again, the file mended, adds the second.
+	two := t.TempDir()
+	good := filepath.Join(two, "a.dino.npy")
+	copyFile(t, filepath.Join(data, "shard-00000.dino.npy"), good)
+	copyFile(t, nanFeatures, filepath.Join(two, "b.dino.npy"))
+	i6 := filepath.Join(dir, "i6")
+	wantError(t, []string{"index", "--model", run, "--features", two, "--out", i6}, "row 2, column 5 is -Inf")
+	ix, err := retrieval.OpenIndex(i6)
+	if err != nil {
+		t.Fatalf("index stopped by its second file: %v", err)
+	}
+	if got := ix.Manifest.Shards; len(got) != 1 || filepath.Base(got[0].Source.Path) != "a.dino.npy" {
+		t.Errorf("index stopped by its second file holds %+v, want the first file's shard", got)
+	}
+	ix.Close()
+	copyFile(t, filepath.Join(data, "shard-00001.dino.npy"), filepath.Join(two, "b.dino.npy"))
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", two, "--out", i6); err != nil || !strings.Contains(stderr, "in 2 shards; added") || !strings.Contains(stderr, "skipped 1 files") {
+		t.Errorf("the same command again, the second file mended: %v\n%s", err, stderr)
+	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed search left %s: %v", out, err)
 	}

@@ -30,6 +30,7 @@ type shard struct {
 	name              string
 	features, targets *npy.Array
 	start, rows       int
+	copyOf            string // the earlier shard whose two files this one's are (links to them), or ""
 }
 
 // Dataset is a directory of training shards, memory-mapped: rows are read
@@ -128,11 +129,19 @@ func openDataset(dir string) (*Dataset, error) {
 	}
 	sort.Strings(sorted)
 	d := &Dataset{Dir: dir}
+	byFiles := map[[2]string]string{} // a shard's name by the identities of its two files
 	for _, n := range sorted {
 		s, err := openShard(dir, n)
 		if err != nil {
 			d.Close()
 			return nil, err
+		}
+		if ids, ok := shardIdentity(dir, n); ok {
+			if first, ok := byFiles[ids]; ok {
+				s.copyOf = first
+			} else {
+				byFiles[ids] = n
+			}
 		}
 		if len(d.shards) == 0 {
 			d.InputDim, d.OutputDim = s.features.RowLen(), s.targets.RowLen()
@@ -153,6 +162,36 @@ func openDataset(dir string) (*Dataset, error) {
 		return nil, fmt.Errorf("training data %s: all shards are empty", dir)
 	}
 	return d, nil
+}
+
+// shardIdentity is the identity of shard name's two files in dir
+// (atomicfile.Identity); false where the system gives none.
+func shardIdentity(dir, name string) ([2]string, bool) {
+	var ids [2]string
+	for i, suffix := range []string{FeatureSuffix, TargetSuffix} {
+		st, err := os.Stat(filepath.Join(dir, name+suffix))
+		if err != nil {
+			return ids, false
+		}
+		if ids[i] = atomicfile.Identity(st); ids[i] == "" {
+			return ids, false
+		}
+	}
+	return ids, true
+}
+
+// Copies lists the shards whose two files are those of an earlier shard
+// (links to them), each as [shard, the earlier one]: a set linked
+// together from others with a shard taken twice, whose rows every epoch
+// then trains on twice.
+func (d *Dataset) Copies() [][2]string {
+	var out [][2]string
+	for _, s := range d.shards {
+		if s.copyOf != "" {
+			out = append(out, [2]string{s.name, s.copyOf})
+		}
+	}
+	return out
 }
 
 // MaxRows is the most training rows a run takes: rows are numbered by int32

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -223,6 +224,7 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	defer data.Close()
 	warnZeroTargets(cCtx.App.ErrWriter, data)
+	warnShardCopies(cCtx.App.ErrWriter, data)
 	var evals []*retrieval.Set
 	for _, dir := range evalDirs {
 		s, err := loadEvalSet(dir, cCtx.App.ErrWriter)
@@ -592,6 +594,25 @@ func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 		}
 	}
 	return found
+}
+
+// warnShardCopies warns of shards that are links to an earlier shard's
+// files: their rows are trained on twice each epoch, which a set linked
+// together from others does by mistake (a deliberate weighting goes on,
+// warned).
+func warnShardCopies(w io.Writer, data *train.Dataset) {
+	copies := data.Copies()
+	if len(copies) == 0 {
+		return
+	}
+	var list []string
+	for _, c := range copies[:min(len(copies), 5)] {
+		list = append(list, fmt.Sprintf("%s is %s", c[0], c[1]))
+	}
+	if len(copies) > 5 {
+		list = append(list, fmt.Sprintf("and %d more", len(copies)-5))
+	}
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: %s to the files of an earlier shard (%s): their rows are trained on twice each epoch\n", data.Dir, counted(len(copies), "shard is a link", "shards are links"), strings.Join(list, ", "))
 }
 
 // zeroTargetSample is how many rows, the set's first, warnZeroTargets reads.

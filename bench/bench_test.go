@@ -56,7 +56,7 @@ func TestFLOPsByHand(t *testing.T) {
 	if res.FLOPsPerStep != 720*batch {
 		t.Errorf("FLOPsPerStep = %v, want %v", res.FLOPsPerStep, 720*batch)
 	}
-	if want := 720 * batch / res.StepSeconds.Median / 1e12; math.Abs(res.TFLOPs-want) > 1e-12*want {
+	if want := 720 * batch / res.StepSeconds.Median / 1e12; !(math.Abs(res.TFLOPs-want) <= 1e-12*want) {
 		t.Errorf("TFLOPs = %v, want %v", res.TFLOPs, want)
 	}
 	if res.FractionOfPeak != res.TFLOPs {
@@ -531,13 +531,13 @@ func TestRunWithHooks(t *testing.T) {
 	if gemm.Name != "gemm_nt" || gemm.CallsPerStep != 4 || gemm.SecondsPerCall != 2.5e-4 || gemm.Kind != "gemm" {
 		t.Errorf("gemm %+v", gemm)
 	}
-	if want := 2 * 16 * 64 * 64 / 2.5e-4 / 1e12; math.Abs(gemm.TFLOPs-want) > 1e-12 || math.Abs(gemm.FractionOfPeak-want/989) > 1e-12 {
+	if want := 2 * 16 * 64 * 64 / 2.5e-4 / 1e12; !(math.Abs(gemm.TFLOPs-want) <= 1e-12) || !(math.Abs(gemm.FractionOfPeak-want/989) <= 1e-12) {
 		t.Errorf("gemm rates %v TFLOP/s (%v of peak), want %v", gemm.TFLOPs, gemm.FractionOfPeak, want)
 	}
-	if want := 12 * 16 * 64 / 2e-5; ln.Kind != "memory" || math.Abs(ln.BytesPerSecond-want) > 1e-6*want || math.Abs(ln.FractionOfCopy-want/3e12) > 1e-9 {
+	if want := 12 * 16 * 64 / 2e-5; ln.Kind != "memory" || !(math.Abs(ln.BytesPerSecond-want) <= 1e-6*want) || !(math.Abs(ln.FractionOfCopy-want/3e12) <= 1e-9) {
 		t.Errorf("layernorm %+v, want %v B/s", ln, want)
 	}
-	if math.Abs(k.AccountedSeconds-1.1e-3) > 1e-12 {
+	if !(math.Abs(k.AccountedSeconds-1.1e-3) <= 1e-12) {
 		t.Errorf("accounted %v s per step, want 1.1 ms", k.AccountedSeconds)
 	}
 	if r.TopK.Status != Measured || !strings.Contains(r.TopK.Results[0].Impl, "hooked") {

@@ -524,7 +524,7 @@ def verdict(value, target, what):
 
 
 def targets(device, train, gemms, mems, ours_copy, torch_copy):
-    """The targets of the engine measured, the issue's for its device: on the CPU cpu_targets';
+    """The targets of the engine measured (bench/RESULTS.md lists them) for its device: on the CPU cpu_targets';
     on a GPU the GPU engine's three targets, each met, missed (and by how much) or unmeasured (and
     why), from ratios measured in this run. Each GEMM and memory-bound row gets its own
     "target" verdict too; the target's status is that of the worst row."""

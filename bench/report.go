@@ -3,7 +3,6 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -215,11 +214,4 @@ func DecodeReport(b []byte) (*Report, error) {
 		return nil, fmt.Errorf("bench report: schema %q, want %q", r.Schema, Schema)
 	}
 	return &r, nil
-}
-
-// EncodeJSON writes r, indented, to w.
-func (r *Report) EncodeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
 }

@@ -67,7 +67,7 @@ func TestReadModelInfersConfig(t *testing.T) {
 		t.Fatalf("inferred %v, want %v", m.Config, small)
 	}
 	for i, v := range m.Params {
-		if d := v - params[i]; d > 1e-3 || d < -1e-3 {
+		if d := v - params[i]; !(d <= 1e-3) || d < -1e-3 {
 			t.Fatalf("parameter %d: %v, want %v within float16 rounding", i, v, params[i])
 		}
 	}

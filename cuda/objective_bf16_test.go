@@ -248,12 +248,12 @@ func TestInfoNCEBF16(t *testing.T) {
 					s := math.Min(math.Exp(obj.LogitScale), nn.MaxLogitScale)
 					lossTol := 2 * w * s * o * 0x1p-24
 					const gradTol = 5e-4
-					if d := math.Abs(loss - refLoss); d > lossTol {
+					if d := math.Abs(loss - refLoss); !(d <= lossTol) {
 						t.Errorf("%s: loss %v, bf16 reference %v: difference %.3g > %.3g", name, loss, refLoss, d, lossTol)
 					} else {
 						t.Logf("%s: loss against the bf16 reference: difference %.3g (tolerance %.3g)", name, d, lossTol)
 					}
-					if d := math.Abs(dls - refDLS); d > lossTol {
+					if d := math.Abs(dls - refDLS); !(d <= lossTol) {
 						t.Errorf("%s: logit scale gradient %v, bf16 reference %v: difference %.3g > %.3g", name, dls, refDLS, d, lossTol)
 					}
 					within(t, name+": gradient against the bf16 reference", grad, refGrad, gradTol)
@@ -262,10 +262,10 @@ func TestInfoNCEBF16(t *testing.T) {
 					cpuGrad := make([]float64, n*o)
 					cpuLoss, cpuDLS := nn.ObjectiveLoss(obj, cpuGrad, f64s(p), f64s(tg), n, o)
 					tol := enginetest.BF16
-					if d := math.Abs(loss-cpuLoss) / math.Max(math.Abs(cpuLoss), 1); d > tol.Forward {
+					if d := math.Abs(loss-cpuLoss) / math.Max(math.Abs(cpuLoss), 1); !(d <= tol.Forward) {
 						t.Errorf("%s: loss %v, float64 CPU %v: relative difference %.3g > %g", name, loss, cpuLoss, d, tol.Forward)
 					}
-					if d := math.Abs(dls-cpuDLS) / math.Max(math.Abs(cpuDLS), 1e-3); d > tol.Gradient {
+					if d := math.Abs(dls-cpuDLS) / math.Max(math.Abs(cpuDLS), 1e-3); !(d <= tol.Gradient) {
 						t.Errorf("%s: logit scale gradient %v, float64 CPU %v: relative difference %.3g > %g", name, dls, cpuDLS, d, tol.Gradient)
 					}
 					within(t, name+": gradient against the float64 CPU", grad, cpuGrad, tol.Gradient)

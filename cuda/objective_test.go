@@ -53,7 +53,7 @@ func TestInfoNCEShapes(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, tn := range tc.c.Layout().Tensors {
-					if d := enginetest.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); d > enginetest.GradientTol {
+					if d := enginetest.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); !(d <= enginetest.GradientTol) {
 						t.Errorf("batch %d: gradient of %s: relative difference %.3g", n, tn.Name, d)
 					}
 				}
@@ -64,7 +64,7 @@ func TestInfoNCEShapes(t *testing.T) {
 					}
 					continue
 				}
-				if d := math.Abs(g-want) / math.Abs(want); d > enginetest.GradientTol {
+				if d := math.Abs(g-want) / math.Abs(want); !(d <= enginetest.GradientTol) {
 					t.Errorf("batch %d: logit scale gradient %v, oracle %v: relative difference %.3g", n, g, want, d)
 				}
 			}

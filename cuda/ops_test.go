@@ -123,10 +123,10 @@ func checkStats(t *testing.T, stats, y []float32, rows, cols int) {
 			if float64(s[0]) != n {
 				t.Fatalf("row %d tile %d: count %v, want %v", r, tl, s[0], n)
 			}
-			if math.Abs(float64(s[1])-mean) > 1e-6*absMax {
+			if !(math.Abs(float64(s[1])-mean) <= 1e-6*absMax) {
 				t.Errorf("row %d tile %d: mean %v, want %v", r, tl, s[1], mean)
 			}
-			if math.Abs(float64(s[2])-m2) > 1e-5*m2+1e-6*absMax*absMax {
+			if !(math.Abs(float64(s[2])-m2) <= 1e-5*m2+1e-6*absMax*absMax) {
 				t.Errorf("row %d tile %d: M2 %v, want %v", r, tl, s[2], m2)
 			}
 		}
@@ -396,7 +396,7 @@ func TestUnitNormMSE(t *testing.T) {
 	})
 	loss := withGrad[0] / float64(rows*dim)
 	// Everything in float64, only the summation order differs: 1e-12.
-	if r := math.Abs(loss-loss64) / loss64; r > 1e-12 {
+	if r := math.Abs(loss-loss64) / loss64; !(r <= 1e-12) {
 		t.Errorf("loss %v, CPU %v: relative difference %.3g", loss, loss64, r)
 	}
 	if withGrad != lossOnly {

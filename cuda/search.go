@@ -16,6 +16,7 @@ import (
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/parallel"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
@@ -209,16 +210,10 @@ func halfQueries(queries []float32, nq, dim, dimp int) ([]uint16, []int, []float
 	return half, exps, norms
 }
 
-// parallelRows calls f on consecutive ranges of [0, n) from up to
-// GOMAXPROCS goroutines and waits.
+// parallelRows calls f on consecutive ranges of [0, n), of 256 rows or
+// more, on up to GOMAXPROCS threads (internal/parallel), and waits.
 func parallelRows(n int, f func(lo, hi int)) {
-	parts := min(runtime.GOMAXPROCS(0), max(1, n/256))
-	per := (n + parts - 1) / parts
-	var wg sync.WaitGroup
-	for lo := 0; lo < n; lo += per {
-		wg.Go(func() { f(lo, min(n, lo+per)) })
-	}
-	wg.Wait()
+	parallel.Ranges(n, min(runtime.GOMAXPROCS(0), max(1, n/256)), f)
 }
 
 // Constants of the error bound (docs/RETRIEVAL.md, "GPU search").
@@ -525,7 +520,7 @@ func (st *keyStage) stream(ctx context.Context, d *Device, keys *retrieval.Keys,
 // rankAll writes each of the nq float16 queries q's w best keys by the
 // float16 score, best first, with their reference scores for the float32
 // queries qf, to out, in batches of up to searchQueryBatch queries. When
-// all keys fit in GPU memory (keysResident) they are copied there once,
+// all keys fit in GPU memory (allocSearch decides) they are copied there once,
 // through the stage, and each batch ranks them in chunks of chunkRows;
 // else the keys stream past the GPU once per batch, chunkRows at a time.
 // wide sends float32 keys beside the float16 ones, for the reference

@@ -129,7 +129,7 @@ extern "C" __global__ void tc_check_cp_async(const unsigned char* src, unsigned 
 }
 
 #if DC_SM90A
-// swizzled_offset is where element (row, k) of a K-major 16-column bf16
+// kmajor_offset is where element (row, k) of a K-major 16-column bf16
 // operand lies from a 1024-aligned base, as a descriptor with this swizzle
 // and these offsets reads it (rows 8 apart are sbo bytes apart).
 __device__ __forceinline__ uint32_t kmajor_offset(int row, int k, int swizzle, uint32_t lbo, uint32_t sbo) {

@@ -39,12 +39,12 @@ func TestInfoNCEFiniteDifference(t *testing.T) {
 		grad := make([]float64, n*d)
 		_, dls := InfoNCE(grad, p, target, n, d, ls)
 		loss := func() float64 { l, _ := InfoNCE[float64](nil, p, target, n, d, ls); return l }
-		if e := relError(grad, numericGrad(p, loss)); e > gradcheckTol {
+		if e := relError(grad, numericGrad(p, loss)); !(e <= gradcheckTol) {
 			t.Errorf("logit scale %v: gradient of the predictions: relative error %.3g > %g", ls, e, gradcheckTol)
 		}
 		scale := []float64{ls}
 		num := numericGrad(scale, func() float64 { l, _ := InfoNCE[float64](nil, p, target, n, d, scale[0]); return l })
-		if e := math.Abs(dls-num[0]) / math.Abs(num[0]); e > gradcheckTol || dls == 0 {
+		if e := math.Abs(dls-num[0]) / math.Abs(num[0]); !(e <= gradcheckTol) || dls == 0 {
 			t.Errorf("logit scale %v: its gradient %v, numerically %v: relative error %.3g > %g", ls, dls, num[0], e, gradcheckTol)
 		}
 	}
@@ -72,7 +72,7 @@ func TestInfoNCEKnownValue(t *testing.T) {
 	for _, ls := range []float64{0, 1, InitLogitScale} {
 		got, _ := InfoNCE[float64](nil, p, target, 2, 2, ls)
 		want := math.Log1p(math.Exp(-math.Exp(ls)))
-		if math.Abs(got-want) > 1e-15 {
+		if !(math.Abs(got-want) <= 1e-15) {
 			t.Errorf("logit scale %v: loss %v, want %v", ls, got, want)
 		}
 	}
@@ -103,7 +103,7 @@ func TestInfoNCESymmetric(t *testing.T) {
 	}
 	want := (i2t/n + t2i/n) / 2
 	got, _ := InfoNCE[float64](nil, p, target, n, d, ls)
-	if math.Abs(got-want) > 1e-14 {
+	if !(math.Abs(got-want) <= 1e-14) {
 		t.Fatalf("loss %v, want %v", got, want)
 	}
 	if math.Abs(i2t-t2i) < 1e-3 {
@@ -136,20 +136,20 @@ func TestMSEInfoNCEModelFiniteDifference(t *testing.T) {
 	}
 	grads := append([]float64(nil), m.Grads...)
 	for _, tn := range m.Layout.Tensors {
-		if e := relError(View(grads, tn), numericGrad(View(m.Params, tn), loss)); e > gradcheckTol {
+		if e := relError(View(grads, tn), numericGrad(View(m.Params, tn), loss)); !(e <= gradcheckTol) {
 			t.Errorf("%s: relative error %.3g > %g", tn.Name, e, gradcheckTol)
 		}
 	}
 	scale := []float64{o.LogitScale}
 	num := numericGrad(scale, func() float64 { o.LogitScale = scale[0]; return loss() })
-	if e := math.Abs(dls-num[0]) / math.Abs(num[0]); e > gradcheckTol {
+	if e := math.Abs(dls-num[0]) / math.Abs(num[0]); !(e <= gradcheckTol) {
 		t.Errorf("logit scale: gradient %v, numerically %v: relative error %.3g > %g", dls, num[0], e, gradcheckTol)
 	}
 	// The sum is the parts': the MSE plus the weighted InfoNCE.
 	o.LogitScale = 1.2
 	mse, _ := ObjectiveLoss(Objective{}, nil, out, target, n, c.OutputDim)
 	nce, _ := ObjectiveLoss(Objective{Loss: LossInfoNCE, LogitScale: 1.2}, nil, out, target, n, c.OutputDim)
-	if sum, _ := ObjectiveLoss(o, nil, out, target, n, c.OutputDim); math.Abs(sum-(mse+0.3*nce)) > 1e-15 {
+	if sum, _ := ObjectiveLoss(o, nil, out, target, n, c.OutputDim); !(math.Abs(sum-(mse+0.3*nce)) <= 1e-15) {
 		t.Errorf("mse+infonce %v, want %v + 0.3 x %v", sum, mse, nce)
 	}
 }

@@ -53,7 +53,7 @@ func parallelFor(n, cost int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	parallel.Run(workers, func(w int) { fn(n*w/workers, n*(w+1)/workers) })
+	parallel.Ranges(n, workers, fn)
 }
 
 // parallelChunks runs fn over [0, n) in chunks of chunk indices (the last

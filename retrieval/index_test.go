@@ -637,7 +637,7 @@ func TestNormalizeQueries64(t *testing.T) {
 			t.Fatalf("scale %g: %v", scale, err)
 		}
 		for i := range got {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-7*math.Abs(float64(want[i])) {
+			if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-7*math.Abs(float64(want[i]))) {
 				t.Errorf("scale %g: value %d is %v, want %v", scale, i, got[i], want[i])
 			}
 		}

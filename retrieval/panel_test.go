@@ -195,7 +195,7 @@ func TestScoreTile(t *testing.T) {
 								qn += a * a
 								kn += b * b
 							}
-							if e := rel*math.Sqrt(qn*kn) + abs; math.Abs(float64(s)-exact) > e {
+							if e := rel*math.Sqrt(qn*kn) + abs; !(math.Abs(float64(s)-exact) <= e) {
 								t.Fatalf("dim %d panel %d (%d, %d): score %v, float64 %v, beyond the bound %v", dim, p, i, j, s, exact, e)
 							}
 						}

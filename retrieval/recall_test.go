@@ -55,7 +55,7 @@ func checkRecall(t *testing.T, res Result, k int, wantTextToImage, wantImageToTe
 	if !ok {
 		t.Fatalf("no recall@%d in %+v", k, res)
 	}
-	if math.Abs(got.TextToImagePercent-wantTextToImage) > 1e-9 || math.Abs(got.ImageToTextPercent-wantImageToText) > 1e-9 {
+	if !(math.Abs(got.TextToImagePercent-wantTextToImage) <= 1e-9) || !(math.Abs(got.ImageToTextPercent-wantImageToText) <= 1e-9) {
 		t.Errorf("recall@%d = text->image %v%%, image->text %v%%; want %v%%, %v%%",
 			k, got.TextToImagePercent, got.ImageToTextPercent, wantTextToImage, wantImageToText)
 	}
@@ -221,7 +221,7 @@ func TestRecallFromTopKMatchesEvaluate(t *testing.T) {
 			}
 		}
 	}
-	if r, _ := want.At(5); math.Abs(r.ImageToTextPercent-100*float64(hits)/nImages) > 1e-9 {
+	if r, _ := want.At(5); !(math.Abs(r.ImageToTextPercent-100*float64(hits)/nImages) <= 1e-9) {
 		t.Errorf("image->text R@5 = %v, recount %v", r.ImageToTextPercent, 100*float64(hits)/nImages)
 	}
 }
@@ -266,7 +266,7 @@ func TestPercentOfCLIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.K != 5 || math.Abs(got.TextToImagePercent-62.5) > 1e-12 || math.Abs(got.ImageToTextPercent-75) > 1e-12 {
+	if got.K != 5 || !(math.Abs(got.TextToImagePercent-62.5) <= 1e-12) || !(math.Abs(got.ImageToTextPercent-75) <= 1e-12) {
 		t.Errorf("PercentOfCLIP = %+v, want k 5, 62.5, 75", got)
 	}
 

@@ -20,11 +20,11 @@ import (
 
 // Files of an evaluation set directory (docs/FORMAT.md).
 const (
-	ImageFeaturesFile = "images.dino.npy"
-	ImageCLIPFile     = "images.clip.npy"
-	CaptionCLIPFile   = "captions.clip.npy"
-	CaptionImageFile  = "captions.image.npy"
-	SetInfoFile       = "eval.json"
+	ImageFeaturesFile = dataset.ImageFeaturesFile
+	ImageCLIPFile     = dataset.ImageCLIPFile
+	CaptionCLIPFile   = dataset.CaptionCLIPFile
+	CaptionImageFile  = dataset.CaptionImageFile
+	SetInfoFile       = dataset.EvalInfoFile
 )
 
 // setFiles are the names of an evaluation set's files.

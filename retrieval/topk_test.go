@@ -277,7 +277,7 @@ func TestNormalizeRows(t *testing.T) {
 	// The tiny row is divided by the 1e-12 floor, as F.normalize does.
 	want := []float32{0.6, 0.8, 0, 0, 1e-8, 0, -1, 0}
 	for i := range want {
-		if math.Abs(float64(got[i]-want[i])) > 1e-7*math.Abs(float64(want[i])) {
+		if !(math.Abs(float64(got[i]-want[i])) <= 1e-7*math.Abs(float64(want[i]))) {
 			t.Errorf("value %d = %v, want %v", i, got[i], want[i])
 		}
 	}

@@ -50,16 +50,16 @@ import (
 // training set: an existing set that is refused without overwrite, and
 // replaced with it.
 func isShardFile(name string) bool {
-	return strings.HasSuffix(name, FeatureSuffix) || strings.HasSuffix(name, TargetSuffix)
+	return strings.HasSuffix(name, dataset.FeatureSuffix) || strings.HasSuffix(name, dataset.TargetSuffix)
 }
 
 // isOwnShardFile reports whether name is a file of a shard as synth names
-// it (ShardName followed by FeatureSuffix or TargetSuffix): what synth
+// it (ShardName followed by dataset.FeatureSuffix or dataset.TargetSuffix): what synth
 // writes into a staging directory, and so all it removes of one.
 func isOwnShardFile(name string) bool {
-	stem, ok := strings.CutSuffix(name, FeatureSuffix)
+	stem, ok := strings.CutSuffix(name, dataset.FeatureSuffix)
 	if !ok {
-		stem, ok = strings.CutSuffix(name, TargetSuffix)
+		stem, ok = strings.CutSuffix(name, dataset.TargetSuffix)
 	}
 	digits, ok2 := strings.CutPrefix(stem, shardNamePrefix)
 	if !ok || !ok2 || len(digits) < shardNameDigits {
@@ -69,7 +69,7 @@ func isOwnShardFile(name string) bool {
 }
 
 // evalFiles are the files of an evaluation set.
-var evalFiles = []string{ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile, EvalInfoFile}
+var evalFiles = []string{dataset.ImageFeaturesFile, dataset.ImageCLIPFile, dataset.CaptionCLIPFile, dataset.CaptionImageFile, dataset.EvalInfoFile}
 
 func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 

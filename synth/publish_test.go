@@ -307,7 +307,7 @@ func TestOverwriteReplacesWholeSet(t *testing.T) {
 // a staging directory holding anything else is no killed run's to remove.
 func TestIsOwnShardFile(t *testing.T) {
 	for name, want := range map[string]bool{
-		ShardName(0) + FeatureSuffix: true, ShardName(7) + TargetSuffix: true, ShardName(123456) + TargetSuffix: true,
+		ShardName(0) + dataset.FeatureSuffix: true, ShardName(7) + dataset.TargetSuffix: true, ShardName(123456) + dataset.TargetSuffix: true,
 		"mybackup.dino.npy": false, "shard-0001.dino.npy": false, "shard-00001.npy": false, "shard-0000x.clip.npy": false,
 		"shard-00001.dino.npy.bak": false, ShardName(1): false,
 	} {

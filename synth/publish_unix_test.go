@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/dataset"
 )
 
 // renameDir replaces an empty directory in one step, as rename(2) does
@@ -68,7 +70,7 @@ func TestReplacedSetKeepsGroupAndSetgid(t *testing.T) {
 	if st.Mode()&fs.ModeSetgid == 0 || st.Mode().Perm() != 0o770 || int(st.Sys().(*syscall.Stat_t).Gid) != gid {
 		t.Errorf("replaced set's directory: mode %v, group %d; want setgid 0770, group %d", st.Mode(), st.Sys().(*syscall.Stat_t).Gid, gid)
 	}
-	shard, err := os.Stat(filepath.Join(dir, ShardName(0)+FeatureSuffix))
+	shard, err := os.Stat(filepath.Join(dir, ShardName(0)+dataset.FeatureSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/dataset"
 )
 
 // A shifted world draws its images' latent vectors around LatentShift·u for
@@ -33,7 +35,7 @@ func TestLatentShift(t *testing.T) {
 	for _, m := range w.shift {
 		sq += m * m
 	}
-	if d := math.Abs(math.Sqrt(sq) - shift); d > 1e-12 {
+	if d := math.Abs(math.Sqrt(sq) - shift); !(d <= 1e-12) {
 		t.Fatalf("|shift vector| = %v, want %v", math.Sqrt(sq), shift)
 	}
 	lat := opts.LatentDim
@@ -54,7 +56,7 @@ func TestLatentShift(t *testing.T) {
 	}
 	// Each mean has standard error 1/√4000 ≈ 0.016 per factor.
 	for j := range lat {
-		if math.Abs(imageMean[j]-w.shift[j]) > 0.08 || math.Abs(captionMean[j]-w.shift[j]) > 0.08 {
+		if !(math.Abs(imageMean[j]-w.shift[j]) <= 0.08) || !(math.Abs(captionMean[j]-w.shift[j]) <= 0.08) {
 			t.Fatalf("factor %d: image latents average %.3f, caption latents %.3f, want %.3f", j, imageMean[j], captionMean[j], w.shift[j])
 		}
 	}
@@ -78,7 +80,7 @@ func TestLatentShiftInEvalInfo(t *testing.T) {
 	if _, err := WriteEvalSet(dir, opts, 4, 2, "s"); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, EvalInfoFile))
+	b, err := os.ReadFile(filepath.Join(dir, dataset.EvalInfoFile))
 	if err != nil || !strings.Contains(string(b), "latent_shift=1.5") {
 		t.Fatalf("eval.json %s (%v) does not record the shift", b, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/dinoclip/dinoclip/internal/flock"
@@ -138,7 +139,7 @@ func TestTrainingShardsMatchFormat(t *testing.T) {
 			for j, want := range []struct {
 				suffix string
 				dim    int
-			}{{FeatureSuffix, opts.InputDim}, {TargetSuffix, opts.OutputDim}} {
+			}{{dataset.FeatureSuffix, opts.InputDim}, {dataset.TargetSuffix, opts.OutputDim}} {
 				path := filepath.Join(dir, ShardName(k)+want.suffix)
 				f := files[2*k+j]
 				if f.Path != path || !slices.Equal(f.Shape, []int{rows, want.dim}) || f.DType != wantDType {
@@ -154,7 +155,7 @@ func TestTrainingShardsMatchFormat(t *testing.T) {
 				a.Close()
 			}
 		}
-		if _, err := os.Stat(filepath.Join(dir, ShardName(3)+FeatureSuffix)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(dir, ShardName(3)+dataset.FeatureSuffix)); !os.IsNotExist(err) {
 			t.Errorf("a fourth shard exists (err %v)", err)
 		}
 	}
@@ -207,7 +208,7 @@ func TestRowsDoNotDependOnSharding(t *testing.T) {
 		t.Fatalf("300 rows in shards of 2^60: %v", err)
 	}
 	for _, dir := range []string{one, three, huge} {
-		if !slices.Equal(readShards(t, dir, FeatureSuffix), features) || !slices.Equal(readShards(t, dir, TargetSuffix), targets) {
+		if !slices.Equal(readShards(t, dir, dataset.FeatureSuffix), features) || !slices.Equal(readShards(t, dir, dataset.TargetSuffix), targets) {
 			t.Errorf("%s: shards differ from TrainingRows(0, 300)", dir)
 		}
 	}
@@ -225,7 +226,7 @@ func TestFloat16IsRoundedFloat32(t *testing.T) {
 	if _, err := WriteTrainingData(d16, opts, 200, 64, true); err != nil {
 		t.Fatal(err)
 	}
-	for _, suffix := range []string{FeatureSuffix, TargetSuffix} {
+	for _, suffix := range []string{dataset.FeatureSuffix, dataset.TargetSuffix} {
 		full, half := readShards(t, d32, suffix), readShards(t, d16, suffix)
 		if len(full) != len(half) || len(full) == 0 {
 			t.Fatalf("%s: %d float32 values, %d float16", suffix, len(full), len(half))
@@ -235,7 +236,7 @@ func TestFloat16IsRoundedFloat32(t *testing.T) {
 				t.Fatalf("%s value %d: float16 file has %v, want %v rounded = %v", suffix, i, half[i], v, want)
 			}
 			// Values are O(1-10): float16 keeps 11 significant bits.
-			if math.Abs(float64(half[i]-v)) > math.Abs(float64(v))/2048+1e-7 {
+			if !(math.Abs(float64(half[i]-v)) <= math.Abs(float64(v))/2048+1e-7) {
 				t.Fatalf("%s value %d: %v vs %v, beyond float16 rounding", suffix, i, half[i], v)
 			}
 		}
@@ -257,10 +258,10 @@ func TestEvalSetMatchesFormat(t *testing.T) {
 		shape []int
 		dtype npy.DType
 	}{
-		{ImageFeaturesFile, []int{30, opts.InputDim}, npy.Float32},
-		{ImageCLIPFile, []int{30, opts.OutputDim}, npy.Float32},
-		{CaptionCLIPFile, []int{120, opts.OutputDim}, npy.Float32},
-		{CaptionImageFile, []int{120}, npy.Int64},
+		{dataset.ImageFeaturesFile, []int{30, opts.InputDim}, npy.Float32},
+		{dataset.ImageCLIPFile, []int{30, opts.OutputDim}, npy.Float32},
+		{dataset.CaptionCLIPFile, []int{120, opts.OutputDim}, npy.Float32},
+		{dataset.CaptionImageFile, []int{120}, npy.Int64},
 	} {
 		a, err := npy.Open(filepath.Join(dir, want.name))
 		if err != nil {
@@ -271,7 +272,7 @@ func TestEvalSetMatchesFormat(t *testing.T) {
 		}
 		a.Close()
 	}
-	index, _, err := npy.ReadInt64(filepath.Join(dir, CaptionImageFile))
+	index, _, err := npy.ReadInt64(filepath.Join(dir, dataset.CaptionImageFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +281,7 @@ func TestEvalSetMatchesFormat(t *testing.T) {
 			t.Fatalf("caption %d describes image %d, want %d", c, img, c/4)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, EvalInfoFile))
+	b, err := os.ReadFile(filepath.Join(dir, dataset.EvalInfoFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,10 +341,10 @@ func TestCLIPRecall(t *testing.T) {
 		}
 		return sum / float64(len(m)/dim)
 	}
-	if n := meanNorm(set.ImageEmbeddings, opts.OutputDim); math.Abs(n-imageNorm) > 0.5 {
+	if n := meanNorm(set.ImageEmbeddings, opts.OutputDim); !(math.Abs(n-imageNorm) <= 0.5) {
 		t.Errorf("mean image embedding norm %.2f, want about %v", n, imageNorm)
 	}
-	if n := meanNorm(set.CaptionEmbeddings, opts.OutputDim); math.Abs(n-textNorm) > 0.5 {
+	if n := meanNorm(set.CaptionEmbeddings, opts.OutputDim); !(math.Abs(n-textNorm) <= 0.5) {
 		t.Errorf("mean caption embedding norm %.2f, want about %v", n, textNorm)
 	}
 }
@@ -587,7 +588,7 @@ func TestRefusesToOverwrite(t *testing.T) {
 	if _, err := WriteEvalSet(evalDir, opts, 6, 1, "e"); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{ImageCLIPFile, CaptionCLIPFile} {
+	for _, f := range []string{dataset.ImageCLIPFile, dataset.CaptionCLIPFile} {
 		if _, shape, err := npy.ReadFloat32(filepath.Join(evalDir, f)); err != nil || shape[0] != 6 {
 			t.Errorf("overwritten set: %s shape %v, err %v", f, shape, err)
 		}
@@ -607,7 +608,7 @@ func TestRefusesToOverwrite(t *testing.T) {
 
 func TestRandomPrimitives(t *testing.T) {
 	for _, x := range []float64{1e-300, 1e-10, 0.001, 0.1, 0.3, 0.5, 0.7071, 0.9, 0.999999} {
-		if got, want := logUnit(x), math.Log(x); math.Abs(got-want) > 4e-16*math.Abs(want) {
+		if got, want := logUnit(x), math.Log(x); !(math.Abs(got-want) <= 4e-16*math.Abs(want)) {
 			t.Errorf("logUnit(%v) = %v, math.Log = %v", x, got, want)
 		}
 	}
@@ -622,7 +623,7 @@ func TestRandomPrimitives(t *testing.T) {
 			sumSq += v * v
 		}
 		mean, variance := sum/n, sumSq/n-(sum/n)*(sum/n)
-		if math.Abs(mean) > 0.01 || math.Abs(variance-1) > 0.02 {
+		if !(math.Abs(mean) <= 0.01) || !(math.Abs(variance-1) <= 0.02) {
 			t.Errorf("%s: mean %.4f variance %.4f, want 0 and 1", name, mean, variance)
 		}
 	}

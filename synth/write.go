@@ -9,20 +9,9 @@ import (
 	"path/filepath"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/npy"
-)
-
-// Names of the files of a data set (docs/FORMAT.md).
-const (
-	FeatureSuffix = ".dino.npy" // a training shard's DINOv2 features
-	TargetSuffix  = ".clip.npy" // a training shard's CLIP embeddings
-
-	ImageFeaturesFile = "images.dino.npy"
-	ImageCLIPFile     = "images.clip.npy"
-	CaptionCLIPFile   = "captions.clip.npy"
-	CaptionImageFile  = "captions.image.npy"
-	EvalInfoFile      = "eval.json"
 )
 
 // MaxShards is the most shards one training set may have. A trainer maps
@@ -34,7 +23,7 @@ const (
 const MaxShards = 30000
 
 // ShardName returns the NAME of training shard i: shard-00000, shard-00001,
-// ...; its files are NAME+FeatureSuffix and NAME+TargetSuffix.
+// ...; its files are NAME+dataset.FeatureSuffix and NAME+dataset.TargetSuffix.
 func ShardName(i int) string { return fmt.Sprintf("%s%0*d", shardNamePrefix, shardNameDigits, i) }
 
 // ShardName's parts: a prefix, then the shard's number in at least this
@@ -130,8 +119,8 @@ func WriteTrainingDataContext(ctx context.Context, dir string, opts Options, row
 				dim  int
 				data []float32
 			}{
-				{name + FeatureSuffix, opts.InputDim, sh.features},
-				{name + TargetSuffix, opts.OutputDim, sh.targets},
+				{name + dataset.FeatureSuffix, opts.InputDim, sh.features},
+				{name + dataset.TargetSuffix, opts.OutputDim, sh.targets},
 			} {
 				shape := []int{sh.n, a.dim}
 				if err := write(filepath.Join(staging, a.name), shape, a.data); err != nil {
@@ -191,9 +180,9 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 			rows int
 			data []float32
 		}{
-			{ImageFeaturesFile, opts.InputDim, set.Images, set.ImageFeatures},
-			{ImageCLIPFile, opts.OutputDim, set.Images, set.ImageEmbeddings},
-			{CaptionCLIPFile, opts.OutputDim, set.Captions, set.CaptionEmbeddings},
+			{dataset.ImageFeaturesFile, opts.InputDim, set.Images, set.ImageFeatures},
+			{dataset.ImageCLIPFile, opts.OutputDim, set.Images, set.ImageEmbeddings},
+			{dataset.CaptionCLIPFile, opts.OutputDim, set.Captions, set.CaptionEmbeddings},
 		} {
 			shape := []int{a.rows, a.dim}
 			if err := npy.WriteFloat32(filepath.Join(staging, a.name), shape, a.data); err != nil {
@@ -205,10 +194,10 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 		for c, img := range set.CaptionImage {
 			index[c] = int64(img)
 		}
-		if err := npy.WriteInt64(filepath.Join(staging, CaptionImageFile), []int{set.Captions}, index); err != nil {
+		if err := npy.WriteInt64(filepath.Join(staging, dataset.CaptionImageFile), []int{set.Captions}, index); err != nil {
 			return nil, err
 		}
-		files = append(files, File{Path: filepath.Join(dir, CaptionImageFile), Shape: []int{set.Captions}, DType: npy.Int64})
+		files = append(files, File{Path: filepath.Join(dir, dataset.CaptionImageFile), Shape: []int{set.Captions}, DType: npy.Int64})
 
 		source := fmt.Sprintf("dinoclip synth seed=%d input_dim=%d output_dim=%d images=%d captions_per_image=%d",
 			opts.Seed, opts.InputDim, opts.OutputDim, images, captionsPerImage)
@@ -217,12 +206,12 @@ func WriteEvalSet(dir string, opts Options, images, captionsPerImage int, name s
 		}
 		info, err := json.MarshalIndent(evalInfo{Name: EvalSetName(name, opts), Source: source}, "", "  ")
 		if err != nil {
-			return nil, fmt.Errorf("synth: %s: %w", filepath.Join(dir, EvalInfoFile), err)
+			return nil, fmt.Errorf("synth: %s: %w", filepath.Join(dir, dataset.EvalInfoFile), err)
 		}
-		if err := atomicfile.WriteBytes(filepath.Join(staging, EvalInfoFile), append(info, '\n')); err != nil {
+		if err := atomicfile.WriteBytes(filepath.Join(staging, dataset.EvalInfoFile), append(info, '\n')); err != nil {
 			return nil, err
 		}
-		return append(files, File{Path: filepath.Join(dir, EvalInfoFile)}), nil
+		return append(files, File{Path: filepath.Join(dir, dataset.EvalInfoFile)}), nil
 	})
 }
 

@@ -20,8 +20,8 @@ import (
 
 // Suffixes of the two files of a training shard (docs/FORMAT.md).
 const (
-	FeatureSuffix = ".dino.npy"
-	TargetSuffix  = ".clip.npy"
+	FeatureSuffix = dataset.FeatureSuffix
+	TargetSuffix  = dataset.TargetSuffix
 )
 
 // shard is one pair of memory-mapped arrays; start is its first row in the

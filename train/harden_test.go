@@ -1022,7 +1022,7 @@ func TestResumeRefusesUnreachableMoments(t *testing.T) {
 func TestMomentBound(t *testing.T) {
 	s := NewOneCycle(1e-3, 1, 100)
 	k := momentBound(s, 0.999)
-	if want := 0.15 / (math.Sqrt(0.001) * (1 - 0.95/math.Sqrt(0.999))); math.Abs(k-want) > 1e-12*want || math.Abs(k-95.8) > 0.1 {
+	if want := 0.15 / (math.Sqrt(0.001) * (1 - 0.95/math.Sqrt(0.999))); !(math.Abs(k-want) <= 1e-12*want) || !(math.Abs(k-95.8) <= 0.1) {
 		t.Fatalf("momentBound = %v, want %v (about 95.8)", k, want)
 	}
 	if momentBound(s, 0.9) != 0 {

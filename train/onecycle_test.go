@@ -69,7 +69,7 @@ func TestOneCycleShortAgainstPyTorch(t *testing.T) {
 		}
 		for k, want := range c.steps {
 			lr, b1 := s.At(k)
-			if math.Abs(lr-want.lr) > 4e-16*want.lr || math.Abs(b1-want.beta1) > 4e-16 {
+			if !(math.Abs(lr-want.lr) <= 4e-16*want.lr) || !(math.Abs(b1-want.beta1) <= 4e-16) {
 				t.Errorf("%d steps, step %d: lr %v beta1 %v, PyTorch %v and %v", c.total, k, lr, b1, want.lr, want.beta1)
 			}
 		}

@@ -134,7 +134,7 @@ func TestTrainFP64FollowsPyTorch(t *testing.T) {
 	for s := range want {
 		d := math.Abs(got[s]-want[s]) / want[s]
 		worst = max(worst, d)
-		if d > 1e-10 {
+		if !(d <= 1e-10) {
 			t.Errorf("step %d: loss %v, PyTorch %v: relative difference %.3g > 1e-10", s+1, got[s], want[s], d)
 		}
 	}
@@ -158,7 +158,7 @@ func TestTrainFP64FollowsPyTorch(t *testing.T) {
 		}
 		d := math.Sqrt(diff / norm)
 		worstW = max(worstW, d)
-		if d > 1e-10 {
+		if !(d <= 1e-10) {
 			t.Errorf("%s after %d steps: relative difference %.3g > 1e-10", tn.Name, len(want), d)
 		}
 	}

@@ -93,7 +93,7 @@ func featureFiles(args []string) ([]featureFile, error) {
 				return nil, fmt.Errorf("--features: %w", err)
 			}
 			for _, e := range entries {
-				if !e.IsDir() && strings.HasSuffix(e.Name(), ".dino.npy") && !strings.HasPrefix(e.Name(), ".") {
+				if !e.IsDir() && strings.HasSuffix(e.Name(), train.FeatureSuffix) && !strings.HasPrefix(e.Name(), ".") {
 					found = append(found, filepath.Join(a, e.Name()))
 				}
 			}

@@ -131,8 +131,8 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	if o.Loss != nn.LossMSE && o.Loss != nn.LossInfoNCE && o.Loss != nn.LossMSEInfoNCE {
 		return o, fmt.Errorf("--loss %q: want %s, %s or %s", o.Loss, nn.LossMSE, nn.LossInfoNCE, nn.LossMSEInfoNCE)
 	}
-	// A weight given with another loss is refused for a new run
-	// (checkLossFlags); a resume compares it with the run's.
+	// A weight given with another loss is refused for a new run (in
+	// runTrain); a resume compares it with the run's.
 	if o.Loss == nn.LossMSEInfoNCE || cCtx.IsSet("infonce-weight") {
 		o.InfoNCEWeight = cCtx.Float64("infonce-weight")
 		if !(o.InfoNCEWeight > 0) || math.IsInf(o.InfoNCEWeight, 0) {

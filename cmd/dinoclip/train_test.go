@@ -335,7 +335,7 @@ func TestTrainEMA(t *testing.T) {
 		logged, _, _ = strings.Cut(logged, " ")
 		want, _ = strconv.ParseFloat(pctOfCLIP, 64)
 	}
-	if got, err := strconv.ParseFloat(logged, 64); i < 0 || !strings.Contains(lines[i], " of=ema ") || err != nil || math.Abs(got-want) > 0.006 {
+	if got, err := strconv.ParseFloat(logged, 64); i < 0 || !strings.Contains(lines[i], " of=ema ") || err != nil || !(math.Abs(got-want) <= 0.006) {
 		t.Errorf("the last epoch's log line does not give the average's %% of CLIP %s (of=ema):\n%s", pctOfCLIP, log)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")

@@ -20,6 +20,7 @@ import (
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/kernels"
 )
 
 var tcKernels = []string{
@@ -155,6 +156,35 @@ func toF32(b []byte) []float32 {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return v
+}
+
+// TestTCArchProbe: the kernels run the compiled path the driver says it
+// loaded (KernelPath), which every Hopper-only test below rests on: on a
+// GPU the sm_90a cubin's Hopper branch, or the portable PTX's (compiled
+// for compute_80 whatever GPU JIT-compiles it); in the emulator, the
+// host's. kernels/arch_probe.cu writes which, and for which architecture.
+func TestTCArchProbe(t *testing.T) {
+	v := openKernels(t, []string{"arch_probe"})
+	out := v.alloc(12)
+	v.mustLaunch("arch_probe", cfg1(1, 1, 0), pPtr(out))
+	b := v.download(out, 12)
+	var got [3]int32
+	for i := range got {
+		got[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	var want [3]int32 // path (0 host, 1 portable, 2 sm_90a), __CUDA_ARCH__, cluster rank
+	switch path := v.x.KernelPath(); {
+	case emulated:
+	case path == kernels.SM90a.Key:
+		want = [3]int32{2, 900, 0}
+	case path == kernels.PortablePTX.Key:
+		want = [3]int32{1, 800, 0}
+	default:
+		t.Fatalf("the driver loaded kernels of path %q, which this test does not know", path)
+	}
+	if got != want {
+		t.Errorf("arch_probe wrote %v, want %v (path, __CUDA_ARCH__, cluster rank) for the kernels loaded, %s", got, want, v.x.KernelPath())
+	}
 }
 
 // TestTCGeometry: 3-D grids and blocks up to 1024 threads, dynamic shared

@@ -23,5 +23,5 @@ var kernelSources = map[string]string{
 	"outnorm_mse":      "0236fba2235598e84cf873953059ab802f03213b834930ba97c664e4fbc68f36",
 	"reduce":           "4ccb1c68165f55b386562f4487cd20bb937da684227dde8af972c9f1d9066e5e",
 	"search":           "684195b0298e795131ef22d7ce8108e3c286091a51b47bf84e107686bc91ae4b",
-	"tensorcore_check": "2240a16d7509365ba94287f590d60170def01e118b00f0e596d4cb3fbc8b4d70",
+	"tensorcore_check": "1255c98d489a73d23a24bc752c8cc4068deacc005878d0931dde0a174ec4908c",
 }

@@ -41,9 +41,6 @@ type (
 	ConstPtr[T any] uintptr
 )
 
-// Const is p as a read-only pointer.
-func (p Ptr[T]) Const() ConstPtr[T] { return ConstPtr[T](p) }
-
 // Float16 and BFloat16 are the bits of an IEEE binary16 (__half) and of a
 // bfloat16 (__nv_bfloat16) value, the element types of half-precision
 // pointers.

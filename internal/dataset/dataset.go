@@ -119,3 +119,17 @@ func HasUnfinished(dir string) bool {
 	st, err := os.Lstat(filepath.Join(dir, UnfinishedFile))
 	return err == nil && st.Mode().IsRegular()
 }
+
+// Names of the files of a data set (docs/FORMAT.md): a training shard is
+// NAME+FeatureSuffix and NAME+TargetSuffix; an evaluation set is the five
+// files named after them.
+const (
+	FeatureSuffix = ".dino.npy" // a training shard's DINOv2 features
+	TargetSuffix  = ".clip.npy" // a training shard's CLIP embeddings
+
+	ImageFeaturesFile = "images.dino.npy"
+	ImageCLIPFile     = "images.clip.npy"
+	CaptionCLIPFile   = "captions.clip.npy"
+	CaptionImageFile  = "captions.image.npy"
+	EvalInfoFile      = "eval.json"
+)

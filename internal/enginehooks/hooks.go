@@ -28,7 +28,7 @@ type KernelTimer interface {
 
 // KernelTiming is one kernel at one shape, as a KernelTimer reports it.
 type KernelTiming struct {
-	// Name is the kernel, e.g. "gemm_nt_bias" or "layernorm_fwd".
+	// Name is the kernel, e.g. "gemm_nt_bias" or "ln_forward".
 	Name string `json:"name"`
 	// Shape describes its problem size in the engine's words, e.g.
 	// "M=8192 N=2048 K=2048".

@@ -32,6 +32,12 @@ func Run(parts int, fn func(part int)) {
 	shared.run(parts, fn)
 }
 
+// Ranges is Run over parts consecutive ranges of [0, n) as even as can
+// be: fn(lo, hi) for each.
+func Ranges(n, parts int, fn func(lo, hi int)) {
+	Run(parts, func(w int) { fn(n*w/parts, n*(w+1)/parts) })
+}
+
 func runGoroutines(parts int, fn func(int)) {
 	var wg sync.WaitGroup
 	for p := 1; p < parts; p++ {

@@ -1,6 +1,7 @@
 package parallel
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,6 +105,31 @@ func BenchmarkRun(b *testing.B) {
 				}
 				b.ReportMetric(float64(in.Nanoseconds())/float64(b.N), "ns/run")
 			})
+		}
+	}
+}
+
+// Ranges covers [0, n) once, in ranges of sizes that differ by one at most.
+func TestRangesCoverOnce(t *testing.T) {
+	for _, c := range []struct{ n, parts int }{{10, 3}, {7, 7}, {1000, 16}, {5, 1}} {
+		counts := make([]atomic.Int32, c.n)
+		var mu sync.Mutex
+		var sizes []int
+		Ranges(c.n, c.parts, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				counts[i].Add(1)
+			}
+			mu.Lock()
+			sizes = append(sizes, hi-lo)
+			mu.Unlock()
+		})
+		for i := range counts {
+			if n := counts[i].Load(); n != 1 {
+				t.Fatalf("n %d in %d parts: index %d covered %d times", c.n, c.parts, i, n)
+			}
+		}
+		if len(sizes) != c.parts || slices.Max(sizes)-slices.Min(sizes) > 1 {
+			t.Errorf("n %d in %d parts: ranges of sizes %v", c.n, c.parts, sizes)
 		}
 	}
 }

@@ -110,7 +110,7 @@ func TestAgainstFloat64(t *testing.T) {
 						want += v
 						mag += math.Abs(v)
 					}
-					if d := math.Abs(float64(got) - want); d > gamma*mag {
+					if d := math.Abs(float64(got) - want); !(d <= gamma*mag) {
 						t.Fatalf("%s %v: C[%d,%d] = %g, float64 %g: error %.3g > bound %.3g", kern.name, p, i, j, got, want, d, gamma*mag)
 					}
 				}

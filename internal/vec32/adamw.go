@@ -6,7 +6,7 @@ type AdamWConsts struct {
 	Decay, OneMinusBeta1, Beta2, OneMinusBeta2, StepSize, BiasCorrection2Sqrt, Eps float32
 }
 
-// AdamW updates the first AdamWLen(len(p)) elements of the parameters p
+// AdamW updates the first adamwLen(len(p)) elements of the parameters p
 // and the moments m and v from the gradients g, each elementwise operation
 // rounded to float32 in this order and none fused:
 //

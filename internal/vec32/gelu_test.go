@@ -103,13 +103,13 @@ func geluChunk(t *testing.T, lo, hi, stride uint32) geluWorst {
 		xf := float64(x)
 		p := phi64(xf)
 		if xf > -5 && i%64 == 0 {
-			if d := math.Abs(p - (1+math.Erf(xf/math.Sqrt2))/2); d > 1e-15 {
+			if d := math.Abs(p - (1+math.Erf(xf/math.Sqrt2))/2); !(d <= 1e-15) {
 				t.Errorf("x %g: the references disagree by %g", x, d)
 			}
 		}
 		want := xf * p
 		if math.Abs(want) >= minResult {
-			if u := ulps(f[i], want); u > w.f {
+			if u := ulps(f[i], want); !(u <= w.f) {
 				w.f, w.fx = u, x
 			}
 		}
@@ -117,7 +117,7 @@ func geluChunk(t *testing.T, lo, hi, stride uint32) geluWorst {
 		wantG := p + xf*dens
 		scale := math.Max(p, math.Abs(xf*dens))
 		if scale >= minResult {
-			if u := math.Abs(float64(g[i])-wantG) / ulpOf(scale); u > w.g {
+			if u := math.Abs(float64(g[i])-wantG) / ulpOf(scale); !(u <= w.g) {
 				w.g, w.gx = u, x
 			}
 		}

@@ -113,7 +113,7 @@ func TestLayerNormBackwardRows(t *testing.T) {
 					f := float32(math.Abs(w))
 					ulp := float64(math.Nextafter32(f, float32(math.Inf(1))) - f)
 					bound := ulp + 1e-12*rs*(math.Abs(g)+magG/float64(d)+math.Abs(float64(hr[j]))*magGX/float64(d))
-					if e := math.Abs(float64(a.dx[r*d+j]) - w); e > bound {
+					if e := math.Abs(float64(a.dx[r*d+j]) - w); !(e <= bound) {
 						t.Fatalf("d %d rows %d: dx[%d,%d] = %v, formula %v (error %g, bound %g)", d, rows, r, j, a.dx[r*d+j], w, e, bound)
 					}
 				}

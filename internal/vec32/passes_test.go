@@ -108,7 +108,7 @@ func TestReductions(t *testing.T) {
 			mag[2] += (float64(v) - mean) * (float64(v) - mean)
 		}
 		for i := range want {
-			if d := math.Abs(a[i] - want[i]); d > 1e-13*mag[i] {
+			if d := math.Abs(a[i] - want[i]); !(d <= 1e-13*mag[i]) {
 				t.Errorf("n %d, reduction %d: %v, exact %v (difference %g, bound %g)", n, i, a[i], want[i], d, 1e-13*mag[i])
 			}
 		}
@@ -205,7 +205,7 @@ func TestElementwise(t *testing.T) {
 				t.Errorf("%s n %d element %d: assembly %v, Go %v", name, n, i, a[i], p[i])
 			}
 			for i := range a {
-				if u := ulps(a[i], want(i)); u > 1 {
+				if u := ulps(a[i], want(i)); !(u <= 1) {
 					t.Fatalf("%s n %d element %d: %v is %.2f ulp from %v", name, n, i, a[i], u, want(i))
 				}
 			}
@@ -219,7 +219,7 @@ func TestElementwise(t *testing.T) {
 			h := float64(a.xhat[i])
 			want := h*float64(gamma[i]) + float64(beta[i])
 			scale := math.Max(math.Abs(want), math.Abs(h*float64(gamma[i])))
-			if d := math.Abs(float64(a.y[i]) - want); d > ulpOf(scale) {
+			if d := math.Abs(float64(a.y[i]) - want); !(d <= ulpOf(scale)) {
 				t.Fatalf("LayerNormApply y n %d element %d: %v, want %v", n, i, a.y[i], want)
 			}
 		}

@@ -296,7 +296,7 @@ func testTraining(t *testing.T, newEngine NewEngine, tol Tolerances) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := math.Abs(loss-refLoss) / refLoss; d > tol.Train {
+		if d := math.Abs(loss-refLoss) / refLoss; !(d <= tol.Train) {
 			t.Errorf("step %d: loss %v, oracle %v: relative difference %.3g > %g", s, loss, refLoss, d, tol.Train)
 		}
 		worstLoss = max(worstLoss, math.Abs(loss-refLoss)/refLoss)
@@ -445,7 +445,7 @@ func testObjectives(t *testing.T, newEngine NewEngine, tol Tolerances) {
 			continue
 		}
 		d := math.Abs(g-want) / math.Abs(want)
-		if d > tol.Gradient || want == 0 {
+		if !(d <= tol.Gradient) || want == 0 {
 			t.Errorf("%+v: logit scale gradient %v, oracle %v: relative difference %.3g > %g", o, g, want, d, tol.Gradient)
 		}
 		worstScale = max(worstScale, d)

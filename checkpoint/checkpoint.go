@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/safetensors"
 )
@@ -37,9 +38,10 @@ const (
 	// RunFile is a run directory's record of its run (JSON, written by
 	// train); Resolve reads one option of it, options.best_from, which is
 	// BestFromEMA when the run picks its best checkpoint by the moving
-	// average of its weights.
+	// average of its weights, BestFromRaw (or absent) when by the weights.
 	RunFile     = "run.json"
 	BestFromEMA = "ema"
+	BestFromRaw = "raw"
 	// CheckpointsDir is the directory of a run directory that holds its
 	// checkpoints, step-NNNNNNNN each, which its links lead into.
 	CheckpointsDir = "checkpoints"
@@ -586,6 +588,13 @@ func Resolve(path string) (string, error) {
 	if !st.IsDir() {
 		return path, nil
 	}
+	// A link out of the run's checkpoints (edited, or pointed at another
+	// run's) would give another run's model under this run's name.
+	for _, link := range []string{BestLink, LastLink} {
+		if to, outside := linkOutside(path, link); outside {
+			return "", fmt.Errorf("model: %s's %s link leads to %s, not into its %s (an edited run?); name a model file to use another run's", path, link, to, CheckpointsDir)
+		}
+	}
 	fromEMA, err := bestFromEMA(path)
 	if err != nil {
 		return "", fmt.Errorf("model: %w", err)
@@ -625,6 +634,29 @@ func Resolve(path string) (string, error) {
 	return "", fmt.Errorf("model: %s holds no %s, and no best or last checkpoint of a run", path, ModelFile)
 }
 
+// linkOutside reports whether run's link (BestLink or LastLink) is a
+// symbolic link that leads anywhere but into the run's checkpoints, as
+// train makes them (CheckpointsDir/NAME), and where.
+func linkOutside(run, link string) (to string, outside bool) {
+	to, err := os.Readlink(filepath.Join(run, link))
+	return to, err == nil && filepath.Dir(filepath.Clean(to)) != CheckpointsDir
+}
+
+// LinkProblem says what is wrong with run's link (BestLink or LastLink),
+// where it is a symbolic link: it leads out of the run's checkpoints
+// (which Resolve refuses), or to no checkpoint. "" where it is sound, or
+// no link.
+func LinkProblem(run, link string) string {
+	to, outside := linkOutside(run, link)
+	switch {
+	case outside:
+		return fmt.Sprintf("it leads out of the run's %s, and the commands that load the run's model refuse it", CheckpointsDir)
+	case to != "" && !fileExists(filepath.Join(run, to, ModelFile)):
+		return fmt.Sprintf("it leads to no checkpoint, no %s there", ModelFile)
+	}
+	return ""
+}
+
 // bestFromEMA reports whether the run directory's run.json picks its best
 // checkpoint by the moving average of the weights.
 // A run.json that is not a regular file (followed through links: a run
@@ -646,8 +678,19 @@ func bestFromEMA(runDir string) (bool, error) {
 				BestFrom string `json:"best_from"`
 			} `json:"options"`
 		}
-		if err = json.Unmarshal(b, &run); err == nil {
-			return run.Options.BestFrom == BestFromEMA, nil
+		// (A key given twice is a document each reader takes its own
+		// way: edited, whatever it says.)
+		if err = strictjson.CheckKeys(b); err == nil {
+			err = json.Unmarshal(b, &run)
+		}
+		switch from := run.Options.BestFrom; {
+		case err != nil:
+		case from == BestFromEMA:
+			return true, nil
+		case from == "" || from == BestFromRaw:
+			return false, nil
+		default:
+			err = fmt.Errorf("options.best_from %q is neither %q nor %q (an edited run.json?)", from, BestFromRaw, BestFromEMA)
 		}
 		err = fmt.Errorf("%s: %w", path, err)
 	}

@@ -190,6 +190,30 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "best checkpoint") {
 		t.Errorf("Resolve with a dangling best link = %s, %v; want an error", got, err)
 	}
+	if p := LinkProblem(run, BestLink); !strings.Contains(p, "no checkpoint") {
+		t.Errorf("LinkProblem of a dangling best link: %q", p)
+	}
+	if p := LinkProblem(run, LastLink); p != "" {
+		t.Errorf("LinkProblem of a sound last link: %q", p)
+	}
+	// A best link into another run's checkpoints, or into itself: an
+	// error, not that run's model under this one's name.
+	other := t.TempDir()
+	if err := Save(filepath.Join(other, CheckpointsDir, "step-5"), ck); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{filepath.Join(other, CheckpointsDir, "step-5"), BestLink} {
+		os.Remove(filepath.Join(run, BestLink))
+		if err := os.Symlink(to, filepath.Join(run, BestLink)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "not into its checkpoints") {
+			t.Errorf("Resolve with best -> %s = %s, %v; want an error", to, got, err)
+		}
+		if p := LinkProblem(run, BestLink); !strings.Contains(p, "leads out of") {
+			t.Errorf("LinkProblem of best -> %s: %q", to, p)
+		}
+	}
 	os.Remove(filepath.Join(run, BestLink))
 	// A run whose best is the moving average, which is missing: an error,
 	// not the raw weights.
@@ -218,6 +242,12 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 			return os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_fr`), 0o644)
 		},
 		"missing": func() error { return os.Remove(filepath.Join(run, "run.json")) },
+		"edited to name neither model": func() error {
+			return os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_from": "EMA"}}`), 0o644)
+		},
+		"edited to name both": func() error {
+			return os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_from": "ema", "best_from": "raw"}}`), 0o644)
+		},
 	} {
 		if err := damage(); err != nil {
 			t.Fatal(err)

@@ -99,3 +99,13 @@ func rowsWhere(x []float32, dim int, keep func(norm2 float64) bool) []int {
 	}
 	return rows
 }
+
+// MaxAbs is the largest magnitude in x (0 for none), for messages of rows
+// whose values overflow the model's arithmetic.
+func MaxAbs(x []float32) float64 {
+	var m float64
+	for _, v := range x {
+		m = max(m, math.Abs(float64(v)))
+	}
+	return m
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -106,7 +107,16 @@ func loadSet(dir string) (*Set, error) {
 		var info struct {
 			Name string `json:"name"`
 		}
-		if err := json.Unmarshal(b, &info); err != nil {
+		// Bytes that are not UTF-8 would be read as U+FFFD (another name
+		// than the file's), and a key given twice as the last one.
+		err := strictjson.CheckKeys(b)
+		if err == nil && !utf8.Valid(b) {
+			err = errors.New("not UTF-8 text, as JSON must be")
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &info)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SetInfoFile), err)
 		}
 		if info.Name != "" {
@@ -163,9 +173,18 @@ func loadSet(dir string) (*Set, error) {
 		x    []float32
 		dim  int
 	}{{ImageCLIPFile, s.ImageCLIP, s.EmbeddingDim}, {CaptionCLIPFile, s.CaptionCLIP, s.EmbeddingDim}} {
-		if zero := ZeroRows(m.x, m.dim); len(zero) > 0 {
+		zero := ZeroRows(m.x, m.dim)
+		if len(zero) > 0 {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %d of %d rows are all zero (the first is row %d): an embedding of zero has no cosine with anything, so recall ranks ties there (a padded or failed extraction?)",
 				filepath.Join(dir, m.name), len(zero), len(m.x)/m.dim, zero[0]))
+		}
+		// Rows shorter than F.normalize's 1e-12 stay shorter than unit
+		// length once normalised: their similarities shrink with them,
+		// and recall, which CLIP_benchmark computes the same way, with
+		// them (a set of another scale, say).
+		if short := slices.DeleteFunc(TinyRows(m.x, m.dim), func(r int) bool { _, z := slices.BinarySearch(zero, r); return z }); len(short) > 0 {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %d of %d rows are shorter than 1e-12 (the first is row %d): normalisation divides them by 1e-12 (as PyTorch's F.normalize), so they stay shorter than unit length and score below their cosines, which changes the recall (embeddings of another scale?)",
+				filepath.Join(dir, m.name), len(short), len(m.x)/m.dim, short[0]))
 		}
 	}
 	// With at most K images, text-to-image R@K is 100 whatever the model:
@@ -276,12 +295,14 @@ func (s *Set) EvaluateWith(project Project, topK TopKFunc) (Report, error) {
 		}
 	}
 	// The features are finite (LoadSet checks them): a NaN or Inf here is
-	// the model's, and the ranking's message of a NaN "image" read as one
-	// of the evaluation set.
+	// the model's arithmetic overflowing, on features far larger than it
+	// was made for or with damaged weights, not a NaN "image" of the
+	// evaluation set, as the ranking's message would have it.
 	for i, v := range projected {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return Report{}, fmt.Errorf("evaluation set %s: the model's output for image %d (of finite features) is %v: its weights overflow float32 arithmetic (a damaged or edited model?)",
-				s.Name, i/s.EmbeddingDim, v)
+			img := i / s.EmbeddingDim
+			return Report{}, fmt.Errorf("evaluation set %s: the model's output for image %d is %v: its features are finite, the largest of magnitude %.3g, but the model's float32 arithmetic overflowed on them (features of another scale than the model's training data, or a damaged or edited model?)",
+				s.Name, img, v, MaxAbs(s.ImageFeatures[img*s.FeatureDim:(img+1)*s.FeatureDim]))
 		}
 	}
 	p, err := EvaluateWith(topK, projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)

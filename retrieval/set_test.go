@@ -2,6 +2,7 @@ package retrieval
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -81,7 +82,8 @@ func TestSetEvaluate(t *testing.T) {
 		dst[len(dst)-1] = float32(math.Inf(1))
 		return nil
 	}
-	if _, err := s.Evaluate(overflow); err == nil || !strings.Contains(err.Error(), "the model's output for image 2 (of finite features) is +Inf") {
+	want := fmt.Sprintf("the model's output for image 2 is +Inf: its features are finite, the largest of magnitude %.3g", MaxAbs(s.ImageFeatures[2*s.FeatureDim:3*s.FeatureDim]))
+	if _, err := s.Evaluate(overflow); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("a projection that overflows: %v, want the model named", err)
 	}
 }
@@ -155,7 +157,8 @@ func TestLoadSetErrors(t *testing.T) {
 }
 
 // An all-zero CLIP embedding row loads, with a warning naming the file and
-// the first such row (a refusal would strand runs started on the set).
+// the first such row (a refusal would strand runs started on the set); so
+// does one shorter than 1e-12.
 func TestLoadSetWarnsOfZeroRows(t *testing.T) {
 	cases := map[string]func(feat, clip, caps []float32, idx []int64) ([]float32, []float32, []float32, []int64){
 		"images.clip.npy: 1 of 11 rows are all zero (the first is row 2)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
@@ -164,6 +167,12 @@ func TestLoadSetWarnsOfZeroRows(t *testing.T) {
 		},
 		"captions.clip.npy: 1 of 12 rows are all zero (the first is row 0)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
 			p[0], p[1] = 0, float32(math.Copysign(0, -1))
+			return f, c, p, i
+		},
+		// Shorter than F.normalize's 1e-12, not zero: a warning of its
+		// own (and not of the zero rows').
+		"images.clip.npy: 1 of 11 rows are shorter than 1e-12 (the first is row 1)": func(f, c, p []float32, i []int64) ([]float32, []float32, []float32, []int64) {
+			c[2], c[3] = 3e-13, -4e-13
 			return f, c, p, i
 		},
 	}
@@ -290,5 +299,25 @@ func TestLoadSetRefusesIncomplete(t *testing.T) {
 	os.Remove(marker)
 	if _, err := LoadSet(dir); err != nil {
 		t.Errorf("a whole set: %v", err)
+	}
+}
+
+// An eval.json whose bytes are not UTF-8 (the name would be read as
+// U+FFFD, another name than the file's) or that gives a key twice (each
+// reader takes its own) is refused.
+func TestLoadSetRefusesAmbiguousInfo(t *testing.T) {
+	for info, want := range map[string]string{
+		"{\"name\":\"\xff\xfe\"}":          "not UTF-8",
+		`{"name":"a","name":"b"}`:          `"name" appears twice`,
+		`{"name":"a","extractor":{"x":1}}`: "",
+	} {
+		dir := writeSet(t, bigger(nil))
+		if err := os.WriteFile(filepath.Join(dir, SetInfoFile), []byte(info), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadSet(dir)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("eval.json %q: %v, want %q", info, err, want)
+		}
 	}
 }

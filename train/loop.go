@@ -76,10 +76,11 @@ func (o Options) BestFromMode() string {
 	return o.BestFrom
 }
 
-// The values of Options.BestFrom.
+// The values of Options.BestFrom (which checkpoint.Resolve reads in
+// run.json).
 const (
-	BestFromRaw = "raw"
-	BestFromEMA = checkpoint.BestFromEMA // which checkpoint.Resolve reads
+	BestFromRaw = checkpoint.BestFromRaw
+	BestFromEMA = checkpoint.BestFromEMA
 )
 
 // The values of Options.Precision.

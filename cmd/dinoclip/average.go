@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -118,6 +119,9 @@ func runAverage(cCtx *cli.Context) error {
 		// Where it is, before it is read: a run's best or last link moves
 		// on, and the record must name the file averaged.
 		real := atomicfile.RealOrAbs(p)
+		if !utf8.ValidString(real) { // (JSON would record another path, U+FFFD in its place)
+			return fmt.Errorf("average: %q: the path is not UTF-8 text, and the average records its models' paths (averaged_from) as text: rename it", real)
+		}
 		m, err := checkpoint.ReadModel(real)
 		if err != nil {
 			return fmt.Errorf("average: %w", err)

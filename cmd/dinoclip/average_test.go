@@ -121,6 +121,8 @@ func TestAverageErrors(t *testing.T) {
 	}
 	out := filepath.Join(dir, "soup.safetensors")
 	missing := filepath.Join(dir, "nope.safetensors")
+	latin1 := filepath.Join(dir, "caf\xe9.safetensors") // (a Latin-1 name: no UTF-8 text)
+	copyFile(t, b, latin1)
 	ckpt := filepath.Join(t.TempDir(), "step-00000001") // a checkpoint directory: a model beside an optimizer file
 	os.Mkdir(ckpt, 0o755)
 	os.WriteFile(filepath.Join(ckpt, checkpoint.OptimizerFile), []byte("x"), 0o644)
@@ -158,6 +160,7 @@ func TestAverageErrors(t *testing.T) {
 		{"--out after a model", []string{"average", a, "--out", out, b}, []string{`"--out" after the models`}},
 		{"an octal-looking weight", []string{"average", "--out", out, "--weights", "010,2", a, b}, []string{`weight 1 ("010")`, "decimal digits"}},
 		{"no models", []string{"average", "--out", out}, []string{"no models"}},
+		{"a path that is not UTF-8", []string{"average", "--out", out, a, latin1}, []string{"not UTF-8", "averaged_from"}},
 		{"no out", []string{"average", a, b}, []string{"--out"}},
 		{"out a directory", []string{"average", "--out", dir, a, b}, []string{"is a directory"}},
 		{"out one of the models", []string{"average", "--out", b, a, b}, []string{b, "one of the models averaged"}},

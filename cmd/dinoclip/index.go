@@ -287,6 +287,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 		total += int64(shape[0])
 		largest = max(largest, int64(shape[0]))
 	}
+	if err := checkProjectionMemory(c, device, int(min(int64(batch), largest))); err != nil {
+		return err
+	}
 	// The model's own file, not the run's best or last link that named
 	// it, which moves on to other weights as the run trains.
 	model, err := modelIdentity(atomicfile.RealOrAbs(lm.Path), c, lm.Model.Params)

@@ -571,7 +571,11 @@ func infoRun(w io.Writer, dir string) error {
 	fmt.Fprintln(w)
 	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
 		if t, err := os.Readlink(filepath.Join(dir, l)); err == nil {
-			fmt.Fprintf(w, "  %s -> %s\n", l, t)
+			fmt.Fprintf(w, "  %s -> %s", l, t)
+			if p := checkpoint.LinkProblem(dir, l); p != "" && !training { // (a trainer at work moves them)
+				fmt.Fprintf(w, " (DAMAGED: %s)", p)
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	// What a resume would say of a damaged run (its last link removed, or

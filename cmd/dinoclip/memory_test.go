@@ -1,14 +1,18 @@
 package main
 
 import (
+	"errors"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -52,5 +56,44 @@ func TestCheckCPUMemoryCountsHost(t *testing.T) {
 	o.EMA, o.Precision = 0, train.PrecisionFP64
 	if o.HostBytes(c, 1000) <= base {
 		t.Errorf("an fp64 run's save needs %v bytes, no more than fp32's %v (its float64 state file is the largest)", o.HostBytes(c, 1000), base)
+	}
+}
+
+// project and index refuse a --batch whose chunk of rows would not fit in
+// memory before they write anything: it ended in a runtime trace (or the
+// OOM killer). The input is a sparse file of 2^31 rows.
+func TestProjectionMemoryChecked(t *testing.T) {
+	if _, ok := sysmem.Available(); !ok {
+		t.Skip("no reading of the available memory here")
+	}
+	run, _, _ := trainRun(t)
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.dino.npy")
+	const rows = 1 << 31
+	hdr, err := npy.EncodeHeader(npy.Float32, []int{rows, tIn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(huge, hdr, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, int64(len(hdr))+4*rows*tIn); err != nil {
+		t.Fatal(err)
+	}
+	batch := strconv.Itoa(math.MaxInt)
+	out := filepath.Join(dir, "out.npy")
+	wantError(t, []string{"project", "--model", run, "--in", huge, "--out", out, "--batch", batch}, "at --batch 2147483648", "use a smaller --batch")
+	index := filepath.Join(dir, "index")
+	wantError(t, []string{"index", "--model", run, "--features", huge, "--out", index, "--batch", batch}, "use a smaller --batch")
+	for _, p := range []string{out, index} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused projection left %s (%v)", p, err)
+		}
+	}
+	// On a GPU the host's share is checked: the chunk's features and
+	// projections.
+	c := nn.Config{InputDim: 768, HiddenDim: 8, OutputDim: 512, Blocks: 1}
+	if err := checkProjectionMemory(c, "cuda", math.MaxInt32); err == nil || !strings.Contains(err.Error(), "on the host") {
+		t.Errorf("a GPU projection of 2^31 rows a chunk: %v, want a refusal of its host memory", err)
 	}
 }

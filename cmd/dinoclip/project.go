@@ -9,6 +9,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/urfave/cli/v2"
 )
 
@@ -98,6 +99,9 @@ func runProject(cCtx *cli.Context) error {
 	if width != c.InputDim {
 		return fmt.Errorf("%s: rows are %d wide, but the model %s takes %d-wide features (%v)", inPath, width, lm.Path, c.InputDim, c)
 	}
+	if err := checkProjectionMemory(c, device, min(batch, n)); err != nil {
+		return err
+	}
 	dt := npy.Float32
 	if cCtx.Bool("float16") {
 		dt = npy.Float16
@@ -141,7 +145,7 @@ func runProject(cCtx *cli.Context) error {
 			for i, v := range ys {
 				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 					return fmt.Errorf("%s: row %d: the model's output %d is %v, not a finite number (the row's largest feature magnitude is %.3g)",
-						inPath, lo+i/c.OutputDim, i%c.OutputDim, v, maxAbs(xs[i/c.OutputDim*c.InputDim:(i/c.OutputDim+1)*c.InputDim]))
+						inPath, lo+i/c.OutputDim, i%c.OutputDim, v, retrieval.MaxAbs(xs[i/c.OutputDim*c.InputDim:(i/c.OutputDim+1)*c.InputDim]))
 				}
 			}
 			b := buf[:len(ys)*dt.Size()]
@@ -207,13 +211,4 @@ func readFeatures(a *npy.Array, dst []float32, lo, hi int) error {
 		return err
 	}
 	return a.CheckFinite(dst, lo)
-}
-
-// maxAbs is the largest magnitude in x.
-func maxAbs(x []float32) float64 {
-	var m float64
-	for _, v := range x {
-		m = max(m, math.Abs(float64(v)))
-	}
-	return m
 }

@@ -22,7 +22,7 @@ const MaxDepth = 100
 // field v does not have, values nested more than MaxDepth deep, or
 // anything but whitespace after the value.
 func Unmarshal(b []byte, v any) error {
-	if err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0); err != nil {
+	if err := CheckKeys(b); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -34,6 +34,13 @@ func Unmarshal(b []byte, v any) error {
 		return fmt.Errorf("data after the JSON value (at byte %d)", dec.InputOffset())
 	}
 	return nil
+}
+
+// CheckKeys fails where Unmarshal would on b's keys and nesting (a key
+// repeated within an object, nesting beyond MaxDepth), for a reader that
+// decodes only part of a document, whose other fields it does not know.
+func CheckKeys(b []byte) error {
+	return checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
 }
 
 // checkKeys reads one value from dec, nested depth deep, and fails on a

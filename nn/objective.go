@@ -51,6 +51,15 @@ func (o Objective) Contrastive() bool {
 	return o.Loss == LossInfoNCE || o.Loss == LossMSEInfoNCE
 }
 
+// ValidInfoNCEWeight reports whether w can weigh the InfoNCE term: a
+// positive number within float32's range, in which the GPU engines weigh
+// it (one beyond it made every loss infinite, a divergence blamed on the
+// data).
+func ValidInfoNCEWeight(w float64) bool { return w > 0 && w <= math.MaxFloat32 }
+
+// InfoNCEWeightRange says what ValidInfoNCEWeight takes.
+const InfoNCEWeightRange = "must be a positive number, at most 3.4e38 (float32's largest)"
+
 // Validate refuses an unknown loss, a weight that is not a positive finite
 // number under LossMSEInfoNCE, and a logit scale that is not finite.
 func (o Objective) Validate() error {
@@ -59,8 +68,8 @@ func (o Objective) Validate() error {
 		return nil
 	case LossInfoNCE:
 	case LossMSEInfoNCE:
-		if !(o.InfoNCEWeight > 0) || math.IsInf(o.InfoNCEWeight, 0) {
-			return fmt.Errorf("InfoNCE weight %v: must be a positive number", o.InfoNCEWeight)
+		if !ValidInfoNCEWeight(o.InfoNCEWeight) {
+			return fmt.Errorf("InfoNCE weight %v: %s", o.InfoNCEWeight, InfoNCEWeightRange)
 		}
 	default:
 		return fmt.Errorf("loss %q: want %q, %q or %q", o.Loss, LossMSE, LossInfoNCE, LossMSEInfoNCE)

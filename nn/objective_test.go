@@ -185,6 +185,7 @@ func TestObjectiveValidate(t *testing.T) {
 		{Loss: LossMSEInfoNCE},
 		{Loss: LossMSEInfoNCE, InfoNCEWeight: -1},
 		{Loss: LossMSEInfoNCE, InfoNCEWeight: math.Inf(1)},
+		{Loss: LossMSEInfoNCE, InfoNCEWeight: 1e39},
 		{Loss: LossMSEInfoNCE, InfoNCEWeight: math.NaN()},
 		{Loss: LossInfoNCE, LogitScale: math.NaN()},
 		{Loss: LossInfoNCE, LogitScale: math.Inf(1)},

@@ -126,16 +126,21 @@ func MemoryBytes(opts Options, rowsPerShard, images, captionsPerImage int) float
 	return max(training, eval)
 }
 
-// DiskBytes is about what writing rows training rows (float16 or float32)
-// and an evaluation set of images × captionsPerImage puts on disk.
-func DiskBytes(opts Options, rows int, float16 bool, images, captionsPerImage int) float64 {
+// TrainingDiskBytes is about what writing rows training rows (float16 or
+// float32) puts on disk.
+func TrainingDiskBytes(opts Options, rows int, float16 bool) float64 {
 	elem := 4.0
 	if float16 {
 		elem = 2
 	}
-	din, dout := float64(opts.InputDim), float64(opts.OutputDim)
+	return float64(rows) * float64(opts.InputDim+opts.OutputDim) * elem
+}
+
+// EvalDiskBytes is about what writing an evaluation set of images ×
+// captionsPerImage puts on disk.
+func EvalDiskBytes(opts Options, images, captionsPerImage int) float64 {
 	n, c := float64(images), float64(images)*float64(captionsPerImage)
-	return float64(rows)*(din+dout)*elem + n*(din+dout)*4 + c*(dout*4+8)
+	return n*float64(opts.InputDim+opts.OutputDim)*4 + c*(float64(opts.OutputDim)*4+8)
 }
 
 func checkSize(what string, n, dim int) error {

@@ -137,6 +137,11 @@ func openDataset(dir string) (*Dataset, error) {
 			return nil, err
 		}
 		if ids, ok := shardIdentity(dir, n); ok {
+			if ids[0] == ids[1] {
+				s.close()
+				d.Close()
+				return nil, fmt.Errorf("training data %s: shard %s's %s and %s are one file (links to it): its features would be their own targets", dir, n, FeatureSuffix, TargetSuffix)
+			}
 			if first, ok := byFiles[ids]; ok {
 				s.copyOf = first
 			} else {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,23 @@ func TestDatasetCopies(t *testing.T) {
 	want := [][2]string{{"shard-d", "shard-a"}, {"shard-e", "shard-b"}}
 	if got := d.Copies(); !slices.Equal(got, want) {
 		t.Errorf("Copies: %v, want %v", got, want)
+	}
+}
+
+// A shard whose targets file is its features file (a link to it, of the
+// same width) is refused: the model would learn the identity.
+func TestDatasetRefusesSelfTargets(t *testing.T) {
+	dir := t.TempDir()
+	tinyData(t, dir, 10, 10, 3, 3, false)
+	targets := filepath.Join(dir, "shard-a"+TargetSuffix)
+	os.Remove(targets)
+	if err := os.Symlink("shard-a"+FeatureSuffix, targets); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := OpenDataset(dir); err == nil || !strings.Contains(err.Error(), "are one file") {
+		if d != nil {
+			d.Close()
+		}
+		t.Errorf("a shard whose targets are its features: %v, want a refusal", err)
 	}
 }

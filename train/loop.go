@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -106,6 +107,21 @@ func (o Options) HostBytes(c nn.Config, rows int) float64 {
 		largest = 24 * p // parameters and both moments, float64
 	}
 	bytes := 4*float64(rows) + 12*p + largest
+	if o.EMA > 0 {
+		bytes += 4 * p
+	}
+	return bytes
+}
+
+// CheckpointBytes is about what one checkpoint of a run of shape c takes
+// on disk: the model and the AdamW moments in float32, in an fp64 run the
+// float64 state besides, and with --ema the moving average.
+func (o Options) CheckpointBytes(c nn.Config) float64 {
+	p := float64(c.NumParams())
+	bytes := 12 * p
+	if o.PrecisionMode() == PrecisionFP64 {
+		bytes += 24 * p
+	}
 	if o.EMA > 0 {
 		bytes += 4 * p
 	}
@@ -978,6 +994,32 @@ func pipelined(resident nn.ResidentEngine, o Options) nn.PipelinedEngine {
 	return p
 }
 
+// heartbeatEvery is how often heartbeat logs (a variable: tests).
+var heartbeatEvery = 30 * time.Second
+
+// heartbeat logs what, and the time since the call, every heartbeatEvery
+// until stop is called: for work without steps to show (CLIP's own recall,
+// an evaluation), minutes on a large evaluation set, which a log read
+// through a pipe showed as a hang.
+func (tr *Trainer) heartbeat(what string) (stop func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(heartbeatEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				tr.Log.Info(what, "elapsed", time.Since(start).Round(time.Second).String())
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
 // clipRecall computes CLIP's own recall on every evaluation set (once per
 // set, before anything is written: seconds on a large set), and returns
 // ctx's error at once when it is cancelled meanwhile; the computation then
@@ -986,6 +1028,7 @@ func (tr *Trainer) clipRecall(ctx context.Context) error {
 	if len(tr.Evals) == 0 {
 		return nil
 	}
+	defer tr.heartbeat("computing CLIP's own recall on the evaluation sets")()
 	done := make(chan error, 1)
 	go func() {
 		for _, s := range tr.Evals {
@@ -1049,6 +1092,7 @@ func (tr *Trainer) stopAdvice(step int, err error) string {
 // it at the next batch of images to project or of queries to rank, with
 // ctx's error: on a large set it would otherwise take minutes.
 func (tr *Trainer) evaluate(ctx context.Context) ([]retrieval.Report, error) {
+	defer tr.heartbeat("evaluating")()
 	reports := make([]retrieval.Report, 0, len(tr.Evals))
 	topK := tr.evalTopK(ctx)
 	project := func(dst, x []float32, n int) error {

@@ -2,8 +2,10 @@ package train
 
 import (
 	"bytes"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -54,4 +56,45 @@ func TestProgressEvaluatingShowsTheStep(t *testing.T) {
 	if shown := lastDrawn(out.String()); !strings.Contains(shown, "evaluating") || !strings.Contains(shown, "20/60") {
 		t.Errorf("evaluating after step 20: the bar shows %q", shown)
 	}
+}
+
+// heartbeat logs its work every heartbeatEvery until stopped, and nothing
+// after.
+func TestHeartbeat(t *testing.T) {
+	defer func(saved time.Duration) { heartbeatEvery = saved }(heartbeatEvery)
+	heartbeatEvery = time.Millisecond
+	var log syncBuffer
+	tr := &Trainer{Log: slog.New(slog.NewTextHandler(&log, nil))}
+	stop := tr.heartbeat("computing things")
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(log.String(), "computing things") < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	got := log.String()
+	if n := strings.Count(got, `msg="computing things" elapsed=`); n < 2 {
+		t.Fatalf("%d heartbeats logged, want 2 or more:\n%s", n, got)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if log.String() != got {
+		t.Error("a heartbeat logged after stop")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -119,11 +119,13 @@ const (
 	maxBenchDataBytes = maxBenchDataRows * (768 + 512) * 4
 )
 
-// diskFree and memAvailable are sysmem.DiskFree and sysmem.Available
-// (variables: tests give a full disk, or a machine with little memory).
+// diskFree, memAvailable and sameFilesystem are sysmem.DiskFree,
+// sysmem.Available and atomicfile.SameFilesystem (variables: tests give a
+// full disk, a machine with little memory, or directories on two disks).
 var (
-	diskFree     = sysmem.DiskFree
-	memAvailable = sysmem.Available
+	diskFree       = sysmem.DiskFree
+	memAvailable   = sysmem.Available
+	sameFilesystem = atomicfile.SameFilesystem
 )
 
 // maxBenchSteps bounds --steps and --warmup: far beyond what any

@@ -295,14 +295,19 @@ func onCommandLine(cCtx *cli.Context, name string) bool {
 	return false
 }
 
-// otherFlagNames are the flags of the app's other commands: keys a shared
-// configuration file may hold for them, which this command ignores.
+// otherFlagNames are the flags of the app's other commands that read a
+// configuration file (--config): keys a shared file may hold for them,
+// which this command ignores. A key only a command without --config has
+// (synth's rows, average's weights) is a mistake there, not ignored.
 func otherFlagNames(cCtx *cli.Context) map[string]bool {
 	names := map[string]bool{}
 	if cCtx.App == nil {
 		return names
 	}
 	for _, c := range cCtx.App.Commands {
+		if !slices.ContainsFunc(c.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
+			continue
+		}
 		for _, f := range c.Flags {
 			for _, n := range f.Names() {
 				names[n] = true

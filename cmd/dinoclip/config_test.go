@@ -122,6 +122,10 @@ func TestConfigErrors(t *testing.T) {
 		wants      []string
 	}{
 		{"unknown key", "epoch: 3\n", []string{"unknown key \"epoch\"", "epochs"}},
+		// synth's and average's flags: those commands read no --config, so
+		// the key is a mistake here, not another command's setting.
+		{"a key of a command without --config", "rows: 50\n", []string{"unknown key \"rows\""}},
+		{"another such key", "weights: 1,2\n", []string{"unknown key \"weights\""}},
 		{"wrong type", "epochs: many\n", []string{"key epochs", "integer", `"many"`}},
 		{"fraction for an integer", "batch: 1.5\n", []string{"key batch", "integer"}},
 		{"negative seed", "seed: -1\n", []string{"key seed", "from 0 to"}},

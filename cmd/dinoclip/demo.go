@@ -117,6 +117,17 @@ func runDemo(cCtx *cli.Context) error {
 	if out == "" {
 		return fmt.Errorf("demo: --out is empty; see 'dinoclip demo --help'")
 	}
+	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
+	job := synthJob{opts: so, rows: rows, shardRows: synthDefaultShardRows, images: synthDefaultEvalImages, perImage: synthDefaultCaptionsPerImage}
+	// Into a new or empty --out, the data's refusals (the place, the disk)
+	// come before the directory and its marker are made, which they would
+	// leave behind. (An earlier demo's --out is judged once its old data is
+	// gone, whose room the new data takes.)
+	if entries, err := os.ReadDir(out); len(entries) == 0 && (err == nil || errors.Is(err, os.ErrNotExist)) {
+		if err := checkSynthJob(dataRoot, job); err != nil {
+			return err
+		}
+	}
 	// Locked for the whole demo, so that a second demo into it is refused
 	// before it replaces the first one's data and run.
 	unlock, err := synth.LockDir(out)
@@ -128,7 +139,6 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
 	// What an earlier demo wrote is the demo's own, and removed whole
 	// before anything is written: a killed demo's data in whatever state,
 	// its staging copies, and a run and plot not made of the new data.
@@ -139,7 +149,6 @@ func runDemo(cCtx *cli.Context) error {
 	// unfinished-run marker and DATA's lock: a demo killed between its two
 	// sets leaves sets that readers refuse, and a synth into DATA
 	// meanwhile, training included, is refused.
-	job := synthJob{opts: so, rows: rows, shardRows: synthDefaultShardRows, images: synthDefaultEvalImages, perImage: synthDefaultCaptionsPerImage}
 	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
 	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
 		rows, job.images, job.perImage, dataRoot)

@@ -248,3 +248,20 @@ func TestDemoReplacesItsOwn(t *testing.T) {
 		t.Errorf("a demo refused for a held run removed the data the run trains on: %v", err)
 	}
 }
+
+// A demo refused for its place (in a run's checkpoints) or its disk leaves
+// nothing behind: it made its --out and marker first, then refused.
+func TestDemoRefusalLeavesNothing(t *testing.T) {
+	run, _, _ := trainRun(t)
+	out := filepath.Join(run, "checkpoints", "zz")
+	wantError(t, []string{"demo", "--out", out}, "in the checkpoints directory")
+	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
+	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
+	full := filepath.Join(t.TempDir(), "demo")
+	wantError(t, []string{"demo", "--out", full}, "on disk, more than")
+	for _, p := range []string{out, full} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused demo left %s (%v)", p, err)
+		}
+	}
+}

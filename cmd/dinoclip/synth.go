@@ -212,22 +212,7 @@ func runSynth(cCtx *cli.Context) error {
 // replacing them meanwhile.
 func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob) (unlock func(), err error) {
 	job.opts.Log = errW
-	if err := job.opts.Validate(); err != nil {
-		return nil, err
-	}
-	// Both sets' sizes, and the place, before anything is made: a refusal
-	// after it would leave a half-made output (or a new empty directory)
-	// behind.
-	if err := synth.CheckEvalSet(job.opts, synthEvalName, job.images, job.perImage); err != nil {
-		return nil, err
-	}
-	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
-		return nil, err
-	}
-	if err := checkSynthResources(out, job); err != nil {
-		return nil, err
-	}
-	if err := checkSynthPlace(out); err != nil {
+	if err := checkSynthJob(out, job); err != nil {
 		return nil, err
 	}
 	// The whole output, training data and evaluation set, is one run's:
@@ -247,6 +232,55 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 		return nil, err
 	}
 	return unlock, nil
+}
+
+// checkSynthJob refuses a job into out before anything is made (a refusal
+// after it would leave a half-made output, or a new empty directory,
+// behind): its options, both sets' sizes, the memory and disk they take,
+// and the place.
+func checkSynthJob(out string, job synthJob) error {
+	if err := job.opts.Validate(); err != nil {
+		return err
+	}
+	if err := synth.CheckEvalSet(job.opts, synthEvalName, job.images, job.perImage); err != nil {
+		return err
+	}
+	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
+		return err
+	}
+	if err := checkSynthResources(out, job); err != nil {
+		return err
+	}
+	if err := checkSynthTargets(out, job); err != nil {
+		return err
+	}
+	return checkSynthPlace(out)
+}
+
+// checkSynthTargets refuses anything but a plain file where the job puts a
+// file of its sets: a directory there failed the set's last step, after
+// all the work, and every rerun (--force too) the same way.
+func checkSynthTargets(out string, job synthJob) error {
+	check := func(dir, name string) error {
+		p := filepath.Join(out, dir, name)
+		if st, err := os.Lstat(p); err == nil && !st.Mode().IsRegular() {
+			return fmt.Errorf("synth: %s is %s, where the set's file of that name goes: remove it, or write elsewhere", p, atomicfile.Kind(st.Mode()))
+		}
+		return nil
+	}
+	for i := range (job.rows + job.shardRows - 1) / job.shardRows {
+		for _, suffix := range []string{dataset.FeatureSuffix, dataset.TargetSuffix} {
+			if err := check(dataset.TrainDir, synth.ShardName(i)+suffix); err != nil {
+				return err
+			}
+		}
+	}
+	for _, name := range []string{dataset.ImageFeaturesFile, dataset.ImageCLIPFile, dataset.CaptionCLIPFile, dataset.CaptionImageFile, dataset.EvalInfoFile} {
+		if err := check(dataset.EvalDir, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeSynthSets is synthesise's work once it holds out's lock.
@@ -351,14 +385,35 @@ func checkSynthResources(out string, job synthJob) error {
 				shardRows, job.opts.InputDim, job.opts.OutputDim, job.images, job.perImage, sizeText(need), sizeText(float64(avail)))
 		}
 	}
-	dir := madedirs.Existing(out) // (out is made later)
-	if free, ok := diskFree(dir); ok {
-		// What interrupted runs left is removed before the writing.
-		free += uint64(synth.LeftoverBytes(out, dataset.TrainDir, dataset.EvalDir))
-		if need := synth.DiskBytes(job.opts, job.rows, job.float16, job.images, job.perImage); need > float64(free) {
-			return fmt.Errorf("synth: %d training rows and an evaluation set of %d images x %d captions take about %s on disk, more than the %s free under %s (a set replaced stays until the new one is whole): write fewer rows (float16 ones take half the space), or elsewhere",
-				job.rows, job.images, job.perImage, sizeText(need), sizeText(float64(free)), dir)
-		}
+	// Each set ends on its own directory's filesystem (staged beside it,
+	// or inside it where it is a mount point); both on one, their sum
+	// counts. (Directories not made yet: as far as their paths exist.)
+	trainDir, evalDir := madedirs.Existing(filepath.Join(out, dataset.TrainDir)), madedirs.Existing(filepath.Join(out, dataset.EvalDir))
+	trainWhat := fmt.Sprintf("%d training rows", job.rows)
+	evalWhat := fmt.Sprintf("an evaluation set of %d images x %d captions", job.images, job.perImage)
+	trainNeed := synth.TrainingDiskBytes(job.opts, job.rows, job.float16)
+	evalNeed := synth.EvalDiskBytes(job.opts, job.images, job.perImage)
+	if sameFilesystem(trainDir, evalDir) {
+		return checkSynthDisk(out, trainDir, trainWhat+" and "+evalWhat, trainNeed+evalNeed, dataset.TrainDir, dataset.EvalDir)
+	}
+	if err := checkSynthDisk(out, trainDir, trainWhat, trainNeed, dataset.TrainDir); err != nil {
+		return err
+	}
+	return checkSynthDisk(out, evalDir, evalWhat, evalNeed, dataset.EvalDir)
+}
+
+// checkSynthDisk refuses what (need bytes, of sets of out) where dir's
+// filesystem has not that much free, counting as free what interrupted
+// runs left of those sets (removed before the writing).
+func checkSynthDisk(out, dir, what string, need float64, sets ...string) error {
+	free, ok := diskFree(dir)
+	if !ok {
+		return nil
+	}
+	free += uint64(synth.LeftoverBytes(out, sets...))
+	if need > float64(free) {
+		return fmt.Errorf("synth: %s take about %s on disk, more than the %s free under %s (a set replaced stays until the new one is whole): write fewer rows (float16 ones take half the space), or elsewhere",
+			what, sizeText(need), sizeText(float64(free)), dir)
 	}
 	return nil
 }

@@ -183,6 +183,24 @@ func TestSynthRefusesBeyondTheMachine(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(out)); !os.IsNotExist(err) {
 		t.Errorf("a refused synth made directories: %v", err)
 	}
+	// --out's train and eval on two disks (mount points): each set is
+	// judged by its own disk's free space, not --out's.
+	defer func(saved func(a, b string) bool) { sameFilesystem = saved }(sameFilesystem)
+	sameFilesystem = func(a, b string) bool { return false }
+	for _, set := range []string{"train", "eval"} {
+		if err := os.MkdirAll(filepath.Join(out, set), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for small, want := range map[string]string{"train": "2000 training rows take about", "eval": "an evaluation set of 20 images x 5 captions take about"} {
+		diskFree = func(dir string) (uint64, bool) {
+			if filepath.Base(dir) == small {
+				return 1 << 10, true
+			}
+			return 1 << 40, true
+		}
+		wantError(t, []string{"synth", "--out", out, "--rows", "2000", "--eval-images", "20"}, want, "free under "+filepath.Join(out, small))
+	}
 }
 
 // A shifted data set is another domain of the same world: other rows than
@@ -451,5 +469,27 @@ func TestSynthSweepsMarkerTemps(t *testing.T) {
 	}
 	if _, err := os.Lstat(fresh); err != nil {
 		t.Errorf("a fresh temporary was removed: %v", err)
+	}
+}
+
+// A directory where synth puts one of its sets' files is refused before
+// anything is written: it failed the set's last rename, after all the
+// work, and every rerun the same way.
+func TestSynthRefusesDirectoryInPlaceOfFile(t *testing.T) {
+	for _, in := range []string{filepath.Join("train", "shard-00001.clip.npy"), filepath.Join("eval", "captions.image.npy")} {
+		out := filepath.Join(t.TempDir(), "d")
+		if err := os.MkdirAll(filepath.Join(out, in), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, []string{"synth", "--out", out, "--rows", "30", "--shard-rows", "10", "--eval-images", "11", "--input-dim", "4", "--output-dim", "4"},
+			filepath.Join(out, in)+" is a directory")
+		for _, dir := range []string{"train", "eval"} {
+			entries, _ := os.ReadDir(filepath.Join(out, dir))
+			for _, e := range entries {
+				if !strings.HasPrefix(in, filepath.Join(dir, e.Name())) {
+					t.Errorf("a refused synth left %s in %s", e.Name(), dir)
+				}
+			}
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -135,8 +136,8 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	// runTrain); a resume compares it with the run's.
 	if o.Loss == nn.LossMSEInfoNCE || cCtx.IsSet("infonce-weight") {
 		o.InfoNCEWeight = cCtx.Float64("infonce-weight")
-		if !(o.InfoNCEWeight > 0) || math.IsInf(o.InfoNCEWeight, 0) {
-			return o, fmt.Errorf("--infonce-weight %v: must be a positive number", o.InfoNCEWeight)
+		if !nn.ValidInfoNCEWeight(o.InfoNCEWeight) {
+			return o, fmt.Errorf("--infonce-weight %v: %s", o.InfoNCEWeight, nn.InfoNCEWeightRange)
 		}
 	}
 	if !(o.MaxLR > 0) || math.IsInf(o.MaxLR, 0) {
@@ -304,6 +305,11 @@ func runTrain(cCtx *cli.Context) error {
 			}
 			return err
 		}
+	}
+	saved := runOpts
+	saved.Precision = precision
+	if err := checkRunDisk(cCtx.App.ErrWriter, runDir, c, saved, resume); err != nil {
+		return err
 	}
 	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
@@ -594,6 +600,28 @@ func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 		}
 	}
 	return found
+}
+
+// checkRunDisk refuses a run whose checkpoints' disk cannot take one
+// checkpoint, and warns of a new one whose disk cannot take as many as it
+// keeps: the first checkpoint comes an epoch in (or --checkpoint-every
+// steps), and a full disk stopped the run there, the epoch's work lost.
+func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, resume bool) error {
+	dir := madedirs.Existing(filepath.Join(runDir, train.CheckpointsDir))
+	free, ok := diskFree(dir)
+	if !ok {
+		return nil
+	}
+	one := o.CheckpointBytes(c)
+	if one > float64(free) {
+		return fmt.Errorf("a checkpoint of the model (%s) takes about %s on disk, more than the %s free under %s: the run would stop at its first checkpoint; free space, or train elsewhere", c.Describe(), sizeText(one), sizeText(float64(free)), dir)
+	}
+	// --keep step checkpoints, last and best, and the one being saved.
+	if held := float64(o.Keep+3) * one; !resume && held > float64(free) {
+		fmt.Fprintf(w, "dinoclip: warning: a checkpoint of the model takes about %s on disk and the run holds up to %d at once (--keep %d, last, best and the one being saved: %s), but %s is free under %s: it will stop at a checkpoint once the disk is full; free space, or lower --keep\n",
+			sizeText(one), o.Keep+3, o.Keep, sizeText(held), sizeText(float64(free)), dir)
+	}
+	return nil
 }
 
 // warnShardCopies warns of shards that are links to an earlier shard's

@@ -234,6 +234,7 @@ func TestTrainErrors(t *testing.T) {
 		{"infonce weight 0", with("--loss", "mse+infonce", "--infonce-weight", "0"), []string{"--infonce-weight 0", "positive"}},
 		{"infonce weight NaN", with("--loss", "mse+infonce", "--infonce-weight", "NaN"), []string{"--infonce-weight NaN", "positive"}},
 		{"infonce weight Inf", with("--loss", "mse+infonce", "--infonce-weight", "Inf"), []string{"--infonce-weight +Inf", "positive"}},
+		{"infonce weight beyond float32", with("--loss", "mse+infonce", "--infonce-weight", "1e39"), []string{"--infonce-weight 1e+39", "float32"}},
 		{"unknown device", with("--device", "tpu"), []string{`--device "tpu"`, "cpu or cuda"}},
 		{"cuda in the default build", with("--device", "cuda"), []string{"built without CUDA", "-tags cuda"}},
 		{"input dim not the data's", with("--input-dim", "10"), []string{"--input-dim 10", "8-wide features"}},
@@ -458,5 +459,27 @@ func TestTrainWarnsZeroTargets(t *testing.T) {
 	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
 	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 "+warning) {
 		t.Errorf("a run on zero targets: %v, stderr lacks the warning:\n%s", err, stderr)
+	}
+}
+
+// A run whose disk cannot take one checkpoint is refused before it trains
+// (it stopped at its first checkpoint, an epoch in); one that cannot take
+// as many as it keeps is warned of.
+func TestTrainChecksDisk(t *testing.T) {
+	data := makeData(t)
+	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
+	c := nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 1}
+	one := train.DefaultOptions().CheckpointBytes(c)
+	args := append([]string{"train", "--data", data, "--epochs", "1", "--batch", "16", "--keep", "2"}, tinyModel...)
+	diskFree = func(string) (uint64, bool) { return uint64(one / 2), true }
+	run := filepath.Join(t.TempDir(), "run")
+	wantError(t, append(args, "--out", run), "takes about", "the run would stop at its first checkpoint")
+	if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a run refused for its disk left %s (%v)", run, err)
+	}
+	diskFree = func(string) (uint64, bool) { return uint64(2 * one), true }
+	_, stderr, err := runCLI(t, append(args, "--out", run)...)
+	if err != nil || !strings.Contains(stderr, "holds up to 5 at once (--keep 2") {
+		t.Errorf("a disk of 2 checkpoints for a run keeping 5: %v, stderr:\n%s", err, stderr)
 	}
 }

@@ -28,3 +28,16 @@ func Identity(st os.FileInfo) string {
 	}
 	return strconv.FormatUint(uint64(s.Dev), 10) + ":" + strconv.FormatUint(uint64(s.Ino), 10)
 }
+
+// SameFilesystem reports whether the files at a and b (links followed) are
+// on one filesystem (device), and true where that cannot be told.
+func SameFilesystem(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	da, ok1 := sa.Sys().(*syscall.Stat_t)
+	db, ok2 := sb.Sys().(*syscall.Stat_t)
+	return !ok1 || !ok2 || da.Dev == db.Dev
+}

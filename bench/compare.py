@@ -857,6 +857,11 @@ def main(argv=None):
         p.error(f"--timeout {args.timeout:g}: want a positive number of seconds")
     if not args.budget >= 0:
         p.error(f"--budget {args.budget:g}: want seconds >= 0 (0: no limit)")
+    if args.threads < 0:
+        p.error(f"--threads {args.threads}: want a count of threads, or 0 for all")
+    # (Refused before either side runs, not after ours has.)
+    if args.modes and any(m not in MODES for m in args.modes.split(",")):
+        p.error(f"--modes {args.modes}: want some of {','.join(MODES)}, separated by commas")
     if args.kernel_rounds is None:
         args.kernel_rounds = 1 if args.device == "cuda" else args.rounds
     if not 1 <= args.kernel_rounds <= args.rounds:

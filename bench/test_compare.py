@@ -581,6 +581,8 @@ def test_compare_refuses_flags(tmp_path, capsys):
     for flags, want in [
         (["--budget", "-5"], "--budget -5: want seconds >= 0"),
         (["--timeout", "0"], "--timeout 0: want a positive"),
+        (["--threads", "-2"], "--threads -2: want a count of threads"),
+        (["--modes", "fp32,foo"], "--modes fp32,foo: want some of fp32,"),
         (["--out", str(afile)], f"--out {afile} is a file"),
         (["--render", str(tmp_path / "missing.json")], "not a results.json of bench/compare.py (FileNotFoundError"),
         (["--render", str(bad)], "not a results.json of bench/compare.py (JSONDecodeError"),

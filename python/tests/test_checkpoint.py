@@ -119,6 +119,39 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
         checkpoint.resolve(run)
 
 
+@pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}',
+                                      '{"options": {"best_from": "ema", "best_from": "raw"}}'])
+def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
+    """A run keeping a moving average whose run.json is missing, damaged or edited to name neither
+    model (or both) does not say which model is its own: an error, as on the Go side, not the raw
+    weights. Without a moving average, its best model."""
+    run = tmp_path / "run"
+    a = run / "checkpoints" / "step-00000001"
+    checkpoint.save(small(1), a / "model.safetensors")
+    checkpoint.save(small(2), a / "ema.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    if run_json is not None:
+        (run / "run.json").write_text(run_json)
+    with pytest.raises(CheckpointError, match="is unknown; name the model file"):
+        checkpoint.resolve(run)
+    os.remove(a / "ema.safetensors")
+    assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
+
+
+@pytest.mark.parametrize("target", ["../other/checkpoints/step-00000005", "best"])
+def test_resolve_refuses_link_out_of_the_runs_checkpoints(tmp_path, target):
+    """A best link into another run's checkpoints (or into itself) gives that run's model under this
+    run's name: an error, as on the Go side."""
+    other = tmp_path / "other" / "checkpoints" / "step-00000005"
+    checkpoint.save(small(5), other / "model.safetensors")
+    run = tmp_path / "run"
+    checkpoint.save(small(1), run / "checkpoints" / "step-00000001" / "model.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "last")
+    os.symlink(target, run / "best")
+    with pytest.raises(CheckpointError, match="not into its checkpoints"):
+        checkpoint.resolve(run)
+
+
 def test_load_infers_config_and_accepts_other_float_dtypes(tmp_path):
     m = small(3, (10, 6, 3, 5))
     sd = {k: v.to(torch.float16) for k, v in m.state_dict().items()}

@@ -662,13 +662,11 @@ def scale(monkeypatch, name, factor):
     monkeypatch.setattr(encoders, name, lambda *a, **k: f(*a, **k) * factor)
 
 
-def only_manifest(out):
-    return sorted(os.listdir(out)) == [extract.MANIFEST]
-
-
 def test_train_non_finite_rows_refused_before_writing(tmp_path, tiny_models, wds, image_folder, monkeypatch, capfd):
     """Rows that cannot be written (beyond float16 with --float16; NaN from the model) are an
-    error naming the shard and the cause, before any of the shard's files is written."""
+    error naming the shard and the cause, before any of the shard's files is written; the run
+    leaves nothing (its extract.json once refused the mended rerun as mixing settings with
+    shards that do not exist)."""
     root, _ = wds
     out = tmp_path / "o"
     scale(monkeypatch, "clip_image_embeddings", 1e6)
@@ -677,9 +675,9 @@ def test_train_non_finite_rows_refused_before_writing(tmp_path, tiny_models, wds
     assert re.search(rf"dinoclip\.extract: output shard {re.escape(str(out / '00001'))}: \d+ values of \.clip\.npy "
                      r"overflow float16 \(largest magnitude [0-9.e+]+\); drop --float16; not written\n", err), err
     assert "Traceback" not in err
-    assert only_manifest(out)
-    # float32 holds them
-    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", tmp_path / "o32") == 0
+    assert not out.exists()
+    # float32 holds them: the same --out, without --float16
+    assert run(tiny_models, "train-wds", root / "00001.tar", "--out", out) == 0
     monkeypatch.undo()
 
     folder = tmp_path / "f"
@@ -691,7 +689,12 @@ def test_train_non_finite_rows_refused_before_writing(tmp_path, tiny_models, wds
     assert (f"dinoclip.extract: output shard {out / 'shard-00000'}: {5 * FEATURE_DIM} non-finite values (NaN or "
             "Inf) from the model in .dino.npy, e.g. in row 0; --precision bf16 can overflow, try fp32; "
             "not written") in err
-    assert "Traceback" not in err and only_manifest(out)
+    assert "Traceback" not in err and not out.exists()
+    # into an --out that holds other files, it leaves them and removes only its own record
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run(tiny_models, "train-folder", folder, "--out", out, "--precision", "bf16") == 1
+    assert sorted(os.listdir(out)) == ["notes.txt"]
 
 
 # ---------------------------------------------------------------------------
@@ -1416,3 +1419,46 @@ def test_model_id_expands_home(tmp_path, monkeypatch):
     real = os.path.realpath(tmp_path / "models" / "clip")
     assert extract._model_id("~/models/clip") == extract._model_id(str(tmp_path / "models" / "clip")) == real
     assert extract._model_id("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"
+
+
+def test_train_refuses_shards_no_record_describes(tmp_path, tiny_models, wds, image_folder, capfd):
+    """Shards in --out without an extract.json recording how they were made (another program's, or
+    copied in) are refused, not reported as done; so is an extract.json that names no command ({}
+    matched any settings)."""
+    root, _ = wds
+    for command, src, shard in (("train-folder", image_folder / "b", "shard-00000"), ("train-wds", root / "00000.tar", "00000")):
+        out = tmp_path / command
+        out.mkdir()
+        for suffix in (".dino.npy", ".clip.npy"):
+            np.save(out / (shard + suffix), np.zeros((2, 4), np.float32))
+        assert run(tiny_models, command, src, "--out", out) == 1
+        err = capfd.readouterr().err
+        assert f"{out} holds shards ({shard}) but no extract.json recording how they were made" in err, err
+        (out / extract.MANIFEST).write_text("{}")
+        assert run(tiny_models, command, src, "--out", out) == 1
+        assert "is unreadable (it names no command)" in capfd.readouterr().err
+
+
+def test_caption_with_a_lone_surrogate_is_refused(tmp_path, tiny_models, image_folder, capfd):
+    """A caption holding a lone surrogate (a "\\ud800" escape in a JSON line) is refused in one line
+    naming it, not with the tokenizer's traceback, and the run leaves nothing behind."""
+    caps = tmp_path / "c.jsonl"
+    lines = [json.dumps({"image": p, "caption": "x"}) for p in folder_images(image_folder)]
+    lines[1] = json.dumps({"image": folder_images(image_folder)[1], "caption": "a \ud800 b"})
+    caps.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-folder", image_folder, "--captions", caps, "--target", "text", "--out", out) == 1
+    err = capfd.readouterr().err
+    assert "caption 'a \\ud800 b' is not Unicode text" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, capfd):
+    """--workers beyond 4 per CPU is refused before any process is forked (100000 of them ran the
+    machine out of memory)."""
+    most = 4 * (os.cpu_count() or 1)
+    args = ["train-folder", str(image_folder), "--out", str(tmp_path / "o"), "--dinov2", tiny_models["dinov2"],
+            "--clip", tiny_models["clip"], "--device", "cpu", "--quiet", "--workers"]
+    assert extract.main(args + [str(most + 1)]) == 2
+    assert f"--workers {most + 1}: more than {most} (4 per CPU here)" in capfd.readouterr().err
+    assert not (tmp_path / "o").exists()

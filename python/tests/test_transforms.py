@@ -76,3 +76,30 @@ def test_close_to_the_torchvision_backend(which):
         std = np.asarray(IMAGENET_STD if which == "dinov2" else CLIP_STD).reshape(3, 1, 1)
         levels = np.abs(a - b) * std * 255  # in 8-bit intensity levels
         assert levels.max() < 1.5 and levels.mean() < 0.05, (size, levels.max(), levels.mean())
+
+
+@pytest.mark.parametrize("portrait", [True, False])
+def test_thin_image_resizes_only_what_the_crop_keeps(portrait, monkeypatch):
+    """An image whose resized long edge passes MAX_RESIZED_EDGE is resized over the cropped part only:
+    the same pixels as the full resize to within one intensity level (checked here with the limit
+    lowered so the full resize stays small), and a 1 x 100000 image no longer needs gigabytes."""
+    from PIL import Image
+
+    from dinoclip import transforms
+
+    rng = np.random.default_rng(3)
+    thin = rng.integers(0, 256, size=(600, 3, 3) if portrait else (3, 600, 3), dtype=np.uint8)
+    image = Image.fromarray(thin, "RGB")
+    t = dinov2_transform()
+    full = t(image)  # long edge 256 * 600 / 3 = 51200 < MAX_RESIZED_EDGE: resized whole
+    monkeypatch.setattr(transforms, "MAX_RESIZED_EDGE", 1000)
+    part = t(image)
+    assert part.shape == full.shape == (3, 224, 224)
+    step = float(max(1 / s for s in IMAGENET_STD)) / 255  # one intensity level, normalised
+    assert float((part - full).abs().max()) <= step * 1.0001
+    monkeypatch.undo()
+    huge = Image.new("RGB", (1, 100000) if portrait else (100000, 1), (10, 200, 30))
+    out = t(huge)
+    assert out.shape == (3, 224, 224)
+    want = (torch.tensor([10, 200, 30]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(out[:, 112, 112], want.float(), atol=1e-5)

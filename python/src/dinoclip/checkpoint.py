@@ -81,6 +81,7 @@ LAST_LINK = "last"
 # --ema; a run with --best-from ema (run.json's options.best_from) is that model.
 EMA_FILE = "ema.safetensors"
 RUN_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, which its links lead into
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -95,15 +96,33 @@ class CheckpointError(ValueError):
 
 def _best_from_ema(run: str) -> bool:
     """Whether the run directory ``run`` picks its best checkpoint by the moving average of its
-    weights (``--best-from ema``): its model is then each checkpoint's :data:`EMA_FILE`."""
+    weights (``--best-from ema``): its model is then each checkpoint's :data:`EMA_FILE`. As the
+    Go side reads it: a run.json that is missing, unreadable or edited to name neither model says
+    no where the run keeps no moving average; where it does, which model is the run's is unknown,
+    and the raw weights are another model, not a stand-in: an error."""
+    path = os.path.join(run, RUN_FILE)
     try:
-        with open_regular(os.path.join(run, RUN_FILE)) as f:  # (a named pipe would block)
-            options = json.load(f).get("options")
+        with open_regular(path) as f:  # (a named pipe would block)
+            doc = json.load(f, object_pairs_hook=_no_duplicates)
+        options = doc.get("options", {}) if isinstance(doc, dict) else None
+        best_from = options.get("best_from", "") if isinstance(options, dict) else None
+        if best_from == "ema":
+            return True
+        if best_from in ("", "raw"):
+            return False
+        problem = f"options.best_from {best_from!r} is neither 'raw' nor 'ema' (an edited run.json?)"
     except NotRegularFileError as e:
         raise CheckpointError(f"model: {e}") from None  # (as the Go side refuses it)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(options, dict) and options.get("best_from") == "ema"
+    except _DuplicateKey as e:
+        problem = f"{e} appears twice in one object (an edited run.json?)"
+    except (OSError, ValueError, RecursionError) as e:
+        problem = str(e)
+    for link in (BEST_LINK, LAST_LINK):
+        ema = os.path.join(run, link, EMA_FILE)
+        if os.path.exists(ema):
+            raise CheckpointError(f"model: {path}: {problem}: without it, whether the run's model is its weights "
+                                  f"or their moving average ({ema}) is unknown; name the model file")
+    return False
 
 
 def resolve(path: PathLike) -> str:
@@ -115,6 +134,14 @@ def resolve(path: PathLike) -> str:
         raise FileNotFoundError(f"model: {path}: no such file or directory")
     if not os.path.isdir(path):
         return path
+    # A link out of the run's checkpoints (edited, or pointed at another run's) would give another
+    # run's model under this run's name.
+    for link in (BEST_LINK, LAST_LINK):
+        if os.path.islink(os.path.join(path, link)):
+            to = os.readlink(os.path.join(path, link))
+            if os.path.dirname(os.path.normpath(to)) != CHECKPOINTS_DIR:
+                raise CheckpointError(f"model: {path}'s {link} link leads to {to}, not into its {CHECKPOINTS_DIR} "
+                                      "(an edited run?); name a model file to use another run's")
     if _best_from_ema(path):
         # without it, the raw weights beside it are another model, not a stand-in
         for link in (BEST_LINK, LAST_LINK):

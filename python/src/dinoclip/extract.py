@@ -234,6 +234,12 @@ class Extractor:
         return contextlib.nullcontext()
 
     def _text(self, captions: Sequence[str]) -> torch.Tensor:
+        for c in captions:
+            try:
+                c.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): the tokenizer's TypeError
+                raise ExtractError(f"caption {c!r} is not Unicode text (it holds a lone surrogate, as a "
+                                   "\\ud800 escape in JSON gives): mend it in the captions file") from None
         ids = self.tokenizer(list(captions)).to(self.device)
         return encoders.clip_text_embeddings(self.clip, ids)
 
@@ -758,7 +764,8 @@ def _locked(d: str):
             os.close(fd)  # (releases the lock)
 
 
-def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None) -> None:
+def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None,
+                    done: Sequence[str] = ()) -> None:
     """extract.json records how the shards in ``out`` were made; shards made differently
     (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
     as done. ``tars`` (train-wds: output shard name -> its tar, :func:`_tar_id`): without
@@ -767,13 +774,21 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
     of the shards about to be made, recorded before they are (a record of a shard never finished
     is replaced: nothing of its tar is in ``out``). With ``write`` the settings are recorded
     if nothing is yet; the file is re-read under the directory's lock, as another process may
-    have recorded its own tars."""
+    have recorded its own tars. ``done`` (without ``write``): the shards found whole in ``out``,
+    which only a record of how they were made lets a run take as done."""
     if write:
         # Made again if missing: a process sharing this --out that failed removes the --out it made
         # while it is still empty (see main), which may be while this one loaded its models.
         make_dirs(out)
     with _locked(out) if write else contextlib.nullcontext():
         old = _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume")
+        if old is not None and "command" not in old:  # ({} matched any settings)
+            raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (it names no command): it records how "
+                               f"{out} was made; use another --out, or delete {out} to start over")
+        if old is None and done:
+            # Shards no record describes (another program's, or copied in) would be reported done.
+            raise ExtractError(f"{out} holds shards ({', '.join(sorted(done)[:3])}{', ...' if len(done) > 3 else ''}) "
+                               f"but no {MANIFEST} recording how they were made: use another --out, or remove them")
         recorded = {} if old is None else old.get("tars", {})
         if not isinstance(recorded, dict):
             raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (\"tars\" is not a JSON object): it "
@@ -797,6 +812,33 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
             manifest["tars"] = {**recorded, **new}
         text = json.dumps(manifest, indent=2) + "\n"
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
+        if old is None:
+            _first_records[out] = text
+
+
+# The extract.json each --out got from this run, where it recorded the first (see _drop_first_record).
+_first_records: Dict[str, str] = {}
+
+
+def _drop_first_record(out: str) -> None:
+    """Removes the extract.json this run recorded first in ``out`` when the run failed before any
+    shard was written there: kept, it refused the rerun that mends the failure (the model fixed,
+    --float16 dropped) as mixing settings with shards that do not exist. Another run sharing the
+    --out that has added its own record since (the file differs), or a shard there, keeps it."""
+    text = _first_records.pop(out, None)
+    if text is None:
+        return
+    with _locked(out):
+        try:
+            if any(n.endswith((FEATURE_SUFFIX, TARGET_SUFFIX)) for n in os.listdir(out)):
+                return
+            path = os.path.join(out, MANIFEST)
+            with open(path, encoding="utf-8") as f:
+                if f.read() != text:
+                    return
+            os.remove(path)
+        except OSError:
+            pass  # (gone already, or unreadable: nothing of this run's to remove)
 
 
 def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0,
@@ -851,8 +893,9 @@ def cmd_train_folder(args) -> int:
     make_dirs(args.out)
     extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None)
-    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
+    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False,
+                    done=sorted(set(names) - {names[k] for k in todo}))
     _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
     if not todo:
@@ -933,7 +976,7 @@ def cmd_train_wds(args) -> int:
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]
     done = set(names) - {names[i] for i in todo}
-    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done})
+    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done))
     _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
     if not todo:
         return 0
@@ -1242,6 +1285,12 @@ def main(argv=None) -> int:
     if getattr(args, "workers", 0) < 0:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
         return 2
+    # Each worker is a process of its own (hundreds of MB): 100000 of them forked until the
+    # system's OOM killer ran, leaving orphans holding the terminal.
+    if getattr(args, "workers", 0) > (most := 4 * (os.cpu_count() or 1)):
+        print(f"dinoclip.extract: --workers {args.workers}: more than {most} (4 per CPU here); each worker is a "
+              "process decoding images, and more than the CPUs can run only take memory", file=sys.stderr)
+        return 2
     try:
         torch.device(args.device)
     except RuntimeError as e:
@@ -1256,6 +1305,8 @@ def main(argv=None) -> int:
         return rc
     finally:
         if rc != 0:
+            for out in list(_first_records):
+                _drop_first_record(out)
             remove_empty(made)
 
 

@@ -9,10 +9,17 @@ normalise with the mean and standard deviation, and return a float32 ``[3, crop,
 - CLIP (``openai/clip-vit-base-patch16``): shortest edge 224, crop 224, CLIP mean/std.
 
 The tests check these against transformers' ``BitImageProcessor`` / ``CLIPImageProcessor``.
+
+An image so thin that its resized long edge would pass ``MAX_RESIZED_EDGE`` (a 1 x 20000 PNG of 157
+bytes became 256 x 5,120,000 pixels, 13 GB, before the crop threw nearly all of it away) is
+resized only over the part of it the crop keeps (PIL's ``box``), the same scale and filter: its
+pixels may differ from the full resize by a rounding step, where the processors would have
+exhausted the memory.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +30,7 @@ __all__ = [
     "IMAGENET_STD",
     "CLIP_MEAN",
     "CLIP_STD",
+    "MAX_RESIZED_EDGE",
     "ImageTransform",
     "dinov2_transform",
     "clip_transform",
@@ -32,6 +40,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The longest resized edge resized whole (see the module docstring): 64k pixels, 50 MB at a short
+# edge of 256, far beyond any photograph's aspect ratio.
+MAX_RESIZED_EDGE = 1 << 16
 
 
 class ImageTransform:
@@ -60,9 +72,25 @@ class ImageTransform:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.resize, int(self.resize * long / short)
         size = (new_short, new_long) if w <= h else (new_long, new_short)  # (width, height)
-        if size != (w, h):
-            image = image.resize(size, resample=Image.BICUBIC, reducing_gap=None)
-        a = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
+        if new_long > MAX_RESIZED_EDGE:
+            # Only the part of the long edge the centre crop keeps, at the same scale, with a margin
+            # of output pixels wide enough that the bicubic filter (2 source pixels each side, more
+            # where it shrinks) reads the same source pixels for the kept ones as the whole resize.
+            keep = min(self.crop, new_long)
+            first = (new_long - keep) // 2
+            scale = long / new_long  # source pixels per output pixel
+            margin = math.ceil((2 * max(1.0, scale) + 1) / scale) + 1
+            lo, hi = max(0, first - margin), min(new_long, first + keep + margin)
+            box = (lo * scale, hi * scale)
+            box = (0.0, box[0], float(w), box[1]) if w <= h else (box[0], 0.0, box[1], float(h))
+            size = (new_short, hi - lo) if w <= h else (hi - lo, new_short)
+            image = image.resize(size, resample=Image.BICUBIC, box=box, reducing_gap=None)
+            a = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
+            a = a[first - lo:first - lo + keep] if w <= h else a[:, first - lo:first - lo + keep]
+        else:
+            if size != (w, h):
+                image = image.resize(size, resample=Image.BICUBIC, reducing_gap=None)
+            a = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
         a = _center_crop(a, self.crop)
         x = (a.transpose(2, 0, 1).astype(np.float64) * (1 / 255)).astype(np.float32)
         x = (x - self.mean) / self.std

@@ -22,7 +22,17 @@ type countBar struct {
 	total       int64
 	doing, unit string
 	start, last time.Time
+	done        int64 // the last set
+
+	// The ticker that shows the bar (or writes its line) though no set
+	// comes: a shard of a million rows synthesised, a large file's first
+	// chunk, is minutes without one, which looked like a hang.
+	stop    chan struct{}
+	ticking sync.WaitGroup
 }
+
+// countBarTick is how often a countBar is shown again without a set.
+const countBarTick = time.Second
 
 // progressLogEvery is how often a countBar without a terminal writes a
 // line: work shorter than this writes none.
@@ -34,7 +44,7 @@ func newCountBar(cCtx *cli.Context, total int64, doing, unit string, showCount b
 	f := terminal(cCtx)
 	if f == nil {
 		now := time.Now()
-		return &countBar{log: cCtx.App.ErrWriter, total: total, doing: doing, unit: unit, start: now, last: now}
+		return (&countBar{log: cCtx.App.ErrWriter, total: total, doing: doing, unit: unit, start: now, last: now}).tick()
 	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(f),
@@ -52,16 +62,46 @@ func newCountBar(cCtx *cli.Context, total int64, doing, unit string, showCount b
 	// one first drawn after the first shard or window would count that
 	// time out of its rate (billions of rows a second).
 	bar.RenderBlank()
-	return &countBar{bar: bar}
+	return (&countBar{bar: bar}).tick()
+}
+
+// tick starts b's ticker (stopped by finish) and returns b.
+func (b *countBar) tick() *countBar {
+	b.stop = make(chan struct{})
+	b.ticking.Go(func() {
+		t := time.NewTicker(countBarTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.mu.Lock()
+				done := b.done
+				b.mu.Unlock()
+				b.show(done)
+			}
+		}
+	})
+	return b
 }
 
 // set moves the bar to done units.
 func (b *countBar) set(done int64) {
-	switch {
-	case b == nil:
-	case b.bar != nil:
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.done = done
+	b.mu.Unlock()
+	b.show(done)
+}
+
+// show draws the bar at done units, or writes its line when one is due.
+func (b *countBar) show(done int64) {
+	if b.bar != nil {
 		b.bar.Set64(done)
-	default:
+	} else {
 		b.logLine(done, time.Now())
 	}
 }
@@ -85,9 +125,15 @@ func (b *countBar) logLine(done int64, now time.Time) {
 	fmt.Fprintln(b.log, line)
 }
 
-// finish clears the bar from the terminal.
+// finish stops the ticker and clears the bar from the terminal.
 func (b *countBar) finish() {
-	if b != nil && b.bar != nil {
+	if b == nil || b.stop == nil {
+		return
+	}
+	close(b.stop)
+	b.ticking.Wait()
+	b.stop = nil
+	if b.bar != nil {
 		b.bar.Finish()
 	}
 }

@@ -27,3 +27,24 @@ func TestCountBarLogLines(t *testing.T) {
 		t.Fatalf("lines %q", log.String())
 	}
 }
+
+// A countBar writes its line when it is due though no set comes (a shard
+// of a million rows synthesised is minutes without one), with the count
+// last set, and nothing once finished.
+func TestCountBarTicksWithoutSet(t *testing.T) {
+	var log syncBuffer
+	start := time.Now().Add(-progressLogEvery) // (a line is due at once)
+	b := (&countBar{log: &log, total: 200, doing: "synthesising", unit: "rows", start: start, last: start}).tick()
+	b.mu.Lock()
+	b.done = 40
+	b.mu.Unlock()
+	deadline := time.Now().Add(10 * countBarTick)
+	for log.String() == "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.finish()
+	if got := log.String(); !strings.HasPrefix(got, "dinoclip: synthesising: 40 of 200 rows (20%) in ") {
+		t.Fatalf("lines without a set: %q", got)
+	}
+	b.finish() // (twice: nothing)
+}

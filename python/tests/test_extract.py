@@ -1462,3 +1462,17 @@ def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, cap
     assert extract.main(args + [str(most + 1)]) == 2
     assert f"--workers {most + 1}: more than {most} (4 per CPU here)" in capfd.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
+    """A run that read no image at all (every one failed to decode) says so and exits 1: its shards
+    are written, empty, but a script must not take it for an extraction that worked."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for n in ("a.jpg", "b.png"):
+        (folder / n).write_bytes(b"\xff\xd8 not an image")
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-folder", folder, "--out", out) == 1
+    err = capfd.readouterr().err
+    assert f"no image of {folder} could be read: the shards written are empty" in err, err
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == ["shard-00000.clip.npy", "shard-00000.dino.npy"]

@@ -902,13 +902,15 @@ def cmd_train_folder(args) -> int:
         return 0
     ext = _extractor(args)
     _check_manifest(args.out, _settings(args, "train-folder", ext, **extra), write=True)
+    rows = 0
     for k in todo:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
         _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
         _report(names[k], enc, [p for p, _ in chunk])
-    return 0
+        rows += len(enc.kept)
+    return _no_rows_status(rows, f"no image of {args.root} could be read")
 
 
 def _expand_tars(inputs: Sequence[str]) -> List[str]:
@@ -984,6 +986,7 @@ def cmd_train_wds(args) -> int:
     _check_manifest(args.out, _settings(args, "train-wds", ext), write=True,
                     tars={names[i]: ids[names[i]] for i in todo})
     need_captions = args.target == "text"
+    rows = 0
     for j, i in enumerate(todo):
         # The shard must be what extract.json records of its tar: a tar rewritten meanwhile (one
         # img2dataset is still writing, or another put in its place) is found before its samples
@@ -1000,7 +1003,18 @@ def cmd_train_wds(args) -> int:
                                f"{names[i]} is not written; run again once it is complete")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         _report(names[i], enc, idx.keys, idx.incomplete, idx.empty, idx.not_utf8)
-    return 0
+        rows += len(enc.kept)
+    return _no_rows_status(rows, f"no sample of the {len(todo)} tar files could be read")
+
+
+def _no_rows_status(rows: int, what: str) -> int:
+    """The exit status of a run that wrote shards of ``rows`` rows in all: 1, said on stderr, when
+    that is none (every image failed to decode, say): its empty shards are done, but a script that
+    ran it must not take it for an extraction that worked."""
+    if rows:
+        return 0
+    print(f"dinoclip.extract: {what}: the shards written are empty (see the lines above for why)", file=sys.stderr)
+    return 1
 
 
 def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback: str) -> str:

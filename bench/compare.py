@@ -860,7 +860,7 @@ def main(argv=None):
     if args.threads < 0:
         p.error(f"--threads {args.threads}: want a count of threads, or 0 for all")
     # (Refused before either side runs, not after ours has.)
-    if args.modes and any(m not in MODES for m in args.modes.split(",")):
+    if args.modes and any(m not in MODES for m in args.modes.split(",") if m):  # (empty entries: none, as torch_ref reads them)
         p.error(f"--modes {args.modes}: want some of {','.join(MODES)}, separated by commas")
     if args.kernel_rounds is None:
         args.kernel_rounds = 1 if args.device == "cuda" else args.rounds

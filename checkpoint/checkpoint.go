@@ -589,11 +589,13 @@ func Resolve(path string) (string, error) {
 		return path, nil
 	}
 	// A link out of the run's checkpoints (edited, or pointed at another
-	// run's) would give another run's model under this run's name.
-	for _, link := range []string{BestLink, LastLink} {
+	// run's) would give another run's model under this run's name: the
+	// link Resolve takes is checked as it is taken.
+	follow := func(link, file string) (string, error) {
 		if to, outside := linkOutside(path, link); outside {
 			return "", fmt.Errorf("model: %s's %s link leads to %s, not into its %s (an edited run?); name a model file to use another run's", path, link, to, CheckpointsDir)
 		}
+		return filepath.Join(path, link, file), nil
 	}
 	fromEMA, err := bestFromEMA(path)
 	if err != nil {
@@ -606,7 +608,10 @@ func Resolve(path string) (string, error) {
 			if _, err := os.Lstat(filepath.Join(path, link)); err != nil {
 				continue // no best checkpoint yet: the last one's (a link, or a directory in a copied run)
 			}
-			ema := filepath.Join(path, link, EMAFile)
+			ema, err := follow(link, EMAFile)
+			if err != nil {
+				return "", err
+			}
 			if !fileExists(ema) {
 				return "", fmt.Errorf("model: %s picks its best checkpoint by the moving average of the weights, but %s is missing; name a model file to use another", path, ema)
 			}
@@ -618,9 +623,12 @@ func Resolve(path string) (string, error) {
 	if best := filepath.Join(path, BestLink); atomicfile.IsLink(best) && !fileExists(filepath.Join(best, ModelFile)) {
 		return "", fmt.Errorf("model: %s's best checkpoint %s is missing; name a model file (for instance %s) to use another", path, best, filepath.Join(path, LastLink, ModelFile))
 	}
-	for _, p := range []string{ModelFile, filepath.Join(BestLink, ModelFile), filepath.Join(LastLink, ModelFile)} {
-		if _, err := os.Stat(filepath.Join(path, p)); err == nil {
-			return filepath.Join(path, p), nil
+	if p := filepath.Join(path, ModelFile); fileExists(p) {
+		return p, nil
+	}
+	for _, link := range []string{BestLink, LastLink} {
+		if fileExists(filepath.Join(path, link, ModelFile)) {
+			return follow(link, ModelFile)
 		}
 	}
 	model := ModelFile
@@ -635,11 +643,22 @@ func Resolve(path string) (string, error) {
 }
 
 // linkOutside reports whether run's link (BestLink or LastLink) is a
-// symbolic link that leads anywhere but into the run's checkpoints, as
-// train makes them (CheckpointsDir/NAME), and where.
+// symbolic link that leads to a directory other than one in the run's
+// checkpoints (where its links lead, relative or absolute, and the
+// checkpoints directory too, are resolved), and where it leads. A link
+// that leads nowhere is not outside: LinkProblem and Resolve say so.
 func linkOutside(run, link string) (to string, outside bool) {
-	to, err := os.Readlink(filepath.Join(run, link))
-	return to, err == nil && filepath.Dir(filepath.Clean(to)) != CheckpointsDir
+	p := filepath.Join(run, link)
+	to, err := os.Readlink(p)
+	if err != nil {
+		return "", false
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return to, false
+	}
+	checkpoints, err := filepath.EvalSymlinks(filepath.Join(run, CheckpointsDir))
+	return to, err != nil || filepath.Dir(real) != checkpoints
 }
 
 // LinkProblem says what is wrong with run's link (BestLink or LastLink),
@@ -651,7 +670,7 @@ func LinkProblem(run, link string) string {
 	switch {
 	case outside:
 		return fmt.Sprintf("it leads out of the run's %s, and the commands that load the run's model refuse it", CheckpointsDir)
-	case to != "" && !fileExists(filepath.Join(run, to, ModelFile)):
+	case to != "" && !fileExists(filepath.Join(run, link, ModelFile)):
 		return fmt.Sprintf("it leads to no checkpoint, no %s there", ModelFile)
 	}
 	return ""

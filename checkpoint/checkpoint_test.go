@@ -196,24 +196,43 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if p := LinkProblem(run, LastLink); p != "" {
 		t.Errorf("LinkProblem of a sound last link: %q", p)
 	}
-	// A best link into another run's checkpoints, or into itself: an
-	// error, not that run's model under this one's name.
+	// A best link into another run's checkpoints: an error, not that
+	// run's model under this one's name; an absolute link into its own is
+	// sound.
 	other := t.TempDir()
 	if err := Save(filepath.Join(other, CheckpointsDir, "step-5"), ck); err != nil {
 		t.Fatal(err)
 	}
-	for _, to := range []string{filepath.Join(other, CheckpointsDir, "step-5"), BestLink} {
+	relink := func(to string) {
+		t.Helper()
 		os.Remove(filepath.Join(run, BestLink))
 		if err := os.Symlink(to, filepath.Join(run, BestLink)); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "not into its checkpoints") {
-			t.Errorf("Resolve with best -> %s = %s, %v; want an error", to, got, err)
-		}
-		if p := LinkProblem(run, BestLink); !strings.Contains(p, "leads out of") {
-			t.Errorf("LinkProblem of best -> %s: %q", to, p)
-		}
 	}
+	relink(filepath.Join(other, CheckpointsDir, "step-5"))
+	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), "not into its checkpoints") {
+		t.Errorf("Resolve with best into another run = %s, %v; want an error", got, err)
+	}
+	if p := LinkProblem(run, BestLink); !strings.Contains(p, "leads out of") {
+		t.Errorf("LinkProblem of best into another run: %q", p)
+	}
+	own := filepath.Join(run, CheckpointsDir, "step-3")
+	relink(own)
+	if got, err := Resolve(run); err != nil || got != filepath.Join(run, BestLink, ModelFile) || LinkProblem(run, BestLink) != "" {
+		t.Errorf("Resolve with an absolute best link into its own checkpoints = %s, %v (%q); want its model", got, err, LinkProblem(run, BestLink))
+	}
+	// A directory holding a model of its own is that model, whatever its
+	// links (a model zoo's folder beside links into runs).
+	relink(filepath.Join(other, CheckpointsDir, "step-5"))
+	zoo := filepath.Join(run, ModelFile)
+	if err := os.WriteFile(zoo, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Resolve(run); err != nil || got != zoo {
+		t.Errorf("Resolve of a directory with its own model and a foreign best link = %s, %v; want %s", got, err, zoo)
+	}
+	os.Remove(zoo)
 	os.Remove(filepath.Join(run, BestLink))
 	// A run whose best is the moving average, which is missing: an error,
 	// not the raw weights.

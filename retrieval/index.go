@@ -588,7 +588,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 	w.dir = dir
 	defer func() {
 		if err != nil {
-			w.Close()
+			w.release()
 		}
 	}()
 	if _, statErr := os.Lstat(filepath.Join(dir, IndexManifestFile)); errors.Is(statErr, os.ErrNotExist) {
@@ -1079,13 +1079,19 @@ func (w *IndexWriter) Close() error {
 		return nil
 	}
 	err := w.Commit()
+	w.release()
+	return err
+}
+
+// release is Close without the commit: what AppendIndex does when it
+// fails, before the writer knows which shards its manifest on disk holds.
+func (w *IndexWriter) release() {
 	if _, err := os.Lstat(filepath.Join(w.dir, IndexManifestFile)); errors.Is(err, fs.ErrNotExist) {
 		os.Remove(filepath.Join(w.dir, IndexLockFile))
 		madedirs.Remove(w.dir, w.madeTop)
 	}
 	w.unlock()
 	w.unlock = nil
-	return err
 }
 
 // normEpsilon is the smallest divisor of a row's normalisation, as in

@@ -190,6 +190,25 @@ func processMemory() float64 {
 // (stacks, the GEMM's C buffers, mapped training data pages).
 const heapShare = 0.9
 
+// checkProjectionMemory refuses a projection whose chunks of rows rows
+// would not fit in memory before it starts: its features, projections and
+// their encoding on the host, and on the CPU the engine's activations
+// (checkCPUMemory, which also holds the heap under the memory left when it
+// fits). A --batch far beyond the machine ended in an allocation failure's
+// runtime trace, or the system's OOM killer.
+func checkProjectionMemory(c nn.Config, device string, rows int) error {
+	host := 4 * float64(rows) * float64(c.InputDim+2*c.OutputDim)
+	const what = "the chunk's features and projections"
+	if device == "cpu" {
+		return checkCPUMemory(c, rows, 4, nn.Objective{}, host, what, "--batch")
+	}
+	if avail, ok := sysmem.Available(); ok && host > float64(avail) {
+		return fmt.Errorf("a chunk of %d rows (--batch) needs about %.1f GiB on the host (%s), but only %.1f GiB is available: use a smaller --batch",
+			rows, host/(1<<30), what, float64(avail)/(1<<30))
+	}
+	return nil
+}
+
 // checkCPUMemory refuses a CPU run that would not fit in the memory this
 // machine has left, before anything is allocated: the kernel would
 // otherwise kill the process partway, with no message.
@@ -204,24 +223,6 @@ const heapShare = 0.9
 // host is what the command holds besides the engine, hostWhat its name
 // for the message (train.Options.HostBytes: a checkpoint's copies), and
 // smaller the flags a refusal advises to lower.
-// checkProjectionMemory refuses a projection whose chunks of rows rows
-// would not fit in memory before it starts: its features, projections and
-// their encoding on the host, and on the CPU the engine's activations
-// (checkCPUMemory). A --batch far beyond the machine ended in an
-// allocation failure's runtime trace, or the system's OOM killer.
-func checkProjectionMemory(c nn.Config, device string, rows int) error {
-	host := 4 * float64(rows) * float64(c.InputDim+2*c.OutputDim)
-	const what = "the chunk's features and projections"
-	if device == "cpu" {
-		return checkCPUMemory(c, rows, 4, nn.Objective{}, host, what, "--batch")
-	}
-	if avail, ok := sysmem.Available(); ok && host > float64(avail) {
-		return fmt.Errorf("a chunk of %d rows (--batch) needs about %.1f GiB on the host (%s), but only %.1f GiB is available: use a smaller --batch",
-			rows, host/(1<<30), what, float64(avail)/(1<<30))
-	}
-	return nil
-}
-
 func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float64, hostWhat, smaller string) error {
 	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim) + host
 	avail, ok := sysmem.Available()

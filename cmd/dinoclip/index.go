@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -312,8 +313,16 @@ func runIndex(cCtx *cli.Context) (err error) {
 		return err
 	}
 	// Whatever stops the run (a failed file, Ctrl-C), the shards appended
-	// before it stay in the index.
-	defer func() { err = errors.Join(err, w.Close()) }()
+	// before it stay in the index. (Interrupted, the run's error is only
+	// "interrupted": what the last write of the manifest lost is said
+	// here.)
+	defer func() {
+		cerr := w.Close()
+		if cerr != nil && errors.Is(err, context.Canceled) {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %v\n", cerr)
+		}
+		err = errors.Join(err, cerr)
+	}()
 	w.Swept().Report(cCtx.App.ErrWriter, out)
 	// Again under the index's lock: an index or a run made around out
 	// since the check above (two indexes started at once, one inside the

@@ -257,14 +257,15 @@ func checkSynthJob(out string, job synthJob) error {
 	return checkSynthPlace(out)
 }
 
-// checkSynthTargets refuses anything but a plain file where the job puts a
-// file of its sets: a directory there failed the set's last step, after
-// all the work, and every rerun (--force too) the same way.
+// checkSynthTargets refuses a directory where the job puts a file of its
+// sets: it failed the set's last step (a rename replaces a file or a link,
+// not a directory), after all the work, and every rerun (--force too) the
+// same way.
 func checkSynthTargets(out string, job synthJob) error {
 	check := func(dir, name string) error {
 		p := filepath.Join(out, dir, name)
-		if st, err := os.Lstat(p); err == nil && !st.Mode().IsRegular() {
-			return fmt.Errorf("synth: %s is %s, where the set's file of that name goes: remove it, or write elsewhere", p, atomicfile.Kind(st.Mode()))
+		if st, err := os.Lstat(p); err == nil && st.IsDir() {
+			return fmt.Errorf("synth: %s is a directory, where the set's file of that name goes: remove it, or write elsewhere", p)
 		}
 		return nil
 	}

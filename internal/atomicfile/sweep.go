@@ -88,12 +88,21 @@ func (s *Sweep) Merge(other Sweep) {
 	s.Live = append(s.Live, other.Live...)
 }
 
+// reportedRemovals is how many removals Report names, the last line
+// counting the rest.
+const reportedRemovals = 10
+
 // Report says on w, a line each, what the sweep of the temporaries of out
-// removed and failed to remove, and in one warning line what it left
-// because their writer may be at work: for the user who killed a
-// dinoclip while it wrote out, the one to remove them if none is.
+// removed (past reportedRemovals, the first of them and a count: an index
+// killed sweeps hundreds) and failed to remove, and in one warning line
+// what it left because their writer may be at work: for the user who
+// killed a dinoclip while it wrote out, the one to remove them if none is.
 func (s Sweep) Report(w io.Writer, out string) {
-	for _, p := range s.Removed {
+	for i, p := range s.Removed {
+		if i == reportedRemovals-1 && len(s.Removed) > reportedRemovals {
+			fmt.Fprintf(w, "dinoclip: removed %d more files in %s, left by a dinoclip killed while writing %s\n", len(s.Removed)-i, filepath.Dir(p), out)
+			break
+		}
 		fmt.Fprintf(w, "dinoclip: removed %s, left by a dinoclip killed while writing %s\n", p, out)
 	}
 	for _, e := range s.Failed {

@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -154,5 +155,21 @@ func TestSweepOwn(t *testing.T) {
 	// not reported twice.
 	if s := SweepStaleExcept(dir, "run.json", "metrics.jsonl"); !slices.Equal(s.Live, []string{other}) || len(s.Removed) != 0 {
 		t.Errorf("SweepStaleExcept: removed %v, live %v; want only %s live", s.Removed, s.Live, other)
+	}
+}
+
+// Report names the first removals and counts the rest in one line: an
+// index killed sweeps hundreds of shard files.
+func TestReportCountsManyRemovals(t *testing.T) {
+	var s Sweep
+	for i := range 25 {
+		s.Removed = append(s.Removed, filepath.Join("/data/ix", fmt.Sprintf("keys-%05d.npy", i)))
+	}
+	var report bytes.Buffer
+	s.Report(&report, "/data/ix")
+	lines := strings.Split(strings.TrimSuffix(report.String(), "\n"), "\n")
+	if len(lines) != reportedRemovals || !strings.Contains(lines[0], "removed /data/ix/keys-00000.npy,") ||
+		lines[len(lines)-1] != "dinoclip: removed 16 more files in /data/ix, left by a dinoclip killed while writing /data/ix" {
+		t.Errorf("report of 25 removals:\n%s", report.String())
 	}
 }

@@ -119,7 +119,7 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
         checkpoint.resolve(run)
 
 
-@pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}',
+@pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}', '{"options": "ema"}',
                                       '{"options": {"best_from": "ema", "best_from": "raw"}}'])
 def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
     """A run keeping a moving average whose run.json is missing, damaged or edited to name neither
@@ -138,18 +138,25 @@ def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
     assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
 
 
-@pytest.mark.parametrize("target", ["../other/checkpoints/step-00000005", "best"])
-def test_resolve_refuses_link_out_of_the_runs_checkpoints(tmp_path, target):
-    """A best link into another run's checkpoints (or into itself) gives that run's model under this
-    run's name: an error, as on the Go side."""
+def test_resolve_refuses_link_out_of_the_runs_checkpoints(tmp_path):
+    """A best link into another run's checkpoints gives that run's model under this run's name: an
+    error, as on the Go side. An absolute link into its own checkpoints is sound, and a directory
+    holding a model of its own is that model, whatever its links."""
     other = tmp_path / "other" / "checkpoints" / "step-00000005"
     checkpoint.save(small(5), other / "model.safetensors")
     run = tmp_path / "run"
-    checkpoint.save(small(1), run / "checkpoints" / "step-00000001" / "model.safetensors")
+    own = run / "checkpoints" / "step-00000001"
+    checkpoint.save(small(1), own / "model.safetensors")
     os.symlink("checkpoints/step-00000001", run / "last")
-    os.symlink(target, run / "best")
+    os.symlink("../other/checkpoints/step-00000005", run / "best")
     with pytest.raises(CheckpointError, match="not into its checkpoints"):
         checkpoint.resolve(run)
+    checkpoint.save(small(2), run / "model.safetensors")
+    assert checkpoint.resolve(run) == str(run / "model.safetensors")
+    os.remove(run / "model.safetensors")
+    os.remove(run / "best")
+    os.symlink(own, run / "best")
+    assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
 
 
 def test_load_infers_config_and_accepts_other_float_dtypes(tmp_path):

@@ -1476,3 +1476,26 @@ def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
     err = capfd.readouterr().err
     assert f"no image of {folder} could be read: the shards written are empty" in err, err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == ["shard-00000.clip.npy", "shard-00000.dino.npy"]
+
+
+def test_failed_run_keeps_a_record_another_run_shares(tmp_path):
+    """The extract.json a failed run recorded first is removed only while it is still the file that
+    run wrote and no shard is there, whole or being written: another run sharing the --out that
+    recorded the same settings since (a new file, the same text), or is writing a shard, keeps it."""
+    out = str(tmp_path / "o")
+    settings = {"command": "train-folder", "target": "image"}
+    for other_run in ("records again", "writes a shard"):
+        extract._check_manifest(out, settings, write=True)
+        path = os.path.join(out, extract.MANIFEST)
+        if other_run == "records again":
+            text = open(path).read()
+            extract.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+        else:
+            open(os.path.join(out, ".shard-00000.dino.npy.tmp-7"), "w").close()
+        extract._drop_first_record(out)
+        assert os.path.exists(path), other_run
+        os.remove(path)
+    extract._check_manifest(out, settings, write=True)
+    os.remove(os.path.join(out, ".shard-00000.dino.npy.tmp-7"))
+    extract._drop_first_record(out)
+    assert not os.path.exists(os.path.join(out, extract.MANIFEST))

@@ -108,7 +108,7 @@ def _best_from_ema(run: str) -> bool:
         best_from = options.get("best_from", "") if isinstance(options, dict) else None
         if best_from == "ema":
             return True
-        if best_from in ("", "raw"):
+        if best_from in ("", "raw") or isinstance(options, dict) and best_from is None:  # (null: absent, as Go reads it)
             return False
         problem = f"options.best_from {best_from!r} is neither 'raw' nor 'ema' (an edited run.json?)"
     except NotRegularFileError as e:
@@ -134,20 +134,24 @@ def resolve(path: PathLike) -> str:
         raise FileNotFoundError(f"model: {path}: no such file or directory")
     if not os.path.isdir(path):
         return path
-    # A link out of the run's checkpoints (edited, or pointed at another run's) would give another
-    # run's model under this run's name.
-    for link in (BEST_LINK, LAST_LINK):
-        if os.path.islink(os.path.join(path, link)):
-            to = os.readlink(os.path.join(path, link))
-            if os.path.dirname(os.path.normpath(to)) != CHECKPOINTS_DIR:
-                raise CheckpointError(f"model: {path}'s {link} link leads to {to}, not into its {CHECKPOINTS_DIR} "
-                                      "(an edited run?); name a model file to use another run's")
+    def follow(link: str, file: str) -> str:
+        # A link out of the run's checkpoints (edited, or pointed at another run's) would give
+        # another run's model under this run's name: the link taken is checked as it is taken, by
+        # where it and the checkpoints directory lead (relative or absolute).
+        p = os.path.join(path, link)
+        if os.path.islink(p) and os.path.exists(p):
+            checkpoints = os.path.join(path, CHECKPOINTS_DIR)
+            if not os.path.isdir(checkpoints) or os.path.dirname(os.path.realpath(p)) != os.path.realpath(checkpoints):
+                raise CheckpointError(f"model: {path}'s {link} link leads to {os.readlink(p)}, not into its "
+                                      f"{CHECKPOINTS_DIR} (an edited run?); name a model file to use another run's")
+        return os.path.join(p, file)
+
     if _best_from_ema(path):
         # without it, the raw weights beside it are another model, not a stand-in
         for link in (BEST_LINK, LAST_LINK):
             if not os.path.lexists(os.path.join(path, link)):
                 continue
-            ema = os.path.join(path, link, EMA_FILE)
+            ema = follow(link, EMA_FILE)
             if not os.path.exists(ema):
                 raise CheckpointError(f"model: {path} picks its best checkpoint by the moving average of the "
                                       f"weights, but {ema} is missing; name a model file to use another")
@@ -158,10 +162,11 @@ def resolve(path: PathLike) -> str:
     if os.path.islink(best) and not os.path.exists(os.path.join(best, MODEL_FILE)):
         raise CheckpointError(f"model: {path}'s best checkpoint {best} is missing; name a model file (for "
                               f"instance {os.path.join(path, LAST_LINK, MODEL_FILE)}) to use another")
-    for rel in (MODEL_FILE, os.path.join(BEST_LINK, MODEL_FILE), os.path.join(LAST_LINK, MODEL_FILE)):
-        p = os.path.join(path, rel)
-        if os.path.exists(p):
-            return p
+    if os.path.exists(os.path.join(path, MODEL_FILE)):
+        return os.path.join(path, MODEL_FILE)
+    for link in (BEST_LINK, LAST_LINK):
+        if os.path.exists(os.path.join(path, link, MODEL_FILE)):
+            return follow(link, MODEL_FILE)
     raise CheckpointError(
         f"model: {path} holds no {MODEL_FILE}, and no best or last checkpoint of a run"
     )

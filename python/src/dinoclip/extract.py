@@ -813,29 +813,32 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
         text = json.dumps(manifest, indent=2) + "\n"
         write_atomic(os.path.join(out, MANIFEST), lambda f: f.write(text.encode("utf-8")))
         if old is None:
-            _first_records[out] = text
+            st = os.stat(os.path.join(out, MANIFEST))
+            _first_records[out] = (st.st_dev, st.st_ino)
 
 
-# The extract.json each --out got from this run, where it recorded the first (see _drop_first_record).
-_first_records: Dict[str, str] = {}
+# The extract.json each --out got from this run, where it recorded the first: the file (device and
+# inode) it wrote (see _drop_first_record).
+_first_records: Dict[str, Tuple[int, int]] = {}
 
 
 def _drop_first_record(out: str) -> None:
     """Removes the extract.json this run recorded first in ``out`` when the run failed before any
     shard was written there: kept, it refused the rerun that mends the failure (the model fixed,
     --float16 dropped) as mixing settings with shards that do not exist. Another run sharing the
-    --out that has added its own record since (the file differs), or a shard there, keeps it."""
-    text = _first_records.pop(out, None)
-    if text is None:
+    --out that has recorded since (its atomic write makes another file, even of the same text), or
+    a shard there, whole or being written, keeps it."""
+    written = _first_records.pop(out, None)
+    if written is None:
         return
     with _locked(out):
         try:
-            if any(n.endswith((FEATURE_SUFFIX, TARGET_SUFFIX)) for n in os.listdir(out)):
+            if any(FEATURE_SUFFIX in n or TARGET_SUFFIX in n for n in os.listdir(out)):
                 return
             path = os.path.join(out, MANIFEST)
-            with open(path, encoding="utf-8") as f:
-                if f.read() != text:
-                    return
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) != written:
+                return
             os.remove(path)
         except OSError:
             pass  # (gone already, or unreadable: nothing of this run's to remove)
@@ -1322,6 +1325,7 @@ def main(argv=None) -> int:
             for out in list(_first_records):
                 _drop_first_record(out)
             remove_empty(made)
+        _first_records.clear()  # (a process running main again judges its own records only)
 
 
 if __name__ == "__main__":

@@ -772,7 +772,10 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	// An error of the rows (fill's: the features; the model's outputs) is
 	// returned as it is, not as one of writing the shard's file.
 	var rowsErr error
-	err = atomicfile.Write(filepath.Join(w.dir, shard.Keys), func(out io.Writer) error {
+	// (Every file of the index is written with atomicfile.Replace: a link
+	// planted at one of its names meanwhile is replaced, not written
+	// through to a file outside the index.)
+	err = atomicfile.Replace(filepath.Join(w.dir, shard.Keys), func(out io.Writer) error {
 		if _, err := out.Write(hdr); err != nil {
 			return err
 		}
@@ -826,11 +829,29 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if shard.KeysSample, err = sampleKeysFile(filepath.Join(w.dir, shard.Keys)); err != nil {
 		return err
 	}
-	ids := make([]int64, source.Rows)
-	for i := range ids {
-		ids[i] = shard.FirstID + int64(i)
+	idsHdr, err := npy.EncodeHeader(npy.Int64, []int{int(source.Rows)})
+	if err != nil {
+		return err
 	}
-	if err := npy.WriteInt64(filepath.Join(w.dir, shard.IDs), []int{len(ids)}, ids); err != nil {
+	err = atomicfile.Replace(filepath.Join(w.dir, shard.IDs), func(out io.Writer) error {
+		if _, err := out.Write(idsHdr); err != nil {
+			return err
+		}
+		ids := make([]int64, min(source.Rows, idsTile))
+		b := make([]byte, 8*len(ids))
+		for lo := int64(0); lo < source.Rows; lo += idsTile {
+			n := min(idsTile, source.Rows-lo)
+			for i := range n {
+				ids[i] = shard.FirstID + lo + i
+			}
+			leconv.PutI64(b[:8*n], ids[:n])
+			if _, err := out.Write(b[:8*n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	w.manifest.Shards = append(w.manifest.Shards, shard)
@@ -857,7 +878,7 @@ func (w *IndexWriter) Commit() error {
 	start := time.Now()
 	b, err := json.MarshalIndent(w.manifest, "", "  ")
 	if err == nil {
-		err = atomicfile.WriteBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
+		err = atomicfile.ReplaceBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
 	}
 	if err != nil {
 		for _, s := range pending {
@@ -890,7 +911,7 @@ func copyImages(src, dst string, rows int64) (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), atomicfile.WriteBytes(dst, b)
+	return hex.EncodeToString(sum[:]), atomicfile.ReplaceBytes(dst, b)
 }
 
 // ReadImagesList reads the list of images at path (one per line, the last

@@ -105,3 +105,53 @@ func TestIndexAppendThroughRepointedLink(t *testing.T) {
 		ix.Close()
 	}
 }
+
+// Links planted at the index's names while an append runs (its ids file,
+// images list and manifest are written after the keys are projected) are
+// replaced by the index's files, never written through to a file outside.
+func TestIndexWritesNoFileThroughAPlantedLink(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	list := filepath.Join(outside, "a.images.txt")
+	if err := os.WriteFile(list, []byte("x.jpg\ny.jpg\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victims := map[string]string{}
+	for _, name := range []string{"ids-00000.npy", "images-00000.txt", retrieval.IndexManifestFile} {
+		victims[name] = filepath.Join(outside, "victim-"+name)
+		if err := os.WriteFile(victims[name], []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = w.Append(retrieval.IndexSource{Path: "/a", Rows: 2}, list, 2, func(dst []float32, lo, hi int) error {
+		for name, victim := range victims { // (planted while the keys are projected)
+			if err := os.Symlink(victim, filepath.Join(dir, name)); err != nil {
+				return err
+			}
+		}
+		copy(dst, []float32{1, 0, 0, 1})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, victim := range victims {
+		if b, _ := os.ReadFile(victim); string(b) != "mine" {
+			t.Errorf("%s, outside the index, was written through the link at %s: %q", victim, name, b)
+		}
+		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil || !st.Mode().IsRegular() {
+			t.Errorf("%s in the index: %v, %v; want a plain file", name, st.Mode(), err)
+		}
+	}
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+}

@@ -229,6 +229,12 @@ func runIndex(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before each is opened (and mapped, which past the system's limit on
+	// maps ended in a runtime trace); the index's own shards are counted
+	// once it is open (CheckShardCount).
+	if len(files) > retrieval.IndexMaxShards {
+		return fmt.Errorf("--features: %d features files, more than the %d shards an index may hold (one per file: a search maps each at once): index fewer, larger files (concatenate them)", len(files), retrieval.IndexMaxShards)
+	}
 	lm, err := loadModel(cCtx.String("model"), device, train.PrecisionFP32, train.PrecisionFP32, cCtx.App.ErrWriter)
 	if err != nil {
 		return err
@@ -252,6 +258,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}()
 	var total, largest int64
 	for _, ff := range files {
+		if err := cCtx.Context.Err(); err != nil { // (tens of thousands of files take seconds)
+			return err
+		}
 		f := ff.Path
 		a, err := npy.Open(f)
 		if err != nil {

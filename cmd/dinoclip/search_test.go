@@ -1159,3 +1159,21 @@ func TestSearchOutputPlaceCheckedAtTheEnd(t *testing.T) {
 		t.Errorf("the run's checkpoints directory after the refusal: %v, %v", entries, err)
 	}
 }
+
+// More features files than an index may hold shards are refused before
+// any is opened: each was mapped first, and past the system's limit on
+// maps the process died with a runtime trace. (Empty files: none is read.)
+func TestIndexRefusesTooManyFilesFirst(t *testing.T) {
+	run, _, _ := trainRun(t)
+	dir := t.TempDir()
+	for i := range retrieval.IndexMaxShards + 1 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%06d.dino.npy", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "ix")
+	wantError(t, []string{"index", "--model", run, "--features", dir, "--out", out}, fmt.Sprintf("%d features files, more than the %d shards", retrieval.IndexMaxShards+1, retrieval.IndexMaxShards))
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused index made %s (%v)", out, err)
+	}
+}

@@ -108,6 +108,28 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if path, err = Destination(path); err != nil {
 		return err
 	}
+	return writeAt(path, write)
+}
+
+// Replace is Write of the name path itself: a symbolic link there is
+// replaced by the new file, never followed, and a directory there is
+// refused. For the files of a directory a program holds locked and owns
+// (an index's), where a link planted among them while it writes would
+// take the write to a file elsewhere.
+func Replace(path string, write func(io.Writer) error) error {
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("write %s: %s is a directory", path, path)
+	}
+	return writeAt(path, write)
+}
+
+// ReplaceBytes is Replace for data already in memory.
+func ReplaceBytes(path string, data []byte) error {
+	return Replace(path, func(w io.Writer) error { _, err := w.Write(data); return err })
+}
+
+// writeAt is Write once path is the name to replace.
+func writeAt(path string, write func(io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -139,7 +161,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err = bw.Flush(); err != nil {
 		return err
 	}
-	if st, serr := os.Stat(path); serr == nil {
+	if st, serr := os.Lstat(path); serr == nil && st.Mode().IsRegular() { // (what a link leads to is not replaced)
 		if err = f.Chmod(st.Mode().Perm()); err != nil {
 			return err
 		}

@@ -186,13 +186,20 @@ type DataResult struct {
 	FileBytesPerSecond float64 `json:"file_bytes_per_second"`
 }
 
-// WriteJSON writes r, indented, to path atomically.
-func (r *Report) WriteJSON(path string) error {
+// JSON is the report as WriteJSON writes it (indented, a final newline).
+func (r *Report) JSON() ([]byte, error) {
 	b, err := json.MarshalIndent(r, "", "  ")
+	return append(b, '\n'), err
+}
+
+// WriteJSON writes the report to path (atomicfile.Write: a link there is
+// followed).
+func (r *Report) WriteJSON(path string) error {
+	b, err := r.JSON()
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteBytes(path, append(b, '\n'))
+	return atomicfile.WriteBytes(path, b)
 }
 
 // ReadReport reads a Report written by WriteJSON.

@@ -657,8 +657,11 @@ func linkOutside(run, link string) (to string, outside bool) {
 	if err != nil {
 		return to, false
 	}
-	checkpoints, err := filepath.EvalSymlinks(filepath.Join(run, CheckpointsDir))
-	return to, err != nil || filepath.Dir(real) != checkpoints
+	// (The directories compared as files: EvalSymlinks gives a path as
+	// relative as run's where no absolute link lies on it.)
+	in, err1 := os.Stat(filepath.Dir(real))
+	checkpoints, err2 := os.Stat(filepath.Join(run, CheckpointsDir))
+	return to, err1 != nil || err2 != nil || !os.SameFile(in, checkpoints)
 }
 
 // LinkProblem says what is wrong with run's link (BestLink or LastLink),

@@ -222,6 +222,13 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 	if got, err := Resolve(run); err != nil || got != filepath.Join(run, BestLink, ModelFile) || LinkProblem(run, BestLink) != "" {
 		t.Errorf("Resolve with an absolute best link into its own checkpoints = %s, %v (%q); want its model", got, err, LinkProblem(run, BestLink))
 	}
+	// ... the run named by a relative path too.
+	t.Chdir(filepath.Dir(run))
+	if rel := filepath.Base(run); LinkProblem(rel, BestLink) != "" {
+		t.Errorf("LinkProblem of a relative run's absolute best link into its own checkpoints: %q", LinkProblem(rel, BestLink))
+	} else if got, err := Resolve(rel); err != nil || got != filepath.Join(rel, BestLink, ModelFile) {
+		t.Errorf("Resolve of a relative run with an absolute best link into its own checkpoints = %s, %v", got, err)
+	}
 	// A directory holding a model of its own is that model, whatever its
 	// links (a model zoo's folder beside links into runs).
 	relink(filepath.Join(other, CheckpointsDir, "step-5"))
@@ -590,6 +597,37 @@ func TestLoadRefusesConvertedTensors(t *testing.T) {
 		})
 		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "holds float32 tensors") {
 			t.Errorf("Load with %s's first tensor in float64: %v, want it refused", file, err)
+		}
+	}
+}
+
+// run.json as encoding/json reads it: a key matched ignoring case, null as
+// absent (python/src/dinoclip/checkpoint.py reads it the same way; its
+// test_resolve_reads_run_json_as_go_does holds the same cases).
+func TestResolveReadsRunJSONKeysIgnoringCase(t *testing.T) {
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":1}`)}
+	for runJSON, ema := range map[string]bool{`{"options": {"Best_From": "ema"}}`: true, `{"options": null}`: false, `{"options": {"best_from": null}}`: false} {
+		run := t.TempDir()
+		step := filepath.Join(run, CheckpointsDir, "step-1")
+		if err := Save(step, ck); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(step, EMAFile), []byte("ema"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(CheckpointsDir, "step-1"), filepath.Join(run, BestLink)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(run, RunFile), []byte(runJSON), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want := filepath.Join(run, BestLink, ModelFile)
+		if ema {
+			want = filepath.Join(run, BestLink, EMAFile)
+		}
+		if got, err := Resolve(run); err != nil || got != want {
+			t.Errorf("run.json %s: Resolve = %s, %v; want %s", runJSON, got, err, want)
 		}
 	}
 }

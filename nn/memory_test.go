@@ -51,6 +51,42 @@ func TestCPUEngineBytes(t *testing.T) {
 	}
 }
 
+// TestCPUForwardBytes holds the estimate of a projection to what an
+// engine, once made, allocates to project: not its state, allocated with
+// it, which a projection's memory check counted twice. It counts the
+// activations a training step keeps, a little more than a forward-only
+// call fills (measured: 0.87 of it here), so it is held to 80-110%.
+func TestCPUForwardBytes(t *testing.T) {
+	c := Config{InputDim: 96, HiddenDim: 256, OutputDim: 64, Blocks: 2}
+	const n = 128
+	x := make([]float32, n*c.InputDim)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	e, err := NewCPUEngine[float32](c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(e.Model.Params, InitParameters[float32](c, 1))
+	proj := make([]float32, n*c.OutputDim)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 2 { // (the second packs the weights)
+		if err := e.Project(proj, x, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(e)
+	got := float64(after.TotalAlloc - before.TotalAlloc)
+	want := c.CPUForwardBytes(n)
+	if got < 0.8*want || got > 1.1*want {
+		t.Errorf("a %v engine allocated %.0f bytes to project batches of %d; CPUForwardBytes says %.0f (ratio %.3f)", c, got, n, want, got/want)
+	}
+}
+
 // TestObjectiveCPUBytes holds Objective.CPUBytes to what ObjectiveLoss
 // allocates for a step (within 10%), and to 0 for the MSE's few row
 // buffers' worth.

@@ -1,6 +1,10 @@
 package retrieval
 
-import "time"
+import (
+	"os"
+	"syscall"
+	"time"
+)
 
 // SmallSearcher is a CPUSearcher with the given key tile, window (bytes of
 // keys between evictions) and workers, for the external tests.
@@ -60,4 +64,17 @@ func SetMinCommitInterval(d time.Duration) func() {
 func Abandon(w *IndexWriter) {
 	w.unlock()
 	w.unlock = nil
+}
+
+// FillDisk makes manifest writes larger than room bytes fail as on a full
+// disk, and returns a function restoring the writes.
+func FillDisk(room int) func() {
+	old := writeManifest
+	writeManifest = func(path string, data []byte) error {
+		if len(data) > room {
+			return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+		}
+		return old(path, data)
+	}
+	return func() { writeManifest = old }
 }

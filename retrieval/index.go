@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -866,22 +867,40 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	return nil
 }
 
+// writeManifest is atomicfile.ReplaceBytes (a variable: tests fill the
+// disk).
+var writeManifest = atomicfile.ReplaceBytes
+
 // Commit writes the manifest, if shards were appended since it was last
-// written. If it fails, those shards are dropped (their files removed):
-// the index is what the manifest on disk says, and Commit's error says how
-// many were lost.
+// written. A manifest that does not fit on a full disk is written without
+// the newest shards, their files removed one at a time until it fits (a
+// full disk lost every shard appended since the last write, the whole
+// index in its first second); any other failure drops them all. Commit's
+// error then says which files the index does not hold.
 func (w *IndexWriter) Commit() error {
-	pending := w.manifest.Shards[w.committed:]
-	if len(pending) == 0 {
+	if len(w.manifest.Shards) == w.committed {
 		return nil
 	}
 	start := time.Now()
-	b, err := json.MarshalIndent(w.manifest, "", "  ")
-	if err == nil {
-		err = atomicfile.ReplaceBytes(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
-	}
-	if err != nil {
-		for _, s := range pending {
+	var dropped []IndexShard
+	var err, cause error // (cause: the first failure, which the error names)
+	for {
+		var b []byte
+		if b, err = json.MarshalIndent(w.manifest, "", "  "); err == nil {
+			err = writeManifest(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
+		}
+		if err == nil || len(w.manifest.Shards) == w.committed {
+			break
+		}
+		if cause == nil {
+			cause = err
+		}
+		full := errors.Is(err, syscall.ENOSPC)
+		drop := w.manifest.Shards[w.committed:]
+		if full {
+			drop = drop[len(drop)-1:]
+		}
+		for _, s := range drop {
 			for _, name := range []string{s.Keys, s.IDs, s.Images} {
 				if name != "" {
 					os.Remove(filepath.Join(w.dir, name))
@@ -890,17 +909,25 @@ func (w *IndexWriter) Commit() error {
 			}
 			w.manifest.Rows -= s.Rows
 		}
-		w.manifest.Shards = w.manifest.Shards[:w.committed]
-		w.sources = nil // (made again from the manifest on its next use)
-		what := pending[0].Source.Path
-		if len(pending) > 1 {
-			what = fmt.Sprintf("%d files from %s on", len(pending), what)
+		dropped = append(drop, dropped...)
+		w.manifest.Shards = w.manifest.Shards[:len(w.manifest.Shards)-len(drop)]
+		if !full {
+			break // (the manifest on disk is the committed one)
 		}
-		return fmt.Errorf("index %s: writing its manifest: %w; so the index does not hold the projections of %s, made since it was last written: run the same command again to add them", w.dir, err, what)
 	}
 	w.committed = len(w.manifest.Shards)
-	w.lastCommit, w.commitCost = time.Now(), time.Since(start)
-	return nil
+	if err == nil {
+		w.lastCommit, w.commitCost = time.Now(), time.Since(start)
+	}
+	if len(dropped) == 0 {
+		return err
+	}
+	w.sources = nil // (made again from the manifest on its next use)
+	what := dropped[0].Source.Path
+	if len(dropped) > 1 {
+		what = fmt.Sprintf("%d files from %s on", len(dropped), what)
+	}
+	return fmt.Errorf("index %s: writing its manifest: %w; so the index does not hold the projections of %s, made since it was last written: run the same command again to add them (once the disk has room, if it is full)", w.dir, cause, what)
 }
 
 // copyImages copies the list of images at src to dst (atomically),

@@ -281,6 +281,47 @@ func TestIndexManifestCommits(t *testing.T) {
 	}
 }
 
+// A manifest that does not fit on a full disk is written without the
+// newest shards, dropped one at a time until it fits: a full disk lost
+// every shard appended since the last write.
+func TestIndexCommitOnAFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	defer retrieval.SetMinCommitInterval(time.Hour)()
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{"a", "b", "c", "d", "e"} {
+		appendRows(t, w, src, []float32{1, 2}, 2)
+	}
+	// Room for a manifest of three shards, not four.
+	m := w.Manifest()
+	m.Shards, m.Rows = m.Shards[:3], 3
+	three, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := retrieval.FillDisk(len(three) + 1 + len(`"shards": {}`))
+	err = w.Close()
+	restore()
+	if err == nil || !strings.Contains(err.Error(), "no space left") || !strings.Contains(err.Error(), "2 files from d on") {
+		t.Errorf("close on a full disk: %v, want an error naming the 2 files left out", err)
+	}
+	ix, err := retrieval.OpenIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if n := len(ix.Manifest.Shards); n != 3 {
+		t.Errorf("the index holds %d shards after a full disk, want the 3 that fit", n)
+	}
+	for _, name := range []string{"keys-00003.npy", "ids-00003.npy", "keys-00004.npy", "ids-00004.npy"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s, of a shard left out, is still there (%v)", name, err)
+		}
+	}
+}
+
 // An append that would take an index past IndexMaxShards (more keys files
 // than a search can map at once) is refused.
 func TestIndexMaxShards(t *testing.T) {

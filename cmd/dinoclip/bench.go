@@ -394,14 +394,20 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		}
 	}
 	if outDir != "" {
-		if err := r.WriteJSON(filepath.Join(outDir, benchJSONFile)); err != nil {
+		// The directory's own files, replaced (atomicfile.Replace): a link
+		// at their names led the report into an index's manifest.
+		b, err := r.JSON()
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.ReplaceBytes(filepath.Join(outDir, benchJSONFile), b); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 		var sb strings.Builder
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
-		if err := atomicfile.WriteBytes(filepath.Join(outDir, benchTextFile), []byte(sb.String())); err != nil {
+		if err := atomicfile.ReplaceBytes(filepath.Join(outDir, benchTextFile), []byte(sb.String())); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}

@@ -201,3 +201,32 @@ func TestProbeWrite(t *testing.T) {
 		t.Errorf("a probe into a file: %v, want a refusal naming it", err)
 	}
 }
+
+// A link at --out's bench.json or bench.txt is replaced by the report, not
+// written through: one at an index's manifest replaced the manifest.
+func TestBenchOutReplacesLinks(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bench.json", "bench.txt"} {
+		victim := filepath.Join(dir, "victim-"+name)
+		if err := os.WriteFile(victim, []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(victim, filepath.Join(out, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRun(t, "bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
+		"--kernels=false", "--topk=false", "--data=false", "--out", out)
+	for _, name := range []string{"bench.json", "bench.txt"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, "victim-"+name)); string(b) != "mine" {
+			t.Errorf("the file a link at --out's %s led to was written: %q", name, b)
+		}
+		if st, err := os.Lstat(filepath.Join(out, name)); err != nil || !st.Mode().IsRegular() {
+			t.Errorf("--out's %s: %v, %v; want the report, a plain file", name, st.Mode(), err)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -126,6 +127,14 @@ func runDemo(cCtx *cli.Context) error {
 	if entries, err := os.ReadDir(out); len(entries) == 0 && (err == nil || errors.Is(err, os.ErrNotExist)) {
 		if err := checkSynthJob(dataRoot, job); err != nil {
 			return err
+		}
+		// The run's first checkpoint, after the data, on the same disk:
+		// the data fitting, a demo stopped there, minutes in.
+		data := synth.TrainingDiskBytes(so, rows, false) + synth.EvalDiskBytes(so, job.images, job.perImage)
+		ckpt := train.DefaultOptions().CheckpointBytes(c)
+		if free, ok := diskFree(madedirs.Existing(out)); ok && data+ckpt > float64(free) {
+			return fmt.Errorf("demo: its data (%s) and its run's first checkpoint (%s) take more than the %s free under %s: use fewer --rows, a smaller --hidden-dim or --blocks, or another --out",
+				sizeText(data), sizeText(ckpt), sizeText(float64(free)), madedirs.Existing(out))
 		}
 	}
 	// Locked for the whole demo, so that a second demo into it is refused

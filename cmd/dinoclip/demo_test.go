@@ -13,6 +13,8 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/synth"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -259,6 +261,12 @@ func TestDemoRefusalLeavesNothing(t *testing.T) {
 	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
 	full := filepath.Join(t.TempDir(), "demo")
 	wantError(t, []string{"demo", "--out", full}, "on disk, more than")
+	// Room for the data, not for the run's first checkpoint beside it.
+	so := synth.DefaultOptions()
+	data := synth.TrainingDiskBytes(so, 1000, false) + synth.EvalDiskBytes(so, synthDefaultEvalImages, synthDefaultCaptionsPerImage)
+	c := nn.Config{InputDim: so.InputDim, HiddenDim: 1024, OutputDim: so.OutputDim, Blocks: 2}
+	diskFree = func(string) (uint64, bool) { return uint64(data + train.DefaultOptions().CheckpointBytes(c)/2), true }
+	wantError(t, []string{"demo", "--out", full, "--rows", "1000", "--hidden-dim", "1024", "--blocks", "2"}, "and its run's first checkpoint")
 	for _, p := range []string{out, full} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a refused demo left %s (%v)", p, err)

@@ -191,20 +191,22 @@ func processMemory() float64 {
 const heapShare = 0.9
 
 // checkProjectionMemory refuses a projection whose chunks of rows rows
-// would not fit in memory before it starts: its features, projections and
-// their encoding on the host, and on the CPU the engine's activations
-// (checkCPUMemory, which also holds the heap under the memory left when it
-// fits). A --batch far beyond the machine ended in an allocation failure's
-// runtime trace, or the system's OOM killer.
+// would not fit in the memory left once the model is loaded, before it
+// starts: the chunk's features, projections and their encoding on the
+// host, and on the CPU the engine's forward pass (nn.Config.CPUForwardBytes;
+// the engine's own state is allocated already). A --batch far beyond the
+// machine ended in an allocation failure's runtime trace, or the system's
+// OOM killer.
 func checkProjectionMemory(c nn.Config, device string, rows int) error {
-	host := 4 * float64(rows) * float64(c.InputDim+2*c.OutputDim)
-	const what = "the chunk's features and projections"
+	need := 4 * float64(rows) * float64(c.InputDim+2*c.OutputDim)
+	what := "the chunk's features and projections on the host"
 	if device == "cpu" {
-		return checkCPUMemory(c, rows, 4, nn.Objective{}, host, what, "--batch")
+		need += c.CPUForwardBytes(rows)
+		what = "a forward pass's activations, the packed weights, and " + what
 	}
-	if avail, ok := sysmem.Available(); ok && host > float64(avail) {
-		return fmt.Errorf("a chunk of %d rows (--batch) needs about %.1f GiB on the host (%s), but only %.1f GiB is available: use a smaller --batch",
-			rows, host/(1<<30), what, float64(avail)/(1<<30))
+	if avail, ok := sysmem.Available(); ok && need > float64(avail) {
+		return fmt.Errorf("projecting %d rows at a time (--batch) needs about %.1f GiB beyond the model loaded (%s), but only %.1f GiB is available (free memory, less any cgroup or ulimit -v limit): use a smaller --batch",
+			rows, need/(1<<30), what, float64(avail)/(1<<30))
 	}
 	return nil
 }

@@ -120,6 +120,7 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
 
 
 @pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}', '{"options": "ema"}',
+                                      '{"options": {"best_from": "raw", "Best_From": "ema"}}',
                                       '{"options": {"best_from": "ema", "best_from": "raw"}}'])
 def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
     """A run keeping a moving average whose run.json is missing, damaged or edited to name neither
@@ -136,6 +137,20 @@ def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
         checkpoint.resolve(run)
     os.remove(a / "ema.safetensors")
     assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
+
+
+@pytest.mark.parametrize("run_json,ema", [('{"options": {"Best_From": "ema"}}', True), ('{"options": null}', False),
+                                          ('{"options": {"best_from": null}}', False)])
+def test_resolve_reads_run_json_as_go_does(tmp_path, run_json, ema):
+    """run.json read as the Go side reads it (encoding/json): a key matched ignoring case, null as
+    absent; the two sides pick the same model."""
+    run = tmp_path / "run"
+    a = run / "checkpoints" / "step-00000001"
+    checkpoint.save(small(1), a / "model.safetensors")
+    checkpoint.save(small(2), a / "ema.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    (run / "run.json").write_text(run_json)
+    assert checkpoint.resolve(run) == str(run / "best" / ("ema.safetensors" if ema else "model.safetensors"))
 
 
 def test_resolve_refuses_link_out_of_the_runs_checkpoints(tmp_path):

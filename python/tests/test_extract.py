@@ -1465,8 +1465,9 @@ def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, cap
 
 
 def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
-    """A run that read no image at all (every one failed to decode) says so and exits 1: its shards
-    are written, empty, but a script must not take it for an extraction that worked."""
+    """A run whose shards hold no row at all (every image failed to decode) says so and exits 1, and so
+    does the same command again: its shards are written, empty, and done, but no script must take
+    it for an extraction that worked."""
     folder = tmp_path / "bad"
     folder.mkdir()
     for n in ("a.jpg", "b.png"):
@@ -1474,8 +1475,11 @@ def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
     out = tmp_path / "o"
     assert run(tiny_models, "train-folder", folder, "--out", out) == 1
     err = capfd.readouterr().err
-    assert f"no image of {folder} could be read: the shards written are empty" in err, err
+    assert f"no image of {folder} could be read: the shards are empty" in err, err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == ["shard-00000.clip.npy", "shard-00000.dino.npy"]
+    # run again: its shards are done, and still empty
+    assert run(tiny_models, "train-folder", folder, "--out", out) == 1
+    assert f"no image of {folder} could be read: the shards are empty" in capfd.readouterr().err
 
 
 def test_failed_run_keeps_a_record_another_run_shares(tmp_path):

@@ -103,18 +103,20 @@ def _best_from_ema(run: str) -> bool:
     path = os.path.join(run, RUN_FILE)
     try:
         with open_regular(path) as f:  # (a named pipe would block)
-            doc = json.load(f, object_pairs_hook=_no_duplicates)
-        options = doc.get("options", {}) if isinstance(doc, dict) else None
-        best_from = options.get("best_from", "") if isinstance(options, dict) else None
+            doc = json.load(f, object_pairs_hook=_no_duplicates_folded)
+        # As Go's encoding/json reads it: a key matched ignoring case, and null as absent.
+        options = _folded(doc, "options") if isinstance(doc, dict) else 0
+        options = {} if options is None else options
+        best_from = _folded(options, "best_from") if isinstance(options, dict) else 0
         if best_from == "ema":
             return True
-        if best_from in ("", "raw") or isinstance(options, dict) and best_from is None:  # (null: absent, as Go reads it)
+        if best_from in ("", "raw", None):
             return False
         problem = f"options.best_from {best_from!r} is neither 'raw' nor 'ema' (an edited run.json?)"
     except NotRegularFileError as e:
         raise CheckpointError(f"model: {e}") from None  # (as the Go side refuses it)
     except _DuplicateKey as e:
-        problem = f"{e} appears twice in one object (an edited run.json?)"
+        problem = f"{e} appears twice in one object, ignoring case (an edited run.json?)"
     except (OSError, ValueError, RecursionError) as e:
         problem = str(e)
     for link in (BEST_LINK, LAST_LINK):
@@ -199,6 +201,25 @@ def _no_duplicates(pairs: List[Tuple[str, object]]) -> dict:
             raise _DuplicateKey(k)
         out[k] = v
     return out
+
+
+def _no_duplicates_folded(pairs: List[Tuple[str, object]]) -> dict:
+    """_no_duplicates for a document the Go side decodes into a struct (run.json): keys that differ
+    in case only count as the same, as encoding/json matches them to one field."""
+    seen = set()
+    for k, _ in pairs:
+        if k.casefold() in seen:
+            raise _DuplicateKey(k)
+        seen.add(k.casefold())
+    return dict(pairs)
+
+
+def _folded(d: dict, key: str):
+    """``d[key]`` as Go's encoding/json finds a struct field's key: the key itself, else one equal
+    to it but for case (None: absent)."""
+    if key in d:
+        return d[key]
+    return next((v for k, v in d.items() if k.casefold() == key), None)
 
 
 def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, str, List[int], int, int]]]:

@@ -897,15 +897,15 @@ def cmd_train_folder(args) -> int:
     extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
-    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False,
-                    done=sorted(set(names) - {names[k] for k in todo}))
+    done = sorted(set(names) - {names[k] for k in todo})
+    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done)
     _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
+    rows = _shard_rows(args.out, done)
     if not todo:
-        return 0
+        return _no_rows_status(rows, f"no image of {args.root} could be read")
     ext = _extractor(args)
     _check_manifest(args.out, _settings(args, "train-folder", ext, **extra), write=True)
-    rows = 0
     for k in todo:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
@@ -983,13 +983,13 @@ def cmd_train_wds(args) -> int:
     done = set(names) - {names[i] for i in todo}
     _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done))
     _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
+    rows = _shard_rows(args.out, sorted(done))
     if not todo:
-        return 0
+        return _no_rows_status(rows, f"no sample of the {len(tars)} tar files could be read")
     ext = _extractor(args)
     _check_manifest(args.out, _settings(args, "train-wds", ext), write=True,
                     tars={names[i]: ids[names[i]] for i in todo})
     need_captions = args.target == "text"
-    rows = 0
     for j, i in enumerate(todo):
         # The shard must be what extract.json records of its tar: a tar rewritten meanwhile (one
         # img2dataset is still writing, or another put in its place) is found before its samples
@@ -1007,17 +1007,30 @@ def cmd_train_wds(args) -> int:
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         _report(names[i], enc, idx.keys, idx.incomplete, idx.empty, idx.not_utf8)
         rows += len(enc.kept)
-    return _no_rows_status(rows, f"no sample of the {len(todo)} tar files could be read")
+    return _no_rows_status(rows, f"no sample of the {len(tars)} tar files could be read")
 
 
 def _no_rows_status(rows: int, what: str) -> int:
-    """The exit status of a run that wrote shards of ``rows`` rows in all: 1, said on stderr, when
-    that is none (every image failed to decode, say): its empty shards are done, but a script that
-    ran it must not take it for an extraction that worked."""
+    """The exit status of a run whose shards, done before and written now, hold ``rows`` rows in
+    all: 1, said on stderr, when that is none (every image failed to decode, say): its empty shards
+    are done (a rerun skips them), but no script that ran it, or runs it again, must take it for
+    an extraction that worked."""
     if rows:
         return 0
-    print(f"dinoclip.extract: {what}: the shards written are empty (see the lines above for why)", file=sys.stderr)
+    print(f"dinoclip.extract: {what}: the shards are empty (see the lines of the run that wrote them)", file=sys.stderr)
     return 1
+
+
+def _shard_rows(out: str, names: Sequence[str]) -> int:
+    """The rows of the done shards ``names`` in ``out`` (their .dino.npy headers)."""
+    total = 0
+    for name in names:
+        path = os.path.join(out, name + FEATURE_SUFFIX)
+        try:
+            total += int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        except (OSError, ValueError, IndexError) as e:
+            raise ExtractError(f"{path}: not a shard this tool wrote ({e}): remove it to extract it anew") from None
+    return total
 
 
 def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback: str) -> str:

@@ -4,22 +4,22 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
 // BenchmarkIndexAppendSmallFiles times an append of many one-row features
 // files (a shard each) to a new index, closed, named by the file count and
-// the manifest's commit interval: 0 writes it after every shard (as the
-// index did before 2026-12-05: quadratic in the file count, each write
-// being of the whole manifest), 1s is the default. It reports the time per
-// file; the fsyncs of each shard's files are the linear part.
+// when the manifest is written: "every" shard (Commit after each Append, as
+// the index did before 2026-12-05: quadratic in the file count, each write
+// being of the whole manifest) or at "intervals" (the default, see
+// minCommitInterval). It reports the time per file; the fsyncs of each
+// shard's files are the linear part.
 func BenchmarkIndexAppendSmallFiles(b *testing.B) {
-	for _, files := range []int{500, 2000} {
-		for _, every := range []time.Duration{0, time.Second} {
-			b.Run(fmt.Sprintf("files=%d/commit=%s", files, every), func(b *testing.B) {
-				defer retrieval.SetMinCommitInterval(every)()
+	for _, files := range []int{1000, 8000} {
+		for _, every := range []bool{true, false} {
+			name := map[bool]string{true: "every", false: "intervals"}[every]
+			b.Run(fmt.Sprintf("files=%d/commit=%s", files, name), func(b *testing.B) {
 				for range b.N {
 					w, err := retrieval.AppendIndex(filepath.Join(b.TempDir(), "ix"), testModel(8), 8, "float16")
 					if err != nil {
@@ -32,6 +32,11 @@ func BenchmarkIndexAppendSmallFiles(b *testing.B) {
 							return nil
 						}); err != nil {
 							b.Fatal(err)
+						}
+						if every {
+							if err := w.Commit(); err != nil {
+								b.Fatal(err)
+							}
 						}
 					}
 					if err := w.Close(); err != nil {

@@ -103,7 +103,7 @@ def _best_from_ema(run: str) -> bool:
     path = os.path.join(run, RUN_FILE)
     try:
         with open_regular(path) as f:  # (a named pipe would block)
-            doc = json.load(f, object_pairs_hook=_no_duplicates_folded)
+            doc = json.load(f, object_pairs_hook=lambda pairs: _no_duplicates(pairs, fold=True))
         # As Go's encoding/json reads it: a key matched ignoring case, and null as absent.
         options = _folded(doc, "options") if isinstance(doc, dict) else 0
         options = {} if options is None else options
@@ -193,24 +193,16 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicates(pairs: List[Tuple[str, object]]) -> dict:
-    """A JSON object refusing a repeated key, as the Go side does (json keeps the last)."""
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
-
-
-def _no_duplicates_folded(pairs: List[Tuple[str, object]]) -> dict:
-    """_no_duplicates for a document the Go side decodes into a struct (run.json): keys that differ
-    in case only count as the same, as encoding/json matches them to one field."""
+def _no_duplicates(pairs: List[Tuple[str, object]], fold: bool = False) -> dict:
+    """A JSON object refusing a repeated key, as the Go side does (json keeps the last); with
+    ``fold``, for a document the Go side decodes into a struct (run.json), keys that differ in case
+    only count as the same, as encoding/json matches them to one field."""
     seen = set()
     for k, _ in pairs:
-        if k.casefold() in seen:
+        key = k.casefold() if fold else k
+        if key in seen:
             raise _DuplicateKey(k)
-        seen.add(k.casefold())
+        seen.add(key)
     return dict(pairs)
 
 

@@ -42,6 +42,11 @@ const (
 	RunFile     = "run.json"
 	BestFromEMA = "ema"
 	BestFromRaw = "raw"
+	// MaxRunFileBytes bounds what is read of a RunFile. Its largest part is
+	// the record of the training files, a few hundred bytes each: tens of
+	// MB at the most shards a training set may have, and a run.json
+	// replaced by a huge file must not fill memory before it is refused.
+	MaxRunFileBytes = 256 << 20
 	// CheckpointsDir is the directory of a run directory that holds its
 	// checkpoints, step-NNNNNNNN each, which its links lead into.
 	CheckpointsDir = "checkpoints"
@@ -689,7 +694,7 @@ func LinkProblem(run, link string) string {
 // raw weights are another model, not a stand-in: an error.
 func bestFromEMA(runDir string) (bool, error) {
 	path := filepath.Join(runDir, RunFile)
-	b, err := atomicfile.ReadRegular(path)
+	b, err := atomicfile.ReadRegular(path, MaxRunFileBytes)
 	var nr *atomicfile.NotRegularError
 	if errors.As(err, &nr) {
 		return false, err

@@ -282,7 +282,18 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 			t.Errorf("Resolve of a run keeping a moving average, its run.json %s = %s, %v; want an error", what, got, err)
 		}
 	}
+	// One larger than any run writes is refused unread (sparse here: its
+	// bytes past the first are zeros, not read).
+	if f, err := os.Create(filepath.Join(run, "run.json")); err != nil {
+		t.Fatal(err)
+	} else if _, err := f.WriteString(`{"options": {"best_from": "ema"}}`); err != nil || f.Truncate(MaxRunFileBytes+1) != nil || f.Close() != nil {
+		t.Fatal("writing a huge run.json failed")
+	}
+	if got, err := Resolve(run); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("over %d bytes", MaxRunFileBytes)) {
+		t.Errorf("Resolve of a run keeping a moving average, its run.json over %d bytes = %s, %v; want an error saying so", MaxRunFileBytes, got, err)
+	}
 	os.Remove(ema)
+	os.Remove(filepath.Join(run, "run.json"))
 	if got, err := Resolve(run); err != nil || got != filepath.Join(run, BestLink, ModelFile) {
 		t.Errorf("Resolve of a run without run.json or a moving average = %s, %v; want its best model", got, err)
 	}

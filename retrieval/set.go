@@ -100,10 +100,14 @@ func printableName(name string) bool {
 	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !strconv.IsPrint(r) })
 }
 
+// maxSetInfoBytes bounds what is read of a SetInfoFile, which holds a
+// name: a file of gigabytes there must not fill memory.
+const maxSetInfoBytes = 1 << 20
+
 func loadSet(dir string) (*Set, error) {
 	s := &Set{Dir: dir, Name: filepath.Base(filepath.Clean(dir))}
 	// (A named pipe there is refused, not waited on.)
-	if b, err := atomicfile.ReadRegular(filepath.Join(dir, SetInfoFile)); err == nil {
+	if b, err := atomicfile.ReadRegular(filepath.Join(dir, SetInfoFile), maxSetInfoBytes); err == nil {
 		var info struct {
 			Name string `json:"name"`
 		}

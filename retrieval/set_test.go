@@ -303,13 +303,16 @@ func TestLoadSetRefusesIncomplete(t *testing.T) {
 }
 
 // An eval.json whose bytes are not UTF-8 (the name would be read as
-// U+FFFD, another name than the file's) or that gives a key twice (each
-// reader takes its own) is refused.
+// U+FFFD, another name than the file's), that gives a key twice (each
+// reader takes its own), or that is larger than a name needs (a file of
+// gigabytes would be read into memory whole) is refused.
 func TestLoadSetRefusesAmbiguousInfo(t *testing.T) {
 	for info, want := range map[string]string{
-		"{\"name\":\"\xff\xfe\"}":          "not UTF-8",
-		`{"name":"a","name":"b"}`:          `"name" appears twice`,
-		`{"name":"a","extractor":{"x":1}}`: "",
+		"{\"name\":\"\xff\xfe\"}":                                "not UTF-8",
+		`{"name":"a","name":"b"}`:                                `"name" appears twice`,
+		`{"name":"a","extractor":{"x":1}}`:                       "",
+		`{"name":"a"}` + strings.Repeat(" ", maxSetInfoBytes-12): "",
+		`{"name":"a"}` + strings.Repeat(" ", maxSetInfoBytes-11): fmt.Sprintf("over %d bytes", maxSetInfoBytes),
 	} {
 		dir := writeSet(t, bigger(nil))
 		if err := os.WriteFile(filepath.Join(dir, SetInfoFile), []byte(info), 0o644); err != nil {
@@ -317,7 +320,7 @@ func TestLoadSetRefusesAmbiguousInfo(t *testing.T) {
 		}
 		_, err := LoadSet(dir)
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-			t.Errorf("eval.json %q: %v, want %q", info, err, want)
+			t.Errorf("eval.json %.40q (%d bytes): %v, want %q", info, len(info), err, want)
 		}
 	}
 }

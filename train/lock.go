@@ -291,9 +291,9 @@ func readOwnerRecord(path string) (ownerRecord, bool) {
 		return ownerRecord{}, false
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxOwnerRecord+1))
+	b, err := atomicfile.ReadAtMost(f, maxOwnerRecord)
 	text, ended := strings.CutSuffix(string(b), "\n")
-	if err != nil || len(b) > maxOwnerRecord || !ended {
+	if err != nil || !ended {
 		return ownerRecord{}, false
 	}
 	rec := ownerRecord{path: text}

@@ -19,9 +19,10 @@ import (
 // evaluation records.
 const MetricsFile = "metrics.jsonl"
 
-// maxMetricsLine is the longest line of the metrics file that a resume
-// reads back; training writes far shorter ones.
-const maxMetricsLine = 64 << 20
+// MaxMetricsLine is the longest line of the metrics file that a resume
+// (or info, or eval looking up a recorded evaluation) reads back;
+// training writes far shorter ones.
+const MaxMetricsLine = 64 << 20
 
 // metricsWriter appends one JSON object per line, each in a single write so
 // a crash leaves at most one torn last line (dropped on resume).
@@ -58,7 +59,7 @@ func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*me
 	}
 	var kept bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(old))
-	sc.Buffer(nil, maxMetricsLine)
+	sc.Buffer(nil, MaxMetricsLine)
 	damaged, lastDamaged := 0, false
 	for sc.Scan() {
 		var rec struct {
@@ -79,7 +80,7 @@ func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*me
 	if err := sc.Err(); err != nil {
 		// A line too long to scan is none training writes; skipping the
 		// rest would drop every later record from the rewritten file.
-		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, maxMetricsLine>>20)
+		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, MaxMetricsLine>>20)
 	}
 	if lastDamaged && !bytes.HasSuffix(old, []byte("\n")) {
 		damaged-- // the torn last line a kill leaves: expected

@@ -156,7 +156,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 	var info RunInfo
 	// Through a link too (a run kept in git-annex or DVC, read by info or
 	// eval); the commands that write a run refuse links (checkRunDirFiles).
-	b, err := atomicfile.ReadRegular(path)
+	b, err := atomicfile.ReadRegular(path, checkpoint.MaxRunFileBytes)
 	if nr := (*atomicfile.NotRegularError)(nil); errors.As(err, &nr) {
 		return info, runFileError(path, nr.Kind)
 	}

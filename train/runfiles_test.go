@@ -25,7 +25,7 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 	var b bytes.Buffer
 	b.Write(record)
 	b.WriteString(`{"type":"train","step":2,"note":"`)
-	b.Write(bytes.Repeat([]byte("x"), maxMetricsLine))
+	b.Write(bytes.Repeat([]byte("x"), MaxMetricsLine))
 	b.WriteString("\"}\n")
 	b.Write(record)
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {

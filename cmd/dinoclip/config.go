@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 	"golang.org/x/term"
@@ -332,12 +333,12 @@ func readConfigFile(path string) ([]byte, error) {
 	if st, err := f.Stat(); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("config %s: a directory, not a file", path)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	b, err := atomicfile.ReadAtMost(f, maxConfigBytes)
+	if tl := (*atomicfile.TooLargeError)(nil); errors.As(err, &tl) {
+		return nil, fmt.Errorf("config %s: %w; a configuration file holds a few flags", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
-	}
-	if len(b) > maxConfigBytes {
-		return nil, fmt.Errorf("config %s: more than %d bytes; a configuration file holds a few flags", path, maxConfigBytes)
 	}
 	return b, nil
 }

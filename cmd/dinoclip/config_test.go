@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -190,9 +191,9 @@ func TestConfigErrors(t *testing.T) {
 	wantError(t, []string{"train", "--data", data, "--out", run, "--config", missing}, missing)
 	// Not read without end: a device, or a file far larger than any
 	// configuration.
-	wantError(t, []string{"train", "--data", data, "--out", run, "--config", "/dev/zero"}, "/dev/zero", "more than")
+	wantError(t, []string{"train", "--data", data, "--out", run, "--config", "/dev/zero"}, "/dev/zero", fmt.Sprintf("over %d bytes", maxConfigBytes))
 	huge := writeFile(t, filepath.Join(dir, "huge.yaml"), "epochs: 3\n#"+strings.Repeat("x", maxConfigBytes)+"\n")
-	wantError(t, []string{"train", "--data", data, "--out", run, "--config", huge}, huge, "more than")
+	wantError(t, []string{"train", "--data", data, "--out", run, "--config", huge}, huge, fmt.Sprintf("over %d bytes", maxConfigBytes))
 }
 
 // Number flags are decimal: a value Go's flag package would read in

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -193,7 +194,7 @@ func infoIndex(w io.Writer, dir string) error {
 
 // infoSearch describes a search's output directory (dinoclip search).
 func infoSearch(w io.Writer, dir string) error {
-	b, err := atomicfile.ReadRegular(filepath.Join(dir, searchInfoFile))
+	b, err := atomicfile.ReadRegular(filepath.Join(dir, searchInfoFile), maxSearchInfoBytes)
 	if err != nil {
 		return fmt.Errorf("info: %w", err)
 	}
@@ -649,16 +650,19 @@ func infoRun(w io.Writer, dir string) error {
 // resume from st, the last checkpoint's state, keeps, and those it drops
 // (train.State.KeepsRecord).
 func countEvals(path string, st *train.State) (kept, later int) {
-	b, err := atomicfile.ReadRegular(path)
+	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
 		return 0, 0
 	}
-	for line := range bytes.Lines(b) {
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, train.MaxMetricsLine)
+	for sc.Scan() {
 		var rec struct {
 			Type string `json:"type"`
 			Step *int   `json:"step"`
 		}
-		if json.Unmarshal(line, &rec) != nil || rec.Type != "eval" || rec.Step == nil {
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Type != "eval" || rec.Step == nil {
 			continue
 		}
 		if st.KeepsRecord(*rec.Step, rec.Type) {

@@ -30,6 +30,10 @@ const (
 	searchImagesFile = "images.txt"
 )
 
+// maxSearchInfoBytes bounds what info reads of a searchInfoFile: a few
+// paths and numbers.
+const maxSearchInfoBytes = 1 << 20
+
 // limitHeap sets the Go collector's memory limit to what a CPU search
 // is to hold: the budget, the answer, the queries and the keys of a .npy
 // (read whole; an index's pages are mapped, outside the heap), plus the

@@ -59,12 +59,12 @@ func readSynthMarker(marker string) (string, error) {
 		return "", fmt.Errorf("synth: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSynthSettings+1))
+	b, err := atomicfile.ReadAtMost(f, maxSynthSettings)
+	if tl := (*atomicfile.TooLargeError)(nil); errors.As(err, &tl) {
+		return "", notOurs(err.Error())
+	}
 	if err != nil {
 		return "", fmt.Errorf("synth: %w", err)
-	}
-	if len(b) > maxSynthSettings {
-		return "", notOurs(fmt.Sprintf("over %d bytes", maxSynthSettings))
 	}
 	return string(b), nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -576,13 +575,14 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 // metrics.jsonl, of the moving average of the weights when ema is true;
 // nil if there is none.
 func evalAt(runDir string, step int, ema bool) []retrieval.Report {
-	b, err := atomicfile.ReadRegular(filepath.Join(runDir, train.MetricsFile))
+	f, err := atomicfile.OpenToRead(filepath.Join(runDir, train.MetricsFile))
 	if err != nil {
 		return nil
 	}
+	defer f.Close()
 	var found []retrieval.Report
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 64<<20)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, train.MaxMetricsLine)
 	for sc.Scan() {
 		var rec struct {
 			Type string             `json:"type"`

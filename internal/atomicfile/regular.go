@@ -87,12 +87,38 @@ func OpenToRead(path string) (*os.File, error) {
 	return f, nil
 }
 
-// ReadRegular reads the file at path as OpenToRead opens it.
-func ReadRegular(path string) ([]byte, error) {
+// TooLargeError is ReadAtMost's refusal of more than Limit bytes.
+type TooLargeError struct {
+	Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("over %d bytes", e.Limit)
+}
+
+// ReadAtMost reads r to its end when that is at most limit bytes, and
+// otherwise returns a *TooLargeError having read limit+1: a small record
+// replaced by a huge file (or /dev/zero through a link) must not fill
+// memory before it is found out.
+func ReadAtMost(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = &TooLargeError{Limit: limit}
+	}
+	return b, err
+}
+
+// ReadRegular reads the file at path as OpenToRead opens it, if it holds
+// at most limit bytes (ReadAtMost).
+func ReadRegular(path string, limit int64) ([]byte, error) {
 	f, err := OpenToRead(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	b, err := ReadAtMost(f, limit)
+	if tl := (*TooLargeError)(nil); errors.As(err, &tl) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, err
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -140,5 +141,30 @@ func TestResolveDotDot(t *testing.T) {
 	t.Chdir(dir)
 	if got := ResolveDotDot("L/../set"); got != filepath.Join("other", "set") && got != filepath.Join(dir, "other", "set") {
 		t.Errorf("ResolveDotDot(L/../set) in its directory = %s", got)
+	}
+}
+
+// endless is a reader that never ends (a pipe fed forever).
+type endless struct{ read int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	clear(p)
+	e.read += int64(len(p))
+	return len(p), nil
+}
+
+// ReadAtMost reads up to its limit and refuses more, having read one
+// byte past it, so an endless reader is not read to the end of memory.
+func TestReadAtMost(t *testing.T) {
+	if b, err := ReadAtMost(strings.NewReader("four"), 4); err != nil || string(b) != "four" {
+		t.Errorf("ReadAtMost(four, 4) = %q, %v", b, err)
+	}
+	var tl *TooLargeError
+	if _, err := ReadAtMost(strings.NewReader("four"), 3); !errors.As(err, &tl) || tl.Limit != 3 {
+		t.Errorf("ReadAtMost(four, 3): %v, want a TooLargeError of limit 3", err)
+	}
+	r := &endless{}
+	if _, err := ReadAtMost(r, 1000); !errors.As(err, &tl) || r.read > 1<<20 {
+		t.Errorf("ReadAtMost(endless, 1000): %v after %d bytes read", err, r.read)
 	}
 }

@@ -78,7 +78,9 @@ func TestOpenRegularPipeSwappedIn(t *testing.T) {
 }
 
 // ReadRegular reads a regular file, also through a link, and refuses a
-// named pipe without waiting for a writer, and a directory.
+// named pipe without waiting for a writer, a directory, and a file over
+// its limit (one byte over is enough); a link to /dev/zero is the device
+// it leads to.
 func TestReadRegular(t *testing.T) {
 	dir := t.TempDir()
 	plain, link, pipe := filepath.Join(dir, "plain"), filepath.Join(dir, "link"), filepath.Join(dir, "pipe")
@@ -88,17 +90,27 @@ func TestReadRegular(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{plain, link} {
-		if b, err := ReadRegular(p); err != nil || string(b) != "mine" {
-			t.Errorf("ReadRegular(%s) = %q, %v", p, b, err)
+		if b, err := ReadRegular(p, 4); err != nil || string(b) != "mine" {
+			t.Errorf("ReadRegular(%s, 4) = %q, %v", p, b, err)
 		}
+		var tl *TooLargeError
+		if b, err := ReadRegular(p, 3); !errors.As(err, &tl) || tl.Limit != 3 || b != nil {
+			t.Errorf("ReadRegular(%s, 3) = %q, %v; want a TooLargeError of limit 3", p, b, err)
+		}
+	}
+	zero := filepath.Join(dir, "zero")
+	os.Symlink("/dev/zero", zero)
+	var nr *NotRegularError
+	if _, err := ReadRegular(zero, 1<<20); !errors.As(err, &nr) {
+		t.Errorf("ReadRegular of a link to /dev/zero: %v, want a NotRegularError", err)
 	}
 	for p, kind := range map[string]string{pipe: "a named pipe", dir: "a directory"} {
 		var nr *NotRegularError
-		if _, err := ReadRegular(p); !errors.As(err, &nr) || nr.Kind != kind {
+		if _, err := ReadRegular(p, 1<<20); !errors.As(err, &nr) || nr.Kind != kind {
 			t.Errorf("ReadRegular(%s): %v, want a NotRegularError naming %s", p, err, kind)
 		}
 	}
-	if _, err := ReadRegular(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := ReadRegular(filepath.Join(dir, "missing"), 1<<20); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("ReadRegular of a missing file: %v", err)
 	}
 }

@@ -121,20 +121,26 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
 
 @pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}', '{"options": "ema"}',
                                       '{"options": {"best_from": "raw", "Best_From": "ema"}}',
-                                      '{"options": {"best_from": "ema", "best_from": "raw"}}'])
+                                      '{"options": {"best_from": "ema", "best_from": "raw"}}', "huge"])
 def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
-    """A run keeping a moving average whose run.json is missing, damaged or edited to name neither
-    model (or both) does not say which model is its own: an error, as on the Go side, not the raw
-    weights. Without a moving average, its best model."""
+    """A run keeping a moving average whose run.json is missing, damaged, edited to name neither
+    model (or both) or larger than any run writes (sparse here: not read past the limit) does not
+    say which model is its own: an error, as on the Go side, not the raw weights. Without a moving
+    average, its best model."""
     run = tmp_path / "run"
     a = run / "checkpoints" / "step-00000001"
     checkpoint.save(small(1), a / "model.safetensors")
     checkpoint.save(small(2), a / "ema.safetensors")
     os.symlink("checkpoints/step-00000001", run / "best")
-    if run_json is not None:
+    if run_json == "huge":
+        with open(run / "run.json", "wb") as f:
+            f.write(b'{"options": {"best_from": "ema"}}')
+            f.truncate(checkpoint.MAX_RUN_FILE_BYTES + 1)
+    elif run_json is not None:
         (run / "run.json").write_text(run_json)
-    with pytest.raises(CheckpointError, match="is unknown; name the model file"):
+    with pytest.raises(CheckpointError, match="is unknown; name the model file") as e:
         checkpoint.resolve(run)
+    assert run_json != "huge" or f"over {checkpoint.MAX_RUN_FILE_BYTES} bytes" in str(e.value)
     os.remove(a / "ema.safetensors")
     assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
 

@@ -157,6 +157,13 @@ def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_f
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
     err = capfd.readouterr().err
     assert "extract.json is unreadable" in err and "use another --out" in err
+    # nor is one larger than any run records, read whole into memory (sparse: not read past the limit)
+    with open(out / "extract.json", "wb") as f:
+        f.write(b'{"command": "train-folder"}')
+        f.truncate(extract.MAX_RECORD_BYTES + 1)
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+    err = capfd.readouterr().err
+    assert f"extract.json is unreadable (over {extract.MAX_RECORD_BYTES} bytes)" in err, err
 
 
 def test_train_folder_reads_sidecars_only_for_text(tmp_path, tiny_models, image_folder, capfd):
@@ -1453,10 +1460,16 @@ def test_caption_with_a_lone_surrogate_is_refused(tmp_path, tiny_models, image_f
     assert not out.exists()
 
 
-def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, capfd):
+@pytest.mark.parametrize("cpus", [None, 1])
+def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, capfd, monkeypatch, cpus):
     """--workers beyond 4 per CPU is refused before any process is forked (100000 of them ran the
-    machine out of memory)."""
-    most = 4 * (os.cpu_count() or 1)
+    machine out of memory). The CPUs are those the process may use: with its affinity set to one
+    (taskset, a container's cpuset), 4 workers, however many the machine has."""
+    if cpus is not None:
+        if not hasattr(os, "sched_getaffinity"):
+            pytest.skip("no CPU affinity on this system")
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    most = 4 * (cpus or extract._usable_cpus())
     args = ["train-folder", str(image_folder), "--out", str(tmp_path / "o"), "--dinov2", tiny_models["dinov2"],
             "--clip", tiny_models["clip"], "--device", "cpu", "--quiet", "--workers"]
     assert extract.main(args + [str(most + 1)]) == 2

@@ -35,6 +35,17 @@ class NotRegularFileError(OSError):
     """:func:`open_regular`'s refusal of what is not a regular file."""
 
 
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (as :func:`open_regular` opens it, links followed)
+    when there are at most ``limit`` of them, else a ValueError having read ``limit + 1``: a small
+    record replaced by a huge file must not fill memory before it is found out."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {limit} bytes")
+    return data
+
+
 def open_regular(path: str, follow: bool = True):
     """``path`` opened for binary reading if it is a regular file (a link to one included, unless
     not ``follow``: then a link is an OSError), else an OSError saying what it is. Opening a named

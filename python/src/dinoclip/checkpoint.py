@@ -40,7 +40,7 @@ from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 import numpy as np
 import torch
 
-from ._files import NotRegularFileError, open_regular, write_atomic
+from ._files import NotRegularFileError, open_regular, read_regular, write_atomic
 from .model import CONFIG_KEYS, ProjectorWithResiduals
 
 __all__ = [
@@ -81,6 +81,9 @@ LAST_LINK = "last"
 # --ema; a run with --best-from ema (run.json's options.best_from) is that model.
 EMA_FILE = "ema.safetensors"
 RUN_FILE = "run.json"
+# What is read of a run.json at most, as on the Go side: its largest part records the training files,
+# a few hundred bytes each, and one replaced by a huge file must not fill memory before it is refused.
+MAX_RUN_FILE_BYTES = 256 << 20
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, which its links lead into
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -102,8 +105,8 @@ def _best_from_ema(run: str) -> bool:
     and the raw weights are another model, not a stand-in: an error."""
     path = os.path.join(run, RUN_FILE)
     try:
-        with open_regular(path) as f:  # (a named pipe would block)
-            doc = json.load(f, object_pairs_hook=lambda pairs: _no_duplicates(pairs, fold=True))
+        text = read_regular(path, MAX_RUN_FILE_BYTES)  # (not a named pipe, which would block)
+        doc = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, fold=True))
         # As Go's encoding/json reads it: a key matched ignoring case, and null as absent.
         options = _folded(doc, "options") if isinstance(doc, dict) else 0
         options = {} if options is None else options

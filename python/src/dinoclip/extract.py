@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from . import _files, encoders
-from ._files import file_kind, open_regular
+from ._files import file_kind, open_regular, read_regular
 from ._progress import progress
 from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
                      same_file, write_atomic)
@@ -684,6 +684,11 @@ def _model_id(name: str) -> str:
     return os.path.realpath(path) if os.path.isdir(path) else name
 
 
+# What is read of an extract.json or eval.json at most: a record of settings and of each shard's
+# source, a few hundred bytes each.
+MAX_RECORD_BYTES = 256 << 20
+
+
 def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str,
                     remedy: str) -> Optional[dict]:
     """Refuses ``settings`` that differ, in a key of ``compared`` that both hold, from those the
@@ -694,8 +699,7 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
         return None
     # Read as empty, a damaged file would let any settings resume into (or skip) what it describes.
     try:
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
         if not isinstance(old, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
@@ -1302,12 +1306,21 @@ def _run(args) -> int:
         return 130
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what taskset or a container's cpuset
+    leaves it), not the machine's count, where the system has one."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "workers", 0) is None:
-        args.workers = min(8, os.cpu_count() or 1)
+        args.workers = min(8, _usable_cpus())
     for opt in ("batch_size",):
         if getattr(args, opt) < 1:
             print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
@@ -1317,7 +1330,7 @@ def main(argv=None) -> int:
         return 2
     # Each worker is a process of its own (hundreds of MB): 100000 of them forked until the
     # system's OOM killer ran, leaving orphans holding the terminal.
-    if getattr(args, "workers", 0) > (most := 4 * (os.cpu_count() or 1)):
+    if getattr(args, "workers", 0) > (most := 4 * _usable_cpus()):
         print(f"dinoclip.extract: --workers {args.workers}: more than {most} (4 per CPU here); each worker is a "
               "process decoding images, and more than the CPUs can run only take memory", file=sys.stderr)
         return 2

@@ -371,13 +371,23 @@ func (p *dictParser) dim() (int, error) {
 		return 0, p.fail("shape entries must be integers")
 	}
 	if neg {
-		return 0, errorf(ErrShape, "negative dimension -%s in shape", digits)
+		return 0, errorf(ErrShape, "negative dimension -%s in shape", shownDigits(digits))
 	}
 	n, err := strconv.ParseInt(digits, 10, 0)
 	if err != nil {
-		return 0, errorf(ErrShape, "dimension %s in shape is too large", digits)
+		return 0, errorf(ErrShape, "dimension %s in shape is too large", shownDigits(digits))
 	}
 	return int(n), nil
+}
+
+// shownDigits is a shape entry as an error shows it: whole up to 24
+// digits (int64's 19 and some), else its first 20 and how many there are
+// (a header may hold one of thousands).
+func shownDigits(digits string) string {
+	if len(digits) <= 24 {
+		return digits
+	}
+	return fmt.Sprintf("%s... (%d digits)", digits[:20], len(digits))
 }
 
 func (p *dictParser) fail(msg string) error {

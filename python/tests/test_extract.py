@@ -908,6 +908,8 @@ def test_named_pipe_and_directory_inputs_are_refused(tmp_path, tiny_models, karp
     (lambda d: d["images"][1]["sentences"][2].update(raw=None, tokens=[1, 2]),
      "000001.jpg: sentence 2: tokens [1, 2] is not a list of strings"),
     (lambda d: d.update(dataset=5), '"dataset" is a int, want a string'),
+    (lambda d: d["images"][1]["sentences"][2].update(raw="a \ud800 b"),
+     "000001.jpg: sentence 2: caption 'a \\ud800 b' is not Unicode text (it holds a lone surrogate"),
 ])
 def test_karpathy_wrong_types(tmp_path, karpathy, change, message):
     data = json.load(open(karpathy["json"]))

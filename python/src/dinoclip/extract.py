@@ -184,6 +184,16 @@ class Encoded:
     failed: List[Tuple[int, str]] = field(default_factory=list)
 
 
+def _check_unicode(text: str, what: str, remedy: str) -> None:
+    """Refuses ``text`` holding a lone surrogate (as a "\\ud800" escape in JSON gives): it is no
+    Unicode text, and the tokenizer fails on it with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ExtractError(f"{what} {text!r} is not Unicode text (it holds a lone surrogate, as a \\ud800 "
+                           f"escape in JSON gives): {remedy}") from None
+
+
 class Extractor:
     """DINOv2 + CLIP on one device, batched. Without ``dinov2`` only CLIP is loaded (texts)."""
 
@@ -235,11 +245,7 @@ class Extractor:
 
     def _text(self, captions: Sequence[str]) -> torch.Tensor:
         for c in captions:
-            try:
-                c.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): the tokenizer's TypeError
-                raise ExtractError(f"caption {c!r} is not Unicode text (it holds a lone surrogate, as a "
-                                   "\\ud800 escape in JSON gives): mend it in the captions file") from None
+            _check_unicode(c, "caption", "mend it in the captions file")
         ids = self.tokenizer(list(captions)).to(self.device)
         return encoders.clip_text_embeddings(self.clip, ids)
 
@@ -350,6 +356,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                        f"got {type(img).__name__} and {type(cap).__name__}")
                 if need_captions and not cap.strip():
                     raise ExtractError(f"{captions}:{n}: the caption of {img} is empty")
+                if need_captions:  # (refused now, not when its shard comes)
+                    _check_unicode(cap, f"{captions}:{n}: caption", "mend it in the captions file")
                 pairs.append((_rel(root, img), cap))
         elif captions.endswith((".csv", ".tsv")):
             reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
@@ -577,6 +585,8 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
                 raw = " ".join(tokens)
             if raw is not None and not isinstance(raw, str):
                 raise ExtractError(f"{path}: image {fn}: sentence {k}: raw {raw!r} is not a string")
+            if raw is not None:  # (refused now, not after the images have run)
+                _check_unicode(raw, f"{path}: image {fn}: sentence {k}: caption", "mend it in the json")
             if raw is not None:
                 raw = raw.lstrip("\ufeff").strip()  # (a byte-order mark is no text)
             if raw:

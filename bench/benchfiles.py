@@ -1,4 +1,5 @@
-"""Writing the benches' result files whole or not at all.
+"""What the bench scripts share: writing their result files whole or not at
+all, and the CPUs they may use.
 
 A bench may be killed at its time limit (scripts/device-run.sh boxes every
 stage): a result file it was writing must then be absent, never truncated,
@@ -20,3 +21,13 @@ def write_text_atomic(path: Path | str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what taskset or a container's
+    cpuset leaves it), where the system has one, not the machine's count. Threads beyond them
+    only take turns, on both sides of a comparison."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1

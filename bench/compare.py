@@ -51,7 +51,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchfiles import write_text_atomic
+from benchfiles import usable_cpus, write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "dinoclip-bench-compare/1"
@@ -902,7 +902,7 @@ def main(argv=None):
         return run_side(name, cmd, j, t, min(args.timeout, left), env)
 
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or usable_cpus()
     commit, dirty = commit_here()
     if args.commit:
         commit, dirty = args.commit.removesuffix("-dirty"), args.commit.endswith("-dirty")

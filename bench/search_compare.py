@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchfiles import write_text_atomic
+from benchfiles import usable_cpus, write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -200,7 +200,7 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="faiss/torch threads; 0: os.cpu_count()")
+    ap.add_argument("--threads", type=int, default=0, help="faiss/torch threads; 0: the CPUs this process may use")
     ap.add_argument("--memory", type=int, default=512, help="dinoclip search --memory MiB")
     ap.add_argument("--torch-chunk", type=int, default=100_000)
     ap.add_argument("--check", type=int, default=20, help="queries checked against a float64 brute force")
@@ -216,7 +216,7 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')} {getattr(a, name)}: at least {least}")
     if a.k > a.keys:
         ap.error(f"--k {a.k}: more than the {a.keys} keys")
-    threads = a.threads or os.cpu_count() or 1
+    threads = a.threads or usable_cpus()
     if a.out.exists() and not a.out.is_dir():
         ap.error(f"--out {a.out} is a file; want a folder for the results")
     try:
@@ -236,7 +236,7 @@ def main(argv=None):
         write_index(work / "index", keys16)
         np.save(work / "q.npy", q)
         res = {"schema": "dinoclip-search-compare/1", "device": a.device, "queries": a.queries, "keys": a.keys, "dim": a.dim, "k": a.k,
-               "threads": threads, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+               "threads": threads, "cpus": usable_cpus(), "loadavg_start": os.getloadavg(),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
             res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,

@@ -5,6 +5,7 @@
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -200,6 +201,17 @@ def test_the_bench_times_the_package_model():
     cls, source = torch_ref.model_class()
     assert cls is dinoclip.model.ProjectorWithResiduals and "dinoclip.model.ProjectorWithResiduals" in source
     assert sum(p.numel() for p in cls(768, 2048, 6, 512).parameters()) == torch_ref.DEFAULT_PARAMS
+
+
+def test_the_model_file_is_recorded_relative_to_the_checkout(tmp_path, capsys):
+    """The results name this checkout's model.py by its path in the repository, not this machine's;
+    one from elsewhere (another checkout's editable install) whole, with a warning."""
+    ours = torch_ref.REPO / "python" / "src" / "dinoclip" / "model.py"
+    assert torch_ref.model_file(str(ours)) == os.path.join("python", "src", "dinoclip", "model.py")
+    assert capsys.readouterr().err == ""
+    other = tmp_path / "model.py"
+    assert torch_ref.model_file(str(other)) == str(other.resolve())
+    assert f"dinoclip.model is imported from {other.resolve()}, not from this checkout" in capsys.readouterr().err
 
 
 class _Broken(torch.nn.Module):

@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchfiles import write_text_atomic
+from benchfiles import usable_cpus, write_text_atomic
 
 SCHEMA = "dinoclip-torch-ref/1"
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,21 @@ def model_class():
     n = sum(p.numel() for p in cls(*CONFIGS["default"]).parameters())
     if n != DEFAULT_PARAMS:
         raise RuntimeError(f"dinoclip.model.ProjectorWithResiduals builds {n} parameters at the default shape, not {DEFAULT_PARAMS}")
-    return cls, f"dinoclip.model.ProjectorWithResiduals ({model.__file__})"
+    return cls, f"dinoclip.model.ProjectorWithResiduals ({model_file(model.__file__)})"
+
+
+def model_file(path):
+    """Where the model class was imported from, as the results record it: relative to this
+    checkout when it is this checkout's python/src/dinoclip/model.py. Another (a virtual
+    environment whose editable install is another checkout's, or an installed copy) is shown
+    whole, with a warning: that side of the bench runs that file's model, which may differ."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        print(f"torch_ref: warning: dinoclip.model is imported from {p}, not from this checkout ({REPO}): "
+              "the PyTorch side runs that file's model", file=sys.stderr)
+        return str(p)
 
 
 def parse_shape(s):
@@ -542,7 +556,7 @@ def measure_faiss(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads, faiss); 0: os.cpu_count()")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads, faiss); 0: the CPUs this process may use")
     p.add_argument("--shapes", default=None, help="comma-separated default, small or IxHxBxO (cpu: default,small; cuda: default)")
     p.add_argument(
         "--batches",
@@ -602,7 +616,7 @@ def parse_args(argv=None):
     except ValueError:
         raise SystemExit(f"--autotune-batches: want batch sizes separated by commas or 'all', not {args.autotune_batches!r}")
     if args.threads <= 0:
-        args.threads = os.cpu_count() or 1
+        args.threads = usable_cpus()
     shapes = (args.shapes or ("default" if cuda else "default,small")).split(",")
     default_batches = "1024,2048,4096,8192,16384" if cuda else "default:64/256;small:256"
     try:

@@ -282,8 +282,8 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 			t.Errorf("Resolve of a run keeping a moving average, its run.json %s = %s, %v; want an error", what, got, err)
 		}
 	}
-	// One larger than any run writes is refused unread (sparse here: its
-	// bytes past the first are zeros, not read).
+	// One larger than any run writes is refused by its size, unread
+	// (sparse here, so the test writes next to nothing either).
 	if f, err := os.Create(filepath.Join(run, "run.json")); err != nil {
 		t.Fatal(err)
 	} else if _, err := f.WriteString(`{"options": {"best_from": "ema"}}`); err != nil || f.Truncate(MaxRunFileBytes+1) != nil || f.Close() != nil {

@@ -418,7 +418,7 @@ func TestUnitNormMSE(t *testing.T) {
 			num += dv * dv
 		}
 		scale = math.Sqrt(scale) / math.Max(pn, 1e-12)
-		if rel := math.Sqrt(num) / scale; rel > 1e-7 {
+		if rel := math.Sqrt(num) / scale; !(rel <= 1e-7) {
 			t.Errorf("gradient row %d: difference %.3g of the gradient's scale %.3g", r, rel, scale)
 		}
 	}

@@ -66,13 +66,14 @@ func Abandon(w *IndexWriter) {
 	w.unlock = nil
 }
 
-// FillDisk makes manifest writes larger than room bytes fail as on a full
-// disk, and returns a function restoring the writes.
-func FillDisk(room int) func() {
+// FillDisk makes manifest writes larger than room bytes fail with full
+// (syscall.ENOSPC: a full disk; syscall.EDQUOT: a full quota), and returns
+// a function restoring the writes.
+func FillDisk(room int, full syscall.Errno) func() {
 	old := writeManifest
 	writeManifest = func(path string, data []byte) error {
 		if len(data) > room {
-			return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+			return &os.PathError{Op: "write", Path: path, Err: full}
 		}
 		return old(path, data)
 	}

@@ -895,7 +895,8 @@ func (w *IndexWriter) Commit() error {
 		if cause == nil {
 			cause = err
 		}
-		full := errors.Is(err, syscall.ENOSPC)
+		// (A full quota is a full disk to this index.)
+		full := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 		drop := w.manifest.Shards[w.committed:]
 		if full {
 			drop = drop[len(drop)-1:]
@@ -909,7 +910,7 @@ func (w *IndexWriter) Commit() error {
 			}
 			w.manifest.Rows -= s.Rows
 		}
-		dropped = append(drop, dropped...)
+		dropped = append(slices.Clone(drop), dropped...)
 		w.manifest.Shards = w.manifest.Shards[:len(w.manifest.Shards)-len(drop)]
 		if !full {
 			break // (the manifest on disk is the committed one)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,6 +286,14 @@ func TestIndexManifestCommits(t *testing.T) {
 // newest shards, dropped one at a time until it fits: a full disk lost
 // every shard appended since the last write.
 func TestIndexCommitOnAFullDisk(t *testing.T) {
+	for _, full := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+		t.Run(full.Error(), func(t *testing.T) { testIndexCommitOnAFullDisk(t, full) })
+	}
+}
+
+// testIndexCommitOnAFullDisk is TestIndexCommitOnAFullDisk with writes
+// that fail with full.
+func testIndexCommitOnAFullDisk(t *testing.T, full syscall.Errno) {
 	dir := t.TempDir()
 	defer retrieval.SetMinCommitInterval(time.Hour)()
 	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
@@ -301,10 +310,10 @@ func TestIndexCommitOnAFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restore := retrieval.FillDisk(len(three) + 1 + len(`"shards": {}`))
+	restore := retrieval.FillDisk(len(three)+1+len(`"shards": {}`), full)
 	err = w.Close()
 	restore()
-	if err == nil || !strings.Contains(err.Error(), "no space left") || !strings.Contains(err.Error(), "2 files from d on") {
+	if err == nil || !strings.Contains(err.Error(), full.Error()) || !strings.Contains(err.Error(), "2 files from d on") {
 		t.Errorf("close on a full disk: %v, want an error naming the 2 files left out", err)
 	}
 	ix, err := retrieval.OpenIndex(dir)

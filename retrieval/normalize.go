@@ -49,7 +49,7 @@ func checkShape(name string, x []float32, n, dim int) error {
 		return fmt.Errorf("retrieval: %s has %d rows, need at least 1", name, n)
 	}
 	if dim < 1 {
-		return fmt.Errorf("retrieval: dimension %d, need at least 1", dim)
+		return fmt.Errorf("retrieval: %s has rows %d wide, need at least 1", name, dim)
 	}
 	if len(x)%dim != 0 || len(x)/dim != n {
 		return fmt.Errorf("retrieval: %s has %d values, want %d rows × %d", name, len(x), n, dim)
@@ -87,6 +87,9 @@ func TinyRows(x []float32, dim int) []int {
 // rowsWhere returns the indices of the rows of the row-major matrix x (dim
 // wide) whose squared length, summed in float64, meets keep.
 func rowsWhere(x []float32, dim int, keep func(norm2 float64) bool) []int {
+	if dim < 1 {
+		return nil // (no rows to speak of: the callers' shape checks refuse it)
+	}
 	var rows []int
 	for r := 0; r < len(x)/dim; r++ {
 		var sum float64

@@ -116,6 +116,20 @@ func TestLoadSetErrors(t *testing.T) {
 	if _, err := LoadSet(t.TempDir()); err == nil {
 		t.Error("empty directory: no error")
 	}
+	// Embeddings 0 wide: an error naming the file.
+	dir := writeSet(t, nil)
+	for _, name := range []string{ImageCLIPFile, CaptionCLIPFile} {
+		shape := []int{3, 0}
+		if name == CaptionCLIPFile {
+			shape[0] = 4
+		}
+		if err := npy.WriteFloat32(filepath.Join(dir, name), shape, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := LoadSet(dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, ImageCLIPFile)+" has rows 0 wide") {
+		t.Errorf("embeddings 0 wide: %v, want an error naming %s", err, ImageCLIPFile)
+	}
 	// A float64 file: a finite value beyond float32's range reads as
 	// infinite, which the error says; a NaN is a NaN, and an infinity in
 	// a float32 file is one.

@@ -242,6 +242,10 @@ func openMatrix(path string) (*npy.Array, error) {
 		a.Close()
 		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16, float32 or float64 matrix", path, a.Shape(), a.DType())
 	}
+	if a.Shape()[1] < 1 { // (no model maps to or from nothing)
+		a.Close()
+		return nil, fmt.Errorf("%s: a %v array: its rows hold no values, want rows at least 1 wide", path, a.Shape())
+	}
 	return a, nil
 }
 

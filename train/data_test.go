@@ -165,6 +165,16 @@ func TestDatasetErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"targets 0 wide", "shard-a.clip.npy: a [10 0] array: its rows hold no values", func(t *testing.T, dir string) {
+			if err := npy.WriteFloat32(filepath.Join(dir, "shard-a"+TargetSuffix), []int{10, 0}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"features 0 wide", "shard-b.dino.npy: a [10 0] array: its rows hold no values", func(t *testing.T, dir string) {
+			if err := npy.WriteFloat32(filepath.Join(dir, "shard-b"+FeatureSuffix), []int{10, 0}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"empty shards", "all shards are empty", func(t *testing.T, dir string) {
 			for _, s := range []string{"shard-a", "shard-b"} {
 				npy.WriteFloat32(filepath.Join(dir, s+FeatureSuffix), []int{0, 3}, nil)

@@ -631,7 +631,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	metrics, err := openMetrics(filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil, tr.Log)
+	metrics, err := openMetrics(ctx, filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil, tr.Log)
 	if err != nil {
 		return Result{}, err
 	}
@@ -728,7 +728,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 		st.EpochLoss.add(loss, o.Batch)
 		bar.set(step, loss)
 		if o.LogEvery > 0 && step%o.LogEvery == 0 {
-			if err := tr.metrics.write(trainRecord(st, hp, stepTime)); err != nil {
+			if err := tr.writeMetrics(st, trainRecord(st, hp, stepTime)); err != nil {
 				return err
 			}
 			if bar.bar == nil {
@@ -812,7 +812,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 				value = emaValue
 			}
 		}
-		if err := tr.metrics.write(rec); err != nil {
+		if err := tr.writeMetrics(st, rec); err != nil {
 			return err
 		}
 		st.PendingEval = nil
@@ -1050,6 +1050,16 @@ func (tr *Trainer) clipRecall(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// writeMetrics appends rec to the run's metrics log; a failed write (a
+// full disk) stops the run, saying what is left of it and how to go on,
+// as a failed save does.
+func (tr *Trainer) writeMetrics(st State, rec map[string]any) error {
+	if err := tr.metrics.write(rec); err != nil {
+		return fmt.Errorf("%w; %s", err, tr.stopAdvice(st.Step, err))
+	}
+	return nil
 }
 
 // stopAdvice says what is left of a run that a failed step stopped, and

@@ -295,7 +295,7 @@ func TestFloat16AndFloat32ShardsTrainAlike(t *testing.T) {
 	// the trained parameters by about as much (measured: 7e-5), far less
 	// than the O(1) difference of training on other data. Zero would mean
 	// the float16 files were not float16.
-	if rel := math.Sqrt(num / den); rel > 1e-3 || rel == 0 {
+	if rel := math.Sqrt(num / den); !(rel > 0 && rel <= 1e-3) {
 		t.Fatalf("float16 and float32 training differ by %.3g (relative), want (0, 1e-3]", rel)
 	} else {
 		t.Logf("float16 vs float32 shards: final parameters differ by %.3g", rel)

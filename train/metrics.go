@@ -2,10 +2,11 @@ package train
 
 import (
 	"bufio"
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -23,6 +24,26 @@ const MetricsFile = "metrics.jsonl"
 // (or info, or eval looking up a recorded evaluation) reads back;
 // training writes far shorter ones.
 const MaxMetricsLine = 64 << 20
+
+// ScanMetrics calls fn with each line (its newline cut) of the metrics
+// file read from r, which is at path, in turn, and stops at the first
+// error fn returns, which it returns. A line longer than
+// MaxMetricsLine is none training writes: the scan stops there with an
+// error saying so, never with a count of what came before passed off as
+// the whole file.
+func ScanMetrics(r io.Reader, path string, fn func(line []byte) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, MaxMetricsLine)
+	for sc.Scan() {
+		if err := fn(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes", path, err, MaxMetricsLine>>20)
+	}
+	return nil
+}
 
 // metricsWriter appends one JSON object per line, each in a single write so
 // a crash leaves at most one torn last line (dropped on resume).
@@ -48,51 +69,21 @@ func (st State) KeepsRecord(step int, typ string) bool {
 // resume that died between writing the record and saving the checkpoint
 // left one), so a resumed run's file reads like one never stopped. Other
 // lines that are no record (damaged by hand or by the disk) are dropped
-// too, with a warning on log: the records they held are lost.
-func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*metricsWriter, error) {
+// too, with a warning on log: the records they held are lost. The file is
+// read a line at a time, twice where lines are dropped (a log of
+// gigabytes took twice its size in memory), and ctx's end stops the
+// reading.
+func openMetrics(ctx context.Context, path string, step int, evalPending bool, log *slog.Logger) (*metricsWriter, error) {
 	if err := checkRunFile(path); err != nil {
 		return nil, err
 	}
-	old, err := os.ReadFile(path)
+	old, err := os.Open(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var kept bytes.Buffer
-	sc := bufio.NewScanner(bytes.NewReader(old))
-	sc.Buffer(nil, MaxMetricsLine)
-	damaged, lastDamaged := 0, false
-	for sc.Scan() {
-		var rec struct {
-			Type string `json:"type"`
-			Step *int   `json:"step"`
-		}
-		lastDamaged = json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil
-		if lastDamaged {
-			damaged++
-			continue
-		}
-		if !keptOnResume(*rec.Step, rec.Type, step, evalPending) {
-			continue
-		}
-		kept.Write(sc.Bytes())
-		kept.WriteByte('\n')
-	}
-	if err := sc.Err(); err != nil {
-		// A line too long to scan is none training writes; skipping the
-		// rest would drop every later record from the rewritten file.
-		return nil, fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes; move it away to resume", path, err, MaxMetricsLine>>20)
-	}
-	if lastDamaged && !bytes.HasSuffix(old, []byte("\n")) {
-		damaged-- // the torn last line a kill leaves: expected
-	}
-	if damaged > 0 {
-		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
-	}
-	// Appended in place, a file with other names (a backup made with
-	// cp -al) would change under them too: rewritten first, it is the
-	// run's own.
-	if st, err := os.Stat(path); kept.Len() != len(old) || err == nil && atomicfile.HardLinked(st) {
-		if err := atomicfile.WriteBytes(path, kept.Bytes()); err != nil {
+	if err == nil {
+		defer old.Close()
+		if err := keepMetrics(ctx, old, path, step, evalPending, log); err != nil {
 			return nil, err
 		}
 	}
@@ -103,12 +94,102 @@ func openMetrics(path string, step int, evalPending bool, log *slog.Logger) (*me
 	return &metricsWriter{f: f}, nil
 }
 
+// keepMetrics rewrites the metrics file old, open at path, with the lines
+// openMetrics keeps, where it keeps fewer than the file holds (or the file
+// has other names).
+func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) error {
+	st, err := old.Stat()
+	if err != nil {
+		return err
+	}
+	var kept int64 // bytes
+	damaged, lastDamaged := 0, false
+	// scan passes each kept line to emit, from the file's start.
+	scan := func(emit func(line []byte) error) error {
+		kept, damaged, lastDamaged = 0, 0, false
+		if _, err := old.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		lines := 0
+		err := ScanMetrics(old, path, func(line []byte) error {
+			if lines++; lines%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var rec struct {
+				Type string `json:"type"`
+				Step *int   `json:"step"`
+			}
+			lastDamaged = json.Unmarshal(line, &rec) != nil || rec.Step == nil
+			if lastDamaged {
+				damaged++
+				return nil
+			}
+			if !keptOnResume(*rec.Step, rec.Type, step, evalPending) {
+				return nil
+			}
+			kept += int64(len(line)) + 1
+			return emit(line)
+		})
+		if err != nil && ctx.Err() == nil {
+			// (Skipping the rest would drop every later record from the
+			// rewritten file.)
+			return fmt.Errorf("%w; move it away to resume", err)
+		}
+		return err
+	}
+	if err := scan(func([]byte) error { return nil }); err != nil {
+		return err
+	}
+	if lastDamaged && !endsLine(old, st.Size()) {
+		damaged-- // the torn last line a kill leaves: expected
+	}
+	if damaged > 0 {
+		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
+	}
+	// Appended in place, a file with other names (a backup made with
+	// cp -al) would change under them too: rewritten first, it is the
+	// run's own.
+	if kept == st.Size() && !atomicfile.HardLinked(st) {
+		return nil
+	}
+	return atomicfile.Write(path, func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		if err := scan(func(line []byte) error {
+			bw.Write(line)
+			return bw.WriteByte('\n')
+		}); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+}
+
+// endsLine reports whether the file f of size bytes ends with a newline
+// (an empty one ends no line, and is none torn).
+func endsLine(f *os.File, size int64) bool {
+	if size == 0 {
+		return true
+	}
+	last := make([]byte, 1)
+	_, err := f.ReadAt(last, size-1)
+	return err == nil && last[0] == '\n'
+}
+
+// write appends rec as a line. A write that fails partway (a full disk)
+// is cut off again where it began, so the file holds no torn line a
+// reader of the log trips on while the run waits for its resume.
 func (m *metricsWriter) write(rec map[string]any) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	_, err = m.f.Write(append(b, '\n'))
+	end, err := m.f.Seek(0, io.SeekEnd) // (where an append begins)
+	if err != nil {
+		return err
+	}
+	if _, err = m.f.Write(append(b, '\n')); err != nil {
+		m.f.Truncate(end)
+	}
 	return err
 }
 

@@ -31,7 +31,7 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := openMetrics(path, 10, false, slog.New(slog.DiscardHandler))
+	m, err := openMetrics(context.Background(), path, 10, false, slog.New(slog.DiscardHandler))
 	if err == nil {
 		m.Close()
 		t.Fatal("openMetrics accepted a line longer than it reads")
@@ -47,21 +47,24 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 // Lines of the metrics log that are no record are dropped with a warning
 // (the records they held are lost), but for the torn last line a kill
 // leaves, which is expected; records past the step resumed from go
-// without one.
+// without one. The file left holds the records kept, each on its line.
 func TestOpenMetricsWarnsOfDamage(t *testing.T) {
+	const one, two = `{"type":"train","step":1}` + "\n", `{"type":"train","step":2}` + "\n"
 	for _, c := range []struct {
-		name, text string
-		warned     bool
+		name, text, kept string
+		warned           bool
 	}{
-		{"torn last line", `{"type":"train","step":1}` + "\n" + `{"type":"tr`, false},
-		{"records past the step", `{"type":"train","step":1}` + "\n" + `{"type":"train","step":12}` + "\n", false},
-		{"a damaged line", `{"type":"train","step":1}` + "\n\x00\x00\x00\n" + `{"type":"train","step":2}` + "\n", true},
-		{"a damaged last line, whole", `{"type":"train","step":1}` + "\n" + `garbage` + "\n", true},
+		{"torn last line", one + `{"type":"tr`, one, false},
+		{"records past the step", one + `{"type":"train","step":12}` + "\n", one, false},
+		{"a damaged line", one + "\x00\x00\x00\n" + two, one + two, true},
+		{"a damaged last line, whole", one + `garbage` + "\n", one, true},
+		{"no newline at the end", one + strings.TrimSuffix(two, "\n"), one + two, false},
+		{"all kept", one + two, one + two, false},
 	} {
 		path := filepath.Join(t.TempDir(), MetricsFile)
 		os.WriteFile(path, []byte(c.text), 0o644)
 		var log bytes.Buffer
-		m, err := openMetrics(path, 10, false, slog.New(slog.NewTextHandler(&log, nil)))
+		m, err := openMetrics(context.Background(), path, 10, false, slog.New(slog.NewTextHandler(&log, nil)))
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -69,6 +72,30 @@ func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 		if warned := strings.Contains(log.String(), "no record"); warned != c.warned {
 			t.Errorf("%s: warned %v, want %v:\n%s", c.name, warned, c.warned, log.String())
 		}
+		if b, _ := os.ReadFile(path); string(b) != c.kept {
+			t.Errorf("%s: the file holds %q, want %q", c.name, b, c.kept)
+		}
+	}
+}
+
+// Reading a long metrics log stops when the run is interrupted (a log of
+// gigabytes took a minute, deaf to Ctrl-C), and leaves the file as it was.
+func TestOpenMetricsStopsWhenInterrupted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), MetricsFile)
+	text := strings.Repeat(`{"type":"train","step":1}`+"\n", 10000) + `{"type":"train","step":12}` + "\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if m, err := openMetrics(ctx, path, 10, false, slog.New(slog.DiscardHandler)); !errors.Is(err, context.Canceled) {
+		if m != nil {
+			m.Close()
+		}
+		t.Fatalf("openMetrics after an interrupt: %v, want context.Canceled", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != text {
+		t.Errorf("an interrupted openMetrics changed the file (%d bytes, was %d)", len(b), len(text))
 	}
 }
 

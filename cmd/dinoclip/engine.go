@@ -196,7 +196,7 @@ const heapShare = 0.9
 // host, and on the CPU the engine's forward pass (nn.Config.CPUForwardBytes;
 // the engine's own state is allocated already). A --batch far beyond the
 // machine ended in an allocation failure's runtime trace, or the system's
-// OOM killer.
+// OOM killer. When it fits, the heap is held as checkCPUMemory holds it.
 func checkProjectionMemory(c nn.Config, device string, rows int) error {
 	need := 4 * float64(rows) * float64(c.InputDim+2*c.OutputDim)
 	what := "the chunk's features and projections on the host"
@@ -204,11 +204,28 @@ func checkProjectionMemory(c nn.Config, device string, rows int) error {
 		need += c.CPUForwardBytes(rows)
 		what = "a forward pass's activations, the packed weights, and " + what
 	}
-	if avail, ok := sysmem.Available(); ok && need > float64(avail) {
-		return fmt.Errorf("projecting %d rows at a time (--batch) needs about %.1f GiB beyond the model loaded (%s), but only %.1f GiB is available (free memory, less any cgroup or ulimit -v limit): use a smaller --batch",
-			rows, need/(1<<30), what, float64(avail)/(1<<30))
+	avail, ok := sysmem.Available()
+	if !ok {
+		return nil
 	}
-	return nil
+	if need <= float64(avail) {
+		holdHeap(float64(avail), need)
+		return nil
+	}
+	return fmt.Errorf("projecting %d rows at a time (--batch) needs about %.1f GiB beyond the model loaded (%s), but only %.1f GiB is available (free memory, less any cgroup or ulimit -v limit): use a smaller --batch",
+		rows, need/(1<<30), what, float64(avail)/(1<<30))
+}
+
+// holdHeap holds the Go heap under what the process holds plus heapShare
+// of avail, the memory available, or plus need, what the work ahead
+// needs, if that is more (debug.SetMemoryLimit), unless GOMEMLIMIT or an
+// earlier call set a limit: see checkCPUMemory.
+func holdHeap(avail, need float64) {
+	if debug.SetMemoryLimit(-1) == math.MaxInt64 && os.Getenv("GOMEMLIMIT") == "" {
+		// On top of what the process holds already (the evaluation sets,
+		// the model loaded, say), and never below the need itself.
+		debug.SetMemoryLimit(int64(processMemory() + max(avail*heapShare, need)))
+	}
 }
 
 // checkCPUMemory refuses a CPU run that would not fit in the memory this
@@ -216,8 +233,8 @@ func checkProjectionMemory(c nn.Config, device string, rows int) error {
 // otherwise kill the process partway, with no message.
 //
 // When it fits, the Go heap is held under what the process holds plus 90%
-// of the available memory, or plus the need if that is more
-// (debug.SetMemoryLimit, unless GOMEMLIMIT set one): by default the
+// of the available memory, or plus the need if that is more (holdHeap,
+// debug.SetMemoryLimit, unless GOMEMLIMIT set one): by default the
 // collector lets the heap grow to twice what is live before it collects,
 // and a run whose live memory fits could still be killed at twice its
 // size (measured: 2.25 GB resident for an estimate of 1.1 GB).
@@ -232,11 +249,7 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float
 		return nil
 	}
 	if need <= float64(avail) {
-		if debug.SetMemoryLimit(-1) == math.MaxInt64 && os.Getenv("GOMEMLIMIT") == "" {
-			// On top of what the process holds already (the evaluation
-			// sets, say), and never below the need itself.
-			debug.SetMemoryLimit(int64(processMemory() + max(float64(avail)*heapShare, need)))
-		}
+		holdHeap(float64(avail), need)
 		return nil
 	}
 	what := "parameters, gradients, AdamW moments and activations"

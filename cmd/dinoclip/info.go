@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -637,7 +637,9 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	writeState(w, st)
-	switch kept, later := countEvals(filepath.Join(dir, train.MetricsFile), st); {
+	switch kept, later, err := countEvals(filepath.Join(dir, train.MetricsFile), st); {
+	case err != nil:
+		fmt.Fprintf(w, "  evaluations: DAMAGED: %v (train --resume refuses it)\n", err)
 	case later > 0:
 		fmt.Fprintf(w, "  evaluations: %d in %s, and %d after the last checkpoint (a resume drops them, and evaluates again)\n", kept, train.MetricsFile, later)
 	case kept > 0:
@@ -648,30 +650,32 @@ func infoRun(w io.Writer, dir string) error {
 
 // countEvals counts the evaluation records of a metrics file: those a
 // resume from st, the last checkpoint's state, keeps, and those it drops
-// (train.State.KeepsRecord).
-func countEvals(path string, st *train.State) (kept, later int) {
+// (train.State.KeepsRecord); an error where the file cannot be read to
+// its end (a missing one holds none).
+func countEvals(path string, st *train.State) (kept, later int, err error) {
 	f, err := atomicfile.OpenToRead(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
 	if err != nil {
-		return 0, 0
+		return 0, 0, err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, train.MaxMetricsLine)
-	for sc.Scan() {
+	err = train.ScanMetrics(f, path, func(line []byte) error {
 		var rec struct {
 			Type string `json:"type"`
 			Step *int   `json:"step"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Type != "eval" || rec.Step == nil {
-			continue
-		}
-		if st.KeepsRecord(*rec.Step, rec.Type) {
+		switch {
+		case json.Unmarshal(line, &rec) != nil || rec.Type != "eval" || rec.Step == nil:
+		case st.KeepsRecord(*rec.Step, rec.Type):
 			kept++
-		} else {
+		default:
 			later++
 		}
-	}
-	return kept, later
+		return nil
+	})
+	return kept, later, err
 }
 
 // infoData describes the training data in dir; unfinished describes it

@@ -91,6 +91,14 @@ func TestInfoCountsEvaluations(t *testing.T) {
 	if out := mustRun(t, "info", run); !strings.Contains(out, fmt.Sprintf("evaluations: %d in %s, and 1 after the last checkpoint", n, train.MetricsFile)) {
 		t.Errorf("info of a run with an evaluation record after its last checkpoint:\n%s", out)
 	}
+	// A line longer than any training writes stops the count: the file is
+	// called damaged, as a resume calls it, not counted to that line.
+	f, _ = os.OpenFile(metrics, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(strings.Repeat("x", train.MaxMetricsLine) + "\n" + `{"type":"eval","step":1,"epoch":1}` + "\n")
+	f.Close()
+	if out := mustRun(t, "info", run); !strings.Contains(out, "evaluations: DAMAGED: "+metrics+": bufio.Scanner: token too long (a line longer than 64 MiB)") {
+		t.Errorf("info of a run whose metrics file holds a line longer than training writes:\n%s", out)
+	}
 }
 
 // info on a run says when a process trains in it (holds its lock): its

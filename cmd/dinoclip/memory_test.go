@@ -16,22 +16,26 @@ import (
 	"github.com/dinoclip/dinoclip/train"
 )
 
-// A CPU run that fits holds the Go heap under the available memory, so the
-// collector's default headroom (the heap may grow to twice what is live)
-// cannot take it past what the machine has.
-func TestCheckCPUMemoryLimitsHeap(t *testing.T) {
+// A CPU run, or a projection, that fits holds the Go heap under the
+// available memory, so the collector's default headroom (the heap may grow
+// to twice what is live) cannot take it past what the machine has.
+func TestMemoryChecksLimitHeap(t *testing.T) {
 	avail, ok := sysmem.Available()
 	if !ok || os.Getenv("GOMEMLIMIT") != "" {
 		t.Skip("no reading of the available memory here, or GOMEMLIMIT set")
 	}
-	old := debug.SetMemoryLimit(math.MaxInt64)
-	defer debug.SetMemoryLimit(old)
 	c := nn.Config{InputDim: 8, HiddenDim: 8, OutputDim: 4, Blocks: 1}
-	if err := checkCPUMemory(c, 16, 4, nn.Objective{}, 0, "", ""); err != nil {
-		t.Fatal(err)
-	}
-	if got := debug.SetMemoryLimit(-1); got == math.MaxInt64 || float64(got) > processMemory()+float64(avail) {
-		t.Errorf("memory limit %d after the check, want at most what the process holds plus the %d bytes available", got, avail)
+	for what, check := range map[string]func() error{
+		"train's":   func() error { return checkCPUMemory(c, 16, 4, nn.Objective{}, 0, "", "") },
+		"project's": func() error { return checkProjectionMemory(c, "cpu", 16) },
+	} {
+		old := debug.SetMemoryLimit(math.MaxInt64)
+		if err := check(); err != nil {
+			t.Fatal(err)
+		}
+		if got := debug.SetMemoryLimit(old); got == math.MaxInt64 || float64(got) > processMemory()+float64(avail) {
+			t.Errorf("memory limit %d after %s check, want at most what the process holds plus the %d bytes available", got, what, avail)
+		}
 	}
 }
 

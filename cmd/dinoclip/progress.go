@@ -17,7 +17,7 @@ import (
 type countBar struct {
 	bar *progressbar.ProgressBar // on a terminal, else nil
 
-	mu          sync.Mutex // (the lines' state: set may come from workers)
+	mu          sync.Mutex // (held while showing: set may come from workers, and the ticker shows too)
 	log         io.Writer
 	total       int64
 	doing, unit string
@@ -77,9 +77,8 @@ func (b *countBar) tick() *countBar {
 				return
 			case <-t.C:
 				b.mu.Lock()
-				done := b.done
+				b.show(b.done)
 				b.mu.Unlock()
-				b.show(done)
 			}
 		}
 	})
@@ -92,12 +91,14 @@ func (b *countBar) set(done int64) {
 		return
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.done = done
-	b.mu.Unlock()
 	b.show(done)
 }
 
-// show draws the bar at done units, or writes its line when one is due.
+// show draws the bar at done units, or writes its line when one is due;
+// b.mu is held, so the ticker's showing of the last count and a set's
+// of a newer one come in turn (the older never drawn after the newer).
 func (b *countBar) show(done int64) {
 	if b.bar != nil {
 		b.bar.Set64(done)
@@ -107,10 +108,8 @@ func (b *countBar) show(done int64) {
 }
 
 // logLine writes the line of done units at now when progressLogEvery has
-// passed since the last (or the start).
+// passed since the last (or the start); b.mu is held.
 func (b *countBar) logLine(done int64, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if now.Sub(b.last) < progressLogEvery || b.total <= 0 {
 		return
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -573,17 +572,16 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 
 // evalAt reads the evaluation recorded at step from the run's
 // metrics.jsonl, of the moving average of the weights when ema is true;
-// nil if there is none.
+// nil if there is none, or the file cannot be read to its end.
 func evalAt(runDir string, step int, ema bool) []retrieval.Report {
-	f, err := atomicfile.OpenToRead(filepath.Join(runDir, train.MetricsFile))
+	path := filepath.Join(runDir, train.MetricsFile)
+	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
 	var found []retrieval.Report
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, train.MaxMetricsLine)
-	for sc.Scan() {
+	err = train.ScanMetrics(f, path, func(line []byte) error {
 		var rec struct {
 			Type string             `json:"type"`
 			Step int                `json:"step"`
@@ -592,12 +590,16 @@ func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 				Sets []retrieval.Report `json:"sets"`
 			} `json:"ema"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Type == "eval" && rec.Step == step {
+		if json.Unmarshal(line, &rec) == nil && rec.Type == "eval" && rec.Step == step {
 			found = rec.Sets
 			if ema {
 				found = rec.EMA.Sets
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil
 	}
 	return found
 }
@@ -647,10 +649,11 @@ func warnShardCopies(w io.Writer, data *train.Dataset) {
 const zeroTargetSample = 4096
 
 // warnZeroTargets warns when the first rows of the training data have all
-// zero targets (embeddings never written, say): the loss of a zero target
-// is the same whatever the model outputs, and such a run trained without a
-// word, its loss constant. (A set with some zero rows is not warned of;
-// a read error is the run's to report.)
+// zero targets (embeddings never written, say), or all shorter than
+// F.normalize's 1e-12 (embeddings of another scale): normalised, such a
+// target is (next to) zero, its loss the same whatever the model outputs,
+// and such a run trained without a word, its loss constant. (A set with
+// some such rows is not warned of; a read error is the run's to report.)
 func warnZeroTargets(w io.Writer, data *train.Dataset) {
 	n := min(data.Rows, zeroTargetSample)
 	rows := make([]int32, n)
@@ -658,8 +661,12 @@ func warnZeroTargets(w io.Writer, data *train.Dataset) {
 		rows[i] = int32(i)
 	}
 	x, t := make([]float32, n*data.InputDim), make([]float32, n*data.OutputDim)
-	if err := data.ReadRows(rows, x, t); err != nil || len(retrieval.ZeroRows(t, data.OutputDim)) < n {
+	if err := data.ReadRows(rows, x, t); err != nil || len(retrieval.TinyRows(t, data.OutputDim)) < n {
 		return
 	}
-	fmt.Fprintf(w, "dinoclip: warning: training data %s: its first %d targets are all zero vectors: a zero target's loss is the same whatever the model outputs, so they teach it nothing (were the CLIP embeddings written?)\n", data.Dir, n)
+	what := "are all zero vectors: a zero target's loss"
+	if len(retrieval.ZeroRows(t, data.OutputDim)) < n {
+		what = fmt.Sprintf("are all shorter than 1e-12 (values of at most %.3g): normalisation divides them by 1e-12 (as PyTorch's F.normalize), which leaves them next to zero, and such a target's loss", retrieval.MaxAbs(t))
+	}
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: its first %d targets %s is the same whatever the model outputs, so they teach it nothing (were the CLIP embeddings written, and at their own scale?)\n", data.Dir, n, what)
 }

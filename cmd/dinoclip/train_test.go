@@ -438,8 +438,8 @@ func TestDotDotAfterLink(t *testing.T) {
 }
 
 // A training set whose targets are all zero vectors (embeddings never
-// written) is warned of: it trained without a word, its loss constant. One
-// with real targets is not.
+// written), or all shorter than 1e-12, is warned of: it trained without a
+// word, its loss constant. One with real targets is not.
 func TestTrainWarnsZeroTargets(t *testing.T) {
 	data := makeData(t)
 	const warning = "targets are all zero vectors"
@@ -459,6 +459,23 @@ func TestTrainWarnsZeroTargets(t *testing.T) {
 	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
 	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 "+warning) {
 		t.Errorf("a run on zero targets: %v, stderr lacks the warning:\n%s", err, stderr)
+	}
+	for _, shard := range []string{"shard-00000", "shard-00001"} {
+		a, err := npy.Open(filepath.Join(data, shard+".clip.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape := a.Shape()
+		a.Close()
+		tiny := make([]float32, shape[0]*shape[1])
+		for i := range tiny {
+			tiny[i] = 1e-20 // (rows of length 2e-20, far below 1e-12)
+		}
+		writeF32(t, filepath.Join(data, shard+".clip.npy"), shape, tiny)
+	}
+	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
+	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 targets are all shorter than 1e-12 (values of at most 1e-20)") {
+		t.Errorf("a run on targets shorter than 1e-12: %v, stderr lacks the warning:\n%s", err, stderr)
 	}
 }
 

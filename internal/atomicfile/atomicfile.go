@@ -208,6 +208,11 @@ func Destination(path string) (string, error) {
 			if hops == 40 {
 				return "", fmt.Errorf("write %s: too many levels of symbolic links", path)
 			}
+			// Where it leads, followed by the system: /dev/stdout's link
+			// leads to a pipe by a name ("pipe:[N]") that is no path.
+			if end, err := os.Stat(path); err == nil && !end.Mode().IsRegular() {
+				return "", fmt.Errorf("write %s: it leads to %s, not a regular file; refusing to replace it", path, Kind(end.Mode()))
+			}
 			target, err := os.Readlink(path)
 			if err != nil {
 				return "", fmt.Errorf("write %s: %w", path, err)

@@ -153,11 +153,24 @@ func TestWriteDestinations(t *testing.T) {
 	os.Mkdir(sub, 0o755)
 	ro := filepath.Join(dir, "ro")
 	os.WriteFile(ro, []byte("keep"), 0o444)
-	for _, c := range []struct{ path, want string }{
+	devLink := filepath.Join(dir, "devnull")
+	os.Symlink(os.DevNull, devLink)
+	cases := []struct{ path, want string }{
 		{os.DevNull, "not a regular file"},
+		{devLink, "it leads to a device, not a regular file"},
 		{sub, "not a regular file"},
 		{ro, "read-only"},
-	} {
+	}
+	// /dev/stdout on a pipe: a link, through /proc/self/fd, to a pipe by a
+	// name ("pipe:[N]") that is no path (it was followed as one).
+	if r, w, err := os.Pipe(); err == nil {
+		defer r.Close()
+		defer w.Close()
+		if fd := fmt.Sprintf("/proc/self/fd/%d", w.Fd()); IsLink(fd) {
+			cases = append(cases, struct{ path, want string }{fd, "it leads to a named pipe, not a regular file"})
+		}
+	}
+	for _, c := range cases {
 		if err := WriteBytes(c.path, []byte("x")); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("write %s: %v, want an error saying %q", c.path, err, c.want)
 		}

@@ -8,8 +8,8 @@ import (
 	"os"
 )
 
-// NotRegularError is OpenRegular's refusal of a name that is not a
-// regular file.
+// NotRegularError is the refusal of a name that is not a regular file
+// (by OpenRegular, OpenToRead and ReadRegular).
 type NotRegularError struct {
 	Path string
 	Kind string // Kind of what is there ("a symbolic link", "being replaced")
@@ -109,14 +109,24 @@ func ReadAtMost(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // ReadRegular reads the file at path as OpenToRead opens it, if it holds
-// at most limit bytes (ReadAtMost).
+// at most limit bytes: a larger one is a *TooLargeError, found by its size
+// before any of it is read (or, grown meanwhile, by ReadAtMost).
 func ReadRegular(path string, limit int64) ([]byte, error) {
 	f, err := OpenToRead(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := ReadAtMost(f, limit)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	if st.Size() > limit {
+		err = &TooLargeError{Limit: limit}
+	} else {
+		b, err = ReadAtMost(f, limit)
+	}
 	if tl := (*TooLargeError)(nil); errors.As(err, &tl) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

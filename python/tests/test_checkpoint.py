@@ -121,12 +121,13 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
 
 @pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}', '{"options": "ema"}',
                                       '{"options": {"best_from": "raw", "Best_From": "ema"}}',
-                                      '{"options": {"best_from": "ema", "best_from": "raw"}}', "huge"])
+                                      '{"options": {"best_from": "ema", "best_from": "raw"}}', "huge",
+                                      '{"options": {"best_from": "ema"}}'.encode("utf-16")])
 def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
     """A run keeping a moving average whose run.json is missing, damaged, edited to name neither
-    model (or both) or larger than any run writes (sparse here: not read past the limit) does not
-    say which model is its own: an error, as on the Go side, not the raw weights. Without a moving
-    average, its best model."""
+    model (or both), larger than any run writes (sparse here, refused by its size) or not UTF-8 (as
+    Go reads JSON: UTF-16 is no run.json) does not say which model is its own: an error, as on the
+    Go side, not the raw weights. Without a moving average, its best model."""
     run = tmp_path / "run"
     a = run / "checkpoints" / "step-00000001"
     checkpoint.save(small(1), a / "model.safetensors")
@@ -136,6 +137,8 @@ def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
         with open(run / "run.json", "wb") as f:
             f.write(b'{"options": {"best_from": "ema"}}')
             f.truncate(checkpoint.MAX_RUN_FILE_BYTES + 1)
+    elif isinstance(run_json, bytes):
+        (run / "run.json").write_bytes(run_json)
     elif run_json is not None:
         (run / "run.json").write_text(run_json)
     with pytest.raises(CheckpointError, match="is unknown; name the model file") as e:

@@ -160,10 +160,10 @@ def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_f
     # nor is one larger than any run records, read whole into memory (sparse: not read past the limit)
     with open(out / "extract.json", "wb") as f:
         f.write(b'{"command": "train-folder"}')
-        f.truncate(extract.MAX_RECORD_BYTES + 1)
+        f.truncate(extract.MAX_RECORD_BYTES[extract.MANIFEST] + 1)
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
     err = capfd.readouterr().err
-    assert f"extract.json is unreadable (over {extract.MAX_RECORD_BYTES} bytes)" in err, err
+    assert f"extract.json is unreadable (over {extract.MAX_RECORD_BYTES[extract.MANIFEST]} bytes)" in err, err
 
 
 def test_train_folder_reads_sidecars_only_for_text(tmp_path, tiny_models, image_folder, capfd):
@@ -820,6 +820,38 @@ def test_eval_complete_set_made_otherwise_is_refused(tmp_path, tiny_models, karp
     assert "already complete" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("other_dtype", ["float32", "float16"])
+def test_eval_set_completed_meanwhile_by_another_run(tmp_path, tiny_models, karpathy, extracted, monkeypatch, capfd,
+                                                     other_dtype):
+    """Another run into the same --out that completes the set while this one extracts (both write
+    under the directory's lock, in turn): this one finds a whole set when it comes to write, and
+    checks it as a set made before it, never mixing its files with the other's. Made otherwise
+    (float32 here, this run float16), refused; made alike, done."""
+    out = tmp_path / "ev"
+    other = tmp_path / "other"
+    args = ["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", out]
+    if other_dtype == "float16":
+        assert run(tiny_models, *args[:-1], other, "--float16") == 0
+    else:
+        shutil.copytree(extracted["eval"], other)
+    before = {n: (other / n).read_bytes() for n in extract.EVAL_FILES}
+    check_finite = extract._check_finite
+
+    def the_other_run_finishes(*a, **k):  # (after this run's extraction, before its writes)
+        check_finite(*a, **k)
+        shutil.copytree(other, out)
+
+    monkeypatch.setattr(extract, "_check_finite", the_other_run_finishes)
+    capfd.readouterr()
+    rc = run(tiny_models, *args, "--float16")
+    err = capfd.readouterr().err
+    if other_dtype == "float16":
+        assert rc == 0 and "evaluation set completed by another run meanwhile; skipping" in err, err
+    else:
+        assert rc == 1 and "dtype was 'float32', now 'float16'" in err, err
+    assert {n: (out / n).read_bytes() for n in extract.EVAL_FILES} == before
+
+
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
 def test_eval_refuses_to_replace_its_karpathy_file(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
     """Before any model loads: an output file that is the --karpathy file (named as it, or
@@ -1471,12 +1503,16 @@ def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, cap
         if not hasattr(os, "sched_getaffinity"):
             pytest.skip("no CPU affinity on this system")
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    most = 4 * (cpus or extract._usable_cpus())
+    most = 4 * (cpus or extract.usable_cpus())
     args = ["train-folder", str(image_folder), "--out", str(tmp_path / "o"), "--dinov2", tiny_models["dinov2"],
-            "--clip", tiny_models["clip"], "--device", "cpu", "--quiet", "--workers"]
-    assert extract.main(args + [str(most + 1)]) == 2
+            "--clip", tiny_models["clip"], "--quiet", "--workers"]
+    assert extract.main([*args, str(most + 1), "--device", "cpu"]) == 2
     assert f"--workers {most + 1}: more than {most} (4 per CPU here)" in capfd.readouterr().err
     assert not (tmp_path / "o").exists()
+    # 4 per CPU pass (refused next, for the device, which is checked after them: no worker forked)
+    assert extract.main([*args, str(most), "--device", "no-such-device"]) == 2
+    err = capfd.readouterr().err
+    assert "--device no-such-device" in err and "--workers" not in err, err
 
 
 def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
@@ -1518,3 +1554,7 @@ def test_failed_run_keeps_a_record_another_run_shares(tmp_path):
     os.remove(os.path.join(out, ".shard-00000.dino.npy.tmp-7"))
     extract._drop_first_record(out)
     assert not os.path.exists(os.path.join(out, extract.MANIFEST))
+    # an --out removed meanwhile (its lock with it) leaves nothing to remove, and raises nothing
+    extract._check_manifest(out, settings, write=True)
+    shutil.rmtree(out)
+    extract._drop_first_record(out)

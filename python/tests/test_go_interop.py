@@ -7,6 +7,7 @@ Y.npy``, ``dinoclip train`` and ``dinoclip eval``.
 
 import json
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from conftest import EMBED_DIM, FEATURE_DIM, run_go
-from dinoclip import checkpoint, convert
+from dinoclip import checkpoint, convert, extract
 from dinoclip.model import ProjectorWithResiduals
 from dinoclip.npyio import save_npy
 
@@ -66,6 +67,23 @@ def test_info_eval_set(go_binary, extracted):
     assert "captions.image.npy: [21] int64" in out
 
 
+def test_eval_json_limit_is_the_same_on_both_sides(go_binary, extracted, tmp_path):
+    """An eval.json is read up to the same size by the extraction that checks it on a rerun and by
+    the Go side that loads the set: at the limit (padded with spaces), a set; one byte over, no set
+    for Go, and unreadable for the extraction."""
+    limit = extract.MAX_RECORD_BYTES["eval.json"]
+    ev = tmp_path / "ev"
+    shutil.copytree(extracted["eval"], ev)
+    text = (ev / "eval.json").read_bytes().rstrip()
+    for size in (limit, limit + 1):
+        (ev / "eval.json").write_bytes(text + b" " * (size - len(text)))
+        r = run_go(go_binary, "info", ev, check=False)
+        assert (r.returncode, f"over {limit} bytes" in r.stderr) == ((0, False) if size == limit else (1, True)), \
+            (size, r.stdout, r.stderr)
+    with pytest.raises(extract.ExtractError, match=f"eval.json is unreadable \\(over {limit} bytes\\)"):
+        extract._check_recorded(str(ev), "eval.json", {}, (), "an evaluation set", "")
+
+
 def test_info_python_checkpoints(go_binary, tmp_path):
     m = random_projector(1)
     p = checkpoint.save(m, tmp_path / "model.safetensors", metadata={"step": 7, "epoch": 2})
@@ -113,6 +131,31 @@ def test_project_rejects_wrong_width(go_binary, tmp_path):
     r = run_go(go_binary, "project", "--model", tmp_path / "model.safetensors", "--in", tmp_path / "x.npy",
                "--out", tmp_path / "y.npy", "--device", "cpu", check=False)
     assert r.returncode != 0 and not (tmp_path / "y.npy").exists()
+
+
+def test_run_json_limit_is_the_same_on_both_sides(go_binary, tmp_path):
+    """A run keeping a moving average is resolved by its run.json, which both sides read only up to
+    the same size: one byte over it, both refuse it for its size; at it, both read it (and refuse
+    its zeros as JSON). The files are sparse: nothing of that size is written, and only the one at
+    the limit is read."""
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000001"
+    checkpoint.save(random_projector(5), step / "model.safetensors")
+    checkpoint.save(random_projector(6), step / "ema.safetensors")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    np.save(tmp_path / "x.npy", np.zeros((2, FEATURE_DIM), np.float32))
+    over = f"over {checkpoint.MAX_RUN_FILE_BYTES} bytes"
+    for size in (checkpoint.MAX_RUN_FILE_BYTES + 1, checkpoint.MAX_RUN_FILE_BYTES):
+        with open(run / "run.json", "wb") as f:
+            f.write(b'{"options": {"best_from": "ema"}}')
+            f.truncate(size)
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            checkpoint.resolve(run)
+        r = run_go(go_binary, "project", "--model", run, "--in", tmp_path / "x.npy", "--out", tmp_path / "y.npy",
+                   "--device", "cpu", check=False)
+        assert r.returncode == 1 and "is unknown; name the model file" in r.stderr, r.stderr
+        assert (over in str(e.value), over in r.stderr) == (size > checkpoint.MAX_RUN_FILE_BYTES,) * 2, \
+            (size, str(e.value), r.stderr)
 
 
 @pytest.fixture(scope="module")

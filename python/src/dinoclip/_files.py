@@ -35,15 +35,30 @@ class NotRegularFileError(OSError):
     """:func:`open_regular`'s refusal of what is not a regular file."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what taskset or a container's cpuset
+    leaves it), where the system has one, not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def read_regular(path: str, limit: int) -> bytes:
     """The bytes of the regular file at ``path`` (as :func:`open_regular` opens it, links followed)
-    when there are at most ``limit`` of them, else a ValueError having read ``limit + 1``: a small
-    record replaced by a huge file must not fill memory before it is found out."""
+    when there are at most ``limit`` of them, else a ValueError: a small record replaced by a huge
+    file must not fill memory before it is found out. A larger file is refused by its size, unread;
+    one growing meanwhile once ``limit + 1`` bytes are read. (Read a piece at a time, as it grows:
+    ``read(limit + 1)`` would set aside that much memory for a file of a few bytes.)"""
     with open_regular(path) as f:
-        data = f.read(limit + 1)
+        if os.fstat(f.fileno()).st_size > limit:
+            raise ValueError(f"over {limit} bytes")
+        data = bytearray()
+        while len(data) <= limit and (piece := f.read(min(1 << 20, limit + 1 - len(data)))):
+            data += piece
     if len(data) > limit:
         raise ValueError(f"over {limit} bytes")
-    return data
+    return bytes(data)
 
 
 def open_regular(path: str, follow: bool = True):

@@ -40,7 +40,7 @@ from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 import numpy as np
 import torch
 
-from ._files import NotRegularFileError, open_regular, read_regular, write_atomic
+from ._files import NotRegularFileError, open_regular, read_regular, usable_cpus, write_atomic
 from .model import CONFIG_KEYS, ProjectorWithResiduals
 
 __all__ = [
@@ -105,7 +105,8 @@ def _best_from_ema(run: str) -> bool:
     and the raw weights are another model, not a stand-in: an error."""
     path = os.path.join(run, RUN_FILE)
     try:
-        text = read_regular(path, MAX_RUN_FILE_BYTES)  # (not a named pipe, which would block)
+        # (UTF-8 only, as Go reads it: json.loads would take UTF-16 bytes too)
+        text = read_regular(path, MAX_RUN_FILE_BYTES).decode("utf-8")  # (not a named pipe, which would block)
         doc = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, fold=True))
         # As Go's encoding/json reads it: a key matched ignoring case, and null as absent.
         options = _folded(doc, "options") if isinstance(doc, dict) else 0
@@ -304,7 +305,7 @@ def _table_sha256(entries: Iterable[Tuple[str, str, Iterable[int], int, int, obj
     entries = list(entries)
     # hashlib lets go of the GIL while it hashes a large buffer, so threads hash tensors in parallel
     # (the default model's 54.6M parameters: 218 MB)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(entries), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(entries), usable_cpus()))) as pool:
         digests = list(pool.map(lambda e: hashlib.sha256(e[5]).hexdigest().encode(), entries))
     listing = []
     for (name, dtype, shape, begin, end, _), digest in zip(entries, digests):

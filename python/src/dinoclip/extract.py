@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from . import _files, encoders
-from ._files import file_kind, open_regular, read_regular
+from ._files import file_kind, open_regular, read_regular, usable_cpus
 from ._progress import progress
 from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
                      same_file, write_atomic)
@@ -694,9 +694,10 @@ def _model_id(name: str) -> str:
     return os.path.realpath(path) if os.path.isdir(path) else name
 
 
-# What is read of an extract.json or eval.json at most: a record of settings and of each shard's
-# source, a few hundred bytes each.
-MAX_RECORD_BYTES = 256 << 20
+# What is read of an extract.json at most: a record of settings and of each shard's source, a few
+# hundred bytes each; and of an eval.json, a record of settings, as the Go side reads it (a larger
+# one is no set dinoclip loads).
+MAX_RECORD_BYTES = {MANIFEST: 256 << 20, "eval.json": 1 << 20}
 
 
 def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str], what: str,
@@ -709,7 +710,7 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
         return None
     # Read as empty, a damaged file would let any settings resume into (or skip) what it describes.
     try:
-        old = json.loads(read_regular(path, MAX_RECORD_BYTES).decode("utf-8"))
+        old = json.loads(read_regular(path, MAX_RECORD_BYTES[name]).decode("utf-8"))
         if not isinstance(old, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
@@ -845,8 +846,10 @@ def _drop_first_record(out: str) -> None:
     written = _first_records.pop(out, None)
     if written is None:
         return
-    with _locked(out):
-        try:
+    # (--out gone or unreadable meanwhile, the lock with it: nothing of this run's to remove, and
+    # no traceback in place of the failure being reported)
+    try:
+        with _locked(out):
             if any(FEATURE_SUFFIX in n or TARGET_SUFFIX in n for n in os.listdir(out)):
                 return
             path = os.path.join(out, MANIFEST)
@@ -854,8 +857,8 @@ def _drop_first_record(out: str) -> None:
             if (st.st_dev, st.st_ino) != written:
                 return
             os.remove(path)
-        except OSError:
-            pass  # (gone already, or unreadable: nothing of this run's to remove)
+    except OSError:
+        pass
 
 
 def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0,
@@ -1061,6 +1064,15 @@ def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback:
 _EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", "dtype", "precision")
 
 
+def _eval_set_done(out: str, settings: dict) -> bool:
+    """Whether ``out`` holds a whole evaluation set made with ``settings``; one made from other
+    inputs, models or dtype is another set, not this one done: refused."""
+    if not all(os.path.isfile(os.path.join(out, f)) for f in EVAL_FILES):
+        return False
+    _check_recorded(out, "eval.json", settings, _EVAL_COMPARED, "an evaluation set", f"delete {out} to redo it")
+    return True
+
+
 def cmd_eval(args, kind: str) -> int:
     # dinoclip refuses a set whose name cannot be printed, or is blank (it is printed in tables,
     # errors and records): refused here, before the extraction rather than after.
@@ -1079,10 +1091,7 @@ def cmd_eval(args, kind: str) -> int:
                 "dtype": "float16" if args.float16 else "float32", "precision": args.precision}
     if args.name:
         settings["name"] = args.name
-    if all(os.path.isfile(os.path.join(args.out, f)) for f in EVAL_FILES):
-        # made from other inputs, models or dtype, it is another set, not this one done
-        _check_recorded(args.out, "eval.json", settings, _EVAL_COMPARED, "an evaluation set",
-                        f"delete {args.out} to redo it")
+    if _eval_set_done(args.out, settings):
         _log(f"{args.out}: evaluation set already complete; skipping (delete it to redo)")
         return 0
     paths, captions, cap_image, dataset = read_karpathy(args.karpathy, args.images, args.split)
@@ -1102,15 +1111,21 @@ def cmd_eval(args, kind: str) -> int:
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
                                                  ("captions.clip.npy", text)], args.float16, args.precision)
     make_dirs(args.out)
-    dt = embedding_dtype(args.float16)
-    save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
-    save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
-    save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
-    save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
     info = {"name": name, "images": len(paths), "captions": len(captions), **settings}
-
     text_json = json.dumps(info, indent=2) + "\n"
-    write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))
+    dt = embedding_dtype(args.float16)
+    # Written in turn, under the directory's lock: another run into the same --out, extracting
+    # meanwhile, writes after this one has written all five files, finds them, and checks them as
+    # a set already made (it mixed its files with this one's, and both exited 0).
+    with _locked(args.out):
+        if _eval_set_done(args.out, settings):
+            _log(f"{args.out}: evaluation set completed by another run meanwhile; skipping")
+            return 0
+        save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
+        save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
+        save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
+        save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
+        write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))
     _log(f"{args.out}: {len(paths)} images, {len(captions)} captions, "
          f"features {ext.feature_dim}, embeddings {ext.embedding_dim}")
     return 0
@@ -1316,21 +1331,12 @@ def _run(args) -> int:
         return 130
 
 
-def _usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (what taskset or a container's cpuset
-    leaves it), not the machine's count, where the system has one."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # no affinity masks (macOS, Windows)
-        return os.cpu_count() or 1
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "workers", 0) is None:
-        args.workers = min(8, _usable_cpus())
+        args.workers = min(8, usable_cpus())
     for opt in ("batch_size",):
         if getattr(args, opt) < 1:
             print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
@@ -1340,7 +1346,7 @@ def main(argv=None) -> int:
         return 2
     # Each worker is a process of its own (hundreds of MB): 100000 of them forked until the
     # system's OOM killer ran, leaving orphans holding the terminal.
-    if getattr(args, "workers", 0) > (most := 4 * _usable_cpus()):
+    if getattr(args, "workers", 0) > (most := 4 * usable_cpus()):
         print(f"dinoclip.extract: --workers {args.workers}: more than {most} (4 per CPU here); each worker is a "
               "process decoding images, and more than the CPUs can run only take memory", file=sys.stderr)
         return 2

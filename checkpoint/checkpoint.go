@@ -708,7 +708,7 @@ func bestFromEMA(runDir string) (bool, error) {
 		// (A key given twice is a document each reader takes its own
 		// way: edited, whatever it says.)
 		if err = strictjson.CheckKeys(b); err == nil {
-			err = json.Unmarshal(b, &run)
+			err = strictjson.Describe(json.Unmarshal(b, &run))
 		}
 		switch from := run.Options.BestFrom; {
 		case err != nil:

@@ -118,7 +118,7 @@ func loadSet(dir string) (*Set, error) {
 			err = errors.New("not UTF-8 text, as JSON must be")
 		}
 		if err == nil {
-			err = json.Unmarshal(b, &info)
+			err = strictjson.Describe(json.Unmarshal(b, &info))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SetInfoFile), err)

@@ -20,6 +20,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -164,7 +165,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 		return info, fmt.Errorf("run directory %s: %w", dir, err)
 	}
 	if err := json.Unmarshal(b, &info); err != nil {
-		return info, fmt.Errorf("%s: %w", path, err)
+		return info, fmt.Errorf("%s: %w", path, strictjson.Describe(err))
 	}
 	return info, nil
 }
@@ -908,7 +909,7 @@ func (tr *Trainer) restore() (State, error) {
 	}
 	var st State
 	if err := json.Unmarshal(ck.State, &st); err != nil {
-		return State{}, fmt.Errorf("%s: trainer state: %w", dir, err)
+		return State{}, fmt.Errorf("%s: trainer state: %w", dir, strictjson.Describe(err))
 	}
 	if err := checkRecordedStep(dir, checkpoint.ModelFile, ck.Meta, st.Step); err != nil {
 		return State{}, err

@@ -465,7 +465,7 @@ func readStateFile(path string) (*train.State, error) {
 	}
 	var st train.State
 	if err := json.Unmarshal([]byte(meta["state"]), &st); err != nil {
-		return nil, fmt.Errorf("%s: trainer state: %w", path, err)
+		return nil, fmt.Errorf("%s: trainer state: %w", path, strictjson.Describe(err))
 	}
 	return &st, nil
 }

@@ -58,6 +58,10 @@ func placeError(flag, out, dir, what string) error {
 			return fmt.Errorf("%s %s is in the checkpoints directory %s of a run: write %s outside the run", flag, out, a, what)
 		case retrieval.IsIndex(a):
 			return fmt.Errorf("%s %s is in the search index %s, whose files it could replace: write %s outside the index", flag, out, a, what)
+		case retrieval.IsUnfinishedIndex(a):
+			// (A file there would have the rerun that finishes it refuse
+			// the directory as used for something else.)
+			return fmt.Errorf("%s %s is in the search index %s, whose first append was stopped before its manifest (run the same dinoclip index again to finish it): write %s outside the index", flag, out, a, what)
 		}
 		if filepath.Dir(a) == a {
 			return nil

@@ -440,6 +440,12 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	// Nor are features named as a set's images, without its captions.
 	copyFile(t, in, filepath.Join(queries, retrieval.ImageFeaturesFile))
 	mustRun(t, "project", "--model", run, "--in", filepath.Join(queries, retrieval.ImageFeaturesFile), "--out", filepath.Join(queries, retrieval.ImageCLIPFile))
+	// A first append killed before its manifest: its lock file, free, and
+	// its shards (a file written there had the rerun that finishes it
+	// refuse the directory).
+	killedEarly := t.TempDir()
+	os.WriteFile(filepath.Join(killedEarly, retrieval.IndexLockFile), nil, 0o644)
+	copyFile(t, filepath.Join(index, "keys-00000.npy"), filepath.Join(killedEarly, "keys-00000.npy"))
 	// A damaged index's manifest still marks it.
 	damaged := t.TempDir()
 	os.WriteFile(filepath.Join(damaged, retrieval.IndexManifestFile), []byte(`{"format": "dinoclip-index/1", "dim": 5`), 0o644)
@@ -470,6 +476,7 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		{filepath.Join(index, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(indexWithoutManifest, "keys-00000.npy"), "in the search index"},
 		{filepath.Join(damaged, "keys-00000.npy"), "in the search index"},
+		{filepath.Join(killedEarly, "p.npy"), "whose first append was stopped before its manifest"},
 		{filepath.Join(movedRun, train.CheckpointsDir, "p.npy"), "in the checkpoints directory"},
 		{filepath.Join(starting, "p.npy"), "in the run directory"},
 		// Named as a data set's own file, in the set: read as the set's.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"unicode"
 )
@@ -20,7 +21,8 @@ const MaxDepth = 100
 // repeated within an object (at any depth; keys that differ only in case
 // count as the same, as encoding/json matches them to the same field), a
 // field v does not have, values nested more than MaxDepth deep, or
-// anything but whitespace after the value.
+// anything but whitespace after the value; a value of the wrong kind is
+// described as Describe does.
 func Unmarshal(b []byte, v any) error {
 	if err := CheckKeys(b); err != nil {
 		return err
@@ -28,7 +30,7 @@ func Unmarshal(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return err
+		return Describe(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("data after the JSON value (at byte %d)", dec.InputOffset())
@@ -100,4 +102,47 @@ func fold(s string) string {
 		b.WriteRune(least)
 	}
 	return b.String()
+}
+
+// Describe is err, from decoding JSON, in a reader's terms where it is a
+// value of the wrong kind: encoding/json names the Go type it decodes into
+// ("cannot unmarshal array into Go value of type struct { Name string ...
+// }", "Go struct field State.schedule.max_lr of type float64"), which says
+// nothing to whoever edited the file. Other errors are returned as they are.
+func Describe(err error) error {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	at := "the document"
+	if te.Field != "" {
+		at = "field " + te.Field
+	}
+	want := kindName(te.Type.Kind())
+	if strings.HasPrefix(te.Value, "number") && (want == "a number" || want == "an integer") {
+		// (Of the right kind, then: a fraction for an integer, or out of
+		// the range the field's values take.)
+		return fmt.Errorf("%s: %s: want %s in the range this field takes", at, te.Value, want)
+	}
+	return fmt.Errorf("%s: a JSON %s where %s belongs", at, te.Value, want)
+}
+
+// kindName is what a value of kind k is called in JSON.
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	}
+	return "another kind of value"
 }

@@ -1,6 +1,7 @@
 package strictjson
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,39 @@ func TestMaxDepth(t *testing.T) {
 		if err := Unmarshal(nested(n), &v); err == nil || !strings.Contains(err.Error(), "nested more than 100 deep") {
 			t.Errorf("%d levels: %v, want a refusal of the nesting", n+1, err)
 		}
+	}
+}
+
+// A value of the wrong kind is described in JSON's terms, naming the
+// field, not the Go type it would have been decoded into; other errors
+// are as they were.
+func TestDescribe(t *testing.T) {
+	type inner struct {
+		Rate float64 `json:"rate"`
+	}
+	var v struct {
+		Name  string `json:"name"`
+		Count int32  `json:"count"`
+		In    inner  `json:"in"`
+	}
+	for _, c := range []struct{ json, want string }{
+		{`[1, 2]`, "the document: a JSON array where an object belongs"},
+		{`{"name": 3}`, "field name: a JSON number where a string belongs"},
+		{`{"count": 1e30}`, "field count: number 1e30: want an integer in the range this field takes"},
+		{`{"count": 1.5}`, "field count: number 1.5: want an integer in the range this field takes"},
+		{`{"in": {"rate": 1e999}}`, "field in.rate: number 1e999: want a number in the range this field takes"},
+		{`{"in": []}`, "field in: a JSON array where an object belongs"},
+	} {
+		err := Describe(json.Unmarshal([]byte(c.json), &v))
+		if err == nil || err.Error() != c.want || strings.Contains(err.Error(), "Go ") {
+			t.Errorf("%s: %v, want %q", c.json, err, c.want)
+		}
+	}
+	syntax := json.Unmarshal([]byte(`{"name":`), &v)
+	if got := Describe(syntax); got != syntax {
+		t.Errorf("a syntax error became %v", got)
+	}
+	if Describe(nil) != nil {
+		t.Error("Describe(nil) is not nil")
 	}
 }

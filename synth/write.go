@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
+	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -231,7 +231,7 @@ func (e busyError) Unwrap() error { return flock.ErrLocked }
 // lock is on the directory itself (a system that cannot lock one, Windows,
 // goes without).
 func LockDir(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if _, err := madedirs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
 	unlock, err = flock.LockDir(dir)

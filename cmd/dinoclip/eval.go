@@ -86,6 +86,9 @@ func runEval(cCtx *cli.Context) error {
 	c := lm.Model.Config
 	doc := evalDocument{Model: lm.Path, Config: c, Device: device, Precision: lm.Precision,
 		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
+	if cCtx.Bool("json") {
+		warnRecordedAsOther(cCtx.App.ErrWriter, "the JSON document", doc.Model)
+	}
 	for _, s := range sets {
 		if s.FeatureDim != c.InputDim || s.EmbeddingDim != c.OutputDim {
 			return fmt.Errorf("evaluation set %s is %d -> %d wide (features -> embeddings), the model %s %d -> %d",

@@ -26,7 +26,8 @@ func projectCommand() *cli.Command {
 			"in chunks of --batch rows, and writes the [n, output_dim] model outputs as float32 (or float16\n" +
 			"with --float16). The outputs are the model's, not L2-normalised. The output file is written\n" +
 			"under a temporary name and renamed into place when complete (a killed run's is removed by\n" +
-			"the next once a minute old, and named in a warning before). CKPT is a model.safetensors\n" +
+			"the next once a minute old, and named in a warning before). A symbolic link at --out is\n" +
+			"followed: the file it leads to is replaced, the link kept. CKPT is a model.safetensors\n" +
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last;\n" +
 			"best/ema.safetensors when the run picks its best from the EMA). The --out file may not be in a\n" +
 			"run directory, in a run's checkpoints, in a search index or in a search's output, where it\n" +

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/retrieval"
 )
@@ -95,6 +96,17 @@ func r5K(reports []retrieval.Report) int {
 		}
 	}
 	return 5
+}
+
+// warnRecordedAsOther warns on w that record, a JSON document, names path,
+// which is not UTF-8 text, by another: JSON holds text, and the bytes that
+// are not become U+FFFD, so the record names no file. (A command whose
+// record a later run reads back, a run's or an index's, refuses such a
+// path instead.)
+func warnRecordedAsOther(w io.Writer, record, path string) {
+	if !utf8.ValidString(path) {
+		fmt.Fprintf(w, "dinoclip: warning: %s: the path is not UTF-8 text, and %s records it as text, U+FFFD in place of the bytes that are not: the record names no file\n", shown(path), record)
+	}
 }
 
 // shown is a name or path read from a file (an evaluation set's name, a

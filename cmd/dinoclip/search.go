@@ -411,6 +411,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 	}
 	info := searchInfo{Index: atomicfile.RealOrAbs(indexPath), Queries: atomicfile.RealOrAbs(queriesPath), Rows: rows, Dim: keys.Dim, K: k, Device: device,
 		Model: opened.model, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
+	for _, p := range []string{info.Index, info.Queries} {
+		warnRecordedAsOther(cCtx.App.ErrWriter, searchInfoFile, p)
+	}
 	// The images of the rows found, when the index lists its rows' images.
 	var images []string
 	if opened.index != nil {

@@ -1177,3 +1177,25 @@ func TestIndexRefusesTooManyFilesFirst(t *testing.T) {
 		t.Errorf("a refused index made %s (%v)", out, err)
 	}
 }
+
+// A search whose queries' path is not UTF-8 text warns that search.json
+// records it as another (JSON holds text); one whose paths are text does
+// not warn.
+func TestSearchWarnsOfPathRecordedAsOther(t *testing.T) {
+	dir := t.TempDir()
+	kp := filepath.Join(dir, "keys.npy")
+	writeF32(t, kp, []int{2, 2}, []float32{1, 0, 0, 1})
+	plain := filepath.Join(dir, "q.npy")
+	writeF32(t, plain, []int{1, 2}, []float32{1, 0})
+	odd := filepath.Join(dir, "q\xff.npy")
+	if err := os.Link(plain, odd); err != nil {
+		t.Skipf("no file named with bytes that are not UTF-8 here: %v", err)
+	}
+	const warning = "the path is not UTF-8 text, and search.json records it as text"
+	for q, warned := range map[string]bool{plain: false, odd: true} {
+		_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", q, "--k", "1", "--out", filepath.Join(t.TempDir(), "hits"))
+		if err != nil || strings.Contains(stderr, warning) != warned {
+			t.Errorf("search --queries %q: %v, warned %v, want %v:\n%s", q, err, !warned, warned, stderr)
+		}
+	}
+}

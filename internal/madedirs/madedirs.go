@@ -2,6 +2,7 @@ package madedirs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,9 +16,16 @@ import (
 // dir existed. The directories it made are synced into their parents, so
 // that what is written in dir after it does not outlive a power loss
 // that takes dir away.
+//
+// A symbolic link on the way that leads nowhere is named as one: the
+// system's "mkdir DIR: file exists" said nothing of it.
 func MkdirAll(dir string) (top string, err error) {
 	top = missingTop(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		if link := danglingLink(dir); link != "" && errors.Is(err, fs.ErrExist) {
+			to, _ := os.Readlink(link)
+			return top, fmt.Errorf("mkdir %s: %s is a symbolic link that leads nowhere (to %s): point it at a directory, or remove it", dir, link, to)
+		}
 		return top, err
 	}
 	if top != "" {
@@ -29,6 +37,19 @@ func MkdirAll(dir string) (top string, err error) {
 		}
 	}
 	return top, nil
+}
+
+// danglingLink is the topmost directory of dir's path that is a symbolic
+// link leading nowhere, or "".
+func danglingLink(dir string) string {
+	top := missingTop(dir)
+	if top == "" {
+		return ""
+	}
+	if st, err := os.Lstat(top); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return top
+	}
+	return ""
 }
 
 // missingTop is the topmost directory of dir's path that does not exist,

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,25 @@ func TestExisting(t *testing.T) {
 	}
 	if got := Existing(base); got != base {
 		t.Errorf("Existing(base) = %s, want itself", got)
+	}
+}
+
+// A symbolic link that leads nowhere, as the directory or above it, is
+// named in the error (the system says only "file exists"), and nothing is
+// made where it leads.
+func TestMkdirAllDanglingLink(t *testing.T) {
+	base := t.TempDir()
+	link := filepath.Join(base, "out")
+	if err := os.Symlink("nowhere", link); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	for _, dir := range []string{link, filepath.Join(link, "sub")} {
+		_, err := MkdirAll(dir)
+		if want := link + " is a symbolic link that leads nowhere (to nowhere)"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("MkdirAll(%s): %v, want an error saying %q", dir, err, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(base, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("MkdirAll made where the link leads (%v)", err)
 	}
 }

@@ -1289,7 +1289,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "line is an error. Only CLIP is loaded.",
     )
     p.add_argument("file", metavar="FILE", help="text file, one query per line")
-    p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
+    p.add_argument("--out", required=True, metavar="FILE.npy",
+                   help="output .npy file (written whole or not at all; a symbolic link there is followed: the "
+                        "file it leads to is replaced)")
     p.add_argument("--clip", default=encoders.DEFAULT_CLIP, metavar="NAME|PATH",
                    help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: %(default)s)")
     p.add_argument("--device", default=None,

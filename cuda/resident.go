@@ -124,10 +124,6 @@ func (e *Engine) dropResident() error {
 	return nil
 }
 
-// ResidentBytes is the device memory the resident training data takes (0
-// when none is loaded).
-func (e *Engine) ResidentBytes() int64 { return e.residentByteSize }
-
 // ForwardBackwardRows implements nn.ResidentEngine: it uploads the row
 // indices, gathers the rows into the batch buffers (gather_rows_f16,
 // float16 to float32 exactly) and runs ForwardBackward's forward, loss and

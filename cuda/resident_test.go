@@ -172,8 +172,8 @@ func testResidentMatches(t *testing.T, newEngine func(nn.Config) (*Engine, error
 	if next != rows || len(data.ranges) != 21 {
 		t.Fatalf("read ranges %v: want 21 chunks covering [0, %d)", data.ranges, rows)
 	}
-	if want := int64(2 * rows * (c.InputDim + c.OutputDim)); res.ResidentBytes() < want {
-		t.Fatalf("ResidentBytes %d, want at least %d", res.ResidentBytes(), want)
+	if want := int64(2 * rows * (c.InputDim + c.OutputDim)); res.residentByteSize < want {
+		t.Fatalf("resident bytes %d, want at least %d", res.residentByteSize, want)
 	}
 
 	rng := rand.New(rand.NewPCG(4, 4))
@@ -265,7 +265,7 @@ func TestResidentErrors(t *testing.T) {
 	if !errors.Is(err, boom) || errors.Is(err, nn.ErrNotResident) {
 		t.Errorf("failing read: %v", err)
 	}
-	if e.ResidentBytes() != 0 || e.resident != 0 {
+	if e.residentByteSize != 0 || e.resident != 0 {
 		t.Error("a failed load left resident data")
 	}
 	if _, err := e.ForwardBackwardRows([]int32{0}); err == nil {
@@ -305,7 +305,7 @@ func TestResidentErrors(t *testing.T) {
 			rows, float64(rows)*2*8192/gib, float64(total)/gib, err, read)
 	}
 	t.Log(err)
-	if w.ResidentBytes() != 0 {
+	if w.residentByteSize != 0 {
 		t.Error("data that does not fit left an allocation")
 	}
 }

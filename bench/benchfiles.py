@@ -26,7 +26,8 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask (what taskset or a container's
     cpuset leaves it), where the system has one, not the machine's count. Threads beyond them
-    only take turns, on both sides of a comparison."""
+    only take turns, on both sides of a comparison. (The package's dinoclip._files has the same:
+    the bench scripts run from bench/ whether the package is installed or not.)"""
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # no affinity masks (macOS, Windows)

@@ -706,7 +706,8 @@ func bestFromEMA(runDir string) (bool, error) {
 			} `json:"options"`
 		}
 		// (A key given twice is a document each reader takes its own
-		// way: edited, whatever it says.)
+		// way: edited, whatever it says; so are bytes that are not UTF-8,
+		// which no run writes.)
 		if err = strictjson.CheckKeys(b); err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &run))
 		}

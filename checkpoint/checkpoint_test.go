@@ -274,6 +274,11 @@ func TestCheckpointSaveLoadResolve(t *testing.T) {
 		"edited to name both": func() error {
 			return os.WriteFile(filepath.Join(run, "run.json"), []byte(`{"options": {"best_from": "ema", "best_from": "raw"}}`), 0o644)
 		},
+		// (encoding/json would read it, U+FFFD in place of the byte;
+		// Python's reader refuses it: the two sides must agree.)
+		"edited with a byte that is not UTF-8": func() error {
+			return os.WriteFile(filepath.Join(run, "run.json"), []byte("{\"options\": {\"best_from\": \"ema\"}, \"note\": \"\xff\"}"), 0o644)
+		},
 	} {
 		if err := damage(); err != nil {
 			t.Fatal(err)

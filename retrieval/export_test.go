@@ -79,3 +79,6 @@ func FillDisk(room int, full syscall.Errno) func() {
 	}
 	return func() { writeManifest = old }
 }
+
+// MaxManifestBytes is maxManifestBytes, for the external tests.
+const MaxManifestBytes = maxManifestBytes

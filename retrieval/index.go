@@ -221,12 +221,17 @@ func DataSample(data []byte) (sample string, err error) {
 	return sample, err
 }
 
+// maxManifestBytes bounds what is read of an index's manifest: a few
+// hundred bytes a shard, tens of MB at IndexMaxShards, and a manifest
+// replaced by a huge file must not fill memory before it is refused.
+const maxManifestBytes = 256 << 20
+
 func readManifest(dir string) (*IndexManifest, error) {
 	path := filepath.Join(dir, IndexManifestFile)
 	err := plainFile(dir, IndexManifestFile) // (a link would take appends outside the index; a pipe would hang)
 	var b []byte
 	if err == nil {
-		b, err = os.ReadFile(path)
+		b, err = atomicfile.ReadRegular(path, maxManifestBytes)
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

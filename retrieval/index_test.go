@@ -1014,3 +1014,26 @@ func TestIndexDanglingManifestLink(t *testing.T) {
 		t.Errorf("a manifest was written where the link leads (%v)", err)
 	}
 }
+
+// A manifest larger than any index writes is refused by its size, unread
+// (sparse here).
+func TestOpenIndexRefusesHugeManifest(t *testing.T) {
+	dir := t.TempDir()
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, w, "a", []float32{1, 2}, 2)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, retrieval.IndexManifestFile), retrieval.MaxManifestBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	if ix, err := retrieval.OpenIndex(dir); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("over %d bytes", retrieval.MaxManifestBytes)) {
+		if ix != nil {
+			ix.Close()
+		}
+		t.Errorf("an index whose manifest is over %d bytes: %v, want a refusal saying so", retrieval.MaxManifestBytes, err)
+	}
+}

@@ -114,9 +114,6 @@ func loadSet(dir string) (*Set, error) {
 		// Bytes that are not UTF-8 would be read as U+FFFD (another name
 		// than the file's), and a key given twice as the last one.
 		err := strictjson.CheckKeys(b)
-		if err == nil && !utf8.Valid(b) {
-			err = errors.New("not UTF-8 text, as JSON must be")
-		}
 		if err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &info))
 		}

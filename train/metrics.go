@@ -25,12 +25,12 @@ const MetricsFile = "metrics.jsonl"
 // training writes far shorter ones.
 const MaxMetricsLine = 64 << 20
 
-// ScanMetrics calls fn with each line (its newline cut) of the metrics
-// file read from r, which is at path, in turn, and stops at the first
-// error fn returns, which it returns. A line longer than
-// MaxMetricsLine is none training writes: the scan stops there with an
-// error saying so, never with a count of what came before passed off as
-// the whole file.
+// ScanMetrics calls fn with each line (its newline and a carriage return
+// before it cut) of the metrics file read from r, which is at path, in
+// turn, and stops at the first error fn returns, which it returns. A line
+// longer than MaxMetricsLine is none training writes: the scan stops there
+// with an error saying so, never with a count of what came before passed
+// off as the whole file; a read error is the system's, with path.
 func ScanMetrics(r io.Reader, path string, fn func(line []byte) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, MaxMetricsLine)
@@ -39,15 +39,22 @@ func ScanMetrics(r io.Reader, path string, fn func(line []byte) error) error {
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil {
+	switch err := sc.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
 		return fmt.Errorf("%s: %w (a line longer than %d MiB): this is not the log training writes", path, err, MaxMetricsLine>>20)
+	case err != nil:
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }
 
-// metricsWriter appends one JSON object per line, each in a single write so
-// a crash leaves at most one torn last line (dropped on resume).
-type metricsWriter struct{ f *os.File }
+// metricsWriter appends one JSON object per line to the file f at path,
+// each in a single write so a crash leaves at most one torn last line
+// (dropped on resume).
+type metricsWriter struct {
+	f    *os.File
+	path string
+}
 
 // keptOnResume reports whether a metrics record of type typ at step
 // recStep stays in the log of a run resumed from step (evalPending: with
@@ -91,7 +98,7 @@ func openMetrics(ctx context.Context, path string, step int, evalPending bool, l
 	if err != nil {
 		return nil, err
 	}
-	return &metricsWriter{f: f}, nil
+	return &metricsWriter{f: f, path: path}, nil
 }
 
 // keepMetrics rewrites the metrics file old, open at path, with the lines
@@ -130,7 +137,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 			kept += int64(len(line)) + 1
 			return emit(line)
 		})
-		if err != nil && ctx.Err() == nil {
+		if errors.Is(err, bufio.ErrTooLong) {
 			// (Skipping the rest would drop every later record from the
 			// rewritten file.)
 			return fmt.Errorf("%w; move it away to resume", err)
@@ -146,10 +153,13 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if damaged > 0 {
 		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
-	// Appended in place, a file with other names (a backup made with
-	// cp -al) would change under them too: rewritten first, it is the
+	// Kept whole: every line, each ending in a newline (a last one
+	// without would have the next record appended to it; the sizes alone
+	// could match with a line dropped, an empty one, and the newline
+	// missing). Appended in place, a file with other names (a backup made
+	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
-	if kept == st.Size() && !atomicfile.HardLinked(st) {
+	if kept == st.Size() && endsLine(old, st.Size()) && !atomicfile.HardLinked(st) {
 		return nil
 	}
 	return atomicfile.Write(path, func(w io.Writer) error {
@@ -188,7 +198,11 @@ func (m *metricsWriter) write(rec map[string]any) error {
 		return err
 	}
 	if _, err = m.f.Write(append(b, '\n')); err != nil {
-		m.f.Truncate(end)
+		// (By path where the handle cannot: Windows opens one for
+		// appending without the right to truncate.)
+		if m.f.Truncate(end) != nil {
+			os.Truncate(m.path, end)
+		}
 	}
 	return err
 }

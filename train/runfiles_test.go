@@ -59,6 +59,10 @@ func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 		{"a damaged line", one + "\x00\x00\x00\n" + two, one + two, true},
 		{"a damaged last line, whole", one + `garbage` + "\n", one, true},
 		{"no newline at the end", one + strings.TrimSuffix(two, "\n"), one + two, false},
+		// (Sizes that match the lines kept, though a line went: rewritten.)
+		{"an empty line, no newline at the end", one + "\n" + strings.TrimSuffix(two, "\n"), one + two, true},
+		{"CRLF, no newline at the end", strings.TrimSuffix(one, "\n") + "\r\n" + strings.TrimSuffix(two, "\n"), one + two, false},
+		{"CRLF", strings.TrimSuffix(one, "\n") + "\r\n" + two, one + two, false},
 		{"all kept", one + two, one + two, false},
 	} {
 		path := filepath.Join(t.TempDir(), MetricsFile)
@@ -146,5 +150,24 @@ func TestStartRunDirFailureLeavesNoCheckpointsDir(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, CheckpointsDir)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the failed start left %s: %v", CheckpointsDir, err)
+	}
+}
+
+// A metrics record that cannot be written stops the run with what is left
+// of it and how to go on, as a failed save does (a full disk is the usual
+// cause).
+func TestFailedMetricsWriteSaysHowToGoOn(t *testing.T) {
+	runDir := t.TempDir()
+	path := filepath.Join(runDir, MetricsFile)
+	os.WriteFile(path, nil, 0o644)
+	f, err := os.Open(path) // (read only: the write fails)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := &Trainer{RunDir: runDir, metrics: &metricsWriter{f: f, path: path}}
+	err = tr.writeMetrics(State{Step: 3}, map[string]any{"type": "train", "step": 3})
+	if want := "the run stopped before its first checkpoint; start it again once the problem is fixed"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a failed metrics write: %v, want the advice %q", err, want)
 	}
 }

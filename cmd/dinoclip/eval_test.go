@@ -133,3 +133,29 @@ func TestEvalErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { wantError(t, c.args, c.wants...) })
 	}
 }
+
+// eval --json of a model whose path is not UTF-8 text warns that the
+// document records it as another; the table, which records nothing, does
+// not.
+func TestEvalJSONWarnsOfPathRecordedAsOther(t *testing.T) {
+	run, _, eval := trainRun(t)
+	odd := filepath.Join(t.TempDir(), "run\xff")
+	if err := os.Symlink(run, odd); err != nil {
+		t.Skipf("no link named with bytes that are not UTF-8 here: %v", err)
+	}
+	const warning = "the path is not UTF-8 text, and the JSON document records it as text"
+	for _, c := range []struct {
+		model  string
+		json   bool
+		warned bool
+	}{{run, true, false}, {odd, true, true}, {odd, false, false}} {
+		args := []string{"eval", "--model", c.model, "--eval", eval}
+		if c.json {
+			args = append(args, "--json")
+		}
+		_, stderr, err := runCLI(t, args...)
+		if err != nil || strings.Contains(stderr, warning) != c.warned {
+			t.Errorf("eval --model %q (--json %v): %v, want warned %v:\n%s", c.model, c.json, err, c.warned, stderr)
+		}
+	}
+}

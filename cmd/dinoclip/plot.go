@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"image/color"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -32,15 +30,15 @@ type runCurves struct {
 
 func readCurves(runDir string) (*runCurves, error) {
 	path := filepath.Join(runDir, train.MetricsFile)
-	f, err := os.Open(path)
+	f, err := atomicfile.OpenToRead(path) // (a named pipe there would hang)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	c := &runCurves{recall: map[string][4]plotter.XYs{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for line := 1; sc.Scan(); line++ {
+	line := 0
+	err = train.ScanMetrics(f, path, func(b []byte) error {
+		line++
 		var rec struct {
 			Type  string             `json:"type"`
 			Step  int                `json:"step"`
@@ -48,8 +46,8 @@ func readCurves(runDir string) (*runCurves, error) {
 			Loss  float64            `json:"loss"`
 			Sets  []retrieval.Report `json:"sets"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, line, err)
 		}
 		switch rec.Type {
 		case "train":
@@ -73,8 +71,9 @@ func readCurves(runDir string) (*runCurves, error) {
 				c.recall[r.Name] = s
 			}
 		}
-	}
-	return c, sc.Err()
+		return nil
+	})
+	return c, err
 }
 
 // plotRun draws a run's training loss and R@5 curves side by side into a

@@ -117,6 +117,11 @@ func ReadRegular(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readOpen(f, path, limit)
+}
+
+// readOpen is ReadRegular of the file f, open at path.
+func readOpen(f *os.File, path string, limit int64) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err

@@ -168,3 +168,25 @@ func TestReadAtMost(t *testing.T) {
 		t.Errorf("ReadAtMost(endless, 1000): %v after %d bytes read", err, r.read)
 	}
 }
+
+// A file larger than the limit is refused by its size, before any of it
+// is read: here a file open for writing only, whose read would fail
+// otherwise.
+func TestReadRefusesBySize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	var tl *TooLargeError
+	if _, err := readOpen(f, path, 1<<20-1); !errors.As(err, &tl) {
+		t.Errorf("a file one byte over the limit: %v, want a TooLargeError before any read", err)
+	}
+	if _, err := readOpen(f, path, 1<<20); err == nil || errors.As(err, &tl) {
+		t.Errorf("a file at the limit, not readable: %v, want the read's error", err)
+	}
+}

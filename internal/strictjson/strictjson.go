@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxDepth is how deeply arrays and objects may nest: far beyond what a
@@ -17,12 +18,12 @@ import (
 // cost before encoding/json's own limit.
 const MaxDepth = 100
 
-// Unmarshal decodes the one JSON value in b into v. It fails on a key
-// repeated within an object (at any depth; keys that differ only in case
-// count as the same, as encoding/json matches them to the same field), a
-// field v does not have, values nested more than MaxDepth deep, or
-// anything but whitespace after the value; a value of the wrong kind is
-// described as Describe does.
+// Unmarshal decodes the one JSON value in b into v. It fails on bytes that
+// are not UTF-8, a key repeated within an object (at any depth; keys that
+// differ only in case count as the same, as encoding/json matches them to
+// the same field), a field v does not have, values nested more than
+// MaxDepth deep, or anything but whitespace after the value; a value of
+// the wrong kind is described as Describe does.
 func Unmarshal(b []byte, v any) error {
 	if err := CheckKeys(b); err != nil {
 		return err
@@ -38,10 +39,16 @@ func Unmarshal(b []byte, v any) error {
 	return nil
 }
 
-// CheckKeys fails where Unmarshal would on b's keys and nesting (a key
-// repeated within an object, nesting beyond MaxDepth), for a reader that
-// decodes only part of a document, whose other fields it does not know.
+// CheckKeys fails where Unmarshal would on b's text, keys and nesting
+// (bytes that are not UTF-8, a key repeated within an object, nesting
+// beyond MaxDepth), for a reader that decodes only part of a document,
+// whose other fields it does not know.
 func CheckKeys(b []byte) error {
+	// (encoding/json reads such bytes as U+FFFD, another text than the
+	// file's, where Python's json refuses them: the file is refused.)
+	if !utf8.Valid(b) {
+		return errors.New("not UTF-8 text, as JSON must be")
+	}
 	return checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
 }
 

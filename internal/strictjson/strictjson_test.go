@@ -31,6 +31,7 @@ func TestUnmarshal(t *testing.T) {
 		{"trailing garbage", `{"a": 1}x`, "data after the JSON value"},
 		{"truncated", `{"a": 1`, "EOF"},
 		{"empty", ``, "no JSON value"},
+		{"not UTF-8", "{\"a\": 1, \"m\": {\"\xff\": 2}}", "not UTF-8 text"},
 	} {
 		var d doc
 		err := Unmarshal([]byte(c.json), &d)

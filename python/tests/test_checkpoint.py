@@ -122,11 +122,12 @@ def test_resolve_run_picking_best_by_moving_average(tmp_path):
 @pytest.mark.parametrize("run_json", [None, "{", '{"options": {"best_from": "EMA"}}', '{"options": "ema"}',
                                       '{"options": {"best_from": "raw", "Best_From": "ema"}}',
                                       '{"options": {"best_from": "ema", "best_from": "raw"}}', "huge",
-                                      '{"options": {"best_from": "ema"}}'.encode("utf-16")])
+                                      '{"options": {"best_from": "ema"}}'.encode("utf-16"),
+                                      b'{"options": {"best_from": "ema"}, "note": "\xff"}'])
 def test_resolve_refuses_run_whose_model_is_unknown(tmp_path, run_json):
     """A run keeping a moving average whose run.json is missing, damaged, edited to name neither
     model (or both), larger than any run writes (sparse here, refused by its size) or not UTF-8 (as
-    Go reads JSON: UTF-16 is no run.json) does not say which model is its own: an error, as on the
+    the Go side reads it: UTF-16, or a byte that is no UTF-8) does not say which model is its own: an error, as on the
     Go side, not the raw weights. Without a moving average, its best model."""
     run = tmp_path / "run"
     a = run / "checkpoints" / "step-00000001"

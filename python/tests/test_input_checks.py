@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dinoclip import checkpoint, convert
+from dinoclip import _files, checkpoint, convert
 from dinoclip.checkpoint import CheckpointError
 from test_checkpoint import CountingOpen, data_region, flip_bit, header, rewrite_metadata, small
 
@@ -314,3 +314,17 @@ def test_resolve_takes_a_best_model_that_is_not_a_file_as_go_does(tmp_path, kind
     what = "a named pipe" if kind == "fifo" else "a directory"
     with pytest.raises(OSError, match=f"{what}, not a regular file$"):
         without_blocking(model, lambda: checkpoint.load(run))
+
+
+def test_read_regular_refuses_by_size_unread(tmp_path, monkeypatch):
+    """A file over the limit is refused by its size before a byte of it is read; one at the limit is
+    read whole, a piece at a time."""
+    counting = CountingOpen()
+    monkeypatch.setattr(_files, "open_regular", counting)
+    path = tmp_path / "record.json"
+    with open(path, "wb") as f:
+        f.truncate(3 << 20)
+    with pytest.raises(ValueError, match=f"over {(3 << 20) - 1} bytes"):
+        _files.read_regular(str(path), (3 << 20) - 1)
+    assert counting.read == 0
+    assert len(_files.read_regular(str(path), 3 << 20)) == 3 << 20 and counting.read == 3 << 20

@@ -1183,8 +1183,8 @@ def _common(p: argparse.ArgumentParser, target: bool) -> None:
                    help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="image decoding processes; 0 decodes in the main process (default: the number "
-                        "of CPUs, at most 8)")
+                   help="image decoding processes; 0 decodes in the main process (default: the CPUs this "
+                        "process may use, at most 8; at most 4 per CPU)")
     p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                    help="model arithmetic: fp32 (default), tf32 matmuls (CUDA), or bf16/fp16 autocast; "
                         "the files are float32 either way unless --float16")

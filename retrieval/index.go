@@ -269,10 +269,17 @@ func (m *IndexManifest) check() error {
 	}
 	// The keys are the model's outputs: a config of another width is an
 	// edited manifest, which info would show as the index's model.
+	// (Its widths are integers; a value of another kind is an edit too.)
 	var c struct {
+		InputDim  int `json:"input_dim"`
+		HiddenDim int `json:"hidden_dim"`
 		OutputDim int `json:"output_dim"`
+		Blocks    int `json:"num_residual_blocks"`
 	}
-	if err := json.Unmarshal(m.Model.Config, &c); err != nil || c.OutputDim != m.Dim {
+	if err := json.Unmarshal(m.Model.Config, &c); err != nil {
+		return fmt.Errorf("the model's config: %w", strictjson.Describe(err))
+	}
+	if c.OutputDim != m.Dim {
 		return fmt.Errorf("the model's config does not give it %d-wide outputs, the index's dim", m.Dim)
 	}
 	var next int64

@@ -117,10 +117,14 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		if _, err := old.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		lines := 0
+		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
+		// comes first (a log of long lines was a minute between looks).
+		lines, bytes := 0, 0
 		err := ScanMetrics(old, path, func(line []byte) error {
-			if lines++; lines%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
+			if lines, bytes = lines+1, bytes+len(line); lines%4096 == 0 || bytes > 16<<20 {
+				if bytes = 0; ctx.Err() != nil {
+					return ctx.Err()
+				}
 			}
 			var rec struct {
 				Type string `json:"type"`

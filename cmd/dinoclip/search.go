@@ -552,6 +552,11 @@ func resolveOut(out string) (string, error) {
 	}
 	out = filepath.Clean(atomicfile.ResolveDir(out))
 	if st, err := os.Lstat(out); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		// (Followed by the system first: /dev/stdout leads to a pipe by a
+		// name, "pipe:[N]", that is no path.)
+		if end, err := os.Stat(out); err == nil && !end.IsDir() {
+			return "", fmt.Errorf("--out %s is a symbolic link to %s, not a directory; choose another --out", out, atomicfile.Kind(end.Mode()))
+		}
 		target, err := filepath.EvalSymlinks(out)
 		if err != nil {
 			return "", fmt.Errorf("--out %s is a symbolic link that leads nowhere (%w); point it at a directory or choose another --out", out, err)

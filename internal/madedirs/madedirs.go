@@ -22,9 +22,9 @@ import (
 func MkdirAll(dir string) (top string, err error) {
 	top = missingTop(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		if link := danglingLink(dir); link != "" && errors.Is(err, fs.ErrExist) {
+		if link, why := danglingLink(dir); link != "" && errors.Is(err, fs.ErrExist) {
 			to, _ := os.Readlink(link)
-			return top, fmt.Errorf("mkdir %s: %s is a symbolic link that leads nowhere (to %s): point it at a directory, or remove it", dir, link, to)
+			return top, fmt.Errorf("mkdir %s: %s is a symbolic link that leads nowhere (to %s: %v): point it at a directory, or remove it", dir, link, to, why)
 		}
 		return top, err
 	}
@@ -39,17 +39,24 @@ func MkdirAll(dir string) (top string, err error) {
 	return top, nil
 }
 
-// danglingLink is the topmost directory of dir's path that is a symbolic
-// link leading nowhere, or "".
-func danglingLink(dir string) string {
-	top := missingTop(dir)
-	if top == "" {
-		return ""
+// danglingLink is the deepest directory of dir's path that is a symbolic
+// link leading nowhere (to nothing, or round a loop of links), and why
+// following it fails; "" where none is.
+func danglingLink(dir string) (string, error) {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if st, err := os.Lstat(d); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+			if _, err := os.Stat(d); err != nil {
+				var pe *fs.PathError
+				if errors.As(err, &pe) {
+					err = pe.Err
+				}
+				return d, err
+			}
+		}
+		if filepath.Dir(d) == d {
+			return "", nil
+		}
 	}
-	if st, err := os.Lstat(top); err == nil && st.Mode()&fs.ModeSymlink != 0 {
-		return top
-	}
-	return ""
 }
 
 // missingTop is the topmost directory of dir's path that does not exist,

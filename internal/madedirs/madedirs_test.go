@@ -69,9 +69,16 @@ func TestMkdirAllDanglingLink(t *testing.T) {
 	}
 	for _, dir := range []string{link, filepath.Join(link, "sub")} {
 		_, err := MkdirAll(dir)
-		if want := link + " is a symbolic link that leads nowhere (to nowhere)"; err == nil || !strings.Contains(err.Error(), want) {
+		if want := link + " is a symbolic link that leads nowhere (to nowhere: "; err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("MkdirAll(%s): %v, want an error saying %q", dir, err, want)
 		}
+	}
+	// Round a loop of links, too.
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
+	os.Symlink("b", a)
+	os.Symlink("a", b)
+	if _, err := MkdirAll(a); err == nil || !strings.Contains(err.Error(), a+" is a symbolic link that leads nowhere (to b: too many levels of symbolic links)") {
+		t.Errorf("MkdirAll of a link in a loop: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(base, "nowhere")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("MkdirAll made where the link leads (%v)", err)

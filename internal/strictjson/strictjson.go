@@ -122,8 +122,8 @@ func Describe(err error) error {
 		return err
 	}
 	at := "the document"
-	if te.Field != "" {
-		at = "field " + te.Field
+	if field := jsonPath(te.Field); field != "" {
+		at = "field " + field
 	}
 	want := kindName(te.Type.Kind())
 	if strings.HasPrefix(te.Value, "number") && (want == "a number" || want == "an integer") {
@@ -131,7 +131,26 @@ func Describe(err error) error {
 		// the range the field's values take.)
 		return fmt.Errorf("%s: %s: want %s in the range this field takes", at, te.Value, want)
 	}
-	return fmt.Errorf("%s: a JSON %s where %s belongs", at, te.Value, want)
+	got := "a JSON " + te.Value
+	if te.Value == "bool" {
+		got = "true or false"
+	}
+	return fmt.Errorf("%s: %s where %s belongs", at, got, want)
+}
+
+// jsonPath is field, encoding/json's path to a value, without the names
+// of the Go structs it embeds ("State.options.epochs" for options.epochs
+// of a document whose Go struct embeds State): names a document does not
+// hold. (The documents here name their keys in lower case; an embedded
+// struct's name starts with a capital.)
+func jsonPath(field string) string {
+	var keep []string
+	for _, name := range strings.Split(field, ".") {
+		if name != "" && !unicode.IsUpper([]rune(name)[0]) {
+			keep = append(keep, name)
+		}
+	}
+	return strings.Join(keep, ".")
 }
 
 // kindName is what a value of kind k is called in JSON.

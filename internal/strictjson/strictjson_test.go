@@ -70,10 +70,14 @@ func TestDescribe(t *testing.T) {
 	type inner struct {
 		Rate float64 `json:"rate"`
 	}
+	type Embedded struct {
+		On bool `json:"on"`
+	}
 	var v struct {
 		Name  string `json:"name"`
 		Count int32  `json:"count"`
 		In    inner  `json:"in"`
+		Embedded
 	}
 	for _, c := range []struct{ json, want string }{
 		{`[1, 2]`, "the document: a JSON array where an object belongs"},
@@ -82,6 +86,9 @@ func TestDescribe(t *testing.T) {
 		{`{"count": 1.5}`, "field count: number 1.5: want an integer in the range this field takes"},
 		{`{"in": {"rate": 1e999}}`, "field in.rate: number 1e999: want a number in the range this field takes"},
 		{`{"in": []}`, "field in: a JSON array where an object belongs"},
+		// (Not "Embedded.on": the document holds no such key.)
+		{`{"on": 1}`, "field on: a JSON number where true or false belongs"},
+		{`{"name": true}`, "field name: true or false where a string belongs"},
 	} {
 		err := Describe(json.Unmarshal([]byte(c.json), &v))
 		if err == nil || err.Error() != c.want || strings.Contains(err.Error(), "Go ") {

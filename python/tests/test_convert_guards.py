@@ -80,6 +80,25 @@ def test_to_torch_refuses_an_index_being_appended_to(tmp_path, capsys):
     assert convert.main(["to-torch", src, str(index / "m.pt")]) == 0
 
 
+@pytest.mark.parametrize("shard", ["keys-00000.npy", ".ids-00003.npy.tmp-42", "images-00001.txt"])
+def test_outputs_refused_in_an_index_killed_before_its_manifest(tmp_path, capsys, shard):
+    """An index whose first append was killed before its manifest: its lock file (held by none) and
+    its shard files or their temporaries. A file written there would have the rerun that finishes
+    it refuse the directory, as the Go side refuses it (retrieval.IsUnfinishedIndex). A lock file
+    alone, or beside files of other names, is no index."""
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / ".lock").write_bytes(b"")
+    (index / "notes.txt").write_text("mine")
+    assert convert.main(["to-torch", src, str(index / "m.pt")]) == 0
+    os.remove(index / "m.pt")
+    (index / shard).write_bytes(b"")
+    assert convert.main(["to-torch", src, str(index / "m.pt")]) == 1
+    assert "whose first append was stopped before its manifest.json" in capsys.readouterr().err
+    assert not (index / "m.pt").exists()
+
+
 def test_two_different_state_dicts_are_not_guessed(tmp_path):
     a, b = _model(0).state_dict(), _model(1).state_dict()
     torch.save({"state_dict": a, "model_state_dict": b}, tmp_path / "two.pt")

@@ -853,6 +853,69 @@ def test_eval_set_completed_meanwhile_by_another_run(tmp_path, tiny_models, karp
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_eval_refuses_a_device_in_place_of_a_file_before_extracting(tmp_path, tiny_models, karpathy, extracted,
+                                                                    monkeypatch, capfd):
+    """A set whose eval.json is a link to a device is not taken for unfinished and overwritten, then
+    refused at its last file: refused before any model loads, the set's files as they were."""
+    out = tmp_path / "ev"
+    shutil.copytree(extracted["eval"], out)
+    os.remove(out / "eval.json")
+    os.symlink("/dev/zero", out / "eval.json")
+    before = {n: (out / n).read_bytes() for n in extract.EVAL_FILES if n != "eval.json"}
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    capfd.readouterr()
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", out) == 1
+    assert "/dev/zero" in capfd.readouterr().err
+    assert {n: (out / n).read_bytes() for n in before} == before
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_eval_set_stopped_while_written_does_not_load(tmp_path, tiny_models, karpathy, extracted, monkeypatch,
+                                                      capfd, fail_at):
+    """A run stopped while it writes the set (here a write failing) leaves no images.dino.npy, which
+    it removes first and writes last: its files beside those of an earlier run (whose eval.json was
+    lost) are no set that loads; and with captions.clip.npy written before images.clip.npy, the
+    directory is never one training shard's two files."""
+    out = tmp_path / "ev"
+    shutil.copytree(extracted["eval"], out)
+    os.remove(out / "eval.json")  # (an earlier run's set, not complete)
+    written = []
+    save = extract.save_npy
+
+    def save_then_stop(path, *a, **k):
+        if len(written) + 1 == fail_at:
+            raise OSError(28, "No space left on device", path)
+        written.append(os.path.basename(path))
+        return save(path, *a, **k)
+
+    monkeypatch.setattr(extract, "save_npy", save_then_stop)
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", out, "--float16") == 1
+    assert not (out / "images.dino.npy").exists()
+    assert written == ["captions.image.npy", "captions.clip.npy"][:fail_at - 1]
+
+
+@pytest.mark.parametrize("dataset,why", [("co\x1b[31mco", "want a name of printable characters"),
+                                         ("c" * 5000, "a name of 5002 bytes; want at most 4096")])  # (with "-4", the images counted)
+def test_eval_default_name_checked_before_extracting(tmp_path, tiny_models, karpathy, monkeypatch, capfd,
+                                                     dataset, why):
+    """The name a Karpathy json's "dataset" gives, as --name is: one dinoclip refuses (not printable,
+    or too long for the eval.json it reads) is refused before any model loads."""
+    data = json.load(open(karpathy["json"]))
+    data["dataset"] = dataset
+    js = tmp_path / "dataset_coco.json"
+    js.write_text(json.dumps(data))
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    capfd.readouterr()
+    assert run(tiny_models, "eval-coco", "--karpathy", js, "--images", karpathy["images"],
+               "--out", tmp_path / "ev") == 1
+    err = capfd.readouterr().err
+    assert "the name that" in err and why in err, err
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
 def test_eval_refuses_to_replace_its_karpathy_file(tmp_path, tiny_models, karpathy, monkeypatch, capfd):
     """Before any model loads: an output file that is the --karpathy file (named as it, or
     through a link) would replace it with the set."""

@@ -14,7 +14,7 @@ import signal
 import stat
 import sys
 import time
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 try:
     import fcntl
@@ -129,6 +129,16 @@ STALE_AGE = 60.0
 # The longest base a temporary's name holds whole (atomicfile.maxTempBase): with the dot, the mark
 # and 10 digits, the 255 bytes a name may have on common filesystems.
 _MAX_TEMP_BASE = 255 - 1 - len(_TEMP_MARK) - 10
+
+
+def temp_of(name: str) -> Optional[str]:
+    """The name whose temporary ``name`` is (".out.npy.tmp-123": "out.npy"), or None where it is
+    none (atomicfile.TempOf)."""
+    i = name.rfind(_TEMP_MARK)
+    digits = name[i + len(_TEMP_MARK):] if i >= 2 else ""
+    if not name.startswith(".") or not digits.isascii() or not digits.isdigit():
+        return None
+    return name[1:i]
 
 
 def _temp_base(base: str) -> str:

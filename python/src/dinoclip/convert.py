@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -241,6 +242,23 @@ def _is_index(d: str) -> bool:
     return _index_appending(d)
 
 
+# The names of an index's shard files (retrieval's shardName and imagesName).
+_INDEX_SHARD = re.compile(r"(keys|ids)-[0-9]{5,}\.npy|images-[0-9]{5,}\.txt")
+
+
+def _index_unfinished(d: str) -> bool:
+    """Whether ``d`` holds what a first ``dinoclip index`` killed before its manifest leaves: no
+    manifest, its lock file, and shard files or their temporaries (retrieval.IsUnfinishedIndex).
+    A file written there would have the rerun that finishes the index refuse the directory."""
+    if os.path.lexists(os.path.join(d, INDEX_MANIFEST)) or not os.path.lexists(os.path.join(d, INDEX_LOCK)):
+        return False
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return False
+    return any(_INDEX_SHARD.fullmatch(_files.temp_of(n) or n) for n in names)
+
+
 def _index_appending(d: str) -> bool:
     """Whether a process holds the flock of ``d``'s index lock file. On POSIX only: Python has no
     flock on Windows, where the Go writer's lock (LockFileEx) is not seen, and an index whose first
@@ -274,6 +292,9 @@ def place_refusal(d: str, what: str = "the file") -> Optional[str]:
     would refuse for holding anything else). The extractor refuses its outputs there too."""
     if _is_index(d):
         return f"is in a dinoclip search index (beside its {INDEX_MANIFEST}): write {what} outside the index"
+    if _index_unfinished(d):
+        return (f"is in a dinoclip search index whose first append was stopped before its {INDEX_MANIFEST} (run "
+                f"the same dinoclip index again to finish it): write {what} outside the index")
     if all(os.path.lexists(os.path.join(d, m)) for m in SEARCH_MARKS):
         return f"is in a dinoclip search's output (beside its {' and '.join(SEARCH_MARKS)}): write {what} outside it"
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):

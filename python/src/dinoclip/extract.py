@@ -1064,6 +1064,20 @@ def _default_eval_name(dataset: Optional[str], json_path: str, n: int, fallback:
 _EVAL_COMPARED = ("name", "source", "karpathy", "image_root", "dinov2", "clip", "dtype", "precision")
 
 
+def _check_set_name(name: str, what: str) -> str:
+    """``name``, an evaluation set's, if dinoclip takes it: printable (it is printed in tables,
+    errors and records), not blank, and short enough for the eval.json the Go side reads."""
+    if not name.strip() or not name.isprintable():
+        raise ExtractError(f"{what} {name!r}: want a name of printable characters, not blank")
+    if len(name.encode("utf-8")) > MAX_SET_NAME_BYTES:
+        raise ExtractError(f"{what}: a name of {len(name.encode('utf-8'))} bytes; want at most {MAX_SET_NAME_BYTES}")
+    return name
+
+
+# The longest name an evaluation set takes: far below what eval.json may hold.
+MAX_SET_NAME_BYTES = 4096
+
+
 def _eval_set_done(out: str, settings: dict) -> bool:
     """Whether ``out`` holds a whole evaluation set made with ``settings``; one made from other
     inputs, models or dtype is another set, not this one done: refused."""
@@ -1076,8 +1090,8 @@ def _eval_set_done(out: str, settings: dict) -> bool:
 def cmd_eval(args, kind: str) -> int:
     # dinoclip refuses a set whose name cannot be printed, or is blank (it is printed in tables,
     # errors and records): refused here, before the extraction rather than after.
-    if args.name is not None and (not args.name.strip() or not args.name.isprintable()):
-        raise ExtractError(f"--name {args.name!r}: want a name of printable characters, not blank")
+    if args.name is not None:
+        _check_set_name(args.name, "--name")
     # Writing the set over the Karpathy file (named as one of its files, or through a link) would
     # lose it.
     for f in EVAL_FILES:
@@ -1091,11 +1105,14 @@ def cmd_eval(args, kind: str) -> int:
                 "dtype": "float16" if args.float16 else "float32", "precision": args.precision}
     if args.name:
         settings["name"] = args.name
+    for f in EVAL_FILES:  # (a device or a pipe where a file goes is refused before the models run)
+        destination(os.path.join(args.out, f))
     if _eval_set_done(args.out, settings):
         _log(f"{args.out}: evaluation set already complete; skipping (delete it to redo)")
         return 0
     paths, captions, cap_image, dataset = read_karpathy(args.karpathy, args.images, args.split)
-    name = args.name or _default_eval_name(dataset, args.karpathy, len(paths), kind)
+    name = args.name or _check_set_name(_default_eval_name(dataset, args.karpathy, len(paths), kind),
+                                        f"the name that {args.karpathy}'s \"dataset\" gives (--name sets another)")
     expected = {"coco": 5000, "flickr": 1000}[kind]
     _log(f"{args.karpathy} split {args.split!r}: {len(paths)} images, {len(captions)} captions -> "
          f"{args.out} ({name!r})")
@@ -1116,16 +1133,21 @@ def cmd_eval(args, kind: str) -> int:
     dt = embedding_dtype(args.float16)
     # Written in turn, under the directory's lock: another run into the same --out, extracting
     # meanwhile, writes after this one has written all five files, finds them, and checks them as
-    # a set already made (it mixed its files with this one's, and both exited 0).
+    # a set already made (it mixed its files with this one's, and both exited 0). images.dino.npy
+    # goes first and comes back last, so the set loads only once one run has written all of it (a
+    # killed run left files of its own beside another's, which loaded as one set); and captions
+    # come before images, so the directory is never two files of one training shard ("images").
     with _locked(args.out):
         if _eval_set_done(args.out, settings):
             _log(f"{args.out}: evaluation set completed by another run meanwhile; skipping")
             return 0
-        save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
-        save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
-        save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(args.out, "images.dino.npy"))
         save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
+        save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
+        save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
         write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))
+        save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
     _log(f"{args.out}: {len(paths)} images, {len(captions)} captions, "
          f"features {ext.feature_dim}, embeddings {ext.embedding_dim}")
     return 0

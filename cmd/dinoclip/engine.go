@@ -204,16 +204,28 @@ func checkProjectionMemory(c nn.Config, device string, rows int) error {
 		need += c.CPUForwardBytes(rows)
 		what = "a forward pass's activations, the packed weights, and " + what
 	}
-	avail, ok := sysmem.Available()
-	if !ok {
-		return nil
-	}
-	if need <= float64(avail) {
-		holdHeap(float64(avail), need)
+	avail, fits := fitsMemory(need)
+	if fits {
 		return nil
 	}
 	return fmt.Errorf("projecting %d rows at a time (--batch) needs about %.1f GiB beyond the model loaded (%s), but only %.1f GiB is available (free memory, less any cgroup or ulimit -v limit): use a smaller --batch",
-		rows, need/(1<<30), what, float64(avail)/(1<<30))
+		rows, need/(1<<30), what, avail/(1<<30))
+}
+
+// fitsMemory reports whether need bytes fit in the memory available, and
+// holds the heap under it when they do (holdHeap); where the available
+// memory cannot be read, they are taken to fit. avail is that memory, for
+// a refusal's message.
+func fitsMemory(need float64) (avail float64, fits bool) {
+	a, ok := sysmem.Available()
+	if !ok {
+		return 0, true
+	}
+	if need > float64(a) {
+		return float64(a), false
+	}
+	holdHeap(float64(a), need)
+	return float64(a), true
 }
 
 // holdHeap holds the Go heap under what the process holds plus heapShare
@@ -244,12 +256,8 @@ func holdHeap(avail, need float64) {
 // smaller the flags a refusal advises to lower.
 func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float64, hostWhat, smaller string) error {
 	need := c.CPUEngineBytes(batch, elemSize) + o.CPUBytes(batch, c.OutputDim) + host
-	avail, ok := sysmem.Available()
-	if !ok {
-		return nil
-	}
-	if need <= float64(avail) {
-		holdHeap(float64(avail), need)
+	avail, fits := fitsMemory(need)
+	if fits {
 		return nil
 	}
 	what := "parameters, gradients, AdamW moments and activations"
@@ -258,5 +266,5 @@ func checkCPUMemory(c nn.Config, batch, elemSize int, o nn.Objective, host float
 	}
 	what += ", and " + hostWhat
 	return fmt.Errorf("the model (%s) needs about %.1f GiB on the CPU at --batch %d (%s), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller %s",
-		c.Describe(), need/(1<<30), batch, what, float64(avail)/(1<<30), smaller)
+		c.Describe(), need/(1<<30), batch, what, avail/(1<<30), smaller)
 }

@@ -447,19 +447,21 @@ func TestTrainWarnsZeroTargets(t *testing.T) {
 	if err != nil || strings.Contains(stderr, warning) {
 		t.Fatalf("a run on real targets: %v, warned %v\n%s", err, strings.Contains(stderr, warning), stderr)
 	}
-	for _, shard := range []string{"shard-00000", "shard-00001"} {
-		a, err := npy.Open(filepath.Join(data, shard+".clip.npy"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		shape := a.Shape()
-		a.Close()
-		writeF32(t, filepath.Join(data, shard+".clip.npy"), shape, make([]float32, shape[0]*shape[1]))
-	}
+	fillTargets(t, data, 0)
 	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
 	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 "+warning) {
 		t.Errorf("a run on zero targets: %v, stderr lacks the warning:\n%s", err, stderr)
 	}
+	fillTargets(t, data, 1e-20) // (rows of length 2e-20, far below 1e-12)
+	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
+	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 targets are all shorter than 1e-12 (values of at most 1e-20)") {
+		t.Errorf("a run on targets shorter than 1e-12: %v, stderr lacks the warning:\n%s", err, stderr)
+	}
+}
+
+// fillTargets sets every target of makeData's shards in data to value.
+func fillTargets(t *testing.T, data string, value float32) {
+	t.Helper()
 	for _, shard := range []string{"shard-00000", "shard-00001"} {
 		a, err := npy.Open(filepath.Join(data, shard+".clip.npy"))
 		if err != nil {
@@ -467,15 +469,11 @@ func TestTrainWarnsZeroTargets(t *testing.T) {
 		}
 		shape := a.Shape()
 		a.Close()
-		tiny := make([]float32, shape[0]*shape[1])
-		for i := range tiny {
-			tiny[i] = 1e-20 // (rows of length 2e-20, far below 1e-12)
+		targets := make([]float32, shape[0]*shape[1])
+		for i := range targets {
+			targets[i] = value
 		}
-		writeF32(t, filepath.Join(data, shard+".clip.npy"), shape, tiny)
-	}
-	_, stderr, err = runCLI(t, append([]string{"train", "--data", data, "--out", filepath.Join(t.TempDir(), "run"), "--epochs", "1", "--batch", "16"}, tinyModel...)...)
-	if err != nil || !strings.Contains(stderr, "training data "+data+": its first 64 targets are all shorter than 1e-12 (values of at most 1e-20)") {
-		t.Errorf("a run on targets shorter than 1e-12: %v, stderr lacks the warning:\n%s", err, stderr)
+		writeF32(t, filepath.Join(data, shard+".clip.npy"), shape, targets)
 	}
 }
 

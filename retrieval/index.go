@@ -276,6 +276,9 @@ func (m *IndexManifest) check() error {
 		OutputDim int `json:"output_dim"`
 		Blocks    int `json:"num_residual_blocks"`
 	}
+	if len(m.Model.Config) == 0 {
+		return errors.New("no model config (model.config): the index's model is unknown")
+	}
 	if err := json.Unmarshal(m.Model.Config, &c); err != nil {
 		return fmt.Errorf("the model's config: %w", strictjson.Describe(err))
 	}

@@ -533,7 +533,10 @@ func TestIndexTampered(t *testing.T) {
 			m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3}
 		})},
 		{"model config of another width", "config", editManifest(func(m map[string]any) { m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3} })},
-		{"model config missing", "config", editManifest(func(m map[string]any) { delete(m["model"].(map[string]any), "config") })},
+		{"model config missing", "no model config", editManifest(func(m map[string]any) { delete(m["model"].(map[string]any), "config") })},
+		{"model config of the wrong kind", "field hidden_dim: a JSON array where an integer belongs", editManifest(func(m map[string]any) {
+			m["model"].(map[string]any)["config"].(map[string]any)["hidden_dim"] = []int{16}
+		})},
 		{"rows", "rows", editManifest(func(m map[string]any) { m["rows"] = 5 })},
 		{"path escape", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "../../etc/keys-00000.npy" })},
 		{"swapped names", "want keys-NNNNN.npy", editManifest(func(m map[string]any) { shard(m, 0)["keys"] = "ids-00000.npy" })},

@@ -524,6 +524,14 @@ func TestIndexSearchErrors(t *testing.T) {
 	dangling := filepath.Join(dir, "dangling")
 	os.Symlink(filepath.Join(dir, "gone"), dangling)
 	wantError(t, []string{"search", "--index", index, "--queries", q, "--out", dangling}, "leads nowhere")
+	// A link to a file or a device says so (a link to a pipe, as
+	// /dev/stdout is, was called one that leads nowhere).
+	toFile, toDevice := filepath.Join(dir, "tofile"), filepath.Join(dir, "todevice")
+	os.WriteFile(filepath.Join(dir, "a-file"), nil, 0o644)
+	os.Symlink(filepath.Join(dir, "a-file"), toFile)
+	os.Symlink(os.DevNull, toDevice)
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--out", toFile}, "is a symbolic link to a regular file, not a directory")
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--out", toDevice}, "is a symbolic link to a device, not a directory")
 	// (/sys takes no new directory, even from root.)
 	if runtime.GOOS == "linux" {
 		wantError(t, []string{"search", "--index", index, "--queries", filepath.Join(dir, "missing.npy"), "--out", "/sys/hits"},

@@ -141,8 +141,9 @@ func Describe(err error) error {
 // jsonPath is field, encoding/json's path to a value, without the names
 // of the Go structs it embeds ("State.options.epochs" for options.epochs
 // of a document whose Go struct embeds State): names a document does not
-// hold. (The documents here name their keys in lower case; an embedded
-// struct's name starts with a capital.)
+// hold. (The documents here name their keys in lower case, and the Go
+// structs they embed are exported, named with a capital: train.RunInfo
+// embeds State. An embedded unexported struct would stay in the path.)
 func jsonPath(field string) string {
 	var keep []string
 	for _, name := range strings.Split(field, ".") {

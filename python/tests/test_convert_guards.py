@@ -97,6 +97,10 @@ def test_outputs_refused_in_an_index_killed_before_its_manifest(tmp_path, capsys
     assert convert.main(["to-torch", src, str(index / "m.pt")]) == 1
     assert "whose first append was stopped before its manifest.json" in capsys.readouterr().err
     assert not (index / "m.pt").exists()
+    # nor below it, in a directory made there (a name the index's rerun refuses too)
+    assert convert.main(["to-torch", src, str(index / "sub" / "m.pt")]) == 1
+    assert f"is inside the dinoclip search index {index}" in capsys.readouterr().err
+    assert not (index / "sub").exists()
 
 
 def test_two_different_state_dicts_are_not_guessed(tmp_path):

@@ -870,6 +870,32 @@ def test_eval_refuses_a_device_in_place_of_a_file_before_extracting(tmp_path, ti
     assert {n: (out / n).read_bytes() for n in before} == before
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links and file modes are POSIX's")
+def test_eval_rerun_over_a_read_only_or_linked_set(tmp_path, tiny_models, karpathy, extracted, monkeypatch, capfd):
+    """A whole set stored read-only (chmod -w, DVC, git-annex) is done, not refused as unwritable.
+    A set whose files are links to another directory's is written where they lead, all of it: the
+    other directory's images.dino.npy is replaced with the rest, never left beside new files."""
+    ro = tmp_path / "ro"
+    shutil.copytree(extracted["eval"], ro)
+    for n in extract.EVAL_FILES:
+        os.chmod(ro / n, 0o444)
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    args = ["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"]]
+    capfd.readouterr()
+    assert run(tiny_models, *args, "--out", ro) == 0
+    assert "already complete" in capfd.readouterr().err
+    monkeypatch.undo()
+    other, out = tmp_path / "other", tmp_path / "out"
+    shutil.copytree(extracted["eval"], other)
+    os.remove(other / "eval.json")
+    out.mkdir()
+    for n in extract.EVAL_FILES:
+        os.symlink(other / n, out / n)
+    assert run(tiny_models, *args, "--out", out, "--float16") == 0
+    assert read_npy(other / "images.dino.npy", "<f2").dtype == np.float16
+    assert read_npy(other / "images.clip.npy", "<f2").dtype == np.float16
+
+
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
 def test_eval_set_stopped_while_written_does_not_load(tmp_path, tiny_models, karpathy, extracted, monkeypatch,
                                                       capfd, fail_at):
@@ -911,7 +937,7 @@ def test_eval_default_name_checked_before_extracting(tmp_path, tiny_models, karp
     assert run(tiny_models, "eval-coco", "--karpathy", js, "--images", karpathy["images"],
                "--out", tmp_path / "ev") == 1
     err = capfd.readouterr().err
-    assert "the name that" in err and why in err, err
+    assert "the default name, from" in err and why in err, err
     assert not (tmp_path / "ev").exists()
 
 

@@ -309,6 +309,9 @@ def place_refusal(d: str, what: str = "the file") -> Optional[str]:
         if marks:
             return (f"is inside the training run directory {up} (it holds {', '.join(marks)}): "
                     f"write {what} outside the run")
+        # (A directory made inside an index is a name its rerun or next append refuses too.)
+        if _is_index(up) or _index_unfinished(up):
+            return f"is inside the dinoclip search index {up}: write {what} outside the index"
     return None
 
 

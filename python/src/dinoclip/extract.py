@@ -1105,14 +1105,14 @@ def cmd_eval(args, kind: str) -> int:
                 "dtype": "float16" if args.float16 else "float32", "precision": args.precision}
     if args.name:
         settings["name"] = args.name
-    for f in EVAL_FILES:  # (a device or a pipe where a file goes is refused before the models run)
-        destination(os.path.join(args.out, f))
-    if _eval_set_done(args.out, settings):
+    if _eval_set_done(args.out, settings):  # (a whole set, also a read-only one)
         _log(f"{args.out}: evaluation set already complete; skipping (delete it to redo)")
         return 0
+    for f in EVAL_FILES:  # (a device or a pipe where a file goes is refused before the models run)
+        destination(os.path.join(args.out, f))
     paths, captions, cap_image, dataset = read_karpathy(args.karpathy, args.images, args.split)
     name = args.name or _check_set_name(_default_eval_name(dataset, args.karpathy, len(paths), kind),
-                                        f"the name that {args.karpathy}'s \"dataset\" gives (--name sets another)")
+                                        f"the default name, from {args.karpathy} (--name sets another),")
     expected = {"coco": 5000, "flickr": 1000}[kind]
     _log(f"{args.karpathy} split {args.split!r}: {len(paths)} images, {len(captions)} captions -> "
          f"{args.out} ({name!r})")
@@ -1137,12 +1137,14 @@ def cmd_eval(args, kind: str) -> int:
     # goes first and comes back last, so the set loads only once one run has written all of it (a
     # killed run left files of its own beside another's, which loaded as one set); and captions
     # come before images, so the directory is never two files of one training shard ("images").
+    # (Where the filesystem has no flocks, or on Windows, the lock is none: runs into one --out
+    # must then take turns by themselves.)
     with _locked(args.out):
         if _eval_set_done(args.out, settings):
             _log(f"{args.out}: evaluation set completed by another run meanwhile; skipping")
             return 0
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(args.out, "images.dino.npy"))
+        with contextlib.suppress(FileNotFoundError):  # (where a link there leads: the file written)
+            os.remove(destination(os.path.join(args.out, "images.dino.npy")))
         save_npy(os.path.join(args.out, "captions.image.npy"), cap_image, np.dtype("<i8"))
         save_npy(os.path.join(args.out, "captions.clip.npy"), text, dt)
         save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)

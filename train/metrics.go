@@ -48,6 +48,18 @@ func ScanMetrics(r io.Reader, path string, fn func(line []byte) error) error {
 	return nil
 }
 
+// ScanMetricsFile is ScanMetrics of the metrics file at path, opened as
+// atomicfile.OpenToRead opens it (a named pipe there is refused, not
+// waited on).
+func ScanMetricsFile(path string, fn func(line []byte) error) error {
+	f, err := atomicfile.OpenToRead(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return ScanMetrics(f, path, fn)
+}
+
 // metricsWriter appends one JSON object per line to the file f at path,
 // each in a single write so a crash leaves at most one torn last line
 // (dropped on resume).

@@ -653,15 +653,7 @@ func infoRun(w io.Writer, dir string) error {
 // (train.State.KeepsRecord); an error where the file cannot be read to
 // its end (a missing one holds none).
 func countEvals(path string, st *train.State) (kept, later int, err error) {
-	f, err := atomicfile.OpenToRead(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, 0, nil
-	}
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	err = train.ScanMetrics(f, path, func(line []byte) error {
+	err = train.ScanMetricsFile(path, func(line []byte) error {
 		var rec struct {
 			Type string `json:"type"`
 			Step *int   `json:"step"`
@@ -675,6 +667,9 @@ func countEvals(path string, st *train.State) (kept, later int, err error) {
 		}
 		return nil
 	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
 	return kept, later, err
 }
 

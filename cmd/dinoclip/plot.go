@@ -30,14 +30,9 @@ type runCurves struct {
 
 func readCurves(runDir string) (*runCurves, error) {
 	path := filepath.Join(runDir, train.MetricsFile)
-	f, err := atomicfile.OpenToRead(path) // (a named pipe there would hang)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	c := &runCurves{recall: map[string][4]plotter.XYs{}}
 	line := 0
-	err = train.ScanMetrics(f, path, func(b []byte) error {
+	err := train.ScanMetricsFile(path, func(b []byte) error {
 		line++
 		var rec struct {
 			Type  string             `json:"type"`

@@ -574,14 +574,8 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 // metrics.jsonl, of the moving average of the weights when ema is true;
 // nil if there is none, or the file cannot be read to its end.
 func evalAt(runDir string, step int, ema bool) []retrieval.Report {
-	path := filepath.Join(runDir, train.MetricsFile)
-	f, err := atomicfile.OpenToRead(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var found []retrieval.Report
-	err = train.ScanMetrics(f, path, func(line []byte) error {
+	err := train.ScanMetricsFile(filepath.Join(runDir, train.MetricsFile), func(line []byte) error {
 		var rec struct {
 			Type string             `json:"type"`
 			Step int                `json:"step"`

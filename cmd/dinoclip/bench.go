@@ -101,7 +101,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "data-rows", Usage: "`N` rows of shards to write and read", DefaultText: "65536"},
 			&cli.IntFlag{Name: "data-batch", Usage: "rows per read `N`", DefaultText: "8192"},
 			&cli.StringFlag{Name: "data-dtype", Value: "float16", Usage: "`DTYPE` of the shards: float16 or float32"},
-			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
+			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE`"},
 			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
@@ -292,6 +292,11 @@ func runBench(cCtx *cli.Context) error {
 		}
 	}
 	jsonPath := cCtx.String("json")
+	for _, f := range []string{"json", "out"} { // (given empty, the report went nowhere without a word)
+		if cCtx.IsSet(f) && cCtx.String(f) == "" {
+			return fmt.Errorf("--%s is empty: name the %s to write the report to, or leave the flag out", f, map[string]string{"json": "file", "out": "directory"}[f])
+		}
+	}
 	outDir, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)

@@ -102,6 +102,9 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "4", "--warmup", "9223372036854775807"}, "--warmup", "at most 1000000")
 	wantError(t, []string{"bench", "--topk-images", "100", "--topk-k", "1000"}, "--topk-k 1000", "100 keys")
 	wantError(t, []string{"bench", "--json", t.TempDir()}, "--json", "a directory, not a regular file")
+	// Given empty, the report went nowhere without a word.
+	wantError(t, []string{"bench", "--json", ""}, "--json is empty")
+	wantError(t, []string{"bench", "--out", ""}, "--out is empty")
 	noDir := filepath.Join(t.TempDir(), "nonexistent", "x.json")
 	wantError(t, []string{"bench", "--json", noDir}, "--json "+noDir+": cannot write into "+filepath.Dir(noDir)+": no such file or directory")
 	if entries, _ := os.ReadDir(filepath.Dir(filepath.Dir(noDir))); len(entries) != 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/mountpoint"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -245,6 +246,10 @@ func removeDemoOutputs(outputs []demoOutput) error {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:
 			return fmt.Errorf("demo: %w", err)
+		case st.IsDir() && mountpoint.Is(o.path, st):
+			// (Its contents removed, the mount point itself could not be:
+			// every rerun failed so, after emptying it.)
+			return fmt.Errorf("demo: %s is a mount point: a rerun replaces it whole, which a mount point cannot be; unmount it, or give another --out", o.path)
 		case st.IsDir() && o.lock != nil:
 			unlock, err := o.lock(o.path)
 			if err != nil {

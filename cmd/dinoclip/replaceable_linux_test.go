@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -20,5 +21,25 @@ func TestReplacedOutputsKeepTheirMode(t *testing.T) {
 	mustRun(t, "search", "--index", keys, "--queries", keys, "--k", "1", "--out", hits)
 	if st, err := os.Stat(hits); err != nil || st.Mode().Perm() != 0o700 {
 		t.Errorf("a search output of mode 0700 replaced: %v (%v), want its mode kept", st.Mode().Perm(), err)
+	}
+}
+
+// A demo rerun whose DIR/data is a mount point is refused before anything
+// is removed: it emptied the mount, then failed to replace it, on every
+// rerun. (A bind mount, where this test may make one: root, in a mount
+// namespace that allows it.)
+func TestDemoRefusesMountPointBeforeRemoving(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "demo")
+	args := []string{"demo", "--out", out, "--rows", "300", "--epochs", "1", "--hidden-dim", "16", "--blocks", "1", "--batch", "64"}
+	mustRun(t, args...)
+	data, src := filepath.Join(out, "data"), t.TempDir()
+	os.WriteFile(filepath.Join(src, "keep.txt"), []byte("mine"), 0o644)
+	if err := syscall.Mount(src, data, "", syscall.MS_BIND, ""); err != nil {
+		t.Skipf("no bind mount here: %v", err)
+	}
+	defer syscall.Unmount(data, 0)
+	wantError(t, args, data+" is a mount point")
+	if b, err := os.ReadFile(filepath.Join(data, "keep.txt")); err != nil || string(b) != "mine" {
+		t.Errorf("a refused demo removed what the mount holds: %q, %v", b, err)
 	}
 }

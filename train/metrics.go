@@ -131,10 +131,10 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		}
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
-		lines, bytes := 0, 0
+		lines, sinceLook := 0, 0
 		err := ScanMetrics(old, path, func(line []byte) error {
-			if lines, bytes = lines+1, bytes+len(line); lines%4096 == 0 || bytes > 16<<20 {
-				if bytes = 0; ctx.Err() != nil {
+			if lines, sinceLook = lines+1, sinceLook+len(line); lines%4096 == 0 || sinceLook > 16<<20 {
+				if sinceLook = 0; ctx.Err() != nil {
 					return ctx.Err()
 				}
 			}
@@ -163,7 +163,8 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if err := scan(func([]byte) error { return nil }); err != nil {
 		return err
 	}
-	if lastDamaged && !endsLine(old, st.Size()) {
+	ended := endsLine(old, st.Size())
+	if lastDamaged && !ended {
 		damaged-- // the torn last line a kill leaves: expected
 	}
 	if damaged > 0 {
@@ -175,7 +176,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// missing). Appended in place, a file with other names (a backup made
 	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
-	if kept == st.Size() && endsLine(old, st.Size()) && !atomicfile.HardLinked(st) {
+	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
 		return nil
 	}
 	return atomicfile.Write(path, func(w io.Writer) error {

@@ -292,9 +292,10 @@ func runBench(cCtx *cli.Context) error {
 		}
 	}
 	jsonPath := cCtx.String("json")
-	for _, f := range []string{"json", "out"} { // (given empty, the report went nowhere without a word)
-		if cCtx.IsSet(f) && cCtx.String(f) == "" {
-			return fmt.Errorf("--%s is empty: name the %s to write the report to, or leave the flag out", f, map[string]string{"json": "file", "out": "directory"}[f])
+	// (Given empty, the report went nowhere without a word.)
+	for _, f := range []struct{ flag, what string }{{"json", "file"}, {"out", "directory"}} {
+		if cCtx.IsSet(f.flag) && cCtx.String(f.flag) == "" {
+			return fmt.Errorf("--%s is empty: name the %s to write the report to, or leave the flag out", f.flag, f.what)
 		}
 	}
 	outDir, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)

@@ -1628,3 +1628,34 @@ func TestNewRunRefusesWritersAndPlace(t *testing.T) {
 		t.Errorf("the refused run removed a lock file it did not make: %v", err)
 	}
 }
+
+// A run.json with a key given twice, or bytes that are not UTF-8, is
+// refused by ReadRunInfo as checkpoint.Resolve refuses it: encoding/json
+// takes the last of two keys and reads such bytes as U+FFFD, so the run
+// resumed would be another document than the one Resolve read.
+func TestReadRunInfoRefusesAmbiguousText(t *testing.T) {
+	_, runDir := stoppedRun(t, 5)
+	path := filepath.Join(runDir, RunFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadRunInfo(runDir); err != nil {
+		t.Fatalf("the run's own run.json: %v", err)
+	}
+	for _, c := range []struct {
+		name, want string
+		edited     []byte
+	}{
+		{"a key twice", `"data_dir" appears twice`, append([]byte(`{"data_dir": "/elsewhere", `), b[1:]...)},
+		{"not UTF-8 text", "not UTF-8", append(append([]byte(`{"note": "`), 0xff, '"', ','), b[1:]...)},
+	} {
+		if err := os.WriteFile(path, c.edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadRunInfo(runDir)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: ReadRunInfo = %v, want an error naming %s and saying %q", c.name, err, path, c.want)
+		}
+	}
+}

@@ -60,6 +60,20 @@ func ScanMetricsFile(path string, fn func(line []byte) error) error {
 	return ScanMetrics(f, path, fn)
 }
 
+// MetricsRecordOf reads the type and step of a line of the metrics log;
+// ok is false for a line that is no record (not JSON, or without a step),
+// which a resume drops.
+func MetricsRecordOf(line []byte) (typ string, step int, ok bool) {
+	var rec struct {
+		Type string `json:"type"`
+		Step *int   `json:"step"`
+	}
+	if json.Unmarshal(line, &rec) != nil || rec.Step == nil {
+		return "", 0, false
+	}
+	return rec.Type, *rec.Step, true
+}
+
 // metricsWriter appends one JSON object per line to the file f at path,
 // each in a single write so a crash leaves at most one torn last line
 // (dropped on resume).
@@ -138,16 +152,12 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 					return ctx.Err()
 				}
 			}
-			var rec struct {
-				Type string `json:"type"`
-				Step *int   `json:"step"`
-			}
-			lastDamaged = json.Unmarshal(line, &rec) != nil || rec.Step == nil
-			if lastDamaged {
+			typ, recStep, ok := MetricsRecordOf(line)
+			if lastDamaged = !ok; lastDamaged {
 				damaged++
 				return nil
 			}
-			if !keptOnResume(*rec.Step, rec.Type, step, evalPending) {
+			if !keptOnResume(recStep, typ, step, evalPending) {
 				return nil
 			}
 			kept += int64(len(line)) + 1
@@ -163,7 +173,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if err := scan(func([]byte) error { return nil }); err != nil {
 		return err
 	}
-	ended := endsLine(old, st.Size())
+	ended := EndsLine(old, st.Size())
 	if lastDamaged && !ended {
 		damaged-- // the torn last line a kill leaves: expected
 	}
@@ -191,9 +201,10 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	})
 }
 
-// endsLine reports whether the file f of size bytes ends with a newline
-// (an empty one ends no line, and is none torn).
-func endsLine(f *os.File, size int64) bool {
+// EndsLine reports whether the file f of size bytes ends with a newline
+// (an empty one ends no line, and is none torn): a metrics log whose last
+// line does not was cut off there by a kill.
+func EndsLine(f *os.File, size int64) bool {
 	if size == 0 {
 		return true
 	}

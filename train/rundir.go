@@ -164,6 +164,12 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 	if err != nil {
 		return info, fmt.Errorf("run directory %s: %w", dir, err)
 	}
+	// (Text that is not UTF-8 or a key given twice is refused, as
+	// checkpoint.Resolve refuses it: no run writes either, and each reader
+	// would take such a document its own way.)
+	if err := strictjson.CheckKeys(b); err != nil {
+		return info, fmt.Errorf("%s: %w (an edited run.json?)", path, err)
+	}
 	if err := json.Unmarshal(b, &info); err != nil {
 		return info, fmt.Errorf("%s: %w", path, strictjson.Describe(err))
 	}

@@ -637,40 +637,65 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	writeState(w, st)
-	switch kept, later, err := countEvals(filepath.Join(dir, train.MetricsFile), st); {
+	n, err := countEvals(filepath.Join(dir, train.MetricsFile), st)
+	switch {
 	case err != nil:
 		fmt.Fprintf(w, "  evaluations: DAMAGED: %v (train --resume refuses it)\n", err)
-	case later > 0:
-		fmt.Fprintf(w, "  evaluations: %d in %s, and %d after the last checkpoint (a resume drops them, and evaluates again)\n", kept, train.MetricsFile, later)
-	case kept > 0:
-		fmt.Fprintf(w, "  evaluations: %d in %s\n", kept, train.MetricsFile)
+	case n.later > 0:
+		fmt.Fprintf(w, "  evaluations: %d in %s, and %d after the last checkpoint (a resume drops them, and evaluates again)\n", n.kept, train.MetricsFile, n.later)
+	case n.kept > 0:
+		fmt.Fprintf(w, "  evaluations: %d in %s\n", n.kept, train.MetricsFile)
+	}
+	if err == nil && n.damaged > 0 {
+		fmt.Fprintf(w, "  %s: DAMAGED: %d lines that are no record (edited, or damaged by the disk): a resume drops them, and the records they held are lost\n", train.MetricsFile, n.damaged)
 	}
 	return nil
 }
 
-// countEvals counts the evaluation records of a metrics file: those a
-// resume from st, the last checkpoint's state, keeps, and those it drops
-// (train.State.KeepsRecord); an error where the file cannot be read to
-// its end (a missing one holds none).
-func countEvals(path string, st *train.State) (kept, later int, err error) {
-	err = train.ScanMetricsFile(path, func(line []byte) error {
-		var rec struct {
-			Type string `json:"type"`
-			Step *int   `json:"step"`
-		}
-		switch {
-		case json.Unmarshal(line, &rec) != nil || rec.Type != "eval" || rec.Step == nil:
-		case st.KeepsRecord(*rec.Step, rec.Type):
-			kept++
+// evalCounts counts the lines of a metrics file: the evaluation records a
+// resume from the last checkpoint keeps and those it drops
+// (train.State.KeepsRecord), and the lines that are no record
+// (train.MetricsRecordOf) but a torn last one, which a kill leaves.
+type evalCounts struct{ kept, later, damaged int }
+
+// countEvals counts the lines of the metrics file at path for a resume
+// from st, the last checkpoint's state; an error where the file cannot be
+// read to its end (a missing one holds none).
+func countEvals(path string, st *train.State) (evalCounts, error) {
+	var n evalCounts
+	lastDamaged := false
+	err := train.ScanMetricsFile(path, func(line []byte) error {
+		typ, step, ok := train.MetricsRecordOf(line)
+		switch lastDamaged = !ok; {
+		case !ok:
+			n.damaged++
+		case typ != "eval":
+		case st.KeepsRecord(step, typ):
+			n.kept++
 		default:
-			later++
+			n.later++
 		}
 		return nil
 	})
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, 0, nil
+		return evalCounts{}, nil
 	}
-	return kept, later, err
+	if err == nil && lastDamaged && !endsLine(path) {
+		n.damaged-- // the torn last line a kill leaves: expected
+	}
+	return n, err
+}
+
+// endsLine reports whether the file at path ends with a newline
+// (train.EndsLine).
+func endsLine(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	return err == nil && train.EndsLine(f, st.Size())
 }
 
 // infoData describes the training data in dir; unfinished describes it

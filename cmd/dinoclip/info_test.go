@@ -91,6 +91,22 @@ func TestInfoCountsEvaluations(t *testing.T) {
 	if out := mustRun(t, "info", run); !strings.Contains(out, fmt.Sprintf("evaluations: %d in %s, and 1 after the last checkpoint", n, train.MetricsFile)) {
 		t.Errorf("info of a run with an evaluation record after its last checkpoint:\n%s", out)
 	}
+	// A torn last line (a kill leaves one) is expected, not damage; a line
+	// that is no record before the end is damage, which a resume drops
+	// with a warning: info says so before the resume.
+	appendLines := func(s string) {
+		f, _ := os.OpenFile(metrics, os.O_APPEND|os.O_WRONLY, 0)
+		f.WriteString(s)
+		f.Close()
+	}
+	appendLines(`{"type":"train","st`)
+	if out := mustRun(t, "info", run); strings.Contains(out, "DAMAGED") {
+		t.Errorf("info of a run whose metrics log ends in a torn line calls it damaged:\n%s", out)
+	}
+	appendLines("\nnot a record\n")
+	if out := mustRun(t, "info", run); !strings.Contains(out, train.MetricsFile+": DAMAGED: 2 lines that are no record") {
+		t.Errorf("info of a run whose metrics log holds 2 lines that are no record:\n%s", out)
+	}
 	// A line longer than any training writes stops the count: the file is
 	// called damaged, as a resume calls it, not counted to that line.
 	f, _ = os.OpenFile(metrics, os.O_APPEND|os.O_WRONLY, 0)

@@ -8,7 +8,9 @@
 #   scripts/device-run.sh [OUTDIR]      (default $OUT, else ./device-out)
 #
 # Whatever runs this must allow it DEVICE_RUN_LIMIT + 20 s: a stage killed
-# at the limit has 10 s to go, and logs.tar.gz is written last.
+# at the limit has 10 s to go, and logs.tar.gz is written last. It is
+# also written after every stage, so that a run killed from outside
+# still brings back the logs of the stages it finished.
 #
 # Stages, in order, each under its own time limit and all of them under
 # DEVICE_RUN_LIMIT seconds together, 295 by default (a short lease: the
@@ -17,7 +19,10 @@
 # with under DEVICE_RUN_MIN_STAGE (45 s) left (a search shape: under
 # SEARCH_MIN_STAGE, 25 s) is skipped and says so:
 #   1. nvidia-smi, and the clocks, temperature and power as the GPU was
-#      found (read only: nothing on the GPU is changed);
+#      found (read only: nothing on the GPU is changed); whether the
+#      carried binaries load here (they need the C library of the machine
+#      that built them, glibc 2.34 or later from Debian 12: an older host
+#      refuses each of them, which the summary says once, up front);
 #   2. scripts/gpu-check.sh (GPU_CHECK_LIMIT, 110 s): the kernel tests on the
 #      sm_90a cubins and again on the portable PTX, the driver calls, the
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
@@ -111,6 +116,12 @@ boxed() {
 	return $rc
 }
 
+# pack_logs writes every log so far into OUTDIR/logs.tar.gz, whole or not
+# at all (a kill mid-write leaves the last whole one).
+pack_logs() {
+	tar -czf "$OUTDIR/logs.tar.gz.part" -C "$WORK" . 2>/dev/null && mv -f "$OUTDIR/logs.tar.gz.part" "$OUTDIR/logs.tar.gz"
+}
+
 say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"
 say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-110} s, target bench ${BENCH_TARGET_LIMIT:-130} s, search ${SEARCH_LIMIT:-55} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, the sweep what is left"
 timeout 30 "$SMI" >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
@@ -119,12 +130,23 @@ head -20 "$WORK/nvidia-smi.txt" >>"$SUMMARY"
 # throttled or idle-clocked GPU shows here, and in the bench's spread).
 timeout 30 "$SMI" --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,power.limit \
 	--format=csv >>"$SUMMARY" 2>&1 || say "nvidia-smi --query-gpu failed"
+# Each carried binary, run to do nothing: one that the loader refuses
+# (an older C library, a missing libcuda.so.1) fails every stage alike,
+# and says why here rather than in every log.
+for b in dinoclip-cuda:--help cuda.test:-test.list=^$ driver.test:-test.list=^$; do
+	f=$BIN/${b%%:*}
+	[ -x "$f" ] || { say "$f: missing (make build-cuda, then carry it)"; continue; }
+	timeout 30 "$f" "${b#*:}" >"$WORK/load-${b%%:*}.txt" 2>&1 ||
+		say "$f does not run here (every stage that uses it fails): $(head -c 300 "$WORK/load-${b%%:*}.txt" | tr -s '\n' ' ')"
+done
+pack_logs
 
 say "== gpu-check"
 lim=$(limit "${GPU_CHECK_LIMIT:-110}")
 boxed gpu-check "$lim" "$WORK/gpu-check.out" "$CHECK" "${CHECK_FLAGS[@]}" "$WORK/check"
 check=$?
 cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
+pack_logs
 
 # bench NAME WANT ARGS...: bench/compare.py --device cuda into WORK/NAME under
 # WANT seconds or what is left. compare.py's own --budget ends it 15 s
@@ -147,9 +169,11 @@ bench() {
 		cp "$WORK/bench-$name/results.json" "$OUTDIR/results-$name.json" &&
 		cp "$WORK/bench-$name/results.md" "$OUTDIR/results-$name.md"; then
 		cat "$WORK/bench-$name/results.md" >>"$SUMMARY"
+		pack_logs
 		return 0
 	fi
 	say "bench $name: no results (see bench-$name.out in logs.tar.gz)"
+	pack_logs
 	return 1
 }
 
@@ -171,6 +195,7 @@ search() {
 			--ours-bin "$BIN/dinoclip-cuda" --queries "$1" --keys "$2" --dim 512 --k 10 --rounds 3 --torch-chunk 200000 \
 			--out "$WORK/search-$1x$2"
 		cat "$WORK/search-$1x$2/search.md" >>"$SUMMARY" 2>/dev/null
+		pack_logs
 	done
 }
 shapes=("25000 5000")
@@ -191,6 +216,6 @@ say "== bench sweep: batch 1024, 2048, 4096, 16384 (training steps)"
 bench sweep "$TOTAL" --batches 1024,2048,4096,16384 --modes fp32,tf32,bf16,compile_bf16 \
 	--ours-args="--kernels=false --topk=false --data=false" --torch-args="--no-gemm --no-copy --no-topk"
 
-tar -czf "$OUTDIR/logs.tar.gz" -C "$WORK" . 2>/dev/null
+pack_logs
 say "== done in $((SECONDS - START)) s; gpu-check exit status $check; target bench $([ $bench_ok = 1 ] && echo wrote its results || echo FAILED)"
 [ "$check" = 0 ] && [ $bench_ok = 1 ]

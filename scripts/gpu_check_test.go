@@ -74,6 +74,9 @@ echo "--- PASS: TestGemm (0.00s)"
 // -test.skip, the tensorcore part with -test.run TestTC, then TestGemmBF16.
 const fakeDriverTest = `#!/usr/bin/env bash
 case " $* " in
+*" -test.list="*)
+	# device-run.sh's load check; FAKE_BREAK=loader: a host whose C library is too old.
+	if [ "${FAKE_BREAK:-}" = loader ]; then echo "$0: /lib/x86_64-linux-gnu/libc.so.6: version 'GLIBC_2.34' not found" >&2; exit 1; fi ;;
 *" -test.run TestTC "*)
 	if [ "${FAKE_BREAK:-}" = tensorcore ]; then echo "--- FAIL: TestTCMma (0.00s)"; exit 1; fi
 	echo "--- PASS: TestTCMma (0.00s)" ;;
@@ -352,6 +355,9 @@ func TestDeviceRun(t *testing.T) {
 			"bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
 		{"a bench that left results.json alone", []string{"FAKE_BENCH=json"}, 1, []string{
 			"bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
+		{"binaries the loader refuses", []string{"FAKE_BREAK=loader"}, 0, []string{
+			"driver.test does not run here (every stage that uses it fails): " + fakeBin + "/driver.test: /lib/x86_64-linux-gnu/libc.so.6: version 'GLIBC_2.34' not found"},
+			[]string{"dinoclip-cuda does not run", "cuda.test does not run"}, nil, 0},
 		{"no time left for the bench", []string{"DEVICE_RUN_LIMIT=30"}, 1, []string{
 			"bench 8192: SKIPPED", "bench autotune: SKIPPED", "bench sweep: SKIPPED", "target bench FAILED"}, []string{"fake results"}, nil, 0},
 	}
@@ -413,6 +419,53 @@ func TestDeviceRun(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A device-run.sh killed from outside (the lease's own limit, SIGKILL:
+// no trap runs) has already brought back the logs of the stages it
+// finished: logs.tar.gz is written after each.
+func TestDeviceRunKilledKeepsLogs(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("device-run.sh is a bash script")
+	}
+	dir := t.TempDir()
+	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "out")
+	cmd := exec.Command("bash", "device-run.sh", out)
+	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
+		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"),
+		// (The hanging bench, left behind by the kill, is ended by its own
+		// limit of 5 s.)
+		"FAKE_CALLS="+filepath.Join(dir, "calls"), "FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=5", "DEVICE_RUN_MIN_STAGE=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	summary := filepath.Join(out, "summary.txt")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if b, _ := os.ReadFile(summary); strings.Contains(string(b), "== bench at batch 8192") {
+			break // gpu-check has ended; the bench hangs
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("device-run.sh did not reach the bench in 30 s")
+		}
+	}
+	cmd.Process.Kill() // SIGKILL: no trap of the script's runs
+	cmd.Wait()
+	list, err := exec.Command("tar", "-tzf", filepath.Join(out, "logs.tar.gz")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("logs.tar.gz of a run killed during the bench: %v\n%s", err, list)
+	}
+	for _, want := range []string{"./gpu-check.out", "./check/summary.txt", "./nvidia-smi.txt"} {
+		if !strings.Contains(string(list), want+"\n") {
+			t.Errorf("logs.tar.gz of a run killed during the bench lacks %s:\n%s", want, list)
+		}
 	}
 }
 

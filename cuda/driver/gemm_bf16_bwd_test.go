@@ -210,15 +210,28 @@ func gemmBF16BwdCases(kernel string) []gemmCase {
 	return gemmBF16NNCases
 }
 
-// TestGemmBF16Bwd runs each backward kernel on its cases; the wgmma
-// kernels on grids of 3 blocks (so that blocks take several tiles) and of
-// one block per tile.
-func TestGemmBF16Bwd(t *testing.T) {
+// TestGemmBF16Bwd runs each backward wgmma kernel on its cases, on grids
+// of 3 blocks (so that blocks take several tiles) and of one block per
+// tile.
+func TestGemmBF16Bwd(t *testing.T) { testGemmBF16Bwd(t, false) }
+
+// TestGemmBF16BwdMma runs each backward mma.sync kernel (any GPU from
+// compute capability 8.0) on its cases, a block per tile whatever maxGrid
+// says.
+func TestGemmBF16BwdMma(t *testing.T) { testGemmBF16Bwd(t, true) }
+
+// testGemmBF16Bwd is TestGemmBF16Bwd, or with mma TestGemmBF16BwdMma.
+func testGemmBF16Bwd(t *testing.T, mma bool) {
 	v := openKernels(t, gemmBF16BwdKernels)
+	grids := []int{3, 1 << 20}
+	if mma {
+		grids = grids[:1]
+	} else {
+		v.needHopper(t)
+	}
 	for ki, kernel := range gemmBF16BwdKernels {
-		grids := []int{3, 1 << 20}
-		if strings.Contains(kernel, "_mma_") {
-			grids = grids[:1] // a block per tile whatever maxGrid says
+		if strings.Contains(kernel, "_mma_") != mma {
+			continue
 		}
 		for ci, c := range gemmBF16BwdCases(kernel) {
 			for _, maxGrid := range grids {
@@ -232,17 +245,24 @@ func TestGemmBF16Bwd(t *testing.T) {
 }
 
 // TestGemmBF16BwdLongK: the weight gradient with K = 2048 (the reduction
-// over a batch: 32 wgmma chunks, 64 mma.sync chunks per tile), both paths.
-func TestGemmBF16BwdLongK(t *testing.T) {
+// over a batch: 32 wgmma chunks a tile) on the wgmma kernel.
+func TestGemmBF16BwdLongK(t *testing.T) { testGemmBF16BwdLongK(t, "gemm_bf16_tn_f32") }
+
+// TestGemmBF16BwdLongKMma: the same on the mma.sync kernel (64 chunks a
+// tile).
+func TestGemmBF16BwdLongKMma(t *testing.T) { testGemmBF16BwdLongK(t, "gemm_bf16_tn_mma_f32") }
+
+func testGemmBF16BwdLongK(t *testing.T, kernel string) {
 	if testing.Short() {
 		t.Skip("-short: K = 2048 takes about a minute in the emulator")
 	}
 	v := openKernels(t, gemmBF16BwdKernels)
-	for _, kernel := range []string{"gemm_bf16_tn_f32", "gemm_bf16_tn_mma_f32"} {
-		run := runGemmBF16Bwd(t, v, kernel, gemmBF16TNLongK, 132, 5)
-		if err := gemmBF16BwdMismatch(kernel, gemmBF16TNLongK, run); err != nil {
-			t.Fatal(err)
-		}
+	if !strings.Contains(kernel, "_mma_") {
+		v.needHopper(t)
+	}
+	run := runGemmBF16Bwd(t, v, kernel, gemmBF16TNLongK, 132, 5)
+	if err := gemmBF16BwdMismatch(kernel, gemmBF16TNLongK, run); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -256,6 +276,7 @@ func TestGemmBF16BwdModel(t *testing.T) {
 		t.Skip("-short: model-sized GEMMs")
 	}
 	v := openKernels(t, gemmBF16BwdKernels)
+	v.needHopper(t)
 	for _, tc := range []struct {
 		kernel string
 		c      gemmCase

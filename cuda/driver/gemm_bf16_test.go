@@ -209,16 +209,28 @@ func gemmBF16Mismatch(kernel string, c gemmCase, run gemmBF16Run) error {
 	return nil
 }
 
-// TestGemmBF16 runs each kernel on every case; the wgmma kernels on grids
-// of 3 blocks (so that blocks take several tiles) and of one block per
-// tile. Odd cases on the first grid and even ones on the second pass a
-// null bias.
-func TestGemmBF16(t *testing.T) {
+// TestGemmBF16 runs each wgmma kernel on every case, on grids of 3 blocks
+// (so that blocks take several tiles) and of one block per tile. Odd
+// cases on the first grid and even ones on the second pass a null bias.
+func TestGemmBF16(t *testing.T) { testGemmBF16(t, false) }
+
+// TestGemmBF16Mma runs each mma.sync kernel (any GPU from compute
+// capability 8.0) on every case, a block per tile whatever maxGrid says;
+// odd cases pass a null bias.
+func TestGemmBF16Mma(t *testing.T) { testGemmBF16(t, true) }
+
+// testGemmBF16 is TestGemmBF16, or with mma TestGemmBF16Mma.
+func testGemmBF16(t *testing.T, mma bool) {
 	v := openKernels(t, gemmBF16Kernels)
+	grids := []int{3, 1 << 20}
+	if mma {
+		grids = grids[:1]
+	} else {
+		v.needHopper(t)
+	}
 	for ki, kernel := range gemmBF16Kernels {
-		grids := []int{3, 1 << 20}
-		if strings.Contains(kernel, "_mma_") {
-			grids = grids[:1] // a block per tile whatever maxGrid says
+		if strings.Contains(kernel, "_mma_") != mma {
+			continue
 		}
 		for ci, c := range gemmBF16Cases {
 			for gi, maxGrid := range grids {
@@ -235,6 +247,7 @@ func TestGemmBF16(t *testing.T) {
 // make check-kernels runs it; the small cases cover it).
 func TestGemmBF16Model(t *testing.T) {
 	v := openKernels(t, gemmBF16Kernels)
+	v.needHopper(t)
 	for _, kernel := range []string{"gemm_bf16_nt_gelu_bf16"} {
 		run := runGemmBF16(t, v, kernel, gemmBF16ModelCase, 132, 9, true)
 		checkGemmBF16(t, kernel, gemmBF16ModelCase, run)

@@ -55,6 +55,26 @@ func openKernels(t *testing.T, names []string) *tcDevice {
 	return &tcDevice{t: t, d: d, x: x, names: names}
 }
 
+// hopperKernels reports whether the kernels loaded hold the Hopper-only
+// instructions (wgmma, TMA, clusters): in the emulator, or from the
+// sm_90a cubins. The portable PTX (a GPU other than compute capability
+// 9.0, a driver older than the cubins', or DINOCLIP_CUDA_KERNELS=ptx)
+// compiles those kernels to a trap, and the engine takes the mma.sync
+// kernels there; TestTCArchProbe checks that the path reported is the
+// one the kernels run.
+func (v *tcDevice) hopperKernels() bool {
+	return emulated || v.x.KernelPath() == kernels.SM90a.Key
+}
+
+// needHopper skips the test where the kernels loaded are not Hopper's
+// (hopperKernels).
+func (v *tcDevice) needHopper(t *testing.T) {
+	t.Helper()
+	if !v.hopperKernels() {
+		t.Skipf("the %s kernels are loaded: wgmma, TMA and clusters are compiled into the sm_90a cubins only", v.x.KernelPath())
+	}
+}
+
 func (v *tcDevice) kernel(name string) int {
 	for i, n := range v.names {
 		if n == name {
@@ -396,6 +416,7 @@ func wgmmaInputs(n int) (a, bt []uint16, A, Bt []int) {
 // accumulator register must hold its element of D.
 func TestTCWgmma(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	for _, n := range []int{8, 64, 256} {
 		for swz := 0; swz < 4; swz++ {
 			for regs := 0; regs < 2; regs++ {
@@ -414,6 +435,7 @@ func TestTCWgmma(t *testing.T) {
 // described as 64-byte swizzled must give a wrong product.
 func TestTCWgmmaWrongSwizzle(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	got, want := wgmmaCase(t, v, 64, 1, 2, 0)
 	wrong := 0
 	for i := range got {
@@ -467,6 +489,7 @@ func wgmmaMNCase(t *testing.T, v *tcDevice, n, transA, transB, swizzle, flipB in
 // for MN-major, LBO for SBO, a missing swizzle) moves elements and fails.
 func TestTCWgmmaMN(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	for _, n := range []int{16, 128} {
 		for swz := 0; swz < 4; swz++ {
 			for trans := 0; trans < 4; trans++ {
@@ -485,6 +508,7 @@ func TestTCWgmmaMN(t *testing.T) {
 // stored K-major but read as MN-major, must give a wrong product.
 func TestTCWgmmaMNWrongLayout(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	for transB := 0; transB < 2; transB++ {
 		got, want := wgmmaMNCase(t, v, 128, 0, transB, 1, 1) // swizzle 1: 128-byte
 		wrong := 0
@@ -529,6 +553,7 @@ func swizzleAddr(a int, span int) int {
 // back (which must undo the swizzle and clip to the tensor).
 func TestTCTma(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	const rows, cols = 40, 72
 	src := tmaTensor(rows, cols)
 	in := v.upload(u16s(src))
@@ -597,6 +622,7 @@ func TestTCTma(t *testing.T) {
 // and its rank (x fastest within the cluster).
 func TestTCCluster(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	const rows, cols, bw, bh = 16, 64, 64, 8
 	src := tmaTensor(rows, cols)
 	m, err := v.x.EncodeTensorMap(TensorMapSpec{DataType: TensorBFloat16, Base: v.upload(u16s(src)), Dims: []uint64{cols, rows},
@@ -699,6 +725,7 @@ const (
 // (producer and consumer warpgroups, a three-stage ring).
 func TestGemmBF16WgmmaRef(t *testing.T) {
 	v := openTC(t)
+	v.needHopper(t)
 	k := v.kernel("gemm_bf16_wgmma_ref")
 	if err := v.x.SetMaxDynamicShared(k, gemmWgmmaSmem); err != nil {
 		t.Fatal(err)

@@ -124,17 +124,35 @@ func metadata(f *safetensors.File) map[string]string {
 }
 
 // ReadConfig reads only the model shape of a model file (its header), as
-// ReadModel would determine it.
+// ReadModel would determine it, and checks that the file's tensors are
+// that model's: a header whose config claims a model of billions of
+// weights, with no tensors behind it, is refused before its reader lays
+// out memory for them.
 func ReadConfig(path string) (nn.Config, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nn.Config{}, err
 	}
 	defer f.Close()
+	c, _, err := modelLayout(f)
+	return c, err
+}
+
+// modelLayout reads the model shape of a model file from its header and
+// checks the file's metadata and tensors against it.
+func modelLayout(f *safetensors.File) (nn.Config, *nn.Layout, error) {
 	if err := checkModelMeta(f.Name(), f.Metadata()); err != nil {
-		return nn.Config{}, err
+		return nn.Config{}, nil, err
 	}
-	return config(f)
+	c, err := config(f)
+	if err != nil {
+		return c, nil, err
+	}
+	l := c.Layout()
+	if err := checkTensors(f, l); err != nil {
+		return c, nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return c, l, nil
 }
 
 // config is a model file's shape: from its metadata, else inferred.
@@ -240,16 +258,9 @@ func isCount(s string) bool {
 
 // readModel is ReadModel on an opened file (mapped, or in memory).
 func readModel(f *safetensors.File) (*Model, error) {
-	if err := checkModelMeta(f.Name(), f.Metadata()); err != nil {
-		return nil, err
-	}
-	c, err := config(f)
+	c, l, err := modelLayout(f)
 	if err != nil {
 		return nil, err
-	}
-	l := c.Layout()
-	if err := checkTensors(f, l); err != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	params := make([]float32, l.Size)
 	var bad *NonFiniteError
@@ -316,10 +327,19 @@ func checkTensors(f *safetensors.File, l *nn.Layout) error {
 		}
 	}
 	if len(problems) > 0 {
+		// (At most shownProblems of them: a header of a million stray
+		// tensors made a line of megabytes.)
+		if n := len(problems) - shownProblems; n > 0 {
+			problems = append(problems[:shownProblems], fmt.Sprintf("and %d more", n))
+		}
 		return fmt.Errorf("not a ProjectorWithResiduals of this shape: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
+
+// shownProblems is how many of a model file's mismatches checkTensors
+// names.
+const shownProblems = 10
 
 // InferConfig reads a model's shape from its tensors: input_proj.weight is
 // [hidden, input], output_proj.2.weight is [output, hidden/2], and the

@@ -127,6 +127,32 @@ func TestConfigBeyondTensorsRefused(t *testing.T) {
 	}
 }
 
+// A header whose config claims a model of billions of weights with one
+// stray tensor behind it is refused by ReadConfig too, before its reader
+// lays out memory for them (average asked for 16 GB in one block and died
+// in the runtime), and a file of many stray tensors is described in a
+// line of ten of them, not one of megabytes.
+func TestConfigWithoutItsTensorsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	var tensors []safetensors.Tensor
+	for i := range 1000 {
+		tensors = append(tensors, safetensors.NewFloat32(fmt.Sprintf("x%d", i), []int{1}, []float32{1}))
+	}
+	if err := safetensors.Write(path, tensors, map[string]string{"config": `{"input_dim":1000000,"hidden_dim":2000,"output_dim":1,"num_residual_blocks":0}`}); err != nil {
+		t.Fatal(err)
+	}
+	want := "not a ProjectorWithResiduals of this shape: missing input_proj.weight;"
+	for name, read := range map[string]func(string) error{
+		"ReadConfig": func(p string) error { _, err := ReadConfig(p); return err },
+		"ReadModel":  func(p string) error { _, err := ReadModel(p); return err },
+	} {
+		err := read(path)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), "; and 1000 more") {
+			t.Errorf("%s: %v, want %q and the 1010 problems cut to ten", name, err, want)
+		}
+	}
+}
+
 func TestCheckpointSaveLoadResolve(t *testing.T) {
 	run := t.TempDir()
 	n := small.NumParams()

@@ -27,6 +27,12 @@ func commands() []*cli.Command {
 		demoCommand(),
 	}
 	for _, c := range cmds {
+		// Only --help and -h ask a command for help: urfave/cli's help
+		// subcommand took a path named h or help (a run, a model to
+		// average) for a request, printed help and exited 0 having done
+		// nothing, and -- did not escape it. (dinoclip help COMMAND, the
+		// app's, stays.)
+		c.HideHelpCommand = true
 		before := c.Before
 		c.Before = func(cCtx *cli.Context) error {
 			if err := decimalNumbers(cCtx); err != nil {

@@ -6,8 +6,10 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -29,7 +31,7 @@ func evalCommand() *cli.Command {
 		Flags: []cli.Flag{
 			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
 			stringSliceFlag("eval", "evaluation set `DIR` (repeat for more sets)"),
-			boolFlag("json", "print a JSON document (model, config, device, precision, reports) instead of the table"),
+			boolFlag("json", "print a JSON document (model file, weights' SHA-256, config, device, precision, reports) instead of the table"),
 			deviceFlag(),
 			stringFlag("precision", precisionUsage, ""),
 			configFlag(),
@@ -42,11 +44,16 @@ func evalCommand() *cli.Command {
 
 // evalDocument is what eval --json prints.
 type evalDocument struct {
-	Model  string    `json:"model"`
-	Config nn.Config `json:"config"`
-	Step   *int      `json:"step,omitempty"`
-	Epoch  *int      `json:"epoch,omitempty"`
-	Device string    `json:"device"`
+	// Model is the model file evaluated: absolute, links resolved (a
+	// run's best or last link moves on while it trains), and
+	// ParamsSHA256 the hash of its weights (train.ParamsSHA256), which
+	// tells whether that file still holds them.
+	Model        string    `json:"model"`
+	ParamsSHA256 string    `json:"params_sha256"`
+	Config       nn.Config `json:"config"`
+	Step         *int      `json:"step,omitempty"`
+	Epoch        *int      `json:"epoch,omitempty"`
+	Device       string    `json:"device"`
 	// Precision is the arithmetic of the projection (fp32 or bf16).
 	Precision string             `json:"precision"`
 	Reports   []retrieval.Report `json:"reports"`
@@ -84,10 +91,11 @@ func runEval(cCtx *cli.Context) error {
 	}
 	defer lm.Engine.Close()
 	c := lm.Model.Config
-	doc := evalDocument{Model: lm.Path, Config: c, Device: device, Precision: lm.Precision,
+	doc := evalDocument{Model: atomicfile.RealOrAbs(lm.Path), Config: c, Device: device, Precision: lm.Precision,
 		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
 	if cCtx.Bool("json") {
 		warnRecordedAsOther(cCtx.App.ErrWriter, "the JSON document", doc.Model)
+		doc.ParamsSHA256 = train.ParamsSHA256(lm.Model.Params)
 	}
 	for _, s := range sets {
 		if s.FeatureDim != c.InputDim || s.EmbeddingDim != c.OutputDim {

@@ -32,6 +32,26 @@ func TestHelpCommand(t *testing.T) {
 	wantError(t, []string{"help", "nope"}, "nope")
 }
 
+// A path named h or help is a path to every command, not a request for
+// help: info described nothing and average wrote nothing, exiting 0.
+func TestPathNamedHelp(t *testing.T) {
+	run, _, _ := trainRun(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, name := range []string{"h", "help"} {
+		if err := os.Symlink(run, name); err != nil {
+			t.Fatal(err)
+		}
+		if out := mustRun(t, "info", name); !strings.Contains(out, name+": training run") {
+			t.Errorf("dinoclip info %s (a run):\n%s", name, out)
+		}
+		mustRun(t, "average", "--out", name+".safetensors", name)
+		if _, err := os.Stat(name + ".safetensors"); err != nil {
+			t.Errorf("dinoclip average --out %s.safetensors %s (a run): %v", name, name, err)
+		}
+	}
+}
+
 // Every command's --help fits in helpWidth columns, and its texts are
 // written to fit as they are: a line urfave/cli has to wrap loses its
 // indentation (an example split mid-command, a usage mid-bracket).

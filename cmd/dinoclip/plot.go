@@ -90,6 +90,15 @@ func plotRun(runDir, pngPath string) error {
 		return err
 	}
 	lossPlot.Add(line, plotter.NewGrid())
+	if len(c.loss) == 1 {
+		// (A line through one point draws nothing: a run of one logged
+		// step showed an empty panel.)
+		point, err := plotter.NewScatter(c.loss)
+		if err != nil {
+			return err
+		}
+		lossPlot.Add(point)
+	}
 
 	recallPlot := plot.New()
 	recallPlot.Title.Text = "retrieval R@5 (%)"

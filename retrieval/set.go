@@ -140,6 +140,12 @@ func loadSet(dir string) (*Set, error) {
 	if strings.TrimSpace(s.Name) == "" { // (a column of nothing in a table)
 		return nil, fmt.Errorf("evaluation set %s: its name %q is blank: give it a plain \"name\" in %s", dir, s.Name, filepath.Join(dir, SetInfoFile))
 	}
+	// (A directory of something else, such as training data given as a
+	// set, is said to be no set, not a file missing from one.)
+	if _, err := os.Lstat(filepath.Join(dir, ImageFeaturesFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("evaluation set %s: no %s there: not an evaluation set (%s, %s, %s and %s; docs/FORMAT.md)",
+			dir, ImageFeaturesFile, ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile)
+	}
 	var err error
 	var imgShape, clipShape, capShape []int
 	if s.ImageFeatures, imgShape, err = readMatrix(dir, ImageFeaturesFile); err != nil {

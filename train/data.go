@@ -84,12 +84,19 @@ func shardFiles(entries []os.DirEntry) map[string]int {
 	return names
 }
 
-// HoldsShards reports whether dir holds a file of a training shard, whole
-// or not: a directory OpenDataset takes for training data (and describes
-// what is wrong with, when it refuses it).
+// HoldsShards reports whether dir holds the features file of a training
+// shard, whole or not: a directory OpenDataset takes for training data
+// (and describes what is wrong with, when it refuses it). Targets alone
+// (NAME.clip.npy) are CLIP embeddings of any kind, such as the queries
+// of a search, not training data.
 func HoldsShards(dir string) bool {
 	entries, _ := os.ReadDir(dir)
-	return len(shardFiles(entries)) > 0
+	for _, bits := range shardFiles(entries) {
+		if bits&1 != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ShardInfo describes one shard of a Dataset.

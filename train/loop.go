@@ -291,8 +291,11 @@ type InitModel struct {
 
 // Result summarises a finished run.
 type Result struct {
-	State   State
-	Reports []retrieval.Report // the last evaluation
+	// AlreadyFinished is true for a resume of a run that had ended (its
+	// last step taken and evaluated): it trained and evaluated nothing.
+	AlreadyFinished bool
+	State           State
+	Reports         []retrieval.Report // the last evaluation
 	// EMAReports is the last evaluation of the moving average of the
 	// weights, in a run that keeps one (Options.EMA).
 	EMAReports []retrieval.Report
@@ -637,7 +640,10 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	}
 	defer metrics.Close()
 	tr.metrics = metrics
-	return tr.loop(ctx, st, metric, resident)
+	finished := st.Step == st.Schedule.TotalSteps && st.PendingEval == nil
+	res, err := tr.loop(ctx, st, metric, resident)
+	res.AlreadyFinished = finished
+	return res, err
 }
 
 // bestMetric is the metric that picks the run's best checkpoint. Picked

@@ -30,7 +30,10 @@ func TestParseMetric(t *testing.T) {
 			t.Errorf("ParseMetric(%q) = %+v, %v; want it refused", name, m, err)
 		}
 	}
-	if _, err := ParseMetric("b/t2i@5", evals); err == nil || !strings.Contains(err.Error(), `no evaluation set named "b"`) {
-		t.Errorf("a set that is not there: %v", err)
+	if _, err := ParseMetric("b/t2i@5", evals); err == nil || !strings.Contains(err.Error(), `no evaluation set named "b" (the run's sets: "coco"`) {
+		t.Errorf("a set that is not there: %v, want the sets there named", err)
+	}
+	if _, err := ParseMetric("b/t2i@5", nil); err == nil || !strings.Contains(err.Error(), "the run has no evaluation sets") {
+		t.Errorf("a set without sets: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -297,7 +298,14 @@ func ParseMetric(name string, evals []*retrieval.Set) (Metric, error) {
 			return m, nil
 		}
 	}
-	return Metric{}, fmt.Errorf("best metric %q: no evaluation set named %q", name, set)
+	names := make([]string, len(evals))
+	for i, s := range evals {
+		names[i] = strconv.Quote(s.Name)
+	}
+	if len(names) == 0 {
+		return Metric{}, fmt.Errorf("best metric %q: no evaluation set named %q (the run has no evaluation sets: give them with --eval)", name, set)
+	}
+	return Metric{}, fmt.Errorf("best metric %q: no evaluation set named %q (the run's sets: %s)", name, set, strings.Join(names, ", "))
 }
 
 // Better reports whether a improves on b.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -171,6 +172,14 @@ func TestTrainFP64FollowsPyTorch(t *testing.T) {
 		t.Errorf("run.json options precision %q", info.Options.Precision)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--precision", "fp32"}, "--precision fp32", "fp64")
+	// info describes the float64 state beside the checkpoint's model.
+	f64 := filepath.Join(run, checkpoint.LastLink, checkpoint.Float64File)
+	n := info.Model.NumParams()
+	for _, want := range []string{"a checkpoint's float64 state", fmt.Sprintf("params: F64 [%d]", n), fmt.Sprintf("exp_avg_sq: F64 [%d]", n)} {
+		if out := mustRun(t, "info", f64); !strings.Contains(out, want) {
+			t.Errorf("info %s lacks %q:\n%s", f64, want, out)
+		}
+	}
 }
 
 // A fp64 run stopped after step 10 and resumed ends with the bits of the

@@ -36,7 +36,7 @@ func indexCommand() *cli.Command {
 			"the order they are added; the manifest maps id ranges back to the features files. The list of\n" +
 			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +
 			"line) is copied into the index, so that search names the images it finds (only when every\n" +
-			"features file of the index came with its list: a warning says when one did not).\n\n" +
+			"features file of the index came with its list: a warning says when some did and one did not).\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a stopped run is\n" +
 			"finished by running it again (Ctrl-C keeps the files indexed so far; a kill loses those of the\n" +
@@ -322,13 +322,18 @@ func runIndex(cCtx *cli.Context) (err error) {
 		return err
 	}
 	// Whatever stops the run (a failed file, Ctrl-C), the shards appended
-	// before it stay in the index. (Interrupted, the run's error is only
-	// "interrupted": what the last write of the manifest lost is said
-	// here.)
+	// before it stay in the index, and the user is told so. (Interrupted,
+	// the run's error is only "interrupted": what the last write of the
+	// manifest lost is said here.)
+	before := len(w.Manifest().Shards)
 	defer func() {
 		cerr := w.Close()
-		if cerr != nil && errors.Is(err, context.Canceled) {
+		switch m := w.Manifest(); {
+		case cerr != nil && errors.Is(err, context.Canceled):
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %v\n", cerr)
+		case err != nil && cerr == nil && len(m.Shards) > before:
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s indexed before the stop (%d rows in all): the same command again indexes the rest\n",
+				out, counted(len(m.Shards)-before, "file", "files"), m.Rows)
 		}
 		err = errors.Join(err, cerr)
 	}()

@@ -35,7 +35,8 @@ func infoCommand() *cli.Command {
 			"  - a model file (.safetensors): its shape, parameter count, dtype, step and epoch, and\n" +
 			"    whether its weights are usable (a run that diverged leaves NaN weights);\n" +
 			"  - a checkpoint directory: the model, and the trainer's position and best metric so far;\n" +
-			"  - a checkpoint's optimizer file: the trainer's position it holds;\n" +
+			"  - a checkpoint's optimizer file: the trainer's position it holds; its float64 file (a\n" +
+			"    --precision fp64 run's): the tensors it holds;\n" +
 			"  - a run directory: its checkpoints, where last and best point, the best metric, its options;\n" +
 			"  - a training data directory: its shards, rows, widths and dtypes;\n" +
 			"  - an evaluation set directory: its images, captions and widths;\n" +
@@ -95,8 +96,11 @@ func describe(w io.Writer, path string) error {
 		if isNPY(path) {
 			return infoNPY(w, path)
 		}
-		if isOptimizerFile(path) {
+		switch safetensorsFormat(path) {
+		case checkpoint.OptimizerFormat:
 			return infoOptimizer(w, path)
+		case checkpoint.Float64Format:
+			return infoFloat64(w, path)
 		}
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
@@ -325,15 +329,16 @@ func infoModel(w io.Writer, path string) error {
 	return err
 }
 
-// isOptimizerFile says whether path is a safetensors file whose metadata
-// names it a checkpoint's optimizer state.
-func isOptimizerFile(path string) bool {
+// safetensorsFormat is the format its metadata gives a safetensors file
+// at path (a checkpoint's optimizer or float64 state, or a model), or ""
+// for one without, or no safetensors file.
+func safetensorsFormat(path string) string {
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return false
+		return ""
 	}
 	defer f.Close()
-	return f.Metadata()["format"] == checkpoint.OptimizerFormat
+	return f.Metadata()["format"]
 }
 
 // infoOptimizer describes a checkpoint's optimizer file: the trainer's
@@ -345,6 +350,22 @@ func infoOptimizer(w io.Writer, path string) error {
 	}
 	fmt.Fprintf(w, "%s: a checkpoint's optimizer state (AdamW moments and the trainer's position; the model is %s beside it)\n", path, checkpoint.ModelFile)
 	writeState(w, st)
+	return nil
+}
+
+// infoFloat64 describes a checkpoint's float64 state (a --precision fp64
+// run's): the weights and AdamW moments in float64, whose float32
+// rounding the model and optimizer files beside it hold.
+func infoFloat64(w io.Writer, path string) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
+	defer f.Close()
+	fmt.Fprintf(w, "%s: a checkpoint's float64 state (a --precision fp64 run's weights and AdamW moments; %s and %s beside it hold them rounded to float32)\n", path, checkpoint.ModelFile, checkpoint.OptimizerFile)
+	for _, t := range f.Tensors() {
+		fmt.Fprintf(w, "  %s: %s %v\n", shown(t.Name), t.DType, t.Shape)
+	}
 	return nil
 }
 

@@ -230,6 +230,10 @@ func TestInfoErrors(t *testing.T) {
 	lonely := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(lonely, 0o755)
 	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})
+	// Where extract texts wrote its queries (NAME.clip.npy, a training
+	// shard's second half): no training data, though.
+	queries := t.TempDir()
+	writeF32(t, filepath.Join(queries, "sentences.clip.npy"), []int{1, 2}, []float32{1, 2})
 	// What an index killed in its first append leaves: its lock file and a
 	// shard, no manifest.
 	unfinished := t.TempDir()
@@ -250,6 +254,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", garbage}, []string{garbage}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
+		{[]string{"info", queries}, []string{queries, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted"}},
 		{[]string{"info", killedEarly}, []string{"an index whose first append is running or was interrupted"}},
 	}

@@ -43,6 +43,10 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 	if err := wantError(t, []string{"index", "--model", run, "--features", in, "--out", filepath.Join(t.TempDir(), "ix")}, in+": row 2, column 3 is NaN"); err != nil && strings.Contains(err.Error(), "write ") {
 		t.Errorf("index of NaN features: %v, an error of writing", err)
 	}
+	projected := filepath.Join(t.TempDir(), "p.npy")
+	if err := wantError(t, []string{"project", "--model", run, "--in", in, "--out", projected}, in+": row 2, column 3 is NaN"); err != nil && strings.Contains(err.Error(), "write ") {
+		t.Errorf("project of NaN features: %v, an error of writing", err)
+	}
 	if out := mustRun(t, "info", bad); !strings.Contains(out, "weights: NOT USABLE: 1 of the 328 weights is NaN or infinite") || !strings.Contains(out, "optimizer step 8") {
 		t.Errorf("info of a model with a NaN weight:\n%s", out)
 	}

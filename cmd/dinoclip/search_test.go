@@ -740,7 +740,10 @@ func TestIndexSearchErrors(t *testing.T) {
 	copyFile(t, filepath.Join(data, "shard-00000.dino.npy"), good)
 	copyFile(t, nanFeatures, filepath.Join(two, "b.dino.npy"))
 	i6 := filepath.Join(dir, "i6")
-	wantError(t, []string{"index", "--model", run, "--features", two, "--out", i6}, "row 2, column 5 is -Inf")
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", two, "--out", i6); err == nil || !strings.Contains(err.Error(), "row 2, column 5 is -Inf") ||
+		!strings.Contains(stderr, "the index "+i6+" keeps the 1 file indexed before the stop") {
+		t.Errorf("index stopped by its second file: %v, want its error and a word of what it keeps:\n%s", err, stderr)
+	}
 	ix, err := retrieval.OpenIndex(i6)
 	if err != nil {
 		t.Fatalf("index stopped by its second file: %v", err)

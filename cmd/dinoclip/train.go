@@ -15,6 +15,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -219,6 +220,10 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	data, err := train.OpenDataset(dataDir)
 	if err != nil {
+		// (dinoclip synth --out DIR puts its training data in DIR/train.)
+		if sub := filepath.Join(dataDir, dataset.TrainDir); !train.HoldsShards(dataDir) && train.HoldsShards(sub) {
+			err = fmt.Errorf("%w; the shards are in %s (--data %s)", err, sub, train.ShellArg(sub))
+		}
 		return err
 	}
 	defer data.Close()
@@ -341,6 +346,10 @@ func runTrain(cCtx *cli.Context) error {
 			}
 		}
 		return err
+	}
+	if res.AlreadyFinished {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the run in %s had finished before this resume: nothing was trained (a resume goes on with the run as it was started; to train on from its model, start a new run with --init %s)\n",
+			runDir, train.ShellArg(runDir))
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
 }

@@ -97,11 +97,19 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	if _, stderr, err := runCLIStopped(t, "train", "--resume", "--out", run, "--data", data, "--eval", eval); !errors.Is(err, context.Canceled) || strings.Contains(stderr, "instead of the run's") {
 		t.Errorf("resume with the run's own --data and --eval: %v\n%s", err, stderr)
 	}
-	out := mustRun(t, "train", "--resume", "--out", run, "--best-metric", "r5")
+	const nothing = "had finished before this resume: nothing was trained"
+	out, stderr, err := runCLI(t, "train", "--resume", "--out", run, "--best-metric", "r5")
+	if err != nil || strings.Contains(stderr, nothing) {
+		t.Fatalf("resume of a stopped run: %v\n%s", err, stderr)
+	}
 	for _, want := range []string{"2 epochs, 8 optimizer steps", "tiny-eval", "r5 = "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("resumed run lacks %q:\n%s", want, out)
 		}
+	}
+	// Resumed again, the finished run says that it had finished.
+	if _, stderr, err := runCLI(t, "train", "--resume", "--out", run); err != nil || !strings.Contains(stderr, nothing) || !strings.Contains(stderr, "--init '"+run+"'") {
+		t.Errorf("resume of a finished run: %v, want a word that nothing was trained:\n%s", err, stderr)
 	}
 	info, err := train.ReadRunInfo(run)
 	if err != nil {
@@ -199,6 +207,10 @@ func TestTrainErrors(t *testing.T) {
 	base := []string{"train", "--data", data, "--out", run, "--batch", "16", "--epochs", "1", "--hidden-dim", "8", "--blocks", "1"}
 	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
 	other := t.TempDir()
+	synthOut := t.TempDir() // (as dinoclip synth --out writes it: the shards in train/)
+	if err := os.Symlink(data, filepath.Join(synthOut, "train")); err != nil {
+		t.Fatal(err)
+	}
 	wideEval := filepath.Join(t.TempDir(), "wide")
 	os.Mkdir(wideEval, 0o755)
 	writeF32(t, filepath.Join(wideEval, "images.dino.npy"), []int{1, 3}, []float32{1, 2, 3})
@@ -212,6 +224,9 @@ func TestTrainErrors(t *testing.T) {
 		{"missing out", []string{"train", "--data", data}, []string{"missing --out"}},
 		{"nonexistent data", []string{"train", "--data", filepath.Join(other, "nope"), "--out", run}, []string{filepath.Join(other, "nope"), "no such directory"}},
 		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
+		{"a list in one --data", []string{"train", "--data", data + "," + data, "--out", run}, []string{"no such directory (for several, repeat the flag"}},
+		{"synth's output as --data", []string{"train", "--data", synthOut, "--out", run}, []string{"no shards", "the shards are in " + filepath.Join(synthOut, "train")}},
+		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set"}},
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},
 		{"batch 0", with("--batch", "0"), []string{"--batch 0", "at least 1"}},
 		{"batch over rows", with("--batch", "65"), []string{"--batch 65", "64 rows"}},

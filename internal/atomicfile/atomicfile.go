@@ -143,7 +143,7 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
-	closed := false
+	closed, writing := false, false
 	defer func() {
 		if err != nil {
 			if !closed {
@@ -151,11 +151,18 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 			}
 			os.Remove(tmp)
 			forget()
-			err = fmt.Errorf("write %s: %w", path, err)
+			// (A failure of write's own, such as a bad input it was
+			// copying, is its own: "write OUT: IN: row 7 is NaN" blamed
+			// the output.)
+			if !writing {
+				err = fmt.Errorf("write %s: %w", path, err)
+			}
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	fw := &firstError{w: f}
+	bw := bufio.NewWriterSize(fw, 1<<20)
 	if err = write(bw); err != nil {
+		writing = fw.err == nil
 		return err
 	}
 	if err = bw.Flush(); err != nil {
@@ -560,4 +567,19 @@ func RemoveDir(dir string, holds func(name string) bool) error {
 		}
 	}
 	return os.Remove(dir)
+}
+
+// firstError is a writer to w that keeps the first error a write to w
+// returned.
+type firstError struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstError) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	return n, err
 }

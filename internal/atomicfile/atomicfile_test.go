@@ -24,7 +24,9 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 		w.Write([]byte("half of the new"))
 		return boom
 	})
-	if !errors.Is(err, boom) {
+	// (write's own failure as it is, not as one of writing path: "write
+	// OUT: IN: row 7 is NaN" blamed the output for its input.)
+	if err != boom {
 		t.Fatalf("error %v, want boom", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "old" {

@@ -785,12 +785,10 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	if err != nil {
 		return err
 	}
-	// An error of the rows (fill's: the features; the model's outputs) is
-	// returned as it is, not as one of writing the shard's file.
-	var rowsErr error
 	// (Every file of the index is written with atomicfile.Replace: a link
 	// planted at one of its names meanwhile is replaced, not written
-	// through to a file outside the index.)
+	// through to a file outside the index. An error of the rows, fill's or
+	// the model's outputs', comes back as it is, not as one of writing.)
 	err = atomicfile.Replace(filepath.Join(w.dir, shard.Keys), func(out io.Writer) error {
 		if _, err := out.Write(hdr); err != nil {
 			return err
@@ -801,13 +799,13 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 		for lo := 0; lo < rows; lo += chunk {
 			hi := min(lo+chunk, rows)
 			x := buf[:(hi-lo)*dim]
-			if rowsErr = fill(x, lo, hi); rowsErr != nil {
-				return rowsErr
+			if err := fill(x, lo, hi); err != nil {
+				return err
 			}
 			// fill gives the model's outputs: a NaN there is the model's,
 			// whatever the features were.
-			if rowsErr = normalizeInPlace(x, dim, "the model's output for "+source.Path, lo); rowsErr != nil {
-				return rowsErr
+			if err := normalizeInPlace(x, dim, "the model's output for "+source.Path, lo); err != nil {
+				return err
 			}
 			b := enc[:len(x)*w.dtype.Size()]
 			if w.dtype == npy.Float16 {
@@ -821,9 +819,6 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 		}
 		return nil
 	})
-	if rowsErr != nil {
-		return rowsErr
-	}
 	if err != nil {
 		return err
 	}

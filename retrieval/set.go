@@ -143,8 +143,13 @@ func loadSet(dir string) (*Set, error) {
 	// (A directory of something else, such as training data given as a
 	// set, is said to be no set, not a file missing from one.)
 	if _, err := os.Lstat(filepath.Join(dir, ImageFeaturesFile)); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("evaluation set %s: no %s there: not an evaluation set (%s, %s, %s and %s; docs/FORMAT.md)",
-			dir, ImageFeaturesFile, ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile)
+		hint := fmt.Sprintf("a set holds %s, %s, %s and %s; docs/FORMAT.md", ImageFeaturesFile, ImageCLIPFile, CaptionCLIPFile, CaptionImageFile)
+		// (dinoclip synth --out DIR puts its evaluation set in DIR/eval.)
+		sub := filepath.Join(dir, dataset.EvalDir)
+		if _, err := os.Stat(filepath.Join(sub, ImageFeaturesFile)); err == nil {
+			hint = "the set is in " + sub
+		}
+		return nil, fmt.Errorf("evaluation set %s: no %s there: not an evaluation set (%s)", dir, ImageFeaturesFile, hint)
 	}
 	var err error
 	var imgShape, clipShape, capShape []int

@@ -119,7 +119,14 @@ boxed() {
 # pack_logs writes every log so far into OUTDIR/logs.tar.gz, whole or not
 # at all (a kill mid-write leaves the last whole one).
 pack_logs() {
-	tar -czf "$OUTDIR/logs.tar.gz.part" -C "$WORK" . 2>/dev/null && mv -f "$OUTDIR/logs.tar.gz.part" "$OUTDIR/logs.tar.gz"
+	# (GNU tar's status 1: a file changed as it was read, a log being
+	# written; the archive is whole.)
+	tar -czf "$OUTDIR/logs.tar.gz.part" -C "$WORK" . 2>/dev/null
+	if [ $? -le 1 ]; then
+		mv -f "$OUTDIR/logs.tar.gz.part" "$OUTDIR/logs.tar.gz"
+	else
+		rm -f "$OUTDIR/logs.tar.gz.part"
+	fi
 }
 
 say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"

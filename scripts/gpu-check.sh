@@ -12,12 +12,14 @@
 #
 # Parts, each PASS, FAIL or SKIP in OUTDIR/summary.txt (also printed):
 #   device    nvidia-smi
-#   tensorcore  bin/driver.test -test.run 'TestTC', then 'TestGemmBF16'
-#             (-test.failfast): mma.sync, ldmatrix, cp.async, wgmma, TMA,
-#             clusters and the reference GEMMs, against the layouts and
-#             float64 reference the emulator is tested with; the wgmma, TMA
-#             and cluster ones need the module built for sm_90a (the
-#             compute_80 PTX traps)
+#   tensorcore  bin/driver.test -test.run 'TestTC', then the mma.sync
+#             GEMMs ('TestGemmBF16.*Mma') and the wgmma ones (the other
+#             'TestGemmBF16' tests), each run -test.failfast: mma.sync,
+#             ldmatrix, cp.async, wgmma, TMA, clusters and the reference
+#             GEMMs, against the layouts and float64 reference the emulator
+#             is tested with; the wgmma, TMA and cluster ones need the
+#             module built for sm_90a (the compute_80 PTX traps: they skip
+#             there)
 #   driver    bin/driver.test's other tests: the driver calls gorgonia/cu
 #             lacks, on the real driver (see the part below)
 #   tests     bin/cuda.test -test.v
@@ -183,18 +185,21 @@ done
 DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
 
 # --- tensorcore: first, as what every bf16 part rests on. The primitives
-# (TestTC) all run, and then the GEMMs whatever the primitives did; the
-# GEMMs stop at their first failure (-test.failfast): a pipeline that hangs
-# traps after 10 s in each test (MBAR_WAIT_LIMIT_NS), which would spend
-# the parts after it. Each run has 45 s: healthy, they take seconds, and
-# the whole check has 110 s in device-run.sh.
+# (TestTC) all run, and then the GEMMs whatever the primitives did: the
+# mma.sync ones (every GPU's) and the wgmma ones (Hopper's) in runs of
+# their own, so that a failure of one kind does not hide the other. Each
+# GEMM run stops at its first failure (-test.failfast): a pipeline that
+# hangs traps after 10 s in each test (MBAR_WAIT_LIMIT_NS), which would
+# spend the parts after it. Each run has 45 s: healthy, they take
+# seconds, and the whole check has 110 s in device-run.sh.
 log=$OUTDIR/tensorcore-test.log
 : >"$log"
 t0=$SECONDS
 tc_ok() { # both runs, in order, each whatever the other did
 	local rc=0
 	run "$log" 45 "./$(basename "$DRIVER_TEST")" -test.run 'TestTC' -test.v -test.timeout 40s || rc=1
-	run "$log" 45 "./$(basename "$DRIVER_TEST")" -test.run 'TestGemmBF16' -test.failfast -test.v -test.timeout 40s || rc=1
+	run "$log" 45 "./$(basename "$DRIVER_TEST")" -test.run 'TestGemmBF16.*Mma' -test.failfast -test.v -test.timeout 40s || rc=1
+	run "$log" 45 "./$(basename "$DRIVER_TEST")" -test.run 'TestGemmBF16' -test.skip 'Mma' -test.failfast -test.v -test.timeout 40s || rc=1
 	return $rc
 }
 if [ ! -x "$DRIVER_TEST" ]; then

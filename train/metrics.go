@@ -61,10 +61,10 @@ func ScanMetricsFile(path string, fn func(line []byte) error) error {
 	return ScanMetrics(f, path, fn)
 }
 
-// MetricsRecordOf reads the type and step of a line of the metrics log;
-// ok is false for a line that is no record (not JSON, or without a step),
-// which a resume drops.
-func MetricsRecordOf(line []byte) (typ string, step int, ok bool) {
+// recordOf reads the type and step of a line of the metrics log; ok is
+// false for a line that is no record (not JSON, or without a step), which
+// a resume drops.
+func recordOf(line []byte) (typ string, step int, ok bool) {
 	var rec struct {
 		Type string `json:"type"`
 		Step *int   `json:"step"`
@@ -73,6 +73,51 @@ func MetricsRecordOf(line []byte) (typ string, step int, ok bool) {
 		return "", 0, false
 	}
 	return rec.Type, *rec.Step, true
+}
+
+// scanRecords calls fn with each line of the metrics file f, at path,
+// from its start (ScanMetrics), with the type and step of its record (ok
+// false for a line that is no record), and returns how many lines are no
+// record, not counting a torn last line, which a kill leaves: the lines
+// damaged by hand or by the disk, which a resume drops.
+func scanRecords(f *os.File, path string, fn func(line []byte, typ string, step int, ok bool) error) (damaged int, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	lastDamaged := false
+	err = ScanMetrics(f, path, func(line []byte) error {
+		typ, step, ok := recordOf(line)
+		if lastDamaged = !ok; !ok {
+			damaged++
+		}
+		return fn(line, typ, step, ok)
+	})
+	if err == nil && lastDamaged && !endsLine(f, st.Size()) {
+		damaged--
+	}
+	return damaged, err
+}
+
+// ScanMetricsRecords calls fn with the type and step of each record of
+// the metrics file at path, opened as ScanMetricsFile opens it, and
+// returns how many of its lines are damaged (scanRecords): those a resume
+// drops, with the records they held.
+func ScanMetricsRecords(path string, fn func(typ string, step int) error) (damaged int, err error) {
+	f, err := atomicfile.OpenToRead(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return scanRecords(f, path, func(_ []byte, typ string, step int, ok bool) error {
+		if !ok {
+			return nil
+		}
+		return fn(typ, step)
+	})
 }
 
 // metricsWriter appends one JSON object per line to the file f at path,
@@ -137,28 +182,20 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return err
 	}
 	var kept int64 // bytes
-	damaged, lastDamaged := 0, false
+	damaged := 0
 	// scan passes each kept line to emit, from the file's start.
-	scan := func(emit func(line []byte) error) error {
-		kept, damaged, lastDamaged = 0, 0, false
-		if _, err := old.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
+	scan := func(emit func(line []byte) error) (err error) {
+		kept = 0
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
 		lines, sinceLook := 0, 0
-		err := ScanMetrics(old, path, func(line []byte) error {
+		damaged, err = scanRecords(old, path, func(line []byte, typ string, recStep int, ok bool) error {
 			if lines, sinceLook = lines+1, sinceLook+len(line); lines%4096 == 0 || sinceLook > 16<<20 {
 				if sinceLook = 0; ctx.Err() != nil {
 					return ctx.Err()
 				}
 			}
-			typ, recStep, ok := MetricsRecordOf(line)
-			if lastDamaged = !ok; lastDamaged {
-				damaged++
-				return nil
-			}
-			if !keptOnResume(recStep, typ, step, evalPending) {
+			if !ok || !keptOnResume(recStep, typ, step, evalPending) {
 				return nil
 			}
 			kept += int64(len(line)) + 1
@@ -174,10 +211,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if err := scan(func([]byte) error { return nil }); err != nil {
 		return err
 	}
-	ended := EndsLine(old, st.Size())
-	if lastDamaged && !ended {
-		damaged-- // the torn last line a kill leaves: expected
-	}
+	ended := endsLine(old, st.Size())
 	if damaged > 0 {
 		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
@@ -202,10 +236,10 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	})
 }
 
-// EndsLine reports whether the file f of size bytes ends with a newline
+// endsLine reports whether the file f of size bytes ends with a newline
 // (an empty one ends no line, and is none torn): a metrics log whose last
 // line does not was cut off there by a kill.
-func EndsLine(f *os.File, size int64) bool {
+func endsLine(f *os.File, size int64) bool {
 	if size == 0 {
 		return true
 	}

@@ -672,12 +672,7 @@ func checkDir(what, path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			hint := ""
-			if strings.Contains(path, ",") {
-				// (A list flag takes one path a time: a comma is part of a name.)
-				hint = " (for several, repeat the flag, one path each)"
-			}
-			return fmt.Errorf("%s %s: no such directory%s", what, path, hint)
+			return fmt.Errorf("%s %s: no such directory", what, path)
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}

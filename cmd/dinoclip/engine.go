@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -134,7 +135,11 @@ func openEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 
 // loadedModel is a model file read and put on an engine.
 type loadedModel struct {
-	Path      string // the model file that --model resolved to
+	Path string // the model file that --model resolved to
+	// File is that file where it is (absolute, links resolved) when it
+	// was read, for records that must name the file read: a run's best or
+	// last link moves on as it trains.
+	File      string
 	Model     *checkpoint.Model
 	Engine    nn.Engine
 	Precision string // the engine's: the one asked for, or fp32 where the default bf16 does not fit
@@ -154,7 +159,8 @@ func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedMo
 	if err != nil {
 		return nil, err
 	}
-	m, err := checkpoint.ReadModel(path)
+	file := atomicfile.RealOrAbs(path)
+	m, err := checkpoint.ReadModel(file)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -172,7 +178,7 @@ func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedMo
 		e.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	return &loadedModel{Path: path, Model: m, Engine: e, Precision: precision}, nil
+	return &loadedModel{Path: path, File: file, Model: m, Engine: e, Precision: precision}, nil
 }
 
 // processMemory is the memory the Go runtime holds from the system now.

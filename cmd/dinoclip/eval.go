@@ -6,7 +6,6 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -91,7 +90,7 @@ func runEval(cCtx *cli.Context) error {
 	}
 	defer lm.Engine.Close()
 	c := lm.Model.Config
-	doc := evalDocument{Model: atomicfile.RealOrAbs(lm.Path), Config: c, Device: device, Precision: lm.Precision,
+	doc := evalDocument{Model: lm.File, Config: c, Device: device, Precision: lm.Precision,
 		Step: metaInt(lm.Model.Meta, "step"), Epoch: metaInt(lm.Model.Meta, "epoch")}
 	if cCtx.Bool("json") {
 		warnRecordedAsOther(cCtx.App.ErrWriter, "the JSON document", doc.Model)

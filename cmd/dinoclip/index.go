@@ -302,7 +302,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}
 	// The model's own file, not the run's best or last link that named
 	// it, which moves on to other weights as the run trains.
-	model, err := modelIdentity(atomicfile.RealOrAbs(lm.Path), c, lm.Model.Params)
+	model, err := modelIdentity(lm.File, c, lm.Model.Params)
 	if err != nil {
 		return err
 	}
@@ -332,8 +332,12 @@ func runIndex(cCtx *cli.Context) (err error) {
 		case cerr != nil && errors.Is(err, context.Canceled):
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %v\n", cerr)
 		case err != nil && cerr == nil && len(m.Shards) > before:
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s indexed before the stop (%d rows in all): the same command again indexes the rest\n",
-				out, counted(len(m.Shards)-before, "file", "files"), m.Rows)
+			again := "the same command again indexes the rest"
+			if !errors.Is(err, context.Canceled) {
+				again = "once the file that failed is mended or left out, " + again
+			}
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s indexed before the stop (%d rows in all): %s\n",
+				out, counted(len(m.Shards)-before, "file", "files"), m.Rows, again)
 		}
 		err = errors.Join(err, cerr)
 	}()

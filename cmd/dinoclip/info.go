@@ -140,7 +140,11 @@ func describe(w io.Writer, path string) error {
 	if retrieval.IsUnfinishedIndex(path) {
 		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which takes its files over", path, retrieval.IndexManifestFile)
 	}
-	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)", path)
+	hint := ""
+	if m, _ := filepath.Glob(filepath.Join(path, "*.npy")); len(m) > 0 {
+		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", train.ShellArg(m[0]))
+	}
+	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
 }
 
 // isRunDir reports whether dir holds a training run: a last or best link
@@ -668,15 +672,15 @@ func infoRun(w io.Writer, dir string) error {
 		fmt.Fprintf(w, "  evaluations: %d in %s\n", n.kept, train.MetricsFile)
 	}
 	if err == nil && n.damaged > 0 {
-		fmt.Fprintf(w, "  %s: DAMAGED: %d lines that are no record (edited, or damaged by the disk): a resume drops them, and the records they held are lost\n", train.MetricsFile, n.damaged)
+		fmt.Fprintf(w, "  %s: DAMAGED: %s that are no record (edited, or damaged by the disk): a resume drops them, and the records they held are lost\n", train.MetricsFile, counted(n.damaged, "line", "lines"))
 	}
 	return nil
 }
 
 // evalCounts counts the lines of a metrics file: the evaluation records a
 // resume from the last checkpoint keeps and those it drops
-// (train.State.KeepsRecord), and the lines that are no record
-// (train.MetricsRecordOf) but a torn last one, which a kill leaves.
+// (train.State.KeepsRecord), and the damaged lines, which it drops with
+// the records they held (train.ScanMetricsRecords).
 type evalCounts struct{ kept, later, damaged int }
 
 // countEvals counts the lines of the metrics file at path for a resume
@@ -684,12 +688,9 @@ type evalCounts struct{ kept, later, damaged int }
 // read to its end (a missing one holds none).
 func countEvals(path string, st *train.State) (evalCounts, error) {
 	var n evalCounts
-	lastDamaged := false
-	err := train.ScanMetricsFile(path, func(line []byte) error {
-		typ, step, ok := train.MetricsRecordOf(line)
-		switch lastDamaged = !ok; {
-		case !ok:
-			n.damaged++
+	var err error
+	n.damaged, err = train.ScanMetricsRecords(path, func(typ string, step int) error {
+		switch {
 		case typ != "eval":
 		case st.KeepsRecord(step, typ):
 			n.kept++
@@ -701,22 +702,7 @@ func countEvals(path string, st *train.State) (evalCounts, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return evalCounts{}, nil
 	}
-	if err == nil && lastDamaged && !endsLine(path) {
-		n.damaged-- // the torn last line a kill leaves: expected
-	}
 	return n, err
-}
-
-// endsLine reports whether the file at path ends with a newline
-// (train.EndsLine).
-func endsLine(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	return err == nil && train.EndsLine(f, st.Size())
 }
 
 // infoData describes the training data in dir; unfinished describes it

@@ -348,7 +348,7 @@ func runTrain(cCtx *cli.Context) error {
 		return err
 	}
 	if res.AlreadyFinished {
-		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the run in %s had finished before this resume: nothing was trained (a resume goes on with the run as it was started; to train on from its model, start a new run with --init %s)\n",
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the run in %s had finished before this resume: nothing was trained (a resume goes on with the run as it was started; to train on from its model, start a new run with --init %s --out NEW_RUN)\n",
 			runDir, train.ShellArg(runDir))
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
@@ -371,6 +371,10 @@ func openTrainingEngine(device, precision string, c nn.Config) (nn.Engine, error
 // is one.
 func loadEvalSet(dir string, warn io.Writer) (*retrieval.Set, error) {
 	if err := checkDir("evaluation set", dir); err != nil {
+		if _, serr := os.Stat(dir); strings.Contains(dir, ",") && errors.Is(serr, os.ErrNotExist) {
+			// (--eval takes one set a time: a comma is part of a name.)
+			err = fmt.Errorf("%w (for several sets, repeat --eval, one set each)", err)
+		}
 		return nil, err
 	}
 	s, err := retrieval.LoadSet(dir)

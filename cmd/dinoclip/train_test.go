@@ -224,7 +224,7 @@ func TestTrainErrors(t *testing.T) {
 		{"missing out", []string{"train", "--data", data}, []string{"missing --out"}},
 		{"nonexistent data", []string{"train", "--data", filepath.Join(other, "nope"), "--out", run}, []string{filepath.Join(other, "nope"), "no such directory"}},
 		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
-		{"a list in one --data", []string{"train", "--data", data + "," + data, "--out", run}, []string{"no such directory (for several, repeat the flag"}},
+		{"a list in one --eval", with("--eval", eval+","+eval), []string{"no such directory (for several sets, repeat --eval, one set each)"}},
 		{"synth's output as --data", []string{"train", "--data", synthOut, "--out", run}, []string{"no shards", "the shards are in " + filepath.Join(synthOut, "train")}},
 		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set"}},
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},

@@ -97,7 +97,9 @@ type missingDirError struct{ dir string }
 func (e missingDirError) Error() string { return "the directory " + e.dir + " does not exist" }
 func (e missingDirError) Unwrap() error { return fs.ErrNotExist }
 
-// Write creates path with what write writes, atomically. A new file gets
+// Write creates path with what write writes, atomically. An error write
+// returns of its own (a bad input it copies, a cancelled context) comes
+// back as it is; one of writing the file, "write PATH: ...". A new file gets
 // mode 0666 less the umask, as a plain create does; a replaced one keeps
 // its mode. A path that is a symbolic link is followed: the file it leads
 // to is written and the link kept. An existing destination that is not a
@@ -143,7 +145,7 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
-	closed, writing := false, false
+	closed, ownErr := false, false
 	defer func() {
 		if err != nil {
 			if !closed {
@@ -154,15 +156,15 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 			// (A failure of write's own, such as a bad input it was
 			// copying, is its own: "write OUT: IN: row 7 is NaN" blamed
 			// the output.)
-			if !writing {
+			if !ownErr {
 				err = fmt.Errorf("write %s: %w", path, err)
 			}
 		}
 	}()
-	fw := &firstError{w: f}
+	fw := &errRecordingWriter{w: f}
 	bw := bufio.NewWriterSize(fw, 1<<20)
 	if err = write(bw); err != nil {
-		writing = fw.err == nil
+		ownErr = fw.err == nil
 		return err
 	}
 	if err = bw.Flush(); err != nil {
@@ -569,14 +571,14 @@ func RemoveDir(dir string, holds func(name string) bool) error {
 	return os.Remove(dir)
 }
 
-// firstError is a writer to w that keeps the first error a write to w
-// returned.
-type firstError struct {
+// errRecordingWriter is a writer to w that keeps the first error a write
+// to w returned.
+type errRecordingWriter struct {
 	w   io.Writer
 	err error
 }
 
-func (f *firstError) Write(p []byte) (int, error) {
+func (f *errRecordingWriter) Write(p []byte) (int, error) {
 	n, err := f.w.Write(p)
 	if err != nil && f.err == nil {
 		f.err = err

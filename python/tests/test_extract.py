@@ -455,6 +455,50 @@ def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, cap
     np.testing.assert_allclose(read_npy(out / "00007.clip.npy"), c, **TOL)
 
 
+def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypatch, capfd, tiny_models):
+    """A key that comes with two images or two captions (a repeated key) is left out and counted:
+    its first image was paired with its last caption. A caption over MAX_CAPTION_CHARS is no
+    caption (the tokenizer would encode all of it), and an image member over MAX_TAR_IMAGE_BYTES
+    is not read whole into memory; both are left out and counted. Without --target text the
+    captions are not read at all."""
+    rng = random.Random(12)
+    data = [jpeg_bytes(make_image(rng)) for _ in range(3)]
+    monkeypatch.setattr(extract, "MAX_CAPTION_CHARS", 10)
+    monkeypatch.setattr(extract, "MAX_TAR_IMAGE_BYTES", max(len(d) for d in data[:2]))
+    big = data[0] + b"\0" * (extract.MAX_TAR_IMAGE_BYTES + 1 - len(data[0]))  # (a JPEG with trailing bytes)
+    tar = tmp_path / "00003.tar"
+    write_tar(tar, [("a", {"jpg": data[0], "txt": b"a red dog"}), ("b", {"jpg": data[1], "txt": b"two cats"}),
+                    ("a", {"jpg": data[1], "txt": b"a blue cat"}),  # the key again
+                    ("c", {"jpg": data[1], "txt": b"a caption of many words"}),  # over 10 characters
+                    ("d", {"jpg": big, "txt": b"a big dog"}),
+                    ("e", {"jpg": data[2], "txt": b"x", "png": data[1]})])  # two images under one key
+    idx = extract.index_tar(str(tar), need_captions=True)
+    assert (idx.keys, idx.captions, idx.twice, idx.too_long, idx.too_large) == (["b"], ["two cats"], 2, 1, 1)
+    assert extract.index_tar(str(tar), need_captions=False).keys == ["b", "c"]
+    assert run(tiny_models, "train-wds", tar, "--out", tmp_path / "o", "--target", "text") == 0
+    assert ("00003: 1 rows of 5 samples; skipped: 1 samples have a caption over 10 characters, 1 samples have an "
+            "image over 0 MiB, 2 keys come with two images or two captions") in capfd.readouterr().err
+    # Captions from elsewhere (a captions file, sidecars, texts) are refused, naming them.
+    with pytest.raises(extract.ExtractError, match=r"caption 'a caption of many words'\.\.\. has 23 characters, over the 10"):
+        extract._check_caption("a caption of many words", "caption", "mend it")
+
+
+def test_open_decodes_only_image_formats(tmp_path):
+    """A file named like an image is offered to the image decoders only: PIL picks a decoder by
+    contents, and an EPS file (which PIL hands to Ghostscript) named .jpg is left undecoded."""
+    from PIL import UnidentifiedImageError
+
+    eps = tmp_path / "evil.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(UnidentifiedImageError):
+        extract._open_path(str(eps))
+    with pytest.raises(UnidentifiedImageError):
+        extract._TarOpener(str(eps))(eps.read_bytes())
+    jpg = tmp_path / "ok.jpg"
+    jpg.write_bytes(jpeg_bytes(make_image(random.Random(1))))
+    assert extract._open_path(str(jpg)).format == "JPEG"
+
+
 def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, wds, monkeypatch, capfd):
     """Shards are named after their tars, and img2dataset names every folder's tars 00000.tar,
     00001.tar, ...: extract.json records each shard's tar (size and a sample of its bytes), and

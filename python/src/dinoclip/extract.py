@@ -75,6 +75,10 @@ EVAL_FILES = ("images.dino.npy", "images.clip.npy", "captions.clip.npy", "captio
 MANIFEST = "extract.json"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# The decoders a file is offered to: PIL picks one by the file's contents, whatever its name, and
+# among the others are ones that run programs (EPS: Ghostscript) on scraped data. (JPEG covers
+# the multi-picture JPEGs of cameras, MPO.)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 # The names of the tar files train-wds takes from a directory, and strips from a tar's name to
 # name its output shard: plain, and each compression this Python's tarfile reads (which is what
 # a tar named on the command line may be).
@@ -107,7 +111,7 @@ def _open_path(path: str):
     from PIL import Image
 
     with open_regular(path) as f:
-        img = Image.open(f)
+        img = Image.open(f, formats=IMAGE_FORMATS)
         img.load()
     return img
 
@@ -138,7 +142,7 @@ class _TarOpener:
             data = self._fh.read(size)
             if len(data) != size:
                 raise OSError(f"{self.path}: short read at offset {off}")
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         img.load()
         return img
 
@@ -184,9 +188,19 @@ class Encoded:
     failed: List[Tuple[int, str]] = field(default_factory=list)
 
 
-def _check_unicode(text: str, what: str, remedy: str) -> None:
+# A caption longer than this many characters is no caption (real ones are a sentence or a few):
+# the tokenizer encodes all of a text before it cuts it to CLIP's 77 tokens, and a caption of
+# 20 MB took 4 GB and a minute.
+MAX_CAPTION_CHARS = 1 << 16
+
+
+def _check_caption(text: str, what: str, remedy: str) -> None:
     """Refuses ``text`` holding a lone surrogate (as a "\\ud800" escape in JSON gives): it is no
-    Unicode text, and the tokenizer fails on it with a TypeError."""
+    Unicode text, and the tokenizer fails on it with a TypeError; and one longer than
+    MAX_CAPTION_CHARS."""
+    if len(text) > MAX_CAPTION_CHARS:
+        raise ExtractError(f"{what} {text[:40]!r}... has {len(text)} characters, over the {MAX_CAPTION_CHARS} "
+                           f"of any caption: {remedy}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -245,7 +259,7 @@ class Extractor:
 
     def _text(self, captions: Sequence[str]) -> torch.Tensor:
         for c in captions:
-            _check_unicode(c, "caption", "mend it in the captions file")
+            _check_caption(c, "caption", "mend it in the captions file")
         ids = self.tokenizer(list(captions)).to(self.device)
         return encoders.clip_text_embeddings(self.clip, ids)
 
@@ -357,7 +371,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 if need_captions and not cap.strip():
                     raise ExtractError(f"{captions}:{n}: the caption of {img} is empty")
                 if need_captions:  # (refused now, not when its shard comes)
-                    _check_unicode(cap, f"{captions}:{n}: caption", "mend it in the captions file")
+                    _check_caption(cap, f"{captions}:{n}: caption", "mend it in the captions file")
                 pairs.append((_rel(root, img), cap))
         elif captions.endswith((".csv", ".tsv")):
             reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
@@ -441,6 +455,23 @@ class TarIndex:
     incomplete: int     # samples without an image (or, when needed, a caption)
     empty: int = 0      # samples left out, when captions are needed, for an empty (or blank) one
     not_utf8: int = 0   # samples left out, when captions are needed, for one that is not UTF-8
+    too_long: int = 0   # samples left out, when captions are needed, for one over MAX_CAPTION_CHARS
+    too_large: int = 0  # samples left out for an image member over MAX_TAR_IMAGE_BYTES
+    twice: int = 0      # keys left out for two images or two captions (which pairs with which?)
+
+    def skipped(self) -> List[Tuple[int, str]]:
+        """What was left out, for _report: (count, what) pairs."""
+        return [(self.incomplete, "samples lack an image or a caption"),
+                (self.empty, "samples have an empty caption"),
+                (self.not_utf8, "samples have a caption that is not UTF-8"),
+                (self.too_long, f"samples have a caption over {MAX_CAPTION_CHARS} characters"),
+                (self.too_large, f"samples have an image over {MAX_TAR_IMAGE_BYTES >> 20} MiB"),
+                (self.twice, "keys come with two images or two captions (which pairs with which is unknown)")]
+
+
+# An image member of a tar larger than this is left out: it is read whole into memory (a
+# compressed tar of 1 MB held an image of 1 GiB), and no photograph is as large.
+MAX_TAR_IMAGE_BYTES = 256 << 20
 
 
 def index_tar(path: str, need_captions: bool = True) -> TarIndex:
@@ -479,15 +510,30 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
                 key = os.path.join(d, stem) if d else stem
                 ext = ext.lower()
                 s = samples.setdefault(key, {})
-                if ext in WDS_IMAGE_EXTS and "image" not in s:
-                    s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
-                elif ext == "txt":
-                    # (a byte-order mark is no text, as train-folder's sidecars read it; bytes that are
-                    # not UTF-8 are no caption: decoded with U+FFFD, a target would be made of guesses)
-                    try:
-                        s["caption"] = tf.extractfile(m).read().decode("utf-8").lstrip("\ufeff").strip()
-                    except UnicodeDecodeError:
-                        s["caption"], s["not_utf8"] = "", True
+                if ext in WDS_IMAGE_EXTS:
+                    # A key's second image (or caption, below): two samples under one key, or
+                    # one sample twice, and which image goes with which caption is unknown
+                    # (the first image paired with the last caption).
+                    if "image" in s:
+                        s["twice"] = True
+                    elif m.size > MAX_TAR_IMAGE_BYTES:
+                        s["image"], s["too_large"] = None, True
+                    else:
+                        s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
+                elif ext == "txt" and need_captions:  # (unused otherwise: not read)
+                    if "caption" in s:
+                        s["twice"] = True
+                    elif m.size > 4 * MAX_CAPTION_CHARS:  # (UTF-8: at most 4 bytes a character)
+                        s["caption"], s["too_long"] = "", True
+                    else:
+                        # (a byte-order mark is no text, as train-folder's sidecars read it; bytes that
+                        # are not UTF-8 are no caption: decoded with U+FFFD, a target would be made of
+                        # guesses)
+                        try:
+                            s["caption"] = tf.extractfile(m).read().decode("utf-8").lstrip("\ufeff").strip()
+                            s["too_long"] = len(s["caption"]) > MAX_CAPTION_CHARS
+                        except UnicodeDecodeError:
+                            s["caption"], s["not_utf8"] = "", True
             # tarfile ends quietly where a header is missing, cut or corrupt: a tar cut at a
             # member's boundary looks complete. A whole tar has a zero block (the end-of-archive
             # marker) there, in the decompressed stream of a compressed one.
@@ -503,11 +549,20 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
                            f"output shard {_tar_name(path)} is not written")
     idx = TarIndex([], [], [], 0)
     for key, s in samples.items():
+        if s.get("twice"):
+            idx.twice += 1
+            continue
         if "image" not in s or (need_captions and "caption" not in s):
             idx.incomplete += 1
             continue
+        if s.get("too_large"):
+            idx.too_large += 1
+            continue
         if need_captions and s.get("not_utf8"):
             idx.not_utf8 += 1
+            continue
+        if need_captions and s.get("too_long"):
+            idx.too_long += 1
             continue
         # (stripped as read) no text is no caption: the CLIP embedding of "" would be the target
         if need_captions and not s["caption"]:
@@ -586,7 +641,7 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
             if raw is not None and not isinstance(raw, str):
                 raise ExtractError(f"{path}: image {fn}: sentence {k}: raw {raw!r} is not a string")
             if raw is not None:  # (refused now, not after the images have run)
-                _check_unicode(raw, f"{path}: image {fn}: sentence {k}: caption", "mend it in the json")
+                _check_caption(raw, f"{path}: image {fn}: sentence {k}: caption", "mend it in the json")
             if raw is not None:
                 raw = raw.lstrip("\ufeff").strip()  # (a byte-order mark is no text)
             if raw:
@@ -861,24 +916,19 @@ def _drop_first_record(out: str) -> None:
         pass
 
 
-def _report(name: str, enc: Encoded, samples: Sequence[str], incomplete: int = 0, empty: int = 0,
-            not_utf8: int = 0) -> None:
+def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[Tuple[int, str]] = ()) -> None:
     """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys), and
-    what it left out: ``incomplete`` samples, and ``empty`` and ``not_utf8`` ones for their
-    caption."""
+    what it left out: the images that did not decode, and the (count, what) of ``skipped``
+    (TarIndex.skipped)."""
     msg = f"{name}: {len(enc.kept)} rows"
-    if enc.failed or incomplete or empty or not_utf8:
-        msg += f" of {len(samples) + incomplete + empty + not_utf8} samples"
+    skipped = [(n, what) for n, what in skipped if n]
+    if enc.failed or skipped:
+        msg += f" of {len(samples) + sum(n for n, _ in skipped)} samples"
         parts = []
         if enc.failed:
             i, why = enc.failed[0]
             parts.append(f"{len(enc.failed)} images did not decode (e.g. {samples[i]}: {why})")
-        if incomplete:
-            parts.append(f"{incomplete} samples lack an image or a caption")
-        if empty:
-            parts.append(f"{empty} samples have an empty caption")
-        if not_utf8:
-            parts.append(f"{not_utf8} samples have a caption that is not UTF-8")
+        parts += [f"{n} {what}" for n, what in skipped]
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
 
@@ -1022,7 +1072,7 @@ def cmd_train_wds(args) -> int:
             raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
                                f"{names[i]} is not written; run again once it is complete")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        _report(names[i], enc, idx.keys, idx.incomplete, idx.empty, idx.not_utf8)
+        _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no sample of the {len(tars)} tar files could be read")
 

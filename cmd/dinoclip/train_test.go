@@ -208,8 +208,8 @@ func TestTrainErrors(t *testing.T) {
 	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
 	other := t.TempDir()
 	synthOut := t.TempDir() // (as dinoclip synth --out writes it: the shards in train/)
-	if err := os.Symlink(data, filepath.Join(synthOut, "train")); err != nil {
-		t.Fatal(err)
+	if os.Symlink(data, filepath.Join(synthOut, "train")) != nil || os.Symlink(eval, filepath.Join(synthOut, "eval")) != nil {
+		t.Fatal("cannot link the data into a synth output")
 	}
 	wideEval := filepath.Join(t.TempDir(), "wide")
 	os.Mkdir(wideEval, 0o755)
@@ -226,7 +226,8 @@ func TestTrainErrors(t *testing.T) {
 		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
 		{"a list in one --eval", with("--eval", eval+","+eval), []string{"no such directory (for several sets, repeat --eval, one set each)"}},
 		{"synth's output as --data", []string{"train", "--data", synthOut, "--out", run}, []string{"no shards", "the shards are in " + filepath.Join(synthOut, "train")}},
-		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set"}},
+		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set (a set holds images.dino.npy"}},
+		{"synth's output as --eval", with("--eval", synthOut), []string{"not an evaluation set (the set is in " + filepath.Join(synthOut, "eval") + ")"}},
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},
 		{"batch 0", with("--batch", "0"), []string{"--batch 0", "at least 1"}},
 		{"batch over rows", with("--batch", "65"), []string{"--batch 65", "64 rows"}},

@@ -191,7 +191,9 @@ DRIVER_TEST=${DRIVER_TEST:-$BIN/driver.test}
 # GEMM run stops at its first failure (-test.failfast): a pipeline that
 # hangs traps after 10 s in each test (MBAR_WAIT_LIMIT_NS), which would
 # spend the parts after it. Each run has 45 s: healthy, they take
-# seconds, and the whole check has 110 s in device-run.sh.
+# seconds, and the whole check has 110 s in device-run.sh (three hung
+# runs would spend them all: device-run.sh then says the check was killed
+# at its limit, and goes on to the bench).
 log=$OUTDIR/tensorcore-test.log
 : >"$log"
 t0=$SECONDS

@@ -81,25 +81,37 @@ func recordOf(line []byte) (typ string, step int, ok bool) {
 // record, not counting a torn last line, which a kill leaves: the lines
 // damaged by hand or by the disk, which a resume drops.
 func scanRecords(f *os.File, path string, fn func(line []byte, typ string, step int, ok bool) error) (damaged int, err error) {
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
+	// (Whether the last line scanned ended in a newline is judged at the
+	// end of what was read, not at the file's size: a line appended by a
+	// run training meanwhile is none of the scan's.)
+	r := &countingReader{r: f}
 	lastDamaged := false
-	err = ScanMetrics(f, path, func(line []byte) error {
+	err = ScanMetrics(r, path, func(line []byte) error {
 		typ, step, ok := recordOf(line)
 		if lastDamaged = !ok; !ok {
 			damaged++
 		}
 		return fn(line, typ, step, ok)
 	})
-	if err == nil && lastDamaged && !endsLine(f, st.Size()) {
+	if err == nil && lastDamaged && !endsLine(f, r.n) {
 		damaged--
 	}
 	return damaged, err
+}
+
+// countingReader is r, counting the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // ScanMetricsRecords calls fn with the type and step of each record of

@@ -162,6 +162,9 @@ func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedMo
 	file := atomicfile.RealOrAbs(path)
 	m, err := checkpoint.ReadModel(file)
 	if err != nil {
+		if file != atomicfile.AbsPath(path) { // (the errors name the file read: say what led there)
+			return nil, fmt.Errorf("model %s: %w", path, err)
+		}
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	if flag == "" && precision == train.PrecisionBF16 {

@@ -334,7 +334,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 		case err != nil && cerr == nil && len(m.Shards) > before:
 			again := "the same command again indexes the rest"
 			if !errors.Is(err, context.Canceled) {
-				again = "once the file that failed is mended or left out, " + again
+				again = "once what stopped it is mended, " + again
 			}
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s indexed before the stop (%d rows in all): %s\n",
 				out, counted(len(m.Shards)-before, "file", "files"), m.Rows, again)

@@ -141,8 +141,9 @@ func describe(w io.Writer, path string) error {
 		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which takes its files over", path, retrieval.IndexManifestFile)
 	}
 	hint := ""
-	if m, _ := filepath.Glob(filepath.Join(path, "*.npy")); len(m) > 0 {
-		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", train.ShellArg(m[0]))
+	entries, _ := os.ReadDir(path)
+	if i := slices.IndexFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".npy") }); i >= 0 {
+		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", train.ShellArg(filepath.Join(path, entries[i].Name())))
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
 }
@@ -672,7 +673,7 @@ func infoRun(w io.Writer, dir string) error {
 		fmt.Fprintf(w, "  evaluations: %d in %s\n", n.kept, train.MetricsFile)
 	}
 	if err == nil && n.damaged > 0 {
-		fmt.Fprintf(w, "  %s: DAMAGED: %s that are no record (edited, or damaged by the disk): a resume drops them, and the records they held are lost\n", train.MetricsFile, counted(n.damaged, "line", "lines"))
+		fmt.Fprintf(w, "  %s: DAMAGED: lines that are no record (edited, or damaged by the disk): %d; a resume drops them, and the records they held are lost\n", train.MetricsFile, n.damaged)
 	}
 	return nil
 }

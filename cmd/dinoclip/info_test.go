@@ -104,7 +104,7 @@ func TestInfoCountsEvaluations(t *testing.T) {
 		t.Errorf("info of a run whose metrics log ends in a torn line calls it damaged:\n%s", out)
 	}
 	appendLines("\nnot a record\n")
-	if out := mustRun(t, "info", run); !strings.Contains(out, train.MetricsFile+": DAMAGED: 2 lines that are no record") {
+	if out := mustRun(t, "info", run); !strings.Contains(out, train.MetricsFile+": DAMAGED: lines that are no record (edited, or damaged by the disk): 2;") {
 		t.Errorf("info of a run whose metrics log holds 2 lines that are no record:\n%s", out)
 	}
 	// A line longer than any training writes stops the count: the file is

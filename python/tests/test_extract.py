@@ -478,9 +478,33 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
     assert run(tiny_models, "train-wds", tar, "--out", tmp_path / "o", "--target", "text") == 0
     assert ("00003: 1 rows of 5 samples; skipped: 1 samples have a caption over 10 characters, 1 samples have an "
             "image over 0 MiB, 2 keys come with two images or two captions") in capfd.readouterr().err
-    # Captions from elsewhere (a captions file, sidecars, texts) are refused, naming them.
+    # A compressed tar's images are held in memory: past MAX_COMPRESSED_TAR_IMAGE_BYTES in all
+    # (each under MAX_TAR_IMAGE_BYTES) the tar is refused, to be decompressed first.
+    monkeypatch.setattr(extract, "MAX_COMPRESSED_TAR_IMAGE_BYTES", len(data[0]) + len(data[1]) - 1)
+    gz = tmp_path / "00004.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))
+    with pytest.raises(extract.ExtractError, match="its images come to over .*: decompress it"):
+        extract.index_tar(str(gz), need_captions=True)
+    plain = extract.index_tar(str(tar), need_captions=True)  # (a plain tar's are read as needed)
+    assert plain.keys == ["b"]
+    # Captions from elsewhere are refused before the models load, naming where they are: a
+    # sidecar, a row of a captions file, a line of texts.
     with pytest.raises(extract.ExtractError, match=r"caption 'a caption of many words'\.\.\. has 23 characters, over the 10"):
         extract._check_caption("a caption of many words", "caption", "mend it")
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(data[0])
+    (folder / "a.txt").write_text("a caption of many words")
+    with pytest.raises(extract.ExtractError, match=re.escape(str(folder / "a.txt")) + ": caption .* has 23 characters"):
+        extract.read_folder(str(folder))
+    caps = tmp_path / "caps.csv"
+    caps.write_text("image,caption\na.jpg,a dog\na.jpg,a caption of many words\n")
+    with pytest.raises(extract.ExtractError, match=re.escape(str(caps)) + ":3: caption .* has 23 characters"):
+        extract.read_folder(str(folder), str(caps))
+    lines = tmp_path / "texts.txt"
+    lines.write_text("a dog\na caption of many words\n")
+    with pytest.raises(extract.ExtractError, match=re.escape(str(lines)) + ":2: line .* has 23 characters"):
+        extract.read_lines(str(lines))
 
 
 def test_open_decodes_only_image_formats(tmp_path):

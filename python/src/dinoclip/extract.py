@@ -258,8 +258,8 @@ class Extractor:
         return contextlib.nullcontext()
 
     def _text(self, captions: Sequence[str]) -> torch.Tensor:
-        for c in captions:
-            _check_caption(c, "caption", "mend it in the captions file")
+        for c in captions:  # (each source checks its own, naming where it is: this is the last word)
+            _check_caption(c, "caption", "mend it where it comes from")
         ids = self.tokenizer(list(captions)).to(self.device)
         return encoders.clip_text_embeddings(self.clip, ids)
 
@@ -388,6 +388,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                            f"{'image' if row['image'] is None else 'caption'} column")
                     if need_captions and not row["caption"].strip():
                         raise ExtractError(f"{captions}:{reader.line_num}: the caption of {row['image']} is empty")
+                    if need_captions:  # (refused now, not when its shard comes)
+                        _check_caption(row["caption"], f"{captions}:{reader.line_num}: caption", "mend it in the captions file")
                     pairs.append((_rel(root, row["image"]), row["caption"]))
             except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
                 # (the line reached: the DictReader's own count stops at the last whole row)
@@ -437,6 +439,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                     cap = _read_text(side).strip()
                     if not cap:
                         raise ExtractError(f"{p} has an empty caption file {side} (or pass --captions)")
+                    _check_caption(cap, f"{side}: caption", "mend the caption file")
                 pairs.append((p, cap))
     _log_irregular(root, irregular)
     if repeated:
@@ -472,6 +475,10 @@ class TarIndex:
 # An image member of a tar larger than this is left out: it is read whole into memory (a
 # compressed tar of 1 MB held an image of 1 GiB), and no photograph is as large.
 MAX_TAR_IMAGE_BYTES = 256 << 20
+# The images of a compressed tar are held in memory, read as its stream is decompressed: a tar
+# whose images come to more is refused, to be decompressed first (a plain tar's images are read
+# from the file as they are needed).
+MAX_COMPRESSED_TAR_IMAGE_BYTES = 1 << 30
 
 
 def index_tar(path: str, need_captions: bool = True) -> TarIndex:
@@ -498,6 +505,7 @@ def index_tar(path: str, need_captions: bool = True) -> TarIndex:
 def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_captions: bool) -> TarIndex:
     """index_tar of the tar file ``path`` opened as ``tf`` (which this closes)."""
     samples: Dict[str, dict] = {}
+    held = 0  # bytes of images held in memory (a compressed tar's)
     try:
         with tf:
             for m in tf:
@@ -518,8 +526,16 @@ def _index_open_tar(path: str, tf: tarfile.TarFile, compressed: bool, need_capti
                         s["twice"] = True
                     elif m.size > MAX_TAR_IMAGE_BYTES:
                         s["image"], s["too_large"] = None, True
+                    elif compressed:
+                        held += m.size
+                        if held > MAX_COMPRESSED_TAR_IMAGE_BYTES:
+                            raise ExtractError(f"{path}: its images come to over {MAX_COMPRESSED_TAR_IMAGE_BYTES >> 20} MiB, "
+                                               f"which a compressed tar's are held in memory to decode: decompress it "
+                                               f"(a plain tar's images are read as they are needed); output shard "
+                                               f"{_tar_name(path)} is not written")
+                        s["image"] = tf.extractfile(m).read()
                     else:
-                        s["image"] = tf.extractfile(m).read() if compressed else (m.offset_data, m.size)
+                        s["image"] = (m.offset_data, m.size)
                 elif ext == "txt" and need_captions:  # (unused otherwise: not read)
                     if "caption" in s:
                         s["twice"] = True
@@ -1217,6 +1233,7 @@ def read_lines(path: str) -> List[str]:
     for n, line in enumerate(lines, 1):
         if not line.strip():
             raise ExtractError(f"{path}:{n}: empty line (row {n - 1} of the output would have no text)")
+        _check_caption(line, f"{path}:{n}: line", "mend the file")
     if not lines:
         raise ExtractError(f"{path}: no lines")
     return lines

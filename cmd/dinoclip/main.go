@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dinoclip/dinoclip/internal/buildinfo"
+	"github.com/dinoclip/dinoclip/internal/errwriter"
 )
 
 func main() {
@@ -28,15 +29,17 @@ func run(args []string) int {
 	ctx, stop := signalContext()
 	defer stop()
 	app := newApp()
-	stdout := &outputWriter{w: os.Stdout}
+	// (Standard output keeping the first error of a write, which the
+	// commands' reports, fmt.Fprintf, do not look at.)
+	stdout := &errwriter.Writer{W: os.Stdout}
 	app.Writer = stdout
 	err := app.RunContext(ctx, args)
-	if err == nil && stdout.err != nil && !errors.Is(stdout.err, syscall.EPIPE) {
+	if err == nil && stdout.Err != nil && !errors.Is(stdout.Err, syscall.EPIPE) {
 		// A command's report lost (dinoclip synth > /dev/full): not a
 		// success, though what it wrote to its files is whole. (A reader
 		// gone away is not this: train | tee log goes on when tee ends,
 		// as it did.)
-		err = fmt.Errorf("writing the output: %w", stdout.err)
+		err = fmt.Errorf("writing the output: %w", stdout.Err)
 	}
 	if exitingOnSignal(ctx) {
 		select {} // the signal's exit ends the process, with its status (cleanups may have failed err)
@@ -55,21 +58,6 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "dinoclip:", err)
 		return 1
 	}
-}
-
-// outputWriter is standard output, keeping the first error of a write
-// that the commands' reports (fmt.Fprintf) do not look at.
-type outputWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (o *outputWriter) Write(p []byte) (int, error) {
-	n, err := o.w.Write(p)
-	if err != nil && o.err == nil {
-		o.err = err
-	}
-	return n, err
 }
 
 // helpWidth is the column at which --help wraps its lines: a flag's

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dinoclip/dinoclip/internal/errwriter"
 	"github.com/dinoclip/dinoclip/internal/flock"
 )
 
@@ -161,10 +162,10 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 			}
 		}
 	}()
-	fw := &errRecordingWriter{w: f}
+	fw := &errwriter.Writer{W: f}
 	bw := bufio.NewWriterSize(fw, 1<<20)
 	if err = write(bw); err != nil {
-		ownErr = fw.err == nil
+		ownErr = fw.Err == nil
 		return err
 	}
 	if err = bw.Flush(); err != nil {
@@ -569,19 +570,4 @@ func RemoveDir(dir string, holds func(name string) bool) error {
 		}
 	}
 	return os.Remove(dir)
-}
-
-// errRecordingWriter is a writer to w that keeps the first error a write
-// to w returned.
-type errRecordingWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (f *errRecordingWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err != nil && f.err == nil {
-		f.err = err
-	}
-	return n, err
 }

@@ -263,6 +263,9 @@ type Trainer struct {
 	// (RunInfo.Inputs), with a warning; without it such a resume is
 	// refused.
 	AcceptChangedInputs bool
+	// Device is the device the engine computes on ("cpu", "cuda"), which
+	// run.json records (RunInfo.Device) for a resume to take by default.
+	Device string
 
 	initRef *InitRef // the run's RunInfo.Init
 	inputs  *Inputs  // the run's RunInfo.Inputs
@@ -866,7 +869,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 				this.hp = st.Options.AdamW.Step(st.Schedule, this.step)
 				start = time.Now()
 				prev, done, err := pipe.StepRows(order.BatchRows(st.Epoch, st.Batch), this.hp)
-				stepTime += time.Since(start)
+				took := time.Since(start)
 				if done && pending == nil {
 					return res, fmt.Errorf("step %d: the engine returned the loss of a step the run did not enqueue", this.step)
 				}
@@ -880,6 +883,11 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 						return res, err
 					}
 				}
+				// (Counted after the record of the step before, which may
+				// start the count again: counted before, a record of every
+				// step left an epoch's last step no time, and its rate was
+				// infinite.)
+				stepTime += took
 				if err != nil {
 					return res, tr.stepError(this, err)
 				}
@@ -1272,8 +1280,13 @@ func (h clearingHandler) WithGroup(name string) slog.Handler {
 func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
 	rec := map[string]any{
 		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": st.Window.mean(),
-		"lr": hp.LR, "beta1": hp.Beta1, "samples_per_s": float64(st.Window.Rows) / elapsed.Seconds(),
+		"lr": hp.LR, "beta1": hp.Beta1,
 		"time": time.Now().UTC().Format(time.RFC3339),
+	}
+	// (No rate where no time was measured: an infinite one is no JSON,
+	// and stopped the run.)
+	if elapsed > 0 {
+		rec["samples_per_s"] = float64(st.Window.Rows) / elapsed.Seconds()
 	}
 	if st.LogitScale != nil {
 		rec["logit_scale"] = st.LogitScale.Value

@@ -2,10 +2,12 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -131,6 +133,38 @@ func TestPipelinedRunMatchesSynchronous(t *testing.T) {
 		if a, b := metricsLines(t, runDir), metricsLines(t, syncDir); !slices.Equal(a, b) {
 			t.Fatalf("stops %v: metrics differ from the synchronous run:\n%s\nvs\n%s", stops, strings.Join(a, "\n"), strings.Join(b, "\n"))
 		}
+	}
+}
+
+// A pipelined run recording every step writes each record with the rate
+// of its step: the time of a step was counted before the record of the
+// step before it began the count again, which left an epoch's last step
+// no time, an infinite rate that JSON refuses, and the run stopped there.
+func TestPipelinedRecordsEveryStep(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, true)
+	runDir := t.TempDir()
+	tr, _ := pipelinedTrainer(t, dataDir, runDir, nil)
+	tr.Options.LogEvery = 1
+	res, err := tr.Run(context.Background(), false)
+	if err != nil {
+		t.Fatalf("a pipelined run logging every step: %v", err)
+	}
+	train := 0
+	err = ScanMetricsFile(filepath.Join(runDir, MetricsFile), func(line []byte) error {
+		var rec map[string]any
+		if err := json.Unmarshal(line, &rec); err != nil || rec["type"] != "train" {
+			return err
+		}
+		train++
+		// (Where the clock moved: Windows' may not, within a step.)
+		if rate, ok := rec["samples_per_s"].(float64); runtime.GOOS != "windows" && !(ok && rate > 0) {
+			t.Errorf("record of step %v: samples_per_s %v, want a positive rate", rec["step"], rec["samples_per_s"])
+		}
+		return nil
+	})
+	if err != nil || train != res.State.Step {
+		t.Errorf("%d train records of %d steps (%v)", train, res.State.Step, err)
 	}
 }
 

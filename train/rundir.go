@@ -119,6 +119,12 @@ type RunInfo struct {
 	// Init is the model a fine-tuning run started from (Trainer.Init);
 	// absent for a run from a random initialisation.
 	Init *InitRef `json:"init,omitempty"`
+	// Device is the device the run last trained on ("cpu", "cuda"): a
+	// resume continues there unless told otherwise, since the arithmetic
+	// of another device differs in the last place, and the run would not
+	// end with the bits of one never stopped. Absent in a run.json from
+	// before it was recorded.
+	Device string `json:"device,omitempty"`
 	// Inputs identifies the contents of the training data and evaluation
 	// sets, which a resume must find again; absent in a run.json written
 	// before they were recorded.
@@ -178,7 +184,7 @@ func ReadRunInfo(dir string) (RunInfo, error) {
 
 // runInfo is run.json for the run at st.
 func (tr *Trainer) runInfo(st State) RunInfo {
-	info := RunInfo{Model: tr.Engine.Config(), DataDir: atomicfile.AbsPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, Inputs: tr.inputs, State: st}
+	info := RunInfo{Model: tr.Engine.Config(), DataDir: atomicfile.AbsPath(tr.Data.Dir), Evals: []EvalRef{}, Init: tr.initRef, Device: tr.Device, Inputs: tr.inputs, State: st}
 	for _, s := range tr.Evals {
 		info.Evals = append(info.Evals, EvalRef{Name: s.Name, Dir: atomicfile.AbsPath(s.Dir)})
 	}

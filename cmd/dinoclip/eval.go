@@ -24,7 +24,8 @@ func evalCommand() *cli.Command {
 			"checkpoint, else its last; best/ema.safetensors when the run picks its best from the EMA).\n" +
 			"--json prints a JSON document instead of the table. With --device\n" +
 			"cuda the projection is also ranked on the GPU, by the exact search of dinoclip search --device\n" +
-			"cuda: the same rankings as on the CPU, ties included.\n\n" +
+			"cuda: the rankings the CPU gives the same projections, ties included (the GPU's projection\n" +
+			"itself differs from the CPU's: in fp32 in the last place, which may swap near-ties).\n\n" +
 			"Example:\n" +
 			"   dinoclip eval --model runs/base --eval features/mscoco-5k --eval features/flickr30k",
 		Flags: []cli.Flag{

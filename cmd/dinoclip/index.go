@@ -31,7 +31,8 @@ func indexCommand() *cli.Command {
 		Description: "Projects DINOv2 image features with the model, normalises each row to unit length and stores\n" +
 			"them in the index directory INDEX (docs/FORMAT.md, \"Search index\") as float16 (or float32 with\n" +
 			"--float32), one index shard per features file, streamed --batch rows at a time, in fp32 on\n" +
-			"either --device (so that the keys do not depend on which device projected them). A DIR means\n" +
+			"either --device (the GPU's fp32 differs from the CPU's in the last place, which moves a few\n" +
+			"float16 keys by one step; bf16 would move most). A DIR means\n" +
 			"its *.dino.npy files in name order (the shards extraction writes). Row ids number the rows in\n" +
 			"the order they are added; the manifest maps id ranges back to the features files. The list of\n" +
 			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +

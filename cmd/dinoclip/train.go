@@ -77,7 +77,7 @@ func trainCommand() *cli.Command {
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
 			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
 			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
-			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json)"),
+			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json), on the device it trained on unless --device says otherwise"),
 			boolFlag("accept-changed-inputs", "with --resume: continue even when the training data or evaluation sets do not hold the contents the run recorded (the result then differs from the run's own; run.json records the new ones)"),
 			configFlag(),
 		},
@@ -192,6 +192,7 @@ func runTrain(cCtx *cli.Context) error {
 	dataDir, evalDirs := cCtx.String("data"), cCtx.StringSlice("eval")
 	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
 	var run train.RunInfo
+	deviceOfRun := false // the device is the run's, not a flag's
 	if !resume {
 		if err := checkOutPlace(runDir, "the new run"); err != nil {
 			return err
@@ -200,6 +201,18 @@ func runTrain(cCtx *cli.Context) error {
 	if resume {
 		if run, err = resumedRun(cCtx, runDir, opts); err != nil {
 			return err
+		}
+		// The run's device, unless another is asked for: there the run
+		// goes on, but its arithmetic differs in the last place.
+		switch {
+		case run.Device == "" || run.Device == device:
+		case !cCtx.IsSet("device"):
+			if device = run.Device; checkDevice(device) != nil {
+				return fmt.Errorf("--resume: %s records the device %q, which dinoclip does not know (an edited run.json?)", filepath.Join(runDir, train.RunFile), device)
+			}
+			deviceOfRun = true
+		default:
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the run in %s trained on %s, and goes on on %s: its arithmetic differs in the last place there, so it will not end with the bits of a run never stopped\n", runDir, run.Device, device)
 		}
 		dataDir, evalDirs = resumeInputs(cCtx, log, run)
 		if dataDir == "" {
@@ -316,6 +329,9 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
+		if deviceOfRun {
+			return fmt.Errorf("--resume: the run in %s trained on %s: %w (--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped)", runDir, device, err)
+		}
 		return err
 	}
 	defer engine.Close()
@@ -329,6 +345,7 @@ func runTrain(cCtx *cli.Context) error {
 		Init:    init,
 
 		AcceptChangedInputs: cCtx.Bool("accept-changed-inputs"),
+		Device:              device,
 	}
 	if !resume {
 		tr.CheckPlace = func() error { return checkOutPlace(runDir, "the new run") }

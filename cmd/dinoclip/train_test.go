@@ -514,3 +514,35 @@ func TestTrainChecksDisk(t *testing.T) {
 		t.Errorf("a disk of 2 checkpoints for a run keeping 5: %v, stderr:\n%s", err, stderr)
 	}
 }
+
+// run.json records the device a run trains on, and a resume goes on
+// there unless told otherwise: the hint a stopped GPU run prints (train
+// --resume --out RUN) resumed it on the CPU, silently, where it did not
+// end with the bits of a run never stopped. Told another device, the
+// resume goes on there with a warning saying so.
+func TestResumeKeepsTheRunsDevice(t *testing.T) {
+	if cudaBuild {
+		t.Skip("a run recorded as the GPU's resumes on the GPU engine here")
+	}
+	run, _, _ := trainRun(t)
+	info, err := train.ReadRunInfo(run)
+	if err != nil || info.Device != "cpu" {
+		t.Fatalf("run.json of a CPU run records device %q (%v), want cpu", info.Device, err)
+	}
+	path := filepath.Join(run, train.RunFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, strings.Replace(string(b), `"device": "cpu"`, `"device": "cuda"`, 1))
+	wantError(t, []string{"train", "--resume", "--out", run}, "the run in "+run+" trained on cuda", "--device cpu goes on on the CPU")
+	_, stderr, err := runCLI(t, "train", "--resume", "--out", run, "--device", "cpu")
+	if err != nil || !strings.Contains(stderr, "trained on cuda, and goes on on cpu") {
+		t.Errorf("resume on the CPU of a GPU run: %v, want a warning:\n%s", err, stderr)
+	}
+	if info, err := train.ReadRunInfo(run); err != nil || info.Device != "cpu" {
+		t.Errorf("run.json after the resume on the CPU records device %q (%v), want cpu", info.Device, err)
+	}
+	writeFile(t, path, strings.Replace(string(b), `"device": "cpu"`, `"device": "tpu"`, 1))
+	wantError(t, []string{"train", "--resume", "--out", run}, `records the device "tpu"`)
+}

@@ -59,7 +59,7 @@ func NewBF16Engine(c nn.Config) (*Engine, error) {
 		return nil, err
 	}
 	if err := BF16Fits(c); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; use --precision fp32 for this model", err)
 	}
 	return openEngine(c, true)
 }
@@ -74,10 +74,10 @@ func BF16Fits(c nn.Config) error {
 		ln   bool // grad_rows runs a LayerNorm's backward at this width
 	}{{"input", c.InputDim, false}, {"hidden", c.HiddenDim, true}, {"head (hidden/2)", c.HeadDim(), false}, {"output", c.OutputDim, true}} {
 		if w.n%gemmBF16KMultiple != 0 {
-			return fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned); use --precision fp32 for this model", w.name, w.n, gemmBF16KMultiple)
+			return fmt.Errorf("bf16 engine: the %s width %d is not a multiple of %d (bf16 GEMM rows must be 16-byte aligned)", w.name, w.n, gemmBF16KMultiple)
 		}
 		if err := gradRowsFits(w.n, w.ln); err != nil {
-			return fmt.Errorf("bf16 engine: the %s width: %w; use --precision fp32 for this model", w.name, err)
+			return fmt.Errorf("bf16 engine: the %s width: %w", w.name, err)
 		}
 	}
 	return nil

@@ -113,9 +113,13 @@ func TestEngineBF16Widths(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want one containing %q", c.cfg, err, c.want)
 		}
+		// (The advice is the engine's: BF16Fits is also the reason of a
+		// fallback to fp32, which needs none.)
 		if e, err := NewBF16Engine(c.cfg); err == nil {
 			e.Close()
 			t.Errorf("%v: NewBF16Engine: no error", c.cfg)
+		} else if !strings.Contains(err.Error(), c.want) || !strings.HasSuffix(err.Error(), "; use --precision fp32 for this model") {
+			t.Errorf("%v: NewBF16Engine: %v, want the reason and the advice", c.cfg, err)
 		}
 	}
 	// 20 * 11568 + 1024 = 232384 bytes fit in 227 KiB = 232448.

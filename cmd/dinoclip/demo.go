@@ -185,7 +185,7 @@ func runDemo(cCtx *cli.Context) error {
 	opts.LogEvery = int(max(1, min(int64(opts.LogEvery), steps/10)))
 	fmt.Fprintf(w, "2/3 training %s for %s of %s on %s\n",
 		c.Describe(), counted(opts.Epochs, "epoch", "epochs"), counted(data.Rows/opts.Batch, "step", "steps"), cCtx.String("device"))
-	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir,
+	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir, Device: cCtx.String("device"),
 		Log: slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if f := terminal(cCtx); f != nil {
 		tr.Progress = f

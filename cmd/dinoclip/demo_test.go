@@ -45,6 +45,10 @@ func TestDemo(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "run", "best", "model.safetensors")); err != nil {
 			t.Fatal(err)
 		}
+		// (Where a train --resume of the demo's run goes on.)
+		if info, err := train.ReadRunInfo(filepath.Join(out, "run")); err != nil || info.Device != "cpu" {
+			t.Errorf("run %d: the demo's run.json records device %q (%v), want cpu", run, info.Device, err)
+		}
 	}
 	// A run that diverges is told what the demo can change (the trainer's
 	// own advice names train's flags and the run directory).

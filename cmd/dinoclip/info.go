@@ -652,11 +652,15 @@ func infoRun(w io.Writer, dir string) error {
 	if best := filepath.Join(dir, checkpoint.BestLink); !atomicfile.SameFile(best, last) {
 		writeEMAWeights(w, best, " of the best checkpoint")
 	}
-	switch run, err := train.ReadRunInfo(dir); {
-	case err != nil:
+	if run, err := train.ReadRunInfo(dir); err != nil {
 		fmt.Fprintf(w, "  %s: NOT READABLE (a resume refuses the run until it is restored): %v\n", train.RunFile, err)
-	case run.Init != nil:
-		fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", shown(run.Init.Path), shown(run.Init.SHA256))
+	} else {
+		if run.Init != nil {
+			fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", shown(run.Init.Path), shown(run.Init.SHA256))
+		}
+		if run.Device != "" {
+			fmt.Fprintf(w, "  device: %s (where train --resume goes on)\n", shown(run.Device))
+		}
 	}
 	st, err := readState(last)
 	if err != nil {

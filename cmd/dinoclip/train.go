@@ -193,6 +193,7 @@ func runTrain(cCtx *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, nil))
 	var run train.RunInfo
 	deviceOfRun := false // the device is the run's, not a flag's
+	otherDevice := ""    // the warning of a resume on another device than the run's
 	if !resume {
 		if err := checkOutPlace(runDir, "the new run"); err != nil {
 			return err
@@ -203,7 +204,8 @@ func runTrain(cCtx *cli.Context) error {
 			return err
 		}
 		// The run's device, unless another is asked for: there the run
-		// goes on, but its arithmetic differs in the last place.
+		// goes on, but its arithmetic differs in the last place (said once
+		// the engine is open: the run may be refused there first).
 		switch {
 		case run.Device == "" || run.Device == device:
 		case !cCtx.IsSet("device"):
@@ -212,7 +214,8 @@ func runTrain(cCtx *cli.Context) error {
 			}
 			deviceOfRun = true
 		default:
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the run in %s trained on %s, and goes on on %s: its arithmetic differs in the last place there, so it will not end with the bits of a run never stopped\n", runDir, run.Device, device)
+			otherDevice = fmt.Sprintf("dinoclip: warning: the run in %s trained on %s, and goes on on %s (%s): its arithmetic differs in the last place there, so it will not end with the bits of a run never stopped\n",
+				runDir, run.Device, device, flagSetting(cCtx, "device", device))
 		}
 		dataDir, evalDirs = resumeInputs(cCtx, log, run)
 		if dataDir == "" {
@@ -330,10 +333,15 @@ func runTrain(cCtx *cli.Context) error {
 	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
 		if deviceOfRun {
-			return fmt.Errorf("--resume: the run in %s trained on %s: %w (--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped)", runDir, device, err)
+			other := "--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped"
+			if precision == train.PrecisionBF16 {
+				other = "the run trains in bf16, which only the GPU engine computes: resume it with a build that has it"
+			}
+			return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (%s)", runDir, device, err, other)
 		}
 		return err
 	}
+	fmt.Fprint(cCtx.App.ErrWriter, otherDevice)
 	defer engine.Close()
 	tr := &train.Trainer{
 		Engine:  engine,

@@ -545,4 +545,20 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	}
 	writeFile(t, path, strings.Replace(string(b), `"device": "cpu"`, `"device": "tpu"`, 1))
 	wantError(t, []string{"train", "--resume", "--out", run}, `records the device "tpu"`)
+	// A bf16 run (the GPU's default) cannot go on on the CPU: the advice
+	// says so, not to use --device cpu.
+	bf16 := strings.Replace(strings.Replace(string(b), `"device": "cpu"`, `"device": "cuda"`, 1), `"precision": "fp32"`, `"precision": "bf16"`, 1)
+	if bf16 == strings.Replace(string(b), `"device": "cpu"`, `"device": "cuda"`, 1) {
+		t.Fatalf("run.json records no fp32 precision to edit:\n%s", b)
+	}
+	writeFile(t, path, bf16)
+	err = wantError(t, []string{"train", "--resume", "--out", run}, "trained on cuda", "trains in bf16, which only the GPU engine computes")
+	if err != nil && strings.Contains(err.Error(), "--device cpu goes on") {
+		t.Errorf("the advice for a bf16 run is to go on on the CPU: %v", err)
+	}
+	// info says where a resume goes on.
+	writeFile(t, path, string(b))
+	if out := mustRun(t, "info", run); !strings.Contains(out, "device: cpu (where train --resume goes on)") {
+		t.Errorf("info of a run does not say its device:\n%s", out)
+	}
 }

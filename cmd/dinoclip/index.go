@@ -337,8 +337,8 @@ func runIndex(cCtx *cli.Context) (err error) {
 			if !errors.Is(err, context.Canceled) {
 				again = "once what stopped it is mended, " + again
 			}
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s indexed before the stop (%d rows in all): %s\n",
-				out, counted(len(m.Shards)-before, "file", "files"), m.Rows, again)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %d rows, in all): %s\n",
+				out, counted(len(m.Shards)-before, "file", "files"), counted(len(m.Shards), "file", "files"), m.Rows, again)
 		}
 		err = errors.Join(err, cerr)
 	}()

@@ -143,7 +143,7 @@ func describe(w io.Writer, path string) error {
 	hint := ""
 	entries, _ := os.ReadDir(path)
 	if i := slices.IndexFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".npy") }); i >= 0 {
-		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", train.ShellArg(filepath.Join(path, entries[i].Name())))
+		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", shown(train.ShellArg(filepath.Join(path, entries[i].Name()))))
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
 }
@@ -368,11 +368,18 @@ func infoFloat64(w io.Writer, path string) error {
 	}
 	defer f.Close()
 	fmt.Fprintf(w, "%s: a checkpoint's float64 state (a --precision fp64 run's weights and AdamW moments; %s and %s beside it hold them rounded to float32)\n", path, checkpoint.ModelFile, checkpoint.OptimizerFile)
-	for _, t := range f.Tensors() {
+	ts := f.Tensors()
+	for _, t := range ts[:min(len(ts), shownTensors)] {
 		fmt.Fprintf(w, "  %s: %s %v\n", shown(t.Name), t.DType, t.Shape)
+	}
+	if n := len(ts) - shownTensors; n > 0 {
+		fmt.Fprintf(w, "  and %s more (the file holds three: an edited one?)\n", counted(n, "tensor", "tensors"))
 	}
 	return nil
 }
+
+// shownTensors is how many of a float64 state's tensors info lists.
+const shownTensors = 10
 
 // writeModelInfo writes the indented description of a model file.
 func writeModelInfo(w io.Writer, path string) error {
@@ -658,8 +665,12 @@ func infoRun(w io.Writer, dir string) error {
 		if run.Init != nil {
 			fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", shown(run.Init.Path), shown(run.Init.SHA256))
 		}
-		if run.Device != "" {
-			fmt.Fprintf(w, "  device: %s (where train --resume goes on)\n", shown(run.Device))
+		switch {
+		case run.Device == "":
+		case checkDevice(run.Device) != nil:
+			fmt.Fprintf(w, "  device: %q: UNKNOWN (an edited run.json? train --resume refuses it)\n", run.Device)
+		default:
+			fmt.Fprintf(w, "  device: %s (where train --resume goes on)\n", run.Device)
 		}
 	}
 	st, err := readState(last)

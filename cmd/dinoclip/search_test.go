@@ -741,7 +741,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	copyFile(t, nanFeatures, filepath.Join(two, "b.dino.npy"))
 	i6 := filepath.Join(dir, "i6")
 	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", two, "--out", i6); err == nil || !strings.Contains(err.Error(), "row 2, column 5 is -Inf") ||
-		!strings.Contains(stderr, "the index "+i6+" keeps the 1 file indexed before the stop (40 rows in all): once what stopped it is mended, the same command again indexes the rest") {
+		!strings.Contains(stderr, "the index "+i6+" keeps the 1 file this run indexed before the stop (1 file, 40 rows, in all): once what stopped it is mended, the same command again indexes the rest") {
 		t.Errorf("index stopped by its second file: %v, want its error and a word of what it keeps:\n%s", err, stderr)
 	}
 	ix, err := retrieval.OpenIndex(i6)

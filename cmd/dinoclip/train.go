@@ -206,13 +206,13 @@ func runTrain(cCtx *cli.Context) error {
 		// The run's device, unless another is asked for: there the run
 		// goes on, but its arithmetic differs in the last place (said once
 		// the engine is open: the run may be refused there first).
+		if run.Device != "" && checkDevice(run.Device) != nil {
+			return fmt.Errorf("--resume: %s records the device %q, which dinoclip does not know (an edited run.json?)", filepath.Join(runDir, train.RunFile), run.Device)
+		}
 		switch {
 		case run.Device == "" || run.Device == device:
 		case !cCtx.IsSet("device"):
-			if device = run.Device; checkDevice(device) != nil {
-				return fmt.Errorf("--resume: %s records the device %q, which dinoclip does not know (an edited run.json?)", filepath.Join(runDir, train.RunFile), device)
-			}
-			deviceOfRun = true
+			device, deviceOfRun = run.Device, true
 		default:
 			otherDevice = fmt.Sprintf("dinoclip: warning: the run in %s trained on %s, and goes on on %s (%s): its arithmetic differs in the last place there, so it will not end with the bits of a run never stopped\n",
 				runDir, run.Device, device, flagSetting(cCtx, "device", device))

@@ -543,8 +543,18 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	if info, err := train.ReadRunInfo(run); err != nil || info.Device != "cpu" {
 		t.Errorf("run.json after the resume on the CPU records device %q (%v), want cpu", info.Device, err)
 	}
-	writeFile(t, path, strings.Replace(string(b), `"device": "cpu"`, `"device": "tpu"`, 1))
-	wantError(t, []string{"train", "--resume", "--out", run}, `records the device "tpu"`)
+	// A device dinoclip does not know is refused whatever --device says,
+	// quoted (an edited run.json could hold escapes for the terminal), and
+	// info calls it unknown.
+	for _, odd := range []struct{ json, want string }{{"tpu", `"tpu"`}, {"CPU", `"CPU"`}, {`\u001b[31mRED`, `"\x1b[31mRED"`}} {
+		writeFile(t, path, strings.Replace(string(b), `"device": "cpu"`, `"device": "`+odd.json+`"`, 1))
+		for _, args := range [][]string{{"train", "--resume", "--out", run}, {"train", "--resume", "--out", run, "--device", "cpu"}} {
+			wantError(t, args, "records the device "+odd.want+", which dinoclip does not know")
+		}
+		if out := mustRun(t, "info", run); !strings.Contains(out, "device: "+odd.want+": UNKNOWN") {
+			t.Errorf("info of a run recording the device %s:\n%s", odd.want, out)
+		}
+	}
 	// A bf16 run (the GPU's default) cannot go on on the CPU: the advice
 	// says so, not to use --device cpu.
 	bf16 := strings.Replace(strings.Replace(string(b), `"device": "cpu"`, `"device": "cuda"`, 1), `"precision": "fp32"`, `"precision": "bf16"`, 1)

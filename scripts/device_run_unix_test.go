@@ -16,20 +16,12 @@ import (
 // no trap runs) has already brought back the logs of the stages it
 // finished: logs.tar.gz is written after each.
 func TestDeviceRunKilledKeepsLogs(t *testing.T) {
-	dir := t.TempDir()
-	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// (The script's work directory, which its trap would have removed, is
+	// made in dir. The hanging bench, in a process group of timeout's own,
+	// outlives the kill until its limit of 5 s.)
+	cmd, dir := deviceRunCommand(t, "FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=5", "DEVICE_RUN_MIN_STAGE=1")
+	cmd.Env = append(cmd.Env, "TMPDIR="+dir)
 	out := filepath.Join(dir, "out")
-	cmd := exec.Command("bash", "device-run.sh", out)
-	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
-		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"),
-		// (The script's work directory, which its trap would have
-		// removed, is made in dir. The hanging bench, in a process group
-		// of timeout's own, outlives the kill until its limit of 5 s.)
-		"FAKE_CALLS="+filepath.Join(dir, "calls"), "FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=5", "DEVICE_RUN_MIN_STAGE=1", "TMPDIR="+dir)
 	// The script and what it started, killed as a group, as the lease's
 	// end kills them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

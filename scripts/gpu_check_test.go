@@ -301,18 +301,8 @@ func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out st
 	if runtime.GOOS == "windows" {
 		t.Skip("device-run.sh is a bash script")
 	}
-	dir := t.TempDir()
-	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cmd, dir := deviceRunCommand(t, env...)
 	out = filepath.Join(dir, "out")
-	callsFile := filepath.Join(dir, "calls")
-	cmd := exec.Command("bash", "device-run.sh", out)
-	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
-		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+callsFile)
-	cmd.Env = append(cmd.Env, env...)
 	log, err := cmd.CombinedOutput()
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
@@ -325,8 +315,26 @@ func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out st
 	if err != nil {
 		t.Fatalf("device-run.sh wrote no summary: %v\n%s", err, log)
 	}
-	c, _ := os.ReadFile(callsFile) // absent when no bench ran
+	c, _ := os.ReadFile(filepath.Join(dir, "calls")) // absent when no bench ran
 	return code, string(s), string(c), out
+}
+
+// deviceRunCommand is device-run.sh with the fake binaries, gpu-check.sh
+// and python3, env added to its environment, writing into dir/out; the
+// fake python3 records its calls in dir/calls.
+func deviceRunCommand(t *testing.T, env ...string) (cmd *exec.Cmd, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd = exec.Command("bash", "device-run.sh", filepath.Join(dir, "out"))
+	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
+		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+filepath.Join(dir, "calls"))
+	cmd.Env = append(cmd.Env, env...)
+	return cmd, dir
 }
 
 func TestDeviceRun(t *testing.T) {

@@ -9,10 +9,12 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -346,6 +348,43 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     (folder / "nocap.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o4", "--target", "text") == 1
     assert "has no caption file" in capfd.readouterr().err
+
+
+def png_rgb48(a):
+    """A 16-bit-per-channel RGB PNG of uint16 [h, w, 3] ``a`` (PIL writes none)."""
+    h, w, _ = a.shape
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_clipped_greyscale_images_are_warned_of(tmp_path, tiny_models, image_folder, capfd):
+    # A 16-bit greyscale PNG (PIL mode I;16) and a float TIFF (mode F) go through convert("RGB") as
+    # in the reference preprocessing, which clips their values to 0..255: the rows are kept, and said
+    # to be of clipped images; 8-bit images and a 16-bit colour PNG (opened as 8-bit RGB) are not.
+    folder = tmp_path / "f"
+    shutil.copytree(image_folder / "a", folder)
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "grey16.png")
+    Image.fromarray((ramp / 65535).astype(np.float32)).save(folder / "float.tif")
+    (folder / "rgb48.png").write_bytes(png_rgb48(np.full((48, 64, 3), 40000, np.uint16)))
+    assert Image.open(folder / "grey16.png").mode.startswith("I;16") and Image.open(folder / "float.tif").mode == "F"
+    assert Image.open(folder / "rgb48.png").mode == "RGB"  # (scaled to 8 bits: 40000 -> 156)
+    assert [m for m in ("RGB", "L", "P", "RGBA", "I;16", "I;16B", "I", "F") if extract.clipped_mode(m)] == \
+        ["I;16", "I;16B", "I", "F"]
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o") == 0
+    assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (10, FEATURE_DIM)  # 7 + 3
+    err = capfd.readouterr().err
+    assert "warning: 2 images are 16-bit, 32-bit or floating-point greyscale (e.g. " in err
+    assert str(folder / "float.tif") in err or str(folder / "grey16.png") in err
+    # only 8-bit images: no warning
+    assert run(tiny_models, "train-folder", image_folder / "a", "--out", tmp_path / "o2") == 0
+    assert "floating-point greyscale" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------
@@ -962,6 +1001,18 @@ def test_eval_rerun_over_a_read_only_or_linked_set(tmp_path, tiny_models, karpat
     assert run(tiny_models, *args, "--out", out, "--float16") == 0
     assert read_npy(other / "images.dino.npy", "<f2").dtype == np.float16
     assert read_npy(other / "images.clip.npy", "<f2").dtype == np.float16
+
+
+def test_eval_warns_of_clipped_greyscale_images(tmp_path, tiny_models, karpathy, capfd):
+    images = tmp_path / "images"
+    shutil.copytree(karpathy["images"], images)
+    grey = images / "val2014" / "COCO_val2014_000000000002.jpg"  # (opened by its contents: a PNG)
+    Image.fromarray(np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)).save(grey, format="PNG")
+    capfd.readouterr()
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", images,
+               "--out", tmp_path / "ev") == 0
+    assert f"warning: 1 images are 16-bit, 32-bit or floating-point greyscale (e.g. {grey})" in capfd.readouterr().err
+    assert read_npy(tmp_path / "ev" / "images.dino.npy").shape == (karpathy["n_images"], FEATURE_DIM)
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])

@@ -147,6 +147,16 @@ class _TarOpener:
         return img
 
 
+def clipped_mode(mode: str) -> bool:
+    """Whether an image of PIL mode ``mode`` loses most of its values in the preprocessing's
+    convert("RGB"): 16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I")
+    and floating-point ("F") greyscale are clipped to 0..255, not scaled, so a 16-bit photograph
+    turns nearly white and a float one in 0..1 black. The reference preprocessing (transformers'
+    CLIPImageProcessor, whose convert_rgb is the same call) does the same, so the rows stay those of
+    the original pipeline; the user is told (16-bit colour PNGs open as 8-bit "RGB", unaffected)."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
 class _ImageDataset(torch.utils.data.Dataset):
     def __init__(self, refs, opener, dino_tf, clip_tf):
         self.refs, self.opener, self.dino_tf, self.clip_tf = refs, opener, dino_tf, clip_tf
@@ -155,13 +165,15 @@ class _ImageDataset(torch.utils.data.Dataset):
         return len(self.refs)
 
     def __getitem__(self, i):
+        """(i, DINOv2 input, CLIP input or None, why it failed or None, whether its values were
+        clipped: clipped_mode)."""
         try:
             img = self.opener(self.refs[i])
             d = self.dino_tf(img)
             c = self.clip_tf(img) if self.clip_tf is not None else None
-            return i, d, c, None
+            return i, d, c, None, clipped_mode(img.mode)
         except Exception as e:  # a bad image is reported, not fatal
-            return i, None, None, f"{type(e).__name__}: {e}"
+            return i, None, None, f"{type(e).__name__}: {e}", False
 
 
 def _collate(batch):
@@ -170,7 +182,8 @@ def _collate(batch):
     idx = [b[0] for b in ok]
     dino = torch.stack([b[1] for b in ok]) if ok else None
     clip = torch.stack([b[2] for b in ok]) if ok and ok[0][2] is not None else None
-    return idx, dino, clip, failed
+    clipped = [b[0] for b in ok if b[4]]
+    return idx, dino, clip, failed, clipped
 
 
 # ---------------------------------------------------------------------------
@@ -180,12 +193,14 @@ def _collate(batch):
 @dataclass
 class Encoded:
     """Rows computed for a list of images: ``kept`` are the indices (into the list) of the
-    images that decoded, in order; ``failed`` the others with the reason."""
+    images that decoded, in order; ``failed`` the others with the reason; ``clipped`` those of
+    ``kept`` whose values the preprocessing clipped to 8 bits (clipped_mode)."""
 
     dino: np.ndarray
     clip: np.ndarray
     kept: List[int]
     failed: List[Tuple[int, str]] = field(default_factory=list)
+    clipped: List[int] = field(default_factory=list)
 
 
 # A caption longer than this many characters is no caption (real ones are a sentence or a few):
@@ -274,10 +289,11 @@ class Extractor:
             ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
             collate_fn=_collate, pin_memory=self.device.type == "cuda",
         )
-        dinos, clips, kept, failed = [], [], [], []
+        dinos, clips, kept, failed, clipped = [], [], [], [], []
         with progress(total=len(refs), desc=desc, unit="img", disable=self.quiet) as bar:
-            for idx, dino, clip, bad in dl:
+            for idx, dino, clip, bad, wide in dl:
                 failed.extend(bad)
+                clipped.extend(wide)
                 if idx:
                     with torch.inference_mode(), self._autocast():
                         d = encoders.dinov2_features(self.dinov2, dino.to(self.device, non_blocking=True))
@@ -291,7 +307,7 @@ class Extractor:
                 bar.update(len(idx) + len(bad))
         dino_a = np.concatenate(dinos) if dinos else np.zeros((0, self.feature_dim), np.float32)
         clip_a = np.concatenate(clips) if clips else np.zeros((0, self.embedding_dim), np.float32)
-        return Encoded(dino_a, clip_a, kept, failed)
+        return Encoded(dino_a, clip_a, kept, failed, clipped)
 
     def texts(self, texts: Sequence[str], desc: str = "captions") -> np.ndarray:
         """CLIP text embeddings [n, D_out] of ``texts``."""
@@ -947,6 +963,16 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
         parts += [f"{n} {what}" for n, what in skipped]
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
+    _warn_clipped(name, enc, samples)
+
+
+def _warn_clipped(where: str, enc: Encoded, samples: Sequence[str]) -> None:
+    """Warns of the images of ``enc`` whose values the preprocessing clipped (clipped_mode)."""
+    if enc.clipped:
+        _log(f"{where}: warning: {len(enc.clipped)} images are 16-bit, 32-bit or floating-point greyscale "
+             f"(e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped to 0..255, not scaled, "
+             f"as the reference preprocessing does (a 16-bit photograph turns nearly white); convert them "
+             f"to 8-bit images first")
 
 
 # ---------------------------------------------------------------------------
@@ -1190,6 +1216,7 @@ def cmd_eval(args, kind: str) -> int:
     if enc.failed:
         i, why = enc.failed[0]
         raise ExtractError(f"{len(enc.failed)} images did not decode, e.g. {paths[i]}: {why}")
+    _warn_clipped(args.out, enc, paths)
     text = ext.texts(captions)
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
                                                  ("captions.clip.npy", text)], args.float16, args.precision)

@@ -97,6 +97,7 @@ func plotRun(runDir, pngPath string) error {
 		if err != nil {
 			return err
 		}
+		point.GlyphStyle.Shape, point.GlyphStyle.Radius = draw.CircleGlyph{}, vg.Points(3) // (filled: seen)
 		lossPlot.Add(point)
 	}
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
@@ -779,6 +781,54 @@ func TestIndexHugeBatch(t *testing.T) {
 				t.Errorf("--batch %s: %s differs from the default batch's (%v, %v)", batch, f, errA, errB)
 			}
 		}
+	}
+}
+
+// An index stopped by Ctrl-C while it projects its second file keeps the
+// first, and says so, with the same command to index the rest. (The stop
+// is this test's cancel, once the first file's shard is whole on disk;
+// the second file, of 200k rows at --batch 1, takes most of a second
+// more, each row's chunk looking at the context.)
+func TestIndexStoppedKeepsWhatItIndexed(t *testing.T) {
+	run, data, _ := trainRun(t)
+	features := t.TempDir()
+	copyFile(t, filepath.Join(data, "shard-00000.dino.npy"), filepath.Join(features, "a.dino.npy"))
+	const rows = 200_000
+	x := make([]float32, rows*tIn)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	writeF32(t, filepath.Join(features, "b.dino.npy"), []int{rows, tIn}, x)
+	index := filepath.Join(t.TempDir(), "ix")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := os.Stat(filepath.Join(index, "ids-00000.npy")); err == nil {
+				cancel()
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var stdout, stderr bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &stdout, &stderr
+	err := app.RunContext(ctx, []string{"dinoclip", "index", "--model", run, "--features", features, "--out", index, "--batch", "1"})
+	cancel()
+	<-done
+	want := "the index " + index + " keeps the 1 file this run indexed before the stop (1 file, 40 rows, in all): the same command again indexes the rest"
+	if !errors.Is(err, context.Canceled) || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("index stopped in its second file: %v, want it interrupted, saying %q:\n%s", err, want, stderr.String())
+	}
+	ix, err := retrieval.OpenIndex(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if got := ix.Manifest.Shards; len(got) != 1 || filepath.Base(got[0].Source.Path) != "a.dino.npy" {
+		t.Errorf("the stopped index holds %+v, want the first file's shard", got)
 	}
 }
 

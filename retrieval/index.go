@@ -491,6 +491,7 @@ type IndexWriter struct {
 	// The manifest on disk holds the first committed shards of manifest;
 	// the others were appended since (see Append and Commit).
 	committed  int
+	noManifest bool            // no manifest is on disk yet: this is the index's first append
 	used       map[string]bool // the file names of manifest's shards
 	lastCommit time.Time       // when the manifest was last written (or the writer opened)
 	commitCost time.Duration   // how long that write took
@@ -612,6 +613,7 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 			return nil, err
 		}
 		w.manifest = IndexManifest{Format: IndexFormat, Dim: dim, DType: dtype, Model: model, Shards: []IndexShard{}}
+		w.noManifest = true
 	} else {
 		m, err := readManifest(dir)
 		if err != nil {
@@ -895,9 +897,21 @@ func (w *IndexWriter) Commit() error {
 	var dropped []IndexShard
 	var err, cause error // (cause: the first failure, which the error names)
 	for {
+		if w.noManifest && len(w.manifest.Shards) == 0 {
+			// A first append whose every shard was dropped writes no
+			// manifest: an empty index, tied to its model, would be all
+			// it left. Without one, Close removes the lock file and the
+			// directories the append made, as after any failed first
+			// append.
+			err = cause
+			break
+		}
 		var b []byte
 		if b, err = json.MarshalIndent(w.manifest, "", "  "); err == nil {
 			err = writeManifest(filepath.Join(w.dir, IndexManifestFile), append(b, '\n'))
+		}
+		if err == nil {
+			w.noManifest = false
 		}
 		if err == nil || len(w.manifest.Shards) == w.committed {
 			break
@@ -937,6 +951,9 @@ func (w *IndexWriter) Commit() error {
 	what := dropped[0].Source.Path
 	if len(dropped) > 1 {
 		what = fmt.Sprintf("%d files from %s on", len(dropped), what)
+	}
+	if w.noManifest {
+		return fmt.Errorf("index %s: writing its manifest: %w; so no index is made (the projections of %s are removed): run the same command again (once the disk has room, if it is full)", w.dir, cause, what)
 	}
 	return fmt.Errorf("index %s: writing its manifest: %w; so the index does not hold the projections of %s, made since it was last written: run the same command again to add them (once the disk has room, if it is full)", w.dir, cause, what)
 }

@@ -331,6 +331,37 @@ func testIndexCommitOnAFullDisk(t *testing.T, full syscall.Errno) {
 	}
 }
 
+// A first append none of whose shards fit in a manifest on a full disk
+// leaves no index (an empty one, tied to its model, was left): no
+// manifest, no shard files, no lock file, no directory it made.
+func TestIndexFirstAppendOnAFullDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "made", "ix")
+	defer retrieval.SetMinCommitInterval(time.Hour)()
+	w, err := retrieval.AppendIndex(dir, testModel(2), 2, "float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{"a", "b"} {
+		appendRows(t, w, src, []float32{1, 2}, 2)
+	}
+	// Room for a manifest of no shard, not one.
+	m := w.Manifest()
+	m.Shards, m.Rows = m.Shards[:0], 0
+	none, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := retrieval.FillDisk(len(none)+1, syscall.ENOSPC)
+	err = w.Close()
+	restore()
+	if err == nil || !strings.Contains(err.Error(), "so no index is made (the projections of 2 files from a on are removed)") {
+		t.Errorf("close of a first append on a full disk: %v, want an error saying no index is made", err)
+	}
+	if _, err := os.Lstat(filepath.Dir(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the directories the failed first append made are left (%v)", err)
+	}
+}
+
 // An append that would take an index past IndexMaxShards (more keys files
 // than a search can map at once) is refused.
 func TestIndexMaxShards(t *testing.T) {

@@ -309,6 +309,9 @@ func (m *IndexManifest) check() error {
 		if s.Rows < 0 || s.FirstID != next {
 			return fmt.Errorf("shard %d: %d rows from id %d, want ids to continue from %d", i, s.Rows, s.FirstID, next)
 		}
+		if s.Rows > math.MaxInt64-next {
+			return fmt.Errorf("shard %d: %d rows from id %d pass the largest id, %d", i, s.Rows, s.FirstID, int64(math.MaxInt64))
+		}
 		// (A shard is its source's rows, all of them: an append would
 		// take a source of other rows for the one indexed.)
 		if s.Source.Rows != s.Rows {

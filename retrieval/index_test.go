@@ -585,6 +585,10 @@ func TestIndexTampered(t *testing.T) {
 			shard(m, 1)["first_id"] = 2
 			m["rows"] = 3
 		})},
+		{"rows past the largest id", "rows from id 3 pass the largest id", editManifest(func(m map[string]any) {
+			shard(m, 1)["rows"] = int64(math.MaxInt64)
+			shard(m, 1)["source"].(map[string]any)["rows"] = int64(math.MaxInt64)
+		})},
 		{"model hash", "SHA-256", editManifest(func(m map[string]any) { m["model"].(map[string]any)["sha256"] = "x" })},
 		{"truncated keys", "truncated", func(dir string) {
 			p := filepath.Join(dir, "keys-00000.npy")

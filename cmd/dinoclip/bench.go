@@ -344,6 +344,11 @@ func runBench(cCtx *cli.Context) error {
 	// after) and removed however the run ends.
 	var scratch string
 	if o.Data {
+		if o.DataOpts.Dir != "" {
+			if err := checkIntoPlace("--data-dir", o.DataOpts.Dir, "the data benchmark's shards"); err != nil {
+				return err
+			}
+		}
 		if scratch, err = os.MkdirTemp(o.DataOpts.Dir, "dinoclip-bench-"); err != nil {
 			return fmt.Errorf("--data-dir: %w", err)
 		}
@@ -351,9 +356,10 @@ func runBench(cCtx *cli.Context) error {
 		o.DataOpts.Dir = scratch
 		// (With room for the headers, and for what the benchmarks before
 		// it write meanwhile.)
-		if free, ok := diskFree(scratch); ok && uint64(o.DataOpts.Bytes()+o.DataOpts.Bytes()/16+64<<20) > free {
-			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
-				float64(o.DataOpts.Bytes())/1e9, filepath.Dir(scratch), float64(free)/1e9)
+		need := o.DataOpts.Bytes() + o.DataOpts.Bytes()/16 + 64<<20
+		if free, ok := diskFree(scratch); ok && uint64(need) > free {
+			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB, with their headers and 64 MiB for what the benchmarks before it write %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
+				float64(o.DataOpts.Bytes())/1e9, float64(need)/1e9, filepath.Dir(scratch), float64(free)/1e9)
 		}
 	}
 	onInterruptExit(cCtx.Context, func() {
@@ -450,7 +456,7 @@ func benchOutPlaces(jsonPath, outDir string) error {
 		}
 	}
 	if outDir != "" {
-		return checkIntoPlace(outDir, "the bench report")
+		return checkIntoPlace("--out", outDir, "the bench report")
 	}
 	return nil
 }

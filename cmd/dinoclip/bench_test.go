@@ -131,6 +131,10 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--json", filepath.Join(index, "manifest.json")}, "in the search index")
 	wantError(t, []string{"bench", "--out", filepath.Join(run, train.CheckpointsDir)}, "checkpoints directory "+filepath.Join(run, train.CheckpointsDir))
 	wantError(t, []string{"bench", "--out", index}, "in the search index")
+	// The data benchmark's scratch shards go nowhere a run or an index
+	// keeps its files (a killed bench leaves them there).
+	wantError(t, append(slices.Clone(benchTiny), "--data-dir", index), "--data-dir "+index+" is in the search index")
+	wantError(t, append(slices.Clone(benchTiny), "--data-dir", run), "--data-dir "+run+" is in the run directory")
 	outDir := t.TempDir()
 	wantError(t, []string{"bench", "--out", outDir, "--json", filepath.Join(outDir, "bench.txt")}, "it is --out's bench.txt")
 	wantError(t, []string{"bench", "--steps", "0"}, "--steps 0")
@@ -157,7 +161,7 @@ func TestBenchErrors(t *testing.T) {
 	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
 	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
 	_, stderr, err = runCLI(t, append(slices.Clone(benchTiny), "--data-dir", small)...)
-	if err == nil || !strings.Contains(err.Error(), "GB free") || strings.Contains(stderr, "train: ") {
+	if err == nil || !strings.Contains(err.Error(), "with their headers and 64 MiB for what the benchmarks before it write") || !strings.Contains(err.Error(), "0.00105 GB free") || strings.Contains(stderr, "train: ") {
 		t.Errorf("bench with a --data-dir of 1 MiB free: %v, want it refused before the training benchmark; stderr:\n%s", err, stderr)
 	}
 	if entries, _ := os.ReadDir(small); len(entries) != 0 {

@@ -143,13 +143,14 @@ func checkOutPlace(out, what string) error {
 	return nil
 }
 
-// checkIntoPlace refuses a directory out that an output's files are
-// written into (bench --out's reports, synth --out's sets), holding what,
-// when it is a run's or an index's, or among their files (placeError on
-// out itself), by its absolute path and where it leads.
-func checkIntoPlace(out, what string) error {
+// checkIntoPlace refuses a directory out, given by flag, that an output's
+// files are written into (bench --out's reports and --data-dir's scratch
+// shards, synth --out's sets), holding what, when it is a run's or an
+// index's, or among their files (placeError on out itself), by its
+// absolute path and where it leads.
+func checkIntoPlace(flag, out, what string) error {
 	for _, place := range places(out) {
-		if err := placeError("--out", out, filepath.Clean(place), what); err != nil {
+		if err := placeError(flag, out, filepath.Clean(place), what); err != nil {
 			return err
 		}
 	}

@@ -24,7 +24,7 @@ import (
 // train or eval directory (an index copied there, a run made there).
 func checkSynthPlace(out string) error {
 	for _, dir := range []string{out, filepath.Join(out, dataset.TrainDir), filepath.Join(out, dataset.EvalDir)} {
-		if err := checkIntoPlace(dir, "the synthetic data"); err != nil {
+		if err := checkIntoPlace("--out", dir, "the synthetic data"); err != nil {
 			return err
 		}
 	}

@@ -138,7 +138,7 @@ func describe(w io.Writer, path string) error {
 		return fmt.Errorf("info: %s holds no data set yet: a dinoclip synth or demo into %s has not finished (it is running, or was interrupted: run it again)", path, parent)
 	}
 	if retrieval.IsUnfinishedIndex(path) {
-		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which takes its files over", path, retrieval.IndexManifestFile)
+		return fmt.Errorf("info: %s is an index whose first append is running or was interrupted (no %s yet): wait for it, or run the dinoclip index again, which removes its files and indexes them again", path, retrieval.IndexManifestFile)
 	}
 	hint := ""
 	entries, _ := os.ReadDir(path)

@@ -256,7 +256,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 		{[]string{"info", queries}, []string{queries, "not a run, checkpoint, training data, evaluation set, index or search output",
 			"it holds .npy files, which info describes one at a time (dinoclip info " + train.ShellArg(filepath.Join(queries, "sentences.clip.npy")) + ")"}},
-		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted"}},
+		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted", "which removes its files and indexes them again"}},
 		{[]string{"info", killedEarly}, []string{"an index whose first append is running or was interrupted"}},
 	}
 	for _, c := range cases {

@@ -504,7 +504,7 @@ func checkOutDir(out string, inputs ...string) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("--out %s is a file; want a directory to write %s and %s in", out, searchIDsFile, searchScoresFile)
+		return fmt.Errorf("--out %s is %s; want a directory to write %s and %s in", out, atomicfile.Kind(st.Mode()), searchIDsFile, searchScoresFile)
 	}
 	// The output replaces the directory whole, by renaming.
 	if err := checkReplaceable(out, st); err != nil {

@@ -550,7 +550,12 @@ func TestIndexSearchErrors(t *testing.T) {
 	// Outputs that must not be overwritten.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("x"), 0o644)
-	wantError(t, search("--out", file), "is a file")
+	wantError(t, search("--out", file), "--out "+file+" is a regular file; want a directory")
+	t.Run("named pipe", func(t *testing.T) {
+		fifo := filepath.Join(dir, "fifo")
+		makeFifo(t, fifo)
+		wantError(t, search("--out", fifo), "--out "+fifo+" is a named pipe; want a directory")
+	})
 	busy := filepath.Join(dir, "busy")
 	os.Mkdir(busy, 0o755)
 	os.WriteFile(filepath.Join(busy, "thesis.tex"), []byte("x"), 0o644)

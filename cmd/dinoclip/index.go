@@ -322,6 +322,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if w.Manifest().Model.Path == model.Path { // (recorded by this append: the index's first)
+		warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
+	}
 	// Whatever stops the run (a failed file, Ctrl-C), the shards appended
 	// before it stay in the index, and the user is told so. (Interrupted,
 	// the run's error is only "interrupted": what the last write of the

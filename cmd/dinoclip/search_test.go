@@ -1246,7 +1246,8 @@ func TestIndexRefusesTooManyFilesFirst(t *testing.T) {
 
 // A search whose queries' path is not UTF-8 text warns that search.json
 // records it as another (JSON holds text); one whose paths are text does
-// not warn.
+// not warn. So does the first append of an index whose model's path is
+// not UTF-8 (the manifest's model.path).
 func TestSearchWarnsOfPathRecordedAsOther(t *testing.T) {
 	dir := t.TempDir()
 	kp := filepath.Join(dir, "keys.npy")
@@ -1262,6 +1263,21 @@ func TestSearchWarnsOfPathRecordedAsOther(t *testing.T) {
 		_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", q, "--k", "1", "--out", filepath.Join(t.TempDir(), "hits"))
 		if err != nil || strings.Contains(stderr, warning) != warned {
 			t.Errorf("search --queries %q: %v, warned %v, want %v:\n%s", q, err, !warned, warned, stderr)
+		}
+	}
+	// The model an index's manifest records, by the first append only.
+	run, data, _ := trainRun(t)
+	oddModel := filepath.Join(dir, "m\xff", checkpoint.ModelFile)
+	if err := os.Mkdir(filepath.Dir(oddModel), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile), oddModel)
+	const indexWarning = "the path is not UTF-8 text, and the index's manifest records it as text"
+	index := filepath.Join(t.TempDir(), "ix")
+	for i, warned := range []bool{true, false} {
+		_, stderr, err := runCLI(t, "index", "--model", oddModel, "--features", data, "--out", index)
+		if err != nil || strings.Contains(stderr, indexWarning) != warned {
+			t.Errorf("index --model %q, append %d: %v, warned %v, want %v:\n%s", oddModel, i+1, err, !warned, warned, stderr)
 		}
 	}
 }

@@ -1633,6 +1633,8 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
          "ids.npy): write the embeddings outside it"),
         (["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", ck],
          "write the evaluation set outside the run's checkpoints"),
+        (["eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"], "--out", hits / "sub"],
+         f"is inside the dinoclip search output {hits}: write the evaluation set outside it"),
     ]
     for args, message in cases:
         rc = extract.main([*map(str, args), "--clip", tiny_models["clip"], "--device", "cpu", "--quiet"]
@@ -1644,6 +1646,58 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
     # beside a run (a sibling directory) is no place of its
     monkeypatch.undo()
     assert run(tiny_models, "train-folder", image_folder / "b", "--out", tmp_path / "feat") == 0
+
+
+def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_models, image_folder, karpathy, extracted,
+                                                            monkeypatch, capfd):
+    """An evaluation set is not written beside training shards, nor shards beside a set: dinoclip
+    would read the directory as neither. Refused before any model loads, nothing written."""
+    train = tmp_path / "train"
+    shutil.copytree(extracted["train"], train)
+    ev = tmp_path / "ev"
+    shutil.copytree(extracted["eval"], ev)
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    capfd.readouterr()
+    assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", train) == 1
+    assert (f"--out {train} holds training shards (extract.json), which dinoclip could not tell from the "
+            "evaluation set: write the evaluation set into another directory") in capfd.readouterr().err
+    os.remove(train / "extract.json")
+    assert run(tiny_models, "eval-flickr", "--karpathy", karpathy["json"], "--images", karpathy["images"],
+               "--out", train) == 1
+    assert f"--out {train} holds training shards (shard-00000.clip.npy)" in capfd.readouterr().err
+    assert run(tiny_models, "train-folder", image_folder, "--out", ev) == 1
+    assert (f"--out {ev} holds an evaluation set (captions.clip.npy), which dinoclip could not tell from the "
+            "shards: write the shards into another directory") in capfd.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == [p for p in before if not p.endswith("extract.json")]
+
+
+def test_karpathy_images_outside_images_root_or_not_files(tmp_path, karpathy, capfd):
+    """The json names images relative to --images: an absolute or .. path is refused (it read a
+    file elsewhere); one that exists but is no regular file is said to be so, not missing."""
+    data = json.loads(Path(karpathy["json"]).read_text())
+    root = Path(karpathy["images"])
+    first = next(im for im in data["images"] if im["split"] == "test")
+    for change, message in [
+        ({"filepath": str(root / "val2014")}, f"{str(root / 'val2014')!r} is not a path under --images {root}"),
+        ({"filepath": "val2014/../val2014"}, "'val2014/../val2014' is not a path under --images"),
+        ({"filename": "../coco/val2014/" + first["filename"]}, "is not a path under --images"),
+    ]:
+        edited = json.loads(json.dumps(data))
+        next(im for im in edited["images"] if im["split"] == "test").update(change)
+        path = tmp_path / "k.json"
+        path.write_text(json.dumps(edited))
+        with pytest.raises(extract.ExtractError, match=re.escape(message)):
+            extract.read_karpathy(str(path), str(root), "test")
+    images = tmp_path / "images"
+    shutil.copytree(root, images)
+    target = images / "val2014" / first["filename"]
+    os.remove(target)
+    target.mkdir()
+    with pytest.raises(extract.ExtractError, match=re.escape(f"1 of 4 images are not regular files (a directory, a "
+                                                             f"named pipe, a device), e.g. {target}")):
+        extract.read_karpathy(karpathy["json"], str(images), "test")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")

@@ -309,9 +309,12 @@ def place_refusal(d: str, what: str = "the file") -> Optional[str]:
         if marks:
             return (f"is inside the training run directory {up} (it holds {', '.join(marks)}): "
                     f"write {what} outside the run")
-        # (A directory made inside an index is a name its rerun or next append refuses too.)
+        # (A directory made inside an index is a name its rerun or next append refuses too; one
+        # inside a search's output, a file the next search into it refuses.)
         if _is_index(up) or _index_unfinished(up):
             return f"is inside the dinoclip search index {up}: write {what} outside the index"
+        if all(os.path.lexists(os.path.join(up, m)) for m in SEARCH_MARKS):
+            return f"is inside the dinoclip search output {up}: write {what} outside it"
     return None
 
 

@@ -632,7 +632,7 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     if not picked:
         splits = sorted({str(im.get("split")) for im in data["images"]})
         raise ExtractError(f"{path}: no images in split {split!r} (splits: {', '.join(splits)})")
-    paths, captions, cap_image, missing = [], [], [], []
+    paths, captions, cap_image, missing, not_files = [], [], [], [], []
     seen: Dict[Tuple[int, int], Tuple[int, str]] = {}  # (device, inode) -> (images[j], filename)
     empty, first_empty = 0, None
     for i, (j, im) in enumerate(picked):
@@ -642,12 +642,18 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
         fp = im.get("filepath")
         if fp is not None and not isinstance(fp, str):
             raise ExtractError(f"{path}: image {fn}: filepath {fp!r} is not a string")
+        for part in (fp, fn):  # (joined to --images: an absolute path or a .. would leave it)
+            if part and (os.path.isabs(part) or ".." in part.replace("\\", "/").split("/")):
+                raise ExtractError(f"{path}: image {fn}: {part!r} is not a path under --images {images_root} "
+                                   f"(absolute, or with a ..): the json names images relative to --images")
         cands = [os.path.join(images_root, fp, fn)] if fp else []
         cands.append(os.path.join(images_root, fn))
         p = next((c for c in cands if os.path.isfile(c)), None)
         if p is None:
-            missing.append(cands[0])
-            p = cands[0]
+            # (One that exists but is no regular file, a directory or a pipe, is said to be so.)
+            p = next((c for c in cands if os.path.exists(c)), None)
+            (not_files if p else missing).append(p or cands[0])
+            p = p or cands[0]
         else:
             # One image listed twice (by one name, or two that lead to one file) would be two
             # identical rows: every caption of it would tie between them, and a tie scores as a
@@ -688,6 +694,9 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     if missing:
         raise ExtractError(f"{len(missing)} of {len(picked)} images are not under --images {images_root}, "
                            f"e.g. {missing[0]}")
+    if not_files:
+        raise ExtractError(f"{len(not_files)} of {len(picked)} images are not regular files (a directory, a "
+                           f"named pipe, a device), e.g. {not_files[0]}")
     if empty:
         # (kept out: the CLIP embedding of no text would be a query of the set)
         _log(f"{path}: skipped {empty} empty captions of split {split!r}, e.g. {first_empty}")
@@ -720,6 +729,26 @@ def _check_place(d: str, what: str, output: str) -> None:
     why = place_refusal(_resolve(d), output)
     if why:
         raise ExtractError(f"{what} {why}")
+
+
+def _check_other_output(out: str, training: bool) -> None:
+    """Refuses an --out holding the other kind of output than the one to be written there (an
+    evaluation set, or training shards): dinoclip reads the two together as neither (train takes
+    the set's images.*.npy for a shard and refuses its captions.clip.npy, a lone half of one;
+    ``index`` would take the set's images for photos)."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return  # (a new --out; one that cannot be listed fails where it is written)
+    if training:
+        other = sorted(n for n in names if n in EVAL_FILES and n not in ("images" + FEATURE_SUFFIX, "images" + TARGET_SUFFIX))
+        what, mine = "an evaluation set", "the shards"
+    else:
+        other = sorted(n for n in names if n == MANIFEST or (n.endswith((FEATURE_SUFFIX, TARGET_SUFFIX)) and n not in EVAL_FILES))
+        what, mine = "training shards", "the evaluation set"
+    if other:
+        raise ExtractError(f"--out {out} holds {what} ({other[0]}), which dinoclip could not tell from {mine}: "
+                           f"write {mine} into another directory")
 
 
 def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16: bool, precision: str) -> None:
@@ -1433,6 +1462,7 @@ def _run(args) -> int:
         if args.command != "texts":
             _check_place(args.out, f"--out {args.out}",
                          "the shards" if args.command.startswith("train-") else "the evaluation set")
+            _check_other_output(args.out, training=args.command.startswith("train-"))
         if args.command == "train-folder":
             return cmd_train_folder(args)
         if args.command == "train-wds":

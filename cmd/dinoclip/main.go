@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,7 +34,7 @@ func run(args []string) int {
 	// commands' reports, fmt.Fprintf, do not look at.)
 	stdout := &errwriter.Writer{W: os.Stdout}
 	app.Writer = stdout
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, helpArgs(app.Commands, args))
 	if err == nil && stdout.Err != nil && !errors.Is(stdout.Err, syscall.EPIPE) {
 		// A command's report lost (dinoclip synth > /dev/full): not a
 		// success, though what it wrote to its files is whole. (A reader
@@ -58,6 +59,52 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "dinoclip:", err)
 		return 1
 	}
+}
+
+// helpArgs is args ("dinoclip COMMAND ...") as the app is to run them:
+// "dinoclip COMMAND --help" when --help or -h is among COMMAND's flags,
+// whatever else is given. urfave/cli took the first argument after a
+// command's flags for the name of a command to describe: train --help
+// eval described eval, info --help h the help command, and train --help
+// foo failed on "No help topic". The flags are read as the command parses
+// them: a flag that takes a value takes the next argument unless it has
+// "=VALUE", and the first argument that is no flag, or "--", ends them.
+func helpArgs(cmds []*cli.Command, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	var cmd *cli.Command
+	for _, c := range cmds {
+		if c.HasName(args[1]) {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		v, ok := f.(cli.DocGenerationFlag)
+		for _, name := range f.Names() {
+			takesValue[name] = ok && v.TakesValue()
+		}
+	}
+	for i := 2; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return args
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		switch {
+		case name == "help" || name == "h":
+			if on, err := strconv.ParseBool(value); !hasValue || err == nil && on {
+				return []string{args[0], args[1], "--help"}
+			}
+		case takesValue[name] && !hasValue:
+			i++ // (its value)
+		}
+	}
+	return args
 }
 
 // helpWidth is the column at which --help wraps its lines: a flag's

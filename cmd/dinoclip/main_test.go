@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,6 +31,41 @@ func TestHelpCommand(t *testing.T) {
 	}
 	wantError(t, []string{"nope"}, `unknown command "nope"`, "dinoclip help")
 	wantError(t, []string{"help", "nope"}, "nope")
+}
+
+// --help or -h among a command's flags asks for that command's help,
+// whatever follows (urfave/cli described the command named by the next
+// argument: train --help eval described eval); a flag's value or an
+// argument after the flags that reads -h is no request.
+func TestHelpWhateverFollows(t *testing.T) {
+	cmds := newApp().Commands
+	help := func(cmd string) []string { return []string{"dinoclip", cmd, "--help"} }
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"dinoclip", "train", "--help", "eval"}, help("train")},
+		{[]string{"dinoclip", "info", "--help", "h"}, help("info")},
+		{[]string{"dinoclip", "info", "-h", "foo", "bar"}, help("info")},
+		{[]string{"dinoclip", "search", "--k", "5", "-help", "x"}, help("search")},
+		{[]string{"dinoclip", "train", "--help=true", "x"}, help("train")},
+		{[]string{"dinoclip", "train", "--resume", "--help", "x"}, help("train")}, // (a bool flag takes no value)
+		{[]string{"dinoclip", "train", "--out", "-h", "x"}, nil},                  // (--out's value)
+		{[]string{"dinoclip", "train", "--help=false", "x"}, nil},
+		{[]string{"dinoclip", "info", "x", "--help"}, nil}, // (after the flags: info refuses it)
+		{[]string{"dinoclip", "info", "--", "-h"}, nil},
+		{[]string{"dinoclip", "help", "-h", "x"}, nil},
+		{[]string{"dinoclip", "train", "--help"}, nil},
+	} {
+		want := c.want
+		if want == nil {
+			want = c.args
+		}
+		if got := helpArgs(cmds, c.args); !slices.Equal(got, want) {
+			t.Errorf("helpArgs(%q) = %q, want %q", c.args, got, want)
+		}
+	}
+	out := mustRun(t, helpArgs(cmds, []string{"dinoclip", "train", "--help", "eval"})[1:]...)
+	if !strings.Contains(out, "dinoclip train - ") || strings.Contains(out, "dinoclip eval - ") {
+		t.Errorf("dinoclip train --help eval:\n%s", out)
+	}
 }
 
 // A path named h or help is a path to every command, not a request for

@@ -195,6 +195,11 @@ func runTrain(cCtx *cli.Context) error {
 	deviceOfRun := false // the device is the run's, not a flag's
 	otherDevice := ""    // the warning of a resume on another device than the run's
 	if !resume {
+		// (A named pipe there would block its listing forever, Ctrl-C
+		// waiting on it.)
+		if st, err := os.Stat(runDir); err == nil && !st.IsDir() {
+			return fmt.Errorf("--out %s is %s, not a directory: a run is written into a directory", runDir, atomicfile.Kind(st.Mode()))
+		}
 		if err := checkOutPlace(runDir, "the new run"); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
@@ -287,6 +288,22 @@ func TestTrainErrors(t *testing.T) {
 	if entries, _ := os.ReadDir(busy); len(entries) != 1 {
 		t.Errorf("the refused run wrote into %s: %d entries", busy, len(entries))
 	}
+	// A named pipe as --out is refused at once (listing it waited
+	// forever for a writer, and Ctrl-C on the wait).
+	t.Run("named pipe", func(t *testing.T) {
+		fifo := filepath.Join(other, "fifo")
+		makeFifo(t, fifo)
+		done := make(chan error, 1)
+		go func() { _, _, err := runCLI(t, "train", "--data", data, "--out", fifo); done <- err }()
+		select {
+		case err := <-done:
+			if want := "--out " + fifo + " is a named pipe, not a directory"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("train --out a named pipe: %v, want %q", err, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("train --out a named pipe: no answer in 30 s")
+		}
+	})
 }
 
 func TestHelp(t *testing.T) {

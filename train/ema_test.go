@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -136,9 +137,35 @@ func TestEMAResumeIsBitIdentical(t *testing.T) {
 	tr.Options.EMA = 0.75
 	tr.Run(ctx, false)
 	cancel()
-	os.Remove(filepath.Join(runDir, checkpoint.LastLink, checkpoint.EMAFile))
+	ema := filepath.Join(runDir, checkpoint.LastLink, checkpoint.EMAFile)
+	average, err := checkpoint.ReadModel(ema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(ema)
 	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), checkpoint.EMAFile) {
 		t.Errorf("resume without the moving average: %v", err)
+	}
+	// Nor can one whose moving average is another file of the step: the
+	// model's weights (which record the step, no decay), or an average of
+	// another decay.
+	model, err := checkpoint.ReadModel(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDecay := maps.Clone(average.Meta)
+	otherDecay["ema_decay"] = "0.5"
+	for _, c := range []struct {
+		name string
+		m    *checkpoint.Model
+	}{{"the model", model}, {"decay 0.5", &checkpoint.Model{Config: average.Config, Params: average.Params, Meta: otherDecay}}} {
+		name, m := c.name, c.m
+		if err := checkpoint.WriteModel(ema, m.Config, m.Params, m.Meta); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true); err == nil || !strings.Contains(err.Error(), "not the run's --ema 0.75") {
+			t.Errorf("resume with %s as its moving average: %v, want it refused", name, err)
+		}
 	}
 }
 

@@ -1005,6 +1005,12 @@ func (tr *Trainer) restore() (State, error) {
 		if err := checkRecordedStep(dir, checkpoint.EMAFile, ck.EMAMeta, st.Step); err != nil {
 			return State{}, err
 		}
+		// (The run's model file, say, copied in its place records the step
+		// but no decay: resumed, the average would go on from other weights.)
+		if decay, want := ck.EMAMeta["ema_decay"], strconv.FormatFloat(st.Options.EMA, 'g', -1, 64); decay != want {
+			return State{}, fmt.Errorf("%s: %s records the decay %q, not the run's --ema %s: it is not the run's moving average; put the checkpoint's own %s back, or train into another --out",
+				dir, checkpoint.EMAFile, decay, want, checkpoint.EMAFile)
+		}
 		tr.ema = ck.EMA
 	}
 	tr.Options = st.Options

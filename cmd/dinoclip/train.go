@@ -119,7 +119,9 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	if o.BestFrom != train.BestFromRaw && o.BestFrom != train.BestFromEMA {
 		return o, fmt.Errorf("--best-from %q: want %s or %s", o.BestFrom, train.BestFromRaw, train.BestFromEMA)
 	}
-	if o.BestFrom == train.BestFromEMA && o.EMA == 0 {
+	// (A resume compares the flags given with the run's options instead:
+	// its --ema is the run's.)
+	if o.BestFrom == train.BestFromEMA && o.EMA == 0 && !cCtx.Bool("resume") {
 		return o, fmt.Errorf("--best-from ema needs a moving average: give --ema DECAY")
 	}
 	// "" until the device is known: its default (devicePrecision).

@@ -373,6 +373,12 @@ func TestTrainEMA(t *testing.T) {
 		t.Errorf("the last epoch's log line does not give the average's %% of CLIP %s (of=ema):\n%s", pctOfCLIP, log)
 	}
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"}, "--ema 0.9", "0.8")
+	// --best-from given to a resume is the run's, or refused as another:
+	// not told to give --ema, which the run has.
+	wantError(t, []string{"train", "--resume", "--out", run, "--best-from", "raw"}, "--best-from raw, but the run", "was started with ema")
+	if _, stderr, err := runCLI(t, "train", "--resume", "--out", run, "--best-from", "ema"); err != nil || !strings.Contains(stderr, "had finished before this resume") {
+		t.Errorf("train --resume --best-from ema of a finished run with a moving average: %v\n%s", err, stderr)
+	}
 	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average of the weights with decay 0.8, best from ema") {
 		t.Errorf("info of the run:\n%s", out)
 	}

@@ -436,9 +436,13 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			if isFloatFlag {
 				break
 			}
+			// (A fraction is refused as written: YAML's float64 of
+			// 10000000000000000001e-1 is a whole number.)
 			if x, isFloat := v.(float64); isFloat && !math.IsInf(x, 0) && !math.IsNaN(x) {
 				if r, ok := new(big.Rat).SetString(n.Value); ok && r.IsInt() {
 					v = r.Num().String()
+				} else if ok {
+					return nil, fmt.Errorf("config %s: key %s: want an integer, got %s", path, key, n.Value)
 				}
 			}
 		case *altsrc.StringFlag:

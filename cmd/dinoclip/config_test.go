@@ -134,6 +134,8 @@ func TestConfigErrors(t *testing.T) {
 		{"seed of 2^64", "seed: 1.8446744073709552e19\n", []string{"key seed", "from 0 to"}},
 		{"integer of 2^63", "checkpoint-every: 9.223372036854775808e18\n", []string{"key checkpoint-every", "9223372036854775808 is too large"}},
 		{"fraction for a count", "epochs: 2.5\n", []string{"key epochs", "want an integer, got 2.5"}},
+		{"fraction whose float64 is whole", "seed: 10000000000000000001e-1\n", []string{"key seed", "want an integer, got 10000000000000000001e-1"}},
+		{"fraction for an int whose float64 is whole", "epochs: 3.0000000000000001\n", []string{"key epochs", "want an integer, got 3.0000000000000001"}},
 		{"octal seed", "seed: 010\n", []string{"key seed", "decimal digits"}},
 		{"hexadecimal batch", "batch: 0x10\n", []string{"key batch", "decimal digits"}},
 		{"seed read as a float", "seed: 08\n", []string{"key seed", "decimal digits"}},

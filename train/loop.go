@@ -1083,6 +1083,11 @@ func (tr *Trainer) writeMetrics(st State, rec map[string]any) error {
 // A loss that is not finite at step 1 came before any update: no setting
 // of the optimizer is to blame, but the data or the starting weights.
 func (tr *Trainer) stopAdvice(step int, err error) string {
+	if _, serr := os.Stat(tr.RunDir); errors.Is(serr, os.ErrNotExist) {
+		// (Moved while the run trained: what it saved went with it, and
+		// no last link here says it holds no checkpoint.)
+		return fmt.Sprintf("the run directory %s is gone (moved or removed while the run trained?); if it was moved, its checkpoints went with it: continue the run where it is now with dinoclip train --resume --out NEW_PLACE", tr.RunDir)
+	}
 	last := filepath.Join(tr.RunDir, checkpoint.LastLink)
 	target, lerr := os.Readlink(last)
 	if errors.Is(err, ErrNonFinite) && step == 1 {

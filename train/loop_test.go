@@ -486,3 +486,39 @@ func TestInterruptWhileWaitingForDataSaves(t *testing.T) {
 		}
 	}
 }
+
+// moveAfter renames the run directory from to to after its n-th step.
+type moveAfter struct {
+	nn.Engine
+	n        int
+	from, to string
+}
+
+func (m *moveAfter) Step(s nn.AdamWStep) error {
+	err := m.Engine.Step(s)
+	if m.n--; m.n == 0 {
+		if rerr := os.Rename(m.from, m.to); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
+// A run whose directory is moved while it trains stops at its next write
+// saying that the directory is gone, its checkpoints with it, and how to
+// go on where it is now: not that it stopped before its first checkpoint.
+func TestRunDirectoryMovedWhileTraining(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := filepath.Join(t.TempDir(), "run")
+	moved := filepath.Join(t.TempDir(), "moved")
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &moveAfter{Engine: e, n: 4, from: runDir, to: moved} })
+	_, err := tr.Run(context.Background(), false)
+	if err == nil || !strings.Contains(err.Error(), "the run directory "+runDir+" is gone (moved or removed while the run trained?)") ||
+		strings.Contains(err.Error(), "before its first checkpoint") {
+		t.Errorf("a run whose directory was moved after 4 steps: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(moved, checkpoint.LastLink, checkpoint.ModelFile)); err != nil {
+		t.Errorf("the moved run has no last checkpoint: %v", err)
+	}
+}

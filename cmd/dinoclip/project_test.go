@@ -482,6 +482,9 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 		// Named as a data set's own file, in the set: read as the set's.
 		{filepath.Join(data, "shard-00000.clip.npy"), "would replace half of a training shard"},
 		{filepath.Join(data, "shard-00001"+train.FeatureSuffix), "would replace half of a training shard"},
+		// A new half alone in training data: the data would be refused.
+		{filepath.Join(data, "zzz"+train.FeatureSuffix), "would be half of a training shard without its other half (zzz.clip.npy) in the training data " + data},
+		{filepath.Join(data, "zzz"+train.TargetSuffix), "would be half of a training shard without its other half (zzz.dino.npy)"},
 		{filepath.Join(eval, retrieval.ImageCLIPFile), "a file of the evaluation set"},
 		{filepath.Join(eval, retrieval.SetInfoFile), "a file of the evaluation set"},
 		{filepath.Join(eval, "Images.Clip.npy"), "a file of the evaluation set"}, // (one, where case is ignored)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -195,6 +196,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	}
 	var kept int64 // bytes
 	damaged := 0
+	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
 	scan := func(emit func(line []byte) error) (err error) {
 		kept = 0
@@ -206,6 +208,9 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 				if sinceLook = 0; ctx.Err() != nil {
 					return ctx.Err()
 				}
+			}
+			if lastNoRecord = nil; !ok {
+				lastNoRecord = append([]byte(nil), line...)
 			}
 			if !ok || !keptOnResume(recStep, typ, step, evalPending) {
 				return nil
@@ -227,6 +232,15 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if damaged > 0 {
 		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
+	// A torn last line is a record a kill cut off, of a step after the
+	// checkpoint resumed from (the log is synced before each checkpoint),
+	// which the resume writes again; one of a step up to it was cut by
+	// hand or by the disk, and its record is lost.
+	if m := tornStep.FindSubmatch(lastNoRecord); !ended && m != nil {
+		if recStep, err := strconv.Atoi(string(m[1])); err == nil && recStep <= step {
+			log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
+		}
+	}
 	// Kept whole: every line, each ending in a newline (a last one
 	// without would have the next record appended to it; the sizes alone
 	// could match with a line dropped, an empty one, and the newline
@@ -247,6 +261,9 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return bw.Flush()
 	})
 }
+
+// tornStep finds the step of a record in a line cut off before its end.
+var tornStep = regexp.MustCompile(`"step":(\d+)[,}]`)
 
 // endsLine reports whether the file f of size bytes ends with a newline
 // (an empty one ends no line, and is none torn): a metrics log whose last

@@ -358,7 +358,7 @@ func runBench(cCtx *cli.Context) error {
 		// it write meanwhile.)
 		need := o.DataOpts.Bytes() + o.DataOpts.Bytes()/16 + 64<<20
 		if free, ok := diskFree(scratch); ok && uint64(need) > free {
-			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB, with their headers and 64 MiB for what the benchmarks before it write %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
+			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB; with their headers and a margin of 64 MiB for what the benchmarks before it write, it needs %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
 				float64(o.DataOpts.Bytes())/1e9, float64(need)/1e9, filepath.Dir(scratch), float64(free)/1e9)
 		}
 	}

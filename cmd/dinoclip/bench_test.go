@@ -161,7 +161,7 @@ func TestBenchErrors(t *testing.T) {
 	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
 	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
 	_, stderr, err = runCLI(t, append(slices.Clone(benchTiny), "--data-dir", small)...)
-	if err == nil || !strings.Contains(err.Error(), "with their headers and 64 MiB for what the benchmarks before it write") || !strings.Contains(err.Error(), "0.00105 GB free") || strings.Contains(stderr, "train: ") {
+	if err == nil || !strings.Contains(err.Error(), "with their headers and a margin of 64 MiB for what the benchmarks before it write, it needs") || !strings.Contains(err.Error(), "0.00105 GB free") || strings.Contains(stderr, "train: ") {
 		t.Errorf("bench with a --data-dir of 1 MiB free: %v, want it refused before the training benchmark; stderr:\n%s", err, stderr)
 	}
 	if entries, _ := os.ReadDir(small); len(entries) != 0 {

@@ -62,6 +62,10 @@ func placeError(flag, out, dir, what string) error {
 			// (A file there would have the rerun that finishes it refuse
 			// the directory as used for something else.)
 			return fmt.Errorf("%s %s is in the search index %s, whose first append was stopped before its manifest (run the same dinoclip index again to finish it): write %s outside the index", flag, out, a, what)
+		case a != dir && has(a, searchInfoFile) && has(a, searchIDsFile):
+			// (A directory made in it would have the next search into it
+			// refuse it.)
+			return fmt.Errorf("%s %s is inside the search output %s: write %s outside it", flag, out, a, what)
 		}
 		if filepath.Dir(a) == a {
 			return nil

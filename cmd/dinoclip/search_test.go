@@ -131,6 +131,12 @@ func TestIndexAndSearch(t *testing.T) {
 	} {
 		wantError(t, args, "is in the search output "+out)
 	}
+	// Nor deeper in it.
+	wantError(t, []string{"project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(out, "sub", "p.npy")},
+		"is inside the search output "+out)
+	if _, err := os.Stat(filepath.Join(out, "sub")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused projection made %s (%v)", filepath.Join(out, "sub"), err)
+	}
 	if again, _, _ := readSearch(t, out); !slices.Equal(again, ids) {
 		t.Fatal("the refused outputs changed the search's")
 	}

@@ -374,8 +374,11 @@ def test_clipped_greyscale_images_are_warned_of(tmp_path, tiny_models, image_fol
     (folder / "rgb48.png").write_bytes(png_rgb48(np.full((48, 64, 3), 40000, np.uint16)))
     assert Image.open(folder / "grey16.png").mode.startswith("I;16") and Image.open(folder / "float.tif").mode == "F"
     assert Image.open(folder / "rgb48.png").mode == "RGB"  # (scaled to 8 bits: 40000 -> 156)
-    assert [m for m in ("RGB", "L", "P", "RGBA", "I;16", "I;16B", "I", "F") if extract.clipped_mode(m)] == \
+    # by mode and values: 0..255 in a wide mode loses nothing
+    assert [m for m in ("RGB", "L", "P", "RGBA", "I;16", "I;16B", "I", "F")
+            if extract.clipped(Image.new(m, (2, 2), 256 if m.startswith("I") else 0.5 if m == "F" else 0))] == \
         ["I;16", "I;16B", "I", "F"]
+    assert not any(extract.clipped(Image.new(m, (2, 2), 200)) for m in ("I;16", "I", "F"))
     capfd.readouterr()
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o") == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (10, FEATURE_DIM)  # 7 + 3
@@ -465,6 +468,11 @@ def test_train_wds_errors(tmp_path, tiny_models, wds, capfd):
     (tmp_path / "x.tar").write_bytes(b"not a tar" * 100)
     assert run(tiny_models, "train-wds", tmp_path / "x.tar", "--out", tmp_path / "o") == 1
     assert "not a tar file" in capfd.readouterr().err
+    # a shard named as a set's captions (beside an images.tar's shard, dinoclip reads a set)
+    shutil.copy(root / "00000.tar", tmp_path / "Captions.tar")
+    assert run(tiny_models, "train-wds", tmp_path / "Captions.tar", "--out", tmp_path / "o") == 1
+    assert "would be output shard Captions, whose Captions.clip.npy is named as an evaluation set's" in capfd.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, capfd):
@@ -1651,13 +1659,11 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
 def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_models, image_folder, karpathy, extracted,
                                                             monkeypatch, capfd):
     """An evaluation set is not written beside training shards, nor shards beside a set: dinoclip
-    would read the directory as neither. Refused before any model loads, nothing written."""
+    would read the directory as neither. Refused before anything is written."""
     train = tmp_path / "train"
     shutil.copytree(extracted["train"], train)
     ev = tmp_path / "ev"
     shutil.copytree(extracted["eval"], ev)
-    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
-    before = sorted(str(p) for p in tmp_path.rglob("*"))
     capfd.readouterr()
     assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
                "--out", train) == 1
@@ -1668,9 +1674,16 @@ def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_model
                "--out", train) == 1
     assert f"--out {train} holds training shards (shard-00000.clip.npy)" in capfd.readouterr().err
     assert run(tiny_models, "train-folder", image_folder, "--out", ev) == 1
-    assert (f"--out {ev} holds an evaluation set (captions.clip.npy), which dinoclip could not tell from the "
+    assert (f"--out {ev} holds an evaluation set (captions.image.npy), which dinoclip could not tell from the "
             "shards: write the shards into another directory") in capfd.readouterr().err
-    assert sorted(str(p) for p in tmp_path.rglob("*")) == [p for p in before if not p.endswith("extract.json")]
+    # a set as dinoclip tells one: a shard may be named images (a train-wds images.tar)
+    for name in ("captions.image.npy", "eval.json"):
+        os.remove(ev / name)
+    assert run(tiny_models, "train-folder", image_folder, "--out", ev) == 1
+    assert f"--out {ev} holds an evaluation set (captions.clip.npy)" in capfd.readouterr().err
+    os.remove(ev / "captions.clip.npy")
+    assert run(tiny_models, "train-folder", image_folder / "b", "--out", ev) == 0
+    assert not (train / "eval.json").exists() and not (train / "captions.image.npy").exists()
 
 
 def test_karpathy_images_outside_images_root_or_not_files(tmp_path, karpathy, capfd):

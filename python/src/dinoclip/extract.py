@@ -147,14 +147,19 @@ class _TarOpener:
         return img
 
 
-def clipped_mode(mode: str) -> bool:
-    """Whether an image of PIL mode ``mode`` loses most of its values in the preprocessing's
-    convert("RGB"): 16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I")
-    and floating-point ("F") greyscale are clipped to 0..255, not scaled, so a 16-bit photograph
-    turns nearly white and a float one in 0..1 black. The reference preprocessing (transformers'
-    CLIPImageProcessor, whose convert_rgb is the same call) does the same, so the rows stay those of
-    the original pipeline; the user is told (16-bit colour PNGs open as 8-bit "RGB", unaffected)."""
-    return mode in ("I", "F") or mode.startswith("I;16")
+def clipped(img) -> bool:
+    """Whether the preprocessing's convert("RGB") loses the values of the PIL image ``img``:
+    16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I") and
+    floating-point ("F") greyscale are clipped to 0..255, not scaled, so a 16-bit photograph turns
+    nearly white, and a float one of values in 0..1 black. The reference preprocessing
+    (transformers' CLIPImageProcessor, whose convert_rgb is the same call) does the same, so the
+    rows stay those of the original pipeline; the user is told. (An image of such a mode whose
+    values are 0..255 anyway loses nothing; 16-bit colour PNGs open as 8-bit "RGB", scaled.)"""
+    if not (img.mode in ("I", "F") or img.mode.startswith("I;16")):
+        return False
+    a = np.asarray(img)  # (getextrema refuses I;16B, I;16L and I;16N)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    return lo < 0 or hi > 255 or (img.mode == "F" and 0 < hi <= 1)
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -166,12 +171,12 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         """(i, DINOv2 input, CLIP input or None, why it failed or None, whether its values were
-        clipped: clipped_mode)."""
+        clipped: clipped)."""
         try:
             img = self.opener(self.refs[i])
             d = self.dino_tf(img)
             c = self.clip_tf(img) if self.clip_tf is not None else None
-            return i, d, c, None, clipped_mode(img.mode)
+            return i, d, c, None, clipped(img)
         except Exception as e:  # a bad image is reported, not fatal
             return i, None, None, f"{type(e).__name__}: {e}", False
 
@@ -194,7 +199,7 @@ def _collate(batch):
 class Encoded:
     """Rows computed for a list of images: ``kept`` are the indices (into the list) of the
     images that decoded, in order; ``failed`` the others with the reason; ``clipped`` those of
-    ``kept`` whose values the preprocessing clipped to 8 bits (clipped_mode)."""
+    ``kept`` whose values the preprocessing clipped to 8 bits (:func:`clipped`)."""
 
     dino: np.ndarray
     clip: np.ndarray
@@ -740,8 +745,11 @@ def _check_other_output(out: str, training: bool) -> None:
         names = os.listdir(out)
     except OSError:
         return  # (a new --out; one that cannot be listed fails where it is written)
-    if training:
-        other = sorted(n for n in names if n in EVAL_FILES and n not in ("images" + FEATURE_SUFFIX, "images" + TARGET_SUFFIX))
+    if training:  # (as dinoclip tells a set: a shard may be named images, with the set's images.*.npy)
+        has = set(names).__contains__
+        other = [n for n in ("captions.image.npy", "eval.json") if has(n)]
+        if has("images" + FEATURE_SUFFIX) and has("captions" + TARGET_SUFFIX):
+            other.append("captions" + TARGET_SUFFIX)
         what, mine = "an evaluation set", "the shards"
     else:
         other = sorted(n for n in names if n == MANIFEST or (n.endswith((FEATURE_SUFFIX, TARGET_SUFFIX)) and n not in EVAL_FILES))
@@ -996,11 +1004,12 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
 
 
 def _warn_clipped(where: str, enc: Encoded, samples: Sequence[str]) -> None:
-    """Warns of the images of ``enc`` whose values the preprocessing clipped (clipped_mode)."""
+    """Warns of the images of ``enc`` whose values the preprocessing clipped (:func:`clipped`)."""
     if enc.clipped:
         _log(f"{where}: warning: {len(enc.clipped)} images are 16-bit, 32-bit or floating-point greyscale "
              f"(e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped to 0..255, not scaled, "
-             f"as the reference preprocessing does (a 16-bit photograph turns nearly white); convert them "
+             f"as the reference preprocessing does (a 16-bit photograph turns nearly white, a float one of values "
+             f"in 0..1 black); convert them "
              f"to 8-bit images first")
 
 
@@ -1115,6 +1124,10 @@ def cmd_train_wds(args) -> int:
         if n in seen:
             raise ExtractError(f"{seen[n]} and {t} would both be output shard {n}")
         seen[n] = t
+        if n.lower() == "captions":  # (beside images.dino.npy, an images.tar's, it makes an evaluation set)
+            raise ExtractError(f"{t} would be output shard {n}, whose {n}{TARGET_SUFFIX} is named as an evaluation "
+                               f"set's captions, and dinoclip reads a directory holding it and images{FEATURE_SUFFIX} "
+                               f"as a set: rename the tar")
     make_dirs(args.out)
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]

@@ -127,6 +127,36 @@ def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, 
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
 
 
+def test_train_folder_resume_refuses_a_changed_folder(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
+    """A rerun into the same --out after the folder changed (an image replaced by another of
+    another name, the count the same; one added; one's contents replaced) is refused: every shard
+    is a slice of the folder's list, and those written would be skipped as done, listing images
+    since removed. The same folder resumes; with --target image a caption's text is no input."""
+    folder = tmp_path / "photos"
+    shutil.copytree(image_folder, folder)
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", folder, "--out", out, "--shard-size", "5") == 0
+    assert "inputs_sha256" in json.loads((out / "extract.json").read_text())
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    (folder / "b" / "img08.txt").write_text("another caption\n")
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", folder, "--out", out, "--shard-size", "5") == 0
+    assert "(3 already done)" in capfd.readouterr().err
+    first = folder / "a" / "img00.jpg"
+    for change, count in [
+        (lambda: os.rename(folder / "b" / "img08.jpg", folder / "b" / "img07b.jpg"),
+         "12 images, some replaced or captioned otherwise"),
+        (lambda: shutil.copy(first, folder / "b" / "new.jpg"), "12 images then, 13 now"),
+        (lambda: first.write_bytes(first.read_bytes() + b"\0" * 10), "12 images, some replaced or captioned otherwise"),
+    ]:
+        shutil.rmtree(folder)  # (each change alone)
+        shutil.copytree(image_folder, folder)
+        change()
+        assert run(tiny_models, "train-folder", folder, "--out", out, "--shard-size", "5") == 1
+        assert (f"{folder} changed since the shards in {out} were extracted from it ({count}): each shard is a "
+                "slice of its list of images, so none can be kept") in capfd.readouterr().err
+
+
 def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
     """Another folder, captions file, dtype or model into the same --out is refused, naming the
     setting; the same model folder spelt another way is not another model."""

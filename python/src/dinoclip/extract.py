@@ -797,8 +797,8 @@ def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Seque
     save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
 
 
-_COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "float16", "precision", "dinov2",
-             "clip", "feature_dim", "embedding_dim")
+_COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "inputs_sha256", "float16", "precision",
+             "dinov2", "clip", "feature_dim", "embedding_dim")
 # The recorded settings that name local files or folders (compared by real path: see _path_id).
 _PATH_KEYS = ("root", "captions", "karpathy", "image_root")
 
@@ -1041,8 +1041,10 @@ def cmd_train_folder(args) -> int:
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
     make_dirs(args.out)
+    inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
+    _check_folder_unchanged(args.out, args.root, n, inputs)
     extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
-                 captions=_path_id(args.captions) if args.captions else None)
+                 captions=_path_id(args.captions) if args.captions else None, inputs_sha256=inputs)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
     done = sorted(set(names) - {names[k] for k in todo})
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done)
@@ -1061,6 +1063,40 @@ def cmd_train_folder(args) -> int:
         _report(names[k], enc, [p for p, _ in chunk])
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no image of {args.root} could be read")
+
+
+def _folder_inputs(root: str, pairs: Sequence[Tuple[str, Optional[str]]], captions: bool) -> str:
+    """What train-folder's shards are cut from, as extract.json records it: the hex SHA-256 of
+    each image's path (relative to ``root``), size and, with ``captions`` (their embeddings are
+    the targets), caption, in order. A shard is rows
+    ``k * shard_size`` on of this list: with an image added, removed or replaced since, the
+    shards already written hold other images than their rows' places say."""
+    h = hashlib.sha256()
+    for path, caption in pairs:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1  # (gone meanwhile: reported where it is read)
+        rel = os.path.relpath(path, root).encode("utf-8", "surrogateescape")
+        text = (caption or "").encode("utf-8", "surrogateescape") if captions else b""
+        h.update(b"%d:%s%d:%d:%s" % (len(rel), rel, size, len(text), text))
+    return h.hexdigest()
+
+
+def _check_folder_unchanged(out: str, root: str, n: int, inputs: str) -> None:
+    """Refuses to go on with the shards a train-folder run recorded in ``out`` when the folder
+    (or its captions) changed since (:func:`_folder_inputs`): skipped as done, they would hold
+    images since removed and miss those added. (A record from before the inputs were recorded
+    is compared by its count of images alone, by _check_manifest.)"""
+    old = _check_recorded(out, MANIFEST, {}, (), "shards", "")
+    if old is None or old.get("command") != "train-folder" or "inputs_sha256" not in old:
+        return
+    if old.get("inputs_sha256") != inputs:
+        then = old.get("rows")
+        count = f"{then} images then, {n} now" if then != n else f"{n} images, some replaced or captioned otherwise"
+        raise ExtractError(f"{root} changed since the shards in {out} were extracted from it ({count}): each shard is a "
+                           f"slice of its list of images, so none can be kept; extract into another --out, or "
+                           f"delete {out} to start over")
 
 
 def _expand_tars(inputs: Sequence[str]) -> List[str]:

@@ -99,6 +99,20 @@ func HoldsShards(dir string) bool {
 	return false
 }
 
+// HoldsWholeShards reports whether dir holds training shards, every one
+// whole: a features file with its targets beside it, and no half alone.
+// (A half written into it would have OpenDataset refuse it.)
+func HoldsWholeShards(dir string) bool {
+	entries, _ := os.ReadDir(dir)
+	shards := shardFiles(entries)
+	for _, bits := range shards {
+		if bits != 3 {
+			return false
+		}
+	}
+	return len(shards) > 0
+}
+
 // ShardInfo describes one shard of a Dataset.
 type ShardInfo struct {
 	Name                    string // the files are Name+FeatureSuffix and Name+TargetSuffix

@@ -234,10 +234,11 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	}
 	// A torn last line is a record a kill cut off, of a step after the
 	// checkpoint resumed from (the log is synced before each checkpoint),
-	// which the resume writes again; one of a step up to it was cut by
-	// hand or by the disk, and its record is lost.
+	// or the evaluation of its step when that is pending, which the
+	// resume writes again; one of an earlier step was cut by hand or by
+	// the disk, and its record is lost.
 	if m := tornStep.FindSubmatch(lastNoRecord); !ended && m != nil {
-		if recStep, err := strconv.Atoi(string(m[1])); err == nil && recStep <= step {
+		if recStep, err := strconv.Atoi(string(m[1])); err == nil && (recStep < step || recStep == step && !evalPending) {
 			log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
 		}
 	}

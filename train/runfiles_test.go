@@ -52,26 +52,28 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 	const one, two = `{"type":"train","step":1}` + "\n", `{"type":"train","step":2}` + "\n"
 	for _, c := range []struct {
-		name, text, kept string
-		warned           bool
+		name, text, kept    string
+		warned, evalPending bool
 	}{
-		{"torn last line", one + `{"type":"tr`, one, false},
-		{"torn last line of a later step", one + `{"loss":0.5,"step":11,"ty`, one, false},
-		{"torn last line of a step resumed past", one + `{"loss":0.5,"step":2,"ty`, one, true},
-		{"records past the step", one + `{"type":"train","step":12}` + "\n", one, false},
-		{"a damaged line", one + "\x00\x00\x00\n" + two, one + two, true},
-		{"a damaged last line, whole", one + `garbage` + "\n", one, true},
-		{"no newline at the end", one + strings.TrimSuffix(two, "\n"), one + two, false},
+		{"torn last line", one + `{"type":"tr`, one, false, false},
+		{"torn last line of a later step", one + `{"loss":0.5,"step":11,"ty`, one, false, false},
+		{"torn last line of a step resumed past", one + `{"loss":0.5,"step":2,"ty`, one, true, false},
+		{"torn last line of the step resumed from", one + `{"loss":0.5,"step":10,"ty`, one, true, false},
+		{"torn evaluation of the step resumed from, pending", one + `{"sets":[],"step":10,"ti`, one, false, true},
+		{"records past the step", one + `{"type":"train","step":12}` + "\n", one, false, false},
+		{"a damaged line", one + "\x00\x00\x00\n" + two, one + two, true, false},
+		{"a damaged last line, whole", one + `garbage` + "\n", one, true, false},
+		{"no newline at the end", one + strings.TrimSuffix(two, "\n"), one + two, false, false},
 		// (Sizes that match the lines kept, though a line went: rewritten.)
-		{"an empty line, no newline at the end", one + "\n" + strings.TrimSuffix(two, "\n"), one + two, true},
-		{"CRLF, no newline at the end", strings.TrimSuffix(one, "\n") + "\r\n" + strings.TrimSuffix(two, "\n"), one + two, false},
-		{"CRLF", strings.TrimSuffix(one, "\n") + "\r\n" + two, one + two, false},
-		{"all kept", one + two, one + two, false},
+		{"an empty line, no newline at the end", one + "\n" + strings.TrimSuffix(two, "\n"), one + two, true, false},
+		{"CRLF, no newline at the end", strings.TrimSuffix(one, "\n") + "\r\n" + strings.TrimSuffix(two, "\n"), one + two, false, false},
+		{"CRLF", strings.TrimSuffix(one, "\n") + "\r\n" + two, one + two, false, false},
+		{"all kept", one + two, one + two, false, false},
 	} {
 		path := filepath.Join(t.TempDir(), MetricsFile)
 		os.WriteFile(path, []byte(c.text), 0o644)
 		var log bytes.Buffer
-		m, err := openMetrics(context.Background(), path, 10, false, slog.New(slog.NewTextHandler(&log, nil)))
+		m, err := openMetrics(context.Background(), path, 10, c.evalPending, slog.New(slog.NewTextHandler(&log, nil)))
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

@@ -325,7 +325,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 	// Whether this append records the model's path: the index's first.
 	// (A path that is not UTF-8 read back from a manifest holds U+FFFD,
 	// and so is never the one given: only the first append warns of it,
-	// once the manifest is written.)
+	// once the manifest is written, however the run ends.)
 	recordsModel := w.Manifest().Model.Path == model.Path
 	// Whatever stops the run (a failed file, Ctrl-C), the shards appended
 	// before it stay in the index, and the user is told so. (Interrupted,
@@ -344,6 +344,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 			}
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %d rows, in all): %s\n",
 				out, counted(len(m.Shards)-before, "file", "files"), counted(len(m.Shards), "file", "files"), m.Rows, again)
+		}
+		if recordsModel && len(w.Manifest().Shards) > before { // (the manifest written holds it)
+			warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
 		}
 		err = errors.Join(err, cerr)
 	}()
@@ -479,9 +482,6 @@ func runIndex(cCtx *cli.Context) (err error) {
 		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
-	if recordsModel && added > 0 {
-		warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
-	}
 	if len(tiny) > 0 {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the model's projections of %s are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)\n", strings.Join(tiny, ", "))
 	}

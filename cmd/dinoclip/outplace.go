@@ -113,8 +113,8 @@ func destPlaceError(flag, out, dest, what string) error {
 // and their projections, as often as training data. Replacing one is
 // refused, though it may be an earlier projection: the message says to
 // remove it first.) Nor is a new half without its other half written
-// into training data (a directory holding a shard's features file): the
-// data would be refused for it.
+// into training data that opens (every shard whole): the data would be
+// refused for it.
 func dataFileError(flag, out, dest, what string) error {
 	dest = atomicfile.AbsPath(dest)
 	dir, name := filepath.Dir(dest), filepath.Base(dest)
@@ -133,7 +133,7 @@ func dataFileError(flag, out, dest, what string) error {
 	switch paired := fileExists(filepath.Join(dir, pair)); {
 	case fileExists(dest) && paired:
 		return fmt.Errorf("%s %s would replace half of a training shard (its other half %s is there), which would be read with it: write %s elsewhere or under another name, or remove %s first if it is no training data (an earlier projection)", flag, out, filepath.Join(dir, pair), what, out)
-	case !paired && !fileExists(dest) && train.HoldsShards(dir):
+	case !paired && !fileExists(dest) && train.HoldsWholeShards(dir):
 		return fmt.Errorf("%s %s would be half of a training shard without its other half (%s) in the training data %s, which would be refused for it: write %s elsewhere, or under a name not ending in %s or %s", flag, out, pair, dir, what, train.FeatureSuffix, train.TargetSuffix)
 	}
 	return nil

@@ -500,4 +500,13 @@ func TestProjectRefusesOutInRunOrIndex(t *testing.T) {
 	// The run and the index are whole: both still open.
 	mustRun(t, "info", run)
 	mustRun(t, "info", index)
+	// A folder of a user's features (no training data: no shard is
+	// whole) takes projections of any name.
+	photos := t.TempDir()
+	for _, name := range []string{"a", "b"} {
+		copyFile(t, in, filepath.Join(photos, name+train.FeatureSuffix))
+	}
+	for _, out := range []string{"all" + train.TargetSuffix, "b.v2" + train.TargetSuffix, "a" + train.TargetSuffix} {
+		mustRun(t, "project", "--model", run, "--in", in, "--out", filepath.Join(photos, out))
+	}
 }

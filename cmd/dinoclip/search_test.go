@@ -131,12 +131,17 @@ func TestIndexAndSearch(t *testing.T) {
 	} {
 		wantError(t, args, "is in the search output "+out)
 	}
-	// Nor deeper in it.
-	wantError(t, []string{"project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(out, "sub", "p.npy")},
-		"is inside the search output "+out)
-	if _, err := os.Stat(filepath.Join(out, "sub")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused projection made %s (%v)", filepath.Join(out, "sub"), err)
+	// Nor deeper in it (in a directory made there).
+	sub := filepath.Join(out, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	wantError(t, []string{"project", "--model", run, "--in", filepath.Join(data, "shard-00000.dino.npy"), "--out", filepath.Join(sub, "p.npy")},
+		"is inside the search output "+out)
+	if entries, err := os.ReadDir(sub); err != nil || len(entries) != 0 {
+		t.Errorf("a refused projection wrote into %s: %v (%v)", sub, entries, err)
+	}
+	os.Remove(sub)
 	if again, _, _ := readSearch(t, out); !slices.Equal(again, ids) {
 		t.Fatal("the refused outputs changed the search's")
 	}

@@ -409,6 +409,7 @@ def test_clipped_greyscale_images_are_warned_of(tmp_path, tiny_models, image_fol
             if extract.clipped(Image.new(m, (2, 2), 256 if m.startswith("I") else 0.5 if m == "F" else 0))] == \
         ["I;16", "I;16B", "I", "F"]
     assert not any(extract.clipped(Image.new(m, (2, 2), 200)) for m in ("I;16", "I", "F"))
+    assert extract.clipped(Image.new("F", (2, 2), 1.5))  # (0..1 with overshoot: black too)
     capfd.readouterr()
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o") == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (10, FEATURE_DIM)  # 7 + 3
@@ -1689,11 +1690,13 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
 def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_models, image_folder, karpathy, extracted,
                                                             monkeypatch, capfd):
     """An evaluation set is not written beside training shards, nor shards beside a set: dinoclip
-    would read the directory as neither. Refused before anything is written."""
+    would read the directory as neither. Refused before any model loads or anything is written."""
     train = tmp_path / "train"
     shutil.copytree(extracted["train"], train)
     ev = tmp_path / "ev"
     shutil.copytree(extracted["eval"], ev)
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
     capfd.readouterr()
     assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", karpathy["images"],
                "--out", train) == 1
@@ -1711,9 +1714,11 @@ def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_model
         os.remove(ev / name)
     assert run(tiny_models, "train-folder", image_folder, "--out", ev) == 1
     assert f"--out {ev} holds an evaluation set (captions.clip.npy)" in capfd.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == \
+        [p for p in before if not p.endswith(("extract.json", "captions.image.npy", "eval.json"))]
     os.remove(ev / "captions.clip.npy")
+    monkeypatch.undo()
     assert run(tiny_models, "train-folder", image_folder / "b", "--out", ev) == 0
-    assert not (train / "eval.json").exists() and not (train / "captions.image.npy").exists()
 
 
 def test_karpathy_images_outside_images_root_or_not_files(tmp_path, karpathy, capfd):

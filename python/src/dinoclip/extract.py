@@ -151,7 +151,7 @@ def clipped(img) -> bool:
     """Whether the preprocessing's convert("RGB") loses the values of the PIL image ``img``:
     16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I") and
     floating-point ("F") greyscale are clipped to 0..255, not scaled, so a 16-bit photograph turns
-    nearly white, and a float one of values in 0..1 black. The reference preprocessing
+    nearly white, and a float one of values in 0..1 (or a little over) black. The reference preprocessing
     (transformers' CLIPImageProcessor, whose convert_rgb is the same call) does the same, so the
     rows stay those of the original pipeline; the user is told. (An image of such a mode whose
     values are 0..255 anyway loses nothing; 16-bit colour PNGs open as 8-bit "RGB", scaled.)"""
@@ -159,7 +159,7 @@ def clipped(img) -> bool:
         return False
     a = np.asarray(img)  # (getextrema refuses I;16B, I;16L and I;16N)
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    return lo < 0 or hi > 255 or (img.mode == "F" and 0 < hi <= 1)
+    return lo < 0 or hi > 255 or (img.mode == "F" and 0 < hi < 2)  # (0..1, with a resampling's overshoot)
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -746,7 +746,7 @@ def _check_other_output(out: str, training: bool) -> None:
     except OSError:
         return  # (a new --out; one that cannot be listed fails where it is written)
     if training:  # (as dinoclip tells a set: a shard may be named images, with the set's images.*.npy)
-        has = set(names).__contains__
+        has = {n.lower() for n in names}.__contains__  # (case aside, as where the file system ignores it)
         other = [n for n in ("captions.image.npy", "eval.json") if has(n)]
         if has("images" + FEATURE_SUFFIX) and has("captions" + TARGET_SUFFIX):
             other.append("captions" + TARGET_SUFFIX)

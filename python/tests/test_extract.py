@@ -1374,6 +1374,10 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         name = "DINOv2" if which == "dinov2" else "CLIP"
         assert errors[0].startswith(f"dinoclip.extract: could not load the {name} model {missing!r}"), errors[0]
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
+        if "/no-such-model" in missing:  # (a hub name: the download it advises is the pinned
+            # huggingface_hub's command, whose CLI is hf)
+            assert f"(hf download {missing} --local-dir DIR, " in errors[0], errors[0]
+    assert shutil.which("hf", path=os.path.dirname(sys.executable)), "the environment has no hf command"
 
 
 def clip_without(tiny_models, tmp_path, drop_weight=None, tokenizer=True):

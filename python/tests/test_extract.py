@@ -377,7 +377,8 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     # --target text needs captions
     (folder / "nocap.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o4", "--target", "text") == 1
-    assert "has no caption file" in capfd.readouterr().err
+    assert (f"3 of 10 images have no caption file, e.g. {folder / 'broken.jpg'} has no {folder / 'broken.txt'} "
+            "(or pass --captions)") in capfd.readouterr().err  # (and the two others, counted)
 
 
 def png_rgb48(a):

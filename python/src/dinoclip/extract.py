@@ -426,7 +426,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         if not pairs:
             raise ExtractError(f"{captions}: no rows")
         return pairs
-    irregular, repeated = [], []
+    irregular, repeated, uncaptioned = [], [], []
     walked = set()  # the real paths of the folders walked
     top = os.path.realpath(root)
     # Links to folders are followed: "every image under the folder" includes those of a linked
@@ -456,7 +456,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 cap = None
                 if need_captions:
                     if not os.path.isfile(side):
-                        raise ExtractError(f"{p} has no caption file {side} (or pass --captions)")
+                        uncaptioned.append((p, side))  # (all counted, then refused)
+                        continue
                     cap = _read_text(side).strip()
                     if not cap:
                         raise ExtractError(f"{p} has an empty caption file {side} (or pass --captions)")
@@ -466,6 +467,10 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     if repeated:
         _log(f"{root}: skipped {len(repeated)} linked folders already walked under another name, or holding "
              f"{root} itself, e.g. {repeated[0][0]} (= {repeated[0][1]})")
+    if uncaptioned:
+        p, side = uncaptioned[0]
+        raise ExtractError(f"{len(uncaptioned)} of {len(pairs) + len(uncaptioned)} images have no caption file, e.g. "
+                           f"{p} has no {side} (or pass --captions)")
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return pairs

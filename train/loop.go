@@ -741,7 +741,19 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 				return err
 			}
 			if bar.bar == nil {
-				tr.Log.Info("step", "step", step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch+1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR))
+				kv := []any{"step", step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch + 1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR)}
+				if steps := st.Window.Rows / o.Batch; stepTime > 0 && steps > 0 {
+					// (The time left at this window's pace, for the steps
+					// alone: evaluations and checkpoints come on top.)
+					left := stepTime / time.Duration(steps) * time.Duration(st.Schedule.TotalSteps-step)
+					if left >= time.Minute {
+						left = left.Round(time.Second)
+					} else {
+						left = left.Round(100 * time.Millisecond)
+					}
+					kv = append(kv, "samples_per_s", int64(math.Round(float64(st.Window.Rows)/stepTime.Seconds())), "time_left", left.String())
+				}
+				tr.Log.Info("step", kv...)
 			}
 			st.Window, stepTime = LossSum{}, 0
 		}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -352,6 +353,10 @@ func TestTrainEMA(t *testing.T) {
 	table := evalOut[strings.Index(evalOut, "set  "):]
 	if !strings.Contains(summary, "of the moving average of the weights") || !strings.Contains(summary, table) {
 		t.Errorf("train's summary of a run whose best is the moving average:\n%s\nlacks eval's table of it:\n%s", summary, table)
+	}
+	// Piped, its step lines give the pace and the time left.
+	if !regexp.MustCompile(`msg=step step=\d+ of=\d+ .* samples_per_s=\d+ time_left=\S+`).MatchString(log) {
+		t.Errorf("no step log line gives samples_per_s and time_left:\n%s", log)
 	}
 	// Its last "epoch done" log line gives the average's recall too, not
 	// the raw weights' beside the average's metric.

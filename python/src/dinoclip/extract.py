@@ -1415,7 +1415,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     p = sub.add_parser(
-        "train-folder", help="image folder with captions -> training shards",
+        "train-folder", help="image folder (captions optional) -> training shards",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Training shards from a folder of images: shard-00000.dino.npy + shard-00000.clip.npy, ...,\n"
                     "--shard-size rows each (fewer where images fail to decode).\n\n"

@@ -268,3 +268,38 @@ def test_sha256_across_languages(go_binary, go_run, tmp_path):
             assert r.returncode != 0 and "panic" not in r.stderr, r.stderr
             assert f"{py_model}: {REMEDY}" in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not (tmp_path / "y.npy").exists()
+
+
+def test_features_alone_are_indexed_and_searched(go_binary, tiny_models, image_folder, extracted, tmp_path,
+                                                 monkeypatch, capfd):
+    """train-folder --target none writes the DINOv2 features alone, loading no CLIP model: the
+    features of a full extraction, each shard's list of images, no .clip.npy. dinoclip index and
+    search take them, naming the photos; train refuses them (no targets); a rerun skips the
+    shards done."""
+    out = tmp_path / "features"
+    args = ["train-folder", str(image_folder), "--out", str(out), "--target", "none", "--shard-size", "5",
+            "--dinov2", tiny_models["dinov2"], "--clip", tiny_models["clip"], "--device", "cpu",
+            "--workers", "0", "--batch-size", "4", "--quiet"]
+    monkeypatch.setattr(extract.encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a CLIP model"))
+    assert extract.main(args) == 0
+    names = sorted(os.listdir(out))
+    assert not [n for n in names if n.endswith(".clip.npy")], names
+    for k in range(3):
+        np.testing.assert_array_equal(np.load(out / f"shard-{k:05d}.dino.npy"),
+                                      np.load(extracted["train"] / f"shard-{k:05d}.dino.npy"))
+        assert (out / f"shard-{k:05d}.images.txt").read_text() == \
+            (extracted["train"] / f"shard-{k:05d}.images.txt").read_text()
+    record = json.loads((out / "extract.json").read_text())
+    assert record["target"] == "none" and record["clip"] is None
+    capfd.readouterr()
+    assert extract.main(args) == 0
+    assert "(3 already done)" in capfd.readouterr().err
+    model = checkpoint.save(random_projector(5), tmp_path / "model.safetensors")
+    run_go(go_binary, "index", "--model", model, "--features", out, "--out", tmp_path / "ix")
+    np.save(tmp_path / "q.npy", np.random.default_rng(0).standard_normal((2, EMBED_DIM)).astype(np.float32))
+    run_go(go_binary, "search", "--index", tmp_path / "ix", "--queries", tmp_path / "q.npy", "--k", "3",
+           "--out", tmp_path / "hits")
+    found = (tmp_path / "hits" / "images.txt").read_text().splitlines()
+    assert len(found) == 6 and all(os.path.isfile(p) and p.startswith(str(image_folder)) for p in found), found
+    r = run_go(go_binary, "train", "--data", out, "--out", tmp_path / "run", check=False)
+    assert r.returncode == 1 and ".clip.npy" in r.stderr, r.stderr

@@ -202,7 +202,7 @@ class Encoded:
     ``kept`` whose values the preprocessing clipped to 8 bits (:func:`clipped`)."""
 
     dino: np.ndarray
-    clip: np.ndarray
+    clip: Optional[np.ndarray]  # (None for target "none": features alone)
     kept: List[int]
     failed: List[Tuple[int, str]] = field(default_factory=list)
     clipped: List[int] = field(default_factory=list)
@@ -229,9 +229,10 @@ def _check_caption(text: str, what: str, remedy: str) -> None:
 
 
 class Extractor:
-    """DINOv2 + CLIP on one device, batched. Without ``dinov2`` only CLIP is loaded (texts)."""
+    """DINOv2 + CLIP on one device, batched. Without ``dinov2`` only CLIP is loaded (texts);
+    without ``clip`` only DINOv2 (features alone: target "none")."""
 
-    def __init__(self, dinov2: Optional[str], clip: str, device: str, batch_size: int = 64, workers: int = 4,
+    def __init__(self, dinov2: Optional[str], clip: Optional[str], device: str, batch_size: int = 64, workers: int = 4,
                  precision: str = "fp32", quiet: bool = False):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -256,14 +257,14 @@ class Extractor:
 
             hf_logging.disable_progress_bar()
         self.dinov2 = encoders.load_dinov2(dinov2, self.device) if dinov2 else None
-        self.clip = encoders.load_clip(clip, self.device)
+        self.clip = encoders.load_clip(clip, self.device) if clip else None
         self._tokenizer = None
         from .transforms import clip_transform, dinov2_transform
 
         self.dino_tf = dinov2_transform()
-        self.clip_tf = clip_transform(encoders.clip_image_size(self.clip))
+        self.clip_tf = clip_transform(encoders.clip_image_size(self.clip)) if self.clip is not None else None
         self.feature_dim = encoders.feature_dim(self.dinov2) if self.dinov2 is not None else None
-        self.embedding_dim = encoders.embedding_dim(self.clip)
+        self.embedding_dim = encoders.embedding_dim(self.clip) if self.clip is not None else None
 
     @property
     def tokenizer(self):
@@ -286,7 +287,8 @@ class Extractor:
     def images(self, refs: Sequence, opener: Callable, captions: Optional[Sequence[str]] = None,
                target: str = "image", desc: str = "images") -> Encoded:
         """DINOv2 features and the target (CLIP image embeddings, or with target "text" the
-        CLIP text embeddings of ``captions``) of the images ``refs`` that decode."""
+        CLIP text embeddings of ``captions``; with target "none" no target, ``clip`` None) of the
+        images ``refs`` that decode."""
         if target == "text" and captions is None:
             raise ValueError("target text needs captions")
         ds = _ImageDataset(refs, opener, self.dino_tf, self.clip_tf if target == "image" else None)
@@ -304,14 +306,16 @@ class Extractor:
                         d = encoders.dinov2_features(self.dinov2, dino.to(self.device, non_blocking=True))
                         if target == "image":
                             c = encoders.clip_image_embeddings(self.clip, clip.to(self.device, non_blocking=True))
-                        else:
+                        elif target == "text":
                             c = self._text([captions[i] for i in idx])
                     dinos.append(d.float().cpu().numpy())
-                    clips.append(c.float().cpu().numpy())
+                    if target != "none":
+                        clips.append(c.float().cpu().numpy())
                     kept.extend(idx)
                 bar.update(len(idx) + len(bad))
         dino_a = np.concatenate(dinos) if dinos else np.zeros((0, self.feature_dim), np.float32)
-        clip_a = np.concatenate(clips) if clips else np.zeros((0, self.embedding_dim), np.float32)
+        clip_a = None if target == "none" else np.concatenate(clips) if clips else \
+            np.zeros((0, self.embedding_dim), np.float32)
         return Encoded(dino_a, clip_a, kept, failed, clipped)
 
     def texts(self, texts: Sequence[str], desc: str = "captions") -> np.ndarray:
@@ -782,8 +786,11 @@ def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16:
                                    f"magnitude {float(np.abs(a).max()):g}); drop --float16; not written")
 
 
-def _shard_done(out: str, name: str) -> bool:
-    return os.path.isfile(os.path.join(out, name + FEATURE_SUFFIX)) and os.path.isfile(os.path.join(out, name + TARGET_SUFFIX))
+def _shard_done(out: str, name: str, target: str) -> bool:
+    """Whether shard ``name`` in ``out`` is whole: its features, and but for target "none" its
+    targets, each written last of the shard's files (:func:`_write_shard`)."""
+    files = (FEATURE_SUFFIX,) if target == "none" else (FEATURE_SUFFIX, TARGET_SUFFIX)
+    return all(os.path.isfile(os.path.join(out, name + suffix)) for suffix in files)
 
 
 def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Sequence[str], precision: str) -> None:
@@ -792,14 +799,15 @@ def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Seque
     image of the chunk, of which the rows keep ``enc.kept``). Rows that cannot be written are
     refused before any of its files is."""
 
-    _check_finite(f"output shard {os.path.join(out, name)}",
-                  [(FEATURE_SUFFIX, enc.dino), (TARGET_SUFFIX, enc.clip)], float16, precision)
+    arrays = [(FEATURE_SUFFIX, enc.dino)] + ([(TARGET_SUFFIX, enc.clip)] if enc.clip is not None else [])
+    _check_finite(f"output shard {os.path.join(out, name)}", arrays, float16, precision)
     # One name per line: a line break in a name (rare, but a file name may hold one) becomes U+FFFD.
     text = "".join(images[i].replace("\r", "\ufffd").replace("\n", "\ufffd") + "\n" for i in enc.kept)
     write_atomic(os.path.join(out, name + IMAGES_SUFFIX), lambda f: f.write(text.encode("utf-8", "surrogateescape")))
     dt = embedding_dtype(float16)
     save_npy(os.path.join(out, name + FEATURE_SUFFIX), enc.dino, dt)
-    save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
+    if enc.clip is not None:
+        save_npy(os.path.join(out, name + TARGET_SUFFIX), enc.clip, dt)
 
 
 _COMPARED = ("command", "target", "shard_size", "rows", "root", "captions", "inputs_sha256", "float16", "precision",
@@ -1024,13 +1032,14 @@ def _warn_clipped(where: str, enc: Encoded, samples: Sequence[str]) -> None:
 
 def _extractor(args) -> Extractor:
     _check_out(args.out)  # before the models run: an existing --out the results cannot go into
-    return Extractor(args.dinov2, args.clip, args.device, batch_size=args.batch_size,
+    clip = None if getattr(args, "target", None) == "none" else args.clip  # (features alone: no CLIP loaded)
+    return Extractor(args.dinov2, clip, args.device, batch_size=args.batch_size,
                      workers=args.workers, precision=args.precision, quiet=args.quiet)
 
 
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
     s = {"command": command, "target": args.target, "float16": args.float16, "precision": args.precision,
-         "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip)}
+         "dinov2": _model_id(args.dinov2), "clip": None if args.target == "none" else _model_id(args.clip)}
     if ext is not None:
         s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
     s.update(extra)
@@ -1050,7 +1059,7 @@ def cmd_train_folder(args) -> int:
     _check_folder_unchanged(args.out, args.root, n, inputs)
     extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None, inputs_sha256=inputs)
-    todo = [k for k in range(nshards) if not _shard_done(args.out, names[k])]
+    todo = [k for k in range(nshards) if not _shard_done(args.out, names[k], args.target)]
     done = sorted(set(names) - {names[k] for k in todo})
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done)
     _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
@@ -1171,7 +1180,7 @@ def cmd_train_wds(args) -> int:
                                f"as a set: rename the tar")
     make_dirs(args.out)
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
-    todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n)]
+    todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
     _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done))
     _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
@@ -1392,9 +1401,11 @@ def _common(p: argparse.ArgumentParser, target: bool) -> None:
     p.add_argument("--float16", action="store_true", help="write the embeddings as float16 instead of float32")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if target:
-        p.add_argument("--target", choices=("image", "text"), default="image",
+        p.add_argument("--target", choices=("image", "text", "none"), default="image",
                        help="what .clip.npy holds: CLIP image embeddings of the images (default) or CLIP "
-                            "text embeddings of their captions")
+                            "text embeddings of their captions; none writes no .clip.npy and loads no CLIP "
+                            "model: DINOv2 features alone, all dinoclip index reads, "
+                            "no training data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -729,7 +729,11 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 	defer func(log *slog.Logger) { tr.Log = log }(tr.Log)
 	tr.Log = slog.New(clearingHandler{tr.Log.Handler(), bar})
 	var res Result
-	var stepTime time.Duration // since the last metrics record, for throughput
+	// The time of the steps since the last metrics record, and their count,
+	// for throughput: the steps this process timed (a window resumed from a
+	// checkpoint holds rows of steps before it, which it did not).
+	var stepTime time.Duration
+	var timedSteps int
 	// record adds step's loss to the running sums, and writes the metrics
 	// record and log line of a logging step; st is the state after step.
 	record := func(step int, hp nn.AdamWStep, loss float64) error {
@@ -737,25 +741,27 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 		st.EpochLoss.add(loss, o.Batch)
 		bar.set(step, loss)
 		if o.LogEvery > 0 && step%o.LogEvery == 0 {
-			if err := tr.writeMetrics(st, trainRecord(st, hp, stepTime)); err != nil {
+			if err := tr.writeMetrics(st, trainRecord(st, hp, stepTime, timedSteps*o.Batch)); err != nil {
 				return err
 			}
 			if bar.bar == nil {
 				kv := []any{"step", step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch + 1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR)}
-				if steps := st.Window.Rows / o.Batch; stepTime > 0 && steps > 0 {
+				if stepTime > 0 && timedSteps > 0 {
 					// (The time left at this window's pace, for the steps
-					// alone: evaluations and checkpoints come on top.)
-					left := stepTime / time.Duration(steps) * time.Duration(st.Schedule.TotalSteps-step)
-					if left >= time.Minute {
-						left = left.Round(time.Second)
+					// alone: evaluations and checkpoints come on top; at
+					// most a billion seconds, which a Duration holds.)
+					left := stepTime.Seconds() / float64(timedSteps) * float64(st.Schedule.TotalSteps-step)
+					d := time.Duration(min(left, 1e9) * float64(time.Second))
+					if d >= time.Minute {
+						d = d.Round(time.Second)
 					} else {
-						left = left.Round(100 * time.Millisecond)
+						d = d.Round(100 * time.Millisecond)
 					}
-					kv = append(kv, "samples_per_s", int64(math.Round(float64(st.Window.Rows)/stepTime.Seconds())), "time_left", left.String())
+					kv = append(kv, "samples_per_s", int64(math.Round(float64(timedSteps*o.Batch)/stepTime.Seconds())), "time_left", d.String())
 				}
 				tr.Log.Info("step", kv...)
 			}
-			st.Window, stepTime = LossSum{}, 0
+			st.Window, stepTime, timedSteps = LossSum{}, 0, 0
 		}
 		return nil
 	}
@@ -900,6 +906,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 				// step left an epoch's last step no time, and its rate was
 				// infinite.)
 				stepTime += took
+				timedSteps++
 				if err != nil {
 					return res, tr.stepError(this, err)
 				}
@@ -956,6 +963,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 			}
 			st.Batch++
 			stepTime += time.Since(start)
+			timedSteps++
 			if err := record(st.Step, hp, loss); err != nil {
 				return res, err
 			}
@@ -1294,7 +1302,9 @@ func (h clearingHandler) WithGroup(name string) slog.Handler {
 	return clearingHandler{h.Handler.WithGroup(name), h.bar}
 }
 
-func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]any {
+// trainRecord is the metrics record of a logging step; rows were trained
+// in elapsed (the steps this process timed: see the loop's stepTime).
+func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration, rows int) map[string]any {
 	rec := map[string]any{
 		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": st.Window.mean(),
 		"lr": hp.LR, "beta1": hp.Beta1,
@@ -1302,8 +1312,8 @@ func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration) map[string]an
 	}
 	// (No rate where no time was measured: an infinite one is no JSON,
 	// and stopped the run.)
-	if elapsed > 0 {
-		rec["samples_per_s"] = float64(st.Window.Rows) / elapsed.Seconds()
+	if elapsed > 0 && rows > 0 {
+		rec["samples_per_s"] = float64(rows) / elapsed.Seconds()
 	}
 	if st.LogitScale != nil {
 		rec["logit_scale"] = st.LogitScale.Value

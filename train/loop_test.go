@@ -522,3 +522,69 @@ func TestRunDirectoryMovedWhileTraining(t *testing.T) {
 		t.Errorf("the moved run has no last checkpoint: %v", err)
 	}
 }
+
+// slowSteps is an engine whose every forward and backward pass takes at
+// least d more.
+type slowSteps struct {
+	nn.Engine
+	d time.Duration
+}
+
+func (s *slowSteps) ForwardBackward(x, t []float32, n int) (float64, error) {
+	time.Sleep(s.d)
+	return s.Engine.ForwardBackward(x, t, n)
+}
+
+// The rate of a resumed run's first record is of the steps it timed, not
+// of the window's rows since the record before, some of which the run
+// stopped had trained: counted so, it was twice the rate.
+func TestResumedRateCountsTheStepsTimed(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	runDir := t.TempDir()
+	const step = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine {
+		return &cancelAfter{Engine: &slowSteps{Engine: e, d: step}, n: 5, cancel: cancel}
+	})
+	tr.Options.LogEvery, tr.Options.CheckpointEvery, tr.Evals = 10, 0, nil
+	if _, err := tr.Run(ctx, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the run to stop after 5 steps: %v", err)
+	}
+	tr = newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &slowSteps{Engine: e, d: step} })
+	tr.Evals = nil
+	if _, err := tr.Run(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(runDir, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At most batch/step samples a second (the steps take longer than
+	// the sleep, never shorter); twice it is the rows of ten steps over
+	// the time of five.
+	limit := float64(tr.Options.Batch) / step.Seconds()
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec struct {
+			Type        string   `json:"type"`
+			Step        int      `json:"step"`
+			SamplesPerS *float64 `json:"samples_per_s"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Type != "train" || rec.Step != 10 {
+			continue
+		}
+		found = true
+		if rec.SamplesPerS == nil {
+			t.Errorf("the resumed run's record of step 10 has no samples_per_s")
+		} else if *rec.SamplesPerS > 1.25*limit {
+			t.Errorf("the resumed run's record of step 10: samples_per_s %.0f, want at most %.0f", *rec.SamplesPerS, limit)
+		}
+	}
+	if !found {
+		t.Errorf("no record of step 10 in the resumed run's metrics:\n%s", b)
+	}
+}

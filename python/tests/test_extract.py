@@ -157,6 +157,28 @@ def test_train_folder_resume_refuses_a_changed_folder(tmp_path, tiny_models, ima
                 "slice of its list of images, so none can be kept") in capfd.readouterr().err
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_train_folder_resumes_through_a_link_and_names_a_changed_setting(tmp_path, tiny_models, image_folder,
+                                                                        monkeypatch, capfd):
+    """The folder reached through a link, with a captions file naming its images by absolute
+    path, is the same folder: the rerun resumes. A setting changed (the target) is refused naming
+    the setting, not as a changed folder."""
+    caps = tmp_path / "c.jsonl"
+    caps.write_text("".join(json.dumps({"image": os.path.abspath(p), "caption": "x"}) + "\n"
+                            for p in folder_images(image_folder)))
+    os.symlink(image_folder, tmp_path / "link")
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", image_folder, "--captions", caps, "--out", out, "--shard-size", "5") == 0
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", tmp_path / "link", "--captions", caps, "--out", out, "--shard-size", "5") == 0
+    assert "(3 already done)" in capfd.readouterr().err
+    assert run(tiny_models, "train-folder", image_folder, "--captions", caps, "--out", out, "--shard-size", "5",
+               "--target", "text") == 1
+    err = capfd.readouterr().err
+    assert "target was 'image', now 'text'" in err and "changed since" not in err, err
+
+
 def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
     """Another folder, captions file, dtype or model into the same --out is refused, naming the
     setting; the same model folder spelt another way is not another model."""
@@ -1377,7 +1399,7 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         assert f"pass the folder with {flag} DIR" in errors[0], errors[0]
         if "/no-such-model" in missing:  # (a hub name: the download it advises is the pinned
             # huggingface_hub's command, whose CLI is hf)
-            assert f"(hf download {missing} --local-dir DIR, " in errors[0], errors[0]
+            assert f"(hf download {missing} --local-dir DIR; " in errors[0], errors[0]
     assert shutil.which("hf", path=os.path.dirname(sys.executable)), "the environment has no hf command"
 
 

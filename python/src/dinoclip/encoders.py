@@ -85,7 +85,7 @@ def _from_pretrained(load, name_or_path: str, what: str, flag: str):
         # identifier" / offline-mode misses and huggingface_hub's connection errors are OSErrors
         raise ModelUnavailable(
             f"could not load the {what} model {name_or_path!r} ({_first_line(e)}); without network access, "
-            f"download it where there is (hf download {name_or_path} --local-dir DIR, the CLI of huggingface_hub) "
+            f"download it where there is (hf download {name_or_path} --local-dir DIR; huggingface-cli download with an older huggingface_hub) "
             f"and pass the folder with {flag} DIR"
         ) from e
     except ValueError as e:  # files of another kind: a config of no model transformers knows, a

@@ -755,7 +755,7 @@ def _check_other_output(out: str, training: bool) -> None:
     except OSError:
         return  # (a new --out; one that cannot be listed fails where it is written)
     if training:  # (as dinoclip tells a set: a shard may be named images, with the set's images.*.npy)
-        has = {n.lower() for n in names}.__contains__  # (case aside, as where the file system ignores it)
+        has = lambda n: os.path.lexists(os.path.join(out, n))  # (as Go's HoldsSet: case as the file system has it)
         other = [n for n in ("captions.image.npy", "eval.json") if has(n)]
         if has("images" + FEATURE_SUFFIX) and has("captions" + TARGET_SUFFIX):
             other.append("captions" + TARGET_SUFFIX)
@@ -1055,13 +1055,16 @@ def cmd_train_folder(args) -> int:
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
     make_dirs(args.out)
-    inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
-    _check_folder_unchanged(args.out, args.root, n, inputs)
-    extra = dict(shard_size=args.shard_size, rows=n, root=_path_id(args.root),
-                 captions=_path_id(args.captions) if args.captions else None, inputs_sha256=inputs)
+    extra = dict(shard_size=args.shard_size, root=_path_id(args.root),
+                 captions=_path_id(args.captions) if args.captions else None)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k], args.target)]
     done = sorted(set(names) - {names[k] for k in todo})
+    # The settings first (another folder, target or captions file is said as such), then what the
+    # folder holds.
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done)
+    inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
+    _check_folder_unchanged(args.out, args.root, n, inputs)
+    extra.update(rows=n, inputs_sha256=inputs)
     _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
     rows = _shard_rows(args.out, done)
@@ -1086,13 +1089,17 @@ def _folder_inputs(root: str, pairs: Sequence[Tuple[str, Optional[str]]], captio
     ``k * shard_size`` on of this list: with an image added, removed or replaced since, the
     shards already written hold other images than their rows' places say."""
     h = hashlib.sha256()
+    real_root = os.path.realpath(root)
     for path, caption in pairs:
         try:
             size = os.stat(path).st_size
-        except OSError:
-            size = -1  # (gone meanwhile: reported where it is read)
-        rel = os.path.relpath(path, root).encode("utf-8", "surrogateescape")
-        text = (caption or "").encode("utf-8", "surrogateescape") if captions else b""
+        except (OSError, ValueError):
+            size = -1  # (gone meanwhile, or no name a file has: reported where it is read)
+        # (A path of a captions file may be absolute: relative to the root as the system finds
+        # both, so that the root reached through a link is the same folder.)
+        rel = os.path.relpath(os.path.realpath(path), real_root) if os.path.isabs(path) else os.path.relpath(path, root)
+        rel = rel.encode("utf-8", "surrogatepass")
+        text = (caption or "").encode("utf-8", "surrogatepass") if captions else b""
         h.update(b"%d:%s%d:%d:%s" % (len(rel), rel, size, len(text), text))
     return h.hexdigest()
 
@@ -1101,16 +1108,17 @@ def _check_folder_unchanged(out: str, root: str, n: int, inputs: str) -> None:
     """Refuses to go on with the shards a train-folder run recorded in ``out`` when the folder
     (or its captions) changed since (:func:`_folder_inputs`): skipped as done, they would hold
     images since removed and miss those added. (A record from before the inputs were recorded
-    is compared by its count of images alone, by _check_manifest.)"""
+    is compared by its count of images alone.)"""
     old = _check_recorded(out, MANIFEST, {}, (), "shards", "")
-    if old is None or old.get("command") != "train-folder" or "inputs_sha256" not in old:
+    if old is None or old.get("command") != "train-folder":
         return
-    if old.get("inputs_sha256") != inputs:
-        then = old.get("rows")
+    then = old.get("rows")
+    if then != n or old.get("inputs_sha256", inputs) != inputs:
         count = f"{then} images then, {n} now" if then != n else f"{n} images, some replaced or captioned otherwise"
         raise ExtractError(f"{root} changed since the shards in {out} were extracted from it ({count}): each shard is a "
-                           f"slice of its list of images, so none can be kept; extract into another --out, or "
-                           f"delete {out} to start over")
+                           f"slice of its list of images, so none can be kept: put the new images in a folder of "
+                           f"their own and extract that into another --out (dinoclip index appends it), or "
+                           f"extract the whole folder anew into another --out (and index it into a new index)")
 
 
 def _expand_tars(inputs: Sequence[str]) -> List[str]:

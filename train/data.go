@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -113,6 +115,20 @@ func HoldsWholeShards(dir string) bool {
 	return len(shards) > 0
 }
 
+// HoldsFeaturesOnly reports whether dir holds features files and no
+// targets at all: features extracted alone (the Python extractor's
+// --target none), for an index, not for training.
+func HoldsFeaturesOnly(dir string) bool {
+	entries, _ := os.ReadDir(dir)
+	shards := shardFiles(entries)
+	for _, bits := range shards {
+		if bits != 1 {
+			return false
+		}
+	}
+	return len(shards) > 0
+}
+
 // ShardInfo describes one shard of a Dataset.
 type ShardInfo struct {
 	Name                    string // the files are Name+FeatureSuffix and Name+TargetSuffix
@@ -138,17 +154,18 @@ func openDataset(dir string) (*Dataset, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("training data %s: no shards (pairs of NAME%s and NAME%s)", dir, FeatureSuffix, TargetSuffix)
 	}
-	sorted := make([]string, 0, len(names))
-	for n, bits := range names {
-		switch bits {
+	if HoldsFeaturesOnly(dir) {
+		return nil, fmt.Errorf("training data %s: features without targets (no NAME%s at all: features extracted alone, with --target none, which dinoclip index reads): training needs the targets; extract them with --target image or text", dir, TargetSuffix)
+	}
+	sorted := slices.Sorted(maps.Keys(names))
+	for _, n := range sorted { // (in name order: the first lone half named is the same each time)
+		switch names[n] {
 		case 1:
 			return nil, fmt.Errorf("training data %s: %s%s has no %s%s beside it", dir, n, FeatureSuffix, n, TargetSuffix)
 		case 2:
 			return nil, fmt.Errorf("training data %s: %s%s has no %s%s beside it", dir, n, TargetSuffix, n, FeatureSuffix)
 		}
-		sorted = append(sorted, n)
 	}
-	sort.Strings(sorted)
 	d := &Dataset{Dir: dir}
 	byFiles := map[[2]string]string{} // a shard's name by the identities of its two files
 	for _, n := range sorted {

@@ -125,6 +125,9 @@ func describe(w io.Writer, path string) error {
 	case retrieval.HoldsSet(path):
 		return infoEvalSet(w, path, false)
 	}
+	if train.HoldsFeaturesOnly(path) {
+		return infoFeatures(w, path)
+	}
 	if train.HoldsShards(path) {
 		return infoData(w, path, false)
 	}
@@ -740,6 +743,41 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
 	for _, s := range shards {
 		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
+	}
+	return nil
+}
+
+// infoFeatures describes a directory of features files without targets
+// (features extracted alone, for an index): each file's rows and width.
+func infoFeatures(w io.Writer, dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("info: %w", err)
+	}
+	type file struct {
+		name       string
+		rows, cols int
+		dtype      string
+	}
+	var files []file
+	rows := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), train.FeatureSuffix) {
+			continue
+		}
+		a, err := npy.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("info: %w", err)
+		}
+		files = append(files, file{e.Name(), a.Rows(), a.RowLen(), a.DType().Name()})
+		rows += a.Rows()
+		a.Close()
+	}
+	fmt.Fprintf(w, "%s: features without targets (extracted alone: dinoclip index reads them; no training data)\n", dir)
+	fmt.Fprintf(w, "  files: %d\n", len(files))
+	fmt.Fprintf(w, "  rows: %d\n", rows)
+	for _, f := range files {
+		fmt.Fprintf(w, "  %s: %d rows of %d, %s\n", f.name, f.rows, f.cols, f.dtype)
 	}
 	return nil
 }

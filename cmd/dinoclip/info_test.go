@@ -230,6 +230,13 @@ func TestInfoErrors(t *testing.T) {
 	lonely := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(lonely, 0o755)
 	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})
+	// (Features alone are described, as an extraction with --target none
+	// writes them; beside a whole shard, one is half of a shard.)
+	if out := mustRun(t, "info", lonely); !strings.Contains(out, lonely+": features without targets") || !strings.Contains(out, "a.dino.npy: 1 rows of 2, float32") {
+		t.Errorf("info of features alone:\n%s", out)
+	}
+	writeF32(t, filepath.Join(lonely, "b.dino.npy"), []int{1, 2}, []float32{1, 2})
+	writeF32(t, filepath.Join(lonely, "b.clip.npy"), []int{1, 2}, []float32{1, 2})
 	// Where extract texts wrote its queries (NAME.clip.npy, a training
 	// shard's second half): no training data, though.
 	queries := t.TempDir()

@@ -275,7 +275,7 @@ def test_features_alone_are_indexed_and_searched(go_binary, tiny_models, image_f
     """train-folder --target none writes the DINOv2 features alone, loading no CLIP model: the
     features of a full extraction, each shard's list of images, no .clip.npy. dinoclip index and
     search take them, naming the photos; train refuses them (no targets); a rerun skips the
-    shards done."""
+    shards done; info describes them."""
     out = tmp_path / "features"
     args = ["train-folder", str(image_folder), "--out", str(out), "--target", "none", "--shard-size", "5",
             "--dinov2", tiny_models["dinov2"], "--clip", tiny_models["clip"], "--device", "cpu",
@@ -302,4 +302,6 @@ def test_features_alone_are_indexed_and_searched(go_binary, tiny_models, image_f
     found = (tmp_path / "hits" / "images.txt").read_text().splitlines()
     assert len(found) == 6 and all(os.path.isfile(p) and p.startswith(str(image_folder)) for p in found), found
     r = run_go(go_binary, "train", "--data", out, "--out", tmp_path / "run", check=False)
-    assert r.returncode == 1 and ".clip.npy" in r.stderr, r.stderr
+    assert r.returncode == 1 and "features without targets" in r.stderr and "--target none" in r.stderr, r.stderr
+    info = run_go(go_binary, "info", out).stdout
+    assert "features without targets" in info and "rows: 12" in info and f"rows of {FEATURE_DIM}" in info, info

@@ -1097,7 +1097,10 @@ def _folder_inputs(root: str, pairs: Sequence[Tuple[str, Optional[str]]], captio
             size = -1  # (gone meanwhile, or no name a file has: reported where it is read)
         # (A path of a captions file may be absolute: relative to the root as the system finds
         # both, so that the root reached through a link is the same folder.)
-        rel = os.path.relpath(os.path.realpath(path), real_root) if os.path.isabs(path) else os.path.relpath(path, root)
+        try:
+            rel = os.path.relpath(os.path.realpath(path), real_root) if os.path.isabs(path) else os.path.relpath(path, root)
+        except ValueError:  # (no name a file has, a NUL in it: reported where it is read)
+            rel = path
         rel = rel.encode("utf-8", "surrogatepass")
         text = (caption or "").encode("utf-8", "surrogatepass") if captions else b""
         h.update(b"%d:%s%d:%d:%s" % (len(rel), rel, size, len(text), text))

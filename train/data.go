@@ -104,25 +104,20 @@ func HoldsShards(dir string) bool {
 // HoldsWholeShards reports whether dir holds training shards, every one
 // whole: a features file with its targets beside it, and no half alone.
 // (A half written into it would have OpenDataset refuse it.)
-func HoldsWholeShards(dir string) bool {
-	entries, _ := os.ReadDir(dir)
-	shards := shardFiles(entries)
-	for _, bits := range shards {
-		if bits != 3 {
-			return false
-		}
-	}
-	return len(shards) > 0
-}
+func HoldsWholeShards(dir string) bool { return everyShard(dir, 3) }
 
 // HoldsFeaturesOnly reports whether dir holds features files and no
 // targets at all: features extracted alone (the Python extractor's
 // --target none), for an index, not for training.
-func HoldsFeaturesOnly(dir string) bool {
+func HoldsFeaturesOnly(dir string) bool { return everyShard(dir, 1) }
+
+// everyShard reports whether dir holds shard files, and every shard name's
+// files are those of bits (shardFiles: 1 the features, 2 the targets).
+func everyShard(dir string, bits int) bool {
 	entries, _ := os.ReadDir(dir)
 	shards := shardFiles(entries)
-	for _, bits := range shards {
-		if bits != 1 {
+	for _, b := range shards {
+		if b != bits {
 			return false
 		}
 	}

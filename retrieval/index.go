@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
@@ -139,6 +140,10 @@ type IndexModel struct {
 	SHA256 string          `json:"sha256"`
 	Path   string          `json:"path"` // the model file when the index was created
 	Config json.RawMessage `json:"config"`
+	// The models of the data it was trained on, as its file records them
+	// (none in an index written before they were recorded): a search
+	// warns of queries from another CLIP model.
+	dataset.Encoders
 }
 
 // IndexShard is one appended source file.
@@ -643,6 +648,10 @@ func AppendIndex(dir string, model IndexModel, dim int, dtype string) (_ *IndexW
 			return nil, fmt.Errorf("index %s holds %d-wide rows, the model writes %d", dir, m.Dim, dim)
 		}
 		w.manifest = *m
+		// The same weights: an index from before the models were recorded
+		// (or made from a copy that does not name them) takes the names
+		// this file of them gives, with the next shard it writes.
+		w.manifest.Model.Encoders = m.Model.Encoders.Or(model.Encoders)
 	}
 	w.dtype, _ = indexDType(w.manifest.DType)
 	w.committed = len(w.manifest.Shards)

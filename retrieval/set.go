@@ -64,6 +64,9 @@ type Set struct {
 	// Warnings are what LoadSet found questionable but loadable: rows of
 	// CLIP embeddings that are all zero.
 	Warnings []string
+	// Encoders are the models eval.json records that the set was
+	// extracted with (none for a set without them, such as synth's).
+	Encoders dataset.Encoders
 
 	clipMu sync.Mutex // held while CLIP computes clip, so that calls may overlap
 	clip   *Result    // CLIP's own recall, computed once
@@ -116,6 +119,9 @@ func loadSet(dir string) (*Set, error) {
 		err := strictjson.CheckKeys(b)
 		if err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &info))
+		}
+		if err == nil {
+			s.Encoders, err = dataset.ParseEncoders(b)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SetInfoFile), err)

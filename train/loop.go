@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -266,6 +267,12 @@ type Trainer struct {
 	// Device is the device the engine computes on ("cpu", "cuda"), which
 	// run.json records (RunInfo.Device) for a resume to take by default.
 	Device string
+	// Encoders names the DINOv2 and CLIP models that made the training
+	// data (its extract.json's, else the Init model's), which every
+	// checkpoint's model file records for the commands that later bring
+	// it together with other vectors. A resume fills what it does not
+	// name from the checkpoint it continues from.
+	Encoders dataset.Encoders
 
 	initRef *InitRef // the run's RunInfo.Init
 	inputs  *Inputs  // the run's RunInfo.Inputs
@@ -288,8 +295,9 @@ type Trainer struct {
 
 // InitModel is the model a fine-tuning run starts from.
 type InitModel struct {
-	Path   string    // the model file it was read from
-	Params []float32 // in [nn.Layout] order
+	Path     string           // the model file it was read from
+	Params   []float32        // in [nn.Layout] order
+	Encoders dataset.Encoders // what its metadata records
 }
 
 // Result summarises a finished run.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
@@ -569,7 +570,7 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	if err != nil {
 		return err
 	}
-	meta, err := modelMeta(st, reports)
+	meta, err := modelMeta(st, tr.Encoders, reports)
 	if err != nil {
 		return err
 	}
@@ -581,7 +582,7 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		if err := tr.syncEMA(); err != nil {
 			return err
 		}
-		if ck.EMAMeta, err = modelMeta(st, emaReports); err != nil {
+		if ck.EMAMeta, err = modelMeta(st, tr.Encoders, emaReports); err != nil {
 			return err
 		}
 		ck.EMA, ck.EMAMeta["ema_decay"] = tr.ema, strconv.FormatFloat(st.Options.EMA, 'g', -1, 64)
@@ -623,10 +624,12 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 }
 
 // modelMeta is the metadata of a checkpoint's model at st: its step,
-// epoch and the run's precision (the arithmetic that trained it), and its
-// evaluation reports when there are some.
-func modelMeta(st State, reports []retrieval.Report) (map[string]string, error) {
+// epoch, the run's precision (the arithmetic that trained it), the
+// encoders of its training data, and its evaluation reports when there
+// are some.
+func modelMeta(st State, enc dataset.Encoders, reports []retrieval.Report) (map[string]string, error) {
 	meta := map[string]string{"step": strconv.Itoa(st.Step), "epoch": strconv.Itoa(st.Epoch), "precision": st.Options.PrecisionMode()}
+	enc.AddTo(meta)
 	if reports != nil {
 		b, err := json.Marshal(reports)
 		if err != nil {
@@ -926,6 +929,8 @@ func (tr *Trainer) restore() (State, error) {
 	if err := checkRecordedStep(dir, checkpoint.ModelFile, ck.Meta, st.Step); err != nil {
 		return State{}, err
 	}
+	// (A fine-tuning run's Init model, which named them, is not read again.)
+	tr.Encoders = tr.Encoders.Or(dataset.EncodersOf(ck.Meta))
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
 	switch {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -115,6 +116,7 @@ func runAverage(cCtx *cli.Context) error {
 	}
 	sum := make([]float64, c.NumParams())
 	from := make([]soupIngredient, len(paths))
+	var encoders, first dataset.Encoders
 	for i, p := range paths {
 		// Where it is, before it is read: a run's best or last link moves
 		// on, and the record must name the file averaged.
@@ -131,6 +133,12 @@ func runAverage(cCtx *cli.Context) error {
 		}
 		for j, x := range m.Params {
 			sum[j] += weights[i] * float64(x)
+		}
+		if enc := dataset.EncodersOf(m.Meta); i == 0 {
+			encoders, first = enc, enc
+		} else {
+			warnEncoders(cCtx.App.ErrWriter, "model "+paths[0], first, "model "+p, enc)
+			encoders = encoders.With(enc)
 		}
 		from[i] = soupIngredient{Path: real, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
 		// A copy of a model given (another file, the same weights) would
@@ -152,7 +160,9 @@ func runAverage(cCtx *cli.Context) error {
 	if err := destPlaceError("--out", out, dest, "the average"); err != nil {
 		return err
 	}
-	if err := checkpoint.WriteModel(out, c, params, map[string]string{"averaged_from": string(b)}); err != nil {
+	meta := map[string]string{"averaged_from": string(b)}
+	encoders.AddTo(meta)
+	if err := checkpoint.WriteModel(out, c, params, meta); err != nil {
 		return err
 	}
 	what := fmt.Sprintf("%d models", len(paths))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -102,6 +103,7 @@ func runEval(cCtx *cli.Context) error {
 			return fmt.Errorf("evaluation set %s is %d -> %d wide (features -> embeddings), the model %s %d -> %d",
 				s.Dir, s.FeatureDim, s.EmbeddingDim, lm.Path, c.InputDim, c.OutputDim)
 		}
+		warnEncoders(cCtx.App.ErrWriter, "the model "+lm.Path, dataset.EncodersOf(lm.Model.Meta), "evaluation set "+s.Name, s.Encoders)
 	}
 	// The engine's own top-k when it has one (the GPU's), else the CPU's.
 	topK := retrieval.TopKOf(lm.Engine)

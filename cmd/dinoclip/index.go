@@ -14,9 +14,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/leconv"
-	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -176,17 +177,18 @@ func imagesList(given []string, features string, rows int64) (string, error) {
 	return p, nil
 }
 
-// modelIdentity is what an index records of the model (see
-// retrieval.IndexModel): the SHA-256 of its config and parameters.
-func modelIdentity(path string, c nn.Config, params []float32) (retrieval.IndexModel, error) {
-	cfg, err := json.Marshal(c)
+// modelIdentity is what an index records of the model m read from path
+// (see retrieval.IndexModel): the SHA-256 of its config and parameters,
+// and the encoders its metadata names.
+func modelIdentity(path string, m *checkpoint.Model) (retrieval.IndexModel, error) {
+	cfg, err := json.Marshal(m.Config)
 	if err != nil {
 		return retrieval.IndexModel{}, err
 	}
 	h := sha256.New()
 	h.Write(cfg)
-	leconv.WriteF32(h, params) // (a hash takes every write)
-	return retrieval.IndexModel{SHA256: hex.EncodeToString(h.Sum(nil)), Path: path, Config: cfg}, nil
+	leconv.WriteF32(h, m.Params) // (a hash takes every write)
+	return retrieval.IndexModel{SHA256: hex.EncodeToString(h.Sum(nil)), Path: path, Config: cfg, Encoders: dataset.EncodersOf(m.Meta)}, nil
 }
 
 // sameFiles finds which of a set of files is a given file (os.SameFile),
@@ -303,10 +305,15 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}
 	// The model's own file, not the run's best or last link that named
 	// it, which moves on to other weights as the run trains.
-	model, err := modelIdentity(lm.File, c, lm.Model.Params)
+	model, err := modelIdentity(lm.File, lm.Model)
 	if err != nil {
 		return err
 	}
+	paths := make([]string, len(files))
+	for i, ff := range files {
+		paths[i] = ff.Path
+	}
+	warnFeaturesEncoders(cCtx.App.ErrWriter, lm.Path, model.Encoders, paths)
 	dtype := "float16"
 	if cCtx.Bool("float32") {
 		dtype = "float32"

@@ -193,6 +193,9 @@ func infoIndex(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: search index\n", dir)
 	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
 	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", shown(m.Model.Path), m.Model.SHA256)
+	if m.Model.Encoders.Known() {
+		fmt.Fprintf(w, "  trained on: %s\n", m.Model.Encoders)
+	}
 	fmt.Fprintf(w, "  shards: %d\n", len(m.Shards))
 	for _, sh := range m.Shards {
 		if sh.Rows == 0 {
@@ -416,6 +419,9 @@ func writeModelInfo(w io.Writer, path string) error {
 			trained += ", in " + p
 		}
 		fmt.Fprintf(w, "  trained: %s\n", trained)
+	}
+	if enc := dataset.EncodersOf(m.Meta); enc.Known() {
+		fmt.Fprintf(w, "  trained on: %s\n", enc)
 	}
 	if unusable != "" {
 		fmt.Fprintf(w, "  weights: %s\n", unusable)
@@ -653,6 +659,9 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
+	if enc := dataset.EncodersOf(m.Meta); enc.Known() {
+		fmt.Fprintf(w, "  trained on: %s\n", enc)
+	}
 	if unusable != "" {
 		fmt.Fprintf(w, "  last checkpoint's weights: %s\n", unusable)
 	}
@@ -741,10 +750,23 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 	fmt.Fprintf(w, "  shards: %d\n", len(shards))
 	fmt.Fprintf(w, "  rows: %d\n", d.Rows)
 	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
+	writeExtracted(w, dir)
 	for _, s := range shards {
 		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
 	}
 	return nil
+}
+
+// writeExtracted says which models made the features (and targets) in
+// dir, as its extract.json records them; nothing where it records none.
+func writeExtracted(w io.Writer, dir string) {
+	enc, err := dataset.ReadEncoders(dir)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "  extracted: not known (%v)\n", err)
+	case enc.Known():
+		fmt.Fprintf(w, "  extracted: %s\n", enc)
+	}
 }
 
 // infoFeatures describes a directory of features files without targets
@@ -776,6 +798,7 @@ func infoFeatures(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: features without targets (extracted alone: dinoclip index reads them; no training data)\n", dir)
 	fmt.Fprintf(w, "  files: %d\n", len(files))
 	fmt.Fprintf(w, "  rows: %d\n", rows)
+	writeExtracted(w, dir)
 	for _, f := range files {
 		fmt.Fprintf(w, "  %s: %d rows of %d, %s\n", f.name, f.rows, f.cols, f.dtype)
 	}
@@ -805,6 +828,9 @@ func infoEvalSet(w io.Writer, dir string, unfinished bool) error {
 		fmt.Fprintf(w, "  captions: %d\n", s.Captions)
 	}
 	fmt.Fprintf(w, "  widths: features %d, embeddings %d\n", s.FeatureDim, s.EmbeddingDim)
+	if s.Encoders.Known() {
+		fmt.Fprintf(w, "  extracted: %s\n", s.Encoders)
+	}
 	for _, name := range []string{retrieval.ImageFeaturesFile, retrieval.ImageCLIPFile, retrieval.CaptionCLIPFile, retrieval.CaptionImageFile} {
 		a, err := npy.Open(filepath.Join(dir, name))
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/urfave/cli/v2"
@@ -103,6 +104,7 @@ func runProject(cCtx *cli.Context) error {
 	if err := checkProjectionMemory(c, device, min(batch, n)); err != nil {
 		return err
 	}
+	warnFeaturesEncoders(cCtx.App.ErrWriter, lm.Path, dataset.EncodersOf(lm.Model.Meta), []string{inPath})
 	dt := npy.Float32
 	if cCtx.Bool("float16") {
 		dt = npy.Float16

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -350,6 +351,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 		return fmt.Errorf("--k %d: %s has only %d rows", k, indexPath, rows)
 	case int64(nq)*int64(k) > maxAnswer:
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
+	}
+	if opened.index != nil {
+		warnQueriesEncoders(cCtx.App.ErrWriter, queriesPath, indexPath, opened.index.Manifest.Model.Encoders)
 	}
 	// The answer is held whole until it is written, with the names of its
 	// rows' images where the index lists them.
@@ -713,4 +717,18 @@ func warnLeft(w io.Writer, path string, err error) {
 		return
 	}
 	fmt.Fprintf(w, "dinoclip: warning: could not remove %s (%v): remove it, or the next search there will once it is a minute old\n", path, err)
+}
+
+// warnQueriesEncoders warns when the queries come from another CLIP model
+// than the one the index's model was trained towards, as the record beside
+// the queries (python -m dinoclip.extract texts) and the index's manifest
+// name them; and when that record cannot be trusted.
+func warnQueriesEncoders(w io.Writer, queriesPath, indexPath string, index dataset.Encoders) {
+	queries, ok, err := dataset.ReadQueriesEncoders(queriesPath)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "dinoclip: warning: %v: the CLIP model of the queries is not checked against the index's\n", err)
+	case ok:
+		warnEncoders(w, "the index "+indexPath, index, "the queries "+queriesPath, queries)
+	}
 }

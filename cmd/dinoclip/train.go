@@ -270,13 +270,18 @@ func runTrain(cCtx *cli.Context) error {
 
 	c := run.Model
 	var init *train.InitModel
+	encoders := extractedEncoders(cCtx.App.ErrWriter, dataDir)
 	if !resume {
 		if cCtx.IsSet("init") {
 			if init, c, err = initModel(cCtx, data); err != nil {
 				return err
 			}
+			encoders = encoders.Or(init.Encoders)
 		} else if c, err = modelConfig(cCtx, data); err != nil {
 			return err
+		}
+		for _, s := range evals {
+			warnEncoders(cCtx.App.ErrWriter, "training data "+dataDir, encoders, "evaluation set "+s.Name, s.Encoders)
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
@@ -361,6 +366,7 @@ func runTrain(cCtx *cli.Context) error {
 
 		AcceptChangedInputs: cCtx.Bool("accept-changed-inputs"),
 		Device:              device,
+		Encoders:            encoders,
 	}
 	if !resume {
 		tr.CheckPlace = func() error { return checkOutPlace(runDir, "the new run") }
@@ -477,7 +483,7 @@ func initModel(cCtx *cli.Context, data *train.Dataset) (*train.InitModel, nn.Con
 		return nil, c, fmt.Errorf("--init: the model %s maps %d -> %d, but the training data %s is %d -> %d (%s -> %s)",
 			path, c.InputDim, c.OutputDim, data.Dir, data.InputDim, data.OutputDim, train.FeatureSuffix, train.TargetSuffix)
 	}
-	return &train.InitModel{Path: path, Params: m.Params}, c, nil
+	return &train.InitModel{Path: path, Params: m.Params, Encoders: dataset.EncodersOf(m.Meta)}, c, nil
 }
 
 // resumedRun reads the run.json of the run to resume. Shape and option

@@ -49,7 +49,11 @@ func CheckKeys(b []byte) error {
 	if !utf8.Valid(b) {
 		return errors.New("not UTF-8 text, as JSON must be")
 	}
-	return checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
+	err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
+	if errors.Is(err, io.EOF) { // (within the value: bare "EOF" says nothing to a reader)
+		return fmt.Errorf("the text ends inside its value (a truncated file?): %w", io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // checkKeys reads one value from dec, nested depth deep, and fails on a
@@ -57,7 +61,7 @@ func CheckKeys(b []byte) error {
 func checkKeys(dec *json.Decoder, depth int) error {
 	tok, err := dec.Token()
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) && depth == 0 {
 			return errors.New("no JSON value")
 		}
 		return err

@@ -101,3 +101,25 @@ def test_model_of_another_kind_is_refused(tiny_models, projector_path):
         benchmark.load(str(projector_path), tiny_models["clip"], tiny_models["clip"])
     with pytest.raises(encoders.ModelUnavailable, match="its config is of a 'dinov2' model, not a 'clip' one"):
         benchmark.load_clip_baseline(tiny_models["dinov2"])
+
+
+def test_warns_of_other_encoders(tiny_models, tmp_path):
+    """A model that records the DINOv2 and CLIP models of its training data (as dinoclip train
+    writes them) run with others is warned of; with its own, or one that records none, it is not."""
+    import warnings
+
+    from dinoclip import encoders
+
+    torch.manual_seed(4)
+    m = ProjectorWithResiduals(FEATURE_DIM, 24, 2, EMBED_DIM)
+    own = checkpoint.save(m, tmp_path / "own.safetensors", {"dinov2": encoders.model_id(tiny_models["dinov2"]),
+                                                            "clip": encoders.model_id(tiny_models["clip"])})
+    other = checkpoint.save(m, tmp_path / "other.safetensors", {"clip": "openai/clip-vit-base-patch32"})
+    plain = checkpoint.save(m, tmp_path / "plain.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in (own, plain):
+            benchmark.load(path, tiny_models["dinov2"], tiny_models["clip"])
+    with pytest.warns(UserWarning, match=r"trained on CLIP 'openai/clip-vit-base-patch32', but runs here with "
+                                         r"CLIP '.*clip'"):
+        benchmark.load(other, tiny_models["dinov2"], tiny_models["clip"])

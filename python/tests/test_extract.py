@@ -2,6 +2,7 @@
 
 import errno
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -1575,6 +1576,33 @@ def test_texts(tmp_path, tiny_models, models):
     np.testing.assert_allclose(read_npy(out16, "<f2").astype(np.float32), want, rtol=2e-3, atol=2e-3)
 
 
+def test_texts_records_its_clip_model(tmp_path, tiny_models, capfd):
+    """Beside FILE.npy, FILE.json names the CLIP model (as extract.json does) and the SHA-256 of
+    the .npy, for dinoclip search to compare with its index's model; a file of that name that is
+    no such record (a user's own) is refused before the model loads, not replaced."""
+    src = tmp_path / "q.txt"
+    src.write_text("a red dog\ntwo cats\n", encoding="utf-8")
+    out = tmp_path / "q.clip.npy"
+    assert run_texts(tiny_models, src, "--out", out) == 0
+    assert "their CLIP model recorded in" in capfd.readouterr().err
+    record = json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))
+    assert record == {"format": "dinoclip-queries/1", "clip": os.path.realpath(tiny_models["clip"]),
+                      "texts": os.path.realpath(src), "rows": 2, "dim": EMBED_DIM,
+                      "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    # rewritten with the queries
+    src.write_text("a car\n", encoding="utf-8")
+    assert run_texts(tiny_models, src, "--out", out) == 0
+    record = json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))
+    assert record["rows"] == 1 and record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    capfd.readouterr()
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"a": 1}\n', encoding="utf-8")
+    assert extract.main(["texts", str(src), "--out", str(tmp_path / "mine.npy"), "--clip", str(tmp_path / "no-model"),
+                         "--device", "cpu"]) == 1
+    assert f"{mine} exists and is not a record of queries" in capfd.readouterr().err
+    assert mine.read_text(encoding="utf-8") == '{"a": 1}\n' and not (tmp_path / "mine.npy").exists()
+
+
 def test_texts_line_ends(tmp_path, tiny_models, models, capfd):
     """Row i is line i + 1 as `wc -l` counts: lines end at \\n only (a CRLF's \\r goes with it),
     and a byte order mark is not text."""
@@ -1795,8 +1823,8 @@ def test_model_id_expands_home(tmp_path, monkeypatch):
     (tmp_path / "models" / "clip").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(tmp_path))
     real = os.path.realpath(tmp_path / "models" / "clip")
-    assert extract._model_id("~/models/clip") == extract._model_id(str(tmp_path / "models" / "clip")) == real
-    assert extract._model_id("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"
+    assert encoders.model_id("~/models/clip") == encoders.model_id(str(tmp_path / "models" / "clip")) == real
+    assert encoders.model_id("openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"
 
 
 def test_train_refuses_shards_no_record_describes(tmp_path, tiny_models, wds, image_folder, capfd):

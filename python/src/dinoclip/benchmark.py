@@ -126,6 +126,31 @@ def load_projector(path: str, device: Device = "cpu") -> ProjectorWithResiduals:
     return checkpoint.load(path, map_location=device)
 
 
+def _warn_other_encoders(path: str, dinov2: Optional[str], clip: Optional[str]) -> None:
+    """Warns (UserWarning) when the dinoclip model at ``path`` records, in its metadata, other
+    DINOv2 or CLIP models (those of the data it was trained on) than the ones named to run it
+    with: the projector's outputs then mean nothing. A name either side does not give (a model
+    passed in, a .pt file, a model trained on data without a record) is not compared, and names
+    are compared as extract.json records them (:func:`encoders.model_id`): one model under two
+    names, such as a local copy of a Hugging Face model, is warned of too."""
+    from . import checkpoint
+
+    try:
+        meta = checkpoint.read_metadata(path)
+    except (OSError, ValueError):  # a .pt file: no metadata
+        return
+    diff = [(kind, meta[key], encoders.model_id(given)) for kind, key, given in
+            (("DINOv2", "dinov2", dinov2), ("CLIP", "clip", clip))
+            if given is not None and meta.get(key) and meta[key] != encoders.model_id(given)]
+    if diff:
+        import warnings
+
+        warnings.warn(f"the projector {path} was trained on {' and '.join(f'{k} {r!r}' for k, r, _ in diff)}, "
+                      f"but runs here with {' and '.join(f'{k} {g!r}' for k, _, g in diff)}: vectors of two "
+                      "models do not compare, so the results mean nothing (unless these are one model under two "
+                      "names, such as a local copy of a Hugging Face model)", stacklevel=3)
+
+
 def load(
     projector: Union[str, ProjectorWithResiduals],
     dinov2: Union[str, nn.Module] = encoders.DEFAULT_DINOV2,
@@ -137,7 +162,8 @@ def load(
     named (Hugging Face name or local directory; the projector: a checkpoint path or .pt)."""
     clip_name = clip if isinstance(clip, str) else None
     if isinstance(projector, str):
-        projector = load_projector(projector, device)
+        path, projector = projector, load_projector(projector, device)
+        _warn_other_encoders(path, dinov2 if isinstance(dinov2, str) else None, clip_name)
     if isinstance(dinov2, str):
         dinov2 = encoders.load_dinov2(dinov2, device)
     if isinstance(clip, str):

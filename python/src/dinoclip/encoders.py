@@ -32,6 +32,7 @@ __all__ = [
     "feature_dim",
     "embedding_dim",
     "clip_image_size",
+    "model_id",
 ]
 
 DEFAULT_DINOV2 = "facebook/dinov2-base"
@@ -41,6 +42,16 @@ Device = Union[str, torch.device]
 
 # The files a CLIP tokenizer is built from: tokenizer.json, or vocab.json with merges.txt.
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
+def model_id(name: str) -> str:
+    """A model as dinoclip records it (extract.json, eval.json, a queries record; the Go side
+    copies the names into models and indexes, and warns where two differ): a local directory by
+    its real path (so that ``models/x``, ``models/x/``, ``~/models/x`` and the same folder from
+    another working directory agree, ``~`` expanded as the loaders here do), a Hugging Face name
+    as it is."""
+    path = os.path.expanduser(name)
+    return os.path.realpath(path) if os.path.isdir(path) else name
 
 
 class ModelUnavailable(OSError):

@@ -823,14 +823,6 @@ def _path_id(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-def _model_id(name: str) -> str:
-    """A model as extract.json and eval.json record it: a local directory by its real path (so
-    that ``models/x``, ``models/x/``, ``~/models/x`` and the same folder from another working
-    directory agree, ``~`` expanded as encoders does), a Hugging Face name as it is."""
-    path = os.path.expanduser(name)
-    return os.path.realpath(path) if os.path.isdir(path) else name
-
-
 # What is read of an extract.json at most: a record of settings and of each shard's source, a few
 # hundred bytes each; and of an eval.json, a record of settings, as the Go side reads it (a larger
 # one is no set dinoclip loads).
@@ -854,7 +846,7 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
         raise ExtractError(f"{path} is unreadable ({e}): it records how {out} was made; "
                            f"use another --out, or delete {out} to start over") from None
     # files written before models and inputs were recorded by real path hold them as given
-    ids = {k: _model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else
+    ids = {k: encoders.model_id(v) if k in ("dinov2", "clip") and isinstance(v, str) else
            _path_id(v) if k in _PATH_KEYS and isinstance(v, str) else v for k, v in old.items()}
     diff = [k for k in compared if k in settings and k in ids and ids[k] != settings[k]]
     if diff:
@@ -1039,7 +1031,7 @@ def _extractor(args) -> Extractor:
 
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
     s = {"command": command, "target": args.target, "float16": args.float16, "precision": args.precision,
-         "dinov2": _model_id(args.dinov2), "clip": None if args.target == "none" else _model_id(args.clip)}
+         "dinov2": encoders.model_id(args.dinov2), "clip": None if args.target == "none" else encoders.model_id(args.clip)}
     if ext is not None:
         s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
     s.update(extra)
@@ -1296,7 +1288,7 @@ def cmd_eval(args, kind: str) -> int:
     # as eval.json records them (the name only when given: by default it follows from the json)
     settings = {"source": f"{os.path.basename(args.karpathy)} split {args.split}",
                 "karpathy": _path_id(args.karpathy), "image_root": _path_id(args.images),
-                "dinov2": _model_id(args.dinov2), "clip": _model_id(args.clip),
+                "dinov2": encoders.model_id(args.dinov2), "clip": encoders.model_id(args.clip),
                 "dtype": "float16" if args.float16 else "float32", "precision": args.precision}
     if args.name:
         settings["name"] = args.name
@@ -1369,6 +1361,30 @@ def read_lines(path: str) -> List[str]:
     return lines
 
 
+# The record `texts` writes beside its queries, FILE.json beside FILE.npy: the CLIP model that
+# embedded them, which `dinoclip search` compares with the one its index's model was trained
+# towards, and the SHA-256 of the .npy, so that a record is not believed of a file written since.
+QUERIES_FORMAT = "dinoclip-queries/1"
+
+
+def queries_record_path(out: str) -> str:
+    """Where the record of the queries file ``out`` (a .npy name) is."""
+    return out[:-len(".npy")] + ".json"
+
+
+def _check_queries_record(path: str) -> None:
+    """Refuses to replace a file at ``path`` that is not a queries record (a user's own JSON)."""
+    if not os.path.lexists(path):
+        return
+    try:
+        ours = json.loads(read_regular(path, 1 << 20).decode("utf-8")).get("format") == QUERIES_FORMAT
+    except (OSError, ValueError, AttributeError, RecursionError):
+        ours = False
+    if not ours:
+        raise ExtractError(f"{path} exists and is not a record of queries (format {QUERIES_FORMAT!r}), which texts "
+                           "writes beside its .npy: move it, or write the embeddings under another name")
+
+
 def cmd_texts(args) -> int:
     lines = read_lines(args.file)
     if not args.out.endswith(".npy"):
@@ -1381,12 +1397,24 @@ def cmd_texts(args) -> int:
     # Replacing the input with its embeddings would lose the texts.
     if same_file(out, args.file):
         raise ExtractError(f"--out {args.out} is the input file {args.file}: write the embeddings to another file")
+    record = queries_record_path(args.out)
+    destination(record)  # (refused, as the .npy's, before the model runs)
+    _check_queries_record(record)  # (the input file there is no record either)
     ext = Extractor(None, args.clip, args.device, batch_size=args.batch_size, workers=0,
                     precision=args.precision, quiet=args.quiet)
     emb = ext.texts(lines, desc="texts")
     _check_finite(args.out, [("the embeddings", emb)], args.float16, args.precision)
     save_npy(args.out, emb, embedding_dtype(args.float16))  # makes its directory
-    _log(f"{args.out}: {len(lines)} texts -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings")
+    # After the .npy: a run killed in between leaves an older record, which its SHA-256 disowns.
+    h = hashlib.sha256()
+    with open_regular(args.out) as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    text = json.dumps({"format": QUERIES_FORMAT, "clip": encoders.model_id(args.clip), "texts": _path_id(args.file),
+                       "rows": int(emb.shape[0]), "dim": int(emb.shape[1]), "sha256": h.hexdigest()}, indent=2) + "\n"
+    write_atomic(record, lambda f: f.write(text.encode("utf-8")))
+    _log(f"{args.out}: {len(lines)} texts -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings "
+         f"(their CLIP model recorded in {record})")
     return 0
 
 

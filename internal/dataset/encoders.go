@@ -1,0 +1,255 @@
+package dataset
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/strictjson"
+)
+
+// Encoders names the two pretrained models that vectors come from: the
+// DINOv2 model whose image features a projector reads, and the CLIP model
+// whose embedding space it maps them into (its training targets, an
+// evaluation set's embeddings, a search's text queries). Vectors of
+// another model of the same width load without complaint and mean
+// nothing against these (ViT-B/16 and ViT-B/32 CLIP are both 512 wide),
+// so each file that can records them, and the commands that bring two of
+// them together compare the names (Mismatch).
+//
+// A name is as the Python extractor records it: a Hugging Face model name
+// as given, a local directory by its real path. "" is unknown (data
+// written by dinoclip synth, a model converted from a .pt file, a file
+// from before they were recorded), which matches anything. Names are
+// compared, not weights: one model under two names (a local copy of a
+// Hugging Face model) looks like two, which is why a mismatch is a
+// warning, not a refusal.
+type Encoders struct {
+	DINOv2 string `json:"dinov2,omitempty"`
+	CLIP   string `json:"clip,omitempty"`
+}
+
+// ExtractRecordFile is the record the Python extractor keeps beside the
+// training shards it writes (its settings, the models among them).
+const ExtractRecordFile = "extract.json"
+
+// MaxRecordBytes bounds what is read of an ExtractRecordFile: it records
+// every shard's source, a few hundred bytes each.
+const MaxRecordBytes = 256 << 20
+
+// Metadata keys of a model file that hold its Encoders: those of the data
+// it was trained on.
+const (
+	DINOv2Key = "dinov2"
+	CLIPKey   = "clip"
+)
+
+// Known reports whether e names either model.
+func (e Encoders) Known() bool { return e.DINOv2 != "" || e.CLIP != "" }
+
+// Or is e with the models it does not name taken from o.
+func (e Encoders) Or(o Encoders) Encoders {
+	if e.DINOv2 == "" {
+		e.DINOv2 = o.DINOv2
+	}
+	if e.CLIP == "" {
+		e.CLIP = o.CLIP
+	}
+	return e
+}
+
+// With is what e and o name together: each model either names, none
+// where they name two (the weights of an average of models trained on
+// both come from neither).
+func (e Encoders) With(o Encoders) Encoders {
+	with := func(a, b string) string {
+		switch {
+		case a == "":
+			return b
+		case b == "" || a == b:
+			return a
+		}
+		return ""
+	}
+	return Encoders{DINOv2: with(e.DINOv2, o.DINOv2), CLIP: with(e.CLIP, o.CLIP)}
+}
+
+// AddTo records e in a model file's metadata.
+func (e Encoders) AddTo(meta map[string]string) {
+	if e.DINOv2 != "" {
+		meta[DINOv2Key] = e.DINOv2
+	}
+	if e.CLIP != "" {
+		meta[CLIPKey] = e.CLIP
+	}
+}
+
+// EncodersOf is what a model file's metadata records of its Encoders.
+func EncodersOf(meta map[string]string) Encoders {
+	return Encoders{DINOv2: meta[DINOv2Key], CLIP: meta[CLIPKey]}
+}
+
+// String describes e for dinoclip info: each name it knows, quoted (a name comes from a file, and is shown as Go quotes it so that
+// no character in it can rewrite a terminal line).
+func (e Encoders) String() string {
+	var parts []string
+	if e.DINOv2 != "" {
+		parts = append(parts, "features of DINOv2 "+strconv.Quote(e.DINOv2))
+	}
+	if e.CLIP != "" {
+		parts = append(parts, "embeddings of CLIP "+strconv.Quote(e.CLIP))
+	}
+	if parts == nil {
+		return "not recorded"
+	}
+	return strings.Join(parts, " and ")
+}
+
+// Mismatch says where a and b, the encoders of the things called aWhat and
+// bWhat, name different models that both know, as a warning's sentence
+// ("" when nothing differs).
+func Mismatch(aWhat string, a Encoders, bWhat string, b Encoders) string {
+	var as, bs []string
+	for _, f := range []struct{ model, a, b string }{{"DINOv2", a.DINOv2, b.DINOv2}, {"CLIP", a.CLIP, b.CLIP}} {
+		if f.a != "" && f.b != "" && f.a != f.b {
+			as = append(as, fmt.Sprintf("%s %q", f.model, f.a))
+			bs = append(bs, fmt.Sprintf("%s %q", f.model, f.b))
+		}
+	}
+	if as == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s was made with %s, %s with %s: vectors of two models do not compare, so the results mean nothing "+
+		"(unless these are one model under two names, such as a local copy of a Hugging Face model)",
+		aWhat, strings.Join(as, " and "), bWhat, strings.Join(bs, " and "))
+}
+
+// ReadEncoders reads the Encoders recorded in dir's ExtractRecordFile
+// (training shards, features for an index); none when dir holds no such
+// file. A record that cannot be read is an error, for the caller to warn
+// of: the data may still be good.
+func ReadEncoders(dir string) (Encoders, error) {
+	path := filepath.Join(dir, ExtractRecordFile)
+	b, err := atomicfile.ReadRegular(path, MaxRecordBytes)
+	if errors.Is(err, os.ErrNotExist) {
+		return Encoders{}, nil
+	}
+	if err != nil {
+		return Encoders{}, err
+	}
+	e, err := ParseEncoders(b)
+	if err != nil {
+		return Encoders{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return e, nil
+}
+
+// ParseEncoders reads the models a JSON record (extract.json, eval.json)
+// names under "dinov2" and "clip" (null for none: features extracted with
+// --target none have no CLIP model); its other keys are not looked at.
+func ParseEncoders(b []byte) (Encoders, error) {
+	// (encoding/json would match "CLIP" too, and take the last of a key
+	// given twice.)
+	if err := strictjson.CheckKeys(b); err != nil {
+		return Encoders{}, err
+	}
+	var rec struct {
+		DINOv2 *string `json:"dinov2"`
+		CLIP   *string `json:"clip"`
+	}
+	if err := strictjson.Describe(json.Unmarshal(b, &rec)); err != nil {
+		return Encoders{}, err
+	}
+	var e Encoders
+	if rec.DINOv2 != nil {
+		e.DINOv2 = *rec.DINOv2
+	}
+	if rec.CLIP != nil {
+		e.CLIP = *rec.CLIP
+	}
+	return e, nil
+}
+
+// QueriesRecordFormat tags the record that the Python extractor's texts
+// command writes beside the queries it embeds: FILE.json beside
+// FILE.npy, naming the CLIP model (QueriesRecordPath).
+const QueriesRecordFormat = "dinoclip-queries/1"
+
+// maxQueriesRecordBytes bounds what is read of a queries record: a few
+// settings.
+const maxQueriesRecordBytes = 1 << 20
+
+// QueriesRecordPath is where the record of the queries file path would be:
+// path with its .npy replaced by .json; "" for a path without .npy.
+func QueriesRecordPath(path string) string {
+	stem, ok := strings.CutSuffix(path, ".npy")
+	if !ok {
+		return ""
+	}
+	return stem + ".json"
+}
+
+// ReadQueriesEncoders reads the CLIP model of the queries file path from
+// its record (QueriesRecordPath). ok is false, with no error, when there
+// is none: no such file, or a file there that is no queries record (a
+// user's own JSON of that name). A record that cannot be read, or that
+// describes another file than path (by the SHA-256 of its bytes: the
+// queries were written again another way since), is an error.
+func ReadQueriesEncoders(path string) (enc Encoders, ok bool, err error) {
+	recPath := QueriesRecordPath(path)
+	if recPath == "" {
+		return Encoders{}, false, nil
+	}
+	b, err := atomicfile.ReadRegular(recPath, maxQueriesRecordBytes)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+		return Encoders{}, false, err
+	}
+	var rec struct {
+		Format string  `json:"format"`
+		CLIP   *string `json:"clip"`
+		SHA256 string  `json:"sha256"`
+	}
+	if json.Unmarshal(b, &rec) != nil || rec.Format != QueriesRecordFormat {
+		return Encoders{}, false, nil
+	}
+	// (A record, then, read as strictly as any other of dinoclip's.)
+	if err := strictjson.CheckKeys(b); err != nil {
+		return Encoders{}, false, fmt.Errorf("%s: %w", recPath, err)
+	}
+	if rec.CLIP == nil || *rec.CLIP == "" {
+		return Encoders{}, false, fmt.Errorf("%s: no CLIP model (\"clip\")", recPath)
+	}
+	sum, err := fileSHA256(path)
+	if err != nil {
+		return Encoders{}, false, err
+	}
+	if sum != rec.SHA256 {
+		return Encoders{}, false, fmt.Errorf("%s describes another %s than the one there (its sha256 differs: the file was written again since)", recPath, filepath.Base(path))
+	}
+	return Encoders{CLIP: *rec.CLIP}, true, nil
+}
+
+// fileSHA256 is the hex SHA-256 of the bytes of the file at path.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,104 @@
+package dataset
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseEncoders(t *testing.T) {
+	for _, c := range []struct {
+		json string
+		want Encoders
+		err  string
+	}{
+		{`{"dinov2": "d", "clip": "c", "shards": {"a": 1}}`, Encoders{DINOv2: "d", CLIP: "c"}, ""},
+		{`{"dinov2": "d", "clip": null}`, Encoders{DINOv2: "d"}, ""}, // --target none
+		{`{"target": "image"}`, Encoders{}, ""},
+		{`{"dinov2": 3}`, Encoders{}, "dinov2"},
+		{`{"clip": "a", "CLIP": "b"}`, Encoders{}, "CLIP"}, // (encoding/json would take the last)
+		{`{"clip": "a"`, Encoders{}, "truncated"},
+		{`{"clip":`, Encoders{}, "truncated"},
+		{`["clip"]`, Encoders{}, "array"},
+	} {
+		got, err := ParseEncoders([]byte(c.json))
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.json, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: error %v, want one saying %q", c.json, err, c.err)
+		case got != c.want:
+			t.Errorf("%s: %+v, want %+v", c.json, got, c.want)
+		}
+	}
+}
+
+func TestEncodersCombine(t *testing.T) {
+	a := Encoders{DINOv2: "d", CLIP: "c1"}
+	b := Encoders{CLIP: "c2"}
+	if got := a.With(b); got != (Encoders{DINOv2: "d"}) {
+		t.Errorf("With: %+v, want the DINOv2 model alone (the CLIP models differ)", got)
+	}
+	if got := b.With(Encoders{DINOv2: "d"}); got != (Encoders{DINOv2: "d", CLIP: "c2"}) {
+		t.Errorf("With: %+v, want each one's model", got)
+	}
+	if got := b.Or(a); got != (Encoders{DINOv2: "d", CLIP: "c2"}) {
+		t.Errorf("Or: %+v, want b's CLIP and a's DINOv2", got)
+	}
+	meta := map[string]string{}
+	a.AddTo(meta)
+	if got := EncodersOf(meta); got != a {
+		t.Errorf("metadata round trip: %+v, want %+v", got, a)
+	}
+	if Mismatch("x", a, "y", Encoders{DINOv2: "d"}) != "" || Mismatch("x", a, "y", Encoders{}) != "" {
+		t.Error("Mismatch of models that agree, or are unknown, is not empty")
+	}
+	got := Mismatch("x", a, "y", Encoders{DINOv2: "e", CLIP: "c2"})
+	if want := `x was made with DINOv2 "d" and CLIP "c1", y with DINOv2 "e" and CLIP "c2": `; !strings.HasPrefix(got, want) {
+		t.Errorf("Mismatch: %q, want it to start %q", got, want)
+	}
+	if got := (Encoders{CLIP: "a\x1b[2Kb"}).String(); got != `embeddings of CLIP "a\x1b[2Kb"` {
+		t.Errorf("String: %q: a name's control characters must be shown escaped", got)
+	}
+}
+
+func TestReadQueriesEncoders(t *testing.T) {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q.clip.npy")
+	if err := os.WriteFile(q, []byte("queries"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("queries"))
+	hash := hex.EncodeToString(sum[:])
+	rec := filepath.Join(dir, "q.clip.json")
+	if QueriesRecordPath(q) != rec || QueriesRecordPath(filepath.Join(dir, "q.bin")) != "" {
+		t.Fatalf("QueriesRecordPath(%s) = %q", q, QueriesRecordPath(q))
+	}
+	check := func(record string, want Encoders, wantOK bool, wantErr string) {
+		t.Helper()
+		if record != "" {
+			if err := os.WriteFile(rec, []byte(record), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, ok, err := ReadQueriesEncoders(q)
+		switch {
+		case wantErr == "" && err != nil:
+			t.Errorf("%s: %v", record, err)
+		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("%s: error %v, want one saying %q", record, err, wantErr)
+		case got != want || ok != wantOK:
+			t.Errorf("%s: %+v %v, want %+v %v", record, got, ok, want, wantOK)
+		}
+	}
+	check("", Encoders{}, false, "") // none
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`"}`, Encoders{CLIP: "c"}, true, "")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+strings.Repeat("0", 64)+`"}`, Encoders{}, false, "describes another q.clip.npy")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, Encoders{}, false, "no CLIP model")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, Encoders{}, false, "clip")
+	check(`{"clip": "c"}`, Encoders{}, false, "")   // a user's own JSON
+	check(`not json at all`, Encoders{}, false, "") // likewise
+}

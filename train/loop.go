@@ -749,12 +749,19 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 		st.EpochLoss.add(loss, o.Batch)
 		bar.set(step, loss)
 		if o.LogEvery > 0 && step%o.LogEvery == 0 {
-			if err := tr.writeMetrics(st, trainRecord(st, hp, stepTime, timedSteps*o.Batch)); err != nil {
+			// The window's rate, for its record and its log line alike;
+			// none where no time was measured (an infinite one is no
+			// JSON, and stopped the run).
+			var rate float64
+			if stepTime > 0 && timedSteps > 0 {
+				rate = float64(timedSteps*o.Batch) / stepTime.Seconds()
+			}
+			if err := tr.writeMetrics(st, trainRecord(st, hp, rate)); err != nil {
 				return err
 			}
 			if bar.bar == nil {
 				kv := []any{"step", step, "of", st.Schedule.TotalSteps, "epoch", st.Epoch + 1, "loss", logNum(st.Window.mean()), "lr", logNum(hp.LR)}
-				if stepTime > 0 && timedSteps > 0 {
+				if rate > 0 {
 					// (The time left at this window's pace, for the steps
 					// alone: evaluations and checkpoints come on top; at
 					// most a billion seconds, which a Duration holds.)
@@ -765,7 +772,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 					} else {
 						d = d.Round(100 * time.Millisecond)
 					}
-					kv = append(kv, "samples_per_s", int64(math.Round(float64(timedSteps*o.Batch)/stepTime.Seconds())), "time_left", d.String())
+					kv = append(kv, "samples_per_s", int64(math.Round(rate)), "time_left", d.String())
 				}
 				tr.Log.Info("step", kv...)
 			}
@@ -1310,18 +1317,17 @@ func (h clearingHandler) WithGroup(name string) slog.Handler {
 	return clearingHandler{h.Handler.WithGroup(name), h.bar}
 }
 
-// trainRecord is the metrics record of a logging step; rows were trained
-// in elapsed (the steps this process timed: see the loop's stepTime).
-func trainRecord(st State, hp nn.AdamWStep, elapsed time.Duration, rows int) map[string]any {
+// trainRecord is the metrics record of a logging step; rate is the rows a
+// second of the steps this process timed (see the loop's stepTime), 0 where
+// none were.
+func trainRecord(st State, hp nn.AdamWStep, rate float64) map[string]any {
 	rec := map[string]any{
 		"type": "train", "step": st.Step, "epoch": st.Epoch + 1, "loss": st.Window.mean(),
 		"lr": hp.LR, "beta1": hp.Beta1,
 		"time": time.Now().UTC().Format(time.RFC3339),
 	}
-	// (No rate where no time was measured: an infinite one is no JSON,
-	// and stopped the run.)
-	if elapsed > 0 && rows > 0 {
-		rec["samples_per_s"] = float64(rows) / elapsed.Seconds()
+	if rate > 0 {
+		rec["samples_per_s"] = rate
 	}
 	if st.LogitScale != nil {
 		rec["logit_scale"] = st.LogitScale.Value

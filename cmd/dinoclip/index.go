@@ -349,8 +349,8 @@ func runIndex(cCtx *cli.Context) (err error) {
 			if !errors.Is(err, context.Canceled) {
 				again = "once what stopped it is mended, " + again
 			}
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %d rows, in all): %s\n",
-				out, counted(len(m.Shards)-before, "file", "files"), counted(len(m.Shards), "file", "files"), m.Rows, again)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %s, in all): %s\n",
+				out, counted(len(m.Shards)-before, "file", "files"), counted(len(m.Shards), "file", "files"), counted(m.Rows, "row", "rows"), again)
 		}
 		if recordsModel && len(w.Manifest().Shards) > before { // (the manifest written holds it)
 			warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
@@ -484,9 +484,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 		return err
 	}
 	m := w.Manifest()
-	msg := fmt.Sprintf("index %s: %d rows of %d-wide %s embeddings in %s; added %d rows", out, m.Rows, m.Dim, m.DType, counted(len(m.Shards), "shard", "shards"), added)
+	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", out, counted(m.Rows, "row", "rows"), m.Dim, m.DType, counted(len(m.Shards), "shard", "shards"), counted(added, "row", "rows"))
 	if skipped > 0 {
-		msg += fmt.Sprintf(", skipped %d files already indexed", skipped)
+		msg += fmt.Sprintf(", skipped %s already indexed", counted(skipped, "file", "files"))
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
 	if len(tiny) > 0 {

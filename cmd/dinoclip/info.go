@@ -238,7 +238,7 @@ func infoSearch(w io.Writer, dir string) error {
 		shape = sh
 	}
 	fmt.Fprintf(w, "%s: search output\n", dir)
-	fmt.Fprintf(w, "  top-%d of %d rows for %d queries, on %s in %.3g s\n", si.K, si.Rows, shape[0], si.Device, si.Seconds)
+	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, counted(si.Rows, "row", "rows"), counted(shape[0], "query", "queries"), si.Device, si.Seconds)
 	fmt.Fprintf(w, "  index: %s\n", shown(si.Index))
 	fmt.Fprintf(w, "  queries: %s\n", shown(si.Queries))
 	if si.Model != "" {
@@ -800,7 +800,7 @@ func infoFeatures(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "  rows: %d\n", rows)
 	writeExtracted(w, dir)
 	for _, f := range files {
-		fmt.Fprintf(w, "  %s: %d rows of %d, %s\n", f.name, f.rows, f.cols, f.dtype)
+		fmt.Fprintf(w, "  %s: %s of %d, %s\n", f.name, counted(f.rows, "row", "rows"), f.cols, f.dtype)
 	}
 	return nil
 }

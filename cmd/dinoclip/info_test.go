@@ -232,7 +232,7 @@ func TestInfoErrors(t *testing.T) {
 	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})
 	// (Features alone are described, as an extraction with --target none
 	// writes them; beside a whole shard, one is half of a shard.)
-	if out := mustRun(t, "info", lonely); !strings.Contains(out, lonely+": features without targets") || !strings.Contains(out, "a.dino.npy: 1 rows of 2, float32") {
+	if out := mustRun(t, "info", lonely); !strings.Contains(out, lonely+": features without targets") || !strings.Contains(out, "a.dino.npy: 1 row of 2, float32") {
 		t.Errorf("info of features alone:\n%s", out)
 	}
 	writeF32(t, filepath.Join(lonely, "b.dino.npy"), []int{1, 2}, []float32{1, 2})

@@ -104,7 +104,7 @@ func searchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			stringFlag("index", "`INDEX` directory, or a KEYS.npy matrix [rows, dim]", ""),
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
-			intFlag("k", "`K` best rows per query", 10),
+			intFlag("k", "`K` best rows per query (every row, where the index has fewer)", 10),
 			outFlag("search", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)"),
 			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the queries, 4 bytes a value, and the answer, 12 bytes per query and k, come on top)", retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
@@ -347,9 +347,14 @@ func runSearch(cCtx *cli.Context) (err error) {
 		return fmt.Errorf("--index %s is empty: there is nothing to search", indexPath)
 	case qdim != opened.dim:
 		return fmt.Errorf("%s: queries are %d wide, the rows of %s %d (embeddings of another CLIP model?)", queriesPath, qdim, indexPath, opened.dim)
-	case int64(k) > rows:
-		return fmt.Errorf("--k %d: %s has only %d rows", k, indexPath, rows)
-	case int64(nq)*int64(k) > maxAnswer:
+	}
+	// A collection smaller than --k (a few photos, the default 10) is
+	// searched whole: each query ranks every row.
+	if int64(k) > rows {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: --k %d is more than the %s of %s: searching with k %d (every row, ranked)\n", k, counted(rows, "row", "rows"), indexPath, rows)
+		k = int(rows)
+	}
+	if int64(nq)*int64(k) > maxAnswer {
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
 	}
 	if opened.index != nil {
@@ -446,7 +451,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := writeSearch(outDir, nb, info, images, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %d rows for %d queries (%.3g s%s)\n", out, k, rows, nq, info.Seconds, upload)
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s)\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload)
 	return nil
 }
 

@@ -229,7 +229,7 @@ func TestIndexSymlinkedSources(t *testing.T) {
 	}
 	for _, path := range []string{filepath.Join(linkDir, "b.dino.npy"), real} {
 		_, stderr, err := runCLI(t, "index", "--model", run, "--features", path, "--out", index)
-		if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
+		if err != nil || !strings.Contains(stderr, "skipped 1 file already indexed") || len(shards()) != 1 {
 			t.Fatalf("index --features %s again: %v, %d shards\n%s", path, err, len(shards()), stderr)
 		}
 	}
@@ -239,7 +239,7 @@ func TestIndexSymlinkedSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, err := runCLI(t, "index", "--model", run, "--features", hard, "--out", index)
-	if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 1 {
+	if err != nil || !strings.Contains(stderr, "skipped 1 file already indexed") || len(shards()) != 1 {
 		t.Fatalf("index --features HARDLINK after the file: %v, %d shards\n%s", err, len(shards()), stderr)
 	}
 	// The same contents under another name: a copy (in a run of its own,
@@ -263,7 +263,7 @@ func TestIndexSymlinkedSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, err = runCLI(t, "index", "--model", run, "--features", moved, "--out", index)
-	if err != nil || !strings.Contains(stderr, "skipped 1 files already indexed") || len(shards()) != 2 {
+	if err != nil || !strings.Contains(stderr, "skipped 1 file already indexed") || len(shards()) != 2 {
 		t.Fatalf("index --features MOVED: %v, %d shards, want 2\n%s", err, len(shards()), stderr)
 	}
 	for _, f := range []string{copied, other2, moved} {
@@ -453,8 +453,6 @@ func TestIndexSearchErrors(t *testing.T) {
 		return append([]string{"search", "--index", index, "--queries", q, "--out", out}, extra...)
 	}
 	wantError(t, search("--k", "0"), "--k 0")
-	wantError(t, search("--k", "1000000000000"), "only 64 rows")
-	wantError(t, search("--k", "65"), "only 64 rows")
 	wantError(t, search("--memory", "1"), "--memory")
 	// MiB << 20 must not wrap (to a negative budget, which meant the default).
 	wantError(t, search("--memory", "9223372036854775807"), "--memory 9223372036854775807", "at most")
@@ -771,7 +769,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	}
 	ix.Close()
 	copyFile(t, filepath.Join(data, "shard-00001.dino.npy"), filepath.Join(two, "b.dino.npy"))
-	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", two, "--out", i6); err != nil || !strings.Contains(stderr, "in 2 shards; added") || !strings.Contains(stderr, "skipped 1 files") {
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", two, "--out", i6); err != nil || !strings.Contains(stderr, "in 2 shards; added") || !strings.Contains(stderr, "skipped 1 file already indexed") {
 		t.Errorf("the same command again, the second file mended: %v\n%s", err, stderr)
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
@@ -952,6 +950,48 @@ func TestSearchZeroRows(t *testing.T) {
 	_, stderr, err = runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out)
 	if err == nil || !strings.Contains(err.Error(), "5 wide") || strings.Contains(stderr, qp+":") {
 		t.Errorf("zero queries 5 wide against 4-wide keys: error %v, stderr:\n%s", err, stderr)
+	}
+}
+
+// A --k above the rows searched (a collection of a few photos, the default
+// k of 10) is lowered to them with a warning, where it was refused: each
+// answer ranks every row, and search.json records the k used.
+func TestSearchClampsK(t *testing.T) {
+	dir := t.TempDir()
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{3, 2}, []float32{1, 0, 0, 1, 1, 1})
+	writeF32(t, qp, []int{2, 2}, []float32{0, 1, 1, 0})
+	out := filepath.Join(dir, "out")
+	for _, k := range [][]string{nil, {"--k", "1000000000000"}} {
+		_, stderr, err := runCLI(t, append([]string{"search", "--index", kp, "--queries", qp, "--out", out}, k...)...)
+		if err != nil {
+			t.Fatalf("search %v of 3 rows: %v", k, err)
+		}
+		if want := "is more than the 3 rows of " + kp + ": searching with k 3"; !strings.Contains(stderr, want) {
+			t.Errorf("search %v: stderr lacks %q:\n%s", k, want, stderr)
+		}
+		ids, _, shape := readSearch(t, out)
+		if want := []int64{1, 2, 0, 0, 2, 1}; !slices.Equal(shape, []int{2, 3}) || !slices.Equal(ids, want) {
+			t.Errorf("search %v: ids %v of shape %v, want %v of [2 3]", k, ids, shape, want)
+		}
+		var info searchInfo
+		b, _ := os.ReadFile(filepath.Join(out, searchInfoFile))
+		if err := json.Unmarshal(b, &info); err != nil || info.K != 3 {
+			t.Errorf("search %v: search.json k %d (%v), want 3", k, info.K, err)
+		}
+	}
+	// A k the rows hold: no warning.
+	if _, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out); err != nil || strings.Contains(stderr, "warning") {
+		t.Errorf("search --k 3 of 3 rows: %v\n%s", err, stderr)
+	}
+	// One row, one query: each counted in the singular.
+	writeF32(t, kp, []int{1, 2}, []float32{1, 0})
+	writeF32(t, qp, []int{1, 2}, []float32{0, 1})
+	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--out", out)
+	for _, want := range []string{"--k 10 is more than the 1 row of " + kp, "top-1 of 1 row for 1 query"} {
+		if err != nil || !strings.Contains(stderr, want) {
+			t.Errorf("search of 1 row: %v, stderr lacks %q:\n%s", err, want, stderr)
+		}
 	}
 }
 
@@ -1180,6 +1220,11 @@ func TestSearchNamesImages(t *testing.T) {
 	defer ix.Close()
 	if sh := ix.Manifest.Shards; len(sh) != 1 || sh[0].Images == "" {
 		t.Errorf("a linked features file with its list beside the link: shards %+v, want one with images", sh)
+	}
+	// A --k above its 40 rows: 40 lines per query.
+	mustRun(t, "search", "--index", index3, "--queries", q, "--k", "50", "--out", out)
+	if b, _ = os.ReadFile(filepath.Join(out, searchImagesFile)); strings.Count(string(b), "\n") != 5*40 {
+		t.Errorf("search --k 50 of 40 rows: %d lines in %s, want %d", strings.Count(string(b), "\n"), searchImagesFile, 5*40)
 	}
 }
 

@@ -391,7 +391,7 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     (folder / "two\nlines.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o3") == 0
     assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (8, FEATURE_DIM)
-    assert f"1 images did not decode (e.g. {folder / 'broken.jpg'}: " in capfd.readouterr().err
+    assert f"1 image did not decode (e.g. {folder / 'broken.jpg'}: " in capfd.readouterr().err
     # the list of the rows' images leaves the broken one out; a line break in a name is U+FFFD
     listed = (tmp_path / "o3" / "shard-00000.images.txt").read_text(encoding="utf-8").split("\n")
     assert listed[-1] == "" and len(listed) == 9
@@ -492,7 +492,7 @@ def test_train_wds(tmp_path, tiny_models, wds, models, capfd):
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", root, "--out", out, workers="1") == 0
     err = capfd.readouterr().err
-    assert "00000: 5 rows of 7 samples" in err and "1 images did not decode (e.g. 000009999: " in err
+    assert "00000: 5 rows of 7 samples" in err and "1 image did not decode (e.g. 000009999: " in err
     assert "1 samples lack an image or a caption" in err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
         "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
@@ -578,7 +578,7 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
     assert (idx.keys, idx.captions, idx.twice, idx.too_long, idx.too_large) == (["b"], ["two cats"], 2, 1, 1)
     assert extract.index_tar(str(tar), need_captions=False).keys == ["b", "c"]
     assert run(tiny_models, "train-wds", tar, "--out", tmp_path / "o", "--target", "text") == 0
-    assert ("00003: 1 rows of 5 samples; skipped: 1 samples have a caption over 10 characters, 1 samples have an "
+    assert ("00003: 1 row of 5 samples; skipped: 1 samples have a caption over 10 characters, 1 samples have an "
             "image over 0 MiB, 2 keys come with two images or two captions") in capfd.readouterr().err
     # A compressed tar's images are held in memory: past MAX_COMPRESSED_TAR_IMAGE_BYTES in all
     # (each under MAX_TAR_IMAGE_BYTES) the tar is refused, to be decompressed first.
@@ -684,6 +684,32 @@ def test_train_wds_refuses_another_tar_of_a_shards_name(tmp_path, tiny_models, w
     assert run(tiny_models, "train-wds", other, "--out", out) == 0
     assert (out / "00001.images.txt").read_text() == "x\n"
     assert json.loads((out / "extract.json").read_text())["tars"]["00001"] == ident(other / "00001.tar")
+
+
+def test_target_none_takes_no_clip(tmp_path, tiny_models, wds, image_folder, monkeypatch, capfd):
+    """--target none loads no CLIP model, so a --clip given with it is refused (it was ignored),
+    before anything is made; the default --clip is no --clip given. Its advice for another tar
+    of a shard's name names the files that target writes: no NAME.clip.npy."""
+    root, _ = wds
+    out = tmp_path / "o"
+    monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a CLIP model"))
+    for cmd, src in (("train-wds", root / "00001.tar"), ("train-folder", image_folder)):
+        assert run(tiny_models, cmd, src, "--out", out, "--target", "none") == 2
+        assert capfd.readouterr().err == (f"dinoclip.extract: --clip {tiny_models['clip']}: --target none loads no "
+                                          "CLIP model (it extracts DINOv2 features alone); drop --clip, or name "
+                                          "another --target\n")
+        assert not out.exists()
+    alone = lambda *args: extract.main(["train-wds", *map(str, args), "--out", str(out), "--target", "none",
+                                        "--dinov2", tiny_models["dinov2"], "--device", "cpu", "--workers", "0",
+                                        "--quiet"])
+    assert alone(root / "00001.tar") == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    write_tar(other / "00001.tar", [("x", {"jpg": jpeg_bytes(make_image(random.Random(5))), "txt": b"a cat"})])
+    capfd.readouterr()
+    assert alone(other / "00001.tar") == 1
+    assert capfd.readouterr().err.endswith(": use another --out for this tar, or remove 00001.dino.npy from it to "
+                                           "extract the shard anew\n")
 
 
 def test_train_wds_tar_rewritten_during_the_run(tmp_path, tiny_models, wds, monkeypatch, capfd):
@@ -1074,7 +1100,7 @@ def test_eval_warns_of_clipped_greyscale_images(tmp_path, tiny_models, karpathy,
     capfd.readouterr()
     assert run(tiny_models, "eval-coco", "--karpathy", karpathy["json"], "--images", images,
                "--out", tmp_path / "ev") == 0
-    assert f"warning: 1 images are 16-bit, 32-bit or floating-point greyscale (e.g. {grey})" in capfd.readouterr().err
+    assert f"warning: 1 image is 16-bit, 32-bit or floating-point greyscale (e.g. {grey})" in capfd.readouterr().err
     assert read_npy(tmp_path / "ev" / "images.dino.npy").shape == (karpathy["n_images"], FEATURE_DIM)
 
 
@@ -1618,6 +1644,26 @@ def test_texts_line_ends(tmp_path, tiny_models, models, capfd):
     bad.write_bytes(b"a dog\nnaf\xefve\n")
     assert run_texts(tiny_models, bad, "--out", tmp_path / "b.npy") == 1
     assert f"{bad}:2: not valid UTF-8" in capfd.readouterr().err
+
+
+def test_texts_trailing_empty_lines(tmp_path, tiny_models, models, capfd):
+    """Empty (or blank) lines after the last text, as a file ending in "\\n\\n" has, number no row:
+    they are ignored, with a word, where one between texts stays an error (test_texts_errors).
+    A file of one text says so in the singular."""
+    src = tmp_path / "q.txt"
+    src.write_text("a red dog\ntwo cats\n\n \r\n\n", encoding="utf-8")
+    capfd.readouterr()
+    assert run_texts(tiny_models, src, "--out", tmp_path / "q.npy") == 0
+    np.testing.assert_allclose(read_npy(tmp_path / "q.npy"), text_embeddings(models, ["a red dog", "two cats"]), **TOL)
+    err = capfd.readouterr().err
+    assert f"{src}: ignored 3 empty lines at its end" in err and "2 texts -> [2, " in err, err
+    src.write_text("a red dog\n\n", encoding="utf-8")
+    assert run_texts(tiny_models, src, "--out", tmp_path / "q.npy") == 0
+    err = capfd.readouterr().err
+    assert f"{src}: ignored 1 empty line at its end" in err and "1 text -> [1, " in err, err
+    src.write_text("\n\n", encoding="utf-8")
+    assert run_texts(tiny_models, src, "--out", tmp_path / "e.npy") == 1
+    assert f"{src}: no lines" in capfd.readouterr().err
 
 
 def test_texts_non_finite_rows_refused(tmp_path, tiny_models, monkeypatch, capfd):

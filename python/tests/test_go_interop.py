@@ -278,7 +278,7 @@ def test_features_alone_are_indexed_and_searched(go_binary, tiny_models, image_f
     shards done; info describes them."""
     out = tmp_path / "features"
     args = ["train-folder", str(image_folder), "--out", str(out), "--target", "none", "--shard-size", "5",
-            "--dinov2", tiny_models["dinov2"], "--clip", tiny_models["clip"], "--device", "cpu",
+            "--dinov2", tiny_models["dinov2"], "--device", "cpu",
             "--workers", "0", "--batch-size", "4", "--quiet"]
     monkeypatch.setattr(extract.encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a CLIP model"))
     assert extract.main(args) == 0

@@ -96,6 +96,12 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def counted(n: int, singular: str, plural: str) -> str:
+    """``n`` with its noun in the number it takes: "1 image", "2 images" (a folder of one photo
+    or a file of one query is common, and "1 images" reads as a slip)."""
+    return f"{n} {singular if n == 1 else plural}"
+
+
 # ---------------------------------------------------------------------------
 # image sources
 
@@ -104,7 +110,8 @@ def _log_irregular(where: str, irregular: Sequence[str]) -> None:
     """Reports the entries of a directory listing that were left out for not being regular
     files (named pipes, devices, directories, broken links): reading one would block or fail."""
     if irregular:
-        _log(f"{where}: skipped {len(irregular)} entries that are not regular files, e.g. {irregular[0]}")
+        what = counted(len(irregular), "entry that is not a regular file", "entries that are not regular files")
+        _log(f"{where}: skipped {what}, e.g. {irregular[0]}")
 
 
 def _open_path(path: str):
@@ -786,11 +793,16 @@ def _check_finite(where: str, arrays: Sequence[Tuple[str, np.ndarray]], float16:
                                    f"magnitude {float(np.abs(a).max()):g}); drop --float16; not written")
 
 
+def _shard_arrays(target: str) -> Tuple[str, ...]:
+    """The suffixes of the .npy files of a shard of ``target``: its features, and but for target
+    "none" its targets."""
+    return (FEATURE_SUFFIX,) if target == "none" else (FEATURE_SUFFIX, TARGET_SUFFIX)
+
+
 def _shard_done(out: str, name: str, target: str) -> bool:
-    """Whether shard ``name`` in ``out`` is whole: its features, and but for target "none" its
-    targets, each written last of the shard's files (:func:`_write_shard`)."""
-    files = (FEATURE_SUFFIX,) if target == "none" else (FEATURE_SUFFIX, TARGET_SUFFIX)
-    return all(os.path.isfile(os.path.join(out, name + suffix)) for suffix in files)
+    """Whether shard ``name`` in ``out`` is whole: its .npy files (:func:`_shard_arrays`), each
+    written last of the shard's files (:func:`_write_shard`)."""
+    return all(os.path.isfile(os.path.join(out, name + suffix)) for suffix in _shard_arrays(target))
 
 
 def _write_shard(out: str, name: str, enc: Encoded, float16: bool, images: Sequence[str], precision: str) -> None:
@@ -942,11 +954,11 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
             for name, tar in (tars or {}).items():
                 if name in recorded and not _same_tar(recorded[name], tar):
                     same_size = isinstance(recorded[name], dict) and recorded[name].get("size") == tar["size"]
+                    files = " and ".join(name + suffix for suffix in _shard_arrays(settings["target"]))
                     raise ExtractError(f"output shard {name} in {out} was extracted from "
                                        f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}"
                                        f"{' (the same size, other contents)' if same_size else ''}: use another "
-                                       f"--out for this tar, or remove {name}{FEATURE_SUFFIX} and {name}{TARGET_SUFFIX} "
-                                       "from it to extract the shard anew")
+                                       f"--out for this tar, or remove {files} from it to extract the shard anew")
             return
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         if old is not None and not new:
@@ -994,14 +1006,14 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
     """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys), and
     what it left out: the images that did not decode, and the (count, what) of ``skipped``
     (TarIndex.skipped)."""
-    msg = f"{name}: {len(enc.kept)} rows"
+    msg = f"{name}: {counted(len(enc.kept), 'row', 'rows')}"
     skipped = [(n, what) for n, what in skipped if n]
     if enc.failed or skipped:
-        msg += f" of {len(samples) + sum(n for n, _ in skipped)} samples"
+        msg += f" of {counted(len(samples) + sum(n for n, _ in skipped), 'sample', 'samples')}"
         parts = []
         if enc.failed:
             i, why = enc.failed[0]
-            parts.append(f"{len(enc.failed)} images did not decode (e.g. {samples[i]}: {why})")
+            parts.append(f"{counted(len(enc.failed), 'image', 'images')} did not decode (e.g. {samples[i]}: {why})")
         parts += [f"{n} {what}" for n, what in skipped]
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
@@ -1011,11 +1023,10 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
 def _warn_clipped(where: str, enc: Encoded, samples: Sequence[str]) -> None:
     """Warns of the images of ``enc`` whose values the preprocessing clipped (:func:`clipped`)."""
     if enc.clipped:
-        _log(f"{where}: warning: {len(enc.clipped)} images are 16-bit, 32-bit or floating-point greyscale "
-             f"(e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped to 0..255, not scaled, "
-             f"as the reference preprocessing does (a 16-bit photograph turns nearly white, a float one of values "
-             f"in 0..1 black); convert them "
-             f"to 8-bit images first")
+        _log(f"{where}: warning: {counted(len(enc.clipped), 'image is', 'images are')} 16-bit, 32-bit or "
+             f"floating-point greyscale (e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped "
+             f"to 0..255, not scaled, as the reference preprocessing does (a 16-bit photograph turns nearly "
+             f"white, a float one of values in 0..1 black); convert them to 8-bit images first")
 
 
 # ---------------------------------------------------------------------------
@@ -1057,7 +1068,8 @@ def cmd_train_folder(args) -> int:
     inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
     _check_folder_unchanged(args.out, args.root, n, inputs)
     extra.update(rows=n, inputs_sha256=inputs)
-    _log(f"{args.root}: {n} images -> {nshards} shards of up to {args.shard_size} rows in {args.out}"
+    _log(f"{args.root}: {counted(n, 'image', 'images')} -> {counted(nshards, 'shard', 'shards')} of up to "
+         f"{args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
     rows = _shard_rows(args.out, done)
     if not todo:
@@ -1186,10 +1198,11 @@ def cmd_train_wds(args) -> int:
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
     _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done))
-    _log(f"{len(tars)} tar files -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
+    some = counted(len(tars), "tar file", "tar files")
+    _log(f"{some} -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
     rows = _shard_rows(args.out, sorted(done))
     if not todo:
-        return _no_rows_status(rows, f"no sample of the {len(tars)} tar files could be read")
+        return _no_rows_status(rows, f"no sample of the {some} could be read")
     ext = _extractor(args)
     _check_manifest(args.out, _settings(args, "train-wds", ext), write=True,
                     tars={names[i]: ids[names[i]] for i in todo})
@@ -1211,7 +1224,7 @@ def cmd_train_wds(args) -> int:
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
-    return _no_rows_status(rows, f"no sample of the {len(tars)} tar files could be read")
+    return _no_rows_status(rows, f"no sample of the {some} could be read")
 
 
 def _no_rows_status(rows: int, what: str) -> int:
@@ -1345,20 +1358,26 @@ def cmd_eval(args, kind: str) -> int:
 
 def read_lines(path: str) -> List[str]:
     """The lines of a UTF-8 text file, one query each, without their line ends. An empty (or
-    blank) line is an error naming it: row i of the output must be line i + 1."""
+    blank) line is an error naming it: row i of the output must be line i + 1. Those after the
+    last line of text (a file ending in "\\n\\n") are ignored: they number no row."""
     # Lines end at \n alone, as `wc -l` counts them (str.splitlines would also break at \f,
     # U+2028 and others); a CRLF file's \r goes with its line end.
     lines = _read_text(path).split("\n")
     if lines[-1] == "":
         lines.pop()  # after the last line end
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    for n, line in enumerate(lines, 1):
+    end = len(lines)
+    while end and not lines[end - 1].strip():
+        end -= 1
+    for n, line in enumerate(lines[:end], 1):
         if not line.strip():
             raise ExtractError(f"{path}:{n}: empty line (row {n - 1} of the output would have no text)")
         _check_caption(line, f"{path}:{n}: line", "mend the file")
-    if not lines:
+    if not end:
         raise ExtractError(f"{path}: no lines")
-    return lines
+    if end < len(lines):
+        _log(f"{path}: ignored {counted(len(lines) - end, 'empty line', 'empty lines')} at its end")
+    return lines[:end]
 
 
 # The record `texts` writes beside its queries, FILE.json beside FILE.npy: the CLIP model that
@@ -1413,7 +1432,7 @@ def cmd_texts(args) -> int:
     text = json.dumps({"format": QUERIES_FORMAT, "clip": encoders.model_id(args.clip), "texts": _path_id(args.file),
                        "rows": int(emb.shape[0]), "dim": int(emb.shape[1]), "sha256": h.hexdigest()}, indent=2) + "\n"
     write_atomic(record, lambda f: f.write(text.encode("utf-8")))
-    _log(f"{args.out}: {len(lines)} texts -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings "
+    _log(f"{args.out}: {counted(len(lines), 'text', 'texts')} -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings "
          f"(their CLIP model recorded in {record})")
     return 0
 
@@ -1426,8 +1445,10 @@ def _common(p: argparse.ArgumentParser, target: bool) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--dinov2", default=encoders.DEFAULT_DINOV2, metavar="NAME|PATH",
                    help="DINOv2 model: Hugging Face name or local directory (default: %(default)s)")
-    p.add_argument("--clip", default=encoders.DEFAULT_CLIP, metavar="NAME|PATH",
-                   help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: %(default)s)")
+    # (No default here: main fills it in, once it has refused a --clip given with --target none.)
+    p.add_argument("--clip", default=None, metavar="NAME|PATH",
+                   help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: "
+                        f"{encoders.DEFAULT_CLIP})" + ("; not with --target none, which loads none" if target else ""))
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: %(default)s)")
@@ -1537,7 +1558,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="CLIP text embeddings of the lines of a UTF-8 text file: row i of --out is line i + 1,\n"
                     "raw (not normalised), float32 (or float16 with --float16), the queries of\n"
                     "`dinoclip search`. Use the CLIP model the index's model was trained towards. An empty\n"
-                    "line is an error. Only CLIP is loaded.",
+                    "line is an error, but empty lines at the end are ignored. Only CLIP is loaded.",
     )
     p.add_argument("file", metavar="FILE", help="text file, one query per line")
     p.add_argument("--out", required=True, metavar="FILE.npy",
@@ -1587,6 +1608,14 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # A --clip that --target none would leave unused is refused, not silently ignored (a run meant
+    # to write targets, say, missing its --target).
+    if getattr(args, "target", None) == "none" and args.clip is not None:
+        print(f"dinoclip.extract: --clip {args.clip}: --target none loads no CLIP model (it extracts DINOv2 "
+              "features alone); drop --clip, or name another --target", file=sys.stderr)
+        return 2
+    if args.clip is None:
+        args.clip = encoders.DEFAULT_CLIP
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "workers", 0) is None:

@@ -72,6 +72,21 @@ type Set struct {
 	clip   *Result    // CLIP's own recall, computed once
 }
 
+// OverflowError is the error of an evaluation whose model output a NaN or
+// infinity for an image of finite features (Largest, the largest
+// magnitude): the model's float32 arithmetic overflowed.
+type OverflowError struct {
+	Set     string
+	Image   int
+	Value   float32
+	Largest float64
+}
+
+func (e *OverflowError) Error() string {
+	return fmt.Sprintf("evaluation set %s: the model's output for image %d is %v: its features are finite, the largest of magnitude %.3g, but the model's float32 arithmetic overflowed on them (features of another scale than the model's training data, or a damaged or edited model?)",
+		e.Set, e.Image, e.Value, e.Largest)
+}
+
 // LoadSet reads the evaluation set in dir and checks that its files fit
 // together. A set being written, or whose writer was interrupted
 // (dataset.CheckComplete: a staging directory in dir, or an unfinished
@@ -319,8 +334,7 @@ func (s *Set) EvaluateWith(project Project, topK TopKFunc) (Report, error) {
 	for i, v := range projected {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			img := i / s.EmbeddingDim
-			return Report{}, fmt.Errorf("evaluation set %s: the model's output for image %d is %v: its features are finite, the largest of magnitude %.3g, but the model's float32 arithmetic overflowed on them (features of another scale than the model's training data, or a damaged or edited model?)",
-				s.Name, img, v, MaxAbs(s.ImageFeatures[img*s.FeatureDim:(img+1)*s.FeatureDim]))
+			return Report{}, &OverflowError{Set: s.Name, Image: img, Value: v, Largest: MaxAbs(s.ImageFeatures[img*s.FeatureDim : (img+1)*s.FeatureDim])}
 		}
 	}
 	p, err := EvaluateWith(topK, projected, s.CaptionCLIP, s.Images, s.Captions, s.EmbeddingDim, s.CaptionImage, nil)

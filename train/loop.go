@@ -317,6 +317,11 @@ type Result struct {
 // every engine report the same sentinel.
 var ErrNonFinite = nn.ErrNonFinite
 
+// ErrDiverged is wrapped by the error of a run whose update made the
+// weights NaN or infinite, or so large that the model's outputs overflow:
+// found at the end of an epoch, where no next step's loss shows it.
+var ErrDiverged = errors.New("diverged")
+
 func (o Options) validate(c nn.Config, d *Dataset) error {
 	switch {
 	case o.Epochs < 1:
@@ -828,7 +833,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 			if errors.Is(err, ctx.Err()) {
 				return interrupted()
 			}
-			return err
+			return tr.evalError(pendingStep{step: st.Step, epoch: st.Epoch - 1, batch: spe - 1}, err)
 		}
 		res.Reports = reports
 		value, err := metric.Value(epochLoss, reports)
@@ -842,7 +847,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 				if errors.Is(err, ctx.Err()) {
 					return interrupted()
 				}
-				return err
+				return tr.evalError(pendingStep{step: st.Step, epoch: st.Epoch - 1, batch: spe - 1}, err)
 			}
 			emaValue, err := metric.Value(epochLoss, emaReports)
 			if err != nil {
@@ -991,6 +996,12 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 		if err := flush(); err != nil {
 			return res, err
 		}
+		// The epoch's last update overflowing shows in no next step's
+		// loss: its NaN weights then failed the evaluation as a damaged
+		// model, or made a checkpoint no command loads.
+		if err := tr.checkFiniteWeights(); err != nil {
+			return res, tr.stepError(pendingStep{step: st.Step, epoch: st.Epoch, batch: st.Batch - 1}, err)
+		}
 		st.Epoch++
 		st.Batch = 0
 		st.PendingEval = &PendingEval{EpochLoss: st.EpochLoss}
@@ -1001,6 +1012,36 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 	}
 	res.State = st
 	return res, nil
+}
+
+// evalError is the error of the evaluation of the epoch whose last step
+// is last: the training diverged where the model's outputs overflowed (the
+// epoch's last update, which no next step's loss showed, made weights of
+// finite but absurd size), which the evaluation alone would blame on the
+// features or a damaged model.
+func (tr *Trainer) evalError(last pendingStep, err error) error {
+	var overflow *retrieval.OverflowError
+	if !errors.As(err, &overflow) {
+		return err
+	}
+	return tr.stepError(last,
+		fmt.Errorf("the epoch's last update %w: the model's output for image %d of evaluation set %s is %v", ErrDiverged, overflow.Image, overflow.Set, overflow.Value))
+}
+
+// checkFiniteWeights returns an error wrapping ErrDiverged when a weight
+// of the engine is NaN or infinite: the last update diverged.
+// (A copy for the moment, as a checkpoint's: once an epoch.)
+func (tr *Trainer) checkFiniteWeights() error {
+	weights := make([]float32, tr.Engine.Config().NumParams())
+	if err := tr.Engine.Parameters(weights); err != nil {
+		return err
+	}
+	for i, w := range weights {
+		if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
+			return fmt.Errorf("the epoch's last update %w: it made weight %d %v", ErrDiverged, i, w)
+		}
+	}
+	return nil
 }
 
 // pendingStep is a step of the run: its number (1-based), its place in the
@@ -1112,9 +1153,10 @@ func (tr *Trainer) writeMetrics(st State, rec map[string]any) error {
 }
 
 // stopAdvice says what is left of a run that a failed step stopped, and
-// what to do next: a diverged run (ErrNonFinite) would diverge again if
-// resumed, bit for bit, so it is started anew with other settings; another
-// failure (unreadable data, a device error) can be resumed once fixed.
+// what to do next: a diverged run (ErrNonFinite, ErrDiverged) would
+// diverge again if resumed, bit for bit, so it is started anew with other
+// settings; another failure (unreadable data, a device error) can be
+// resumed once fixed.
 // A loss that is not finite at step 1 came before any update: no setting
 // of the optimizer is to blame, but the data or the starting weights.
 func (tr *Trainer) stopAdvice(step int, err error) string {
@@ -1132,7 +1174,7 @@ func (tr *Trainer) stopAdvice(step int, err error) string {
 		}
 		return fmt.Sprintf("%s; check them, then train into another --out (%s holds this run's checkpoint of step 0)", cause, tr.RunDir)
 	}
-	if errors.Is(err, ErrNonFinite) {
+	if errors.Is(err, ErrNonFinite) || errors.Is(err, ErrDiverged) {
 		if lerr != nil {
 			return fmt.Sprintf("the run diverged before its first checkpoint; start it again with other settings (a lower --lr or --weight-decay, say; the same --out will do: %s holds no checkpoint)", tr.RunDir)
 		}

@@ -236,7 +236,8 @@ func TestResumeRefusesOtherData(t *testing.T) {
 // engine's own next forward pass finds the loss not finite.
 type blowUpAfter struct {
 	nn.Engine
-	n int
+	n  int
+	to float32 // the value of every parameter after step n; NaN if 0
 }
 
 func (e *blowUpAfter) Step(s nn.AdamWStep) error {
@@ -244,13 +245,58 @@ func (e *blowUpAfter) Step(s nn.AdamWStep) error {
 		return err
 	}
 	if s.Step == e.n {
-		nan := make([]float32, e.Config().NumParams())
-		for i := range nan {
-			nan[i] = float32(math.NaN())
+		to := e.to
+		if to == 0 {
+			to = float32(math.NaN())
 		}
-		return e.Engine.SetParameters(nan)
+		w := make([]float32, e.Config().NumParams())
+		for i := range w {
+			w[i] = to
+		}
+		return e.Engine.SetParameters(w)
 	}
 	return nil
+}
+
+// An update at the end of an epoch that blows the weights up shows in no
+// next step's loss: the run stops there as diverged, not with a checkpoint
+// of NaN weights (without evaluation sets), nor with an evaluation that
+// blames the features or a damaged model (weights finite but so large
+// that the outputs overflow).
+func TestDivergedAtEpochEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for _, c := range []struct {
+		name  string
+		step  int
+		to    float32
+		evals bool
+		want  string
+	}{
+		{"NaN weights after the last step, no evaluation", 36, 0, false, "made weight 0 NaN"},
+		{"weights of 1e30 after the first epoch, evaluated", 12, 1e30, true, "the model's output for image 0 of evaluation set"},
+	} {
+		runDir := t.TempDir()
+		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: c.step, to: c.to} })
+		if !c.evals {
+			tr.Evals, tr.Options.BestMetric = nil, "loss"
+		}
+		_, err := tr.Run(context.Background(), false)
+		var stopped *StepError
+		if !errors.Is(err, ErrDiverged) || !errors.As(err, &stopped) || stopped.Step != c.step || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "the run diverged; its last good checkpoint") {
+			t.Errorf("%s: error %v, want the run diverged at step %d saying %q", c.name, err, c.step, c.want)
+			continue
+		}
+		ck, err := checkpoint.Load(filepath.Join(runDir, checkpoint.LastLink))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var st State
+		json.Unmarshal(ck.State, &st)
+		if st.Step >= c.step {
+			t.Errorf("%s: last checkpoint at step %d, want one before the divergence", c.name, st.Step)
+		}
+	}
 }
 
 func TestNaNLossStopsAndKeepsLastGoodCheckpoint(t *testing.T) {

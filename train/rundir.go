@@ -299,7 +299,7 @@ func checkResumable(dir string) error {
 	if lacking(resumeFiles(dir), last) != "" {
 		return brokenRunError(dir)
 	}
-	if err := stepsAgree(last); err != nil {
+	if err := StepsAgree(last); err != nil {
 		return err
 	}
 	// To one of this run's own checkpoints, the one of its name in
@@ -707,7 +707,7 @@ func PendingLastLink(dir string) string {
 		return ""
 	}
 	ck := filepath.Join(dir, target)
-	if st, err := os.Lstat(ck); err != nil || !st.IsDir() || lacking(resumeFiles(dir), ck) != "" || stepsAgree(ck) != nil {
+	if st, err := os.Lstat(ck); err != nil || !st.IsDir() || lacking(resumeFiles(dir), ck) != "" || StepsAgree(ck) != nil {
 		return ""
 	}
 	return target
@@ -1043,12 +1043,12 @@ func checkRecordedStep(dir, file string, meta map[string]string, step int) error
 	return nil
 }
 
-// stepsAgree refuses the checkpoint dir whose model or moving-average
+// StepsAgree refuses the checkpoint dir whose model or moving-average
 // file records another step than its optimizer state (checkRecordedStep),
 // by their headers alone: what restore refuses on the files as read,
 // found without reading them (info, a resume before its engine starts).
 // Headers that cannot be read are restore's to report.
-func stepsAgree(dir string) error {
+func StepsAgree(dir string) error {
 	opt, err := safetensors.Open(filepath.Join(dir, checkpoint.OptimizerFile))
 	if err != nil {
 		return nil

@@ -100,9 +100,9 @@ func numberFlag(f cli.Flag) (number, float bool) {
 	return false, false
 }
 
-// decimalNumbers refuses a value of a number flag, on the command line or
-// in its environment variable, that is not plain decimal: Go's flag
-// package would read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, the
+// decimalNumbers refuses a value of a number flag on the command line
+// (decimalEnv, in its environment variable) that is not plain decimal:
+// Go's flag package would read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, the
 // environment's Base 10 reads DINOCLIP_K=010 as 10, and a float flag
 // reads 010 as 10 where a configuration file's YAML reads 8; none is
 // surely what the user means. (The configuration file's values are
@@ -110,36 +110,54 @@ func numberFlag(f cli.Flag) (number, float bool) {
 // the command line overrides it, as urfave/cli refuses one it cannot
 // parse.
 func decimalNumbers(cCtx *cli.Context) error {
-	const why = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
 	kinds := map[string]bool{} // flag name: whether a float
 	for _, f := range cCtx.Command.Flags {
-		number, float := numberFlag(f)
-		if !number {
-			continue
-		}
-		for _, n := range f.Names() {
-			kinds[n] = float
-		}
-		if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
-			// The variable urfave/cli reads: the first one present.
-			for _, name := range ev.GetEnvVars() {
-				if v, set := os.LookupEnv(name); set {
-					if v != "" && !isDecimalNumber(v, float) {
-						return fmt.Errorf("%s=%s: %s", name, v, why)
-					}
-					if float && underflows(v) {
-						return fmt.Errorf("%s=%s: %s", name, v, underflowWhy)
-					}
-					break
-				}
+		if number, float := numberFlag(f); number {
+			for _, n := range f.Names() {
+				kinds[n] = float
 			}
 		}
 	}
 	for _, tok := range flagTokens(cCtx) {
 		if float, number := kinds[tok.name]; number && tok.hasValue && !isDecimalNumber(tok.value, float) {
-			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, why)
+			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, notDecimalWhy)
 		} else if number && float && tok.hasValue && underflows(tok.value) {
 			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, underflowWhy)
+		}
+	}
+	return nil
+}
+
+// notDecimalWhy is why a number not written in decimal is refused.
+const notDecimalWhy = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
+
+// decimalEnv is decimalNumbers for the environment variables of the number
+// flags of the command the app is about to run (named by the app's first
+// argument): checked before the command's flags are set up, where
+// urfave/cli would stop at one it cannot parse (DINOCLIP_BATCH=0x10) with
+// strconv's "invalid syntax".
+func decimalEnv(cCtx *cli.Context) error {
+	c := cCtx.App.Command(cCtx.Args().First())
+	if c == nil {
+		return nil
+	}
+	for _, f := range c.Flags {
+		number, float := numberFlag(f)
+		ev, ok := f.(interface{ GetEnvVars() []string })
+		if !number || !ok {
+			continue
+		}
+		// The variable urfave/cli reads: the first one present.
+		for _, name := range ev.GetEnvVars() {
+			if v, set := os.LookupEnv(name); set {
+				if v != "" && !isDecimalNumber(v, float) {
+					return fmt.Errorf("%s=%s: %s", name, v, notDecimalWhy)
+				}
+				if float && underflows(v) {
+					return fmt.Errorf("%s=%s: %s", name, v, underflowWhy)
+				}
+				break
+			}
 		}
 	}
 	return nil

@@ -192,7 +192,7 @@ func runDemo(cCtx *cli.Context) error {
 	}
 	res, err := tr.Run(cCtx.Context, false)
 	var stopped *train.StepError
-	if errors.As(err, &stopped) && errors.Is(err, train.ErrNonFinite) && stopped.Step > 1 {
+	if errors.As(err, &stopped) && (errors.Is(err, train.ErrNonFinite) && stopped.Step > 1 || errors.Is(err, train.ErrDiverged)) {
 		// (The trainer's advice names train's flags and the run directory.
 		// A loss not finite at the first step came before any update: the
 		// data's, which its advice says.)

@@ -57,6 +57,10 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(err.Error(), "weight-decay") || strings.Contains(err.Error(), "--out") {
 		t.Errorf("demo's divergence advice names what demo does not take: %v", err)
 	}
+	// So is one whose only step diverges, found by the evaluation after it
+	// (it blamed a damaged model).
+	wantError(t, []string{"demo", "--out", filepath.Join(t.TempDir(), "demo"), "--rows", "300", "--epochs", "1", "--batch", "256",
+		"--hidden-dim", "8", "--blocks", "1", "--lr", "1e30"}, "step 1", "the epoch's last update diverged", "run the demo again with a lower --lr")
 	// Settings that cannot train are refused before anything is written.
 	for _, c := range []struct{ args, want []string }{
 		{[]string{"--lr", "NaN"}, []string{"--lr NaN"}},

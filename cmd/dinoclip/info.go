@@ -427,7 +427,7 @@ func writeModelInfo(w io.Writer, path string) error {
 		fmt.Fprintf(w, "  weights: %s\n", unusable)
 	}
 	if v, ok := m.Meta["metrics"]; ok {
-		writeMetrics(w, v)
+		writeMetrics(w, v, "")
 	}
 	if v, ok := m.Meta["averaged_from"]; ok {
 		var from []soupIngredient
@@ -464,17 +464,17 @@ func readModelToDescribe(path string) (m *checkpoint.Model, unusable string, err
 // writeMetrics writes the evaluation reports that training stored in a
 // model's metadata as the recall table eval prints, indented under the
 // model's description.
-func writeMetrics(w io.Writer, metaValue string) {
+func writeMetrics(w io.Writer, metaValue, of string) {
 	var reports []retrieval.Report
 	switch err := json.Unmarshal([]byte(metaValue), &reports); {
 	case err == nil && reports != nil && len(reports) == 0: // "[]"
-		fmt.Fprintln(w, "  metrics: none (trained without an evaluation set)")
+		fmt.Fprintf(w, "  metrics%s: none (trained without an evaluation set)\n", of)
 		return
 	case err != nil || len(reports) == 0:
-		fmt.Fprintf(w, "  metrics: unreadable (not the evaluation reports dinoclip train stores: %d bytes)\n", len(metaValue))
+		fmt.Fprintf(w, "  metrics%s: unreadable (not the evaluation reports dinoclip train stores: %d bytes)\n", of, len(metaValue))
 		return
 	}
-	fmt.Fprintln(w, "  metrics at this checkpoint:")
+	fmt.Fprintf(w, "  metrics%s at this checkpoint:\n", of)
 	var table strings.Builder
 	writeRecallTable(&table, reports)
 	for line := range strings.Lines(table.String()) {
@@ -570,8 +570,25 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
 		return err
 	}
-	writeEMAWeights(w, dir, "")
+	// The evaluation of the moving average, which picks a --best-from ema
+	// run's best checkpoint: the metrics above are of the raw weights.
+	if ema := writeEMAWeights(w, dir, ""); ema != nil {
+		line := "  moving average: " + checkpoint.EMAFile
+		if d, ok := ema.Meta["ema_decay"]; ok {
+			line += ", decay " + shown(d)
+		}
+		if st != nil && st.Options.BestFromMode() == train.BestFromEMA {
+			line += " (what --best-from ema picks by: the run's model when this checkpoint is its best)"
+		}
+		fmt.Fprintln(w, line)
+		if v, ok := ema.Meta["metrics"]; ok {
+			writeMetrics(w, v, " of the moving average")
+		}
+	}
 	if st != nil {
+		if err := train.StepsAgree(dir); err != nil {
+			fmt.Fprintf(w, "  NOT ONE CHECKPOINT (a resume from it is refused): %v\n", err)
+		}
 		writeState(w, st)
 	}
 	return nil
@@ -580,17 +597,22 @@ func infoCheckpoint(w io.Writer, dir string) error {
 // writeEMAWeights says when the moving average of the weights a
 // checkpoint keeps (checkpoint.EMAFile: the model of a run that picks its
 // best by it) holds NaN or infinite weights, which every other command
-// refuses; nothing when it is whole or there is none.
-func writeEMAWeights(w io.Writer, dir, of string) {
+// refuses; nothing when it is whole or there is none. It returns the
+// moving average when there is one that could be read.
+func writeEMAWeights(w io.Writer, dir, of string) *checkpoint.Model {
 	path := filepath.Join(dir, checkpoint.EMAFile)
 	if _, err := os.Lstat(path); err != nil {
-		return
+		return nil
 	}
-	if _, unusable, err := readModelToDescribe(path); err != nil {
+	m, unusable, err := readModelToDescribe(path)
+	if err != nil {
 		fmt.Fprintf(w, "  moving average %s%s: unreadable: %v\n", checkpoint.EMAFile, of, err)
-	} else if unusable != "" {
+		return nil
+	}
+	if unusable != "" {
 		fmt.Fprintf(w, "  moving average %s%s: %s\n", checkpoint.EMAFile, of, unusable)
 	}
+	return m
 }
 
 func infoRun(w io.Writer, dir string) error {

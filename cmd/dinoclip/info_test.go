@@ -168,7 +168,14 @@ func TestInfoDamagedRun(t *testing.T) {
 	if out := mustRun(t, "info", run); !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, "model.safetensors is of step 4, optimizer.safetensors of step 8") {
 		t.Errorf("info on a run whose last checkpoint's model is step 4's:\n%s", out)
 	}
+	// So is the checkpoint, described alone.
+	if out := mustRun(t, "info", filepath.Dir(model)); !strings.Contains(out, "NOT ONE CHECKPOINT") || !strings.Contains(out, "model.safetensors is of step 4, optimizer.safetensors of step 8") {
+		t.Errorf("info on a checkpoint whose model is step 4's:\n%s", out)
+	}
 	os.WriteFile(model, saved, 0o644)
+	if out := mustRun(t, "info", filepath.Dir(model)); strings.Contains(out, "NOT ONE CHECKPOINT") {
+		t.Errorf("info on a whole checkpoint:\n%s", out)
+	}
 	last := filepath.Join(run, checkpoint.LastLink)
 	// Stopped while linking its last checkpoint (the new link made, not
 	// yet renamed into place): resumable, and said so.
@@ -350,7 +357,7 @@ func TestWriteMetricsOfNoEvaluation(t *testing.T) {
 		"[":    "metrics: unreadable",
 	} {
 		var b strings.Builder
-		writeMetrics(&b, meta)
+		writeMetrics(&b, meta, "")
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics %q: %q, want %q", meta, b.String(), want)
 		}

@@ -148,7 +148,7 @@ func newApp() *cli.App {
 		Version:        buildinfo.String(),
 		Commands:       commands(),
 		Action:         runNoCommand,
-		Before:         ignoreEmptyEnv,
+		Before:         func(cCtx *cli.Context) error { return errors.Join(ignoreEmptyEnv(cCtx), decimalEnv(cCtx)) },
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
 		OnUsageError:   usageError,                   // one line, not the whole help (dinoclip --verison)
 		// A repeatable flag's value is one entry, as its help says ("repeat

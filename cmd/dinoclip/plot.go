@@ -71,6 +71,23 @@ func readCurves(runDir string) (*runCurves, error) {
 	return c, err
 }
 
+// flatRange is the loss axis for losses that are all one value v (a run of
+// one logged step): [0, 2v], the point in the middle; the plot's own range
+// about one value, v ± 1, showed a loss of 0.004 among negative ones. ok is
+// false for losses that vary, whose own range the plot takes.
+func flatRange(loss plotter.XYs) (lo, hi float64, ok bool) {
+	v := loss[0].Y
+	for _, p := range loss[1:] {
+		if p.Y != v {
+			return 0, 0, false
+		}
+	}
+	if v <= 0 { // (a loss is not negative: 0 exactly)
+		return 0, 1, true
+	}
+	return 0, 2 * v, true
+}
+
 // plotRun draws a run's training loss and R@5 curves side by side into a
 // PNG at pngPath.
 func plotRun(runDir, pngPath string) error {
@@ -90,6 +107,9 @@ func plotRun(runDir, pngPath string) error {
 		return err
 	}
 	lossPlot.Add(line, plotter.NewGrid())
+	if lo, hi, ok := flatRange(c.loss); ok {
+		lossPlot.Y.Min, lossPlot.Y.Max = lo, hi
+	}
 	if len(c.loss) == 1 {
 		// (A line through one point draws nothing: a run of one logged
 		// step showed an empty panel.)

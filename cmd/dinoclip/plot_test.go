@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/train"
+	"gonum.org/v1/plot/plotter"
 )
 
 // TestPlotOneLoggedStep draws the loss of a run that logged one step: a
@@ -46,5 +47,24 @@ func TestPlotOneLoggedStep(t *testing.T) {
 	}
 	if dark == 0 {
 		t.Errorf("the loss panel of a run of one logged step shows no point (no dark pixel in its middle, %dx%d image)", b.Dx(), b.Dy())
+	}
+}
+
+// A loss axis for one value (one logged step, or a flat curve) holds it in
+// its middle, from 0: the plot's own range about it went below zero.
+func TestFlatLossRange(t *testing.T) {
+	for _, c := range []struct {
+		loss   plotter.XYs
+		lo, hi float64
+		ok     bool
+	}{
+		{plotter.XYs{{X: 1, Y: 0.004}}, 0, 0.008, true},
+		{plotter.XYs{{X: 1, Y: 0.5}, {X: 2, Y: 0.5}}, 0, 1, true},
+		{plotter.XYs{{X: 1, Y: 0}}, 0, 1, true},
+		{plotter.XYs{{X: 1, Y: 0.5}, {X: 2, Y: 0.4}}, 0, 0, false},
+	} {
+		if lo, hi, ok := flatRange(c.loss); lo != c.lo || hi != c.hi || ok != c.ok {
+			t.Errorf("flatRange(%v) = %v, %v, %v; want %v, %v, %v", c.loss, lo, hi, ok, c.lo, c.hi, c.ok)
+		}
 	}
 }

@@ -610,6 +610,12 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 		fmt.Fprintf(w, "\nbest checkpoint: %s is gone; last checkpoint: %s\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.LastLink))
 	} else {
 		fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.BestLink))
+		if ema {
+			// (Its model.safetensors holds the raw weights, which this
+			// value is not of.)
+			fmt.Fprintf(w, "  its model: %s, the moving average of the weights (--model %s reads it)\n",
+				filepath.Join(runDir, checkpoint.BestLink, checkpoint.EMAFile), train.ShellArg(runDir))
+		}
 	}
 	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)
 	if b.Step != st.Step {

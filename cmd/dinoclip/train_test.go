@@ -354,6 +354,21 @@ func TestTrainEMA(t *testing.T) {
 	if !strings.Contains(summary, "of the moving average of the weights") || !strings.Contains(summary, table) {
 		t.Errorf("train's summary of a run whose best is the moving average:\n%s\nlacks eval's table of it:\n%s", summary, table)
 	}
+	// ... and names that file as the best model, not the checkpoint alone,
+	// whose model.safetensors is the raw weights.
+	if want := "its model: " + filepath.Join(again, checkpoint.BestLink, checkpoint.EMAFile) + ", the moving average"; !strings.Contains(summary, want) {
+		t.Errorf("train's summary does not say %q:\n%s", want, summary)
+	}
+	// info of the best checkpoint shows the average's evaluation beside
+	// the raw weights'.
+	var indented strings.Builder
+	for line := range strings.Lines(strings.TrimRight(table, "\n")) {
+		indented.WriteString("    " + line)
+	}
+	if out := mustRun(t, "info", filepath.Join(again, checkpoint.BestLink)); !strings.Contains(out, "moving average: ema.safetensors, decay 0.8 (what --best-from ema picks by") ||
+		!strings.Contains(out, "metrics of the moving average at this checkpoint:\n") || !strings.Contains(out, indented.String()) {
+		t.Errorf("info of the best checkpoint does not show its moving average and eval's table of it:\n%s\nwant:\n%s", out, table)
+	}
 	// Piped, its step lines give the pace and the time left.
 	if !regexp.MustCompile(`msg=step step=\d+ of=\d+ .* samples_per_s=\d+ time_left=\S+`).MatchString(log) {
 		t.Errorf("no step log line gives samples_per_s and time_left:\n%s", log)

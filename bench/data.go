@@ -6,8 +6,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -15,8 +17,8 @@ import (
 // DataOptions are the parameters of MeasureData.
 type DataOptions struct {
 	// Dir is where the shards are written, in a new temporary directory
-	// that is removed afterwards ("": the system's temporary directory).
-	// Point it at the disk the real data will live on.
+	// that is removed afterwards ("": the system's temporary directory):
+	// DataDirBase's. Point it at the disk the real data will live on.
 	Dir string
 	// Rows in all, split over Shards shards.
 	Rows, Shards        int
@@ -31,6 +33,23 @@ type DataOptions struct {
 	Seed uint64
 }
 
+// DataDirBase names the temporary directory MeasureData writes its shards
+// in (atomicfile.MkdirTempRemovedOnExit's ".dinoclip-bench-data.tmp-N"):
+// it holds the directory's lock while it runs, so that a later run can
+// tell the shards a killed one left (tens of megabytes to gigabytes) from
+// those of one at work, and remove them (atomicfile.SweepStale, with
+// IsDataFile).
+const DataDirBase = "dinoclip-bench-data"
+
+// IsDataFile reports whether name is one of the files MeasureData writes
+// in its directory (writeShards').
+func IsDataFile(name string) bool {
+	return strings.HasPrefix(name, shardPrefix) && (strings.HasSuffix(name, train.FeatureSuffix) || strings.HasSuffix(name, train.TargetSuffix))
+}
+
+// shardPrefix starts the names of the shards writeShards writes.
+const shardPrefix = "shard-"
+
 // MeasureData writes a dataset of random shards as float16 (or float32)
 // .npy files, opens it with train.OpenDataset and times reading one
 // epoch of batches, as the trainer reads them (train.Order's permutation,
@@ -43,11 +62,21 @@ func MeasureData(o DataOptions) (DataReport, error) {
 		return DataReport{}, fmt.Errorf("data benchmark: %d rows in %d shards, batch %d, widths %d -> %d",
 			o.Rows, o.Shards, o.Batch, o.InputDim, o.OutputDim)
 	}
-	dir, err := os.MkdirTemp(o.Dir, "dinoclip-bench-data-")
+	parent := o.Dir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	// (Removed too by a process ended at once on a signal, which runs no
+	// deferred call: atomicfile.RemoveUnfinished.)
+	dir, release, forget, err := atomicfile.MkdirTempRemovedOnExit(parent, DataDirBase)
 	if err != nil {
 		return DataReport{}, fmt.Errorf("data benchmark: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		release()
+		os.RemoveAll(dir)
+		forget()
+	}()
 	files, err := writeShards(dir, o)
 	if err != nil {
 		return DataReport{}, fmt.Errorf("data benchmark: %w", err)
@@ -137,7 +166,7 @@ func writeShards(dir string, o DataOptions) ([]string, error) {
 			suffix string
 			width  int
 		}{{train.FeatureSuffix, o.InputDim}, {train.TargetSuffix, o.OutputDim}} {
-			path := filepath.Join(dir, fmt.Sprintf("shard-%05d%s", s, a.suffix))
+			path := filepath.Join(dir, fmt.Sprintf("%s%05d%s", shardPrefix, s, a.suffix))
 			err := npy.WriteFloatsFunc(path, dt, []int{hi - lo, a.width}, func(v []float32) {
 				for i := range v {
 					v[i] = 2*rng.Float32() - 1

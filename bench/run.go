@@ -155,6 +155,9 @@ func runStages(r *Report, o RunOptions, newEngine func(nn.Config) (nn.Engine, er
 	return nil
 }
 
+// PeakFlagSource is the Source of a peak given by RunOptions.PeakTFLOPs.
+const PeakFlagSource = "--peak-tflops"
+
 // runCase measures one case on its engine; the first case also carries the
 // device-wide measurements (device name, peak, copy bandwidth, kernels,
 // top-k on the engine).
@@ -166,7 +169,7 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 		}
 		r.Env.Peak = DefaultPeak(o.Device, r.Env.DeviceName, r.Env.GOMAXPROCS)
 		if o.PeakTFLOPs > 0 {
-			r.Env.Peak = Peak{TFLOPs: o.PeakTFLOPs, Precision: "as given", Source: "--peak-tflops"}
+			r.Env.Peak = Peak{TFLOPs: o.PeakTFLOPs, Precision: "as given", Source: PeakFlagSource}
 		}
 	}
 	peak := r.Env.Peak.TFLOPs

@@ -41,7 +41,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			t.row("%s\t%.1fM\t%d\t%s\t%d\t%.4g\t%.4g\t%.4g\t%.4g\t%s\t%s\t%s",
 				x.ConfigName, float64(x.Params)/1e6, x.Batch, x.Data, x.Steps,
 				1e3*x.StepSeconds.Median, 1e3*x.StepSeconds.Min, 1e3*x.StepSeconds.Max,
-				x.SamplesPerSecond, flopsNum(e.Device, x.TFLOPs), percent(x.FractionOfPeak), memString(x.PeakMemory))
+				x.SamplesPerSecond, flopsNum(e.Device, x.TFLOPs), ofPeak(x.FractionOfPeak), memString(x.PeakMemory))
 		}
 		t.flush()
 		for _, x := range r.Train {
@@ -74,16 +74,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if x.Kind == "memory" && x.BytesPerSecond > 0 {
 				gb = fmt.Sprintf("%.4g", x.BytesPerSecond/1e9)
 			}
-			ofPeak := ""
+			fracPeak := ""
 			if x.Kind == "gemm" {
-				ofPeak = percent(x.FractionOfPeak)
+				fracPeak = ofPeak(x.FractionOfPeak)
 			}
 			ofCopy := ""
 			if x.Kind == "memory" {
 				ofCopy = percent(x.FractionOfCopy)
 			}
 			t.row("%s\t%s\t%g\t%.4g\t%.4g\t%s\t%s\t%s\t%s", x.Name, x.Shape, x.CallsPerStep,
-				1e3*x.SecondsPerCall, 1e3*x.SecondsPerCall*x.CallsPerStep, fl, ofPeak, gb, ofCopy)
+				1e3*x.SecondsPerCall, 1e3*x.SecondsPerCall*x.CallsPerStep, fl, fracPeak, gb, ofCopy)
 		}
 		t.flush()
 		if k.StepSeconds > 0 {
@@ -201,6 +201,46 @@ func percent(f float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f%%", 100*f)
+}
+
+// ofPeak is a fraction of the peak as a percentage, or ">100%" for one
+// above it: no rate passes the peak, so that peak is wrong (PeakWarning
+// says so), and its percentages (7e296% of a --peak-tflops 1e-300) broke
+// the table's columns. The JSON keeps the fraction as measured.
+func ofPeak(f float64) string {
+	if f > 1 {
+		return ">100%"
+	}
+	return percent(f)
+}
+
+// PeakWarning is "", or when a rate measured (a training step's, or a
+// GEMM kernel's) is above the peak its fraction is of, what is wrong
+// with that peak: most likely a --peak-tflops in another unit than
+// TFLOP/s.
+func (r *Report) PeakWarning() string {
+	fastest := 0.0
+	for _, x := range r.Train {
+		if x.FractionOfPeak > 1 {
+			fastest = max(fastest, x.TFLOPs)
+		}
+	}
+	for _, x := range r.Kernels.Kernels {
+		if x.Kind == "gemm" && x.FractionOfPeak > 1 {
+			fastest = max(fastest, x.TFLOPs)
+		}
+	}
+	if fastest == 0 {
+		return ""
+	}
+	e := r.Env
+	measured := flops(e.Device, fastest)
+	if e.Peak.Source == PeakFlagSource {
+		return fmt.Sprintf("measured %s, more than the --peak-tflops %v (%s): it is likely in the wrong unit, as the flag takes TFLOP/s (989 for an H100's dense BF16); the table shows the fractions of peak above 100%% as >100%%",
+			measured, e.Peak.TFLOPs, flops(e.Device, e.Peak.TFLOPs))
+	}
+	return fmt.Sprintf("measured %s, more than the peak of %s (%s): that peak is likely wrong: give the device's with --peak-tflops, in TFLOP/s; the table shows the fractions of peak above 100%% as >100%%",
+		measured, flops(e.Device, e.Peak.TFLOPs), e.Peak.Source)
 }
 
 func memString(m Memory) string {

@@ -67,7 +67,12 @@ func checkLayout(tensors []TensorInfo, bufLen int) error {
 		prev = t.Name
 	}
 	if pos != bufLen {
-		return errorf(ErrOffsets, "the last %d bytes of the data buffer belong to no tensor", bufLen-pos)
+		// (As the Python reader, dinoclip.checkpoint, says it.)
+		extra, s := bufLen-pos, "s"
+		if extra == 1 {
+			s = ""
+		}
+		return errorf(ErrOffsets, "the file holds %d byte%s more than its header describes (trailing data)", extra, s)
 	}
 	return nil
 }

@@ -278,7 +278,7 @@ func TestRejections(t *testing.T) {
 		{"same range", raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8)), ErrOffsets, "overlap"},
 		{"gap at start", raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, make([]byte, 12)), ErrOffsets, "4 bytes of the data buffer before tensor \"a\""},
 		{"gap between", raw(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}`, make([]byte, 12)), ErrOffsets, "belong to no tensor"},
-		{"trailing bytes", raw("{"+t1+"}", make([]byte, 9)), ErrOffsets, "last 1 bytes"},
+		{"trailing bytes", raw("{"+t1+"}", make([]byte, 9)), ErrOffsets, "the file holds 1 byte more than its header describes (trailing data)"},
 		{"metadata not strings", raw(`{"__metadata__":{"k":1},`+t1+"}", make([]byte, 8)), ErrHeader, `value for "k" must be a string`},
 		{"metadata array", raw(`{"__metadata__":["k"],`+t1+"}", make([]byte, 8)), ErrHeader, "must be an object of strings"},
 		{"metadata duplicate", raw(`{"__metadata__":{"k":"1","k":"2"},`+t1+"}", make([]byte, 8)), ErrHeader, `duplicate __metadata__ key "k"`},

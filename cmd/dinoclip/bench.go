@@ -76,7 +76,8 @@ func benchCommand() *cli.Command {
 			"the original),\n" +
 			"small (" + bench.Configs["small"].Describe() + "),\n" +
 			"or IxHxBxO (input, hidden, blocks, output). Without --batch: on cpu, default at 64 and small at\n" +
-			"256 (about a minute on two cores); on cuda, 1024 to 16384.\n\n" +
+			"256 (about a minute on two cores); on cuda, 1024 to 16384. A --batch N is for the shapes without\n" +
+			"sizes of their own (--batch SHAPE:N/N); one that is for none is refused.\n\n" +
 			"Examples:\n" +
 			"   dinoclip bench --out bench-out\n" +
 			"   dinoclip bench --device cuda --json bench.json",
@@ -84,7 +85,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to run the engine on: cpu, or cuda (a build with -tags cuda)"},
 			&cli.StringFlag{Name: "precision", Value: train.PrecisionFP32, Usage: "`MODE` of the engine's arithmetic: fp32, or bf16 (cuda only: bf16 mixed precision, train's default on the GPU); recorded with the arguments"},
 			&cli.StringSliceFlag{Name: "shape", Usage: "model `SHAPE`: default, small or IxHxBxO (repeat or separate with commas)", DefaultText: "cpu: default,small; cuda: default"},
-			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
+			&cli.StringSliceFlag{Name: "batch", Usage: "batch size `N` for every shape without sizes of its own, or SHAPE:N[/N...] for one shape (repeat or separate with commas)", DefaultText: "cpu: default:64, small:256; cuda: 1024 to 16384"},
 			&cli.IntFlag{Name: "warmup", Usage: "`N` untimed training steps first", DefaultText: "cpu 1, cuda 5"},
 			&cli.IntFlag{Name: "steps", Usage: "at least `N` timed training steps", DefaultText: "cpu 3, cuda 20"},
 			&cli.DurationFlag{Name: "min-time", Usage: "keep timing steps until they add up to `DURATION` (at most max(1000, 100 x --steps) steps)", DefaultText: "cpu 3s, cuda 1s"},
@@ -101,7 +102,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "data-rows", Usage: "`N` rows of shards to write and read", DefaultText: "65536"},
 			&cli.IntFlag{Name: "data-batch", Usage: "rows per read `N`", DefaultText: "8192"},
 			&cli.StringFlag{Name: "data-dtype", Value: "float16", Usage: "`DTYPE` of the shards: float16 or float32"},
-			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
+			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak, in TFLOP/s (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE`"},
 			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
@@ -127,6 +128,11 @@ var (
 	memAvailable   = sysmem.Available
 	sameFilesystem = atomicfile.SameFilesystem
 )
+
+// minPeakTFLOPs bounds a --peak-tflops from below: a megaflop per second
+// in TFLOP/s, far below any device's peak, and far enough above zero that
+// every rate over it is a finite fraction.
+const minPeakTFLOPs = 1e-6
 
 // maxBenchSteps bounds --steps and --warmup: far beyond what any
 // measurement needs, and small enough that the times kept of the timed
@@ -165,6 +171,17 @@ func runBench(cCtx *cli.Context) error {
 		if !slices.Contains(shapes, s) {
 			return fmt.Errorf("--batch %s:...: shape %q is not among the --shape values %s", s, s, strings.Join(shapes, ","))
 		}
+	}
+	// A plain N is for the shapes without sizes of their own: with none
+	// left it ran nowhere, without a word (the 8 of --batch SHAPE:4,8, the
+	// comma splitting it off, too).
+	if len(common) > 0 && !slices.ContainsFunc(shapes, func(s string) bool { return perShape[s] == nil }) {
+		plain := make([]string, len(common))
+		for i, n := range common {
+			plain[i] = strconv.Itoa(n)
+		}
+		return fmt.Errorf("--batch %s: every --shape (%s) has batch sizes of its own (SHAPE:N), so it would run for none: list one shape's sizes as SHAPE:N/N, or leave it out",
+			strings.Join(plain, ","), strings.Join(shapes, ","))
 	}
 	var cases []bench.Case
 	for _, s := range shapes {
@@ -214,6 +231,11 @@ func runBench(cCtx *cli.Context) error {
 	peak := cCtx.Float64("peak-tflops")
 	if !(peak >= 0) || math.IsInf(peak, 0) {
 		return fmt.Errorf("--peak-tflops %v: must be a finite number, not negative", peak)
+	}
+	// (A fraction of a peak of 1e-320 overflowed to +Inf, which no JSON
+	// holds: the report was refused after the whole run.)
+	if peak > 0 && peak < minPeakTFLOPs {
+		return fmt.Errorf("--peak-tflops %v: below %v, a megaflop per second, which is no device's peak: it takes TFLOP/s", peak, minPeakTFLOPs)
 	}
 
 	o := bench.RunOptions{
@@ -339,36 +361,32 @@ func runBench(cCtx *cli.Context) error {
 			return fmt.Errorf("--out %s: %w", outDir, err)
 		}
 	}
-	// The data benchmark's shards go in a directory of ours, made now (a
-	// --data-dir that cannot take it fails before hours of benchmarks, not
-	// after) and removed however the run ends.
-	var scratch string
+	// The data benchmark writes its shards in a directory of its own there
+	// (bench.DataDirBase's), removed however the run ends but by SIGKILL
+	// or a crash: what such a run left is removed now, once no run at work
+	// holds it. A --data-dir that cannot take them fails now, not after
+	// hours of benchmarks.
 	if o.Data {
-		if o.DataOpts.Dir != "" {
-			if err := checkIntoPlace("--data-dir", o.DataOpts.Dir, "the data benchmark's shards"); err != nil {
+		dataDir := o.DataOpts.Dir
+		if dataDir != "" {
+			if err := checkIntoPlace("--data-dir", dataDir, "the data benchmark's shards"); err != nil {
 				return err
 			}
+		} else {
+			dataDir = os.TempDir()
 		}
-		if scratch, err = os.MkdirTemp(o.DataOpts.Dir, "dinoclip-bench-"); err != nil {
+		atomicfile.SweepStale(dataDir, bench.DataDirBase, bench.IsDataFile).Report(cCtx.App.ErrWriter, "the data benchmark's shards")
+		if err := probeWrite(dataDir, bench.DataDirBase); err != nil {
 			return fmt.Errorf("--data-dir: %w", err)
 		}
-		defer os.RemoveAll(scratch)
-		o.DataOpts.Dir = scratch
 		// (With room for the headers, and for what the benchmarks before
 		// it write meanwhile.)
 		need := o.DataOpts.Bytes() + o.DataOpts.Bytes()/16 + 64<<20
-		if free, ok := diskFree(scratch); ok && uint64(need) > free {
+		if free, ok := diskFree(dataDir); ok && uint64(need) > free {
 			return fmt.Errorf("--data-dir: the data benchmark's shards take %.3g GB; with their headers and a margin of 64 MiB for what the benchmarks before it write, it needs %.3g GB, and the file system of %s has %.3g GB free: give --data-dir on a larger one, fewer --data-rows, or --data=false",
-				float64(o.DataOpts.Bytes())/1e9, float64(need)/1e9, filepath.Dir(scratch), float64(free)/1e9)
+				float64(o.DataOpts.Bytes())/1e9, float64(need)/1e9, dataDir, float64(free)/1e9)
 		}
 	}
-	onInterruptExit(cCtx.Context, func() {
-		// The data benchmark may still be writing into it: a file made
-		// while RemoveAll empties the directory fails the removal, and
-		// once the directory is gone its writes fail.
-		for i := 0; scratch != "" && i < 10 && os.RemoveAll(scratch) != nil; i++ {
-		}
-	})
 
 	start := time.Now()
 	r, err := bench.Run(o, func(c nn.Config) (nn.Engine, error) { return openEngine(device, precision, c) })
@@ -396,6 +414,9 @@ func runBench(cCtx *cli.Context) error {
 func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir string) error {
 	if err := r.WriteTable(cCtx.App.Writer); err != nil {
 		return err
+	}
+	if w := r.PeakWarning(); w != "" {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s\n", w)
 	}
 	if err := benchOutPlaces(jsonPath, outDir); err != nil {
 		return err
@@ -516,6 +537,10 @@ func parseBatches(entries []string) ([]int, map[string][]int, error) {
 	perShape := map[string][]int{}
 	for _, e := range entries {
 		shape, list, ok := strings.Cut(e, ":")
+		if ok && shape == "" {
+			// (Taken for a plain N, it ran for every shape.)
+			return nil, nil, fmt.Errorf("--batch %q: the shape before the colon is empty: want SHAPE:N[/N...], or N", e)
+		}
 		if !ok {
 			shape, list = "", e
 		}

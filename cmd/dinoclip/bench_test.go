@@ -7,9 +7,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -59,15 +61,75 @@ func TestBench(t *testing.T) {
 	if err != nil || !strings.Contains(string(txt), "Training step") {
 		t.Errorf("--out's bench.txt: %v\n%s", err, txt)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "dinoclip-bench-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, "."+bench.DataDirBase+"*")); len(left) != 0 {
 		t.Errorf("the data benchmark's shards are left: %v", left)
+	}
+}
+
+// TestBenchRemovesAKilledRunsShards checks that the shards a bench killed
+// by SIGKILL left (tens of megabytes at the defaults) are removed by the
+// next one once nobody holds them, and that a directory under their name
+// holding what the benchmark never writes is left, and said.
+func TestBenchRemovesAKilledRunsShards(t *testing.T) {
+	dir := t.TempDir()
+	dead := filepath.Join(dir, "."+bench.DataDirBase+".tmp-123")
+	other := filepath.Join(dir, "."+bench.DataDirBase+".tmp-456")
+	for _, f := range []string{
+		filepath.Join(dead, "shard-00000"+train.FeatureSuffix), filepath.Join(dead, "shard-00000"+train.TargetSuffix),
+		filepath.Join(other, "notes.txt"),
+	} {
+		os.MkdirAll(filepath.Dir(f), 0o755)
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	for _, d := range []string{dead, other} {
+		os.Chtimes(d, old, old)
+	}
+	_, stderr, err := runCLI(t, append(slices.Clone(benchTiny), "--kernels=false", "--topk=false", "--data-dir", dir)...)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(dead); err == nil || !strings.Contains(stderr, "removed "+dead+", left by a dinoclip killed while writing the data benchmark's shards") {
+		t.Errorf("a killed bench's shards: %v; stderr:\n%s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(other, "notes.txt")); err != nil || !strings.Contains(stderr, "warning: removing "+other) {
+		t.Errorf("a directory holding another file: %v; stderr:\n%s", err, stderr)
+	}
+}
+
+// TestBenchRateAbovePeak checks that a rate above a --peak-tflops (one
+// given in GFLOP/s, say) is warned of, and shown as ">100%" in the table,
+// where its percentage broke the columns, while the JSON keeps the
+// fraction measured.
+func TestBenchRateAbovePeak(t *testing.T) {
+	jsonPath := filepath.Join(t.TempDir(), "b.json")
+	out, stderr, err := runCLI(t, "bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
+		"--kernels=false", "--topk=false", "--data=false", "--peak-tflops", "1e-6", "--json", jsonPath)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "dinoclip: warning: measured ") || !strings.Contains(stderr, "more than the --peak-tflops 1e-06 (0.001 GFLOP/s): it is likely in the wrong unit, as the flag takes TFLOP/s") {
+		t.Errorf("stderr lacks the warning:\n%s", stderr)
+	}
+	if !strings.Contains(out, " >100% ") || strings.Contains(out, "00.0%") {
+		t.Errorf("the table's fraction of peak:\n%s", out)
+	}
+	r, err := bench.ReadReport(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := r.Train[0]; x.FractionOfPeak != x.TFLOPs/1e-6 {
+		t.Errorf("JSON fraction of peak %v, want %v", x.FractionOfPeak, x.TFLOPs/1e-6)
 	}
 }
 
 func TestBenchPerShapeBatchesAndSkips(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "b.json")
-	mustRun(t, "bench", "--shape", "8x16x1x4,4x8x0x2", "--batch", "8x16x1x4:4/8", "--batch", "4x8x0x2:2",
+	// (The plain 2 for the shape without sizes of its own.)
+	mustRun(t, "bench", "--shape", "8x16x1x4,4x8x0x2", "--batch", "8x16x1x4:4/8", "--batch", "2",
 		"--warmup", "0", "--steps", "1", "--min-time", "0", "--kernels=false", "--topk=false", "--data=false", "--json", jsonPath)
 	r, err := bench.ReadReport(jsonPath)
 	if err != nil {
@@ -95,6 +157,11 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--shape", "8x0x1x4"}, "hidden dim")
 	wantError(t, []string{"bench", "--batch", "0"}, "--batch", "positive")
 	wantError(t, []string{"bench", "--shape", "small", "--batch", "default:64"}, "not among the --shape values")
+	// A plain N is for the shapes without sizes of their own: one for none
+	// (a comma's too) ran nowhere, and an empty shape name ran for all.
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "8x8x1x8:4", "--batch", "5"}, "--batch 5: every --shape (8x8x1x8) has batch sizes of its own", "SHAPE:N/N")
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "8x8x1x8:4,8"}, "--batch 8: every --shape")
+	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", ":4"}, `--batch ":4": the shape before the colon is empty`)
 	wantError(t, []string{"bench", "--device", "tpu"}, "unknown device")
 	// Counts that would not fit in memory (or overflow) are refused before
 	// anything runs, as is a k beyond the keys of a direction.
@@ -146,6 +213,8 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--precision", "fp64"}, "--precision fp64", "fp32 or bf16")
 	wantError(t, []string{"bench", "--peak-tflops", "Inf"}, "--peak-tflops +Inf", "finite")
 	wantError(t, []string{"bench", "--peak-tflops", "NaN"}, "--peak-tflops NaN", "finite")
+	// (Its fractions overflowed to +Inf, and the JSON was refused at the end.)
+	wantError(t, []string{"bench", "--peak-tflops", "1e-320"}, "--peak-tflops 1e-320: below 1e-06", "TFLOP/s")
 	wantError(t, []string{"bench", "--data-rows", "1000000000000"}, "--data-rows 1000000000000", "at most")
 	// Within the rows bound, but --shape's widths make the shards too large.
 	wantError(t, []string{"bench", "--shape", "1000000x2x0x1", "--data-rows", "100000"}, "--data-rows 100000 of 1000000 + 1 float16 values", "GB of shards")

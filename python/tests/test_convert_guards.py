@@ -121,6 +121,39 @@ def test_to_dinoclip_names_a_file_output(tmp_path, capsys):
     assert (tmp_path / "out").read_text() == "a user's file"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/null"), reason="POSIX's")
+def test_to_dinoclip_names_what_its_output_is(tmp_path, capsys):
+    """A device or a named pipe at OUT is named as such (each was "a file")."""
+    torch.save(_model(0).state_dict(), tmp_path / "m.pt")
+    os.mkfifo(tmp_path / "fifo")
+    for out, kind in (("/dev/null", "a device"), (str(tmp_path / "fifo"), "a named pipe")):
+        assert convert.main(["to-dinoclip", str(tmp_path / "m.pt"), out]) == 1
+        assert capsys.readouterr().err == (f"dinoclip.convert: {out} is {kind}: name a .safetensors file to write, "
+                                           "or a checkpoint directory to write model.safetensors in\n")
+
+
+def test_to_torch_refuses_an_empty_output(tmp_path, capsys, monkeypatch):
+    """An empty OUT is refused as to-dinoclip refuses it, not resolved to the working directory
+    ("/cwd/ is a directory")."""
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    monkeypatch.chdir(tmp_path)
+    assert convert.main(["to-torch", src, ""]) == 1
+    assert capsys.readouterr().err == "dinoclip.convert: OUT is empty: name the .pt file to write\n"
+
+
+def test_trailing_data_is_not_called_truncated(tmp_path, capsys):
+    """A model file longer than its header describes says so, in the Go reader's words, where it
+    said "truncated, or not a safetensors file"."""
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    size = os.path.getsize(src)
+    with open(src, "ab") as f:
+        f.write(b"\0" * 7)
+    assert convert.main(["to-torch", src, str(tmp_path / "o.pt")]) == 1
+    assert capsys.readouterr().err == (f"dinoclip.convert: {src}: the file is {size + 7} bytes, 7 bytes more than its "
+                                       "safetensors header describes (trailing data)\n")
+    assert not (tmp_path / "o.pt").exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
 def test_the_destination_guarded_is_the_one_written(tmp_path, capsys):
     """The guard judges the file the system writes: LINK/../model.safetensors is beside where

@@ -530,6 +530,11 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
             raise CheckpointError(f"{p}: not a ProjectorWithResiduals of shape {config}: " + "; ".join(problems))
         size = data_start + (table[-1][4] if table else 0)
         actual = os.fstat(f.fileno()).st_size
+        # (A longer file is no truncated one: the Go reader says the same of it, safetensors.Open.)
+        if actual > size:
+            extra = actual - size
+            raise CheckpointError(f"{p}: the file is {actual} bytes, {extra} byte{'s' if extra != 1 else ''} more than "
+                                  "its safetensors header describes (trailing data)")
         if actual != size:
             raise CheckpointError(f"{p}: the file is {actual} bytes, its safetensors header says {size} "
                                   "(truncated, or not a safetensors file)")

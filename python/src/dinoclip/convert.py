@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import stat
 import sys
 import warnings
 import zipfile
@@ -332,13 +333,23 @@ def _destination(dst: str, src: str) -> str:
     return dst
 
 
+def _kind_of(path: str) -> str:
+    """What ``path``, which exists and is no directory, is, for a message: a file, or what else
+    (/dev/null was "a file")."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a symbolic link leading nowhere"
+    return "a file" if stat.S_ISREG(mode) else _files.file_kind(mode)
+
+
 def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object]] = None) -> str:
     """Converts a ``.pt`` state_dict to a dinoclip model file; returns the path written."""
     if not dst:  # (os.path.join would make it ./model.safetensors, a place the user did not name)
         raise ConversionError("OUT is empty: name a .safetensors file to write, or a checkpoint directory")
     if not dst.lower().endswith(".safetensors"):  # (x.SAFETENSORS is a file's name, not a directory's)
         if os.path.lexists(dst) and not os.path.isdir(dst):
-            raise ConversionError(f"{dst} is a file: name a .safetensors file to write, or a checkpoint "
+            raise ConversionError(f"{dst} is {_kind_of(dst)}: name a .safetensors file to write, or a checkpoint "
                                   f"directory to write {MODEL_FILE} in")
         dst = os.path.join(dst, MODEL_FILE)  # a checkpoint directory
     dst = _destination(dst, src)
@@ -363,6 +374,8 @@ def dinoclip_to_torch(src: str, dst: str) -> str:
     """Converts a dinoclip model (file, checkpoint or run directory) to a ``.pt`` state_dict
     (``torch.save(model.state_dict())``, as the original project saved it); returns the path
     written."""
+    if not dst:  # (resolved, it was the working directory: "/cwd/ is a directory")
+        raise ConversionError("OUT is empty: name the .pt file to write")
     if os.path.isdir(dst):
         raise ConversionError(f"{dst} is a directory; want the path of the .pt file to write")
     dst = _destination(dst, checkpoint.resolve(src))

@@ -69,6 +69,14 @@ type Options struct {
 	// written with the number of rows written so far. It does not affect
 	// the data.
 	Progress func(rows int)
+
+	// Publishing, when not nil, is called once a set's files are all
+	// written, just before the set is put in place: until then a process
+	// ended at once (atomicfile.RemoveUnfinished) leaves nothing of the
+	// set, and the caller's own record of the writing may go with it
+	// (atomicfile.WriteBytesRemovedOnExit's forget). It does not affect
+	// the data.
+	Publishing func()
 }
 
 // Defaults of the world's shape and noise. The caption noise levels are

@@ -26,9 +26,11 @@ import (
 // atomicfile.MkdirTemp's name for BASE.synth); or, when there can be none
 // beside DIR (its parent is not writable, or DIR is a mount point),
 // dataset.StagingPrefix+N inside DIR. The staging directory is locked while its
-// writer lives (atomicfile.MkdirTemp), so that atomicfile.RemoveStale
+// writer lives (atomicfile.MkdirTempRemovedOnExit), so that the next run
 // tells a killed run's from a live one's; and it holds nothing but the
-// set's files, which is all RemoveStale removes.
+// set's files, which is all that run removes. Until the set is put in
+// place, a process ended at once (a signal: atomicfile.RemoveUnfinished)
+// removes it.
 //
 // Once every file is written the set is published in one step when DIR
 // allows it: a staging directory beside an empty DIR is renamed onto it;
@@ -73,17 +75,23 @@ var evalFiles = []string{dataset.ImageFeaturesFile, dataset.ImageCLIPFile, datas
 
 func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 
-// stagingBeside is the base name synth gives atomicfile.MkdirTemp (or
-// TempPath) for a staging directory beside the data directory named base.
+// stagingBeside is the base name synth gives
+// atomicfile.MkdirTempRemovedOnExit (or TempPath) for a staging directory
+// beside the data directory named base.
 func stagingBeside(base string) string { return base + "." + dataset.StagingBase }
 
-// LeftoverBytes is the size of the staging directories that interrupted
-// runs left for the data directories sets of out (beside each, and inside
-// it), which the next run into them removes before it writes: space a
-// check of the free disk counts as free.
+// LeftoverBytes is the size of the staging directories that killed runs
+// left for the data directories sets of out (beside each, and inside it),
+// which the next run into them removes before it writes: space a check of
+// the free disk counts as free. A staging directory whose writer holds its
+// lock (a run at work), or whose lock cannot be told, is not counted: it
+// stays.
 func LeftoverBytes(out string, sets ...string) int64 {
 	var n int64
 	add := func(dir string) {
+		if !lockFree(dir) {
+			return
+		}
 		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				if info, err := d.Info(); err == nil {
@@ -232,6 +240,10 @@ func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, o
 	if err != nil {
 		return nil, fmt.Errorf("synth: output directory: %w", err)
 	}
+	// A process ended at once leaves none either (they are empty once the
+	// staging directory is removed), until the set is put in place.
+	forgetMade := atomicfile.UndoOnExit(func() { madedirs.Remove(dir, made) })
+	defer forgetMade()
 	// The directory itself, not a link to it: it is what is replaced.
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -274,23 +286,33 @@ func stageInto(dir, what string, isDataFile, isOwnFile func(name string) bool, o
 	if err := refuseExisting(dir, what, existing, replace); err != nil {
 		return nil, err
 	}
-	// Staging directories beside dir that killed runs left: a live run's,
-	// one that could still be, and one that holds anything else than
-	// files isOwnFile names are kept (atomicfile.RemoveStale).
+	// Staging directories beside dir that killed runs left, however new
+	// (a run killed a moment ago left one as big as the set, which the
+	// free disk was judged with): only a holder of dir's lock, this run
+	// now, makes one. One that holds anything else than files isOwnFile
+	// names is kept.
 	parent, base := filepath.Dir(real), filepath.Base(real)
-	atomicfile.SweepStale(parent, stagingBeside(base), isOwnFile).Report(log, dir)
+	atomicfile.SweepOwnDirs(parent, stagingBeside(base), isOwnFile).Report(log, dir)
 
-	tmp, release, beside, err := makeStaging(real, parent, base)
+	tmp, release, forget, beside, err := makeStaging(real, parent, base)
 	if err != nil {
 		return nil, fmt.Errorf("synth: staging directory: %w", err)
 	}
 	defer release()
+	defer forget()
 	files, err := fill(tmp)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
 	atomicfile.SyncDir(tmp)
+	// From here a process ended at once leaves the staging directory, and
+	// the directories made: the set is being put in place.
+	forget()
+	forgetMade()
+	if opts.Publishing != nil {
+		opts.Publishing()
+	}
 	if err := publish(dir, real, what, tmp, beside, files, isDataFile, replace); err != nil {
 		return nil, err
 	}
@@ -337,17 +359,22 @@ func lockDirStable(dir, real string) (unlock func(), err error) {
 // on atomicfile.RemoveStale's rule (which keeps them all) for a directory
 // that holds nothing but files holds names.
 func unheld(p string, holds func(string) bool) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	lockErr := flock.TryLock(f, true)
-	f.Close()
-	if lockErr == nil {
+	if lockFree(p) {
 		return true
 	}
 	removed, _ := atomicfile.RemoveStale(p, holds)
 	return removed
+}
+
+// lockFree reports whether the lock of the staging directory p could be
+// taken: nobody holds it, on a system that can tell.
+func lockFree(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close() // (which lets the lock go)
+	return flock.TryLock(f, true) == nil
 }
 
 // isMountPoint is mountpoint.Is (a variable: tests try a mount point
@@ -362,27 +389,29 @@ func stageBeside(real, parent string, st os.FileInfo) bool {
 	return parent != real && !isMountPoint(real, st)
 }
 
-// makeStaging makes the staging directory, locked until release: beside
-// real (beside is true) when it can be renamed onto real (stageBeside),
-// else inside it.
-func makeStaging(real, parent, base string) (tmp string, release func(), beside bool, err error) {
+// makeStaging makes the staging directory, locked until release, and
+// removed whole by a process ended at once until forget
+// (atomicfile.MkdirTempRemovedOnExit: the part of a set written is
+// nobody's until it is put in place): beside real (beside is true) when
+// it can be renamed onto real (stageBeside), else inside it.
+func makeStaging(real, parent, base string) (tmp string, release, forget func(), beside bool, err error) {
 	st, err := os.Stat(real)
 	if err != nil {
-		return "", nil, false, err
+		return "", nil, nil, false, err
 	}
 	if stageBeside(real, parent, st) {
-		if tmp, release, err := atomicfile.MkdirTemp(parent, stagingBeside(base)); err == nil {
+		if tmp, release, forget, err := atomicfile.MkdirTempRemovedOnExit(parent, stagingBeside(base)); err == nil {
 			// It takes real's place: give it real's owner (group at least)
 			// and mode, setgid and sticky bits included, before a file is
 			// written into it (a chown may clear them, and files take
 			// their group from a setgid directory).
 			sameOwner(tmp, st)
 			os.Chmod(tmp, st.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSticky))
-			return tmp, release, true, nil
+			return tmp, release, forget, true, nil
 		}
 	}
-	tmp, release, err = atomicfile.MkdirTemp(real, dataset.StagingBase)
-	return tmp, release, false, err
+	tmp, release, forget, err = atomicfile.MkdirTempRemovedOnExit(real, dataset.StagingBase)
+	return tmp, release, forget, false, err
 }
 
 // publish puts the set that fill wrote into tmp in place in real (see "How

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/mountpoint"
 )
 
@@ -98,9 +99,11 @@ func TestLeavesPartialDirAlone(t *testing.T) {
 
 // A run killed while it wrote its set leaves a staging directory beside
 // the data directory, and the data directory empty: the next run is not
-// refused, and removes the leftover once it is stale (unlocked, a minute
-// old), but nothing that synth did not make; it says on opts.Log what it
-// removed and what it left.
+// refused, and removes the leftover once its lock is free, however new
+// (a run rerun at once after a kill left its space taken, which the free
+// disk had been judged with), but nothing that synth did not make, nor a
+// run's that holds its lock; it says on opts.Log what it removed and what
+// it left.
 func TestRerunAfterKillWhileStaging(t *testing.T) {
 	opts := smallOptions(2)
 	var log bytes.Buffer
@@ -112,20 +115,26 @@ func TestRerunAfterKillWhileStaging(t *testing.T) {
 	}
 	shard := map[string]string{"shard-00000.dino.npy": "x", ".shard-00001.dino.npy.tmp-42": "y"}
 	makeAged(t, filepath.Join(parent, ".train.synth.tmp-111"), shard, 2*time.Minute)                                   // a killed run's: removed
-	makeAged(t, filepath.Join(parent, ".train.synth.tmp-222"), shard, 0)                                               // too young to tell
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-222"), shard, 0)                                               // a run killed just now: removed
+	makeAged(t, filepath.Join(parent, ".train.synth.tmp-666"), shard, time.Hour)                                       // a live run's (its lock held)
 	makeAged(t, filepath.Join(parent, ".train.synth.tmp-333"), map[string]string{"notes.txt": "mine"}, time.Hour)      // holds what synth writes not
 	makeAged(t, filepath.Join(parent, ".train.synth.tmp-x9"), shard, time.Hour)                                        // not synth's name
 	makeAged(t, filepath.Join(parent, ".eval.synth.tmp-444"), shard, time.Hour)                                        // another set's
 	makeAged(t, filepath.Join(parent, ".train.synth.tmp-555"), map[string]string{"mybackup.dino.npy": "z"}, time.Hour) // no name synth gives a shard
+	unlock, err := flock.LockDir(filepath.Join(parent, ".train.synth.tmp-666"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
 	if _, err := WriteTrainingData(dir, opts, 50, 10, false); err != nil {
 		t.Fatalf("the run again: %v", err)
 	}
 	if n := len(entryNames(t, dir)); n != 10 {
 		t.Errorf("%s holds %d entries, want 10 shard files", dir, n)
 	}
-	want := []string{".eval.synth.tmp-444", ".train.synth.tmp-222", ".train.synth.tmp-333", ".train.synth.tmp-555", ".train.synth.tmp-x9", "train"}
-	if runtime.GOOS == "windows" { // no locks: no leftover is known to be stale
-		want = slices.Insert(want, 1, ".train.synth.tmp-111")
+	want := []string{".eval.synth.tmp-444", ".train.synth.tmp-333", ".train.synth.tmp-555", ".train.synth.tmp-666", ".train.synth.tmp-x9", "train"}
+	if runtime.GOOS == "windows" { // no locks: no leftover is known to be a killed run's
+		want = slices.Insert(want, 1, ".train.synth.tmp-111", ".train.synth.tmp-222")
 	}
 	if got := entryNames(t, parent); !slices.Equal(got, want) {
 		t.Errorf("beside %s: %v, want %v", dir, got, want)
@@ -134,12 +143,13 @@ func TestRerunAfterKillWhileStaging(t *testing.T) {
 	at := func(name string) string { return filepath.Join(parent, name) }
 	wants := []string{
 		"removed " + at(".train.synth.tmp-111") + ", left by a dinoclip killed while writing " + dir + "\n",
-		"warning: " + at(".train.synth.tmp-222") + ": left by a dinoclip killed while writing " + dir + ", or being written by another one now",
+		"removed " + at(".train.synth.tmp-222") + ", left by a dinoclip killed while writing " + dir + "\n",
+		"warning: " + at(".train.synth.tmp-666") + ": left by a dinoclip killed while writing " + dir + ", or being written by another one now",
 		"warning: removing " + at(".train.synth.tmp-333") + ", left by a dinoclip killed while writing " + dir + ": ",
 		"warning: removing " + at(".train.synth.tmp-555") + ", ",
 	}
 	if runtime.GOOS == "windows" { // no locks: every one may be a live run's
-		wants = []string{"warning: " + strings.Join([]string{at(".train.synth.tmp-111"), at(".train.synth.tmp-222"), at(".train.synth.tmp-333"), at(".train.synth.tmp-555")}, ", ") + ": left by"}
+		wants = []string{"warning: " + strings.Join([]string{at(".train.synth.tmp-111"), at(".train.synth.tmp-222"), at(".train.synth.tmp-333"), at(".train.synth.tmp-555"), at(".train.synth.tmp-666")}, ", ") + ": left by"}
 	}
 	for _, want := range wants {
 		if !strings.Contains(said, want) {
@@ -414,5 +424,28 @@ func TestFailedWriteRemovesTheDirectoriesItMade(t *testing.T) {
 	}
 	if _, err := os.Stat(existing); err != nil {
 		t.Errorf("a failed write removed the directory that was there: %v", err)
+	}
+}
+
+// LeftoverBytes counts the staging directories that the next run removes
+// (their lock free, however new): not a live run's, which stays, or the
+// free disk it was judged with was not there.
+func TestLeftoverBytesOfKilledRunsOnly(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows: no leftover is known to be a killed run's")
+	}
+	out := t.TempDir()
+	makeAged(t, filepath.Join(out, ".train.synth.tmp-1"), map[string]string{"shard-00000.dino.npy": "killed"}, 0)
+	makeAged(t, filepath.Join(out, ".train.synth.tmp-2"), map[string]string{"shard-00000.dino.npy": "at work"}, time.Hour)
+	makeAged(t, filepath.Join(out, "eval", dataset.StagingBase+".tmp-3"), map[string]string{dataset.EvalInfoFile: "at work, inside"}, time.Hour)
+	for _, held := range []string{filepath.Join(out, ".train.synth.tmp-2"), filepath.Join(out, "eval", dataset.StagingBase+".tmp-3")} {
+		unlock, err := flock.LockDir(held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+	}
+	if got, want := LeftoverBytes(out, dataset.TrainDir, dataset.EvalDir), int64(len("killed")); got != want {
+		t.Errorf("LeftoverBytes: %d, want %d (the killed run's only)", got, want)
 	}
 }

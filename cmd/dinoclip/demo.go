@@ -119,6 +119,9 @@ func runDemo(cCtx *cli.Context) error {
 	if out == "" {
 		return fmt.Errorf("demo: --out is empty; see 'dinoclip demo --help'")
 	}
+	if err := checkDirOrNone(out); err != nil {
+		return fmt.Errorf("demo: --out %w: the demo writes into a directory", err)
+	}
 	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
 	job := synthJob{opts: so, rows: rows, shardRows: synthDefaultShardRows, images: synthDefaultEvalImages, perImage: synthDefaultCaptionsPerImage}
 	// Into a new or empty --out, the data's refusals (the place, the disk)

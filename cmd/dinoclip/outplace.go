@@ -176,3 +176,16 @@ func places(out string) []string {
 	}
 	return []string{atomicfile.AbsPath(out), real}
 }
+
+// checkDirOrNone refuses a path that exists as anything but a directory,
+// or a link to one, where a command makes a directory or writes into one:
+// a file there failed it with "mkdir PATH: not a directory", or on a
+// name under it. (A named pipe is told by os.Stat, without the open that
+// would wait on it forever.) The error says "PATH is KIND, not a
+// directory"; the caller says whose path it is and what goes there.
+func checkDirOrNone(path string) error {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return fmt.Errorf("%s is %s, not a directory", path, atomicfile.Kind(st.Mode()))
+	}
+	return nil
+}

@@ -183,6 +183,59 @@ func TestTrainSIGQUIT(t *testing.T) {
 	}
 }
 
+// SIGQUIT ends a synth at once, alone or after a Ctrl-C: and leaves --out
+// as a Ctrl-C does, without the training data's staging directory, the
+// unfinished-run marker, or the train directory it made (the marker
+// flagged sets the run had not touched, and the staging directory held
+// the disk until a minute had passed).
+func TestSynthSIGQUIT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	for _, first := range []syscall.Signal{0, syscall.SIGINT} {
+		name := "SIGQUIT"
+		if first != 0 {
+			name = first.String() + " then SIGQUIT"
+		}
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "s")
+			cmd, _, stderr := startCLI(t, []string{"synth", "--out", out, "--rows", "30000", "--shard-rows", "1000"})
+			defer cmd.Process.Kill()
+			// Once a shard is staged.
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+				if staged, _ := filepath.Glob(filepath.Join(out, ".train.synth.tmp-*", "shard-*.npy")); len(staged) > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no shard staged in a minute:\n%s", stderr.String())
+				}
+			}
+			if first != 0 {
+				cmd.Process.Signal(first)
+				for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "stopping cleanly"); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no word of a clean stop a minute after %v:\n%s", first, stderr.String())
+					}
+				}
+			}
+			cmd.Process.Signal(syscall.SIGQUIT)
+			err := waitExit(t, cmd)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 131 && !(first != 0 && ee.ExitCode() == 128+int(first)) ||
+				!strings.Contains(stderr.String(), "dinoclip: interrupted") {
+				t.Fatalf("after SIGQUIT: %v, want exit status 131 and \"interrupted\"\n%s", err, stderr.String())
+			}
+			entries, err := os.ReadDir(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				t.Errorf("left after SIGQUIT: %s", filepath.Join(out, e.Name()))
+			}
+		})
+	}
+}
+
 // waitExit waits for the child cmd to exit, two minutes at most: one that
 // missed its signal would train on (for 100000 epochs), and the test
 // binary's own timeout would say only where it waited.

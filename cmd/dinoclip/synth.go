@@ -236,8 +236,10 @@ func synthesise(ctx context.Context, w, errW io.Writer, out string, job synthJob
 
 // checkSynthJob refuses a job into out before anything is made (a refusal
 // after it would leave a half-made output, or a new empty directory,
-// behind): its options, both sets' sizes, the memory and disk they take,
-// and the place.
+// behind): its options, both sets' sizes, directories that are none, sets
+// already there, the memory and disk they take, and the place. (Sets
+// already there first: a run told to free disk for them was refused for
+// them next.)
 func checkSynthJob(out string, job synthJob) error {
 	if err := job.opts.Validate(); err != nil {
 		return err
@@ -246,6 +248,21 @@ func checkSynthJob(out string, job synthJob) error {
 		return err
 	}
 	if err := synth.CheckTrainingSizes(filepath.Join(out, dataset.TrainDir), job.opts, job.rows, job.shardRows); err != nil {
+		return err
+	}
+	if err := checkDirOrNone(out); err != nil {
+		return fmt.Errorf("synth: --out %w: the data is written into a directory", err)
+	}
+	for _, dir := range []string{dataset.TrainDir, dataset.EvalDir} {
+		if err := checkDirOrNone(filepath.Join(out, dir)); err != nil {
+			return fmt.Errorf("synth: %w: a set is written into a directory", err)
+		}
+	}
+	recorded, err := readSynthMarker(filepath.Join(out, dataset.UnfinishedFile))
+	if err != nil {
+		return err
+	}
+	if _, err := checkSynthSets(out, job, recorded); err != nil {
 		return err
 	}
 	if err := checkSynthResources(out, job); err != nil {
@@ -284,12 +301,27 @@ func checkSynthTargets(out string, job synthJob) error {
 	return nil
 }
 
+// checkSynthSets refuses sets in out that job may not replace, where
+// recorded is the content of out's dataset.UnfinishedFile, and returns the
+// options job's sets are written with: an unfinished run of the job's own
+// settings (killed, say, between the two sets) is gone on with, what it
+// wrote being what this run writes, and so replaced without overwrite.
+// Both sets are checked before either is written: a refusal of the second
+// would leave the first written.
+func checkSynthSets(out string, job synthJob, recorded string) (synth.Options, error) {
+	opts := job.opts
+	if recorded == job.settings() {
+		opts.Overwrite = true
+	}
+	if err := synth.CheckTrainingData(filepath.Join(out, dataset.TrainDir), opts, job.rows, job.shardRows); err != nil {
+		return opts, err
+	}
+	return opts, synth.CheckEvalDir(filepath.Join(out, dataset.EvalDir), opts.Overwrite)
+}
+
 // writeSynthSets is synthesise's work once it holds out's lock.
 func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synthJob) error {
-	opts := job.opts
 	trainDir, evalDir := filepath.Join(out, dataset.TrainDir), filepath.Join(out, dataset.EvalDir)
-	// An unfinished run of these settings (killed, say, between the two
-	// sets) is gone on with: what it wrote is what this run writes.
 	marker := filepath.Join(out, dataset.UnfinishedFile)
 	settings := job.settings()
 	sweepLeftovers(errW, marker, nil) // (a run killed while writing the marker)
@@ -297,21 +329,29 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	if err != nil {
 		return err
 	}
+	opts, err := checkSynthSets(out, job, recorded)
+	if err != nil {
+		return err
+	}
 	if recorded == settings {
-		opts.Overwrite = true
 		fmt.Fprintf(w, "going on from an interrupted dinoclip synth of the same settings in %s\n", out)
 	}
-	// Both sets are checked before either is written: a refusal of the
-	// second would leave the first written.
-	if err := synth.CheckTrainingData(trainDir, opts, job.rows, job.shardRows); err != nil {
-		return err
+	// A new marker goes with a process ended at once (Ctrl-\) until the
+	// training data is put in place, as it goes on a failed or cancelled
+	// write, with the staging directory: until then the sets are as they
+	// were. (A marker that was there stays: the sets it flags are
+	// unfinished still.)
+	forgetMarker := func() {}
+	if recorded == "" {
+		forgetMarker, err = atomicfile.WriteBytesRemovedOnExit(marker, []byte(settings))
+	} else {
+		err = atomicfile.WriteBytes(marker, []byte(settings))
 	}
-	if err := synth.CheckEvalDir(evalDir, opts.Overwrite); err != nil {
-		return err
-	}
-	if err := atomicfile.WriteBytes(marker, []byte(settings)); err != nil {
+	if err != nil {
 		return fmt.Errorf("synth: %w", err)
 	}
+	defer forgetMarker()
+	opts.Publishing = forgetMarker
 	if job.writing != nil {
 		job.writing()
 	}

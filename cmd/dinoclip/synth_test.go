@@ -163,9 +163,11 @@ func TestSynthRefusesBeyondTheMachine(t *testing.T) {
 	if asked != filepath.Dir(filepath.Dir(out)) {
 		t.Errorf("free disk read under %q, want the nearest directory there is, %s", asked, filepath.Dir(filepath.Dir(out)))
 	}
-	// What an interrupted run left in --out is removed before the writing:
-	// its space counts as free (here 64 MiB, sparse, beside the training
-	// shards' directory).
+	// What a killed run left in --out is removed before the writing, a
+	// run killed a moment ago's too: its space counts as free (here 64
+	// MiB, sparse, beside the training shards' directory). A live run's
+	// (its lock held) stays, and does not count; so does any where
+	// directories cannot be locked.
 	leftover := filepath.Join(out, ".train.synth.tmp-123")
 	if err := os.MkdirAll(leftover, 0o755); err != nil {
 		t.Fatal(err)
@@ -176,7 +178,18 @@ func TestSynthRefusesBeyondTheMachine(t *testing.T) {
 	if err := os.Truncate(filepath.Join(leftover, "shard-00000.dino.npy"), 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	mustRun(t, "synth", "--out", out, "--rows", "2000", "--eval-images", "20")
+	if runtime.GOOS == "windows" {
+		wantError(t, []string{"synth", "--out", out, "--rows", "2000", "--eval-images", "20"}, "on disk, more than the 1.0 MiB free")
+	} else {
+		t.Run("held", func(t *testing.T) {
+			flocktest.Hold(t, leftover, true, 0)
+			wantError(t, []string{"synth", "--out", out, "--rows", "2000", "--eval-images", "20"}, "on disk, more than the 1.0 MiB free")
+		})
+		mustRun(t, "synth", "--out", out, "--rows", "2000", "--eval-images", "20")
+		if _, err := os.Lstat(leftover); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the killed run's %s, whose space was counted free, is still there: %v", leftover, err)
+		}
+	}
 	os.RemoveAll(filepath.Dir(out))
 	diskFree = func(string) (uint64, bool) { return 1 << 62, true }
 	wantError(t, []string{"synth", "--out", out, "--rows", "2147483648", "--shard-rows", "1000000"}, "more than the 2147483647 rows a training run takes")
@@ -492,4 +505,45 @@ func TestSynthRefusesDirectoryInPlaceOfFile(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Sets already in --out are refused (without --force) before the disk the
+// new ones take is judged: a run told to free disk for them was refused
+// for them next.
+func TestSynthRefusesExistingSetsBeforeDisk(t *testing.T) {
+	out := t.TempDir()
+	mustRun(t, append([]string{"synth", "--out", out}, synthSmall...)...)
+	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
+	diskFree = func(string) (uint64, bool) { return 1 << 10, true }
+	if err := wantError(t, append([]string{"synth", "--out", out}, synthSmall...), "already holds training shards", "--force"); strings.Contains(err.Error(), "on disk") {
+		t.Errorf("the refusal speaks of the disk: %v", err)
+	}
+}
+
+// A --out, or its train or eval, that is there but no directory is named
+// as such, by the path given, before anything is made (the system's
+// "mkdir PATH: not a directory" or "open PATH/eval: not a directory" came
+// from the writing); demo's --out too.
+func TestSynthOutNotADirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "afile")
+	se := filepath.Join(dir, "se")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(se, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(se, "eval"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, []string{"synth", "--out", file}, "synth: --out "+file+" is a regular file, not a directory")
+	wantError(t, []string{"demo", "--out", file}, "demo: --out "+file+" is a regular file, not a directory")
+	wantError(t, []string{"synth", "--out", se}, "synth: "+filepath.Join(se, "eval")+" is a regular file, not a directory")
+	if entries, _ := os.ReadDir(se); len(entries) != 1 {
+		t.Errorf("a refused synth left %d entries in %s, want its eval only", len(entries), se)
+	}
+	fifo := filepath.Join(dir, "pf")
+	makeFifo(t, fifo)
+	wantError(t, []string{"synth", "--out", fifo}, "synth: --out "+fifo+" is a named pipe, not a directory")
 }

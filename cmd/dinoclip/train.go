@@ -199,8 +199,8 @@ func runTrain(cCtx *cli.Context) error {
 	if !resume {
 		// (A named pipe there would block its listing forever, Ctrl-C
 		// waiting on it.)
-		if st, err := os.Stat(runDir); err == nil && !st.IsDir() {
-			return fmt.Errorf("--out %s is %s, not a directory: a run is written into a directory", runDir, atomicfile.Kind(st.Mode()))
+		if err := checkDirOrNone(runDir); err != nil {
+			return fmt.Errorf("--out %w: a run is written into a directory", err)
 		}
 		if err := checkOutPlace(runDir, "the new run"); err != nil {
 			return err

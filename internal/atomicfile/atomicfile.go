@@ -469,8 +469,8 @@ func MkdirTemp(dir, base string) (path string, release func(), err error) {
 // process ended at once (RemoveUnfinished) removes it whole until forget
 // is called, which must come before the rename (see
 // makeTempRemovedOnExit). A directory whose presence means something (a
-// marker that a set is being moved in) must not be made so: a process
-// ended at once must leave it.
+// marker that a set is being moved in) must be forgotten before it does:
+// a process ended at once must leave it.
 func MkdirTempRemovedOnExit(dir, base string) (path string, release, forget func(), err error) {
 	path, forget, err = makeTempRemovedOnExit(dir, base, func(p string) error { return os.Mkdir(p, 0o777) })
 	if err != nil {

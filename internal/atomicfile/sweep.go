@@ -51,6 +51,15 @@ func SweepOwn(dir string, bases ...string) Sweep {
 	}, nil, 0)
 }
 
+// SweepOwnDirs is SweepOwn of the temporary directories of base that hold
+// nothing but files holds names (MkdirTemp's): those that only a holder
+// of the caller's lock makes, and holds from before it makes one until it
+// has renamed it into place, so that one nobody holds is a killed
+// writer's however new.
+func SweepOwnDirs(dir, base string, holds func(name string) bool) Sweep {
+	return sweep(dir, func(b string) bool { return b == TempBase(base) }, holds, 0)
+}
+
 // SweepStaleExcept is SweepStale of every base but those given (swept by
 // SweepOwn).
 func SweepStaleExcept(dir string, own ...string) Sweep {

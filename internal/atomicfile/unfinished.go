@@ -1,18 +1,24 @@
 package atomicfile
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"sync"
 )
 
 // unfinished is the set of temporaries this process is writing that
 // RemoveUnfinished removes: Write's files until they are renamed into
-// place (or removed), MkdirTempRemovedOnExit's directories and
-// SymlinkRemovedOnExit's links until their forget.
+// place (or removed), MkdirTempRemovedOnExit's directories,
+// SymlinkRemovedOnExit's links and WriteBytesRemovedOnExit's files until
+// their forget; and UndoOnExit's undos, by the order they were registered
+// in.
 var unfinished = struct {
 	sync.Mutex
 	paths map[string]int
-}{paths: map[string]int{}}
+	undos map[int]func()
+	next  int // the key of the next undo
+}{paths: map[string]int{}, undos: map[int]func(){}}
 
 // makeTempRemovedOnExit makes a temporary for base in dir as makeTemp
 // does, and has RemoveUnfinished remove it (a directory whole) until
@@ -57,6 +63,48 @@ func SymlinkRemovedOnExit(target, path string) (forget func(), err error) {
 	return forgetter(path), nil
 }
 
+// WriteBytesRemovedOnExit is WriteBytes of a new file that a process
+// ended at once (RemoveUnfinished) removes until forget is called: a
+// record that work is under way, which an exit before the work has
+// changed anything must not leave. forget comes before the work's first
+// change, as makeTempRemovedOnExit's before the rename: once
+// RemoveUnfinished has begun, it waits for the end of the process.
+func WriteBytesRemovedOnExit(path string, data []byte) (forget func(), err error) {
+	// (Before the file is there: an exit while it is written leaves none.)
+	unfinished.Lock()
+	unfinished.paths[path]++
+	unfinished.Unlock()
+	forget = forgetter(path)
+	if err := WriteBytes(path, data); err != nil {
+		forget()
+		return nil, err
+	}
+	return forget, nil
+}
+
+// UndoOnExit has RemoveUnfinished call undo once it has removed the
+// temporaries, until forget is called: the removal of what a writer made
+// for its temporary (a directory made to hold it, empty once it is
+// removed). forget comes before that is needed, as makeTempRemovedOnExit's
+// before the rename: once RemoveUnfinished has begun, it waits for the end
+// of the process. undo must write nothing through this package, whose
+// writers wait for RemoveUnfinished's lock.
+func UndoOnExit(undo func()) (forget func()) {
+	unfinished.Lock()
+	key := unfinished.next
+	unfinished.next++
+	unfinished.undos[key] = undo
+	unfinished.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			unfinished.Lock()
+			delete(unfinished.undos, key)
+			unfinished.Unlock()
+		})
+	}
+}
+
 // forgetter is the forget of a temporary at path: RemoveUnfinished no
 // longer removes it (once for each time it was made).
 func forgetter(path string) func() {
@@ -91,6 +139,11 @@ func RemoveUnfinished() {
 		// then waits in makeTempRemovedOnExit, and makes no other).
 		for try := 0; try < 3 && os.RemoveAll(p) != nil; try++ {
 		}
+	}
+	// The latest first: what was made for a temporary after another is
+	// within what was made for that one, or beside it.
+	for _, key := range slices.Backward(slices.Sorted(maps.Keys(unfinished.undos))) {
+		unfinished.undos[key]()
 	}
 	// (Never unlocked: the process is ending, and a temporary renamed
 	// into place now could be one this emptied.)

@@ -49,6 +49,21 @@ func unfinishedChild(dir string) {
 		}
 		release()
 	}
+	// A record of work under way, and a directory made for a temporary:
+	// the first of each forgotten (the work done), the second not.
+	for _, name := range []string{"kept", "gone"} {
+		forget, err := WriteBytesRemovedOnExit(filepath.Join(dir, "marker-"+name), []byte("working"))
+		if err != nil {
+			panic(err)
+		}
+		made := filepath.Join(dir, "made-"+name)
+		os.Mkdir(made, 0o755)
+		forgetUndo := UndoOnExit(func() { os.Remove(made) })
+		if name == "kept" {
+			forget()
+			forgetUndo()
+		}
+	}
 	RemoveUnfinished()
 	os.Exit(3)
 }
@@ -61,9 +76,11 @@ func TestMain(m *testing.M) {
 }
 
 // A process ending at once removes the temporaries it was writing: the
-// file of a Write under way, a MkdirTempRemovedOnExit directory and a
-// SymlinkRemovedOnExit link that leads nowhere, not those forgotten (and
-// renamed into place) since, nor a link to work done.
+// file of a Write under way, a MkdirTempRemovedOnExit directory, a
+// SymlinkRemovedOnExit link that leads nowhere and a
+// WriteBytesRemovedOnExit record, and undoes what UndoOnExit was given;
+// not those forgotten (and renamed into place) since, nor a link to work
+// done.
 func TestRemoveUnfinished(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -77,8 +94,8 @@ func TestRemoveUnfinished(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if !slices.Equal(names, []string{"link-saved", "pending-saved", "saved"}) {
-		t.Errorf("left after the child ended: %v, want only link-saved, pending-saved and saved", names)
+	if want := []string{"link-saved", "made-kept", "marker-kept", "pending-saved", "saved"}; !slices.Equal(names, want) {
+		t.Errorf("left after the child ended: %v, want only %v", names, want)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out.npy")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("out.npy: %v, want it never written", err)

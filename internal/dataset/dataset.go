@@ -12,10 +12,11 @@ import (
 
 const (
 	// StagingBase is the base name dinoclip synth gives
-	// atomicfile.MkdirTemp for a staging directory inside a data directory:
-	// it is named StagingPrefix followed by digits (IsStagingName). Beside
-	// the data directory DIR, its staging directories are named after
-	// DIR's name + "." + StagingBase the same way.
+	// atomicfile.MkdirTempRemovedOnExit for a staging directory inside a
+	// data directory: it is named StagingPrefix followed by digits
+	// (IsStagingName). Beside the data directory DIR, its staging
+	// directories are named after DIR's name + "." + StagingBase the same
+	// way.
 	StagingBase = "synth"
 	// StagingPrefix starts the name of a staging directory inside a data
 	// directory: while one is there, the set is being moved in, or its

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,9 @@ const (
 	searchScoresFile = "scores.npy"
 	searchInfoFile   = "search.json"
 	searchImagesFile = "images.txt"
+	// searchResultsFile is the answer for people: each query (its text,
+	// where the record of the queries gives it) and its rows, best first.
+	searchResultsFile = "results.txt"
 )
 
 // maxSearchInfoBytes bounds what info reads of a searchInfoFile: a few
@@ -78,7 +82,10 @@ func searchCommand() *cli.Command {
 			"similarity, and writes OUT/ids.npy (int64 [n, K], the rows' ids, best first), OUT/scores.npy\n" +
 			"(float32 [n, K], the cosines), OUT/search.json and, when the index lists the image of each\n" +
 			"row (extraction's NAME.images.txt), OUT/images.txt: the image of each id, one per line, in\n" +
-			"the order of ids.npy. Equal scores are ordered by the lower id.\n" +
+			"the order of ids.npy. OUT/results.txt gives the same for people: each query, with its text\n" +
+			"where Q.json beside Q.npy gives it (as extract texts writes it), then its rows, best first\n" +
+			"(rank, score, id, image). Equal scores are ordered by the lower id. Where Q.json and the\n" +
+			"index name different CLIP models, the command warns.\n" +
 			"Queries are normalised to unit length; so are the rows of a plain KEYS.npy matrix (loaded into\n" +
 			"memory as float32), while an index (dinoclip index) is searched in place, memory-mapped.\n\n" +
 			"The search is exact: ids and scores are those of a float64 brute force (docs/FORMAT.md). On the\n" +
@@ -357,9 +364,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if int64(nq)*int64(k) > maxAnswer {
 		return fmt.Errorf("--k %d for %d queries: an answer of %d entries is more than the %d this command writes", k, nq, int64(nq)*int64(k), maxAnswer)
 	}
-	if opened.index != nil {
-		warnQueriesEncoders(cCtx.App.ErrWriter, queriesPath, indexPath, opened.index.Manifest.Model.Encoders)
-	}
+	texts := queriesRecord(cCtx.App.ErrWriter, queriesPath, indexPath, opened.index, nq)
 	// The answer is held whole until it is written, with the names of its
 	// rows' images where the index lists them.
 	answer := 12 * int64(nq) * int64(k)
@@ -448,7 +453,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err
 	}
-	if err := writeSearch(outDir, nb, info, images, cCtx.App.ErrWriter); err != nil {
+	if err := writeSearch(outDir, nb, info, images, texts, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s)\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload)
@@ -496,7 +501,7 @@ func warnRows(w io.Writer, path string, rows []int, n int, are, effect string) {
 // output directory.
 func isSearchFile(name string) bool {
 	switch name {
-	case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile:
+	case searchIDsFile, searchScoresFile, searchInfoFile, searchImagesFile, searchResultsFile:
 		return true
 	}
 	return false
@@ -632,9 +637,10 @@ func makeOutTemp(out string) (tmp, madeTop string, release func(), err error) {
 // first and removed after), so out never holds ids and scores of two
 // different searches. images, when not nil, names the image of each row
 // found, in the order of ids.npy's values: written as images.txt, one per
-// line. What it cannot remove afterwards (its temporary or the earlier
-// output) it says on warn.
-func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []string, warn io.Writer) (err error) {
+// line. results.txt gives each query's answer under its text (texts, one
+// per query, or nil). What it cannot remove afterwards (its temporary or
+// the earlier output) it says on warn.
+func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images, texts []string, warn io.Writer) (err error) {
 	tmp, madeTop, release, err := makeOutTemp(out)
 	if err != nil {
 		return err
@@ -674,6 +680,11 @@ func writeSearch(out string, nb *retrieval.Neighbors, info searchInfo, images []
 		}); err != nil {
 			return err
 		}
+	}
+	if err := atomicfile.Write(filepath.Join(tmp, searchResultsFile), func(w io.Writer) error {
+		return writeResults(w, nb, images, texts)
+	}); err != nil {
+		return err
 	}
 	// Put this output in the place of an earlier one: in one step where
 	// the system exchanges two directories (Linux), so that a kill finds
@@ -724,16 +735,55 @@ func warnLeft(w io.Writer, path string, err error) {
 	fmt.Fprintf(w, "dinoclip: warning: could not remove %s (%v): remove it, or the next search there will once it is a minute old\n", path, err)
 }
 
-// warnQueriesEncoders warns when the queries come from another CLIP model
-// than the one the index's model was trained towards, as the record beside
-// the queries (python -m dinoclip.extract texts) and the index's manifest
-// name them; and when that record cannot be trusted.
-func warnQueriesEncoders(w io.Writer, queriesPath, indexPath string, index dataset.Encoders) {
-	queries, ok, err := dataset.ReadQueriesEncoders(queriesPath)
-	switch {
-	case err != nil:
-		fmt.Fprintf(w, "dinoclip: warning: %v: the CLIP model of the queries is not checked against the index's\n", err)
-	case ok:
-		warnEncoders(w, "the index "+indexPath, index, "the queries "+queriesPath, queries)
+// queriesRecord reads the record beside the queries (python -m
+// dinoclip.extract texts) and returns their texts, one per query of the nq
+// (nil when it gives none). It warns when the record names another CLIP
+// model than the one the index's model was trained towards (index: nil
+// for a KEYS.npy, whose model is not known), and when the record cannot
+// be trusted.
+func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.Index, nq int) []string {
+	rec, err := dataset.ReadQueriesRecord(queriesPath)
+	if err != nil {
+		fmt.Fprintf(w, "dinoclip: warning: %v: its texts and CLIP model are not used\n", err)
+		return nil
 	}
+	if rec == nil {
+		return nil
+	}
+	if index != nil {
+		warnEncoders(w, "the index "+indexPath, index.Manifest.Model.Encoders, "the queries "+queriesPath, rec.Encoders)
+	}
+	if rec.Texts != nil && len(rec.Texts) != nq {
+		fmt.Fprintf(w, "dinoclip: warning: %s gives %s for the %s of %s: %s gives none\n",
+			dataset.QueriesRecordPath(queriesPath), counted(len(rec.Texts), "text", "texts"), counted(nq, "query", "queries"), queriesPath, searchResultsFile)
+		return nil
+	}
+	return rec.Texts
+}
+
+// writeResults writes results.txt: for each query, a line "query N" (1-based,
+// with ": TEXT" where texts gives it), then a line per row found, best
+// first: its rank, score, id and, where images gives them, image; a blank
+// line between queries.
+func writeResults(w io.Writer, nb *retrieval.Neighbors, images, texts []string) error {
+	bw := bufio.NewWriter(w)
+	for q := range nb.Queries {
+		if q > 0 {
+			bw.WriteString("\n")
+		}
+		fmt.Fprintf(bw, "query %d", q+1)
+		if texts != nil {
+			bw.WriteString(": " + texts[q])
+		}
+		bw.WriteString("\n")
+		for r := range nb.K {
+			i := q*nb.K + r
+			fmt.Fprintf(bw, "%4d. %8.4f  %d", r+1, nb.Scores[i], nb.Rows[i])
+			if images != nil {
+				bw.WriteString("  " + images[i])
+			}
+			bw.WriteString("\n")
+		}
+	}
+	return bw.Flush()
 }

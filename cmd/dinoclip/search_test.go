@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -953,6 +956,47 @@ func TestSearchZeroRows(t *testing.T) {
 	}
 }
 
+// results.txt gives each query's answer under its text, where the record
+// beside the queries (python -m dinoclip.extract texts) gives the texts;
+// "query N" alone where it does not, or where its texts are not one per
+// query (a warning says so).
+func TestSearchResultsFile(t *testing.T) {
+	dir := t.TempDir()
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{3, 2}, []float32{1, 0, 0, 1, 1, 1})
+	writeF32(t, qp, []int{2, 2}, []float32{0, 1, 1, 0})
+	b, err := os.ReadFile(qp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	record := func(texts string) {
+		writeFile(t, filepath.Join(dir, "q.json"), `{"format": "`+dataset.QueriesRecordFormat+`", "clip": "c", "sha256": "`+hex.EncodeToString(sum[:])+`", "texts": `+texts+`}`)
+	}
+	out := filepath.Join(dir, "out")
+	results := func() string {
+		b, err := os.ReadFile(filepath.Join(out, searchResultsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	record(`["a dog", "zwei Kätzchen"]`)
+	mustRun(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
+	want := "query 1: a dog\n   1.   1.0000  1\n   2.   0.7071  2\n\nquery 2: zwei Kätzchen\n   1.   1.0000  0\n   2.   0.7071  2\n"
+	if got := results(); got != want {
+		t.Errorf("results.txt:\n%s\nwant:\n%s", got, want)
+	}
+	record(`["only one"]`)
+	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
+	if err != nil || !strings.Contains(stderr, "gives 1 text for the 2 queries") {
+		t.Errorf("a record of 1 text for 2 queries: %v\n%s", err, stderr)
+	}
+	if got := results(); !strings.HasPrefix(got, "query 1\n   1.   1.0000  1\n") {
+		t.Errorf("results.txt without texts:\n%s", got)
+	}
+}
+
 // A --k above the rows searched (a collection of a few photos, the default
 // k of 10) is lowered to them with a warning, where it was refused: each
 // answer ranks every row, and search.json records the k used.
@@ -1009,7 +1053,7 @@ func TestConcurrentSearchOutputs(t *testing.T) {
 			for r := range rounds {
 				k := 1 + (w+r)%3
 				nb := &retrieval.Neighbors{Queries: 2, K: k, Rows: make([]int64, 2*k), Scores: make([]float32, 2*k)}
-				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}, nil, io.Discard); err != nil {
+				if err := writeSearch(out, nb, searchInfo{K: k, Device: "cpu"}, nil, nil, io.Discard); err != nil {
 					errs <- err
 				}
 			}
@@ -1226,6 +1270,13 @@ func TestSearchNamesImages(t *testing.T) {
 	if b, _ = os.ReadFile(filepath.Join(out, searchImagesFile)); strings.Count(string(b), "\n") != 5*40 {
 		t.Errorf("search --k 50 of 40 rows: %d lines in %s, want %d", strings.Count(string(b), "\n"), searchImagesFile, 5*40)
 	}
+	// results.txt names each row's image after its id.
+	first, _, _ := strings.Cut(string(b), "\n")
+	ids, _, _ = readSearch(t, out)
+	if r, _ := os.ReadFile(filepath.Join(out, searchResultsFile)); !strings.HasPrefix(string(r), "query 1\n   1. ") ||
+		!strings.Contains(string(r), fmt.Sprintf("  %d  %s\n", ids[0], first)) {
+		t.Errorf("%s does not give the first row's id %d and image %s:\n%.300s", searchResultsFile, ids[0], first, r)
+	}
 }
 
 // A CPU search holds the collector to what it is to hold (--memory, the
@@ -1274,7 +1325,7 @@ func TestSearchOutputPlaceCheckedAtTheEnd(t *testing.T) {
 		}
 	}
 	nb := &retrieval.Neighbors{Queries: 1, K: 1, Rows: []int64{0}, Scores: []float32{1}}
-	if err := writeSearch(out, nb, searchInfo{K: 1}, nil, io.Discard); err == nil || !strings.Contains(err.Error(), "run directory "+run) {
+	if err := writeSearch(out, nb, searchInfo{K: 1}, nil, nil, io.Discard); err == nil || !strings.Contains(err.Error(), "run directory "+run) {
 		t.Fatalf("a search's output put in a run's checkpoints: %v", err)
 	}
 	if entries, err := os.ReadDir(out); err != nil || len(entries) != 0 {

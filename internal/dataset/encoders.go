@@ -180,12 +180,12 @@ func ParseEncoders(b []byte) (Encoders, error) {
 
 // QueriesRecordFormat tags the record that the Python extractor's texts
 // command writes beside the queries it embeds: FILE.json beside
-// FILE.npy, naming the CLIP model (QueriesRecordPath).
+// FILE.npy (QueriesRecordPath).
 const QueriesRecordFormat = "dinoclip-queries/1"
 
 // maxQueriesRecordBytes bounds what is read of a queries record: a few
-// settings.
-const maxQueriesRecordBytes = 1 << 20
+// settings and the texts, a line each.
+const maxQueriesRecordBytes = 256 << 20
 
 // QueriesRecordPath is where the record of the queries file path would be:
 // path with its .npy replaced by .json; "" for a path without .npy.
@@ -197,47 +197,63 @@ func QueriesRecordPath(path string) string {
 	return stem + ".json"
 }
 
-// ReadQueriesEncoders reads the CLIP model of the queries file path from
-// its record (QueriesRecordPath). ok is false, with no error, when there
-// is none: no such file, or a file there that is no queries record (a
-// user's own JSON of that name). A record that cannot be read, or that
-// describes another file than path (by the SHA-256 of its bytes: the
-// queries were written again another way since), is an error.
-func ReadQueriesEncoders(path string) (enc Encoders, ok bool, err error) {
+// QueriesRecord is what a queries record says of the queries beside it.
+type QueriesRecord struct {
+	// Encoders names the CLIP model that embedded the queries.
+	Encoders Encoders
+	// Texts is the text of each query row, in order (nil in a record
+	// without them).
+	Texts []string
+}
+
+// ReadQueriesRecord reads the record of the queries file path
+// (QueriesRecordPath): nil, with no error, when there is none (no such
+// file, or a file there that is no queries record: a user's own JSON of
+// that name). A record that cannot be read, or that describes another
+// file than path (by the SHA-256 of its bytes: the queries were written
+// again another way since), is an error.
+func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 	recPath := QueriesRecordPath(path)
 	if recPath == "" {
-		return Encoders{}, false, nil
+		return nil, nil
 	}
 	b, err := atomicfile.ReadRegular(recPath, maxQueriesRecordBytes)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			err = nil
 		}
-		return Encoders{}, false, err
+		return nil, err
 	}
 	var rec struct {
-		Format string  `json:"format"`
-		CLIP   *string `json:"clip"`
-		SHA256 string  `json:"sha256"`
+		Format string   `json:"format"`
+		CLIP   *string  `json:"clip"`
+		SHA256 string   `json:"sha256"`
+		Texts  []string `json:"texts"`
 	}
-	if json.Unmarshal(b, &rec) != nil || rec.Format != QueriesRecordFormat {
-		return Encoders{}, false, nil
+	var tag struct {
+		Format string `json:"format"`
+	}
+	if json.Unmarshal(b, &tag) != nil || tag.Format != QueriesRecordFormat {
+		return nil, nil
 	}
 	// (A record, then, read as strictly as any other of dinoclip's.)
 	if err := strictjson.CheckKeys(b); err != nil {
-		return Encoders{}, false, fmt.Errorf("%s: %w", recPath, err)
+		return nil, fmt.Errorf("%s: %w", recPath, err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("%s: %w", recPath, strictjson.Describe(err))
 	}
 	if rec.CLIP == nil || *rec.CLIP == "" {
-		return Encoders{}, false, fmt.Errorf("%s: no CLIP model (\"clip\")", recPath)
+		return nil, fmt.Errorf("%s: no CLIP model (\"clip\")", recPath)
 	}
 	sum, err := fileSHA256(path)
 	if err != nil {
-		return Encoders{}, false, err
+		return nil, err
 	}
 	if sum != rec.SHA256 {
-		return Encoders{}, false, fmt.Errorf("%s describes another %s than the one there (its sha256 differs: the file was written again since)", recPath, filepath.Base(path))
+		return nil, fmt.Errorf("%s describes another %s than the one there (its sha256 differs: the file was written again since)", recPath, filepath.Base(path))
 	}
-	return Encoders{CLIP: *rec.CLIP}, true, nil
+	return &QueriesRecord{Encoders: Encoders{CLIP: *rec.CLIP}, Texts: rec.Texts}, nil
 }
 
 // fileSHA256 is the hex SHA-256 of the bytes of the file at path.

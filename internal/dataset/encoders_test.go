@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -65,7 +66,7 @@ func TestEncodersCombine(t *testing.T) {
 	}
 }
 
-func TestReadQueriesEncoders(t *testing.T) {
+func TestReadQueriesRecord(t *testing.T) {
 	dir := t.TempDir()
 	q := filepath.Join(dir, "q.clip.npy")
 	if err := os.WriteFile(q, []byte("queries"), 0o644); err != nil {
@@ -77,28 +78,31 @@ func TestReadQueriesEncoders(t *testing.T) {
 	if QueriesRecordPath(q) != rec || QueriesRecordPath(filepath.Join(dir, "q.bin")) != "" {
 		t.Fatalf("QueriesRecordPath(%s) = %q", q, QueriesRecordPath(q))
 	}
-	check := func(record string, want Encoders, wantOK bool, wantErr string) {
+	check := func(record string, want *QueriesRecord, wantErr string) {
 		t.Helper()
 		if record != "" {
 			if err := os.WriteFile(rec, []byte(record), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got, ok, err := ReadQueriesEncoders(q)
+		got, err := ReadQueriesRecord(q)
 		switch {
 		case wantErr == "" && err != nil:
 			t.Errorf("%s: %v", record, err)
 		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
 			t.Errorf("%s: error %v, want one saying %q", record, err, wantErr)
-		case got != want || ok != wantOK:
-			t.Errorf("%s: %+v %v, want %+v %v", record, got, ok, want, wantOK)
+		case (got == nil) != (want == nil) || got != nil && (got.Encoders != want.Encoders || !slices.Equal(got.Texts, want.Texts)):
+			t.Errorf("%s: %+v, want %+v", record, got, want)
 		}
 	}
-	check("", Encoders{}, false, "") // none
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`"}`, Encoders{CLIP: "c"}, true, "")
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+strings.Repeat("0", 64)+`"}`, Encoders{}, false, "describes another q.clip.npy")
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, Encoders{}, false, "no CLIP model")
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, Encoders{}, false, "clip")
-	check(`{"clip": "c"}`, Encoders{}, false, "")   // a user's own JSON
-	check(`not json at all`, Encoders{}, false, "") // likewise
+	check("", nil, "") // none
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`"}`, &QueriesRecord{Encoders: Encoders{CLIP: "c"}}, "")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "texts": ["a dog", "ünï"]}`,
+		&QueriesRecord{Encoders: Encoders{CLIP: "c"}, Texts: []string{"a dog", "ünï"}}, "")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+strings.Repeat("0", 64)+`"}`, nil, "describes another q.clip.npy")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, nil, "no CLIP model")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, nil, "clip")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "texts": [1]}`, nil, "texts")
+	check(`{"clip": "c"}`, nil, "")   // a user's own JSON
+	check(`not json at all`, nil, "") // likewise
 }

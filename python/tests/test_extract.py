@@ -1613,13 +1613,14 @@ def test_texts_records_its_clip_model(tmp_path, tiny_models, capfd):
     assert "their CLIP model recorded in" in capfd.readouterr().err
     record = json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))
     assert record == {"format": "dinoclip-queries/1", "clip": os.path.realpath(tiny_models["clip"]),
-                      "texts": os.path.realpath(src), "rows": 2, "dim": EMBED_DIM,
-                      "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+                      "source": os.path.realpath(src), "rows": 2, "dim": EMBED_DIM,
+                      "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "texts": ["a red dog", "two cats"]}
     # rewritten with the queries
     src.write_text("a car\n", encoding="utf-8")
     assert run_texts(tiny_models, src, "--out", out) == 0
     record = json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))
     assert record["rows"] == 1 and record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert record["texts"] == ["a car"]
     capfd.readouterr()
     mine = tmp_path / "mine.json"
     mine.write_text('{"a": 1}\n', encoding="utf-8")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import EMBED_DIM, FEATURE_DIM, run_go
-from dinoclip import checkpoint, convert, extract
+from dinoclip import checkpoint, convert, encoders, extract
 from dinoclip.model import ProjectorWithResiduals
 from dinoclip.npyio import save_npy
 
@@ -305,3 +305,24 @@ def test_features_alone_are_indexed_and_searched(go_binary, tiny_models, image_f
     assert r.returncode == 1 and "features without targets" in r.stderr and "--target none" in r.stderr, r.stderr
     info = run_go(go_binary, "info", out).stdout
     assert "features without targets" in info and "rows: 12" in info and f"rows of {FEATURE_DIM}" in info, info
+
+
+def test_texts_record_reaches_search(go_binary, tiny_models, extracted, tmp_path):
+    """The record `texts` writes beside its queries gives dinoclip search the texts, which
+    results.txt shows above each answer, and the CLIP model, which search compares with the one
+    the index's model records: a model trained towards another is warned of, its own is not."""
+    src = tmp_path / "q.txt"
+    src.write_text("a red dog\ntwo cats\n", encoding="utf-8")
+    queries = tmp_path / "q.npy"
+    assert extract.main(["texts", str(src), "--out", str(queries), "--clip", tiny_models["clip"], "--device", "cpu",
+                         "--quiet"]) == 0
+    features = extracted["train"] / "shard-00000.dino.npy"
+    for clip, warned in ((encoders.model_id(tiny_models["clip"]), False), ("openai/clip-vit-base-patch32", True)):
+        model = checkpoint.save(random_projector(5), tmp_path / "model.safetensors", {"clip": clip})
+        shutil.rmtree(tmp_path / "ix", ignore_errors=True)
+        run_go(go_binary, "index", "--model", model, "--features", features, "--out", tmp_path / "ix")
+        r = run_go(go_binary, "search", "--index", tmp_path / "ix", "--queries", queries, "--k", "2",
+                   "--out", tmp_path / "hits")
+        assert ("vectors of two models do not compare" in r.stderr) == warned, r.stderr
+        results = (tmp_path / "hits" / "results.txt").read_text(encoding="utf-8")
+        assert results.startswith("query 1: a red dog\n") and "\nquery 2: two cats\n" in results, results

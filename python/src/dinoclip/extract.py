@@ -1382,7 +1382,8 @@ def read_lines(path: str) -> List[str]:
 
 # The record `texts` writes beside its queries, FILE.json beside FILE.npy: the CLIP model that
 # embedded them, which `dinoclip search` compares with the one its index's model was trained
-# towards, and the SHA-256 of the .npy, so that a record is not believed of a file written since.
+# towards, the texts, which it writes above each query's answer, and the SHA-256 of the .npy, so
+# that a record is not believed of a file written since.
 QUERIES_FORMAT = "dinoclip-queries/1"
 
 
@@ -1429,8 +1430,10 @@ def cmd_texts(args) -> int:
     with open_regular(args.out) as f:
         for piece in iter(lambda: f.read(1 << 20), b""):
             h.update(piece)
-    text = json.dumps({"format": QUERIES_FORMAT, "clip": encoders.model_id(args.clip), "texts": _path_id(args.file),
-                       "rows": int(emb.shape[0]), "dim": int(emb.shape[1]), "sha256": h.hexdigest()}, indent=2) + "\n"
+    # The texts themselves too, in row order, for search to show each query's answer under its text.
+    text = json.dumps({"format": QUERIES_FORMAT, "clip": encoders.model_id(args.clip), "source": _path_id(args.file),
+                       "rows": int(emb.shape[0]), "dim": int(emb.shape[1]), "sha256": h.hexdigest(), "texts": lines},
+                      indent=2, ensure_ascii=False) + "\n"
     write_atomic(record, lambda f: f.write(text.encode("utf-8")))
     _log(f"{args.out}: {counted(len(lines), 'text', 'texts')} -> [{emb.shape[0]}, {emb.shape[1]}] CLIP text embeddings "
          f"(their CLIP model recorded in {record})")

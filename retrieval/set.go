@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
@@ -62,7 +61,7 @@ type Set struct {
 	CaptionCLIP   []float32 // [Captions, EmbeddingDim]
 	CaptionImage  []int     // [Captions]
 	// Warnings are what LoadSet found questionable but loadable: rows of
-	// CLIP embeddings that are all zero.
+	// CLIP embeddings that are all zero, model names it cannot read.
 	Warnings []string
 	// Encoders are the models eval.json records that the set was
 	// extracted with (none for a set without them, such as synth's).
@@ -111,13 +110,6 @@ func LoadUnfinishedSet(dir string) (*Set, error) {
 	return loadSet(dir)
 }
 
-// printableName reports whether name is UTF-8 of printable characters
-// only (strconv.IsPrint: letters, marks, numbers, punctuation, symbols and
-// the ASCII space).
-func printableName(name string) bool {
-	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !strconv.IsPrint(r) })
-}
-
 // maxSetInfoBytes bounds what is read of a SetInfoFile, which holds a
 // name: a file of gigabytes there must not fill memory.
 const maxSetInfoBytes = 1 << 20
@@ -135,14 +127,15 @@ func loadSet(dir string) (*Set, error) {
 		if err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &info))
 		}
-		if err == nil {
-			s.Encoders, err = dataset.ParseEncoders(b)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SetInfoFile), err)
 		}
 		if info.Name != "" {
 			s.Name = info.Name
+		}
+		// (Names the set loads without: a warning, as of training data.)
+		if s.Encoders, err = dataset.ParseEncoders(b); err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %v: which DINOv2 and CLIP models made the set is not known", filepath.Join(dir, SetInfoFile), err))
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("evaluation set: %w", err)
@@ -151,9 +144,9 @@ func loadSet(dir string) (*Set, error) {
 	// characters that are not printable (control characters move the
 	// cursor or forge a line; format characters reorder or hide text) is
 	// refused, from eval.json or from the directory's name.
-	if !printableName(s.Name) {
+	if !dataset.Printable(s.Name) {
 		at := filepath.Join(dir, SetInfoFile)
-		if !printableName(at) {
+		if !dataset.Printable(at) {
 			at = strconv.Quote(at)
 		}
 		return nil, fmt.Errorf("evaluation set: its name %q has characters that are not printable or is not UTF-8: give it a plain \"name\" in %s", s.Name, at)

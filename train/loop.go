@@ -270,8 +270,9 @@ type Trainer struct {
 	// Encoders names the DINOv2 and CLIP models that made the training
 	// data (its extract.json's, else the Init model's), which every
 	// checkpoint's model file records for the commands that later bring
-	// it together with other vectors. A resume fills what it does not
-	// name from the checkpoint it continues from.
+	// it together with other vectors. A resume keeps those the checkpoint
+	// it continues from records, taking from these only what it does not
+	// name.
 	Encoders dataset.Encoders
 
 	initRef *InitRef // the run's RunInfo.Init
@@ -318,8 +319,10 @@ type Result struct {
 var ErrNonFinite = nn.ErrNonFinite
 
 // ErrDiverged is wrapped by the error of a run whose update made the
-// weights NaN or infinite, or so large that the model's outputs overflow:
-// found at the end of an epoch, where no next step's loss shows it.
+// weights NaN or infinite (found when they are saved), or so large that
+// the model's outputs overflow (found when they are evaluated): after the
+// last step of an epoch, or before a checkpoint, where no next step's
+// loss shows it.
 var ErrDiverged = errors.New("diverged")
 
 func (o Options) validate(c nn.Config, d *Dataset) error {
@@ -996,12 +999,6 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 		if err := flush(); err != nil {
 			return res, err
 		}
-		// The epoch's last update overflowing shows in no next step's
-		// loss: its NaN weights then failed the evaluation as a damaged
-		// model, or made a checkpoint no command loads.
-		if err := tr.checkFiniteWeights(); err != nil {
-			return res, tr.stepError(pendingStep{step: st.Step, epoch: st.Epoch, batch: st.Batch - 1}, err)
-		}
 		st.Epoch++
 		st.Batch = 0
 		st.PendingEval = &PendingEval{EpochLoss: st.EpochLoss}
@@ -1026,22 +1023,6 @@ func (tr *Trainer) evalError(last pendingStep, err error) error {
 	}
 	return tr.stepError(last,
 		fmt.Errorf("the epoch's last update %w: the model's output for image %d of evaluation set %s is %v", ErrDiverged, overflow.Image, overflow.Set, overflow.Value))
-}
-
-// checkFiniteWeights returns an error wrapping ErrDiverged when a weight
-// of the engine is NaN or infinite: the last update diverged.
-// (A copy for the moment, as a checkpoint's: once an epoch.)
-func (tr *Trainer) checkFiniteWeights() error {
-	weights := make([]float32, tr.Engine.Config().NumParams())
-	if err := tr.Engine.Parameters(weights); err != nil {
-		return err
-	}
-	for i, w := range weights {
-		if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
-			return fmt.Errorf("the epoch's last update %w: it made weight %d %v", ErrDiverged, i, w)
-		}
-	}
-	return nil
 }
 
 // pendingStep is a step of the run: its number (1-based), its place in the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 
 	"os"
 	"path/filepath"
@@ -563,6 +564,11 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	if err := tr.Engine.Parameters(params); err != nil {
 		return err
 	}
+	// No checkpoint of weights an update made NaN or infinite: no command
+	// would load it, and the run's advice would call it its last good one.
+	if err := finiteWeights(st.Step, params); err != nil {
+		return err
+	}
 	if err := tr.Engine.Moments(m, v); err != nil {
 		return err
 	}
@@ -621,6 +627,17 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		return err
 	}
 	return writeJSON(filepath.Join(tr.RunDir, RunFile), tr.runInfo(st))
+}
+
+// finiteWeights returns an error wrapping ErrDiverged when a weight of
+// params, those after step, is NaN or infinite.
+func finiteWeights(step int, params []float32) error {
+	for i, w := range params {
+		if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
+			return fmt.Errorf("step %d %w: it made weight %d %v", step, ErrDiverged, i, w)
+		}
+	}
+	return nil
 }
 
 // modelMeta is the metadata of a checkpoint's model at st: its step,
@@ -929,8 +946,10 @@ func (tr *Trainer) restore() (State, error) {
 	if err := checkRecordedStep(dir, checkpoint.ModelFile, ck.Meta, st.Step); err != nil {
 		return State{}, err
 	}
-	// (A fine-tuning run's Init model, which named them, is not read again.)
-	tr.Encoders = tr.Encoders.Or(dataset.EncodersOf(ck.Meta))
+	// The run's own, which its checkpoint records, whatever its data's
+	// record says now (a fine-tuning run's Init model, which may have
+	// named them, is not read again).
+	tr.Encoders = dataset.EncodersOf(ck.Meta).Or(tr.Encoders)
 	c := tr.Engine.Config()
 	data := DataInfo{Rows: tr.Data.Rows, InputDim: tr.Data.InputDim, OutputDim: tr.Data.OutputDim}
 	switch {

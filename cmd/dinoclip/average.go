@@ -116,7 +116,7 @@ func runAverage(cCtx *cli.Context) error {
 	}
 	sum := make([]float64, c.NumParams())
 	from := make([]soupIngredient, len(paths))
-	var encoders, first dataset.Encoders
+	encoders := make([]dataset.Encoders, len(paths))
 	for i, p := range paths {
 		// Where it is, before it is read: a run's best or last link moves
 		// on, and the record must name the file averaged.
@@ -134,11 +134,14 @@ func runAverage(cCtx *cli.Context) error {
 		for j, x := range m.Params {
 			sum[j] += weights[i] * float64(x)
 		}
-		if enc := dataset.EncodersOf(m.Meta); i == 0 {
-			encoders, first = enc, enc
-		} else {
-			warnEncoders(cCtx.App.ErrWriter, "model "+paths[0], first, "model "+p, enc)
-			encoders = encoders.With(enc)
+		// Each model's names against the earlier ones': the first that
+		// differs is warned of.
+		encoders[i] = dataset.EncodersOf(m.Meta)
+		for j := range i {
+			if encoders[j].Conflicts(encoders[i]) {
+				warnEncoders(cCtx.App.ErrWriter, "model "+paths[j], encoders[j], "model "+p, encoders[i])
+				break
+			}
 		}
 		from[i] = soupIngredient{Path: real, Weight: weights[i], ParamsSHA256: train.ParamsSHA256(m.Params)}
 		// A copy of a model given (another file, the same weights) would
@@ -161,7 +164,7 @@ func runAverage(cCtx *cli.Context) error {
 		return err
 	}
 	meta := map[string]string{"averaged_from": string(b)}
-	encoders.AddTo(meta)
+	dataset.Agreed(encoders).AddTo(meta)
 	if err := checkpoint.WriteModel(out, c, params, meta); err != nil {
 		return err
 	}

@@ -141,6 +141,16 @@ func decimalEnv(cCtx *cli.Context) error {
 	if c == nil {
 		return nil
 	}
+	// Help is shown whatever the variables (helpArgs has made a request
+	// for it among the command's flags COMMAND --help): one urfave/cli
+	// cannot parse is let go, as a flag's value would not be read.
+	help := cCtx.Args().Len() == 2 && cCtx.Args().Get(1) == "--help"
+	refuse := func(name, v, why string) error {
+		if help {
+			return os.Unsetenv(name)
+		}
+		return fmt.Errorf("%s=%s: %s", name, v, why)
+	}
 	for _, f := range c.Flags {
 		number, float := numberFlag(f)
 		ev, ok := f.(interface{ GetEnvVars() []string })
@@ -150,11 +160,14 @@ func decimalEnv(cCtx *cli.Context) error {
 		// The variable urfave/cli reads: the first one present.
 		for _, name := range ev.GetEnvVars() {
 			if v, set := os.LookupEnv(name); set {
+				var err error
 				if v != "" && !isDecimalNumber(v, float) {
-					return fmt.Errorf("%s=%s: %s", name, v, notDecimalWhy)
+					err = refuse(name, v, notDecimalWhy)
+				} else if float && underflows(v) {
+					err = refuse(name, v, underflowWhy)
 				}
-				if float && underflows(v) {
-					return fmt.Errorf("%s=%s: %s", name, v, underflowWhy)
+				if err != nil {
+					return err
 				}
 				break
 			}

@@ -270,6 +270,14 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 	if checked < 20 {
 		t.Fatalf("only %d environment variables checked", checked)
 	}
+	// Help is shown whatever the variables say.
+	t.Run("help", func(t *testing.T) {
+		t.Setenv("DINOCLIP_BATCH", "0x10")
+		t.Setenv("DINOCLIP_LR", "1e-400")
+		if out := mustRun(t, "train", "--help"); !strings.Contains(out, "dinoclip train - ") {
+			t.Errorf("train --help with DINOCLIP_BATCH=0x10 and DINOCLIP_LR=1e-400:\n%s", out)
+		}
+	})
 	t.Setenv("DINOCLIP_SYNTH_ROWS", "010")
 	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_ROWS=010", "decimal digits")
 	t.Setenv("DINOCLIP_SYNTH_ROWS", "")

@@ -31,9 +31,10 @@ func extractedEncoders(w io.Writer, dir string) dataset.Encoders {
 
 // warnFeaturesEncoders warns of features files (paths) whose extraction,
 // as the extract.json beside them records it, used another DINOv2 model
-// than the model's training data: their projections mean nothing. Each
-// directory is looked at once.
-func warnFeaturesEncoders(w io.Writer, modelPath string, model dataset.Encoders, paths []string) {
+// than the one of projector (what it is: "the model PATH", "the index
+// PATH"): their projections mean nothing. Each directory is looked at
+// once.
+func warnFeaturesEncoders(w io.Writer, projector string, model dataset.Encoders, paths []string) {
 	seen := map[string]bool{}
 	for _, p := range paths {
 		dir := filepath.Dir(p)
@@ -42,6 +43,6 @@ func warnFeaturesEncoders(w io.Writer, modelPath string, model dataset.Encoders,
 		}
 		seen[dir] = true
 		features := dataset.Encoders{DINOv2: extractedEncoders(w, dir).DINOv2}
-		warnEncoders(w, "the model "+modelPath, model, "the features in "+dir, features)
+		warnEncoders(w, projector, model, "the features in "+dir, features)
 	}
 }

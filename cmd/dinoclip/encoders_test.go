@@ -108,6 +108,12 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	wantWarning(t, "eval, a set of another CLIP", stderrOf(t, "eval", "--model", run, "--eval", other),
 		`the model `+filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)+` was made with CLIP "`+clipB32+`", evaluation set other-clip with CLIP "`+clipB16+`"`)
 	wantWarning(t, "eval, a set without a record", stderrOf(t, "eval", "--model", run, "--eval", eval))
+	// A name that is none: the set loads, its models unknown.
+	writeFile(t, filepath.Join(other, "eval.json"), `{"name": "other-clip", "clip": 5}`)
+	if stderr := stderrOf(t, "eval", "--model", run, "--eval", other); !strings.Contains(stderr, "which DINOv2 and CLIP models made the set is not known") {
+		t.Errorf("eval of a set whose eval.json names a number as its CLIP model:\n%s", stderr)
+	}
+	writeFile(t, filepath.Join(other, "eval.json"), `{"name": "other-clip", "dinov2": "`+dinoBase+`", "clip": "`+clipB16+`"}`)
 
 	// Features of another DINOv2 model, as their extract.json says.
 	small := filepath.Join(dir, "small")
@@ -118,12 +124,13 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	x[1] += 3 // (a copy of an indexed file would be skipped)
 	writeF32(t, filepath.Join(small, "shard-00000.dino.npy"), []int{40, tIn}, x)
 	writeFile(t, filepath.Join(small, dataset.ExtractRecordFile), `{"target": "none", "dinov2": "facebook/dinov2-small", "clip": null}`)
 	index := filepath.Join(dir, "index")
 	wantWarning(t, "index, features of the training data's models", stderrOf(t, "index", "--model", run, "--features", data, "--out", index))
 	wantWarning(t, "index, features of another DINOv2", stderrOf(t, "index", "--model", run, "--features", small, "--out", index),
-		`the model `+filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)+` was made with DINOv2 "`+dinoBase+`", the features in `+small+` with DINOv2 "facebook/dinov2-small"`)
+		`the index `+index+` was made with DINOv2 "`+dinoBase+`", the features in `+small+` with DINOv2 "facebook/dinov2-small"`)
 	wantWarning(t, "project, features of another DINOv2", stderrOf(t, "project", "--model", run,
 		"--in", filepath.Join(small, "shard-00000.dino.npy"), "--out", filepath.Join(dir, "p.npy")), `"facebook/dinov2-small"`)
 	ix, err := retrieval.OpenIndex(index)
@@ -162,6 +169,30 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	if out := mustRun(t, "info", index); !strings.Contains(out, shown) {
 		t.Errorf("info of an index appended to does not say %q:\n%s", shown, out)
 	}
+	// A copy of the weights that names no models appends under the
+	// index's names: features of another DINOv2 are warned of still.
+	best, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(dir, "copy.safetensors")
+	if err := checkpoint.WriteModel(copied, best.Config, best.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	// One that names others than the index's is warned of (the index
+	// keeps its own).
+	if err := checkpoint.WriteModel(copied, best.Config, best.Params, map[string]string{"clip": clipB16}); err != nil {
+		t.Fatal(err)
+	}
+	wantWarning(t, "index with a copy of the model naming others", stderrOf(t, "index", "--model", copied, "--features", data, "--out", index),
+		`the index `+index+` was made with CLIP "`+clipB32+`", the model `+copied+` with CLIP "`+clipB16+`"`)
+	if err := checkpoint.WriteModel(copied, best.Config, best.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	x[2] += 5
+	writeF32(t, filepath.Join(small, "shard-00001.dino.npy"), []int{40, tIn}, x)
+	wantWarning(t, "index with an unnamed copy of the model", stderrOf(t, "index", "--model", copied, "--features", filepath.Join(small, "shard-00001.dino.npy"), "--out", index),
+		`the index `+index+` was made with DINOv2 "`+dinoBase+`", the features in `+small+` with DINOv2 "facebook/dinov2-small"`)
 
 	// Queries with the record texts writes beside them.
 	queries := filepath.Join(dir, "q.clip.npy")
@@ -207,6 +238,30 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	if got := modelEncoders(t, soup); got != (dataset.Encoders{DINOv2: dinoBase}) {
 		t.Errorf("the average records %+v, want the DINOv2 model alone", got)
 	}
+	// Three, the third of the first's CLIP: the second's still parts them;
+	// and one that names none makes the average name none.
+	mm.Params[0] += 1
+	b32 := filepath.Join(dir, "b32.safetensors")
+	if err := checkpoint.WriteModel(b32, mm.Config, mm.Params, map[string]string{"dinov2": dinoBase, "clip": clipB32}); err != nil {
+		t.Fatal(err)
+	}
+	stderr = stderrOf(t, "average", "--out", soup, run, b16, b32)
+	wantWarning(t, "average of three", stderr, `model `+b16+` with CLIP "`+clipB16+`"`)
+	if strings.Count(stderr, mismatchWarning) != 2 { // (b16 against the run, b32 against b16)
+		t.Errorf("average of three: want two warnings:\n%s", stderr)
+	}
+	if got := modelEncoders(t, soup); got != (dataset.Encoders{DINOv2: dinoBase}) {
+		t.Errorf("the average of three records %+v, want the DINOv2 model alone", got)
+	}
+	mm.Params[0] += 1
+	unnamed := filepath.Join(dir, "unnamed.safetensors")
+	if err := checkpoint.WriteModel(unnamed, mm.Config, mm.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantWarning(t, "average with a model of no names", stderrOf(t, "average", "--out", soup, unnamed, run, b32))
+	if got := modelEncoders(t, soup); got.Known() {
+		t.Errorf("the average with a model of no names records %+v, want none", got)
+	}
 
 	// Fine-tuning on data without a record: the initial model's, kept
 	// through a resume (which does not read --init again).
@@ -219,8 +274,20 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	if got := modelEncoders(t, filepath.Join(tuned, checkpoint.LastLink, checkpoint.ModelFile)); got != want {
 		t.Errorf("the fine-tuning run's first checkpoint records %+v, want the initial model's %+v", got, want)
 	}
-	mustRun(t, "train", "--resume", "--out", tuned)
+	// A record the data gained meanwhile, of other models, is warned of,
+	// and the run keeps its own.
+	writeFile(t, filepath.Join(plain, dataset.ExtractRecordFile), `{"target": "image", "dinov2": "facebook/dinov2-small", "clip": "`+clipB16+`"}`)
+	wantWarning(t, "a resume on data of other models", stderrOf(t, "train", "--resume", "--out", tuned),
+		`the run `+tuned+` was made with DINOv2 "`+dinoBase+`" and CLIP "`+clipB32+`", training data `+plain+` with DINOv2 "facebook/dinov2-small" and CLIP "`+clipB16+`"`)
 	if got := modelEncoders(t, filepath.Join(tuned, checkpoint.LastLink, checkpoint.ModelFile)); got != want {
 		t.Errorf("the resumed fine-tuning run records %+v, want the initial model's %+v", got, want)
+	}
+	// Fine-tuning on data of other models than the --init model's is
+	// warned of; the run takes the data's.
+	tuned2 := filepath.Join(dir, "tuned2")
+	wantWarning(t, "fine-tuning on data of other models", stderrOf(t, "train", "--data", plain, "--init", run, "--out", tuned2, "--epochs", "1", "--batch", "16"),
+		`the --init model `+filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)+` was made with DINOv2 "`+dinoBase+`" and CLIP "`+clipB32+`", training data `+plain+` with DINOv2 "facebook/dinov2-small"`)
+	if got := modelEncoders(t, filepath.Join(tuned2, checkpoint.LastLink, checkpoint.ModelFile)); got != (dataset.Encoders{DINOv2: "facebook/dinov2-small", CLIP: clipB16}) {
+		t.Errorf("the fine-tuning run on data of other models records %+v, want the data's", got)
 	}
 }

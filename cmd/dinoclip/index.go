@@ -309,11 +309,6 @@ func runIndex(cCtx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	paths := make([]string, len(files))
-	for i, ff := range files {
-		paths[i] = ff.Path
-	}
-	warnFeaturesEncoders(cCtx.App.ErrWriter, lm.Path, model.Encoders, paths)
 	dtype := "float16"
 	if cCtx.Bool("float32") {
 		dtype = "float32"
@@ -415,13 +410,13 @@ func runIndex(cCtx *cli.Context) (err error) {
 			sources[i].duplicate = true
 		}
 	}
-	var adding int
+	var adding []string
 	for _, s := range sources {
 		rec, ok := w.Source(s.src.Path)
 		switch {
 		case !ok:
 			if !s.duplicate {
-				adding++
+				adding = append(adding, s.src.Path)
 			}
 		case rec.Rows != s.src.Rows || rec.Size != s.src.Size:
 			return fmt.Errorf("%s was indexed when it had %d rows and %d bytes, it now has %d rows and %d bytes; build a new index",
@@ -430,9 +425,15 @@ func runIndex(cCtx *cli.Context) (err error) {
 			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
 		}
 	}
-	if err := w.CheckShardCount(adding); err != nil {
+	if err := w.CheckShardCount(len(adding)); err != nil {
 		return err
 	}
+	// The index's names for its model (a copy of the weights that names
+	// none, or others, appends under them), against the file's and the
+	// features' to be appended.
+	names := w.Manifest().Model.Encoders
+	warnEncoders(cCtx.App.ErrWriter, "the index "+out, names, "the model "+lm.Path, model.Encoders)
+	warnFeaturesEncoders(cCtx.App.ErrWriter, "the index "+out, names, adding)
 	var bar *countBar // (none for one chunk)
 	if total > int64(batch) {
 		bar = newCountBar(cCtx, total, "indexing", "rows", true)

@@ -567,6 +567,12 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	} else {
 		fmt.Fprintf(w, "%s: checkpoint (a model only, no %s to resume from)\n", dir, checkpoint.OptimizerFile)
 	}
+	// (First: what follows describes files of two checkpoints.)
+	if st != nil {
+		if err := train.StepsAgree(dir); err != nil {
+			fmt.Fprintf(w, "  NOT ONE CHECKPOINT (a resume from it is refused): %v\n", err)
+		}
+	}
 	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
 		return err
 	}
@@ -586,9 +592,6 @@ func infoCheckpoint(w io.Writer, dir string) error {
 		}
 	}
 	if st != nil {
-		if err := train.StepsAgree(dir); err != nil {
-			fmt.Fprintf(w, "  NOT ONE CHECKPOINT (a resume from it is refused): %v\n", err)
-		}
 		writeState(w, st)
 	}
 	return nil

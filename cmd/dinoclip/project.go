@@ -104,7 +104,7 @@ func runProject(cCtx *cli.Context) error {
 	if err := checkProjectionMemory(c, device, min(batch, n)); err != nil {
 		return err
 	}
-	warnFeaturesEncoders(cCtx.App.ErrWriter, lm.Path, dataset.EncodersOf(lm.Model.Meta), []string{inPath})
+	warnFeaturesEncoders(cCtx.App.ErrWriter, "the model "+lm.Path, dataset.EncodersOf(lm.Model.Meta), []string{inPath})
 	dt := npy.Float32
 	if cCtx.Bool("float16") {
 		dt = npy.Float16

@@ -19,6 +19,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
@@ -270,18 +271,25 @@ func runTrain(cCtx *cli.Context) error {
 
 	c := run.Model
 	var init *train.InitModel
+	// The models the run's vectors come from: the training data's, as its
+	// extract.json names them; a fine-tuning run's --init model's where it
+	// names none; and a resumed run's own, as its checkpoint records them,
+	// whatever the data's say now.
 	encoders := extractedEncoders(cCtx.App.ErrWriter, dataDir)
+	if resume {
+		own := checkpointEncoders(runDir)
+		warnEncoders(cCtx.App.ErrWriter, "the run "+runDir, own, "training data "+dataDir, encoders)
+		encoders = own.Or(encoders)
+	}
 	if !resume {
 		if cCtx.IsSet("init") {
 			if init, c, err = initModel(cCtx, data); err != nil {
 				return err
 			}
+			warnEncoders(cCtx.App.ErrWriter, "the --init model "+init.Path, init.Encoders, "training data "+dataDir, encoders)
 			encoders = encoders.Or(init.Encoders)
 		} else if c, err = modelConfig(cCtx, data); err != nil {
 			return err
-		}
-		for _, s := range evals {
-			warnEncoders(cCtx.App.ErrWriter, "training data "+dataDir, encoders, "evaluation set "+s.Name, s.Encoders)
 		}
 		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
@@ -303,6 +311,10 @@ func runTrain(cCtx *cli.Context) error {
 			return fmt.Errorf("--epochs %d x %d steps per epoch (%d rows / --batch %d) = %d optimizer steps: %w",
 				opts.Epochs, spe, data.Rows, opts.Batch, total, err)
 		}
+	}
+
+	for _, s := range evals {
+		warnEncoders(cCtx.App.ErrWriter, "training data "+dataDir, encoders, "evaluation set "+s.Name, s.Encoders)
 	}
 
 	// A resumed run's options are the run's, not the flags' defaults.
@@ -456,6 +468,18 @@ func modelConfig(cCtx *cli.Context, data *train.Dataset) (nn.Config, error) {
 		return c, fmt.Errorf("model: %w", err)
 	}
 	return c, nil
+}
+
+// checkpointEncoders is what the model of the run's last checkpoint
+// records of the models its data came from (its header alone); none
+// where it cannot be read (the resume says why).
+func checkpointEncoders(runDir string) dataset.Encoders {
+	f, err := safetensors.Open(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
+	if err != nil {
+		return dataset.Encoders{}
+	}
+	defer f.Close()
+	return dataset.EncodersOf(f.Metadata())
 }
 
 // initModel reads the model of --init: its weights and its shape, which

@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
@@ -66,20 +68,24 @@ func (e Encoders) Or(o Encoders) Encoders {
 	return e
 }
 
-// With is what e and o name together: each model either names, none
-// where they name two (the weights of an average of models trained on
-// both come from neither).
-func (e Encoders) With(o Encoders) Encoders {
-	with := func(a, b string) string {
-		switch {
-		case a == "":
-			return b
-		case b == "" || a == b:
-			return a
-		}
-		return ""
+// Agreed is what every one of encs names alike: each model's name where
+// all name that one; none where one names another, or none (the weights
+// of an average of models trained on two, or on one unknown, are of
+// neither).
+func Agreed(encs []Encoders) Encoders {
+	if len(encs) == 0 {
+		return Encoders{}
 	}
-	return Encoders{DINOv2: with(e.DINOv2, o.DINOv2), CLIP: with(e.CLIP, o.CLIP)}
+	agreed := encs[0]
+	for _, e := range encs[1:] {
+		if e.DINOv2 != agreed.DINOv2 {
+			agreed.DINOv2 = ""
+		}
+		if e.CLIP != agreed.CLIP {
+			agreed.CLIP = ""
+		}
+	}
+	return agreed
 }
 
 // AddTo records e in a model file's metadata.
@@ -92,9 +98,16 @@ func (e Encoders) AddTo(meta map[string]string) {
 	}
 }
 
-// EncodersOf is what a model file's metadata records of its Encoders.
+// EncodersOf is what a model file's metadata records of its Encoders; a
+// name that is none (ValidName: a tampered file) is taken for unknown.
 func EncodersOf(meta map[string]string) Encoders {
-	return Encoders{DINOv2: meta[DINOv2Key], CLIP: meta[CLIPKey]}
+	valid := func(name string) string {
+		if !ValidName(name) {
+			return ""
+		}
+		return name
+	}
+	return Encoders{DINOv2: valid(meta[DINOv2Key]), CLIP: valid(meta[CLIPKey])}
 }
 
 // String describes e for dinoclip info: each name it knows, quoted (a name comes from a file, and is shown as Go quotes it so that
@@ -111,6 +124,11 @@ func (e Encoders) String() string {
 		return "not recorded"
 	}
 	return strings.Join(parts, " and ")
+}
+
+// Conflicts reports whether e and o name different models that both know.
+func (e Encoders) Conflicts(o Encoders) bool {
+	return Mismatch("", e, "", o) != ""
 }
 
 // Mismatch says where a and b, the encoders of the things called aWhat and
@@ -153,29 +171,63 @@ func ReadEncoders(dir string) (Encoders, error) {
 }
 
 // ParseEncoders reads the models a JSON record (extract.json, eval.json)
-// names under "dinov2" and "clip" (null for none: features extracted with
-// --target none have no CLIP model); its other keys are not looked at.
+// names under "dinov2" and "clip", spelled so (null for none: features
+// extracted with --target none have no CLIP model); its other keys are
+// not looked at. A name that is no string, or no plausible name
+// (ValidName), is an error.
 func ParseEncoders(b []byte) (Encoders, error) {
 	// (encoding/json would match "CLIP" too, and take the last of a key
 	// given twice.)
 	if err := strictjson.CheckKeys(b); err != nil {
 		return Encoders{}, err
 	}
-	var rec struct {
-		DINOv2 *string `json:"dinov2"`
-		CLIP   *string `json:"clip"`
-	}
+	var rec map[string]json.RawMessage
 	if err := strictjson.Describe(json.Unmarshal(b, &rec)); err != nil {
 		return Encoders{}, err
 	}
 	var e Encoders
-	if rec.DINOv2 != nil {
-		e.DINOv2 = *rec.DINOv2
-	}
-	if rec.CLIP != nil {
-		e.CLIP = *rec.CLIP
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{DINOv2Key, &e.DINOv2}, {CLIPKey, &e.CLIP}} {
+		raw, ok := rec[f.key]
+		if !ok || string(raw) == "null" {
+			continue
+		}
+		if err := json.Unmarshal(raw, f.dst); err != nil {
+			return Encoders{}, fmt.Errorf("%s: %w", f.key, strictjson.Describe(err))
+		}
+		if !ValidName(*f.dst) {
+			return Encoders{}, fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not printable UTF-8)", f.key, shortQuote(*f.dst), maxNameBytes)
+		}
 	}
 	return e, nil
+}
+
+// maxNameBytes bounds a model's name: a Hugging Face name or a local path.
+// (Each checkpoint's header and every index manifest copies it: one of
+// 110 MB stopped a run at its first checkpoint.)
+const maxNameBytes = 4096
+
+// ValidName reports whether name can be a model's name as the extractor
+// records it: not empty, at most maxNameBytes, and printable UTF-8.
+func ValidName(name string) bool {
+	return name != "" && len(name) <= maxNameBytes && Printable(name)
+}
+
+// Printable reports whether name is UTF-8 of printable characters only
+// (strconv.IsPrint: letters, marks, numbers, punctuation, symbols and the
+// ASCII space): nothing in it moves a terminal's cursor or hides text.
+func Printable(name string) bool {
+	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !strconv.IsPrint(r) })
+}
+
+// shortQuote is s quoted, cut to its first 64 bytes.
+func shortQuote(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // QueriesRecordFormat tags the record that the Python extractor's texts
@@ -224,27 +276,32 @@ func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 		}
 		return nil, err
 	}
+	// A record is tagged so under "format" as Python spells it; a file
+	// without the tag is a user's own. (The tag of the first value: what
+	// follows it is the strict reading's to refuse.)
+	var fields map[string]json.RawMessage
+	var format string
+	if json.NewDecoder(bytes.NewReader(b)).Decode(&fields) != nil || json.Unmarshal(fields["format"], &format) != nil || !strings.HasPrefix(format, "dinoclip-queries/") {
+		return nil, nil
+	}
+	if format != QueriesRecordFormat {
+		return nil, fmt.Errorf("%s: format %q, want %q (a newer dinoclip's)", recPath, format, QueriesRecordFormat)
+	}
+	// A record, then, read as strictly as any other of dinoclip's.
 	var rec struct {
 		Format string   `json:"format"`
-		CLIP   *string  `json:"clip"`
+		CLIP   string   `json:"clip"`
+		Source string   `json:"source"`
+		Rows   int      `json:"rows"`
+		Dim    int      `json:"dim"`
 		SHA256 string   `json:"sha256"`
 		Texts  []string `json:"texts"`
 	}
-	var tag struct {
-		Format string `json:"format"`
-	}
-	if json.Unmarshal(b, &tag) != nil || tag.Format != QueriesRecordFormat {
-		return nil, nil
-	}
-	// (A record, then, read as strictly as any other of dinoclip's.)
-	if err := strictjson.CheckKeys(b); err != nil {
+	if err := strictjson.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("%s: %w", recPath, err)
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("%s: %w", recPath, strictjson.Describe(err))
-	}
-	if rec.CLIP == nil || *rec.CLIP == "" {
-		return nil, fmt.Errorf("%s: no CLIP model (\"clip\")", recPath)
+	if !ValidName(rec.CLIP) {
+		return nil, fmt.Errorf("%s: clip: %s is no model's name (empty, over %d bytes, or not printable UTF-8)", recPath, shortQuote(rec.CLIP), maxNameBytes)
 	}
 	sum, err := fileSHA256(path)
 	if err != nil {
@@ -253,7 +310,7 @@ func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 	if sum != rec.SHA256 {
 		return nil, fmt.Errorf("%s describes another %s than the one there (its sha256 differs: the file was written again since)", recPath, filepath.Base(path))
 	}
-	return &QueriesRecord{Encoders: Encoders{CLIP: *rec.CLIP}, Texts: rec.Texts}, nil
+	return &QueriesRecord{Encoders: Encoders{CLIP: rec.CLIP}, Texts: rec.Texts}, nil
 }
 
 // fileSHA256 is the hex SHA-256 of the bytes of the file at path.

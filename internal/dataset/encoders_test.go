@@ -20,7 +20,12 @@ func TestParseEncoders(t *testing.T) {
 		{`{"dinov2": "d", "clip": null}`, Encoders{DINOv2: "d"}, ""}, // --target none
 		{`{"target": "image"}`, Encoders{}, ""},
 		{`{"dinov2": 3}`, Encoders{}, "dinov2"},
-		{`{"clip": "a", "CLIP": "b"}`, Encoders{}, "CLIP"}, // (encoding/json would take the last)
+		{`{"clip": "a", "CLIP": "b"}`, Encoders{}, "CLIP"},              // (encoding/json would take the last)
+		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""}, // (not the key, as Python reads it)
+		{`{"clip": ""}`, Encoders{}, "no model's name"},
+		{`{"clip": "a\u001b[2Kb"}`, Encoders{}, "no model's name"},
+		{`{"clip": "` + strings.Repeat("x", maxNameBytes+1) + `"}`, Encoders{}, "no model's name"},
+		{`{"clip": "` + strings.Repeat("x", maxNameBytes) + `"}`, Encoders{CLIP: strings.Repeat("x", maxNameBytes)}, ""},
 		{`{"clip": "a"`, Encoders{}, "truncated"},
 		{`{"clip":`, Encoders{}, "truncated"},
 		{`["clip"]`, Encoders{}, "array"},
@@ -40,11 +45,19 @@ func TestParseEncoders(t *testing.T) {
 func TestEncodersCombine(t *testing.T) {
 	a := Encoders{DINOv2: "d", CLIP: "c1"}
 	b := Encoders{CLIP: "c2"}
-	if got := a.With(b); got != (Encoders{DINOv2: "d"}) {
-		t.Errorf("With: %+v, want the DINOv2 model alone (the CLIP models differ)", got)
-	}
-	if got := b.With(Encoders{DINOv2: "d"}); got != (Encoders{DINOv2: "d", CLIP: "c2"}) {
-		t.Errorf("With: %+v, want each one's model", got)
+	for _, c := range []struct {
+		encs []Encoders
+		want Encoders
+	}{
+		{[]Encoders{a, a, a}, a},
+		{[]Encoders{a, {DINOv2: "d", CLIP: "c2"}, a}, Encoders{DINOv2: "d"}}, // (a name dropped stays dropped)
+		{[]Encoders{a, b}, Encoders{}},                                       // (b names no DINOv2)
+		{[]Encoders{{}, a, a}, Encoders{}},
+		{nil, Encoders{}},
+	} {
+		if got := Agreed(c.encs); got != c.want {
+			t.Errorf("Agreed(%+v) = %+v, want %+v", c.encs, got, c.want)
+		}
 	}
 	if got := b.Or(a); got != (Encoders{DINOv2: "d", CLIP: "c2"}) {
 		t.Errorf("Or: %+v, want b's CLIP and a's DINOv2", got)
@@ -53,6 +66,10 @@ func TestEncodersCombine(t *testing.T) {
 	a.AddTo(meta)
 	if got := EncodersOf(meta); got != a {
 		t.Errorf("metadata round trip: %+v, want %+v", got, a)
+	}
+	meta[CLIPKey] = "a\nb" // (a tampered file)
+	if got := EncodersOf(meta); got != (Encoders{DINOv2: "d"}) {
+		t.Errorf("metadata of a name that is none: %+v, want it unknown", got)
 	}
 	if Mismatch("x", a, "y", Encoders{DINOv2: "d"}) != "" || Mismatch("x", a, "y", Encoders{}) != "" {
 		t.Error("Mismatch of models that agree, or are unknown, is not empty")
@@ -100,7 +117,13 @@ func TestReadQueriesRecord(t *testing.T) {
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "texts": ["a dog", "ünï"]}`,
 		&QueriesRecord{Encoders: Encoders{CLIP: "c"}, Texts: []string{"a dog", "ünï"}}, "")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+strings.Repeat("0", 64)+`"}`, nil, "describes another q.clip.npy")
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, nil, "no CLIP model")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, nil, "no model's name")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": 5, "sha256": "`+hash+`"}`, nil, "clip")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": 5}`, nil, "sha256")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`"} {}`, nil, "after")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "later": 1}`, nil, "later")
+	check(`{"format": "dinoclip-queries/2", "clip": "c"}`, nil, "a newer dinoclip's")
+	check(`{"FORMAT": "`+QueriesRecordFormat+`", "clip": "c"}`, nil, "") // (no tag, as Python reads it)
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, nil, "clip")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "texts": [1]}`, nil, "texts")
 	check(`{"clip": "c"}`, nil, "")   // a user's own JSON

@@ -796,3 +796,16 @@ def test_dotdot_after_a_missing_directory_is_refused(tmp_path, monkeypatch):
     (tmp_path / "there").mkdir()
     _files.make_dirs("there/../out")
     assert sorted(os.listdir(tmp_path)) == ["out", "there"]
+
+
+def test_save_takes_model_names_as_strings(tmp_path):
+    """The names of the training data's models (dinov2, clip) are strings, as dinoclip compares
+    them: None leaves one out, anything else is refused (JSON text of it was recorded as a name)."""
+    m = ProjectorWithResiduals(8, 16, 1, 4)
+    path = checkpoint.save(m, tmp_path / "m.safetensors", {"dinov2": "facebook/dinov2-base", "clip": None})
+    meta = checkpoint.read_metadata(path)
+    assert meta["dinov2"] == "facebook/dinov2-base" and "clip" not in meta
+    for bad in ({"a": 1}, 5, ""):
+        with pytest.raises(checkpoint.CheckpointError, match="want a model's name"):
+            checkpoint.save(m, tmp_path / "bad.safetensors", {"clip": bad})
+    assert not (tmp_path / "bad.safetensors").exists()

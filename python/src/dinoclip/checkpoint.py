@@ -590,6 +590,10 @@ def _json_string(s: str) -> str:
     return out.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
+# The metadata keys of a model file that name the DINOv2 and CLIP models of its training data.
+ENCODER_KEYS = ("dinov2", "clip")
+
+
 def _meta_value(v) -> str:
     if isinstance(v, str):
         return v
@@ -637,7 +641,15 @@ def save_state_dict(
     """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata, including the
     tensors' SHA-256 (:data:`SHA256_KEY`, replacing any in ``metadata``), to ``path``."""
     path = os.fspath(path)
-    meta = {str(k): _meta_value(v) for k, v in (metadata or {}).items()}
+    metadata = dict(metadata or {})
+    # The names of the models the training data came from (as extract.json records them, which
+    # dinoclip compares between files): a string each, or none.
+    for key in ENCODER_KEYS:
+        if metadata.get(key) is None:
+            metadata.pop(key, None)
+        elif not isinstance(metadata[key], str) or not metadata[key]:
+            raise CheckpointError(f"{path}: metadata {key} {metadata[key]!r}: want a model's name (a string)")
+    meta = {str(k): _meta_value(v) for k, v in metadata.items()}
     meta["format"] = MODEL_FORMAT
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
     # metadata and weights that load (and the Go side) would refuse are not written

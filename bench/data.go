@@ -37,7 +37,7 @@ type DataOptions struct {
 // in (atomicfile.MkdirTempRemovedOnExit's ".dinoclip-bench-data.tmp-N"):
 // it holds the directory's lock while it runs, so that a later run can
 // tell the shards a killed one left (tens of megabytes to gigabytes) from
-// those of one at work, and remove them (atomicfile.SweepStale, with
+// those of one at work, and remove them (atomicfile.SweepDeadDirs, with
 // IsDataFile).
 const DataDirBase = "dinoclip-bench-data"
 

@@ -375,7 +375,7 @@ func runBench(cCtx *cli.Context) error {
 		} else {
 			dataDir = os.TempDir()
 		}
-		atomicfile.SweepStale(dataDir, bench.DataDirBase, bench.IsDataFile).Report(cCtx.App.ErrWriter, "the data benchmark's shards")
+		atomicfile.SweepDeadDirs(dataDir, bench.DataDirBase, bench.IsDataFile).Report(cCtx.App.ErrWriter, "the data benchmark's shards")
 		if err := probeWrite(dataDir, bench.DataDirBase); err != nil {
 			return fmt.Errorf("--data-dir: %w", err)
 		}

@@ -558,6 +558,11 @@ func writeState(w io.Writer, st *train.State) {
 }
 
 func infoCheckpoint(w io.Writer, dir string) error {
+	// A model file that is none (a .npy copied there) is refused before
+	// the directory is called a checkpoint.
+	if _, err := checkpoint.ReadConfig(filepath.Join(dir, checkpoint.ModelFile)); err != nil {
+		return err
+	}
 	var st *train.State
 	if _, err := os.Stat(filepath.Join(dir, checkpoint.OptimizerFile)); err == nil {
 		if st, err = readState(dir); err != nil {

@@ -234,6 +234,14 @@ func TestInfoErrors(t *testing.T) {
 	os.WriteFile(garbage, []byte("not anything"), 0o644)
 	badNPY := filepath.Join(dir, "bad.npy")
 	os.WriteFile(badNPY, []byte("\x93NUMPY\x01\x00"), 0o644)
+	// A directory whose model.safetensors is no model is not first called
+	// a checkpoint.
+	mix := filepath.Join(t.TempDir(), "mix")
+	os.Mkdir(mix, 0o755)
+	writeF32(t, filepath.Join(mix, "model.safetensors"), []int{1, 2}, []float32{1, 2})
+	if out, _, err := runCLI(t, "info", mix); err == nil || out != "" {
+		t.Errorf("info of a directory whose model.safetensors is a .npy: %v, stdout %q; want an error alone", err, out)
+	}
 	lonely := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(lonely, 0o755)
 	writeF32(t, filepath.Join(lonely, "a.dino.npy"), []int{1, 2}, []float32{1, 2})

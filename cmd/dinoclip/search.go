@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -773,7 +774,13 @@ func writeResults(w io.Writer, nb *retrieval.Neighbors, images, texts []string) 
 		}
 		fmt.Fprintf(bw, "query %d", q+1)
 		if texts != nil {
-			bw.WriteString(": " + texts[q])
+			// (Quoted where it has what is no text on a line: a line
+			// break in a record would forge a result row.)
+			t := texts[q]
+			if !dataset.Printable(t) {
+				t = strconv.Quote(t)
+			}
+			bw.WriteString(": " + t)
 		}
 		bw.WriteString("\n")
 		for r := range nb.K {

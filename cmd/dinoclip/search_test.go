@@ -987,6 +987,12 @@ func TestSearchResultsFile(t *testing.T) {
 	if got := results(); got != want {
 		t.Errorf("results.txt:\n%s\nwant:\n%s", got, want)
 	}
+	// A text with what is no text on a line is quoted: no forged row.
+	record(`["a dog\nquery 3: fake", "tab\there"]`)
+	mustRun(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
+	if got := results(); !strings.HasPrefix(got, `query 1: "a dog\nquery 3: fake"`+"\n") || !strings.Contains(got, `query 2: "tab\there"`+"\n") {
+		t.Errorf("results.txt of texts with a line break and a tab:\n%s", got)
+	}
 	record(`["only one"]`)
 	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
 	if err != nil || !strings.Contains(stderr, "gives 1 text for the 2 queries") {

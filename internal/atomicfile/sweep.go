@@ -37,7 +37,7 @@ const EveryBase = ""
 // other name. A dir that cannot be read has nothing swept: the writer
 // that comes next says why it cannot write there.
 func SweepStale(dir, base string, holds func(name string) bool) Sweep {
-	return sweep(dir, func(b string) bool { return base == EveryBase || b == TempBase(base) }, holds, StaleAge)
+	return sweep(dir, func(b string) bool { return base == EveryBase || b == TempBase(base) }, holds, fixedAge(StaleAge))
 }
 
 // SweepOwn removes from dir the temporary files of bases that nobody
@@ -48,7 +48,7 @@ func SweepStale(dir, base string, holds func(name string) bool) Sweep {
 func SweepOwn(dir string, bases ...string) Sweep {
 	return sweep(dir, func(b string) bool {
 		return slices.ContainsFunc(bases, func(base string) bool { return TempBase(base) == b })
-	}, nil, 0)
+	}, nil, fixedAge(0))
 }
 
 // SweepOwnDirs is SweepOwn of the temporary directories of base that hold
@@ -57,7 +57,23 @@ func SweepOwn(dir string, bases ...string) Sweep {
 // has renamed it into place, so that one nobody holds is a killed
 // writer's however new.
 func SweepOwnDirs(dir, base string, holds func(name string) bool) Sweep {
-	return sweep(dir, func(b string) bool { return b == TempBase(base) }, holds, 0)
+	return sweep(dir, func(b string) bool { return b == TempBase(base) }, holds, fixedAge(0))
+}
+
+// SweepDeadDirs is SweepStale of the temporary directories of base that
+// hold nothing but files holds names (MkdirTempRemovedOnExit's), however
+// new where they hold a file: their writer locks one before it writes
+// into it, so one that nobody holds with a file in it is a killed
+// writer's (a run rerun at once after a kill found it too young to
+// tell). An empty one may be its writer's between making and locking it,
+// and is removed once stale.
+func SweepDeadDirs(dir, base string, holds func(name string) bool) Sweep {
+	return sweep(dir, func(b string) bool { return b == TempBase(base) }, holds, func(p string) time.Duration {
+		if entries, err := os.ReadDir(p); err == nil && len(entries) > 0 {
+			return 0
+		}
+		return StaleAge
+	})
 }
 
 // SweepStaleExcept is SweepStale of every base but those given (swept by
@@ -65,12 +81,18 @@ func SweepOwnDirs(dir, base string, holds func(name string) bool) Sweep {
 func SweepStaleExcept(dir string, own ...string) Sweep {
 	return sweep(dir, func(b string) bool {
 		return !slices.ContainsFunc(own, func(base string) bool { return TempBase(base) == b })
-	}, nil, StaleAge)
+	}, nil, fixedAge(StaleAge))
+}
+
+// fixedAge is the same age for every temporary.
+func fixedAge(age time.Duration) func(path string) time.Duration {
+	return func(string) time.Duration { return age }
 }
 
 // sweep is SweepStale of the temporaries whose base is taken, unmodified
-// for age (0: whatever their times say, a clock ahead included).
-func sweep(dir string, take func(base string) bool, holds func(name string) bool, age time.Duration) Sweep {
+// for ageOf their path (0: whatever their times say, a clock ahead
+// included).
+func sweep(dir string, take func(base string) bool, holds func(name string) bool, ageOf func(path string) time.Duration) Sweep {
 	var s Sweep
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -78,7 +100,7 @@ func sweep(dir string, take func(base string) bool, holds func(name string) bool
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		switch removed, err := removeStale(p, holds, age); {
+		switch removed, err := removeStale(p, holds, ageOf(p)); {
 		case removed:
 			s.Removed = append(s.Removed, p)
 		case err != nil:

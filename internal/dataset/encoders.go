@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
@@ -198,7 +199,7 @@ func ParseEncoders(b []byte) (Encoders, error) {
 			return Encoders{}, fmt.Errorf("%s: %w", f.key, strictjson.Describe(err))
 		}
 		if !ValidName(*f.dst) {
-			return Encoders{}, fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not printable UTF-8)", f.key, shortQuote(*f.dst), maxNameBytes)
+			return Encoders{}, fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", f.key, shortQuote(*f.dst), maxNameBytes)
 		}
 	}
 	return e, nil
@@ -210,9 +211,12 @@ func ParseEncoders(b []byte) (Encoders, error) {
 const maxNameBytes = 4096
 
 // ValidName reports whether name can be a model's name as the extractor
-// records it: not empty, at most maxNameBytes, and printable UTF-8.
+// records it: not empty, at most maxNameBytes, and UTF-8 of graphic
+// characters (unicode.IsGraphic: printable ones and spaces such as
+// U+3000, which a local folder's name may hold; no control or format
+// character).
 func ValidName(name string) bool {
-	return name != "" && len(name) <= maxNameBytes && Printable(name)
+	return name != "" && len(name) <= maxNameBytes && utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsGraphic(r) })
 }
 
 // Printable reports whether name is UTF-8 of printable characters only
@@ -301,7 +305,7 @@ func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 		return nil, fmt.Errorf("%s: %w", recPath, err)
 	}
 	if !ValidName(rec.CLIP) {
-		return nil, fmt.Errorf("%s: clip: %s is no model's name (empty, over %d bytes, or not printable UTF-8)", recPath, shortQuote(rec.CLIP), maxNameBytes)
+		return nil, fmt.Errorf("%s: clip: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", recPath, shortQuote(rec.CLIP), maxNameBytes)
 	}
 	sum, err := fileSHA256(path)
 	if err != nil {

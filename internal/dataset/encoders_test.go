@@ -24,6 +24,8 @@ func TestParseEncoders(t *testing.T) {
 		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""}, // (not the key, as Python reads it)
 		{`{"clip": ""}`, Encoders{}, "no model's name"},
 		{`{"clip": "a\u001b[2Kb"}`, Encoders{}, "no model's name"},
+		{`{"clip": "a\u200eb"}`, Encoders{}, "no model's name"}, // (a format character: hides or reorders text)
+		{`{"clip": "/home/u/モデル\u3000clip"}`, Encoders{CLIP: "/home/u/モデル\u3000clip"}, ""},
 		{`{"clip": "` + strings.Repeat("x", maxNameBytes+1) + `"}`, Encoders{}, "no model's name"},
 		{`{"clip": "` + strings.Repeat("x", maxNameBytes) + `"}`, Encoders{CLIP: strings.Repeat("x", maxNameBytes)}, ""},
 		{`{"clip": "a"`, Encoders{}, "truncated"},

@@ -1621,6 +1621,10 @@ def test_texts_records_its_clip_model(tmp_path, tiny_models, capfd):
     record = json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))
     assert record["rows"] == 1 and record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert record["texts"] == ["a car"]
+    # its own record of many texts (over a MiB) too
+    (tmp_path / "q.clip.json").write_text(json.dumps({"format": "dinoclip-queries/1", "texts": ["x" * 100] * 20000}))
+    assert run_texts(tiny_models, src, "--out", out) == 0
+    assert json.loads((tmp_path / "q.clip.json").read_text(encoding="utf-8"))["texts"] == ["a car"]
     capfd.readouterr()
     mine = tmp_path / "mine.json"
     mine.write_text('{"a": 1}\n', encoding="utf-8")

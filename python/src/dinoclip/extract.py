@@ -1385,6 +1385,8 @@ def read_lines(path: str) -> List[str]:
 # towards, the texts, which it writes above each query's answer, and the SHA-256 of the .npy, so
 # that a record is not believed of a file written since.
 QUERIES_FORMAT = "dinoclip-queries/1"
+# What is read of a queries record at most, as the Go side reads it: the texts, a line each.
+MAX_QUERIES_RECORD_BYTES = 256 << 20
 
 
 def queries_record_path(out: str) -> str:
@@ -1397,7 +1399,7 @@ def _check_queries_record(path: str) -> None:
     if not os.path.lexists(path):
         return
     try:
-        ours = json.loads(read_regular(path, 1 << 20).decode("utf-8")).get("format") == QUERIES_FORMAT
+        ours = json.loads(read_regular(path, MAX_QUERIES_RECORD_BYTES).decode("utf-8")).get("format") == QUERIES_FORMAT
     except (OSError, ValueError, AttributeError, RecursionError):
         ours = False
     if not ours:

@@ -43,7 +43,9 @@ func infoCommand() *cli.Command {
 			"  - a directory that dinoclip synth --out wrote: its training data and evaluation set;\n" +
 			"  - an index (dinoclip index): its rows, width, dtype, model and shards;\n" +
 			"  - a search's output (dinoclip search): what was searched, k and the queries;\n" +
-			"  - a .npy file: its shape and dtype.\n\n" +
+			"  - a .npy file: its shape and dtype (queries: the record beside them);\n" +
+			"  - a record of queries (Q.json beside Q.npy, from python -m dinoclip.extract texts): its\n" +
+			"    CLIP model and texts.\n\n" +
 			"Example:\n" +
 			"   dinoclip info runs/base",
 		OnUsageError: usageError,
@@ -101,6 +103,9 @@ func describe(w io.Writer, path string) error {
 			return infoOptimizer(w, path)
 		case checkpoint.Float64Format:
 			return infoFloat64(w, path)
+		}
+		if ok, err := infoQueriesRecord(w, path); ok {
+			return err
 		}
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
@@ -193,9 +198,7 @@ func infoIndex(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: search index\n", dir)
 	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
 	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", shown(m.Model.Path), m.Model.SHA256)
-	if m.Model.Encoders.Known() {
-		fmt.Fprintf(w, "  trained on: %s\n", m.Model.Encoders)
-	}
+	writeTrainedOn(w, m.Model.Encoders)
 	fmt.Fprintf(w, "  shards: %d\n", len(m.Shards))
 	for _, sh := range m.Shards {
 		if sh.Rows == 0 {
@@ -245,6 +248,11 @@ func infoSearch(w io.Writer, dir string) error {
 		fmt.Fprintf(w, "  model sha256: %s\n", si.Model)
 	}
 	fmt.Fprintf(w, "  %s: [%d, %d] int64 ids, best first; %s: their cosines\n", searchIDsFile, shape[0], shape[1], searchScoresFile)
+	for _, f := range []struct{ name, what string }{{searchImagesFile, "the image of each id"}, {searchResultsFile, "each query's answer, for people"}} {
+		if _, err := os.Lstat(filepath.Join(dir, f.name)); err == nil {
+			fmt.Fprintf(w, "  %s: %s\n", f.name, f.what)
+		}
+	}
 	return nil
 }
 
@@ -305,7 +313,43 @@ func infoNPY(w io.Writer, path string) error {
 		fmt.Fprintf(w, "  rows: %d of %d values\n", h.Shape[0], h.Shape[1])
 	}
 	fmt.Fprintf(w, "  data: %s\n", byteSize(int64(h.DataSize())))
+	// Queries embedded by python -m dinoclip.extract texts: their record.
+	if rec, err := dataset.ReadQueriesRecord(path); err != nil {
+		fmt.Fprintf(w, "  queries record: not usable: %v\n", err)
+	} else if rec != nil {
+		writeQueriesRecord(w, dataset.QueriesRecordPath(path), rec)
+	}
 	return nil
+}
+
+// writeQueriesRecord describes the record of queries at path.
+func writeQueriesRecord(w io.Writer, path string, rec *dataset.QueriesRecord) {
+	texts := "no texts"
+	if rec.Texts != nil {
+		texts = counted(len(rec.Texts), "text", "texts")
+	}
+	fmt.Fprintf(w, "  queries record %s: %s, %s\n", shown(path), rec.Encoders, texts)
+}
+
+// infoQueriesRecord describes the record beside queries (Q.json beside
+// Q.npy, as python -m dinoclip.extract texts writes it); ok is false when
+// path is no such record.
+func infoQueriesRecord(w io.Writer, path string) (ok bool, err error) {
+	stem, isJSON := strings.CutSuffix(path, ".json")
+	if !isJSON {
+		return false, nil
+	}
+	queries := stem + ".npy"
+	rec, err := dataset.ReadQueriesRecord(queries)
+	if rec == nil && err == nil {
+		return false, nil
+	}
+	fmt.Fprintf(w, "%s: record of the queries %s (python -m dinoclip.extract texts)\n", path, queries)
+	if err != nil {
+		return true, fmt.Errorf("info: %w", err)
+	}
+	writeQueriesRecord(w, path, rec)
+	return true, nil
 }
 
 func shapeString(shape []int) string {
@@ -420,9 +464,7 @@ func writeModelInfo(w io.Writer, path string) error {
 		}
 		fmt.Fprintf(w, "  trained: %s\n", trained)
 	}
-	if enc := dataset.EncodersOf(m.Meta); enc.Known() {
-		fmt.Fprintf(w, "  trained on: %s\n", enc)
-	}
+	writeTrainedOn(w, dataset.EncodersOf(m.Meta))
 	if unusable != "" {
 		fmt.Fprintf(w, "  weights: %s\n", unusable)
 	}
@@ -689,9 +731,7 @@ func infoRun(w io.Writer, dir string) error {
 		return err
 	}
 	fmt.Fprintf(w, "  model: %s\n", m.Config.Describe())
-	if enc := dataset.EncodersOf(m.Meta); enc.Known() {
-		fmt.Fprintf(w, "  trained on: %s\n", enc)
-	}
+	writeTrainedOn(w, dataset.EncodersOf(m.Meta))
 	if unusable != "" {
 		fmt.Fprintf(w, "  last checkpoint's weights: %s\n", unusable)
 	}
@@ -785,6 +825,17 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
 	}
 	return nil
+}
+
+// writeTrainedOn says which models made the data a model was trained on
+// (enc, as its file records them), or that they are not recorded: the
+// line a user looks for before searching with the model.
+func writeTrainedOn(w io.Writer, enc dataset.Encoders) {
+	if enc.Known() {
+		fmt.Fprintf(w, "  trained on: %s\n", enc)
+	} else {
+		fmt.Fprintln(w, "  trained on: models not recorded (data without an extract.json, such as dinoclip synth's; a model from a .pt file or from before they were recorded)")
+	}
 }
 
 // writeExtracted says which models made the features (and targets) in

@@ -359,7 +359,12 @@ func runSearch(cCtx *cli.Context) (err error) {
 	// A collection smaller than --k (a few photos, the default 10) is
 	// searched whole: each query ranks every row.
 	if int64(k) > rows {
-		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: --k %d is more than the %s of %s: searching with k %d (every row, ranked)\n", k, counted(rows, "row", "rows"), indexPath, rows)
+		// (A warning where --k was given; the default's only a note.)
+		what := "dinoclip: the default k"
+		if cCtx.IsSet("k") {
+			what = "dinoclip: warning: --k"
+		}
+		fmt.Fprintf(cCtx.App.ErrWriter, "%s %d is more than the %s of %s: searching with k %d (every row, ranked)\n", what, k, counted(rows, "row", "rows"), indexPath, rows)
 		k = int(rows)
 	}
 	if int64(nq)*int64(k) > maxAnswer {
@@ -457,7 +462,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := writeSearch(outDir, nb, info, images, texts, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s)\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload)
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload, filepath.Join(out, searchResultsFile))
 	return nil
 }
 
@@ -762,30 +767,40 @@ func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.
 	return rec.Texts
 }
 
+// shownText is a query's text as results.txt shows it: as it is, or
+// quoted as Go quotes a string where it holds a character that is not
+// printable (a line break in a record would forge a result row), starts
+// with a quote, or starts or ends with a space; so a text shown unquoted
+// is the text, and a quoted one reads back with strconv.Unquote.
+func shownText(t string) string {
+	if !dataset.Printable(t) || strings.HasPrefix(t, `"`) || strings.TrimSpace(t) != t {
+		return strconv.Quote(t)
+	}
+	return t
+}
+
 // writeResults writes results.txt: for each query, a line "query N" (1-based,
 // with ": TEXT" where texts gives it), then a line per row found, best
 // first: its rank, score, id and, where images gives them, image; a blank
 // line between queries.
 func writeResults(w io.Writer, nb *retrieval.Neighbors, images, texts []string) error {
 	bw := bufio.NewWriter(w)
+	idWidth := 1 // (the ids in one column)
+	for _, id := range nb.Rows {
+		idWidth = max(idWidth, len(strconv.FormatInt(id, 10)))
+	}
 	for q := range nb.Queries {
 		if q > 0 {
 			bw.WriteString("\n")
 		}
 		fmt.Fprintf(bw, "query %d", q+1)
 		if texts != nil {
-			// (Quoted where it has what is no text on a line: a line
-			// break in a record would forge a result row.)
-			t := texts[q]
-			if !dataset.Printable(t) {
-				t = strconv.Quote(t)
-			}
-			bw.WriteString(": " + t)
+			bw.WriteString(": " + shownText(texts[q]))
 		}
 		bw.WriteString("\n")
 		for r := range nb.K {
 			i := q*nb.K + r
-			fmt.Fprintf(bw, "%4d. %8.4f  %d", r+1, nb.Scores[i], nb.Rows[i])
+			fmt.Fprintf(bw, "%4d. %8.4f  %*d", r+1, nb.Scores[i], idWidth, nb.Rows[i])
 			if images != nil {
 				bw.WriteString("  " + images[i])
 			}

@@ -987,11 +987,31 @@ func TestSearchResultsFile(t *testing.T) {
 	if got := results(); got != want {
 		t.Errorf("results.txt:\n%s\nwant:\n%s", got, want)
 	}
+	// info describes the record, and names it beside the queries.
+	if info := mustRun(t, "info", filepath.Join(dir, "q.json")); !strings.Contains(info, "record of the queries "+qp) || !strings.Contains(info, `embeddings of CLIP "c", 2 texts`) {
+		t.Errorf("info of the queries record:\n%s", info)
+	}
+	if info := mustRun(t, "info", qp); !strings.Contains(info, "queries record "+filepath.Join(dir, "q.json")+`: embeddings of CLIP "c", 2 texts`) {
+		t.Errorf("info of the queries:\n%s", info)
+	}
+	// The search's last line and info point at it.
+	if _, stderr, _ := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out); !strings.Contains(stderr, "each query's answer: "+filepath.Join(out, searchResultsFile)) {
+		t.Errorf("search's last line does not name %s:\n%s", searchResultsFile, stderr)
+	}
+	if info := mustRun(t, "info", out); !strings.Contains(info, "results.txt: each query's answer, for people") || strings.Contains(info, "images.txt") {
+		t.Errorf("info of the search output:\n%s", info)
+	}
 	// A text with what is no text on a line is quoted: no forged row.
 	record(`["a dog\nquery 3: fake", "tab\there"]`)
 	mustRun(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
 	if got := results(); !strings.HasPrefix(got, `query 1: "a dog\nquery 3: fake"`+"\n") || !strings.Contains(got, `query 2: "tab\there"`+"\n") {
 		t.Errorf("results.txt of texts with a line break and a tab:\n%s", got)
+	}
+	// ... and one that would read as quoted, or hides a space at an end.
+	record(`["\"a\\tb\"", " trailing "]`)
+	mustRun(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
+	if got := results(); !strings.HasPrefix(got, `query 1: "\"a\\tb\""`+"\n") || !strings.Contains(got, `query 2: " trailing "`+"\n") {
+		t.Errorf("results.txt of a text in quotes and one with spaces at its ends:\n%s", got)
 	}
 	record(`["only one"]`)
 	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out)
@@ -1004,8 +1024,9 @@ func TestSearchResultsFile(t *testing.T) {
 }
 
 // A --k above the rows searched (a collection of a few photos, the default
-// k of 10) is lowered to them with a warning, where it was refused: each
-// answer ranks every row, and search.json records the k used.
+// k of 10) is lowered to them with a note (a warning where --k was
+// given), where it was refused: each answer ranks every row, and
+// search.json records the k used.
 func TestSearchClampsK(t *testing.T) {
 	dir := t.TempDir()
 	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
@@ -1019,6 +1040,10 @@ func TestSearchClampsK(t *testing.T) {
 		}
 		if want := "is more than the 3 rows of " + kp + ": searching with k 3"; !strings.Contains(stderr, want) {
 			t.Errorf("search %v: stderr lacks %q:\n%s", k, want, stderr)
+		}
+		// (A warning where --k was given; the default's a note.)
+		if warned := strings.Contains(stderr, "warning: --k"); warned != (k != nil) {
+			t.Errorf("search %v: warned %v, want %v:\n%s", k, warned, k != nil, stderr)
 		}
 		ids, _, shape := readSearch(t, out)
 		if want := []int64{1, 2, 0, 0, 2, 1}; !slices.Equal(shape, []int{2, 3}) || !slices.Equal(ids, want) {
@@ -1038,7 +1063,7 @@ func TestSearchClampsK(t *testing.T) {
 	writeF32(t, kp, []int{1, 2}, []float32{1, 0})
 	writeF32(t, qp, []int{1, 2}, []float32{0, 1})
 	_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--out", out)
-	for _, want := range []string{"--k 10 is more than the 1 row of " + kp, "top-1 of 1 row for 1 query"} {
+	for _, want := range []string{"the default k 10 is more than the 1 row of " + kp, "top-1 of 1 row for 1 query"} {
 		if err != nil || !strings.Contains(stderr, want) {
 			t.Errorf("search of 1 row: %v, stderr lacks %q:\n%s", err, want, stderr)
 		}

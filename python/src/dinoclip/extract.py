@@ -369,8 +369,9 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
     With ``captions`` (a .jsonl file of objects with ``image`` and ``caption``, or a .csv/.tsv
     file with a header row naming ``image`` and ``caption`` columns; image paths relative to
     ``root`` or absolute) the pairs are that file's rows, in its order; an image may appear in
-    several rows. Without it, every image file under ``root`` (recursively, sorted by path;
-    links to folders followed, a folder reached twice walked once, none holding ``root``) is paired with the text of
+    several rows. Without it, every image file under ``root`` (recursively: each folder's files
+    by name, then its subfolders by name; links to folders followed, a folder reached twice
+    walked once, none holding ``root``) is paired with the text of
     its sidecar ``.txt`` file (``a/b.jpg`` -> ``a/b.txt``) when ``need_captions`` (an image
     without one is an error), else with None. When
     ``need_captions``, an empty (or blank) caption is an error as a missing one is: the CLIP
@@ -1498,8 +1499,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Captions: with --captions FILE, a .jsonl file of {\"image\": PATH, \"caption\": TEXT} lines or a\n"
                     ".csv/.tsv file with a header row naming 'image' and 'caption' columns (PATH relative to ROOT\n"
                     "or absolute; the rows, in order, are the training pairs). Without it, every image under ROOT\n"
-                    "(recursively, sorted by path; jpg, jpeg, png, webp, bmp, gif, tif) is paired with its sidecar\n"
-                    ".txt (photos/a.jpg -> photos/a.txt). Links to folders are followed; a folder reached twice is\n"
+                    "(recursively: each folder's files by name, then its subfolders by name; jpg, jpeg, png, webp,\n"
+                    "bmp, gif, tif) is paired with its sidecar .txt (photos/a.jpg -> photos/a.txt). Links to folders are followed; a folder reached twice is\n"
                     "walked once, and a link to a folder holding ROOT (.., /) is not followed (both counted).\n"
                     "Captions are only needed with --target text, and there an empty one is an error, as a\n"
                     "missing one is.\n\n"

@@ -101,17 +101,24 @@ func LeftoverBytes(out string, sets ...string) int64 {
 			return nil
 		})
 	}
-	entries, _ := os.ReadDir(out)
 	for _, set := range sets {
+		// Beside the set's directory itself (stageInto's), a link to it
+		// followed.
+		dir := filepath.Join(out, set)
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = real
+		}
+		parent, base := filepath.Dir(dir), filepath.Base(dir)
+		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
-			if base, ok := atomicfile.TempOf(e.Name()); ok && e.IsDir() && base == stagingBeside(set) {
-				add(filepath.Join(out, e.Name()))
+			if b, ok := atomicfile.TempOf(e.Name()); ok && e.IsDir() && b == stagingBeside(base) {
+				add(filepath.Join(parent, e.Name()))
 			}
 		}
-		inside, _ := os.ReadDir(filepath.Join(out, set))
+		inside, _ := os.ReadDir(dir)
 		for _, e := range inside {
 			if e.IsDir() && dataset.IsStagingName(e.Name()) {
-				add(filepath.Join(out, set, e.Name()))
+				add(filepath.Join(dir, e.Name()))
 			}
 		}
 	}

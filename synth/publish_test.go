@@ -449,3 +449,24 @@ func TestLeftoverBytesOfKilledRunsOnly(t *testing.T) {
 		t.Errorf("LeftoverBytes: %d, want %d (the killed run's only)", got, want)
 	}
 }
+
+// A set directory that is a symbolic link has its staging directories
+// beside the directory it leads to (stageInto's), where LeftoverBytes
+// counts a killed run's.
+func TestLeftoverBytesBesideALinkedSet(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("directories are not locked on Windows: no leftover is known to be a killed run's")
+	}
+	out, elsewhere := t.TempDir(), t.TempDir()
+	real := filepath.Join(elsewhere, "mytrain")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(out, dataset.TrainDir)); err != nil {
+		t.Skip("no symbolic links here:", err)
+	}
+	makeAged(t, filepath.Join(elsewhere, ".mytrain.synth.tmp-5"), map[string]string{"shard-00000.dino.npy": "linked"}, 0)
+	if got, want := LeftoverBytes(out, dataset.TrainDir), int64(len("linked")); got != want {
+		t.Errorf("LeftoverBytes: %d, want %d (the killed run's beside the linked set)", got, want)
+	}
+}

@@ -109,7 +109,7 @@ func describe(w io.Writer, path string) error {
 		}
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
-			err = fmt.Errorf("info: %s is neither a .npy array nor a model (.safetensors): %w", path, err)
+			err = fmt.Errorf("info: %s is no file dinoclip describes (a .npy array, a model .safetensors, a record of queries Q.json beside Q.npy); read as a model: %w", path, err)
 		}
 		return err
 	}

@@ -273,7 +273,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", "a", "--help"}, []string{`"--help" after PATH`}},
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
-		{[]string{"info", garbage}, []string{garbage}},
+		{[]string{"info", garbage}, []string{garbage + " is no file dinoclip describes"}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 		{[]string{"info", queries}, []string{queries, "not a run, checkpoint, training data, evaluation set, index or search output",

@@ -1427,6 +1427,7 @@ def test_unavailable_model_is_one_line(tmp_path, tiny_models, image_folder, whic
         if "/no-such-model" in missing:  # (a hub name: the download it advises is the pinned
             # huggingface_hub's command, whose CLI is hf)
             assert f"(hf download {missing} --local-dir DIR; " in errors[0], errors[0]
+            assert "HF_HUB_OFFLINE=1 skips the retries" in errors[0], errors[0]
     assert shutil.which("hf", path=os.path.dirname(sys.executable)), "the environment has no hf command"
 
 

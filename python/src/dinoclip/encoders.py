@@ -97,7 +97,7 @@ def _from_pretrained(load, name_or_path: str, what: str, flag: str):
         raise ModelUnavailable(
             f"could not load the {what} model {name_or_path!r} ({_first_line(e)}); without network access, "
             f"download it where there is (hf download {name_or_path} --local-dir DIR; huggingface-cli download with an older huggingface_hub) "
-            f"and pass the folder with {flag} DIR"
+            f"and pass the folder with {flag} DIR (HF_HUB_OFFLINE=1 skips the retries of a download that cannot work)"
         ) from e
     except ValueError as e:  # files of another kind: a config of no model transformers knows, a
         # tokenizer that cannot be built from what the folder holds (a DINOv2 folder's)

@@ -81,15 +81,18 @@ func isEvalFile(name string) bool { return slices.Contains(evalFiles, name) }
 func stagingBeside(base string) string { return base + "." + dataset.StagingBase }
 
 // LeftoverBytes is the size of the staging directories that killed runs
-// left for the data directories sets of out (beside each, and inside it),
+// left for the data directories sets of out (dataset.TrainDir,
+// dataset.EvalDir; beside each, and inside it),
 // which the next run into them removes before it writes: space a check of
 // the free disk counts as free. A staging directory whose writer holds its
 // lock (a run at work), or whose lock cannot be told, is not counted: it
 // stays.
 func LeftoverBytes(out string, sets ...string) int64 {
 	var n int64
-	add := func(dir string) {
-		if !lockFree(dir) {
+	// (What its sweep keeps is not counted: a directory holding a file
+	// that no writer of the set's makes.)
+	add := func(dir string, own func(name string) bool) {
+		if !lockFree(dir) || atomicfile.HoldsOnly(dir, own) != nil {
 			return
 		}
 		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
@@ -102,6 +105,10 @@ func LeftoverBytes(out string, sets ...string) int64 {
 		})
 	}
 	for _, set := range sets {
+		own := isOwnShardFile
+		if set == dataset.EvalDir {
+			own = isEvalFile
+		}
 		// Beside the set's directory itself (stageInto's), a link to it
 		// followed.
 		dir := filepath.Join(out, set)
@@ -112,13 +119,13 @@ func LeftoverBytes(out string, sets ...string) int64 {
 		entries, _ := os.ReadDir(parent)
 		for _, e := range entries {
 			if b, ok := atomicfile.TempOf(e.Name()); ok && e.IsDir() && b == stagingBeside(base) {
-				add(filepath.Join(parent, e.Name()))
+				add(filepath.Join(parent, e.Name()), own)
 			}
 		}
 		inside, _ := os.ReadDir(dir)
 		for _, e := range inside {
 			if e.IsDir() && dataset.IsStagingName(e.Name()) {
-				add(filepath.Join(dir, e.Name()))
+				add(filepath.Join(dir, e.Name()), own)
 			}
 		}
 	}

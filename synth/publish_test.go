@@ -437,6 +437,7 @@ func TestLeftoverBytesOfKilledRunsOnly(t *testing.T) {
 	out := t.TempDir()
 	makeAged(t, filepath.Join(out, ".train.synth.tmp-1"), map[string]string{"shard-00000.dino.npy": "killed"}, 0)
 	makeAged(t, filepath.Join(out, ".train.synth.tmp-2"), map[string]string{"shard-00000.dino.npy": "at work"}, time.Hour)
+	makeAged(t, filepath.Join(out, ".train.synth.tmp-4"), map[string]string{"notes.txt": "a user's, kept"}, time.Hour)
 	makeAged(t, filepath.Join(out, "eval", dataset.StagingBase+".tmp-3"), map[string]string{dataset.EvalInfoFile: "at work, inside"}, time.Hour)
 	for _, held := range []string{filepath.Join(out, ".train.synth.tmp-2"), filepath.Join(out, "eval", dataset.StagingBase+".tmp-3")} {
 		unlock, err := flock.LockDir(held)

@@ -1012,17 +1012,36 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 }
 
 // evalError is the error of the evaluation of the epoch whose last step
-// is last: the training diverged where the model's outputs overflowed (the
-// epoch's last update, which no next step's loss showed, made weights of
-// finite but absurd size), which the evaluation alone would blame on the
-// features or a damaged model.
+// is last: where the model's outputs overflowed on a set, and overflow on
+// the training data's own features too, the training diverged (the
+// epoch's last update, which no next step's loss showed, made weights
+// NaN, or of finite but absurd size), which the evaluation alone would
+// blame on the features or a damaged model; where they do not, the set's
+// features are of another scale, as the evaluation's error says.
 func (tr *Trainer) evalError(last pendingStep, err error) error {
 	var overflow *retrieval.OverflowError
-	if !errors.As(err, &overflow) {
+	if !errors.As(err, &overflow) || !tr.overflowsOnTrainingData() {
 		return err
 	}
 	return tr.stepError(last,
 		fmt.Errorf("the epoch's last update %w: the model's output for image %d of evaluation set %s is %v", ErrDiverged, overflow.Image, overflow.Set, overflow.Value))
+}
+
+// overflowsOnTrainingData reports whether the model's outputs for the
+// first rows of the training data are NaN or infinite (false where they
+// cannot be read or projected: the evaluation's error stands).
+func (tr *Trainer) overflowsOnTrainingData() bool {
+	n := min(8, tr.Data.Rows)
+	rows := make([]int32, n)
+	for i := range rows {
+		rows[i] = int32(i)
+	}
+	x, t := make([]float32, n*tr.Data.InputDim), make([]float32, n*tr.Data.OutputDim)
+	y := make([]float32, n*tr.Engine.Config().OutputDim)
+	if tr.Data.ReadRows(rows, x, t) != nil || tr.Engine.Project(y, x, n) != nil {
+		return false
+	}
+	return slices.ContainsFunc(y, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) })
 }
 
 // pendingStep is a step of the run: its number (1-based), its place in the

@@ -258,6 +258,21 @@ func (e *blowUpAfter) Step(s nn.AdamWStep) error {
 	return nil
 }
 
+// overflowOnHuge projects features of a magnitude beyond 1e30 to NaN, as
+// a model of float32 arithmetic overflows on features far beyond its
+// training data's scale (which random weights do not reliably show).
+type overflowOnHuge struct{ nn.Engine }
+
+func (e overflowOnHuge) Project(dst, x []float32, n int) error {
+	if err := e.Engine.Project(dst, x, n); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(x, func(v float32) bool { return math.Abs(float64(v)) > 1e30 }) {
+		dst[0] = float32(math.NaN())
+	}
+	return nil
+}
+
 // An update that blows the weights up shows in no loss before the next
 // step's: the run stops as diverged where it would otherwise save them
 // (the end of the last epoch, without evaluation sets; a checkpoint within
@@ -277,6 +292,7 @@ func TestDivergedBeforeTheNextLoss(t *testing.T) {
 		{"NaN weights after the last step, no evaluation", 36, 0, false, "step 36 diverged: it made weight 0 NaN"},
 		{"NaN weights at a checkpoint within an epoch", 6, 0, false, "step 6 diverged: it made weight 0 NaN"},
 		{"weights of 1e30 after the first epoch, evaluated", 12, 1e30, true, "step 12 (epoch 1, batch 11): the epoch's last update diverged: the model's output for image 0 of evaluation set"},
+		{"NaN weights after the first epoch, evaluated", 12, 0, true, "step 12 (epoch 1, batch 11): the epoch's last update diverged: the model's output for image 0 of evaluation set tiny is NaN"},
 	} {
 		runDir := t.TempDir()
 		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: c.step, to: c.to} })
@@ -297,6 +313,15 @@ func TestDivergedBeforeTheNextLoss(t *testing.T) {
 		if st.Step >= c.step {
 			t.Errorf("%s: last checkpoint at step %d, want one before the divergence", c.name, st.Step)
 		}
+	}
+	// An evaluation set of another scale overflows a sound model: its
+	// features are to blame, not the training.
+	tr := newTrainer(t, dataDir, t.TempDir(), func(e nn.Engine) nn.Engine { return overflowOnHuge{e} })
+	tr.Evals[0].ImageFeatures[0] = 1e31
+	_, err := tr.Run(context.Background(), false)
+	var overflow *retrieval.OverflowError
+	if !errors.As(err, &overflow) || errors.Is(err, ErrDiverged) || !strings.Contains(err.Error(), "features of another scale") {
+		t.Errorf("an evaluation set of features 3e37 times its scale: error %v, want the evaluation's overflow, not a divergence", err)
 	}
 }
 

@@ -767,7 +767,8 @@ func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.
 	return rec.Texts
 }
 
-// shownText is a query's text as results.txt shows it: as it is, or
+// shownText is a query's text or an image's name as results.txt shows
+// it: as it is, or
 // quoted as Go quotes a string where it holds a character that is not
 // printable (a line break in a record would forge a result row), starts
 // with a quote, or starts or ends with a space; so a text shown unquoted
@@ -802,7 +803,7 @@ func writeResults(w io.Writer, nb *retrieval.Neighbors, images, texts []string) 
 			i := q*nb.K + r
 			fmt.Fprintf(bw, "%4d. %8.4f  %*d", r+1, nb.Scores[i], idWidth, nb.Rows[i])
 			if images != nil {
-				bw.WriteString("  " + images[i])
+				bw.WriteString("  " + shownText(images[i]))
 			}
 			bw.WriteString("\n")
 		}

@@ -1301,7 +1301,8 @@ func TestSearchNamesImages(t *testing.T) {
 	if b, _ = os.ReadFile(filepath.Join(out, searchImagesFile)); strings.Count(string(b), "\n") != 5*40 {
 		t.Errorf("search --k 50 of 40 rows: %d lines in %s, want %d", strings.Count(string(b), "\n"), searchImagesFile, 5*40)
 	}
-	// results.txt names each row's image after its id.
+	// results.txt names each row's image after its id (images.txt holds
+	// plain names here: shown as they are).
 	first, _, _ := strings.Cut(string(b), "\n")
 	ids, _, _ = readSearch(t, out)
 	if r, _ := os.ReadFile(filepath.Join(out, searchResultsFile)); !strings.HasPrefix(string(r), "query 1\n   1. ") ||
@@ -1417,5 +1418,20 @@ func TestSearchWarnsOfPathRecordedAsOther(t *testing.T) {
 		if err != nil || strings.Contains(stderr, indexWarning) != warned {
 			t.Errorf("index --model %q, append %d: %v, warned %v, want %v:\n%s", oddModel, i+1, err, !warned, warned, stderr)
 		}
+	}
+}
+
+// results.txt shows an image name with what is no text on a line (an
+// escape sequence, a carriage return) quoted, as it does a query's text:
+// printed to a terminal, it rewrote lines.
+func TestWriteResultsQuotesImageNames(t *testing.T) {
+	nb := &retrieval.Neighbors{Queries: 1, K: 2, Rows: []int64{7, 12}, Scores: []float32{0.5, 0.25}}
+	var b strings.Builder
+	if err := writeResults(&b, nb, []string{"photos/\x1b[2Kevil\r.jpg", "photos/cat.jpg"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := "query 1\n   1.   0.5000   7  \"photos/\\x1b[2Kevil\\r.jpg\"\n   2.   0.2500  12  photos/cat.jpg\n"
+	if b.String() != want {
+		t.Errorf("results.txt:\n%q\nwant:\n%q", b.String(), want)
 	}
 }

@@ -541,6 +541,31 @@ func removeStale(path string, holds func(name string) bool, age time.Duration) (
 	return err == nil, err
 }
 
+// HoldsOnly returns nil when the directory dir holds only regular files
+// that holds names, or temporaries of them (what RemoveDir removes); an
+// error naming what else it holds, or why it cannot be read, otherwise.
+func HoldsOnly(dir string, holds func(name string) bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	return holdsOnly(dir, entries, holds)
+}
+
+// holdsOnly is HoldsOnly of dir's entries.
+func holdsOnly(dir string, entries []fs.DirEntry, holds func(name string) bool) error {
+	for _, e := range entries {
+		name := e.Name()
+		if base, ok := TempOf(name); ok {
+			name = base
+		}
+		if !e.Type().IsRegular() || !holds(name) {
+			return fmt.Errorf("%s holds %s, which no dinoclip writes there; left alone", dir, e.Name())
+		}
+	}
+	return nil
+}
+
 // RemoveDir removes the directory dir when it holds only regular files
 // that holds names, or temporaries of them (TempOf): what a writer of
 // such a directory puts there. Anything else in it (a user's file, a
@@ -555,14 +580,8 @@ func RemoveDir(dir string, holds func(name string) bool) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		name := e.Name()
-		if base, ok := TempOf(name); ok {
-			name = base
-		}
-		if !e.Type().IsRegular() || !holds(name) {
-			return fmt.Errorf("%s holds %s, which no dinoclip writes there; left alone", dir, e.Name())
-		}
+	if err := holdsOnly(dir, entries, holds); err != nil {
+		return err
 	}
 	for _, e := range entries {
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {

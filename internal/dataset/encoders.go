@@ -177,14 +177,43 @@ func ReadEncoders(dir string) (Encoders, error) {
 // not looked at. A name that is no string, or no plausible name
 // (ValidName), is an error.
 func ParseEncoders(b []byte) (Encoders, error) {
-	// (encoding/json would match "CLIP" too, and take the last of a key
-	// given twice.)
-	if err := strictjson.CheckKeys(b); err != nil {
-		return Encoders{}, err
+	e, err := parseEncoders(b)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = errors.New("the text ends inside its value (a truncated file?)")
 	}
-	var rec map[string]json.RawMessage
-	if err := strictjson.Describe(json.Unmarshal(b, &rec)); err != nil {
-		return Encoders{}, err
+	return e, err
+}
+
+func parseEncoders(b []byte) (Encoders, error) {
+	if !utf8.Valid(b) { // (read as U+FFFD: another name than the file's)
+		return Encoders{}, errors.New("not UTF-8 text, as JSON must be")
+	}
+	// The object's keys as spelled (encoding/json's fields would match
+	// "CLIP" too), those two refused when given twice (the last would be
+	// taken). Its other keys are not looked at: keys that differ in case
+	// only are a record's own (two tars Part.tar and part.tar).
+	rec := map[string]json.RawMessage{}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return Encoders{}, errors.New("not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return Encoders{}, strictjson.Describe(err)
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return Encoders{}, strictjson.Describe(err)
+		}
+		if _, twice := rec[key]; twice && (key == DINOv2Key || key == CLIPKey) {
+			return Encoders{}, fmt.Errorf("key %q appears twice", key)
+		}
+		rec[key] = value
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return Encoders{}, strictjson.Describe(err)
 	}
 	var e Encoders
 	for _, f := range []struct {
@@ -196,7 +225,7 @@ func ParseEncoders(b []byte) (Encoders, error) {
 			continue
 		}
 		if err := json.Unmarshal(raw, f.dst); err != nil {
-			return Encoders{}, fmt.Errorf("%s: %w", f.key, strictjson.Describe(err))
+			return Encoders{}, fmt.Errorf("%s: %s is no string (a model's name)", f.key, shortQuote(string(raw)))
 		}
 		if !ValidName(*f.dst) {
 			return Encoders{}, fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", f.key, shortQuote(*f.dst), maxNameBytes)
@@ -306,6 +335,9 @@ func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 	}
 	if !ValidName(rec.CLIP) {
 		return nil, fmt.Errorf("%s: clip: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", recPath, shortQuote(rec.CLIP), maxNameBytes)
+	}
+	if rec.SHA256 == "" {
+		return nil, fmt.Errorf("%s: no sha256 of the queries it describes", recPath)
 	}
 	sum, err := fileSHA256(path)
 	if err != nil {

@@ -19,9 +19,12 @@ func TestParseEncoders(t *testing.T) {
 		{`{"dinov2": "d", "clip": "c", "shards": {"a": 1}}`, Encoders{DINOv2: "d", CLIP: "c"}, ""},
 		{`{"dinov2": "d", "clip": null}`, Encoders{DINOv2: "d"}, ""}, // --target none
 		{`{"target": "image"}`, Encoders{}, ""},
-		{`{"dinov2": 3}`, Encoders{}, "dinov2"},
-		{`{"clip": "a", "CLIP": "b"}`, Encoders{}, "CLIP"},              // (encoding/json would take the last)
-		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""}, // (not the key, as Python reads it)
+		{`{"dinov2": 3}`, Encoders{}, `dinov2: "3" is no string`},
+		{`{"clip": "a", "clip": "b"}`, Encoders{}, `key "clip" appears twice`}, // (encoding/json would take the last)
+		{`{"clip": "a", "CLIP": "b"}`, Encoders{CLIP: "a"}, ""},                // (not the key, as Python reads it)
+		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""},
+		{`{"dinov2": "d", "tars": {"Part": 1, "part": 2}}`, Encoders{DINOv2: "d"}, ""}, // (a record's own keys)
+		{"{\"clip\": \"a\xffb\"}", Encoders{}, "not UTF-8"},
 		{`{"clip": ""}`, Encoders{}, "no model's name"},
 		{`{"clip": "a\u001b[2Kb"}`, Encoders{}, "no model's name"},
 		{`{"clip": "a\u200eb"}`, Encoders{}, "no model's name"}, // (a format character: hides or reorders text)
@@ -30,7 +33,7 @@ func TestParseEncoders(t *testing.T) {
 		{`{"clip": "` + strings.Repeat("x", maxNameBytes) + `"}`, Encoders{CLIP: strings.Repeat("x", maxNameBytes)}, ""},
 		{`{"clip": "a"`, Encoders{}, "truncated"},
 		{`{"clip":`, Encoders{}, "truncated"},
-		{`["clip"]`, Encoders{}, "array"},
+		{`["clip"]`, Encoders{}, "not a JSON object"},
 	} {
 		got, err := ParseEncoders([]byte(c.json))
 		switch {
@@ -120,13 +123,14 @@ func TestReadQueriesRecord(t *testing.T) {
 		&QueriesRecord{Encoders: Encoders{CLIP: "c"}, Texts: []string{"a dog", "ünï"}}, "")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+strings.Repeat("0", 64)+`"}`, nil, "describes another q.clip.npy")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": null, "sha256": "`+hash+`"}`, nil, "no model's name")
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": 5, "sha256": "`+hash+`"}`, nil, "clip")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": 5, "sha256": "`+hash+`"}`, nil, "field clip: a JSON number where a string belongs")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": 5}`, nil, "sha256")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`"} {}`, nil, "after")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "later": 1}`, nil, "later")
 	check(`{"format": "dinoclip-queries/2", "clip": "c"}`, nil, "a newer dinoclip's")
 	check(`{"FORMAT": "`+QueriesRecordFormat+`", "clip": "c"}`, nil, "") // (no tag, as Python reads it)
-	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, nil, "clip")
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "clip": "d", "sha256": "`+hash+`"}`, nil, `key "clip" appears twice`)
+	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c"}`, nil, "no sha256")
 	check(`{"format": "`+QueriesRecordFormat+`", "clip": "c", "sha256": "`+hash+`", "texts": [1]}`, nil, "texts")
 	check(`{"clip": "c"}`, nil, "")   // a user's own JSON
 	check(`not json at all`, nil, "") // likewise

@@ -805,7 +805,10 @@ def test_save_takes_model_names_as_strings(tmp_path):
     path = checkpoint.save(m, tmp_path / "m.safetensors", {"dinov2": "facebook/dinov2-base", "clip": None})
     meta = checkpoint.read_metadata(path)
     assert meta["dinov2"] == "facebook/dinov2-base" and "clip" not in meta
-    for bad in ({"a": 1}, 5, ""):
+    for bad in ({"a": 1}, 5, "", "a\x1b[2Kb", "x" * 4097):
         with pytest.raises(checkpoint.CheckpointError, match="want a model's name"):
             checkpoint.save(m, tmp_path / "bad.safetensors", {"clip": bad})
     assert not (tmp_path / "bad.safetensors").exists()
+    # a local folder's name with a wide space is one, as the Go side takes it
+    path = checkpoint.save(m, tmp_path / "m.safetensors", {"clip": "/home/u/モデル\u3000clip"})
+    assert checkpoint.read_metadata(path)["clip"] == "/home/u/モデル\u3000clip"

@@ -33,6 +33,7 @@ import math
 import os
 import re
 import struct
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -592,6 +593,16 @@ def _json_string(s: str) -> str:
 
 # The metadata keys of a model file that name the DINOv2 and CLIP models of its training data.
 ENCODER_KEYS = ("dinov2", "clip")
+# The longest model name dinoclip takes (every checkpoint's header and index manifest copies it).
+MAX_MODEL_NAME_BYTES = 4096
+
+
+def valid_model_name(name) -> bool:
+    """Whether ``name`` is a model's name as the Go side takes it (dataset.ValidName): a non-empty
+    string of at most MAX_MODEL_NAME_BYTES in UTF-8, of graphic characters only (letters, marks,
+    numbers, punctuation, symbols, spaces; no control or format character)."""
+    return (isinstance(name, str) and name != "" and len(name.encode("utf-8", "surrogatepass")) <= MAX_MODEL_NAME_BYTES
+            and all(unicodedata.category(c)[0] in "LMNPS" or unicodedata.category(c) == "Zs" for c in name))
 
 
 def _meta_value(v) -> str:
@@ -647,8 +658,9 @@ def save_state_dict(
     for key in ENCODER_KEYS:
         if metadata.get(key) is None:
             metadata.pop(key, None)
-        elif not isinstance(metadata[key], str) or not metadata[key]:
-            raise CheckpointError(f"{path}: metadata {key} {metadata[key]!r}: want a model's name (a string)")
+        elif not valid_model_name(metadata[key]):
+            raise CheckpointError(f"{path}: metadata {key} {metadata[key]!r:.80}: want a model's name (a string of "
+                                  f"graphic characters, at most {MAX_MODEL_NAME_BYTES} bytes)")
     meta = {str(k): _meta_value(v) for k, v in metadata.items()}
     meta["format"] = MODEL_FORMAT
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))

@@ -1400,7 +1400,9 @@ def _check_queries_record(path: str) -> None:
     if not os.path.lexists(path):
         return
     try:
-        ours = json.loads(read_regular(path, MAX_QUERIES_RECORD_BYTES).decode("utf-8")).get("format") == QUERIES_FORMAT
+        # (a record of any version: this one's, or another dinoclip's, is replaced)
+        ours = str(json.loads(read_regular(path, MAX_QUERIES_RECORD_BYTES).decode("utf-8")).get("format")).startswith(
+            "dinoclip-queries/")
     except (OSError, ValueError, AttributeError, RecursionError):
         ours = False
     if not ours:

@@ -102,13 +102,11 @@ func numberFlag(f cli.Flag) (number, float bool) {
 
 // decimalNumbers refuses a value of a number flag on the command line
 // (decimalEnv, in its environment variable) that is not plain decimal:
-// Go's flag package would read --k 010 as 8, --k 0x10 as 16 and --k 1_0 as 10, the
-// environment's Base 10 reads DINOCLIP_K=010 as 10, and a float flag
-// reads 010 as 10 where a configuration file's YAML reads 8; none is
-// surely what the user means. (The configuration file's values are
-// checked by readConfig.) An environment variable is checked even when
-// the command line overrides it, as urfave/cli refuses one it cannot
-// parse.
+// Go's flag package would read --k 010 as 8, --k 0x10 as 16 and --k 1_0
+// as 10, the environment's Base 10 reads DINOCLIP_K=010 as 10, and a
+// float flag reads 010 as 10 where a configuration file's YAML reads 8;
+// none is surely what the user means. (The configuration file's values
+// are checked by readConfig.)
 func decimalNumbers(cCtx *cli.Context) error {
 	kinds := map[string]bool{} // flag name: whether a float
 	for _, f := range cCtx.Command.Flags {
@@ -135,7 +133,8 @@ const notDecimalWhy = "write the number in decimal digits (a leading 0, 0x or _ 
 // flags of the command the app is about to run (named by the app's first
 // argument): checked before the command's flags are set up, where
 // urfave/cli would stop at one it cannot parse (DINOCLIP_BATCH=0x10) with
-// strconv's "invalid syntax".
+// strconv's "invalid syntax"; and checked even when the command line
+// overrides it, as urfave/cli refuses one it cannot parse.
 func decimalEnv(cCtx *cli.Context) error {
 	c := cCtx.App.Command(cCtx.Args().First())
 	if c == nil {

@@ -820,7 +820,8 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 	fmt.Fprintf(w, "  shards: %d\n", len(shards))
 	fmt.Fprintf(w, "  rows: %d\n", d.Rows)
 	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
-	writeExtracted(w, dir)
+	enc, encErr := dataset.ReadEncoders(dir)
+	writeExtracted(w, enc, encErr)
 	for _, s := range shards {
 		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
 	}
@@ -838,10 +839,10 @@ func writeTrainedOn(w io.Writer, enc dataset.Encoders) {
 	}
 }
 
-// writeExtracted says which models made the features (and targets) in
-// dir, as its extract.json records them; nothing where it records none.
-func writeExtracted(w io.Writer, dir string) {
-	enc, err := dataset.ReadEncoders(dir)
+// writeExtracted says which models made the features (and targets) of a
+// data set, enc as its record gives them (err: it could not be read);
+// nothing where it names none.
+func writeExtracted(w io.Writer, enc dataset.Encoders, err error) {
 	switch {
 	case err != nil:
 		fmt.Fprintf(w, "  extracted: not known (%v)\n", err)
@@ -879,7 +880,8 @@ func infoFeatures(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: features without targets (extracted alone: dinoclip index reads them; no training data)\n", dir)
 	fmt.Fprintf(w, "  files: %d\n", len(files))
 	fmt.Fprintf(w, "  rows: %d\n", rows)
-	writeExtracted(w, dir)
+	enc, encErr := dataset.ReadEncoders(dir)
+	writeExtracted(w, enc, encErr)
 	for _, f := range files {
 		fmt.Fprintf(w, "  %s: %s of %d, %s\n", f.name, counted(f.rows, "row", "rows"), f.cols, f.dtype)
 	}
@@ -909,9 +911,7 @@ func infoEvalSet(w io.Writer, dir string, unfinished bool) error {
 		fmt.Fprintf(w, "  captions: %d\n", s.Captions)
 	}
 	fmt.Fprintf(w, "  widths: features %d, embeddings %d\n", s.FeatureDim, s.EmbeddingDim)
-	if s.Encoders.Known() {
-		fmt.Fprintf(w, "  extracted: %s\n", s.Encoders)
-	}
+	writeExtracted(w, s.Encoders, nil)
 	for _, name := range []string{retrieval.ImageFeaturesFile, retrieval.ImageCLIPFile, retrieval.CaptionCLIPFile, retrieval.CaptionImageFile} {
 		a, err := npy.Open(filepath.Join(dir, name))
 		if err != nil {

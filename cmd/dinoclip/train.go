@@ -280,8 +280,7 @@ func runTrain(cCtx *cli.Context) error {
 		own := checkpointEncoders(runDir)
 		warnEncoders(cCtx.App.ErrWriter, "the run "+runDir, own, "training data "+dataDir, encoders)
 		encoders = own.Or(encoders)
-	}
-	if !resume {
+	} else {
 		if cCtx.IsSet("init") {
 			if init, c, err = initModel(cCtx, data); err != nil {
 				return err

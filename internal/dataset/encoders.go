@@ -111,8 +111,9 @@ func EncodersOf(meta map[string]string) Encoders {
 	return Encoders{DINOv2: valid(meta[DINOv2Key]), CLIP: valid(meta[CLIPKey])}
 }
 
-// String describes e for dinoclip info: each name it knows, quoted (a name comes from a file, and is shown as Go quotes it so that
-// no character in it can rewrite a terminal line).
+// String describes e for dinoclip info: each name it knows, quoted (a
+// name comes from a file, and is shown as Go quotes it so that no
+// character in it can rewrite a terminal line).
 func (e Encoders) String() string {
 	var parts []string
 	if e.DINOv2 != "" {
@@ -129,8 +130,11 @@ func (e Encoders) String() string {
 
 // Conflicts reports whether e and o name different models that both know.
 func (e Encoders) Conflicts(o Encoders) bool {
-	return Mismatch("", e, "", o) != ""
+	return differ(e.DINOv2, o.DINOv2) || differ(e.CLIP, o.CLIP)
 }
+
+// differ reports whether a and b are two names, both known.
+func differ(a, b string) bool { return a != "" && b != "" && a != b }
 
 // Mismatch says where a and b, the encoders of the things called aWhat and
 // bWhat, name different models that both know, as a warning's sentence
@@ -138,7 +142,7 @@ func (e Encoders) Conflicts(o Encoders) bool {
 func Mismatch(aWhat string, a Encoders, bWhat string, b Encoders) string {
 	var as, bs []string
 	for _, f := range []struct{ model, a, b string }{{"DINOv2", a.DINOv2, b.DINOv2}, {"CLIP", a.CLIP, b.CLIP}} {
-		if f.a != "" && f.b != "" && f.a != f.b {
+		if differ(f.a, f.b) {
 			as = append(as, fmt.Sprintf("%s %q", f.model, f.a))
 			bs = append(bs, fmt.Sprintf("%s %q", f.model, f.b))
 		}
@@ -227,8 +231,8 @@ func parseEncoders(b []byte) (Encoders, error) {
 		if err := json.Unmarshal(raw, f.dst); err != nil {
 			return Encoders{}, fmt.Errorf("%s: %s is no string (a model's name)", f.key, shortQuote(string(raw)))
 		}
-		if !ValidName(*f.dst) {
-			return Encoders{}, fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", f.key, shortQuote(*f.dst), maxNameBytes)
+		if err := checkName(f.key, *f.dst); err != nil {
+			return Encoders{}, err
 		}
 	}
 	return e, nil
@@ -246,6 +250,14 @@ const maxNameBytes = 4096
 // character).
 func ValidName(name string) bool {
 	return name != "" && len(name) <= maxNameBytes && utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsGraphic(r) })
+}
+
+// checkName refuses a name, recorded under key, that is none (ValidName).
+func checkName(key, name string) error {
+	if !ValidName(name) {
+		return fmt.Errorf("%s: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", key, shortQuote(name), maxNameBytes)
+	}
+	return nil
 }
 
 // Printable reports whether name is UTF-8 of printable characters only
@@ -333,8 +345,8 @@ func ReadQueriesRecord(path string) (*QueriesRecord, error) {
 	if err := strictjson.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("%s: %w", recPath, err)
 	}
-	if !ValidName(rec.CLIP) {
-		return nil, fmt.Errorf("%s: clip: %s is no model's name (empty, over %d bytes, or not UTF-8 of graphic characters)", recPath, shortQuote(rec.CLIP), maxNameBytes)
+	if err := checkName(CLIPKey, rec.CLIP); err != nil {
+		return nil, fmt.Errorf("%s: %w", recPath, err)
 	}
 	if rec.SHA256 == "" {
 		return nil, fmt.Errorf("%s: no sha256 of the queries it describes", recPath)

@@ -140,7 +140,7 @@ def _warn_other_encoders(path: str, dinov2: Optional[str], clip: Optional[str]) 
     except (OSError, ValueError):  # a .pt file: no metadata
         return
     diff = [(kind, meta[key], encoders.model_id(given)) for kind, key, given in
-            (("DINOv2", "dinov2", dinov2), ("CLIP", "clip", clip))
+            zip(("DINOv2", "CLIP"), checkpoint.ENCODER_KEYS, (dinov2, clip))
             if given is not None and meta.get(key) and meta[key] != encoders.model_id(given)]
     if diff:
         import warnings

@@ -21,7 +21,9 @@ type Env struct {
 	// DeviceName is the processor or GPU, e.g. "Intel(R) Xeon(R) Processor
 	// x 2 threads" or "NVIDIA H100 80GB HBM3".
 	DeviceName string `json:"device_name"`
-	// Engine is the engine's Go type.
+	// Engine is the engine's description where it has one (the GPU
+	// engine's names the GPU, the kernels it loaded and any GEMM
+	// fallback), else its Go type.
 	Engine string `json:"engine,omitempty"`
 
 	CPUModel   string `json:"cpu_model"`

@@ -164,6 +164,9 @@ const PeakFlagSource = "--peak-tflops"
 func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(string, ...any)) error {
 	if ci == 0 {
 		r.Env.Engine = fmt.Sprintf("%T", e)
+		if d, ok := e.(fmt.Stringer); ok {
+			r.Env.Engine = d.String()
+		}
 		if d, ok := e.(enginehooks.DeviceNamer); ok {
 			r.Env.DeviceName = d.DeviceName()
 		}

@@ -92,10 +92,18 @@ func (d *Device) do(f func() error) error {
 	return <-done
 }
 
-// String describes the device (name, compute capability, memory).
+// String describes the device (name, compute capability, memory), and the
+// GEMM kernels' fallback where the wgmma ones failed their check.
 func (d *Device) String() string {
 	var s string
-	if err := d.do(func() error { s = d.drv.Describe(); return nil }); err != nil {
+	err := d.do(func() error {
+		s = d.drv.Describe()
+		if d.tc.fallback != "" {
+			s += "; bf16 GEMMs on the mma.sync kernels: the wgmma ones failed their check (" + d.tc.fallback + ")"
+		}
+		return nil
+	})
+	if err != nil {
 		return "closed CUDA device"
 	}
 	return s

@@ -17,8 +17,9 @@
 //     point, which packs its parameters as the kernel declares them and
 //     hands them to a driver's launch;
 //   - this package: the wrappers that check shapes and choose the grid
-//     (ops.go, ops_bf16.go, gemm_bf16.go), the device's worker
-//     thread (device.go) and the engine (engine.go, engine_bf16.go,
+//     (ops.go, ops_bf16.go, gemm_bf16.go, and gemm_check.go, the wgmma
+//     GEMMs' check), the device's worker thread (device.go) and the
+//     engine (engine.go, engine_bf16.go,
 //     resident.go, step.go), exact search (search.go, and topk.go: its
 //     retrieval.TopK form) and the hooks of package internal/enginehooks
 //     that package bench measures through (hooks.go).
@@ -137,7 +138,10 @@
 // the PTX build of those kernels traps) and the mma.sync fallback
 // otherwise; it caches the operands' tensor maps (cleared when memory is
 // freed), raises each kernel's dynamic shared memory once and launches
-// the persistent kernels on min(multiprocessors, tiles) blocks.
+// the persistent kernels on min(multiprocessors, tiles) blocks. The
+// first bf16 engine of a process checks the wgmma kernels against the
+// mma.sync ones on a small problem of every kind (gemm_check.go) and
+// falls back to mma.sync where they disagree or fail to launch.
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming

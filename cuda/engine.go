@@ -129,6 +129,11 @@ func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
 }
 
 func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
+	if bf16 {
+		if err := dev.do(dev.checkWgmma); err != nil {
+			return nil, err
+		}
+	}
 	l := c.Layout()
 	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size, bf16: bf16}
 	state := func(a *arena) {

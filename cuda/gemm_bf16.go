@@ -117,6 +117,10 @@ type tensorCores struct {
 	// raised holds the dynamic shared memory each kernel has been allowed
 	// through SetMaxDynamicShared (raiseShared).
 	raised map[launch.Kernel]int
+	// checked says checkWgmma has run; fallback, why the wgmma kernels
+	// failed it, if they did (the device then runs the mma.sync ones).
+	checked  bool
+	fallback string
 	// maps caches the tensor map of each operand (base, shape, major): a
 	// map is a pure function of them, so an entry stays right until the
 	// memory is freed (Device.free clears the cache; a reused address

@@ -278,11 +278,14 @@ exit "${FAKE_CHECK_RC:-0}"
 // and results.md into --out, naming the batches it was given; or hangs
 // (FAKE_BENCH=hang), writes nothing (FAKE_BENCH=fail), or one file alone:
 // results.md (FAKE_BENCH=md: compare.py killed between its two files) or
-// results.json (FAKE_BENCH=json: an older writer's order).
+// results.json (FAKE_BENCH=json: an older writer's order); FAKE_BENCH=fallback
+// also prints the bf16 engine's warning that its wgmma GEMMs failed their
+// check.
 const fakePython = `#!/usr/bin/env bash
 echo "$*" >>"$FAKE_CALLS"
 if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
 if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
+if [ "${FAKE_BENCH:-}" = fallback ]; then echo '  ours| WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2; fi
 out="" batches="" prev=""
 for a in "$@"; do
 	[ "$prev" = --out ] && out=$a
@@ -350,7 +353,7 @@ func TestDeviceRun(t *testing.T) {
 			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
 			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
 			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
-			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, nil,
+			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK"},
 			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
 				"results-sweep.md", "logs.tar.gz"}, 0},
 		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
@@ -361,6 +364,9 @@ func TestDeviceRun(t *testing.T) {
 			[]string{"results-8192.json", "results-sweep.json"}, 30},
 		{"a hanging bench is killed", []string{"FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=2", "DEVICE_RUN_LIMIT=8", "DEVICE_RUN_MIN_STAGE=1"}, 1, []string{
 			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
+		{"the wgmma GEMMs' fallback is named", []string{"FAKE_BENCH=fallback"}, 0, []string{
+			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| WARN cuda: the wgmma GEMMs failed their check",
+			"gpu-check exit status 0; target bench wrote its results"}, nil, nil, 0},
 		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
 			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
 		{"a bench that left results.md alone", []string{"FAKE_BENCH=md"}, 1, []string{

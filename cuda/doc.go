@@ -17,7 +17,7 @@
 //     point, which packs its parameters as the kernel declares them and
 //     hands them to a driver's launch;
 //   - this package: the wrappers that check shapes and choose the grid
-//     (ops.go, ops_bf16.go, gemm_bf16.go, and gemm_check.go, the wgmma
+//     (ops.go, ops_bf16.go, gemm_bf16.go, and gemm_check.go, the bf16
 //     GEMMs' check), the device's worker thread (device.go) and the
 //     engine (engine.go, engine_bf16.go,
 //     resident.go, step.go), exact search (search.go, and topk.go: its
@@ -139,9 +139,10 @@
 // otherwise; it caches the operands' tensor maps (cleared when memory is
 // freed), raises each kernel's dynamic shared memory once and launches
 // the persistent kernels on min(multiprocessors, tiles) blocks. The
-// first bf16 engine of a process checks the wgmma kernels against the
-// mma.sync ones on a small problem of every kind (gemm_check.go) and
-// falls back to mma.sync where they disagree or fail to launch.
+// first bf16 engine of a process checks both paths' kernels against a
+// float64 product on a small problem of every kind (gemm_check.go): it
+// falls back to mma.sync where only the wgmma kernels are wrong, and
+// refuses to open where no path is right.
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming

@@ -130,7 +130,7 @@ func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
 
 func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 	if bf16 {
-		if err := dev.do(dev.checkWgmma); err != nil {
+		if err := dev.do(dev.checkBF16GEMMs); err != nil {
 			return nil, err
 		}
 	}

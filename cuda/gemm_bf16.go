@@ -117,8 +117,9 @@ type tensorCores struct {
 	// raised holds the dynamic shared memory each kernel has been allowed
 	// through SetMaxDynamicShared (raiseShared).
 	raised map[launch.Kernel]int
-	// checked says checkWgmma has run; fallback, why the wgmma kernels
-	// failed it, if they did (the device then runs the mma.sync ones).
+	// checked says checkBF16GEMMs has passed; fallback, why the wgmma
+	// kernels failed it, if they did (the device then runs the mma.sync
+	// ones).
 	checked  bool
 	fallback string
 	// maps caches the tensor map of each operand (base, shape, major): a

@@ -13,25 +13,32 @@ import (
 	"github.com/dinoclip/dinoclip/internal/leconv"
 )
 
-// The check of the wgmma GEMMs at a bf16 engine's open.
+// The check of the bf16 GEMMs at a bf16 engine's open.
 //
-// The sm_90a kernels of gemm_bf16.cu (TMA copies into 128-byte-swizzled
-// shared memory, wgmma operand descriptors, an mbarrier ring carried across
-// persistent tiles) are proven in the host emulator, which implements
-// those units as NVIDIA's documentation describes them, and by ptxas; only
-// a Hopper GPU can prove that reading right. So before a bf16 engine's
-// first step, checkWgmma runs every GEMM kind on both paths on one small
-// problem, and where a wgmma kernel's output disagrees with the mma.sync
-// kernel's (instructions every GPU since sm_80 has), or its launch fails,
-// the device runs the mma.sync kernels from then on: slower, and right. It
-// says so in a warning and in its description (Device.String, which train
-// logs). It costs a few milliseconds, once per process.
+// The tensor-core kernels of gemm_bf16.cu are proven in the host emulator,
+// which implements mma.sync fragments, ldmatrix, cp.async, TMA copies into
+// swizzled shared memory, wgmma operand descriptors and mbarriers as
+// NVIDIA's PTX documentation describes them, and by ptxas; only a GPU can
+// prove that reading right. So before a bf16 engine's first step,
+// checkBF16GEMMs runs every GEMM kind on one small problem on each path the
+// device has (the mma.sync kernels on every GPU, the wgmma ones on a
+// Hopper GPU that loaded the sm_90a cubins) and compares the results with
+// a float64 reference on the host:
 //
-// What it cannot turn into a fallback: a wgmma kernel that faults, or
-// hangs on an mbarrier (whose wait traps after 10 s: tensorcore.cuh's
-// MBAR_WAIT_LIMIT_NS), leaves the CUDA context unusable; the engine's open
-// then fails, and its error names DINOCLIP_CUDA_KERNELS=ptx, which loads
-// the portable kernels and never runs a wgmma one.
+//   - both right: the device runs the wgmma kernels where it has them;
+//   - the wgmma kernels wrong (or failing to launch), the mma.sync ones
+//     right: the device runs the mma.sync kernels from then on, slower and
+//     right, and says so in a warning and in its description
+//     (Device.String, which train logs and bench records);
+//   - the mma.sync kernels wrong and no right wgmma ones: the engine does
+//     not open, and its error says to train in fp32 (the SIMT kernels);
+//   - the mma.sync kernels wrong, the wgmma ones right: a warning, and the
+//     wgmma kernels run.
+//
+// It costs milliseconds, once per process. A kernel that faults, or hangs
+// on an mbarrier (whose wait traps after 10 s: tensorcore.cuh's
+// MBAR_WAIT_LIMIT_NS), leaves the CUDA context unusable: the open then
+// fails with an error naming the way around it.
 
 // The check's problem: C[M,N] = A[M,K] B[K,N] (+ bias, + old C), M and N
 // of one whole and one ragged tile, K of five whole 64-wide chunks and a
@@ -66,117 +73,163 @@ type checkBufs struct {
 // second output (act's values, or stats' (count, mean, M2) triples).
 type checkOutput struct{ c, second []float64 }
 
-// wgmmaVerdict is the check's outcome for the process: every Device of a
+// checkProblem is the check's host data: A [M,K] and B [K,N] as bf16
+// bits, the bias, the old C of nnF32Add, and in float64 the product A B
+// and S = sum_p |A[i][p] B[p][j]|, the scale of the tolerances.
+type checkProblem struct {
+	a, b      []uint16
+	bias, old []float32
+	ab, s     []float64
+}
+
+// gemmVerdict is the check's outcome for the process: every Device of a
 // process opens the same GPU (the first one CUDA_VISIBLE_DEVICES leaves)
 // with the same kernels, so an evaluation after a training in one process
-// does not check again.
-var wgmmaVerdict struct {
+// does not check again. An error of the device (out of memory, a lost
+// context) is no verdict and is not kept.
+var gemmVerdict struct {
 	sync.Mutex
 	done     bool
 	fallback string // as tensorCores.fallback
+	broken   error  // no path is right: the bf16 engine cannot run here
 }
 
-// checkWgmma runs the check on the first bf16 engine's device of the
+// checkBF16GEMMs runs the check on the first bf16 engine's device of the
 // process (on the worker thread) and applies its verdict to every later
-// one: where the wgmma kernels failed it, the device runs the mma.sync
-// kernels and tc.fallback says why. Nothing runs where the device has no
-// wgmma path. Its error is an error of the device itself.
-func (d *Device) checkWgmma() error {
-	if d.tc.checked || !d.tc.wgmma {
+// one.
+func (d *Device) checkBF16GEMMs() error {
+	if d.tc.checked || d.tc.ext == nil {
+		// (Without the extended driver calls no bf16 GEMM launches: the
+		// first one says so.)
 		return nil
 	}
-	d.tc.checked = true
-	wgmmaVerdict.Lock()
-	defer wgmmaVerdict.Unlock()
-	if !wgmmaVerdict.done {
-		if err := d.runWgmmaCheck(); err != nil {
+	gemmVerdict.Lock()
+	defer gemmVerdict.Unlock()
+	if !gemmVerdict.done {
+		fallback, broken, err := d.runGEMMCheck()
+		if err != nil {
 			return err
 		}
-		wgmmaVerdict.done, wgmmaVerdict.fallback = true, d.tc.fallback
-	} else if wgmmaVerdict.fallback != "" {
-		d.tc.wgmma, d.tc.fallback = false, wgmmaVerdict.fallback
+		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken = true, fallback, broken
 	}
-	return nil
+	d.tc.checked = true
+	if gemmVerdict.fallback != "" && d.tc.wgmma {
+		d.tc.wgmma, d.tc.fallback = false, gemmVerdict.fallback
+	}
+	return gemmVerdict.broken
 }
 
-// runWgmmaCheck runs every check case on both paths and, where a wgmma
-// kernel disagrees or fails to launch, moves the device to the mma.sync
-// kernels (fallBackFromWgmma).
-func (d *Device) runWgmmaCheck() error {
-	sms := d.tc.sms
+// runGEMMCheck runs every check case on each path the device has and
+// returns the verdict: why the wgmma kernels failed where the mma.sync
+// ones passed (fallback; the device then runs the mma.sync ones), or an
+// error saying why no path is right (broken); err is an error of the
+// device itself. It logs a fallback, and mma.sync kernels that fail where
+// the wgmma ones pass.
+func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
+	hasWgmma, sms := d.tc.wgmma, d.tc.sms
 	d.tc.sms = checkBlocks
-	defer func() { d.tc.sms = sms }()
-
-	rng := rand.New(rand.NewPCG(1, 2)) // the same problem on every GPU
-	a, b := bf16Values(rng, checkM*checkK), bf16Values(rng, checkK*checkN)
-	bias, old := normals(rng, checkN), normals(rng, checkM*checkN)
+	defer func() { d.tc.wgmma, d.tc.sms = hasWgmma, sms }()
+	pr := newCheckProblem()
 	var measure arena
 	carveCheckBufs(&measure)
 	base, err := d.alloc(measure.off)
 	if err != nil {
-		return d.oom(err, measure.off, "the check of the wgmma GEMMs", "", "")
+		return "", nil, d.oom(err, measure.off, "the check of the bf16 GEMMs", "", "")
 	}
 	defer d.free(base)
 	bufs := carveCheckBufs(&arena{base: base})
-	aKM, bNK := make([]uint16, len(a)), make([]uint16, len(b))
-	for i := range checkM {
-		for p := range checkK {
-			aKM[p*checkM+i] = a[i*checkK+p]
-		}
-	}
-	for p := range checkK {
-		for j := range checkN {
-			bNK[j*checkK+p] = b[p*checkN+j]
-		}
-	}
-	if err := errors.Join(upload(d, bufs.aMK, a), upload(d, bufs.aKM, aKM), upload(d, bufs.bKN, b),
-		upload(d, bufs.bNK, bNK), upload(d, bufs.bias, bias)); err != nil {
-		return err
-	}
-	// S[i][j] = sum_p |A[i][p] B[p][j]|, the scale of the tolerances.
-	s := make([]float64, checkM*checkN)
-	for i := range checkM {
-		for p := range checkK {
-			av := math.Abs(float64(leconv.BFloat16Value(a[i*checkK+p])))
-			row := s[i*checkN : (i+1)*checkN]
-			for j := range row {
-				row[j] += av * math.Abs(float64(leconv.BFloat16Value(b[p*checkN+j])))
-			}
-		}
+	aKM, bNK := transposeBits(pr.a, checkM, checkK), transposeBits(pr.b, checkK, checkN)
+	if err := errors.Join(upload(d, bufs.aMK, pr.a), upload(d, bufs.aKM, aKM), upload(d, bufs.bKN, pr.b),
+		upload(d, bufs.bNK, bNK), upload(d, bufs.bias, pr.bias)); err != nil {
+		return "", nil, err
 	}
 
-	for _, cs := range checkCases {
-		d.tc.wgmma = true
-		wg, err := d.runCheckCase(bufs, cs, old)
-		if err != nil {
-			if d.drv.Sync() != nil {
-				// The context is lost: nothing more can run on it.
-				return fmt.Errorf("cuda: the wgmma GEMM %s failed on this GPU and took the CUDA context with it (%w); "+
-					"run with DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel", gemmKinds[cs.kind].name, err)
-			}
-			d.fallBackFromWgmma(fmt.Sprintf("%s failed: %v", cs, err))
-			return nil
-		}
-		d.tc.wgmma = false
-		mma, err := d.runCheckCase(bufs, cs, old)
-		if err != nil {
-			return fmt.Errorf("cuda: checking the wgmma GEMMs against the mma.sync ones: %s on mma.sync: %w", cs, err)
-		}
-		if why := compareCheckCase(cs, wg, mma, s, bias, old); why != "" {
-			d.fallBackFromWgmma(why)
-			return nil
-		}
-		d.tc.wgmma = true
+	// wrong[path] is why that path failed (the first case it failed), ""
+	// while it passes; path true is wgmma.
+	paths := []bool{false}
+	if hasWgmma {
+		paths = []bool{true, false}
 	}
-	return nil
+	wrong := map[bool]string{}
+	for _, cs := range checkCases {
+		for _, wgmma := range paths {
+			if wrong[wgmma] != "" {
+				continue
+			}
+			d.tc.wgmma = wgmma
+			out, err := d.runCheckCase(bufs, cs, pr.old)
+			if err != nil {
+				if d.drv.Sync() != nil {
+					way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
+					if !wgmma {
+						way = "--precision fp32, whose GEMMs use no tensor cores"
+					}
+					return "", nil, fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
+						cs, pathName(wgmma), err, way)
+				}
+				wrong[wgmma] = fmt.Sprintf("%s failed: %v", cs, err)
+				continue
+			}
+			if why := pr.disagree(cs, out); why != "" {
+				wrong[wgmma] = fmt.Sprintf("%s: %s", cs, why)
+			}
+		}
+	}
+	gpu := d.drv.Name()
+	switch {
+	case wrong[false] != "" && (!hasWgmma || wrong[true] != ""):
+		why := "mma.sync: " + wrong[false]
+		if hasWgmma {
+			why = "wgmma: " + wrong[true] + "; " + why
+		}
+		return "", fmt.Errorf("cuda: the bf16 GEMMs fail their check on this GPU (%s): the bf16 engine cannot run here; use --precision fp32", why), nil
+	case wrong[false] != "":
+		slog.Warn("cuda: the mma.sync GEMMs fail their check on this GPU; the wgmma ones pass and run", "gpu", gpu, "why", wrong[false])
+	case hasWgmma && wrong[true] != "":
+		slog.Warn("cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower)",
+			"gpu", gpu, "why", wrong[true])
+		return wrong[true], nil, nil
+	}
+	return "", nil, nil
 }
 
-// fallBackFromWgmma moves the device to the mma.sync kernels for why.
-func (d *Device) fallBackFromWgmma(why string) {
-	d.tc.wgmma = false
-	d.tc.fallback = why
-	slog.Warn("cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower)",
-		"gpu", d.drv.Name(), "why", why)
+func pathName(wgmma bool) string {
+	if wgmma {
+		return "wgmma"
+	}
+	return "mma.sync"
+}
+
+// newCheckProblem draws the check's problem (the same on every GPU) and
+// computes its product.
+func newCheckProblem() checkProblem {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pr := checkProblem{a: bf16Values(rng, checkM*checkK), b: bf16Values(rng, checkK*checkN),
+		bias: normals(rng, checkN), old: normals(rng, checkM*checkN),
+		ab: make([]float64, checkM*checkN), s: make([]float64, checkM*checkN)}
+	for i := range checkM {
+		ab, s := pr.ab[i*checkN:(i+1)*checkN], pr.s[i*checkN:(i+1)*checkN]
+		for p := range checkK {
+			av := float64(leconv.BFloat16Value(pr.a[i*checkK+p]))
+			for j := range ab {
+				t := av * float64(leconv.BFloat16Value(pr.b[p*checkN+j]))
+				ab[j] += t
+				s[j] += math.Abs(t)
+			}
+		}
+	}
+	return pr
+}
+
+// transposeBits returns the [cols, rows] transpose of v [rows, cols].
+func transposeBits(v []uint16, rows, cols int) []uint16 {
+	t := make([]uint16, len(v))
+	for i := range rows {
+		for j := range cols {
+			t[j*rows+i] = v[i*cols+j]
+		}
+	}
+	return t
 }
 
 func (cs checkCase) String() string {
@@ -301,91 +354,80 @@ func fetchValues(d *Device, o gemmOut, bf16 bool) ([]float64, error) {
 	return v, nil
 }
 
-// compareCheckCase says where the wgmma outputs wg of cs disagree with the
-// mma.sync ones, or "" where they agree. s is sum_p |A B|; bias and old
-// are the other terms C may have.
+// disagree says where out, the outputs of case cs on one path, differ from
+// the problem's product by more than float32 accumulation and bf16
+// rounding allow, or "" where they do not.
 //
-// Tolerances: each path's f32 sum of the exact bf16 products, the bias and
-// the old C errs by at most (K+1) 2^-23 S from the exact value (S the sum
-// of the terms' magnitudes; the bound of TestGemmBF16Launcher, which
-// allows a truncating tensor core), so two paths' f32 values differ by
-// tau = 2 (K+1) 2^-23 S. A bf16-rounded output moves each by at most 2^-8
-// of its value, so they differ by tau + 2^-6 of the larger (twice that
-// with margin); a GELU of them by 1.13 tau (GELU's largest slope) plus the
-// same, and 2^-126 for subnormal results. The statistics are checked
-// against float64 statistics of the same path's stored C, as
-// TestGemmBF16FusedEpilogues derives: the count exactly, the mean within
-// 2^-19 A, M2 within 2^-19 (M2 + 3 n A^2), A the tile's largest |C|. What
-// the check is for errs far more: a swizzle or descriptor read the wrong
-// way, a fragment in the wrong row or column, a lost K chunk or phase move
-// C by the size of the products themselves, about S / sqrt(K), 300 times
-// tau here.
-func compareCheckCase(cs checkCase, wg, mma checkOutput, s []float64, bias, old []float32) string {
+// Tolerances, as the kernel tests derive them (gemm_bf16_test.go): C's f32
+// sum of the exact bf16 products, the bias and the old C errs from the
+// float64 value by at most tau = (K+1) 2^-23 S, S the sum of the terms'
+// magnitudes (a bound that allows a truncating tensor core); a bf16 C,
+// rounded from it, by tau + 2^-8 (|C| + tau); a bf16 GELU of it as
+// geluBF16Bound. The second outputs are checked against the path's own
+// stored C: act exactly bf16 of it (ntF32BF16) or GELU of it within
+// geluBF16Bound with tau 0 (ntF32GELU), the statistics as
+// tileStatsDisagree. What the check is for errs far more: a swizzle or
+// descriptor read the wrong way, a fragment in the wrong row or column, a
+// lost K chunk or bias move C by about the size of the products, sqrt(K)
+// here, some 2000 times tau.
+func (pr checkProblem) disagree(cs checkCase, out checkOutput) string {
 	g := gemmKinds[cs.kind]
-	tau := func(i, j int) float64 {
-		t := s[i*checkN+j]
-		if g.bias {
-			t += math.Abs(float64(bias[j]))
-		}
-		if cs.kind == nnF32Add {
-			t += math.Abs(float64(old[i*checkN+j]))
-		}
-		return 2 * float64(checkK+1) * math.Ldexp(t, -23)
-	}
-	type rule int
-	const (
-		f32 rule = iota
-		bf16
-		geluBF16
-	)
-	within := func(x, y, tau float64, r rule) bool {
-		big := max(math.Abs(x), math.Abs(y))
-		switch r {
-		case bf16:
-			tau += math.Ldexp(big, -6)
-		case geluBF16:
-			tau = 1.13*tau + math.Ldexp(big, -6) + math.Ldexp(1, -126)
-		}
-		return math.Abs(x-y) <= tau
-	}
-	elementwise := func(what string, x, y []float64, r rule) string {
-		for i := range checkM {
-			for j := range checkN {
-				if k := i*checkN + j; !within(x[k], y[k], tau(i, j), r) {
-					return fmt.Sprintf("%s: %s[%d][%d] is %v on wgmma, %v on mma.sync", cs, what, i, j, x[k], y[k])
-				}
+	for i := range checkM {
+		for j := range checkN {
+			k := i*checkN + j
+			want, s := pr.ab[k], pr.s[k]
+			if g.bias {
+				want, s = want+float64(pr.bias[j]), s+math.Abs(float64(pr.bias[j]))
+			}
+			if cs.kind == nnF32Add {
+				want, s = want+float64(pr.old[k]), s+math.Abs(float64(pr.old[k]))
+			}
+			tol := float64(checkK+1) * math.Ldexp(s, -23)
+			switch cs.kind {
+			case ntGELUBF16:
+				want, tol = geluBF16Bound(want, tol)
+			case ntBF16Stats:
+				tol += math.Ldexp(math.Abs(want)+tol, -8)
+			}
+			if x := out.c[k]; !(math.Abs(x-want) <= tol) {
+				return fmt.Sprintf("C[%d][%d] = %v, want %v within %.3g", i, j, x, want, tol)
 			}
 		}
-		return ""
 	}
-	cRule := map[gemmKind]rule{ntGELUBF16: geluBF16, ntBF16Stats: bf16}[cs.kind]
-	if why := elementwise("C", wg.c, mma.c, cRule); why != "" {
-		return why
-	}
-	switch {
-	case g.second == secondAct:
-		r := bf16
-		if cs.kind == ntF32GELU {
-			r = geluBF16
-		}
-		return elementwise("act", wg.second, mma.second, r)
-	case g.second == secondStats:
-		for _, p := range []struct {
-			name string
-			out  checkOutput
-		}{{"wgmma", wg}, {"mma.sync", mma}} {
-			if why := tileStatsDisagree(p.out.c, p.out.second, checkM, checkN); why != "" {
-				return fmt.Sprintf("%s on %s: %s", cs, p.name, why)
+	switch g.second {
+	case secondAct:
+		for k, c := range out.c {
+			want, tol := float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(c)))), 0.0
+			if cs.kind == ntF32GELU {
+				want, tol = geluBF16Bound(c, 0)
+			}
+			if x := out.second[k]; !(math.Abs(x-want) <= tol) {
+				return fmt.Sprintf("act[%d][%d] = %v for C = %v, want %v within %.3g", k/checkN, k%checkN, x, c, want, tol)
 			}
 		}
+	case secondStats:
+		return tileStatsDisagree(out.c, out.second, checkM, checkN)
 	}
 	return ""
+}
+
+// geluBF16Bound is GELU(x) in float64 and the bound of a bf16 GELU computed
+// in f32 from a value within tol of x: GELU's steepest slope, 1.13, times
+// tol, its f32 evaluation's 2^-14 of the value and 2^-126 (subnormals),
+// then the bf16 rounding, 2^-8 of the value. (erfc, not 1 + erf: GELU of
+// a large negative x is accurate so.)
+func geluBF16Bound(x, tol float64) (gelu, bound float64) {
+	gelu = 0.5 * x * math.Erfc(-x/math.Sqrt2)
+	pre := 1.13*tol + math.Ldexp(math.Abs(gelu), -14) + math.Ldexp(1, -126)
+	return gelu, pre + math.Ldexp(math.Abs(gelu)+pre, -8)
 }
 
 // tileStatsDisagree says where stats, the row statistics of a GEMM
 // epilogue ((count, mean, M2) of each row's stored C in each 64-column
 // tile), disagree with float64 statistics of c [rows, cols], or "" where
-// they agree, within compareCheckCase's bounds.
+// they agree: the count exactly, the mean within 2^-19 A and M2 within
+// 2^-19 (M2 + 3 n A^2), A the tile's largest |C| and n its 64 columns, the
+// bounds TestGemmBF16FusedEpilogues derives for the f32 merges.
 func tileStatsDisagree(c, stats []float64, rows, cols int) string {
 	tiles := statsTiles(cols)
 	for i := range rows {
@@ -403,7 +445,7 @@ func tileStatsDisagree(c, stats []float64, rows, cols int) string {
 			got := stats[(i*tiles+tl)*3:][:3]
 			if got[0] != float64(len(vals)) || !(math.Abs(got[1]-mean) <= math.Ldexp(big, -19)) ||
 				!(math.Abs(got[2]-m2) <= math.Ldexp(m2+3*statsTile*big*big, -19)) {
-				return fmt.Sprintf("row %d, column tile %d: (count, mean, M2) = (%v, %v, %v), of its C (%d, %v, %v)",
+				return fmt.Sprintf("statistics of row %d, column tile %d: (count, mean, M2) = (%v, %v, %v), of its C (%d, %v, %v)",
 					i, tl, got[0], got[1], got[2], len(vals), mean, m2)
 			}
 		}

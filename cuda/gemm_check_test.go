@@ -3,23 +3,24 @@
 package cuda
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
+	"github.com/dinoclip/dinoclip/cuda/launch"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/kernels"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
-// openWgmma opens a Device of its own (the check changes the device's
-// path) and skips where the loaded kernels have no wgmma path
-// (DINOCLIP_CUDA_KERNELS=ptx, or a GPU other than Hopper): there the check
-// has nothing to check, which TestCheckWgmmaPasses asserts.
-func openWgmma(t *testing.T) *Device {
+// openDevice opens a Device of the test's own (the check changes the
+// device's path), closed at the end of the test, and says whether it has
+// the wgmma path (the sm_90a cubins: the emulator's default, a Hopper
+// GPU's).
+func openDevice(t *testing.T) (*Device, bool) {
 	t.Helper()
 	d, err := Open()
 	if err != nil {
@@ -28,18 +29,34 @@ func openWgmma(t *testing.T) *Device {
 	t.Cleanup(func() { d.Close() })
 	var wgmma bool
 	on(t, d, func() error { wgmma = d.tc.wgmma; return nil })
-	if !wgmma {
-		t.Skipf("%s runs no wgmma kernels", d)
-	}
-	return d
+	return d, wgmma
 }
 
-// TestCheckWgmmaPasses: a bf16 engine's open runs the check, and on right
-// kernels the device keeps the wgmma path, says nothing of a fallback, and
-// gets back the memory the check used; a later device of the process takes
-// the verdict without a check of its own. Where no wgmma path is loaded
-// the check does not run.
-func TestCheckWgmmaPasses(t *testing.T) {
+// freshVerdict forgets the process's verdict for the test, so that the
+// next check runs, and restores it afterwards.
+func freshVerdict(t *testing.T) {
+	gemmVerdict.Lock()
+	saved := struct {
+		done     bool
+		fallback string
+		broken   error
+	}{gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken}
+	gemmVerdict.done = false
+	gemmVerdict.Unlock()
+	t.Cleanup(func() {
+		gemmVerdict.Lock()
+		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken = saved.done, saved.fallback, saved.broken
+		gemmVerdict.Unlock()
+	})
+}
+
+// TestCheckBF16GEMMsPasses: a bf16 engine's open runs the check, and on
+// right kernels the device keeps its path (wgmma where the sm_90a cubins
+// are loaded), says nothing of a fallback, and gets back the memory the
+// check used; a later device of the process takes the verdict without a
+// check of its own, a fallback or a refusal alike.
+func TestCheckBF16GEMMsPasses(t *testing.T) {
+	freshVerdict(t)
 	e, err := NewBF16Engine(nn.Config{InputDim: 64, HiddenDim: 64, OutputDim: 32, Blocks: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -49,49 +66,51 @@ func TestCheckWgmmaPasses(t *testing.T) {
 	var wgmma, checked bool
 	var fallback string
 	on(t, d, func() error { wgmma, checked, fallback = d.tc.wgmma, d.tc.checked, d.tc.fallback; return nil })
-	if fallback != "" || strings.Contains(d.String(), "mma.sync") {
-		t.Fatalf("the check failed on the emulator's kernels: %s (%s)", fallback, d)
+	cubins := d.drv.(driver.Extended).KernelPath() == kernels.SM90a.Key
+	if !checked || wgmma != cubins || fallback != "" || strings.Contains(d.String(), "mma.sync") {
+		t.Fatalf("after the open: checked %v, wgmma %v (sm_90a cubins %v), fallback %q, %s", checked, wgmma, cubins, fallback, d)
 	}
-	if e.dev.drv.(driver.Extended).KernelPath() != kernels.SM90a.Key {
-		if checked || wgmma {
-			t.Fatalf("without the sm_90a kernels: checked %v, wgmma %v", checked, wgmma)
-		}
-		return
-	}
-	if !checked || !wgmma {
-		t.Fatalf("after the open: checked %v, wgmma %v", checked, wgmma)
-	}
-	// No memory kept.
 	var inUse, after int64
 	on(t, d, func() error {
 		inUse = d.inUse
-		err := d.runWgmmaCheck()
+		fb, broken, err := d.runGEMMCheck()
 		after, wgmma = d.inUse, d.tc.wgmma
-		return err
+		return errors.Join(err, broken, func() error {
+			if fb != "" {
+				return errors.New("a fallback: " + fb)
+			}
+			return nil
+		}())
 	})
-	if after != inUse || !wgmma {
+	if after != inUse || wgmma != cubins {
 		t.Fatalf("a second check: %d bytes in use (%d before), wgmma %v", after, inUse, wgmma)
 	}
-	// Once per process: a later device takes the verdict, a failed one
-	// too.
-	wgmmaVerdict.Lock()
-	saved := wgmmaVerdict.fallback
-	wgmmaVerdict.fallback = "a test's verdict"
-	wgmmaVerdict.Unlock()
-	defer func() { wgmmaVerdict.Lock(); wgmmaVerdict.fallback = saved; wgmmaVerdict.Unlock() }()
-	d2 := openWgmma(t)
-	on(t, d2, d2.checkWgmma)
+
+	// Later devices take the verdict.
+	gemmVerdict.Lock()
+	gemmVerdict.fallback = "a test's fallback"
+	gemmVerdict.Unlock()
+	d2, wgmma2 := openDevice(t)
+	on(t, d2, d2.checkBF16GEMMs)
 	on(t, d2, func() error { wgmma, fallback = d2.tc.wgmma, d2.tc.fallback; return nil })
-	if wgmma || fallback != "a test's verdict" {
-		t.Fatalf("a later device: wgmma %v, fallback %q", wgmma, fallback)
+	if wgmma2 && (wgmma || fallback != "a test's fallback") {
+		t.Fatalf("a later device after a fallback: wgmma %v, fallback %q", wgmma, fallback)
+	}
+	gemmVerdict.Lock()
+	gemmVerdict.broken = errors.New("a test's refusal")
+	gemmVerdict.Unlock()
+	d3, _ := openDevice(t)
+	if err := d3.do(d3.checkBF16GEMMs); err == nil || err.Error() != "a test's refusal" {
+		t.Fatalf("a later device after a refusal: %v", err)
 	}
 }
 
 // swizzleLiar encodes every tensor map with swizzle instead of the one
 // asked for: TMA then fills shared memory in another order than the wgmma
 // descriptors read (SwizzleNone), or the map is refused (Swizzle64B is
-// narrower than the kernels' 128-byte box rows): the two ways a wgmma
-// kernel can fail the check, a wrong result and a failed launch.
+// narrower than the kernels' 128-byte box rows): a wgmma kernel that
+// computes wrong values, or that cannot launch. The mma.sync kernels use
+// no tensor map.
 type swizzleLiar struct {
 	fullDriver
 	swizzle driver.Swizzle
@@ -102,127 +121,98 @@ func (l swizzleLiar) EncodeTensorMap(spec driver.TensorMapSpec) (driver.TensorMa
 	return l.fullDriver.EncodeTensorMap(spec)
 }
 
-// TestCheckWgmmaFallsBack: a wgmma kernel that computes wrong values or
+// shortK launches the mma.sync GEMMs (kernels named *_mma_*) with K 8
+// short of the check's, dropping the last 8 products of every sum: an
+// mma.sync kernel that computes wrong values.
+type shortK struct{ fullDriver }
+
+func (l shortK) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	if strings.Contains(launch.Kernel(k).String(), "_mma_") {
+		for i, p := range params {
+			if len(p) == 4 && binary.LittleEndian.Uint32(p) == checkK {
+				params[i] = binary.LittleEndian.AppendUint32(nil, checkK-8)
+			}
+		}
+	}
+	return l.fullDriver.LaunchEx(k, cfg, params)
+}
+
+// TestCheckBF16GEMMsVerdicts: a wgmma kernel that computes wrong values or
 // cannot launch moves the device to the mma.sync kernels, with a reason
-// naming the first case that failed, in the device's description; the
-// GEMMs after it are right.
-func TestCheckWgmmaFallsBack(t *testing.T) {
+// naming the first case that failed, in the device's description, and the
+// GEMMs after it are right; wrong mma.sync kernels beside right wgmma ones
+// leave the wgmma path running; wrong mma.sync kernels with no right wgmma
+// ones (or none at all) refuse the bf16 engine, naming fp32.
+func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		swizzle driver.Swizzle
-		why     string
+		lie     func(fullDriver) fullDriver
+		noWgmma bool   // run as a device without the wgmma path
+		wgmma   bool   // the path after the check
+		why     string // the fallback's start
+		err     string // the refusal's words
 	}{
-		{"wrong values", driver.SwizzleNone, "gemm_bf16_nt_f32: C["},
-		{"failed launch", driver.Swizzle64B, "gemm_bf16_nt_f32 failed: "},
+		{name: "wgmma wrong", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.SwizzleNone} }, why: "gemm_bf16_nt_f32: C["},
+		{name: "wgmma cannot launch", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }, why: "gemm_bf16_nt_f32 failed: "},
+		{name: "mma.sync wrong", lie: func(f fullDriver) fullDriver { return shortK{f} }, wgmma: true},
+		{name: "mma.sync wrong, no wgmma", lie: func(f fullDriver) fullDriver { return shortK{f} }, noWgmma: true,
+			err: "the bf16 GEMMs fail their check on this GPU (mma.sync: gemm_bf16_nt_f32: C["},
+		{name: "both wrong", lie: func(f fullDriver) fullDriver { return shortK{swizzleLiar{f, driver.SwizzleNone}} },
+			err: "(wgmma: gemm_bf16_nt_f32: C["},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := openWgmma(t)
-			on(t, d, func() error {
-				liar := swizzleLiar{d.drv.(fullDriver), c.swizzle}
+			d, wgmma := openDevice(t)
+			if !wgmma && !c.noWgmma {
+				t.Skipf("%s runs no wgmma kernels", d)
+			}
+			freshVerdict(t)
+			err := d.do(func() error {
+				liar := c.lie(d.drv.(fullDriver))
 				d.drv, d.tc.ext = liar, liar
-				return d.runWgmmaCheck()
+				if c.noWgmma {
+					d.tc.wgmma = false
+				}
+				return d.checkBF16GEMMs()
 			})
-			var wgmma bool
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "use --precision fp32") {
+					t.Fatalf("the check says %v, want an error with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var after bool
 			var fallback string
-			on(t, d, func() error { wgmma, fallback = d.tc.wgmma, d.tc.fallback; return nil })
-			if wgmma || !strings.HasPrefix(fallback, c.why) {
-				t.Fatalf("after the check: wgmma %v, fallback %q (want it to start %q)", wgmma, fallback, c.why)
+			on(t, d, func() error { after, fallback = d.tc.wgmma, d.tc.fallback; return nil })
+			if after != c.wgmma || !strings.HasPrefix(fallback, c.why) || (c.why == "") != (fallback == "") {
+				t.Fatalf("after the check: wgmma %v, fallback %q; want wgmma %v, a fallback starting %q", after, fallback, c.wgmma, c.why)
+			}
+			if c.why == "" {
+				return
 			}
 			if s := d.String(); !strings.Contains(s, "bf16 GEMMs on the mma.sync kernels") || !strings.Contains(s, fallback) {
 				t.Fatalf("description %q says nothing of the fallback", s)
 			}
-			// A GEMM after the fallback (the driver still lies about
-			// tensor maps, which mma.sync does not use).
-			const m, n, k = 40, 48, 72
-			aBits, a := bf16Round(randn(rand.New(rand.NewPCG(1, 1)), m*k, 1))
-			wBits, w := bf16Round(randn(rand.New(rand.NewPCG(2, 2)), n*k, 1))
-			dc := devAlloc[float32](t, d, m*n)
-			da, dw := devCopy(t, d, aBits), devCopy(t, d, wBits)
-			on(t, d, func() error { return d.gemmBF16F32(dc, da, dw, buf[float32]{}, m, n, k) })
-			got := fetch(t, d, dc)
-			for i := range m {
-				for j := range n {
-					ref, tol := ntReference(a, w, make([]float32, n), k, i, j)
-					if g := float64(got[i*n+j]); !(math.Abs(g-ref) <= tol) {
-						t.Fatalf("after the fallback: C[%d][%d] = %v, want %v within %.3g", i, j, g, ref, tol)
-					}
-				}
+			// The GEMMs after it (the driver still lies about tensor
+			// maps, which mma.sync does not use) are right.
+			pr := newCheckProblem()
+			bufs := carveCheckBufs(&arena{base: devAlloc[byte](t, d, checkBufBytes()).p})
+			on(t, d, func() error {
+				return errors.Join(upload(d, bufs.aMK, pr.a), upload(d, bufs.bNK, transposeBits(pr.b, checkK, checkN)),
+					upload(d, bufs.bias, pr.bias))
+			})
+			var out checkOutput
+			on(t, d, func() error {
+				var err error
+				out, err = d.runCheckCase(bufs, checkCase{ntF32, 1}, pr.old)
+				return err
+			})
+			if why := pr.disagree(checkCase{ntF32, 1}, out); why != "" {
+				t.Fatalf("after the fallback: %s", why)
 			}
 		})
-	}
-}
-
-// TestCompareCheckCase: the check's comparison fails on what it is for (a
-// value off by far more than the summation order allows, a NaN left
-// unwritten, a statistic of the wrong count or mean) and passes on the
-// differences two right kernels have (within the f32 and bf16 rounding
-// bounds), on host data.
-func TestCompareCheckCase(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 3))
-	const mn = checkM * checkN
-	s := make([]float64, mn)
-	c := make([]float64, mn)
-	for i := range s {
-		s[i] = 200 + 10*rng.Float64()
-		c[i] = 20 * rng.NormFloat64()
-	}
-	bias, old := make([]float32, checkN), make([]float32, mn)
-	tau := 2 * float64(checkK+1) * math.Ldexp(200, -23) // the smallest element's bound
-	clone := func(v []float64) []float64 { return append([]float64(nil), v...) }
-	bf16 := func(v []float64) []float64 {
-		r := make([]float64, len(v))
-		for i, x := range v {
-			r[i] = float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(x))))
-		}
-		return r
-	}
-	stats := func(c []float64) []float64 {
-		tiles := statsTiles(checkN)
-		st := make([]float64, checkM*tiles*3)
-		for i := range checkM {
-			for tl := range tiles {
-				vals := c[i*checkN+tl*statsTile : i*checkN+min(checkN, (tl+1)*statsTile)]
-				var mean, m2 float64
-				for _, v := range vals {
-					mean += v
-				}
-				mean /= float64(len(vals))
-				for _, v := range vals {
-					m2 += (v - mean) * (v - mean)
-				}
-				copy(st[(i*tiles+tl)*3:], []float64{float64(len(vals)), mean, m2})
-			}
-		}
-		return st
-	}
-	// near moves every value by 0.9 tau, as summation order may.
-	near := func(v []float64) []float64 {
-		r := clone(v)
-		for i := range r {
-			r[i] += 0.9 * tau
-		}
-		return r
-	}
-	for _, tc := range []struct {
-		name   string
-		cs     checkCase
-		wg     checkOutput
-		mma    checkOutput
-		wantOK bool
-	}{
-		{"f32 within the bound", checkCase{ntF32, 1}, checkOutput{c: near(c)}, checkOutput{c: c}, true},
-		{"f32 off by 3 tau", checkCase{nnF32, 1}, checkOutput{c: func() []float64 { r := clone(c); r[mn-1] += 3 * tau; return r }()}, checkOutput{c: c}, false},
-		{"NaN left", checkCase{tnF32, 2}, checkOutput{c: func() []float64 { r := clone(c); r[77] = math.NaN(); return r }()}, checkOutput{c: c}, false},
-		{"bf16 a rounding apart", checkCase{ntF32BF16, 1}, checkOutput{c: c, second: bf16(near(c))}, checkOutput{c: c, second: bf16(c)}, true},
-		{"act of the wrong column", checkCase{ntF32GELU, 1}, checkOutput{c: c, second: func() []float64 { r := bf16(c); r[5], r[6] = r[6], r[5]; return r }()}, checkOutput{c: c, second: bf16(c)}, false},
-		{"stats of the stored C", checkCase{ntF32Stats, 1}, checkOutput{c: near(c), second: stats(near(c))}, checkOutput{c: c, second: stats(c)}, true},
-		{"stats' count", checkCase{ntF32Stats, 1}, checkOutput{c: c, second: func() []float64 { r := stats(c); r[3] = 63; return r }()}, checkOutput{c: c, second: stats(c)}, false},
-		{"stats' mean", checkCase{ntBF16Stats, 1}, checkOutput{c: c, second: stats(c)}, checkOutput{c: c, second: func() []float64 { r := stats(c); r[1] += 0.01; return r }()}, false},
-	} {
-		why := compareCheckCase(tc.cs, tc.wg, tc.mma, s, bias, old)
-		if (why == "") != tc.wantOK {
-			t.Errorf("%s: compareCheckCase says %q", tc.name, why)
-		}
 	}
 }
 
@@ -245,22 +235,148 @@ func (l lostContext) Sync() error {
 	return l.fullDriver.Sync()
 }
 
-// TestCheckWgmmaLostContext: a wgmma kernel that takes the context with it
-// fails the check with an error naming the way around it, rather than
-// falling back to kernels that cannot run on a lost context either.
-func TestCheckWgmmaLostContext(t *testing.T) {
-	d := openWgmma(t)
-	var lost bool
-	var inner fullDriver
-	on(t, d, func() error { inner = d.drv.(fullDriver); return nil })
-	err := d.do(func() error {
-		l := lostContext{inner, &lost}
-		d.drv, d.tc.ext = l, l
-		return d.runWgmmaCheck()
-	})
-	on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
-	if err == nil || !strings.Contains(err.Error(), "gemm_bf16_nt_f32 failed on this GPU and took the CUDA context with it") ||
-		!strings.Contains(err.Error(), "DINOCLIP_CUDA_KERNELS=ptx") {
-		t.Fatalf("the check says %v", err)
+// TestCheckBF16GEMMsLostContext: a kernel that takes the context with it
+// fails the check with an error naming the way around it (the portable
+// kernels for a wgmma kernel, fp32 for an mma.sync one), and leaves no
+// verdict.
+func TestCheckBF16GEMMsLostContext(t *testing.T) {
+	for _, noWgmma := range []bool{false, true} {
+		d, wgmma := openDevice(t)
+		if !wgmma && !noWgmma {
+			continue
+		}
+		freshVerdict(t)
+		var lost bool
+		var inner fullDriver
+		on(t, d, func() error { inner = d.drv.(fullDriver); return nil })
+		err := d.do(func() error {
+			l := lostContext{inner, &lost}
+			d.drv, d.tc.ext = l, l
+			if noWgmma {
+				d.tc.wgmma = false
+			}
+			return d.checkBF16GEMMs()
+		})
+		on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
+		way := "(wgmma) failed on this GPU and took the CUDA context with it"
+		if noWgmma {
+			way = "(mma.sync) failed on this GPU and took the CUDA context with it"
+		}
+		if err == nil || !strings.Contains(err.Error(), way) {
+			t.Errorf("without wgmma %v: the check says %v", noWgmma, err)
+		}
+		gemmVerdict.Lock()
+		done := gemmVerdict.done
+		gemmVerdict.Unlock()
+		if done {
+			t.Errorf("without wgmma %v: a lost context left a verdict", noWgmma)
+		}
 	}
+}
+
+// TestCheckProblemDisagree: the comparison fails on what it is for (a
+// missing bias, a value off by a product, a NaN left unwritten, an act of
+// the wrong column, a statistic of the wrong count or mean) and passes on
+// exact and on bf16-rounded right outputs, on host data.
+func TestCheckProblemDisagree(t *testing.T) {
+	pr := newCheckProblem()
+	const mn = checkM * checkN
+	// right is the outputs of a right kernel of cs: C as float32 (bf16 for
+	// the bf16 outputs), act and the statistics of it.
+	right := func(cs checkCase) checkOutput {
+		g := gemmKinds[cs.kind]
+		c, second := make([]float64, mn), []float64(nil)
+		for k := range c {
+			v := pr.ab[k]
+			if g.bias {
+				v += float64(pr.bias[k%checkN])
+			}
+			if cs.kind == nnF32Add {
+				v += float64(pr.old[k])
+			}
+			if cs.kind == ntGELUBF16 {
+				v, _ = geluBF16Bound(v, 0)
+			}
+			f := float32(v)
+			if cs.kind == ntGELUBF16 || cs.kind == ntBF16Stats {
+				f = leconv.BFloat16Value(leconv.BFloat16Bits(f))
+			}
+			c[k] = float64(f)
+		}
+		switch g.second {
+		case secondAct:
+			second = make([]float64, mn)
+			for k, v := range c {
+				if cs.kind == ntF32GELU {
+					v, _ = geluBF16Bound(v, 0)
+				}
+				second[k] = float64(leconv.BFloat16Value(leconv.BFloat16Bits(float32(v))))
+			}
+		case secondStats:
+			tiles := statsTiles(checkN)
+			second = make([]float64, checkM*tiles*3)
+			for i := range checkM {
+				for tl := range tiles {
+					vals := c[i*checkN+tl*statsTile : i*checkN+min(checkN, (tl+1)*statsTile)]
+					var mean, m2 float64
+					for _, v := range vals {
+						mean += v
+					}
+					mean /= float64(len(vals))
+					for _, v := range vals {
+						m2 += (v - mean) * (v - mean)
+					}
+					copy(second[(i*tiles+tl)*3:], []float64{float64(len(vals)), mean, m2})
+				}
+			}
+		}
+		return checkOutput{c, second}
+	}
+	for _, cs := range checkCases {
+		if why := pr.disagree(cs, right(cs)); why != "" {
+			t.Errorf("%s: right outputs: %s", cs, why)
+		}
+	}
+	broken := func(cs checkCase, edit func(o checkOutput)) checkOutput {
+		o := right(cs)
+		edit(o)
+		return o
+	}
+	for _, c := range []struct {
+		name string
+		cs   checkCase
+		out  checkOutput
+	}{
+		{"no bias", checkCase{ntF32, 1}, broken(checkCase{ntF32, 1}, func(o checkOutput) {
+			copy(o.c, right(checkCase{nnF32, 1}).c)
+		})},
+		{"a product short", checkCase{tnF32, 2}, broken(checkCase{tnF32, 2}, func(o checkOutput) {
+			// C's last element without its largest product.
+			var big float64
+			for p := range checkK {
+				t := float64(leconv.BFloat16Value(pr.a[(checkM-1)*checkK+p])) * float64(leconv.BFloat16Value(pr.b[p*checkN+checkN-1]))
+				if math.Abs(t) > math.Abs(big) {
+					big = t
+				}
+			}
+			o.c[mn-1] -= big
+		})},
+		{"a NaN left", checkCase{nnF32Add, 1}, broken(checkCase{nnF32Add, 1}, func(o checkOutput) { o.c[77] = math.NaN() })},
+		{"act of the wrong column", checkCase{ntF32GELU, 1}, broken(checkCase{ntF32GELU, 1}, func(o checkOutput) {
+			o.second[5], o.second[6] = o.second[6], o.second[5]
+		})},
+		{"statistics' count", checkCase{ntF32Stats, 1}, broken(checkCase{ntF32Stats, 1}, func(o checkOutput) { o.second[3] = 63 })},
+		{"statistics' mean", checkCase{ntBF16Stats, 1}, broken(checkCase{ntBF16Stats, 1}, func(o checkOutput) { o.second[1] += 0.01 })},
+	} {
+		if why := pr.disagree(c.cs, c.out); why == "" {
+			t.Errorf("%s: the check found nothing", c.name)
+		}
+	}
+}
+
+// checkBufBytes is the size of the check's device buffers.
+func checkBufBytes() int {
+	var a arena
+	carveCheckBufs(&a)
+	return int(a.off)
 }

@@ -637,7 +637,9 @@ def markdown(res):
     L.append(f"- commit `{(env.get('commit') or 'unknown')[:12]}`{dirty}")
     L.append(f"- command: `{env['command']}` ({duration(res['seconds'])} in all: dinoclip {duration(res['ours_seconds'])}, "
              f"PyTorch {duration(res['torch_seconds'])})")
-    L.append(f"- dinoclip: {ours_env.get('go_version', '?')}, engine `{ours_env.get('engine', '?')}`, "
+    # The engine's description may quote a driver's error (a GEMM fallback): one line, no backticks.
+    engine = " ".join(str(ours_env.get("engine", "?")).replace("`", "'").split())
+    L.append(f"- dinoclip: {ours_env.get('go_version', '?')}, engine `{engine}`, "
              f"GOMAXPROCS {ours_env.get('gomaxprocs', '?')}")
     L.append(f"- PyTorch {torch_env.get('torch_version', '?')}"
              + (f" (CUDA {torch_env.get('cuda_version')})" if env["device"] == "cuda" else "")

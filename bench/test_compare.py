@@ -128,6 +128,11 @@ def test_markdown_renders():
         assert want in md
     assert "tf32 ms/step" not in md  # a mode never measured gets no columns
 
+    # An engine's description that quotes a driver error stays one code span on one line.
+    ours["env"]["engine"] = "CUDA engine on GPU; bf16 GEMMs on the mma.sync kernels: the wgmma ones failed (`x`\nfailed)"
+    md = compare.markdown(res)
+    assert "engine `CUDA engine on GPU; bf16 GEMMs on the mma.sync kernels: the wgmma ones failed ('x' failed)`," in md
+
 
 def test_duration():
     assert compare.duration(3.21) == "3.21 s"

@@ -19,10 +19,10 @@
 //   - this package: the wrappers that check shapes and choose the grid
 //     (ops.go, ops_bf16.go, gemm_bf16.go, and gemm_check.go, the bf16
 //     GEMMs' check), the device's worker thread (device.go) and the
-//     engine (engine.go, engine_bf16.go,
-//     resident.go, step.go), exact search (search.go, and topk.go: its
-//     retrieval.TopK form) and the hooks of package internal/enginehooks
-//     that package bench measures through (hooks.go).
+//     engine (engine.go, engine_bf16.go, resident.go, step.go), exact
+//     search (search.go, search_check.go, and topk.go: its retrieval.TopK
+//     form) and the hooks of package internal/enginehooks that package
+//     bench measures through (hooks.go).
 //
 // Everything except this file carries the build tag cuda: gorgonia.org/cu
 // links libcuda.so.1 and its package init calls cuInit and exits the process
@@ -149,7 +149,9 @@
 // the score matrix (kernels/search.cu), and the host proves the answer
 // exact by re-scoring a margin of candidates (docs/RETRIEVAL.md, "Exact
 // search on the GPU"). [Device.TopK] is the same search in the form of
-// retrieval.TopK, which evaluation uses.
+// retrieval.TopK, which evaluation uses. The process's first search checks
+// the GPU's against the CPU's on a small problem and, where it differs,
+// searches on the CPU from then on (search_check.go).
 //
 // # Emulation
 //

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
@@ -35,7 +36,8 @@ import (
 //   - the mma.sync kernels wrong, the wgmma ones right: a warning, and the
 //     wgmma kernels run.
 //
-// It costs milliseconds, once per process. A kernel that faults, or hangs
+// It costs tens of milliseconds (most of them the host's product), once
+// per process. A kernel that faults, or hangs
 // on an mbarrier (whose wait traps after 10 s: tensorcore.cuh's
 // MBAR_WAIT_LIMIT_NS), leaves the CUDA context unusable: the open then
 // fails with an error naming the way around it.
@@ -43,11 +45,14 @@ import (
 // The check's problem: C[M,N] = A[M,K] B[K,N] (+ bias, + old C), M and N
 // of one whole and one ragged tile, K of five whole 64-wide chunks and a
 // ragged one (the 4-stage ring wraps), every dimension a multiple of 8 so
-// that each layout takes it, on 2 persistent blocks, so that each walks two
-// tiles with the ring's phases carried across them, as in a large GEMM.
+// that each layout takes it, on 1 persistent block, which walks the 4
+// tiles (8 in 2 splits) with the ring's phases carried across them and
+// each consumer warpgroup taking turns, as in a large GEMM. Every output
+// is followed by checkCanary NaN values that must stay so.
 const (
 	checkM, checkN, checkK = 136, 144, 328
-	checkBlocks            = 2
+	checkBlocks            = 1
+	checkCanary            = 64
 )
 
 // checkCase is one launch of the check: a kind, in splits along K (tn
@@ -61,7 +66,7 @@ var checkCases = []checkCase{{ntF32, 1}, {ntGELUBF16, 1}, {ntF32Stats, 1}, {ntF3
 	{ntF32BF16, 1}, {nnF32, 1}, {nnF32Add, 1}, {tnF32, 1}, {tnF32, 2}}
 
 // checkBufs are the check's device buffers: the logical A and B stored in
-// each layout's order, the bias, and the outputs.
+// each layout's order, the bias, and the outputs, each with its canary.
 type checkBufs struct {
 	aMK, aKM, bKN, bNK buf[uint16]
 	bias               buf[float32]
@@ -69,9 +74,22 @@ type checkBufs struct {
 	c16, act           buf[uint16]
 }
 
+// gemmChecker is the check's problem on the device: its host data and
+// its device buffers.
+type gemmChecker struct {
+	d    *Device
+	pr   checkProblem
+	bufs checkBufs
+	base uintptr // the buffers' allocation
+}
+
 // checkOutput is one path's outputs of a case, as float64: C and the
-// second output (act's values, or stats' (count, mean, M2) triples).
-type checkOutput struct{ c, second []float64 }
+// second output (act's values, or stats' (count, mean, M2) triples); and
+// overrun, the output it wrote past the end of, if any.
+type checkOutput struct {
+	c, second []float64
+	overrun   string
+}
 
 // checkProblem is the check's host data: A [M,K] and B [K,N] as bf16
 // bits, the bias, the old C of nnF32Add, and in float64 the product A B
@@ -126,24 +144,13 @@ func (d *Device) checkBF16GEMMs() error {
 // device itself. It logs a fallback, and mma.sync kernels that fail where
 // the wgmma ones pass.
 func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
-	hasWgmma, sms := d.tc.wgmma, d.tc.sms
-	d.tc.sms = checkBlocks
-	defer func() { d.tc.wgmma, d.tc.sms = hasWgmma, sms }()
-	pr := newCheckProblem()
-	var measure arena
-	carveCheckBufs(&measure)
-	base, err := d.alloc(measure.off)
+	hasWgmma := d.tc.wgmma
+	defer func() { d.tc.wgmma = hasWgmma }()
+	g, err := d.newGEMMChecker()
 	if err != nil {
-		return "", nil, d.oom(err, measure.off, "the check of the bf16 GEMMs", "", "")
-	}
-	defer d.free(base)
-	bufs := carveCheckBufs(&arena{base: base})
-	aKM, bNK := transposeBits(pr.a, checkM, checkK), transposeBits(pr.b, checkK, checkN)
-	if err := errors.Join(upload(d, bufs.aMK, pr.a), upload(d, bufs.aKM, aKM), upload(d, bufs.bKN, pr.b),
-		upload(d, bufs.bNK, bNK), upload(d, bufs.bias, pr.bias)); err != nil {
 		return "", nil, err
 	}
-
+	defer g.close()
 	// wrong[path] is why that path failed (the first case it failed), ""
 	// while it passes; path true is wgmma.
 	paths := []bool{false}
@@ -153,25 +160,11 @@ func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 	wrong := map[bool]string{}
 	for _, cs := range checkCases {
 		for _, wgmma := range paths {
-			if wrong[wgmma] != "" {
-				continue
-			}
-			d.tc.wgmma = wgmma
-			out, err := d.runCheckCase(bufs, cs, pr.old)
-			if err != nil {
-				if d.drv.Sync() != nil {
-					way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
-					if !wgmma {
-						way = "--precision fp32, whose GEMMs use no tensor cores"
-					}
-					return "", nil, fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
-						cs, pathName(wgmma), err, way)
+			if wrong[wgmma] == "" {
+				d.tc.wgmma = wgmma
+				if wrong[wgmma], err = g.check(cs); err != nil {
+					return "", nil, err
 				}
-				wrong[wgmma] = fmt.Sprintf("%s failed: %v", cs, err)
-				continue
-			}
-			if why := pr.disagree(cs, out); why != "" {
-				wrong[wgmma] = fmt.Sprintf("%s: %s", cs, why)
 			}
 		}
 	}
@@ -191,6 +184,55 @@ func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 		return wrong[true], nil, nil
 	}
 	return "", nil, nil
+}
+
+// newGEMMChecker draws the problem and puts it on the device; close frees
+// it.
+func (d *Device) newGEMMChecker() (*gemmChecker, error) {
+	g := &gemmChecker{d: d, pr: newCheckProblem()}
+	var measure arena
+	carveCheckBufs(&measure)
+	var err error
+	if g.base, err = d.alloc(measure.off); err != nil {
+		return nil, d.oom(err, measure.off, "the check of the bf16 GEMMs", "", "")
+	}
+	g.bufs = carveCheckBufs(&arena{base: g.base})
+	aKM, bNK := transposeBits(g.pr.a, checkM, checkK), transposeBits(g.pr.b, checkK, checkN)
+	if err := errors.Join(upload(d, g.bufs.aMK, g.pr.a), upload(d, g.bufs.aKM, aKM), upload(d, g.bufs.bKN, g.pr.b),
+		upload(d, g.bufs.bNK, bNK), upload(d, g.bufs.bias, g.pr.bias)); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *gemmChecker) close() { g.d.free(g.base) }
+
+// check runs cs on the device's current path (on 1 persistent block) and
+// says why its outputs are wrong, or "" where they are right. A launch
+// error is an answer ("... failed: ..."); err is a lost context (the
+// launch error, and a Sync that fails after it).
+func (g *gemmChecker) check(cs checkCase) (why string, err error) {
+	d := g.d
+	sms := d.tc.sms
+	d.tc.sms = checkBlocks
+	out, err := g.run(cs)
+	d.tc.sms = sms
+	if err != nil {
+		if d.drv.Sync() != nil {
+			way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
+			if !d.tc.wgmma {
+				way = "--precision fp32, whose GEMMs use no tensor cores"
+			}
+			return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
+				cs, pathName(d.tc.wgmma), err, way)
+		}
+		return fmt.Sprintf("%s failed: %v", cs, err), nil
+	}
+	if why := g.pr.disagree(cs, out); why != "" {
+		return fmt.Sprintf("%s: %s", cs, why), nil
+	}
+	return "", nil
 }
 
 func pathName(wgmma bool) string {
@@ -245,8 +287,9 @@ func carveCheckBufs(a *arena) checkBufs {
 		aMK: carve[uint16](a, checkM*checkK), aKM: carve[uint16](a, checkK*checkM),
 		bKN: carve[uint16](a, checkK*checkN), bNK: carve[uint16](a, checkN*checkK),
 		bias: carve[float32](a, checkN),
-		c32:  carve[float32](a, mn), parts: carve[float32](a, 2*mn), stats: carve[float32](a, checkM*statsTiles(checkN)*3),
-		c16: carve[uint16](a, mn), act: carve[uint16](a, mn),
+		c32:  carve[float32](a, mn+checkCanary), parts: carve[float32](a, 2*mn+checkCanary),
+		stats: carve[float32](a, checkM*statsTiles(checkN)*3+checkCanary),
+		c16:   carve[uint16](a, mn+checkCanary), act: carve[uint16](a, mn+checkCanary),
 	}
 }
 
@@ -267,68 +310,108 @@ func normals(rng *rand.Rand, n int) []float32 {
 	return v
 }
 
-// runCheckCase runs cs on the device's current path, its outputs filled
-// with NaN first (nnF32Add's C with old), and returns the outputs.
-func (d *Device) runCheckCase(bufs checkBufs, cs checkCase, old []float32) (checkOutput, error) {
-	g := gemmKinds[cs.kind]
+// run runs cs on the device's current path, every output buffer filled
+// with NaN first (nnF32Add's C with the old C, then NaN), and returns the
+// outputs; a canary no longer NaN is an output written past its end,
+// which out.overrun names.
+func (g *gemmChecker) run(cs checkCase) (out checkOutput, err error) {
+	d, bufs, kind := g.d, g.bufs, gemmKinds[cs.kind]
 	const mn = checkM * checkN
-	bf16C := cs.kind == ntGELUBF16 || cs.kind == ntBF16Stats
-	nanF32, nanBF16 := make([]float32, 2*mn), make([]uint16, mn)
-	for i := range nanF32 {
-		nanF32[i] = float32(math.NaN())
+	nan32 := make([]float32, 2*mn+checkCanary)
+	for i := range nan32 {
+		nan32[i] = float32(math.NaN())
 	}
-	for i := range nanBF16 {
-		nanBF16[i] = 0x7fc0
+	nan16 := make([]uint16, mn+checkCanary)
+	for i := range nan16 {
+		nan16[i] = nanBF16Bits
 	}
-	c32 := nanF32[:mn]
+	c32 := nan32[:bufs.c32.n]
 	if cs.kind == nnF32Add {
-		c32 = old
+		c32 = append(slices.Clone(g.pr.old), nan32[:checkCanary]...)
 	}
-	if err := errors.Join(upload(d, bufs.c16, nanBF16), upload(d, bufs.act, nanBF16), upload(d, bufs.parts, nanF32),
-		upload(d, bufs.stats, nanF32[:bufs.stats.n]), upload(d, bufs.c32, c32)); err != nil {
+	if err := errors.Join(upload(d, bufs.c16, nan16), upload(d, bufs.act, nan16), upload(d, bufs.parts, nan32),
+		upload(d, bufs.stats, nan32[:bufs.stats.n]), upload(d, bufs.c32, c32)); err != nil {
 		return checkOutput{}, err
 	}
-	c := outOf(bufs.c32)
+	// Each output as the GEMM sees it, without its canary.
+	bf16C := cs.kind == ntGELUBF16 || cs.kind == ntBF16Stats
+	c := outOf(bufs.c32.at(0, mn))
 	if bf16C {
-		c = outOf(bufs.c16)
+		c = outOf(bufs.c16.at(0, mn))
 	}
 	var second gemmOut
-	switch g.second {
+	switch kind.second {
 	case secondStats:
-		second = outOf(bufs.stats)
+		second = outOf(bufs.stats.at(0, bufs.stats.n-checkCanary))
 	case secondAct:
-		second = outOf(bufs.act)
+		second = outOf(bufs.act.at(0, mn))
 	}
 	var bias buf[float32]
-	if g.bias {
+	if kind.bias {
 		bias = bufs.bias
 	}
 	a, b := bufs.aMK, bufs.bNK
 	switch {
-	case g.aMN:
+	case kind.aMN:
 		a, b = bufs.aKM, bufs.bKN
-	case g.bMN:
+	case kind.bMN:
 		b = bufs.bKN
 	}
-	var err error
 	if cs.splits > 1 {
-		err = d.gemmBF16TNSplit(bufs.c32, a, b, checkM, checkN, checkK, bufs.parts, cs.splits)
+		err = d.gemmBF16TNSplit(bufs.c32.at(0, mn), a, b, checkM, checkN, checkK, bufs.parts.at(0, cs.splits*mn), cs.splits)
 	} else {
 		err = d.gemmBF16Split(cs.kind, c, second, a, b, bias, checkM, checkN, checkK, 1)
 	}
 	if err != nil {
 		return checkOutput{}, err
 	}
-	var out checkOutput
 	if out.c, err = fetchValues(d, c, bf16C); err != nil {
 		return checkOutput{}, err
 	}
 	if second.p != 0 {
-		if out.second, err = fetchValues(d, second, g.second == secondAct); err != nil {
+		if out.second, err = fetchValues(d, second, kind.second == secondAct); err != nil {
 			return checkOutput{}, err
 		}
 	}
-	return out, nil
+	out.overrun, err = g.overrun()
+	return out, err
+}
+
+// nanBF16Bits is the bf16 NaN the check fills its outputs with.
+const nanBF16Bits = 0x7fc0
+
+// overrun names the first output buffer whose canary is no longer NaN, or
+// "".
+func (g *gemmChecker) overrun() (string, error) {
+	for _, o := range []struct {
+		name string
+		b    buf[float32]
+	}{{"C (f32)", g.bufs.c32}, {"the split products", g.bufs.parts}, {"the statistics", g.bufs.stats}} {
+		tail := make([]float32, checkCanary)
+		if err := download(g.d, tail, o.b.at(o.b.n-checkCanary, checkCanary)); err != nil {
+			return "", err
+		}
+		for i, v := range tail {
+			if math.Float32bits(v) != math.Float32bits(float32(math.NaN())) {
+				return fmt.Sprintf("%s written %d past its end", o.name, i), nil
+			}
+		}
+	}
+	for _, o := range []struct {
+		name string
+		b    buf[uint16]
+	}{{"C (bf16)", g.bufs.c16}, {"act", g.bufs.act}} {
+		tail := make([]uint16, checkCanary)
+		if err := download(g.d, tail, o.b.at(o.b.n-checkCanary, checkCanary)); err != nil {
+			return "", err
+		}
+		for i, v := range tail {
+			if v != nanBF16Bits {
+				return fmt.Sprintf("%s written %d past its end", o.name, i), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // fetchValues downloads o, bf16 or f32 values, as float64.
@@ -356,7 +439,8 @@ func fetchValues(d *Device, o gemmOut, bf16 bool) ([]float64, error) {
 
 // disagree says where out, the outputs of case cs on one path, differ from
 // the problem's product by more than float32 accumulation and bf16
-// rounding allow, or "" where they do not.
+// rounding allow, or that the kernel wrote past an output's end, or ""
+// where neither.
 //
 // Tolerances, as the kernel tests derive them (gemm_bf16_test.go): C's f32
 // sum of the exact bf16 products, the bias and the old C errs from the
@@ -371,6 +455,9 @@ func fetchValues(d *Device, o gemmOut, bf16 bool) ([]float64, error) {
 // lost K chunk or bias move C by about the size of the products, sqrt(K)
 // here, some 2000 times tau.
 func (pr checkProblem) disagree(cs checkCase, out checkOutput) string {
+	if out.overrun != "" {
+		return out.overrun
+	}
 	g := gemmKinds[cs.kind]
 	for i := range checkM {
 		for j := range checkN {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,21 +122,40 @@ func (l swizzleLiar) EncodeTensorMap(spec driver.TensorMapSpec) (driver.TensorMa
 	return l.fullDriver.EncodeTensorMap(spec)
 }
 
-// shortK launches the mma.sync GEMMs (kernels named *_mma_*) with K 8
-// short of the check's, dropping the last 8 products of every sum: an
-// mma.sync kernel that computes wrong values.
-type shortK struct{ fullDriver }
+// paramLiar launches the kernels whose names match with their first int
+// parameter equal to from changed to to, counting those launches in hits:
+// K 8 short of the check's drops the last 8 products of every sum (a
+// kernel that computes wrong values: shortK), M 8 rows taller writes past
+// the end of C (tallM; M comes before N and K).
+type paramLiar struct {
+	fullDriver
+	match    func(name string) bool
+	from, to uint32
+	hits     *int
+}
 
-func (l shortK) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
-	if strings.Contains(launch.Kernel(k).String(), "_mma_") {
+func (l paramLiar) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	if l.match(launch.Kernel(k).String()) {
 		for i, p := range params {
-			if len(p) == 4 && binary.LittleEndian.Uint32(p) == checkK {
-				params[i] = binary.LittleEndian.AppendUint32(nil, checkK-8)
+			if len(p) == 4 && binary.LittleEndian.Uint32(p) == l.from {
+				params[i] = binary.LittleEndian.AppendUint32(nil, l.to)
+				*l.hits++
+				break
 			}
 		}
 	}
 	return l.fullDriver.LaunchEx(k, cfg, params)
 }
+
+func shortK(f fullDriver, match func(string) bool, hits *int) paramLiar {
+	return paramLiar{f, match, checkK, checkK - 8, hits}
+}
+
+func tallM(f fullDriver, match func(string) bool, hits *int) paramLiar {
+	return paramLiar{f, match, checkM, checkM + 8, hits}
+}
+
+func mmaKernel(name string) bool { return strings.Contains(name, "_mma_") }
 
 // TestCheckBF16GEMMsVerdicts: a wgmma kernel that computes wrong values or
 // cannot launch moves the device to the mma.sync kernels, with a reason
@@ -153,11 +173,11 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 		err     string // the refusal's words
 	}{
 		{name: "wgmma wrong", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.SwizzleNone} }, why: "gemm_bf16_nt_f32: C["},
-		{name: "wgmma cannot launch", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }, why: "gemm_bf16_nt_f32 failed: "},
-		{name: "mma.sync wrong", lie: func(f fullDriver) fullDriver { return shortK{f} }, wgmma: true},
-		{name: "mma.sync wrong, no wgmma", lie: func(f fullDriver) fullDriver { return shortK{f} }, noWgmma: true,
+		{name: "wgmma tensor maps refused", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }, why: "gemm_bf16_nt_f32 failed: "},
+		{name: "mma.sync wrong", lie: func(f fullDriver) fullDriver { return shortK(f, mmaKernel, new(int)) }, wgmma: true},
+		{name: "mma.sync wrong, no wgmma", lie: func(f fullDriver) fullDriver { return shortK(f, mmaKernel, new(int)) }, noWgmma: true,
 			err: "the bf16 GEMMs fail their check on this GPU (mma.sync: gemm_bf16_nt_f32: C["},
-		{name: "both wrong", lie: func(f fullDriver) fullDriver { return shortK{swizzleLiar{f, driver.SwizzleNone}} },
+		{name: "both wrong", lie: func(f fullDriver) fullDriver { return shortK(swizzleLiar{f, driver.SwizzleNone}, mmaKernel, new(int)) },
 			err: "(wgmma: gemm_bf16_nt_f32: C["},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -197,22 +217,79 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 			}
 			// The GEMMs after it (the driver still lies about tensor
 			// maps, which mma.sync does not use) are right.
-			pr := newCheckProblem()
-			bufs := carveCheckBufs(&arena{base: devAlloc[byte](t, d, checkBufBytes()).p})
 			on(t, d, func() error {
-				return errors.Join(upload(d, bufs.aMK, pr.a), upload(d, bufs.bNK, transposeBits(pr.b, checkK, checkN)),
-					upload(d, bufs.bias, pr.bias))
-			})
-			var out checkOutput
-			on(t, d, func() error {
-				var err error
-				out, err = d.runCheckCase(bufs, checkCase{ntF32, 1}, pr.old)
+				g, err := d.newGEMMChecker()
+				if err != nil {
+					return err
+				}
+				defer g.close()
+				why, err := g.check(checkCase{ntF32, 1})
+				if why != "" {
+					return errors.New("after the fallback: " + why)
+				}
 				return err
 			})
-			if why := pr.disagree(checkCase{ntF32, 1}, out); why != "" {
-				t.Fatalf("after the fallback: %s", why)
-			}
 		})
+	}
+}
+
+// TestGEMMCheckCatchesEachKernel: every case of the check fails on its own
+// kind's kernel, on each path, computing wrong values (K short) and, for
+// the forward f32 kernel, writing past C's end (M tall), while the same
+// case on the other path passes; the reason names the case.
+func TestGEMMCheckCatchesEachKernel(t *testing.T) {
+	d, hasWgmma := openDevice(t)
+	paths := []bool{false}
+	if hasWgmma {
+		paths = append(paths, true)
+	}
+	var inner fullDriver
+	on(t, d, func() error { inner = d.drv.(fullDriver); return nil })
+	type fault struct {
+		name string
+		lie  func(match func(string) bool, hits *int) fullDriver
+	}
+	short := fault{"K short", func(m func(string) bool, h *int) fullDriver { return shortK(inner, m, h) }}
+	tall := fault{"M tall", func(m func(string) bool, h *int) fullDriver { return tallM(inner, m, h) }}
+	for _, cs := range append(slices.Clone(checkCases), checkCase{}) {
+		f := short
+		if cs == (checkCase{}) {
+			cs, f = checkCase{ntF32, 1}, tall
+		}
+		for _, wgmma := range paths {
+			kernel := gemmKinds[cs.kind].mma.String()
+			if wgmma {
+				kernel = gemmKinds[cs.kind].wgmma.String()
+			}
+			var hits int
+			var why, other string
+			on(t, d, func() error {
+				defer func() { d.drv, d.tc.ext = inner, inner }()
+				lie := f.lie(func(name string) bool { return name == kernel }, &hits)
+				d.drv, d.tc.ext = lie, lie
+				g, err := d.newGEMMChecker()
+				if err != nil {
+					return err
+				}
+				defer g.close()
+				d.tc.wgmma = wgmma
+				if why, err = g.check(cs); err != nil {
+					return err
+				}
+				d.tc.wgmma = !wgmma && hasWgmma
+				if hasWgmma {
+					other, err = g.check(cs)
+				}
+				return err
+			})
+			on(t, d, func() error { d.tc.wgmma = hasWgmma; return nil })
+			if hits == 0 || !strings.HasPrefix(why, cs.String()+": ") || other != "" {
+				t.Errorf("%s with %s %s (%d launches changed): the check says %q; on the other path %q", cs, kernel, f.name, hits, why, other)
+			}
+			if f.name == "M tall" && !strings.Contains(why, "C (f32) written") {
+				t.Errorf("%s with %s %s: the check says %q, not an overrun", cs, kernel, f.name, why)
+			}
+		}
 	}
 }
 
@@ -330,7 +407,7 @@ func TestCheckProblemDisagree(t *testing.T) {
 				}
 			}
 		}
-		return checkOutput{c, second}
+		return checkOutput{c: c, second: second}
 	}
 	for _, cs := range checkCases {
 		if why := pr.disagree(cs, right(cs)); why != "" {
@@ -367,6 +444,7 @@ func TestCheckProblemDisagree(t *testing.T) {
 		})},
 		{"statistics' count", checkCase{ntF32Stats, 1}, broken(checkCase{ntF32Stats, 1}, func(o checkOutput) { o.second[3] = 63 })},
 		{"statistics' mean", checkCase{ntBF16Stats, 1}, broken(checkCase{ntBF16Stats, 1}, func(o checkOutput) { o.second[1] += 0.01 })},
+		{"an overrun", checkCase{ntF32, 1}, func() checkOutput { o := right(checkCase{ntF32, 1}); o.overrun = "C written past its end"; return o }()},
 	} {
 		if why := pr.disagree(c.cs, c.out); why == "" {
 			t.Errorf("%s: the check found nothing", c.name)

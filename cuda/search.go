@@ -115,7 +115,9 @@ func (s *Searcher) KeysUploaded() (resident bool, seconds float64) {
 	return s.Last.Resident, s.Last.UploadSeconds
 }
 
-// Search implements retrieval.Searcher.
+// Search implements retrieval.Searcher. The process's first search checks
+// the GPU's (search_check.go); where it failed, every search runs on the
+// Fallback.
 func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *retrieval.Keys, k int) (*retrieval.Neighbors, error) {
 	if err := retrieval.CheckSearch(queries, nq, keys, k); err != nil {
 		return nil, err
@@ -126,6 +128,27 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	if s.Dev == nil {
 		return nil, errors.New("cuda: search: no device")
 	}
+	wrong, err := checkSearch(ctx, s.Dev)
+	if err != nil {
+		return nil, err
+	}
+	if wrong != "" {
+		s.Last = SearchStats{Queries: nq, Unproven: nq}
+		return s.fallback().Search(ctx, queries, nq, keys, k)
+	}
+	return s.search(ctx, queries, nq, keys, k)
+}
+
+// fallback is the Fallback, or the CPU search.
+func (s *Searcher) fallback() retrieval.Searcher {
+	if s.Fallback == nil {
+		return &retrieval.CPUSearcher{}
+	}
+	return s.Fallback
+}
+
+// search is Search on the GPU, its arguments checked.
+func (s *Searcher) search(ctx context.Context, queries []float32, nq int, keys *retrieval.Keys, k int) (*retrieval.Neighbors, error) {
 	nk := keys.Rows()
 	if nk > math.MaxInt32 {
 		return nil, fmt.Errorf("cuda: search: %d keys; the GPU search takes at most %d", nk, math.MaxInt32)
@@ -169,11 +192,7 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 		return nil, err
 	}
 	s.Last.Unproven = len(unproven)
-	fb := s.Fallback
-	if fb == nil {
-		fb = &retrieval.CPUSearcher{}
-	}
-	if err := retrieval.MergeQueries(ctx, fb, nb, queries, keys, k, unproven); err != nil {
+	if err := retrieval.MergeQueries(ctx, s.fallback(), nb, queries, keys, k, unproven); err != nil {
 		return nil, err
 	}
 	return nb, nil

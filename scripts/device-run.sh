@@ -225,9 +225,13 @@ bench sweep "$TOTAL" --batches 1024,2048,4096,16384 --modes fp32,tf32,bf16,compi
 
 pack_logs
 # A bf16 engine whose wgmma GEMMs fail their check at open (cuda/gemm_check.go)
-# runs the mma.sync ones and warns: the bench rows it measured are theirs.
-# (gpu-check's logs are not searched: its tests provoke the warning.)
+# runs the mma.sync ones, and a GPU search that fails its check
+# (cuda/search_check.go) searches on the CPU; each warns, and the rows
+# measured after it are those. (gpu-check's logs are not searched: its
+# tests provoke the warnings.)
 fallback=$(cat "$WORK"/bench-*.out 2>/dev/null | grep -m1 "wgmma GEMMs failed their check")
 [ -z "$fallback" ] || say "WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench: $(echo "$fallback" | head -c 600)"
+fallback=$(cat "$WORK"/bench-*.out "$WORK"/search-*.out 2>/dev/null | grep -m1 "GPU search failed its check")
+[ -z "$fallback" ] || say "SEARCH FALLBACK: the GPU search ran on the CPU: $(echo "$fallback" | head -c 600)"
 say "== done in $((SECONDS - START)) s; gpu-check exit status $check; target bench $([ $bench_ok = 1 ] && echo wrote its results || echo FAILED)"
 [ "$check" = 0 ] && [ $bench_ok = 1 ]

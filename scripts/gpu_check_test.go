@@ -279,13 +279,16 @@ exit "${FAKE_CHECK_RC:-0}"
 // (FAKE_BENCH=hang), writes nothing (FAKE_BENCH=fail), or one file alone:
 // results.md (FAKE_BENCH=md: compare.py killed between its two files) or
 // results.json (FAKE_BENCH=json: an older writer's order); FAKE_BENCH=fallback
-// also prints the bf16 engine's warning that its wgmma GEMMs failed their
-// check.
+// also prints the warnings of wgmma GEMMs and a GPU search that failed
+// their checks.
 const fakePython = `#!/usr/bin/env bash
 echo "$*" >>"$FAKE_CALLS"
 if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
 if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
-if [ "${FAKE_BENCH:-}" = fallback ]; then echo '  ours| WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2; fi
+if [ "${FAKE_BENCH:-}" = fallback ]; then
+	echo '  ours| WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2
+	echo 'WARN cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)' >&2
+fi
 out="" batches="" prev=""
 for a in "$@"; do
 	[ "$prev" = --out ] && out=$a
@@ -353,7 +356,7 @@ func TestDeviceRun(t *testing.T) {
 			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
 			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
 			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
-			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK"},
+			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK", "SEARCH FALLBACK"},
 			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
 				"results-sweep.md", "logs.tar.gz"}, 0},
 		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
@@ -366,6 +369,7 @@ func TestDeviceRun(t *testing.T) {
 			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
 		{"the wgmma GEMMs' fallback is named", []string{"FAKE_BENCH=fallback"}, 0, []string{
 			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| WARN cuda: the wgmma GEMMs failed their check",
+			"SEARCH FALLBACK: the GPU search ran on the CPU: WARN cuda: the GPU search failed its check",
 			"gpu-check exit status 0; target bench wrote its results"}, nil, nil, 0},
 		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
 			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},

@@ -1,0 +1,122 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/npy"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// The check of the GPU search at its first use.
+//
+// The search's kernels (kernels/search.cu: the mma.sync float16 ranking,
+// the merge of running candidate lists, the float64 re-scoring the host's
+// proof takes as exact) are proven in the host emulator; only a GPU can
+// prove the emulator's reading of mma.sync and ldmatrix right, and a wrong
+// ranking with right-looking re-scores could pass the proof and return
+// wrong neighbours. So a process's first GPU search runs a small one and
+// compares it with package retrieval's CPU search, which it must equal bit
+// for bit (rows and scores: docs/RETRIEVAL.md): 130 queries (a whole and a
+// ragged block) against 300 keys of width 70 (padded to 72) in a float16
+// and a float32 segment, in chunks of 128 (the running lists merge), with
+// the keys resident and streamed. Random unit vectors have no near-ties,
+// so the GPU proves every query itself. Where it differs or fails, every
+// search of the process runs on the CPU (the Searcher's Fallback), exact
+// and slower, with a warning; a lost CUDA context is an error.
+
+// searchVerdict is the check's outcome for the process (every Device of a
+// process opens the same GPU with the same kernels): why the GPU search
+// failed it, or "" once it passed. An error of the device is no verdict.
+var searchVerdict struct {
+	sync.Mutex
+	done  bool
+	wrong string
+}
+
+// checkSearch runs the check once per process, on d, and returns its
+// verdict.
+func checkSearch(ctx context.Context, d *Device) (wrong string, err error) {
+	searchVerdict.Lock()
+	defer searchVerdict.Unlock()
+	if searchVerdict.done {
+		return searchVerdict.wrong, nil
+	}
+	if wrong, err = runSearchCheck(ctx, d); err != nil {
+		return "", err
+	}
+	if wrong != "" {
+		var gpu string
+		d.do(func() error { gpu = d.drv.Name(); return nil })
+		slog.Warn("cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)", "gpu", gpu, "why", wrong)
+	}
+	searchVerdict.done, searchVerdict.wrong = true, wrong
+	return wrong, nil
+}
+
+// runSearchCheck searches the check's problem on d and on the CPU and
+// says where they differ, or "" where they do not; err is an error of the
+// device or of ctx.
+func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
+	const nq, n16, n32, dim, k = 130, 200, 100, 70, 10
+	rng := rand.New(rand.NewPCG(3, 4)) // the same problem on every GPU
+	queries, k16, k32 := unitRows(rng, nq, dim), unitRows(rng, n16, dim), unitRows(rng, n32, dim)
+	half, wide := make([]byte, 2*len(k16)), make([]byte, 4*len(k32))
+	leconv.PutF16(half, k16)
+	leconv.PutF32(wide, k32)
+	keys, err := retrieval.NewKeys(dim,
+		retrieval.KeySegment{Name: "the check's float16 keys", DType: npy.Float16, Rows: n16, Data: half},
+		retrieval.KeySegment{Name: "the check's float32 keys", DType: npy.Float32, Rows: n32, Data: wide})
+	if err != nil {
+		return "", err
+	}
+	want, err := (&retrieval.CPUSearcher{}).Search(ctx, queries, nq, keys, k)
+	if err != nil {
+		return "", err
+	}
+	for _, streamed := range []bool{false, true} {
+		how := "keys resident"
+		if streamed {
+			how = "keys streamed"
+		}
+		g := &Searcher{Dev: d, ChunkRows: 128, NoResident: streamed}
+		got, err := g.search(ctx, queries, nq, keys, k)
+		if err != nil {
+			if ctx.Err() != nil || d.do(d.sync) != nil {
+				return "", fmt.Errorf("cuda: checking the GPU search (%s): %w", how, err)
+			}
+			return fmt.Sprintf("the search (%s) failed: %v", how, err), nil
+		}
+		for i := range want.Rows {
+			if got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i]) {
+				return fmt.Sprintf("%s: query %d, rank %d: row %d of score %v, the CPU's row %d of score %v",
+					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i]), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// unitRows are n random rows of width dim, each of unit length.
+func unitRows(rng *rand.Rand, n, dim int) []float32 {
+	v := make([]float32, n*dim)
+	for r := range n {
+		row := v[r*dim : (r+1)*dim]
+		var n2 float64
+		for i := range row {
+			x := rng.NormFloat64()
+			row[i], n2 = float32(x), n2+x*x
+		}
+		for i := range row {
+			row[i] = float32(float64(row[i]) / math.Sqrt(n2))
+		}
+	}
+	return v
+}

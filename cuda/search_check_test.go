@@ -1,0 +1,134 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/cuda/driver"
+	"github.com/dinoclip/dinoclip/cuda/launch"
+	"github.com/dinoclip/dinoclip/retrieval"
+)
+
+// freshSearchVerdict forgets the process's verdict on the GPU search for
+// the test, so that the next search checks, and restores it afterwards.
+func freshSearchVerdict(t *testing.T) {
+	searchVerdict.Lock()
+	done, wrong := searchVerdict.done, searchVerdict.wrong
+	searchVerdict.done = false
+	searchVerdict.Unlock()
+	t.Cleanup(func() {
+		searchVerdict.Lock()
+		searchVerdict.done, searchVerdict.wrong = done, wrong
+		searchVerdict.Unlock()
+	})
+}
+
+// skipKeys launches the search's ranking kernel with 8 keys fewer than
+// its chunk has: a GPU ranking that never sees some keys, while their
+// re-scores, and so the host's proof, look right.
+type skipKeys struct {
+	fullDriver
+	hits *int
+}
+
+func (l skipKeys) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	if launch.Kernel(k) == launch.KSearchF16Topw {
+		if nk := binary.LittleEndian.Uint32(params[5]); nk > 8 {
+			params[5] = binary.LittleEndian.AppendUint32(nil, nk-8)
+			*l.hits++
+		}
+	}
+	return l.fullDriver.LaunchEx(k, cfg, params)
+}
+
+// searchCase is a search to run: 40 queries against 500 float32 keys.
+func searchCase(t *testing.T) ([]float32, *retrieval.Keys, *retrieval.Neighbors) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const nq, nk, dim, k = 40, 500, 64, 5
+	queries, x := unitRows(rng, nq, dim), unitRows(rng, nk, dim)
+	keys, err := retrieval.Float32Keys("keys", x, nk, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := (&retrieval.CPUSearcher{}).Search(context.Background(), queries, nq, keys, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return queries, keys, want
+}
+
+// TestSearchCheck: the process's first GPU search checks the GPU's; right
+// kernels pass and the search runs on the GPU; a ranking that skips keys
+// fails it, and every search of the process then runs on the CPU with the
+// CPU's answer; a lost context is an error and leaves no verdict.
+func TestSearchCheck(t *testing.T) {
+	queries, keys, want := searchCase(t)
+	search := func(t *testing.T, s *Searcher) error {
+		t.Helper()
+		got, err := s.Search(context.Background(), queries, want.Queries, keys, want.K)
+		if err == nil && (!slices.Equal(got.Rows, want.Rows) || !slices.Equal(got.Scores, want.Scores)) {
+			t.Fatalf("the search's answer is not the CPU's")
+		}
+		return err
+	}
+	verdict := func() (bool, string) {
+		searchVerdict.Lock()
+		defer searchVerdict.Unlock()
+		return searchVerdict.done, searchVerdict.wrong
+	}
+
+	t.Run("right kernels", func(t *testing.T) {
+		freshSearchVerdict(t)
+		s := &Searcher{Dev: testDevice(t)}
+		if err := search(t, s); err != nil {
+			t.Fatal(err)
+		}
+		if done, wrong := verdict(); !done || wrong != "" || s.Last.Unproven != 0 {
+			t.Fatalf("verdict (%v, %q); %d queries on the CPU", done, wrong, s.Last.Unproven)
+		}
+	})
+	t.Run("a ranking that skips keys", func(t *testing.T) {
+		freshSearchVerdict(t)
+		d, _ := openDevice(t)
+		var hits int
+		on(t, d, func() error { l := skipKeys{d.drv.(fullDriver), &hits}; d.drv, d.tc.ext = l, l; return nil })
+		s := &Searcher{Dev: d}
+		for range 2 {
+			if err := search(t, s); err != nil {
+				t.Fatal(err)
+			}
+			if done, wrong := verdict(); !done || !strings.Contains(wrong, "query ") || s.Last.Unproven != want.Queries {
+				t.Fatalf("verdict (%v, %q); %d queries on the CPU", done, wrong, s.Last.Unproven)
+			}
+		}
+		if hits == 0 {
+			t.Fatal("no ranking launch was changed")
+		}
+	})
+	t.Run("a lost context", func(t *testing.T) {
+		freshSearchVerdict(t)
+		d, _ := openDevice(t)
+		var lost bool
+		var inner fullDriver
+		on(t, d, func() error {
+			inner = d.drv.(fullDriver)
+			l := lostContext{inner, &lost}
+			d.drv, d.tc.ext = l, l
+			return nil
+		})
+		err := search(t, &Searcher{Dev: d})
+		on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
+		if err == nil || !strings.Contains(err.Error(), "checking the GPU search") {
+			t.Fatalf("the search says %v", err)
+		}
+		if done, _ := verdict(); done {
+			t.Fatal("a lost context left a verdict")
+		}
+	})
+}

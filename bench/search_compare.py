@@ -94,6 +94,10 @@ def time_ours(bin_, index, qpath, k, out, memory, device):
         raise RuntimeError(f"dinoclip search failed: {r.stderr.strip()}")
     cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - c0
     info = json.loads((out / "search.json").read_text())
+    if info.get("cpu_fallback"):
+        # The device's search failed its check and ran on the CPU: its time is not the device's.
+        raise RuntimeError(f"dinoclip's --device {device} search ran on the CPU: the GPU search failed its check: "
+                           f"{info['cpu_fallback']}")
     return info, cpu, np.load(out / "ids.npy"), np.load(out / "scores.npy")
 
 

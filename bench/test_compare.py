@@ -347,6 +347,18 @@ def test_search_compare_tiny(tmp_path):
     assert "| 7 × 300 × 16, 5 |" in (out / "search.md").read_text()
 
 
+def test_search_compare_refuses_a_cpu_fallback(tmp_path):
+    """A --device cuda search that failed its check ran on the CPU: its time is refused, naming why."""
+    import search_compare
+
+    fake = tmp_path / "dinoclip"
+    fake.write_text("#!/bin/sh\nfor a; do [ \"$prev\" = --out ] && out=$a; prev=$a; done\n"
+                    "mkdir -p \"$out\" && echo '{\"seconds\": 1, \"cpu_fallback\": \"query 0, rank 8\"}' > \"$out/search.json\"\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match="the GPU search failed its check: query 0, rank 8"):
+        search_compare.time_ours(str(fake), tmp_path / "index", tmp_path / "q.npy", 5, tmp_path / "hits", 64, "cuda")
+
+
 def test_search_gpu_lines():
     """The GPU search's rows: ours with the keys in GPU memory against torch and the roofline, each
     ratio beside its target; a streamed search says why the in-memory time is unmeasured."""

@@ -162,6 +162,16 @@ func (d *Device) free(p uintptr) error {
 	return errors.Join(serr, d.drv.Free(p))
 }
 
+// launchError is a kernel's own failure to start: the driver refused its
+// launch, its shared memory limit or its tensor map. The device and its
+// context are sound after it, unlike after a fault, so the first-use
+// checks (gemm_check.go, search_check.go) take it for a verdict on the
+// kernel, not an error of the device.
+type launchError struct{ err error }
+
+func (e launchError) Error() string { return e.err.Error() }
+func (e launchError) Unwrap() error { return e.err }
+
 // launcher is the device as the generated launch functions' Launcher, with
 // the description of the launches it makes for the kernel timings.
 type launcher struct {
@@ -225,7 +235,7 @@ func (l launcher) Launch(k launch.Kernel, cfg driver.LaunchConfig, params [][]by
 		err = errors.New("the launch needs the extended driver calls, which this driver lacks")
 	}
 	if err != nil {
-		return fmt.Errorf("cuda: launch %s (grid %v, block %v): %w", k, cfg.Grid, cfg.Block, err)
+		return launchError{fmt.Errorf("cuda: launch %s (grid %v, block %v): %w", k, cfg.Grid, cfg.Block, err)}
 	}
 	if d.timing {
 		end, err := d.timedEvent()

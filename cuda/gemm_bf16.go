@@ -162,7 +162,7 @@ func (d *Device) operandMap(p uintptr, rows, cols int, mn bool) (driver.TensorMa
 		Dims: []uint64{uint64(cols), uint64(rows)}, Strides: []uint64{uint64(2 * cols)},
 		Box: box, Swizzle: driver.Swizzle128B})
 	if err != nil {
-		return driver.TensorMap{}, fmt.Errorf("cuda: tensor map of a bf16 operand [%d, %d]: %w", rows, cols, err)
+		return driver.TensorMap{}, launchError{fmt.Errorf("cuda: tensor map of a bf16 operand [%d, %d]: %w", rows, cols, err)}
 	}
 	d.tc.maps[key] = m
 	return m, nil
@@ -175,7 +175,7 @@ func (d *Device) raiseShared(k launch.Kernel, bytes int) error {
 		return nil
 	}
 	if err := d.tc.ext.SetMaxDynamicShared(int(k), bytes); err != nil {
-		return fmt.Errorf("cuda: %s: %w", k, err)
+		return launchError{fmt.Errorf("cuda: %s: %w", k, err)}
 	}
 	d.tc.raised[k] = bytes
 	return nil

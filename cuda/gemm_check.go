@@ -32,38 +32,46 @@ import (
 //     right, and says so in a warning and in its description
 //     (Device.String, which train logs and bench records);
 //   - the mma.sync kernels wrong and no right wgmma ones: the engine does
-//     not open, and its error says to train in fp32 (the SIMT kernels);
+//     not open, and its error says to use fp32 (the SIMT kernels);
 //   - the mma.sync kernels wrong, the wgmma ones right: a warning, and the
 //     wgmma kernels run.
 //
 // It costs tens of milliseconds (most of them the host's product), once
-// per process. A kernel that faults, or hangs
-// on an mbarrier (whose wait traps after 10 s: tensorcore.cuh's
-// MBAR_WAIT_LIMIT_NS), leaves the CUDA context unusable: the open then
-// fails with an error naming the way around it.
+// per process. A kernel that cannot start (launchError) fails the check;
+// one that faults, or hangs on an mbarrier (whose wait traps after 10 s:
+// tensorcore.cuh's MBAR_WAIT_LIMIT_NS), leaves the CUDA context unusable:
+// the open then fails with an error naming the way around it. A copy or
+// an allocation that fails is an error of the device and decides nothing.
 
 // The check's problem: C[M,N] = A[M,K] B[K,N] (+ bias, + old C), M and N
 // of one whole and one ragged tile, K of five whole 64-wide chunks and a
 // ragged one (the 4-stage ring wraps), every dimension a multiple of 8 so
-// that each layout takes it, on 1 persistent block, which walks the 4
-// tiles (8 in 2 splits) with the ring's phases carried across them and
-// each consumer warpgroup taking turns, as in a large GEMM. Every output
-// is followed by checkCanary NaN values that must stay so.
+// that each layout takes it. Every output is followed by checkCanary NaN
+// values that must stay so.
 const (
 	checkM, checkN, checkK = 136, 144, 328
-	checkBlocks            = 1
 	checkCanary            = 64
+	checkMaxSplits         = 4
 )
 
 // checkCase is one launch of the check: a kind, in splits along K (tn
-// only).
+// only), on blocks persistent blocks (0: as the engine launches them, one
+// per multiprocessor up to one per tile). On 1 block the wgmma kernels
+// walk the 4 tiles (and 6 K chunks in every split) with the ring's phases
+// carried across them and the consumer warpgroups taking turns, as in a
+// large GEMM; on many, each block takes its own.
 type checkCase struct {
 	kind   gemmKind
 	splits int
+	blocks int
 }
 
-var checkCases = []checkCase{{ntF32, 1}, {ntGELUBF16, 1}, {ntF32Stats, 1}, {ntF32GELU, 1}, {ntBF16Stats, 1},
-	{ntF32BF16, 1}, {nnF32, 1}, {nnF32Add, 1}, {tnF32, 1}, {tnF32, 2}}
+// checkCases are every kind on 1 block, the weight gradient also in 2, 3
+// and 4 splits along K (of its 6 chunks: 4 splits are uneven, 1, 2, 1,
+// 2), and one kind of each layout, and 4 splits, on the engine's blocks.
+var checkCases = []checkCase{{ntF32, 1, 1}, {ntGELUBF16, 1, 1}, {ntF32Stats, 1, 1}, {ntF32GELU, 1, 1}, {ntBF16Stats, 1, 1},
+	{ntF32BF16, 1, 1}, {nnF32, 1, 1}, {nnF32Add, 1, 1}, {tnF32, 1, 1}, {tnF32, 2, 1}, {tnF32, 3, 1}, {tnF32, 4, 1},
+	{ntF32Stats, 1, 0}, {nnF32Add, 1, 0}, {tnF32, 1, 0}, {tnF32, 4, 0}}
 
 // checkBufs are the check's device buffers: the logical A and B stored in
 // each layout's order, the bias, and the outputs, each with its canary.
@@ -208,26 +216,34 @@ func (d *Device) newGEMMChecker() (*gemmChecker, error) {
 
 func (g *gemmChecker) close() { g.d.free(g.base) }
 
-// check runs cs on the device's current path (on 1 persistent block) and
-// says why its outputs are wrong, or "" where they are right. A launch
-// error is an answer ("... failed: ..."); err is a lost context (the
-// launch error, and a Sync that fails after it).
+// check runs cs on the device's current path and says why its outputs
+// are wrong, or "" where they are right. A kernel that cannot start
+// (launchError) is an answer ("... failed: ..."); err is an error of the
+// device: a lost context (a Sync that fails after the error), or a copy
+// or an allocation that failed.
 func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 	d := g.d
 	sms := d.tc.sms
-	d.tc.sms = checkBlocks
+	if cs.blocks > 0 {
+		d.tc.sms = cs.blocks
+	}
 	out, err := g.run(cs)
 	d.tc.sms = sms
-	if err != nil {
-		if d.drv.Sync() != nil {
-			way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
-			if !d.tc.wgmma {
-				way = "--precision fp32, whose GEMMs use no tensor cores"
-			}
-			return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
-				cs, pathName(d.tc.wgmma), err, way)
+	var launch launchError
+	switch {
+	case err == nil:
+	case d.drv.Sync() != nil:
+		way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
+		if !d.tc.wgmma {
+			way = "--precision fp32, whose GEMMs use no tensor cores"
 		}
+		return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
+			cs, pathName(d.tc.wgmma), err, way)
+	case errors.As(err, &launch):
 		return fmt.Sprintf("%s failed: %v", cs, err), nil
+	default:
+		// A copy or an allocation, not the kernel: no verdict.
+		return "", fmt.Errorf("cuda: checking the bf16 GEMM %s (%s): %w", cs, pathName(d.tc.wgmma), err)
 	}
 	if why := g.pr.disagree(cs, out); why != "" {
 		return fmt.Sprintf("%s: %s", cs, why), nil
@@ -275,10 +291,14 @@ func transposeBits(v []uint16, rows, cols int) []uint16 {
 }
 
 func (cs checkCase) String() string {
+	s := gemmKinds[cs.kind].name
 	if cs.splits > 1 {
-		return fmt.Sprintf("%s in %d splits", gemmKinds[cs.kind].name, cs.splits)
+		s += fmt.Sprintf(" in %d splits", cs.splits)
 	}
-	return gemmKinds[cs.kind].name
+	if cs.blocks == 0 {
+		s += " on every multiprocessor"
+	}
+	return s
 }
 
 func carveCheckBufs(a *arena) checkBufs {
@@ -287,7 +307,7 @@ func carveCheckBufs(a *arena) checkBufs {
 		aMK: carve[uint16](a, checkM*checkK), aKM: carve[uint16](a, checkK*checkM),
 		bKN: carve[uint16](a, checkK*checkN), bNK: carve[uint16](a, checkN*checkK),
 		bias: carve[float32](a, checkN),
-		c32:  carve[float32](a, mn+checkCanary), parts: carve[float32](a, 2*mn+checkCanary),
+		c32:  carve[float32](a, mn+checkCanary), parts: carve[float32](a, checkMaxSplits*mn+checkCanary),
 		stats: carve[float32](a, checkM*statsTiles(checkN)*3+checkCanary),
 		c16:   carve[uint16](a, mn+checkCanary), act: carve[uint16](a, mn+checkCanary),
 	}
@@ -317,7 +337,7 @@ func normals(rng *rand.Rand, n int) []float32 {
 func (g *gemmChecker) run(cs checkCase) (out checkOutput, err error) {
 	d, bufs, kind := g.d, g.bufs, gemmKinds[cs.kind]
 	const mn = checkM * checkN
-	nan32 := make([]float32, 2*mn+checkCanary)
+	nan32 := make([]float32, checkMaxSplits*mn+checkCanary)
 	for i := range nan32 {
 		nan32[i] = float32(math.NaN())
 	}

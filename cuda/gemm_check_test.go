@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
@@ -223,7 +224,7 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 					return err
 				}
 				defer g.close()
-				why, err := g.check(checkCase{ntF32, 1})
+				why, err := g.check(checkCase{ntF32, 1, 1})
 				if why != "" {
 					return errors.New("after the fallback: " + why)
 				}
@@ -254,7 +255,7 @@ func TestGEMMCheckCatchesEachKernel(t *testing.T) {
 	for _, cs := range append(slices.Clone(checkCases), checkCase{}) {
 		f := short
 		if cs == (checkCase{}) {
-			cs, f = checkCase{ntF32, 1}, tall
+			cs, f = checkCase{ntF32, 1, 1}, tall
 		}
 		for _, wgmma := range paths {
 			kernel := gemmKinds[cs.kind].mma.String()
@@ -312,42 +313,59 @@ func (l lostContext) Sync() error {
 	return l.fullDriver.Sync()
 }
 
-// TestCheckBF16GEMMsLostContext: a kernel that takes the context with it
+// failingCopies fails every copy to the host, and nothing else: an error
+// of the device's memory traffic, not of a kernel, and not a lost context.
+type failingCopies struct{ fullDriver }
+
+func (failingCopies) ToHost(unsafe.Pointer, uintptr, int64) error {
+	return errors.New("a copy that failed")
+}
+
+// TestCheckBF16GEMMsDeviceErrors: a kernel that takes the context with it
 // fails the check with an error naming the way around it (the portable
-// kernels for a wgmma kernel, fp32 for an mma.sync one), and leaves no
-// verdict.
-func TestCheckBF16GEMMsLostContext(t *testing.T) {
-	for _, noWgmma := range []bool{false, true} {
-		d, wgmma := openDevice(t)
-		if !wgmma && !noWgmma {
-			continue
-		}
-		freshVerdict(t)
-		var lost bool
-		var inner fullDriver
-		on(t, d, func() error { inner = d.drv.(fullDriver); return nil })
-		err := d.do(func() error {
-			l := lostContext{inner, &lost}
-			d.drv, d.tc.ext = l, l
-			if noWgmma {
-				d.tc.wgmma = false
+// kernels for a wgmma kernel, fp32 for an mma.sync one); a copy that fails
+// is an error too; neither leaves a verdict.
+func TestCheckBF16GEMMsDeviceErrors(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		noWgmma bool
+		lie     func(fullDriver) fullDriver
+		want    string
+	}{
+		{"lost context, wgmma", false, func(f fullDriver) fullDriver { return lostContext{f, new(bool)} },
+			"(wgmma) failed on this GPU and took the CUDA context with it"},
+		{"lost context, mma.sync", true, func(f fullDriver) fullDriver { return lostContext{f, new(bool)} },
+			"(mma.sync) failed on this GPU and took the CUDA context with it"},
+		{"failing copies", true, func(f fullDriver) fullDriver { return failingCopies{f} },
+			"checking the bf16 GEMM gemm_bf16_nt_f32 (mma.sync): "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, wgmma := openDevice(t)
+			if !wgmma && !c.noWgmma {
+				t.Skipf("%s runs no wgmma kernels", d)
 			}
-			return d.checkBF16GEMMs()
+			freshVerdict(t)
+			var inner fullDriver
+			on(t, d, func() error { inner = d.drv.(fullDriver); return nil })
+			err := d.do(func() error {
+				l := c.lie(inner)
+				d.drv, d.tc.ext = l, l
+				if c.noWgmma {
+					d.tc.wgmma = false
+				}
+				return d.checkBF16GEMMs()
+			})
+			on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("the check says %v, want %q", err, c.want)
+			}
+			gemmVerdict.Lock()
+			done := gemmVerdict.done
+			gemmVerdict.Unlock()
+			if done {
+				t.Error("the device's error left a verdict")
+			}
 		})
-		on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
-		way := "(wgmma) failed on this GPU and took the CUDA context with it"
-		if noWgmma {
-			way = "(mma.sync) failed on this GPU and took the CUDA context with it"
-		}
-		if err == nil || !strings.Contains(err.Error(), way) {
-			t.Errorf("without wgmma %v: the check says %v", noWgmma, err)
-		}
-		gemmVerdict.Lock()
-		done := gemmVerdict.done
-		gemmVerdict.Unlock()
-		if done {
-			t.Errorf("without wgmma %v: a lost context left a verdict", noWgmma)
-		}
 	}
 }
 
@@ -424,10 +442,10 @@ func TestCheckProblemDisagree(t *testing.T) {
 		cs   checkCase
 		out  checkOutput
 	}{
-		{"no bias", checkCase{ntF32, 1}, broken(checkCase{ntF32, 1}, func(o checkOutput) {
-			copy(o.c, right(checkCase{nnF32, 1}).c)
+		{"no bias", checkCase{ntF32, 1, 1}, broken(checkCase{ntF32, 1, 1}, func(o checkOutput) {
+			copy(o.c, right(checkCase{nnF32, 1, 1}).c)
 		})},
-		{"a product short", checkCase{tnF32, 2}, broken(checkCase{tnF32, 2}, func(o checkOutput) {
+		{"a product short", checkCase{tnF32, 2, 1}, broken(checkCase{tnF32, 2, 1}, func(o checkOutput) {
 			// C's last element without its largest product.
 			var big float64
 			for p := range checkK {
@@ -438,13 +456,13 @@ func TestCheckProblemDisagree(t *testing.T) {
 			}
 			o.c[mn-1] -= big
 		})},
-		{"a NaN left", checkCase{nnF32Add, 1}, broken(checkCase{nnF32Add, 1}, func(o checkOutput) { o.c[77] = math.NaN() })},
-		{"act of the wrong column", checkCase{ntF32GELU, 1}, broken(checkCase{ntF32GELU, 1}, func(o checkOutput) {
+		{"a NaN left", checkCase{nnF32Add, 1, 1}, broken(checkCase{nnF32Add, 1, 1}, func(o checkOutput) { o.c[77] = math.NaN() })},
+		{"act of the wrong column", checkCase{ntF32GELU, 1, 1}, broken(checkCase{ntF32GELU, 1, 1}, func(o checkOutput) {
 			o.second[5], o.second[6] = o.second[6], o.second[5]
 		})},
-		{"statistics' count", checkCase{ntF32Stats, 1}, broken(checkCase{ntF32Stats, 1}, func(o checkOutput) { o.second[3] = 63 })},
-		{"statistics' mean", checkCase{ntBF16Stats, 1}, broken(checkCase{ntBF16Stats, 1}, func(o checkOutput) { o.second[1] += 0.01 })},
-		{"an overrun", checkCase{ntF32, 1}, func() checkOutput { o := right(checkCase{ntF32, 1}); o.overrun = "C written past its end"; return o }()},
+		{"statistics' count", checkCase{ntF32Stats, 1, 1}, broken(checkCase{ntF32Stats, 1, 1}, func(o checkOutput) { o.second[3] = 63 })},
+		{"statistics' mean", checkCase{ntBF16Stats, 1, 1}, broken(checkCase{ntBF16Stats, 1, 1}, func(o checkOutput) { o.second[1] += 0.01 })},
+		{"an overrun", checkCase{ntF32, 1, 1}, func() checkOutput { o := right(checkCase{ntF32, 1, 1}); o.overrun = "C written past its end"; return o }()},
 	} {
 		if why := pr.disagree(c.cs, c.out); why == "" {
 			t.Errorf("%s: the check found nothing", c.name)

@@ -103,6 +103,9 @@ type SearchStats struct {
 	Resident bool // the keys were copied to the GPU once, whole
 	Chunks   int  // key chunks copied to the GPU (over all query batches)
 	Unproven int  // queries re-run by the fallback
+	// CheckFailed is why the GPU search failed its check (Check), when it
+	// did: then every query ran on the fallback.
+	CheckFailed string
 	// UploadSeconds is the time it took to read the keys and copy them to
 	// the GPU when they were resident (0 when streamed: each chunk's copy
 	// then comes between the rankings of the chunks).
@@ -115,9 +118,20 @@ func (s *Searcher) KeysUploaded() (resident bool, seconds float64) {
 	return s.Last.Resident, s.Last.UploadSeconds
 }
 
+// Check runs the check of the GPU search (search_check.go) unless the
+// process has, and returns why the GPU search failed it ("" where it
+// passed: searches run on the GPU; else they run on the Fallback). Search
+// calls it; a caller that times its searches calls it first.
+func (s *Searcher) Check(ctx context.Context) (failed string, err error) {
+	if s.Dev == nil {
+		return "", errors.New("cuda: search: no device")
+	}
+	return checkSearch(ctx, s.Dev)
+}
+
 // Search implements retrieval.Searcher. The process's first search checks
-// the GPU's (search_check.go); where it failed, every search runs on the
-// Fallback.
+// the GPU's (Check); where it failed, every search runs on the Fallback,
+// and Last says so.
 func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *retrieval.Keys, k int) (*retrieval.Neighbors, error) {
 	if err := retrieval.CheckSearch(queries, nq, keys, k); err != nil {
 		return nil, err
@@ -125,15 +139,12 @@ func (s *Searcher) Search(ctx context.Context, queries []float32, nq int, keys *
 	if k > MaxSearchK {
 		return nil, fmt.Errorf("cuda: search: k = %d; the GPU search ranks at most %d per query (use the CPU)", k, MaxSearchK)
 	}
-	if s.Dev == nil {
-		return nil, errors.New("cuda: search: no device")
-	}
-	wrong, err := checkSearch(ctx, s.Dev)
+	failed, err := s.Check(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if wrong != "" {
-		s.Last = SearchStats{Queries: nq, Unproven: nq}
+	if failed != "" {
+		s.Last = SearchStats{Queries: nq, Unproven: nq, CheckFailed: failed}
 		return s.fallback().Search(ctx, queries, nq, keys, k)
 	}
 	return s.search(ctx, queries, nq, keys, k)
@@ -561,7 +572,7 @@ func (s *Searcher) rankAll(ctx context.Context, q []uint16, qf []float32, nq int
 			return errors.New("cuda: search: the driver lacks the extended calls (dynamic shared memory, pinned memory)")
 		}
 		if err := ext.SetMaxDynamicShared(int(launch.KSearchF16Topw), searchMainBytes+searchBQ*w*8); err != nil {
-			return fmt.Errorf("cuda: search: %w", err)
+			return launchError{fmt.Errorf("cuda: search: %w", err)}
 		}
 		slots := max(1, ext.Multiprocessors()) * searchBlocksPerSM
 		parts = searchParts(nq, chunkRows, w, slots)

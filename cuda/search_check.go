@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -22,19 +23,23 @@ import (
 // proof takes as exact) are proven in the host emulator; only a GPU can
 // prove the emulator's reading of mma.sync and ldmatrix right, and a wrong
 // ranking with right-looking re-scores could pass the proof and return
-// wrong neighbours. So a process's first GPU search runs a small one and
-// compares it with package retrieval's CPU search, which it must equal bit
-// for bit (rows and scores: docs/RETRIEVAL.md): 130 queries (a whole and a
-// ragged block) against 300 keys of width 70 (padded to 72) in a float16
-// and a float32 segment, in chunks of 128 (the running lists merge), with
-// the keys resident and streamed. Random unit vectors have no near-ties,
-// so the GPU proves every query itself. Where it differs or fails, every
-// search of the process runs on the CPU (the Searcher's Fallback), exact
-// and slower, with a warning; a lost CUDA context is an error.
+// wrong neighbours. So a process's first GPU search (or Searcher.Check,
+// which dinoclip search calls before it starts its clock) runs a small
+// one and compares it with package retrieval's CPU search, which it must
+// equal bit for bit (rows and scores: docs/RETRIEVAL.md): 130 queries (a
+// whole and a ragged block) against 300 keys of width 70 (padded to 72)
+// in a float16 and a float32 segment, in chunks of 128 (the running lists
+// merge), with the keys resident and streamed, and in one chunk (ranked in
+// key splits on a GPU of many multiprocessors). Random unit vectors have no
+// near-ties, so the GPU must prove every query itself: a query it leaves to
+// the CPU fails the check too. Where it fails, or a kernel cannot start,
+// every search of the process runs on the CPU (the Searcher's Fallback),
+// exact and slower, with a warning. A lost CUDA context, or a copy or an
+// allocation that fails, is an error and no verdict.
 
 // searchVerdict is the check's outcome for the process (every Device of a
 // process opens the same GPU with the same kernels): why the GPU search
-// failed it, or "" once it passed. An error of the device is no verdict.
+// failed it, or "" once it passed.
 var searchVerdict struct {
 	sync.Mutex
 	done  bool
@@ -81,18 +86,25 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 	if err != nil {
 		return "", err
 	}
-	for _, streamed := range []bool{false, true} {
-		how := "keys resident"
-		if streamed {
-			how = "keys streamed"
+	for _, g := range []*Searcher{{Dev: d, ChunkRows: 128}, {Dev: d, ChunkRows: 128, NoResident: true}, {Dev: d}} {
+		how := fmt.Sprintf("keys resident, in chunks of %d", g.ChunkRows)
+		switch {
+		case g.NoResident:
+			how = fmt.Sprintf("keys streamed, in chunks of %d", g.ChunkRows)
+		case g.ChunkRows == 0:
+			how = "keys resident, in one chunk"
 		}
-		g := &Searcher{Dev: d, ChunkRows: 128, NoResident: streamed}
 		got, err := g.search(ctx, queries, nq, keys, k)
-		if err != nil {
-			if ctx.Err() != nil || d.do(d.sync) != nil {
-				return "", fmt.Errorf("cuda: checking the GPU search (%s): %w", how, err)
-			}
+		var launch launchError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil, d.do(d.sync) != nil, !errors.As(err, &launch):
+			return "", fmt.Errorf("cuda: checking the GPU search (%s): %w", how, err)
+		default:
 			return fmt.Sprintf("the search (%s) failed: %v", how, err), nil
+		}
+		if g.Last.Unproven > 0 {
+			return fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq), nil
 		}
 		for i := range want.Rows {
 			if got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i]) {

@@ -5,6 +5,7 @@ package cuda
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -28,6 +29,22 @@ func freshSearchVerdict(t *testing.T) {
 		searchVerdict.Unlock()
 	})
 }
+
+// searchChecked runs the process's check of the GPU search on d, with its
+// own driver, unless it has run: a test that then changes d's driver sees
+// its own searches, not the check's.
+func searchChecked(t *testing.T, d *Device) {
+	t.Helper()
+	if failed, err := checkSearch(context.Background(), d); err != nil || failed != "" {
+		t.Fatalf("the check of the GPU search: %q, %v", failed, err)
+	}
+}
+
+// noPinned refuses pinned host memory: an error of the host, not of a
+// kernel.
+type noPinned struct{ fullDriver }
+
+func (noPinned) HostAlloc(int) ([]byte, error) { return nil, errors.New("no pinned memory here") }
 
 // skipKeys launches the search's ranking kernel with 8 keys fewer than
 // its chunk has: a GPU ranking that never sees some keys, while their
@@ -103,12 +120,30 @@ func TestSearchCheck(t *testing.T) {
 			if err := search(t, s); err != nil {
 				t.Fatal(err)
 			}
-			if done, wrong := verdict(); !done || !strings.Contains(wrong, "query ") || s.Last.Unproven != want.Queries {
-				t.Fatalf("verdict (%v, %q); %d queries on the CPU", done, wrong, s.Last.Unproven)
+			if done, wrong := verdict(); !done || !strings.Contains(wrong, "query ") || s.Last.Unproven != want.Queries || s.Last.CheckFailed != wrong {
+				t.Fatalf("verdict (%v, %q); %d queries on the CPU; Last.CheckFailed %q", done, wrong, s.Last.Unproven, s.Last.CheckFailed)
 			}
 		}
 		if hits == 0 {
 			t.Fatal("no ranking launch was changed")
+		}
+	})
+	t.Run("no pinned memory", func(t *testing.T) {
+		freshSearchVerdict(t)
+		d, _ := openDevice(t)
+		var inner fullDriver
+		on(t, d, func() error {
+			inner = d.drv.(fullDriver)
+			d.drv, d.tc.ext = noPinned{inner}, noPinned{inner}
+			return nil
+		})
+		_, err := (&Searcher{Dev: d}).Check(context.Background())
+		on(t, d, func() error { d.drv, d.tc.ext = inner, inner; return nil })
+		if err == nil || !strings.Contains(err.Error(), "no pinned memory here") {
+			t.Fatalf("the check says %v", err)
+		}
+		if done, _ := verdict(); done {
+			t.Fatal("an error of the host left a verdict")
 		}
 	})
 	t.Run("a lost context", func(t *testing.T) {

@@ -446,6 +446,7 @@ func TestSearcherMemoryFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	searchChecked(t, d)
 	var inner fullDriver
 	var oomErr error
 	on(t, d, func() error {

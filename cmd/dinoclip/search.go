@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,7 +97,9 @@ func searchCommand() *cli.Command {
 			"when it fits there, else streamed to the GPU in chunks) and proves the ranking exact the same\n" +
 			"way, re-running on the CPU any query whose near-ties float16 cannot settle\n" +
 			"(docs/RETRIEVAL.md). search.json then says which (keys_resident) and how long the copy took\n" +
-			"(upload_seconds, part of seconds).\n\n" +
+			"(upload_seconds, part of seconds). Before it, the GPU's search is checked against the CPU's on a\n" +
+			"small problem (not timed); where they differ, the search runs on the CPU, with a warning, and\n" +
+			"search.json says why (cpu_fallback).\n\n" +
 			"A NaN or infinite value in the queries or keys is refused, and so is an index row longer than\n" +
 			"unit length (float16 rounding aside: docs/FORMAT.md), which only damage makes. A query row\n" +
 			"that is all zero has no direction, and its cosine with any row is undefined: it scores 0\n" +
@@ -142,6 +145,15 @@ type searchInfo struct {
 	// were streamed past the GPU), and how long that copy took.
 	KeysResident  *bool   `json:"keys_resident,omitempty"`
 	UploadSeconds float64 `json:"upload_seconds,omitempty"`
+	// CPUFallback is why a device's search failed its check, when it did:
+	// the search then ran on the CPU.
+	CPUFallback string `json:"cpu_fallback,omitempty"`
+}
+
+// searchChecker is a device searcher that checks itself before its first
+// search and says why it failed, if it did (cuda.Searcher.Check).
+type searchChecker interface {
+	Check(ctx context.Context) (failed string, err error)
 }
 
 // keyUploader is a device searcher that says how its last search moved
@@ -407,6 +419,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)
 	var searcher retrieval.Searcher
+	var info searchInfo
 	if device == "cpu" {
 		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
 		defer limitHeap(int64(memory)<<20, answer, int64(len(queries))*4, opened.matrixBytes())()
@@ -421,6 +434,14 @@ func runSearch(cCtx *cli.Context) (err error) {
 		}
 		defer free()
 		searcher = s
+		// The device's check of its own search (cuda.Searcher.Check) runs
+		// before the clock starts; where it fails, the search runs on the
+		// CPU, with a warning, and search.json says so.
+		if c, ok := s.(searchChecker); ok {
+			if info.CPUFallback, err = c.Check(cCtx.Context); err != nil {
+				return fmt.Errorf("--device %s: %w", device, err)
+			}
+		}
 	}
 	start := time.Now()
 	nb := &retrieval.Neighbors{K: k} // no queries: an answer of shape [0, K]
@@ -429,8 +450,8 @@ func runSearch(cCtx *cli.Context) (err error) {
 			return err
 		}
 	}
-	info := searchInfo{Index: atomicfile.RealOrAbs(indexPath), Queries: atomicfile.RealOrAbs(queriesPath), Rows: rows, Dim: keys.Dim, K: k, Device: device,
-		Model: opened.model, Seconds: time.Since(start).Seconds(), ZeroQueries: len(zeroQueries)}
+	info.Index, info.Queries, info.Rows, info.Dim, info.K, info.Device = atomicfile.RealOrAbs(indexPath), atomicfile.RealOrAbs(queriesPath), rows, keys.Dim, k, device
+	info.Model, info.Seconds, info.ZeroQueries = opened.model, time.Since(start).Seconds(), len(zeroQueries)
 	for _, p := range []string{info.Index, info.Queries} {
 		warnRecordedAsOther(cCtx.App.ErrWriter, searchInfoFile, p)
 	}
@@ -449,7 +470,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 		}
 	}
 	upload := ""
-	if u, ok := searcher.(keyUploader); ok {
+	if info.CPUFallback != "" {
+		upload = ", on the CPU: the GPU's search failed its check"
+	} else if u, ok := searcher.(keyUploader); ok {
 		resident, secs := u.KeysUploaded()
 		info.KeysResident, info.UploadSeconds = &resident, secs
 		if resident {

@@ -1070,6 +1070,47 @@ func TestSearchClampsK(t *testing.T) {
 	}
 }
 
+// checkedSearcher is a device searcher whose check says failed: the CPU
+// search answers.
+type checkedSearcher struct {
+	retrieval.CPUSearcher
+	failed string
+}
+
+func (s *checkedSearcher) Check(context.Context) (string, error) { return s.failed, nil }
+
+// A device searcher's failed check shows in search.json (cpu_fallback) and
+// in the last line; a passed one leaves no trace.
+func TestSearchDeviceCheck(t *testing.T) {
+	saved := deviceSearcher
+	t.Cleanup(func() { deviceSearcher = saved })
+	dir := t.TempDir()
+	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
+	writeF32(t, kp, []int{3, 2}, []float32{1, 0, 0, 1, 1, 1})
+	writeF32(t, qp, []int{2, 2}, []float32{0, 1, 1, 0})
+	for _, failed := range []string{"", "query 0, rank 1: row 2"} {
+		deviceSearcher = func(string) (retrieval.Searcher, func(), error) {
+			return &checkedSearcher{failed: failed}, func() {}, nil
+		}
+		out := filepath.Join(dir, "out")
+		_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out, "--device", "cuda")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info searchInfo
+		b, _ := os.ReadFile(filepath.Join(out, searchInfoFile))
+		if err := json.Unmarshal(b, &info); err != nil || info.CPUFallback != failed || info.Device != "cuda" {
+			t.Errorf("check %q: search.json %s (%v)", failed, b, err)
+		}
+		if said := strings.Contains(stderr, "on the CPU: the GPU's search failed its check"); said != (failed != "") {
+			t.Errorf("check %q: the last line says so %v:\n%s", failed, said, stderr)
+		}
+		if ids, _, _ := readSearch(t, out); !slices.Equal(ids, []int64{1, 2, 0, 2}) {
+			t.Errorf("check %q: ids %v", failed, ids)
+		}
+	}
+}
+
 // Searches writing the same --out at the same time all succeed, and what
 // is left is one whole output: the last to finish moves an output that
 // appeared in its way aside, as it does an earlier one (before, the loser

@@ -163,10 +163,7 @@ const PeakFlagSource = "--peak-tflops"
 // top-k on the engine).
 func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(string, ...any)) error {
 	if ci == 0 {
-		r.Env.Engine = fmt.Sprintf("%T", e)
-		if d, ok := e.(fmt.Stringer); ok {
-			r.Env.Engine = d.String()
-		}
+		r.Env.Engine = engineDescription(e)
 		if d, ok := e.(enginehooks.DeviceNamer); ok {
 			r.Env.DeviceName = d.DeviceName()
 		}
@@ -254,11 +251,24 @@ func runCase(r *Report, o RunOptions, ci int, cs Case, e nn.Engine, logf func(st
 				return err
 			}
 			r.TopK = rep
+			// The engine's first search checked the GPU's, which its
+			// description then tells of.
+			r.Env.Engine = engineDescription(e)
 		} else {
 			r.Notes = append(r.Notes, fmt.Sprintf("engine %T has no top-k of its own (enginehooks.TopKer): top-k was timed on the CPU (retrieval.TopK)", e))
 		}
 	}
 	return nil
+}
+
+// engineDescription is e's own description where it has one (the GPU
+// engine's: the GPU, the kernels it loaded, any fallback of its checks),
+// else its Go type.
+func engineDescription(e nn.Engine) string {
+	if d, ok := e.(fmt.Stringer); ok {
+		return d.String()
+	}
+	return fmt.Sprintf("%T", e)
 }
 
 // nearestBatch is the batch in bs nearest target on a log scale, the larger

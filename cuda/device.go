@@ -93,7 +93,8 @@ func (d *Device) do(f func() error) error {
 }
 
 // String describes the device (name, compute capability, memory), and the
-// GEMM kernels' fallback where the wgmma ones failed their check.
+// fallbacks of its checks: the GEMMs' where the wgmma ones failed
+// (gemm_check.go), the search's where the GPU's failed (search_check.go).
 func (d *Device) String() string {
 	var s string
 	err := d.do(func() error {
@@ -105,6 +106,11 @@ func (d *Device) String() string {
 	})
 	if err != nil {
 		return "closed CUDA device"
+	}
+	// (Not on the worker thread: a check under way holds the verdict's
+	// lock while it runs there.)
+	if failed := searchFailed(); failed != "" {
+		s += "; searches on the CPU: the GPU search failed its check (" + failed + ")"
 	}
 	return s
 }

@@ -66,6 +66,14 @@ func checkSearch(ctx context.Context, d *Device) (wrong string, err error) {
 	return wrong, nil
 }
 
+// searchFailed is why the GPU search failed its check in this process, or
+// "" where it passed or has not run.
+func searchFailed() string {
+	searchVerdict.Lock()
+	defer searchVerdict.Unlock()
+	return searchVerdict.wrong
+}
+
 // runSearchCheck searches the check's problem on d and on the CPU and
 // says where they differ, or "" where they do not; err is an error of the
 // device or of ctx.

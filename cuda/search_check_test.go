@@ -83,7 +83,8 @@ func searchCase(t *testing.T) ([]float32, *retrieval.Keys, *retrieval.Neighbors)
 // TestSearchCheck: the process's first GPU search checks the GPU's; right
 // kernels pass and the search runs on the GPU; a ranking that skips keys
 // fails it, and every search of the process then runs on the CPU with the
-// CPU's answer; a lost context is an error and leaves no verdict.
+// CPU's answer, which the device's description tells; no pinned memory
+// and a lost context are errors and leave no verdict.
 func TestSearchCheck(t *testing.T) {
 	queries, keys, want := searchCase(t)
 	search := func(t *testing.T, s *Searcher) error {
@@ -106,8 +107,8 @@ func TestSearchCheck(t *testing.T) {
 		if err := search(t, s); err != nil {
 			t.Fatal(err)
 		}
-		if done, wrong := verdict(); !done || wrong != "" || s.Last.Unproven != 0 {
-			t.Fatalf("verdict (%v, %q); %d queries on the CPU", done, wrong, s.Last.Unproven)
+		if done, wrong := verdict(); !done || wrong != "" || s.Last.Unproven != 0 || strings.Contains(s.Dev.String(), "searches on the CPU") {
+			t.Fatalf("verdict (%v, %q); %d queries on the CPU; %s", done, wrong, s.Last.Unproven, s.Dev)
 		}
 	})
 	t.Run("a ranking that skips keys", func(t *testing.T) {
@@ -126,6 +127,9 @@ func TestSearchCheck(t *testing.T) {
 		}
 		if hits == 0 {
 			t.Fatal("no ranking launch was changed")
+		}
+		if desc := d.String(); !strings.Contains(desc, "; searches on the CPU: the GPU search failed its check (keys resident") {
+			t.Fatalf("the device's description says nothing of it: %s", desc)
 		}
 	})
 	t.Run("no pinned memory", func(t *testing.T) {

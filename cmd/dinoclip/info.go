@@ -242,6 +242,9 @@ func infoSearch(w io.Writer, dir string) error {
 	}
 	fmt.Fprintf(w, "%s: search output\n", dir)
 	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, counted(si.Rows, "row", "rows"), counted(shape[0], "query", "queries"), si.Device, si.Seconds)
+	if si.CPUFallback != "" {
+		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", si.Device, shownText(si.CPUFallback))
+	}
 	fmt.Fprintf(w, "  index: %s\n", shown(si.Index))
 	fmt.Fprintf(w, "  queries: %s\n", shown(si.Queries))
 	if si.Model != "" {

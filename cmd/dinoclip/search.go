@@ -420,14 +420,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)
 	var searcher retrieval.Searcher
 	var info searchInfo
-	if device == "cpu" {
-		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
-		defer limitHeap(int64(memory)<<20, answer, int64(len(queries))*4, opened.matrixBytes())()
-		bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false)
-		defer bar.finish()
-		cs.Progress = func(done, _ int64) { bar.set(done) }
-		searcher = cs
-	} else {
+	if device != "cpu" {
 		s, free, err := deviceSearcher(device)
 		if err != nil {
 			return fmt.Errorf("--device %s: %w", device, err)
@@ -436,12 +429,21 @@ func runSearch(cCtx *cli.Context) (err error) {
 		searcher = s
 		// The device's check of its own search (cuda.Searcher.Check) runs
 		// before the clock starts; where it fails, the search runs on the
-		// CPU, with a warning, and search.json says so.
-		if c, ok := s.(searchChecker); ok {
+		// CPU as --device cpu's does, with a warning, and search.json says
+		// why.
+		if c, ok := s.(searchChecker); ok && nq > 0 {
 			if info.CPUFallback, err = c.Check(cCtx.Context); err != nil {
 				return fmt.Errorf("--device %s: %w", device, err)
 			}
 		}
+	}
+	if searcher == nil || info.CPUFallback != "" {
+		cs := &retrieval.CPUSearcher{MemoryBudget: int64(memory) << 20}
+		defer limitHeap(int64(memory)<<20, answer, int64(len(queries))*4, opened.matrixBytes())()
+		bar := newCountBar(cCtx, int64(nq)*rows, "searching", "scores", false)
+		defer bar.finish()
+		cs.Progress = func(done, _ int64) { bar.set(done) }
+		searcher = cs
 	}
 	start := time.Now()
 	nb := &retrieval.Neighbors{K: k} // no queries: an answer of shape [0, K]
@@ -472,7 +474,8 @@ func runSearch(cCtx *cli.Context) (err error) {
 	upload := ""
 	if info.CPUFallback != "" {
 		upload = ", on the CPU: the GPU's search failed its check"
-	} else if u, ok := searcher.(keyUploader); ok {
+	}
+	if u, ok := searcher.(keyUploader); ok {
 		resident, secs := u.KeysUploaded()
 		info.KeysResident, info.UploadSeconds = &resident, secs
 		if resident {

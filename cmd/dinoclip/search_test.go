@@ -1079,8 +1079,8 @@ type checkedSearcher struct {
 
 func (s *checkedSearcher) Check(context.Context) (string, error) { return s.failed, nil }
 
-// A device searcher's failed check shows in search.json (cpu_fallback) and
-// in the last line; a passed one leaves no trace.
+// A device searcher's failed check shows in search.json (cpu_fallback), in
+// the last line and in info; a passed one leaves no trace.
 func TestSearchDeviceCheck(t *testing.T) {
 	saved := deviceSearcher
 	t.Cleanup(func() { deviceSearcher = saved })
@@ -1107,6 +1107,10 @@ func TestSearchDeviceCheck(t *testing.T) {
 		}
 		if ids, _, _ := readSearch(t, out); !slices.Equal(ids, []int64{1, 2, 0, 2}) {
 			t.Errorf("check %q: ids %v", failed, ids)
+		}
+		stdout, _, err := runCLI(t, "info", out)
+		if said := strings.Contains(stdout, "ran on the CPU: the cuda search failed its check (query 0, rank 1: row 2)"); err != nil || said != (failed != "") {
+			t.Errorf("check %q: info says so %v (%v):\n%s", failed, said, err, stdout)
 		}
 	}
 }

@@ -27,6 +27,16 @@
 #      sm_90a cubins and again on the portable PTX, the driver calls, the
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
 #      GPU's default precision), CPU/GPU parity in fp32, eval;
+#   2b. with DEVICE_RUN_SANITIZER=1 (a diagnosis, when gpu-check failed:
+#      raise DEVICE_RUN_LIMIT), compute-sanitizer (SANITIZER_LIMIT, 120 s
+#      for both runs): memcheck over the kernel tests of the bf16 engine,
+#      the first-use checks and the search (out-of-bounds and misaligned
+#      accesses, errors), then racecheck over those of the row kernels
+#      (grad rows, LayerNorm, the output LayerNorm + loss, AdamW, the
+#      casts, InfoNCE: shared-memory hazards), each summary's ERROR
+#      SUMMARY line in the summary; the tensor-core GEMMs' mbarrier waits
+#      are left to memcheck (racecheck slows a kernel a hundredfold, and
+#      a wait that passes 10 s traps);
 #   3. the target bench (BENCH_TARGET_LIMIT, 130 s): bench/compare.py
 #      --device cuda at batch 8192, the batch of the step target (bench/README.md):
 #      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
@@ -64,7 +74,8 @@
 #
 # Environment: DEVICE_RUN_LIMIT (295 s), GPU_CHECK_LIMIT (110 s),
 # BENCH_TARGET_LIMIT (130 s), SEARCH_LIMIT (55 s), BENCH_AUTOTUNE_LIMIT
-# (150 s), DEVICE_RUN_SEARCH_10M (0), PYTHON (python3), BIN (bin), NVIDIA_SMI
+# (150 s), DEVICE_RUN_SEARCH_10M (0), DEVICE_RUN_SANITIZER (0), SANITIZER_LIMIT
+# (120 s), COMPUTE_SANITIZER (compute-sanitizer), PYTHON (python3), BIN (bin), NVIDIA_SMI
 # (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
 # flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (45 s: a bench
 # stage with less time left is skipped), SEARCH_MIN_STAGE (25 s: likewise
@@ -85,7 +96,7 @@ read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
 TOTAL=${DEVICE_RUN_LIMIT:-295}
 MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-45} # a bench with less time than this left is skipped
 SEARCH_MIN=${SEARCH_MIN_STAGE:-25}    # likewise a search shape
-for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "$MIN_STAGE" "$SEARCH_MIN"; do
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "${SANITIZER_LIMIT:-120}" "$MIN_STAGE" "$SEARCH_MIN"; do
 	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUTDIR" || exit 2
@@ -154,6 +165,32 @@ boxed gpu-check "$lim" "$WORK/gpu-check.out" "$CHECK" "${CHECK_FLAGS[@]}" "$WORK
 check=$?
 cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
 pack_logs
+
+if [ "${DEVICE_RUN_SANITIZER:-0}" = 1 ]; then
+	say "== compute-sanitizer (DEVICE_RUN_SANITIZER=1)"
+	SAN=${COMPUTE_SANITIZER:-compute-sanitizer}
+	san_start=$SECONDS
+	# sanitize TOOL TESTS: bin/cuda.test's tests matching TESTS under TOOL,
+	# in what is left of SANITIZER_LIMIT.
+	sanitize() {
+		local lim
+		lim=$(limit $(("${SANITIZER_LIMIT:-120}" - (SECONDS - san_start))))
+		if [ "$lim" -lt 10 ]; then
+			say "compute-sanitizer $1: SKIPPED: no time left"
+			return
+		fi
+		(cd "$BIN" && boxed "compute-sanitizer $1" "$lim" "$WORK/sanitizer-$1.out" "$SAN" --tool "$1" --error-exitcode 1 \
+			--print-limit 20 ./cuda.test -test.run "$2" -test.short -test.v)
+		grep -m1 "ERROR SUMMARY" "$WORK/sanitizer-$1.out" | tee -a "$SUMMARY"
+	}
+	if ! command -v "$SAN" >/dev/null; then
+		say "compute-sanitizer: $SAN not found here: not run"
+	else
+		sanitize memcheck '^(TestGemmBF16Launcher|TestGemmBF16BackwardLaunchers|TestGemmBF16FusedEpilogues|TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16|TestCheckBF16GEMMsPasses|TestSearchCheck|TestSearcherContract|TestEngineBF16)$'
+		sanitize racecheck '^(TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16)$'
+	fi
+	pack_logs
+fi
 
 # bench NAME WANT ARGS...: bench/compare.py --device cuda into WORK/NAME under
 # WANT seconds or what is left. compare.py's own --budget ends it 15 s

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -300,6 +301,15 @@ mkdir -p "$out"
 [ "${FAKE_BENCH:-}" = md ] || echo "{\"batches\": \"$batches\"}" >"$out/results.json"
 `
 
+// fakeSanitizer is compute-sanitizer: it records its arguments in
+// FAKE_SAN_CALLS and reports FAKE_SAN_ERRORS errors (0 by default), exiting
+// 1 when there are any, as --error-exitcode 1 asks.
+const fakeSanitizer = `#!/usr/bin/env bash
+echo "$(pwd): $*" >>"$FAKE_SAN_CALLS"
+echo "========= ERROR SUMMARY: ${FAKE_SAN_ERRORS:-0} errors"
+[ "${FAKE_SAN_ERRORS:-0}" = 0 ]
+`
+
 // runDeviceRun runs device-run.sh with env and returns its exit status, its
 // summary, the fake python3's calls and the output folder.
 func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out string) {
@@ -331,14 +341,15 @@ func runDeviceRun(t *testing.T, env ...string) (code int, summary, calls, out st
 func deviceRunCommand(t *testing.T, env ...string) (cmd *exec.Cmd, dir string) {
 	t.Helper()
 	dir = t.TempDir()
-	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython} {
+	for name, text := range map[string]string{"gpu-check.sh": fakeGPUCheck, "python3": fakePython, "compute-sanitizer": fakeSanitizer} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cmd = exec.Command("bash", "device-run.sh", filepath.Join(dir, "out"))
 	cmd.Env = append(os.Environ(), "BIN="+fakeBin, "NVIDIA_SMI="+filepath.Join(fakeBin, "nvidia-smi"),
-		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+filepath.Join(dir, "calls"))
+		"GPU_CHECK="+filepath.Join(dir, "gpu-check.sh"), "PYTHON="+filepath.Join(dir, "python3"), "FAKE_CALLS="+filepath.Join(dir, "calls"),
+		"COMPUTE_SANITIZER="+filepath.Join(dir, "compute-sanitizer"), "FAKE_SAN_CALLS="+filepath.Join(dir, "sanitizer-calls"))
 	cmd.Env = append(cmd.Env, env...)
 	return cmd, dir
 }
@@ -356,7 +367,7 @@ func TestDeviceRun(t *testing.T) {
 			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
 			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
 			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
-			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK", "SEARCH FALLBACK"},
+			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK", "SEARCH FALLBACK", "compute-sanitizer"},
 			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
 				"results-sweep.md", "logs.tar.gz"}, 0},
 		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
@@ -371,6 +382,13 @@ func TestDeviceRun(t *testing.T) {
 			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| WARN cuda: the wgmma GEMMs failed their check",
 			"SEARCH FALLBACK: the GPU search ran on the CPU: WARN cuda: the GPU search failed its check",
 			"gpu-check exit status 0; target bench wrote its results"}, nil, nil, 0},
+		{"compute-sanitizer, asked for", []string{"DEVICE_RUN_SANITIZER=1", "DEVICE_RUN_LIMIT=560"}, 0, []string{
+			"== compute-sanitizer (DEVICE_RUN_SANITIZER=1)", "compute-sanitizer memcheck: exit status 0", "compute-sanitizer racecheck: exit status 0",
+			"========= ERROR SUMMARY: 0 errors", "| fake results at batches 8192 |"}, nil, nil, 0},
+		{"compute-sanitizer finds errors", []string{"DEVICE_RUN_SANITIZER=1", "DEVICE_RUN_LIMIT=560", "FAKE_SAN_ERRORS=2"}, 0, []string{
+			"compute-sanitizer memcheck: exit status 1", "========= ERROR SUMMARY: 2 errors", "| fake results at batches 8192 |"}, nil, nil, 0},
+		{"compute-sanitizer missing", []string{"DEVICE_RUN_SANITIZER=1", "COMPUTE_SANITIZER=/nonexistent/compute-sanitizer"}, 0, []string{
+			"compute-sanitizer: /nonexistent/compute-sanitizer not found here: not run"}, nil, nil, 0},
 		{"a failing bench", []string{"FAKE_BENCH=fail"}, 1, []string{
 			"bench 8192: exit status 1", "bench 8192: no results", "target bench FAILED"}, nil, nil, 0},
 		{"a bench that left results.md alone", []string{"FAKE_BENCH=md"}, 1, []string{
@@ -408,6 +426,16 @@ func TestDeviceRun(t *testing.T) {
 			}
 			if c.maxSeconds > 0 && time.Since(start).Seconds() > c.maxSeconds {
 				t.Errorf("took %v: a stage's limit did not hold", time.Since(start))
+			}
+			if c.name == "compute-sanitizer, asked for" {
+				// Both tools, on the carried cuda.test, run from its folder.
+				b, err := os.ReadFile(filepath.Join(filepath.Dir(out), "sanitizer-calls"))
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				if err != nil || len(lines) != 2 ||
+					!strings.HasPrefix(lines[0], fakeBin+": --tool memcheck --error-exitcode 1 --print-limit 20 ./cuda.test -test.run ^(TestGemmBF16Launcher|") ||
+					!strings.HasPrefix(lines[1], fakeBin+": --tool racecheck --error-exitcode 1 --print-limit 20 ./cuda.test -test.run ^(TestGradRows|") {
+					t.Errorf("compute-sanitizer calls (%v):\n%s", err, b)
+				}
 			}
 			if c.name == "all stages" {
 				// The target bench: every part at 8192, with the CUDA build carried in BIN;
@@ -454,6 +482,36 @@ func TestDeviceRunUsage(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 			t.Errorf("device-run.sh %v %s: %v, want exit status 2:\n%s", c.args, c.env, err, out)
+		}
+	}
+}
+
+// TestDeviceRunSanitizerTestsExist: every test device-run.sh hands
+// compute-sanitizer is a test of package cuda (a renamed one would match
+// nothing, and the sanitizer would check nothing while saying 0 errors).
+func TestDeviceRunSanitizerTestsExist(t *testing.T) {
+	script, err := os.ReadFile("device-run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := regexp.MustCompile(`(?m)^\s*sanitize (\w+) '\^\(([^)]*)\)\$'`).FindAllSubmatch(script, -1)
+	if len(runs) != 2 {
+		t.Fatalf("%d sanitize runs in device-run.sh, want 2 (memcheck and racecheck)", len(runs))
+	}
+	files, _ := filepath.Glob("../cuda/*_test.go")
+	var tests []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests = append(tests, b...)
+	}
+	for _, r := range runs {
+		for name := range strings.SplitSeq(string(r[2]), "|") {
+			if !strings.Contains(string(tests), "\nfunc "+name+"(t *testing.T) {") {
+				t.Errorf("%s: %s is no test of package cuda", r[1], name)
+			}
 		}
 	}
 }

@@ -118,6 +118,11 @@ var gemmVerdict struct {
 	done     bool
 	fallback string // as tensorCores.fallback
 	broken   error  // no path is right: the bf16 engine cannot run here
+	// wgmmaLost is the wgmma case that took a CUDA context with it, if one
+	// did: a later check, on a new context, takes the wgmma kernels for
+	// wrong rather than lose that one too (a hung pipeline traps only
+	// after 10 s).
+	wgmmaLost string
 }
 
 // checkBF16GEMMs runs the check on the first bf16 engine's device of the
@@ -145,7 +150,9 @@ func (d *Device) checkBF16GEMMs() error {
 	return gemmVerdict.broken
 }
 
-// runGEMMCheck runs every check case on each path the device has and
+// runGEMMCheck (under gemmVerdict's lock) runs every check case on each
+// path the device has (the wgmma one only where no earlier check of the
+// process lost a context to it) and
 // returns the verdict: why the wgmma kernels failed where the mma.sync
 // ones passed (fallback; the device then runs the mma.sync ones), or an
 // error saying why no path is right (broken); err is an error of the
@@ -166,6 +173,9 @@ func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 		paths = []bool{true, false}
 	}
 	wrong := map[bool]string{}
+	if gemmVerdict.wgmmaLost != "" {
+		wrong[true] = gemmVerdict.wgmmaLost + " took an earlier CUDA context of this process with it"
+	}
 	for _, cs := range checkCases {
 		for _, wgmma := range paths {
 			if wrong[wgmma] == "" {
@@ -183,7 +193,7 @@ func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 		if hasWgmma {
 			why = "wgmma: " + wrong[true] + "; " + why
 		}
-		return "", fmt.Errorf("cuda: the bf16 GEMMs fail their check on this GPU (%s): the bf16 engine cannot run here; use --precision fp32", why), nil
+		return "", fmt.Errorf("cuda: the bf16 GEMMs fail their check on this GPU (%s): the bf16 engine cannot run here; use --precision fp32 (a run trained in bf16 resumes in bf16: start a new one from its checkpoint with --init)", why), nil
 	case wrong[false] != "":
 		slog.Warn("cuda: the mma.sync GEMMs fail their check on this GPU; the wgmma ones pass and run", "gpu", gpu, "why", wrong[false])
 	case hasWgmma && wrong[true] != "":
@@ -234,7 +244,9 @@ func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 	case err == nil:
 	case d.drv.Sync() != nil:
 		way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
-		if !d.tc.wgmma {
+		if d.tc.wgmma {
+			gemmVerdict.wgmmaLost = cs.String()
+		} else {
 			way = "--precision fp32, whose GEMMs use no tensor cores"
 		}
 		return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",

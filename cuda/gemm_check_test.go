@@ -38,16 +38,12 @@ func openDevice(t *testing.T) (*Device, bool) {
 // next check runs, and restores it afterwards.
 func freshVerdict(t *testing.T) {
 	gemmVerdict.Lock()
-	saved := struct {
-		done     bool
-		fallback string
-		broken   error
-	}{gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken}
-	gemmVerdict.done = false
+	done, fallback, broken, lost := gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken, gemmVerdict.wgmmaLost
+	gemmVerdict.done, gemmVerdict.wgmmaLost = false, ""
 	gemmVerdict.Unlock()
 	t.Cleanup(func() {
 		gemmVerdict.Lock()
-		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken = saved.done, saved.fallback, saved.broken
+		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken, gemmVerdict.wgmmaLost = done, fallback, broken, lost
 		gemmVerdict.Unlock()
 	})
 }
@@ -324,7 +320,8 @@ func (failingCopies) ToHost(unsafe.Pointer, uintptr, int64) error {
 // TestCheckBF16GEMMsDeviceErrors: a kernel that takes the context with it
 // fails the check with an error naming the way around it (the portable
 // kernels for a wgmma kernel, fp32 for an mma.sync one); a copy that fails
-// is an error too; neither leaves a verdict.
+// is an error too; neither leaves a verdict, but a wgmma kernel's lost
+// context makes the next check, on a new context, fall back at once.
 func TestCheckBF16GEMMsDeviceErrors(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -364,6 +361,19 @@ func TestCheckBF16GEMMsDeviceErrors(t *testing.T) {
 			gemmVerdict.Unlock()
 			if done {
 				t.Error("the device's error left a verdict")
+			}
+			if c.name != "lost context, wgmma" {
+				return
+			}
+			// The next check, on a new context, does not run the wgmma
+			// kernels again: it falls back to the mma.sync ones.
+			d2, _ := openDevice(t)
+			on(t, d2, d2.checkBF16GEMMs)
+			var after bool
+			var fallback string
+			on(t, d2, func() error { after, fallback = d2.tc.wgmma, d2.tc.fallback; return nil })
+			if after || fallback != "gemm_bf16_nt_f32 took an earlier CUDA context of this process with it" {
+				t.Errorf("the next check: wgmma %v, fallback %q", after, fallback)
 			}
 		})
 	}

@@ -27,16 +27,17 @@
 #      sm_90a cubins and again on the portable PTX, the driver calls, the
 #      tensor-core primitives and reference GEMMs, training in bf16 (the
 #      GPU's default precision), CPU/GPU parity in fp32, eval;
-#   2b. with DEVICE_RUN_SANITIZER=1 (a diagnosis, when gpu-check failed:
-#      raise DEVICE_RUN_LIMIT), compute-sanitizer (SANITIZER_LIMIT, 120 s
-#      for both runs): memcheck over the kernel tests of the bf16 engine,
-#      the first-use checks and the search (out-of-bounds and misaligned
+#   2b. with DEVICE_RUN_SANITIZER=1 (a diagnosis, when gpu-check failed;
+#      DEVICE_RUN_LIMIT then defaults to 560), compute-sanitizer on
+#      bin/cuda.test (SANITIZER_LIMIT, 120 s: 2/3 for memcheck, 1/3 for
+#      racecheck): memcheck over the kernel tests of the bf16 engine, the
+#      first-use checks and the search (out-of-bounds and misaligned
 #      accesses, errors), then racecheck over those of the row kernels
 #      (grad rows, LayerNorm, the output LayerNorm + loss, AdamW, the
-#      casts, InfoNCE: shared-memory hazards), each summary's ERROR
-#      SUMMARY line in the summary; the tensor-core GEMMs' mbarrier waits
-#      are left to memcheck (racecheck slows a kernel a hundredfold, and
-#      a wait that passes 10 s traps);
+#      casts: shared-memory hazards) on the portable PTX, so that no
+#      wgmma, TMA or mbarrier runs under it (it slows a kernel a
+#      hundredfold, and a wait past 10 s traps); each run's ERROR SUMMARY
+#      line, or its absence, and its failed tests in the summary;
 #   3. the target bench (BENCH_TARGET_LIMIT, 130 s): bench/compare.py
 #      --device cuda at batch 8192, the batch of the step target (bench/README.md):
 #      dinoclip bf16 (step, every kernel timed, top-k) and fp32 (step),
@@ -72,10 +73,11 @@
 # Exit status 0 only when gpu-check passed and the target bench wrote its
 # results; else 1 (2: bad usage).
 #
-# Environment: DEVICE_RUN_LIMIT (295 s), GPU_CHECK_LIMIT (110 s),
+# Environment: DEVICE_RUN_LIMIT (295 s; 560 with DEVICE_RUN_SANITIZER=1), GPU_CHECK_LIMIT (110 s),
 # BENCH_TARGET_LIMIT (130 s), SEARCH_LIMIT (55 s), BENCH_AUTOTUNE_LIMIT
 # (150 s), DEVICE_RUN_SEARCH_10M (0), DEVICE_RUN_SANITIZER (0), SANITIZER_LIMIT
-# (120 s), COMPUTE_SANITIZER (compute-sanitizer), PYTHON (python3), BIN (bin), NVIDIA_SMI
+# (120 s), COMPUTE_SANITIZER (compute-sanitizer on the PATH, else
+# /usr/local/cuda/bin's), CUDA_TEST (BIN/cuda.test), PYTHON (python3), BIN (bin), NVIDIA_SMI
 # (nvidia-smi), GPU_CHECK (scripts/gpu-check.sh), GPU_CHECK_FLAGS (its
 # flags, e.g. --allow-skip parity,eval), DEVICE_RUN_MIN_STAGE (45 s: a bench
 # stage with less time left is skipped), SEARCH_MIN_STAGE (25 s: likewise
@@ -93,10 +95,13 @@ BIN=${BIN:-bin}
 SMI=${NVIDIA_SMI:-nvidia-smi}
 CHECK=${GPU_CHECK:-scripts/gpu-check.sh}
 read -r -a CHECK_FLAGS <<<"${GPU_CHECK_FLAGS:-}"
-TOTAL=${DEVICE_RUN_LIMIT:-295}
+SANITIZE=${DEVICE_RUN_SANITIZER:-0}
+SANITIZER_LIMIT=${SANITIZER_LIMIT:-120}
+# (With compute-sanitizer the benches need the longer call's time.)
+TOTAL=${DEVICE_RUN_LIMIT:-$([ "$SANITIZE" = 1 ] && echo 560 || echo 295)}
 MIN_STAGE=${DEVICE_RUN_MIN_STAGE:-45} # a bench with less time than this left is skipped
 SEARCH_MIN=${SEARCH_MIN_STAGE:-25}    # likewise a search shape
-for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "${SANITIZER_LIMIT:-120}" "$MIN_STAGE" "$SEARCH_MIN"; do
+for v in "$TOTAL" "${GPU_CHECK_LIMIT:-110}" "${BENCH_TARGET_LIMIT:-130}" "${BENCH_AUTOTUNE_LIMIT:-150}" "${SEARCH_LIMIT:-55}" "$SANITIZER_LIMIT" "$MIN_STAGE" "$SEARCH_MIN"; do
 	case $v in '' | *[!0-9]*) echo "device-run.sh: time limits are whole seconds, not '$v'" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUTDIR" || exit 2
@@ -141,7 +146,7 @@ pack_logs() {
 }
 
 say "== device-run $(date -u +%Y-%m-%dT%H:%M:%SZ) $(tr '\n' ' ' <"$BIN/BUILD-INFO" 2>/dev/null)"
-say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-110} s, target bench ${BENCH_TARGET_LIMIT:-130} s, search ${SEARCH_LIMIT:-55} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, the sweep what is left"
+say "limits: $TOTAL s in all; gpu-check ${GPU_CHECK_LIMIT:-110} s,$([ "$SANITIZE" = 1 ] && echo " compute-sanitizer $SANITIZER_LIMIT s,") target bench ${BENCH_TARGET_LIMIT:-130} s, search ${SEARCH_LIMIT:-55} s, max-autotune ${BENCH_AUTOTUNE_LIMIT:-150} s, the sweep what is left"
 timeout 30 "$SMI" >"$WORK/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: see logs"
 head -20 "$WORK/nvidia-smi.txt" >>"$SUMMARY"
 # The state the GPU was found in, read only (clocks are not locked: a
@@ -166,28 +171,36 @@ check=$?
 cat "$WORK/check/summary.txt" >>"$SUMMARY" 2>/dev/null || say "gpu-check wrote no summary"
 pack_logs
 
-if [ "${DEVICE_RUN_SANITIZER:-0}" = 1 ]; then
+if [ "$SANITIZE" = 1 ]; then
 	say "== compute-sanitizer (DEVICE_RUN_SANITIZER=1)"
-	SAN=${COMPUTE_SANITIZER:-compute-sanitizer}
-	san_start=$SECONDS
-	# sanitize TOOL TESTS: bin/cuda.test's tests matching TESTS under TOOL,
-	# in what is left of SANITIZER_LIMIT.
+	TEST=${CUDA_TEST:-$BIN/cuda.test}
+	# sanitize TOOL WANT TESTS [ENV...]: TEST's tests matching TESTS under
+	# TOOL (its own exit status 86 on errors: a failing test exits 1), in
+	# WANT seconds or what is left, with ENV set.
 	sanitize() {
-		local lim
-		lim=$(limit $(("${SANITIZER_LIMIT:-120}" - (SECONDS - san_start))))
+		local tool=$1 lim out=$WORK/sanitizer-$1.out
+		lim=$(limit "$2")
 		if [ "$lim" -lt 10 ]; then
-			say "compute-sanitizer $1: SKIPPED: no time left"
+			say "compute-sanitizer $tool: SKIPPED: $(left) s of the $TOTAL s left"
 			return
 		fi
-		(cd "$BIN" && boxed "compute-sanitizer $1" "$lim" "$WORK/sanitizer-$1.out" "$SAN" --tool "$1" --error-exitcode 1 \
-			--print-limit 20 ./cuda.test -test.run "$2" -test.short -test.v)
-		grep -m1 "ERROR SUMMARY" "$WORK/sanitizer-$1.out" | tee -a "$SUMMARY"
+		(cd "$(dirname "$TEST")" && boxed "compute-sanitizer $tool" "$lim" "$out" env "${@:4}" "$SAN" --tool "$tool" \
+			--error-exitcode 86 --print-limit 20 "./$(basename "$TEST")" -test.run "$3" -test.short -test.v)
+		local errs
+		errs=$(grep -m1 "ERROR SUMMARY" "$out")
+		say "compute-sanitizer $tool: ${errs:-no ERROR SUMMARY line (see $(basename "$out") in logs.tar.gz)}"
+		grep -E '^\s*--- FAIL' "$out" | head -5 | sed "s/^/compute-sanitizer $tool: /" | tee -a "$SUMMARY"
 	}
-	if ! command -v "$SAN" >/dev/null; then
-		say "compute-sanitizer: $SAN not found here: not run"
+	# (compute-sanitizer is often installed off the PATH.)
+	SAN=$(command -v "${COMPUTE_SANITIZER:-compute-sanitizer}" || command -v /usr/local/cuda/bin/compute-sanitizer)
+	if [ -z "$SAN" ]; then
+		say "compute-sanitizer: ${COMPUTE_SANITIZER:-compute-sanitizer} not found here (nor /usr/local/cuda/bin/compute-sanitizer): not run"
 	else
-		sanitize memcheck '^(TestGemmBF16Launcher|TestGemmBF16BackwardLaunchers|TestGemmBF16FusedEpilogues|TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16|TestCheckBF16GEMMsPasses|TestSearchCheck|TestSearcherContract|TestEngineBF16)$'
-		sanitize racecheck '^(TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16)$'
+		# memcheck: the bf16 engine's kernels, the first-use checks and the
+		# search; racecheck: the row kernels alone, on the portable PTX (no
+		# wgmma, TMA or mbarrier anywhere, none of which it should judge).
+		sanitize memcheck $((SANITIZER_LIMIT * 2 / 3)) '^(TestGemmBF16Launcher|TestGemmBF16BackwardLaunchers|TestGemmBF16FusedEpilogues|TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16|TestCheckBF16GEMMsPasses|TestSearchCheck|TestSearcherContract|TestEngineBF16Paths)$'
+		sanitize racecheck $((SANITIZER_LIMIT / 3)) '^(TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16)$' DINOCLIP_CUDA_KERNELS=ptx
 	fi
 	pack_logs
 fi

@@ -152,12 +152,11 @@ func (d *Device) checkBF16GEMMs() error {
 
 // runGEMMCheck (under gemmVerdict's lock) runs every check case on each
 // path the device has (the wgmma one only where no earlier check of the
-// process lost a context to it) and
-// returns the verdict: why the wgmma kernels failed where the mma.sync
-// ones passed (fallback; the device then runs the mma.sync ones), or an
-// error saying why no path is right (broken); err is an error of the
-// device itself. It logs a fallback, and mma.sync kernels that fail where
-// the wgmma ones pass.
+// process lost a context to it) and returns the verdict: why the wgmma
+// kernels failed where the mma.sync ones passed (fallback; the device then
+// runs the mma.sync ones), or an error saying why no path is right
+// (broken); err is an error of the device itself. It logs a fallback, and
+// mma.sync kernels that fail where the wgmma ones pass.
 func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 	hasWgmma := d.tc.wgmma
 	defer func() { d.tc.wgmma = hasWgmma }()

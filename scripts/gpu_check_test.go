@@ -172,39 +172,40 @@ func TestGPUCheckVerdicts(t *testing.T) {
 		env, args       []string
 		code            int
 		wants           []string
+		lacks           []string
 	}{
 		{"all pass", "", nil, nil, 0, []string{
 			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 3 tests",
 			"data     PASS", "train    PASS 8 steps of 1024 rows in bf16",
 			"parity   PASS GPU resident = host batches exactly; worst CPU/GPU relative loss difference 0, within 1e-06",
-			"eval     PASS", "overall: PASS (every part ran and passed)"}},
+			"eval     PASS", "overall: PASS (every part ran and passed)"}, []string{"FAILED their check", "FAILED its check"}},
 		{"no python", "", noPython, nil, 1, []string{
 			"parity   SKIP the three runs finished; no ", "eval     SKIP ran on the GPU and the CPU; no ",
-			"overall: FAIL (skipped: parity eval (a skipped part fails the check unless --allow-skip names it))"}},
+			"overall: FAIL (skipped: parity eval (a skipped part fails the check unless --allow-skip names it))"}, nil},
 		{"no python, its skips allowed", "", noPython, []string{"--allow-skip", "parity", "--allow-skip=eval"}, 0, []string{
 			"allowed to skip: parity eval", "parity   SKIP", "eval     SKIP",
-			"overall: PASS, except the parts skipped with --allow-skip: parity eval"}},
+			"overall: PASS, except the parts skipped with --allow-skip: parity eval"}, nil},
 		{"no python, one skip allowed", "", noPython, []string{"--allow-skip", "parity"}, 1, []string{
-			"overall: FAIL (skipped: eval (a skipped part"}},
+			"overall: FAIL (skipped: eval (a skipped part"}, nil},
 		{"a failing synth falls back to nothing", "synth", nil, nil, 1, []string{
 			"data     FAIL dinoclip synth failed", "train    SKIP no data", "parity   SKIP no data", "eval     SKIP no data",
-			"overall: FAIL (failed: data; skipped: train parity eval"}},
-		{"synth writes nothing", "synth-empty", nil, nil, 1, []string{"data     FAIL dinoclip synth succeeded but wrote no", "overall: FAIL"}},
+			"overall: FAIL (failed: data; skipped: train parity eval"}, nil},
+		{"synth writes nothing", "synth-empty", nil, nil, 1, []string{"data     FAIL dinoclip synth succeeded but wrote no", "overall: FAIL"}, nil},
 		{"everything skipped is not a pass", "synth", nil, []string{"--allow-skip", "train,parity,eval"}, 1, []string{
-			"overall: FAIL (failed: data)"}},
+			"overall: FAIL (failed: data)"}, nil},
 		{"data not resident", "resident", nil, nil, 1, []string{
-			"train    FAIL trained, but the training data was not resident", "eval     SKIP", "overall: FAIL (failed: train; skipped: eval"}},
+			"train    FAIL trained, but the training data was not resident", "eval     SKIP", "overall: FAIL (failed: train; skipped: eval"}, nil},
 		{"trained in fp32 though bf16 was asked for", "precision", nil, nil, 1, []string{
-			"train    FAIL trained, but run.json does not record precision bf16", "overall: FAIL (failed: train; skipped: eval"}},
-		{"losses apart", "parity", nil, nil, 1, []string{"parity   FAIL", "BEYOND 1e-06", "overall: FAIL (failed: parity)"}},
+			"train    FAIL trained, but run.json does not record precision bf16", "overall: FAIL (failed: train; skipped: eval"}, nil},
+		{"losses apart", "parity", nil, nil, 1, []string{"parity   FAIL", "BEYOND 1e-06", "overall: FAIL (failed: parity)"}, nil},
 		{"the first-use checks fell back", "fallback", nil, nil, 0, []string{
 			"train    PASS 8 steps of 1024 rows in bf16, data resident on the GPU, ",
-			"; but the wgmma GEMMs FAILED their check: the bf16 GEMMs ran on mma.sync; but the GPU search FAILED its check: the evaluations ranked on the CPU"}},
-		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}},
-		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}},
-		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}},
-		{"failing tensor-core primitives", "tensorcore", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}},
-		{"failing GEMMs", "gemm", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestGemmBF16Layouts", "overall: FAIL (failed: tensorcore)"}},
+			"; but the wgmma GEMMs FAILED their check: the bf16 GEMMs ran on mma.sync; but the GPU search FAILED its check: the evaluations ranked on the CPU"}, nil},
+		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}, nil},
+		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}, nil},
+		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}, nil},
+		{"failing tensor-core primitives", "tensorcore", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}, nil},
+		{"failing GEMMs", "gemm", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestGemmBF16Layouts", "overall: FAIL (failed: tensorcore)"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -216,6 +217,11 @@ func TestGPUCheckVerdicts(t *testing.T) {
 			for _, w := range c.wants {
 				if !strings.Contains(summary, w) {
 					t.Errorf("summary lacks %q:\n%s", w, summary)
+				}
+			}
+			for _, w := range c.lacks {
+				if strings.Contains(summary, w) {
+					t.Errorf("summary has %q:\n%s", w, summary)
 				}
 			}
 		})

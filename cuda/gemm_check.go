@@ -274,7 +274,7 @@ func pathName(wgmma bool) string {
 func newCheckProblem() checkProblem {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pr := checkProblem{a: bf16Values(rng, checkM*checkK), b: bf16Values(rng, checkK*checkN),
-		bias: normals(rng, checkN), old: normals(rng, checkM*checkN),
+		bias: randn(rng, checkN, 1), old: randn(rng, checkM*checkN, 1),
 		ab: make([]float64, checkM*checkN), s: make([]float64, checkM*checkN)}
 	for i := range checkM {
 		ab, s := pr.ab[i*checkN:(i+1)*checkN], pr.s[i*checkN:(i+1)*checkN]
@@ -333,10 +333,11 @@ func bf16Values(rng *rand.Rand, n int) []uint16 {
 	return v
 }
 
-func normals(rng *rand.Rand, n int) []float32 {
+// randn is n normal values of standard deviation scale.
+func randn(rng *rand.Rand, n int, scale float64) []float32 {
 	v := make([]float32, n)
 	for i := range v {
-		v[i] = float32(rng.NormFloat64())
+		v[i] = float32(scale * rng.NormFloat64())
 	}
 	return v
 }

@@ -4,7 +4,6 @@ package cuda
 
 import (
 	"math"
-	"math/rand/v2"
 	"sync"
 	"testing"
 
@@ -76,14 +75,6 @@ func fetch[T any](t *testing.T, d *Device, b buf[T]) []T {
 	out := make([]T, b.n)
 	on(t, d, func() error { return download(d, out, b) })
 	return out
-}
-
-func randn(rng *rand.Rand, n int, scale float64) []float32 {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(scale * rng.NormFloat64())
-	}
-	return v
 }
 
 func f64s(v []float32) []float64 {

@@ -80,7 +80,7 @@ func searchFailed() string {
 func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 	const nq, n16, n32, dim, k = 130, 200, 100, 70, 10
 	rng := rand.New(rand.NewPCG(3, 4)) // the same problem on every GPU
-	queries, k16, k32 := unitRows(rng, nq, dim), unitRows(rng, n16, dim), unitRows(rng, n32, dim)
+	queries, k16, k32 := unitRows(randn(rng, nq*dim, 1), dim), unitRows(randn(rng, n16*dim, 1), dim), unitRows(randn(rng, n32*dim, 1), dim)
 	half, wide := make([]byte, 2*len(k16)), make([]byte, 4*len(k32))
 	leconv.PutF16(half, k16)
 	leconv.PutF32(wide, k32)
@@ -124,19 +124,18 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 	return "", nil
 }
 
-// unitRows are n random rows of width dim, each of unit length.
-func unitRows(rng *rand.Rand, n, dim int) []float32 {
-	v := make([]float32, n*dim)
-	for r := range n {
-		row := v[r*dim : (r+1)*dim]
+// unitRows scales each row of x (rows of width dim) to unit length, in
+// place, and returns x.
+func unitRows(x []float32, dim int) []float32 {
+	for r := 0; r < len(x)/dim; r++ {
+		row := x[r*dim : (r+1)*dim]
 		var n2 float64
-		for i := range row {
-			x := rng.NormFloat64()
-			row[i], n2 = float32(x), n2+x*x
+		for _, v := range row {
+			n2 += float64(v) * float64(v)
 		}
 		for i := range row {
 			row[i] = float32(float64(row[i]) / math.Sqrt(n2))
 		}
 	}
-	return v
+	return x
 }

@@ -44,8 +44,8 @@ func TestSearcherProves(t *testing.T) {
 	s := &Searcher{Dev: testDevice(t), ChunkRows: 300}
 	rnd := rand.New(rand.NewPCG(3, 5))
 	const nq, nk, dim, k = 40, 1000, 64, 10
-	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
-	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRowsF32(randn(rnd, nk*dim, 1), dim)})
+	q := unitRows(randn(rnd, nq*dim, 1), dim)
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRows(randn(rnd, nk*dim, 1), dim)})
 	if _, err := s.Search(context.Background(), q, nq, keys, k); err != nil {
 		t.Fatal(err)
 	}
@@ -293,20 +293,6 @@ func TestSearcherRefuses(t *testing.T) {
 	var _ retrieval.Searcher = s
 }
 
-func unitRowsF32(x []float32, dim int) []float32 {
-	for r := 0; r < len(x)/dim; r++ {
-		row := x[r*dim : (r+1)*dim]
-		var n2 float64
-		for _, v := range row {
-			n2 += float64(v) * float64(v)
-		}
-		for i := range row {
-			row[i] = float32(float64(row[i]) / math.Sqrt(n2))
-		}
-	}
-	return x
-}
-
 // The GPU's reference scores are the host's bit for bit: the float64 sum
 // in index order. Keys with large cancelling values make the order show
 // (the test checks that the reversed order gives other bits).
@@ -396,8 +382,8 @@ func TestSearchWaveSplits(t *testing.T) {
 func TestSearcherShortLastChunk(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(4, 4))
 	const nq, nk, dim, k = 3, 16256, 8, 5
-	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
-	kv := unitRowsF32(randn(rnd, nk*dim, 1), dim)
+	q := unitRows(randn(rnd, nq*dim, 1), dim)
+	kv := unitRows(randn(rnd, nk*dim, 1), dim)
 	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: kv})
 	want, err := (&retrieval.CPUSearcher{}).Search(context.Background(), q, nq, keys, k)
 	if err != nil {
@@ -463,8 +449,8 @@ func TestSearcherMemoryFallback(t *testing.T) {
 	})
 	rnd := rand.New(rand.NewPCG(8, 13))
 	const nq, nk, dim, k, chunk = 30, 2000, 48, 7, 300
-	q := unitRowsF32(randn(rnd, nq*dim, 1), dim)
-	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRowsF32(randn(rnd, nk*dim, 1), dim)})
+	q := unitRows(randn(rnd, nq*dim, 1), dim)
+	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRows(randn(rnd, nk*dim, 1), dim)})
 	wantRows, wantScores := searchtest.Reference(q, nq, all, dim, k)
 	// The first search, with plenty of memory, measures the resident
 	// allocation (the largest it makes: all keys and the buffers); the

@@ -19,7 +19,8 @@
 //   - this package: the wrappers that check shapes and choose the grid
 //     (ops.go, ops_bf16.go, gemm_bf16.go, and gemm_check.go, the bf16
 //     GEMMs' check), the device's worker thread (device.go) and the
-//     engine (engine.go, engine_bf16.go, resident.go, step.go), exact
+//     engine (engine.go, engine_bf16.go, resident.go, step.go, and
+//     engine_check.go, the check of a whole engine at its first open), exact
 //     search (search.go, search_check.go, and topk.go: its retrieval.TopK
 //     form) and the hooks of package internal/enginehooks that package
 //     bench measures through (hooks.go).
@@ -142,7 +143,10 @@
 // first bf16 engine of a process checks both paths' kernels against a
 // float64 product on a small problem of every kind (gemm_check.go): it
 // falls back to mma.sync where only the wgmma kernels are wrong, and
-// refuses to open where no path is right.
+// refuses to open where no path is right. Then the first engine of each
+// precision checks a whole small engine against the float64 CPU engine
+// (engine_check.go: nn.CheckEngine on a context of its own) and refuses
+// to open where they disagree.
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming

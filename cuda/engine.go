@@ -128,12 +128,24 @@ func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
 	return e, nil
 }
 
+// newEngine builds an engine of shape c on dev, in bf16 mode or not, after
+// the checks of the process's first open (gemm_check.go, engine_check.go).
 func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 	if bf16 {
 		if err := dev.do(dev.checkBF16GEMMs); err != nil {
 			return nil, err
 		}
 	}
+	if err := checkEngine(bf16); err != nil {
+		return nil, err
+	}
+	return buildEngine(dev, c, bf16)
+}
+
+// buildEngine builds an engine of shape c on dev, in bf16 mode or not
+// (where dev has taken the GEMM check's verdict), with zero parameters,
+// gradients and moments.
+func buildEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 	l := c.Layout()
 	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size, bf16: bf16}
 	state := func(a *arena) {

@@ -12,14 +12,14 @@ import (
 )
 
 // TestEngineBF16 is the engine suite on the bf16 engine, with the bf16
-// tolerances (enginetest.BF16, derived there), on the path the device
+// tolerances (nn.BF16Tolerances, derived there), on the path the device
 // loaded (in the emulator the sm_90a one, wgmma, unless
 // DINOCLIP_CUDA_KERNELS=ptx). Like TestEngine it is left out of -short.
 func TestEngineBF16(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the whole-engine suite runs in the emulator pass without -short")
 	}
-	enginetest.RunWith(t, func(c nn.Config) (nn.Engine, error) { return NewBF16Engine(c) }, enginetest.BF16)
+	enginetest.RunWith(t, func(c nn.Config) (nn.Engine, error) { return NewBF16Engine(c) }, nn.BF16Tolerances)
 }
 
 // TestEngineBF16Paths: a projection (the head's GELU in the GEMM's
@@ -45,7 +45,7 @@ func TestEngineBF16Paths(t *testing.T) {
 				t.Fatal(err)
 			}
 			params := nn.InitParameters[float32](c, 3)
-			enginetest.PerturbNorms(c, params, 3)
+			nn.PerturbNorms(c, params, 3)
 			if err := e.SetParameters(params); err != nil {
 				t.Fatal(err)
 			}
@@ -53,7 +53,7 @@ func TestEngineBF16Paths(t *testing.T) {
 				t.Fatal(err)
 			}
 			xs, ts := enginetest.Batches(c, 1, n, 9)
-			tol := enginetest.BF16
+			tol := nn.BF16Tolerances
 			out := make([]float32, n*c.OutputDim)
 			if err := e.Project(out, xs[0], n); err != nil {
 				t.Fatal(err)
@@ -62,7 +62,7 @@ func TestEngineBF16Paths(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := enginetest.RelDiff(out, refOut); !(d <= tol.Forward) {
+			if d := nn.RelDiff(out, refOut); !(d <= tol.Forward) {
 				t.Errorf("Project: relative difference %.3g > %g", d, tol.Forward)
 			}
 			loss, err := e.ForwardBackward(xs[0], ts[0], n)
@@ -82,7 +82,7 @@ func TestEngineBF16Paths(t *testing.T) {
 			}
 			worst := 0.0
 			for _, tn := range c.Layout().Tensors {
-				d := enginetest.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
+				d := nn.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
 				if d > tol.Gradient {
 					t.Errorf("gradient of %s: relative difference %.3g > %g", tn.Name, d, tol.Gradient)
 				}
@@ -243,7 +243,7 @@ func TestEngineBF16SplitK(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	params := nn.InitParameters[float32](c, 4)
-	enginetest.PerturbNorms(c, params, 4)
+	nn.PerturbNorms(c, params, 4)
 	if err := e.SetParameters(params); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestEngineBF16SplitK(t *testing.T) {
 	on(t, e.dev, func() error { e.splitParts = buf[float32]{}; return nil })
 	whole := step()
 	for _, tn := range c.Layout().Tensors {
-		if d := enginetest.RelDiff(nn.View(split, tn), nn.View(whole, tn)); !(d <= 1e-5) {
+		if d := nn.RelDiff(nn.View(split, tn), nn.View(whole, tn)); !(d <= 1e-5) {
 			t.Errorf("gradient of %s: split and whole differ by %.3g", tn.Name, d)
 		}
 	}

@@ -70,7 +70,7 @@ func TestEngineShapes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := math.Abs(loss-refLoss) / refLoss; !(d <= enginetest.ForwardTol) {
+			if d := math.Abs(loss-refLoss) / refLoss; !(d <= nn.FP32Tolerances.Forward) {
 				t.Errorf("loss %v, oracle %v", loss, refLoss)
 			}
 			grads := make([]float32, c.NumParams())
@@ -78,7 +78,7 @@ func TestEngineShapes(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, tn := range c.Layout().Tensors {
-				if d := enginetest.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); !(d <= enginetest.GradientTol) {
+				if d := nn.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); !(d <= nn.FP32Tolerances.Gradient) {
 					t.Errorf("gradient of %s: relative difference %.3g", tn.Name, d)
 				}
 			}
@@ -105,7 +105,7 @@ func TestEngineGrow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := enginetest.RelDiff(out, want); !(d <= enginetest.ForwardTol) {
+		if d := nn.RelDiff(out, want); !(d <= nn.FP32Tolerances.Forward) {
 			t.Errorf("batch of %d: relative difference %.3g", n, d)
 		}
 	}

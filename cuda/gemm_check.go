@@ -192,7 +192,7 @@ func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
 		if hasWgmma {
 			why = "wgmma: " + wrong[true] + "; " + why
 		}
-		return "", fmt.Errorf("cuda: the bf16 GEMMs fail their check on this GPU (%s): the bf16 engine cannot run here; use --precision fp32 (a run trained in bf16 resumes in bf16: start a new one from its checkpoint with --init)", why), nil
+		return "", refuseBF16(fmt.Sprintf("the bf16 GEMMs fail their check on this GPU (%s)", why)), nil
 	case wrong[false] != "":
 		slog.Warn("cuda: the mma.sync GEMMs fail their check on this GPU; the wgmma ones pass and run", "gpu", gpu, "why", wrong[false])
 	case hasWgmma && wrong[true] != "":

@@ -4,11 +4,12 @@ package cuda
 
 import (
 	"math"
+	"math/rand/v2"
 	"sync"
 	"testing"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
-	"github.com/dinoclip/dinoclip/nn/enginetest"
+	"github.com/dinoclip/dinoclip/nn"
 )
 
 // fullDriver is a driver with the extended calls, as every driver the
@@ -93,7 +94,7 @@ func nanFill(n int) []float32 {
 	return v
 }
 
-// within fails the test when enginetest.RelDiff(got, want) > tol.
+// within fails the test when nn.RelDiff(got, want) > tol.
 func within[A, B float32 | float64](t *testing.T, what string, got []A, want []B, tol float64) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -104,10 +105,21 @@ func within[A, B float32 | float64](t *testing.T, what string, got []A, want []B
 			t.Fatalf("%s: element %d is %v", what, i, v)
 		}
 	}
-	d := enginetest.RelDiff(got, want)
+	d := nn.RelDiff(got, want)
 	if d > tol {
 		t.Errorf("%s: relative difference %.3g > %g", what, d, tol)
 	} else {
 		t.Logf("%s: relative difference %.3g (tolerance %g)", what, d, tol)
 	}
+}
+
+// unitNormals is unitRandn in a test: rows×dim normal values, every row
+// of unit length.
+func unitNormals(t *testing.T, rng *rand.Rand, rows, dim int) []float32 {
+	t.Helper()
+	u, err := unitRandn(rng, rows, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/nn"
-	"github.com/dinoclip/dinoclip/nn/enginetest"
 )
 
 // infoNCEBF16Reference is the bf16 engine's InfoNCE in float64 from the
@@ -168,7 +167,7 @@ func objectiveOnGPU(t *testing.T, e *Engine, p, tg []float32, n int) (loss, dls 
 //     to 3.7e-3 of the last check.
 //
 //   - Against the float64 CPU engine's objective (nn.ObjectiveLoss, no
-//     rounding) with enginetest.BF16's bounds: rounding a unit row to bf16
+//     rounding) with nn.BF16Tolerances's bounds: rounding a unit row to bf16
 //     moves each element by at most u = 2^-8 relative, a cosine by at most
 //     2u (2^-7) and by about u sqrt(2/3)/sqrt(d) root mean square (random,
 //     independent errors over d products of size 1/d); times s = 14.3 the
@@ -261,7 +260,7 @@ func TestInfoNCEBF16(t *testing.T) {
 					// The float64 CPU objective, unrounded.
 					cpuGrad := make([]float64, n*o)
 					cpuLoss, cpuDLS := nn.ObjectiveLoss(obj, cpuGrad, f64s(p), f64s(tg), n, o)
-					tol := enginetest.BF16
+					tol := nn.BF16Tolerances
 					if d := math.Abs(loss-cpuLoss) / math.Max(math.Abs(cpuLoss), 1); !(d <= tol.Forward) {
 						t.Errorf("%s: loss %v, float64 CPU %v: relative difference %.3g > %g", name, loss, cpuLoss, d, tol.Forward)
 					}
@@ -274,7 +273,7 @@ func TestInfoNCEBF16(t *testing.T) {
 						if d := math.Abs(cpuLoss - refLoss); d < 2*lossTol {
 							t.Errorf("%s: the unrounded and bf16 references' losses differ by %.3g, not above 2 x %.3g: the check cannot tell float32 operands", name, d, lossTol)
 						}
-						if d := enginetest.RelDiff(cpuGrad, refGrad); d < 3*gradTol {
+						if d := nn.RelDiff(cpuGrad, refGrad); d < 3*gradTol {
 							t.Errorf("%s: the unrounded and bf16 references' gradients differ by %.3g, not above 3 x %g: the check cannot tell float32 operands", name, d, gradTol)
 						}
 					}
@@ -314,7 +313,7 @@ func TestInfoNCEFP32Kernels(t *testing.T) {
 	}
 	// Predictions too short to normalise (a zero row, one under 1e-12):
 	// their gradient goes through the clamp, g / 1e-12, as the float64
-	// CPU objective's does; float32 arithmetic, GradientTol.
+	// CPU objective's does; float32 arithmetic, FP32Tolerances.Gradient.
 	for j := range o {
 		p[3*o+j] = 0
 		p[7*o+j] = float32(1e-14 * rng.NormFloat64())
@@ -322,8 +321,8 @@ func TestInfoNCEFP32Kernels(t *testing.T) {
 	loss, _, grad, _ := objectiveOnGPU(t, e, p, tg, n)
 	cpuGrad := make([]float64, n*o)
 	cpuLoss, _ := nn.ObjectiveLoss(nn.Objective{Loss: nn.LossInfoNCE, LogitScale: nn.InitLogitScale}, cpuGrad, f64s(p), f64s(tg), n, o)
-	if d := math.Abs(loss-cpuLoss) / cpuLoss; !(d <= enginetest.ForwardTol) {
+	if d := math.Abs(loss-cpuLoss) / cpuLoss; !(d <= nn.FP32Tolerances.Forward) {
 		t.Errorf("rows under 1e-12: loss %v, float64 CPU %v", loss, cpuLoss)
 	}
-	within(t, "rows under 1e-12: gradient against the float64 CPU", grad, cpuGrad, enginetest.GradientTol)
+	within(t, "rows under 1e-12: gradient against the float64 CPU", grad, cpuGrad, nn.FP32Tolerances.Gradient)
 }

@@ -45,7 +45,7 @@ func TestInfoNCEShapes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d := math.Abs(loss-refLoss) / refLoss; !(d <= enginetest.ForwardTol) { // (NaN fails)
+				if d := math.Abs(loss-refLoss) / refLoss; !(d <= nn.FP32Tolerances.Forward) { // (NaN fails)
 					t.Errorf("batch %d: loss %v, oracle %v: relative difference %.3g", n, loss, refLoss, d)
 				}
 				grads := make([]float32, tc.c.NumParams())
@@ -53,7 +53,7 @@ func TestInfoNCEShapes(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, tn := range tc.c.Layout().Tensors {
-					if d := enginetest.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); !(d <= enginetest.GradientTol) {
+					if d := nn.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn)); !(d <= nn.FP32Tolerances.Gradient) {
 						t.Errorf("batch %d: gradient of %s: relative difference %.3g", n, tn.Name, d)
 					}
 				}
@@ -64,7 +64,7 @@ func TestInfoNCEShapes(t *testing.T) {
 					}
 					continue
 				}
-				if d := math.Abs(g-want) / math.Abs(want); !(d <= enginetest.GradientTol) {
+				if d := math.Abs(g-want) / math.Abs(want); !(d <= nn.FP32Tolerances.Gradient) {
 					t.Errorf("batch %d: logit scale gradient %v, oracle %v: relative difference %.3g", n, g, want, d)
 				}
 			}

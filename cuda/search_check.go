@@ -80,7 +80,11 @@ func searchFailed() string {
 func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 	const nq, n16, n32, dim, k = 130, 200, 100, 70, 10
 	rng := rand.New(rand.NewPCG(3, 4)) // the same problem on every GPU
-	queries, k16, k32 := unitRows(randn(rng, nq*dim, 1), dim), unitRows(randn(rng, n16*dim, 1), dim), unitRows(randn(rng, n32*dim, 1), dim)
+	unit, err := unitRandn(rng, nq+n16+n32, dim)
+	if err != nil {
+		return "", err
+	}
+	queries, k16, k32 := unit[:nq*dim], unit[nq*dim:(nq+n16)*dim], unit[(nq+n16)*dim:]
 	half, wide := make([]byte, 2*len(k16)), make([]byte, 4*len(k32))
 	leconv.PutF16(half, k16)
 	leconv.PutF32(wide, k32)
@@ -124,18 +128,8 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 	return "", nil
 }
 
-// unitRows scales each row of x (rows of width dim) to unit length, in
-// place, and returns x.
-func unitRows(x []float32, dim int) []float32 {
-	for r := 0; r < len(x)/dim; r++ {
-		row := x[r*dim : (r+1)*dim]
-		var n2 float64
-		for _, v := range row {
-			n2 += float64(v) * float64(v)
-		}
-		for i := range row {
-			row[i] = float32(float64(row[i]) / math.Sqrt(n2))
-		}
-	}
-	return x
+// unitRandn returns rows×dim normal values with every row scaled to unit
+// length by the product's rule (retrieval.NormalizeRows).
+func unitRandn(rng *rand.Rand, rows, dim int) ([]float32, error) {
+	return retrieval.NormalizeRows(randn(rng, rows*dim, 1), rows, dim)
 }

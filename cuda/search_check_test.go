@@ -68,7 +68,7 @@ func (l skipKeys) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) erro
 func searchCase(t *testing.T) ([]float32, *retrieval.Keys, *retrieval.Neighbors) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	const nq, nk, dim, k = 40, 500, 64, 5
-	queries, x := unitRows(randn(rng, nq*dim, 1), dim), unitRows(randn(rng, nk*dim, 1), dim)
+	queries, x := unitNormals(t, rng, nq, dim), unitNormals(t, rng, nk, dim)
 	keys, err := retrieval.Float32Keys("keys", x, nk, dim)
 	if err != nil {
 		t.Fatal(err)

@@ -44,8 +44,8 @@ func TestSearcherProves(t *testing.T) {
 	s := &Searcher{Dev: testDevice(t), ChunkRows: 300}
 	rnd := rand.New(rand.NewPCG(3, 5))
 	const nq, nk, dim, k = 40, 1000, 64, 10
-	q := unitRows(randn(rnd, nq*dim, 1), dim)
-	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRows(randn(rnd, nk*dim, 1), dim)})
+	q := unitNormals(t, rnd, nq, dim)
+	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitNormals(t, rnd, nk, dim)})
 	if _, err := s.Search(context.Background(), q, nq, keys, k); err != nil {
 		t.Fatal(err)
 	}
@@ -382,8 +382,8 @@ func TestSearchWaveSplits(t *testing.T) {
 func TestSearcherShortLastChunk(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(4, 4))
 	const nq, nk, dim, k = 3, 16256, 8, 5
-	q := unitRows(randn(rnd, nq*dim, 1), dim)
-	kv := unitRows(randn(rnd, nk*dim, 1), dim)
+	q := unitNormals(t, rnd, nq, dim)
+	kv := unitNormals(t, rnd, nk, dim)
 	keys, _ := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: kv})
 	want, err := (&retrieval.CPUSearcher{}).Search(context.Background(), q, nq, keys, k)
 	if err != nil {
@@ -449,8 +449,8 @@ func TestSearcherMemoryFallback(t *testing.T) {
 	})
 	rnd := rand.New(rand.NewPCG(8, 13))
 	const nq, nk, dim, k, chunk = 30, 2000, 48, 7, 300
-	q := unitRows(randn(rnd, nq*dim, 1), dim)
-	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitRows(randn(rnd, nk*dim, 1), dim)})
+	q := unitNormals(t, rnd, nq, dim)
+	keys, all := searchtest.Keys(t, dim, searchtest.Segment{Half: true, Rows: nk, Data: unitNormals(t, rnd, nk, dim)})
 	wantRows, wantScores := searchtest.Reference(q, nq, all, dim, k)
 	// The first search, with plenty of memory, measures the resident
 	// allocation (the largest it makes: all keys and the buffers); the

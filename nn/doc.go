@@ -26,5 +26,8 @@
 // [Engine] is what a trainer drives: forward+loss+backward on a batch, an
 // AdamW step, and reading and writing parameters, gradients and moments. The
 // CPU engine ([CPUEngine]) and the GPU engine implement it, so one test suite
-// can run against both.
+// can run against both. [CheckEngine] compares any engine with the float64
+// one on a small problem, with the [Tolerances] of its precision: the GPU
+// engine runs it at its first open in a process, and the suite on every
+// engine.
 package nn

@@ -199,7 +199,7 @@ if [ "$SANITIZE" = 1 ]; then
 		# memcheck: the bf16 engine's kernels, the first-use checks and the
 		# search; racecheck: the row kernels alone, on the portable PTX (no
 		# wgmma, TMA or mbarrier anywhere, none of which it should judge).
-		sanitize memcheck $((SANITIZER_LIMIT * 2 / 3)) '^(TestGemmBF16Launcher|TestGemmBF16BackwardLaunchers|TestGemmBF16FusedEpilogues|TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16|TestCheckBF16GEMMsPasses|TestSearchCheck|TestSearcherContract|TestEngineBF16Paths)$'
+		sanitize memcheck $((SANITIZER_LIMIT * 2 / 3)) '^(TestGemmBF16Launcher|TestGemmBF16BackwardLaunchers|TestGemmBF16FusedEpilogues|TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16|TestInfoNCEBF16|TestCheckBF16GEMMsPasses|TestSearchCheck|TestSearcherContract|TestEngineBF16Paths|TestEngineCheckPasses)$'
 		sanitize racecheck $((SANITIZER_LIMIT / 3)) '^(TestGradRows|TestLayerNormBF16Input|TestOutNormMSE|TestAdamWBF16|TestCastBF16)$' DINOCLIP_CUDA_KERNELS=ptx
 	fi
 	pack_logs

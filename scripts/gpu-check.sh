@@ -245,7 +245,7 @@ if (cd "$(dirname "$TEST")" && run "$log" 300 "./$(basename "$TEST")" -test.v -t
 else
 	result tests FAIL "$(grep -E '^\s*--- FAIL' "$log" | head -5 | tr -s ' \n' ' ') (see cuda-test.log)"
 fi
-grep -E 'worst relative difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
+grep -E 'worst relative difference|largest difference|tests on' "$log" | sed 's/^ */         /' | tee -a "$SUMMARY"
 
 # --- ptx
 loaded=$(grep -m1 -o 'kernels="[^"]*"' "$log" | cut -d'"' -f2)

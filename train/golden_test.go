@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/nn"
-	"github.com/dinoclip/dinoclip/nn/enginetest"
 	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
@@ -138,7 +137,7 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 			t.Fatal(err)
 		}
 		if s == 0 {
-			if d := enginetest.RelDiff(out, g.tensor(t, "out0")); !(d <= tol) {
+			if d := nn.RelDiff(out, g.tensor(t, "out0")); !(d <= tol) {
 				t.Errorf("output at init: relative difference %.3g > %g", d, tol)
 			}
 		}
@@ -163,7 +162,7 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 		if s == 0 {
 			want := g.params(t, "grad0/")
 			for _, tn := range m.Layout.Tensors {
-				if d := enginetest.RelDiff(nn.View(m.Grads, tn), nn.View(want, tn)); !(d <= tol) {
+				if d := nn.RelDiff(nn.View(m.Grads, tn), nn.View(want, tn)); !(d <= tol) {
 					t.Errorf("first gradient of %s: relative difference %.3g > %g", tn.Name, d, tol)
 				}
 			}
@@ -195,7 +194,7 @@ func replay[T nn.Float](t *testing.T, path string, tol float64) {
 	want := g.params(t, "final/")
 	worst := 0.0
 	for _, tn := range m.Layout.Tensors {
-		d := enginetest.RelDiff(nn.View(m.Params, tn), nn.View(want, tn))
+		d := nn.RelDiff(nn.View(m.Params, tn), nn.View(want, tn))
 		if d > tol {
 			t.Errorf("%s after %d steps: relative difference %.3g > %g", tn.Name, g.steps, d, tol)
 		}

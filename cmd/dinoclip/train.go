@@ -356,11 +356,7 @@ func runTrain(cCtx *cli.Context) error {
 	engine, err := openTrainingEngine(device, precision, c)
 	if err != nil {
 		if deviceOfRun {
-			other := "--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped"
-			if precision == train.PrecisionBF16 {
-				other = "the run trains in bf16, which only the GPU engine computes: resume it with a build that has it"
-			}
-			return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (%s)", runDir, device, err, other)
+			return resumeOpenError(runDir, device, precision, err)
 		}
 		return err
 	}
@@ -401,6 +397,20 @@ func runTrain(cCtx *cli.Context) error {
 			runDir, train.ShellArg(runDir))
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
+}
+
+// resumeOpenError is the error of a resumed run whose engine (on device, in
+// precision, as the run trained) did not open: what stands in the way and
+// how the run goes on.
+func resumeOpenError(runDir, device, precision string, err error) error {
+	other := "--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped"
+	if precision == train.PrecisionBF16 {
+		if errors.Is(err, nn.ErrFailedCheck) {
+			return err // (it says how a bf16 run goes on: not by another build)
+		}
+		other = "the run trains in bf16, which only the GPU engine computes: resume it with a build that has it"
+	}
+	return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (%s)", runDir, device, err, other)
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64

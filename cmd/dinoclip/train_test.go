@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -613,5 +614,29 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	writeFile(t, path, string(b))
 	if out := mustRun(t, "info", run); !strings.Contains(out, "device: cpu (where train --resume goes on)") {
 		t.Errorf("info of a run does not say its device:\n%s", out)
+	}
+}
+
+// A bf16 run's engine refused by its check on this GPU says itself how the
+// run goes on (a new run from its checkpoint, or fp32): the resume's
+// advice for a build without the GPU engine would contradict it. Other
+// failures keep the advice.
+func TestResumeOpenError(t *testing.T) {
+	refusal := fmt.Errorf("cuda: a test's refusal; use --precision fp32: %w", nn.ErrFailedCheck)
+	if err := resumeOpenError("RUN", "cuda", train.PrecisionBF16, refusal); err != refusal {
+		t.Errorf("a bf16 run refused by the check: %v", err)
+	}
+	for _, c := range []struct {
+		precision string
+		err       error
+		want      string
+	}{
+		{train.PrecisionBF16, errors.New("no GPU engine in this build"), "resume it with a build that has it"},
+		{train.PrecisionFP32, refusal, "--device cpu goes on on the CPU"},
+	} {
+		err := resumeOpenError("RUN", "cuda", c.precision, c.err)
+		if !errors.Is(err, c.err) || !strings.Contains(err.Error(), "--resume: the run in RUN trained on cuda") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s, %v: %v", c.precision, c.err, err)
+		}
 	}
 }

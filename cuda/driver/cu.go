@@ -3,11 +3,13 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver/libcuda"
@@ -90,6 +92,9 @@ func Open(kernelNames []string) (Driver, error) {
 	return c, nil
 }
 
+// loadedSaid is what the last "kernels loaded" line of the process said.
+var loadedSaid atomic.Pointer[string]
+
 // load loads the best compiled form of the kernels that the GPU (compute
 // capability cc, major*10+minor) and the driver (driverVersion, as
 // cuDriverGetVersion gives it) take: the sm_90a cubins on a Hopper GPU
@@ -110,7 +115,13 @@ func (c *cuDriver) load(cc, driverVersion int) (string, error) {
 	if len(notes) > 0 {
 		attrs = append(attrs, "fallback", strings.Join(notes, "; "))
 	}
-	slog.Info("cuda: kernels loaded", attrs...)
+	level, said := slog.LevelInfo, fmt.Sprint(attrs...)
+	if prev := loadedSaid.Swap(&said); prev != nil && *prev == said {
+		// Said for an earlier context of the process (the engine check
+		// opens one of its own): once is enough.
+		level = slog.LevelDebug
+	}
+	slog.Log(context.Background(), level, "cuda: kernels loaded", attrs...)
 	where := map[string]int{}
 	for i, m := range kernels.Modules {
 		for _, k := range m.Kernels {

@@ -9,58 +9,6 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 )
 
-// Tolerances of a float32 engine against the float64 oracle, as the
-// norm-wise relative difference ||a-b||/||b|| of each tensor. float32 rounds
-// at 6e-8 and a GEMM of depth k accumulates about sqrt(k) roundings, so a few
-// layers deep the forward pass is good to ~1e-6; the float32 CPU engine
-// measures 2e-7 on the output. Gradients pass through twice as many layers
-// and the LayerNorm backward's cancellations (g - mean(g) - xhat mean(g
-// xhat)), and after 20 AdamW steps the normalised update lr m/sqrt(v) has
-// turned relative gradient errors into absolute parameter errors; the CPU
-// engine measures 5e-7 and 3e-7. The bounds leave a factor of 20 to 50 for
-// engines that sum in another order (a GPU's tiled GEMMs and tree
-// reductions) and stay far below what any real mistake produces (a wrong
-// index or a missing term moves a tensor by O(1)).
-const (
-	ForwardTol  = 1e-5
-	GradientTol = 2e-5
-	TrainTol    = 2e-5
-)
-
-// Tolerances are the bounds the suite holds an engine to, each a norm-wise
-// relative difference from the float64 oracle: the output and the loss
-// (Forward), each gradient tensor (Gradient), each loss and parameter
-// tensor over the training comparison (Train).
-type Tolerances struct{ Forward, Gradient, Train float64 }
-
-// FP32 are the tolerances of a float32 engine (above).
-var FP32 = Tolerances{ForwardTol, GradientTol, TrainTol}
-
-// BF16 are the tolerances of a bf16 mixed-precision engine (bf16 GEMM
-// operands and stored GEMM inputs, float32 accumulation, LayerNorm, GELU,
-// loss and optimizer state, as PyTorch autocast). bf16 keeps 8 significant
-// bits (7 stored, one implicit): rounding to nearest errs by at most
-// u = 2^-8 relative (half a unit in the last place), by u/sqrt(3) = 2.3e-3
-// in root mean square over values spread across a binade. A product of
-// two rounded operands is off by up to 2u; in a dot product of depth K
-// these errors are independent, so the norm-wise relative error of a
-// GEMM's output stays near sqrt(2) u/sqrt(3) whatever K, while the worst
-// element's error relative to its value grows like 2u sqrt(K) (the sum of
-// K terms of random sign is sqrt(K) times smaller than the sum of their
-// sizes). The suite's model is 7 GEMMs deep, each rounding a weight and
-// an activation; LayerNorm renormalises, so the errors add roughly in
-// quadrature: about sqrt(14) u/sqrt(3) = 8.6e-3 on the output (the bf16
-// GPU engine measures 5.7e-3).
-// The backward pass is twice as deep and its LayerNorm backward cancels
-// (g - mean(g) - xhat mean(g xhat)), which amplifies relative errors of
-// small gradients: measured 1.4e-2. After 20 AdamW steps the parameters
-// measure 2.4e-3 and the losses 6.4e-4 (the normalised update turns
-// gradient errors into absolute parameter errors of about lr per step).
-// The bounds leave a factor of 3 to 4; a wrong index or a missing term
-// moves a tensor by O(1), and a bf16 weight copy that AdamW leaves stale
-// moves the parameters by 0.14 after the 20 steps.
-var BF16 = Tolerances{Forward: 2e-2, Gradient: 5e-2, Train: 1e-2}
-
 // Config is the small model the suite uses: big enough for every GEMM to be
 // several tiles wide, small enough for the float64 oracle to be instant.
 var Config = nn.Config{InputDim: 48, HiddenDim: 64, OutputDim: 32, Blocks: 2}
@@ -72,11 +20,11 @@ const Batch = 24
 type NewEngine func(nn.Config) (nn.Engine, error)
 
 // Run runs the suite against the float32 engines newEngine builds.
-func Run(t *testing.T, newEngine NewEngine) { RunWith(t, newEngine, FP32) }
+func Run(t *testing.T, newEngine NewEngine) { RunWith(t, newEngine, nn.FP32Tolerances) }
 
 // RunWith runs the suite against the engines newEngine builds, with the
 // tolerances of their precision.
-func RunWith(t *testing.T, newEngine NewEngine, tol Tolerances) {
+func RunWith(t *testing.T, newEngine NewEngine, tol nn.Tolerances) {
 	t.Run("Objectives", func(t *testing.T) { testObjectives(t, newEngine, tol) })
 	t.Run("ParameterRoundTrip", func(t *testing.T) { testRoundTrip(t, newEngine) })
 	t.Run("ForwardAndGradients", func(t *testing.T) { testForwardAndGradients(t, newEngine, tol) })
@@ -84,48 +32,27 @@ func RunWith(t *testing.T, newEngine NewEngine, tol Tolerances) {
 	t.Run("Training", func(t *testing.T) { testTraining(t, newEngine, tol) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, newEngine) })
 	t.Run("NonFiniteLoss", func(t *testing.T) { testNonFiniteLoss(t, newEngine) })
+	t.Run("Check", func(t *testing.T) { testCheck(t, newEngine, tol) })
 }
 
-// RelDiff is ||a-b|| / ||b|| (or ||a-b|| when b is zero); +Inf when the
-// two differ in length, are empty, or either holds a NaN (or an infinity
-// that leaves it undefined), so that a check
-// "RelDiff(...) > tol" fails where it compared nothing or NaN (a NaN
-// difference compares false with any bound).
-func RelDiff[A, B nn.Float](a []A, b []B) float64 {
-	if len(a) != len(b) || len(a) == 0 {
-		return math.Inf(1)
+// testCheck runs nn.CheckEngine, the check package cuda runs at a GPU
+// engine's first open, on an engine of the check's own shape
+// (nn.CheckConfig): it must pass wherever the suite passes, or it would
+// refuse right engines, and check everything.
+func testCheck(t *testing.T, newEngine NewEngine, tol nn.Tolerances) {
+	e, err := newEngine(nn.CheckConfig)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var num, den float64
-	for i := range a {
-		d := float64(a[i]) - float64(b[i])
-		num += d * d
-		den += float64(b[i]) * float64(b[i])
+	defer e.Close()
+	r, err := nn.CheckEngine(e, tol)
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := math.Sqrt(num)
-	if den != 0 {
-		r = math.Sqrt(num / den)
+	if r.Wrong != "" || r.Unchecked != "" {
+		t.Fatalf("the engine check: wrong %q, unchecked %q", r.Wrong, r.Unchecked)
 	}
-	if math.IsNaN(r) { // (a NaN, or infinities on both sides)
-		return math.Inf(1)
-	}
-	return r
-}
-
-// PerturbNorms moves the LayerNorm parameters of params (shape c) off
-// their initial 1 and 0, by normal noise of scale 0.2 from seed, so that
-// their gradients and their use in the backward pass are exercised (with
-// gamma = 1 and beta = 0 a kernel that reads the wrong LayerNorm's
-// parameters computes the same).
-func PerturbNorms(c nn.Config, params []float32, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	for _, tn := range c.Layout().Tensors {
-		if tn.Kind == nn.NormWeight || tn.Kind == nn.NormBias {
-			v := nn.View(params, tn)
-			for i := range v {
-				v[i] += float32(0.2 * rng.NormFloat64())
-			}
-		}
-	}
+	t.Logf("the engine check's largest difference: %.2g of its bound, %s", r.Worst, r.WorstAt)
 }
 
 // Batches returns reproducible inputs and targets: n batches of rows from
@@ -160,7 +87,7 @@ func pair(t *testing.T, newEngine NewEngine) (nn.Engine, *nn.CPUEngine[float64],
 		t.Fatal(err)
 	}
 	params := nn.InitParameters[float32](Config, 7)
-	PerturbNorms(Config, params, 8)
+	nn.PerturbNorms(Config, params, 8)
 	if err := e.SetParameters(params); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +122,7 @@ func testRoundTrip(t *testing.T, newEngine NewEngine) {
 	}
 }
 
-func testForwardAndGradients(t *testing.T, newEngine NewEngine, tol Tolerances) {
+func testForwardAndGradients(t *testing.T, newEngine NewEngine, tol nn.Tolerances) {
 	e, ref, _ := pair(t, newEngine)
 	c := Config
 	xs, ts := Batches(c, 1, Batch, 1)
@@ -207,7 +134,7 @@ func testForwardAndGradients(t *testing.T, newEngine NewEngine, tol Tolerances) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := RelDiff(out, refOut); d > tol.Forward {
+	if d := nn.RelDiff(out, refOut); d > tol.Forward {
 		t.Errorf("Project: relative difference %.3g > %g", d, tol.Forward)
 	}
 	loss, err := e.ForwardBackward(xs[0], ts[0], Batch)
@@ -227,13 +154,13 @@ func testForwardAndGradients(t *testing.T, newEngine NewEngine, tol Tolerances) 
 	}
 	worst := 0.0
 	for _, tn := range c.Layout().Tensors {
-		d := RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
+		d := nn.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
 		if d > tol.Gradient {
 			t.Errorf("gradient of %s: relative difference %.3g > %g", tn.Name, d, tol.Gradient)
 		}
 		worst = max(worst, d)
 	}
-	t.Logf("worst relative difference: output %.3g, gradient %.3g", RelDiff(out, refOut), worst)
+	t.Logf("worst relative difference: output %.3g, gradient %.3g", nn.RelDiff(out, refOut), worst)
 }
 
 func testDeterministic(t *testing.T, newEngine NewEngine) {
@@ -282,7 +209,7 @@ func stepHyper(s int) nn.AdamWStep {
 	return nn.AdamWStep{LR: peak * f, Beta1: 0.95 - 0.1*f, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: s}
 }
 
-func testTraining(t *testing.T, newEngine NewEngine, tol Tolerances) {
+func testTraining(t *testing.T, newEngine NewEngine, tol nn.Tolerances) {
 	e, ref, _ := pair(t, newEngine)
 	c := Config
 	xs, ts := Batches(c, Steps, Batch, 3)
@@ -314,7 +241,7 @@ func testTraining(t *testing.T, newEngine NewEngine, tol Tolerances) {
 	}
 	worst := 0.0
 	for _, tn := range c.Layout().Tensors {
-		d := RelDiff(nn.View(params, tn), nn.View(ref.Model.Params, tn))
+		d := nn.RelDiff(nn.View(params, tn), nn.View(ref.Model.Params, tn))
 		if d > tol.Train {
 			t.Errorf("%s after %d steps: relative difference %.3g > %g", tn.Name, Steps, d, tol.Train)
 		}
@@ -394,7 +321,7 @@ func toF64(v []float32) []float64 {
 // the logit-scale gradient is one sum over all [Batch x Batch] logits, so
 // the precision's forward and gradient tolerances hold for them as they
 // stand.
-func testObjectives(t *testing.T, newEngine NewEngine, tol Tolerances) {
+func testObjectives(t *testing.T, newEngine NewEngine, tol nn.Tolerances) {
 	e, ref, _ := pair(t, newEngine)
 	xs, ts := Batches(Config, 1, Batch, 9)
 	worstGrad, worstScale := 0.0, 0.0
@@ -431,7 +358,7 @@ func testObjectives(t *testing.T, newEngine NewEngine, tol Tolerances) {
 			t.Fatal(err)
 		}
 		for _, tn := range Config.Layout().Tensors {
-			d := RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
+			d := nn.RelDiff(nn.View(grads, tn), nn.View(ref.Model.Grads, tn))
 			if d > tol.Gradient {
 				t.Errorf("%+v: gradient of %s: relative difference %.3g > %g", o, tn.Name, d, tol.Gradient)
 			}

@@ -110,21 +110,17 @@ func gaussian(rnd *rand.Rand, n int) []float32 {
 	return x
 }
 
+// unitRows returns x (rows of width dim) with every row scaled to unit
+// length by the product's rule (retrieval.NormalizeRows).
 func unitRows(x []float32, dim int) []float32 {
-	for r := 0; r < len(x)/dim; r++ {
-		row := x[r*dim : (r+1)*dim]
-		var s float64
-		for _, v := range row {
-			s += float64(v) * float64(v)
-		}
-		if s > 0 {
-			n := math.Sqrt(s)
-			for i, v := range row {
-				row[i] = float32(float64(v) / n)
-			}
-		}
+	if len(x) == 0 {
+		return x
 	}
-	return x
+	u, err := retrieval.NormalizeRows(x, len(x)/dim, dim)
+	if err != nil {
+		panic(err) // the cases are finite and whole rows
+	}
+	return u
 }
 
 // nextUp returns x moved by n float32 ulps (towards +Inf for n > 0).
@@ -159,7 +155,7 @@ func Cases() []Case {
 	seg := func(half bool, rows, dim int, unit bool) Segment {
 		d := gaussian(rnd, rows*dim)
 		if unit {
-			unitRows(d, dim)
+			d = unitRows(d, dim)
 		}
 		return Segment{Half: half, Rows: rows, Data: d}
 	}

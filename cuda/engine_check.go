@@ -1,0 +1,124 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// The check of a GPU engine at its first open.
+//
+// The GEMM check (gemm_check.go) proves the bf16 GEMMs; the rest of an
+// engine is ordinary CUDA (the row kernels: LayerNorm, GELU, the fused
+// backward row pass, the output LayerNorm and loss, InfoNCE, AdamW, the
+// moving average, the gathers of resident rows, the casts) and a CUDA
+// graph of the pipelined step, proven in the host emulator (which runs
+// each block's threads in a random order) but not on every GPU and
+// driver it will meet, and much of it on none yet. So the first engine
+// of each precision a process opens first runs nn.CheckEngine on an
+// engine of the check's shape (nn.CheckConfig, nn.CheckRows rows): its
+// output, losses, gradients, an AdamW step, the moving average, resident
+// rows and three pipelined steps (the first launch by launch, the second
+// captured as a CUDA graph, the third its replay), against the float64
+// CPU engine, with the precision's tolerances (nn.FP32Tolerances,
+// nn.BF16Tolerances: the engine suite's). Where it disagrees, or a loss
+// is not finite, no engine of that precision opens in the process, and
+// the error (nn.ErrFailedCheck) says what runs instead (fp32 for bf16,
+// the CPU for fp32). A GPU too full for the check's resident rows leaves
+// them and the pipelined steps out.
+//
+// The check runs on a CUDA context of its own, closed after it, so none of
+// its allocations stays beside the engine's (training sizes its resident
+// data by the memory left) and a kernel that faults takes only that
+// context with it: the open fails with the fault, and no verdict is kept.
+// It costs a context's creation and a few milliseconds of kernels, once
+// per process and precision; a process that opens no engine (search,
+// info) pays nothing.
+
+// engineVerdict is the check's outcome for the process, by precision
+// ([0] fp32, [1] bf16): every Device of a process opens the same GPU with
+// the same kernels. An error of the device is no verdict and is not kept.
+var engineVerdict struct {
+	sync.Mutex
+	done  [2]bool
+	wrong [2]string
+}
+
+// checkEngine runs the check of engines of precision bf16 (or fp32) on a
+// Device of its own the first time the process opens one, and returns the
+// refusal where the check found its engine wrong.
+func checkEngine(bf16 bool) error {
+	i := 0
+	if bf16 {
+		i = 1
+	}
+	engineVerdict.Lock()
+	defer engineVerdict.Unlock()
+	if !engineVerdict.done[i] {
+		d, err := Open()
+		if err != nil {
+			return fmt.Errorf("the engine check's CUDA context: %w", err)
+		}
+		r, err := runEngineCheck(d, bf16)
+		if err != nil {
+			return fmt.Errorf("cuda: the engine check: %w", err)
+		}
+		engineVerdict.done[i], engineVerdict.wrong[i] = true, r.Wrong
+		slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong, "unchecked", r.Unchecked)
+	}
+	if wrong := engineVerdict.wrong[i]; wrong != "" {
+		if bf16 {
+			return refuseBF16(fmt.Sprintf("the bf16 engine disagrees with the CPU's on this GPU (%s)", wrong))
+		}
+		return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine disagrees with the CPU's on this GPU (%s): it cannot run here; use --device cpu", wrong)}
+	}
+	return nil
+}
+
+// runEngineCheck builds an engine of the check's shape and precision on d
+// and runs nn.CheckEngine on it, and closes d.
+func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
+	if bf16 {
+		if err := d.do(d.checkBF16GEMMs); err != nil {
+			return nn.CheckResult{}, errors.Join(err, d.Close())
+		}
+	}
+	e, err := buildEngine(d, nn.CheckConfig, bf16)
+	if err != nil {
+		return nn.CheckResult{}, errors.Join(err, d.Close())
+	}
+	tol := nn.FP32Tolerances
+	if bf16 {
+		tol = nn.BF16Tolerances
+	}
+	r, err := nn.CheckEngine(e, tol)
+	return r, errors.Join(err, e.Close())
+}
+
+// checkRefusal is the error of an engine that a check of its process found
+// wrong on this GPU (gemm_check.go, or the check above): it is
+// nn.ErrFailedCheck, and its message says what runs instead.
+type checkRefusal struct{ msg string }
+
+func (r checkRefusal) Error() string { return r.msg }
+
+// Is makes a refusal nn.ErrFailedCheck, without that error's text.
+func (checkRefusal) Is(target error) bool { return target == nn.ErrFailedCheck }
+
+// refuseBF16 is the refusal of the bf16 engine for why.
+func refuseBF16(why string) error {
+	return checkRefusal{"cuda: " + why + ": the bf16 engine cannot run here; use --precision fp32 (a run trained in bf16 resumes in bf16: start a new one from its checkpoint with --init)"}
+}
+
+// precisionName is "bf16" or "fp32".
+func precisionName(bf16 bool) string {
+	if bf16 {
+		return "bf16"
+	}
+	return "fp32"
+}

@@ -1,0 +1,78 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/dinoclip/dinoclip/nn"
+)
+
+// freshEngineVerdict forgets the process's engine verdicts for the test,
+// so that the next open checks again, and restores them afterwards.
+func freshEngineVerdict(t *testing.T) {
+	engineVerdict.Lock()
+	done, wrong := engineVerdict.done, engineVerdict.wrong
+	engineVerdict.done = [2]bool{}
+	engineVerdict.Unlock()
+	t.Cleanup(func() {
+		engineVerdict.Lock()
+		engineVerdict.done, engineVerdict.wrong = done, wrong
+		engineVerdict.Unlock()
+	})
+}
+
+// The check passes right kernels in each precision, by a margin: at most
+// half of any bound (in the emulator the largest is a quarter, bf16's
+// output), so that a GPU, which sums in other orders, is not refused by a
+// bound it only just misses. An open runs it once per process and
+// precision and keeps the verdict.
+func TestEngineCheckPasses(t *testing.T) {
+	freshEngineVerdict(t)
+	for _, bf16 := range []bool{false, true} {
+		d, _ := openDevice(t)
+		r, err := runEngineCheck(d, bf16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Wrong != "" || !(r.Worst < 0.5) || r.Unchecked != "" {
+			t.Fatalf("%s: %+v", precisionName(bf16), r)
+		}
+		t.Logf("%s engine check: largest difference %.2g of its bound, %s", precisionName(bf16), r.Worst, r.WorstAt)
+		if err := checkEngine(bf16); err != nil {
+			t.Fatal(err)
+		}
+		engineVerdict.Lock()
+		done, wrong := engineVerdict.done, engineVerdict.wrong
+		engineVerdict.Unlock()
+		if i := map[bool]int{false: 0, true: 1}[bf16]; !done[i] || wrong[i] != "" {
+			t.Fatalf("%s: after a passing check, the verdicts are done %v, wrong %q", precisionName(bf16), done, wrong)
+		}
+	}
+}
+
+// A refusal kept for a precision stops every later open of that precision,
+// saying which runs instead, and leaves the other precision alone.
+func TestEngineCheckRefuses(t *testing.T) {
+	freshEngineVerdict(t)
+	c := nn.Config{InputDim: 16, HiddenDim: 32, OutputDim: 16, Blocks: 1}
+	engineVerdict.Lock()
+	engineVerdict.done, engineVerdict.wrong = [2]bool{true, true}, [2]string{"", "a test's disagreement"}
+	engineVerdict.Unlock()
+	if _, err := NewBF16Engine(c); !errors.Is(err, nn.ErrFailedCheck) || !strings.Contains(err.Error(), "a test's disagreement") || !strings.Contains(err.Error(), "--precision fp32") {
+		t.Fatalf("bf16 after a refusal: %v", err)
+	}
+	e, err := NewEngine(c)
+	if err != nil {
+		t.Fatalf("fp32 after bf16's refusal: %v", err)
+	}
+	e.Close()
+	engineVerdict.Lock()
+	engineVerdict.wrong = [2]string{"a test's disagreement", ""}
+	engineVerdict.Unlock()
+	if _, err := NewEngine(c); !errors.Is(err, nn.ErrFailedCheck) || !strings.Contains(err.Error(), "a test's disagreement") || !strings.Contains(err.Error(), "--device cpu") {
+		t.Fatalf("fp32 after a refusal: %v", err)
+	}
+}

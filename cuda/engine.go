@@ -116,6 +116,10 @@ func NewEngine(c nn.Config) (*Engine, error) {
 // openEngine opens the GPU and builds an engine of shape c on it, in bf16
 // mode or not, closing the device again when that fails.
 func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
+	// (newEngine checks too; first, a precision refused opens nothing.)
+	if err := checkEngine(bf16); err != nil {
+		return nil, err
+	}
 	dev, err := Open()
 	if err != nil {
 		return nil, err

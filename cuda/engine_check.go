@@ -61,15 +61,22 @@ func checkEngine(bf16 bool) error {
 	defer engineVerdict.Unlock()
 	if !engineVerdict.done[i] {
 		d, err := Open()
-		if err != nil {
-			return fmt.Errorf("the engine check's CUDA context: %w", err)
+		if err == nil {
+			var r nn.CheckResult
+			r, err = runEngineCheck(d, bf16)
+			engineVerdict.wrong[i] = r.Wrong
+			if r.Unchecked != "" {
+				slog.Info("cuda: the engine check left out what the GPU has no room for", "precision", precisionName(bf16), "unchecked", r.Unchecked)
+			}
+			slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong)
 		}
-		r, err := runEngineCheck(d, bf16)
-		if err != nil {
-			return fmt.Errorf("cuda: the engine check: %w", err)
+		if errors.Is(err, nn.ErrFailedCheck) {
+			return err // (the bf16 GEMMs' refusal: gemm_check.go keeps it)
 		}
-		engineVerdict.done[i], engineVerdict.wrong[i] = true, r.Wrong
-		slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong, "unchecked", r.Unchecked)
+		if err != nil {
+			return fmt.Errorf("cuda: the %s engine's check on a CUDA context of its own: %w", precisionName(bf16), err)
+		}
+		engineVerdict.done[i] = true
 	}
 	if wrong := engineVerdict.wrong[i]; wrong != "" {
 		if bf16 {
@@ -112,7 +119,7 @@ func (checkRefusal) Is(target error) bool { return target == nn.ErrFailedCheck }
 
 // refuseBF16 is the refusal of the bf16 engine for why.
 func refuseBF16(why string) error {
-	return checkRefusal{"cuda: " + why + ": the bf16 engine cannot run here; use --precision fp32 (a run trained in bf16 resumes in bf16: start a new one from its checkpoint with --init)"}
+	return checkRefusal{"cuda: " + why + ": the bf16 engine cannot run here; use --precision fp32"}
 }
 
 // precisionName is "bf16" or "fp32".

@@ -119,19 +119,37 @@ var CheckConfig = Config{InputDim: 40, HiddenDim: 96, OutputDim: 72, Blocks: 2}
 // over 12 rows.
 const CheckRows = 12
 
-// checkStep is the AdamW step of the check, from checkMoments: far into
-// training, so that the first moment's bias correction is 1 and the
-// second's is not (1 - 0.999^1000 = 0.63).
-var checkStep = AdamWStep{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 1000}
+// checkStep is the AdamW step of the check, from checkMoments: early in
+// training (step 3), so that both bias corrections matter (1 - 0.9^3 =
+// 0.27 and 1 - 0.999^3 = 0.003) and a step number one off moves the
+// update by 9%, with a rate that makes the update about 0.008 g/r per
+// element.
+var checkStep = AdamWStep{LR: 0.4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: 3}
+
+// checkPipelinedStep is pipelined step i (from 0) of the check: checkStep
+// one step later each time, with a rate and a beta1 of its own, so that a
+// CUDA graph that replays the scalars of the step it was captured at
+// computes another update, and at a quarter of checkStep's rate or less,
+// so that the weights move little between the steps and the first moment,
+// which sums their gradients, is not a small difference of them (at
+// checkStep's rate it magnified the gradients' relative error 1.8 times).
+func checkPipelinedStep(i int) AdamWStep {
+	s := checkStep
+	s.LR *= [checkPipelinedSteps]float64{0.125, 0.0625, 0.1875}[i]
+	s.Beta1 = [checkPipelinedSteps]float64{0.9, 0.85, 0.95}[i]
+	s.Step += i
+	return s
+}
 
 // checkMoments are the AdamW moments the check's steps start from, given
 // the gradients g of the float64 engine: the first moment zero, and for
 // each tensor of rms gradient r (1 where it is all zeros) the second
-// moment r^2. A step's update, lr (1-beta1) g / sqrt(v / 0.63) with v
-// still about r^2, is then in proportion to g (about 0.008 g/r per
-// element), and its relative error is the gradient's. From zero moments
-// the first step's update would be lr sign(g), which flips wherever a
-// gradient is near zero and two engines differ in its sign.
+// moment r^2, as if earlier steps had seen such gradients. A step's
+// update, lr (1-beta1) g / (1-beta1^t) / sqrt(beta2 r^2 / (1-beta2^t)) in
+// effect, is then in proportion to g, and its relative error is the
+// gradient's. From zero moments the first step's update would be
+// lr sign(g), which flips wherever a gradient is near zero and two
+// engines differ in its sign.
 func checkMoments(c Config, g []float64) (m, v []float32) {
 	m, v = make([]float32, len(g)), make([]float32, len(g))
 	for _, tn := range c.Layout().Tensors {
@@ -198,14 +216,14 @@ type CheckResult struct {
 //     tol.Gradient (it is in proportion to the gradient), and to each
 //     second moment, within 2 tol.Gradient (the gradient's square, whose
 //     relative error is twice the gradient's), each allowing roundingFloor
-//     of the value besides;
+//     of the value besides; and the output from the stepped weights;
 //   - where e is an EMAEngine, what one update added to the moving
 //     average, as for the parameters;
 //   - where e is a ResidentEngine, the loss and gradients of resident rows
 //     under MSE + InfoNCE, and where it is a PipelinedEngine, the losses of
-//     checkPipelinedSteps pipelined steps under the MSE (each returned one
-//     call later) and what they added to the parameters and moments, as
-//     above. An engine that cannot hold the rows (ErrNotResident: a GPU
+//     checkPipelinedSteps pipelined steps (checkPipelinedStep) under the
+//     MSE, each returned one call later, and what they added to the
+//     parameters and moments, as above. An engine that cannot hold the rows (ErrNotResident: a GPU
 //     short of memory) leaves these out, and Unchecked says so.
 //
 // It stops at the first disagreement. The inputs are float16 values, so
@@ -302,6 +320,18 @@ func (k *checkComparer) compare() error {
 	if err := k.stepped("an AdamW step", v0, 1); err != nil {
 		return err
 	}
+	// The output again, from the weights the step wrote (a bf16 engine's
+	// GEMMs read a copy of its own).
+	k.doing = "the output after an AdamW step"
+	if err := e.Project(out, x, n); err != nil {
+		return err
+	}
+	if err := ref.Project(refOut, x, n); err != nil {
+		return err
+	}
+	if err := k.within(k.doing, RelDiff(out, refOut), tol.Forward); err != nil {
+		return err
+	}
 
 	if em, ok := e.(EMAEngine); ok {
 		if err := em.StartEMA(k.params, checkEMADecay); err != nil {
@@ -394,9 +424,11 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	}
 	for i := range checkPipelinedSteps {
 		rows, xi, ti := batch(i)
-		s := checkStep
-		s.Step += i
+		s := checkPipelinedStep(i)
 		k.doing = fmt.Sprintf("pipelined step %d", i+1)
+		if i > 0 {
+			k.doing += fmt.Sprintf(" (or step %d's loss, which it returns)", i)
+		}
 		loss, done, err := pe.StepRows(rows, s)
 		if err != nil {
 			return err

@@ -47,7 +47,8 @@ type checkTestEngine struct {
 	ema     []float32
 	decay   float64
 
-	graphRows []int32 // the rows a stale graph replays
+	graphRows []int32    // the rows a stale graph replays
+	graphStep *AdamWStep // the scalars a stale graph replays
 }
 
 func (e *checkTestEngine) Project(dst, x []float32, n int) error {
@@ -170,6 +171,11 @@ func (e *checkTestEngine) StepRows(rows []int32, s AdamWStep) (float64, bool, er
 		rows = e.graphRows // a replay of the first step's rows
 	case e.broken == "pipelined divergence" && done:
 		return 0, false, fmt.Errorf("a test's overflow: %w", ErrNonFinite)
+	case e.broken == "stale scalars" && e.graphStep == nil:
+		e.graphStep = &s
+	case e.broken == "stale scalars":
+		s = *e.graphStep // a replay of the first step's learning rate and betas
+		s.Step++
 	}
 	loss, err := e.ForwardBackwardRows(rows)
 	if err != nil {
@@ -212,9 +218,10 @@ func TestCheckEngine(t *testing.T) {
 		{"moments", "the change of AdamW's second moment of input_proj.weight in an AdamW step:"},
 		{"moving average", "the moving average's change of input_proj.weight in an update"},
 		{"resident rows", "the loss of resident rows under the mse+infonce"},
-		{"pipelined step", "pipelined step"},
+		{"pipelined step", "the loss of pipelined step 2 (from pipelined step 3)"},
 		{"stale graph", "the loss of pipelined step 2 (from pipelined step 3)"},
-		{"pipelined divergence", "pipelined step 2: a test's overflow: loss is not finite"},
+		{"pipelined divergence", "pipelined step 2 (or step 1's loss, which it returns): a test's overflow: loss is not finite"},
+		{"stale scalars", "the loss of pipelined step 3 (from FlushLoss)"},
 		{"pipelined loss", "FlushLoss returned no loss, where step 3's was due"},
 		{"no room for resident rows", ""},
 	} {
@@ -226,7 +233,9 @@ func TestCheckEngine(t *testing.T) {
 		switch {
 		case err != nil:
 			t.Errorf("%q: %v", c.broken, err)
-		case c.want == "" && (r.Wrong != "" || !(r.Worst < 1) || r.WorstAt == ""):
+		case c.want == "" && (r.Wrong != "" || !(r.Worst < 0.25) || r.WorstAt == ""):
+			// (A right float32 engine measures 0.053: a check grown
+			// stricter than that would refuse right GPU engines.)
 			t.Errorf("%q: %+v", c.broken, r)
 		case c.want == "" && (r.Unchecked == "") != (c.broken == ""):
 			t.Errorf("%q: unchecked %q", c.broken, r.Unchecked)

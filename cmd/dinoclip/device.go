@@ -3,13 +3,8 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/dinoclip/dinoclip/nn"
 )
-
-// errNoCUDA is what --device cuda gets from a build without the cuda tag.
-var errNoCUDA = errors.New("this dinoclip was built without CUDA; rebuild with -tags cuda (see README)")
 
 // newEngine builds the engine for a device other than the CPU. This build
 // has none; the build with -tags cuda provides the GPU engine in its own

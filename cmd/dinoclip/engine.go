@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -109,6 +110,10 @@ func checkPrecisionName(precision, setting string, fp64 bool) error {
 	}
 	return fmt.Errorf("%s: want %s", setting, want)
 }
+
+// errNoCUDA is what --device cuda gets from a build without the cuda tag
+// (device.go; the cuda build's newEngine never returns it).
+var errNoCUDA = errors.New("this dinoclip was built without CUDA; rebuild with -tags cuda (see README)")
 
 // openEngine builds an engine of shape c on device in precision (fp32 or
 // bf16, resolved by devicePrecision): the float32 CPU engine for cpu,

@@ -403,14 +403,17 @@ func runTrain(cCtx *cli.Context) error {
 // precision, as the run trained) did not open: what stands in the way and
 // how the run goes on.
 func resumeOpenError(runDir, device, precision string, err error) error {
-	other := "--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped"
-	if precision == train.PrecisionBF16 {
-		if errors.Is(err, nn.ErrFailedCheck) {
-			return err // (it says how a bf16 run goes on: not by another build)
-		}
-		other = "the run trains in bf16, which only the GPU engine computes: resume it with a build that has it"
+	if precision != train.PrecisionBF16 {
+		return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (--device cpu goes on on the CPU, where the run will not end with the bits of one never stopped)", runDir, device, err)
 	}
-	return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (%s)", runDir, device, err, other)
+	switch {
+	case errors.Is(err, nn.ErrFailedCheck):
+		// (It says to use fp32, which a resumed run does not switch to.)
+		return fmt.Errorf("--resume: %w (the run trains in bf16, and a run resumes in its precision: to go on in fp32, start a new run from its last checkpoint with --init)", err)
+	case errors.Is(err, errNoCUDA):
+		return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (the run trains in bf16, which only the GPU engine computes: resume it with a build that has it)", runDir, device, err)
+	}
+	return fmt.Errorf("--resume: the run in %s trained on %s in bf16: %w", runDir, device, err)
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64

@@ -617,26 +617,35 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	}
 }
 
-// A bf16 run's engine refused by its check on this GPU says itself how the
-// run goes on (a new run from its checkpoint, or fp32): the resume's
-// advice for a build without the GPU engine would contradict it. Other
-// failures keep the advice.
+// A resumed run whose engine does not open is told how it goes on: a bf16
+// run refused by a check on this GPU by a new run from its checkpoint (it
+// cannot switch to fp32, which the refusal advises), a bf16 run in a build
+// without the GPU engine by another build, a bf16 run whose GPU failed
+// otherwise by nothing (it may go on there later), an fp32 run by the CPU.
 func TestResumeOpenError(t *testing.T) {
 	refusal := fmt.Errorf("cuda: a test's refusal; use --precision fp32: %w", nn.ErrFailedCheck)
-	if err := resumeOpenError("RUN", "cuda", train.PrecisionBF16, refusal); err != refusal {
-		t.Errorf("a bf16 run refused by the check: %v", err)
-	}
+	failure := errors.New("cuda: out of memory")
 	for _, c := range []struct {
 		precision string
 		err       error
-		want      string
+		want      []string
 	}{
-		{train.PrecisionBF16, errors.New("no GPU engine in this build"), "resume it with a build that has it"},
-		{train.PrecisionFP32, refusal, "--device cpu goes on on the CPU"},
+		{train.PrecisionBF16, refusal, []string{"--resume: cuda: a test's refusal", "start a new run from its last checkpoint with --init"}},
+		{train.PrecisionBF16, fmt.Errorf("--device cuda: %w", errNoCUDA), []string{"trained on cuda, and this dinoclip cannot go on there", "resume it with a build that has it"}},
+		{train.PrecisionBF16, failure, []string{"--resume: the run in RUN trained on cuda in bf16: cuda: out of memory"}},
+		{train.PrecisionFP32, refusal, []string{"trained on cuda, and this dinoclip cannot go on there", "--device cpu goes on on the CPU"}},
 	} {
 		err := resumeOpenError("RUN", "cuda", c.precision, c.err)
-		if !errors.Is(err, c.err) || !strings.Contains(err.Error(), "--resume: the run in RUN trained on cuda") || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s, %v: %v", c.precision, c.err, err)
+		if !errors.Is(err, c.err) {
+			t.Errorf("%s, %v: %v does not wrap it", c.precision, c.err, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s, %v: %v, want %q in it", c.precision, c.err, err, w)
+			}
+		}
+		if c.err == failure && strings.Contains(err.Error(), "(") {
+			t.Errorf("a bf16 run whose GPU failed is given advice: %v", err)
 		}
 	}
 }

@@ -77,3 +77,24 @@ func TestEngineCheckRefuses(t *testing.T) {
 		t.Fatalf("fp32 after a refusal: %v", err)
 	}
 }
+
+// The check's pipelined steps take each path a training step has: the
+// first launched kernel by kernel, the second captured as a CUDA graph,
+// the third a replay of it.
+func TestEngineCheckRunsTheGraph(t *testing.T) {
+	d, _ := openDevice(t)
+	e, err := buildEngine(d, nn.CheckConfig, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := nn.CheckEngine(e, nn.FP32Tolerances)
+	if err != nil || r.Wrong != "" || r.Unchecked != "" {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	on(t, d, func() error {
+		if p := e.pipe; p.noGraphs || p.captures != 1 || p.replays != 2 {
+			t.Errorf("graphs off %v, %d captures, %d graph launches; want on, 1 and 2", p.noGraphs, p.captures, p.replays)
+		}
+		return nil
+	})
+}

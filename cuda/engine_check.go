@@ -60,15 +60,10 @@ func checkEngine(bf16 bool) error {
 	engineVerdict.Lock()
 	defer engineVerdict.Unlock()
 	if !engineVerdict.done[i] {
+		var r nn.CheckResult
 		d, err := Open()
 		if err == nil {
-			var r nn.CheckResult
 			r, err = runEngineCheck(d, bf16)
-			engineVerdict.wrong[i] = r.Wrong
-			if r.Unchecked != "" {
-				slog.Info("cuda: the engine check left out what the GPU has no room for", "precision", precisionName(bf16), "unchecked", r.Unchecked)
-			}
-			slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong)
 		}
 		if errors.Is(err, nn.ErrFailedCheck) {
 			return err // (the bf16 GEMMs' refusal: gemm_check.go keeps it)
@@ -76,7 +71,11 @@ func checkEngine(bf16 bool) error {
 		if err != nil {
 			return fmt.Errorf("cuda: the %s engine's check on a CUDA context of its own: %w", precisionName(bf16), err)
 		}
-		engineVerdict.done[i] = true
+		if r.Unchecked != "" {
+			slog.Info("cuda: the engine check left out what the GPU has no room for", "precision", precisionName(bf16), "unchecked", r.Unchecked)
+		}
+		slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong)
+		engineVerdict.done[i], engineVerdict.wrong[i] = true, r.Wrong
 	}
 	if wrong := engineVerdict.wrong[i]; wrong != "" {
 		if bf16 {

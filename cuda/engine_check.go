@@ -45,6 +45,12 @@ import (
 // the same kernels. An error of the device is no verdict and is not kept.
 var engineVerdict struct {
 	sync.Mutex
+	engineOutcome
+}
+
+// engineOutcome is what engineVerdict keeps (apart from its lock, so that
+// a test can set it aside).
+type engineOutcome struct {
 	done  [2]bool
 	wrong [2]string
 }

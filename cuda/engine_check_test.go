@@ -13,15 +13,7 @@ import (
 // freshEngineVerdict forgets the process's engine verdicts for the test,
 // so that the next open checks again, and restores them afterwards.
 func freshEngineVerdict(t *testing.T) {
-	engineVerdict.Lock()
-	done, wrong := engineVerdict.done, engineVerdict.wrong
-	engineVerdict.done = [2]bool{}
-	engineVerdict.Unlock()
-	t.Cleanup(func() {
-		engineVerdict.Lock()
-		engineVerdict.done, engineVerdict.wrong = done, wrong
-		engineVerdict.Unlock()
-	})
+	setAside(t, &engineVerdict.Mutex, &engineVerdict.engineOutcome)
 }
 
 // The check passes right kernels in each precision, by a margin: at most

@@ -101,12 +101,9 @@ func TestGemmBF16Launcher(t *testing.T) {
 				}
 				for i := 0; i < c.m; i++ {
 					for j := 0; j < c.n; j++ {
-						ref, e := ntReference(a, w, biasHost, c.k, i, j)
-						tol := e
+						ref, tol := ntReference(a, w, biasHost, c.k, i, j)
 						if out == ntGELUBF16 {
-							ref = 0.5 * ref * math.Erfc(-ref/math.Sqrt2)
-							pre := 1.13*e + math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)
-							tol = pre + math.Ldexp(math.Abs(ref)+pre, -8)
+							ref, tol = geluBF16Bound(ref, tol)
 						}
 						if g := got[i*c.n+j]; !(math.Abs(g-ref) <= tol) {
 							t.Fatalf("%s %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", out, c.m, c.n, c.k, i, j, g, ref, tol)
@@ -193,7 +190,7 @@ func TestGemmBF16BackwardLaunchers(t *testing.T) {
 							ref += av * b[p*n+j]
 							s += math.Abs(av * b[p*n+j])
 						}
-						tol := float64(k+1) * math.Ldexp(s, -23)
+						tol := f32SumBound(k+1, s)
 						if g := float64(got[i*n+j]); !(math.Abs(g-ref) <= tol) {
 							t.Fatalf("%s in %d splits %dx%dx%d: C[%d][%d] = %v, want %v within %.3g", kind, v.splits, m, n, k, i, j, g, ref, tol)
 						}
@@ -384,10 +381,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 							}
 							continue
 						}
-						x := float64(pre)
-						ref := 0.5 * x * math.Erfc(-x/math.Sqrt2)
-						f32 := math.Ldexp(math.Abs(ref), -14) + math.Ldexp(1, -126)
-						tol := f32 + math.Ldexp(math.Abs(ref)+f32, -8)
+						ref, tol := geluBF16Bound(float64(pre), 0)
 						if g := float64(leconv.BFloat16Value(gotAct[i])); !(math.Abs(g-ref) <= tol) {
 							t.Fatalf("%dx%dx%d: act[%d] = %v for pre %v, want %v within %.3g", c.m, c.n, c.k, i, g, pre, ref, tol)
 						}
@@ -403,17 +397,7 @@ func TestGemmBF16FusedEpilogues(t *testing.T) {
 				for i := 0; i < c.m; i++ {
 					for tl := 0; tl < tiles; tl++ {
 						vals := got[i*c.n+tl*statsTile : i*c.n+min(c.n, (tl+1)*statsTile)]
-						var mean, m2, big float64
-						for _, v := range vals {
-							mean += float64(v)
-							big = max(big, math.Abs(float64(v)))
-						}
-						mean /= float64(len(vals))
-						for _, v := range vals {
-							m2 += (float64(v) - mean) * (float64(v) - mean)
-						}
-						tolMean := math.Ldexp(big, -19)
-						tolM2 := math.Ldexp(m2+3*statsTile*big*big, -19)
+						mean, m2, tolMean, tolM2 := tileStats(vals)
 						s := gotStats[(i*tiles+tl)*3:]
 						gm, gM2 := float64(s[1]), float64(s[2])
 						if s[0] != float32(len(vals)) || !(math.Abs(gm-mean) <= tolMean) || !(math.Abs(gM2-m2) <= tolM2) {
@@ -440,7 +424,7 @@ func ntReference(a, w []float64, bias []float32, k, i, j int) (ref, bound float6
 		ref += a[i*k+p] * w[j*k+p]
 		s += math.Abs(a[i*k+p] * w[j*k+p])
 	}
-	return ref, float64(k+1) * math.Ldexp(s, -23)
+	return ref, f32SumBound(k+1, s)
 }
 
 // TestTNSplits: the weight gradients' K splits at the model's shapes,

@@ -115,6 +115,12 @@ type checkProblem struct {
 // context) is no verdict and is not kept.
 var gemmVerdict struct {
 	sync.Mutex
+	gemmOutcome
+}
+
+// gemmOutcome is what gemmVerdict keeps (apart from its lock, so that a
+// test can set it aside).
+type gemmOutcome struct {
 	done     bool
 	fallback string // as tensorCores.fallback
 	broken   error  // no path is right: the bf16 engine cannot run here
@@ -501,7 +507,7 @@ func (pr checkProblem) disagree(cs checkCase, out checkOutput) string {
 			if cs.kind == nnF32Add {
 				want, s = want+float64(pr.old[k]), s+math.Abs(float64(pr.old[k]))
 			}
-			tol := float64(checkK+1) * math.Ldexp(s, -23)
+			tol := f32SumBound(checkK+1, s)
 			switch cs.kind {
 			case ntGELUBF16:
 				want, tol = geluBF16Bound(want, tol)
@@ -530,6 +536,12 @@ func (pr checkProblem) disagree(cs checkCase, out checkOutput) string {
 	return ""
 }
 
+// f32SumBound bounds how far an f32 sum of terms exact products (bf16
+// operands' products are exact in f32), whose magnitudes sum to s, is from
+// the exact sum: terms 2^-23 s, twice the rounding bound, so that a
+// tensor core that truncates its partial sums passes as one that rounds.
+func f32SumBound(terms int, s float64) float64 { return float64(terms) * math.Ldexp(s, -23) }
+
 // geluBF16Bound is GELU(x) in float64 and the bound of a bf16 GELU computed
 // in f32 from a value within tol of x: GELU's steepest slope, 1.13, times
 // tol, its f32 evaluation's 2^-14 of the value and 2^-126 (subnormals),
@@ -543,31 +555,38 @@ func geluBF16Bound(x, tol float64) (gelu, bound float64) {
 
 // tileStatsDisagree says where stats, the row statistics of a GEMM
 // epilogue ((count, mean, M2) of each row's stored C in each 64-column
-// tile), disagree with float64 statistics of c [rows, cols], or "" where
-// they agree: the count exactly, the mean within 2^-19 A and M2 within
-// 2^-19 (M2 + 3 n A^2), A the tile's largest |C| and n its 64 columns, the
-// bounds TestGemmBF16FusedEpilogues derives for the f32 merges.
+// tile), disagree with float64 statistics of c [rows, cols] beyond
+// tileStats's bounds, or "" where they agree.
 func tileStatsDisagree(c, stats []float64, rows, cols int) string {
 	tiles := statsTiles(cols)
 	for i := range rows {
 		for tl := range tiles {
 			vals := c[i*cols+tl*statsTile : i*cols+min(cols, (tl+1)*statsTile)]
-			var mean, m2, big float64
-			for _, v := range vals {
-				mean += v
-				big = max(big, math.Abs(v))
-			}
-			mean /= float64(len(vals))
-			for _, v := range vals {
-				m2 += (v - mean) * (v - mean)
-			}
+			mean, m2, tolMean, tolM2 := tileStats(vals)
 			got := stats[(i*tiles+tl)*3:][:3]
-			if got[0] != float64(len(vals)) || !(math.Abs(got[1]-mean) <= math.Ldexp(big, -19)) ||
-				!(math.Abs(got[2]-m2) <= math.Ldexp(m2+3*statsTile*big*big, -19)) {
+			if got[0] != float64(len(vals)) || !(math.Abs(got[1]-mean) <= tolMean) || !(math.Abs(got[2]-m2) <= tolM2) {
 				return fmt.Sprintf("statistics of row %d, column tile %d: (count, mean, M2) = (%v, %v, %v), of its C (%d, %v, %v)",
 					i, tl, got[0], got[1], got[2], len(vals), mean, m2)
 			}
 		}
 	}
 	return ""
+}
+
+// tileStats is the float64 mean and M2 (the sum of squared deviations) of
+// vals, one row of C in one statistics tile, and how far an epilogue's
+// f32 statistics of them may be from these: the mean within 2^-19 A and
+// M2 within 2^-19 (M2 + 3 n A^2), A the largest |value| and n the tile's
+// 64 columns, as TestGemmBF16FusedEpilogues derives for the f32 merges.
+func tileStats[F float32 | float64](vals []F) (mean, m2, tolMean, tolM2 float64) {
+	var big float64
+	for _, v := range vals {
+		mean += float64(v)
+		big = max(big, math.Abs(float64(v)))
+	}
+	mean /= float64(len(vals))
+	for _, v := range vals {
+		m2 += (float64(v) - mean) * (float64(v) - mean)
+	}
+	return mean, m2, math.Ldexp(big, -19), math.Ldexp(m2+3*statsTile*big*big, -19)
 }

@@ -37,15 +37,7 @@ func openDevice(t *testing.T) (*Device, bool) {
 // freshVerdict forgets the process's verdict for the test, so that the
 // next check runs, and restores it afterwards.
 func freshVerdict(t *testing.T) {
-	gemmVerdict.Lock()
-	done, fallback, broken, lost := gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken, gemmVerdict.wgmmaLost
-	gemmVerdict.done, gemmVerdict.wgmmaLost = false, ""
-	gemmVerdict.Unlock()
-	t.Cleanup(func() {
-		gemmVerdict.Lock()
-		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken, gemmVerdict.wgmmaLost = done, fallback, broken, lost
-		gemmVerdict.Unlock()
-	})
+	setAside(t, &gemmVerdict.Mutex, &gemmVerdict.gemmOutcome)
 }
 
 // TestCheckBF16GEMMsPasses: a bf16 engine's open runs the check, and on

@@ -48,6 +48,20 @@ func on(t *testing.T, d *Device, f func() error) {
 	}
 }
 
+// setAside sets a process's verdict (v, under mu) to its zero value, no
+// check run, for the test, and restores it afterwards.
+func setAside[V any](t *testing.T, mu *sync.Mutex, v *V) {
+	mu.Lock()
+	kept := *v
+	*v = *new(V)
+	mu.Unlock()
+	t.Cleanup(func() {
+		mu.Lock()
+		*v = kept
+		mu.Unlock()
+	})
+}
+
 // devAlloc allocates n elements (freed at the end of the test); their
 // contents are undefined.
 func devAlloc[T any](t *testing.T, d *Device, n int) buf[T] {

@@ -42,6 +42,12 @@ import (
 // failed it, or "" once it passed.
 var searchVerdict struct {
 	sync.Mutex
+	searchOutcome
+}
+
+// searchOutcome is what searchVerdict keeps (apart from its lock, so that
+// a test can set it aside).
+type searchOutcome struct {
 	done  bool
 	wrong string
 }

@@ -19,15 +19,7 @@ import (
 // freshSearchVerdict forgets the process's verdict on the GPU search for
 // the test, so that the next search checks, and restores it afterwards.
 func freshSearchVerdict(t *testing.T) {
-	searchVerdict.Lock()
-	done, wrong := searchVerdict.done, searchVerdict.wrong
-	searchVerdict.done = false
-	searchVerdict.Unlock()
-	t.Cleanup(func() {
-		searchVerdict.Lock()
-		searchVerdict.done, searchVerdict.wrong = done, wrong
-		searchVerdict.Unlock()
-	})
+	setAside(t, &searchVerdict.Mutex, &searchVerdict.searchOutcome)
 }
 
 // searchChecked runs the process's check of the GPU search on d, with its

@@ -223,8 +223,9 @@ type CheckResult struct {
 //     under MSE + InfoNCE, and where it is a PipelinedEngine, the losses of
 //     checkPipelinedSteps pipelined steps (checkPipelinedStep) under the
 //     MSE, each returned one call later, and what they added to the
-//     parameters and moments, as above. An engine that cannot hold the rows (ErrNotResident: a GPU
-//     short of memory) leaves these out, and Unchecked says so.
+//     parameters and moments, as above. An engine that cannot hold the
+//     rows (ErrNotResident: a GPU short of memory) leaves these out, and
+//     Unchecked says so.
 //
 // It stops at the first disagreement. The inputs are float16 values, so
 // that the resident rows are the host batch's. CheckEngine changes e's
@@ -244,8 +245,8 @@ func CheckEngine(e Engine, tol Tolerances) (CheckResult, error) {
 	case errors.Is(err, errDisagree):
 		err = nil
 	case errors.Is(err, ErrNonFinite):
-		k.Wrong = fmt.Sprintf("%s: %v", k.doing, err)
-		k.Worst, k.WorstAt, err = math.Inf(1), k.doing, nil
+		k.disagree(fmt.Sprintf("%s: %v", k.doing, err))
+		err = nil
 	}
 	return k.CheckResult, err
 }
@@ -275,15 +276,7 @@ func (k *checkComparer) compare() error {
 		return err
 	}
 
-	k.doing = "the output"
-	out, refOut := make([]float32, n*c.OutputDim), make([]float32, n*c.OutputDim)
-	if err := e.Project(out, x, n); err != nil {
-		return err
-	}
-	if err := ref.Project(refOut, x, n); err != nil {
-		return err
-	}
-	if err := k.within("the output", RelDiff(out, refOut), tol.Forward); err != nil {
+	if err := k.output("the output", x); err != nil {
 		return err
 	}
 
@@ -322,14 +315,7 @@ func (k *checkComparer) compare() error {
 	}
 	// The output again, from the weights the step wrote (a bf16 engine's
 	// GEMMs read a copy of its own).
-	k.doing = "the output after an AdamW step"
-	if err := e.Project(out, x, n); err != nil {
-		return err
-	}
-	if err := ref.Project(refOut, x, n); err != nil {
-		return err
-	}
-	if err := k.within(k.doing, RelDiff(out, refOut), tol.Forward); err != nil {
+	if err := k.output("the output after an AdamW step", x); err != nil {
 		return err
 	}
 
@@ -416,9 +402,7 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	var refLosses []float64
 	check := func(call string, loss float64, done bool, step int) error {
 		if !done {
-			k.Wrong = fmt.Sprintf("%s returned no loss, where step %d's was due", call, step+1)
-			k.Worst, k.WorstAt = math.Inf(1), k.Wrong
-			return errDisagree
+			return k.disagree(fmt.Sprintf("%s returned no loss, where step %d's was due", call, step+1))
 		}
 		return k.scalar(fmt.Sprintf("the loss of pipelined step %d (from %s)", step+1, call), loss, refLosses[step], k.tol.Forward)
 	}
@@ -443,9 +427,7 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 		refLosses = append(refLosses, refLoss)
 		if i == 0 {
 			if done {
-				k.Wrong = "the first pipelined step returned a loss, where none was due"
-				k.Worst, k.WorstAt = math.Inf(1), k.Wrong
-				return errDisagree
+				return k.disagree("the first pipelined step returned a loss, where none was due")
 			}
 			continue
 		}
@@ -520,6 +502,28 @@ func (k *checkComparer) within(what string, d, tol float64) error {
 		return errDisagree
 	}
 	return nil
+}
+
+// disagree records a disagreement that has no measured difference (a loss
+// that is not finite, or one returned when none was due or not when it
+// was), at what e is computing, and returns errDisagree.
+func (k *checkComparer) disagree(wrong string) error {
+	k.Wrong, k.Worst, k.WorstAt = wrong, math.Inf(1), k.doing
+	return errDisagree
+}
+
+// output compares e's output (Project) of the check's inputs x with the
+// float64 engine's, within tol.Forward.
+func (k *checkComparer) output(what string, x []float32) error {
+	k.doing = what
+	out, refOut := make([]float32, CheckRows*k.c.OutputDim), make([]float32, CheckRows*k.c.OutputDim)
+	if err := k.e.Project(out, x, CheckRows); err != nil {
+		return err
+	}
+	if err := k.ref.Project(refOut, x, CheckRows); err != nil {
+		return err
+	}
+	return k.within(what, RelDiff(out, refOut), k.tol.Forward)
 }
 
 // scalar is within for one value and the float64 engine's.

@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "dinoclip-bench-compare/1"
 RECIPE_PAIRS, RECIPE_EPOCHS, RECIPE_BATCH = 8_000_000, 16, 8192
 MODES = ("fp32", "tf32", "bf16", "compile_bf16", "compile_max_autotune")
-# The GPU engine's targets (bench/README.md, "Targets"), each a ratio measured in one run: the training step at
+# The GPU engine's targets (bench/RESULTS.md, "Targets"), each a ratio measured in one run: the training step at
 # STEP_TARGET_BATCH at least STEP_TARGET times as fast as torch.compile bf16; every GEMM at
 # least GEMM_TARGET of torch.matmul bf16's TFLOP/s at the same shape and layout; every
 # memory-bound kernel at least MEMORY_TARGET of the copy bandwidth measured in the same run.

@@ -35,11 +35,14 @@
 //
 // # Timing
 //
-// Every timed region ends with the device idle: an engine that runs
-// asynchronously must implement enginehooks.Synchronizer. A measurement runs its
-// warm-up, then at least Steps timed repetitions and at least MinTime of
-// them, each timed on its own; the reported time is the median, with min,
-// max and mean beside it.
+// Every timed region ends with the device idle (an engine that runs
+// asynchronously must implement enginehooks.Synchronizer), but for the
+// pipelined training steps of an nn.PipelinedEngine: each is one StepRows
+// call, which waits only for the step before it, as training's steps do,
+// so that once the pipeline is full a step's time is the device's. A
+// measurement runs its warm-up, then at least Steps timed repetitions and
+// at least MinTime of them, each timed on its own; the reported time is
+// the median, with min, max and mean beside it.
 //
 // The PyTorch side of each comparison is bench/torch_ref.py, and
 // bench/compare.py runs both on one machine in one run and writes the

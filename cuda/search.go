@@ -246,7 +246,8 @@ func parallelRows(n int, f func(lo, hi int)) {
 	parallel.Ranges(n, min(runtime.GOMAXPROCS(0), max(1, n/256)), f)
 }
 
-// Constants of the error bound (docs/RETRIEVAL.md, "GPU search").
+// Constants of the error bound (docs/RETRIEVAL.md, "Exact search on the
+// GPU", "The error bound").
 const (
 	unitRoundHalf = 0x1p-11 // float16's unit round-off
 	// halfAbsErr bounds the error of rounding a value in float16's

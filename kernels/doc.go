@@ -3,8 +3,8 @@
 // comment on what it computes, its shapes, launch configuration and
 // version), `make kernels` compiles each twice, and both outputs are
 // committed and embedded here. This package is only bytes and names: it
-// has no build tag and no cgo, so it compiles everywhere; the cuda package
-// (build tag cuda) loads the modules with cu.LoadData.
+// has no build tag and no cgo, so it compiles everywhere; package
+// cuda/driver (cu.go, build tag cuda) loads the modules with cu.LoadData.
 //
 // # Two images per source
 //

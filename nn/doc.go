@@ -1,8 +1,9 @@
 // Package nn is the reference implementation of the dinoclip projector: the
 // original ProjectorWithResiduals (input_proj, residual blocks of
 // Linear-LayerNorm-GELU-Linear-LayerNorm, hidden_norm, a GELU head and an
-// output LayerNorm), its unit-norm MSE loss and PyTorch's AdamW update, on
-// the CPU.
+// output LayerNorm), its unit-norm MSE loss, the contrastive objective that
+// adds CLIP's InfoNCE to it ([Objective], [InfoNCE]), PyTorch's AdamW update
+// and the moving average of the weights ([BlendEMA]), on the CPU.
 //
 // The float32 matrix products go through internal/sgemm (packed, assembly
 // microkernels, bits independent of the thread count), float32 AdamW,
@@ -26,7 +27,10 @@
 // [Engine] is what a trainer drives: forward+loss+backward on a batch, an
 // AdamW step, and reading and writing parameters, gradients and moments. The
 // CPU engine ([CPUEngine]) and the GPU engine implement it, so one test suite
-// can run against both. [CheckEngine] compares any engine with the float64
+// can run against both. Optional interfaces say what else an engine can do:
+// keep the training data in its own memory and train on rows of it
+// ([ResidentEngine]), run a whole step as one call whose loss is read a step
+// later ([PipelinedEngine]), keep the moving average itself ([EMAEngine]). [CheckEngine] compares any engine with the float64
 // one on a small problem, with the [Tolerances] of its precision: the GPU
 // engine runs it at its first open in a process, and the suite on every
 // engine.

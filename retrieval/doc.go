@@ -1,5 +1,9 @@
 // Package retrieval evaluates image-text retrieval the way LAION's
-// CLIP_benchmark does in its zeroshot_retrieval task, on the CPU.
+// CLIP_benchmark does in its zeroshot_retrieval task, on the CPU, and holds
+// the search index that `dinoclip index` writes and `dinoclip search` reads
+// ([Index], [IndexWriter]; its format is in docs/FORMAT.md), and the
+// [Searcher] interface that the CPU's exact search and the GPU's share,
+// with the float64 re-scoring ([Refine]) that makes both exact.
 //
 // # Data layout
 //

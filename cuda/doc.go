@@ -146,7 +146,8 @@
 // refuses to open where no path is right. Then the first engine of each
 // precision checks a whole small engine against the float64 CPU engine
 // (engine_check.go: nn.CheckEngine on a context of its own) and refuses
-// to open where they disagree.
+// to open where they disagree or a kernel takes the check's context with
+// it.
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 
 	"github.com/dinoclip/dinoclip/nn"
@@ -26,16 +27,20 @@ import (
 // rows and three pipelined steps (the first launch by launch, the second
 // captured as a CUDA graph, the third its replay), against the float64
 // CPU engine, with the precision's tolerances (nn.FP32Tolerances,
-// nn.BF16Tolerances: the engine suite's). Where it disagrees, or a loss
-// is not finite, no engine of that precision opens in the process, and
-// the error (nn.ErrFailedCheck) says what runs instead (fp32 for bf16,
-// the CPU for fp32). A GPU too full for the check's resident rows leaves
-// them and the pipelined steps out.
+// nn.BF16Tolerances: the engine suite's). Where it disagrees, a loss is
+// not finite, or a kernel fails and takes the CUDA context with it (an
+// illegal address, say: an error after which the context cannot even
+// synchronise), no engine of that precision opens in the process, and the
+// error (nn.ErrFailedCheck) says what runs instead (fp32 for bf16, the CPU
+// for fp32). A GPU too full for the check's resident rows leaves them and
+// the pipelined steps out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of
 // its allocations stays beside the engine's (training sizes its resident
 // data by the memory left) and a kernel that faults takes only that
-// context with it: the open fails with the fault, and no verdict is kept.
+// context with it. An error that leaves the context working (out of
+// memory, a copy that fails) is the device's, not the engine's: the open
+// fails with it, and no verdict is kept.
 // It costs a context's creation and a few milliseconds of kernels, once
 // per process and precision; a process that opens no engine (search,
 // info) pays nothing.
@@ -85,31 +90,49 @@ func checkEngine(bf16 bool) error {
 	}
 	if wrong := engineVerdict.wrong[i]; wrong != "" {
 		if bf16 {
-			return refuseBF16(fmt.Sprintf("the bf16 engine disagrees with the CPU's on this GPU (%s)", wrong))
+			return refuseBF16(fmt.Sprintf("the bf16 engine failed its check on this GPU (%s)", wrong))
 		}
-		return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine disagrees with the CPU's on this GPU (%s): it cannot run here; use --device cpu", wrong)}
+		return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine failed its check on this GPU (%s): it cannot run here; use --device cpu", wrong)}
 	}
 	return nil
 }
 
 // runEngineCheck builds an engine of the check's shape and precision on d
-// and runs nn.CheckEngine on it, and closes d.
+// and runs nn.CheckEngine on it, and closes d. An error after which d's
+// context cannot even synchronise is no error of the device but a kernel
+// of the engine that failed on this GPU and took the context with it, as
+// it would every engine of that precision: a disagreement.
 func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 	if bf16 {
+		// (Its own errors say how to go on, and a wgmma kernel that took
+		// the context leaves the next open the mma.sync ones.)
 		if err := d.do(d.checkBF16GEMMs); err != nil {
 			return nn.CheckResult{}, errors.Join(err, d.Close())
 		}
 	}
+	var r nn.CheckResult
 	e, err := buildEngine(d, nn.CheckConfig, bf16)
-	if err != nil {
-		return nn.CheckResult{}, errors.Join(err, d.Close())
+	if err == nil {
+		tol := nn.FP32Tolerances
+		if bf16 {
+			tol = nn.BF16Tolerances
+		}
+		r, err = nn.CheckEngine(e, tol)
+		if err == nil {
+			err = d.do(e.releasePipe)
+		}
+	} else {
+		err = fmt.Errorf("building the engine: %w", err)
 	}
-	tol := nn.FP32Tolerances
-	if bf16 {
-		tol = nn.BF16Tolerances
+	if err != nil && d.do(func() error { return d.drv.Sync() }) != nil {
+		d.Close() // (a lost context's teardown fails too, and says no more)
+		return nn.CheckResult{
+			Wrong:   fmt.Sprintf("%v; the CUDA context was lost with it", err),
+			Worst:   math.Inf(1),
+			WorstAt: "a kernel that took the CUDA context with it",
+		}, nil
 	}
-	r, err := nn.CheckEngine(e, tol)
-	return r, errors.Join(err, e.Close())
+	return r, errors.Join(err, d.Close())
 }
 
 // checkRefusal is the error of an engine that a check of its process found

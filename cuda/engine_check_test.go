@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -89,4 +90,41 @@ func TestEngineCheckRunsTheGraph(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A kernel that fails and takes the check's CUDA context with it is a
+// disagreement, which the process keeps (the same kernel would take every
+// engine's context with it), saying what the check was doing; an error
+// that leaves the context working, a copy that fails, is the device's: an
+// error, and no verdict.
+func TestEngineCheckDeviceErrors(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		lie  func(fullDriver) fullDriver
+		lost bool
+	}{
+		{"lost context", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, true},
+		{"failing copies", func(f fullDriver) fullDriver { return failingCopies{f} }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, _ := openDevice(t)
+			on(t, d, func() error {
+				l := c.lie(d.drv.(fullDriver))
+				d.drv, d.tc.ext = l, l
+				return nil
+			})
+			r, err := runEngineCheck(d, false)
+			if c.lost {
+				if err != nil || !strings.HasPrefix(r.Wrong, "the output: ") || !strings.HasSuffix(r.Wrong, "; the CUDA context was lost with it") || !math.IsInf(r.Worst, 1) {
+					t.Fatalf("%+v, %v", r, err)
+				}
+				t.Log(r.Wrong)
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), "the output: ") || r.Wrong != "" {
+				t.Fatalf("%+v, %v", r, err)
+			}
+			t.Log(err)
+		})
+	}
 }

@@ -282,11 +282,16 @@ func TestGEMMCheckCatchesEachKernel(t *testing.T) {
 	}
 }
 
-// lostContext fails every extended launch, and every Sync after one, as
-// a context a faulting kernel took with it does.
+// lostContext fails every launch, and every Sync after one, as a context a
+// faulting kernel took with it does.
 type lostContext struct {
 	fullDriver
 	lost *bool
+}
+
+func (l lostContext) Launch(k, gx, gy, block int, args []uint64) error {
+	*l.lost = true
+	return errors.New("an illegal instruction was encountered")
 }
 
 func (l lostContext) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {

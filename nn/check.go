@@ -205,8 +205,9 @@ type CheckResult struct {
 // CheckEngine compares e with the float64 CPU engine on one problem of e's
 // shape, CheckRows rows from a fixed seed, and reports where they differ by
 // more than tol; err is an error of either engine (a device that fails,
-// say). A loss that is not finite (an error wrapping ErrNonFinite) is a
-// disagreement, not an error. What it compares:
+// say), after what the check was doing. A loss that is not finite (an
+// error wrapping ErrNonFinite) is a disagreement, not an error. What it
+// compares:
 //
 //   - the output (Project) and, under the MSE and under MSE + InfoNCE,
 //     the loss (ForwardBackward and Loss) within tol.Forward, and each
@@ -247,6 +248,8 @@ func CheckEngine(e Engine, tol Tolerances) (CheckResult, error) {
 	case errors.Is(err, ErrNonFinite):
 		k.disagree(fmt.Sprintf("%s: %v", k.doing, err))
 		err = nil
+	case err != nil:
+		err = fmt.Errorf("%s: %w", k.doing, err)
 	}
 	return k.CheckResult, err
 }
@@ -272,6 +275,7 @@ func (k *checkComparer) compare() error {
 	const n = CheckRows
 	x16, t16 := checkData(c, n)
 	x, t := float16Values(x16), float16Values(t16)
+	k.doing = "setting the parameters"
 	if err := k.reset(nil, nil); err != nil {
 		return err
 	}
@@ -282,6 +286,7 @@ func (k *checkComparer) compare() error {
 
 	contrastive := Objective{Loss: LossMSEInfoNCE, InfoNCEWeight: 0.25, LogitScale: InitLogitScale}
 	for _, o := range []Objective{{}, contrastive} {
+		k.doing = "setting the objective"
 		if err := k.setObjective(o); err != nil {
 			return err
 		}
@@ -302,6 +307,7 @@ func (k *checkComparer) compare() error {
 
 	// One step from the gradients of MSE + InfoNCE.
 	m0, v0 := checkMoments(c, ref.Model.Grads)
+	k.doing = "an AdamW step"
 	for _, eng := range []Engine{e, ref} {
 		if err := eng.SetMoments(m0, v0); err != nil {
 			return err
@@ -320,6 +326,7 @@ func (k *checkComparer) compare() error {
 	}
 
 	if em, ok := e.(EMAEngine); ok {
+		k.doing = "the moving average"
 		if err := em.StartEMA(k.params, checkEMADecay); err != nil {
 			return err
 		}
@@ -345,6 +352,7 @@ func (k *checkComparer) compare() error {
 	if !ok {
 		return nil
 	}
+	k.doing = "loading resident rows"
 	err := re.LoadResident(n, n, func(lo, hi int, xs, ts []uint16) error {
 		copy(xs, x16[lo*c.InputDim:hi*c.InputDim])
 		copy(ts, t16[lo*c.OutputDim:hi*c.OutputDim])
@@ -357,6 +365,7 @@ func (k *checkComparer) compare() error {
 	if err != nil {
 		return err
 	}
+	k.doing = "setting the parameters and moments"
 	if err := k.reset(m0, v0); err != nil {
 		return err
 	}
@@ -381,6 +390,7 @@ func (k *checkComparer) compare() error {
 func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	c, ref := k.c, k.ref
 	const n = CheckRows
+	k.doing = "setting up the pipelined steps"
 	if err := k.setObjective(Objective{}); err != nil {
 		return err
 	}

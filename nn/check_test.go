@@ -245,18 +245,21 @@ func TestCheckEngine(t *testing.T) {
 	}
 }
 
-// An engine that fails is an error of the check, not a disagreement.
+// An engine that fails is an error of the check, not a disagreement, and
+// the error says what the check was doing.
 func TestCheckEngineError(t *testing.T) {
 	cpu, err := NewCPUEngine[float32](Config{InputDim: 8, HiddenDim: 8, OutputDim: 8, Blocks: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, err := CheckEngine(failingEngine{cpu}, FP32Tolerances)
-	if err == nil || r.Wrong != "" {
+	if !errors.Is(err, errFailingDevice) || err.Error() != "the output: a failing device" || r.Wrong != "" {
 		t.Fatalf("an engine whose Project fails: %+v, %v", r, err)
 	}
 }
 
 type failingEngine struct{ *CPUEngine[float32] }
 
-func (failingEngine) Project(dst, x []float32, n int) error { return errors.New("a failing device") }
+var errFailingDevice = errors.New("a failing device")
+
+func (failingEngine) Project(dst, x []float32, n int) error { return errFailingDevice }

@@ -27,13 +27,15 @@ import (
 // rows and three pipelined steps (the first launch by launch, the second
 // captured as a CUDA graph, the third its replay), against the float64
 // CPU engine, with the precision's tolerances (nn.FP32Tolerances,
-// nn.BF16Tolerances: the engine suite's). Where it disagrees, a loss is
-// not finite, or a kernel fails and takes the CUDA context with it (an
-// illegal address, say: an error after which the context cannot even
-// synchronise), no engine of that precision opens in the process, and the
-// error (nn.ErrFailedCheck) says what runs instead (fp32 for bf16, the CPU
-// for fp32). A GPU too full for the check's resident rows leaves them and
-// the pipelined steps out.
+// nn.BF16Tolerances: the engine suite's), and the resident rows and the
+// pipelined steps against the engine's own host batches and plain steps,
+// bit for bit, as the emulator's tests hold them. Where it disagrees, a
+// loss is not finite, or a kernel fails and takes the CUDA context with
+// it (an illegal address, say: an error after which the context cannot
+// even synchronise), no engine of that precision opens in the process,
+// and the error (nn.ErrFailedCheck) says what runs instead (fp32 for
+// bf16, the CPU for fp32). A GPU too full for the check's resident rows
+// leaves them and the pipelined steps out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of
 // its allocations stays beside the engine's (training sizes its resident

@@ -226,7 +226,14 @@ type CheckResult struct {
 //     MSE, each returned one call later, and what they added to the
 //     parameters and moments, as above. An engine that cannot hold the
 //     rows (ErrNotResident: a GPU short of memory) leaves these out, and
-//     Unchecked says so.
+//     Unchecked says so;
+//   - and e with itself, bit for bit, as those interfaces promise: the
+//     resident rows' loss and gradients with ForwardBackward's of their
+//     values from the host, and the pipelined steps' losses, parameters
+//     and moments with those of ForwardBackwardRows and Step of the same
+//     rows and scalars from the same start (a race or an order that
+//     changes from run to run, which would break a resumed run's promise
+//     to end as an uninterrupted one, can stay within the bounds).
 //
 // It stops at the first disagreement. The inputs are float16 values, so
 // that the resident rows are the host batch's. CheckEngine changes e's
@@ -372,7 +379,16 @@ func (k *checkComparer) compare() error {
 	rows := checkBatch(n, 0)
 	xr, tr := gatherRows(x, rows, c.InputDim), gatherRows(t, rows, c.OutputDim)
 	what := "of resident rows under the " + describeObjective(contrastive)
-	if _, err := k.lossAndGradients(what, contrastive, func() (float64, error) { return re.ForwardBackwardRows(rows) }, xr, tr); err != nil {
+	var residentLoss float64
+	fbRows := func() (l float64, err error) {
+		l, err = re.ForwardBackwardRows(rows)
+		residentLoss = l
+		return l, err
+	}
+	if _, err := k.lossAndGradients(what, contrastive, fbRows, xr, tr); err != nil {
+		return err
+	}
+	if err := k.residentAsHost(residentLoss, xr, tr); err != nil {
 		return err
 	}
 
@@ -409,11 +425,12 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	if err := k.reset(m0, v0); err != nil {
 		return err
 	}
-	var refLosses []float64
+	var refLosses, losses []float64
 	check := func(call string, loss float64, done bool, step int) error {
 		if !done {
 			return k.disagree(fmt.Sprintf("%s returned no loss, where step %d's was due", call, step+1))
 		}
+		losses = append(losses, loss)
 		return k.scalar(fmt.Sprintf("the loss of pipelined step %d (from %s)", step+1, call), loss, refLosses[step], k.tol.Forward)
 	}
 	for i := range checkPipelinedSteps {
@@ -453,7 +470,106 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	if err := check("FlushLoss", loss, done, checkPipelinedSteps-1); err != nil {
 		return err
 	}
-	return k.stepped(fmt.Sprintf("%d pipelined steps", checkPipelinedSteps), v0, checkPipelinedSteps)
+	if err := k.stepped(fmt.Sprintf("%d pipelined steps", checkPipelinedSteps), v0, checkPipelinedSteps); err != nil {
+		return err
+	}
+	return k.pipelinedAsSteps(pe, losses, m0, v0, func(i int) ([]int32, AdamWStep) {
+		rows, _, _ := batch(i)
+		return rows, checkPipelinedStep(i)
+	})
+}
+
+// residentAsHost holds e to the ResidentEngine's promise, bit for bit:
+// ForwardBackward of the host rows x and t gives the loss (loss) and the
+// gradients that ForwardBackwardRows of the same resident rows gave just
+// before. A GPU that gathers or converts the rows otherwise than the
+// emulator, or sums in an order that changes from run to run, differs
+// from itself where the float64 engine's bounds would not see it.
+func (k *checkComparer) residentAsHost(loss float64, x, t []float32) error {
+	k.doing = "the loss and gradients of the resident rows' values from the host"
+	np := k.c.NumParams()
+	resident, host := make([]float32, np), make([]float32, np)
+	if err := k.e.Gradients(resident); err != nil {
+		return err
+	}
+	l, err := k.e.ForwardBackward(x, t, CheckRows)
+	if err != nil {
+		return err
+	}
+	if math.Float64bits(l) != math.Float64bits(loss) {
+		return k.disagree(fmt.Sprintf("the loss of resident rows is %v, of their values from the host %v: not bit for bit", loss, l))
+	}
+	if err := k.e.Gradients(host); err != nil {
+		return err
+	}
+	return k.sameBits("the gradient", "of resident rows", "of their values from the host", resident, host)
+}
+
+// pipelinedAsSteps holds pe to the PipelinedEngine's promise, bit for bit:
+// from the same parameters and moments (m0, v0), ForwardBackwardRows and
+// Step of each pipelined step's rows and scalars (step(i)) give the losses
+// its pipelined steps returned (losses) and the parameters and moments
+// they left, which pe holds now. A CUDA graph that replays a kernel out of
+// its order, or a step that races with the next, differs so.
+func (k *checkComparer) pipelinedAsSteps(pe PipelinedEngine, losses []float64, m0, v0 []float32, step func(i int) ([]int32, AdamWStep)) error {
+	k.doing = "the pipelined steps again, as ForwardBackwardRows and Step"
+	np := k.c.NumParams()
+	p, m, v := make([]float32, np), make([]float32, np), make([]float32, np)
+	if err := pe.Parameters(p); err != nil {
+		return err
+	}
+	if err := pe.Moments(m, v); err != nil {
+		return err
+	}
+	if err := pe.SetParameters(k.params); err != nil {
+		return err
+	}
+	if err := pe.SetMoments(m0, v0); err != nil {
+		return err
+	}
+	for i, want := range losses {
+		rows, s := step(i)
+		l, err := pe.ForwardBackwardRows(rows)
+		if err != nil {
+			return err
+		}
+		if math.Float64bits(l) != math.Float64bits(want) {
+			return k.disagree(fmt.Sprintf("pipelined step %d's loss is %v, ForwardBackwardRows's of its rows %v: not bit for bit", i+1, want, l))
+		}
+		if err := pe.Step(s); err != nil {
+			return err
+		}
+	}
+	p2, m2, v2 := make([]float32, np), make([]float32, np), make([]float32, np)
+	if err := pe.Parameters(p2); err != nil {
+		return err
+	}
+	if err := pe.Moments(m2, v2); err != nil {
+		return err
+	}
+	const pipelined, stepped = "after the pipelined steps", "after ForwardBackwardRows and Step"
+	if err := k.sameBits("the parameter", pipelined, stepped, p, p2); err != nil {
+		return err
+	}
+	if err := k.sameBits("AdamW's first moment of", pipelined, stepped, m, m2); err != nil {
+		return err
+	}
+	return k.sameBits("AdamW's second moment of", pipelined, stepped, v, v2)
+}
+
+// sameBits returns a disagreement where a and b, two parameter-shaped
+// values, differ in any bit, naming the first element that does: "<what>
+// <tensor>[i] <aWhen> ..., <bWhen> ...".
+func (k *checkComparer) sameBits(what, aWhen, bWhen string, a, b []float32) error {
+	for _, tn := range k.c.Layout().Tensors {
+		av, bv := View(a, tn), View(b, tn)
+		for i := range av {
+			if math.Float32bits(av[i]) != math.Float32bits(bv[i]) {
+				return k.disagree(fmt.Sprintf("%s %s[%d] is %v %s, %v %s: not bit for bit", what, tn.Name, i, av[i], aWhen, bv[i], bWhen))
+			}
+		}
+	}
+	return nil
 }
 
 // checkBatch is the rows of batch i (from 0) of the check's n resident

@@ -159,7 +159,12 @@ func (e *checkTestEngine) ForwardBackwardRows(rows []int32) (float64, error) {
 		// order would be no mistake: the losses sum over the batch).
 		xRows = append([]int32{rows[len(rows)-1]}, rows[:len(rows)-1]...)
 	}
-	return e.CPUEngine.ForwardBackward(gatherRows(e.x, xRows, c.InputDim), gatherRows(e.t, rows, c.OutputDim), len(rows))
+	loss, err := e.CPUEngine.ForwardBackward(gatherRows(e.x, xRows, c.InputDim), gatherRows(e.t, rows, c.OutputDim), len(rows))
+	if e.broken == "resident gradient in its last bit" {
+		g := e.CPUEngine.Model.Grads
+		g[7] = math.Nextafter32(g[7], float32(math.Inf(1)))
+	}
+	return loss, err
 }
 
 func (e *checkTestEngine) StepRows(rows []int32, s AdamWStep) (float64, bool, error) {
@@ -184,13 +189,26 @@ func (e *checkTestEngine) StepRows(rows []int32, s AdamWStep) (float64, bool, er
 	if e.broken == "pipelined step" {
 		s.LR *= 1.5
 	}
+	if e.broken == "pipelined loss in its last bit" {
+		loss = math.Nextafter(loss, math.Inf(1))
+	}
 	e.loss, e.pending = loss, true
-	return prev, done, e.Step(s)
+	if err := e.Step(s); err != nil {
+		return 0, false, err
+	}
+	if e.broken == "pipelined step in its last bit" {
+		p := e.CPUEngine.Model.Params
+		p[0] = math.Nextafter32(p[0], float32(math.Inf(1)))
+	}
+	return prev, done, nil
 }
 
 func (e *checkTestEngine) FlushLoss() (float64, bool, error) {
 	done := e.pending
 	e.pending = false
+	if e.broken == "pipelined state in its last bit" {
+		e.CPUEngine.V[0] = math.Nextafter32(e.CPUEngine.V[0], float32(math.Inf(1)))
+	}
 	if e.broken == "pipelined loss" {
 		return e.loss, false, nil
 	}
@@ -223,6 +241,10 @@ func TestCheckEngine(t *testing.T) {
 		{"pipelined divergence", "pipelined step 2 (or step 1's loss, which it returns): a test's overflow: loss is not finite"},
 		{"stale scalars", "the loss of pipelined step 3 (from FlushLoss)"},
 		{"pipelined loss", "FlushLoss returned no loss, where step 3's was due"},
+		{"resident gradient in its last bit", "the gradient input_proj.weight[7] is "},
+		{"pipelined loss in its last bit", "pipelined step 1's loss is "},
+		{"pipelined step in its last bit", "pipelined step 3's loss is "},
+		{"pipelined state in its last bit", "AdamW's second moment of input_proj.weight[0] is "},
 		{"no room for resident rows", ""},
 	} {
 		cpu, err := NewCPUEngine[float32](CheckConfig)

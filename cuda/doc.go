@@ -145,9 +145,10 @@
 // falls back to mma.sync where only the wgmma kernels are wrong, and
 // refuses to open where no path is right. Then the first engine of each
 // precision checks a whole small engine against the float64 CPU engine
-// (engine_check.go: nn.CheckEngine on a context of its own) and refuses
-// to open where they disagree or a kernel takes the check's context with
-// it.
+// (engine_check.go: nn.CheckEngine on a context of its own), and itself
+// bit for bit (its resident rows against host batches, its pipelined
+// steps against plain ones), and refuses to open where they disagree or
+// a kernel of the check faults or cannot start.
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming

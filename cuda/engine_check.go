@@ -30,18 +30,19 @@ import (
 // nn.BF16Tolerances: the engine suite's), and the resident rows and the
 // pipelined steps against the engine's own host batches and plain steps,
 // bit for bit, as the emulator's tests hold them. Where it disagrees, a
-// loss is not finite, or a kernel fails and takes the CUDA context with
-// it (an illegal address, say: an error after which the context cannot
-// even synchronise), no engine of that precision opens in the process,
-// and the error (nn.ErrFailedCheck) says what runs instead (fp32 for
-// bf16, the CPU for fp32). A GPU too full for the check's resident rows
-// leaves them and the pipelined steps out.
+// loss is not finite, a kernel faults (driver.IsKernelFault: on a GPU the
+// fault takes the context with it) or the driver refuses a launch, no
+// engine of that precision opens in the process, and the error
+// (nn.ErrFailedCheck) says what runs instead (fp32 for bf16, the CPU for
+// fp32). A GPU too full for the check's resident rows leaves them, the
+// pipelined steps and the bitwise comparisons out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of
 // its allocations stays beside the engine's (training sizes its resident
-// data by the memory left) and a kernel that faults takes only that
-// context with it. An error that leaves the context working (out of
-// memory, a copy that fails) is the device's, not the engine's: the open
+// data by the memory left), a kernel that faults takes only that context
+// with it, and a fault or a refused launch on it is the engine's kernels'.
+// Any other error (out of memory, a copy that fails, a context lost to
+// what is no kernel's fault) is the device's, not the engine's: the open
 // fails with it, and no verdict is kept.
 // It costs a context's creation and a few milliseconds of kernels, once
 // per process and precision; a process that opens no engine (search,
@@ -62,6 +63,10 @@ type engineOutcome struct {
 	wrong [2]string
 }
 
+// openForCheck opens the check's Device: Open, but for tests that give it
+// a driver that fails.
+var openForCheck = Open
+
 // checkEngine runs the check of engines of precision bf16 (or fp32) on a
 // Device of its own the first time the process opens one, and returns the
 // refusal where the check found its engine wrong.
@@ -74,7 +79,7 @@ func checkEngine(bf16 bool) error {
 	defer engineVerdict.Unlock()
 	if !engineVerdict.done[i] {
 		var r nn.CheckResult
-		d, err := Open()
+		d, err := openForCheck()
 		if err == nil {
 			r, err = runEngineCheck(d, bf16)
 		}
@@ -100,10 +105,12 @@ func checkEngine(bf16 bool) error {
 }
 
 // runEngineCheck builds an engine of the check's shape and precision on d
-// and runs nn.CheckEngine on it, and closes d. An error after which d's
-// context cannot even synchronise is no error of the device but a kernel
-// of the engine that failed on this GPU and took the context with it, as
-// it would every engine of that precision: a disagreement.
+// and runs nn.CheckEngine on it, and closes d. Two errors are
+// disagreements, not errors of the device: a kernel's fault
+// (driver.IsKernelFault), which on a GPU takes the context with it, and a
+// launch the driver refuses (launchError): on this context, which ran
+// nothing else, the kernels are the engine's, and would fail so in every
+// engine of that precision.
 func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 	if bf16 {
 		// (Its own errors say how to go on, and a wgmma kernel that took
@@ -113,6 +120,7 @@ func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 		}
 	}
 	var r nn.CheckResult
+	var release error // (of the engine's pipelined step: the device's Close frees the rest)
 	e, err := buildEngine(d, nn.CheckConfig, bf16)
 	if err == nil {
 		tol := nn.FP32Tolerances
@@ -120,21 +128,31 @@ func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 			tol = nn.BF16Tolerances
 		}
 		r, err = nn.CheckEngine(e, tol)
-		if err == nil {
-			err = d.do(e.releasePipe)
-		}
+		release = d.do(e.releasePipe)
 	} else {
 		err = fmt.Errorf("building the engine: %w", err)
 	}
-	if err != nil && d.do(func() error { return d.drv.Sync() }) != nil {
+	var fault, wgmma bool
+	d.do(func() error { fault, wgmma = d.drv.IsKernelFault(err), d.tc.wgmma; return nil })
+	var launch launchError
+	switch {
+	case fault:
 		d.Close() // (a lost context's teardown fails too, and says no more)
-		return nn.CheckResult{
-			Wrong:   fmt.Sprintf("%v; the CUDA context was lost with it", err),
-			Worst:   math.Inf(1),
-			WorstAt: "a kernel that took the CUDA context with it",
-		}, nil
+		wrong := fmt.Sprintf("%v; the CUDA context was lost with it", err)
+		if bf16 && wgmma {
+			wrong += "; where the fault was a wgmma GEMM's, DINOCLIP_CUDA_KERNELS=ptx runs the bf16 GEMMs on the mma.sync kernels"
+		}
+		return failedCheck(wrong, "a kernel's fault"), nil
+	case errors.As(err, &launch):
+		return failedCheck(err.Error(), "a kernel that could not start"), errors.Join(release, d.Close())
 	}
-	return r, errors.Join(err, d.Close())
+	return r, errors.Join(err, release, d.Close())
+}
+
+// failedCheck is the result of a check that failed with no measured
+// difference: wrong says why, at what failed.
+func failedCheck(wrong, at string) nn.CheckResult {
+	return nn.CheckResult{Wrong: wrong, Worst: math.Inf(1), WorstAt: at}
 }
 
 // checkRefusal is the error of an engine that a check of its process found

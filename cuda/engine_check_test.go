@@ -4,10 +4,10 @@ package cuda
 
 import (
 	"errors"
-	"math"
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/nn"
 )
 
@@ -92,39 +92,147 @@ func TestEngineCheckRunsTheGraph(t *testing.T) {
 	})
 }
 
-// A kernel that fails and takes the check's CUDA context with it is a
-// disagreement, which the process keeps (the same kernel would take every
-// engine's context with it), saying what the check was doing; an error
-// that leaves the context working, a copy that fails, is the device's: an
-// error, and no verdict.
+// checkWithDriver makes the engine check's Devices, for the test, ones
+// whose driver lie gives, and returns how many it opens.
+func checkWithDriver(t *testing.T, lie func(fullDriver) fullDriver) *int {
+	opens := new(int)
+	t.Cleanup(func() { openForCheck = Open })
+	openForCheck = func() (*Device, error) {
+		*opens++
+		d, err := Open()
+		if err != nil {
+			return nil, err
+		}
+		return d, d.do(func() error {
+			l := lie(d.drv.(fullDriver))
+			d.drv, d.tc.ext = l, l
+			return nil
+		})
+	}
+	return opens
+}
+
+// A kernel's fault (which on a GPU takes the check's CUDA context with it)
+// and a launch the driver refuses fail the check, and the process keeps
+// the refusal, which says what the check was doing and what runs instead:
+// the same kernel would fail so in every engine. An error that leaves the
+// context working (a copy, a wait that fails) is the device's: an error,
+// no verdict, the next open checks again, and the check has released what
+// its engine held of the driver (pinned memory, events, CUDA graphs).
 func TestEngineCheckDeviceErrors(t *testing.T) {
+	counter := &heldCounter{held: map[string]int{}}
 	for _, c := range []struct {
 		name string
 		lie  func(fullDriver) fullDriver
-		lost bool
+		want string // in the refusal; "" where it is an error
 	}{
-		{"lost context", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, true},
-		{"failing copies", func(f fullDriver) fullDriver { return failingCopies{f} }, false},
+		{"a kernel's fault", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, "the CUDA context was lost with it"},
+		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f} }, "a test's refused launch"},
+		{"failing copies", func(f fullDriver) fullDriver { return failingCopies{f} }, ""},
+		{"a failing wait", func(f fullDriver) fullDriver { counter.fullDriver, counter.failed = f, false; return counter }, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d, _ := openDevice(t)
-			on(t, d, func() error {
-				l := c.lie(d.drv.(fullDriver))
-				d.drv, d.tc.ext = l, l
-				return nil
-			})
-			r, err := runEngineCheck(d, false)
-			if c.lost {
-				if err != nil || !strings.HasPrefix(r.Wrong, "the output: ") || !strings.HasSuffix(r.Wrong, "; the CUDA context was lost with it") || !math.IsInf(r.Worst, 1) {
-					t.Fatalf("%+v, %v", r, err)
+			freshEngineVerdict(t)
+			opens := checkWithDriver(t, c.lie)
+			for call := 1; call <= 2; call++ {
+				err := checkEngine(false)
+				t.Logf("open %d: %v", call, err)
+				if c.want == "" {
+					if err == nil || errors.Is(err, nn.ErrFailedCheck) || *opens != call {
+						t.Fatalf("open %d: %v after %d checks, want an error of the device and a check at each open", call, err, *opens)
+					}
+					continue
 				}
-				t.Log(r.Wrong)
-				return
+				if !errors.Is(err, nn.ErrFailedCheck) || !strings.Contains(err.Error(), "(the output: ") ||
+					!strings.Contains(err.Error(), c.want) || !strings.HasSuffix(err.Error(), "use --device cpu") || *opens != 1 {
+					t.Fatalf("open %d: %v after %d checks, want a refusal with %q, kept", call, err, *opens, c.want)
+				}
 			}
-			if err == nil || !strings.HasPrefix(err.Error(), "the output: ") || r.Wrong != "" {
-				t.Fatalf("%+v, %v", r, err)
-			}
-			t.Log(err)
 		})
 	}
+	if counter.captured == 0 {
+		t.Fatalf("the failing wait came before the check captured a CUDA graph (%v)", counter.held)
+	}
+	for what, n := range counter.held {
+		if n != 0 {
+			t.Errorf("the check that failed left %d %s", n, what)
+		}
+	}
+}
+
+// refusedLaunches refuses every launch, as a driver refuses a kernel that
+// asks for more than the GPU has, leaving the context sound.
+type refusedLaunches struct{ fullDriver }
+
+func (refusedLaunches) Launch(k, gx, gy, block int, args []uint64) error {
+	return errors.New("a test's refused launch")
+}
+
+func (refusedLaunches) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	return errors.New("a test's refused launch")
+}
+
+// heldCounter counts what is held of the driver by kind (pinned buffers,
+// events, graphs, graph executables) and the graphs captured, and fails
+// the first WaitEvent after a capture: an error of the device, not a
+// kernel's fault.
+type heldCounter struct {
+	fullDriver
+	held     map[string]int
+	captured int
+	failed   bool
+}
+
+func (h *heldCounter) count(what string, n int, err error) error {
+	if err == nil {
+		h.held[what] += n
+	}
+	return err
+}
+
+func (h *heldCounter) HostAlloc(bytes int) ([]byte, error) {
+	b, err := h.fullDriver.HostAlloc(bytes)
+	return b, h.count("pinned buffers", 1, err)
+}
+
+func (h *heldCounter) HostFree(b []byte) error {
+	return h.count("pinned buffers", -1, h.fullDriver.HostFree(b))
+}
+
+func (h *heldCounter) NewEvent() (driver.Event, error) {
+	ev, err := h.fullDriver.NewEvent()
+	return ev, h.count("events", 1, err)
+}
+
+func (h *heldCounter) DestroyEvent(ev driver.Event) error {
+	return h.count("events", -1, h.fullDriver.DestroyEvent(ev))
+}
+
+func (h *heldCounter) EndCapture() (driver.Graph, error) {
+	g, err := h.fullDriver.EndCapture()
+	if err == nil {
+		h.captured++
+	}
+	return g, h.count("graphs", 1, err)
+}
+
+func (h *heldCounter) DestroyGraph(g driver.Graph) error {
+	return h.count("graphs", -1, h.fullDriver.DestroyGraph(g))
+}
+
+func (h *heldCounter) Instantiate(g driver.Graph) (driver.GraphExec, error) {
+	x, err := h.fullDriver.Instantiate(g)
+	return x, h.count("graph executables", 1, err)
+}
+
+func (h *heldCounter) DestroyGraphExec(x driver.GraphExec) error {
+	return h.count("graph executables", -1, h.fullDriver.DestroyGraphExec(x))
+}
+
+func (h *heldCounter) WaitEvent(ev driver.Event) error {
+	if h.captured > 0 && !h.failed {
+		h.failed = true
+		return errors.New("a test's failing wait")
+	}
+	return h.fullDriver.WaitEvent(ev)
 }

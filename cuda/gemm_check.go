@@ -234,8 +234,8 @@ func (g *gemmChecker) close() { g.d.free(g.base) }
 // check runs cs on the device's current path and says why its outputs
 // are wrong, or "" where they are right. A kernel that cannot start
 // (launchError) is an answer ("... failed: ..."); err is an error of the
-// device: a lost context (a Sync that fails after the error), or a copy
-// or an allocation that failed.
+// device: a kernel's fault (driver.IsKernelFault), which took the context
+// with it, or a copy or an allocation that failed.
 func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 	d := g.d
 	sms := d.tc.sms
@@ -247,7 +247,7 @@ func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 	var launch launchError
 	switch {
 	case err == nil:
-	case d.drv.Sync() != nil:
+	case d.drv.IsKernelFault(err):
 		way := "DINOCLIP_CUDA_KERNELS=ptx, which never runs a wgmma kernel"
 		if d.tc.wgmma {
 			gemmVerdict.wgmmaLost = cs.String()

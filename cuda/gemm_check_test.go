@@ -282,26 +282,30 @@ func TestGEMMCheckCatchesEachKernel(t *testing.T) {
 	}
 }
 
-// lostContext fails every launch, and every Sync after one, as a context a
-// faulting kernel took with it does.
+// lostContext fails every launch with a kernel's fault, and every Sync
+// after one, as a context a faulting kernel took with it does.
 type lostContext struct {
 	fullDriver
 	lost *bool
 }
 
+var errIllegalInstruction = errors.New("an illegal instruction was encountered")
+
 func (l lostContext) Launch(k, gx, gy, block int, args []uint64) error {
 	*l.lost = true
-	return errors.New("an illegal instruction was encountered")
+	return errIllegalInstruction
 }
 
 func (l lostContext) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
 	*l.lost = true
-	return errors.New("an illegal instruction was encountered")
+	return errIllegalInstruction
 }
+
+func (lostContext) IsKernelFault(err error) bool { return errors.Is(err, errIllegalInstruction) }
 
 func (l lostContext) Sync() error {
 	if *l.lost {
-		return errors.New("an illegal instruction was encountered")
+		return errIllegalInstruction
 	}
 	return l.fullDriver.Sync()
 }

@@ -269,7 +269,7 @@ type checkComparer struct {
 	ref    *CPUEngine[float64]
 	tol    Tolerances
 	params []float32
-	doing  string // what e is computing, for a loss that is not finite
+	doing  string // what e is computing: for an error, and a loss that is not finite
 }
 
 // errDisagree stops compare at the first disagreement, which Wrong holds.

@@ -30,8 +30,10 @@
 // can run against both. Optional interfaces say what else an engine can do:
 // keep the training data in its own memory and train on rows of it
 // ([ResidentEngine]), run a whole step as one call whose loss is read a step
-// later ([PipelinedEngine]), keep the moving average itself ([EMAEngine]). [CheckEngine] compares any engine with the float64
-// one on a small problem, with the [Tolerances] of its precision: the GPU
-// engine runs it at its first open in a process, and the suite on every
-// engine.
+// later ([PipelinedEngine]), keep the moving average itself ([EMAEngine]).
+//
+// [CheckEngine] compares any engine with the float64 one on a small
+// problem, with the [Tolerances] of its precision, and with itself bit for
+// bit where those interfaces promise it: the GPU engine runs it at its
+// first open in a process, and the suite on every engine.
 package nn

@@ -266,11 +266,10 @@ func (c *cuDriver) Sync() error { return kernelFault(c.stream.Synchronize()) }
 // its own fault.
 func kernelFault(err error) error {
 	const why = "; the GPU context is lost. The fault surfaces at the next call that touches the stream, not necessarily the faulting kernel's: rerun with CUDA_LAUNCH_BLOCKING=1 to have it reported at the launch of the kernel that faulted"
-	var le *libcuda.Error
 	switch {
-	case errors.Is(err, cu.LaunchFailed), errors.As(err, &le) && le.Code == int(cu.LaunchFailed):
+	case hasCode(err, cu.LaunchFailed):
 		return fmt.Errorf("%w (a kernel trapped: a tensor-core kernel's barrier wait passed 10 s (a stalled pipeline), or an sm_90a kernel ran without its Hopper body%s)", err, why)
-	case errors.Is(err, cu.IllegalAddress), errors.As(err, &le) && le.Code == int(cu.IllegalAddress):
+	case hasCode(err, cu.IllegalAddress):
 		return fmt.Errorf("%w (a kernel read or wrote outside its buffers%s)", err, why)
 	}
 	return err
@@ -279,6 +278,27 @@ func kernelFault(err error) error {
 func (c *cuDriver) MemInfo() (free, total int64, err error) { return cu.MemInfo() }
 
 func (c *cuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, cu.OutOfMemory) }
+
+// IsKernelFault: the driver's errors of a kernel that faulted as it ran,
+// each of which leaves the context unusable. Errors that do too but are
+// not a kernel's (an uncorrectable ECC error, a GPU that fell off the bus)
+// are not among them.
+func (c *cuDriver) IsKernelFault(err error) bool {
+	return hasCode(err, cu.IllegalAddress) || hasCode(err, cu.MisalignedAddress) ||
+		hasCode(err, cu.InvalidAddressSpace) || hasCode(err, cu.IllegalInstruction) ||
+		hasCode(err, cu.InvalidPc) || hasCode(err, cu.HardwareStackError) ||
+		hasCode(err, cu.Assert) || hasCode(err, cu.LaunchFailed) || hasCode(err, cu.LaunchTimeout)
+}
+
+// hasCode says whether err is, or wraps, the driver's result r, from
+// gorgonia/cu's calls or package libcuda's.
+func hasCode[R interface {
+	error
+	~int
+}](err error, r R) bool {
+	var le *libcuda.Error
+	return errors.Is(err, r) || errors.As(err, &le) && le.Code == int(r)
+}
 
 // close releases the stream, the modules and the context.
 func (c *cuDriver) Close() error {

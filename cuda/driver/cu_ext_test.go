@@ -360,7 +360,8 @@ func TestGPUGraph(t *testing.T) {
 }
 
 // A kernel's asynchronous fault keeps the driver's error (errors.Is) and
-// says what it means here.
+// says what it means here; IsKernelFault knows a kernel's faults from
+// other errors, of memory or of the device, that may also lose a context.
 func TestKernelFaultExplained(t *testing.T) {
 	for _, c := range []struct {
 		err  error
@@ -384,5 +385,16 @@ func TestKernelFaultExplained(t *testing.T) {
 	}
 	if kernelFault(nil) != nil {
 		t.Error("kernelFault(nil) is not nil")
+	}
+	var c cuDriver
+	for _, fault := range []error{cu.LaunchFailed, fmt.Errorf("wrapped: %w", cu.MisalignedAddress), &libcuda.Error{Call: "cuGraphLaunch", Code: 700}} {
+		if !c.IsKernelFault(fault) {
+			t.Errorf("IsKernelFault(%v) = false", fault)
+		}
+	}
+	for _, other := range []error{cu.OutOfMemory, cu.EccUncorrectable, &libcuda.Error{Call: "cuLaunchKernelEx", Code: 1}, nil} {
+		if c.IsKernelFault(other) {
+			t.Errorf("IsKernelFault(%v) = true", other)
+		}
 	}
 }

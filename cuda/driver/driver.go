@@ -26,6 +26,11 @@ type Driver interface {
 	CopyDevice(dst, src uintptr, bytes int64) error
 	MemInfo() (free, total int64, err error)
 	IsOutOfMemory(err error) bool
+	// IsKernelFault says whether err is a kernel's fault as it ran (an
+	// illegal or misaligned address, an illegal instruction, a trap, ...),
+	// which on a GPU takes the context with it: not an error of memory,
+	// of a copy or of the device as a whole.
+	IsKernelFault(err error) bool
 
 	// Launch runs kernel k (an index into Open's list) on a grid (gx, gy)
 	// of blocks of `block` threads; args holds one value per kernel

@@ -336,6 +336,14 @@ func (d *emuDriver) MemInfo() (free, total int64, err error) {
 
 func (*emuDriver) IsOutOfMemory(err error) bool { return errors.Is(err, emu.ErrOutOfMemory) }
 
+// IsKernelFault: an emulated kernel that failed as it ran (an access out
+// of its buffers, a barrier deadlock, a trap). The emulator goes on after
+// it, but a GPU would not.
+func (*emuDriver) IsKernelFault(err error) bool {
+	var f *emu.KernelFault
+	return errors.As(err, &f)
+}
+
 func (d *emuDriver) Close() error { return d.drain(nil) }
 
 // ---- Extended -------------------------------------------------------------

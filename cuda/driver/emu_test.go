@@ -21,12 +21,17 @@ import (
 	"github.com/dinoclip/dinoclip/kernels"
 )
 
+// A kernel that fails as it runs is a kernel fault (IsKernelFault), as a
+// GPU would report it; running out of memory is not.
 func TestEmuDivergentBarrier(t *testing.T) {
 	v := openTC(t)
 	out := v.alloc(4 * 128)
 	err := v.launch("tc_check_divergent", cfg1(1, 128, 0), pPtr(out))
-	if err == nil || !strings.Contains(err.Error(), "divergent barrier") {
-		t.Fatalf("half the block skipping __syncthreads: error %v, want a divergent barrier", err)
+	if err == nil || !strings.Contains(err.Error(), "divergent barrier") || !v.d.IsKernelFault(err) {
+		t.Fatalf("half the block skipping __syncthreads: error %v, want a divergent barrier, a kernel fault", err)
+	}
+	if _, err := v.d.Alloc(1 << 62); err == nil || v.d.IsKernelFault(err) {
+		t.Fatalf("an allocation too large: error %v, want one that is no kernel fault", err)
 	}
 }
 

@@ -165,10 +165,16 @@ func LaunchEx(name string, grid, block, cluster [3]int, smemBytes int, params []
 	}
 	var msg [512]C.char
 	if C.emu_launch_ex(cName(name), &dims[0], C.int(smemBytes), pp, ps, C.int(n), &msg[0], C.int(len(msg))) != 0 {
-		return fmt.Errorf("emulation: kernel %s: %s", name, C.GoString(&msg[0]))
+		return &KernelFault{Kernel: name, Why: C.GoString(&msg[0])}
 	}
 	return nil
 }
+
+// KernelFault is the error of an emulated kernel that failed as it ran
+// (what a GPU reports as a kernel's fault).
+type KernelFault struct{ Kernel, Why string }
+
+func (f *KernelFault) Error() string { return fmt.Sprintf("emulation: kernel %s: %s", f.Kernel, f.Why) }
 
 // SetScheduleSeed sets the seed of the schedule of the launches that follow
 // and returns the one it replaces. The scheduler runs every thread until it

@@ -36,6 +36,16 @@ const (
 	RecipeMaxLR  = 1e-3
 )
 
+// DefaultDistinctBatches is how many batches MeasureTrain draws unless told.
+const DefaultDistinctBatches = 2
+
+// TrainHostBytes is what MeasureTrain holds in host memory besides the
+// engine's own, at batch rows of c with the default options: the initial
+// weights and zero moments it loads, and its random batches.
+func TrainHostBytes(c nn.Config, batch int) float64 {
+	return 8*float64(c.NumParams()) + DefaultDistinctBatches*4*float64(batch)*float64(c.InputDim+c.OutputDim)
+}
+
 // TrainOptions are the parameters of MeasureTrain.
 type TrainOptions struct {
 	ConfigName string // recorded in the result
@@ -44,7 +54,7 @@ type TrainOptions struct {
 	// Seed draws the initial parameters (nn.InitParameters) and the data.
 	Seed uint64
 	// DistinctBatches is how many different batches the steps cycle
-	// through (default 2).
+	// through (default DefaultDistinctBatches).
 	DistinctBatches int
 	// PeakTFLOPs, when positive, gives FractionOfPeak.
 	PeakTFLOPs float64
@@ -87,7 +97,7 @@ func MeasureTrain(e nn.Engine, o TrainOptions) (TrainResult, error) {
 		return TrainResult{}, fmt.Errorf("train benchmark: batch %d", o.Batch)
 	}
 	if o.DistinctBatches < 1 {
-		o.DistinctBatches = 2
+		o.DistinctBatches = DefaultDistinctBatches
 	}
 	res := TrainResult{
 		ConfigName: o.ConfigName, Config: c, Params: c.NumParams(), Batch: o.Batch,

@@ -274,13 +274,19 @@ func runBench(cCtx *cli.Context) error {
 			return err
 		}
 	}
-	if device == "cpu" {
-		for _, c := range cases {
-			for _, b := range c.Batches {
-				// (MeasureTrain's initial parameters and zero moments.)
-				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}, 8*float64(c.Config.NumParams()), "the initial weights and moments", "--shape or --batch"); err != nil {
+	for _, c := range cases {
+		for _, b := range c.Batches {
+			host := bench.TrainHostBytes(c.Config, b)
+			if device == "cpu" {
+				if err := checkCPUMemory(c.Config, b, 4, nn.Objective{}, host, "the initial weights and moments, and the random batches", "--shape or --batch"); err != nil {
 					return fmt.Errorf("--shape %s --batch %d: %w", c.ConfigName, b, err)
 				}
+				continue
+			}
+			// (The engine's own memory is the GPU's, which it checks.)
+			if avail, fits := fitsMemory(host); !fits {
+				return fmt.Errorf("--shape %s --batch %d: the training benchmark needs about %.1f GiB of host memory (the initial weights and moments, and %d random batches), but only %.1f GiB is available to it (free memory, less any cgroup or ulimit -v limit): use a smaller --shape or --batch",
+					c.ConfigName, b, host/(1<<30), bench.DefaultDistinctBatches, avail/(1<<30))
 			}
 		}
 	}

@@ -267,6 +267,10 @@ func TestBenchRefusesSizesBeyondMemory(t *testing.T) {
 	}
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--kernels=false", "--topk-images", "2000000000", "--topk-captions", "2000000000"}, "--topk-images 2000000000", "GiB of memory")
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "99999999999", "--kernels=false", "--topk=false"}, "--shape 8x8x1x8 --batch 99999999999", "GiB on the CPU", "use a smaller --shape or --batch")
+	// On a GPU the batches are drawn in host memory too, before the engine
+	// checks the GPU's (in every build: the check comes before the device).
+	wantError(t, []string{"bench", "--device", "cuda", "--shape", "8x8x1x8", "--batch", "99999999999", "--kernels=false", "--topk=false"},
+		"--shape 8x8x1x8 --batch 99999999999", "GiB of host memory", "use a smaller --shape or --batch")
 }
 
 // probeWrite refuses a directory nothing can be written into, naming it,

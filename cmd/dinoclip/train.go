@@ -328,7 +328,8 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	if precision, err = devicePrecision(device, precision, setting, true); err != nil {
 		if resume {
-			return fmt.Errorf("--resume: the run in %s trains in %s: %w", runDir, run.Options.PrecisionMode(), err)
+			return fmt.Errorf("--resume: the run in %s trains in %s: %w (a run resumes in its precision: resume it where that is computed, or %s)",
+				runDir, run.Options.PrecisionMode(), err, newRunFrom(runDir))
 		}
 		return err
 	}
@@ -409,11 +410,17 @@ func resumeOpenError(runDir, device, precision string, err error) error {
 	switch {
 	case errors.Is(err, nn.ErrFailedCheck):
 		// (It says to use fp32, which a resumed run does not switch to.)
-		return fmt.Errorf("--resume: %w (the run trains in bf16, and a run resumes in its precision: to go on in fp32, start a new run from its last checkpoint with --init)", err)
+		return fmt.Errorf("--resume: %w (the run trains in bf16, and a run resumes in its precision: to go on in fp32, %s --precision fp32)", err, newRunFrom(runDir))
 	case errors.Is(err, errNoCUDA):
 		return fmt.Errorf("--resume: the run in %s trained on %s, and this dinoclip cannot go on there: %w (the run trains in bf16, which only the GPU engine computes: resume it with a build that has it)", runDir, device, err)
 	}
 	return fmt.Errorf("--resume: the run in %s trained on %s in bf16: %w", runDir, device, err)
+}
+
+// newRunFrom is the advice to go on from the run in runDir as a new run,
+// in another precision or on another device.
+func newRunFrom(runDir string) string {
+	return fmt.Sprintf("start a new run from its last checkpoint: train --init %s --out NEW_RUN ...", train.ShellArg(filepath.Join(runDir, checkpoint.LastLink)))
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64

@@ -610,6 +610,11 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "--device cpu goes on") {
 		t.Errorf("the advice for a bf16 run is to go on on the CPU: %v", err)
 	}
+	// Asked to go on on the CPU, it says how: a new run from its checkpoint.
+	err = wantError(t, []string{"train", "--resume", "--out", run, "--device", "cpu"}, "trains in bf16", "train --init "+filepath.Join(run, "last")+" --out NEW_RUN")
+	if err == nil || !strings.Contains(err.Error(), "resume it where that is computed") {
+		t.Errorf("a bf16 run resumed on the CPU: %v", err)
+	}
 	// info says where a resume goes on.
 	writeFile(t, path, string(b))
 	if out := mustRun(t, "info", run); !strings.Contains(out, "device: cpu (where train --resume goes on)") {
@@ -630,7 +635,7 @@ func TestResumeOpenError(t *testing.T) {
 		err       error
 		want      []string
 	}{
-		{train.PrecisionBF16, refusal, []string{"--resume: cuda: a test's refusal", "start a new run from its last checkpoint with --init"}},
+		{train.PrecisionBF16, refusal, []string{"--resume: cuda: a test's refusal", "start a new run from its last checkpoint: train --init " + filepath.Join("RUN", "last") + " --out NEW_RUN ... --precision fp32)"}},
 		{train.PrecisionBF16, fmt.Errorf("--device cuda: %w", errNoCUDA), []string{"trained on cuda, and this dinoclip cannot go on there", "resume it with a build that has it"}},
 		{train.PrecisionBF16, failure, []string{"--resume: the run in RUN trained on cuda in bf16: cuda: out of memory"}},
 		{train.PrecisionFP32, refusal, []string{"trained on cuda, and this dinoclip cannot go on there", "--device cpu goes on on the CPU"}},

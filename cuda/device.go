@@ -168,11 +168,12 @@ func (d *Device) free(p uintptr) error {
 	return errors.Join(serr, d.drv.Free(p))
 }
 
-// launchError is a kernel's own failure to start: the driver refused its
-// launch, its shared memory limit or its tensor map. The device and its
-// context are sound after it, unlike after a fault, so the first-use
-// checks (gemm_check.go, search_check.go) take it for a verdict on the
-// kernel, not an error of the device.
+// launchError is a failure to start a kernel: the driver refused its
+// launch, its shared memory limit or its tensor map. Where the context is
+// sound after it (a Sync succeeds), it is the kernel's own, and the
+// first-use checks (gemm_check.go, search_check.go, engine_check.go) take
+// it for a verdict on the kernel; a launch also reports what earlier work
+// left (a fault, an ECC error), which is not.
 type launchError struct{ err error }
 
 func (e launchError) Error() string { return e.err.Error() }

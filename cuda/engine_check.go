@@ -31,11 +31,11 @@ import (
 // pipelined steps against the engine's own host batches and plain steps,
 // bit for bit, as the emulator's tests hold them. Where it disagrees, a
 // loss is not finite, a kernel faults (driver.IsKernelFault: on a GPU the
-// fault takes the context with it) or the driver refuses a launch, no
-// engine of that precision opens in the process, and the error
-// (nn.ErrFailedCheck) says what runs instead (fp32 for bf16, the CPU for
-// fp32). A GPU too full for the check's resident rows leaves them, the
-// pipelined steps and the bitwise comparisons out.
+// fault takes the context with it) or the driver refuses a launch with the
+// context sound after it, no engine of that precision opens in the
+// process, and the error (nn.ErrFailedCheck) says what runs instead (fp32
+// for bf16, the CPU for fp32). A GPU too full for the check's resident
+// rows leaves them, the pipelined steps and the bitwise comparisons out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of
 // its allocations stays beside the engine's (training sizes its resident
@@ -105,12 +105,12 @@ func checkEngine(bf16 bool) error {
 }
 
 // runEngineCheck builds an engine of the check's shape and precision on d
-// and runs nn.CheckEngine on it, and closes d. Two errors are
-// disagreements, not errors of the device: a kernel's fault
+// and runs nn.CheckEngine on it, and closes d. Two errors are failed
+// checks, not errors of the device: a kernel's fault
 // (driver.IsKernelFault), which on a GPU takes the context with it, and a
-// launch the driver refuses (launchError): on this context, which ran
-// nothing else, the kernels are the engine's, and would fail so in every
-// engine of that precision.
+// launch the driver refuses (launchError) with the context sound after
+// it: on this context, which ran nothing else, the kernels are the
+// engine's, and would fail so in every engine of that precision.
 func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 	if bf16 {
 		// (Its own errors say how to go on, and a wgmma kernel that took
@@ -132,21 +132,42 @@ func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 	} else {
 		err = fmt.Errorf("building the engine: %w", err)
 	}
-	var fault, wgmma bool
-	d.do(func() error { fault, wgmma = d.drv.IsKernelFault(err), d.tc.wgmma; return nil })
+	// A fault may surface only as the pipelined step is released (a step
+	// still queued when a disagreement ended the check). A refused launch
+	// is the kernel's where the context is sound after it; a launch also
+	// reports what earlier work left (an ECC error, a context lost), which
+	// is the device's.
+	var fault error
+	var sound, wgmma bool
+	d.do(func() error {
+		for _, x := range []error{err, release} {
+			if fault == nil && d.drv.IsKernelFault(x) {
+				fault = x
+			}
+		}
+		sound, wgmma = fault == nil && d.drv.Sync() == nil, d.tc.wgmma
+		return nil
+	})
+	closed := errors.Join(release, d.Close()) // (after a fault, they fail too and say no more)
 	var launch launchError
 	switch {
-	case fault:
-		d.Close() // (a lost context's teardown fails too, and says no more)
-		wrong := fmt.Sprintf("%v; the CUDA context was lost with it", err)
+	case fault != nil:
+		wrong := fmt.Sprintf("%v; the CUDA context was lost with it", fault)
 		if bf16 && wgmma {
 			wrong += "; where the fault was a wgmma GEMM's, DINOCLIP_CUDA_KERNELS=ptx runs the bf16 GEMMs on the mma.sync kernels"
 		}
 		return failedCheck(wrong, "a kernel's fault"), nil
-	case errors.As(err, &launch):
-		return failedCheck(err.Error(), "a kernel that could not start"), errors.Join(release, d.Close())
+	case errors.As(err, &launch) && sound:
+		r = failedCheck(err.Error(), "a kernel that could not start")
+	case err != nil || r.Wrong == "":
+		return r, errors.Join(err, closed)
 	}
-	return r, errors.Join(err, release, d.Close())
+	// A verdict: what releasing and closing the context reported does not
+	// change it.
+	if closed != nil {
+		slog.Debug("cuda: closing the engine check's context", "err", closed)
+	}
+	return r, nil
 }
 
 // failedCheck is the result of a check that failed with no measured

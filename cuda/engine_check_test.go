@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/nn"
@@ -113,11 +114,12 @@ func checkWithDriver(t *testing.T, lie func(fullDriver) fullDriver) *int {
 }
 
 // A kernel's fault (which on a GPU takes the check's CUDA context with it)
-// and a launch the driver refuses fail the check, and the process keeps
-// the refusal, which says what the check was doing and what runs instead:
-// the same kernel would fail so in every engine. An error that leaves the
-// context working (a copy, a wait that fails) is the device's: an error,
-// no verdict, the next open checks again, and the check has released what
+// and a launch the driver refuses with the context sound after it fail
+// the check, and the process keeps the refusal, which says what the check
+// was doing and what runs instead: the same kernel would fail so in every
+// engine. Any other error (a copy or a wait that fails, a launch that
+// reports a context lost otherwise) is the device's: an error, no
+// verdict, the next open checks again, and the check has released what
 // its engine held of the driver (pinned memory, events, CUDA graphs).
 func TestEngineCheckDeviceErrors(t *testing.T) {
 	counter := &heldCounter{held: map[string]int{}}
@@ -127,7 +129,8 @@ func TestEngineCheckDeviceErrors(t *testing.T) {
 		want string // in the refusal; "" where it is an error
 	}{
 		{"a kernel's fault", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, "the CUDA context was lost with it"},
-		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f} }, "a test's refused launch"},
+		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, "a test's refused launch"},
+		{"a launch reporting a lost context", func(f fullDriver) fullDriver { return refusedLaunches{f, new(bool)} }, ""},
 		{"failing copies", func(f fullDriver) fullDriver { return failingCopies{f} }, ""},
 		{"a failing wait", func(f fullDriver) fullDriver { counter.fullDriver, counter.failed = f, false; return counter }, ""},
 	} {
@@ -161,15 +164,66 @@ func TestEngineCheckDeviceErrors(t *testing.T) {
 }
 
 // refusedLaunches refuses every launch, as a driver refuses a kernel that
-// asks for more than the GPU has, leaving the context sound.
-type refusedLaunches struct{ fullDriver }
+// asks for more than the GPU has, leaving the context sound; or, where
+// lost is not nil, reports at the first launch a context lost to what is
+// no kernel's fault (an ECC error), and at every Sync after it.
+type refusedLaunches struct {
+	fullDriver
+	lost *bool
+}
 
-func (refusedLaunches) Launch(k, gx, gy, block int, args []uint64) error {
+func (r refusedLaunches) Launch(k, gx, gy, block int, args []uint64) error {
+	return r.refuse()
+}
+
+func (r refusedLaunches) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	return r.refuse()
+}
+
+func (r refusedLaunches) Sync() error {
+	if r.lost != nil && *r.lost {
+		return errors.New("a test's uncorrectable ECC error")
+	}
+	return r.fullDriver.Sync()
+}
+
+func (r refusedLaunches) refuse() error {
+	if r.lost != nil {
+		*r.lost = true
+		return errors.New("a test's uncorrectable ECC error")
+	}
 	return errors.New("a test's refused launch")
 }
 
-func (refusedLaunches) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
-	return errors.New("a test's refused launch")
+// A disagreement is the check's verdict whatever closing its context
+// reports after it.
+func TestEngineCheckVerdictOutlivesClose(t *testing.T) {
+	d, _ := openDevice(t)
+	on(t, d, func() error {
+		w := wrongCopies{d.drv.(fullDriver)}
+		d.drv, d.tc.ext = w, w
+		return nil
+	})
+	r, err := runEngineCheck(d, false)
+	if err != nil || !strings.HasPrefix(r.Wrong, "the output: ") {
+		t.Fatalf("%+v, %v", r, err)
+	}
+}
+
+// wrongCopies adds 1 to the first value of every copy to the host, and
+// fails to close.
+type wrongCopies struct{ fullDriver }
+
+func (w wrongCopies) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
+	err := w.fullDriver.ToHost(dst, src, bytes)
+	if bytes >= 4 {
+		*(*float32)(dst) += 1
+	}
+	return err
+}
+
+func (w wrongCopies) Close() error {
+	return errors.Join(w.fullDriver.Close(), errors.New("a test's failing close"))
 }
 
 // heldCounter counts what is held of the driver by kind (pinned buffers,

@@ -233,9 +233,10 @@ func (g *gemmChecker) close() { g.d.free(g.base) }
 
 // check runs cs on the device's current path and says why its outputs
 // are wrong, or "" where they are right. A kernel that cannot start
-// (launchError) is an answer ("... failed: ..."); err is an error of the
-// device: a kernel's fault (driver.IsKernelFault), which took the context
-// with it, or a copy or an allocation that failed.
+// (launchError, the context sound after it) is an answer ("... failed:
+// ..."); err is an error of the device: a kernel's fault
+// (driver.IsKernelFault), which took the context with it, or a copy, an
+// allocation or a launch that failed otherwise.
 func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 	d := g.d
 	sms := d.tc.sms
@@ -256,10 +257,11 @@ func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 		}
 		return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
 			cs, pathName(d.tc.wgmma), err, way)
-	case errors.As(err, &launch):
+	case errors.As(err, &launch) && d.drv.Sync() == nil:
 		return fmt.Sprintf("%s failed: %v", cs, err), nil
 	default:
-		// A copy or an allocation, not the kernel: no verdict.
+		// A copy or an allocation, or what earlier work left to a
+		// launch, not the kernel: no verdict.
 		return "", fmt.Errorf("cuda: checking the bf16 GEMM %s (%s): %w", cs, pathName(d.tc.wgmma), err)
 	}
 	if why := g.pr.disagree(cs, out); why != "" {

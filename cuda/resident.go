@@ -54,6 +54,9 @@ func (e *Engine) LoadResident(rows, batch int, read nn.Float16Reader) error {
 			return err
 		}
 		if err := e.reserve(batch); err != nil {
+			if d.drv.IsKernelFault(err) {
+				return err // (an earlier kernel's, surfacing here: no reason to fall back)
+			}
 			// Training at this batch size will not fit either; falling
 			// back lets that error come from the step, as without
 			// residency.

@@ -420,7 +420,7 @@ func resumeOpenError(runDir, device, precision string, err error) error {
 // newRunFrom is the advice to go on from the run in runDir as a new run,
 // in another precision or on another device.
 func newRunFrom(runDir string) string {
-	return fmt.Sprintf("start a new run from its last checkpoint: train --init %s --out NEW_RUN ...", train.ShellArg(filepath.Join(runDir, checkpoint.LastLink)))
+	return fmt.Sprintf("start a new run from its last checkpoint: dinoclip train --init %s --out NEW_RUN ...", train.ShellArg(filepath.Join(runDir, checkpoint.LastLink)))
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64

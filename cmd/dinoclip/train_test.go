@@ -635,7 +635,7 @@ func TestResumeOpenError(t *testing.T) {
 		err       error
 		want      []string
 	}{
-		{train.PrecisionBF16, refusal, []string{"--resume: cuda: a test's refusal", "start a new run from its last checkpoint: train --init " + filepath.Join("RUN", "last") + " --out NEW_RUN ... --precision fp32)"}},
+		{train.PrecisionBF16, refusal, []string{"--resume: cuda: a test's refusal", "start a new run from its last checkpoint: dinoclip train --init " + filepath.Join("RUN", "last") + " --out NEW_RUN ... --precision fp32)"}},
 		{train.PrecisionBF16, fmt.Errorf("--device cuda: %w", errNoCUDA), []string{"trained on cuda, and this dinoclip cannot go on there", "resume it with a build that has it"}},
 		{train.PrecisionBF16, failure, []string{"--resume: the run in RUN trained on cuda in bf16: cuda: out of memory"}},
 		{train.PrecisionFP32, refusal, []string{"trained on cuda, and this dinoclip cannot go on there", "--device cpu goes on on the CPU"}},

@@ -243,7 +243,9 @@ func TestCheckEngine(t *testing.T) {
 		{"pipelined loss", "FlushLoss returned no loss, where step 3's was due"},
 		{"resident gradient in its last bit", "the gradient input_proj.weight[7] is "},
 		{"pipelined loss in its last bit", "pipelined step 1's loss is "},
-		{"pipelined step in its last bit", "pipelined step 3's loss is "},
+		// (Which comparison sees it first depends on the GEMMs' rounding:
+		// a later loss, or the parameter itself.)
+		{"pipelined step in its last bit", ": not bit for bit"},
 		{"pipelined state in its last bit", "AdamW's second moment of input_proj.weight[0] is "},
 		{"no room for resident rows", ""},
 	} {

@@ -298,7 +298,7 @@ func (k *checkComparer) compare() error {
 			return err
 		}
 		what := "under the " + describeObjective(o)
-		refLoss, err := k.lossAndGradients(what, o, func() (float64, error) { return e.ForwardBackward(x, t, n) }, x, t)
+		refLoss, _, err := k.lossAndGradients(what, o, func() (float64, error) { return e.ForwardBackward(x, t, n) }, x, t)
 		if err != nil {
 			return err
 		}
@@ -323,7 +323,7 @@ func (k *checkComparer) compare() error {
 			return err
 		}
 	}
-	if err := k.stepped("an AdamW step", v0, 1); err != nil {
+	if _, err := k.stepped("an AdamW step", v0, 1); err != nil {
 		return err
 	}
 	// The output again, from the weights the step wrote (a bf16 engine's
@@ -385,10 +385,11 @@ func (k *checkComparer) compare() error {
 		residentLoss = l
 		return l, err
 	}
-	if _, err := k.lossAndGradients(what, contrastive, fbRows, xr, tr); err != nil {
+	_, grads, err := k.lossAndGradients(what, contrastive, fbRows, xr, tr)
+	if err != nil {
 		return err
 	}
-	if err := k.residentAsHost(residentLoss, xr, tr); err != nil {
+	if err := k.residentAsHost(residentLoss, grads, xr, tr); err != nil {
 		return err
 	}
 
@@ -470,10 +471,11 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 	if err := check("FlushLoss", loss, done, checkPipelinedSteps-1); err != nil {
 		return err
 	}
-	if err := k.stepped(fmt.Sprintf("%d pipelined steps", checkPipelinedSteps), v0, checkPipelinedSteps); err != nil {
+	after, err := k.stepped(fmt.Sprintf("%d pipelined steps", checkPipelinedSteps), v0, checkPipelinedSteps)
+	if err != nil {
 		return err
 	}
-	return k.pipelinedAsSteps(pe, losses, m0, v0, func(i int) ([]int32, AdamWStep) {
+	return k.pipelinedAsSteps(pe, losses, after, m0, v0, func(i int) ([]int32, AdamWStep) {
 		rows, _, _ := batch(i)
 		return rows, checkPipelinedStep(i)
 	})
@@ -481,17 +483,12 @@ func (k *checkComparer) pipelined(pe PipelinedEngine, x, t []float32) error {
 
 // residentAsHost holds e to the ResidentEngine's promise, bit for bit:
 // ForwardBackward of the host rows x and t gives the loss (loss) and the
-// gradients that ForwardBackwardRows of the same resident rows gave just
-// before. A GPU that gathers or converts the rows otherwise than the
-// emulator, or sums in an order that changes from run to run, differs
+// gradients (resident) that ForwardBackwardRows of the same resident rows
+// gave just before. A GPU that gathers or converts the rows otherwise than
+// the emulator, or sums in an order that changes from run to run, differs
 // from itself where the float64 engine's bounds would not see it.
-func (k *checkComparer) residentAsHost(loss float64, x, t []float32) error {
+func (k *checkComparer) residentAsHost(loss float64, resident, x, t []float32) error {
 	k.doing = "the loss and gradients of the resident rows' values from the host"
-	np := k.c.NumParams()
-	resident, host := make([]float32, np), make([]float32, np)
-	if err := k.e.Gradients(resident); err != nil {
-		return err
-	}
 	l, err := k.e.ForwardBackward(x, t, CheckRows)
 	if err != nil {
 		return err
@@ -499,6 +496,7 @@ func (k *checkComparer) residentAsHost(loss float64, x, t []float32) error {
 	if math.Float64bits(l) != math.Float64bits(loss) {
 		return k.disagree(fmt.Sprintf("the loss of resident rows is %v, of their values from the host %v: not bit for bit", loss, l))
 	}
+	host := make([]float32, k.c.NumParams())
 	if err := k.e.Gradients(host); err != nil {
 		return err
 	}
@@ -508,19 +506,11 @@ func (k *checkComparer) residentAsHost(loss float64, x, t []float32) error {
 // pipelinedAsSteps holds pe to the PipelinedEngine's promise, bit for bit:
 // from the same parameters and moments (m0, v0), ForwardBackwardRows and
 // Step of each pipelined step's rows and scalars (step(i)) give the losses
-// its pipelined steps returned (losses) and the parameters and moments
-// they left, which pe holds now. A CUDA graph that replays a kernel out of
-// its order, or a step that races with the next, differs so.
-func (k *checkComparer) pipelinedAsSteps(pe PipelinedEngine, losses []float64, m0, v0 []float32, step func(i int) ([]int32, AdamWStep)) error {
+// its pipelined steps returned (losses) and the state they left (after),
+// which pe holds now. A CUDA graph that replays a kernel out of its order,
+// or a step that races with the next, differs so.
+func (k *checkComparer) pipelinedAsSteps(pe PipelinedEngine, losses []float64, after engineState, m0, v0 []float32, step func(i int) ([]int32, AdamWStep)) error {
 	k.doing = "the pipelined steps again, as ForwardBackwardRows and Step"
-	np := k.c.NumParams()
-	p, m, v := make([]float32, np), make([]float32, np), make([]float32, np)
-	if err := pe.Parameters(p); err != nil {
-		return err
-	}
-	if err := pe.Moments(m, v); err != nil {
-		return err
-	}
 	if err := pe.SetParameters(k.params); err != nil {
 		return err
 	}
@@ -540,21 +530,35 @@ func (k *checkComparer) pipelinedAsSteps(pe PipelinedEngine, losses []float64, m
 			return err
 		}
 	}
-	p2, m2, v2 := make([]float32, np), make([]float32, np), make([]float32, np)
-	if err := pe.Parameters(p2); err != nil {
-		return err
-	}
-	if err := pe.Moments(m2, v2); err != nil {
+	again, err := k.state(pe)
+	if err != nil {
 		return err
 	}
 	const pipelined, stepped = "after the pipelined steps", "after ForwardBackwardRows and Step"
-	if err := k.sameBits("the parameter", pipelined, stepped, p, p2); err != nil {
+	if err := k.sameBits("the parameter", pipelined, stepped, after.params, again.params); err != nil {
 		return err
 	}
-	if err := k.sameBits("AdamW's first moment of", pipelined, stepped, m, m2); err != nil {
+	if err := k.sameBits("AdamW's first moment of", pipelined, stepped, after.m, again.m); err != nil {
 		return err
 	}
-	return k.sameBits("AdamW's second moment of", pipelined, stepped, v, v2)
+	return k.sameBits("AdamW's second moment of", pipelined, stepped, after.v, again.v)
+}
+
+// engineState is an engine's parameters and AdamW moments (m, v), as the
+// host reads them.
+type engineState struct{ params, m, v []float32 }
+
+// state reads e's parameters and moments.
+func (k *checkComparer) state(e Engine) (engineState, error) {
+	np := k.c.NumParams()
+	s := engineState{make([]float32, np), make([]float32, np), make([]float32, np)}
+	if err := e.Parameters(s.params); err != nil {
+		return engineState{}, err
+	}
+	if err := e.Moments(s.m, s.v); err != nil {
+		return engineState{}, err
+	}
+	return s, nil
 }
 
 // sameBits returns a disagreement where a and b, two parameter-shaped
@@ -661,59 +665,60 @@ func (k *checkComparer) scalar(what string, got, want, tol float64) error {
 // on x and t or on resident rows of their values) and the float64
 // engine's ForwardBackward of x and t, compares their losses, each
 // gradient tensor and (under a contrastive o) the logit scale's gradient,
-// and returns the float64 engine's loss.
-func (k *checkComparer) lossAndGradients(what string, o Objective, fb func() (float64, error), x, t []float32) (float64, error) {
+// and returns the float64 engine's loss and e's gradients.
+func (k *checkComparer) lossAndGradients(what string, o Objective, fb func() (float64, error), x, t []float32) (refLoss float64, grads []float32, err error) {
 	k.doing = "the loss and gradients " + what
 	loss, err := fb()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	refLoss, err := k.ref.ForwardBackward(x, t, CheckRows)
+	refLoss, err = k.ref.ForwardBackward(x, t, CheckRows)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := k.scalar("the loss "+what, loss, refLoss, k.tol.Forward); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	grads := make([]float32, k.c.NumParams())
+	grads = make([]float32, k.c.NumParams())
 	if err := k.e.Gradients(grads); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	for _, tn := range k.c.Layout().Tensors {
 		if err := k.within("the gradient of "+tn.Name+" "+what, RelDiff(View(grads, tn), View(k.ref.Model.Grads, tn)), k.tol.Gradient); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	if o.Contrastive() {
 		err = k.scalar("the logit scale's gradient "+what, k.e.LogitScaleGrad(), k.ref.LogitScaleGrad(), k.tol.Gradient)
 	}
-	return refLoss, err
+	return refLoss, grads, err
 }
 
 // stepped compares what steps AdamW steps from the check's parameters,
 // a zero first moment and the second moment v0 added to the parameters
-// and the moments (the second moment's old part decays by beta2 a step).
-func (k *checkComparer) stepped(what string, v0 []float32, steps int) error {
+// and the moments (the second moment's old part decays by beta2 a step),
+// and returns the state of e it compared.
+func (k *checkComparer) stepped(what string, v0 []float32, steps int) (engineState, error) {
+	s, err := k.state(k.e)
+	if err != nil {
+		return engineState{}, err
+	}
 	np := k.c.NumParams()
-	p, m, v := make([]float32, np), make([]float32, np), make([]float32, np)
-	if err := k.e.Parameters(p); err != nil {
-		return err
-	}
-	if err := k.e.Moments(m, v); err != nil {
-		return err
-	}
 	when := "in " + what
-	if err := changes(k, "the change of", when, p, k.ref.Model.Params, k.params, k.tol.Gradient); err != nil {
-		return err
+	if err := changes(k, "the change of", when, s.params, k.ref.Model.Params, k.params, k.tol.Gradient); err != nil {
+		return engineState{}, err
 	}
-	if err := changes(k, "AdamW's first moment of", when, m, k.ref.M, make([]float64, np), k.tol.Gradient); err != nil {
-		return err
+	if err := changes(k, "AdamW's first moment of", when, s.m, k.ref.M, make([]float64, np), k.tol.Gradient); err != nil {
+		return engineState{}, err
 	}
 	decayed := make([]float64, np)
 	for i, x := range v0 {
 		decayed[i] = math.Pow(checkStep.Beta2, float64(steps)) * float64(x)
 	}
-	return changes(k, "the change of AdamW's second moment of", when, v, k.ref.V, decayed, 2*k.tol.Gradient)
+	if err := changes(k, "the change of AdamW's second moment of", when, s.v, k.ref.V, decayed, 2*k.tol.Gradient); err != nil {
+		return engineState{}, err
+	}
+	return s, nil
 }
 
 // changes compares, tensor by tensor (all in Layout order), the change

@@ -90,5 +90,5 @@ func dtypeFromDescr(descr string) (DType, error) {
 	case descr == "|O" || descr == "O" || descr == "<O" || descr == ">O":
 		return 0, errorf(ErrDType, "object arrays (dtype %q) are not supported", descr)
 	}
-	return 0, errorf(ErrDType, "dtype %q is not supported; want one of <f2, <f4, <f8, <i4, <i8", descr)
+	return 0, errorf(ErrDType, "dtype %q is not supported; want one of <f2, <f4, <f8 (floats: features, embeddings) or <i4, <i8 (integers: index arrays such as caption -> image)", descr)
 }

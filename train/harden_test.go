@@ -131,6 +131,45 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 	}
 }
 
+// A run.json whose options are not its last checkpoint's is refused as
+// edited, before anything is taken from it: edited to fp64 or to keep a
+// moving average, it asked for files no checkpoint of the run holds, and
+// the run was called broken beyond repair (remove it).
+func TestResumeRefusesEditedRunFile(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		edit  func(*Options)
+		wants string
+	}{
+		{"fp64", func(o *Options) { o.Precision = PrecisionFP64 }, "precision fp32 in the checkpoint, fp64 in run.json"},
+		{"a moving average", func(o *Options) { o.EMA = 0.9 }, "ema unset in the checkpoint, 0.9 in run.json"},
+		{"more epochs", func(o *Options) { o.Epochs++ }, "epochs 3 in the checkpoint, 4 in run.json"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir, runDir := stoppedRun(t, 5)
+			info, err := ReadRunInfo(runDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.edit(&info.Options)
+			if err := writeJSON(filepath.Join(runDir, RunFile), info); err != nil {
+				t.Fatal(err)
+			}
+			for what, err := range map[string]error{
+				"CheckResumable": CheckResumable(runDir),
+				"the resume":     runErr(newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)),
+			} {
+				if err == nil || !strings.Contains(err.Error(), c.wants) || !strings.Contains(err.Error(), "was edited") || strings.Contains(err.Error(), "remove") {
+					t.Errorf("%s of a run whose run.json was edited to %s: %v, want %q, and no advice to remove it", what, c.name, err, c.wants)
+				}
+			}
+		})
+	}
+}
+
+// runErr is the error of a call that returns a value and an error.
+func runErr[T any](_ T, err error) error { return err }
+
 // Counts that multiply are checked: an epoch count whose steps overflow an
 // int is refused instead of wrapping to a short run that cycles the
 // learning rate forever.
@@ -1499,9 +1538,10 @@ func TestPruneFailureWarns(t *testing.T) {
 
 // A run killed between putting its first checkpoint in place and linking
 // it as the last leaves no last link, and the link's new form (save made
-// it beforehand) leading to the whole checkpoint: the next start links it,
-// so the resume goes on as if the link had been made, to the uninterrupted
-// run's end; a new run into the directory is told to resume. A new form
+// it beforehand) leading to the whole checkpoint: the resume links it, and
+// goes on as if the link had been made, to the uninterrupted run's end; a
+// new run into the directory is told to resume, and leaves it as it was
+// (refused before it takes the directory's lock). A new form
 // leading to no whole checkpoint (the kill came before the checkpoint was
 // in place) is no run, and a start in the directory begins it anew.
 func TestStartFinishesKilledFirstLink(t *testing.T) {
@@ -1521,10 +1561,9 @@ func TestStartFinishesKilledFirstLink(t *testing.T) {
 	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "already holds a run") {
 		t.Fatalf("a new run into it: %v, want a refusal naming --resume", err)
 	}
-	if to, err := os.Readlink(last); err != nil || to != checkpointName(5) {
-		t.Fatalf("after the start, last leads to %q (%v), want %s", to, err, checkpointName(5))
+	if _, err := os.Lstat(last); err == nil || PendingLastLink(runDir) != checkpointName(5) {
+		t.Fatalf("the refused new run changed the links: last %v, pending %q; want none and %s", err, PendingLastLink(runDir), checkpointName(5))
 	}
-	os.Rename(last, pending)
 	tr := newTrainer(t, dataDir, runDir, nil)
 	if _, err := tr.Run(context.Background(), true); err != nil {
 		t.Fatalf("resume: %v", err)

@@ -325,6 +325,27 @@ var ErrNonFinite = nn.ErrNonFinite
 // loss shows it.
 var ErrDiverged = errors.New("diverged")
 
+// Check refuses options that a new run of the model c on the training
+// data d, evaluated on evals, cannot train with: what Run checks of them
+// before it opens the run directory, for a caller to say before it opens
+// an engine.
+func (o Options) Check(c nn.Config, d *Dataset, evals []*retrieval.Set) error {
+	if err := o.validate(c, d); err != nil {
+		return err
+	}
+	if _, err := bestMetric(o, evals); err != nil {
+		return err
+	}
+	spe, _, err := Steps(o.Epochs, d.Rows, o.Batch)
+	if err != nil {
+		return err
+	}
+	if err := NewOneCycle(o.MaxLR, o.Epochs, spe).Validate(); err != nil {
+		return fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, o.Epochs, d.Rows, o.Batch)
+	}
+	return nil
+}
+
 func (o Options) validate(c nn.Config, d *Dataset) error {
 	switch {
 	case o.Epochs < 1:
@@ -519,11 +540,21 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err := tr.Data.checkTrainable(); err != nil {
 		return Result{}, err
 	}
-	// A run another process trains is refused before CLIP's recall, which
-	// takes seconds on a large set (the lock taken below decides: this is
-	// only the early word).
-	if holder, held := TrainingNow(tr.RunDir); held {
-		return Result{}, &LockedError{Dir: tr.RunDir, Holder: holder}
+	// A run another process trains, and a new run's directory or options
+	// that it would refuse, are refused before CLIP's recall, which takes
+	// seconds on a large set (the lock taken below decides: this is only
+	// the early word).
+	if resume {
+		if holder, held := TrainingNow(tr.RunDir); held {
+			return Result{}, &LockedError{Dir: tr.RunDir, Holder: holder}
+		}
+	} else {
+		if err := CheckNewRun(tr.RunDir); err != nil {
+			return Result{}, err
+		}
+		if err := tr.Options.Check(c, tr.Data, tr.Evals); err != nil {
+			return Result{}, err
+		}
 	}
 	if err := tr.clipRecall(ctx); err != nil {
 		return Result{}, err
@@ -553,13 +584,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 			return Result{}, err
 		}
 	} else {
-		if err := tr.Options.validate(c, tr.Data); err != nil {
-			return Result{}, err
-		}
 		if err := tr.checkPrecision(tr.Options); err != nil {
-			return Result{}, err
-		}
-		if _, err := bestMetric(tr.Options, tr.Evals); err != nil {
 			return Result{}, err
 		}
 		spe, _, err := Steps(tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
@@ -575,14 +600,9 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 		if err := tr.setObjective(st); err != nil {
 			return Result{}, err
 		}
-		if err := st.Schedule.Validate(); err != nil {
-			return Result{}, fmt.Errorf("%w (%d epochs x %d rows / batch %d)", err, tr.Options.Epochs, tr.Data.Rows, tr.Options.Batch)
-		}
-		// A directory used for something else is refused before the lock
-		// file is made in it, and again under the lock (checkNewRunDir).
-		if err := foreignFiles(tr.RunDir); err != nil {
-			return Result{}, err
-		}
+		// (A directory used for something else was refused before the
+		// lock file is made in it, by CheckNewRun, and is again under the
+		// lock.)
 		lock, err := LockRunDir(tr.RunDir)
 		if err != nil {
 			return Result{}, err

@@ -297,6 +297,9 @@ func checkResumable(dir string) error {
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
+	if err := runFileAgrees(dir, last); err != nil {
+		return err
+	}
 	if lacking(resumeFiles(dir), last) != "" {
 		return brokenRunError(dir)
 	}
@@ -321,6 +324,33 @@ func checkResumable(dir string) error {
 	}
 	return fmt.Errorf("%s leads to %s, %s; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
 		last, to, why, CheckpointsDir, ShellArg(last))
+}
+
+// runFileAgrees refuses the run in dir where its run.json's options are
+// not the ones its last checkpoint ck records (the trainer state in its
+// optimizer file): one of them was edited, and a resume takes from
+// run.json which files it reads (resumeFiles), its precision and so its
+// engine. A run.json or state it cannot read is left to the resume's own
+// checks, as is the rest of the state (restore).
+func runFileAgrees(dir, ck string) error {
+	info, err := ReadRunInfo(dir)
+	if err != nil || info.Options == (Options{}) {
+		return nil
+	}
+	opt, err := safetensors.Open(filepath.Join(ck, checkpoint.OptimizerFile))
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		Options *Options `json:"options"`
+	}
+	err = json.Unmarshal([]byte(opt.Metadata()["state"]), &st)
+	opt.Close()
+	if err != nil || st.Options == nil || *st.Options == info.Options {
+		return nil
+	}
+	return fmt.Errorf("run directory %s: its %s and its last checkpoint (%s) record other options (%s): one of them was edited; put back what the edited one held (a resumed run keeps its options: to train with others, start a new run from the checkpoint with --init)",
+		dir, RunFile, ck, optionsDiff(*st.Options, info.Options))
 }
 
 // brokenRunError is what both a resume and a new run say of a run
@@ -435,7 +465,28 @@ func checkNewRunDir(dir string) error {
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil {
 		return brokenRunError(dir)
 	}
+	return heldRunError(dir)
+}
+
+// heldRunError refuses to start a new run in dir, which holds one.
+func heldRunError(dir string) error {
 	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
+}
+
+// CheckNewRun is the early word on the directory dir of a new run, for a
+// caller to say before it opens an engine and computes CLIP's recall: the
+// *LockedError of a run another process trains there, or why Run would
+// not start a new run in it (checkNewRunDir; a checkpoint a killed run
+// left unlinked counts as its last, which Run links under the lock). Run
+// decides again under the lock.
+func CheckNewRun(dir string) error {
+	if holder, held := TrainingNow(dir); held {
+		return &LockedError{Dir: dir, Holder: holder}
+	}
+	if PendingLastLink(dir) != "" {
+		return heldRunError(dir)
+	}
+	return checkNewRunDir(dir)
 }
 
 // foreignFiles refuses a directory without a run (no last link) that

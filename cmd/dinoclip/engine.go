@@ -133,10 +133,24 @@ func openEngine(device, precision string, c nn.Config) (nn.Engine, error) {
 	}
 	e, err := newEngine(device, precision, c)
 	if err != nil {
-		return nil, fmt.Errorf("--device %s: %w", device, err)
+		return nil, deviceError{device, err}
 	}
 	return e, nil
 }
+
+// deviceError is an error of the engine or searcher on device, said as
+// the flag that chose it: "--device cuda: ...", without the "cuda: " the
+// GPU engine's own errors begin with.
+type deviceError struct {
+	device string
+	err    error
+}
+
+func (e deviceError) Error() string {
+	return "--device " + e.device + ": " + strings.TrimPrefix(e.err.Error(), e.device+": ")
+}
+
+func (e deviceError) Unwrap() error { return e.err }
 
 // loadedModel is a model file read and put on an engine.
 type loadedModel struct {

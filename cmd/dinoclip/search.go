@@ -318,7 +318,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	}
 	if device != "cpu" && deviceSearcher == nil {
 		_, err := newEngine(device, train.PrecisionFP32, nn.Config{})
-		return fmt.Errorf("--device %s: %w", device, err)
+		return deviceError{device, err}
 	}
 	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")
 	outDir, err := resolveOut(out)
@@ -423,7 +423,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if device != "cpu" {
 		s, free, err := deviceSearcher(device)
 		if err != nil {
-			return fmt.Errorf("--device %s: %w", device, err)
+			return deviceError{device, err}
 		}
 		defer free()
 		searcher = s
@@ -433,7 +433,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 		// why.
 		if c, ok := s.(searchChecker); ok && nq > 0 {
 			if info.CPUFallback, err = c.Check(cCtx.Context); err != nil {
-				return fmt.Errorf("--device %s: %w", device, err)
+				return deviceError{device, err}
 			}
 		}
 	}

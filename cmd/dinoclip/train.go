@@ -206,6 +206,11 @@ func runTrain(cCtx *cli.Context) error {
 		if err := checkOutPlace(runDir, "the new run"); err != nil {
 			return err
 		}
+		// (Before the data is read and the engine opened: a GPU's engine
+		// checks itself as it opens.)
+		if err := train.CheckNewRun(runDir); err != nil {
+			return err
+		}
 	}
 	if resume {
 		if run, err = resumedRun(cCtx, runDir, opts); err != nil {
@@ -309,6 +314,10 @@ func runTrain(cCtx *cli.Context) error {
 		if err := train.NewOneCycle(opts.MaxLR, opts.Epochs, spe).Validate(); err != nil {
 			return fmt.Errorf("--epochs %d x %d steps per epoch (%d rows / --batch %d) = %d optimizer steps: %w",
 				opts.Epochs, spe, data.Rows, opts.Batch, total, err)
+		}
+		// The rest of what the trainer refuses, before the engine opens.
+		if err := opts.Check(c, data, evals); err != nil {
+			return err
 		}
 	}
 
@@ -418,9 +427,15 @@ func resumeOpenError(runDir, device, precision string, err error) error {
 }
 
 // newRunFrom is the advice to go on from the run in runDir as a new run,
-// in another precision or on another device.
+// in another precision or on another device: from its last link, or from
+// the checkpoint a killed run saved without linking it (which a resume
+// links first; an --init reads what is there).
 func newRunFrom(runDir string) string {
-	return fmt.Sprintf("start a new run from its last checkpoint: dinoclip train --init %s --out NEW_RUN ...", train.ShellArg(filepath.Join(runDir, checkpoint.LastLink)))
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	if pending := train.PendingLastLink(runDir); pending != "" {
+		last = filepath.Join(runDir, pending)
+	}
+	return fmt.Sprintf("start a new run from its last checkpoint: dinoclip train --init %s --out NEW_RUN ...", train.ShellArg(last))
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64

@@ -308,6 +308,24 @@ func TestTrainErrors(t *testing.T) {
 	})
 }
 
+// A new run the trainer would refuse for its directory or its options is
+// refused before the engine opens, which on a GPU checks itself first (and
+// in the default build refuses --device cuda: what is refused first shows
+// the order).
+func TestTrainRefusedBeforeTheEngine(t *testing.T) {
+	data := makeData(t)
+	eval := makeEvalSet(t, "tiny-eval")
+	run := filepath.Join(t.TempDir(), "run")
+	small := []string{"--data", data, "--batch", "16", "--epochs", "1", "--hidden-dim", "8", "--blocks", "1"}
+	mustRun(t, append([]string{"train", "--out", run}, small...)...)
+	wantError(t, append([]string{"train", "--out", run, "--device", "cuda"}, small...), "already holds a run", "--resume --out "+run)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	wantError(t, append([]string{"train", "--out", fresh, "--device", "cuda", "--best-from", "ema", "--ema", "0.9", "--eval", eval, "--best-metric", "loss"}, small...), `not "loss"`)
+	if _, err := os.Lstat(fresh); err == nil {
+		t.Errorf("the refused run made %s", fresh)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	for _, cmd := range []string{"train", "eval", "project", "info"} {
 		out := mustRun(t, cmd, "--help")
@@ -606,6 +624,19 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 		t.Fatalf("run.json records no fp32 precision to edit:\n%s", b)
 	}
 	writeFile(t, path, bf16)
+	// (And in the last checkpoint's trainer state, which a resume holds
+	// run.json to: the same length, so its header stays whole; these
+	// resumes are refused before its checksum is read.)
+	optimizer := filepath.Join(run, "last", checkpoint.OptimizerFile)
+	ob, err := os.ReadFile(optimizer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp32State, bf16State := `\"precision\":\"fp32\"`, `\"precision\":\"bf16\"`
+	if !strings.Contains(string(ob), fp32State) {
+		t.Fatalf("%s records no fp32 precision to edit", optimizer)
+	}
+	writeFile(t, optimizer, strings.Replace(string(ob), fp32State, bf16State, 1))
 	err = wantError(t, []string{"train", "--resume", "--out", run}, "trained on cuda", "trains in bf16, which only the GPU engine computes")
 	if err != nil && strings.Contains(err.Error(), "--device cpu goes on") {
 		t.Errorf("the advice for a bf16 run is to go on on the CPU: %v", err)
@@ -615,6 +646,20 @@ func TestResumeKeepsTheRunsDevice(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "resume it where that is computed") {
 		t.Errorf("a bf16 run resumed on the CPU: %v", err)
 	}
+	// Killed before it linked its first checkpoint, the run has no last
+	// link: the advice names the checkpoint.
+	lastLink, pendingLink := filepath.Join(run, checkpoint.LastLink), filepath.Join(run, checkpoint.NewLinkName(checkpoint.LastLink))
+	target, err := os.Readlink(lastLink)
+	if err != nil || os.Rename(lastLink, pendingLink) != nil {
+		t.Fatalf("cannot unlink the last checkpoint: %v", err)
+	}
+	wantError(t, []string{"train", "--resume", "--out", run, "--device", "cpu"}, "train --init "+filepath.Join(run, target)+" --out NEW_RUN")
+	if err := os.Rename(pendingLink, lastLink); err != nil {
+		t.Fatal(err)
+	}
+	// Edited in run.json alone, it is refused as edited.
+	writeFile(t, optimizer, string(ob))
+	wantError(t, []string{"train", "--resume", "--out", run}, "record other options (precision fp32 in the checkpoint, bf16 in run.json)", "was edited")
 	// info says where a resume goes on.
 	writeFile(t, path, string(b))
 	if out := mustRun(t, "info", run); !strings.Contains(out, "device: cpu (where train --resume goes on)") {

@@ -116,8 +116,12 @@ func NewEngine(c nn.Config) (*Engine, error) {
 // openEngine opens the GPU and builds an engine of shape c on it, in bf16
 // mode or not, closing the device again when that fails.
 func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
-	// (newEngine checks too; first, a precision refused opens nothing.)
+	// (newEngine and buildEngine check too; first, a precision refused or
+	// a setting mistyped opens nothing.)
 	if err := checkEngine(bf16); err != nil {
+		return nil, err
+	}
+	if _, err := graphsOff(); err != nil {
 		return nil, err
 	}
 	dev, err := Open()
@@ -150,8 +154,12 @@ func newEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 // (where dev has taken the GEMM check's verdict), with zero parameters,
 // gradients and moments.
 func buildEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
+	noGraphs, err := graphsOff()
+	if err != nil {
+		return nil, err
+	}
 	l := c.Layout()
-	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size, bf16: bf16}
+	e := &Engine{dev: dev, cfg: c, layout: l, np: l.Size, bf16: bf16, pipe: stepPipe{noGraphs: noGraphs}}
 	state := func(a *arena) {
 		e.params, e.grads = carve[float32](a, e.np), carve[float32](a, e.np)
 		e.m, e.v = carve[float32](a, e.np), carve[float32](a, e.np)
@@ -164,7 +172,7 @@ func buildEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 	// a multiple of 64.
 	var measure arena
 	state(&measure)
-	err := dev.do(func() error {
+	err = dev.do(func() error {
 		bytes := measure.off
 		p, err := dev.alloc(bytes)
 		if err != nil {

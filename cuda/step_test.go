@@ -4,8 +4,10 @@ package cuda
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -300,5 +302,35 @@ func TestStepRowsErrors(t *testing.T) {
 	}
 	if e.pipe.enqueued != 0 {
 		t.Errorf("%d steps enqueued by refused calls", e.pipe.enqueued)
+	}
+}
+
+// DINOCLIP_CUDA_GRAPHS turns the captured step off with "off", keeps it
+// with "on" or unset, and refuses anything else as the engine opens (a
+// "0" that left the graphs on would mislead the one debugging them).
+func TestGraphsSetting(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		off   bool
+		wrong bool
+	}{{"", false, false}, {"on", false, false}, {"off", true, false}, {"0", false, true}, {"OFF", false, true}} {
+		t.Setenv(graphsEnv, c.value)
+		e, err := NewEngine(enginetest.Config)
+		if c.wrong {
+			if want := fmt.Sprintf("%s=%q: want off or on", graphsEnv, c.value); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s=%q: engine opened with error %v, want %q", graphsEnv, c.value, err, want)
+			}
+			if e != nil {
+				e.Close()
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s=%q: %v", graphsEnv, c.value, err)
+		}
+		if e.pipe.noGraphs != c.off {
+			t.Errorf("%s=%q: graphs off %v, want %v", graphsEnv, c.value, e.pipe.noGraphs, c.off)
+		}
+		e.Close()
 	}
 }

@@ -94,6 +94,9 @@ func Open(kernelNames []string) (Driver, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("emulation: no compiled kernels (run make kernels)")
 	}
+	if err := emu.CheckScheduleSeed(); err != nil {
+		return nil, fmt.Errorf("emulation: %w", err)
+	}
 	return &emuDriver{names: kernelNames, maxShared: map[int]int{}, pathKey: paths[0].Key, pinned: map[uintptr]int{},
 		thread: osThread()}, nil
 }

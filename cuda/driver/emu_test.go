@@ -11,6 +11,9 @@ package driver
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -20,6 +23,25 @@ import (
 	"github.com/dinoclip/dinoclip/cuda/emu"
 	"github.com/dinoclip/dinoclip/kernels"
 )
+
+// A DINOCLIP_EMU_SEED that is no number is refused as the emulated
+// device opens, not at its first launch, where the refusal read as the
+// kernel's fault (and the engine check refused the kernels for it). The
+// emulator reads it once a process, so a process of its own takes it.
+func TestEmuBadScheduleSeed(t *testing.T) {
+	const child = "DINOCLIP_TEST_EMU_SEED_CHILD"
+	if os.Getenv(child) != "" {
+		_, err := Open([]string{"tc_check_divergent"})
+		fmt.Printf("open: %v\n", err)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEmuBadScheduleSeed$")
+	cmd.Env = append(os.Environ(), child+"=1", "DINOCLIP_EMU_SEED=12x")
+	out, err := cmd.CombinedOutput()
+	if want := "open: emulation: DINOCLIP_EMU_SEED=12x: not an unsigned decimal integer"; err != nil || !strings.Contains(string(out), want) {
+		t.Errorf("open with DINOCLIP_EMU_SEED=12x: %v\n%s\nwant %q", err, out, want)
+	}
+}
 
 // A kernel that fails as it runs is a kernel fault (IsKernelFault), as a
 // GPU would report it; running out of memory is not.

@@ -15,6 +15,7 @@ const char* emu_encode_tensor_map(unsigned char* out, int rank, int elem_bytes, 
 uintptr_t emu_alloc(int64_t bytes);
 void emu_free(uintptr_t p);
 uint64_t emu_set_schedule_seed(uint64_t seed);
+int emu_schedule_seed_error(char* err, int errlen);
 int64_t emu_limit(void);
 int64_t emu_used(void);
 void emu_to_device(uintptr_t dst, const void* src, int64_t bytes);
@@ -188,6 +189,17 @@ func (f *KernelFault) Error() string { return fmt.Sprintf("emulation: kernel %s:
 // runs lazily, or a graph replays, takes the seed set at that time.
 func SetScheduleSeed(seed uint64) uint64 {
 	return uint64(C.emu_set_schedule_seed(C.uint64_t(seed)))
+}
+
+// CheckScheduleSeed refuses a DINOCLIP_EMU_SEED that is not an unsigned
+// decimal integer, for a device to refuse as it opens: every launch
+// refuses it too, and a launch's refusal reads as the kernel's.
+func CheckScheduleSeed() error {
+	var msg [256]C.char
+	if C.emu_schedule_seed_error(&msg[0], C.int(len(msg))) != 0 {
+		return errors.New(C.GoString(&msg[0]))
+	}
+	return nil
 }
 
 // TensorMapLayout is what EncodeTensorMap needs of a validated tensor map

@@ -564,6 +564,16 @@ uint64_t emu_set_schedule_seed(uint64_t seed) {
     return old;
 }
 
+// emu_schedule_seed_error writes why DINOCLIP_EMU_SEED is refused into
+// err, and returns 1, or returns 0 where it is taken.
+int emu_schedule_seed_error(char* err, int errlen) {
+    std::lock_guard<std::mutex> lock(mu);
+    read_schedule_seed();
+    if (schedule_seed_error.empty()) return 0;
+    snprintf(err, errlen, "%s", schedule_seed_error.c_str());
+    return 1;
+}
+
 int64_t emu_limit(void) { return limit; }
 int64_t emu_used(void) { return used; }
 

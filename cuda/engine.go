@@ -116,12 +116,13 @@ func NewEngine(c nn.Config) (*Engine, error) {
 // openEngine opens the GPU and builds an engine of shape c on it, in bf16
 // mode or not, closing the device again when that fails.
 func openEngine(c nn.Config, bf16 bool) (*Engine, error) {
-	// (newEngine and buildEngine check too; first, a precision refused or
-	// a setting mistyped opens nothing.)
-	if err := checkEngine(bf16); err != nil {
+	// (buildEngine and newEngine check too; first, a setting mistyped or a
+	// precision refused opens nothing: the first open of a process checks
+	// the engine on a device of its own.)
+	if _, err := graphsOff(); err != nil {
 		return nil, err
 	}
-	if _, err := graphsOff(); err != nil {
+	if err := checkEngine(bf16); err != nil {
 		return nil, err
 	}
 	dev, err := Open()

@@ -306,7 +306,8 @@ func TestStepRowsErrors(t *testing.T) {
 }
 
 // DINOCLIP_CUDA_GRAPHS turns the captured step off with "off", keeps it
-// with "on" or unset, and refuses anything else as the engine opens (a
+// with "on" or unset, and refuses anything else as the engine opens, before
+// the process's first open checks the engine on a device of its own (a
 // "0" that left the graphs on would mislead the one debugging them).
 func TestGraphsSetting(t *testing.T) {
 	for _, c := range []struct {
@@ -315,16 +316,22 @@ func TestGraphsSetting(t *testing.T) {
 		wrong bool
 	}{{"", false, false}, {"on", false, false}, {"off", true, false}, {"0", false, true}, {"OFF", false, true}} {
 		t.Setenv(graphsEnv, c.value)
-		e, err := NewEngine(enginetest.Config)
 		if c.wrong {
-			if want := fmt.Sprintf("%s=%q: want off or on", graphsEnv, c.value); err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("%s=%q: engine opened with error %v, want %q", graphsEnv, c.value, err, want)
+			freshEngineVerdict(t)
+			checked := false
+			open := openForCheck
+			openForCheck = func() (*Device, error) { checked = true; return open() }
+			e, err := NewEngine(enginetest.Config)
+			openForCheck = open
+			if want := fmt.Sprintf("cuda: %s=%q: want off or on", graphsEnv, c.value); err == nil || !strings.HasPrefix(err.Error(), want) || checked {
+				t.Errorf("%s=%q: engine opened with error %v (after the engine check: %v), want %q before it", graphsEnv, c.value, err, checked, want)
 			}
 			if e != nil {
 				e.Close()
 			}
 			continue
 		}
+		e, err := NewEngine(enginetest.Config)
 		if err != nil {
 			t.Fatalf("%s=%q: %v", graphsEnv, c.value, err)
 		}

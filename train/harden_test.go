@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -134,7 +135,9 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 // A run.json whose options are not its last checkpoint's is refused as
 // edited, before anything is taken from it: edited to fp64 or to keep a
 // moving average, it asked for files no checkpoint of the run holds, and
-// the run was called broken beyond repair (remove it).
+// the run was called broken beyond repair (remove it), its last link
+// there or pending (a kill before the run linked its first checkpoint:
+// the resume links it first).
 func TestResumeRefusesEditedRunFile(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -145,25 +148,60 @@ func TestResumeRefusesEditedRunFile(t *testing.T) {
 		{"a moving average", func(o *Options) { o.EMA = 0.9 }, "ema unset in the checkpoint, 0.9 in run.json"},
 		{"more epochs", func(o *Options) { o.Epochs++ }, "epochs 3 in the checkpoint, 4 in run.json"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			dataDir, runDir := stoppedRun(t, 5)
-			info, err := ReadRunInfo(runDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.edit(&info.Options)
-			if err := writeJSON(filepath.Join(runDir, RunFile), info); err != nil {
-				t.Fatal(err)
-			}
-			for what, err := range map[string]error{
-				"CheckResumable": CheckResumable(runDir),
-				"the resume":     runErr(newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)),
-			} {
-				if err == nil || !strings.Contains(err.Error(), c.wants) || !strings.Contains(err.Error(), "was edited") || strings.Contains(err.Error(), "remove") {
-					t.Errorf("%s of a run whose run.json was edited to %s: %v, want %q, and no advice to remove it", what, c.name, err, c.wants)
+		for _, pending := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, last link pending %v", c.name, pending), func(t *testing.T) {
+				dataDir, runDir := stoppedRun(t, 5)
+				info, err := ReadRunInfo(runDir)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				c.edit(&info.Options)
+				if err := writeJSON(filepath.Join(runDir, RunFile), info); err != nil {
+					t.Fatal(err)
+				}
+				if pending {
+					os.Remove(filepath.Join(runDir, checkpoint.BestLink)) // (step 5 is no epoch end: no best yet)
+					if err := os.Rename(filepath.Join(runDir, checkpoint.LastLink), filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				errs := map[string]error{"CheckResumable": CheckResumable(runDir)}
+				errs["the resume"] = runErr(newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true))
+				for what, err := range errs {
+					if pending && what == "CheckResumable" {
+						if err != nil { // (the resume links the checkpoint, and then judges it)
+							t.Errorf("CheckResumable of a run whose run.json was edited to %s, its last link pending: %v", c.name, err)
+						}
+						continue
+					}
+					if err == nil || !strings.Contains(err.Error(), c.wants) || !strings.Contains(err.Error(), "was edited") || strings.Contains(err.Error(), "remove") {
+						t.Errorf("%s of a run whose run.json was edited to %s: %v, want %q, and no advice to remove it", what, c.name, err, c.wants)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A new run refused for its directory or its options is refused before
+// CLIP's own recall, which takes seconds on a large set (here it would
+// fail: the set's caption-image map is cut).
+func TestNewRunRefusedBeforeCLIPRecall(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	for _, c := range []struct {
+		name, dir string
+		edit      func(*Options)
+		want      string
+	}{
+		{"a run's directory", runDir, func(*Options) {}, "already holds a run"},
+		{"options", t.TempDir(), func(o *Options) { o.EMA, o.BestFrom, o.BestMetric = 0.9, BestFromEMA, "loss" }, `not "loss"`},
+	} {
+		tr := newTrainer(t, dataDir, c.dir, nil)
+		tr.Evals[0].CaptionImage = nil
+		c.edit(&tr.Options)
+		if _, err := tr.Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("a new run refused for %s: %v, want %q", c.name, err, c.want)
+		}
 	}
 }
 
@@ -1540,8 +1578,8 @@ func TestPruneFailureWarns(t *testing.T) {
 // it as the last leaves no last link, and the link's new form (save made
 // it beforehand) leading to the whole checkpoint: the resume links it, and
 // goes on as if the link had been made, to the uninterrupted run's end; a
-// new run into the directory is told to resume, and leaves it as it was
-// (refused before it takes the directory's lock). A new form
+// new run into the directory is told to resume, and leaves it as it was.
+// A new form
 // leading to no whole checkpoint (the kill came before the checkpoint was
 // in place) is no run, and a start in the directory begins it anew.
 func TestStartFinishesKilledFirstLink(t *testing.T) {

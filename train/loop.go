@@ -618,9 +618,6 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 				lock.Abandon()
 			}
 		}()
-		if err := tr.finishLastLink(); err != nil {
-			return Result{}, err
-		}
 		if err := checkNewRunDir(tr.RunDir); err != nil {
 			return Result{}, err
 		}

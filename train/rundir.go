@@ -297,27 +297,24 @@ func checkResumable(dir string) error {
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
-	if err := runFileAgrees(dir, last); err != nil {
-		return err
+	// (Only for the run's own checkpoint: a link edited into another
+	// run's is refused for that, below.)
+	own := ownCheckpoint(dir, last)
+	if own {
+		if err := runFileAgrees(dir, last); err != nil {
+			return err
+		}
 	}
-	if lacking(resumeFiles(dir), last) != "" {
+	if lacking(resumeFiles(dir, last), last) != "" {
 		return brokenRunError(dir)
 	}
 	if err := StepsAgree(last); err != nil {
 		return err
 	}
-	// To one of this run's own checkpoints, the one of its name in
-	// checkpoints/ (wherever that or the checkpoint itself is linked to: a
-	// store on another disk), directly, as the trainer links it (the
-	// resume takes the checkpoint's name from the link): a link edited
-	// into another run's would continue that run's training here, under
-	// this run's name.
-	to, _ := os.Readlink(last)
-	held, herr := os.Stat(last)
-	own, oerr := os.Stat(filepath.Join(dir, CheckpointsDir, filepath.Base(filepath.Clean(to))))
-	if herr == nil && oerr == nil && os.SameFile(held, own) {
+	if own {
 		return nil
 	}
+	to, _ := os.Readlink(last)
 	why := fmt.Sprintf("which is not a checkpoint in %s: a run resumes from its own checkpoints", filepath.Join(dir, CheckpointsDir))
 	if !filepath.IsAbs(to) && atomicfile.IsLink(filepath.Join(dir, to)) {
 		why = "another link: the trainer links the last checkpoint directly"
@@ -326,31 +323,55 @@ func checkResumable(dir string) error {
 		last, to, why, CheckpointsDir, ShellArg(last))
 }
 
+// ownCheckpoint says whether the link last of the run in dir leads to one
+// of the run's own checkpoints, the one of its name in checkpoints/
+// (wherever that or the checkpoint itself is linked to: a store on another
+// disk), directly, as the trainer links it (the resume takes the
+// checkpoint's name from the link): a link edited into another run's would
+// continue that run's training here, under this run's name.
+func ownCheckpoint(dir, last string) bool {
+	to, _ := os.Readlink(last)
+	held, herr := os.Stat(last)
+	own, oerr := os.Stat(filepath.Join(dir, CheckpointsDir, filepath.Base(filepath.Clean(to))))
+	return herr == nil && oerr == nil && os.SameFile(held, own)
+}
+
 // runFileAgrees refuses the run in dir where its run.json's options are
 // not the ones its last checkpoint ck records (the trainer state in its
-// optimizer file): one of them was edited, and a resume takes from
-// run.json which files it reads (resumeFiles), its precision and so its
-// engine. A run.json or state it cannot read is left to the resume's own
-// checks, as is the rest of the state (restore).
+// optimizer file): one of them was edited, and a resume takes its
+// precision, and so its engine, from run.json before it reads the state.
+// A run.json or state it cannot read is left to the resume's own checks,
+// as is the rest of the state (restore).
 func runFileAgrees(dir, ck string) error {
 	info, err := ReadRunInfo(dir)
 	if err != nil || info.Options == (Options{}) {
 		return nil
 	}
+	o, ok := checkpointOptions(ck)
+	if !ok || o == info.Options {
+		return nil
+	}
+	return fmt.Errorf("run directory %s: its %s and its last checkpoint (%s) record other options (%s): one of them was edited; put back what the edited one held (a resumed run keeps its options: to train with others, start a new run from the checkpoint with --init)",
+		dir, RunFile, ck, optionsDiff(o, info.Options))
+}
+
+// checkpointOptions are the options that the trainer state in the
+// checkpoint ck (its optimizer file's) records, and whether it holds any
+// that can be read.
+func checkpointOptions(ck string) (Options, bool) {
 	opt, err := safetensors.Open(filepath.Join(ck, checkpoint.OptimizerFile))
 	if err != nil {
-		return nil
+		return Options{}, false
 	}
 	var st struct {
 		Options *Options `json:"options"`
 	}
 	err = json.Unmarshal([]byte(opt.Metadata()["state"]), &st)
 	opt.Close()
-	if err != nil || st.Options == nil || *st.Options == info.Options {
-		return nil
+	if err != nil || st.Options == nil {
+		return Options{}, false
 	}
-	return fmt.Errorf("run directory %s: its %s and its last checkpoint (%s) record other options (%s): one of them was edited; put back what the edited one held (a resumed run keeps its options: to train with others, start a new run from the checkpoint with --init)",
-		dir, RunFile, ck, optionsDiff(*st.Options, info.Options))
+	return *st.Options, true
 }
 
 // brokenRunError is what both a resume and a new run say of a run
@@ -363,7 +384,7 @@ func brokenRunError(dir string) error {
 	target, _ := os.Readlink(last)
 	missing := "is missing"
 	if _, err := os.Stat(last); err == nil {
-		missing = "lacks a whole " + lacking(resumeFiles(dir), last) + ", which a resume reads"
+		missing = "lacks a whole " + lacking(resumeFiles(dir, last), last) + ", which a resume reads"
 	}
 	if _, older := newestCheckpoints(dir); older != "" {
 		return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s); its newest whole checkpoint is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
@@ -379,7 +400,6 @@ func brokenRunError(dir string) error {
 // the run keeps them), each named as the last link names it
 // (checkpoints/step-NNNNNNNN), or "" when there is none.
 func newestCheckpoints(dir string) (newest, whole string) {
-	files := resumeFiles(dir)
 	cks := stepCheckpoints(dir)
 	for i := len(cks) - 1; i >= 0 && whole == ""; i-- {
 		name := cks[i].name
@@ -387,25 +407,34 @@ func newestCheckpoints(dir string) (newest, whole string) {
 			newest = name
 		}
 		whole = name
-		if lacking(files, filepath.Join(dir, name)) != "" {
+		if ck := filepath.Join(dir, name); lacking(resumeFiles(dir, ck), ck) != "" {
 			whole = ""
 		}
 	}
 	return newest, whole
 }
 
-// resumeFiles are the files of a checkpoint that a resume of the run in
-// dir reads: the model, the optimizer state, and the moving average or
-// the float64 state when the run keeps them (run.json says which).
-func resumeFiles(dir string) []string {
+// resumeFiles are the files of the checkpoint ck of the run in dir that a
+// resume reads: the model, the optimizer state, and the moving average or
+// the float64 state where the run keeps them, as ck's own trainer state
+// records its options (run.json's where that cannot be read). So a
+// run.json edited alone does not make every checkpoint look broken; a
+// resume holds the two to each other (runFileAgrees).
+func resumeFiles(dir, ck string) []string {
 	files := []string{checkpoint.ModelFile, checkpoint.OptimizerFile}
-	if info, err := ReadRunInfo(dir); err == nil {
-		if info.Options.EMA != 0 {
-			files = append(files, checkpoint.EMAFile)
+	o, ok := checkpointOptions(ck)
+	if !ok {
+		info, err := ReadRunInfo(dir)
+		if err != nil {
+			return files
 		}
-		if info.Options.PrecisionMode() == PrecisionFP64 {
-			files = append(files, checkpoint.Float64File)
-		}
+		o = info.Options
+	}
+	if o.EMA != 0 {
+		files = append(files, checkpoint.EMAFile)
+	}
+	if o.PrecisionMode() == PrecisionFP64 {
+		files = append(files, checkpoint.Float64File)
 	}
 	return files
 }
@@ -457,6 +486,11 @@ func checkNewRunDir(dir string) error {
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Lstat(last); err != nil {
+		// (A checkpoint a killed run left unlinked is its last: a resume
+		// links it.)
+		if PendingLastLink(dir) != "" {
+			return heldRunError(dir)
+		}
 		if err := orphanedCheckpoints(dir); err != nil {
 			return err
 		}
@@ -476,15 +510,11 @@ func heldRunError(dir string) error {
 // CheckNewRun is the early word on the directory dir of a new run, for a
 // caller to say before it opens an engine and computes CLIP's recall: the
 // *LockedError of a run another process trains there, or why Run would
-// not start a new run in it (checkNewRunDir; a checkpoint a killed run
-// left unlinked counts as its last, which Run links under the lock). Run
-// decides again under the lock.
+// not start a new run in it (checkNewRunDir). Run decides again under the
+// lock.
 func CheckNewRun(dir string) error {
 	if holder, held := TrainingNow(dir); held {
 		return &LockedError{Dir: dir, Holder: holder}
-	}
-	if PendingLastLink(dir) != "" {
-		return heldRunError(dir)
 	}
 	return checkNewRunDir(dir)
 }
@@ -775,7 +805,7 @@ func PendingLastLink(dir string) string {
 		return ""
 	}
 	ck := filepath.Join(dir, target)
-	if st, err := os.Lstat(ck); err != nil || !st.IsDir() || lacking(resumeFiles(dir), ck) != "" || StepsAgree(ck) != nil {
+	if st, err := os.Lstat(ck); err != nil || !st.IsDir() || lacking(resumeFiles(dir, ck), ck) != "" || StepsAgree(ck) != nil {
 		return ""
 	}
 	return target

@@ -19,10 +19,8 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
-	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
-	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -316,9 +314,8 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := checkDevice(device); err != nil {
 		return err
 	}
-	if device != "cpu" && deviceSearcher == nil {
-		_, err := newEngine(device, train.PrecisionFP32, nn.Config{})
-		return deviceError{device, err}
+	if device != "cpu" && deviceSearcher == nil { // (a build without the GPU's)
+		return deviceError{device, errNoCUDA}
 	}
 	indexPath, queriesPath, out := cCtx.String("index"), cCtx.String("queries"), cCtx.String("out")
 	outDir, err := resolveOut(out)

@@ -295,7 +295,8 @@ func runTrain(cCtx *cli.Context) error {
 		} else if c, err = modelConfig(cCtx, data); err != nil {
 			return err
 		}
-		if _, err := train.ParseMetric(opts.BestMetric, evals); err != nil {
+		metric, err := train.ParseMetric(opts.BestMetric, evals)
+		if err != nil {
 			return fmt.Errorf("--best-metric: %w", err)
 		}
 		if opts.InfoNCEWeight != 0 && opts.Loss != nn.LossMSEInfoNCE {
@@ -303,6 +304,9 @@ func runTrain(cCtx *cli.Context) error {
 		}
 		if opts.BestFrom == train.BestFromEMA && len(evals) == 0 {
 			return fmt.Errorf("--best-from ema picks by an evaluation of the moving average: give --eval sets")
+		}
+		if opts.BestFrom == train.BestFromEMA && metric.Name == "loss" {
+			return fmt.Errorf("--best-from ema with --best-metric loss: the moving average is picked by an evaluation of it, and the training loss is the raw weights': give a recall metric (--best-metric r5, say)")
 		}
 		if data.Rows < opts.Batch {
 			return fmt.Errorf("--batch %d: the training data %s has only %d rows, fewer than one batch", opts.Batch, dataDir, data.Rows)
@@ -315,7 +319,8 @@ func runTrain(cCtx *cli.Context) error {
 			return fmt.Errorf("--epochs %d x %d steps per epoch (%d rows / --batch %d) = %d optimizer steps: %w",
 				opts.Epochs, spe, data.Rows, opts.Batch, total, err)
 		}
-		// The rest of what the trainer refuses, before the engine opens.
+		// Whatever else the trainer refuses of a new run's options, before
+		// the engine opens (the checks above say theirs in flags).
 		if err := opts.Check(c, data, evals); err != nil {
 			return err
 		}

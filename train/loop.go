@@ -540,13 +540,17 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err := tr.Data.checkTrainable(); err != nil {
 		return Result{}, err
 	}
-	// A run another process trains, and a new run's directory or options
-	// that it would refuse, are refused before CLIP's recall, which takes
-	// seconds on a large set (the lock taken below decides: this is only
-	// the early word).
+	// A run another process trains, a run it cannot resume, and a new
+	// run's directory or options that it would refuse, are refused before
+	// CLIP's recall, which takes seconds on a large set, and before a
+	// resume links the checkpoint a killed run left unlinked (the lock
+	// taken below decides: this is only the early word).
 	if resume {
 		if holder, held := TrainingNow(tr.RunDir); held {
 			return Result{}, &LockedError{Dir: tr.RunDir, Holder: holder}
+		}
+		if err := checkResumable(tr.RunDir); err != nil {
+			return Result{}, err
 		}
 	} else {
 		if err := CheckNewRun(tr.RunDir); err != nil {

@@ -281,8 +281,9 @@ func checkResumable(dir string) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
-		if PendingLastLink(dir) != "" {
-			return nil // (the resume links it first: finishLastLink)
+		if pending := PendingLastLink(dir); pending != "" {
+			// (The resume links it first: finishLastLink.)
+			return runFileAgrees(dir, filepath.Join(dir, pending))
 		}
 		if err := orphanedCheckpoints(dir); err != nil {
 			return err

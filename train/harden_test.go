@@ -136,8 +136,8 @@ func TestResumeRefusesTamperedState(t *testing.T) {
 // edited, before anything is taken from it: edited to fp64 or to keep a
 // moving average, it asked for files no checkpoint of the run holds, and
 // the run was called broken beyond repair (remove it), its last link
-// there or pending (a kill before the run linked its first checkpoint),
-// which is left pending.
+// there, pending (a kill before the run linked its first checkpoint; it is
+// left pending) or gone.
 func TestResumeRefusesEditedRunFile(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -148,8 +148,8 @@ func TestResumeRefusesEditedRunFile(t *testing.T) {
 		{"a moving average", func(o *Options) { o.EMA = 0.9 }, "ema unset in the checkpoint, 0.9 in run.json"},
 		{"more epochs", func(o *Options) { o.Epochs++ }, "epochs 3 in the checkpoint, 4 in run.json"},
 	} {
-		for _, pending := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s, last link pending %v", c.name, pending), func(t *testing.T) {
+		for _, link := range []string{"there", "pending", "gone"} {
+			t.Run(fmt.Sprintf("%s, last link %s", c.name, link), func(t *testing.T) {
 				dataDir, runDir := stoppedRun(t, 5)
 				info, err := ReadRunInfo(runDir)
 				if err != nil {
@@ -159,9 +159,14 @@ func TestResumeRefusesEditedRunFile(t *testing.T) {
 				if err := writeJSON(filepath.Join(runDir, RunFile), info); err != nil {
 					t.Fatal(err)
 				}
-				if pending {
+				switch link {
+				case "pending":
 					os.Remove(filepath.Join(runDir, checkpoint.BestLink)) // (step 5 is no epoch end: no best yet)
 					if err := os.Rename(filepath.Join(runDir, checkpoint.LastLink), filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil {
+						t.Fatal(err)
+					}
+				case "gone": // (its advice to link the newest would end in this refusal)
+					if err := os.Remove(filepath.Join(runDir, checkpoint.LastLink)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -172,7 +177,7 @@ func TestResumeRefusesEditedRunFile(t *testing.T) {
 						t.Errorf("%s of a run whose run.json was edited to %s: %v, want %q, and no advice to remove it", what, c.name, err, c.wants)
 					}
 				}
-				if pending && PendingLastLink(runDir) == "" {
+				if link == "pending" && PendingLastLink(runDir) == "" {
 					t.Errorf("the refused resume linked the pending checkpoint")
 				}
 			})
@@ -743,6 +748,40 @@ func TestCheckResumableLockedRun(t *testing.T) {
 	lock.Release()
 	if err := CheckResumable(dir); err == nil || !strings.Contains(err.Error(), "no checkpoint yet") {
 		t.Errorf("CheckResumable after the lock was released: %v", err)
+	}
+}
+
+// A run another process trains is locked to a resume whatever its files
+// look like: read by a process without the lock, the last link may move
+// between two files of a checkpoint, which then look like two steps' (a
+// resume during a run was told to put the checkpoint's own files back).
+func TestCheckResumableTrainedRun(t *testing.T) {
+	_, runDir := stoppedRun(t, 5)
+	model := filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile)
+	kept, err := os.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (As a checkpoint of another step, mid-replacement, reads: a model
+	// file the optimizer's step is not.)
+	if err := os.WriteFile(model, []byte("not a checkpoint's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := LockRunDir(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var locked *LockedError
+	if err := CheckResumable(runDir); !errors.As(err, &locked) {
+		t.Errorf("CheckResumable of a run another process trains: %v, want a LockedError", err)
+	}
+	lock.Release()
+	if err := CheckResumable(runDir); err == nil || errors.As(err, &locked) {
+		t.Errorf("CheckResumable of the damaged run, unlocked: %v, want why it cannot be resumed", err)
+	}
+	os.WriteFile(model, kept, 0o644)
+	if err := CheckResumable(runDir); err != nil {
+		t.Errorf("CheckResumable of the run restored: %v", err)
 	}
 }
 

@@ -223,14 +223,17 @@ func (tr *Trainer) checkRecordedPaths() error {
 }
 
 // CheckResumable reports why the run in dir cannot be resumed: it has no
-// checkpoint yet (start it anew; or, when another process holds its lock,
-// the *LockedError: that process is starting it), or its last link points
-// at a checkpoint that is gone (it can then be neither resumed nor started
-// anew, see checkNewRunDir: remove it or use another directory). It is for
-// a process that does not hold the lock yet.
+// checkpoint yet (start it anew), or its last link points at a checkpoint
+// that is gone (it can then be neither resumed nor started anew, see
+// checkNewRunDir: remove it or use another directory), and so on; or,
+// where it finds any such reason while another process holds the run's
+// lock, the *LockedError: that process is starting the run, or training
+// it, and what it reads may be a checkpoint that process is replacing
+// (the last link moved between two of its files). It is for a process
+// that does not hold the lock yet.
 func CheckResumable(dir string) error {
 	err := checkResumable(dir)
-	if errors.Is(err, ErrNoCheckpoint) || errors.Is(err, errNoRun) {
+	if err != nil {
 		if lerr := checkUnlocked(dir); lerr != nil {
 			return lerr
 		}
@@ -241,10 +244,6 @@ func CheckResumable(dir string) error {
 // ErrNoCheckpoint marks CheckResumable's error for a run without one (a
 // run that stopped before its first checkpoint, or is about to save it).
 var ErrNoCheckpoint = errors.New("it has no checkpoint yet; start the run without --resume")
-
-// errNoRun marks checkResumable's error for a directory that holds no run
-// (noRunError).
-var errNoRun = errors.New("it holds no run")
 
 // noRunError is why dir, which has no checkpoint, is no run to resume
 // either, or nil when a run was started in it (its run.json or lock file:
@@ -259,10 +258,10 @@ func noRunError(dir string) error {
 	}
 	for _, up := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
 		if st, err := os.Lstat(filepath.Join(up, RunFile)); err == nil && st.Mode().IsRegular() {
-			return fmt.Errorf("nothing to resume in %s: %w, but it is within the run directory %s: resume that, with --out %s", dir, errNoRun, up, ShellArg(up))
+			return fmt.Errorf("nothing to resume in %s: it holds no run, but it is within the run directory %s: resume that, with --out %s", dir, up, ShellArg(up))
 		}
 	}
-	return fmt.Errorf("nothing to resume in %s: %w (no %s, no checkpoint)", dir, errNoRun, RunFile)
+	return fmt.Errorf("nothing to resume in %s: it holds no run (no %s, no checkpoint)", dir, RunFile)
 }
 
 // checkResumable is CheckResumable for the process holding the lock.
@@ -468,6 +467,10 @@ func orphanedCheckpoints(dir string) error {
 	if whole == "" {
 		return fmt.Errorf("run directory %s holds checkpoints but no %s link (removed, or the run was stopped before it made it), and every one of them lacks files a resume reads: it can be neither resumed nor trained into; remove %s, or train into another --out",
 			dir, checkpoint.LastLink, dir)
+	}
+	// (Linked and resumed, it would be refused for that.)
+	if err := runFileAgrees(dir, filepath.Join(dir, whole)); err != nil {
+		return err
 	}
 	which := "the newest"
 	if whole != newest {

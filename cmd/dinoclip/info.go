@@ -715,7 +715,11 @@ func infoRun(w io.Writer, dir string) error {
 		case training:
 			fmt.Fprintf(w, "  no checkpoint yet\n")
 		case pending != "":
-			fmt.Fprintf(w, "  last checkpoint: %s, not linked as last yet (the run was stopped while linking it): dinoclip train --resume links it and goes on\n", pending)
+			how := ": dinoclip train --resume links it and goes on"
+			if resumeErr != nil { // (said above)
+				how = ""
+			}
+			fmt.Fprintf(w, "  last checkpoint: %s, not linked as last yet (the run was stopped while linking it)%s\n", pending, how)
 		case noCheckpoint:
 			fmt.Fprintf(w, "  no checkpoint yet (the run stopped before its first one)\n")
 		}

@@ -182,9 +182,26 @@ func TestInfoDamagedRun(t *testing.T) {
 	pending := filepath.Join(run, ".last.tmp")
 	os.Rename(last, pending)
 	if out := mustRun(t, "info", run); strings.Contains(out, "NOT RESUMABLE") || strings.Contains(out, "no checkpoint yet") ||
-		!strings.Contains(out, "last checkpoint: checkpoints/step-00000008, not linked as last yet") {
+		!strings.Contains(out, "last checkpoint: checkpoints/step-00000008, not linked as last yet (the run was stopped while linking it): dinoclip train --resume links it") {
 		t.Errorf("info on a run stopped while linking its last checkpoint:\n%s", out)
 	}
+	// With its run.json edited, it is not: and no resume is promised.
+	runJSON := filepath.Join(run, train.RunFile)
+	kept, err := os.ReadFile(runJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edited map[string]any
+	if err := json.Unmarshal(kept, &edited); err != nil {
+		t.Fatal(err)
+	}
+	edited["options"].(map[string]any)["epochs"] = 99
+	b, _ := json.Marshal(edited)
+	writeFile(t, runJSON, string(b))
+	if out := mustRun(t, "info", run); !strings.Contains(out, "NOT RESUMABLE") || !strings.Contains(out, "epochs 2 in the checkpoint, 99 in run.json") || strings.Contains(out, "links it") {
+		t.Errorf("info on a run stopped while linking its last checkpoint, its run.json edited:\n%s", out)
+	}
+	writeFile(t, runJSON, string(kept))
 	os.Rename(pending, last)
 	elsewhere := filepath.Join(t.TempDir(), "step-00000008")
 	if err := os.CopyFS(elsewhere, os.DirFS(filepath.Join(run, train.CheckpointsDir, "step-00000008"))); err != nil {

@@ -146,17 +146,11 @@ func TestEncodersTravelWithTheModel(t *testing.T) {
 	}
 	// An index from before the names were recorded takes them with its next shard.
 	manifest := filepath.Join(index, retrieval.IndexManifestFile)
-	b, err := os.ReadFile(manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
+	_, doc := readJSONDoc(t, manifest)
 	delete(doc["model"].(map[string]any), "dinov2")
 	delete(doc["model"].(map[string]any), "clip")
-	if b, err = json.Marshal(doc); err != nil {
+	b, err := json.Marshal(doc)
+	if err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, manifest, string(b))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -204,4 +205,19 @@ func trainRun(t *testing.T, extra ...string) (run, data, eval string) {
 		"--epochs", "2", "--batch", "16", "--log-every", "1"}, tinyModel...)
 	mustRun(t, append(args, extra...)...)
 	return run, data, eval
+}
+
+// readJSONDoc reads the JSON file at path, as its bytes and as a document
+// to edit.
+func readJSONDoc(t *testing.T, path string) ([]byte, map[string]any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return b, doc
 }

@@ -187,14 +187,7 @@ func TestInfoDamagedRun(t *testing.T) {
 	}
 	// With its run.json edited, it is not: and no resume is promised.
 	runJSON := filepath.Join(run, train.RunFile)
-	kept, err := os.ReadFile(runJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var edited map[string]any
-	if err := json.Unmarshal(kept, &edited); err != nil {
-		t.Fatal(err)
-	}
+	kept, edited := readJSONDoc(t, runJSON)
 	edited["options"].(map[string]any)["epochs"] = 99
 	b, _ := json.Marshal(edited)
 	writeFile(t, runJSON, string(b))

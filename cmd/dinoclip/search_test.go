@@ -368,17 +368,11 @@ func TestSearchRefusesLongIndexRow(t *testing.T) {
 	index := filepath.Join(dir, "ix")
 	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
 	mp := filepath.Join(index, retrieval.IndexManifestFile)
-	b, err := os.ReadFile(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
+	_, m := readJSONDoc(t, mp)
 	shard := m["shards"].([]any)[0].(map[string]any)
 	delete(shard, "keys_sample")
-	if b, err = json.Marshal(m); err != nil {
+	b, err := json.Marshal(m)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(mp, b, 0o644); err != nil {

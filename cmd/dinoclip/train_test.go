@@ -177,18 +177,11 @@ func TestResumeOlderRunJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(run, train.RunFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var old map[string]any
-	if err := json.Unmarshal(b, &old); err != nil {
-		t.Fatal(err)
-	}
+	_, old := readJSONDoc(t, path)
 	delete(old, "model")
 	delete(old, "data_dir")
 	delete(old, "evals")
-	b, _ = json.Marshal(old)
+	b, _ := json.Marshal(old)
 	writeFile(t, path, string(b))
 	wantError(t, []string{"train", "--resume", "--out", run}, "give --data")
 	// One that holds no settings at all is damaged, not old.

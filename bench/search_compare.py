@@ -176,6 +176,9 @@ def gpu_lines(res):
              "streamed from host memory" if not any(resident) else "resident in some rounds only")
     L = [f"ours: keys {where}; copy to the GPU per round "
          + ", ".join(f"{1e3 * u:.0f}" for u in o.get("upload_seconds", [])) + " ms (part of ours ms)"]
+    if o.get("unchecked"):
+        L.insert(0, "**UNCHECKED**: ours is the GPU search that failed its check on this GPU and ran anyway "
+                    f"(DINOCLIP_CUDA_CHECK=warn): {' '.join(str(o['unchecked']).split())}")
     m = res.get("ours_keys_in_gpu_memory")
     if m:
         line = f"ours with the keys in GPU memory: {1e3 * m['best']:.1f} ms"
@@ -262,6 +265,10 @@ def main(argv=None):
             # On the GPU the keys are copied to its memory once when they fit (keys_resident); the
             # search without that copy is what compares with torch, whose keys are resident too.
             res["ours"]["keys_resident"] = [i.get("keys_resident") for i in infos]
+            # Under DINOCLIP_CUDA_CHECK=warn a GPU search that failed its check runs anyway.
+            unchecked = next((i["unchecked"] for i in infos if i.get("unchecked")), None)
+            if unchecked:
+                res["ours"]["unchecked"] = unchecked
             res["ours"]["upload_seconds"] = [i.get("upload_seconds", 0.0) for i in infos]
             if all(res["ours"]["keys_resident"]):
                 inmem = [i["seconds"] - i.get("upload_seconds", 0.0) for i in infos]

@@ -376,6 +376,11 @@ def test_search_gpu_lines():
                                          "roofline": {"unmeasured": "RuntimeError: CUDA out of memory"}})
     assert "keys streamed from host memory" in streamed and "unmeasured (the keys were streamed" in streamed
     assert "roofline: unmeasured (RuntimeError: CUDA out of memory)" in streamed
+    assert "UNCHECKED" not in md + streamed
+    unchecked = search_compare.gpu_lines({"ours": {"keys_resident": [True], "upload_seconds": [0.1],
+                                                   "unchecked": "keys resident, in chunks of 128:\nquery 0, rank 8"}})
+    assert unchecked.startswith("- **UNCHECKED**: ours is the GPU search that failed its check on this GPU and ran anyway "
+                                "(DINOCLIP_CUDA_CHECK=warn): keys resident, in chunks of 128: query 0, rank 8\n")
 
 
 # The bf16 engine at batch 8192, as `dinoclip bench --precision bf16` reports it: its

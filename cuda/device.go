@@ -94,13 +94,17 @@ func (d *Device) do(f func() error) error {
 
 // String describes the device (name, compute capability, memory), and the
 // fallbacks of its checks: the GEMMs' where the wgmma ones failed
-// (gemm_check.go), the search's where the GPU's failed (search_check.go).
+// (gemm_check.go), the search's where the GPU's failed (search_check.go);
+// and what runs though it failed its check (DINOCLIP_CUDA_CHECK=warn).
 func (d *Device) String() string {
 	var s string
 	err := d.do(func() error {
 		s = d.drv.Describe()
 		if d.tc.fallback != "" {
 			s += "; bf16 GEMMs on the mma.sync kernels: the wgmma ones failed their check (" + d.tc.fallback + ")"
+		}
+		if d.tc.unchecked != "" {
+			s += "; UNCHECKED bf16 GEMMs: they failed their check (" + d.tc.unchecked + ") and run as " + checkEnv + "=warn asks"
 		}
 		return nil
 	})
@@ -109,7 +113,10 @@ func (d *Device) String() string {
 	}
 	// (Not on the worker thread: a check under way holds the verdict's
 	// lock while it runs there.)
-	if failed := searchFailed(); failed != "" {
+	switch failed, onGPU := searchFailed(); {
+	case failed != "" && onGPU:
+		s += "; UNCHECKED GPU search: it failed its check (" + failed + ") and runs as " + checkEnv + "=warn asks"
+	case failed != "":
 		s += "; searches on the CPU: the GPU search failed its check (" + failed + ")"
 	}
 	return s

@@ -219,13 +219,19 @@ func buildEngine(dev *Device, c nn.Config, bf16 bool) (*Engine, error) {
 func (e *Engine) Config() nn.Config { return e.cfg }
 
 // String describes the engine: the device, and on a GPU the compiled form
-// of the kernels it loaded (sm_90a cubins or portable PTX). The trainer
-// logs it.
+// of the kernels it loaded (sm_90a cubins or portable PTX), and where the
+// engine runs though it failed its check (DINOCLIP_CUDA_CHECK=warn), why.
+// The trainer logs it, and dinoclip bench records it.
 func (e *Engine) String() string {
+	s := "CUDA engine on "
 	if e.bf16 {
-		return "CUDA engine (bf16 mixed precision) on " + e.dev.String()
+		s = "CUDA engine (bf16 mixed precision) on "
 	}
-	return "CUDA engine on " + e.dev.String()
+	s += e.dev.String()
+	if wrong := uncheckedEngine(e.bf16); wrong != "" {
+		s += "; UNCHECKED: the engine failed its check (" + wrong + ") and runs as " + checkEnv + "=warn asks"
+	}
+	return s
 }
 
 // layoutWorkspace carves the workspace for n rows out of a (a measuring

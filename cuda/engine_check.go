@@ -34,7 +34,10 @@ import (
 // fault takes the context with it) or the driver refuses a launch with the
 // context sound after it, no engine of that precision opens in the
 // process, and the error (nn.ErrFailedCheck) says what runs instead (fp32
-// for bf16, the CPU for fp32). A GPU too full for the check's resident
+// for bf16, the CPU for fp32). With DINOCLIP_CUDA_CHECK=warn (checkEnv) a
+// disagreement is a warning at each open instead, and the engine's
+// description says it runs unchecked; a kernel that faults or cannot
+// start still refuses it. A GPU too full for the check's resident
 // rows leaves them, the pipelined steps and the bitwise comparisons out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of
@@ -61,6 +64,10 @@ var engineVerdict struct {
 type engineOutcome struct {
 	done  [2]bool
 	wrong [2]string
+	// cannotRun says the engine's kernels cannot run here at all (a
+	// fault, or a launch the driver refused): wrong then refuses the
+	// engine whatever checkEnv says.
+	cannotRun [2]bool
 }
 
 // openForCheck opens the check's Device: Open, but for tests that give it
@@ -69,19 +76,23 @@ var openForCheck = Open
 
 // checkEngine runs the check of engines of precision bf16 (or fp32) on a
 // Device of its own the first time the process opens one, and returns the
-// refusal where the check found its engine wrong.
+// refusal where the check found its engine wrong (under checkEnv's warn,
+// only where its kernels cannot run; a warning where they compute wrong
+// values).
 func checkEngine(bf16 bool) error {
-	i := 0
-	if bf16 {
-		i = 1
+	warn, err := checksWarn()
+	if err != nil {
+		return err
 	}
+	i := precisionIndex(bf16)
 	engineVerdict.Lock()
 	defer engineVerdict.Unlock()
 	if !engineVerdict.done[i] {
 		var r nn.CheckResult
+		var cannotRun bool
 		d, err := openForCheck()
 		if err == nil {
-			r, err = runEngineCheck(d, bf16)
+			r, cannotRun, err = runEngineCheck(d, bf16)
 		}
 		if errors.Is(err, nn.ErrFailedCheck) {
 			return err // (the bf16 GEMMs' refusal: gemm_check.go keeps it)
@@ -93,15 +104,31 @@ func checkEngine(bf16 bool) error {
 			slog.Info("cuda: the engine check left out what the GPU has no room for", "precision", precisionName(bf16), "unchecked", r.Unchecked)
 		}
 		slog.Debug("cuda: the engine check", "precision", precisionName(bf16), "worst", r.Worst, "at", r.WorstAt, "wrong", r.Wrong)
-		engineVerdict.done[i], engineVerdict.wrong[i] = true, r.Wrong
-	}
-	if wrong := engineVerdict.wrong[i]; wrong != "" {
-		if bf16 {
-			return refuseBF16(fmt.Sprintf("the bf16 engine failed its check on this GPU (%s)", wrong))
+		if r.Wrong != "" && warn && !cannotRun {
+			slog.Warn(fmt.Sprintf("cuda: the %s engine failed its check on this GPU; it runs anyway, unproven, as %s=warn asks", precisionName(bf16), checkEnv), "why", r.Wrong)
 		}
-		return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine failed its check on this GPU (%s): it cannot run here; use --device cpu", wrong)}
+		engineVerdict.done[i], engineVerdict.wrong[i], engineVerdict.cannotRun[i] = true, r.Wrong, cannotRun
 	}
-	return nil
+	wrong := engineVerdict.wrong[i]
+	if wrong == "" || warn && !engineVerdict.cannotRun[i] {
+		return nil
+	}
+	if !engineVerdict.cannotRun[i] {
+		wrong += "; " + checkEnv + "=warn runs it anyway, unproven"
+	}
+	if bf16 {
+		return refuseBF16(fmt.Sprintf("the bf16 engine failed its check on this GPU (%s)", wrong))
+	}
+	return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine failed its check on this GPU (%s): it cannot run here; use --device cpu", wrong)}
+}
+
+// uncheckedEngine is why the engine of precision bf16 (or fp32) failed the
+// process's check, where it did and the engine runs anyway (checkEnv);
+// else "".
+func uncheckedEngine(bf16 bool) string {
+	engineVerdict.Lock()
+	defer engineVerdict.Unlock()
+	return engineVerdict.wrong[precisionIndex(bf16)]
 }
 
 // runEngineCheck builds an engine of the check's shape and precision on d
@@ -110,16 +137,16 @@ func checkEngine(bf16 bool) error {
 // (driver.IsKernelFault), which on a GPU takes the context with it, and a
 // launch the driver refuses (launchError) with the context sound after
 // it: on this context, which ran nothing else, the kernels are the
-// engine's, and would fail so in every engine of that precision.
-func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
+// engine's, and would fail so in every engine of that precision; for
+// them, cannotRun is true.
+func runEngineCheck(d *Device, bf16 bool) (r nn.CheckResult, cannotRun bool, err error) {
 	if bf16 {
 		// (Its own errors say how to go on, and a wgmma kernel that took
 		// the context leaves the next open the mma.sync ones.)
 		if err := d.do(d.checkBF16GEMMs); err != nil {
-			return nn.CheckResult{}, errors.Join(err, d.Close())
+			return nn.CheckResult{}, false, errors.Join(err, d.Close())
 		}
 	}
-	var r nn.CheckResult
 	var release error // (of the engine's pipelined step: the device's Close frees the rest)
 	e, err := buildEngine(d, nn.CheckConfig, bf16)
 	if err == nil {
@@ -156,18 +183,18 @@ func runEngineCheck(d *Device, bf16 bool) (nn.CheckResult, error) {
 		if bf16 && wgmma {
 			wrong += "; where the fault was a wgmma GEMM's, DINOCLIP_CUDA_KERNELS=ptx runs the bf16 GEMMs on the mma.sync kernels"
 		}
-		return failedCheck(wrong, "a kernel's fault"), nil
+		return failedCheck(wrong, "a kernel's fault"), true, nil
 	case errors.As(err, &launch) && sound:
-		r = failedCheck(err.Error(), "a kernel that could not start")
+		r, cannotRun = failedCheck(err.Error(), "a kernel that could not start"), true
 	case err != nil || r.Wrong == "":
-		return r, errors.Join(err, closed)
+		return r, false, errors.Join(err, closed)
 	}
 	// A verdict: what releasing and closing the context reported does not
 	// change it.
 	if closed != nil {
 		slog.Debug("cuda: closing the engine check's context", "err", closed)
 	}
-	return r, nil
+	return r, cannotRun, nil
 }
 
 // failedCheck is the result of a check that failed with no measured
@@ -189,6 +216,14 @@ func (checkRefusal) Is(target error) bool { return target == nn.ErrFailedCheck }
 // refuseBF16 is the refusal of the bf16 engine for why.
 func refuseBF16(why string) error {
 	return checkRefusal{"cuda: " + why + ": the bf16 engine cannot run here; use --precision fp32"}
+}
+
+// precisionIndex is engineVerdict's index of precision bf16 (or fp32).
+func precisionIndex(bf16 bool) int {
+	if bf16 {
+		return 1
+	}
+	return 0
 }
 
 // precisionName is "bf16" or "fp32".

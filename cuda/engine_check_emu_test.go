@@ -66,7 +66,7 @@ func TestEngineCheckCatchesEachKernel(t *testing.T) {
 		}
 		rec := launchRecorder{seen: map[string]int{}}
 		on(t, d, func() error { rec.fullDriver = d.drv.(fullDriver); d.drv = rec; return nil })
-		if r, err := runEngineCheck(d, bf16); err != nil || r.Wrong != "" {
+		if r, _, err := runEngineCheck(d, bf16); err != nil || r.Wrong != "" {
 			t.Fatalf("%s: %+v, %v", precisionName(bf16), r, err)
 		}
 		names := slices.Sorted(maps.Keys(rec.seen))
@@ -77,7 +77,7 @@ func TestEngineCheckCatchesEachKernel(t *testing.T) {
 				on(t, d, d.checkBF16GEMMs)
 			}
 			on(t, d, func() error { d.drv = launchSkipper{fullDriver: d.drv.(fullDriver), skip: name}; return nil })
-			r, err := runEngineCheck(d, bf16)
+			r, _, err := runEngineCheck(d, bf16)
 			if err == nil && r.Wrong == "" {
 				t.Errorf("%s without %s: the check passed (%.2g of a bound at %s)", precisionName(bf16), name, r.Worst, r.WorstAt)
 			}

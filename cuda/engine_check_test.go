@@ -28,7 +28,7 @@ func TestEngineCheckPasses(t *testing.T) {
 	freshEngineVerdict(t)
 	for _, bf16 := range []bool{false, true} {
 		d, _ := openDevice(t)
-		r, err := runEngineCheck(d, bf16)
+		r, _, err := runEngineCheck(d, bf16)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +42,7 @@ func TestEngineCheckPasses(t *testing.T) {
 		engineVerdict.Lock()
 		done, wrong := engineVerdict.done, engineVerdict.wrong
 		engineVerdict.Unlock()
-		if i := map[bool]int{false: 0, true: 1}[bf16]; !done[i] || wrong[i] != "" {
+		if i := precisionIndex(bf16); !done[i] || wrong[i] != "" {
 			t.Fatalf("%s: after a passing check, the verdicts are done %v, wrong %q", precisionName(bf16), done, wrong)
 		}
 	}
@@ -195,6 +195,59 @@ func (r refusedLaunches) refuse() error {
 	return errors.New("a test's refused launch")
 }
 
+// DINOCLIP_CUDA_CHECK=warn opens an engine whose check found wrong values
+// (a warning, and its description says UNCHECKED), and still refuses one
+// whose kernels cannot run (a fault, a launch refused); strictly, the
+// refusal of wrong values names the setting, that of kernels that cannot
+// run does not. A mistyped setting is refused before the check opens a
+// device.
+func TestEngineCheckWarn(t *testing.T) {
+	c := nn.Config{InputDim: 16, HiddenDim: 32, OutputDim: 16, Blocks: 1}
+	for _, k := range []struct {
+		name      string
+		lie       func(fullDriver) fullDriver
+		cannotRun bool
+	}{
+		{"wrong values", func(f fullDriver) fullDriver { return wrongCopies{f} }, false},
+		{"a kernel's fault", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, true},
+		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, true},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			freshEngineVerdict(t)
+			checkWithDriver(t, k.lie)
+			t.Setenv(checkEnv, "")
+			err := checkEngine(false)
+			if !errors.Is(err, nn.ErrFailedCheck) || strings.Contains(err.Error(), checkEnv+"=warn") == k.cannotRun {
+				t.Fatalf("checked strictly: %v; want a refusal that names %s=warn only where the kernels run", err, checkEnv)
+			}
+			t.Setenv(checkEnv, "warn")
+			e, err := NewEngine(c)
+			if k.cannotRun {
+				if !errors.Is(err, nn.ErrFailedCheck) {
+					t.Fatalf("under warn, kernels that cannot run: %v, want the refusal", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("under warn, wrong values: %v, want the engine", err)
+			}
+			defer e.Close()
+			if s := e.String(); !strings.Contains(s, "; UNCHECKED: the engine failed its check (the output: ") {
+				t.Fatalf("the description says nothing of the failed check: %s", s)
+			}
+		})
+	}
+	t.Run("mistyped", func(t *testing.T) {
+		freshEngineVerdict(t)
+		opens := checkWithDriver(t, func(f fullDriver) fullDriver { return f })
+		t.Setenv(checkEnv, "1")
+		_, err := NewBF16Engine(c)
+		if want := checkEnv + `="1": want warn or on (or unset)`; err == nil || !strings.Contains(err.Error(), want) || *opens != 0 {
+			t.Fatalf("%v after %d opens of the check, want %q before any", err, *opens, want)
+		}
+	})
+}
+
 // A disagreement is the check's verdict whatever closing its context
 // reports after it.
 func TestEngineCheckVerdictOutlivesClose(t *testing.T) {
@@ -204,8 +257,8 @@ func TestEngineCheckVerdictOutlivesClose(t *testing.T) {
 		d.drv, d.tc.ext = w, w
 		return nil
 	})
-	r, err := runEngineCheck(d, false)
-	if err != nil || !strings.HasPrefix(r.Wrong, "the output: ") {
+	r, cannotRun, err := runEngineCheck(d, false)
+	if err != nil || !strings.HasPrefix(r.Wrong, "the output: ") || cannotRun {
 		t.Fatalf("%+v, %v", r, err)
 	}
 }

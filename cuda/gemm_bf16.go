@@ -119,9 +119,11 @@ type tensorCores struct {
 	raised map[launch.Kernel]int
 	// checked says checkBF16GEMMs has passed; fallback, why the wgmma
 	// kernels failed it, if they did (the device then runs the mma.sync
-	// ones).
-	checked  bool
-	fallback string
+	// ones); unchecked, why the kernels that run failed it, where
+	// DINOCLIP_CUDA_CHECK=warn runs them anyway.
+	checked   bool
+	fallback  string
+	unchecked string
 	// maps caches the tensor map of each operand (base, shape, major): a
 	// map is a pure function of them, so an entry stays right until the
 	// memory is freed (Device.free clears the cache; a reused address

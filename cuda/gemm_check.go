@@ -36,6 +36,11 @@ import (
 //   - the mma.sync kernels wrong, the wgmma ones right: a warning, and the
 //     wgmma kernels run.
 //
+// With DINOCLIP_CUDA_CHECK=warn (checkEnv), wrong values refuse nothing:
+// the wgmma kernels run where they start at all, else the mma.sync ones,
+// and where the path that runs failed, a warning and the device's
+// description say it runs unchecked.
+//
 // It costs tens of milliseconds (most of them the host's product), once
 // per process. A kernel that cannot start (launchError) fails the check;
 // one that faults, or hangs on an mbarrier (whose wait traps after 10 s:
@@ -121,9 +126,10 @@ var gemmVerdict struct {
 // gemmOutcome is what gemmVerdict keeps (apart from its lock, so that a
 // test can set it aside).
 type gemmOutcome struct {
-	done     bool
-	fallback string // as tensorCores.fallback
-	broken   error  // no path is right: the bf16 engine cannot run here
+	done      bool
+	fallback  string // as tensorCores.fallback
+	unchecked string // as tensorCores.unchecked
+	broken    error  // no path is right: the bf16 engine cannot run here
 	// wgmmaLost is the wgmma case that took a CUDA context with it, if one
 	// did: a later check, on a new context, takes the wgmma kernels for
 	// wrong rather than lose that one too (a hung pipeline traps only
@@ -143,13 +149,13 @@ func (d *Device) checkBF16GEMMs() error {
 	gemmVerdict.Lock()
 	defer gemmVerdict.Unlock()
 	if !gemmVerdict.done {
-		fallback, broken, err := d.runGEMMCheck()
+		fallback, unchecked, broken, err := d.runGEMMCheck()
 		if err != nil {
 			return err
 		}
-		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.broken = true, fallback, broken
+		gemmVerdict.done, gemmVerdict.fallback, gemmVerdict.unchecked, gemmVerdict.broken = true, fallback, unchecked, broken
 	}
-	d.tc.checked = true
+	d.tc.checked, d.tc.unchecked = true, gemmVerdict.unchecked
 	if gemmVerdict.fallback != "" && d.tc.wgmma {
 		d.tc.wgmma, d.tc.fallback = false, gemmVerdict.fallback
 	}
@@ -159,54 +165,78 @@ func (d *Device) checkBF16GEMMs() error {
 // runGEMMCheck (under gemmVerdict's lock) runs every check case on each
 // path the device has (the wgmma one only where no earlier check of the
 // process lost a context to it) and returns the verdict: why the wgmma
-// kernels failed where the mma.sync ones passed (fallback; the device then
-// runs the mma.sync ones), or an error saying why no path is right
-// (broken); err is an error of the device itself. It logs a fallback, and
-// mma.sync kernels that fail where the wgmma ones pass.
-func (d *Device) runGEMMCheck() (fallback string, broken, err error) {
+// kernels failed where the mma.sync ones run (fallback; the device then
+// runs the mma.sync ones), why the path that runs failed where checkEnv's
+// warn runs it anyway (unchecked), or an error saying why no path can run
+// (broken); err is an error of the device itself. It logs a fallback, an
+// unchecked path, and mma.sync kernels that fail where the wgmma ones pass.
+func (d *Device) runGEMMCheck() (fallback, unchecked string, broken, err error) {
+	warn, err := checksWarn()
+	if err != nil {
+		return "", "", nil, err
+	}
 	hasWgmma := d.tc.wgmma
 	defer func() { d.tc.wgmma = hasWgmma }()
 	g, err := d.newGEMMChecker()
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	defer g.close()
 	// wrong[path] is why that path failed (the first case it failed), ""
-	// while it passes; path true is wgmma.
+	// while it passes, and refused[path] that it failed for it cannot run
+	// (a launch refused, a context lost); path true is wgmma.
 	paths := []bool{false}
 	if hasWgmma {
 		paths = []bool{true, false}
 	}
-	wrong := map[bool]string{}
+	wrong, refused := map[bool]string{}, map[bool]bool{}
 	if gemmVerdict.wgmmaLost != "" {
 		wrong[true] = gemmVerdict.wgmmaLost + " took an earlier CUDA context of this process with it"
+		refused[true] = true
 	}
 	for _, cs := range checkCases {
 		for _, wgmma := range paths {
 			if wrong[wgmma] == "" {
 				d.tc.wgmma = wgmma
-				if wrong[wgmma], err = g.check(cs); err != nil {
-					return "", nil, err
+				if wrong[wgmma], refused[wgmma], err = g.check(cs); err != nil {
+					return "", "", nil, err
 				}
 			}
 		}
 	}
 	gpu := d.drv.Name()
+	// run is the path the GEMMs take: wgmma where the device has it and it
+	// passed (under warn, where it runs at all), else mma.sync.
+	run := hasWgmma && (wrong[true] == "" || warn && !refused[true])
 	switch {
-	case wrong[false] != "" && (!hasWgmma || wrong[true] != ""):
+	case wrong[run] == "":
+	case warn && !refused[run]:
+		unchecked = pathName(run) + ": " + wrong[run]
+		slog.Warn("cuda: the bf16 GEMMs failed their check on this GPU; they run anyway, unproven, as "+checkEnv+"=warn asks",
+			"gpu", gpu, "path", pathName(run), "why", wrong[run])
+	default:
 		why := "mma.sync: " + wrong[false]
 		if hasWgmma {
 			why = "wgmma: " + wrong[true] + "; " + why
 		}
-		return "", refuseBF16(fmt.Sprintf("the bf16 GEMMs fail their check on this GPU (%s)", why)), nil
-	case wrong[false] != "":
-		slog.Warn("cuda: the mma.sync GEMMs fail their check on this GPU; the wgmma ones pass and run", "gpu", gpu, "why", wrong[false])
-	case hasWgmma && wrong[true] != "":
-		slog.Warn("cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower)",
-			"gpu", gpu, "why", wrong[true])
-		return wrong[true], nil, nil
+		if !refused[false] || hasWgmma && !refused[true] {
+			why += "; " + checkEnv + "=warn runs them anyway, unproven"
+		}
+		return "", "", refuseBF16(fmt.Sprintf("the bf16 GEMMs fail their check on this GPU (%s)", why)), nil
 	}
-	return "", nil, nil
+	switch {
+	case run && wrong[false] != "":
+		slog.Warn("cuda: the mma.sync GEMMs fail their check on this GPU; the wgmma ones run", "gpu", gpu, "why", wrong[false])
+	case hasWgmma && !run:
+		how := "(correct, slower)"
+		if unchecked != "" {
+			how = "(slower; unproven, above)"
+		}
+		slog.Warn("cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels "+how,
+			"gpu", gpu, "why", wrong[true])
+		return wrong[true], unchecked, nil, nil
+	}
+	return "", unchecked, nil, nil
 }
 
 // newGEMMChecker draws the problem and puts it on the device; close frees
@@ -234,10 +264,10 @@ func (g *gemmChecker) close() { g.d.free(g.base) }
 // check runs cs on the device's current path and says why its outputs
 // are wrong, or "" where they are right. A kernel that cannot start
 // (launchError, the context sound after it) is an answer ("... failed:
-// ..."); err is an error of the device: a kernel's fault
+// ...", refused); err is an error of the device: a kernel's fault
 // (driver.IsKernelFault), which took the context with it, or a copy, an
 // allocation or a launch that failed otherwise.
-func (g *gemmChecker) check(cs checkCase) (why string, err error) {
+func (g *gemmChecker) check(cs checkCase) (why string, refused bool, err error) {
 	d := g.d
 	sms := d.tc.sms
 	if cs.blocks > 0 {
@@ -255,19 +285,19 @@ func (g *gemmChecker) check(cs checkCase) (why string, err error) {
 		} else {
 			way = "--precision fp32, whose GEMMs use no tensor cores"
 		}
-		return "", fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
+		return "", false, fmt.Errorf("cuda: the bf16 GEMM %s (%s) failed on this GPU and took the CUDA context with it (%w); run with %s",
 			cs, pathName(d.tc.wgmma), err, way)
 	case errors.As(err, &launch) && d.drv.Sync() == nil:
-		return fmt.Sprintf("%s failed: %v", cs, err), nil
+		return fmt.Sprintf("%s failed: %v", cs, err), true, nil
 	default:
 		// A copy or an allocation, or what earlier work left to a
 		// launch, not the kernel: no verdict.
-		return "", fmt.Errorf("cuda: checking the bf16 GEMM %s (%s): %w", cs, pathName(d.tc.wgmma), err)
+		return "", false, fmt.Errorf("cuda: checking the bf16 GEMM %s (%s): %w", cs, pathName(d.tc.wgmma), err)
 	}
 	if why := g.pr.disagree(cs, out); why != "" {
-		return fmt.Sprintf("%s: %s", cs, why), nil
+		return fmt.Sprintf("%s: %s", cs, why), false, nil
 	}
-	return "", nil
+	return "", false, nil
 }
 
 func pathName(wgmma bool) string {

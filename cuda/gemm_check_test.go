@@ -5,6 +5,7 @@ package cuda
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -63,11 +64,11 @@ func TestCheckBF16GEMMsPasses(t *testing.T) {
 	var inUse, after int64
 	on(t, d, func() error {
 		inUse = d.inUse
-		fb, broken, err := d.runGEMMCheck()
+		fb, unchecked, broken, err := d.runGEMMCheck()
 		after, wgmma = d.inUse, d.tc.wgmma
 		return errors.Join(err, broken, func() error {
-			if fb != "" {
-				return errors.New("a fallback: " + fb)
+			if fb != "" || unchecked != "" {
+				return fmt.Errorf("a fallback %q, unchecked %q", fb, unchecked)
 			}
 			return nil
 		}())
@@ -151,15 +152,23 @@ func mmaKernel(name string) bool { return strings.Contains(name, "_mma_") }
 // naming the first case that failed, in the device's description, and the
 // GEMMs after it are right; wrong mma.sync kernels beside right wgmma ones
 // leave the wgmma path running; wrong mma.sync kernels with no right wgmma
-// ones (or none at all) refuse the bf16 engine, naming fp32.
+// ones (or none at all) refuse the bf16 engine, naming fp32 and
+// DINOCLIP_CUDA_CHECK=warn. Under that setting, wrong values refuse
+// nothing: the wgmma kernels run where they start, else the mma.sync ones,
+// unchecked where they failed, which the device's description says.
 func TestCheckBF16GEMMsVerdicts(t *testing.T) {
+	wgmmaWrong := func(f fullDriver) fullDriver { return swizzleLiar{f, driver.SwizzleNone} }
+	wgmmaRefused := func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }
+	mmaWrong := func(f fullDriver) fullDriver { return shortK(f, mmaKernel, new(int)) }
 	for _, c := range []struct {
-		name    string
-		lie     func(fullDriver) fullDriver
-		noWgmma bool   // run as a device without the wgmma path
-		wgmma   bool   // the path after the check
-		why     string // the fallback's start
-		err     string // the refusal's words
+		name      string
+		lie       func(fullDriver) fullDriver
+		noWgmma   bool   // run as a device without the wgmma path
+		warn      bool   // DINOCLIP_CUDA_CHECK=warn
+		wgmma     bool   // the path after the check
+		why       string // the fallback's start
+		unchecked string // the start of why the path that runs is unchecked
+		err       string // the refusal's words
 	}{
 		{name: "wgmma wrong", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.SwizzleNone} }, why: "gemm_bf16_nt_f32: C["},
 		{name: "wgmma tensor maps refused", lie: func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }, why: "gemm_bf16_nt_f32 failed: "},
@@ -168,6 +177,13 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 			err: "the bf16 GEMMs fail their check on this GPU (mma.sync: gemm_bf16_nt_f32: C["},
 		{name: "both wrong", lie: func(f fullDriver) fullDriver { return shortK(swizzleLiar{f, driver.SwizzleNone}, mmaKernel, new(int)) },
 			err: "(wgmma: gemm_bf16_nt_f32: C["},
+		{name: "warn: wgmma wrong", lie: wgmmaWrong, warn: true, wgmma: true, unchecked: "wgmma: gemm_bf16_nt_f32: C["},
+		{name: "warn: wgmma tensor maps refused", lie: wgmmaRefused, warn: true, why: "gemm_bf16_nt_f32 failed: "},
+		{name: "warn: wgmma refused, mma.sync wrong", lie: func(f fullDriver) fullDriver { return shortK(wgmmaRefused(f), mmaKernel, new(int)) },
+			warn: true, why: "gemm_bf16_nt_f32 failed: ", unchecked: "mma.sync: gemm_bf16_nt_f32: C["},
+		{name: "warn: mma.sync wrong, no wgmma", lie: mmaWrong, noWgmma: true, warn: true, unchecked: "mma.sync: gemm_bf16_nt_f32: C["},
+		{name: "warn: both wrong", lie: func(f fullDriver) fullDriver { return shortK(wgmmaWrong(f), mmaKernel, new(int)) },
+			warn: true, wgmma: true, unchecked: "wgmma: gemm_bf16_nt_f32: C["},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d, wgmma := openDevice(t)
@@ -175,6 +191,9 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 				t.Skipf("%s runs no wgmma kernels", d)
 			}
 			freshVerdict(t)
+			if c.warn {
+				t.Setenv(checkEnv, "warn")
+			}
 			err := d.do(func() error {
 				liar := c.lie(d.drv.(fullDriver))
 				d.drv, d.tc.ext = liar, liar
@@ -184,7 +203,8 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 				return d.checkBF16GEMMs()
 			})
 			if c.err != "" {
-				if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "use --precision fp32") {
+				if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "use --precision fp32") ||
+					!strings.Contains(err.Error(), checkEnv+"=warn runs them anyway") {
 					t.Fatalf("the check says %v, want an error with %q", err, c.err)
 				}
 				return
@@ -193,16 +213,24 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 				t.Fatal(err)
 			}
 			var after bool
-			var fallback string
-			on(t, d, func() error { after, fallback = d.tc.wgmma, d.tc.fallback; return nil })
-			if after != c.wgmma || !strings.HasPrefix(fallback, c.why) || (c.why == "") != (fallback == "") {
-				t.Fatalf("after the check: wgmma %v, fallback %q; want wgmma %v, a fallback starting %q", after, fallback, c.wgmma, c.why)
+			var fallback, unchecked string
+			on(t, d, func() error { after, fallback, unchecked = d.tc.wgmma, d.tc.fallback, d.tc.unchecked; return nil })
+			if after != c.wgmma || !strings.HasPrefix(fallback, c.why) || (c.why == "") != (fallback == "") ||
+				!strings.HasPrefix(unchecked, c.unchecked) || (c.unchecked == "") != (unchecked == "") {
+				t.Fatalf("after the check: wgmma %v, fallback %q, unchecked %q; want wgmma %v, a fallback starting %q, unchecked starting %q",
+					after, fallback, unchecked, c.wgmma, c.why, c.unchecked)
+			}
+			if s := d.String(); c.unchecked != "" && !strings.Contains(s, "UNCHECKED bf16 GEMMs: they failed their check ("+unchecked+")") {
+				t.Fatalf("description %q says nothing of the unchecked GEMMs", s)
 			}
 			if c.why == "" {
 				return
 			}
 			if s := d.String(); !strings.Contains(s, "bf16 GEMMs on the mma.sync kernels") || !strings.Contains(s, fallback) {
 				t.Fatalf("description %q says nothing of the fallback", s)
+			}
+			if c.unchecked != "" {
+				return // (the GEMMs after it are as wrong as the check found them)
 			}
 			// The GEMMs after it (the driver still lies about tensor
 			// maps, which mma.sync does not use) are right.
@@ -212,7 +240,7 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 					return err
 				}
 				defer g.close()
-				why, err := g.check(checkCase{ntF32, 1, 1})
+				why, _, err := g.check(checkCase{ntF32, 1, 1})
 				if why != "" {
 					return errors.New("after the fallback: " + why)
 				}
@@ -262,12 +290,12 @@ func TestGEMMCheckCatchesEachKernel(t *testing.T) {
 				}
 				defer g.close()
 				d.tc.wgmma = wgmma
-				if why, err = g.check(cs); err != nil {
+				if why, _, err = g.check(cs); err != nil {
 					return err
 				}
 				d.tc.wgmma = !wgmma && hasWgmma
 				if hasWgmma {
-					other, err = g.check(cs)
+					other, _, err = g.check(cs)
 				}
 				return err
 			})

@@ -129,6 +129,15 @@ func (s *Searcher) Check(ctx context.Context) (failed string, err error) {
 	return checkSearch(ctx, s.Dev)
 }
 
+// Unchecked is why the GPU search failed the process's check where it runs
+// on the GPU anyway (DINOCLIP_CUDA_CHECK=warn), else "".
+func (s *Searcher) Unchecked() string {
+	if wrong, onGPU := searchFailed(); onGPU {
+		return wrong
+	}
+	return ""
+}
+
 // Search implements retrieval.Searcher. The process's first search checks
 // the GPU's (Check); where it failed, every search runs on the Fallback,
 // and Last says so.

@@ -34,12 +34,16 @@ import (
 // near-ties, so the GPU must prove every query itself: a query it leaves to
 // the CPU fails the check too. Where it fails, or a kernel cannot start,
 // every search of the process runs on the CPU (the Searcher's Fallback),
-// exact and slower, with a warning. A lost CUDA context, or a copy or an
-// allocation that fails, is an error and no verdict.
+// exact and slower, with a warning; with DINOCLIP_CUDA_CHECK=warn
+// (checkEnv), a search that ran and failed runs on the GPU anyway, with a
+// warning, and the device's description says it is unchecked. A lost CUDA
+// context, or a copy or an allocation that fails, is an error and no
+// verdict.
 
 // searchVerdict is the check's outcome for the process (every Device of a
 // process opens the same GPU with the same kernels): why the GPU search
-// failed it, or "" once it passed.
+// failed it, or "" once it passed, and whether it runs on the GPU anyway
+// (checkEnv).
 var searchVerdict struct {
 	sync.Mutex
 	searchOutcome
@@ -50,45 +54,59 @@ var searchVerdict struct {
 type searchOutcome struct {
 	done  bool
 	wrong string
+	onGPU bool // where wrong is not "": the search runs on the GPU anyway
 }
 
 // checkSearch runs the check once per process, on d, and returns its
-// verdict.
-func checkSearch(ctx context.Context, d *Device) (wrong string, err error) {
+// verdict: why searches run on the CPU, or "" where they run on the GPU.
+func checkSearch(ctx context.Context, d *Device) (fallback string, err error) {
 	searchVerdict.Lock()
 	defer searchVerdict.Unlock()
-	if searchVerdict.done {
-		return searchVerdict.wrong, nil
+	if !searchVerdict.done {
+		warn, err := checksWarn()
+		if err != nil {
+			return "", err
+		}
+		wrong, refused, err := runSearchCheck(ctx, d)
+		if err != nil {
+			return "", err
+		}
+		onGPU := wrong != "" && warn && !refused
+		if wrong != "" {
+			var gpu string
+			d.do(func() error { gpu = d.drv.Name(); return nil })
+			if onGPU {
+				slog.Warn("cuda: the GPU search failed its check on this GPU; searches run on it anyway, unproven, as "+checkEnv+"=warn asks", "gpu", gpu, "why", wrong)
+			} else {
+				slog.Warn("cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)", "gpu", gpu, "why", wrong)
+			}
+		}
+		searchVerdict.done, searchVerdict.wrong, searchVerdict.onGPU = true, wrong, onGPU
 	}
-	if wrong, err = runSearchCheck(ctx, d); err != nil {
-		return "", err
+	if searchVerdict.onGPU {
+		return "", nil
 	}
-	if wrong != "" {
-		var gpu string
-		d.do(func() error { gpu = d.drv.Name(); return nil })
-		slog.Warn("cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)", "gpu", gpu, "why", wrong)
-	}
-	searchVerdict.done, searchVerdict.wrong = true, wrong
-	return wrong, nil
+	return searchVerdict.wrong, nil
 }
 
 // searchFailed is why the GPU search failed its check in this process, or
-// "" where it passed or has not run.
-func searchFailed() string {
+// "" where it passed or has not run, and whether it runs on the GPU anyway.
+func searchFailed() (wrong string, onGPU bool) {
 	searchVerdict.Lock()
 	defer searchVerdict.Unlock()
-	return searchVerdict.wrong
+	return searchVerdict.wrong, searchVerdict.onGPU
 }
 
 // runSearchCheck searches the check's problem on d and on the CPU and
-// says where they differ, or "" where they do not; err is an error of the
-// device or of ctx.
-func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
+// says where they differ, or "" where they do not, and whether it is for a
+// search that could not start (refused); err is an error of the device or
+// of ctx.
+func runSearchCheck(ctx context.Context, d *Device) (wrong string, refused bool, err error) {
 	const nq, n16, n32, dim, k = 130, 200, 100, 70, 10
 	rng := rand.New(rand.NewPCG(3, 4)) // the same problem on every GPU
 	unit, err := unitRandn(rng, nq+n16+n32, dim)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	queries, k16, k32 := unit[:nq*dim], unit[nq*dim:(nq+n16)*dim], unit[(nq+n16)*dim:]
 	half, wide := make([]byte, 2*len(k16)), make([]byte, 4*len(k32))
@@ -98,11 +116,11 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 		retrieval.KeySegment{Name: "the check's float16 keys", DType: npy.Float16, Rows: n16, Data: half},
 		retrieval.KeySegment{Name: "the check's float32 keys", DType: npy.Float32, Rows: n32, Data: wide})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	want, err := (&retrieval.CPUSearcher{}).Search(ctx, queries, nq, keys, k)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	for _, g := range []*Searcher{{Dev: d, ChunkRows: 128}, {Dev: d, ChunkRows: 128, NoResident: true}, {Dev: d}} {
 		how := fmt.Sprintf("keys resident, in chunks of %d", g.ChunkRows)
@@ -117,21 +135,21 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, err error) {
 		switch {
 		case err == nil:
 		case ctx.Err() != nil, d.do(d.sync) != nil, !errors.As(err, &launch):
-			return "", fmt.Errorf("cuda: checking the GPU search (%s): %w", how, err)
+			return "", false, fmt.Errorf("cuda: checking the GPU search (%s): %w", how, err)
 		default:
-			return fmt.Sprintf("the search (%s) failed: %v", how, err), nil
+			return fmt.Sprintf("the search (%s) failed: %v", how, err), true, nil
 		}
 		if g.Last.Unproven > 0 {
-			return fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq), nil
+			return fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq), false, nil
 		}
 		for i := range want.Rows {
 			if got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i]) {
 				return fmt.Sprintf("%s: query %d, rank %d: row %d of score %v, the CPU's row %d of score %v",
-					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i]), nil
+					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i]), false, nil
 			}
 		}
 	}
-	return "", nil
+	return "", false, nil
 }
 
 // unitRandn returns rows×dim normal values with every row scaled to unit

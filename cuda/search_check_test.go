@@ -124,6 +124,32 @@ func TestSearchCheck(t *testing.T) {
 			t.Fatalf("the device's description says nothing of it: %s", desc)
 		}
 	})
+	// Under DINOCLIP_CUDA_CHECK=warn, a search whose check found wrong
+	// rows runs on the GPU anyway, and the description says so; one that
+	// cannot start runs on the CPU as before.
+	t.Run("warn", func(t *testing.T) {
+		t.Setenv(checkEnv, "warn")
+		for _, c := range []struct {
+			name  string
+			lie   func(fullDriver) fullDriver
+			onGPU bool
+			desc  string
+		}{
+			{"a ranking that skips keys", func(f fullDriver) fullDriver { return skipKeys{f, new(int)} }, true, "; UNCHECKED GPU search: it failed its check (keys resident"},
+			{"launches refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, false, "; searches on the CPU: the GPU search failed its check (the search (keys resident"},
+		} {
+			freshSearchVerdict(t)
+			d, _ := openDevice(t)
+			on(t, d, func() error { l := c.lie(d.drv.(fullDriver)); d.drv, d.tc.ext = l, l; return nil })
+			fallback, err := (&Searcher{Dev: d}).Check(context.Background())
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if done, wrong := verdict(); !done || wrong == "" || (fallback == "") != c.onGPU || !strings.Contains(d.String(), c.desc) {
+				t.Fatalf("%s: verdict (%v, %q), the searches' fallback %q; %s; want on the GPU %v and %q", c.name, done, wrong, fallback, d, c.onGPU, c.desc)
+			}
+		}
+	})
 	t.Run("no pinned memory", func(t *testing.T) {
 		freshSearchVerdict(t)
 		d, _ := openDevice(t)

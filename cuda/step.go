@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 
 	"github.com/dinoclip/dinoclip/cuda/driver"
 	"github.com/dinoclip/dinoclip/cuda/launch"
@@ -84,24 +83,6 @@ type stepKey struct {
 const adamwScalars = 7
 
 var _ nn.PipelinedEngine = (*Engine)(nil)
-
-// graphsEnv turns the captured step off when it is "off" (a debugging aid
-// on a GPU whose driver mishandles graphs); "on" or unset keeps it.
-const graphsEnv = "DINOCLIP_CUDA_GRAPHS"
-
-// graphsOff reads graphsEnv, refusing any other value than its two: a
-// mistyped "0" or "false" that left the graphs on would mislead the one
-// debugging them.
-func graphsOff() (bool, error) {
-	switch v := os.Getenv(graphsEnv); v {
-	case "", "on":
-		return false, nil
-	case "off":
-		return true, nil
-	default:
-		return false, fmt.Errorf("cuda: %s=%q: want off or on (or unset)", graphsEnv, v)
-	}
-}
 
 // StepRows implements nn.PipelinedEngine.
 func (e *Engine) StepRows(rows []int32, s nn.AdamWStep) (float64, bool, error) {

@@ -278,12 +278,14 @@ func TestGPUCheckUsage(t *testing.T) {
 // its time limits, what it writes and its exit status. bench/test_compare.py
 // tests compare.py itself.
 
-// fakeGPUCheck writes a summary into its OUTDIR (the last argument) and
-// exits with FAKE_CHECK_RC, or hangs (FAKE_CHECK=hang).
+// fakeGPUCheck writes a summary into its OUTDIR (the last argument), with
+// its flags and its DINOCLIP_CUDA_CHECK, and exits with FAKE_CHECK_RC, or
+// hangs (FAKE_CHECK=hang).
 const fakeGPUCheck = `#!/usr/bin/env bash
 for out; do :; done
 mkdir -p "$out"
 echo "fake gpu-check flags: $*" >"$out/summary.txt"
+echo "fake gpu-check DINOCLIP_CUDA_CHECK: ${DINOCLIP_CUDA_CHECK-unset}" >>"$out/summary.txt"
 if [ "${FAKE_CHECK:-}" = hang ]; then exec sleep 600; fi
 echo "overall: fake verdict ${FAKE_CHECK_RC:-0}" >>"$out/summary.txt"
 exit "${FAKE_CHECK_RC:-0}"
@@ -295,14 +297,20 @@ exit "${FAKE_CHECK_RC:-0}"
 // results.md (FAKE_BENCH=md: compare.py killed between its two files) or
 // results.json (FAKE_BENCH=json: an older writer's order); FAKE_BENCH=fallback
 // also prints the warnings of wgmma GEMMs and a GPU search that failed
-// their checks.
+// their checks, FAKE_BENCH=unchecked those of an engine and a search
+// that failed theirs and ran anyway (DINOCLIP_CUDA_CHECK=warn). Each call's
+// line starts with its DINOCLIP_CUDA_CHECK in brackets.
 const fakePython = `#!/usr/bin/env bash
-echo "$*" >>"$FAKE_CALLS"
+echo "[${DINOCLIP_CUDA_CHECK-unset}] $*" >>"$FAKE_CALLS"
 if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
 if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
 if [ "${FAKE_BENCH:-}" = fallback ]; then
 	echo '  ours| WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2
 	echo 'WARN cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)' >&2
+fi
+if [ "${FAKE_BENCH:-}" = unchecked ]; then
+	echo '2026/12/06 21:30:20 WARN cuda: the bf16 engine failed its check on this GPU; it runs anyway, unproven, as DINOCLIP_CUDA_CHECK=warn asks why="the output: relative difference 0.032"' >&2
+	echo '2026/12/06 21:30:21 WARN cuda: the GPU search failed its check on this GPU; searches run on it anyway, unproven, as DINOCLIP_CUDA_CHECK=warn asks' >&2
 fi
 out="" batches="" prev=""
 for a in "$@"; do
@@ -379,10 +387,10 @@ func TestDeviceRun(t *testing.T) {
 		maxSeconds   float64
 	}{
 		{"all stages", []string{"GPU_CHECK_FLAGS=--allow-skip parity"}, 0, []string{
-			"fake gpu-check flags: --allow-skip parity", "overall: fake verdict 0", "gpu-check: exit status 0",
+			"fake gpu-check flags: --allow-skip parity", "fake gpu-check DINOCLIP_CUDA_CHECK: unset", "overall: fake verdict 0", "gpu-check: exit status 0",
 			"Fake GPU, 000.00, 1 MiB", // the GPU's state, as nvidia-smi --query-gpu found it
 			"| fake results at batches 8192 |", "| fake results at batches 1024,2048,4096,16384 |", "bench autotune: exit status 0",
-			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK", "SEARCH FALLBACK", "compute-sanitizer"},
+			"search 25000 x 5000: exit status 0", "gpu-check exit status 0; target bench wrote its results"}, []string{"WGMMA FALLBACK", "SEARCH FALLBACK", "UNCHECKED", "compute-sanitizer"},
 			[]string{"results-8192.json", "results-8192.md", "results-autotune.json", "results-autotune.md", "results-sweep.json",
 				"results-sweep.md", "logs.tar.gz"}, 0},
 		{"gpu-check fails", []string{"FAKE_CHECK_RC=1"}, 1, []string{
@@ -396,7 +404,13 @@ func TestDeviceRun(t *testing.T) {
 		{"the wgmma GEMMs' fallback is named", []string{"FAKE_BENCH=fallback"}, 0, []string{
 			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| WARN cuda: the wgmma GEMMs failed their check",
 			"SEARCH FALLBACK: the GPU search ran on the CPU: WARN cuda: the GPU search failed its check",
-			"gpu-check exit status 0; target bench wrote its results"}, nil, nil, 0},
+			"gpu-check exit status 0; target bench wrote its results"}, []string{"UNCHECKED"}, nil, 0},
+		{"what failed its check and ran anyway is named", []string{"FAKE_BENCH=unchecked"}, 0, []string{
+			"UNCHECKED in the benches (their rows time code that failed its check): WARN cuda: the bf16 engine failed its check on this GPU; it runs anyway",
+			"UNCHECKED in the benches (their rows time code that failed its check): WARN cuda: the GPU search failed its check on this GPU; searches run on it anyway",
+			"gpu-check exit status 0; target bench wrote its results"}, []string{"SEARCH FALLBACK", "WGMMA FALLBACK"}, nil, 0},
+		{"the caller's DINOCLIP_CUDA_CHECK is the benches'", []string{"DINOCLIP_CUDA_CHECK=on"}, 0, []string{
+			"fake gpu-check DINOCLIP_CUDA_CHECK: unset"}, nil, nil, 0},
 		{"compute-sanitizer, asked for", []string{"DEVICE_RUN_SANITIZER=1"}, 0, []string{
 			"limits: 560 s in all; gpu-check 110 s, compute-sanitizer 120 s, target bench",
 			"== compute-sanitizer (DEVICE_RUN_SANITIZER=1)", "compute-sanitizer memcheck: exit status 0", "compute-sanitizer racecheck: exit status 0",
@@ -454,13 +468,22 @@ func TestDeviceRun(t *testing.T) {
 					t.Errorf("compute-sanitizer calls (%v):\n%s", err, b)
 				}
 			}
+			if c.name == "the caller's DINOCLIP_CUDA_CHECK is the benches'" && strings.Count(calls, "[on] ") != 4 {
+				t.Errorf("the benches' calls do not all have DINOCLIP_CUDA_CHECK=on:\n%s", calls)
+			}
 			if c.name == "all stages" {
 				// The target bench: every part at 8192, with the CUDA build carried in BIN;
 				// the search at 25k x 5k after a probe for torch with CUDA; max-autotune
-				// at 8192 in a call of its own; the sweep: training steps only.
+				// at 8192 in a call of its own; the sweep: training steps only. Each
+				// but the probe with DINOCLIP_CUDA_CHECK=warn.
 				lines := strings.Split(strings.TrimSpace(calls), "\n")
 				if len(lines) != 5 {
 					t.Fatalf("%d python calls, want 5:\n%s", len(lines), calls)
+				}
+				for i, l := range lines {
+					if want := map[bool]string{true: "[unset] ", false: "[warn] "}[i == 1]; !strings.HasPrefix(l, want) {
+						t.Errorf("python call %d does not start with %q: %s", i+1, want, l)
+					}
 				}
 				search := []string{"-c import torch", "bench/search_compare.py --device cuda --ours-bin " + fakeBin + "/dinoclip-cuda --queries 25000 --keys 5000 "}
 				for i, w := range search {

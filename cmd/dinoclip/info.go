@@ -245,6 +245,9 @@ func infoSearch(w io.Writer, dir string) error {
 	if si.CPUFallback != "" {
 		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", si.Device, shownText(si.CPUFallback))
 	}
+	if si.Unchecked != "" {
+		fmt.Fprintf(w, "  UNCHECKED: the %s search failed its check (%s) and ran anyway, as DINOCLIP_CUDA_CHECK=warn asked: its answer is unproven\n", si.Device, shownText(si.Unchecked))
+	}
 	fmt.Fprintf(w, "  index: %s\n", shown(si.Index))
 	fmt.Fprintf(w, "  queries: %s\n", shown(si.Queries))
 	if si.Model != "" {

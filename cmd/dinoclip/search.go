@@ -146,12 +146,17 @@ type searchInfo struct {
 	// CPUFallback is why a device's search failed its check, when it did:
 	// the search then ran on the CPU.
 	CPUFallback string `json:"cpu_fallback,omitempty"`
+	// Unchecked is why a device's search failed its check where it ran on
+	// the device anyway (DINOCLIP_CUDA_CHECK=warn): its answer is unproven.
+	Unchecked string `json:"unchecked,omitempty"`
 }
 
 // searchChecker is a device searcher that checks itself before its first
-// search and says why it failed, if it did (cuda.Searcher.Check).
+// search and says why it failed, if it did (cuda.Searcher.Check): why it
+// runs on the CPU, or why it runs on the device unchecked.
 type searchChecker interface {
 	Check(ctx context.Context) (failed string, err error)
+	Unchecked() string
 }
 
 // keyUploader is a device searcher that says how its last search moved
@@ -432,6 +437,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 			if info.CPUFallback, err = c.Check(cCtx.Context); err != nil {
 				return deviceError{device, err}
 			}
+			info.Unchecked = c.Unchecked()
 		}
 	}
 	if searcher == nil || info.CPUFallback != "" {
@@ -478,6 +484,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 		if resident {
 			upload = fmt.Sprintf(", of which %.3g s copying the keys to the GPU", secs)
 		}
+	}
+	if info.Unchecked != "" {
+		upload += "; UNCHECKED: the GPU's search failed its check and ran as DINOCLIP_CUDA_CHECK=warn asks"
 	}
 	if err := cCtx.Context.Err(); err != nil { // interrupted at the end: write nothing
 		return err

@@ -1064,17 +1064,20 @@ func TestSearchClampsK(t *testing.T) {
 	}
 }
 
-// checkedSearcher is a device searcher whose check says failed: the CPU
-// search answers.
+// checkedSearcher is a device searcher whose check says failed (the CPU
+// search answers), or, where unchecked, that it failed and runs anyway
+// (the "device" is the CPU search here too).
 type checkedSearcher struct {
 	retrieval.CPUSearcher
-	failed string
+	failed, unchecked string
 }
 
 func (s *checkedSearcher) Check(context.Context) (string, error) { return s.failed, nil }
+func (s *checkedSearcher) Unchecked() string                     { return s.unchecked }
 
 // A device searcher's failed check shows in search.json (cpu_fallback), in
-// the last line and in info; a passed one leaves no trace.
+// the last line and in info, as does a failed one that ran anyway
+// (unchecked); a passed one leaves no trace.
 func TestSearchDeviceCheck(t *testing.T) {
 	saved := deviceSearcher
 	t.Cleanup(func() { deviceSearcher = saved })
@@ -1082,10 +1085,9 @@ func TestSearchDeviceCheck(t *testing.T) {
 	kp, qp := filepath.Join(dir, "keys.npy"), filepath.Join(dir, "q.npy")
 	writeF32(t, kp, []int{3, 2}, []float32{1, 0, 0, 1, 1, 1})
 	writeF32(t, qp, []int{2, 2}, []float32{0, 1, 1, 0})
-	for _, failed := range []string{"", "query 0, rank 1: row 2"} {
-		deviceSearcher = func(string) (retrieval.Searcher, func(), error) {
-			return &checkedSearcher{failed: failed}, func() {}, nil
-		}
+	const why = "query 0, rank 1: row 2"
+	for _, c := range []checkedSearcher{{}, {failed: why}, {unchecked: why}} {
+		deviceSearcher = func(string) (retrieval.Searcher, func(), error) { return &c, func() {}, nil }
 		out := filepath.Join(dir, "out")
 		_, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "2", "--out", out, "--device", "cuda")
 		if err != nil {
@@ -1093,18 +1095,24 @@ func TestSearchDeviceCheck(t *testing.T) {
 		}
 		var info searchInfo
 		b, _ := os.ReadFile(filepath.Join(out, searchInfoFile))
-		if err := json.Unmarshal(b, &info); err != nil || info.CPUFallback != failed || info.Device != "cuda" {
-			t.Errorf("check %q: search.json %s (%v)", failed, b, err)
+		if err := json.Unmarshal(b, &info); err != nil || info.CPUFallback != c.failed || info.Unchecked != c.unchecked || info.Device != "cuda" {
+			t.Errorf("check %+v: search.json %s (%v)", c, b, err)
 		}
-		if said := strings.Contains(stderr, "on the CPU: the GPU's search failed its check"); said != (failed != "") {
-			t.Errorf("check %q: the last line says so %v:\n%s", failed, said, stderr)
+		if said := strings.Contains(stderr, "on the CPU: the GPU's search failed its check"); said != (c.failed != "") {
+			t.Errorf("check %+v: the last line says it ran on the CPU %v:\n%s", c, said, stderr)
+		}
+		if said := strings.Contains(stderr, "; UNCHECKED: the GPU's search failed its check and ran as DINOCLIP_CUDA_CHECK=warn asks"); said != (c.unchecked != "") {
+			t.Errorf("check %+v: the last line says it is unchecked %v:\n%s", c, said, stderr)
 		}
 		if ids, _, _ := readSearch(t, out); !slices.Equal(ids, []int64{1, 2, 0, 2}) {
-			t.Errorf("check %q: ids %v", failed, ids)
+			t.Errorf("check %+v: ids %v", c, ids)
 		}
 		stdout, _, err := runCLI(t, "info", out)
-		if said := strings.Contains(stdout, "ran on the CPU: the cuda search failed its check (query 0, rank 1: row 2)"); err != nil || said != (failed != "") {
-			t.Errorf("check %q: info says so %v (%v):\n%s", failed, said, err, stdout)
+		if said := strings.Contains(stdout, "ran on the CPU: the cuda search failed its check (query 0, rank 1: row 2)"); err != nil || said != (c.failed != "") {
+			t.Errorf("check %+v: info says it ran on the CPU %v (%v):\n%s", c, said, err, stdout)
+		}
+		if said := strings.Contains(stdout, "UNCHECKED: the cuda search failed its check (query 0, rank 1: row 2) and ran anyway"); said != (c.unchecked != "") {
+			t.Errorf("check %+v: info says it is unchecked %v:\n%s", c, said, stdout)
 		}
 	}
 }

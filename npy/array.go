@@ -42,7 +42,7 @@ func Open(path string) (*Array, error) {
 	}
 	a, err := newArray(path, m)
 	if err != nil {
-		m.Unmap()
+		mmapfile.Unmap(m)
 		return nil, err
 	}
 	a.mm = m
@@ -127,7 +127,7 @@ func (a *Array) Close() error {
 	a.closed = true
 	a.data = nil
 	if a.mm != nil {
-		err := a.mm.Unmap()
+		err := mmapfile.Unmap(a.mm)
 		a.mm = nil
 		if err != nil {
 			return fmt.Errorf("npy: %s: unmap: %w", a.name, err)

@@ -42,8 +42,9 @@ import (
 // first_id, first_id+1, ..., in the order the rows were added.
 // IndexMaxShards is the most shards an index may have. A search maps the
 // keys file of every shard at once, and Linux's default limit on a
-// process's maps (vm.max_map_count, 65530) leaves room for not many more:
-// an index past it could not be opened.
+// process's maps (vm.max_map_count, 65530, less the maps kept for the Go
+// runtime: internal/mmapfile) leaves room for not many more: an index past
+// it could not be opened.
 const IndexMaxShards = 60000
 
 const (
@@ -1003,6 +1004,14 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 		n++
 	}
 	if n != rows {
+		// (Empty lines at the end, which an editor may leave, are said as such.)
+		if empty := int64(len(b)-len(bytes.TrimRight(b, "\n"))) - 1; empty > 0 && n-empty == rows {
+			which := "its last line is empty; remove it"
+			if empty > 1 {
+				which = fmt.Sprintf("its last %d lines are empty; remove them", empty)
+			}
+			return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows: %s", path, n, rows, which)
+		}
 		return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows (the list of another extraction?)", path, n, rows)
 	}
 	// No file is named by nothing or holds a NUL: such a line names no
@@ -1018,15 +1027,33 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 	return b, nil
 }
 
+// ImageLists counts the shards of the index that have rows (needed: a
+// shard of none needs no list of images) and those of them that list
+// their rows' images (listed). Images names rows where they are equal.
+func (m IndexManifest) ImageLists() (listed, needed int) {
+	for _, sh := range m.Shards {
+		if sh.Rows > 0 {
+			needed++
+			if sh.Images != "" {
+				listed++
+			}
+		}
+	}
+	return listed, needed
+}
+
 // ImagesBytes is about the memory Images holds to name entries rows, at
 // most: 16 bytes a name, and every shard's list, read whole and split (its
-// bytes twice, 16 bytes a line). 0 when a shard has no list: Images then
-// names none.
+// bytes twice, 16 bytes a line). 0 when a shard with rows has no list:
+// Images then names none.
 func (ix *Index) ImagesBytes(entries int64) int64 {
+	if listed, needed := ix.Manifest.ImageLists(); listed < needed {
+		return 0
+	}
 	n := 16 * entries
 	for _, sh := range ix.Manifest.Shards {
 		if sh.Images == "" {
-			return 0
+			continue // (a shard of no rows)
 		}
 		size := int64(0)
 		if st, err := os.Stat(filepath.Join(ix.Dir, sh.Images)); err == nil {
@@ -1039,12 +1066,11 @@ func (ix *Index) ImagesBytes(entries int64) int64 {
 
 // Images returns the image of each row p in rows, from the lists the
 // index's shards hold (see Append); ok is false, with no error, when a
-// shard has no list. Each shard's list is read once, when a row needs it.
+// shard with rows has no list. Each shard's list is read once, when a row
+// needs it.
 func (ix *Index) Images(rows []int64) (names []string, ok bool, err error) {
-	for _, sh := range ix.Manifest.Shards {
-		if sh.Images == "" {
-			return nil, false, nil
-		}
+	if listed, needed := ix.Manifest.ImageLists(); listed < needed {
+		return nil, false, nil
 	}
 	lists := map[int][]string{}
 	names = make([]string, len(rows))

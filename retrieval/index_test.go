@@ -908,6 +908,19 @@ func TestReadImagesList(t *testing.T) {
 	if _, err := retrieval.ReadImagesList(list, 3); err == nil || !strings.Contains(err.Error(), "lists 2 images") {
 		t.Errorf("a list of 2 for 3 rows: %v", err)
 	}
+	// Empty lines at the end, and only there, are said to be the excess.
+	for content, want := range map[string]string{
+		"x.jpg\ny.jpg\n\n\n":  "lists 4 images, but its features file has 2 rows: its last 2 lines are empty; remove them",
+		"x.jpg\ny.jpg\n\n":    "lists 3 images, but its features file has 2 rows: its last line is empty; remove it",
+		"x.jpg\ny.jpg\nz\n\n": "lists 4 images, but its features file has 2 rows (the list of another extraction?)",
+	} {
+		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := retrieval.ReadImagesList(list, 2); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a list %q for 2 rows: %v, want %q", content, err, want)
+		}
+	}
 	for _, p := range []string{dir, os.DevNull} {
 		if _, err := retrieval.ReadImagesList(p, 2); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)

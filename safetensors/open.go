@@ -54,7 +54,7 @@ func Open(path string) (*File, error) {
 	}
 	sf, err := parse(path, m)
 	if err != nil {
-		m.Unmap()
+		mmapfile.Unmap(m)
 		return nil, err
 	}
 	sf.mm = m
@@ -137,7 +137,7 @@ func (f *File) Close() error {
 	f.closed = true
 	f.buf = nil
 	if f.mm != nil {
-		err := f.mm.Unmap()
+		err := mmapfile.Unmap(f.mm)
 		f.mm = nil
 		if err != nil {
 			return fmt.Errorf("safetensors: %s: unmap: %w", f.name, err)

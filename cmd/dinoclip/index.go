@@ -281,13 +281,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		raw, err := a.RawRows(0, shape[0])
+		sample, err := featuresSample(a, f)
 		if err != nil {
 			return err
-		}
-		sample, err := retrieval.DataSample(raw)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
 		}
 		if err := retrieval.CheckSourcePath(f); err != nil {
 			return err
@@ -469,6 +465,18 @@ func runIndex(cCtx *cli.Context) (err error) {
 				}
 				tinyRows += len(t)
 			}
+			if int64(hi) == s.src.Rows {
+				// The rows came through the file's map as they were
+				// projected: a file rewritten in place meanwhile gave some
+				// of each version, which its sample, taken again, tells.
+				now, err := featuresSample(s.arr, s.src.Path)
+				if err != nil {
+					return err
+				}
+				if now != s.src.Sample {
+					return fmt.Errorf("%s was rewritten while it was indexed (its sampled contents changed): its rows are not of one version; run the command again once nothing writes it", s.src.Path)
+				}
+			}
 			bar.set(done + int64(hi))
 			return nil
 		})
@@ -493,9 +501,23 @@ func runIndex(cCtx *cli.Context) (err error) {
 	if len(tiny) > 0 {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the model's projections of %s are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)\n", strings.Join(tiny, ", "))
 	}
-	if n := listedShards(m); added > 0 && n > 0 && n < len(m.Shards) {
-		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",
-			n, len(m.Shards), out)
+	if listed, needed := m.ImageLists(); added > 0 && listed > 0 && listed < needed {
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s with rows list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",
+			listed, needed, out)
 	}
 	return nil
+}
+
+// featuresSample is the sample of the rows of the features file a (at
+// path) that an index records of its source (retrieval.DataSample).
+func featuresSample(a *npy.Array, path string) (string, error) {
+	raw, err := a.RawRows(0, a.Shape()[0])
+	if err != nil {
+		return "", err
+	}
+	sample, err := retrieval.DataSample(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return sample, nil
 }

@@ -469,9 +469,9 @@ func runSearch(cCtx *cli.Context) (err error) {
 		}
 		if listed {
 			images = names
-		} else if n := listedShards(opened.index.Manifest); n > 0 {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s list their rows' images, the others do not (indexed from features without NAME.images.txt): no %s is written\n",
-				n, len(opened.index.Manifest.Shards), indexPath, searchImagesFile)
+		} else if listed, needed := opened.index.Manifest.ImageLists(); listed > 0 {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s with rows list their rows' images, the others do not (indexed from features without NAME.images.txt): no %s is written\n",
+				listed, needed, indexPath, searchImagesFile)
 		}
 	}
 	upload := ""
@@ -496,18 +496,6 @@ func runSearch(cCtx *cli.Context) (err error) {
 	}
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload, filepath.Join(out, searchResultsFile))
 	return nil
-}
-
-// listedShards counts the shards of an index (its manifest m) that list
-// their rows' images.
-func listedShards(m retrieval.IndexManifest) int {
-	n := 0
-	for _, sh := range m.Shards {
-		if sh.Images != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // warnShortRows warns of the rows of path that were shorter than 1e-12

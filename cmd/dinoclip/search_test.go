@@ -1263,6 +1263,18 @@ func TestSearchNamesImages(t *testing.T) {
 		}
 	}
 
+	// A features file of no rows, with no list, appended: its shard needs
+	// none, and images.txt is written still.
+	empty := filepath.Join(dir, "empty.dino.npy")
+	writeF32(t, empty, []int{0, tIn}, nil)
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", empty, "--out", index); err != nil || strings.Contains(stderr, "warning") {
+		t.Fatalf("an append of no rows, without a list: %v\n%s", err, stderr)
+	}
+	mustRun(t, "search", "--index", index, "--queries", q, "--k", "4", "--out", out)
+	if b2, err := os.ReadFile(filepath.Join(out, searchImagesFile)); err != nil || !bytes.Equal(b2, b) {
+		t.Errorf("search after an append of no rows: %s differs (%v)", searchImagesFile, err)
+	}
+
 	// An index without lists: no images.txt (and none left from before).
 	plain := filepath.Join(dir, "plain")
 	mustRun(t, "index", "--model", run, "--features", data, "--out", plain)
@@ -1280,7 +1292,7 @@ func TestSearchNamesImages(t *testing.T) {
 	unlisted := filepath.Join(dir, "unlisted.dino.npy")
 	writeF32(t, unlisted, []int{40, tIn}, x)
 	_, stderr, err := runCLI(t, "index", "--model", run, "--features", unlisted, "--out", mixed)
-	if err != nil || !strings.Contains(stderr, "2 of the 3 shards of "+mixed+" list their rows' images") || !strings.Contains(stderr, "names no images") {
+	if err != nil || !strings.Contains(stderr, "2 of the 3 shards of "+mixed+" with rows list their rows' images") || !strings.Contains(stderr, "names no images") {
 		t.Errorf("an append of a features file without a list to a listed index: %v, and no warning:\n%s", err, stderr)
 	}
 	if _, stderr, _ := runCLI(t, "index", "--model", run, "--features", unlisted, "--out", mixed); strings.Contains(stderr, "warning") {
@@ -1480,5 +1492,45 @@ func TestWriteResultsQuotesImageNames(t *testing.T) {
 	want := "query 1\n   1.   0.5000   7  \"photos/\\x1b[2Kevil\\r.jpg\"\n   2.   0.2500  12  photos/cat.jpg\n"
 	if b.String() != want {
 		t.Errorf("results.txt:\n%q\nwant:\n%q", b.String(), want)
+	}
+}
+
+// index takes a features file's sample again after projecting its rows,
+// through the same map, and so sees a file rewritten in place meanwhile
+// (the rows it projected are then of two versions): the sample of the
+// open array follows an in-place write.
+func TestFeaturesSampleSeesRewrite(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.dino.npy")
+	data := make([]float32, 4096*4)
+	for i := range data {
+		data[i] = float32(i)
+	}
+	writeF32(t, p, []int{4096, 4}, data)
+	a, err := npy.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	before, err := featuresSample(a, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (The last value, the file's last bytes: the sample's windows take
+	// the data's first and last.)
+	_, err = f.WriteAt([]byte{1, 2, 3, 4}, st.Size()-4)
+	if cerr := f.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+	after, err := featuresSample(a, p)
+	if err != nil || after == before {
+		t.Fatalf("the sample after a rewrite in place: %q (%v), before %q", after, err, before)
 	}
 }

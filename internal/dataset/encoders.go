@@ -229,7 +229,12 @@ func parseEncoders(b []byte) (Encoders, error) {
 			continue
 		}
 		if err := json.Unmarshal(raw, f.dst); err != nil {
-			return Encoders{}, fmt.Errorf("%s: %s is no string (a model's name)", f.key, shortQuote(string(raw)))
+			// (The JSON value as written: quoted, a number would read as a string.)
+			v := []rune(string(raw))
+			if len(v) > 64 {
+				v = append(v[:64], []rune("...")...)
+			}
+			return Encoders{}, fmt.Errorf("%s: %s is no string (a model's name)", f.key, string(v))
 		}
 		if err := checkName(f.key, *f.dst); err != nil {
 			return Encoders{}, err

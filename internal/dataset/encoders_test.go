@@ -19,7 +19,7 @@ func TestParseEncoders(t *testing.T) {
 		{`{"dinov2": "d", "clip": "c", "shards": {"a": 1}}`, Encoders{DINOv2: "d", CLIP: "c"}, ""},
 		{`{"dinov2": "d", "clip": null}`, Encoders{DINOv2: "d"}, ""}, // --target none
 		{`{"target": "image"}`, Encoders{}, ""},
-		{`{"dinov2": 3}`, Encoders{}, `dinov2: "3" is no string`},
+		{`{"dinov2": 3}`, Encoders{}, `dinov2: 3 is no string`},
 		{`{"clip": "a", "clip": "b"}`, Encoders{}, `key "clip" appears twice`}, // (encoding/json would take the last)
 		{`{"clip": "a", "CLIP": "b"}`, Encoders{CLIP: "a"}, ""},                // (not the key, as Python reads it)
 		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""},

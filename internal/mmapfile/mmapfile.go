@@ -1,13 +1,15 @@
 package mmapfile
 
 import (
-	"bytes"
+	"bufio"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/edsrzf/mmap-go"
@@ -22,7 +24,10 @@ import (
 // Errors name path, except those of the open and Stat, which already do
 // (anything but a regular file is an atomicfile.NotRegularError);
 // check's error is wrapped, so errors.Is sees through it. The mapping
-// outlives the file descriptor, which Map closes: release it with Unmap.
+// outlives the file descriptor, which Map closes: release it with Unmap
+// (this package's, which gives its place in the budget back).
+//
+// A file past the budget of maps (below) is refused, naming the limit.
 func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	// (Opening a named pipe for reading would wait for a writer, forever.)
 	f, err := atomicfile.OpenToRead(path)
@@ -40,11 +45,17 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	if st.Size() > math.MaxInt {
 		return nil, fmt.Errorf("%s: file of %d bytes is too large to map", path, st.Size())
 	}
+	if err := budget.take(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	m, err := mmap.Map(f, mmap.RDONLY, 0)
+	if err != nil {
+		budget.live.Add(-1)
+	}
 	if errors.Is(err, syscall.ENOMEM) {
-		// No memory is allocated: the process is out of maps or of
-		// address space, which "cannot allocate memory" does not say.
-		return nil, fmt.Errorf("%s: mmap: %w: %s", path, err, outOfMaps())
+		// No memory is allocated: within the budget, the process is out
+		// of address space, which "cannot allocate memory" does not say.
+		return nil, fmt.Errorf("%s: mmap: %w: the process has no address space left for this file (ulimit -v, or a 32-bit system), or no memory maps (vm.max_map_count): raise the limit, or use fewer, smaller files", path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: %w", path, err)
@@ -52,18 +63,65 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	return m, nil
 }
 
-// outOfMaps says which of the two a refused map ran out of, where Linux
-// tells: the maps a process may hold (vm.max_map_count), which files
-// mapped by the tens of thousands reach, or the address space (ulimit -v).
-func outOfMaps() string {
-	limit, err1 := os.ReadFile("/proc/sys/vm/max_map_count")
-	maps, err2 := os.ReadFile("/proc/self/maps")
-	n, err3 := strconv.Atoi(strings.TrimSpace(string(limit)))
-	switch {
-	case err1 != nil || err2 != nil || err3 != nil:
-		return "the process holds as many memory maps as the system allows, or has no address space left for this file (ulimit -v); each .npy file of a training set or index is one map"
-	case bytes.Count(maps, []byte("\n")) >= n-16:
-		return fmt.Sprintf("the process holds as many memory maps as the system allows (vm.max_map_count, %d here): each .npy file of a training set or index is one, so use fewer, larger files, or raise the limit (sysctl)", n)
+// Unmap releases a map that Map made.
+func Unmap(m mmap.MMap) error {
+	err := m.Unmap()
+	if err == nil {
+		budget.live.Add(-1)
 	}
-	return "the process has no address space left for this file (ulimit -v, or a 32-bit system): raise the limit, or use smaller files"
+	return err
+}
+
+// The budget of maps. Linux lets a process hold vm.max_map_count maps
+// (65530 by default), and each file mapped here is one: a training set or
+// an index of tens of thousands of files reaches the limit. The Go runtime
+// grows its heap by maps too, and one it cannot make ends the process
+// ("fatal error: runtime: out of memory", no error to return), so Map
+// leaves runtimeMaps of the limit, beside what the process held at its
+// first map, to the runtime and the libraries (a CUDA driver's), and
+// refuses a file past the rest. Where the limit is unknown (another
+// system), it refuses none.
+const runtimeMaps = 2048
+
+var budget mapBudget
+
+// mapBudget counts the files mapped (live) against the maps they may take
+// (files), once known.
+type mapBudget struct {
+	once         sync.Once
+	limit, files int64 // vm.max_map_count and the files' share; 0: unknown
+	live         atomic.Int64
+}
+
+// take counts one more file mapped, or refuses it past the budget.
+func (b *mapBudget) take() error {
+	b.once.Do(b.read)
+	if n := b.live.Add(1); b.limit > 0 && n > b.files {
+		b.live.Add(-1)
+		return fmt.Errorf("too many files mapped at once: the system lets a process hold %d memory maps (vm.max_map_count), of which %d are left to the files of a training set, an index or a model after the program's own; each .npy file is one, so use fewer, larger files, or raise the limit (sysctl -w vm.max_map_count=N)", b.limit, max(b.files, 0))
+	}
+	return nil
+}
+
+// read sets the budget from Linux's limit and the maps the process holds
+// now; it leaves it unknown where either cannot be read.
+func (b *mapBudget) read() {
+	text, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	if err != nil {
+		return
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(text)), 10, 64)
+	if err != nil || limit <= 0 {
+		return
+	}
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var held int64
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		held++
+	}
+	b.limit, b.files = limit, limit-held-runtimeMaps
 }

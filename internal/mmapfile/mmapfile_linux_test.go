@@ -49,10 +49,28 @@ func TestMapOutOfMaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err == nil {
-		m.Unmap()
+		Unmap(m)
 		t.Fatal("a 16 GiB map under an address-space limit 4 GiB above the process's: no error")
 	}
 	if !strings.Contains(err.Error(), "no address space left for this file (ulimit -v") {
 		t.Errorf("error %q does not say what ran out", err)
+	}
+}
+
+// On Linux the budget of maps is the system's limit less the maps the
+// process held at its first map and runtimeMaps.
+func TestMapBudgetRead(t *testing.T) {
+	text, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	if err != nil {
+		t.Skip(err)
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(text)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b mapBudget
+	b.read()
+	if b.limit != limit || b.files >= limit-runtimeMaps || b.files < limit-runtimeMaps-100000 {
+		t.Fatalf("budget: limit %d, files %d; want limit %d and files somewhat below %d", b.limit, b.files, limit, limit-runtimeMaps)
 	}
 }

@@ -2,10 +2,13 @@ package mmapfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edsrzf/mmap-go"
 )
 
 func accept(int64) error { return nil }
@@ -20,7 +23,7 @@ func TestMap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Unmap()
+	defer Unmap(m)
 	if string(m) != "hello" || seen != 5 {
 		t.Errorf("mapped %q, check saw size %d", m, seen)
 	}
@@ -49,5 +52,47 @@ func TestMapErrors(t *testing.T) {
 	})
 	if !called || !errors.Is(err, tooShort) || !strings.HasPrefix(err.Error(), p+": ") {
 		t.Errorf("refused by check: %v", err)
+	}
+}
+
+// Past the budget of maps a file is refused, naming the limit, and Unmap
+// gives its place back (here a budget of two files; on Linux the budget
+// is the system's limit less the maps the process held and runtimeMaps).
+func TestMapBudget(t *testing.T) {
+	dir := t.TempDir()
+	paths := make([]string, 3)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(paths[i], []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	budget.once.Do(budget.read) // (as the first Map does)
+	limit, files := budget.limit, budget.files
+	t.Cleanup(func() { budget.limit, budget.files = limit, files })
+	budget.limit, budget.files = 100, budget.live.Load()+2
+	var maps []mmap.MMap
+	for _, p := range paths[:2] {
+		m, err := Map(p, accept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps = append(maps, m)
+	}
+	want := paths[2] + ": too many files mapped at once: the system lets a process hold 100 memory maps (vm.max_map_count)"
+	if _, err := Map(paths[2], accept); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("a third file past a budget of two: %v, want %q", err, want)
+	}
+	if err := Unmap(maps[0]); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Map(paths[2], accept)
+	if err != nil {
+		t.Fatalf("after an Unmap: %v", err)
+	}
+	for _, m := range []mmap.MMap{maps[1], m} {
+		if err := Unmap(m); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -109,17 +109,14 @@ func checkEngine(bf16 bool) error {
 		}
 		engineVerdict.done[i], engineVerdict.wrong[i], engineVerdict.cannotRun[i] = true, r.Wrong, cannotRun
 	}
-	wrong := engineVerdict.wrong[i]
-	if wrong == "" || warn && !engineVerdict.cannotRun[i] {
+	wrong, runs := engineVerdict.wrong[i], !engineVerdict.cannotRun[i]
+	switch {
+	case wrong == "" || warn && runs:
 		return nil
+	case bf16:
+		return refuseBF16(fmt.Sprintf("the bf16 engine failed its check on this GPU (%s)", wrong), runs)
 	}
-	if !engineVerdict.cannotRun[i] {
-		wrong += "; " + checkEnv + "=warn runs it anyway, unproven"
-	}
-	if bf16 {
-		return refuseBF16(fmt.Sprintf("the bf16 engine failed its check on this GPU (%s)", wrong))
-	}
-	return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine failed its check on this GPU (%s): it cannot run here; use --device cpu", wrong)}
+	return checkRefusal{fmt.Sprintf("cuda: the fp32 GPU engine failed its check on this GPU (%s): it is refused here; use --device cpu%s", wrong, warnHint(runs))}
 }
 
 // uncheckedEngine is why the engine of precision bf16 (or fp32) failed the
@@ -213,9 +210,19 @@ func (r checkRefusal) Error() string { return r.msg }
 // Is makes a refusal nn.ErrFailedCheck, without that error's text.
 func (checkRefusal) Is(target error) bool { return target == nn.ErrFailedCheck }
 
-// refuseBF16 is the refusal of the bf16 engine for why.
-func refuseBF16(why string) error {
-	return checkRefusal{"cuda: " + why + ": the bf16 engine cannot run here; use --precision fp32"}
+// refuseBF16 is the refusal of the bf16 engine for why; runs says that
+// what failed would run under checkEnv's warn (its values were wrong).
+func refuseBF16(why string, runs bool) error {
+	return checkRefusal{"cuda: " + why + ": the bf16 engine is refused here; use --precision fp32" + warnHint(runs)}
+}
+
+// warnHint is what a refusal adds where checkEnv's warn would run what it
+// refuses (runs): the way to.
+func warnHint(runs bool) string {
+	if runs {
+		return " (or " + checkEnv + "=warn, which runs it anyway, unproven)"
+	}
+	return ""
 }
 
 // precisionIndex is engineVerdict's index of precision bf16 (or fp32).

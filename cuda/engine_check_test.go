@@ -196,32 +196,46 @@ func (r refusedLaunches) refuse() error {
 }
 
 // DINOCLIP_CUDA_CHECK=warn opens an engine whose check found wrong values
-// (a warning, and its description says UNCHECKED), and still refuses one
+// (a warning, and its description says UNCHECKED: in bf16, its GEMMs' too,
+// which the copies' lie makes wrong on both paths), and still refuses one
 // whose kernels cannot run (a fault, a launch refused); strictly, the
 // refusal of wrong values names the setting, that of kernels that cannot
 // run does not. A mistyped setting is refused before the check opens a
-// device.
+// device. (Each precision keeps the verdict it had under the setting it
+// was checked with: the test checks afresh under each.)
 func TestEngineCheckWarn(t *testing.T) {
 	c := nn.Config{InputDim: 16, HiddenDim: 32, OutputDim: 16, Blocks: 1}
 	for _, k := range []struct {
 		name      string
 		lie       func(fullDriver) fullDriver
+		bf16      bool
 		cannotRun bool
+		desc      []string // in the description of the engine opened under warn
 	}{
-		{"wrong values", func(f fullDriver) fullDriver { return wrongCopies{f} }, false},
-		{"a kernel's fault", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, true},
-		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, true},
+		{"wrong values", func(f fullDriver) fullDriver { return wrongCopies{f} }, false, false,
+			[]string{"; UNCHECKED: the engine failed its check (the output: "}},
+		{"wrong values, bf16", func(f fullDriver) fullDriver { return wrongCopies{f} }, true, false,
+			[]string{"; UNCHECKED: the engine failed its check (the output: ", "; UNCHECKED bf16 GEMMs: they failed their check ("}},
+		{"a kernel's fault", func(f fullDriver) fullDriver { return lostContext{f, new(bool)} }, false, true, nil},
+		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, false, true, nil},
 	} {
 		t.Run(k.name, func(t *testing.T) {
 			freshEngineVerdict(t)
+			freshVerdict(t)
 			checkWithDriver(t, k.lie)
 			t.Setenv(checkEnv, "")
-			err := checkEngine(false)
+			err := checkEngine(k.bf16)
 			if !errors.Is(err, nn.ErrFailedCheck) || strings.Contains(err.Error(), checkEnv+"=warn") == k.cannotRun {
 				t.Fatalf("checked strictly: %v; want a refusal that names %s=warn only where the kernels run", err, checkEnv)
 			}
 			t.Setenv(checkEnv, "warn")
-			e, err := NewEngine(c)
+			freshEngineVerdict(t)
+			freshVerdict(t)
+			open := NewEngine
+			if k.bf16 {
+				open = NewBF16Engine
+			}
+			e, err := open(c)
 			if k.cannotRun {
 				if !errors.Is(err, nn.ErrFailedCheck) {
 					t.Fatalf("under warn, kernels that cannot run: %v, want the refusal", err)
@@ -232,8 +246,10 @@ func TestEngineCheckWarn(t *testing.T) {
 				t.Fatalf("under warn, wrong values: %v, want the engine", err)
 			}
 			defer e.Close()
-			if s := e.String(); !strings.Contains(s, "; UNCHECKED: the engine failed its check (the output: ") {
-				t.Fatalf("the description says nothing of the failed check: %s", s)
+			for _, want := range k.desc {
+				if s := e.String(); !strings.Contains(s, want) {
+					t.Fatalf("the description lacks %q: %s", want, s)
+				}
 			}
 		})
 	}

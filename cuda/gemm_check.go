@@ -37,9 +37,9 @@ import (
 //     wgmma kernels run.
 //
 // With DINOCLIP_CUDA_CHECK=warn (checkEnv), wrong values refuse nothing:
-// the wgmma kernels run where they start at all, else the mma.sync ones,
-// and where the path that runs failed, a warning and the device's
-// description say it runs unchecked.
+// where no path passed, the wgmma kernels run where they start at all,
+// else the mma.sync ones, and a warning and the device's description say
+// that they run unchecked (a path that passed runs as above).
 //
 // It costs tens of milliseconds (most of them the host's product), once
 // per process. A kernel that cannot start (launchError) fails the check;
@@ -196,18 +196,27 @@ func (d *Device) runGEMMCheck() (fallback, unchecked string, broken, err error) 
 	}
 	for _, cs := range checkCases {
 		for _, wgmma := range paths {
-			if wrong[wgmma] == "" {
-				d.tc.wgmma = wgmma
-				if wrong[wgmma], refused[wgmma], err = g.check(cs); err != nil {
-					return "", "", nil, err
-				}
+			// A path's first failure decides it; under warn, one whose
+			// values are wrong runs every case still, so that a kind that
+			// cannot start (another kernel) is known before it is run.
+			if wrong[wgmma] != "" && (!warn || refused[wgmma]) {
+				continue
+			}
+			d.tc.wgmma = wgmma
+			why, cannotStart, err := g.check(cs)
+			if err != nil {
+				return "", "", nil, err
+			}
+			if cannotStart || wrong[wgmma] == "" && why != "" {
+				wrong[wgmma], refused[wgmma] = why, cannotStart
 			}
 		}
 	}
 	gpu := d.drv.Name()
 	// run is the path the GEMMs take: wgmma where the device has it and it
-	// passed (under warn, where it runs at all), else mma.sync.
-	run := hasWgmma && (wrong[true] == "" || warn && !refused[true])
+	// passed, or, under warn, where no path passed and it starts; else
+	// mma.sync.
+	run := hasWgmma && (wrong[true] == "" || warn && !refused[true] && wrong[false] != "")
 	switch {
 	case wrong[run] == "":
 	case warn && !refused[run]:
@@ -219,10 +228,7 @@ func (d *Device) runGEMMCheck() (fallback, unchecked string, broken, err error) 
 		if hasWgmma {
 			why = "wgmma: " + wrong[true] + "; " + why
 		}
-		if !refused[false] || hasWgmma && !refused[true] {
-			why += "; " + checkEnv + "=warn runs them anyway, unproven"
-		}
-		return "", "", refuseBF16(fmt.Sprintf("the bf16 GEMMs fail their check on this GPU (%s)", why)), nil
+		return "", "", refuseBF16(fmt.Sprintf("the bf16 GEMMs fail their check on this GPU (%s)", why), !refused[false] || hasWgmma && !refused[true]), nil
 	}
 	switch {
 	case run && wrong[false] != "":

@@ -147,19 +147,41 @@ func tallM(f fullDriver, match func(string) bool, hits *int) paramLiar {
 
 func mmaKernel(name string) bool { return strings.Contains(name, "_mma_") }
 
+// launchRefuser refuses the launches of the kernels whose names match, the
+// context sound after it, as a driver refuses a kernel that asks for more
+// than the GPU has.
+type launchRefuser struct {
+	fullDriver
+	match func(name string) bool
+}
+
+func (l launchRefuser) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	if l.match(launch.Kernel(k).String()) {
+		return errors.New("a test's refused launch")
+	}
+	return l.fullDriver.LaunchEx(k, cfg, params)
+}
+
 // TestCheckBF16GEMMsVerdicts: a wgmma kernel that computes wrong values or
 // cannot launch moves the device to the mma.sync kernels, with a reason
 // naming the first case that failed, in the device's description, and the
 // GEMMs after it are right; wrong mma.sync kernels beside right wgmma ones
 // leave the wgmma path running; wrong mma.sync kernels with no right wgmma
-// ones (or none at all) refuse the bf16 engine, naming fp32 and
-// DINOCLIP_CUDA_CHECK=warn. Under that setting, wrong values refuse
-// nothing: the wgmma kernels run where they start, else the mma.sync ones,
-// unchecked where they failed, which the device's description says.
+// ones (or none at all) refuse the bf16 engine, naming fp32, and
+// DINOCLIP_CUDA_CHECK=warn where a path's values were wrong (not where
+// none can start). Under that setting, wrong values refuse nothing: a path
+// that passed runs, else the wgmma kernels where they start (every kind of
+// them), else the mma.sync ones, unchecked, which the device's description
+// says.
 func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 	wgmmaWrong := func(f fullDriver) fullDriver { return swizzleLiar{f, driver.SwizzleNone} }
 	wgmmaRefused := func(f fullDriver) fullDriver { return swizzleLiar{f, driver.Swizzle64B} }
 	mmaWrong := func(f fullDriver) fullDriver { return shortK(f, mmaKernel, new(int)) }
+	mmaRefused := func(f fullDriver) fullDriver { return launchRefuser{f, mmaKernel} }
+	// (The wgmma weight gradient, a kind the check runs after the first.)
+	wgmmaTNRefused := func(f fullDriver) fullDriver {
+		return launchRefuser{f, func(name string) bool { return name == "gemm_bf16_tn_f32" }}
+	}
 	for _, c := range []struct {
 		name      string
 		lie       func(fullDriver) fullDriver
@@ -177,13 +199,23 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 			err: "the bf16 GEMMs fail their check on this GPU (mma.sync: gemm_bf16_nt_f32: C["},
 		{name: "both wrong", lie: func(f fullDriver) fullDriver { return shortK(swizzleLiar{f, driver.SwizzleNone}, mmaKernel, new(int)) },
 			err: "(wgmma: gemm_bf16_nt_f32: C["},
-		{name: "warn: wgmma wrong", lie: wgmmaWrong, warn: true, wgmma: true, unchecked: "wgmma: gemm_bf16_nt_f32: C["},
+		{name: "wgmma refused, mma.sync wrong", lie: func(f fullDriver) fullDriver { return mmaWrong(wgmmaRefused(f)) },
+			err: "(wgmma: gemm_bf16_nt_f32 failed: "},
+		{name: "both refused", lie: func(f fullDriver) fullDriver { return mmaRefused(wgmmaRefused(f)) }, err: "(wgmma: gemm_bf16_nt_f32 failed: "},
+		{name: "warn: wgmma wrong", lie: wgmmaWrong, warn: true, why: "gemm_bf16_nt_f32: C["},
 		{name: "warn: wgmma tensor maps refused", lie: wgmmaRefused, warn: true, why: "gemm_bf16_nt_f32 failed: "},
-		{name: "warn: wgmma refused, mma.sync wrong", lie: func(f fullDriver) fullDriver { return shortK(wgmmaRefused(f), mmaKernel, new(int)) },
+		{name: "warn: wgmma refused, mma.sync wrong", lie: func(f fullDriver) fullDriver { return mmaWrong(wgmmaRefused(f)) },
 			warn: true, why: "gemm_bf16_nt_f32 failed: ", unchecked: "mma.sync: gemm_bf16_nt_f32: C["},
 		{name: "warn: mma.sync wrong, no wgmma", lie: mmaWrong, noWgmma: true, warn: true, unchecked: "mma.sync: gemm_bf16_nt_f32: C["},
-		{name: "warn: both wrong", lie: func(f fullDriver) fullDriver { return shortK(wgmmaWrong(f), mmaKernel, new(int)) },
+		{name: "warn: both wrong", lie: func(f fullDriver) fullDriver { return mmaWrong(wgmmaWrong(f)) },
 			warn: true, wgmma: true, unchecked: "wgmma: gemm_bf16_nt_f32: C["},
+		{name: "warn: wgmma wrong, mma.sync refused", lie: func(f fullDriver) fullDriver { return mmaRefused(wgmmaWrong(f)) },
+			warn: true, wgmma: true, unchecked: "wgmma: gemm_bf16_nt_f32: C["},
+		{name: "warn: both wrong, a later wgmma kind refused", lie: func(f fullDriver) fullDriver { return mmaWrong(wgmmaTNRefused(wgmmaWrong(f))) },
+			warn: true, why: "gemm_bf16_tn_f32 failed: ", unchecked: "mma.sync: gemm_bf16_nt_f32: C["},
+		{name: "warn: mma.sync refused, no wgmma", lie: mmaRefused, noWgmma: true, warn: true, err: "(mma.sync: gemm_bf16_nt_f32 failed: "},
+		{name: "warn: both refused", lie: func(f fullDriver) fullDriver { return mmaRefused(wgmmaRefused(f)) }, warn: true,
+			err: "(wgmma: gemm_bf16_nt_f32 failed: "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d, wgmma := openDevice(t)
@@ -203,9 +235,12 @@ func TestCheckBF16GEMMsVerdicts(t *testing.T) {
 				return d.checkBF16GEMMs()
 			})
 			if c.err != "" {
+				// The setting is named where it would run a path: one that
+				// computed wrong values.
+				hint := !strings.Contains(c.name, "refused") || strings.Contains(c.name, "wrong")
 				if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "use --precision fp32") ||
-					!strings.Contains(err.Error(), checkEnv+"=warn runs them anyway") {
-					t.Fatalf("the check says %v, want an error with %q", err, c.err)
+					strings.Contains(err.Error(), checkEnv+"=warn, which runs it anyway") != hint {
+					t.Fatalf("the check says %v, want an error with %q (naming %s: %v)", err, c.err, checkEnv, hint)
 				}
 				return
 			}

@@ -67,7 +67,7 @@ func checkSearch(ctx context.Context, d *Device) (fallback string, err error) {
 		if err != nil {
 			return "", err
 		}
-		wrong, refused, err := runSearchCheck(ctx, d)
+		wrong, refused, err := runSearchCheck(ctx, d, warn)
 		if err != nil {
 			return "", err
 		}
@@ -100,8 +100,10 @@ func searchFailed() (wrong string, onGPU bool) {
 // runSearchCheck searches the check's problem on d and on the CPU and
 // says where they differ, or "" where they do not, and whether it is for a
 // search that could not start (refused); err is an error of the device or
-// of ctx.
-func runSearchCheck(ctx context.Context, d *Device) (wrong string, refused bool, err error) {
+// of ctx. The first way of searching that differs decides; under warn
+// (checkEnv), every way runs still, so that one that cannot start is known
+// before searches run on the GPU.
+func runSearchCheck(ctx context.Context, d *Device, warn bool) (wrong string, refused bool, err error) {
 	const nq, n16, n32, dim, k = 130, 200, 100, 70, 10
 	rng := rand.New(rand.NewPCG(3, 4)) // the same problem on every GPU
 	unit, err := unitRandn(rng, nq+n16+n32, dim)
@@ -139,17 +141,24 @@ func runSearchCheck(ctx context.Context, d *Device) (wrong string, refused bool,
 		default:
 			return fmt.Sprintf("the search (%s) failed: %v", how, err), true, nil
 		}
+		why := ""
 		if g.Last.Unproven > 0 {
-			return fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq), false, nil
+			why = fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq)
 		}
 		for i := range want.Rows {
-			if got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i]) {
-				return fmt.Sprintf("%s: query %d, rank %d: row %d of score %v, the CPU's row %d of score %v",
-					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i]), false, nil
+			if why == "" && (got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i])) {
+				why = fmt.Sprintf("%s: query %d, rank %d: row %d of score %v, the CPU's row %d of score %v",
+					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i])
 			}
 		}
+		if why != "" && !warn {
+			return why, false, nil
+		}
+		if wrong == "" {
+			wrong = why
+		}
 	}
-	return "", false, nil
+	return wrong, false, nil
 }
 
 // unitRandn returns rows×dim normal values with every row scaled to unit

@@ -24,7 +24,8 @@ func graphsOff() (bool, error) {
 // checkEnv says what the first-use checks (gemm_check.go, engine_check.go,
 // search_check.go) do with code that computes wrong values: "on" or unset
 // refuses it (or falls back to what passed), "warn" warns and runs it
-// anyway, unproven. It is for measuring a GPU whose checks are in doubt
+// anyway, unproven, where nothing that passed can run instead. It is for
+// measuring a GPU whose checks are in doubt
 // (scripts/device-run.sh's benches, so that a check that refuses a good
 // GPU cannot cost a whole lease its numbers), and for a user who must go
 // on before a fix, at their own risk; not for training as a habit. A

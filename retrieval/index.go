@@ -1005,7 +1005,12 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 	}
 	if n != rows {
 		// (Empty lines at the end, which an editor may leave, are said as such.)
-		if empty := int64(len(b)-len(bytes.TrimRight(b, "\n"))) - 1; empty > 0 && n-empty == rows {
+		text := bytes.TrimRight(b, "\n")
+		empty := int64(len(b) - len(text)) // (newlines at the end: one of them ends the last named line)
+		if len(text) > 0 {
+			empty--
+		}
+		if empty > 0 && n-empty == rows {
 			which := "its last line is empty; remove it"
 			if empty > 1 {
 				which = fmt.Sprintf("its last %d lines are empty; remove them", empty)

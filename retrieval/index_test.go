@@ -921,6 +921,20 @@ func TestReadImagesList(t *testing.T) {
 			t.Errorf("a list %q for 2 rows: %v, want %q", content, err, want)
 		}
 	}
+	// A features file of no rows: its list is empty, and one of empty
+	// lines is said so.
+	for content, want := range map[string]string{
+		"":     "",
+		"\n":   "lists 1 images, but its features file has 0 rows: its last line is empty; remove it",
+		"\n\n": "lists 2 images, but its features file has 0 rows: its last 2 lines are empty; remove them",
+	} {
+		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := retrieval.ReadImagesList(list, 0); (err == nil) != (want == "") || err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("a list %q for no rows: %v, want %q", content, err, want)
+		}
+	}
 	for _, p := range []string{dir, os.DevNull} {
 		if _, err := retrieval.ReadImagesList(p, 2); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)

@@ -296,21 +296,25 @@ exit "${FAKE_CHECK_RC:-0}"
 // (FAKE_BENCH=hang), writes nothing (FAKE_BENCH=fail), or one file alone:
 // results.md (FAKE_BENCH=md: compare.py killed between its two files) or
 // results.json (FAKE_BENCH=json: an older writer's order); FAKE_BENCH=fallback
-// also prints the warnings of wgmma GEMMs and a GPU search that failed
-// their checks, FAKE_BENCH=unchecked those of an engine and a search
-// that failed theirs and ran anyway (DINOCLIP_CUDA_CHECK=warn). Each call's
-// line starts with its DINOCLIP_CUDA_CHECK in brackets.
+// also prints what the benches print of wgmma GEMMs and a GPU search that
+// failed their checks (compare.py passes dinoclip's output on, each line
+// after "  ours| "; search_compare.py refuses a search that ran on the
+// CPU), FAKE_BENCH=unchecked those of an engine that failed its check and
+// ran anyway (DINOCLIP_CUDA_CHECK=warn), the same warning at two times, and
+// search_compare.py's table line of such a search. Each call's line
+// starts with its DINOCLIP_CUDA_CHECK in brackets.
 const fakePython = `#!/usr/bin/env bash
 echo "[${DINOCLIP_CUDA_CHECK-unset}] $*" >>"$FAKE_CALLS"
 if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
 if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
 if [ "${FAKE_BENCH:-}" = fallback ]; then
-	echo '  ours| WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2
-	echo 'WARN cuda: the GPU search failed its check on this GPU; searches run on the CPU (exact, slower)' >&2
+	echo '  ours| 2026/12/06 21:30:20 WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2
+	echo "RuntimeError: dinoclip's --device cuda search ran on the CPU: the GPU search failed its check: keys resident, query 0" >&2
 fi
 if [ "${FAKE_BENCH:-}" = unchecked ]; then
-	echo '2026/12/06 21:30:20 WARN cuda: the bf16 engine failed its check on this GPU; it runs anyway, unproven, as DINOCLIP_CUDA_CHECK=warn asks why="the output: relative difference 0.032"' >&2
-	echo '2026/12/06 21:30:21 WARN cuda: the GPU search failed its check on this GPU; searches run on it anyway, unproven, as DINOCLIP_CUDA_CHECK=warn asks' >&2
+	for t in 21:30:20 21:31:05; do
+		echo "  ours| 2026/12/06 $t WARN cuda: the bf16 engine failed its check on this GPU; it runs anyway, unproven, as DINOCLIP_CUDA_CHECK=warn asks why=\"the output: relative difference 0.032\"" >&2
+	done
 fi
 out="" batches="" prev=""
 for a in "$@"; do
@@ -319,6 +323,11 @@ for a in "$@"; do
 	prev=$a
 done
 mkdir -p "$out"
+if [ "$1" = bench/search_compare.py ]; then
+	echo "| fake search |" >"$out/search.md"
+	[ "${FAKE_BENCH:-}" != unchecked ] || echo "- **UNCHECKED**: ours is the GPU search that failed its check on this GPU and ran anyway" >>"$out/search.md"
+	exit 0
+fi
 [ "${FAKE_BENCH:-}" = json ] || echo "| fake results at batches $batches |" >"$out/results.md"
 [ "${FAKE_BENCH:-}" = md ] || echo "{\"batches\": \"$batches\"}" >"$out/results.json"
 `
@@ -402,14 +411,16 @@ func TestDeviceRun(t *testing.T) {
 		{"a hanging bench is killed", []string{"FAKE_BENCH=hang", "BENCH_TARGET_LIMIT=2", "DEVICE_RUN_LIMIT=8", "DEVICE_RUN_MIN_STAGE=1"}, 1, []string{
 			"bench 8192: KILLED at its limit of 2 s", "bench 8192: no results", "target bench FAILED"}, nil, []string{"logs.tar.gz"}, 30},
 		{"the wgmma GEMMs' fallback is named", []string{"FAKE_BENCH=fallback"}, 0, []string{
-			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| WARN cuda: the wgmma GEMMs failed their check",
-			"SEARCH FALLBACK: the GPU search ran on the CPU: WARN cuda: the GPU search failed its check",
+			"WGMMA FALLBACK: the bf16 engine ran its GEMMs on the mma.sync kernels in the bench:   ours| 2026/12/06 21:30:20 WARN cuda: the wgmma GEMMs failed their check",
+			"SEARCH FALLBACK: the GPU search ran on the CPU: RuntimeError: dinoclip's --device cuda search ran on the CPU: the GPU search failed its check",
 			"gpu-check exit status 0; target bench wrote its results"}, []string{"UNCHECKED"}, nil, 0},
 		{"what failed its check and ran anyway is named", []string{"FAKE_BENCH=unchecked"}, 0, []string{
 			"UNCHECKED in the benches (their rows time code that failed its check): WARN cuda: the bf16 engine failed its check on this GPU; it runs anyway",
-			"UNCHECKED in the benches (their rows time code that failed its check): WARN cuda: the GPU search failed its check on this GPU; searches run on it anyway",
+			"- **UNCHECKED**: ours is the GPU search that failed its check on this GPU and ran anyway",
 			"gpu-check exit status 0; target bench wrote its results"}, []string{"SEARCH FALLBACK", "WGMMA FALLBACK"}, nil, 0},
 		{"the caller's DINOCLIP_CUDA_CHECK is the benches'", []string{"DINOCLIP_CUDA_CHECK=on"}, 0, []string{
+			"fake gpu-check DINOCLIP_CUDA_CHECK: unset"}, nil, nil, 0},
+		{"the caller's empty DINOCLIP_CUDA_CHECK is the benches'", []string{"DINOCLIP_CUDA_CHECK="}, 0, []string{
 			"fake gpu-check DINOCLIP_CUDA_CHECK: unset"}, nil, nil, 0},
 		{"compute-sanitizer, asked for", []string{"DEVICE_RUN_SANITIZER=1"}, 0, []string{
 			"limits: 560 s in all; gpu-check 110 s, compute-sanitizer 120 s, target bench",
@@ -471,6 +482,12 @@ func TestDeviceRun(t *testing.T) {
 			if c.name == "the caller's DINOCLIP_CUDA_CHECK is the benches'" && strings.Count(calls, "[on] ") != 4 {
 				t.Errorf("the benches' calls do not all have DINOCLIP_CUDA_CHECK=on:\n%s", calls)
 			}
+			if c.name == "the caller's empty DINOCLIP_CUDA_CHECK is the benches'" && strings.Count(calls, "[] ") != 4 {
+				t.Errorf("the benches' calls do not all have DINOCLIP_CUDA_CHECK set empty:\n%s", calls)
+			}
+			if c.name == "what failed its check and ran anyway is named" && strings.Count(summary, "UNCHECKED in the benches") != 1 {
+				t.Errorf("the same warning at two times is said more than once:\n%s", summary)
+			}
 			if c.name == "all stages" {
 				// The target bench: every part at 8192, with the CUDA build carried in BIN;
 				// the search at 25k x 5k after a probe for torch with CUDA; max-autotune
@@ -516,7 +533,7 @@ func TestDeviceRunUsage(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		env  string
-	}{{[]string{"--help"}, ""}, {[]string{"a", "b"}, ""}, {nil, "DEVICE_RUN_LIMIT=8m"}, {nil, "GPU_CHECK_LIMIT=-1"}} {
+	}{{[]string{"--help"}, ""}, {[]string{"a", "b"}, ""}, {nil, "DEVICE_RUN_LIMIT=8m"}, {nil, "GPU_CHECK_LIMIT=-1"}, {nil, "DINOCLIP_CUDA_CHECK=off"}} {
 		cmd := exec.Command("bash", append([]string{"device-run.sh"}, c.args...)...)
 		cmd.Env = append(os.Environ(), c.env, "OUT="+t.TempDir())
 		out, err := cmd.CombinedOutput()

@@ -38,7 +38,8 @@ func indexCommand() *cli.Command {
 			"the order they are added; the manifest maps id ranges back to the features files. The list of\n" +
 			"the rows' images that extraction writes beside a features file (NAME.images.txt, one per\n" +
 			"line) is copied into the index, so that search names the images it finds (only when every\n" +
-			"features file of the index came with its list: a warning says when some did and one did not).\n\n" +
+			"features file of the index with rows came with its list: a warning says when some did and one\n" +
+			"did not).\n\n" +
 			"Running it again on the same INDEX appends: files already indexed (same path once symbolic\n" +
 			"links are resolved, same size, rows and sampled contents) are skipped, so a stopped run is\n" +
 			"finished by running it again (Ctrl-C keeps the files indexed so far; a kill loses those of the\n" +
@@ -465,6 +466,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 				}
 				tinyRows += len(t)
 			}
+			if indexChunkHook != nil {
+				indexChunkHook(s.src.Path, hi)
+			}
 			if int64(hi) == s.src.Rows {
 				// The rows came through the file's map as they were
 				// projected: a file rewritten in place meanwhile gave some
@@ -507,6 +511,10 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}
 	return nil
 }
+
+// indexChunkHook, where a test sets it, runs after index projects each
+// chunk of a features file (at path, its rows up to hi).
+var indexChunkHook func(path string, hi int)
 
 // featuresSample is the sample of the rows of the features file a (at
 // path) that an index records of its source (retrieval.DataSample).

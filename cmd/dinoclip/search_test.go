@@ -1496,41 +1496,47 @@ func TestWriteResultsQuotesImageNames(t *testing.T) {
 }
 
 // index takes a features file's sample again after projecting its rows,
-// through the same map, and so sees a file rewritten in place meanwhile
-// (the rows it projected are then of two versions): the sample of the
-// open array follows an in-place write.
-func TestFeaturesSampleSeesRewrite(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "a.dino.npy")
-	data := make([]float32, 4096*4)
-	for i := range data {
-		data[i] = float32(i)
-	}
-	writeF32(t, p, []int{4096, 4}, data)
-	a, err := npy.Open(p)
+// through the same map, and refuses a file rewritten in place meanwhile
+// (the rows it projected are of two versions), leaving no index.
+func TestIndexRefusesFeaturesRewritten(t *testing.T) {
+	run, data, _ := trainRun(t)
+	dir := t.TempDir()
+	feat := filepath.Join(dir, "a.dino.npy")
+	x, shape, err := npy.ReadFloat32(filepath.Join(data, "shard-00001.dino.npy"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	before, err := featuresSample(a, p)
-	if err != nil {
-		t.Fatal(err)
+	writeF32(t, feat, shape, x)
+	t.Cleanup(func() { indexChunkHook = nil })
+	rewrites := 0
+	indexChunkHook = func(path string, hi int) {
+		if rewrites > 0 {
+			return
+		}
+		rewrites++
+		// In place, as numpy's memmap writes: the same file, every value.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		dataBytes := int64(len(x) * 4)
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0, 0, 128, 63}, len(x)), st.Size()-dataBytes); err != nil { // (1.0 each)
+			t.Error(err)
+		}
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
+	out := filepath.Join(dir, "ix")
+	wantError(t, []string{"index", "--model", run, "--features", feat, "--out", out, "--batch", "8"},
+		feat+" was rewritten while it was indexed (its sampled contents changed)")
+	if rewrites != 1 {
+		t.Fatalf("the hook ran %d times", rewrites)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused index was left (%v)", err)
 	}
-	// (The last value, the file's last bytes: the sample's windows take
-	// the data's first and last.)
-	_, err = f.WriteAt([]byte{1, 2, 3, 4}, st.Size()-4)
-	if cerr := f.Close(); err != nil || cerr != nil {
-		t.Fatal(err, cerr)
-	}
-	after, err := featuresSample(a, p)
-	if err != nil || after == before {
-		t.Fatalf("the sample after a rewrite in place: %q (%v), before %q", after, err, before)
-	}
+	// Unchanged, the same file indexes.
+	indexChunkHook = nil
+	mustRun(t, "index", "--model", run, "--features", feat, "--out", out, "--batch", "8")
 }

@@ -229,12 +229,7 @@ func parseEncoders(b []byte) (Encoders, error) {
 			continue
 		}
 		if err := json.Unmarshal(raw, f.dst); err != nil {
-			// (The JSON value as written: quoted, a number would read as a string.)
-			v := []rune(string(raw))
-			if len(v) > 64 {
-				v = append(v[:64], []rune("...")...)
-			}
-			return Encoders{}, fmt.Errorf("%s: %s is no string (a model's name)", f.key, string(v))
+			return Encoders{}, fmt.Errorf("%s: %s, not a string (a model's name)", f.key, jsonKind(raw))
 		}
 		if err := checkName(f.key, *f.dst); err != nil {
 			return Encoders{}, err
@@ -270,6 +265,23 @@ func checkName(key, name string) error {
 // ASCII space): nothing in it moves a terminal's cursor or hides text.
 func Printable(name string) bool {
 	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return !strconv.IsPrint(r) })
+}
+
+// jsonKind names the kind of the JSON value raw (not a string), with the
+// value where it is a number or a boolean, whose characters are all plain.
+func jsonKind(raw json.RawMessage) string {
+	switch v := string(raw); {
+	case strings.HasPrefix(v, "{"):
+		return "an object"
+	case strings.HasPrefix(v, "["):
+		return "an array"
+	case v == "true" || v == "false":
+		return "the boolean " + v
+	case len(v) > 32:
+		return "a number"
+	default:
+		return "the number " + v
+	}
 }
 
 // shortQuote is s quoted, cut to its first 64 bytes.

@@ -19,7 +19,10 @@ func TestParseEncoders(t *testing.T) {
 		{`{"dinov2": "d", "clip": "c", "shards": {"a": 1}}`, Encoders{DINOv2: "d", CLIP: "c"}, ""},
 		{`{"dinov2": "d", "clip": null}`, Encoders{DINOv2: "d"}, ""}, // --target none
 		{`{"target": "image"}`, Encoders{}, ""},
-		{`{"dinov2": 3}`, Encoders{}, `dinov2: 3 is no string`},
+		{`{"dinov2": 3}`, Encoders{}, `dinov2: the number 3, not a string`},
+		{"{\"clip\": {\"a\u0085\u202e\": 1}}", Encoders{}, `clip: an object, not a string`}, // (its text is not shown)
+		{`{"clip": [1]}`, Encoders{}, `clip: an array, not a string`},
+		{`{"clip": true}`, Encoders{}, `clip: the boolean true, not a string`},
 		{`{"clip": "a", "clip": "b"}`, Encoders{}, `key "clip" appears twice`}, // (encoding/json would take the last)
 		{`{"clip": "a", "CLIP": "b"}`, Encoders{CLIP: "a"}, ""},                // (not the key, as Python reads it)
 		{`{"CLIP": "upper", "dinov2": "d"}`, Encoders{DINOv2: "d"}, ""},

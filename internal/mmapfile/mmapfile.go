@@ -50,7 +50,7 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 	}
 	m, err := mmap.Map(f, mmap.RDONLY, 0)
 	if err != nil {
-		budget.live.Add(-1)
+		budget.release()
 	}
 	if errors.Is(err, syscall.ENOMEM) {
 		// No memory is allocated: within the budget, the process is out
@@ -67,7 +67,7 @@ func Map(path string, check func(size int64) error) (mmap.MMap, error) {
 func Unmap(m mmap.MMap) error {
 	err := m.Unmap()
 	if err == nil {
-		budget.live.Add(-1)
+		budget.release()
 	}
 	return err
 }
@@ -77,36 +77,52 @@ func Unmap(m mmap.MMap) error {
 // an index of tens of thousands of files reaches the limit. The Go runtime
 // grows its heap by maps too, and one it cannot make ends the process
 // ("fatal error: runtime: out of memory", no error to return), so Map
-// leaves runtimeMaps of the limit, beside what the process held at its
-// first map, to the runtime and the libraries (a CUDA driver's), and
-// refuses a file past the rest. Where the limit is unknown (another
+// leaves runtimeMaps of the limit, beside the process's other maps, to the
+// runtime and the libraries (a CUDA driver's, which may come after the
+// data), and refuses a file past the rest. The other maps are counted at
+// the first Map and again where a file would pass the budget (so that
+// maps made or released since count). Where the limit is unknown (another
 // system), it refuses none.
-const runtimeMaps = 2048
+const runtimeMaps = 4096
 
-var budget mapBudget
+var budget = mapBudget{limitPath: "/proc/sys/vm/max_map_count", mapsPath: "/proc/self/maps"}
 
 // mapBudget counts the files mapped (live) against the maps they may take
-// (files), once known.
+// (files), once known from the files at limitPath and mapsPath.
 type mapBudget struct {
-	once         sync.Once
-	limit, files int64 // vm.max_map_count and the files' share; 0: unknown
-	live         atomic.Int64
+	limitPath, mapsPath string
+	once                sync.Once
+	limit               atomic.Int64 // vm.max_map_count; 0: unknown
+	files               atomic.Int64
+	live                atomic.Int64
+	mu                  sync.Mutex // (of a count of the process's maps)
 }
 
 // take counts one more file mapped, or refuses it past the budget.
 func (b *mapBudget) take() error {
-	b.once.Do(b.read)
-	if n := b.live.Add(1); b.limit > 0 && n > b.files {
-		b.live.Add(-1)
-		return fmt.Errorf("too many files mapped at once: the system lets a process hold %d memory maps (vm.max_map_count), of which %d are left to the files of a training set, an index or a model after the program's own; each .npy file is one, so use fewer, larger files, or raise the limit (sysctl -w vm.max_map_count=N)", b.limit, max(b.files, 0))
+	b.once.Do(func() { b.count(0) })
+	n := b.live.Add(1)
+	if b.limit.Load() == 0 || n <= b.files.Load() {
+		return nil
 	}
-	return nil
+	b.mu.Lock()
+	b.count(n - 1)
+	b.mu.Unlock()
+	if n <= b.files.Load() {
+		return nil
+	}
+	b.release()
+	return fmt.Errorf("too many files mapped at once: the system lets a process hold %d memory maps (vm.max_map_count), of which %d are left to the files of a training set, an index or a model after the program's own; each .npy file is one, so use fewer, larger files, or raise the limit (sysctl -w vm.max_map_count=N)", b.limit.Load(), max(b.files.Load(), 0))
 }
 
-// read sets the budget from Linux's limit and the maps the process holds
-// now; it leaves it unknown where either cannot be read.
-func (b *mapBudget) read() {
-	text, err := os.ReadFile("/proc/sys/vm/max_map_count")
+// release counts one file fewer mapped.
+func (b *mapBudget) release() { b.live.Add(-1) }
+
+// count sets the budget from Linux's limit and the maps the process holds
+// now, of which files are this package's; it leaves it as it was where
+// either cannot be read.
+func (b *mapBudget) count(files int64) {
+	text, err := os.ReadFile(b.limitPath)
 	if err != nil {
 		return
 	}
@@ -114,14 +130,19 @@ func (b *mapBudget) read() {
 	if err != nil || limit <= 0 {
 		return
 	}
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open(b.mapsPath)
 	if err != nil {
 		return
 	}
 	defer f.Close()
 	var held int64
-	for sc := bufio.NewScanner(f); sc.Scan(); {
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
 		held++
 	}
-	b.limit, b.files = limit, limit-held-runtimeMaps
+	if sc.Err() != nil {
+		return
+	}
+	b.files.Store(limit - (held - files) - runtimeMaps)
+	b.limit.Store(limit)
 }

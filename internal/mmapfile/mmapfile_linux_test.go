@@ -57,9 +57,10 @@ func TestMapOutOfMaps(t *testing.T) {
 	}
 }
 
-// On Linux the budget of maps is the system's limit less the maps the
-// process held at its first map and runtimeMaps.
-func TestMapBudgetRead(t *testing.T) {
+// On Linux the budget of maps is the system's limit less the process's
+// other maps and runtimeMaps: counted with none of this package's, and
+// again with some (which are the files', not the others').
+func TestMapBudgetCount(t *testing.T) {
 	text, err := os.ReadFile("/proc/sys/vm/max_map_count")
 	if err != nil {
 		t.Skip(err)
@@ -68,9 +69,14 @@ func TestMapBudgetRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b mapBudget
-	b.read()
-	if b.limit != limit || b.files >= limit-runtimeMaps || b.files < limit-runtimeMaps-100000 {
-		t.Fatalf("budget: limit %d, files %d; want limit %d and files somewhat below %d", b.limit, b.files, limit, limit-runtimeMaps)
+	b := mapBudget{limitPath: budget.limitPath, mapsPath: budget.mapsPath}
+	b.count(0)
+	if b.limit.Load() != limit || b.files.Load() >= limit-runtimeMaps || b.files.Load() < limit-runtimeMaps-100000 {
+		t.Fatalf("budget: limit %d, files %d; want limit %d and files somewhat below %d", b.limit.Load(), b.files.Load(), limit, limit-runtimeMaps)
+	}
+	none := b.files.Load()
+	b.count(1000) // (as if 1000 of the maps counted were files)
+	if got := b.files.Load(); got < none+1000-50 || got > none+1000+50 {
+		t.Fatalf("budget counted with 1000 files mapped: %d, want about %d", got, none+1000)
 	}
 }

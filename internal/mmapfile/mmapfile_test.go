@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/edsrzf/mmap-go"
 )
 
 func accept(int64) error { return nil }
@@ -55,43 +53,55 @@ func TestMapErrors(t *testing.T) {
 	}
 }
 
-// Past the budget of maps a file is refused, naming the limit, and Unmap
-// gives its place back (here a budget of two files; on Linux the budget
-// is the system's limit less the maps the process held and runtimeMaps).
+// Past the budget of maps a file is refused, naming the limit, and a
+// release gives its place back; a file that would pass it has the
+// process's maps counted again, and those released since count. (Here the
+// system's limit and the process's maps are files the test writes: a
+// limit of runtimeMaps + 1000 and 990 other maps leave 10 files.)
 func TestMapBudget(t *testing.T) {
 	dir := t.TempDir()
-	paths := make([]string, 3)
-	for i := range paths {
-		paths[i] = filepath.Join(dir, fmt.Sprint(i))
-		if err := os.WriteFile(paths[i], []byte("x"), 0o644); err != nil {
+	b := mapBudget{limitPath: filepath.Join(dir, "max_map_count"), mapsPath: filepath.Join(dir, "maps")}
+	// maps writes the process's maps: others, and one for each file.
+	maps := func(others int) {
+		n := others + int(b.live.Load())
+		if err := os.WriteFile(b.mapsPath, []byte(strings.Repeat("a map\n", n)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	budget.once.Do(budget.read) // (as the first Map does)
-	limit, files := budget.limit, budget.files
-	t.Cleanup(func() { budget.limit, budget.files = limit, files })
-	budget.limit, budget.files = 100, budget.live.Load()+2
-	var maps []mmap.MMap
-	for _, p := range paths[:2] {
-		m, err := Map(p, accept)
-		if err != nil {
-			t.Fatal(err)
-		}
-		maps = append(maps, m)
-	}
-	want := paths[2] + ": too many files mapped at once: the system lets a process hold 100 memory maps (vm.max_map_count)"
-	if _, err := Map(paths[2], accept); err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Fatalf("a third file past a budget of two: %v, want %q", err, want)
-	}
-	if err := Unmap(maps[0]); err != nil {
+	if err := os.WriteFile(b.limitPath, []byte(fmt.Sprintln(runtimeMaps+1000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Map(paths[2], accept)
-	if err != nil {
-		t.Fatalf("after an Unmap: %v", err)
+	maps(990)
+	for i := range 10 {
+		if err := b.take(); err != nil {
+			t.Fatalf("file %d of a budget of 10: %v", i+1, err)
+		}
 	}
-	for _, m := range []mmap.MMap{maps[1], m} {
-		if err := Unmap(m); err != nil {
+	maps(990)
+	want := fmt.Sprintf("too many files mapped at once: the system lets a process hold %d memory maps (vm.max_map_count), of which 10 are left", runtimeMaps+1000)
+	if err := b.take(); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("an 11th file: %v, want %q", err, want)
+	}
+	b.release()
+	if err := b.take(); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	// The process released 5 of its other maps: 5 more files.
+	maps(985)
+	for i := range 5 {
+		if err := b.take(); err != nil {
+			t.Fatalf("file %d of a budget of 15: %v", 11+i, err)
+		}
+	}
+	maps(985)
+	if err := b.take(); err == nil || b.live.Load() != 15 {
+		t.Fatalf("a 16th file: %v, %d counted", err, b.live.Load())
+	}
+	// Where the limit cannot be read, nothing is refused.
+	var unknown mapBudget
+	unknown.limitPath, unknown.mapsPath = filepath.Join(dir, "none"), b.mapsPath
+	for range 20 {
+		if err := unknown.take(); err != nil {
 			t.Fatal(err)
 		}
 	}

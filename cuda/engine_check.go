@@ -217,10 +217,11 @@ func refuseBF16(why string, runs bool) error {
 }
 
 // warnHint is what a refusal adds where checkEnv's warn would run what it
-// refuses (runs): the way to.
+// refuses (runs: its values were wrong, as far as the check went): the way
+// to.
 func warnHint(runs bool) string {
 	if runs {
-		return " (or " + checkEnv + "=warn, which runs it anyway, unproven)"
+		return " (or " + checkEnv + "=warn, which runs it anyway where it can, unproven)"
 	}
 	return ""
 }

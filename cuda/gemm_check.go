@@ -189,26 +189,49 @@ func (d *Device) runGEMMCheck() (fallback, unchecked string, broken, err error) 
 	if hasWgmma {
 		paths = []bool{true, false}
 	}
-	wrong, refused := map[bool]string{}, map[bool]bool{}
+	wrong, refused, failedAt := map[bool]string{}, map[bool]bool{}, map[bool]int{}
 	if gemmVerdict.wgmmaLost != "" {
 		wrong[true] = gemmVerdict.wgmmaLost + " took an earlier CUDA context of this process with it"
 		refused[true] = true
 	}
-	for _, cs := range checkCases {
+	// A path's first failure decides it.
+	for i, cs := range checkCases {
 		for _, wgmma := range paths {
-			// A path's first failure decides it; under warn, one whose
-			// values are wrong runs every case still, so that a kind that
-			// cannot start (another kernel) is known before it is run.
-			if wrong[wgmma] != "" && (!warn || refused[wgmma]) {
+			if wrong[wgmma] != "" {
 				continue
 			}
 			d.tc.wgmma = wgmma
-			why, cannotStart, err := g.check(cs)
-			if err != nil {
+			if wrong[wgmma], refused[wgmma], err = g.check(cs); err != nil {
 				return "", "", nil, err
 			}
-			if cannotStart || wrong[wgmma] == "" && why != "" {
-				wrong[wgmma], refused[wgmma] = why, cannotStart
+			if wrong[wgmma] != "" {
+				failedAt[wgmma] = i
+			}
+		}
+	}
+	// Under warn, where no path passed, the one that would run (wgmma
+	// where it started, else mma.sync) runs the cases after its failure
+	// too, so that a kind that cannot start (another kernel) is known
+	// before it is run; one that cannot gives way to the next. (A path
+	// that passed runs, and a failed one is not run again beside it.)
+	if warn && wrong[false] != "" && (!hasWgmma || wrong[true] != "") {
+		for _, path := range paths {
+			if refused[path] {
+				continue
+			}
+			d.tc.wgmma = path
+			for _, cs := range checkCases[failedAt[path]+1:] {
+				why, cannotStart, err := g.check(cs)
+				if err != nil {
+					return "", "", nil, err
+				}
+				if cannotStart {
+					wrong[path], refused[path] = why, true
+					break
+				}
+			}
+			if !refused[path] {
+				break
 			}
 		}
 	}

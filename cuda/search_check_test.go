@@ -56,6 +56,18 @@ func (l skipKeys) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) erro
 	return l.fullDriver.LaunchEx(k, cfg, params)
 }
 
+// wideRefuser refuses the launches of the ranking kernel over more than
+// 128 keys, which only the check's search in one chunk makes (its other
+// two take chunks of 128).
+type wideRefuser struct{ fullDriver }
+
+func (l wideRefuser) LaunchEx(k int, cfg driver.LaunchConfig, params [][]byte) error {
+	if launch.Kernel(k) == launch.KSearchF16Topw && binary.LittleEndian.Uint32(params[5]) > 128 {
+		return errors.New("a test's refused launch")
+	}
+	return l.fullDriver.LaunchEx(k, cfg, params)
+}
+
 // searchCase is a search to run: 40 queries against 500 float32 keys.
 func searchCase(t *testing.T) ([]float32, *retrieval.Keys, *retrieval.Neighbors) {
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -126,7 +138,8 @@ func TestSearchCheck(t *testing.T) {
 	})
 	// Under DINOCLIP_CUDA_CHECK=warn, a search whose check found wrong
 	// rows runs on the GPU anyway, and the description says so; one that
-	// cannot start runs on the CPU as before.
+	// cannot start runs on the CPU as before, found where it is wrong
+	// first (each way of searching runs under warn: the last refused).
 	t.Run("warn", func(t *testing.T) {
 		t.Setenv(checkEnv, "warn")
 		for _, c := range []struct {
@@ -137,6 +150,8 @@ func TestSearchCheck(t *testing.T) {
 		}{
 			{"a ranking that skips keys", func(f fullDriver) fullDriver { return skipKeys{f, new(int)} }, true, "; UNCHECKED GPU search: it failed its check (keys resident"},
 			{"launches refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, false, "; searches on the CPU: the GPU search failed its check (the search (keys resident"},
+			{"wrong, the last way refused", func(f fullDriver) fullDriver { return wideRefuser{skipKeys{f, new(int)}} }, false,
+				"; searches on the CPU: the GPU search failed its check (the search (keys resident, in one chunk) failed: "},
 		} {
 			freshSearchVerdict(t)
 			d, _ := openDevice(t)

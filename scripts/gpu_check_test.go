@@ -309,6 +309,7 @@ if [ "${FAKE_BENCH:-}" = hang ]; then exec sleep 600; fi
 if [ "${FAKE_BENCH:-}" = fail ]; then echo "compare: no dinoclip" >&2; exit 1; fi
 if [ "${FAKE_BENCH:-}" = fallback ]; then
 	echo '  ours| 2026/12/06 21:30:20 WARN cuda: the wgmma GEMMs failed their check on this GPU; the bf16 GEMMs run on the mma.sync kernels (correct, slower) why="gemm_bf16_nt_f32: C[0][1]"' >&2
+	echo "    raise RuntimeError(f\"dinoclip's --device {device} search ran on the CPU: the GPU search failed its check: \"" >&2
 	echo "RuntimeError: dinoclip's --device cuda search ran on the CPU: the GPU search failed its check: keys resident, query 0" >&2
 fi
 if [ "${FAKE_BENCH:-}" = unchecked ]; then

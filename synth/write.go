@@ -17,7 +17,7 @@ import (
 // MaxShards is the most shards one training set may have. A trainer maps
 // both files of every shard at once, and Linux's default limit on a
 // process's maps (vm.max_map_count, 65530, less the maps kept for the Go
-// runtime: internal/mmapfile) leaves room for about 30,600 shards: more
+// runtime: internal/mmapfile) leaves room for about 31,700 shards: more
 // were written, and could not be opened. (ShardName's five
 // digits keep lexical order equal to numeric order, the order readers take
 // shards in, up to 100,000.)

@@ -83,7 +83,7 @@ func Unmap(m mmap.MMap) error {
 // the first Map and again where a file would pass the budget (so that
 // maps made or released since count). Where the limit is unknown (another
 // system), it refuses none.
-const runtimeMaps = 4096
+const runtimeMaps = 2048
 
 var budget = mapBudget{limitPath: "/proc/sys/vm/max_map_count", mapsPath: "/proc/self/maps"}
 
@@ -106,6 +106,9 @@ func (b *mapBudget) take() error {
 		return nil
 	}
 	b.mu.Lock()
+	// (n - 1 may count a file another goroutine has taken its place for
+	// and not mapped yet, or unmapped and not yet released: a budget a
+	// few maps generous, well within runtimeMaps.)
 	b.count(n - 1)
 	b.mu.Unlock()
 	if n <= b.files.Load() {

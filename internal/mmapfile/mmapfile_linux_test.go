@@ -44,6 +44,7 @@ func TestMapOutOfMaps(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: limit, Max: old.Max}); err != nil {
 		t.Skip(err)
 	}
+	live := budget.live.Load()
 	m, err := Map(p, accept)
 	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &old); err != nil {
 		t.Fatal(err)
@@ -54,6 +55,9 @@ func TestMapOutOfMaps(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no address space left for this file (ulimit -v") {
 		t.Errorf("error %q does not say what ran out", err)
+	}
+	if budget.live.Load() != live {
+		t.Errorf("the refused map kept its place in the budget: %d counted, want %d", budget.live.Load(), live)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edsrzf/mmap-go"
 )
 
 func accept(int64) error { return nil }
@@ -104,5 +106,58 @@ func TestMapBudget(t *testing.T) {
 		if err := unknown.take(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Map takes its place in the process's budget and refuses a file past it,
+// naming the file; a failed map and Unmap give the place back. (The
+// budget here: the test's limit, 2 files above what is mapped now.)
+func TestMapTakesBudget(t *testing.T) {
+	dir := t.TempDir()
+	paths := make([]string, 3)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(paths[i], []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	budget.once.Do(func() {}) // (the test sets the budget)
+	saved := struct{ limit, files int64 }{budget.limit.Load(), budget.files.Load()}
+	savedPaths := [2]string{budget.limitPath, budget.mapsPath}
+	t.Cleanup(func() {
+		budget.limit.Store(saved.limit)
+		budget.files.Store(saved.files)
+		budget.limitPath, budget.mapsPath = savedPaths[0], savedPaths[1]
+	})
+	// A recount at the edge reads the test's files, which give the same
+	// budget: a limit of runtimeMaps + 100 and 100 maps, the 2 files'
+	// among them.
+	live := budget.live.Load()
+	budget.limitPath, budget.mapsPath = filepath.Join(dir, "max_map_count"), filepath.Join(dir, "maps")
+	os.WriteFile(budget.limitPath, []byte(fmt.Sprintln(runtimeMaps+100)), 0o644)
+	os.WriteFile(budget.mapsPath, []byte(strings.Repeat("a map\n", 100)), 0o644)
+	budget.limit.Store(runtimeMaps + 100)
+	budget.files.Store(live + 2)
+	var maps []mmap.MMap
+	for _, p := range paths[:2] {
+		m, err := Map(p, accept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps = append(maps, m)
+	}
+	if _, err := Map(paths[2], accept); err == nil || !strings.HasPrefix(err.Error(), paths[2]+": too many files mapped at once") {
+		t.Fatalf("a third file past a budget of two: %v", err)
+	}
+	if _, err := Map(filepath.Join(dir, "none"), accept); !errors.Is(err, os.ErrNotExist) || budget.live.Load() != live+2 {
+		t.Fatalf("a file that is not there: %v, %d counted, want %d", err, budget.live.Load(), live+2)
+	}
+	for _, m := range maps {
+		if err := Unmap(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if budget.live.Load() != live {
+		t.Fatalf("%d counted after the Unmaps, want %d", budget.live.Load(), live)
 	}
 }

@@ -35,9 +35,9 @@ import (
 // context sound after it, no engine of that precision opens in the
 // process, and the error (nn.ErrFailedCheck) says what runs instead (fp32
 // for bf16, the CPU for fp32). With DINOCLIP_CUDA_CHECK=warn (checkEnv) a
-// disagreement is a warning at each open instead, and the engine's
-// description says it runs unchecked; a kernel that faults or cannot
-// start still refuses it. A GPU too full for the check's resident
+// disagreement is a warning instead (once, as the check ends), and the
+// engine's description says it runs unchecked; a kernel that faults or
+// cannot start still refuses it. A GPU too full for the check's resident
 // rows leaves them, the pipelined steps and the bitwise comparisons out.
 //
 // The check runs on a CUDA context of its own, closed after it, so none of

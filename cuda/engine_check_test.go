@@ -220,6 +220,9 @@ func TestEngineCheckWarn(t *testing.T) {
 		{"a launch refused", func(f fullDriver) fullDriver { return refusedLaunches{f, nil} }, false, true, nil},
 	} {
 		t.Run(k.name, func(t *testing.T) {
+			if k.bf16 && testing.Short() {
+				t.Skip("the bf16 case (its GEMMs' check twice) runs in the emulator pass without -short")
+			}
 			freshEngineVerdict(t)
 			freshVerdict(t)
 			checkWithDriver(t, k.lie)

@@ -908,49 +908,34 @@ func TestReadImagesList(t *testing.T) {
 	if _, err := retrieval.ReadImagesList(list, 3); err == nil || !strings.Contains(err.Error(), "lists 2 images") {
 		t.Errorf("a list of 2 for 3 rows: %v", err)
 	}
-	// Empty lines at the end, and only there, are said to be the excess.
-	for content, want := range map[string]string{
-		"x.jpg\ny.jpg\n\n\n":  "lists 4 images, but its features file has 2 rows: its last 2 lines are empty; remove them",
-		"x.jpg\ny.jpg\n\n":    "lists 3 images, but its features file has 2 rows: its last line is empty; remove it",
-		"x.jpg\ny.jpg\nz\n\n": "lists 4 images, but its features file has 2 rows (the list of another extraction?)",
-	} {
-		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := retrieval.ReadImagesList(list, 2); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("a list %q for 2 rows: %v, want %q", content, err, want)
-		}
-	}
-	// A features file of no rows: its list is empty, and one of empty
-	// lines is said so.
-	for content, want := range map[string]string{
-		"":     "",
-		"\n":   "lists 1 images, but its features file has 0 rows: its last line is empty; remove it",
-		"\n\n": "lists 2 images, but its features file has 0 rows: its last 2 lines are empty; remove them",
-	} {
-		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := retrieval.ReadImagesList(list, 0); (err == nil) != (want == "") || err != nil && !strings.Contains(err.Error(), want) {
-			t.Errorf("a list %q for no rows: %v, want %q", content, err, want)
-		}
-	}
 	for _, p := range []string{dir, os.DevNull} {
 		if _, err := retrieval.ReadImagesList(p, 2); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("ReadImagesList(%s): %v, want it refused", p, err)
 		}
 	}
-	// A line that names no file: empty, or holding a NUL.
-	for content, want := range map[string]string{
-		"x.jpg\n\n":        "line 2 is empty",
-		"\ny.jpg":          "line 1 is empty",
-		"x.jpg\ny\x00.jpg": "line 2 holds a NUL",
+	// Empty lines at the end, and only there, are said to be the excess
+	// (a features file of no rows has an empty list); a line that names
+	// no file, empty or holding a NUL, is refused.
+	for _, c := range []struct {
+		content string
+		rows    int64
+		want    string // in the error; "" where the list is taken
+	}{
+		{"x.jpg\ny.jpg\n\n\n", 2, "lists 4 images, but its features file has 2 rows: its last 2 lines are empty; remove them"},
+		{"x.jpg\ny.jpg\n\n", 2, "lists 3 images, but its features file has 2 rows: its last line is empty; remove it"},
+		{"x.jpg\ny.jpg\nz\n\n", 2, "lists 4 images, but its features file has 2 rows (the list of another extraction?)"},
+		{"", 0, ""},
+		{"\n", 0, "lists 1 images, but its features file has 0 rows: its last line is empty; remove it"},
+		{"\n\n", 0, "lists 2 images, but its features file has 0 rows: its last 2 lines are empty; remove them"},
+		{"x.jpg\n\n", 2, "line 2 is empty"},
+		{"\ny.jpg", 2, "line 1 is empty"},
+		{"x.jpg\ny\x00.jpg", 2, "line 2 holds a NUL"},
 	} {
-		if err := os.WriteFile(list, []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(list, []byte(c.content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := retrieval.ReadImagesList(list, 2); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("a list %q: %v, want %q", content, err, want)
+		if _, err := retrieval.ReadImagesList(list, c.rows); (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("a list %q for %d rows: %v, want %q", c.content, c.rows, err, c.want)
 		}
 	}
 }

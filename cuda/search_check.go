@@ -145,8 +145,8 @@ func runSearchCheck(ctx context.Context, d *Device, warn bool) (wrong string, re
 		if g.Last.Unproven > 0 {
 			why = fmt.Sprintf("%s: the GPU proved %d of the %d queries, all of which it must prove", how, nq-g.Last.Unproven, nq)
 		}
-		for i := range want.Rows {
-			if why == "" && (got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i])) {
+		for i := 0; why == "" && i < len(want.Rows); i++ {
+			if got.Rows[i] != want.Rows[i] || math.Float32bits(got.Scores[i]) != math.Float32bits(want.Scores[i]) {
 				why = fmt.Sprintf("%s: query %d, rank %d: row %d of score %v, the CPU's row %d of score %v",
 					how, i/k, i%k+1, got.Rows[i], got.Scores[i], want.Rows[i], want.Scores[i])
 			}

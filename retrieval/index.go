@@ -26,6 +26,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -1015,9 +1016,9 @@ func ReadImagesList(path string, rows int64) ([]byte, error) {
 			if empty > 1 {
 				which = fmt.Sprintf("its last %d lines are empty; remove them", empty)
 			}
-			return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows: %s", path, n, rows, which)
+			return nil, fmt.Errorf("%s lists %s, but its features file has %s: %s", path, plural.Count(n, "image", "images"), plural.Count(rows, "row", "rows"), which)
 		}
-		return nil, fmt.Errorf("%s lists %d images, but its features file has %d rows (the list of another extraction?)", path, n, rows)
+		return nil, fmt.Errorf("%s lists %s, but its features file has %s (the list of another extraction?)", path, plural.Count(n, "image", "images"), plural.Count(rows, "row", "rows"))
 	}
 	// No file is named by nothing or holds a NUL: such a line names no
 	// image a search could return.
@@ -1164,7 +1165,7 @@ func checkImages(r io.Reader, sh IndexShard) error {
 		return fmt.Errorf("%s is not the list the manifest recorded (images_sha256 differs): the file was replaced, swapped with another shard's or edited", sh.Images)
 	}
 	if lines != sh.Rows {
-		return fmt.Errorf("%s lists %d images, the shard has %d rows", sh.Images, lines, sh.Rows)
+		return fmt.Errorf("%s lists %s, the shard has %s", sh.Images, plural.Count(lines, "image", "images"), plural.Count(sh.Rows, "row", "rows"))
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -189,7 +190,7 @@ func soupWeights(s string, n int, setting string) ([]float64, error) {
 	}
 	fields := strings.Split(s, ",")
 	if len(fields) != n {
-		return nil, fmt.Errorf("%s: %s for %s", setting, counted(len(fields), "weight", "weights"), counted(n, "model", "models"))
+		return nil, fmt.Errorf("%s: %s for %s", setting, plural.Count(len(fields), "weight", "weights"), plural.Count(n, "model", "models"))
 	}
 	for i, f := range fields {
 		f = strings.TrimSpace(f)

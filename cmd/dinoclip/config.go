@@ -108,22 +108,67 @@ func numberFlag(f cli.Flag) (number, float bool) {
 // none is surely what the user means. (The configuration file's values
 // are checked by readConfig.)
 func decimalNumbers(cCtx *cli.Context) error {
-	kinds := map[string]bool{} // flag name: whether a float
+	numbers := map[string]cli.Flag{} // by each of its names
 	for _, f := range cCtx.Command.Flags {
-		if number, float := numberFlag(f); number {
+		if number, _ := numberFlag(f); number {
 			for _, n := range f.Names() {
-				kinds[n] = float
+				numbers[n] = f
 			}
 		}
 	}
 	for _, tok := range flagTokens(cCtx) {
-		if float, number := kinds[tok.name]; number && tok.hasValue && !isDecimalNumber(tok.value, float) {
-			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, notDecimalWhy)
-		} else if number && float && tok.hasValue && underflows(tok.value) {
-			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, underflowWhy)
+		f, number := numbers[tok.name]
+		if !number || !tok.hasValue {
+			continue
+		}
+		if why := numberWhy(f, tok.value); why != "" {
+			return fmt.Errorf("--%s %s: %s", tok.name, tok.value, why)
 		}
 	}
 	return nil
+}
+
+// numberWhy is why v, the value of number flag f, is refused before
+// urfave/cli reads it ("" where it is not): not written in decimal, a
+// float's that underflows, or an integer beyond what f holds (urfave/cli
+// would quote strconv's "value out of range" or "invalid syntax").
+func numberWhy(f cli.Flag, v string) string {
+	_, float := numberFlag(f)
+	switch {
+	case !isDecimalNumber(v, float):
+		return notDecimalWhy
+	case float && underflows(v):
+		return underflowWhy
+	}
+	bits, signed := 64, true
+	switch f.(type) {
+	case *altsrc.IntFlag, *cli.IntFlag:
+		bits = strconv.IntSize
+	case *altsrc.UintFlag, *cli.UintFlag:
+		bits, signed = strconv.IntSize, false
+	case *altsrc.Uint64Flag, *cli.Uint64Flag:
+		signed = false
+	case *altsrc.Int64Flag, *cli.Int64Flag:
+	default:
+		return ""
+	}
+	var err error
+	limit := ""
+	if signed {
+		_, err = strconv.ParseInt(v, 10, bits)
+		most := int64(math.MaxInt64) >> (64 - bits)
+		limit = fmt.Sprintf("%d to %d", -most-1, most)
+	} else {
+		if strings.HasPrefix(v, "-") {
+			return "a negative number, where this flag takes 0 or more"
+		}
+		_, err = strconv.ParseUint(v, 10, bits)
+		limit = fmt.Sprintf("0 to %d", uint64(math.MaxUint64)>>(64-bits))
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		return "beyond the numbers this flag can hold (" + limit + ")"
+	}
+	return ""
 }
 
 // notDecimalWhy is why a number not written in decimal is refused.
@@ -151,7 +196,7 @@ func decimalEnv(cCtx *cli.Context) error {
 		return fmt.Errorf("%s=%s: %s", name, v, why)
 	}
 	for _, f := range c.Flags {
-		number, float := numberFlag(f)
+		number, _ := numberFlag(f)
 		ev, ok := f.(interface{ GetEnvVars() []string })
 		if !number || !ok {
 			continue
@@ -159,14 +204,8 @@ func decimalEnv(cCtx *cli.Context) error {
 		// The variable urfave/cli reads: the first one present.
 		for _, name := range ev.GetEnvVars() {
 			if v, set := os.LookupEnv(name); set {
-				var err error
-				if v != "" && !isDecimalNumber(v, float) {
-					err = refuse(name, v, notDecimalWhy)
-				} else if float && underflows(v) {
-					err = refuse(name, v, underflowWhy)
-				}
-				if err != nil {
-					return err
+				if why := numberWhy(f, v); v != "" && why != "" {
+					return refuse(name, v, why)
 				}
 				break
 			}

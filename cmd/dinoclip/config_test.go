@@ -264,6 +264,15 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 				})
 				checked++
 			}
+			if !float {
+				// Beyond int64 and uint64 both: said in the variable's
+				// terms, not in strconv's.
+				env, huge := ev.GetEnvVars()[0], "99999999999999999999"
+				t.Run(c.Name+"/"+env+"="+huge, func(t *testing.T) {
+					t.Setenv(env, huge)
+					wantError(t, []string{c.Name}, env+"="+huge, "beyond the numbers this flag can hold")
+				})
+			}
 		}
 	}
 	// train's, index's, project's, search's and synth's at least.
@@ -278,6 +287,9 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 			t.Errorf("train --help with DINOCLIP_BATCH=0x10 and DINOCLIP_LR=1e-400:\n%s", out)
 		}
 	})
+	t.Setenv("DINOCLIP_SYNTH_SEED", "-1") // (a seed is unsigned)
+	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_SEED=-1", "a negative number, where this flag takes 0 or more")
+	t.Setenv("DINOCLIP_SYNTH_SEED", "")
 	t.Setenv("DINOCLIP_SYNTH_ROWS", "010")
 	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_ROWS=010", "decimal digits")
 	t.Setenv("DINOCLIP_SYNTH_ROWS", "")

@@ -16,6 +16,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mountpoint"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -187,7 +188,7 @@ func runDemo(cCtx *cli.Context) error {
 	steps := int64(opts.Epochs) * int64(data.Rows/max(opts.Batch, 1))
 	opts.LogEvery = int(max(1, min(int64(opts.LogEvery), steps/10)))
 	fmt.Fprintf(w, "2/3 training %s for %s of %s on %s\n",
-		c.Describe(), counted(opts.Epochs, "epoch", "epochs"), counted(data.Rows/opts.Batch, "step", "steps"), cCtx.String("device"))
+		c.Describe(), plural.Count(opts.Epochs, "epoch", "epochs"), plural.Count(data.Rows/opts.Batch, "step", "steps"), cCtx.String("device"))
 	tr := &train.Trainer{Engine: engine, Data: data, Evals: []*retrieval.Set{set}, Options: opts, RunDir: runDir, Device: cCtx.String("device"),
 		Log: slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if f := terminal(cCtx); f != nil {
@@ -205,7 +206,7 @@ func runDemo(cCtx *cli.Context) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "3/3 results after %s (%s):\n\n", counted(res.State.Epoch, "epoch", "epochs"), time.Since(start).Round(time.Second))
+	fmt.Fprintf(w, "3/3 results after %s (%s):\n\n", plural.Count(res.State.Epoch, "epoch", "epochs"), time.Since(start).Round(time.Second))
 	if err := writeTrainSummary(w, runDir, c, res); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/leconv"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -342,7 +343,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 				again = "once what stopped it is mended, " + again
 			}
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %s, in all): %s\n",
-				out, counted(len(m.Shards)-before, "file", "files"), counted(len(m.Shards), "file", "files"), counted(m.Rows, "row", "rows"), again)
+				out, plural.Count(len(m.Shards)-before, "file", "files"), plural.Count(len(m.Shards), "file", "files"), plural.Count(m.Rows, "row", "rows"), again)
 		}
 		if recordsModel && len(w.Manifest().Shards) > before { // (the manifest written holds it)
 			warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
@@ -497,9 +498,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 		return err
 	}
 	m := w.Manifest()
-	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", out, counted(m.Rows, "row", "rows"), m.Dim, m.DType, counted(len(m.Shards), "shard", "shards"), counted(added, "row", "rows"))
+	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", out, plural.Count(m.Rows, "row", "rows"), m.Dim, m.DType, plural.Count(len(m.Shards), "shard", "shards"), plural.Count(added, "row", "rows"))
 	if skipped > 0 {
-		msg += fmt.Sprintf(", skipped %s already indexed", counted(skipped, "file", "files"))
+		msg += fmt.Sprintf(", skipped %s already indexed", plural.Count(skipped, "file", "files"))
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
 	if len(tiny) > 0 {

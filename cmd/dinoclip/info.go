@@ -17,6 +17,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -109,6 +110,9 @@ func describe(w io.Writer, path string) error {
 		}
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
+			if dir := describedWhole(path); dir != "" {
+				return fmt.Errorf("info: %s is a file of %s, which info describes as a whole: dinoclip info %s", path, dir, shown(train.ShellArg(dir)))
+			}
 			err = fmt.Errorf("info: %s is no file dinoclip describes (a .npy array, a model .safetensors, a record of queries Q.json beside Q.npy); read as a model: %w", path, err)
 		}
 		return err
@@ -154,6 +158,25 @@ func describe(w io.Writer, path string) error {
 		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", shown(train.ShellArg(filepath.Join(path, entries[i].Name()))))
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
+}
+
+// describedWhole is the directory of path where info describes that
+// directory as a whole and path is one of its files that info does not
+// describe alone (an evaluation set's eval.json, an index's manifest.json,
+// a search's results.txt, a run's run.json or metrics.jsonl); "" elsewhere.
+// (Read as a model, such a file fails on a safetensors header length made
+// of its first bytes, which tells its reader nothing.)
+func describedWhole(path string) string {
+	dir := filepath.Dir(path)
+	for _, name := range []string{retrieval.IndexManifestFile, searchInfoFile, checkpoint.ModelFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return dir
+		}
+	}
+	if isRunDir(dir) || retrieval.HoldsSet(dir) || train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir) {
+		return dir
+	}
+	return ""
 }
 
 // isRunDir reports whether dir holds a training run: a last or best link
@@ -241,7 +264,7 @@ func infoSearch(w io.Writer, dir string) error {
 		shape = sh
 	}
 	fmt.Fprintf(w, "%s: search output\n", dir)
-	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, counted(si.Rows, "row", "rows"), counted(shape[0], "query", "queries"), si.Device, si.Seconds)
+	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, plural.Count(si.Rows, "row", "rows"), plural.Count(shape[0], "query", "queries"), si.Device, si.Seconds)
 	if si.CPUFallback != "" {
 		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", si.Device, shownText(si.CPUFallback))
 	}
@@ -332,7 +355,7 @@ func infoNPY(w io.Writer, path string) error {
 func writeQueriesRecord(w io.Writer, path string, rec *dataset.QueriesRecord) {
 	texts := "no texts"
 	if rec.Texts != nil {
-		texts = counted(len(rec.Texts), "text", "texts")
+		texts = plural.Count(len(rec.Texts), "text", "texts")
 	}
 	fmt.Fprintf(w, "  queries record %s: %s, %s\n", shown(path), rec.Encoders, texts)
 }
@@ -429,7 +452,7 @@ func infoFloat64(w io.Writer, path string) error {
 		fmt.Fprintf(w, "  %s: %s %v\n", shown(t.Name), t.DType, t.Shape)
 	}
 	if n := len(ts) - shownTensors; n > 0 {
-		fmt.Fprintf(w, "  and %s more (the file holds three: an edited one?)\n", counted(n, "tensor", "tensors"))
+		fmt.Fprintf(w, "  and %s more (the file holds three: an edited one?)\n", plural.Count(n, "tensor", "tensors"))
 	}
 	return nil
 }
@@ -482,7 +505,7 @@ func writeModelInfo(w io.Writer, path string) error {
 		if err := json.Unmarshal([]byte(v), &from); err != nil {
 			fmt.Fprintf(w, "  averaged_from: unreadable (%v)\n", err)
 		} else {
-			fmt.Fprintf(w, "  averaged from %s (dinoclip average):\n", counted(len(from), "model", "models"))
+			fmt.Fprintf(w, "  averaged from %s (dinoclip average):\n", plural.Count(len(from), "model", "models"))
 			for _, f := range from {
 				fmt.Fprintf(w, "    %s  weight %.4g\n", shown(f.Path), f.Weight)
 			}
@@ -567,18 +590,18 @@ func describeBest(b *train.Best) string {
 func writeState(w io.Writer, st *train.State) {
 	if st.Step >= st.Schedule.TotalSteps && st.PendingEval != nil {
 		fmt.Fprintf(w, "  progress: trained, %s, %s; the last evaluation is still to do\n",
-			counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"))
+			plural.Count(st.Epoch, "epoch", "epochs"), plural.Count(st.Step, "optimizer step", "optimizer steps"))
 	} else if st.Step >= st.Schedule.TotalSteps {
 		fmt.Fprintf(w, "  progress: finished, %s, %s\n",
-			counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"))
+			plural.Count(st.Epoch, "epoch", "epochs"), plural.Count(st.Step, "optimizer step", "optimizer steps"))
 	} else {
 		fmt.Fprintf(w, "  progress: %d of %s complete, %s into epoch %d; step %d of %d\n",
-			st.Epoch, counted(st.Options.Epochs, "epoch", "epochs"), counted(st.Batch, "batch", "batches"), st.Epoch+1, st.Step, st.Schedule.TotalSteps)
+			st.Epoch, plural.Count(st.Options.Epochs, "epoch", "epochs"), plural.Count(st.Batch, "batch", "batches"), st.Epoch+1, st.Step, st.Schedule.TotalSteps)
 	}
 	o := st.Options
 	every := "checkpoints at epoch ends" // (--checkpoint-every 0)
 	if o.CheckpointEvery > 0 {
-		every = "checkpoint every " + counted(o.CheckpointEvery, "step", "steps") + " and at epoch ends"
+		every = "checkpoint every " + plural.Count(o.CheckpointEvery, "step", "steps") + " and at epoch ends"
 	}
 	fmt.Fprintf(w, "  options: batch %d, max lr %g, weight decay %g, seed %d, %s, keep %d, precision %s",
 		o.Batch, o.MaxLR, o.AdamW.WeightDecay, o.Seed, every, o.Keep, o.PrecisionMode())
@@ -728,7 +751,7 @@ func infoRun(w io.Writer, dir string) error {
 		}
 		if run, err := train.ReadRunInfo(dir); err == nil {
 			o := run.Options
-			fmt.Fprintf(w, "  options: %s, batch %d, max lr %g\n", counted(o.Epochs, "epoch", "epochs"), o.Batch, o.MaxLR)
+			fmt.Fprintf(w, "  options: %s, batch %d, max lr %g\n", plural.Count(o.Epochs, "epoch", "epochs"), o.Batch, o.MaxLR)
 		}
 		return nil
 	}
@@ -893,7 +916,7 @@ func infoFeatures(w io.Writer, dir string) error {
 	enc, encErr := dataset.ReadEncoders(dir)
 	writeExtracted(w, enc, encErr)
 	for _, f := range files {
-		fmt.Fprintf(w, "  %s: %s of %d, %s\n", f.name, counted(f.rows, "row", "rows"), f.cols, f.dtype)
+		fmt.Fprintf(w, "  %s: %s of %d, %s\n", f.name, plural.Count(f.rows, "row", "rows"), f.cols, f.dtype)
 	}
 	return nil
 }

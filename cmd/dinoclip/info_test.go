@@ -266,6 +266,11 @@ func TestInfoErrors(t *testing.T) {
 	// shard's second half): no training data, though.
 	queries := t.TempDir()
 	writeF32(t, filepath.Join(queries, "sentences.clip.npy"), []int{1, 2}, []float32{1, 2})
+	// A file of a directory info describes as a whole (an evaluation set's
+	// eval.json, a run's metrics.jsonl) is sent to the directory, not read
+	// as a model.
+	partOfData := filepath.Join(lonely, "extract.json")
+	os.WriteFile(partOfData, []byte(`{"dinov2": "x"}`), 0o644)
 	// What an index killed in its first append leaves: its lock file and a
 	// shard, no manifest.
 	unfinished := t.TempDir()
@@ -284,6 +289,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage + " is no file dinoclip describes"}},
+		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 		{[]string{"info", queries}, []string{queries, "not a run, checkpoint, training data, evaluation set, index or search output",

@@ -10,16 +10,6 @@ import (
 	"github.com/dinoclip/dinoclip/retrieval"
 )
 
-// counted writes n with its noun in the number it takes: "1 epoch",
-// "2 epochs" (a one-epoch run is common, and "1 epochs" reads as a slip).
-// It takes int64 counts too (the rows of an index) as they are.
-func counted[N int | int64](n N, singular, plural string) string {
-	if n == 1 {
-		return "1 " + singular
-	}
-	return strconv.FormatInt(int64(n), 10) + " " + plural
-}
-
 // tableKs are the recall cut-offs in the table, as CLIP_benchmark reports
 // them.
 var tableKs = []int{1, 5, 10}

@@ -19,6 +19,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/urfave/cli/v2"
@@ -378,7 +379,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 		if cCtx.IsSet("k") {
 			what = "dinoclip: warning: --k"
 		}
-		fmt.Fprintf(cCtx.App.ErrWriter, "%s %d is more than the %s of %s: searching with k %d (every row, ranked)\n", what, k, counted(rows, "row", "rows"), indexPath, rows)
+		fmt.Fprintf(cCtx.App.ErrWriter, "%s %d is more than the %s of %s: searching with k %d (every row, ranked)\n", what, k, plural.Count(rows, "row", "rows"), indexPath, rows)
 		k = int(rows)
 	}
 	if int64(nq)*int64(k) > maxAnswer {
@@ -494,7 +495,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := writeSearch(outDir, nb, info, images, texts, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", out, k, counted(rows, "row", "rows"), counted(nq, "query", "queries"), info.Seconds, upload, filepath.Join(out, searchResultsFile))
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", out, k, plural.Count(rows, "row", "rows"), plural.Count(nq, "query", "queries"), info.Seconds, upload, filepath.Join(out, searchResultsFile))
 	return nil
 }
 
@@ -781,7 +782,7 @@ func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.
 	}
 	if rec.Texts != nil && len(rec.Texts) != nq {
 		fmt.Fprintf(w, "dinoclip: warning: %s gives %s for the %s of %s: %s gives none\n",
-			dataset.QueriesRecordPath(queriesPath), counted(len(rec.Texts), "text", "texts"), counted(nq, "query", "queries"), queriesPath, searchResultsFile)
+			dataset.QueriesRecordPath(queriesPath), plural.Count(len(rec.Texts), "text", "texts"), plural.Count(nq, "query", "queries"), queriesPath, searchResultsFile)
 		return nil
 	}
 	return rec.Texts

@@ -14,6 +14,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/synth"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -372,7 +373,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 		shifted = fmt.Sprintf(", latent shift %g", opts.LatentShift)
 	}
 	fmt.Fprintf(w, "training data: %d rows in %s, %d -> %d, seed %d%s, in %s\n",
-		job.rows, counted(len(files)/2, "shard", "shards"), opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
+		job.rows, plural.Count(len(files)/2, "shard", "shards"), opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
 	printSynthFiles(w, files)
 	if err := ctx.Err(); err != nil {
 		return err

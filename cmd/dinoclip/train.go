@@ -17,6 +17,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -647,7 +648,7 @@ func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (strin
 func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result) error {
 	st := res.State
 	fmt.Fprintf(w, "trained %s: %s, %s, in %s\n",
-		c.Describe(), counted(st.Epoch, "epoch", "epochs"), counted(st.Step, "optimizer step", "optimizer steps"), runDir)
+		c.Describe(), plural.Count(st.Epoch, "epoch", "epochs"), plural.Count(st.Step, "optimizer step", "optimizer steps"), runDir)
 	// A run whose best is picked by the moving average of its weights is
 	// that average: its evaluations are the ones shown (those of the raw
 	// weights are in metrics.jsonl).
@@ -756,7 +757,7 @@ func warnShardCopies(w io.Writer, data *train.Dataset) {
 	if len(copies) > 5 {
 		list = append(list, fmt.Sprintf("and %d more", len(copies)-5))
 	}
-	fmt.Fprintf(w, "dinoclip: warning: training data %s: %s to the files of an earlier shard (%s): their rows are trained on twice each epoch\n", data.Dir, counted(len(copies), "shard is a link", "shards are links"), strings.Join(list, ", "))
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: %s to the files of an earlier shard (%s): their rows are trained on twice each epoch\n", data.Dir, plural.Count(len(copies), "shard is a link", "shards are links"), strings.Join(list, ", "))
 }
 
 // zeroTargetSample is how many rows, the set's first, warnZeroTargets reads.

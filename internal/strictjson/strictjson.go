@@ -19,11 +19,11 @@ import (
 const MaxDepth = 100
 
 // Unmarshal decodes the one JSON value in b into v. It fails on bytes that
-// are not UTF-8, a key repeated within an object (at any depth; keys that
-// differ only in case count as the same, as encoding/json matches them to
-// the same field), a field v does not have, values nested more than
-// MaxDepth deep, or anything but whitespace after the value; a value of
-// the wrong kind is described as Describe does.
+// are not UTF-8, a byte-order mark before the value, a key repeated within
+// an object (at any depth; keys that differ only in case count as the same,
+// as encoding/json matches them to the same field), a field v does not
+// have, values nested more than MaxDepth deep, or anything but whitespace
+// after the value; a value of the wrong kind is described as Describe does.
 func Unmarshal(b []byte, v any) error {
 	if err := CheckKeys(b); err != nil {
 		return err
@@ -40,14 +40,20 @@ func Unmarshal(b []byte, v any) error {
 }
 
 // CheckKeys fails where Unmarshal would on b's text, keys and nesting
-// (bytes that are not UTF-8, a key repeated within an object, nesting
-// beyond MaxDepth), for a reader that decodes only part of a document,
-// whose other fields it does not know.
+// (bytes that are not UTF-8, a byte-order mark before the value, a key
+// repeated within an object, nesting beyond MaxDepth), for a reader that
+// decodes only part of a document, whose other fields it does not know.
 func CheckKeys(b []byte) error {
 	// (encoding/json reads such bytes as U+FFFD, another text than the
 	// file's, where Python's json refuses them: the file is refused.)
 	if !utf8.Valid(b) {
 		return errors.New("not UTF-8 text, as JSON must be")
+	}
+	// (An editor on Windows may save one. encoding/json would say
+	// "invalid character 'ï'", which names no cause; Python's json.loads
+	// refuses it too, and RFC 8259 §8.1 says a writer must not add one.)
+	if bytes.HasPrefix(b, []byte("\uFEFF")) {
+		return errors.New("the text starts with a byte-order mark (U+FEFF), which JSON does not allow: save the file as UTF-8 without one")
 	}
 	err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
 	if errors.Is(err, io.EOF) { // (within the value: bare "EOF" says nothing to a reader)

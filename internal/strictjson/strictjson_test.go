@@ -32,6 +32,7 @@ func TestUnmarshal(t *testing.T) {
 		{"truncated", `{"a": 1`, "EOF"},
 		{"empty", ``, "no JSON value"},
 		{"not UTF-8", "{\"a\": 1, \"m\": {\"\xff\": 2}}", "not UTF-8 text"},
+		{"byte-order mark", "\uFEFF{\"a\": 1}", "byte-order mark"},
 	} {
 		var d doc
 		err := Unmarshal([]byte(c.json), &d)

@@ -183,12 +183,17 @@ func config(f *safetensors.File) (nn.Config, error) {
 
 // parseConfig reads a metadata config as the Python side does: a JSON
 // object whose four keys, spelled exactly (encoding/json would also take
-// "Input_Dim"), are integers; other keys are ignored.
+// "Input_Dim"), are integers; other keys are ignored. A key given twice is
+// refused (Python's json would take the last, encoding/json too: a
+// tampered config, of two readings).
 func parseConfig(s string) (nn.Config, error) {
 	var c nn.Config
+	if err := strictjson.CheckKeys([]byte(s)); err != nil {
+		return c, err
+	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &fields); err != nil {
-		return c, err
+		return c, strictjson.Describe(err)
 	}
 	for _, f := range []struct {
 		key string

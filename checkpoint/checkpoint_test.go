@@ -591,6 +591,8 @@ func TestModelMetadataChecked(t *testing.T) {
 		{map[string]string{"config": `{"Input_Dim":6,"hidden_dim":8,"output_dim":4,"num_residual_blocks":1}`}, "input_dim is missing or not an integer"},
 		{map[string]string{"config": `{"input_dim":6,"hidden_dim":null,"output_dim":4,"num_residual_blocks":1}`}, "hidden_dim is missing"},
 		{map[string]string{"config": `{"input_dim":6,"hidden_dim":8.0,"output_dim":4,"num_residual_blocks":1}`}, "hidden_dim is missing or not an integer"},
+		{map[string]string{"config": `[]`}, "a JSON array where an object belongs"},
+		{map[string]string{"config": `{"input_dim":5,"hidden_dim":6,"output_dim":3,"num_residual_blocks":2,"hidden_dim":7}`}, `"hidden_dim" appears twice`},
 	} {
 		path := write(c.meta)
 		_, errModel := ReadModel(path)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/npy"
 )
@@ -216,8 +217,8 @@ func loadSet(dir string) (*Set, error) {
 	// With at most K images, text-to-image R@K is 100 whatever the model:
 	// a set too small to rank images by.
 	if top := slices.Max(defaultKs); s.Images <= top {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %d images: text-to-image recall at K >= %d is 100 by construction (every image is within the top K), so those columns measure nothing",
-			s.Name, s.Images, s.Images))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %s: text-to-image recall at K >= %d is 100 by construction (every image is within the top K), so those columns measure nothing",
+			s.Name, plural.Count(s.Images, "image", "images"), s.Images))
 	}
 	s.CaptionImage = make([]int, len(idx))
 	hasCaption := make([]bool, s.Images)
@@ -269,6 +270,11 @@ type Report struct {
 	CLIP          Result         `json:"clip"`
 	Projected     Result         `json:"projected"`
 	PercentOfCLIP RelativeRecall `json:"percent_of_clip"`
+	// TinyProjections counts the images whose projection is zero or
+	// shorter than 1e-12 (TinyRows): normalisation cannot make them unit
+	// length, so they score below their cosines (0 where zero) and the
+	// ranking orders their ties. A sound model has none.
+	TinyProjections int `json:"tiny_projections,omitempty"`
 }
 
 // Project maps n rows of DINOv2 features into CLIP space: dst is
@@ -338,5 +344,5 @@ func (s *Set) EvaluateWith(project Project, topK TopKFunc) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluation set %s: %w", s.Name, err)
 	}
-	return Report{Name: s.Name, CLIP: clip, Projected: p, PercentOfCLIP: rel}, nil
+	return Report{Name: s.Name, CLIP: clip, Projected: p, PercentOfCLIP: rel, TinyProjections: len(TinyRows(projected, s.EmbeddingDim))}, nil
 }

@@ -96,13 +96,13 @@ const (
 	DefaultCaptionNoise       = 1.0
 )
 
-// maxDim bounds every width, so that a mistyped size fails with a clear
+// MaxDim bounds every width, so that a mistyped size fails with a clear
 // error instead of an allocation the machine cannot make.
-const maxDim = 1 << 16
+const MaxDim = 1 << 16
 
-// maxLatentShift bounds LatentShift: at 100 standard deviations the
-// teacher is far outside anything a data set can cover.
-const maxLatentShift = 100
+// MaxLatentShift bounds LatentShift, either way: at 100 standard
+// deviations the teacher is far outside anything a data set can cover.
+const MaxLatentShift = 100
 
 // maxWorldValues bounds the size of a world's matrices (1 GiB of float64).
 const maxWorldValues = 1 << 27
@@ -133,8 +133,8 @@ func (o Options) Validate() error {
 		{"latent dim", o.LatentDim},
 		{"teacher hidden width", o.TeacherHidden},
 	} {
-		if d.v < 1 || d.v > maxDim {
-			errs = append(errs, fmt.Errorf("synth: %s is %d; it must be between 1 and %d", d.name, d.v, maxDim))
+		if d.v < 1 || d.v > MaxDim {
+			errs = append(errs, fmt.Errorf("synth: %s is %d; it must be between 1 and %d", d.name, d.v, MaxDim))
 		}
 	}
 	for _, n := range []struct {
@@ -158,8 +158,8 @@ func (o Options) Validate() error {
 				o.InputDim, o.OutputDim, o.LatentDim, o.TeacherHidden, values, maxWorldValues))
 		}
 	}
-	if !(math.Abs(o.LatentShift) <= maxLatentShift) {
-		errs = append(errs, fmt.Errorf("synth: latent shift is %v; it must be a number between -%d and %d", o.LatentShift, maxLatentShift, maxLatentShift))
+	if !(math.Abs(o.LatentShift) <= MaxLatentShift) {
+		errs = append(errs, fmt.Errorf("synth: latent shift is %v; it must be a number between -%d and %d", o.LatentShift, MaxLatentShift, MaxLatentShift))
 	}
 	if o.CaptionLatentNoise > 1 {
 		errs = append(errs, fmt.Errorf("synth: caption latent noise is %v; it must be between 0 and 1", o.CaptionLatentNoise))

@@ -481,12 +481,12 @@ func TestOptionsValidation(t *testing.T) {
 		{func(o *Options) { o.InputDim = 0 }, "input dim is 0"},
 		{func(o *Options) { o.OutputDim = -3 }, "output dim is -3"},
 		{func(o *Options) { o.LatentDim = 0 }, "latent dim"},
-		{func(o *Options) { o.TeacherHidden = maxDim + 1 }, "teacher hidden width"},
+		{func(o *Options) { o.TeacherHidden = MaxDim + 1 }, "teacher hidden width"},
 		{func(o *Options) { o.FeatureNoise = -0.1 }, "feature noise"},
 		{func(o *Options) { o.TargetNoise = math.NaN() }, "target noise"},
 		{func(o *Options) { o.CaptionNoise = math.Inf(1) }, "caption noise"},
 		{func(o *Options) { o.CaptionLatentNoise = 1.5 }, "caption latent noise is 1.5"},
-		{func(o *Options) { o.InputDim, o.LatentDim = maxDim, maxDim }, "make the dimensions smaller"},
+		{func(o *Options) { o.InputDim, o.LatentDim = MaxDim, MaxDim }, "make the dimensions smaller"},
 	} {
 		o := DefaultOptions()
 		tc.change(&o)

@@ -193,29 +193,34 @@ func (tr *Trainer) runInfo(st State) RunInfo {
 	return info
 }
 
+// CheckRecordedPath refuses a path that run.json would record (absolute)
+// where it is not UTF-8: what names it ("training data"). A command that
+// makes a run's inputs before the run (demo's data) checks their path
+// first with it, before minutes of work the run would then refuse.
+func CheckRecordedPath(what, path string) error {
+	if p := atomicfile.AbsPath(path); !utf8.ValidString(p) {
+		return fmt.Errorf("%s %q: the path is not UTF-8 text, and run.json, which records it for a resume, holds text: rename it, or give a path to it through a link whose name is UTF-8", what, p)
+	}
+	return nil
+}
+
 // checkRecordedPaths refuses training data (its directory or a shard) or
 // an evaluation set whose path, as run.json records it (absPath, a
 // shard's name), is not UTF-8: JSON holds text,
 // and such a path would read back as another (bytes that are not UTF-8
 // become U+FFFD), which a resume could not find.
 func (tr *Trainer) checkRecordedPaths() error {
-	check := func(what, dir string) error {
-		if p := atomicfile.AbsPath(dir); !utf8.ValidString(p) {
-			return fmt.Errorf("%s %q: the path is not UTF-8 text, and run.json, which records it for a resume, holds text: rename it, or give a path to it through a link whose name is UTF-8", what, p)
-		}
-		return nil
-	}
-	if err := check("training data", tr.Data.Dir); err != nil {
+	if err := CheckRecordedPath("training data", tr.Data.Dir); err != nil {
 		return err
 	}
 	// (Each shard's name too: run.json's inputs record them.)
 	for _, s := range tr.Data.shards {
-		if err := check("training shard", filepath.Join(tr.Data.Dir, s.name+FeatureSuffix)); err != nil {
+		if err := CheckRecordedPath("training shard", filepath.Join(tr.Data.Dir, s.name+FeatureSuffix)); err != nil {
 			return err
 		}
 	}
 	for _, s := range tr.Evals {
-		if err := check("evaluation set", s.Dir); err != nil {
+		if err := CheckRecordedPath("evaluation set", s.Dir); err != nil {
 			return err
 		}
 	}

@@ -33,7 +33,8 @@ func averageCommand() *cli.Command {
 			"accumulated in float64 and stored as float32. The file is written under a temporary name and\n" +
 			"renamed into place when complete; its metadata names the models and weights\n" +
 			"(averaged_from). The --out FILE may not be in a run directory, in a run's checkpoints, in a\n" +
-			"search index or in a search's output, where it would be taken for their own.\n\n" +
+			"search index or in a search's output, where it would be taken for their own; an existing one\n" +
+			"is replaced only when it is a safetensors file or empty (features there are refused).\n\n" +
 			"Example:\n" +
 			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 \\\n" +
 			"       runs/base/checkpoints/step-00001600",
@@ -82,6 +83,9 @@ func runAverage(cCtx *cli.Context) error {
 	}
 	dest, err := outsideRunsAndIndexes(out, "the average")
 	if err != nil {
+		return err
+	}
+	if err := otherKindError("--out", out, dest, "the average", false); err != nil {
 		return err
 	}
 	sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
@@ -173,7 +177,9 @@ func runAverage(cCtx *cli.Context) error {
 	if len(paths) == 1 {
 		what = "1 model (a copy of its weights)"
 	}
-	fmt.Fprintf(cCtx.App.Writer, "averaged %s (%s) into %s\n", what, c.Describe(), out)
+	// (On stderr, as project's and index's word of what they wrote: stdout
+	// failing after the model is in place fails nothing.)
+	fmt.Fprintf(cCtx.App.ErrWriter, "averaged %s (%s) into %s\n", what, c.Describe(), out)
 	return nil
 }
 

@@ -66,7 +66,11 @@ func TestAverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	linked := filepath.Join(t.TempDir(), "linked.safetensors")
-	mustRun(t, "average", "--out", linked, filepath.Join(best, "a.safetensors"), filepath.Join(dir, "b.safetensors"))
+	// (Its word of what it wrote is on stderr, as project's: a stdout that
+	// fails after the model is in place fails nothing.)
+	if stdout, stderr, err := runCLI(t, "average", "--out", linked, filepath.Join(best, "a.safetensors"), filepath.Join(dir, "b.safetensors")); err != nil || stdout != "" || !strings.Contains(stderr, "averaged 2 models") {
+		t.Fatalf("average: %v; stdout %q, stderr %q", err, stdout, stderr)
+	}
 	if m, err := checkpoint.ReadModel(linked); err != nil {
 		t.Fatal(err)
 	} else if real, _ := filepath.EvalSymlinks(filepath.Join(dir, "a.safetensors")); !strings.Contains(m.Meta["averaged_from"], `"path":"`+real+`"`) {
@@ -136,6 +140,8 @@ func TestAverageErrors(t *testing.T) {
 		t.Fatal("copying a model")
 	}
 	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
+	features := filepath.Join(t.TempDir(), "photos.dino.npy") // (--out given the features by a slip)
+	writeF32(t, features, []int{1, 2}, []float32{1, 2})
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -167,6 +173,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out one of the models with a slash", []string{"average", "--out", b + "/", a, b}, []string{b, "is a directory's"}},
 		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
+		{"out a .npy", []string{"average", "--out", features, a, b}, []string{features, "exists and is a .npy array, which the average would replace"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
@@ -177,6 +184,9 @@ func TestAverageErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("a refused average wrote %s", out)
+	}
+	if !hasNPYMagic(features) {
+		t.Errorf("a refused average replaced the features %s", features)
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

@@ -412,6 +412,17 @@ func readConfigFile(path string) ([]byte, error) {
 	return b, nil
 }
 
+// yamlErrorText is err, from yaml.v3, on one line: its unmarshal errors
+// (a key given twice, a value of the wrong kind) come as a heading and
+// one indented line each, which a one-line error should not carry.
+func yamlErrorText(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return strings.Join(te.Errors, "; ")
+	}
+	return err.Error()
+}
+
 // readConfig parses a YAML or JSON configuration file (JSON is read as the
 // YAML it is) into the values altsrc expects for each flag: int for
 // integer flags, float64 for float flags, a list of strings for repeatable
@@ -425,7 +436,7 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 	}
 	var raw map[string]any
 	if err := yaml.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %v", path, err)
+		return nil, fmt.Errorf("config %s: not a YAML or JSON mapping of flag names to values: %s", path, yamlErrorText(err))
 	}
 	// yaml.Unmarshal reads the first document only: a second would be
 	// dropped without a word. (An empty one, as a trailing --- makes, is

@@ -160,6 +160,7 @@ func TestConfigErrors(t *testing.T) {
 		{"list for a string", "data: [a, b]\n", []string{"key data", "string"}},
 		{"not a mapping", "- a\n- b\n", []string{"not a YAML or JSON mapping"}},
 		{"bad JSON", `{"epochs": 3`, []string{"not a YAML or JSON mapping"}},
+		{"a key twice", `{"batch": 64, "batch": 32}`, []string{"values: line 1: mapping key \"batch\" already defined at line 1"}}, // (one line)
 		{"nested config", "config: other.yaml\n", []string{"cannot name another"}},
 		{"bad value", "epochs: -2\n", []string{"--epochs -2"}},
 	}

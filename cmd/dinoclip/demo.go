@@ -54,7 +54,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Value: "dinoclip-demo", Usage: "write data, run and plot under `DIR`"},
 			&cli.IntFlag{Name: "rows", Value: synthDefaultRows, Usage: "`N` synthetic training rows"},
 			&cli.IntFlag{Name: "epochs", Value: 4, Usage: "`N` epochs"},
-			&cli.IntFlag{Name: "hidden-dim", Value: demoDefaultConfig.HiddenDim, Usage: "model hidden width `N`"},
+			&cli.IntFlag{Name: "hidden-dim", Value: demoDefaultConfig.HiddenDim, Usage: "model hidden width `N` (at least 2: the head is N/2 wide)"},
 			&cli.IntFlag{Name: "blocks", Value: demoDefaultConfig.Blocks, Usage: "`N` residual blocks (at most 4096)"},
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "`N` rows per optimizer step"},
 			&cli.Float64Flag{Name: "lr", Value: 2e-3, Usage: "peak learning rate `X`"},
@@ -124,6 +124,9 @@ func runDemo(cCtx *cli.Context) error {
 		return fmt.Errorf("demo: --out %w: the demo writes into a directory", err)
 	}
 	dataRoot, runDir := filepath.Join(out, "data"), filepath.Join(out, "run")
+	if err := train.CheckRecordedPath("demo --out", out); err != nil { // (the run would refuse its data's path)
+		return err
+	}
 	job := synthJob{opts: so, rows: rows, shardRows: synthDefaultShardRows, images: synthDefaultEvalImages, perImage: synthDefaultCaptionsPerImage}
 	// Into a new or empty --out, the data's refusals (the place, the disk)
 	// come before the directory and its marker are made, which they would

@@ -259,8 +259,9 @@ func TestDemoReplacesItsOwn(t *testing.T) {
 	}
 }
 
-// A demo refused for its place (in a run's checkpoints) or its disk leaves
-// nothing behind: it made its --out and marker first, then refused.
+// A demo refused for its place (in a run's checkpoints), its disk or its
+// path leaves nothing behind: it made its --out and marker first, then
+// refused.
 func TestDemoRefusalLeavesNothing(t *testing.T) {
 	run, _, _ := trainRun(t)
 	out := filepath.Join(run, "checkpoints", "zz")
@@ -275,7 +276,11 @@ func TestDemoRefusalLeavesNothing(t *testing.T) {
 	c := nn.Config{InputDim: so.InputDim, HiddenDim: 1024, OutputDim: so.OutputDim, Blocks: 2}
 	diskFree = func(string) (uint64, bool) { return uint64(data + train.DefaultOptions().CheckpointBytes(c)/2), true }
 	wantError(t, []string{"demo", "--out", full, "--rows", "1000", "--hidden-dim", "1024", "--blocks", "2"}, "and its run's first checkpoint")
-	for _, p := range []string{out, full} {
+	// A path that is not UTF-8, which the run would refuse to record after
+	// the data was written.
+	latin1 := filepath.Join(t.TempDir(), "d\xe9mo")
+	wantError(t, []string{"demo", "--out", latin1}, "the path is not UTF-8 text")
+	for _, p := range []string{out, full, latin1} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a refused demo left %s (%v)", p, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -115,6 +116,10 @@ func runEval(cCtx *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.Dir, err)
 		}
+		if r.TinyProjections > 0 {
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: evaluation set %s: the model's projections of %d of %s %s\n",
+				shown(s.Name), r.TinyProjections, plural.Count(s.Images, "image", "images"), tinyProjectionsWhy)
+		}
 		doc.Reports = append(doc.Reports, r)
 	}
 	w := cCtx.App.Writer
@@ -125,6 +130,11 @@ func runEval(cCtx *cli.Context) error {
 	}
 	return writeEvalText(w, doc)
 }
+
+// tinyProjectionsWhy says what a projection that is zero or shorter than
+// 1e-12 does to a ranking (retrieval.TinyRows), for index's and eval's
+// warnings.
+const tinyProjectionsWhy = "are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)"
 
 func writeEvalText(w io.Writer, doc evalDocument) error {
 	fmt.Fprintf(w, "model %s: %v", doc.Model, doc.Config)

@@ -176,3 +176,42 @@ func TestEvalJSONWarnsOfPathRecordedAsOther(t *testing.T) {
 		}
 	}
 }
+
+// A model whose projections are all zero (its output LayerNorm's weight
+// and bias zeroed) is evaluated, its recall an ordering of ties, with a
+// warning, and --json counts them; a sound model's evaluation has neither.
+func TestEvalWarnsOfZeroProjections(t *testing.T) {
+	run, _, eval := trainRun(t)
+	m, err := checkpoint.ReadModel(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"layer_norm.weight", "layer_norm.bias"} {
+		tn, ok := m.Config.Layout().Lookup(name)
+		if !ok {
+			t.Fatalf("no %s in the layout", name)
+		}
+		clear(m.Params[tn.Offset : tn.Offset+tn.Size()])
+	}
+	zero := filepath.Join(t.TempDir(), "zero.safetensors")
+	if err := checkpoint.WriteModel(zero, m.Config, m.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		model string
+		tiny  int
+	}{{run, 0}, {zero, 16}} {
+		out, stderr, err := runCLI(t, "eval", "--model", c.model, "--eval", eval, "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc evalDocument
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatal(err)
+		}
+		warned := strings.Contains(stderr, "the model's projections of 16 of 16 images are zero or shorter than 1e-12")
+		if got := doc.Reports[0].TinyProjections; got != c.tiny || warned != (c.tiny > 0) || strings.Contains(out, "tiny_projections") != (c.tiny > 0) {
+			t.Errorf("eval of %s: %d tiny projections (want %d), warned %v; stderr:\n%s", c.model, got, c.tiny, warned, stderr)
+		}
+	}
+}

@@ -504,7 +504,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
 	if len(tiny) > 0 {
-		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the model's projections of %s are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)\n", strings.Join(tiny, ", "))
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: the model's projections of %s %s\n", strings.Join(tiny, ", "), tinyProjectionsWhy)
 	}
 	if listed, needed := m.ImageLists(); added > 0 && listed > 0 && listed < needed {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s with rows list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",

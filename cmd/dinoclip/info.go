@@ -311,21 +311,25 @@ func infoSynthOut(w io.Writer, dir string) error {
 
 func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
-// isNPY reports whether the file at path starts with the .npy magic.
-// Only a regular file is read (OpenToRead: opening a named pipe would wait
-// for a writer, forever); anything else is judged by its name (and
-// npy.Open and the model readers refuse what is not a regular file).
+// isNPY reports whether the file at path starts with the .npy magic, or
+// is named as a .npy (npy.Open then says what is wrong with it).
 func isNPY(path string) bool {
+	return hasNPYMagic(path) || strings.HasSuffix(path, ".npy")
+}
+
+// hasNPYMagic reports whether the file at path starts with the .npy magic.
+// Only a regular file is read (OpenToRead: opening a named pipe would wait
+// for a writer, forever): anything else has none (and npy.Open and the
+// model readers refuse what is not a regular file).
+func hasNPYMagic(path string) bool {
 	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
-		return strings.HasSuffix(path, ".npy")
+		return false
 	}
 	defer f.Close()
 	magic := make([]byte, 6)
-	if _, err := io.ReadFull(f, magic); err != nil {
-		return strings.HasSuffix(path, ".npy")
-	}
-	return bytes.Equal(magic, []byte("\x93NUMPY")) || strings.HasSuffix(path, ".npy")
+	_, err = io.ReadFull(f, magic)
+	return err == nil && bytes.Equal(magic, []byte("\x93NUMPY"))
 }
 
 func infoNPY(w io.Writer, path string) error {
@@ -526,8 +530,13 @@ func readModelToDescribe(path string) (m *checkpoint.Model, unusable string, err
 		if nf.Count == 1 {
 			verb = "is"
 		}
-		return m, fmt.Sprintf("NOT USABLE: %d of the %d weights %s NaN or infinite (the first: %s[%d] = %v); a run that diverged leaves them: use an earlier checkpoint",
-			nf.Count, len(m.Params), verb, nf.Tensor, nf.Index, nf.Value), nil
+		cause := "a run that diverged leaves them: use an earlier checkpoint"
+		if nf.Float64 && math.IsInf(float64(nf.Value), 0) {
+			// (Finite in the file: written by something else than a run.)
+			cause = "infinite in float32, or F64 values beyond float32's range, which the model's float32 weights cannot hold"
+		}
+		return m, fmt.Sprintf("NOT USABLE: %d of the %d weights %s NaN or infinite (the first: %s[%d] = %v); %s",
+			nf.Count, len(m.Params), verb, nf.Tensor, nf.Index, nf.Value, cause), nil
 	}
 	return m, "", err
 }
@@ -576,8 +585,12 @@ func readStateFile(path string) (*train.State, error) {
 	if meta["format"] != checkpoint.OptimizerFormat {
 		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], checkpoint.OptimizerFormat)
 	}
+	state, ok := meta["state"]
+	if !ok {
+		return nil, fmt.Errorf("%s: an optimizer file without the trainer state (metadata \"state\"): damaged, or not written by dinoclip", path)
+	}
 	var st train.State
-	if err := json.Unmarshal([]byte(meta["state"]), &st); err != nil {
+	if err := json.Unmarshal([]byte(state), &st); err != nil {
 		return nil, fmt.Errorf("%s: trainer state: %w", path, strictjson.Describe(err))
 	}
 	return &st, nil

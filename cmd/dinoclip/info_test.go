@@ -13,6 +13,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -269,6 +270,10 @@ func TestInfoErrors(t *testing.T) {
 	// A file of a directory info describes as a whole (an evaluation set's
 	// eval.json, a run's metrics.jsonl) is sent to the directory, not read
 	// as a model.
+	stateless := filepath.Join(t.TempDir(), checkpoint.OptimizerFile) // (the format's tag, no trainer state)
+	if err := safetensors.Write(stateless, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
+		t.Fatal(err)
+	}
 	partOfData := filepath.Join(lonely, "extract.json")
 	os.WriteFile(partOfData, []byte(`{"dinov2": "x"}`), 0o644)
 	// What an index killed in its first append leaves: its lock file and a
@@ -289,6 +294,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage + " is no file dinoclip describes"}},
+		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
 		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -102,5 +104,29 @@ func TestInfoNonFiniteMovingAverage(t *testing.T) {
 	}
 	if out := mustRun(t, "info", run); !strings.Contains(out, "moving average ema.safetensors of the best checkpoint: NOT USABLE") {
 		t.Errorf("info of a run with an infinity in its best checkpoint's moving average:\n%s", out)
+	}
+}
+
+// info of an F64 model holding a value beyond float32's range says so, not
+// that a run diverged (no run writes F64 models; eval and project say the
+// same in their refusal).
+func TestInfoFloat64BeyondFloat32(t *testing.T) {
+	c := nn.Config{InputDim: tIn, HiddenDim: 8, OutputDim: tOut, Blocks: 1}
+	params := nn.InitParameters[float64](c, 3)
+	var tensors []safetensors.Tensor
+	for i, tn := range c.Layout().Tensors {
+		v := nn.View(params, tn)
+		if i == 2 {
+			v[0] = 1e300
+		}
+		tensors = append(tensors, safetensors.NewFloat64(tn.Name, tn.Shape, v))
+	}
+	path := filepath.Join(t.TempDir(), "f64.safetensors")
+	if err := safetensors.Write(path, tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "info", path)
+	if !strings.Contains(out, "F64 values beyond float32's range") || strings.Contains(out, "diverged") {
+		t.Errorf("info of an F64 model with a weight of 1e300:\n%s", out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -137,6 +138,37 @@ func dataFileError(flag, out, dest, what string) error {
 		return fmt.Errorf("%s %s would be half of a training shard without its other half (%s) in the training data %s, which would be refused for it: write %s elsewhere, or under a name not ending in %s or %s", flag, out, pair, dir, what, train.FeatureSuffix, train.TargetSuffix)
 	}
 	return nil
+}
+
+// otherKindError refuses an output file dest (out, flag's value, holding
+// what) that exists, not empty, as another kind of file than the command
+// writes: a .npy array where wantNPY, else a safetensors model. project
+// over a model or average over features (--model and --out swapped, a
+// slip of a name) would lose the file to the output. An empty file (as
+// mktemp makes) or one of the output's own kind (an earlier output) is
+// replaced, as --out says.
+func otherKindError(flag, out, dest, what string, wantNPY bool) error {
+	st, err := os.Stat(dest)
+	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return nil // (none, or what atomicfile refuses to replace)
+	}
+	isNPY := hasNPYMagic(dest)
+	isModel := false
+	if f, err := safetensors.Open(dest); err == nil {
+		isModel = true
+		f.Close()
+	}
+	if wantNPY && isNPY || !wantNPY && isModel {
+		return nil
+	}
+	kind := "a file that is neither a .npy array nor a safetensors model"
+	switch {
+	case isNPY:
+		kind = "a .npy array"
+	case isModel:
+		kind = "a safetensors model"
+	}
+	return fmt.Errorf("%s %s exists and is %s, which %s would replace: remove it first if it may go, or write %s elsewhere", flag, out, kind, what, what)
 }
 
 // checkOutPlace refuses an output directory out, holding what, among a

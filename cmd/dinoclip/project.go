@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 
+	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/npy"
@@ -32,7 +33,8 @@ func projectCommand() *cli.Command {
 			"file, a checkpoint directory, or a run directory (its best checkpoint, else its last;\n" +
 			"best/ema.safetensors when the run picks its best from the EMA). The --out file may not be in a\n" +
 			"run directory, in a run's checkpoints, in a search index or in a search's output, where it\n" +
-			"would be taken for their own.\n\n" +
+			"would be taken for their own; an existing --out file is replaced only when it is a .npy\n" +
+			"array or empty (a model there, with --model and --out swapped, is refused).\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
 		Flags: []cli.Flag{
@@ -75,6 +77,14 @@ func runProject(cCtx *cli.Context) error {
 	if err := destPlaceError("--out", outPath, dest, "the projections"); err != nil {
 		return err
 	}
+	// (Before the model is read and an engine opened: which file the model
+	// is, is known now; loadModel says what is wrong with one that fails.)
+	if model, err := checkpoint.Resolve(cCtx.String("model")); err == nil && atomicfile.SameFile(dest, model) {
+		return fmt.Errorf("--out %s is the model file %s: write the projections to another file", outPath, model)
+	}
+	if err := otherKindError("--out", outPath, dest, "the projections", true); err != nil {
+		return err
+	}
 	in, err := npy.Open(inPath)
 	if err != nil {
 		return err
@@ -93,9 +103,6 @@ func runProject(cCtx *cli.Context) error {
 		return err
 	}
 	defer lm.Engine.Close()
-	if atomicfile.SameFile(dest, lm.Path) {
-		return fmt.Errorf("--out %s is the model file %s: write the projections to another file", outPath, lm.Path)
-	}
 	c := lm.Model.Config
 	n, width := shape[0], shape[1]
 	if width != c.InputDim {

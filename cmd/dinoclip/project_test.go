@@ -131,6 +131,11 @@ func TestProjectErrors(t *testing.T) {
 		t.Fatal("copying the run's best model:", err)
 	}
 	out := filepath.Join(dir, "out", "y.npy") // its directory is created by no one
+
+	someModel := filepath.Join(t.TempDir(), "another.safetensors") // (--model and --out swapped)
+	copyFile(t, model, someModel)
+	notes := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notes, []byte("mine"), 0o644)
 	ok := filepath.Join(dir, "y.npy")
 
 	cases := []struct {
@@ -152,6 +157,8 @@ func TestProjectErrors(t *testing.T) {
 		{"output is a directory", []string{"project", "--model", run, "--in", good, "--out", dir}, []string{dir, "is a directory"}},
 		{"output is the input", []string{"project", "--model", run, "--in", good, "--out", good}, []string{good, "is the --in file"}},
 		{"output is the model", []string{"project", "--model", model, "--in", good, "--out", model}, []string{"is the model file"}}, // (one in a run is refused as in its checkpoint)
+		{"output is another model", []string{"project", "--model", run, "--in", good, "--out", someModel}, []string{someModel, "exists and is a safetensors model, which the projections would replace"}},
+		{"output is another kind of file", []string{"project", "--model", run, "--in", good, "--out", notes}, []string{notes, "exists and is a file that is neither a .npy array nor a safetensors model"}},
 		{"output is the input with a slash", []string{"project", "--model", run, "--in", good, "--out", good + "/"}, []string{good, "is a directory's"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},
@@ -180,6 +187,16 @@ func TestProjectErrors(t *testing.T) {
 	os.MkdirAll(filepath.Join(results, checkpoint.BestLink), 0o755)
 	os.MkdirAll(filepath.Join(results, "checkpoints"), 0o755)
 	mustRun(t, "project", "--model", run, "--in", good, "--out", filepath.Join(results, "p.npy"))
+	// An empty file (as mktemp makes) is replaced, and so is an earlier
+	// projection.
+	empty := filepath.Join(dir, "empty.npy")
+	os.WriteFile(empty, nil, 0o644)
+	for range 2 {
+		mustRun(t, "project", "--model", run, "--in", good, "--out", empty)
+		if !hasNPYMagic(empty) {
+			t.Fatalf("project --out %s (empty, then an earlier projection) wrote no .npy there", empty)
+		}
+	}
 }
 
 // Finite inputs and weights can still make outputs that are not finite

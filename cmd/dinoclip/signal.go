@@ -66,10 +66,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 				sig := s.(syscall.Signal)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
-					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (Ctrl-C again, %s from now on, quits at once instead)\n", stopGrace)
+					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (%s, %s from now on, quits at once instead)\n", repeatHint(sig), stopGrace)
 					cancel(signalError{sig})
 				case signalIgnored:
-					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (Ctrl-C again, %s after the first, quits at once)\n", stopGrace)
+					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (%s, %s after the first, quits at once)\n", repeatHint(sig), stopGrace)
 				default:
 					p.exit(sig)
 				}
@@ -87,6 +87,21 @@ func signalContext() (context.Context, context.CancelFunc) {
 		close(done)
 		cancel(context.Canceled)
 	}
+}
+
+// repeatHint says how to send sig again, in the word of a clean stop: by
+// its key where it has one (Ctrl-C), else by its name (a supervisor's
+// SIGTERM, a closed terminal's SIGHUP), which no key repeats.
+func repeatHint(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "Ctrl-C again"
+	case syscall.SIGTERM:
+		return "SIGTERM again"
+	case syscall.SIGHUP:
+		return "SIGHUP again"
+	}
+	return "the signal again"
 }
 
 // stopSignals are the signals that stop a command cleanly: Ctrl-C,

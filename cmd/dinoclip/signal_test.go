@@ -136,6 +136,9 @@ func TestTrainSignals(t *testing.T) {
 			if hint := "continue it with: dinoclip train --resume --out " + run + "\n"; !strings.Contains(stderr.String(), hint) {
 				t.Errorf("after %v, stderr lacks %q:\n%s", c.sig, hint, stderr.String())
 			}
+			if word := "stopping cleanly (" + repeatHint(c.sig) + ","; !strings.Contains(stderr.String(), word) {
+				t.Errorf("after %v, stderr lacks %q:\n%s", c.sig, word, stderr.String())
+			}
 			if ignored := "still stopping cleanly"; c.then != 0 && !strings.Contains(stderr.String(), ignored) {
 				t.Errorf("after %v then %v, stderr lacks %q: the second signal was not seen during the save\n%s", c.sig, c.then, ignored, stderr.String())
 			}

@@ -75,15 +75,23 @@ func TestOutputWriteFails(t *testing.T) {
 	}
 	defer full.Close()
 	run, _, _ := trainRun(t)
-	cmd := cliCommand([]string{"average", "--out", filepath.Join(t.TempDir(), "avg.safetensors"), run})
+	cmd := cliCommand([]string{"info", run})
 	var stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = full, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	var ee *exec.ExitError
-	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "writing the output") {
-		t.Fatalf("average with its output to /dev/full: %v, stderr %q; want exit status 1 and the write's error", err, stderr.String())
+	if err := waitExit(t, cmd); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "writing the description: write /dev/stdout") {
+		t.Fatalf("info with its output to /dev/full: %v, stderr %q; want exit status 1 and the write's error", err, stderr.String())
+	}
+	// A command whose product is a file says what it wrote on stderr: a
+	// stdout that fails after the file is in place fails nothing.
+	cmd = cliCommand([]string{"average", "--out", filepath.Join(t.TempDir(), "avg.safetensors"), run})
+	var said syncBuffer
+	cmd.Stdout, cmd.Stderr = full, &said
+	if err := cmd.Run(); err != nil || !strings.Contains(said.String(), "averaged 1 model") {
+		t.Fatalf("average with stdout to /dev/full: %v, stderr %q; want success", err, said.String())
 	}
 }
 

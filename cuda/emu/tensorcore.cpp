@@ -213,8 +213,17 @@ struct Desc {
 Desc decode(uint64_t d, const char* which) {
     static const int spans[4] = {0, 128, 64, 32};
     if ((d >> 49) & 7) emu_fail("wgmma: %s descriptor has a matrix base offset; the emulator supports 0", which);
-    return Desc{(uint32_t)(d & 0x3fff) << 4, (uint32_t)((d >> 16) & 0x3fff) << 4, (uint32_t)((d >> 32) & 0x3fff) << 4,
-                spans[d >> 62]};
+    const Desc s{(uint32_t)(d & 0x3fff) << 4, (uint32_t)((d >> 16) & 0x3fff) << 4, (uint32_t)((d >> 32) & 0x3fff) << 4,
+                 spans[d >> 62]};
+    // A swizzled operand whose start is off its pattern's period (the row
+    // bits the XOR reads, 7 and up, not 0) needs the base offset the PTX
+    // ISA defines for it, (start >> 7) & 7; what the hardware does with 0
+    // there is not documented, so a kernel that starts there is refused
+    // rather than emulated by a guess. (A k16 step, +32 bytes, stays on it.)
+    if (s.span && ((s.start >> 7) & (s.span / 16 - 1)))
+        emu_fail("wgmma: %s descriptor starts at %#x, off its %d-byte swizzle's %d-byte period, with base offset 0", which,
+                 s.start, s.span, 8 * s.span);
+    return s;
 }
 
 // desc_elem reads element (row, k) of a K-major operand, or of an
@@ -515,7 +524,9 @@ bool emu_mbar_try_wait(uint32_t bar, uint32_t parity, bool block) {
 void emu_tma_load_2d(uint32_t dst, const dc_tensor_map* map, int x, int y, uint32_t bar, uint16_t mask) {
     const EmuTensorMap* t = map_of(map);
     const int span = span_of(t);
-    if (dst % (span ? 128 : 16)) emu_fail("TMA load: shared address %#x is not %d-byte aligned", dst, span ? 128 : 16);
+    // (128 with or without a swizzle: the CUDA Programming Guide's
+    // alignment rule for a tensor copy's shared memory.)
+    if (dst % 128) emu_fail("TMA load: shared address %#x is not 128-byte aligned", dst);
     const int bw = t->box[0], bh = t->box[1], eb = t->elem_bytes;
     const uint32_t row_bytes = (uint32_t)bw * eb, bytes = row_bytes * bh;
     // Gather the box as it will lie in shared memory: row r at r*row_bytes
@@ -549,7 +560,7 @@ void emu_tma_load_2d(uint32_t dst, const dc_tensor_map* map, int x, int y, uint3
 void emu_tma_store_2d(const dc_tensor_map* map, int x, int y, uint32_t src) {
     const EmuTensorMap* t = map_of(map);
     const int span = span_of(t);
-    if (src % (span ? 128 : 16)) emu_fail("TMA store: shared address %#x is not %d-byte aligned", src, span ? 128 : 16);
+    if (src % 128) emu_fail("TMA store: shared address %#x is not 128-byte aligned", src);
     const int bw = t->box[0], bh = t->box[1], eb = t->elem_bytes;
     const uint32_t row_bytes = (uint32_t)bw * eb;
     const unsigned char* s = smem_ptr(src, row_bytes * bh, "TMA store");

@@ -205,7 +205,7 @@ def test_the_bench_times_the_package_model():
 
     cls, source = torch_ref.model_class()
     assert cls is dinoclip.model.ProjectorWithResiduals and "dinoclip.model.ProjectorWithResiduals" in source
-    assert sum(p.numel() for p in cls(768, 2048, 6, 512).parameters()) == torch_ref.DEFAULT_PARAMS
+    assert sum(p.numel() for p in cls(input_dim=768, hidden_dim=2048, num_residual_blocks=6, output_dim=512).parameters()) == torch_ref.DEFAULT_PARAMS
 
 
 def test_the_model_file_is_recorded_relative_to_the_checkout(tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_the_model_file_is_recorded_relative_to_the_checkout(tmp_path, capsys):
 class _Broken(torch.nn.Module):
     """A ProjectorWithResiduals that lost its residual blocks."""
 
-    def __init__(self, input_dim=768, hidden_dim=2048, num_residual_blocks=6, output_dim=512):
+    def __init__(self, input_dim=768, output_dim=512, hidden_dim=2048, num_residual_blocks=6):
         super().__init__()
         self.input_proj = torch.nn.Linear(input_dim, output_dim)
 

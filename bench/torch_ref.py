@@ -90,7 +90,8 @@ def model_class():
     except Exception as e:  # noqa: BLE001 - any import failure is reported the same way
         raise RuntimeError(f"cannot import dinoclip.model (pip install -e python, or run from the repository): {e!r}") from e
     cls = model.ProjectorWithResiduals
-    n = sum(p.numel() for p in cls(*CONFIGS["default"]).parameters())
+    i, h, b, o = CONFIGS["default"]
+    n = sum(p.numel() for p in cls(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o).parameters())
     if n != DEFAULT_PARAMS:
         raise RuntimeError(f"dinoclip.model.ProjectorWithResiduals builds {n} parameters at the default shape, not {DEFAULT_PARAMS}")
     return cls, f"dinoclip.model.ProjectorWithResiduals ({model_file(model.__file__)})"
@@ -333,7 +334,7 @@ def measure_train(cls, cfg_name, cfg, batch, mode, device, args, timer):
         row.update(status="skipped", reason=why)
         return row
     torch.manual_seed(args.seed)
-    model = cls(i, h, b, o).to(device)
+    model = cls(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o).to(device)
     row["params"] = sum(p.numel() for p in model.parameters())
     opt, impl = make_adamw(model.parameters(), device)
     sched = torch.optim.lr_scheduler.OneCycleLR(

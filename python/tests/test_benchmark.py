@@ -20,7 +20,7 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 @pytest.fixture(scope="module")
 def projector_path(tmp_path_factory):
     torch.manual_seed(4)
-    m = ProjectorWithResiduals(FEATURE_DIM, 24, 2, EMBED_DIM)
+    m = ProjectorWithResiduals(input_dim=FEATURE_DIM, hidden_dim=24, num_residual_blocks=2, output_dim=EMBED_DIM)
     d = tmp_path_factory.mktemp("proj")
     checkpoint.save(m, d / "model.safetensors")
     torch.save(m.state_dict(), d / "orig.pt")
@@ -111,7 +111,7 @@ def test_warns_of_other_encoders(tiny_models, tmp_path):
     from dinoclip import encoders
 
     torch.manual_seed(4)
-    m = ProjectorWithResiduals(FEATURE_DIM, 24, 2, EMBED_DIM)
+    m = ProjectorWithResiduals(input_dim=FEATURE_DIM, hidden_dim=24, num_residual_blocks=2, output_dim=EMBED_DIM)
     own = checkpoint.save(m, tmp_path / "own.safetensors", {"dinov2": encoders.model_id(tiny_models["dinov2"]),
                                                             "clip": encoders.model_id(tiny_models["clip"])})
     other = checkpoint.save(m, tmp_path / "other.safetensors", {"clip": "openai/clip-vit-base-patch32"})

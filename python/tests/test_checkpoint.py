@@ -19,7 +19,8 @@ from dinoclip.model import ProjectorWithResiduals
 
 def small(seed=0, cfg=(12, 16, 2, 8)):
     torch.manual_seed(seed)
-    return ProjectorWithResiduals(*cfg)
+    i, h, b, o = cfg
+    return ProjectorWithResiduals(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o)
 
 
 def header(path):
@@ -50,7 +51,7 @@ def test_save_writes_the_format(tmp_path):
         off += 4 * v.numel()
     assert os.path.getsize(p) == 8 + n + off
     # PyTorch loads it into the original class, strictly
-    fresh = ProjectorWithResiduals(12, 16, 2, 8)
+    fresh = ProjectorWithResiduals(input_dim=12, hidden_dim=16, num_residual_blocks=2, output_dim=8)
     fresh.load_state_dict(load_file(p), strict=True)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, sd[k])
@@ -176,7 +177,8 @@ def test_resolve_refuses_link_out_of_the_runs_checkpoints(tmp_path):
     os.symlink("../other/checkpoints/step-00000005", run / "best")
     with pytest.raises(CheckpointError, match="not into its checkpoints"):
         checkpoint.resolve(run)
-    checkpoint.save(small(2), run / "model.safetensors")
+    # (checkpoint.save refuses the run's directory: put there by hand)
+    os.replace(checkpoint.save(small(2), tmp_path / "elsewhere.safetensors"), run / "model.safetensors")
     assert checkpoint.resolve(run) == str(run / "model.safetensors")
     os.remove(run / "model.safetensors")
     os.remove(run / "best")
@@ -801,7 +803,7 @@ def test_dotdot_after_a_missing_directory_is_refused(tmp_path, monkeypatch):
 def test_save_takes_model_names_as_strings(tmp_path):
     """The names of the training data's models (dinov2, clip) are strings, as dinoclip compares
     them: None leaves one out, anything else is refused (JSON text of it was recorded as a name)."""
-    m = ProjectorWithResiduals(8, 16, 1, 4)
+    m = ProjectorWithResiduals(input_dim=8, hidden_dim=16, num_residual_blocks=1, output_dim=4)
     path = checkpoint.save(m, tmp_path / "m.safetensors", {"dinov2": "facebook/dinov2-base", "clip": None})
     meta = checkpoint.read_metadata(path)
     assert meta["dinov2"] == "facebook/dinov2-base" and "clip" not in meta
@@ -812,3 +814,50 @@ def test_save_takes_model_names_as_strings(tmp_path):
     # a local folder's name with a wide space is one, as the Go side takes it
     path = checkpoint.save(m, tmp_path / "m.safetensors", {"clip": "/home/u/モデル\u3000clip"})
     assert checkpoint.read_metadata(path)["clip"] == "/home/u/モデル\u3000clip"
+
+
+def test_save_refuses_a_runs_and_an_indexs_places(tmp_path):
+    """A model saved into a run directory would be what the run's name loads, before its best and
+    last; one in a checkpoint would meet another model's optimizer state; one in an index, a file
+    of dinoclip index's. Each is refused, and nothing is written; beside them it is saved."""
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000001"
+    checkpoint.save(small(1), step / "model.safetensors")
+    (step / checkpoint.OPTIMIZER_FILE).write_bytes(b"x")
+    os.symlink("checkpoints/step-00000001", run / "best")
+    (run / "run.json").write_text("{}")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "manifest.json").write_text('{"format": "dinoclip-index/1"}')
+    for where, why in [(run, "in a training run directory"), (run / "best", "in a training checkpoint"),
+                       (step / "model.safetensors", "in a training checkpoint"),
+                       (run / "checkpoints" / "mine.safetensors", "inside the training run directory"),
+                       (index / "m.safetensors", "in a dinoclip search index")]:
+        with pytest.raises(CheckpointError, match=why):
+            checkpoint.save(small(2), where)
+    assert checkpoint.resolve(run) == str(run / "best" / "model.safetensors")
+    assert torch.equal(checkpoint.load(run).input_proj.weight, small(1).input_proj.weight)
+    assert sorted(os.listdir(index)) == ["manifest.json"]
+    assert os.path.isfile(checkpoint.save(small(2), tmp_path / "beside.safetensors"))
+
+
+def test_save_and_load_refuse_more_blocks_than_go_handles(tmp_path):
+    """The Go side handles at most MAX_BLOCKS residual blocks: such a model is not written, nor
+    read (a file made elsewhere)."""
+    m = ProjectorWithResiduals(input_dim=2, output_dim=2, hidden_dim=2, num_residual_blocks=checkpoint.MAX_BLOCKS + 1)
+    with pytest.raises(CheckpointError, match="4097 residual blocks, more than the 4096 dinoclip handles"):
+        checkpoint.save(m, tmp_path / "deep.safetensors")
+    assert not os.listdir(tmp_path)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "deep.safetensors"))
+    with pytest.raises(CheckpointError, match="more than the 4096 dinoclip handles"):
+        checkpoint.load(tmp_path / "deep.safetensors")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_torch_file_is_told_for_what_it_is(tmp_path, legacy):
+    """The original project's .pt (torch.save's zip, or its legacy pickle) given where a dinoclip
+    model belongs is named as such, with the conversion to run, as the Go side names it."""
+    pt = tmp_path / "orig.pt"
+    torch.save(small(0).state_dict(), pt, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match=r"a PyTorch file \(torch.save's format\), not safetensors: python -m dinoclip.convert to-dinoclip"):
+        checkpoint.load(pt)

@@ -1,6 +1,7 @@
 """The original .pt state_dict <-> dinoclip checkpoint."""
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from dinoclip.model import ProjectorWithResiduals
 
 def original(seed=0, cfg=(12, 16, 2, 8)):
     torch.manual_seed(seed)
-    return ProjectorWithResiduals(*cfg)
+    i, h, b, o = cfg
+    return ProjectorWithResiduals(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o)
 
 
 def test_round_trip_through_the_cli(tmp_path):
@@ -30,7 +32,7 @@ def test_round_trip_through_the_cli(tmp_path):
     assert list(sd) == list(m.state_dict())
     for k, v in m.state_dict().items():
         assert torch.equal(sd[k], v) and sd[k].dtype == torch.float32
-    fresh = ProjectorWithResiduals(12, 16, 2, 8)
+    fresh = ProjectorWithResiduals(input_dim=12, hidden_dim=16, num_residual_blocks=2, output_dim=8)
     fresh.load_state_dict(sd, strict=True)  # loads into the original class
 
 
@@ -215,12 +217,22 @@ def test_text_is_no_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_text("junk\n")
     with pytest.raises(convert.ConversionError, match=r"junk\.pt: not a PyTorch checkpoint .*\(KeyError \d+: the bytes are no pickle\)"):
         convert.read_torch_state_dict(str(tmp_path / "junk.pt"))
+    (tmp_path / "empty.pt").write_bytes(b"")  # (not "not a checkpoint torch.load reads ... saved again")
+    with pytest.raises(convert.ConversionError, match=r"empty\.pt: the file is empty \(0 bytes\): no checkpoint$"):
+        convert.read_torch_state_dict(str(tmp_path / "empty.pt"))
 
 
 def test_to_torch_errors(tmp_path):
     os.mkdir(tmp_path / "empty")
     with pytest.raises(checkpoint.CheckpointError, match="holds no model.safetensors"):
         convert.dinoclip_to_torch(str(tmp_path / "empty"), str(tmp_path / "x.pt"))
+    # A .pt named .safetensors (to-torch taken for to-dinoclip) would fail its readers on its
+    # first bytes: refused, nothing written.
+    src = checkpoint.save(original(), tmp_path / "m.safetensors")
+    for name in ("out.safetensors", "OUT.SafeTensors"):
+        with pytest.raises(convert.ConversionError, match="to-torch writes a PyTorch .pt file"):
+            convert.dinoclip_to_torch(src, str(tmp_path / name))
+    assert sorted(os.listdir(tmp_path)) == ["empty", "m.safetensors"]
 
 
 def test_cli_exit_code_and_message(tmp_path):
@@ -312,3 +324,8 @@ def test_to_dinoclip_output_name(tmp_path, monkeypatch):
     assert convert.torch_to_dinoclip("orig.pt", "x.SAFETENSORS") == str(tmp_path / "x.SAFETENSORS")
     assert (tmp_path / "x.SAFETENSORS").is_file()
     assert checkpoint.load(tmp_path / "x.SAFETENSORS").config == original().config
+    # A directory named like a file: the trailing separator that writes into it is offered.
+    (tmp_path / "d.safetensors").mkdir()
+    with pytest.raises(ConversionError, match=re.escape("give it with a trailing separator (d.safetensors" + os.sep + ")")):
+        convert.torch_to_dinoclip("orig.pt", "d.safetensors")
+    assert convert.torch_to_dinoclip("orig.pt", "d.safetensors" + os.sep) == os.path.join(str(tmp_path), "d.safetensors", "model.safetensors")

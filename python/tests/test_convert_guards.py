@@ -13,7 +13,7 @@ from dinoclip.model import ProjectorWithResiduals
 
 def _model(seed):
     torch.manual_seed(seed)
-    return ProjectorWithResiduals(12, 16, 2, 8)
+    return ProjectorWithResiduals(input_dim=12, hidden_dim=16, num_residual_blocks=2, output_dim=8)
 
 
 def _run(tmp_path):
@@ -206,7 +206,7 @@ def test_to_torch_out_of_space_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    src = checkpoint.save(ProjectorWithResiduals(64, 128, 1, 32), tmp_path / "m.safetensors")
+    src = checkpoint.save(ProjectorWithResiduals(input_dim=64, hidden_dim=128, num_residual_blocks=1, output_dim=32), tmp_path / "m.safetensors")
     (tmp_path / "out").mkdir()
     dst = tmp_path / "out" / "m.pt"
     code = ("import resource, signal, sys\n"

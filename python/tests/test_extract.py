@@ -1853,6 +1853,11 @@ def test_karpathy_images_outside_images_root_or_not_files(tmp_path, karpathy, ca
     with pytest.raises(extract.ExtractError, match=re.escape(f"1 of 4 images are not regular files (a directory, a "
                                                              f"named pipe, a device), e.g. {target}")):
         extract.read_karpathy(karpathy["json"], str(images), "test")
+    # A split file of no images says so, not "(splits: )".
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"images": []}')
+    with pytest.raises(extract.ExtractError, match=re.escape("no images in split 'test' (its images list is empty)")):
+        extract.read_karpathy(str(empty), str(images), "test")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")

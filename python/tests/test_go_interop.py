@@ -30,7 +30,8 @@ def random_projector(seed, cfg=(FEATURE_DIM, 64, 2, EMBED_DIM)):
     """A projector with every parameter random (not LayerNorm's 1/0 defaults), so that each
     tensor's placement matters."""
     torch.manual_seed(seed)
-    m = ProjectorWithResiduals(*cfg)
+    i, h, b, o = cfg
+    m = ProjectorWithResiduals(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o)
     with torch.no_grad():
         for name, p in m.named_parameters():
             if p.ndim == 1:
@@ -178,7 +179,7 @@ def test_go_checkpoint_loads_strictly(go_run, tmp_path):
     # the original class loads it with plain safetensors + strict load_state_dict
     from safetensors.torch import load_file
 
-    fresh = ProjectorWithResiduals(FEATURE_DIM, 16, 1, EMBED_DIM)
+    fresh = ProjectorWithResiduals(input_dim=FEATURE_DIM, hidden_dim=16, num_residual_blocks=1, output_dim=EMBED_DIM)
     fresh.load_state_dict(load_file(str(go_run / "last" / "model.safetensors")), strict=True)
     # Python writes the very same bytes for the same weights and metadata
     for link in ("best", "last"):

@@ -33,8 +33,10 @@ def saved(tmp_path, name="model.safetensors", **meta):
 @pytest.mark.parametrize("config,message", [
     ({"input_dim": 12, "hidden_dim": 200000, "output_dim": 8, "num_residual_blocks": 2}, re.escape(
         "12 -> 200000 x 2 residual blocks -> 100000 -> 8 has 1.8e+11 weights, more than the 2147483647 dinoclip handles")),
+    ({"input_dim": 12, "hidden_dim": 16, "output_dim": 8, "num_residual_blocks": 4000},
+     "the config has 4000 residual blocks, but the file holds only 26 tensors"),
     ({"input_dim": 12, "hidden_dim": 16, "output_dim": 8, "num_residual_blocks": 1000000},
-     "the config has 1000000 residual blocks, but the file holds only 26 tensors"),
+     "1000000 residual blocks, more than the 4096 dinoclip handles"),
     ({"input_dim": 12, "hidden_dim": 32, "output_dim": 8, "num_residual_blocks": 2},
      r"not a ProjectorWithResiduals of shape .*input_proj.weight has shape \[16, 12\], want \[32, 12\];.*"),
 ])
@@ -148,8 +150,9 @@ def test_save_refuses_non_finite_weights(tmp_path):
 ])
 def test_metadata_go_refuses_is_refused_on_save_and_load(tmp_path, meta, message):
     p = tmp_path / "m.safetensors"
-    with pytest.raises(CheckpointError, match=re.escape(message)):
+    with pytest.raises(CheckpointError, match=re.escape(message)) as e:
         checkpoint.save(small(), p, meta)
+    assert "tampered" not in str(e.value)  # (the caller's metadata, not a file's)
     assert not os.path.exists(p)
     q = saved(tmp_path)
     rewrite_metadata(q, lambda m: m.update({k: str(v) for k, v in meta.items()}))
@@ -328,3 +331,12 @@ def test_read_regular_refuses_by_size_unread(tmp_path, monkeypatch):
         _files.read_regular(str(path), (3 << 20) - 1)
     assert counting.read == 0
     assert len(_files.read_regular(str(path), 3 << 20)) == 3 << 20 and counting.read == 3 << 20
+
+
+def test_metadata_that_is_not_unicode_is_refused_on_save(tmp_path):
+    """A lone surrogate (os.fsdecode's stand-in for a path's undecodable bytes) cannot be written in
+    the UTF-8 header: refused in a sentence, not a UnicodeEncodeError, and nothing written."""
+    p = tmp_path / "m.safetensors"
+    with pytest.raises(CheckpointError, match="metadata 'note' holds text that is not Unicode"):
+        checkpoint.save(small(), p, {"note": "caf\udce9"})
+    assert not os.path.exists(p)

@@ -41,14 +41,14 @@ def test_default_state_dict_names_order_shapes_and_count():
 @pytest.mark.parametrize("cfg", [(12, 16, 2, 8), (32, 64, 0, 16), (5, 7, 1, 3)])
 def test_small_configs(cfg):
     i, h, b, o = cfg
-    m = ProjectorWithResiduals(i, h, b, o)
+    m = ProjectorWithResiduals(input_dim=i, hidden_dim=h, num_residual_blocks=b, output_dim=o)
     assert [(k, tuple(v.shape)) for k, v in m.state_dict().items()] == expected_state_dict(i, h, b, o)
     assert sum(p.numel() for p in m.parameters()) == num_parameters(m.config)
     assert m(torch.randn(3, i)).shape == (3, o)
 
 
 def test_layers_are_the_originals():
-    m = ProjectorWithResiduals(8, 16, 1, 4)
+    m = ProjectorWithResiduals(input_dim=8, hidden_dim=16, num_residual_blocks=1, output_dim=4)
     layers = m.residual_blocks[0].layers
     assert [type(l).__name__ for l in layers] == ["Linear", "LayerNorm", "GELU", "Linear", "LayerNorm"]
     assert layers[2].approximate == "none"  # exact erf GELU
@@ -63,7 +63,7 @@ def test_layers_are_the_originals():
 
 def test_forward_is_the_formula():
     torch.manual_seed(0)
-    m = ProjectorWithResiduals(6, 10, 2, 4).double()
+    m = ProjectorWithResiduals(input_dim=6, hidden_dim=10, num_residual_blocks=2, output_dim=4).double()
     for p in m.parameters():  # non-trivial LayerNorm parameters too
         torch.nn.init.normal_(p, std=0.5)
     x = torch.randn(5, 6, dtype=torch.float64)
@@ -91,7 +91,7 @@ def test_matches_golden_init_and_output():
 
     g = load_file(str(GOLDEN))
     torch.manual_seed(1234)
-    m = ProjectorWithResiduals(12, 16, 2, 8)
+    m = ProjectorWithResiduals(input_dim=12, hidden_dim=16, num_residual_blocks=2, output_dim=8)
     for k, v in m.state_dict().items():
         assert torch.equal(v, g["init/" + k]), k
     torch.testing.assert_close(m(g["x"][0]), g["out0"], rtol=1e-5, atol=1e-6)
@@ -99,6 +99,31 @@ def test_matches_golden_init_and_output():
 
 def test_bad_config():
     with pytest.raises(ValueError, match="hidden_dim"):
-        ProjectorWithResiduals(4, 1, 1, 4)
+        ProjectorWithResiduals(input_dim=4, hidden_dim=1, num_residual_blocks=1, output_dim=4)
     with pytest.raises(ValueError, match="lacks"):
         ProjectorWithResiduals.from_config({"input_dim": 4})
+
+
+def test_positional_arguments_in_the_originals_order():
+    """The original class takes (input_dim, output_dim, hidden_dim, num_residual_blocks): a call
+    copied from the original project, ProjectorWithResiduals(768, 512) say, builds the same shape."""
+    import inspect
+
+    names = list(inspect.signature(ProjectorWithResiduals).parameters)
+    assert names == ["input_dim", "output_dim", "hidden_dim", "num_residual_blocks"]
+    assert ProjectorWithResiduals(16, 8, 12, 1).config == {"input_dim": 16, "hidden_dim": 12, "output_dim": 8, "num_residual_blocks": 1}
+    defaults = {k: p.default for k, p in inspect.signature(ProjectorWithResiduals).parameters.items()}
+    assert defaults == DEFAULT_CONFIG
+
+
+def test_numpy_integers_are_taken():
+    """nn.Linear takes numpy's integers (a shape read from an array); so does the model, as ints."""
+    import numpy as np
+
+    m = ProjectorWithResiduals(input_dim=np.int64(6), output_dim=np.int32(4), hidden_dim=np.int64(8), num_residual_blocks=np.int64(1))
+    assert m.config == {"input_dim": 6, "hidden_dim": 8, "output_dim": 4, "num_residual_blocks": 1}
+    assert all(type(v) is int for v in m.config.values())
+    with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
+        ProjectorWithResiduals(input_dim=np.float64(6))
+    with pytest.raises(ValueError, match="num_residual_blocks"):
+        ProjectorWithResiduals(input_dim=4, output_dim=4, hidden_dim=4, num_residual_blocks=True)

@@ -6,6 +6,7 @@ back to PIL). Ours is the PIL one to within float rounding; torchvision's bicubi
 from PIL's by up to one intensity level on a few pixels.
 """
 
+import io
 import random
 
 import numpy as np
@@ -113,3 +114,45 @@ def test_extremely_thin_image_is_cheap():
         assert out.shape == (3, 224, 224)
         want = (torch.tensor([10, 200, 30]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
         assert torch.allclose(out[:, 112, 112], want.float(), atol=1e-5)
+
+
+def _transparent_images():
+    """Images with transparency of each kind PIL reads: an alpha band (RGBA, LA), a palette colour
+    marked transparent (a GIF's or PNG's tRNS) and an RGB colour key (an RGB PNG's tRNS)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
+    alpha = np.full((300, 400), 255, np.uint8)
+    alpha[150:] = 0  # the lower half transparent
+    alpha[100:150] = 90  # a band half transparent
+    rgba = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    la = Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA")
+    def as_png(img, transparency):  # (read back, as an extractor meets it: PNG's tRNS chunk)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", transparency=transparency)
+        buf.seek(0)
+        return Image.open(buf)
+
+    pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal = as_png(pal, pal.getpixel((200, 150)))  # (a colour the centre crop holds)
+    keyed = as_png(Image.fromarray(rgb // 64 * 64), (0, 0, 0))  # few colours, one of them the key
+    return {"RGBA": rgba, "LA": la, "P with a transparent colour": pal, "RGB with a colour key": keyed}
+
+
+@pytest.mark.parametrize("which", ["dinov2", "clip"])
+def test_transparency_as_hugging_face_composites_it(which):
+    """An image with transparency is composited onto white, as the pinned transformers' processors
+    do (PIL's convert("RGB") alone drops the alpha: up to 4.5 normalised units apart here)."""
+    from PIL import Image
+
+    ours = dinov2_transform() if which == "dinov2" else clip_transform(224)
+    theirs = hf_dinov2() if which == "dinov2" else hf_clip()
+    for name, img in _transparent_images().items():
+        a = ours(img).numpy()
+        b = theirs(images=img, return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=f"{which} {name}")
+        # (The test tells the two apart: convert("RGB") keeps a transparent colour as a colour
+        # key in the image's info, which to_rgb honours, so the pixels alone are taken.)
+        dropped = ours(Image.fromarray(np.asarray(img.convert("RGB")))).numpy()
+        assert np.abs(dropped - b).max() > 0.5, name

@@ -133,7 +133,7 @@ def initial_state():
     """The model's initial weights: PyTorch default init, built in float32 under
     torch.manual_seed(SEED). Both runs start from these values (exact in float64)."""
     torch.manual_seed(SEED)
-    model = ProjectorWithResiduals(INPUT_DIM, HIDDEN_DIM, NUM_RESIDUAL_BLOCKS, OUTPUT_DIM)
+    model = ProjectorWithResiduals(input_dim=INPUT_DIM, hidden_dim=HIDDEN_DIM, num_residual_blocks=NUM_RESIDUAL_BLOCKS, output_dim=OUTPUT_DIM)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -176,7 +176,7 @@ def run(dtype, init, xs64, ts64, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
         data_desc="x, t ~ N(0,1) drawn in float64 from torch.Generator().manual_seed(data_seed), "
                   "x then t per step, t row 0 zeroed, then cast to dtype"):
     torch.set_num_threads(1)
-    model = ProjectorWithResiduals(INPUT_DIM, HIDDEN_DIM, NUM_RESIDUAL_BLOCKS, OUTPUT_DIM)
+    model = ProjectorWithResiduals(input_dim=INPUT_DIM, hidden_dim=HIDDEN_DIM, num_residual_blocks=NUM_RESIDUAL_BLOCKS, output_dim=OUTPUT_DIM)
     model.load_state_dict(init, strict=True)
     model = model.to(dtype)
     xs = xs64.to(dtype)

@@ -227,6 +227,11 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, st
     if len(head) != 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
     (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER and (head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5)):
+        # torch.save's zip archive (PyTorch 1.6 on) or bare pickle (protocol 2 on): the original
+        # project's checkpoint, as the Go side tells it too
+        raise CheckpointError(f"{path}: a PyTorch file (torch.save's format), not safetensors: "
+                              "python -m dinoclip.convert to-dinoclip converts a state_dict")
     if n > _MAX_HEADER:
         raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
     raw = f.read(n)
@@ -364,6 +369,9 @@ def _parse_config(text: str, where: str) -> Dict[str, int]:
 # The Go side's nn.MaxWeights: the most weight-matrix entries of a model it handles (2^31 - 1
 # float32 values, 8 GiB; the default model has 54 million).
 MAX_WEIGHTS = (1 << 31) - 1
+# The Go side's nn.MaxBlocks: the most residual blocks of a model it handles (a narrow width would
+# let hundreds of millions through MAX_WEIGHTS).
+MAX_BLOCKS = 4096
 # The tensors of one residual block (two Linears and two LayerNorms): a file of N tensors holds
 # no more than N / 8 blocks.
 _TENSORS_PER_BLOCK = 8
@@ -372,10 +380,12 @@ _PRECISIONS = ("fp32", "bf16", "fp64")
 _INT64_MAX = (1 << 63) - 1
 
 
-def _check_meta(meta: Mapping[str, str], where: str) -> None:
+def _check_meta(meta: Mapping[str, str], where: str, writing: bool = False) -> None:
     """Refuses metadata that the Go side refuses (checkModelMeta): another format (an optimizer
     or float64 state, a later format), a step or epoch that is not a count as the trainer writes
-    it (decimal digits within int64), a precision other than train's."""
+    it (decimal digits within int64), a precision other than train's. ``writing``: the metadata
+    is the caller's, to be written (not a file's, which only a tampering gives such values)."""
+    tampered = "" if writing else " (a tampered file?)"
     fmt = meta.get("format")
     if fmt is not None and fmt not in (MODEL_FORMAT, TORCH_FORMAT):
         raise CheckpointError(f"{where}: format {fmt!r}, want {MODEL_FORMAT!r}: not a model file "
@@ -383,11 +393,11 @@ def _check_meta(meta: Mapping[str, str], where: str) -> None:
     for key in ("step", "epoch"):
         v = meta.get(key)
         if v is not None and not (v.isascii() and v.isdigit() and int(v) <= _INT64_MAX):
-            raise CheckpointError(f"{where}: metadata {key} {v!r} is not a count (a tampered file?)")
+            raise CheckpointError(f"{where}: metadata {key} {v!r} is not a count (decimal digits){tampered}")
     p = meta.get("precision")
     if p is not None and p not in _PRECISIONS:
         raise CheckpointError(f"{where}: metadata precision {p!r}, want {', '.join(_PRECISIONS[:-1])} or "
-                              f"{_PRECISIONS[-1]} (a tampered file?)")
+                              f"{_PRECISIONS[-1]}{tampered}")
 
 
 def _config(meta: Mapping[str, str], shapes: Mapping[str, Iterable[int]], where: str) -> Dict[str, int]:
@@ -406,9 +416,11 @@ def _config(meta: Mapping[str, str], shapes: Mapping[str, Iterable[int]], where:
 
 
 def _check_size(c: Mapping[str, int], where: str) -> None:
-    """Refuses a config of more than :data:`MAX_WEIGHTS` weights (as the Go side's
-    nn.Config.Validate does), before anything of that size is built or read."""
+    """Refuses a config of more than :data:`MAX_WEIGHTS` weights or :data:`MAX_BLOCKS` blocks (as
+    the Go side's nn.Config.Validate does), before anything of that size is built or read."""
     i, h, o, b = (c[k] for k in CONFIG_KEYS)
+    if b > MAX_BLOCKS:
+        raise CheckpointError(f"{where}: {b} residual blocks, more than the {MAX_BLOCKS} dinoclip handles")
     # exact in Python's integers; a negative dimension is left to the model's own check
     weights = i * h + b * 2 * h * h + h * (h // 2) + (h // 2) * o
     if weights > MAX_WEIGHTS:
@@ -605,6 +617,10 @@ def valid_model_name(name) -> bool:
             and all(unicodedata.category(c)[0] in "LMNPS" or unicodedata.category(c) == "Zs" for c in name))
 
 
+def _has_surrogate(s: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in s)
+
+
 def _meta_value(v) -> str:
     if isinstance(v, str):
         return v
@@ -650,8 +666,18 @@ def save_state_dict(
     metadata: Optional[Mapping[str, object]] = None,
 ) -> str:
     """Writes ``state_dict`` (in its order, as F32) with the dinoclip metadata, including the
-    tensors' SHA-256 (:data:`SHA256_KEY`, replacing any in ``metadata``), to ``path``."""
+    tensors' SHA-256 (:data:`SHA256_KEY`, replacing any in ``metadata``), to ``path``. A path in
+    a training run, its checkpoints, a search index or a search's output is refused
+    (:func:`_places.place_refusal`): a model at a run's top level is what the run's name then
+    loads, before its best and last, and one in a checkpoint meets another model's optimizer
+    state on a resume."""
     path = os.fspath(path)
+    # (Imported here: _places reads this module's names of a run's files.)
+    from ._places import place_refusal
+
+    why = place_refusal(os.path.dirname(os.path.realpath(path)), "the model")
+    if why:
+        raise CheckpointError(f"{path} {why}")
     metadata = dict(metadata or {})
     # The names of the models the training data came from (as extract.json records them, which
     # dinoclip compares between files): a string each, or none.
@@ -664,8 +690,14 @@ def save_state_dict(
     meta = {str(k): _meta_value(v) for k, v in metadata.items()}
     meta["format"] = MODEL_FORMAT
     meta["config"] = json.dumps({k: int(config[k]) for k in CONFIG_KEYS}, separators=(",", ":"))
-    # metadata and weights that load (and the Go side) would refuse are not written
-    _check_meta(meta, path)
+    # metadata, shapes and weights that load (and the Go side) would refuse are not written
+    _check_size(config, path)
+    _check_meta(meta, path, writing=True)
+    for k, v in meta.items():
+        # (a lone surrogate, as os.fsdecode makes of a path's undecodable bytes: the header is UTF-8)
+        if _has_surrogate(k + v):
+            raise CheckpointError(f"{path}: metadata {k!r} holds text that is not Unicode (a lone surrogate, "
+                                  "as a path of undecodable bytes gives): the file's header is UTF-8")
     _check_float(state_dict, path)
     _check_finite(state_dict, state_dict, path)
     arrays = []

@@ -60,7 +60,7 @@ from ._files import file_kind, open_regular, read_regular, usable_cpus
 from ._progress import progress
 from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
                      same_file, write_atomic)
-from .convert import place_refusal
+from ._places import place_refusal
 from .npyio import embedding_dtype, save_npy
 
 __all__ = ["main", "build_parser", "Extractor", "read_folder", "index_tar", "read_karpathy"]
@@ -155,11 +155,11 @@ class _TarOpener:
 
 
 def clipped(img) -> bool:
-    """Whether the preprocessing's convert("RGB") loses the values of the PIL image ``img``:
-    16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I") and
+    """Whether the preprocessing's convert("RGB") (:func:`transforms.to_rgb`) loses the values of
+    the PIL image ``img``: 16-bit ("I;16", as a 16-bit greyscale PNG or TIFF opens), 32-bit integer ("I") and
     floating-point ("F") greyscale are clipped to 0..255, not scaled, so a 16-bit photograph turns
     nearly white, and a float one of values in 0..1 (or a little over) black. The reference preprocessing
-    (transformers' CLIPImageProcessor, whose convert_rgb is the same call) does the same, so the
+    (transformers' image processors, whose convert_to_rgb makes the same call) does the same, so the
     rows stay those of the original pipeline; the user is told. (An image of such a mode whose
     values are 0..255 anyway loses nothing; 16-bit colour PNGs open as 8-bit "RGB", scaled.)"""
     if not (img.mode in ("I", "F") or img.mode.startswith("I;16")):
@@ -653,7 +653,8 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
     picked = [(j, im) for j, im in enumerate(data["images"]) if im.get("split") == split]
     if not picked:
         splits = sorted({str(im.get("split")) for im in data["images"]})
-        raise ExtractError(f"{path}: no images in split {split!r} (splits: {', '.join(splits)})")
+        held = f"splits: {', '.join(splits)}" if splits else "its images list is empty"
+        raise ExtractError(f"{path}: no images in split {split!r} ({held})")
     paths, captions, cap_image, missing, not_files = [], [], [], [], []
     seen: Dict[Tuple[int, int], Tuple[int, str]] = {}  # (device, inode) -> (images[j], filename)
     empty, first_empty = 0, None
@@ -747,7 +748,7 @@ def _check_out(out: str, what: Optional[str] = None) -> None:
 def _check_place(d: str, what: str, output: str) -> None:
     """Refuses (as ``what``) to write ``output`` into the directory ``d`` where its files would be
     taken for a training run's, a checkpoint's or a search index's own: the places where convert
-    writes no model either (:func:`convert.place_refusal`)."""
+    writes no model either (:func:`_places.place_refusal`)."""
     why = place_refusal(_resolve(d), output)
     if why:
         raise ExtractError(f"{what} {why}")

@@ -17,6 +17,7 @@ parameters, and there is no dropout. Initialisation is PyTorch's default.
 
 from __future__ import annotations
 
+import numbers
 from typing import Dict
 
 import torch
@@ -66,22 +67,30 @@ class ProjectorWithResiduals(nn.Module):
     similarities.
     """
 
+    # The original class's parameters in its order, so that a positional call
+    # copied from the original project (ProjectorWithResiduals(768, 512))
+    # builds the same shape here.
     def __init__(
         self,
         input_dim: int = 768,
+        output_dim: int = 512,
         hidden_dim: int = 2048,
         num_residual_blocks: int = 6,
-        output_dim: int = 512,
     ):
         super().__init__()
+        dims = {}
         for name, v, least in (
             ("input_dim", input_dim, 1),
             ("hidden_dim", hidden_dim, 2),
             ("output_dim", output_dim, 1),
             ("num_residual_blocks", num_residual_blocks, 0),
         ):
-            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            # (numbers.Integral takes numpy's integers too, as nn.Linear does.)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+            dims[name] = int(v)
+        input_dim, hidden_dim = dims["input_dim"], dims["hidden_dim"]
+        output_dim, num_residual_blocks = dims["output_dim"], dims["num_residual_blocks"]
         self.input_dim = input_dim
         self.hidden_dim = hidden_dim
         self.output_dim = output_dim

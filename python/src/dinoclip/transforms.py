@@ -1,9 +1,10 @@
 """Image preprocessing for DINOv2 and CLIP, without torchvision.
 
-Both follow the Hugging Face image processors of the models (docs/MODEL.md): convert to RGB, resize so
-the shortest edge is ``resize`` pixels (PIL bicubic; the long edge is ``int(resize * long /
-short)``), centre crop ``crop`` x ``crop`` (top-left at ``(size - crop) // 2``), scale to [0, 1],
-normalise with the mean and standard deviation, and return a float32 ``[3, crop, crop]`` tensor.
+Both follow the Hugging Face image processors of the models (docs/MODEL.md): convert to RGB
+(transparency composited onto white: :func:`to_rgb`), resize so the shortest edge is ``resize``
+pixels (PIL bicubic; the long edge is ``int(resize * long / short)``), centre crop ``crop`` x
+``crop`` (top-left at ``(size - crop) // 2``), scale to [0, 1], normalise with the mean and
+standard deviation, and return a float32 ``[3, crop, crop]`` tensor.
 
 - DINOv2 (``facebook/dinov2-base``): shortest edge 256, crop 224, ImageNet mean/std.
 - CLIP (``openai/clip-vit-base-patch16``): shortest edge 224, crop 224, CLIP mean/std.
@@ -31,6 +32,7 @@ __all__ = [
     "CLIP_STD",
     "MAX_RESIZED_EDGE",
     "ImageTransform",
+    "to_rgb",
     "dinov2_transform",
     "clip_transform",
 ]
@@ -43,6 +45,20 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The longest resized edge resized whole (see the module docstring): 64k pixels, 50 MB at a short
 # edge of 256, far beyond any photograph's aspect ratio.
 MAX_RESIZED_EDGE = 1 << 16
+
+
+def to_rgb(image):
+    """``image`` as 8-bit RGB, as transformers' ``convert_to_rgb`` makes it (the processors'
+    ``do_convert_rgb``): an image with transparency (an alpha band, or a palette or RGB colour
+    marked transparent) composited onto white, any other converted (PIL's ``convert("RGB")``).
+    OpenAI's ``clip`` package, and older transformers, drop the alpha instead, which shows
+    whatever colour a transparent pixel holds (often black); the two agree on opaque images."""
+    from PIL import Image
+
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 class ImageTransform:
@@ -65,8 +81,7 @@ class ImageTransform:
     def __call__(self, image) -> torch.Tensor:
         from PIL import Image
 
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = to_rgb(image)
         w, h = image.size
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.resize, int(self.resize * long / short)

@@ -154,8 +154,18 @@ func describe(w io.Writer, path string) error {
 	}
 	hint := ""
 	entries, _ := os.ReadDir(path)
-	if i := slices.IndexFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".npy") }); i >= 0 {
-		hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", shown(train.ShellArg(filepath.Join(path, entries[i].Name()))))
+	arg := func(p string) string { return shown(train.ShellArg(p)) }
+	switch run := filepath.Dir(filepath.Clean(path)); {
+	case filepath.Base(filepath.Clean(path)) == train.CheckpointsDir && isRunDir(run):
+		hint = fmt.Sprintf("; it is the checkpoints directory of the run %s, which info describes (dinoclip info %s), as it does each checkpoint in it", run, arg(run))
+	case has(demoMarker):
+		hint = fmt.Sprintf("; it is a dinoclip demo's output, whose run and data info describes (dinoclip info %s, dinoclip info %s)", arg(filepath.Join(path, "run")), arg(filepath.Join(path, "data")))
+	case has(benchTextFile) && has(benchJSONFile):
+		hint = fmt.Sprintf("; it holds a dinoclip bench's report, to read in %s", filepath.Join(path, benchTextFile))
+	default:
+		if i := slices.IndexFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".npy") }); i >= 0 {
+			hint = fmt.Sprintf("; it holds .npy files, which info describes one at a time (dinoclip info %s)", arg(filepath.Join(path, entries[i].Name())))
+		}
 	}
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
 }

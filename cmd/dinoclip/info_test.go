@@ -274,6 +274,13 @@ func TestInfoErrors(t *testing.T) {
 	if err := safetensors.Write(stateless, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
 		t.Fatal(err)
 	}
+	// Directories dinoclip writes that info does not describe whole are
+	// sent to what it does describe.
+	demoOut, benchOut := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(demoOut, demoMarker), nil, 0o644)
+	os.WriteFile(filepath.Join(benchOut, benchJSONFile), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(benchOut, benchTextFile), []byte("x"), 0o644)
+	run, _, _ := trainRun(t)
 	partOfData := filepath.Join(lonely, "extract.json")
 	os.WriteFile(partOfData, []byte(`{"dinov2": "x"}`), 0o644)
 	// What an index killed in its first append leaves: its lock file and a
@@ -294,6 +301,9 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage + " is no file dinoclip describes"}},
+		{[]string{"info", filepath.Join(run, train.CheckpointsDir)}, []string{"it is the checkpoints directory of the run " + run + ", which info describes (dinoclip info " + train.ShellArg(run) + ")"}},
+		{[]string{"info", demoOut}, []string{"it is a dinoclip demo's output, whose run and data info describes (dinoclip info " + train.ShellArg(filepath.Join(demoOut, "run"))}},
+		{[]string{"info", benchOut}, []string{"it holds a dinoclip bench's report, to read in " + filepath.Join(benchOut, benchTextFile)}},
 		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
 		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},

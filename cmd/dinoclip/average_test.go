@@ -10,6 +10,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/safetensors"
 )
 
 // writeRandomModel writes a model of shape c with the weights of seed.
@@ -142,6 +143,10 @@ func TestAverageErrors(t *testing.T) {
 	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
 	features := filepath.Join(t.TempDir(), "photos.dino.npy") // (--out given the features by a slip)
 	writeF32(t, features, []int{1, 2}, []float32{1, 2})
+	state := filepath.Join(t.TempDir(), "state.safetensors") // (a checkpoint's optimizer state, copied out and renamed)
+	if err := safetensors.Write(state, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -174,6 +179,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out in a training checkpoint", []string{"average", "--out", filepath.Join(ckpt, "model.safetensors"), a, b}, []string{"in a training checkpoint"}},
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
 		{"out a .npy", []string{"average", "--out", features, a, b}, []string{features, "exists and is a .npy array, which the average would replace"}},
+		{"out an optimizer state", []string{"average", "--out", state, a, b}, []string{state, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
@@ -187,6 +193,14 @@ func TestAverageErrors(t *testing.T) {
 	}
 	if !hasNPYMagic(features) {
 		t.Errorf("a refused average replaced the features %s", features)
+	}
+	// A file named as a model but of no kind (an earlier output cut short)
+	// is replaced.
+	cut := filepath.Join(t.TempDir(), "cut.safetensors")
+	os.WriteFile(cut, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""), 0o644)
+	mustRun(t, "average", "--out", cut, a, b)
+	if _, err := checkpoint.ReadModel(cut); err != nil {
+		t.Errorf("average over a model file cut short: %v", err)
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

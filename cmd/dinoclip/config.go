@@ -128,10 +128,12 @@ func decimalNumbers(cCtx *cli.Context) error {
 	return nil
 }
 
-// numberWhy is why v, the value of number flag f, is refused before
-// urfave/cli reads it ("" where it is not): not written in decimal, a
-// float's that underflows, or an integer beyond what f holds (urfave/cli
-// would quote strconv's "value out of range" or "invalid syntax").
+// numberWhy is why v, the value of number flag f, is refused ("" where it
+// is not): not written in decimal, a float's that underflows, or an
+// integer beyond what f holds. An environment variable's is judged before
+// urfave/cli reads it, which would quote strconv's "value out of range" or
+// "invalid syntax"; the command line's after urfave/cli has parsed it,
+// which refuses a value out of range itself, in its own words.
 func numberWhy(f cli.Flag, v string) string {
 	_, float := numberFlag(f)
 	switch {
@@ -160,7 +162,7 @@ func numberWhy(f cli.Flag, v string) string {
 		limit = fmt.Sprintf("%d to %d", -most-1, most)
 	} else {
 		if strings.HasPrefix(v, "-") {
-			return "a negative number, where this flag takes 0 or more"
+			return "a sign, where this flag takes digits alone (0 or more)"
 		}
 		_, err = strconv.ParseUint(v, 10, bits)
 		limit = fmt.Sprintf("0 to %d", uint64(math.MaxUint64)>>(64-bits))

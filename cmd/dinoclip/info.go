@@ -99,7 +99,7 @@ func describe(w io.Writer, path string) error {
 		if isNPY(path) {
 			return infoNPY(w, path)
 		}
-		switch safetensorsFormat(path) {
+		switch format, _ := safetensorsFormat(path); format {
 		case checkpoint.OptimizerFormat:
 			return infoOptimizer(w, path)
 		case checkpoint.Float64Format:
@@ -170,20 +170,23 @@ func describe(w io.Writer, path string) error {
 	return fmt.Errorf("info: %s is not a run, checkpoint, training data, evaluation set, index or search output directory (see docs/FORMAT.md)%s", path, hint)
 }
 
-// describedWhole is the directory of path where info describes that
-// directory as a whole and path is one of its files that info does not
-// describe alone (an evaluation set's eval.json, an index's manifest.json,
-// a search's results.txt, a run's run.json or metrics.jsonl); "" elsewhere.
-// (Read as a model, such a file fails on a safetensors header length made
-// of its first bytes, which tells its reader nothing.)
+// describedWhole is the directory of path where path is a record that
+// directory's writer keeps beside its data, which info describes with the
+// directory as a whole (an evaluation set's eval.json, an index's
+// manifest.json, a search's results.txt, a run's run.json or metrics.jsonl,
+// an extraction's extract.json); "" elsewhere. Only those names: another
+// file there (a user's .pt beside its converted model) is read as it is,
+// and told as what it is. (Read as a model, such a record fails on a
+// safetensors header length made of its first bytes, which tells its
+// reader nothing.)
 func describedWhole(path string) string {
-	dir := filepath.Dir(path)
-	for _, name := range []string{retrieval.IndexManifestFile, searchInfoFile, checkpoint.ModelFile} {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return dir
-		}
-	}
-	if isRunDir(dir) || retrieval.HoldsSet(dir) || train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir) {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	switch {
+	case (name == retrieval.IndexManifestFile || name == retrieval.IndexLockFile) && retrieval.IsIndex(dir),
+		(name == searchInfoFile || name == searchResultsFile || name == searchImagesFile) && fileExists(filepath.Join(dir, searchInfoFile)),
+		(name == train.RunFile || name == train.MetricsFile || name == train.LockFile) && isRunDir(dir),
+		name == dataset.EvalInfoFile && retrieval.HoldsSet(dir),
+		name == dataset.ExtractRecordFile && (train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir)):
 		return dir
 	}
 	return ""
@@ -428,15 +431,15 @@ func infoModel(w io.Writer, path string) error {
 }
 
 // safetensorsFormat is the format its metadata gives a safetensors file
-// at path (a checkpoint's optimizer or float64 state, or a model), or ""
-// for one without, or no safetensors file.
-func safetensorsFormat(path string) string {
+// at path (a checkpoint's optimizer or float64 state, or a model; "" for
+// one without, as a PyTorch-made model), and whether path is one.
+func safetensorsFormat(path string) (format string, ok bool) {
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer f.Close()
-	return f.Metadata()["format"]
+	return f.Metadata()["format"], true
 }
 
 // infoOptimizer describes a checkpoint's optimizer file: the trainer's

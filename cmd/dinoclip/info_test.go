@@ -267,9 +267,6 @@ func TestInfoErrors(t *testing.T) {
 	// shard's second half): no training data, though.
 	queries := t.TempDir()
 	writeF32(t, filepath.Join(queries, "sentences.clip.npy"), []int{1, 2}, []float32{1, 2})
-	// A file of a directory info describes as a whole (an evaluation set's
-	// eval.json, a run's metrics.jsonl) is sent to the directory, not read
-	// as a model.
 	stateless := filepath.Join(t.TempDir(), checkpoint.OptimizerFile) // (the format's tag, no trainer state)
 	if err := safetensors.Write(stateless, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
 		t.Fatal(err)
@@ -281,8 +278,17 @@ func TestInfoErrors(t *testing.T) {
 	os.WriteFile(filepath.Join(benchOut, benchJSONFile), []byte("{}"), 0o644)
 	os.WriteFile(filepath.Join(benchOut, benchTextFile), []byte("x"), 0o644)
 	run, _, _ := trainRun(t)
+	// A record of a directory info describes as a whole (an extraction's
+	// extract.json, a run's metrics.jsonl) is sent to the directory, not
+	// read as a model; another file there is read as what it is (a .pt
+	// beside the model converted from it, as convert to-dinoclip leaves it).
 	partOfData := filepath.Join(lonely, "extract.json")
 	os.WriteFile(partOfData, []byte(`{"dinov2": "x"}`), 0o644)
+	converted := filepath.Join(t.TempDir(), "ckpt")
+	os.Mkdir(converted, 0o755)
+	copyFile(t, filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile), filepath.Join(converted, checkpoint.ModelFile))
+	torchFile := filepath.Join(converted, "orig.pt")
+	os.WriteFile(torchFile, append([]byte("PK\x03\x04\x00\x00\x08\x00"), make([]byte, 64)...), 0o644) // (a zip's first bytes)
 	// What an index killed in its first append leaves: its lock file and a
 	// shard, no manifest.
 	unfinished := t.TempDir()
@@ -305,6 +311,8 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", demoOut}, []string{"it is a dinoclip demo's output, whose run and data info describes (dinoclip info " + train.ShellArg(filepath.Join(demoOut, "run"))}},
 		{[]string{"info", benchOut}, []string{"it holds a dinoclip bench's report, to read in " + filepath.Join(benchOut, benchTextFile)}},
 		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
+		{[]string{"info", filepath.Join(run, train.MetricsFile)}, []string{"is a file of " + run + ", which info describes as a whole"}},
+		{[]string{"info", torchFile}, []string{torchFile + ": a PyTorch file (torch.save's format)"}},
 		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},

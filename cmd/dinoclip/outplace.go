@@ -9,7 +9,6 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/retrieval"
-	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -145,28 +144,31 @@ func dataFileError(flag, out, dest, what string) error {
 // writes: a .npy array where wantNPY, else a safetensors model. project
 // over a model or average over features (--model and --out swapped, a
 // slip of a name) would lose the file to the output. An empty file (as
-// mktemp makes) or one of the output's own kind (an earlier output) is
-// replaced, as --out says.
+// mktemp makes), one of the output's own kind (an earlier output), and one
+// of no kind named as the output (.npy, .safetensors: an earlier output
+// cut short, or damaged) are replaced, as --out says.
 func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	st, err := os.Stat(dest)
 	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
 		return nil // (none, or what atomicfile refuses to replace)
 	}
 	isNPY := hasNPYMagic(dest)
-	isModel := false
-	if f, err := safetensors.Open(dest); err == nil {
-		isModel = true
-		f.Close()
-	}
-	if wantNPY && isNPY || !wantNPY && isModel {
-		return nil
-	}
-	kind := "a file that is neither a .npy array nor a safetensors model"
+	format, isSafetensors := safetensorsFormat(dest)
+	isState := format == checkpoint.OptimizerFormat || format == checkpoint.Float64Format
+	var kind string
 	switch {
+	case wantNPY && isNPY, !wantNPY && isSafetensors && !isState:
+		return nil
 	case isNPY:
 		kind = "a .npy array"
-	case isModel:
+	case isState:
+		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
+	case isSafetensors:
 		kind = "a safetensors model"
+	case strings.HasSuffix(strings.ToLower(dest), map[bool]string{true: ".npy", false: ".safetensors"}[wantNPY]):
+		return nil // (of no kind, named as the output: one cut short, or damaged)
+	default:
+		kind = "a file that is neither a .npy array nor a safetensors model"
 	}
 	return fmt.Errorf("%s %s exists and is %s, which %s would replace: remove it first if it may go, or write %s elsewhere", flag, out, kind, what, what)
 }

@@ -136,7 +136,8 @@ func TestTrainSignals(t *testing.T) {
 			if hint := "continue it with: dinoclip train --resume --out " + run + "\n"; !strings.Contains(stderr.String(), hint) {
 				t.Errorf("after %v, stderr lacks %q:\n%s", c.sig, hint, stderr.String())
 			}
-			if word := "stopping cleanly (" + repeatHint(c.sig) + ","; !strings.Contains(stderr.String(), word) {
+			again := map[syscall.Signal]string{syscall.SIGINT: "Ctrl-C", syscall.SIGTERM: "SIGTERM", syscall.SIGHUP: "SIGHUP"}[c.sig]
+			if word := "stopping cleanly (" + again + " again,"; !strings.Contains(stderr.String(), word) {
 				t.Errorf("after %v, stderr lacks %q:\n%s", c.sig, word, stderr.String())
 			}
 			if ignored := "still stopping cleanly"; c.then != 0 && !strings.Contains(stderr.String(), ignored) {

@@ -53,7 +53,7 @@ func CheckKeys(b []byte) error {
 	// "invalid character 'ï'", which names no cause; Python's json.loads
 	// refuses it too, and RFC 8259 §8.1 says a writer must not add one.)
 	if bytes.HasPrefix(b, []byte("\uFEFF")) {
-		return errors.New("the text starts with a byte-order mark (U+FEFF), which JSON does not allow: save the file as UTF-8 without one")
+		return errors.New("the text starts with a byte-order mark (U+FEFF), which JSON does not allow (saved by an editor that adds one?)")
 	}
 	err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
 	if errors.Is(err, io.EOF) { // (within the value: bare "EOF" says nothing to a reader)

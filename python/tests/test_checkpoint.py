@@ -839,6 +839,12 @@ def test_save_refuses_a_runs_and_an_indexs_places(tmp_path):
     assert torch.equal(checkpoint.load(run).input_proj.weight, small(1).input_proj.weight)
     assert sorted(os.listdir(index)) == ["manifest.json"]
     assert os.path.isfile(checkpoint.save(small(2), tmp_path / "beside.safetensors"))
+    # A folder of the caller's own that holds folders named as a run's (a PyTorch project's
+    # checkpoints/, a best/) is no run: saved there, as the Go commands write their outputs there.
+    project = tmp_path / "project"
+    for name in ("checkpoints", "best", "last"):
+        (project / name).mkdir(parents=True)
+    assert os.path.isfile(checkpoint.save(small(2), project / "model.safetensors"))
 
 
 def test_save_and_load_refuse_more_blocks_than_go_handles(tmp_path):

@@ -675,7 +675,7 @@ def save_state_dict(
     # (Imported here: _places reads this module's names of a run's files.)
     from ._places import place_refusal
 
-    why = place_refusal(os.path.dirname(os.path.realpath(path)), "the model")
+    why = place_refusal(os.path.dirname(os.path.realpath(path)), "the model", user_folders=True)
     if why:
         raise CheckpointError(f"{path} {why}")
     metadata = dict(metadata or {})

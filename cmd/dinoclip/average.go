@@ -34,8 +34,8 @@ func averageCommand() *cli.Command {
 			"renamed into place when complete; its metadata names the models and weights\n" +
 			"(averaged_from). The --out FILE may not be in a run directory, in a run's checkpoints, in a\n" +
 			"search index or in a search's output, where it would be taken for their own; an existing one\n" +
-			"is replaced only when it is a safetensors model, empty, or named .safetensors and of no other\n" +
-			"kind (features or a checkpoint's optimizer state there are refused).\n\n" +
+			"is replaced only when it is a safetensors model (one cut short too) or empty (features, a\n" +
+			"PyTorch file or a checkpoint's optimizer state there are refused).\n\n" +
 			"Example:\n" +
 			"   dinoclip average --out soup.safetensors runs/base/checkpoints/step-00001400 \\\n" +
 			"       runs/base/checkpoints/step-00001600",

@@ -143,6 +143,8 @@ func TestAverageErrors(t *testing.T) {
 	os.Symlink(filepath.Join("checkpoints", "step-00000001"), filepath.Join(runDir, checkpoint.LastLink))
 	features := filepath.Join(t.TempDir(), "photos.dino.npy") // (--out given the features by a slip)
 	writeF32(t, features, []int{1, 2}, []float32{1, 2})
+	torchNamed := filepath.Join(t.TempDir(), "orig.safetensors") // (a torch.save zip, misnamed)
+	os.WriteFile(torchNamed, append([]byte("PK\x03\x04\x00\x00\x08\x00"), make([]byte, 64)...), 0o644)
 	state := filepath.Join(t.TempDir(), "state.safetensors") // (a checkpoint's optimizer state, copied out and renamed)
 	if err := safetensors.Write(state, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
 		t.Fatal(err)
@@ -180,6 +182,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
 		{"out a .npy", []string{"average", "--out", features, a, b}, []string{features, "exists and is a .npy array, which the average would replace"}},
 		{"out an optimizer state", []string{"average", "--out", state, a, b}, []string{state, "exists and is a training checkpoint's optimizer or float64 state"}},
+		{"out a PyTorch file named as a model", []string{"average", "--out", torchNamed, a, b}, []string{torchNamed, "exists and is a file that is neither"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.args, tc.wants...) })
@@ -194,7 +197,7 @@ func TestAverageErrors(t *testing.T) {
 	if !hasNPYMagic(features) {
 		t.Errorf("a refused average replaced the features %s", features)
 	}
-	// A file named as a model but of no kind (an earlier output cut short)
+	// A model cut short (an earlier output: its header runs past its end)
 	// is replaced.
 	cut := filepath.Join(t.TempDir(), "cut.safetensors")
 	os.WriteFile(cut, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""), 0o644)

@@ -133,7 +133,8 @@ func decimalNumbers(cCtx *cli.Context) error {
 // integer beyond what f holds. An environment variable's is judged before
 // urfave/cli reads it, which would quote strconv's "value out of range" or
 // "invalid syntax"; the command line's after urfave/cli has parsed it,
-// which refuses a value out of range itself, in its own words.
+// which refuses a value out of range, or a sign on an unsigned flag's,
+// itself, in its own words.
 func numberWhy(f cli.Flag, v string) string {
 	_, float := numberFlag(f)
 	switch {
@@ -161,7 +162,7 @@ func numberWhy(f cli.Flag, v string) string {
 		most := int64(math.MaxInt64) >> (64 - bits)
 		limit = fmt.Sprintf("%d to %d", -most-1, most)
 	} else {
-		if strings.HasPrefix(v, "-") {
+		if strings.HasPrefix(v, "-") || strings.HasPrefix(v, "+") {
 			return "a sign, where this flag takes digits alone (0 or more)"
 		}
 		_, err = strconv.ParseUint(v, 10, bits)

@@ -290,6 +290,8 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 	})
 	t.Setenv("DINOCLIP_SYNTH_SEED", "-1") // (a seed is unsigned)
 	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_SEED=-1", "a sign, where this flag takes digits alone (0 or more)")
+	t.Setenv("DINOCLIP_SYNTH_SEED", "+1")
+	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_SEED=+1", "a sign, where this flag takes digits alone")
 	t.Setenv("DINOCLIP_SYNTH_SEED", "")
 	t.Setenv("DINOCLIP_SYNTH_ROWS", "010")
 	wantError(t, []string{"synth", "--out", t.TempDir()}, "DINOCLIP_SYNTH_ROWS=010", "decimal digits")

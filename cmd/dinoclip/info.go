@@ -174,19 +174,21 @@ func describe(w io.Writer, path string) error {
 // directory's writer keeps beside its data, which info describes with the
 // directory as a whole (an evaluation set's eval.json, an index's
 // manifest.json, a search's results.txt, a run's run.json or metrics.jsonl,
-// an extraction's extract.json); "" elsewhere. Only those names: another
+// an extraction's extract.json, the lists of images of an index's shards
+// and of extracted features); "" elsewhere. Only those names: another
 // file there (a user's .pt beside its converted model) is read as it is,
 // and told as what it is. (Read as a model, such a record fails on a
 // safetensors header length made of its first bytes, which tells its
 // reader nothing.)
 func describedWhole(path string) string {
 	dir, name := filepath.Dir(path), filepath.Base(path)
+	imagesList := strings.HasSuffix(name, ".txt") && strings.Contains(name, "images") // (an index shard's images-N.txt, extraction's NAME.images.txt)
 	switch {
-	case (name == retrieval.IndexManifestFile || name == retrieval.IndexLockFile) && retrieval.IsIndex(dir),
+	case (name == retrieval.IndexManifestFile || name == retrieval.IndexLockFile || imagesList) && retrieval.IsIndex(dir),
 		(name == searchInfoFile || name == searchResultsFile || name == searchImagesFile) && fileExists(filepath.Join(dir, searchInfoFile)),
 		(name == train.RunFile || name == train.MetricsFile || name == train.LockFile) && isRunDir(dir),
 		name == dataset.EvalInfoFile && retrieval.HoldsSet(dir),
-		name == dataset.ExtractRecordFile && (train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir)):
+		(name == dataset.ExtractRecordFile || imagesList) && (train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir)):
 		return dir
 	}
 	return ""

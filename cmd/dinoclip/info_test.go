@@ -284,6 +284,8 @@ func TestInfoErrors(t *testing.T) {
 	// beside the model converted from it, as convert to-dinoclip leaves it).
 	partOfData := filepath.Join(lonely, "extract.json")
 	os.WriteFile(partOfData, []byte(`{"dinov2": "x"}`), 0o644)
+	imagesList := filepath.Join(lonely, "b.images.txt")
+	os.WriteFile(imagesList, []byte("x.jpg\n"), 0o644)
 	converted := filepath.Join(t.TempDir(), "ckpt")
 	os.Mkdir(converted, 0o755)
 	copyFile(t, filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile), filepath.Join(converted, checkpoint.ModelFile))
@@ -313,6 +315,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
 		{[]string{"info", filepath.Join(run, train.MetricsFile)}, []string{"is a file of " + run + ", which info describes as a whole"}},
 		{[]string{"info", torchFile}, []string{torchFile + ": a PyTorch file (torch.save's format)"}},
+		{[]string{"info", imagesList}, []string{imagesList + " is a file of " + lonely}},
 		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
 )
 
@@ -144,9 +147,8 @@ func dataFileError(flag, out, dest, what string) error {
 // writes: a .npy array where wantNPY, else a safetensors model. project
 // over a model or average over features (--model and --out swapped, a
 // slip of a name) would lose the file to the output. An empty file (as
-// mktemp makes), one of the output's own kind (an earlier output), and one
-// of no kind named as the output (.npy, .safetensors: an earlier output
-// cut short, or damaged) are replaced, as --out says.
+// mktemp makes) and one of the output's own kind (an earlier output, even
+// cut short) are replaced, as --out says; one that cannot be read is not.
 func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	st, err := os.Stat(dest)
 	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
@@ -165,12 +167,34 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
 	case isSafetensors:
 		kind = "a safetensors model"
-	case strings.HasSuffix(strings.ToLower(dest), map[bool]string{true: ".npy", false: ".safetensors"}[wantNPY]):
-		return nil // (of no kind, named as the output: one cut short, or damaged)
+	case !wantNPY && cutShortSafetensors(dest):
+		return nil // (an earlier output cut short: a .npy cut short keeps its magic)
 	default:
 		kind = "a file that is neither a .npy array nor a safetensors model"
 	}
 	return fmt.Errorf("%s %s exists and is %s, which %s would replace: remove it first if it may go, or write %s elsewhere", flag, out, kind, what, what)
+}
+
+// cutShortSafetensors reports whether the file at path is a safetensors
+// file cut short: a header length within safetensors' limit but past the
+// file's end, then the header's opening brace. (A PyTorch zip or pickle
+// makes no such length: safetensors.Open names those.)
+func cutShortSafetensors(path string) bool {
+	f, err := atomicfile.OpenToRead(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	head := make([]byte, 9)
+	if err != nil || st.Size() < 9 {
+		return false
+	}
+	if _, err := io.ReadFull(f, head); err != nil {
+		return false
+	}
+	n := binary.LittleEndian.Uint64(head)
+	return n <= safetensors.MaxHeaderSize && n > uint64(st.Size()-8) && head[8] == '{'
 }
 
 // checkOutPlace refuses an output directory out, holding what, among a

@@ -34,8 +34,7 @@ func projectCommand() *cli.Command {
 			"best/ema.safetensors when the run picks its best from the EMA). The --out file may not be in a\n" +
 			"run directory, in a run's checkpoints, in a search index or in a search's output, where it\n" +
 			"would be taken for their own; an existing --out file is replaced only when it is a .npy\n" +
-			"array, empty, or named .npy and of no other kind (a model there, with --model and --out\n" +
-			"swapped, is refused).\n\n" +
+			"array or empty (a model there, with --model and --out swapped, is refused).\n\n" +
 			"Example:\n" +
 			"   dinoclip project --model runs/base --in photos.dino.npy --out photos.clip.npy",
 		Flags: []cli.Flag{

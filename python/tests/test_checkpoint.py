@@ -831,7 +831,8 @@ def test_save_refuses_a_runs_and_an_indexs_places(tmp_path):
     (index / "manifest.json").write_text('{"format": "dinoclip-index/1"}')
     for where, why in [(run, "in a training run directory"), (run / "best", "in a training checkpoint"),
                        (step / "model.safetensors", "in a training checkpoint"),
-                       (run / "checkpoints" / "mine.safetensors", "inside the training run directory"),
+                       (run / "checkpoints" / "mine.safetensors", "in the checkpoints of the training run"),
+                       (run / "checkpoints" / "step-00000002" / "model.safetensors", "in the checkpoints of the training run"),
                        (index / "m.safetensors", "in a dinoclip search index")]:
         with pytest.raises(CheckpointError, match=why):
             checkpoint.save(small(2), where)

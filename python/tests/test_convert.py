@@ -126,7 +126,7 @@ def test_errors(tmp_path, case, pattern):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.parametrize("where", ["checkpoint", "checkpoint_link", "run_top", "run_json", "run_checkpoints",
+@pytest.mark.parametrize("where", ["checkpoint", "checkpoint_link", "run_top", "run_json",
                                    "in_checkpoints", "new_checkpoint", "new_checkpoint_file", "run_subdir",
                                    "run_json_subdir"])
 def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
@@ -145,15 +145,13 @@ def test_to_dinoclip_refuses_a_runs_files(tmp_path, where):
     out, pattern = {
         "checkpoint": (ckpt / "model.safetensors", "in a training checkpoint"),
         "checkpoint_link": (run / "last", "in a training checkpoint"),  # a directory: OUT/model.safetensors
-        "run_top": (run, r"in a training run directory \(beside its run\.json, last, checkpoints/\)"),
+        "run_top": (run, r"in a training run directory \(beside its run\.json, last\)"),
         "run_json": (tmp_path / "r2" / "x.safetensors", r"beside its run\.json"),
-        "run_checkpoints": (tmp_path / "r3" / "model.safetensors", r"beside its checkpoints/"),
         # the run's layout (train/rundir.go): RUN/checkpoints/step-NNNNNNNN/
-        "in_checkpoints": (run / "checkpoints" / "model.safetensors",
-                           rf"inside the training run directory {run} \(it holds run\.json, checkpoints/\)"),
-        "new_checkpoint": (run / "checkpoints" / "step-00000100", "inside the training run directory"),
+        "in_checkpoints": (run / "checkpoints" / "model.safetensors", rf"is in the checkpoints of the training run {run}:"),
+        "new_checkpoint": (run / "checkpoints" / "step-00000100", "is in the checkpoints of the training run"),
         "new_checkpoint_file": (run / "checkpoints" / "step-00000100" / "model.safetensors",
-                                "inside the training run directory"),
+                                "is in the checkpoints of the training run"),
         "run_subdir": (run / "exports" / "deep" / "m.safetensors", "inside the training run directory"),
         "run_json_subdir": (tmp_path / "r3" / "sub" / "m.safetensors", r"\(it holds run\.json, checkpoints/\)"),
     }[where]
@@ -183,6 +181,10 @@ def test_to_dinoclip_writes_under_a_folder_named_checkpoints(tmp_path):
     out = tmp_path / "proj" / "checkpoints" / "orig" / "model.safetensors"
     assert convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(out)) == str(out)
     assert checkpoint.load(out).config == original().config
+    # Beside such folders too, as the Go commands write their outputs there (a run is known at its
+    # top by its run.json or its best or last link).
+    beside = tmp_path / "proj" / "model.safetensors"
+    assert convert.torch_to_dinoclip(str(tmp_path / "m.pt"), str(beside)) == str(beside)
 
 
 def test_refuses_pickled_code(tmp_path):

@@ -1771,8 +1771,7 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
         (["texts", queries, "--out", index / "q.npy"], "is in a dinoclip search index (beside its manifest.json): "
          "write the embeddings outside the index"),
         (["train-folder", image_folder, "--out", run_dir / "checkpoints" / "new"],
-         f"is inside the training run directory {os.path.realpath(run_dir)} (it holds run.json, checkpoints/): "
-         "write the shards outside the run"),
+         f"is in the checkpoints of the training run {os.path.realpath(run_dir)}: write the shards outside the run"),
         (["train-wds", wds[0], "--out", tmp_path / "link"], "is in a training run directory"),
         (["train-wds", wds[0], "--out", index], "write the shards outside the index"),
         (["texts", queries, "--out", hits / "q.npy"], "is in a dinoclip search's output (beside its search.json and "

@@ -119,6 +119,13 @@ def place_refusal(d: str, what: str = "the file", user_folders: bool = False) ->
     marks = _run_marks(d, top=True, user_folders=user_folders)
     if marks:
         return f"is in a training run directory (beside its {', '.join(marks)}): write {what} outside the run"
+    # A run's checkpoints/ (or a checkpoint being made in it) by its name, under what the run alone
+    # makes (its run.json, its best or last link): a run of links and no run.json too, as the Go
+    # commands judge it.
+    for c in (d, os.path.dirname(d)):
+        run = os.path.dirname(c)
+        if os.path.basename(c) == CHECKPOINTS_DIR and _run_marks(run, top=True, user_folders=True):
+            return f"is in the checkpoints of the training run {run}: write {what} outside the run"
     up = d
     while os.path.dirname(up) != up:
         up = os.path.dirname(up)

@@ -675,9 +675,11 @@ def save_state_dict(
     # (Imported here: _places reads this module's names of a run's files.)
     from ._places import place_refusal
 
-    why = place_refusal(os.path.dirname(os.path.realpath(path)), "the model", user_folders=True)
-    if why:
-        raise CheckpointError(f"{path} {why}")
+    # (Judged where the file goes, and by the names given too: a run's checkpoints/ may be a link.)
+    for d in dict.fromkeys((os.path.dirname(os.path.realpath(path)), os.path.dirname(os.path.abspath(path)))):
+        why = place_refusal(d, "the model", user_folders=True)
+        if why:
+            raise CheckpointError(f"{path} {why}")
     metadata = dict(metadata or {})
     # The names of the models the training data came from (as extract.json records them, which
     # dinoclip compares between files): a string each, or none.

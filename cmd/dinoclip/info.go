@@ -182,13 +182,13 @@ func describe(w io.Writer, path string) error {
 // reader nothing.)
 func describedWhole(path string) string {
 	dir, name := filepath.Dir(path), filepath.Base(path)
-	imagesList := strings.HasSuffix(name, ".txt") && strings.Contains(name, "images") // (an index shard's images-N.txt, extraction's NAME.images.txt)
+	shardImages := strings.HasPrefix(name, "images-") && strings.HasSuffix(name, ".txt") // (an index shard's images-N.txt)
 	switch {
-	case (name == retrieval.IndexManifestFile || name == retrieval.IndexLockFile || imagesList) && retrieval.IsIndex(dir),
+	case (name == retrieval.IndexManifestFile || name == retrieval.IndexLockFile || shardImages) && retrieval.IsIndex(dir),
 		(name == searchInfoFile || name == searchResultsFile || name == searchImagesFile) && fileExists(filepath.Join(dir, searchInfoFile)),
 		(name == train.RunFile || name == train.MetricsFile || name == train.LockFile) && isRunDir(dir),
 		name == dataset.EvalInfoFile && retrieval.HoldsSet(dir),
-		(name == dataset.ExtractRecordFile || imagesList) && (train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir)):
+		(name == dataset.ExtractRecordFile || strings.HasSuffix(name, ".images.txt")) && (train.HoldsShards(dir) || train.HoldsFeaturesOnly(dir)):
 		return dir
 	}
 	return ""

@@ -207,7 +207,10 @@ func decimalEnv(cCtx *cli.Context) error {
 		// The variable urfave/cli reads: the first one present.
 		for _, name := range ev.GetEnvVars() {
 			if v, set := os.LookupEnv(name); set {
-				if why := numberWhy(f, v); v != "" && why != "" {
+				if v == "" {
+					break
+				}
+				if why := numberWhy(f, v); why != "" {
 					return refuse(name, v, why)
 				}
 				break

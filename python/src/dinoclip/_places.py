@@ -30,8 +30,8 @@ def _run_marks(d: str, top: bool, user_folders: bool = False) -> list:
             return [RUN_FILE, CHECKPOINTS_DIR + "/"]
         return []
     if user_folders:
-        return [n for n in (RUN_FILE,) if os.path.lexists(os.path.join(d, n))] + [
-            n for n in (BEST_LINK, LAST_LINK) if os.path.islink(os.path.join(d, n))]
+        marks = [RUN_FILE] if os.path.lexists(os.path.join(d, RUN_FILE)) else []
+        return marks + [n for n in (BEST_LINK, LAST_LINK) if os.path.islink(os.path.join(d, n))]
     marks = [n for n in (RUN_FILE, BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
     if os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
         marks.append(CHECKPOINTS_DIR + "/")

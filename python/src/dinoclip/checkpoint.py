@@ -617,10 +617,6 @@ def valid_model_name(name) -> bool:
             and all(unicodedata.category(c)[0] in "LMNPS" or unicodedata.category(c) == "Zs" for c in name))
 
 
-def _has_surrogate(s: str) -> bool:
-    return any(0xD800 <= ord(c) <= 0xDFFF for c in s)
-
-
 def _meta_value(v) -> str:
     if isinstance(v, str):
         return v
@@ -697,7 +693,7 @@ def save_state_dict(
     _check_meta(meta, path, writing=True)
     for k, v in meta.items():
         # (a lone surrogate, as os.fsdecode makes of a path's undecodable bytes: the header is UTF-8)
-        if _has_surrogate(k + v):
+        if not _encodes(k + v):
             raise CheckpointError(f"{path}: metadata {k!r} holds text that is not Unicode (a lone surrogate, "
                                   "as a path of undecodable bytes gives): the file's header is UTF-8")
     _check_float(state_dict, path)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from conftest import EMBED_DIM, FEATURE_DIM, make_caption, make_image
-from dinoclip import encoders, extract
+from dinoclip import encoders, extract, transforms
 from dinoclip.transforms import clip_transform, dinov2_transform
 
 # Rows computed in a batch and one at a time differ by float32 rounding only.
@@ -126,6 +126,40 @@ def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, 
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "4") == 1
     assert "shard_size was 5, now 4" in capfd.readouterr().err
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
+
+
+def test_train_folder_resume_refuses_other_preprocessing(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
+    """Shards whose extract.json records another version of the preprocessing (none recorded:
+    version 1, which dropped an image's alpha) are not added to: those done and those extracted
+    now would disagree on images with transparency. A run with nothing left to extract skips
+    them, as it does any whole extraction; shards of this version resume."""
+    out = tmp_path / "t"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    manifest = json.loads((out / extract.MANIFEST).read_text())
+    assert manifest["preprocessing"] == transforms.PREPROCESSING_VERSION == 2
+    older = {k: v for k, v in manifest.items() if k != "preprocessing"}
+    with monkeypatch.context() as m:
+        m.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+        (out / extract.MANIFEST).write_text(json.dumps(older))
+        capfd.readouterr()
+        assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+        assert "(3 already done)" in capfd.readouterr().err
+        os.unlink(out / "shard-00001.clip.npy")  # as if killed between the two files
+        for recorded, want in ((None, "an earlier dinoclip's preprocessing (version 1; now 2: images with "
+                                      "transparency are composited onto white"),
+                               (3, "preprocessing version 3, which this dinoclip (version 2) does not make"),
+                               ("2", "preprocessing version '2', which")):
+            (out / extract.MANIFEST).write_text(json.dumps(older if recorded is None else
+                                                           {**older, "preprocessing": recorded}))
+            assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+            err = capfd.readouterr().err
+            assert f"{out} holds shards whose images were made with {want}" in err, err
+            assert f"use another --out, or delete {out} to extract it all anew" in err, err
+            assert not (out / "shard-00001.clip.npy").exists()
+    (out / extract.MANIFEST).write_text(json.dumps(manifest))
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    assert "(2 already done)" in capfd.readouterr().err
+    assert (out / "shard-00001.clip.npy").exists()
 
 
 def test_train_folder_resume_refuses_a_changed_folder(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
@@ -1764,8 +1798,8 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
     monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     cases = [
-        (["texts", queries, "--out", run_dir / "q.npy"], "is in a training run directory (beside its run.json, "
-         "checkpoints/): write the embeddings outside the run"),
+        (["texts", queries, "--out", run_dir / "q.npy"], "is in a training run directory (beside its run.json): "
+         "write the embeddings outside the run"),
         (["texts", queries, "--out", ck / "q.npy"], "is in a training checkpoint (beside its optimizer.safetensors): "
          "write the embeddings outside the run's checkpoints"),
         (["texts", queries, "--out", index / "q.npy"], "is in a dinoclip search index (beside its manifest.json): "
@@ -1791,6 +1825,13 @@ def test_outputs_in_a_run_a_checkpoint_or_an_index_are_refused(tmp_path, tiny_mo
     # beside a run (a sibling directory) is no place of its
     monkeypatch.undo()
     assert run(tiny_models, "train-folder", image_folder / "b", "--out", tmp_path / "feat") == 0
+    # nor is a folder of the user's own named checkpoints, best or last, as for the Go commands and convert
+    mine = tmp_path / "mine"
+    for d in ("checkpoints", "best", "last"):
+        (mine / d).mkdir(parents=True)
+    assert run(tiny_models, "train-folder", image_folder / "b", "--out", mine) == 0
+    assert extract.main(["texts", str(queries), "--out", str(mine / "q.npy"), "--clip", tiny_models["clip"],
+                         "--device", "cpu", "--quiet"]) == 0
 
 
 def test_training_shards_and_an_evaluation_set_share_no_out(tmp_path, tiny_models, image_folder, karpathy, extracted,

@@ -55,7 +55,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _files, encoders
+from . import _files, encoders, transforms
 from ._files import file_kind, open_regular, read_regular, usable_cpus
 from ._progress import progress
 from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
@@ -749,7 +749,7 @@ def _check_place(d: str, what: str, output: str) -> None:
     """Refuses (as ``what``) to write ``output`` into the directory ``d`` where its files would be
     taken for a training run's, a checkpoint's or a search index's own: the places where convert
     writes no model either (:func:`_places.place_refusal`)."""
-    why = place_refusal(_resolve(d), output)
+    why = place_refusal(_resolve(d), output, user_folders=True)
     if why:
         raise ExtractError(f"{what} {why}")
 
@@ -923,7 +923,7 @@ def _locked(d: str):
 
 
 def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None,
-                    done: Sequence[str] = ()) -> None:
+                    done: Sequence[str] = (), adding: bool = True) -> None:
     """extract.json records how the shards in ``out`` were made; shards made differently
     (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
     as done. ``tars`` (train-wds: output shard name -> its tar, :func:`_tar_id`): without
@@ -933,7 +933,9 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
     is replaced: nothing of its tar is in ``out``). With ``write`` the settings are recorded
     if nothing is yet; the file is re-read under the directory's lock, as another process may
     have recorded its own tars. ``done`` (without ``write``): the shards found whole in ``out``,
-    which only a record of how they were made lets a run take as done."""
+    which only a record of how they were made lets a run take as done. ``adding`` (without
+    ``write``): whether the run has shards to extract, which only a record of the same
+    preprocessing lets it add (a run with none to extract skips those made by any)."""
     if write:
         # Made again if missing: a process sharing this --out that failed removes the --out it made
         # while it is still empty (see main), which may be while this one loaded its models.
@@ -943,6 +945,8 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
         if old is not None and "command" not in old:  # ({} matched any settings)
             raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (it names no command): it records how "
                                f"{out} was made; use another --out, or delete {out} to start over")
+        if old is not None and (write or adding):
+            _check_preprocessing(out, old, settings["preprocessing"])
         if old is None and done:
             # Shards no record describes (another program's, or copied in) would be reported done.
             raise ExtractError(f"{out} holds shards ({', '.join(sorted(done)[:3])}{', ...' if len(done) > 3 else ''}) "
@@ -1042,8 +1046,25 @@ def _extractor(args) -> Extractor:
                      workers=args.workers, precision=args.precision, quiet=args.quiet)
 
 
+def _check_preprocessing(out: str, old: dict, version: int) -> None:
+    """Refuses to add to shards whose images another version of the preprocessing made
+    (:data:`transforms.PREPROCESSING_VERSION`; 1 where extract.json records none): a shard
+    skipped as done and one extracted now would disagree on the same kind of image."""
+    was = old.get("preprocessing", 1)
+    if was == version:
+        return
+    if isinstance(was, int) and not isinstance(was, bool) and 0 < was < version:
+        why = "; ".join(transforms.PREPROCESSING_CHANGES[v] for v in range(was + 1, version + 1))
+        whose = f"an earlier dinoclip's preprocessing (version {was}; now {version}: {why})"
+    else:
+        whose = f"preprocessing version {was!r}, which this dinoclip (version {version}) does not make"
+    raise ExtractError(f"{out} holds shards whose images were made with {whose}: the shards done and those still to "
+                       f"extract would not agree; use another --out, or delete {out} to extract it all anew")
+
+
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:
-    s = {"command": command, "target": args.target, "float16": args.float16, "precision": args.precision,
+    s = {"command": command, "preprocessing": transforms.PREPROCESSING_VERSION, "target": args.target,
+         "float16": args.float16, "precision": args.precision,
          "dinov2": encoders.model_id(args.dinov2), "clip": None if args.target == "none" else encoders.model_id(args.clip)}
     if ext is not None:
         s.update(feature_dim=ext.feature_dim, embedding_dim=ext.embedding_dim)
@@ -1066,7 +1087,7 @@ def cmd_train_folder(args) -> int:
     done = sorted(set(names) - {names[k] for k in todo})
     # The settings first (another folder, target or captions file is said as such), then what the
     # folder holds.
-    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done)
+    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done, adding=bool(todo))
     inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
     _check_folder_unchanged(args.out, args.root, n, inputs)
     extra.update(rows=n, inputs_sha256=inputs)
@@ -1199,7 +1220,8 @@ def cmd_train_wds(args) -> int:
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
-    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done))
+    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done),
+                    adding=bool(todo))
     some = counted(len(tars), "tar file", "tar files")
     _log(f"{some} -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
     rows = _shard_rows(args.out, sorted(done))

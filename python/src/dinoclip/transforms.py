@@ -31,6 +31,7 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "MAX_RESIZED_EDGE",
+    "PREPROCESSING_VERSION",
     "ImageTransform",
     "to_rgb",
     "dinov2_transform",
@@ -41,6 +42,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The version of this preprocessing, which extract.json records: raised with any change that gives
+# some image other pixels, so that an extraction resumed by a newer dinoclip is refused rather than
+# mixing shards of the two. 1 (an extract.json without the key): the alpha dropped, as PIL's
+# convert("RGB") does; 2: transparency composited onto white (to_rgb).
+PREPROCESSING_VERSION = 2
+# What each version changed, as a refused resume says it.
+PREPROCESSING_CHANGES = {2: "images with transparency are composited onto white, as transformers' processors do, "
+                            "where version 1 dropped their alpha"}
 
 # The longest resized edge resized whole (see the module docstring): 64k pixels, 50 MB at a short
 # edge of 256, far beyond any photograph's aspect ratio.

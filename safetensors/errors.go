@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/dinoclip/dinoclip/internal/kinderr"
 )
@@ -12,6 +13,11 @@ var (
 	// ErrSize: the file is too short for its header length, or the header
 	// length is out of bounds.
 	ErrSize = errors.New("bad header length")
+	// ErrCutShort, one kind of ErrSize: a header length within the limit
+	// but past the file's end, then the header's opening brace: a
+	// safetensors file whose writing was cut short (or a file truncated
+	// since).
+	ErrCutShort = fmt.Errorf("%w: the file ends inside its header", ErrSize)
 	// ErrHeader: the JSON header is malformed, has duplicate or unknown
 	// keys, or bad metadata.
 	ErrHeader = errors.New("malformed header")

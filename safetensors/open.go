@@ -96,7 +96,11 @@ func parseBytes(name string, b []byte) (*File, error) {
 		return nil, errorf(ErrSize, "header length %d exceeds the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)
 	}
 	if n > uint64(len(b)-8) {
-		return nil, errorf(ErrSize, "header length %d exceeds the %d bytes that follow it (file truncated?)", n, len(b)-8)
+		kind := ErrSize
+		if len(b) > 8 && b[8] == '{' {
+			kind = ErrCutShort
+		}
+		return nil, errorf(kind, "header length %d exceeds the %d bytes that follow it (file truncated?)", n, len(b)-8)
 	}
 	hdr := b[8 : 8+n]
 	buf := b[8+n:]

@@ -243,7 +243,8 @@ func TestRejections(t *testing.T) {
 		{"empty", nil, ErrSize, "too short"},
 		{"7 bytes", []byte{1, 2, 3, 4, 5, 6, 7}, ErrSize, "too short"},
 		{"huge header length", append(hugeLen, "{}"...), ErrSize, "exceeds the 100000000-byte limit"},
-		{"header past end", append(shortLen, "{}"...), ErrSize, "truncated"},
+		{"header past end", append(shortLen, "{}"...), ErrCutShort, "truncated"},
+		{"header past end, not JSON", append(shortLen, "xy"...), ErrSize, "truncated"},
 		{"torch.save zip", []byte("PK\x03\x04\x14\x00\x00\x00archive/data.pkl"), ErrSize, "a PyTorch file"},
 		{"torch.save pickle", []byte("\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."), ErrSize, "a PyTorch file"},
 		{"not json", raw("hello", nil), ErrHeader, "malformed header"},
@@ -289,6 +290,27 @@ func TestRejections(t *testing.T) {
 			_, err := parse("case.safetensors", c.b)
 			codectest.CheckRejected(t, err, c.kind, "safetensors: case.safetensors: ", c.msg)
 		})
+	}
+}
+
+// TestCutShort: only a header length past the file's end followed by the
+// header's opening brace is a file cut short (ErrCutShort), which the
+// commands replace as an earlier output of theirs; it is ErrSize too.
+func TestCutShort(t *testing.T) {
+	model := raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8))
+	for n := 9; n < len(model); n++ {
+		_, err := Read(model[:n])
+		if n < len(model)-8 && (!errors.Is(err, ErrCutShort) || !errors.Is(err, ErrSize)) {
+			t.Errorf("cut to %d bytes: %v, want ErrCutShort (and ErrSize)", n, err)
+		}
+		if n >= len(model)-8 && errors.Is(err, ErrCutShort) { // (the header whole: its data cut short)
+			t.Errorf("cut to %d bytes, its header whole: %v is ErrCutShort", n, err)
+		}
+	}
+	for _, b := range [][]byte{binary.LittleEndian.AppendUint64(nil, 100), append(binary.LittleEndian.AppendUint64(nil, 100), 'x')} {
+		if _, err := Read(b); !errors.Is(err, ErrSize) || errors.Is(err, ErrCutShort) {
+			t.Errorf("%q: %v, want ErrSize, not ErrCutShort", b, err)
+		}
 	}
 }
 

@@ -434,14 +434,15 @@ func infoModel(w io.Writer, path string) error {
 
 // safetensorsFormat is the format its metadata gives a safetensors file
 // at path (a checkpoint's optimizer or float64 state, or a model; "" for
-// one without, as a PyTorch-made model), and whether path is one.
-func safetensorsFormat(path string) (format string, ok bool) {
+// one without, as a PyTorch-made model), or why path is none (Open's
+// error: safetensors.ErrCutShort for one cut short).
+func safetensorsFormat(path string) (format string, err error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return "", false
+		return "", err
 	}
 	defer f.Close()
-	return f.Metadata()["format"], true
+	return f.Metadata()["format"], nil
 }
 
 // infoOptimizer describes a checkpoint's optimizer file: the trainer's

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,7 +154,8 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		return nil // (none, or what atomicfile refuses to replace)
 	}
 	isNPY := hasNPYMagic(dest)
-	format, isSafetensors := safetensorsFormat(dest)
+	format, err := safetensorsFormat(dest)
+	isSafetensors := err == nil
 	isState := format == checkpoint.OptimizerFormat || format == checkpoint.Float64Format
 	var kind string
 	switch {
@@ -167,34 +167,12 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
 	case isSafetensors:
 		kind = "a safetensors model"
-	case !wantNPY && cutShortSafetensors(dest):
+	case !wantNPY && errors.Is(err, safetensors.ErrCutShort):
 		return nil // (an earlier output cut short: a .npy cut short keeps its magic)
 	default:
 		kind = "a file that is neither a .npy array nor a safetensors model"
 	}
 	return fmt.Errorf("%s %s exists and is %s, which %s would replace: remove it first if it may go, or write %s elsewhere", flag, out, kind, what, what)
-}
-
-// cutShortSafetensors reports whether the file at path is a safetensors
-// file cut short: a header length within safetensors' limit but past the
-// file's end, then the header's opening brace. (A PyTorch zip or pickle
-// makes no such length: safetensors.Open names those.)
-func cutShortSafetensors(path string) bool {
-	f, err := atomicfile.OpenToRead(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	head := make([]byte, 9)
-	if err != nil || st.Size() < 9 {
-		return false
-	}
-	if _, err := io.ReadFull(f, head); err != nil {
-		return false
-	}
-	n := binary.LittleEndian.Uint64(head)
-	return n <= safetensors.MaxHeaderSize && n > uint64(st.Size()-8) && head[8] == '{'
 }
 
 // checkOutPlace refuses an output directory out, holding what, among a

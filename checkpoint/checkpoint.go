@@ -52,6 +52,20 @@ const (
 	CheckpointsDir = "checkpoints"
 )
 
+// IsStateFormat reports whether a safetensors file's format tag names a
+// checkpoint's optimizer or float64 state, of this version or another
+// ("dinoclip-optimizer/2" too): a trainer's state, which no command's
+// output replaces as if it were a model.
+func IsStateFormat(format string) bool {
+	family, _, _ := strings.Cut(format, "/")
+	for _, f := range []string{OptimizerFormat, Float64Format} {
+		if own, _, _ := strings.Cut(f, "/"); family == own {
+			return true
+		}
+	}
+	return false
+}
+
 // NewLinkName is the name under which a run makes the new form of its
 // link (BestLink, LastLink) before renaming it into place: a run killed
 // in between, at its first checkpoint, leaves its last checkpoint linked

@@ -675,3 +675,14 @@ func TestResolveReadsRunJSONKeysIgnoringCase(t *testing.T) {
 		}
 	}
 }
+
+func TestIsStateFormat(t *testing.T) {
+	for format, want := range map[string]bool{
+		OptimizerFormat: true, Float64Format: true, "dinoclip-optimizer/2": true, "dinoclip-float64/7": true,
+		ModelFormat: false, "dinoclip-model/2": false, "": false, "pt": false, "dinoclip-optimizers/1": false,
+	} {
+		if got := IsStateFormat(format); got != want {
+			t.Errorf("IsStateFormat(%q) = %v, want %v", format, got, want)
+		}
+	}
+}

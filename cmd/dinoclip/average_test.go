@@ -149,6 +149,10 @@ func TestAverageErrors(t *testing.T) {
 	if err := safetensors.Write(state, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
 		t.Fatal(err)
 	}
+	laterState := filepath.Join(t.TempDir(), "state2.safetensors") // (a later dinoclip's float64 state)
+	if err := safetensors.Write(laterState, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": "dinoclip-float64/2"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -182,6 +186,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out a link into a training checkpoint", []string{"average", "--out", linkToCkpt, a, b}, []string{"in a training checkpoint"}},
 		{"out a .npy", []string{"average", "--out", features, a, b}, []string{features, "exists and is a .npy array, which the average would replace"}},
 		{"out an optimizer state", []string{"average", "--out", state, a, b}, []string{state, "exists and is a training checkpoint's optimizer or float64 state"}},
+		{"out a later version's state", []string{"average", "--out", laterState, a, b}, []string{laterState, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a PyTorch file named as a model", []string{"average", "--out", torchNamed, a, b}, []string{torchNamed, "exists and is a file that is neither"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {

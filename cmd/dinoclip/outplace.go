@@ -156,7 +156,7 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	isNPY := hasNPYMagic(dest)
 	format, err := safetensorsFormat(dest)
 	isSafetensors := err == nil
-	isState := format == checkpoint.OptimizerFormat || format == checkpoint.Float64Format
+	isState := checkpoint.IsStateFormat(format)
 	var kind string
 	switch {
 	case wantNPY && isNPY, !wantNPY && isSafetensors && !isState:

@@ -868,3 +868,17 @@ def test_a_torch_file_is_told_for_what_it_is(tmp_path, legacy):
     torch.save(small(0).state_dict(), pt, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(CheckpointError, match=r"a PyTorch file \(torch.save's format\), not safetensors: python -m dinoclip.convert to-dinoclip"):
         checkpoint.load(pt)
+
+
+@pytest.mark.parametrize("head", [b"PK\x03\x04\x00\x00\x00\x00", b"\x80\x02\x00\x00\x00\x00\x00\x00"])
+def test_a_torch_file_is_told_by_a_header_past_its_end(tmp_path, head):
+    """A zip or pickle whose first 8 bytes read as a header length within safetensors' limit (a
+    zip entry of version 0 and no flags: 67 MB) is still told as a PyTorch file where that header
+    would run past the file's end, as the Go side tells it; bytes of no such file are truncated."""
+    f = tmp_path / "orig.pt"
+    f.write_bytes(head + b"archive/data.pkl" + bytes(64))
+    with pytest.raises(CheckpointError, match=r"a PyTorch file \(torch.save's format\), not safetensors"):
+        checkpoint.load(f)
+    f.write_bytes(b"\x50\x4b\x03\x05\x00\x00\x00\x00" + bytes(64))
+    with pytest.raises(CheckpointError, match="truncated safetensors header"):
+        checkpoint.load(f)

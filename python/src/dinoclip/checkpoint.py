@@ -227,16 +227,17 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, st
     if len(head) != 8:
         raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
     (n,) = struct.unpack("<Q", head)
-    if n > _MAX_HEADER and (head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5)):
-        # torch.save's zip archive (PyTorch 1.6 on) or bare pickle (protocol 2 on): the original
-        # project's checkpoint, as the Go side tells it too
-        raise CheckpointError(f"{path}: a PyTorch file (torch.save's format), not safetensors: "
-                              "python -m dinoclip.convert to-dinoclip converts a state_dict")
+    # torch.save's zip archive (PyTorch 1.6 on) or bare pickle (protocol 2 on): the original
+    # project's checkpoint, told as the Go side tells it, where its bytes make no header length
+    # (one beyond the limit or past the file's end; a valid one may begin with the same bytes)
+    torch = head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5)
+    torch_error = CheckpointError(f"{path}: a PyTorch file (torch.save's format), not safetensors: "
+                                  "python -m dinoclip.convert to-dinoclip converts a state_dict")
     if n > _MAX_HEADER:
-        raise CheckpointError(f"{path}: not a safetensors file (header length {n})")
+        raise torch_error if torch else CheckpointError(f"{path}: not a safetensors file (header length {n})")
     raw = f.read(n)
     if len(raw) != n:
-        raise CheckpointError(f"{path}: truncated safetensors header")
+        raise torch_error if torch else CheckpointError(f"{path}: truncated safetensors header")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except _DuplicateKey as e:

@@ -522,6 +522,26 @@ def test_duplicate_key_refused(tmp_path, text, key):
             read(p)
 
 
+@pytest.mark.parametrize("text,data,want", [
+    ('{"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4,
+     "__metadata__ value for 'k' must be a string, not 1"),
+    ('{"__metadata__":{"k":null},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4,
+     "__metadata__ value for 'k' must be a string, not null"),
+    ('{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}', 20,
+     "tensor 'a': shape [2, 3] of F32 needs 24 bytes but data_offsets [0, 20] hold 20"),
+    ('{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,16]}}', 16,
+     "tensor 'a': shape [4] of F16 needs 8 bytes but data_offsets [0, 16] hold 16"),
+])
+def test_tampered_header_named(tmp_path, text, data, want):
+    """A header whose metadata holds a value that is no string, or whose tensor's shape and dtype
+    do not fill its byte range, is refused naming the key or tensor, as the Go side does (the
+    safetensors library's words named neither)."""
+    p = write_raw(tmp_path / "t.safetensors", text, bytes(data))
+    for read in (checkpoint.load, checkpoint.read_metadata):
+        with pytest.raises(CheckpointError, match=re.escape(f"{p}: malformed safetensors header: {want}")):
+            read(p)
+
+
 class CountingOpen:
     """Stands in for ``open_regular`` in the checkpoint module, counting the bytes read through it."""
 

@@ -249,6 +249,10 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, st
     meta = header.get("__metadata__")
     if meta is not None and not isinstance(meta, dict):
         raise CheckpointError(f"{path}: malformed safetensors header: __metadata__ is not an object")
+    for k, v in (meta or {}).items():
+        if not isinstance(v, str):  # (the safetensors library's own words name no key)
+            raise CheckpointError(f"{path}: malformed safetensors header: __metadata__ value for {k!r} must be a "
+                                  f"string, not {json.dumps(v)}")
     recorded = (meta or {}).get(SHA256_KEY)
     if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded)):
         raise CheckpointError(f"{path}: metadata {SHA256_KEY} {recorded!r} is not a SHA-256 "
@@ -277,6 +281,12 @@ def _encodes(s: str) -> bool:
     return True
 
 
+# The bytes of an element of each whole-byte safetensors dtype (a tensor of another, F4 say, is left
+# to the safetensors library, which reads the tensors).
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
 def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List[int], int, int]]:
     """The header's tensors as (name, dtype, shape, begin, end) in file order (by data offset,
     header order among empty tensors at one offset, as the Go side orders them), refusing
@@ -295,6 +305,12 @@ def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List
                 or not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))
                 or offsets[0] > offsets[1] or not _encodes(name) or not _encodes(dtype)):
             raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} {t!r}")
+        size = _DTYPE_BYTES.get(dtype)
+        if size is not None and math.prod(shape) * size != offsets[1] - offsets[0]:
+            # (the safetensors library's own words name no tensor)
+            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r}: shape {shape} of {dtype} "
+                                  f"needs {math.prod(shape) * size} bytes but data_offsets {offsets} hold "
+                                  f"{offsets[1] - offsets[0]}")
         table.append((name, dtype, shape, offsets[0], offsets[1]))
     table.sort(key=lambda t: (t[3], t[4]))
     pos = 0

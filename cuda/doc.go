@@ -152,9 +152,10 @@
 //
 // Retrieval: [Searcher] is package retrieval's exact search on the GPU:
 // float16 tensor cores rank the keys, streamed in chunks, without forming
-// the score matrix (kernels/search.cu), and the host proves the answer
-// exact by re-scoring a margin of candidates (docs/RETRIEVAL.md, "Exact
-// search on the GPU"). [Device.TopK] is the same search in the form of
+// the score matrix (kernels/search.cu); the GPU also computes each
+// candidate's reference score as the host would (float64 products and
+// sum), and the host's rule proves the answer exact from them
+// (docs/RETRIEVAL.md, "Exact search on the GPU"). [Device.TopK] is the same search in the form of
 // retrieval.TopK, which evaluation uses. The process's first search checks
 // the GPU's against the CPU's on a small problem and, where it differs,
 // searches on the CPU from then on (search_check.go).

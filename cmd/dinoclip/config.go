@@ -129,12 +129,12 @@ func decimalNumbers(cCtx *cli.Context) error {
 }
 
 // numberWhy is why v, the value of number flag f, is refused ("" where it
-// is not): not written in decimal, a float's that underflows, or an
-// integer beyond what f holds. An environment variable's is judged before
-// urfave/cli reads it, which would quote strconv's "value out of range" or
-// "invalid syntax"; the command line's after urfave/cli has parsed it,
-// which refuses a value out of range, or a sign on an unsigned flag's,
-// itself, in its own words.
+// is not): not written in decimal, a float's that underflows or
+// overflows, an integer beyond what f holds, or a sign on an unsigned
+// flag's. An environment variable's is judged before urfave/cli reads it,
+// which would quote strconv's "value out of range" or "invalid syntax";
+// the command line's after urfave/cli has parsed it, which refuses the
+// last three itself, in words numberUsageError replaces with these.
 func numberWhy(f cli.Flag, v string) string {
 	_, float := numberFlag(f)
 	switch {
@@ -142,6 +142,11 @@ func numberWhy(f cli.Flag, v string) string {
 		return notDecimalWhy
 	case float && underflows(v):
 		return underflowWhy
+	case float:
+		if _, err := strconv.ParseFloat(v, 64); errors.Is(err, strconv.ErrRange) {
+			return overflowWhy
+		}
+		return ""
 	}
 	bits, signed := 64, true
 	switch f.(type) {
@@ -163,7 +168,7 @@ func numberWhy(f cli.Flag, v string) string {
 		limit = fmt.Sprintf("%d to %d", -most-1, most)
 	} else {
 		if strings.HasPrefix(v, "-") || strings.HasPrefix(v, "+") {
-			return "a sign, where this flag takes digits alone (0 or more)"
+			return unsignedSignWhy
 		}
 		_, err = strconv.ParseUint(v, 10, bits)
 		limit = fmt.Sprintf("0 to %d", uint64(math.MaxUint64)>>(64-bits))
@@ -175,6 +180,8 @@ func numberWhy(f cli.Flag, v string) string {
 }
 
 // notDecimalWhy is why a number not written in decimal is refused.
+const unsignedSignWhy = "a sign, where this flag takes digits alone (0 or more)"
+
 const notDecimalWhy = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
 
 // decimalEnv is decimalNumbers for the environment variables of the number
@@ -221,6 +228,8 @@ func decimalEnv(cCtx *cli.Context) error {
 }
 
 // underflowWhy is why a number that underflows is refused.
+const overflowWhy = "beyond the range of a float64 (about ±1.8e308)"
+
 const underflowWhy = "too small a number for a float64: it reads as 0 (write 0 if 0 is meant)"
 
 // underflows reports whether s is a number other than zero that reads as
@@ -722,13 +731,42 @@ func noArgs(cCtx *cli.Context) error {
 	return nil
 }
 
+// numberUsageError says in numberWhy's words, as for an environment
+// variable, why a number flag's value on the command line was refused
+// where Go's flag package said only "value out of range", or "parse
+// error" for a sign on an unsigned flag's; any other error is returned
+// as it is (a float given to an integer flag is a "parse error" that
+// numberWhy, which judges digits, would call not decimal).
+func numberUsageError(cCtx *cli.Context, err error) error {
+	m := flagValueError.FindStringSubmatch(err.Error())
+	if m == nil || cCtx.Command == nil {
+		return err
+	}
+	value, name, what := m[1], m[2], m[3]
+	for _, f := range cCtx.Command.Flags {
+		if number, _ := numberFlag(f); !number || !slices.Contains(f.Names(), name) {
+			continue
+		}
+		signed := strings.HasPrefix(value, "-") || strings.HasPrefix(value, "+")
+		if why := numberWhy(f, value); why != "" && (what == "value out of range" || signed && why == unsignedSignWhy) {
+			return fmt.Errorf("--%s %s: %s", name, value, why)
+		}
+	}
+	return err
+}
+
 // oneDashFlag is a flag name of two or more letters after one dash in an
 // error of Go's flag package.
 var oneDashFlag = regexp.MustCompile(`(provided but not defined: |flag needs an argument: |for (?:flag )?)-([A-Za-z0-9][A-Za-z0-9_-]+)`)
 
+// flagValueError is Go's flag package's error for a value a number flag
+// cannot hold: out of its range, or not read as its kind of number.
+var flagValueError = regexp.MustCompile(`^invalid value "(.*)" for flag -([A-Za-z0-9][A-Za-z0-9_-]*): (value out of range|parse error)$`)
+
 // usageError turns a flag parsing error into one line pointing at --help,
 // instead of urfave/cli's default of printing the whole help.
 func usageError(cCtx *cli.Context, err error, _ bool) error {
+	err = numberUsageError(cCtx, err)
 	// Go's flag package names a flag with one dash; the help writes --name.
 	err = errors.New(oneDashFlag.ReplaceAllString(err.Error(), "${1}--$2"))
 	if cCtx.Command == nil || cCtx.Command.Name == "" || cCtx.Command.Name == cCtx.App.Name { // the app's own flags

@@ -243,11 +243,15 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 			if float {
 				// A number that reads as 0 (--ema 1e-400 meant no moving average).
 				wantError(t, []string{c.Name, "--" + name, "1e-400"}, "--"+name+" 1e-400", "reads as 0")
+				// And one beyond float64's range, said so, not "value out of range".
+				wantError(t, []string{c.Name, "--" + name, "1e400"}, "--"+name+" 1e400", "beyond the range of a float64")
 				if ev, ok := f.(interface{ GetEnvVars() []string }); ok && len(ev.GetEnvVars()) > 0 {
 					env := ev.GetEnvVars()[0]
 					t.Run(c.Name+"/"+env+"=1e-400", func(t *testing.T) {
 						t.Setenv(env, "1e-400")
 						wantError(t, []string{c.Name}, env+"=1e-400", "reads as 0")
+						t.Setenv(env, "1e400")
+						wantError(t, []string{c.Name}, env+"=1e400", "beyond the range of a float64")
 					})
 				}
 			}
@@ -341,6 +345,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"train", "--nope"}, []string{"train: flag provided but not defined: --nope; see 'dinoclip train --help'"}},
 		{[]string{"train", "--epochs", "x"}, []string{`invalid value "x" for flag --epochs`}},
 		{[]string{"search", "-k", "x"}, []string{`invalid value "x" for flag -k`}},
+		// A number a flag cannot hold is said as for its variable, not in
+		// Go's flag package's "value out of range" or "parse error".
+		{[]string{"train", "--epochs", "99999999999999999999"}, []string{"train: --epochs 99999999999999999999: beyond the numbers this flag can hold (-9223372036854775808 to 9223372036854775807); see 'dinoclip train --help'"}},
+		{[]string{"search", "--k", "-99999999999999999999"}, []string{"--k -99999999999999999999: beyond the numbers this flag can hold"}},
+		{[]string{"synth", "--seed", "18446744073709551616"}, []string{"--seed 18446744073709551616: beyond the numbers this flag can hold (0 to 18446744073709551615)"}},
+		{[]string{"synth", "--seed", "-1"}, []string{"synth: --seed -1: a sign, where this flag takes digits alone (0 or more)"}},
+		{[]string{"synth", "--seed", "+1"}, []string{"--seed +1: a sign, where this flag takes digits alone"}},
+		{[]string{"train", "--lr", "1e999"}, []string{"train: --lr 1e999: beyond the range of a float64"}},
+		{[]string{"train", "--lr", "-1e999"}, []string{"--lr -1e999: beyond the range of a float64"}},
+		// A float for an integer flag stays the flag package's parse error
+		// (numberWhy, judging digits, would call it not decimal).
+		{[]string{"train", "--epochs", "1.5"}, []string{`invalid value "1.5" for flag --epochs: parse error`}},
+		{[]string{"train", "--epochs", "-+1"}, []string{`invalid value "-+1" for flag --epochs: parse error`}},
 	} {
 		stdout, _, err := runCLI(t, c.args...)
 		if err == nil {

@@ -142,10 +142,9 @@ func numberWhy(f cli.Flag, v string) string {
 		return notDecimalWhy
 	case float && underflows(v):
 		return underflowWhy
+	case float && overflows(v):
+		return overflowWhy
 	case float:
-		if _, err := strconv.ParseFloat(v, 64); errors.Is(err, strconv.ErrRange) {
-			return overflowWhy
-		}
 		return ""
 	}
 	bits, signed := 64, true
@@ -227,9 +226,12 @@ func decimalEnv(cCtx *cli.Context) error {
 	return nil
 }
 
-// underflowWhy is why a number that underflows is refused.
+// overflowWhy is why a number beyond float64's range is refused (YAML
+// reads it as a string, the command line's parser says "value out of
+// range").
 const overflowWhy = "beyond the range of a float64 (about ±1.8e308)"
 
+// underflowWhy is why a number that underflows is refused.
 const underflowWhy = "too small a number for a float64: it reads as 0 (write 0 if 0 is meant)"
 
 // underflows reports whether s is a number other than zero that reads as
@@ -238,6 +240,13 @@ func underflows(s string) bool {
 	x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	mantissa, _, _ := strings.Cut(strings.ToLower(s), "e")
 	return err == nil && x == 0 && strings.ContainsAny(mantissa, "123456789")
+}
+
+// overflows reports whether s is a number beyond float64's range, which
+// strconv reads as an infinity.
+func overflows(s string) bool {
+	_, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	return errors.Is(err, strconv.ErrRange)
 }
 
 // isDecimalNumber is isDecimal for an integer; a float may also have a
@@ -519,6 +528,9 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			}
 			if isFloatFlag && n.Kind == yaml.ScalarNode && underflows(n.Value) {
 				return nil, fmt.Errorf("config %s: key %s: %s: %s", path, key, n.Value, underflowWhy)
+			}
+			if isFloatFlag && n.Kind == yaml.ScalarNode && overflows(n.Value) {
+				return nil, fmt.Errorf("config %s: key %s: %s: %s", path, key, n.Value, overflowWhy)
 			}
 			if _, isString := v.(string); n.Kind != yaml.ScalarNode || isString {
 				break

@@ -148,6 +148,8 @@ func TestConfigErrors(t *testing.T) {
 		{"hexadecimal learning rate", "lr: 0x10\n", []string{"key lr", "decimal digits"}},
 		{"learning rate with an underscore", "lr: 1_0.5\n", []string{"key lr", "decimal digits"}},
 		{"underflowing moving average", "ema: 1e-400\n", []string{"key ema", "1e-400", "reads as 0"}},
+		{"overflowing learning rate", "lr: 1e999\n", []string{"key lr: 1e999: beyond the range of a float64"}},
+		{"overflowing negative learning rate", "lr: -1e999\n", []string{"key lr: -1e999: beyond the range of a float64"}},
 		{"quoted underflowing learning rate", "lr: \"0.1e-399\"\n", []string{"key lr", "0.1e-399", "reads as 0"}},
 		{"bad second document", "epochs: 3\n---\n: : :\n", []string{"not a YAML or JSON mapping"}},
 		// An alias of another command's key (skipped) is checked where

@@ -1,6 +1,8 @@
 package checkpoint
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,13 @@ const (
 	OptimizerFile   = "optimizer.safetensors"
 	ModelFormat     = "dinoclip-model/1"
 	OptimizerFormat = "dinoclip-optimizer/1"
+	// StateSHA256Key is the optimizer file's metadata key for the hex
+	// SHA-256 of its trainer state (metadata "state"), which the tensors'
+	// SHA-256 (safetensors.SHA256Key) does not cover: a digit of the logit
+	// scale or of the loss sums changed on disk would otherwise be
+	// trained on. A file without it (written before it was recorded) is
+	// read as it is.
+	StateSHA256Key = "state_sha256"
 	// Float64File holds a float64 run's parameters and moments at full
 	// precision, beside the float32 model that PyTorch and eval read.
 	Float64File   = "float64.safetensors"
@@ -454,7 +463,7 @@ func Save(dir string, ck *Checkpoint) error {
 		err = write(filepath.Join(tmp, OptimizerFile), []safetensors.Tensor{
 			safetensors.NewFloat32("exp_avg", []int{n}, ck.M),
 			safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V),
-		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State)})
+		}, map[string]string{"format": OptimizerFormat, "state": string(ck.State), StateSHA256Key: sha256Hex(ck.State)})
 	}
 	if err == nil && ck.EMA != nil {
 		err = WriteModel(filepath.Join(tmp, EMAFile), ck.Config, ck.EMA, ck.EMAMeta)
@@ -481,6 +490,25 @@ func Save(dir string, ck *Checkpoint) error {
 	return nil
 }
 
+// State is the trainer state that the metadata meta of the optimizer file
+// at path holds, refused where it does not match its SHA-256
+// (StateSHA256Key) or is missing.
+func State(path string, meta map[string]string) ([]byte, error) {
+	state, ok := meta["state"]
+	if !ok {
+		return nil, fmt.Errorf("%s: an optimizer file without the trainer state (metadata \"state\"): damaged, or not written by dinoclip", path)
+	}
+	if want, ok := meta[StateSHA256Key]; ok && sha256Hex([]byte(state)) != want {
+		return nil, fmt.Errorf("%s: its trainer state (metadata \"state\") does not match its SHA-256 (%s): the checkpoint is damaged or was edited", path, StateSHA256Key)
+	}
+	return []byte(state), nil
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // Load reads the checkpoint directory dir.
 func Load(dir string) (*Checkpoint, error) {
 	m, err := ReadModel(filepath.Join(dir, ModelFile))
@@ -503,8 +531,12 @@ func Load(dir string) (*Checkpoint, error) {
 	if err := float32Tensors(f); err != nil {
 		return nil, err
 	}
+	state, err := State(path, meta)
+	if err != nil {
+		return nil, err
+	}
 	n := m.Config.NumParams()
-	ck := &Checkpoint{Config: m.Config, Params: m.Params, Meta: m.Meta, M: make([]float32, n), V: make([]float32, n), State: []byte(meta["state"])}
+	ck := &Checkpoint{Config: m.Config, Params: m.Params, Meta: m.Meta, M: make([]float32, n), V: make([]float32, n), State: state}
 	for _, moment := range []struct {
 		name string
 		dst  []float32

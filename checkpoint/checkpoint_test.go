@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -684,5 +685,51 @@ func TestIsStateFormat(t *testing.T) {
 		if got := IsStateFormat(format); got != want {
 			t.Errorf("IsStateFormat(%q) = %v, want %v", format, got, want)
 		}
+	}
+}
+
+// TestStateSHA256: the optimizer file records the SHA-256 of its trainer
+// state, which the tensors' SHA-256 does not cover; a state changed on
+// disk is refused, and a file without the record (an older dinoclip's)
+// is read as it is.
+func TestStateSHA256(t *testing.T) {
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: nn.InitParameters[float32](small, 6), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":3}`)}
+	dir := filepath.Join(t.TempDir(), "step-3")
+	if err := Save(dir, ck); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, OptimizerFile)
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := f.Metadata()
+	f.Close()
+	if meta[StateSHA256Key] != sha256Hex(ck.State) {
+		t.Fatalf("%s = %q, want the state's SHA-256", StateSHA256Key, meta[StateSHA256Key])
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(b, []byte(`{\"step\":3}`), []byte(`{\"step\":4}`), 1)
+	if bytes.Equal(edited, b) {
+		t.Fatal("no state in the file's header")
+	}
+	if err := os.WriteFile(path, edited, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "its trainer state (metadata \"state\") does not match its SHA-256") {
+		t.Errorf("Load of a checkpoint whose state was changed: %v", err)
+	}
+	delete(meta, StateSHA256Key)
+	delete(meta, safetensors.SHA256Key)
+	meta["state"] = `{"step":4}`
+	if err := safetensors.Write(path, []safetensors.Tensor{safetensors.NewFloat32("exp_avg", []int{n}, ck.M), safetensors.NewFloat32("exp_avg_sq", []int{n}, ck.V)}, meta); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(dir); err != nil || string(got.State) != `{"step":4}` {
+		t.Errorf("Load of a checkpoint without %s: %v", StateSHA256Key, err)
 	}
 }

@@ -399,6 +399,53 @@ func (e nonFiniteLoss) ForwardBackward(x, t []float32, n int) (float64, error) {
 	return math.Inf(1), nil
 }
 
+// A run whose last checkpoint is damaged (a digit of its trainer state
+// changed on disk, which the tensors' SHA-256 does not cover; a flipped
+// bit in a tensor) is refused, and told to link the newest checkpoint
+// before it as the last; doing so resumes from there.
+func TestDamagedLastOffersAnOlderCheckpoint(t *testing.T) {
+	for _, damage := range []string{"state", "tensor"} {
+		t.Run(damage, func(t *testing.T) {
+			dataDir, runDir := stoppedRun(t, 5)
+			last := filepath.Join(runDir, checkpoint.LastLink)
+			opt := filepath.Join(runDir, checkpointName(5), checkpoint.OptimizerFile)
+			b, err := os.ReadFile(opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := bytes.Index(b, []byte(`\"step\":5`)) + len(`\"step\":`)
+			if damage == "tensor" {
+				at = len(b) - 3
+			}
+			if at < len(`\"step\":`) {
+				t.Fatal("no step in the trainer state")
+			}
+			b[at] ^= 1 // (step 4 in the state: a digit changed)
+			if err := os.WriteFile(opt, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+			want := []string{"ln -sfn " + checkpointName(3) + " " + last, "the checkpoint is damaged or was edited"}
+			if damage == "tensor" {
+				want[1] = "tensors do not match their recorded SHA-256"
+			}
+			for _, w := range want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("resume of a run whose last checkpoint's %s is damaged: %v; want %q", damage, err, w)
+				}
+			}
+			os.Remove(last)
+			if err := os.Symlink(checkpointName(3), last); err != nil {
+				t.Fatal(err)
+			}
+			res, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+			if err != nil || res.State.Step != res.State.Schedule.TotalSteps {
+				t.Fatalf("resume after linking %s: %v", checkpointName(3), err)
+			}
+		})
+	}
+}
+
 // A run whose last checkpoint was deleted while older ones are left is
 // told to link the newest of them as the last, from a resume and from a
 // new run; doing so resumes from there.

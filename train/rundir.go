@@ -371,8 +371,12 @@ func checkpointOptions(ck string) (Options, bool) {
 	var st struct {
 		Options *Options `json:"options"`
 	}
-	err = json.Unmarshal([]byte(opt.Metadata()["state"]), &st)
+	// (A state that does not match its SHA-256 is restore's to report.)
+	state, err := checkpoint.State(opt.Name(), opt.Metadata())
 	opt.Close()
+	if err == nil {
+		err = json.Unmarshal(state, &st)
+	}
 	if err != nil || st.Options == nil {
 		return Options{}, false
 	}
@@ -417,6 +421,28 @@ func newestCheckpoints(dir string) (newest, whole string) {
 		}
 	}
 	return newest, whole
+}
+
+// olderCheckpointHint adds to err, the run in dir's last checkpoint
+// failing to load (a file damaged or edited), the way back that
+// brokenRunError offers for a checkpoint whose files are missing: the
+// newest checkpoint before it with all its files, linked as the last.
+func olderCheckpointHint(dir string, err error) error {
+	last := filepath.Join(dir, checkpoint.LastLink)
+	target, lerr := os.Readlink(last)
+	step, _, ok := parseCheckpointName(filepath.Base(target))
+	if lerr != nil || !ok {
+		return err
+	}
+	cks := stepCheckpoints(dir)
+	for i := len(cks) - 1; i >= 0; i-- {
+		ck := filepath.Join(dir, cks[i].name)
+		if cks[i].step < step && lacking(resumeFiles(dir, ck), ck) == "" {
+			return fmt.Errorf("%w; the run's newest checkpoint before it is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s; the steps after it are trained again)",
+				err, cks[i].name, cks[i].name, ShellArg(last), ShellArg(dir))
+		}
+	}
+	return err
 }
 
 // resumeFiles are the files of the checkpoint ck of the run in dir that a
@@ -1027,11 +1053,11 @@ func (tr *Trainer) restore() (State, error) {
 	dir := filepath.Join(tr.RunDir, checkpoint.LastLink)
 	ck, err := checkpoint.Load(dir)
 	if err != nil {
-		return State{}, err
+		return State{}, olderCheckpointHint(tr.RunDir, err)
 	}
 	var st State
 	if err := json.Unmarshal(ck.State, &st); err != nil {
-		return State{}, fmt.Errorf("%s: trainer state: %w", dir, strictjson.Describe(err))
+		return State{}, olderCheckpointHint(tr.RunDir, fmt.Errorf("%s: trainer state: %w", dir, strictjson.Describe(err)))
 	}
 	if err := checkRecordedStep(dir, checkpoint.ModelFile, ck.Meta, st.Step); err != nil {
 		return State{}, err
@@ -1165,8 +1191,11 @@ func StepsAgree(dir string) error {
 	var st struct {
 		Step int `json:"step"`
 	}
-	err = json.Unmarshal([]byte(opt.Metadata()["state"]), &st)
+	state, err := checkpoint.State(opt.Name(), opt.Metadata())
 	opt.Close()
+	if err == nil {
+		err = json.Unmarshal(state, &st)
+	}
 	if err != nil {
 		return nil
 	}

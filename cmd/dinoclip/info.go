@@ -601,12 +601,12 @@ func readStateFile(path string) (*train.State, error) {
 	if meta["format"] != checkpoint.OptimizerFormat {
 		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], checkpoint.OptimizerFormat)
 	}
-	state, ok := meta["state"]
-	if !ok {
-		return nil, fmt.Errorf("%s: an optimizer file without the trainer state (metadata \"state\"): damaged, or not written by dinoclip", path)
+	state, err := checkpoint.State(path, meta)
+	if err != nil {
+		return nil, err
 	}
 	var st train.State
-	if err := json.Unmarshal([]byte(state), &st); err != nil {
+	if err := json.Unmarshal(state, &st); err != nil {
 		return nil, fmt.Errorf("%s: trainer state: %w", path, strictjson.Describe(err))
 	}
 	return &st, nil

@@ -399,6 +399,70 @@ func (e nonFiniteLoss) ForwardBackward(x, t []float32, n int) (float64, error) {
 	return math.Inf(1), nil
 }
 
+// A run whose run.json was deleted can be neither resumed (a resume reads
+// the run's inputs from it) nor trained into anew; both say so and give
+// the way to start a new run from its weights.
+func TestRunWithoutRunFile(t *testing.T) {
+	dataDir, runDir := stoppedRun(t, 5)
+	if err := os.Remove(filepath.Join(runDir, RunFile)); err != nil {
+		t.Fatal(err)
+	}
+	want := "holds a run's checkpoints but no run.json (deleted?), which a resume reads: it can be neither resumed nor trained into; put run.json back, or start a new run from its last weights (dinoclip train --init " + filepath.Join(runDir, checkpoint.LastLink)
+	for _, resume := range []bool{true, false} {
+		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("resume %v of a run without its run.json: %v; want %q", resume, err, want)
+		}
+	}
+}
+
+// A metrics log that lost records up to the checkpoint a run resumes from
+// (cut inside an early record, whose fragment names no step; emptied;
+// removed) is said so on resume, from the count the checkpoint recorded;
+// an intact one, cut only after the checkpoint as a kill cuts it, is not.
+func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
+	for _, damage := range []string{"none", "cut", "emptied", "removed"} {
+		t.Run(damage, func(t *testing.T) {
+			dataDir, runDir := stoppedRun(t, 5)
+			st := checkpointState(t, runDir)
+			path := filepath.Join(runDir, MetricsFile)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if records := bytes.Count(b, []byte("\n")); st.LogRecords < 2 || records < st.LogRecords {
+				t.Fatalf("the checkpoint of step 5 records %d log records, the log holds %d", st.LogRecords, records)
+			}
+			switch damage {
+			case "none":
+				err = os.WriteFile(path, append(b, `{"type":"train","lo`...), 0o644) // (a kill's torn last line)
+			case "cut":
+				err = os.WriteFile(path, b[:bytes.IndexByte(b, '\n')+8], 0o644)
+			case "emptied":
+				err = os.WriteFile(path, nil, 0o644)
+			case "removed":
+				err = os.Remove(path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			tr := newTrainer(t, dataDir, runDir, nil)
+			tr.Log = slog.New(slog.NewTextHandler(&log, nil))
+			if _, err := tr.Run(context.Background(), true); err != nil {
+				t.Fatal(err)
+			}
+			warned := strings.Contains(log.String(), "the metrics log holds fewer records up to the checkpoint resumed from")
+			if warned != (damage != "none") {
+				t.Errorf("metrics log %s: warned %v:\n%s", damage, warned, log.String())
+			}
+			if damage != "none" && !strings.Contains(log.String(), fmt.Sprintf("recorded=%d", st.LogRecords)) {
+				t.Errorf("the warning does not give the %d records recorded:\n%s", st.LogRecords, log.String())
+			}
+		})
+	}
+}
+
 // A run whose last checkpoint is damaged (a digit of its trainer state
 // changed on disk, which the tensors' SHA-256 does not cover; a flipped
 // bit in a tensor) is refused, and told to link the newest checkpoint

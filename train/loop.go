@@ -199,6 +199,11 @@ type State struct {
 	// continue under this run's name. Absent in states from before it was
 	// recorded.
 	InputsSHA256 string `json:"inputs_sha256,omitempty"`
+	// LogRecords is how many records the metrics log held when the state
+	// was saved (the log is synced before it): a resume that finds fewer
+	// of them, a log cut or edited by hand or by the disk, says the
+	// records are lost. Absent in states from before it was recorded.
+	LogRecords int `json:"log_records,omitempty"`
 }
 
 // PendingEval is an epoch-end evaluation still to be done: the epoch's
@@ -674,7 +679,7 @@ func (tr *Trainer) Run(ctx context.Context, resume bool) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	metrics, err := openMetrics(ctx, filepath.Join(tr.RunDir, MetricsFile), st.Step, st.PendingEval != nil, tr.Log)
+	metrics, err := openMetrics(ctx, filepath.Join(tr.RunDir, MetricsFile), st, tr.Log)
 	if err != nil {
 		return Result{}, err
 	}

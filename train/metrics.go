@@ -137,8 +137,9 @@ func ScanMetricsRecords(path string, fn func(typ string, step int) error) (damag
 // each in a single write so a crash leaves at most one torn last line
 // (dropped on resume).
 type metricsWriter struct {
-	f    *os.File
-	path string
+	f       *os.File
+	path    string
+	records int // in the file: those a resume kept, and those written since
 }
 
 // keptOnResume reports whether a metrics record of type typ at step
@@ -154,18 +155,19 @@ func (st State) KeepsRecord(step int, typ string) bool {
 	return keptOnResume(step, typ, st.Step, st.PendingEval != nil)
 }
 
-// openMetrics opens the metrics file for appending. Records past step
-// (written after the checkpoint a run resumes from) and a torn last line
-// are dropped first, and so is an evaluation record of step when that
-// evaluation is pending (evalPending: the resume does it again; an earlier
-// resume that died between writing the record and saving the checkpoint
-// left one), so a resumed run's file reads like one never stopped. Other
-// lines that are no record (damaged by hand or by the disk) are dropped
-// too, with a warning on log: the records they held are lost. The file is
-// read a line at a time, twice where lines are dropped (a log of
-// gigabytes took twice its size in memory), and ctx's end stops the
-// reading.
-func openMetrics(ctx context.Context, path string, step int, evalPending bool, log *slog.Logger) (*metricsWriter, error) {
+// openMetrics opens the metrics file for appending, for a run at st.
+// Records past its step (written after the checkpoint a run resumes from)
+// and a torn last line are dropped first, and so is an evaluation record
+// of the step when that evaluation is pending (the resume does it again;
+// an earlier resume that died between writing the record and saving the
+// checkpoint left one), so a resumed run's file reads like one never
+// stopped. Other lines that are no record (damaged by hand or by the
+// disk) are dropped too, with a warning on log: the records they held are
+// lost; so is a log holding fewer records up to the step than st recorded
+// (State.LogRecords: cut, emptied or removed). The file is read a line at
+// a time, twice where lines are dropped (a log of gigabytes took twice its
+// size in memory), and ctx's end stops the reading.
+func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (*metricsWriter, error) {
 	if err := checkRunFile(path); err != nil {
 		return nil, err
 	}
@@ -173,33 +175,39 @@ func openMetrics(ctx context.Context, path string, step int, evalPending bool, l
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	records := 0
 	if err == nil {
 		defer old.Close()
-		if err := keepMetrics(ctx, old, path, step, evalPending, log); err != nil {
+		if records, err = keepMetrics(ctx, old, path, st.Step, st.PendingEval != nil, log); err != nil {
 			return nil, err
 		}
+	}
+	if records < st.LogRecords {
+		log.Warn("the metrics log holds fewer records up to the checkpoint resumed from than it held when the checkpoint was saved (cut, emptied or removed by hand or by the disk): the records lost are not written again",
+			"file", path, "records", records, "recorded", st.LogRecords)
 	}
 	f, err := openRunFile(path, os.O_WRONLY|os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}
-	return &metricsWriter{f: f, path: path}, nil
+	return &metricsWriter{f: f, path: path, records: records}, nil
 }
 
 // keepMetrics rewrites the metrics file old, open at path, with the lines
 // openMetrics keeps, where it keeps fewer than the file holds (or the file
-// has other names).
-func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) error {
+// has other names), and returns how many it keeps.
+func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) (int, error) {
 	st, err := old.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var kept int64 // bytes
+	records := 0
 	damaged := 0
 	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
 	scan := func(emit func(line []byte) error) (err error) {
-		kept = 0
+		kept, records = 0, 0
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
 		lines, sinceLook := 0, 0
@@ -216,6 +224,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 				return nil
 			}
 			kept += int64(len(line)) + 1
+			records++
 			return emit(line)
 		})
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -226,7 +235,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return err
 	}
 	if err := scan(func([]byte) error { return nil }); err != nil {
-		return err
+		return 0, err
 	}
 	ended := endsLine(old, st.Size())
 	if damaged > 0 {
@@ -249,9 +258,9 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
 	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
-		return nil
+		return records, nil
 	}
-	return atomicfile.Write(path, func(w io.Writer) error {
+	return records, atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
 		if err := scan(func(line []byte) error {
 			bw.Write(line)
@@ -296,8 +305,10 @@ func (m *metricsWriter) write(rec map[string]any) error {
 		if m.f.Truncate(end) != nil {
 			os.Truncate(m.path, end)
 		}
+		return err
 	}
-	return err
+	m.records++
+	return nil
 }
 
 // sync makes the records written so far durable: before a checkpoint,

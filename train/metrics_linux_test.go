@@ -37,7 +37,7 @@ func TestMetricsWriteFailingPartwayLeavesNoTornLine(t *testing.T) {
 // metricsWriteUnderLimit writes one record to dir's metrics log, then
 // another past a file-size limit that cuts it short, which must fail.
 func metricsWriteUnderLimit(t *testing.T, dir string) {
-	m, err := openMetrics(t.Context(), filepath.Join(dir, MetricsFile), 0, false, slog.New(slog.DiscardHandler))
+	m, err := openMetrics(t.Context(), filepath.Join(dir, MetricsFile), resumeAt(0, false), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -302,6 +302,9 @@ func checkResumable(dir string) error {
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
 	}
+	if _, err := os.Lstat(filepath.Join(dir, RunFile)); errors.Is(err, os.ErrNotExist) {
+		return noRunFileError(dir)
+	}
 	// (Only for the run's own checkpoint: a link edited into another
 	// run's is refused for that, below.)
 	own := ownCheckpoint(dir, last)
@@ -511,6 +514,16 @@ func orphanedCheckpoints(dir string) error {
 		dir, checkpoint.LastLink, which, whole, ShellArg(last), ShellArg(dir))
 }
 
+// noRunFileError is what a resume and a new run say of a run directory
+// whose last checkpoint is linked but whose run.json is gone (deleted by
+// hand): a resume reads the run's inputs from it, so the run cannot go
+// on, but its weights can start a new one.
+func noRunFileError(dir string) error {
+	last := filepath.Join(dir, checkpoint.LastLink)
+	return fmt.Errorf("run directory %s holds a run's checkpoints but no %s (deleted?), which a resume reads: it can be neither resumed nor trained into; put %s back, or start a new run from its last weights (dinoclip train --init %s --data DATA --out NEW_RUN: the optimizer state and the schedule start anew)",
+		dir, RunFile, RunFile, ShellArg(last))
+}
+
 // checkNewRunDir refuses a run directory that already holds checkpoints
 // rather than mix a new run with it, and one that holds anything a run
 // does not write (a directory used for something else: its files would
@@ -539,6 +552,11 @@ func checkNewRunDir(dir string) error {
 
 // heldRunError refuses to start a new run in dir, which holds one.
 func heldRunError(dir string) error {
+	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
+		if _, err := os.Lstat(filepath.Join(dir, RunFile)); errors.Is(err, os.ErrNotExist) {
+			return noRunFileError(dir)
+		}
+	}
 	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
 }
 
@@ -687,6 +705,9 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 	}
 	if err := tr.Engine.Moments(m, v); err != nil {
 		return err
+	}
+	if tr.metrics != nil {
+		st.LogRecords = tr.metrics.records
 	}
 	state, err := json.Marshal(st)
 	if err != nil {

@@ -16,6 +16,16 @@ import (
 	"github.com/dinoclip/dinoclip/nn"
 )
 
+// resumeAt is the state of a run resumed at step (evalPending: with the
+// evaluation of its epoch's end to do).
+func resumeAt(step int, evalPending bool) State {
+	st := State{Step: step}
+	if evalPending {
+		st.PendingEval = &PendingEval{}
+	}
+	return st
+}
+
 // A metrics.jsonl line longer than a resume reads is an error, not the
 // end of the file: the lines after it used to be dropped from the
 // rewritten log without a word.
@@ -31,7 +41,7 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := openMetrics(context.Background(), path, 10, false, slog.New(slog.DiscardHandler))
+	m, err := openMetrics(context.Background(), path, resumeAt(10, false), slog.New(slog.DiscardHandler))
 	if err == nil {
 		m.Close()
 		t.Fatal("openMetrics accepted a line longer than it reads")
@@ -73,7 +83,7 @@ func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 		path := filepath.Join(t.TempDir(), MetricsFile)
 		os.WriteFile(path, []byte(c.text), 0o644)
 		var log bytes.Buffer
-		m, err := openMetrics(context.Background(), path, 10, c.evalPending, slog.New(slog.NewTextHandler(&log, nil)))
+		m, err := openMetrics(context.Background(), path, resumeAt(10, c.evalPending), slog.New(slog.NewTextHandler(&log, nil)))
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -97,7 +107,7 @@ func TestOpenMetricsStopsWhenInterrupted(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if m, err := openMetrics(ctx, path, 10, false, slog.New(slog.DiscardHandler)); !errors.Is(err, context.Canceled) {
+	if m, err := openMetrics(ctx, path, resumeAt(10, false), slog.New(slog.DiscardHandler)); !errors.Is(err, context.Canceled) {
 		if m != nil {
 			m.Close()
 		}

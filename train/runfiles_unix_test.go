@@ -160,7 +160,7 @@ func TestRunFileOpenersRefuseLinks(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "a symbolic link") {
 		t.Errorf("LockRunDir on a linked lock: %v", err)
 	}
-	if m, err := openMetrics(context.Background(), filepath.Join(dir, MetricsFile), 5, false, slog.New(slog.DiscardHandler)); err == nil {
+	if m, err := openMetrics(context.Background(), filepath.Join(dir, MetricsFile), resumeAt(5, false), slog.New(slog.DiscardHandler)); err == nil {
 		m.write(map[string]any{"type": "train", "step": 2})
 		m.Close()
 		t.Errorf("openMetrics opened a link")

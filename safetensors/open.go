@@ -88,8 +88,12 @@ func parseBytes(name string, b []byte) (*File, error) {
 	// torch.save writes a zip archive (PyTorch 1.6 on) or a bare pickle
 	// (protocol 2 and later start with 0x80 and the protocol): the original
 	// checkpoint's format. Said so only when the bytes make no header
-	// length either (a valid one may begin with the same bytes).
-	if (n > MaxHeaderSize || n > uint64(len(b)-8)) && (bytes.HasPrefix(b, []byte("PK\x03\x04")) || (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)) {
+	// length either (a valid one may begin with the same bytes: 0x80 0x02
+	// is a length of 640 mod 65536), and no header's opening brace follows
+	// (a safetensors file cut short; neither of torch's formats has one
+	// there).
+	cutShort := len(b) > 8 && b[8] == '{'
+	if (n > MaxHeaderSize || n > uint64(len(b)-8)) && !cutShort && (bytes.HasPrefix(b, []byte("PK\x03\x04")) || (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)) {
 		return nil, errorf(ErrSize, "a PyTorch file (torch.save's format), not safetensors: python -m dinoclip.convert to-dinoclip converts a state_dict")
 	}
 	if n > MaxHeaderSize {
@@ -97,7 +101,7 @@ func parseBytes(name string, b []byte) (*File, error) {
 	}
 	if n > uint64(len(b)-8) {
 		kind := ErrSize
-		if len(b) > 8 && b[8] == '{' {
+		if cutShort {
 			kind = ErrCutShort
 		}
 		return nil, errorf(kind, "header length %d exceeds the %d bytes that follow it (file truncated?)", n, len(b)-8)

@@ -307,6 +307,15 @@ func TestCutShort(t *testing.T) {
 			t.Errorf("cut to %d bytes, its header whole: %v is ErrCutShort", n, err)
 		}
 	}
+	// A header length of 640 (896, 1152, 1408) mod 65536 begins with the
+	// bytes of a pickle's protocol 2 (3, 4, 5): cut short, it is no
+	// PyTorch file, as its opening brace tells.
+	for _, n := range []uint64{640, 896, 1152, 1408, 65536 + 640} {
+		b := append(binary.LittleEndian.AppendUint64(nil, n), `{"a"`...)
+		if _, err := Read(b); !errors.Is(err, ErrCutShort) || strings.Contains(err.Error(), "PyTorch") {
+			t.Errorf("header length %d, cut short: %v, want ErrCutShort", n, err)
+		}
+	}
 	for _, b := range [][]byte{binary.LittleEndian.AppendUint64(nil, 100), append(binary.LittleEndian.AppendUint64(nil, 100), 'x')} {
 		if _, err := Read(b); !errors.Is(err, ErrSize) || errors.Is(err, ErrCutShort) {
 			t.Errorf("%q: %v, want ErrSize, not ErrCutShort", b, err)

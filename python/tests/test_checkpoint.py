@@ -531,6 +531,12 @@ def test_duplicate_key_refused(tmp_path, text, key):
      "tensor 'a': shape [2, 3] of F32 needs 24 bytes but data_offsets [0, 20] hold 20"),
     ('{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,16]}}', 16,
      "tensor 'a': shape [4] of F16 needs 8 bytes but data_offsets [0, 16] hold 16"),
+    # thousands of huge dimensions: worked out a dimension at a time, not as a product of millions
+    # of digits (which took minutes, and printed, raised Python's own ValueError)
+    ('{"a":{"dtype":"F32","shape":[' + ",".join(["4611686018427387904"] * 200000) + '],"data_offsets":[0,4]}}', 4,
+     "tensor 'a': shape [4611686018427387904, 4611686018427387904, 4611686018427387904, 4611686018427387904, "
+     "4611686018427387904, 4611686018427387904, 4611686018427387904, 4611686018427387904, ...] of F32 needs 2^64 "
+     "or more bytes but data_offsets [0, 4] hold 4"),
 ])
 def test_tampered_header_named(tmp_path, text, data, want):
     """A header whose metadata holds a value that is no string, or whose tensor's shape and dtype
@@ -902,3 +908,18 @@ def test_a_torch_file_is_told_by_a_header_past_its_end(tmp_path, head):
     f.write_bytes(b"\x50\x4b\x03\x05\x00\x00\x00\x00" + bytes(64))
     with pytest.raises(CheckpointError, match="truncated safetensors header"):
         checkpoint.load(f)
+    # a header length of 640 mod 65536 begins as a pickle does: cut short, its opening brace tells
+    # it from one
+    f.write_bytes(struct.pack("<Q", 640) + b'{"a"')
+    with pytest.raises(CheckpointError, match="truncated safetensors header"):
+        checkpoint.load(f)
+
+
+def test_a_number_of_thousands_of_digits_in_the_header(tmp_path):
+    """A header holding an integer beyond Python's 4300 digits is refused as no safetensors file,
+    not with Python's own ValueError."""
+    h = ('{"a":1' + "0" * 5000 + "}").encode()
+    p = tmp_path / "digits.safetensors"
+    p.write_bytes(struct.pack("<Q", len(h)) + h)
+    with pytest.raises(CheckpointError, match="not a safetensors file .*4300 digits"):
+        checkpoint.load(p)

@@ -154,12 +154,47 @@ def test_train_folder_resume_refuses_other_preprocessing(tmp_path, tiny_models, 
             assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
             err = capfd.readouterr().err
             assert f"{out} holds shards whose images were made with {want}" in err, err
-            assert f"use another --out, or delete {out} to extract it all anew" in err, err
+            assert f"Use another --out, or delete {out} to extract it all anew; or, where no image of the inputs " \
+                   f"has transparency" in err, err
+            assert f'set "preprocessing": 2 in {out / extract.MANIFEST} to go on' in err, err
             assert not (out / "shard-00001.clip.npy").exists()
-    (out / extract.MANIFEST).write_text(json.dumps(manifest))
+        # the same refusal under the directory's lock, just before the shards are written (another
+        # process sharing the --out may have recorded meanwhile)
+        settings = {**{k: v for k, v in manifest.items() if k not in ("rows", "inputs_sha256")}}
+        (out / extract.MANIFEST).write_text(json.dumps(older))
+        with pytest.raises(extract.ExtractError, match="an earlier dinoclip's preprocessing"):
+            extract._check_manifest(str(out), settings, write=True)
+    # as the message says: where no image has transparency (these are opaque), the record is mended
+    (out / extract.MANIFEST).write_text(json.dumps({**older, "preprocessing": 2}))
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
     assert "(2 already done)" in capfd.readouterr().err
     assert (out / "shard-00001.clip.npy").exists()
+    # a record of version 1 beside no shard (a run killed between recording and its first shard)
+    # describes none: the run goes on, and records this version
+    empty = tmp_path / "e"
+    empty.mkdir()
+    (empty / extract.MANIFEST).write_text(json.dumps(older))
+    assert run(tiny_models, "train-folder", image_folder, "--out", empty, "--shard-size", "5") == 0
+    assert json.loads((empty / extract.MANIFEST).read_text())["preprocessing"] == 2
+
+
+def test_train_wds_resume_refuses_other_preprocessing(tmp_path, tiny_models, wds, monkeypatch, capfd):
+    """train-wds as train-folder: shards of version 1 are skipped where all are done, and not
+    added to where one is left."""
+    root, _ = wds
+    out = tmp_path / "o"
+    assert run(tiny_models, "train-wds", root, "--out", out) == 0
+    manifest = json.loads((out / extract.MANIFEST).read_text())
+    (out / extract.MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "preprocessing"}))
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    capfd.readouterr()
+    assert run(tiny_models, "train-wds", root, "--out", out) == 0
+    assert "(2 already done)" in capfd.readouterr().err
+    os.unlink(out / "00001.dino.npy")
+    assert run(tiny_models, "train-wds", root, "--out", out) == 1
+    assert f"{out} holds shards whose images were made with an earlier dinoclip's preprocessing (version 1" in \
+        capfd.readouterr().err
+    assert not (out / "00001.dino.npy").exists()
 
 
 def test_train_folder_resume_refuses_a_changed_folder(tmp_path, tiny_models, image_folder, monkeypatch, capfd):

@@ -15,27 +15,21 @@ from ._files import open_regular
 from .checkpoint import BEST_LINK, CHECKPOINTS_DIR, LAST_LINK, OPTIMIZER_FILE, RUN_FILE
 
 
-def _run_marks(d: str, top: bool, user_folders: bool = False) -> list:
+def _run_marks(d: str, top: bool) -> list:
     """The files of a training run directory (docs/FORMAT.md; train/rundir.go) that ``d``
-    holds. In the directory written into (``top``) any of them counts: a run's name would
-    resolve to a model file beside them; with ``user_folders``, only what a run alone makes
-    there, its run.json and its best and last links (the Go commands' outputs judge a run so:
-    a library's caller saving beside a folder of its own named checkpoints, best or last is
-    common). Above it only a run's own layout does: a regular run.json with a checkpoints/
-    directory beside it (a run has both from its first checkpoint), as a user's own folders
-    named best or last, or a stray run.json, are common outside runs."""
+    holds. In the directory written into (``top``) what a run alone makes there counts, its
+    run.json and its best and last links: a run's name would resolve to a model file beside
+    them (the Go commands' outputs judge a run so: a folder of one's own named checkpoints, best
+    or last is common). Above it only a run's own layout does: a regular run.json with a
+    checkpoints/ directory beside it (a run has both from its first checkpoint), as a user's
+    own folders named best or last, or a stray run.json, are common outside runs."""
     if not top:
         run_json = os.path.join(d, RUN_FILE)
         if os.path.isfile(run_json) and not os.path.islink(run_json) and os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
             return [RUN_FILE, CHECKPOINTS_DIR + "/"]
         return []
-    if user_folders:
-        marks = [RUN_FILE] if os.path.lexists(os.path.join(d, RUN_FILE)) else []
-        return marks + [n for n in (BEST_LINK, LAST_LINK) if os.path.islink(os.path.join(d, n))]
-    marks = [n for n in (RUN_FILE, BEST_LINK, LAST_LINK) if os.path.lexists(os.path.join(d, n))]
-    if os.path.isdir(os.path.join(d, CHECKPOINTS_DIR)):
-        marks.append(CHECKPOINTS_DIR + "/")
-    return marks
+    marks = [RUN_FILE] if os.path.lexists(os.path.join(d, RUN_FILE)) else []
+    return marks + [n for n in (BEST_LINK, LAST_LINK) if os.path.islink(os.path.join(d, n))]
 
 
 INDEX_MANIFEST = "manifest.json"
@@ -96,7 +90,7 @@ def _index_appending(d: str) -> bool:
     return False
 
 
-def place_refusal(d: str, what: str = "the file", user_folders: bool = False) -> Optional[str]:
+def place_refusal(d: str, what: str = "the file") -> Optional[str]:
     """Why nothing is to be written into the directory ``d`` (absolute, resolved as the system
     resolves it; it need not exist), as the rest of a sentence whose subject is what would be
     written there (``what``: its name in the remedy), or None where it may be: a file there would
@@ -105,8 +99,8 @@ def place_refusal(d: str, what: str = "the file", user_folders: bool = False) ->
     ``model.safetensors`` before its best and last), anywhere else inside a run (its
     checkpoints/, a checkpoint being made: the run's files are the trainer's), a search index
     (its files are ``dinoclip index``'s), or a search's output (which the next search into it
-    would refuse for holding anything else). The extractor refuses its outputs there too.
-    ``user_folders``: a run's top level is known as the Go commands know it (:func:`_run_marks`)."""
+    would refuse for holding anything else). The extractor refuses its outputs there too. A
+    run's top level is known as the Go commands know it (:func:`_run_marks`)."""
     if _is_index(d):
         return f"is in a dinoclip search index (beside its {INDEX_MANIFEST}): write {what} outside the index"
     if _index_unfinished(d):
@@ -116,7 +110,7 @@ def place_refusal(d: str, what: str = "the file", user_folders: bool = False) ->
         return f"is in a dinoclip search's output (beside its {' and '.join(SEARCH_MARKS)}): write {what} outside it"
     if os.path.exists(os.path.join(d, OPTIMIZER_FILE)):
         return f"is in a training checkpoint (beside its {OPTIMIZER_FILE}): write {what} outside the run's checkpoints"
-    marks = _run_marks(d, top=True, user_folders=user_folders)
+    marks = _run_marks(d, top=True)
     if marks:
         return f"is in a training run directory (beside its {', '.join(marks)}): write {what} outside the run"
     # A run's checkpoints/ (or a checkpoint being made in it) by its name, under what the run alone
@@ -124,7 +118,7 @@ def place_refusal(d: str, what: str = "the file", user_folders: bool = False) ->
     # commands judge it.
     for c in (d, os.path.dirname(d)):
         run = os.path.dirname(c)
-        if os.path.basename(c) == CHECKPOINTS_DIR and _run_marks(run, top=True, user_folders=True):
+        if os.path.basename(c) == CHECKPOINTS_DIR and _run_marks(run, top=True):
             return f"is in the checkpoints of the training run {run}: write {what} outside the run"
     up = d
     while os.path.dirname(up) != up:

@@ -229,20 +229,23 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, st
     (n,) = struct.unpack("<Q", head)
     # torch.save's zip archive (PyTorch 1.6 on) or bare pickle (protocol 2 on): the original
     # project's checkpoint, told as the Go side tells it, where its bytes make no header length
-    # (one beyond the limit or past the file's end; a valid one may begin with the same bytes)
+    # (one beyond the limit or past the file's end; a valid one may begin with the same bytes:
+    # 0x80 0x02 is a length of 640 mod 65536) and no header's opening brace follows (a
+    # safetensors file cut short; neither of torch's formats has one there)
     torch = head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5)
     torch_error = CheckpointError(f"{path}: a PyTorch file (torch.save's format), not safetensors: "
                                   "python -m dinoclip.convert to-dinoclip converts a state_dict")
     if n > _MAX_HEADER:
-        raise torch_error if torch else CheckpointError(f"{path}: not a safetensors file (header length {n})")
+        raise torch_error if torch and f.read(1) != b"{" else \
+            CheckpointError(f"{path}: not a safetensors file (header length {n})")
     raw = f.read(n)
     if len(raw) != n:
-        raise torch_error if torch else CheckpointError(f"{path}: truncated safetensors header")
+        raise torch_error if torch and raw[:1] != b"{" else CheckpointError(f"{path}: truncated safetensors header")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except _DuplicateKey as e:
         raise CheckpointError(f"{path}: malformed safetensors header: duplicate key {e.args[0]!r}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep, an integer of 4300+ digits
         raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
@@ -287,6 +290,20 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
+def _bytes_needed(shape: List[int], size: int) -> Optional[int]:
+    """The bytes of a tensor of ``shape`` and elements of ``size`` bytes, or None where they are
+    2^64 or more (no file holds them): worked out a dimension at a time, as a hostile header's
+    thousands of huge dimensions would make a product of millions of digits."""
+    if 0 in shape:
+        return 0
+    total = size
+    for d in shape:
+        total *= d
+        if total >= 1 << 64:
+            return None
+    return total
+
+
 def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List[int], int, int]]:
     """The header's tensors as (name, dtype, shape, begin, end) in file order (by data offset,
     header order among empty tensors at one offset, as the Go side orders them), refusing
@@ -305,12 +322,14 @@ def _table(header: Mapping[str, object], path: str) -> List[Tuple[str, str, List
                 or not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))
                 or offsets[0] > offsets[1] or not _encodes(name) or not _encodes(dtype)):
             raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r} {t!r}")
-        size = _DTYPE_BYTES.get(dtype)
-        if size is not None and math.prod(shape) * size != offsets[1] - offsets[0]:
+        size, held = _DTYPE_BYTES.get(dtype), offsets[1] - offsets[0]
+        need = size is not None and _bytes_needed(shape, size)
+        if need is not False and need != held:
             # (the safetensors library's own words name no tensor)
-            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r}: shape {shape} of {dtype} "
-                                  f"needs {math.prod(shape) * size} bytes but data_offsets {offsets} hold "
-                                  f"{offsets[1] - offsets[0]}")
+            shown = ", ".join(map(str, shape[:8])) + (", ..." if len(shape) > 8 else "")
+            raise CheckpointError(f"{path}: malformed safetensors header: tensor {name!r}: shape [{shown}] of {dtype} "
+                                  f"needs {'2^64 or more' if need is None else need} bytes but data_offsets "
+                                  f"{offsets} hold {held}")
         table.append((name, dtype, shape, offsets[0], offsets[1]))
     table.sort(key=lambda t: (t[3], t[4]))
     pos = 0
@@ -690,7 +709,7 @@ def save_state_dict(
 
     # (Judged where the file goes, and by the names given too: a run's checkpoints/ may be a link.)
     for d in dict.fromkeys((os.path.dirname(os.path.realpath(path)), os.path.dirname(os.path.abspath(path)))):
-        why = place_refusal(d, "the model", user_folders=True)
+        why = place_refusal(d, "the model")
         if why:
             raise CheckpointError(f"{path} {why}")
     metadata = dict(metadata or {})

@@ -210,7 +210,7 @@ def _destination(dst: str, src: str) -> str:
     where a file would be taken for a run's or an index's own (:func:`place_refusal`), and when
     it is the model file ``src`` being converted, which the output would replace."""
     dst = _files.destination(dst)
-    why = place_refusal(os.path.dirname(dst), user_folders=True)
+    why = place_refusal(os.path.dirname(dst))
     if why:
         raise ConversionError(f"{dst} {why}")
     if _files.same_file(dst, src):

@@ -749,7 +749,7 @@ def _check_place(d: str, what: str, output: str) -> None:
     """Refuses (as ``what``) to write ``output`` into the directory ``d`` where its files would be
     taken for a training run's, a checkpoint's or a search index's own: the places where convert
     writes no model either (:func:`_places.place_refusal`)."""
-    why = place_refusal(_resolve(d), output, user_folders=True)
+    why = place_refusal(_resolve(d), output)
     if why:
         raise ExtractError(f"{what} {why}")
 
@@ -945,7 +945,9 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
         if old is not None and "command" not in old:  # ({} matched any settings)
             raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (it names no command): it records how "
                                f"{out} was made; use another --out, or delete {out} to start over")
-        if old is not None and (write or adding):
+        # (A record of another preprocessing where no shard is, whole or being written, describes
+        # none: a run killed between recording and its first shard. Written anew below.)
+        if old is not None and (write or adding) and _holds_shard_files(out):
             _check_preprocessing(out, old, settings["preprocessing"])
         if old is None and done:
             # Shards no record describes (another program's, or copied in) would be reported done.
@@ -967,9 +969,10 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
                                        f"--out for this tar, or remove {files} from it to extract the shard anew")
             return
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
-        if old is not None and not new:
+        same = old is not None and _same_preprocessing(old, settings["preprocessing"])
+        if same and not new:
             return
-        manifest = dict(settings) if old is None else dict(old)
+        manifest = dict(settings) if old is None else {**old, "preprocessing": settings["preprocessing"]}
         if tars is not None:
             manifest["tars"] = {**recorded, **new}
         text = json.dumps(manifest, indent=2) + "\n"
@@ -997,7 +1000,7 @@ def _drop_first_record(out: str) -> None:
     # no traceback in place of the failure being reported)
     try:
         with _locked(out):
-            if any(FEATURE_SUFFIX in n or TARGET_SUFFIX in n for n in os.listdir(out)):
+            if _holds_shard_files(out):
                 return
             path = os.path.join(out, MANIFEST)
             st = os.stat(path)
@@ -1046,20 +1049,37 @@ def _extractor(args) -> Extractor:
                      workers=args.workers, precision=args.precision, quiet=args.quiet)
 
 
+def _holds_shard_files(out: str) -> bool:
+    """Whether ``out`` holds a training shard's file, whole or being written (a temporary)."""
+    return any(FEATURE_SUFFIX in n or TARGET_SUFFIX in n for n in os.listdir(out))
+
+
+def _same_preprocessing(old: dict, version: int) -> bool:
+    """Whether the extract.json ``old`` records preprocessing ``version`` (1 where it records
+    none: it was written before the version was)."""
+    was = old.get("preprocessing", 1)
+    return type(was) is int and was == version
+
+
 def _check_preprocessing(out: str, old: dict, version: int) -> None:
     """Refuses to add to shards whose images another version of the preprocessing made
     (:data:`transforms.PREPROCESSING_VERSION`; 1 where extract.json records none): a shard
-    skipped as done and one extracted now would disagree on the same kind of image."""
-    was = old.get("preprocessing", 1)
-    if was == version:
+    skipped as done and one extracted now would disagree on the same kind of image. Where no
+    image has what the versions between treat otherwise (today: transparency), they agree, and
+    the message says how to go on."""
+    if _same_preprocessing(old, version):
         return
-    if isinstance(was, int) and not isinstance(was, bool) and 0 < was < version:
+    was = old.get("preprocessing", 1)
+    if type(was) is int and 0 < was < version:
         why = "; ".join(transforms.PREPROCESSING_CHANGES[v] for v in range(was + 1, version + 1))
         whose = f"an earlier dinoclip's preprocessing (version {was}; now {version}: {why})"
     else:
         whose = f"preprocessing version {was!r}, which this dinoclip (version {version}) does not make"
-    raise ExtractError(f"{out} holds shards whose images were made with {whose}: the shards done and those still to "
-                       f"extract would not agree; use another --out, or delete {out} to extract it all anew")
+    raise ExtractError(f"{out} holds shards whose images were made with {whose}: on an image with transparency the "
+                       f"shards done and those still to extract would not agree. Use another --out, or delete {out} "
+                       f"to extract it all anew; or, where no image of the inputs has transparency (an alpha band, "
+                       f"or a palette or colour marked transparent: a JPEG never has), set \"preprocessing\": "
+                       f"{version} in {os.path.join(out, MANIFEST)} to go on")
 
 
 def _settings(args, command: str, ext: Optional[Extractor] = None, **extra) -> dict:

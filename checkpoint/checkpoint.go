@@ -490,9 +490,24 @@ func Save(dir string, ck *Checkpoint) error {
 	return nil
 }
 
+// ReadState is the trainer state of the optimizer file at path (State),
+// from its header alone: its moments are not read.
+func ReadState(path string) ([]byte, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	meta := f.Metadata()
+	if meta["format"] != OptimizerFormat {
+		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
+	}
+	return State(path, meta)
+}
+
 // State is the trainer state that the metadata meta of the optimizer file
-// at path holds, refused where it does not match its SHA-256
-// (StateSHA256Key) or is missing.
+// at path holds: refused where the state is missing, or where its SHA-256
+// is recorded (StateSHA256Key) and does not match it.
 func State(path string, meta map[string]string) ([]byte, error) {
 	state, ok := meta["state"]
 	if !ok {

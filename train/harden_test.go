@@ -407,13 +407,35 @@ func TestRunWithoutRunFile(t *testing.T) {
 	if err := os.Remove(filepath.Join(runDir, RunFile)); err != nil {
 		t.Fatal(err)
 	}
-	want := "holds a run's checkpoints but no run.json (deleted?), which a resume reads: it can be neither resumed nor trained into; put run.json back, or start a new run from its last weights (dinoclip train --init " + filepath.Join(runDir, checkpoint.LastLink)
-	for _, resume := range []bool{true, false} {
-		_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("resume %v of a run without its run.json: %v; want %q", resume, err, want)
+	advice := func(ck string) string {
+		return "holds a run's checkpoints but no run.json (deleted?), which a resume reads: it can be neither resumed nor trained into; put run.json back, or start a new run from the weights of its newest whole checkpoint (dinoclip train --init " + filepath.Join(runDir, ck) + " "
+	}
+	check := func(what, want string) {
+		t.Helper()
+		for _, resume := range []bool{true, false} {
+			_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), resume)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("resume %v of a run without its run.json, %s: %v; want %q", resume, what, err, want)
+			}
 		}
 	}
+	check("its last checkpoint linked", advice(checkpointName(5)))
+	// Killed while relinking its last (only the new link's temporary left).
+	last := filepath.Join(runDir, checkpoint.LastLink)
+	if err := os.Rename(last, filepath.Join(runDir, checkpoint.NewLinkName(checkpoint.LastLink))); err != nil {
+		t.Fatal(err)
+	}
+	check("its last link being replaced", advice(checkpointName(5)))
+	// Its newest checkpoint gone: the advice names the one left, not a link
+	// leading nowhere.
+	if err := os.RemoveAll(filepath.Join(runDir, checkpointName(5))); err != nil {
+		t.Fatal(err)
+	}
+	check("its newest checkpoint gone", advice(checkpointName(3)))
+	for _, c := range stepCheckpoints(runDir) {
+		os.Remove(filepath.Join(runDir, c.name, checkpoint.OptimizerFile))
+	}
+	check("no checkpoint whole", "and none of its checkpoints is whole; remove "+runDir)
 }
 
 // A metrics log that lost records up to the checkpoint a run resumes from
@@ -489,7 +511,7 @@ func TestDamagedLastOffersAnOlderCheckpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
-			want := []string{"ln -sfn " + checkpointName(3) + " " + last, "the checkpoint is damaged or was edited"}
+			want := []string{"newest whole checkpoint before it is " + checkpointName(3) + ": link it as the last to resume from there (ln -sfn " + checkpointName(3) + " " + last, "the checkpoint is damaged or was edited"}
 			if damage == "tensor" {
 				want[1] = "tensors do not match their recorded SHA-256"
 			}
@@ -507,6 +529,24 @@ func TestDamagedLastOffersAnOlderCheckpoint(t *testing.T) {
 				t.Fatalf("resume after linking %s: %v", checkpointName(3), err)
 			}
 		})
+	}
+	// A checkpoint before it that is damaged too is not offered.
+	dataDir, runDir := stoppedRun(t, 5)
+	for _, step := range []int{5, 3} {
+		opt := filepath.Join(runDir, checkpointName(step), checkpoint.OptimizerFile)
+		b, err := os.ReadFile(opt)
+		at := bytes.Index(b, []byte(fmt.Sprintf(`\"step\":%d`, step)))
+		if err != nil || at < 0 {
+			t.Fatalf("no step in the trainer state of %s: %v", opt, err)
+		}
+		b[at+len(`\"step\":`)] ^= 1
+		if err := os.WriteFile(opt, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !strings.Contains(err.Error(), "the checkpoint is damaged or was edited") || strings.Contains(err.Error(), "before it is "+checkpointName(3)) {
+		t.Errorf("resume of a run whose last two checkpoints' states are damaged: %v; want the older one not offered", err)
 	}
 }
 

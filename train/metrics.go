@@ -163,8 +163,8 @@ func (st State) KeepsRecord(step int, typ string) bool {
 // checkpoint left one), so a resumed run's file reads like one never
 // stopped. Other lines that are no record (damaged by hand or by the
 // disk) are dropped too, with a warning on log: the records they held are
-// lost; so is a log holding fewer records up to the step than st recorded
-// (State.LogRecords: cut, emptied or removed). The file is read a line at
+// lost; a log holding fewer records up to the step than st recorded
+// (State.LogRecords: cut, emptied or removed) is warned of too. The file is read a line at
 // a time, twice where lines are dropped (a log of gigabytes took twice its
 // size in memory), and ctx's end stops the reading.
 func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (*metricsWriter, error) {
@@ -260,7 +260,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
 		return records, nil
 	}
-	return records, atomicfile.Write(path, func(w io.Writer) error {
+	err = atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
 		if err := scan(func(line []byte) error {
 			bw.Write(line)
@@ -270,6 +270,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		}
 		return bw.Flush()
 	})
+	return records, err
 }
 
 // tornStep finds the step of a record in a line cut off before its end.

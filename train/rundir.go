@@ -282,6 +282,9 @@ func checkResumable(dir string) error {
 	if err := checkRunDirFiles(dir); err != nil {
 		return err
 	}
+	if err := noRunFileError(dir); err != nil {
+		return err
+	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	st, err := os.Lstat(last)
 	if err != nil {
@@ -301,9 +304,6 @@ func checkResumable(dir string) error {
 		// The trainer replaces the link at every checkpoint; it cannot
 		// replace a directory or file.
 		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
-	}
-	if _, err := os.Lstat(filepath.Join(dir, RunFile)); errors.Is(err, os.ErrNotExist) {
-		return noRunFileError(dir)
 	}
 	// (Only for the run's own checkpoint: a link edited into another
 	// run's is refused for that, below.)
@@ -367,16 +367,11 @@ func runFileAgrees(dir, ck string) error {
 // checkpoint ck (its optimizer file's) records, and whether it holds any
 // that can be read.
 func checkpointOptions(ck string) (Options, bool) {
-	opt, err := safetensors.Open(filepath.Join(ck, checkpoint.OptimizerFile))
-	if err != nil {
-		return Options{}, false
-	}
 	var st struct {
 		Options *Options `json:"options"`
 	}
 	// (A state that does not match its SHA-256 is restore's to report.)
-	state, err := checkpoint.State(opt.Name(), opt.Metadata())
-	opt.Close()
+	state, err := checkpoint.ReadState(filepath.Join(ck, checkpoint.OptimizerFile))
 	if err == nil {
 		err = json.Unmarshal(state, &st)
 	}
@@ -413,17 +408,27 @@ func brokenRunError(dir string) error {
 // (checkpoints/step-NNNNNNNN), or "" when there is none.
 func newestCheckpoints(dir string) (newest, whole string) {
 	cks := stepCheckpoints(dir)
-	for i := len(cks) - 1; i >= 0 && whole == ""; i-- {
-		name := cks[i].name
-		if newest == "" {
-			newest = name
+	if len(cks) == 0 {
+		return "", ""
+	}
+	return cks[len(cks)-1].name, newestWhole(dir, cks)
+}
+
+// newestWhole is the newest of the checkpoints cks of the run in dir that
+// has the files a resume reads, each a safetensors file by its header,
+// and a trainer state that matches its SHA-256 (what a resume finds
+// before it reads the tensors), or "" where none has.
+func newestWhole(dir string, cks []stepCheckpoint) string {
+	for i := len(cks) - 1; i >= 0; i-- {
+		ck := filepath.Join(dir, cks[i].name)
+		if lacking(resumeFiles(dir, ck), ck) != "" {
+			continue
 		}
-		whole = name
-		if ck := filepath.Join(dir, name); lacking(resumeFiles(dir, ck), ck) != "" {
-			whole = ""
+		if _, err := checkpoint.ReadState(filepath.Join(ck, checkpoint.OptimizerFile)); err == nil {
+			return cks[i].name
 		}
 	}
-	return newest, whole
+	return ""
 }
 
 // olderCheckpointHint adds to err, the run in dir's last checkpoint
@@ -433,17 +438,19 @@ func newestCheckpoints(dir string) (newest, whole string) {
 func olderCheckpointHint(dir string, err error) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, lerr := os.Readlink(last)
-	step, _, ok := parseCheckpointName(filepath.Base(target))
-	if lerr != nil || !ok {
+	if lerr != nil {
 		return err
 	}
+	// Those before it in the run's order (a checkpoint of its step saved
+	// before the epoch's evaluation comes before it too).
 	cks := stepCheckpoints(dir)
-	for i := len(cks) - 1; i >= 0; i-- {
-		ck := filepath.Join(dir, cks[i].name)
-		if cks[i].step < step && lacking(resumeFiles(dir, ck), ck) == "" {
-			return fmt.Errorf("%w; the run's newest checkpoint before it is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s; the steps after it are trained again)",
-				err, cks[i].name, cks[i].name, ShellArg(last), ShellArg(dir))
-		}
+	before := slices.IndexFunc(cks, func(c stepCheckpoint) bool { return filepath.Base(c.name) == filepath.Base(target) })
+	if before < 0 {
+		return err
+	}
+	if older := newestWhole(dir, cks[:before]); older != "" {
+		return fmt.Errorf("%w; the run's newest whole checkpoint before it is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s; the steps after it are trained again)",
+			err, older, older, ShellArg(last), ShellArg(dir))
 	}
 	return err
 }
@@ -514,14 +521,26 @@ func orphanedCheckpoints(dir string) error {
 		dir, checkpoint.LastLink, which, whole, ShellArg(last), ShellArg(dir))
 }
 
-// noRunFileError is what a resume and a new run say of a run directory
-// whose last checkpoint is linked but whose run.json is gone (deleted by
-// hand): a resume reads the run's inputs from it, so the run cannot go
-// on, but its weights can start a new one.
+// noRunFileError refuses, for a resume and for a new run, a run directory
+// that holds checkpoints but whose run.json is gone (deleted by hand: a
+// run writes it before its first checkpoint, and replaces it atomically):
+// a resume reads the run's inputs from it, so the run cannot go on, but
+// the weights of its newest whole checkpoint can start a new one. Nil
+// for any other directory.
 func noRunFileError(dir string) error {
-	last := filepath.Join(dir, checkpoint.LastLink)
-	return fmt.Errorf("run directory %s holds a run's checkpoints but no %s (deleted?), which a resume reads: it can be neither resumed nor trained into; put %s back, or start a new run from its last weights (dinoclip train --init %s --data DATA --out NEW_RUN: the optimizer state and the schedule start anew)",
-		dir, RunFile, RunFile, ShellArg(last))
+	if _, err := os.Lstat(filepath.Join(dir, RunFile)); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	newest, whole := newestCheckpoints(dir)
+	if newest == "" {
+		return nil
+	}
+	why := fmt.Sprintf("run directory %s holds a run's checkpoints but no %s (deleted?), which a resume reads: it can be neither resumed nor trained into", dir, RunFile)
+	if whole == "" {
+		return fmt.Errorf("%s, and none of its checkpoints is whole; remove %s, or train into another --out", why, dir)
+	}
+	return fmt.Errorf("%s; put %s back, or start a new run from the weights of its newest whole checkpoint (dinoclip train --init %s --data DATA --out NEW_RUN: the optimizer state and the schedule start anew)",
+		why, RunFile, ShellArg(filepath.Join(dir, whole)))
 }
 
 // checkNewRunDir refuses a run directory that already holds checkpoints
@@ -530,6 +549,9 @@ func noRunFileError(dir string) error {
 // end up beside the run's, and pruning could be pointed at them).
 func checkNewRunDir(dir string) error {
 	if err := checkRunDirFiles(dir); err != nil {
+		return err
+	}
+	if err := noRunFileError(dir); err != nil {
 		return err
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
@@ -552,11 +574,6 @@ func checkNewRunDir(dir string) error {
 
 // heldRunError refuses to start a new run in dir, which holds one.
 func heldRunError(dir string) error {
-	if _, err := os.Lstat(filepath.Join(dir, checkpoint.LastLink)); err == nil {
-		if _, err := os.Lstat(filepath.Join(dir, RunFile)); errors.Is(err, os.ErrNotExist) {
-			return noRunFileError(dir)
-		}
-	}
 	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
 }
 
@@ -1205,15 +1222,10 @@ func checkRecordedStep(dir, file string, meta map[string]string, step int) error
 // found without reading them (info, a resume before its engine starts).
 // Headers that cannot be read are restore's to report.
 func StepsAgree(dir string) error {
-	opt, err := safetensors.Open(filepath.Join(dir, checkpoint.OptimizerFile))
-	if err != nil {
-		return nil
-	}
 	var st struct {
 		Step int `json:"step"`
 	}
-	state, err := checkpoint.State(opt.Name(), opt.Metadata())
-	opt.Close()
+	state, err := checkpoint.ReadState(filepath.Join(dir, checkpoint.OptimizerFile))
 	if err == nil {
 		err = json.Unmarshal(state, &st)
 	}

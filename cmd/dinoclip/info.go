@@ -592,16 +592,7 @@ func readState(dir string) (*train.State, error) {
 
 // readStateFile reads the trainer state of an optimizer file.
 func readStateFile(path string) (*train.State, error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	meta := f.Metadata()
-	if meta["format"] != checkpoint.OptimizerFormat {
-		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], checkpoint.OptimizerFormat)
-	}
-	state, err := checkpoint.State(path, meta)
+	state, err := checkpoint.ReadState(path)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1921,5 +1922,38 @@ func TestReadRunInfoRefusesAmbiguousText(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: ReadRunInfo = %v, want an error naming %s and saying %q", c.name, err, path, c.want)
 		}
+	}
+}
+
+// A run's file that cannot be opened for a reason that says nothing of it
+// (no permission, no file descriptors left) is not called lacking: the
+// advice for a checkpoint without its files is another checkpoint, or
+// removing the run. Missing or damaged files are lacking.
+func TestUnreadableIsNotLacking(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&fs.PathError{Op: "open", Path: "f", Err: syscall.EMFILE}, true},
+		{fmt.Errorf("safetensors: %w", &fs.PathError{Op: "open", Path: "f", Err: syscall.EACCES}), true},
+		{&fs.PathError{Op: "open", Path: "f", Err: syscall.ENOENT}, false},
+		{fmt.Errorf("safetensors: f: %w", safetensors.ErrCutShort), false},
+	} {
+		if got := unreadable(c.err); got != c.want {
+			t.Errorf("unreadable(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+	if os.Geteuid() == 0 || runtime.GOOS == "windows" {
+		return // (no file is unreadable to root; Windows has no mode bits to take)
+	}
+	dataDir, runDir := stoppedRun(t, 5)
+	opt := filepath.Join(runDir, checkpointName(5), checkpoint.OptimizerFile)
+	if err := os.Chmod(opt, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(opt, 0o644)
+	_, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), true)
+	if err == nil || !errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "lacks") || strings.Contains(err.Error(), "ln -sfn") {
+		t.Errorf("resume of a run whose last optimizer file cannot be read: %v; want the permission error alone", err)
 	}
 }

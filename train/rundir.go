@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -438,7 +438,7 @@ func newestWhole(dir string, cks []stepCheckpoint) string {
 func olderCheckpointHint(dir string, err error) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, lerr := os.Readlink(last)
-	if lerr != nil {
+	if lerr != nil || unreadable(err) {
 		return err
 	}
 	// Those before it in the run's order (a checkpoint of its step saved
@@ -482,16 +482,29 @@ func resumeFiles(dir, ck string) []string {
 
 // lacking is the first of files (resumeFiles) that the checkpoint ck
 // lacks whole: missing, or not a safetensors file by its header (cut
-// short, say; its data is checked when a resume reads it), or "".
+// short, say; its data is checked when a resume reads it), or "". A file
+// that cannot be opened for a reason that says nothing of it (unreadable)
+// is not lacking: the resume's own read reports why, where a checkpoint
+// called broken would be advised removed.
 func lacking(files []string, ck string) string {
 	for _, f := range files {
 		st, err := safetensors.Open(filepath.Join(ck, f))
 		if err != nil {
+			if unreadable(err) {
+				continue
+			}
 			return f
 		}
 		st.Close()
 	}
 	return ""
+}
+
+// unreadable reports whether err, opening a run's file, says nothing of
+// the file: no permission to read it, or the process out of file
+// descriptors or memory.
+func unreadable(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM)
 }
 
 // orphanedCheckpoints refuses a run directory whose last link is gone but

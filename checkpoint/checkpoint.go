@@ -490,33 +490,42 @@ func Save(dir string, ck *Checkpoint) error {
 	return nil
 }
 
-// ReadState is the trainer state of the optimizer file at path (State),
-// from its header alone: its moments are not read.
+// ReadState is the trainer state of the optimizer file at path, from its
+// header alone (its moments are not read): refused where the state is
+// missing, or where its SHA-256 is recorded (StateSHA256Key) and does not
+// match it.
 func ReadState(path string) ([]byte, error) {
-	f, err := safetensors.Open(path)
+	f, state, err := openOptimizer(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	meta := f.Metadata()
-	if meta["format"] != OptimizerFormat {
-		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
-	}
-	return State(path, meta)
+	f.Close()
+	return state, nil
 }
 
-// State is the trainer state that the metadata meta of the optimizer file
-// at path holds: refused where the state is missing, or where its SHA-256
-// is recorded (StateSHA256Key) and does not match it.
-func State(path string, meta map[string]string) ([]byte, error) {
+// openOptimizer opens the optimizer file at path and reads its trainer
+// state as ReadState says; the caller closes the file.
+func openOptimizer(path string) (*safetensors.File, []byte, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta := f.Metadata()
 	state, ok := meta["state"]
-	if !ok {
-		return nil, fmt.Errorf("%s: an optimizer file without the trainer state (metadata \"state\"): damaged, or not written by dinoclip", path)
+	recorded, sha := meta[StateSHA256Key]
+	switch {
+	case meta["format"] != OptimizerFormat:
+		err = fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
+	case !ok:
+		err = fmt.Errorf("%s: an optimizer file without the trainer state (metadata \"state\"): damaged, or not written by dinoclip", path)
+	case sha && sha256Hex([]byte(state)) != recorded:
+		err = fmt.Errorf("%s: its trainer state (metadata \"state\") does not match its SHA-256 (%s): the checkpoint is damaged or was edited", path, StateSHA256Key)
 	}
-	if want, ok := meta[StateSHA256Key]; ok && sha256Hex([]byte(state)) != want {
-		return nil, fmt.Errorf("%s: its trainer state (metadata \"state\") does not match its SHA-256 (%s): the checkpoint is damaged or was edited", path, StateSHA256Key)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
 	}
-	return []byte(state), nil
+	return f, []byte(state), nil
 }
 
 func sha256Hex(b []byte) string {
@@ -534,20 +543,12 @@ func Load(dir string) (*Checkpoint, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, OptimizerFile)
-	f, err := safetensors.Open(path)
+	f, state, err := openOptimizer(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	meta := f.Metadata()
-	if meta["format"] != OptimizerFormat {
-		return nil, fmt.Errorf("%s: format %q, want %q", path, meta["format"], OptimizerFormat)
-	}
 	if err := float32Tensors(f); err != nil {
-		return nil, err
-	}
-	state, err := State(path, meta)
-	if err != nil {
 		return nil, err
 	}
 	n := m.Config.NumParams()

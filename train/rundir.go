@@ -434,7 +434,8 @@ func newestWhole(dir string, cks []stepCheckpoint) string {
 // olderCheckpointHint adds to err, the run in dir's last checkpoint
 // failing to load (a file damaged or edited), the way back that
 // brokenRunError offers for a checkpoint whose files are missing: the
-// newest checkpoint before it with all its files, linked as the last.
+// newest whole checkpoint before it (newestWhole), linked as the last.
+// An error that says nothing of the files (unreadable) gets none.
 func olderCheckpointHint(dir string, err error) error {
 	last := filepath.Join(dir, checkpoint.LastLink)
 	target, lerr := os.Readlink(last)

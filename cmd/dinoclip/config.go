@@ -178,9 +178,10 @@ func numberWhy(f cli.Flag, v string) string {
 	return ""
 }
 
-// notDecimalWhy is why a number not written in decimal is refused.
+// unsignedSignWhy is why a signed number for an unsigned flag is refused.
 const unsignedSignWhy = "a sign, where this flag takes digits alone (0 or more)"
 
+// notDecimalWhy is why a number not written in decimal is refused.
 const notDecimalWhy = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
 
 // decimalEnv is decimalNumbers for the environment variables of the number
@@ -759,8 +760,7 @@ func numberUsageError(cCtx *cli.Context, err error) error {
 		if number, _ := numberFlag(f); !number || !slices.Contains(f.Names(), name) {
 			continue
 		}
-		signed := strings.HasPrefix(value, "-") || strings.HasPrefix(value, "+")
-		if why := numberWhy(f, value); why != "" && (what == "value out of range" || signed && why == unsignedSignWhy) {
+		if why := numberWhy(f, value); why != "" && (what == "value out of range" || why == unsignedSignWhy) {
 			return fmt.Errorf("--%s %s: %s", name, value, why)
 		}
 	}

@@ -271,6 +271,10 @@ func TestInfoErrors(t *testing.T) {
 	if err := safetensors.Write(stateless, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": checkpoint.OptimizerFormat}); err != nil {
 		t.Fatal(err)
 	}
+	laterState := filepath.Join(t.TempDir(), checkpoint.OptimizerFile)
+	if err := safetensors.Write(laterState, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": "dinoclip-optimizer/2"}); err != nil {
+		t.Fatal(err)
+	}
 	// Directories dinoclip writes that info does not describe whole are
 	// sent to what it does describe.
 	demoOut, benchOut := t.TempDir(), t.TempDir()
@@ -313,6 +317,7 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", demoOut}, []string{"it is a dinoclip demo's output, whose run and data info describes (dinoclip info " + train.ShellArg(filepath.Join(demoOut, "run"))}},
 		{[]string{"info", benchOut}, []string{"it holds a dinoclip bench's report, to read in " + filepath.Join(benchOut, benchTextFile)}},
 		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
+		{[]string{"info", laterState}, []string{laterState + ` is a checkpoint's trainer state in the format "dinoclip-optimizer/2", which this dinoclip does not read`}},
 		{[]string{"info", filepath.Join(run, train.MetricsFile)}, []string{"is a file of " + run + ", which info describes as a whole"}},
 		{[]string{"info", torchFile}, []string{torchFile + ": a PyTorch file (torch.save's format)"}},
 		{[]string{"info", imagesList}, []string{imagesList + " is a file of " + lonely}},

@@ -29,7 +29,7 @@ func TestTrainSignalWithClosedStderr(t *testing.T) {
 	}
 	cmd := cliCommand(append([]string{"train", "--data", data, "--out", run, "--epochs", "100000", "--batch", "16"}, tinyModel...))
 	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
+	if err := startWithStopSignals(cmd); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()

@@ -118,6 +118,14 @@ var (
 	imagesName = regexp.MustCompile(`^images-[0-9]{5,}\.txt$`)
 )
 
+// fileNumber is the number in the name of a shard's file (shardName,
+// imagesName): "00003" of keys-00003.npy.
+func fileNumber(name string) string {
+	_, rest, _ := strings.Cut(name, "-")
+	n, _, _ := strings.Cut(rest, ".")
+	return n
+}
+
 // isShardFile reports whether name is that of a shard's file (keys, ids or
 // images list).
 func isShardFile(name string) bool {
@@ -306,6 +314,13 @@ func (m *IndexManifest) check() error {
 				return fmt.Errorf("shards %d and %d both name %s", j, i, f)
 			}
 			named[f] = i
+		}
+		// (An append names a shard's files by one number: a manifest
+		// edited to swap two shards' images, or keys, with their hashes
+		// would pass every check below, and a search name other photos.)
+		if n := fileNumber(s.Keys); fileNumber(s.IDs) != n || s.Images != "" && fileNumber(s.Images) != n {
+			files := strings.Join(slices.DeleteFunc([]string{s.Keys, s.IDs, s.Images}, func(f string) bool { return f == "" }), ", ")
+			return fmt.Errorf("shard %d names %s: an append names a shard's files by one number, so these pair files of different shards (a manifest edited by hand)", i, files)
 		}
 		if s.KeysSample != "" && !isSHA256Hex(s.KeysSample) {
 			return fmt.Errorf("shard %d: keys_sample %q is not a hex SHA-256", i, s.KeysSample)

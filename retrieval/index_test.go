@@ -576,6 +576,14 @@ func TestIndexTampered(t *testing.T) {
 			os.Rename(filepath.Join(dir, "keys-00001.npy"), filepath.Join(dir, "elsewhere.npy"))
 			os.Symlink("elsewhere.npy", filepath.Join(dir, "keys-00001.npy"))
 		}},
+		// A manifest that swaps two shards' keys (or images) with their
+		// hashes passes every hash: the files' numbers tell it.
+		{"images of another shard", "shard 0 names keys-00000.npy, ids-00000.npy, images-00001.txt: an append names a shard's files by one number", editManifest(func(m map[string]any) { shard(m, 0)["images"] = "images-00001.txt" })},
+		{"keys swapped between shards with their samples", "shard 0 names keys-00001.npy, ids-00000.npy", editManifest(func(m map[string]any) {
+			for _, k := range []string{"keys", "keys_sample"} {
+				shard(m, 0)[k], shard(m, 1)[k] = shard(m, 1)[k], shard(m, 0)[k]
+			}
+		})},
 		{"images path escape", "want images-NNNNN.txt", editManifest(func(m map[string]any) { shard(m, 1)["images"] = "../images-00001.txt" })},
 		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
 		{"source rows", "3 rows, but its source 2", editManifest(func(m map[string]any) { shard(m, 0)["source"].(map[string]any)["rows"] = 2 })},

@@ -1325,6 +1325,24 @@ func TestSearchNamesImages(t *testing.T) {
 	os.Remove(short)
 	os.Rename(short+".moved", short)
 
+	// A manifest edited to swap two shards' lists with their hashes: each
+	// list matches its hash, and the search would name other photos.
+	manifestPath := filepath.Join(index, retrieval.IndexManifestFile)
+	manifest, _ := os.ReadFile(manifestPath)
+	var swapped map[string]any
+	if err := json.Unmarshal(manifest, &swapped); err != nil {
+		t.Fatal(err)
+	}
+	shards := swapped["shards"].([]any)
+	zeroth, oneth := shards[0].(map[string]any), shards[1].(map[string]any)
+	for _, k := range []string{"images", "images_sha256"} {
+		zeroth[k], oneth[k] = oneth[k], zeroth[k]
+	}
+	b, _ = json.Marshal(swapped)
+	os.WriteFile(manifestPath, b, 0o644)
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--k", "4", "--out", out}, "shard 0 names keys-00000.npy, ids-00000.npy, images-00001.txt", "pair files of different shards")
+	os.WriteFile(manifestPath, manifest, 0o644)
+
 	// The index's copies tampered with, each keeping its line count (one
 	// name edited, and then also the line order): the search fails, naming
 	// one.

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -442,9 +443,13 @@ func TestRunWithoutRunFile(t *testing.T) {
 // A metrics log that lost records up to the checkpoint a run resumes from
 // (cut inside an early record, whose fragment names no step; emptied;
 // removed) is said so on resume, from the count the checkpoint recorded;
-// an intact one, cut only after the checkpoint as a kill cuts it, is not.
+// one that holds as many records, but not those (one lost and another
+// doubled, a digit changed), from their digest; an intact one, cut only
+// after the checkpoint as a kill cuts it, or with its clock's fields
+// changed (as a resumed run's are), is not.
 func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
-	for _, damage := range []string{"none", "cut", "emptied", "removed"} {
+	const fewer, edited = "the metrics log holds fewer records up to the checkpoint resumed from", "are not those it held when the checkpoint was saved"
+	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit"} {
 		t.Run(damage, func(t *testing.T) {
 			dataDir, runDir := stoppedRun(t, 5)
 			st := checkpointState(t, runDir)
@@ -456,9 +461,23 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 			if records := bytes.Count(b, []byte("\n")); st.LogRecords < 2 || records < st.LogRecords {
 				t.Fatalf("the checkpoint of step 5 records %d log records, the log holds %d", st.LogRecords, records)
 			}
+			lines := bytes.SplitAfter(b, []byte("\n"))
 			switch damage {
 			case "none":
 				err = os.WriteFile(path, append(b, `{"type":"train","lo`...), 0o644) // (a kill's torn last line)
+			case "clock":
+				b = regexp.MustCompile(`"time":"[^"]*"`).ReplaceAll(b, []byte(`"time":"2001-01-01T00:00:00Z"`))
+				err = os.WriteFile(path, regexp.MustCompile(`"samples_per_s":[^,}]*,`).ReplaceAll(b, nil), 0o644)
+			case "doubled":
+				lines[1] = lines[0]
+				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
+			case "digit":
+				loss := regexp.MustCompile(`"loss":[0-9.]*[0-9]`).FindIndex(b)
+				if loss == nil {
+					t.Fatalf("no loss in the log:\n%s", b)
+				}
+				b[loss[1]-1] = "1234567890"[b[loss[1]-1]-'0']
+				err = os.WriteFile(path, b, 0o644)
 			case "cut":
 				err = os.WriteFile(path, b[:bytes.IndexByte(b, '\n')+8], 0o644)
 			case "emptied":
@@ -475,11 +494,13 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 			if _, err := tr.Run(context.Background(), true); err != nil {
 				t.Fatal(err)
 			}
-			warned := strings.Contains(log.String(), "the metrics log holds fewer records up to the checkpoint resumed from")
-			if warned != (damage != "none") {
-				t.Errorf("metrics log %s: warned %v:\n%s", damage, warned, log.String())
+			want := map[string]string{"cut": fewer, "emptied": fewer, "removed": fewer, "doubled": edited, "digit": edited}[damage]
+			for _, warning := range []string{fewer, edited} {
+				if warned := strings.Contains(log.String(), warning); warned != (warning == want) {
+					t.Errorf("metrics log %s: warned %v of %q:\n%s", damage, warned, warning, log.String())
+				}
 			}
-			if damage != "none" && !strings.Contains(log.String(), fmt.Sprintf("recorded=%d", st.LogRecords)) {
+			if want == fewer && !strings.Contains(log.String(), fmt.Sprintf("recorded=%d", st.LogRecords)) {
 				t.Errorf("the warning does not give the %d records recorded:\n%s", st.LogRecords, log.String())
 			}
 		})

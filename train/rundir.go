@@ -738,7 +738,7 @@ func (tr *Trainer) save(st State, improved *Best, reports, emaReports []retrieva
 		return err
 	}
 	if tr.metrics != nil {
-		st.LogRecords = tr.metrics.records
+		st.LogRecords, st.LogSHA256 = tr.metrics.records, tr.metrics.digest.sum()
 	}
 	state, err := json.Marshal(st)
 	if err != nil {

@@ -186,3 +186,27 @@ func TestFailedMetricsWriteSaysHowToGoOn(t *testing.T) {
 		t.Errorf("a failed metrics write: %v, want the advice %q", err, want)
 	}
 }
+
+// A record's clock fields come out of the digested text wherever they
+// stand, with the comma beside them, and nothing else does.
+func TestWithoutClock(t *testing.T) {
+	for _, c := range []struct{ line, want string }{
+		{`{"beta1":0.95,"epoch":1,"loss":0.5,"lr":0.001,"samples_per_s":1234.5,"step":3,"time":"2026-12-07T09:00:00Z","type":"train"}`,
+			`{"beta1":0.95,"epoch":1,"loss":0.5,"lr":0.001,"step":3,"type":"train"}`},
+		{`{"beta1":0.95,"step":3,"time":"2026-12-07T09:00:00Z"}`, `{"beta1":0.95,"step":3}`},
+		{`{"time":"x","step":3}`, `{"step":3}`},
+		{`{"samples_per_s":7}`, `{}`},
+		{`{"epoch":1,"metric":"r5","sets":[{"name":"coco"}],"step":3,"time":"2026-12-07T09:00:00Z","train_loss":0.5,"type":"eval","value":50}`,
+			`{"epoch":1,"metric":"r5","sets":[{"name":"coco"}],"step":3,"train_loss":0.5,"type":"eval","value":50}`},
+		{`{"step":3,"note":"\"time\":1"}`, `{"step":3,"note":"\"time\":1"}`}, // (no member in a string)
+		{`{"step":3,"time":"cut`, `{"step":3,"time":"cut`},
+	} {
+		line := []byte(c.line)
+		if got := string(withoutClock(line)); got != c.want {
+			t.Errorf("withoutClock(%s) = %s, want %s", c.line, got, c.want)
+		}
+		if string(line) != c.line {
+			t.Errorf("withoutClock changed its argument to %s", line)
+		}
+	}
+}

@@ -104,21 +104,19 @@ func repeatHint(sig syscall.Signal) string {
 	return "the signal again"
 }
 
-// stopSignals are the signals that stop a command cleanly: SIGTERM, Ctrl-C
-// and a hangup (the terminal closed: its process group gets SIGHUP, which
-// left a command's temporary files behind). Ctrl-C and a hangup are left
-// alone where the process was started with them ignored, which catching
-// them would undo: a hangup under nohup, and Ctrl-C in a job that a script
-// started in the background (cmd & in a shell without job control ignores
-// SIGINT for it, so that a Ctrl-C meant for the script's foreground does
-// not reach it). These two are the signals Go's runtime, too, leaves as
-// it found them ignored.
+// stopSignals are the signals that stop a command cleanly: Ctrl-C,
+// SIGTERM, and a hangup (the terminal closed: its process group gets
+// SIGHUP, which left a command's temporary files behind) unless the
+// process was started with hangups ignored (nohup), which catching it
+// would undo. Ctrl-C is caught also where the process was started with it
+// ignored, as a job a script starts with & is: a script that forwards
+// Ctrl-C to that job (trap 'kill -INT $pid' INT) would otherwise leave a
+// run training on after the script ended, and a stop by Ctrl-C is a clean
+// one, which a resume continues.
 func stopSignals() []os.Signal {
-	sigs := []os.Signal{syscall.SIGTERM}
-	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
-		if !signal.Ignored(sig) {
-			sigs = append(sigs, sig)
-		}
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
 	}
 	return sigs
 }

@@ -49,12 +49,12 @@ func startCLI(t *testing.T, args []string) (cmd *exec.Cmd, stdout, stderr *syncB
 }
 
 // startWithStopSignals starts cmd with Ctrl-C and hangups at their
-// defaults, whatever this test process inherited: under nohup, or as a
-// job a script started in the background (as CI may run the tests), it
-// inherited them ignored, and dinoclip leaves an ignored one ignored, so
-// the signals the tests send would not reach it. (Caught here while the
-// child starts, they are the default there: a child inherits only an
-// ignored disposition.)
+// defaults, whatever this test process inherited (under nohup, or as a
+// job a script started in the background, as CI may run the tests): a
+// hangup ignored would not reach the child at all, and a Ctrl-C ignored
+// would be lost in the child's first milliseconds, before it catches it.
+// (Caught here while the child starts, they are the default there: a
+// child inherits only an ignored disposition.)
 func startWithStopSignals(cmd *exec.Cmd) error {
 	caught := make(chan os.Signal, 1)
 	signal.Notify(caught, os.Interrupt, syscall.SIGHUP)
@@ -279,10 +279,10 @@ func waitForCheckpoint(t *testing.T, run string, stderr *syncBuffer) {
 	}
 }
 
-// A process started with hangups ignored (nohup), or Ctrl-C (a job a
-// script started in the background), goes on after that signal: catching
-// it to stop cleanly would undo what its starter asked for. SIGTERM still
-// stops it cleanly.
+// A process started with hangups ignored (nohup) goes on after SIGHUP:
+// catching it to stop cleanly would undo nohup. One started with Ctrl-C
+// ignored (a job a script started with &) still stops cleanly on SIGINT,
+// which such a script forwards to it (stopSignals).
 func TestTrainIgnoredSignals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
@@ -305,20 +305,58 @@ func TestTrainIgnoredSignals(t *testing.T) {
 			cmd.Process.Signal(sig)
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
-			select {
-			case err := <-exited:
-				t.Fatalf("started with %v ignored, %v ended training: %v\n%s", sig, sig, err, stderr.String())
-			case <-time.After(time.Second):
+			if sig == syscall.SIGHUP {
+				select {
+				case err := <-exited:
+					t.Fatalf("under nohup, SIGHUP ended training: %v\n%s", err, stderr.String())
+				case <-time.After(time.Second):
+				}
+				if strings.Contains(stderr.String(), "stopping cleanly") {
+					t.Fatalf("under nohup, SIGHUP began a clean stop:\n%s", stderr.String())
+				}
+				cmd.Process.Signal(syscall.SIGTERM)
 			}
-			if strings.Contains(stderr.String(), "stopping cleanly") {
-				t.Fatalf("started with %v ignored, %v began a clean stop:\n%s", sig, sig, stderr.String())
-			}
-			cmd.Process.Signal(syscall.SIGTERM)
+			code := map[syscall.Signal]int{syscall.SIGHUP: 143, syscall.SIGINT: 130}[sig]
 			var ee *exec.ExitError
-			if err := <-exited; !errors.As(err, &ee) || ee.ExitCode() != 143 {
-				t.Fatalf("after SIGTERM: %v, want exit status 143\n%s", err, stderr.String())
+			if err := <-exited; !errors.As(err, &ee) || ee.ExitCode() != code || !strings.Contains(stderr.String(), "continue it with: dinoclip train --resume") {
+				t.Fatalf("started with %v ignored: %v, want exit status %d after a clean stop\n%s", sig, err, code, stderr.String())
 			}
 		})
+	}
+}
+
+// eval, whose top-k does not look for interruption, ends at once on SIGINT
+// (exit 130) rather than ranking the whole set and printing its table.
+func TestEvalSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	run, _, _ := trainRun(t)
+	eval := makeEvalSetOf(t, "big-eval", 40000) // minutes of ranking
+	code, stdout, stderr := interruptChild(t, "eval", "--model", run, "--eval", eval)
+	if code != 130 || !strings.Contains(stderr, "interrupted") || stdout != "" {
+		t.Fatalf("eval after SIGINT: exit status %d (want 130, \"interrupted\" and no table)\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// train, interrupted while it ranks CLIP's own recall on its evaluation set
+// (before its first step), stops at once (exit 130), writes no checkpoint
+// and does not advise a resume.
+func TestTrainSignalBeforeFirstStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	data := makeData(t)
+	// CLIP's recall on 200,000 images and 400,000 captions: about 20 s on
+	// 2 cores, a few on 16; the signal comes half a second in.
+	eval := makeEvalSetOf(t, "big-eval", 200000)
+	run := filepath.Join(t.TempDir(), "run")
+	code, _, stderr := interruptChild(t, append([]string{"train", "--data", data, "--eval", eval, "--out", run, "--batch", "16"}, tinyModel...)...)
+	if code != 130 || !strings.Contains(stderr, "stopped before its first checkpoint") || strings.Contains(stderr, "--resume") {
+		t.Fatalf("train after SIGINT: exit status %d (want 130, no resume advice)\nstderr:\n%s", code, stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(run, checkpoint.LastLink)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("train stopped before its first step left %s: %v", checkpoint.LastLink, err)
 	}
 }
 

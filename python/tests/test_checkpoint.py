@@ -770,8 +770,11 @@ def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig,
             "    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
             "_files.write_atomic(sys.argv[1], write)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # (Ctrl-C at its default in the child: Python turns it into KeyboardInterrupt only then, and
+    # tests run as a job a script started with & inherit it ignored.)
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
+                         stderr=subprocess.PIPE, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert p.stdout.readline() == b"writing\n"
         assert [n for n in os.listdir(tmp_path) if n.startswith(".out.bin.tmp-")]

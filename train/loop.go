@@ -205,9 +205,9 @@ type State struct {
 	// records are lost. Absent in states from before it was recorded.
 	LogRecords int `json:"log_records,omitempty"`
 	// LogSHA256 is the hex SHA-256 of those records less the clock's
-	// fields (logDigest): a resume that finds as many records, but not
-	// these (one lost and another doubled, a digit changed), says the log
-	// was edited. Absent in states from before it was recorded.
+	// fields (logDigest): a resume that finds as many records (or more),
+	// but not these (one lost and another doubled, a digit changed), says
+	// the log was edited. Absent in states from before it was recorded.
 	LogSHA256 string `json:"log_sha256,omitempty"`
 }
 

@@ -106,7 +106,7 @@ func describe(w io.Writer, path string) error {
 			return infoFloat64(w, path)
 		default:
 			if checkpoint.IsStateFormat(format) {
-				return fmt.Errorf("info: %s is a checkpoint's trainer state in the format %q, which this dinoclip does not read (it reads %s and %s): one written by a newer dinoclip?", path, format, checkpoint.OptimizerFormat, checkpoint.Float64Format)
+				return fmt.Errorf("info: %s is a checkpoint's trainer state in the format %q, which this dinoclip does not read (it reads %s and %s): one written by another version of dinoclip?", path, format, checkpoint.OptimizerFormat, checkpoint.Float64Format)
 			}
 		}
 		if ok, err := infoQueriesRecord(w, path); ok {

@@ -128,6 +128,27 @@ def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, 
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
 
 
+def test_train_folder_resume_refuses_a_damaged_shard(tmp_path, tiny_models, image_folder, capfd):
+    """A shard whose two .npy files are there but not whole, or not of one shard (a file emptied,
+    cut short, of another shard, or no .npy file) is refused on resume, naming it, rather than
+    counted done (its .clip.npy was not even opened) or met with a traceback (numpy's EOFError)."""
+    ref = tmp_path / "ref"
+    assert run(tiny_models, "train-folder", image_folder, "--out", ref, "--shard-size", "5") == 0
+    clip0 = (ref / "shard-00000.clip.npy").read_bytes()
+    for damage, name, data, says in [
+            ("emptied", "shard-00001.dino.npy", b"", "not a shard this tool wrote"),
+            ("cut short", "shard-00001.clip.npy", clip0[:200], "not a shard this tool wrote"),
+            ("another shard's", "shard-00002.clip.npy", clip0, "hold 2 and 5 rows"),
+            ("no .npy file", "shard-00002.dino.npy", b"rows\n" * 40, "does not begin as one")]:
+        out = tmp_path / damage.replace(" ", "-")
+        shutil.copytree(ref, out)
+        (out / name).write_bytes(data)
+        capfd.readouterr()
+        assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1, damage
+        err = capfd.readouterr().err
+        assert str(out / name) in err and says in err and "remove" in err and "Traceback" not in err, (damage, err)
+
+
 def test_train_folder_resume_refuses_other_preprocessing(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
     """Shards whose extract.json records another version of the preprocessing (none recorded:
     version 1, which dropped an image's alpha) are not added to: those done and those extracted
@@ -2033,15 +2054,22 @@ def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
 def test_failed_run_keeps_a_record_another_run_shares(tmp_path):
     """The extract.json a failed run recorded first is removed only while it is still the file that
     run wrote and no shard is there, whole or being written: another run sharing the --out that
-    recorded the same settings since (a new file, the same text), or is writing a shard, keeps it."""
+    recorded the same settings since (a new file, the same text), or is writing a shard, keeps it.
+    A run that finds the same settings recorded, and no shard yet, records them again for that: it
+    finished with its shards described by no record when the first run failed meanwhile."""
     out = str(tmp_path / "o")
-    settings = {"command": "train-folder", "target": "image"}
-    for other_run in ("records again", "writes a shard"):
+    settings = {"command": "train-folder", "target": "image", "preprocessing": transforms.PREPROCESSING_VERSION}
+    for other_run in ("records again", "finds them recorded", "writes a shard"):
         extract._check_manifest(out, settings, write=True)
         path = os.path.join(out, extract.MANIFEST)
         if other_run == "records again":
             text = open(path).read()
             extract.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+        elif other_run == "finds them recorded":
+            first = extract._first_records.pop(out)  # (the other run, another process, recorded nothing)
+            extract._check_manifest(out, settings, write=True)
+            assert out not in extract._first_records
+            extract._first_records[out] = first
         else:
             open(os.path.join(out, ".shard-00000.dino.npy.tmp-7"), "w").close()
         extract._drop_first_record(out)

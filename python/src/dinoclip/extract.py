@@ -970,7 +970,11 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
             return
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         same = old is not None and _same_preprocessing(old, settings["preprocessing"])
-        if same and not new:
+        # A record of these settings that another run sharing the --out made, with no shard there yet,
+        # is written again (another file, the same text): that run removes the file it recorded if it
+        # fails before its first shard (_drop_first_record), which left this run's shards with none.
+        shared = old is not None and out not in _first_records and not _holds_shard_files(out)
+        if same and not new and not shared:
             return
         manifest = dict(settings) if old is None else {**old, "preprocessing": settings["preprocessing"]}
         if tars is not None:
@@ -1114,7 +1118,7 @@ def cmd_train_folder(args) -> int:
     _log(f"{args.root}: {counted(n, 'image', 'images')} -> {counted(nshards, 'shard', 'shards')} of up to "
          f"{args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
-    rows = _shard_rows(args.out, done)
+    rows = _shard_rows(args.out, done, args.target)
     if not todo:
         return _no_rows_status(rows, f"no image of {args.root} could be read")
     ext = _extractor(args)
@@ -1244,7 +1248,7 @@ def cmd_train_wds(args) -> int:
                     adding=bool(todo))
     some = counted(len(tars), "tar file", "tar files")
     _log(f"{some} -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
-    rows = _shard_rows(args.out, sorted(done))
+    rows = _shard_rows(args.out, sorted(done), args.target)
     if not todo:
         return _no_rows_status(rows, f"no sample of the {some} could be read")
     ext = _extractor(args)
@@ -1282,15 +1286,26 @@ def _no_rows_status(rows: int, what: str) -> int:
     return 1
 
 
-def _shard_rows(out: str, names: Sequence[str]) -> int:
-    """The rows of the done shards ``names`` in ``out`` (their .dino.npy headers)."""
+def _shard_rows(out: str, names: Sequence[str], target: str) -> int:
+    """The rows of the done shards ``names`` in ``out`` (their .npy headers: :func:`_shard_arrays`,
+    of one row count, each file as long as its header says)."""
     total = 0
     for name in names:
-        path = os.path.join(out, name + FEATURE_SUFFIX)
-        try:
-            total += int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
-        except (OSError, ValueError, IndexError) as e:
-            raise ExtractError(f"{path}: not a shard this tool wrote ({e}): remove it to extract it anew") from None
+        rows = []
+        for suffix in _shard_arrays(target):
+            path = os.path.join(out, name + suffix)
+            try:
+                with open(path, "rb") as f:
+                    if f.read(6) != b"\x93NUMPY":
+                        raise ValueError("no .npy file: it does not begin as one")
+                rows.append(int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0]))
+            except (OSError, ValueError, IndexError, EOFError) as e:  # (EOFError: numpy's for an empty file)
+                raise ExtractError(f"{path}: not a shard this tool wrote ({e}): remove it to extract it anew") from None
+        if len(set(rows)) > 1:
+            files = " and ".join(os.path.join(out, name + suffix) for suffix in _shard_arrays(target))
+            raise ExtractError(f"{files} hold {' and '.join(map(str, rows))} rows: not a shard this tool wrote; "
+                               f"remove them to extract it anew")
+        total += rows[0]
     return total
 
 

@@ -737,6 +737,28 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capf
     assert err.count("\n") == 3, err
 
 
+@pytest.mark.skipif(os.name != "posix", reason="flock is POSIX's")
+def test_sweep_of_every_name(tmp_path, capfd):
+    """sweep_stale_temporaries removes the stale temporaries of every name in a directory (a run
+    whose shards are done writes none of them again), and leaves a recent or held one, and any
+    other name, without a word of them."""
+    import fcntl
+
+    old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
+    names = {".a.npy.tmp-1": True, ".b.images.txt.tmp-22": True, ".a.npy.tmp-3": False, ".c.npy.tmp-4": False,
+             "a.npy": False, ".a.npy.tmp-x": False}
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+        if name != ".a.npy.tmp-3":
+            os.utime(tmp_path / name, (old, old))
+    with open(tmp_path / ".c.npy.tmp-4", "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
+        _files.sweep_stale_temporaries(str(tmp_path))
+    assert set(os.listdir(tmp_path)) == {n for n, stale in names.items() if not stale}
+    err = capfd.readouterr().err
+    assert err.count("dinoclip: removed ") == 2 and "warning" not in err, err
+
+
 def test_atomic_write_of_a_long_name(tmp_path):
     """A name the system allows but too long for a temporary's additions (240 to 255 bytes) is
     written, its temporary named as the Go side's atomicfile.TempBase names it (the expected name

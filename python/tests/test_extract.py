@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 from PIL import Image
 
 from conftest import EMBED_DIM, FEATURE_DIM, make_caption, make_image
-from dinoclip import encoders, extract, transforms
+from dinoclip import _files, encoders, extract, transforms
 from dinoclip.transforms import clip_transform, dinov2_transform
 
 # Rows computed in a batch and one at a time differ by float32 rounding only.
@@ -125,6 +126,14 @@ def test_train_folder_resumes(tmp_path, tiny_models, image_folder, monkeypatch, 
     capfd.readouterr()
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "4") == 1
     assert "shard_size was 5, now 4" in capfd.readouterr().err
+    # what a writer killed while writing a shard left, too young for the resume to take it for a
+    # dead writer's, goes with a later run, though that has no shard left to write
+    left = out / ".shard-00001.dino.npy.tmp-12"
+    left.write_bytes(b"partial")
+    old = time.time() - 2 * _files.STALE_AGE
+    os.utime(left, (old, old))
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 0
+    assert f"removed {left}" in capfd.readouterr().err
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
 
 
@@ -309,6 +318,12 @@ def test_train_folder_resume_refuses_other_inputs(tmp_path, tiny_models, image_f
     assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
     err = capfd.readouterr().err
     assert f"extract.json is unreadable (over {extract.MAX_RECORD_BYTES[extract.MANIFEST]} bytes)" in err, err
+    # one an editor saved with a byte-order mark (as the preprocessing's refusal asks to edit it) is
+    # said to be that
+    (out / "extract.json").write_bytes(b"\xef\xbb\xbf" + b'{"command": "train-folder"}')
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+    err = capfd.readouterr().err
+    assert "extract.json begins with a UTF-8 byte-order mark" in err and "save it without one" in err, err
 
 
 def test_train_folder_reads_sidecars_only_for_text(tmp_path, tiny_models, image_folder, capfd):
@@ -387,6 +402,9 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     # a quote left open runs on past csv's field limit (csv.Error), named at the line reached
     ("open.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,"a cat\n' + "x" * 140000 + "\n",
      "open.csv:4: field larger than field limit (131072)"),
+    # ... and within it, takes the rows after it into its caption
+    ("swallow.csv", 'image,caption\na/img00.jpg,"a dog\na/img01.jpg,a cat\na/img02.jpg,a car\n',
+     "swallow.csv:2: the caption of a/img00.jpg runs on to line 4"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""
@@ -481,7 +499,8 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     (folder / "two\nlines.png").write_bytes((folder / "img02.png").read_bytes())
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o3") == 0
     assert read_npy(tmp_path / "o3" / "shard-00000.dino.npy").shape == (8, FEATURE_DIM)
-    assert f"1 image did not decode (e.g. {folder / 'broken.jpg'}: " in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert f"1 image did not decode (e.g. {folder / 'broken.jpg'}: " in err and "<_io." not in err, err
     # the list of the rows' images leaves the broken one out; a line break in a name is U+FFFD
     listed = (tmp_path / "o3" / "shard-00000.images.txt").read_text(encoding="utf-8").split("\n")
     assert listed[-1] == "" and len(listed) == 9
@@ -612,7 +631,9 @@ def test_train_wds_errors(tmp_path, tiny_models, wds, capfd):
     assert "would both be output shard 00000" in capfd.readouterr().err
     (tmp_path / "x.tar").write_bytes(b"not a tar" * 100)
     assert run(tiny_models, "train-wds", tmp_path / "x.tar", "--out", tmp_path / "o") == 1
-    assert "not a tar file" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    # one line, however many compressions tarfile tried
+    assert "x.tar: not a tar file (" in err.splitlines()[-1] and "method gz: " in err.splitlines()[-1], err
     # a shard named as a set's captions (beside an images.tar's shard, dinoclip reads a set)
     shutil.copy(root / "00000.tar", tmp_path / "Captions.tar")
     assert run(tiny_models, "train-wds", tmp_path / "Captions.tar", "--out", tmp_path / "o") == 1
@@ -2010,6 +2031,23 @@ def test_caption_with_a_lone_surrogate_is_refused(tmp_path, tiny_models, image_f
     err = capfd.readouterr().err
     assert "caption 'a \\ud800 b' is not Unicode text" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_absurd_sizes(tmp_path, tiny_models, image_folder, capfd, monkeypatch):
+    """A --batch-size beyond any device is refused before a model loads (one past an index's range
+    failed in the DataLoader with a traceback); a --shard-size beyond a float's range makes one
+    shard (the count was divided in floats: 0 shards, and no row said to be readable)."""
+    monkeypatch.setattr(encoders, "load_dinov2", lambda *a, **k: pytest.fail("loaded a model"))
+    huge = str(10 ** 30)
+    assert extract.main(["train-folder", str(image_folder), "--out", str(tmp_path / "o"), "--dinov2",
+                         tiny_models["dinov2"], "--clip", tiny_models["clip"], "--device", "cpu",
+                         "--batch-size", huge]) == 2
+    assert f"--batch-size {huge}: more than {extract.MAX_BATCH}" in capfd.readouterr().err
+    monkeypatch.undo()
+    out = tmp_path / "one"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", str(10 ** 330)) == 0
+    assert "12 images -> 1 shard of up to" in capfd.readouterr().err
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == ["shard-00000.clip.npy", "shard-00000.dino.npy"]
 
 
 @pytest.mark.parametrize("cpus", [None, 1])

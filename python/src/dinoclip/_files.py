@@ -120,6 +120,8 @@ def _naming(e: OSError, path: str) -> OSError:
 # atomicfile names its own: hidden, and told from every name a user would choose, so that a sweep
 # of what killed writers left never takes a user's file.
 _TEMP_MARK = ".tmp-"
+# A temporary's name: its base (:func:`_temp_base`) is group 1.
+_TEMP_NAME = re.compile(r"\.(.+)" + re.escape(_TEMP_MARK) + "[0-9]+")
 # How long a temporary must have gone unmodified before a sweep takes it for a killed writer's
 # (atomicfile.StaleAge): besides the lock, it covers the moments a live writer holds none
 # (between creating the temporary and locking it, between closing it and renaming it).
@@ -175,12 +177,26 @@ def _make_temp(d: str, base: str):
     raise FileExistsError(f"{d}: no free temporary name for {base}")
 
 
-def _sweep_stale(d: str, base: str) -> None:
+def sweep_stale_temporaries(d: str) -> None:
+    """Removes from ``d`` the temporaries of every name that writers killed before renaming them
+    into place left (:func:`_sweep_stale`), saying nothing of those a writer may be at: a run that
+    finds its shards done writes none of them again, which is when the temporaries of a name are
+    swept, so a kill's leftover younger than :data:`STALE_AGE` at the resume stayed for good."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for base in sorted({m.group(1) for n in names if (m := _TEMP_NAME.fullmatch(n))}):
+        _sweep_stale(d, base, warn_live=False)
+
+
+def _sweep_stale(d: str, base: str, warn_live: bool = True) -> None:
     """Removes from ``d`` the temporaries of ``base`` that writers killed before renaming them
     into place left (atomicfile.SweepStale): regular files named as :func:`_make_temp` names
     them, whose lock nobody holds, unmodified for :data:`STALE_AGE`; and says on stderr what it
-    removed, and what it left because a writer may be at it, as the Go side does. Without file
-    locks (Windows) every one is kept: a live writer's could not be told from a dead one's."""
+    removed, and (``warn_live``) what it left because a writer may be at it, as the Go side does.
+    Without file locks (Windows) every one is kept: a live writer's could not be told from a dead
+    one's."""
     if fcntl is None:
         return
     try:
@@ -209,6 +225,8 @@ def _sweep_stale(d: str, base: str) -> None:
         except OSError:
             continue
         target = os.path.join(d, base)
+        if live and not warn_live:
+            continue
         if live:
             print(f"dinoclip: warning: {p}: left by a dinoclip killed while writing {target}, or being "
                   f"written by another one now: remove once no other dinoclip writes {target}", file=sys.stderr)

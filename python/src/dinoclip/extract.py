@@ -43,8 +43,8 @@ import hashlib
 import io
 import json
 import lzma
-import math
 import os
+import re
 import stat
 import sys
 import tarfile
@@ -59,7 +59,7 @@ from . import _files, encoders, transforms
 from ._files import file_kind, open_regular, read_regular, usable_cpus
 from ._progress import progress
 from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_dirs, oserror_message, remove_empty,
-                     same_file, write_atomic)
+                     same_file, sweep_stale_temporaries, write_atomic)
 from ._places import place_refusal
 from .npyio import embedding_dtype, save_npy
 
@@ -86,6 +86,10 @@ _TAR_COMPRESSED = {"gz": (".tar.gz", ".tgz"), "bz2": (".tar.bz2", ".tbz2", ".tbz
                    "zst": (".tar.zst", ".tzst")}
 TAR_SUFFIXES = (".tar",) + tuple(
     suf for meth, sufs in _TAR_COMPRESSED.items() if meth in tarfile.TarFile.OPEN_METH for suf in sufs)
+
+
+# The largest --batch-size taken.
+MAX_BATCH = 1 << 20
 
 
 class ExtractError(Exception):
@@ -185,7 +189,13 @@ class _ImageDataset(torch.utils.data.Dataset):
             c = self.clip_tf(img) if self.clip_tf is not None else None
             return i, d, c, None, clipped(img)
         except Exception as e:  # a bad image is reported, not fatal
-            return i, None, None, f"{type(e).__name__}: {e}", False
+            # (PIL names the stream it read, <_io.BytesIO object at 0x...>: the image is named beside)
+            why = _STREAM_NAME.sub("", f"{type(e).__name__}: {e}")
+            return i, None, None, why, False
+
+
+# A Python stream as PIL names it in an error (" <_io.BufferedReader name=11>").
+_STREAM_NAME = re.compile(r" ?<_io\.\w+ [^<>]*>")
 
 
 def _collate(batch):
@@ -413,6 +423,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
                     raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
                                        f"got {reader.fieldnames}")
+                row_line = reader.line_num + 1  # (where the next row begins)
                 for row in reader:
                     # a short row leaves its last columns None: refused here, not in the tokenizer
                     # after the models have loaded
@@ -421,9 +432,15 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                            f"{'image' if row['image'] is None else 'caption'} column")
                     if need_captions and not row["caption"].strip():
                         raise ExtractError(f"{captions}:{reader.line_num}: the caption of {row['image']} is empty")
+                    if "\n" in row["caption"] or "\r" in row["caption"]:
+                        # (a quote left open takes the rows after it into its caption, without a word)
+                        raise ExtractError(f"{captions}:{row_line}: the caption of {row['image']} runs on to line "
+                                           f"{reader.line_num} ({row['caption'][:60]!r}...): a quote left open? A "
+                                           f"caption is one line: close the quote, or write its line breaks as spaces")
                     if need_captions:  # (refused now, not when its shard comes)
                         _check_caption(row["caption"], f"{captions}:{reader.line_num}: caption", "mend it in the captions file")
                     pairs.append((_rel(root, row["image"]), row["caption"]))
+                    row_line = reader.line_num + 1
             except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
                 # (the line reached: the DictReader's own count stops at the last whole row)
                 raise ExtractError(f"{captions}:{reader.reader.line_num}: {e}") from None
@@ -534,8 +551,10 @@ def index_tar(path: str, need_captions: bool = True) -> TarIndex:
             fh.seek(0)
             try:
                 tf = tarfile.open(fileobj=fh, mode="r:*")
-            except tarfile.ReadError as e:
-                raise ExtractError(f"{path}: not a tar file ({e})") from None
+            except tarfile.ReadError as e:  # (tarfile's lists each compression it tried, a line each)
+                head, *tried = str(e).splitlines()
+                why = head.rstrip(":") + (": " + "; ".join(t.lstrip("- ") for t in tried) if tried else "")
+                raise ExtractError(f"{path}: not a tar file ({why})") from None
             compressed = True
         return _index_open_tar(path, tf, compressed, need_captions)
 
@@ -853,7 +872,11 @@ def _check_recorded(out: str, name: str, settings: dict, compared: Sequence[str]
         return None
     # Read as empty, a damaged file would let any settings resume into (or skip) what it describes.
     try:
-        old = json.loads(read_regular(path, MAX_RECORD_BYTES[name]).decode("utf-8"))
+        raw = read_regular(path, MAX_RECORD_BYTES[name])
+        if raw.startswith(b"\xef\xbb\xbf"):  # (refused by the Go side too, which reads the file)
+            raise ExtractError(f"{path} begins with a UTF-8 byte-order mark (as some editors save a file): "
+                               f"save it without one, as UTF-8, and run again")
+        old = json.loads(raw.decode("utf-8"))
         if not isinstance(old, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
@@ -1101,10 +1124,11 @@ def cmd_train_folder(args) -> int:
     if args.shard_size < 1:
         raise ExtractError(f"--shard-size {args.shard_size}: must be at least 1")
     n = len(pairs)
-    nshards = math.ceil(n / args.shard_size)
+    nshards = -(-n // args.shard_size)  # (in integers: n / a --shard-size of 10**330 was 0.0)
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
     make_dirs(args.out)
+    sweep_stale_temporaries(args.out)
     extra = dict(shard_size=args.shard_size, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k], args.target)]
@@ -1241,6 +1265,7 @@ def cmd_train_wds(args) -> int:
                                f"set's captions, and dinoclip reads a directory holding it and images{FEATURE_SUFFIX} "
                                f"as a set: rename the tar")
     make_dirs(args.out)
+    sweep_stale_temporaries(args.out)
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
@@ -1686,10 +1711,14 @@ def main(argv=None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "workers", 0) is None:
         args.workers = min(8, usable_cpus())
-    for opt in ("batch_size",):
-        if getattr(args, opt) < 1:
-            print(f"dinoclip.extract: --{opt.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
+    if args.batch_size < 1:
+        print("dinoclip.extract: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    # (Refused before the models load: one beyond an index's range failed in the DataLoader, after.)
+    if args.batch_size > MAX_BATCH:
+        print(f"dinoclip.extract: --batch-size {args.batch_size}: more than {MAX_BATCH}, which no device holds "
+              f"(a batch of images takes about 0.6 MB each before the model runs)", file=sys.stderr)
+        return 2
     if getattr(args, "workers", 0) < 0:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
         return 2

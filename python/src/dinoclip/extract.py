@@ -1542,7 +1542,7 @@ def _common(p: argparse.ArgumentParser, target: bool) -> None:
                         f"{encoders.DEFAULT_CLIP})" + ("; not with --target none, which loads none" if target else ""))
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch, at most 2^20 (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="image decoding processes; 0 decodes in the main process (default: the CPUs this "
                         "process may use, at most 8; at most 4 per CPU)")
@@ -1659,7 +1659,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CLIP model (and its tokenizer): Hugging Face name or local directory (default: %(default)s)")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cuda, cpu (default: cuda when available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per batch, at most 2^20 (default: %(default)s)")
     p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                    help="model arithmetic (default fp32); the file is float32 either way unless --float16")
     p.add_argument("--float16", action="store_true", help="write float16 instead of float32")
@@ -1716,8 +1716,8 @@ def main(argv=None) -> int:
         return 2
     # (Refused before the models load: one beyond an index's range failed in the DataLoader, after.)
     if args.batch_size > MAX_BATCH:
-        print(f"dinoclip.extract: --batch-size {args.batch_size}: more than {MAX_BATCH}, which no device holds "
-              f"(a batch of images takes about 0.6 MB each before the model runs)", file=sys.stderr)
+        print(f"dinoclip.extract: --batch-size {args.batch_size}: more than {MAX_BATCH}, beyond what a device "
+              f"holds in one batch (an image's input alone is 0.6 MB)", file=sys.stderr)
         return 2
     if getattr(args, "workers", 0) < 0:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)

@@ -705,6 +705,17 @@ def test_atomic_write_names_what_stands_in_the_way_of_its_directory(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def _leave_files(d, names, recent):
+    """Writes the files ``names`` in ``d``, each unmodified for twice a sweep's age but ``recent``;
+    returns that age's mtime."""
+    old = os.stat(d).st_mtime - 2 * _files.STALE_AGE
+    for name in names:
+        (d / name).write_bytes(b"partial")
+        if name != recent:
+            os.utime(d / name, (old, old))
+    return old
+
+
 @pytest.mark.skipif(os.name != "posix", reason="flock is POSIX's")
 def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capfd):
     """Before writing, the temporaries of the same file that a killed writer left (regular files
@@ -714,13 +725,9 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capf
     said on stderr."""
     import fcntl
 
-    old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
     names = {".x.bin.tmp-1": True, ".x.bin.tmp-2": False, ".x.bin.tmp-3": False, ".y.bin.tmp-4": False,
              ".x.bin.tmp-5a": False, "x.bin.tmp-6": False}
-    for name in names:
-        (tmp_path / name).write_bytes(b"partial")
-        if name != ".x.bin.tmp-3":
-            os.utime(tmp_path / name, (old, old))
+    old = _leave_files(tmp_path, names, recent=".x.bin.tmp-3")
     os.symlink(tmp_path / ".x.bin.tmp-1", tmp_path / ".x.bin.tmp-7")
     os.utime(tmp_path / ".x.bin.tmp-7", (old, old), follow_symlinks=False)
     with open(tmp_path / ".x.bin.tmp-2", "rb") as held:
@@ -744,13 +751,9 @@ def test_sweep_of_every_name(tmp_path, capfd):
     other name, without a word of them."""
     import fcntl
 
-    old = os.stat(tmp_path).st_mtime - 2 * _files.STALE_AGE
     names = {".a.npy.tmp-1": True, ".b.images.txt.tmp-22": True, ".a.npy.tmp-3": False, ".c.npy.tmp-4": False,
              "a.npy": False, ".a.npy.tmp-x": False}
-    for name in names:
-        (tmp_path / name).write_bytes(b"partial")
-        if name != ".a.npy.tmp-3":
-            os.utime(tmp_path / name, (old, old))
+    _leave_files(tmp_path, names, recent=".a.npy.tmp-3")
     with open(tmp_path / ".c.npy.tmp-4", "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
         _files.sweep_stale_temporaries(str(tmp_path))

@@ -745,18 +745,18 @@ def test_atomic_write_sweeps_what_killed_writers_of_the_file_left(tmp_path, capf
 
 
 @pytest.mark.skipif(os.name != "posix", reason="flock is POSIX's")
-def test_sweep_of_every_name(tmp_path, capfd):
-    """sweep_stale_temporaries removes the stale temporaries of every name in a directory (a run
-    whose shards are done writes none of them again), and leaves a recent or held one, and any
-    other name, without a word of them."""
+def test_sweep_of_names(tmp_path, capfd):
+    """sweep_stale_temporaries removes the stale temporaries of the names it is given (a run whose
+    shards are done writes none of them again), and leaves a recent or held one, another name's,
+    and any other name, without a word of them."""
     import fcntl
 
     names = {".a.npy.tmp-1": True, ".b.images.txt.tmp-22": True, ".a.npy.tmp-3": False, ".c.npy.tmp-4": False,
-             "a.npy": False, ".a.npy.tmp-x": False}
+             ".d.npy.tmp-5": False, "a.npy": False, ".a.npy.tmp-x": False}
     _leave_files(tmp_path, names, recent=".a.npy.tmp-3")
     with open(tmp_path / ".c.npy.tmp-4", "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer at work
-        _files.sweep_stale_temporaries(str(tmp_path))
+        _files.sweep_stale_temporaries(str(tmp_path), ["a.npy", "b.images.txt", "c.npy"])
     assert set(os.listdir(tmp_path)) == {n for n, stale in names.items() if not stale}
     err = capfd.readouterr().err
     assert err.count("dinoclip: removed ") == 2 and "warning" not in err, err
@@ -788,18 +788,18 @@ def test_atomic_write_removes_its_temporary_when_a_signal_ends_it(tmp_path, sig,
     import subprocess
     import sys
 
-    code = ("import sys, time\n"
+    # (Ctrl-C made KeyboardInterrupt in the child: Python does so only where SIGINT starts at its
+    # default, and tests run as a job a script started with & inherit it ignored.)
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from dinoclip import _files\n"
             "_files.exit_on_sigterm()\n"
             "def write(f):\n"
             "    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
             "_files.write_atomic(sys.argv[1], write)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    # (Ctrl-C at its default in the child: Python turns it into KeyboardInterrupt only then, and
-    # tests run as a job a script started with & inherit it ignored.)
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                         stderr=subprocess.PIPE, env=env)
     try:
         assert p.stdout.readline() == b"writing\n"
         assert [n for n in os.listdir(tmp_path) if n.startswith(".out.bin.tmp-")]

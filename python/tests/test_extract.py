@@ -144,11 +144,22 @@ def test_train_folder_resume_refuses_a_damaged_shard(tmp_path, tiny_models, imag
     ref = tmp_path / "ref"
     assert run(tiny_models, "train-folder", image_folder, "--out", ref, "--shard-size", "5") == 0
     clip0 = (ref / "shard-00000.clip.npy").read_bytes()
+
+    def npy(a):
+        b = io.BytesIO()
+        np.save(b, a)
+        return b.getvalue()
+
     for damage, name, data, says in [
             ("emptied", "shard-00001.dino.npy", b"", "not a shard this tool wrote"),
             ("cut short", "shard-00001.clip.npy", clip0[:200], "not a shard this tool wrote"),
             ("another shard's", "shard-00002.clip.npy", clip0, "hold 2 and 5 rows"),
-            ("no .npy file", "shard-00002.dino.npy", b"rows\n" * 40, "does not begin as one")]:
+            ("no .npy file", "shard-00002.dino.npy", b"rows\n" * 40, "does not begin as one"),
+            ("longer", "shard-00001.clip.npy", clip0 + b"\0" * 4, "longer than its header says"),
+            ("of another width", "shard-00001.clip.npy", npy(np.zeros((5, EMBED_DIM + 1), np.float32)),
+             f"[5, {EMBED_DIM + 1}] float32, not a shard this tool wrote ([rows, {EMBED_DIM}] float32)"),
+            ("float16", "shard-00001.dino.npy", npy(np.zeros((5, FEATURE_DIM), np.float16)), "float16, not a shard"),
+            ("1-D", "shard-00001.dino.npy", npy(np.zeros(5, np.float32)), "[5] float32, not a shard")]:
         out = tmp_path / damage.replace(" ", "-")
         shutil.copytree(ref, out)
         (out / name).write_bytes(data)
@@ -404,7 +415,10 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
      "open.csv:4: field larger than field limit (131072)"),
     # ... and within it, takes the rows after it into its caption
     ("swallow.csv", 'image,caption\na/img00.jpg,"a dog\na/img01.jpg,a cat\na/img02.jpg,a car\n',
-     "swallow.csv:2: the caption of a/img00.jpg runs on to line 4"),
+     "swallow.csv:2: the caption column of the row runs on to line 4"),
+    # ... in any column, named where its row begins past blank lines
+    ("note.csv", 'image,caption,note\n\n\na/img00.jpg,a dog,"open\na/img01.jpg,a cat,x\na/img02.jpg,a cow,y"\n'
+     'a/img03.jpg,last,z\n', "note.csv:4: the note column of the row runs on to line 6"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""
@@ -483,7 +497,8 @@ def test_train_folder_text_target_float16_jsonl(tmp_path, tiny_models, image_fol
 def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, capfd):
     imgs = folder_images(image_folder)
     csvf = tmp_path / "c.csv"
-    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b {i}"\n' for i, p in enumerate(imgs[:3])))
+    # (quoted: a comma, and a line break of its own, as pandas quotes a caption ending in one)
+    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\n{i}\n"\n' for i, p in enumerate(imgs[:3])))
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
     # a missing image named in the captions file: one-line error, nothing loaded
@@ -2071,6 +2086,31 @@ def test_absurd_worker_count_is_refused(tmp_path, tiny_models, image_folder, cap
     assert "--device no-such-device" in err and "--workers" not in err, err
 
 
+@pytest.mark.parametrize("command", ["train-folder", "train-wds"])
+def test_shards_are_recorded_after_another_run_removed_the_record(tmp_path, tiny_models, image_folder, wds,
+                                                                  monkeypatch, capfd, command):
+    """A run that found its settings recorded by another run sharing the --out (and so recorded
+    nothing) records them again after each shard it writes: the other run, failing before its first
+    shard, removes its record (_drop_first_record), which left this run's shards described by none
+    (exit 0, and every rerun refused)."""
+    out = tmp_path / "o"
+    inputs = [image_folder, "--shard-size", "5"] if command == "train-folder" else [wds[0]]
+    write = extract._write_shard
+
+    def after_the_other_run_failed(d, name, *args, **kwargs):
+        if not any(n.endswith(".npy") for n in os.listdir(d)):  # (before the first shard)
+            os.remove(os.path.join(d, extract.MANIFEST))  # (what the other run's removal does)
+        write(d, name, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "_write_shard", after_the_other_run_failed)
+    assert run(tiny_models, command, *inputs, "--out", out) == 0
+    monkeypatch.undo()
+    assert (out / extract.MANIFEST).exists()
+    capfd.readouterr()
+    assert run(tiny_models, command, *inputs, "--out", out) == 0
+    assert "already done)" in capfd.readouterr().err
+
+
 def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
     """A run whose shards hold no row at all (every image failed to decode) says so and exits 1, and so
     does the same command again: its shards are written, empty, and done, but no script must take
@@ -2092,22 +2132,15 @@ def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):
 def test_failed_run_keeps_a_record_another_run_shares(tmp_path):
     """The extract.json a failed run recorded first is removed only while it is still the file that
     run wrote and no shard is there, whole or being written: another run sharing the --out that
-    recorded the same settings since (a new file, the same text), or is writing a shard, keeps it.
-    A run that finds the same settings recorded, and no shard yet, records them again for that: it
-    finished with its shards described by no record when the first run failed meanwhile."""
+    recorded the same settings since (a new file, the same text), or is writing a shard, keeps it."""
     out = str(tmp_path / "o")
-    settings = {"command": "train-folder", "target": "image", "preprocessing": transforms.PREPROCESSING_VERSION}
-    for other_run in ("records again", "finds them recorded", "writes a shard"):
+    settings = {"command": "train-folder", "target": "image"}
+    for other_run in ("records again", "writes a shard"):
         extract._check_manifest(out, settings, write=True)
         path = os.path.join(out, extract.MANIFEST)
         if other_run == "records again":
             text = open(path).read()
             extract.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-        elif other_run == "finds them recorded":
-            first = extract._first_records.pop(out)  # (the other run, another process, recorded nothing)
-            extract._check_manifest(out, settings, write=True)
-            assert out not in extract._first_records
-            extract._first_records[out] = first
         else:
             open(os.path.join(out, ".shard-00000.dino.npy.tmp-7"), "w").close()
         extract._drop_first_record(out)

@@ -14,7 +14,7 @@ import signal
 import stat
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 try:
     import fcntl
@@ -177,17 +177,19 @@ def _make_temp(d: str, base: str):
     raise FileExistsError(f"{d}: no free temporary name for {base}")
 
 
-def sweep_stale_temporaries(d: str) -> None:
-    """Removes from ``d`` the temporaries of every name that writers killed before renaming them
-    into place left (:func:`_sweep_stale`), saying nothing of those a writer may be at: a run that
-    finds its shards done writes none of them again, which is when the temporaries of a name are
-    swept, so a kill's leftover younger than :data:`STALE_AGE` at the resume stayed for good."""
+def sweep_stale_temporaries(d: str, bases: Iterable[str]) -> None:
+    """Removes from ``d`` the temporaries of the names ``bases`` that writers killed before
+    renaming them into place left (:func:`_sweep_stale`), saying nothing of those a writer may be
+    at: a run that finds its shards done writes none of them again, which is when the temporaries
+    of a name are swept, so a kill's leftover younger than :data:`STALE_AGE` at the resume stayed
+    for good. (The directory is listed once, however many names.)"""
+    wanted = {_temp_base(b): b for b in bases}
     try:
         names = os.listdir(d)
     except OSError:
         return
-    for base in sorted({m.group(1) for n in names if (m := _TEMP_NAME.fullmatch(n))}):
-        _sweep_stale(d, base, warn_live=False)
+    for base in sorted({m.group(1) for n in names if (m := _TEMP_NAME.fullmatch(n)) and m.group(1) in wanted}):
+        _sweep_stale(d, wanted[base], warn_live=False)
 
 
 def _sweep_stale(d: str, base: str, warn_live: bool = True) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -373,6 +374,26 @@ def _read_text(path: str) -> str:
         raise ExtractError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
 
 
+# A line break, as csv keeps it within a quoted field.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _check_run_on(row: dict, delimiter: str, path: str, after: int, end: int) -> None:
+    """Refuses a row of a captions file (csv.DictReader's, read after line ``after`` up to line
+    ``end``) with a field that runs on past a line break into a line holding the delimiter: a quote
+    left open, which took the rows after it into that field without a word. (A caption's own line
+    breaks are whitespace to CLIP's tokenizer, as a trailing one pandas quotes, and are taken.)"""
+    for column, value in row.items():
+        if not isinstance(value, str) or not any(delimiter in line for line in _LINE_BREAK.split(value)[1:]):
+            continue
+        # (Its line breaks counted back from its end, past the blank lines the reader skipped: one
+        # too many where the quote ran on to the file's last line break.)
+        start = max(after + 1, end - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str)))
+        shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
+        raise ExtractError(f"{path}:{start}: the {column} column of the row runs on to line {end} ({shown}), "
+                           f"taking in what reads as rows of the file: a quote left open? Close it")
+
+
 def read_folder(root: str, captions: Optional[str] = None, need_captions: bool = True) -> List[Tuple[str, Optional[str]]]:
     """The (image path, caption) pairs of an image folder, in a fixed order.
 
@@ -417,14 +438,16 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                     _check_caption(cap, f"{captions}:{n}: caption", "mend it in the captions file")
                 pairs.append((_rel(root, img), cap))
         elif captions.endswith((".csv", ".tsv")):
-            reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""),
-                                    delimiter="\t" if captions.endswith(".tsv") else ",")
+            delimiter = "\t" if captions.endswith(".tsv") else ","
+            reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""), delimiter=delimiter)
             try:
                 if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
                     raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
                                        f"got {reader.fieldnames}")
-                row_line = reader.line_num + 1  # (where the next row begins)
+                after = reader.line_num  # (the line before the next row)
                 for row in reader:
+                    _check_run_on(row, delimiter, captions, after, reader.line_num)
+                    after = reader.line_num
                     # a short row leaves its last columns None: refused here, not in the tokenizer
                     # after the models have loaded
                     if row["image"] is None or row["caption"] is None:
@@ -432,15 +455,9 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                            f"{'image' if row['image'] is None else 'caption'} column")
                     if need_captions and not row["caption"].strip():
                         raise ExtractError(f"{captions}:{reader.line_num}: the caption of {row['image']} is empty")
-                    if "\n" in row["caption"] or "\r" in row["caption"]:
-                        # (a quote left open takes the rows after it into its caption, without a word)
-                        raise ExtractError(f"{captions}:{row_line}: the caption of {row['image']} runs on to line "
-                                           f"{reader.line_num} ({row['caption'][:60]!r}...): a quote left open? A "
-                                           f"caption is one line: close the quote, or write its line breaks as spaces")
                     if need_captions:  # (refused now, not when its shard comes)
                         _check_caption(row["caption"], f"{captions}:{reader.line_num}: caption", "mend it in the captions file")
                     pairs.append((_rel(root, row["image"]), row["caption"]))
-                    row_line = reader.line_num + 1
             except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
                 # (the line reached: the DictReader's own count stops at the last whole row)
                 raise ExtractError(f"{captions}:{reader.reader.line_num}: {e}") from None
@@ -820,6 +837,12 @@ def _shard_arrays(target: str) -> Tuple[str, ...]:
     return (FEATURE_SUFFIX,) if target == "none" else (FEATURE_SUFFIX, TARGET_SUFFIX)
 
 
+def _output_names(names: Sequence[str], target: str) -> List[str]:
+    """The names of the files a run of shards ``names`` writes: each shard's (:func:`_write_shard`)
+    and extract.json."""
+    return [MANIFEST] + [n + suffix for n in names for suffix in (IMAGES_SUFFIX, *_shard_arrays(target))]
+
+
 def _shard_done(out: str, name: str, target: str) -> bool:
     """Whether shard ``name`` in ``out`` is whole: its .npy files (:func:`_shard_arrays`), each
     written last of the shard's files (:func:`_write_shard`)."""
@@ -993,11 +1016,7 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
             return
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         same = old is not None and _same_preprocessing(old, settings["preprocessing"])
-        # A record of these settings that another run sharing the --out made, with no shard there yet,
-        # is written again (another file, the same text): that run removes the file it recorded if it
-        # fails before its first shard (_drop_first_record), which left this run's shards with none.
-        shared = old is not None and out not in _first_records and not _holds_shard_files(out)
-        if same and not new and not shared:
+        if same and not new:
             return
         manifest = dict(settings) if old is None else {**old, "preprocessing": settings["preprocessing"]}
         if tars is not None:
@@ -1019,7 +1038,9 @@ def _drop_first_record(out: str) -> None:
     shard was written there: kept, it refused the rerun that mends the failure (the model fixed,
     --float16 dropped) as mixing settings with shards that do not exist. Another run sharing the
     --out that has recorded since (its atomic write makes another file, even of the same text), or
-    a shard there, whole or being written, keeps it."""
+    a shard there, whole or being written, keeps it. A run sharing the --out that found these
+    settings recorded, and recorded nothing, records them again after each shard it writes, so
+    that its shards are described though this removal came before its first."""
     written = _first_records.pop(out, None)
     if written is None:
         return
@@ -1128,7 +1149,6 @@ def cmd_train_folder(args) -> int:
     width = max(5, len(str(nshards - 1)))
     names = [f"shard-{k:0{width}d}" for k in range(nshards)]
     make_dirs(args.out)
-    sweep_stale_temporaries(args.out)
     extra = dict(shard_size=args.shard_size, root=_path_id(args.root),
                  captions=_path_id(args.captions) if args.captions else None)
     todo = [k for k in range(nshards) if not _shard_done(args.out, names[k], args.target)]
@@ -1138,20 +1158,23 @@ def cmd_train_folder(args) -> int:
     _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done, adding=bool(todo))
     inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
     _check_folder_unchanged(args.out, args.root, n, inputs)
+    sweep_stale_temporaries(args.out, _output_names(names, args.target))
     extra.update(rows=n, inputs_sha256=inputs)
     _log(f"{args.root}: {counted(n, 'image', 'images')} -> {counted(nshards, 'shard', 'shards')} of up to "
          f"{args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
-    rows = _shard_rows(args.out, done, args.target)
+    rows = _shard_rows(args.out, done, args.target, args.float16)
     if not todo:
         return _no_rows_status(rows, f"no image of {args.root} could be read")
     ext = _extractor(args)
-    _check_manifest(args.out, _settings(args, "train-folder", ext, **extra), write=True)
+    record = functools.partial(_check_manifest, args.out, _settings(args, "train-folder", ext, **extra), write=True)
+    record()
     for k in todo:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
         _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
+        record()  # (see _drop_first_record)
         _report(names[k], enc, [p for p, _ in chunk])
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no image of {args.root} could be read")
@@ -1265,20 +1288,21 @@ def cmd_train_wds(args) -> int:
                                f"set's captions, and dinoclip reads a directory holding it and images{FEATURE_SUFFIX} "
                                f"as a set: rename the tar")
     make_dirs(args.out)
-    sweep_stale_temporaries(args.out)
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
     _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done),
                     adding=bool(todo))
+    sweep_stale_temporaries(args.out, _output_names(names, args.target))
     some = counted(len(tars), "tar file", "tar files")
     _log(f"{some} -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
-    rows = _shard_rows(args.out, sorted(done), args.target)
+    rows = _shard_rows(args.out, sorted(done), args.target, args.float16)
     if not todo:
         return _no_rows_status(rows, f"no sample of the {some} could be read")
     ext = _extractor(args)
-    _check_manifest(args.out, _settings(args, "train-wds", ext), write=True,
-                    tars={names[i]: ids[names[i]] for i in todo})
+    record = functools.partial(_check_manifest, args.out, _settings(args, "train-wds", ext), write=True,
+                               tars={names[i]: ids[names[i]] for i in todo})
+    record()
     need_captions = args.target == "text"
     for j, i in enumerate(todo):
         # The shard must be what extract.json records of its tar: a tar rewritten meanwhile (one
@@ -1295,6 +1319,7 @@ def cmd_train_wds(args) -> int:
             raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
                                f"{names[i]} is not written; run again once it is complete")
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
+        record()  # (see _drop_first_record)
         _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no sample of the {some} could be read")
@@ -1311,9 +1336,14 @@ def _no_rows_status(rows: int, what: str) -> int:
     return 1
 
 
-def _shard_rows(out: str, names: Sequence[str], target: str) -> int:
-    """The rows of the done shards ``names`` in ``out`` (their .npy headers: :func:`_shard_arrays`,
-    of one row count, each file as long as its header says)."""
+def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool) -> int:
+    """The rows of the done shards ``names`` in ``out``, read from their .npy headers
+    (:func:`_shard_arrays`), each checked to be what this extraction writes: a .npy file as long
+    as its header says, 2-D, of its dtype and of the width extract.json records (where it records
+    one), and of one row count with the shard's other file."""
+    old = _check_recorded(out, MANIFEST, {}, (), "shards", "") or {}
+    widths = {FEATURE_SUFFIX: old.get("feature_dim"), TARGET_SUFFIX: old.get("embedding_dim")}
+    dtype = embedding_dtype(float16)
     total = 0
     for name in names:
         rows = []
@@ -1323,9 +1353,19 @@ def _shard_rows(out: str, names: Sequence[str], target: str) -> int:
                 with open(path, "rb") as f:
                     if f.read(6) != b"\x93NUMPY":
                         raise ValueError("no .npy file: it does not begin as one")
-                rows.append(int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0]))
-            except (OSError, ValueError, IndexError, EOFError) as e:  # (EOFError: numpy's for an empty file)
+                a = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:  # (EOFError: numpy's for an empty file)
                 raise ExtractError(f"{path}: not a shard this tool wrote ({e}): remove it to extract it anew") from None
+            width = widths[suffix]
+            offset = getattr(a, "offset", None)  # (where the data begins; none for an empty array)
+            if offset is not None and os.path.getsize(path) != offset + a.nbytes:
+                raise ExtractError(f"{path}: longer than its header says: not a shard this tool wrote; remove it to "
+                                   f"extract it anew")
+            if a.ndim != 2 or a.dtype != dtype or (type(width) is int and a.shape[1] != width):
+                want = f"[rows, {width if type(width) is int else 'width'}] {dtype}"
+                raise ExtractError(f"{path}: {list(a.shape)} {a.dtype}, not a shard this tool wrote ({want}): remove "
+                                   f"it to extract it anew")
+            rows.append(a.shape[0])
         if len(set(rows)) > 1:
             files = " and ".join(os.path.join(out, name + suffix) for suffix in _shard_arrays(target))
             raise ExtractError(f"{files} hold {' and '.join(map(str, rows))} rows: not a shard this tool wrote; "
@@ -1717,7 +1757,7 @@ def main(argv=None) -> int:
     # (Refused before the models load: one beyond an index's range failed in the DataLoader, after.)
     if args.batch_size > MAX_BATCH:
         print(f"dinoclip.extract: --batch-size {args.batch_size}: more than {MAX_BATCH}, beyond what a device "
-              f"holds in one batch (an image's input alone is 0.6 MB)", file=sys.stderr)
+              f"holds in one batch", file=sys.stderr)
         return 2
     if getattr(args, "workers", 0) < 0:
         print("dinoclip.extract: --workers must not be negative", file=sys.stderr)

@@ -167,6 +167,16 @@ def test_train_folder_resume_refuses_a_damaged_shard(tmp_path, tiny_models, imag
         assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1, damage
         err = capfd.readouterr().err
         assert str(out / name) in err and says in err and "remove" in err and "Traceback" not in err, (damage, err)
+    # Shards of the other dtype under a record from before --float16 was recorded: the flag to give
+    out = tmp_path / "float16-unrecorded"
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5", "--float16") == 0
+    record = json.loads((out / extract.MANIFEST).read_text())
+    del record["float16"]
+    (out / extract.MANIFEST).write_text(json.dumps(record))
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+    assert "shard-00000.dino.npy: float16, written by a run with --float16: run with --float16 to go on" in \
+        capfd.readouterr().err
 
 
 def test_train_folder_resume_refuses_other_preprocessing(tmp_path, tiny_models, image_folder, monkeypatch, capfd):
@@ -419,6 +429,9 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     # ... in any column, named where its row begins past blank lines
     ("note.csv", 'image,caption,note\n\n\na/img00.jpg,a dog,"open\na/img01.jpg,a cat,x\na/img02.jpg,a cow,y"\n'
      'a/img03.jpg,last,z\n', "note.csv:4: the note column of the row runs on to line 6"),
+    # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
+    ("extra.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,a dog, running on the beach\n',
+     "extra.csv:3: the row has more fields than the header names (2): a caption holding a comma must be quoted"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""
@@ -497,8 +510,9 @@ def test_train_folder_text_target_float16_jsonl(tmp_path, tiny_models, image_fol
 def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, capfd):
     imgs = folder_images(image_folder)
     csvf = tmp_path / "c.csv"
-    # (quoted: a comma, and a line break of its own, as pandas quotes a caption ending in one)
-    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\n{i}\n"\n' for i, p in enumerate(imgs[:3])))
+    # (quoted: a comma, and line breaks of its own, one before a comma, one at the end as pandas
+    # quotes a caption ending in one)
+    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\nit runs, then sits {i}\n"\n' for i, p in enumerate(imgs[:3])))
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
     # a missing image named in the captions file: one-line error, nothing loaded
@@ -2109,6 +2123,28 @@ def test_shards_are_recorded_after_another_run_removed_the_record(tmp_path, tiny
     capfd.readouterr()
     assert run(tiny_models, command, *inputs, "--out", out) == 0
     assert "already done)" in capfd.readouterr().err
+
+
+def test_settings_recorded_meanwhile_stop_a_shard_before_it_is_written(tmp_path, tiny_models, image_folder,
+                                                                       monkeypatch, capfd):
+    """Another run's settings recorded while a shard was encoded (the run that recorded these failed,
+    removed its record, and was run again mended) stop the shard before it is written among theirs,
+    where a rerun of theirs would take it as done."""
+    out = tmp_path / "o"
+    images = extract.Extractor.images
+
+    def other_settings_meanwhile(self, *args, **kwargs):
+        enc = images(self, *args, **kwargs)
+        record = json.loads((out / extract.MANIFEST).read_text())
+        (out / "theirs").write_text(json.dumps({**record, "precision": "bf16"}))
+        os.replace(out / "theirs", out / extract.MANIFEST)  # (as the other run writes it: another file)
+        return enc
+
+    monkeypatch.setattr(extract.Extractor, "images", other_settings_meanwhile)
+    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
+    assert "precision was 'bf16', now 'fp32'" in capfd.readouterr().err
+    assert not [n for n in os.listdir(out) if n.endswith(".npy")]
+    assert json.loads((out / extract.MANIFEST).read_text())["precision"] == "bf16"  # (theirs, kept)
 
 
 def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):

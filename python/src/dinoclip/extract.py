@@ -378,19 +378,28 @@ def _read_text(path: str) -> str:
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _check_run_on(row: dict, delimiter: str, path: str, after: int, end: int) -> None:
-    """Refuses a row of a captions file (csv.DictReader's, read after line ``after`` up to line
-    ``end``) with a field that runs on past a line break into a line holding the delimiter: a quote
-    left open, which took the rows after it into that field without a word. (A caption's own line
-    breaks are whitespace to CLIP's tokenizer, as a trailing one pandas quotes, and are taken.)"""
-    for column, value in row.items():
-        if not isinstance(value, str) or not any(delimiter in line for line in _LINE_BREAK.split(value)[1:]):
+def _check_row_shape(row: dict, fields: Sequence[str], root: str, delimiter: str, path: str, after: int,
+                     end: int) -> None:
+    """Refuses a row of a captions file (csv.DictReader's of header ``fields``, read after line
+    ``after`` up to line ``end``) that is not one pair: one of more fields than the header (a
+    caption's comma unquoted: the caption was cut there), or with a field that runs on past a line
+    break into a line that reads as a row, an image of ``root`` first (a quote left open, which took
+    the rows after it into that field). Each without a word, before. A caption's own line breaks are
+    whitespace to CLIP's tokenizer (as a trailing one pandas quotes) and are taken."""
+    if None in row:
+        raise ExtractError(f"{path}:{end}: the row has more fields than the header names ({len(fields)}): a caption "
+                           f"holding a {'tab' if delimiter == chr(9) else 'comma'} must be quoted (\"...\")")
+    column = fields.index("image")
+    for name, value in row.items():
+        lines = _LINE_BREAK.split(value) if isinstance(value, str) else []
+        if not any(len(f) > column and os.path.isfile(_rel(root, f[column]))
+                   for f in csv.reader(lines[1:], delimiter=delimiter) if len(f) >= len(fields)):
             continue
         # (Its line breaks counted back from its end, past the blank lines the reader skipped: one
         # too many where the quote ran on to the file's last line break.)
         start = max(after + 1, end - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str)))
         shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
-        raise ExtractError(f"{path}:{start}: the {column} column of the row runs on to line {end} ({shown}), "
+        raise ExtractError(f"{path}:{start}: the {name} column of the row runs on to line {end} ({shown}), "
                            f"taking in what reads as rows of the file: a quote left open? Close it")
 
 
@@ -446,7 +455,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                        f"got {reader.fieldnames}")
                 after = reader.line_num  # (the line before the next row)
                 for row in reader:
-                    _check_run_on(row, delimiter, captions, after, reader.line_num)
+                    _check_row_shape(row, reader.fieldnames, root, delimiter, captions, after, reader.line_num)
                     after = reader.line_num
                     # a short row leaves its last columns None: refused here, not in the tokenizer
                     # after the models have loaded
@@ -1039,8 +1048,10 @@ def _drop_first_record(out: str) -> None:
     --float16 dropped) as mixing settings with shards that do not exist. Another run sharing the
     --out that has recorded since (its atomic write makes another file, even of the same text), or
     a shard there, whole or being written, keeps it. A run sharing the --out that found these
-    settings recorded, and recorded nothing, records them again after each shard it writes, so
-    that its shards are described though this removal came before its first."""
+    settings recorded, and recorded nothing, records them again before and after each shard it
+    writes: after, so that its shards are described though this removal came before its first;
+    before, so that another run's settings, recorded in the minutes of a shard's encoding since
+    this removal, are found before the shard is written among theirs."""
     written = _first_records.pop(out, None)
     if written is None:
         return
@@ -1173,8 +1184,9 @@ def cmd_train_folder(args) -> int:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
-        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
         record()  # (see _drop_first_record)
+        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
+        record()
         _report(names[k], enc, [p for p, _ in chunk])
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no image of {args.root} could be read")
@@ -1318,8 +1330,9 @@ def cmd_train_wds(args) -> int:
         if changed():
             raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
                                f"{names[i]} is not written; run again once it is complete")
-        _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
         record()  # (see _drop_first_record)
+        _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
+        record()
         _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no sample of the {some} could be read")
@@ -1361,6 +1374,10 @@ def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool) -> i
             if offset is not None and os.path.getsize(path) != offset + a.nbytes:
                 raise ExtractError(f"{path}: longer than its header says: not a shard this tool wrote; remove it to "
                                    f"extract it anew")
+            if "float16" not in old and a.ndim == 2 and a.dtype == embedding_dtype(not float16):  # (a record from before it was kept)
+                flag = "without --float16" if float16 else "with --float16"
+                raise ExtractError(f"{path}: {a.dtype}, written by a run {'with' if not float16 else 'without'} "
+                                   f"--float16: run {flag} to go on with these shards")
             if a.ndim != 2 or a.dtype != dtype or (type(width) is int and a.shape[1] != width):
                 want = f"[rows, {width if type(width) is int else 'width'}] {dtype}"
                 raise ExtractError(f"{path}: {list(a.shape)} {a.dtype}, not a shard this tool wrote ({want}): remove "

@@ -429,9 +429,17 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     # ... in any column, named where its row begins past blank lines
     ("note.csv", 'image,caption,note\n\n\na/img00.jpg,a dog,"open\na/img01.jpg,a cat,x\na/img02.jpg,a cow,y"\n'
      'a/img03.jpg,last,z\n', "note.csv:4: the note column of the row runs on to line 6"),
+    # ... whether the images it took in exist or not, under a header wider than its rows
+    ("missing.csv", 'image,caption,\na/img00.jpg,"a dog\nx1.jpg,a cat\nx2.jpg,"a bird"\na/img01.jpg,c\n',
+     "missing.csv:2: the caption column of the row runs on to line 4"),
+    # ... and where the next quoted caption closed the quote, its comma spilling past the header
+    ("closed.csv", 'image,caption\na/img00.jpg,"a dog\na/img01.jpg,"a cat, sitting"\na/img02.jpg,bird\n',
+     "closed.csv:2: the caption column of the row runs on to line 3"),
+    # ... and with the caption first
+    ("first.csv", 'caption,image\n"a dog,a/img00.jpg\n"a cat",a/img01.jpg\n', "first.csv:2: the caption column"),
     # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
-    ("extra.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,a dog, running on the beach\n',
-     "extra.csv:3: the row has more fields than the header names (2): a caption holding a comma must be quoted"),
+    ("extra.csv", 'image,caption\na/img00.jpg,a dog\n\na/img01.jpg,a dog, running on the beach\n',
+     "extra.csv:4: the row has more fields than the header names (2): a caption holding a comma must be quoted"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""
@@ -511,8 +519,8 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     imgs = folder_images(image_folder)
     csvf = tmp_path / "c.csv"
     # (quoted: a comma, and line breaks of its own, one before a comma, one at the end as pandas
-    # quotes a caption ending in one)
-    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\nit runs, then sits {i}\n"\n' for i, p in enumerate(imgs[:3])))
+    # quotes a caption ending in one; a trailing comma, an empty field past the header's)
+    csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\nit runs, then sits {i}\n",\n' for i, p in enumerate(imgs[:3])))
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
     # a missing image named in the captions file: one-line error, nothing loaded
@@ -2129,22 +2137,27 @@ def test_settings_recorded_meanwhile_stop_a_shard_before_it_is_written(tmp_path,
                                                                        monkeypatch, capfd):
     """Another run's settings recorded while a shard was encoded (the run that recorded these failed,
     removed its record, and was run again mended) stop the shard before it is written among theirs,
-    where a rerun of theirs would take it as done."""
+    where a rerun of theirs would take it as done; recorded in the moment between that check and the
+    write, they have the shard removed once it is written."""
     out = tmp_path / "o"
-    images = extract.Extractor.images
 
-    def other_settings_meanwhile(self, *args, **kwargs):
-        enc = images(self, *args, **kwargs)
+    def theirs():
         record = json.loads((out / extract.MANIFEST).read_text())
         (out / "theirs").write_text(json.dumps({**record, "precision": "bf16"}))
         os.replace(out / "theirs", out / extract.MANIFEST)  # (as the other run writes it: another file)
-        return enc
 
-    monkeypatch.setattr(extract.Extractor, "images", other_settings_meanwhile)
-    assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1
-    assert "precision was 'bf16', now 'fp32'" in capfd.readouterr().err
-    assert not [n for n in os.listdir(out) if n.endswith(".npy")]
-    assert json.loads((out / extract.MANIFEST).read_text())["precision"] == "bf16"  # (theirs, kept)
+    images, write = extract.Extractor.images, extract._write_shard
+    for moment in ("encoding", "writing"):
+        if moment == "encoding":
+            monkeypatch.setattr(extract.Extractor, "images", lambda self, *a, **k: (images(self, *a, **k), theirs())[0])
+        else:
+            monkeypatch.setattr(extract, "_write_shard", lambda *a, **k: (theirs(), write(*a, **k)))
+        assert run(tiny_models, "train-folder", image_folder, "--out", out, "--shard-size", "5") == 1, moment
+        assert "precision was 'bf16', now 'fp32'" in capfd.readouterr().err, moment
+        assert not [n for n in os.listdir(out) if n.startswith("shard-")], moment
+        assert json.loads((out / extract.MANIFEST).read_text())["precision"] == "bf16", moment  # (theirs, kept)
+        monkeypatch.undo()
+        shutil.rmtree(out)
 
 
 def test_run_whose_images_all_fail_exits_1(tmp_path, tiny_models, capfd):

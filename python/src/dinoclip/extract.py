@@ -378,29 +378,32 @@ def _read_text(path: str) -> str:
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _check_row_shape(row: dict, fields: Sequence[str], root: str, delimiter: str, path: str, after: int,
-                     end: int) -> None:
+def _check_row_shape(row: dict, fields: Sequence[str], delimiter: str, path: str, after: int, end: int) -> None:
     """Refuses a row of a captions file (csv.DictReader's of header ``fields``, read after line
-    ``after`` up to line ``end``) that is not one pair: one of more fields than the header (a
-    caption's comma unquoted: the caption was cut there), or with a field that runs on past a line
-    break into a line that reads as a row, an image of ``root`` first (a quote left open, which took
-    the rows after it into that field). Each without a word, before. A caption's own line breaks are
+    ``after`` up to line ``end``) that is not one pair, where a pair or more were lost without a
+    word: a field that runs on past a line break into a line that reads as a row (a quote left
+    open, which took the rows after it into that field), or a row of more fields than the header
+    with something in them (a caption's delimiter unquoted: the caption was cut there; an empty
+    field after a trailing delimiter is none). A line reads as a row where its field in the image
+    column names an image file (IMAGE_EXTS), found or not. A caption's own line breaks are
     whitespace to CLIP's tokenizer (as a trailing one pandas quotes) and are taken."""
-    if None in row:
-        raise ExtractError(f"{path}:{end}: the row has more fields than the header names ({len(fields)}): a caption "
-                           f"holding a {'tab' if delimiter == chr(9) else 'comma'} must be quoted (\"...\")")
+    def start() -> int:
+        # (The row's line breaks counted back from its end, past the blank lines the reader
+        # skipped; one too many where a quote ran on to the file's last line break.)
+        return max(after + 1, end - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str)))
+
     column = fields.index("image")
     for name, value in row.items():
-        lines = _LINE_BREAK.split(value) if isinstance(value, str) else []
-        if not any(len(f) > column and os.path.isfile(_rel(root, f[column]))
-                   for f in csv.reader(lines[1:], delimiter=delimiter) if len(f) >= len(fields)):
+        if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
             continue
-        # (Its line breaks counted back from its end, past the blank lines the reader skipped: one
-        # too many where the quote ran on to the file's last line break.)
-        start = max(after + 1, end - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str)))
-        shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
-        raise ExtractError(f"{path}:{start}: the {name} column of the row runs on to line {end} ({shown}), "
-                           f"taking in what reads as rows of the file: a quote left open? Close it")
+        rows = csv.reader(_LINE_BREAK.split(value), delimiter=delimiter)
+        if any(len(f) > column and f[column].strip().lower().endswith(IMAGE_EXTS) for f in rows):
+            shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
+            raise ExtractError(f"{path}:{start()}: the {name} column of the row runs on to line {end} ({shown}), "
+                               f"taking in what reads as rows of the file: a quote left open? Close it")
+    if any(v.strip() for v in row.get(None, ())):
+        raise ExtractError(f"{path}:{start()}: the row has more fields than the header names ({len(fields)}): a "
+                           f"caption holding a {'tab' if delimiter == chr(9) else 'comma'} must be quoted (\"...\")")
 
 
 def read_folder(root: str, captions: Optional[str] = None, need_captions: bool = True) -> List[Tuple[str, Optional[str]]]:
@@ -455,7 +458,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                                        f"got {reader.fieldnames}")
                 after = reader.line_num  # (the line before the next row)
                 for row in reader:
-                    _check_row_shape(row, reader.fieldnames, root, delimiter, captions, after, reader.line_num)
+                    _check_row_shape(row, reader.fieldnames, delimiter, captions, after, reader.line_num)
                     after = reader.line_num
                     # a short row leaves its last columns None: refused here, not in the tokenizer
                     # after the models have loaded
@@ -852,6 +855,19 @@ def _output_names(names: Sequence[str], target: str) -> List[str]:
     return [MANIFEST] + [n + suffix for n in names for suffix in (IMAGES_SUFFIX, *_shard_arrays(target))]
 
 
+def _recorded_after(record: Callable[[], None], out: str, name: str, target: str) -> None:
+    """Records the run's settings (``record``) after its shard ``name`` is written in ``out``; where
+    they are refused (another run recorded its own in the moment since the record before the
+    write), removes the shard, which a rerun of that run would take as done, and raises."""
+    try:
+        record()
+    except ExtractError:
+        for suffix in (*_shard_arrays(target), IMAGES_SUFFIX):  # (the .npy files first: the shard is no longer done)
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, name + suffix))
+        raise
+
+
 def _shard_done(out: str, name: str, target: str) -> bool:
     """Whether shard ``name`` in ``out`` is whole: its .npy files (:func:`_shard_arrays`), each
     written last of the shard's files (:func:`_write_shard`)."""
@@ -1186,7 +1202,7 @@ def cmd_train_folder(args) -> int:
                          desc=f"{names[k]} ({k + 1}/{nshards})")
         record()  # (see _drop_first_record)
         _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
-        record()
+        _recorded_after(record, args.out, names[k], args.target)
         _report(names[k], enc, [p for p, _ in chunk])
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no image of {args.root} could be read")
@@ -1332,7 +1348,7 @@ def cmd_train_wds(args) -> int:
                                f"{names[i]} is not written; run again once it is complete")
         record()  # (see _drop_first_record)
         _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        record()
+        _recorded_after(record, args.out, names[i], args.target)
         _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no sample of the {some} could be read")

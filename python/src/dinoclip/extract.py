@@ -1390,10 +1390,11 @@ def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool) -> i
             if offset is not None and os.path.getsize(path) != offset + a.nbytes:
                 raise ExtractError(f"{path}: longer than its header says: not a shard this tool wrote; remove it to "
                                    f"extract it anew")
-            if "float16" not in old and a.ndim == 2 and a.dtype == embedding_dtype(not float16):  # (a record from before it was kept)
-                flag = "without --float16" if float16 else "with --float16"
-                raise ExtractError(f"{path}: {a.dtype}, written by a run {'with' if not float16 else 'without'} "
-                                   f"--float16: run {flag} to go on with these shards")
+            # (The other of the two dtypes under a record from before the flag was recorded: the flag to give.)
+            if "float16" not in old and a.ndim == 2 and a.dtype == embedding_dtype(not float16):
+                was = "with" if not float16 else "without"
+                raise ExtractError(f"{path}: {a.dtype}, written by a run {was} --float16: run {was} --float16 to go "
+                                   f"on with these shards")
             if a.ndim != 2 or a.dtype != dtype or (type(width) is int and a.shape[1] != width):
                 want = f"[rows, {width if type(width) is int else 'width'}] {dtype}"
                 raise ExtractError(f"{path}: {list(a.shape)} {a.dtype}, not a shard this tool wrote ({want}): remove "

@@ -182,7 +182,8 @@ def sweep_stale_temporaries(d: str, bases: Iterable[str]) -> None:
     renaming them into place left (:func:`_sweep_stale`), saying nothing of those a writer may be
     at: a run that finds its shards done writes none of them again, which is when the temporaries
     of a name are swept, so a kill's leftover younger than :data:`STALE_AGE` at the resume stayed
-    for good. (The directory is listed once, however many names.)"""
+    for good. (The directory is listed once to find them, however many names, and again for each
+    name that has one.)"""
     wanted = {_temp_base(b): b for b in bases}
     try:
         names = os.listdir(d)

@@ -994,7 +994,7 @@ def _locked(d: str):
 
 
 def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None,
-                    done: Sequence[str] = (), adding: bool = True) -> None:
+                    done: Sequence[str] = (), adding: bool = True) -> Optional[dict]:
     """extract.json records how the shards in ``out`` were made; shards made differently
     (other inputs, target, shard size, dtype or model) must not be mixed with them, nor taken
     as done. ``tars`` (train-wds: output shard name -> its tar, :func:`_tar_id`): without
@@ -1006,7 +1006,8 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
     have recorded its own tars. ``done`` (without ``write``): the shards found whole in ``out``,
     which only a record of how they were made lets a run take as done. ``adding`` (without
     ``write``): whether the run has shards to extract, which only a record of the same
-    preprocessing lets it add (a run with none to extract skips those made by any)."""
+    preprocessing lets it add (a run with none to extract skips those made by any). Without
+    ``write``, returns the record read (None: none)."""
     if write:
         # Made again if missing: a process sharing this --out that failed removes the --out it made
         # while it is still empty (see main), which may be while this one loaded its models.
@@ -1038,7 +1039,7 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
                                        f"{_describe_tar(recorded[name])}, not from {_describe_tar(tar)}"
                                        f"{' (the same size, other contents)' if same_size else ''}: use another "
                                        f"--out for this tar, or remove {files} from it to extract the shard anew")
-            return
+            return old
         new = {name: tar for name, tar in (tars or {}).items() if not _same_tar(recorded.get(name), tar)}
         same = old is not None and _same_preprocessing(old, settings["preprocessing"])
         if same and not new:
@@ -1182,15 +1183,16 @@ def cmd_train_folder(args) -> int:
     done = sorted(set(names) - {names[k] for k in todo})
     # The settings first (another folder, target or captions file is said as such), then what the
     # folder holds.
-    _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done, adding=bool(todo))
+    recorded = _check_manifest(args.out, _settings(args, "train-folder", **extra), write=False, done=done,
+                               adding=bool(todo))
     inputs = _folder_inputs(args.root, pairs, captions=args.target == "text")
-    _check_folder_unchanged(args.out, args.root, n, inputs)
+    _check_folder_unchanged(args.out, recorded, args.root, n, inputs)
     sweep_stale_temporaries(args.out, _output_names(names, args.target))
     extra.update(rows=n, inputs_sha256=inputs)
     _log(f"{args.root}: {counted(n, 'image', 'images')} -> {counted(nshards, 'shard', 'shards')} of up to "
          f"{args.shard_size} rows in {args.out}"
          + (f" ({nshards - len(todo)} already done)" if len(todo) < nshards else ""))
-    rows = _shard_rows(args.out, done, args.target, args.float16)
+    rows = _shard_rows(args.out, done, args.target, args.float16, recorded)
     if not todo:
         return _no_rows_status(rows, f"no image of {args.root} could be read")
     ext = _extractor(args)
@@ -1233,12 +1235,12 @@ def _folder_inputs(root: str, pairs: Sequence[Tuple[str, Optional[str]]], captio
     return h.hexdigest()
 
 
-def _check_folder_unchanged(out: str, root: str, n: int, inputs: str) -> None:
-    """Refuses to go on with the shards a train-folder run recorded in ``out`` when the folder
-    (or its captions) changed since (:func:`_folder_inputs`): skipped as done, they would hold
-    images since removed and miss those added. (A record from before the inputs were recorded
-    is compared by its count of images alone.)"""
-    old = _check_recorded(out, MANIFEST, {}, (), "shards", "")
+def _check_folder_unchanged(out: str, old: Optional[dict], root: str, n: int, inputs: str) -> None:
+    """Refuses to go on with the shards a train-folder run recorded in ``out`` (``old``, its
+    extract.json as :func:`_check_manifest` read it) when the folder (or its captions) changed
+    since (:func:`_folder_inputs`): skipped as done, they would hold images since removed and miss
+    those added. (A record from before the inputs were recorded is compared by its count of images
+    alone.)"""
     if old is None or old.get("command") != "train-folder":
         return
     then = old.get("rows")
@@ -1319,12 +1321,12 @@ def cmd_train_wds(args) -> int:
     ids = {n: _tar_id(t) for t, n in zip(tars, names)}
     todo = [i for i, n in enumerate(names) if not _shard_done(args.out, n, args.target)]
     done = set(names) - {names[i] for i in todo}
-    _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done}, done=sorted(done),
-                    adding=bool(todo))
+    recorded = _check_manifest(args.out, _settings(args, "train-wds"), write=False, tars={n: ids[n] for n in done},
+                               done=sorted(done), adding=bool(todo))
     sweep_stale_temporaries(args.out, _output_names(names, args.target))
     some = counted(len(tars), "tar file", "tar files")
     _log(f"{some} -> {args.out}" + (f" ({len(tars) - len(todo)} already done)" if len(todo) < len(tars) else ""))
-    rows = _shard_rows(args.out, sorted(done), args.target, args.float16)
+    rows = _shard_rows(args.out, sorted(done), args.target, args.float16, recorded)
     if not todo:
         return _no_rows_status(rows, f"no sample of the {some} could be read")
     ext = _extractor(args)
@@ -1365,12 +1367,13 @@ def _no_rows_status(rows: int, what: str) -> int:
     return 1
 
 
-def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool) -> int:
+def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool, record: Optional[dict]) -> int:
     """The rows of the done shards ``names`` in ``out``, read from their .npy headers
     (:func:`_shard_arrays`), each checked to be what this extraction writes: a .npy file as long
-    as its header says, 2-D, of its dtype and of the width extract.json records (where it records
-    one), and of one row count with the shard's other file."""
-    old = _check_recorded(out, MANIFEST, {}, (), "shards", "") or {}
+    as its header says, 2-D, of its dtype and of the width extract.json (``record``, as
+    :func:`_check_manifest` read it) records, where it records one, and of one row count with the
+    shard's other file."""
+    old = record or {}
     widths = {FEATURE_SUFFIX: old.get("feature_dim"), TARGET_SUFFIX: old.get("embedding_dim")}
     dtype = embedding_dtype(float16)
     total = 0

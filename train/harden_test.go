@@ -446,10 +446,13 @@ func TestRunWithoutRunFile(t *testing.T) {
 // one that holds as many records, but not those (one lost and another
 // doubled, a digit changed), from their digest; an intact one, cut only
 // after the checkpoint as a kill cuts it, or with its clock's fields
-// changed (as a resumed run's are), is not.
+// changed (as a resumed run's are), is not. A record lost in a line
+// dropped with a warning of its own (cut off after its step, garbled) is
+// warned of once, by that warning.
 func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 	const fewer, edited = "the metrics log holds fewer records up to the checkpoint resumed from", "are not those it held when the checkpoint was saved"
-	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit"} {
+	const dropped = "the record is lost|the records they held are lost"
+	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit", "cut after its step", "garbled"} {
 		t.Run(damage, func(t *testing.T) {
 			dataDir, runDir := stoppedRun(t, 5)
 			st := checkpointState(t, runDir)
@@ -480,6 +483,15 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 				err = os.WriteFile(path, b, 0o644)
 			case "cut":
 				err = os.WriteFile(path, b[:bytes.IndexByte(b, '\n')+8], 0o644)
+			case "cut after its step":
+				step := regexp.MustCompile(`"step":\d+,`).FindIndex(lines[1])
+				if step == nil {
+					t.Fatalf("no step in the log's second line %s", lines[1])
+				}
+				err = os.WriteFile(path, append(lines[0], lines[1][:step[1]]...), 0o644)
+			case "garbled":
+				lines[1] = []byte("\x00\x00\x00\n")
+				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
 			case "emptied":
 				err = os.WriteFile(path, nil, 0o644)
 			case "removed":
@@ -494,9 +506,10 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 			if _, err := tr.Run(context.Background(), true); err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"cut": fewer, "emptied": fewer, "removed": fewer, "doubled": edited, "digit": edited}[damage]
-			for _, warning := range []string{fewer, edited} {
-				if warned := strings.Contains(log.String(), warning); warned != (warning == want) {
+			want := map[string]string{"cut": fewer, "emptied": fewer, "removed": fewer, "doubled": edited, "digit": edited,
+				"cut after its step": dropped, "garbled": dropped}[damage]
+			for _, warning := range []string{fewer, edited, dropped} {
+				if warned := regexp.MustCompile(warning).MatchString(log.String()); warned != (warning == want) {
 					t.Errorf("metrics log %s: warned %v of %q:\n%s", damage, warned, warning, log.String())
 				}
 			}

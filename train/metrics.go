@@ -227,7 +227,8 @@ func (st State) KeepsRecord(step int, typ string) bool {
 // stopped. Other lines that are no record (damaged by hand or by the
 // disk) are dropped too, with a warning on log: the records they held are
 // lost; a log holding fewer records up to the step than st recorded
-// (State.LogRecords: cut, emptied or removed) is warned of too, and so
+// (State.LogRecords: cut, emptied or removed), fewer than those lines
+// account for, is warned of too, and so
 // are as many records as it recorded but not those (State.LogSHA256:
 // edited, or a digit changed by the disk). The file is read a line at
 // a time, twice where lines are dropped (a log of gigabytes took twice its
@@ -240,17 +241,20 @@ func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	records, digest := 0, newLogDigest()
+	records, dropped, digest := 0, 0, newLogDigest()
 	if err == nil {
 		defer old.Close()
-		if records, digest, err = keepMetrics(ctx, old, path, st.Step, st.PendingEval != nil, log); err != nil {
+		if records, dropped, digest, err = keepMetrics(ctx, old, path, st.Step, st.PendingEval != nil, log); err != nil {
 			return nil, err
 		}
 	}
 	switch {
-	case records < st.LogRecords:
+	case records+dropped < st.LogRecords:
 		log.Warn("the metrics log holds fewer records up to the checkpoint resumed from than it held when the checkpoint was saved (cut, emptied or removed by hand or by the disk): the records lost are not written again",
 			"file", path, "records", records, "recorded", st.LogRecords)
+	case records < st.LogRecords:
+		// (The lines keepMetrics dropped, with a warning, held the records
+		// missing: a second warning would count the same loss again.)
 	case st.LogSHA256 != "" && digest.sum() != st.LogSHA256:
 		log.Warn("the metrics log's records up to the checkpoint resumed from are not those it held when the checkpoint was saved (edited by hand, or damaged by the disk; the clock's fields aside): they are kept as they are",
 			"file", path, "records", records)
@@ -264,15 +268,15 @@ func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (
 
 // keepMetrics rewrites the metrics file old, open at path, with the lines
 // openMetrics keeps, where it keeps fewer than the file holds (or the file
-// has other names), and returns how many it keeps, and their digest.
-func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) (int, *logDigest, error) {
+// has other names), and returns how many it keeps, how many lines it
+// dropped with a warning that their records are lost, and the digest of
+// those kept.
+func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) (records, dropped int, digest *logDigest, err error) {
 	st, err := old.Stat()
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	var kept int64 // bytes
-	records := 0
-	var digest *logDigest
 	damaged := 0
 	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
@@ -306,10 +310,10 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return err
 	}
 	if err := scan(func([]byte) error { return nil }); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	ended := endsLine(old, st.Size())
-	if damaged > 0 {
+	if dropped = damaged; damaged > 0 {
 		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
 	// A torn last line is a record a kill cut off, of a step after the
@@ -320,6 +324,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if m := tornStep.FindSubmatch(lastNoRecord); !ended && m != nil {
 		if recStep, err := strconv.Atoi(string(m[1])); err == nil && (recStep < step || recStep == step && !evalPending) {
 			log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
+			dropped++
 		}
 	}
 	// Kept whole: every line, each ending in a newline (a last one
@@ -329,7 +334,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
 	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
-		return records, digest, nil
+		return records, dropped, digest, nil
 	}
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
@@ -341,7 +346,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		}
 		return bw.Flush()
 	})
-	return records, digest, err
+	return records, dropped, digest, err
 }
 
 // tornStep finds the step of a record in a line cut off before its end.

@@ -119,9 +119,14 @@ var urfaveFlagString = cli.FlagStringer
 // flagString is a flag in --help: its names on a line of their own, its
 // usage below them, indented and wrapped at helpWidth (beside the names,
 // in the column urfave/cli aligns them in, a wrapped usage loses the
-// alignment).
+// alignment). A one-letter name is written with two dashes, as the usage
+// lines and the docs write it (--k): urfave/cli writes it with one (-k),
+// and takes both.
 func flagString(f cli.Flag) string {
 	names, usage, ok := strings.Cut(urfaveFlagString(f), "\t")
+	if len(f.Names()[0]) == 1 {
+		names = "-" + names
+	}
 	if !ok {
 		return names
 	}

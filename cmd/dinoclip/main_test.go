@@ -113,6 +113,24 @@ func TestHelpFitsWidth(t *testing.T) {
 	}
 }
 
+// Every command's --help names each flag as its usage line and the docs
+// do, with two dashes: urfave/cli writes a one-letter name with one
+// (search's -k), which read as another option than --k.
+func TestHelpNamesFlagsWithTwoDashes(t *testing.T) {
+	for _, c := range newApp().Commands {
+		if c.Name == "help" {
+			continue
+		}
+		help := mustRun(t, c.Name, "--help")
+		for _, f := range c.Flags {
+			want := "\n   --" + f.Names()[0]
+			if !strings.Contains(help, want+" ") && !strings.Contains(help, want+"\n") && !strings.Contains(help, want+",") {
+				t.Errorf("dinoclip %s --help does not list --%s at the start of a line:\n%s", c.Name, f.Names()[0], help)
+			}
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	defer func(c string) { buildinfo.Commit = c }(buildinfo.Commit)
 	buildinfo.Commit = "feedc0de-dirty" // as make build's -ldflags set it

@@ -435,6 +435,12 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     # ... and where the next quoted caption closed the quote, its comma spilling past the header
     ("closed.csv", 'image,caption\na/img00.jpg,"a dog\na/img01.jpg,"a cat, sitting"\na/img02.jpg,bird\n',
      "closed.csv:2: the caption column of the row runs on to line 3"),
+    # ... named where its row begins past blank lines where it runs on to the file's end
+    ("end.csv", 'image,caption\na/img00.jpg,a dog\n\n\na/img01.jpg,"a cat\na/img02.jpg,a cow\n',
+     "end.csv:5: the caption column of the row runs on to line 6"),
+    # a column named twice (the reader keeps the last, the checks looked at the first)
+    ("twice.csv", 'image,caption,image\na/img00.jpg,a dog,x.jpg\n',
+     "twice.csv: the header row names 2 columns image (columns 1, 3): rename all but one"),
     # ... and with the caption first
     ("first.csv", 'caption,image\n"a dog,a/img00.jpg\n"a cat",a/img01.jpg\n', "first.csv:2: the caption column"),
     # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
@@ -523,12 +529,18 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     csvf.write_text("image,caption\n" + "".join(f'{p},"a, b\nit runs, then sits {i}\n",\n' for i, p in enumerate(imgs[:3])))
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
-    # a missing image named in the captions file: one-line error, nothing loaded
+    # a missing image named in the captions file: one-line error, nothing loaded; a control
+    # character in its name is written as an escape (a NUL printed raw garbles the terminal)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"image": "nope.jpg", "caption": "x"}) + "\n")
+    bad.write_text(json.dumps({"image": "nope\x00\x1b[31m.jpg", "caption": "x"}) + "\n")
     capfd.readouterr()
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
-    assert "do not exist, e.g." in capfd.readouterr().err
+    assert capfd.readouterr().err == \
+        f"dinoclip.extract: the image named in {bad} does not exist: {image_folder / 'nope'}\\x00\\x1b[31m.jpg\n"
+    bad.write_text(json.dumps({"image": "nope.jpg", "caption": "x"}) + "\n" +
+                   json.dumps({"image": imgs[0], "caption": "x"}) + "\n")
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
+    assert f"1 of the 2 images named in {bad} does not exist, e.g. " in capfd.readouterr().err
     # an image that does not decode is left out and reported
     folder = tmp_path / "f"
     shutil.copytree(image_folder / "a", folder)
@@ -589,6 +601,32 @@ def test_clipped_greyscale_images_are_warned_of(tmp_path, tiny_models, image_fol
     # only 8-bit images: no warning
     assert run(tiny_models, "train-folder", image_folder / "a", "--out", tmp_path / "o2") == 0
     assert "floating-point greyscale" not in capfd.readouterr().err
+
+
+def test_large_images_are_noted(tmp_path, tiny_models, monkeypatch, capfd):
+    # Past PIL's MAX_IMAGE_PIXELS an image is decoded in full, with a note naming the largest (PIL's
+    # own warning names none and is printed raw, with its source line); past twice as many it is
+    # refused, and reported as an image that did not decode.
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rng = random.Random(3)
+    for name, size in (("small", (40, 40)), ("large", (60, 50)), ("larger", (62, 50)), ("bomb", (100, 100))):
+        make_image(rng, size).save(folder / f"{name}.png")
+    capfd.readouterr()
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o") == 0
+    assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
+    err = capfd.readouterr().err
+    assert f"note: 2 images have more than the 2,000 pixels past which PIL warns of a decompression bomb " \
+        f"(the largest: {folder / 'larger.png'}, 3,100 pixels)" in err, err
+    assert "DecompressionBombWarning" not in err and "warnings.warn" not in err, err
+    assert f"1 image did not decode (e.g. {folder / 'bomb.png'}: DecompressionBombError" in err, err
+    # none past the limit: no note
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**6)
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o2") == 0
+    assert "decompression bomb" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------

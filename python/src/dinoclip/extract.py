@@ -49,6 +49,7 @@ import re
 import stat
 import sys
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -98,7 +99,18 @@ class ExtractError(Exception):
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(printable(msg), file=sys.stderr, flush=True)
+
+
+# The C0 control characters but tab, and DEL: a path read from a captions file or a tar, or a
+# file's own name, may hold them, and printed raw a NUL or an escape sequence garbles the
+# terminal, and a line break splits one message into two.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def printable(msg: str) -> str:
+    """``msg`` with its control characters written as escapes (``\\x00``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", msg)
 
 
 def counted(n: int, singular: str, plural: str) -> str:
@@ -183,16 +195,25 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         """(i, DINOv2 input, CLIP input or None, why it failed or None, whether its values were
-        clipped: clipped)."""
+        clipped: clipped, its pixels where they are more than PIL's MAX_IMAGE_PIXELS or else 0)."""
+        from PIL import Image
+
         try:
-            img = self.opener(self.refs[i])
+            # Past MAX_IMAGE_PIXELS (about 89 million) PIL warns of a possible decompression bomb,
+            # raw, with its source line, and naming no image; past twice as many it refuses the
+            # image, which is then reported as one that did not decode. The image is named in a
+            # note instead (_warn_images).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = self.opener(self.refs[i])
             d = self.dino_tf(img)
             c = self.clip_tf(img) if self.clip_tf is not None else None
-            return i, d, c, None, clipped(img)
+            pixels = img.width * img.height
+            return i, d, c, None, clipped(img), pixels if pixels > (Image.MAX_IMAGE_PIXELS or pixels) else 0
         except Exception as e:  # a bad image is reported, not fatal
             # (PIL names the stream it read, <_io.BytesIO object at 0x...>: the image is named beside)
             why = _STREAM_NAME.sub("", f"{type(e).__name__}: {e}")
-            return i, None, None, why, False
+            return i, None, None, why, False, 0
 
 
 # A Python stream as PIL names it in an error (" <_io.BufferedReader name=11>").
@@ -206,7 +227,8 @@ def _collate(batch):
     dino = torch.stack([b[1] for b in ok]) if ok else None
     clip = torch.stack([b[2] for b in ok]) if ok and ok[0][2] is not None else None
     clipped = [b[0] for b in ok if b[4]]
-    return idx, dino, clip, failed, clipped
+    large = [(b[0], b[5]) for b in ok if b[5]]
+    return idx, dino, clip, failed, clipped, large
 
 
 # ---------------------------------------------------------------------------
@@ -217,13 +239,15 @@ def _collate(batch):
 class Encoded:
     """Rows computed for a list of images: ``kept`` are the indices (into the list) of the
     images that decoded, in order; ``failed`` the others with the reason; ``clipped`` those of
-    ``kept`` whose values the preprocessing clipped to 8 bits (:func:`clipped`)."""
+    ``kept`` whose values the preprocessing clipped to 8 bits (:func:`clipped`); ``large`` those
+    of ``kept`` of more pixels than PIL's decompression-bomb limit, with their pixels."""
 
     dino: np.ndarray
     clip: Optional[np.ndarray]  # (None for target "none": features alone)
     kept: List[int]
     failed: List[Tuple[int, str]] = field(default_factory=list)
     clipped: List[int] = field(default_factory=list)
+    large: List[Tuple[int, int]] = field(default_factory=list)
 
 
 # A caption longer than this many characters is no caption (real ones are a sentence or a few):
@@ -314,11 +338,12 @@ class Extractor:
             ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
             collate_fn=_collate, pin_memory=self.device.type == "cuda",
         )
-        dinos, clips, kept, failed, clipped = [], [], [], [], []
+        dinos, clips, kept, failed, clipped, large = [], [], [], [], [], []
         with progress(total=len(refs), desc=desc, unit="img", disable=self.quiet) as bar:
-            for idx, dino, clip, bad, wide in dl:
+            for idx, dino, clip, bad, wide, big in dl:
                 failed.extend(bad)
                 clipped.extend(wide)
+                large.extend(big)
                 if idx:
                     with torch.inference_mode(), self._autocast():
                         d = encoders.dinov2_features(self.dinov2, dino.to(self.device, non_blocking=True))
@@ -334,7 +359,7 @@ class Extractor:
         dino_a = np.concatenate(dinos) if dinos else np.zeros((0, self.feature_dim), np.float32)
         clip_a = None if target == "none" else np.concatenate(clips) if clips else \
             np.zeros((0, self.embedding_dim), np.float32)
-        return Encoded(dino_a, clip_a, kept, failed, clipped)
+        return Encoded(dino_a, clip_a, kept, failed, clipped, large)
 
     def texts(self, texts: Sequence[str], desc: str = "captions") -> np.ndarray:
         """CLIP text embeddings [n, D_out] of ``texts``."""
@@ -388,9 +413,14 @@ def _check_row_shape(row: dict, fields: Sequence[str], delimiter: str, path: str
     column names an image file (IMAGE_EXTS), found or not. A caption's own line breaks are
     whitespace to CLIP's tokenizer (as a trailing one pandas quotes) and are taken."""
     def start() -> int:
-        # (The row's line breaks counted back from its end, past the blank lines the reader
-        # skipped; one too many where a quote ran on to the file's last line break.)
-        return max(after + 1, end - sum(len(_LINE_BREAK.findall(v)) for v in row.values() if isinstance(v, str)))
+        # The first line after ``after`` that is not blank (the reader skips blank lines), read
+        # again: counting the row's line breaks back from its end was one line early where a quote
+        # ran on to the file's last line break, which is then the field's. (Only on refusal.)
+        lines = io.StringIO(_read_text(path), newline="").readlines()
+        at = after
+        while at < end and lines[at] in ("\n", "\r\n", "\r"):
+            at += 1
+        return at + 1
 
     column = fields.index("image")
     for name, value in row.items():
@@ -456,6 +486,11 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
                     raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
                                        f"got {reader.fieldnames}")
+                for name in ("image", "caption"):  # (the reader would take the last of them)
+                    columns = [str(i + 1) for i, f in enumerate(reader.fieldnames) if f == name]
+                    if len(columns) > 1:
+                        raise ExtractError(f"{captions}: the header row names {len(columns)} columns {name} "
+                                           f"(columns {', '.join(columns)}): rename all but one")
                 after = reader.line_num  # (the line before the next row)
                 for row in reader:
                     _check_row_shape(row, reader.fieldnames, delimiter, captions, after, reader.line_num)
@@ -477,10 +512,14 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
             raise ExtractError(f"--captions {captions}: want a .jsonl, .csv or .tsv file")
         # A wrong path convention shows in the first rows; checking them all would stat millions
         # of files on every resume. A missing image further down is counted as not decoding.
-        missing = [p for p, _ in pairs[:1000] if not os.path.isfile(p)]
+        checked = min(len(pairs), 1000)
+        missing = [p for p, _ in pairs[:checked] if not os.path.isfile(p)]
+        if missing and checked == 1:
+            raise ExtractError(f"the image named in {captions} does not exist: {missing[0]}")
         if missing:
-            raise ExtractError(f"{len(missing)} of the first {min(len(pairs), 1000)} images named in "
-                               f"{captions} do not exist, e.g. {missing[0]}")
+            raise ExtractError(f"{len(missing)} of the {'first ' if len(pairs) > checked else ''}{checked} images "
+                               f"named in {captions} {'does' if len(missing) == 1 else 'do'} not exist, "
+                               f"e.g. {missing[0]}")
         if not pairs:
             raise ExtractError(f"{captions}: no rows")
         return pairs
@@ -1102,11 +1141,20 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
         parts += [f"{n} {what}" for n, what in skipped]
         msg += "; skipped: " + ", ".join(parts)
     _log(msg)
-    _warn_clipped(name, enc, samples)
+    _warn_images(name, enc, samples)
 
 
-def _warn_clipped(where: str, enc: Encoded, samples: Sequence[str]) -> None:
-    """Warns of the images of ``enc`` whose values the preprocessing clipped (:func:`clipped`)."""
+def _warn_images(where: str, enc: Encoded, samples: Sequence[str]) -> None:
+    """Warns of the images of ``enc`` whose values the preprocessing clipped (:func:`clipped`), and
+    notes those PIL would have warned of as possible decompression bombs."""
+    if enc.large:
+        i, pixels = max(enc.large, key=lambda e: e[1])
+        from PIL import Image
+
+        _log(f"{where}: note: {counted(len(enc.large), 'image has', 'images have')} more than the "
+             f"{Image.MAX_IMAGE_PIXELS:,} pixels past which PIL warns of a decompression bomb "
+             f"(the largest: {samples[i]}, {pixels:,} pixels): each was decoded in full, about "
+             f"{3 * pixels / 2**20:.0f} MiB in the process decoding it; past twice that many PIL refuses an image")
     if enc.clipped:
         _log(f"{where}: warning: {counted(len(enc.clipped), 'image is', 'images are')} 16-bit, 32-bit or "
              f"floating-point greyscale (e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped "
@@ -1485,7 +1533,7 @@ def cmd_eval(args, kind: str) -> int:
     if enc.failed:
         i, why = enc.failed[0]
         raise ExtractError(f"{len(enc.failed)} images did not decode, e.g. {paths[i]}: {why}")
-    _warn_clipped(args.out, enc, paths)
+    _warn_images(args.out, enc, paths)
     text = ext.texts(captions)
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
                                                  ("captions.clip.npy", text)], args.float16, args.precision)
@@ -1764,10 +1812,10 @@ def _run(args) -> int:
             return cmd_texts(args)
         return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
     except (ExtractError, encoders.ModelUnavailable) as e:
-        print(f"dinoclip.extract: {e}", file=sys.stderr)
+        print(f"dinoclip.extract: {printable(str(e))}", file=sys.stderr)
         return 1
     except OSError as e:  # writing the outputs: no space, no permission, --out under a file
-        print(f"dinoclip.extract: {oserror_message(e)}", file=sys.stderr)
+        print(f"dinoclip.extract: {printable(oserror_message(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dinoclip.extract: interrupted; run the same command again to resume", file=sys.stderr)

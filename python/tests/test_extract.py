@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from conftest import EMBED_DIM, FEATURE_DIM, make_caption, make_image
-from dinoclip import _files, encoders, extract, transforms
+from dinoclip import _files, _inputs, encoders, extract, transforms
 from dinoclip.transforms import clip_transform, dinov2_transform
 
 # Rows computed in a batch and one at a time differ by float32 rounding only.
@@ -751,9 +751,9 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
     captions are not read at all."""
     rng = random.Random(12)
     data = [jpeg_bytes(make_image(rng)) for _ in range(3)]
-    monkeypatch.setattr(extract, "MAX_CAPTION_CHARS", 10)
-    monkeypatch.setattr(extract, "MAX_TAR_IMAGE_BYTES", max(len(d) for d in data[:2]))
-    big = data[0] + b"\0" * (extract.MAX_TAR_IMAGE_BYTES + 1 - len(data[0]))  # (a JPEG with trailing bytes)
+    monkeypatch.setattr(_inputs, "MAX_CAPTION_CHARS", 10)
+    monkeypatch.setattr(_inputs, "MAX_TAR_IMAGE_BYTES", max(len(d) for d in data[:2]))
+    big = data[0] + b"\0" * (_inputs.MAX_TAR_IMAGE_BYTES + 1 - len(data[0]))  # (a JPEG with trailing bytes)
     tar = tmp_path / "00003.tar"
     write_tar(tar, [("a", {"jpg": data[0], "txt": b"a red dog"}), ("b", {"jpg": data[1], "txt": b"two cats"}),
                     ("a", {"jpg": data[1], "txt": b"a blue cat"}),  # the key again
@@ -768,7 +768,7 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
             "image over 0 MiB, 2 keys come with two images or two captions") in capfd.readouterr().err
     # A compressed tar's images are held in memory: past MAX_COMPRESSED_TAR_IMAGE_BYTES in all
     # (each under MAX_TAR_IMAGE_BYTES) the tar is refused, to be decompressed first.
-    monkeypatch.setattr(extract, "MAX_COMPRESSED_TAR_IMAGE_BYTES", len(data[0]) + len(data[1]) - 1)
+    monkeypatch.setattr(_inputs, "MAX_COMPRESSED_TAR_IMAGE_BYTES", len(data[0]) + len(data[1]) - 1)
     gz = tmp_path / "00004.tar.gz"
     gz.write_bytes(gzip.compress(tar.read_bytes()))
     with pytest.raises(extract.ExtractError, match="its images come to over .*: decompress it"):
@@ -778,7 +778,7 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
     # Captions from elsewhere are refused before the models load, naming where they are: a
     # sidecar, a row of a captions file, a line of texts.
     with pytest.raises(extract.ExtractError, match=r"caption 'a caption of many words'\.\.\. has 23 characters, over the 10"):
-        extract._check_caption("a caption of many words", "caption", "mend it")
+        _inputs.check_caption("a caption of many words", "caption", "mend it")
     folder = tmp_path / "f"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(data[0])
@@ -1018,7 +1018,7 @@ def test_train_wds_compressed_tars_in_a_directory(tmp_path, tiny_models, wds, mo
     import bz2
     import lzma
 
-    assert [extract._tar_name(n) for n in ("a.tar", "a.tar.gz", "a.tgz", "a.tar.xz", "a.txz", "a.tar.bz2",
+    assert [_inputs.tar_name(n) for n in ("a.tar", "a.tar.gz", "a.tgz", "a.tar.xz", "a.txz", "a.tar.bz2",
                                            "a.tbz2", "a.TAR.XZ", "a.b.tar", "a.bin")] == ["a"] * 8 + ["a.b", "a"]
     root, shards = wds
     d = tmp_path / "d"

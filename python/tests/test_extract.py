@@ -677,7 +677,7 @@ def test_train_wds(tmp_path, tiny_models, wds, models, capfd):
     assert run(tiny_models, "train-wds", root, "--out", out, workers="1") == 0
     err = capfd.readouterr().err
     assert "00000: 5 rows of 7 samples" in err and "1 image did not decode (e.g. 000009999: " in err
-    assert "1 samples lack an image or a caption" in err
+    assert "1 sample lacks an image or a caption" in err
     assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == [
         "00000.clip.npy", "00000.dino.npy", "00001.clip.npy", "00001.dino.npy"]
     # the rows' sample keys
@@ -736,8 +736,8 @@ def test_train_wds_empty_captions_are_missing(tmp_path, tiny_models, models, cap
     out = tmp_path / "o"
     assert run(tiny_models, "train-wds", tar, "--out", out, "--target", "text") == 0
     err = capfd.readouterr().err
-    assert ("00007: 2 rows of 7 samples; skipped: 1 samples lack an image or a caption, 3 samples have an empty "
-            "caption, 1 samples have a caption that is not UTF-8") in err
+    assert ("00007: 2 rows of 7 samples; skipped: 1 sample lacks an image or a caption, 3 samples have an empty "
+            "caption, 1 sample has a caption that is not UTF-8") in err
     assert (out / "00007.images.txt").read_text() == "k0\nk4\n"
     d, c = direct(models, [Image.open(io.BytesIO(data[0]))] * 2, ["a red dog", "two cats"])
     np.testing.assert_allclose(read_npy(out / "00007.clip.npy"), c, **TOL)
@@ -764,7 +764,7 @@ def test_train_wds_leaves_out_ambiguous_and_oversized_samples(tmp_path, monkeypa
     assert (idx.keys, idx.captions, idx.twice, idx.too_long, idx.too_large) == (["b"], ["two cats"], 2, 1, 1)
     assert extract.index_tar(str(tar), need_captions=False).keys == ["b", "c"]
     assert run(tiny_models, "train-wds", tar, "--out", tmp_path / "o", "--target", "text") == 0
-    assert ("00003: 1 row of 5 samples; skipped: 1 samples have a caption over 10 characters, 1 samples have an "
+    assert ("00003: 1 row of 5 samples; skipped: 1 sample has a caption over 10 characters, 1 sample has an "
             "image over 0 MiB, 2 keys come with two images or two captions") in capfd.readouterr().err
     # A compressed tar's images are held in memory: past MAX_COMPRESSED_TAR_IMAGE_BYTES in all
     # (each under MAX_TAR_IMAGE_BYTES) the tar is refused, to be decompressed first.

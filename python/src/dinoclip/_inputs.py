@@ -272,13 +272,17 @@ class TarIndex:
     twice: int = 0      # keys left out for two images or two captions (which pairs with which?)
 
     def skipped(self) -> List[Tuple[int, str]]:
-        """What was left out, for _report: (count, what) pairs."""
-        return [(self.incomplete, "samples lack an image or a caption"),
-                (self.empty, "samples have an empty caption"),
-                (self.not_utf8, "samples have a caption that is not UTF-8"),
-                (self.too_long, f"samples have a caption over {MAX_CAPTION_CHARS} characters"),
-                (self.too_large, f"samples have an image over {MAX_TAR_IMAGE_BYTES >> 20} MiB"),
-                (self.twice, "keys come with two images or two captions (which pairs with which is unknown)")]
+        """What was left out, for _report: (count, the count in words) pairs."""
+        return [(n, counted(n, one, more)) for n, one, more in (
+            (self.incomplete, "sample lacks an image or a caption", "samples lack an image or a caption"),
+            (self.empty, "sample has an empty caption", "samples have an empty caption"),
+            (self.not_utf8, "sample has a caption that is not UTF-8", "samples have a caption that is not UTF-8"),
+            (self.too_long, f"sample has a caption over {MAX_CAPTION_CHARS} characters",
+             f"samples have a caption over {MAX_CAPTION_CHARS} characters"),
+            (self.too_large, f"sample has an image over {MAX_TAR_IMAGE_BYTES >> 20} MiB",
+             f"samples have an image over {MAX_TAR_IMAGE_BYTES >> 20} MiB"),
+            (self.twice, "key comes with two images or two captions (which pairs with which is unknown)",
+             "keys come with two images or two captions (which pairs with which is unknown)"))]
 
 
 # An image member of a tar larger than this is left out: it is read whole into memory (a

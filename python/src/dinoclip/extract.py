@@ -638,7 +638,7 @@ def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[T
         if enc.failed:
             i, why = enc.failed[0]
             parts.append(f"{counted(len(enc.failed), 'image', 'images')} did not decode (e.g. {samples[i]}: {why})")
-        parts += [f"{n} {what}" for n, what in skipped]
+        parts += [what for _, what in skipped]
         msg += "; skipped: " + ", ".join(parts)
     log(msg)
     _warn_images(name, enc, samples)

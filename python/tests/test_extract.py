@@ -2152,7 +2152,9 @@ def test_shards_are_recorded_after_another_run_removed_the_record(tmp_path, tiny
     """A run that found its settings recorded by another run sharing the --out (and so recorded
     nothing) records them again after each shard it writes: the other run, failing before its first
     shard, removes its record (_drop_first_record), which left this run's shards described by none
-    (exit 0, and every rerun refused)."""
+    (exit 0, and every rerun refused). (Where there are flocks the removal waits for the write:
+    test_a_shard_written_is_never_left_described_by_none; here it comes within the write, as it can
+    on a filesystem without them.)"""
     out = tmp_path / "o"
     inputs = [image_folder, "--shard-size", "5"] if command == "train-folder" else [wds[0]]
     write = extract._write_shard
@@ -2171,12 +2173,55 @@ def test_shards_are_recorded_after_another_run_removed_the_record(tmp_path, tiny
     assert "already done)" in capfd.readouterr().err
 
 
+class Killed(BaseException):
+    """A kill -9 in a test: no record is made after it, and only the process's locks go."""
+
+
+@pytest.mark.parametrize("command", ["train-folder", "train-wds"])
+def test_a_shard_written_is_never_left_described_by_none(tmp_path, tiny_models, image_folder, wds, monkeypatch,
+                                                         command):
+    """Another run sharing the --out that failed removes its record where no shard is there
+    (_drop_first_record), under the directory's lock. A shard's write takes that lock from before
+    its record is made again to after it is made once more, so the removal waits for the shard
+    and keeps the record: a kill just after the shard's rename left it with no extract.json
+    describing it, and every rerun refused."""
+    out = tmp_path / "o"
+    inputs = [image_folder, "--shard-size", "5"] if command == "train-folder" else [wds[0]]
+    write = extract._write_shard
+    removal = {}
+
+    def the_other_run_fails():  # (its _drop_first_record, its record being the one there)
+        with extract._locked(str(out)):
+            if not extract._holds_shard_files(str(out)):
+                os.remove(out / extract.MANIFEST)
+                removal["removed"] = True
+
+    def write_then_killed(*args, **kwargs):
+        other = threading.Thread(target=the_other_run_fails)
+        other.start()
+        other.join(0.5)  # (it waits, where the lock is held)
+        removal["waited"] = other.is_alive()
+        write(*args, **kwargs)
+        removal["thread"] = other
+        raise Killed
+
+    monkeypatch.setattr(extract, "_write_shard", write_then_killed)
+    with pytest.raises(Killed):
+        run(tiny_models, command, *inputs, "--out", out)
+    removal["thread"].join()
+    monkeypatch.undo()
+    assert removal == {"waited": True, "thread": removal["thread"]}
+    assert (out / extract.MANIFEST).exists()
+    assert run(tiny_models, command, *inputs, "--out", out) == 0
+
+
 def test_settings_recorded_meanwhile_stop_a_shard_before_it_is_written(tmp_path, tiny_models, image_folder,
                                                                        monkeypatch, capfd):
     """Another run's settings recorded while a shard was encoded (the run that recorded these failed,
     removed its record, and was run again mended) stop the shard before it is written among theirs,
     where a rerun of theirs would take it as done; recorded in the moment between that check and the
-    write, they have the shard removed once it is written."""
+    write (on a filesystem without flocks: the write holds the directory's lock), they have the shard
+    removed once it is written."""
     out = tmp_path / "o"
 
     def theirs():

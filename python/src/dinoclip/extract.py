@@ -48,6 +48,7 @@ import json
 import os
 import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -394,17 +395,26 @@ def _output_names(names: Sequence[str], target: str) -> List[str]:
     return [MANIFEST] + [n + suffix for n in names for suffix in (IMAGES_SUFFIX, *_shard_arrays(target))]
 
 
-def _recorded_after(record: Callable[[], None], out: str, name: str, target: str) -> None:
-    """Records the run's settings (``record``) after its shard ``name`` is written in ``out``; where
-    they are refused (another run recorded its own in the moment since the record before the
-    write), removes the shard, which a rerun of that run would take as done, and raises."""
-    try:
+def _write_recorded(record: Callable[[], None], out: str, name: str, target: str, write: Callable[[], None]) -> None:
+    """Writes shard ``name`` in ``out`` (``write``) with the run's settings recorded (``record``)
+    just before and just after, all under the directory's lock. Another run sharing the --out that
+    failed cannot remove the record in between (:func:`_drop_first_record`), so no shard lands
+    described by none, nor does a kill leave one so. Settings another run recorded while the shard
+    was encoded (the failed run, mended and run again) are found before the shard is written among
+    theirs, where their rerun would take it as done. (Where the filesystem has no flocks and such
+    settings come in the moment of the write, the record after it is refused, and the shard
+    removed.)"""
+    make_dirs(out)  # (see _check_manifest)
+    with _locked(out):
         record()
-    except ExtractError:
-        for suffix in (*_shard_arrays(target), IMAGES_SUFFIX):  # (the .npy files first: the shard is no longer done)
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(out, name + suffix))
-        raise
+        write()
+        try:
+            record()
+        except ExtractError:
+            for suffix in (*_shard_arrays(target), IMAGES_SUFFIX):  # (the .npy files first: the shard is no longer done)
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(out, name + suffix))
+            raise
 
 
 def _shard_done(out: str, name: str, target: str) -> bool:
@@ -514,12 +524,28 @@ def _describe_tar(tar_id) -> str:
     return repr(tar_id)
 
 
+# The directories whose lock (_locked) this thread holds, each with how many times it took it.
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def _locked(d: str):
     """Holds the flock of the directory ``d`` (where there are flocks): the processes that share
     an --out (one per GPU, each with its own tars) update its extract.json in turn, none writing
-    over what another has just added."""
+    over what another has just added. A thread holding it takes it again at once (a shard's write
+    records the settings under it): a second flock of the directory would wait on the first,
+    which is another open file, for good."""
+    key = os.path.realpath(d)
+    depth = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
     fd = os.open(d, os.O_RDONLY) if _files.fcntl is not None else None
+    depth[key] = 1
     try:
         if fd is not None:
             try:
@@ -528,6 +554,7 @@ def _locked(d: str):
                 pass  # (a filesystem without flocks: extract.json is still re-read just before it is written)
         yield
     finally:
+        del depth[key]
         if fd is not None:
             os.close(fd)  # (releases the lock)
 
@@ -604,10 +631,8 @@ def _drop_first_record(out: str) -> None:
     --float16 dropped) as mixing settings with shards that do not exist. Another run sharing the
     --out that has recorded since (its atomic write makes another file, even of the same text), or
     a shard there, whole or being written, keeps it. A run sharing the --out that found these
-    settings recorded, and recorded nothing, records them again before and after each shard it
-    writes: after, so that its shards are described though this removal came before its first;
-    before, so that another run's settings, recorded in the minutes of a shard's encoding since
-    this removal, are found before the shard is written among theirs."""
+    settings recorded, and recorded nothing, records them again as it writes each shard, under
+    the lock this removal takes (:func:`_write_recorded`)."""
     written = _first_records.pop(out, None)
     if written is None:
         return
@@ -750,9 +775,8 @@ def cmd_train_folder(args) -> int:
         chunk = pairs[k * args.shard_size:(k + 1) * args.shard_size]
         enc = ext.images([p for p, _ in chunk], _open_path, [c for _, c in chunk], args.target,
                          desc=f"{names[k]} ({k + 1}/{nshards})")
-        record()  # (see _drop_first_record)
-        _write_shard(args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision)
-        _recorded_after(record, args.out, names[k], args.target)
+        _write_recorded(record, args.out, names[k], args.target, lambda: _write_shard(
+            args.out, names[k], enc, args.float16, [os.path.abspath(p) for p, _ in chunk], args.precision))
         _report(names[k], enc, [p for p, _ in chunk])
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no image of {args.root} could be read")
@@ -843,9 +867,8 @@ def cmd_train_wds(args) -> int:
         if changed():
             raise ExtractError(f"{tars[i]} changed while it was extracted (is it still being written?): output shard "
                                f"{names[i]} is not written; run again once it is complete")
-        record()  # (see _drop_first_record)
-        _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision)
-        _recorded_after(record, args.out, names[i], args.target)
+        _write_recorded(record, args.out, names[i], args.target,
+                        lambda: _write_shard(args.out, names[i], enc, args.float16, idx.keys, args.precision))
         _report(names[i], enc, idx.keys, idx.skipped())
         rows += len(enc.kept)
     return _no_rows_status(rows, f"no sample of the {some} could be read")

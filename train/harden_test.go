@@ -447,12 +447,15 @@ func TestRunWithoutRunFile(t *testing.T) {
 // doubled, a digit changed), from their digest; an intact one, cut only
 // after the checkpoint as a kill cuts it, or with its clock's fields
 // changed (as a resumed run's are), is not. A record lost in a line
-// dropped with a warning of its own (cut off after its step, garbled) is
-// warned of once, by that warning.
+// dropped with a warning of its own (cut off after its step, garbled
+// before a record kept) is warned of once, by that warning; a record lost
+// besides lines so dropped that held none (blank, or after the records
+// kept, which may be of steps past the checkpoint) is warned of too.
 func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 	const fewer, edited = "the metrics log holds fewer records up to the checkpoint resumed from", "are not those it held when the checkpoint was saved"
 	const dropped = "the record is lost|the records they held are lost"
-	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit", "cut after its step", "garbled"} {
+	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit", "cut after its step",
+		"garbled", "the last kept garbled", "lost, and a garbled line after", "lost, and a blank line"} {
 		t.Run(damage, func(t *testing.T) {
 			dataDir, runDir := stoppedRun(t, 5)
 			st := checkpointState(t, runDir)
@@ -490,8 +493,15 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 				}
 				err = os.WriteFile(path, append(lines[0], lines[1][:step[1]]...), 0o644)
 			case "garbled":
-				lines[1] = []byte("\x00\x00\x00\n")
+				lines[0] = []byte("\x00\x00\x00\n")
 				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
+			case "the last kept garbled": // (of its step, or one past the checkpoint? Both warnings)
+				lines[st.LogRecords-1] = []byte("\x00\x00\x00\n")
+				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
+			case "lost, and a garbled line after":
+				err = os.WriteFile(path, append(bytes.Join(lines[1:], nil), "\x00\x00\x00\n"...), 0o644)
+			case "lost, and a blank line":
+				err = os.WriteFile(path, append(bytes.Join(lines[1:], nil), "\n"...), 0o644)
 			case "emptied":
 				err = os.WriteFile(path, nil, 0o644)
 			case "removed":
@@ -506,14 +516,15 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 			if _, err := tr.Run(context.Background(), true); err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"cut": fewer, "emptied": fewer, "removed": fewer, "doubled": edited, "digit": edited,
-				"cut after its step": dropped, "garbled": dropped}[damage]
+			want := map[string][]string{"cut": {fewer}, "emptied": {fewer}, "removed": {fewer}, "doubled": {edited},
+				"digit": {edited}, "cut after its step": {dropped}, "garbled": {dropped}, "the last kept garbled": {dropped, fewer},
+				"lost, and a garbled line after": {dropped, fewer}, "lost, and a blank line": {dropped, fewer}}[damage]
 			for _, warning := range []string{fewer, edited, dropped} {
-				if warned := regexp.MustCompile(warning).MatchString(log.String()); warned != (warning == want) {
+				if warned := regexp.MustCompile(warning).MatchString(log.String()); warned != slices.Contains(want, warning) {
 					t.Errorf("metrics log %s: warned %v of %q:\n%s", damage, warned, warning, log.String())
 				}
 			}
-			if want == fewer && !strings.Contains(log.String(), fmt.Sprintf("recorded=%d", st.LogRecords)) {
+			if slices.Contains(want, fewer) && !strings.Contains(log.String(), fmt.Sprintf("recorded=%d", st.LogRecords)) {
 				t.Errorf("the warning does not give the %d records recorded:\n%s", st.LogRecords, log.String())
 			}
 		})

@@ -268,20 +268,26 @@ func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (
 
 // keepMetrics rewrites the metrics file old, open at path, with the lines
 // openMetrics keeps, where it keeps fewer than the file holds (or the file
-// has other names), and returns how many it keeps, how many lines it
-// dropped with a warning that their records are lost, and the digest of
-// those kept.
+// has other names), and returns how many it keeps, how many of the lines
+// it dropped with a warning that their records are lost held records it
+// would have kept, and the digest of those kept. Of the lines that are no
+// record, those are the ones before a record kept (records come in the
+// order of their steps; a blank line held none), and a last line cut off
+// in a record of a step kept: one after the last record kept may have
+// been of a step past the checkpoint, and counted, would hide a record
+// lost up to it.
 func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) (records, dropped int, digest *logDigest, err error) {
 	st, err := old.Stat()
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	var kept int64 // bytes
-	damaged := 0
+	damaged, torn := 0, 0
 	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
 	scan := func(emit func(line []byte) error) (err error) {
-		kept, records, digest = 0, 0, newLogDigest()
+		kept, records, dropped, digest = 0, 0, 0, newLogDigest()
+		unkept := 0 // lines of text that are no record, since the last record kept
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
 		lines, sinceLook := 0, 0
@@ -293,10 +299,14 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 			}
 			if lastNoRecord = nil; !ok {
 				lastNoRecord = append([]byte(nil), line...)
+				if len(bytes.TrimSpace(line)) > 0 {
+					unkept++
+				}
 			}
 			if !ok || !keptOnResume(recStep, typ, step, evalPending) {
 				return nil
 			}
+			dropped, unkept = dropped+unkept, 0
 			kept += int64(len(line)) + 1
 			records++
 			digest.add(line)
@@ -313,7 +323,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return 0, 0, nil, err
 	}
 	ended := endsLine(old, st.Size())
-	if dropped = damaged; damaged > 0 {
+	if damaged > 0 {
 		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
 	}
 	// A torn last line is a record a kill cut off, of a step after the
@@ -324,7 +334,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	if m := tornStep.FindSubmatch(lastNoRecord); !ended && m != nil {
 		if recStep, err := strconv.Atoi(string(m[1])); err == nil && (recStep < step || recStep == step && !evalPending) {
 			log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
-			dropped++
+			torn = 1
 		}
 	}
 	// Kept whole: every line, each ending in a newline (a last one
@@ -334,7 +344,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
 	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
-		return records, dropped, digest, nil
+		return records, dropped + torn, digest, nil
 	}
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
@@ -346,7 +356,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		}
 		return bw.Flush()
 	})
-	return records, dropped, digest, err
+	return records, dropped + torn, digest, err
 }
 
 // tornStep finds the step of a record in a line cut off before its end.

@@ -767,9 +767,9 @@ func numberUsageError(cCtx *cli.Context, err error) error {
 	return err
 }
 
-// oneDashFlag is a flag name of two or more letters after one dash in an
-// error of Go's flag package.
-var oneDashFlag = regexp.MustCompile(`(provided but not defined: |flag needs an argument: |for (?:flag )?)-([A-Za-z0-9][A-Za-z0-9_-]+)`)
+// oneDashFlag is a flag name after one dash in an error of Go's flag
+// package (of one letter too: --help writes search's k as --k).
+var oneDashFlag = regexp.MustCompile(`(provided but not defined: |flag needs an argument: |for (?:flag )?)-([A-Za-z0-9][A-Za-z0-9_-]*)`)
 
 // flagValueError is Go's flag package's error for a value a number flag
 // cannot hold: out of its range, or not read as its kind of number.

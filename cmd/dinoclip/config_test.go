@@ -336,7 +336,7 @@ func TestEmptyEnvironmentVariable(t *testing.T) {
 }
 
 // A flag the command line gets wrong is one line naming it as the help
-// writes it (--name; a one-letter one -k) and pointing at the help, for the
+// writes it (--name, a one-letter one too: --k) and pointing at the help, for the
 // app's own flags too (not the whole help).
 func TestUsageErrors(t *testing.T) {
 	for _, c := range []struct {
@@ -346,7 +346,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--verison"}, []string{"flag provided but not defined: --verison; see 'dinoclip --help'"}},
 		{[]string{"train", "--nope"}, []string{"train: flag provided but not defined: --nope; see 'dinoclip train --help'"}},
 		{[]string{"train", "--epochs", "x"}, []string{`invalid value "x" for flag --epochs`}},
-		{[]string{"search", "-k", "x"}, []string{`invalid value "x" for flag -k`}},
+		{[]string{"search", "-k", "x"}, []string{`invalid value "x" for flag --k`}},
+		{[]string{"search", "--k"}, []string{"search: flag needs an argument: --k; see 'dinoclip search --help'"}},
 		// A number a flag cannot hold is said as for its variable, not in
 		// Go's flag package's "value out of range" or "parse error".
 		{[]string{"train", "--epochs", "99999999999999999999"}, []string{"train: --epochs 99999999999999999999: beyond the numbers this flag can hold (-9223372036854775808 to 9223372036854775807); see 'dinoclip train --help'"}},

@@ -16,6 +16,7 @@ import sys
 import tarfile
 import threading
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -422,7 +423,8 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
      "deep.jsonl:2: want a JSON object with \"image\" and \"caption\" (maximum recursion depth exceeded"),
     # a quote left open runs on past csv's field limit (csv.Error), named at the line reached
     ("open.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,"a cat\n' + "x" * 140000 + "\n",
-     "open.csv:4: field larger than field limit (131072)"),
+     "open.csv:3: the row runs on to line 4, where csv gives up (field larger than field limit (131072)): a quote "
+     "left open? Close it"),
     # ... and within it, takes the rows after it into its caption
     ("swallow.csv", 'image,caption\na/img00.jpg,"a dog\na/img01.jpg,a cat\na/img02.jpg,a car\n',
      "swallow.csv:2: the caption column of the row runs on to line 4"),
@@ -440,7 +442,9 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
      "end.csv:5: the caption column of the row runs on to line 6"),
     # a column named twice (the reader keeps the last, the checks looked at the first)
     ("twice.csv", 'image,caption,image\na/img00.jpg,a dog,x.jpg\n',
-     "twice.csv: the header row names 2 columns image (columns 1, 3): rename all but one"),
+     "twice.csv: the header row names image twice (columns 1 and 3): rename all but one"),
+    ("thrice.tsv", 'caption\timage\tcaption\tcaption\na dog\ta/img00.jpg\tx\ty\n',
+     "thrice.tsv: the header row names caption 3 times (columns 1, 3 and 4): rename all but one"),
     # ... and with the caption first
     ("first.csv", 'caption,image\n"a dog,a/img00.jpg\n"a cat",a/img01.jpg\n', "first.csv:2: the caption column"),
     # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
@@ -530,17 +534,23 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o", "--captions", csvf) == 0
     assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
     # a missing image named in the captions file: one-line error, nothing loaded; a control
-    # character in its name is written as an escape (a NUL printed raw garbles the terminal)
+    # character in its name is written as an escape (a NUL printed raw garbles the terminal, and
+    # the C1 CSI or a bidirectional override as much), a non-ASCII one as it is
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"image": "nope\x00\x1b[31m.jpg", "caption": "x"}) + "\n")
+    bad.write_text(json.dumps({"image": "nöpe\x00\x1b[31m\x9b1m\u202e.jpg", "caption": "x"}) + "\n")
     capfd.readouterr()
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
-    assert capfd.readouterr().err == \
-        f"dinoclip.extract: the image named in {bad} does not exist: {image_folder / 'nope'}\\x00\\x1b[31m.jpg\n"
-    bad.write_text(json.dumps({"image": "nope.jpg", "caption": "x"}) + "\n" +
-                   json.dumps({"image": imgs[0], "caption": "x"}) + "\n")
+    assert capfd.readouterr().err == (f"dinoclip.extract: {bad}: {image_folder / 'nöpe'}\\x00\\x1b[31m\\x9b1m\\u202e.jpg "
+                                      f"does not exist; a relative path is taken from the folder, {image_folder}\n")
+    # counted by image, not by row; a directory is no image file
+    bad.write_text("".join(json.dumps({"image": image, "caption": "x"}) + "\n"
+                           for image in ("nope.jpg", imgs[0], "nope.jpg", "a", "nope.jpg")))
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
-    assert f"1 of the 2 images named in {bad} does not exist, e.g. " in capfd.readouterr().err
+    assert capfd.readouterr().err == (f"dinoclip.extract: {bad}: {image_folder / 'nope.jpg'} does not exist; of the 3 "
+                                      f"images it names, 2 are missing or no files\n")
+    bad.write_text(json.dumps({"image": "a", "caption": "x"}) + "\n" + json.dumps({"image": imgs[0], "caption": "x"}) + "\n")
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {bad}: {image_folder / 'a'} is a directory, not an image file\n"
     # an image that does not decode is left out and reported
     folder = tmp_path / "f"
     shutil.copytree(image_folder / "a", folder)
@@ -603,30 +613,54 @@ def test_clipped_greyscale_images_are_warned_of(tmp_path, tiny_models, image_fol
     assert "floating-point greyscale" not in capfd.readouterr().err
 
 
+# (A DecompressionBombWarning not silenced is an error here, and the image would fail to decode:
+# pytest keeps the warnings a test raises from stderr.)
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_large_images_are_noted(tmp_path, tiny_models, monkeypatch, capfd):
     # Past PIL's MAX_IMAGE_PIXELS an image is decoded in full, with a note naming the largest (PIL's
     # own warning names none and is printed raw, with its source line); past twice as many it is
-    # refused, and reported as an image that did not decode.
+    # refused, and reported as an image that did not decode. Images are counted once however many
+    # rows name them.
     from PIL import Image
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
     folder = tmp_path / "f"
     folder.mkdir()
     rng = random.Random(3)
-    for name, size in (("small", (40, 40)), ("large", (60, 50)), ("larger", (62, 50)), ("bomb", (100, 100))):
+    for name, size in (("small", (40, 40)), ("at", (40, 50)), ("large", (60, 50)), ("larger", (62, 50)),
+                       ("bomb", (100, 100))):
         make_image(rng, size).save(folder / f"{name}.png")
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text("".join(json.dumps({"image": f"{n}.png", "caption": "x"}) + "\n"
+                            for n in ("small", "at", "large", "larger", "large", "bomb")))
     capfd.readouterr()
-    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o") == 0
-    assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (3, FEATURE_DIM)
+    assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o", "--captions", caps) == 0
+    assert read_npy(tmp_path / "o" / "shard-00000.dino.npy").shape == (5, FEATURE_DIM)
     err = capfd.readouterr().err
     assert f"note: 2 images have more than the 2,000 pixels past which PIL warns of a decompression bomb " \
         f"(the largest: {folder / 'larger.png'}, 3,100 pixels)" in err, err
-    assert "DecompressionBombWarning" not in err and "warnings.warn" not in err, err
     assert f"1 image did not decode (e.g. {folder / 'bomb.png'}: DecompressionBombError" in err, err
     # none past the limit: no note
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**6)
     assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o2") == 0
     assert "decompression bomb" not in capfd.readouterr().err
+
+
+def test_image_warnings_are_not_repeated_for_each_image(tmp_path, tiny_models, image_folder):
+    # A warning PIL gives for an image (an APNG whose acTL chunk counts no frames) is given once, as
+    # Python gives a warning: a warnings filter set around each image's decoding had it again for
+    # every image.
+    png = (image_folder / "a" / "img02.png").read_bytes()
+    at = 8 + 25  # (after the signature and IHDR)
+    actl = struct.pack(">I", 8) + b"acTL" + bytes(8) + struct.pack(">I", zlib.crc32(b"acTL" + bytes(8)))
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"a{i}.png").write_bytes(png[:at] + actl + png[at:])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        assert run(tiny_models, "train-folder", folder, "--out", tmp_path / "o", "--target", "image") == 0
+    assert [str(w.message) for w in shown if "APNG" in str(w.message)] == ["Invalid APNG, will use default PNG image if possible"]
 
 
 # ---------------------------------------------------------------------------

@@ -89,6 +89,18 @@ def _read_text(path: str) -> str:
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
+def _row_start(path: str, after: int, end: int) -> int:
+    """The line of the captions file ``path`` that a row read after line ``after``, up to line
+    ``end``, begins on: the first after ``after`` that is not blank (the reader skips those). The
+    file is read again: counting the row's line breaks back from its end was one line early where
+    a quote ran on to the file's last line break, which is then the field's. (Only on refusal.)"""
+    lines = io.StringIO(_read_text(path), newline="").readlines()
+    at = after
+    while at < min(end, len(lines)) and lines[at] in ("\n", "\r\n", "\r"):
+        at += 1
+    return at + 1
+
+
 def _check_row_shape(row: dict, fields: Sequence[str], delimiter: str, path: str, after: int, end: int) -> None:
     """Refuses a row of a captions file (csv.DictReader's of header ``fields``, read after line
     ``after`` up to line ``end``) that is not one pair, where a pair or more were lost without a
@@ -98,16 +110,7 @@ def _check_row_shape(row: dict, fields: Sequence[str], delimiter: str, path: str
     field after a trailing delimiter is none). A line reads as a row where its field in the image
     column names an image file (IMAGE_EXTS), found or not. A caption's own line breaks are
     whitespace to CLIP's tokenizer (as a trailing one pandas quotes) and are taken."""
-    def start() -> int:
-        # The first line after ``after`` that is not blank (the reader skips blank lines), read
-        # again: counting the row's line breaks back from its end was one line early where a quote
-        # ran on to the file's last line break, which is then the field's. (Only on refusal.)
-        lines = io.StringIO(_read_text(path), newline="").readlines()
-        at = after
-        while at < end and lines[at] in ("\n", "\r\n", "\r"):
-            at += 1
-        return at + 1
-
+    start = lambda: _row_start(path, after, end)
     column = fields.index("image")
     for name, value in row.items():
         if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
@@ -116,7 +119,8 @@ def _check_row_shape(row: dict, fields: Sequence[str], delimiter: str, path: str
         if any(len(f) > column and f[column].strip().lower().endswith(IMAGE_EXTS) for f in rows):
             shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
             raise ExtractError(f"{path}:{start()}: the {name} column of the row runs on to line {end} ({shown}), "
-                               f"taking in what reads as rows of the file: a quote left open? Close it")
+                               f"taking in what reads as rows of the file: a quote left open? Close it (a caption with "
+                               f"a line of its own that reads as a row: give the captions as .jsonl)")
     if any(v.strip() for v in row.get(None, ())):
         raise ExtractError(f"{path}:{start()}: the row has more fields than the header names ({len(fields)}): a "
                            f"caption holding a {'tab' if delimiter == chr(9) else 'comma'} must be quoted (\"...\")")
@@ -175,8 +179,9 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                 for name in ("image", "caption"):  # (the reader would take the last of them)
                     columns = [str(i + 1) for i, f in enumerate(reader.fieldnames) if f == name]
                     if len(columns) > 1:
-                        raise ExtractError(f"{captions}: the header row names {len(columns)} columns {name} "
-                                           f"(columns {', '.join(columns)}): rename all but one")
+                        times = "twice" if len(columns) == 2 else f"{len(columns)} times"
+                        raise ExtractError(f"{captions}: the header row names {name} {times} (columns "
+                                           f"{', '.join(columns[:-1])} and {columns[-1]}): rename all but one")
                 after = reader.line_num  # (the line before the next row)
                 for row in reader:
                     _check_row_shape(row, reader.fieldnames, delimiter, captions, after, reader.line_num)
@@ -192,20 +197,27 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
                         check_caption(row["caption"], f"{captions}:{reader.line_num}: caption", "mend it in the captions file")
                     pairs.append((_rel(root, row["image"]), row["caption"]))
             except csv.Error as e:  # a field over csv's limit (a quote left open runs on to the end)
-                # (the line reached: the DictReader's own count stops at the last whole row)
-                raise ExtractError(f"{captions}:{reader.reader.line_num}: {e}") from None
+                # (named where its row begins, and the line reached: the DictReader's own count
+                # stops at the last whole row)
+                reached = reader.reader.line_num
+                raise ExtractError(f"{captions}:{_row_start(captions, after, reached)}: the row runs on to line "
+                                   f"{reached}, where csv gives up ({e}): a quote left open? Close it") from None
         else:
             raise ExtractError(f"--captions {captions}: want a .jsonl, .csv or .tsv file")
         # A wrong path convention shows in the first rows; checking them all would stat millions
         # of files on every resume. A missing image further down is counted as not decoding.
-        checked = min(len(pairs), 1000)
-        missing = [p for p, _ in pairs[:checked] if not os.path.isfile(p)]
-        if missing and checked == 1:
-            raise ExtractError(f"the image named in {captions} does not exist: {missing[0]}")
+        named = list(dict.fromkeys(p for p, _ in pairs[:1000]))  # (an image may be named in several rows)
+        missing = [p for p in named if not os.path.isfile(p)]
         if missing:
-            raise ExtractError(f"{len(missing)} of the {'first ' if len(pairs) > checked else ''}{checked} images "
-                               f"named in {captions} {'does' if len(missing) == 1 else 'do'} not exist, "
-                               f"e.g. {missing[0]}")
+            p = missing[0]
+            why = "does not exist" if not os.path.exists(p) else f"is {file_kind(os.stat(p).st_mode)}, not an image file"
+            msg = f"{captions}: {p} {why}"
+            if len(missing) > 1:
+                scope = "its first 1000 rows name" if len(pairs) > 1000 else "it names"
+                msg += f"; of the {len(named)} images {scope}, {len(missing)} are missing or no files"
+            if len(missing) == len(named):
+                msg += f"; a relative path is taken from the folder, {root}"
+            raise ExtractError(msg)
         if not pairs:
             raise ExtractError(f"{captions}: no rows")
         return pairs

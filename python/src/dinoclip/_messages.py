@@ -15,15 +15,22 @@ def log(msg: str) -> None:
     print(printable(msg), file=sys.stderr, flush=True)
 
 
-# The C0 control characters but tab, and DEL: a path read from a captions file or a tar, or a
-# file's own name, may hold them, and printed raw a NUL or an escape sequence garbles the
-# terminal, and a line break splits one message into two.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# The control characters but tab (C0, DEL and C1), the line and paragraph separators, and the
+# bidirectional overrides and isolates: a path read from a captions file or a tar, or a file's
+# own name, may hold them, and printed raw a NUL or an escape sequence (ESC [, or CSI) garbles
+# the terminal, a line break splits one message into two, and an override shows the text after
+# it reversed. (A backslash is left as it is: it is in every Windows path.)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(msg: str) -> str:
-    """``msg`` with its control characters written as escapes (``\\x00``)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", msg)
+    """``msg`` with its control characters written as escapes (``\\x00``, ``\\u202e``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", msg)
+
+
+def error(msg: str) -> None:
+    """Writes ``msg`` to stderr as the extractor's line of an error: ``dinoclip.extract: MSG``."""
+    log(f"dinoclip.extract: {msg}")
 
 
 def counted(n: int, singular: str, plural: str) -> str:

@@ -63,7 +63,7 @@ from ._files import (_resolve, destination, exit_on_sigterm, make_dirs, missing_
                      same_file, sweep_stale_temporaries, write_atomic)
 from ._inputs import (check_caption, expand_tars, index_tar, read_folder, read_karpathy, read_lines,
                       tar_name)
-from ._messages import ExtractError, counted, log, printable
+from ._messages import ExtractError, counted, error, log
 from ._places import place_refusal
 from .npyio import embedding_dtype, save_npy
 
@@ -159,13 +159,7 @@ class _ImageDataset(torch.utils.data.Dataset):
         from PIL import Image
 
         try:
-            # Past MAX_IMAGE_PIXELS (about 89 million) PIL warns of a possible decompression bomb,
-            # raw, with its source line, and naming no image; past twice as many it refuses the
-            # image, which is then reported as one that did not decode. The image is named in a
-            # note instead (_warn_images).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = self.opener(self.refs[i])
+            img = self.opener(self.refs[i])
             d = self.dino_tf(img)
             c = self.clip_tf(img) if self.clip_tf is not None else None
             pixels = img.width * img.height
@@ -174,6 +168,20 @@ class _ImageDataset(torch.utils.data.Dataset):
             # (PIL names the stream it read, <_io.BytesIO object at 0x...>: the image is named beside)
             why = _STREAM_NAME.sub("", f"{type(e).__name__}: {e}")
             return i, None, None, why, False, 0
+
+
+def _quiet_bomb_warnings(_worker: int = 0) -> None:
+    """Past MAX_IMAGE_PIXELS (about 89 million) PIL warns of a possible decompression bomb, raw,
+    with its source line, and naming no image (past twice as many it refuses the image, which is
+    then reported as one that did not decode): silenced in the process that decodes (this one,
+    and each DataLoader worker, forked or spawned), the image named in a note instead
+    (_warn_images). Set once a process: setting a filter clears the record of the warnings
+    already shown, and one set around each image had PIL's other warnings printed for every
+    image."""
+    from PIL import Image
+
+    if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 # A Python stream as PIL names it in an error (" <_io.BufferedReader name=11>").
@@ -274,9 +282,10 @@ class Extractor:
         if target == "text" and captions is None:
             raise ValueError("target text needs captions")
         ds = _ImageDataset(refs, opener, self.dino_tf, self.clip_tf if target == "image" else None)
+        _quiet_bomb_warnings()
         dl = torch.utils.data.DataLoader(
             ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
-            collate_fn=_collate, pin_memory=self.device.type == "cuda",
+            collate_fn=_collate, pin_memory=self.device.type == "cuda", worker_init_fn=_quiet_bomb_warnings,
         )
         dinos, clips, kept, failed, clipped, large = [], [], [], [], [], []
         with progress(total=len(refs), desc=desc, unit="img", disable=self.quiet) as bar:
@@ -674,12 +683,13 @@ def _warn_images(where: str, enc: Encoded, samples: Sequence[str]) -> None:
     notes those PIL would have warned of as possible decompression bombs."""
     if enc.large:
         i, pixels = max(enc.large, key=lambda e: e[1])
+        images = len({samples[j] for j, _ in enc.large})  # (a captions file may name an image in several rows)
         from PIL import Image
 
-        log(f"{where}: note: {counted(len(enc.large), 'image has', 'images have')} more than the "
-             f"{Image.MAX_IMAGE_PIXELS:,} pixels past which PIL warns of a decompression bomb "
-             f"(the largest: {samples[i]}, {pixels:,} pixels): each was decoded in full, about "
-             f"{3 * pixels / 2**20:.0f} MiB in the process decoding it; past twice that many PIL refuses an image")
+        log(f"{where}: note: {counted(images, 'image has', 'images have')} more than the "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels past which PIL warns of a decompression bomb "
+            f"(the largest: {samples[i]}, {pixels:,} pixels): each was decoded whole, in memory; past twice "
+            f"as many PIL refuses an image")
     if enc.clipped:
         log(f"{where}: warning: {counted(len(enc.clipped), 'image is', 'images are')} 16-bit, 32-bit or "
              f"floating-point greyscale (e.g. {samples[enc.clipped[0]]}): their rows are of the images clipped "
@@ -881,7 +891,7 @@ def _no_rows_status(rows: int, what: str) -> int:
     an extraction that worked."""
     if rows:
         return 0
-    print(f"dinoclip.extract: {what}: the shards are empty (see the lines of the run that wrote them)", file=sys.stderr)
+    error(f"{what}: the shards are empty (see the lines of the run that wrote them)")
     return 1
 
 
@@ -1258,13 +1268,13 @@ def _run(args) -> int:
             return cmd_texts(args)
         return cmd_eval(args, "coco" if args.command == "eval-coco" else "flickr")
     except (ExtractError, encoders.ModelUnavailable) as e:
-        print(f"dinoclip.extract: {printable(str(e))}", file=sys.stderr)
+        error(str(e))
         return 1
     except OSError as e:  # writing the outputs: no space, no permission, --out under a file
-        print(f"dinoclip.extract: {printable(oserror_message(e))}", file=sys.stderr)
+        error(oserror_message(e))
         return 1
     except KeyboardInterrupt:
-        print("dinoclip.extract: interrupted; run the same command again to resume", file=sys.stderr)
+        error("interrupted; run the same command again to resume")
         return 130
 
 
@@ -1273,8 +1283,8 @@ def main(argv=None) -> int:
     # A --clip that --target none would leave unused is refused, not silently ignored (a run meant
     # to write targets, say, missing its --target).
     if getattr(args, "target", None) == "none" and args.clip is not None:
-        print(f"dinoclip.extract: --clip {args.clip}: --target none loads no CLIP model (it extracts DINOv2 "
-              "features alone); drop --clip, or name another --target", file=sys.stderr)
+        error(f"--clip {args.clip}: --target none loads no CLIP model (it extracts DINOv2 "
+              "features alone); drop --clip, or name another --target")
         return 2
     if args.clip is None:
         args.clip = encoders.DEFAULT_CLIP
@@ -1283,26 +1293,26 @@ def main(argv=None) -> int:
     if getattr(args, "workers", 0) is None:
         args.workers = min(8, usable_cpus())
     if args.batch_size < 1:
-        print("dinoclip.extract: --batch-size must be at least 1", file=sys.stderr)
+        error("--batch-size must be at least 1")
         return 2
     # (Refused before the models load: one beyond an index's range failed in the DataLoader, after.)
     if args.batch_size > MAX_BATCH:
-        print(f"dinoclip.extract: --batch-size {args.batch_size}: more than {MAX_BATCH}, beyond what a device "
-              f"holds in one batch", file=sys.stderr)
+        error(f"--batch-size {args.batch_size}: more than {MAX_BATCH}, beyond what a device "
+              f"holds in one batch")
         return 2
     if getattr(args, "workers", 0) < 0:
-        print("dinoclip.extract: --workers must not be negative", file=sys.stderr)
+        error("--workers must not be negative")
         return 2
     # Each worker is a process of its own (hundreds of MB): 100000 of them forked until the
     # system's OOM killer ran, leaving orphans holding the terminal.
     if getattr(args, "workers", 0) > (most := 4 * usable_cpus()):
-        print(f"dinoclip.extract: --workers {args.workers}: more than {most} (4 per CPU here); each worker is a "
-              "process decoding images, and more than the CPUs can run only take memory", file=sys.stderr)
+        error(f"--workers {args.workers}: more than {most} (4 per CPU here); each worker is a "
+              "process decoding images, and more than the CPUs can run only take memory")
         return 2
     try:
         torch.device(args.device)
     except RuntimeError as e:
-        print(f"dinoclip.extract: --device {args.device}: {e}", file=sys.stderr)
+        error(f"--device {args.device}: {e}")
         return 2
     # A run that fails (a model of the wrong kind, an input refused) leaves no empty --out
     # behind: the directories it made (for texts, the file's), while nothing is in them.

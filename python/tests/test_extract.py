@@ -450,6 +450,9 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
     # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
     ("extra.csv", 'image,caption\na/img00.jpg,a dog\n\na/img01.jpg,a dog, running on the beach\n',
      "extra.csv:4: the row has more fields than the header names (2): a caption holding a comma must be quoted"),
+    # ... named at its first line where an extra field holds a line break of its own
+    ("extra_ml.csv", 'image,caption\na/img00.jpg,a dog\na/img01.jpg,a cat,"x\ny"\n',
+     "extra_ml.csv:3: the row has more fields than the header names (2)"),
 ])
 def test_train_folder_bad_captions_files(tmp_path, tiny_models, image_folder, monkeypatch, capfd, name, text, message):
     """Refused with the line, before any model is loaded."""

@@ -284,7 +284,7 @@ class TarIndex:
     twice: int = 0      # keys left out for two images or two captions (which pairs with which?)
 
     def skipped(self) -> List[Tuple[int, str]]:
-        """What was left out, for _report: (count, the count in words) pairs."""
+        """What was left out, for the report of the tar's shard: (count, the count in words) pairs."""
         return [(n, counted(n, one, more)) for n, one, more in (
             (self.incomplete, "sample lacks an image or a caption", "samples lack an image or a caption"),
             (self.empty, "sample has an empty caption", "samples have an empty caption"),

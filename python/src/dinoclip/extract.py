@@ -662,8 +662,8 @@ def _drop_first_record(out: str) -> None:
 
 def _report(name: str, enc: Encoded, samples: Sequence[str], skipped: Sequence[Tuple[int, str]] = ()) -> None:
     """Says what shard ``name`` holds of ``samples`` (the images' paths, or a tar's keys), and
-    what it left out: the images that did not decode, and the (count, what) of ``skipped``
-    (TarIndex.skipped)."""
+    what it left out: the images that did not decode, and the (count, the count in words) of
+    ``skipped`` (TarIndex.skipped)."""
     msg = f"{name}: {counted(len(enc.kept), 'row', 'rows')}"
     skipped = [(n, what) for n, what in skipped if n]
     if enc.failed or skipped:

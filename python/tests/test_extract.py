@@ -1193,7 +1193,7 @@ def test_eval_flickr_and_resume(tmp_path, tiny_models, karpathy, monkeypatch, ca
     # a missing image is found before any model is loaded; so is an unknown split
     os.unlink(flat / images[0]["filename"])
     assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", tmp_path / "e2") == 1
-    assert "1 of 4 images are not under --images" in capfd.readouterr().err
+    assert "1 of 4 images is not under --images" in capfd.readouterr().err
     assert run(tiny_models, "eval-flickr", "--karpathy", js, "--images", flat, "--out", tmp_path / "e3",
                "--split", "val") == 1
     assert "no images in split 'val' (splits: test, train)" in capfd.readouterr().err
@@ -2079,7 +2079,7 @@ def test_karpathy_images_outside_images_root_or_not_files(tmp_path, karpathy, ca
     target = images / "val2014" / first["filename"]
     os.remove(target)
     target.mkdir()
-    with pytest.raises(extract.ExtractError, match=re.escape(f"1 of 4 images are not regular files (a directory, a "
+    with pytest.raises(extract.ExtractError, match=re.escape(f"1 of 4 images is no regular file (a directory, a "
                                                              f"named pipe, a device), e.g. {target}")):
         extract.read_karpathy(karpathy["json"], str(images), "test")
     # A split file of no images says so, not "(splits: )".

@@ -210,7 +210,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         missing = [p for p in named if not os.path.isfile(p)]
         if missing:
             p = missing[0]
-            why = "does not exist" if not os.path.exists(p) else f"is {file_kind(os.stat(p).st_mode)}, not an image file"
+            why = "does not exist" if not os.path.exists(p) else \
+                f"is {file_kind(os.stat(p).st_mode)}, not an image file"
             msg = f"{captions}: {p} {why}"
             if len(missing) > 1:
                 scope = "its first 1000 rows name" if len(pairs) > 1000 else "it names"
@@ -264,7 +265,8 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
              f"{root} itself, e.g. {repeated[0][0]} (= {repeated[0][1]})")
     if uncaptioned:
         p, side = uncaptioned[0]
-        raise ExtractError(f"{len(uncaptioned)} of {len(pairs) + len(uncaptioned)} images have no caption file, e.g. "
+        raise ExtractError(f"{len(uncaptioned)} of {len(pairs) + len(uncaptioned)} images "
+                           f"{'has' if len(uncaptioned) == 1 else 'have'} no caption file, e.g. "
                            f"{p} has no {side} (or pass --captions)")
     if not pairs:
         raise ExtractError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
@@ -506,11 +508,13 @@ def read_karpathy(path: str, images_root: str, split: str = "test"):
         captions.extend(caps)
         cap_image.extend([i] * len(caps))
     if missing:
-        raise ExtractError(f"{len(missing)} of {len(picked)} images are not under --images {images_root}, "
+        raise ExtractError(f"{len(missing)} of {len(picked)} images {'is' if len(missing) == 1 else 'are'} not under "
+                           f"--images {images_root}, "
                            f"e.g. {missing[0]}")
     if not_files:
-        raise ExtractError(f"{len(not_files)} of {len(picked)} images are not regular files (a directory, a "
-                           f"named pipe, a device), e.g. {not_files[0]}")
+        are = "is no regular file" if len(not_files) == 1 else "are not regular files"
+        raise ExtractError(f"{len(not_files)} of {len(picked)} images {are} (a directory, a named pipe, a device), "
+                           f"e.g. {not_files[0]}")
     if empty:
         # (kept out: the CLIP embedding of no text would be a query of the set)
         log(f"{path}: skipped {empty} empty captions of split {split!r}, e.g. {first_empty}")

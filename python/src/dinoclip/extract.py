@@ -1003,8 +1003,9 @@ def cmd_eval(args, kind: str) -> int:
     name = args.name or _check_set_name(_default_eval_name(dataset, args.karpathy, len(paths), kind),
                                         f"the default name, from {args.karpathy} (--name sets another),")
     expected = {"coco": 5000, "flickr": 1000}[kind]
-    log(f"{args.karpathy} split {args.split!r}: {len(paths)} images, {len(captions)} captions -> "
-         f"{args.out} ({name!r})")
+    log(f"{args.karpathy} split {args.split!r}: {counted(len(paths), 'image', 'images')}, "
+        f"{counted(len(captions), 'caption', 'captions')} -> "
+        f"{args.out} ({name!r})")
     if args.split == "test" and len(paths) != expected:
         log(f"note: the Karpathy test split of {kind} has {expected} images; this one has {len(paths)}")
     ext = _extractor(args)
@@ -1012,7 +1013,7 @@ def cmd_eval(args, kind: str) -> int:
     enc = ext.images(paths, _open_path, target="image", desc="images")
     if enc.failed:
         i, why = enc.failed[0]
-        raise ExtractError(f"{len(enc.failed)} images did not decode, e.g. {paths[i]}: {why}")
+        raise ExtractError(f"{counted(len(enc.failed), 'image', 'images')} did not decode, e.g. {paths[i]}: {why}")
     _warn_images(args.out, enc, paths)
     text = ext.texts(captions)
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
@@ -1040,7 +1041,7 @@ def cmd_eval(args, kind: str) -> int:
         save_npy(os.path.join(args.out, "images.clip.npy"), enc.clip, dt)
         write_atomic(os.path.join(args.out, "eval.json"), lambda f: f.write(text_json.encode("utf-8")))
         save_npy(os.path.join(args.out, "images.dino.npy"), enc.dino, dt)
-    log(f"{args.out}: {len(paths)} images, {len(captions)} captions, "
+    log(f"{args.out}: {counted(len(paths), 'image', 'images')}, {counted(len(captions), 'caption', 'captions')}, "
          f"features {ext.feature_dim}, embeddings {ext.embedding_dim}")
     return 0
 

@@ -447,15 +447,17 @@ func TestRunWithoutRunFile(t *testing.T) {
 // doubled, a digit changed), from their digest; an intact one, cut only
 // after the checkpoint as a kill cuts it, or with its clock's fields
 // changed (as a resumed run's are), is not. A record lost in a line
-// dropped with a warning of its own (cut off after its step, garbled
-// before a record kept) is warned of once, by that warning; a record lost
-// besides lines so dropped that held none (blank, or after the records
-// kept, which may be of steps past the checkpoint) is warned of too.
+// dropped with a warning of its own, which names a step kept (cut off
+// after its step, garbled after it), is warned of once, by that warning; a
+// record lost besides lines that name no step (a note written in, a line
+// of zeros: they may have held none, or one past the checkpoint) is
+// warned of too, and a blank line is no damage.
 func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 	const fewer, edited = "the metrics log holds fewer records up to the checkpoint resumed from", "are not those it held when the checkpoint was saved"
 	const dropped = "the record is lost|the records they held are lost"
 	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit", "cut after its step",
-		"garbled", "the last kept garbled", "lost, and a garbled line after", "lost, and a blank line"} {
+		"garbled", "zeroed", "the last kept zeroed", "lost, and a zeroed line after", "lost, and a note written in",
+		"lost, and a blank line", "a blank line"} {
 		t.Run(damage, func(t *testing.T) {
 			dataDir, runDir := stoppedRun(t, 5)
 			st := checkpointState(t, runDir)
@@ -493,15 +495,26 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 				}
 				err = os.WriteFile(path, append(lines[0], lines[1][:step[1]]...), 0o644)
 			case "garbled":
+				step := regexp.MustCompile(`"step":\d+,`).FindIndex(lines[0])
+				if step == nil {
+					t.Fatalf("no step in the log's first line %s", lines[0])
+				}
+				lines[0] = append(lines[0][:step[1]:step[1]], "\x00\x00\x00\n"...)
+				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
+			case "zeroed":
 				lines[0] = []byte("\x00\x00\x00\n")
 				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
-			case "the last kept garbled": // (of its step, or one past the checkpoint? Both warnings)
+			case "the last kept zeroed":
 				lines[st.LogRecords-1] = []byte("\x00\x00\x00\n")
 				err = os.WriteFile(path, bytes.Join(lines, nil), 0o644)
-			case "lost, and a garbled line after":
+			case "lost, and a zeroed line after":
 				err = os.WriteFile(path, append(bytes.Join(lines[1:], nil), "\x00\x00\x00\n"...), 0o644)
+			case "lost, and a note written in":
+				err = os.WriteFile(path, append([]byte("# resumed with a lower lr\n"), bytes.Join(lines[1:], nil)...), 0o644)
 			case "lost, and a blank line":
 				err = os.WriteFile(path, append(bytes.Join(lines[1:], nil), "\n"...), 0o644)
+			case "a blank line":
+				err = os.WriteFile(path, append([]byte("\n"), b...), 0o644)
 			case "emptied":
 				err = os.WriteFile(path, nil, 0o644)
 			case "removed":
@@ -517,8 +530,9 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := map[string][]string{"cut": {fewer}, "emptied": {fewer}, "removed": {fewer}, "doubled": {edited},
-				"digit": {edited}, "cut after its step": {dropped}, "garbled": {dropped}, "the last kept garbled": {dropped, fewer},
-				"lost, and a garbled line after": {dropped, fewer}, "lost, and a blank line": {dropped, fewer}}[damage]
+				"digit": {edited}, "cut after its step": {dropped}, "garbled": {dropped}, "zeroed": {dropped, fewer},
+				"the last kept zeroed": {dropped, fewer}, "lost, and a zeroed line after": {dropped, fewer},
+				"lost, and a note written in": {dropped, fewer}, "lost, and a blank line": {fewer}}[damage]
 			for _, warning := range []string{fewer, edited, dropped} {
 				if warned := regexp.MustCompile(warning).MatchString(log.String()); warned != slices.Contains(want, warning) {
 					t.Errorf("metrics log %s: warned %v of %q:\n%s", damage, warned, warning, log.String())

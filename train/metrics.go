@@ -83,8 +83,9 @@ func recordOf(line []byte) (typ string, step int, ok bool) {
 // scanRecords calls fn with each line of the metrics file f, at path,
 // from its start (ScanMetrics), with the type and step of its record (ok
 // false for a line that is no record), and returns how many lines are no
-// record, not counting a torn last line, which a kill leaves: the lines
-// damaged by hand or by the disk, which a resume drops.
+// record, not counting a torn last line, which a kill leaves, nor blank
+// lines, which held none: the lines damaged by hand or by the disk, which
+// a resume drops with the records they held.
 func scanRecords(f *os.File, path string, fn func(line []byte, typ string, step int, ok bool) error) (damaged int, err error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
@@ -96,7 +97,7 @@ func scanRecords(f *os.File, path string, fn func(line []byte, typ string, step 
 	lastDamaged := false
 	err = ScanMetrics(r, path, func(line []byte) error {
 		typ, step, ok := recordOf(line)
-		if lastDamaged = !ok; !ok {
+		if lastDamaged = !ok && len(bytes.TrimSpace(line)) > 0; lastDamaged {
 			damaged++
 		}
 		return fn(line, typ, step, ok)
@@ -270,11 +271,10 @@ func openMetrics(ctx context.Context, path string, st State, log *slog.Logger) (
 // openMetrics keeps, where it keeps fewer than the file holds (or the file
 // has other names), and returns how many it keeps, how many of the lines
 // it dropped with a warning that their records are lost held records it
-// would have kept, and the digest of those kept. Of the lines that are no
-// record, those are the ones before a record kept (records come in the
-// order of their steps; a blank line held none), and a last line cut off
-// in a record of a step kept: one after the last record kept may have
-// been of a step past the checkpoint, and counted, would hide a record
+// would have kept, and the digest of those kept. Those are the lines that
+// are no record but name a step it keeps (tornStep, keptStep): a line
+// that names none may have held no record (a note written in by hand) or
+// one of a step past the checkpoint, and counted, would hide a record
 // lost up to it.
 func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalPending bool, log *slog.Logger) (records, dropped int, digest *logDigest, err error) {
 	st, err := old.Stat()
@@ -282,12 +282,11 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return 0, 0, nil, err
 	}
 	var kept int64 // bytes
-	damaged, torn := 0, 0
+	damaged := 0
 	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
 	scan := func(emit func(line []byte) error) (err error) {
 		kept, records, dropped, digest = 0, 0, 0, newLogDigest()
-		unkept := 0 // lines of text that are no record, since the last record kept
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
 		lines, sinceLook := 0, 0
@@ -299,14 +298,13 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 			}
 			if lastNoRecord = nil; !ok {
 				lastNoRecord = append([]byte(nil), line...)
-				if len(bytes.TrimSpace(line)) > 0 {
-					unkept++
+				if _, kept := keptStep(line, step, evalPending); kept {
+					dropped++
 				}
 			}
 			if !ok || !keptOnResume(recStep, typ, step, evalPending) {
 				return nil
 			}
-			dropped, unkept = dropped+unkept, 0
 			kept += int64(len(line)) + 1
 			records++
 			digest.add(line)
@@ -331,11 +329,8 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// or the evaluation of its step when that is pending, which the
 	// resume writes again; one of an earlier step was cut by hand or by
 	// the disk, and its record is lost.
-	if m := tornStep.FindSubmatch(lastNoRecord); !ended && m != nil {
-		if recStep, err := strconv.Atoi(string(m[1])); err == nil && (recStep < step || recStep == step && !evalPending) {
-			log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
-			torn = 1
-		}
+	if recStep, kept := keptStep(lastNoRecord, step, evalPending); !ended && kept {
+		log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
 	}
 	// Kept whole: every line, each ending in a newline (a last one
 	// without would have the next record appended to it; the sizes alone
@@ -344,7 +339,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// with cp -al) would change under them too: rewritten first, it is the
 	// run's own.
 	if kept == st.Size() && ended && !atomicfile.HardLinked(st) {
-		return records, dropped + torn, digest, nil
+		return records, dropped, digest, nil
 	}
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
@@ -356,11 +351,25 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		}
 		return bw.Flush()
 	})
-	return records, dropped + torn, digest, err
+	return records, dropped, digest, err
 }
 
 // tornStep finds the step of a record in a line cut off before its end.
 var tornStep = regexp.MustCompile(`"step":(\d+)[,}]`)
+
+// keptStep reports the step a line that is no record names (tornStep),
+// and whether a resume from step keeps that step's records, as
+// keptOnResume does whatever their type: the line held a record the
+// resume would have kept, and does not write again. (The evaluation of
+// the step, when it is pending, is written again.)
+func keptStep(line []byte, step int, evalPending bool) (int, bool) {
+	m := tornStep.FindSubmatch(line)
+	if m == nil {
+		return 0, false
+	}
+	recStep, err := strconv.Atoi(string(m[1]))
+	return recStep, err == nil && (recStep < step || recStep == step && !evalPending)
+}
 
 // endsLine reports whether the file f of size bytes ends with a newline
 // (an empty one ends no line, and is none torn): a metrics log whose last

@@ -57,8 +57,8 @@ func TestOpenMetricsRefusesOverlongLine(t *testing.T) {
 // Lines of the metrics log that are no record are dropped with a warning
 // (the records they held are lost), but for the torn last line a kill
 // leaves, which is expected, unless it is of a step the resume does not
-// train again (cut by hand); records past the step resumed from go
-// without one. The file left holds the records kept, each on its line.
+// train again (cut by hand), and blank lines, which held none; records
+// past the step resumed from go without one. The file left holds the records kept, each on its line.
 func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 	const one, two = `{"type":"train","step":1}` + "\n", `{"type":"train","step":2}` + "\n"
 	for _, c := range []struct {
@@ -75,7 +75,8 @@ func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 		{"a damaged last line, whole", one + `garbage` + "\n", one, true, false},
 		{"no newline at the end", one + strings.TrimSuffix(two, "\n"), one + two, false, false},
 		// (Sizes that match the lines kept, though a line went: rewritten.)
-		{"an empty line, no newline at the end", one + "\n" + strings.TrimSuffix(two, "\n"), one + two, true, false},
+		{"an empty line, no newline at the end", one + "\n" + strings.TrimSuffix(two, "\n"), one + two, false, false},
+		{"a line of blanks", one + " \t\r\n" + two, one + two, false, false},
 		{"CRLF, no newline at the end", strings.TrimSuffix(one, "\n") + "\r\n" + strings.TrimSuffix(two, "\n"), one + two, false, false},
 		{"CRLF", strings.TrimSuffix(one, "\n") + "\r\n" + two, one + two, false, false},
 		{"all kept", one + two, one + two, false, false},

@@ -447,6 +447,8 @@ def test_train_folder_follows_linked_folders(tmp_path, image_folder, capfd):
      "thrice.tsv: the header row names caption 3 times (columns 1, 3 and 4): rename all but one"),
     # ... and with the caption first
     ("first.csv", 'caption,image\n"a dog,a/img00.jpg\n"a cat",a/img01.jpg\n', "first.csv:2: the caption column"),
+    # ... and in the header row
+    ("header.csv", '"image,caption\n' + "x" * 140000 + "\n", "header.csv:1: the row runs on to line 2, where csv gives up"),
     # a caption's comma unquoted cut the caption there, and a field past the header's was dropped
     ("extra.csv", 'image,caption\na/img00.jpg,a dog\n\na/img01.jpg,a dog, running on the beach\n',
      "extra.csv:4: the row has more fields than the header names (2): a caption holding a comma must be quoted"),
@@ -554,6 +556,10 @@ def test_train_folder_csv_and_bad_inputs(tmp_path, tiny_models, image_folder, ca
     bad.write_text(json.dumps({"image": "a", "caption": "x"}) + "\n" + json.dumps({"image": imgs[0], "caption": "x"}) + "\n")
     assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
     assert capfd.readouterr().err == f"dinoclip.extract: {bad}: {image_folder / 'a'} is a directory, not an image file\n"
+    # an absolute path is not said to be taken from the folder
+    bad.write_text(json.dumps({"image": str(tmp_path / "nope.jpg"), "caption": "x"}) + "\n")
+    assert run(tiny_models, "train-folder", image_folder, "--out", tmp_path / "o2", "--captions", bad) == 1
+    assert capfd.readouterr().err == f"dinoclip.extract: {bad}: {tmp_path / 'nope.jpg'} does not exist\n"
     # an image that does not decode is left out and reported
     folder = tmp_path / "f"
     shutil.copytree(image_folder / "a", folder)
@@ -2250,6 +2256,31 @@ def test_a_shard_written_is_never_left_described_by_none(tmp_path, tiny_models, 
     assert removal == {"waited": True, "thread": removal["thread"]}
     assert (out / extract.MANIFEST).exists()
     assert run(tiny_models, command, *inputs, "--out", out) == 0
+
+
+def test_a_shard_write_keeps_its_lock_when_out_moves(tmp_path, tiny_models, image_folder, monkeypatch):
+    """The lock of --out is told by the directory, not its path: a folder above a relative --out
+    renamed while a shard is written (the path now resolving elsewhere) had the run wait on its own
+    lock, taken again to record the settings, for good."""
+    (tmp_path / "before").mkdir()
+    monkeypatch.chdir(tmp_path / "before")
+    write = extract._write_shard
+
+    def renamed_then_written(*args, **kwargs):
+        if (tmp_path / "before").exists():
+            os.rename(tmp_path / "before", tmp_path / "after")
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "_write_shard", renamed_then_written)
+    rc = []
+    extraction = threading.Thread(target=lambda: rc.append(run(tiny_models, "train-folder", image_folder, "--out", "o",
+                                                               "--shard-size", "5")), daemon=True)
+    extraction.start()
+    extraction.join(120)
+    assert not extraction.is_alive(), "the run waits on the lock of its own --out"
+    assert rc == [0]
+    assert sorted(n for n in os.listdir(tmp_path / "after" / "o") if n.endswith(".dino.npy")) == \
+        [f"shard-0000{i}.dino.npy" for i in range(3)]
 
 
 def test_settings_recorded_meanwhile_stop_a_shard_before_it_is_written(tmp_path, tiny_models, image_folder,

@@ -172,6 +172,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
         elif captions.endswith((".csv", ".tsv")):
             delimiter = "\t" if captions.endswith(".tsv") else ","
             reader = csv.DictReader(io.StringIO(_read_text(captions), newline=""), delimiter=delimiter)
+            after = 0  # (no row read yet: a csv.Error in the header is named at line 1)
             try:
                 if not reader.fieldnames or "image" not in reader.fieldnames or "caption" not in reader.fieldnames:
                     raise ExtractError(f"{captions}: the header row must name an image and a caption column, "
@@ -216,7 +217,7 @@ def read_folder(root: str, captions: Optional[str] = None, need_captions: bool =
             if len(missing) > 1:
                 scope = "its first 1000 rows name" if len(pairs) > 1000 else "it names"
                 msg += f"; of the {len(named)} images {scope}, {len(missing)} are missing or no files"
-            if len(missing) == len(named):
+            if len(missing) == len(named) and all(m.startswith(os.path.join(root, "")) for m in missing):
                 msg += f"; a relative path is taken from the folder, {root}"
             raise ExtractError(msg)
         if not pairs:

@@ -16,11 +16,11 @@ def log(msg: str) -> None:
 
 
 # The control characters but tab (C0, DEL and C1), the line and paragraph separators, and the
-# bidirectional overrides and isolates: a path read from a captions file or a tar, or a file's
-# own name, may hold them, and printed raw a NUL or an escape sequence (ESC [, or CSI) garbles
-# the terminal, a line break splits one message into two, and an override shows the text after
-# it reversed. (A backslash is left as it is: it is in every Windows path.)
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# bidirectional marks, overrides and isolates: a path read from a captions file or a tar, or a
+# file's own name, may hold them, and printed raw a NUL or an escape sequence (ESC [, or CSI)
+# garbles the terminal, a line break splits one message into two, and an override shows the text
+# after it reversed. (A backslash is left as it is: it is in every Windows path.)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(msg: str) -> str:

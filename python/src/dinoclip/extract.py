@@ -533,7 +533,8 @@ def _describe_tar(tar_id) -> str:
     return repr(tar_id)
 
 
-# The directories whose lock (_locked) this thread holds, each with how many times it took it.
+# The directories whose lock (_locked) this thread holds, by their device and inode, each with how
+# many times it took it.
 _held = threading.local()
 
 
@@ -543,29 +544,48 @@ def _locked(d: str):
     an --out (one per GPU, each with its own tars) update its extract.json in turn, none writing
     over what another has just added. A thread holding it takes it again at once (a shard's write
     records the settings under it): a second flock of the directory would wait on the first,
-    which is another open file, for good."""
-    key = os.path.realpath(d)
-    depth = _held.__dict__.setdefault("depth", {})
-    if depth.get(key):
-        depth[key] += 1
-        try:
-            yield
-        finally:
-            depth[key] -= 1
+    which is another open file, for good. The directory is told by its device and inode, not its
+    path, which may lead elsewhere meanwhile (a folder above it renamed)."""
+    if _files.fcntl is None:  # (Windows: no flocks, and a directory opens as no file)
+        yield
         return
-    fd = os.open(d, os.O_RDONLY) if _files.fcntl is not None else None
-    depth[key] = 1
+    depth = _held.__dict__.setdefault("depth", {})
+    fd, key = _lock_dir(d, depth)
+    depth[key] = depth.get(key, 0) + 1
     try:
+        yield
+    finally:
+        depth[key] -= 1
         if fd is not None:
+            del depth[key]
+            os.close(fd)  # (releases the lock)
+
+
+def _lock_dir(d: str, depth: Dict[Tuple[int, int], int]) -> Tuple[Optional[int], Tuple[int, int]]:
+    """A file descriptor of the directory ``d`` holding its flock, and the directory's device and
+    inode; no descriptor where this thread holds the lock already (``depth``). A directory
+    replaced while the lock was awaited (removed by a run that failed, and made again) is locked
+    anew: the lock of the one removed guards nothing. Where the filesystem has no flocks, the
+    descriptor holds none (extract.json is still re-read just before it is written)."""
+    while True:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            if depth.get(key):
+                os.close(fd)
+                return None, key
             try:
                 _files.fcntl.flock(fd, _files.fcntl.LOCK_EX)
             except OSError:
-                pass  # (a filesystem without flocks: extract.json is still re-read just before it is written)
-        yield
-    finally:
-        del depth[key]
-        if fd is not None:
-            os.close(fd)  # (releases the lock)
+                return fd, key
+            now = os.stat(d)
+            if (now.st_dev, now.st_ino) == key:
+                return fd, key
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[str, dict]] = None,

@@ -354,21 +354,32 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	return records, dropped, digest, err
 }
 
-// tornStep finds the step of a record in a line cut off before its end.
-var tornStep = regexp.MustCompile(`"step":(\d+)[,}]`)
+// tornStep finds the step of a record in a line cut off before its end,
+// or damaged past its step: a line that begins as a record (a note
+// written in that quotes a step is none), and tornType its type, where
+// that is still there (the keys are written in order, type last).
+var (
+	tornStep = regexp.MustCompile(`^\s*\{.*?"step":(\d+)[,}]`)
+	tornType = regexp.MustCompile(`"type":"(\w+)"`)
+)
 
 // keptStep reports the step a line that is no record names (tornStep),
-// and whether a resume from step keeps that step's records, as
-// keptOnResume does whatever their type: the line held a record the
-// resume would have kept, and does not write again. (The evaluation of
-// the step, when it is pending, is written again.)
+// and whether a resume from step keeps that step's records of its type
+// (keptOnResume; of any type where the line shows none): the line held a
+// record the resume would have kept, and does not write again.
 func keptStep(line []byte, step int, evalPending bool) (int, bool) {
 	m := tornStep.FindSubmatch(line)
 	if m == nil {
 		return 0, false
 	}
 	recStep, err := strconv.Atoi(string(m[1]))
-	return recStep, err == nil && (recStep < step || recStep == step && !evalPending)
+	if err != nil {
+		return 0, false
+	}
+	if t := tornType.FindSubmatch(line[len(m[0]):]); t != nil {
+		return recStep, keptOnResume(recStep, string(t[1]), step, evalPending)
+	}
+	return recStep, recStep < step || recStep == step && !evalPending
 }
 
 // endsLine reports whether the file f of size bytes ends with a newline

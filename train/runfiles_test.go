@@ -98,6 +98,45 @@ func TestOpenMetricsWarnsOfDamage(t *testing.T) {
 	}
 }
 
+// keepMetrics counts a line it drops against the records missing only
+// where the line still shows a record of a step, and a type, that the
+// resume keeps: a note written in (even one quoting a step), a blank line,
+// a line of zeros and a record past the checkpoint hold none it keeps, and
+// counted, they would hide a record really lost.
+func TestKeepMetricsCountsTheRecordsItDrops(t *testing.T) {
+	const one = `{"loss":1,"step":1,"type":"train"}` + "\n"
+	for _, c := range []struct {
+		name, text  string
+		evalPending bool
+		records     int
+		dropped     int
+	}{
+		{"a train record damaged past its step", one + `{"loss":1,"step":2,"ty\x00\x00}` + "\n", false, 1, 1},
+		{"a train record cut off last", one + `{"loss":1,"step":2,"type":"tr`, false, 1, 1},
+		{"a train record of the step, an evaluation pending", one + `{"loss":1,"step":10,"type":"train"` + "\x00\n", true, 1, 1},
+		{"the pending evaluation's record", one + `{"sets":[],"step":10,"type":"eval"` + "\x00\n", true, 1, 0},
+		{"a record of the step, its type lost, an evaluation pending", one + `{"loss":1,"step":10,` + "\x00\n", true, 1, 0},
+		{"a record past the checkpoint", one + `{"loss":1,"step":11,"ty` + "\x00\n", false, 1, 0},
+		{"a note quoting a step", `# lowered the lr after "step":3, by hand` + "\n" + one, false, 1, 0},
+		{"a line of zeros", "\x00\x00\x00\n" + one, false, 1, 0},
+		{"a blank line", "\n" + one, false, 1, 0},
+	} {
+		path := filepath.Join(t.TempDir(), MetricsFile)
+		if err := os.WriteFile(path, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records, dropped, _, err := keepMetrics(context.Background(), f, path, 10, c.evalPending, slog.New(slog.DiscardHandler))
+		f.Close()
+		if err != nil || records != c.records || dropped != c.dropped {
+			t.Errorf("%s: %d records kept, %d dropped counted (%v); want %d and %d", c.name, records, dropped, err, c.records, c.dropped)
+		}
+	}
+}
+
 // Reading a long metrics log stops when the run is interrupted (a log of
 // gigabytes took a minute, deaf to Ctrl-C), and leaves the file as it was.
 func TestOpenMetricsStopsWhenInterrupted(t *testing.T) {

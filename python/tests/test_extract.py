@@ -2283,6 +2283,46 @@ def test_a_shard_write_keeps_its_lock_when_out_moves(tmp_path, tiny_models, imag
         [f"shard-0000{i}.dino.npy" for i in range(3)]
 
 
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_the_lock_of_out_is_of_the_directory_there_once_it_is_had(tmp_path, change):
+    """--out removed (a run that failed, once it was empty) or replaced while its lock was awaited:
+    the lock is taken of the directory the path names once the wait is over, made again where it
+    is gone and wanted (the lock of the one removed guards nothing); not wanted, its going is an
+    error (a failing run's removal of its record finds nothing to remove)."""
+    import fcntl
+
+    for make in (True, False):
+        out = tmp_path / f"{change}-{make}"
+        out.mkdir()
+        held, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # (another process: holds the lock while the path changes, then ends)
+            try:
+                fcntl.flock(os.open(out, os.O_RDONLY), fcntl.LOCK_EX)
+                os.write(w, b"x")
+                time.sleep(0.5)  # (the test waits on the lock meanwhile)
+                os.rename(out, tmp_path / "gone") if change == "replaced" else os.rmdir(out)
+                if change == "replaced":
+                    out.mkdir()
+            finally:
+                os._exit(0)
+        os.read(held, 1)
+        try:
+            if not make and change == "removed":
+                with pytest.raises(FileNotFoundError):
+                    with extract._locked(str(out)):
+                        pass
+                continue
+            with extract._locked(str(out), make=make):
+                probe = os.open(out, os.O_RDONLY)  # (another open file of the directory there now)
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.close(probe)
+        finally:
+            os.waitpid(pid, 0)
+            shutil.rmtree(tmp_path / "gone", ignore_errors=True)
+
+
 def test_settings_recorded_meanwhile_stop_a_shard_before_it_is_written(tmp_path, tiny_models, image_folder,
                                                                        monkeypatch, capfd):
     """Another run's settings recorded while a shard was encoded (the run that recorded these failed,

@@ -413,8 +413,7 @@ def _write_recorded(record: Callable[[], None], out: str, name: str, target: str
     theirs, where their rerun would take it as done. (Where the filesystem has no flocks and such
     settings come in the moment of the write, the record after it is refused, and the shard
     removed.)"""
-    make_dirs(out)  # (see _check_manifest)
-    with _locked(out):
+    with _locked(out, make=True):  # (made again if missing: see _check_manifest)
         record()
         write()
         try:
@@ -539,35 +538,42 @@ _held = threading.local()
 
 
 @contextlib.contextmanager
-def _locked(d: str):
+def _locked(d: str, make: bool = False):
     """Holds the flock of the directory ``d`` (where there are flocks): the processes that share
     an --out (one per GPU, each with its own tars) update its extract.json in turn, none writing
-    over what another has just added. A thread holding it takes it again at once (a shard's write
-    records the settings under it): a second flock of the directory would wait on the first,
-    which is another open file, for good. The directory is told by its device and inode, not its
-    path, which may lead elsewhere meanwhile (a folder above it renamed)."""
+    over what another has just added. With ``make``, ``d`` is made where it is missing, also
+    where it went while the lock was awaited (removed by a run that failed, once empty); without,
+    that is an OSError. A thread holding the lock takes it again at once (a shard's write records
+    the settings under it): a second flock of the directory would wait on the first, which is
+    another open file, for good. The directory is told by its device and inode, not its path,
+    which may lead elsewhere meanwhile (a folder above it renamed)."""
     if _files.fcntl is None:  # (Windows: no flocks, and a directory opens as no file)
+        if make:
+            make_dirs(d)
         yield
         return
     depth = _held.__dict__.setdefault("depth", {})
-    fd, key = _lock_dir(d, depth)
-    depth[key] = depth.get(key, 0) + 1
+    fd, key = _lock_dir(d, depth, make)
     try:
+        depth[key] = depth.get(key, 0) + 1
         yield
     finally:
-        depth[key] -= 1
+        depth[key] = depth.get(key, 1) - 1
         if fd is not None:
-            del depth[key]
+            depth.pop(key, None)
             os.close(fd)  # (releases the lock)
 
 
-def _lock_dir(d: str, depth: Dict[Tuple[int, int], int]) -> Tuple[Optional[int], Tuple[int, int]]:
+def _lock_dir(d: str, depth: Dict[Tuple[int, int], int], make: bool) -> Tuple[Optional[int], Tuple[int, int]]:
     """A file descriptor of the directory ``d`` holding its flock, and the directory's device and
     inode; no descriptor where this thread holds the lock already (``depth``). A directory
-    replaced while the lock was awaited (removed by a run that failed, and made again) is locked
-    anew: the lock of the one removed guards nothing. Where the filesystem has no flocks, the
-    descriptor holds none (extract.json is still re-read just before it is written)."""
+    removed or replaced while the lock was awaited (by a run that failed, once empty) is made
+    again (``make``) and locked anew: the lock of the one removed guards nothing. Where the
+    filesystem has no flocks, the descriptor holds none (extract.json is still re-read just before
+    it is written)."""
     while True:
+        if make:
+            make_dirs(d)
         fd = os.open(d, os.O_RDONLY)
         try:
             st = os.fstat(fd)
@@ -579,9 +585,10 @@ def _lock_dir(d: str, depth: Dict[Tuple[int, int], int]) -> Tuple[Optional[int],
                 _files.fcntl.flock(fd, _files.fcntl.LOCK_EX)
             except OSError:
                 return fd, key
-            now = os.stat(d)
-            if (now.st_dev, now.st_ino) == key:
-                return fd, key
+            with contextlib.suppress(FileNotFoundError):
+                now = os.stat(d)
+                if (now.st_dev, now.st_ino) == key:
+                    return fd, key
         except BaseException:
             os.close(fd)
             raise
@@ -603,11 +610,10 @@ def _check_manifest(out: str, settings: dict, write: bool, tars: Optional[Dict[s
     ``write``): whether the run has shards to extract, which only a record of the same
     preprocessing lets it add (a run with none to extract skips those made by any). Without
     ``write``, returns the record read (None: none)."""
-    if write:
-        # Made again if missing: a process sharing this --out that failed removes the --out it made
-        # while it is still empty (see main), which may be while this one loaded its models.
-        make_dirs(out)
-    with _locked(out) if write else contextlib.nullcontext():
+    # (With write, --out is made again if missing: a process sharing it that failed removes the
+    # --out it made while it is still empty (see main), which may be while this one loaded its
+    # models, or waited on the lock.)
+    with _locked(out, make=True) if write else contextlib.nullcontext():
         old = _check_recorded(out, MANIFEST, settings, _COMPARED, "shards", "the same settings to resume")
         if old is not None and "command" not in old:  # ({} matched any settings)
             raise ExtractError(f"{os.path.join(out, MANIFEST)} is unreadable (it names no command): it records how "
@@ -1038,7 +1044,6 @@ def cmd_eval(args, kind: str) -> int:
     text = ext.texts(captions)
     _check_finite(f"evaluation set {args.out}", [("images.dino.npy", enc.dino), ("images.clip.npy", enc.clip),
                                                  ("captions.clip.npy", text)], args.float16, args.precision)
-    make_dirs(args.out)
     info = {"name": name, "images": len(paths), "captions": len(captions), **settings}
     text_json = json.dumps(info, indent=2) + "\n"
     dt = embedding_dtype(args.float16)
@@ -1050,7 +1055,7 @@ def cmd_eval(args, kind: str) -> int:
     # come before images, so the directory is never two files of one training shard ("images").
     # (Where the filesystem has no flocks, or on Windows, the lock is none: runs into one --out
     # must then take turns by themselves.)
-    with _locked(args.out):
+    with _locked(args.out, make=True):
         if _eval_set_done(args.out, settings):
             log(f"{args.out}: evaluation set completed by another run meanwhile; skipping")
             return 0

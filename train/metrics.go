@@ -298,7 +298,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 			}
 			if lastNoRecord = nil; !ok {
 				lastNoRecord = append([]byte(nil), line...)
-				if _, kept := keptStep(line, step, evalPending); kept {
+				if _, keeps := keptStep(line, step, evalPending); keeps {
 					dropped++
 				}
 			}
@@ -329,7 +329,7 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 	// or the evaluation of its step when that is pending, which the
 	// resume writes again; one of an earlier step was cut by hand or by
 	// the disk, and its record is lost.
-	if recStep, kept := keptStep(lastNoRecord, step, evalPending); !ended && kept {
+	if recStep, keeps := keptStep(lastNoRecord, step, evalPending); !ended && keeps {
 		log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
 	}
 	// Kept whole: every line, each ending in a newline (a last one

@@ -365,8 +365,8 @@ var (
 
 // keptStep reports the step a line that is no record names (tornStep),
 // and whether a resume from step keeps that step's records of its type
-// (keptOnResume; of any type where the line shows none): the line held a
-// record the resume would have kept, and does not write again.
+// (keptOnResume): the line held a record the resume would have kept, and
+// does not write again.
 func keptStep(line []byte, step int, evalPending bool) (int, bool) {
 	m := tornStep.FindSubmatch(line)
 	if m == nil {
@@ -376,10 +376,14 @@ func keptStep(line []byte, step int, evalPending bool) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
+	// A line whose type is gone is taken as the step's evaluation, the
+	// record of the step a resume may write again: counted as kept, it
+	// could hide a record lost.
+	typ := "eval"
 	if t := tornType.FindSubmatch(line[len(m[0]):]); t != nil {
-		return recStep, keptOnResume(recStep, string(t[1]), step, evalPending)
+		typ = string(t[1])
 	}
-	return recStep, recStep < step || recStep == step && !evalPending
+	return recStep, keptOnResume(recStep, typ, step, evalPending)
 }
 
 // endsLine reports whether the file f of size bytes ends with a newline

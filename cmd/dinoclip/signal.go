@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -66,10 +67,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 				sig := s.(syscall.Signal)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
-					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (%s, %s from now on, quits at once instead)\n", repeatHint(sig), stopGrace)
+					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (%s, %s from now on, quits at once instead)\n", repeatHint(sig, runtime.GOOS), stopGrace)
 					cancel(signalError{sig})
 				case signalIgnored:
-					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (%s, %s after the first, quits at once)\n", repeatHint(sig), stopGrace)
+					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (%s, %s after the first, quits at once)\n", repeatHint(sig, runtime.GOOS), stopGrace)
 				default:
 					p.exit(sig)
 				}
@@ -89,16 +90,18 @@ func signalContext() (context.Context, context.CancelFunc) {
 	}
 }
 
-// repeatHint says how to send sig again, in the word of a clean stop: by
-// its key where it has one (Ctrl-C), else by its name (a supervisor's
-// SIGTERM, a closed terminal's SIGHUP), which no key repeats.
-func repeatHint(sig syscall.Signal) string {
-	switch sig {
-	case syscall.SIGINT:
+// repeatHint says how to send sig again, in the word of a clean stop on
+// goos: by its key where it has one (Ctrl-C), else by its name (a
+// supervisor's SIGTERM, a closed terminal's SIGHUP), which no key repeats.
+// On Windows, Go delivers a console's close, a logoff and a shutdown as
+// SIGTERM, a name that no user sent there: it is "the signal".
+func repeatHint(sig syscall.Signal, goos string) string {
+	switch {
+	case sig == syscall.SIGINT:
 		return "Ctrl-C again"
-	case syscall.SIGTERM:
+	case sig == syscall.SIGTERM && goos != "windows":
 		return "SIGTERM again"
-	case syscall.SIGHUP:
+	case sig == syscall.SIGHUP:
 		return "SIGHUP again"
 	}
 	return "the signal again"

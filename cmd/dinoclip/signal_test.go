@@ -545,3 +545,26 @@ func TestAverageSignalWhileWriting(t *testing.T) {
 		return
 	}
 }
+
+// TestRepeatHint: a clean stop's word names the key or signal that sent
+// it, except SIGTERM on Windows, which Go delivers for a console's close,
+// a logoff or a shutdown, none of them a SIGTERM the user could send again.
+func TestRepeatHint(t *testing.T) {
+	for _, c := range []struct {
+		sig  syscall.Signal
+		goos string
+		want string
+	}{
+		{syscall.SIGINT, "linux", "Ctrl-C again"},
+		{syscall.SIGINT, "windows", "Ctrl-C again"},
+		{syscall.SIGTERM, "linux", "SIGTERM again"},
+		{syscall.SIGTERM, "darwin", "SIGTERM again"},
+		{syscall.SIGTERM, "windows", "the signal again"},
+		{syscall.SIGHUP, "linux", "SIGHUP again"},
+		{syscall.SIGQUIT, "linux", "the signal again"},
+	} {
+		if got := repeatHint(c.sig, c.goos); got != c.want {
+			t.Errorf("repeatHint(%v, %s) = %q, want %q", c.sig, c.goos, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 )
@@ -36,11 +38,13 @@ func (c *cancelInProject) Project(dst, x []float32, n int) error {
 }
 
 // runFiles is what a run directory holds besides metrics.jsonl: every
-// file under checkpoints/ and run.json by their bytes, and the links by
-// their targets.
+// file under checkpoints/ and run.json by their bytes, the links by their
+// targets, and the checkpoints' owner record by whether it names the run
+// (its bytes hold the run's path).
 func runFiles(t *testing.T, runDir string) map[string]string {
 	t.Helper()
 	files := map[string]string{}
+	ownerRecord := filepath.Join(runDir, CheckpointsDir, CheckpointsOwnerFile)
 	err := filepath.WalkDir(filepath.Join(runDir, CheckpointsDir), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -48,6 +52,9 @@ func runFiles(t *testing.T, runDir string) map[string]string {
 		b, err := os.ReadFile(path)
 		rel, _ := filepath.Rel(runDir, path)
 		files[rel] = string(b)
+		if self, _ := atomicfile.RealPath(runDir); path == ownerRecord {
+			files[rel] = fmt.Sprintf("names the run: %v", strings.HasPrefix(string(b), self+"\n"))
+		}
 		return err
 	})
 	if err != nil {

@@ -219,12 +219,13 @@ func linkedCheckpoints(dir string) (target string, ok bool) {
 // is refused while its directory still holds a run whose checkpoints/
 // leads there, whatever this one's identity (inode numbers repeat across
 // filesystems: a volume's root, a snapshot's copy); and, when it is out of
-// reach (gone, or on a disk not mounted now), unless its recorded
-// identity is this directory's (reached by another path, or moved within
-// its filesystem): a copy cannot tell which. A record without an identity
-// (where the system gives none) whose run is gone is no owner:
-// claimCheckpointsDir replaces it, as it does a record that is none (a run
-// from before records).
+// reach (gone, or on a disk not mounted now), or there with checkpoints
+// of its own (the record came with checkpoints moved by hand from a copy
+// of it), unless its recorded identity is this directory's (reached by
+// another path, or moved within its filesystem): a copy cannot tell which.
+// A record without an identity (where the system gives none) whose run is
+// gone is no owner: claimCheckpointsDir replaces it, as it does a record
+// that is none (a run from before records).
 func checkCheckpointsOwner(dir string) error {
 	target, ok := linkedCheckpoints(dir)
 	if !ok {
@@ -241,6 +242,9 @@ func checkCheckpointsOwner(dir string) error {
 	case leadsTo(rec.path, target):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run in %s, whose checkpoints/ leads there too (a copy of that run, or a link made to its checkpoints?): training here would prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own), or, if that run no longer uses them, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
+	case rec.identity != "" && !hasIdentity(dir, rec.identity) && isRun(rec.path):
+		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, which records the run in %s as theirs, whose own checkpoints/ does not lead there, and which is not this directory by its identity (this run a copy of that one, whose checkpoints were moved here by hand before it trained again?): training here could prune the checkpoints of another copy whose checkpoints/ leads there too; if no other run's checkpoints/ leads there, remove %s",
+			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
 	case rec.identity != "" && !hasIdentity(dir, rec.identity):
 		return fmt.Errorf("run directory %s: its checkpoints directory %s leads to %s, the checkpoints of the run that was in %s, which is gone or out of reach now (a disk not mounted?) and is not this directory by its identity (a copy of that run?): training here could prune that run's checkpoints; give this run its own (replace the link by a copy: cp -rL, or by a link to a directory of its own); or, if this directory is that run (moved to another filesystem, restored from a backup, reached from another host) or that run is gone for good, remove %s",
 			dir, filepath.Join(dir, CheckpointsDir), target, rec.path, owner)
@@ -250,11 +254,20 @@ func checkCheckpointsOwner(dir string) error {
 
 // claimCheckpointsDir records this run (dir) as the owner of the directory
 // its checkpoints/ link leads to (see checkCheckpointsOwner), once the
-// command is sure to go on: a refused one takes no ownership away.
+// command is sure to go on: a refused one takes no ownership away. A
+// checkpoints/ directory of the run's own is recorded too, though nothing
+// reads its record there: moved to a larger disk by hand and linked back,
+// it takes the record with it, and a copy of the run made after that (cp
+// -a keeps the link) is refused the checkpoints, as where the run had
+// recorded itself through the link; with no record, the first of the two
+// to resume would take them and prune the other's.
 func claimCheckpointsDir(dir string) error {
 	target, ok := linkedCheckpoints(dir)
 	if !ok {
-		return nil
+		target = filepath.Join(dir, CheckpointsDir)
+		if st, err := os.Lstat(target); err != nil || !st.IsDir() {
+			return nil // (checkCheckpointsDir says what is wrong with it)
+		}
 	}
 	self, err := atomicfile.RealPath(dir)
 	if err != nil {
@@ -350,10 +363,16 @@ func hasIdentity(dir, identity string) bool {
 	return err == nil && identity == atomicfile.Identity(st)
 }
 
+// isRun reports whether dir holds a run (its run.json).
+func isRun(dir string) bool {
+	st, err := os.Lstat(filepath.Join(dir, RunFile))
+	return err == nil && st.Mode().IsRegular()
+}
+
 // leadsTo reports whether run is a run directory whose checkpoints/ leads
 // to target.
 func leadsTo(run, target string) bool {
-	if st, err := os.Lstat(filepath.Join(run, RunFile)); err != nil || !st.Mode().IsRegular() {
+	if !isRun(run) {
 		return false
 	}
 	t, err := atomicfile.RealPath(filepath.Join(run, CheckpointsDir))

@@ -163,9 +163,8 @@ func TestTrainingLearnsAndKeepsBest(t *testing.T) {
 		t.Fatalf("the epoch-end checkpoint's metrics metadata %q: %v", ck.Meta["metrics"], err)
 	}
 	// Step checkpoints beyond Keep are pruned: last and best, plus one.
-	entries, _ := os.ReadDir(filepath.Join(runDir, CheckpointsDir))
-	if len(entries) > 3 {
-		t.Fatalf("%d checkpoints kept, want at most 3", len(entries))
+	if cks := stepCheckpoints(runDir); len(cks) > 3 {
+		t.Fatalf("%d checkpoints kept, want at most 3", len(cks))
 	}
 	// A second run into the same directory is refused.
 	if _, err := newTrainer(t, dataDir, runDir, nil).Run(context.Background(), false); err == nil || !strings.Contains(err.Error(), "--resume") {

@@ -513,3 +513,72 @@ func TestLockRunDirRefusalLeavesNoLockFile(t *testing.T) {
 		t.Errorf("the refusal left a lock file (%v)", err)
 	}
 }
+
+// Checkpoints moved to a larger disk by hand and linked back carry the
+// record of the run that trained into them (a run records itself in a
+// checkpoints/ of its own too): a copy of the run made after the move,
+// before either trained again, is refused them, where the first of the
+// two to resume took them and pruned the other's. A record that came
+// with checkpoints moved from a copy of another run, which trains into
+// checkpoints of its own, is refused too, until it is removed, as the
+// refusal says.
+func TestCheckpointsMovedByHandKeepTheirOwner(t *testing.T) {
+	dataDir, original := stoppedRun(t, 5)
+	twin := filepath.Join(t.TempDir(), "twin")
+	if out, err := exec.Command("cp", "-a", original, twin).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	moveAndLink := func(run string) string {
+		t.Helper()
+		link := filepath.Join(run, CheckpointsDir)
+		external := filepath.Join(t.TempDir(), "checkpoints")
+		if err := os.Rename(link, external); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(external, link); err != nil {
+			t.Fatal(err)
+		}
+		return external
+	}
+	external := moveAndLink(original)
+	copied := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", original, copied).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	snapshot := func(dir string) []string {
+		var names []string
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			names = append(names, p)
+			return err
+		})
+		return names
+	}
+	before := snapshot(external)
+	err := runWithin(t, newTrainer(t, dataDir, copied, nil), true)
+	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realDir(t, original)) {
+		t.Fatalf("resume of a copy made after the checkpoints were moved: %v, want a refusal naming the original", err)
+	}
+	if after := snapshot(external); !slices.Equal(after, before) {
+		t.Errorf("the refused resume of the copy changed the original's checkpoints:\n%v\nwas\n%v", after, before)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, original, nil), true); err != nil {
+		t.Fatalf("resume of the original, its checkpoints moved by hand: %v", err)
+	}
+	// The twin, copied before the move, kept the original's record in
+	// its own checkpoints, which it takes along when they are moved.
+	twinExternal := moveAndLink(twin)
+	owner := filepath.Join(twinExternal, CheckpointsOwnerFile)
+	err = runWithin(t, newTrainer(t, dataDir, twin, nil), true)
+	if err == nil || !strings.Contains(err.Error(), "records the run in "+realDir(t, original)) || !strings.Contains(err.Error(), "remove "+owner) {
+		t.Fatalf("resume of a copy whose checkpoints came with the original's record: %v, want a refusal naming the record", err)
+	}
+	if err := os.Remove(owner); err != nil {
+		t.Fatal(err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, twin, nil), true); err != nil {
+		t.Fatalf("resume of the copy once the record is removed: %v", err)
+	}
+	if rec, _ := os.ReadFile(owner); !strings.HasPrefix(string(rec), realDir(t, twin)+"\n") {
+		t.Errorf("the owner record after the copy's resume: %q", rec)
+	}
+}

@@ -30,6 +30,11 @@ var (
 	// ErrOffsets: byte ranges out of the buffer, overlapping, or not
 	// covering it contiguously.
 	ErrOffsets = errors.New("bad data offsets")
+	// ErrDataCutShort, one kind of ErrOffsets: a tensor's data_offsets
+	// past the end of the data buffer, whose header parsed: a safetensors
+	// file whose writing was cut short in its data (or a file truncated
+	// since), where ErrCutShort's was cut in its header.
+	ErrDataCutShort = fmt.Errorf("%w: the file ends inside its data", ErrOffsets)
 	// ErrNotFound: no tensor of that name.
 	ErrNotFound = errors.New("no such tensor")
 	// ErrClosed: the File has been closed.

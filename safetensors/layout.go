@@ -43,7 +43,7 @@ func byteSize(dt DType, shape []int) (int, error) {
 func checkLayout(tensors []TensorInfo, bufLen int) error {
 	for _, t := range tensors {
 		if t.End > bufLen {
-			return errorf(ErrOffsets, "tensor %q: data_offsets [%d, %d] extend past the %d-byte data buffer (file truncated?)",
+			return errorf(ErrDataCutShort, "tensor %q: data_offsets [%d, %d] extend past the %d-byte data buffer (file truncated?)",
 				t.Name, t.Begin, t.End, bufLen)
 		}
 	}

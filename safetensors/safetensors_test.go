@@ -294,17 +294,27 @@ func TestRejections(t *testing.T) {
 }
 
 // TestCutShort: only a header length past the file's end followed by the
-// header's opening brace is a file cut short (ErrCutShort), which the
-// commands replace as an earlier output of theirs; it is ErrSize too.
+// header's opening brace is a file cut short in its header (ErrCutShort,
+// ErrSize too), and a whole header whose tensors run past the file's end
+// one cut short in its data (ErrDataCutShort, ErrOffsets too), which the
+// commands replace as an earlier output of theirs.
 func TestCutShort(t *testing.T) {
 	model := raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8))
 	for n := 9; n < len(model); n++ {
 		_, err := Read(model[:n])
-		if n < len(model)-8 && (!errors.Is(err, ErrCutShort) || !errors.Is(err, ErrSize)) {
+		if n < len(model)-8 && (!errors.Is(err, ErrCutShort) || !errors.Is(err, ErrSize) || errors.Is(err, ErrDataCutShort)) {
 			t.Errorf("cut to %d bytes: %v, want ErrCutShort (and ErrSize)", n, err)
 		}
-		if n >= len(model)-8 && errors.Is(err, ErrCutShort) { // (the header whole: its data cut short)
-			t.Errorf("cut to %d bytes, its header whole: %v is ErrCutShort", n, err)
+		if n >= len(model)-8 && (!errors.Is(err, ErrDataCutShort) || !errors.Is(err, ErrOffsets) || errors.Is(err, ErrCutShort)) {
+			t.Errorf("cut to %d bytes, its header whole: %v, want ErrDataCutShort (and ErrOffsets)", n, err)
+		}
+	}
+	for _, b := range [][]byte{
+		raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 12)),  // trailing data
+		raw(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, make([]byte, 12)), // a gap
+	} {
+		if _, err := Read(b); !errors.Is(err, ErrOffsets) || errors.Is(err, ErrDataCutShort) {
+			t.Errorf("%q: %v, want ErrOffsets, not ErrDataCutShort", b, err)
 		}
 	}
 	// A header length of 640 (896, 1152, 1408) mod 65536 begins with the

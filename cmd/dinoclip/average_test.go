@@ -202,13 +202,19 @@ func TestAverageErrors(t *testing.T) {
 	if !hasNPYMagic(features) {
 		t.Errorf("a refused average replaced the features %s", features)
 	}
-	// A model cut short (an earlier output: its header runs past its end)
-	// is replaced.
+	// A model cut short (an earlier output: its header runs past its end,
+	// or its tensors do, the usual copy cut short) is replaced.
 	cut := filepath.Join(t.TempDir(), "cut.safetensors")
-	os.WriteFile(cut, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""), 0o644)
-	mustRun(t, "average", "--out", cut, a, b)
-	if _, err := checkpoint.ReadModel(cut); err != nil {
-		t.Errorf("average over a model file cut short: %v", err)
+	whole, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b0 := range [][]byte{[]byte("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""), whole[:len(whole)-100]} {
+		os.WriteFile(cut, b0, 0o644)
+		mustRun(t, "average", "--out", cut, a, b)
+		if _, err := checkpoint.ReadModel(cut); err != nil {
+			t.Errorf("average over a model file cut short to %d bytes: %v", len(b0), err)
+		}
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

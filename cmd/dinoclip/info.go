@@ -439,7 +439,7 @@ func infoModel(w io.Writer, path string) error {
 // safetensorsFormat is the format its metadata gives a safetensors file
 // at path (a checkpoint's optimizer or float64 state, or a model; "" for
 // one without, as a PyTorch-made model), or why path is none (Open's
-// error: safetensors.ErrCutShort for one cut short).
+// error: safetensors.ErrCutShort or ErrDataCutShort for one cut short).
 func safetensorsFormat(path string) (format string, err error) {
 	f, err := safetensors.Open(path)
 	if err != nil {

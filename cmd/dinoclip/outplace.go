@@ -167,8 +167,8 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
 	case isSafetensors:
 		kind = "a safetensors model"
-	case !wantNPY && errors.Is(err, safetensors.ErrCutShort):
-		return nil // (an earlier output cut short: a .npy cut short keeps its magic)
+	case !wantNPY && (errors.Is(err, safetensors.ErrCutShort) || errors.Is(err, safetensors.ErrDataCutShort)):
+		return nil // (an earlier output cut short, in its header or its data: a .npy cut short keeps its magic)
 	default:
 		kind = "a file that is neither a .npy array nor a safetensors model"
 	}

@@ -457,7 +457,7 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 	const dropped = "the record is lost|the records they held are lost"
 	for _, damage := range []string{"none", "clock", "cut", "emptied", "removed", "doubled", "digit", "cut after its step",
 		"garbled", "zeroed", "the last kept zeroed", "lost, and a zeroed line after", "lost, and a note written in",
-		"lost, and a blank line", "a blank line"} {
+		"lost, and a blank line", "a blank line", "damaged past the checkpoint", "damaged at the checkpoint, its type gone"} {
 		t.Run(damage, func(t *testing.T) {
 			dataDir, runDir := stoppedRun(t, 5)
 			st := checkpointState(t, runDir)
@@ -515,6 +515,15 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 				err = os.WriteFile(path, append(bytes.Join(lines[1:], nil), "\n"...), 0o644)
 			case "a blank line":
 				err = os.WriteFile(path, append([]byte("\n"), b...), 0o644)
+			case "damaged past the checkpoint", "damaged at the checkpoint, its type gone":
+				// Records of a later step (a run killed after it wrote them),
+				// the first damaged, the second whole: the resume writes
+				// both again, and nothing is lost. At the checkpoint's own
+				// step, the damaged one held a record the resume keeps.
+				at := map[bool]int{true: st.Step + 1, false: st.Step}[damage == "damaged past the checkpoint"]
+				damaged := fmt.Sprintf(`{"step":%d,"lo`+"\x00\x00\n", at)
+				later := fmt.Sprintf(`{"step":%d,"type":"train","loss":1}`+"\n", st.Step+2)
+				err = os.WriteFile(path, append(bytes.Join(lines[:st.LogRecords], nil), damaged+later...), 0o644)
 			case "emptied":
 				err = os.WriteFile(path, nil, 0o644)
 			case "removed":
@@ -532,7 +541,8 @@ func TestResumeWarnsOfLostMetricsRecords(t *testing.T) {
 			want := map[string][]string{"cut": {fewer}, "emptied": {fewer}, "removed": {fewer}, "doubled": {edited},
 				"digit": {edited}, "cut after its step": {dropped}, "garbled": {dropped}, "zeroed": {dropped, fewer},
 				"the last kept zeroed": {dropped, fewer}, "lost, and a zeroed line after": {dropped, fewer},
-				"lost, and a note written in": {dropped, fewer}, "lost, and a blank line": {fewer}}[damage]
+				"lost, and a note written in": {dropped, fewer}, "lost, and a blank line": {fewer},
+				"damaged at the checkpoint, its type gone": {dropped}}[damage]
 			for _, warning := range []string{fewer, edited, dropped} {
 				if warned := regexp.MustCompile(warning).MatchString(log.String()); warned != slices.Contains(want, warning) {
 					t.Errorf("metrics log %s: warned %v of %q:\n%s", damage, warned, warning, log.String())

@@ -227,7 +227,8 @@ func (st State) KeepsRecord(step int, typ string) bool {
 // checkpoint left one), so a resumed run's file reads like one never
 // stopped. Other lines that are no record (damaged by hand or by the
 // disk) are dropped too, with a warning on log: the records they held are
-// lost; a log holding fewer records up to the step than st recorded
+// lost (but where a line still shows a later step's, which the resume
+// writes again); a log holding fewer records up to the step than st recorded
 // (State.LogRecords: cut, emptied or removed), fewer than those lines
 // account for, is warned of too, and so
 // are as many records as it recorded but not those (State.LogSHA256:
@@ -282,11 +283,16 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return 0, 0, nil, err
 	}
 	var kept int64 // bytes
-	damaged := 0
+	// damaged counts the lines that are no record (but a torn last one);
+	// later, those of them that begin as a record of a step past the one
+	// resumed from (or its pending evaluation), which the resume writes
+	// again: their records are not lost.
+	damaged, later := 0, 0
+	lastLater := false      // the last line read is one later counts
 	var lastNoRecord []byte // the last line read, when it is no record
 	// scan passes each kept line to emit, from the file's start.
 	scan := func(emit func(line []byte) error) (err error) {
-		kept, records, dropped, digest = 0, 0, 0, newLogDigest()
+		kept, records, dropped, later, digest = 0, 0, 0, 0, newLogDigest()
 		// ctx is looked at every 4096 lines, or 16 MiB of them, whichever
 		// comes first (a log of long lines was a minute between looks).
 		lines, sinceLook := 0, 0
@@ -296,10 +302,14 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 					return ctx.Err()
 				}
 			}
-			if lastNoRecord = nil; !ok {
+			if lastNoRecord, lastLater = nil, false; !ok {
 				lastNoRecord = append([]byte(nil), line...)
-				if _, keeps := keptStep(line, step, evalPending); keeps {
+				_, keeps, rewritten := keptStep(line, step, evalPending)
+				if keeps {
 					dropped++
+				}
+				if lastLater = rewritten; lastLater {
+					later++
 				}
 			}
 			if !ok || !keptOnResume(recStep, typ, step, evalPending) {
@@ -321,15 +331,18 @@ func keepMetrics(ctx context.Context, old *os.File, path string, step int, evalP
 		return 0, 0, nil, err
 	}
 	ended := endsLine(old, st.Size())
-	if damaged > 0 {
-		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", damaged)
+	if lastLater && !ended {
+		later-- // (the torn last line, which damaged does not count)
+	}
+	if lost := damaged - later; lost > 0 {
+		log.Warn("dropping lines of the metrics log that are no record (damaged by hand or by the disk): the records they held are lost", "file", path, "lines", lost)
 	}
 	// A torn last line is a record a kill cut off, of a step after the
 	// checkpoint resumed from (the log is synced before each checkpoint),
 	// or the evaluation of its step when that is pending, which the
 	// resume writes again; one of an earlier step was cut by hand or by
 	// the disk, and its record is lost.
-	if recStep, keeps := keptStep(lastNoRecord, step, evalPending); !ended && keeps {
+	if recStep, keeps, _ := keptStep(lastNoRecord, step, evalPending); !ended && keeps {
 		log.Warn("dropping the metrics log's cut-off last line, a record of a step the resume does not train again (cut by hand or by the disk: a kill cuts off only a later one): the record is lost", "file", path, "step", recStep)
 	}
 	// Kept whole: every line, each ending in a newline (a last one
@@ -366,24 +379,25 @@ var (
 // keptStep reports the step a line that is no record names (tornStep),
 // and whether a resume from step keeps that step's records of its type
 // (keptOnResume): the line held a record the resume would have kept, and
-// does not write again.
-func keptStep(line []byte, step int, evalPending bool) (int, bool) {
+// does not write again; rewritten, whether it surely held one the resume
+// writes again. A line whose type is gone is taken as the step's
+// evaluation for keeps, and as its training record for rewritten, each
+// the kind that cannot hide a record lost (the first counts against the
+// records missing, the second is not warned of).
+func keptStep(line []byte, step int, evalPending bool) (recStep int, keeps, rewritten bool) {
 	m := tornStep.FindSubmatch(line)
 	if m == nil {
-		return 0, false
+		return 0, false, false
 	}
 	recStep, err := strconv.Atoi(string(m[1]))
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	// A line whose type is gone is taken as the step's evaluation, the
-	// record of the step a resume may write again: counted as kept, it
-	// could hide a record lost.
-	typ := "eval"
+	asKept, asRewritten := "eval", "train"
 	if t := tornType.FindSubmatch(line[len(m[0]):]); t != nil {
-		typ = string(t[1])
+		asKept, asRewritten = string(t[1]), string(t[1])
 	}
-	return recStep, keptOnResume(recStep, typ, step, evalPending)
+	return recStep, keptOnResume(recStep, asKept, step, evalPending), !keptOnResume(recStep, asRewritten, step, evalPending)
 }
 
 // endsLine reports whether the file f of size bytes ends with a newline

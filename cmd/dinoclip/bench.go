@@ -433,20 +433,20 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		}
 	}
 	if outDir != "" {
-		// The directory's own files, replaced (atomicfile.Replace): a link
-		// at their names led the report into an index's manifest.
+		// The directory's own files, replaced (atomicfile.Replace: a link
+		// at their names led the report into an index's manifest), both
+		// written before either is renamed: a full disk left the new
+		// bench.json beside the old run's bench.txt.
 		b, err := r.JSON()
 		if err != nil {
 			return err
-		}
-		if err := atomicfile.ReplaceBytes(filepath.Join(outDir, benchJSONFile), b); err != nil {
-			return fmt.Errorf("--out: %w", err)
 		}
 		var sb strings.Builder
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
-		if err := atomicfile.ReplaceBytes(filepath.Join(outDir, benchTextFile), []byte(sb.String())); err != nil {
+		paths := []string{filepath.Join(outDir, benchJSONFile), filepath.Join(outDir, benchTextFile)}
+		if err := atomicfile.ReplaceAllBytes(paths, [][]byte{b, []byte(sb.String())}); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}

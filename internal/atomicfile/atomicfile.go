@@ -128,11 +128,78 @@ func Replace(path string, write func(io.Writer) error) error {
 
 // ReplaceBytes is Replace for data already in memory.
 func ReplaceBytes(path string, data []byte) error {
-	return Replace(path, func(w io.Writer) error { _, err := w.Write(data); return err })
+	return ReplaceAllBytes([]string{path}, [][]byte{data})
+}
+
+// ReplaceAllBytes is ReplaceBytes of files that belong together (a
+// report and its table), data[i] at paths[i]: each is written whole under
+// its temporary name before any is renamed into place, so that a failure
+// to write one (a full disk) leaves the old files all as they were, never
+// some of a new run beside some of an old one; only a process ending
+// between the renames, a moment, does.
+func ReplaceAllBytes(paths []string, data [][]byte) error {
+	var written []*pendingFile
+	defer func() {
+		for _, p := range written {
+			p.abort()
+		}
+	}()
+	for i, path := range paths {
+		if st, err := os.Lstat(path); err == nil && st.IsDir() {
+			return fmt.Errorf("write %s: %s is a directory", path, path)
+		}
+		p, err := prepareAt(path, func(w io.Writer) error { _, err := w.Write(data[i]); return err })
+		if err != nil {
+			return err
+		}
+		written = append(written, p)
+	}
+	for len(written) > 0 {
+		p := written[0]
+		written = written[1:]
+		if err := p.commit(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeAt is Write once path is the name to replace.
-func writeAt(path string, write func(io.Writer) error) (err error) {
+func writeAt(path string, write func(io.Writer) error) error {
+	p, err := prepareAt(path, write)
+	if err != nil {
+		return err
+	}
+	return p.commit()
+}
+
+// pendingFile is a file written whole under its temporary name tmp, to be
+// renamed to path (commit), or removed (abort).
+type pendingFile struct {
+	tmp, path, dir string
+	forget         func() // (stops its removal at the process's end)
+}
+
+// commit renames the file into place.
+func (p *pendingFile) commit() error {
+	p.forget() // (before the rename: a process ending at once then leaves tmp, or the new file, never removes it)
+	if err := os.Rename(p.tmp, p.path); err != nil {
+		os.Remove(p.tmp)
+		return fmt.Errorf("write %s: %w", p.path, err)
+	}
+	SyncDir(p.dir)
+	return nil
+}
+
+// abort removes the file.
+func (p *pendingFile) abort() {
+	os.Remove(p.tmp)
+	p.forget()
+}
+
+// prepareAt writes what write writes to a temporary file beside path,
+// synced and closed, for commit to rename into path.
+func prepareAt(path string, write func(io.Writer) error) (_ *pendingFile, err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -143,7 +210,7 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	flock.TryLock(f, true) // until f is closed; where the system has no locks, RemoveStale keeps it
 	closed, ownErr := false, false
@@ -166,29 +233,24 @@ func writeAt(path string, write func(io.Writer) error) (err error) {
 	bw := bufio.NewWriterSize(fw, 1<<20)
 	if err = write(bw); err != nil {
 		ownErr = fw.Err == nil
-		return err
+		return nil, err
 	}
 	if err = bw.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	if st, serr := os.Lstat(path); serr == nil && st.Mode().IsRegular() { // (what a link leads to is not replaced)
 		if err = f.Chmod(st.Mode().Perm()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err = f.Sync(); err != nil {
-		return err
+		return nil, err
 	}
 	closed = true
 	if err = f.Close(); err != nil {
-		return err
+		return nil, err
 	}
-	forget() // (before the rename: a process ending at once then leaves tmp, or the new file, never removes it)
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	SyncDir(dir)
-	return nil
+	return &pendingFile{tmp: tmp, path: path, dir: dir, forget: forget}, nil
 }
 
 // Destination is the file Write replaces for path: path, or where its

@@ -47,6 +47,46 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 // A symbolic link is followed (its target written, the link kept, also
 // when the target does not exist yet); a device, a directory or a
 // read-only file is refused and left as it was.
+// ReplaceAllBytes renames none of its files into place unless every one
+// was written: a failure to write the second (here a directory where it
+// goes) leaves the first as it was, and no temporary file.
+func TestReplaceAllBytesWholeOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "report.json"), filepath.Join(dir, "report.txt")
+	if err := WriteBytes(first, []byte("old json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(second, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReplaceAllBytes([]string{first, second}, [][]byte{[]byte("new json"), []byte("new text")}); err == nil || !strings.Contains(err.Error(), second) {
+		t.Fatalf("ReplaceAllBytes with a directory at the second file: %v, want an error naming it", err)
+	}
+	if b, _ := os.ReadFile(first); string(b) != "old json" {
+		t.Errorf("the first file after the second failed: %q, want the old one", b)
+	}
+	os.Remove(second)
+	// The second's directory missing: the temporary file is what fails.
+	if err := ReplaceAllBytes([]string{first, filepath.Join(dir, "gone", "report.txt")}, [][]byte{[]byte("new json"), []byte("new text")}); err == nil {
+		t.Fatal("ReplaceAllBytes into a missing directory: no error")
+	}
+	if b, _ := os.ReadFile(first); string(b) != "old json" {
+		t.Errorf("the first file after the second failed: %q, want the old one", b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("left in the directory: %v, want %s alone", entries, filepath.Base(first))
+	}
+	if err := ReplaceAllBytes([]string{first, second}, [][]byte{[]byte("new json"), []byte("new text")}); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{first: "new json", second: "new text"} {
+		if b, _ := os.ReadFile(path); string(b) != want {
+			t.Errorf("%s: %q, want %q", path, b, want)
+		}
+	}
+}
+
 func TestWriteDestinations(t *testing.T) {
 	dir := t.TempDir()
 	// Into a directory that does not exist: the error names it, not the

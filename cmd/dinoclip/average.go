@@ -14,6 +14,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -180,7 +181,7 @@ func runAverage(cCtx *cli.Context) error {
 	}
 	// (On stderr, as project's and index's word of what they wrote: stdout
 	// failing after the model is in place fails nothing.)
-	fmt.Fprintf(cCtx.App.ErrWriter, "averaged %s (%s) into %s\n", what, c.Describe(), out)
+	fmt.Fprintf(cCtx.App.ErrWriter, "averaged %s (%s) into %s\n", what, c.Describe(), printable.String(out))
 	return nil
 }
 

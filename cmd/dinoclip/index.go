@@ -19,6 +19,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/leconv"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -50,8 +51,9 @@ func indexCommand() *cli.Command {
 			"taken once; a file under another name with the same size, rows and sampled contents (moved or\n" +
 			"copied since) is skipped too, with a word: indexed twice, its rows would come twice in every\n" +
 			"answer. An index made with another model is refused. Only one process may append to an index at\n" +
-			"a time. INDEX may not be in a training run's directory (its checkpoints included) or in another\n" +
-			"index, at any depth, where it would be taken for one of their files.\n\n" +
+			"a time. INDEX may not be in a training run's directory itself, anywhere in its checkpoints, or\n" +
+			"anywhere in another index or a search's output, where it would be taken for one of their files\n" +
+			"(a subdirectory of a run outside its checkpoints is none of the run's).\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
@@ -498,7 +500,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 		return err
 	}
 	m := w.Manifest()
-	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", out, plural.Count(m.Rows, "row", "rows"), m.Dim, m.DType, plural.Count(len(m.Shards), "shard", "shards"), plural.Count(added, "row", "rows"))
+	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", printable.String(out), plural.Count(m.Rows, "row", "rows"), m.Dim, m.DType, plural.Count(len(m.Shards), "shard", "shards"), plural.Count(added, "row", "rows"))
 	if skipped > 0 {
 		msg += fmt.Sprintf(", skipped %s already indexed", plural.Count(skipped, "file", "files"))
 	}

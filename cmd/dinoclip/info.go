@@ -18,6 +18,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
@@ -237,7 +238,7 @@ func infoIndex(w io.Writer, dir string) error {
 		return fmt.Errorf("info: %w", err)
 	}
 	m := ix.Manifest
-	fmt.Fprintf(w, "%s: search index\n", dir)
+	fmt.Fprintf(w, "%s: search index\n", printable.String(dir))
 	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
 	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", shown(m.Model.Path), m.Model.SHA256)
 	writeTrainedOn(w, m.Model.Encoders)
@@ -265,7 +266,9 @@ func infoSearch(w io.Writer, dir string) error {
 	if si.K < 1 {
 		return fmt.Errorf("info: %s: k %d, not a search's record", filepath.Join(dir, searchInfoFile), si.K)
 	}
-	// Both answers, of one shape: ids and their scores, k a query.
+	// Both answers, of one shape: ids and their scores, k a query. (Each
+	// is judged alone first, so that the message names the file that is
+	// wrong; where their rows differ, search.json cannot tell which.)
 	var shape []int
 	for _, f := range []struct {
 		name string
@@ -277,12 +280,15 @@ func infoSearch(w io.Writer, dir string) error {
 		}
 		sh, dt := a.Shape(), a.DType()
 		a.Close()
-		if len(sh) != 2 || sh[1] != si.K || dt != f.dt || shape != nil && !slices.Equal(sh, shape) {
+		switch {
+		case len(sh) != 2 || sh[1] != si.K || dt != f.dt:
 			return fmt.Errorf("info: %s: %v array of %s, but %s says k %d (ids int64 and scores float32, one shape)", filepath.Join(dir, f.name), sh, dt.Name(), searchInfoFile, si.K)
+		case shape != nil && shape[0] != sh[0]:
+			return fmt.Errorf("info: %s: %s has %s and %s %s, where they answer the same queries (one of them replaced or damaged)", dir, searchIDsFile, plural.Count(shape[0], "row", "rows"), searchScoresFile, plural.Count(sh[0], "row", "rows"))
 		}
 		shape = sh
 	}
-	fmt.Fprintf(w, "%s: search output\n", dir)
+	fmt.Fprintf(w, "%s: search output\n", printable.String(dir))
 	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, plural.Count(si.Rows, "row", "rows"), plural.Count(shape[0], "query", "queries"), si.Device, si.Seconds)
 	if si.CPUFallback != "" {
 		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", si.Device, shownText(si.CPUFallback))
@@ -358,7 +364,7 @@ func infoNPY(w io.Writer, path string) error {
 	}
 	defer a.Close()
 	h := a.Header()
-	fmt.Fprintf(w, "%s: .npy array\n", path)
+	fmt.Fprintf(w, "%s: .npy array\n", printable.String(path))
 	fmt.Fprintf(w, "  shape: %v\n", shapeString(h.Shape))
 	fmt.Fprintf(w, "  dtype: %s (%s)\n", h.DType.Name(), h.DType)
 	if len(h.Shape) == 2 {
@@ -396,7 +402,7 @@ func infoQueriesRecord(w io.Writer, path string) (ok bool, err error) {
 	if rec == nil && err == nil {
 		return false, nil
 	}
-	fmt.Fprintf(w, "%s: record of the queries %s (python -m dinoclip.extract texts)\n", path, queries)
+	fmt.Fprintf(w, "%s: record of the queries %s (python -m dinoclip.extract texts)\n", printable.String(path), queries)
 	if err != nil {
 		return true, fmt.Errorf("info: %w", err)
 	}
@@ -431,7 +437,7 @@ func infoModel(w io.Writer, path string) error {
 	if err := writeModelInfo(&buf, path); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%s: model\n", path)
+	fmt.Fprintf(w, "%s: model\n", printable.String(path))
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -456,7 +462,7 @@ func infoOptimizer(w io.Writer, path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%s: a checkpoint's optimizer state (AdamW moments and the trainer's position; the model is %s beside it)\n", path, checkpoint.ModelFile)
+	fmt.Fprintf(w, "%s: a checkpoint's optimizer state (AdamW moments and the trainer's position; the model is %s beside it)\n", printable.String(path), checkpoint.ModelFile)
 	writeState(w, st)
 	return nil
 }
@@ -470,7 +476,7 @@ func infoFloat64(w io.Writer, path string) error {
 		return fmt.Errorf("info: %w", err)
 	}
 	defer f.Close()
-	fmt.Fprintf(w, "%s: a checkpoint's float64 state (a --precision fp64 run's weights and AdamW moments; %s and %s beside it hold them rounded to float32)\n", path, checkpoint.ModelFile, checkpoint.OptimizerFile)
+	fmt.Fprintf(w, "%s: a checkpoint's float64 state (a --precision fp64 run's weights and AdamW moments; %s and %s beside it hold them rounded to float32)\n", printable.String(path), checkpoint.ModelFile, checkpoint.OptimizerFile)
 	ts := f.Tensors()
 	for _, t := range ts[:min(len(ts), shownTensors)] {
 		fmt.Fprintf(w, "  %s: %s %v\n", shown(t.Name), t.DType, t.Shape)
@@ -663,9 +669,9 @@ func infoCheckpoint(w io.Writer, dir string) error {
 		if st, err = readState(dir); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s: training checkpoint\n", dir)
+		fmt.Fprintf(w, "%s: training checkpoint\n", printable.String(dir))
 	} else {
-		fmt.Fprintf(w, "%s: checkpoint (a model only, no %s to resume from)\n", dir, checkpoint.OptimizerFile)
+		fmt.Fprintf(w, "%s: checkpoint (a model only, no %s to resume from)\n", printable.String(dir), checkpoint.OptimizerFile)
 	}
 	// (First: what follows describes files of two checkpoints.)
 	if st != nil {
@@ -719,7 +725,7 @@ func writeEMAWeights(w io.Writer, dir, of string) *checkpoint.Model {
 }
 
 func infoRun(w io.Writer, dir string) error {
-	fmt.Fprintf(w, "%s: training run\n", dir)
+	fmt.Fprintf(w, "%s: training run\n", printable.String(dir))
 	holder, training := train.TrainingNow(dir)
 	if training {
 		fmt.Fprintf(w, "  training now (%s): what follows is where it stood at its last checkpoint\n", holder)
@@ -873,7 +879,7 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 	}
 	defer d.Close()
 	shards := d.Shards()
-	fmt.Fprintf(w, "%s: training data\n", dir)
+	fmt.Fprintf(w, "%s: training data\n", printable.String(dir))
 	fmt.Fprintf(w, "  shards: %d\n", len(shards))
 	fmt.Fprintf(w, "  rows: %d\n", d.Rows)
 	fmt.Fprintf(w, "  widths: %d -> %d (features -> targets)\n", d.InputDim, d.OutputDim)
@@ -934,7 +940,7 @@ func infoFeatures(w io.Writer, dir string) error {
 		rows += a.Rows()
 		a.Close()
 	}
-	fmt.Fprintf(w, "%s: features without targets (extracted alone: dinoclip index reads them; no training data)\n", dir)
+	fmt.Fprintf(w, "%s: features without targets (extracted alone: dinoclip index reads them; no training data)\n", printable.String(dir))
 	fmt.Fprintf(w, "  files: %d\n", len(files))
 	fmt.Fprintf(w, "  rows: %d\n", rows)
 	enc, encErr := dataset.ReadEncoders(dir)
@@ -960,7 +966,7 @@ func infoEvalSet(w io.Writer, dir string, unfinished bool) error {
 	for _, img := range s.CaptionImage {
 		perImage[img]++
 	}
-	fmt.Fprintf(w, "%s: evaluation set %q\n", dir, s.Name)
+	fmt.Fprintf(w, "%s: evaluation set %q\n", printable.String(dir), s.Name)
 	fmt.Fprintf(w, "  images: %d\n", s.Images)
 	if s.Images > 0 {
 		fmt.Fprintf(w, "  captions: %d (%d to %d per image)\n", s.Captions, slices.Min(perImage), slices.Max(perImage))

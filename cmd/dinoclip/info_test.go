@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
 	"github.com/dinoclip/dinoclip/train"
@@ -380,6 +381,23 @@ func TestInfoIndexAndSearch(t *testing.T) {
 	os.Remove(scores)
 	wantError(t, []string{"info", hits}, searchScoresFile)
 	os.WriteFile(scores, saved, 0o644)
+	// ... or ids of a shape of their own: k wrong names that file; rows
+	// other than the scores' name both.
+	ids := filepath.Join(hits, searchIDsFile)
+	savedIDs, _ := os.ReadFile(ids)
+	for _, c := range []struct {
+		shape []int
+		wants []string
+	}{
+		{[]int{3, 4}, []string{ids + ": [3 4] array of int64", "says k 5"}},
+		{[]int{2, 5}, []string{searchIDsFile + " has 2 rows and " + searchScoresFile + " 3 rows"}},
+	} {
+		if err := npy.WriteInt64(ids, c.shape, make([]int64, c.shape[0]*c.shape[1])); err != nil {
+			t.Fatal(err)
+		}
+		wantError(t, []string{"info", hits}, c.wants...)
+	}
+	os.WriteFile(ids, savedIDs, 0o644)
 	// What the record says is shown quoted when it is not plain text: a
 	// path with terminal escapes does not reach the terminal raw.
 	record, _ := os.ReadFile(filepath.Join(hits, searchInfoFile))
@@ -416,6 +434,39 @@ func TestWriteMetricsOfNoEvaluation(t *testing.T) {
 		writeMetrics(&b, meta, "")
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics %q: %q, want %q", meta, b.String(), want)
+		}
+	}
+}
+
+// The reports of train, index, search and info show a path holding an
+// ESC, a newline or a bidirectional override (a directory the user named
+// so) as escapes: raw, it recoloured or split the terminal's lines.
+func TestReportsEscapePaths(t *testing.T) {
+	odd := filepath.Join(t.TempDir(), "esc\x1b[31m nl\n rtl\u202e")
+	if err := os.Mkdir(odd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, eval := makeData(t), makeEvalSet(t, "tiny")
+	run, index, hits := filepath.Join(odd, "run"), filepath.Join(odd, "ix"), filepath.Join(odd, "hits")
+	q := filepath.Join(t.TempDir(), "q.npy")
+	writeF32(t, q, []int{1, tOut}, []float32{1, 0, 0, 0})
+	for _, args := range [][]string{
+		{"train", "--data", data, "--eval", eval, "--out", run, "--hidden-dim", "8", "--blocks", "1", "--epochs", "1", "--batch", "16"},
+		{"index", "--model", run, "--features", data, "--out", index},
+		{"search", "--index", index, "--queries", q, "--k", "2", "--out", hits},
+		{"info", run},
+		{"info", index},
+		{"info", hits},
+	} {
+		out, errOut, err := runCLI(t, args...)
+		if err != nil {
+			t.Fatalf("dinoclip %s: %v\n%s", args[0], err, errOut)
+		}
+		// (The log's lines quote values themselves; the reports are the
+		// other lines.)
+		both := out + errOut
+		if strings.ContainsAny(both, "\x1b\u202e") || !strings.Contains(both, `esc\x1b[31m nl\x0a rtl\u202e`) {
+			t.Errorf("dinoclip %s shows the path raw, or not at all:\n%q", args[0], both)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/buildinfo"
 	"github.com/dinoclip/dinoclip/internal/errwriter"
+	"github.com/dinoclip/dinoclip/internal/printable"
 )
 
 func main() {
@@ -56,9 +57,17 @@ func run(args []string) int {
 		// quietly, with the status of a process SIGPIPE ends.
 		return 128 + int(syscall.SIGPIPE)
 	default:
-		fmt.Fprintln(os.Stderr, "dinoclip:", err)
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		return 1
 	}
+}
+
+// errorLine is the line that says what failed: "dinoclip: " and the
+// error, with what a terminal would act on in the paths and names it
+// quotes (an ESC, a newline, a bidirectional override) written as escapes
+// (printable.String).
+func errorLine(err error) string {
+	return "dinoclip: " + printable.String(err.Error())
 }
 
 // helpArgs is args ("dinoclip COMMAND ...") as the app is to run them:

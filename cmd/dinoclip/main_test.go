@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -163,5 +164,21 @@ func TestREADMEDescribesTheModel(t *testing.T) {
 	readme := strings.Join(strings.Fields(string(b)), " ")
 	if want := nn.DefaultConfig().Describe(); !strings.Contains(readme, want) {
 		t.Errorf("README.md does not describe the model as nn.DefaultConfig().Describe() does: %q", want)
+	}
+}
+
+// TestErrorLineEscapesControls: the error line shows a path holding an
+// ESC, a newline or a bidirectional override as escapes (the terminal
+// coloured the rest of the line, split it, or reversed it), and the
+// command it suggests is one a shell reads back as that path.
+func TestErrorLineEscapesControls(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "esc\x1b[31m nl\n rtl\u202e", "data")
+	_, _, err := runCLI(t, "train", "--data", missing, "--out", filepath.Join(t.TempDir(), "run"))
+	if err == nil {
+		t.Fatal("train on missing data: no error")
+	}
+	line := errorLine(err)
+	if !strings.Contains(err.Error(), missing) || strings.ContainsAny(line, "\x1b\n\u202e") || !strings.Contains(line, `esc\x1b[31m nl\x0a rtl\u202e`) {
+		t.Errorf("error line %q for the error %q", line, err)
 	}
 }

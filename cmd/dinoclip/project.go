@@ -10,6 +10,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/urfave/cli/v2"
@@ -204,7 +205,7 @@ func runProject(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", outPath, n, c.OutputDim, dt.Name())
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", printable.String(outPath), n, c.OutputDim, dt.Name())
 	if faint > 0 {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s: %d of %d rows (the first row %d) lie wholly below float16's normal range (6.1e-5): stored as subnormals they keep fewer digits, and lose direction; write float32 (without --float16)\n",
 			outPath, faint, n, firstFaint)

@@ -20,6 +20,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/urfave/cli/v2"
@@ -495,7 +496,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	if err := writeSearch(outDir, nb, info, images, texts, cCtx.App.ErrWriter); err != nil {
 		return err
 	}
-	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", out, k, plural.Count(rows, "row", "rows"), plural.Count(nq, "query", "queries"), info.Seconds, upload, filepath.Join(out, searchResultsFile))
+	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: top-%d of %s for %s (%.3g s%s); each query's answer: %s\n", printable.String(out), k, plural.Count(rows, "row", "rows"), plural.Count(nq, "query", "queries"), info.Seconds, upload, printable.String(filepath.Join(out, searchResultsFile)))
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -648,7 +649,7 @@ func resumeInputs(cCtx *cli.Context, log *slog.Logger, run train.RunInfo) (strin
 func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result) error {
 	st := res.State
 	fmt.Fprintf(w, "trained %s: %s, %s, in %s\n",
-		c.Describe(), plural.Count(st.Epoch, "epoch", "epochs"), plural.Count(st.Step, "optimizer step", "optimizer steps"), runDir)
+		c.Describe(), plural.Count(st.Epoch, "epoch", "epochs"), plural.Count(st.Step, "optimizer step", "optimizer steps"), printable.String(runDir))
 	// A run whose best is picked by the moving average of its weights is
 	// that average: its evaluations are the ones shown (those of the raw
 	// weights are in metrics.jsonl).
@@ -664,21 +665,21 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 		}
 	}
 	if st.Best == nil {
-		fmt.Fprintf(w, "\nlast checkpoint: %s\n", filepath.Join(runDir, checkpoint.LastLink))
+		fmt.Fprintf(w, "\nlast checkpoint: %s\n", printable.String(filepath.Join(runDir, checkpoint.LastLink)))
 		return nil
 	}
 	b := st.Best
 	if _, err := os.Stat(filepath.Join(runDir, b.Checkpoint)); err != nil {
 		// Pruned before the run was pointed back to an older checkpoint
 		// by hand (see train's alignBest): its evaluation is all that is left.
-		fmt.Fprintf(w, "\nbest checkpoint: %s is gone; last checkpoint: %s\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.LastLink))
+		fmt.Fprintf(w, "\nbest checkpoint: %s is gone; last checkpoint: %s\n", printable.String(filepath.Join(runDir, b.Checkpoint)), printable.String(filepath.Join(runDir, checkpoint.LastLink)))
 	} else {
-		fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", filepath.Join(runDir, b.Checkpoint), filepath.Join(runDir, checkpoint.BestLink))
+		fmt.Fprintf(w, "\nbest checkpoint: %s (%s)\n", printable.String(filepath.Join(runDir, b.Checkpoint)), printable.String(filepath.Join(runDir, checkpoint.BestLink)))
 		if ema {
 			// (Its model.safetensors holds the raw weights, which this
 			// value is not of.)
 			fmt.Fprintf(w, "  its model: %s, the moving average of the weights (--model %s reads it)\n",
-				filepath.Join(runDir, checkpoint.BestLink, checkpoint.EMAFile), train.ShellArg(runDir))
+				printable.String(filepath.Join(runDir, checkpoint.BestLink, checkpoint.EMAFile)), train.ShellArg(runDir))
 		}
 	}
 	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)

@@ -1,0 +1,63 @@
+package printable
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Escaped reports whether String writes r as an escape: the C0 controls
+// but the tab, DEL, the C1 controls, the line and paragraph separators,
+// and the bidirectional marks, embeddings, overrides and isolates.
+func Escaped(r rune) bool {
+	switch {
+	case r < 0x20:
+		return r != '\t'
+	case r >= 0x7f && r <= 0x9f:
+		return true
+	}
+	switch r {
+	case 0x061c, 0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069:
+		return true
+	}
+	return false
+}
+
+// Needed reports whether String would change s.
+func Needed(s string) bool {
+	for i, r := range s {
+		if Escaped(r) || r == utf8.RuneError && !isRuneError(s[i:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// String is s with each rune Escaped writes as an escape written \xNN
+// (below U+0100) or \uNNNN, and each byte that is no UTF-8 \xNN. A
+// backslash stays as it is (a Windows path holds them).
+func String(s string) string {
+	if !Needed(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case Escaped(r) && r < 0x100:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case Escaped(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isRuneError reports whether s begins with U+FFFD itself, written in
+// UTF-8, not a byte that is no UTF-8.
+func isRuneError(s string) bool { return strings.HasPrefix(s, "\uFFFD") }

@@ -26,11 +26,12 @@ func averageCommand() *cli.Command {
 		Usage:     "average the weights of models of one architecture (a model soup)",
 		UsageText: "dinoclip average --out MODEL.safetensors [--weights W1,W2,...] CKPT...",
 		Description: "Writes the weighted mean of the weights of the CKPT models (model.safetensors files,\n" +
-			"checkpoint directories, or run directories: their best, else last, checkpoint) as one model\n" +
-			"that eval, project, index and train --init accept, and that loads into the original PyTorch\n" +
-			"class. The models must have one architecture, each given once (a run and its best checkpoint\n" +
-			"are one model). Without --weights every model counts the same; --weights gives one finite,\n" +
-			"non-negative weight per model, normalised by their sum (which must be positive). The mean is\n" +
+			"checkpoint directories, or run directories: their best, else last, checkpoint, its\n" +
+			"ema.safetensors for a run that picks its best from the EMA) as one model that eval, project,\n" +
+			"index and train --init accept, and that loads into the original PyTorch class. The models\n" +
+			"must have one architecture, each given once (a run and its best checkpoint are one model).\n" +
+			"Without --weights every model counts the same; --weights gives one finite, non-negative\n" +
+			"weight per model, normalised by their sum (which must be positive). The mean is\n" +
 			"accumulated in float64 and stored as float32. The file is written under a temporary name and\n" +
 			"renamed into place when complete; its metadata names the models and weights\n" +
 			"(averaged_from). The --out FILE may not be in a run directory, in a run's checkpoints, in a\n" +

@@ -57,7 +57,7 @@ func indexCommand() *cli.Command {
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{
-			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory", ""),
+			stringFlag("model", "model `CKPT`: a model.safetensors file, a checkpoint directory or a run directory (its best, else last, checkpoint; ema.safetensors for a run that picks its best from the EMA)", ""),
 			stringSliceFlag("features", "features `DIR` (its *.dino.npy files) or FILE.npy [n, input_dim] (repeat for more)"),
 			outFlag("index", "index `DIR` to create or append to"),
 			boolFlag("float32", "store a new index's rows as float32 instead of float16 (an existing index keeps its dtype; --float32 on a float16 one is an error)"),

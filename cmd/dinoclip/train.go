@@ -50,8 +50,9 @@ func trainCommand() *cli.Command {
 			"refused unless --accept-changed-inputs.\n" +
 			"One process at a time trains in a run directory.\n" +
 			"--init MODEL fine-tunes: the run starts from MODEL's weights (a model file, a checkpoint\n" +
-			"directory, or a run directory's best, else last, checkpoint) and takes its shape from it, with\n" +
-			"a fresh optimizer and schedule; run.json records MODEL and a hash of its weights.\n" +
+			"directory, or a run directory's best, else last, checkpoint, its ema.safetensors for a run that\n" +
+			"picks its best from the EMA) and takes its shape from it, with a fresh optimizer and schedule;\n" +
+			"run.json records MODEL and a hash of its weights.\n" +
 			"At the end it prints the recall table and where the best checkpoint is.\n\n" +
 			"Example:\n" +
 			"   dinoclip train --data features/cc12m --eval features/mscoco-5k --out runs/base --batch 8192",

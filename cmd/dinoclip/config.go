@@ -138,6 +138,10 @@ func decimalNumbers(cCtx *cli.Context) error {
 func numberWhy(f cli.Flag, v string) string {
 	_, float := numberFlag(f)
 	switch {
+	case !readsAsNumber(v):
+		return notNumberWhy
+	case !float && !hasOtherBase(v) && strings.ContainsAny(v, ".eE") && !strings.ContainsAny(v, "xX"):
+		return notWholeWhy
 	case !isDecimalNumber(v, float):
 		return notDecimalWhy
 	case float && underflows(v):
@@ -184,12 +188,32 @@ const unsignedSignWhy = "a sign, where this flag takes digits alone (0 or more)"
 // notDecimalWhy is why a number not written in decimal is refused.
 const notDecimalWhy = "write the number in decimal digits (a leading 0, 0x or _ reads it another way)"
 
+// notNumberWhy is why a value that no syntax reads as a number is
+// refused; notWholeWhy, why a fraction or an exponent is, for a flag that
+// counts.
+const (
+	notNumberWhy = "not a number"
+	notWholeWhy  = "not a whole number in decimal digits, where this flag counts"
+)
+
+// readsAsNumber reports whether v is a number in some syntax Go reads
+// (decimal, a float, 0x, 0o, 0b, underscores), whatever its range: one
+// that is not is refused as no number, before how it is written is.
+func readsAsNumber(v string) bool {
+	_, ferr := strconv.ParseFloat(v, 64)
+	_, ierr := strconv.ParseInt(v, 0, 64)
+	_, uerr := strconv.ParseUint(v, 0, 64)
+	ok := func(err error) bool { return err == nil || errors.Is(err, strconv.ErrRange) }
+	return ok(ferr) || ok(ierr) || ok(uerr)
+}
+
 // decimalEnv is decimalNumbers for the environment variables of the number
 // flags of the command the app is about to run (named by the app's first
 // argument): checked before the command's flags are set up, where
 // urfave/cli would stop at one it cannot parse (DINOCLIP_BATCH=0x10) with
 // strconv's "invalid syntax"; and checked even when the command line
-// overrides it, as urfave/cli refuses one it cannot parse.
+// overrides it, as urfave/cli refuses one it cannot parse. The variable
+// of a switch (DINOCLIP_RESUME=yes) is refused in words too.
 func decimalEnv(cCtx *cli.Context) error {
 	c := cCtx.App.Command(cCtx.Args().First())
 	if c == nil {
@@ -207,8 +231,9 @@ func decimalEnv(cCtx *cli.Context) error {
 	}
 	for _, f := range c.Flags {
 		number, _ := numberFlag(f)
+		_, isSwitch := f.(*altsrc.BoolFlag)
 		ev, ok := f.(interface{ GetEnvVars() []string })
-		if !number || !ok {
+		if !number && !isSwitch || !ok {
 			continue
 		}
 		// The variable urfave/cli reads: the first one present.
@@ -217,7 +242,10 @@ func decimalEnv(cCtx *cli.Context) error {
 				if v == "" {
 					break
 				}
-				if why := numberWhy(f, v); why != "" {
+				if _, err := strconv.ParseBool(v); isSwitch && err != nil {
+					return refuse(name, v, "not true or false (1 and 0 do too)")
+				}
+				if why := numberWhy(f, v); number && why != "" {
 					return refuse(name, v, why)
 				}
 				break
@@ -746,21 +774,19 @@ func noArgs(cCtx *cli.Context) error {
 
 // numberUsageError says in numberWhy's words, as for an environment
 // variable, why a number flag's value on the command line was refused
-// where Go's flag package said only "value out of range", or "parse
-// error" for a sign on an unsigned flag's; any other error is returned
-// as it is (a float given to an integer flag is a "parse error" that
-// numberWhy, which judges digits, would call not decimal).
+// where Go's flag package said only "value out of range" or "parse
+// error"; any other error is returned as it is.
 func numberUsageError(cCtx *cli.Context, err error) error {
 	m := flagValueError.FindStringSubmatch(err.Error())
 	if m == nil || cCtx.Command == nil {
 		return err
 	}
-	value, name, what := m[1], m[2], m[3]
+	value, name := m[1], m[2]
 	for _, f := range cCtx.Command.Flags {
 		if number, _ := numberFlag(f); !number || !slices.Contains(f.Names(), name) {
 			continue
 		}
-		if why := numberWhy(f, value); why != "" && (what == "value out of range" || why == unsignedSignWhy) {
+		if why := numberWhy(f, value); why != "" {
 			return fmt.Errorf("--%s %s: %s", name, value, why)
 		}
 	}

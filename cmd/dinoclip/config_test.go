@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/train"
+	"github.com/urfave/cli/v2/altsrc"
 )
 
 // runOptions reads the options a run was started with from its run.json.
@@ -242,6 +243,12 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 			for _, v := range bad {
 				wantError(t, []string{c.Name, "--" + name, v}, "--"+name+" "+v, "decimal digits")
 			}
+			// No number at all, said so (it was "parse error", or "write
+			// the number in decimal digits"); a fraction for a count.
+			wantError(t, []string{c.Name, "--" + name, "abc"}, "--"+name+" abc: not a number")
+			if !float {
+				wantError(t, []string{c.Name, "--" + name, "1.5"}, "--"+name+" 1.5: not a whole number")
+			}
 			if float {
 				// A number that reads as 0 (--ema 1e-400 meant no moving average).
 				wantError(t, []string{c.Name, "--" + name, "1e-400"}, "--"+name+" 1e-400", "reads as 0")
@@ -271,6 +278,10 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 				})
 				checked++
 			}
+			t.Run(c.Name+"/"+ev.GetEnvVars()[0]+"=abc", func(t *testing.T) {
+				t.Setenv(ev.GetEnvVars()[0], "abc")
+				wantError(t, []string{c.Name}, ev.GetEnvVars()[0]+"=abc: not a number")
+			})
 			if !float {
 				// Beyond int64 and uint64 both: said in the variable's
 				// terms, not in strconv's.
@@ -285,6 +296,26 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 	// train's, index's, project's, search's and synth's at least.
 	if checked < 20 {
 		t.Fatalf("only %d environment variables checked", checked)
+	}
+	// A switch's variable that is neither true nor false, said so (it was
+	// strconv's "invalid syntax").
+	switches := 0
+	for _, c := range newApp().Commands {
+		for _, f := range c.Flags {
+			ev, ok := f.(*altsrc.BoolFlag)
+			if !ok || len(ev.GetEnvVars()) == 0 {
+				continue
+			}
+			env := ev.GetEnvVars()[0]
+			t.Run(c.Name+"/"+env+"=yes", func(t *testing.T) {
+				t.Setenv(env, "yes")
+				wantError(t, []string{c.Name}, env+"=yes: not true or false")
+			})
+			switches++
+		}
+	}
+	if switches < 3 {
+		t.Fatalf("only %d switches' variables checked", switches)
 	}
 	// Help is shown whatever the variables say.
 	t.Run("help", func(t *testing.T) {
@@ -345,8 +376,8 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"--verison"}, []string{"flag provided but not defined: --verison; see 'dinoclip --help'"}},
 		{[]string{"train", "--nope"}, []string{"train: flag provided but not defined: --nope; see 'dinoclip train --help'"}},
-		{[]string{"train", "--epochs", "x"}, []string{`invalid value "x" for flag --epochs`}},
-		{[]string{"search", "-k", "x"}, []string{`invalid value "x" for flag --k`}},
+		{[]string{"train", "--epochs", "x"}, []string{"train: --epochs x: not a number; see 'dinoclip train --help'"}},
+		{[]string{"search", "-k", "x"}, []string{"search: --k x: not a number"}},
 		{[]string{"search", "--k"}, []string{"search: flag needs an argument: --k; see 'dinoclip search --help'"}},
 		// A number a flag cannot hold is said as for its variable, not in
 		// Go's flag package's "value out of range" or "parse error".
@@ -357,10 +388,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"synth", "--seed", "+1"}, []string{"--seed +1: a sign, where this flag takes digits alone"}},
 		{[]string{"train", "--lr", "1e999"}, []string{"train: --lr 1e999: beyond the range of a float64"}},
 		{[]string{"train", "--lr", "-1e999"}, []string{"--lr -1e999: beyond the range of a float64"}},
-		// A float for an integer flag stays the flag package's parse error
-		// (numberWhy, judging digits, would call it not decimal).
-		{[]string{"train", "--epochs", "1.5"}, []string{`invalid value "1.5" for flag --epochs: parse error`}},
-		{[]string{"train", "--epochs", "-+1"}, []string{`invalid value "-+1" for flag --epochs: parse error`}},
+		// A float for an integer flag is no whole number, two signs no
+		// number.
+		{[]string{"train", "--epochs", "1.5"}, []string{"--epochs 1.5: not a whole number"}},
+		{[]string{"train", "--epochs", "-+1"}, []string{"--epochs -+1: not a number"}},
 	} {
 		stdout, _, err := runCLI(t, c.args...)
 		if err == nil {

@@ -128,8 +128,14 @@ func (c *CPUSearcher) plan(nQueries int, keys *Keys, k int) (searchPlan, error) 
 	fixed := budget - window - panelQueries*dim*4 - 16 - dim*4
 	if most := fixed / (perWorker + selectionBytes(k)); most < int64(p.workers) {
 		if most < 1 {
-			return p, fmt.Errorf("retrieval: a memory budget of %d MiB is too small for top-%d over %d-wide keys, even with one worker; allow more memory or ask for a smaller k",
-				budget>>20, k, dim)
+			// (A smaller k is offered only where one would fit: the
+			// width may be what does not.)
+			or := ""
+			if fixed/(perWorker+selectionBytes(1)) >= 1 {
+				or = " or ask for a smaller k"
+			}
+			return p, fmt.Errorf("retrieval: a memory budget of %d MiB is too small for top-%d over %d-wide keys, even with one worker; allow more memory%s",
+				budget>>20, k, dim, or)
 		}
 		p.workers = int(most)
 	}

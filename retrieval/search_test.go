@@ -53,8 +53,15 @@ func TestCPUSearcherBudget(t *testing.T) {
 	}
 	big, _ := searchtest.Keys(t, 4, searchtest.Segment{Rows: 100_000, Data: make([]float32, 400_000)})
 	_, err = s.Search(context.Background(), make([]float32, 4), 1, big, 90_000)
-	if err == nil || !strings.Contains(err.Error(), "memory budget") {
-		t.Fatalf("top-90000 in 1 MiB: error %v, want one about the memory budget", err)
+	if err == nil || !strings.Contains(err.Error(), "memory budget") || !strings.Contains(err.Error(), "smaller k") {
+		t.Fatalf("top-90000 in 1 MiB: error %v, want one about the memory budget, offering a smaller k", err)
+	}
+	// Keys too wide for the budget whatever k: no smaller k is offered.
+	const dim = 1 << 16
+	wide, _ := searchtest.Keys(t, dim, searchtest.Segment{Rows: 2, Data: make([]float32, 2*dim)})
+	_, err = s.Search(context.Background(), make([]float32, dim), 1, wide, 1)
+	if err == nil || !strings.Contains(err.Error(), "memory budget") || strings.Contains(err.Error(), "smaller k") {
+		t.Fatalf("top-1 of %d-wide keys in 1 MiB: error %v, want one about the memory budget, offering no smaller k", dim, err)
 	}
 }
 

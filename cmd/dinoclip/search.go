@@ -277,13 +277,14 @@ func (s *searchKeys) load(w io.Writer) error {
 		return nil
 	}
 	x, err := readMatrix(s.matrix, s.path)
+	dt := s.matrix.DType()
 	s.matrix.Close()
 	s.matrix = nil
 	if err != nil {
 		return err
 	}
 	n := int(s.rows)
-	warnZeroRows(w, s.path, "they score 0 against every query", retrieval.ZeroRows(x, s.dim), n)
+	warnZeroRows(w, s.path, dt, "they score 0 against every query", retrieval.ZeroRows(x, s.dim), n)
 	warnShortRows(w, s.path, retrieval.ShortRows(x, s.dim), n)
 	s.keys, err = retrieval.Float32Keys(s.path, x, n, s.dim)
 	return err
@@ -420,7 +421,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	}
 	keys := opened.keys
 	zeroQueries := retrieval.ZeroRows(queries, qdim)
-	warnZeroRows(cCtx.App.ErrWriter, queriesPath, "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
+	warnZeroRows(cCtx.App.ErrWriter, queriesPath, qa.DType(), "a zero vector's cosine is undefined: each scores 0 against every row, and its answer is ids 0 to K-1 with score 0", zeroQueries, nq)
 	warnShortRows(cCtx.App.ErrWriter, queriesPath, retrieval.ShortRows(queries, qdim), nq)
 	var searcher retrieval.Searcher
 	var info searchInfo
@@ -508,8 +509,15 @@ func warnShortRows(w io.Writer, path string, short []int, n int) {
 
 // warnZeroRows writes a warning naming the all-zero rows (the first ten)
 // of the n rows of path, and what that does (effect).
-func warnZeroRows(w io.Writer, path, effect string, zero []int, n int) {
-	warnRows(w, path, zero, n, "are all zero", effect)
+func warnZeroRows(w io.Writer, path string, dt npy.DType, effect string, zero []int, n int) {
+	are := "are all zero"
+	if dt == npy.Float64 {
+		// (Normalised in float64, a row shorter than F.normalize's 1e-12
+		// is divided by 1e-12, and one of values below about 1e-57 then
+		// rounds to 0 in float32.)
+		are = "are all zero, or so short that normalised they round to zero in float32"
+	}
+	warnRows(w, path, zero, n, are, effect)
 }
 
 // warnRows writes a warning that rows of the n rows of path are what they

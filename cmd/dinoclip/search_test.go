@@ -944,6 +944,14 @@ func TestSearchZeroRows(t *testing.T) {
 	if _, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out); err != nil || strings.Contains(stderr, qp+":") {
 		t.Errorf("search without zero queries: %v\n%s", err, stderr)
 	}
+	// A float64 query too short for float32 once normalised is said to be
+	// zero or that (it was said to be all zero).
+	if err := npy.WriteFloat64(qp, []int{1, dim}, []float64{1e-300, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := runCLI(t, "search", "--index", kp, "--queries", qp, "--k", "3", "--out", out); err != nil || !strings.Contains(stderr, qp+": 1 of 1 rows are all zero, or so short that normalised they round to zero in float32") {
+		t.Errorf("search of a float64 query of 1e-300: %v\n%s", err, stderr)
+	}
 	writeF32(t, qp, []int{1, dim}, []float32{float32(math.NaN()), 0, 0, 0})
 	wantError(t, []string{"search", "--index", kp, "--queries", qp, "--k", "3", "--out", out}, "row 0, column 0 is NaN")
 	// Zero queries of the wrong width: the error, and no warning about

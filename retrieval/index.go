@@ -336,7 +336,10 @@ func (m *IndexManifest) check() error {
 		}
 		// (A shard is its source's rows, all of them: an append would
 		// take a source of other rows for the one indexed.)
-		if s.Source.Rows != s.Rows {
+		switch {
+		case s.Source == IndexSource{}:
+			return fmt.Errorf("shard %d: no source (the features file it was indexed from)", i)
+		case s.Source.Rows != s.Rows:
 			return fmt.Errorf("shard %d: %d rows, but its source %d", i, s.Rows, s.Source.Rows)
 		}
 		next += s.Rows

@@ -587,6 +587,7 @@ func TestIndexTampered(t *testing.T) {
 		{"images path escape", "want images-NNNNN.txt", editManifest(func(m map[string]any) { shard(m, 1)["images"] = "../images-00001.txt" })},
 		{"first id", "continue", editManifest(func(m map[string]any) { shard(m, 1)["first_id"] = 7 })},
 		{"source rows", "3 rows, but its source 2", editManifest(func(m map[string]any) { shard(m, 0)["source"].(map[string]any)["rows"] = 2 })},
+		{"no source", "shard 0: no source", editManifest(func(m map[string]any) { delete(shard(m, 0), "source") })},
 		{"shard rows", "manifest says", editManifest(func(m map[string]any) {
 			shard(m, 0)["rows"] = 2
 			shard(m, 0)["source"].(map[string]any)["rows"] = 2

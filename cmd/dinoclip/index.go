@@ -117,6 +117,9 @@ func featureFiles(args []string) ([]featureFile, error) {
 			// the file it leads to, indexed once.
 			real, err := atomicfile.RealPath(f)
 			if err != nil {
+				if target, lerr := os.Readlink(f); lerr == nil && errors.Is(err, fs.ErrNotExist) {
+					return nil, fmt.Errorf("--features %s is a symbolic link to %s, which does not exist (%w)", f, target, err)
+				}
 				return nil, fmt.Errorf("--features %s: %w", f, err)
 			}
 			if dir := filepath.Dir(real); retrieval.IsIndex(dir) {

@@ -455,6 +455,14 @@ func TestIndexSearchErrors(t *testing.T) {
 	wantError(t, search("--memory", "9223372036854775807"), "--memory 9223372036854775807", "at most")
 	wantError(t, search("--memory", "1000000000000000000"), "--memory 1000000000000000000", "at most")
 	wantError(t, search("--device", "tpu"), "unknown device")
+	// A features directory holding a link to a file that is gone: the
+	// link is named as one (it was lstat's error on the missing file).
+	linked := t.TempDir()
+	danglingFeatures := filepath.Join(linked, "c.dino.npy")
+	if err := os.Symlink(filepath.Join(linked, "gone.dino.npy"), danglingFeatures); err == nil {
+		wantError(t, []string{"index", "--model", run, "--features", linked, "--out", filepath.Join(dir, "ix2")},
+			"--features "+danglingFeatures+" is a symbolic link to "+filepath.Join(linked, "gone.dino.npy")+", which does not exist")
+	}
 
 	wide := filepath.Join(dir, "wide.npy")
 	writeF32(t, wide, []int{1, 5}, []float32{1, 2, 3, 4, 5})

@@ -443,13 +443,17 @@ func runIndex(cCtx *cli.Context) (err error) {
 		defer bar.finish()
 	}
 	ctx := cCtx.Context
-	var done, added, skipped int64
-	var tiny []string // (files whose projections have rows too short to normalise, and how many)
+	var done, added, skipped, twice int64 // (twice: files skipped as copies of one indexed in this run)
+	var tiny []string                     // (files whose projections have rows too short to normalise, and how many)
 	// A chunk is at most one file's rows: --batch may be far larger.
 	x := make([]float32, int(min(int64(batch), largest))*c.InputDim)
 	for _, s := range sources {
 		if _, ok := w.Source(s.src.Path); ok || s.duplicate {
-			skipped++
+			if s.duplicate {
+				twice++
+			} else {
+				skipped++
+			}
 			done += s.src.Rows
 			bar.set(done)
 			continue
@@ -506,6 +510,9 @@ func runIndex(cCtx *cli.Context) (err error) {
 	msg := fmt.Sprintf("index %s: %s of %d-wide %s embeddings in %s; added %s", printable.String(out), plural.Count(m.Rows, "row", "rows"), m.Dim, m.DType, plural.Count(len(m.Shards), "shard", "shards"), plural.Count(added, "row", "rows"))
 	if skipped > 0 {
 		msg += fmt.Sprintf(", skipped %s already indexed", plural.Count(skipped, "file", "files"))
+	}
+	if twice > 0 {
+		msg += fmt.Sprintf(", skipped %s of a file indexed in this run", plural.Count(twice, "copy", "copies"))
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
 	if len(tiny) > 0 {

@@ -258,7 +258,8 @@ func TestIndexSymlinkedSources(t *testing.T) {
 	writeF32(t, other2, []int{40, tIn}, y)
 	_, stderr, err = runCLI(t, "index", "--model", run, "--features", copied, "--features", other, "--features", other2, "--out", index)
 	if err != nil || !strings.Contains(stderr, copied+" has the size, rows and sampled contents of "+real+", indexed already") ||
-		!strings.Contains(stderr, other2+" has the size, rows and sampled contents of "+other+", indexed in this run") || len(shards()) != 2 {
+		!strings.Contains(stderr, other2+" has the size, rows and sampled contents of "+other+", indexed in this run") || len(shards()) != 2 ||
+		!strings.Contains(stderr, "added 40 rows, skipped 1 file already indexed, skipped 1 copy of a file indexed in this run") {
 		t.Fatalf("index --features COPY NEW NEW-COPY: %v, %d shards, want 2\n%s", err, len(shards()), stderr)
 	}
 	moved := filepath.Join(dir, "moved.dino.npy")

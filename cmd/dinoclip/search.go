@@ -117,7 +117,7 @@ func searchCommand() *cli.Command {
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
 			intFlag("k", "`K` best rows per query (every row, where the index has fewer)", 10),
 			outFlag("search", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)"),
-			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the queries, 4 bytes a value, and the answer, 12 bytes per query and k, come on top)", retrieval.DefaultMemoryBudget>>20),
+			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the queries, 4 bytes a value, the answer, 12 bytes per query and k, and the names of its images where the index lists them, come on top)", retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
 			configFlag(),
 		},
@@ -559,6 +559,9 @@ func checkOutDir(out string, inputs ...string) error {
 	// The output replaces the directory whole, by renaming.
 	if err := checkReplaceable(out, st); err != nil {
 		return err
+	}
+	if retrieval.IsIndex(out) || retrieval.IsUnfinishedIndex(out) {
+		return fmt.Errorf("--out %s is a search index, which the output would replace; choose another directory", out)
 	}
 	entries, err := os.ReadDir(out)
 	if errors.Is(err, os.ErrNotExist) {

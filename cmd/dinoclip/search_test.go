@@ -456,6 +456,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	wantError(t, search("--memory", "9223372036854775807"), "--memory 9223372036854775807", "at most")
 	wantError(t, search("--memory", "1000000000000000000"), "--memory 1000000000000000000", "at most")
 	wantError(t, search("--device", "tpu"), "unknown device")
+	wantError(t, []string{"search", "--index", index, "--queries", q, "--out", index}, "--out "+index+" is a search index")
 	// A features directory holding a link to a file that is gone: the
 	// link is named as one (it was lstat's error on the missing file).
 	linked := t.TempDir()

@@ -112,4 +112,9 @@ func TestDiskFree(t *testing.T) {
 	if _, ok := DiskFree(dir + "/missing"); ok {
 		t.Error("DiskFree of a missing path: ok")
 	}
+	// A file system of no size says nothing of its free space (train
+	// --out /proc/x was refused for lack of space).
+	if free, ok := DiskFree("/proc"); runtime.GOOS == "linux" && ok {
+		t.Errorf("DiskFree(/proc) = %d, ok: want nothing of a file system that gives no size", free)
+	}
 }

@@ -21,7 +21,7 @@ func (w *World) TrainingRows(first, n int) (features, targets []float32, err err
 	if first < 0 || n < 1 || first > math.MaxInt-n {
 		return nil, nil, fmt.Errorf("synth: training rows from %d, %d of them: need first >= 0 and at least one row", first, n)
 	}
-	if err := checkSize("training rows", n, max(w.opts.InputDim, w.opts.OutputDim)); err != nil {
+	if err := checkSize("training rows", n, max(w.opts.InputDim, w.opts.OutputDim), "fewer rows a shard"); err != nil {
 		return nil, nil, err
 	}
 	din, dout := w.opts.InputDim, w.opts.OutputDim
@@ -91,7 +91,6 @@ func (w *World) EvalSet(name string, images, captionsPerImage int) (*EvalSet, er
 	return set, nil
 }
 
-// checkSize rejects n rows of width dim when they would exceed maxElements.
 // CheckEvalSet refuses the sizes of an evaluation set that EvalSet would
 // refuse, without generating anything: for a caller that writes other
 // data first.
@@ -106,10 +105,10 @@ func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error
 		return fmt.Errorf("synth: evaluation set %q: %d images × %d captions is too many captions", name, images, captionsPerImage)
 	}
 	// The images' features and embeddings, then the captions' embeddings.
-	if err := checkSize("evaluation images", images, max(opts.InputDim, opts.OutputDim)); err != nil {
+	if err := checkSize("evaluation images", images, max(opts.InputDim, opts.OutputDim), "fewer images"); err != nil {
 		return err
 	}
-	return checkSize("evaluation captions", images*captionsPerImage, opts.OutputDim)
+	return checkSize("evaluation captions", images*captionsPerImage, opts.OutputDim, "fewer images or captions of each")
 }
 
 // MemoryBytes is about the most memory writing opts's data holds at once:
@@ -143,9 +142,11 @@ func EvalDiskBytes(opts Options, images, captionsPerImage int) float64 {
 	return n*float64(opts.InputDim+opts.OutputDim)*4 + c*(float64(opts.OutputDim)*4+8)
 }
 
-func checkSize(what string, n, dim int) error {
+// checkSize rejects n rows of width dim when they would exceed
+// maxElements, generated at once; fewer says what to ask for instead.
+func checkSize(what string, n, dim int, fewer string) error {
 	if n > maxElements/dim {
-		return fmt.Errorf("synth: %d %s of width %d exceed %d values; generate fewer at a time", n, what, dim, maxElements)
+		return fmt.Errorf("synth: %d %s of width %d exceed the %d values generated at once; ask for %s", n, what, dim, maxElements, fewer)
 	}
 	return nil
 }

@@ -172,7 +172,7 @@ func trainingShards(dir string, opts Options, rows, rowsPerShard int) (shards, l
 	if shards > MaxShards {
 		return 0, 0, fmt.Errorf("synth: training data in %s: %d rows in shards of %d make %d shards, more than %d; use larger shards", dir, rows, rowsPerShard, shards, MaxShards)
 	}
-	if err := checkSize("rows per shard", rowsPerShard, max(opts.InputDim, opts.OutputDim)); err != nil {
+	if err := checkSize("rows per shard", rowsPerShard, max(opts.InputDim, opts.OutputDim), "smaller shards"); err != nil {
 		return 0, 0, err
 	}
 	return shards, rowsPerShard, nil

@@ -543,7 +543,7 @@ func TestSizeValidation(t *testing.T) {
 	if _, _, err := w.TrainingRows(-1, 5); err == nil {
 		t.Error("TrainingRows(-1, 5) succeeded")
 	}
-	if _, _, err := w.TrainingRows(0, maxElements); err == nil || !strings.Contains(err.Error(), "exceed") {
+	if _, _, err := w.TrainingRows(0, maxElements); err == nil || !strings.Contains(err.Error(), "exceed") || !strings.Contains(err.Error(), "fewer rows a shard") {
 		t.Errorf("TrainingRows of 2^30 rows: error %v", err)
 	}
 }

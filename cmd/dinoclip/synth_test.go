@@ -112,6 +112,7 @@ func TestSynthErrors(t *testing.T) {
 		{[]string{"synth", "--out", dir, "--latent-shift", "1e3"}, []string{"latent shift is 1000"}},
 		// The evaluation set's sizes are checked before the training data is written.
 		{[]string{"synth", "--out", dir, "--rows", "100", "--eval-images", "3037000500", "--captions-per-image", "3037000500"}, []string{"too many captions"}},
+		{[]string{"synth", "--out", dir, "--rows", "100", "--captions-per-image", "100000"}, []string{"evaluation captions", "ask for fewer images or captions of each"}},
 	}
 	for _, c := range cases {
 		wantError(t, c.args, c.wants...)

@@ -61,7 +61,13 @@ func writeRecallTable(w io.Writer, reports []retrieval.Report) error {
 			if i > 0 {
 				pct = r.PercentOfCLIP.ImageToTextPercent
 			}
-			fmt.Fprintf(&sb, "%-*s  %-*s  %s  %s  %9.2f\n", nameW, name, dirW, dir, cells(r.CLIP), cells(r.Projected), pct)
+			// (A report without its percentage, one recorded empty, shows
+			// none, as its recalls do.)
+			pctText := "-"
+			if r.PercentOfCLIP.K > 0 {
+				pctText = fmt.Sprintf("%.2f", pct)
+			}
+			fmt.Fprintf(&sb, "%-*s  %-*s  %s  %s  %9s\n", nameW, name, dirW, dir, cells(r.CLIP), cells(r.Projected), pctText)
 		}
 	}
 	fmt.Fprintf(&sb, "recall@k in %%; %% of CLIP = projection R@%d / CLIP R@%d\n", r5K(reports), r5K(reports))

@@ -59,3 +59,23 @@ func TestRecallTableEscapesNames(t *testing.T) {
 	}
 	wantError(t, []string{"eval", "--model", run, "--eval", odd}, `"set\u202eodd" has characters that are not printable`, "eval.json")
 }
+
+// A report recorded without its percentage of CLIP (an empty one in a
+// model's metadata) shows "-" there, as for its recalls, not 0.00.
+func TestRecallTableWithoutPercentOfCLIP(t *testing.T) {
+	for _, c := range []struct {
+		rel  retrieval.RelativeRecall
+		want string
+	}{
+		{retrieval.RelativeRecall{}, "-"},
+		{retrieval.RelativeRecall{K: 5, TextToImagePercent: 82.9, ImageToTextPercent: 77.57}, "82.90"},
+	} {
+		var sb strings.Builder
+		if err := writeRecallTable(&sb, []retrieval.Report{{Name: "set", PercentOfCLIP: c.rel}}); err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Split(sb.String(), "\n"); len(lines) < 3 || !strings.HasSuffix(lines[2], " "+c.want) {
+			t.Errorf("percent of CLIP %+v: table\n%s\nwant its first row to end in %q", c.rel, sb.String(), c.want)
+		}
+	}
+}

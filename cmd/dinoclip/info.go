@@ -239,7 +239,8 @@ func infoIndex(w io.Writer, dir string) error {
 	}
 	m := ix.Manifest
 	fmt.Fprintf(w, "%s: search index\n", printable.String(dir))
-	fmt.Fprintf(w, "  rows: %d of %d %s values (unit length)\n", m.Rows, m.Dim, m.DType)
+	// (As written: info reads no row; search refuses one that is not.)
+	fmt.Fprintf(w, "  rows: %d of %d %s values, written unit length\n", m.Rows, m.Dim, m.DType)
 	fmt.Fprintf(w, "  model: %s (sha256 %s)\n", shown(m.Model.Path), m.Model.SHA256)
 	writeTrainedOn(w, m.Model.Encoders)
 	fmt.Fprintf(w, "  shards: %d\n", len(m.Shards))

@@ -117,7 +117,12 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 	}
 	o.EMA = cCtx.Float64("ema")
 	if o.EMA != 0 && !(o.EMA > 0 && o.EMA < 1) {
-		return o, fmt.Errorf("--ema %v: the decay must be in (0, 1), or 0 for no moving average", o.EMA)
+		near := ""
+		if o.EMA == 1 {
+			// (0.99999999999999999 was typed, and said to be 1.)
+			near = " (one within about 1e-16 of 1 reads as 1 in float64)"
+		}
+		return o, fmt.Errorf("--ema %v: the decay must be in (0, 1), or 0 for no moving average%s", o.EMA, near)
 	}
 	o.BestFrom = cCtx.String("best-from")
 	if o.BestFrom != train.BestFromRaw && o.BestFrom != train.BestFromEMA {

@@ -235,6 +235,7 @@ func TestTrainErrors(t *testing.T) {
 		{"bf16 on the CPU", with("--precision", "bf16"), []string{"--precision bf16", "GPU", "fp32 or fp64"}},
 		{"fp64 on a GPU", with("--precision", "fp64", "--device", "cuda"), []string{"fp64", "CPU engine only"}},
 		{"ema decay 1", with("--ema", "1"), []string{"--ema 1", "(0, 1)"}},
+		{"ema decay that reads as 1", with("--ema", "0.99999999999999999"), []string{"--ema 1", "(0, 1)", "reads as 1 in float64"}},
 		{"ema decay NaN", with("--ema", "NaN"), []string{"--ema NaN", "(0, 1)"}},
 		{"best from ema without ema", with("--best-from", "ema"), []string{"--best-from ema", "--ema"}},
 		{"best from ema without eval", with("--best-from", "ema", "--ema", "0.9"), []string{"--best-from ema", "--eval"}},

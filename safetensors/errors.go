@@ -49,3 +49,15 @@ var (
 func errorf(kind error, format string, args ...any) error {
 	return kinderr.Errorf(kind, format, args...)
 }
+
+// DataCutShortError is the error of a file cut short in its data
+// (ErrDataCutShort), with the metadata its header, whole, still gives:
+// what the file was (a checkpoint's optimizer state, say), for a caller
+// deciding whether it may replace it.
+type DataCutShortError struct {
+	Metadata map[string]string
+	err      error
+}
+
+func (e *DataCutShortError) Error() string { return e.err.Error() }
+func (e *DataCutShortError) Unwrap() error { return e.err }

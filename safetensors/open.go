@@ -8,6 +8,7 @@ package safetensors
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -113,6 +114,9 @@ func parseBytes(name string, b []byte) (*File, error) {
 		return nil, err
 	}
 	if err := checkLayout(tensors, len(buf)); err != nil {
+		if errors.Is(err, ErrDataCutShort) {
+			return nil, &DataCutShortError{Metadata: meta, err: err}
+		}
 		return nil, err
 	}
 	sum, err := recordedSHA256(meta)

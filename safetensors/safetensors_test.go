@@ -317,6 +317,12 @@ func TestCutShort(t *testing.T) {
 			t.Errorf("%q: %v, want ErrOffsets, not ErrDataCutShort", b, err)
 		}
 	}
+	// Cut in its data, a file still gives its header's metadata.
+	withMeta := raw(`{"__metadata__":{"format":"x/1"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, make([]byte, 8))
+	var cut *DataCutShortError
+	if _, err := Read(withMeta[:len(withMeta)-1]); !errors.As(err, &cut) || cut.Metadata["format"] != "x/1" {
+		t.Errorf("cut in its data: %v, want a DataCutShortError with the header's metadata", err)
+	}
 	// A header length of 640 (896, 1152, 1408) mod 65536 begins with the
 	// bytes of a pickle's protocol 2 (3, 4, 5): cut short, it is no
 	// PyTorch file, as its opening brace tells.

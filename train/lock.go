@@ -227,13 +227,16 @@ func linkedCheckpoints(dir string) (target string, ok bool) {
 // gone is no owner: claimCheckpointsDir replaces it, as it does a record
 // that is none (a run from before records).
 func checkCheckpointsOwner(dir string) error {
-	target, ok := linkedCheckpoints(dir)
-	if !ok {
-		return nil
+	target, linked := linkedCheckpoints(dir)
+	if !linked {
+		target = filepath.Join(dir, CheckpointsDir) // (recorded too: claimCheckpointsDir)
 	}
 	owner := filepath.Join(target, CheckpointsOwnerFile)
 	if st, err := os.Lstat(owner); err == nil && st.IsDir() {
 		return fmt.Errorf("run directory %s: %s, where dinoclip records which run's checkpoints these are, is a directory: move it away", dir, owner)
+	}
+	if !linked {
+		return nil
 	}
 	rec, ok := readOwnerRecord(owner)
 	switch {

@@ -524,6 +524,22 @@ func TestLockRunDirRefusalLeavesNoLockFile(t *testing.T) {
 // refusal says.
 func TestCheckpointsMovedByHandKeepTheirOwner(t *testing.T) {
 	dataDir, original := stoppedRun(t, 5)
+	// A directory where the record goes, in checkpoints of the run's own,
+	// is refused as such before the resume changes anything.
+	planted := filepath.Join(original, CheckpointsDir, CheckpointsOwnerFile)
+	saved, err := os.ReadFile(planted)
+	if err != nil {
+		t.Fatalf("the run's own checkpoints hold no owner record: %v", err)
+	}
+	os.Remove(planted)
+	if err := os.MkdirAll(filepath.Join(planted, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := runWithin(t, newTrainer(t, dataDir, original, nil), true); err == nil || !strings.Contains(err.Error(), planted+", where dinoclip records which run's checkpoints these are, is a directory: move it away") {
+		t.Fatalf("resume with a directory where its own checkpoints' owner record goes: %v", err)
+	}
+	os.RemoveAll(planted)
+	os.WriteFile(planted, saved, 0o644)
 	twin := filepath.Join(t.TempDir(), "twin")
 	if out, err := exec.Command("cp", "-a", original, twin).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a: %v\n%s", err, out)
@@ -554,7 +570,7 @@ func TestCheckpointsMovedByHandKeepTheirOwner(t *testing.T) {
 		return names
 	}
 	before := snapshot(external)
-	err := runWithin(t, newTrainer(t, dataDir, copied, nil), true)
+	err = runWithin(t, newTrainer(t, dataDir, copied, nil), true)
 	if err == nil || !strings.Contains(err.Error(), "the checkpoints of the run in "+realDir(t, original)) {
 		t.Fatalf("resume of a copy made after the checkpoints were moved: %v, want a refusal naming the original", err)
 	}

@@ -153,6 +153,10 @@ func TestAverageErrors(t *testing.T) {
 	if err := safetensors.Write(laterState, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": "dinoclip-float64/2"}); err != nil {
 		t.Fatal(err)
 	}
+	cutState := filepath.Join(t.TempDir(), "state3.safetensors") // (an optimizer state cut short in its data: its header still says what it is)
+	if whole, err := os.ReadFile(state); err != nil || os.WriteFile(cutState, whole[:len(whole)-2], 0o644) != nil {
+		t.Fatal("cutting a state file short")
+	}
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -187,6 +191,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out a .npy", []string{"average", "--out", features, a, b}, []string{features, "exists and is a .npy array, which the average would replace"}},
 		{"out an optimizer state", []string{"average", "--out", state, a, b}, []string{state, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a later version's state", []string{"average", "--out", laterState, a, b}, []string{laterState, "exists and is a training checkpoint's optimizer or float64 state"}},
+		{"out a state cut short", []string{"average", "--out", cutState, a, b}, []string{cutState, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a PyTorch file named as a model", []string{"average", "--out", torchNamed, a, b}, []string{torchNamed, "exists and is a file that is neither"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {

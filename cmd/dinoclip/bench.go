@@ -15,6 +15,7 @@ import (
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -405,7 +406,7 @@ func runBench(cCtx *cli.Context) error {
 			r.Args = benchArgs(cCtx)
 			r.Notes = append(r.Notes, "incomplete: the run stopped at a failure: "+err.Error())
 			if werr := writeBenchReport(cCtx, r, jsonPath, outDir); werr != nil {
-				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: bench: %v\n", werr)
+				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: bench: %s\n", printable.String(werr.Error()))
 			}
 		}
 		return fmt.Errorf("bench: %w", err)
@@ -422,7 +423,7 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		return err
 	}
 	if w := r.PeakWarning(); w != "" {
-		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s\n", w)
+		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s\n", printable.String(w))
 	}
 	if err := benchOutPlaces(jsonPath, outDir); err != nil {
 		return err

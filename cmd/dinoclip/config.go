@@ -140,8 +140,8 @@ func numberWhy(f cli.Flag, v string) string {
 	switch {
 	case !readsAsNumber(v):
 		return notNumberWhy
-	case !float && !hasOtherBase(v) && strings.ContainsAny(v, ".eE") && !strings.ContainsAny(v, "xX"):
-		return notWholeWhy
+	case !float && !readsAsInteger(v):
+		return notWholeWhy // (1.5, 1e3, Inf, NaN, 0x1p4)
 	case !isDecimalNumber(v, float):
 		return notDecimalWhy
 	case float && underflows(v):
@@ -207,6 +207,15 @@ func readsAsNumber(v string) bool {
 	return ok(ferr) || ok(ierr) || ok(uerr)
 }
 
+// readsAsInteger reports whether v is an integer in some syntax Go reads
+// (decimal, 0x, 0o, 0b, underscores), whatever its range.
+func readsAsInteger(v string) bool {
+	_, ierr := strconv.ParseInt(v, 0, 64)
+	_, uerr := strconv.ParseUint(v, 0, 64)
+	ok := func(err error) bool { return err == nil || errors.Is(err, strconv.ErrRange) }
+	return ok(ierr) || ok(uerr)
+}
+
 // decimalEnv is decimalNumbers for the environment variables of the number
 // flags of the command the app is about to run (named by the app's first
 // argument): checked before the command's flags are set up, where
@@ -232,6 +241,9 @@ func decimalEnv(cCtx *cli.Context) error {
 	for _, f := range c.Flags {
 		number, _ := numberFlag(f)
 		_, isSwitch := f.(*altsrc.BoolFlag)
+		if _, ok := f.(*cli.BoolFlag); ok {
+			isSwitch = true
+		}
 		ev, ok := f.(interface{ GetEnvVars() []string })
 		if !number && !isSwitch || !ok {
 			continue

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/train"
+	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 )
 
@@ -247,7 +248,9 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 			// the number in decimal digits"); a fraction for a count.
 			wantError(t, []string{c.Name, "--" + name, "abc"}, "--"+name+" abc: not a number")
 			if !float {
-				wantError(t, []string{c.Name, "--" + name, "1.5"}, "--"+name+" 1.5: not a whole number")
+				for _, v := range []string{"1.5", "Inf", "nan"} {
+					wantError(t, []string{c.Name, "--" + name, v}, "--"+name+" "+v+": not a whole number")
+				}
 			}
 			if float {
 				// A number that reads as 0 (--ema 1e-400 meant no moving average).
@@ -302,8 +305,10 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 	switches := 0
 	for _, c := range newApp().Commands {
 		for _, f := range c.Flags {
-			ev, ok := f.(*altsrc.BoolFlag)
-			if !ok || len(ev.GetEnvVars()) == 0 {
+			ev, ok := f.(interface{ GetEnvVars() []string })
+			_, isAltsrc := f.(*altsrc.BoolFlag)
+			_, isCLI := f.(*cli.BoolFlag)
+			if !ok || !isAltsrc && !isCLI || len(ev.GetEnvVars()) == 0 {
 				continue
 			}
 			env := ev.GetEnvVars()[0]

@@ -17,6 +17,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/mountpoint"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/synth"
@@ -168,7 +169,7 @@ func runDemo(cCtx *cli.Context) error {
 	// meanwhile, training included, is refused.
 	dataDir, evalDir := filepath.Join(dataRoot, dataset.TrainDir), filepath.Join(dataRoot, dataset.EvalDir)
 	fmt.Fprintf(w, "1/3 synthesising %d training rows and an evaluation set of %d images x %d captions in %s\n",
-		rows, job.images, job.perImage, dataRoot)
+		rows, job.images, job.perImage, printable.String(dataRoot))
 	unlockData, err := synthesise(cCtx.Context, w, cCtx.App.ErrWriter, dataRoot, job)
 	if err != nil {
 		return err
@@ -217,7 +218,7 @@ func runDemo(cCtx *cli.Context) error {
 	if err := plotRun(runDir, png); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nloss and recall curves: %s\n", png)
+	fmt.Fprintf(w, "\nloss and recall curves: %s\n", printable.String(png))
 	return nil
 }
 

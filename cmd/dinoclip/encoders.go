@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/printable"
 )
 
 // warnEncoders warns when a and b, the encoders of what aWhat and bWhat
@@ -13,7 +14,7 @@ import (
 // names may be one model's.
 func warnEncoders(w io.Writer, aWhat string, a dataset.Encoders, bWhat string, b dataset.Encoders) {
 	if msg := dataset.Mismatch(aWhat, a, bWhat, b); msg != "" {
-		fmt.Fprintf(w, "dinoclip: warning: %s\n", msg)
+		fmt.Fprintf(w, "dinoclip: warning: %s\n", printable.String(msg))
 	}
 }
 
@@ -24,7 +25,7 @@ func warnEncoders(w io.Writer, aWhat string, a dataset.Encoders, bWhat string, b
 func extractedEncoders(w io.Writer, dir string) dataset.Encoders {
 	enc, err := dataset.ReadEncoders(dir)
 	if err != nil {
-		fmt.Fprintf(w, "dinoclip: warning: %v: which DINOv2 and CLIP models made %s is not known\n", err, dir)
+		fmt.Fprintf(w, "dinoclip: warning: %s: which DINOv2 and CLIP models made %s is not known\n", printable.String(err.Error()), printable.String(dir))
 	}
 	return enc
 }

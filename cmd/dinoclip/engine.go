@@ -13,6 +13,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -188,7 +189,7 @@ func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedMo
 	}
 	if flag == "" && precision == train.PrecisionBF16 {
 		if why := bf16Fits(m.Config); why != nil {
-			fmt.Fprintf(warn, "dinoclip: %s: computing in fp32, not the GPU's default bf16 (%v)\n", path, why)
+			fmt.Fprintf(warn, "dinoclip: %s: computing in fp32, not the GPU's default bf16 (%v)\n", printable.String(path), why)
 			precision = train.PrecisionFP32
 		}
 	}

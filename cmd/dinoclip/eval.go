@@ -8,6 +8,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
@@ -137,7 +138,7 @@ func runEval(cCtx *cli.Context) error {
 const tinyProjectionsWhy = "are zero or shorter than 1e-12: normalisation (as PyTorch's F.normalize) cannot make them unit length, so they score below their cosines, 0 for a zero row (a model with degenerate weights?)"
 
 func writeEvalText(w io.Writer, doc evalDocument) error {
-	fmt.Fprintf(w, "model %s: %v", doc.Model, doc.Config)
+	fmt.Fprintf(w, "model %s: %v", printable.String(doc.Model), doc.Config)
 	if doc.Epoch != nil && doc.Step != nil {
 		fmt.Fprintf(w, ", epoch %d, step %d", *doc.Epoch, *doc.Step)
 	}

@@ -82,6 +82,27 @@ type featureFile struct {
 	Info  fs.FileInfo
 }
 
+// featuresError is err of the features file f, which says where f is a
+// symbolic link that leads to no file, and the path missing at the end of
+// its links (the system's error names f, or that path alone).
+func featuresError(f string, err error) error {
+	if !atomicfile.IsLink(f) || !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("--features %s: %w", f, err)
+	}
+	end := f
+	for hops := 0; hops < 40 && atomicfile.IsLink(end); hops++ { // (a loop is no ErrNotExist)
+		target, lerr := os.Readlink(end)
+		if lerr != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(end), target)
+		}
+		end = target
+	}
+	return fmt.Errorf("--features %s is a symbolic link that leads to no file (%s does not exist)", f, end)
+}
+
 // featureFiles expands --features: a directory gives its *.dino.npy files
 // in name order; a file is taken as it is. A file named twice (or reached
 // twice, through symbolic or hard links) is taken once.
@@ -91,7 +112,7 @@ func featureFiles(args []string) ([]featureFile, error) {
 	for _, a := range args {
 		st, err := os.Stat(a)
 		if err != nil {
-			return nil, fmt.Errorf("--features %s: %w", a, err)
+			return nil, featuresError(a, err)
 		}
 		var found []string
 		if st.IsDir() {
@@ -117,10 +138,7 @@ func featureFiles(args []string) ([]featureFile, error) {
 			// the file it leads to, indexed once.
 			real, err := atomicfile.RealPath(f)
 			if err != nil {
-				if target, lerr := os.Readlink(f); lerr == nil && errors.Is(err, fs.ErrNotExist) {
-					return nil, fmt.Errorf("--features %s is a symbolic link to %s, which does not exist (%w)", f, target, err)
-				}
-				return nil, fmt.Errorf("--features %s: %w", f, err)
+				return nil, featuresError(f, err)
 			}
 			if dir := filepath.Dir(real); retrieval.IsIndex(dir) {
 				return nil, fmt.Errorf("--features %s is in the search index %s: an index's files are its projections, not DINOv2 features", f, dir)
@@ -341,14 +359,14 @@ func runIndex(cCtx *cli.Context) (err error) {
 		cerr := w.Close()
 		switch m := w.Manifest(); {
 		case cerr != nil && errors.Is(err, context.Canceled):
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %v\n", cerr)
+			fmt.Fprintln(cCtx.App.ErrWriter, errorLine(cerr))
 		case err != nil && cerr == nil && len(m.Shards) > before:
 			again := "the same command again indexes the rest"
 			if !errors.Is(err, context.Canceled) {
 				again = "once what stopped it is mended, " + again
 			}
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the index %s keeps the %s this run indexed before the stop (%s, %s, in all): %s\n",
-				out, plural.Count(len(m.Shards)-before, "file", "files"), plural.Count(len(m.Shards), "file", "files"), plural.Count(m.Rows, "row", "rows"), again)
+				printable.String(out), plural.Count(len(m.Shards)-before, "file", "files"), plural.Count(len(m.Shards), "file", "files"), plural.Count(m.Rows, "row", "rows"), again)
 		}
 		if recordsModel && len(w.Manifest().Shards) > before { // (the manifest written holds it)
 			warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
@@ -406,10 +424,10 @@ func runIndex(cCtx *cli.Context) (err error) {
 			continue
 		}
 		if p, ok := recorded[key]; ok {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", s.src.Path, p)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", printable.String(s.src.Path), printable.String(p))
 			sources[i].src.Path = p
 		} else if earlier != "" {
-			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", s.src.Path, earlier)
+			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", printable.String(s.src.Path), printable.String(earlier))
 			sources[i].duplicate = true
 		}
 	}
@@ -512,7 +530,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 		msg += fmt.Sprintf(", skipped %s already indexed", plural.Count(skipped, "file", "files"))
 	}
 	if twice > 0 {
-		msg += fmt.Sprintf(", skipped %s of a file indexed in this run", plural.Count(twice, "copy", "copies"))
+		msg += fmt.Sprintf(", skipped %s indexed in this run", plural.Count(twice, "copy of a file", "copies of files"))
 	}
 	fmt.Fprintln(cCtx.App.ErrWriter, msg)
 	if len(tiny) > 0 {
@@ -520,7 +538,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 	}
 	if listed, needed := m.ImageLists(); added > 0 && listed > 0 && listed < needed {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s with rows list their rows' images, the others do not (their features files had no NAME.images.txt beside them): dinoclip search names no images in this index; to have them, index anew into a new INDEX, every features file with its list\n",
-			listed, needed, out)
+			listed, needed, printable.String(out))
 	}
 	return nil
 }

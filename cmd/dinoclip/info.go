@@ -315,12 +315,12 @@ func infoSearch(w io.Writer, dir string) error {
 // it: training data in DIR/train, an evaluation set in DIR/eval.
 func infoSynthOut(w io.Writer, dir string) error {
 	fmt.Fprintf(w, "%s: data directory (training data in %s/, an evaluation set in %s/, as dinoclip synth writes them)\n",
-		dir, dataset.TrainDir, dataset.EvalDir)
+		printable.String(dir), dataset.TrainDir, dataset.EvalDir)
 	// What an unfinished run has written so far is described, though
 	// readers refuse it (dataset.CheckUnfinished).
 	unfinished := dataset.HasUnfinished(dir)
 	if unfinished {
-		fmt.Fprintf(w, "  unfinished: a dinoclip synth or demo into %s is running, or was interrupted (run it again); what it has written so far:\n", dir)
+		fmt.Fprintf(w, "  unfinished: a dinoclip synth or demo into %s is running, or was interrupted (run it again); what it has written so far:\n", printable.String(dir))
 	}
 	if tr := filepath.Join(dir, dataset.TrainDir); train.HoldsShards(tr) || dataset.CheckStaging(tr) != nil {
 		if err := infoData(w, tr, unfinished); err != nil {
@@ -374,7 +374,7 @@ func infoNPY(w io.Writer, path string) error {
 	fmt.Fprintf(w, "  data: %s\n", byteSize(int64(h.DataSize())))
 	// Queries embedded by python -m dinoclip.extract texts: their record.
 	if rec, err := dataset.ReadQueriesRecord(path); err != nil {
-		fmt.Fprintf(w, "  queries record: not usable: %v\n", err)
+		fmt.Fprintf(w, "  queries record: not usable: %s\n", printable.String(err.Error()))
 	} else if rec != nil {
 		writeQueriesRecord(w, dataset.QueriesRecordPath(path), rec)
 	}
@@ -534,7 +534,7 @@ func writeModelInfo(w io.Writer, path string) error {
 	if v, ok := m.Meta["averaged_from"]; ok {
 		var from []soupIngredient
 		if err := json.Unmarshal([]byte(v), &from); err != nil {
-			fmt.Fprintf(w, "  averaged_from: unreadable (%v)\n", err)
+			fmt.Fprintf(w, "  averaged_from: unreadable (%s)\n", printable.String(err.Error()))
 		} else {
 			fmt.Fprintf(w, "  averaged from %s (dinoclip average):\n", plural.Count(len(from), "model", "models"))
 			for _, f := range from {
@@ -677,7 +677,7 @@ func infoCheckpoint(w io.Writer, dir string) error {
 	// (First: what follows describes files of two checkpoints.)
 	if st != nil {
 		if err := train.StepsAgree(dir); err != nil {
-			fmt.Fprintf(w, "  NOT ONE CHECKPOINT (a resume from it is refused): %v\n", err)
+			fmt.Fprintf(w, "  NOT ONE CHECKPOINT (a resume from it is refused): %s\n", printable.String(err.Error()))
 		}
 	}
 	if err := writeModelInfo(w, filepath.Join(dir, checkpoint.ModelFile)); err != nil {
@@ -716,7 +716,7 @@ func writeEMAWeights(w io.Writer, dir, of string) *checkpoint.Model {
 	}
 	m, unusable, err := readModelToDescribe(path)
 	if err != nil {
-		fmt.Fprintf(w, "  moving average %s%s: unreadable: %v\n", checkpoint.EMAFile, of, err)
+		fmt.Fprintf(w, "  moving average %s%s: unreadable: %s\n", checkpoint.EMAFile, of, printable.String(err.Error()))
 		return nil
 	}
 	if unusable != "" {
@@ -746,9 +746,9 @@ func infoRun(w io.Writer, dir string) error {
 	fmt.Fprintln(w)
 	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
 		if t, err := os.Readlink(filepath.Join(dir, l)); err == nil {
-			fmt.Fprintf(w, "  %s -> %s", l, t)
+			fmt.Fprintf(w, "  %s -> %s", l, printable.String(t))
 			if p := checkpoint.LinkProblem(dir, l); p != "" && !training { // (a trainer at work moves them)
-				fmt.Fprintf(w, " (DAMAGED: %s)", p)
+				fmt.Fprintf(w, " (DAMAGED: %s)", printable.String(p))
 			}
 			fmt.Fprintln(w)
 		}
@@ -763,7 +763,7 @@ func infoRun(w io.Writer, dir string) error {
 	}
 	noCheckpoint := resumeErr == nil || errors.Is(resumeErr, train.ErrNoCheckpoint)
 	if !noCheckpoint {
-		fmt.Fprintf(w, "  NOT RESUMABLE: %v\n", resumeErr)
+		fmt.Fprintf(w, "  NOT RESUMABLE: %s\n", printable.String(resumeErr.Error()))
 	}
 	last := filepath.Join(dir, checkpoint.LastLink)
 	if _, err := os.Stat(filepath.Join(last, checkpoint.ModelFile)); err != nil || !noCheckpoint {
@@ -806,7 +806,7 @@ func infoRun(w io.Writer, dir string) error {
 		writeEMAWeights(w, best, " of the best checkpoint")
 	}
 	if run, err := train.ReadRunInfo(dir); err != nil {
-		fmt.Fprintf(w, "  %s: NOT READABLE (a resume refuses the run until it is restored): %v\n", train.RunFile, err)
+		fmt.Fprintf(w, "  %s: NOT READABLE (a resume refuses the run until it is restored): %s\n", train.RunFile, printable.String(err.Error()))
 	} else {
 		if run.Init != nil {
 			fmt.Fprintf(w, "  fine-tuned from: %s (weights sha256 %s)\n", shown(run.Init.Path), shown(run.Init.SHA256))
@@ -827,14 +827,14 @@ func infoRun(w io.Writer, dir string) error {
 	n, err := countEvals(filepath.Join(dir, train.MetricsFile), st)
 	switch {
 	case err != nil:
-		fmt.Fprintf(w, "  evaluations: DAMAGED: %v (train --resume refuses it)\n", err)
+		fmt.Fprintf(w, "  evaluations: DAMAGED: %s (train --resume refuses it)\n", printable.String(err.Error()))
 	case n.later > 0:
 		fmt.Fprintf(w, "  evaluations: %d in %s, and %d after the last checkpoint (a resume drops them, and evaluates again)\n", n.kept, train.MetricsFile, n.later)
 	case n.kept > 0:
 		fmt.Fprintf(w, "  evaluations: %d in %s\n", n.kept, train.MetricsFile)
 	}
 	if err == nil && n.damaged > 0 {
-		fmt.Fprintf(w, "  %s: DAMAGED: lines that are no record (edited, or damaged by the disk): %d; a resume drops them, and the records they held are lost\n", train.MetricsFile, n.damaged)
+		fmt.Fprintf(w, "  %s: DAMAGED: lines that are no record (edited, or damaged by the disk): %d; a resume drops them, and the records they held are lost (but those of steps after the last checkpoint, which it writes again)\n", train.MetricsFile, n.damaged)
 	}
 	return nil
 }
@@ -909,7 +909,7 @@ func writeTrainedOn(w io.Writer, enc dataset.Encoders) {
 func writeExtracted(w io.Writer, enc dataset.Encoders, err error) {
 	switch {
 	case err != nil:
-		fmt.Fprintf(w, "  extracted: not known (%v)\n", err)
+		fmt.Fprintf(w, "  extracted: not known (%s)\n", printable.String(err.Error()))
 	case enc.Known():
 		fmt.Fprintf(w, "  extracted: %s\n", enc)
 	}

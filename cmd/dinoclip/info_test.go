@@ -447,7 +447,7 @@ func TestReportsEscapePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, eval := makeData(t), makeEvalSet(t, "tiny")
-	run, index, hits := filepath.Join(odd, "run"), filepath.Join(odd, "ix"), filepath.Join(odd, "hits")
+	run, index, hits, syn := filepath.Join(odd, "run"), filepath.Join(odd, "ix"), filepath.Join(odd, "hits"), filepath.Join(odd, "syn")
 	q := filepath.Join(t.TempDir(), "q.npy")
 	writeF32(t, q, []int{1, tOut}, []float32{1, 0, 0, 0})
 	for _, args := range [][]string{
@@ -457,6 +457,9 @@ func TestReportsEscapePaths(t *testing.T) {
 		{"info", run},
 		{"info", index},
 		{"info", hits},
+		{"synth", "--out", syn, "--rows", "64", "--shard-rows", "32", "--eval-images", "8", "--input-dim", strconv.Itoa(tIn), "--output-dim", strconv.Itoa(tOut)},
+		{"info", syn},
+		{"eval", "--model", run, "--eval", filepath.Join(syn, "eval")},
 	} {
 		out, errOut, err := runCLI(t, args...)
 		if err != nil {

@@ -156,6 +156,9 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	isNPY := hasNPYMagic(dest)
 	format, err := safetensorsFormat(dest)
 	isSafetensors := err == nil
+	if cut := (*safetensors.DataCutShortError)(nil); errors.As(err, &cut) {
+		format = cut.Metadata["format"] // (its header is whole: a state file cut short is still one)
+	}
 	isState := checkpoint.IsStateFormat(format)
 	var kind string
 	switch {

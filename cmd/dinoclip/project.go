@@ -208,7 +208,7 @@ func runProject(cCtx *cli.Context) error {
 	fmt.Fprintf(cCtx.App.ErrWriter, "wrote %s: [%d, %d] %s\n", printable.String(outPath), n, c.OutputDim, dt.Name())
 	if faint > 0 {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %s: %d of %d rows (the first row %d) lie wholly below float16's normal range (6.1e-5): stored as subnormals they keep fewer digits, and lose direction; write float32 (without --float16)\n",
-			outPath, faint, n, firstFaint)
+			printable.String(outPath), faint, n, firstFaint)
 	}
 	return nil
 }

@@ -381,7 +381,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 		if cCtx.IsSet("k") {
 			what = "dinoclip: warning: --k"
 		}
-		fmt.Fprintf(cCtx.App.ErrWriter, "%s %d is more than the %s of %s: searching with k %d (every row, ranked)\n", what, k, plural.Count(rows, "row", "rows"), indexPath, rows)
+		fmt.Fprintf(cCtx.App.ErrWriter, "%s %d is more than the %s of %s: searching with k %d (every row, ranked)\n", what, k, plural.Count(rows, "row", "rows"), printable.String(indexPath), rows)
 		k = int(rows)
 	}
 	if int64(nq)*int64(k) > maxAnswer {
@@ -474,7 +474,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 			images = names
 		} else if listed, needed := opened.index.Manifest.ImageLists(); listed > 0 {
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: warning: %d of the %d shards of %s with rows list their rows' images, the others do not (indexed from features without NAME.images.txt): no %s is written\n",
-				listed, needed, indexPath, searchImagesFile)
+				listed, needed, printable.String(indexPath), searchImagesFile)
 		}
 	}
 	upload := ""
@@ -530,7 +530,7 @@ func warnRows(w io.Writer, path string, rows []int, n int, are, effect string) {
 	if len(rows) > 10 {
 		named = named[:len(named)-1] + " ...]"
 	}
-	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows %s (rows %s): %s\n", path, len(rows), n, are, named, effect)
+	fmt.Fprintf(w, "dinoclip: warning: %s: %d of %d rows %s (rows %s): %s\n", printable.String(path), len(rows), n, are, named, effect)
 }
 
 // isSearchFile reports whether name is one of the files of a search's
@@ -771,7 +771,7 @@ func warnLeft(w io.Writer, path string, err error) {
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	fmt.Fprintf(w, "dinoclip: warning: could not remove %s (%v): remove it, or the next search there will once it is a minute old\n", path, err)
+	fmt.Fprintf(w, "dinoclip: warning: could not remove %s (%s): remove it, or the next search there will once it is a minute old\n", printable.String(path), printable.String(err.Error()))
 }
 
 // queriesRecord reads the record beside the queries (python -m
@@ -783,7 +783,7 @@ func warnLeft(w io.Writer, path string, err error) {
 func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.Index, nq int) []string {
 	rec, err := dataset.ReadQueriesRecord(queriesPath)
 	if err != nil {
-		fmt.Fprintf(w, "dinoclip: warning: %v: its texts and CLIP model are not used\n", err)
+		fmt.Fprintf(w, "dinoclip: warning: %s: its texts and CLIP model are not used\n", printable.String(err.Error()))
 		return nil
 	}
 	if rec == nil {
@@ -794,7 +794,7 @@ func queriesRecord(w io.Writer, queriesPath, indexPath string, index *retrieval.
 	}
 	if rec.Texts != nil && len(rec.Texts) != nq {
 		fmt.Fprintf(w, "dinoclip: warning: %s gives %s for the %s of %s: %s gives none\n",
-			dataset.QueriesRecordPath(queriesPath), plural.Count(len(rec.Texts), "text", "texts"), plural.Count(nq, "query", "queries"), queriesPath, searchResultsFile)
+			printable.String(dataset.QueriesRecordPath(queriesPath)), plural.Count(len(rec.Texts), "text", "texts"), plural.Count(nq, "query", "queries"), printable.String(queriesPath), searchResultsFile)
 		return nil
 	}
 	return rec.Texts

@@ -461,9 +461,12 @@ func TestIndexSearchErrors(t *testing.T) {
 	// link is named as one (it was lstat's error on the missing file).
 	linked := t.TempDir()
 	danglingFeatures := filepath.Join(linked, "c.dino.npy")
-	if err := os.Symlink(filepath.Join(linked, "gone.dino.npy"), danglingFeatures); err == nil {
-		wantError(t, []string{"index", "--model", run, "--features", linked, "--out", filepath.Join(dir, "ix2")},
-			"--features "+danglingFeatures+" is a symbolic link to "+filepath.Join(linked, "gone.dino.npy")+", which does not exist")
+	if err := os.Symlink(filepath.Join(linked, "b.dino.npy"), danglingFeatures); err == nil {
+		os.Symlink(filepath.Join(linked, "gone.dino.npy"), filepath.Join(linked, "b.dino.npy")) // (a chain of links)
+		for _, features := range []string{linked, danglingFeatures} {
+			wantError(t, []string{"index", "--model", run, "--features", features, "--out", filepath.Join(dir, "ix2")},
+				"is a symbolic link that leads to no file", "gone.dino.npy")
+		}
 	}
 
 	wide := filepath.Join(dir, "wide.npy")

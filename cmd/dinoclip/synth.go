@@ -15,6 +15,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/dataset"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/plural"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/synth"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
@@ -335,7 +336,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 		return err
 	}
 	if recorded == settings {
-		fmt.Fprintf(w, "going on from an interrupted dinoclip synth of the same settings in %s\n", out)
+		fmt.Fprintf(w, "going on from an interrupted dinoclip synth of the same settings in %s\n", printable.String(out))
 	}
 	// A new marker goes with a process ended at once (Ctrl-\) until the
 	// training data is put in place, as it goes on a failed or cancelled
@@ -373,7 +374,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 		shifted = fmt.Sprintf(", latent shift %g", opts.LatentShift)
 	}
 	fmt.Fprintf(w, "training data: %d rows in %s, %d -> %d, seed %d%s, in %s\n",
-		job.rows, plural.Count(len(files)/2, "shard", "shards"), opts.InputDim, opts.OutputDim, opts.Seed, shifted, trainDir)
+		job.rows, plural.Count(len(files)/2, "shard", "shards"), opts.InputDim, opts.OutputDim, opts.Seed, shifted, printable.String(trainDir))
 	printSynthFiles(w, files)
 	if err := ctx.Err(); err != nil {
 		return err
@@ -388,7 +389,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	}
 	atomicfile.SyncDir(out)
 	fmt.Fprintf(w, "evaluation set %q: %d images, %d captions (%d per image), in %s\n",
-		synth.EvalSetName(synthEvalName, opts), job.images, job.images*job.perImage, job.perImage, evalDir)
+		synth.EvalSetName(synthEvalName, opts), job.images, job.images*job.perImage, job.perImage, printable.String(evalDir))
 	printSynthFiles(w, files)
 	return nil
 }
@@ -405,10 +406,10 @@ func printSynthFiles(w io.Writer, files []synth.File) {
 			continue
 		}
 		if f.Shape == nil { // eval.json
-			fmt.Fprintf(w, "  %s\n", f.Path)
+			fmt.Fprintf(w, "  %s\n", printable.String(f.Path))
 			continue
 		}
-		fmt.Fprintf(w, "  %s  %s %s\n", f.Path, shapeString(f.Shape), f.DType.Name())
+		fmt.Fprintf(w, "  %s  %s %s\n", printable.String(f.Path), shapeString(f.Shape), f.DType.Name())
 	}
 }
 

@@ -417,7 +417,7 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	if res.AlreadyFinished {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the run in %s had finished before this resume: nothing was trained (a resume goes on with the run as it was started; to train on from its model, start a new run with --init %s --out NEW_RUN)\n",
-			runDir, train.ShellArg(runDir))
+			printable.String(runDir), train.ShellArg(runDir))
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
 }
@@ -479,7 +479,7 @@ func loadEvalSet(dir string, warn io.Writer) (*retrieval.Set, error) {
 		return nil, err
 	}
 	for _, w := range s.Warnings {
-		fmt.Fprintf(warn, "dinoclip: warning: %s\n", w)
+		fmt.Fprintf(warn, "dinoclip: warning: %s\n", printable.String(w))
 	}
 	return s, nil
 }
@@ -743,7 +743,7 @@ func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, resu
 	// --keep step checkpoints, last and best, and the one being saved.
 	if held := float64(o.Keep+3) * one; !resume && held > float64(free) {
 		fmt.Fprintf(w, "dinoclip: warning: a checkpoint of the model takes about %s on disk and the run holds up to %d at once (--keep %d, last, best and the one being saved: %s), but %s is free under %s: it will stop at a checkpoint once the disk is full; free space, or lower --keep\n",
-			sizeText(one), o.Keep+3, o.Keep, sizeText(held), sizeText(float64(free)), dir)
+			sizeText(one), o.Keep+3, o.Keep, sizeText(held), sizeText(float64(free)), printable.String(dir))
 	}
 	return nil
 }
@@ -764,7 +764,7 @@ func warnShardCopies(w io.Writer, data *train.Dataset) {
 	if len(copies) > 5 {
 		list = append(list, fmt.Sprintf("and %d more", len(copies)-5))
 	}
-	fmt.Fprintf(w, "dinoclip: warning: training data %s: %s to the files of an earlier shard (%s): their rows are trained on twice each epoch\n", data.Dir, plural.Count(len(copies), "shard is a link", "shards are links"), strings.Join(list, ", "))
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: %s to the files of an earlier shard (%s): their rows are trained on twice each epoch\n", printable.String(data.Dir), plural.Count(len(copies), "shard is a link", "shards are links"), printable.String(strings.Join(list, ", ")))
 }
 
 // zeroTargetSample is how many rows, the set's first, warnZeroTargets reads.
@@ -790,5 +790,5 @@ func warnZeroTargets(w io.Writer, data *train.Dataset) {
 	if len(retrieval.ZeroRows(t, data.OutputDim)) < n {
 		what = fmt.Sprintf("are all shorter than 1e-12 (values of at most %.3g): normalisation divides them by 1e-12 (as PyTorch's F.normalize), which leaves them next to zero, and such a target's loss", retrieval.MaxAbs(t))
 	}
-	fmt.Fprintf(w, "dinoclip: warning: training data %s: its first %d targets %s is the same whatever the model outputs, so they teach it nothing (were the CLIP embeddings written, and at their own scale?)\n", data.Dir, n, what)
+	fmt.Fprintf(w, "dinoclip: warning: training data %s: its first %d targets %s is the same whatever the model outputs, so they teach it nothing (were the CLIP embeddings written, and at their own scale?)\n", printable.String(data.Dir), n, what)
 }

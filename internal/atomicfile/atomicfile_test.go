@@ -44,9 +44,6 @@ func TestWriteReplacesWholeOrNothing(t *testing.T) {
 	}
 }
 
-// A symbolic link is followed (its target written, the link kept, also
-// when the target does not exist yet); a device, a directory or a
-// read-only file is refused and left as it was.
 // ReplaceAllBytes renames none of its files into place unless every one
 // was written: a failure to write the second (here a directory where it
 // goes) leaves the first as it was, and no temporary file.
@@ -87,6 +84,9 @@ func TestReplaceAllBytesWholeOrNothing(t *testing.T) {
 	}
 }
 
+// A symbolic link is followed (its target written, the link kept, also
+// when the target does not exist yet); a device, a directory or a
+// read-only file is refused and left as it was.
 func TestWriteDestinations(t *testing.T) {
 	dir := t.TempDir()
 	// Into a directory that does not exist: the error names it, not the

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/dinoclip/dinoclip/internal/printable"
 )
 
 // WriteTable writes r as plain-text tables.
@@ -120,18 +122,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 		t := p.table("cache\tdtype\trows\tbatch\tbatches\ts\trows/s\tfile MB/s\tnote")
 		for _, x := range r.Data.Results {
 			t.row("%s\t%s\t%d\t%d\t%d\t%.4g\t%.4g\t%.4g\t%s", x.Cache, x.DType, x.Rows, x.Batch, x.Batches,
-				x.Seconds, x.RowsPerSecond, x.FileBytesPerSecond/1e6, x.ColdError)
+				x.Seconds, x.RowsPerSecond, x.FileBytesPerSecond/1e6, printable.String(x.ColdError))
 		}
 		t.flush()
 		if len(r.Data.Results) > 0 {
-			p.line("  in %s", r.Data.Results[0].Dir)
+			p.line("  in %s", printable.String(r.Data.Results[0].Dir))
 		}
 	} else {
-		p.line("Data loader: %s (%s)", r.Data.Status, r.Data.Reason)
+		p.line("Data loader: %s (%s)", r.Data.Status, printable.String(r.Data.Reason))
 	}
 
 	for _, n := range r.Notes {
-		p.line("note: %s", n)
+		p.line("note: %s", printable.String(n))
 	}
 	if len(r.Unmeasured) > 0 {
 		p.line("")

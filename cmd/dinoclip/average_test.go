@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"os"
@@ -153,8 +154,10 @@ func TestAverageErrors(t *testing.T) {
 	if err := safetensors.Write(laterState, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, map[string]string{"format": "dinoclip-float64/2"}); err != nil {
 		t.Fatal(err)
 	}
-	cutState := filepath.Join(t.TempDir(), "state3.safetensors") // (an optimizer state cut short in its data: its header still says what it is)
-	if whole, err := os.ReadFile(state); err != nil || os.WriteFile(cutState, whole[:len(whole)-2], 0o644) != nil {
+	cutState := filepath.Join(t.TempDir(), "state3.safetensors")       // (an optimizer state cut short in its data: its header still says what it is)
+	headerCutState := filepath.Join(t.TempDir(), "state4.safetensors") // (one cut in its header, after its metadata)
+	if whole, err := os.ReadFile(state); err != nil || os.WriteFile(cutState, whole[:len(whole)-2], 0o644) != nil ||
+		os.WriteFile(headerCutState, whole[:bytes.Index(whole, []byte(`"m":`))], 0o644) != nil {
 		t.Fatal("cutting a state file short")
 	}
 	for _, tc := range []struct {
@@ -192,6 +195,7 @@ func TestAverageErrors(t *testing.T) {
 		{"out an optimizer state", []string{"average", "--out", state, a, b}, []string{state, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a later version's state", []string{"average", "--out", laterState, a, b}, []string{laterState, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a state cut short", []string{"average", "--out", cutState, a, b}, []string{cutState, "exists and is a training checkpoint's optimizer or float64 state"}},
+		{"out a state cut in its header", []string{"average", "--out", headerCutState, a, b}, []string{headerCutState, "exists and is a training checkpoint's optimizer or float64 state"}},
 		{"out a PyTorch file named as a model", []string{"average", "--out", torchNamed, a, b}, []string{torchNamed, "exists and is a file that is neither"}},
 		{"out in a run directory", []string{"average", "--out", filepath.Join(runDir, "model.safetensors"), a, b}, []string{"in the run directory"}},
 	} {

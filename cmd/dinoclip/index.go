@@ -96,7 +96,14 @@ func featuresError(f string, err error) error {
 			break
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(end), target)
+			// (From the directory the link is really in, as the system
+			// resolves it: a ".." after a linked directory leads out of
+			// where that link leads.)
+			dir := filepath.Dir(end)
+			if real, rerr := atomicfile.RealPath(dir); rerr == nil {
+				dir = real
+			}
+			target = filepath.Join(dir, target)
 		}
 		end = target
 	}
@@ -516,7 +523,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 			return err
 		}
 		if tinyRows > 0 {
-			tiny = append(tiny, fmt.Sprintf("%s (%d rows, the first row %d)", s.src.Path, tinyRows, firstTiny))
+			tiny = append(tiny, fmt.Sprintf("%s (%d rows, the first row %d)", printable.String(s.src.Path), tinyRows, firstTiny))
 		}
 		done += s.src.Rows
 		added += s.src.Rows

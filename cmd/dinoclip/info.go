@@ -290,17 +290,17 @@ func infoSearch(w io.Writer, dir string) error {
 		shape = sh
 	}
 	fmt.Fprintf(w, "%s: search output\n", printable.String(dir))
-	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, plural.Count(si.Rows, "row", "rows"), plural.Count(shape[0], "query", "queries"), si.Device, si.Seconds)
+	fmt.Fprintf(w, "  top-%d of %s for %s, on %s in %.3g s\n", si.K, plural.Count(si.Rows, "row", "rows"), plural.Count(shape[0], "query", "queries"), shown(si.Device), si.Seconds)
 	if si.CPUFallback != "" {
-		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", si.Device, shownText(si.CPUFallback))
+		fmt.Fprintf(w, "  ran on the CPU: the %s search failed its check (%s)\n", shown(si.Device), shownText(si.CPUFallback))
 	}
 	if si.Unchecked != "" {
-		fmt.Fprintf(w, "  UNCHECKED: the %s search failed its check (%s) and ran anyway, as DINOCLIP_CUDA_CHECK=warn asked: its answer is unproven\n", si.Device, shownText(si.Unchecked))
+		fmt.Fprintf(w, "  UNCHECKED: the %s search failed its check (%s) and ran anyway, as DINOCLIP_CUDA_CHECK=warn asked: its answer is unproven\n", shown(si.Device), shownText(si.Unchecked))
 	}
 	fmt.Fprintf(w, "  index: %s\n", shown(si.Index))
 	fmt.Fprintf(w, "  queries: %s\n", shown(si.Queries))
 	if si.Model != "" {
-		fmt.Fprintf(w, "  model sha256: %s\n", si.Model)
+		fmt.Fprintf(w, "  model sha256: %s\n", shown(si.Model))
 	}
 	fmt.Fprintf(w, "  %s: [%d, %d] int64 ids, best first; %s: their cosines\n", searchIDsFile, shape[0], shape[1], searchScoresFile)
 	for _, f := range []struct{ name, what string }{{searchImagesFile, "the image of each id"}, {searchResultsFile, "each query's answer, for people"}} {
@@ -741,7 +741,7 @@ func infoRun(w io.Writer, dir string) error {
 	sort.Strings(steps)
 	fmt.Fprintf(w, "  checkpoints: %d", len(steps))
 	if len(steps) > 0 {
-		fmt.Fprintf(w, " (%s)", strings.Join(steps, ", "))
+		fmt.Fprintf(w, " (%s)", printable.String(strings.Join(steps, ", ")))
 	}
 	fmt.Fprintln(w)
 	for _, l := range []string{checkpoint.LastLink, checkpoint.BestLink} {
@@ -887,7 +887,7 @@ func infoData(w io.Writer, dir string, unfinished bool) error {
 	enc, encErr := dataset.ReadEncoders(dir)
 	writeExtracted(w, enc, encErr)
 	for _, s := range shards {
-		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", s.Name, s.Rows, s.FeatureType, s.TargetType)
+		fmt.Fprintf(w, "  %s: %d rows, features %s, targets %s\n", printable.String(s.Name), s.Rows, s.FeatureType, s.TargetType)
 	}
 	return nil
 }
@@ -947,7 +947,7 @@ func infoFeatures(w io.Writer, dir string) error {
 	enc, encErr := dataset.ReadEncoders(dir)
 	writeExtracted(w, enc, encErr)
 	for _, f := range files {
-		fmt.Fprintf(w, "  %s: %s of %d, %s\n", f.name, plural.Count(f.rows, "row", "rows"), f.cols, f.dtype)
+		fmt.Fprintf(w, "  %s: %s of %d, %s\n", printable.String(f.name), plural.Count(f.rows, "row", "rows"), f.cols, f.dtype)
 	}
 	return nil
 }

@@ -472,4 +472,20 @@ func TestReportsEscapePaths(t *testing.T) {
 			t.Errorf("dinoclip %s shows the path raw, or not at all:\n%q", args[0], both)
 		}
 	}
+	// Files of such names: shards of training data, features alone.
+	shards := filepath.Join(syn, "train")
+	feats := filepath.Join(odd, "feats")
+	os.Mkdir(feats, 0o755)
+	for _, suffix := range []string{".dino.npy", ".clip.npy"} {
+		if err := os.Rename(filepath.Join(shards, "shard-00001"+suffix), filepath.Join(shards, "sh\x1b[31m1"+suffix)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, filepath.Join(shards, "shard-00000.dino.npy"), filepath.Join(feats, "f\x1b[32mG.dino.npy"))
+	for _, dir := range []string{shards, feats} {
+		out, errOut, err := runCLI(t, "info", dir)
+		if err != nil || strings.Contains(out+errOut, "\x1b") || !strings.Contains(out, `\x1b[3`) {
+			t.Errorf("info %q: %v, shows a file's name raw, or not at all:\n%q", dir, err, out+errOut)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
@@ -156,8 +157,11 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	isNPY := hasNPYMagic(dest)
 	format, err := safetensorsFormat(dest)
 	isSafetensors := err == nil
+	cutShort := errors.Is(err, safetensors.ErrCutShort) || errors.Is(err, safetensors.ErrDataCutShort)
 	if cut := (*safetensors.DataCutShortError)(nil); errors.As(err, &cut) {
 		format = cut.Metadata["format"] // (its header is whole: a state file cut short is still one)
+	} else if cutShort {
+		format = cutHeaderFormat(dest)
 	}
 	isState := checkpoint.IsStateFormat(format)
 	var kind string
@@ -170,13 +174,36 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
 	case isSafetensors:
 		kind = "a safetensors model"
-	case !wantNPY && (errors.Is(err, safetensors.ErrCutShort) || errors.Is(err, safetensors.ErrDataCutShort)):
+	case !wantNPY && cutShort:
 		return nil // (an earlier output cut short, in its header or its data: a .npy cut short keeps its magic)
+	case cutShort:
+		kind = "a safetensors model cut short"
 	default:
 		kind = "a file that is neither a .npy array nor a safetensors model"
 	}
 	return fmt.Errorf("%s %s exists and is %s, which %s would replace: remove it first if it may go, or write %s elsewhere", flag, out, kind, what, what)
 }
+
+// cutHeaderFormat is the format the metadata of the safetensors file at
+// path gives in the part of its header there is, for a file cut short in
+// its header ("" where that part gives none): the metadata comes first,
+// as dinoclip writes it, so a checkpoint's state cut short still says it
+// is one.
+func cutHeaderFormat(path string) string {
+	f, err := atomicfile.OpenToRead(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	head, _ := atomicfile.ReadAtMost(f, 64<<10)
+	if m := cutFormat.FindSubmatch(head); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
+// cutFormat finds the format in a safetensors header's metadata.
+var cutFormat = regexp.MustCompile(`"__metadata__"\s*:\s*\{[^}]*?"format"\s*:\s*"([^"\\]*)"`)
 
 // checkOutPlace refuses an output directory out, holding what, among a
 // run's or an index's files (placeError): by its absolute path, and by

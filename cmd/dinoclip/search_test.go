@@ -467,6 +467,18 @@ func TestIndexSearchErrors(t *testing.T) {
 			wantError(t, []string{"index", "--model", run, "--features", features, "--out", filepath.Join(dir, "ix2")},
 				"is a symbolic link that leads to no file", "gone.dino.npy")
 		}
+		// A relative link reached through a linked directory: its ".."
+		// is taken from where it really is, and the path named missing is
+		// the one that is (a file of that name beside the linked
+		// directory exists).
+		real := filepath.Join(linked, "real", "sub")
+		os.MkdirAll(real, 0o755)
+		os.Symlink(filepath.Join("..", "gone2.dino.npy"), filepath.Join(real, "c.dino.npy"))
+		os.Symlink(filepath.Join("real", "sub"), filepath.Join(linked, "alias"))
+		os.WriteFile(filepath.Join(linked, "gone2.dino.npy"), nil, 0o644)
+		realLinked, _ := filepath.EvalSymlinks(linked)
+		wantError(t, []string{"index", "--model", run, "--features", filepath.Join(linked, "alias"), "--out", filepath.Join(dir, "ix2")},
+			"is a symbolic link that leads to no file ("+filepath.Join(realLinked, "real", "gone2.dino.npy")+" does not exist)")
 	}
 
 	wide := filepath.Join(dir, "wide.npy")

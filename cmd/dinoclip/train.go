@@ -120,7 +120,7 @@ func trainOptions(cCtx *cli.Context) (train.Options, error) {
 		near := ""
 		if o.EMA == 1 {
 			// (0.99999999999999999 was typed, and said to be 1.)
-			near = " (one within about 1e-16 of 1 reads as 1 in float64)"
+			near = " (a decay within about 5.6e-17 of 1 reads as 1 in float64)"
 		}
 		return o, fmt.Errorf("--ema %v: the decay must be in (0, 1), or 0 for no moving average%s", o.EMA, near)
 	}
@@ -236,7 +236,7 @@ func runTrain(cCtx *cli.Context) error {
 			device, deviceOfRun = run.Device, true
 		default:
 			otherDevice = fmt.Sprintf("dinoclip: warning: the run in %s trained on %s, and goes on on %s (%s): its arithmetic differs in the last place there, so it will not end with the bits of a run never stopped\n",
-				runDir, run.Device, device, flagSetting(cCtx, "device", device))
+				printable.String(runDir), shown(run.Device), device, flagSetting(cCtx, "device", device))
 		}
 		dataDir, evalDirs = resumeInputs(cCtx, log, run)
 		if dataDir == "" {

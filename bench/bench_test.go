@@ -460,6 +460,18 @@ func TestRunRoundTrip(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
 	}
+	// A path with terminal escapes or a newline, in a note or in what was
+	// not measured (a --data-dir's), is shown escaped: bench.txt and the
+	// terminal get one line for it, and no colour.
+	r.Notes = append(r.Notes, "incomplete: write /tmp/esc\x1b[31m\nX: no space left on device")
+	r.Unmeasured = append(r.Unmeasured, "cold data loader read: /tmp/esc\x1b[31m\u202eX")
+	buf.Reset()
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if s := buf.String(); strings.ContainsAny(s, "\x1b\u202e") || !strings.Contains(s, `/tmp/esc\x1b[31m\x0aX: no space`) || !strings.Contains(s, `/tmp/esc\x1b[31m\u202eX`) {
+		t.Errorf("table shows a path raw, or not at all:\n%q", s)
+	}
 }
 
 // hooked is the CPU engine with every optional hook, standing in for a GPU

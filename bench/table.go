@@ -122,18 +122,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 		t := p.table("cache\tdtype\trows\tbatch\tbatches\ts\trows/s\tfile MB/s\tnote")
 		for _, x := range r.Data.Results {
 			t.row("%s\t%s\t%d\t%d\t%d\t%.4g\t%.4g\t%.4g\t%s", x.Cache, x.DType, x.Rows, x.Batch, x.Batches,
-				x.Seconds, x.RowsPerSecond, x.FileBytesPerSecond/1e6, printable.String(x.ColdError))
+				x.Seconds, x.RowsPerSecond, x.FileBytesPerSecond/1e6, x.ColdError)
 		}
 		t.flush()
 		if len(r.Data.Results) > 0 {
-			p.line("  in %s", printable.String(r.Data.Results[0].Dir))
+			p.line("  in %s", r.Data.Results[0].Dir)
 		}
 	} else {
-		p.line("Data loader: %s (%s)", r.Data.Status, printable.String(r.Data.Reason))
+		p.line("Data loader: %s (%s)", r.Data.Status, r.Data.Reason)
 	}
 
 	for _, n := range r.Notes {
-		p.line("note: %s", printable.String(n))
+		p.line("note: %s", n)
 	}
 	if len(r.Unmeasured) > 0 {
 		p.line("")
@@ -150,9 +150,12 @@ type printer struct {
 	err error
 }
 
+// line writes a line of the report, with what a terminal would act on in
+// the paths and errors it quotes (an ESC, a newline) written as escapes
+// (printable.String).
 func (p *printer) line(format string, args ...any) {
 	if p.err == nil {
-		_, p.err = fmt.Fprintf(p.w, format+"\n", args...)
+		_, p.err = fmt.Fprintln(p.w, printable.String(fmt.Sprintf(format, args...)))
 	}
 }
 
@@ -167,9 +170,11 @@ func (p *printer) table(header string) *table {
 	return t
 }
 
+// row writes a row of the table, its cells separated by tabs, escaped as
+// line's.
 func (t *table) row(format string, args ...any) {
 	if t.p.err == nil {
-		_, t.p.err = fmt.Fprintf(t.tw, format+"\t\n", args...)
+		_, t.p.err = fmt.Fprint(t.tw, printable.String(fmt.Sprintf(format, args...))+"\t\n")
 	}
 }
 

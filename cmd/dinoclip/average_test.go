@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -236,4 +237,38 @@ func TestAverageErrors(t *testing.T) {
 	wantError(t, []string{"average", "--out", out, a}, `DINOCLIP_WEIGHTS="1,2": 2 weights for 1 model`)
 	t.Setenv("DINOCLIP_AVERAGE_OUT", dir)
 	wantError(t, []string{"average", a, b}, "DINOCLIP_AVERAGE_OUT="+dir+" is a directory")
+}
+
+// A checkpoint's state cut short anywhere its header shows its format's
+// value, or the start of it, is refused as an output to replace; cut
+// before that, nothing tells it from a model, which is replaced (an
+// earlier output cut short). A model cut short is replaced but where its
+// format's value so far is also the start of a state's.
+func TestOutputCutShortInItsHeader(t *testing.T) {
+	dir := t.TempDir()
+	meta := func(format string) map[string]string {
+		return map[string]string{"dinoclip.sha256": strings.Repeat("ab", 32), "format": format}
+	}
+	for _, c := range []struct{ name, format string }{{"state", checkpoint.OptimizerFormat}, {"float64", checkpoint.Float64Format}, {"model", checkpoint.ModelFormat}} {
+		whole := filepath.Join(dir, c.name+".safetensors")
+		if err := safetensors.Write(whole, []safetensors.Tensor{safetensors.NewFloat32("m", []int{1}, []float32{0})}, meta(c.format)); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(whole)
+		valueStart := bytes.Index(b, []byte(`"format":"`)) + len(`"format":"`)
+		headerEnd := 8 + int(binary.LittleEndian.Uint64(b))
+		if valueStart < len(`"format":"`) || headerEnd > len(b) {
+			t.Fatalf("%s: no format in its header", c.name)
+		}
+		cut := filepath.Join(dir, "cut.safetensors")
+		for n := 9; n < headerEnd; n++ {
+			os.WriteFile(cut, b[:n], 0o644)
+			shown := string(b[valueStart:max(valueStart, min(n, valueStart+len(c.format)))])
+			isStatePrefix := strings.HasPrefix(checkpoint.OptimizerFormat, shown) || strings.HasPrefix(checkpoint.Float64Format, shown) || checkpoint.IsStateFormat(shown)
+			wantRefused := n >= valueStart && (c.name != "model" || isStatePrefix)
+			if err := otherKindError("--out", cut, cut, "the average", false); (err != nil) != wantRefused {
+				t.Errorf("%s cut to %d bytes (%q of its format shown): %v, want refused %v", c.name, n, shown, err, wantRefused)
+			}
+		}
+	}
 }

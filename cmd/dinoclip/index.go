@@ -83,31 +83,15 @@ type featureFile struct {
 }
 
 // featuresError is err of the features file f, which says where f is a
-// symbolic link that leads to no file, and the path missing at the end of
-// its links (the system's error names f, or that path alone).
+// symbolic link that leads to no file, and what it leads to as written
+// (the system's error names f, or the path missing at the end of its
+// links and directories, which only the system resolves rightly).
 func featuresError(f string, err error) error {
-	if !atomicfile.IsLink(f) || !errors.Is(err, fs.ErrNotExist) {
+	target, lerr := os.Readlink(f)
+	if lerr != nil || !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("--features %s: %w", f, err)
 	}
-	end := f
-	for hops := 0; hops < 40 && atomicfile.IsLink(end); hops++ { // (a loop is no ErrNotExist)
-		target, lerr := os.Readlink(end)
-		if lerr != nil {
-			break
-		}
-		if !filepath.IsAbs(target) {
-			// (From the directory the link is really in, as the system
-			// resolves it: a ".." after a linked directory leads out of
-			// where that link leads.)
-			dir := filepath.Dir(end)
-			if real, rerr := atomicfile.RealPath(dir); rerr == nil {
-				dir = real
-			}
-			target = filepath.Join(dir, target)
-		}
-		end = target
-	}
-	return fmt.Errorf("--features %s is a symbolic link that leads to no file (%s does not exist)", f, end)
+	return fmt.Errorf("--features %s is a symbolic link (to %s) that leads to no file", f, target)
 }
 
 // featureFiles expands --features: a directory gives its *.dino.npy files
@@ -127,9 +111,13 @@ func featureFiles(args []string) ([]featureFile, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--features: %w", err)
 			}
+			// (Joined to the directory as the system resolves it: Join
+			// would take LINK/.. away as text, and name the files of
+			// another directory than the one listed.)
+			dir := atomicfile.ResolveDotDot(a)
 			for _, e := range entries {
 				if !e.IsDir() && strings.HasSuffix(e.Name(), train.FeatureSuffix) && !strings.HasPrefix(e.Name(), ".") {
-					found = append(found, filepath.Join(a, e.Name()))
+					found = append(found, filepath.Join(dir, e.Name()))
 				}
 			}
 			if len(found) == 0 {

@@ -158,10 +158,11 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 	format, err := safetensorsFormat(dest)
 	isSafetensors := err == nil
 	cutShort := errors.Is(err, safetensors.ErrCutShort) || errors.Is(err, safetensors.ErrDataCutShort)
+	mayBeState := false // (a header cut short in its format's value)
 	if cut := (*safetensors.DataCutShortError)(nil); errors.As(err, &cut) {
 		format = cut.Metadata["format"] // (its header is whole: a state file cut short is still one)
 	} else if cutShort {
-		format = cutHeaderFormat(dest)
+		format, mayBeState = cutHeaderFormat(dest)
 	}
 	isState := checkpoint.IsStateFormat(format)
 	var kind string
@@ -174,10 +175,12 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 		kind = "a training checkpoint's optimizer or float64 state (safetensors)"
 	case isSafetensors:
 		kind = "a safetensors model"
+	case mayBeState:
+		kind = "a safetensors file cut short in its header, where its format begins as a training checkpoint's optimizer or float64 state's"
 	case !wantNPY && cutShort:
 		return nil // (an earlier output cut short, in its header or its data: a .npy cut short keeps its magic)
 	case cutShort:
-		kind = "a safetensors model cut short"
+		kind = "a safetensors file cut short"
 	default:
 		kind = "a file that is neither a .npy array nor a safetensors model"
 	}
@@ -186,24 +189,36 @@ func otherKindError(flag, out, dest, what string, wantNPY bool) error {
 
 // cutHeaderFormat is the format the metadata of the safetensors file at
 // path gives in the part of its header there is, for a file cut short in
-// its header ("" where that part gives none): the metadata comes first,
-// as dinoclip writes it, so a checkpoint's state cut short still says it
-// is one.
-func cutHeaderFormat(path string) string {
+// its header ("" where that part gives none), and, where the cut falls in
+// the format's value, whether what is there begins a state's format
+// (checkpoint.IsStateFormat). A cut before the format (dinoclip writes
+// the metadata's keys in order, its SHA-256 first) leaves nothing to tell
+// a state from a model.
+func cutHeaderFormat(path string) (format string, mayBeState bool) {
 	f, err := atomicfile.OpenToRead(path)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer f.Close()
 	head, _ := atomicfile.ReadAtMost(f, 64<<10)
-	if m := cutFormat.FindSubmatch(head); m != nil {
-		return string(m[1])
+	m := cutFormat.FindSubmatch(head)
+	switch {
+	case m == nil:
+		return "", false
+	case len(m[2]) > 0 || checkpoint.IsStateFormat(string(m[1])): // (the value whole, or a state's family whole)
+		return string(m[1]), false
 	}
-	return ""
+	for _, state := range []string{checkpoint.OptimizerFormat, checkpoint.Float64Format} {
+		if strings.HasPrefix(state, string(m[1])) {
+			return "", true
+		}
+	}
+	return "", false
 }
 
-// cutFormat finds the format in a safetensors header's metadata.
-var cutFormat = regexp.MustCompile(`"__metadata__"\s*:\s*\{[^}]*?"format"\s*:\s*"([^"\\]*)"`)
+// cutFormat finds the format in a safetensors header's metadata: its
+// value, and its closing quote where the header goes on past it.
+var cutFormat = regexp.MustCompile(`"__metadata__"\s*:\s*\{[^}]*?"format"\s*:\s*"([^"\\]*)("?)`)
 
 // checkOutPlace refuses an output directory out, holding what, among a
 // run's or an index's files (placeError): by its absolute path, and by

@@ -163,7 +163,7 @@ func TestProjectErrors(t *testing.T) {
 		{"output is the model", []string{"project", "--model", model, "--in", good, "--out", model}, []string{"is the model file"}}, // (one in a run is refused as in its checkpoint)
 		{"output is another model", []string{"project", "--model", run, "--in", good, "--out", someModel}, []string{someModel, "exists and is a safetensors model, which the projections would replace"}},
 		{"output is another kind of file", []string{"project", "--model", run, "--in", good, "--out", notes}, []string{notes, "exists and is a file that is neither a .npy array nor a safetensors model"}},
-		{"output is a model cut short", []string{"project", "--model", run, "--in", good, "--out", cutModel}, []string{cutModel, "exists and is a safetensors model cut short"}},
+		{"output is a model cut short", []string{"project", "--model", run, "--in", good, "--out", cutModel}, []string{cutModel, "exists and is a safetensors file cut short"}},
 		{"output is the input with a slash", []string{"project", "--model", run, "--in", good, "--out", good + "/"}, []string{good, "is a directory's"}},
 		{"batch 0", []string{"project", "--model", run, "--in", good, "--out", ok, "--batch", "0"}, []string{"--batch 0"}},
 		{"nonexistent model", []string{"project", "--model", filepath.Join(dir, "m"), "--in", good, "--out", ok}, []string{filepath.Join(dir, "m")}},

@@ -200,11 +200,8 @@ const (
 // (decimal, a float, 0x, 0o, 0b, underscores), whatever its range: one
 // that is not is refused as no number, before how it is written is.
 func readsAsNumber(v string) bool {
-	_, ferr := strconv.ParseFloat(v, 64)
-	_, ierr := strconv.ParseInt(v, 0, 64)
-	_, uerr := strconv.ParseUint(v, 0, 64)
-	ok := func(err error) bool { return err == nil || errors.Is(err, strconv.ErrRange) }
-	return ok(ferr) || ok(ierr) || ok(uerr)
+	_, err := strconv.ParseFloat(v, 64)
+	return parsed(err) || readsAsInteger(v)
 }
 
 // readsAsInteger reports whether v is an integer in some syntax Go reads
@@ -212,9 +209,12 @@ func readsAsNumber(v string) bool {
 func readsAsInteger(v string) bool {
 	_, ierr := strconv.ParseInt(v, 0, 64)
 	_, uerr := strconv.ParseUint(v, 0, 64)
-	ok := func(err error) bool { return err == nil || errors.Is(err, strconv.ErrRange) }
-	return ok(ierr) || ok(uerr)
+	return parsed(ierr) || parsed(uerr)
 }
+
+// parsed reports whether a strconv parse that returned err read a number,
+// in range or not.
+func parsed(err error) bool { return err == nil || errors.Is(err, strconv.ErrRange) }
 
 // decimalEnv is decimalNumbers for the environment variables of the number
 // flags of the command the app is about to run (named by the app's first

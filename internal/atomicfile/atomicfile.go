@@ -120,10 +120,18 @@ func Write(path string, write func(io.Writer) error) (err error) {
 // (an index's), where a link planted among them while it writes would
 // take the write to a file elsewhere.
 func Replace(path string, write func(io.Writer) error) error {
+	if err := notDir(path); err != nil {
+		return err
+	}
+	return writeAt(path, write)
+}
+
+// notDir refuses a path to replace that is a directory.
+func notDir(path string) error {
 	if st, err := os.Lstat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("write %s: %s is a directory", path, path)
 	}
-	return writeAt(path, write)
+	return nil
 }
 
 // ReplaceBytes is Replace for data already in memory.
@@ -145,8 +153,8 @@ func ReplaceAllBytes(paths []string, data [][]byte) error {
 		}
 	}()
 	for i, path := range paths {
-		if st, err := os.Lstat(path); err == nil && st.IsDir() {
-			return fmt.Errorf("write %s: %s is a directory", path, path)
+		if err := notDir(path); err != nil {
+			return err
 		}
 		p, err := prepareAt(path, func(w io.Writer) error { _, err := w.Write(data[i]); return err })
 		if err != nil {

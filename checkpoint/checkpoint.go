@@ -67,13 +67,28 @@ const (
 // output replaces as if it were a model.
 func IsStateFormat(format string) bool {
 	family, _, _ := strings.Cut(format, "/")
-	for _, f := range []string{OptimizerFormat, Float64Format} {
+	for _, f := range stateFormats {
 		if own, _, _ := strings.Cut(f, "/"); family == own {
 			return true
 		}
 	}
 	return false
 }
+
+// MayBeStateFormat reports whether a format tag whose end is missing (a
+// header cut short in it) begins as a checkpoint state's does, or names
+// one already (IsStateFormat).
+func MayBeStateFormat(begun string) bool {
+	for _, f := range stateFormats {
+		if strings.HasPrefix(f, begun) {
+			return true
+		}
+	}
+	return IsStateFormat(begun)
+}
+
+// stateFormats are the format tags of a checkpoint's trainer state.
+var stateFormats = []string{OptimizerFormat, Float64Format}
 
 // NewLinkName is the name under which a run makes the new form of its
 // link (BestLink, LastLink) before renaming it into place: a run killed

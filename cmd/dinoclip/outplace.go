@@ -208,12 +208,7 @@ func cutHeaderFormat(path string) (format string, mayBeState bool) {
 	case len(m[2]) > 0 || checkpoint.IsStateFormat(string(m[1])): // (the value whole, or a state's family whole)
 		return string(m[1]), false
 	}
-	for _, state := range []string{checkpoint.OptimizerFormat, checkpoint.Float64Format} {
-		if strings.HasPrefix(state, string(m[1])) {
-			return "", true
-		}
-	}
-	return "", false
+	return "", checkpoint.MayBeStateFormat(string(m[1]))
 }
 
 // cutFormat finds the format in a safetensors header's metadata: its

@@ -587,10 +587,10 @@ def targets(device, train, gemms, mems, ours_copy, torch_copy):
 GPU_ROWS = [
     "training step, default model, batch 1024-16384, on the GPU engine: samples/s, TFLOP/s, fraction of peak",
     "the same in PyTorch on the GPU: eager fp32, tf32, bf16 autocast, torch.compile bf16 and max-autotune",
-    "per-kernel times of the GPU engine with TFLOP/s or GB/s (bench.KernelTimer)",
+    "per-kernel times of the GPU engine with TFLOP/s or GB/s (enginehooks.KernelTimer)",
     f"GEMMs at the model's shapes: GPU engine vs torch.matmul fp32/tf32/bf16 (target >= {GEMM_TARGET:g}× bf16)",
     f"memory-bound kernels vs the GPU's measured copy bandwidth (target >= {MEMORY_TARGET:g}×)",
-    "peak GPU memory, ours (bench.MemoryReporter) and PyTorch's (max_memory_allocated)",
+    "peak GPU memory, ours (enginehooks.MemoryReporter) and PyTorch's (max_memory_allocated)",
     "retrieval top-k on the GPU: torch.mm + torch.topk (and the engine's top-k if it has one)",
     "the original recipe's projected time on the GPU, ours vs each PyTorch mode",
 ]

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/enginehooks"
@@ -12,7 +13,10 @@ import (
 
 // Schema names the layout of a Report; it changes when a field changes
 // meaning.
-const Schema = "dinoclip-bench/1"
+const Schema = schemaName + "1"
+
+// schemaName begins the schema of a Report of every version.
+const schemaName = "dinoclip-bench/"
 
 // Status of a section or measurement.
 const (
@@ -221,4 +225,13 @@ func DecodeReport(b []byte) (*Report, error) {
 		return nil, fmt.Errorf("bench report: schema %q, want %q", r.Schema, Schema)
 	}
 	return &r, nil
+}
+
+// IsReport reports whether b is the JSON of a Report of any schema
+// version: a file that bench --json may replace.
+func IsReport(b []byte) bool {
+	var r struct {
+		Schema string `json:"schema"`
+	}
+	return json.Unmarshal(b, &r) == nil && strings.HasPrefix(r.Schema, schemaName)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -105,7 +106,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dtype", Value: "float16", Usage: "`DTYPE` of the shards: float16 or float32"},
 			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak, in TFLOP/s (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
-			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE`"},
+			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE` (an earlier report there is replaced; another file is refused)"},
 			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
 		},
 		OnUsageError: usageError,
@@ -481,12 +482,44 @@ func benchOutPlaces(jsonPath, outDir string) error {
 			if err := destPlaceError("--json", jsonPath, dest, "the bench report"); err != nil {
 				return err
 			}
+			if err := replacesOtherFile(jsonPath, dest); err != nil {
+				return err
+			}
 		}
 	}
 	if outDir != "" {
 		return checkIntoPlace("--out", outDir, "the bench report")
 	}
 	return nil
+}
+
+// maxReportBytes bounds what replacesOtherFile reads of a file to tell
+// an earlier report: reports are kilobytes.
+const maxReportBytes = 64 << 20
+
+// replacesOtherFile refuses --json's destination dest where a file is
+// there that is no bench report (a model, features or a configuration
+// file named by a slip), which the report would replace, as project and
+// average refuse an output of another kind (otherKindError). An empty
+// file may go.
+func replacesOtherFile(jsonPath, dest string) error {
+	// (Stat first: opening a pipe would wait for a writer.)
+	if st, err := os.Stat(dest); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return nil // (none, or what the write refuses in its own words)
+	}
+	f, err := os.Open(dest)
+	if err != nil {
+		return fmt.Errorf("--json %s exists and cannot be read to tell whether it is an earlier bench report, which the report may replace: %w", jsonPath, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxReportBytes+1))
+	if err != nil {
+		return fmt.Errorf("--json %s: %w", jsonPath, err)
+	}
+	if len(b) <= maxReportBytes && bench.IsReport(b) {
+		return nil
+	}
+	return fmt.Errorf("--json %s exists and is no dinoclip bench report, which the report would replace: remove it first if it may go, or write the report elsewhere", jsonPath)
 }
 
 // notABenchFile refuses --json's destination dest when it is one of the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -243,6 +244,51 @@ func TestBenchErrors(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(small); len(entries) != 0 {
 		t.Errorf("the refused bench left %v in --data-dir", entries)
+	}
+}
+
+// TestBenchJSONReplacesOnlyAReport checks that --json replaces an
+// earlier report, or an empty file, and refuses any other file (a model
+// or a configuration file named by a slip), before measuring, leaving it
+// as it was.
+func TestBenchJSONReplacesOnlyAReport(t *testing.T) {
+	dir := t.TempDir()
+	quick := []string{"bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
+		"--kernels=false", "--topk=false", "--data=false", "--json"}
+	report := filepath.Join(dir, "b.json")
+	mustRun(t, append(slices.Clone(quick), report)...)
+	mustRun(t, append(slices.Clone(quick), report)...)
+	empty := filepath.Join(dir, "empty.json")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, append(slices.Clone(quick), empty)...)
+	if _, err := bench.ReadReport(empty); err != nil {
+		t.Errorf("the empty file was not replaced by a report: %v", err)
+	}
+	others := map[string][]byte{
+		"config.yaml":       []byte("epochs: 4\n"),
+		"other.json":        []byte(`{"schema": "dinoclip-bench-compare/1"}`),
+		"model.safetensors": nil,
+	}
+	run, _, _ := trainRun(t)
+	model, err := os.ReadFile(filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	others["model.safetensors"] = model
+	for name, content := range others {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := runCLI(t, append(slices.Clone(quick), path)...)
+		if err == nil || !strings.Contains(err.Error(), "--json "+path+" exists and is no dinoclip bench report") || strings.Contains(stderr, "train: ") {
+			t.Errorf("bench --json %s: %v, want it refused before measuring; stderr:\n%s", name, err, stderr)
+		}
+		if b, _ := os.ReadFile(path); !bytes.Equal(b, content) {
+			t.Errorf("bench --json %s changed the file", name)
+		}
 	}
 }
 

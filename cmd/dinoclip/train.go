@@ -258,7 +258,12 @@ func runTrain(cCtx *cli.Context) error {
 	data, err := train.OpenDataset(dataDir)
 	if err != nil {
 		// (dinoclip synth --out DIR puts its training data in DIR/train.)
-		if sub := filepath.Join(dataDir, dataset.TrainDir); !train.HoldsShards(dataDir) && train.HoldsShards(sub) {
+		switch sub := filepath.Join(dataDir, dataset.TrainDir); {
+		case retrieval.HoldsSet(dataDir):
+			// (Its images' two files read as a shard, its captions' as a
+			// lone half.)
+			err = fmt.Errorf("%w: %s is an evaluation set, not training data (--eval takes it)", err, dataDir)
+		case !train.HoldsShards(dataDir) && train.HoldsShards(sub):
 			err = fmt.Errorf("%w; the shards are in %s (--data %s)", err, sub, train.ShellArg(sub))
 		}
 		return err

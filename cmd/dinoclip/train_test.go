@@ -222,6 +222,7 @@ func TestTrainErrors(t *testing.T) {
 		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
 		{"a list in one --eval", with("--eval", eval+","+eval), []string{"no such directory (for several sets, repeat --eval, one set each)"}},
 		{"synth's output as --data", []string{"train", "--data", synthOut, "--out", run}, []string{"no shards", "the shards are in " + filepath.Join(synthOut, "train")}},
+		{"an evaluation set as --data", []string{"train", "--data", eval, "--out", run}, []string{eval + " is an evaluation set, not training data (--eval takes it)"}},
 		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set (a set holds images.dino.npy"}},
 		{"synth's output as --eval", with("--eval", synthOut), []string{"not an evaluation set (the set is in " + filepath.Join(synthOut, "eval") + ")"}},
 		{"negative epochs", with("--epochs", "-1"), []string{"--epochs -1", "at least 1"}},

@@ -43,10 +43,12 @@ func commands() []*cli.Command {
 			}
 			return nil
 		}
-		if action := c.Action; action != nil && stopsOnInterrupt[c.Name] {
+		if action := c.Action; action != nil {
 			c.Action = func(cCtx *cli.Context) error {
-				handleInterrupts(cCtx.Context)
-				return action(cCtx)
+				if stopsOnInterrupt[c.Name] {
+					handleInterrupts(cCtx.Context)
+				}
+				return withFlagSource(cCtx, action(cCtx))
 			}
 		}
 	}

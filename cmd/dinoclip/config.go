@@ -419,6 +419,28 @@ func flagSetting(cCtx *cli.Context, name string, value any) string {
 	return fmt.Sprintf("--%s %v", name, value)
 }
 
+// leadingFlag matches the flag an error's message begins with: --NAME.
+var leadingFlag = regexp.MustCompile(`^--([a-z0-9][a-z0-9-]*)`)
+
+// withFlagSource adds to err, a command's error that begins with a flag's
+// name and value (--batch -5: must be at least 1), where that value came
+// from when the command line does not hold it: the flag's environment
+// variable, or the configuration file, where the user would otherwise
+// look for it in vain.
+func withFlagSource(cCtx *cli.Context, err error) error {
+	m := leadingFlag.FindStringSubmatch(fmt.Sprint(err))
+	if err == nil || m == nil || !cCtx.IsSet(m[1]) || onCommandLine(cCtx, m[1]) {
+		return err
+	}
+	if env := flagEnvVar(cCtx, m[1]); env != "" && os.Getenv(env) != "" {
+		return fmt.Errorf("%w (--%s is set by %s in the environment)", err, m[1], env)
+	}
+	if path := cCtx.String("config"); path != "" {
+		return fmt.Errorf("%w (--%s is set by its key in the configuration file %s)", err, m[1], path)
+	}
+	return err
+}
+
 // onCommandLine reports whether the command line names flag name (-name,
 // --name, or either with =value), before any "--".
 func onCommandLine(cCtx *cli.Context, name string) bool {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -368,6 +369,25 @@ func TestEmptyEnvironmentVariable(t *testing.T) {
 	mustRun(t, "train", "--data", data, "--out", run, "--config", cfg)
 	if o := runOptions(t, run); o.Seed != 7 {
 		t.Errorf("DINOCLIP_SEED= with seed: 7 in the config file: the run's seed is %d", o.Seed)
+	}
+}
+
+// TestErrorNamesTheFlagsSource checks that a command's error about a
+// flag's value says where the value came from when the command line does
+// not hold it: the flag's variable, or the configuration file.
+func TestErrorNamesTheFlagsSource(t *testing.T) {
+	data := makeData(t)
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "epochs: 0\n")
+	base := []string{"train", "--data", data, "--out", run}
+	wantError(t, append(slices.Clone(base), "--config", cfg), "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+")")
+	t.Setenv("DINOCLIP_BATCH", "-5")
+	wantError(t, base, "--batch -5: must be at least 1 (--batch is set by DINOCLIP_BATCH in the environment)")
+	// The command line's own is said as it is.
+	_, _, err := runCLI(t, append(slices.Clone(base), "--batch", "0")...)
+	if err == nil || err.Error() != "--batch 0: must be at least 1" {
+		t.Errorf("--batch 0 over DINOCLIP_BATCH=-5: %v", err)
 	}
 }
 

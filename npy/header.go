@@ -65,9 +65,23 @@ func ParseHeader(b []byte) (Header, error) {
 // A hostile length of gigabytes would otherwise be scanned whole.
 const maxHeaderLen = 1 << 20
 
+// otherFormat says what the file beginning with b, no .npy array, is,
+// where its first bytes show a file a user may give in an array's place:
+// a model, or numpy's archive of several arrays.
+func otherFormat(b []byte) string {
+	switch {
+	case len(b) > 8 && b[8] == '{' && binary.LittleEndian.Uint64(b) < 1<<40:
+		// (A safetensors file: the length of its JSON header, then the header.)
+		return "it is a safetensors file (a model, or a checkpoint's state)"
+	case strings.HasPrefix(string(b[:min(len(b), 4)]), "PK\x03\x04"):
+		return "it is a zip archive (numpy's .npz of several arrays, or a PyTorch file): numpy.save writes one array as .npy"
+	}
+	return "missing the \\x93NUMPY magic string"
+}
+
 func parseHeader(b []byte) (Header, error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
-		return Header{}, errorf(ErrNotNPY, "not a .npy file: missing the \\x93NUMPY magic string")
+		return Header{}, errorf(ErrNotNPY, "not a .npy file: %s", otherFormat(b))
 	}
 	if len(b) < len(magic)+2 {
 		return Header{}, errorf(ErrSize, "file is truncated: %d bytes, too short for the version", len(b))

@@ -428,6 +428,9 @@ func TestRejections(t *testing.T) {
 		{"empty", nil, ErrNotNPY, "magic"},
 		{"bad magic", append([]byte("\x93NUMPX"), good[6:]...), ErrNotNPY, "magic"},
 		{"pickle", []byte("\x80\x04\x95"), ErrNotNPY, "magic"},
+		// Files given in an array's place are named as what they are.
+		{"safetensors", []byte("\x02\x00\x00\x00\x00\x00\x00\x00{}"), ErrNotNPY, "it is a safetensors file"},
+		{"npz", []byte("PK\x03\x04\x14\x00\x00\x00"), ErrNotNPY, "it is a zip archive (numpy's .npz"},
 		{"only magic", []byte(magic), ErrSize, "truncated"},
 		{"version 4.0", append([]byte(magic+"\x04\x00"), good[8:]...), ErrVersion, "version 4.0"},
 		{"version 1.1", append([]byte(magic+"\x01\x01"), good[8:]...), ErrVersion, "version 1.1"},

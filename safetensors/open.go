@@ -97,6 +97,9 @@ func parseBytes(name string, b []byte) (*File, error) {
 	if (n > MaxHeaderSize || n > uint64(len(b)-8)) && !cutShort && (bytes.HasPrefix(b, []byte("PK\x03\x04")) || (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)) {
 		return nil, errorf(ErrSize, "a PyTorch file (torch.save's format), not safetensors: python -m dinoclip.convert to-dinoclip converts a state_dict")
 	}
+	if n > MaxHeaderSize && bytes.HasPrefix(b, []byte("\x93NUMPY")) {
+		return nil, errorf(ErrSize, "a .npy array (numpy's format), not safetensors: a model is a .safetensors file")
+	}
 	if n > MaxHeaderSize {
 		return nil, errorf(ErrSize, "header length %d exceeds the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)
 	}

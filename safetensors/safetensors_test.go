@@ -245,6 +245,7 @@ func TestRejections(t *testing.T) {
 		{"huge header length", append(hugeLen, "{}"...), ErrSize, "exceeds the 100000000-byte limit"},
 		{"header past end", append(shortLen, "{}"...), ErrCutShort, "truncated"},
 		{"header past end, not JSON", append(shortLen, "xy"...), ErrSize, "truncated"},
+		{"a .npy array", []byte("\x93NUMPY\x01\x00v\x00{'descr': '<f4', "), ErrSize, "a .npy array (numpy's format), not safetensors"},
 		{"torch.save zip", []byte("PK\x03\x04\x14\x00\x00\x00archive/data.pkl"), ErrSize, "a PyTorch file"},
 		{"torch.save pickle", []byte("\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."), ErrSize, "a PyTorch file"},
 		{"not json", raw("hello", nil), ErrHeader, "malformed header"},

@@ -101,7 +101,7 @@ func runAverage(cCtx *cli.Context) error {
 	paths := make([]string, len(args))
 	var c nn.Config
 	for i, a := range args {
-		if paths[i], err = checkpoint.Resolve(a); err != nil {
+		if paths[i], err = resolveModel(a); err != nil {
 			return fmt.Errorf("average: %w", err)
 		}
 		if atomicfile.SameFile(dest, paths[i]) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
@@ -171,11 +173,35 @@ type loadedModel struct {
 // empty) and the model's widths do not fit the bf16 engine, it computes in
 // fp32 instead and says so on warn; an explicit --precision bf16 is
 // refused for such a model.
+// resolveModel is checkpoint.Resolve, saying what a directory that holds
+// no model is where it is another of dinoclip's outputs or inputs, given
+// by a slip (an index, an evaluation set).
+func resolveModel(path string) (string, error) {
+	p, err := checkpoint.Resolve(path)
+	if err == nil {
+		return p, nil
+	}
+	what := ""
+	switch {
+	case retrieval.IsIndex(path):
+		what = "a search index"
+	case fileExists(filepath.Join(path, searchInfoFile)):
+		what = "a search's output"
+	case retrieval.HoldsSet(path):
+		what = "an evaluation set"
+	case train.HoldsShards(path), train.HoldsFeaturesOnly(path):
+		what = "a directory of features"
+	default:
+		return "", err
+	}
+	return "", fmt.Errorf("%w: it is %s, not a model", err, what)
+}
+
 func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedModel, error) {
 	if err := checkDevice(device); err != nil {
 		return nil, err
 	}
-	path, err := checkpoint.Resolve(model)
+	path, err := resolveModel(model)
 	if err != nil {
 		return nil, err
 	}

@@ -287,7 +287,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 		f := ff.Path
 		a, err := npy.Open(f)
 		if err != nil {
-			return err
+			return fmt.Errorf("--features: %w", err)
 		}
 		sources = append(sources, source{arr: a})
 		shape := a.Shape()

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/buildinfo"
 	"github.com/dinoclip/dinoclip/nn"
+	"github.com/dinoclip/dinoclip/retrieval"
 )
 
 func TestHelpCommand(t *testing.T) {
@@ -180,5 +182,34 @@ func TestErrorLineEscapesControls(t *testing.T) {
 	line := errorLine(err)
 	if !strings.Contains(err.Error(), missing) || strings.ContainsAny(line, "\x1b\n\u202e") || !strings.Contains(line, `esc\x1b[31m nl\x0a rtl\u202e`) {
 		t.Errorf("error line %q for the error %q", line, err)
+	}
+}
+
+// TestInputOfAnotherKind checks that a file or directory given where
+// another kind is wanted (by a slip, or flags swapped) is named as what it
+// is, with the flag that named it.
+func TestInputOfAnotherKind(t *testing.T) {
+	run, data, eval := trainRun(t)
+	model := filepath.Join(run, checkpoint.BestLink, checkpoint.ModelFile)
+	features := filepath.Join(eval, retrieval.ImageFeaturesFile)
+	index := filepath.Join(t.TempDir(), "index")
+	mustRun(t, "index", "--model", run, "--features", data, "--out", index)
+	out := t.TempDir()
+	for _, c := range []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"eval", "--model", features, "--eval", eval}, []string{features, "a .npy array (numpy's format), not safetensors"}},
+		{[]string{"eval", "--model", index, "--eval", eval}, []string{index, "it is a search index, not a model"}},
+		{[]string{"eval", "--model", eval, "--eval", eval}, []string{"it is an evaluation set, not a model"}},
+		{[]string{"average", "--out", filepath.Join(out, "a.safetensors"), run, data}, []string{"it is a directory of features, not a model"}},
+		{[]string{"project", "--model", run, "--in", model, "--out", filepath.Join(out, "p.npy")}, []string{"--in: ", "not a .npy file: it is a safetensors file"}},
+		{[]string{"index", "--model", run, "--features", model, "--out", filepath.Join(out, "ix")}, []string{"--features: ", "it is a safetensors file"}},
+		{[]string{"search", "--index", model, "--queries", features, "--out", filepath.Join(out, "s")}, []string{"--index: ", "it is a safetensors file"}},
+		{[]string{"search", "--index", index, "--queries", model, "--out", filepath.Join(out, "s")}, []string{"--queries: ", "it is a safetensors file"}},
+		{[]string{"search", "--index", filepath.Join(index, retrieval.IndexManifestFile), "--queries", features, "--out", filepath.Join(out, "s")},
+			[]string{"is a file of the search index " + index + ": give the index's directory (--index " + index + ")"}},
+	} {
+		wantError(t, c.args, c.wants...)
 	}
 }

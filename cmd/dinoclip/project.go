@@ -88,7 +88,7 @@ func runProject(cCtx *cli.Context) error {
 	}
 	in, err := npy.Open(inPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("--in: %w", err)
 	}
 	defer in.Close()
 	shape := in.Shape()

@@ -23,6 +23,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
+	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -254,9 +255,12 @@ func openKeys(path string) (*searchKeys, error) {
 		}
 		return &searchKeys{keys: ix.Keys, model: ix.Manifest.Model.SHA256, index: ix, path: path, rows: ix.Keys.Rows(), dim: ix.Keys.Dim}, nil
 	}
+	if dir := describedWhole(path); dir != "" && retrieval.IsIndex(dir) {
+		return nil, fmt.Errorf("--index %s is a file of the search index %s: give the index's directory (--index %s)", path, dir, shown(train.ShellArg(dir)))
+	}
 	a, n, dim, err := openMatrix(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--index: %w", err)
 	}
 	return &searchKeys{matrix: a, path: path, rows: int64(n), dim: dim}, nil
 }
@@ -358,7 +362,7 @@ func runSearch(cCtx *cli.Context) (err error) {
 	// beyond the memory left, ended the search out of memory.
 	qa, nq, qdim, err := openMatrix(queriesPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("--queries: %w", err)
 	}
 	defer qa.Close()
 	opened, err := openKeys(indexPath)

@@ -537,7 +537,7 @@ func checkpointEncoders(runDir string) dataset.Encoders {
 // initModel reads the model of --init: its weights and its shape, which
 // shape flags given explicitly and the training data must agree with.
 func initModel(cCtx *cli.Context, data *train.Dataset) (*train.InitModel, nn.Config, error) {
-	path, err := checkpoint.Resolve(cCtx.String("init"))
+	path, err := resolveModel(cCtx.String("init"))
 	if err != nil {
 		return nil, nn.Config{}, fmt.Errorf("--init: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/dinoclip/dinoclip/internal/plural"
 )
 
 // maxElements bounds one generated array (2^30 float32 values, 4 GiB), so
@@ -102,7 +104,7 @@ func CheckEvalSet(opts Options, name string, images, captionsPerImage int) error
 		return fmt.Errorf("synth: evaluation set %q: %d images with %d captions each; need at least 1 of each", name, images, captionsPerImage)
 	}
 	if captionsPerImage > maxElements/images {
-		return fmt.Errorf("synth: evaluation set %q: %d images × %d captions is too many captions", name, images, captionsPerImage)
+		return fmt.Errorf("synth: evaluation set %q: %d images × %s each is more than the %d captions a set may have: fewer images or captions of each", name, images, plural.Count(captionsPerImage, "caption", "captions"), maxElements)
 	}
 	// The images' features and embeddings, then the captions' embeddings.
 	if err := checkSize("evaluation images", images, max(opts.InputDim, opts.OutputDim), "fewer images"); err != nil {

@@ -162,6 +162,11 @@ func runBench(cCtx *cli.Context) error {
 	}
 
 	shapes := splitList(cCtx.StringSlice("shape"))
+	for i, s := range shapes {
+		if slices.Contains(shapes[:i], s) {
+			return fmt.Errorf("--shape %s given twice (it would be measured twice over)", s)
+		}
+	}
 	if len(shapes) == 0 {
 		shapes = def.shapes
 	}
@@ -589,6 +594,14 @@ func parseBatches(entries []string) ([]int, map[string][]int, error) {
 			n, err := strconv.Atoi(p)
 			if err != nil || !isDecimal(p) || n < 1 {
 				return nil, nil, fmt.Errorf("--batch %q: want a positive batch size N, or SHAPE:N[/N...]", e)
+			}
+			sizes, of := common, "the shapes without sizes of their own"
+			if shape != "" {
+				sizes, of = perShape[shape], shape
+			}
+			if slices.Contains(sizes, n) {
+				// (Measured twice over, for nothing.)
+				return nil, nil, fmt.Errorf("--batch %q: batch size %d given twice for %s", e, n, of)
 			}
 			if shape == "" {
 				common = append(common, n)

@@ -171,6 +171,10 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "8x8x1x8:4", "--batch", "5"}, "--batch 5: every --shape (8x8x1x8) has batch sizes of its own", "SHAPE:N/N")
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", "8x8x1x8:4,8"}, "--batch 8: every --shape")
 	wantError(t, []string{"bench", "--shape", "8x8x1x8", "--batch", ":4"}, `--batch ":4": the shape before the colon is empty`)
+	// What is given twice would be measured twice over.
+	wantError(t, []string{"bench", "--shape", "small,small"}, "--shape small given twice")
+	wantError(t, []string{"bench", "--shape", "small", "--batch", "small:8", "--batch", "small:4/8"}, `--batch "small:4/8": batch size 8 given twice for small`)
+	wantError(t, []string{"bench", "--batch", "4,4"}, `--batch "4": batch size 4 given twice for the shapes without sizes of their own`)
 	wantError(t, []string{"bench", "--device", "tpu"}, "unknown device")
 	// Counts that would not fit in memory (or overflow) are refused before
 	// anything runs, as is a k beyond the keys of a direction.

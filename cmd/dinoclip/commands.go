@@ -39,9 +39,11 @@ func commands() []*cli.Command {
 				return usageError(cCtx, err, true)
 			}
 			if before != nil {
-				return before(cCtx)
+				if err := before(cCtx); err != nil {
+					return err
+				}
 			}
-			return nil
+			return emptyEntries(cCtx)
 		}
 		if action := c.Action; action != nil {
 			c.Action = func(cCtx *cli.Context) error {

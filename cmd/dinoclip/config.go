@@ -258,6 +258,9 @@ func decimalEnv(cCtx *cli.Context) error {
 					return refuse(name, v, "not true or false (1 and 0 do too)")
 				}
 				if why := numberWhy(f, v); number && why != "" {
+					if trimmed := strings.TrimSpace(v); trimmed != v && numberWhy(f, trimmed) == "" {
+						return refuse(name, strconv.Quote(v), "spaces around the number")
+					}
 					return refuse(name, v, why)
 				}
 				break
@@ -504,10 +507,35 @@ func readConfigFile(path string) ([]byte, error) {
 // one indented line each, which a one-line error should not carry.
 func yamlErrorText(err error) string {
 	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return strings.Join(te.Errors, "; ")
+	if !errors.As(err, &te) {
+		return err.Error()
 	}
-	return err.Error()
+	texts := slices.Clone(te.Errors)
+	for i, e := range texts {
+		texts[i] = notMapping.ReplaceAllStringFunc(e, func(m string) string {
+			kind, ok := yamlKinds[notMapping.FindStringSubmatch(m)[1]]
+			if !ok {
+				return m
+			}
+			return "the file is " + kind + ", not a mapping (lines of NAME: VALUE)"
+		})
+	}
+	return strings.Join(texts, "; ")
+}
+
+// notMapping matches yaml's words for a file whose top level is no
+// mapping, naming Go's types; yamlKinds, the kinds its tags stand for.
+var (
+	notMapping = regexp.MustCompile("cannot unmarshal !!(\\w+)(?: `[^`]*`)? into map\\[string\\]interface \\{\\}")
+	yamlKinds  = map[string]string{"seq": "a list", "str": "a string", "int": "a number", "float": "a number", "bool": "a true or false", "binary": "binary data", "timestamp": "a date"}
+)
+
+// dashed is a flag's name as the command line writes it: -h, --help.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // readConfig parses a YAML or JSON configuration file (JSON is read as the
@@ -567,11 +595,15 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		case !ok && isHelpOrVersion(key):
 			// Every command has --help: without this, others would
 			// take the key for another command's flag and drop it.
-			return nil, fmt.Errorf("config %s: key %s: --%s is no setting; keys are flag names of this command (%s)", path, key, key, strings.Join(known, ", "))
+			return nil, fmt.Errorf("config %s: key %s: %s is no setting; keys are flag names of this command (%s)", path, key, dashed(key), strings.Join(known, ", "))
 		case !ok && others[key]:
 			continue // another command's flag
 		case !ok:
-			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
+			section := ""
+			if _, isMap := v.(map[string]any); isMap {
+				section = "; the file is one mapping without sections: every command that takes --config reads its keys, each the flags it has"
+			}
+			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)%s", path, key, strings.Join(known, ", "), section)
 		}
 		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
 		// 8, tagged !!int or not: a number flag's number must be plain
@@ -768,9 +800,32 @@ func describeValue(v any) string {
 	return fmt.Sprint(v)
 }
 
-// requireFlags reports the first of names that no source set.
+// emptyEntries refuses an empty entry of a repeatable flag (--eval "",
+// from any source), which was taken for a path and failed on a stat of
+// nothing. (An empty single value is requireFlags' to refuse, or the
+// flag's default.)
+func emptyEntries(cCtx *cli.Context) error {
+	for _, f := range cCtx.Command.Flags {
+		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
+			continue
+		}
+		name := f.Names()[0]
+		if slices.Contains(cCtx.StringSlice(name), "") {
+			return fmt.Errorf("%s: an empty --%s (%s): give each a value; see 'dinoclip %s --help'", cCtx.Command.Name, name, flagSetting(cCtx, name, `""`), cCtx.Command.Name)
+		}
+	}
+	return nil
+}
+
+// requireFlags reports the first of names that no source set, or that
+// one set empty (--out "", which overrides its variable).
 func requireFlags(cCtx *cli.Context, names ...string) error {
 	for _, n := range names {
+		if cCtx.IsSet(n) && isEmpty(cCtx, n) {
+			if setting := flagSetting(cCtx, n, `""`); onCommandLine(cCtx, n) || !strings.HasPrefix(setting, "--") {
+				return fmt.Errorf("%s: %s is empty: give --%s a value; see 'dinoclip %s --help'", cCtx.Command.Name, setting, n, cCtx.Command.Name)
+			}
+		}
 		if !cCtx.IsSet(n) || isEmpty(cCtx, n) {
 			or := flagEnvVar(cCtx, n)
 			if slices.ContainsFunc(cCtx.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
@@ -817,7 +872,13 @@ func numberUsageError(cCtx *cli.Context, err error) error {
 	}
 	value, name := m[1], m[2]
 	for _, f := range cCtx.Command.Flags {
-		if number, _ := numberFlag(f); !number || !slices.Contains(f.Names(), name) {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		if _, isDuration := f.(*cli.DurationFlag); isDuration {
+			return fmt.Errorf("--%s %s: not a duration (write a number with its unit, such as 3s, 500ms or 2m, up to 2562047h)", name, value)
+		}
+		if number, _ := numberFlag(f); !number {
 			continue
 		}
 		if why := numberWhy(f, value); why != "" {
@@ -831,8 +892,8 @@ func numberUsageError(cCtx *cli.Context, err error) error {
 // package (of one letter too: --help writes search's k as --k).
 var oneDashFlag = regexp.MustCompile(`(provided but not defined: |flag needs an argument: |for (?:flag )?)-([A-Za-z0-9][A-Za-z0-9_-]*)`)
 
-// flagValueError is Go's flag package's error for a value a number flag
-// cannot hold: out of its range, or not read as its kind of number.
+// flagValueError is Go's flag package's error for a value a number or
+// duration flag cannot hold: out of its range, or not read as its kind.
 var flagValueError = regexp.MustCompile(`^invalid value "(.*)" for flag -([A-Za-z0-9][A-Za-z0-9_-]*): (value out of range|parse error)$`)
 
 // usageError turns a flag parsing error into one line pointing at --help,

@@ -144,7 +144,11 @@ func TestConfigErrors(t *testing.T) {
 		{"seed read as a float", "seed: 08\n", []string{"key seed", "decimal digits"}},
 		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
 		{"help", "help: true\n", []string{"key help", "no setting"}},
-		{"version", "v: true\n", []string{"key v", "no setting"}},
+		{"version", "v: true\n", []string{"key v: -v is no setting"}},
+		{"a section per command", "train:\n  epochs: 3\n", []string{`unknown key "train"`, "the file is one mapping without sections"}},
+		{"a list", "- epochs\n- 3\n", []string{"line 1: the file is a list, not a mapping (lines of NAME: VALUE)"}},
+		{"a TOML section", "[train]\nepochs = 3\n", []string{"line 1: the file is a list, not a mapping"}},
+		{"a number", "3\n", []string{"the file is a number, not a mapping"}},
 		{"quoted octal seed", "seed: \"010\"\n", []string{"key seed", "decimal digits"}},
 		{"quoted octal learning rate", "lr: \"010\"\n", []string{"key lr", "decimal digits"}},
 		{"octal learning rate", "lr: 010\n", []string{"key lr", "decimal digits"}},
@@ -286,6 +290,10 @@ func TestNumberFlagsDecimalEverywhere(t *testing.T) {
 				t.Setenv(ev.GetEnvVars()[0], "abc")
 				wantError(t, []string{c.Name}, ev.GetEnvVars()[0]+"=abc: not a number")
 			})
+			t.Run(c.Name+"/"+ev.GetEnvVars()[0]+"= 1", func(t *testing.T) {
+				t.Setenv(ev.GetEnvVars()[0], " 1")
+				wantError(t, []string{c.Name}, ev.GetEnvVars()[0]+`=" 1": spaces around the number`)
+			})
 			if !float {
 				// Beyond int64 and uint64 both: said in the variable's
 				// terms, not in strconv's.
@@ -391,6 +399,20 @@ func TestErrorNamesTheFlagsSource(t *testing.T) {
 	}
 }
 
+// TestEmptyValues checks that a flag given empty is said to be, not
+// missing (its variable set is no help), and that an empty entry of a
+// repeatable flag is refused before it is taken for a path.
+func TestEmptyValues(t *testing.T) {
+	dir := t.TempDir()
+	features := filepath.Join(dir, "f.npy")
+	writeF32(t, features, []int{1, 2}, []float32{1, 2})
+	t.Setenv("DINOCLIP_PROJECT_OUT", filepath.Join(dir, "p.npy"))
+	wantError(t, []string{"project", "--model", dir, "--in", features, "--out", ""}, `project: --out "" is empty: give --out a value`)
+	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "eval: [a, \"\"]\n")
+	wantError(t, []string{"eval", "--model", dir, "--config", cfg}, `eval: an empty --eval (eval: "" in `+cfg+")")
+	wantError(t, []string{"index", "--model", dir, "--features", features, "--features", "", "--out", filepath.Join(dir, "ix")}, `index: an empty --features (--features "")`)
+}
+
 // A flag the command line gets wrong is one line naming it as the help
 // writes it (--name, a one-letter one too: --k) and pointing at the help, for the
 // app's own flags too (not the whole help).
@@ -403,6 +425,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"train", "--nope"}, []string{"train: flag provided but not defined: --nope; see 'dinoclip train --help'"}},
 		{[]string{"train", "--epochs", "x"}, []string{"train: --epochs x: not a number; see 'dinoclip train --help'"}},
 		{[]string{"search", "-k", "x"}, []string{"search: --k x: not a number"}},
+		{[]string{"bench", "--min-time", "5"}, []string{"bench: --min-time 5: not a duration (write a number with its unit, such as 3s"}},
 		{[]string{"search", "--k"}, []string{"search: flag needs an argument: --k; see 'dinoclip search --help'"}},
 		// A number a flag cannot hold is said as for its variable, not in
 		// Go's flag package's "value out of range" or "parse error".

@@ -118,7 +118,7 @@ func searchCommand() *cli.Command {
 			stringFlag("queries", "queries `FILE`: .npy matrix [n, dim]", ""),
 			intFlag("k", "`K` best rows per query (every row, where the index has fewer)", 10),
 			outFlag("search", "output `DIR` (created; replaced if it holds an earlier search's output; a symbolic link is followed)"),
-			intFlag("memory", "CPU search memory budget in `MiB`: resident index pages plus working memory (the queries, 4 bytes a value, the answer, 12 bytes per query and k, and the names of its images where the index lists them, come on top)", retrieval.DefaultMemoryBudget>>20),
+			intFlag("memory", fmt.Sprintf("CPU search memory budget in `MiB`, 16 to %d: resident index pages plus working memory (the queries, 4 bytes a value, the answer, 12 bytes per query and k, and the names of its images where the index lists them, come on top)", maxSearchMemory), retrieval.DefaultMemoryBudget>>20),
 			stringFlag("device", "`DEVICE` to search on: cpu, or cuda (a build with -tags cuda)", "cpu"),
 			configFlag(),
 		},

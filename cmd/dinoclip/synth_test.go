@@ -111,7 +111,7 @@ func TestSynthErrors(t *testing.T) {
 		{[]string{"synth", "--out", dir, "--latent-shift", "NaN"}, []string{"latent shift is NaN"}},
 		{[]string{"synth", "--out", dir, "--latent-shift", "1e3"}, []string{"latent shift is 1000"}},
 		// The evaluation set's sizes are checked before the training data is written.
-		{[]string{"synth", "--out", dir, "--rows", "100", "--eval-images", "3037000500", "--captions-per-image", "3037000500"}, []string{"too many captions"}},
+		{[]string{"synth", "--out", dir, "--rows", "100", "--eval-images", "3037000500", "--captions-per-image", "3037000500"}, []string{"3037000500 images × 3037000500 captions each is more than the 1073741824 captions a set may have: fewer images or captions of each"}},
 		{[]string{"synth", "--out", dir, "--rows", "100", "--captions-per-image", "100000"}, []string{"evaluation captions", "ask for fewer images or captions of each"}},
 	}
 	for _, c := range cases {

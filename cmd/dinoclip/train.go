@@ -70,7 +70,7 @@ func trainCommand() *cli.Command {
 			stringFlag("best-metric", "`METRIC` that picks the best checkpoint: loss, r5 (mean R@5 of the projection), or SET/t2i@K, SET/i2t@K (K 1, 5, 10); default r5 with --eval sets, else loss", d.BestMetric),
 			intFlag("log-every", "write a training record to metrics.jsonl every `N` optimizer steps (0: none)", d.LogEvery),
 			inputDim,
-			intFlag("hidden-dim", "model hidden width `N`", m.HiddenDim),
+			intFlag("hidden-dim", "model hidden width `N` (at least 2: the head is N/2 wide)", m.HiddenDim),
 			outputDim,
 			intFlag("blocks", "`N` residual blocks (at most 4096)", m.Blocks),
 			deviceFlag(),
@@ -80,7 +80,7 @@ func trainCommand() *cli.Command {
 			float64Flag("ema", "keep an exponential moving average of the weights with decay `D` in (0, 1), updated after every optimizer step (on the GPU engine, in GPU memory), evaluated at epoch ends and saved in each checkpoint as ema.safetensors; 0: none", 0),
 			stringFlag("best-from", "`WEIGHTS` that pick the best checkpoint: raw (the trained weights) or ema (their moving average; needs --ema and --eval; the run's best model is then RUN/best/ema.safetensors)", d.BestFrom),
 			stringFlag("loss", "training `LOSS`: mse (the unit-norm MSE of the original recipe), infonce (CLIP's symmetric contrastive loss over the batch, with a learnable temperature), or mse+infonce (their sum, InfoNCE weighted by --infonce-weight); docs/TRAINING.md", d.Loss),
-			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce", 1),
+			float64Flag("infonce-weight", "weight `W` of the InfoNCE term of --loss mse+infonce: positive, at most 3.4e38", 1),
 			boolFlag("resume", "continue the run in --out from its last checkpoint, with its data, evaluation sets and options (run.json), on the device it trained on unless --device says otherwise"),
 			boolFlag("accept-changed-inputs", "with --resume: continue even when the training data or evaluation sets do not hold the contents the run recorded (the result then differs from the run's own; run.json records the new ones)"),
 			configFlag(),
@@ -475,7 +475,7 @@ func loadEvalSet(dir string, warn io.Writer) (*retrieval.Set, error) {
 	if err := checkDir("evaluation set", dir); err != nil {
 		if _, serr := os.Stat(dir); strings.Contains(dir, ",") && errors.Is(serr, os.ErrNotExist) {
 			// (--eval takes one set a time: a comma is part of a name.)
-			err = fmt.Errorf("%w (for several sets, repeat --eval, one set each)", err)
+			err = fmt.Errorf("%w (for several sets, repeat --eval, one set each, or list them in the --config file, eval: [A, B]; DINOCLIP_EVAL names one)", err)
 		}
 		return nil, err
 	}

@@ -220,7 +220,7 @@ func TestTrainErrors(t *testing.T) {
 		{"missing out", []string{"train", "--data", data}, []string{"missing --out"}},
 		{"nonexistent data", []string{"train", "--data", filepath.Join(other, "nope"), "--out", run}, []string{filepath.Join(other, "nope"), "no such directory"}},
 		{"not training data", []string{"train", "--data", other, "--out", run}, []string{other, "no shards"}},
-		{"a list in one --eval", with("--eval", eval+","+eval), []string{"no such directory (for several sets, repeat --eval, one set each)"}},
+		{"a list in one --eval", with("--eval", eval+","+eval), []string{"no such directory (for several sets, repeat --eval, one set each, or list them in the --config file"}},
 		{"synth's output as --data", []string{"train", "--data", synthOut, "--out", run}, []string{"no shards", "the shards are in " + filepath.Join(synthOut, "train")}},
 		{"an evaluation set as --data", []string{"train", "--data", eval, "--out", run}, []string{eval + " is an evaluation set, not training data (--eval takes it)"}},
 		{"training data as --eval", with("--eval", data), []string{"evaluation set " + data + ": no images.dino.npy there: not an evaluation set (a set holds images.dino.npy"}},

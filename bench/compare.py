@@ -118,7 +118,9 @@ def run_side(name, cmd, out_json, out_txt, timeout, env=None):
         f.flush()
         try:
             # Its own process group, so that the watchdog also ends what it started (compile workers).
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            # Run where compare.py was run (not in the checkout): a path in --ours-args or --torch-args
+            # means what it means to the caller, as --out and --ours-bin do (made absolute in main).
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     start_new_session=True)
         except OSError as e:
             return None, f"{name}: cannot start: {e}", 0.0
@@ -841,6 +843,13 @@ def main(argv=None):
                    help="cpu: only run bench/search_compare.py (exact top-k search, 1k queries x 1M keys x 512, vs faiss "
                         "IndexFlatIP and torch.mm + topk) into OUT/search")
     args = p.parse_args(argv)
+    # The paths given, made absolute against the directory compare.py is run in: relative, they were
+    # taken for the checkout's by the sides (run there once), and both reports were lost after minutes of
+    # measuring. (A binary's bare name is left to the PATH search, as a shell does it; .absolute, not
+    # abspath: a ".." after a link leads where the system takes it.)
+    args.out = str(Path(args.out).absolute())
+    if args.ours_bin and os.sep in args.ours_bin:
+        args.ours_bin = str(Path(args.ours_bin).absolute())
     if args.search:
         import search_compare
 

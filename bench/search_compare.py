@@ -75,8 +75,14 @@ def write_index(path: Path, keys16: np.ndarray):
 
 
 def build_ours(workdir: Path) -> str:
+    """Builds cmd/dinoclip into workdir; a failed or impossible build ends the run with one line."""
     out = workdir / "dinoclip"
-    subprocess.run(["go", "build", "-o", str(out), "./cmd/dinoclip"], cwd=REPO, check=True)
+    try:
+        r = subprocess.run(["go", "build", "-o", str(out), "./cmd/dinoclip"], cwd=REPO, capture_output=True, text=True)
+    except OSError as e:  # (no go on the PATH)
+        raise SystemExit(f"search_compare: cannot build dinoclip ({e}): build it elsewhere and pass --ours-bin")
+    if r.returncode != 0:
+        raise SystemExit(f"search_compare: go build failed: {(r.stderr or r.stdout).strip()[-2000:]}")
     return str(out)
 
 
@@ -217,6 +223,9 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args(argv)
+    # Absolute against the directory this is run in: the binary built into --out is built by a go run
+    # in the checkout (build_ours), where a relative --out named another folder.
+    a.out = a.out.absolute()
     for name, least in (("queries", 1), ("keys", 1), ("dim", 1), ("k", 1), ("rounds", 1), ("threads", 0),
                         ("memory", 16), ("torch_chunk", 1), ("check", 0)):
         if getattr(a, name) < least:

@@ -324,15 +324,17 @@ def test_best_kernel_rounds():
     assert gm[0]["ratio"]["fp32"] == pytest.approx(15 / 16)
 
 
-def test_search_compare_tiny(tmp_path):
+def test_search_compare_tiny(tmp_path, monkeypatch):
     """search_compare on a tiny shape: ours is exact against float64, and faiss (when installed)
-    agrees with it."""
+    agrees with it. Its --out is relative, run from outside the checkout: the binary it builds
+    there (go build, run in the checkout) was put under the checkout and not found."""
     import importlib.util
 
     import search_compare
 
     have_faiss = importlib.util.find_spec("faiss") is not None
-    out = tmp_path / "s"
+    monkeypatch.chdir(tmp_path)
+    out = Path("s")
     # What --out held is the user's: a work/ there is left as it was.
     (out / "work").mkdir(parents=True)
     (out / "work" / "mine.txt").write_text("mine")
@@ -653,3 +655,28 @@ def test_search_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         search_compare.main(["--out", str(tmp_path / "file")])
     assert e.value.code == 2 and f"--out {tmp_path / 'file'} is a file" in capsys.readouterr().err
+
+
+def test_relative_paths_are_the_callers(tmp_path, monkeypatch):
+    """A relative --out and --ours-bin, and a path in --ours-args, run from a directory other than
+    the checkout, are the caller's: both sides' reports land in --out there (they were written in
+    the checkout, or nowhere, and the run failed with both sides having "measured nothing")."""
+    here = tmp_path / "here"
+    (here / "bin").mkdir(parents=True)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(ours_report()))
+    fake = here / "bin" / "dinoclip"
+    # (writes the report to its --json, and touches its --mark: a path given in --ours-args)
+    fake.write_text('#!/usr/bin/env bash\nwhile [ $# -gt 0 ]; do case $1 in --json) cp ' + str(report) +
+                    ' "$2";; --mark) touch "$2";; esac; shift; done\n')
+    fake.chmod(0o755)
+    monkeypatch.chdir(here)
+    code = compare.main(["--device", "cpu", "--ours-bin", "bin/dinoclip", "--out", "o", "--rounds", "1", "--threads", "1",
+                         "--shapes", "16x32x1x8", "--batches", "8", "--modes", "fp32", "--ours-args", "--mark mark.txt",
+                         "--torch-args", "--warmup 0 --steps 1 --min-time 0 --gemm-min-time 0 --gemm-square 0 --no-topk "
+                                         "--no-copy --no-faiss"])
+    res = json.loads((here / "o" / "results.json").read_text())
+    assert code == 0 and res["ours"] is not None and res["torch"] is not None, res["errors"]
+    assert (here / "o" / "ours.json").exists() and (here / "o" / "torch.json").exists()
+    assert (here / "mark.txt").exists()
+    assert not (compare.REPO / "o").exists() and not (compare.REPO / "mark.txt").exists()

@@ -951,3 +951,42 @@ def test_a_number_of_thousands_of_digits_in_the_header(tmp_path):
     p.write_bytes(struct.pack("<Q", len(h)) + h)
     with pytest.raises(CheckpointError, match="not a safetensors file .*4300 digits"):
         checkpoint.load(p)
+
+
+def test_save_refuses_a_header_over_the_readers_limit(tmp_path):
+    """Metadata that makes a header over the 100,000,000-byte limit of load (and of the Go side,
+    and of the safetensors library) is refused before anything is written: save writes nothing
+    they would refuse."""
+    p = tmp_path / "m.safetensors"
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: the metadata makes a safetensors header of \d+ bytes, "
+                                              r"over the 100000000-byte limit of its readers .*: shorten the metadata$"):
+        checkpoint.save(small(), p, metadata={"note": "x" * 100_000_100})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("config,key", [
+    ('{"input_dim":12,"input_dim":99,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}', "input_dim"),
+    # matched ignoring case, as the Go side's strictjson matches keys
+    ('{"input_dim":12,"Input_Dim":99,"hidden_dim":16,"output_dim":8,"num_residual_blocks":2}', "Input_Dim"),
+])
+def test_config_key_given_twice_refused(tmp_path, config, key):
+    """A key repeated in the metadata config is refused naming it, as the Go side refuses it, not
+    read as its last value (which, put the other way round, had the tensors' shapes blamed)."""
+    p = checkpoint.save(small(), tmp_path / "m.safetensors")
+    rewrite_metadata(p, lambda meta: meta.update(config=config))
+    for read in (checkpoint.load, checkpoint.read_config):
+        with pytest.raises(CheckpointError, match=re.escape(f"key {key!r} appears twice in one object")):
+            read(p)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links are POSIX's")
+def test_atomic_write_names_a_loop_of_links_in_its_way(tmp_path):
+    """A directory to write in that is a link in a loop of links is said to be one (it was "a
+    symbolic link to loop2, which does not exist", though loop2 exists)."""
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    p = tmp_path / "loop1" / "m.bin"
+    with pytest.raises(OSError) as e:
+        _files.write_atomic(str(p), lambda f: f.write(b"x"))
+    assert _files.oserror_message(e.value) == (f"{p}: cannot write it: {tmp_path / 'loop1'} is a symbolic link to loop2, "
+                                               "which is in a loop of symbolic links")

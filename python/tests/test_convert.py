@@ -69,6 +69,12 @@ def test_wrapped_state_dicts(tmp_path, wrap):
     ("shape", r"hidden_norm\.weight has shape \[15\], want \[16\]"),
     ("head", r"output_proj\.0\.weight has shape \[6, 16\], want \[8, 16\]"),
     ("no_input", r"no input_proj\.weight and output_proj\.2\.weight"),
+    # present, but of another rank: said so, not said to be missing
+    ("not_matrix", r"no model config, and input_proj\.weight has shape \[1, 16, 12\], not a matrix: the shape cannot "
+                   r"be inferred from it"),
+    # an empty state_dict, plain or under a wrapper key: said to be empty ("its keys are none", "1 are not tensors")
+    ("empty", r"bad\.pt: the state_dict is empty \(no tensors\), no model to convert"),
+    ("empty_wrapped", r"bad\.pt: the state_dict under 'state_dict' is empty \(no tensors\), no model to convert"),
     ("not_dict", r"holds a list, want a state_dict"),
     ("not_tensors", r"not a state_dict.*'epoch'"),
     ("nan", r"layer_norm\.bias\[0\] is NaN: the model's weights must be finite numbers"),
@@ -100,6 +106,12 @@ def test_errors(tmp_path, case, pattern):
         sd["output_proj.0.weight"] = torch.zeros(6, 16)
     elif case == "no_input":
         del sd["input_proj.weight"]
+    elif case == "not_matrix":
+        sd["input_proj.weight"] = sd["input_proj.weight"].unsqueeze(0)
+    elif case == "empty":
+        obj = {}
+    elif case == "empty_wrapped":
+        obj = {"state_dict": {}}
     elif case == "not_dict":
         obj = [1, 2]
     elif case == "not_tensors":
@@ -331,3 +343,104 @@ def test_to_dinoclip_output_name(tmp_path, monkeypatch):
     with pytest.raises(ConversionError, match=re.escape("give it with a trailing separator (d.safetensors" + os.sep + ")")):
         convert.torch_to_dinoclip("orig.pt", "d.safetensors")
     assert convert.torch_to_dinoclip("orig.pt", "d.safetensors" + os.sep) == os.path.join(str(tmp_path), "d.safetensors", "model.safetensors")
+
+
+def test_long_lists_of_problems_are_cut_to_ten(tmp_path):
+    """A state_dict of thousands of stray tensors, or of every tensor an integer, names the first
+    10 and how many more, as the Go side does: each made a line of megabytes."""
+    sd = dict(original().state_dict())
+    sd.update({f"extra.{i}": torch.zeros(1) for i in range(2000)})
+    torch.save(sd, tmp_path / "extra.pt")
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(tmp_path / "extra.pt"), str(tmp_path / "o.safetensors"))
+    assert str(e.value).endswith("unexpected extra.8; unexpected extra.9; and 1990 more"), str(e.value)[-300:]
+    # a safetensors file (read as a model file is) alike
+    from safetensors.torch import save_file
+
+    save_file(sd, str(tmp_path / "extra.safetensors"))
+    for read in (checkpoint.load, lambda p: convert.torch_to_dinoclip(str(p), str(tmp_path / "o.safetensors"))):
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            read(tmp_path / "extra.safetensors")
+        # (save_file orders the tensors by name)
+        assert str(e.value).count("unexpected") == 10 and str(e.value).endswith("; and 1990 more"), str(e.value)[-300:]
+    torch.save({k: v.to(torch.int32) for k, v in original().state_dict().items()}, tmp_path / "int.pt")
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        convert.torch_to_dinoclip(str(tmp_path / "int.pt"), str(tmp_path / "o.safetensors"))
+    assert str(e.value).count("torch.int32") == 10 and str(e.value).endswith(
+        "residual_blocks.0.layers.4.bias (torch.int32), and 16 more are not float32, float16, bfloat16 or float64")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def _zip_rewritten(src, dst, edit):
+    """``dst``: the zip archive ``src`` (torch.save's) with each member's bytes ``edit(name, data)``
+    (None leaves it out), its CRCs right: a file whose parts, not bytes, are damaged."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = edit(name, zin.read(name))
+            if data is not None:
+                zout.writestr(name, data)
+
+
+@pytest.mark.parametrize("case,detail", [
+    ("legacy_cut", "unexpected EOF, expected"),                  # a legacy .pt cut in half
+    ("pickle_cut", "its pickle ends early: EOFError"),           # a zip whose data.pkl is cut short
+    ("data_missing", "PytorchStreamReader failed locating file"),  # a zip missing data/0 (torch: a paragraph)
+])
+def test_a_damaged_torch_file_is_said_to_be(tmp_path, case, detail):
+    """A .pt cut short or missing a part is said to be cut short or corrupt, in one line: not told
+    to be saved again as a plain state_dict, as one holding other objects is."""
+    sd = original().state_dict()
+    bad = tmp_path / "bad.pt"
+    if case == "legacy_cut":
+        torch.save(sd, tmp_path / "whole.pt", _use_new_zipfile_serialization=False)
+        whole = (tmp_path / "whole.pt").read_bytes()
+        bad.write_bytes(whole[:len(whole) // 2])
+    else:
+        torch.save(sd, tmp_path / "whole.pt")
+        if case == "pickle_cut":
+            _zip_rewritten(tmp_path / "whole.pt", bad, lambda n, d: d[:-5] if n.endswith("/data.pkl") else d)
+        else:
+            _zip_rewritten(tmp_path / "whole.pt", bad, lambda n, d: None if n.endswith("/data/0") else d)
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(bad), str(tmp_path / "o.safetensors"))
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: the file is cut short or corrupt (") and detail in msg, msg
+    assert msg.endswith("): save it again, or copy it again from where it came"), msg
+    assert "\n" not in msg and "besides tensors" not in msg and "miniz" not in msg, msg
+
+
+def test_a_pickle_and_a_torchscript_archive_are_named(tmp_path):
+    """pickle.dump's file is said to be a pickle torch.save did not write; a TorchScript archive is
+    said to be one, with how to save its weights, and not torch's advice to load it with
+    weights_only=False (which runs whatever code it holds)."""
+    import pickle
+    import warnings
+
+    m = original()
+    with open(tmp_path / "p.pt", "wb") as f:
+        pickle.dump(m.state_dict(), f)
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(tmp_path / "p.pt"), str(tmp_path / "o.safetensors"))
+    assert str(e.value) == (f"{tmp_path / 'p.pt'}: a pickle not written by torch.save (pickle.dump's?), which torch.load "
+                            "does not read (Unsupported operand 149): save the state_dict with torch.save(state_dict, "
+                            "'model.pt') and convert that")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (torch.jit is deprecated)
+        torch.jit.save(torch.jit.script(m), tmp_path / "ts.pt")
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(tmp_path / "ts.pt"), str(tmp_path / "o.safetensors"))
+    ts = str(tmp_path / "ts.pt")
+    assert str(e.value) == (f"{ts}: a TorchScript archive (torch.jit.save), not a state_dict: save its weights with "
+                            f"torch.save(torch.jit.load({ts!r}).state_dict(), 'model.pt') and convert that")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_to_torch_says_it_takes_a_runs_moving_average(capsys):
+    """to-torch's help (and the module's docstring) say that a run whose best is the moving average
+    of its weights is converted as that average, best/ema.safetensors, as it is."""
+    with pytest.raises(SystemExit):
+        convert.main(["to-torch", "--help"])
+    assert "best/ema.safetensors" in " ".join(capsys.readouterr().out.split())
+    assert "best/ema.safetensors" in convert.__doc__

@@ -237,3 +237,87 @@ def test_an_interrupted_torch_save_is_the_interrupt(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         convert._torch_save(_model(0).state_dict(), Interrupted())
+
+
+def _outputs(tmp_path):
+    """Files an output may be given by a slip, or be the place of an earlier output, by name."""
+    import numpy as np
+    import struct
+    from safetensors.torch import save_file
+
+    d = tmp_path / "outs"
+    d.mkdir()
+    model = checkpoint.save(_model(1), d / "model.safetensors")
+    whole = open(model, "rb").read()
+    save_file({"m": torch.zeros(4)}, str(d / "optimizer.safetensors"), metadata={"format": "dinoclip-optimizer/1"})
+    state = (d / "optimizer.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", state[:8])
+    np.save(d / "feats.npy", np.zeros((2, 3), np.float32))
+    torch.save(_model(2).state_dict(), d / "zip.pt")
+    torch.save(_model(2).state_dict(), d / "legacy.pt", _use_new_zipfile_serialization=False)
+    zipped = (d / "zip.pt").read_bytes()
+    files = {
+        "model": whole,
+        "model_cut_in_data": whole[:-100],                # an earlier output a kill cut short
+        "model_cut_in_header": whole[:60],
+        "state": state,
+        "state_cut_in_data": state[:-4],                  # still a state: its header is whole
+        "state_cut_in_format": state[:state.index(b"dinoclip-opt") + 8],
+        "npy": (d / "feats.npy").read_bytes(),
+        "notes": b"my notes\n",
+        "zip_pt": zipped,
+        "zip_pt_cut": zipped[:len(zipped) // 2],
+        "legacy_pt": (d / "legacy.pt").read_bytes(),
+        "empty": b"",
+    }
+    assert 8 + n > len(files["state_cut_in_format"])
+    return files
+
+
+KINDS = {
+    "state": "a training checkpoint's optimizer or float64 state (safetensors)",
+    "state_cut_in_data": "a training checkpoint's optimizer or float64 state (safetensors)",
+    "state_cut_in_format": ("a safetensors file cut short in its header, where its format begins as a training "
+                            "checkpoint's optimizer or float64 state's"),
+    "npy": "a .npy array",
+}
+
+
+@pytest.mark.parametrize("kind", ["model", "model_cut_in_data", "model_cut_in_header", "state", "state_cut_in_data",
+                                  "state_cut_in_format", "npy", "notes", "zip_pt", "legacy_pt", "empty"])
+def test_to_dinoclip_replaces_only_a_model_or_an_empty_file(tmp_path, capsys, kind):
+    """to-dinoclip's OUT replaces an empty file and a safetensors model (an earlier output, even one
+    cut short), and keeps any other file, as the Go side's average --out does: a checkpoint's
+    optimizer state, a .npy of features or a PyTorch file, named by a slip, was lost."""
+    torch.save(_model(0).state_dict(), tmp_path / "m.pt")
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(_outputs(tmp_path)[kind])
+    before = out.read_bytes()
+    code = convert.main(["to-dinoclip", str(tmp_path / "m.pt"), str(out)])
+    if kind.startswith("model") or kind == "empty":
+        assert code == 0 and checkpoint.load(out).config == _model(0).config
+        return
+    what = KINDS.get(kind, "a file that is not a safetensors model")
+    assert code == 1 and capsys.readouterr().err == (
+        f"dinoclip.convert: {out} exists and is {what}, which the converted model would replace: remove it first if "
+        "it may go, or write the converted model elsewhere\n")
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["zip_pt", "zip_pt_cut", "legacy_pt", "empty", "model", "state", "npy", "notes"])
+def test_to_torch_replaces_only_a_torch_file_or_an_empty_file(tmp_path, capsys, kind):
+    """to-torch's OUT replaces an empty file and a torch.save file (an earlier output), and keeps any
+    other: a features .npy given as OUT by a slip was lost."""
+    src = checkpoint.save(_model(0), tmp_path / "m.safetensors")
+    out = tmp_path / "out.pt"
+    out.write_bytes(_outputs(tmp_path)[kind])
+    before = out.read_bytes()
+    code = convert.main(["to-torch", src, str(out)])
+    if kind.endswith("pt") or kind.endswith("_cut") or kind == "empty":
+        assert code == 0 and list(torch.load(out, weights_only=True)) == list(_model(0).state_dict())
+        return
+    what = {"model": "a safetensors model"}.get(kind) or KINDS.get(kind, "a file that torch.save did not write")
+    assert code == 1 and capsys.readouterr().err == (
+        f"dinoclip.convert: {out} exists and is {what}, which the converted model would replace: remove it first if "
+        "it may go, or write the converted model elsewhere\n")
+    assert out.read_bytes() == before

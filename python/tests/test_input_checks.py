@@ -237,7 +237,9 @@ def test_protocol_4_pickle_error_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dinoclip.convert", "to-dinoclip", str(p), str(tmp_path / "o.safetensors")],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
     assert r.returncode == 1
-    assert r.stderr.startswith(f"dinoclip.convert: {p}: not a PyTorch checkpoint") and r.stderr.count("\n") == 1, r.stderr
+    # (said to be a pickle that torch.save did not write, not a checkpoint to save "as a plain state_dict")
+    assert r.stderr.startswith(f"dinoclip.convert: {p}: a pickle not written by torch.save") and r.stderr.count("\n") == 1, r.stderr
+    assert "save the state_dict with torch.save" in r.stderr and "besides tensors" not in r.stderr
 
 
 # ---------------------------------------------------------------------------

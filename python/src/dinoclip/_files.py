@@ -318,8 +318,13 @@ def _makedirs(d: str, path: str) -> None:
         while not os.path.lexists(p):
             p = os.path.dirname(p)
         if os.path.islink(p):
-            what = f"a symbolic link to {os.readlink(p)}, which " + ("is not a directory" if os.path.exists(p)
-                                                                     else "does not exist")
+            try:
+                os.stat(p)
+                end = "is not a directory"
+            except OSError as e:
+                # (links that lead back to one another lead nowhere, but each one's target exists)
+                end = "is in a loop of symbolic links" if e.errno == errno.ELOOP else "does not exist"
+            what = f"a symbolic link to {os.readlink(p)}, which {end}"
         else:
             what = "not a directory"
         raise FileExistsError(errno.EEXIST, f"{p} is {what}", path) from None

@@ -48,6 +48,8 @@ __all__ = [
     "MODEL_FILE",
     "OPTIMIZER_FILE",
     "MODEL_FORMAT",
+    "STATE_FORMATS",
+    "is_state_format",
     "SHA256_KEY",
     "CheckpointError",
     "resolve",
@@ -65,6 +67,17 @@ __all__ = [
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 MODEL_FORMAT = "dinoclip-model/1"
+# The formats of a training checkpoint's trainer state, its optimizer and float64 files (the Go
+# side's checkpoint.OptimizerFormat and Float64Format), which no model's reader takes; a format of
+# their families, of any version, is one (is_state_format).
+STATE_FORMATS = ("dinoclip-optimizer/1", "dinoclip-float64/1")
+
+
+def is_state_format(fmt: str) -> bool:
+    """Whether ``fmt`` is a trainer state's format, of any version (the Go side's IsStateFormat)."""
+    return fmt.split("/", 1)[0] in {f.split("/", 1)[0] for f in STATE_FORMATS}
+
+
 # The metadata key under which every file dinoclip writes records, as 64 lowercase hex digits, the
 # SHA-256 of a listing of its tensors in file order (by data offset), one line each:
 #   <byte length of name>:<name>\t<dtype>\t<comma-joined shape>\t<begin>\t<end>\t<hex SHA-256 of its bytes>\n
@@ -370,7 +383,12 @@ def infer_config(shapes: Mapping[str, Iterable[int]]) -> Dict[str, int]:
     ``output_proj.2.weight`` is [output, hidden//2], and the residual blocks are counted."""
     s = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
     inp, out = s.get("input_proj.weight"), s.get("output_proj.2.weight")
-    if inp is None or out is None or len(inp) != 2 or len(out) != 2:
+    # (One present but of another rank is named as such: "no ... matrices" read as if it were missing.)
+    odd = [f"{name} has shape {list(shape)}, not a matrix" for name, shape in
+           (("input_proj.weight", inp), ("output_proj.2.weight", out)) if shape is not None and len(shape) != 2]
+    if odd:
+        raise CheckpointError(f"no model config, and {' and '.join(odd)}: the shape cannot be inferred from it")
+    if inp is None or out is None:
         raise CheckpointError(
             "no model config, and no input_proj.weight and output_proj.2.weight matrices "
             "to infer it from"
@@ -388,7 +406,12 @@ def infer_config(shapes: Mapping[str, Iterable[int]]) -> Dict[str, int]:
 
 def _parse_config(text: str, where: str) -> Dict[str, int]:
     try:
-        c = json.loads(text)
+        # A key given twice is refused, as the Go side refuses it (strictjson: keys matched ignoring
+        # case): json would take the last, and a tampered config would have two readings.
+        c = json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, fold=True))
+    except _DuplicateKey as e:
+        raise CheckpointError(f"{where}: metadata config {text!r}: key {e.args[0]!r} appears twice in one object "
+                              "(keys are matched ignoring case)") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{where}: metadata config {text!r}: {e}") from None
     if not isinstance(c, dict):
@@ -478,7 +501,24 @@ def _shapes(header: Mapping[str, object]) -> Dict[str, Tuple[int, ...]]:
     return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
+# How many entries of a list of problems (tensors missing, unexpected, mis-shaped or of another
+# dtype) a message names, as the Go side's checkpoint.shownProblems: a file of 200,000 stray
+# tensors made a line of megabytes.
+SHOWN_PROBLEMS = 10
+
+
+def _shown(items: Iterable[str], sep: str = "; ") -> str:
+    """``items`` joined by ``sep``: the first :data:`SHOWN_PROBLEMS`, then "and N more" for the
+    rest, as the Go side lists them."""
+    items = list(items)
+    if len(items) > SHOWN_PROBLEMS:
+        items = items[:SHOWN_PROBLEMS] + [f"and {len(items) - SHOWN_PROBLEMS} more"]
+    return sep.join(items)
+
+
 def _shape_problems(got: Mapping[str, Tuple[int, ...]], want: Mapping[str, Tuple[int, ...]]) -> List[str]:
+    """Every name missing from ``got``, unexpected in it or of another shape than ``want``'s, one
+    message each (a message joins them with :func:`_shown`)."""
     problems = []
     for name, shape in want.items():
         if name not in got:
@@ -541,7 +581,7 @@ def _check_float(sd: Mapping[str, torch.Tensor], where: str) -> None:
     """Refuses tensors whose dtype is not one of :data:`_WEIGHT_DTYPES`."""
     bad = [f"{k} ({v.dtype})" for k, v in sd.items() if v.dtype not in _WEIGHT_DTYPES]
     if bad:
-        raise CheckpointError(f"{where}: tensors {', '.join(bad)} are not float32, float16, bfloat16 or float64")
+        raise CheckpointError(f"{where}: tensors {_shown(bad, ', ')} are not float32, float16, bfloat16 or float64")
 
 
 def _load_into(model: ProjectorWithResiduals, sd: Mapping[str, torch.Tensor]) -> None:
@@ -576,7 +616,7 @@ def load_state_dict(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         want = _model_shapes(config, p)
         problems = _shape_problems(shapes, want)
         if problems:
-            raise CheckpointError(f"{p}: not a ProjectorWithResiduals of shape {config}: " + "; ".join(problems))
+            raise CheckpointError(f"{p}: not a ProjectorWithResiduals of shape {config}: " + _shown(problems))
         size = data_start + (table[-1][4] if table else 0)
         actual = os.fstat(f.fileno()).st_size
         # (A longer file is no truncated one: the Go reader says the same of it, safetensors.Open.)
@@ -746,6 +786,11 @@ def save_state_dict(
         off += b.nbytes
     meta[SHA256_KEY] = _table_sha256(entries)
     header = encode_safetensors_header(arrays, meta)
+    if len(header) - 8 > _MAX_HEADER:
+        # (load and the Go side refuse a header over the limit: nothing is written that they refuse)
+        raise CheckpointError(f"{path}: the metadata makes a safetensors header of {len(header) - 8} bytes, over the "
+                              f"{_MAX_HEADER}-byte limit of its readers (this one, the Go side's and the safetensors "
+                              "library's): shorten the metadata")
 
     def write(f):
         f.write(header)
@@ -766,7 +811,10 @@ def save(
     ``path`` is the file to write, or a directory (existing, or given with a trailing
     separator) to write ``model.safetensors`` into. ``metadata`` adds entries to the
     ``__metadata__`` (strings as they are, other values as JSON); ``format`` and ``config``
-    are always set by ``save``. The write is atomic (temporary file + ``os.replace``).
+    are always set by ``save``. The write is atomic (temporary file + ``os.replace``). What
+    :func:`load` or the Go side would refuse (weights that are not finite, a shape beyond what
+    they handle, metadata they refuse or that makes a header over their limit) is refused before
+    anything is written.
     """
     path = os.fspath(path)
     if os.path.isdir(path) or path.endswith(os.sep):

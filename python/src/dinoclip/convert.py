@@ -14,20 +14,27 @@ recorded SHA-256 verified). The model's shape is inferred from the tensors, and 
 shape is checked as ``load_state_dict(strict=True)`` would. OUT is a ``.safetensors`` file, or a checkpoint directory
 to write ``model.safetensors`` into. ``to-torch`` reads a dinoclip model file, checkpoint
 directory or run directory (its best checkpoint, else its last) and writes a plain state_dict
-that loads into the original class. Both write atomically; ``to-dinoclip`` does not write into a
-training checkpoint, a run directory's top level, or anywhere else inside a run.
+that loads into the original class; of a run whose best is the moving average of its weights
+(``best_from`` ``ema`` in its run.json), it converts that average, ``best/ema.safetensors``, as
+the Go side takes it. Both write atomically, neither into a training checkpoint, a run
+directory's top level, or anywhere else inside a run; and neither replaces a file of another
+kind than it writes (a checkpoint's optimizer state, a .npy array, a model where a .pt goes):
+only an empty file or an earlier output of its kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import re
 import stat
+import struct
 import sys
 import warnings
 import zipfile
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -67,6 +74,12 @@ def _unwrap(obj, path: str) -> Mapping[str, torch.Tensor]:
                               f"save the one to convert on its own (torch.save(obj[KEY], 'model.pt'))")
     if found:
         return found[0][1]
+    # An empty state_dict, plain or under a wrapper key, is said to be one ("not a state_dict: ...
+    # its keys are none" or "... not tensors, e.g. 'state_dict'" hid it).
+    empty = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and not obj[k]]
+    if not obj or empty:
+        raise ConversionError(f"{path}: the state_dict{f' under {empty[0]!r}' if obj else ''} is empty (no tensors), no model to convert: "
+                              "save the projector's state_dict()")
     keys = ", ".join(repr(k) for k in list(obj)[:8]) or "none"
     non = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     raise ConversionError(
@@ -102,6 +115,44 @@ def _unpickling_detail(e: Exception) -> str:
     return type(e).__name__
 
 
+# What torch.save's legacy (not zip) format begins with: a pickle of its magic number. A pickle that
+# begins otherwise was written by something else (pickle.dump), which torch.load does not read.
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+# torch's words for a file that ends early or lacks a part (a legacy file's "unexpected EOF", a zip's
+# "failed locating file data/0", a storage "record size ... does not match expected size"): its
+# RuntimeErrors have no type of their own to tell them by.
+_DAMAGED = re.compile(r"unexpected EOF|corrupt|failed locating file|does not match expected size")
+# What to do with such a file.
+_AGAIN = "save it again, or copy it again from where it came"
+
+
+def _is_legacy_torch(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (non-empty) begins as torch.save's legacy format does
+    (or is the start of one: a file cut short within its magic number)."""
+    return _LEGACY_MAGIC[:len(head)] == head[:len(_LEGACY_MAGIC)]
+
+
+def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> str:
+    """Why ``torch.load(weights_only=True)`` failed with ``e`` on ``path`` (starting with ``head``;
+    ``torchscript``: a zip archive of TorchScript's layout), as one line saying what to do: torch's
+    own advice (weights_only=False, which runs whatever code the file holds) is not passed on."""
+    detail = _unpickling_detail(e)
+    if torchscript:
+        return (f"{path}: a TorchScript archive (torch.jit.save), not a state_dict: save its weights with "
+                f"torch.save(torch.jit.load({path!r}).state_dict(), 'model.pt') and convert that")
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not _is_legacy_torch(head):
+        # (a pickle's PROTO opcode, as pickle.dump writes it, but not torch.save's magic number after it)
+        return (f"{path}: a pickle not written by torch.save (pickle.dump's?), which torch.load does not read "
+                f"({detail}): save the state_dict with torch.save(state_dict, 'model.pt') and convert that")
+    if isinstance(e, (EOFError, IndexError)):  # (the unpickler ran past the end of the bytes there are)
+        return f"{path}: the file is cut short or corrupt (its pickle ends early: {type(e).__name__}): {_AGAIN}"
+    if isinstance(e, RuntimeError) and _DAMAGED.search(str(e)):
+        # (its first sentence: the rest is torch's paragraph on what may have caused it)
+        return f"{path}: the file is cut short or corrupt ({detail.split('. ', 1)[0].rstrip('.')}): {_AGAIN}"
+    return (f"{path}: not a PyTorch checkpoint that torch.load(weights_only=True) reads ({detail}); a checkpoint "
+            "holding objects besides tensors must be saved again as a plain state_dict")
+
+
 def _is_safetensors(head: bytes) -> bool:
     """Whether a file starting with ``head`` (up to its first 4 KiB) is laid out as a
     safetensors file: an 8-byte header length, then a JSON object (after spaces, which JSON
@@ -127,9 +178,13 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
         if _is_safetensors(head):
             return checkpoint.load_state_dict(path)[0]
         f.seek(0)
+        torchscript = False
         if head.startswith(b"PK\x03\x04"):
             try:
-                bad = zipfile.ZipFile(f).testzip()
+                archive = zipfile.ZipFile(f)
+                bad = archive.testzip()
+                # (as torch tells one: a constants.pkl in its folder; torch.load refuses it with weights_only)
+                torchscript = any(n.split("/", 1)[-1] == "constants.pkl" for n in archive.namelist())
             except Exception as e:  # zipfile raises many kinds (a bad name, an unknown method, encryption)
                 raise ConversionError(f"{path}: a damaged zip archive ({_unpickling_detail(e)}): "
                                       "the file is corrupt") from None
@@ -142,9 +197,7 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", UserWarning)
                 obj = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # unpickling errors of several types
-            raise ConversionError(f"{path}: not a PyTorch checkpoint that torch.load(weights_only=True) reads "
-                                  f"({_unpickling_detail(e)}); a checkpoint holding objects besides tensors "
-                                  "must be saved again as a plain state_dict") from None
+            raise ConversionError(_load_failure(e, path, head, torchscript)) from None
     sd = OrderedDict(_unwrap(obj, path))
     # The wrappers nest, in either order (torch.compile of a DDP model saves _orig_mod.module.*,
     # DDP of a compiled one module._orig_mod.*): each prefix shared by every key is removed, until
@@ -195,7 +248,7 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
     if problems:
         raise ConversionError(
             f"{where}: not a ProjectorWithResiduals state_dict (shape inferred as {config}): "
-            + "; ".join(problems)
+            + checkpoint._shown(problems)
         )
     checkpoint._check_float(sd, where)
     checkpoint._check_finite(sd, sd, where)
@@ -204,18 +257,121 @@ def model_from_state_dict(sd: Mapping[str, torch.Tensor], where: str) -> Project
     return model
 
 
-def _destination(dst: str, src: str) -> str:
+def _destination(dst: str, src: str, torch_out: bool) -> str:
     """The file to write for ``dst``, as the system resolves it (:func:`_files.destination`:
     where a link at ``dst`` leads; a ``..`` after a link out of where the link leads), refused
-    where a file would be taken for a run's or an index's own (:func:`place_refusal`), and when
-    it is the model file ``src`` being converted, which the output would replace."""
-    dst = _files.destination(dst)
+    where a file would be taken for a run's or an index's own (:func:`place_refusal`), when
+    it is the model file ``src`` being converted, which the output would replace; then (``torch_out``:
+    the output is a torch.save file, else a safetensors model) a .pt named as safetensors, and a file
+    of another kind than the output (:func:`_replace_refusal`)."""
+    given, dst = dst, _files.destination(dst)
     why = place_refusal(os.path.dirname(dst))
     if why:
         raise ConversionError(f"{dst} {why}")
     if _files.same_file(dst, src):
         raise ConversionError(f"{dst} is the input {src}: write the converted model to another file")
+    if torch_out and given.lower().endswith(".safetensors"):
+        # (A reader would take it for a dinoclip model and fail on its first bytes. Said before what
+        # the file there is: it is to be named otherwise whatever it holds.)
+        raise ConversionError(f"{given}: to-torch writes a PyTorch .pt file (torch.save), not safetensors: name it "
+                              ".pt (to-dinoclip writes safetensors)")
+    why = _replace_refusal(given, dst, torch_out)
+    if why:
+        raise ConversionError(why)
     return dst
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+# How much of a file is read to tell its kind: the format of a safetensors header cut short is
+# looked for in it, as the Go side looks (cutHeaderFormat).
+_KIND_HEAD = 64 << 10
+# The format in a safetensors header's metadata (the Go side's cutFormat): its value, and its closing
+# quote where the header goes on past it (a header cut short may end inside the value).
+_CUT_FORMAT = re.compile(rb'"__metadata__"\s*:\s*\{[^}]*?"format"\s*:\s*"([^"\\]*)("?)')
+
+
+def _safetensors_format(path: str, head: bytes, size: int) -> Optional[Tuple[str, bool, bool]]:
+    """For a safetensors file of ``size`` bytes starting with ``head``, whole or cut short (by a
+    writer killed, or a copy), as the Go side's safetensors.Open tells one: its metadata's format
+    ("" for none or unknown), whether it is cut short in its header, and whether, cut there in its
+    format's value, what there is begins as a trainer state's (checkpoint.MayBeStateFormat). None
+    for a file that is no safetensors file (nor one cut short)."""
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > checkpoint._MAX_HEADER:
+        return None
+    if n > size - 8:
+        # (cut short in its header: told by the header's opening brace, which no other format has there)
+        if head[8:9] != b"{":
+            return None
+        m = _CUT_FORMAT.search(head)
+        if m is None:  # (cut before its format: nothing tells a state from a model)
+            return "", True, False
+        fmt = m.group(1).decode("utf-8", "replace")
+        if m.group(2) or checkpoint.is_state_format(fmt):
+            return fmt, True, False
+        return "", True, any(f.startswith(fmt) for f in checkpoint.STATE_FORMATS)
+    try:
+        with open_regular(path) as f:
+            header, start, table = checkpoint._parse_header(f, path)
+    except (CheckpointError, OSError):
+        return None
+    if size > start + (table[-1][4] if table else 0):
+        return None  # (trailing data: a file that the Go side does not open, as malformed)
+    return str((header.get("__metadata__") or {}).get("format", "")), False, False
+
+
+def _is_torch_save(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (non-empty) was written by torch.save, whole or cut
+    short: a zip archive whose first member is its pickle (``NAME/data.pkl``), or the legacy format."""
+    if head.startswith(b"PK\x03\x04"):
+        if len(head) < 30:
+            return False
+        (name_length,) = struct.unpack("<H", head[26:28])  # (a zip's local file header names its member at 30)
+        return re.fullmatch(rb"[^/]+/data\.pkl", head[30:30 + name_length]) is not None
+    return _is_legacy_torch(head)
+
+
+def _replace_refusal(given: str, dst: str, torch_out: bool) -> Optional[str]:
+    """Why the converted model is not to replace the existing file ``dst`` (``given`` by the user), or
+    None where it may: as the Go side's average and project --out judge theirs (otherKindError), a
+    file of another kind than the output (a checkpoint's optimizer state, a .npy array of features, a
+    model where a .pt goes, or the other way round: OUT given by a slip) is kept; an empty file (as
+    mktemp makes) and one of the output's kind (an earlier output, even cut short: a safetensors
+    model for to-dinoclip, a torch.save file for to-torch) are replaced. One that cannot be read is
+    kept, as another kind."""
+    try:
+        st = os.stat(dst)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None  # (none, or what write_atomic refuses to replace)
+    try:
+        with open_regular(dst) as f:
+            head = f.read(_KIND_HEAD)
+    except OSError:
+        head = b""
+    st_format = None if head.startswith(_NPY_MAGIC) else _safetensors_format(dst, head, st.st_size)
+    if head.startswith(_NPY_MAGIC):
+        kind = "a .npy array"
+    elif st_format is not None:
+        fmt, cut, may_be_state = st_format
+        if checkpoint.is_state_format(fmt):
+            kind = "a training checkpoint's optimizer or float64 state (safetensors)"
+        elif may_be_state:
+            kind = ("a safetensors file cut short in its header, where its format begins as a training checkpoint's "
+                    "optimizer or float64 state's")
+        elif not torch_out:
+            return None  # a model: an earlier output, or one cut short
+        else:
+            kind = "a safetensors file cut short" if cut else "a safetensors model"
+    elif torch_out and head and _is_torch_save(head):
+        return None
+    else:
+        kind = "a file that torch.save did not write" if torch_out else "a file that is not a safetensors model"
+    return (f"{given} exists and is {kind}, which the converted model would replace: remove it first if it may go, "
+            "or write the converted model elsewhere")
 
 
 def _kind_of(path: str) -> str:
@@ -240,7 +396,7 @@ def torch_to_dinoclip(src: str, dst: str, metadata: Optional[Mapping[str, object
     elif os.path.isdir(dst):
         raise ConversionError(f"{dst} is a directory, though named as a .safetensors file: to write {MODEL_FILE} "
                               f"into it, give it with a trailing separator ({os.path.join(dst, '')})")
-    dst = _destination(dst, src)
+    dst = _destination(dst, src, torch_out=False)
     sd = read_torch_state_dict(src)
     model = model_from_state_dict(sd, src)
     return checkpoint.save(model, dst, metadata)
@@ -266,11 +422,7 @@ def dinoclip_to_torch(src: str, dst: str) -> str:
         raise ConversionError("OUT is empty: name the .pt file to write")
     if os.path.isdir(dst):
         raise ConversionError(f"{dst} is a directory; want the path of the .pt file to write")
-    given, dst = dst, _destination(dst, checkpoint.resolve(src))
-    if given.lower().endswith(".safetensors"):
-        # (A reader would take it for a dinoclip model and fail on its first bytes.)
-        raise ConversionError(f"{given}: to-torch writes a PyTorch .pt file (torch.save), not safetensors: name it "
-                              ".pt (to-dinoclip writes safetensors)")
+    dst = _destination(dst, checkpoint.resolve(src), torch_out=True)
     model = checkpoint.load(src)
     sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
     _files.write_atomic(dst, lambda f: _torch_save(sd, f))
@@ -286,7 +438,10 @@ def main(argv=None) -> int:
         epilog="examples:\n"
         "  python -m dinoclip.convert to-dinoclip dinov2_alignment_model_epoch_16.pt model.safetensors\n"
         "  python -m dinoclip.convert to-dinoclip original.pt ckpt/     # writes ckpt/model.safetensors\n"
-        "  python -m dinoclip.convert to-torch runs/base model.pt       # best (else last) checkpoint",
+        "  python -m dinoclip.convert to-torch runs/base model.pt       # best (else last) checkpoint\n"
+        "\n"
+        "OUT may replace an empty file or an earlier output of its kind (a safetensors model; a torch.save\n"
+        "file), not a file of another kind (a checkpoint's optimizer state, a .npy array): remove it first.",
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     a = sub.add_parser(
@@ -303,8 +458,9 @@ def main(argv=None) -> int:
         "to-torch",
         help="dinoclip model -> PyTorch .pt state_dict",
         description="Reads IN (a dinoclip model.safetensors, a checkpoint directory, or a run directory: "
-        "its best checkpoint, else its last) and writes torch.save(state_dict) to OUT, loadable into "
-        "the original ProjectorWithResiduals with load_state_dict(strict=True).",
+        "its best checkpoint, else its last; for a run whose best is the moving average of its weights, "
+        "best_from ema in its run.json, that average, best/ema.safetensors) and writes torch.save(state_dict) "
+        "to OUT, loadable into the original ProjectorWithResiduals with load_state_dict(strict=True).",
     )
     b.add_argument("input", metavar="IN(.safetensors|DIR)")
     b.add_argument("output", metavar="OUT.pt")

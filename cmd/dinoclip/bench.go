@@ -15,6 +15,7 @@ import (
 
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/madedirs"
 	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
@@ -368,10 +369,14 @@ func runBench(cCtx *cli.Context) error {
 		if err := probeWrite(filepath.Dir(dest), filepath.Base(dest)); err != nil {
 			return fmt.Errorf("--json %s: %w", jsonPath, err)
 		}
+		sweepLeftovers(cCtx.App.ErrWriter, dest, nil)
 	}
 	if outDir != "" {
 		if err := probeWrite(outDir, benchJSONFile); err != nil {
 			return fmt.Errorf("--out %s: %w", outDir, err)
+		}
+		for _, name := range []string{benchJSONFile, benchTextFile} {
+			sweepLeftovers(cCtx.App.ErrWriter, filepath.Join(outDir, name), nil)
 		}
 	}
 	// The data benchmark writes its shards in a directory of its own there
@@ -452,12 +457,36 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
+		release, err := lockBenchOut(outDir)
+		if err != nil {
+			return fmt.Errorf("--out %s: %w", outDir, err)
+		}
+		defer release()
 		paths := []string{filepath.Join(outDir, benchJSONFile), filepath.Join(outDir, benchTextFile)}
 		if err := atomicfile.ReplaceAllBytes(paths, [][]byte{b, []byte(sb.String())}); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
 	}
 	return nil
+}
+
+// benchLockWait is how long a bench waits for another one writing its
+// report into the same --out (a write of milliseconds).
+const benchLockWait = 30 * time.Second
+
+// lockBenchOut takes the lock of --out's directory dir for the write of
+// its two files, waiting out another bench writing there: two benches
+// ending at once left one's bench.json beside the other's bench.txt.
+func lockBenchOut(dir string) (release func(), err error) {
+	for deadline := time.Now().Add(benchLockWait); ; time.Sleep(20 * time.Millisecond) {
+		release, err = flock.LockDir(dir)
+		if !errors.Is(err, flock.ErrLocked) {
+			return release, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("another process has held it for %s: another bench writing its report there, or another program", benchLockWait)
+		}
+	}
 }
 
 // checkTopKMemory refuses a top-k benchmark whose vectors the host

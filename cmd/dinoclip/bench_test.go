@@ -13,6 +13,7 @@ import (
 	"github.com/dinoclip/dinoclip/bench"
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/flock"
 	"github.com/dinoclip/dinoclip/internal/sysmem"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/train"
@@ -293,6 +294,52 @@ func TestBenchJSONReplacesOnlyAReport(t *testing.T) {
 		if b, _ := os.ReadFile(path); !bytes.Equal(b, content) {
 			t.Errorf("bench --json %s changed the file", name)
 		}
+	}
+}
+
+// TestBenchOutWaitsForAnotherWriter checks that a bench writing its report
+// into --out waits while another holds the directory's lock (two benches
+// ending at once left one's bench.json beside the other's bench.txt), and
+// that it removes the temporaries a bench killed while writing left there.
+func TestBenchOutWaitsForAnotherWriter(t *testing.T) {
+	out := t.TempDir()
+	stale := filepath.Join(out, ".bench.txt.tmp-123456")
+	if err := os.WriteFile(stale, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * atomicfile.StaleAge)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	release, err := flock.LockDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	var stderr string
+	go func() {
+		var err error
+		_, stderr, err = runCLI(t, "bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
+			"--kernels=false", "--topk=false", "--data=false", "--out", out)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("bench ended while another held --out's lock: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if _, err := os.Stat(filepath.Join(out, benchJSONFile)); err == nil {
+		t.Error("bench wrote its report while another held --out's lock")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bench.ReadReport(filepath.Join(out, benchJSONFile)); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) || !strings.Contains(stderr, "removed "+stale) {
+		t.Errorf("the leftover of a killed bench: %v\n%s", err, stderr)
 	}
 }
 

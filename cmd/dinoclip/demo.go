@@ -134,16 +134,18 @@ func runDemo(cCtx *cli.Context) error {
 	// leave behind. (An earlier demo's --out is judged once its old data is
 	// gone, whose room the new data takes.)
 	if entries, err := os.ReadDir(out); len(entries) == 0 && (err == nil || errors.Is(err, os.ErrNotExist)) {
-		if err := checkSynthJob(dataRoot, job); err != nil {
-			return err
-		}
 		// The run's first checkpoint, after the data, on the same disk:
-		// the data fitting, a demo stopped there, minutes in.
+		// the data fitting, a demo stopped there, minutes in. (Judged
+		// before the data alone, whose refusal is worded for synth's
+		// flags.)
 		data := synth.TrainingDiskBytes(so, rows, false) + synth.EvalDiskBytes(so, job.images, job.perImage)
 		ckpt := train.DefaultOptions().CheckpointBytes(c)
 		if free, ok := diskFree(madedirs.Existing(out)); ok && data+ckpt > float64(free) {
 			return fmt.Errorf("demo: its data (%s) and its run's first checkpoint (%s) take more than the %s free under %s: use fewer --rows, a smaller --hidden-dim or --blocks, or another --out",
 				sizeText(data), sizeText(ckpt), sizeText(float64(free)), madedirs.Existing(out))
+		}
+		if err := checkSynthJob(dataRoot, job); err != nil {
+			return err
 		}
 	}
 	// Locked for the whole demo, so that a second demo into it is refused

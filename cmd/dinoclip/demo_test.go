@@ -269,7 +269,7 @@ func TestDemoRefusalLeavesNothing(t *testing.T) {
 	defer func(saved func(string) (uint64, bool)) { diskFree = saved }(diskFree)
 	diskFree = func(string) (uint64, bool) { return 1 << 20, true }
 	full := filepath.Join(t.TempDir(), "demo")
-	wantError(t, []string{"demo", "--out", full}, "on disk, more than")
+	wantError(t, []string{"demo", "--out", full}, "demo: its data (", "take more than the 1.0 MiB free")
 	// Room for the data, not for the run's first checkpoint beside it.
 	so := synth.DefaultOptions()
 	data := synth.TrainingDiskBytes(so, 1000, false) + synth.EvalDiskBytes(so, synthDefaultEvalImages, synthDefaultCaptionsPerImage)

@@ -366,7 +366,13 @@ func runIndex(cCtx *cli.Context) (err error) {
 		if recordsModel && len(w.Manifest().Shards) > before { // (the manifest written holds it)
 			warnRecordedAsOther(cCtx.App.ErrWriter, "the index's manifest", model.Path)
 		}
-		err = errors.Join(err, cerr)
+		// (On one line: errors.Join's newline is escaped in the error line.)
+		switch {
+		case err == nil:
+			err = cerr
+		case cerr != nil:
+			err = fmt.Errorf("%w; then %w", err, cerr)
+		}
 	}()
 	w.Swept().Report(cCtx.App.ErrWriter, out)
 	// Again under the index's lock: an index or a run made around out

@@ -743,7 +743,11 @@ func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, resu
 	}
 	one := o.CheckpointBytes(c)
 	if one > float64(free) {
-		return fmt.Errorf("a checkpoint of the model (%s) takes about %s on disk, more than the %s free under %s: the run would stop at its first checkpoint; free space, or train elsewhere", c.Describe(), sizeText(one), sizeText(float64(free)), dir)
+		stop, remedy := "the run would stop at its first checkpoint", "free space, or train elsewhere"
+		if resume {
+			stop, remedy = "the resumed run would stop at its next checkpoint", "free space, or move the run to a larger disk"
+		}
+		return fmt.Errorf("a checkpoint of the model (%s) takes about %s on disk, more than the %s free under %s: %s; %s", c.Describe(), sizeText(one), sizeText(float64(free)), dir, stop, remedy)
 	}
 	// --keep step checkpoints, last and best, and the one being saved.
 	if held := float64(o.Keep+3) * one; !resume && held > float64(free) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -564,6 +565,11 @@ func TestTrainChecksDisk(t *testing.T) {
 	wantError(t, append(args, "--out", run), "takes about", "the run would stop at its first checkpoint")
 	if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a run refused for its disk left %s (%v)", run, err)
+	}
+	// A resume's next checkpoint is not its first, and it cannot train
+	// elsewhere without starting over.
+	if err := checkRunDisk(io.Discard, run, c, train.DefaultOptions(), true); err == nil || !strings.Contains(err.Error(), "the resumed run would stop at its next checkpoint; free space, or move the run to a larger disk") {
+		t.Errorf("a resume without room for a checkpoint: %v", err)
 	}
 	diskFree = func(string) (uint64, bool) { return uint64(2 * one), true }
 	_, stderr, err := runCLI(t, append(args, "--out", run)...)

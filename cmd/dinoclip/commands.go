@@ -43,7 +43,7 @@ func commands() []*cli.Command {
 					return err
 				}
 			}
-			return emptyEntries(cCtx)
+			return emptyValues(cCtx)
 		}
 		if action := c.Action; action != nil {
 			c.Action = func(cCtx *cli.Context) error {

@@ -422,26 +422,42 @@ func flagSetting(cCtx *cli.Context, name string, value any) string {
 	return fmt.Sprintf("--%s %v", name, value)
 }
 
-// leadingFlag matches the flag an error's message begins with: --NAME.
-var leadingFlag = regexp.MustCompile(`^--([a-z0-9][a-z0-9-]*)`)
+// flagName matches a flag's name in an error's message: --NAME.
+var flagName = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
 
-// withFlagSource adds to err, a command's error that begins with a flag's
-// name and value (--batch -5: must be at least 1), where that value came
-// from when the command line does not hold it: the flag's environment
-// variable, or the configuration file, where the user would otherwise
-// look for it in vain.
+// withFlagSource adds to err, a command's error, where the values it
+// quotes of flags came from when the command line does not hold them: the
+// flag's environment variable, or the configuration file, where the user
+// would otherwise look for them in vain. A flag's value is quoted where
+// the message begins with the flag (--batch -5: must be at least 1), or
+// names it followed by its value (--init: --hidden-dim 128, but the model
+// has 64); a flag named only in advice is not (give --data).
 func withFlagSource(cCtx *cli.Context, err error) error {
-	m := leadingFlag.FindStringSubmatch(fmt.Sprint(err))
-	if err == nil || m == nil || !cCtx.IsSet(m[1]) || onCommandLine(cCtx, m[1]) {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var notes []string
+	for _, m := range flagName.FindAllStringSubmatchIndex(msg, -1) {
+		name := msg[m[2]:m[3]]
+		quoted := m[0] == 0 || strings.HasPrefix(msg[m[1]:], fmt.Sprint(" ", cCtx.Value(name)))
+		if !quoted || !cCtx.IsSet(name) || onCommandLine(cCtx, name) {
+			continue
+		}
+		note := ""
+		if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
+			note = fmt.Sprintf("--%s is set by %s in the environment", name, env)
+		} else if path := cCtx.String("config"); path != "" {
+			note = fmt.Sprintf("--%s is set by its key in the configuration file %s", name, path)
+		}
+		if note != "" && !slices.Contains(notes, note) {
+			notes = append(notes, note)
+		}
+	}
+	if len(notes) == 0 {
 		return err
 	}
-	if env := flagEnvVar(cCtx, m[1]); env != "" && os.Getenv(env) != "" {
-		return fmt.Errorf("%w (--%s is set by %s in the environment)", err, m[1], env)
-	}
-	if path := cCtx.String("config"); path != "" {
-		return fmt.Errorf("%w (--%s is set by its key in the configuration file %s)", err, m[1], path)
-	}
-	return err
+	return fmt.Errorf("%w (%s)", err, strings.Join(notes, "; "))
 }
 
 // onCommandLine reports whether the command line names flag name (-name,
@@ -596,14 +612,14 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 			// Every command has --help: without this, others would
 			// take the key for another command's flag and drop it.
 			return nil, fmt.Errorf("config %s: key %s: %s is no setting; keys are flag names of this command (%s)", path, key, dashed(key), strings.Join(known, ", "))
+		case isSection(v):
+			// (A section named as a flag of this command or of another,
+			// eval: or index:, was a value of the wrong kind, or dropped.)
+			return nil, fmt.Errorf("config %s: key %s: a mapping under it, as a section: the file is one mapping of flag names to values, without sections; every command that takes --config reads its keys, each the flags it has (this one: %s)", path, key, strings.Join(known, ", "))
 		case !ok && others[key]:
 			continue // another command's flag
 		case !ok:
-			section := ""
-			if _, isMap := v.(map[string]any); isMap {
-				section = "; the file is one mapping without sections: every command that takes --config reads its keys, each the flags it has"
-			}
-			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)%s", path, key, strings.Join(known, ", "), section)
+			return nil, fmt.Errorf("config %s: unknown key %q: keys are flag names of this command (%s)", path, key, strings.Join(known, ", "))
 		}
 		// YAML reads 010 as 8, 0x10 as 16, 1_0 as 10 and 08 as the float
 		// 8, tagged !!int or not: a number flag's number must be plain
@@ -666,6 +682,10 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 	}
 	return out, nil
 }
+
+// isSection reports whether a configuration file's value v is a mapping,
+// which no flag takes.
+func isSection(v any) bool { _, isMap := v.(map[string]any); return isMap }
 
 // isHelpOrVersion reports whether name names urfave/cli's --help or
 // --version, which print and exit rather than set anything.
@@ -800,33 +820,50 @@ func describeValue(v any) string {
 	return fmt.Sprint(v)
 }
 
-// emptyEntries refuses an empty entry of a repeatable flag (--eval "",
-// from any source), which was taken for a path and failed on a stat of
-// nothing. (An empty single value is requireFlags' to refuse, or the
-// flag's default.)
-func emptyEntries(cCtx *cli.Context) error {
+// emptyValues refuses a flag given empty, from any source (--init "",
+// "eval: []" in the configuration file), and an empty entry of a
+// repeatable one (--eval ""): taken for a path, each failed on a stat of
+// nothing, and a flag of a default was silently read as not given.
+// (--config "" is no setting: it turns DINOCLIP_CONFIG off. An empty
+// variable is unset by then, and sets nothing: ignoreEmptyEnv.)
+func emptyValues(cCtx *cli.Context) error {
 	for _, f := range cCtx.Command.Flags {
-		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
+		name := f.Names()[0]
+		if name == "config" || !cCtx.IsSet(name) {
 			continue
 		}
-		name := f.Names()[0]
-		if slices.Contains(cCtx.StringSlice(name), "") {
-			return fmt.Errorf("%s: an empty --%s (%s): give each a value; see 'dinoclip %s --help'", cCtx.Command.Name, name, flagSetting(cCtx, name, `""`), cCtx.Command.Name)
+		setting, entry := "", false
+		switch f.(type) {
+		case *altsrc.StringFlag:
+			if cCtx.String(name) == "" {
+				setting = flagSetting(cCtx, name, `""`)
+			}
+		case *altsrc.StringSliceFlag, *cli.StringSliceFlag:
+			// (bench's own lists, of names and numbers, split at commas.)
+			_, commas := f.(*cli.StringSliceFlag)
+			switch list := cCtx.StringSlice(name); {
+			case len(list) == 0:
+				setting = flagSetting(cCtx, name, "[]")
+			case slices.ContainsFunc(list, func(v string) bool { return v == "" || commas && strings.Trim(v, ", ") == "" }):
+				setting, entry = flagSetting(cCtx, name, `""`), true
+			}
+		}
+		switch {
+		case setting == "":
+		case entry:
+			return fmt.Errorf("%s: an empty --%s (%s): give each a value; see 'dinoclip %s --help'", cCtx.Command.Name, name, setting, cCtx.Command.Name)
+		default:
+			return fmt.Errorf("%s: %s is empty: give --%s a value; see 'dinoclip %s --help'", cCtx.Command.Name, setting, name, cCtx.Command.Name)
 		}
 	}
 	return nil
 }
 
-// requireFlags reports the first of names that no source set, or that
-// one set empty (--out "", which overrides its variable).
+// requireFlags reports the first of names that no source set. (One set
+// empty, emptyValues has refused.)
 func requireFlags(cCtx *cli.Context, names ...string) error {
 	for _, n := range names {
-		if cCtx.IsSet(n) && isEmpty(cCtx, n) {
-			if setting := flagSetting(cCtx, n, `""`); onCommandLine(cCtx, n) || !strings.HasPrefix(setting, "--") {
-				return fmt.Errorf("%s: %s is empty: give --%s a value; see 'dinoclip %s --help'", cCtx.Command.Name, setting, n, cCtx.Command.Name)
-			}
-		}
-		if !cCtx.IsSet(n) || isEmpty(cCtx, n) {
+		if !cCtx.IsSet(n) {
 			or := flagEnvVar(cCtx, n)
 			if slices.ContainsFunc(cCtx.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
 				or += fmt.Sprintf(", or %q in the --config file", n)
@@ -835,21 +872,6 @@ func requireFlags(cCtx *cli.Context, names ...string) error {
 		}
 	}
 	return nil
-}
-
-func isEmpty(cCtx *cli.Context, name string) bool {
-	for _, f := range cCtx.Command.Flags {
-		if !slices.Contains(f.Names(), name) {
-			continue
-		}
-		switch f.(type) {
-		case *altsrc.StringSliceFlag:
-			return len(cCtx.StringSlice(name)) == 0
-		case *altsrc.StringFlag:
-			return cCtx.String(name) == ""
-		}
-	}
-	return false
 }
 
 // noArgs refuses positional arguments to a command that takes only flags.

@@ -145,7 +145,11 @@ func TestConfigErrors(t *testing.T) {
 		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
 		{"help", "help: true\n", []string{"key help", "no setting"}},
 		{"version", "v: true\n", []string{"key v: -v is no setting"}},
-		{"a section per command", "train:\n  epochs: 3\n", []string{`unknown key "train"`, "the file is one mapping without sections"}},
+		{"a section per command", "train:\n  epochs: 3\n", []string{"key train: a mapping under it, as a section: the file is one mapping of flag names to values, without sections"}},
+		// (Named as a flag of this command, it was a value of the wrong
+		// kind; as another command's, dropped.)
+		{"a section named as a flag", "eval:\n  batch: 64\n", []string{"key eval: a mapping under it, as a section"}},
+		{"a section named as another command's flag", "index:\n  k: 3\n", []string{"key index: a mapping under it, as a section"}},
 		{"a list", "- epochs\n- 3\n", []string{"line 1: the file is a list, not a mapping (lines of NAME: VALUE)"}},
 		{"a TOML section", "[train]\nepochs = 3\n", []string{"line 1: the file is a list, not a mapping"}},
 		{"a number", "3\n", []string{"the file is a number, not a mapping"}},
@@ -397,6 +401,16 @@ func TestErrorNamesTheFlagsSource(t *testing.T) {
 	if err == nil || err.Error() != "--batch 0: must be at least 1" {
 		t.Errorf("--batch 0 over DINOCLIP_BATCH=-5: %v", err)
 	}
+	// A flag quoted with its value after another is said too; one named
+	// in advice only is not.
+	init, _, _ := trainRun(t)
+	t.Setenv("DINOCLIP_BATCH", "")
+	t.Setenv("DINOCLIP_HIDDEN_DIM", "128")
+	_, _, err = runCLI(t, append(slices.Clone(base), "--init", init)...)
+	if err == nil || !strings.HasPrefix(err.Error(), "--init: --hidden-dim 128, but the model") ||
+		!strings.HasSuffix(err.Error(), "so drop --hidden-dim (--hidden-dim is set by DINOCLIP_HIDDEN_DIM in the environment)") {
+		t.Errorf("DINOCLIP_HIDDEN_DIM=128 with --init: %v", err)
+	}
 }
 
 // TestEmptyValues checks that a flag given empty is said to be, not
@@ -410,6 +424,12 @@ func TestEmptyValues(t *testing.T) {
 	wantError(t, []string{"project", "--model", dir, "--in", features, "--out", ""}, `project: --out "" is empty: give --out a value`)
 	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "eval: [a, \"\"]\n")
 	wantError(t, []string{"eval", "--model", dir, "--config", cfg}, `eval: an empty --eval (eval: "" in `+cfg+")")
+	none := writeFile(t, filepath.Join(dir, "none.yaml"), "eval: []\n")
+	wantError(t, []string{"eval", "--model", dir, "--config", none}, "eval: eval: [] in "+none+" is empty: give --eval a value")
+	// A flag of a default, or of none, is not taken for left out.
+	wantError(t, []string{"eval", "--model", dir, "--eval", dir, "--precision", ""}, `eval: --precision "" is empty: give --precision a value`)
+	wantError(t, []string{"train", "--data", dir, "--out", filepath.Join(dir, "run"), "--init="}, `train: --init "" is empty`)
+	wantError(t, []string{"bench", "--shape", ""}, `bench: an empty --shape (--shape "")`)
 	wantError(t, []string{"index", "--model", dir, "--features", features, "--features", "", "--out", filepath.Join(dir, "ix")}, `index: an empty --features (--features "")`)
 }
 

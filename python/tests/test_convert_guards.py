@@ -255,6 +255,8 @@ def _outputs(tmp_path):
     np.save(d / "feats.npy", np.zeros((2, 3), np.float32))
     torch.save(_model(2).state_dict(), d / "zip.pt")
     torch.save(_model(2).state_dict(), d / "legacy.pt", _use_new_zipfile_serialization=False)
+    # (protocols 4 and 5 frame the magic number: a file torch.save wrote all the same)
+    torch.save(_model(2).state_dict(), d / "legacy4.pt", _use_new_zipfile_serialization=False, pickle_protocol=4)
     zipped = (d / "zip.pt").read_bytes()
     files = {
         "model": whole,
@@ -267,7 +269,9 @@ def _outputs(tmp_path):
         "notes": b"my notes\n",
         "zip_pt": zipped,
         "zip_pt_cut": zipped[:len(zipped) // 2],
+        "zip_pt_cut_in_header": zipped[:20],               # (nothing there tells: an earlier output's)
         "legacy_pt": (d / "legacy.pt").read_bytes(),
+        "legacy4_pt": (d / "legacy4.pt").read_bytes(),
         "empty": b"",
     }
     assert 8 + n > len(files["state_cut_in_format"])
@@ -304,7 +308,8 @@ def test_to_dinoclip_replaces_only_a_model_or_an_empty_file(tmp_path, capsys, ki
     assert out.read_bytes() == before
 
 
-@pytest.mark.parametrize("kind", ["zip_pt", "zip_pt_cut", "legacy_pt", "empty", "model", "state", "npy", "notes"])
+@pytest.mark.parametrize("kind", ["zip_pt", "zip_pt_cut", "zip_pt_cut_in_header", "legacy_pt", "legacy4_pt", "empty", "model",
+                                  "state", "npy", "notes"])
 def test_to_torch_replaces_only_a_torch_file_or_an_empty_file(tmp_path, capsys, kind):
     """to-torch's OUT replaces an empty file and a torch.save file (an earlier output), and keeps any
     other: a features .npy given as OUT by a slip was lost."""
@@ -313,7 +318,7 @@ def test_to_torch_replaces_only_a_torch_file_or_an_empty_file(tmp_path, capsys, 
     out.write_bytes(_outputs(tmp_path)[kind])
     before = out.read_bytes()
     code = convert.main(["to-torch", src, str(out)])
-    if kind.endswith("pt") or kind.endswith("_cut") or kind == "empty":
+    if kind.endswith("pt") or "_cut" in kind or kind == "empty":
         assert code == 0 and list(torch.load(out, weights_only=True)) == list(_model(0).state_dict())
         return
     what = {"model": "a safetensors model"}.get(kind) or KINDS.get(kind, "a file that torch.save did not write")

@@ -115,9 +115,10 @@ def _unpickling_detail(e: Exception) -> str:
     return type(e).__name__
 
 
-# What torch.save's legacy (not zip) format begins with: a pickle of its magic number. A pickle that
-# begins otherwise was written by something else (pickle.dump), which torch.load does not read.
-_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+# What torch.save's legacy (not zip) format begins with: a pickle of its magic number, in the protocol
+# it was saved with (2 by default; 4 and 5 frame it, the frame's length first). A pickle that begins
+# otherwise was written by something else (pickle.dump), which torch.load does not read.
+_LEGACY_MAGICS = tuple(pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p) for p in range(2, pickle.HIGHEST_PROTOCOL + 1))
 # torch's words for a file that ends early or lacks a part (a legacy file's "unexpected EOF", a zip's
 # "failed locating file data/0", a storage "record size ... does not match expected size"): its
 # RuntimeErrors have no type of their own to tell them by.
@@ -129,7 +130,7 @@ _AGAIN = "save it again, or copy it again from where it came"
 def _is_legacy_torch(head: bytes) -> bool:
     """Whether a file starting with ``head`` (non-empty) begins as torch.save's legacy format does
     (or is the start of one: a file cut short within its magic number)."""
-    return _LEGACY_MAGIC[:len(head)] == head[:len(_LEGACY_MAGIC)]
+    return any(magic[:len(head)] == head[:len(magic)] for magic in _LEGACY_MAGICS)
 
 
 def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> str:
@@ -144,8 +145,9 @@ def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> st
         # (a pickle's PROTO opcode, as pickle.dump writes it, but not torch.save's magic number after it)
         return (f"{path}: a pickle not written by torch.save (pickle.dump's?), which torch.load does not read "
                 f"({detail}): save the state_dict with torch.save(state_dict, 'model.pt') and convert that")
-    if isinstance(e, (EOFError, IndexError)):  # (the unpickler ran past the end of the bytes there are)
-        return f"{path}: the file is cut short or corrupt (its pickle ends early: {type(e).__name__}): {_AGAIN}"
+    if isinstance(e, (EOFError, IndexError, struct.error)):  # (the unpickler ran past the end of the bytes there are)
+        name = "struct.error" if isinstance(e, struct.error) else type(e).__name__
+        return f"{path}: the file is cut short or corrupt (its pickle ends early: {name}): {_AGAIN}"
     if isinstance(e, RuntimeError) and _DAMAGED.search(str(e)):
         # (its first sentence: the rest is torch's paragraph on what may have caused it)
         return f"{path}: the file is cut short or corrupt ({detail.split('. ', 1)[0].rstrip('.')}): {_AGAIN}"
@@ -327,9 +329,12 @@ def _is_torch_save(head: bytes) -> bool:
     short: a zip archive whose first member is its pickle (``NAME/data.pkl``), or the legacy format."""
     if head.startswith(b"PK\x03\x04"):
         if len(head) < 30:
-            return False
+            return True  # (cut within the zip's first header, which tells nothing yet: an earlier output's)
         (name_length,) = struct.unpack("<H", head[26:28])  # (a zip's local file header names its member at 30)
-        return re.fullmatch(rb"[^/]+/data\.pkl", head[30:30 + name_length]) is not None
+        name = head[30:30 + name_length]
+        if len(name) < name_length:
+            return True  # (cut within that member's name: likewise)
+        return re.fullmatch(rb"[^/]+/data\.pkl", name) is not None
     return _is_legacy_torch(head)
 
 

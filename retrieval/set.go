@@ -215,10 +215,18 @@ func loadSet(dir string) (*Set, error) {
 		}
 	}
 	// With at most K images, text-to-image R@K is 100 whatever the model:
-	// a set too small to rank images by.
-	if top := slices.Max(defaultKs); s.Images <= top {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %s: text-to-image recall at K >= %d is 100 by construction (every image is within the top K), so those columns measure nothing",
-			s.Name, plural.Count(s.Images, "image", "images"), s.Images))
+	// a set too small to rank images by; with at most K captions,
+	// image-to-text R@K likewise.
+	top := slices.Max(defaultKs)
+	var few []string
+	if s.Images <= top {
+		few = append(few, fmt.Sprintf("%s: text-to-image recall at K >= %d is 100 by construction (every image is within the top K)", plural.Count(s.Images, "image", "images"), s.Images))
+	}
+	if s.Captions <= top {
+		few = append(few, fmt.Sprintf("%s: image-to-text recall at K >= %d is 100 by construction (every caption is within the top K)", plural.Count(s.Captions, "caption", "captions"), s.Captions))
+	}
+	if len(few) > 0 {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("evaluation set %s has only %s, so those columns measure nothing", s.Name, strings.Join(few, "; and only ")))
 	}
 	s.CaptionImage = make([]int, len(idx))
 	hasCaption := make([]bool, s.Images)

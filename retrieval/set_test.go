@@ -217,10 +217,12 @@ func bigger(edit func(feat, clip, caps []float32, idx []int64) ([]float32, []flo
 }
 
 // A set of at most 10 images (the largest cut-off) loads with a warning
-// that its recall at K >= its size measures nothing; one of 11 without.
+// that its recall at K >= its size measures nothing, and of its captions
+// too where they are as few; one of 11 without.
 func TestLoadSetWarnsOfTooFewImages(t *testing.T) {
 	s, err := LoadSet(writeSet(t, nil))
-	if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "has only 3 images: text-to-image recall at K >= 3 is 100 by construction") {
+	if err != nil || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "has only 3 images: text-to-image recall at K >= 3 is 100 by construction (every image is within the top K); "+
+		"and only 4 captions: image-to-text recall at K >= 4 is 100 by construction (every caption is within the top K), so those columns measure nothing") {
 		t.Errorf("a set of 3 images: error %v, warnings %q", err, s.Warnings)
 	}
 	if s, err := LoadSet(writeSet(t, bigger(nil))); err != nil || s.Images != 11 || len(s.Warnings) != 0 {

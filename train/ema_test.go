@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"math"
@@ -88,6 +89,37 @@ func TestEMA(t *testing.T) {
 	path, err := checkpoint.Resolve(runDir)
 	if err != nil || filepath.Base(path) != checkpoint.EMAFile {
 		t.Errorf("Resolve of a run with best from ema: %s, %v", path, err)
+	}
+}
+
+// By the training loss, an eval record gives the moving average no value:
+// the loss is the raw weights'. By a recall, it gives the average's.
+func TestEMAValueOfTheMetric(t *testing.T) {
+	dataDir := t.TempDir()
+	tinyData(t, dataDir, 100, 40, loopModel.InputDim, loopModel.OutputDim, false)
+	for _, metric := range []string{"loss", "r5"} {
+		tr := newTrainer(t, dataDir, t.TempDir(), nil)
+		tr.Options.EMA, tr.Options.BestMetric = 0.9, metric
+		if _, err := tr.Run(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		evals := 0
+		for _, l := range metricsLines(t, tr.RunDir) {
+			var rec struct {
+				Type string
+				EMA  map[string]json.RawMessage
+			}
+			if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Type != "eval" {
+				continue
+			}
+			evals++
+			if _, has := rec.EMA["value"]; has != (metric != "loss") || rec.EMA["sets"] == nil {
+				t.Errorf("--best-metric %s: an eval record's ema: %s", metric, l)
+			}
+		}
+		if evals == 0 {
+			t.Errorf("--best-metric %s: no eval records", metric)
+		}
 	}
 }
 

@@ -887,7 +887,13 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 			if err != nil {
 				return err
 			}
-			rec["ema"] = map[string]any{"value": emaValue, "sets": emaReports}
+			emaRec := map[string]any{"sets": emaReports}
+			if metric.Name != "loss" {
+				// (The training loss is the raw weights': as the
+				// average's value it read as a number of the average.)
+				emaRec["value"] = emaValue
+			}
+			rec["ema"] = emaRec
 			res.EMAReports = emaReports
 			if o.BestFromMode() == BestFromEMA {
 				value = emaValue

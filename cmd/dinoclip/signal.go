@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"golang.org/x/term"
 )
 
 // signalContext catches SIGINT, SIGTERM and SIGHUP (stopSignals) for the
@@ -67,10 +68,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 				sig := s.(syscall.Signal)
 				switch p.onSignal(time.Now()) {
 				case signalCancels:
-					fmt.Fprintf(os.Stderr, "dinoclip: stopping cleanly (%s, %s from now on, quits at once instead)\n", repeatHint(sig, runtime.GOOS), stopGrace)
+					fmt.Fprintf(os.Stderr, "%sdinoclip: stopping cleanly (%s, %s from now on, quits at once instead)\n", lineStart(), repeatHint(sig, runtime.GOOS), stopGrace)
 					cancel(signalError{sig})
 				case signalIgnored:
-					fmt.Fprintf(os.Stderr, "dinoclip: still stopping cleanly (%s, %s after the first, quits at once)\n", repeatHint(sig, runtime.GOOS), stopGrace)
+					fmt.Fprintf(os.Stderr, "%sdinoclip: still stopping cleanly (%s, %s after the first, quits at once)\n", lineStart(), repeatHint(sig, runtime.GOOS), stopGrace)
 				default:
 					p.exit(sig)
 				}
@@ -88,6 +89,17 @@ func signalContext() (context.Context, context.CancelFunc) {
 		close(done)
 		cancel(context.Canceled)
 	}
+}
+
+// lineStart is what takes a progress bar off the error stream's line
+// before a word of the signal is written there, where the stream is a
+// terminal (a carriage return, and ANSI's erase to the end of the line):
+// the word came at the end of the bar. "" elsewhere.
+func lineStart() string {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		return "\r\x1b[K"
+	}
+	return ""
 }
 
 // repeatHint says how to send sig again, in the word of a clean stop on

@@ -378,7 +378,7 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	saved := runOpts
 	saved.Precision = precision
-	if err := checkRunDisk(cCtx.App.ErrWriter, runDir, c, saved, resume); err != nil {
+	if err := checkRunDisk(cCtx.App.ErrWriter, runDir, c, saved, data.Rows, resume); err != nil {
 		return err
 	}
 	engine, err := openTrainingEngine(device, precision, c)
@@ -615,10 +615,19 @@ func resumedRun(cCtx *cli.Context, runDir string, opts train.Options) (train.Run
 		{"ema", opts.EMA, ro.EMA}, {"best-from", opts.BestFrom, ro.BestFromMode()},
 		{"loss", opts.Loss, ro.LossName()}, {"infonce-weight", opts.InfoNCEWeight, ro.InfoNCEWeight},
 	} {
-		if cCtx.IsSet(o.flag) && o.set != o.want {
-			return run, fmt.Errorf("--resume: %s, but the run in %s was started with %v, and a resumed run keeps its options (start a new run with another --out to change them)",
-				flagSetting(cCtx, o.flag, o.set), runDir, o.want)
+		if !cCtx.IsSet(o.flag) || o.set == o.want {
+			continue
 		}
+		// (A 0 that stands for none is said as none.)
+		started := fmt.Sprintf("was started with %v", o.want)
+		switch {
+		case o.flag == "infonce-weight" && ro.LossName() != nn.LossMSEInfoNCE:
+			started = fmt.Sprintf("trains with --loss %s, which has no InfoNCE weight (the weight is of the InfoNCE term of --loss %s)", ro.LossName(), nn.LossMSEInfoNCE)
+		case o.flag == "ema" && ro.EMA == 0:
+			started = "was started without a moving average of the weights"
+		}
+		return run, fmt.Errorf("--resume: %s, but the run in %s %s, and a resumed run keeps its options (start a new run with another --out to change them)",
+			flagSetting(cCtx, o.flag, o.set), runDir, started)
 	}
 	return run, nil
 }
@@ -733,9 +742,10 @@ func evalAt(runDir string, step int, ema bool) []retrieval.Report {
 
 // checkRunDisk refuses a run whose checkpoints' disk cannot take one
 // checkpoint, and warns of a new one whose disk cannot take as many as it
-// keeps: the first checkpoint comes an epoch in (or --checkpoint-every
+// keeps, of those it saves in all (rows of training data at o.Batch a
+// step): the first checkpoint comes an epoch in (or --checkpoint-every
 // steps), and a full disk stopped the run there, the epoch's work lost.
-func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, resume bool) error {
+func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, rows int, resume bool) error {
 	dir := madedirs.Existing(filepath.Join(runDir, train.CheckpointsDir))
 	free, ok := diskFree(dir)
 	if !ok {
@@ -749,10 +759,16 @@ func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, resu
 		}
 		return fmt.Errorf("a checkpoint of the model (%s) takes about %s on disk, more than the %s free under %s: %s; %s", c.Describe(), sizeText(one), sizeText(float64(free)), dir, stop, remedy)
 	}
-	// --keep step checkpoints, last and best, and the one being saved.
-	if held := float64(o.Keep+3) * one; !resume && held > float64(free) {
-		fmt.Fprintf(w, "dinoclip: warning: a checkpoint of the model takes about %s on disk and the run holds up to %d at once (--keep %d, last, best and the one being saved: %s), but %s is free under %s: it will stop at a checkpoint once the disk is full; free space, or lower --keep\n",
-			sizeText(one), o.Keep+3, o.Keep, sizeText(held), sizeText(float64(free)), printable.String(dir))
+	// --keep step checkpoints, last and best, and the one being saved;
+	// no more than the run saves (a large --keep, to keep them all, was
+	// warned of hundreds). (In float64: counts that overflow an int.)
+	saves := float64(o.Epochs)
+	if o.CheckpointEvery > 0 && o.Batch > 0 {
+		saves += float64(o.Epochs) * float64(rows/o.Batch) / float64(o.CheckpointEvery)
+	}
+	if n := min(float64(o.Keep)+3, saves); !resume && n*one > float64(free) {
+		fmt.Fprintf(w, "dinoclip: warning: a checkpoint of the model takes about %s on disk and the run holds up to %.0f at once (--keep %d, last, best and the one being saved, of the %.0f it saves: %s), but %s is free under %s: it will stop at a checkpoint once the disk is full; free space, or lower --keep\n",
+			sizeText(one), n, o.Keep, saves, sizeText(n*one), sizeText(float64(free)), printable.String(dir))
 	}
 	return nil
 }

@@ -167,6 +167,16 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 	mustRun(t, "train", "--data", moved, "--eval", movedEval, "--out", run, "--resume", "--epochs", "2", "--hidden-dim", "8", "--resident", "auto")
 }
 
+// A resume given an option the run does not have is told so, not that
+// the run was started with a 0 that stands for none.
+func TestResumeOptionTheRunLacks(t *testing.T) {
+	run, _, _ := trainRun(t)
+	wantError(t, []string{"train", "--resume", "--out", run, "--infonce-weight", "1"},
+		"--infonce-weight 1, but the run in "+run+" trains with --loss mse, which has no InfoNCE weight")
+	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"},
+		"--ema 0.9, but the run in "+run+" was started without a moving average of the weights")
+}
+
 // A run whose run.json predates the model, data and evaluation sets in it
 // resumes when --data and --eval are given.
 func TestResumeOlderRunJSON(t *testing.T) {
@@ -568,13 +578,20 @@ func TestTrainChecksDisk(t *testing.T) {
 	}
 	// A resume's next checkpoint is not its first, and it cannot train
 	// elsewhere without starting over.
-	if err := checkRunDisk(io.Discard, run, c, train.DefaultOptions(), true); err == nil || !strings.Contains(err.Error(), "the resumed run would stop at its next checkpoint; free space, or move the run to a larger disk") {
+	if err := checkRunDisk(io.Discard, run, c, train.DefaultOptions(), 64, true); err == nil || !strings.Contains(err.Error(), "the resumed run would stop at its next checkpoint; free space, or move the run to a larger disk") {
 		t.Errorf("a resume without room for a checkpoint: %v", err)
 	}
 	diskFree = func(string) (uint64, bool) { return uint64(2 * one), true }
-	_, stderr, err := runCLI(t, append(args, "--out", run)...)
-	if err != nil || !strings.Contains(stderr, "holds up to 5 at once (--keep 2") {
+	// (64 rows: 4 steps, a checkpoint after each.)
+	_, stderr, err := runCLI(t, append(args, "--out", run, "--checkpoint-every", "1")...)
+	if err != nil || !strings.Contains(stderr, "holds up to 5 at once (--keep 2, last, best and the one being saved, of the 5 it saves") {
 		t.Errorf("a disk of 2 checkpoints for a run keeping 5: %v, stderr:\n%s", err, stderr)
+	}
+	// A --keep beyond what the run saves (to keep them all) counts what it
+	// saves: one, at its epoch's end.
+	_, stderr, err = runCLI(t, append(args, "--out", filepath.Join(t.TempDir(), "all"), "--keep", "100")...)
+	if err != nil || strings.Contains(stderr, "warning") {
+		t.Errorf("a disk of 2 checkpoints for a run saving 1, --keep 100: %v, stderr:\n%s", err, stderr)
 	}
 }
 

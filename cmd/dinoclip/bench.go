@@ -108,7 +108,7 @@ func benchCommand() *cli.Command {
 			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak, in TFLOP/s (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE` (an earlier report there is replaced; another file is refused)"},
-			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
+			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR` (beside .bench.lock, the lock of their writing)"},
 		},
 		OnUsageError: usageError,
 		Action:       runBench,
@@ -327,13 +327,9 @@ func runBench(cCtx *cli.Context) error {
 				o.DataOpts.Rows, o.DataOpts.InputDim, o.DataOpts.OutputDim, cCtx.String("data-dtype"), size/1e9, float64(maxBenchDataBytes)/1e9)
 		}
 	}
+	// (--json and --out given empty are refused by emptyValues: the report
+	// went nowhere without a word.)
 	jsonPath := cCtx.String("json")
-	// (Given empty, the report went nowhere without a word.)
-	for _, f := range []struct{ flag, what string }{{"json", "file"}, {"out", "directory"}} {
-		if cCtx.IsSet(f.flag) && cCtx.String(f.flag) == "" {
-			return fmt.Errorf("--%s is empty: name the %s to write the report to, or leave the flag out", f.flag, f.what)
-		}
-	}
 	outDir, err := atomicfile.ResolveDotDotOut(cCtx.String("out")) // (LINK/.. as the system takes it)
 	if err != nil {
 		return fmt.Errorf("--out: %w", err)
@@ -474,17 +470,26 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 // report into the same --out (a write of milliseconds).
 const benchLockWait = 30 * time.Second
 
-// lockBenchOut takes the lock of --out's directory dir for the write of
-// its two files, waiting out another bench writing there: two benches
-// ending at once left one's bench.json beside the other's bench.txt.
+// lockBenchOut takes the lock of --out's directory dir's benchLockFile
+// for the write of its two files, waiting out another bench writing
+// there: two benches ending at once left one's bench.json beside the
+// other's bench.txt. (A file of its own, not the directory's lock, which
+// a demo or synth writing there holds for minutes, and which needs the
+// directory readable.)
 func lockBenchOut(dir string) (release func(), err error) {
+	f, err := atomicfile.OpenRegular(filepath.Join(dir, benchLockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	for deadline := time.Now().Add(benchLockWait); ; time.Sleep(20 * time.Millisecond) {
-		release, err = flock.LockDir(dir)
-		if !errors.Is(err, flock.ErrLocked) {
-			return release, err
+		err := flock.TryLock(f, true)
+		if err == nil || !errors.Is(err, flock.ErrLocked) {
+			// (A system that cannot lock goes on unguarded.)
+			return func() { f.Close() }, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("another process has held it for %s: another bench writing its report there, or another program", benchLockWait)
+			f.Close()
+			return nil, fmt.Errorf("another bench has held %s for %s, writing its report there", benchLockFile, benchLockWait)
 		}
 	}
 }
@@ -572,10 +577,11 @@ func notABenchFile(dest, outDir string) error {
 	return nil
 }
 
-// The files bench --out writes.
+// The files bench --out writes, and the lock of their writing.
 const (
 	benchJSONFile = "bench.json"
 	benchTextFile = "bench.txt"
+	benchLockFile = ".bench.lock"
 )
 
 // parseShape reads a --shape: a name from bench.Configs or IxHxBxO.

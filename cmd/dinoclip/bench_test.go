@@ -184,8 +184,9 @@ func TestBenchErrors(t *testing.T) {
 	wantError(t, []string{"bench", "--topk-images", "100", "--topk-k", "1000"}, "--topk-k 1000", "100 keys")
 	wantError(t, []string{"bench", "--json", t.TempDir()}, "--json", "a directory, not a regular file")
 	// Given empty, the report went nowhere without a word.
-	wantError(t, []string{"bench", "--json", ""}, "--json is empty")
-	wantError(t, []string{"bench", "--out", ""}, "--out is empty")
+	wantError(t, []string{"bench", "--json", ""}, `bench: --json "" is empty: give --json a value`)
+	wantError(t, []string{"bench", "--out", ""}, `bench: --out "" is empty`)
+	wantError(t, []string{"bench", "--precision", ""}, `bench: --precision "" is empty`)
 	noDir := filepath.Join(t.TempDir(), "nonexistent", "x.json")
 	wantError(t, []string{"bench", "--json", noDir}, "--json "+noDir+": cannot write into "+filepath.Dir(noDir)+": no such file or directory")
 	if entries, _ := os.ReadDir(filepath.Dir(filepath.Dir(noDir))); len(entries) != 0 {
@@ -298,9 +299,11 @@ func TestBenchJSONReplacesOnlyAReport(t *testing.T) {
 }
 
 // TestBenchOutWaitsForAnotherWriter checks that a bench writing its report
-// into --out waits while another holds the directory's lock (two benches
-// ending at once left one's bench.json beside the other's bench.txt), and
-// that it removes the temporaries a bench killed while writing left there.
+// into --out waits while another bench holds the lock of its writing (two
+// benches ending at once left one's bench.json beside the other's
+// bench.txt), not while a demo or a synth holds the directory's own lock
+// (it waited, then lost the report), and that it removes the temporaries
+// a bench killed while writing left there.
 func TestBenchOutWaitsForAnotherWriter(t *testing.T) {
 	out := t.TempDir()
 	stale := filepath.Join(out, ".bench.txt.tmp-123456")
@@ -311,35 +314,51 @@ func TestBenchOutWaitsForAnotherWriter(t *testing.T) {
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
 	}
-	release, err := flock.LockDir(out)
+	quick := []string{"bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
+		"--kernels=false", "--topk=false", "--data=false", "--out", out}
+	releaseDir, err := flock.LockDir(out) // (as a demo writing there holds it)
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, stderr, err := runCLI(t, quick...)
+	releaseDir()
+	if err != nil {
+		t.Fatalf("bench into a directory a demo holds: %v", err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) || !strings.Contains(stderr, "removed "+stale) {
+		t.Errorf("the leftover of a killed bench: %v\n%s", err, stderr)
+	}
+	first, err := os.ReadFile(filepath.Join(out, benchJSONFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(out, benchLockFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := flock.TryLock(lock, true); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error)
-	var stderr string
 	go func() {
-		var err error
-		_, stderr, err = runCLI(t, "bench", "--shape", "8x16x1x4", "--batch", "4", "--warmup", "0", "--steps", "1", "--min-time", "0",
-			"--kernels=false", "--topk=false", "--data=false", "--out", out)
+		_, _, err := runCLI(t, quick...)
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		t.Fatalf("bench ended while another held --out's lock: %v", err)
+		t.Fatalf("bench ended while another bench held the lock of --out's report: %v", err)
 	case <-time.After(500 * time.Millisecond):
 	}
-	if _, err := os.Stat(filepath.Join(out, benchJSONFile)); err == nil {
-		t.Error("bench wrote its report while another held --out's lock")
+	if now, _ := os.ReadFile(filepath.Join(out, benchJSONFile)); !bytes.Equal(now, first) {
+		t.Error("bench wrote its report while another bench held the lock of --out's report")
 	}
-	release()
+	flock.Unlock(lock)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bench.ReadReport(filepath.Join(out, benchJSONFile)); err != nil {
 		t.Error(err)
-	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) || !strings.Contains(stderr, "removed "+stale) {
-		t.Errorf("the leftover of a killed bench: %v\n%s", err, stderr)
 	}
 }
 

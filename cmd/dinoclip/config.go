@@ -425,6 +425,10 @@ func flagSetting(cCtx *cli.Context, name string, value any) string {
 // flagName matches a flag's name in an error's message: --NAME.
 var flagName = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
 
+// valueBytes are the bytes that go on a flag's value in a message, where
+// it is quoted: what follows a value whole is none of them.
+const valueBytes = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-._/@"
+
 // withFlagSource adds to err, a command's error, where the values it
 // quotes of flags came from when the command line does not hold them: the
 // flag's environment variable, or the configuration file, where the user
@@ -440,7 +444,10 @@ func withFlagSource(cCtx *cli.Context, err error) error {
 	var notes []string
 	for _, m := range flagName.FindAllStringSubmatchIndex(msg, -1) {
 		name := msg[m[2]:m[3]]
-		quoted := m[0] == 0 || strings.HasPrefix(msg[m[1]:], fmt.Sprint(" ", cCtx.Value(name)))
+		value := fmt.Sprint(" ", cCtx.Value(name))
+		// (Followed by the value whole: --loss mse is not --loss mse+infonce.)
+		rest, quotes := strings.CutPrefix(msg[m[1]:], value)
+		quoted := m[0] == 0 || quotes && (rest == "" || !strings.ContainsAny(rest[:1], valueBytes))
 		if !quoted || !cCtx.IsSet(name) || onCommandLine(cCtx, name) {
 			continue
 		}
@@ -615,7 +622,7 @@ func readConfig(path string, flags []cli.Flag, others map[string]bool) (map[any]
 		case isSection(v):
 			// (A section named as a flag of this command or of another,
 			// eval: or index:, was a value of the wrong kind, or dropped.)
-			return nil, fmt.Errorf("config %s: key %s: a mapping under it, as a section: the file is one mapping of flag names to values, without sections; every command that takes --config reads its keys, each the flags it has (this one: %s)", path, key, strings.Join(known, ", "))
+			return nil, fmt.Errorf("config %s: key %s: a mapping, which no flag takes (a section? the file is one mapping of flag names to values, without sections; every command that takes --config reads its keys, each the flags it has, this one: %s)", path, key, strings.Join(known, ", "))
 		case !ok && others[key]:
 			continue // another command's flag
 		case !ok:
@@ -834,18 +841,18 @@ func emptyValues(cCtx *cli.Context) error {
 		}
 		setting, entry := "", false
 		switch f.(type) {
-		case *altsrc.StringFlag:
+		case *altsrc.StringFlag, *cli.StringFlag:
 			if cCtx.String(name) == "" {
 				setting = flagSetting(cCtx, name, `""`)
 			}
 		case *altsrc.StringSliceFlag, *cli.StringSliceFlag:
 			// (bench's own lists, of names and numbers, split at commas.)
 			_, commas := f.(*cli.StringSliceFlag)
-			switch list := cCtx.StringSlice(name); {
-			case len(list) == 0:
+			list := cCtx.StringSlice(name)
+			if i := slices.IndexFunc(list, func(v string) bool { return v == "" || commas && strings.Trim(v, ", ") == "" }); i >= 0 {
+				setting, entry = flagSetting(cCtx, name, strconv.Quote(list[i])), true
+			} else if len(list) == 0 {
 				setting = flagSetting(cCtx, name, "[]")
-			case slices.ContainsFunc(list, func(v string) bool { return v == "" || commas && strings.Trim(v, ", ") == "" }):
-				setting, entry = flagSetting(cCtx, name, `""`), true
 			}
 		}
 		switch {

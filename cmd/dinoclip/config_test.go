@@ -145,11 +145,11 @@ func TestConfigErrors(t *testing.T) {
 		{"octal seed tagged an integer", "seed: !!int 010\n", []string{"key seed", "decimal digits"}},
 		{"help", "help: true\n", []string{"key help", "no setting"}},
 		{"version", "v: true\n", []string{"key v: -v is no setting"}},
-		{"a section per command", "train:\n  epochs: 3\n", []string{"key train: a mapping under it, as a section: the file is one mapping of flag names to values, without sections"}},
+		{"a section per command", "train:\n  epochs: 3\n", []string{"key train: a mapping, which no flag takes (a section? the file is one mapping of flag names to values, without sections"}},
 		// (Named as a flag of this command, it was a value of the wrong
 		// kind; as another command's, dropped.)
-		{"a section named as a flag", "eval:\n  batch: 64\n", []string{"key eval: a mapping under it, as a section"}},
-		{"a section named as another command's flag", "index:\n  k: 3\n", []string{"key index: a mapping under it, as a section"}},
+		{"a section named as a flag", "eval:\n  batch: 64\n", []string{"key eval: a mapping, which no flag takes (a section?"}},
+		{"a section named as another command's flag", "index:\n  k: 3\n", []string{"key index: a mapping, which no flag takes (a section?"}},
 		{"a list", "- epochs\n- 3\n", []string{"line 1: the file is a list, not a mapping (lines of NAME: VALUE)"}},
 		{"a TOML section", "[train]\nepochs = 3\n", []string{"line 1: the file is a list, not a mapping"}},
 		{"a number", "3\n", []string{"the file is a number, not a mapping"}},

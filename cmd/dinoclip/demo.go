@@ -118,9 +118,6 @@ func runDemo(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: --out: %w", err)
 	}
-	if out == "" {
-		return fmt.Errorf("demo: --out is empty; see 'dinoclip demo --help'")
-	}
 	if err := checkDirOrNone(out); err != nil {
 		return fmt.Errorf("demo: --out %w: the demo writes into a directory", err)
 	}

@@ -82,7 +82,7 @@ func TestDemo(t *testing.T) {
 	if err := wantError(t, []string{"demo", "--out", file}, "not a directory"); strings.Contains(err.Error(), "wait") {
 		t.Errorf("demo into a file advises waiting: %v", err)
 	}
-	wantError(t, []string{"demo", "--out", ""}, "--out is empty")
+	wantError(t, []string{"demo", "--out", ""}, `demo: --out "" is empty`)
 	wantError(t, []string{"demo", "--bogus"}, "demo: flag provided but not defined: --bogus; see 'dinoclip demo --help'")
 	// A marker that is a link (to a user's file) or not a regular file is
 	// no demo's: refused, nothing written through it.

@@ -172,9 +172,14 @@ func TestTrainInterruptedAndResumed(t *testing.T) {
 func TestResumeOptionTheRunLacks(t *testing.T) {
 	run, _, _ := trainRun(t)
 	wantError(t, []string{"train", "--resume", "--out", run, "--infonce-weight", "1"},
-		"--infonce-weight 1, but the run in "+run+" trains with --loss mse, which has no InfoNCE weight")
+		"--infonce-weight 1, but the run in "+run+" trains with the loss mse, which has no InfoNCE weight")
 	wantError(t, []string{"train", "--resume", "--out", run, "--ema", "0.9"},
 		"--ema 0.9, but the run in "+run+" was started without a moving average of the weights")
+	// The message's --loss mse+infonce is not the variable's --loss mse.
+	t.Setenv("DINOCLIP_LOSS", "mse")
+	if _, _, err := runCLI(t, "train", "--resume", "--out", run, "--infonce-weight", "1"); err == nil || strings.Contains(err.Error(), "is set by") {
+		t.Errorf("--infonce-weight 1 to a resume of an mse run, DINOCLIP_LOSS=mse: %v", err)
+	}
 }
 
 // A run whose run.json predates the model, data and evaluation sets in it
@@ -582,9 +587,9 @@ func TestTrainChecksDisk(t *testing.T) {
 		t.Errorf("a resume without room for a checkpoint: %v", err)
 	}
 	diskFree = func(string) (uint64, bool) { return uint64(2 * one), true }
-	// (64 rows: 4 steps, a checkpoint after each.)
+	// (64 rows: 4 steps, a checkpoint after each, the last the epoch's.)
 	_, stderr, err := runCLI(t, append(args, "--out", run, "--checkpoint-every", "1")...)
-	if err != nil || !strings.Contains(stderr, "holds up to 5 at once (--keep 2, last, best and the one being saved, of the 5 it saves") {
+	if err != nil || !strings.Contains(stderr, "holds up to 4 at once (--keep 2, last, best and the one being saved, of the 4 it saves") {
 		t.Errorf("a disk of 2 checkpoints for a run keeping 5: %v, stderr:\n%s", err, stderr)
 	}
 	// A --keep beyond what the run saves (to keep them all) counts what it
@@ -592,6 +597,26 @@ func TestTrainChecksDisk(t *testing.T) {
 	_, stderr, err = runCLI(t, append(args, "--out", filepath.Join(t.TempDir(), "all"), "--keep", "100")...)
 	if err != nil || strings.Contains(stderr, "warning") {
 		t.Errorf("a disk of 2 checkpoints for a run saving 1, --keep 100: %v, stderr:\n%s", err, stderr)
+	}
+}
+
+// midEpochCheckpoints counts the steps the loop saves a checkpoint at by
+// --checkpoint-every: its multiples but the epochs' last steps.
+func TestMidEpochCheckpoints(t *testing.T) {
+	for _, c := range []struct{ epochs, rows, batch, every int }{
+		{1, 64, 16, 1}, {1, 64, 16, 2}, {3, 64, 16, 2}, {3, 70, 16, 3}, {5, 100, 7, 4}, {2, 10, 3, 5}, {4, 64, 16, 0}, {2, 10, 20, 1},
+	} {
+		o := train.DefaultOptions()
+		o.Epochs, o.Batch, o.CheckpointEvery = c.epochs, c.batch, c.every
+		spe, want := c.rows/c.batch, int64(0)
+		for step := 1; c.every > 0 && step <= c.epochs*spe; step++ {
+			if step%c.every == 0 && step%spe != 0 {
+				want++
+			}
+		}
+		if got := midEpochCheckpoints(o, c.rows); got != want {
+			t.Errorf("%+v: %d checkpoints by --checkpoint-every, want %d", c, got, want)
+		}
 	}
 }
 

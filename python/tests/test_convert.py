@@ -438,6 +438,21 @@ def test_a_pickle_and_a_torchscript_archive_are_named(tmp_path):
     assert not (tmp_path / "o.safetensors").exists()
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_legacy_file_of_a_framed_pickle_protocol_is_named(tmp_path, protocol):
+    """A plain state_dict torch.save wrote in the legacy format with pickle protocol 4 or 5, whose
+    frames torch.load(weights_only=True) does not read, is said to be that, not to hold objects
+    besides tensors."""
+    p = tmp_path / "p.pt"
+    torch.save(original().state_dict(), p, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    with pytest.raises(ConversionError) as e:
+        convert.torch_to_dinoclip(str(p), str(tmp_path / "o.safetensors"))
+    assert str(e.value).startswith(f"{p}: a torch.save file in the legacy format with pickle protocol {protocol}, which "
+                                   "torch.load(weights_only=True) does not read ("), str(e.value)
+    assert str(e.value).endswith("save the state_dict again with torch.save's defaults (torch.save(state_dict, "
+                                 "'model.pt')) and convert that"), str(e.value)
+
+
 def test_to_torch_says_it_takes_a_runs_moving_average(capsys):
     """to-torch's help (and the module's docstring) say that a run whose best is the moving average
     of its weights is converted as that average, best/ema.safetensors, as it is."""

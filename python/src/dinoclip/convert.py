@@ -145,6 +145,12 @@ def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> st
         # (a pickle's PROTO opcode, as pickle.dump writes it, but not torch.save's magic number after it)
         return (f"{path}: a pickle not written by torch.save (pickle.dump's?), which torch.load does not read "
                 f"({detail}): save the state_dict with torch.save(state_dict, 'model.pt') and convert that")
+    if len(head) > 1 and head[0] == 0x80 and head[1] >= 4 and _is_legacy_torch(head) and not isinstance(e, EOFError):
+        # (torch.load's weights-only unpickler reads no FRAME, which protocols 4 and 5 write: a plain
+        # state_dict so saved was told it held objects besides tensors)
+        return (f"{path}: a torch.save file in the legacy format with pickle protocol {head[1]}, which "
+                f"torch.load(weights_only=True) does not read ({detail}): save the state_dict again with "
+                "torch.save's defaults (torch.save(state_dict, 'model.pt')) and convert that")
     if isinstance(e, (EOFError, IndexError, struct.error)):  # (the unpickler ran past the end of the bytes there are)
         name = "struct.error" if isinstance(e, struct.error) else type(e).__name__
         return f"{path}: the file is cut short or corrupt (its pickle ends early: {name}): {_AGAIN}"

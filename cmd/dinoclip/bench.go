@@ -108,7 +108,7 @@ func benchCommand() *cli.Command {
 			&cli.Float64Flag{Name: "peak-tflops", Usage: "device peak `TFLOPS` for the fractions of peak, in TFLOP/s (0: the default)", DefaultText: "H100/H200: 989 (dense BF16); CPU: a nominal estimate"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "`SEED` of the parameters and the random data"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to `FILE` (an earlier report there is replaced; another file is refused)"},
-			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR` (beside .bench.lock, the lock of their writing)"},
+			&cli.StringFlag{Name: "out", Usage: "write bench.json and bench.txt into `DIR`"},
 		},
 		OnUsageError: usageError,
 		Action:       runBench,
@@ -453,11 +453,7 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 		if err := r.WriteTable(&sb); err != nil {
 			return err
 		}
-		release, err := lockBenchOut(outDir)
-		if err != nil {
-			return fmt.Errorf("--out %s: %w", outDir, err)
-		}
-		defer release()
+		defer lockBenchOut(outDir)()
 		paths := []string{filepath.Join(outDir, benchJSONFile), filepath.Join(outDir, benchTextFile)}
 		if err := atomicfile.ReplaceAllBytes(paths, [][]byte{b, []byte(sb.String())}); err != nil {
 			return fmt.Errorf("--out: %w", err)
@@ -466,30 +462,26 @@ func writeBenchReport(cCtx *cli.Context, r *bench.Report, jsonPath, outDir strin
 	return nil
 }
 
-// benchLockWait is how long a bench waits for another one writing its
-// report into the same --out (a write of milliseconds).
-const benchLockWait = 30 * time.Second
+// benchLockWait is how long a bench waits for the lock of --out's
+// directory, which another bench holds for milliseconds, while it writes.
+const benchLockWait = 2 * time.Second
 
-// lockBenchOut takes the lock of --out's directory dir's benchLockFile
-// for the write of its two files, waiting out another bench writing
-// there: two benches ending at once left one's bench.json beside the
-// other's bench.txt. (A file of its own, not the directory's lock, which
-// a demo or synth writing there holds for minutes, and which needs the
-// directory readable.)
-func lockBenchOut(dir string) (release func(), err error) {
-	f, err := atomicfile.OpenRegular(filepath.Join(dir, benchLockFile), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
+// lockBenchOut takes the lock of --out's directory dir for the write of
+// its two files, waiting out another bench writing there: two benches
+// ending at once left one's bench.json beside the other's bench.txt.
+// Where the lock is held longer (a demo or a synth writing its own files
+// there holds it for minutes) or cannot be taken (a directory that cannot
+// be read, only written), the files are written without it: only a bench
+// writes them, and the report is not lost for a lock. (No lock file of its
+// own: one left in a directory emptied by hand made it no longer empty.)
+func lockBenchOut(dir string) (release func()) {
 	for deadline := time.Now().Add(benchLockWait); ; time.Sleep(20 * time.Millisecond) {
-		err := flock.TryLock(f, true)
-		if err == nil || !errors.Is(err, flock.ErrLocked) {
-			// (A system that cannot lock goes on unguarded.)
-			return func() { f.Close() }, nil
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another bench has held %s for %s, writing its report there", benchLockFile, benchLockWait)
+		release, err := flock.LockDir(dir)
+		switch {
+		case err == nil:
+			return release
+		case !errors.Is(err, flock.ErrLocked) || time.Now().After(deadline):
+			return func() {}
 		}
 	}
 }
@@ -577,11 +569,10 @@ func notABenchFile(dest, outDir string) error {
 	return nil
 }
 
-// The files bench --out writes, and the lock of their writing.
+// The files bench --out writes.
 const (
 	benchJSONFile = "bench.json"
 	benchTextFile = "bench.txt"
-	benchLockFile = ".bench.lock"
 )
 
 // parseShape reads a --shape: a name from bench.Configs or IxHxBxO.

@@ -451,6 +451,13 @@ def test_a_legacy_file_of_a_framed_pickle_protocol_is_named(tmp_path, protocol):
                                    "torch.load(weights_only=True) does not read ("), str(e.value)
     assert str(e.value).endswith("save the state_dict again with torch.save's defaults (torch.save(state_dict, "
                                  "'model.pt')) and convert that"), str(e.value)
+    # Cut short within its pickles (a download cut off), it is said to be that, not to be saved again.
+    whole = p.read_bytes()
+    for n in (3, 40, 200):
+        p.write_bytes(whole[:n])
+        with pytest.raises(ConversionError) as e:
+            convert.torch_to_dinoclip(str(p), str(tmp_path / "o.safetensors"))
+        assert str(e.value).startswith(f"{p}: the file is cut short or corrupt (its pickles end early"), (n, str(e.value))
 
 
 def test_to_torch_says_it_takes_a_runs_moving_average(capsys):

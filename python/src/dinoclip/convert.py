@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import pickletools
 import re
 import stat
 import struct
@@ -133,10 +134,26 @@ def _is_legacy_torch(head: bytes) -> bool:
     return any(magic[:len(head)] == head[:len(magic)] for magic in _LEGACY_MAGICS)
 
 
-def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> str:
-    """Why ``torch.load(weights_only=True)`` failed with ``e`` on ``path`` (starting with ``head``;
-    ``torchscript``: a zip archive of TorchScript's layout), as one line saying what to do: torch's
-    own advice (weights_only=False, which runs whatever code the file holds) is not passed on."""
+def _legacy_pickles_whole(f) -> bool:
+    """Whether the legacy torch.save file open as ``f`` holds its five pickles whole (its magic number,
+    protocol version, system information, the object and its storages' keys), walked without being run
+    (pickletools.genops): torch.load's weights-only unpickler stops at the first FRAME of protocols 4
+    and 5, before it would find a file cut short."""
+    f.seek(0)
+    try:
+        for _ in range(5):
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # (genops's ValueError at the end of the bytes, or an opcode it does not know)
+        return False
+    return True
+
+
+def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool, f) -> str:
+    """Why ``torch.load(weights_only=True)`` failed with ``e`` on ``path`` (open as ``f``, starting
+    with ``head``; ``torchscript``: a zip archive of TorchScript's layout), as one line saying what to
+    do: torch's own advice (weights_only=False, which runs whatever code the file holds) is not passed
+    on."""
     detail = _unpickling_detail(e)
     if torchscript:
         return (f"{path}: a TorchScript archive (torch.jit.save), not a state_dict: save its weights with "
@@ -145,7 +162,10 @@ def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool) -> st
         # (a pickle's PROTO opcode, as pickle.dump writes it, but not torch.save's magic number after it)
         return (f"{path}: a pickle not written by torch.save (pickle.dump's?), which torch.load does not read "
                 f"({detail}): save the state_dict with torch.save(state_dict, 'model.pt') and convert that")
-    if len(head) > 1 and head[0] == 0x80 and head[1] >= 4 and _is_legacy_torch(head) and not isinstance(e, EOFError):
+    framed = len(head) > 1 and head[0] == 0x80 and head[1] >= 4 and _is_legacy_torch(head)
+    if framed and not _legacy_pickles_whole(f):
+        return f"{path}: the file is cut short or corrupt (its pickles end early, or hold what no pickle does): {_AGAIN}"
+    if framed and not isinstance(e, EOFError):
         # (torch.load's weights-only unpickler reads no FRAME, which protocols 4 and 5 write: a plain
         # state_dict so saved was told it held objects besides tensors)
         return (f"{path}: a torch.save file in the legacy format with pickle protocol {head[1]}, which "
@@ -205,7 +225,7 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", UserWarning)
                 obj = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # unpickling errors of several types
-            raise ConversionError(_load_failure(e, path, head, torchscript)) from None
+            raise ConversionError(_load_failure(e, path, head, torchscript, f)) from None
     sd = OrderedDict(_unwrap(obj, path))
     # The wrappers nest, in either order (torch.compile of a DDP model saves _orig_mod.module.*,
     # DDP of a compiled one module._orig_mod.*): each prefix shared by every key is removed, until

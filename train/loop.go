@@ -129,6 +129,38 @@ func (o Options) CheckpointBytes(c nn.Config) float64 {
 	return bytes
 }
 
+// checkpointsMidEpoch reports whether a run of o saves a checkpoint by
+// CheckpointEvery after step, the batch-th of an epoch of spe steps: at
+// every multiple of it but the epoch's last step, where the epoch's own
+// checkpoint is saved.
+func (o Options) checkpointsMidEpoch(step, batch, spe int) bool {
+	return o.CheckpointEvery > 0 && step%o.CheckpointEvery == 0 && batch < spe
+}
+
+// CheckpointsSaved is how many checkpoints a run of o over rows of
+// training data saves in all: one at each epoch's end, and those of
+// checkpointsMidEpoch. (Epochs and steps a run takes are far from
+// overflowing an int64.)
+func (o Options) CheckpointsSaved(rows int) int64 {
+	saves := int64(o.Epochs)
+	if o.CheckpointEvery <= 0 || o.Batch <= 0 || rows < o.Batch {
+		return saves
+	}
+	spe := int64(rows / o.Batch)
+	steps := int64(o.Epochs) * spe
+	every := int64(o.CheckpointEvery)
+	lcm := every / gcd(every, spe) * spe // (the steps that end an epoch too)
+	return saves + steps/every - steps/lcm
+}
+
+// gcd is the greatest common divisor of a and b, for b > 0.
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
 // PrecisionMode is o.Precision with "" (a run from before the option)
 // read as PrecisionFP32.
 func (o Options) PrecisionMode() string {
@@ -976,7 +1008,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 					return res, err
 				}
 				st.Batch++
-				if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
+				if o.checkpointsMidEpoch(st.Step, st.Batch, spe) {
 					if err := flush(); err != nil {
 						return res, err
 					}
@@ -1027,7 +1059,7 @@ func (tr *Trainer) loop(ctx context.Context, st State, metric Metric, resident n
 			if err := record(st.Step, hp, loss); err != nil {
 				return res, err
 			}
-			if o.CheckpointEvery > 0 && st.Step%o.CheckpointEvery == 0 && st.Batch < spe {
+			if o.checkpointsMidEpoch(st.Step, st.Batch, spe) {
 				if err := tr.save(st, nil, nil, nil); err != nil {
 					return res, err
 				}

@@ -659,3 +659,25 @@ func TestResumedRateCountsTheStepsTimed(t *testing.T) {
 		t.Errorf("no record of step 10 in the resumed run's metrics:\n%s", b)
 	}
 }
+
+// CheckpointsSaved counts what the loop saves: a checkpoint at each
+// epoch's end, and one at each step checkpointsMidEpoch takes.
+func TestCheckpointsSaved(t *testing.T) {
+	for _, c := range []struct{ epochs, rows, batch, every int }{
+		{1, 64, 16, 1}, {1, 64, 16, 2}, {3, 64, 16, 2}, {3, 70, 16, 3}, {5, 100, 7, 4}, {2, 10, 3, 5}, {4, 64, 16, 0}, {2, 10, 20, 1},
+	} {
+		o := DefaultOptions()
+		o.Epochs, o.Batch, o.CheckpointEvery = c.epochs, c.batch, c.every
+		spe, want, step := c.rows/c.batch, int64(c.epochs), 0
+		for range c.epochs {
+			for batch := 1; batch <= spe; batch++ {
+				if step++; o.checkpointsMidEpoch(step, batch, spe) {
+					want++
+				}
+			}
+		}
+		if got := o.CheckpointsSaved(c.rows); got != want {
+			t.Errorf("%+v: %d checkpoints saved, want %d", c, got, want)
+		}
+	}
+}

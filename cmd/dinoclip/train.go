@@ -762,37 +762,12 @@ func checkRunDisk(w io.Writer, runDir string, c nn.Config, o train.Options, rows
 	// --keep step checkpoints, last and best, and the one being saved;
 	// no more than the run saves (a large --keep, to keep them all, was
 	// warned of hundreds). (In float64: counts that overflow an int.)
-	saves := float64(o.Epochs) + float64(midEpochCheckpoints(o, rows))
+	saves := float64(o.CheckpointsSaved(rows))
 	if n := min(float64(o.Keep)+3, saves); !resume && n*one > float64(free) {
 		fmt.Fprintf(w, "dinoclip: warning: a checkpoint of the model takes about %s on disk and the run holds up to %.0f at once (--keep %d, last, best and the one being saved, of the %.0f it saves: %s), but %s is free under %s: it will stop at a checkpoint once the disk is full; free space, or lower --keep\n",
 			sizeText(one), n, o.Keep, saves, sizeText(n*one), sizeText(float64(free)), printable.String(dir))
 	}
 	return nil
-}
-
-// midEpochCheckpoints is how many checkpoints a run of o over rows saves
-// by --checkpoint-every: at every multiple of it but the epochs' last
-// steps, where the epoch's own checkpoint is saved.
-func midEpochCheckpoints(o train.Options, rows int) int64 {
-	if o.CheckpointEvery <= 0 || o.Batch <= 0 {
-		return 0
-	}
-	spe := int64(rows / o.Batch)
-	if spe == 0 {
-		return 0
-	}
-	steps := int64(o.Epochs) * spe // (epochs and steps a run takes are far from overflowing)
-	every := int64(o.CheckpointEvery)
-	lcm := every / gcd(every, spe) * spe
-	return steps/every - steps/lcm
-}
-
-// gcd is the greatest common divisor of a and b, for b > 0.
-func gcd(a, b int64) int64 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
 }
 
 // warnShardCopies warns of shards that are links to an earlier shard's

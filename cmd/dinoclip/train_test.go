@@ -600,26 +600,6 @@ func TestTrainChecksDisk(t *testing.T) {
 	}
 }
 
-// midEpochCheckpoints counts the steps the loop saves a checkpoint at by
-// --checkpoint-every: its multiples but the epochs' last steps.
-func TestMidEpochCheckpoints(t *testing.T) {
-	for _, c := range []struct{ epochs, rows, batch, every int }{
-		{1, 64, 16, 1}, {1, 64, 16, 2}, {3, 64, 16, 2}, {3, 70, 16, 3}, {5, 100, 7, 4}, {2, 10, 3, 5}, {4, 64, 16, 0}, {2, 10, 20, 1},
-	} {
-		o := train.DefaultOptions()
-		o.Epochs, o.Batch, o.CheckpointEvery = c.epochs, c.batch, c.every
-		spe, want := c.rows/c.batch, int64(0)
-		for step := 1; c.every > 0 && step <= c.epochs*spe; step++ {
-			if step%c.every == 0 && step%spe != 0 {
-				want++
-			}
-		}
-		if got := midEpochCheckpoints(o, c.rows); got != want {
-			t.Errorf("%+v: %d checkpoints by --checkpoint-every, want %d", c, got, want)
-		}
-	}
-}
-
 // run.json records the device a run trains on, and a resume goes on
 // there unless told otherwise: the hint a stopped GPU run prints (train
 // --resume --out RUN) resumed it on the CPU, silently, where it did not

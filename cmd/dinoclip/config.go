@@ -410,16 +410,26 @@ func applyConfig(cCtx *cli.Context) error {
 // it: "--NAME VALUE" on the command line, else "DINOCLIP_NAME=VALUE" in the
 // environment (the flag's variable), else "NAME: VALUE in FILE", the configuration file.
 func flagSetting(cCtx *cli.Context, name string, value any) string {
-	if onCommandLine(cCtx, name) {
-		return fmt.Sprintf("--%s %v", name, value)
-	}
-	if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
+	switch env, file := flagSource(cCtx, name); {
+	case env != "":
 		return fmt.Sprintf("%s=%v", env, value)
-	}
-	if path := cCtx.String("config"); path != "" {
-		return fmt.Sprintf("%s: %v in %s", name, value, path)
+	case file != "":
+		return fmt.Sprintf("%s: %v in %s", name, value, file)
 	}
 	return fmt.Sprintf("--%s %v", name, value)
+}
+
+// flagSource is where flag name's value came from when the command line
+// does not hold it: its environment variable (env, where set), else the
+// configuration file (file); neither where the command line holds it.
+func flagSource(cCtx *cli.Context, name string) (env, file string) {
+	if onCommandLine(cCtx, name) {
+		return "", ""
+	}
+	if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
+		return env, ""
+	}
+	return "", cCtx.String("config")
 }
 
 // flagName matches a flag's name in an error's message: --NAME.
@@ -448,14 +458,15 @@ func withFlagSource(cCtx *cli.Context, err error) error {
 		// (Followed by the value whole: --loss mse is not --loss mse+infonce.)
 		rest, quotes := strings.CutPrefix(msg[m[1]:], value)
 		quoted := m[0] == 0 || quotes && (rest == "" || !strings.ContainsAny(rest[:1], valueBytes))
-		if !quoted || !cCtx.IsSet(name) || onCommandLine(cCtx, name) {
+		if !quoted || !cCtx.IsSet(name) {
 			continue
 		}
 		note := ""
-		if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
+		switch env, file := flagSource(cCtx, name); {
+		case env != "":
 			note = fmt.Sprintf("--%s is set by %s in the environment", name, env)
-		} else if path := cCtx.String("config"); path != "" {
-			note = fmt.Sprintf("--%s is set by its key in the configuration file %s", name, path)
+		case file != "":
+			note = fmt.Sprintf("--%s is set by its key in the configuration file %s", name, file)
 		}
 		if note != "" && !slices.Contains(notes, note) {
 			notes = append(notes, note)

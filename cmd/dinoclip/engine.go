@@ -167,12 +167,6 @@ type loadedModel struct {
 	Precision string // the engine's: the one asked for, or fp32 where the default bf16 does not fit
 }
 
-// loadModel resolves --model (a model file, a checkpoint directory or a run
-// directory), reads it and loads it onto an engine on device in precision.
-// Where precision is the GPU's default (flag, the --precision given, is
-// empty) and the model's widths do not fit the bf16 engine, it computes in
-// fp32 instead and says so on warn; an explicit --precision bf16 is
-// refused for such a model.
 // resolveModel is checkpoint.Resolve, saying what a directory that holds
 // no model is where it is another of dinoclip's outputs or inputs, given
 // by a slip (an index, an evaluation set).
@@ -197,6 +191,12 @@ func resolveModel(path string) (string, error) {
 	return "", fmt.Errorf("%w: it is %s, not a model", err, what)
 }
 
+// loadModel resolves --model (a model file, a checkpoint directory or a run
+// directory), reads it and loads it onto an engine on device in precision.
+// Where precision is the GPU's default (flag, the --precision given, is
+// empty) and the model's widths do not fit the bf16 engine, it computes in
+// fp32 instead and says so on warn; an explicit --precision bf16 is
+// refused for such a model.
 func loadModel(model, device, precision, flag string, warn io.Writer) (*loadedModel, error) {
 	if err := checkDevice(device); err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -538,16 +537,12 @@ func replacesOtherFile(jsonPath, dest string) error {
 	if st, err := os.Stat(dest); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
 		return nil // (none, or what the write refuses in its own words)
 	}
-	f, err := os.Open(dest)
-	if err != nil {
+	b, err := atomicfile.ReadRegular(dest, maxReportBytes)
+	switch tooLarge := (*atomicfile.TooLargeError)(nil); {
+	case errors.As(err, &tooLarge): // (no report, read no further)
+	case err != nil:
 		return fmt.Errorf("--json %s exists and cannot be read to tell whether it is an earlier bench report, which the report may replace: %w", jsonPath, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxReportBytes+1))
-	if err != nil {
-		return fmt.Errorf("--json %s: %w", jsonPath, err)
-	}
-	if len(b) <= maxReportBytes && bench.IsReport(b) {
+	case bench.IsReport(b):
 		return nil
 	}
 	return fmt.Errorf("--json %s exists and is no dinoclip bench report, which the report would replace: remove it first if it may go, or write the report elsewhere", jsonPath)

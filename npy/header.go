@@ -1,6 +1,7 @@
 package npy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -73,7 +74,7 @@ func otherFormat(b []byte) string {
 	case len(b) > 8 && b[8] == '{' && binary.LittleEndian.Uint64(b) < 1<<40:
 		// (A safetensors file: the length of its JSON header, then the header.)
 		return "it is a safetensors file (a model, or a checkpoint's state)"
-	case strings.HasPrefix(string(b[:min(len(b), 4)]), "PK\x03\x04"):
+	case bytes.HasPrefix(b, []byte("PK\x03\x04")):
 		return "it is a zip archive (numpy's .npz of several arrays, or a PyTorch file): numpy.save writes one array as .npy"
 	}
 	return "missing the \\x93NUMPY magic string"

@@ -421,7 +421,9 @@ func flagSetting(cCtx *cli.Context, name string, value any) string {
 
 // flagSource is where flag name's value came from when the command line
 // does not hold it: its environment variable (env, where set), else the
-// configuration file (file); neither where the command line holds it.
+// configuration file (file, with the variable that named it where the
+// command line did not: a user who set DINOCLIP_CONFIG long ago looks for
+// it there); neither where the command line holds it.
 func flagSource(cCtx *cli.Context, name string) (env, file string) {
 	if onCommandLine(cCtx, name) {
 		return "", ""
@@ -429,7 +431,11 @@ func flagSource(cCtx *cli.Context, name string) (env, file string) {
 	if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
 		return env, ""
 	}
-	return "", cCtx.String("config")
+	file = cCtx.String("config")
+	if env := flagEnvVar(cCtx, "config"); file != "" && !onCommandLine(cCtx, "config") && os.Getenv(env) != "" {
+		file = fmt.Sprintf("%s, named by %s", file, env)
+	}
+	return "", file
 }
 
 // flagName matches a flag's name in an error's message: --NAME.

@@ -394,6 +394,10 @@ func TestErrorNamesTheFlagsSource(t *testing.T) {
 	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "epochs: 0\n")
 	base := []string{"train", "--data", data, "--out", run}
 	wantError(t, append(slices.Clone(base), "--config", cfg), "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+")")
+	// A file named by the variable is said to be: the user may have set it long ago.
+	t.Setenv("DINOCLIP_CONFIG", cfg)
+	wantError(t, base, "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+", named by DINOCLIP_CONFIG)")
+	t.Setenv("DINOCLIP_CONFIG", "")
 	t.Setenv("DINOCLIP_BATCH", "-5")
 	wantError(t, base, "--batch -5: must be at least 1 (--batch is set by DINOCLIP_BATCH in the environment)")
 	// The command line's own is said as it is.

@@ -811,7 +811,10 @@ def save(
     ``path`` is the file to write, or a directory (existing, or given with a trailing
     separator) to write ``model.safetensors`` into. ``metadata`` adds entries to the
     ``__metadata__`` (strings as they are, other values as JSON); ``format`` and ``config``
-    are always set by ``save``. The write is atomic (temporary file + ``os.replace``). What
+    are always set by ``save``. The write is atomic (temporary file + ``os.replace``), and
+    replaces what was at ``path``, whatever it held, as ``torch.save`` does (``python -m
+    dinoclip.convert``, which takes its path from a command line, refuses a file of another
+    kind). What
     :func:`load` or the Go side would refuse (weights that are not finite, a shape beyond what
     they handle, metadata they refuse or that makes a header over their limit) is refused before
     anything is written.

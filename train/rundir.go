@@ -1125,8 +1125,12 @@ func (tr *Trainer) restore() (State, error) {
 	case ck.Config != c || (info.Model != nn.Config{} && info.Model != c):
 		return State{}, fmt.Errorf("%s: the checkpoint's model is %v and run.json's %v, this run's %v", dir, ck.Config, info.Model, c)
 	case st.Data != data:
-		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d)",
-			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim)
+		// (--accept-changed-inputs takes other contents, not another size:
+		// the run's batches are drawn over its rows.)
+		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d); "+
+			"a run continues only on data of its own size, --accept-changed-inputs or not: restore its data, or start a new run "+
+			"from its weights (dinoclip train --init %s --out NEW ...)",
+			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim, ShellArg(dir))
 	}
 	// A run.json from before it recorded the sets (Evals absent, not
 	// empty) takes the sets given.

@@ -478,6 +478,13 @@ func TestResumeChangedDataCLI(t *testing.T) {
 	writeF32(t, filepath.Join(data, "shard-00000.dino.npy"), []int{40, tIn}, x)
 	wantError(t, []string{"train", "--resume", "--out", run}, "shard-00000.dino.npy is not the file", "--accept-changed-inputs")
 	mustRun(t, "train", "--resume", "--out", run, "--accept-changed-inputs")
+	// Data of another size is another run's, which the flag cannot help.
+	os.Remove(filepath.Join(data, "shard-00000.clip.npy"))
+	x, y := wd.sample(48)
+	writeF32(t, filepath.Join(data, "shard-00000.dino.npy"), []int{48, tIn}, x)
+	writeF32(t, filepath.Join(data, "shard-00000.clip.npy"), []int{48, tOut}, y)
+	wantError(t, []string{"train", "--resume", "--out", run, "--accept-changed-inputs"}, "the run was started on training data of 64 rows",
+		"a run continues only on data of its own size, --accept-changed-inputs or not", "dinoclip train --init "+filepath.Join(run, "last"))
 	wantError(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new"), "--accept-changed-inputs"), "--accept-changed-inputs is for --resume")
 	// Set to false (a config file shared with resumes), it is no refusal.
 	if _, _, err := runCLIStopped(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new2"), "--accept-changed-inputs=false")...); !errors.Is(err, context.Canceled) {

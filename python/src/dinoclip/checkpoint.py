@@ -232,6 +232,12 @@ def _folded(d: dict, key: str):
     return next((v for k, v in d.items() if k.casefold() == key), None)
 
 
+def _pickle_protocol(head: bytes) -> int:
+    """The protocol of a pickle that begins with ``head``: its PROTO opcode (0x80) and version, as
+    ``pickle.dump`` and torch.save's legacy format write them (protocols 2 to 5); 0 for none."""
+    return head[1] if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 else 0
+
+
 def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, str, List[int], int, int]]]:
     """The parsed JSON header of the safetensors file ``f`` (read from its start, no more than the
     header: 8 + N bytes; ``path`` names it in errors), the offset of its data and its tensors
@@ -245,7 +251,7 @@ def _parse_header(f: BinaryIO, path: str) -> Tuple[dict, int, List[Tuple[str, st
     # (one beyond the limit or past the file's end; a valid one may begin with the same bytes:
     # 0x80 0x02 is a length of 640 mod 65536) and no header's opening brace follows (a
     # safetensors file cut short; neither of torch's formats has one there)
-    torch = head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5)
+    torch = head.startswith(b"PK\x03\x04") or _pickle_protocol(head) > 0
     torch_error = CheckpointError(f"{path}: a PyTorch file (torch.save's format), not safetensors: "
                                   "python -m dinoclip.convert to-dinoclip converts a state_dict")
     if n > _MAX_HEADER:

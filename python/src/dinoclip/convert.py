@@ -37,6 +37,7 @@ import zipfile
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -158,11 +159,11 @@ def _load_failure(e: Exception, path: str, head: bytes, torchscript: bool, f) ->
     if torchscript:
         return (f"{path}: a TorchScript archive (torch.jit.save), not a state_dict: save its weights with "
                 f"torch.save(torch.jit.load({path!r}).state_dict(), 'model.pt') and convert that")
-    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5 and not _is_legacy_torch(head):
+    if checkpoint._pickle_protocol(head) and not _is_legacy_torch(head):
         # (a pickle's PROTO opcode, as pickle.dump writes it, but not torch.save's magic number after it)
         return (f"{path}: a pickle not written by torch.save (pickle.dump's?), which torch.load does not read "
                 f"({detail}): save the state_dict with torch.save(state_dict, 'model.pt') and convert that")
-    framed = len(head) > 1 and head[0] == 0x80 and head[1] >= 4 and _is_legacy_torch(head)
+    framed = checkpoint._pickle_protocol(head) >= 4 and _is_legacy_torch(head)
     if framed and not _legacy_pickles_whole(f):
         return f"{path}: the file is cut short or corrupt (its pickles end early, or hold what no pickle does): {_AGAIN}"
     if framed and not isinstance(e, EOFError):
@@ -309,7 +310,6 @@ def _destination(dst: str, src: str, torch_out: bool) -> str:
     return dst
 
 
-_NPY_MAGIC = b"\x93NUMPY"
 # How much of a file is read to tell its kind: the format of a safetensors header cut short is
 # looked for in it, as the Go side looks (cutHeaderFormat).
 _KIND_HEAD = 64 << 10
@@ -383,8 +383,8 @@ def _replace_refusal(given: str, dst: str, torch_out: bool) -> Optional[str]:
             head = f.read(_KIND_HEAD)
     except OSError:
         head = b""
-    st_format = None if head.startswith(_NPY_MAGIC) else _safetensors_format(dst, head, st.st_size)
-    if head.startswith(_NPY_MAGIC):
+    st_format = None if head.startswith(np.lib.format.MAGIC_PREFIX) else _safetensors_format(dst, head, st.st_size)
+    if head.startswith(np.lib.format.MAGIC_PREFIX):
         kind = "a .npy array"
     elif st_format is not None:
         fmt, cut, may_be_state = st_format

@@ -937,7 +937,7 @@ def _shard_rows(out: str, names: Sequence[str], target: str, float16: bool, reco
             path = os.path.join(out, name + suffix)
             try:
                 with open(path, "rb") as f:
-                    if f.read(6) != b"\x93NUMPY":
+                    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                         raise ValueError("no .npy file: it does not begin as one")
                 a = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError, EOFError) as e:  # (EOFError: numpy's for an empty file)

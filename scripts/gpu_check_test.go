@@ -60,11 +60,14 @@ fi
 `
 
 const fakeSMI = `#!/usr/bin/env bash
-case "$*" in *--query-gpu*) echo "Fake GPU, 000.00, 1 MiB" ;; *) echo "fake nvidia-smi" ;; esac
+case "$*" in *compute_cap*) echo 9.0 ;; *--query-gpu*) echo "Fake GPU, 000.00, 1 MiB" ;; *) echo "fake nvidia-smi" ;; esac
 `
 
 const fakeTest = `#!/usr/bin/env bash
-if [ "${DINOCLIP_CUDA_KERNELS:-}" = ptx ]; then
+if [ "${DINOCLIP_CUDA_KERNELS:-}" = ptx ] || [ "${FAKE_BREAK:-}" = old-driver ]; then
+	if [ "${FAKE_BREAK:-}" = old-driver ]; then
+		echo 'level=INFO msg="cuda: kernels loaded" gpu="Fake GPU" kernels="portable PTX" fallback="not using the sm_90a cubins: they need a driver of CUDA 13.0 or later, this one is CUDA 12.4"'
+	fi
 	echo 'level=INFO msg="cuda: kernels loaded" gpu="Fake GPU" kernels="portable PTX"'
 	if [ "${FAKE_BREAK:-}" = ptx ]; then echo "--- FAIL: TestGemm (0.00s)"; exit 1; fi
 	echo "--- PASS: TestGemm (0.00s)"
@@ -178,7 +181,7 @@ func TestGPUCheckVerdicts(t *testing.T) {
 			"device   PASS", "tests    PASS", "ptx      PASS the tests on the portable PTX too", "driver   PASS 1 tests", "tensorcore PASS 3 tests",
 			"data     PASS", "train    PASS 8 steps of 1024 rows in bf16",
 			"parity   PASS GPU resident = host batches exactly; worst CPU/GPU relative loss difference 0, within 1e-06",
-			"eval     PASS", "overall: PASS (every part ran and passed)"}, []string{"FAILED their check", "FAILED its check"}},
+			"eval     PASS", "overall: PASS (every part ran and passed)"}, []string{"FAILED their check", "FAILED its check", "NOTE:"}},
 		{"no python", "", noPython, nil, 1, []string{
 			"parity   SKIP the three runs finished; no ", "eval     SKIP ran on the GPU and the CPU; no ",
 			"overall: FAIL (skipped: parity eval (a skipped part fails the check unless --allow-skip names it))"}, nil},
@@ -202,6 +205,10 @@ func TestGPUCheckVerdicts(t *testing.T) {
 			"train    PASS 8 steps of 1024 rows in bf16, data resident on the GPU, ",
 			"; but the wgmma GEMMs FAILED their check: the bf16 GEMMs ran on mma.sync; but the GPU search FAILED its check: the evaluations ranked on the CPU"}, nil},
 		{"failing GPU tests", "tests", nil, nil, 1, []string{"tests    FAIL --- FAIL: TestGemm", "overall: FAIL (failed: tests)"}, nil},
+		{"a Hopper GPU whose driver refuses the cubins", "old-driver", nil, nil, 0, []string{
+			"kernels: portable PTX (fallback: not using the sm_90a cubins: they need a driver of CUDA 13.0 or later, this one is CUDA 12.4)",
+			"ptx      PASS the tests above ran on the portable PTX",
+			"NOTE:    a compute capability 9.0 GPU, but the sm_90a cubins did not load (not using the sm_90a cubins: they need a driver of CUDA 13.0 or later, this one is CUDA 12.4): the wgmma, TMA and cluster kernels did not run"}, nil},
 		{"failing on the portable PTX", "ptx", nil, nil, 1, []string{"ptx      FAIL", "overall: FAIL (failed: ptx)"}, nil},
 		{"failing driver calls", "driver", nil, nil, 1, []string{"driver   FAIL --- FAIL: TestLaunchEx", "overall: FAIL (failed: driver)"}, nil},
 		{"failing tensor-core primitives", "tensorcore", nil, nil, 1, []string{"tensorcore FAIL --- FAIL: TestTCMma", "overall: FAIL (failed: tensorcore)"}, nil},

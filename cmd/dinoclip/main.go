@@ -44,7 +44,7 @@ func run(args []string) int {
 		err = fmt.Errorf("writing the output: %w", stdout.Err)
 	}
 	if exitingOnSignal(ctx) {
-		select {} // the signal's exit ends the process, with its status (cleanups may have failed err)
+		select {} // the signal's exit ends the process, with its status (its removals may have failed err)
 	}
 	switch {
 	case err == nil:

@@ -26,8 +26,7 @@ import (
 //   - otherwise (a command that does not look at its context, or any
 //     command still reading its --config or opening a named pipe, where
 //     nothing would ever look), the process ends at once: "dinoclip:
-//     interrupted", exit 128 + the signal's number, after the cleanups
-//     onInterruptExit registered;
+//     interrupted", exit 128 + the signal's number;
 //   - in such an action, a later signal is ignored for stopGrace after
 //     the first (the clean stop is under way), and ends the process at
 //     once after that, so that a stop that takes too long, or a command
@@ -141,7 +140,6 @@ type interruptPolicy struct {
 	mu          sync.Mutex
 	cancellable bool      // the running action stops itself on cancellation
 	firstSignal time.Time // when the signal that started a clean stop came
-	cleanup     []func()  // run before the process ends at once
 	exiting     bool      // a signal is ending the process (exit)
 }
 
@@ -190,18 +188,16 @@ func (p *interruptPolicy) onSignal(now time.Time) int {
 	return signalExits
 }
 
-// exit ends the process for signal sig, after the registered cleanups and
+// exit ends the process for signal sig, after
 // atomicfile.RemoveUnfinished (os.Exit runs no deferred call).
 func (p *interruptPolicy) exit(sig syscall.Signal) {
 	// A signal from now on ends the process as if nothing caught it: a
-	// cleanup that hangs (on a hung filesystem) cannot keep it alive.
+	// removal that hangs (on a hung filesystem) cannot keep it alive.
 	// SIGQUIT, whose default in Go is a goroutine dump, is ignored
 	// instead: a second Ctrl-\ changes nothing, and Ctrl-C still ends it.
 	signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP) // (those not caught are left as they are)
 	signal.Ignore(syscall.SIGQUIT)
-	for _, f := range p.beginExit() {
-		f()
-	}
+	p.beginExit()
 	atomicfile.RemoveUnfinished()
 	fmt.Fprintln(os.Stderr, "dinoclip: interrupted")
 	os.Exit(128 + int(sig))
@@ -218,28 +214,11 @@ func handleInterrupts(ctx context.Context) {
 	}
 }
 
-// onInterruptExit registers cleanup, the removal of a command's own
-// scratch files, to run when a signal ends the process at once (os.Exit
-// runs no deferred call). A command that does not look at its context
-// (a top-k over an evaluation set, a benchmark's timed loops, averaging
-// checkpoints) is ended so by the first signal; its outputs are written
-// at the end, atomically, and the temporary files it was writing are
-// removed on the way out (atomicfile.RemoveUnfinished).
-func onInterruptExit(ctx context.Context, cleanup func()) {
-	if p := policyOf(ctx); p != nil {
-		p.mu.Lock()
-		p.cleanup = append(p.cleanup, cleanup)
-		p.mu.Unlock()
-	}
-}
-
-// beginExit marks the process as ending on a signal (exitingOnSignal) and
-// returns the cleanups to run first.
-func (p *interruptPolicy) beginExit() []func() {
+// beginExit marks the process as ending on a signal (exitingOnSignal).
+func (p *interruptPolicy) beginExit() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.exiting = true
-	return p.cleanup
 }
 
 // exitingOnSignal reports whether a signal is ending the process at once

@@ -206,7 +206,7 @@ func CheckRecordedPath(what, path string) error {
 }
 
 // checkRecordedPaths refuses training data (its directory or a shard) or
-// an evaluation set whose path, as run.json records it (absPath, a
+// an evaluation set whose path, as run.json records it (atomicfile.AbsPath, a
 // shard's name), is not UTF-8: JSON holds text,
 // and such a path would read back as another (bytes that are not UTF-8
 // become U+FFFD), which a resume could not find.

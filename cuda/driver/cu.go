@@ -236,7 +236,7 @@ func (c *cuDriver) ToDevice(dst uintptr, src unsafe.Pointer, bytes int64) error 
 	return kernelFault(cu.MemcpyHtoDAsync(cu.DevicePtr(dst), src, bytes, c.stream))
 }
 
-// toHost copies into pageable Go memory: the call returns when the copy is
+// ToHost copies into pageable Go memory: the call returns when the copy is
 // done.
 func (c *cuDriver) ToHost(dst unsafe.Pointer, src uintptr, bytes int64) error {
 	return kernelFault(cu.MemcpyDtoHAsync(dst, cu.DevicePtr(src), bytes, c.stream))
@@ -300,7 +300,7 @@ func hasCode[R interface {
 	return errors.Is(err, r) || errors.As(err, &le) && le.Code == int(r)
 }
 
-// close releases the stream, the modules and the context.
+// Close releases the stream, the modules and the context.
 func (c *cuDriver) Close() error {
 	var errs []error
 	var none cu.Stream

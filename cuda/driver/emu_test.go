@@ -396,12 +396,6 @@ func TestEmuStaticSharedCounts(t *testing.T) {
 	}
 }
 
-// TestEmuUploadAsyncReadsLate: after an UploadAsync the emulated stream
-// runs as late as a GPU may, so a host that writes the pinned source
-// before WaitEvent(done) has returned sends the device the new contents,
-// work queued behind the copy runs in order when the host waits, and
-// WaitEvent runs the queue only up to its event. ToDevice refuses pinned
-// memory, and UploadAsync and ToHostAsync pageable memory.
 // TestEmuGraphEvent: an event recorded in a captured graph is passed when
 // the stream reaches it in a launch of the graph: in the lazy stream,
 // WaitEvent on it runs the graph up to the event and no further.
@@ -471,6 +465,12 @@ func TestEmuGraphEvent(t *testing.T) {
 	}
 }
 
+// TestEmuUploadAsyncReadsLate: after an UploadAsync the emulated stream
+// runs as late as a GPU may, so a host that writes the pinned source
+// before WaitEvent(done) has returned sends the device the new contents,
+// work queued behind the copy runs in order when the host waits, and
+// WaitEvent runs the queue only up to its event. ToDevice refuses pinned
+// memory, and UploadAsync and ToHostAsync pageable memory.
 func TestEmuUploadAsyncReadsLate(t *testing.T) {
 	v := openTC(t)
 	a, b := v.alloc(16), v.alloc(16)

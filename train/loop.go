@@ -1124,7 +1124,7 @@ type pendingStep struct {
 // of the run and what to do (Advice, for dinoclip train's flags: a command
 // running the trainer otherwise, demo say, has its own to give).
 type StepError struct {
-	Step, Epoch, Batch int // the step (1-based), its epoch (1-based) and batch
+	Step, Epoch, Batch int // the step, its epoch and its batch in the epoch, all 1-based as a reader counts
 	Err                error
 	Advice             string
 }
@@ -1137,7 +1137,7 @@ func (e *StepError) Unwrap() error { return e.Err }
 
 // stepError is the error that stops the run at step p.
 func (tr *Trainer) stepError(p pendingStep, err error) error {
-	return &StepError{Step: p.step, Epoch: p.epoch + 1, Batch: p.batch, Err: err, Advice: tr.stopAdvice(p.step, err)}
+	return &StepError{Step: p.step, Epoch: p.epoch + 1, Batch: p.batch + 1, Err: err, Advice: tr.stopAdvice(p.step, err)}
 }
 
 // pipelined is the engine as an nn.PipelinedEngine when the run's steps go

@@ -290,8 +290,8 @@ func TestDivergedBeforeTheNextLoss(t *testing.T) {
 	}{
 		{"NaN weights after the last step, no evaluation", 36, 0, false, "step 36 diverged: it made weight 0 NaN"},
 		{"NaN weights at a checkpoint within an epoch", 6, 0, false, "step 6 diverged: it made weight 0 NaN"},
-		{"weights of 1e30 after the first epoch, evaluated", 12, 1e30, true, "step 12 (epoch 1, batch 11): the epoch's last update diverged: the model's output for image 0 of evaluation set"},
-		{"NaN weights after the first epoch, evaluated", 12, 0, true, "step 12 (epoch 1, batch 11): the epoch's last update diverged: the model's output for image 0 of evaluation set tiny is NaN"},
+		{"weights of 1e30 after the first epoch, evaluated", 12, 1e30, true, "step 12 (epoch 1, batch 12): the epoch's last update diverged: the model's output for image 0 of evaluation set"},
+		{"NaN weights after the first epoch, evaluated", 12, 0, true, "step 12 (epoch 1, batch 12): the epoch's last update diverged: the model's output for image 0 of evaluation set tiny is NaN"},
 	} {
 		runDir := t.TempDir()
 		tr := newTrainer(t, dataDir, runDir, func(e nn.Engine) nn.Engine { return &blowUpAfter{Engine: e, n: c.step, to: c.to} })

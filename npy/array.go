@@ -49,6 +49,33 @@ func Open(path string) (*Array, error) {
 	return a, nil
 }
 
+// OpenMatrix opens path as Open does and requires a matrix of floats: 2-D,
+// float16, float32 or float64, its rows at least one value wide (no model
+// maps to or from nothing). shape names the matrix in the error, as
+// "[n, input_dim]"; a 1-D float array is told how a single row is saved.
+func OpenMatrix(path, shape string) (*Array, error) {
+	a, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s := a.Shape()
+	switch {
+	case len(s) != 2 || !a.DType().IsFloat():
+		hint := ""
+		if len(s) == 1 && a.DType().IsFloat() {
+			hint = fmt.Sprintf(" (save a single row as [1, %d])", s[0])
+		}
+		err = fmt.Errorf("%s: a %v array of %s, want a 2-D float16, float32 or float64 matrix %s%s", path, s, a.DType().Name(), shape, hint)
+	case s[1] < 1:
+		err = fmt.Errorf("%s: a %v array: its rows hold no values, want rows at least 1 wide", path, s)
+	}
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
 // FromBytes validates b as the complete contents of a .npy file and returns
 // an Array over it without copying; b must not be modified while the Array
 // is in use. name is used in error messages only.

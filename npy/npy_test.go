@@ -727,3 +727,40 @@ func TestWriteFloatsFunc(t *testing.T) {
 		t.Error("WriteFloatsFunc of float64: no error")
 	}
 }
+
+// OpenMatrix takes a 2-D float array of rows at least one value wide, and
+// refuses anything else, saying what it is and what is wanted.
+func TestOpenMatrix(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, w func(string) error) string {
+		p := filepath.Join(dir, name)
+		if err := w(p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok := write("ok.npy", func(p string) error { return WriteFloat16(p, []int{3, 2}, make([]float32, 6)) })
+	a, err := OpenMatrix(ok, "[n, d]")
+	if err != nil || a.Rows() != 3 || a.RowLen() != 2 {
+		t.Fatalf("a [3 2] float16 matrix: %v", err)
+	}
+	a.Close()
+	for _, c := range []struct{ name, path, want string }{
+		{"int64", write("i.npy", func(p string) error { return WriteInt64(p, []int{2, 2}, make([]int64, 4)) }),
+			"i.npy: a [2 2] array of int64, want a 2-D float16, float32 or float64 matrix [n, d]"},
+		{"one row saved 1-D", write("v.npy", func(p string) error { return WriteFloat32(p, []int{4}, make([]float32, 4)) }),
+			"v.npy: a [4] array of float32, want a 2-D float16, float32 or float64 matrix [n, d] (save a single row as [1, 4])"},
+		{"3-D", write("c.npy", func(p string) error { return WriteFloat32(p, []int{1, 2, 2}, make([]float32, 4)) }),
+			"c.npy: a [1 2 2] array of float32, want a 2-D"},
+		{"rows of nothing", write("z.npy", func(p string) error { return WriteFloat32(p, []int{5, 0}, nil) }),
+			"z.npy: a [5 0] array: its rows hold no values, want rows at least 1 wide"},
+		{"no file", filepath.Join(dir, "none.npy"), "no such file"},
+	} {
+		if a, err := OpenMatrix(c.path, "[n, d]"); err == nil || !strings.Contains(err.Error(), c.want) {
+			if a != nil {
+				a.Close()
+			}
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

@@ -249,10 +249,10 @@ func (d *Dataset) checkTrainable() error {
 func openShard(dir, name string) (shard, error) {
 	s := shard{name: name}
 	var err error
-	if s.features, err = openMatrix(filepath.Join(dir, name+FeatureSuffix)); err != nil {
+	if s.features, err = npy.OpenMatrix(filepath.Join(dir, name+FeatureSuffix), "[n, D_in]"); err != nil {
 		return s, err
 	}
-	if s.targets, err = openMatrix(filepath.Join(dir, name+TargetSuffix)); err != nil {
+	if s.targets, err = npy.OpenMatrix(filepath.Join(dir, name+TargetSuffix), "[n, D_out]"); err != nil {
 		s.features.Close()
 		return s, err
 	}
@@ -263,23 +263,6 @@ func openShard(dir, name string) (shard, error) {
 	}
 	s.rows = s.features.Rows()
 	return s, nil
-}
-
-// openMatrix opens a .npy file that must hold a 2-D float array.
-func openMatrix(path string) (*npy.Array, error) {
-	a, err := npy.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(a.Shape()) != 2 || !a.DType().IsFloat() {
-		a.Close()
-		return nil, fmt.Errorf("%s: a %v array of %s, want a 2-D float16, float32 or float64 matrix", path, a.Shape(), a.DType())
-	}
-	if a.Shape()[1] < 1 { // (no model maps to or from nothing)
-		a.Close()
-		return nil, fmt.Errorf("%s: a %v array: its rows hold no values, want rows at least 1 wide", path, a.Shape())
-	}
-	return a, nil
 }
 
 func (s shard) close() error {

@@ -285,15 +285,12 @@ func runIndex(cCtx *cli.Context) (err error) {
 			return err
 		}
 		f := ff.Path
-		a, err := npy.Open(f)
+		a, err := npy.OpenMatrix(f, fmt.Sprintf("[n, %d] of features", c.InputDim))
 		if err != nil {
 			return fmt.Errorf("--features: %w", err)
 		}
 		sources = append(sources, source{arr: a})
 		shape := a.Shape()
-		if len(shape) != 2 || !a.DType().IsFloat() {
-			return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, %d] of features", f, shape, a.DType().Name(), c.InputDim)
-		}
 		if shape[1] != c.InputDim {
 			return fmt.Errorf("%s: rows are %d wide, but the model %s takes %d-wide features", f, shape[1], lm.Path, c.InputDim)
 		}

@@ -86,19 +86,12 @@ func runProject(cCtx *cli.Context) error {
 	if err := otherKindError("--out", outPath, dest, "the projections", true); err != nil {
 		return err
 	}
-	in, err := npy.Open(inPath)
+	in, err := npy.OpenMatrix(inPath, "[n, input_dim]")
 	if err != nil {
 		return fmt.Errorf("--in: %w", err)
 	}
 	defer in.Close()
 	shape := in.Shape()
-	if len(shape) != 2 || !in.DType().IsFloat() {
-		hint := ""
-		if len(shape) == 1 {
-			hint = fmt.Sprintf(" (a single feature vector must be saved as [1, %d])", shape[0])
-		}
-		return fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, input_dim]%s", inPath, shape, in.DType().Name(), hint)
-	}
 	lm, err := loadModel(cCtx.String("model"), device, precision, cCtx.String("precision"), cCtx.App.ErrWriter)
 	if err != nil {
 		return err

@@ -168,29 +168,6 @@ type keyUploader interface {
 	KeysUploaded() (resident bool, seconds float64)
 }
 
-// openMatrix opens a float matrix of embeddings (mapped: nothing is read
-// but its header), for readMatrix once its size is known to fit.
-func openMatrix(path string) (a *npy.Array, n, dim int, err error) {
-	a, err = npy.Open(path)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	shape := a.Shape()
-	if len(shape) != 2 || !a.DType().IsFloat() {
-		hint := ""
-		if len(shape) == 1 && a.DType().IsFloat() {
-			hint = fmt.Sprintf(" (save a single embedding as [1, %d])", shape[0])
-		}
-		a.Close()
-		return nil, 0, 0, fmt.Errorf("%s: a %v array of %s, want a 2-D float matrix [n, dim]%s", path, shape, a.DType().Name(), hint)
-	}
-	if shape[1] < 1 {
-		a.Close()
-		return nil, 0, 0, fmt.Errorf("%s: shape %v, want at least one column", path, shape)
-	}
-	return a, shape[0], shape[1], nil
-}
-
 // readMatrix reads and normalises the matrix a (openMatrix's) of path
 // into float32: 4 bytes a value.
 func readMatrix(a *npy.Array, path string) ([]float32, error) {
@@ -258,11 +235,13 @@ func openKeys(path string) (*searchKeys, error) {
 	if dir := describedWhole(path); dir != "" && retrieval.IsIndex(dir) {
 		return nil, fmt.Errorf("--index %s is a file of the search index %s: give the index's directory (--index %s)", path, dir, shown(train.ShellArg(dir)))
 	}
-	a, n, dim, err := openMatrix(path)
+	// (Mapped: nothing is read but its header, for readMatrix once its
+	// size is known to fit.)
+	a, err := npy.OpenMatrix(path, "[n, dim] of embeddings")
 	if err != nil {
 		return nil, fmt.Errorf("--index: %w", err)
 	}
-	return &searchKeys{matrix: a, path: path, rows: int64(n), dim: dim}, nil
+	return &searchKeys{matrix: a, path: path, rows: int64(a.Rows()), dim: a.RowLen()}, nil
 }
 
 // matrixBytes is what load holds of a matrix's keys (0 for an index,
@@ -360,11 +339,12 @@ func runSearch(cCtx *cli.Context) (err error) {
 	// The headers first, and everything that would be held counted,
 	// before anything is read: a queries file of the wrong width, or one
 	// beyond the memory left, ended the search out of memory.
-	qa, nq, qdim, err := openMatrix(queriesPath)
+	qa, err := npy.OpenMatrix(queriesPath, "[n, dim] of embeddings")
 	if err != nil {
 		return fmt.Errorf("--queries: %w", err)
 	}
 	defer qa.Close()
+	nq, qdim := qa.Rows(), qa.RowLen()
 	opened, err := openKeys(indexPath)
 	if err != nil {
 		return err

@@ -501,7 +501,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	wantError(t, []string{"search", "--index", index, "--queries", nan, "--out", out}, "NaN")
 	ints := filepath.Join(dir, "ints.npy")
 	npy.WriteInt64(ints, []int{1, 4}, []int64{1, 2, 3, 4})
-	wantError(t, []string{"search", "--index", index, "--queries", ints, "--out", out}, "int64", "float matrix")
+	wantError(t, []string{"search", "--index", index, "--queries", ints, "--out", out}, "a [1 4] array of int64, want a 2-D float16, float32 or float64 matrix [n, dim] of embeddings")
 	flat := filepath.Join(dir, "flat.npy")
 	writeF32(t, flat, []int{4}, []float32{1, 2, 3, 4})
 	wantError(t, []string{"search", "--index", index, "--queries", flat, "--out", out}, "[1, 4]")
@@ -518,7 +518,7 @@ func TestIndexSearchErrors(t *testing.T) {
 	os.RemoveAll(out)
 	noCols := filepath.Join(dir, "nocols.npy")
 	writeF32(t, noCols, []int{2, 0}, nil)
-	wantError(t, []string{"search", "--index", index, "--queries", noCols, "--out", out}, "at least one column")
+	wantError(t, []string{"search", "--index", index, "--queries", noCols, "--out", out}, "its rows hold no values, want rows at least 1 wide")
 
 	// --out: a symbolic link is followed (the output is written where it
 	// leads, the link kept); one that leads nowhere is refused; an --out

@@ -1,4 +1,3 @@
-// Package scripts holds tests of the repository's shell scripts.
 package scripts
 
 import (

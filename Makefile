@@ -191,7 +191,9 @@ check-generated: ## the generated launch layer is current (go generate leaves no
 # leaves out the tests too slow under the sanitizer: the whole-model
 # training suites (TestEngine, TestEngineBF16), the engine check's
 # broken-kernel and bf16 cases and the GEMM check's warnings, and the
-# model-sized bf16 backward GEMMs of cuda/driver, and with another seed of
+# bf16 backward GEMMs of cuda/driver at K = 2048 and at the model's shapes
+# (TestGemmBF16BwdLongK, TestGemmBF16BwdLongKMma, TestGemmBF16BwdModel),
+# and with another seed of
 # the emulator's schedule (DINOCLIP_EMU_SEED=2: other warps held back at
 # other times, so a missing barrier has two chances to show). Between the two it runs
 # the bf16 training quality check of cmd/dinoclip (synthetic runs in bf16

@@ -1124,6 +1124,10 @@ func (tr *Trainer) restore() (State, error) {
 	switch {
 	case ck.Config != c || (info.Model != nn.Config{} && info.Model != c):
 		return State{}, fmt.Errorf("%s: the checkpoint's model is %v and run.json's %v, this run's %v", dir, ck.Config, info.Model, c)
+	case st.Data.InputDim != data.InputDim || st.Data.OutputDim != data.OutputDim:
+		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d), "+
+			"which the run's model does not map: restore the run's data",
+			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim)
 	case st.Data != data:
 		// (--accept-changed-inputs takes other contents, not another size:
 		// the run's batches are drawn over its rows.)

@@ -408,12 +408,17 @@ func applyConfig(cCtx *cli.Context) error {
 
 // flagSetting says how the set flag name got value, for a message about
 // it: "--NAME VALUE" on the command line, else "DINOCLIP_NAME=VALUE" in the
-// environment (the flag's variable), else "NAME: VALUE in FILE", the configuration file.
+// environment (the flag's variable), else "NAME: VALUE in FILE", the
+// configuration file, with "(named by DINOCLIP_CONFIG)" after FILE where
+// the variable named it (configNamedBy).
 func flagSetting(cCtx *cli.Context, name string, value any) string {
 	switch env, file := flagSource(cCtx, name); {
 	case env != "":
 		return fmt.Sprintf("%s=%v", env, value)
 	case file != "":
+		if by := configNamedBy(cCtx); by != "" {
+			file += " (named by " + by + ")"
+		}
 		return fmt.Sprintf("%s: %v in %s", name, value, file)
 	}
 	return fmt.Sprintf("--%s %v", name, value)
@@ -421,9 +426,7 @@ func flagSetting(cCtx *cli.Context, name string, value any) string {
 
 // flagSource is where flag name's value came from when the command line
 // does not hold it: its environment variable (env, where set), else the
-// configuration file (file, with the variable that named it where the
-// command line did not: a user who set DINOCLIP_CONFIG long ago looks for
-// it there); neither where the command line holds it.
+// configuration file (file); neither where the command line holds it.
 func flagSource(cCtx *cli.Context, name string) (env, file string) {
 	if onCommandLine(cCtx, name) {
 		return "", ""
@@ -431,11 +434,18 @@ func flagSource(cCtx *cli.Context, name string) (env, file string) {
 	if env := flagEnvVar(cCtx, name); env != "" && os.Getenv(env) != "" {
 		return env, ""
 	}
-	file = cCtx.String("config")
-	if env := flagEnvVar(cCtx, "config"); file != "" && !onCommandLine(cCtx, "config") && os.Getenv(env) != "" {
-		file = fmt.Sprintf("%s, named by %s", file, env)
+	return "", cCtx.String("config")
+}
+
+// configNamedBy is the variable that named the configuration file
+// (DINOCLIP_CONFIG), where it did and the command line did not: a user
+// who set it long ago looks for a flag's value in vain otherwise.
+func configNamedBy(cCtx *cli.Context) string {
+	env := flagEnvVar(cCtx, "config")
+	if env == "" || cCtx.String("config") == "" || onCommandLine(cCtx, "config") || os.Getenv(env) == "" {
+		return ""
 	}
-	return "", file
+	return env
 }
 
 // flagName matches a flag's name in an error's message: --NAME.
@@ -473,6 +483,9 @@ func withFlagSource(cCtx *cli.Context, err error) error {
 			note = fmt.Sprintf("--%s is set by %s in the environment", name, env)
 		case file != "":
 			note = fmt.Sprintf("--%s is set by its key in the configuration file %s", name, file)
+			if by := configNamedBy(cCtx); by != "" {
+				note += ", which " + by + " names"
+			}
 		}
 		if note != "" && !slices.Contains(notes, note) {
 			notes = append(notes, note)

@@ -396,12 +396,20 @@ func TestErrorNamesTheFlagsSource(t *testing.T) {
 	wantError(t, append(slices.Clone(base), "--config", cfg), "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+")")
 	// A file named by the variable is said to be: the user may have set it long ago.
 	t.Setenv("DINOCLIP_CONFIG", cfg)
-	wantError(t, base, "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+", named by DINOCLIP_CONFIG)")
+	wantError(t, base, "--epochs 0: must be at least 1 (--epochs is set by its key in the configuration file "+cfg+", which DINOCLIP_CONFIG names)")
+	empty := writeFile(t, filepath.Join(dir, "e.yaml"), "init: \"\"\n")
+	t.Setenv("DINOCLIP_CONFIG", empty)
+	wantError(t, base, `train: init: "" in `+empty+` (named by DINOCLIP_CONFIG) is empty: give --init a value`)
+	// --config on the command line is named there: no note.
+	_, _, err := runCLI(t, append(slices.Clone(base), "--config", cfg)...)
+	if err == nil || strings.Contains(err.Error(), "DINOCLIP_CONFIG") {
+		t.Errorf("--config over DINOCLIP_CONFIG: %v", err)
+	}
 	t.Setenv("DINOCLIP_CONFIG", "")
 	t.Setenv("DINOCLIP_BATCH", "-5")
 	wantError(t, base, "--batch -5: must be at least 1 (--batch is set by DINOCLIP_BATCH in the environment)")
 	// The command line's own is said as it is.
-	_, _, err := runCLI(t, append(slices.Clone(base), "--batch", "0")...)
+	_, _, err = runCLI(t, append(slices.Clone(base), "--batch", "0")...)
 	if err == nil || err.Error() != "--batch 0: must be at least 1" {
 		t.Errorf("--batch 0 over DINOCLIP_BATCH=-5: %v", err)
 	}

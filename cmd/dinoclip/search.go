@@ -168,7 +168,7 @@ type keyUploader interface {
 	KeysUploaded() (resident bool, seconds float64)
 }
 
-// readMatrix reads and normalises the matrix a (openMatrix's) of path
+// readMatrix reads and normalises the matrix a (npy.OpenMatrix's) of path
 // into float32: 4 bytes a value.
 func readMatrix(a *npy.Array, path string) ([]float32, error) {
 	n, dim := a.Rows(), a.RowLen()

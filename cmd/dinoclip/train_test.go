@@ -485,6 +485,14 @@ func TestResumeChangedDataCLI(t *testing.T) {
 	writeF32(t, filepath.Join(data, "shard-00000.clip.npy"), []int{48, tOut}, y)
 	wantError(t, []string{"train", "--resume", "--out", run, "--accept-changed-inputs"}, "the run was started on training data of 64 rows",
 		"a run continues only on data of its own size, --accept-changed-inputs or not", "dinoclip train --init "+filepath.Join(run, "last"))
+	// Data of other widths is no model's of the run: no --init advice.
+	wide := t.TempDir()
+	writeF32(t, filepath.Join(wide, "shard-00000.dino.npy"), []int{48, tIn + 1}, make([]float32, 48*(tIn+1)))
+	writeF32(t, filepath.Join(wide, "shard-00000.clip.npy"), []int{48, tOut}, y)
+	_, _, err := runCLI(t, "train", "--resume", "--out", run, "--data", wide)
+	if err == nil || !strings.Contains(err.Error(), "which the run's model does not map: restore the run's data") || strings.Contains(err.Error(), "--init") {
+		t.Errorf("a resume on data of other widths: %v", err)
+	}
 	wantError(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new"), "--accept-changed-inputs"), "--accept-changed-inputs is for --resume")
 	// Set to false (a config file shared with resumes), it is no refusal.
 	if _, _, err := runCLIStopped(t, append(args[:len(args):len(args)], "--out", filepath.Join(t.TempDir(), "new2"), "--accept-changed-inputs=false")...); !errors.Is(err, context.Canceled) {

@@ -55,7 +55,12 @@ func CheckKeys(b []byte) error {
 	if bytes.HasPrefix(b, []byte("\uFEFF")) {
 		return errors.New("the text starts with a byte-order mark (U+FEFF), which JSON does not allow (saved by an editor that adds one?)")
 	}
-	err := checkKeys(json.NewDecoder(bytes.NewReader(b)), 0)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	// (Numbers as they are written: a token's float64 fails on one beyond
+	// float64's range, 1e400, in words of Go types, and the check is of
+	// keys; the decoding that follows says whether the value fits its field.)
+	dec.UseNumber()
+	err := checkKeys(dec, 0)
 	if errors.Is(err, io.EOF) { // (within the value: bare "EOF" says nothing to a reader)
 		return fmt.Errorf("the text ends inside its value (a truncated file?): %w", io.ErrUnexpectedEOF)
 	}

@@ -33,12 +33,19 @@ func TestUnmarshal(t *testing.T) {
 		{"empty", ``, "no JSON value"},
 		{"not UTF-8", "{\"a\": 1, \"m\": {\"\xff\": 2}}", "not UTF-8 text"},
 		{"byte-order mark", "\uFEFF{\"a\": 1}", "byte-order mark"},
+		// (Said of the field, not in Go's types, even where CheckKeys reads it.)
+		{"a number beyond float64", `{"a": 1e400}`, "field a: number 1e400: want an integer in the range this field takes"},
 	} {
 		var d doc
 		err := Unmarshal([]byte(c.json), &d)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
 		}
+	}
+	// CheckKeys, of keys only, takes a number that fits no float64, where
+	// a reader of part of a document does not know its field.
+	if err := CheckKeys([]byte(`{"x": {"y": 10e700}}`)); err != nil {
+		t.Errorf("CheckKeys of a number beyond float64: %v", err)
 	}
 	// The same key in two different objects is fine.
 	if err := Unmarshal([]byte(`{"b": [{"C": 1}, {"C": 2}]}`), &d); err != nil {

@@ -61,7 +61,7 @@ bench-compare-gpu: ## on a GPU host, with bin/dinoclip-cuda from make build-cuda
 # capped at FUZZ_MINIMIZE executions: Go's default, a minute per input,
 # spends most of a short run shrinking the model files FuzzReadModel grows
 # from instead of fuzzing.
-FUZZ_TARGETS  := npy:FuzzParse safetensors:FuzzRead checkpoint:FuzzReadModel
+FUZZ_TARGETS  := npy:FuzzParse safetensors:FuzzRead checkpoint:FuzzReadModel train:FuzzReadRunInfo train:FuzzTrainerState train:FuzzScanMetrics retrieval:FuzzOpenIndexManifest retrieval:FuzzReadImagesList cmd/dinoclip:FuzzReadConfig
 FUZZ_MINIMIZE ?= 500x
 
 # Fuzzing budgets are counts of executions, not durations: with a duration,
@@ -69,10 +69,10 @@ FUZZ_MINIMIZE ?= 500x
 # deadline exceeded" when the time runs out while a worker is mid-call on a
 # loaded machine (golang/go#75804, fixed in Go 1.27), a failure with no
 # failing input behind it. 20,000 executions take about a second here.
-fuzz: ## run each fuzz target for 600,000 executions (about 30 s each)
+fuzz: ## run each fuzz target for 600,000 executions (30 s to 2 min each)
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=600000x
 
-fuzz-short: ## run each fuzz target for 200,000 executions (about 10 s each; CI)
+fuzz-short: ## run each fuzz target for 200,000 executions (10 to 45 s each; CI)
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=200000x
 
 fuzz-run:

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dinoclip/dinoclip/internal/codectest"
 )
 
 // fuzzIndexManifest is manifest.json of a real index (dinoclip index
@@ -142,7 +144,7 @@ func FuzzOpenIndexManifest(f *testing.F) {
 	f.Add([]byte(`{"format":"dinoclip-index/1","dim":4,"dtype":"float32","rows":0,"model":{"sha256":"` + strings.Repeat("0", 64) + `","path":"","config":{"output_dim":4}},"shards":[]}`))
 	path := filepath.Join(dir, IndexManifestFile)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fuzzWrite(t, path, b)
+		codectest.WriteFile(t, path, b)
 		ix, err := OpenIndex(dir)
 		if err != nil {
 			checkFuzzError(t, err, dir)
@@ -196,7 +198,7 @@ func FuzzOpenIndexManifest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fuzzWrite(t, path, again)
+		codectest.WriteFile(t, path, again)
 		back, err := readManifest(dir)
 		if err != nil {
 			t.Fatalf("a manifest accepted, written again, is refused: %v\n%s", err, again)
@@ -221,7 +223,7 @@ func FuzzReadImagesList(f *testing.F) {
 	f.Add([]byte("a\r\r\nb"), int64(-1))
 	path := filepath.Join(f.TempDir(), "images.dino.images.txt")
 	f.Fuzz(func(t *testing.T, b []byte, rows int64) {
-		fuzzWrite(t, path, b)
+		codectest.WriteFile(t, path, b)
 		list, err := ReadImagesList(path, rows)
 		if err != nil {
 			checkFuzzError(t, err, path)
@@ -269,25 +271,5 @@ func checkFuzzError(t *testing.T, err error, what string) {
 		t.Fatalf("the error does not name %s: %q", what, msg)
 	case strings.Contains(msg, "Go struct field") || strings.Contains(msg, "Go value of type"):
 		t.Fatalf("the error names Go types, not the file's fields: %q", msg)
-	}
-}
-
-// fuzzWrite makes the file at path hold b, rewritten in place and then
-// cut to length: os.WriteFile's O_TRUNC makes ext4 (auto_da_alloc) write
-// the file back at its close, 0.2 ms an input, twenty times the read.
-func fuzzWrite(t *testing.T, path string, b []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
-	if err == nil {
-		_, err = f.WriteAt(b, 0)
-		if err == nil {
-			err = f.Truncate(int64(len(b)))
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/dinoclip/dinoclip/internal/codectest"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -177,7 +177,7 @@ func FuzzReadRunInfo(f *testing.F) {
 	}
 	sets := []*retrieval.Set{{Name: "synth"}}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fuzzWrite(t, path, b)
+		codectest.WriteFile(t, path, b)
 		info, err := ReadRunInfo(dir)
 		if err != nil {
 			checkFuzzError(t, err, path)
@@ -188,7 +188,7 @@ func FuzzReadRunInfo(f *testing.F) {
 		if err != nil {
 			t.Fatalf("run.json read as %+v cannot be written again: %v", info, err)
 		}
-		fuzzWrite(t, path, again)
+		codectest.WriteFile(t, path, again)
 		back, err := ReadRunInfo(dir)
 		if err != nil {
 			t.Fatalf("run.json read, written again, is refused: %v\n%s", err, again)
@@ -428,7 +428,7 @@ func FuzzScanMetrics(f *testing.F) {
 			}
 		}
 		// dinoclip info's count (countEvals), from the file.
-		fuzzWrite(t, path, b)
+		codectest.WriteFile(t, path, b)
 		st := State{Step: step}
 		if evalPending {
 			st.PendingEval = &PendingEval{}
@@ -524,24 +524,4 @@ func trainerShaped(v any, top bool) bool {
 		}
 	}
 	return true
-}
-
-// fuzzWrite makes the file at path hold b, rewritten in place and then
-// cut to length: os.WriteFile's O_TRUNC makes ext4 (auto_da_alloc) write
-// the file back at its close, 0.2 ms an input, twenty times the read.
-func fuzzWrite(t *testing.T, path string, b []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
-	if err == nil {
-		_, err = f.WriteAt(b, 0)
-		if err == nil {
-			err = f.Truncate(int64(len(b)))
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/dinoclip/dinoclip/internal/codectest"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 )
@@ -43,7 +43,7 @@ func FuzzReadConfig(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fuzzWrite(t, path, b)
+		codectest.WriteFile(t, path, b)
 		values, err := readConfig(path, flags, others)
 		if err != nil {
 			msg := err.Error()
@@ -148,24 +148,4 @@ func fuzzSameValue(a, b any) bool {
 		return ok && slices.Equal(a, bl)
 	}
 	return a == b
-}
-
-// fuzzWrite makes the file at path hold b, rewritten in place and then
-// cut to length: os.WriteFile's O_TRUNC makes ext4 (auto_da_alloc) write
-// the file back at its close, 0.2 ms an input, twenty times the read.
-func fuzzWrite(t *testing.T, path string, b []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
-	if err == nil {
-		_, err = f.WriteAt(b, 0)
-		if err == nil {
-			err = f.Truncate(int64(len(b)))
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -139,22 +139,6 @@ const fuzzMetrics = `{"ema":{"sets":[{"name":"synth","clip":{"images":20,"captio
 {"beta1":0.9037365046793212,"epoch":2,"logit_scale":2.6559676201411393,"loss":1.8347052984414673,"lr":0.00046263710266697503,"samples_per_s":23446.126984106515,"step":10,"time":"2026-12-07T21:01:55Z","type":"train"}
 {"epoch":2,"metric":"synth/t2i@5","sets":[{"name":"synth","clip":{"images":20,"captions":100,"imag`
 
-// checkFuzzError fails t unless err, of reading the file at path, is a
-// message for a person: not empty, naming the file, in the reader's terms
-// (strictjson.Describe: not encoding/json's Go types).
-func checkFuzzError(t *testing.T, err error, path string) {
-	t.Helper()
-	msg := err.Error()
-	switch {
-	case strings.TrimSpace(msg) == "":
-		t.Fatalf("an empty error")
-	case !strings.Contains(msg, path):
-		t.Fatalf("the error does not name %s: %q", path, msg)
-	case strings.Contains(msg, "Go struct field") || strings.Contains(msg, "Go value of type"):
-		t.Fatalf("the error names Go types, not the file's fields: %q", msg)
-	}
-}
-
 // FuzzReadRunInfo reads fuzzed bytes as a run directory's run.json. A
 // document read is one that reads back the same once written again (as
 // the trainer rewrites it after every checkpoint), and what a resume then
@@ -180,7 +164,7 @@ func FuzzReadRunInfo(f *testing.F) {
 		codectest.WriteFile(t, path, b)
 		info, err := ReadRunInfo(dir)
 		if err != nil {
-			checkFuzzError(t, err, path)
+			codectest.CheckReadError(t, err, path)
 			return
 		}
 		// Written again as the trainer writes it, it reads back the same.
@@ -249,7 +233,7 @@ func checkTrainerState(t *testing.T, b []byte, edit uint8, n int64, x float64) {
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
 		// (As restore says it.)
-		checkFuzzError(t, fmt.Errorf("%s: trainer state: %w", ck, strictjson.Describe(err)), ck)
+		codectest.CheckReadError(t, fmt.Errorf("%s: trainer state: %w", ck, strictjson.Describe(err)), ck)
 		return
 	}
 	if !fuzzEditState(&st, data, edit, n, x) {

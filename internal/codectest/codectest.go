@@ -93,3 +93,19 @@ func WriteFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// CheckReadError fails t unless err, of reading what (a file, an index), is
+// a message for a person: not empty, naming what, and in the reader's terms
+// (strictjson.Describe's), not encoding/json's Go types.
+func CheckReadError(t *testing.T, err error, what string) {
+	t.Helper()
+	msg := err.Error()
+	switch {
+	case strings.TrimSpace(msg) == "":
+		t.Fatal("an empty error")
+	case !strings.Contains(msg, what):
+		t.Fatalf("the error does not name %s: %q", what, msg)
+	case strings.Contains(msg, "Go struct field") || strings.Contains(msg, "Go value of type"):
+		t.Fatalf("the error names Go types, not the file's fields: %q", msg)
+	}
+}

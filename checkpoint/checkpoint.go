@@ -704,9 +704,18 @@ func Resolve(path string) (string, error) {
 		}
 		return filepath.Join(path, link, file), nil
 	}
-	fromEMA, err := bestFromEMA(path)
+	fromEMA, recordedBest, err := readRunRecord(path)
 	if err != nil {
 		return "", fmt.Errorf("model: %w", err)
+	}
+	// A best that is not a link (a file: a link git or a copy stored as
+	// its text), or none where run.json records one that is there (a copy
+	// that left the links out), is a damaged run, not one without a best
+	// checkpoint: falling back to last would pick another model. (One
+	// whose recorded best checkpoint is gone has no best link until an
+	// evaluation beats it: train's alignBest.)
+	if p := bestProblem(path, recordedBest); p != "" {
+		return "", fmt.Errorf("model: %s: %s, or name a model file (for instance %s)", path, p, filepath.Join(path, LastLink, ModelFile))
 	}
 	if fromEMA {
 		// The run's model is the moving average: without it, the raw
@@ -786,26 +795,31 @@ func LinkProblem(run, link string) string {
 	return ""
 }
 
-// bestFromEMA reports whether the run directory's run.json picks its best
-// checkpoint by the moving average of the weights.
+// readRunRecord reads of the run directory's run.json whether it picks
+// its best checkpoint by the moving average of the weights (fromEMA), and
+// the best checkpoint it records, relative to the run ("" for none).
 // A run.json that is not a regular file (followed through links: a run
 // kept in git-annex or DVC is links) is an error, as a named pipe would
-// hang the read. A missing or unreadable one says no where the run keeps
-// no moving average; where it does (an EMAFile in its best or last
-// checkpoint), which of the two models is the run's is unknown, and the
-// raw weights are another model, not a stand-in: an error.
-func bestFromEMA(runDir string) (bool, error) {
+// hang the read. A missing or unreadable one records no best, and says no
+// moving average where the run keeps none; where it does (an EMAFile in
+// its best or last checkpoint), which of the two models is the run's is
+// unknown, and the raw weights are another model, not a stand-in: an
+// error.
+func readRunRecord(runDir string) (fromEMA bool, best string, err error) {
 	path := filepath.Join(runDir, RunFile)
 	b, err := atomicfile.ReadRegular(path, MaxRunFileBytes)
 	var nr *atomicfile.NotRegularError
 	if errors.As(err, &nr) {
-		return false, err
+		return false, "", err
 	}
 	if err == nil {
 		var run struct {
 			Options struct {
 				BestFrom string `json:"best_from"`
 			} `json:"options"`
+			Best *struct {
+				Checkpoint string `json:"checkpoint"`
+			} `json:"best"`
 		}
 		// (A key given twice is a document each reader takes its own
 		// way: edited, whatever it says; so are bytes that are not UTF-8,
@@ -813,12 +827,15 @@ func bestFromEMA(runDir string) (bool, error) {
 		if err = strictjson.CheckKeys(b); err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &run))
 		}
+		if err == nil && run.Best != nil {
+			best = run.Best.Checkpoint
+		}
 		switch from := run.Options.BestFrom; {
 		case err != nil:
 		case from == BestFromEMA:
-			return true, nil
+			return true, best, nil
 		case from == "" || from == BestFromRaw:
-			return false, nil
+			return false, best, nil
 		default:
 			err = fmt.Errorf("options.best_from %q is neither %q nor %q (an edited run.json?)", from, BestFromRaw, BestFromEMA)
 		}
@@ -826,8 +843,64 @@ func bestFromEMA(runDir string) (bool, error) {
 	}
 	for _, link := range []string{BestLink, LastLink} {
 		if ema := filepath.Join(runDir, link, EMAFile); fileExists(ema) {
-			return false, fmt.Errorf("%v: without it, whether the run's model is its weights or their moving average (%s) is unknown; name the model file", err, ema)
+			return false, "", fmt.Errorf("%v: without it, whether the run's model is its weights or their moving average (%s) is unknown; name the model file", err, ema)
 		}
 	}
-	return false, nil
+	return false, "", nil
+}
+
+// notALink says what a run's link p (its best or last) is where it
+// exists as neither a link nor a directory holding a model (a copy that
+// followed the links): "a file" (a link that git with core.symlinks off,
+// or a copy, stored as its text), "a directory that holds no
+// model.safetensors", or another kind of file. "" where it is a link
+// (whether it leads anywhere: LinkProblem), such a directory, or absent.
+func notALink(p string) string {
+	fi, err := os.Lstat(p)
+	switch {
+	case err != nil || fi.Mode()&os.ModeSymlink != 0:
+		return ""
+	case fi.IsDir():
+		if fileExists(filepath.Join(p, ModelFile)) {
+			return ""
+		}
+		return "a directory that holds no " + ModelFile
+	case fi.Mode().IsRegular():
+		return "a file"
+	}
+	return atomicfile.Kind(fi.Mode())
+}
+
+// BestProblem says what is wrong with run's best link where the commands
+// that load the run's model refuse it (Resolve), with the command that
+// links it again: it is no link (notALink), or it is absent while
+// run.json records a best checkpoint that is there. "" otherwise.
+func BestProblem(run string) string {
+	_, recorded, err := readRunRecord(run)
+	if err != nil {
+		recorded = ""
+	}
+	return bestProblem(run, recorded)
+}
+
+// bestProblem is BestProblem of run, whose run.json records the best
+// checkpoint recorded ("" for none).
+func bestProblem(run, recorded string) string {
+	best := filepath.Join(run, BestLink)
+	target := recorded
+	if target == "" {
+		target = CheckpointsDir + "/step-NNNNNNNN"
+	}
+	if what := notALink(best); what != "" {
+		fix := fmt.Sprintf("rm %s && ln -s %s %s", best, target, best)
+		if strings.HasPrefix(what, "a directory") {
+			fix = fmt.Sprintf("rmdir %s && ln -s %s %s", best, target, best)
+		}
+		return fmt.Sprintf("its %s is %s, not a link to its best checkpoint; link it again (%s)", BestLink, what, fix)
+	}
+	if _, err := os.Lstat(best); errors.Is(err, os.ErrNotExist) && recorded != "" && fileExists(filepath.Join(run, recorded, ModelFile)) {
+		return fmt.Sprintf("it records its best checkpoint %s in %s, but has no %s link (a copy that left links out?); link it again (ln -s %s %s)",
+			recorded, RunFile, BestLink, recorded, best)
+	}
+	return ""
 }

@@ -677,6 +677,63 @@ func TestResolveReadsRunJSONKeysIgnoringCase(t *testing.T) {
 	}
 }
 
+// A run's best that is not a link (a file: a link git stored as its text;
+// a directory without a model), or absent where run.json records a best
+// checkpoint that is there, is refused with the command that links it
+// again: last, which Resolve would take instead, is another model. A copy
+// that followed the links (best a directory holding the model) and a run
+// whose recorded best checkpoint is gone take what they always took.
+func TestResolveDamagedBest(t *testing.T) {
+	n := small.NumParams()
+	ck := &Checkpoint{Config: small, Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":1}`)}
+	newRun := func(t *testing.T) string {
+		run := t.TempDir()
+		for _, step := range []string{"step-1", "step-2"} {
+			if err := Save(filepath.Join(run, CheckpointsDir, step), ck); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(filepath.Join(CheckpointsDir, "step-2"), filepath.Join(run, LastLink)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(run, RunFile), []byte(`{"best": {"checkpoint": "checkpoints/step-1"}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	for _, c := range []struct {
+		name, want string
+		damage     func(run, best string) error
+	}{
+		{"a file", "best is a file, not a link to its best checkpoint; link it again (rm %[1]s && ln -s checkpoints/step-1 %[1]s)",
+			func(run, best string) error { return os.WriteFile(best, []byte("checkpoints/step-1"), 0o644) }},
+		{"an empty directory", "best is a directory that holds no model.safetensors, not a link to its best checkpoint; link it again (rmdir %[1]s && ln -s checkpoints/step-1 %[1]s)",
+			func(run, best string) error { return os.Mkdir(best, 0o755) }},
+		{"absent", "records its best checkpoint checkpoints/step-1 in run.json, but has no best link (a copy that left links out?); link it again (ln -s checkpoints/step-1 %[1]s)",
+			func(run, best string) error { return nil }},
+		{"a copy of its checkpoint", "",
+			func(run, best string) error {
+				return os.CopyFS(best, os.DirFS(filepath.Join(run, CheckpointsDir, "step-1")))
+			}},
+		{"absent, its recorded checkpoint gone", "",
+			func(run, best string) error { return os.RemoveAll(filepath.Join(run, CheckpointsDir, "step-1")) }},
+	} {
+		run := newRun(t)
+		best := filepath.Join(run, BestLink)
+		if err := c.damage(run, best); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Resolve(run)
+		problem := BestProblem(run)
+		switch want := fmt.Sprintf(c.want, best); {
+		case c.want == "" && (err != nil || problem != ""):
+			t.Errorf("best %s: Resolve = %s, %v; BestProblem %q", c.name, got, err, problem)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(problem, want)):
+			t.Errorf("best %s: Resolve = %s, %v; BestProblem %q; want %q", c.name, got, err, problem, want)
+		}
+	}
+}
+
 func TestIsStateFormat(t *testing.T) {
 	for format, want := range map[string]bool{
 		OptimizerFormat: true, Float64Format: true, "dinoclip-optimizer/2": true, "dinoclip-float64/7": true,

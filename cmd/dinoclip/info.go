@@ -753,6 +753,9 @@ func infoRun(w io.Writer, dir string) error {
 			fmt.Fprintln(w)
 		}
 	}
+	if p := checkpoint.BestProblem(dir); p != "" && !training {
+		fmt.Fprintf(w, "  best: DAMAGED: %s; the commands that load the run's model refuse it until then\n", printable.String(p))
+	}
 	// What a resume would say of a damaged run (its last link removed, or
 	// leading to a checkpoint removed, or into another run's), and the
 	// way back; of one being trained, nothing (its trainer is at work on

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import struct
 
@@ -990,3 +991,40 @@ def test_atomic_write_names_a_loop_of_links_in_its_way(tmp_path):
         _files.write_atomic(str(p), lambda f: f.write(b"x"))
     assert _files.oserror_message(e.value) == (f"{p}: cannot write it: {tmp_path / 'loop1'} is a symbolic link to loop2, "
                                                "which is in a loop of symbolic links")
+
+
+@pytest.mark.parametrize("damage,want", [
+    ("file", "its best is a file, not a link to its best checkpoint; link it again (rm {best} && ln -s checkpoints/step-1 {best})"),
+    ("empty dir", "its best is a directory that holds no model.safetensors, not a link to its best checkpoint; link it "
+                  "again (rmdir {best} && ln -s checkpoints/step-1 {best})"),
+    ("absent", "it records its best checkpoint checkpoints/step-1 in run.json, but has no best link (a copy that left "
+               "links out?); link it again (ln -s checkpoints/step-1 {best})"),
+    ("copy", None),
+    ("absent, recorded gone", None),
+])
+def test_resolve_damaged_best_as_go_does(tmp_path, damage, want):
+    """A best that is not a link, or absent where run.json records a best checkpoint that is there,
+    is refused as the Go side refuses it (TestResolveDamagedBest): last, which would be taken
+    instead, is another model. A copy that followed the links, and a run whose recorded best is
+    gone, take what they always took."""
+    run = tmp_path / "run"
+    for step in ("step-1", "step-2"):
+        checkpoint.save(small(1), str(run / "checkpoints" / step) + os.sep)
+    os.symlink("checkpoints/step-2", run / "last")
+    (run / "run.json").write_text('{"best": {"checkpoint": "checkpoints/step-1"}}')
+    best = run / "best"
+    if damage == "file":
+        best.write_text("checkpoints/step-1")
+    elif damage == "empty dir":
+        best.mkdir()
+    elif damage == "copy":
+        shutil.copytree(run / "checkpoints" / "step-1", best)
+    elif damage == "absent, recorded gone":
+        shutil.rmtree(run / "checkpoints" / "step-1")
+    if want is None:
+        taken = best if damage == "copy" else run / "last"
+        assert checkpoint.resolve(run) == str(taken / "model.safetensors")
+        return
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.resolve(run)
+    assert want.format(best=best) in str(e.value)

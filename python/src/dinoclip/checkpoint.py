@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from typing import BinaryIO, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 import numpy as np
 import torch
 
-from ._files import NotRegularFileError, open_regular, read_regular, usable_cpus, write_atomic
+from ._files import NotRegularFileError, file_kind, open_regular, read_regular, usable_cpus, write_atomic
 from .model import CONFIG_KEYS, ProjectorWithResiduals
 
 __all__ = [
@@ -111,12 +112,14 @@ class CheckpointError(ValueError):
 # paths
 
 
-def _best_from_ema(run: str) -> bool:
-    """Whether the run directory ``run`` picks its best checkpoint by the moving average of its
-    weights (``--best-from ema``): its model is then each checkpoint's :data:`EMA_FILE`. As the
-    Go side reads it: a run.json that is missing, unreadable or edited to name neither model says
-    no where the run keeps no moving average; where it does, which model is the run's is unknown,
-    and the raw weights are another model, not a stand-in: an error."""
+def _run_record(run: str) -> Tuple[bool, str]:
+    """Of the run directory ``run``'s run.json: whether it picks its best checkpoint by the
+    moving average of its weights (``--best-from ema``: its model is then each checkpoint's
+    :data:`EMA_FILE`), and the best checkpoint it records, relative to the run ("" for none). As
+    the Go side reads it: a run.json that is missing, unreadable or edited to name neither model
+    records no best, and says no where the run keeps no moving average; where it does, which
+    model is the run's is unknown, and the raw weights are another model, not a stand-in: an
+    error."""
     path = os.path.join(run, RUN_FILE)
     try:
         # (UTF-8 only, as Go reads it: json.loads would take UTF-16 bytes too)
@@ -126,10 +129,13 @@ def _best_from_ema(run: str) -> bool:
         options = _folded(doc, "options") if isinstance(doc, dict) else 0
         options = {} if options is None else options
         best_from = _folded(options, "best_from") if isinstance(options, dict) else 0
+        best = _folded(doc, "best") if isinstance(doc, dict) else None
+        best = _folded(best, "checkpoint") if isinstance(best, dict) else ""
+        best = best if isinstance(best, str) else ""
         if best_from == "ema":
-            return True
+            return True, best
         if best_from in ("", "raw", None):
-            return False
+            return False, best
         problem = f"options.best_from {best_from!r} is neither 'raw' nor 'ema' (an edited run.json?)"
     except NotRegularFileError as e:
         raise CheckpointError(f"model: {e}") from None  # (as the Go side refuses it)
@@ -142,7 +148,36 @@ def _best_from_ema(run: str) -> bool:
         if os.path.exists(ema):
             raise CheckpointError(f"model: {path}: {problem}: without it, whether the run's model is its weights "
                                   f"or their moving average ({ema}) is unknown; name the model file")
-    return False
+    return False, ""
+
+
+def _best_problem(run: str, recorded: str) -> str:
+    """What is wrong with the run directory ``run``'s best link where the Go side's commands
+    refuse it (its checkpoint.BestProblem), with the command that links it again: it is no link
+    (a file: a link git or a copy stored as its text; a directory without a model; another kind),
+    or it is absent while run.json records a best checkpoint (``recorded``) that is there: falling
+    back to last would pick another model. "" otherwise (a copy that followed the links, a
+    directory holding the model, is a best)."""
+    best = os.path.join(run, BEST_LINK)
+    target = recorded or f"{CHECKPOINTS_DIR}/step-NNNNNNNN"
+    try:
+        st = os.lstat(best)
+    except FileNotFoundError:
+        if recorded and os.path.exists(os.path.join(run, recorded, MODEL_FILE)):
+            return (f"it records its best checkpoint {recorded} in {RUN_FILE}, but has no {BEST_LINK} link (a copy "
+                    f"that left links out?); link it again (ln -s {recorded} {best})")
+        return ""
+    except OSError:
+        return ""
+    if stat.S_ISLNK(st.st_mode):
+        return ""
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.exists(os.path.join(best, MODEL_FILE)):
+            return ""
+        what, fix = f"a directory that holds no {MODEL_FILE}", f"rmdir {best} && ln -s {target} {best}"
+    else:
+        what, fix = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode), f"rm {best} && ln -s {target} {best}"
+    return f"its {BEST_LINK} is {what}, not a link to its best checkpoint; link it again ({fix})"
 
 
 def resolve(path: PathLike) -> str:
@@ -166,7 +201,12 @@ def resolve(path: PathLike) -> str:
                                       f"{CHECKPOINTS_DIR} (an edited run?); name a model file to use another run's")
         return os.path.join(p, file)
 
-    if _best_from_ema(path):
+    from_ema, recorded = _run_record(path)
+    problem = _best_problem(path, recorded)
+    if problem:
+        raise CheckpointError(f"model: {path}: {problem}, or name a model file (for instance "
+                              f"{os.path.join(path, LAST_LINK, MODEL_FILE)})")
+    if from_ema:
         # without it, the raw weights beside it are another model, not a stand-in
         for link in (BEST_LINK, LAST_LINK):
             if not os.path.lexists(os.path.join(path, link)):

@@ -513,7 +513,7 @@ type IndexWriter struct {
 	dtype    npy.DType
 	unlock   func()
 	madeTop  string                 // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
-	sources  map[string]IndexSource // Source's lookup by path, made on first use
+	sources  map[string]IndexShard // Source's lookup by path, made on first use
 	swept    atomicfile.Sweep       // what AppendIndex did with the temporaries it found (Swept)
 
 	// The manifest on disk holds the first committed shards of manifest;
@@ -762,14 +762,48 @@ func (w *IndexWriter) DType() string { return w.manifest.DType }
 // resolved again: a link that leads elsewhere now says nothing of what was
 // indexed.
 func (w *IndexWriter) Source(path string) (IndexSource, bool) {
+	sh, ok := w.shardOf(path)
+	return sh.Source, ok
+}
+
+// shardOf is the shard of the source recorded under path, if any.
+func (w *IndexWriter) shardOf(path string) (IndexShard, bool) {
 	if w.sources == nil {
-		w.sources = map[string]IndexSource{}
+		w.sources = map[string]IndexShard{}
 		for _, s := range w.manifest.Shards {
-			w.sources[s.Source.Path] = s.Source
+			w.sources[s.Source.Path] = s
 		}
 	}
-	src, ok := w.sources[path]
-	return src, ok
+	sh, ok := w.sources[path]
+	return sh, ok
+}
+
+// CheckSourceImages refuses images, the list of the images of the rows of
+// the source recorded under path, where it is not the list the index
+// copied with it (its images_sha256; the index took none): appended again,
+// the source is skipped as indexed, and the index would go on naming the
+// images of the old list (photos moved, and their features extracted
+// again, are the same features under new names). An index written before
+// lists were hashed is not checked.
+func (w *IndexWriter) CheckSourceImages(path, images string, rows int64) error {
+	sh, ok := w.shardOf(path)
+	if !ok {
+		return nil
+	}
+	if sh.Images == "" {
+		return fmt.Errorf("%s was indexed without a list of its images, and %s lists them now: the index names none of them; build a new index to name them", path, images)
+	}
+	if sh.ImagesSHA256 == "" {
+		return nil
+	}
+	b, err := ReadImagesList(images, rows)
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != sh.ImagesSHA256 {
+		return fmt.Errorf("%s was indexed with another list of its images than %s (images moved or renamed since?): the index names the old ones; build a new index to name these", path, images)
+	}
+	return nil
 }
 
 // Append adds source.Rows rows as a new shard, with images, the file
@@ -903,7 +937,7 @@ func (w *IndexWriter) Append(source IndexSource, images string, chunk int, fill 
 	w.manifest.Rows += shard.Rows
 	w.use(shard)
 	if w.sources != nil {
-		w.sources[source.Path] = source
+		w.sources[source.Path] = shard
 	}
 	if since := time.Since(w.lastCommit); since >= minCommitInterval && since >= 10*w.commitCost {
 		return w.Commit()

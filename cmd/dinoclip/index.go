@@ -47,7 +47,8 @@ func indexCommand() *cli.Command {
 			"finished by running it again (Ctrl-C keeps the files indexed so far; a kill loses those of the\n" +
 			"last second or so, as the manifest is written once a second). An indexed file whose size, rows\n" +
 			"or sampled contents changed since is refused (16 windows of 4 KiB are sampled: an edit between\n" +
-			"them goes unseen, see docs/FORMAT.md). A file named twice (or reached twice through links) is\n" +
+			"them goes unseen, see docs/FORMAT.md), and so is one whose list of images is not the one\n" +
+			"indexed with it (the index would name the old images). A file named twice (or reached twice through links) is\n" +
 			"taken once; a file under another name with the same size, rows and sampled contents (moved or\n" +
 			"copied since) is skipped too, with a word: indexed twice, its rows would come twice in every\n" +
 			"answer. An index made with another model is refused. Only one process may append to an index at\n" +
@@ -442,6 +443,10 @@ func runIndex(cCtx *cli.Context) (err error) {
 				s.src.Path, rec.Rows, rec.Size, s.src.Rows, s.src.Size)
 		case rec.Sample != "" && rec.Sample != s.src.Sample:
 			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
+		case s.images != "":
+			if err := w.CheckSourceImages(s.src.Path, s.images, s.src.Rows); err != nil {
+				return err
+			}
 		}
 	}
 	if err := w.CheckShardCount(len(adding)); err != nil {

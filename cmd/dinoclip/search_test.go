@@ -1299,6 +1299,28 @@ func TestSearchNamesImages(t *testing.T) {
 		}
 	}
 
+	// The same features again, their list of images changed (photos
+	// moved, their features extracted again): not skipped as indexed,
+	// which would name the old images, but refused; the same list again
+	// is skipped.
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", feat, "--out", index); err != nil || !strings.Contains(stderr, "skipped 2 files already indexed") {
+		t.Fatalf("the same features and lists again: %v\n%s", err, stderr)
+	}
+	moved := strings.ReplaceAll(strings.Join(names[:40], "\n")+"\n", "/photos/", "/moved/")
+	os.WriteFile(filepath.Join(feat, "shard-00000.images.txt"), []byte(moved), 0o644)
+	wantError(t, []string{"index", "--model", run, "--features", feat, "--out", index},
+		"shard-00000.dino.npy was indexed with another list of its images than", "build a new index to name these")
+	// Features indexed without a list, given one since: refused too.
+	bare := filepath.Join(dir, "bare")
+	os.Mkdir(bare, 0o755)
+	b0, _ := os.ReadFile(filepath.Join(data, "shard-00000.dino.npy"))
+	os.WriteFile(filepath.Join(bare, "shard-00000.dino.npy"), b0, 0o644)
+	bareIndex := filepath.Join(dir, "bare-ix")
+	mustRun(t, "index", "--model", run, "--features", bare, "--out", bareIndex)
+	os.WriteFile(filepath.Join(bare, "shard-00000.images.txt"), []byte(moved), 0o644)
+	wantError(t, []string{"index", "--model", run, "--features", bare, "--out", bareIndex},
+		"shard-00000.dino.npy was indexed without a list of its images, and", "build a new index to name them")
+
 	// A features file of no rows, with no list, appended: its shard needs
 	// none, and images.txt is written still.
 	empty := filepath.Join(dir, "empty.dino.npy")

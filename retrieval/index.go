@@ -512,9 +512,9 @@ type IndexWriter struct {
 	manifest IndexManifest
 	dtype    npy.DType
 	unlock   func()
-	madeTop  string                 // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
+	madeTop  string                // the topmost directory AppendIndex made for dir (dir itself, or one above it); "" if none
 	sources  map[string]IndexShard // Source's lookup by path, made on first use
-	swept    atomicfile.Sweep       // what AppendIndex did with the temporaries it found (Swept)
+	swept    atomicfile.Sweep      // what AppendIndex did with the temporaries it found (Swept)
 
 	// The manifest on disk holds the first committed shards of manifest;
 	// the others were appended since (see Append and Commit).

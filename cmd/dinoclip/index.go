@@ -48,13 +48,14 @@ func indexCommand() *cli.Command {
 			"last second or so, as the manifest is written once a second). An indexed file whose size, rows\n" +
 			"or sampled contents changed since is refused (16 windows of 4 KiB are sampled: an edit between\n" +
 			"them goes unseen, see docs/FORMAT.md), and so is one whose list of images is not the one\n" +
-			"indexed with it (the index would name the old images). A file named twice (or reached twice through links) is\n" +
-			"taken once; a file under another name with the same size, rows and sampled contents (moved or\n" +
-			"copied since) is skipped too, with a word: indexed twice, its rows would come twice in every\n" +
-			"answer. An index made with another model is refused. Only one process may append to an index at\n" +
-			"a time. INDEX may not be in a training run's directory itself, anywhere in its checkpoints, or\n" +
-			"anywhere in another index or a search's output, where it would be taken for one of their files\n" +
-			"(a subdirectory of a run outside its checkpoints is none of the run's).\n\n" +
+			"indexed with it (the index would name the old images). A file named twice (or reached twice\n" +
+			"through links) is taken once; a file under another name with the same size, rows and sampled\n" +
+			"contents (moved or copied since) is skipped too, with a word: indexed twice, its rows would\n" +
+			"come twice in every answer. An index made with another model is refused. Only one process\n" +
+			"may append to an index at a time. INDEX may not be in a training run's directory itself,\n" +
+			"anywhere in its checkpoints, or anywhere in another index or a search's output, where it\n" +
+			"would be taken for one of their files (a subdirectory of a run outside its checkpoints is none\n" +
+			"of the run's).\n\n" +
 			"Example:\n" +
 			"   dinoclip index --model runs/base --features features/photos --out photos.index",
 		Flags: []cli.Flag{

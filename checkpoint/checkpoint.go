@@ -741,6 +741,10 @@ func Resolve(path string) (string, error) {
 	}
 	if p := filepath.Join(path, ModelFile); fileExists(p) {
 		return p, nil
+	} else if to, err := os.Readlink(p); err == nil {
+		// (A link to a disk not mounted, or a loop: not "no model".)
+		_, err := os.Stat(p)
+		return "", fmt.Errorf("model: %s is a symbolic link to %s, which cannot be opened (%v)", p, to, errors.Unwrap(err))
 	}
 	for _, link := range []string{BestLink, LastLink} {
 		if fileExists(filepath.Join(path, link, ModelFile)) {

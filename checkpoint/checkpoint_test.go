@@ -734,6 +734,21 @@ func TestResolveDamagedBest(t *testing.T) {
 	}
 }
 
+// A checkpoint whose model.safetensors is a link leading nowhere (a disk
+// not mounted, a loop) is said to be one, not a directory holding no model.
+func TestResolveBrokenModelLink(t *testing.T) {
+	for target, why := range map[string]string{"/nonexistent-disk/model.safetensors": "no such file or directory", ModelFile: "too many levels of symbolic links"} {
+		ck := t.TempDir()
+		if err := os.Symlink(target, filepath.Join(ck, ModelFile)); err != nil {
+			t.Skip("no symbolic links here:", err)
+		}
+		want := fmt.Sprintf("model: %s is a symbolic link to %s, which cannot be opened (%s)", filepath.Join(ck, ModelFile), target, why)
+		if _, err := Resolve(ck); err == nil || err.Error() != want {
+			t.Errorf("Resolve: %v, want %q", err, want)
+		}
+	}
+}
+
 func TestIsStateFormat(t *testing.T) {
 	for format, want := range map[string]bool{
 		OptimizerFormat: true, Float64Format: true, "dinoclip-optimizer/2": true, "dinoclip-float64/7": true,

@@ -1028,3 +1028,16 @@ def test_resolve_damaged_best_as_go_does(tmp_path, damage, want):
     with pytest.raises(CheckpointError) as e:
         checkpoint.resolve(run)
     assert want.format(best=best) in str(e.value)
+
+
+@pytest.mark.parametrize("target,why", [("/nonexistent-disk/model.safetensors", "no such file or directory"),
+                                        ("model.safetensors", "too many levels of symbolic links")])
+def test_resolve_names_a_broken_model_link_as_go_does(tmp_path, target, why):
+    """A checkpoint whose model.safetensors is a link leading nowhere (a disk not mounted, a loop)
+    is said to be one, as the Go side says it, not taken for a directory holding no model."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    os.symlink(target, ck / "model.safetensors")
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.resolve(ck)
+    assert str(e.value) == f"model: {ck / 'model.safetensors'} is a symbolic link to {target}, which cannot be opened ({why})"

@@ -222,8 +222,16 @@ def resolve(path: PathLike) -> str:
     if os.path.islink(best) and not os.path.exists(os.path.join(best, MODEL_FILE)):
         raise CheckpointError(f"model: {path}'s best checkpoint {best} is missing; name a model file (for "
                               f"instance {os.path.join(path, LAST_LINK, MODEL_FILE)}) to use another")
-    if os.path.exists(os.path.join(path, MODEL_FILE)):
-        return os.path.join(path, MODEL_FILE)
+    model = os.path.join(path, MODEL_FILE)
+    if os.path.exists(model):
+        return model
+    if os.path.islink(model):  # (a link to a disk not mounted, or a loop: not "no model")
+        try:
+            os.stat(model)
+            why = "it is gone"
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+        raise CheckpointError(f"model: {model} is a symbolic link to {os.readlink(model)}, which cannot be opened ({why})")
     for link in (BEST_LINK, LAST_LINK):
         if os.path.exists(os.path.join(path, link, MODEL_FILE)):
             return follow(link, MODEL_FILE)

@@ -141,7 +141,7 @@ func FuzzOpenIndexManifest(f *testing.F) {
 	f.Add(old)
 	f.Add([]byte(fuzzIndexManifest))
 	f.Add(manifest[:len(manifest)/2])
-	f.Add([]byte(`{"format":"dinoclip-index/1","dim":4,"dtype":"float32","rows":0,"model":{"sha256":"` + strings.Repeat("0", 64) + `","path":"","config":{"output_dim":4}},"shards":[]}`))
+	f.Add([]byte(`{"format":"dinoclip-index/1","dim":4,"dtype":"float32","rows":0,"model":{"sha256":"` + strings.Repeat("0", 64) + `","path":"","config":{"input_dim":8,"hidden_dim":4,"output_dim":4,"num_residual_blocks":1}},"shards":[]}`))
 	path := filepath.Join(dir, IndexManifestFile)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		codectest.WriteFile(t, path, b)

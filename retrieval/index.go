@@ -28,6 +28,7 @@ import (
 	"github.com/dinoclip/dinoclip/internal/mmapfault"
 	"github.com/dinoclip/dinoclip/internal/plural"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
+	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 )
 
@@ -282,20 +283,19 @@ func (m *IndexManifest) check() error {
 	if !isSHA256Hex(m.Model.SHA256) {
 		return fmt.Errorf("model sha256 %q is not a SHA-256", m.Model.SHA256)
 	}
-	// The keys are the model's outputs: a config of another width is an
-	// edited manifest, which info would show as the index's model.
-	// (Its widths are integers; a value of another kind is an edit too.)
-	var c struct {
-		InputDim  int `json:"input_dim"`
-		HiddenDim int `json:"hidden_dim"`
-		OutputDim int `json:"output_dim"`
-		Blocks    int `json:"num_residual_blocks"`
-	}
+	// The keys are the model's outputs: a config of another width, or of
+	// no model that can be built, is an edited manifest, which info would
+	// show as the index's model and appends would carry on. (Its widths
+	// are integers; a value of another kind is an edit too.)
+	var c nn.Config
 	if len(m.Model.Config) == 0 {
 		return errors.New("no model config (model.config): the index's model is unknown")
 	}
 	if err := json.Unmarshal(m.Model.Config, &c); err != nil {
 		return fmt.Errorf("the model's config: %w", strictjson.Describe(err))
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("the model's config: %w", err)
 	}
 	if c.OutputDim != m.Dim {
 		return fmt.Errorf("the model's config does not give it %d-wide outputs, the index's dim", m.Dim)
@@ -418,7 +418,7 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	if sh := ia.Shape(); len(sh) != 1 || int64(sh[0]) != s.Rows || ia.DType() != npy.Int64 {
 		ia.Close()
-		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d] of int64", s.IDs, sh, ia.DType().Name(), s.Rows)
+		return nil, nil, fmt.Errorf("%s: a %v array of %s, the manifest says a [%d] array of int64", s.IDs, sh, ia.DType().Name(), s.Rows)
 	}
 	offset := int64(ia.Header().DataOffset)
 	ia.Close()
@@ -431,7 +431,7 @@ func openShard(dir string, s IndexShard, dim int, dt npy.DType) (*npy.Array, []b
 	}
 	if sh := a.Shape(); len(sh) != 2 || int64(sh[0]) != s.Rows || sh[1] != dim || a.DType() != dt {
 		a.Close()
-		return nil, nil, fmt.Errorf("%s: %v array of %s, the manifest says [%d, %d] of %s", s.Keys, sh, a.DType().Name(), s.Rows, dim, dt.Name())
+		return nil, nil, fmt.Errorf("%s: a %v array of %s, the manifest says a [%d %d] array of %s", s.Keys, sh, a.DType().Name(), s.Rows, dim, dt.Name())
 	}
 	raw, err := a.RawRows(0, a.Rows())
 	if err != nil {

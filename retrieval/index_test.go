@@ -26,7 +26,7 @@ import (
 
 // testModel is the model of the test indexes of dim-wide keys.
 func testModel(dim int) retrieval.IndexModel {
-	return retrieval.IndexModel{SHA256: strings.Repeat("ab", 32), Path: "model-a", Config: json.RawMessage(fmt.Sprintf(`{"output_dim":%d}`, dim))}
+	return retrieval.IndexModel{SHA256: strings.Repeat("ab", 32), Path: "model-a", Config: json.RawMessage(fmt.Sprintf(`{"input_dim":8,"hidden_dim":4,"output_dim":%d,"num_residual_blocks":1}`, dim))}
 }
 
 // appendRows appends x (rows×dim, not normalised) as one shard from source.
@@ -559,11 +559,17 @@ func TestIndexTampered(t *testing.T) {
 		{"format", "format", editManifest(func(m map[string]any) { m["format"] = "dinoclip-index/9" })},
 		{"unknown key", "unknown field", editManifest(func(m map[string]any) { m["extra"] = 1 })},
 		{"dtype", "dtype", editManifest(func(m map[string]any) { m["dtype"] = "int8" })},
-		{"dim", "[3, 3]", editManifest(func(m map[string]any) {
+		{"dim", "the manifest says a [3 3] array", editManifest(func(m map[string]any) {
 			m["dim"] = 3
-			m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3}
+			m["model"].(map[string]any)["config"].(map[string]any)["output_dim"] = 3
 		})},
-		{"model config of another width", "config", editManifest(func(m map[string]any) { m["model"].(map[string]any)["config"] = map[string]any{"output_dim": 3} })},
+		{"model config of another width", "config", editManifest(func(m map[string]any) { m["model"].(map[string]any)["config"].(map[string]any)["output_dim"] = 3 })},
+		{"model config of no model", "the model's config: hidden dim 0: must be at least 2", editManifest(func(m map[string]any) {
+			m["model"].(map[string]any)["config"].(map[string]any)["hidden_dim"] = 0
+		})},
+		{"model config beyond any model", "weights, more than the 2147483647 dinoclip handles", editManifest(func(m map[string]any) {
+			m["model"].(map[string]any)["config"].(map[string]any)["input_dim"] = 1 << 40
+		})},
 		{"model config missing", "no model config", editManifest(func(m map[string]any) { delete(m["model"].(map[string]any), "config") })},
 		{"model config of the wrong kind", "field hidden_dim: a JSON array where an integer belongs", editManifest(func(m map[string]any) {
 			m["model"].(map[string]any)["config"].(map[string]any)["hidden_dim"] = []int{16}

@@ -382,7 +382,10 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 
 	files, err = synth.WriteEvalSet(evalDir, opts, job.images, job.perImage, synthEvalName)
 	if err != nil {
-		return err
+		// (The two sets no longer belong together: the marker stays, and
+		// readers refuse them, until a run of the same settings ends.)
+		return fmt.Errorf("%w; the training data in %s is this run's, the evaluation set in %s is not (%s marks the pair unfinished, which train and eval refuse): once the problem is fixed, run the same command again",
+			err, trainDir, evalDir, dataset.UnfinishedFile)
 	}
 	if err := os.Remove(marker); err != nil {
 		return fmt.Errorf("synth: %w", err)

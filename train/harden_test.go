@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -24,7 +23,6 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/flock/flocktest"
-	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -761,37 +759,6 @@ func TestDanglingLastOneWayOut(t *testing.T) {
 	}
 	if err := CheckResumable(runDir); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("CheckResumable: %v", err)
-	}
-}
-
-// TestShellArg: a path is one shell word that the shell reads back as the
-// path's bytes, with no byte a terminal acts on (an ESC, a newline, a
-// bidirectional override, a C1 control, a byte that is no UTF-8: those in
-// ANSI-C quotes, as escapes); bash, where there is one, reads each back.
-func TestShellArg(t *testing.T) {
-	cases := map[string]string{"runs/base": "runs/base", "/a/b-c_1.x": "/a/b-c_1.x", "my run": "'my run'", "it's": `'it'\''s'`, "": "''", "$HOME": "'$HOME'",
-		"caf\u00e9 run": "'caf\u00e9 run'", "tab\there": "'tab\there'",
-		"esc\x1b[31mdir/run":   `$'esc\x1b[31mdir/run'`,
-		"nl\ndir":              `$'nl\x0adir'`,
-		"it's\n\\":             `$'it\'s\x0a\\'`,
-		"c1\u009b/rtl\u202e.x": `$'c1\xc2\x9b/rtl\xe2\x80\xae.x'`,
-		"latin1 \xe9":          `$'latin1 \xe9'`,
-	}
-	bash, _ := exec.LookPath("bash")
-	for in, want := range cases {
-		got := ShellArg(in)
-		if got != want {
-			t.Errorf("ShellArg(%q) = %s, want %s", in, got, want)
-		}
-		if printable.Needed(got) {
-			t.Errorf("ShellArg(%q) = %q holds what a terminal acts on", in, got)
-		}
-		if bash == "" {
-			continue
-		}
-		if out, err := exec.Command(bash, "-c", "printf %s "+got).Output(); err != nil || string(out) != in {
-			t.Errorf("bash reads ShellArg(%q) = %s back as %q (%v)", in, got, out, err)
-		}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/dinoclip/dinoclip/checkpoint"
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
 	"github.com/dinoclip/dinoclip/internal/dataset"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
@@ -1253,13 +1254,13 @@ func (tr *Trainer) stopAdvice(step int, err error) string {
 	var bad *npy.NonFiniteError
 	if errors.As(err, &bad) && lerr == nil {
 		return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); a run on corrected data is another run (train it into another --out), or continue this one on the corrected file with: dinoclip train --resume --out %s --accept-changed-inputs",
-			last, target, ShellArg(tr.RunDir))
+			last, target, printable.ShellArg(tr.RunDir))
 	}
 	if lerr != nil {
 		return fmt.Sprintf("the run stopped before its first checkpoint; start it again once the problem is fixed (the same --out will do: %s holds no checkpoint)", tr.RunDir)
 	}
 	return fmt.Sprintf("the run stopped; its last checkpoint is %s (%s); once the problem is fixed, continue it with: dinoclip train --resume --out %s",
-		last, target, ShellArg(tr.RunDir))
+		last, target, printable.ShellArg(tr.RunDir))
 }
 
 // evaluate projects and ranks every evaluation set, ranking with the

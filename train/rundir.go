@@ -264,7 +264,7 @@ func noRunError(dir string) error {
 	}
 	for _, up := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
 		if st, err := os.Lstat(filepath.Join(up, RunFile)); err == nil && st.Mode().IsRegular() {
-			return fmt.Errorf("nothing to resume in %s: it holds no run, but it is within the run directory %s: resume that, with --out %s", dir, up, ShellArg(up))
+			return fmt.Errorf("nothing to resume in %s: it holds no run, but it is within the run directory %s: resume that, with --out %s", dir, up, printable.ShellArg(up))
 		}
 	}
 	return fmt.Errorf("nothing to resume in %s: it holds no run (no %s, no checkpoint)", dir, RunFile)
@@ -304,7 +304,7 @@ func checkResumable(dir string) error {
 	if st.Mode()&os.ModeSymlink == 0 {
 		// The trainer replaces the link at every checkpoint; it cannot
 		// replace a directory or file.
-		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, ShellArg(last))
+		return fmt.Errorf("%s is not a link to a checkpoint, as the trainer keeps it: move it away and make it one (ln -s checkpoints/step-NNNNNNNN %s)", last, printable.ShellArg(last))
 	}
 	// (Only for the run's own checkpoint: a link edited into another
 	// run's is refused for that, below.)
@@ -329,7 +329,7 @@ func checkResumable(dir string) error {
 		why = "another link: the trainer links the last checkpoint directly"
 	}
 	return fmt.Errorf("%s leads to %s, %s; point it at one of them (ln -sfn %s/step-NNNNNNNN %s)",
-		last, to, why, CheckpointsDir, ShellArg(last))
+		last, to, why, CheckpointsDir, printable.ShellArg(last))
 }
 
 // ownCheckpoint says whether the link last of the run in dir leads to one
@@ -396,7 +396,7 @@ func brokenRunError(dir string) error {
 	}
 	if _, older := newestCheckpoints(dir); older != "" {
 		return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s); its newest whole checkpoint is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s), or train into another --out",
-			dir, missing, last, target, older, older, ShellArg(last), ShellArg(dir))
+			dir, missing, last, target, older, older, printable.ShellArg(last), printable.ShellArg(dir))
 	}
 	return fmt.Errorf("run directory %s holds a run whose last checkpoint %s (%s -> %s), and no other whole checkpoint: it can be neither resumed nor overwritten; remove %s, or train into another --out",
 		dir, missing, last, target, dir)
@@ -452,7 +452,7 @@ func olderCheckpointHint(dir string, err error) error {
 	}
 	if older := newestWhole(dir, cks[:before]); older != "" {
 		return fmt.Errorf("%w; the run's newest whole checkpoint before it is %s: link it as the last to resume from there (ln -sfn %s %s, then dinoclip train --resume --out %s; the steps after it are trained again)",
-			err, older, older, ShellArg(last), ShellArg(dir))
+			err, older, older, printable.ShellArg(last), printable.ShellArg(dir))
 	}
 	return err
 }
@@ -533,7 +533,7 @@ func orphanedCheckpoints(dir string) error {
 		which = fmt.Sprintf("the newest whole one (the newer %s lacks files a resume reads)", newest)
 	}
 	return fmt.Errorf("run directory %s holds checkpoints but no %s link (removed, or the run was stopped before it made it): link %s to resume it (ln -s %s %s, then dinoclip train --resume --out %s), or train into another --out",
-		dir, checkpoint.LastLink, which, whole, ShellArg(last), ShellArg(dir))
+		dir, checkpoint.LastLink, which, whole, printable.ShellArg(last), printable.ShellArg(dir))
 }
 
 // noRunFileError refuses, for a resume and for a new run, a run directory
@@ -555,7 +555,7 @@ func noRunFileError(dir string) error {
 		return fmt.Errorf("%s, and none of its checkpoints is whole; remove %s, or train into another --out", why, dir)
 	}
 	return fmt.Errorf("%s; put %s back, or start a new run from the weights of its newest whole checkpoint (dinoclip train --init %s --data DATA --out NEW_RUN: the optimizer state and the schedule start anew)",
-		why, RunFile, ShellArg(filepath.Join(dir, whole)))
+		why, RunFile, printable.ShellArg(filepath.Join(dir, whole)))
 }
 
 // checkNewRunDir refuses a run directory that already holds checkpoints
@@ -589,7 +589,7 @@ func checkNewRunDir(dir string) error {
 
 // heldRunError refuses to start a new run in dir, which holds one.
 func heldRunError(dir string) error {
-	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, ShellArg(dir))
+	return fmt.Errorf("run directory %s already holds a run; train into another --out, or continue this one with: dinoclip train --resume --out %s", dir, printable.ShellArg(dir))
 }
 
 // CheckNewRun is the early word on the directory dir of a new run, for a
@@ -1134,7 +1134,7 @@ func (tr *Trainer) restore() (State, error) {
 		return State{}, fmt.Errorf("%s: the run was started on training data of %d rows (%d -> %d), %s has %d rows (%d -> %d); "+
 			"a run continues only on data of its own size, --accept-changed-inputs or not: restore its data, or start a new run "+
 			"from its weights (dinoclip train --init %s --out NEW ...)",
-			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim, ShellArg(dir))
+			dir, st.Data.Rows, st.Data.InputDim, st.Data.OutputDim, tr.Data.Dir, data.Rows, data.InputDim, data.OutputDim, printable.ShellArg(dir))
 	}
 	// A run.json from before it recorded the sets (Evals absent, not
 	// empty) takes the sets given.
@@ -1406,41 +1406,6 @@ func checkEvalNames(run []EvalRef, sets []*retrieval.Set) error {
 // checkpoint, for a resume that must build the same engine.
 func ModelConfigOf(runDir string) (nn.Config, error) {
 	return checkpoint.ReadConfig(filepath.Join(runDir, checkpoint.LastLink, checkpoint.ModelFile))
-}
-
-// ShellArg is path as one shell word, quoted when it needs to be, for the
-// commands that messages tell the user to run. A path holding what
-// printable escapes (an ESC, a newline, a bidirectional override, a byte
-// that is no UTF-8), which a terminal would act on and a copy of the
-// command would lose, is written in ANSI-C quotes ($'...': bash, zsh,
-// ksh, and POSIX sh since its 2024 edition), each such byte as \xNN,
-// which the shell reads back as the path's bytes.
-func ShellArg(path string) string {
-	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
-		return path
-	}
-	if !printable.Needed(path) {
-		return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
-	}
-	var b strings.Builder
-	b.WriteString("$'")
-	for i := 0; i < len(path); {
-		r, size := utf8.DecodeRuneInString(path[i:])
-		switch {
-		case r == utf8.RuneError && size == 1 || printable.Escaped(r):
-			for _, c := range []byte(path[i : i+size]) {
-				fmt.Fprintf(&b, `\x%02x`, c)
-			}
-		case r == '\'' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		default:
-			b.WriteString(path[i : i+size])
-		}
-		i += size
-	}
-	b.WriteByte('\'')
-	return b.String()
 }
 
 // finishLastLink is finishLastLink on the trainer's run directory, saying

@@ -116,7 +116,7 @@ func describe(w io.Writer, path string) error {
 		err := infoModel(w, path)
 		if err != nil && !strings.HasSuffix(path, ".safetensors") {
 			if dir := describedWhole(path); dir != "" {
-				return fmt.Errorf("info: %s is a file of %s, which info describes as a whole: dinoclip info %s", path, dir, shown(train.ShellArg(dir)))
+				return fmt.Errorf("info: %s is a file of %s, which info describes as a whole: dinoclip info %s", path, dir, shown(printable.ShellArg(dir)))
 			}
 			err = fmt.Errorf("info: %s is no file dinoclip describes (a .npy array, a model .safetensors, a record of queries Q.json beside Q.npy); read as a model: %w", path, err)
 		}
@@ -159,7 +159,7 @@ func describe(w io.Writer, path string) error {
 	}
 	hint := ""
 	entries, _ := os.ReadDir(path)
-	arg := func(p string) string { return shown(train.ShellArg(p)) }
+	arg := func(p string) string { return shown(printable.ShellArg(p)) }
 	switch run := filepath.Dir(filepath.Clean(path)); {
 	case filepath.Base(filepath.Clean(path)) == train.CheckpointsDir && isRunDir(run):
 		hint = fmt.Sprintf("; it is the checkpoints directory of the run %s, which info describes (dinoclip info %s), as it does each checkpoint in it", run, arg(run))

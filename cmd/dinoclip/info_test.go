@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dinoclip/dinoclip/checkpoint"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -314,19 +315,19 @@ func TestInfoErrors(t *testing.T) {
 		{[]string{"info", filepath.Join(dir, "nope")}, []string{filepath.Join(dir, "nope"), "no such file"}},
 		{[]string{"info", dir}, []string{dir, "not a run, checkpoint, training data, evaluation set, index or search output"}},
 		{[]string{"info", garbage}, []string{garbage + " is no file dinoclip describes"}},
-		{[]string{"info", filepath.Join(run, train.CheckpointsDir)}, []string{"it is the checkpoints directory of the run " + run + ", which info describes (dinoclip info " + train.ShellArg(run) + ")"}},
-		{[]string{"info", demoOut}, []string{"it is a dinoclip demo's output, whose run and data info describes (dinoclip info " + train.ShellArg(filepath.Join(demoOut, "run"))}},
+		{[]string{"info", filepath.Join(run, train.CheckpointsDir)}, []string{"it is the checkpoints directory of the run " + run + ", which info describes (dinoclip info " + printable.ShellArg(run) + ")"}},
+		{[]string{"info", demoOut}, []string{"it is a dinoclip demo's output, whose run and data info describes (dinoclip info " + printable.ShellArg(filepath.Join(demoOut, "run"))}},
 		{[]string{"info", benchOut}, []string{"it holds a dinoclip bench's report, to read in " + filepath.Join(benchOut, benchTextFile)}},
 		{[]string{"info", stateless}, []string{stateless + ": an optimizer file without the trainer state"}},
 		{[]string{"info", laterState}, []string{laterState + ` is a checkpoint's trainer state in the format "dinoclip-optimizer/2", which this dinoclip does not read`}},
 		{[]string{"info", filepath.Join(run, train.MetricsFile)}, []string{"is a file of " + run + ", which info describes as a whole"}},
 		{[]string{"info", torchFile}, []string{torchFile + ": a PyTorch file (torch.save's format)"}},
 		{[]string{"info", imagesList}, []string{imagesList + " is a file of " + lonely}},
-		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + train.ShellArg(lonely)}},
+		{[]string{"info", partOfData}, []string{partOfData + " is a file of " + lonely + ", which info describes as a whole: dinoclip info " + printable.ShellArg(lonely)}},
 		{[]string{"info", badNPY}, []string{badNPY}},
 		{[]string{"info", lonely}, []string{"a.dino.npy has no a.clip.npy"}},
 		{[]string{"info", queries}, []string{queries, "not a run, checkpoint, training data, evaluation set, index or search output",
-			"it holds .npy files, which info describes one at a time (dinoclip info " + train.ShellArg(filepath.Join(queries, "sentences.clip.npy")) + ")"}},
+			"it holds .npy files, which info describes one at a time (dinoclip info " + printable.ShellArg(filepath.Join(queries, "sentences.clip.npy")) + ")"}},
 		{[]string{"info", unfinished}, []string{"an index whose first append is running or was interrupted", "which removes its files and indexes them again"}},
 		{[]string{"info", killedEarly}, []string{"an index whose first append is running or was interrupted"}},
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/npy"
 	"github.com/dinoclip/dinoclip/retrieval"
-	"github.com/dinoclip/dinoclip/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -233,7 +232,7 @@ func openKeys(path string) (*searchKeys, error) {
 		return &searchKeys{keys: ix.Keys, model: ix.Manifest.Model.SHA256, index: ix, path: path, rows: ix.Keys.Rows(), dim: ix.Keys.Dim}, nil
 	}
 	if dir := describedWhole(path); dir != "" && retrieval.IsIndex(dir) {
-		return nil, fmt.Errorf("--index %s is a file of the search index %s: give the index's directory (--index %s)", path, dir, shown(train.ShellArg(dir)))
+		return nil, fmt.Errorf("--index %s is a file of the search index %s: give the index's directory (--index %s)", path, dir, shown(printable.ShellArg(dir)))
 	}
 	// (Mapped: nothing is read but its header, for readMatrix once its
 	// size is known to fit.)

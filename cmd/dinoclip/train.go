@@ -264,7 +264,7 @@ func runTrain(cCtx *cli.Context) error {
 			// lone half.)
 			err = fmt.Errorf("%w: %s is an evaluation set, not training data (--eval takes it)", err, dataDir)
 		case !train.HoldsShards(dataDir) && train.HoldsShards(sub):
-			err = fmt.Errorf("%w; the shards are in %s (--data %s)", err, sub, train.ShellArg(sub))
+			err = fmt.Errorf("%w; the shards are in %s (--data %s)", err, sub, printable.ShellArg(sub))
 		}
 		return err
 	}
@@ -413,7 +413,7 @@ func runTrain(cCtx *cli.Context) error {
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			if _, lerr := os.Lstat(filepath.Join(runDir, checkpoint.LastLink)); lerr == nil {
-				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --out %s\n", train.ShellArg(runDir))
+				fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: training stopped; continue it with: dinoclip train --resume --out %s\n", printable.ShellArg(runDir))
 			} else {
 				fmt.Fprintln(cCtx.App.ErrWriter, "dinoclip: training stopped before its first checkpoint; start it again (the same --out will do)")
 			}
@@ -422,7 +422,7 @@ func runTrain(cCtx *cli.Context) error {
 	}
 	if res.AlreadyFinished {
 		fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: the run in %s had finished before this resume: nothing was trained (a resume goes on with the run as it was started; to train on from its model, start a new run with --init %s --out NEW_RUN)\n",
-			printable.String(runDir), train.ShellArg(runDir))
+			printable.String(runDir), printable.ShellArg(runDir))
 	}
 	return writeTrainSummary(cCtx.App.Writer, runDir, c, res)
 }
@@ -453,7 +453,7 @@ func newRunFrom(runDir string) string {
 	if pending := train.PendingLastLink(runDir); pending != "" {
 		last = filepath.Join(runDir, pending)
 	}
-	return fmt.Sprintf("start a new run from its last checkpoint: dinoclip train --init %s --out NEW_RUN ...", train.ShellArg(last))
+	return fmt.Sprintf("start a new run from its last checkpoint: dinoclip train --init %s --out NEW_RUN ...", printable.ShellArg(last))
 }
 
 // openTrainingEngine is openEngine, or the float64 CPU engine for an fp64
@@ -699,7 +699,7 @@ func writeTrainSummary(w io.Writer, runDir string, c nn.Config, res train.Result
 			// (Its model.safetensors holds the raw weights, which this
 			// value is not of.)
 			fmt.Fprintf(w, "  its model: %s, the moving average of the weights (--model %s reads it)\n",
-				printable.String(filepath.Join(runDir, checkpoint.BestLink, checkpoint.EMAFile)), train.ShellArg(runDir))
+				printable.String(filepath.Join(runDir, checkpoint.BestLink, checkpoint.EMAFile)), printable.ShellArg(runDir))
 		}
 	}
 	fmt.Fprintf(w, "  %s = %.6g after epoch %d (step %d)\n", b.Metric, b.Value, b.Epoch, b.Step)

@@ -61,3 +61,38 @@ func String(s string) string {
 // isRuneError reports whether s begins with U+FFFD itself, written in
 // UTF-8, not a byte that is no UTF-8.
 func isRuneError(s string) bool { return strings.HasPrefix(s, "\uFFFD") }
+
+// ShellArg is path as one shell word, quoted when it needs to be, for the
+// commands that messages tell the user to run. A path holding what
+// printable escapes (an ESC, a newline, a bidirectional override, a byte
+// that is no UTF-8), which a terminal would act on and a copy of the
+// command would lose, is written in ANSI-C quotes ($'...': bash, zsh,
+// ksh, and POSIX sh since its 2024 edition), each such byte as \xNN,
+// which the shell reads back as the path's bytes.
+func ShellArg(path string) string {
+	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return path
+	}
+	if !Needed(path) {
+		return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+	}
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(path); {
+		r, size := utf8.DecodeRuneInString(path[i:])
+		switch {
+		case r == utf8.RuneError && size == 1 || Escaped(r):
+			for _, c := range []byte(path[i : i+size]) {
+				fmt.Fprintf(&b, `\x%02x`, c)
+			}
+		case r == '\'' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteString(path[i : i+size])
+		}
+		i += size
+	}
+	b.WriteByte('\'')
+	return b.String()
+}

@@ -9,11 +9,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/dinoclip/dinoclip/internal/atomicfile"
+	"github.com/dinoclip/dinoclip/internal/printable"
 	"github.com/dinoclip/dinoclip/internal/strictjson"
 	"github.com/dinoclip/dinoclip/nn"
 	"github.com/dinoclip/dinoclip/safetensors"
@@ -737,19 +739,23 @@ func Resolve(path string) (string, error) {
 	// A best link that leads nowhere is a damaged run, not one without a
 	// best checkpoint: falling back to last would pick another model.
 	if best := filepath.Join(path, BestLink); atomicfile.IsLink(best) && !fileExists(filepath.Join(best, ModelFile)) {
+		if err := brokenLink(filepath.Join(best, ModelFile)); err != nil {
+			return "", err
+		}
 		return "", fmt.Errorf("model: %s's best checkpoint %s is missing; name a model file (for instance %s) to use another", path, best, filepath.Join(path, LastLink, ModelFile))
 	}
 	if p := filepath.Join(path, ModelFile); fileExists(p) {
 		return p, nil
-	} else if to, err := os.Readlink(p); err == nil {
-		// (A link to a disk not mounted, or a loop: not "no model".)
-		_, err := os.Stat(p)
-		return "", fmt.Errorf("model: %s is a symbolic link to %s, which cannot be opened (%v)", p, to, errors.Unwrap(err))
+	} else if err := brokenLink(p); err != nil {
+		return "", err
 	}
 	for _, link := range []string{BestLink, LastLink} {
 		if fileExists(filepath.Join(path, link, ModelFile)) {
 			return follow(link, ModelFile)
 		}
+	}
+	if err := brokenLink(filepath.Join(path, LastLink, ModelFile)); err != nil {
+		return "", err
 	}
 	model := ModelFile
 	if fromEMA {
@@ -821,9 +827,9 @@ func readRunRecord(runDir string) (fromEMA bool, best string, err error) {
 			Options struct {
 				BestFrom string `json:"best_from"`
 			} `json:"options"`
-			Best *struct {
-				Checkpoint string `json:"checkpoint"`
-			} `json:"best"`
+			// (Read leniently, as Python's resolve reads it: a value of
+			// another kind is no best recorded, not a run.json unreadable.)
+			Best any `json:"best"`
 		}
 		// (A key given twice is a document each reader takes its own
 		// way: edited, whatever it says; so are bytes that are not UTF-8,
@@ -831,8 +837,8 @@ func readRunRecord(runDir string) (fromEMA bool, best string, err error) {
 		if err = strictjson.CheckKeys(b); err == nil {
 			err = strictjson.Describe(json.Unmarshal(b, &run))
 		}
-		if err == nil && run.Best != nil {
-			best = run.Best.Checkpoint
+		if err == nil {
+			best = recordedBest(run.Best)
 		}
 		switch from := run.Options.BestFrom; {
 		case err != nil:
@@ -877,8 +883,8 @@ func notALink(p string) string {
 
 // BestProblem says what is wrong with run's best link where the commands
 // that load the run's model refuse it (Resolve), with the command that
-// links it again: it is no link (notALink), or it is absent while
-// run.json records a best checkpoint that is there. "" otherwise.
+// mends it: it is no link (notALink), or it is absent while run.json
+// records a best checkpoint that is there. "" otherwise.
 func BestProblem(run string) string {
 	_, recorded, err := readRunRecord(run)
 	if err != nil {
@@ -888,23 +894,73 @@ func BestProblem(run string) string {
 }
 
 // bestProblem is BestProblem of run, whose run.json records the best
-// checkpoint recorded ("" for none).
+// checkpoint recorded ("" for none: recordedBest).
 func bestProblem(run, recorded string) string {
 	best := filepath.Join(run, BestLink)
-	target := recorded
-	if target == "" {
-		target = CheckpointsDir + "/step-NNNNNNNN"
-	}
+	there := recorded != "" && fileExists(filepath.Join(run, recorded, ModelFile))
 	if what := notALink(best); what != "" {
-		fix := fmt.Sprintf("rm %s && ln -s %s %s", best, target, best)
-		if strings.HasPrefix(what, "a directory") {
-			fix = fmt.Sprintf("rmdir %s && ln -s %s %s", best, target, best)
+		aside := fmt.Sprintf("mv %s %s", printable.ShellArg(best), printable.ShellArg(best+".damaged"))
+		if !there {
+			// (Its best checkpoint gone, a run has no best link until an
+			// evaluation beats it, and its last is taken: train's alignBest.)
+			return fmt.Sprintf("its %s is %s, not a link to its best checkpoint, which is gone; move it aside (%s), and its last checkpoint is used", BestLink, what, aside)
 		}
-		return fmt.Sprintf("its %s is %s, not a link to its best checkpoint; link it again (%s)", BestLink, what, fix)
+		return fmt.Sprintf("its %s is %s, not a link to its best checkpoint; link it again (%s && ln -s %s %s)", BestLink, what, aside, recorded, printable.ShellArg(best))
 	}
-	if _, err := os.Lstat(best); errors.Is(err, os.ErrNotExist) && recorded != "" && fileExists(filepath.Join(run, recorded, ModelFile)) {
-		return fmt.Sprintf("it records its best checkpoint %s in %s, but has no %s link (a copy that left links out?); link it again (ln -s %s %s)",
-			recorded, RunFile, BestLink, recorded, best)
+	if _, err := os.Lstat(best); !errors.Is(err, os.ErrNotExist) || !there {
+		return ""
+	}
+	// A resume that goes back to an earlier checkpoint removes the best
+	// link of a later one before it rewrites run.json (alignBest): a best
+	// recorded after the last checkpoint is that, not a damaged run.
+	if step, ok := stepOf(recorded); ok {
+		if to, err := os.Readlink(filepath.Join(run, LastLink)); err == nil {
+			if last, ok := stepOf(to); ok && step > last {
+				return ""
+			}
+		}
+	}
+	return fmt.Sprintf("it records its best checkpoint %s in %s, but has no %s link (a copy that left links out?); link it again (ln -s %s %s)",
+		recorded, RunFile, BestLink, recorded, printable.ShellArg(best))
+}
+
+// bestName is how run.json records a best checkpoint: relative to the run.
+var bestName = regexp.MustCompile(`^` + CheckpointsDir + `/step-([0-9]{8,})$`)
+
+// recordedBest is the checkpoint of run.json's best (its "checkpoint",
+// the key matched ignoring case, as encoding/json matches a field's), ""
+// where it records none a run writes (an edited one: a number, a path
+// out of the run).
+func recordedBest(best any) string {
+	m, _ := best.(map[string]any)
+	for k, v := range m {
+		if s, ok := v.(string); ok && strings.EqualFold(k, "checkpoint") && bestName.MatchString(s) {
+			return s
+		}
 	}
 	return ""
+}
+
+// stepOf is the step of a checkpoint named as run.json or a link names it
+// (checkpoints/step-NNNNNNNN).
+func stepOf(name string) (int, bool) {
+	m := bestName.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	step, err := strconv.Atoi(m[1])
+	return step, err == nil
+}
+
+// brokenLink is the error of the model file p where it is a symbolic link
+// that cannot be opened (to a disk not mounted, a loop): not "no model".
+func brokenLink(p string) error {
+	to, err := os.Readlink(p)
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("model: %s is a symbolic link to %s, which cannot be opened (%v)", p, to, errors.Unwrap(err))
+	}
+	return nil
 }

@@ -679,46 +679,64 @@ func TestResolveReadsRunJSONKeysIgnoringCase(t *testing.T) {
 
 // A run's best that is not a link (a file: a link git stored as its text;
 // a directory without a model), or absent where run.json records a best
-// checkpoint that is there, is refused with the command that links it
-// again: last, which Resolve would take instead, is another model. A copy
-// that followed the links (best a directory holding the model) and a run
-// whose recorded best checkpoint is gone take what they always took.
+// checkpoint that is there, is refused with the command that mends it:
+// last, which Resolve would take instead, is another model. A copy that
+// followed the links (best a directory holding the model), a run whose
+// recorded best checkpoint is gone, one whose best is recorded after its
+// last checkpoint (a resume going back removes the link before it
+// rewrites run.json), and a best recorded as no run writes it take what
+// they always took.
 func TestResolveDamagedBest(t *testing.T) {
 	n := small.NumParams()
 	ck := &Checkpoint{Config: small, Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), State: []byte(`{"step":1}`)}
-	newRun := func(t *testing.T) string {
-		run := t.TempDir()
-		for _, step := range []string{"step-1", "step-2"} {
-			if err := Save(filepath.Join(run, CheckpointsDir, step), ck); err != nil {
+	const one, two = "checkpoints/step-00000001", "checkpoints/step-00000002"
+	newRun := func(t *testing.T, recorded string) string {
+		run := filepath.Join(t.TempDir(), "my run")
+		for _, step := range []string{one, two} {
+			if err := Save(filepath.Join(run, step), ck); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := os.Symlink(filepath.Join(CheckpointsDir, "step-2"), filepath.Join(run, LastLink)); err != nil {
+		if err := os.Symlink(two, filepath.Join(run, LastLink)); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(run, RunFile), []byte(`{"best": {"checkpoint": "checkpoints/step-1"}}`), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(run, RunFile), []byte(`{"best": {"checkpoint": `+recorded+`}}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return run
 	}
 	for _, c := range []struct {
-		name, want string
-		damage     func(run, best string) error
+		name, recorded, want string
+		damage               func(run, best string) error
 	}{
-		{"a file", "best is a file, not a link to its best checkpoint; link it again (rm %[1]s && ln -s checkpoints/step-1 %[1]s)",
-			func(run, best string) error { return os.WriteFile(best, []byte("checkpoints/step-1"), 0o644) }},
-		{"an empty directory", "best is a directory that holds no model.safetensors, not a link to its best checkpoint; link it again (rmdir %[1]s && ln -s checkpoints/step-1 %[1]s)",
-			func(run, best string) error { return os.Mkdir(best, 0o755) }},
-		{"absent", "records its best checkpoint checkpoints/step-1 in run.json, but has no best link (a copy that left links out?); link it again (ln -s checkpoints/step-1 %[1]s)",
-			func(run, best string) error { return nil }},
-		{"a copy of its checkpoint", "",
+		{"a file", `"` + one + `"`, "its best is a file, not a link to its best checkpoint; link it again (mv '%[1]s' '%[1]s.damaged' && ln -s " + one + " '%[1]s')",
+			func(run, best string) error { return os.WriteFile(best, []byte(one), 0o644) }},
+		{"a directory", `"` + one + `"`, "its best is a directory that holds no model.safetensors, not a link to its best checkpoint; link it again (mv '%[1]s' '%[1]s.damaged' && ln -s " + one + " '%[1]s')",
+			func(run, best string) error { return os.MkdirAll(filepath.Join(best, "sub"), 0o755) }},
+		{"a file, its checkpoint gone", `"` + one + `"`, "its best is a file, not a link to its best checkpoint, which is gone; move it aside (mv '%[1]s' '%[1]s.damaged'), and its last checkpoint is used",
 			func(run, best string) error {
-				return os.CopyFS(best, os.DirFS(filepath.Join(run, CheckpointsDir, "step-1")))
+				os.WriteFile(best, []byte(one), 0o644)
+				return os.RemoveAll(filepath.Join(run, one))
 			}},
-		{"absent, its recorded checkpoint gone", "",
-			func(run, best string) error { return os.RemoveAll(filepath.Join(run, CheckpointsDir, "step-1")) }},
+		{"absent", `"` + one + `"`, "it records its best checkpoint " + one + " in run.json, but has no best link (a copy that left links out?); link it again (ln -s " + one + " '%[1]s')",
+			func(run, best string) error { return nil }},
+		{"a copy of its checkpoint", `"` + one + `"`, "",
+			func(run, best string) error { return os.CopyFS(best, os.DirFS(filepath.Join(run, one))) }},
+		{"absent, its checkpoint gone", `"` + one + `"`, "",
+			func(run, best string) error { return os.RemoveAll(filepath.Join(run, one)) }},
+		{"absent, recorded after the last checkpoint", `"` + two + `"`, "",
+			func(run, best string) error {
+				if err := os.Remove(filepath.Join(run, LastLink)); err != nil {
+					return err
+				}
+				return os.Symlink(one, filepath.Join(run, LastLink))
+			}},
+		{"absent, recorded as no run writes it", `"/elsewhere/` + one + `"`, "",
+			func(run, best string) error { return nil }},
+		{"absent, recorded as a number", `5`, "",
+			func(run, best string) error { return nil }},
 	} {
-		run := newRun(t)
+		run := newRun(t, c.recorded)
 		best := filepath.Join(run, BestLink)
 		if err := c.damage(run, best); err != nil {
 			t.Fatal(err)
@@ -745,6 +763,22 @@ func TestResolveBrokenModelLink(t *testing.T) {
 		want := fmt.Sprintf("model: %s is a symbolic link to %s, which cannot be opened (%s)", filepath.Join(ck, ModelFile), target, why)
 		if _, err := Resolve(ck); err == nil || err.Error() != want {
 			t.Errorf("Resolve: %v, want %q", err, want)
+		}
+		// The same through a run's best or last link (a run kept in
+		// git-annex, its disk not mounted).
+		for _, link := range []string{BestLink, LastLink} {
+			run := t.TempDir()
+			if err := os.Rename(ck, filepath.Join(run, "ck")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("ck", filepath.Join(run, link)); err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("model: %s is a symbolic link to %s, which cannot be opened (%s)", filepath.Join(run, link, ModelFile), target, why)
+			if _, err := Resolve(run); err == nil || err.Error() != want {
+				t.Errorf("Resolve of a run through its %s: %v, want %q", link, err, want)
+			}
+			ck = filepath.Join(run, "ck")
 		}
 	}
 }

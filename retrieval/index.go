@@ -787,7 +787,7 @@ func (w *IndexWriter) shardOf(path string) (IndexShard, bool) {
 // lists were hashed is not checked.
 func (w *IndexWriter) CheckSourceImages(path, images string, rows int64) error {
 	sh, ok := w.shardOf(path)
-	if !ok {
+	if !ok || rows == 0 { // (rows of no images need none named)
 		return nil
 	}
 	if sh.Images == "" {
@@ -800,10 +800,15 @@ func (w *IndexWriter) CheckSourceImages(path, images string, rows int64) error {
 	if err != nil {
 		return err
 	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != sh.ImagesSHA256 {
-		return fmt.Errorf("%s was indexed with another list of its images than %s (images moved or renamed since?): the index names the old ones; build a new index to name these", path, images)
+	// (The names compared, not the bytes: a final newline added or taken
+	// away, as an editor saves a file, or CRLF line ends, name the same.)
+	names := bytes.TrimSuffix(b, []byte{'\n'})
+	for _, list := range [][]byte{names, append(slices.Clip(names), '\n')} {
+		if sum := sha256.Sum256(list); hex.EncodeToString(sum[:]) == sh.ImagesSHA256 {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("%s was indexed with another list of its images than %s (images moved or renamed since?): the index names the old ones; build a new index from the features and lists as they are now", path, images)
 }
 
 // Append adds source.Rows rows as a new shard, with images, the file

@@ -274,6 +274,10 @@ func runIndex(cCtx *cli.Context) (err error) {
 		info   fs.FileInfo
 		// duplicate: the contents of an earlier source of this run
 		duplicate bool
+		// renamed: an indexed source under another name (a hard link, a
+		// move or a copy), skipped as it; a list beside it names the
+		// images of the copy, not of the rows the index holds
+		renamed bool
 	}
 	var sources []source
 	defer func() {
@@ -420,12 +424,12 @@ func runIndex(cCtx *cli.Context) (err error) {
 			}
 		}
 		if p, ok := indexed.find(s.info); ok {
-			sources[i].src.Path = p
+			sources[i].src.Path, sources[i].renamed = p, true
 			continue
 		}
 		if p, ok := recorded[key]; ok {
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed already (moved or copied?): skipped\n", printable.String(s.src.Path), printable.String(p))
-			sources[i].src.Path = p
+			sources[i].src.Path, sources[i].renamed = p, true
 		} else if earlier != "" {
 			fmt.Fprintf(cCtx.App.ErrWriter, "dinoclip: %s has the size, rows and sampled contents of %s, indexed in this run: skipped\n", printable.String(s.src.Path), printable.String(earlier))
 			sources[i].duplicate = true
@@ -444,7 +448,7 @@ func runIndex(cCtx *cli.Context) (err error) {
 				s.src.Path, rec.Rows, rec.Size, s.src.Rows, s.src.Size)
 		case rec.Sample != "" && rec.Sample != s.src.Sample:
 			return fmt.Errorf("%s was rewritten since it was indexed (same size, other contents); build a new index", s.src.Path)
-		case s.images != "":
+		case s.images != "" && !s.renamed:
 			if err := w.CheckSourceImages(s.src.Path, s.images, s.src.Rows); err != nil {
 				return err
 			}

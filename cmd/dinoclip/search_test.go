@@ -1309,11 +1309,29 @@ func TestSearchNamesImages(t *testing.T) {
 	moved := strings.ReplaceAll(strings.Join(names[:40], "\n")+"\n", "/photos/", "/moved/")
 	os.WriteFile(filepath.Join(feat, "shard-00000.images.txt"), []byte(moved), 0o644)
 	wantError(t, []string{"index", "--model", run, "--features", feat, "--out", index},
-		"shard-00000.dino.npy was indexed with another list of its images than", "build a new index to name these")
+		"shard-00000.dino.npy was indexed with another list of its images than", "build a new index from the features and lists as they are now")
+	// The same names without their final newline (as an editor saves
+	// them), or with CRLF line ends, are the same list.
+	for _, list := range []string{strings.Join(names[:40], "\n"), strings.Join(names[:40], "\r\n") + "\r\n"} {
+		os.WriteFile(filepath.Join(feat, "shard-00000.images.txt"), []byte(list), 0o644)
+		if _, stderr, err := runCLI(t, "index", "--model", run, "--features", feat, "--out", index); err != nil || !strings.Contains(stderr, "skipped 2 files already indexed") {
+			t.Fatalf("the same names, written otherwise: %v\n%s", err, stderr)
+		}
+	}
+	// A copy of an indexed file, with a list of its own, is skipped as
+	// that file (whose list the index holds), not refused.
+	copied := filepath.Join(dir, "copied")
+	os.Mkdir(copied, 0o755)
+	b0, _ := os.ReadFile(filepath.Join(feat, "shard-00000.dino.npy"))
+	os.WriteFile(filepath.Join(copied, "shard-00000.dino.npy"), b0, 0o644)
+	os.WriteFile(filepath.Join(copied, "shard-00000.images.txt"), []byte(moved), 0o644)
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", copied, "--out", index); err != nil || !strings.Contains(stderr, "indexed already (moved or copied?): skipped") {
+		t.Fatalf("a copy with a list of its own: %v\n%s", err, stderr)
+	}
 	// Features indexed without a list, given one since: refused too.
 	bare := filepath.Join(dir, "bare")
 	os.Mkdir(bare, 0o755)
-	b0, _ := os.ReadFile(filepath.Join(data, "shard-00000.dino.npy"))
+	b0, _ = os.ReadFile(filepath.Join(data, "shard-00000.dino.npy"))
 	os.WriteFile(filepath.Join(bare, "shard-00000.dino.npy"), b0, 0o644)
 	bareIndex := filepath.Join(dir, "bare-ix")
 	mustRun(t, "index", "--model", run, "--features", bare, "--out", bareIndex)
@@ -1327,6 +1345,11 @@ func TestSearchNamesImages(t *testing.T) {
 	writeF32(t, empty, []int{0, tIn}, nil)
 	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", empty, "--out", index); err != nil || strings.Contains(stderr, "warning") {
 		t.Fatalf("an append of no rows, without a list: %v\n%s", err, stderr)
+	}
+	// Given an (empty) list since, it names no rows: skipped as indexed.
+	os.WriteFile(filepath.Join(dir, "empty.images.txt"), nil, 0o644)
+	if _, stderr, err := runCLI(t, "index", "--model", run, "--features", empty, "--out", index); err != nil || !strings.Contains(stderr, "skipped 1 file already indexed") {
+		t.Fatalf("an indexed file of no rows, with an empty list since: %v\n%s", err, stderr)
 	}
 	mustRun(t, "search", "--index", index, "--queries", q, "--k", "4", "--out", out)
 	if b2, err := os.ReadFile(filepath.Join(out, searchImagesFile)); err != nil || !bytes.Equal(b2, b) {

@@ -384,7 +384,7 @@ func writeSynthSets(ctx context.Context, w, errW io.Writer, out string, job synt
 	if err != nil {
 		// (The two sets no longer belong together: the marker stays, and
 		// readers refuse them, until a run of the same settings ends.)
-		return fmt.Errorf("%w; the training data in %s is this run's, the evaluation set in %s is not (%s marks the pair unfinished, which train and eval refuse): once the problem is fixed, run the same command again",
+		return fmt.Errorf("%w; the training data in %s is this run's, its evaluation set in %s is yet to be written (%s marks the pair unfinished, which train and eval refuse): once the problem is fixed, run the same command again",
 			err, trainDir, evalDir, dataset.UnfinishedFile)
 	}
 	if err := os.Remove(marker); err != nil {

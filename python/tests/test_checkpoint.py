@@ -993,34 +993,44 @@ def test_atomic_write_names_a_loop_of_links_in_its_way(tmp_path):
                                                "which is in a loop of symbolic links")
 
 
-@pytest.mark.parametrize("damage,want", [
-    ("file", "its best is a file, not a link to its best checkpoint; link it again (rm {best} && ln -s checkpoints/step-1 {best})"),
-    ("empty dir", "its best is a directory that holds no model.safetensors, not a link to its best checkpoint; link it "
-                  "again (rmdir {best} && ln -s checkpoints/step-1 {best})"),
-    ("absent", "it records its best checkpoint checkpoints/step-1 in run.json, but has no best link (a copy that left "
-               "links out?); link it again (ln -s checkpoints/step-1 {best})"),
-    ("copy", None),
-    ("absent, recorded gone", None),
+ONE, TWO = "checkpoints/step-00000001", "checkpoints/step-00000002"
+
+
+@pytest.mark.parametrize("damage,recorded,want", [
+    ("file", f'"{ONE}"', "its best is a file, not a link to its best checkpoint; link it again (mv '{best}' "
+                         f"'{{best}}.damaged' && ln -s {ONE} '{{best}}')"),
+    ("dir", f'"{ONE}"', "its best is a directory that holds no model.safetensors, not a link to its best checkpoint; "
+                        f"link it again (mv '{{best}}' '{{best}}.damaged' && ln -s {ONE} '{{best}}')"),
+    ("file, gone", f'"{ONE}"', "its best is a file, not a link to its best checkpoint, which is gone; move it aside "
+                               "(mv '{best}' '{best}.damaged'), and its last checkpoint is used"),
+    ("absent", f'"{ONE}"', f"it records its best checkpoint {ONE} in run.json, but has no best link (a copy that left "
+                           f"links out?); link it again (ln -s {ONE} '{{best}}')"),
+    ("copy", f'"{ONE}"', None),
+    ("absent, gone", f'"{ONE}"', None),
+    ("absent, after last", f'"{TWO}"', None),
+    ("absent", f'"/elsewhere/{ONE}"', None),
+    ("absent", "5", None),
 ])
-def test_resolve_damaged_best_as_go_does(tmp_path, damage, want):
+def test_resolve_damaged_best_as_go_does(tmp_path, damage, recorded, want):
     """A best that is not a link, or absent where run.json records a best checkpoint that is there,
-    is refused as the Go side refuses it (TestResolveDamagedBest): last, which would be taken
-    instead, is another model. A copy that followed the links, and a run whose recorded best is
-    gone, take what they always took."""
-    run = tmp_path / "run"
-    for step in ("step-1", "step-2"):
-        checkpoint.save(small(1), str(run / "checkpoints" / step) + os.sep)
-    os.symlink("checkpoints/step-2", run / "last")
-    (run / "run.json").write_text('{"best": {"checkpoint": "checkpoints/step-1"}}')
+    is refused as the Go side refuses it (TestResolveDamagedBest), with the command that mends it
+    (its paths quoted): last, which would be taken instead, is another model. A copy that followed
+    the links, a run whose recorded best is gone or recorded after its last checkpoint (a resume
+    going back), and a best recorded as no run writes it, take what they always took."""
+    run = tmp_path / "my run"
+    for step in (ONE, TWO):
+        checkpoint.save(small(1), str(run / step) + os.sep)
+    os.symlink(ONE if damage == "absent, after last" else TWO, run / "last")
+    (run / "run.json").write_text('{"best": {"checkpoint": ' + recorded + '}}')
     best = run / "best"
-    if damage == "file":
-        best.write_text("checkpoints/step-1")
-    elif damage == "empty dir":
-        best.mkdir()
+    if damage.startswith("file"):
+        best.write_text(ONE)
+    elif damage == "dir":
+        (best / "sub").mkdir(parents=True)
     elif damage == "copy":
-        shutil.copytree(run / "checkpoints" / "step-1", best)
-    elif damage == "absent, recorded gone":
-        shutil.rmtree(run / "checkpoints" / "step-1")
+        shutil.copytree(run / ONE, best)
+    if damage.endswith("gone"):
+        shutil.rmtree(run / ONE)
     if want is None:
         taken = best if damage == "copy" else run / "last"
         assert checkpoint.resolve(run) == str(taken / "model.safetensors")
@@ -1041,3 +1051,29 @@ def test_resolve_names_a_broken_model_link_as_go_does(tmp_path, target, why):
     with pytest.raises(CheckpointError) as e:
         checkpoint.resolve(ck)
     assert str(e.value) == f"model: {ck / 'model.safetensors'} is a symbolic link to {target}, which cannot be opened ({why})"
+    # The same through a run's best or last link (a run kept in git-annex, its disk not mounted).
+    for link in ("best", "last"):
+        run = tmp_path / ("run-" + link)
+        run.mkdir()
+        os.rename(ck, run / "ck")
+        ck = run / "ck"
+        os.symlink("ck", run / link)
+        with pytest.raises(CheckpointError) as e:
+            checkpoint.resolve(run)
+        assert str(e.value) == (f"model: {run / link / 'model.safetensors'} is a symbolic link to {target}, "
+                                f"which cannot be opened ({why})")
+
+
+@pytest.mark.parametrize("path,want", [
+    ("runs/base", "runs/base"), ("my run", "'my run'"), ("it's", "'it'\\''s'"), ("", "''"), ("$HOME", "'$HOME'"),
+    ("esc\x1b[31mdir/run", "$'esc\\x1b[31mdir/run'"), ("it's\n\\", "$'it\\'s\\x0a\\\\'"),
+    ("c1\u009b/rtl\u202e.x", "$'c1\\xc2\\x9b/rtl\\xe2\\x80\\xae.x'"), (os.fsdecode(b"latin1 \xe9"), "$'latin1 \\xe9'"),
+])
+def test_shell_arg_as_go_writes_it(path, want):
+    """A path in a command a message suggests is one shell word, written as the Go side's
+    printable.ShellArg writes it (TestShellArg's cases), which bash reads back as the path."""
+    from dinoclip._messages import shell_arg
+    assert shell_arg(path) == want
+    if shutil.which("bash"):
+        import subprocess
+        assert subprocess.run(["bash", "-c", "printf %s " + want], capture_output=True).stdout == os.fsencode(path)

@@ -37,3 +37,29 @@ def counted(n: int, singular: str, plural: str) -> str:
     """``n`` with its noun in the number it takes: "1 image", "2 images" (a folder of one photo
     or a file of one query is common, and "1 images" reads as a slip)."""
     return f"{n} {singular if n == 1 else plural}"
+
+
+_SHELL_PLAIN = re.compile(r"[A-Za-z0-9_./:@%+=,-]+")
+
+
+def shell_arg(path: str) -> str:
+    """``path`` as one shell word, quoted where it needs to be, for the commands messages tell the
+    user to run, as the Go side writes it (printable.ShellArg): plain, else in single quotes, else,
+    where it holds what :func:`printable` escapes or bytes that are no UTF-8 (a path's undecodable
+    bytes, as ``os.fsdecode`` keeps them), in ANSI-C quotes (``$'...'``), each such byte as ``\\xNN``."""
+    if _SHELL_PLAIN.fullmatch(path):
+        return path
+    if not _CONTROL.search(path) and not any(0xDC80 <= ord(c) <= 0xDCFF for c in path):
+        return "'" + path.replace("'", "'\\''") + "'"
+    out = ["$'"]
+    for c in path:
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # (a byte that is no UTF-8, as os.fsdecode keeps it)
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif _CONTROL.fullmatch(c):
+            out.extend(f"\\x{b:02x}" for b in c.encode("utf-8"))
+        elif c in "'\\":
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    out.append("'")
+    return "".join(out)

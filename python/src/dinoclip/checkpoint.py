@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ._files import NotRegularFileError, file_kind, open_regular, read_regular, usable_cpus, write_atomic
+from ._messages import shell_arg
 from .model import CONFIG_KEYS, ProjectorWithResiduals
 
 __all__ = [
@@ -131,7 +132,8 @@ def _run_record(run: str) -> Tuple[bool, str]:
         best_from = _folded(options, "best_from") if isinstance(options, dict) else 0
         best = _folded(doc, "best") if isinstance(doc, dict) else None
         best = _folded(best, "checkpoint") if isinstance(best, dict) else ""
-        best = best if isinstance(best, str) else ""
+        # (only as a run records it: a value of another kind, or a path out of the run, is none)
+        best = best if isinstance(best, str) and _BEST_NAME.fullmatch(best) else ""
         if best_from == "ema":
             return True, best
         if best_from in ("", "raw", None):
@@ -151,22 +153,38 @@ def _run_record(run: str) -> Tuple[bool, str]:
     return False, ""
 
 
+# How run.json records a best checkpoint, and a link names one: relative to the run.
+_BEST_NAME = re.compile(CHECKPOINTS_DIR + r"/step-([0-9]{8,})")
+
+
+def _step_of(name: str) -> Optional[int]:
+    m = _BEST_NAME.fullmatch(name)
+    return int(m[1]) if m else None
+
+
 def _best_problem(run: str, recorded: str) -> str:
     """What is wrong with the run directory ``run``'s best link where the Go side's commands
-    refuse it (its checkpoint.BestProblem), with the command that links it again: it is no link
-    (a file: a link git or a copy stored as its text; a directory without a model; another kind),
-    or it is absent while run.json records a best checkpoint (``recorded``) that is there: falling
-    back to last would pick another model. "" otherwise (a copy that followed the links, a
-    directory holding the model, is a best)."""
+    refuse it (its checkpoint.BestProblem), with the command that mends it: it is no link (a file:
+    a link git or a copy stored as its text; a directory without a model; another kind), or it is
+    absent while run.json records a best checkpoint (``recorded``) that is there: falling back to
+    last would pick another model. "" otherwise: a copy that followed the links (a directory
+    holding the model) is a best; a run whose recorded best is gone, or recorded after its last
+    checkpoint (a resume going back removes the link before it rewrites run.json), has none."""
     best = os.path.join(run, BEST_LINK)
-    target = recorded or f"{CHECKPOINTS_DIR}/step-NNNNNNNN"
+    there = bool(recorded) and os.path.exists(os.path.join(run, recorded, MODEL_FILE))
     try:
         st = os.lstat(best)
     except FileNotFoundError:
-        if recorded and os.path.exists(os.path.join(run, recorded, MODEL_FILE)):
-            return (f"it records its best checkpoint {recorded} in {RUN_FILE}, but has no {BEST_LINK} link (a copy "
-                    f"that left links out?); link it again (ln -s {recorded} {best})")
-        return ""
+        if not there:
+            return ""
+        try:
+            last = _step_of(os.readlink(os.path.join(run, LAST_LINK)))
+        except OSError:
+            last = None
+        if last is not None and _step_of(recorded) > last:
+            return ""
+        return (f"it records its best checkpoint {recorded} in {RUN_FILE}, but has no {BEST_LINK} link (a copy "
+                f"that left links out?); link it again (ln -s {recorded} {shell_arg(best)})")
     except OSError:
         return ""
     if stat.S_ISLNK(st.st_mode):
@@ -174,10 +192,27 @@ def _best_problem(run: str, recorded: str) -> str:
     if stat.S_ISDIR(st.st_mode):
         if os.path.exists(os.path.join(best, MODEL_FILE)):
             return ""
-        what, fix = f"a directory that holds no {MODEL_FILE}", f"rmdir {best} && ln -s {target} {best}"
+        what = f"a directory that holds no {MODEL_FILE}"
     else:
-        what, fix = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode), f"rm {best} && ln -s {target} {best}"
-    return f"its {BEST_LINK} is {what}, not a link to its best checkpoint; link it again ({fix})"
+        what = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
+    aside = f"mv {shell_arg(best)} {shell_arg(best + '.damaged')}"
+    if not there:
+        return (f"its {BEST_LINK} is {what}, not a link to its best checkpoint, which is gone; move it aside ({aside}), "
+                "and its last checkpoint is used")
+    return f"its {BEST_LINK} is {what}, not a link to its best checkpoint; link it again ({aside} && ln -s {recorded} {shell_arg(best)})"
+
+
+def _broken_link(p: str) -> Optional[str]:
+    """The error of the model file ``p`` where it is a symbolic link that cannot be opened (to a
+    disk not mounted, a loop), as the Go side says it (brokenLink): not "no model"."""
+    if not os.path.islink(p) or os.path.exists(p):
+        return None
+    try:
+        os.stat(p)
+        why = "it is gone"
+    except OSError as e:
+        why = (e.strerror or str(e)).lower()
+    return f"model: {p} is a symbolic link to {os.readlink(p)}, which cannot be opened ({why})"
 
 
 def resolve(path: PathLike) -> str:
@@ -220,21 +255,23 @@ def resolve(path: PathLike) -> str:
     # refused when it is read, not passed over for another checkpoint's model.
     best = os.path.join(path, BEST_LINK)
     if os.path.islink(best) and not os.path.exists(os.path.join(best, MODEL_FILE)):
+        broken = _broken_link(os.path.join(best, MODEL_FILE))
+        if broken:
+            raise CheckpointError(broken)
         raise CheckpointError(f"model: {path}'s best checkpoint {best} is missing; name a model file (for "
                               f"instance {os.path.join(path, LAST_LINK, MODEL_FILE)}) to use another")
     model = os.path.join(path, MODEL_FILE)
     if os.path.exists(model):
         return model
-    if os.path.islink(model):  # (a link to a disk not mounted, or a loop: not "no model")
-        try:
-            os.stat(model)
-            why = "it is gone"
-        except OSError as e:
-            why = (e.strerror or str(e)).lower()
-        raise CheckpointError(f"model: {model} is a symbolic link to {os.readlink(model)}, which cannot be opened ({why})")
+    broken = _broken_link(model)
+    if broken:
+        raise CheckpointError(broken)
     for link in (BEST_LINK, LAST_LINK):
         if os.path.exists(os.path.join(path, link, MODEL_FILE)):
             return follow(link, MODEL_FILE)
+    broken = _broken_link(os.path.join(path, LAST_LINK, MODEL_FILE))
+    if broken:
+        raise CheckpointError(broken)
     raise CheckpointError(
         f"model: {path} holds no {MODEL_FILE}, and no best or last checkpoint of a run"
     )

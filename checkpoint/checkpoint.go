@@ -692,6 +692,9 @@ func Resolve(path string) (string, error) {
 	path = atomicfile.ResolveDotDot(path) // (LINK/.. as the system takes it, before names are joined to it)
 	st, err := os.Stat(path)
 	if err != nil {
+		if berr := brokenLink(path); berr != nil {
+			return "", berr
+		}
 		return "", fmt.Errorf("model: %w", err)
 	}
 	if !st.IsDir() {
@@ -731,6 +734,9 @@ func Resolve(path string) (string, error) {
 				return "", err
 			}
 			if !fileExists(ema) {
+				if err := brokenLink(ema); err != nil {
+					return "", err
+				}
 				return "", fmt.Errorf("model: %s picks its best checkpoint by the moving average of the weights, but %s is missing; name a model file to use another", path, ema)
 			}
 			return ema, nil
@@ -897,7 +903,9 @@ func BestProblem(run string) string {
 // checkpoint recorded ("" for none: recordedBest).
 func bestProblem(run, recorded string) string {
 	best := filepath.Join(run, BestLink)
-	there := recorded != "" && fileExists(filepath.Join(run, recorded, ModelFile))
+	// (A model that is a link leading nowhere is there: Resolve names it.)
+	_, err := os.Lstat(filepath.Join(run, recorded, ModelFile))
+	there := recorded != "" && err == nil
 	if what := notALink(best); what != "" {
 		aside := fmt.Sprintf("mv %s %s", printable.ShellArg(best), printable.ShellArg(best+".damaged"))
 		if !there {
@@ -949,7 +957,10 @@ func stepOf(name string) (int, bool) {
 		return 0, false
 	}
 	step, err := strconv.Atoi(m[1])
-	return step, err == nil
+	if err != nil { // (beyond int: after any checkpoint a run makes)
+		return math.MaxInt, true
+	}
+	return step, true
 }
 
 // brokenLink is the error of the model file p where it is a symbolic link

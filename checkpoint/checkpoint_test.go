@@ -764,6 +764,9 @@ func TestResolveBrokenModelLink(t *testing.T) {
 		if _, err := Resolve(ck); err == nil || err.Error() != want {
 			t.Errorf("Resolve: %v, want %q", err, want)
 		}
+		if _, err := Resolve(filepath.Join(ck, ModelFile)); err == nil || err.Error() != want {
+			t.Errorf("Resolve of the link itself: %v, want %q", err, want)
+		}
 		// The same through a run's best or last link (a run kept in
 		// git-annex, its disk not mounted).
 		for _, link := range []string{BestLink, LastLink} {

@@ -68,8 +68,13 @@ func isRuneError(s string) bool { return strings.HasPrefix(s, "\uFFFD") }
 // that is no UTF-8), which a terminal would act on and a copy of the
 // command would lose, is written in ANSI-C quotes ($'...': bash, zsh,
 // ksh, and POSIX sh since its 2024 edition), each such byte as \xNN,
-// which the shell reads back as the path's bytes.
+// which the shell reads back as the path's bytes. A relative path that
+// begins with "-" is written as ./-..., which a command does not take for
+// an option.
 func ShellArg(path string) string {
+	if strings.HasPrefix(path, "-") { // (not an option of the command it is given to)
+		path = "./" + path
+	}
 	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
 		return path
 	}

@@ -2,6 +2,7 @@ package printable
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -41,6 +42,8 @@ func TestShellArg(t *testing.T) {
 		"it's\n\\":             `$'it\'s\x0a\\'`,
 		"c1\u009b/rtl\u202e.x": `$'c1\xc2\x9b/rtl\xe2\x80\xae.x'`,
 		"latin1 \xe9":          `$'latin1 \xe9'`,
+		"-tdecoy/best":         "./-tdecoy/best",
+		"-rf run":              "'./-rf run'",
 	}
 	bash, _ := exec.LookPath("bash")
 	for in, want := range cases {
@@ -53,6 +56,9 @@ func TestShellArg(t *testing.T) {
 		}
 		if bash == "" {
 			continue
+		}
+		if strings.HasPrefix(in, "-") {
+			in = "./" + in // (the same file)
 		}
 		if out, err := exec.Command(bash, "-c", "printf %s "+got).Output(); err != nil || string(out) != in {
 			t.Errorf("bash reads ShellArg(%q) = %s back as %q (%v)", in, got, out, err)

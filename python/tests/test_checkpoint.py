@@ -1048,9 +1048,10 @@ def test_resolve_names_a_broken_model_link_as_go_does(tmp_path, target, why):
     ck = tmp_path / "ck"
     ck.mkdir()
     os.symlink(target, ck / "model.safetensors")
-    with pytest.raises(CheckpointError) as e:
-        checkpoint.resolve(ck)
-    assert str(e.value) == f"model: {ck / 'model.safetensors'} is a symbolic link to {target}, which cannot be opened ({why})"
+    for named in (ck, ck / "model.safetensors"):
+        with pytest.raises(CheckpointError) as e:
+            checkpoint.resolve(named)
+        assert str(e.value) == f"model: {ck / 'model.safetensors'} is a symbolic link to {target}, which cannot be opened ({why})"
     # The same through a run's best or last link (a run kept in git-annex, its disk not mounted).
     for link in ("best", "last"):
         run = tmp_path / ("run-" + link)
@@ -1068,6 +1069,7 @@ def test_resolve_names_a_broken_model_link_as_go_does(tmp_path, target, why):
     ("runs/base", "runs/base"), ("my run", "'my run'"), ("it's", "'it'\\''s'"), ("", "''"), ("$HOME", "'$HOME'"),
     ("esc\x1b[31mdir/run", "$'esc\\x1b[31mdir/run'"), ("it's\n\\", "$'it\\'s\\x0a\\\\'"),
     ("c1\u009b/rtl\u202e.x", "$'c1\\xc2\\x9b/rtl\\xe2\\x80\\xae.x'"), (os.fsdecode(b"latin1 \xe9"), "$'latin1 \\xe9'"),
+    ("-tdecoy/best", "./-tdecoy/best"), ("-rf run", "'./-rf run'"),
 ])
 def test_shell_arg_as_go_writes_it(path, want):
     """A path in a command a message suggests is one shell word, written as the Go side's
@@ -1076,4 +1078,5 @@ def test_shell_arg_as_go_writes_it(path, want):
     assert shell_arg(path) == want
     if shutil.which("bash"):
         import subprocess
-        assert subprocess.run(["bash", "-c", "printf %s " + want], capture_output=True).stdout == os.fsencode(path)
+        same = "./" + path if path.startswith("-") else path  # (the same file)
+        assert subprocess.run(["bash", "-c", "printf %s " + want], capture_output=True).stdout == os.fsencode(same)

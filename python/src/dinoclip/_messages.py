@@ -46,7 +46,11 @@ def shell_arg(path: str) -> str:
     """``path`` as one shell word, quoted where it needs to be, for the commands messages tell the
     user to run, as the Go side writes it (printable.ShellArg): plain, else in single quotes, else,
     where it holds what :func:`printable` escapes or bytes that are no UTF-8 (a path's undecodable
-    bytes, as ``os.fsdecode`` keeps them), in ANSI-C quotes (``$'...'``), each such byte as ``\\xNN``."""
+    bytes, as ``os.fsdecode`` keeps them), in ANSI-C quotes (``$'...'``), each such byte as ``\\xNN``.
+    A relative path that begins with "-" is written as ./-..., which a command does not take for an
+    option."""
+    if path.startswith("-"):
+        path = "./" + path
     if _SHELL_PLAIN.fullmatch(path):
         return path
     if not _CONTROL.search(path) and not any(0xDC80 <= ord(c) <= 0xDCFF for c in path):

@@ -171,7 +171,8 @@ def _best_problem(run: str, recorded: str) -> str:
     holding the model) is a best; a run whose recorded best is gone, or recorded after its last
     checkpoint (a resume going back removes the link before it rewrites run.json), has none."""
     best = os.path.join(run, BEST_LINK)
-    there = bool(recorded) and os.path.exists(os.path.join(run, recorded, MODEL_FILE))
+    # (a model that is a link leading nowhere is there: resolve names it)
+    there = bool(recorded) and os.path.lexists(os.path.join(run, recorded, MODEL_FILE))
     try:
         st = os.lstat(best)
     except FileNotFoundError:
@@ -221,6 +222,9 @@ def resolve(path: PathLike) -> str:
     of a run with ``--best-from ema``, that checkpoint's moving average (:data:`EMA_FILE`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
+        broken = _broken_link(path)
+        if broken:
+            raise CheckpointError(broken)
         raise FileNotFoundError(f"model: {path}: no such file or directory")
     if not os.path.isdir(path):
         return path
@@ -248,7 +252,7 @@ def resolve(path: PathLike) -> str:
                 continue
             ema = follow(link, EMA_FILE)
             if not os.path.exists(ema):
-                raise CheckpointError(f"model: {path} picks its best checkpoint by the moving average of the "
+                raise CheckpointError(_broken_link(ema) or f"model: {path} picks its best checkpoint by the moving average of the "
                                       f"weights, but {ema} is missing; name a model file to use another")
             return ema
     # What exists is taken, as the Go side takes it: a named pipe or a directory in its place is

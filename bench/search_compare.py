@@ -64,10 +64,13 @@ def write_index(path: Path, keys16: np.ndarray):
     path.mkdir(parents=True)
     np.save(path / "keys-00000.npy", keys16)
     np.save(path / "ids-00000.npy", np.arange(len(keys16), dtype=np.int64))
+    dim = int(keys16.shape[1])
+    # (No model made these keys; dinoclip takes an index's config only of a model that can be
+    # built, whose output is the keys' width: the smallest such.)
+    config = {"input_dim": 1, "hidden_dim": 2, "output_dim": dim, "num_residual_blocks": 0}
     manifest = {
-        "format": "dinoclip-index/1", "dim": int(keys16.shape[1]), "dtype": "float16", "rows": int(len(keys16)),
-        "model": {"sha256": "0" * 64, "path": "random unit vectors (bench/search_compare.py)",
-                  "config": {"output_dim": int(keys16.shape[1])}},
+        "format": "dinoclip-index/1", "dim": dim, "dtype": "float16", "rows": int(len(keys16)),
+        "model": {"sha256": "0" * 64, "path": "random unit vectors (bench/search_compare.py)", "config": config},
         "shards": [{"keys": "keys-00000.npy", "ids": "ids-00000.npy", "rows": int(len(keys16)), "first_id": 0,
                     "source": {"path": "random", "size": 0, "rows": int(len(keys16))}}],
     }

@@ -804,7 +804,7 @@ func (w *IndexWriter) CheckSourceImages(path, images string, rows int64) error {
 	// away, as an editor saves a file, or CRLF line ends, name the same.)
 	names := bytes.TrimSuffix(b, []byte{'\n'})
 	for _, list := range [][]byte{names, append(slices.Clip(names), '\n')} {
-		if sum := sha256.Sum256(list); hex.EncodeToString(sum[:]) == sh.ImagesSHA256 {
+		if imagesSHA256(list) == sh.ImagesSHA256 {
 			return nil
 		}
 	}
@@ -1036,8 +1036,13 @@ func copyImages(src, dst string, rows int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return imagesSHA256(b), atomicfile.ReplaceBytes(dst, b)
+}
+
+// imagesSHA256 is a shard's images_sha256 of its list b, as copied.
+func imagesSHA256(b []byte) string {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), atomicfile.ReplaceBytes(dst, b)
+	return hex.EncodeToString(sum[:])
 }
 
 // ReadImagesList reads the list of images at path (one per line, the last
